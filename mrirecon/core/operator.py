@@ -1,0 +1,347 @@
+"""The one linear-operator abstraction shared by solvers and networks.
+
+A :class:`LinearOperator` maps tensors of trailing shape ``domain_shape`` to tensors of trailing
+shape ``range_shape``; any leading (batch) dimensions pass through unchanged. Subclasses
+implement ``_forward`` and ``_adjoint`` (and may override ``_gram`` with a cheaper closed form).
+The public ``forward``/``adjoint``/``gram`` check shapes and then call them.
+
+Operators are ``torch.nn.Module`` instances so that their constant tensors (masks, coil maps,
+geometry tables) registered as buffers follow ``.to(device)``; they hold no trainable state and
+never change after construction.
+
+Everything is written with differentiable torch primitives (or an autograd ``Function`` whose
+backward is the adjoint), so the vector-Jacobian product of ``A`` is ``A.H`` under PyTorch's
+complex convention.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from numbers import Number
+
+import torch
+from torch import Tensor
+
+Shape = tuple[int | None, ...] | None
+
+
+def _format(shape: Shape) -> str:
+    if shape is None:
+        return "(...)"
+    inner = ", ".join("*" if s is None else str(s) for s in shape)
+    return f"(..., {inner})" if inner else "(...)"
+
+
+def check_trailing_shape(name: str, what: str, x: Tensor, expected: Shape) -> None:
+    """Raise ``ValueError`` naming ``name`` unless ``x``'s trailing dims match ``expected``.
+
+    ``None`` entries in ``expected`` match any size; ``expected=None`` matches everything.
+    """
+    if expected is None:
+        return
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}: {what} must be a torch.Tensor, got {type(x).__name__}")
+    n = len(expected)
+    got = tuple(x.shape)
+    ok = len(got) >= n and all(e is None or e == g for e, g in zip(expected, got[len(got) - n :]))
+    if not ok:
+        raise ValueError(f"{name}: {what} must have shape {_format(expected)}, got {got}")
+
+
+class LinearOperator(torch.nn.Module):
+    """Base class of all linear operators ``A: X -> Y``.
+
+    Parameters
+    ----------
+    domain_shape, range_shape
+        Trailing shapes of inputs and outputs (``None`` entries are free). ``None`` disables
+        the check on that side.
+
+    Notes
+    -----
+    ``A(x)`` and ``A.forward(x)`` apply the operator, ``A.H(y)`` / ``A.adjoint(y)`` its adjoint,
+    ``A.gram(x)`` the normal operator ``A^H A``. ``A @ B`` composes, ``A @ x`` applies,
+    ``A + B``, ``A - B``, ``c * A`` and ``-A`` build new operators.
+    """
+
+    def __init__(self, domain_shape: Shape = None, range_shape: Shape = None) -> None:
+        super().__init__()
+        self.domain_shape = None if domain_shape is None else tuple(domain_shape)
+        self.range_shape = None if range_shape is None else tuple(range_shape)
+
+    # -- to implement ---------------------------------------------------------------------
+    def _forward(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _adjoint(self, y: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _gram(self, x: Tensor) -> Tensor:
+        return self._adjoint(self._forward(x))
+
+    # -- public, shape-checked ------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def forward(self, x: Tensor) -> Tensor:  # noqa: D102 - documented on the class
+        check_trailing_shape(self.name, "input", x, self.domain_shape)
+        return self._forward(x)
+
+    def adjoint(self, y: Tensor) -> Tensor:
+        """Apply ``A^H``."""
+        check_trailing_shape(f"{self.name}.H", "input", y, self.range_shape)
+        return self._adjoint(y)
+
+    def gram(self, x: Tensor) -> Tensor:
+        """Apply the normal operator ``A^H A`` (closed form where the subclass has one)."""
+        check_trailing_shape(f"{self.name}.gram", "input", x, self.domain_shape)
+        return self._gram(x)
+
+    @property
+    def H(self) -> LinearOperator:  # noqa: N802 - mathematical notation
+        """The adjoint operator ``A^H`` as a LinearOperator."""
+        return AdjointOperator(self)
+
+    # -- algebra --------------------------------------------------------------------------
+    def __matmul__(self, other):
+        if isinstance(other, LinearOperator):
+            return ComposedOperator(self, other)
+        if isinstance(other, Tensor):
+            return self.forward(other)
+        return NotImplemented
+
+    def __add__(self, other):
+        if isinstance(other, LinearOperator):
+            return SumOperator(self, other)
+        return NotImplemented
+
+    def __sub__(self, other):
+        if isinstance(other, LinearOperator):
+            return SumOperator(self, ScaledOperator(other, -1.0))
+        return NotImplemented
+
+    def __mul__(self, scalar):
+        if isinstance(scalar, (Number, Tensor)) and not isinstance(scalar, bool):
+            return ScaledOperator(self, scalar)
+        return NotImplemented
+
+    __rmul__ = __mul__
+
+    def __neg__(self):
+        return ScaledOperator(self, -1.0)
+
+    def __truediv__(self, scalar):
+        if isinstance(scalar, (Number, Tensor)):
+            return ScaledOperator(self, 1.0 / scalar)
+        return NotImplemented
+
+    def __hash__(self) -> int:  # nn.Module equality is identity; keep it hashable
+        return id(self)
+
+    def extra_repr(self) -> str:
+        return f"domain={_format(self.domain_shape)}, range={_format(self.range_shape)}"
+
+    # -- norms ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def operator_norm(
+        self,
+        x0: Tensor,
+        *,
+        max_iterations: int = 100,
+        tolerance: float = 1e-6,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Largest singular value ``||A||_2`` by power iteration on ``A^H A``.
+
+        Parameters
+        ----------
+        x0
+            A tensor in the domain; only its shape, dtype and device are used (the start vector
+            is random, drawn from ``generator``). Batch dimensions are treated as one vector.
+        max_iterations, tolerance
+            Stop after ``max_iterations`` or when the relative change of the estimate is below
+            ``tolerance``.
+
+        Returns
+        -------
+        Tensor
+            0-d real tensor.
+        """
+        x = torch.randn(x0.shape, dtype=x0.dtype, device=x0.device, generator=generator)
+        x = x / torch.linalg.vector_norm(x)
+        estimate = torch.zeros((), dtype=x.real.dtype, device=x.device)
+        for _ in range(max_iterations):
+            z = self.gram(x)
+            new = torch.linalg.vector_norm(z)
+            if new == 0:
+                return new
+            x = z / new
+            if torch.abs(new - estimate) <= tolerance * new:
+                estimate = new
+                break
+            estimate = new
+        return torch.sqrt(estimate)
+
+
+def _same_shapes(a: Shape, b: Shape) -> Shape:
+    """Merge two trailing-shape specs (``None`` entries are free)."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a if len(a) >= len(b) else b
+
+
+class AdjointOperator(LinearOperator):
+    """``A^H`` as an operator; its adjoint is ``A`` again."""
+
+    def __init__(self, op: LinearOperator) -> None:
+        super().__init__(op.range_shape, op.domain_shape)
+        self.op = op
+
+    @property
+    def name(self) -> str:
+        return f"{self.op.name}.H"
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return self.op._adjoint(x)
+
+    def _adjoint(self, y: Tensor) -> Tensor:
+        return self.op._forward(y)
+
+    @property
+    def H(self) -> LinearOperator:  # noqa: N802
+        return self.op
+
+
+class ComposedOperator(LinearOperator):
+    """``outer @ inner``: ``x -> outer(inner(x))``."""
+
+    def __init__(self, outer: LinearOperator, inner: LinearOperator) -> None:
+        super().__init__(inner.domain_shape, outer.range_shape)
+        if (
+            outer.domain_shape is not None
+            and inner.range_shape is not None
+            and len(outer.domain_shape) == len(inner.range_shape)
+            and any(
+                a is not None and b is not None and a != b
+                for a, b in zip(outer.domain_shape, inner.range_shape)
+            )
+        ):
+            raise ValueError(
+                f"cannot compose {outer.name} (input {_format(outer.domain_shape)}) with "
+                f"{inner.name} (output {_format(inner.range_shape)})"
+            )
+        self.outer = outer
+        self.inner = inner
+
+    @property
+    def name(self) -> str:
+        return f"({self.outer.name} @ {self.inner.name})"
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return self.outer.forward(self.inner.forward(x))
+
+    def _adjoint(self, y: Tensor) -> Tensor:
+        return self.inner.adjoint(self.outer.adjoint(y))
+
+    def _gram(self, x: Tensor) -> Tensor:
+        return self.inner.adjoint(self.outer.gram(self.inner.forward(x)))
+
+
+class SumOperator(LinearOperator):
+    """``A + B`` (both on the same domain and range)."""
+
+    def __init__(self, a: LinearOperator, b: LinearOperator) -> None:
+        super().__init__(
+            _same_shapes(a.domain_shape, b.domain_shape), _same_shapes(a.range_shape, b.range_shape)
+        )
+        self.a = a
+        self.b = b
+
+    @property
+    def name(self) -> str:
+        return f"({self.a.name} + {self.b.name})"
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return self.a.forward(x) + self.b.forward(x)
+
+    def _adjoint(self, y: Tensor) -> Tensor:
+        return self.a.adjoint(y) + self.b.adjoint(y)
+
+
+class ScaledOperator(LinearOperator):
+    """``c * A`` for a (possibly complex, possibly tensor) scalar ``c``."""
+
+    def __init__(self, op: LinearOperator, scalar: Number | Tensor) -> None:
+        super().__init__(op.domain_shape, op.range_shape)
+        self.op = op
+        self.scalar = scalar
+
+    @property
+    def name(self) -> str:
+        return f"{self.scalar} * {self.op.name}"
+
+    def _conj_scalar(self):
+        s = self.scalar
+        if isinstance(s, Tensor):
+            return s.conj()
+        return s.conjugate() if isinstance(s, complex) else s
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return self.scalar * self.op.forward(x)
+
+    def _adjoint(self, y: Tensor) -> Tensor:
+        return self._conj_scalar() * self.op.adjoint(y)
+
+    def _gram(self, x: Tensor) -> Tensor:
+        s = self.scalar
+        scale = (s.abs() ** 2) if isinstance(s, Tensor) else abs(s) ** 2
+        return scale * self.op.gram(x)
+
+
+class FunctionOperator(LinearOperator):
+    """Wrap a pair of callables (forward, adjoint) as an operator, e.g. for quick experiments."""
+
+    def __init__(
+        self,
+        forward: Callable[[Tensor], Tensor],
+        adjoint: Callable[[Tensor], Tensor],
+        domain_shape: Shape = None,
+        range_shape: Shape = None,
+        gram: Callable[[Tensor], Tensor] | None = None,
+    ) -> None:
+        super().__init__(domain_shape, range_shape)
+        self._f, self._a, self._g = forward, adjoint, gram
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return self._f(x)
+
+    def _adjoint(self, y: Tensor) -> Tensor:
+        return self._a(y)
+
+    def _gram(self, x: Tensor) -> Tensor:
+        return self._g(x) if self._g is not None else self._a(self._f(x))
+
+
+def inner(a: Tensor, b: Tensor) -> Tensor:
+    """Complex inner product ``<a, b> = sum(conj(a) * b)`` over all elements."""
+    if a.is_complex() or b.is_complex():
+        return torch.sum(a.conj() * b)
+    return torch.sum(a * b)
+
+
+def dot_test(op: LinearOperator, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Return ``(<A x, y>, <x, A^H y>)``; equal up to rounding for a correct adjoint."""
+    return inner(op(x), y), inner(x, op.H(y))
+
+
+def relative_adjoint_error(op: LinearOperator, x: Tensor, y: Tensor) -> float:
+    """``|<Ax, y> - <x, A^H y>| / (||Ax|| ||y||)``: the dot-test error, scale free."""
+    lhs, rhs = dot_test(op, x, y)
+    ax = op(x)
+    scale = torch.linalg.vector_norm(ax) * torch.linalg.vector_norm(y)
+    scale = scale + torch.linalg.vector_norm(x) * torch.linalg.vector_norm(op.H(y))
+    return float(torch.abs(lhs - rhs) / (scale / 2 + torch.finfo(scale.dtype).tiny))
+

@@ -1,0 +1,31 @@
+"""Pure, stateless kernels: centred FFTs, coil combination, finite differences, wavelets."""
+
+from mrirecon.functional.coils import (
+    center_crop,
+    center_pad,
+    channels_to_complex,
+    coil_combine,
+    complex_to_channels,
+    rss,
+)
+from mrirecon.functional.fft import fft2c, ifft2c, uncentred_fft2, uncentred_ifft2
+from mrirecon.functional.finite_differences import forward_difference, forward_difference_adjoint
+from mrirecon.functional.wavelet import dwt2, idwt2, max_levels
+
+__all__ = [
+    "center_crop",
+    "center_pad",
+    "channels_to_complex",
+    "coil_combine",
+    "complex_to_channels",
+    "dwt2",
+    "fft2c",
+    "forward_difference",
+    "forward_difference_adjoint",
+    "idwt2",
+    "ifft2c",
+    "max_levels",
+    "rss",
+    "uncentred_fft2",
+    "uncentred_ifft2",
+]

@@ -1,0 +1,55 @@
+"""Coil-combination and cropping kernels."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def rss(x: Tensor, dim: int = -3) -> Tensor:
+    """Root-sum-of-squares over the coil axis ``dim`` (complex or real input, real output)."""
+    return torch.sqrt(torch.sum(torch.abs(x) ** 2, dim=dim))
+
+
+def coil_combine(x: Tensor, maps: Tensor, dim: int = -3) -> Tensor:
+    """Sensitivity-weighted combination ``sum_c conj(S_c) x_c`` over ``dim``.
+
+    With maps normalised to unit sum of squares this is the optimal (Roemer) combination.
+    """
+    return torch.sum(maps.conj() * x, dim=dim)
+
+
+def center_crop(x: Tensor, shape: tuple[int, int]) -> Tensor:
+    """Crop the last two axes to ``shape`` around the centre (fastMRI's convention).
+
+    The crop starts at ``(N - n) // 2``, which matches ``fastmri.data.transforms.center_crop``.
+    """
+    h, w = int(shape[0]), int(shape[1])
+    H, W = x.shape[-2], x.shape[-1]
+    if not (0 < h <= H and 0 < w <= W):
+        raise ValueError(f"center_crop: crop size {(h, w)} does not fit input {(H, W)}")
+    top, left = (H - h) // 2, (W - w) // 2
+    return x[..., top : top + h, left : left + w]
+
+
+def center_pad(x: Tensor, shape: tuple[int, int]) -> Tensor:
+    """Zero-pad the last two axes to ``shape``; the adjoint of :func:`center_crop`."""
+    h, w = int(shape[0]), int(shape[1])
+    H, W = x.shape[-2], x.shape[-1]
+    if h < H or w < W:
+        raise ValueError(f"center_pad: target size {(h, w)} is smaller than input {(H, W)}")
+    top, left = (h - H) // 2, (w - W) // 2
+    out = x.new_zeros(x.shape[:-2] + (h, w))
+    out[..., top : top + H, left : left + W] = x
+    return out
+
+
+def complex_to_channels(x: Tensor, dim: int = 1) -> Tensor:
+    """complex ``(B, C, ...)`` -> real ``(B, 2C, ...)`` with [real, imag] stacked per channel."""
+    return torch.cat([x.real, x.imag], dim=dim)
+
+
+def channels_to_complex(x: Tensor, dim: int = 1) -> Tensor:
+    """Inverse of :func:`complex_to_channels`."""
+    re, im = torch.chunk(x, 2, dim=dim)
+    return torch.complex(re.contiguous(), im.contiguous())

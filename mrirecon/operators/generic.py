@@ -1,0 +1,127 @@
+"""Generic operators: identity, diagonal, finite-difference gradient, orthogonal wavelet."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from mrirecon.core import LinearOperator
+from mrirecon.functional import (
+    center_crop,
+    center_pad,
+    dwt2,
+    forward_difference,
+    forward_difference_adjoint,
+    idwt2,
+    max_levels,
+)
+from mrirecon.functional.wavelet import wavelet_filters
+
+
+class Identity(LinearOperator):
+    """``I x = x`` on any shape."""
+
+    def __init__(self, shape: Sequence[int] | None = None) -> None:
+        super().__init__(shape, shape)
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return x
+
+    def _adjoint(self, y: Tensor) -> Tensor:
+        return y
+
+    def _gram(self, x: Tensor) -> Tensor:
+        return x
+
+
+class Diagonal(LinearOperator):
+    """Element-wise multiplication by ``weights`` (broadcast over leading axes).
+
+    The trailing shape of ``weights`` is the operator's domain and range.
+    """
+
+    def __init__(self, weights: Tensor) -> None:
+        shape = tuple(weights.shape)
+        super().__init__(shape, shape)
+        self.register_buffer("weights", weights)
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return self.weights * x
+
+    def _adjoint(self, y: Tensor) -> Tensor:
+        return self.weights.conj() * y
+
+    def _gram(self, x: Tensor) -> Tensor:
+        return (self.weights.abs() ** 2) * x
+
+
+class FiniteDifference(LinearOperator):
+    """Forward-difference gradient over the last ``ndim`` axes: ``(..., *N) -> (..., ndim, *N)``.
+
+    Neumann boundary (the last difference is zero), as used for isotropic/anisotropic TV.
+    """
+
+    def __init__(self, ndim: int = 2, shape: Sequence[int] | None = None) -> None:
+        if shape is not None and len(shape) != ndim:
+            raise ValueError(f"FiniteDifference: shape {tuple(shape)} must have {ndim} entries")
+        dom = tuple(shape) if shape is not None else (None,) * ndim
+        super().__init__(dom, (ndim,) + dom)
+        self.ndim = ndim
+
+    def _forward(self, x: Tensor) -> Tensor:
+        dims = range(-self.ndim, 0)
+        return torch.stack([forward_difference(x, d) for d in dims], dim=-self.ndim - 1)
+
+    def _adjoint(self, y: Tensor) -> Tensor:
+        parts = torch.unbind(y, dim=-self.ndim - 1)
+        out = forward_difference_adjoint(parts[0], -self.ndim)
+        for i, part in enumerate(parts[1:], start=1):
+            out = out + forward_difference_adjoint(part, -self.ndim + i)
+        return out
+
+
+class Wavelet(LinearOperator):
+    """Orthogonal periodised 2-D wavelet transform ``(..., H, W) -> (..., H', W')``.
+
+    ``H', W'`` are ``H, W`` rounded up to a multiple of ``2**levels``; the input is zero-padded
+    symmetrically first, so the operator is an isometry (``W^H W = I``) and ``W W^H = I`` when no
+    padding is needed.
+
+    Parameters
+    ----------
+    shape
+        Image shape ``(H, W)``.
+    wavelet
+        PyWavelets name of an orthogonal wavelet (default ``"db4"`` as in SigPy's L1-wavelet).
+    levels
+        Decomposition levels; default: as many as the padded size allows (at most 4).
+    """
+
+    def __init__(self, shape: Sequence[int], wavelet: str = "db4", levels: int | None = None):
+        h, w = (int(s) for s in shape)
+        if levels is None:
+            levels = 4
+            while levels > 1 and min(h, w) >> levels < 2 * len(wavelet_filters(wavelet)[0]):
+                levels -= 1
+        step = 2**levels
+        ph, pw = -(-h // step) * step, -(-w // step) * step
+        super().__init__((h, w), (ph, pw))
+        self.wavelet, self.levels = wavelet, int(levels)
+        self.shape, self.padded = (h, w), (ph, pw)
+        if max_levels(self.padded, wavelet) < 1:
+            raise ValueError(f"Wavelet: image {shape} is too small for {wavelet!r}")
+
+    def _forward(self, x: Tensor) -> Tensor:
+        if self.padded != self.shape:
+            x = center_pad(x, self.padded)
+        return dwt2(x, self.wavelet, self.levels)
+
+    def _adjoint(self, y: Tensor) -> Tensor:
+        x = idwt2(y, self.wavelet, self.levels)
+        return center_crop(x, self.shape) if self.padded != self.shape else x
+
+    def _gram(self, x: Tensor) -> Tensor:
+        return x
+

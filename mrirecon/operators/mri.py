@@ -1,0 +1,174 @@
+"""Cartesian MRI operators: sampling ``P``, centred Fourier ``F``, coil sensitivities ``S``.
+
+The multi-coil forward model is ``A = P F S`` (:func:`sense`); single-coil is the one-coil
+case, or ``P F`` (:func:`single_coil`) when the data carry no coil axis. Shapes follow fastMRI:
+images ``(..., H, W)``, k-space ``(..., coils, H, W)``, masks broadcastable to ``(..., H, W)``
+(a fastMRI column mask is ``(1, W)``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from mrirecon.core import LinearOperator
+from mrirecon.functional import fft2c, ifft2c, uncentred_fft2, uncentred_ifft2
+
+
+def _as_mask(mask: Tensor, who: str) -> Tensor:
+    if not isinstance(mask, Tensor):
+        mask = torch.as_tensor(mask)
+    if mask.is_complex() or mask.ndim == 0:
+        raise ValueError(f"{who}: mask must be a real vector (W,) or array (..., H, W)")
+    if mask.ndim == 1:
+        mask = mask[None, :]
+    if not torch.all((mask == 0) | (mask == 1)):
+        raise ValueError(f"{who}: mask must contain only 0 and 1")
+    return mask.bool()
+
+
+def _mask_shape(mask: Tensor) -> tuple[int | None, int | None]:
+    h, w = mask.shape[-2], mask.shape[-1]
+    return (None if h == 1 else h, None if w == 1 else w)
+
+
+class Sampling(LinearOperator):
+    """``P``: keep the sampled k-space locations, zero the others (a self-adjoint projection).
+
+    Parameters
+    ----------
+    mask
+        Boolean (or 0/1) mask, ``(W,)`` for a column mask or anything broadcastable to
+        ``(..., H, W)``.
+    """
+
+    def __init__(self, mask: Tensor) -> None:
+        mask = _as_mask(mask, "Sampling")
+        shape = _mask_shape(mask)
+        super().__init__(shape, shape)
+        self.register_buffer("mask", mask)
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return x * self.mask
+
+    _adjoint = _forward
+    _gram = _forward
+
+
+class Fourier(LinearOperator):
+    """``F``: centred orthonormal 2-D FFT over the last two axes (unitary: ``F^H F = I``)."""
+
+    def __init__(self, shape: tuple[int, int] | None = None) -> None:
+        shape = tuple(shape) if shape is not None else (None, None)
+        super().__init__(shape, shape)
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return fft2c(x)
+
+    def _adjoint(self, y: Tensor) -> Tensor:
+        return ifft2c(y)
+
+    def _gram(self, x: Tensor) -> Tensor:
+        return x
+
+
+class Sensitivity(LinearOperator):
+    """``S``: image ``(..., H, W)`` -> coil images ``(..., C, H, W)`` by the coil maps.
+
+    Parameters
+    ----------
+    maps
+        Complex coil sensitivities ``(..., C, H, W)``; leading axes broadcast against the batch
+        (one set of maps per sample is ``(B, C, H, W)``).
+    """
+
+    def __init__(self, maps: Tensor) -> None:
+        if not isinstance(maps, Tensor) or maps.ndim < 3:
+            raise ValueError(
+                f"Sensitivity: maps must be a tensor (..., coils, H, W), got "
+                f"{getattr(maps, 'shape', type(maps).__name__)}"
+            )
+        c, h, w = maps.shape[-3:]
+        super().__init__((h, w), (c, h, w))
+        self.register_buffer("maps", maps)
+
+    @property
+    def num_coils(self) -> int:
+        return self.maps.shape[-3]
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return self.maps * x.unsqueeze(-3)
+
+    def _adjoint(self, y: Tensor) -> Tensor:
+        return torch.sum(self.maps.conj() * y, dim=-3)
+
+    def _gram(self, x: Tensor) -> Tensor:
+        return torch.sum(self.maps.abs() ** 2, dim=-3) * x
+
+
+class SenseOperator(LinearOperator):
+    """Multi-coil Cartesian operator ``A = P F S`` with a closed-form normal operator.
+
+    ``A^H A x = S^H F^H P F S x``; because a circular convolution commutes with the FFT shifts,
+    the gram runs on uncentred FFTs with the mask shifted once at construction, i.e. two plain
+    FFTs per coil and nothing else.
+
+    Parameters
+    ----------
+    maps
+        ``(..., C, H, W)`` complex coil sensitivities.
+    mask
+        ``(W,)`` column mask or broadcastable to ``(..., H, W)``.
+    """
+
+    def __init__(self, maps: Tensor, mask: Tensor) -> None:
+        sens = Sensitivity(maps)
+        mask = _as_mask(mask, "SenseOperator")
+        c, h, w = sens.range_shape
+        for got, want, axis in ((mask.shape[-2], h, "H"), (mask.shape[-1], w, "W")):
+            if got not in (1, want):
+                raise ValueError(
+                    f"SenseOperator: mask {tuple(mask.shape)} does not match maps "
+                    f"{tuple(maps.shape)} along {axis}"
+                )
+        super().__init__((h, w), (c, h, w))
+        self.register_buffer("maps", maps)
+        self.register_buffer("mask", mask)
+        self.register_buffer("_mask_unshifted", torch.fft.ifftshift(mask, dim=(-2, -1)))
+
+    @property
+    def num_coils(self) -> int:
+        return self.maps.shape[-3]
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return fft2c(self.maps * x.unsqueeze(-3)) * self.mask.unsqueeze(-3)
+
+    def _adjoint(self, y: Tensor) -> Tensor:
+        return torch.sum(self.maps.conj() * ifft2c(y * self.mask.unsqueeze(-3)), dim=-3)
+
+    def _gram(self, x: Tensor) -> Tensor:
+        k = uncentred_fft2(self.maps * x.unsqueeze(-3)) * self._mask_unshifted.unsqueeze(-3)
+        return torch.sum(self.maps.conj() * uncentred_ifft2(k), dim=-3)
+
+    # pieces for models that work in coil-image / k-space domains (E2E-VarNet)
+    def expand(self, x: Tensor) -> Tensor:
+        """``F S x``: fully sampled multi-coil k-space of an image."""
+        return fft2c(self.maps * x.unsqueeze(-3))
+
+    def reduce(self, k: Tensor) -> Tensor:
+        """``S^H F^H k``: coil-combined image of (any) multi-coil k-space."""
+        return torch.sum(self.maps.conj() * ifft2c(k), dim=-3)
+
+    def with_maps(self, maps: Tensor) -> SenseOperator:
+        """Same sampling, new sensitivities (e.g. maps estimated by a network)."""
+        return SenseOperator(maps, self.mask)
+
+
+def sense(maps: Tensor, mask: Tensor) -> SenseOperator:
+    """The multi-coil operator ``P F S`` for coil maps ``(..., C, H, W)`` and a mask."""
+    return SenseOperator(maps, mask)
+
+
+def single_coil(mask: Tensor, shape: tuple[int, int] | None = None) -> LinearOperator:
+    """The single-coil operator ``P F`` on images ``(..., H, W)`` (no coil axis)."""
+    return Sampling(mask) @ Fourier(shape)

@@ -1,0 +1,103 @@
+"""The one kit of operator checks, run over every operator factory in the test suite.
+
+Each ``check_*`` asserts a mathematical property of a LinearOperator:
+linearity, the dot test ``<Ax, y> = <x, A^H y>``, ``gram == A^H A``, autograd VJP == adjoint,
+and ``operator_norm`` against the largest singular value of the dense matrix.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mrirecon.core import LinearOperator, inner
+
+# dot-test tolerances by precision (relative to ||Ax|| ||y||)
+TOL = {torch.float64: 1e-10, torch.complex128: 1e-10, torch.float32: 1e-5, torch.complex64: 1e-5}
+
+
+def random_like_shape(shape, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    if dtype.is_complex:
+        real = torch.float64 if dtype == torch.complex128 else torch.float32
+        return torch.complex(
+            torch.randn(shape, dtype=real, generator=g), torch.randn(shape, dtype=real, generator=g)
+        )
+    return torch.randn(shape, dtype=dtype, generator=g)
+
+
+def _rel(a, b):
+    return float(torch.linalg.vector_norm(a - b) / max(float(torch.linalg.vector_norm(b)), 1e-300))
+
+
+def range_sample(op: LinearOperator, x: torch.Tensor, seed=1) -> torch.Tensor:
+    """A random tensor in the operator's range with the right shape and dtype."""
+    ax = op(x)
+    return random_like_shape(ax.shape, ax.dtype, seed)
+
+
+def check_linearity(op, x, tol):
+    x2 = random_like_shape(x.shape, x.dtype, 7)
+    a, b = (0.7 - 0.2j, -1.3 + 0.5j) if x.is_complex() else (0.7, -1.3)
+    lhs = op(a * x + b * x2)
+    rhs = a * op(x) + b * op(x2)
+    assert _rel(lhs, rhs) < tol * 10, f"{op.name} is not linear: {_rel(lhs, rhs)}"
+
+
+def check_adjoint(op, x, tol):
+    y = range_sample(op, x)
+    lhs = inner(op(x), y)
+    rhs = inner(x, op.H(y))
+    scale = float(torch.linalg.vector_norm(op(x)) * torch.linalg.vector_norm(y))
+    err = float(torch.abs(lhs - rhs)) / scale
+    assert err < tol, f"{op.name} fails the dot test: relative error {err:.3e} >= {tol:.0e}"
+
+
+def check_gram(op, x, tol):
+    g = op.gram(x)
+    ref = op.H(op(x))
+    assert g.shape == x.shape, f"{op.name}.gram changed the shape: {g.shape} vs {x.shape}"
+    assert _rel(g, ref) < tol * 10, f"{op.name}.gram != A^H A: {_rel(g, ref):.3e}"
+
+
+def check_vjp(op, x, tol):
+    y = range_sample(op, x)
+    xr = x.clone().requires_grad_(True)
+    out = op(xr)
+    (grad,) = torch.autograd.grad(out, xr, grad_outputs=y)
+    ref = op.H(y)
+    assert _rel(grad, ref) < tol * 10, f"{op.name}: autograd VJP != adjoint ({_rel(grad, ref):.3e})"
+    # and through the adjoint: the VJP of A^H is A
+    yr = y.clone().requires_grad_(True)
+    (grad2,) = torch.autograd.grad(op.H(yr), yr, grad_outputs=x)
+    assert _rel(grad2, op(x)) < tol * 10, f"{op.name}.H: autograd VJP != forward"
+
+
+def dense_matrix(op, x):
+    """The matrix of ``op`` acting on tensors shaped like ``x`` (tiny sizes only)."""
+    n = x.numel()
+    cols = []
+    for i in range(n):
+        e = torch.zeros(n, dtype=x.dtype)
+        e[i] = 1
+        cols.append(op(e.reshape(x.shape)).reshape(-1))
+    return torch.stack(cols, dim=1)
+
+
+def check_operator_norm(op, x, rtol=1e-3):
+    M = dense_matrix(op, x)
+    smax = torch.linalg.matrix_norm(M, ord=2)
+    est = op.operator_norm(x, max_iterations=500, tolerance=1e-12, generator=torch.Generator().manual_seed(3))
+    assert abs(float(est) - float(smax)) <= rtol * float(smax), (
+        f"{op.name}: operator_norm {float(est):.6g} vs largest singular value {float(smax):.6g}"
+    )
+
+
+def check_operator(op: LinearOperator, x: torch.Tensor, *, norm: bool = False) -> None:
+    """Run every check on ``op`` with domain sample ``x`` (its dtype sets the tolerance)."""
+    tol = TOL[x.dtype]
+    check_linearity(op, x, tol)
+    check_adjoint(op, x, tol)
+    check_gram(op, x, tol)
+    check_vjp(op, x, tol)
+    if norm:
+        check_operator_norm(op, x)

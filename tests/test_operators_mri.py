@@ -1,0 +1,176 @@
+"""Operator kit over every MRI and generic operator, plus MRI-specific reference checks."""
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import check_operator, random_like_shape
+from mrirecon.core import LinearOperator
+from mrirecon.functional import fft2c, ifft2c, rss
+from mrirecon.operators import (
+    Diagonal,
+    FiniteDifference,
+    Fourier,
+    Identity,
+    Sampling,
+    Sensitivity,
+    Wavelet,
+    sense,
+    single_coil,
+)
+
+
+def _maps(c, h, w, dtype, seed=5):
+    m = random_like_shape((c, h, w), dtype, seed)
+    return m / rss(m, dim=0)  # sum of squares one
+
+
+def _mask(w, seed=2):
+    g = torch.Generator().manual_seed(seed)
+    m = torch.rand(w, generator=g) < 0.4
+    m[w // 2 - 1 : w // 2 + 2] = True
+    return m
+
+
+# name -> (factory(dtype) -> op, domain shape incl. a batch axis, complex?)
+FACTORIES = {
+    "identity": (lambda dt: Identity(), (2, 6, 5), True),
+    "diagonal": (lambda dt: Diagonal(random_like_shape((6, 5), dt, 9)), (2, 6, 5), True),
+    "sampling": (lambda dt: Sampling(_mask(5)), (2, 6, 5), True),
+    "fourier": (lambda dt: Fourier(), (2, 6, 5), True),
+    "sensitivity": (lambda dt: Sensitivity(_maps(3, 6, 5, dt)), (2, 6, 5), True),
+    "sense": (lambda dt: sense(_maps(3, 6, 5, dt), _mask(5)), (2, 6, 5), True),
+    "sense-odd": (lambda dt: sense(_maps(2, 7, 9, dt), _mask(9)), (7, 9), True),
+    "sense-2dmask": (
+        lambda dt: sense(_maps(2, 6, 8, dt), torch.rand(6, 8, generator=torch.Generator().manual_seed(1)) < 0.5),
+        (6, 8),
+        True,
+    ),
+    "single-coil": (lambda dt: single_coil(_mask(5)), (2, 6, 5), True),
+    "finite-difference": (lambda dt: FiniteDifference(2), (2, 6, 5), True),
+    "wavelet-db4": (lambda dt: Wavelet((16, 16), "db4", levels=1), (16, 16), True),
+    "wavelet-haar-pad": (lambda dt: Wavelet((10, 12), "haar", levels=2), (2, 10, 12), True),
+    "composition": (lambda dt: FiniteDifference(2) @ Sensitivity(_maps(2, 4, 4, dt)).H, (2, 4, 4), True),
+    "sum-scaled": (lambda dt: 2.0 * Fourier() - (0.5 + 1j) * Identity(), (4, 4), True),
+}
+
+REAL_OK = {"identity", "finite-difference", "wavelet-db4", "wavelet-haar-pad"}
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+def test_operator_kit_complex(name, cdtype):
+    factory, shape, _ = FACTORIES[name]
+    op = factory(cdtype)
+    x = random_like_shape(shape, cdtype)
+    check_operator(op, x, norm=cdtype == torch.complex128 and np.prod(shape) <= 200)
+
+
+@pytest.mark.parametrize("name", sorted(REAL_OK))
+def test_operator_kit_real(name, rdtype):
+    factory, shape, _ = FACTORIES[name]
+    op = factory(rdtype)
+    check_operator(op, random_like_shape(shape, rdtype))
+
+
+def test_fft2c_matches_numpy_reference():
+    x = random_like_shape((3, 8, 7), torch.complex128)
+    ref = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x.numpy(), axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
+    np.testing.assert_allclose(fft2c(x).numpy(), ref, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(ifft2c(fft2c(x)).numpy(), x.numpy(), atol=1e-12)
+    # DC of a constant image sits at index N // 2
+    k = fft2c(torch.ones(8, 7, dtype=torch.complex128))
+    assert torch.argmax(k.abs()).item() == 4 * 7 + 3
+
+
+def test_fft2c_matches_fastmri():
+    fastmri = pytest.importorskip("fastmri")
+    x = random_like_shape((2, 16, 12), torch.complex64)
+    ours = torch.view_as_real(fft2c(x))
+    ref = fastmri.fft2c(torch.view_as_real(x))
+    assert torch.allclose(ours, ref, atol=1e-5)
+
+
+def test_sense_gram_closed_form_equals_composition(cdtype):
+    maps, mask = _maps(4, 10, 12, cdtype), _mask(12)
+    op = sense(maps, mask)
+    composed = Sampling(mask) @ Fourier() @ Sensitivity(maps)
+    x = random_like_shape((3, 10, 12), cdtype)
+    tol = 1e-12 if cdtype == torch.complex128 else 1e-5
+    assert torch.allclose(op.gram(x), composed.H(composed(x)), atol=tol)
+    assert torch.allclose(op(x), composed(x), atol=tol)
+
+
+def test_sense_matches_sigpy():
+    sp = pytest.importorskip("sigpy")
+    import sigpy.mri
+
+    maps, mask = _maps(3, 8, 10, torch.complex128), _mask(10)
+    x = random_like_shape((8, 10), torch.complex128)
+    weights = np.broadcast_to(mask.numpy()[None, :].astype(float), (8, 10))
+    S = sigpy.mri.linop.Sense(maps.numpy(), weights=weights)
+    ours = sense(maps, mask)(x).numpy()
+    np.testing.assert_allclose(ours, S * x.numpy(), atol=1e-12)
+
+
+def test_fully_sampled_sense_with_unit_maps_is_unitary():
+    maps = _maps(4, 8, 8, torch.complex128)
+    op = sense(maps, torch.ones(8, dtype=torch.bool))
+    x = random_like_shape((8, 8), torch.complex128)
+    assert torch.allclose(op.gram(x), x, atol=1e-12)  # S^H S = I when sum |S|^2 = 1
+    assert abs(float(op.operator_norm(x, generator=torch.Generator().manual_seed(0))) - 1) < 1e-6
+
+
+def test_batched_maps_per_sample():
+    maps = torch.stack([_maps(2, 6, 6, torch.complex128, s) for s in (1, 2)])
+    op = sense(maps, _mask(6))
+    x = random_like_shape((2, 6, 6), torch.complex128)
+    y = op(x)
+    assert y.shape == (2, 2, 6, 6)
+    for b in range(2):
+        assert torch.allclose(y[b], sense(maps[b], _mask(6))(x[b]))
+
+
+def test_shape_errors_name_operator_and_shapes():
+    op = sense(_maps(3, 6, 5, torch.complex64), _mask(5))
+    with pytest.raises(ValueError, match=r"SenseOperator: input must have shape \(\.\.\., 6, 5\), got \(6, 4\)"):
+        op(torch.zeros(6, 4, dtype=torch.complex64))
+    with pytest.raises(ValueError, match=r"SenseOperator.H: input must have shape \(\.\.\., 3, 6, 5\)"):
+        op.H(torch.zeros(2, 6, 5, dtype=torch.complex64))
+    with pytest.raises(ValueError, match="does not match maps"):
+        sense(_maps(3, 6, 5, torch.complex64), _mask(7))
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        Sampling(torch.tensor([0.0, 0.5, 1.0]))
+    with pytest.raises(ValueError, match="cannot compose"):
+        Fourier((4, 4)) @ Identity((5, 5))
+
+
+def test_algebra_adjoint_of_adjoint_and_scalars():
+    op = Fourier()
+    assert op.H.H is op
+    x = random_like_shape((4, 4), torch.complex128)
+    c = 0.3 + 2j
+    assert torch.allclose((c * op).H(x), np.conj(c) * op.H(x))
+    assert torch.allclose((op @ op.H)(x), x)
+    assert torch.allclose((op @ x), op(x))
+    assert isinstance(op / 2.0, LinearOperator)
+    assert torch.allclose((op / 2.0)(x), op(x) / 2)
+
+
+def test_wavelet_is_orthogonal_and_matches_pywt():
+    pywt = pytest.importorskip("pywt")
+    W = Wavelet((32, 32), "db2", levels=2)
+    x = random_like_shape((32, 32), torch.float64)
+    c = W(x)
+    assert torch.allclose(W.H(c), x, atol=1e-12)
+    ref = pywt.wavedec2(x.numpy(), "db2", mode="periodization", level=2)
+    # identical coefficients to PyWavelets' periodised DWT (approximation and finest details)
+    np.testing.assert_allclose(c[:8, :8].numpy(), ref[0], atol=1e-12)
+    finest = {np.round(np.sort(b.ravel()), 10).tobytes() for b in ref[2]}
+    ours = [c[:16, 16:], c[16:, :16], c[16:, 16:]]
+    assert {np.round(np.sort(b.numpy().ravel()), 10).tobytes() for b in ours} == finest
+
+
+def test_operator_follows_device_and_dtype_moves():
+    op = sense(_maps(2, 4, 4, torch.complex64), _mask(4))
+    op = op.to(torch.complex128)
+    assert op.maps.dtype == torch.complex128 and op.mask.dtype == torch.bool
