@@ -1,0 +1,244 @@
+"""Typed containers with shape strings: what readers return and writers take.
+
+Conventions
+-----------
+* k-space follows fastMRI: ``(slices, coils, H, W)`` complex64 for multi-coil, ``H`` the
+  readout (frequency-encoding) axis, ``W`` the phase-encoding axis that masks act on.
+* Images are ``(slices, H, W)`` (rows, columns) on an :class:`ImageGeometry` in patient
+  coordinates (DICOM LPS, mm). NIfTI writers convert to RAS.
+* Sinograms are ``(slices, views, detectors)`` on a :class:`~mrirecon.operators.ct_geometry.CTGeometry`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from mrirecon.operators.ct_geometry import CTGeometry
+
+ArrayLike = np.ndarray | torch.Tensor
+
+
+def _check_rank(owner: str, name: str, value: ArrayLike, dims: tuple[str, ...]) -> None:
+    if value.ndim != len(dims):
+        raise ValueError(
+            f"{owner}.{name} must have shape ({', '.join(dims)}), got {tuple(value.shape)}"
+        )
+
+
+@dataclass(frozen=True)
+class ImageGeometry:
+    """Voxel grid of a volume ``(slices, rows, cols)`` in patient coordinates (LPS, mm).
+
+    Attributes
+    ----------
+    spacing
+        ``(slice, row, column)`` spacing in mm: distance between slice centres, between rows
+        (DICOM PixelSpacing[0]) and between columns (PixelSpacing[1]).
+    origin
+        LPS position (mm) of the centre of voxel ``[0, 0, 0]`` (DICOM ImagePositionPatient of
+        the first slice).
+    orientation
+        DICOM ImageOrientationPatient: direction cosines of increasing column index (along a
+        row) followed by those of increasing row index.
+    slice_thickness
+        Nominal slice thickness in mm (defaults to the slice spacing).
+    """
+
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    orientation: tuple[float, float, float, float, float, float] = (1, 0, 0, 0, 1, 0)
+    slice_thickness: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "spacing", tuple(float(s) for s in self.spacing))
+        object.__setattr__(self, "origin", tuple(float(s) for s in self.origin))
+        object.__setattr__(self, "orientation", tuple(float(s) for s in self.orientation))
+        if len(self.spacing) != 3 or min(self.spacing) <= 0:
+            raise ValueError(f"ImageGeometry.spacing must be 3 positive values, got {self.spacing}")
+        if len(self.origin) != 3:
+            raise ValueError(f"ImageGeometry.origin must have 3 values, got {self.origin}")
+        if len(self.orientation) != 6:
+            raise ValueError("ImageGeometry.orientation must have 6 direction cosines")
+        r, c = np.array(self.orientation[:3]), np.array(self.orientation[3:])
+        if abs(np.linalg.norm(r) - 1) > 1e-4 or abs(np.linalg.norm(c) - 1) > 1e-4 or abs(r @ c) > 1e-4:
+            raise ValueError(f"ImageGeometry.orientation is not orthonormal: {self.orientation}")
+        if self.slice_thickness is None:
+            object.__setattr__(self, "slice_thickness", self.spacing[0])
+
+    @property
+    def row_direction(self) -> np.ndarray:
+        """Unit LPS vector of increasing column index."""
+        return np.array(self.orientation[:3])
+
+    @property
+    def column_direction(self) -> np.ndarray:
+        """Unit LPS vector of increasing row index."""
+        return np.array(self.orientation[3:])
+
+    @property
+    def slice_direction(self) -> np.ndarray:
+        """Unit LPS normal (row x column), the direction of increasing slice index."""
+        n = np.cross(self.row_direction, self.column_direction)
+        return n / np.linalg.norm(n)
+
+    def affine_lps(self) -> np.ndarray:
+        """4x4 matrix mapping voxel indices ``(col, row, slice, 1)`` to LPS mm."""
+        a = np.eye(4)
+        a[:3, 0] = self.row_direction * self.spacing[2]
+        a[:3, 1] = self.column_direction * self.spacing[1]
+        a[:3, 2] = self.slice_direction * self.spacing[0]
+        a[:3, 3] = self.origin
+        return a
+
+    def affine_ras(self) -> np.ndarray:
+        """4x4 matrix mapping voxel indices ``(col, row, slice, 1)`` to RAS mm (NIfTI)."""
+        return np.diag([-1.0, -1.0, 1.0, 1.0]) @ self.affine_lps()
+
+    def slice_position(self, index: int) -> tuple[float, float, float]:
+        """ImagePositionPatient of slice ``index``."""
+        p = np.array(self.origin) + index * self.spacing[0] * self.slice_direction
+        return tuple(float(v) for v in p)
+
+
+@dataclass(frozen=True)
+class Header:
+    """Acquisition header of an MRI volume (the fields of the ISMRMRD XML we use).
+
+    Matrix sizes are ISMRMRD ``(x, y, z)``: ``x`` is the readout (k-space ``H`` axis in
+    fastMRI's layout), ``y`` phase encoding (``W``). ``padding_left/right`` bound the
+    acquired phase-encoding columns ``[padding_left, padding_right)``.
+    """
+
+    encoded_matrix: tuple[int, int, int]
+    recon_matrix: tuple[int, int, int]
+    encoded_fov_mm: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    recon_fov_mm: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    padding_left: int = 0
+    padding_right: int | None = None
+    acquisition: str = ""
+    field_strength_t: float | None = None
+    repetition_time_ms: float | None = None
+    echo_time_ms: float | None = None
+    flip_angle_deg: float | None = None
+    num_coils: int | None = None
+    geometry: ImageGeometry = field(default_factory=ImageGeometry)
+    patient_id: str = ""
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("encoded_matrix", "recon_matrix"):
+            v = tuple(int(s) for s in getattr(self, name))
+            if len(v) != 3 or min(v) < 1:
+                raise ValueError(f"Header.{name} must be 3 positive ints, got {v}")
+            object.__setattr__(self, name, v)
+        if self.padding_right is None:
+            object.__setattr__(self, "padding_right", self.encoded_matrix[1])
+        if not 0 <= self.padding_left < self.padding_right <= self.encoded_matrix[1]:
+            raise ValueError(
+                f"Header: padding [{self.padding_left}, {self.padding_right}) is outside the "
+                f"{self.encoded_matrix[1]} encoded phase-encoding lines"
+            )
+
+    @property
+    def recon_size(self) -> tuple[int, int]:
+        """``(rows, cols)`` of the reconstruction (fastMRI crop size)."""
+        return (self.recon_matrix[0], self.recon_matrix[1])
+
+    def with_(self, **changes) -> Header:
+        return replace(self, **changes)
+
+
+@dataclass
+class KSpace:
+    """Multi-coil k-space of one slice or a stack of slices.
+
+    Attributes
+    ----------
+    data
+        ``(slices, coils, H, W)`` complex (a single slice keeps ``slices = 1``).
+    header
+        Acquisition header.
+    mask
+        ``(W,)`` boolean mask of acquired columns when the data are undersampled, else ``None``.
+    noise
+        ``(coils, samples)`` noise-scan samples for prewhitening, or ``None``.
+    reference
+        ``(slices, rows, cols)`` reference magnitude image (e.g. ``reconstruction_rss``).
+    slice_indices
+        Index of each slice in its volume.
+    source
+        File the data came from ("" when simulated in memory).
+    """
+
+    dims: ClassVar[tuple[str, ...]] = ("slices", "coils", "H", "W")
+    data: torch.Tensor
+    header: Header
+    mask: torch.Tensor | None = None
+    noise: torch.Tensor | None = None
+    reference: torch.Tensor | None = None
+    slice_indices: tuple[int, ...] | None = None
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        _check_rank("KSpace", "data", self.data, self.dims)
+        if not torch.is_complex(self.data):
+            raise TypeError(f"KSpace.data must be complex, got {self.data.dtype}")
+        if self.mask is not None and self.mask.shape[-1] != self.data.shape[-1]:
+            raise ValueError(
+                f"KSpace.mask has {self.mask.shape[-1]} columns, data has {self.data.shape[-1]}"
+            )
+        if self.slice_indices is None:
+            self.slice_indices = tuple(range(self.data.shape[0]))
+
+    @property
+    def num_coils(self) -> int:
+        return self.data.shape[1]
+
+
+@dataclass
+class Sinogram:
+    """CT projection data: post-log line integrals ``(slices, views, detectors)`` (1/mm)."""
+
+    dims: ClassVar[tuple[str, ...]] = ("slices", "views", "detectors")
+    data: torch.Tensor
+    geometry: CTGeometry
+    photons: float | None = None
+    reference: torch.Tensor | None = None
+    image_geometry: ImageGeometry = field(default_factory=ImageGeometry)
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        _check_rank("Sinogram", "data", self.data, self.dims)
+        if tuple(self.data.shape[1:]) != self.geometry.sinogram_shape:
+            raise ValueError(
+                f"Sinogram.data has (views, detectors) = {tuple(self.data.shape[1:])}, geometry "
+                f"expects {self.geometry.sinogram_shape}"
+            )
+
+
+@dataclass
+class Image:
+    """A reconstructed or reference volume ``(slices, rows, cols)``.
+
+    ``kind`` says what the numbers mean: ``"magnitude"`` (arbitrary MR units), ``"hu"``
+    (Hounsfield units) or ``"attenuation"`` (1/mm); exporters pick rescaling from it.
+    """
+
+    dims: ClassVar[tuple[str, ...]] = ("slices", "rows", "cols")
+    data: torch.Tensor
+    geometry: ImageGeometry = field(default_factory=ImageGeometry)
+    kind: str = "magnitude"
+    modality: str = "MR"
+    description: str = ""
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        _check_rank("Image", "data", self.data, self.dims)
+        if self.kind not in ("magnitude", "hu", "attenuation", "complex"):
+            raise ValueError(f"Image.kind must be magnitude|hu|attenuation|complex, got {self.kind!r}")
+        if self.modality not in ("MR", "CT"):
+            raise ValueError(f"Image.modality must be 'MR' or 'CT', got {self.modality!r}")

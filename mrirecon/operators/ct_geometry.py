@@ -1,0 +1,141 @@
+"""CT acquisition geometry: the one description shared by projectors, simulation and I/O."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class CTGeometry:
+    """2-D parallel- or fan-beam geometry (all lengths in mm, angles in radians).
+
+    The image is a ``(H, W)`` grid of square pixels of side ``pixel_size`` centred on the
+    isocentre; row index grows along -y (top to bottom), column index along +x. A projection
+    angle ``theta`` rotates the source/detector pair counter-clockwise; at ``theta = 0`` the
+    rays of a parallel beam travel along +y and detector coordinate ``u`` runs along +x.
+
+    Attributes
+    ----------
+    beam
+        ``"parallel"`` or ``"fan"``.
+    image_shape
+        ``(H, W)`` pixels.
+    angles
+        Projection angles ``(views,)`` in radians (any set: sparse view, limited angle).
+    num_detectors
+        Detector elements per view.
+    pixel_size
+        Pixel side in mm.
+    detector_spacing
+        Element pitch in mm: along the line for parallel beam and flat fan beam, along the
+        arc of radius ``source_detector`` for the equi-angular (curved) fan beam.
+    source_isocenter, source_detector
+        Source-to-isocentre and source-to-detector distances (fan beam only).
+    detector
+        ``"flat"`` or ``"curved"`` (equi-angular) for fan beam; ignored for parallel beam.
+    """
+
+    beam: str
+    image_shape: tuple[int, int]
+    angles: tuple[float, ...]
+    num_detectors: int
+    pixel_size: float = 1.0
+    detector_spacing: float = 1.0
+    source_isocenter: float | None = None
+    source_detector: float | None = None
+    detector: str = "flat"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "image_shape", tuple(int(s) for s in self.image_shape))
+        object.__setattr__(self, "angles", tuple(float(a) for a in np.asarray(self.angles).ravel()))
+        if self.beam not in ("parallel", "fan"):
+            raise ValueError(f"CTGeometry.beam must be 'parallel' or 'fan', got {self.beam!r}")
+        if len(self.image_shape) != 2 or min(self.image_shape) < 1:
+            raise ValueError(f"CTGeometry.image_shape must be (H, W), got {self.image_shape}")
+        if len(self.angles) < 1:
+            raise ValueError("CTGeometry.angles must hold at least one angle")
+        if self.num_detectors < 1 or self.pixel_size <= 0 or self.detector_spacing <= 0:
+            raise ValueError("CTGeometry: num_detectors, pixel_size, detector_spacing must be > 0")
+        if self.beam == "fan":
+            if self.source_isocenter is None or self.source_detector is None:
+                raise ValueError("CTGeometry: fan beam needs source_isocenter and source_detector")
+            if not 0 < self.source_isocenter < self.source_detector:
+                raise ValueError("CTGeometry: need 0 < source_isocenter < source_detector")
+            if self.detector not in ("flat", "curved"):
+                raise ValueError(f"CTGeometry.detector must be 'flat' or 'curved', got {self.detector!r}")
+            fov = self.field_of_view_radius
+            if fov >= self.source_isocenter:
+                raise ValueError("CTGeometry: the source lies inside the field of view")
+
+    @property
+    def num_views(self) -> int:
+        return len(self.angles)
+
+    @property
+    def sinogram_shape(self) -> tuple[int, int]:
+        """``(views, detectors)``."""
+        return (self.num_views, self.num_detectors)
+
+    @property
+    def field_of_view_radius(self) -> float:
+        """Radius (mm) of the circle inscribed in the image."""
+        return 0.5 * min(self.image_shape) * self.pixel_size
+
+    @property
+    def detector_positions(self) -> np.ndarray:
+        """Centres of the detector elements along the detector, ``(detectors,)`` in mm."""
+        n = self.num_detectors
+        return (np.arange(n) - (n - 1) / 2) * self.detector_spacing
+
+    @classmethod
+    def parallel(
+        cls,
+        image_shape: tuple[int, int],
+        num_views: int = 180,
+        num_detectors: int | None = None,
+        *,
+        angle_range: float = math.pi,
+        pixel_size: float = 1.0,
+        detector_spacing: float | None = None,
+    ) -> CTGeometry:
+        """Parallel beam with ``num_views`` equispaced angles over ``[0, angle_range)``."""
+        h, w = image_shape
+        if num_detectors is None:
+            num_detectors = int(math.ceil(math.hypot(h, w))) | 1
+        angles = np.arange(num_views) * angle_range / num_views
+        return cls("parallel", (h, w), tuple(angles), int(num_detectors), pixel_size,
+                   detector_spacing or pixel_size)
+
+    @classmethod
+    def fan(
+        cls,
+        image_shape: tuple[int, int],
+        num_views: int = 360,
+        num_detectors: int | None = None,
+        *,
+        source_isocenter: float | None = None,
+        source_detector: float | None = None,
+        detector: str = "flat",
+        angle_range: float = 2 * math.pi,
+        pixel_size: float = 1.0,
+        detector_spacing: float | None = None,
+    ) -> CTGeometry:
+        """Fan beam; defaults: source at 2x the image diagonal, magnification 2, full scan,
+        and a detector wide enough to cover the inscribed circle."""
+        h, w = image_shape
+        diag = math.hypot(h, w) * pixel_size
+        sid = source_isocenter or diag
+        sdd = source_detector or 2 * sid
+        mag = sdd / sid
+        spacing = detector_spacing or pixel_size * mag
+        if num_detectors is None:
+            r = 0.5 * diag
+            half_angle = math.asin(min(r / sid, 0.999))
+            half = sdd * half_angle if detector == "curved" else sdd * math.tan(half_angle)
+            num_detectors = int(math.ceil(2 * half / spacing)) + 2
+        angles = np.arange(num_views) * angle_range / num_views
+        return cls("fan", (h, w), tuple(angles), int(num_detectors), pixel_size, spacing,
+                   float(sid), float(sdd), detector)
