@@ -1,0 +1,110 @@
+"""The pipeline schema: one frozen dataclass per stage, loaded once from ``pipelines/*.yaml``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    """Which reader to use; ``auto`` picks by file content/suffix."""
+
+    format: Literal["auto", "fastmri", "ismrmrd", "ct_hdf5", "dicom"] = "auto"
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Noise prewhitening (when a noise scan exists), coil compression, k-space scaling."""
+
+    prewhiten: bool = True
+    coil_compression: int | None = None
+    compression_method: Literal["svd", "gcc"] = "svd"
+
+
+@dataclass(frozen=True)
+class CalibrateConfig:
+    """Coil sensitivity estimation for MRI (ignored for CT)."""
+
+    method: Literal["espirit", "walsh", "none"] = "espirit"
+    calib_width: int = 24
+    kernel_width: int = 6
+    threshold: float = 0.02
+    crop: float = 0.95
+
+
+@dataclass(frozen=True)
+class UndersampleConfig:
+    """Retrospective undersampling of fully sampled data (fastMRI mask functions / CT views)."""
+
+    enabled: bool = False
+    mask: Literal["random", "equispaced", "equispaced_fraction", "magic", "magic_fraction"] = (
+        "equispaced_fraction"
+    )
+    center_fractions: tuple[float, ...] = (0.08,)
+    accelerations: tuple[int, ...] = (4,)
+    seed: Literal["file", "fixed"] = "file"
+    fixed_seed: int = 0
+    views: int | None = None
+    photons: float | None = None
+
+
+@dataclass(frozen=True)
+class ReconstructConfig:
+    """Any classical method of :mod:`mrirecon.recon` or learned model of :mod:`mrirecon.models`."""
+
+    method: str = "cg_sense"
+    params: dict[str, Any] = field(default_factory=dict)
+    weights: str | None = None
+    batch_slices: int = 1
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    """Crop to the header's recon size (or a fixed size), magnitude, intensity scaling."""
+
+    crop: Literal["recon_size", "none", "fixed"] = "recon_size"
+    crop_size: tuple[int, int] = (320, 320)
+    output: Literal["magnitude", "rss"] = "magnitude"
+    scale: Literal["reference", "none"] = "reference"
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """fastMRI metrics against the reference when one exists."""
+
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Output formats; HDF5 is the fastMRI submission layout."""
+
+    formats: tuple[Literal["hdf5", "nifti", "dicom", "png"], ...] = ("hdf5", "nifti", "dicom", "png")
+    keep_identity: bool = False
+    series_description: str = ""
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    enabled: bool = True
+    max_slices_in_figures: int = 3
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """A whole pipeline (see ``pipelines/*.yaml``)."""
+
+    name: str
+    modality: Literal["mri", "ct"]
+    description: str = ""
+    load: LoadConfig = field(default_factory=LoadConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
+    undersample: UndersampleConfig = field(default_factory=UndersampleConfig)
+    reconstruct: ReconstructConfig = field(default_factory=ReconstructConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
