@@ -1,0 +1,85 @@
+"""``report.html``: per-volume metrics and figures a person would rather look at than logs."""
+
+from __future__ import annotations
+
+import html
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mrirecon.io.atomic import atomic_write_text
+
+
+@dataclass
+class VolumeResult:
+    """What the runner learned about one input file."""
+
+    input: str
+    status: str = "pending"  # ok | failed | skipped
+    metrics: dict[str, float] = field(default_factory=dict)
+    figures: list[str] = field(default_factory=list)
+    outputs: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    slices: int = 0
+    error: str = ""
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}
+table{border-collapse:collapse;margin:12px 0}td,th{border:1px solid #ccc;padding:4px 8px;
+text-align:right}th{background:#f3f3f3}td.l,th.l{text-align:left}.failed{color:#b00}
+.ok{color:#070}img{max-width:100%;border:1px solid #ddd;margin:6px 0}h2{margin-top:32px}
+code{background:#f6f6f6;padding:1px 4px}
+"""
+
+
+def _fmt(v: float) -> str:
+    if abs(v) >= 100 or v == 0:
+        return f"{v:.2f}"
+    if abs(v) < 1e-2:
+        return f"{v:.3e}"
+    return f"{v:.4f}"
+
+
+def write_report(path: str | Path, *, title: str, config_text: str,
+                 results: list[VolumeResult], summary: dict[str, tuple[float, float]]) -> Path:
+    """Write the HTML report (figure paths are made relative to the report's folder)."""
+    path = Path(path)
+    base = path.parent
+    metric_names = sorted({k for r in results for k in r.metrics})
+    rows = []
+    for r in results:
+        cls = "ok" if r.status == "ok" else "failed"
+        cells = "".join(f"<td>{_fmt(r.metrics[m])}</td>" if m in r.metrics else "<td>–</td>"
+                        for m in metric_names)
+        err = f"<br><small>{html.escape(r.error)}</small>" if r.error else ""
+        rows.append(
+            f"<tr><td class='l'>{html.escape(Path(r.input).name)}</td>"
+            f"<td class='l {cls}'>{r.status}{err}</td><td>{r.slices}</td>"
+            f"<td>{r.seconds:.1f}</td>{cells}</tr>"
+        )
+    head = "".join(f"<th>{m.upper()}</th>" for m in metric_names)
+    summ = ""
+    if summary:
+        summ = "<h2>Summary (mean ± 2 std over volumes)</h2><table><tr>" + "".join(
+            f"<th>{m.upper()}</th>" for m in summary) + "</tr><tr>" + "".join(
+            f"<td>{_fmt(mu)} ± {_fmt(2 * sd)}</td>" for mu, sd in summary.values()) + "</tr></table>"
+    figs = []
+    for r in results:
+        if not r.figures:
+            continue
+        figs.append(f"<h2>{html.escape(Path(r.input).name)}</h2>")
+        for f in r.figures:
+            rel = os.path.relpath(f, base)
+            figs.append(f"<img src='{html.escape(rel)}' alt='{html.escape(Path(f).stem)}'>")
+        outs = ", ".join(f"{k}: <code>{html.escape(os.path.relpath(v, base))}</code>"
+                         for k, v in r.outputs.items())
+        if outs:
+            figs.append(f"<p>Outputs — {outs}</p>")
+    doc = f"""<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>
+<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>
+<table><tr><th class='l'>input</th><th class='l'>status</th><th>slices</th><th>seconds</th>{head}</tr>
+{''.join(rows)}</table>{summ}{''.join(figs)}
+<h2>Configuration</h2><pre>{html.escape(config_text)}</pre></body></html>"""
+    atomic_write_text(path, doc)
+    return path
