@@ -1,0 +1,77 @@
+"""Training configuration (YAML -> frozen dataclasses via :mod:`mrirecon.pipeline.config`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class MaskConfig:
+    """fastMRI-style mask function; training draws fresh masks, validation seeds by file name."""
+
+    type: Literal["random", "equispaced", "equispaced_fraction", "magic", "magic_fraction"] = (
+        "equispaced_fraction"
+    )
+    center_fractions: tuple[float, ...] = (0.08, 0.04)
+    accelerations: tuple[int, ...] = (4, 8)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Folders of fastMRI-layout (MRI) or LoDoPaB-layout (CT) HDF5 files."""
+
+    train: str
+    val: str
+    modality: Literal["mri", "ct"] = "mri"
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    sample_rate: float = 1.0
+    num_workers: int = 0
+    maps: Literal["espirit", "walsh", "learned"] = "learned"
+    ct_views: int | None = None
+    ct_photons: float | None = None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    batch_size: int = 1
+    max_steps: int = 1000
+    lr_step: int = 0
+    lr_gamma: float = 0.1
+    grad_clip: float | None = None
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    ssim: float = 1.0
+    l1: float = 0.0
+    mse: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A complete training run; ``output_dir`` receives checkpoints and logs."""
+
+    name: str
+    output_dir: str
+    data: DataConfig
+    model: ModelConfig
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    seed: int = 0
+    device: Literal["cpu", "cuda", "auto"] = "auto"
+    amp: bool = False
+    checkpointing: bool = False
+    log_every: int = 10
+    val_every: int = 200
+    checkpoint_every: int = 100
+    val_max_slices: int | None = None
+    tensorboard: bool = True

@@ -1,0 +1,275 @@
+"""The training loop: one CPU, one GPU or many processes (``torchrun``, DDP), resumable bit for bit.
+
+Data order and masks are functions of ``(seed, epoch, position)`` only, so a run gives the same
+updates whatever the number of processes (for the same global batch) and a resumed run continues
+exactly where it stopped. Samples are processed one at a time and their losses averaged, so slices
+of different sizes can share a batch.
+
+A dataset item must provide ``to(device)``, ``operator()`` (the physics operator of that sample),
+``y`` (measured data), ``target`` (real image the model output is compared with, already cropped)
+and ``max_value`` (the volume maximum, SSIM's data range), plus ``fname`` and ``slice_index``.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from mrirecon.functional import center_crop
+from mrirecon.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from mrirecon.training.config import TrainConfig
+
+log = logging.getLogger("mrirecon.train")
+
+
+def distributed_context() -> tuple[int, int, bool]:
+    """``(rank, world_size, initialised_here)``; initialises the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+        return dist.get_rank(), world, True
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), False
+    return 0, 1, False
+
+
+def epoch_order(num_items: int, seed: int, epoch: int) -> list[int]:
+    """The global sample order of an epoch (same on every rank and every machine)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(num_items, generator=g).tolist()
+
+
+def sample_seed(seed: int, epoch: int, position: int) -> int:
+    """Seed for the fresh training mask of one sample."""
+    return (seed * 2_654_435_761 + epoch * 97_531 + position * 7_919) % (2**31 - 1)
+
+
+def magnitude_for_target(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Model output (complex or real image) -> magnitude cropped to the target's shape."""
+    mag = x.abs() if x.is_complex() else x
+    return center_crop(mag, tuple(target.shape[-2:]))
+
+
+class Trainer:
+    """Train ``model`` on ``train_set`` and validate on ``val_set`` following ``config``.
+
+    Parameters
+    ----------
+    loss_fn
+        ``loss_fn(prediction, target, max_value) -> scalar`` on cropped magnitudes.
+    validate_fn
+        Optional ``validate_fn(model, device) -> dict[str, float]`` (rank 0 only).
+    """
+
+    def __init__(self, config: TrainConfig, model: nn.Module, train_set, *,
+                 loss_fn: Callable, validate_fn: Callable | None = None,
+                 progress: bool = True) -> None:
+        self.cfg = config
+        self.rank, self.world, self._owns_pg = distributed_context()
+        dev = config.device
+        if dev == "auto":
+            dev = "cuda" if torch.cuda.is_available() else "cpu"
+        if dev == "cuda":
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local)
+            self.device = torch.device("cuda", local)
+        else:
+            self.device = torch.device("cpu")
+        torch.manual_seed(config.seed)
+        self.model = model.to(self.device)
+        self.ddp = None
+        if self.world > 1:
+            self.ddp = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        self.train_set = train_set
+        self.loss_fn = loss_fn
+        self.validate_fn = validate_fn
+        self.progress = progress and self.rank == 0
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(params, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+        step = config.optim.lr_step or (config.optim.max_steps + 1)
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step, config.optim.lr_gamma)
+        self.step = 0
+        self.out = Path(config.output_dir)
+        self.history: list[dict] = []
+
+    # -- checkpoints ------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / "checkpoints" / "last.pt"
+
+    def state(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": self.step,
+            "rng": rng_state(),
+            "model_name": self.cfg.model.name,
+        }
+
+    def save(self) -> None:
+        if self.rank == 0:
+            save_checkpoint(self.checkpoint_path, self.state())
+        if self.world > 1:
+            dist.barrier()
+
+    def resume(self) -> bool:
+        """Load ``last.pt`` when it exists; returns whether a checkpoint was found."""
+        if not self.checkpoint_path.is_file():
+            return False
+        ckpt = load_checkpoint(self.checkpoint_path, map_location=self.device)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.step = int(ckpt["step"])
+        set_rng_state(ckpt["rng"])
+        if self.rank == 0:
+            log.info("resumed from %s at step %d", self.checkpoint_path, self.step)
+        return True
+
+    # -- loop -------------------------------------------------------------------------------
+    def _positions(self, step: int) -> list[tuple[int, int, int]]:
+        """(dataset index, epoch, position) of this rank's samples for global step ``step``."""
+        n = len(self.train_set)
+        global_batch = self.cfg.optim.batch_size * self.world
+        out = []
+        for j in range(self.cfg.optim.batch_size):
+            g = step * global_batch + j * self.world + self.rank
+            epoch, pos = divmod(g, n)
+            out.append((epoch_order(n, self.cfg.seed, epoch)[pos], epoch, pos))
+        return out
+
+    def _train_step(self) -> float:
+        model = self.ddp or self.model
+        model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        items = self._positions(self.step)
+        total = 0.0
+        for i, (index, epoch, pos) in enumerate(items):
+            sample = self.train_set.get(index, mask_seed=sample_seed(self.cfg.seed, epoch, pos))
+            sample = sample.to(self.device)
+            sync = self.ddp is None or i == len(items) - 1
+            ctx = model.no_sync() if (self.ddp is not None and not sync) else _null()
+            with ctx:
+                amp = self.cfg.amp and self.device.type == "cuda"
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                    x = model(sample.y, sample.operator())
+                pred = magnitude_for_target(x.float() if not x.is_complex() else x, sample.target)
+                loss = self.loss_fn(pred, sample.target, sample.max_value) / len(items)
+                loss.backward()
+            total += float(loss.detach())
+        if self.cfg.optim.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        if self.world > 1:
+            t = torch.tensor([total], dtype=torch.float64)
+            dist.all_reduce(t)
+            total = float(t) / self.world
+        return total
+
+    def fit(self, *, resume: bool = False) -> list[dict]:
+        """Train until ``optim.max_steps``; returns the logged history (rank 0)."""
+        if resume:
+            self.resume()
+        self.out.mkdir(parents=True, exist_ok=True)
+        writer = self._tensorboard()
+        csv_path = self.out / "train_log.csv"
+        bar = _progress(self.cfg.optim.max_steps, self.step, self.progress, self.cfg.name)
+        t0 = time.perf_counter()
+        while self.step < self.cfg.optim.max_steps:
+            loss = self._train_step()
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"training loss became {loss} at step {self.step}")
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+            row = {"step": self.step, "loss": loss, "lr": self.scheduler.get_last_lr()[0],
+                   "seconds": time.perf_counter() - t0}
+            if self.validate_fn is not None and (self.step % self.cfg.val_every == 0
+                                                 or self.step == self.cfg.optim.max_steps):
+                if self.rank == 0:
+                    row.update({f"val_{k}": v for k, v in self.validate_fn(self.model, self.device).items()})
+                if self.world > 1:
+                    dist.barrier()
+            if self.rank == 0 and (self.step % self.cfg.log_every == 0 or len(row) > 4
+                                   or self.step == self.cfg.optim.max_steps):
+                self.history.append(row)
+                _append_csv(csv_path, row)
+                if writer is not None:
+                    for k, v in row.items():
+                        if k != "step":
+                            writer.add_scalar(k, v, self.step)
+            if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.optim.max_steps:
+                self.save()
+        bar.close()
+        if writer is not None:
+            writer.close()
+        return self.history
+
+    def _tensorboard(self):
+        if not (self.cfg.tensorboard and self.rank == 0):
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard not installed: CSV logging still runs
+            log.warning("tensorboard is not installed; logging to CSV only")
+            return None
+        return SummaryWriter(log_dir=str(self.out / "tensorboard"))
+
+    def close(self) -> None:
+        if self._owns_pg and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _progress(total: int, initial: int, enabled: bool, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, unit="step")
+
+
+def _append_csv(path: Path, row: dict) -> None:
+    """Append one row; the header is the union of keys seen so far (rewritten when it grows)."""
+    rows = []
+    if path.is_file():
+        with path.open() as f:
+            rows = list(csv.DictReader(f))
+    rows.append({k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in row.items()})
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    from io import StringIO
+
+    buf = StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    w.writerows(rows)
+    from mrirecon.io.atomic import atomic_write_text
+
+    atomic_write_text(path, buf.getvalue())
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    a = np.asarray(values, dtype=np.float64)
+    return float(a.mean()), float(a.std())
