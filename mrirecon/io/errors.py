@@ -1,0 +1,31 @@
+"""The one error type raised by the readers in :mod:`mrirecon.io` for malformed input."""
+
+from __future__ import annotations
+
+import os
+
+
+class DataFormatError(ValueError):
+    """A file does not hold what its format promises.
+
+    Parameters
+    ----------
+    file
+        Path (or a description such as ``"<xml string>"``) of the offending input.
+    field
+        Dataset, attribute or XML element at fault (e.g. ``"kspace"``,
+        ``"ismrmrd_header/encoding/encodedSpace/matrixSize/x"``).
+    problem
+        What is wrong, ideally with the expected and the given values.
+
+    The message reads ``"<file>: <field>: <problem>"`` so that both names are always in it.
+    """
+
+    def __init__(self, file: str | os.PathLike, field: str, problem: str) -> None:
+        self.file = str(file)
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{self.file}: {field}: {problem}")
+
+    def __reduce__(self):  # keep the three arguments across pickling (DataLoader workers)
+        return (type(self), (self.file, self.field, self.problem))

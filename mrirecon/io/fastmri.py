@@ -1,0 +1,408 @@
+"""fastMRI HDF5 volumes: a lazy reader, a writer and the submission-layout writer.
+
+Layout of one fastMRI file (one volume)::
+
+    kspace               (slices, coils, H, W) complex64  multi-coil
+                         (slices, H, W)        complex64  single-coil
+    reconstruction_rss   (slices, h, w) float32           targets (train/val)
+    reconstruction_esc   (slices, h, w) float32           single-coil targets
+    mask                 (W,) bool                        test files only
+    ismrmrd_header       ISMRMRD XML string
+    attrs                acquisition, max, norm, patient_id, acceleration (test files)
+
+``H`` is the readout axis (ISMRMRD ``x``), ``W`` the phase-encoding axis (``y``) that masks
+act on. Columns outside ``[padding_left, padding_right)`` (from the header's encoding limits)
+were never acquired; like fastMRI's ``VarNetDataTransform`` the reader removes them from the
+sampling mask. Submissions hold one ``reconstruction`` dataset ``(slices, h, w)`` per volume,
+the layout ``fastmri.evaluate`` reads.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from mrirecon.data.containers import Header, KSpace
+from mrirecon.io.atomic import atomic_path
+from mrirecon.io.errors import DataFormatError
+from mrirecon.io.ismrmrd_header import header_to_xml, parse_ismrmrd_header
+
+ArrayLike = np.ndarray | torch.Tensor
+REFERENCE_KEYS = ("reconstruction_rss", "reconstruction_esc")
+_COMPLEX = (np.complex64, np.complex128)
+
+
+def _attr_value(value):
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+class FastMRIFile:
+    """Lazy reader of one fastMRI HDF5 volume; opens the file on first use.
+
+    Use as a context manager (or call :meth:`close`). Only the requested slice is read from
+    disk by :meth:`read_slice` and :meth:`reference`. The open HDF5 handle is dropped when
+    the object is pickled, so a copy sent to a worker process reopens the file itself.
+
+    Parameters
+    ----------
+    path
+        The ``.h5`` file.
+
+    Raises
+    ------
+    DataFormatError
+        On first access, for a file that is not HDF5 (or is truncated), lacks ``kspace``, or
+        whose ``kspace`` has the wrong rank or a non-complex dtype; later for a missing or
+        invalid ``ismrmrd_header``, a malformed ``mask`` and NaN/Inf samples in a slice read.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._h5: h5py.File | None = None
+        self._header: Header | None = None
+
+    # ---- file handle -------------------------------------------------------------------
+    def _fail(self, field: str, problem: str) -> DataFormatError:
+        return DataFormatError(self.path, field, problem)
+
+    @property
+    def _file(self) -> h5py.File:
+        if self._h5 is None:
+            try:
+                h5 = h5py.File(self.path, "r")
+            except FileNotFoundError:
+                raise
+            except OSError as err:
+                if not self.path.exists():
+                    raise FileNotFoundError(f"{self.path}: no such fastMRI file") from None
+                raise self._fail("file", f"not a readable HDF5 file ({err})") from None
+            try:
+                self._validate(h5)
+            except BaseException:
+                h5.close()
+                raise
+            self._h5 = h5
+        return self._h5
+
+    def _validate(self, h5: h5py.File) -> None:
+        if "kspace" not in h5:
+            raise self._fail("kspace", f"dataset missing (found {sorted(h5.keys())})")
+        ks = h5["kspace"]
+        if not isinstance(ks, h5py.Dataset):
+            raise self._fail("kspace", "is a group, expected a dataset")
+        if ks.ndim not in (3, 4):
+            raise self._fail(
+                "kspace",
+                f"expected (slices, coils, H, W) or (slices, H, W), got shape {ks.shape}",
+            )
+        if ks.dtype not in _COMPLEX:
+            raise self._fail("kspace", f"expected complex64 samples, got dtype {ks.dtype}")
+        if ks.shape[0] < 1 or min(ks.shape[1:]) < 1:
+            raise self._fail("kspace", f"empty dataset of shape {ks.shape}")
+
+    def close(self) -> None:
+        """Close the HDF5 handle (reopened on next use)."""
+        if self._h5 is not None:
+            self._h5.close()
+            self._h5 = None
+
+    def __enter__(self) -> FastMRIFile:
+        self._file  # noqa: B018 - open and validate now
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "_h5": None, "_header": self._header}
+
+    def __repr__(self) -> str:
+        return f"FastMRIFile({str(self.path)!r})"
+
+    # ---- shape and metadata ------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self._file["kspace"].shape[0])
+
+    @property
+    def is_multicoil(self) -> bool:
+        return self._file["kspace"].ndim == 4
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """``(slices, coils, H, W)``; single-coil files report ``coils = 1``."""
+        s = self._file["kspace"].shape
+        return tuple(s) if len(s) == 4 else (s[0], 1, s[1], s[2])
+
+    @property
+    def attrs(self) -> dict:
+        """Root attributes as Python values (bytes decoded, numpy scalars unwrapped)."""
+        return {k: _attr_value(v) for k, v in self._file.attrs.items()}
+
+    def _attr(self, name: str):
+        return self.attrs.get(name)
+
+    acquisition = property(lambda self: self._attr("acquisition"), doc="e.g. 'CORPD_FBK'.")
+    max = property(lambda self: self._attr("max"), doc="Maximum of the target volume.")
+    norm = property(lambda self: self._attr("norm"), doc="L2 norm of the target volume.")
+    patient_id = property(lambda self: self._attr("patient_id"), doc="Anonymised hash.")
+    acceleration = property(lambda self: self._attr("acceleration"), doc="Test files only.")
+
+    @property
+    def header(self) -> Header:
+        """Parsed ``ismrmrd_header``; ``acquisition``/``patient_id`` from the attributes when
+        present and ``num_coils`` from the k-space shape."""
+        if self._header is None:
+            h5 = self._file
+            if "ismrmrd_header" not in h5:
+                raise self._fail("ismrmrd_header", "dataset missing")
+            try:
+                raw = h5["ismrmrd_header"][()]
+            except (OSError, RuntimeError) as err:
+                raise self._fail("ismrmrd_header", f"unreadable ({err})") from None
+            if isinstance(raw, np.ndarray):
+                if raw.size != 1:
+                    raise self._fail("ismrmrd_header", f"expected one string, got shape {raw.shape}")
+                raw = raw.reshape(-1)[0]
+            if not isinstance(raw, (bytes, str)):
+                raise self._fail("ismrmrd_header", f"expected an XML string, got {type(raw).__name__}")
+            header = parse_ismrmrd_header(raw, source=self.path)
+            attrs = self.attrs
+            changes = {"num_coils": self.shape[1]}
+            if attrs.get("acquisition"):
+                changes["acquisition"] = str(attrs["acquisition"])
+            if attrs.get("patient_id"):
+                changes["patient_id"] = str(attrs["patient_id"])
+            self._header = header.with_(**changes)
+        return self._header
+
+    @property
+    def padding(self) -> tuple[int, int]:
+        """Acquired phase-encoding columns ``[padding_left, padding_right)``."""
+        return self.header.padding_left, self.header.padding_right
+
+    def acquired_columns(self) -> torch.Tensor:
+        """``(W,)`` bool, True inside ``[padding_left, padding_right)``."""
+        width = self.shape[-1]
+        cols = torch.zeros(width, dtype=torch.bool)
+        left, right = self.padding
+        cols[max(left, 0): min(right, width)] = True
+        return cols
+
+    @property
+    def mask(self) -> torch.Tensor | None:
+        """The stored ``mask`` dataset ``(W,)`` bool (test files), as stored, else ``None``."""
+        h5 = self._file
+        if "mask" not in h5:
+            return None
+        try:
+            mask = np.asarray(h5["mask"][()])
+        except (OSError, RuntimeError) as err:
+            raise self._fail("mask", f"unreadable ({err})") from None
+        width = self.shape[-1]
+        mask = mask.reshape(-1) if mask.ndim > 1 and mask.size == width else mask
+        if mask.shape != (width,):
+            raise self._fail("mask", f"expected one value per k-space column ({width},), got {mask.shape}")
+        if mask.dtype.kind not in "biuf" or not np.isin(mask, (0, 1)).all():
+            raise self._fail("mask", f"expected 0/1 values, got dtype {mask.dtype}")
+        return torch.from_numpy(mask.astype(bool))
+
+    def sampling_mask(self) -> torch.Tensor | None:
+        """Columns that hold data: ``mask`` (if stored) and the padding range; ``None`` when
+        every column is acquired. This is the mask fastMRI's ``VarNetDataTransform`` builds."""
+        cols = self.acquired_columns()
+        stored = self.mask
+        if stored is not None:
+            cols = cols & stored
+        return None if bool(cols.all()) else cols
+
+    # ---- data --------------------------------------------------------------------------
+    def _check_index(self, index: int) -> int:
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"{self.path}: slice {index} out of range for {n} slices")
+        return index % n
+
+    def _read(self, name: str, index, field: str) -> np.ndarray:
+        try:
+            return np.asarray(self._file[name][index])
+        except (OSError, RuntimeError, ValueError) as err:
+            raise self._fail(field, f"unreadable ({err})") from None
+
+    def _kspace(self, index, field: str) -> torch.Tensor:
+        data = self._read("kspace", index, field)
+        if not np.isfinite(data).all():
+            bad = int(np.size(data) - np.isfinite(data).sum())
+            raise self._fail(field, f"{bad} NaN or Inf samples")
+        tensor = torch.from_numpy(np.ascontiguousarray(data))
+        if tensor.ndim == 2:  # one single-coil slice
+            tensor = tensor.unsqueeze(0)
+        elif tensor.ndim == 3 and not self.is_multicoil:  # single-coil volume
+            tensor = tensor.unsqueeze(1)
+        return tensor
+
+    @property
+    def reference_key(self) -> str | None:
+        """``reconstruction_esc`` for single-coil files that have it, else
+        ``reconstruction_rss`` if present, else ``None``."""
+        keys = ("reconstruction_rss",) if self.is_multicoil else REFERENCE_KEYS[::-1]
+        return next((k for k in keys if k in self._file), None)
+
+    def reference(self, index: int | None = None, key: str | None = None) -> torch.Tensor | None:
+        """Reference magnitude image(s) ``(h, w)`` of slice ``index`` (``(slices, h, w)`` when
+        ``index`` is None) from ``key`` (default :attr:`reference_key`); ``None`` if absent."""
+        key = key or self.reference_key
+        if key is None:
+            return None
+        if key not in self._file:
+            raise self._fail(key, "dataset missing")
+        ds = self._file[key]
+        if ds.ndim != 3 or ds.shape[0] != len(self):
+            raise self._fail(key, f"expected ({len(self)}, h, w), got shape {ds.shape}")
+        sel = slice(None) if index is None else self._check_index(index)
+        return torch.from_numpy(np.ascontiguousarray(self._read(key, sel, key)))
+
+    def read_slice(self, index: int, *, with_reference: bool = True) -> KSpace:
+        """One slice as :class:`KSpace` with data ``(1, coils, H, W)``; only that slice is read.
+
+        ``mask`` is :meth:`sampling_mask`, ``reference`` ``(1, h, w)`` when present.
+        """
+        index = self._check_index(index)
+        data = self._kspace(index, f"kspace[{index}]").unsqueeze(0)
+        ref = self.reference(index) if with_reference else None
+        return KSpace(
+            data=data, header=self.header, mask=self.sampling_mask(),
+            reference=None if ref is None else ref.unsqueeze(0),
+            slice_indices=(index,), source=str(self.path),
+        )
+
+    def read_volume(self, *, with_reference: bool = True) -> KSpace:
+        """All slices as :class:`KSpace` with data ``(slices, coils, H, W)``."""
+        data = self._kspace(slice(None), "kspace")
+        return KSpace(
+            data=data, header=self.header, mask=self.sampling_mask(),
+            reference=self.reference() if with_reference else None,
+            source=str(self.path),
+        )
+
+
+def read_fastmri(path: str | os.PathLike, *, with_reference: bool = True) -> KSpace:
+    """Read a whole fastMRI volume (see :class:`FastMRIFile`)."""
+    with FastMRIFile(path) as f:
+        return f.read_volume(with_reference=with_reference)
+
+
+def _numpy(name: str, value: ArrayLike) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().resolve_conj().numpy()
+    if isinstance(value, np.ndarray):
+        return value
+    raise TypeError(f"write_fastmri: {name} must be a torch.Tensor or numpy array, got {type(value).__name__}")
+
+
+def write_fastmri(
+    path: str | os.PathLike,
+    kspace: ArrayLike,
+    header: Header | str,
+    reference: ArrayLike | Mapping[str, ArrayLike] | None = None,
+    mask: ArrayLike | None = None,
+    attrs: Mapping[str, object] | None = None,
+) -> Path:
+    """Write one volume in the fastMRI layout, atomically.
+
+    Parameters
+    ----------
+    path
+        Target ``.h5`` file (replaced only once the whole file is written).
+    kspace
+        ``(slices, coils, H, W)`` (multi-coil) or ``(slices, H, W)`` (single-coil) complex;
+        stored as complex64.
+    header
+        :class:`Header` (serialised with :func:`header_to_xml`) or an ISMRMRD XML string
+        written verbatim.
+    reference
+        ``(slices, h, w)`` real target, stored as float32 under ``reconstruction_rss``
+        (multi-coil) or ``reconstruction_esc`` (single-coil); or a mapping ``{key: volume}``
+        for explicit keys.
+    mask
+        ``(W,)`` 0/1 sampling mask (test files), stored as bool.
+    attrs
+        Root attributes. Defaults: ``acquisition`` and ``patient_id`` from the header (when
+        set), ``max`` and ``norm`` (L2 norm) of the first reference volume.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    ks = _numpy("kspace", kspace)
+    if ks.ndim not in (3, 4):
+        raise ValueError(f"write_fastmri: kspace must be (slices, coils, H, W) or (slices, H, W), got {ks.shape}")
+    if not np.iscomplexobj(ks):
+        raise TypeError(f"write_fastmri: kspace must be complex, got {ks.dtype}")
+    if not np.isfinite(ks).all():
+        raise ValueError("write_fastmri: kspace contains NaN or Inf samples")
+    xml = header if isinstance(header, str) else header_to_xml(header)
+    parsed = parse_ismrmrd_header(xml, source=str(path))
+
+    refs: dict[str, np.ndarray] = {}
+    if reference is not None:
+        items = reference.items() if isinstance(reference, Mapping) else [
+            (REFERENCE_KEYS[0] if ks.ndim == 4 else REFERENCE_KEYS[1], reference)]
+        for key, value in items:
+            arr = _numpy(key, value)
+            if np.iscomplexobj(arr) or arr.ndim != 3 or arr.shape[0] != ks.shape[0]:
+                raise ValueError(
+                    f"write_fastmri: {key} must be real ({ks.shape[0]}, h, w), got "
+                    f"{arr.dtype} {arr.shape}"
+                )
+            refs[key] = arr.astype(np.float32)
+    mask_arr = None
+    if mask is not None:
+        mask_arr = _numpy("mask", mask).reshape(-1)
+        if mask_arr.shape != (ks.shape[-1],) or not np.isin(mask_arr, (0, 1)).all():
+            raise ValueError(f"write_fastmri: mask must be ({ks.shape[-1]},) of 0/1, got {mask_arr.shape}")
+        mask_arr = mask_arr.astype(bool)
+
+    root_attrs: dict[str, object] = {}
+    if parsed.acquisition:
+        root_attrs["acquisition"] = parsed.acquisition
+    if parsed.patient_id:
+        root_attrs["patient_id"] = parsed.patient_id
+    if refs:
+        first = next(iter(refs.values()))
+        root_attrs["max"] = float(first.max())
+        root_attrs["norm"] = float(np.linalg.norm(first.astype(np.float64)))
+    root_attrs.update(attrs or {})
+
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+        h5.create_dataset("kspace", data=ks.astype(np.complex64))
+        for key, arr in refs.items():
+            h5.create_dataset(key, data=arr)
+        if mask_arr is not None:
+            h5.create_dataset("mask", data=mask_arr)
+        h5.create_dataset("ismrmrd_header", data=xml)
+        for key, value in root_attrs.items():
+            h5.attrs[key] = value
+    return Path(path)
+
+
+def write_reconstruction(path: str | os.PathLike, volume: ArrayLike) -> Path:
+    """Write a reconstruction ``(slices, h, w)`` (real, magnitude) in the fastMRI submission
+    layout: one float32 dataset ``reconstruction``; atomically. Returns ``path``."""
+    arr = _numpy("volume", volume)
+    if np.iscomplexobj(arr) or arr.ndim != 3:
+        raise ValueError(
+            f"write_reconstruction: volume must be real (slices, h, w), got {arr.dtype} {arr.shape}"
+        )
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+        h5.create_dataset("reconstruction", data=arr.astype(np.float32))
+    return Path(path)

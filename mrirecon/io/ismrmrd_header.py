@@ -1,0 +1,318 @@
+"""ISMRMRD XML header <-> :class:`~mrirecon.data.containers.Header`.
+
+The header is the XML document of the ISMRM raw data standard (namespace
+``http://www.ismrm.org/ISMRMRD``), stored in fastMRI files as the ``ismrmrd_header`` dataset
+and in ISMRMRD HDF5 files as ``/dataset/xml``. Only the fields :class:`Header` carries are
+read; the writer emits a document that validates against the ISMRMRD schema.
+
+Field mapping (first ``<encoding>`` only)::
+
+    encodedSpace/matrixSize/{x,y,z}          -> Header.encoded_matrix
+    encodedSpace/fieldOfView_mm/{x,y,z}      -> Header.encoded_fov_mm        (mm)
+    reconSpace/matrixSize/{x,y,z}            -> Header.recon_matrix
+    reconSpace/fieldOfView_mm/{x,y,z}        -> Header.recon_fov_mm          (mm)
+    encodingLimits/kspace_encoding_step_1    -> padding_left = y // 2 - center,
+                                                padding_right = padding_left + maximum + 1
+    acquisitionSystemInformation/systemFieldStrength_T -> field_strength_t   (T)
+    acquisitionSystemInformation/receiverChannels      -> num_coils
+    sequenceParameters/{TR,TE,flipAngle_deg} (first)   -> ms, ms, degrees
+    subjectInformation/patientID                       -> patient_id
+    measurementInformation/protocolName                -> acquisition (fallback)
+
+mrirecon also stores ``acquisition`` and the exact :class:`ImageGeometry` as
+``userParameterString`` entries named ``mrirecon.acquisition`` / ``mrirecon.geometry`` (JSON)
+so that ``parse(write(h)) == h``. Without them the geometry is derived from the recon FOV
+and matrix: spacing ``(fov_z / z, fov_x / x, fov_y / y)`` mm for ``(slice, row, col)``, the
+default orientation and origin.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+import xml.etree.ElementTree as ET
+
+from mrirecon.data.containers import Header, ImageGeometry
+from mrirecon.io.errors import DataFormatError
+
+NAMESPACE = "http://www.ismrm.org/ISMRMRD"
+_NS = f"{{{NAMESPACE}}}"
+_GYROMAGNETIC_HZ_PER_T = 42_577_478.518  # 1H gyromagnetic ratio / (2 pi)
+_GEOMETRY_KEY = "mrirecon.geometry"
+_ACQUISITION_KEY = "mrirecon.acquisition"
+
+
+def _find(root: ET.Element, path: str) -> ET.Element | None:
+    return root.find("/".join(_NS + p for p in path.split("/")))
+
+
+def _text(root: ET.Element, path: str, source: str, required: bool = False) -> str | None:
+    el = _find(root, path)
+    if el is None or el.text is None or not el.text.strip():
+        if required:
+            raise DataFormatError(source, f"ismrmrd_header/{path}", "required element is missing")
+        return None
+    return el.text.strip()
+
+
+def _number(root: ET.Element, path: str, source: str, kind: type, required: bool = False):
+    text = _text(root, path, source, required)
+    if text is None:
+        return None
+    try:
+        value = kind(float(text)) if kind is int else kind(text)
+    except ValueError:
+        raise DataFormatError(
+            source, f"ismrmrd_header/{path}", f"expected a {kind.__name__}, got {text!r}"
+        ) from None
+    if kind is float and not math.isfinite(value):
+        raise DataFormatError(source, f"ismrmrd_header/{path}", f"not finite: {text!r}")
+    if kind is int and float(text) != value:
+        raise DataFormatError(source, f"ismrmrd_header/{path}", f"expected an integer, got {text!r}")
+    return value
+
+
+def _triple(root: ET.Element, path: str, source: str, kind: type) -> tuple:
+    return tuple(_number(root, f"{path}/{a}", source, kind, required=True) for a in "xyz")
+
+
+def _user_strings(encoding_root: ET.Element) -> dict[str, str]:
+    out = {}
+    for el in encoding_root.findall(f"{_NS}userParameters/{_NS}userParameterString"):
+        name, value = el.find(f"{_NS}name"), el.find(f"{_NS}value")
+        if name is not None and value is not None and name.text:
+            out[name.text.strip()] = value.text or ""
+    return out
+
+
+def parse_ismrmrd_header(xml: str | bytes, source: str | os.PathLike = "<xml string>") -> Header:
+    """Parse an ISMRMRD XML header into a :class:`Header`.
+
+    Parameters
+    ----------
+    xml
+        The XML document (``str`` or UTF-8 ``bytes``).
+    source
+        Name of the file it came from, used in error messages.
+
+    Returns
+    -------
+    Header
+        ``num_coils`` is ``receiverChannels`` (``None`` when absent); ``extra`` holds the raw
+        ``encoding_limits_step_1`` ``(minimum, maximum, center)``, the ``h1_frequency_hz`` and
+        ``patient_position`` when present.
+
+    Raises
+    ------
+    DataFormatError
+        Malformed XML, a root element outside the ISMRMRD namespace, a missing
+        encoding/matrix/FOV element or a non-numeric value; the message names ``source`` and
+        the element path.
+    """
+    source = str(source)
+    if isinstance(xml, (bytes, bytearray)):
+        xml = bytes(xml).rstrip(b"\x00")
+    if not xml or not str(xml if isinstance(xml, str) else xml.decode("utf-8", "replace")).strip():
+        raise DataFormatError(source, "ismrmrd_header", "the header is empty")
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as err:
+        raise DataFormatError(source, "ismrmrd_header", f"malformed XML ({err})") from None
+    if root.tag != f"{_NS}ismrmrdHeader":
+        ns, _, local = root.tag[1:].partition("}") if root.tag.startswith("{") else ("", "", root.tag)
+        raise DataFormatError(
+            source, "ismrmrd_header",
+            f"root element must be ismrmrdHeader in namespace {NAMESPACE!r}, got {local!r} in "
+            f"namespace {ns or None!r}",
+        )
+    enc = _find(root, "encoding")
+    if enc is None:
+        raise DataFormatError(source, "ismrmrd_header/encoding", "required element is missing")
+
+    def num(path, kind, required=False):
+        return _number(enc, path, source, kind, required)
+
+    encoded_matrix = _triple(enc, "encodedSpace/matrixSize", source, int)
+    recon_matrix = _triple(enc, "reconSpace/matrixSize", source, int)
+    encoded_fov = _triple(enc, "encodedSpace/fieldOfView_mm", source, float)
+    recon_fov = _triple(enc, "reconSpace/fieldOfView_mm", source, float)
+    for name, values in (("encodedSpace/matrixSize", encoded_matrix),
+                         ("reconSpace/matrixSize", recon_matrix)):
+        if min(values) < 1:
+            raise DataFormatError(source, f"ismrmrd_header/encoding/{name}",
+                                  f"sizes must be positive, got {values}")
+    for name, values in (("encodedSpace/fieldOfView_mm", encoded_fov),
+                         ("reconSpace/fieldOfView_mm", recon_fov)):
+        if min(values) < 0:
+            raise DataFormatError(source, f"ismrmrd_header/encoding/{name}",
+                                  f"field of view must be >= 0 mm, got {values}")
+
+    extra: dict = {}
+    enc_y = encoded_matrix[1]
+    lim = "encodingLimits/kspace_encoding_step_1"
+    center, maximum = num(f"{lim}/center", int), num(f"{lim}/maximum", int)
+    if center is None or maximum is None:
+        padding_left, padding_right = 0, enc_y
+    else:
+        extra["encoding_limits_step_1"] = (num(f"{lim}/minimum", int), maximum, center)
+        padding_left = enc_y // 2 - center
+        padding_right = padding_left + maximum + 1
+        clamped_left, clamped_right = max(padding_left, 0), min(padding_right, enc_y)
+        if clamped_left >= clamped_right:
+            raise DataFormatError(
+                source, f"ismrmrd_header/encoding/{lim}",
+                f"center={center}, maximum={maximum} leave no acquired column of {enc_y}",
+            )
+        if (clamped_left, clamped_right) != (padding_left, padding_right):
+            warnings.warn(
+                f"{source}: ismrmrd_header/encoding/{lim}: padding [{padding_left}, "
+                f"{padding_right}) exceeds the {enc_y} encoded columns; clamped",
+                stacklevel=2,
+            )
+            extra["padding_unclamped"] = (padding_left, padding_right)
+            padding_left, padding_right = clamped_left, clamped_right
+
+    def top(path, kind):
+        return _number(root, path, source, kind)
+
+    first = {}
+    for key in ("TR", "TE", "flipAngle_deg"):
+        first[key] = top(f"sequenceParameters/{key}", float)
+    h1 = top("experimentalConditions/H1resonanceFrequency_Hz", int)
+    if h1 is not None:
+        extra["h1_frequency_hz"] = h1
+    position = _text(root, "measurementInformation/patientPosition", source)
+    if position is not None:
+        extra["patient_position"] = position
+
+    user = _user_strings(root)
+    acquisition = user.get(_ACQUISITION_KEY)
+    if acquisition is None:
+        acquisition = _text(root, "measurementInformation/protocolName", source) or ""
+
+    geometry = None
+    if _GEOMETRY_KEY in user:
+        try:
+            geometry = ImageGeometry(**json.loads(user[_GEOMETRY_KEY]))
+        except (ValueError, TypeError) as err:
+            raise DataFormatError(
+                source, f"ismrmrd_header/userParameters/{_GEOMETRY_KEY}", f"invalid ({err})"
+            ) from None
+    if geometry is None:
+        geometry = geometry_from_fov(recon_fov, recon_matrix)
+
+    try:
+        return Header(
+            encoded_matrix=encoded_matrix,
+            recon_matrix=recon_matrix,
+            encoded_fov_mm=encoded_fov,
+            recon_fov_mm=recon_fov,
+            padding_left=padding_left,
+            padding_right=padding_right,
+            acquisition=acquisition,
+            field_strength_t=top("acquisitionSystemInformation/systemFieldStrength_T", float),
+            repetition_time_ms=first["TR"],
+            echo_time_ms=first["TE"],
+            flip_angle_deg=first["flipAngle_deg"],
+            num_coils=top("acquisitionSystemInformation/receiverChannels", int),
+            geometry=geometry,
+            patient_id=_text(root, "subjectInformation/patientID", source) or "",
+            extra=extra,
+        )
+    except ValueError as err:
+        raise DataFormatError(source, "ismrmrd_header", str(err)) from None
+
+
+def geometry_from_fov(
+    fov_mm: tuple[float, float, float], matrix: tuple[int, int, int]
+) -> ImageGeometry:
+    """Voxel grid of a recon space: spacing ``(fov_z/z, fov_x/x, fov_y/y)`` mm.
+
+    Rows of a fastMRI image run along ISMRMRD ``x`` (readout), columns along ``y``. A zero
+    FOV (unknown) gives 1 mm spacing on that axis.
+    """
+    def step(fov: float, n: int) -> float:
+        return fov / n if fov > 0 else 1.0
+
+    return ImageGeometry(
+        spacing=(step(fov_mm[2], matrix[2]), step(fov_mm[0], matrix[0]), step(fov_mm[1], matrix[1]))
+    )
+
+
+def _sub(parent: ET.Element, tag: str, text: object | None = None) -> ET.Element:
+    el = ET.SubElement(parent, _NS + tag)
+    if text is not None:
+        el.text = repr(text) if isinstance(text, float) else str(text)
+    return el
+
+
+def _xyz(parent: ET.Element, tag: str, values: tuple) -> None:
+    el = _sub(parent, tag)
+    for axis, value in zip("xyz", values):
+        _sub(el, axis, value)
+
+
+def header_to_xml(header: Header) -> str:
+    """Serialise a :class:`Header` as an ISMRMRD XML document (schema-valid).
+
+    ``H1resonanceFrequency_Hz`` (required by the schema) is taken from
+    ``header.extra["h1_frequency_hz"]``, else from the field strength, else 0.
+    ``parse_ismrmrd_header(header_to_xml(h)) == h``.
+    """
+    ET.register_namespace("", NAMESPACE)
+    root = ET.Element(_NS + "ismrmrdHeader")
+    if header.patient_id:
+        _sub(_sub(root, "subjectInformation"), "patientID", header.patient_id)
+    if "patient_position" in header.extra:
+        meas = _sub(root, "measurementInformation")
+        _sub(meas, "patientPosition", header.extra["patient_position"])
+        if header.acquisition:
+            _sub(meas, "protocolName", header.acquisition)
+    if header.field_strength_t is not None or header.num_coils is not None:
+        system = _sub(root, "acquisitionSystemInformation")
+        if header.field_strength_t is not None:
+            _sub(system, "systemFieldStrength_T", float(header.field_strength_t))
+        if header.num_coils is not None:
+            _sub(system, "receiverChannels", int(header.num_coils))
+    h1 = header.extra.get("h1_frequency_hz")
+    if h1 is None:
+        h1 = round((header.field_strength_t or 0.0) * _GYROMAGNETIC_HZ_PER_T)
+    _sub(_sub(root, "experimentalConditions"), "H1resonanceFrequency_Hz", int(h1))
+
+    enc = _sub(root, "encoding")
+    for space, matrix, fov in (("encodedSpace", header.encoded_matrix, header.encoded_fov_mm),
+                               ("reconSpace", header.recon_matrix, header.recon_fov_mm)):
+        el = _sub(enc, space)
+        _xyz(el, "matrixSize", matrix)
+        _xyz(el, "fieldOfView_mm", tuple(float(v) for v in fov))
+    limits = _sub(enc, "encodingLimits")
+    step1 = _sub(limits, "kspace_encoding_step_1")
+    _sub(step1, "minimum", 0)
+    _sub(step1, "maximum", header.padding_right - header.padding_left - 1)
+    _sub(step1, "center", header.encoded_matrix[1] // 2 - header.padding_left)
+    _sub(enc, "trajectory", "cartesian")
+
+    seq = [(k, v) for k, v in (("TR", header.repetition_time_ms), ("TE", header.echo_time_ms),
+                               ("flipAngle_deg", header.flip_angle_deg)) if v is not None]
+    if seq:
+        el = _sub(root, "sequenceParameters")
+        for key, value in seq:
+            _sub(el, key, float(value))
+
+    user = _sub(root, "userParameters")
+    entries = {_GEOMETRY_KEY: json.dumps({
+        "spacing": list(header.geometry.spacing),
+        "origin": list(header.geometry.origin),
+        "orientation": list(header.geometry.orientation),
+        "slice_thickness": header.geometry.slice_thickness,
+    })}
+    if header.acquisition:
+        entries[_ACQUISITION_KEY] = header.acquisition
+    for name, value in entries.items():
+        el = _sub(user, "userParameterString")
+        _sub(el, "name", name)
+        _sub(el, "value", value)
+    ET.indent(root, space=" ")
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode")
