@@ -1,0 +1,49 @@
+"""Seeded sampling: fastMRI-compatible Cartesian masks, Poisson-disc and variable-density
+masks, radial trajectories, CT view selection and low-dose noise."""
+
+from mrirecon.sampling.cartesian import (
+    MASK_TYPES,
+    EquispacedFractionMask,
+    EquispacedMask,
+    MagicFractionMask,
+    MagicMask,
+    MaskFunction,
+    RandomMask,
+    apply_mask,
+    center_mask,
+    create_mask_for_mask_type,
+    file_seed,
+)
+from mrirecon.sampling.nonuniform import (
+    GOLDEN_ANGLE_FULL,
+    GOLDEN_ANGLE_HALF,
+    golden_angle_radial,
+    poisson_disc,
+    radial_trajectory,
+    variable_density,
+)
+from mrirecon.sampling.views import limited_angle, low_dose_noise, select_views, sparse_view
+
+__all__ = [
+    "GOLDEN_ANGLE_FULL",
+    "GOLDEN_ANGLE_HALF",
+    "MASK_TYPES",
+    "EquispacedFractionMask",
+    "EquispacedMask",
+    "MagicFractionMask",
+    "MagicMask",
+    "MaskFunction",
+    "RandomMask",
+    "apply_mask",
+    "center_mask",
+    "create_mask_for_mask_type",
+    "file_seed",
+    "golden_angle_radial",
+    "limited_angle",
+    "low_dose_noise",
+    "poisson_disc",
+    "radial_trajectory",
+    "select_views",
+    "sparse_view",
+    "variable_density",
+]

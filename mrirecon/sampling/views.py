@@ -1,0 +1,149 @@
+"""CT view selection (sparse view, limited angle) and low-dose Poisson noise on sinograms."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mrirecon.data.containers import Sinogram
+from mrirecon.operators.ct_geometry import CTGeometry
+
+
+def select_views(geometry: CTGeometry, indices) -> CTGeometry:
+    """A copy of ``geometry`` keeping only the views ``indices`` (in the given order)."""
+    idx = np.asarray(indices, dtype=np.int64).ravel()
+    if idx.size == 0:
+        raise ValueError("select_views: no view selected")
+    if idx.min() < 0 or idx.max() >= geometry.num_views:
+        raise ValueError(
+            f"select_views: view indices must lie in [0, {geometry.num_views}), got "
+            f"[{idx.min()}, {idx.max()}]"
+        )
+    angles = np.asarray(geometry.angles)[idx]
+    return dataclasses.replace(geometry, angles=tuple(angles))
+
+
+def sparse_view(geometry: CTGeometry, factor: int, offset: int = 0) -> tuple[CTGeometry, Tensor]:
+    """Keep every ``factor``-th view, starting at ``offset``.
+
+    Parameters
+    ----------
+    geometry
+        The full acquisition.
+    factor
+        Angular undersampling factor (integer >= 1).
+    offset
+        First kept view, ``0 <= offset < factor``.
+
+    Returns
+    -------
+    geometry
+        New :class:`CTGeometry` with ``ceil((views - offset) / factor)`` angles.
+    indices
+        ``(kept_views,)`` int64 indices into the original views, to slice a sinogram with
+        ``sinogram[..., indices, :]``.
+    """
+    if int(factor) != factor or factor < 1:
+        raise ValueError(f"sparse_view: factor must be a positive integer, got {factor}")
+    factor = int(factor)
+    if not 0 <= offset < min(factor, geometry.num_views):
+        raise ValueError(f"sparse_view: offset must be in [0, {factor}), got {offset}")
+    idx = np.arange(offset, geometry.num_views, factor)
+    return select_views(geometry, idx), torch.from_numpy(idx)
+
+
+def limited_angle(
+    geometry: CTGeometry, max_angle: float, start: float | None = None
+) -> tuple[CTGeometry, Tensor]:
+    """Keep the views whose angle lies in the arc ``[start, start + max_angle)``.
+
+    Angles are compared modulo ``2 pi`` (the arc may wrap around). ``start`` defaults to the
+    first view's angle.
+
+    Parameters
+    ----------
+    geometry
+        The full acquisition.
+    max_angle
+        Arc length in radians, ``0 < max_angle``.
+    start
+        Start of the arc in radians.
+
+    Returns
+    -------
+    geometry
+        New :class:`CTGeometry` with the kept angles, in the original order.
+    indices
+        ``(kept_views,)`` int64 indices into the original views.
+    """
+    if not max_angle > 0:
+        raise ValueError(f"limited_angle: max_angle must be > 0 radians, got {max_angle}")
+    angles = np.asarray(geometry.angles)
+    start = float(angles[0]) if start is None else float(start)
+    rel = np.mod(angles - start, 2 * math.pi)
+    # views a rounding error below 2 pi belong to the start of the arc
+    rel[np.isclose(rel, 2 * math.pi, rtol=0, atol=1e-12)] = 0.0
+    idx = np.flatnonzero(rel < max_angle - 1e-12)
+    if idx.size == 0:
+        raise ValueError(f"limited_angle: no view within [{start}, {start + max_angle}) radians")
+    return select_views(geometry, idx), torch.from_numpy(idx)
+
+
+def low_dose_noise(
+    sinogram: Tensor | Sinogram,
+    photons: float,
+    generator: torch.Generator,
+    *,
+    attenuation_scale: float = 1.0,
+    min_counts: float = 0.1,
+) -> Tensor | Sinogram:
+    """Simulate a low-dose scan: Poisson noise on the transmitted counts, then the log again.
+
+    With post-log line integrals ``p`` (dimensionless, ``mu`` in 1/mm times length in mm),
+    the expected counts are ``I0 exp(-s p)``, ``s = attenuation_scale``; the noisy
+    measurement is ``-log(max(N, min_counts) / I0) / s`` with ``N ~ Poisson(I0 exp(-s p))``.
+    Zero counts are replaced by ``min_counts`` photons (LoDoPaB-CT uses 0.1) so the log stays
+    finite. LoDoPaB-CT: ``I0 = 4096``, ``s = mu_max`` when ``p`` is in its [0, 1] scaling.
+
+    Parameters
+    ----------
+    sinogram
+        Real tensor of line integrals, any shape (e.g. ``(slices, views, detectors)``), or a
+        :class:`Sinogram` (a new one is returned with ``photons`` set).
+    photons
+        Incident photons per detector element and view, ``I0 > 0``.
+    generator
+        ``torch.Generator`` on the sinogram's device; the only source of randomness.
+    attenuation_scale
+        Factor ``s`` converting the stored values to line integrals.
+    min_counts
+        Count substituted for zero detections, ``> 0``.
+
+    Returns
+    -------
+    Tensor or Sinogram
+        Noisy post-log data, same shape, dtype and type as ``sinogram``.
+    """
+    if isinstance(sinogram, Sinogram):
+        noisy = low_dose_noise(
+            sinogram.data, photons, generator, attenuation_scale=attenuation_scale, min_counts=min_counts
+        )
+        return dataclasses.replace(sinogram, data=noisy, photons=float(photons))
+    if not isinstance(sinogram, Tensor) or sinogram.is_complex() or not sinogram.is_floating_point():
+        raise ValueError("low_dose_noise: sinogram must be a real floating-point tensor")
+    if not photons > 0 or not min_counts > 0 or not attenuation_scale > 0:
+        raise ValueError(
+            f"low_dose_noise: photons, min_counts, attenuation_scale must be > 0, got "
+            f"{photons}, {min_counts}, {attenuation_scale}"
+        )
+    if not isinstance(generator, torch.Generator):
+        raise ValueError("low_dose_noise: generator must be a torch.Generator (explicit seed)")
+    work = sinogram.detach().to(torch.float64)
+    expected = photons * torch.exp(-attenuation_scale * work)
+    counts = torch.poisson(expected, generator=generator).clamp_min(min_counts)
+    noisy = -torch.log(counts / photons) / attenuation_scale
+    return noisy.to(sinogram.dtype)
