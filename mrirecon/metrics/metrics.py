@@ -1,0 +1,207 @@
+"""Image-quality metrics with the fastMRI definitions (``fastmri.evaluate``).
+
+Every metric takes a ground-truth and a predicted magnitude volume ``(slices, H, W)`` (NumPy
+arrays or torch tensors) and returns one number per volume:
+
+* ``NMSE = ||gt - pred||^2 / ||gt||^2``;
+* ``PSNR = 10 log10(L^2 / mean((gt - pred)^2))`` with ``L = gt.max()`` of the volume;
+* ``SSIM`` = mean over slices of the 2-D SSIM (uniform 7 x 7 window, K1 = 0.01, K2 = 0.03,
+  sample covariance, 3-pixel border excluded) with ``L = gt.max()`` of the volume.
+
+NumPy inputs give Python floats; torch inputs give 0-dim tensors (differentiable in ``pred``).
+All computations run in float64. :func:`evaluate_volumes` reproduces fastMRI's report: both
+volumes centre-cropped to the target's width, then the mean and standard deviation over volumes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mrirecon.functional import center_crop
+from mrirecon.metrics.ssim_loss import ssim_map
+
+ArrayLike = np.ndarray | Tensor
+
+
+def _as_pair(gt: ArrayLike, pred: ArrayLike, who: str, volume: bool = False) -> tuple[Tensor, Tensor, bool]:
+    """float64 tensors and whether to return tensors (any input was a tensor)."""
+    is_torch = isinstance(gt, Tensor) or isinstance(pred, Tensor)
+    tensors = []
+    for name, a in (("gt", gt), ("pred", pred)):
+        t = a if isinstance(a, Tensor) else torch.from_numpy(np.asarray(a))
+        if t.is_complex():
+            raise ValueError(f"{who}: {name} is complex; pass magnitude images")
+        tensors.append(t.to(torch.float64))
+    g, p = tensors
+    if g.shape != p.shape:
+        raise ValueError(f"{who}: gt shape {tuple(g.shape)} does not match pred shape {tuple(p.shape)}")
+    if volume and g.ndim != 3:
+        raise ValueError(f"{who}: expected volumes (slices, H, W), got shape {tuple(g.shape)}")
+    return g, p.to(g.device), is_torch
+
+
+def _out(value: Tensor, is_torch: bool) -> float | Tensor:
+    return value if is_torch else float(value)
+
+
+def _maxval(g: Tensor, maxval) -> Tensor:
+    if maxval is None:
+        return g.detach().max()
+    return torch.as_tensor(maxval, dtype=torch.float64, device=g.device)
+
+
+def mse(gt: ArrayLike, pred: ArrayLike) -> float | Tensor:
+    """Mean squared error ``mean((gt - pred)^2)`` over all voxels."""
+    g, p, t = _as_pair(gt, pred, "mse")
+    return _out(torch.mean((g - p) ** 2), t)
+
+
+def nmse(gt: ArrayLike, pred: ArrayLike) -> float | Tensor:
+    """Normalised MSE ``||gt - pred||^2 / ||gt||^2`` (dimensionless)."""
+    g, p, t = _as_pair(gt, pred, "nmse")
+    return _out(torch.sum((g - p) ** 2) / torch.sum(g**2), t)
+
+
+def psnr(gt: ArrayLike, pred: ArrayLike, maxval: float | None = None) -> float | Tensor:
+    """Peak SNR in dB, ``10 log10(maxval^2 / MSE)``; ``maxval`` defaults to ``gt.max()``."""
+    g, p, t = _as_pair(gt, pred, "psnr")
+    L = _maxval(g, maxval)
+    return _out(10 * torch.log10(L**2 / torch.mean((g - p) ** 2)), t)
+
+
+def ssim(gt: ArrayLike, pred: ArrayLike, maxval: float | None = None) -> float | Tensor:
+    """Mean SSIM of a volume ``(slices, H, W)``: the per-slice SSIM averaged over slices.
+
+    ``maxval`` (the data range ``L``) defaults to ``gt.max()`` over the whole volume, as in
+    ``fastmri.evaluate.ssim``. Slices must be at least 7 x 7.
+    """
+    g, p, t = _as_pair(gt, pred, "ssim", volume=True)
+    L = _maxval(g, maxval)
+    return _out(ssim_map(g, p, L).mean(dim=(-2, -1)).mean(), t)
+
+
+METRIC_FUNCS = {"MSE": mse, "NMSE": nmse, "PSNR": psnr, "SSIM": ssim}
+
+
+def crop_to_target(gt: ArrayLike, pred: ArrayLike) -> tuple[Tensor, Tensor]:
+    """Centre-crop target and prediction to ``(W_t, W_t)``, ``W_t`` the target's width, as
+    ``fastmri.evaluate`` does before comparing (e.g. 640 x 368 -> 320 x 320 needs a 320-wide target).
+
+    Returns float64 tensors ``(slices, W_t, W_t)``.
+    """
+    g, p = (a if isinstance(a, Tensor) else torch.from_numpy(np.asarray(a)) for a in (gt, pred))
+    size = (g.shape[-1], g.shape[-1])
+    for name, a in (("target", g), ("prediction", p)):
+        if a.shape[-2] < size[0] or a.shape[-1] < size[1]:
+            raise ValueError(
+                f"crop_to_target: {name} of shape {tuple(a.shape)} is smaller than the crop {size} "
+                f"(the target's width)"
+            )
+    return center_crop(g, size).to(torch.float64), center_crop(p, size).to(torch.float64)
+
+
+@dataclass
+class MetricsReport:
+    """Per-volume metrics and their mean and standard deviation over volumes.
+
+    Attributes
+    ----------
+    names
+        Volume names, in evaluation order.
+    values
+        ``metric -> (volumes,)`` float64 array of per-volume values.
+    """
+
+    names: list[str]
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def num_volumes(self) -> int:
+        return len(self.names)
+
+    def mean(self) -> dict[str, float]:
+        """Mean over volumes of each metric."""
+        return {k: float(np.mean(v)) for k, v in self.values.items()}
+
+    def std(self) -> dict[str, float]:
+        """Sample standard deviation (``ddof = 1``, as fastMRI's ``runstats``) over volumes;
+        0 for a single volume."""
+        return {k: float(np.std(v, ddof=1)) if v.size > 1 else 0.0 for k, v in self.values.items()}
+
+    def __str__(self) -> str:
+        mean, std = self.mean(), self.std()
+        return " ".join(f"{k} = {mean[k]:.4g} +/- {2 * std[k]:.4g}" for k in sorted(mean))
+
+
+def evaluate_volumes(
+    targets: Mapping[str, ArrayLike] | Sequence[ArrayLike],
+    predictions: Mapping[str, ArrayLike] | Sequence[ArrayLike],
+    *,
+    crop: bool = True,
+    metrics: Iterable[str] = ("MSE", "NMSE", "PSNR", "SSIM"),
+) -> MetricsReport:
+    """Compute the fastMRI metrics per volume.
+
+    Parameters
+    ----------
+    targets, predictions
+        Volumes ``(slices, H, W)``: two mappings with the same keys (e.g. file names) or two
+        sequences of equal length.
+    crop
+        Centre-crop both to the target's width first (:func:`crop_to_target`), as fastMRI does.
+    metrics
+        Names among ``MSE``, ``NMSE``, ``PSNR``, ``SSIM``.
+
+    Returns
+    -------
+    MetricsReport
+        ``str(report)`` prints ``"NAME = mean +/- 2 std"`` like ``fastmri.evaluate``.
+    """
+    metrics = list(metrics)
+    unknown = [m for m in metrics if m not in METRIC_FUNCS]
+    if unknown:
+        raise ValueError(f"evaluate_volumes: unknown metrics {unknown}; expected {sorted(METRIC_FUNCS)}")
+    if isinstance(targets, Mapping):
+        if not isinstance(predictions, Mapping) or set(targets) != set(predictions):
+            raise ValueError("evaluate_volumes: targets and predictions must be mappings with the same keys")
+        names = list(targets)
+        pairs = [(targets[n], predictions[n]) for n in names]
+    else:
+        targets, predictions = list(targets), list(predictions)
+        if len(targets) != len(predictions):
+            raise ValueError(
+                f"evaluate_volumes: {len(targets)} targets but {len(predictions)} predictions"
+            )
+        names = [str(i) for i in range(len(targets))]
+        pairs = list(zip(targets, predictions))
+    if not pairs:
+        raise ValueError("evaluate_volumes: no volumes given")
+    values: dict[str, list[float]] = {m: [] for m in metrics}
+    with torch.no_grad():
+        for gt, pred in pairs:
+            g, p = crop_to_target(gt, pred) if crop else _as_pair(gt, pred, "evaluate_volumes")[:2]
+            for m in metrics:
+                values[m].append(float(METRIC_FUNCS[m](g, p)))
+    return MetricsReport(names, {m: np.asarray(v, dtype=np.float64) for m, v in values.items()})
+
+
+def metrics_table(reports: Mapping[str, MetricsReport], metrics: Sequence[str] = ("NMSE", "PSNR", "SSIM")) -> str:
+    """A Markdown table, one row per method: ``mean ± 2 std`` of each metric over volumes."""
+    digits = {"MSE": ".4g", "NMSE": ".5f", "PSNR": ".2f", "SSIM": ".4f"}
+    lines = ["| method | volumes | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+    for method, rep in reports.items():
+        mean, std = rep.mean(), rep.std()
+        cells = []
+        for m in metrics:
+            if m not in mean:
+                raise ValueError(f"metrics_table: report {method!r} has no metric {m!r}")
+            f = digits.get(m, ".4g")
+            cells.append(f"{mean[m]:{f}} ± {2 * std[m]:{f}}" if math.isfinite(mean[m]) else "n/a")
+        lines.append(f"| {method} | {rep.num_volumes} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
