@@ -101,7 +101,7 @@ def parse_ismrmrd_header(xml: str | bytes, source: str | os.PathLike = "<xml str
     -------
     Header
         ``num_coils`` is ``receiverChannels`` (``None`` when absent); ``extra`` holds the raw
-        ``encoding_limits_step_1`` ``(minimum, maximum, center)``, the ``h1_frequency_hz`` and
+        ``encoding_limits_step_1``/``_2`` ``(minimum, maximum, center)``, the ``h1_frequency_hz`` and
         ``patient_position`` when present.
 
     Raises
@@ -173,6 +173,11 @@ def parse_ismrmrd_header(xml: str | bytes, source: str | os.PathLike = "<xml str
             )
             extra["padding_unclamped"] = (padding_left, padding_right)
             padding_left, padding_right = clamped_left, clamped_right
+
+    lim2 = "encodingLimits/kspace_encoding_step_2"
+    if num(f"{lim2}/center", int) is not None:
+        extra["encoding_limits_step_2"] = (
+            num(f"{lim2}/minimum", int), num(f"{lim2}/maximum", int), num(f"{lim2}/center", int))
 
     def top(path, kind):
         return _number(root, path, source, kind)

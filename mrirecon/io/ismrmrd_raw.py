@@ -1,0 +1,261 @@
+"""Cartesian ISMRMRD HDF5 raw data -> :class:`~mrirecon.data.containers.KSpace`.
+
+An ISMRMRD file holds a group (default ``/dataset``) with the XML header ``xml`` and a
+compound dataset ``data`` of acquisitions: a fixed header (``flags``, ``idx`` encoding
+counters, ``number_of_samples``, ``active_channels``, ``center_sample``, directions and
+position in the DICOM patient frame, LPS mm) and the samples ``(channels, samples)``
+complex64, stored as interleaved float32.
+
+The reader places every readout on the fastMRI grid ``(slices, coils, H = readout,
+W = phase encoding)``:
+
+* column ``kspace_encode_step_1 + (y // 2 - limits.center)`` (the k-space centre lands on
+  ``W // 2``), row ``sample + (x // 2 - center_sample)`` (partial echo stays centred);
+* ``idx.slice`` picks the slice; for 3-D encodings (``z > 1``) ``kspace_encode_step_2`` picks
+  the partition, the volume is inverse-Fourier transformed along it, and the output has
+  ``slices * z`` 2-D slices (slice-major);
+* lines acquired several times (``idx.average`` or repeated calibration lines) are averaged;
+* noise-measurement acquisitions are returned as ``KSpace.noise`` ``(coils, samples)``;
+  navigator, phase-correction, dummy, feedback, surface-coil-correction and phase
+  stabilisation acquisitions are ignored, as are those of other encoding spaces
+  (``encoding_space_ref != 0``);
+* unacquired lines stay zero; ``KSpace.mask`` ``(W,)`` (or ``(slices, W)`` when slices
+  differ) marks acquired columns, ``None`` when all columns were acquired;
+* optionally, readout oversampling is removed by cropping the readout to
+  ``x * recon_fov_x / encoded_fov_x`` samples in image space.
+
+The whole ``data`` dataset is read at once (raw files of a single 2-D/3-D scan fit memory).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from mrirecon.data.containers import Header, ImageGeometry, KSpace
+from mrirecon.functional import center_crop, fft2c, ifft2c
+from mrirecon.io.errors import DataFormatError
+from mrirecon.io.ismrmrd_header import parse_ismrmrd_header
+
+# ISMRMRD acquisition flag numbers (bit ``n - 1`` of ``flags``).
+ACQ_IS_NOISE_MEASUREMENT = 19
+ACQ_IS_PARALLEL_CALIBRATION = 20
+IGNORED_FLAGS = {
+    23: "navigation", 24: "phase correction", 26: "HP feedback", 27: "dummy scan",
+    28: "RT feedback", 29: "surface coil correction", 30: "phase stabilisation reference",
+    31: "phase stabilisation",
+}
+SELECTABLE_COUNTERS = ("contrast", "phase", "repetition", "set")
+
+
+def _flag(flags: np.ndarray, number: int) -> np.ndarray:
+    return ((flags >> np.uint64(number - 1)) & np.uint64(1)).astype(bool)
+
+
+def _samples(record, fail, index: int) -> np.ndarray:
+    head = record["head"]
+    channels, n = int(head["active_channels"]), int(head["number_of_samples"])
+    raw = np.asarray(record["data"], dtype=np.float32)
+    if raw.size != 2 * channels * n:
+        raise fail(f"data[{index}].data",
+                   f"expected {2 * channels * n} floats ({channels} channels x {n} samples), "
+                   f"got {raw.size}")
+    return raw.view(np.complex64).reshape(channels, n)
+
+
+def _geometry(head, header: Header, num_slices: int, positions: dict[int, np.ndarray]) -> ImageGeometry:
+    """Orientation and origin from the acquisition directions, spacing from the header."""
+    read, phase = np.asarray(head["read_dir"], float), np.asarray(head["phase_dir"], float)
+    base = header.geometry
+    if abs(np.linalg.norm(read) - 1) > 1e-3 or abs(np.linalg.norm(phase) - 1) > 1e-3 \
+            or abs(read @ phase) > 1e-3:
+        return base  # directions not set
+    spacing = list(base.spacing)
+    if num_slices > 1 and 0 in positions and 1 in positions:
+        gap = float(np.linalg.norm(positions[1] - positions[0]))
+        if gap > 0:
+            spacing[0] = gap
+    rows, cols = header.recon_matrix[0], header.recon_matrix[1]
+    centre = positions.get(0, np.asarray(head["position"], float))
+    origin = centre - (rows // 2) * spacing[1] * read - (cols // 2) * spacing[2] * phase
+    return ImageGeometry(
+        spacing=tuple(spacing), origin=tuple(origin),
+        orientation=tuple(phase) + tuple(read), slice_thickness=base.slice_thickness,
+    )
+
+
+def read_ismrmrd(
+    path: str | os.PathLike,
+    dataset: str = "dataset",
+    *,
+    crop_readout_oversampling: bool = False,
+    include_calibration: bool = True,
+    counters: Mapping[str, int] | None = None,
+) -> KSpace:
+    """Read Cartesian ISMRMRD raw data into the fastMRI layout.
+
+    Parameters
+    ----------
+    path
+        ISMRMRD HDF5 file.
+    dataset
+        Group holding ``xml`` and ``data``.
+    crop_readout_oversampling
+        Crop the readout (``H``) to the recon field of view in image space; the returned
+        header's encoded ``x`` matrix and FOV are updated accordingly.
+    include_calibration
+        Keep acquisitions flagged as parallel-imaging calibration only (ACS lines).
+    counters
+        Values to select for ``contrast``, ``phase``, ``repetition``, ``set`` when the file
+        has several (e.g. ``{"repetition": 2}``).
+
+    Returns
+    -------
+    KSpace
+        ``data`` ``(slices, coils, H, W)`` complex64, ``mask``, ``noise`` ``(coils, samples)``
+        or ``None``, ``header`` with geometry (orientation and origin from the first imaging
+        acquisition when its directions are set).
+
+    Raises
+    ------
+    DataFormatError
+        Unreadable file, missing group/``xml``/``data``, no imaging acquisition, encoding
+        counters outside the encoded matrix, inconsistent channel counts, several values of
+        a counter not selected with ``counters``, NaN/Inf samples.
+    """
+    path = Path(path)
+
+    def fail(field: str, problem: str) -> DataFormatError:
+        return DataFormatError(path, field, problem)
+
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as err:
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such ISMRMRD file") from None
+        raise fail("file", f"not a readable HDF5 file ({err})") from None
+    with h5:
+        if dataset not in h5 or not isinstance(h5[dataset], h5py.Group):
+            raise fail(dataset, f"group missing (found {sorted(h5.keys())})")
+        group = h5[dataset]
+        for name in ("xml", "data"):
+            if name not in group:
+                raise fail(f"{dataset}/{name}", "dataset missing")
+        try:
+            xml = group["xml"][0]
+            records = group["data"][()]
+        except (OSError, RuntimeError, ValueError, IndexError) as err:
+            raise fail(f"{dataset}/data", f"unreadable ({err})") from None
+    header = parse_ismrmrd_header(xml, source=path)
+    if records.dtype.names is None or "head" not in records.dtype.names:
+        raise fail(f"{dataset}/data", f"not an acquisition table (dtype {records.dtype})")
+    heads = records["head"]
+    flags = heads["flags"].astype(np.uint64)
+    idx = heads["idx"]
+
+    noise_sel = _flag(flags, ACQ_IS_NOISE_MEASUREMENT)
+    keep = ~noise_sel & (heads["encoding_space_ref"] == 0)
+    for number in IGNORED_FLAGS:
+        keep &= ~_flag(flags, number)
+    if not include_calibration:
+        keep &= ~_flag(flags, ACQ_IS_PARALLEL_CALIBRATION)
+    chosen = dict(counters or {})
+    unknown = set(chosen) - set(SELECTABLE_COUNTERS)
+    if unknown:
+        raise ValueError(f"read_ismrmrd: counters must be among {SELECTABLE_COUNTERS}, got {sorted(unknown)}")
+    for name in SELECTABLE_COUNTERS:
+        values = np.unique(idx[name][keep])
+        if name in chosen:
+            if chosen[name] not in values:
+                raise fail(f"idx.{name}", f"no acquisition with {name}={chosen[name]} (found {values.tolist()})")
+            keep &= idx[name] == chosen[name]
+        elif values.size > 1:
+            raise fail(f"idx.{name}", f"found values {values.tolist()}; select one with "
+                                      f"counters={{{name!r}: value}}")
+    imaging = np.flatnonzero(keep)
+    if imaging.size == 0:
+        raise fail(f"{dataset}/data", "no imaging acquisition")
+
+    enc_x, enc_y, enc_z = header.encoded_matrix
+    shift_y = enc_y // 2 - header.extra.get("encoding_limits_step_1", (0, 0, enc_y // 2))[2]
+    shift_z = enc_z // 2 - header.extra.get("encoding_limits_step_2", (0, 0, enc_z // 2))[2]
+    channels = int(heads["active_channels"][imaging[0]])
+    num_slices = int(idx["slice"][imaging].max()) + 1
+    kspace = np.zeros((num_slices, enc_z, channels, enc_x, enc_y), np.complex64)
+    count = np.zeros((num_slices, enc_z, enc_y), np.int64)
+    positions: dict[int, np.ndarray] = {}
+    for a in imaging:
+        head = heads[a]
+        if int(head["active_channels"]) != channels:
+            raise fail(f"data[{a}].head.active_channels",
+                       f"expected {channels} like the first imaging acquisition, got {head['active_channels']}")
+        samples = _samples(records[a], fail, a)
+        pre, post = int(head["discard_pre"]), int(head["discard_post"])
+        samples = samples[:, pre: samples.shape[1] - post]
+        n = samples.shape[1]
+        centre = int(head["center_sample"]) - pre
+        start = enc_x // 2 - (centre if head["center_sample"] > 0 else n // 2)
+        if start < 0 or start + n > enc_x:
+            raise fail(f"data[{a}].head.number_of_samples",
+                       f"{n} samples centred at {centre} do not fit the encoded x = {enc_x}")
+        col = int(idx["kspace_encode_step_1"][a]) + shift_y
+        part = int(idx["kspace_encode_step_2"][a]) + shift_z if enc_z > 1 else 0
+        if not 0 <= col < enc_y:
+            raise fail(f"data[{a}].idx.kspace_encode_step_1",
+                       f"column {col} outside the {enc_y} encoded lines")
+        if not 0 <= part < enc_z:
+            raise fail(f"data[{a}].idx.kspace_encode_step_2",
+                       f"partition {part} outside the {enc_z} encoded partitions")
+        s = int(idx["slice"][a])
+        kspace[s, part, :, start: start + n, col] += samples
+        count[s, part, col] += 1
+        positions.setdefault(s, np.asarray(head["position"], float))
+    if not np.isfinite(kspace).all():
+        raise fail(f"{dataset}/data", "NaN or Inf samples")
+    acquired = count > 0
+    kspace /= np.maximum(count, 1)[:, :, None, None, :]
+
+    columns = acquired.any(axis=1)  # (slices, W)
+    partitions = acquired.any(axis=2)  # (slices, z)
+    if (acquired != (partitions[:, :, None] & columns[:, None, :])).any():
+        raise fail(f"{dataset}/data",
+                   "3-D ky-kz undersampling is not separable; cannot express it as a column mask")
+    data = torch.from_numpy(kspace)
+    if enc_z > 1:  # inverse FT along partitions: ifft2c over (z, 1)
+        data = ifft2c(data.permute(0, 2, 3, 4, 1).unsqueeze(-1)).squeeze(-1).permute(0, 4, 1, 2, 3)
+        columns = np.repeat(columns, enc_z, axis=0)
+    data = data.reshape(num_slices * enc_z, channels, enc_x, enc_y).contiguous()
+
+    if crop_readout_oversampling:
+        fx_enc, fx_rec = header.encoded_fov_mm[0], header.recon_fov_mm[0]
+        new_x = int(round(enc_x * fx_rec / fx_enc)) if fx_enc > 0 and fx_rec > 0 else enc_x
+        if 0 < new_x < enc_x:
+            hybrid = ifft2c(data.transpose(-1, -2).unsqueeze(-1))  # FT along readout only
+            hybrid = center_crop(hybrid, (new_x, 1))
+            data = fft2c(hybrid).squeeze(-1).transpose(-1, -2).contiguous()
+            header = header.with_(
+                encoded_matrix=(new_x, enc_y, enc_z),
+                encoded_fov_mm=(fx_rec,) + tuple(header.encoded_fov_mm[1:]),
+            )
+
+    mask = torch.from_numpy(columns)
+    mask = mask[0] if bool((mask == mask[0]).all()) else mask
+    if bool(mask.all()):
+        mask = None
+
+    noise = None
+    noise_idx = np.flatnonzero(noise_sel)
+    if noise_idx.size:
+        blocks = [_samples(records[a], fail, a) for a in noise_idx]
+        if any(b.shape[0] != channels for b in blocks):
+            raise fail(f"{dataset}/data", f"noise scans have {[b.shape[0] for b in blocks]} channels, "
+                                          f"imaging has {channels}")
+        noise = torch.from_numpy(np.concatenate(blocks, axis=1))
+    geometry = _geometry(heads[imaging[0]], header, num_slices, positions)
+    header = header.with_(num_coils=channels, geometry=geometry)
+    return KSpace(data=data, header=header, mask=mask, noise=noise, source=str(path))

@@ -1,0 +1,228 @@
+"""ISMRMRD raw reader on files written by the reference ``ismrmrd`` package; header XML."""
+
+import ismrmrd
+import numpy as np
+import pytest
+import torch
+
+from mrirecon.data import Header, ImageGeometry
+from mrirecon.io.errors import DataFormatError
+from mrirecon.io.ismrmrd_header import header_to_xml, parse_ismrmrd_header
+from mrirecon.io.ismrmrd_raw import read_ismrmrd
+
+X = ismrmrd.xsd
+COILS, ENC_X, ENC_Y, REC_X = 3, 16, 12, 8
+FOV_X, FOV_Y = 200.0, 120.0
+
+
+def make_xml(enc_z=1, step1=(0, 8, 4), step2=None, slices=2):
+    limits = X.encodingLimitsType(
+        kspace_encoding_step_1=X.limitType(minimum=step1[0], maximum=step1[1], center=step1[2]),
+        slice=X.limitType(minimum=0, maximum=slices - 1, center=0),
+    )
+    if step2 is not None:
+        limits.kspace_encoding_step_2 = X.limitType(minimum=step2[0], maximum=step2[1], center=step2[2])
+    header = X.ismrmrdHeader(
+        acquisitionSystemInformation=X.acquisitionSystemInformationType(
+            systemFieldStrength_T=3.0, receiverChannels=COILS),
+        experimentalConditions=X.experimentalConditionsType(H1resonanceFrequency_Hz=127_732_435),
+        encoding=[X.encodingType(
+            encodedSpace=X.encodingSpaceType(
+                matrixSize=X.matrixSizeType(x=ENC_X, y=ENC_Y, z=enc_z),
+                fieldOfView_mm=X.fieldOfViewMm(x=FOV_X, y=FOV_Y, z=5.0 * enc_z)),
+            reconSpace=X.encodingSpaceType(
+                matrixSize=X.matrixSizeType(x=REC_X, y=ENC_Y, z=enc_z),
+                fieldOfView_mm=X.fieldOfViewMm(x=FOV_X / 2, y=FOV_Y, z=5.0 * enc_z)),
+            encodingLimits=limits,
+            trajectory=X.trajectoryType.CARTESIAN,
+        )],
+        sequenceParameters=X.sequenceParametersType(TR=[500.0], TE=[12.5], flipAngle_deg=[70.0]),
+    )
+    return X.ToXML(header)
+
+
+def acquisition(data, line, slice_, *, part=0, flags=(), center=0, average=0, repetition=0,
+                position=(0.0, 0.0, 0.0)):
+    acq = ismrmrd.Acquisition.from_array(
+        np.ascontiguousarray(data, dtype=np.complex64),
+        center_sample=center, read_dir=(0.0, 1.0, 0.0), phase_dir=(1.0, 0.0, 0.0),
+        slice_dir=(0.0, 0.0, 1.0), position=position,
+    )
+    acq.idx.kspace_encode_step_1 = line
+    acq.idx.kspace_encode_step_2 = part
+    acq.idx.slice = slice_
+    acq.idx.average = average
+    acq.idx.repetition = repetition
+    for flag in flags:
+        acq.set_flag(flag)
+    return acq
+
+
+def write(path, xml, acquisitions, seed=0):
+    order = np.random.default_rng(seed).permutation(len(acquisitions))
+    with ismrmrd.Dataset(str(path), "dataset", create_if_needed=True) as ds:
+        ds.write_xml_header(xml)
+        for i in order:  # shuffled acquisition order
+            ds.append_acquisition(acquisitions[i])
+
+
+def cplx(rng, *shape):
+    return (rng.normal(size=shape) + 1j * rng.normal(size=shape)).astype(np.complex64)
+
+
+@pytest.fixture
+def scan(tmp_path):
+    """2 slices, partial Fourier (lines 0..8 of 12, centre at line 4), partial echo on
+    slice 1, two noise scans, a navigator and a phase-correction line, a repeated average."""
+    rng = np.random.default_rng(1)
+    truth = np.zeros((2, COILS, ENC_X, ENC_Y), np.complex64)
+    acqs, positions = [], [(0.0, 0.0, -5.0), (0.0, 0.0, 0.0)]
+    for s in range(2):
+        for line in range(9):
+            col = line + 2  # ENC_Y // 2 - center
+            if s == 1:  # partial echo: 12 samples, k-space centre at sample 4
+                data = cplx(rng, COILS, 12)
+                truth[s, :, 4:, col] = data
+                acqs.append(acquisition(data, line, s, center=4, position=positions[s]))
+            else:
+                data = cplx(rng, COILS, ENC_X)
+                acqs.append(acquisition(data, line, s, center=ENC_X // 2, position=positions[s]))
+                if line == 3:  # second average of this line
+                    again = cplx(rng, COILS, ENC_X)
+                    acqs.append(acquisition(again, line, s, center=ENC_X // 2, average=1,
+                                            position=positions[s]))
+                    data = (data + again) / np.float32(2)
+                truth[s, :, :, col] = data
+    noise = [cplx(rng, COILS, 20), cplx(rng, COILS, 20)]
+    acqs.insert(0, acquisition(noise[1], 0, 0, flags=[ismrmrd.ACQ_IS_NOISE_MEASUREMENT]))
+    acqs.insert(0, acquisition(noise[0], 0, 0, flags=[ismrmrd.ACQ_IS_NOISE_MEASUREMENT]))
+    acqs.append(acquisition(cplx(rng, COILS, ENC_X) * 100, 5, 0, center=8,
+                            flags=[ismrmrd.ACQ_IS_NAVIGATION_DATA]))
+    acqs.append(acquisition(cplx(rng, COILS, ENC_X) * 100, 6, 1, center=8,
+                            flags=[ismrmrd.ACQ_IS_PHASECORR_DATA]))
+    path = tmp_path / "raw.h5"
+    # noise acquisitions come first in a real file; keep them first, shuffle the rest
+    with ismrmrd.Dataset(str(path), "dataset", create_if_needed=True) as ds:
+        ds.write_xml_header(make_xml())
+        ds.append_acquisition(acqs[0])
+        ds.append_acquisition(acqs[1])
+        for i in np.random.default_rng(2).permutation(np.arange(2, len(acqs))):
+            ds.append_acquisition(acqs[i])
+    return path, truth, np.concatenate(noise, axis=1)
+
+
+def test_reads_ground_truth_layout_mask_and_noise(scan):
+    path, truth, noise = scan
+    k = read_ismrmrd(path)
+    assert k.data.shape == (2, COILS, ENC_X, ENC_Y) and k.data.dtype == torch.complex64
+    assert torch.allclose(k.data, torch.from_numpy(truth), atol=1e-6, rtol=0)
+    assert torch.equal(k.data[0, :, :, [0, 1, 11]], torch.zeros(COILS, ENC_X, 3, dtype=torch.complex64))
+    expected_mask = torch.zeros(ENC_Y, dtype=torch.bool)
+    expected_mask[2:11] = True
+    assert torch.equal(k.mask, expected_mask)
+    assert torch.equal(k.noise, torch.from_numpy(noise))
+    h = k.header
+    assert h.encoded_matrix == (ENC_X, ENC_Y, 1) and h.num_coils == COILS
+    assert (h.padding_left, h.padding_right) == (2, 11)
+    assert (h.field_strength_t, h.repetition_time_ms, h.echo_time_ms, h.flip_angle_deg) == (3.0, 500.0, 12.5, 70.0)
+
+
+def test_geometry_from_acquisition_directions(scan):
+    path, _, _ = scan
+    g = read_ismrmrd(path).header.geometry
+    row_mm, col_mm = (FOV_X / 2) / REC_X, FOV_Y / ENC_Y
+    assert g.orientation == (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # phase_dir, read_dir
+    assert g.spacing == (6.0, row_mm, col_mm)  # slice gap from positions, not the 5 mm FOV
+    expected = np.array([0.0, 0.0, -6.0]) - (REC_X // 2) * row_mm * np.array([0, 1, 0]) \
+        - (ENC_Y // 2) * col_mm * np.array([1, 0, 0])
+    np.testing.assert_allclose(g.origin, expected)
+
+
+def test_readout_oversampling_crop_matches_numpy(scan):
+    path, truth, _ = scan
+    k = read_ismrmrd(path, crop_readout_oversampling=True)
+    img = np.fft.fftshift(np.fft.ifft(np.fft.ifftshift(truth, axes=2), axis=2, norm="ortho"), axes=2)
+    img = img[:, :, (ENC_X - REC_X) // 2: (ENC_X + REC_X) // 2]
+    expected = np.fft.fftshift(np.fft.fft(np.fft.ifftshift(img, axes=2), axis=2, norm="ortho"), axes=2)
+    assert k.data.shape == (2, COILS, REC_X, ENC_Y)
+    np.testing.assert_allclose(k.data.numpy(), expected, atol=1e-5)
+    assert k.header.encoded_matrix == (REC_X, ENC_Y, 1)
+    assert k.header.encoded_fov_mm[0] == FOV_X / 2
+
+
+def test_3d_partitions_become_slices(tmp_path):
+    rng = np.random.default_rng(3)
+    z = 4
+    truth = cplx(rng, z, COILS, ENC_X, ENC_Y)  # (kz, coils, kx, ky), fully sampled
+    acqs = [acquisition(truth[p, :, :, line], line, 0, part=p, center=ENC_X // 2)
+            for p in range(z) for line in range(ENC_Y)]
+    path = tmp_path / "3d.h5"
+    write(path, make_xml(enc_z=z, step1=(0, ENC_Y - 1, ENC_Y // 2), step2=(0, z - 1, z // 2),
+                         slices=1), acqs)
+    k = read_ismrmrd(path)
+    expected = np.fft.fftshift(np.fft.ifft(np.fft.ifftshift(truth, axes=0), axis=0, norm="ortho"), axes=0)
+    assert k.data.shape == (z, COILS, ENC_X, ENC_Y) and k.mask is None and k.noise is None
+    np.testing.assert_allclose(k.data.numpy(), expected, atol=1e-5)
+
+
+def test_repetitions_need_selection(tmp_path):
+    rng = np.random.default_rng(4)
+    reps = [cplx(rng, COILS, ENC_X, ENC_Y) for _ in range(2)]
+    acqs = [acquisition(reps[r][:, :, line], line, 0, center=ENC_X // 2, repetition=r)
+            for r in range(2) for line in range(ENC_Y)]
+    path = tmp_path / "reps.h5"
+    write(path, make_xml(step1=(0, ENC_Y - 1, ENC_Y // 2), slices=1), acqs)
+    with pytest.raises(DataFormatError, match=r"reps\.h5.*idx\.repetition"):
+        read_ismrmrd(path)
+    k = read_ismrmrd(path, counters={"repetition": 1})
+    assert torch.equal(k.data[0], torch.from_numpy(reps[1]))
+
+
+def test_bad_files_raise_data_format_error(tmp_path):
+    rng = np.random.default_rng(5)
+    bad_line = tmp_path / "line.h5"
+    write(bad_line, make_xml(slices=1), [acquisition(cplx(rng, COILS, ENC_X), 11, 0, center=8)])
+    with pytest.raises(DataFormatError, match=r"line\.h5.*kspace_encode_step_1"):
+        read_ismrmrd(bad_line)  # line 11 + shift 2 = column 13 >= 12
+    with pytest.raises(DataFormatError, match=r"line\.h5: other"):
+        read_ismrmrd(bad_line, dataset="other")
+    junk = tmp_path / "junk.h5"
+    junk.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
+    with pytest.raises(DataFormatError, match=r"junk\.h5: file"):
+        read_ismrmrd(junk)
+
+
+def test_header_round_trip_and_schema_validity():
+    header = Header(
+        encoded_matrix=(640, 368, 1), recon_matrix=(320, 320, 1),
+        encoded_fov_mm=(280.0, 140.0, 4.5), recon_fov_mm=(140.0, 140.0, 3.0),
+        padding_left=17, padding_right=351, acquisition="CORPD_FBK", field_strength_t=2.89362,
+        repetition_time_ms=2750.0, echo_time_ms=27.0, flip_angle_deg=90.0, num_coils=15,
+        geometry=ImageGeometry(spacing=(3.3, 0.4375, 0.4375), origin=(-70.0, -70.0, 12.5),
+                               orientation=(0, 1, 0, 0, 0, -1)),
+        patient_id="3f1c", extra={"patient_position": "FFS"},
+    )
+    xml = header_to_xml(header)
+    assert parse_ismrmrd_header(xml) == header
+    ref = X.CreateFromDocument(xml)  # the reference schema binding accepts it
+    enc = ref.encoding[0]
+    assert (enc.encodedSpace.matrixSize.x, enc.encodedSpace.matrixSize.y) == (640, 368)
+    lim = enc.encodingLimits.kspace_encoding_step_1
+    assert 368 // 2 - lim.center == 17 and 17 + lim.maximum + 1 == 351
+    assert ref.acquisitionSystemInformation.systemFieldStrength_T == pytest.approx(2.89362)
+    # and a header written by the reference package parses with derived geometry
+    parsed = parse_ismrmrd_header(make_xml())
+    assert parsed.geometry.spacing == (5.0, (FOV_X / 2) / REC_X, FOV_Y / ENC_Y)
+    assert (parsed.padding_left, parsed.padding_right) == (2, 11)
+
+
+@pytest.mark.parametrize("xml, field", [
+    ("", "ismrmrd_header"),
+    ("<ismrmrdHeader xmlns='http://www.ismrm.org/ISMRMRD'><encoding>", "malformed"),
+    ("<ismrmrdHeader xmlns='http://example.org/other'/>", "namespace"),
+    ("<ismrmrdHeader xmlns='http://www.ismrm.org/ISMRMRD'/>", "encoding"),
+    (make_xml().replace("<x>16</x>", "<x>sixteen</x>"), "matrixSize/x"),
+])
+def test_invalid_headers(xml, field):
+    with pytest.raises(DataFormatError, match=rf"hdr\.xml: .*{field}"):
+        parse_ismrmrd_header(xml, source="hdr.xml")
