@@ -1,0 +1,386 @@
+"""DICOM export: one :class:`~mrirecon.data.Image` volume -> one series of single-frame files.
+
+MR volumes become MR Image Storage (1.2.840.10008.5.1.4.1.1.4), CT volumes CT Image Storage
+(1.2.840.10008.5.1.4.1.1.2); one file per slice, explicit VR little endian with a file meta
+header, written atomically. Pixels are 16-bit integers with RescaleSlope/RescaleIntercept
+chosen from the data range, so that ``stored * slope + intercept`` reproduces the data to
+within ``slope / 2``:
+
+* MR: unsigned, ``intercept = min(0, data.min())``, the maximum maps to (almost) 65535.
+* CT: signed. Integer-valued data inside the int16 range are stored as is (slope 1,
+  intercept 0); otherwise ``intercept = 0`` and ``max |data|`` maps to (almost) 32767.
+  ``kind == "hu"`` gives RescaleType ``HU``; ``"attenuation"`` (1/mm) gives ``US``.
+
+De-identification is the default: nothing that identifies the patient (name, ID, birth date,
+sex, age), no study dates/times, accession number or study UID is copied from
+``source_dataset`` unless ``keep_identity=True``; only acquisition technique (field strength,
+TR/TE, sequence, kVp, ...) and the manufacturer are copied. The reader lives in
+:mod:`mrirecon.io.dicom_read`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import torch
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    MRImageStorage,
+    generate_uid,
+)
+from pydicom.valuerep import PersonName, format_number_as_ds
+
+from mrirecon.data.containers import Image, ImageGeometry
+from mrirecon.io.atomic import atomic_path
+
+__all__ = ["SOP_CLASS", "choose_rescale", "write_dicom_series"]
+
+SOP_CLASS = {"MR": MRImageStorage, "CT": CTImageStorage}
+
+#: Patient-module keywords accepted in ``patient=``.
+PATIENT_KEYWORDS = (
+    "PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex",
+    "PatientAge", "PatientSize", "PatientWeight", "PatientComments",
+)
+#: Identifying attributes copied from ``source_dataset`` only with ``keep_identity=True``.
+IDENTITY_KEYWORDS = PATIENT_KEYWORDS + (
+    "StudyDate", "StudyTime", "AccessionNumber", "StudyID", "ReferringPhysicianName",
+    "StudyDescription", "SeriesDate", "SeriesTime", "AcquisitionDate", "AcquisitionTime",
+    "ContentDate", "ContentTime", "InstitutionName", "StationName",
+)
+#: Non-identifying technique attributes copied from a source of the same modality.
+TECHNIQUE_KEYWORDS = {
+    "MR": (
+        "Manufacturer", "ManufacturerModelName", "BodyPartExamined", "PatientPosition", "Laterality",
+        "ScanningSequence", "SequenceVariant", "ScanOptions", "MRAcquisitionType",
+        "SequenceName", "RepetitionTime", "EchoTime", "InversionTime", "EchoTrainLength",
+        "FlipAngle", "MagneticFieldStrength", "ImagingFrequency", "ImagedNucleus",
+        "NumberOfAverages", "ReceiveCoilName",
+    ),
+    "CT": (
+        "Manufacturer", "ManufacturerModelName", "BodyPartExamined", "PatientPosition", "Laterality",
+        "KVP", "ConvolutionKernel", "ExposureTime", "XRayTubeCurrent", "Exposure",
+        "FilterType", "GantryDetectorTilt", "DataCollectionDiameter",
+        "ReconstructionDiameter",
+    ),
+}
+_MAX_STORED = {"MR": 65535, "CT": 32767}
+_SOFTWARE = "mrirecon"
+
+
+def _ds(value: float) -> str:
+    """Format ``value`` as a DICOM decimal string (at most 16 characters)."""
+    if not np.isfinite(value):
+        raise ValueError(f"DICOM decimal string: value {value} is not finite")
+    return format_number_as_ds(float(value))
+
+
+def choose_rescale(
+    data: np.ndarray, modality: str
+) -> tuple[np.ndarray, str, str]:
+    """Quantise ``data`` to 16-bit integers for a DICOM Modality LUT.
+
+    Parameters
+    ----------
+    data
+        Real array (any shape) in output units (HU for CT, arbitrary for MR).
+    modality
+        ``"MR"`` (unsigned 0..65535) or ``"CT"`` (signed -32767..32767).
+
+    Returns
+    -------
+    stored, slope, intercept
+        ``stored`` is uint16 (MR) or int16 (CT) of ``data``'s shape; ``slope`` and
+        ``intercept`` are the decimal strings written to the file. With ``s, b`` their float
+        values, ``|stored * s + b - data| <= s / 2`` up to float rounding.
+    """
+    if modality not in _MAX_STORED:
+        raise ValueError(f"choose_rescale: modality must be 'MR' or 'CT', got {modality!r}")
+    x = np.asarray(data, dtype=np.float64)
+    top = _MAX_STORED[modality]
+    lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
+    if modality == "CT":
+        span = max(abs(lo), abs(hi))
+        if np.array_equal(x, np.round(x)) and span <= top:
+            slope, intercept = "1", "0"
+        else:
+            # margin below `top` so the 16-character slope string cannot push values over
+            slope, intercept = _ds(span / (top - 0.5) if span > 0 else 1.0), "0"
+        stored = np.clip(np.round(x / float(slope)), -top, top).astype(np.int16)
+        return stored, slope, intercept
+    base = min(0.0, lo)
+    intercept = _ds(base)
+    b = float(intercept)
+    span = hi - b
+    slope = _ds(span / (top - 0.5) if span > 0 else 1.0)
+    stored = np.clip(np.round((x - b) / float(slope)), 0, top).astype(np.uint16)
+    return stored, slope, intercept
+
+
+def _as_numpy(image: Image) -> np.ndarray:
+    data = image.data
+    if isinstance(data, torch.Tensor):
+        if data.is_complex():
+            raise TypeError(
+                "write_dicom_series: Image.data is complex; DICOM stores real images, pass "
+                "the magnitude (data.abs()) or a real part explicitly"
+            )
+        data = data.detach().cpu().to(torch.float64).numpy()
+    arr = np.asarray(data)
+    if np.iscomplexobj(arr):
+        raise TypeError("write_dicom_series: Image.data is complex; pass a real image")
+    arr = arr.astype(np.float64)
+    bad = int(np.count_nonzero(~np.isfinite(arr)))
+    if bad:
+        raise ValueError(f"write_dicom_series: Image.data has {bad} NaN/inf values")
+    s, r, c = arr.shape
+    if min(s, r, c) < 1 or max(r, c) > 65535:
+        raise ValueError(
+            f"write_dicom_series: Image.data (slices, rows, cols) = {arr.shape}; need at least "
+            "one slice and 1..65535 rows and columns"
+        )
+    return arr
+
+
+def _load_source(source: Dataset | str | os.PathLike | None) -> Dataset | None:
+    if source is None or isinstance(source, Dataset):
+        return source
+    try:
+        return pydicom.dcmread(source, stop_before_pixels=True)
+    except Exception as err:  # noqa: BLE001 - re-raised with the file name
+        raise ValueError(f"write_dicom_series: cannot read source_dataset {source}: {err}") from err
+
+
+def _copy(dst: Dataset, src: Dataset, keywords: tuple[str, ...]) -> None:
+    for kw in keywords:
+        if kw in src and src[kw].value not in (None, ""):
+            setattr(dst, kw, src[kw].value)
+
+
+def _base_dataset(
+    image: Image,
+    series_description: str,
+    series_number: int,
+    patient: Mapping[str, str] | None,
+    study_uid: str | None,
+    frame_of_reference_uid: str | None,
+    source: Dataset | None,
+    keep_identity: bool,
+) -> Dataset:
+    """Attributes shared by every slice of the series (all but position, number, pixels)."""
+    modality = image.modality
+    ds = Dataset()
+    # Patient module (Type 2 attributes present, empty unless provided)
+    ds.PatientName = ""
+    ds.PatientID = ""
+    ds.PatientBirthDate = ""
+    ds.PatientSex = ""
+    # General Study
+    ds.StudyDate = ""
+    ds.StudyTime = ""
+    ds.ReferringPhysicianName = ""
+    ds.StudyID = "1"
+    ds.AccessionNumber = ""
+    if source is not None:
+        src_modality = str(source.get("Modality", modality))
+        if src_modality != modality:
+            raise ValueError(
+                f"write_dicom_series: source_dataset Modality is {src_modality!r}, Image.modality "
+                f"is {modality!r}"
+            )
+        _copy(ds, source, TECHNIQUE_KEYWORDS[modality])
+        if keep_identity:
+            _copy(ds, source, IDENTITY_KEYWORDS)
+            study_uid = study_uid or source.get("StudyInstanceUID")
+            frame_of_reference_uid = frame_of_reference_uid or source.get("FrameOfReferenceUID")
+    if patient:
+        for kw, value in patient.items():
+            if kw not in PATIENT_KEYWORDS:
+                raise ValueError(
+                    f"write_dicom_series: patient key {kw!r} is not one of {PATIENT_KEYWORDS}"
+                )
+            setattr(ds, kw, value)
+    identity_given = keep_identity or bool(patient)
+    if not identity_given:
+        ds.PatientIdentityRemoved = "YES"
+        ds.DeidentificationMethod = "mrirecon: identity not copied from source"
+    ds.StudyInstanceUID = str(study_uid) if study_uid else generate_uid()
+    # General Series
+    ds.Modality = modality
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesNumber = int(series_number)
+    if series_description:
+        ds.SeriesDescription = series_description
+    if "PatientPosition" not in ds:
+        ds.PatientPosition = ""
+    ds.Laterality = ds.get("Laterality", "")  # Type 2C: unknown for derived images
+    # Frame of Reference
+    ds.FrameOfReferenceUID = (
+        str(frame_of_reference_uid) if frame_of_reference_uid else generate_uid()
+    )
+    ds.PositionReferenceIndicator = ""
+    # General Equipment
+    if "Manufacturer" not in ds:
+        ds.Manufacturer = ""
+    ds.SoftwareVersions = _SOFTWARE
+    # General Image
+    ds.ImageType = ["DERIVED", "PRIMARY", "AXIAL" if modality == "CT" else "OTHER"]
+    ds.DerivationDescription = "Reconstructed by mrirecon"
+    ds.BurnedInAnnotation = "NO"
+    # Image Plane
+    g: ImageGeometry = image.geometry
+    ds.ImageOrientationPatient = [_ds(v) for v in g.orientation]
+    ds.PixelSpacing = [_ds(g.spacing[1]), _ds(g.spacing[2])]
+    ds.SliceThickness = _ds(g.slice_thickness)
+    # Image Pixel
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = int(image.data.shape[1]), int(image.data.shape[2])
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1 if modality == "CT" else 0
+    if modality == "MR":
+        ds.SpacingBetweenSlices = _ds(g.spacing[0])
+        ds.ScanningSequence = ds.get("ScanningSequence", "RM")  # research mode unless known
+        ds.SequenceVariant = ds.get("SequenceVariant", "NONE")
+        for kw in ("ScanOptions", "MRAcquisitionType", "EchoTime", "EchoTrainLength"):
+            if kw not in ds:
+                setattr(ds, kw, "" if kw != "MRAcquisitionType" else "2D")
+        if "IR" in list(np.atleast_1d(ds.ScanningSequence)) and "InversionTime" not in ds:
+            ds.InversionTime = ""
+        if "RepetitionTime" not in ds:
+            ds.RepetitionTime = ""
+    else:
+        ds.KVP = ds.get("KVP", "")
+        ds.AcquisitionNumber = 1
+    # SOP Common
+    ds.SOPClassUID = SOP_CLASS[modality]
+    if any(not str(e.value).isascii() for e in ds.values() if isinstance(e.value, (str, PersonName))):
+        ds.SpecificCharacterSet = "ISO_IR 192"
+    return ds
+
+
+def _window(data: np.ndarray, window: tuple[float, float] | None) -> tuple[float, float]:
+    if window is None:
+        lo, hi = float(data.min()), float(data.max())
+        return (lo + hi) / 2, max(hi - lo, np.finfo(np.float32).tiny)
+    center, width = (float(v) for v in window)
+    if not width > 0:
+        raise ValueError(f"write_dicom_series: window width must be > 0, got {width}")
+    return center, width
+
+
+def write_dicom_series(
+    image: Image,
+    folder: str | os.PathLike,
+    *,
+    series_description: str = "",
+    series_number: int = 1,
+    patient: Mapping[str, str] | None = None,
+    study_uid: str | None = None,
+    frame_of_reference_uid: str | None = None,
+    source_dataset: Dataset | str | os.PathLike | None = None,
+    keep_identity: bool = False,
+    window: tuple[float, float] | None = None,
+) -> list[Path]:
+    """Write ``image`` ``(slices, rows, cols)`` as one DICOM series, one file per slice.
+
+    Parameters
+    ----------
+    image
+        Real volume on an :class:`ImageGeometry` (LPS, mm). ``modality`` picks MR or CT
+        Image Storage; CT data are expected in HU (``kind="hu"``) or 1/mm
+        (``kind="attenuation"``).
+    folder
+        Output folder (created). Files are named ``slice_0001.dcm``, ... in slice order.
+    series_description
+        SeriesDescription (at most 64 characters).
+    series_number
+        SeriesNumber (integer >= 0).
+    patient
+        Patient-module values to write, keywords from :data:`PATIENT_KEYWORDS`
+        (e.g. ``{"PatientName": "Doe^J", "PatientID": "123"}``). ``None`` leaves them empty.
+    study_uid, frame_of_reference_uid
+        UIDs to reuse (e.g. to add a series to an existing study); generated otherwise.
+        One study, series and frame-of-reference UID is shared by all files of the call.
+    source_dataset
+        A DICOM dataset (or file path) of the acquisition. Its technique attributes are
+        copied; identifying attributes (patient, study dates, study UID, frame of reference)
+        only with ``keep_identity=True``.
+    keep_identity
+        Copy identity from ``source_dataset`` instead of de-identifying.
+    window
+        ``(center, width)`` in output units; default: the data range.
+
+    Returns
+    -------
+    list of Path
+        The written files, slice 0 first. InstanceNumber is ``slice + 1`` and
+        ImagePositionPatient ``image.geometry.slice_position(slice)``.
+    """
+    if image.modality not in SOP_CLASS:
+        raise ValueError(f"write_dicom_series: Image.modality must be MR or CT, got {image.modality!r}")
+    if len(series_description) > 64:
+        raise ValueError(
+            f"write_dicom_series: series_description has {len(series_description)} characters, "
+            "DICOM LO allows 64"
+        )
+    if not 0 <= int(series_number) < 10**12:
+        raise ValueError(f"write_dicom_series: series_number must be >= 0, got {series_number}")
+    data = _as_numpy(image)
+    if image.modality == "MR" and image.kind not in ("magnitude",):
+        raise ValueError(f"write_dicom_series: MR Image.kind must be 'magnitude', got {image.kind!r}")
+    if image.modality == "CT" and image.kind not in ("hu", "attenuation"):
+        raise ValueError(
+            f"write_dicom_series: CT Image.kind must be 'hu' or 'attenuation', got {image.kind!r}"
+        )
+    source = _load_source(source_dataset)
+    base = _base_dataset(
+        image, series_description, series_number, patient, study_uid, frame_of_reference_uid,
+        source, keep_identity,
+    )
+    stored, slope, intercept = choose_rescale(data, image.modality)
+    base.RescaleIntercept = intercept
+    base.RescaleSlope = slope
+    if image.modality == "CT":  # RescaleType is not in the MR IOD (MR rescale is an extension)
+        base.RescaleType = "HU" if image.kind == "hu" else "US"
+    center, width = _window(data, window)
+    base.WindowCenter = _ds(center)
+    base.WindowWidth = _ds(width)
+    if width < 1:  # LINEAR requires width >= 1; LINEAR_EXACT allows any positive width
+        base.VOILUTFunction = "LINEAR_EXACT"
+    geometry = image.geometry
+    normal = geometry.slice_direction
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k in range(data.shape[0]):
+        ds = Dataset()
+        ds.update(base)
+        position = geometry.slice_position(k)
+        ds.ImagePositionPatient = [_ds(v) for v in position]
+        ds.SliceLocation = _ds(float(np.dot(position, normal)))
+        ds.InstanceNumber = k + 1
+        ds.SOPInstanceUID = generate_uid()
+        ds.PixelData = stored[k].astype("<u2" if image.modality == "MR" else "<i2").tobytes()
+        ds["PixelData"].VR = "OW"
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+        meta.ImplementationVersionName = "MRIRECON"
+        ds.file_meta = meta
+        path = folder / f"slice_{k + 1:04d}.dcm"
+        with atomic_path(path) as tmp:
+            ds.save_as(tmp, enforce_file_format=True)
+        paths.append(path)
+    return paths

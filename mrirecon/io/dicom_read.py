@@ -1,0 +1,228 @@
+"""DICOM import: a folder holding one series of single-frame MR/CT files -> :class:`Image`.
+
+Slices are sorted by the projection of ImagePositionPatient on the slice normal
+(ImageOrientationPatient row x column), so slice index grows along
+:attr:`ImageGeometry.slice_direction`. Stored values are rescaled with
+RescaleSlope/RescaleIntercept; CT series come back with ``kind="hu"`` when RescaleType is
+``HU`` (or absent), else ``"attenuation"``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import torch
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from mrirecon.data.containers import Image, ImageGeometry
+
+__all__ = ["read_dicom_series"]
+
+_ORIENTATION_TOL = 1e-4  # direction cosines
+_POSITION_TOL_MM = 1e-3  # in-plane drift of slice positions and spacing non-uniformity (relative)
+
+
+def _required(ds: Dataset, path: Path, keyword: str):
+    if keyword not in ds or ds[keyword].value in (None, "", b""):
+        raise ValueError(f"read_dicom_series: {path} has no {keyword}")
+    return ds[keyword].value
+
+
+def _floats(ds: Dataset, path: Path, keyword: str, count: int) -> np.ndarray:
+    value = _required(ds, path, keyword)
+    values = np.atleast_1d(np.asarray([float(v) for v in np.atleast_1d(value)]))
+    if values.size != count:
+        raise ValueError(
+            f"read_dicom_series: {path} {keyword} has {values.size} values, expected {count}"
+        )
+    return values
+
+
+def _candidate_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"read_dicom_series: {folder} is not a folder")
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+        and p.name.upper() != "DICOMDIR"
+    )
+
+
+def _read_headers(folder: Path) -> list[tuple[Path, Dataset]]:
+    found = []
+    for path in _candidate_files(folder):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=False)
+        except InvalidDicomError:
+            continue  # not a DICOM file (no preamble/prefix): ignore, e.g. a README
+        if "SOPClassUID" not in ds:
+            continue
+        found.append((path, ds))
+    if not found:
+        raise FileNotFoundError(f"read_dicom_series: no DICOM image files in {folder}")
+    return found
+
+
+def _select_series(
+    found: list[tuple[Path, Dataset]], folder: Path, series_uid: str | None
+) -> list[tuple[Path, Dataset]]:
+    by_series: dict[str, list[tuple[Path, Dataset]]] = {}
+    for path, ds in found:
+        by_series.setdefault(str(_required(ds, path, "SeriesInstanceUID")), []).append((path, ds))
+    if series_uid is not None:
+        if series_uid not in by_series:
+            raise ValueError(
+                f"read_dicom_series: series {series_uid} not in {folder}; found {sorted(by_series)}"
+            )
+        return by_series[series_uid]
+    if len(by_series) > 1:
+        examples = ", ".join(f"{uid} ({items[0][0].name}, {len(items)} files)"
+                             for uid, items in sorted(by_series.items()))
+        raise ValueError(
+            f"read_dicom_series: {folder} mixes {len(by_series)} series (SeriesInstanceUID): "
+            f"{examples}; pass series_uid= to pick one"
+        )
+    return next(iter(by_series.values()))
+
+
+def _pixels(ds: Dataset, path: Path) -> np.ndarray:
+    if "PixelData" not in ds:
+        raise ValueError(f"read_dicom_series: {path} has no PixelData")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames != 1:
+        raise ValueError(
+            f"read_dicom_series: {path} NumberOfFrames is {frames}; only single-frame images "
+            "are supported"
+        )
+    if int(ds.get("SamplesPerPixel", 1)) != 1:
+        raise ValueError(
+            f"read_dicom_series: {path} SamplesPerPixel is {ds.SamplesPerPixel}, expected 1"
+        )
+    try:
+        arr = ds.pixel_array
+    except Exception as err:  # noqa: BLE001 - decoder errors vary with the transfer syntax
+        raise ValueError(
+            f"read_dicom_series: {path} PixelData cannot be decoded "
+            f"(TransferSyntaxUID {ds.file_meta.get('TransferSyntaxUID', '?')}): {err}"
+        ) from err
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    return arr.astype(np.float64) * slope + intercept
+
+
+def read_dicom_series(
+    folder: str | os.PathLike, *, series_uid: str | None = None
+) -> Image:
+    """Read one DICOM series into an :class:`Image` ``(slices, rows, cols)`` float32.
+
+    Parameters
+    ----------
+    folder
+        Folder of single-frame MR or CT image files (other files are ignored).
+    series_uid
+        SeriesInstanceUID to read when the folder holds several series.
+
+    Returns
+    -------
+    Image
+        Rescaled data (``stored * RescaleSlope + RescaleIntercept``), geometry from
+        ImagePositionPatient (first slice after sorting along the normal),
+        ImageOrientationPatient, PixelSpacing, the slice-position spacing and
+        SliceThickness; ``description`` is SeriesDescription.
+
+    Raises
+    ------
+    ValueError
+        Naming the file and field on missing PixelData/geometry, orientation, size, spacing
+        or modality that differ between files, mixed series, duplicate or non-collinear
+        slice positions, or non-uniform slice spacing.
+    """
+    folder = Path(folder)
+    items = _select_series(_read_headers(folder), folder, series_uid)
+    path0, ds0 = items[0]
+    modality = str(_required(ds0, path0, "Modality"))
+    if modality not in ("MR", "CT"):
+        raise ValueError(f"read_dicom_series: {path0} Modality is {modality!r}, expected MR or CT")
+    iop0 = _floats(ds0, path0, "ImageOrientationPatient", 6)
+    spacing0 = _floats(ds0, path0, "PixelSpacing", 2)
+    size0 = (int(_required(ds0, path0, "Rows")), int(_required(ds0, path0, "Columns")))
+    normal = np.cross(iop0[:3], iop0[3:])
+    normal = normal / np.linalg.norm(normal)
+    entries = []
+    for path, ds in items:
+        for keyword, expected in (("Modality", modality),):
+            if str(ds.get(keyword, "")) != expected:
+                raise ValueError(
+                    f"read_dicom_series: {path} {keyword} is {ds.get(keyword)!r}, "
+                    f"{path0.name} has {expected!r}"
+                )
+        iop = _floats(ds, path, "ImageOrientationPatient", 6)
+        if np.max(np.abs(iop - iop0)) > _ORIENTATION_TOL:
+            raise ValueError(
+                f"read_dicom_series: {path} ImageOrientationPatient {iop.tolist()} differs from "
+                f"{path0.name} {iop0.tolist()}"
+            )
+        size = (int(_required(ds, path, "Rows")), int(_required(ds, path, "Columns")))
+        if size != size0:
+            raise ValueError(
+                f"read_dicom_series: {path} (Rows, Columns) = {size}, {path0.name} has {size0}"
+            )
+        spacing = _floats(ds, path, "PixelSpacing", 2)
+        if np.max(np.abs(spacing - spacing0)) > _POSITION_TOL_MM:
+            raise ValueError(
+                f"read_dicom_series: {path} PixelSpacing {spacing.tolist()} differs from "
+                f"{path0.name} {spacing0.tolist()}"
+            )
+        position = _floats(ds, path, "ImagePositionPatient", 3)
+        entries.append((float(position @ normal), position, path, ds))
+    entries.sort(key=lambda e: e[0])
+    positions = np.array([e[1] for e in entries])
+    distances = np.array([e[0] for e in entries])
+    if len(entries) > 1:
+        steps = np.diff(distances)
+        if steps.min() <= _POSITION_TOL_MM:
+            k = int(np.argmin(steps))
+            raise ValueError(
+                f"read_dicom_series: {entries[k][2]} and {entries[k + 1][2]} have the same "
+                "ImagePositionPatient along the slice normal"
+            )
+        slice_spacing = float(distances[-1] - distances[0]) / (len(entries) - 1)
+        if np.max(np.abs(steps - slice_spacing)) > max(_POSITION_TOL_MM, 1e-3 * slice_spacing):
+            raise ValueError(
+                f"read_dicom_series: {folder} slice spacing is not uniform (ImagePositionPatient "
+                f"steps {np.round(steps, 4).tolist()} mm)"
+            )
+        expected = positions[0] + (distances - distances[0])[:, None] * normal
+        drift = np.linalg.norm(positions - expected, axis=1)
+        if drift.max() > max(_POSITION_TOL_MM, 1e-3 * slice_spacing):
+            k = int(np.argmax(drift))
+            raise ValueError(
+                f"read_dicom_series: {entries[k][2]} ImagePositionPatient is {drift[k]:.4f} mm off "
+                "the slice normal through the first slice (gantry tilt is not supported)"
+            )
+    else:
+        slice_spacing = float(
+            ds0.get("SpacingBetweenSlices", None) or ds0.get("SliceThickness", None) or 1.0
+        )
+    thickness = ds0.get("SliceThickness", None)
+    geometry = ImageGeometry(
+        spacing=(abs(slice_spacing), float(spacing0[0]), float(spacing0[1])),
+        origin=tuple(positions[0]),
+        orientation=tuple(iop0),
+        slice_thickness=float(thickness) if thickness not in (None, "") else None,
+    )
+    data = np.stack([_pixels(ds, path) for _, _, path, ds in entries])
+    kind = "magnitude"
+    if modality == "CT":
+        kind = "hu" if str(ds0.get("RescaleType", "HU") or "HU").upper() == "HU" else "attenuation"
+    return Image(
+        data=torch.from_numpy(data.astype(np.float32)),
+        geometry=geometry,
+        kind=kind,
+        modality=modality,
+        description=str(ds0.get("SeriesDescription", "")),
+        source=str(folder),
+    )
