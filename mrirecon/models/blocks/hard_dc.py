@@ -1,0 +1,50 @@
+"""Hard data projection for noise-free Cartesian data: replace the sampled k-space by ``y``.
+
+Schlemper et al. (2018) use ``k <- (k + nu y) / (1 + nu)`` on sampled locations; ``nu -> inf``
+(noise-free) is the replacement done here, ``nu`` finite is available as ``noise_level``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from mrirecon.core import LinearOperator
+from mrirecon.models.blocks.soft_dc import kspace_mask
+
+
+class HardProjectionDC(nn.Module):
+    """Replace (or, with ``nu``, average) the sampled k-space values by the measured ones.
+
+    Parameters
+    ----------
+    nu
+        ``None`` (default): exact replacement. A float: Schlemper's noisy-data weighting
+        ``(k + nu y) / (1 + nu)`` on sampled locations, learnable when ``learnable``.
+    learnable
+        Learn ``nu`` (only with a float ``nu``).
+    """
+
+    def __init__(self, nu: float | None = None, learnable: bool = False) -> None:
+        super().__init__()
+        if nu is None:
+            self.nu = None
+        elif learnable:
+            self.nu = nn.Parameter(torch.tensor([float(nu)]))
+        else:
+            self.register_buffer("nu", torch.tensor([float(nu)]))
+
+    def forward(self, k: Tensor, y: Tensor, mask: Tensor) -> Tensor:
+        """K-space ``k``, data ``y`` (same shape), boolean ``mask``: projected k-space."""
+        if self.nu is None:
+            return torch.where(mask, y, k)
+        nu = self.nu.to(k.real.dtype)
+        return torch.where(mask, (k + nu * y) / (1 + nu), k)
+
+    def image(self, x: Tensor, y: Tensor, op: LinearOperator) -> Tensor:
+        """Image-domain version for a sense-style operator: ``S^H F^H DC(F S x)``.
+
+        Exact data consistency when ``S^H S = I`` per pixel with one coil (single-coil data);
+        for several coils it is the usual coil-k-space projection followed by coil combination.
+        """
+        return op.reduce(self(op.expand(x), y, kspace_mask(op)))

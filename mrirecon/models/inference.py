@@ -1,0 +1,45 @@
+"""Slice-by-slice inference without autograd bookkeeping."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from mrirecon.core import LinearOperator
+
+
+def reconstruct_slices(
+    model: nn.Module, ys: Sequence[Tensor] | Tensor, ops: Sequence[LinearOperator] | LinearOperator
+) -> Tensor:
+    """Run ``model(y, op)`` on one slice at a time under ``torch.inference_mode``.
+
+    Parameters
+    ----------
+    model
+        Any ``model(y, op) -> x``; put in eval mode for the call and restored afterwards.
+    ys
+        Slices of data: a sequence of tensors without a batch axis, or one tensor whose first
+        axis runs over slices.
+    ops
+        One operator per slice, or a single operator shared by all slices.
+
+    Returns
+    -------
+    Tensor
+        The reconstructions stacked along a new first (slice) axis.
+    """
+    n = len(ys)
+    if isinstance(ops, LinearOperator):
+        ops = [ops] * n
+    if len(ops) != n:
+        raise ValueError(f"reconstruct_slices: {n} slices of data but {len(ops)} operators")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            out = [model(ys[i].unsqueeze(0), ops[i])[0] for i in range(n)]
+    finally:
+        model.train(was_training)
+    return torch.stack(out)

@@ -1,0 +1,86 @@
+"""Build a model by name with its published defaults, overridden by keyword arguments."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import MappingProxyType
+from typing import Any
+
+from torch import nn
+
+from mrirecon.models.backbones.complex import ComplexImageCNN
+from mrirecon.models.backbones.dncnn import DnCNN
+from mrirecon.models.backbones.resnet import ResNet
+from mrirecon.models.backbones.unet import Unet
+from mrirecon.models.pnp.pnp import RED, PnPADMM, PnPHQS
+from mrirecon.models.unrolled.admm_csnet import ADMMCSNet
+from mrirecon.models.unrolled.cascade import CascadeNet
+from mrirecon.models.unrolled.fbpconvnet import FBPConvNet
+from mrirecon.models.unrolled.ista_net import ISTANetPlus
+from mrirecon.models.unrolled.modl import MoDL
+from mrirecon.models.unrolled.primal_dual import LearnedPrimalDual
+from mrirecon.models.unrolled.varnet import VarNet
+from mrirecon.models.unrolled.vn import VariationalNetwork
+
+# name -> (constructor, published defaults). Defaults are passed explicitly so that they are
+# visible here and recorded by whoever builds a model (e.g. a training config).
+_MODELS: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {
+    # Sriram et al. 2020 / fastMRI VarNet defaults
+    "varnet": (VarNet, dict(num_cascades=12, sens_chans=8, sens_pools=4, chans=18, pools=4)),
+    # Hammernik et al. 2018
+    "vn": (VariationalNetwork, dict(num_stages=10, num_filters=24, kernel_size=11, num_rbf=31)),
+    # Aggarwal et al. 2019
+    "modl": (MoDL, dict(iterations=10, layers=5, features=64, lam=0.05, cg_iterations=10, shared=True)),
+    # Yang et al. 2020 (generic variant)
+    "admm_csnet": (ADMMCSNet, dict(num_stages=10, num_filters=8, kernel_size=3, num_points=101)),
+    # Zhang & Ghanem 2018
+    "ista_net_plus": (ISTANetPlus, dict(num_phases=9, features=32, rho=0.5, theta=0.01)),
+    # Schlemper et al. 2018
+    "cascade": (CascadeNet, dict(num_cascades=5, layers=5, features=64)),
+    # Adler & Oktem 2018
+    "primal_dual": (LearnedPrimalDual, dict(iterations=10, n_primal=5, n_dual=5, features=32)),
+    # Jin et al. 2017
+    "fbpconvnet": (FBPConvNet, dict(chans=64, num_pools=4)),
+    # plug-and-play (need denoiser=...)
+    "pnp_admm": (PnPADMM, dict(iterations=20, rho=1.0, cg_iterations=10)),
+    "pnp_hqs": (PnPHQS, dict(iterations=20, rho=1.0, cg_iterations=10)),
+    "red": (RED, dict(iterations=20, lam=0.1, method="fixed_point")),
+    # backbones / denoisers (real channel CNNs; use ComplexImageCNN for images)
+    "unet": (Unet, dict(in_chans=2, out_chans=2, chans=32, num_pool_layers=4)),
+    "dncnn": (DnCNN, dict(in_chans=2, out_chans=2, depth=17, features=64)),
+    "resnet": (ResNet, dict(in_chans=2, out_chans=2, features=32, blocks=4)),
+}
+
+MODEL_DEFAULTS = MappingProxyType({name: MappingProxyType(dict(d)) for name, (_, d) in _MODELS.items()})
+
+
+def available_models() -> list[str]:
+    """Names accepted by :func:`build_model`."""
+    return sorted(_MODELS)
+
+
+def build_model(name: str, **kwargs: Any) -> nn.Module:
+    """Instantiate model ``name`` with its published defaults updated by ``kwargs``.
+
+    ``denoiser`` for the plug-and-play models may be a module or a backbone name
+    (``"dncnn"``, ``"unet"``, ``"resnet"``), which is built with its defaults and wrapped in
+    :class:`~mrirecon.models.backbones.ComplexImageCNN`.
+
+    Raises
+    ------
+    KeyError
+        Unknown name (the message lists the known ones).
+    TypeError
+        A keyword the model does not take (names the model and the keyword).
+    """
+    key = name.lower().replace("-", "_")
+    if key not in _MODELS:
+        raise KeyError(f"unknown model {name!r}; available: {', '.join(available_models())}")
+    cls, defaults = _MODELS[key]
+    params = {**defaults, **kwargs}
+    if isinstance(params.get("denoiser"), str):
+        params["denoiser"] = ComplexImageCNN(build_model(params["denoiser"]))
+    try:
+        return cls(**params)
+    except TypeError as err:
+        raise TypeError(f"build_model({name!r}): {err}") from err

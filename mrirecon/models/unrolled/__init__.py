@@ -1,0 +1,28 @@
+"""Unrolled reconstruction networks, all ``model(y, op) -> x`` over the shared operators."""
+
+from mrirecon.models.unrolled.admm_csnet import ADMMCSNet, PiecewiseLinear
+from mrirecon.models.unrolled.cascade import CascadeNet
+from mrirecon.models.unrolled.fbpconvnet import FBPConvNet, initial_reconstruction
+from mrirecon.models.unrolled.ista_net import ISTANetPlus, soft_threshold
+from mrirecon.models.unrolled.modl import MoDL
+from mrirecon.models.unrolled.primal_dual import LearnedPrimalDual
+from mrirecon.models.unrolled.varnet import SensitivityModel, VarNet, VarNetBlock, acs_bounds
+from mrirecon.models.unrolled.vn import RBFActivation, VariationalNetwork
+
+__all__ = [
+    "ADMMCSNet",
+    "CascadeNet",
+    "FBPConvNet",
+    "ISTANetPlus",
+    "LearnedPrimalDual",
+    "MoDL",
+    "PiecewiseLinear",
+    "RBFActivation",
+    "SensitivityModel",
+    "VarNet",
+    "VarNetBlock",
+    "VariationalNetwork",
+    "acs_bounds",
+    "initial_reconstruction",
+    "soft_threshold",
+]

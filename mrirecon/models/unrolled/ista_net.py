@@ -1,0 +1,116 @@
+"""ISTA-Net+ (Zhang & Ghanem, CVPR 2018): unrolled ISTA with learned transforms.
+
+Phase ``k``:
+
+    r = x - rho_k A^H (A x - y)                      (gradient step, learned rho_k)
+    x = r + G( F~( soft(F(D(r)), theta_k) ) )        (learned D, F, F~, G; soft threshold)
+
+``F`` and ``F~`` are conv-ReLU-conv transforms; the symmetry constraint ``F~(F(.)) = I`` enters
+the training loss through :meth:`ISTANetPlus.forward_with_symmetry`. Published defaults:
+9 phases, 32 features, ``rho`` 0.5, ``theta`` 0.01, symmetry weight 0.01 (applied by the
+caller). Works with any ``LinearOperator``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mrirecon.core import LinearOperator
+from mrirecon.models.backbones.complex import flatten_image_batch, from_channels, to_channels, unflatten_image_batch
+from mrirecon.models.blocks.gradient_dc import GradientDC
+from mrirecon.models.common import normalized_data, require_batch, run_stage
+
+
+def soft_threshold(z: Tensor, theta: Tensor) -> Tensor:
+    """``sign(z) max(|z| - theta, 0)`` (real tensors)."""
+    return torch.sign(z) * F.relu(torch.abs(z) - theta)
+
+
+class ISTANetPlusPhase(nn.Module):
+    """One ISTA-Net+ phase; returns the new iterate and the symmetry residual."""
+
+    def __init__(self, features: int = 32, rho: float = 0.5, theta: float = 0.01) -> None:
+        super().__init__()
+
+        def conv(cin: int, cout: int) -> nn.Conv2d:
+            return nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+
+        self.dc = GradientDC(rho)
+        self.theta = nn.Parameter(torch.tensor([float(theta)]))
+        self.conv_d = conv(2, features)
+        self.forward_1, self.forward_2 = conv(features, features), conv(features, features)
+        self.backward_1, self.backward_2 = conv(features, features), conv(features, features)
+        self.conv_g = conv(features, 2)
+
+    def transform(self, z: Tensor) -> Tensor:
+        """``F``: conv-ReLU-conv."""
+        return self.forward_2(F.relu(self.forward_1(z)))
+
+    def inverse_transform(self, z: Tensor) -> Tensor:
+        """``F~``: conv-ReLU-conv, trained to invert :meth:`transform`."""
+        return self.backward_2(F.relu(self.backward_1(z)))
+
+    def forward(self, x: Tensor, y: Tensor, op: LinearOperator, aty: Tensor) -> tuple[Tensor, Tensor]:
+        """Images ``x`` ``(B, H, W)`` -> (next iterate, ``F~(F(D r)) - D r`` features)."""
+        r = self.dc(x, y, op, aty)
+        flat, lead = flatten_image_batch(r)
+        features = self.conv_d(to_channels(flat))
+        coded = self.transform(features)
+        update = self.conv_g(self.inverse_transform(soft_threshold(coded, self.theta)))
+        out = r + unflatten_image_batch(from_channels(update, r.is_complex()), lead)
+        return out, self.inverse_transform(coded) - features
+
+
+class ISTANetPlus(nn.Module):
+    """ISTA-Net+ ``model(y, op) -> x``.
+
+    Parameters
+    ----------
+    num_phases
+        Unrolled ISTA iterations (9).
+    features
+        Channels of the learned transforms (32).
+    rho, theta
+        Initial step size and threshold.
+    normalize
+        Scale data so that ``max |A^H y| = 1`` (thresholds are absolute), undone on output.
+    checkpointing
+        Recompute each phase in backward.
+    """
+
+    def __init__(
+        self,
+        num_phases: int = 9,
+        features: int = 32,
+        rho: float = 0.5,
+        theta: float = 0.01,
+        normalize: bool = True,
+        checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        self.phases = nn.ModuleList([ISTANetPlusPhase(features, rho, theta) for _ in range(num_phases)])
+        self.normalize, self.checkpointing = normalize, checkpointing
+
+    def forward_with_symmetry(self, y: Tensor, op: LinearOperator) -> tuple[Tensor, Tensor]:
+        """Reconstruction and the symmetry loss ``mean_k mean |F~_k(F_k(D r)) - D r|^2``.
+
+        The ISTA-Net+ training loss is ``||x - x_true||^2 / N + 0.01 * symmetry``.
+        """
+        require_batch("ISTANetPlus", y)
+        if self.normalize:
+            y, aty, scale = normalized_data(y, op)
+        else:
+            aty, scale = op.H(y), None
+        x = aty
+        symmetry = torch.zeros((), dtype=aty.real.dtype, device=aty.device)
+        for phase in self.phases:
+            x, residual = run_stage(phase, x, y, op, aty, checkpointing=self.checkpointing)
+            symmetry = symmetry + torch.mean(residual**2)
+        symmetry = symmetry / max(len(self.phases), 1)
+        return (x * scale if scale is not None else x), symmetry
+
+    def forward(self, y: Tensor, op: LinearOperator) -> Tensor:
+        """Data ``y`` ``(B, ...)`` -> image ``(B, H, W)``."""
+        return self.forward_with_symmetry(y, op)[0]

@@ -1,0 +1,83 @@
+"""MoDL (Aggarwal, Mani & Jacob, IEEE TMI 2019): a shared CNN denoiser alternating with a
+conjugate-gradient data-consistency step with learned ``lambda``.
+
+``x_0 = A^H y``; for ``k = 1..K``: ``z = D_w(x)``, ``x = (A^H A + lam I)^{-1} (A^H y + lam z)``.
+Published defaults: K = 10 unrolls, denoiser of 5 conv layers with 64 features and batch norm
+(residual), weights shared across iterations, ``lam`` initialised to 0.05, 10 CG iterations.
+Works with any ``LinearOperator`` (MRI ``sense``, CT projectors).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from mrirecon.core import LinearOperator
+from mrirecon.models.backbones.complex import ComplexImageCNN
+from mrirecon.models.backbones.dncnn import DnCNN
+from mrirecon.models.blocks.cg_dc import ProximalDC
+from mrirecon.models.common import normalized_data, require_batch, run_stage
+
+
+class MoDL(nn.Module):
+    """MoDL ``model(y, op) -> x``.
+
+    Parameters
+    ----------
+    iterations
+        Number of unrolls ``K`` (10).
+    layers, features, batchnorm
+        Denoiser depth / width / batch norm (5, 64, True).
+    lam
+        Initial DC weight (0.05), learned.
+    cg_iterations
+        CG iterations per DC step (10).
+    shared
+        One denoiser for all unrolls (MoDL) or one per unroll.
+    normalize
+        Scale data so that ``max |A^H y| = 1`` per sample; undone on output.
+    implicit
+        CG backward by a second CG solve (memory independent of CG iterations).
+    checkpointing
+        Recompute each unroll in backward.
+    """
+
+    def __init__(
+        self,
+        iterations: int = 10,
+        layers: int = 5,
+        features: int = 64,
+        batchnorm: bool = True,
+        lam: float = 0.05,
+        cg_iterations: int = 10,
+        shared: bool = True,
+        normalize: bool = True,
+        implicit: bool = True,
+        checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        count = 1 if shared else iterations
+        self.denoisers = nn.ModuleList(
+            [
+                ComplexImageCNN(DnCNN(2, 2, depth=layers, features=features, batchnorm=batchnorm, residual=True))
+                for _ in range(count)
+            ]
+        )
+        self.dc = ProximalDC(lam, max_iterations=cg_iterations, implicit=implicit)
+        self.iterations, self.shared = iterations, shared
+        self.normalize, self.checkpointing = normalize, checkpointing
+
+    def _unroll(self, x: Tensor, y: Tensor, op: LinearOperator, aty: Tensor, i: int) -> Tensor:
+        denoiser = self.denoisers[0 if self.shared else i]
+        return self.dc(denoiser(x), y, op, aty)
+
+    def forward(self, y: Tensor, op: LinearOperator) -> Tensor:
+        """Data ``y`` ``(B, ...)`` -> image ``(B, H, W)``."""
+        require_batch("MoDL", y)
+        if self.normalize:
+            y, aty, scale = normalized_data(y, op)
+        else:
+            aty, scale = op.H(y), None
+        x = aty
+        for i in range(self.iterations):
+            x = run_stage(self._unroll, x, y, op, aty, i, checkpointing=self.checkpointing)
+        return x * scale if scale is not None else x
