@@ -1,5 +1,43 @@
-"""Solvers are functions over callables: the same ``cg`` serves CG-SENSE, MoDL and ADMM."""
+"""Solvers are functions over callables: the same ``cg`` serves CG-SENSE, MoDL and ADMM.
 
+* :func:`cg` - conjugate gradients for Hermitian positive (semi-)definite systems;
+* :func:`cg_solve` - the same, differentiable by implicit differentiation (MoDL);
+* :func:`fista` - accelerated proximal gradient;
+* :func:`admm` - ADMM for ``f(x) + g(K x)`` (with :func:`least_squares_x_update`);
+* :func:`pdhg` - Chambolle-Pock primal-dual for ``sum_i f_i(K_i x) + g(x)``;
+* :mod:`~mrirecon.solvers.prox` - proximal maps and projections.
+"""
+
+from mrirecon.solvers.admm import admm, least_squares_x_update
 from mrirecon.solvers.cg import cg
+from mrirecon.solvers.fista import fista
+from mrirecon.solvers.implicit import cg_solve
+from mrirecon.solvers.pdhg import pdhg, pdhg_step_sizes
+from mrirecon.solvers.prox import (
+    conjugate_prox,
+    group_soft_threshold,
+    project_box,
+    project_group_l2_ball,
+    project_l2_ball,
+    project_nonnegative,
+    prox_l2_squared,
+    soft_threshold,
+)
 
-__all__ = ["cg"]
+__all__ = [
+    "admm",
+    "cg",
+    "cg_solve",
+    "conjugate_prox",
+    "fista",
+    "group_soft_threshold",
+    "least_squares_x_update",
+    "pdhg",
+    "pdhg_step_sizes",
+    "project_box",
+    "project_group_l2_ball",
+    "project_l2_ball",
+    "project_nonnegative",
+    "prox_l2_squared",
+    "soft_threshold",
+]

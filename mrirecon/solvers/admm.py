@@ -1,0 +1,129 @@
+"""ADMM for ``min_x f(x) + g(K x)`` (scaled form, Boyd et al. 2011, section 3.1.1)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from mrirecon.core import LinearOperator
+from mrirecon.solvers.cg import cg
+from mrirecon.solvers.prox import Prox
+
+XUpdate = Callable[[Tensor, float, Tensor], Tensor]
+
+
+def admm(
+    x_update: XUpdate,
+    prox_g: Prox,
+    K: LinearOperator | Callable[[Tensor], Tensor],
+    x0: Tensor,
+    rho: float = 1.0,
+    *,
+    z0: Tensor | None = None,
+    max_iterations: int = 50,
+    tolerance: float = 0.0,
+    callback: Callable[[int, Tensor, float], None] | None = None,
+) -> Tensor:
+    """Alternating direction method of multipliers with the splitting ``z = K x``.
+
+    Each iteration:
+
+    * ``x <- argmin_x f(x) + rho/2 ||K x - (z - u)||^2`` by ``x_update(z - u, rho, x)``,
+    * ``z <- prox_{g/rho}(K x + u)`` by ``prox_g(K x + u, 1 / rho)``,
+    * ``u <- u + K x - z`` (scaled dual variable).
+
+    Parameters
+    ----------
+    x_update
+        ``x_update(v, rho, x_prev)`` returning (an approximation of)
+        ``argmin_x f(x) + rho/2 ||K x - v||^2``; ``x_prev`` is a warm start. For
+        ``f = 1/2||A x - y||^2`` use :func:`least_squares_x_update` (CG on
+        ``A^H A + rho K^H K``).
+    prox_g
+        ``prox_g(v, t) = prox_{t g}(v)``.
+    K
+        The splitting operator (a :class:`LinearOperator` or any linear callable).
+    x0
+        Starting point.
+    rho
+        Penalty parameter ``> 0``.
+    z0
+        Starting split variable (``K x0`` by default); the scaled dual starts at zero.
+    max_iterations
+        Iteration limit.
+    tolerance
+        Stop when the primal residual ``||K x - z||`` and the change of ``z`` both drop below
+        ``tolerance`` times ``max(||K x||, ||z||)`` (``0`` disables).
+    callback
+        ``callback(iteration, x, primal_residual)`` after each iteration.
+
+    Returns
+    -------
+    Tensor
+        The last ``x``.
+    """
+    if not rho > 0:
+        raise ValueError(f"admm: rho must be > 0, got {rho}")
+    x = x0.clone()
+    kx = K(x)
+    z = kx.clone() if z0 is None else z0.clone()
+    u = torch.zeros_like(z)
+    for it in range(max_iterations):
+        x = x_update(z - u, rho, x)
+        kx = K(x)
+        z_old = z
+        z = prox_g(kx + u, 1.0 / rho)
+        r = kx - z
+        u = u + r
+        if tolerance > 0 or callback is not None:
+            scale = max(float(torch.linalg.vector_norm(kx)), float(torch.linalg.vector_norm(z)))
+            primal = float(torch.linalg.vector_norm(r))
+            dual = float(torch.linalg.vector_norm(z - z_old))
+            rel = primal / scale if scale > 0 else primal
+            if callback is not None:
+                callback(it, x, rel)
+            if tolerance > 0 and scale > 0 and max(primal, dual) <= tolerance * scale:
+                break
+    return x
+
+
+def least_squares_x_update(
+    A: LinearOperator,
+    y: Tensor,
+    K: LinearOperator,
+    *,
+    cg_iterations: int = 5,
+    cg_tolerance: float = 0.0,
+    batch_dims: int = 0,
+) -> XUpdate:
+    """The ADMM x-update for ``f(x) = 1/2 ||A x - y||^2``.
+
+    Returns a callable ``(v, rho, x_prev) -> x`` that solves
+    ``(A^H A + rho K^H K) x = A^H y + rho K^H v`` by ``cg_iterations`` of CG warm-started at
+    ``x_prev`` (``A^H y`` is computed once).
+
+    Parameters
+    ----------
+    A, y
+        Data-fidelity operator and measurements.
+    K
+        The ADMM splitting operator.
+    cg_iterations, cg_tolerance, batch_dims
+        Passed to :func:`~mrirecon.solvers.cg.cg`.
+    """
+    aty = A.H(y)
+
+    def update(v: Tensor, rho: float, x_prev: Tensor) -> Tensor:
+        rhs = aty + rho * K.H(v)
+        return cg(
+            lambda x: A.gram(x) + rho * K.gram(x),
+            rhs,
+            x_prev,
+            max_iterations=cg_iterations,
+            tolerance=cg_tolerance,
+            batch_dims=batch_dims,
+        )
+
+    return update

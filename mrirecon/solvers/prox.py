@@ -1,0 +1,148 @@
+"""Proximal maps and projections used by FISTA, ADMM and PDHG.
+
+Convention: ``prox_{t g}(v) = argmin_x  t g(x) + 1/2 ||x - v||^2``. Every function here is a
+closed form of such a map for one ``g``; a solver receives it as a callable ``prox(v, t)``
+(e.g. ``lambda v, t: soft_threshold(v, lam * t)``).
+
+Complex tensors are treated as vectors in ``C^n = R^{2n}``: the L1 norm is ``sum |x_i|`` with
+the complex modulus, so soft thresholding shrinks the magnitude and keeps the phase.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+Prox = Callable[[Tensor, float | Tensor], Tensor]
+
+
+def _real_only(x: Tensor, who: str) -> None:
+    if x.is_complex():
+        raise TypeError(
+            f"{who}: needs a real tensor, got {x.dtype}; a box is not defined on complex values "
+            "(apply it to x.real or x.abs() explicitly)"
+        )
+
+
+def _shrink_factor(norm: Tensor, threshold: float | Tensor) -> Tensor:
+    """``max(1 - threshold / norm, 0)`` with ``0/0 -> 0``."""
+    safe = torch.where(norm > 0, norm, torch.ones_like(norm))
+    return torch.clamp(1 - threshold / safe, min=0) * (norm > 0)
+
+
+def soft_threshold(x: Tensor, threshold: float | Tensor) -> Tensor:
+    """Prox of ``threshold * ||x||_1``: shrink every magnitude by ``threshold``.
+
+    Parameters
+    ----------
+    x
+        Real or complex tensor of any shape.
+    threshold
+        Non-negative scalar or tensor broadcastable to ``x`` (real).
+
+    Returns
+    -------
+    Tensor
+        ``x * max(1 - threshold / |x|, 0)``; for real ``x`` this is ``sign(x) max(|x| - t, 0)``,
+        for complex ``x`` the phase is kept.
+    """
+    return x * _shrink_factor(x.abs(), threshold)
+
+
+def group_soft_threshold(x: Tensor, threshold: float | Tensor, dim: int | tuple[int, ...]) -> Tensor:
+    """Prox of ``threshold * sum_groups ||x_group||_2`` (the L2,1 norm), groups along ``dim``.
+
+    With ``x = grad(u)`` of shape ``(..., 2, H, W)`` and ``dim=-3`` this is the prox of isotropic
+    total variation's inner norm: every pixel's gradient vector is shrunk as a whole.
+
+    Parameters
+    ----------
+    x
+        Real or complex tensor.
+    threshold
+        Non-negative scalar or tensor broadcastable to ``x`` with ``dim`` reduced (keepdim).
+    dim
+        Axis or axes spanning one group.
+    """
+    norm = torch.linalg.vector_norm(x, dim=dim, keepdim=True)
+    return x * _shrink_factor(norm, threshold)
+
+
+def project_group_l2_ball(x: Tensor, radius: float | Tensor, dim: int | tuple[int, ...]) -> Tensor:
+    """Project every group along ``dim`` onto the L2 ball of ``radius`` (the dual of L2,1).
+
+    This is the prox of the conjugate of ``radius * ||.||_{2,1}`` (for any step), the dual step
+    of isotropic TV in PDHG.
+    """
+    norm = torch.linalg.vector_norm(x, dim=dim, keepdim=True)
+    return x / torch.clamp(norm / radius, min=1)
+
+
+def project_box(x: Tensor, lower: float | Tensor | None = None, upper: float | Tensor | None = None) -> Tensor:
+    """Euclidean projection of a real tensor onto ``{lower <= x <= upper}`` (element-wise).
+
+    ``None`` leaves that side open. This is the prox of the box indicator for any step.
+    """
+    _real_only(x, "project_box")
+    if lower is not None and upper is not None:
+        if isinstance(lower, (int, float)) and isinstance(upper, (int, float)) and lower > upper:
+            raise ValueError(f"project_box: lower={lower} must not exceed upper={upper}")
+    return torch.clamp(x, min=lower, max=upper)
+
+
+def project_nonnegative(x: Tensor) -> Tensor:
+    """Projection of a real tensor onto ``x >= 0`` (the prox of the nonnegativity indicator)."""
+    _real_only(x, "project_nonnegative")
+    return torch.clamp(x, min=0)
+
+
+def project_l2_ball(
+    x: Tensor,
+    radius: float | Tensor,
+    center: Tensor | None = None,
+    *,
+    batch_dims: int = 0,
+) -> Tensor:
+    """Projection onto ``{z : ||z - center||_2 <= radius}``.
+
+    Parameters
+    ----------
+    x
+        Real or complex tensor.
+    radius
+        Ball radius (``>= 0``).
+    center
+        Ball centre (zero by default), broadcastable to ``x``; e.g. measured data ``y`` for a
+        discrepancy constraint ``||A x - y|| <= eps``.
+    batch_dims
+        Number of leading axes holding independent balls (``0``: the whole tensor is one).
+    """
+    if isinstance(radius, (int, float)) and radius < 0:
+        raise ValueError(f"project_l2_ball: radius must be >= 0, got {radius}")
+    d = x if center is None else x - center
+    dims = tuple(range(batch_dims, x.ndim))
+    norm = torch.linalg.vector_norm(d, dim=dims, keepdim=True) if dims else d.abs()
+    scale = torch.where(norm > radius, radius / torch.where(norm > 0, norm, torch.ones_like(norm)),
+                        torch.ones_like(norm))
+    d = d * scale
+    return d if center is None else d + center
+
+
+def prox_l2_squared(x: Tensor, step: float | Tensor, data: Tensor | None = None) -> Tensor:
+    """Prox of ``step/2 ||z - data||^2``: ``(x + step * data) / (1 + step)``."""
+    return (x + step * data) / (1 + step) if data is not None else x / (1 + step)
+
+
+def conjugate_prox(prox: Prox) -> Prox:
+    """Prox of the convex conjugate ``g*`` from the prox of ``g`` (Moreau's identity).
+
+    ``prox_{s g*}(v) = v - s prox_{g/s}(v / s)``. ``prox`` must be a callable ``prox(v, t)``
+    computing ``prox_{t g}(v)``; the result has the same signature.
+    """
+
+    def prox_conj(v: Tensor, step: float | Tensor) -> Tensor:
+        return v - step * prox(v / step, 1.0 / step)
+
+    return prox_conj
