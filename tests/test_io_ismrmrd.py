@@ -76,7 +76,7 @@ def scan(tmp_path):
     slice 1, two noise scans, a navigator and a phase-correction line, a repeated average."""
     rng = np.random.default_rng(1)
     truth = np.zeros((2, COILS, ENC_X, ENC_Y), np.complex64)
-    acqs, positions = [], [(0.0, 0.0, -5.0), (0.0, 0.0, 0.0)]
+    acqs, positions = [], [(0.0, 0.0, -6.0), (0.0, 0.0, 0.0)]
     for s in range(2):
         for line in range(9):
             col = line + 2  # ENC_Y // 2 - center
