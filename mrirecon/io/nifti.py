@@ -1,0 +1,199 @@
+"""NIfTI-1 export and import of an :class:`~mrirecon.data.Image` volume (via nibabel).
+
+Axis order: our Image is ``(slices, rows, cols)`` while a NIfTI array is ``(i, j, k)`` with
+the affine mapping ``(i, j, k)`` to RAS mm; we store ``i = col, j = row, k = slice``, so the
+file's affine is exactly :meth:`ImageGeometry.affine_ras` and the data array is
+``image.data.permute(2, 1, 0)``. qform and sform are both set (code 1, scanner), units mm.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from mrirecon.data.containers import Image, ImageGeometry
+from mrirecon.io.atomic import atomic_path
+
+__all__ = ["read_nifti", "write_nifti"]
+
+_SCANNER = 1
+_ORTHO_TOL = 1e-4
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(".nii.gz"):
+        return ".nii.gz"
+    if name.endswith(".nii"):
+        return ".nii"
+    raise ValueError(f"NIfTI path {path} must end in .nii or .nii.gz")
+
+
+def _int16_scaling(data: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Quantise to int16 with ``value = stored * slope + inter``; error <= slope / 2."""
+    lo, hi = float(data.min()), float(data.max())
+    inter = (lo + hi) / 2
+    slope = (hi - lo) / 65534 if hi > lo else 1.0
+    # slope and inter are stored as float32 in the header: quantise with those values
+    slope, inter = float(np.float32(slope)), float(np.float32(inter))
+    stored = np.clip(np.round((data - inter) / slope), -32767, 32767).astype(np.int16)
+    return stored, slope, inter
+
+
+def write_nifti(image: Image, path: str | os.PathLike, *, dtype: str = "float32") -> Path:
+    """Write ``image`` ``(slices, rows, cols)`` as one NIfTI-1 file, atomically.
+
+    Parameters
+    ----------
+    image
+        Volume on an :class:`ImageGeometry`. ``kind="complex"`` data are written as
+        complex64 (``dtype`` is then ignored).
+    path
+        Target ending in ``.nii`` or ``.nii.gz`` (gzip-compressed).
+    dtype
+        ``"float32"`` (exact for float32 data) or ``"int16"`` (``scl_slope``/``scl_inter``
+        from the data range; error at most ``scl_slope / 2``).
+
+    Returns
+    -------
+    Path
+        ``path``. The array is ``(cols, rows, slices)``; qform = sform =
+        ``image.geometry.affine_ras()`` with code 1 (scanner); xyzt units mm / s.
+    """
+    path = Path(path)
+    suffix = _suffix(path)
+    if dtype not in ("float32", "int16"):
+        raise ValueError(f"write_nifti: dtype must be 'float32' or 'int16', got {dtype!r}")
+    data = image.data
+    if isinstance(data, torch.Tensor):
+        data = data.detach().cpu().numpy()
+    data = np.asarray(data)
+    if data.ndim != 3 or min(data.shape) < 1:
+        raise ValueError(f"write_nifti: Image.data must be (slices, rows, cols), got {data.shape}")
+    complex_data = np.iscomplexobj(data)
+    if complex_data != (image.kind == "complex"):
+        raise ValueError(
+            f"write_nifti: Image.kind is {image.kind!r} but data dtype is {data.dtype}"
+        )
+    if not np.all(np.isfinite(data)):
+        raise ValueError(f"write_nifti: Image.data has {int(np.sum(~np.isfinite(data)))} NaN/inf values")
+    array = np.ascontiguousarray(np.transpose(data, (2, 1, 0)))  # (col, row, slice)
+    slope, inter = 1.0, 0.0
+    if complex_data:
+        array = array.astype(np.complex64)
+    elif dtype == "int16":
+        array, slope, inter = _int16_scaling(array.astype(np.float64))
+    else:
+        array = array.astype(np.float32)
+    affine = image.geometry.affine_ras()
+    header = nib.Nifti1Header()
+    header.set_data_dtype(array.dtype)
+    nii = nib.Nifti1Image(array, affine, header)
+    nii.set_qform(affine, code=_SCANNER)
+    nii.set_sform(affine, code=_SCANNER)
+    nii.header.set_xyzt_units(xyz="mm", t="sec")
+    nii.header["slice_duration"] = 0.0
+    if dtype == "int16" and not complex_data:
+        nii.header.set_slope_inter(slope, inter)
+    else:
+        nii.header.set_slope_inter(1.0, 0.0)
+    description = (image.description or "mrirecon").encode("ascii", "replace")[:79]
+    nii.header["descrip"] = description
+    blob = nii.to_bytes()
+    if suffix == ".nii.gz":
+        blob = gzip.compress(blob, mtime=0)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(blob)
+    return path
+
+
+def _geometry_from_affine(affine_ras: np.ndarray, path: Path) -> tuple[ImageGeometry, bool]:
+    """ImageGeometry of an ``(i=col, j=row, k=slice)`` grid; ``True`` if k must be reversed."""
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine_ras
+    m = lps[:3, :3]
+    zooms = np.linalg.norm(m, axis=0)
+    if np.any(zooms <= 0):
+        raise ValueError(f"read_nifti: {path} affine has a zero-length axis: {zooms.tolist()}")
+    axes = m / zooms
+    if np.max(np.abs(axes.T @ axes - np.eye(3))) > _ORTHO_TOL:
+        raise ValueError(f"read_nifti: {path} affine is sheared (axes not orthogonal): {affine_ras.tolist()}")
+    origin = lps[:3, 3].copy()
+    flip = float(np.dot(np.cross(axes[:, 0], axes[:, 1]), axes[:, 2])) < 0
+    return (
+        ImageGeometry(
+            spacing=(float(zooms[2]), float(zooms[1]), float(zooms[0])),
+            origin=tuple(origin),
+            orientation=tuple(axes[:, 0]) + tuple(axes[:, 1]),
+        ),
+        flip,
+    )
+
+
+def read_nifti(
+    path: str | os.PathLike, *, modality: str = "MR", kind: str | None = None
+) -> Image:
+    """Read a 3-D NIfTI-1/2 file into an :class:`Image` ``(slices, rows, cols)``.
+
+    Parameters
+    ----------
+    path
+        ``.nii`` or ``.nii.gz`` file. 2-D files give one slice; a 4-D file must have a
+        single volume.
+    modality
+        ``"MR"`` or ``"CT"`` (NIfTI does not record it).
+    kind
+        Image kind; default ``"complex"`` for complex files, ``"hu"`` for CT, else
+        ``"magnitude"``.
+
+    Returns
+    -------
+    Image
+        float32 (or complex64) data with ``scl_slope``/``scl_inter`` applied. The geometry
+        comes from the sform (code > 0), else the qform (code > 0), else the pixdim-only
+        affine. A left-handed affine (``k`` against ``i x j`` in LPS) is turned into our
+        right-handed convention by reversing the slice order.
+    """
+    path = Path(path)
+    _suffix(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"read_nifti: {path} does not exist")
+    try:
+        nii = nib.load(path)
+    except Exception as err:  # noqa: BLE001 - nibabel raises many kinds
+        raise ValueError(f"read_nifti: {path} is not a readable NIfTI file: {err}") from err
+    shape = nii.shape
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) == 2:
+        shape = shape + (1,)
+    if len(shape) != 3:
+        raise ValueError(f"read_nifti: {path} has shape {nii.shape}; expected one 3-D volume")
+    header = nii.header
+    sform, scode = header.get_sform(coded=True)
+    qform, qcode = header.get_qform(coded=True)
+    affine = sform if scode and scode > 0 else qform if qcode and qcode > 0 else header.get_base_affine()
+    geometry, flip = _geometry_from_affine(np.asarray(affine, dtype=np.float64), path)
+    raw = np.asanyarray(nii.dataobj)
+    complex_data = np.iscomplexobj(raw)
+    array = raw.reshape(shape) if complex_data else nii.get_fdata(dtype=np.float64).reshape(shape)
+    if flip:
+        array = array[:, :, ::-1]
+        last = np.asarray(affine, dtype=np.float64) @ np.array([0, 0, shape[2] - 1, 1.0])
+        lps_last = np.array([-last[0], -last[1], last[2]])
+        geometry = ImageGeometry(
+            spacing=geometry.spacing, origin=tuple(lps_last), orientation=geometry.orientation
+        )
+    data = np.ascontiguousarray(np.transpose(array, (2, 1, 0)))
+    data = data.astype(np.complex64 if complex_data else np.float32)
+    if kind is None:
+        kind = "complex" if complex_data else ("hu" if modality == "CT" else "magnitude")
+    return Image(
+        data=torch.from_numpy(data), geometry=geometry, kind=kind, modality=modality,
+        description=header["descrip"].item().decode("ascii", "replace").strip("\x00 "),
+        source=str(path),
+    )
