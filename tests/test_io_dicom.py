@@ -126,6 +126,15 @@ def test_read_sorts_by_position_not_file_name(tmp_path):
     assert torch.allclose(back.data, image.data, atol=quantisation_bound(paths[0]) * 1.001)
 
 
+def test_single_slice_and_non_ascii_description(tmp_path):
+    image = mr_image(shape=(1, 6, 5))
+    paths = write_dicom_series(image, tmp_path, series_description="T1 \u00fcber")
+    assert pydicom.dcmread(paths[0]).SpecificCharacterSet == "ISO_IR 192"
+    back = read_dicom_series(tmp_path)
+    assert back.description == "T1 \u00fcber"
+    assert_same_geometry(back.geometry, image.geometry)  # slice spacing from SpacingBetweenSlices
+
+
 def test_ct_hu_negative_values_round_trip(tmp_path):
     image = ct_image()
     assert image.data.min() < -1000
@@ -302,14 +311,28 @@ def test_reader_position_errors_and_series_selection(tmp_path):
 
 # ------------------------------------------------------------------------ external validators
 
+def mr_with_source_technique() -> tuple[Image, Dataset]:
+    src = source_dataset()
+    src.ScanningSequence = ["SE", "IR"]  # inversion recovery makes InversionTime required
+    src.InversionTime = "150"
+    src.BodyPartExamined = "KNEE"
+    src.Laterality = "L"
+    return mr_image(), src
+
+
 @pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (dicom3tools) not installed")
-@pytest.mark.parametrize("make", [mr_image, ct_image], ids=["MR", "CT"])
+@pytest.mark.parametrize(
+    "make", [mr_image, ct_image, mr_with_source_technique], ids=["MR", "CT", "MR-source"]
+)
 def test_dciodvfy_reports_no_errors(tmp_path, make):
-    paths = write_dicom_series(make(), tmp_path, source_dataset=None)
+    made = make()
+    image, source = made if isinstance(made, tuple) else (made, None)
+    paths = write_dicom_series(image, tmp_path, source_dataset=source, keep_identity=True,
+                               series_description="Rekonstruktion ü")
     for path in (paths[0], paths[-1]):
         run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
         report = run.stdout + run.stderr
-        assert ("MRImage" if make is mr_image else "CTImage") in report
+        assert ("CTImage" if make is ct_image else "MRImage") in report
         errors = [line for line in report.splitlines() if line.startswith("Error")]
         assert errors == [], report
 
