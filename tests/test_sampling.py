@@ -1,0 +1,344 @@
+"""Sampling: fastMRI masks bit for bit (stored vectors and the live reference), Poisson-disc and
+variable-density masks, radial trajectories, CT view selection and low-dose noise."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mrirecon.data.containers import Sinogram
+from mrirecon.operators.ct_geometry import CTGeometry
+from mrirecon.sampling import (
+    MASK_TYPES,
+    EquispacedFractionMask,
+    RandomMask,
+    apply_mask,
+    create_mask_for_mask_type,
+    file_seed,
+    golden_angle_radial,
+    limited_angle,
+    low_dose_noise,
+    poisson_disc,
+    radial_trajectory,
+    sparse_view,
+    variable_density,
+)
+from mrirecon.sampling.nonuniform import GOLDEN_ANGLE_FULL, calibration_region
+
+FIXTURE = Path(__file__).parent / "data" / "fastmri_masks.json"
+CASES = json.loads(FIXTURE.read_text())["cases"]
+
+
+def _bits(hex_str: str, n: int) -> np.ndarray:
+    return np.unpackbits(np.frombuffer(bytes.fromhex(hex_str), dtype=np.uint8))[:n].astype(bool)
+
+
+# ---------------------------------------------------------------------------------------------
+# fastMRI masks against stored reference vectors (no fastmri needed)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c['type']}-{c['num_cols']}-{len(c['accelerations'])}")
+def test_masks_match_stored_reference(case):
+    fn = create_mask_for_mask_type(
+        case["type"],
+        case["center_fractions"],
+        case["accelerations"],
+        allow_any_combination=case["allow_any_combination"],
+        seed=case["init_seed"],
+    )
+    n = case["num_cols"]
+    for call in case["calls"]:
+        seed = call["seed"]
+        seed = file_seed(seed) if isinstance(seed, str) else seed
+        mask, num_low = fn.sample_vector(n, seed=seed, offset=call["offset"])
+        assert mask.dtype == torch.bool and mask.shape == (n,)
+        np.testing.assert_array_equal(mask.numpy(), _bits(call["mask_hex"], n), err_msg=str(call))
+        assert num_low == call["num_low"]
+
+
+def test_fixture_covers_all_types_and_widths():
+    assert {c["type"] for c in CASES} == set(MASK_TYPES)
+    assert {c["num_cols"] for c in CASES} == {320, 368, 372, 640}
+
+
+# ---------------------------------------------------------------------------------------------
+# fastMRI masks against the live reference package
+
+
+REF_NAMES = {
+    "random": "RandomMaskFunc",
+    "equispaced": "EquiSpacedMaskFunc",
+    "equispaced_fraction": "EquispacedMaskFractionFunc",
+    "magic": "MagicMaskFunc",
+    "magic_fraction": "MagicMaskFractionFunc",
+}
+LIVE_CONFIGS = [
+    ([0.08], [4], False),
+    ([0.04], [8], False),
+    ([0.08, 0.04], [4, 8], False),
+    ([0.08, 0.04], [4, 8, 6], True),
+]
+
+
+@pytest.mark.parametrize("name", sorted(REF_NAMES))
+def test_masks_match_live_reference(name):
+    subsample = pytest.importorskip("fastmri.data.subsample")
+    ref_cls = getattr(subsample, REF_NAMES[name])
+    checked = 0
+    for cfs, accs, anyc in LIVE_CONFIGS:
+        if anyc and name != "random":
+            accs = [4, 8]  # equispaced/magic variants need integer steps, keep the mix small
+        for width in (320, 368, 372, 640):
+            ref = ref_cls(cfs, accs, allow_any_combination=anyc, seed=width)
+            ours = create_mask_for_mask_type(name, cfs, accs, allow_any_combination=anyc, seed=width)
+            for k in range(12):
+                seed = (None, 1000 + k, file_seed(f"file{1000000 + 37 * k}.h5"))[k % 3]
+                r_mask, r_low = ref((1, 16, width, 2), None, seed)
+                o_mask, o_low = ours.sample((1, 16, width), seed=seed)
+                assert o_mask.shape == (1, 1, width)
+                np.testing.assert_array_equal(
+                    o_mask.reshape(-1).numpy(), r_mask.reshape(-1).numpy().astype(bool),
+                    err_msg=f"{name} cf={cfs} acc={accs} width={width} call={k} seed={seed}",
+                )
+                assert o_low == r_low
+                checked += 1
+    assert checked == 4 * 4 * 12
+
+
+def test_apply_mask_matches_reference_with_padding():
+    transforms = pytest.importorskip("fastmri.data.transforms")
+    subsample = pytest.importorskip("fastmri.data.subsample")
+    g = torch.Generator().manual_seed(0)
+    kspace = torch.randn(3, 4, 10, 368, dtype=torch.complex64, generator=g)
+    seed = file_seed("file1000000.h5")
+    padding = (20, 348)
+    ref = subsample.EquispacedMaskFractionFunc([0.08], [4])
+    ours = EquispacedFractionMask([0.08], [4])
+    r_data, r_mask, r_low = transforms.apply_mask(torch.view_as_real(kspace), ref, seed=seed, padding=padding)
+    o_data, o_mask, o_low = apply_mask(kspace, ours, seed=seed, padding=padding)
+    assert o_mask.shape == (1, 1, 1, 368) and o_data.shape == kspace.shape
+    np.testing.assert_array_equal(o_mask.reshape(-1).numpy(), r_mask.reshape(-1).numpy().astype(bool))
+    assert torch.equal(torch.view_as_real(o_data), r_data)
+    assert o_low == r_low
+
+
+def test_apply_mask_properties():
+    g = torch.Generator().manual_seed(1)
+    kspace = torch.randn(2, 3, 8, 372, dtype=torch.complex128, generator=g)
+    fn = RandomMask([0.08], [4], seed=0)
+    masked, mask, num_low = apply_mask(kspace, fn, seed=(1, 2, 3), padding=(10, 360))
+    cols = mask.reshape(-1)
+    assert not cols[:10].any() and not cols[360:].any()
+    assert num_low == round(372 * 0.08)
+    assert torch.equal(masked[..., cols], kspace[..., cols])
+    zeros = torch.view_as_real(masked[..., ~cols])
+    assert torch.all(zeros == 0) and not torch.signbit(zeros).any()
+    # the same seed gives the same mask again, whatever happened to the generator in between
+    fn(372)
+    _, mask2, _ = apply_mask(kspace, fn, seed=(1, 2, 3), padding=(10, 360))
+    assert torch.equal(mask, mask2)
+
+
+def test_seeded_calls_restore_generator_state():
+    a = RandomMask([0.08, 0.04], [4, 8], seed=42)
+    b = RandomMask([0.08, 0.04], [4, 8], seed=42)
+    seq_a = [a(368) for _ in range(4)]
+    seq_b = []
+    for _ in range(4):
+        b(368, seed=file_seed("file_brain_AXT2_200_2000019.h5"))
+        seq_b.append(b(368))
+    assert all(torch.equal(x, y) for x, y in zip(seq_a, seq_b))
+    assert not torch.equal(seq_a[0], seq_a[1])  # unseeded calls do draw fresh masks
+
+
+def test_file_seed_convention():
+    assert file_seed("file1000000.h5") == tuple(ord(c) for c in "file1000000.h5")
+    assert file_seed(Path("/data/knee/file1000000.h5")) == file_seed("file1000000.h5")
+    m1 = RandomMask([0.08], [4], seed=1)(320, seed=file_seed("a.h5"))
+    m2 = RandomMask([0.08], [4], seed=2)(320, seed=file_seed("a.h5"))
+    m3 = RandomMask([0.08], [4], seed=2)(320, seed=file_seed("b.h5"))
+    assert torch.equal(m1, m2) and not torch.equal(m1, m3)
+
+
+def test_mask_acceleration_statistics():
+    n, acc, cf = 640, 4, 0.08
+    fn = RandomMask([cf], [acc], seed=0)
+    counts = [int(fn(n).sum()) for _ in range(200)]
+    assert abs(np.mean(counts) - n / acc) / (n / acc) < 0.02
+    frac = EquispacedFractionMask([cf], [acc], seed=0)
+    for s in range(5):
+        assert abs(int(frac(n, seed=s).sum()) - n / acc) <= 2
+    # the centre band is fully sampled and starts at (N - num_low + 1) // 2
+    m = fn(n)
+    num_low = round(n * cf)
+    start = (n - num_low + 1) // 2
+    assert m[start : start + num_low].all()
+
+
+def test_mask_errors():
+    with pytest.raises(ValueError, match="must match"):
+        RandomMask([0.08, 0.04], [4])
+    with pytest.raises(ValueError, match="unknown mask type"):
+        create_mask_for_mask_type("spiral", [0.08], [4])
+    with pytest.raises(ValueError, match="positive integer"):
+        create_mask_for_mask_type("equispaced", [0.08], [2.5])(320)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2-D masks
+
+
+def _ring_density(mask: np.ndarray, lo: float, hi: float) -> float:
+    ny, nx = mask.shape
+    y, x = np.mgrid[:ny, :nx]
+    r = np.hypot((y - ny / 2) / (ny / 2), (x - nx / 2) / (nx / 2))
+    sel = (r >= lo) & (r < hi)
+    return float(mask[sel].mean())
+
+
+@pytest.mark.parametrize("shape,acc,calib", [((64, 64), 4, (12, 12)), ((80, 96), 6, (16, 16))])
+def test_poisson_disc_against_sigpy(shape, acc, calib):
+    sigpy_mri = pytest.importorskip("sigpy.mri")
+    ours = poisson_disc(shape, acc, calib, seed=3)
+    theirs = sigpy_mri.poisson(shape, acc, calib, seed=3).real.astype(bool)
+    assert ours.dtype == torch.bool and ours.shape == shape
+    m = ours.numpy()
+    for mask in (m, theirs):
+        assert abs(mask.size / mask.sum() - acc) / acc < 0.05
+        assert mask[calibration_region(shape, calib)].all()
+        # variable density: the centre ring is sampled more densely than the periphery
+        assert _ring_density(mask, 0.3, 0.5) > 1.3 * _ring_density(mask, 0.7, 1.0)
+    # qualitatively alike: peripheral densities within a factor of two of each other
+    ratio = _ring_density(m, 0.7, 1.0) / _ring_density(theirs, 0.7, 1.0)
+    assert 0.5 < ratio < 2.0
+
+
+def test_poisson_disc_is_blue_noise_and_deterministic():
+    shape, acc = (96, 96), 5
+    a = poisson_disc(shape, acc, (0, 0), seed=11)
+    assert torch.equal(a, poisson_disc(shape, acc, (0, 0), seed=11))
+    assert not torch.equal(a, poisson_disc(shape, acc, (0, 0), seed=12))
+    m = a.numpy()
+    # samples repel: far fewer sampled 4-neighbours than an iid mask of the same density
+    nb = np.zeros_like(m)
+    nb[1:] |= m[:-1]
+    nb[:-1] |= m[1:]
+    nb[:, 1:] |= m[:, :-1]
+    nb[:, :-1] |= m[:, 1:]
+    p = m.mean()
+    assert (m & nb).sum() / m.sum() < 0.5 * (1 - (1 - p) ** 4)
+    # corners beyond the normalised radius 1 are not sampled (crop_corner)
+    assert not m[0, 0] and not m[-1, -1]
+
+
+def test_poisson_disc_errors():
+    with pytest.raises(ValueError, match="acceleration must be > 1"):
+        poisson_disc((32, 32), 1.0, seed=0)
+    with pytest.raises(ValueError, match="cannot reach"):
+        poisson_disc((32, 32), 2.0, (30, 30), seed=0)
+
+
+def test_variable_density_mask():
+    shape, acc, calib = (80, 64), 5, (10, 8)
+    m = variable_density(shape, acc, calib, seed=4)
+    assert m.dtype == torch.bool and int(m.sum()) == round(80 * 64 / acc)
+    assert m.numpy()[calibration_region(shape, calib)].all()
+    assert torch.equal(m, variable_density(shape, acc, calib, seed=4))
+    assert not torch.equal(m, variable_density(shape, acc, calib, seed=5))
+    mn = m.numpy()
+    assert _ring_density(mn, 0.2, 0.5) > 2 * _ring_density(mn, 0.8, 1.4)
+    flat = variable_density((64, 64), 4, seed=0, power=0.0).numpy()
+    assert abs(_ring_density(flat, 0.0, 0.5) - _ring_density(flat, 0.5, 1.0)) < 0.06
+    with pytest.raises(ValueError, match="exceeds the budget"):
+        variable_density((32, 32), 8, (16, 16), seed=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# radial trajectories
+
+
+@pytest.mark.parametrize("golden", [False, True])
+def test_center_out_radial_equals_sigpy(golden):
+    sigpy_mri = pytest.importorskip("sigpy.mri")
+    ours = radial_trajectory(13, 24, (40, 48), golden=golden, center_out=True)
+    ref = sigpy_mri.radial((13, 24, 2), (40, 48), golden=golden)
+    assert ours.shape == (13, 24, 2) and ours.dtype == torch.float64
+    np.testing.assert_allclose(ours.numpy(), ref, rtol=0, atol=1e-12)
+
+
+def test_full_spoke_radial_geometry():
+    n, spokes, shape = 32, 21, (32, 32)
+    uni = radial_trajectory(spokes, n, shape)
+    gold = golden_angle_radial(spokes, n, shape)
+    assert torch.equal(gold, radial_trajectory(spokes, n, shape, golden=True))
+    for traj in (uni, gold):
+        assert traj.shape == (spokes, n, 2)
+        assert traj.min() >= -n / 2 and traj.max() < n / 2
+        assert torch.all(traj[:, n // 2] == 0)  # every spoke crosses the centre
+        radius = traj.norm(dim=-1)
+        torch.testing.assert_close(radius[:, 0], torch.full((spokes,), n / 2, dtype=torch.float64))
+    # spoke angles from the coordinates: uniform pi/spokes steps, golden pi/phi steps (mod pi)
+    for traj, step in ((uni, math.pi / spokes), (gold, GOLDEN_ANGLE_FULL)):
+        end = traj[:, -1]
+        theta = torch.atan2(end[:, 0], end[:, 1]).numpy()
+        diff = np.mod(np.diff(theta), math.pi)
+        np.testing.assert_allclose(diff, step % math.pi, atol=1e-9)
+    assert abs(math.degrees(GOLDEN_ANGLE_FULL) - 111.246) < 1e-3
+
+
+# ---------------------------------------------------------------------------------------------
+# CT views and low-dose noise
+
+
+def test_sparse_view_and_limited_angle():
+    geom = CTGeometry.parallel((32, 32), num_views=180)
+    sub, idx = sparse_view(geom, 4)
+    assert sub.num_views == 45 and torch.equal(idx, torch.arange(0, 180, 4))
+    np.testing.assert_allclose(sub.angles, np.asarray(geom.angles)[::4])
+    assert sub.num_detectors == geom.num_detectors and sub.image_shape == geom.image_shape
+    sino = torch.randn(2, 180, geom.num_detectors, dtype=torch.float64)
+    Sinogram(sino[:, idx], sub)  # the container accepts the sliced sinogram with the new geometry
+
+    lim, idx = limited_angle(geom, math.pi / 2)
+    assert lim.num_views == 90 and torch.equal(idx, torch.arange(90))
+    assert max(lim.angles) < math.pi / 2
+
+    fan = CTGeometry.fan((32, 32), num_views=360)
+    lim, idx = limited_angle(fan, math.pi, start=1.5 * math.pi)  # wraps through 0
+    kept = np.asarray(lim.angles)
+    assert lim.num_views == 180
+    assert np.all((kept >= 1.5 * math.pi - 1e-9) | (kept < 0.5 * math.pi))
+    assert lim.beam == "fan" and lim.source_isocenter == fan.source_isocenter
+    with pytest.raises(ValueError, match="positive integer"):
+        sparse_view(geom, 0)
+    with pytest.raises(ValueError, match="max_angle"):
+        limited_angle(geom, 0.0)
+
+
+def test_low_dose_noise_statistics_and_seeding():
+    p = torch.full((4, 50, 100), 1.5, dtype=torch.float64)
+    photons = 2000.0
+    a = low_dose_noise(p, photons, torch.Generator().manual_seed(0))
+    b = low_dose_noise(p, photons, torch.Generator().manual_seed(0))
+    c = low_dose_noise(p, photons, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.dtype == p.dtype and a.shape == p.shape
+    # delta method: var(-log(N / I0)) ~ 1 / E[N] = exp(p) / I0; mean close to p
+    expected_var = math.exp(1.5) / photons
+    assert abs(float(a.var()) / expected_var - 1) < 0.05
+    assert abs(float(a.mean()) - 1.5) < 0.01
+    # zero counts are floored at min_counts photons
+    dark = low_dose_noise(torch.full((1000,), 30.0), 10.0, torch.Generator().manual_seed(0))
+    assert torch.allclose(dark, torch.full_like(dark, -math.log(0.1 / 10.0)))
+    # the Sinogram container comes back as a Sinogram with the dose recorded
+    geom = CTGeometry.parallel((16, 16), num_views=8)
+    s = Sinogram(torch.rand(1, 8, geom.num_detectors), geom)
+    s2 = low_dose_noise(s, 4096.0, torch.Generator().manual_seed(0))
+    assert isinstance(s2, Sinogram) and s2.photons == 4096.0 and s2.data.shape == s.data.shape
+    with pytest.raises(ValueError, match="generator"):
+        low_dose_noise(p, photons, None)
