@@ -1,0 +1,126 @@
+"""Small batched kernels shared by the calibration methods (private to ``mrirecon.calib``).
+
+- :func:`power_iteration`: the dominant eigenvector of many small Hermitian matrices at once,
+  equal to ``num_iter`` steps of the plain power method but computed by repeated squaring
+  (``log2(num_iter)`` batched matrix products instead of ``num_iter`` matrix-vector products).
+- :func:`box_smooth`: a centred box (moving-average) filter over chosen axes with
+  half-sample-symmetric edges, the same as ``scipy.ndimage.uniform_filter(mode="reflect")``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def _tiny(x: Tensor) -> float:
+    return torch.finfo(x.real.dtype if x.is_complex() else x.dtype).tiny
+
+
+def _sq_norm(x: Tensor, dim: int) -> Tensor:
+    """``sum |x|^2`` over ``dim`` (keepdim), without the slow complex ``abs``."""
+    r = torch.view_as_real(x) if x.is_complex() else x.unsqueeze(-1)
+    return (r * r).sum(dim=(dim - 1 if dim < 0 else dim, -1)).unsqueeze(dim)
+
+
+def _unit_columns(x: Tensor) -> Tensor:
+    """Normalise ``(n, c, 1)`` vectors to unit Euclidean norm (zero stays zero)."""
+    return x / _sq_norm(x, -2).sqrt().clamp_min(_tiny(x))
+
+
+def _unit_trace(p: Tensor) -> Tensor:
+    """Scale PSD matrices ``(n, c, c)`` to unit trace (trace >= largest eigenvalue > 0)."""
+    tr = torch.diagonal(p, dim1=-2, dim2=-1).real.sum(-1)
+    scale = tr.clamp_min(_tiny(p)).reciprocal()[:, None, None]
+    return p * scale.to(p.dtype)
+
+
+def power_iteration(mats: Tensor, num_iter: int, start: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Dominant eigenpair of a batch of Hermitian positive semi-definite matrices.
+
+    Mathematically identical to ``num_iter`` steps of the power method
+    ``y = A x; lam = ||y||; x = y / lam`` started from ``start`` (default: all ones), as in
+    SigPy's ``PowerMethod``; the result after ``num_iter`` steps is ``x`` and ``lam``.
+    ``A^(num_iter - 1) x0`` is formed from the binary expansion of ``num_iter - 1`` with
+    per-matrix normalised repeated squaring, so the cost is ``O(log2(num_iter))`` batched
+    ``(n, c, c)`` products; the normalisations keep float32 free of under/overflow.
+
+    Parameters
+    ----------
+    mats
+        Hermitian PSD matrices, shape ``(n, c, c)``, real or complex.
+    num_iter
+        Number of power-method steps to reproduce (>= 1).
+    start
+        Start vectors ``(n, c)``; default all ones.
+
+    Returns
+    -------
+    vectors
+        Unit-norm dominant eigenvectors, shape ``(n, c)`` (zero where the matrix is zero).
+    values
+        ``||A x||`` of the last step, shape ``(n,)`` (the dominant eigenvalue once converged).
+    """
+    if mats.ndim != 3 or mats.shape[-1] != mats.shape[-2]:
+        raise ValueError(f"power_iteration: mats must have shape (n, c, c), got {tuple(mats.shape)}")
+    if num_iter < 1:
+        raise ValueError(f"power_iteration: num_iter must be >= 1, got {num_iter}")
+    n, c, _ = mats.shape
+    if start is None:
+        x = mats.new_ones((n, c, 1))
+    else:
+        if start.shape != (n, c):
+            raise ValueError(f"power_iteration: start must have shape {(n, c)}, got {tuple(start.shape)}")
+        x = start.to(mats.dtype).unsqueeze(-1)
+    k = num_iter - 1
+    power = _unit_trace(mats)
+    while k:
+        if k & 1:
+            x = _unit_columns(power @ x)
+        k >>= 1
+        if k:
+            power = _unit_trace(power @ power)
+    y = mats @ x
+    values = _sq_norm(y, -2)[:, 0, 0].sqrt()
+    vectors = y[..., 0] / values.clamp_min(_tiny(y)).unsqueeze(-1)
+    return vectors, values
+
+
+def _symmetric_index(n: int, before: int, after: int, device: torch.device) -> Tensor:
+    """Indices of a half-sample-symmetric extension (``d c b a | a b c d | d c b a``)."""
+    idx = torch.arange(-before, n + after, device=device)
+    period = 2 * n
+    idx = torch.remainder(idx, period)
+    return torch.where(idx >= n, period - 1 - idx, idx)
+
+
+def box_smooth(x: Tensor, size: int | tuple[int, ...], dims: tuple[int, ...] = (-2, -1)) -> Tensor:
+    """Moving average over ``dims`` with a box of ``size`` samples per axis.
+
+    Equal to ``scipy.ndimage.uniform_filter(x, size, mode="reflect")`` applied to the real and
+    imaginary parts over those axes (edges extended half-sample symmetrically; an even box
+    covers ``size // 2`` samples before and ``size - 1 - size // 2`` after the centre).
+
+    Parameters
+    ----------
+    x
+        Real or complex tensor of any shape.
+    size
+        Box width in samples (int for every axis in ``dims`` or one per axis), each >= 1.
+    dims
+        Axes to smooth.
+    """
+    sizes = (size,) * len(dims) if isinstance(size, int) else tuple(size)
+    if len(sizes) != len(dims) or any(int(s) < 1 for s in sizes):
+        raise ValueError(f"box_smooth: size must be >= 1 per axis of {dims}, got {size}")
+    out = x
+    for dim, s in zip(dims, sizes):
+        s = int(s)
+        if s == 1:
+            continue
+        n = out.shape[dim]
+        before, after = s // 2, s - 1 - s // 2
+        idx = _symmetric_index(n, before, after, out.device)
+        ext = out.index_select(dim, idx)
+        out = ext.unfold(dim if dim >= 0 else ext.ndim + dim, s, 1).sum(-1) / s
+    return out

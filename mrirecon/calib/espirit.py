@@ -1,0 +1,202 @@
+"""ESPIRiT coil-sensitivity calibration (Uecker et al., MRM 71:990-1001, 2014).
+
+Pipeline (same mathematics as SigPy's ``sigpy.mri.app.EspiritCalib``, one set of maps):
+
+1. the centred ``calib_width`` square of k-space -> block-Hankel calibration matrix
+   ``(blocks, coils * k * k)`` with ``k = kernel_width``;
+2. SVD; the right singular vectors whose singular value exceeds ``thresh * s_max`` are the
+   k-space kernels ``(K, coils, k, k)``;
+3. per pixel ``q`` the image-space operator ``G(q) = N / k^2 * sum_j g_j(q) g_j(q)^H``, where
+   ``g_j`` is the centred orthonormal inverse FFT of the zero-padded kernel ``j``;
+4. its dominant eigenvector (power method, ``max_iter`` steps) is the map; the eigenvalue
+   (about 1 where the coils see signal) crops the maps at ``crop``; the phase is referenced to
+   coil 0.
+
+Memory stays bounded. ``G(q)`` is never built from ``K`` full-size image kernels: since each
+``g_j`` is band-limited to ``k`` samples, ``sum_j g_j g_j^H`` is a trigonometric polynomial of
+degree ``k - 1`` whose ``(2k-1)^2`` coefficients are the summed kernel cross-correlations
+``r_cd``. ``G`` is evaluated from them for a chunk of rows at a time (about ``chunk_size``
+pixels, ``chunk_size * coils^2`` complex numbers), and the power method for that chunk runs by
+repeated squaring of the ``(coils, coils)`` matrices (:func:`._linalg.power_iteration`), so
+peak extra memory is ``O(chunk_size * coils^2 + coils^2 * k * W)`` whatever the image size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from mrirecon.calib._linalg import power_iteration
+
+
+def _pair(v: int | tuple[int, int], name: str) -> tuple[int, int]:
+    if isinstance(v, int):
+        return (v, v)
+    if len(v) != 2:
+        raise ValueError(f"espirit_maps: {name} must be an int or a pair of ints, got {v}")
+    return (int(v[0]), int(v[1]))
+
+
+def calibration_region(kspace: Tensor, shape: tuple[int, int]) -> Tensor:
+    """The centred ``shape`` block of k-space ``(..., H, W)`` around the DC sample.
+
+    The block starts at ``N // 2 - n // 2`` on each axis, so DC (index ``N // 2`` for
+    :func:`mrirecon.functional.fft2c`) sits at index ``n // 2`` of the block (SigPy's ``resize``).
+    """
+    H, W = kspace.shape[-2:]
+    h, w = shape
+    if not (0 < h <= H and 0 < w <= W):
+        raise ValueError(f"calibration_region: calibration size {(h, w)} does not fit k-space {(H, W)}")
+    top, left = H // 2 - h // 2, W // 2 - w // 2
+    return kspace[..., top : top + h, left : left + w]
+
+
+def espirit_kernels(calib: Tensor, kernel_width: int | tuple[int, int], thresh: float) -> Tensor:
+    """Signal-subspace k-space kernels of a calibration block.
+
+    Parameters
+    ----------
+    calib
+        Fully sampled calibration k-space, shape ``(coils, h, w)``, complex.
+    kernel_width
+        Kernel size ``k`` (int or ``(kh, kw)``), smaller than the calibration block.
+    thresh
+        Keep right singular vectors with singular value ``> thresh * max``.
+
+    Returns
+    -------
+    Tensor
+        Kernels ``(K, coils, kh, kw)``, each row of unit Frobenius norm.
+    """
+    kh, kw = _pair(kernel_width, "kernel_width")
+    c, h, w = calib.shape
+    if not (0 < kh <= h and 0 < kw <= w):
+        raise ValueError(f"espirit_kernels: kernel {(kh, kw)} does not fit calibration block {(h, w)}")
+    blocks = calib.unfold(1, kh, 1).unfold(2, kw, 1)  # (c, nb1, nb2, kh, kw), a view
+    mat = blocks.permute(1, 2, 0, 3, 4).reshape(-1, c * kh * kw)
+    _, s, vh = torch.linalg.svd(mat, full_matrices=False)
+    keep = s > thresh * s.max()
+    return vh[keep].reshape(-1, c, kh, kw)
+
+
+def _kernel_correlations(kernels: Tensor) -> Tensor:
+    """``r[c, d, u, v] = sum_j sum_p K_jc(p + D) conj(K_jd(p))`` for lags ``D = (u, v) - (k - 1)``.
+
+    Shape ``(coils, coils, 2 kh - 1, 2 kw - 1)``; computed with FFTs padded to ``2k`` (no wrap).
+    """
+    _, c, kh, kw = kernels.shape
+    f = torch.fft.fft2(kernels, s=(2 * kh, 2 * kw))  # (K, c, 2kh, 2kw)
+    flat = f.reshape(f.shape[0], c, -1)
+    cross = torch.einsum("jcf,jdf->cdf", flat, flat.conj()).reshape(c, c, 2 * kh, 2 * kw)
+    r = torch.fft.ifft2(cross)
+    # lags -(k-1)..(k-1) sit at indices [2k-(k-1), 2k) then [0, k)
+    r = torch.roll(r, shifts=(kh - 1, kw - 1), dims=(-2, -1))
+    return r[..., : 2 * kh - 1, : 2 * kw - 1]
+
+
+def _lag_phases(n: int, k: int, rows: Tensor, dtype: torch.dtype) -> Tensor:
+    """``exp(2 pi i D (q - n//2) / n)`` for pixels ``rows`` and lags ``D = -(k-1)..(k-1)``."""
+    real = torch.float64
+    lags = torch.arange(-(k - 1), k, device=rows.device, dtype=real)
+    q = rows.to(real) - (n // 2)
+    ang = (2 * math.pi / n) * q[:, None] * lags[None, :]
+    return torch.polar(torch.ones_like(ang), ang).to(dtype)
+
+
+def espirit_maps(
+    kspace: Tensor,
+    calib_width: int | tuple[int, int] = 24,
+    kernel_width: int | tuple[int, int] = 6,
+    thresh: float = 0.02,
+    crop: float = 0.95,
+    max_iter: int = 100,
+    *,
+    chunk_size: int = 4096,
+    return_eigenvalues: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """ESPIRiT sensitivity maps (one set) from k-space with a fully sampled centre.
+
+    Parameters
+    ----------
+    kspace
+        Centred k-space ``(..., coils, H, W)`` (DC at ``(H // 2, W // 2)``, as produced by
+        :func:`mrirecon.functional.fft2c`), complex64 or complex128; only the central
+        ``calib_width`` block is used. Leading axes are independent slices.
+    calib_width
+        Side of the calibration block (int or ``(h, w)``), in samples.
+    kernel_width
+        Side of the k-space kernels (int or ``(kh, kw)``), in samples.
+    thresh
+        Relative singular-value threshold defining the signal subspace.
+    crop
+        Maps are zeroed where the dominant eigenvalue is ``<= crop`` (0 keeps everything).
+    max_iter
+        Power-method steps (the result equals that many plain power iterations from a vector
+        of ones, as in SigPy; computed with ``ceil(log2(max_iter))`` squarings).
+    chunk_size
+        Approximate number of pixels processed at once (bounds the extra memory to about
+        ``4 * chunk_size * coils^2`` complex numbers).
+    return_eigenvalues
+        Also return the eigenvalue map ``(..., H, W)`` (real).
+
+    Returns
+    -------
+    maps : Tensor
+        Sensitivities ``(..., coils, H, W)``, unit norm over coils where not cropped, phase
+        relative to coil 0.
+    eigenvalues : Tensor, optional
+        Dominant eigenvalue per pixel, ``(..., H, W)``.
+    """
+    if not isinstance(kspace, Tensor) or not kspace.is_complex() or kspace.ndim < 3:
+        got = tuple(kspace.shape) if isinstance(kspace, Tensor) else type(kspace).__name__
+        raise ValueError(f"espirit_maps: kspace must be a complex tensor (..., coils, H, W), got {got}")
+    if max_iter < 1 or chunk_size < 1:
+        raise ValueError(f"espirit_maps: max_iter and chunk_size must be >= 1, got {max_iter}, {chunk_size}")
+    lead = kspace.shape[:-3]
+    flat = kspace.reshape((-1,) + tuple(kspace.shape[-3:]))
+    maps, eigs = [], []
+    for sl in flat:
+        m, e = _espirit_slice(sl, _pair(calib_width, "calib_width"), _pair(kernel_width, "kernel_width"),
+                              thresh, crop, max_iter, chunk_size)
+        maps.append(m)
+        eigs.append(e)
+    maps_t = torch.stack(maps).reshape(kspace.shape)
+    if return_eigenvalues:
+        return maps_t, torch.stack(eigs).reshape(lead + tuple(kspace.shape[-2:]))
+    return maps_t
+
+
+def _espirit_slice(
+    kspace: Tensor,
+    calib_shape: tuple[int, int],
+    kernel_shape: tuple[int, int],
+    thresh: float,
+    crop: float,
+    max_iter: int,
+    chunk_size: int,
+) -> tuple[Tensor, Tensor]:
+    c, H, W = kspace.shape
+    kh, kw = kernel_shape
+    calib = calibration_region(kspace, calib_shape)
+    kernels = espirit_kernels(calib, kernel_shape, thresh)
+    dtype, dev = kspace.dtype, kspace.device
+    r = _kernel_correlations(kernels) / (kh * kw)  # (c, c, 2kh-1, 2kw-1)
+    ex = _lag_phases(W, kw, torch.arange(W, device=dev), dtype)  # (W, 2kw-1)
+    # t[u, x, c, d] = sum_v r[c, d, u, v] ex[x, v]
+    t = torch.einsum("cduv,xv->uxcd", r, ex).reshape(2 * kh - 1, W * c * c)
+    rows_per_chunk = max(1, chunk_size // W)
+    maps = kspace.new_zeros((H, W, c))
+    eig = kspace.real.new_zeros((H, W))
+    for r0 in range(0, H, rows_per_chunk):
+        rows = torch.arange(r0, min(H, r0 + rows_per_chunk), device=dev)
+        ey = _lag_phases(H, kh, rows, dtype)  # (rows, 2kh-1)
+        gram = (ey @ t).reshape(-1, c, c)  # (rows * W, c, c)
+        vec, val = power_iteration(gram, max_iter)
+        maps[r0 : r0 + len(rows)] = vec.reshape(len(rows), W, c)
+        eig[r0 : r0 + len(rows)] = val.reshape(len(rows), W)
+    maps = maps.permute(2, 0, 1)
+    maps = maps * torch.sgn(maps[0]).conj()
+    maps = maps * (eig > crop)
+    return maps.contiguous(), eig
