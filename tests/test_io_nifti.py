@@ -75,7 +75,8 @@ def test_header_axes_affine_and_world_coordinates(tmp_path):
         assert arr[i, j, k] == image.data[k, j, i].item()
         lps = (np.array(g.origin) + i * g.spacing[2] * g.row_direction
                + j * g.spacing[1] * g.column_direction + k * g.spacing[0] * g.slice_direction)
-        np.testing.assert_allclose(nii.affine @ [i, j, k, 1], [-lps[0], -lps[1], lps[2], 1], atol=1e-4)
+        ras = [-lps[0], -lps[1], lps[2], 1]
+        np.testing.assert_allclose(nii.affine @ [i, j, k, 1], ras, atol=1e-4)
 
 
 def test_int16_with_scl_slope(tmp_path):

@@ -40,7 +40,7 @@ from pydicom.valuerep import PersonName, format_number_as_ds
 from mrirecon.data.containers import Image, ImageGeometry
 from mrirecon.io.atomic import atomic_path
 
-__all__ = ["SOP_CLASS", "choose_rescale", "write_dicom_series"]
+__all__ = ["SOP_CLASS", "choose_rescale", "save_part10", "write_dicom_series"]
 
 SOP_CLASS = {"MR": MRImageStorage, "CT": CTImageStorage}
 
@@ -58,15 +58,15 @@ IDENTITY_KEYWORDS = PATIENT_KEYWORDS + (
 #: Non-identifying technique attributes copied from a source of the same modality.
 TECHNIQUE_KEYWORDS = {
     "MR": (
-        "Manufacturer", "ManufacturerModelName", "BodyPartExamined", "PatientPosition", "Laterality",
-        "ScanningSequence", "SequenceVariant", "ScanOptions", "MRAcquisitionType",
+        "Manufacturer", "ManufacturerModelName", "BodyPartExamined", "PatientPosition",
+        "Laterality", "ScanningSequence", "SequenceVariant", "ScanOptions", "MRAcquisitionType",
         "SequenceName", "RepetitionTime", "EchoTime", "InversionTime", "EchoTrainLength",
         "FlipAngle", "MagneticFieldStrength", "ImagingFrequency", "ImagedNucleus",
         "NumberOfAverages", "ReceiveCoilName",
     ),
     "CT": (
-        "Manufacturer", "ManufacturerModelName", "BodyPartExamined", "PatientPosition", "Laterality",
-        "KVP", "ConvolutionKernel", "ExposureTime", "XRayTubeCurrent", "Exposure",
+        "Manufacturer", "ManufacturerModelName", "BodyPartExamined", "PatientPosition",
+        "Laterality", "KVP", "ConvolutionKernel", "ExposureTime", "XRayTubeCurrent", "Exposure",
         "FilterType", "GantryDetectorTilt", "DataCollectionDiameter",
         "ReconstructionDiameter",
     ),
@@ -263,7 +263,8 @@ def _base_dataset(
         ds.AcquisitionNumber = 1
     # SOP Common
     ds.SOPClassUID = SOP_CLASS[modality]
-    if any(not str(e.value).isascii() for e in ds.values() if isinstance(e.value, (str, PersonName))):
+    texts = [str(e.value) for e in ds.values() if isinstance(e.value, (str, PersonName))]
+    if not all(t.isascii() for t in texts):
         ds.SpecificCharacterSet = "ISO_IR 192"
     return ds
 
@@ -327,7 +328,9 @@ def write_dicom_series(
         ImagePositionPatient ``image.geometry.slice_position(slice)``.
     """
     if image.modality not in SOP_CLASS:
-        raise ValueError(f"write_dicom_series: Image.modality must be MR or CT, got {image.modality!r}")
+        raise ValueError(
+            f"write_dicom_series: Image.modality must be MR or CT, got {image.modality!r}"
+        )
     if len(series_description) > 64:
         raise ValueError(
             f"write_dicom_series: series_description has {len(series_description)} characters, "
@@ -337,7 +340,9 @@ def write_dicom_series(
         raise ValueError(f"write_dicom_series: series_number must be >= 0, got {series_number}")
     data = _as_numpy(image)
     if image.modality == "MR" and image.kind not in ("magnitude",):
-        raise ValueError(f"write_dicom_series: MR Image.kind must be 'magnitude', got {image.kind!r}")
+        raise ValueError(
+            f"write_dicom_series: MR Image.kind must be 'magnitude', got {image.kind!r}"
+        )
     if image.modality == "CT" and image.kind not in ("hu", "attenuation"):
         raise ValueError(
             f"write_dicom_series: CT Image.kind must be 'hu' or 'attenuation', got {image.kind!r}"
@@ -380,7 +385,21 @@ def write_dicom_series(
         meta.ImplementationVersionName = "MRIRECON"
         ds.file_meta = meta
         path = folder / f"slice_{k + 1:04d}.dcm"
-        with atomic_path(path) as tmp:
-            ds.save_as(tmp, enforce_file_format=True)
+        save_part10(ds, path)
         paths.append(path)
     return paths
+
+
+def save_part10(ds: Dataset, path: str | os.PathLike) -> Path:
+    """Write ``ds`` (with its ``file_meta``) as a DICOM Part 10 file, atomically.
+
+    Works with pydicom 2.4 (``write_like_original=False``) and 3.x
+    (``enforce_file_format=True``); both write the preamble, ``DICM`` and the meta group.
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        if int(pydicom.__version__.split(".")[0]) >= 3:
+            ds.save_as(tmp, enforce_file_format=True)
+        else:  # pragma: no cover - pydicom 2.x
+            ds.save_as(tmp, write_like_original=False)
+    return path

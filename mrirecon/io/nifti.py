@@ -81,7 +81,8 @@ def write_nifti(image: Image, path: str | os.PathLike, *, dtype: str = "float32"
             f"write_nifti: Image.kind is {image.kind!r} but data dtype is {data.dtype}"
         )
     if not np.all(np.isfinite(data)):
-        raise ValueError(f"write_nifti: Image.data has {int(np.sum(~np.isfinite(data)))} NaN/inf values")
+        bad = int(np.sum(~np.isfinite(data)))
+        raise ValueError(f"write_nifti: Image.data has {bad} NaN/inf values")
     array = np.ascontiguousarray(np.transpose(data, (2, 1, 0)))  # (col, row, slice)
     slope, inter = 1.0, 0.0
     if complex_data:
@@ -121,7 +122,9 @@ def _geometry_from_affine(affine_ras: np.ndarray, path: Path) -> tuple[ImageGeom
         raise ValueError(f"read_nifti: {path} affine has a zero-length axis: {zooms.tolist()}")
     axes = m / zooms
     if np.max(np.abs(axes.T @ axes - np.eye(3))) > _ORTHO_TOL:
-        raise ValueError(f"read_nifti: {path} affine is sheared (axes not orthogonal): {affine_ras.tolist()}")
+        raise ValueError(
+            f"read_nifti: {path} affine is sheared (axes not orthogonal): {affine_ras.tolist()}"
+        )
     origin = lps[:3, 3].copy()
     flip = float(np.dot(np.cross(axes[:, 0], axes[:, 1]), axes[:, 2])) < 0
     return (
@@ -176,7 +179,12 @@ def read_nifti(
     header = nii.header
     sform, scode = header.get_sform(coded=True)
     qform, qcode = header.get_qform(coded=True)
-    affine = sform if scode and scode > 0 else qform if qcode and qcode > 0 else header.get_base_affine()
+    if scode and scode > 0:
+        affine = sform
+    elif qcode and qcode > 0:
+        affine = qform
+    else:
+        affine = header.get_base_affine()
     geometry, flip = _geometry_from_affine(np.asarray(affine, dtype=np.float64), path)
     raw = np.asanyarray(nii.dataobj)
     complex_data = np.iscomplexobj(raw)
