@@ -1,3 +1,7 @@
 from mrirecon.io.dicom import write_dicom_series
 from mrirecon.io.dicom_read import read_dicom_series
 from mrirecon.io.nifti import read_nifti, write_nifti
+from mrirecon.io.errors import DataFormatError
+from mrirecon.io.fastmri import FastMRIFile, read_fastmri, write_fastmri, write_reconstruction
+from mrirecon.io.ismrmrd_header import header_to_xml, parse_ismrmrd_header
+from mrirecon.io.ismrmrd_raw import read_ismrmrd

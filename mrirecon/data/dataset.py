@@ -1,0 +1,230 @@
+"""A torch ``Dataset`` over the 2-D slices of fastMRI volumes.
+
+Files are read through :class:`mrirecon.io.fastmri.FastMRIFile` (imported lazily, so
+``import mrirecon.data`` does not pull in h5py). Index building opens each file once to read
+its shape, header and attributes and closes it again; slice reads then go through handles
+opened lazily *in the process that reads*. Handles inherited over ``fork`` (DataLoader
+workers) are never used or closed in the child: each worker opens its own.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mrirecon.data.containers import Header
+
+
+@dataclass
+class SliceSample:
+    """One slice, as the dataset returns it without a transform.
+
+    Attributes
+    ----------
+    kspace
+        ``(coils, H, W)`` complex64 (single-coil files: ``coils = 1``).
+    mask
+        ``(W,)`` bool acquired columns (stored mask and header padding), ``None`` if all.
+    reference
+        ``(h, w)`` float32 target (``reconstruction_rss``/``_esc``) or ``None``.
+    header
+        The volume's acquisition header.
+    file_name
+        Base name of the file (fastMRI seeds validation masks from it).
+    slice_index
+        Index of the slice in its volume.
+    """
+
+    kspace: torch.Tensor
+    mask: torch.Tensor | None
+    reference: torch.Tensor | None
+    header: Header
+    file_name: str
+    slice_index: int
+
+
+@dataclass
+class SliceBatch:
+    """Stacked :class:`SliceSample` s (same shapes): ``kspace`` ``(B, coils, H, W)``, ``mask``
+    ``(B, W)`` (all-True rows where a sample had ``None``), ``reference`` ``(B, h, w)`` or
+    ``None``; per-sample ``headers``, ``file_names``, ``slice_indices``."""
+
+    kspace: torch.Tensor
+    mask: torch.Tensor
+    reference: torch.Tensor | None
+    headers: list[Header]
+    file_names: list[str]
+    slice_indices: list[int]
+
+
+def collate_samples(samples: Sequence[SliceSample]) -> SliceBatch:
+    """``collate_fn`` for a ``DataLoader`` over an untransformed :class:`SliceDataset`."""
+    shapes = {tuple(s.kspace.shape) for s in samples}
+    if len(shapes) != 1:
+        raise ValueError(f"collate_samples: k-space shapes differ within the batch: {sorted(shapes)}")
+    width = samples[0].kspace.shape[-1]
+    masks = [s.mask if s.mask is not None else torch.ones(width, dtype=torch.bool) for s in samples]
+    refs = [s.reference for s in samples]
+    if any(r is None for r in refs):
+        reference = None
+    else:
+        ref_shapes = {tuple(r.shape) for r in refs}
+        if len(ref_shapes) != 1:
+            raise ValueError(f"collate_samples: reference shapes differ: {sorted(ref_shapes)}")
+        reference = torch.stack(refs)
+    return SliceBatch(
+        kspace=torch.stack([s.kspace for s in samples]), mask=torch.stack(masks),
+        reference=reference, headers=[s.header for s in samples],
+        file_names=[s.file_name for s in samples], slice_indices=[s.slice_index for s in samples],
+    )
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    """What the index knows about one file (given to ``volume_filter``)."""
+
+    path: Path
+    num_slices: int
+    shape: tuple[int, int, int, int]
+    header: Header
+    attrs: dict = field(default_factory=dict, compare=False)
+
+
+def _list_files(paths_or_folder, pattern: str) -> list[Path]:
+    if isinstance(paths_or_folder, (str, os.PathLike)):
+        root = Path(paths_or_folder)
+        if root.is_dir():
+            return sorted(p for p in root.glob(pattern) if p.is_file())
+        if root.is_file():
+            return [root]
+        raise FileNotFoundError(f"SliceDataset: {root} is neither a folder nor a file")
+    files = [Path(p) for p in paths_or_folder]
+    missing = [str(p) for p in files if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"SliceDataset: missing files {missing}")
+    return files
+
+
+def _subsample(n: int, rate: float | None, rng: np.random.Generator, what: str) -> np.ndarray:
+    if rate is None:
+        return np.arange(n)
+    if not 0 < rate <= 1:
+        raise ValueError(f"SliceDataset: {what} must be in (0, 1], got {rate}")
+    return np.sort(rng.choice(n, size=round(n * rate), replace=False))
+
+
+class SliceDataset(torch.utils.data.Dataset):
+    """Slices of fastMRI HDF5 volumes.
+
+    Parameters
+    ----------
+    paths_or_folder
+        A folder (files matching ``pattern``, sorted), one file, or a sequence of files.
+    transform
+        ``transform(sample: SliceSample) -> anything``; ``None`` returns the sample.
+    sample_rate
+        Keep this fraction of all slices (drawn with ``seed``); exclusive with
+        ``volume_sample_rate``.
+    volume_sample_rate
+        Keep this fraction of the volumes (all their slices).
+    volume_filter
+        ``volume_filter(info: VolumeInfo) -> bool``: keep a volume only when True (e.g. by
+        ``info.header.acquisition`` or ``info.shape[-1]``).
+    seed
+        Seed of the generator that draws the subsets (the same seed gives the same subset
+        on every machine).
+    pattern
+        Glob for files in a folder.
+    max_open_files
+        Handles kept open per process (least recently used are closed).
+    """
+
+    def __init__(
+        self,
+        paths_or_folder: str | os.PathLike | Sequence[str | os.PathLike],
+        transform: Callable[[SliceSample], object] | None = None,
+        *,
+        sample_rate: float | None = None,
+        volume_sample_rate: float | None = None,
+        volume_filter: Callable[[VolumeInfo], bool] | None = None,
+        seed: int = 0,
+        pattern: str = "*.h5",
+        max_open_files: int = 16,
+    ) -> None:
+        from mrirecon.io.fastmri import FastMRIFile
+
+        if sample_rate is not None and volume_sample_rate is not None:
+            raise ValueError("SliceDataset: set sample_rate or volume_sample_rate, not both")
+        if max_open_files < 1:
+            raise ValueError(f"SliceDataset: max_open_files must be >= 1, got {max_open_files}")
+        self.transform = transform
+        self.max_open_files = max_open_files
+        volumes = []
+        for path in _list_files(paths_or_folder, pattern):
+            with FastMRIFile(path) as f:
+                info = VolumeInfo(path=path, num_slices=len(f), shape=f.shape,
+                                  header=f.header, attrs=f.attrs)
+            if volume_filter is None or volume_filter(info):
+                volumes.append(info)
+        rng = np.random.default_rng(seed)
+        volumes = [volumes[i] for i in _subsample(len(volumes), volume_sample_rate, rng,
+                                                  "volume_sample_rate")]
+        samples = [(v, s) for v, info in enumerate(volumes) for s in range(info.num_slices)]
+        self.volumes: list[VolumeInfo] = volumes
+        self.samples: list[tuple[int, int]] = [
+            samples[i] for i in _subsample(len(samples), sample_rate, rng, "sample_rate")]
+        self._reset_handles()
+
+    # ---- per-process file handles --------------------------------------------------------
+    def _reset_handles(self) -> None:
+        self._pid = os.getpid()
+        self._handles: OrderedDict[int, object] = OrderedDict()
+        self._inherited: list = []
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_handles"], state["_inherited"], state["_pid"] = OrderedDict(), [], None
+        return state
+
+    def _file(self, volume: int):
+        if self._pid != os.getpid():  # forked: leave the parent's handles untouched
+            self._inherited.append(self._handles)
+            self._handles, self._pid = OrderedDict(), os.getpid()
+        handles = self._handles
+        if volume in handles:
+            handles.move_to_end(volume)
+            return handles[volume]
+        from mrirecon.io.fastmri import FastMRIFile
+
+        f = FastMRIFile(self.volumes[volume].path)
+        handles[volume] = f
+        while len(handles) > self.max_open_files:
+            handles.popitem(last=False)[1].close()
+        return f
+
+    def close(self) -> None:
+        """Close the handles this process opened."""
+        if self._pid == os.getpid():
+            for f in self._handles.values():
+                f.close()
+        self._handles = OrderedDict()
+
+    # ---- Dataset protocol -----------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        volume, slice_index = self.samples[index]
+        k = self._file(volume).read_slice(slice_index)
+        sample = SliceSample(
+            kspace=k.data[0], mask=k.mask,
+            reference=None if k.reference is None else k.reference[0],
+            header=k.header, file_name=self.volumes[volume].path.name, slice_index=slice_index,
+        )
+        return sample if self.transform is None else self.transform(sample)
