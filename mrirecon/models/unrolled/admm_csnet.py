@@ -1,11 +1,11 @@
 """ADMM-CSNet (Yang, Sun, Li & Xu, IEEE TPAMI 2020), the generic variant for any operator.
 
 Each stage unrolls one ADMM iteration for ``min 0.5 ||A x - y||^2 + sum g(D x)``, split as
-``z = D x`` with multiplier ``beta``:
+``z = D x`` with multiplier ``beta`` (cyclically ordered so that a stage ends with ``x``):
 
-    x    <- x - eta [A^H (A x - y) + rho D^T (D x - z + beta)]   (reconstruction layer)
     z    <- S(D x + beta)                                      (nonlinear transform layer)
     beta <- beta + tau (D x - z)                               (multiplier update layer)
+    x    <- x - eta [A^H (A x - y) + rho D^T (D x - z + beta)]   (reconstruction layer)
 
 with learned convolution filters ``D`` (``D^T`` the transposed convolution), a learned
 piecewise-linear shrinkage ``S`` per filter (control points on ``[-vmax, vmax]``, initialised to
@@ -86,15 +86,13 @@ class ADMMCSNetStage(nn.Module):
         r = F.conv_transpose2d(v, self.filters, padding=self.filters.shape[-1] // 2)
         return unflatten_image_batch(from_channels(r, like.is_complex()), tuple(like.shape[:-2]))
 
-    def forward(self, x, z, beta, y: Tensor, op: LinearOperator, aty: Tensor):
-        """State ``(x, z, beta)`` -> next state."""
-        dx = self.transform(x)
-        grad = op.gram(x) - aty + self.rho * self.transform_adjoint(dx - z + beta, x)
-        x = x - self.eta * grad
+    def forward(self, x: Tensor, beta: Tensor, y: Tensor, op: LinearOperator, aty: Tensor):
+        """State ``(x, beta)`` -> next state (``z`` is recomputed from ``x`` each stage)."""
         dx = self.transform(x)
         z = self.shrink(dx + beta)
         beta = beta + self.tau * (dx - z)
-        return x, z, beta
+        grad = op.gram(x) - aty + self.rho * self.transform_adjoint(dx - z + beta, x)
+        return x - self.eta * grad, beta
 
 
 class ADMMCSNet(nn.Module):
@@ -143,8 +141,7 @@ class ADMMCSNet(nn.Module):
         x = aty
         n = math.prod(x.shape[:-2])
         num_filters = self.stages[0].filters.shape[0] if len(self.stages) else 0
-        z = torch.zeros((n, num_filters) + tuple(x.shape[-2:]), dtype=x.real.dtype, device=x.device)
-        beta = torch.zeros_like(z)
+        beta = torch.zeros((n, num_filters) + tuple(x.shape[-2:]), dtype=x.real.dtype, device=x.device)
         for stage in self.stages:
-            x, z, beta = run_stage(stage, x, z, beta, y, op, aty, checkpointing=self.checkpointing)
+            x, beta = run_stage(stage, x, beta, y, op, aty, checkpointing=self.checkpointing)
         return x * scale if scale is not None else x

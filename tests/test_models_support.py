@@ -1,0 +1,106 @@
+"""Small simulated MRI and CT problems shared by the model tests (plus checks of them)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from helpers import check_operator, random_like_shape
+from mrirecon.core import FunctionOperator
+from mrirecon.functional import rss
+from mrirecon.operators import sense
+
+H, W, COILS = 32, 24, 2
+VIEWS, DETECTORS = 12, 20
+
+
+def phantom(b: int, h: int = H, w: int = W, dtype=torch.complex64, seed: int = 0) -> torch.Tensor:
+    """Smooth test images ``(b, h, w)``: a few Gaussian blobs with random phases (complex)."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    images = []
+    for _ in range(b):
+        img = torch.zeros(h, w)
+        for _ in range(4):
+            cy, cx = (torch.rand(2, generator=g) - 0.5).tolist()
+            r = 0.15 + 0.3 * float(torch.rand(1, generator=g))
+            img = img + torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r**2))
+        images.append(img)
+    x = torch.stack(images).to(dtype.to_real() if dtype.is_complex else dtype)
+    if dtype.is_complex:
+        phase = torch.exp(1j * math.pi / 4 * (yy + xx)).to(dtype)
+        return x.to(dtype) * phase
+    return x
+
+
+def coil_maps(c: int = COILS, h: int = H, w: int = W, dtype=torch.complex64, seed: int = 5) -> torch.Tensor:
+    """Smooth coil maps ``(c, h, w)`` with unit sum of squares."""
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    g = torch.Generator().manual_seed(seed)
+    maps = []
+    for i in range(c):
+        angle = 2 * math.pi * i / c
+        mag = torch.exp(-((yy - 0.8 * math.sin(angle)) ** 2 + (xx - 0.8 * math.cos(angle)) ** 2))
+        phase = torch.exp(1j * (float(torch.rand(1, generator=g)) * 2 * math.pi + xx))
+        maps.append(mag * phase)
+    m = torch.stack(maps).to(dtype)
+    return m / rss(m, dim=0)
+
+
+def column_mask(w: int = W, acs: int = 6, seed: int = 2, batch: int | None = None) -> torch.Tensor:
+    """Random column mask with a fully sampled centre; ``(w,)`` or ``(batch, 1, w)``."""
+    g = torch.Generator().manual_seed(seed)
+    n = 1 if batch is None else batch
+    m = torch.rand(n, w, generator=g) < 0.3
+    m[:, w // 2 - acs // 2 : w // 2 + acs // 2] = True
+    return m[0] if batch is None else m[:, None, :]
+
+
+def mri_problem(b: int = 2, dtype=torch.complex64):
+    """``(x_true (b, H, W), y (b, C, H, W), op)`` for a 2-coil Cartesian problem."""
+    x = phantom(b, dtype=dtype)
+    op = sense(coil_maps(dtype=dtype), column_mask())
+    return x, op(x), op
+
+
+def dense_ct_operator(h: int = 16, w: int = 16, views: int = VIEWS, detectors: int = DETECTORS, seed: int = 3,
+                      dtype=torch.float32) -> FunctionOperator:
+    """A real "projector" ``(B, h, w) -> (B, views, detectors)``: a fixed random non-negative
+    matrix whose rows are smooth line-like integrals (stand-in until a CT projector lands)."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    rows = []
+    for v in range(views):
+        theta = math.pi * v / views
+        t = xx * math.cos(theta) + yy * math.sin(theta)
+        for d in torch.linspace(-1, 1, detectors):
+            rows.append(torch.exp(-((t - d) ** 2) / 0.01).reshape(-1))
+    M = (torch.stack(rows) + 0.01 * torch.rand(views * detectors, h * w, generator=g)).to(dtype) / h
+
+    def fwd(x):
+        return (x.reshape(x.shape[:-2] + (h * w,)) @ M.T).reshape(x.shape[:-2] + (views, detectors))
+
+    def adj(y):
+        return (y.reshape(y.shape[:-2] + (views * detectors,)) @ M).reshape(y.shape[:-2] + (h, w))
+
+    return FunctionOperator(fwd, adj, (h, w), (views, detectors))
+
+
+def ct_problem(b: int = 2, h: int = 16, w: int = 16, dtype=torch.float32):
+    """``(x_true (b, h, w) real, y (b, views, detectors), op)``."""
+    x = phantom(b, h, w, dtype=dtype, seed=4)
+    op = dense_ct_operator(h, w, dtype=dtype)
+    return x, op(x), op
+
+
+def test_dense_ct_operator_passes_operator_kit():
+    op = dense_ct_operator(dtype=torch.float64)
+    check_operator(op, random_like_shape((2, 16, 16), torch.float64), norm=True)
+
+
+def test_mri_problem_is_consistent():
+    x, y, op = mri_problem(dtype=torch.complex128)
+    check_operator(op, random_like_shape((2, H, W), torch.complex128))
+    assert torch.allclose(rss(op.maps * x.unsqueeze(1), dim=1), x.abs(), atol=1e-10)  # unit-RSS maps
+    assert torch.all(y[..., ~column_mask()] == 0)
