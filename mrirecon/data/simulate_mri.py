@@ -1,0 +1,404 @@
+"""Simulated multi-coil brain MRI in the fastMRI layout, from the MNI152 template.
+
+Each volume is a slab of ``slices`` parallel slices cut through the (randomly, smoothly
+deformed) template at a random position, orientation (axial / coronal / sagittal with a small
+in-plane rotation) and contrast (T1 from the template itself; T2-, PD- and FLAIR-like from the
+grey / white / CSF maps), times a smooth intensity bias and a smooth random phase. Birdcage
+coil sensitivities with a random rotation (unit sum of squares) multiply it, and k-space is
+``sense(maps, ones).expand(image)`` (the package's one centred FFT) plus complex Gaussian
+noise at the requested SNR. The reference is the root-sum-of-squares of the noisy fully
+sampled coil images, centre-cropped to the recon size: exactly what a reader recomputes from
+the file.
+
+Conventions
+-----------
+* k-space ``(slices, coils, H_enc, W)`` with ``H_enc = H * readout_oversampling`` the readout
+  (ISMRMRD ``x``) and ``W`` phase encoding (``y``); recon size ``(H, W)``.
+* Pixels are square, ``pixel_mm = fov_mm / max(H, W)``; the header's encoded FOV is
+  ``(H_enc, W, 1) * (pixel, pixel, slice_spacing)`` and its :class:`ImageGeometry` gives the
+  LPS position of every recon pixel (``origin`` is recon pixel ``[0, 0, 0]``).
+* SNR (dB) is ``10 log10(mean |k|^2 / E|n|^2)`` over the whole noise-free volume ``k`` and the
+  complex noise ``n``.
+* Every random choice comes from ``numpy.random.default_rng([seed, volume, stream])``: the
+  same seed gives the same files on any machine and any thread count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from mrirecon.data.anatomy import CONTRASTS, head_shells, load_mni_brain, tissue_image
+from mrirecon.data.containers import Header, ImageGeometry
+from mrirecon.functional import center_crop, ifft2c, rss
+from mrirecon.operators.mri import sense
+
+ORIENTATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    # (direction of increasing column, direction of increasing row), LPS
+    "axial": ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0)),
+    "coronal": ((1.0, 0.0, 0.0), (0.0, 0.0, -1.0)),
+    "sagittal": ((0.0, 1.0, 0.0), (0.0, 0.0, -1.0)),
+}
+_PREFIX = {"axial": "AX", "coronal": "COR", "sagittal": "SAG"}
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+@dataclass(frozen=True)
+class SmoothField:
+    """A smooth random scalar field on R^3: ``sum_k a_k sin(w_k . x + p_k)`` (x in mm)."""
+
+    frequencies: np.ndarray  # (K, 3) rad/mm
+    phases: np.ndarray  # (K,)
+    amplitudes: np.ndarray  # (K,)
+
+    @classmethod
+    def random(cls, rng: np.random.Generator, rms: float, wavelength_mm: tuple[float, float],
+               waves: int = 6) -> SmoothField:
+        """``waves`` plane waves with random directions and wavelengths; RMS value ``rms``."""
+        directions = rng.standard_normal((waves, 3))
+        directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+        lengths = rng.uniform(*wavelength_mm, size=waves)
+        weights = rng.uniform(0.5, 1.0, size=waves)
+        amplitudes = rms * math.sqrt(2.0) * weights / np.linalg.norm(weights)
+        return cls(2 * np.pi * directions / lengths[:, None], rng.uniform(0, 2 * np.pi, size=waves),
+                   amplitudes)
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        """Values at ``points (..., 3)`` (mm)."""
+        return np.sin(points @ self.frequencies.T + self.phases) @ self.amplitudes
+
+
+def birdcage_maps(num_coils: int, x: np.ndarray, y: np.ndarray, z: np.ndarray | float = 0.0,
+                  radius: float = 1.5, rotation: float = 0.0) -> np.ndarray:
+    """Birdcage coil sensitivities at normalised positions, unit sum of squares.
+
+    The field of coil ``c`` at angle ``theta_c = 2 pi c / C + rotation`` on a ring of
+    ``radius`` (in units of the half field of view) is ``exp(i (atan2(x', -y') - theta_c)) / r``
+    with ``(x', y', z) `` the offset from the coil; ``rotation = 0`` and ``z = 0`` reproduce
+    ``sigpy.mri.birdcage_maps`` on the grid ``x = (col - nx/2)/(nx/2)``, ``y = (row - ny/2)/(ny/2)``.
+
+    Parameters
+    ----------
+    x, y, z
+        Broadcastable arrays of normalised positions.
+
+    Returns
+    -------
+    ndarray
+        ``(num_coils, *broadcast_shape)`` complex128 with ``sum_c |S_c|^2 = 1``.
+    """
+    if num_coils < 1:
+        raise ValueError(f"birdcage_maps: num_coils must be >= 1, got {num_coils}")
+    x, y, z = np.broadcast_arrays(np.asarray(x, float), np.asarray(y, float), np.asarray(z, float))
+    theta = 2 * np.pi * np.arange(num_coils) / num_coils + rotation
+    shape = (num_coils,) + (1,) * x.ndim
+    dx = x[None] - (radius * np.cos(theta)).reshape(shape)
+    dy = y[None] - (radius * np.sin(theta)).reshape(shape)
+    r = np.sqrt(dx**2 + dy**2 + z[None] ** 2)
+    maps = np.exp(1j * (np.arctan2(dx, -dy) - theta.reshape(shape))) / r
+    return maps / np.sqrt(np.sum(np.abs(maps) ** 2, axis=0))
+
+
+@dataclass
+class SimulatedVolume:
+    """One simulated volume before it is written.
+
+    Attributes
+    ----------
+    kspace
+        ``(slices, coils, H_enc, W)`` complex64, fully sampled, noise included.
+    reference
+        ``(slices, H, W)`` float32 RSS of ``ifft2c(kspace)`` centre-cropped.
+    image
+        ``(slices, H_enc, W)`` complex128 noise-free image (the ground truth object).
+    maps
+        ``(slices, coils, H_enc, W)`` complex128 coil sensitivities (unit sum of squares).
+    header
+        Acquisition header (geometry of the recon grid).
+    parameters
+        The random choices, JSON-serialisable (stored in the file's ``simulation`` attribute).
+    """
+
+    kspace: torch.Tensor
+    reference: torch.Tensor
+    image: torch.Tensor
+    maps: torch.Tensor
+    header: Header
+    parameters: dict = field(default_factory=dict)
+
+
+def _check_positive_int(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"simulate_mri: {name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _choose(rng: np.random.Generator, options, given, index: int, what: str, allowed) -> str:
+    if given is None:
+        return str(options[int(rng.integers(len(options)))])
+    given = [given] if isinstance(given, str) else list(given)
+    for g in given:
+        if g not in allowed:
+            raise ValueError(f"simulate_mri: unknown {what} {g!r}; expected one of {sorted(allowed)}")
+    rng.integers(len(options))  # keep the random stream independent of the choice
+    return given[index % len(given)]
+
+
+def simulate_mri_volume(
+    index: int,
+    *,
+    slices: int = 8,
+    coils: int | tuple[int, int] = 8,
+    size: tuple[int, int] = (320, 320),
+    seed: int = 0,
+    snr_db: float | None = 30.0,
+    readout_oversampling: int = 1,
+    contrasts: str | list[str] | None = None,
+    orientations: str | list[str] | None = None,
+    resolution: int = 1,
+    fov_mm: tuple[float, float] = (220.0, 260.0),
+    slice_spacing_mm: tuple[float, float] = (2.0, 5.0),
+    max_rotation_deg: float = 10.0,
+    deformation_mm: float = 3.0,
+    bias: float = 0.2,
+    phase_rad: float = 1.5,
+    scale: float = 1e-3,
+    field_strength_t: float = 3.0,
+) -> SimulatedVolume:
+    """Simulate volume ``index`` of the dataset defined by ``seed`` (see module docstring).
+
+    Parameters
+    ----------
+    index
+        Volume number; volumes of one seed are independent draws.
+    slices, coils, size
+        Slices per volume, receive coils (an int, or ``(lo, hi)`` for a random count per
+        volume), recon size ``(H, W)`` in pixels.
+    snr_db
+        k-space SNR in dB, or ``None`` for noise-free data.
+    readout_oversampling
+        Integer factor on the readout (rows): k-space has ``H * factor`` rows, the reference is
+        cropped back to ``H`` (fastMRI brain files use 2).
+    contrasts, orientations
+        Fixed choice (or a list cycled over volumes) among ``T1 T2 PD FLAIR`` and
+        ``axial coronal sagittal``; random when ``None``.
+    resolution
+        MNI template resolution in mm (1 or 2).
+    fov_mm, slice_spacing_mm
+        Ranges of the square in-plane field of view (larger recon axis) and slice spacing.
+    max_rotation_deg, deformation_mm, bias, phase_rad
+        In-plane rotation range, RMS elastic displacement, RMS log-intensity bias, RMS phase.
+    scale
+        Peak magnitude of the image (fastMRI-like k-space magnitudes).
+    """
+    index = _check_positive_int("index", index, 0)
+    seed = _check_positive_int("seed", seed, 0)
+    slices = _check_positive_int("slices", slices)
+    factor = _check_positive_int("readout_oversampling", readout_oversampling)
+    if len(tuple(size)) != 2:
+        raise ValueError(f"simulate_mri: size must be (H, W), got {size!r}")
+    h, w = (_check_positive_int("size", s, 4) for s in size)
+    if snr_db is not None and not math.isfinite(float(snr_db)):
+        raise ValueError(f"simulate_mri: snr_db must be finite or None, got {snr_db!r}")
+    rng = np.random.default_rng([seed, index, 0])
+    noise_rng = np.random.default_rng([seed, index, 1])
+
+    if isinstance(coils, (tuple, list)):
+        lo, hi = (_check_positive_int("coils", c) for c in coils)
+        if hi < lo:
+            raise ValueError(f"simulate_mri: coils range {coils} is empty")
+        num_coils = int(rng.integers(lo, hi + 1))
+    else:
+        num_coils = _check_positive_int("coils", coils)
+        rng.integers(1, 2)
+    orientation = _choose(rng, list(ORIENTATIONS), orientations, index, "orientation", ORIENTATIONS)
+    contrast = _choose(rng, list(CONTRASTS), contrasts, index, "contrast", CONTRASTS)
+    brain = load_mni_brain(resolution)
+
+    # ---- geometry (LPS, mm) -------------------------------------------------------------
+    h_enc = h * factor
+    pixel = round(float(rng.uniform(*fov_mm)) / max(h, w), 4)
+    spacing = round(float(rng.uniform(*slice_spacing_mm)), 2)
+    psi = math.radians(float(rng.uniform(-max_rotation_deg, max_rotation_deg)))
+    r0, c0 = (np.array(v) for v in ORIENTATIONS[orientation])
+    row_dir = math.cos(psi) * r0 + math.sin(psi) * c0  # increasing column index
+    col_dir = -math.sin(psi) * r0 + math.cos(psi) * c0  # increasing row index
+    normal = np.cross(row_dir, col_dir)
+    lower, upper = brain.brain_extent_mm()
+    centre = _LPS_TO_RAS @ ((lower + upper) / 2)  # RAS -> LPS is the same flip
+    half_extent = 0.5 * float(np.abs(_LPS_TO_RAS @ normal) @ (upper - lower))
+    slab = (slices - 1) * spacing
+    room = max(0.75 * half_extent - slab / 2, 0.0)
+    offset = float(rng.uniform(-room, room))
+    shift = rng.uniform(-5, 5, size=2)
+    slab_centre = centre + offset * normal + shift[0] * row_dir + shift[1] * col_dir
+    s_idx = np.arange(slices) - (slices - 1) / 2
+    r_idx = np.arange(h_enc) - h_enc // 2
+    c_idx = np.arange(w) - w // 2
+    points = (slab_centre + s_idx[:, None, None, None] * spacing * normal
+              + r_idx[None, :, None, None] * pixel * col_dir
+              + c_idx[None, None, :, None] * pixel * row_dir)  # (S, H_enc, W, 3) LPS
+    top = (h_enc - h) // 2
+    origin = points[0, top, 0]
+    ras = points @ _LPS_TO_RAS.T
+
+    # ---- anatomy: deformed template, contrast, bias, phase ------------------------------
+    warp = [SmoothField.random(rng, deformation_mm / math.sqrt(3), (60.0, 140.0)) for _ in range(3)]
+    warped = ras + np.stack([f(ras) for f in warp], axis=-1)
+
+    def sample(volume: np.ndarray, affine: np.ndarray, mode: str) -> np.ndarray:
+        ijk = (warped - affine[:3, 3]) @ np.linalg.inv(affine[:3, :3]).T
+        coords = np.moveaxis(ijk, -1, 0).reshape(3, -1)
+        out = ndimage.map_coordinates(volume, coords, order=1, mode=mode, cval=0.0)
+        return out.reshape(warped.shape[:-1])
+
+    t1, gm, wm, csf = (sample(getattr(brain, n), brain.affine, "constant") for n in ("t1", "gm", "wm", "csf"))
+    skull_mm, scalp_mm = (float(v) for v in rng.uniform(4.0, 7.0, size=2))
+    distance = sample(brain.distance_mm, brain.distance_affine, "nearest")
+    skull, scalp = head_shells(distance, skull_mm, scalp_mm)
+    magnitude = tissue_image(contrast, t1, gm, wm, csf, skull, scalp, rng=rng)
+    bias_field = np.exp(SmoothField.random(rng, bias, (200.0, 400.0))(ras))
+    phase = float(rng.uniform(-np.pi, np.pi)) + SmoothField.random(rng, phase_rad, (150.0, 400.0))(ras)
+    peak = scale * float(rng.uniform(0.8, 1.2))
+    magnitude = magnitude * bias_field
+    image = peak * magnitude / max(float(magnitude.max()), 1e-12) * np.exp(1j * phase)
+
+    # ---- coils, k-space, noise ----------------------------------------------------------
+    rotation = float(rng.uniform(0, 2 * np.pi))
+    ring = float(rng.uniform(1.2, 1.7))
+    half_fov = max(h_enc, w) * pixel / 2
+    rel = points - centre
+    maps = birdcage_maps(num_coils, (rel @ row_dir) / half_fov, (rel @ col_dir) / half_fov,
+                         (rel @ normal) / half_fov, radius=ring, rotation=rotation)
+    maps = np.moveaxis(maps, 0, 1)  # (S, C, H_enc, W)
+    image_t = torch.from_numpy(np.ascontiguousarray(image))
+    maps_t = torch.from_numpy(np.ascontiguousarray(maps))
+    ones = torch.ones(w, dtype=torch.float64)
+    sigma = 0.0
+    if snr_db is not None:
+        signal_power = float(np.mean(np.abs(image) ** 2))  # = mean |F S x|^2 (unit SoS, unitary F)
+        sigma = math.sqrt(signal_power / 10 ** (float(snr_db) / 10) / 2)
+    kspace = torch.empty((slices, num_coils, h_enc, w), dtype=torch.complex64)
+    for s in range(slices):
+        k = sense(maps_t[s], ones).expand(image_t[s])
+        if sigma > 0:
+            noise = noise_rng.standard_normal((2, num_coils, h_enc, w))
+            k = k + torch.from_numpy(sigma * (noise[0] + 1j * noise[1]))
+        kspace[s] = k.to(torch.complex64)
+    reference = center_crop(rss(ifft2c(kspace.to(torch.complex128)), dim=-3), (h, w)).to(torch.float32)
+
+    c = CONTRASTS[contrast]
+    acquisition = _PREFIX[orientation] + contrast
+    patient = hashlib.sha256(f"mrirecon-simulated-brain-{seed}-{index}".encode()).hexdigest()
+    header = Header(
+        encoded_matrix=(h_enc, w, 1),
+        recon_matrix=(h, w, 1),
+        encoded_fov_mm=(h_enc * pixel, w * pixel, spacing),
+        recon_fov_mm=(h * pixel, w * pixel, spacing),
+        padding_left=0,
+        padding_right=w,
+        acquisition=acquisition,
+        field_strength_t=float(field_strength_t),
+        repetition_time_ms=c.repetition_time_ms,
+        echo_time_ms=c.echo_time_ms,
+        flip_angle_deg=c.flip_angle_deg,
+        num_coils=num_coils,
+        geometry=ImageGeometry(spacing=(spacing, pixel, pixel), origin=tuple(origin),
+                               orientation=(*row_dir, *col_dir), slice_thickness=spacing),
+        patient_id=patient,
+        extra={"patient_position": "HFS"},
+    )
+    parameters = {
+        "source": f"MNI152 template (nilearn), {resolution} mm",
+        "seed": seed, "volume": index, "contrast": contrast, "orientation": orientation,
+        "in_plane_rotation_deg": math.degrees(psi), "slab_offset_mm": offset,
+        "pixel_mm": pixel, "slice_spacing_mm": spacing, "coils": num_coils,
+        "coil_rotation_rad": rotation, "coil_ring_radius": ring,
+        "snr_db": None if snr_db is None else float(snr_db), "noise_sigma": sigma,
+        "readout_oversampling": factor, "deformation_mm": deformation_mm, "bias": bias,
+        "skull_mm": skull_mm, "scalp_mm": scalp_mm,
+    }
+    return SimulatedVolume(kspace=kspace, reference=reference, image=image_t, maps=maps_t,
+                           header=header, parameters=parameters)
+
+
+def simulated_file_name(acquisition: str, seed: int, index: int) -> str:
+    """``file_brain_{acquisition}_sim{seed}_{index:04d}.h5`` (fastMRI-like naming)."""
+    return f"file_brain_{acquisition}_sim{seed}_{index:04d}.h5"
+
+
+def simulate_mri_dataset(
+    out_dir: str | os.PathLike,
+    volumes: int = 4,
+    slices: int = 8,
+    coils: int | tuple[int, int] = 8,
+    size: tuple[int, int] = (320, 320),
+    seed: int = 0,
+    acceleration: float | None = None,
+    snr_db: float | None = 30.0,
+    *,
+    center_fraction: float | None = None,
+    mask_type: str = "equispaced_fraction",
+    **options,
+) -> list[Path]:
+    """Write ``volumes`` simulated multi-coil brain files in the fastMRI layout.
+
+    Each file holds ``kspace`` ``(slices, coils, H_enc, W)`` complex64,
+    ``reconstruction_rss`` ``(slices, H, W)`` float32, ``ismrmrd_header`` and the attributes
+    ``acquisition``, ``max``, ``norm``, ``patient_id`` and ``simulation`` (JSON of the random
+    choices). With ``acceleration`` the files look like fastMRI test files: k-space columns
+    outside a fastMRI mask (``mask_type``, centre fraction ``center_fraction`` or
+    ``0.32 / acceleration``, seeded by the file name) are zeroed, and a ``mask`` dataset plus
+    ``acceleration`` / ``num_low_frequency`` attributes are added; the fully sampled
+    reference is kept.
+
+    Parameters
+    ----------
+    out_dir
+        Output folder (created).
+    volumes, slices, coils, size, seed, snr_db
+        See :func:`simulate_mri_volume` (``size`` is the recon size ``(H, W)``).
+    acceleration
+        ``None`` (fully sampled) or an undersampling factor >= 1.
+    **options
+        Further keyword arguments of :func:`simulate_mri_volume`.
+
+    Returns
+    -------
+    list of Path
+        The written files, in volume order.
+    """
+    from mrirecon.io.fastmri import write_fastmri
+    from mrirecon.sampling.cartesian import create_mask_for_mask_type, file_seed
+
+    volumes = _check_positive_int("volumes", volumes)
+    mask_fn = None
+    if acceleration is not None:
+        if not float(acceleration) >= 1:
+            raise ValueError(f"simulate_mri: acceleration must be >= 1 or None, got {acceleration!r}")
+        cf = 0.32 / float(acceleration) if center_fraction is None else float(center_fraction)
+        mask_fn = create_mask_for_mask_type(mask_type, [cf], [float(acceleration)])
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(volumes):
+        vol = simulate_mri_volume(index, slices=slices, coils=coils, size=size, seed=seed,
+                                  snr_db=snr_db, **options)
+        path = out / simulated_file_name(vol.header.acquisition, seed, index)
+        attrs = {"simulation": json.dumps(vol.parameters, sort_keys=True)}
+        kspace, mask = vol.kspace, None
+        if mask_fn is not None:
+            mask, num_low = mask_fn.sample_vector(kspace.shape[-1], seed=file_seed(path))
+            kspace = kspace * mask.to(kspace.real.dtype)
+            attrs.update(acceleration=float(acceleration), num_low_frequency=int(num_low))
+        paths.append(write_fastmri(path, kspace, vol.header, reference=vol.reference, mask=mask,
+                                   attrs=attrs))
+    return paths

@@ -1,0 +1,144 @@
+"""Read the CT DICOM images that simulations may use, in Hounsfield units.
+
+Only these four files are allowed as CT anatomy (everything else shipped with a package is
+reserved for evaluation):
+
+* ``CT_small.dcm`` and ``J2K_pixelrep_mismatch.dcm`` (inside pydicom),
+* ``eCT_Supplemental.dcm`` (enhanced multi-frame CT, two frames) and ``bad_sequence.dcm``
+  (JPEG lossless) from the ``pydicom-data`` package.
+
+The JPEG 2000 / JPEG files need the ``pylibjpeg`` decoders (``pylibjpeg``,
+``pylibjpeg-openjpeg``, ``pylibjpeg-libjpeg``). Nothing is downloaded: a file that is not
+installed raises :class:`FileNotFoundError` naming the package to install. No patient
+attribute is read or returned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+CT_SOURCES: tuple[str, ...] = (
+    "CT_small.dcm",
+    "eCT_Supplemental.dcm",
+    "J2K_pixelrep_mismatch.dcm",
+    "bad_sequence.dcm",
+)
+_PACKAGE = {
+    "CT_small.dcm": "pydicom",
+    "J2K_pixelrep_mismatch.dcm": "pydicom",
+    "eCT_Supplemental.dcm": "pydicom-data",
+    "bad_sequence.dcm": "pydicom-data",
+}
+HU_MIN, HU_MAX = -1024.0, 3071.0
+
+
+@dataclass(frozen=True)
+class CTSlice:
+    """One CT image.
+
+    Attributes
+    ----------
+    hu
+        ``(rows, cols)`` float32 Hounsfield units, clipped to ``[-1024, 3071]`` (values
+        outside the reconstruction circle become air).
+    pixel_spacing
+        ``(row, col)`` spacing in mm (DICOM PixelSpacing).
+    name
+        Source file name; ``frame`` is the frame index within it.
+    """
+
+    hu: np.ndarray
+    pixel_spacing: tuple[float, float]
+    name: str
+    frame: int = 0
+
+    @property
+    def field_of_view_mm(self) -> tuple[float, float]:
+        return (self.hu.shape[0] * self.pixel_spacing[0], self.hu.shape[1] * self.pixel_spacing[1])
+
+
+def ct_source_path(name: str) -> str:
+    """Local path of an allowed CT file (no download)."""
+    if name not in CT_SOURCES:
+        raise ValueError(f"ct_source_path: {name!r} is not an allowed CT source; allowed: {CT_SOURCES}")
+    from pydicom.data import get_testdata_file
+
+    try:
+        path = get_testdata_file(name, download=False)
+    except TypeError:  # older pydicom without the download flag
+        path = get_testdata_file(name)
+    if path is None:
+        raise FileNotFoundError(
+            f"ct_source_path: {name} is not installed; pip install {_PACKAGE[name]} (and the "
+            f"pylibjpeg, pylibjpeg-openjpeg, pylibjpeg-libjpeg decoders)"
+        )
+    return str(path)
+
+
+def _first(seq, name: str):
+    return seq[0] if seq is not None and len(seq) else None
+
+
+def _frame_value(ds, frame: int, group: str, attribute: str):
+    """Look ``attribute`` up in the per-frame, then shared functional group ``group``."""
+    for key, index in (("PerFrameFunctionalGroupsSequence", frame),
+                       ("SharedFunctionalGroupsSequence", 0)):
+        groups = ds.get(key)
+        if groups is None or len(groups) <= index:
+            continue
+        item = _first(groups[index].get(group), group)
+        if item is not None and attribute in item:
+            return item.get(attribute)
+    return None
+
+
+def read_ct_slices(name: str) -> list[CTSlice]:
+    """All frames of one allowed CT file as :class:`CTSlice` (HU, spacing).
+
+    Raises
+    ------
+    FileNotFoundError
+        The file (or its package) is not installed.
+    RuntimeError
+        The pixel data cannot be decoded (missing pylibjpeg plugins), naming the file.
+    ValueError
+        The file lacks PixelSpacing or a rescale, naming the field.
+    """
+    import pydicom
+
+    path = ct_source_path(name)
+    ds = pydicom.dcmread(path)
+    try:
+        pixels = ds.pixel_array
+    except Exception as err:  # decoder plugins missing or broken
+        raise RuntimeError(
+            f"read_ct_slices: cannot decode the pixel data of {name} "
+            f"(transfer syntax {ds.file_meta.TransferSyntaxUID}); install pylibjpeg, "
+            f"pylibjpeg-openjpeg and pylibjpeg-libjpeg: {err}"
+        ) from err
+    frames = pixels[None] if pixels.ndim == 2 else pixels
+    out = []
+    for i, frame in enumerate(frames):
+        slope = ds.get("RescaleSlope", _frame_value(ds, i, "PixelValueTransformationSequence", "RescaleSlope"))
+        intercept = ds.get("RescaleIntercept",
+                           _frame_value(ds, i, "PixelValueTransformationSequence", "RescaleIntercept"))
+        spacing = ds.get("PixelSpacing", _frame_value(ds, i, "PixelMeasuresSequence", "PixelSpacing"))
+        if spacing is None:
+            raise ValueError(f"read_ct_slices: {name} frame {i} has no PixelSpacing")
+        if slope is None or intercept is None:
+            raise ValueError(f"read_ct_slices: {name} frame {i} has no RescaleSlope/RescaleIntercept")
+        hu = frame.astype(np.float64) * float(slope) + float(intercept)
+        hu = np.clip(hu, HU_MIN, HU_MAX).astype(np.float32)
+        out.append(CTSlice(hu=hu, pixel_spacing=(float(spacing[0]), float(spacing[1])), name=name, frame=i))
+    return out
+
+
+def load_ct_sources(names: tuple[str, ...] | None = None) -> list[CTSlice]:
+    """Every frame of the allowed CT files (default: all four), in a fixed order."""
+    names = CT_SOURCES if names is None else tuple(names)
+    slices: list[CTSlice] = []
+    for name in names:
+        slices.extend(read_ct_slices(name))
+    return slices
