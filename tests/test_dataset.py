@@ -28,7 +28,8 @@ def folder(tmp_path):
     rng = np.random.default_rng(0)
     volumes = {}
     for v, (n, acq) in enumerate(zip(SLICES, ACQ)):
-        ks = (rng.normal(size=(n, COILS, H, W)) + 1j * rng.normal(size=(n, COILS, H, W))).astype(np.complex64)
+        shape = (n, COILS, H, W)
+        ks = (rng.normal(size=shape) + 1j * rng.normal(size=shape)).astype(np.complex64)
         ref = np.abs(rng.normal(size=(n, 8, 8))).astype(np.float32)
         write_fastmri(tmp_path / f"file{v}.h5", ks, header(acq), reference=ref)
         volumes[f"file{v}.h5"] = (ks, ref)

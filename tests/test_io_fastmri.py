@@ -58,7 +58,8 @@ def test_round_trip_multicoil(multicoil):
         assert k.slice_indices == (1,) and k.source == str(path)
         assert torch.equal(k.mask, torch.arange(W).ge(2) & torch.arange(W).lt(21))
     vol = read_fastmri(path)
-    assert torch.equal(vol.data, torch.from_numpy(ks)) and torch.equal(vol.reference, torch.from_numpy(ref))
+    assert torch.equal(vol.data, torch.from_numpy(ks))
+    assert torch.equal(vol.reference, torch.from_numpy(ref))
     with h5py.File(path) as hf:  # the stored layout itself
         assert hf["kspace"].dtype == np.complex64 and hf["reconstruction_rss"].dtype == np.float32
         assert set(hf.keys()) == {"kspace", "reconstruction_rss", "ismrmrd_header"}
@@ -197,7 +198,8 @@ def test_write_reconstruction_is_read_by_fastmri_evaluate(tmp_path):
     for i in range(2):
         gt = np.abs(rng.normal(size=(2, 16, 16))).astype(np.float32) + 1
         pred = gt + 0.1 * rng.normal(size=gt.shape).astype(np.float32)
-        write_fastmri(targets / f"v{i}.h5", volume(i, (2, COILS, H, W)), make_header(), reference=gt)
+        write_fastmri(targets / f"v{i}.h5", volume(i, (2, COILS, H, W)), make_header(),
+                      reference=gt)
         write_reconstruction(preds / f"v{i}.h5", torch.from_numpy(pred))
         expected.append(np.sum((gt - pred) ** 2) / np.sum(gt ** 2))
     args = argparse.Namespace(target_path=targets, predictions_path=preds,
@@ -234,7 +236,8 @@ def test_bad_files_raise_data_format_error(tmp_path, multicoil, case, field):
     elif case == "bad_xml":
         _write_raw(path, kspace=ks, ismrmrd_header="<ismrmrdHeader")
     elif case == "namespace":
-        _write_raw(path, kspace=ks, ismrmrd_header=xml.replace("www.ismrm.org/ISMRMRD", "example.org/x"))
+        other = xml.replace("www.ismrm.org/ISMRMRD", "example.org/x")
+        _write_raw(path, kspace=ks, ismrmrd_header=other)
     elif case == "corrupt":
         path.write_bytes(np.random.default_rng(0).bytes(4096))
     elif case == "truncated":

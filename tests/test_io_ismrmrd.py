@@ -21,7 +21,8 @@ def make_xml(enc_z=1, step1=(0, 8, 4), step2=None, slices=2):
         slice=X.limitType(minimum=0, maximum=slices - 1, center=0),
     )
     if step2 is not None:
-        limits.kspace_encoding_step_2 = X.limitType(minimum=step2[0], maximum=step2[1], center=step2[2])
+        limits.kspace_encoding_step_2 = X.limitType(
+            minimum=step2[0], maximum=step2[1], center=step2[2])
     header = X.ismrmrdHeader(
         acquisitionSystemInformation=X.acquisitionSystemInformationType(
             systemFieldStrength_T=3.0, receiverChannels=COILS),
@@ -64,6 +65,12 @@ def write(path, xml, acquisitions, seed=0):
         ds.write_xml_header(xml)
         for i in order:  # shuffled acquisition order
             ds.append_acquisition(acquisitions[i])
+
+
+def centred(transform, x, axis):
+    """Reference 1-D centred orthonormal (i)FFT with numpy."""
+    shifted = np.fft.ifftshift(x, axes=axis)
+    return np.fft.fftshift(transform(shifted, axis=axis, norm="ortho"), axes=axis)
 
 
 def cplx(rng, *shape):
@@ -116,7 +123,7 @@ def test_reads_ground_truth_layout_mask_and_noise(scan):
     k = read_ismrmrd(path)
     assert k.data.shape == (2, COILS, ENC_X, ENC_Y) and k.data.dtype == torch.complex64
     assert torch.allclose(k.data, torch.from_numpy(truth), atol=1e-6, rtol=0)
-    assert torch.equal(k.data[0, :, :, [0, 1, 11]], torch.zeros(COILS, ENC_X, 3, dtype=torch.complex64))
+    assert not k.data[0, :, :, [0, 1, 11]].any()
     expected_mask = torch.zeros(ENC_Y, dtype=torch.bool)
     expected_mask[2:11] = True
     assert torch.equal(k.mask, expected_mask)
@@ -124,7 +131,8 @@ def test_reads_ground_truth_layout_mask_and_noise(scan):
     h = k.header
     assert h.encoded_matrix == (ENC_X, ENC_Y, 1) and h.num_coils == COILS
     assert (h.padding_left, h.padding_right) == (2, 11)
-    assert (h.field_strength_t, h.repetition_time_ms, h.echo_time_ms, h.flip_angle_deg) == (3.0, 500.0, 12.5, 70.0)
+    assert (h.field_strength_t, h.repetition_time_ms, h.echo_time_ms, h.flip_angle_deg) == \
+        (3.0, 500.0, 12.5, 70.0)
 
 
 def test_geometry_from_acquisition_directions(scan):
@@ -141,9 +149,9 @@ def test_geometry_from_acquisition_directions(scan):
 def test_readout_oversampling_crop_matches_numpy(scan):
     path, truth, _ = scan
     k = read_ismrmrd(path, crop_readout_oversampling=True)
-    img = np.fft.fftshift(np.fft.ifft(np.fft.ifftshift(truth, axes=2), axis=2, norm="ortho"), axes=2)
+    img = centred(np.fft.ifft, truth, 2)
     img = img[:, :, (ENC_X - REC_X) // 2: (ENC_X + REC_X) // 2]
-    expected = np.fft.fftshift(np.fft.fft(np.fft.ifftshift(img, axes=2), axis=2, norm="ortho"), axes=2)
+    expected = centred(np.fft.fft, img, 2)
     assert k.data.shape == (2, COILS, REC_X, ENC_Y)
     np.testing.assert_allclose(k.data.numpy(), expected, atol=1e-5)
     assert k.header.encoded_matrix == (REC_X, ENC_Y, 1)
@@ -160,7 +168,7 @@ def test_3d_partitions_become_slices(tmp_path):
     write(path, make_xml(enc_z=z, step1=(0, ENC_Y - 1, ENC_Y // 2), step2=(0, z - 1, z // 2),
                          slices=1), acqs)
     k = read_ismrmrd(path)
-    expected = np.fft.fftshift(np.fft.ifft(np.fft.ifftshift(truth, axes=0), axis=0, norm="ortho"), axes=0)
+    expected = centred(np.fft.ifft, truth, 0)
     assert k.data.shape == (z, COILS, ENC_X, ENC_Y) and k.mask is None and k.noise is None
     np.testing.assert_allclose(k.data.numpy(), expected, atol=1e-5)
 

@@ -67,7 +67,8 @@ def collate_samples(samples: Sequence[SliceSample]) -> SliceBatch:
     """``collate_fn`` for a ``DataLoader`` over an untransformed :class:`SliceDataset`."""
     shapes = {tuple(s.kspace.shape) for s in samples}
     if len(shapes) != 1:
-        raise ValueError(f"collate_samples: k-space shapes differ within the batch: {sorted(shapes)}")
+        raise ValueError(
+            f"collate_samples: k-space shapes differ within the batch: {sorted(shapes)}")
     width = samples[0].kspace.shape[-1]
     masks = [s.mask if s.mask is not None else torch.ones(width, dtype=torch.bool) for s in samples]
     refs = [s.reference for s in samples]

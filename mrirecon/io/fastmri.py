@@ -170,10 +170,12 @@ class FastMRIFile:
                 raise self._fail("ismrmrd_header", f"unreadable ({err})") from None
             if isinstance(raw, np.ndarray):
                 if raw.size != 1:
-                    raise self._fail("ismrmrd_header", f"expected one string, got shape {raw.shape}")
+                    raise self._fail("ismrmrd_header",
+                                     f"expected one string, got shape {raw.shape}")
                 raw = raw.reshape(-1)[0]
             if not isinstance(raw, (bytes, str)):
-                raise self._fail("ismrmrd_header", f"expected an XML string, got {type(raw).__name__}")
+                raise self._fail("ismrmrd_header",
+                                 f"expected an XML string, got {type(raw).__name__}")
             header = parse_ismrmrd_header(raw, source=self.path)
             attrs = self.attrs
             changes = {"num_coils": self.shape[1]}
@@ -210,7 +212,8 @@ class FastMRIFile:
         width = self.shape[-1]
         mask = mask.reshape(-1) if mask.ndim > 1 and mask.size == width else mask
         if mask.shape != (width,):
-            raise self._fail("mask", f"expected one value per k-space column ({width},), got {mask.shape}")
+            raise self._fail(
+                "mask", f"expected one value per k-space column ({width},), got {mask.shape}")
         if mask.dtype.kind not in "biuf" or not np.isin(mask, (0, 1)).all():
             raise self._fail("mask", f"expected 0/1 values, got dtype {mask.dtype}")
         return torch.from_numpy(mask.astype(bool))
@@ -305,7 +308,8 @@ def _numpy(name: str, value: ArrayLike) -> np.ndarray:
         return value.detach().cpu().resolve_conj().numpy()
     if isinstance(value, np.ndarray):
         return value
-    raise TypeError(f"write_fastmri: {name} must be a torch.Tensor or numpy array, got {type(value).__name__}")
+    raise TypeError(
+        f"write_fastmri: {name} must be a torch.Tensor or numpy array, got {type(value).__name__}")
 
 
 def write_fastmri(
@@ -345,7 +349,9 @@ def write_fastmri(
     """
     ks = _numpy("kspace", kspace)
     if ks.ndim not in (3, 4):
-        raise ValueError(f"write_fastmri: kspace must be (slices, coils, H, W) or (slices, H, W), got {ks.shape}")
+        raise ValueError(
+            "write_fastmri: kspace must be (slices, coils, H, W) or (slices, H, W), "
+            f"got {ks.shape}")
     if not np.iscomplexobj(ks):
         raise TypeError(f"write_fastmri: kspace must be complex, got {ks.dtype}")
     if not np.isfinite(ks).all():
@@ -369,7 +375,8 @@ def write_fastmri(
     if mask is not None:
         mask_arr = _numpy("mask", mask).reshape(-1)
         if mask_arr.shape != (ks.shape[-1],) or not np.isin(mask_arr, (0, 1)).all():
-            raise ValueError(f"write_fastmri: mask must be ({ks.shape[-1]},) of 0/1, got {mask_arr.shape}")
+            raise ValueError(
+                f"write_fastmri: mask must be ({ks.shape[-1]},) of 0/1, got {mask_arr.shape}")
         mask_arr = mask_arr.astype(bool)
 
     root_attrs: dict[str, object] = {}

@@ -70,7 +70,8 @@ def _number(root: ET.Element, path: str, source: str, kind: type, required: bool
     if kind is float and not math.isfinite(value):
         raise DataFormatError(source, f"ismrmrd_header/{path}", f"not finite: {text!r}")
     if kind is int and float(text) != value:
-        raise DataFormatError(source, f"ismrmrd_header/{path}", f"expected an integer, got {text!r}")
+        raise DataFormatError(source, f"ismrmrd_header/{path}",
+                              f"expected an integer, got {text!r}")
     return value
 
 
@@ -101,8 +102,8 @@ def parse_ismrmrd_header(xml: str | bytes, source: str | os.PathLike = "<xml str
     -------
     Header
         ``num_coils`` is ``receiverChannels`` (``None`` when absent); ``extra`` holds the raw
-        ``encoding_limits_step_1``/``_2`` ``(minimum, maximum, center)``, the ``h1_frequency_hz`` and
-        ``patient_position`` when present.
+        ``encoding_limits_step_1``/``_2`` ``(minimum, maximum, center)``, the
+        ``h1_frequency_hz`` and ``patient_position`` when present.
 
     Raises
     ------
@@ -121,7 +122,8 @@ def parse_ismrmrd_header(xml: str | bytes, source: str | os.PathLike = "<xml str
     except ET.ParseError as err:
         raise DataFormatError(source, "ismrmrd_header", f"malformed XML ({err})") from None
     if root.tag != f"{_NS}ismrmrdHeader":
-        ns, _, local = root.tag[1:].partition("}") if root.tag.startswith("{") else ("", "", root.tag)
+        has_ns = root.tag.startswith("{")
+        ns, _, local = root.tag[1:].partition("}") if has_ns else ("", "", root.tag)
         raise DataFormatError(
             source, "ismrmrd_header",
             f"root element must be ismrmrdHeader in namespace {NAMESPACE!r}, got {local!r} in "

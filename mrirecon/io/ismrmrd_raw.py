@@ -68,7 +68,9 @@ def _samples(record, fail, index: int) -> np.ndarray:
     return raw.view(np.complex64).reshape(channels, n)
 
 
-def _geometry(head, header: Header, num_slices: int, positions: dict[int, np.ndarray]) -> ImageGeometry:
+def _geometry(
+    head, header: Header, num_slices: int, positions: dict[int, np.ndarray]
+) -> ImageGeometry:
     """Orientation and origin from the acquisition directions, spacing from the header."""
     read, phase = np.asarray(head["read_dir"], float), np.asarray(head["phase_dir"], float)
     base = header.geometry
@@ -167,12 +169,14 @@ def read_ismrmrd(
     chosen = dict(counters or {})
     unknown = set(chosen) - set(SELECTABLE_COUNTERS)
     if unknown:
-        raise ValueError(f"read_ismrmrd: counters must be among {SELECTABLE_COUNTERS}, got {sorted(unknown)}")
+        raise ValueError(
+            f"read_ismrmrd: counters must be among {SELECTABLE_COUNTERS}, got {sorted(unknown)}")
     for name in SELECTABLE_COUNTERS:
         values = np.unique(idx[name][keep])
         if name in chosen:
             if chosen[name] not in values:
-                raise fail(f"idx.{name}", f"no acquisition with {name}={chosen[name]} (found {values.tolist()})")
+                raise fail(f"idx.{name}", f"no acquisition with {name}={chosen[name]} "
+                                          f"(found {values.tolist()})")
             keep &= idx[name] == chosen[name]
         elif values.size > 1:
             raise fail(f"idx.{name}", f"found values {values.tolist()}; select one with "
@@ -193,7 +197,8 @@ def read_ismrmrd(
         head = heads[a]
         if int(head["active_channels"]) != channels:
             raise fail(f"data[{a}].head.active_channels",
-                       f"expected {channels} like the first imaging acquisition, got {head['active_channels']}")
+                       f"expected {channels} like the first imaging acquisition, "
+                       f"got {head['active_channels']}")
         samples = _samples(records[a], fail, a)
         pre, post = int(head["discard_pre"]), int(head["discard_post"])
         samples = samples[:, pre: samples.shape[1] - post]
@@ -253,8 +258,9 @@ def read_ismrmrd(
     if noise_idx.size:
         blocks = [_samples(records[a], fail, a) for a in noise_idx]
         if any(b.shape[0] != channels for b in blocks):
-            raise fail(f"{dataset}/data", f"noise scans have {[b.shape[0] for b in blocks]} channels, "
-                                          f"imaging has {channels}")
+            raise fail(f"{dataset}/data",
+                       f"noise scans have {[b.shape[0] for b in blocks]} channels, "
+                       f"imaging has {channels}")
         noise = torch.from_numpy(np.concatenate(blocks, axis=1))
     geometry = _geometry(heads[imaging[0]], header, num_slices, positions)
     header = header.with_(num_coils=channels, geometry=geometry)
