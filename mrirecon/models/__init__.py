@@ -9,7 +9,7 @@
 """
 
 from mrirecon.models.backbones import ComplexImageCNN, DnCNN, NormUnet, ResNet, Unet
-from mrirecon.models.blocks import GradientDC, HardProjectionDC, ProximalDC, SoftKspaceDC, cg_solve
+from mrirecon.models.blocks import GradientDC, HardProjectionDC, ProximalDC, SoftKspaceDC, solve_proximal
 from mrirecon.models.convert import fastmri_varnet_state_dict
 from mrirecon.models.inference import reconstruct_slices
 from mrirecon.models.pnp import RED, PnPADMM, PnPHQS
@@ -51,7 +51,7 @@ __all__ = [
     "VariationalNetwork",
     "available_models",
     "build_model",
-    "cg_solve",
+    "solve_proximal",
     "fastmri_varnet_state_dict",
     "reconstruct_slices",
 ]

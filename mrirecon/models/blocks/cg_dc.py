@@ -2,65 +2,26 @@
 
 ``x = argmin_x ||A x - y||^2 + lam ||x - z||^2``, i.e. ``(A^H A + lam I) x = A^H y + lam z``.
 
-:func:`cg_solve` runs :func:`mrirecon.solvers.cg` inside an autograd ``Function`` whose backward
-solves the adjoint system -- the same Hermitian system -- by CG once more (implicit
-differentiation), so no CG iterations are stored. Gradients reach the right-hand side and
-``lam``; the operator is a constant (operators hold no trainable state). When an operator tensor
-does require a gradient, :class:`ProximalDC` falls back to differentiating through the unrolled
-iterations.
+The solve is :func:`mrirecon.solvers.cg_solve`: CG inside an autograd ``Function`` whose
+backward solves the adjoint system -- the same Hermitian system -- by CG once more (implicit
+differentiation), so no CG iterations are stored. Gradients reach the right-hand side, ``lam``
+and operator tensors that require a gradient (e.g. coil maps made by a network). With
+``implicit=False`` autograd differentiates through the unrolled iterations instead (the
+reference the implicit backward is tested against).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from mrirecon.core import LinearOperator
-from mrirecon.solvers import cg
+from mrirecon.solvers import cg, cg_solve
 
 
-def _sum_to_shape(g: Tensor, shape: torch.Size) -> Tensor:
-    """Sum a broadcast gradient back to ``shape``."""
-    while g.ndim > len(shape):
-        g = g.sum(dim=0)
-    for i, n in enumerate(shape):
-        if n == 1 and g.shape[i] != 1:
-            g = g.sum(dim=i, keepdim=True)
-    return g
-
-
-class _ImplicitCG(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, rhs, lam, gram, max_iterations, tolerance, batch_dims, x0):  # noqa: D102
-        def system(v):
-            return gram(v) + lam * v
-
-        x = cg(system, rhs, x0, max_iterations=max_iterations, tolerance=tolerance, batch_dims=batch_dims)
-        ctx.save_for_backward(x, lam)
-        ctx.gram, ctx.settings = gram, (max_iterations, tolerance, batch_dims)
-        return x
-
-    @staticmethod
-    def backward(ctx, grad_x):  # noqa: D102
-        x, lam = ctx.saved_tensors
-        max_iterations, tolerance, batch_dims = ctx.settings
-
-        def system(v):
-            return ctx.gram(v) + lam * v
-
-        # (G + lam I) is Hermitian: its adjoint system is itself.
-        g = cg(system, grad_x, None, max_iterations=max_iterations, tolerance=tolerance, batch_dims=batch_dims)
-        grad_lam = None
-        if ctx.needs_input_grad[1]:
-            # dx/dlam = -(G + lam I)^{-1} x  ->  dL/dlam = -Re <g, x>
-            prod = (g.conj() * x).real if g.is_complex() else g * x
-            grad_lam = _sum_to_shape(-prod, lam.shape)
-        return g, grad_lam, None, None, None, None, None
-
-
-def cg_solve(
+def solve_proximal(
     gram: Callable[[Tensor], Tensor],
     rhs: Tensor,
     lam: Tensor | float,
@@ -70,14 +31,14 @@ def cg_solve(
     batch_dims: int = 0,
     x0: Tensor | None = None,
     implicit: bool = True,
+    params: Sequence[Tensor] = (),
 ) -> Tensor:
     """Solve ``(gram + lam I) x = rhs`` by CG, differentiably.
 
     Parameters
     ----------
     gram
-        Hermitian positive semi-definite map (e.g. ``op.gram``); treated as constant when
-        ``implicit``.
+        Hermitian positive semi-definite map (e.g. ``op.gram``).
     rhs
         Right-hand side (domain shaped, complex or real).
     lam
@@ -90,6 +51,9 @@ def cg_solve(
     implicit
         ``True``: backward by a second CG solve (memory independent of the iterations).
         ``False``: autograd through the unrolled iterations.
+    params
+        Tensors inside ``gram`` that need gradients (implicit mode only; the unrolled mode
+        tracks everything).
 
     Returns
     -------
@@ -98,21 +62,20 @@ def cg_solve(
     """
     lam_t = lam if isinstance(lam, Tensor) else torch.tensor(float(lam), device=rhs.device)
     lam_t = lam_t.to(rhs.real.dtype)
-    if not implicit:
-        return cg(
-            lambda v: gram(v) + lam_t * v,
-            rhs,
-            x0,
-            max_iterations=max_iterations,
-            tolerance=tolerance,
-            batch_dims=batch_dims,
+    if implicit:
+        return cg_solve(
+            gram, rhs, lam_t, params=tuple(params), x0=x0,
+            max_iterations=max_iterations, tolerance=tolerance, batch_dims=batch_dims,
         )
-    start = None if x0 is None else x0.detach()
-    return _ImplicitCG.apply(rhs, lam_t, gram, max_iterations, tolerance, batch_dims, start)
+    return cg(
+        lambda v: gram(v) + lam_t * v, rhs, x0,
+        max_iterations=max_iterations, tolerance=tolerance, batch_dims=batch_dims,
+    )
 
 
-def _operator_has_grad(op: LinearOperator) -> bool:
-    return any(t.requires_grad for t in list(op.buffers()) + list(op.parameters()))
+def operator_tensors_with_grad(op: LinearOperator) -> list[Tensor]:
+    """The operator's buffers/parameters that require a gradient (e.g. network-made maps)."""
+    return [t for t in list(op.buffers()) + list(op.parameters()) if t.requires_grad]
 
 
 class ProximalDC(nn.Module):
@@ -159,7 +122,7 @@ class ProximalDC(nn.Module):
             aty = op.H(y)
         lam = self.lam.to(z.real.dtype)
         rhs = aty + lam * z
-        return cg_solve(
+        return solve_proximal(
             op.gram,
             rhs,
             lam,
@@ -167,5 +130,6 @@ class ProximalDC(nn.Module):
             tolerance=self.tolerance,
             batch_dims=1 if rhs.ndim > 1 else 0,
             x0=x0,
-            implicit=self.implicit and not _operator_has_grad(op),
+            implicit=self.implicit,
+            params=operator_tensors_with_grad(op) if self.implicit else (),
         )

@@ -2,7 +2,7 @@
 2017) with any (trained) image denoiser as the prior and any LinearOperator as the physics.
 
 The data step is the proximal map of ``0.5 ||A x - y||^2`` solved by CG on ``A^H A + rho I``
-(:func:`~mrirecon.models.blocks.cg_solve`, differentiable). The denoiser maps images
+(:func:`~mrirecon.models.blocks.solve_proximal`, differentiable). The denoiser maps images
 ``(B, H, W)`` to images of the same shape and dtype (wrap a real CNN in
 :class:`~mrirecon.models.backbones.ComplexImageCNN`). With ``normalize`` the data are scaled so
 that ``max |A^H y| = 1`` (the range denoisers are trained on) and the result is scaled back.
@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from mrirecon.core import LinearOperator
-from mrirecon.models.blocks.cg_dc import cg_solve
+from mrirecon.models.blocks.cg_dc import operator_tensors_with_grad, solve_proximal
 from mrirecon.models.common import normalized_data, require_batch
 
 Denoiser = Callable[[Tensor], Tensor]
@@ -39,7 +39,10 @@ class _PlugAndPlay(nn.Module):
     def prox_data(self, v: Tensor, op: LinearOperator, aty: Tensor, rho: float | None = None) -> Tensor:
         """``argmin_x 0.5 ||A x - y||^2 + rho/2 ||x - v||^2`` by CG (``aty = A^H y``)."""
         rho = self.rho if rho is None else rho
-        return cg_solve(op.gram, aty + rho * v, rho, max_iterations=self.cg_iterations, batch_dims=1, x0=v)
+        return solve_proximal(
+            op.gram, aty + rho * v, rho, max_iterations=self.cg_iterations, batch_dims=1, x0=v,
+            params=operator_tensors_with_grad(op),
+        )
 
     @staticmethod
     def _unscale(x: Tensor, scale: Tensor | None) -> Tensor:
