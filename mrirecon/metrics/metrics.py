@@ -34,7 +34,7 @@ def _as_pair(gt: ArrayLike, pred: ArrayLike, who: str, volume: bool = False) -> 
     is_torch = isinstance(gt, Tensor) or isinstance(pred, Tensor)
     tensors = []
     for name, a in (("gt", gt), ("pred", pred)):
-        t = a if isinstance(a, Tensor) else torch.from_numpy(np.asarray(a))
+        t = a if isinstance(a, Tensor) else torch.from_numpy(np.ascontiguousarray(a))
         if t.is_complex():
             raise ValueError(f"{who}: {name} is complex; pass magnitude images")
         tensors.append(t.to(torch.float64))
@@ -95,7 +95,7 @@ def crop_to_target(gt: ArrayLike, pred: ArrayLike) -> tuple[Tensor, Tensor]:
 
     Returns float64 tensors ``(slices, W_t, W_t)``.
     """
-    g, p = (a if isinstance(a, Tensor) else torch.from_numpy(np.asarray(a)) for a in (gt, pred))
+    g, p = (a if isinstance(a, Tensor) else torch.from_numpy(np.ascontiguousarray(a)) for a in (gt, pred))
     size = (g.shape[-1], g.shape[-1])
     for name, a in (("target", g), ("prediction", p)):
         if a.shape[-2] < size[0] or a.shape[-1] < size[1]:

@@ -50,16 +50,14 @@ def ssim_map(
     H, W = x.shape[-2:]
     if win_size > min(H, W):
         raise ValueError(f"ssim_map: win_size {win_size} exceeds image size {(H, W)}")
-    lead = x.shape[:-2]
     np_ = win_size * win_size
     dtype = torch.promote_types(x.dtype, y.dtype)
-    xb = x.to(dtype).reshape(-1, 1, H, W)
-    yb = y.to(dtype).reshape(-1, 1, H, W)
+    xb, yb = x.to(dtype), y.to(dtype)
     L = torch.as_tensor(data_range, dtype=dtype, device=x.device)
-    L = torch.broadcast_to(L, lead).reshape(-1, 1, 1, 1)
+    L = torch.broadcast_to(L, x.shape[:-2])[..., None, None]
 
     def mean(t: Tensor) -> Tensor:
-        # separable box filter over the valid windows (unfold + sum: fast and exact to 1 ulp-ish)
+        # separable box filter over the valid windows: sums of win_size terms per axis
         t = t.unfold(-1, win_size, 1).sum(-1)
         return t.unfold(-2, win_size, 1).sum(-1) / np_
 
@@ -73,8 +71,7 @@ def ssim_map(
     c2 = (k2 * L) ** 2
     num = (2 * ux * uy + c1) * (2 * vxy + c2)
     den = (ux * ux + uy * uy + c1) * (vx + vy + c2)
-    s = num / den
-    return s.reshape(lead + s.shape[-2:])
+    return num / den
 
 
 class SSIMLoss(nn.Module):
