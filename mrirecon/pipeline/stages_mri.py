@@ -1,0 +1,190 @@
+"""MRI pipeline stages: small functions with typed input and output, one slice at a time.
+
+``load -> preprocess -> undersample -> calibrate -> reconstruct -> postprocess`` act on a
+:class:`MRISlice`; evaluation and export act on whole (small, reconstructed) volumes in the runner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from mrirecon.data.containers import Header
+from mrirecon.functional import center_crop, ifft2c, rss
+from mrirecon.operators import sense
+from mrirecon.pipeline.schema import (
+    CalibrateConfig,
+    PostprocessConfig,
+    PreprocessConfig,
+    ReconstructConfig,
+    UndersampleConfig,
+)
+
+
+@dataclass
+class MRISlice:
+    """The state of one slice as it flows through the stages.
+
+    Attributes
+    ----------
+    kspace
+        ``(coils, H, W)`` complex; after ``undersample`` only sampled columns are non-zero.
+    mask
+        ``(W,)`` bool sampled columns (all acquired columns for fully sampled data).
+    header
+        The volume's header (recon size, padding, geometry).
+    reference
+        ``(h, w)`` reference magnitude (``reconstruction_rss``) or ``None``.
+    noise
+        ``(coils, samples)`` noise scan or ``None``.
+    maps
+        ``(coils, H, W)`` sensitivities after ``calibrate`` (``None`` for methods that do not
+        need them).
+    image
+        ``(H, W)`` complex reconstruction after ``reconstruct``.
+    """
+
+    kspace: Tensor
+    mask: Tensor
+    header: Header
+    file_name: str
+    index: int
+    reference: Tensor | None = None
+    noise: Tensor | None = None
+    maps: Tensor | None = None
+    image: Tensor | None = None
+    num_low_frequencies: int | None = None
+
+
+def _acquired(header: Header, width: int) -> Tensor:
+    m = torch.zeros(width, dtype=torch.bool)
+    m[header.padding_left : header.padding_right] = True
+    return m
+
+
+def make_slice(ks, index: int, file_name: str, file_mask: Tensor | None) -> MRISlice:
+    """``KSpace`` (one slice) from a reader -> :class:`MRISlice`."""
+    data = ks.data[0]
+    w = data.shape[-1]
+    if file_mask is not None:
+        mask = file_mask.reshape(-1).bool()
+    elif ks.mask is not None:
+        mask = ks.mask.reshape(-1).bool()
+    else:
+        mask = _acquired(ks.header, w)
+    ref = ks.reference[0] if ks.reference is not None else None
+    return MRISlice(data, mask, ks.header, file_name, index, ref, ks.noise)
+
+
+def preprocess(s: MRISlice, cfg: PreprocessConfig) -> MRISlice:
+    """Noise prewhitening (when a noise scan exists) and coil compression."""
+    from mrirecon import calib
+
+    kspace = s.kspace
+    if cfg.prewhiten and s.noise is not None:
+        kspace = calib.prewhiten(kspace, noise=s.noise)
+    if cfg.coil_compression is not None and cfg.coil_compression < kspace.shape[0]:
+        if cfg.compression_method == "gcc":
+            kspace = calib.gcc_compress(kspace, cfg.coil_compression)[0]
+        else:
+            kspace = calib.svd_compress(kspace, cfg.coil_compression)[0]
+    return replace(s, kspace=kspace)
+
+
+def undersample(s: MRISlice, cfg: UndersampleConfig) -> MRISlice:
+    """Retrospective undersampling with a fastMRI mask function (file-name seeded by default)."""
+    if not cfg.enabled:
+        return replace(s, kspace=s.kspace * s.mask)
+    from mrirecon.sampling import apply_mask, create_mask_for_mask_type, file_seed
+
+    mask_fn = create_mask_for_mask_type(cfg.mask, cfg.center_fractions, cfg.accelerations)
+    seed = file_seed(s.file_name) if cfg.seed == "file" else cfg.fixed_seed
+    padding = (s.header.padding_left, s.header.padding_right)
+    masked, mask, num_low = apply_mask(s.kspace, mask_fn, seed=seed, padding=padding)
+    return replace(s, kspace=masked, mask=mask.reshape(-1), num_low_frequencies=num_low)
+
+
+def calibrate(s: MRISlice, cfg: CalibrateConfig) -> MRISlice:
+    """Coil sensitivities from the fully sampled centre (ESPIRiT or Walsh)."""
+    if cfg.method == "none":
+        return s
+    from mrirecon import calib
+
+    calib_width = min(cfg.calib_width, _centre_width(s.mask))
+    if cfg.method == "espirit":
+        maps = calib.espirit_maps(s.kspace, calib_width=(calib_width if calib_width >= cfg.kernel_width + 2
+                                                         else cfg.kernel_width + 2),
+                                  kernel_width=cfg.kernel_width, thresh=cfg.threshold, crop=cfg.crop)
+    else:
+        low = s.kspace * _centre_window(s.mask, calib_width)
+        maps = calib.walsh_maps(ifft2c(low))
+    return replace(s, maps=maps)
+
+
+def _centre_width(mask: Tensor) -> int:
+    """Width of the contiguous run of sampled columns around the centre."""
+    w = mask.numel()
+    c = w // 2
+    left = c
+    while left > 0 and bool(mask[left - 1]):
+        left -= 1
+    right = c
+    while right < w - 1 and bool(mask[right + 1]):
+        right += 1
+    return right - left + 1 if bool(mask[c]) else 0
+
+
+def _centre_window(mask: Tensor, width: int) -> Tensor:
+    w = mask.numel()
+    win = torch.zeros(w, dtype=torch.bool)
+    win[w // 2 - width // 2 : w // 2 - width // 2 + width] = True
+    return win & mask
+
+
+def reconstruct(s: MRISlice, cfg: ReconstructConfig, model: torch.nn.Module | None) -> MRISlice:
+    """Classical method by name (:func:`mrirecon.recon.run`) or a learned ``model(y, op)``."""
+    from mrirecon import recon
+
+    y = s.kspace
+    if cfg.method in ("zero_filled_rss", "grappa") or (model is None and s.maps is None):
+        image = recon.run(cfg.method, y, None, mask=s.mask, **cfg.params) if cfg.method == "grappa" \
+            else recon.run(cfg.method, y, None, **cfg.params)
+        return replace(s, image=image)
+    maps = s.maps if s.maps is not None else torch.ones_like(y) / (y.shape[0] ** 0.5)
+    op = sense(maps, s.mask)
+    if model is not None:
+        with torch.inference_mode():
+            image = model(y.unsqueeze(0), sense(maps.unsqueeze(0), s.mask))[0]
+    else:
+        image = recon.run(cfg.method, y, op, **cfg.params)
+    return replace(s, image=image)
+
+
+def recon_size(header: Header, cfg: PostprocessConfig, shape: tuple[int, int]) -> tuple[int, int]:
+    if cfg.crop == "none":
+        return shape
+    size = header.recon_size if cfg.crop == "recon_size" else tuple(cfg.crop_size)
+    return (min(size[0], shape[0]), min(size[1], shape[1]))
+
+
+def postprocess(s: MRISlice, cfg: PostprocessConfig) -> Tensor:
+    """Magnitude cropped to the recon size: ``(h, w)`` float32 on the reference's scale."""
+    img = s.image
+    if img.ndim == 3:  # coil images (e.g. GRAPPA k-space recon) -> RSS
+        img = rss(img, dim=0)
+    mag = img.abs() if img.is_complex() else img
+    out = center_crop(mag, recon_size(s.header, cfg, tuple(mag.shape[-2:])))
+    return out.float()
+
+
+def zero_filled_preview(s: MRISlice, cfg: PostprocessConfig) -> Tensor:
+    """RSS of the zero-filled undersampled data, cropped like the output (for the report)."""
+    img = rss(ifft2c(s.kspace), dim=0)
+    return center_crop(img, recon_size(s.header, cfg, tuple(img.shape[-2:]))).float()
+
+
+def describe(cfg: ReconstructConfig) -> dict[str, Any]:
+    return {"method": cfg.method, **cfg.params}
