@@ -124,9 +124,9 @@ def test_proximal_dc_learns_lambda_gradient_and_falls_back_when_operator_needs_g
     grads = []
     for implicit in (True, False):
         maps = op.maps.clone().requires_grad_(True)
-        dc = ProximalDC(lam=0.1, max_iterations=100, tolerance=1e-14, implicit=implicit)
+        dc = ProximalDC(lam=0.1, max_iterations=30, implicit=implicit)  # converged, no breakdown
         out = dc(x_true, y, sense(maps, op.mask))
         out.abs().sum().backward()
         assert maps.grad is not None and float(maps.grad.abs().sum()) > 0
         grads.append(maps.grad)
-    assert torch.allclose(grads[0], grads[1], rtol=1e-5, atol=1e-7)  # unrolled CG converges slower
+    assert torch.allclose(grads[0], grads[1], rtol=1e-8, atol=1e-10)
