@@ -61,12 +61,11 @@ class ReconstructConfig:
 
 @dataclass(frozen=True)
 class PostprocessConfig:
-    """Crop to the header's recon size (or a fixed size), magnitude, intensity scaling."""
+    """Crop to the header's recon size (or a fixed size) and take the magnitude."""
 
     crop: Literal["recon_size", "none", "fixed"] = "recon_size"
     crop_size: tuple[int, int] = (320, 320)
     output: Literal["magnitude", "rss"] = "magnitude"
-    scale: Literal["reference", "none"] = "reference"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,167 @@
+"""One input volume through the stages: stream slices, then evaluate and export the volume."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mrirecon.data.containers import Image
+from mrirecon.pipeline import stages_mri
+from mrirecon.pipeline.report import VolumeResult
+from mrirecon.pipeline.schema import PipelineConfig
+
+log = logging.getLogger("mrirecon.pipeline")
+
+
+def detect_format(path: Path, wanted: str) -> str:
+    """Pick the reader: explicit ``load.format`` or by content (HDF5 groups) / folder."""
+    if wanted != "auto":
+        return wanted
+    if path.is_dir() or path.suffix.lower() == ".dcm":
+        return "dicom"
+    from mrirecon.io.probe import hdf5_layout
+
+    return hdf5_layout(path)
+
+
+def process_volume(config: PipelineConfig, path: Path, output: Path, result: VolumeResult, *,
+                   model, device: str, progress: bool) -> None:
+    """Reconstruct, evaluate and export one file; fills ``result`` in place."""
+    fmt = detect_format(path, config.load.format)
+    if config.modality == "mri":
+        if fmt not in ("fastmri", "ismrmrd"):
+            raise ValueError(f"{path}: an MRI pipeline needs fastMRI or ISMRMRD data, found {fmt}")
+        recon, reference, zero_filled, geometry = _mri_volume(config, path, fmt, model, device, progress)
+        image = Image(recon, geometry, kind="magnitude", modality="MR",
+                      description=f"mrirecon {config.reconstruct.method}")
+    else:
+        from mrirecon.pipeline.stages_ct import ct_volume
+
+        recon, reference, zero_filled, geometry = ct_volume(config, path, fmt, model, device, progress)
+        image = Image(recon, geometry, kind="hu", modality="CT",
+                      description=f"mrirecon {config.reconstruct.method}")
+    result.slices = int(recon.shape[0])
+    if config.evaluate.enabled and reference is not None:
+        result.metrics = evaluate(reference, recon if config.modality == "mri" else image_for_metrics(recon))
+    export(config, path, output, image, reference, zero_filled, result)
+
+
+def image_for_metrics(hu: torch.Tensor) -> torch.Tensor:
+    """CT metrics are computed on attenuation-like values shifted to be non-negative."""
+    return hu + 1000.0
+
+
+def evaluate(reference: torch.Tensor, recon: torch.Tensor) -> dict[str, float]:
+    from mrirecon.metrics import nmse, psnr, ssim
+
+    ref = reference.double().numpy()
+    rec = recon.double().numpy()
+    if ref.shape != rec.shape:
+        raise ValueError(f"evaluate: reference {ref.shape} and reconstruction {rec.shape} differ")
+    return {"nmse": float(nmse(ref, rec)), "psnr": float(psnr(ref, rec)), "ssim": float(ssim(ref, rec))}
+
+
+def _mri_volume(config: PipelineConfig, path: Path, fmt: str, model, device: str, progress: bool):
+    from tqdm.auto import tqdm
+
+    from mrirecon.io import FastMRIFile, read_ismrmrd
+
+    if fmt == "fastmri":
+        src = FastMRIFile(path)
+        n = len(src)
+        file_mask = src.sampling_mask() if src.mask is not None else None
+
+        def read(i):
+            return src.read_slice(i)
+    else:
+        vol = read_ismrmrd(path)
+        src, n, file_mask = None, vol.data.shape[0], None
+
+        def read(i):
+            from dataclasses import replace
+
+            return replace(vol, data=vol.data[i : i + 1],
+                           reference=None, slice_indices=(i,))
+    outs, refs, zfs = [], [], []
+    header = None
+    try:
+        for i in tqdm(range(n), desc=path.name, unit="slice", disable=not progress, leave=False):
+            ks = read(i)
+            header = ks.header
+            s = stages_mri.make_slice(ks, i, path.name, file_mask)
+            s = stages_mri.preprocess(s, config.preprocess)
+            s = stages_mri.undersample(s, config.undersample)
+            s = stages_mri.calibrate(s, config.calibrate)
+            s.kspace = s.kspace.to(device)
+            if s.maps is not None:
+                s.maps = s.maps.to(device)
+            s = stages_mri.reconstruct(s, config.reconstruct, model)
+            s.image = s.image.cpu()
+            s.kspace = s.kspace.cpu()
+            out = stages_mri.postprocess(s, config.postprocess)
+            outs.append(out)
+            zfs.append(stages_mri.zero_filled_preview(s, config.postprocess))
+            if s.reference is not None and tuple(s.reference.shape) == tuple(out.shape):
+                refs.append(s.reference.float())
+    finally:
+        if src is not None:
+            src.close()
+    recon = torch.stack(outs)
+    reference = torch.stack(refs) if len(refs) == n else None
+    return recon, reference, torch.stack(zfs), header.geometry
+
+
+def export(config: PipelineConfig, path: Path, output: Path, image: Image,
+           reference: torch.Tensor | None, zero_filled: torch.Tensor | None,
+           result: VolumeResult) -> None:
+    """Write the configured formats for one volume; records the output paths in ``result``."""
+    from mrirecon import io
+
+    stem = path.stem if path.is_file() else path.name
+    formats = config.export.formats
+    if "hdf5" in formats:
+        target = output / "reconstructions" / f"{stem}.h5"
+        io.write_reconstruction(target, image.data.numpy())
+        result.outputs["hdf5"] = str(target)
+    if "nifti" in formats:
+        target = output / "nifti" / f"{stem}.nii.gz"
+        io.write_nifti(image, target)
+        result.outputs["nifti"] = str(target)
+    if "dicom" in formats:
+        folder = output / "dicom" / stem
+        io.write_dicom_series(image, folder, series_description=config.export.series_description
+                              or image.description, keep_identity=config.export.keep_identity)
+        result.outputs["dicom"] = str(folder)
+    if "png" in formats:
+        result.figures = _figures(image, reference, zero_filled, output / "figures" / stem,
+                                  config.report.max_slices_in_figures)
+
+
+def _figures(image: Image, reference, zero_filled, folder: Path, max_slices: int) -> list[str]:
+    from mrirecon.io.png import save_panel
+
+    vol = image.data.numpy()
+    n = vol.shape[0]
+    picks = sorted(set(np.linspace(0, n - 1, min(max_slices, n)).round().astype(int).tolist()))
+    paths = []
+    for k in picks:
+        imgs, titles, err_idx = [vol[k]], ["reconstruction"], None
+        vmax = float(vol[k].max())
+        if reference is not None:
+            ref = reference[k].numpy()
+            vmax = float(ref.max())
+            imgs += [ref, np.abs(vol[k] - ref)]
+            titles += ["reference", "|error|"]
+            err_idx = 2
+        if zero_filled is not None:
+            imgs.append(zero_filled[k].numpy())
+            titles.append("zero-filled input" if image.modality == "MR" else "FBP input")
+        if image.modality == "CT":
+            imgs = [np.clip(i, -200, 400) + 200 if j != err_idx else i for j, i in enumerate(imgs)]
+            vmax = 600
+        paths.append(str(save_panel(imgs, titles, folder / f"slice_{k:03d}.png", vmax=vmax,
+                                    error_index=err_idx, suptitle=f"slice {k}")))
+    return paths
