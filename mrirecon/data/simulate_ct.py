@@ -1,0 +1,237 @@
+"""Simulated low-dose CT in the LoDoPaB-CT layout, from the allowed DICOM images and phantoms.
+
+For each sample a ground truth in Hounsfield units is made either from one of the allowed CT
+DICOM frames (:mod:`mrirecon.io.ct_sources`: random rotation, flip, shift and a zoom that
+fills 60-100 % of the field of view, so physical sizes are *not* kept) or from a random
+ellipse phantom (:func:`~mrirecon.data.anatomy.random_ellipses_hu`). It is converted to linear
+attenuation ``mu = mu_water (1 + HU / 1000)`` (clipped at 0; ``mu_water = 0.0192 /mm`` at about
+70 keV), projected with :func:`mrirecon.operators.ct.ct_operator` to line integrals ``p``, and
+measured with Poisson noise: ``counts ~ Poisson(I0 exp(-p))``, ``counts >= min_count``,
+``p_noisy = -log(counts / I0)``. Files follow :mod:`mrirecon.io.lodopab`.
+
+Every random choice comes from ``numpy.random.default_rng([seed, sample, stream])``; stream 1
+is the photon noise only, so ``photons=None`` gives the noise-free twin of a noisy dataset.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from mrirecon.data.anatomy import random_ellipses_hu
+from mrirecon.operators.ct_geometry import CTGeometry
+
+MU_WATER_70KEV_PER_MM = 0.0192
+HU_AIR, HU_MAX = -1024.0, 3071.0
+SOURCES = ("mixed", "dicom", "phantom")
+# clinical fan-beam distances (mm), e.g. a Siemens SOMATOM Definition
+SOURCE_ISOCENTER_MM, SOURCE_DETECTOR_MM = 595.0, 1085.6
+
+
+@dataclass
+class SimulatedCT:
+    """Simulated samples before writing.
+
+    Attributes
+    ----------
+    hu
+        ``(N, H, W)`` float64 Hounsfield units, clipped to ``[-1024, 3071]``.
+    attenuation
+        ``(N, H, W)`` float64 linear attenuation (1/mm).
+    clean
+        ``(N, views, detectors)`` float64 noise-free line integrals ``A mu``.
+    sinogram
+        ``(N, views, detectors)`` float64 noisy post-log line integrals (``clean`` when
+        ``photons`` is ``None``).
+    geometry
+        The acquisition geometry.
+    origins
+        Source of each sample: ``"<file>#<frame>"`` or ``"phantom"``.
+    """
+
+    hu: np.ndarray
+    attenuation: np.ndarray
+    clean: np.ndarray
+    sinogram: np.ndarray
+    geometry: CTGeometry
+    origins: list[str]
+
+
+def ct_simulation_geometry(
+    geometry: str = "parallel",
+    size: int = 128,
+    views: int = 180,
+    detectors: int | None = None,
+    fov_mm: float = 260.0,
+    detector: str = "flat",
+) -> CTGeometry:
+    """Geometry of a simulation: ``size x size`` pixels over ``fov_mm``.
+
+    Parallel beam follows LoDoPaB (angles ``(i + 1/2) pi / views``, detector covering the
+    image diagonal, by default ``ceil(size sqrt 2)`` bins rounded up to odd: 513 for 362).
+    Fan beam uses clinical distances (source-isocentre 595 mm, source-detector 1085.6 mm) over
+    a full turn, detector pitch = pixel size x magnification.
+    """
+    from mrirecon.io.lodopab import lodopab_geometry
+
+    if isinstance(size, bool) or int(size) != size or size < 8:
+        raise ValueError(f"simulate_ct: size must be an integer >= 8, got {size!r}")
+    if isinstance(views, bool) or int(views) != views or views < 1:
+        raise ValueError(f"simulate_ct: views must be an integer >= 1, got {views!r}")
+    if not fov_mm > 0:
+        raise ValueError(f"simulate_ct: fov_mm must be > 0, got {fov_mm!r}")
+    size, views = int(size), int(views)
+    if geometry == "parallel":
+        n_det = detectors if detectors is not None else int(math.ceil(size * math.sqrt(2))) | 1
+        return lodopab_geometry((size, size), views, int(n_det), fov_mm / 2)
+    if geometry == "fan":
+        pixel = fov_mm / size
+        sid = max(SOURCE_ISOCENTER_MM, 2.0 * fov_mm)
+        sdd = sid * SOURCE_DETECTOR_MM / SOURCE_ISOCENTER_MM
+        return CTGeometry.fan((size, size), views, detectors, source_isocenter=sid,
+                              source_detector=sdd, detector=detector, pixel_size=pixel)
+    raise ValueError(f"simulate_ct: geometry must be 'parallel' or 'fan', got {geometry!r}")
+
+
+def _resample_source(hu: np.ndarray, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """Random rotation / flip / shift / zoom of a source image onto the simulation grid."""
+    h, w = shape
+    src_h, src_w = hu.shape
+    fill = float(rng.uniform(0.6, 1.0))
+    scale = max(src_h, src_w) / (fill * max(h, w))  # source pixels per output pixel
+    angle = float(rng.uniform(-np.pi, np.pi))
+    flip = -1.0 if rng.uniform() < 0.5 else 1.0
+    shift = rng.uniform(-0.05, 0.05, size=2) * np.array([h, w])
+    rr, cc = np.mgrid[:h, :w].astype(np.float64)
+    rr = rr - (h - 1) / 2 - shift[0]
+    cc = (cc - (w - 1) / 2 - shift[1]) * flip
+    ca, sa = math.cos(angle), math.sin(angle)
+    src_r = (ca * rr - sa * cc) * scale + (src_h - 1) / 2
+    src_c = (sa * rr + ca * cc) * scale + (src_w - 1) / 2
+    # source pixels outside the reconstruction circle are already air after clipping
+    return ndimage.map_coordinates(hu.astype(np.float64), [src_r, src_c], order=1, mode="constant",
+                                   cval=-1000.0)
+
+
+def poisson_postlog(clean: np.ndarray, photons: float, rng: np.random.Generator,
+                    min_count: float = 1.0) -> np.ndarray:
+    """Post-log noisy line integrals ``-log(max(Poisson(I0 exp(-p)), min_count) / I0)``."""
+    if not photons > 0:
+        raise ValueError(f"simulate_ct: photons must be > 0, got {photons!r}")
+    if not min_count > 0:
+        raise ValueError(f"simulate_ct: min_count must be > 0, got {min_count!r}")
+    counts = rng.poisson(photons * np.exp(-clean)).astype(np.float64)
+    return -np.log(np.maximum(counts, min_count) / photons)
+
+
+def simulate_ct_samples(
+    samples: int = 8,
+    geometry: str | CTGeometry = "parallel",
+    views: int = 180,
+    photons: float | None = 4096.0,
+    size: int = 128,
+    seed: int = 0,
+    *,
+    sources: str = "mixed",
+    detectors: int | None = None,
+    fov_mm: float = 260.0,
+    mu_water: float = MU_WATER_70KEV_PER_MM,
+    min_count: float = 1.0,
+    dicom_fraction: float = 0.7,
+) -> SimulatedCT:
+    """Simulate ``samples`` ground truths and their (noisy) sinograms; see the module docstring.
+
+    Parameters
+    ----------
+    geometry
+        ``"parallel"``, ``"fan"`` or a ready :class:`CTGeometry` (``views``, ``size``,
+        ``detectors``, ``fov_mm`` then come from it).
+    photons
+        Incident photons per detector bin ``I0``, or ``None`` for noise-free data.
+    sources
+        ``"dicom"``, ``"phantom"`` or ``"mixed"`` (DICOM with probability ``dicom_fraction``).
+    mu_water
+        Water attenuation in 1/mm for ``mu = mu_water (1 + HU/1000)``.
+    min_count
+        Floor of the photon counts before the log (LoDoPaB used 0.1).
+    """
+    from mrirecon.io.ct_sources import load_ct_sources
+    from mrirecon.operators.ct import ct_operator
+
+    if isinstance(samples, bool) or int(samples) != samples or samples < 1:
+        raise ValueError(f"simulate_ct: samples must be an integer >= 1, got {samples!r}")
+    if isinstance(seed, bool) or int(seed) != seed or seed < 0:
+        raise ValueError(f"simulate_ct: seed must be an integer >= 0, got {seed!r}")
+    if sources not in SOURCES:
+        raise ValueError(f"simulate_ct: sources must be one of {SOURCES}, got {sources!r}")
+    if photons is not None and not float(photons) > 0:
+        raise ValueError(f"simulate_ct: photons must be > 0 or None, got {photons!r}")
+    geom = geometry if isinstance(geometry, CTGeometry) else ct_simulation_geometry(
+        geometry, size, views, detectors, fov_mm)
+    shape = geom.image_shape
+    slices = load_ct_sources() if sources != "phantom" else []
+    hu = np.empty((int(samples),) + shape)
+    origins = []
+    for i in range(int(samples)):
+        rng = np.random.default_rng([int(seed), i, 0])
+        use_dicom = sources == "dicom" or (sources == "mixed" and rng.uniform() < dicom_fraction)
+        if use_dicom:
+            src = slices[int(rng.integers(len(slices)))]
+            # display orientation (row = posterior) -> physical (row = -y), as LoDoPaB stores it
+            img = _resample_source(src.hu[::-1], shape, rng)
+            origins.append(f"{src.name}#{src.frame}")
+        else:
+            img = random_ellipses_hu(shape, rng)
+            origins.append("phantom")
+        hu[i] = np.clip(img, HU_AIR, HU_MAX)
+    mu = np.maximum(mu_water * (1.0 + hu / 1000.0), 0.0)
+    op = ct_operator(geom)
+    with torch.no_grad():
+        clean = op(torch.from_numpy(mu)).double().numpy()
+    noisy = clean.copy()
+    if photons is not None:
+        for i in range(int(samples)):
+            noisy[i] = poisson_postlog(clean[i], float(photons), np.random.default_rng([int(seed), i, 1]),
+                                       min_count)
+    return SimulatedCT(hu=hu, attenuation=mu, clean=clean, sinogram=noisy, geometry=geom,
+                       origins=origins)
+
+
+def simulate_ct_dataset(
+    out_dir: str | os.PathLike,
+    geometry: str | CTGeometry = "parallel",
+    views: int = 180,
+    photons: float | None = 4096.0,
+    size: int = 128,
+    seed: int = 0,
+    *,
+    samples: int = 8,
+    part: str = "train",
+    samples_per_file: int = 128,
+    mu_water: float = MU_WATER_70KEV_PER_MM,
+    min_count: float = 1.0,
+    **options,
+) -> list[Path]:
+    """Simulate and write a LoDoPaB-layout dataset part; returns the written files.
+
+    ``out_dir/observation_{part}_{i:03d}.hdf5`` hold the noisy post-log sinograms divided by
+    ``MU_MAX`` and ``out_dir/ground_truth_{part}_{i:03d}.hdf5`` the attenuation divided by
+    ``MU_MAX`` (in ``[0, 1]``) plus the HU images; geometry, photons, ``mu_water`` and
+    ``min_count`` are recorded as attributes. Other keywords go to :func:`simulate_ct_samples`.
+    """
+    from mrirecon.io.lodopab import write_lodopab
+
+    sim = simulate_ct_samples(samples, geometry, views, photons, size, seed, mu_water=mu_water,
+                              min_count=min_count, **options)
+    attrs = {"seed": int(seed), "origins": "\n".join(sim.origins),
+             "simulation": "mrirecon.data.simulate_ct"}
+    return write_lodopab(out_dir, part, sim.sinogram, sim.attenuation, geometry=sim.geometry,
+                         hu=sim.hu, photons=photons, min_photon_count=min_count if photons else None,
+                         mu_water=mu_water, mu_air=0.0, samples_per_file=samples_per_file,
+                         attrs=attrs)

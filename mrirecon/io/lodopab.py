@@ -1,0 +1,347 @@
+"""LoDoPaB-CT HDF5 layout: reader and writer.
+
+The public LoDoPaB-CT dataset (Leuschner et al., Sci. Data 2021; read by ``dival``) is a folder
+of HDF5 files, each with one dataset ``data``:
+
+* ``observation_{part}_{i:03d}.hdf5``: ``(n, 1000, 513)`` float32 post-log sinograms divided
+  by ``MU_MAX``: ``-log(N / N0) / MU_MAX`` with ``N0 = 4096`` photons per detector bin and
+  zero counts replaced by 0.1;
+* ``ground_truth_{part}_{i:03d}.hdf5``: ``(n, 362, 362)`` float32 images ``mu / MU_MAX`` clipped
+  to ``[0, 1]``, with ``mu(HU) = MU_WATER + HU (MU_WATER - MU_AIR) / 1000``,
+  ``MU_WATER = 20 /m``, ``MU_AIR = 0.02 /m`` and ``MU_MAX = mu(3071 HU) = 81.35858 /m``;
+
+``n = 128`` except in the last file of a part (``train``, ``validation``, ``test``). The image
+domain is ``[-0.13, 0.13]^2`` m (pixel 0.7182 mm) and the geometry ODL's
+``parallel_beam_geometry``: angles ``(i + 1/2) pi / 1000``, 513 detector bins over
+``[-0.13 sqrt 2, 0.13 sqrt 2]`` m. Observations therefore equal the ray transform of the
+ground truth with lengths in metres.
+
+Image arrays follow ODL: ``a[ix, iy]`` with ``x`` along axis 0. mrirecon images are
+``(rows, cols)`` with columns along ``+x`` and rows along ``-y`` (see
+:class:`~mrirecon.operators.ct_geometry.CTGeometry`, whose angle and detector conventions are
+ODL's), so ``image = rot90(a)`` and ``a = rot90(image, -1)``; with that,
+``ct_operator(geometry)(image)`` reproduces the stored sinogram.
+
+Files written here add, without changing the public layout: a ``hu`` dataset (Hounsfield
+units, same layout as ``data``) in ground-truth files, and root attributes ``geometry``
+(JSON of the :class:`CTGeometry`), ``mu_max_per_m``, ``mu_water_per_mm``,
+``mu_air_per_mm``, ``photons`` and ``min_photon_count``. Files without them are read with the
+public dataset's geometry and constants.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import asdict
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from mrirecon.data.containers import Image, ImageGeometry, Sinogram
+from mrirecon.io.atomic import atomic_path
+from mrirecon.io.errors import DataFormatError
+from mrirecon.operators.ct_geometry import CTGeometry
+
+MU_WATER_PER_M = 20.0
+MU_AIR_PER_M = 0.02
+MU_MAX_PER_M = 3071 * (MU_WATER_PER_M - MU_AIR_PER_M) / 1000 + MU_WATER_PER_M  # 81.35858
+MU_MAX_PER_MM = MU_MAX_PER_M / 1000.0
+PHOTONS = 4096
+MIN_PHOTON_COUNT = 0.1
+NUM_ANGLES = 1000
+NUM_DETECTORS = 513
+IMAGE_SHAPE = (362, 362)
+HALF_FOV_MM = 130.0
+SAMPLES_PER_FILE = 128
+PARTS = ("train", "validation", "test")
+_NAME = re.compile(r"^(observation|ground_truth)_(\w+?)_(\d{3})\.hdf5$")
+
+
+def lodopab_geometry(
+    image_shape: tuple[int, int] = IMAGE_SHAPE,
+    num_angles: int = NUM_ANGLES,
+    num_detectors: int = NUM_DETECTORS,
+    half_fov_mm: float = HALF_FOV_MM,
+) -> CTGeometry:
+    """The LoDoPaB-CT parallel-beam geometry (defaults: the public dataset), lengths in mm.
+
+    Pixel ``2 half_fov / H`` (square pixels); ``num_angles`` angles
+    ``(i + 1/2) pi / num_angles``; ``num_detectors`` bins covering the distance of the domain's
+    corners, ``[-sqrt 2, sqrt 2] * half_fov`` for a square image (ODL's
+    ``parallel_beam_geometry``).
+    """
+    h, w = (int(s) for s in image_shape)
+    pixel = 2 * half_fov_mm / h
+    angles = (np.arange(num_angles) + 0.5) * math.pi / num_angles
+    reach = 0.5 * pixel * math.hypot(h, w)  # distance of the domain's corners from the centre
+    return CTGeometry("parallel", (h, w), tuple(angles), int(num_detectors),
+                      pixel_size=pixel, detector_spacing=2 * reach / num_detectors)
+
+
+def to_lodopab_layout(image: np.ndarray) -> np.ndarray:
+    """mrirecon ``(..., rows, cols)`` -> ODL/LoDoPaB ``(..., x, y)`` (``rot90(image, -1)``)."""
+    return np.ascontiguousarray(np.rot90(np.asarray(image), -1, axes=(-2, -1)))
+
+
+def from_lodopab_layout(array: np.ndarray) -> np.ndarray:
+    """ODL/LoDoPaB ``(..., x, y)`` -> mrirecon ``(..., rows, cols)`` (``rot90(array)``)."""
+    return np.ascontiguousarray(np.rot90(np.asarray(array), 1, axes=(-2, -1)))
+
+
+def hu_to_attenuation(hu, mu_water: float = MU_WATER_PER_M / 1000, mu_air: float = MU_AIR_PER_M / 1000):
+    """Linear attenuation (1/mm) of Hounsfield units: ``mu_w + HU (mu_w - mu_air) / 1000``."""
+    return mu_water + np.asarray(hu, dtype=np.float64) * (mu_water - mu_air) / 1000.0
+
+
+def attenuation_to_hu(mu, mu_water: float = MU_WATER_PER_M / 1000, mu_air: float = MU_AIR_PER_M / 1000):
+    """Inverse of :func:`hu_to_attenuation`."""
+    return (np.asarray(mu, dtype=np.float64) - mu_water) * 1000.0 / (mu_water - mu_air)
+
+
+def lodopab_file_name(kind: str, part: str, index: int) -> str:
+    """``observation_{part}_{index:03d}.hdf5`` or ``ground_truth_{part}_{index:03d}.hdf5``."""
+    if kind not in ("observation", "ground_truth"):
+        raise ValueError(f"lodopab_file_name: kind must be 'observation' or 'ground_truth', got {kind!r}")
+    return f"{kind}_{part}_{int(index):03d}.hdf5"
+
+
+def geometry_to_json(geometry: CTGeometry) -> str:
+    """JSON of every :class:`CTGeometry` field (angles in radians)."""
+    return json.dumps(asdict(geometry))
+
+
+def geometry_from_json(text: str) -> CTGeometry:
+    fields = json.loads(text)
+    fields["image_shape"] = tuple(fields["image_shape"])
+    return CTGeometry(**fields)
+
+
+def write_lodopab(
+    out_dir: str | os.PathLike,
+    part: str,
+    sinograms: np.ndarray,
+    attenuation: np.ndarray,
+    *,
+    geometry: CTGeometry,
+    hu: np.ndarray | None = None,
+    photons: float | None = None,
+    min_photon_count: float | None = None,
+    mu_water: float = MU_WATER_PER_M / 1000,
+    mu_air: float = MU_AIR_PER_M / 1000,
+    samples_per_file: int = SAMPLES_PER_FILE,
+    attrs: dict | None = None,
+) -> list[Path]:
+    """Write a part of a dataset in the LoDoPaB-CT layout (atomically, file by file).
+
+    Parameters
+    ----------
+    out_dir
+        Folder; files ``observation_{part}_{i:03d}.hdf5`` / ``ground_truth_{part}_{i:03d}.hdf5``.
+    part
+        Dataset part name (letters, digits, underscore), e.g. ``"train"``.
+    sinograms
+        ``(N, views, detectors)`` post-log line integrals ``-log(N / N0)`` (dimensionless,
+        lengths in mm times attenuation in 1/mm); stored divided by ``MU_MAX`` (1/m).
+    attenuation
+        ``(N, H, W)`` linear attenuation (1/mm) in mrirecon orientation; stored as
+        ``mu / MU_MAX`` clipped to ``[0, 1]`` in the ODL layout.
+    geometry
+        The acquisition geometry (stored as the ``geometry`` attribute).
+    hu
+        ``(N, H, W)`` Hounsfield units (mrirecon orientation), stored as dataset ``hu``.
+    photons, min_photon_count, mu_water, mu_air
+        Noise model and HU conversion (1/mm) recorded as attributes.
+    samples_per_file
+        Samples per file (128 in the public dataset).
+
+    Returns
+    -------
+    list of Path
+        Observation files then ground-truth files.
+    """
+    if not re.fullmatch(r"\w+", part):
+        raise ValueError(f"write_lodopab: part must be a word (e.g. 'train'), got {part!r}")
+    sino = np.asarray(sinograms, dtype=np.float64)
+    mu = np.asarray(attenuation, dtype=np.float64)
+    n = sino.shape[0]
+    if sino.ndim != 3 or sino.shape[1:] != geometry.sinogram_shape:
+        raise ValueError(
+            f"write_lodopab: sinograms must be (N, {geometry.sinogram_shape[0]}, "
+            f"{geometry.sinogram_shape[1]}) for the geometry, got {sino.shape}"
+        )
+    if mu.shape != (n,) + geometry.image_shape:
+        raise ValueError(f"write_lodopab: attenuation must be {(n,) + geometry.image_shape}, got {mu.shape}")
+    if hu is not None and np.shape(hu) != mu.shape:
+        raise ValueError(f"write_lodopab: hu must be {mu.shape}, got {np.shape(hu)}")
+    if samples_per_file < 1:
+        raise ValueError(f"write_lodopab: samples_per_file must be >= 1, got {samples_per_file}")
+    root = {
+        "geometry": geometry_to_json(geometry),
+        "mu_max_per_m": MU_MAX_PER_M,
+        "mu_water_per_mm": float(mu_water),
+        "mu_air_per_mm": float(mu_air),
+        "layout": "LoDoPaB-CT (ODL x, y axes); mrirecon image = rot90(data)",
+    }
+    if photons is not None:
+        root["photons"] = float(photons)
+    if min_photon_count is not None:
+        root["min_photon_count"] = float(min_photon_count)
+    root.update(attrs or {})
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    obs_paths, gt_paths = [], []
+    for i, start in enumerate(range(0, n, samples_per_file)):
+        sl = slice(start, min(start + samples_per_file, n))
+        obs = (sino[sl] / MU_MAX_PER_M).astype(np.float32)
+        gt = to_lodopab_layout(np.clip(mu[sl] / MU_MAX_PER_MM, 0.0, 1.0)).astype(np.float32)
+        for kind, data, extra, paths in (("observation", obs, None, obs_paths),
+                                         ("ground_truth", gt, hu, gt_paths)):
+            path = out / lodopab_file_name(kind, part, i)
+            with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+                h5.create_dataset("data", data=data)
+                if extra is not None:
+                    h5.create_dataset("hu", data=to_lodopab_layout(np.asarray(extra)[sl]).astype(np.float32))
+                for key, value in root.items():
+                    h5.attrs[key] = value
+            paths.append(path)
+    return obs_paths + gt_paths
+
+
+class LoDoPaBFiles:
+    """Random access to one part of a dataset in the LoDoPaB-CT layout (public or ours).
+
+    Parameters
+    ----------
+    root
+        Folder holding ``observation_{part}_{i:03d}.hdf5`` (and optionally the matching
+        ``ground_truth_...`` files; the public challenge set has none).
+    part
+        ``"train"``, ``"validation"``, ``"test"`` or any part name written by
+        :func:`write_lodopab`.
+
+    Notes
+    -----
+    Sample ``k`` is found by the per-file counts read from the files (not assumed to be 128).
+    Observations are returned as stored (``-log(N/N0) / MU_MAX``) by :meth:`observation`;
+    :meth:`sinogram` and :meth:`attenuation` return mrirecon containers in physical units.
+    """
+
+    def __init__(self, root: str | os.PathLike, part: str) -> None:
+        self.root = Path(root)
+        self.part = part
+        files = sorted(self.root.glob(f"observation_{part}_[0-9][0-9][0-9].hdf5"))
+        if not files:
+            raise FileNotFoundError(f"LoDoPaBFiles: no observation_{part}_###.hdf5 files in {self.root}")
+        indices = [int(_NAME.match(f.name).group(3)) for f in files]
+        if indices != list(range(len(files))):
+            raise DataFormatError(self.root, "file numbering",
+                                  f"observation_{part}_###.hdf5 files are not numbered 000..{len(files) - 1}: {indices}")
+        self.observation_files = files
+        gts = [self.root / lodopab_file_name("ground_truth", part, i) for i in range(len(files))]
+        self.ground_truth_files = gts if all(p.exists() for p in gts) else None
+        self.counts = []
+        for path in files:
+            with h5py.File(path, "r") as h5:
+                data = self._data(h5, path)
+                if data.ndim != 3:
+                    raise DataFormatError(path, "data", f"expected (n, views, detectors), got shape {data.shape}")
+                self.counts.append(data.shape[0])
+                if path == files[0]:
+                    self.sinogram_shape = tuple(data.shape[1:])
+                    self.attrs = dict(h5.attrs)
+        self._starts = np.concatenate([[0], np.cumsum(self.counts)])
+        self.geometry = self._geometry()
+
+    @staticmethod
+    def _data(h5: h5py.File, path: Path) -> h5py.Dataset:
+        if "data" not in h5:
+            raise DataFormatError(path, "data", f"missing dataset; found {sorted(h5.keys())}")
+        return h5["data"]
+
+    def _geometry(self) -> CTGeometry:
+        if "geometry" in self.attrs:
+            text = self.attrs["geometry"]
+            geometry = geometry_from_json(text.decode() if isinstance(text, bytes) else str(text))
+        else:
+            shape = IMAGE_SHAPE
+            if self.ground_truth_files is not None:
+                with h5py.File(self.ground_truth_files[0], "r") as h5:
+                    shape = tuple(self._data(h5, self.ground_truth_files[0]).shape[1:])
+            geometry = lodopab_geometry(shape, *self.sinogram_shape)
+        if geometry.sinogram_shape != self.sinogram_shape:
+            raise DataFormatError(self.observation_files[0], "data",
+                                  f"(views, detectors) {self.sinogram_shape} does not match the geometry "
+                                  f"{geometry.sinogram_shape}")
+        return geometry
+
+    @property
+    def photons(self) -> float:
+        return float(self.attrs.get("photons", PHOTONS))
+
+    @property
+    def mu_water(self) -> float:
+        """Water attenuation (1/mm) of the HU conversion."""
+        return float(self.attrs.get("mu_water_per_mm", MU_WATER_PER_M / 1000))
+
+    @property
+    def mu_air(self) -> float:
+        return float(self.attrs.get("mu_air_per_mm", MU_AIR_PER_M / 1000))
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def _locate(self, index: int) -> tuple[int, int]:
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"LoDoPaBFiles({self.root}, {self.part!r}): index {index} out of range for {n} samples")
+        index %= n
+        f = int(np.searchsorted(self._starts, index, side="right") - 1)
+        return f, index - int(self._starts[f])
+
+    def _read(self, files: list[Path], index: int, key: str = "data") -> np.ndarray:
+        f, k = self._locate(index)
+        with h5py.File(files[f], "r") as h5:
+            if key not in h5:
+                raise DataFormatError(files[f], key, "missing dataset")
+            return np.asarray(h5[key][k])
+
+    def observation(self, index: int) -> np.ndarray:
+        """Stored observation ``(views, detectors)`` float32 (``-log(N/N0) / MU_MAX``)."""
+        return self._read(self.observation_files, index)
+
+    def ground_truth(self, index: int) -> np.ndarray:
+        """Stored ground truth ``(x, y)`` float32 in ``[0, 1]`` (ODL layout)."""
+        if self.ground_truth_files is None:
+            raise FileNotFoundError(f"LoDoPaBFiles: part {self.part!r} in {self.root} has no ground_truth files")
+        return self._read(self.ground_truth_files, index)
+
+    def sinogram(self, index: int) -> Sinogram:
+        """Sample ``index`` as a :class:`Sinogram` of line integrals ``-log(N/N0)``
+        ``(1, views, detectors)``, float32."""
+        data = torch.from_numpy(self.observation(index).astype(np.float64) * MU_MAX_PER_M)
+        return Sinogram(data=data[None].float(), geometry=self.geometry, photons=self.photons,
+                        source=str(self.observation_files[self._locate(index)[0]]))
+
+    def attenuation(self, index: int) -> Image:
+        """Ground truth ``index`` as attenuation (1/mm), mrirecon orientation, ``(1, H, W)``."""
+        mu = from_lodopab_layout(self.ground_truth(index)).astype(np.float64) * MU_MAX_PER_MM
+        p = self.geometry.pixel_size
+        return Image(data=torch.from_numpy(mu[None]).float(),
+                     geometry=ImageGeometry(spacing=(p, p, p)), kind="attenuation", modality="CT",
+                     source=str(self.ground_truth_files[self._locate(index)[0]]))
+
+    def hu(self, index: int) -> np.ndarray:
+        """Hounsfield units ``(H, W)`` (mrirecon orientation): the stored ``hu`` dataset when
+        present, else converted from the (clipped) ground truth."""
+        f, _ = self._locate(index)
+        if self.ground_truth_files is not None:
+            with h5py.File(self.ground_truth_files[f], "r") as h5:
+                if "hu" in h5:
+                    return from_lodopab_layout(self._read(self.ground_truth_files, index, "hu"))
+        mu = self.attenuation(index).data[0].double().numpy()
+        return attenuation_to_hu(mu, self.mu_water, self.mu_air).astype(np.float32)
