@@ -1,0 +1,339 @@
+"""Stateless Radon kernels: Joseph-style ray-driven projection and its exact transpose.
+
+Two kernels serve the CT operators in :mod:`mrirecon.operators.ct`; both take precomputed
+tables (pure functions of a :class:`~mrirecon.operators.ct_geometry.CTGeometry`, built here)
+and act on real images ``(B, H, W)`` and sinograms ``(B, views, detectors)``.
+
+Shear kernel (parallel beam)
+    For a view whose rays are closer to the image columns (``|cos θ| >= |sin θ|``) every ray
+    crosses each image row once. The rays of one view are parallel, so on a *virtual detector*
+    of spacing ``pixel_size * |cos θ|`` the crossing points of all rays with row ``k`` lie at
+    ``m + t_k`` (integer ``m``, one offset ``t_k`` per row): the Joseph line integral of virtual
+    ray ``m`` is ``w * sum_k (1 - f_k) x[k, m + n_k] + f_k x[k, m + n_k + 1]`` with
+    ``n_k = floor(t_k)``, ``f_k = t_k - n_k`` and the step length ``w = pixel_size / |cos θ|``.
+    Gathering the contiguous row windows ``x[k, n_k : n_k + M + 1]`` turns the sum over rows
+    into one batched matrix product; a two-tap linear interpolation then resamples the virtual
+    detector onto the real one. The transpose is built from the same tables the same way
+    (gather of windows of the virtual sinogram and a matrix product), so no scatter over the
+    image is needed and ``<Ax, y> = <x, A^T y>`` holds to rounding. Views closer to the rows
+    use the transposed image.
+
+Grid kernel (any ray set, used for fan beam)
+    Every ray steps through the (zero-padded, square) image one pixel at a time along its
+    dominant axis and samples the image by linear interpolation across it (Joseph's method),
+    implemented with :func:`torch.nn.functional.grid_sample`; the transpose is the exact
+    backward of that sampling (``aten.grid_sampler_2d_backward``).
+
+Coordinates: pixel ``(row, col)`` has centre ``x = (col - (W-1)/2) * pixel_size``,
+``y = ((H-1)/2 - row) * pixel_size`` (mm); a view at angle ``θ`` has detector axis
+``e_u = (cos θ, sin θ)`` and central ray direction ``(-sin θ, cos θ)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+# elements of the largest gathered temporary (views x rows x window), about 32 MB in float32
+_CHUNK_ELEMENTS = 8_000_000
+
+
+# ----------------------------------------------------------------------------------------------
+# shear kernel (parallel beam)
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class ShearGroup:
+    """Tables of the views that step along one image axis (all numpy, float64 / int64).
+
+    ``transpose`` is False for views stepping over rows (``K = H`` steps, lateral size
+    ``L = W``) and True for views stepping over columns (image transposed first).
+    """
+
+    transpose: bool
+    views: np.ndarray  # (Vg,) indices into the geometry's views
+    steps: int  # K
+    lateral: int  # L
+    shift: np.ndarray  # (Vg, K) int64, n_k
+    taps: np.ndarray  # (Vg, 2, K) float64, w (1 - f_k) and w f_k
+    num_virtual: np.ndarray  # (Vg,) int64, M_v
+    det_index: np.ndarray  # (Vg, 2, detectors) int64, virtual index of the two taps
+    det_weight: np.ndarray  # (Vg, 2, detectors) float64
+    pad_left: int  # P
+    padded_width: int  # Wp
+    y_left: int  # Q
+    y_length: int  # Ylen
+
+
+def shear_tables(
+    angles: np.ndarray,
+    image_shape: tuple[int, int],
+    detector_positions: np.ndarray,
+    pixel_size: float,
+) -> list[ShearGroup]:
+    """Tables of the shear kernel for parallel-beam ``angles`` (radians).
+
+    Parameters
+    ----------
+    angles
+        ``(views,)`` projection angles in radians.
+    image_shape
+        ``(H, W)`` pixels.
+    detector_positions
+        ``(detectors,)`` detector centres ``u`` in mm.
+    pixel_size
+        Pixel side in mm.
+    """
+    h, w = image_shape
+    cx, cy = (w - 1) / 2, (h - 1) / 2
+    u = np.asarray(detector_positions, dtype=np.float64)
+    angles = np.asarray(angles, dtype=np.float64)
+    c, s = np.cos(angles), np.sin(angles)
+    rows = np.abs(c) >= np.abs(s)
+    groups = []
+    for transpose in (False, True):
+        views = np.nonzero(rows != transpose)[0]
+        if views.size == 0:
+            continue
+        cv, sv = c[views], s[views]
+        if not transpose:  # lateral index = column, steps over rows
+            k_steps, lat = h, w
+            a0 = cx - cy * sv / cv
+            slope_u = 1.0 / (pixel_size * cv)
+            slope_k = sv / cv
+            step = pixel_size / np.abs(cv)
+        else:  # lateral index = row, steps over columns
+            k_steps, lat = w, h
+            a0 = cy - cx * cv / sv
+            slope_u = -1.0 / (pixel_size * sv)
+            slope_k = cv / sv
+            step = pixel_size / np.abs(sv)
+        k = np.arange(k_steps, dtype=np.float64)
+        mu = slope_u[:, None] * u[None, :]  # (Vg, D) virtual coordinate of each detector
+        lat_k = a0[:, None] + slope_k[:, None] * k[None, :]  # lateral index at m = 0
+        lo = np.maximum(np.floor(mu.min(1)), np.floor(-1.0 - lat_k.max(1)))
+        hi = np.minimum(np.ceil(mu.max(1)), np.ceil(lat - lat_k.min(1)))
+        num_virtual = np.maximum(hi - lo + 1, 1).astype(np.int64)
+        t = lo[:, None] + lat_k
+        shift = np.floor(t)
+        frac = t - shift
+        taps = np.stack([(1 - frac) * step[:, None], frac * step[:, None]], axis=1)
+        # two-tap linear resampling of the virtual detector onto the real detector
+        pos = mu - lo[:, None]
+        i0 = np.floor(pos)
+        g = pos - i0
+        idx = np.stack([i0, i0 + 1], axis=1)
+        wts = np.stack([1 - g, g], axis=1)
+        valid = (idx >= 0) & (idx < num_virtual[:, None, None])
+        wts = np.where(valid, wts, 0.0)
+        idx = np.where(valid, idx, 0).astype(np.int64)
+        shift = shift.astype(np.int64)
+        m_max = int(num_virtual.max())
+        pad_left = max(0, -int(shift.min()))
+        padded_width = pad_left + max(lat, int(shift.max()) + m_max + 1)
+        y_left = max(int(shift.max()) + 1, 0)
+        y_length = max(y_left + m_max, y_left - int(shift.min()) + lat)
+        groups.append(
+            ShearGroup(transpose, views, k_steps, lat, shift, taps, num_virtual, idx, wts,
+                       pad_left, padded_width, y_left, y_length)
+        )
+    return groups
+
+
+def _chunks(num_views: int, per_view: int) -> list[tuple[int, int]]:
+    size = max(1, _CHUNK_ELEMENTS // max(per_view, 1))
+    return [(v0, min(v0 + size, num_views)) for v0 in range(0, num_views, size)]
+
+
+def _windows(flat: Tensor, length: int) -> Tensor:
+    """All windows ``flat[i : i + length]`` as a strided view ``(numel - length + 1, length)``."""
+    return flat.as_strided((flat.numel() - length + 1, length), (1, 1))
+
+
+def shear_project(x: Tensor, group: dict[str, Tensor], meta: ShearGroup) -> Tensor:
+    """Project real images ``x`` ``(B, H, W)`` onto the views of one group.
+
+    ``group`` holds the group's tables as tensors on ``x``'s device (``shift_offset``
+    ``(Vg, K)``, ``taps`` ``(Vg, 2, K)``, ``det_index``/``det_weight`` ``(Vg, 2, D)``,
+    ``num_virtual`` as a Python list). Returns ``(B, Vg, D)``.
+    """
+    if meta.transpose:
+        x = x.transpose(-2, -1)
+    b = x.shape[0]
+    k, lat, wp = meta.steps, meta.lateral, meta.padded_width
+    xp = F.pad(x, (meta.pad_left, wp - meta.pad_left - lat)).contiguous()
+    flat = xp.reshape(-1)
+    base = torch.arange(b, device=x.device).mul_(k * wp).view(b, 1, 1)
+    num_v = group["num_virtual"]
+    vg = len(num_v)
+    det = group["det_index"].shape[-1]
+    out = x.new_empty((b, vg, det))
+    m_max = max(num_v)
+    for v0, v1 in _chunks(vg, b * k * (m_max + 1)):
+        mc = max(num_v[v0:v1])
+        offsets = (base + group["shift_offset"][v0:v1]).reshape(-1)
+        gathered = _windows(flat, mc + 1).index_select(0, offsets).view(b, v1 - v0, k, mc + 1)
+        y = torch.matmul(group["taps"][v0:v1], gathered)  # (B, Vc, 2, mc + 1)
+        virtual = y[:, :, 0, :mc] + y[:, :, 1, 1:]
+        idx = group["det_index"][v0:v1]
+        wts = group["det_weight"][v0:v1]
+        i0 = idx[:, 0].expand(b, -1, -1)
+        i1 = idx[:, 1].expand(b, -1, -1)
+        out[:, v0:v1] = wts[:, 0] * virtual.gather(-1, i0) + wts[:, 1] * virtual.gather(-1, i1)
+    return out
+
+
+def shear_backproject(y: Tensor, group: dict[str, Tensor], meta: ShearGroup) -> Tensor:
+    """Exact transpose of :func:`shear_project`: sinogram ``(B, Vg, D)`` -> ``(B, H, W)``."""
+    b = y.shape[0]
+    k, lat = meta.steps, meta.lateral
+    num_v = group["num_virtual"]
+    vg = len(num_v)
+    ylen, q = meta.y_length, meta.y_left
+    out = y.new_zeros((b, k, lat))
+    for v0, v1 in _chunks(vg, b * k * (lat + 1)):
+        vc = v1 - v0
+        mc = max(num_v[v0:v1])
+        idx = group["det_index"][v0:v1]
+        wts = group["det_weight"][v0:v1]
+        yc = y[:, v0:v1]
+        ypad = y.new_zeros((b, vc, ylen))
+        virtual = ypad[:, :, q : q + mc]
+        virtual.scatter_add_(-1, idx[:, 0].expand(b, -1, -1), wts[:, 0] * yc)
+        virtual.scatter_add_(-1, idx[:, 1].expand(b, -1, -1), wts[:, 1] * yc)
+        # window start of (v, k): Q - n_vk - 1; laid out (B, K, Vc)
+        starts = group["back_offset"][v0:v1].t() + torch.arange(vc, device=y.device).mul_(ylen)
+        base = torch.arange(b, device=y.device).mul_(vc * ylen).view(b, 1, 1)
+        offsets = (base + starts).reshape(-1)
+        gathered = _windows(ypad.reshape(-1), lat + 1).index_select(0, offsets)
+        gathered = gathered.view(b, k, vc, lat + 1)
+        z = torch.matmul(group["taps_t"][:, :, v0:v1], gathered)  # (B, K, 2, L + 1)
+        out += z[:, :, 0, 1:] + z[:, :, 1, :lat]
+    return out.transpose(-2, -1) if meta.transpose else out
+
+
+def shear_group_tensors(meta: ShearGroup) -> dict[str, np.ndarray]:
+    """The per-group arrays the kernels index, ready to become module buffers."""
+    rows = np.arange(meta.steps, dtype=np.int64) * meta.padded_width
+    return {
+        "shift_offset": rows[None, :] + meta.pad_left + meta.shift,
+        "back_offset": meta.y_left - 1 - meta.shift,
+        "taps": meta.taps,
+        "taps_t": np.ascontiguousarray(meta.taps.transpose(2, 1, 0)),
+        "det_index": meta.det_index,
+        "det_weight": meta.det_weight,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# grid kernel (any rays, used for fan beam)
+# ----------------------------------------------------------------------------------------------
+def ray_tables(
+    origins: np.ndarray,
+    directions: np.ndarray,
+    image_shape: tuple[int, int],
+    pixel_size: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Joseph stepping tables of the grid kernel for arbitrary rays.
+
+    Parameters
+    ----------
+    origins, directions
+        ``(views, detectors, 2)`` a point on each ray and its direction ``(x, y)`` in mm
+        (directions need not be normalised).
+    image_shape
+        ``(H, W)``; the image is zero-padded to a square of side ``max(H, W)``.
+    pixel_size
+        Pixel side in mm.
+
+    Returns
+    -------
+    start, step
+        ``(views, detectors, 2)`` normalised ``grid_sample`` coordinates of the first sample and
+        of the increment per step (``S = max(H, W)`` steps along each ray's dominant axis).
+    weight
+        ``(views, detectors)`` step length in mm.
+    """
+    h, w = image_shape
+    side = max(h, w)
+    cx = (w - 1) / 2 + (side - w) // 2
+    cy = (h - 1) / 2 + (side - h) // 2
+    d = directions / np.linalg.norm(directions, axis=-1, keepdims=True)
+    dx, dy = d[..., 0], d[..., 1]
+    qc = origins[..., 0] / pixel_size + cx
+    qr = cy - origins[..., 1] / pixel_size
+    by_rows = np.abs(dy) >= np.abs(dx)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rx = np.where(by_rows, dx / np.where(by_rows, dy, 1.0), 0.0)
+        ry = np.where(by_rows, 0.0, dy / np.where(by_rows, 1.0, dx))
+    start = np.stack(
+        [np.where(by_rows, qc + qr * rx, 0.0), np.where(by_rows, 0.0, qr + qc * ry)], axis=-1
+    )
+    step = np.stack([np.where(by_rows, -rx, 1.0), np.where(by_rows, 1.0, -ry)], axis=-1)
+    weight = pixel_size / np.where(by_rows, np.abs(dy), np.abs(dx))
+    return (2 * start + 1) / side - 1, 2 * step / side, weight
+
+
+def _square(x: Tensor) -> Tensor:
+    h, w = x.shape[-2:]
+    side = max(h, w)
+    top, left = (side - h) // 2, (side - w) // 2
+    return F.pad(x, (left, side - w - left, top, side - h - top))
+
+
+def _groups(vc: int) -> int:
+    threads = max(1, torch.get_num_threads())
+    return math.gcd(vc, threads)
+
+
+def _grid(start: Tensor, step: Tensor, side: int) -> Tensor:
+    k = torch.arange(side, dtype=start.dtype, device=start.device).view(1, side, 1, 1)
+    return torch.addcmul(start.unsqueeze(1), k, step.unsqueeze(1))  # (Vc, S, D, 2)
+
+
+def grid_project(x: Tensor, start: Tensor, step: Tensor, weight: Tensor) -> Tensor:
+    """Joseph projection of real images ``(B, H, W)`` along the rays of :func:`ray_tables`.
+
+    ``start``, ``step``: ``(V, D, 2)``, ``weight``: ``(V, D)`` in ``x``'s dtype. Returns
+    ``(B, V, D)``.
+    """
+    xs = _square(x)
+    b, side = xs.shape[0], xs.shape[-1]
+    v, det = weight.shape
+    out = x.new_empty((b, v, det))
+    for v0, v1 in _chunks(v, max(b, 2) * side * det):
+        vc = v1 - v0
+        g = _groups(vc)
+        grid = _grid(start[v0:v1], step[v0:v1], side).view(g, (vc // g) * side, det, 2)
+        inp = xs.unsqueeze(0).expand(g, b, side, side)
+        samples = F.grid_sample(inp, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        sums = samples.view(g, b, vc // g, side, det).sum(3)  # (G, B, Vc/G, D)
+        out[:, v0:v1] = sums.transpose(0, 1).reshape(b, vc, det) * weight[v0:v1]
+    return out
+
+
+def grid_backproject(
+    y: Tensor, start: Tensor, step: Tensor, weight: Tensor, image_shape: tuple[int, int]
+) -> Tensor:
+    """Exact transpose of :func:`grid_project`: ``(B, V, D)`` -> ``(B, H, W)``."""
+    h, w = image_shape
+    side = max(h, w)
+    b, v, det = y.shape
+    acc = y.new_zeros((b, side, side))
+    for v0, v1 in _chunks(v, max(b, 2) * side * det):
+        vc = v1 - v0
+        g = _groups(vc)
+        grid = _grid(start[v0:v1], step[v0:v1], side).view(g, (vc // g) * side, det, 2)
+        yw = (y[:, v0:v1] * weight[v0:v1]).view(b, g, vc // g, 1, det).transpose(0, 1)
+        grad_out = yw.expand(g, b, vc // g, side, det).reshape(g, b, (vc // g) * side, det)
+        dummy = y.new_empty(()).expand(g, b, side, side)
+        grad_in, _ = torch.ops.aten.grid_sampler_2d_backward(
+            grad_out, dummy, grid, 0, 0, False, [True, False]
+        )
+        acc += grad_in.sum(0)
+    top, left = (side - h) // 2, (side - w) // 2
+    return acc[:, top : top + h, left : left + w]
