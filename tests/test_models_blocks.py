@@ -18,7 +18,8 @@ def _residual(op, x, y):
 def test_gradient_step_with_small_eta_reduces_residual(problem):
     x_true, y, op = problem(dtype=torch.complex128 if problem is mri_problem else torch.float64)
     x = torch.zeros_like(x_true)
-    dc = GradientDC(eta=0.5)
+    eta = 0.5 / float(op.operator_norm(x_true, generator=torch.Generator().manual_seed(0))) ** 2
+    dc = GradientDC(eta=eta)
     before = _residual(op, x, y)
     for _ in range(3):
         x_new = dc(x, y, op)
@@ -26,7 +27,7 @@ def test_gradient_step_with_small_eta_reduces_residual(problem):
         x = x_new
     assert _residual(op, x, y) < 0.9 * before
     # the step is exactly x - eta A^H(Ax - y)
-    ref = x - 0.5 * op.H(op(x) - y)
+    ref = x - eta * op.H(op(x) - y)
     assert torch.allclose(dc(x, y, op), ref, atol=1e-12)
 
 
@@ -37,7 +38,8 @@ def test_cg_dc_small_lambda_approaches_least_squares(problem):
     # reference least-squares solution (regularised minimally so that it is unique)
     ls = cg(lambda v: op.gram(v) + 1e-9 * v, op.H(y), max_iterations=500, tolerance=1e-14, batch_dims=1)
     errors = []
-    for lam in (1e-1, 1e-3, 1e-5):
+    scale = float(op.operator_norm(z, generator=torch.Generator().manual_seed(0))) ** 2
+    for lam in (1e-1 * scale, 1e-3 * scale, 1e-5 * scale):
         dc = ProximalDC(lam=lam, max_iterations=300, tolerance=1e-13)
         x = dc(z, y, op)
         # optimality of (A^H A + lam I) x = A^H y + lam z

@@ -42,9 +42,10 @@ def test_pnp_hqs_with_zero_denoiser_is_one_tikhonov_solve(modality):
 @pytest.mark.parametrize("modality", ["mri", "ct"])
 def test_red_with_linear_denoiser_reaches_its_fixed_point(modality, method):
     x, y, op = PROBLEMS[modality]()
-    lam, c = 0.8, 0.5  # RED prior lam/2 <x, x - c x> = lam (1 - c) / 2 ||x||^2
+    norm2 = float(op.operator_norm(x, generator=torch.Generator().manual_seed(0))) ** 2
+    lam, c = 0.8 * norm2, 0.5  # RED prior lam/2 <x, x - c x> = lam (1 - c) / 2 ||x||^2
     model = RED(lambda v: c * v, iterations=300 if method == "gradient" else 60, lam=lam, method=method,
-                step=0.5, cg_iterations=60, normalize=False)
+                step=1.0 / (norm2 + lam), cg_iterations=60, normalize=False)
     assert _rel(model(y, op), _tikhonov(op, y, lam * (1 - c))) < 1e-5
 
 

@@ -87,10 +87,23 @@ def dense_ct_operator(h: int = 16, w: int = 16, views: int = VIEWS, detectors: i
     return FunctionOperator(fwd, adj, (h, w), (views, detectors))
 
 
-def ct_problem(b: int = 2, h: int = 16, w: int = 16, dtype=torch.float32):
-    """``(x_true (b, h, w) real, y (b, views, detectors), op)``."""
+def ct_operator(h: int = 16, w: int = 16):
+    """The colleague's parallel-beam projector when ``mrirecon.operators.ct`` is present, else the
+    dense stand-in above (the models only see a LinearOperator either way)."""
+    try:
+        from mrirecon.operators.ct import ParallelBeam
+        from mrirecon.operators.ct_geometry import CTGeometry
+    except ImportError:
+        return None
+    return ParallelBeam(CTGeometry.parallel((h, w), VIEWS))
+
+
+def ct_problem(b: int = 2, h: int = 16, w: int = 16, dtype=torch.float32, dense: bool = False):
+    """``(x_true (b, h, w) real, y (b, views, detectors), op)`` on a parallel-beam projector."""
     x = phantom(b, h, w, dtype=dtype, seed=4)
-    op = dense_ct_operator(h, w, dtype=dtype)
+    op = None if dense else ct_operator(h, w)
+    if op is None:
+        op = dense_ct_operator(h, w, dtype=dtype)
     return x, op(x), op
 
 

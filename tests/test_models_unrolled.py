@@ -128,7 +128,7 @@ def test_cascade_kspace_dc_needs_cartesian_operator_and_is_exact_on_single_coil(
 
 
 def test_fbpconvnet_uses_pseudo_inverse_when_offered():
-    x, y, op = ct_problem()
+    x, y, op = ct_problem(dense=True)
     calls = []
 
     class WithPinv(FunctionOperator):
