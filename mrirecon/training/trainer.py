@@ -99,9 +99,12 @@ class Trainer:
         self.progress = progress and self.rank == 0
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
-        step = config.optim.lr_step or (config.optim.max_steps + 1)
-        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step, config.optim.lr_gamma)
+        # lr_step = 0: constant rate (gamma 1), independent of max_steps so that resuming with a
+        # larger max_steps continues the same schedule
+        step, gamma = (config.optim.lr_step, config.optim.lr_gamma) if config.optim.lr_step else (1, 1.0)
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step, gamma)
         self.step = 0
+        self.elapsed = 0.0  # training seconds over all runs (resumes included)
         self.out = Path(config.output_dir)
         self.history: list[dict] = []
 
@@ -116,6 +119,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "step": self.step,
+            "elapsed_seconds": self.elapsed,
             "rng": rng_state(),
             "model_name": self.cfg.model.name,
         }
@@ -135,6 +139,7 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.step = int(ckpt["step"])
+        self.elapsed = float(ckpt.get("elapsed_seconds", 0.0))
         set_rng_state(ckpt["rng"])
         if self.rank == 0:
             log.info("resumed from %s at step %d", self.checkpoint_path, self.step)
@@ -190,15 +195,16 @@ class Trainer:
         writer = self._tensorboard()
         csv_path = self.out / "train_log.csv"
         bar = _progress(self.cfg.optim.max_steps, self.step, self.progress, self.cfg.name)
-        t0 = time.perf_counter()
+        t0, start_elapsed = time.perf_counter(), self.elapsed
         while self.step < self.cfg.optim.max_steps:
             loss = self._train_step()
+            self.elapsed = start_elapsed + time.perf_counter() - t0
             if not math.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss} at step {self.step}")
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}")
             row = {"step": self.step, "loss": loss, "lr": self.scheduler.get_last_lr()[0],
-                   "seconds": time.perf_counter() - t0}
+                   "seconds": self.elapsed}
             if self.validate_fn is not None and (self.step % self.cfg.val_every == 0
                                                  or self.step == self.cfg.optim.max_steps):
                 if self.rank == 0:

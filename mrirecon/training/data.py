@@ -1,0 +1,203 @@
+"""Training samples: fastMRI-layout volumes -> (measured data, operator, target) per slice.
+
+The trainer asks for ``train_set.get(index, mask_seed)`` and receives a :class:`TrainingSample`:
+undersampled k-space ``y`` ``(1, coils, H, W)``, the operator the model is given
+(``sense(maps, mask)``), the target magnitude ``(1, h, w)`` (``reconstruction_rss``, the recon
+size) and the volume maximum (SSIM / PSNR data range). Training draws a fresh mask from
+``mask_seed``; validation (``train=False``) ignores it and seeds by the file name, so every slice
+of a volume shares the mask fastMRI would use.
+
+Coil maps: ``"learned"`` gives unit maps ``1 / sqrt(C)`` (E2E-VarNet replaces them with its own
+estimate through ``op.with_maps``); ``"espirit"`` / ``"walsh"`` compute maps once per
+``(file, slice)`` from the central columns that *every* mask of the configuration acquires
+(``round(W * min(center_fractions))``), so the cache is valid for any drawn mask and no
+information outside the measured data leaks into the operator.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from mrirecon.operators.mri import SenseOperator, sense
+from mrirecon.sampling import apply_mask, center_mask, create_mask_for_mask_type, file_seed
+from mrirecon.training.config import MaskConfig
+
+MAPS = ("learned", "espirit", "walsh")
+
+
+@dataclass
+class TrainingSample:
+    """One slice ready for ``model(y, operator())`` and the loss.
+
+    Attributes
+    ----------
+    y
+        ``(1, coils, H, W)`` complex64 undersampled k-space (unsampled columns are zero).
+    maps
+        ``(1, coils, H, W)`` complex64 coil sensitivities (unit maps for ``"learned"``).
+    mask
+        ``(W,)`` bool sampled columns.
+    target
+        ``(1, h, w)`` float32 reference magnitude at the recon size.
+    max_value
+        ``(1,)`` float32 maximum of the reference volume (SSIM / PSNR data range).
+    fname, slice_index
+        Source file name and slice number.
+    acceleration
+        Nominal acceleration of the drawn mask (``W / sampled columns`` is its measured value).
+    num_low_frequencies
+        Fully sampled centre columns of the mask.
+    """
+
+    y: Tensor
+    maps: Tensor
+    mask: Tensor
+    target: Tensor
+    max_value: Tensor
+    fname: str
+    slice_index: int
+    num_low_frequencies: int = 0
+
+    def to(self, device: torch.device | str) -> TrainingSample:
+        """The same sample with every tensor on ``device``."""
+        return replace(self, y=self.y.to(device), maps=self.maps.to(device), mask=self.mask.to(device),
+                       target=self.target.to(device), max_value=self.max_value.to(device))
+
+    def operator(self) -> SenseOperator:
+        """``sense(maps, mask)``: ``P F S`` mapping ``(1, H, W)`` images to ``(1, C, H, W)``."""
+        return sense(self.maps, self.mask)
+
+    @property
+    def acceleration(self) -> float:
+        return float(self.mask.numel()) / max(int(self.mask.sum()), 1)
+
+
+class MRITrainingSet:
+    """Slices of a folder of fastMRI-layout multi-coil files, undersampled on the fly.
+
+    Parameters
+    ----------
+    folder
+        Folder of ``*.h5`` files (fully sampled ``kspace`` and ``reconstruction_rss``).
+    mask
+        The mask function configuration (type, centre fractions, accelerations).
+    maps
+        ``"learned"`` (unit maps), ``"espirit"`` or ``"walsh"`` (cached per slice).
+    train
+        Draw masks from the ``mask_seed`` given to :meth:`get` (training) or from the file name
+        (validation / test, fastMRI convention).
+    sample_rate
+        Fraction of slices kept (seeded by ``seed``).
+    max_slices
+        Keep at most this many slices (the first ones, in file order), e.g. for quick validation.
+    cache_maps
+        Keep computed maps in memory (one ``(C, H, W)`` complex64 tensor per slice).
+    """
+
+    def __init__(self, folder: str | os.PathLike, mask: MaskConfig | None = None, maps: str = "learned",
+                 train: bool = True, *, sample_rate: float = 1.0, max_slices: int | None = None,
+                 seed: int = 0, cache_maps: bool = True) -> None:
+        from mrirecon.data.dataset import SliceDataset
+
+        if maps not in MAPS:
+            raise ValueError(f"MRITrainingSet: maps must be one of {MAPS}, got {maps!r}")
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"MRITrainingSet: data folder {folder} does not exist")
+        self.mask_config = mask or MaskConfig()
+        cfg = self.mask_config
+        self.mask_fn = create_mask_for_mask_type(cfg.type, cfg.center_fractions, cfg.accelerations)
+        self.maps, self.train = maps, bool(train)
+        rate = None if sample_rate >= 1.0 else sample_rate
+        self.dataset = SliceDataset(folder, sample_rate=rate, seed=seed)
+        if len(self.dataset) == 0:
+            raise ValueError(f"MRITrainingSet: no slices found in {folder} (expected fastMRI *.h5 files)")
+        n = len(self.dataset) if max_slices is None else min(max_slices, len(self.dataset))
+        self.indices = list(range(n))
+        self.cache_maps = cache_maps
+        self._maps_cache: dict[tuple[str, int], Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def volume_max(self, index: int) -> float:
+        """``max`` attribute of the volume holding sample ``index`` (reference maximum)."""
+        volume, _ = self.dataset.samples[self.indices[index]]
+        info = self.dataset.volumes[volume]
+        value = info.attrs.get("max")
+        if value is None:
+            raise ValueError(f"MRITrainingSet: file {info.path.name} has no 'max' attribute")
+        return float(value)
+
+    def get(self, index: int, mask_seed: int | tuple[int, ...] | None = None) -> TrainingSample:
+        """Sample ``index``; training masks come from ``mask_seed``, validation masks from the
+        file name."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"MRITrainingSet: index {index} out of range for {len(self)} slices")
+        s = self.dataset[self.indices[index]]
+        if s.reference is None:
+            raise ValueError(f"MRITrainingSet: {s.file_name} has no reference (reconstruction_rss)")
+        seed = mask_seed if self.train else file_seed(s.file_name)
+        if self.train and seed is None:
+            raise ValueError("MRITrainingSet.get: training samples need a mask_seed")
+        padding = (s.header.padding_left, s.header.padding_right)
+        kspace = s.kspace.to(torch.complex64)
+        y, mask, num_low = apply_mask(kspace, self.mask_fn, seed=seed, padding=padding)
+        maps = self._maps(kspace, s.file_name, s.slice_index)
+        return TrainingSample(
+            y=y.unsqueeze(0), maps=maps.unsqueeze(0), mask=mask.reshape(-1),
+            target=s.reference.to(torch.float32).unsqueeze(0),
+            max_value=torch.tensor([self.volume_max(index)], dtype=torch.float32),
+            fname=s.file_name, slice_index=s.slice_index, num_low_frequencies=int(num_low),
+        )
+
+    def common_center(self, width: int) -> Tensor:
+        """``(W,)`` bool: centre columns acquired by every mask of the configuration."""
+        num_low = round(width * min(self.mask_config.center_fractions))
+        return torch.from_numpy(center_mask(width, num_low)).bool()
+
+    def _maps(self, kspace: Tensor, fname: str, slice_index: int) -> Tensor:
+        c = kspace.shape[0]
+        if self.maps == "learned":
+            return torch.full_like(kspace, 1.0 / math.sqrt(c))
+        key = (fname, slice_index)
+        if key in self._maps_cache:
+            return self._maps_cache[key]
+        maps = calibrate_maps(kspace * self.common_center(kspace.shape[-1]), self.maps,
+                              int(self.common_center(kspace.shape[-1]).sum()))
+        if self.cache_maps:
+            self._maps_cache[key] = maps
+        return maps
+
+
+def calibrate_maps(kspace: Tensor, method: str, calib_width: int) -> Tensor:
+    """Coil maps ``(C, H, W)`` complex64 from the fully sampled centre of ``kspace``.
+
+    ``calib_width`` is the number of central columns known to be sampled; ESPIRiT uses a
+    ``(min(24, H), calib_width)`` block with ``6 x min(6, calib_width - 2)`` kernels (so narrow
+    centre bands of small matrices still calibrate), Walsh the low-pass coil images.
+    """
+    if method == "espirit":
+        from mrirecon.calib.espirit import espirit_maps
+
+        n = int(calib_width)
+        if n < 3:
+            raise ValueError(f"calibrate_maps: ESPIRiT needs at least 3 centre columns, got {n}")
+        rows = min(24, kspace.shape[-2])
+        maps = espirit_maps(kspace.to(torch.complex64), calib_width=(rows, n),
+                            kernel_width=(6, min(6, n - 2)), crop=0.0)
+        return maps.to(torch.complex64)
+    if method == "walsh":
+        import mrirecon.calib as calib
+        from mrirecon.functional import ifft2c
+
+        if not hasattr(calib, "walsh_maps"):
+            raise ValueError("calibrate_maps: Walsh maps are not available in mrirecon.calib")
+        return calib.walsh_maps(ifft2c(kspace)).to(torch.complex64)
+    raise ValueError(f"calibrate_maps: method must be 'espirit' or 'walsh', got {method!r}")

@@ -1,0 +1,142 @@
+"""``train_from_config``: YAML config -> datasets, model, loss, trainer; what ``mrirecon train`` runs.
+
+Outputs in ``output_dir``: ``config.yaml`` (the resolved configuration, overrides applied),
+``checkpoints/last.pt`` (resumable, weights-only), ``train_log.csv``, ``tensorboard/`` (when
+installed) and, at the end, ``model.pt`` (the model's ``state_dict`` only) with ``model.yaml``
+(name and parameters), loadable by :func:`mrirecon.training.weights.load_pretrained`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+
+from mrirecon.io.atomic import atomic_path, atomic_write_text
+from mrirecon.pipeline.config import ConfigError, load_config, to_dict
+from mrirecon.training.config import TrainConfig
+from mrirecon.training.data import MRITrainingSet
+from mrirecon.training.losses import ReconstructionLoss
+from mrirecon.training.trainer import Trainer
+from mrirecon.training.validation import make_validate_fn
+
+log = logging.getLogger("mrirecon.train")
+
+
+@dataclass
+class TrainResult:
+    """What a finished run leaves behind.
+
+    Attributes
+    ----------
+    config
+        The resolved configuration.
+    model
+        The trained model (on the training device, train mode).
+    history
+        Logged rows (``step``, ``loss``, ``lr``, ``seconds`` and ``val_*`` metrics), rank 0.
+    output_dir
+        Where checkpoints, logs and ``model.pt`` are.
+    steps, seconds
+        Steps reached and training wall time over all runs (resumes included).
+    """
+
+    config: TrainConfig
+    model: nn.Module
+    history: list[dict]
+    output_dir: Path
+    steps: int
+    seconds: float
+
+
+def build_model_from_config(cfg: TrainConfig) -> nn.Module:
+    """``build_model(name, **params)``; ``checkpointing: true`` is passed on when set."""
+    from mrirecon.models.registry import build_model
+
+    params = dict(cfg.model.params)
+    if cfg.checkpointing:
+        params.setdefault("checkpointing", True)
+    try:
+        return build_model(cfg.model.name, **params)
+    except KeyError as e:
+        raise ConfigError("", "model.name", str(e).strip("'\"")) from e
+    except TypeError as e:
+        raise ConfigError("", "model.params", str(e)) from e
+
+
+def build_datasets(cfg: TrainConfig) -> tuple[MRITrainingSet, MRITrainingSet]:
+    """Training set (fresh masks) and validation set (file-name masks) of the config."""
+    d = cfg.data
+    if d.modality != "mri":
+        raise ConfigError("", "data.modality", f"training on {d.modality!r} data is not supported yet; use 'mri'")
+    for key, folder in (("data.train", d.train), ("data.val", d.val)):
+        if not Path(folder).is_dir():
+            raise ConfigError("", key, f"folder {folder} does not exist")
+    train = MRITrainingSet(d.train, d.mask, d.maps, train=True, sample_rate=d.sample_rate, seed=cfg.seed)
+    val = MRITrainingSet(d.val, d.mask, d.maps, train=False, max_slices=cfg.val_max_slices)
+    return train, val
+
+
+def train_from_config(path: str | os.PathLike, overrides: Iterable[str] = (), resume: bool = False,
+                      *, progress: bool = True) -> TrainResult:
+    """Run the training described by the YAML file ``path``.
+
+    Parameters
+    ----------
+    path
+        A :class:`~mrirecon.training.config.TrainConfig` YAML file.
+    overrides
+        ``key.path=value`` strings (``--set``), applied before validation.
+    resume
+        Continue from ``output_dir/checkpoints/last.pt`` when it exists (bit for bit on CPU).
+    progress
+        Show a progress bar (rank 0).
+
+    Raises
+    ------
+    ConfigError
+        Unknown keys, wrong types, missing data folders, unknown model or parameters; the
+        message names the file and the key.
+    """
+    cfg = load_config(TrainConfig, path, overrides)
+    try:
+        train_set, val_set = build_datasets(cfg)
+        torch.manual_seed(cfg.seed)  # model initialisation
+        model = build_model_from_config(cfg)
+    except ConfigError as e:
+        raise ConfigError(str(path), e.key, str(e).split(": ", 1)[-1]) from e
+    trainer = Trainer(cfg, model, train_set, loss_fn=ReconstructionLoss(cfg.loss),
+                      validate_fn=make_validate_fn(val_set) if cfg.val_every > 0 else None,
+                      progress=progress)
+    out = Path(cfg.output_dir)
+    try:
+        if trainer.rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        history = trainer.fit(resume=resume)
+        if trainer.rank == 0:
+            save_model(trainer.model, out / "model.pt", cfg.model.name, dict(cfg.model.params))
+    finally:
+        trainer.close()
+    return TrainResult(cfg, trainer.model, history, out, trainer.step, trainer.elapsed)
+
+
+def save_model(model: nn.Module, path: str | os.PathLike, name: str, params: dict,
+               extra: dict | None = None) -> Path:
+    """Write ``state_dict`` to ``path`` (``.pt``) and the card ``<stem>.yaml`` beside it.
+
+    The card holds ``model: {name, params}`` plus ``extra`` (data, steps, metrics, ...).
+    """
+    path = Path(path)
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(state, tmp)
+    card = {"model": {"name": name, "params": params}, **(extra or {})}
+    atomic_write_text(path.with_suffix(".yaml"), yaml.safe_dump(card, sort_keys=False))
+    return path
