@@ -284,7 +284,8 @@ def simulate_mri_volume(
     ones = torch.ones(w, dtype=torch.float64)
     sigma = 0.0
     if snr_db is not None:
-        signal_power = float(np.mean(np.abs(image) ** 2))  # = mean |F S x|^2 (unit SoS, unitary F)
+        # mean |F S x|^2 over slices, coils and samples: sum_c |S_c x|^2 = |x|^2, F unitary
+        signal_power = float(np.mean(np.abs(image) ** 2)) / num_coils
         sigma = math.sqrt(signal_power / 10 ** (float(snr_db) / 10) / 2)
     kspace = torch.empty((slices, num_coils, h_enc, w), dtype=torch.complex64)
     for s in range(slices):
