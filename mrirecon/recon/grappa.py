@@ -1,0 +1,164 @@
+"""GRAPPA k-space reconstruction for Cartesian data (Griswold et al., MRM 47:1202-1210, 2002).
+
+Each missing sample is a linear combination, across all coils, of the acquired samples inside a
+``kernel_size`` window centred on it. The weights depend on which window positions were
+acquired (the *sampling pattern*), so they are fitted once per distinct pattern from the fully
+sampled calibration (ACS) block by Tikhonov-regularised least squares, as in ``pygrappa.grappa``:
+
+``W = (S^H S + lamda0 I)^-1 S^H T``, ``lamda0 = lamda * ||S^H S||_F / n_sources``,
+
+where the rows of ``S`` are the pattern's sources and ``T`` the centre samples of every window
+that lies fully inside the ACS block. All ``S^H S`` / ``S^H T`` come from one Gram matrix of the
+ACS windows (sub-blocks per pattern). Patterns are found by a vectorised window view of the
+mask (no Python loop over pixels) and sources are gathered for all holes of a pattern at once
+(in chunks of ``chunk_size`` holes to bound memory).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def _check(kspace: Tensor) -> None:
+    if not isinstance(kspace, Tensor) or not kspace.is_complex() or kspace.ndim != 3:
+        got = tuple(kspace.shape) if isinstance(kspace, Tensor) else type(kspace).__name__
+        raise ValueError(f"grappa: kspace must be a complex tensor (coils, H, W), got {got}")
+
+
+def acs_region(kspace: Tensor, acs_width: int) -> Tensor:
+    """The ``acs_width`` central columns (along W) of ``kspace (coils, H, W)``, all rows.
+
+    Columns ``W // 2 - acs_width // 2`` onwards (DC at ``W // 2``). Raises if any of them was not
+    acquired (an all-zero column).
+    """
+    _check(kspace)
+    W = kspace.shape[-1]
+    if not 0 < acs_width <= W:
+        raise ValueError(f"grappa: acs width must be in [1, {W}], got {acs_width}")
+    left = W // 2 - acs_width // 2
+    acs = kspace[..., left : left + acs_width]
+    empty = (acs != 0).any(dim=(0, 1)).logical_not().nonzero().flatten()
+    if len(empty):
+        raise ValueError(
+            f"grappa: acs width {acs_width} includes unacquired columns "
+            f"{(empty + left).tolist()[:8]} of k-space; give a smaller width or the calib block"
+        )
+    return acs
+
+
+def _window_codes(mask: Tensor, kx: int, ky: int) -> tuple[Tensor, Tensor]:
+    """Per-pixel window patterns of a boolean ``(H, W)`` mask zero-padded by half a kernel.
+
+    Returns ``(codes (H*W,) int64, windows (H*W, kx*ky) bool)``; equal codes mean equal windows.
+    """
+    px, py = kx // 2, ky // 2
+    padded = torch.nn.functional.pad(mask.to(torch.uint8), (py, ky - 1 - py, px, kx - 1 - px))
+    win = padded.unfold(0, kx, 1).unfold(1, ky, 1).reshape(-1, kx * ky).bool()
+    if kx * ky <= 62:
+        weights = 2 ** torch.arange(kx * ky, device=mask.device, dtype=torch.int64)
+        codes = (win.to(torch.int64) * weights).sum(-1)
+    else:
+        _, codes = torch.unique(win, dim=0, return_inverse=True)
+    return codes, win
+
+
+def grappa(
+    kspace: Tensor,
+    calib: Tensor | int,
+    kernel_size: tuple[int, int] = (5, 5),
+    lamda: float = 0.01,
+    *,
+    mask: Tensor | None = None,
+    chunk_size: int = 32768,
+) -> Tensor:
+    """Fill the missing samples of undersampled multi-coil Cartesian k-space.
+
+    Parameters
+    ----------
+    kspace
+        Centred k-space ``(coils, H, W)``, complex64/complex128, zero where not acquired
+        (typically undersampled along W with a fully sampled centre band).
+    calib
+        Fully sampled calibration k-space ``(coils, h, w)`` (e.g. the ACS band), or an int:
+        the width of the fully sampled central band of columns of ``kspace`` (all rows).
+    kernel_size
+        Kernel window ``(kx, ky)`` along ``(H, W)``, in samples; odd sizes centre the target.
+    lamda
+        Relative Tikhonov weight (``pygrappa``'s definition, see the module notes).
+    mask
+        Acquired samples, boolean ``(H, W)`` or ``(W,)``; default: samples nonzero in any coil.
+    chunk_size
+        Holes reconstructed per batched gather (memory ``~ chunk_size * kx * ky * coils``).
+
+    Returns
+    -------
+    Tensor
+        ``(coils, H, W)``: acquired samples unchanged, missing ones estimated. Holes whose
+        window holds no acquired sample stay zero.
+    """
+    _check(kspace)
+    c, H, W = kspace.shape
+    kx, ky = int(kernel_size[0]), int(kernel_size[1])
+    if kx < 1 or ky < 1:
+        raise ValueError(f"grappa: kernel_size must be positive, got {kernel_size}")
+    if isinstance(calib, int):
+        calib = acs_region(kspace, calib)
+    if not isinstance(calib, Tensor) or calib.ndim != 3 or calib.shape[0] != c:
+        got = tuple(calib.shape) if isinstance(calib, Tensor) else type(calib).__name__
+        raise ValueError(f"grappa: calib must be an int or a tensor ({c}, h, w), got {got}")
+    if calib.shape[1] < kx or calib.shape[2] < ky:
+        raise ValueError(f"grappa: calib {tuple(calib.shape[1:])} is smaller than the kernel {(kx, ky)}")
+    calib = calib.to(kspace.dtype)
+    if mask is None:
+        mask = (kspace != 0).any(dim=0)
+    else:
+        mask = mask.to(device=kspace.device, dtype=torch.bool)
+        if mask.shape == (W,):
+            mask = mask.expand(H, W)
+        if mask.shape != (H, W):
+            raise ValueError(f"grappa: mask must have shape {(H, W)} or {(W,)}, got {tuple(mask.shape)}")
+
+    # --- calibration: one Gram matrix of all ACS windows, columns ordered (position, coil)
+    centre = (kx // 2) * ky + (ky // 2)
+    acs = calib.unfold(1, kx, 1).unfold(2, ky, 1)  # (c, L1, L2, kx, ky)
+    rows = acs.permute(1, 2, 3, 4, 0).reshape(-1, kx * ky * c)
+    gram = rows.mH @ rows  # (kx*ky*c, kx*ky*c)
+
+    # --- sampling patterns of the holes
+    codes, windows = _window_codes(mask, kx, ky)
+    holes = mask.flatten().logical_not().nonzero().flatten()
+    uniq, inverse = torch.unique(codes[holes], return_inverse=True)
+    order = torch.argsort(inverse, stable=True)
+    counts = torch.bincount(inverse, minlength=len(uniq)).tolist()
+
+    out = kspace.clone()
+    px, py = kx // 2, ky // 2
+    padded = torch.nn.functional.pad(kspace, (py, ky - 1 - py, px, kx - 1 - px))
+    Wp = W + ky - 1
+    flat = padded.reshape(c, -1)
+    out_flat = out.reshape(c, -1)
+    grid = (torch.arange(kx, device=kspace.device)[:, None] * Wp + torch.arange(ky, device=kspace.device)).flatten()
+    start = 0
+    for n_holes in counts:
+        members = holes[order[start : start + n_holes]]
+        start += n_holes
+        pattern = windows[members[0]]
+        pos = pattern.nonzero().flatten()
+        if len(pos) == 0:
+            continue  # no acquired neighbour: leave the hole empty
+        src_cols = (pos[:, None] * c + torch.arange(c, device=kspace.device)).flatten()
+        tgt_cols = centre * c + torch.arange(c, device=kspace.device)
+        shs = gram[src_cols][:, src_cols]
+        sht = gram[src_cols][:, tgt_cols]
+        lam0 = lamda * torch.linalg.matrix_norm(shs) / shs.shape[0]
+        reg = torch.eye(shs.shape[0], dtype=shs.dtype, device=shs.device) * lam0
+        weights = torch.linalg.solve(shs + reg, sht)  # (nsrc*c, c)
+        offsets = grid[pos]
+        for k0 in range(0, n_holes, chunk_size):
+            pix = members[k0 : k0 + chunk_size]
+            base = (pix // W) * Wp + (pix % W)  # window top-left in the padded grid
+            src = flat[:, base[:, None] + offsets[None, :]]  # (c, n, nsrc)
+            src = src.permute(1, 2, 0).reshape(len(pix), -1)  # (n, nsrc*c), (position, coil)
+            out_flat[:, pix] = (src @ weights).T
+    return out
