@@ -225,8 +225,12 @@ def simulate_ct_dataset(
     ``MU_MAX`` (in ``[0, 1]``) plus the HU images; geometry, photons, ``mu_water`` and
     ``min_count`` are recorded as attributes. Other keywords go to :func:`simulate_ct_samples`.
     """
+    import re
+
     from mrirecon.io.lodopab import write_lodopab
 
+    if not re.fullmatch(r"\w+", str(part)):
+        raise ValueError(f"simulate_ct: part must be a word (e.g. 'train'), got {part!r}")
     sim = simulate_ct_samples(samples, geometry, views, photons, size, seed, mu_water=mu_water,
                               min_count=min_count, **options)
     attrs = {"seed": int(seed), "origins": "\n".join(sim.origins),

@@ -1,0 +1,151 @@
+"""LoDoPaB-CT HDF5 layout: constants, geometry, orientation, reader on public-layout files."""
+
+from __future__ import annotations
+
+import math
+
+import h5py
+import numpy as np
+import pytest
+
+from mrirecon.io.errors import DataFormatError
+from mrirecon.io.lodopab import (
+    MU_MAX_PER_M,
+    MU_MAX_PER_MM,
+    LoDoPaBFiles,
+    attenuation_to_hu,
+    from_lodopab_layout,
+    hu_to_attenuation,
+    lodopab_file_name,
+    lodopab_geometry,
+    to_lodopab_layout,
+    write_lodopab,
+)
+from mrirecon.operators.ct_geometry import CTGeometry
+
+
+def _write_public(root, part, counts, shape=(362, 362), sino=(1000, 513), with_gt=True, seed=0):
+    """Files exactly as the public dataset has them: one float32 ``data`` dataset, no attrs."""
+    rng = np.random.default_rng(seed)
+    obs, gts = [], []
+    for i, n in enumerate(counts):
+        o = rng.uniform(0, 0.05, size=(n,) + sino).astype(np.float32)
+        g = rng.uniform(0, 1, size=(n,) + shape).astype(np.float32)
+        with h5py.File(root / lodopab_file_name("observation", part, i), "w") as h5:
+            h5.create_dataset("data", data=o)
+        if with_gt:
+            with h5py.File(root / lodopab_file_name("ground_truth", part, i), "w") as h5:
+                h5.create_dataset("data", data=g)
+        obs.append(o)
+        gts.append(g)
+    return np.concatenate(obs), np.concatenate(gts)
+
+
+def test_constants_match_the_lodopab_definition():
+    assert MU_MAX_PER_M == pytest.approx(81.35858, abs=1e-9)
+    # mu(HU) with MU_WATER = 20/m and MU_AIR = 0.02/m, in 1/mm
+    assert hu_to_attenuation(3071) == pytest.approx(MU_MAX_PER_MM, rel=1e-12)
+    assert hu_to_attenuation(0) == pytest.approx(0.020)
+    assert hu_to_attenuation(-1000) == pytest.approx(0.00002)
+    hu = np.array([-1000.0, -350.0, 0.0, 40.0, 1200.0])
+    np.testing.assert_allclose(attenuation_to_hu(hu_to_attenuation(hu, 0.0192, 0.0), 0.0192, 0.0), hu)
+
+
+def test_public_geometry():
+    g = lodopab_geometry()
+    assert g.beam == "parallel" and g.image_shape == (362, 362) and g.sinogram_shape == (1000, 513)
+    assert g.pixel_size == pytest.approx(260 / 362)
+    # 513 bins over [-0.13 sqrt2, 0.13 sqrt2] m: first and last bin centres
+    edge = 130 * math.sqrt(2)
+    assert g.detector_positions[0] == pytest.approx(-edge + g.detector_spacing / 2)
+    assert g.detector_positions[-1] == pytest.approx(edge - g.detector_spacing / 2)
+    np.testing.assert_allclose(g.angles[:2], [math.pi / 2000, 3 * math.pi / 2000])
+    assert g.angles[-1] == pytest.approx(math.pi - math.pi / 2000)
+
+
+def test_layout_orientation():
+    img = np.zeros((4, 6))
+    img[0, -1] = 1.0  # top right: x > 0 (last column), y > 0 (first row)
+    a = to_lodopab_layout(img)
+    assert a.shape == (6, 4) and a[-1, -1] == 1.0  # ODL a[ix, iy]: both at the positive end
+    img2 = np.zeros((4, 6))
+    img2[-1, 0] = 1.0  # bottom left: x < 0, y < 0
+    assert to_lodopab_layout(img2)[0, 0] == 1.0
+    x = np.random.default_rng(0).standard_normal((3, 5, 7))
+    np.testing.assert_array_equal(from_lodopab_layout(to_lodopab_layout(x)), x)
+
+
+def test_reads_public_layout(tmp_path):
+    obs, gt = _write_public(tmp_path, "test", [2, 1])
+    files = LoDoPaBFiles(tmp_path, "test")
+    assert len(files) == 3 and files.counts == [2, 1]
+    assert files.geometry == lodopab_geometry()
+    assert files.photons == 4096 and files.mu_water == pytest.approx(0.020)
+    for i in range(3):
+        np.testing.assert_array_equal(files.observation(i), obs[i])
+        np.testing.assert_array_equal(files.ground_truth(i), gt[i])
+    np.testing.assert_array_equal(files.observation(-1), obs[2])
+    sino = files.sinogram(2)
+    assert tuple(sino.data.shape) == (1, 1000, 513)
+    np.testing.assert_allclose(sino.data[0].numpy(), obs[2] * MU_MAX_PER_M, rtol=1e-6)
+    mu = files.attenuation(1)
+    assert mu.kind == "attenuation" and mu.modality == "CT"
+    np.testing.assert_allclose(mu.data[0].numpy(), np.rot90(gt[1]) * MU_MAX_PER_MM, rtol=1e-6)
+    np.testing.assert_allclose(files.hu(1), attenuation_to_hu(np.rot90(gt[1]) * MU_MAX_PER_MM), atol=0.05)
+    with pytest.raises(IndexError, match="out of range for 3"):
+        files.observation(3)
+
+
+def test_observation_only_part_and_errors(tmp_path):
+    _write_public(tmp_path, "challenge", [2], shape=(16, 16), sino=(10, 23), with_gt=False)
+    files = LoDoPaBFiles(tmp_path, "challenge")
+    assert files.ground_truth_files is None and files.geometry.sinogram_shape == (10, 23)
+    with pytest.raises(FileNotFoundError, match="no ground_truth files"):
+        files.ground_truth(0)
+    with pytest.raises(FileNotFoundError, match="observation_validation"):
+        LoDoPaBFiles(tmp_path, "validation")
+    (tmp_path / "gap").mkdir()
+    _write_public(tmp_path / "gap", "train", [1], shape=(8, 8), sino=(4, 13))
+    (tmp_path / "gap" / lodopab_file_name("observation", "train", 0)).rename(
+        tmp_path / "gap" / lodopab_file_name("observation", "train", 2))
+    with pytest.raises(DataFormatError, match="not numbered"):
+        LoDoPaBFiles(tmp_path / "gap", "train")
+    (tmp_path / "bad").mkdir()
+    with h5py.File(tmp_path / "bad" / lodopab_file_name("observation", "train", 0), "w") as h5:
+        h5.create_dataset("sinogram", data=np.zeros((1, 4, 5)))
+    with pytest.raises(DataFormatError, match="data"):
+        LoDoPaBFiles(tmp_path / "bad", "train")
+
+
+def test_write_round_trip(tmp_path):
+    g = CTGeometry.fan((12, 10), 8, 21, source_isocenter=100.0, source_detector=180.0, pixel_size=2.0)
+    rng = np.random.default_rng(3)
+    sino = rng.uniform(0, 3, size=(5, 8, 21))
+    hu = rng.uniform(-1000, 3500, size=(5, 12, 10))
+    mu = np.maximum(0.0192 * (1 + hu / 1000), 0)
+    paths = write_lodopab(tmp_path, "val", sino, mu, geometry=g, hu=hu, photons=1000.0,
+                          min_photon_count=1.0, mu_water=0.0192, mu_air=0.0, samples_per_file=2)
+    assert [p.name for p in paths] == [lodopab_file_name(k, "val", i) for k in ("observation", "ground_truth")
+                                       for i in range(3)]
+    files = LoDoPaBFiles(tmp_path, "val")
+    assert files.counts == [2, 2, 1] and files.geometry == g
+    assert files.photons == 1000.0 and files.mu_water == 0.0192 and files.mu_air == 0.0
+    for i in range(5):
+        np.testing.assert_allclose(files.observation(i), sino[i] / MU_MAX_PER_M, rtol=1e-6)
+        gt = files.ground_truth(i)
+        assert gt.shape == (10, 12) and gt.min() >= 0 and gt.max() <= 1
+        np.testing.assert_allclose(from_lodopab_layout(gt), np.clip(mu[i] / MU_MAX_PER_MM, 0, 1), rtol=1e-6)
+        np.testing.assert_allclose(files.hu(i), hu[i], rtol=1e-6)
+        np.testing.assert_allclose(files.sinogram(i).data[0].numpy(), sino[i], rtol=1e-6)
+    with h5py.File(paths[0]) as h5:
+        assert set(h5.keys()) == {"data"} and h5["data"].dtype == np.float32
+
+
+def test_write_errors(tmp_path):
+    g = CTGeometry.parallel((8, 8), 4, 11)
+    with pytest.raises(ValueError, match=r"sinograms must be \(N, 4, 11\)"):
+        write_lodopab(tmp_path, "train", np.zeros((1, 4, 12)), np.zeros((1, 8, 8)), geometry=g)
+    with pytest.raises(ValueError, match="attenuation must be"):
+        write_lodopab(tmp_path, "train", np.zeros((1, 4, 11)), np.zeros((2, 8, 8)), geometry=g)
+    with pytest.raises(ValueError, match="part must be a word"):
+        write_lodopab(tmp_path, "../x", np.zeros((1, 4, 11)), np.zeros((1, 8, 8)), geometry=g)
