@@ -1,0 +1,115 @@
+"""E2E-VarNet inference: mrirecon.models.VarNet vs fastmri.models.VarNet, same configuration.
+
+Per model, a fresh subprocess builds the network (same weights via the key mapping), runs
+``repeats`` timed forward passes on one 320 x 320, 15-coil slice (random k-space, 4x equispaced
+column mask with 8 % ACS) under ``torch.inference_mode`` after one warm-up, and reports the median
+time and the peak-RSS increase over the state just before the first forward pass
+(``resource.getrusage`` high-water mark, so model construction and data are excluded). Outputs of the two
+models are compared in the parent.
+
+Usage::
+
+    python benchmarks/bench_models.py            # 12 cascades, 18 chans, sens 8 (published)
+    python benchmarks/bench_models.py --quick    # 4 cascades, 1 repeat (busy machines)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def _child(which: str, cfg: dict) -> dict:
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from mrirecon.models import VarNet, fastmri_varnet_state_dict
+    from mrirecon.operators import sense
+
+    torch.set_num_threads(cfg["threads"])
+    torch.manual_seed(0)
+    from fastmri.models import VarNet as RefVarNet
+
+    arch = {k: cfg[k] for k in ("num_cascades", "chans", "sens_chans")}
+    ref = RefVarNet(**arch).eval()
+    coils, h, w = cfg["coils"], cfg["size"], cfg["size"]
+    g = torch.Generator().manual_seed(1)
+    k = torch.randn(1, coils, h, w, dtype=torch.complex64, generator=g)
+    mask = torch.zeros(w, dtype=torch.bool)
+    mask[::4] = True
+    acs = round(0.08 * w)
+    mask[(w - acs + 1) // 2 : (w - acs + 1) // 2 + acs] = True
+    y = k * mask
+    if which == "fastmri":
+        model = ref
+        args = (torch.view_as_real(y), mask[None, None, None, :, None], None)
+    else:
+        model = VarNet(**arch).eval()
+        model.load_state_dict(fastmri_varnet_state_dict(ref.state_dict()))
+        del ref
+        args = (y, sense(torch.ones(coils, h, w, dtype=torch.complex64), mask))
+    times = []
+    base = _rss_mib()  # after construction and data, before any forward pass
+    with torch.inference_mode():
+        out = model(*args)  # warm-up (untimed; its memory counts in the peak)
+        for _ in range(cfg["repeats"]):
+            t0 = time.perf_counter()
+            out = model(*args)
+            times.append(time.perf_counter() - t0)
+    peak = _rss_mib()
+    return {"model": which, "median_s": sorted(times)[len(times) // 2], "times_s": times,
+            "peak_rss_delta_mib": peak - base, "peak_rss_mib": peak, "output": out.flatten().tolist()[:4096]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="4 cascades, 1 repeat")
+    parser.add_argument("--cascades", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--config", default=None, help=argparse.SUPPRESS)
+    a = parser.parse_args()
+    if a.child:
+        print(json.dumps(_child(a.child, json.loads(a.config))))
+        return
+    cfg = {
+        "num_cascades": a.cascades or (4 if a.quick else 12),
+        "chans": 18,
+        "sens_chans": 8,
+        "coils": 15,
+        "size": 320,
+        "repeats": a.repeats or (1 if a.quick else 3),
+        "threads": a.threads,
+    }
+    results = {}
+    for which in ("fastmri", "mrirecon"):
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child", which, "--config", json.dumps(cfg)],
+            capture_output=True, text=True, check=True,
+        )
+        results[which] = json.loads(proc.stdout.strip().splitlines()[-1])
+    ref, ours = results["fastmri"]["output"], results["mrirecon"]["output"]
+    diff = max(abs(p - q) for p, q in zip(ref, ours)) / max(abs(v) for v in ref)
+    print(f"E2E-VarNet, 1 slice 320x320, 15 coils, cascades={cfg['num_cascades']}, chans=18, "
+          f"sens_chans=8, threads={cfg['threads']}, repeats={cfg['repeats']}")
+    print(f"{'model':<10} {'median time [s]':>16} {'peak RSS delta [MiB]':>22}")
+    for which, r in results.items():
+        print(f"{which:<10} {r['median_s']:>16.3f} {r['peak_rss_delta_mib']:>22.1f}")
+    print(f"time ratio mrirecon/fastmri: {results['mrirecon']['median_s'] / results['fastmri']['median_s']:.3f}")
+    print(f"max relative output difference (first 4096 pixels): {diff:.2e}")
+
+
+if __name__ == "__main__":
+    main()
