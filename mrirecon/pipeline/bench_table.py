@@ -1,0 +1,250 @@
+"""The benchmark's results file (resumable JSON lines) and its summary table.
+
+One *record* is the result of one method at one acceleration on one volume::
+
+    {"method": "cg_sense", "acceleration": 4, "volume": "file1000000.h5", "config": "3f2a...",
+     "slices": 35, "MSE": ..., "NMSE": ..., "PSNR": ..., "SSIM": ...,
+     "seconds_per_slice": 0.41, "recon_seconds": 12.0, "calib_seconds": 2.3,
+     "num_params": 0, "mask_type": "equispaced_fraction", "center_fraction": 0.08,
+     "num_low_frequencies": 29, "mask_width": 368, "mask": "<hex of the packed column mask>"}
+
+Records are appended to ``results.jsonl`` by rewriting the file through a temporary file and a
+rename, so an interruption never leaves a half-written line. ``config`` is a fingerprint of
+everything that determines the result (method parameters, weights, mask settings, challenge);
+a restart skips a (method, acceleration, volume) only when a record with the same fingerprint
+exists.
+
+The table has one row per (method, acceleration): NMSE, PSNR (dB) and SSIM as mean and
+``2 std`` over volumes (sample standard deviation, ``ddof = 1``, as fastMRI's evaluation),
+the mean reconstruction time per slice (s) and the number of parameters (0 for classical
+methods).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mrirecon.io.atomic import atomic_write_text
+from mrirecon.metrics import MetricsReport
+
+METRICS = ("NMSE", "PSNR", "SSIM")
+_DIGITS = {"NMSE": ".5f", "PSNR": ".2f", "SSIM": ".4f"}
+RESULTS_FILE = "results.jsonl"
+TABLE_CSV = "bench_table.csv"
+TABLE_MD = "bench_table.md"
+VOLUMES_CSV = "bench_volumes.csv"
+VOLUME_COLUMNS = (
+    "method", "acceleration", "volume", "slices", "MSE", "NMSE", "PSNR", "SSIM",
+    "seconds_per_slice", "recon_seconds", "calib_seconds", "num_params", "mask_type",
+    "center_fraction", "num_low_frequencies", "sampled_columns",
+)
+
+
+# ---- masks in records -----------------------------------------------------------------------
+
+def encode_mask(mask: torch.Tensor) -> str:
+    """``(W,)`` bool column mask -> hex string of its packed bits (big-endian bit order)."""
+    bits = np.asarray(mask.detach().cpu().reshape(-1).numpy(), dtype=bool)
+    return np.packbits(bits).tobytes().hex()
+
+
+def decode_mask(hex_mask: str, width: int) -> torch.Tensor:
+    """Inverse of :func:`encode_mask`: ``(width,)`` bool tensor."""
+    bits = np.unpackbits(np.frombuffer(bytes.fromhex(hex_mask), dtype=np.uint8))[:width]
+    if bits.size != width:
+        raise ValueError(f"decode_mask: {len(hex_mask)} hex digits hold fewer than {width} columns")
+    return torch.from_numpy(bits.astype(bool))
+
+
+def config_fingerprint(settings: dict[str, Any]) -> str:
+    """A short stable hash of JSON-serialisable ``settings`` (keys sorted)."""
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# ---- the results file -----------------------------------------------------------------------
+
+def _key(record: dict[str, Any]) -> tuple[str, float, str]:
+    return (str(record["method"]), float(record["acceleration"]), str(record["volume"]))
+
+
+class ResultsFile:
+    """Append-only JSON-lines store of benchmark records, written atomically.
+
+    Parameters
+    ----------
+    path
+        The ``results.jsonl`` file (created on the first :meth:`append`).
+    fresh
+        Ignore (and on the first append, replace) any existing content.
+    """
+
+    def __init__(self, path: str | os.PathLike, fresh: bool = False) -> None:
+        self.path = Path(path)
+        self.records: list[dict[str, Any]] = [] if fresh else self._read()
+
+    def _read(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        records = []
+        for number, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                _key(rec)
+            except (ValueError, KeyError, TypeError) as err:
+                warnings.warn(f"{self.path}:{number}: unreadable benchmark record skipped ({err})",
+                              stacklevel=3)
+                continue
+            records.append(rec)
+        return records
+
+    def find(self, method: str, acceleration: float, volume: str, config: str) -> dict | None:
+        """The latest record of ``(method, acceleration, volume)`` with fingerprint ``config``."""
+        key = (method, float(acceleration), volume)
+        for rec in reversed(self.records):
+            if _key(rec) == key and rec.get("config") == config:
+                return rec
+        return None
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Add ``record``; the file is rewritten via a temporary file and a rename."""
+        record = json.loads(json.dumps(record, sort_keys=True))
+        records = [*self.records, record]
+        atomic_write_text(self.path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+        self.records = records
+
+
+# ---- the table ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BenchRow:
+    """One (method, acceleration) row: metric ``mean`` and ``std`` (ddof = 1) over volumes."""
+
+    method: str
+    acceleration: float
+    volumes: int
+    mean: dict[str, float]
+    std: dict[str, float]
+    seconds_per_slice: float
+    num_params: int
+
+
+@dataclass
+class BenchTable:
+    """The benchmark summary: rows in (method, acceleration) order plus the per-volume records.
+
+    ``str(table)`` and :meth:`to_markdown` give the Markdown table, :meth:`to_csv` the CSV.
+    """
+
+    rows: list[BenchRow]
+    records: list[dict[str, Any]] = field(default_factory=list)
+    challenge: str = "multicoil"
+
+    def row(self, method: str, acceleration: float) -> BenchRow:
+        """The row of ``method`` at ``acceleration`` (``KeyError`` if absent)."""
+        for r in self.rows:
+            if r.method == method and float(r.acceleration) == float(acceleration):
+                return r
+        raise KeyError(f"BenchTable: no row for method {method!r} at acceleration {acceleration}")
+
+    def to_markdown(self) -> str:
+        """Markdown: ``method | acceleration | volumes | NMSE | PSNR | SSIM | s/slice | params``."""
+        head = ["method", "acceleration", "volumes", *METRICS, "time/slice (s)", "parameters"]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in self.rows:
+            cells = [r.method, f"{_fmt_acc(r.acceleration)}x", str(r.volumes)]
+            for m in METRICS:
+                f = _DIGITS[m]
+                mean, std = r.mean[m], r.std[m]
+                cells.append(f"{mean:{f}} ± {2 * std:{f}}" if math.isfinite(mean) else "n/a")
+            cells += [f"{r.seconds_per_slice:.3f}", f"{r.num_params:,}"]
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n"
+
+    def to_csv(self) -> str:
+        """CSV with one column per statistic (``NMSE_mean``, ``NMSE_2std``, ...), full precision."""
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["method", "acceleration", "volumes",
+                    *[f"{m}_{s}" for m in METRICS for s in ("mean", "2std")],
+                    "seconds_per_slice", "num_params"])
+        for r in self.rows:
+            w.writerow([r.method, _fmt_acc(r.acceleration), r.volumes,
+                        *[repr(v) for m in METRICS for v in (r.mean[m], 2 * r.std[m])],
+                        repr(r.seconds_per_slice), r.num_params])
+        return buf.getvalue()
+
+    def volumes_csv(self) -> str:
+        """CSV with one line per (method, acceleration, volume) record."""
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(VOLUME_COLUMNS)
+        for rec in self.records:
+            cols = decode_mask(rec["mask"], rec["mask_width"]).nonzero().flatten().tolist()
+            row = {**rec, "sampled_columns": " ".join(map(str, cols)),
+                   "acceleration": _fmt_acc(rec["acceleration"])}
+            w.writerow([row.get(c, "") for c in VOLUME_COLUMNS])
+        return buf.getvalue()
+
+    def __str__(self) -> str:
+        return self.to_markdown()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"challenge": self.challenge, "rows": [asdict(r) for r in self.rows]}
+
+
+def _fmt_acc(acc: float) -> str:
+    acc = float(acc)
+    return str(int(acc)) if acc.is_integer() else f"{acc:g}"
+
+
+def build_table(records: Sequence[dict[str, Any]], methods: Iterable[str],
+                accelerations: Iterable[float], challenge: str = "multicoil") -> BenchTable:
+    """Aggregate per-volume ``records`` into a :class:`BenchTable` (rows in the given order).
+
+    Means and standard deviations come from :class:`~mrirecon.metrics.MetricsReport`; the time
+    per slice is the total reconstruction time over the total number of slices.
+    """
+    rows = []
+    kept: list[dict[str, Any]] = []
+    for method in methods:
+        for acc in accelerations:
+            recs = [r for r in records if r["method"] == method and float(r["acceleration"]) == float(acc)]
+            if not recs:
+                continue
+            kept.extend(recs)
+            report = MetricsReport([r["volume"] for r in recs],
+                                   {m: np.asarray([r[m] for r in recs], dtype=np.float64) for m in METRICS})
+            slices = sum(int(r["slices"]) for r in recs)
+            seconds = sum(float(r["seconds_per_slice"]) * int(r["slices"]) for r in recs)
+            rows.append(BenchRow(method, float(acc), report.num_volumes, report.mean(), report.std(),
+                                 seconds / max(slices, 1), int(recs[0]["num_params"])))
+    return BenchTable(rows, kept, challenge)
+
+
+def write_table(table: BenchTable, output_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write ``bench_table.csv``, ``bench_table.md`` and ``bench_volumes.csv`` atomically.
+
+    Returns the paths by kind (``csv``, ``markdown``, ``volumes``).
+    """
+    out = Path(output_dir)
+    paths = {"csv": out / TABLE_CSV, "markdown": out / TABLE_MD, "volumes": out / VOLUMES_CSV}
+    texts = {"csv": table.to_csv(), "markdown": table.to_markdown(), "volumes": table.volumes_csv()}
+    for kind, path in paths.items():
+        atomic_write_text(path, texts[kind])
+    return paths

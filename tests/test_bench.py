@@ -1,0 +1,292 @@
+"""``mrirecon bench``: table layout, fastMRI metrics and masks, resume, atomic outputs, errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mrirecon.data.containers import Header
+from mrirecon.data.simulate_mri import birdcage_maps
+from mrirecon.functional import center_crop, fft2c, ifft2c, rss
+from mrirecon.io import FastMRIFile, write_fastmri
+from mrirecon.pipeline import bench, bench_table
+from mrirecon.pipeline.bench import run_bench
+from mrirecon.pipeline.schema import CalibrateConfig
+
+fastmri_evaluate = pytest.importorskip("fastmri.evaluate")
+fastmri_subsample = pytest.importorskip("fastmri.data.subsample")
+
+H, W, RECON = 64, 64, (32, 32)
+PADDING = (2, 62)  # like knee files: the outermost phase-encoding columns were never acquired
+CALIB = CalibrateConfig(kernel_width=3, calib_width=12)  # tiny images: small ESPIRiT kernels
+
+
+def _phantom(rng: np.random.Generator) -> np.ndarray:
+    """A complex ``(H, W)`` image of random ellipses inside the central recon region."""
+    yy, xx = np.mgrid[:H, :W].astype(np.float64)
+    img = np.zeros((H, W))
+    for _ in range(6):
+        cy, cx = rng.uniform(H / 2 - 8, H / 2 + 8), rng.uniform(W / 2 - 8, W / 2 + 8)
+        ay, ax = rng.uniform(3, 10, size=2)
+        img += rng.uniform(0.3, 1.0) * (((yy - cy) / ay) ** 2 + ((xx - cx) / ax) ** 2 <= 1)
+    phase = rng.uniform(-1, 1) * (xx - W / 2) / W + rng.uniform(-1, 1) * (yy - H / 2) / H
+    return 1e-3 * img * np.exp(1j * phase)
+
+
+def _header() -> Header:
+    return Header(encoded_matrix=(H, W, 1), recon_matrix=(*RECON, 1), padding_left=PADDING[0],
+                  padding_right=PADDING[1], acquisition="CORPD_FBK")
+
+
+def _write_volumes(folder, count: int, slices: int = 2, coils: int | None = 4, seed: int = 0):
+    """Fully sampled fastMRI files; targets are the RSS (or magnitude) of the acquired data."""
+    rng = np.random.default_rng(seed)
+    acquired = np.zeros(W, dtype=bool)
+    acquired[PADDING[0]:PADDING[1]] = True
+    paths = []
+    for v in range(count):
+        x = np.stack([_phantom(rng) for _ in range(slices)])  # (S, H, W)
+        if coils is None:
+            k = fft2c(torch.from_numpy(x)) * torch.from_numpy(acquired)
+            k = k + 2e-6 * torch.randn(k.shape, dtype=k.dtype, generator=torch.Generator().manual_seed(v))
+            target = center_crop(ifft2c(k).abs(), RECON)
+            kspace, ref = k.to(torch.complex64), {"reconstruction_esc": target}
+        else:
+            g = np.linspace(-1, 1, H)[:, None], np.linspace(-1, 1, W)[None, :]
+            maps = torch.from_numpy(birdcage_maps(coils, g[1], g[0], rotation=0.3 * v))  # (C, H, W)
+            k = fft2c(maps[None] * torch.from_numpy(x)[:, None]) * torch.from_numpy(acquired)
+            noise = torch.randn(k.shape, dtype=k.dtype, generator=torch.Generator().manual_seed(v))
+            k = (k + 2e-6 * noise) * torch.from_numpy(acquired)
+            kspace = k.to(torch.complex64)
+            ref = {"reconstruction_rss": center_crop(rss(ifft2c(kspace), dim=1), RECON)}
+        paths.append(write_fastmri(folder / f"file{1000000 + 7 * v}.h5", kspace, _header(), reference=ref))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def multicoil_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("multicoil_val")
+    _write_volumes(folder, 2)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def varnet_weights(tmp_path_factory):
+    from mrirecon.models import build_model
+
+    torch.manual_seed(0)
+    params = dict(num_cascades=2, sens_chans=4, sens_pools=2, chans=4, pools=2)
+    model = build_model("varnet", **params)
+    path = tmp_path_factory.mktemp("weights") / "varnet_tiny.pt"
+    torch.save(model.state_dict(), path)
+    return path, params, sum(p.numel() for p in model.parameters())
+
+
+def _reference_mask(name: str, acc: int, mask_type: str) -> tuple[np.ndarray, int]:
+    cf = {4: 0.08, 8: 0.04}[acc]
+    mask_fn = fastmri_subsample.create_mask_for_mask_type(mask_type, [cf], [acc])
+    mask, num_low = mask_fn((1, H, W, 2), seed=tuple(map(ord, name)))
+    mask = mask.reshape(-1).numpy().astype(bool)
+    mask[: PADDING[0]] = False
+    mask[PADDING[1]:] = False
+    return mask, int(num_low)
+
+
+def _fastmri_metrics(target: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    w = target.shape[-1]
+    gt, pr = (center_crop(torch.from_numpy(a), (w, w)).numpy() for a in (target, pred))
+    return {"NMSE": fastmri_evaluate.nmse(gt, pr), "PSNR": fastmri_evaluate.psnr(gt, pr),
+            "SSIM": fastmri_evaluate.ssim(gt, pr)}
+
+
+def test_multicoil_table_metrics_and_masks_match_fastmri(multicoil_dir, varnet_weights, tmp_path):
+    wpath, wparams, nparams = varnet_weights
+    methods = ["zero_filled_rss", "zero_filled", "cg_sense", "l1_wavelet", "varnet"]
+    seen = []
+    table = run_bench(multicoil_dir, "multicoil", (4, 8), methods, weights={"varnet": wpath},
+                      params={"varnet": wparams, "l1_wavelet": {"max_iterations": 20}},
+                      output_dir=tmp_path, progress=False, verbose=False, calibration=CALIB,
+                      on_record=lambda rec, pred: seen.append((rec, pred)))
+    assert [(r.method, r.acceleration) for r in table.rows] == [(m, a) for m in methods for a in (4.0, 8.0)]
+    assert all(r.volumes == 2 for r in table.rows)
+    assert len(seen) == len(methods) * 2 * 2
+
+    per_row: dict[tuple[str, float], list[dict]] = {}
+    for rec, pred in seen:
+        path = multicoil_dir / rec["volume"]
+        with FastMRIFile(path) as f:
+            target = f.reference(key="reconstruction_rss").numpy()
+            kspace = f.read_volume(with_reference=False).data
+        assert pred.shape == target.shape
+        ref = _fastmri_metrics(target, pred)
+        for m in ("NMSE", "PSNR", "SSIM"):
+            assert rec[m] == pytest.approx(ref[m], rel=1e-5, abs=1e-7), (rec["method"], m)
+        per_row.setdefault((rec["method"], rec["acceleration"]), []).append(ref)
+        # the mask is fastMRI's for this file name (seeded by the name, padding removed)
+        mask, num_low = _reference_mask(rec["volume"], int(rec["acceleration"]), "equispaced_fraction")
+        got = bench_table.decode_mask(rec["mask"], rec["mask_width"]).numpy()
+        np.testing.assert_array_equal(got, mask)
+        assert rec["num_low_frequencies"] == num_low
+        if rec["method"] == "zero_filled_rss":  # the runner really undersampled with that mask
+            expect = center_crop(rss(ifft2c(kspace * torch.from_numpy(mask)), dim=1), RECON)
+            np.testing.assert_allclose(pred, expect.numpy(), rtol=1e-5, atol=1e-9)
+        assert rec["num_params"] == (nparams if rec["method"] == "varnet" else 0)
+        assert rec["seconds_per_slice"] > 0
+
+    for row in table.rows:
+        refs = per_row[(row.method, row.acceleration)]
+        for m in ("NMSE", "PSNR", "SSIM"):
+            vals = np.array([r[m] for r in refs])
+            assert row.mean[m] == pytest.approx(vals.mean(), rel=1e-5)
+            assert 2 * row.std[m] == pytest.approx(2 * vals.std(ddof=1), rel=1e-4, abs=1e-9)
+    # CG-SENSE with ESPIRiT maps beats the zero-filled adjoint at 4x
+    assert table.row("cg_sense", 4).mean["NMSE"] < table.row("zero_filled", 4).mean["NMSE"]
+    assert table.row("cg_sense", 4).mean["SSIM"] > table.row("zero_filled", 4).mean["SSIM"]
+
+    # outputs: CSV, Markdown, per-volume CSV
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "bench_table.csv").read_text())))
+    assert [(r["method"], r["acceleration"]) for r in rows] == [(m, a) for m in methods for a in ("4", "8")]
+    assert float(rows[0]["NMSE_mean"]) == table.rows[0].mean["NMSE"]
+    md = (tmp_path / "bench_table.md").read_text().strip().splitlines()
+    assert len(md) == 2 + len(table.rows) and "SSIM" in md[0] and "parameters" in md[0]
+    assert f"{nparams:,}" in md[-1]
+    vols = list(csv.DictReader(io.StringIO((tmp_path / "bench_volumes.csv").read_text())))
+    assert len(vols) == len(seen)
+    assert {r["volume"] for r in vols} == {p.name for p in multicoil_dir.glob("*.h5")}
+
+
+def test_singlecoil_uses_esc_target_and_random_masks(tmp_path):
+    data = tmp_path / "singlecoil_val"
+    _write_volumes(data, 2, slices=1, coils=None, seed=3)
+    seen = []
+    table = run_bench(data, "singlecoil", [4], "zero_filled,cg_sense", output_dir=tmp_path / "out",
+                      progress=False, verbose=False, on_record=lambda r, p: seen.append((r, p)))
+    assert [r.method for r in table.rows] == ["zero_filled", "cg_sense"]
+    for rec, pred in seen:
+        with FastMRIFile(data / rec["volume"]) as f:
+            target = f.reference(key="reconstruction_esc").numpy()
+        ref = _fastmri_metrics(target, pred)
+        for m in ("NMSE", "PSNR", "SSIM"):
+            assert rec[m] == pytest.approx(ref[m], rel=1e-5, abs=1e-7)
+        mask, _ = _reference_mask(rec["volume"], 4, "random")
+        np.testing.assert_array_equal(bench_table.decode_mask(rec["mask"], W).numpy(), mask)
+        assert rec["mask_type"] == "random"
+    with pytest.raises(ValueError, match="single-coil k-space.*challenge='multicoil'"):
+        run_bench(data, "multicoil", [4], ["zero_filled"], progress=False, verbose=False)
+
+
+def test_resume_skips_finished_entries(multicoil_dir, tmp_path, monkeypatch):
+    calls: list[tuple[str, str]] = []
+    original = bench._reconstruct_slice
+
+    def counting(s, method, *args, **kwargs):
+        calls.append((method, s.file_name))
+        return original(s, method, *args, **kwargs)
+
+    monkeypatch.setattr(bench, "_reconstruct_slice", counting)
+    kwargs = dict(challenge="multicoil", accelerations=[4], methods=["zero_filled_rss", "cg_sense"],
+                  progress=False, verbose=False, calibration=CALIB)
+    names = sorted(p.name for p in multicoil_dir.glob("*.h5"))
+
+    def interrupt_after_first_volume(rec, pred):
+        if rec["volume"] != names[0] or rec["method"] == "cg_sense":
+            raise KeyboardInterrupt("simulated interruption")
+
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        run_bench(multicoil_dir, output_dir=out, on_record=interrupt_after_first_volume, **kwargs)
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert [(json.loads(x)["method"], json.loads(x)["volume"]) for x in lines] == [
+        ("zero_filled_rss", names[0]), ("cg_sense", names[0])]
+    calls.clear()
+    resumed = run_bench(multicoil_dir, output_dir=out, **kwargs)
+    assert sorted(set(calls)) == [("cg_sense", names[1]), ("zero_filled_rss", names[1])]
+
+    calls.clear()
+    again = run_bench(multicoil_dir, output_dir=out, **kwargs)
+    assert calls == []  # nothing recomputed
+    assert again.to_csv() == resumed.to_csv() and again.to_markdown() == resumed.to_markdown()
+    assert len((out / "results.jsonl").read_text().splitlines()) == 4
+
+    fresh = run_bench(multicoil_dir, output_dir=tmp_path / "fresh", **kwargs)
+    for a, b in zip(fresh.rows, resumed.rows):
+        assert (a.method, a.volumes) == (b.method, b.volumes)
+        for m in ("NMSE", "PSNR", "SSIM"):
+            assert a.mean[m] == pytest.approx(b.mean[m], rel=1e-9)
+            assert a.std[m] == pytest.approx(b.std[m], rel=1e-6, abs=1e-12)
+
+    # changed settings are not mistaken for finished work; resume=False recomputes everything
+    calls.clear()
+    run_bench(multicoil_dir, output_dir=out, params={"cg_sense": {"max_iterations": 3}}, **kwargs)
+    assert {m for m, _ in calls} == {"cg_sense"}
+    calls.clear()
+    run_bench(multicoil_dir, output_dir=out, resume=False, **kwargs)
+    assert sorted(set(calls)) == sorted((m, n) for m in ("zero_filled_rss", "cg_sense") for n in names)
+    assert len((out / "results.jsonl").read_text().splitlines()) == 4
+
+
+def test_tables_are_written_atomically(tmp_path, monkeypatch):
+    row = bench_table.BenchRow("cg_sense", 4.0, 2, {"NMSE": 0.01, "PSNR": 30.0, "SSIM": 0.9},
+                               {"NMSE": 0.001, "PSNR": 1.0, "SSIM": 0.01}, 0.5, 0)
+    bench_table.write_table(bench_table.BenchTable([row]), tmp_path)
+    before = {p.name: p.read_text() for p in tmp_path.iterdir()}
+    assert set(before) == {"bench_table.csv", "bench_table.md", "bench_volumes.csv"}
+
+    import mrirecon.io.atomic as atomic
+
+    def failing_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(atomic.os, "replace", failing_replace)
+    worse = bench_table.BenchTable([bench_table.BenchRow("tv", 8.0, 1, row.mean, row.std, 1.0, 0)])
+    with pytest.raises(OSError, match="disk full"):
+        bench_table.write_table(worse, tmp_path)
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == before  # old files intact, no temp files
+
+    store = bench_table.ResultsFile(tmp_path / "results.jsonl")
+    with pytest.raises(OSError, match="disk full"):
+        store.append({"method": "tv", "acceleration": 4, "volume": "a.h5", "config": "x"})
+    assert not (tmp_path / "results.jsonl").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(before)
+
+
+def test_errors_name_the_problem(multicoil_dir, tmp_path):
+    with pytest.raises(ValueError, match=r"unknown method\(s\) 'sense_magic'.*cg_sense.*l1_wavelet.*varnet"):
+        run_bench(multicoil_dir, methods="zero_filled,sense_magic", progress=False, verbose=False)
+    with pytest.raises(ValueError, match="challenge must be one of"):
+        run_bench(multicoil_dir, challenge="knee", methods="zero_filled", progress=False, verbose=False)
+    with pytest.raises(ValueError, match="learned method 'modl' needs weights"):
+        run_bench(multicoil_dir, methods="modl", progress=False, verbose=False)
+    with pytest.raises(ValueError, match="not among the methods"):
+        run_bench(multicoil_dir, methods="cg_sense", params={"tv": {"lam": 1}}, progress=False, verbose=False)
+    with pytest.raises(FileNotFoundError, match="no fastMRI .h5 files"):
+        run_bench(tmp_path, methods="cg_sense", progress=False, verbose=False)
+    undersampled = tmp_path / "test_set"
+    undersampled.mkdir()
+    src = next(iter(sorted(multicoil_dir.glob("*.h5"))))
+    with FastMRIFile(src) as f:
+        vol = f.read_volume()
+    mask = np.zeros(W, dtype=bool)
+    mask[::4] = True
+    write_fastmri(undersampled / "file1.h5", vol.data * torch.from_numpy(mask), vol.header,
+                  reference=vol.reference, mask=mask)
+    with pytest.raises(ValueError, match="already undersampled"):
+        run_bench(undersampled, methods="zero_filled_rss", progress=False, verbose=False)
+
+
+def test_command_line_strings_are_parsed():
+    assert bench.parse_weights(["varnet=/w/v.pt", "modl=a.pt,vn=b.pt"]) == {
+        "varnet": "/w/v.pt", "modl": "a.pt", "vn": "b.pt"}
+    params, calib = bench.parse_sets(["l1_wavelet.lam=0.01", "cg_sense.max_iterations=5",
+                                      "calibrate.kernel_width=4"])
+    assert params == {"l1_wavelet": {"lam": 0.01}, "cg_sense": {"max_iterations": 5}}
+    assert calib == {"kernel_width": 4}
+    with pytest.raises(ValueError, match="method=PATH"):
+        bench.parse_weights(["varnet"])
+    with pytest.raises(ValueError, match="method.param=value"):
+        bench.parse_sets(["lam=0.01"])
