@@ -1,0 +1,267 @@
+"""Training: config errors, samples and masks, loss, validation, resume bit for bit, DDP = 1 process,
+weights-only checkpoints, logs, ``mrirecon train`` and ``load_pretrained``."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from mrirecon.metrics import SSIMLoss
+from mrirecon.pipeline.config import ConfigError
+from mrirecon.sampling import create_mask_for_mask_type, file_seed
+from mrirecon.training.config import LossConfig, MaskConfig
+from mrirecon.training.data import MRITrainingSet
+from mrirecon.training.losses import ReconstructionLoss
+from mrirecon.training.run import train_from_config
+from mrirecon.training.validation import evaluate_reconstructor, zero_filled
+from mrirecon.training.weights import load_pretrained
+
+MASK = {"type": "equispaced_fraction", "center_fractions": [0.16, 0.08], "accelerations": [4, 8]}
+TINY_VARNET = {"num_cascades": 2, "chans": 4, "pools": 2, "sens_chans": 2, "sens_pools": 2}
+
+
+@pytest.fixture(scope="module")
+def sim_data(tmp_path_factory) -> dict[str, Path]:
+    from mrirecon.data.simulate_mri import simulate_mri_dataset
+
+    root = tmp_path_factory.mktemp("train_sim")
+    simulate_mri_dataset(root / "train", volumes=2, slices=2, coils=3, size=(32, 32), seed=1)
+    simulate_mri_dataset(root / "val", volumes=1, slices=2, coils=3, size=(32, 32), seed=2)
+    return {"train": root / "train", "val": root / "val"}
+
+
+def write_config(path: Path, data: dict[str, Path], out: Path, **changes) -> Path:
+    cfg = {
+        "name": "test", "output_dir": str(out), "seed": 3, "device": "cpu",
+        "data": {"train": str(data["train"]), "val": str(data["val"]), "mask": MASK},
+        "model": {"name": "varnet", "params": dict(TINY_VARNET)},
+        "optim": {"lr": 3e-3, "max_steps": 6, "batch_size": 1},
+        "log_every": 1, "val_every": 100, "checkpoint_every": 3,
+    }
+    for key, value in changes.items():
+        node = cfg
+        *parents, last = key.split("__")
+        for k in parents:
+            node = node[k]
+        node[last] = value
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+# ---- configuration ---------------------------------------------------------------------------
+
+def test_config_errors_name_file_and_key(tmp_path, sim_data):
+    cfg = write_config(tmp_path / "c.yaml", sim_data, tmp_path / "out")
+    with pytest.raises(ConfigError, match=r"c\.yaml: optim\.lrr: unknown key \(did you mean 'lr'"):
+        train_from_config(cfg, ["optim.lrr=0.1"])
+    with pytest.raises(ConfigError, match=r"c\.yaml: data\.mask\.type: must be one of"):
+        train_from_config(cfg, ["data.mask.type=spiral"])
+    with pytest.raises(ConfigError, match=r"c\.yaml: data\.train: folder .*nowhere does not exist"):
+        train_from_config(cfg, [f"data.train={tmp_path / 'nowhere'}"])
+    with pytest.raises(ConfigError, match=r"c\.yaml: model\.params: .*varnet.*bogus"):
+        train_from_config(cfg, ["model.params.bogus=1"])
+    with pytest.raises(ConfigError, match=r"c\.yaml: model\.name: unknown model 'nonet'"):
+        train_from_config(cfg, ["model.name=nonet"])
+    assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+# ---- samples ---------------------------------------------------------------------------------
+
+def test_samples_masks_targets(sim_data):
+    from mrirecon.io.fastmri import FastMRIFile
+
+    cfg = MaskConfig(**MASK)
+    val = MRITrainingSet(sim_data["train"], cfg, train=False)
+    train = MRITrainingSet(sim_data["train"], cfg, train=True)
+    assert len(val) == len(train) == 4
+    s0, s1, s2 = val.get(0), val.get(1), val.get(2)
+    assert s0.fname == s1.fname != s2.fname and (s0.slice_index, s1.slice_index) == (0, 1)
+    # validation: the fastMRI mask of the file name, shared by all slices of a volume
+    ref_mask = create_mask_for_mask_type(cfg.type, cfg.center_fractions, cfg.accelerations)(32, seed=file_seed(s0.fname))
+    assert torch.equal(s0.mask, ref_mask) and torch.equal(s1.mask, ref_mask)
+    with FastMRIFile(sim_data["train"] / s0.fname) as f:
+        k = f.read_slice(1)
+        assert torch.equal(s1.target[0], k.reference[0])
+        assert s1.max_value.item() == pytest.approx(float(f.attrs["max"]))
+        full = k.data[0]
+    assert torch.equal(s1.y[0], full * s1.mask)  # unsampled columns exactly zero, others untouched
+    assert s1.y.shape == (1, 3, 32, 32) and s1.target.shape == (1, 32, 32)
+    # training: masks are a function of the seed only
+    a, b, c = train.get(1, mask_seed=11), train.get(1, mask_seed=11), train.get(1, mask_seed=12)
+    assert torch.equal(a.mask, b.mask) and torch.equal(a.y, b.y)
+    assert not all(torch.equal(train.get(1, mask_seed=s).mask, a.mask) for s in range(12, 20))
+    with pytest.raises(ValueError, match="mask_seed"):
+        train.get(0)
+    # learned maps: unit maps, the operator's adjoint of y is the scaled coil sum
+    op = a.operator()
+    assert torch.allclose(op.H(a.y), torch.fft.ifftshift(torch.fft.ifft2(torch.fft.fftshift(
+        a.y, dim=(-2, -1)), norm="ortho"), dim=(-2, -1)).sum(1) / 3**0.5, atol=1e-6)
+
+
+def test_espirit_maps_cached_from_common_centre(sim_data):
+    ds = MRITrainingSet(sim_data["train"], MaskConfig(**MASK), maps="espirit", train=True)
+    a, b = ds.get(0, mask_seed=1), ds.get(0, mask_seed=2)
+    assert a.maps is b.maps or torch.equal(a.maps, b.maps)  # independent of the drawn mask
+    rss = a.maps[0].abs().square().sum(0)
+    assert torch.allclose(rss[rss > 0.5], torch.ones(()), atol=1e-4)  # unit norm over coils
+    # only columns that every mask acquires were used
+    centre = ds.common_center(32)
+    assert int(centre.sum()) == round(32 * 0.08)
+    assert all(bool((ds.get(0, mask_seed=s).mask & centre).eq(centre).all()) for s in range(10))
+
+
+# ---- loss and validation --------------------------------------------------------------------
+
+def test_loss_terms():
+    g = torch.Generator().manual_seed(0)
+    x, t = torch.rand(2, 16, 16, generator=g), torch.rand(2, 16, 16, generator=g)
+    m = torch.tensor([1.0, 2.0])
+    ssim = ReconstructionLoss(LossConfig(ssim=1.0))(x, t, m)
+    assert torch.allclose(ssim, SSIMLoss()(x[:, None], t[:, None], m))
+    l1 = ReconstructionLoss(LossConfig(ssim=0.0, l1=2.0))(x, t, m)
+    assert l1.item() == pytest.approx(2 * ((x - t).abs() / m[:, None, None]).mean().item(), rel=1e-6)
+    mse = ReconstructionLoss(LossConfig(ssim=0.0, mse=1.0))(x, t, m)
+    assert mse.item() == pytest.approx((((x - t) / m[:, None, None]) ** 2).mean().item(), rel=1e-6)
+    both = ReconstructionLoss(LossConfig(ssim=1.0, l1=2.0, mse=1.0))(x, t, m)
+    assert both.item() == pytest.approx((ssim + l1 + mse).item(), rel=1e-6)
+    assert ReconstructionLoss()(t, t, m).item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="weights"):
+        ReconstructionLoss(LossConfig(ssim=0.0))
+
+
+def test_validation_per_volume(sim_data):
+    ds = MRITrainingSet(sim_data["train"], MaskConfig(**MASK), train=False)
+    perfect = evaluate_reconstructor(lambda s: s.target, ds)
+    assert perfect.num_volumes == 2 and perfect.mean()["NMSE"] == 0.0
+    assert perfect.mean()["SSIM"] == pytest.approx(1.0)
+    zf = evaluate_reconstructor(zero_filled, ds)
+    # reference numbers: fastmri.evaluate on the stacked volumes
+    from fastmri.evaluate import nmse, ssim
+
+    for name, value in zip(zf.names, zf.values["NMSE"]):
+        idx = [i for i in range(len(ds)) if ds.get(i).fname == name]
+        gt = np.stack([ds.get(i).target[0].numpy() for i in idx]).astype(np.float64)
+        pred = np.stack([zero_filled(ds.get(i))[0].numpy() for i in idx]).astype(np.float64)
+        assert value == pytest.approx(nmse(gt, pred), rel=1e-5)
+        assert zf.values["SSIM"][zf.names.index(name)] == pytest.approx(ssim(gt, pred), rel=1e-5)
+    assert 0 < zf.mean()["SSIM"] < 1
+
+
+# ---- training runs ---------------------------------------------------------------------------
+
+def _params(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_training_lowers_loss_and_writes_outputs(tmp_path, sim_data):
+    out = tmp_path / "run"
+    cfg = write_config(tmp_path / "c.yaml", sim_data, out, optim__max_steps=12, optim__lr=1e-2,
+                       val_every=12, loss={"ssim": 1.0, "l1": 0.1})
+    result = train_from_config(cfg, progress=False)
+    rows = list(csv.DictReader((out / "train_log.csv").open()))
+    assert [int(r["step"]) for r in rows] == list(range(1, 13))
+    assert {"loss", "lr", "seconds", "val_SSIM", "val_NMSE", "val_PSNR"} <= set(rows[0])
+    losses = [float(r["loss"]) for r in rows]
+    assert np.mean(losses[-4:]) < np.mean(losses[:4])  # the loss went down
+    # held-out check: validation SSIM of the trained model beats the untrained one
+    from mrirecon.training.run import build_model_from_config
+    from mrirecon.training.validation import validate_model
+
+    val = MRITrainingSet(sim_data["val"], MaskConfig(**MASK), train=False)
+    torch.manual_seed(result.config.seed)
+    untrained = build_model_from_config(result.config)
+    assert validate_model(result.model, val).mean()["SSIM"] > validate_model(untrained, val).mean()["SSIM"]
+    assert float(rows[-1]["val_SSIM"]) == pytest.approx(validate_model(result.model, val).mean()["SSIM"])
+    # checkpoint: weights only, all state
+    ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["step"] == 12 and {"model", "optimizer", "scheduler", "rng"} <= set(ckpt)
+    # model.pt + card load back into an equal model
+    loaded = load_pretrained(out / "model.pt")
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in result.model.state_dict().items())
+    assert yaml.safe_load((out / "config.yaml").read_text())["optim"]["max_steps"] == 12
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_resume_is_bit_for_bit(tmp_path, sim_data):
+    straight = write_config(tmp_path / "a.yaml", sim_data, tmp_path / "a", val_every=0)
+    ra = train_from_config(straight, progress=False)
+    split = write_config(tmp_path / "b.yaml", sim_data, tmp_path / "b", val_every=0)
+    train_from_config(split, ["optim.max_steps=3"], progress=False)
+    rb = train_from_config(split, resume=True, progress=False)
+    assert rb.steps == 6
+    pa, pb = _params(ra.model), _params(rb.model)
+    assert pa.keys() == pb.keys() and all(torch.equal(pa[k], pb[k]) for k in pa)
+    oa = torch.load(tmp_path / "a" / "checkpoints" / "last.pt", weights_only=True)["optimizer"]
+    ob = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)["optimizer"]
+    assert oa["state"].keys() == ob["state"].keys()
+    for i in oa["state"]:
+        for name in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(oa["state"][i][name], ob["state"][i][name])
+    la = list(csv.DictReader((tmp_path / "a" / "train_log.csv").open()))
+    lb = list(csv.DictReader((tmp_path / "b" / "train_log.csv").open()))
+    assert [r["loss"] for r in la] == [r["loss"] for r in lb]
+
+
+DDP_SCRIPT = """
+import sys
+from mrirecon.training.run import train_from_config
+train_from_config(sys.argv[1], sys.argv[2:], progress=False)
+"""
+
+
+def test_ddp_two_processes_match_one(tmp_path, sim_data):
+    cfg = write_config(tmp_path / "c.yaml", sim_data, tmp_path / "one", val_every=0,
+                       optim__max_steps=3)
+    one = train_from_config(cfg, ["optim.batch_size=2"], progress=False)
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(script), str(cfg), f"output_dir={tmp_path / 'two'}", "optim.batch_size=1"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = torch.load(tmp_path / "two" / "model.pt", weights_only=True)
+    ref = one.model.state_dict()
+    assert two.keys() == ref.keys()
+    for k in ref:
+        assert torch.allclose(two[k], ref[k], rtol=1e-5, atol=1e-6), k
+    moved = [k for k in ref if not torch.equal(ref[k], _untrained(one.config)[k])]
+    assert moved  # the comparison is not between two untouched initialisations
+    # and it can tell batches apart: one process with batch 1 (half the samples) differs
+    half = train_from_config(cfg, ["optim.batch_size=1", f"output_dir={tmp_path / 'half'}"],
+                             progress=False).model.state_dict()
+    assert not all(torch.allclose(half[k], ref[k], rtol=1e-5, atol=1e-6) for k in ref)
+
+
+def _untrained(config) -> dict[str, torch.Tensor]:
+    from mrirecon.training.run import build_model_from_config
+
+    torch.manual_seed(config.seed)
+    return build_model_from_config(config).state_dict()
+
+
+def test_cli_train(tmp_path, sim_data, capsys):
+    from mrirecon.cli import main
+
+    cfg = write_config(tmp_path / "c.yaml", sim_data, tmp_path / "cli", val_every=0)
+    assert main(["train", str(cfg), "--set", "optim.max_steps=2"]) == 0
+    assert capsys.readouterr().out.strip().endswith("model.pt")
+    assert torch.load(tmp_path / "cli" / "checkpoints" / "last.pt", weights_only=True)["step"] == 2
+    assert main(["train", str(cfg), "--resume", "--set", "optim.max_steps=3"]) == 0
+    assert torch.load(tmp_path / "cli" / "checkpoints" / "last.pt", weights_only=True)["step"] == 3
+    with pytest.raises(SystemExit) as exc:
+        main(["train", str(cfg), "--set", "optim.nope=1"])
+    assert exc.value.code == 2 and "optim.nope" in capsys.readouterr().err
