@@ -2,7 +2,8 @@
 
 For each sample a ground truth in Hounsfield units is made either from one of the allowed CT
 DICOM frames (:mod:`mrirecon.io.ct_sources`: random rotation, flip, shift and a zoom that
-fills 60-100 % of the field of view, so physical sizes are *not* kept) or from a random
+makes the object (pixels above -500 HU) span 60-100 % of the field of view, so physical sizes
+are *not* kept) or from a random
 ellipse phantom (:func:`~mrirecon.data.anatomy.random_ellipses_hu`). It is converted to linear
 attenuation ``mu = mu_water (1 + HU / 1000)`` (clipped at 0; ``mu_water = 0.0192 /mm`` at about
 70 keV), projected with :func:`mrirecon.operators.ct.ct_operator` to line integrals ``p``, and
@@ -102,9 +103,14 @@ def ct_simulation_geometry(
 def _resample_source(hu: np.ndarray, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     """Random rotation / flip / shift / zoom of a source image onto the simulation grid."""
     h, w = shape
-    src_h, src_w = hu.shape
+    body = np.argwhere(hu > -500.0)  # the object's bounding box, not the source's frame
+    if len(body):
+        (r0, c0), (r1, c1) = body.min(0), body.max(0) + 1
+    else:
+        (r0, c0), (r1, c1) = (0, 0), hu.shape
+    centre_r, centre_c = (r0 + r1 - 1) / 2, (c0 + c1 - 1) / 2
     fill = float(rng.uniform(0.6, 1.0))
-    scale = max(src_h, src_w) / (fill * max(h, w))  # source pixels per output pixel
+    scale = max(r1 - r0, c1 - c0) / (fill * max(h, w))  # source pixels per output pixel
     angle = float(rng.uniform(-np.pi, np.pi))
     flip = -1.0 if rng.uniform() < 0.5 else 1.0
     shift = rng.uniform(-0.05, 0.05, size=2) * np.array([h, w])
@@ -112,8 +118,8 @@ def _resample_source(hu: np.ndarray, shape: tuple[int, int], rng: np.random.Gene
     rr = rr - (h - 1) / 2 - shift[0]
     cc = (cc - (w - 1) / 2 - shift[1]) * flip
     ca, sa = math.cos(angle), math.sin(angle)
-    src_r = (ca * rr - sa * cc) * scale + (src_h - 1) / 2
-    src_c = (sa * rr + ca * cc) * scale + (src_w - 1) / 2
+    src_r = (ca * rr - sa * cc) * scale + centre_r
+    src_c = (sa * rr + ca * cc) * scale + centre_c
     # source pixels outside the reconstruction circle are already air after clipping
     return ndimage.map_coordinates(hu.astype(np.float64), [src_r, src_c], order=1, mode="constant",
                                    cval=-1000.0)

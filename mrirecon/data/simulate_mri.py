@@ -102,9 +102,11 @@ def birdcage_maps(num_coils: int, x: np.ndarray, y: np.ndarray, z: np.ndarray | 
     shape = (num_coils,) + (1,) * x.ndim
     dx = x[None] - (radius * np.cos(theta)).reshape(shape)
     dy = y[None] - (radius * np.sin(theta)).reshape(shape)
-    r = np.sqrt(dx**2 + dy**2 + z[None] ** 2)
-    maps = np.exp(1j * (np.arctan2(dx, -dy) - theta.reshape(shape))) / r
-    return maps / np.sqrt(np.sum(np.abs(maps) ** 2, axis=0))
+    r_plane = np.sqrt(dx**2 + dy**2)
+    r = np.sqrt(r_plane**2 + z[None] ** 2)
+    # exp(i atan2(dx, -dy)) = (-dy + i dx) / r_plane, without the transcendental calls
+    maps = (-dy + 1j * dx) * (np.exp(-1j * theta).reshape(shape) / (r_plane * r))
+    return maps / np.sqrt(np.sum(maps.real**2 + maps.imag**2, axis=0))
 
 
 @dataclass
