@@ -309,3 +309,22 @@ def test_ct_argument_errors():
         simulate_ct_samples(photons=-1.0)
     with pytest.raises(ValueError, match="sources"):
         simulate_ct_samples(sources="mayo")
+
+
+def test_projector_follows_the_odl_convention_the_lodopab_layout_assumes():
+    """u = x cos(theta) + y sin(theta) with x along columns and y along -rows (ODL's
+    Parallel2dGeometry: detector at +y, axis +x, counter-clockwise); a point in a corner
+    lands on the predicted side of the detector."""
+    from mrirecon.io.lodopab import lodopab_geometry
+
+    g = lodopab_geometry((33, 33), num_angles=4, num_detectors=49, half_fov_mm=33.0)
+    op = ct.ct_operator(g)
+    for row, col in ((4, 28), (28, 28), (4, 4)):
+        img = torch.zeros(33, 33, dtype=torch.float64)
+        img[row, col] = 1.0
+        sino = op(img).numpy()
+        x, y = (col - 16) * g.pixel_size, (16 - row) * g.pixel_size
+        for v, theta in enumerate(g.angles):
+            u = x * math.cos(theta) + y * math.sin(theta)
+            got = float(np.sum(sino[v] * g.detector_positions) / np.sum(sino[v]))
+            assert got == pytest.approx(u, abs=1.5 * g.detector_spacing), (row, col, theta)
