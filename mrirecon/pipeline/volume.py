@@ -34,24 +34,21 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
     if config.modality == "mri":
         if fmt not in ("fastmri", "ismrmrd"):
             raise ValueError(f"{path}: an MRI pipeline needs fastMRI or ISMRMRD data, found {fmt}")
-        recon, reference, zero_filled, geometry = _mri_volume(config, path, fmt, model, device, progress)
+        recon, reference, preview, geometry = _mri_volume(config, path, fmt, model, device, progress)
+        eval_ref, eval_pred, display_ref = reference, recon, reference
         image = Image(recon, geometry, kind="magnitude", modality="MR",
                       description=f"mrirecon {config.reconstruct.method}")
     else:
         from mrirecon.pipeline.stages_ct import ct_volume
 
-        recon, reference, zero_filled, geometry = ct_volume(config, path, fmt, model, device, progress)
+        recon, eval_ref, eval_pred, display_ref, preview, geometry = ct_volume(
+            config, path, fmt, model, device, progress)
         image = Image(recon, geometry, kind="hu", modality="CT",
                       description=f"mrirecon {config.reconstruct.method}")
     result.slices = int(recon.shape[0])
-    if config.evaluate.enabled and reference is not None:
-        result.metrics = evaluate(reference, recon if config.modality == "mri" else image_for_metrics(recon))
-    export(config, path, output, image, reference, zero_filled, result)
-
-
-def image_for_metrics(hu: torch.Tensor) -> torch.Tensor:
-    """CT metrics are computed on attenuation-like values shifted to be non-negative."""
-    return hu + 1000.0
+    if config.evaluate.enabled and eval_ref is not None:
+        result.metrics = evaluate(eval_ref, eval_pred)
+    export(config, path, output, image, display_ref, preview, result)
 
 
 def evaluate(reference: torch.Tensor, recon: torch.Tensor) -> dict[str, float]:

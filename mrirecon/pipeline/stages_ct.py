@@ -1,0 +1,150 @@
+"""CT pipeline stages: LoDoPaB-layout sinograms (or a DICOM image series) -> HU volume.
+
+Inputs
+------
+* an ``observation_{part}_{i}.hdf5`` file in the LoDoPaB-CT layout (public or simulated by
+  ``mrirecon simulate ct``): every sample is a slice; the matching ``ground_truth`` file, when
+  present, is the reference;
+* a DICOM CT series (folder): the images are the reference and the sinogram is simulated by the
+  projector (``undersample.views`` / ``undersample.photons`` set the acquisition), i.e. a
+  retrospective dose / view-count study.
+
+Metrics are computed on attenuation normalised like LoDoPaB's ground truth (``mu / MU_MAX``,
+non-negative, so fastMRI's ``data_range = gt.max()`` convention is meaningful); exports are in HU.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from mrirecon.data.containers import ImageGeometry
+from mrirecon.operators import ct_operator
+from mrirecon.operators.ct_geometry import CTGeometry
+from mrirecon.pipeline.schema import PipelineConfig, ReconstructConfig, UndersampleConfig
+
+_OBS = re.compile(r"^observation_(?P<part>.+)_(?P<index>\d{3})\.hdf5$")
+
+
+@dataclass
+class CTSlice:
+    """One slice: post-log sinogram ``(views, detectors)`` on ``geometry``; reference in 1/mm."""
+
+    sinogram: Tensor
+    geometry: CTGeometry
+    reference: Tensor | None = None
+    image: Tensor | None = None
+
+
+def undersample(s: CTSlice, cfg: UndersampleConfig, seed: int) -> CTSlice:
+    """Sparse views (``views``: keep that many, equispaced) and extra dose reduction
+    (``photons``: Poisson noise on the transmission) when ``enabled``."""
+    if not cfg.enabled:
+        return s
+    from mrirecon.sampling import low_dose_noise, sparse_view
+
+    sino, geometry = s.sinogram, s.geometry
+    if cfg.views is not None and cfg.views < geometry.num_views:
+        factor = geometry.num_views // cfg.views
+        geometry, idx = sparse_view(geometry, factor)
+        sino = sino[..., torch.as_tensor(idx), :]
+    if cfg.photons is not None:
+        g = torch.Generator().manual_seed(seed)
+        sino = low_dose_noise(sino, cfg.photons, g)
+    return CTSlice(sino, geometry, s.reference)
+
+
+def reconstruct(s: CTSlice, cfg: ReconstructConfig, model: torch.nn.Module | None,
+                device: str) -> CTSlice:
+    """FBP / SIRT / TV by name, or a learned ``model(y, op)``; image in 1/mm ``(H, W)``."""
+    from mrirecon import recon
+
+    op = ct_operator(s.geometry).to(device)
+    y = s.sinogram.to(device)
+    if model is not None:
+        with torch.inference_mode():
+            image = model(y.unsqueeze(0), op)[0]
+    else:
+        image = recon.run(cfg.method, y, op, **cfg.params)
+    image = image.real if image.is_complex() else image
+    return CTSlice(s.sinogram, s.geometry, s.reference, image.cpu().float())
+
+
+def _slice_seed(name: str, index: int) -> int:
+    return (sum((i + 1) * ord(c) for i, c in enumerate(name)) * 1009 + index) % (2**31 - 1)
+
+
+def ct_volume(config: PipelineConfig, path: Path, fmt: str, model, device: str, progress: bool):
+    """Reconstruct all slices of one CT input; returns the pieces :mod:`volume` exports."""
+    from tqdm.auto import tqdm
+
+    from mrirecon.io.lodopab import MU_MAX_PER_MM, LoDoPaBFiles, attenuation_to_hu, hu_to_attenuation
+
+    if fmt == "dicom":
+        from mrirecon.io import read_dicom_series
+
+        series = read_dicom_series(path)
+        hu = series.data.double()
+        mu_all = torch.as_tensor(hu_to_attenuation(hu.numpy())).float().clamp_min(0)
+        n, h, w = mu_all.shape
+        pixel = float(series.geometry.spacing[1])
+        geometry = CTGeometry.parallel((h, w), num_views=config.undersample.views or 360,
+                                       pixel_size=pixel)
+        op = ct_operator(geometry)
+        names = [(path.name, k) for k in range(n)]
+
+        def read(k):
+            return CTSlice(op(mu_all[k].double()).float(), geometry, mu_all[k])
+
+        image_geometry = series.geometry
+        mu_water, mu_air = None, None
+    elif fmt == "ct_hdf5":
+        m = _OBS.match(path.name)
+        if m is None:
+            raise ValueError(f"{path}: CT HDF5 input must be an observation_<part>_<NNN>.hdf5 file "
+                             "in the LoDoPaB-CT layout")
+        files = LoDoPaBFiles(path.parent, m.group("part"))
+        f = int(m.group("index"))
+        start = int(sum(files.counts[:f]))
+        n = files.counts[f]
+        has_gt = files.ground_truth_files is not None
+
+        def read(k):
+            ref = files.attenuation(start + k).data[0] if has_gt else None
+            return CTSlice(files.sinogram(start + k).data[0], files.geometry, ref)
+
+        names = [(path.name, k) for k in range(n)]
+        p = files.geometry.pixel_size
+        image_geometry = ImageGeometry(spacing=(p, p, p))
+        mu_water, mu_air = files.mu_water, files.mu_air
+    else:
+        raise ValueError(f"{path}: a CT pipeline needs LoDoPaB-layout HDF5 or a DICOM series, found {fmt}")
+
+    recons, refs, previews = [], [], []
+    from mrirecon.operators.fbp import fbp
+
+    for k in tqdm(range(n), desc=path.name, unit="slice", disable=not progress, leave=False):
+        s = read(k)
+        s = undersample(s, config.undersample, _slice_seed(*names[k]))
+        preview = fbp(s.sinogram.double(), s.geometry, filter="hann").float()
+        s = reconstruct(s, config.reconstruct, model, device)
+        recons.append(s.image)
+        previews.append(preview)
+        if s.reference is not None:
+            refs.append(s.reference.float())
+    mu = torch.stack(recons)
+    reference = torch.stack(refs) if len(refs) == n else None
+    kw = {} if mu_water is None else {"mu_water": mu_water, "mu_air": mu_air}
+    hu = torch.from_numpy(np.asarray(attenuation_to_hu(mu.double().numpy(), **kw))).float()
+    eval_ref = None if reference is None else reference / MU_MAX_PER_MM
+    eval_pred = mu / MU_MAX_PER_MM
+    display_ref = None if reference is None else torch.from_numpy(
+        np.asarray(attenuation_to_hu(reference.double().numpy(), **kw))).float()
+    display_prev = torch.from_numpy(np.asarray(attenuation_to_hu(torch.stack(previews).double().numpy(),
+                                                                 **kw))).float()
+    return hu, eval_ref, eval_pred, display_ref, display_prev, image_geometry
