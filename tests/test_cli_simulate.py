@@ -23,13 +23,42 @@ def _exit(argv, capsys):
 def test_simulate_mri_matches_library(tmp_path, capsys):
     from mrirecon.data.simulate_mri import simulate_mri_dataset
 
-    argv = ["simulate", "mri", "--out", str(tmp_path / "cli"), "--volumes", "2", "--slices", "1",
-            "--coils", "2", "--size", "16", "12", "--seed", "3", "--snr-db", "28",
-            "--contrast", "T2", "--acceleration", "4"]
+    argv = [
+        "simulate",
+        "mri",
+        "--out",
+        str(tmp_path / "cli"),
+        "--volumes",
+        "2",
+        "--slices",
+        "1",
+        "--coils",
+        "2",
+        "--size",
+        "16",
+        "12",
+        "--seed",
+        "3",
+        "--snr-db",
+        "28",
+        "--contrast",
+        "T2",
+        "--acceleration",
+        "4",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out.split()
-    lib = simulate_mri_dataset(tmp_path / "lib", volumes=2, slices=1, coils=2, size=(16, 12), seed=3,
-                               snr_db=28.0, contrasts=["T2"], acceleration=4.0)
+    lib = simulate_mri_dataset(
+        tmp_path / "lib",
+        volumes=2,
+        slices=1,
+        coils=2,
+        size=(16, 12),
+        seed=3,
+        snr_db=28.0,
+        contrasts=["T2"],
+        acceleration=4.0,
+    )
     assert [p.split("/")[-1] for p in printed] == [p.name for p in lib]
     for cli_path, lib_path in zip(printed, lib):
         a, b = _arrays(cli_path), _arrays(lib_path)
@@ -43,14 +72,43 @@ def test_simulate_ct_matches_library(tmp_path, capsys):
     pytest.importorskip("mrirecon.operators.ct", reason="CT projector not available")
     from mrirecon.data.simulate_ct import simulate_ct_dataset
 
-    argv = ["simulate", "ct", "--out", str(tmp_path / "cli"), "--geometry", "parallel", "--views", "10",
-            "--photons", "2000", "--size", "16", "--seed", "5", "--samples", "2", "--part", "validation"]
+    argv = [
+        "simulate",
+        "ct",
+        "--out",
+        str(tmp_path / "cli"),
+        "--geometry",
+        "parallel",
+        "--views",
+        "10",
+        "--photons",
+        "2000",
+        "--size",
+        "16",
+        "--seed",
+        "5",
+        "--samples",
+        "2",
+        "--part",
+        "validation",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out.split()
-    lib = simulate_ct_dataset(tmp_path / "lib", geometry="parallel", views=10, photons=2000.0, size=16,
-                              seed=5, samples=2, part="validation")
-    assert [p.split("/")[-1] for p in printed] == [p.name for p in lib] == [
-        "observation_validation_000.hdf5", "ground_truth_validation_000.hdf5"]
+    lib = simulate_ct_dataset(
+        tmp_path / "lib",
+        geometry="parallel",
+        views=10,
+        photons=2000.0,
+        size=16,
+        seed=5,
+        samples=2,
+        part="validation",
+    )
+    assert (
+        [p.split("/")[-1] for p in printed]
+        == [p.name for p in lib]
+        == ["observation_validation_000.hdf5", "ground_truth_validation_000.hdf5"]
+    )
     for cli_path, lib_path in zip(printed, lib):
         assert _arrays(cli_path)["data"].tobytes() == _arrays(lib_path)["data"].tobytes()
     obs = _arrays(printed[0])["data"]
@@ -63,9 +121,15 @@ def test_simulate_ct_matches_library(tmp_path, capsys):
         (["simulate", "mri", "--out", "x", "--size", "0", "16"], "--size: must be >= 4"),
         (["simulate", "mri", "--size", "16", "16"], "--out"),
         (["simulate", "mri", "--out", "x", "--coils", "two"], "--coils: expected an integer"),
-        (["simulate", "mri", "--out", "x", "--acceleration", "0.5"], "--acceleration: must be >= 1"),
+        (
+            ["simulate", "mri", "--out", "x", "--acceleration", "0.5"],
+            "--acceleration: must be >= 1",
+        ),
         (["simulate", "mri", "--out", "x", "--contrast", "T3"], "invalid choice: 'T3'"),
-        (["simulate", "mri", "--out", "x", "--coils", "8", "--max-coils", "4"], "--max-coils (4) must be >= --coils (8)"),
+        (
+            ["simulate", "mri", "--out", "x", "--coils", "8", "--max-coils", "4"],
+            "--max-coils (4) must be >= --coils (8)",
+        ),
         (["simulate", "mri", "--out", "x", "--snr-db", "inf"], "--snr-db: must be finite"),
         (["simulate", "ct", "--out", "x", "--geometry", "cone"], "invalid choice: 'cone'"),
         (["simulate", "ct", "--out", "x", "--photons", "-5"], "--photons: must be a positive"),
@@ -82,7 +146,10 @@ def test_bad_arguments_exit_2_with_a_message(argv, message, capsys):
 
 def test_errors_from_the_simulator_are_reported(tmp_path, capsys):
     pytest.importorskip("mrirecon.operators.ct", reason="CT projector not available")
-    code, captured = _exit(["simulate", "ct", "--out", str(tmp_path), "--size", "8", "--views", "2", "--part", "a/b"], capsys)
+    code, captured = _exit(
+        ["simulate", "ct", "--out", str(tmp_path), "--size", "8", "--views", "2", "--part", "a/b"],
+        capsys,
+    )
     assert code == 2 and "part must be a word" in captured.err
 
 

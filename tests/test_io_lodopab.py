@@ -48,7 +48,9 @@ def test_constants_match_the_lodopab_definition():
     assert hu_to_attenuation(0) == pytest.approx(0.020)
     assert hu_to_attenuation(-1000) == pytest.approx(0.00002)
     hu = np.array([-1000.0, -350.0, 0.0, 40.0, 1200.0])
-    np.testing.assert_allclose(attenuation_to_hu(hu_to_attenuation(hu, 0.0192, 0.0), 0.0192, 0.0), hu)
+    np.testing.assert_allclose(
+        attenuation_to_hu(hu_to_attenuation(hu, 0.0192, 0.0), 0.0192, 0.0), hu
+    )
 
 
 def test_public_geometry():
@@ -91,7 +93,9 @@ def test_reads_public_layout(tmp_path):
     mu = files.attenuation(1)
     assert mu.kind == "attenuation" and mu.modality == "CT"
     np.testing.assert_allclose(mu.data[0].numpy(), np.rot90(gt[1]) * MU_MAX_PER_MM, rtol=1e-6)
-    np.testing.assert_allclose(files.hu(1), attenuation_to_hu(np.rot90(gt[1]) * MU_MAX_PER_MM), atol=0.05)
+    np.testing.assert_allclose(
+        files.hu(1), attenuation_to_hu(np.rot90(gt[1]) * MU_MAX_PER_MM), atol=0.05
+    )
     with pytest.raises(IndexError, match="out of range for 3"):
         files.observation(3)
 
@@ -107,7 +111,8 @@ def test_observation_only_part_and_errors(tmp_path):
     (tmp_path / "gap").mkdir()
     _write_public(tmp_path / "gap", "train", [1], shape=(8, 8), sino=(4, 13))
     (tmp_path / "gap" / lodopab_file_name("observation", "train", 0)).rename(
-        tmp_path / "gap" / lodopab_file_name("observation", "train", 2))
+        tmp_path / "gap" / lodopab_file_name("observation", "train", 2)
+    )
     with pytest.raises(DataFormatError, match="not numbered"):
         LoDoPaBFiles(tmp_path / "gap", "train")
     (tmp_path / "bad").mkdir()
@@ -118,15 +123,29 @@ def test_observation_only_part_and_errors(tmp_path):
 
 
 def test_write_round_trip(tmp_path):
-    g = CTGeometry.fan((12, 10), 8, 21, source_isocenter=100.0, source_detector=180.0, pixel_size=2.0)
+    g = CTGeometry.fan(
+        (12, 10), 8, 21, source_isocenter=100.0, source_detector=180.0, pixel_size=2.0
+    )
     rng = np.random.default_rng(3)
     sino = rng.uniform(0, 3, size=(5, 8, 21))
     hu = rng.uniform(-1000, 3500, size=(5, 12, 10))
     mu = np.maximum(0.0192 * (1 + hu / 1000), 0)
-    paths = write_lodopab(tmp_path, "val", sino, mu, geometry=g, hu=hu, photons=1000.0,
-                          min_photon_count=1.0, mu_water=0.0192, mu_air=0.0, samples_per_file=2)
-    assert [p.name for p in paths] == [lodopab_file_name(k, "val", i) for k in ("observation", "ground_truth")
-                                       for i in range(3)]
+    paths = write_lodopab(
+        tmp_path,
+        "val",
+        sino,
+        mu,
+        geometry=g,
+        hu=hu,
+        photons=1000.0,
+        min_photon_count=1.0,
+        mu_water=0.0192,
+        mu_air=0.0,
+        samples_per_file=2,
+    )
+    assert [p.name for p in paths] == [
+        lodopab_file_name(k, "val", i) for k in ("observation", "ground_truth") for i in range(3)
+    ]
     files = LoDoPaBFiles(tmp_path, "val")
     assert files.counts == [2, 2, 1] and files.geometry == g
     assert files.photons == 1000.0 and files.mu_water == 0.0192 and files.mu_air == 0.0
@@ -134,7 +153,9 @@ def test_write_round_trip(tmp_path):
         np.testing.assert_allclose(files.observation(i), sino[i] / MU_MAX_PER_M, rtol=1e-6)
         gt = files.ground_truth(i)
         assert gt.shape == (10, 12) and gt.min() >= 0 and gt.max() <= 1
-        np.testing.assert_allclose(from_lodopab_layout(gt), np.clip(mu[i] / MU_MAX_PER_MM, 0, 1), rtol=1e-6)
+        np.testing.assert_allclose(
+            from_lodopab_layout(gt), np.clip(mu[i] / MU_MAX_PER_MM, 0, 1), rtol=1e-6
+        )
         np.testing.assert_allclose(files.hu(i), hu[i], rtol=1e-6)
         np.testing.assert_allclose(files.sinogram(i).data[0].numpy(), sino[i], rtol=1e-6)
     with h5py.File(paths[0]) as h5:

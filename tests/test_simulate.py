@@ -11,7 +11,13 @@ import pytest
 import torch
 from scipy import ndimage
 
-from mrirecon.data.anatomy import CONTRASTS, load_mni_brain, random_ellipses_hu, shepp_logan, tissue_image
+from mrirecon.data.anatomy import (
+    CONTRASTS,
+    load_mni_brain,
+    random_ellipses_hu,
+    shepp_logan,
+    tissue_image,
+)
 from mrirecon.data.simulate_mri import (
     ORIENTATIONS,
     birdcage_maps,
@@ -39,6 +45,7 @@ def mri_files(tmp_path_factory):
 
 # ---- anatomy -------------------------------------------------------------------------------
 
+
 def test_mni_tissue_maps_are_fractions():
     brain = load_mni_brain(1)
     total = brain.gm + brain.wm + brain.csf
@@ -53,7 +60,12 @@ def test_mni_tissue_maps_are_fractions():
 
 
 def test_tissue_contrasts_order_csf_correctly():
-    gm, wm, csf, zero = np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), np.array([0, 0, 1.0]), np.zeros(3)
+    gm, wm, csf, zero = (
+        np.array([1.0, 0, 0]),
+        np.array([0, 1.0, 0]),
+        np.array([0, 0, 1.0]),
+        np.zeros(3),
+    )
     t2 = tissue_image("T2", zero, gm, wm, csf, zero, zero)
     flair = tissue_image("FLAIR", zero, gm, wm, csf, zero, zero)
     assert t2[2] > t2[0] > t2[1]  # CSF bright, GM > WM on T2
@@ -76,7 +88,13 @@ def test_ct_sources_match_pydicom_modality_lut():
     from pydicom.pixels import apply_modality_lut
 
     slices = load_ct_sources()
-    assert [s.name for s in slices] == [CT_SOURCES[0], CT_SOURCES[1], CT_SOURCES[1], CT_SOURCES[2], CT_SOURCES[3]]
+    assert [s.name for s in slices] == [
+        CT_SOURCES[0],
+        CT_SOURCES[1],
+        CT_SOURCES[1],
+        CT_SOURCES[2],
+        CT_SOURCES[3],
+    ]
     for s in slices:
         assert s.hu.dtype == np.float32 and s.hu.min() >= -1024 and s.hu.max() <= 3071
         assert 0.2 < s.pixel_spacing[0] < 1.0
@@ -89,6 +107,7 @@ def test_ct_sources_match_pydicom_modality_lut():
 
 
 # ---- MRI -----------------------------------------------------------------------------------
+
 
 def test_birdcage_matches_sigpy_and_has_unit_sum_of_squares():
     import sigpy.mri
@@ -107,19 +126,27 @@ def test_mri_file_layout_and_reference(mri_files):
     for path in mri_files:
         data, attrs = _datasets(path)
         k = data["kspace"]
-        assert k.dtype == np.complex64 and k.ndim == 4 and k.shape[0] == 2 and k.shape[2:] == (48, 20)
+        assert (
+            k.dtype == np.complex64 and k.ndim == 4 and k.shape[0] == 2 and k.shape[2:] == (48, 20)
+        )
         assert 3 <= k.shape[1] <= 5
         ref = data["reconstruction_rss"]
         assert ref.dtype == np.float32 and ref.shape == (2, 24, 20)
-        expected = center_crop(rss(ifft2c(torch.from_numpy(k).to(torch.complex128)), dim=-3), (24, 20))
+        expected = center_crop(
+            rss(ifft2c(torch.from_numpy(k).to(torch.complex128)), dim=-3), (24, 20)
+        )
         np.testing.assert_allclose(ref, expected.numpy(), rtol=1e-6, atol=1e-6 * float(ref.max()))
         assert attrs["acquisition"] == path.name.split("_")[2]
         assert attrs["max"] == pytest.approx(float(ref.max()))
-        assert attrs["norm"] == pytest.approx(float(np.linalg.norm(ref.astype(np.float64))), rel=1e-6)
+        assert attrs["norm"] == pytest.approx(
+            float(np.linalg.norm(ref.astype(np.float64))), rel=1e-6
+        )
         assert len(attrs["patient_id"]) == 64
         params = json.loads(attrs["simulation"])
         assert params["coils"] == k.shape[1]
-        assert attrs["acquisition"].startswith({"axial": "AX", "coronal": "COR", "sagittal": "SAG"}[params["orientation"]])
+        assert attrs["acquisition"].startswith(
+            {"axial": "AX", "coronal": "COR", "sagittal": "SAG"}[params["orientation"]]
+        )
         assert attrs["acquisition"].endswith(params["contrast"])
 
 
@@ -146,14 +173,27 @@ def test_mri_header_is_consistent_with_the_data(mri_files):
 
 def test_header_geometry_locates_the_template_anatomy():
     """Sampling the T1 template at the header's pixel positions reproduces the written image."""
-    vol = simulate_mri_volume(3, slices=2, coils=2, size=(32, 28), seed=1, snr_db=None,
-                              contrasts="T1", deformation_mm=0.0, bias=0.0, phase_rad=0.0)
+    vol = simulate_mri_volume(
+        3,
+        slices=2,
+        coils=2,
+        size=(32, 28),
+        seed=1,
+        snr_db=None,
+        contrasts="T1",
+        deformation_mm=0.0,
+        bias=0.0,
+        phase_rad=0.0,
+    )
     g, brain = vol.header.geometry, load_mni_brain(1)
     rows, cols = np.mgrid[:32, :28]
     positions = []
     for s in range(2):
-        p = (np.array(g.slice_position(s)) + rows[..., None] * g.spacing[1] * g.column_direction
-             + cols[..., None] * g.spacing[2] * g.row_direction)
+        p = (
+            np.array(g.slice_position(s))
+            + rows[..., None] * g.spacing[1] * g.column_direction
+            + cols[..., None] * g.spacing[2] * g.row_direction
+        )
         positions.append(p)
     ras = np.stack(positions) * np.array([-1.0, -1.0, 1.0])
     ijk = (ras - brain.affine[:3, 3]) @ np.linalg.inv(brain.affine[:3, :3]).T
@@ -164,7 +204,9 @@ def test_header_geometry_locates_the_template_anatomy():
     corr = np.corrcoef(got[inside], expected[inside])[0, 1]
     assert corr > 0.99
     # a one-slice shift of the geometry is clearly worse
-    shifted = ndimage.map_coordinates(brain.t1, np.moveaxis(ijk + 2 * g.slice_direction * [-1, -1, 1], -1, 0), order=1)
+    shifted = ndimage.map_coordinates(
+        brain.t1, np.moveaxis(ijk + 2 * g.slice_direction * [-1, -1, 1], -1, 0), order=1
+    )
     assert np.corrcoef(got[inside], shifted[inside])[0, 1] < corr - 0.01
 
 
@@ -198,14 +240,27 @@ def test_mri_same_seed_same_bytes_any_thread_count(tmp_path, mri_files):
             assert np.asarray(d1[key]).tobytes() == np.asarray(d2[key]).tobytes(), key
         assert a1 == a2
     other = simulate_mri_dataset(tmp_path / "b", volumes=1, seed=8, snr_db=25.0, **SMALL)
-    assert _datasets(other[0])[0]["kspace"].shape != _datasets(mri_files[0])[0]["kspace"].shape or \
-        not np.array_equal(_datasets(other[0])[0]["kspace"], _datasets(mri_files[0])[0]["kspace"])
+    assert _datasets(other[0])[0]["kspace"].shape != _datasets(mri_files[0])[0][
+        "kspace"
+    ].shape or not np.array_equal(
+        _datasets(other[0])[0]["kspace"], _datasets(mri_files[0])[0]["kspace"]
+    )
 
 
 def test_volumes_vary_and_choices_cycle():
-    vols = [simulate_mri_volume(i, slices=1, coils=2, size=(16, 16), seed=5, snr_db=None,
-                                contrasts=["T2", "FLAIR"], orientations=["axial", "sagittal"])
-            for i in range(3)]
+    vols = [
+        simulate_mri_volume(
+            i,
+            slices=1,
+            coils=2,
+            size=(16, 16),
+            seed=5,
+            snr_db=None,
+            contrasts=["T2", "FLAIR"],
+            orientations=["axial", "sagittal"],
+        )
+        for i in range(3)
+    ]
     assert [v.header.acquisition for v in vols] == ["AXT2", "SAGFLAIR", "AXT2"]
     assert vols[0].parameters["slab_offset_mm"] != vols[2].parameters["slab_offset_mm"]
     assert not torch.allclose(vols[0].image, vols[2].image)
@@ -213,8 +268,9 @@ def test_volumes_vary_and_choices_cycle():
 
 
 def test_accelerated_files_look_like_fastmri_test_files(tmp_path):
-    paths = simulate_mri_dataset(tmp_path, volumes=1, slices=1, coils=2, size=(16, 32), seed=2,
-                                 acceleration=4)
+    paths = simulate_mri_dataset(
+        tmp_path, volumes=1, slices=1, coils=2, size=(16, 32), seed=2, acceleration=4
+    )
     data, attrs = _datasets(paths[0])
     mask = data["mask"]
     assert mask.shape == (32,) and mask.dtype == bool
@@ -270,11 +326,12 @@ def test_parallel_sinogram_conserves_mass():
     """Each parallel view integrates mu over the whole image (units: mm)."""
     from mrirecon.data.simulate_ct import simulate_ct_samples
 
-    sim = simulate_ct_samples(samples=1, views=12, size=48, seed=0, photons=None, sources="phantom",
-                              fov_mm=240.0)
+    sim = simulate_ct_samples(
+        samples=1, views=12, size=48, seed=0, photons=None, sources="phantom", fov_mm=240.0
+    )
     g = sim.geometry
     per_view = sim.clean[0].sum(axis=1) * g.detector_spacing
-    total = sim.attenuation[0].sum() * g.pixel_size ** 2
+    total = sim.attenuation[0].sum() * g.pixel_size**2
     np.testing.assert_allclose(per_view, total, rtol=0.02)
 
 
@@ -282,19 +339,29 @@ def test_ct_dataset_reads_back_and_is_reproducible(tmp_path):
     from mrirecon.data.simulate_ct import simulate_ct_dataset, simulate_ct_samples
     from mrirecon.io.lodopab import MU_MAX_PER_M, LoDoPaBFiles
 
-    kw = dict(geometry="fan", views=16, photons=5000.0, size=24, seed=9, samples=3, samples_per_file=2)
+    kw = dict(
+        geometry="fan", views=16, photons=5000.0, size=24, seed=9, samples=3, samples_per_file=2
+    )
     first = simulate_ct_dataset(tmp_path / "a", **kw)
     second = simulate_ct_dataset(tmp_path / "b", **kw)
-    assert [p.name for p in first] == ["observation_train_000.hdf5", "observation_train_001.hdf5",
-                                       "ground_truth_train_000.hdf5", "ground_truth_train_001.hdf5"]
+    assert [p.name for p in first] == [
+        "observation_train_000.hdf5",
+        "observation_train_001.hdf5",
+        "ground_truth_train_000.hdf5",
+        "ground_truth_train_001.hdf5",
+    ]
     for p, q in zip(first, second):
         assert _datasets(p)[0]["data"].tobytes() == _datasets(q)[0]["data"].tobytes()
     files = LoDoPaBFiles(tmp_path / "a", "train")
     sim = simulate_ct_samples(kw["samples"], "fan", 16, 5000.0, 24, 9)
     assert files.geometry == sim.geometry and files.geometry.beam == "fan"
     for i in range(3):
-        np.testing.assert_allclose(files.sinogram(i).data[0].numpy(), sim.sinogram[i], rtol=1e-6, atol=1e-6)
-        np.testing.assert_allclose(files.attenuation(i).data[0].numpy(), sim.attenuation[i], rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(
+            files.sinogram(i).data[0].numpy(), sim.sinogram[i], rtol=1e-6, atol=1e-6
+        )
+        np.testing.assert_allclose(
+            files.attenuation(i).data[0].numpy(), sim.attenuation[i], rtol=1e-6, atol=1e-9
+        )
         np.testing.assert_allclose(files.hu(i), sim.hu[i], atol=1e-3)
         assert files.observation(i).max() < 10 / MU_MAX_PER_M * 10
     assert files.photons == 5000.0 and files.mu_water == pytest.approx(0.0192)

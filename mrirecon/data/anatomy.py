@@ -88,7 +88,9 @@ def load_mni_brain(resolution: int = 1) -> BrainTemplate:
     part of it that is neither grey nor white matter.
     """
     if resolution not in MNI_RESOLUTIONS:
-        raise ValueError(f"load_mni_brain: resolution must be one of {MNI_RESOLUTIONS} mm, got {resolution}")
+        raise ValueError(
+            f"load_mni_brain: resolution must be one of {MNI_RESOLUTIONS} mm, got {resolution}"
+        )
     from nilearn.datasets import (
         load_mni152_gm_template,
         load_mni152_template,
@@ -113,13 +115,20 @@ def load_mni_brain(resolution: int = 1) -> BrainTemplate:
     vox = np.linalg.norm(affine[:3, :3], axis=0)
     coarse = ~brain[::step, ::step, ::step]
     dist = ndimage.distance_transform_edt(coarse, sampling=vox * step).astype(np.float32)
-    return BrainTemplate(t1=t1, gm=gm.astype(np.float32), wm=wm.astype(np.float32), csf=csf,
-                         distance_mm=dist, affine=affine,
-                         distance_affine=affine @ np.diag([step, step, step, 1.0]))
+    return BrainTemplate(
+        t1=t1,
+        gm=gm.astype(np.float32),
+        wm=wm.astype(np.float32),
+        csf=csf,
+        distance_mm=dist,
+        affine=affine,
+        distance_affine=affine @ np.diag([step, step, step, 1.0]),
+    )
 
 
-def head_shells(distance_mm: np.ndarray, skull_mm: float = 6.0, scalp_mm: float = 6.0
-                ) -> tuple[np.ndarray, np.ndarray]:
+def head_shells(
+    distance_mm: np.ndarray, skull_mm: float = 6.0, scalp_mm: float = 6.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Skull and scalp fractions (soft-edged shells) from a distance-to-brain map (mm).
 
     Skull occupies ``(0, skull_mm]``, scalp ``(skull_mm, skull_mm + scalp_mm]``; edges are
@@ -155,7 +164,9 @@ class TissueContrast:
 
 
 CONTRASTS: dict[str, TissueContrast] = {
-    "T1": TissueContrast("T1", 0.55, 0.80, 0.12, 0.04, 0.95, 250.0, 2.6, 70.0, use_t1_template=True),
+    "T1": TissueContrast(
+        "T1", 0.55, 0.80, 0.12, 0.04, 0.95, 250.0, 2.6, 70.0, use_t1_template=True
+    ),
     "T2": TissueContrast("T2", 0.55, 0.38, 1.00, 0.03, 0.55, 6000.0, 100.0, 150.0),
     "PD": TissueContrast("PD", 0.86, 0.72, 1.00, 0.06, 0.85, 3000.0, 12.0, 90.0),
     "FLAIR": TissueContrast("FLAIR", 0.62, 0.45, 0.06, 0.03, 0.70, 9000.0, 120.0, 150.0),
@@ -181,7 +192,9 @@ def tissue_image(
     try:
         c = CONTRASTS[contrast]
     except KeyError:
-        raise ValueError(f"tissue_image: unknown contrast {contrast!r}; expected one of {sorted(CONTRASTS)}") from None
+        raise ValueError(
+            f"tissue_image: unknown contrast {contrast!r}; expected one of {sorted(CONTRASTS)}"
+        ) from None
     f = np.ones(5) if rng is None else 1.0 + rng.uniform(-jitter, jitter, size=5)
     if c.use_t1_template:
         brain = np.asarray(t1, dtype=np.float64) * f[0]

@@ -95,12 +95,21 @@ def ct_simulation_geometry(
         pixel = fov_mm / size
         sid = max(SOURCE_ISOCENTER_MM, 2.0 * fov_mm)
         sdd = sid * SOURCE_DETECTOR_MM / SOURCE_ISOCENTER_MM
-        return CTGeometry.fan((size, size), views, detectors, source_isocenter=sid,
-                              source_detector=sdd, detector=detector, pixel_size=pixel)
+        return CTGeometry.fan(
+            (size, size),
+            views,
+            detectors,
+            source_isocenter=sid,
+            source_detector=sdd,
+            detector=detector,
+            pixel_size=pixel,
+        )
     raise ValueError(f"simulate_ct: geometry must be 'parallel' or 'fan', got {geometry!r}")
 
 
-def _resample_source(hu: np.ndarray, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+def _resample_source(
+    hu: np.ndarray, shape: tuple[int, int], rng: np.random.Generator
+) -> np.ndarray:
     """Random rotation / flip / shift / zoom of a source image onto the simulation grid."""
     h, w = shape
     body = np.argwhere(hu > -500.0)  # the object's bounding box, not the source's frame
@@ -121,12 +130,14 @@ def _resample_source(hu: np.ndarray, shape: tuple[int, int], rng: np.random.Gene
     src_r = (ca * rr - sa * cc) * scale + centre_r
     src_c = (sa * rr + ca * cc) * scale + centre_c
     # source pixels outside the reconstruction circle are already air after clipping
-    return ndimage.map_coordinates(hu.astype(np.float64), [src_r, src_c], order=1, mode="constant",
-                                   cval=-1000.0)
+    return ndimage.map_coordinates(
+        hu.astype(np.float64), [src_r, src_c], order=1, mode="constant", cval=-1000.0
+    )
 
 
-def poisson_postlog(clean: np.ndarray, photons: float, rng: np.random.Generator,
-                    min_count: float = 1.0) -> np.ndarray:
+def poisson_postlog(
+    clean: np.ndarray, photons: float, rng: np.random.Generator, min_count: float = 1.0
+) -> np.ndarray:
     """Post-log noisy line integrals ``-log(max(Poisson(I0 exp(-p)), min_count) / I0)``."""
     if not photons > 0:
         raise ValueError(f"simulate_ct: photons must be > 0, got {photons!r}")
@@ -178,8 +189,11 @@ def simulate_ct_samples(
         raise ValueError(f"simulate_ct: sources must be one of {SOURCES}, got {sources!r}")
     if photons is not None and not float(photons) > 0:
         raise ValueError(f"simulate_ct: photons must be > 0 or None, got {photons!r}")
-    geom = geometry if isinstance(geometry, CTGeometry) else ct_simulation_geometry(
-        geometry, size, views, detectors, fov_mm)
+    geom = (
+        geometry
+        if isinstance(geometry, CTGeometry)
+        else ct_simulation_geometry(geometry, size, views, detectors, fov_mm)
+    )
     shape = geom.image_shape
     slices = load_ct_sources() if sources != "phantom" else []
     hu = np.empty((int(samples),) + shape)
@@ -203,10 +217,12 @@ def simulate_ct_samples(
     noisy = clean.copy()
     if photons is not None:
         for i in range(int(samples)):
-            noisy[i] = poisson_postlog(clean[i], float(photons), np.random.default_rng([int(seed), i, 1]),
-                                       min_count)
-    return SimulatedCT(hu=hu, attenuation=mu, clean=clean, sinogram=noisy, geometry=geom,
-                       origins=origins)
+            noisy[i] = poisson_postlog(
+                clean[i], float(photons), np.random.default_rng([int(seed), i, 1]), min_count
+            )
+    return SimulatedCT(
+        hu=hu, attenuation=mu, clean=clean, sinogram=noisy, geometry=geom, origins=origins
+    )
 
 
 def simulate_ct_dataset(
@@ -237,11 +253,33 @@ def simulate_ct_dataset(
 
     if not re.fullmatch(r"\w+", str(part)):
         raise ValueError(f"simulate_ct: part must be a word (e.g. 'train'), got {part!r}")
-    sim = simulate_ct_samples(samples, geometry, views, photons, size, seed, mu_water=mu_water,
-                              min_count=min_count, **options)
-    attrs = {"seed": int(seed), "origins": "\n".join(sim.origins),
-             "simulation": "mrirecon.data.simulate_ct"}
-    return write_lodopab(out_dir, part, sim.sinogram, sim.attenuation, geometry=sim.geometry,
-                         hu=sim.hu, photons=photons, min_photon_count=min_count if photons else None,
-                         mu_water=mu_water, mu_air=0.0, samples_per_file=samples_per_file,
-                         attrs=attrs)
+    sim = simulate_ct_samples(
+        samples,
+        geometry,
+        views,
+        photons,
+        size,
+        seed,
+        mu_water=mu_water,
+        min_count=min_count,
+        **options,
+    )
+    attrs = {
+        "seed": int(seed),
+        "origins": "\n".join(sim.origins),
+        "simulation": "mrirecon.data.simulate_ct",
+    }
+    return write_lodopab(
+        out_dir,
+        part,
+        sim.sinogram,
+        sim.attenuation,
+        geometry=sim.geometry,
+        hu=sim.hu,
+        photons=photons,
+        min_photon_count=min_count if photons else None,
+        mu_water=mu_water,
+        mu_air=0.0,
+        samples_per_file=samples_per_file,
+        attrs=attrs,
+    )

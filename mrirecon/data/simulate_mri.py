@@ -60,30 +60,45 @@ class SmoothField:
     amplitudes: np.ndarray  # (K,)
 
     @classmethod
-    def random(cls, rng: np.random.Generator, rms: float, wavelength_mm: tuple[float, float],
-               waves: int = 6) -> SmoothField:
+    def random(
+        cls,
+        rng: np.random.Generator,
+        rms: float,
+        wavelength_mm: tuple[float, float],
+        waves: int = 6,
+    ) -> SmoothField:
         """``waves`` plane waves with random directions and wavelengths; RMS value ``rms``."""
         directions = rng.standard_normal((waves, 3))
         directions /= np.linalg.norm(directions, axis=1, keepdims=True)
         lengths = rng.uniform(*wavelength_mm, size=waves)
         weights = rng.uniform(0.5, 1.0, size=waves)
         amplitudes = rms * math.sqrt(2.0) * weights / np.linalg.norm(weights)
-        return cls(2 * np.pi * directions / lengths[:, None], rng.uniform(0, 2 * np.pi, size=waves),
-                   amplitudes)
+        return cls(
+            2 * np.pi * directions / lengths[:, None],
+            rng.uniform(0, 2 * np.pi, size=waves),
+            amplitudes,
+        )
 
     def __call__(self, points: np.ndarray) -> np.ndarray:
         """Values at ``points (..., 3)`` (mm)."""
         return np.sin(points @ self.frequencies.T + self.phases) @ self.amplitudes
 
 
-def birdcage_maps(num_coils: int, x: np.ndarray, y: np.ndarray, z: np.ndarray | float = 0.0,
-                  radius: float = 1.5, rotation: float = 0.0) -> np.ndarray:
+def birdcage_maps(
+    num_coils: int,
+    x: np.ndarray,
+    y: np.ndarray,
+    z: np.ndarray | float = 0.0,
+    radius: float = 1.5,
+    rotation: float = 0.0,
+) -> np.ndarray:
     """Birdcage coil sensitivities at normalised positions, unit sum of squares.
 
     The field of coil ``c`` at angle ``theta_c = 2 pi c / C + rotation`` on a ring of
     ``radius`` (in units of the half field of view) is ``exp(i (atan2(x', -y') - theta_c)) / r``
-    with ``(x', y', z) `` the offset from the coil; ``rotation = 0`` and ``z = 0`` reproduce
-    ``sigpy.mri.birdcage_maps`` on the grid ``x = (col - nx/2)/(nx/2)``, ``y = (row - ny/2)/(ny/2)``.
+    with ``(x', y', z)`` the offset from the coil; ``rotation = 0`` and ``z = 0`` reproduce
+    ``sigpy.mri.birdcage_maps`` on the grid ``x = (col - nx/2)/(nx/2)``,
+    ``y = (row - ny/2)/(ny/2)``.
 
     Parameters
     ----------
@@ -149,7 +164,9 @@ def _choose(rng: np.random.Generator, options, given, index: int, what: str, all
     given = [given] if isinstance(given, str) else list(given)
     for g in given:
         if g not in allowed:
-            raise ValueError(f"simulate_mri: unknown {what} {g!r}; expected one of {sorted(allowed)}")
+            raise ValueError(
+                f"simulate_mri: unknown {what} {g!r}; expected one of {sorted(allowed)}"
+            )
     rng.integers(len(options))  # keep the random stream independent of the choice
     return given[index % len(given)]
 
@@ -245,9 +262,12 @@ def simulate_mri_volume(
     s_idx = np.arange(slices) - (slices - 1) / 2
     r_idx = np.arange(h_enc) - h_enc // 2
     c_idx = np.arange(w) - w // 2
-    points = (slab_centre + s_idx[:, None, None, None] * spacing * normal
-              + r_idx[None, :, None, None] * pixel * col_dir
-              + c_idx[None, None, :, None] * pixel * row_dir)  # (S, H_enc, W, 3) LPS
+    points = (
+        slab_centre
+        + s_idx[:, None, None, None] * spacing * normal
+        + r_idx[None, :, None, None] * pixel * col_dir
+        + c_idx[None, None, :, None] * pixel * row_dir
+    )  # (S, H_enc, W, 3) LPS
     top = (h_enc - h) // 2
     origin = points[0, top, 0]
     ras = points @ _LPS_TO_RAS.T
@@ -262,13 +282,17 @@ def simulate_mri_volume(
         out = ndimage.map_coordinates(volume, coords, order=1, mode=mode, cval=0.0)
         return out.reshape(warped.shape[:-1])
 
-    t1, gm, wm, csf = (sample(getattr(brain, n), brain.affine, "constant") for n in ("t1", "gm", "wm", "csf"))
+    t1, gm, wm, csf = (
+        sample(getattr(brain, n), brain.affine, "constant") for n in ("t1", "gm", "wm", "csf")
+    )
     skull_mm, scalp_mm = (float(v) for v in rng.uniform(4.0, 7.0, size=2))
     distance = sample(brain.distance_mm, brain.distance_affine, "nearest")
     skull, scalp = head_shells(distance, skull_mm, scalp_mm)
     magnitude = tissue_image(contrast, t1, gm, wm, csf, skull, scalp, rng=rng)
     bias_field = np.exp(SmoothField.random(rng, bias, (200.0, 400.0))(ras))
-    phase = float(rng.uniform(-np.pi, np.pi)) + SmoothField.random(rng, phase_rad, (150.0, 400.0))(ras)
+    phase = float(rng.uniform(-np.pi, np.pi)) + SmoothField.random(rng, phase_rad, (150.0, 400.0))(
+        ras
+    )
     peak = scale * float(rng.uniform(0.8, 1.2))
     magnitude = magnitude * bias_field
     image = peak * magnitude / max(float(magnitude.max()), 1e-12) * np.exp(1j * phase)
@@ -278,8 +302,14 @@ def simulate_mri_volume(
     ring = float(rng.uniform(1.2, 1.7))
     half_fov = max(h_enc, w) * pixel / 2
     rel = points - centre
-    maps = birdcage_maps(num_coils, (rel @ row_dir) / half_fov, (rel @ col_dir) / half_fov,
-                         (rel @ normal) / half_fov, radius=ring, rotation=rotation)
+    maps = birdcage_maps(
+        num_coils,
+        (rel @ row_dir) / half_fov,
+        (rel @ col_dir) / half_fov,
+        (rel @ normal) / half_fov,
+        radius=ring,
+        rotation=rotation,
+    )
     maps = np.moveaxis(maps, 0, 1)  # (S, C, H_enc, W)
     image_t = torch.from_numpy(np.ascontiguousarray(image))
     maps_t = torch.from_numpy(np.ascontiguousarray(maps))
@@ -296,7 +326,9 @@ def simulate_mri_volume(
             noise = noise_rng.standard_normal((2, num_coils, h_enc, w))
             k = k + torch.from_numpy(sigma * (noise[0] + 1j * noise[1]))
         kspace[s] = k.to(torch.complex64)
-    reference = center_crop(rss(ifft2c(kspace.to(torch.complex128)), dim=-3), (h, w)).to(torch.float32)
+    reference = center_crop(rss(ifft2c(kspace.to(torch.complex128)), dim=-3), (h, w)).to(
+        torch.float32
+    )
 
     c = CONTRASTS[contrast]
     acquisition = _PREFIX[orientation] + contrast
@@ -314,23 +346,44 @@ def simulate_mri_volume(
         echo_time_ms=c.echo_time_ms,
         flip_angle_deg=c.flip_angle_deg,
         num_coils=num_coils,
-        geometry=ImageGeometry(spacing=(spacing, pixel, pixel), origin=tuple(origin),
-                               orientation=(*row_dir, *col_dir), slice_thickness=spacing),
+        geometry=ImageGeometry(
+            spacing=(spacing, pixel, pixel),
+            origin=tuple(origin),
+            orientation=(*row_dir, *col_dir),
+            slice_thickness=spacing,
+        ),
         patient_id=patient,
         extra={"patient_position": "HFS"},
     )
     parameters = {
         "source": f"MNI152 template (nilearn), {resolution} mm",
-        "seed": seed, "volume": index, "contrast": contrast, "orientation": orientation,
-        "in_plane_rotation_deg": math.degrees(psi), "slab_offset_mm": offset,
-        "pixel_mm": pixel, "slice_spacing_mm": spacing, "coils": num_coils,
-        "coil_rotation_rad": rotation, "coil_ring_radius": ring,
-        "snr_db": None if snr_db is None else float(snr_db), "noise_sigma": sigma,
-        "readout_oversampling": factor, "deformation_mm": deformation_mm, "bias": bias,
-        "skull_mm": skull_mm, "scalp_mm": scalp_mm,
+        "seed": seed,
+        "volume": index,
+        "contrast": contrast,
+        "orientation": orientation,
+        "in_plane_rotation_deg": math.degrees(psi),
+        "slab_offset_mm": offset,
+        "pixel_mm": pixel,
+        "slice_spacing_mm": spacing,
+        "coils": num_coils,
+        "coil_rotation_rad": rotation,
+        "coil_ring_radius": ring,
+        "snr_db": None if snr_db is None else float(snr_db),
+        "noise_sigma": sigma,
+        "readout_oversampling": factor,
+        "deformation_mm": deformation_mm,
+        "bias": bias,
+        "skull_mm": skull_mm,
+        "scalp_mm": scalp_mm,
     }
-    return SimulatedVolume(kspace=kspace, reference=reference, image=image_t, maps=maps_t,
-                           header=header, parameters=parameters)
+    return SimulatedVolume(
+        kspace=kspace,
+        reference=reference,
+        image=image_t,
+        maps=maps_t,
+        header=header,
+        parameters=parameters,
+    )
 
 
 def simulated_file_name(acquisition: str, seed: int, index: int) -> str:
@@ -386,15 +439,18 @@ def simulate_mri_dataset(
     mask_fn = None
     if acceleration is not None:
         if not float(acceleration) >= 1:
-            raise ValueError(f"simulate_mri: acceleration must be >= 1 or None, got {acceleration!r}")
+            raise ValueError(
+                f"simulate_mri: acceleration must be >= 1 or None, got {acceleration!r}"
+            )
         cf = 0.32 / float(acceleration) if center_fraction is None else float(center_fraction)
         mask_fn = create_mask_for_mask_type(mask_type, [cf], [float(acceleration)])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for index in range(volumes):
-        vol = simulate_mri_volume(index, slices=slices, coils=coils, size=size, seed=seed,
-                                  snr_db=snr_db, **options)
+        vol = simulate_mri_volume(
+            index, slices=slices, coils=coils, size=size, seed=seed, snr_db=snr_db, **options
+        )
         path = out / simulated_file_name(vol.header.acquisition, seed, index)
         attrs = {"simulation": json.dumps(vol.parameters, sort_keys=True)}
         kspace, mask = vol.kspace, None
@@ -402,6 +458,7 @@ def simulate_mri_dataset(
             mask, num_low = mask_fn.sample_vector(kspace.shape[-1], seed=file_seed(path))
             kspace = kspace * mask.to(kspace.real.dtype)
             attrs.update(acceleration=float(acceleration), num_low_frequency=int(num_low))
-        paths.append(write_fastmri(path, kspace, vol.header, reference=vol.reference, mask=mask,
-                                   attrs=attrs))
+        paths.append(
+            write_fastmri(path, kspace, vol.header, reference=vol.reference, mask=mask, attrs=attrs)
+        )
     return paths

@@ -62,7 +62,9 @@ class CTSlice:
 def ct_source_path(name: str) -> str:
     """Local path of an allowed CT file (no download)."""
     if name not in CT_SOURCES:
-        raise ValueError(f"ct_source_path: {name!r} is not an allowed CT source; allowed: {CT_SOURCES}")
+        raise ValueError(
+            f"ct_source_path: {name!r} is not an allowed CT source; allowed: {CT_SOURCES}"
+        )
     from pydicom.data import get_testdata_file
 
     try:
@@ -83,8 +85,10 @@ def _first(seq, name: str):
 
 def _frame_value(ds, frame: int, group: str, attribute: str):
     """Look ``attribute`` up in the per-frame, then shared functional group ``group``."""
-    for key, index in (("PerFrameFunctionalGroupsSequence", frame),
-                       ("SharedFunctionalGroupsSequence", 0)):
+    for key, index in (
+        ("PerFrameFunctionalGroupsSequence", frame),
+        ("SharedFunctionalGroupsSequence", 0),
+    ):
         groups = ds.get(key)
         if groups is None or len(groups) <= index:
             continue
@@ -121,17 +125,27 @@ def read_ct_slices(name: str) -> list[CTSlice]:
     frames = pixels[None] if pixels.ndim == 2 else pixels
     out = []
     for i, frame in enumerate(frames):
-        slope = ds.get("RescaleSlope", _frame_value(ds, i, "PixelValueTransformationSequence", "RescaleSlope"))
-        intercept = ds.get("RescaleIntercept",
-                           _frame_value(ds, i, "PixelValueTransformationSequence", "RescaleIntercept"))
-        spacing = ds.get("PixelSpacing", _frame_value(ds, i, "PixelMeasuresSequence", "PixelSpacing"))
+        slope = ds.get(
+            "RescaleSlope", _frame_value(ds, i, "PixelValueTransformationSequence", "RescaleSlope")
+        )
+        intercept = ds.get(
+            "RescaleIntercept",
+            _frame_value(ds, i, "PixelValueTransformationSequence", "RescaleIntercept"),
+        )
+        spacing = ds.get(
+            "PixelSpacing", _frame_value(ds, i, "PixelMeasuresSequence", "PixelSpacing")
+        )
         if spacing is None:
             raise ValueError(f"read_ct_slices: {name} frame {i} has no PixelSpacing")
         if slope is None or intercept is None:
-            raise ValueError(f"read_ct_slices: {name} frame {i} has no RescaleSlope/RescaleIntercept")
+            raise ValueError(
+                f"read_ct_slices: {name} frame {i} has no RescaleSlope/RescaleIntercept"
+            )
         hu = frame.astype(np.float64) * float(slope) + float(intercept)
         hu = np.clip(hu, HU_MIN, HU_MAX).astype(np.float32)
-        out.append(CTSlice(hu=hu, pixel_spacing=(float(spacing[0]), float(spacing[1])), name=name, frame=i))
+        out.append(
+            CTSlice(hu=hu, pixel_spacing=(float(spacing[0]), float(spacing[1])), name=name, frame=i)
+        )
     return out
 
 

@@ -79,8 +79,14 @@ def lodopab_geometry(
     pixel = 2 * half_fov_mm / h
     angles = (np.arange(num_angles) + 0.5) * math.pi / num_angles
     reach = 0.5 * pixel * math.hypot(h, w)  # distance of the domain's corners from the centre
-    return CTGeometry("parallel", (h, w), tuple(angles), int(num_detectors),
-                      pixel_size=pixel, detector_spacing=2 * reach / num_detectors)
+    return CTGeometry(
+        "parallel",
+        (h, w),
+        tuple(angles),
+        int(num_detectors),
+        pixel_size=pixel,
+        detector_spacing=2 * reach / num_detectors,
+    )
 
 
 def to_lodopab_layout(image: np.ndarray) -> np.ndarray:
@@ -93,12 +99,16 @@ def from_lodopab_layout(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(np.asarray(array), 1, axes=(-2, -1)))
 
 
-def hu_to_attenuation(hu, mu_water: float = MU_WATER_PER_M / 1000, mu_air: float = MU_AIR_PER_M / 1000):
+def hu_to_attenuation(
+    hu, mu_water: float = MU_WATER_PER_M / 1000, mu_air: float = MU_AIR_PER_M / 1000
+):
     """Linear attenuation (1/mm) of Hounsfield units: ``mu_w + HU (mu_w - mu_air) / 1000``."""
     return mu_water + np.asarray(hu, dtype=np.float64) * (mu_water - mu_air) / 1000.0
 
 
-def attenuation_to_hu(mu, mu_water: float = MU_WATER_PER_M / 1000, mu_air: float = MU_AIR_PER_M / 1000):
+def attenuation_to_hu(
+    mu, mu_water: float = MU_WATER_PER_M / 1000, mu_air: float = MU_AIR_PER_M / 1000
+):
     """Inverse of :func:`hu_to_attenuation`."""
     return (np.asarray(mu, dtype=np.float64) - mu_water) * 1000.0 / (mu_water - mu_air)
 
@@ -106,7 +116,9 @@ def attenuation_to_hu(mu, mu_water: float = MU_WATER_PER_M / 1000, mu_air: float
 def lodopab_file_name(kind: str, part: str, index: int) -> str:
     """``observation_{part}_{index:03d}.hdf5`` or ``ground_truth_{part}_{index:03d}.hdf5``."""
     if kind not in ("observation", "ground_truth"):
-        raise ValueError(f"lodopab_file_name: kind must be 'observation' or 'ground_truth', got {kind!r}")
+        raise ValueError(
+            f"lodopab_file_name: kind must be 'observation' or 'ground_truth', got {kind!r}"
+        )
     return f"{kind}_{part}_{int(index):03d}.hdf5"
 
 
@@ -175,7 +187,9 @@ def write_lodopab(
             f"{geometry.sinogram_shape[1]}) for the geometry, got {sino.shape}"
         )
     if mu.shape != (n,) + geometry.image_shape:
-        raise ValueError(f"write_lodopab: attenuation must be {(n,) + geometry.image_shape}, got {mu.shape}")
+        raise ValueError(
+            f"write_lodopab: attenuation must be {(n,) + geometry.image_shape}, got {mu.shape}"
+        )
     if hu is not None and np.shape(hu) != mu.shape:
         raise ValueError(f"write_lodopab: hu must be {mu.shape}, got {np.shape(hu)}")
     if samples_per_file < 1:
@@ -199,13 +213,17 @@ def write_lodopab(
         sl = slice(start, min(start + samples_per_file, n))
         obs = (sino[sl] / MU_MAX_PER_M).astype(np.float32)
         gt = to_lodopab_layout(np.clip(mu[sl] / MU_MAX_PER_MM, 0.0, 1.0)).astype(np.float32)
-        for kind, data, extra, paths in (("observation", obs, None, obs_paths),
-                                         ("ground_truth", gt, hu, gt_paths)):
+        for kind, data, extra, paths in (
+            ("observation", obs, None, obs_paths),
+            ("ground_truth", gt, hu, gt_paths),
+        ):
             path = out / lodopab_file_name(kind, part, i)
             with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
                 h5.create_dataset("data", data=data)
                 if extra is not None:
-                    h5.create_dataset("hu", data=to_lodopab_layout(np.asarray(extra)[sl]).astype(np.float32))
+                    h5.create_dataset(
+                        "hu", data=to_lodopab_layout(np.asarray(extra)[sl]).astype(np.float32)
+                    )
                 for key, value in root.items():
                     h5.attrs[key] = value
             paths.append(path)
@@ -236,11 +254,17 @@ class LoDoPaBFiles:
         self.part = part
         files = sorted(self.root.glob(f"observation_{part}_[0-9][0-9][0-9].hdf5"))
         if not files:
-            raise FileNotFoundError(f"LoDoPaBFiles: no observation_{part}_###.hdf5 files in {self.root}")
+            raise FileNotFoundError(
+                f"LoDoPaBFiles: no observation_{part}_###.hdf5 files in {self.root}"
+            )
         indices = [int(_NAME.match(f.name).group(3)) for f in files]
         if indices != list(range(len(files))):
-            raise DataFormatError(self.root, "file numbering",
-                                  f"observation_{part}_###.hdf5 files are not numbered 000..{len(files) - 1}: {indices}")
+            raise DataFormatError(
+                self.root,
+                "file numbering",
+                f"observation_{part}_###.hdf5 files are not numbered "
+                f"000..{len(files) - 1}: {indices}",
+            )
         self.observation_files = files
         gts = [self.root / lodopab_file_name("ground_truth", part, i) for i in range(len(files))]
         self.ground_truth_files = gts if all(p.exists() for p in gts) else None
@@ -249,7 +273,9 @@ class LoDoPaBFiles:
             with h5py.File(path, "r") as h5:
                 data = self._data(h5, path)
                 if data.ndim != 3:
-                    raise DataFormatError(path, "data", f"expected (n, views, detectors), got shape {data.shape}")
+                    raise DataFormatError(
+                        path, "data", f"expected (n, views, detectors), got shape {data.shape}"
+                    )
                 self.counts.append(data.shape[0])
                 if path == files[0]:
                     self.sinogram_shape = tuple(data.shape[1:])
@@ -274,9 +300,12 @@ class LoDoPaBFiles:
                     shape = tuple(self._data(h5, self.ground_truth_files[0]).shape[1:])
             geometry = lodopab_geometry(shape, *self.sinogram_shape)
         if geometry.sinogram_shape != self.sinogram_shape:
-            raise DataFormatError(self.observation_files[0], "data",
-                                  f"(views, detectors) {self.sinogram_shape} does not match the geometry "
-                                  f"{geometry.sinogram_shape}")
+            raise DataFormatError(
+                self.observation_files[0],
+                "data",
+                f"(views, detectors) {self.sinogram_shape} does not match the geometry "
+                f"{geometry.sinogram_shape}",
+            )
         return geometry
 
     @property
@@ -298,7 +327,10 @@ class LoDoPaBFiles:
     def _locate(self, index: int) -> tuple[int, int]:
         n = len(self)
         if not -n <= index < n:
-            raise IndexError(f"LoDoPaBFiles({self.root}, {self.part!r}): index {index} out of range for {n} samples")
+            raise IndexError(
+                f"LoDoPaBFiles({self.root}, {self.part!r}): index {index} out of range "
+                f"for {n} samples"
+            )
         index %= n
         f = int(np.searchsorted(self._starts, index, side="right") - 1)
         return f, index - int(self._starts[f])
@@ -317,23 +349,33 @@ class LoDoPaBFiles:
     def ground_truth(self, index: int) -> np.ndarray:
         """Stored ground truth ``(x, y)`` float32 in ``[0, 1]`` (ODL layout)."""
         if self.ground_truth_files is None:
-            raise FileNotFoundError(f"LoDoPaBFiles: part {self.part!r} in {self.root} has no ground_truth files")
+            raise FileNotFoundError(
+                f"LoDoPaBFiles: part {self.part!r} in {self.root} has no ground_truth files"
+            )
         return self._read(self.ground_truth_files, index)
 
     def sinogram(self, index: int) -> Sinogram:
         """Sample ``index`` as a :class:`Sinogram` of line integrals ``-log(N/N0)``
         ``(1, views, detectors)``, float32."""
         data = torch.from_numpy(self.observation(index).astype(np.float64) * MU_MAX_PER_M)
-        return Sinogram(data=data[None].float(), geometry=self.geometry, photons=self.photons,
-                        source=str(self.observation_files[self._locate(index)[0]]))
+        return Sinogram(
+            data=data[None].float(),
+            geometry=self.geometry,
+            photons=self.photons,
+            source=str(self.observation_files[self._locate(index)[0]]),
+        )
 
     def attenuation(self, index: int) -> Image:
         """Ground truth ``index`` as attenuation (1/mm), mrirecon orientation, ``(1, H, W)``."""
         mu = from_lodopab_layout(self.ground_truth(index)).astype(np.float64) * MU_MAX_PER_MM
         p = self.geometry.pixel_size
-        return Image(data=torch.from_numpy(mu[None]).float(),
-                     geometry=ImageGeometry(spacing=(p, p, p)), kind="attenuation", modality="CT",
-                     source=str(self.ground_truth_files[self._locate(index)[0]]))
+        return Image(
+            data=torch.from_numpy(mu[None]).float(),
+            geometry=ImageGeometry(spacing=(p, p, p)),
+            kind="attenuation",
+            modality="CT",
+            source=str(self.ground_truth_files[self._locate(index)[0]]),
+        )
 
     def hu(self, index: int) -> np.ndarray:
         """Hounsfield units ``(H, W)`` (mrirecon orientation): the stored ``hu`` dataset when
