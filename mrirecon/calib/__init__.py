@@ -1,0 +1,20 @@
+"""Coil calibration: sensitivity maps (ESPIRiT, Walsh, Inati), coil compression, prewhitening."""
+
+from mrirecon.calib.compression import gcc_compress, gcc_matrices, svd_compress
+from mrirecon.calib.espirit import calibration_region, espirit_kernels, espirit_maps
+from mrirecon.calib.prewhiten import noise_covariance, prewhiten, whitening_matrix
+from mrirecon.calib.walsh import inati_combine, walsh_maps
+
+__all__ = [
+    "calibration_region",
+    "espirit_kernels",
+    "espirit_maps",
+    "gcc_compress",
+    "gcc_matrices",
+    "inati_combine",
+    "noise_covariance",
+    "prewhiten",
+    "svd_compress",
+    "walsh_maps",
+    "whitening_matrix",
+]

@@ -86,7 +86,7 @@ def power_iteration(mats: Tensor, num_iter: int, start: Tensor | None = None) ->
     return vectors, values
 
 
-def _symmetric_index(n: int, before: int, after: int, device: torch.device) -> Tensor:
+def symmetric_index(n: int, before: int, after: int, device: torch.device) -> Tensor:
     """Indices of a half-sample-symmetric extension (``d c b a | a b c d | d c b a``)."""
     idx = torch.arange(-before, n + after, device=device)
     period = 2 * n
@@ -120,7 +120,7 @@ def box_smooth(x: Tensor, size: int | tuple[int, ...], dims: tuple[int, ...] = (
             continue
         n = out.shape[dim]
         before, after = s // 2, s - 1 - s // 2
-        idx = _symmetric_index(n, before, after, out.device)
+        idx = symmetric_index(n, before, after, out.device)
         ext = out.index_select(dim, idx)
         out = ext.unfold(dim if dim >= 0 else ext.ndim + dim, s, 1).sum(-1) / s
     return out

@@ -187,16 +187,14 @@ def _espirit_slice(
     # t[u, x, c, d] = sum_v r[c, d, u, v] ex[x, v]
     t = torch.einsum("cduv,xv->uxcd", r, ex).reshape(2 * kh - 1, W * c * c)
     rows_per_chunk = max(1, chunk_size // W)
-    maps = kspace.new_zeros((H, W, c))
+    maps = kspace.new_zeros((c, H, W))
     eig = kspace.real.new_zeros((H, W))
     for r0 in range(0, H, rows_per_chunk):
         rows = torch.arange(r0, min(H, r0 + rows_per_chunk), device=dev)
         ey = _lag_phases(H, kh, rows, dtype)  # (rows, 2kh-1)
         gram = (ey @ t).reshape(-1, c, c)  # (rows * W, c, c)
         vec, val = power_iteration(gram, max_iter)
-        maps[r0 : r0 + len(rows)] = vec.reshape(len(rows), W, c)
+        maps[:, r0 : r0 + len(rows)] = vec.reshape(len(rows), W, c).permute(2, 0, 1)
         eig[r0 : r0 + len(rows)] = val.reshape(len(rows), W)
-    maps = maps.permute(2, 0, 1)
-    maps = maps * torch.sgn(maps[0]).conj()
-    maps = maps * (eig > crop)
-    return maps.contiguous(), eig
+    reference = torch.sgn(maps[0]).conj() * (eig > crop)  # coil-0 phase and the crop, in place
+    return maps.mul_(reference), eig

@@ -1,0 +1,301 @@
+"""Coil calibration: ESPIRiT vs SigPy, Walsh/Inati, coil compression, prewhitening."""
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import scipy.ndimage
+import torch
+
+from mrirecon.calib import (
+    espirit_maps,
+    gcc_compress,
+    gcc_matrices,
+    inati_combine,
+    noise_covariance,
+    prewhiten,
+    svd_compress,
+    walsh_maps,
+    whitening_matrix,
+)
+from mrirecon.calib._linalg import box_smooth, power_iteration
+from mrirecon.functional import fft2c, ifft2c, rss
+
+sigpy = pytest.importorskip("sigpy")
+import sigpy.mri  # noqa: E402
+
+
+def _phantom(h=128, w=96, coils=8, noise=1e-3, seed=0):
+    """Shepp-Logan with a smooth phase, birdcage maps, centred k-space with complex noise."""
+    img = sigpy.shepp_logan((h, w), dtype=np.complex128)
+    yy, xx = np.mgrid[:h, :w]
+    img = img * np.exp(1j * 0.5 * np.pi * (xx / w - 0.5) * (yy / h))
+    maps = sigpy.mri.birdcage_maps((coils, h, w), r=1.2)
+    ksp = sigpy.fft(maps * img, axes=(-2, -1))
+    rng = np.random.default_rng(seed)
+    ksp = ksp + noise * (rng.standard_normal(ksp.shape) + 1j * rng.standard_normal(ksp.shape))
+    return img, maps, ksp
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    img, maps, ksp = _phantom()
+    true = torch.from_numpy(maps)
+    return {
+        "img": img,
+        "maps": true / rss(true, dim=0),
+        "ksp": ksp,
+        "object": torch.from_numpy(np.abs(img) > 0.05),
+    }
+
+
+def _aligned_corr(a, b):
+    """Per-pixel |<a, b>| over coils: 1 where the maps agree up to a per-pixel phase."""
+    return torch.abs(torch.sum(a.conj() * b, dim=0))
+
+
+# ---------------------------------------------------------------------------- kernels
+@pytest.mark.parametrize("size", [1, 4, 5])
+def test_box_smooth_matches_scipy_uniform_filter(size):
+    g = torch.Generator().manual_seed(3)
+    x = torch.complex(torch.randn(3, 9, 11, generator=g, dtype=torch.float64), torch.randn(3, 9, 11, generator=g, dtype=torch.float64))
+    ours = box_smooth(x, size).numpy()
+    sz = (1, size, size)
+    ref = scipy.ndimage.uniform_filter(x.real.numpy(), sz, mode="reflect") + 1j * scipy.ndimage.uniform_filter(
+        x.imag.numpy(), sz, mode="reflect"
+    )
+    np.testing.assert_allclose(ours, ref, atol=1e-12)
+
+
+@pytest.mark.parametrize("num_iter", [1, 2, 7, 100])
+def test_power_iteration_equals_plain_power_method(num_iter):
+    g = torch.Generator().manual_seed(1)
+    b = torch.complex(torch.randn(50, 5, 8, generator=g, dtype=torch.float64), torch.randn(50, 5, 8, generator=g, dtype=torch.float64))
+    a = b @ b.mH / 8
+    x = torch.ones(50, 5, 1, dtype=a.dtype)
+    for _ in range(num_iter):
+        y = a @ x
+        lam = torch.linalg.vector_norm(y, dim=(-2, -1), keepdim=True)
+        x = y / lam
+    vec, val = power_iteration(a, num_iter)
+    torch.testing.assert_close(vec, x[..., 0], rtol=0, atol=1e-10)
+    torch.testing.assert_close(val, lam[:, 0, 0], rtol=1e-12, atol=0)
+    if num_iter == 100:  # converged: the dominant eigenpair of eigh
+        w, v = torch.linalg.eigh(a)
+        torch.testing.assert_close(val, w[:, -1], rtol=1e-8, atol=0)
+        assert torch.all(_aligned_corr(vec.T, v[..., -1].T) > 1 - 1e-8)
+
+
+# ---------------------------------------------------------------------------- ESPIRiT
+def test_espirit_matches_sigpy(phantom):
+    ksp = phantom["ksp"].astype(np.complex64)
+    ref_maps, ref_eig = sigpy.mri.app.EspiritCalib(ksp, show_pbar=False, output_eigenvalue=True).run()
+    maps, eig = espirit_maps(torch.from_numpy(ksp), return_eigenvalues=True)
+    assert maps.shape == (8, 128, 96) and maps.dtype == torch.complex64 and eig.shape == (128, 96)
+    corr = _aligned_corr(maps, torch.from_numpy(ref_maps))
+    obj = phantom["object"]
+    assert float(corr[obj].min()) > 0.99
+    assert float(corr[obj].mean()) > 0.9999
+    np.testing.assert_allclose(eig.numpy(), ref_eig[0], atol=1e-4)
+    # same crop decision and the same coil-0 phase reference
+    assert torch.equal(maps.abs().sum(0) > 0, torch.from_numpy(np.abs(ref_maps).sum(0) > 0))
+    np.testing.assert_allclose(maps.numpy(), ref_maps, atol=1e-3)
+
+
+def test_espirit_maps_reproduce_coil_images(phantom):
+    """S S^H x ~ x inside the object (no solver involved), and the maps have unit norm there."""
+    k = torch.from_numpy(phantom["ksp"])
+    maps = espirit_maps(k)
+    x = ifft2c(k)
+    obj = phantom["object"]
+    proj = maps * torch.sum(maps.conj() * x, dim=0)
+    err = torch.linalg.vector_norm((proj - x)[:, obj]) / torch.linalg.vector_norm(x[:, obj])
+    assert float(err) < 0.03
+    torch.testing.assert_close(rss(maps, 0)[obj], torch.ones(int(obj.sum()), dtype=torch.float64), rtol=0, atol=1e-6)
+    assert float(_aligned_corr(maps, phantom["maps"])[obj].min()) > 0.99
+
+
+def test_espirit_chunking_batching_and_precision(phantom):
+    k = torch.from_numpy(phantom["ksp"])
+    ref = espirit_maps(k, chunk_size=10**7)
+    torch.testing.assert_close(espirit_maps(k, chunk_size=100), ref, rtol=0, atol=1e-12)
+    both = espirit_maps(torch.stack([k, 2 * k]))
+    torch.testing.assert_close(both[0], ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(both[1], ref, rtol=0, atol=1e-9)  # scale invariant
+    single = espirit_maps(k.to(torch.complex64))
+    obj = phantom["object"]
+    assert float(_aligned_corr(single.to(ref.dtype), ref)[obj].min()) > 0.9999
+    with pytest.raises(ValueError, match="espirit_maps"):
+        espirit_maps(k.real)
+    with pytest.raises(ValueError, match="calibration"):
+        espirit_maps(k, calib_width=200)
+
+
+_MEMORY_SCRIPT = textwrap.dedent(
+    """
+    import torch
+    from mrirecon.calib import espirit_maps
+    from mrirecon.functional import fft2c
+
+    def status(field):
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError(field)
+
+    torch.set_num_threads(1)
+    c, h, w = 16, 256, 256
+    g = torch.Generator().manual_seed(0)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    img = ((xx**2 + yy**2) < 0.6).to(torch.complex64)
+    ang = torch.arange(c) * 2 * torch.pi / c
+    maps = torch.exp(-((xx - torch.cos(ang)[:, None, None]) ** 2 + (yy - torch.sin(ang)[:, None, None]) ** 2))
+    ksp = fft2c(maps * torch.exp(1j * ang)[:, None, None] * img)
+    espirit_maps(ksp[:, 150:170, 150:170], calib_width=12)  # warm up allocator and kernels
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset VmHWM to the current RSS
+    before = status("VmRSS")
+    out = espirit_maps(ksp, chunk_size=1024)
+    print((status("VmHWM") - before) / 2**20, float(out.abs().sum()) > 0)
+    """
+)
+
+
+def test_espirit_memory_is_bounded():
+    """Peak RSS growth on 16 coils x 256 x 256 stays far below one per-pixel coil-by-coil matrix
+    for every pixel (c^2 H W complex64 = 128 MiB), let alone K image-space kernels."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _MEMORY_SCRIPT], capture_output=True, text=True, timeout=120,
+        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    growth_mib, ok = proc.stdout.split()
+    assert ok == "True"
+    full_gram_mib = 16 * 16 * 256 * 256 * 8 / 2**20
+    assert float(growth_mib) < 0.3 * full_gram_mib, growth_mib
+
+
+# ---------------------------------------------------------------------------- Walsh / Inati
+def test_walsh_and_inati_recover_true_maps(phantom):
+    x = ifft2c(torch.from_numpy(phantom["ksp"]))
+    obj = phantom["object"]
+    walsh = walsh_maps(x)
+    combined, inati = inati_combine(x)
+    for maps in (walsh, inati):
+        assert float(_aligned_corr(maps, phantom["maps"])[obj].min()) > 0.99
+        torch.testing.assert_close(rss(maps, 0)[obj], torch.ones(int(obj.sum()), dtype=torch.float64), rtol=0, atol=1e-6)
+    # optimal combination: the image times rss of the true (unnormalised) sensitivities
+    ideal = torch.from_numpy(phantom["img"]) * rss(torch.from_numpy(sigpy.mri.birdcage_maps((8, 128, 96), r=1.2)), 0)
+    phase = torch.sgn(torch.sum(combined[obj] * ideal[obj].conj()))
+    err = torch.linalg.vector_norm((combined * phase.conj() - ideal)[obj]) / torch.linalg.vector_norm(ideal[obj])
+    assert float(err) < 0.05
+    # Inati's phase is spatially smooth: neighbouring map phases agree inside the object
+    d = torch.abs(torch.sum(inati[:, 1:, :].conj() * inati[:, :-1, :], dim=0))
+    assert float(d[obj[1:] & obj[:-1]].min()) > 0.95
+
+
+def test_walsh_matches_dense_reference_and_row_chunks():
+    """Smoothed covariance (scipy uniform_filter) + eigh dominant vector, pixel by pixel."""
+    g = np.random.default_rng(4)
+    x = g.standard_normal((4, 13, 10)) + 1j * g.standard_normal((4, 13, 10))
+    cov = x[:, None] * x[None].conj()
+    sm = scipy.ndimage.uniform_filter(cov.real, (1, 1, 3, 3), mode="reflect") + 1j * scipy.ndimage.uniform_filter(
+        cov.imag, (1, 1, 3, 3), mode="reflect"
+    )
+    _, v = np.linalg.eigh(np.moveaxis(sm, (0, 1), (-2, -1)))
+    ref = torch.from_numpy(np.moveaxis(v[..., -1], -1, 0))
+    ours = walsh_maps(torch.from_numpy(x), smoothing=3, niter=400, reference_coil=0, chunk_rows=4)
+    assert float(_aligned_corr(ours, ref).min()) > 1 - 1e-8
+    torch.testing.assert_close(walsh_maps(torch.from_numpy(x), 3, 400, reference_coil=0, chunk_rows=100), ours, rtol=0, atol=1e-12)
+    assert torch.all(ours[0].imag.abs() < 1e-12) and torch.all(ours[0].real >= 0)  # explicit reference coil
+
+
+# ---------------------------------------------------------------------------- compression
+def test_svd_compress_energy_order_and_exactness(phantom):
+    k = torch.from_numpy(phantom["ksp"])
+    full, m = svd_compress(k, 8)
+    torch.testing.assert_close(m @ m.mH, torch.eye(8, dtype=m.dtype), rtol=0, atol=1e-12)
+    torch.testing.assert_close(torch.tensordot(m.mH, full, dims=([1], [0])), k, rtol=0, atol=1e-10)
+    energy = torch.sum(torch.abs(full) ** 2, dim=(-2, -1))
+    assert torch.all(energy[:-1] >= energy[1:])
+    torch.testing.assert_close(energy.sum(), torch.sum(torch.abs(k) ** 2), rtol=1e-12, atol=0)
+    # the kept subspace is numpy's top left singular vectors, the energy their squared values
+    u, s, _ = np.linalg.svd(phantom["ksp"].reshape(8, -1), full_matrices=False)
+    part, m3 = svd_compress(k, 3)
+    np.testing.assert_allclose((m3.mH @ m3).numpy(), u[:, :3] @ u[:, :3].conj().T, atol=1e-10)
+    np.testing.assert_allclose(torch.sum(torch.abs(part) ** 2, dim=(-2, -1)).numpy(), s[:3] ** 2, rtol=1e-10)
+    with pytest.raises(ValueError, match="num_virtual"):
+        svd_compress(k, 9)
+
+
+def test_gcc_beats_svd_on_readout_varying_sensitivities(phantom):
+    k = torch.from_numpy(phantom["ksp"])
+    x = ifft2c(k)
+    for v in (2, 3):
+        ks, ms = svd_compress(k, v)
+        kg, mg = gcc_compress(k, v, 24)
+        assert mg.shape == (128, v, 8)
+        torch.testing.assert_close(mg @ mg.mH, torch.eye(v, dtype=mg.dtype).expand(128, v, v), rtol=0, atol=1e-10)
+        back_s = torch.einsum("vc,vxy->cxy", ms.conj(), ifft2c(ks))
+        back_g = torch.einsum("xvc,vxy->cxy", mg.conj(), ifft2c(kg))
+        err_s = torch.linalg.vector_norm(back_s - x) / torch.linalg.vector_norm(x)
+        err_g = torch.linalg.vector_norm(back_g - x) / torch.linalg.vector_norm(x)
+        assert float(err_g) < 0.5 * float(err_s), (v, float(err_g), float(err_s))
+
+
+def test_gcc_alignment_and_undersampled_input(phantom):
+    k = torch.from_numpy(phantom["ksp"])
+    calib = k[..., 36:60]
+    aligned = gcc_matrices(calib, 3)
+    raw = gcc_matrices(calib, 3, align=False)
+    # alignment is a per-position rotation inside the same subspace ...
+    torch.testing.assert_close(aligned.mH @ aligned, raw.mH @ raw, rtol=0, atol=1e-10)
+    # ... that makes the virtual coils vary smoothly along the readout
+    rough = lambda m: float(torch.linalg.vector_norm(m[1:] - m[:-1]))  # noqa: E731
+    assert rough(aligned) < 0.5 * rough(raw)
+    mask = torch.zeros(96, dtype=torch.bool)
+    mask[::3] = True
+    mask[36:60] = True
+    under = k * mask
+    comp, mats = gcc_compress(under, 3, 24)
+    torch.testing.assert_close(mats, aligned, rtol=0, atol=1e-12)
+    assert torch.all(comp[..., ~mask] == 0) and torch.all(comp[..., mask].abs().sum(0) > 0)
+    # away from the holes it equals compressing the full data column by column
+    full, _ = gcc_compress(k, 3, calib)
+    torch.testing.assert_close(comp[..., 36:60], fft2c(torch.einsum("xvc,cxy->vxy", mats, ifft2c(k)))[..., 36:60], rtol=0, atol=1e-10)
+    assert full.shape == comp.shape
+
+
+# ---------------------------------------------------------------------------- prewhitening
+def test_prewhitening_gives_identity_covariance(cdtype):
+    g = torch.Generator().manual_seed(11)
+    c, n = 6, 20000
+    real = torch.float64 if cdtype == torch.complex128 else torch.float32
+    mix = torch.complex(torch.randn(c, c, generator=g, dtype=real), torch.randn(c, c, generator=g, dtype=real))
+    mix = mix + 3 * torch.eye(c, dtype=cdtype)
+
+    def draw(m):
+        w = torch.complex(torch.randn(c, m, generator=g, dtype=real), torch.randn(c, m, generator=g, dtype=real))
+        return mix @ (w / 2**0.5)  # unit complex variance before mixing
+
+    noise = draw(n)
+    cov = noise_covariance(noise)
+    torch.testing.assert_close(cov, cov.mH)
+    white = prewhiten(noise, noise=noise)
+    tol = 1e-10 if cdtype == torch.complex128 else 1e-4
+    torch.testing.assert_close(noise_covariance(white), torch.eye(c, dtype=cdtype), rtol=0, atol=tol)
+    # fresh noise with the same statistics: identity within sampling error (~1/sqrt(n))
+    fresh = prewhiten(draw(n), cov)
+    assert float((noise_covariance(fresh) - torch.eye(c, dtype=cdtype)).abs().max()) < 0.05
+    wm = whitening_matrix(cov)
+    torch.testing.assert_close(wm @ cov @ wm.mH, torch.eye(c, dtype=cdtype), rtol=0, atol=tol)
+    assert torch.all(torch.triu(wm, 1) == 0)
+    data = draw(10).reshape(c, 2, 5)
+    torch.testing.assert_close(prewhiten(data, cov), (wm @ data.reshape(c, -1)).reshape(c, 2, 5), rtol=0, atol=tol)
+    with pytest.raises(ValueError, match="exactly one"):
+        prewhiten(noise, cov, noise=noise)
+    with pytest.raises(ValueError, match="coils"):
+        prewhiten(noise[:3], cov)
