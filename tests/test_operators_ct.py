@@ -204,6 +204,12 @@ def phantom257():
     return np.pad(ph, ((0, 1), (0, 1)))  # 256 x 256 phantom on an odd grid (skimage's centre)
 
 
+@pytest.fixture(scope="module")
+def phantom129():
+    ph = resize(shepp_logan_phantom(), (128, 128), anti_aliasing=True)
+    return np.pad(ph, ((0, 1), (0, 1)))
+
+
 def test_fbp_parallel_matches_iradon_psnr(phantom257):
     g = CTGeometry.parallel(phantom257.shape, 360, 367)
     op = ParallelBeam(g)
@@ -211,27 +217,34 @@ def test_fbp_parallel_matches_iradon_psnr(phantom257):
     ours = fbp(sino, op, "ram-lak").numpy()
     ref = iradon(sino.numpy().T, theta=np.degrees(g.angles), filter_name="ramp",
                  output_size=phantom257.shape[0], circle=False)
-    assert _psnr(ours, phantom257) >= _psnr(ref, phantom257) - 1e-6
+    assert _psnr(ours, phantom257) >= _psnr(ref, phantom257) - 1e-6  # measured: equal (29.75 dB)
     assert _psnr(ours, phantom257) > 29.0
-    for name, sk_name in (("shepp-logan", "shepp-logan"), ("cosine", "cosine"), ("hann", "hann")):
-        ours_f = fbp(sino, g, name).numpy()
-        ref_f = iradon(sino.numpy().T, theta=np.degrees(g.angles), filter_name=sk_name,
-                       output_size=phantom257.shape[0], circle=False)
-        assert _psnr(ours_f, phantom257) >= _psnr(ref_f, phantom257) - 1e-6
+
+
+@pytest.mark.parametrize("name", ["shepp-logan", "cosine", "hann"])
+def test_fbp_windows_match_iradon(phantom129, name):
+    g = CTGeometry.parallel(phantom129.shape, 180, 185)
+    sino = ParallelBeam(g)(torch.from_numpy(phantom129))
+    ours = fbp(sino, g, name).numpy()
+    ref = iradon(sino.numpy().T, theta=np.degrees(g.angles), filter_name=name,
+                 output_size=phantom129.shape[0], circle=False)
+    assert _psnr(ours, phantom129) >= _psnr(ref, phantom129) - 0.01
+    # same filter up to skimage's discrete Hann window: the images agree closely
+    assert np.linalg.norm(ours - ref) / np.linalg.norm(ref) < (0.01 if name == "hann" else 1e-8)
 
 
 @pytest.mark.parametrize("detector", ["flat", "curved"])
-def test_fbp_fan_full_and_short_scan(phantom257, detector):
-    x = torch.from_numpy(phantom257)
-    g = CTGeometry.fan(phantom257.shape, 360, detector=detector)
+def test_fbp_fan_full_and_short_scan(phantom129, detector):
+    x = torch.from_numpy(phantom129)
+    g = CTGeometry.fan(phantom129.shape, 240, detector=detector)
     full = fbp(FanBeam(g)(x), g).numpy()
-    assert _psnr(full, phantom257) > 29.5  # measured 31.4 (flat), 31.0 (curved)
-    short = _fan_short(phantom257.shape, 220, detector)
+    assert _psnr(full, phantom129) > 29.0  # measured 30.96 (flat), 30.40 (curved)
+    short = _fan_short(phantom129.shape, 150, detector)
     y = FanBeam(short)(x)
     parker = fbp(y, short).numpy()
     naive = fbp(y, short, short_scan=False).numpy()
-    assert _psnr(parker, phantom257) > 28.0  # measured 29.9 (flat), 29.7 (curved)
-    assert _psnr(naive, phantom257) < _psnr(parker, phantom257) - 5
+    assert _psnr(parker, phantom129) > 28.0  # measured 30.08 (flat), 29.65 (curved)
+    assert _psnr(naive, phantom129) < _psnr(parker, phantom129) - 5  # measured ~20.8 without
 
 
 @pytest.mark.parametrize(
