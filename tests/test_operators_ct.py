@@ -11,11 +11,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import check_operator, random_like_shape
 from skimage.data import shepp_logan_phantom
 from skimage.transform import iradon, radon, resize
 
 import mrirecon.functional.radon as radon_kernels
-from helpers import check_operator, random_like_shape
 from mrirecon.core import relative_adjoint_error
 from mrirecon.operators import FanBeam, ParallelBeam, ct_operator
 from mrirecon.operators.ct_geometry import CTGeometry
@@ -27,15 +27,26 @@ def _fan_short(shape, views, detector):
     delta = float(np.max(np.abs(g.detector_positions))) / g.source_detector
     delta = delta if detector == "curved" else math.atan(delta)
     angles = np.linspace(0, math.pi + 2 * delta, views)
-    return CTGeometry("fan", shape, tuple(angles), g.num_detectors, g.pixel_size, g.detector_spacing,
-                      g.source_isocenter, g.source_detector, detector)
+    return CTGeometry(
+        "fan",
+        shape,
+        tuple(angles),
+        g.num_detectors,
+        g.pixel_size,
+        g.detector_spacing,
+        g.source_isocenter,
+        g.source_detector,
+        detector,
+    )
 
 
 # name -> geometry (small sizes: the kit builds a dense matrix for operator_norm)
 GEOMETRIES = {
     "parallel": CTGeometry.parallel((9, 8), 7, 13, pixel_size=0.5, detector_spacing=0.6),
     "sparse-view": CTGeometry.parallel((8, 8), 3, 11),
-    "limited-angle": CTGeometry("parallel", (7, 9), tuple(np.linspace(0.2, 0.2 + math.pi / 3, 6)), 12),
+    "limited-angle": CTGeometry(
+        "parallel", (7, 9), tuple(np.linspace(0.2, 0.2 + math.pi / 3, 6)), 12
+    ),
     "parallel-2pi-odd-angles": CTGeometry("parallel", (8, 8), (0.1, 1.3, 2.0, 3.9, 5.5), 11),
     "fan-flat": CTGeometry.fan((9, 8), 9, 15),
     "fan-curved": CTGeometry.fan((8, 9), 9, 15, detector="curved", pixel_size=0.7),
@@ -69,9 +80,13 @@ def test_factory_and_errors():
     with pytest.raises(TypeError, match="CTGeometry"):
         ct_operator("parallel")
     op = ParallelBeam(par)
-    with pytest.raises(ValueError, match=r"ParallelBeam: input must have shape \(\.\.\., 9, 8\), got \(8, 9\)"):
+    with pytest.raises(
+        ValueError, match=r"ParallelBeam: input must have shape \(\.\.\., 9, 8\), got \(8, 9\)"
+    ):
         op(torch.zeros(8, 9))
-    with pytest.raises(ValueError, match=r"ParallelBeam\.H: input must have shape \(\.\.\., 7, 13\)"):
+    with pytest.raises(
+        ValueError, match=r"ParallelBeam\.H: input must have shape \(\.\.\., 7, 13\)"
+    ):
         op.H(torch.zeros(7, 12))
     with pytest.raises(TypeError, match="ParallelBeam: image must be float32/float64"):
         op(torch.zeros(9, 8, dtype=torch.int64))
@@ -92,7 +107,10 @@ def test_batch_dims_and_buffers():
 def test_chunking_is_invisible(monkeypatch):
     """Views processed one by one give the same numbers and adjoint as one chunk."""
     x = random_like_shape((2, 24, 20), torch.float64)
-    for g in (CTGeometry.parallel((24, 20), 17, 33), CTGeometry.fan((24, 20), 12, 41, detector="curved")):
+    for g in (
+        CTGeometry.parallel((24, 20), 17, 33),
+        CTGeometry.fan((24, 20), 12, 41, detector="curved"),
+    ):
         op = ct_operator(g)
         y, back = op(x), op.H(op(x))
         monkeypatch.setattr(radon_kernels, "_CHUNK_ELEMENTS", 1)
@@ -172,7 +190,9 @@ def test_parallel_matches_astra_linear():
     sid, ref = astra.create_sino(ph.astype(np.float32), pid)
     astra.data2d.delete(sid)
     astra.projector.delete(pid)
-    ours = ParallelBeam(CTGeometry("parallel", (n, n), tuple(angles), n))(torch.from_numpy(ph)).numpy()
+    ours = ParallelBeam(CTGeometry("parallel", (n, n), tuple(angles), n))(
+        torch.from_numpy(ph)
+    ).numpy()
     assert np.linalg.norm(ours - ref) / np.linalg.norm(ref) < 0.01
 
 
@@ -183,7 +203,10 @@ def test_shear_kernel_agrees_with_per_ray_joseph():
     u = g.detector_positions[None, :]
     direction = np.stack([-np.sin(th) + 0 * u, np.cos(th) + 0 * u], axis=-1)
     origin = np.stack([u * np.cos(th), u * np.sin(th)], axis=-1)
-    tables = [torch.from_numpy(t) for t in radon_kernels.ray_tables(origin, direction, g.image_shape, g.pixel_size)]
+    tables = [
+        torch.from_numpy(t)
+        for t in radon_kernels.ray_tables(origin, direction, g.image_shape, g.pixel_size)
+    ]
     yy, xx = np.mgrid[:40, :36]
     x = torch.from_numpy(np.exp(-((xx - 17.0) ** 2 + (yy - 21.0) ** 2) / 60.0))[None]
     ref = radon_kernels.grid_project(x, *tables)
@@ -215,8 +238,13 @@ def test_fbp_parallel_matches_iradon_psnr(phantom257):
     op = ParallelBeam(g)
     sino = op(torch.from_numpy(phantom257))
     ours = fbp(sino, op, "ram-lak").numpy()
-    ref = iradon(sino.numpy().T, theta=np.degrees(g.angles), filter_name="ramp",
-                 output_size=phantom257.shape[0], circle=False)
+    ref = iradon(
+        sino.numpy().T,
+        theta=np.degrees(g.angles),
+        filter_name="ramp",
+        output_size=phantom257.shape[0],
+        circle=False,
+    )
     assert _psnr(ours, phantom257) >= _psnr(ref, phantom257) - 1e-6  # measured: equal (29.75 dB)
     assert _psnr(ours, phantom257) > 29.0
 
@@ -226,8 +254,13 @@ def test_fbp_windows_match_iradon(phantom129, name):
     g = CTGeometry.parallel(phantom129.shape, 180, 185)
     sino = ParallelBeam(g)(torch.from_numpy(phantom129))
     ours = fbp(sino, g, name).numpy()
-    ref = iradon(sino.numpy().T, theta=np.degrees(g.angles), filter_name=name,
-                 output_size=phantom129.shape[0], circle=False)
+    ref = iradon(
+        sino.numpy().T,
+        theta=np.degrees(g.angles),
+        filter_name=name,
+        output_size=phantom129.shape[0],
+        circle=False,
+    )
     assert _psnr(ours, phantom129) >= _psnr(ref, phantom129) - 0.01
     # same filter up to skimage's discrete Hann window: the images agree closely
     assert np.linalg.norm(ours - ref) / np.linalg.norm(ref) < (0.01 if name == "hann" else 1e-8)

@@ -138,8 +138,21 @@ def shear_tables(
         y_left = max(int(shift.max()) + 1, 0)
         y_length = max(y_left + m_max, y_left - int(shift.min()) + lat)
         groups.append(
-            ShearGroup(transpose, views, k_steps, lat, shift, taps, num_virtual, idx, wts,
-                       pad_left, padded_width, y_left, y_length)
+            ShearGroup(
+                transpose,
+                views,
+                k_steps,
+                lat,
+                shift,
+                taps,
+                num_virtual,
+                idx,
+                wts,
+                pad_left,
+                padded_width,
+                y_left,
+                y_length,
+            )
         )
     return groups
 
@@ -310,7 +323,9 @@ def grid_project(x: Tensor, start: Tensor, step: Tensor, weight: Tensor) -> Tens
         g = _groups(vc)
         grid = _grid(start[v0:v1], step[v0:v1], side).view(g, (vc // g) * side, det, 2)
         inp = xs.unsqueeze(0).expand(g, b, side, side)
-        samples = F.grid_sample(inp, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        samples = F.grid_sample(
+            inp, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        )
         sums = samples.view(g, b, vc // g, side, det).sum(3)  # (G, B, Vc/G, D)
         out[:, v0:v1] = sums.transpose(0, 1).reshape(b, vc, det) * weight[v0:v1]
     return out

@@ -38,12 +38,12 @@ class _Project(torch.autograd.Function):
     """``A x`` whose backward is ``A^T``."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, op: _CTProjector) -> Tensor:  # noqa: D102
+    def forward(ctx, x: Tensor, op: _CTProjector) -> Tensor:
         ctx.op = op
         return op._project(x)
 
     @staticmethod
-    def backward(ctx, grad: Tensor):  # noqa: D102
+    def backward(ctx, grad: Tensor):
         return _Backproject.apply(grad.contiguous(), ctx.op), None
 
 
@@ -51,12 +51,12 @@ class _Backproject(torch.autograd.Function):
     """``A^T y`` whose backward is ``A``."""
 
     @staticmethod
-    def forward(ctx, y: Tensor, op: _CTProjector) -> Tensor:  # noqa: D102
+    def forward(ctx, y: Tensor, op: _CTProjector) -> Tensor:
         ctx.op = op
         return op._backproject(y)
 
     @staticmethod
-    def backward(ctx, grad: Tensor):  # noqa: D102
+    def backward(ctx, grad: Tensor):
         return _Project.apply(grad.contiguous(), ctx.op), None
 
 
@@ -67,7 +67,9 @@ class _CTProjector(LinearOperator):
 
     def __init__(self, geometry: CTGeometry) -> None:
         if not isinstance(geometry, CTGeometry):
-            raise TypeError(f"{type(self).__name__}: geometry must be a CTGeometry, got {type(geometry).__name__}")
+            raise TypeError(
+                f"{type(self).__name__}: geometry must be a CTGeometry, got {type(geometry).__name__}"
+            )
         if geometry.beam != self.beam:
             raise ValueError(
                 f"{type(self).__name__} needs a {self.beam}-beam CTGeometry, got beam={geometry.beam!r}"
@@ -77,8 +79,10 @@ class _CTProjector(LinearOperator):
 
     def extra_repr(self) -> str:
         g = self.geometry
-        return (f"image={g.image_shape}, views={g.num_views}, detectors={g.num_detectors}, "
-                f"pixel_size={g.pixel_size} mm")
+        return (
+            f"image={g.image_shape}, views={g.num_views}, detectors={g.num_detectors}, "
+            f"pixel_size={g.pixel_size} mm"
+        )
 
     # -- kernels on real (B, H, W) / (B, V, D) tensors, implemented by subclasses -------
     def _project(self, x: Tensor) -> Tensor:
@@ -89,7 +93,9 @@ class _CTProjector(LinearOperator):
 
     def _apply(self, t: Tensor, fn, in_shape, out_shape, what: str) -> Tensor:
         if not (t.is_floating_point() or t.is_complex()):
-            raise TypeError(f"{self.name}: {what} must be float32/float64 or complex, got {t.dtype}")
+            raise TypeError(
+                f"{self.name}: {what} must be float32/float64 or complex, got {t.dtype}"
+            )
         if t.is_complex():
             parts = torch.stack([t.real, t.imag])
             out = self._apply(parts, fn, in_shape, out_shape, what)
@@ -102,11 +108,14 @@ class _CTProjector(LinearOperator):
         return out.reshape((*lead, *out_shape))
 
     def _forward(self, x: Tensor) -> Tensor:
-        return self._apply(x, _Project, self.geometry.image_shape, self.geometry.sinogram_shape, "image")
+        return self._apply(
+            x, _Project, self.geometry.image_shape, self.geometry.sinogram_shape, "image"
+        )
 
     def _adjoint(self, y: Tensor) -> Tensor:
-        return self._apply(y, _Backproject, self.geometry.sinogram_shape, self.geometry.image_shape,
-                           "sinogram")
+        return self._apply(
+            y, _Backproject, self.geometry.sinogram_shape, self.geometry.image_shape, "sinogram"
+        )
 
 
 class ParallelBeam(_CTProjector):
@@ -130,8 +139,12 @@ class ParallelBeam(_CTProjector):
 
     def __init__(self, geometry: CTGeometry) -> None:
         super().__init__(geometry)
-        groups = shear_tables(np.asarray(geometry.angles), geometry.image_shape,
-                              geometry.detector_positions, geometry.pixel_size)
+        groups = shear_tables(
+            np.asarray(geometry.angles),
+            geometry.image_shape,
+            geometry.detector_positions,
+            geometry.pixel_size,
+        )
         self._meta = groups
         self._num_virtual = [[int(m) for m in g.num_virtual] for g in groups]
         for i, g in enumerate(groups):
@@ -206,7 +219,9 @@ class FanBeam(_CTProjector):
     def __init__(self, geometry: CTGeometry) -> None:
         super().__init__(geometry)
         origins, directions = fan_rays(geometry)
-        start, step, weight = ray_tables(origins, directions, geometry.image_shape, geometry.pixel_size)
+        start, step, weight = ray_tables(
+            origins, directions, geometry.image_shape, geometry.pixel_size
+        )
         self.register_buffer("_start", torch.from_numpy(np.ascontiguousarray(start)))
         self.register_buffer("_step", torch.from_numpy(np.ascontiguousarray(step)))
         self.register_buffer("_weight", torch.from_numpy(np.ascontiguousarray(weight)))
@@ -224,5 +239,7 @@ class FanBeam(_CTProjector):
 def ct_operator(geometry: CTGeometry) -> ParallelBeam | FanBeam:
     """The projector for ``geometry``: :class:`ParallelBeam` or :class:`FanBeam`."""
     if not isinstance(geometry, CTGeometry):
-        raise TypeError(f"ct_operator: geometry must be a CTGeometry, got {type(geometry).__name__}")
+        raise TypeError(
+            f"ct_operator: geometry must be a CTGeometry, got {type(geometry).__name__}"
+        )
     return ParallelBeam(geometry) if geometry.beam == "parallel" else FanBeam(geometry)

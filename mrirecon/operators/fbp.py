@@ -42,7 +42,7 @@ def padded_length(num_detectors: int) -> int:
 def ramp_filter(
     num_detectors: int,
     spacing: float,
-    filter: str = "ram-lak",  # noqa: A002 - public name used by the reference packages
+    filter: str = "ram-lak",
     frequency_scaling: float = 1.0,
     *,
     equiangular: bool = False,
@@ -81,7 +81,9 @@ def ramp_filter(
     odd = dist % 2 == 1
     if equiangular:
         if dist.max() * spacing >= math.pi:
-            raise ValueError(f"fbp: fan angle pitch {spacing} rad too large for {size} padded samples")
+            raise ValueError(
+                f"fbp: fan angle pitch {spacing} rad too large for {size} padded samples"
+            )
         kernel[0] = 1 / (8 * spacing**2)
         kernel[odd] = -1 / (2 * math.pi**2 * np.sin(dist[odd] * spacing) ** 2)
         response = spacing * np.real(np.fft.fft(kernel))
@@ -213,7 +215,7 @@ def _backproject(q: Tensor, geometry: CTGeometry, view_weights: np.ndarray) -> T
 def fbp(
     sinogram: Tensor,
     geometry_or_operator,
-    filter: str = "ram-lak",  # noqa: A002
+    filter: str = "ram-lak",
     frequency_scaling: float = 1.0,
     *,
     short_scan: bool | None = None,
@@ -281,7 +283,9 @@ def fbp(
         response = 0.5 * response  # full-scan fan-beam factor (built into the equi-angular kernel)
     size = padded_length(nd)
     q = p * torch.as_tensor(pre, dtype=dtype, device=device)
-    spectrum = torch.fft.rfft(q, n=size, dim=-1) * torch.as_tensor(response, dtype=dtype, device=device)
+    spectrum = torch.fft.rfft(q, n=size, dim=-1) * torch.as_tensor(
+        response, dtype=dtype, device=device
+    )
     filtered = torch.fft.irfft(spectrum, n=size, dim=-1)[..., :nd].contiguous()
     image = _backproject(filtered, geometry, angular_weights(angles, period))
     return image.reshape((*lead, *geometry.image_shape))
