@@ -1,5 +1,5 @@
-"""Training: config errors, samples and masks, loss, validation, resume bit for bit, DDP = 1 process,
-weights-only checkpoints, logs, ``mrirecon train`` and ``load_pretrained``."""
+"""Training: config errors, samples and masks, loss, validation, resume bit for bit,
+DDP = 1 process, weights-only checkpoints, logs, ``mrirecon train`` and ``load_pretrained``."""
 
 from __future__ import annotations
 
@@ -40,11 +40,16 @@ def sim_data(tmp_path_factory) -> dict[str, Path]:
 
 def write_config(path: Path, data: dict[str, Path], out: Path, **changes) -> Path:
     cfg = {
-        "name": "test", "output_dir": str(out), "seed": 3, "device": "cpu",
+        "name": "test",
+        "output_dir": str(out),
+        "seed": 3,
+        "device": "cpu",
         "data": {"train": str(data["train"]), "val": str(data["val"]), "mask": MASK},
         "model": {"name": "varnet", "params": dict(TINY_VARNET)},
         "optim": {"lr": 3e-3, "max_steps": 6, "batch_size": 1},
-        "log_every": 1, "val_every": 100, "checkpoint_every": 3,
+        "log_every": 1,
+        "val_every": 100,
+        "checkpoint_every": 3,
     }
     for key, value in changes.items():
         node = cfg
@@ -57,6 +62,7 @@ def write_config(path: Path, data: dict[str, Path], out: Path, **changes) -> Pat
 
 
 # ---- configuration ---------------------------------------------------------------------------
+
 
 def test_config_errors_name_file_and_key(tmp_path, sim_data):
     cfg = write_config(tmp_path / "c.yaml", sim_data, tmp_path / "out")
@@ -75,6 +81,7 @@ def test_config_errors_name_file_and_key(tmp_path, sim_data):
 
 # ---- samples ---------------------------------------------------------------------------------
 
+
 def test_samples_masks_targets(sim_data):
     from mrirecon.io.fastmri import FastMRIFile
 
@@ -85,7 +92,9 @@ def test_samples_masks_targets(sim_data):
     s0, s1, s2 = val.get(0), val.get(1), val.get(2)
     assert s0.fname == s1.fname != s2.fname and (s0.slice_index, s1.slice_index) == (0, 1)
     # validation: the fastMRI mask of the file name, shared by all slices of a volume
-    ref_mask = create_mask_for_mask_type(cfg.type, cfg.center_fractions, cfg.accelerations)(32, seed=file_seed(s0.fname))
+    ref_mask = create_mask_for_mask_type(cfg.type, cfg.center_fractions, cfg.accelerations)(
+        32, seed=file_seed(s0.fname)
+    )
     assert torch.equal(s0.mask, ref_mask) and torch.equal(s1.mask, ref_mask)
     with FastMRIFile(sim_data["train"] / s0.fname) as f:
         k = f.read_slice(1)
@@ -95,15 +104,21 @@ def test_samples_masks_targets(sim_data):
     assert torch.equal(s1.y[0], full * s1.mask)  # unsampled columns exactly zero, others untouched
     assert s1.y.shape == (1, 3, 32, 32) and s1.target.shape == (1, 32, 32)
     # training: masks are a function of the seed only
-    a, b, c = train.get(1, mask_seed=11), train.get(1, mask_seed=11), train.get(1, mask_seed=12)
+    a, b = train.get(1, mask_seed=11), train.get(1, mask_seed=11)
     assert torch.equal(a.mask, b.mask) and torch.equal(a.y, b.y)
     assert not all(torch.equal(train.get(1, mask_seed=s).mask, a.mask) for s in range(12, 20))
     with pytest.raises(ValueError, match="mask_seed"):
         train.get(0)
     # learned maps: unit maps, the operator's adjoint of y is the scaled coil sum
     op = a.operator()
-    assert torch.allclose(op.H(a.y), torch.fft.ifftshift(torch.fft.ifft2(torch.fft.fftshift(
-        a.y, dim=(-2, -1)), norm="ortho"), dim=(-2, -1)).sum(1) / 3**0.5, atol=1e-6)
+    assert torch.allclose(
+        op.H(a.y),
+        torch.fft.ifftshift(
+            torch.fft.ifft2(torch.fft.fftshift(a.y, dim=(-2, -1)), norm="ortho"), dim=(-2, -1)
+        ).sum(1)
+        / 3**0.5,
+        atol=1e-6,
+    )
 
 
 def test_espirit_maps_cached_from_common_centre(sim_data):
@@ -120,6 +135,7 @@ def test_espirit_maps_cached_from_common_centre(sim_data):
 
 # ---- loss and validation --------------------------------------------------------------------
 
+
 def test_loss_terms():
     g = torch.Generator().manual_seed(0)
     x, t = torch.rand(2, 16, 16, generator=g), torch.rand(2, 16, 16, generator=g)
@@ -127,7 +143,9 @@ def test_loss_terms():
     ssim = ReconstructionLoss(LossConfig(ssim=1.0))(x, t, m)
     assert torch.allclose(ssim, SSIMLoss()(x[:, None], t[:, None], m))
     l1 = ReconstructionLoss(LossConfig(ssim=0.0, l1=2.0))(x, t, m)
-    assert l1.item() == pytest.approx(2 * ((x - t).abs() / m[:, None, None]).mean().item(), rel=1e-6)
+    assert l1.item() == pytest.approx(
+        2 * ((x - t).abs() / m[:, None, None]).mean().item(), rel=1e-6
+    )
     mse = ReconstructionLoss(LossConfig(ssim=0.0, mse=1.0))(x, t, m)
     assert mse.item() == pytest.approx((((x - t) / m[:, None, None]) ** 2).mean().item(), rel=1e-6)
     both = ReconstructionLoss(LossConfig(ssim=1.0, l1=2.0, mse=1.0))(x, t, m)
@@ -157,14 +175,22 @@ def test_validation_per_volume(sim_data):
 
 # ---- training runs ---------------------------------------------------------------------------
 
+
 def _params(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def test_training_lowers_loss_and_writes_outputs(tmp_path, sim_data):
     out = tmp_path / "run"
-    cfg = write_config(tmp_path / "c.yaml", sim_data, out, optim__max_steps=12, optim__lr=1e-2,
-                       val_every=12, loss={"ssim": 1.0, "l1": 0.1})
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        sim_data,
+        out,
+        optim__max_steps=12,
+        optim__lr=1e-2,
+        val_every=12,
+        loss={"ssim": 1.0, "l1": 0.1},
+    )
     result = train_from_config(cfg, progress=False)
     rows = list(csv.DictReader((out / "train_log.csv").open()))
     assert [int(r["step"]) for r in rows] == list(range(1, 13))
@@ -178,8 +204,13 @@ def test_training_lowers_loss_and_writes_outputs(tmp_path, sim_data):
     val = MRITrainingSet(sim_data["val"], MaskConfig(**MASK), train=False)
     torch.manual_seed(result.config.seed)
     untrained = build_model_from_config(result.config)
-    assert validate_model(result.model, val).mean()["SSIM"] > validate_model(untrained, val).mean()["SSIM"]
-    assert float(rows[-1]["val_SSIM"]) == pytest.approx(validate_model(result.model, val).mean()["SSIM"])
+    assert (
+        validate_model(result.model, val).mean()["SSIM"]
+        > validate_model(untrained, val).mean()["SSIM"]
+    )
+    assert float(rows[-1]["val_SSIM"]) == pytest.approx(
+        validate_model(result.model, val).mean()["SSIM"]
+    )
     # checkpoint: weights only, all state
     ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["step"] == 12 and {"model", "optimizer", "scheduler", "rng"} <= set(ckpt)
@@ -222,16 +253,32 @@ train_from_config(sys.argv[1], sys.argv[2:], progress=False)
 
 
 def test_ddp_two_processes_match_one(tmp_path, sim_data):
-    cfg = write_config(tmp_path / "c.yaml", sim_data, tmp_path / "one", val_every=0,
-                       optim__max_steps=3)
+    cfg = write_config(
+        tmp_path / "c.yaml", sim_data, tmp_path / "one", val_every=0, optim__max_steps=3
+    )
     one = train_from_config(cfg, ["optim.batch_size=2"], progress=False)
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(script), str(cfg), f"output_dir={tmp_path / 'two'}", "optim.batch_size=1"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(script),
+        str(cfg),
+        f"output_dir={tmp_path / 'two'}",
+        "optim.batch_size=1",
+    ]
+    proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     two = torch.load(tmp_path / "two" / "model.pt", weights_only=True)
     ref = one.model.state_dict()
@@ -241,8 +288,9 @@ def test_ddp_two_processes_match_one(tmp_path, sim_data):
     moved = [k for k in ref if not torch.equal(ref[k], _untrained(one.config)[k])]
     assert moved  # the comparison is not between two untouched initialisations
     # and it can tell batches apart: one process with batch 1 (half the samples) differs
-    half = train_from_config(cfg, ["optim.batch_size=1", f"output_dir={tmp_path / 'half'}"],
-                             progress=False).model.state_dict()
+    half = train_from_config(
+        cfg, ["optim.batch_size=1", f"output_dir={tmp_path / 'half'}"], progress=False
+    ).model.state_dict()
     assert not all(torch.allclose(half[k], ref[k], rtol=1e-5, atol=1e-6) for k in ref)
 
 

@@ -66,8 +66,14 @@ class TrainingSample:
 
     def to(self, device: torch.device | str) -> TrainingSample:
         """The same sample with every tensor on ``device``."""
-        return replace(self, y=self.y.to(device), maps=self.maps.to(device), mask=self.mask.to(device),
-                       target=self.target.to(device), max_value=self.max_value.to(device))
+        return replace(
+            self,
+            y=self.y.to(device),
+            maps=self.maps.to(device),
+            mask=self.mask.to(device),
+            target=self.target.to(device),
+            max_value=self.max_value.to(device),
+        )
 
     def operator(self) -> SenseOperator:
         """``sense(maps, mask)``: ``P F S`` mapping ``(1, H, W)`` images to ``(1, C, H, W)``."""
@@ -100,9 +106,18 @@ class MRITrainingSet:
         Keep computed maps in memory (one ``(C, H, W)`` complex64 tensor per slice).
     """
 
-    def __init__(self, folder: str | os.PathLike, mask: MaskConfig | None = None, maps: str = "learned",
-                 train: bool = True, *, sample_rate: float = 1.0, max_slices: int | None = None,
-                 seed: int = 0, cache_maps: bool = True) -> None:
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        mask: MaskConfig | None = None,
+        maps: str = "learned",
+        train: bool = True,
+        *,
+        sample_rate: float = 1.0,
+        max_slices: int | None = None,
+        seed: int = 0,
+        cache_maps: bool = True,
+    ) -> None:
         from mrirecon.data.dataset import SliceDataset
 
         if maps not in MAPS:
@@ -117,7 +132,9 @@ class MRITrainingSet:
         rate = None if sample_rate >= 1.0 else sample_rate
         self.dataset = SliceDataset(folder, sample_rate=rate, seed=seed)
         if len(self.dataset) == 0:
-            raise ValueError(f"MRITrainingSet: no slices found in {folder} (expected fastMRI *.h5 files)")
+            raise ValueError(
+                f"MRITrainingSet: no slices found in {folder} (expected fastMRI *.h5 files)"
+            )
         n = len(self.dataset) if max_slices is None else min(max_slices, len(self.dataset))
         self.indices = list(range(n))
         self.cache_maps = cache_maps
@@ -151,10 +168,14 @@ class MRITrainingSet:
         y, mask, num_low = apply_mask(kspace, self.mask_fn, seed=seed, padding=padding)
         maps = self._maps(kspace, s.file_name, s.slice_index)
         return TrainingSample(
-            y=y.unsqueeze(0), maps=maps.unsqueeze(0), mask=mask.reshape(-1),
+            y=y.unsqueeze(0),
+            maps=maps.unsqueeze(0),
+            mask=mask.reshape(-1),
             target=s.reference.to(torch.float32).unsqueeze(0),
             max_value=torch.tensor([self.volume_max(index)], dtype=torch.float32),
-            fname=s.file_name, slice_index=s.slice_index, num_low_frequencies=int(num_low),
+            fname=s.file_name,
+            slice_index=s.slice_index,
+            num_low_frequencies=int(num_low),
         )
 
     def common_center(self, width: int) -> Tensor:
@@ -169,8 +190,11 @@ class MRITrainingSet:
         key = (fname, slice_index)
         if key in self._maps_cache:
             return self._maps_cache[key]
-        maps = calibrate_maps(kspace * self.common_center(kspace.shape[-1]), self.maps,
-                              int(self.common_center(kspace.shape[-1]).sum()))
+        maps = calibrate_maps(
+            kspace * self.common_center(kspace.shape[-1]),
+            self.maps,
+            int(self.common_center(kspace.shape[-1]).sum()),
+        )
         if self.cache_maps:
             self._maps_cache[key] = maps
         return maps
@@ -190,11 +214,15 @@ def calibrate_maps(kspace: Tensor, method: str, calib_width: int) -> Tensor:
         if n < 3:
             raise ValueError(f"calibrate_maps: ESPIRiT needs at least 3 centre columns, got {n}")
         rows = min(24, kspace.shape[-2])
-        maps = espirit_maps(kspace.to(torch.complex64), calib_width=(rows, n),
-                            kernel_width=(6, min(6, n - 2)), crop=0.0)
+        maps = espirit_maps(
+            kspace.to(torch.complex64),
+            calib_width=(rows, n),
+            kernel_width=(6, min(6, n - 2)),
+            crop=0.0,
+        )
         return maps.to(torch.complex64)
     if method == "walsh":
-        import mrirecon.calib as calib
+        from mrirecon import calib
         from mrirecon.functional import ifft2c
 
         if not hasattr(calib, "walsh_maps"):

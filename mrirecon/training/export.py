@@ -20,7 +20,12 @@ from mrirecon.training.checkpoint import load_checkpoint
 from mrirecon.training.config import MaskConfig, TrainConfig
 from mrirecon.training.data import MRITrainingSet
 from mrirecon.training.run import build_model_from_config, save_model
-from mrirecon.training.validation import cg_sense_reconstructor, evaluate_reconstructor, validate_model, zero_filled
+from mrirecon.training.validation import (
+    cg_sense_reconstructor,
+    evaluate_reconstructor,
+    validate_model,
+    zero_filled,
+)
 from mrirecon.training.weights import WEIGHTS_DIR, load_pretrained
 
 
@@ -33,8 +38,9 @@ def _summary(report: MetricsReport) -> dict[str, float]:
     return out
 
 
-def held_out_metrics(model: torch.nn.Module, config: TrainConfig, folder: str | os.PathLike,
-                     baselines: bool = True) -> dict:
+def held_out_metrics(
+    model: torch.nn.Module, config: TrainConfig, folder: str | os.PathLike, baselines: bool = True
+) -> dict:
     """Metrics per acceleration of ``config.data.mask`` on the volumes in ``folder``.
 
     Returns ``{"4x": {"model": {...}, "zero_filled": {...}, "cg_sense": {...}, "volumes": n}}``
@@ -54,9 +60,16 @@ def held_out_metrics(model: torch.nn.Module, config: TrainConfig, folder: str | 
     return out
 
 
-def export_weights(run_dir: str | os.PathLike, name: str, test_folder: str | os.PathLike, *,
-                   data: dict, out_dir: str | os.PathLike = WEIGHTS_DIR, config_file: str = "",
-                   notes: str = "") -> Path:
+def export_weights(
+    run_dir: str | os.PathLike,
+    name: str,
+    test_folder: str | os.PathLike,
+    *,
+    data: dict,
+    out_dir: str | os.PathLike = WEIGHTS_DIR,
+    config_file: str = "",
+    notes: str = "",
+) -> Path:
     """Write ``out_dir/<name>.pt`` and its card from the run in ``run_dir``.
 
     Parameters
@@ -88,7 +101,7 @@ def export_weights(run_dir: str | os.PathLike, name: str, test_folder: str | os.
         "training": {
             "steps": int(ckpt["step"]),
             "wall_time_s": round(float(ckpt.get("elapsed_seconds", 0.0)), 1),
-            "hardware": f"{platform.machine()} CPU, {torch.get_num_threads()} thread(s) (shared machine)",
+            "hardware": f"{platform.machine()} CPU, {torch.get_num_threads()} thread(s), shared",
             "torch": str(torch.__version__),
             "date": datetime.date.today().isoformat(),
             "config_file": config_file,
@@ -96,6 +109,8 @@ def export_weights(run_dir: str | os.PathLike, name: str, test_folder: str | os.
         },
         "metrics_held_out": metrics,
     }
-    path = save_model(model, Path(out_dir) / f"{name}.pt", cfg.model.name, dict(cfg.model.params), extra)
+    path = save_model(
+        model, Path(out_dir) / f"{name}.pt", cfg.model.name, dict(cfg.model.params), extra
+    )
     load_pretrained(path)  # the shipped pair must load
     return path

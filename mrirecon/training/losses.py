@@ -1,4 +1,4 @@
-"""The training loss from :class:`~mrirecon.training.config.LossConfig`: weighted SSIM + L1 + MSE."""
+"""The training loss of :class:`~mrirecon.training.config.LossConfig`: weighted SSIM + L1 + MSE."""
 
 from __future__ import annotations
 
@@ -30,12 +30,18 @@ class ReconstructionLoss(nn.Module):
 
     def forward(self, prediction: Tensor, target: Tensor, max_value: Tensor) -> Tensor:
         if prediction.shape != target.shape or prediction.ndim != 3:
-            raise ValueError(f"ReconstructionLoss: prediction {tuple(prediction.shape)} and target "
-                             f"{tuple(target.shape)} must both be (B, h, w)")
-        scale = torch.as_tensor(max_value, dtype=prediction.dtype, device=prediction.device).reshape(-1)
+            raise ValueError(
+                f"ReconstructionLoss: prediction {tuple(prediction.shape)} and target "
+                f"{tuple(target.shape)} must both be (B, h, w)"
+            )
+        scale = torch.as_tensor(
+            max_value, dtype=prediction.dtype, device=prediction.device
+        ).reshape(-1)
         if scale.numel() != prediction.shape[0]:
-            raise ValueError(f"ReconstructionLoss: {scale.numel()} max values for a batch of "
-                             f"{prediction.shape[0]}")
+            raise ValueError(
+                f"ReconstructionLoss: {scale.numel()} max values for a batch of "
+                f"{prediction.shape[0]}"
+            )
         c = self.config
         total = prediction.new_zeros(())
         if c.ssim:

@@ -1,4 +1,4 @@
-"""``train_from_config``: YAML config -> datasets, model, loss, trainer; what ``mrirecon train`` runs.
+"""``train_from_config``: YAML -> datasets, model, loss, trainer; what ``mrirecon train`` runs.
 
 Outputs in ``output_dir``: ``config.yaml`` (the resolved configuration, overrides applied),
 ``checkpoints/last.pt`` (resumable, weights-only), ``train_log.csv``, ``tensorboard/`` (when
@@ -74,17 +74,26 @@ def build_datasets(cfg: TrainConfig) -> tuple[MRITrainingSet, MRITrainingSet]:
     """Training set (fresh masks) and validation set (file-name masks) of the config."""
     d = cfg.data
     if d.modality != "mri":
-        raise ConfigError("", "data.modality", f"training on {d.modality!r} data is not supported yet; use 'mri'")
+        raise ConfigError(
+            "", "data.modality", f"training on {d.modality!r} data is not supported yet; use 'mri'"
+        )
     for key, folder in (("data.train", d.train), ("data.val", d.val)):
         if not Path(folder).is_dir():
             raise ConfigError("", key, f"folder {folder} does not exist")
-    train = MRITrainingSet(d.train, d.mask, d.maps, train=True, sample_rate=d.sample_rate, seed=cfg.seed)
+    train = MRITrainingSet(
+        d.train, d.mask, d.maps, train=True, sample_rate=d.sample_rate, seed=cfg.seed
+    )
     val = MRITrainingSet(d.val, d.mask, d.maps, train=False, max_slices=cfg.val_max_slices)
     return train, val
 
 
-def train_from_config(path: str | os.PathLike, overrides: Iterable[str] = (), resume: bool = False,
-                      *, progress: bool = True) -> TrainResult:
+def train_from_config(
+    path: str | os.PathLike,
+    overrides: Iterable[str] = (),
+    resume: bool = False,
+    *,
+    progress: bool = True,
+) -> TrainResult:
     """Run the training described by the YAML file ``path``.
 
     Parameters
@@ -111,9 +120,14 @@ def train_from_config(path: str | os.PathLike, overrides: Iterable[str] = (), re
         model = build_model_from_config(cfg)
     except ConfigError as e:
         raise ConfigError(str(path), e.key, str(e).split(": ", 1)[-1]) from e
-    trainer = Trainer(cfg, model, train_set, loss_fn=ReconstructionLoss(cfg.loss),
-                      validate_fn=make_validate_fn(val_set) if cfg.val_every > 0 else None,
-                      progress=progress)
+    trainer = Trainer(
+        cfg,
+        model,
+        train_set,
+        loss_fn=ReconstructionLoss(cfg.loss),
+        validate_fn=make_validate_fn(val_set) if cfg.val_every > 0 else None,
+        progress=progress,
+    )
     out = Path(cfg.output_dir)
     try:
         if trainer.rank == 0:
@@ -127,8 +141,9 @@ def train_from_config(path: str | os.PathLike, overrides: Iterable[str] = (), re
     return TrainResult(cfg, trainer.model, history, out, trainer.step, trainer.elapsed)
 
 
-def save_model(model: nn.Module, path: str | os.PathLike, name: str, params: dict,
-               extra: dict | None = None) -> Path:
+def save_model(
+    model: nn.Module, path: str | os.PathLike, name: str, params: dict, extra: dict | None = None
+) -> Path:
     """Write ``state_dict`` to ``path`` (``.pt``) and the card ``<stem>.yaml`` beside it.
 
     The card holds ``model: {name, params}`` plus ``extra`` (data, steps, metrics, ...).

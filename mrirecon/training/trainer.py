@@ -72,9 +72,16 @@ class Trainer:
         Optional ``validate_fn(model, device) -> dict[str, float]`` (rank 0 only).
     """
 
-    def __init__(self, config: TrainConfig, model: nn.Module, train_set, *,
-                 loss_fn: Callable, validate_fn: Callable | None = None,
-                 progress: bool = True) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        model: nn.Module,
+        train_set,
+        *,
+        loss_fn: Callable,
+        validate_fn: Callable | None = None,
+        progress: bool = True,
+    ) -> None:
         self.cfg = config
         self.rank, self.world, self._owns_pg = distributed_context()
         dev = config.device
@@ -98,10 +105,14 @@ class Trainer:
         self.validate_fn = validate_fn
         self.progress = progress and self.rank == 0
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+        self.optimizer = torch.optim.Adam(
+            params, lr=config.optim.lr, weight_decay=config.optim.weight_decay
+        )
         # lr_step = 0: constant rate (gamma 1), independent of max_steps so that resuming with a
         # larger max_steps continues the same schedule
-        step, gamma = (config.optim.lr_step, config.optim.lr_gamma) if config.optim.lr_step else (1, 1.0)
+        step, gamma = (
+            (config.optim.lr_step, config.optim.lr_gamma) if config.optim.lr_step else (1, 1.0)
+        )
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step, gamma)
         self.step = 0
         self.elapsed = 0.0  # training seconds over all runs (resumes included)
@@ -203,16 +214,29 @@ class Trainer:
                 raise FloatingPointError(f"training loss became {loss} at step {self.step}")
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}")
-            row = {"step": self.step, "loss": loss, "lr": self.scheduler.get_last_lr()[0],
-                   "seconds": self.elapsed}
-            if self.validate_fn is not None and (self.step % self.cfg.val_every == 0
-                                                 or self.step == self.cfg.optim.max_steps):
+            row = {
+                "step": self.step,
+                "loss": loss,
+                "lr": self.scheduler.get_last_lr()[0],
+                "seconds": self.elapsed,
+            }
+            if self.validate_fn is not None and (
+                self.step % self.cfg.val_every == 0 or self.step == self.cfg.optim.max_steps
+            ):
                 if self.rank == 0:
-                    row.update({f"val_{k}": v for k, v in self.validate_fn(self.model, self.device).items()})
+                    row.update(
+                        {
+                            f"val_{k}": v
+                            for k, v in self.validate_fn(self.model, self.device).items()
+                        }
+                    )
                 if self.world > 1:
                     dist.barrier()
-            if self.rank == 0 and (self.step % self.cfg.log_every == 0 or len(row) > 4
-                                   or self.step == self.cfg.optim.max_steps):
+            if self.rank == 0 and (
+                self.step % self.cfg.log_every == 0
+                or len(row) > 4
+                or self.step == self.cfg.optim.max_steps
+            ):
                 self.history.append(row)
                 _append_csv(csv_path, row)
                 if writer is not None:

@@ -1,4 +1,4 @@
-"""Validation with the fastMRI metrics: reconstruct every slice, stack slices per file, score volumes.
+"""Validation with the fastMRI metrics: reconstruct slices, stack them per file, score volumes.
 
 Also the two classical baselines reported on model cards: zero-filled (RSS of ``F^H y``) and
 CG-SENSE (``(A^H A + lam I)^{-1} A^H y`` with ESPIRiT maps from the centre columns every mask
@@ -41,7 +41,9 @@ def zero_filled(sample: TrainingSample) -> Tensor:
     return _magnitude(rss(ifft2c(sample.y), dim=-3), sample.target)
 
 
-def cg_sense_reconstructor(dataset: MRITrainingSet, lam: float = 0.01, iterations: int = 20) -> Reconstructor:
+def cg_sense_reconstructor(
+    dataset: MRITrainingSet, lam: float = 0.01, iterations: int = 20
+) -> Reconstructor:
     """CG-SENSE with ESPIRiT maps from the always-acquired centre of each slice.
 
     ``lam`` is relative to ``max |A^H y|``'s scale-free gram (maps have unit norm, so ``A^H A``
@@ -78,7 +80,9 @@ def evaluate_reconstructor(reconstruct: Reconstructor, dataset: MRITrainingSet) 
     return evaluate_volumes(stack, pstack, metrics=("NMSE", "PSNR", "SSIM"))
 
 
-def validate_model(model: nn.Module, dataset: MRITrainingSet, device: torch.device | str = "cpu") -> MetricsReport:
+def validate_model(
+    model: nn.Module, dataset: MRITrainingSet, device: torch.device | str = "cpu"
+) -> MetricsReport:
     """:func:`evaluate_reconstructor` for ``model`` (put in eval mode, restored afterwards)."""
     was_training = model.training
     model.eval()
@@ -88,7 +92,9 @@ def validate_model(model: nn.Module, dataset: MRITrainingSet, device: torch.devi
         model.train(was_training)
 
 
-def make_validate_fn(dataset: MRITrainingSet) -> Callable[[nn.Module, torch.device], dict[str, float]]:
+def make_validate_fn(
+    dataset: MRITrainingSet,
+) -> Callable[[nn.Module, torch.device], dict[str, float]]:
     """The trainer's ``validate_fn``: mean metrics over the volumes of ``dataset``."""
 
     def validate(model: nn.Module, device: torch.device) -> dict[str, float]:

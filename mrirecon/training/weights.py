@@ -35,7 +35,8 @@ def _resolve(name_or_path: str | os.PathLike) -> Path:
         return shipped
     raise FileNotFoundError(
         f"load_pretrained: no weights named {str(name_or_path)!r}; shipped: "
-        f"{', '.join(available_weights()) or 'none'} (or give a path to a .pt file)")
+        f"{', '.join(available_weights()) or 'none'} (or give a path to a .pt file)"
+    )
 
 
 def model_card(name_or_path: str | os.PathLike) -> dict:
@@ -43,17 +44,24 @@ def model_card(name_or_path: str | os.PathLike) -> dict:
     pt = _resolve(name_or_path)
     card_path = pt.with_suffix(".yaml")
     if not card_path.is_file():
-        raise FileNotFoundError(f"load_pretrained: model card {card_path} is missing beside {pt.name}")
+        raise FileNotFoundError(
+            f"load_pretrained: model card {card_path} is missing beside {pt.name}"
+        )
     card = yaml.safe_load(card_path.read_text())
     model = card.get("model") if isinstance(card, dict) else None
     if not isinstance(model, dict) or not isinstance(model.get("name"), str):
-        raise ValueError(f"load_pretrained: {card_path}: 'model.name' is required in the model card")
+        raise ValueError(  # noqa: TRY004 (a malformed file, not a wrong argument type)
+            f"load_pretrained: {card_path}: 'model.name' is required in the model card"
+        )
     if not isinstance(model.get("params", {}), dict):
-        raise ValueError(f"load_pretrained: {card_path}: 'model.params' must be a mapping")
+        msg = f"load_pretrained: {card_path}: 'model.params' must be a mapping"
+        raise ValueError(msg)  # noqa: TRY004
     return card
 
 
-def load_pretrained(name_or_path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
+def load_pretrained(
+    name_or_path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> nn.Module:
     """Build the model described by the card and load its weights (eval mode).
 
     Parameters
@@ -85,6 +93,8 @@ def load_pretrained(name_or_path: str | os.PathLike, map_location: str | torch.d
         state = state["model"]  # a training checkpoint (checkpoints/last.pt)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(f"load_pretrained: {pt} does not match {card['model']['name']}: "
-                         f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+        raise ValueError(
+            f"load_pretrained: {pt} does not match {card['model']['name']}: "
+            f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"
+        )
     return model.to(map_location).eval()
