@@ -16,14 +16,12 @@ from mrirecon.functional import center_crop, fft2c, ifft2c, rss
 from mrirecon.io import FastMRIFile, write_fastmri
 from mrirecon.pipeline import bench, bench_table
 from mrirecon.pipeline.bench import run_bench
-from mrirecon.pipeline.schema import CalibrateConfig
 
 fastmri_evaluate = pytest.importorskip("fastmri.evaluate")
 fastmri_subsample = pytest.importorskip("fastmri.data.subsample")
 
 H, W, RECON = 64, 64, (32, 32)
 PADDING = (2, 62)  # like knee files: the outermost phase-encoding columns were never acquired
-CALIB = CalibrateConfig(kernel_width=3, calib_width=12)  # tiny images: small ESPIRiT kernels
 
 
 def _phantom(rng: np.random.Generator) -> np.ndarray:
@@ -110,7 +108,7 @@ def test_multicoil_table_metrics_and_masks_match_fastmri(multicoil_dir, varnet_w
     seen = []
     table = run_bench(multicoil_dir, "multicoil", (4, 8), methods, weights={"varnet": wpath},
                       params={"varnet": wparams, "l1_wavelet": {"max_iterations": 20}},
-                      output_dir=tmp_path, progress=False, verbose=False, calibration=CALIB,
+                      output_dir=tmp_path, progress=False, verbose=False,
                       on_record=lambda rec, pred: seen.append((rec, pred)))
     assert [(r.method, r.acceleration) for r in table.rows] == [(m, a) for m in methods for a in (4.0, 8.0)]
     assert all(r.volumes == 2 for r in table.rows)
@@ -144,7 +142,10 @@ def test_multicoil_table_metrics_and_masks_match_fastmri(multicoil_dir, varnet_w
             vals = np.array([r[m] for r in refs])
             assert row.mean[m] == pytest.approx(vals.mean(), rel=1e-5)
             assert 2 * row.std[m] == pytest.approx(2 * vals.std(ddof=1), rel=1e-4, abs=1e-9)
-    # CG-SENSE with ESPIRiT maps beats the zero-filled adjoint at 4x
+    # ESPIRiT maps from the narrow centre band (5 columns at 4x, 3 at 8x, default 6 x 6 kernels)
+    # are usable: CG-SENSE beats the zero-filled adjoint at 4x and no method collapses at 8x
+    for method in ("cg_sense", "l1_wavelet"):
+        assert table.row(method, 8).mean["NMSE"] < 0.3, method
     assert table.row("cg_sense", 4).mean["NMSE"] < table.row("zero_filled", 4).mean["NMSE"]
     assert table.row("cg_sense", 4).mean["SSIM"] > table.row("zero_filled", 4).mean["SSIM"]
 
@@ -190,7 +191,7 @@ def test_resume_skips_finished_entries(multicoil_dir, tmp_path, monkeypatch):
 
     monkeypatch.setattr(bench, "_reconstruct_slice", counting)
     kwargs = dict(challenge="multicoil", accelerations=[4], methods=["zero_filled_rss", "cg_sense"],
-                  progress=False, verbose=False, calibration=CALIB)
+                  progress=False, verbose=False)
     names = sorted(p.name for p in multicoil_dir.glob("*.h5"))
 
     def interrupt_after_first_volume(rec, pred):

@@ -73,9 +73,9 @@ KSPACE_METHODS = ("zero_filled_rss", "grappa")
 _BACKBONES = ("unet", "dncnn", "resnet")
 #: Defaults of the classical methods (``lam`` relative to the image peak, see module notes).
 DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
-    "cg_sense": {"max_iterations": 10},
+    "cg_sense": {"max_iterations": 10, "tolerance": 1e-6},
     "l1_wavelet": {"lam": 1e-3, "max_iterations": 50},
-    "tv": {"lam": 1e-3, "max_iterations": 50},
+    "tv": {"lam": 1e-3, "max_iterations": 100},
 }
 #: fastMRI centre fractions by acceleration; others use ``0.32 / acceleration``.
 CENTER_FRACTIONS = {4.0: 0.08, 8.0: 0.04}
