@@ -104,10 +104,11 @@ def _fastmri_metrics(target: np.ndarray, pred: np.ndarray) -> dict[str, float]:
 
 def test_multicoil_table_metrics_and_masks_match_fastmri(multicoil_dir, varnet_weights, tmp_path):
     wpath, wparams, nparams = varnet_weights
-    methods = ["zero_filled_rss", "zero_filled", "cg_sense", "l1_wavelet", "varnet"]
+    methods = ["zero_filled_rss", "zero_filled", "cg_sense", "l1_wavelet", "grappa", "varnet"]
     seen = []
     table = run_bench(multicoil_dir, "multicoil", (4, 8), methods, weights={"varnet": wpath},
-                      params={"varnet": wparams, "l1_wavelet": {"max_iterations": 20}},
+                      params={"varnet": wparams, "l1_wavelet": {"max_iterations": 20},
+                              "grappa": {"kernel_size": [5, 3]}},
                       output_dir=tmp_path, progress=False, verbose=False,
                       on_record=lambda rec, pred: seen.append((rec, pred)))
     assert [(r.method, r.acceleration) for r in table.rows] == [(m, a) for m in methods for a in (4.0, 8.0)]
@@ -146,6 +147,8 @@ def test_multicoil_table_metrics_and_masks_match_fastmri(multicoil_dir, varnet_w
     # are usable: CG-SENSE beats the zero-filled adjoint at 4x and no method collapses at 8x
     for method in ("cg_sense", "l1_wavelet"):
         assert table.row(method, 8).mean["NMSE"] < 0.3, method
+    # GRAPPA (ACS = the centre band) fills k-space better than zero filling
+    assert table.row("grappa", 4).mean["NMSE"] < 0.5 * table.row("zero_filled_rss", 4).mean["NMSE"]
     assert table.row("cg_sense", 4).mean["NMSE"] < table.row("zero_filled", 4).mean["NMSE"]
     assert table.row("cg_sense", 4).mean["SSIM"] > table.row("zero_filled", 4).mean["SSIM"]
 
@@ -259,6 +262,8 @@ def test_tables_are_written_atomically(tmp_path, monkeypatch):
 def test_errors_name_the_problem(multicoil_dir, tmp_path):
     with pytest.raises(ValueError, match=r"unknown method\(s\) 'sense_magic'.*cg_sense.*l1_wavelet.*varnet"):
         run_bench(multicoil_dir, methods="zero_filled,sense_magic", progress=False, verbose=False)
+    with pytest.raises(ValueError, match=r"unknown method\(s\) 'fbp'"):  # CT entries are not for k-space
+        run_bench(multicoil_dir, methods=["fbp"], progress=False, verbose=False)
     with pytest.raises(ValueError, match="challenge must be one of"):
         run_bench(multicoil_dir, challenge="knee", methods="zero_filled", progress=False, verbose=False)
     with pytest.raises(ValueError, match="learned method 'modl' needs weights"):

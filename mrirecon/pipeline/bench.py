@@ -69,6 +69,8 @@ CHALLENGES = ("multicoil", "singlecoil")
 SENSE_METHODS = ("zero_filled", "cg_sense", "l1_wavelet", "tv")
 #: Classical methods that work on the coil k-space directly.
 KSPACE_METHODS = ("zero_filled_rss", "grappa")
+#: CT entries of the reconstruction registry (not for k-space).
+_CT_METHODS = ("fbp", "sirt", "tv_ct")
 #: Models of the registry that are not ``model(y, op)`` reconstructions.
 _BACKBONES = ("unet", "dncnn", "resnet")
 #: Defaults of the classical methods (``lam`` relative to the image peak, see module notes).
@@ -95,12 +97,10 @@ def center_fraction_for(acceleration: float, overrides: Mapping[float, float] | 
 
 
 def _classical_methods() -> list[str]:
+    """MRI entries of the :mod:`mrirecon.recon` registry (CT reconstructions left out)."""
     from mrirecon import recon
 
-    names = getattr(recon, "METHODS", None) or getattr(recon, "available_methods", None)
-    if callable(names):
-        names = names()
-    return sorted(names) if names else sorted(SENSE_METHODS + KSPACE_METHODS)
+    return [m for m in recon.available() if m not in _CT_METHODS]
 
 
 def _learned_methods() -> list[str]:
@@ -212,6 +212,8 @@ def _reconstruct_slice(s: MRISlice, method: str, params: dict, model: nn.Module 
     if model is not None:
         out = reconstruct(s, ReconstructConfig(method=method), model)
         return postprocess(out, PostprocessConfig())
+    if method == "grappa" and "calib" not in params:  # ACS = the fully sampled centre band
+        params = {**params, "calib": int(s.num_low_frequencies)}
     scale = 1.0
     if normalize:
         peak = float(rss(ifft2c(s.kspace), dim=0).max())
