@@ -16,6 +16,7 @@ from mrirecon.solvers import (
     conjugate_prox,
     fista,
     group_soft_threshold,
+    max_eigenvalue,
     least_squares_x_update,
     pdhg,
     pdhg_step_sizes,
@@ -291,6 +292,16 @@ def test_pdhg_step_condition():
         pdhg(D, lambda p, s: p, None, x0, sigma=1.0, tau=1.0, max_iterations=1)
     with pytest.raises(ValueError, match="2 prox_f_conj for 1"):
         pdhg(D, [lambda p, s: p] * 2, None, x0)
+
+
+def test_max_eigenvalue_per_batch_item_matches_dense_eigenvalues():
+    mats = torch.stack([_hpd_matrix(6, s) for s in range(3)])  # (3, 6, 6)
+    est = max_eigenvalue(lambda x: (mats @ x.unsqueeze(-1)).squeeze(-1),
+                         torch.zeros(3, 6, dtype=torch.complex128), batch_dims=1,
+                         max_iterations=500, tolerance=1e-12)
+    ref = torch.linalg.eigvalsh(mats)[:, -1]
+    assert est.shape == (3, 1)
+    torch.testing.assert_close(est[:, 0], ref, rtol=1e-6, atol=0)
 
 
 # --------------------------------------------------------------------------------------------

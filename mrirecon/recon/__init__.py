@@ -1,0 +1,30 @@
+"""Classical reconstructions built from operators and solvers, callable by name.
+
+``mrirecon.recon.run("l1_wavelet", y, op, lam=0.002)`` dispatches through the registry;
+``available()`` lists the names. The functions are also importable directly.
+"""
+
+from mrirecon.recon.ct import fbp, sirt, tv_pdhg
+from mrirecon.recon.grappa import grappa
+from mrirecon.recon.mri import cg_sense, l1_wavelet, tv, zero_filled, zero_filled_rss
+from mrirecon.recon.registry import available, describe, grappa_rss, register, run
+from mrirecon.recon.variational import tv_least_squares, tv_objective
+
+__all__ = [
+    "available",
+    "cg_sense",
+    "describe",
+    "fbp",
+    "grappa",
+    "grappa_rss",
+    "l1_wavelet",
+    "register",
+    "run",
+    "sirt",
+    "tv",
+    "tv_least_squares",
+    "tv_objective",
+    "tv_pdhg",
+    "zero_filled",
+    "zero_filled_rss",
+]

@@ -5,6 +5,7 @@
 * :func:`fista` - accelerated proximal gradient;
 * :func:`admm` - ADMM for ``f(x) + g(K x)`` (with :func:`least_squares_x_update`);
 * :func:`pdhg` - Chambolle-Pock primal-dual for ``sum_i f_i(K_i x) + g(x)``;
+* :func:`max_eigenvalue` - batched power iteration for step sizes;
 * :mod:`~mrirecon.solvers.prox` - proximal maps and projections.
 """
 
@@ -12,7 +13,8 @@ from mrirecon.solvers.admm import admm, least_squares_x_update
 from mrirecon.solvers.cg import cg
 from mrirecon.solvers.fista import fista
 from mrirecon.solvers.implicit import cg_solve
-from mrirecon.solvers.pdhg import pdhg, pdhg_step_sizes
+from mrirecon.solvers.pdhg import diagonal_preconditioners, pdhg, pdhg_step_sizes
+from mrirecon.solvers.power import max_eigenvalue
 from mrirecon.solvers.prox import (
     conjugate_prox,
     group_soft_threshold,
@@ -29,9 +31,11 @@ __all__ = [
     "cg",
     "cg_solve",
     "conjugate_prox",
+    "diagonal_preconditioners",
     "fista",
     "group_soft_threshold",
     "least_squares_x_update",
+    "max_eigenvalue",
     "pdhg",
     "pdhg_step_sizes",
     "project_box",

@@ -99,6 +99,54 @@ def pdhg_step_sizes(
     return sigmas, float(tau)
 
 
+def diagonal_preconditioners(
+    K: Sequence[LinearOperator], x0: Tensor, abs_ops: Sequence[LinearOperator] | None = None
+) -> tuple[list[Tensor], Tensor]:
+    """Pock & Chambolle (2011) diagonal steps (``alpha = 1``) for operators with known ``|K|``.
+
+    ``sigma_i = 1 / (|K_i| 1)`` (row sums) and ``tau = 1 / sum_i |K_i|^T 1`` (column sums),
+    which satisfy the convergence condition by construction. ``|K|`` is the element-wise
+    absolute value of the matrix; for a non-negative operator (a CT projector) it is ``K``
+    itself, which is the default when ``abs_ops`` is not given.
+
+    Parameters
+    ----------
+    K
+        Operator blocks.
+    x0
+        Domain tensor (shape, dtype, device).
+    abs_ops
+        Operators applying ``|K_i|`` (e.g. for finite differences, ``|D|``).
+
+    Returns
+    -------
+    sigmas, tau
+        Tensors shaped like each block's range and like ``x0``; zero rows/columns get step 0.
+    """
+    abs_ops = list(K) if abs_ops is None else list(abs_ops)
+    ones = torch.ones_like(x0)
+    sigmas = []
+    col = torch.zeros_like(x0)
+    for k in abs_ops:
+        row = k(ones)
+        sigmas.append(torch.where(row.abs() > 0, 1.0 / torch.where(row.abs() > 0, row.abs(),
+                                                                     torch.ones_like(row.abs())), 0))
+        col = col + k.H(torch.ones_like(row)).abs()
+    tau = torch.where(col > 0, 1.0 / torch.where(col > 0, col, torch.ones_like(col)), 0)
+    return [s.to(x0.real.dtype) for s in sigmas], tau.to(x0.real.dtype)
+
+
+def _steps(ops, x0, sigma, tau, norms):
+    tensors = isinstance(tau, Tensor) or any(
+        isinstance(s, Tensor) for s in (sigma if isinstance(sigma, (list, tuple)) else [sigma])
+    )
+    if not tensors:
+        return pdhg_step_sizes(ops, x0, sigma, tau, norms=norms)
+    if sigma is None or tau is None:
+        raise ValueError("pdhg: diagonal (tensor) steps need both sigma and tau")
+    return _as_list(sigma, len(ops), "sigma"), tau
+
+
 def pdhg(
     K: LinearOperator | Sequence[LinearOperator],
     prox_f_conj: Prox | Sequence[Prox],
@@ -136,7 +184,8 @@ def pdhg(
         Starting point.
     sigma, tau
         Dual and primal steps; missing ones follow from ``K.operator_norm`` (see
-        :func:`pdhg_step_sizes`), given ones are checked against the step condition.
+        :func:`pdhg_step_sizes`), given ones are checked against the step condition. Tensors
+        are diagonal steps (see :func:`diagonal_preconditioners`) and are used as given.
     theta
         Extrapolation parameter in ``[0, 1]``.
     y0
@@ -159,7 +208,7 @@ def pdhg(
         raise ValueError(f"pdhg: {len(proxes)} prox_f_conj for {len(ops)} operator blocks")
     if not 0 <= theta <= 1:
         raise ValueError(f"pdhg: theta must lie in [0, 1], got {theta}")
-    sigmas, tau = pdhg_step_sizes(ops, x0, sigma, tau, norms=norms)
+    sigmas, tau = _steps(ops, x0, sigma, tau, norms)
     x = x0.clone()
     if y0 is None:
         ys = [k(x).zero_() for k in ops]

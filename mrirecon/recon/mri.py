@@ -1,0 +1,260 @@
+"""Classical MRI reconstructions: zero-filled, CG-SENSE, L1-wavelet, total variation.
+
+Every function takes measured k-space ``y`` and a forward operator ``op`` (a
+:class:`~mrirecon.operators.SenseOperator` for multi-coil Cartesian data, or any
+:class:`~mrirecon.core.LinearOperator`) and returns the image. Leading axes of ``y`` beyond the
+operator's range (slices) are reconstructed as independent problems in one batched run: step
+sizes and CG coefficients are per slice, so a batched call equals slice-by-slice calls.
+
+Shapes (multi-coil Cartesian): ``y`` ``(slices, coils, H, W)``, maps ``(slices, coils, H, W)``,
+images ``(slices, H, W)`` complex.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from mrirecon.core import LinearOperator
+from mrirecon.functional import ifft2c, rss
+from mrirecon.operators import Wavelet
+from mrirecon.recon.variational import batch_dims_of, tv_least_squares
+from mrirecon.solvers import cg, fista, max_eigenvalue, soft_threshold
+
+Callback = Callable[[int, Tensor, float], None]
+
+
+def _check_op(op, who: str) -> None:
+    if not isinstance(op, LinearOperator):
+        raise TypeError(f"{who}: op must be a LinearOperator (e.g. sense(maps, mask)), got "
+                        f"{type(op).__name__}")
+
+
+def zero_filled(y: Tensor, op: LinearOperator) -> Tensor:
+    """Adjoint reconstruction ``A^H y``.
+
+    For a :class:`~mrirecon.operators.SenseOperator` this is the sensitivity-weighted coil
+    combination of the zero-filled coil images, ``sum_c conj(S_c) F^H P y_c``.
+
+    Parameters
+    ----------
+    y
+        k-space ``(..., coils, H, W)`` (unsampled entries are ignored by ``P``).
+    op
+        Forward operator.
+
+    Returns
+    -------
+    Tensor
+        Complex image ``(..., H, W)``.
+    """
+    _check_op(op, "zero_filled")
+    return op.H(y)
+
+
+def zero_filled_rss(kspace: Tensor, op: LinearOperator | None = None) -> Tensor:
+    """Root-sum-of-squares of the inverse centred FFT of every coil (fastMRI's baseline).
+
+    Parameters
+    ----------
+    kspace
+        Zero-filled multi-coil k-space ``(..., coils, H, W)``.
+    op
+        Unused (accepted so that every reconstruction has the same call form).
+
+    Returns
+    -------
+    Tensor
+        Real magnitude image ``(..., H, W)``.
+    """
+    if not isinstance(kspace, Tensor) or kspace.ndim < 3:
+        raise ValueError(
+            f"zero_filled_rss: kspace must be a tensor (..., coils, H, W), got "
+            f"{getattr(kspace, 'shape', type(kspace).__name__)}"
+        )
+    return rss(ifft2c(kspace), dim=-3)
+
+
+def cg_sense(
+    y: Tensor,
+    op: LinearOperator,
+    lam: float = 0.0,
+    *,
+    max_iterations: int = 10,
+    tolerance: float = 0.0,
+    x0: Tensor | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
+    """CG-SENSE: ``argmin_x 1/2||A x - y||^2 + lam/2 ||x||^2`` by conjugate gradients.
+
+    Solves the normal equations ``(A^H A + lam I) x = A^H y`` with per-slice CG coefficients
+    (same problem as ``sigpy.mri.app.SenseRecon``).
+
+    Parameters
+    ----------
+    y
+        k-space ``(..., coils, H, W)``.
+    op
+        Forward operator; its ``gram`` is used (closed form for ``SenseOperator``).
+    lam
+        Tikhonov weight ``>= 0``.
+    max_iterations, tolerance
+        CG limits (``tolerance`` relative to ``||A^H y||`` per slice).
+    x0
+        Start (zeros by default).
+    callback
+        ``callback(iteration, x, residual_norm)``.
+
+    Returns
+    -------
+    Tensor
+        Complex image ``(..., H, W)``.
+    """
+    _check_op(op, "cg_sense")
+    if lam < 0:
+        raise ValueError(f"cg_sense: lam must be >= 0, got {lam}")
+    aty = op.H(y)
+    gram = op.gram if lam == 0 else (lambda x: op.gram(x) + lam * x)
+    return cg(gram, aty, x0, max_iterations=max_iterations, tolerance=tolerance,
+              batch_dims=batch_dims_of(op, aty), callback=callback)
+
+
+def l1_wavelet(
+    y: Tensor,
+    op: LinearOperator,
+    lam: float,
+    *,
+    wavelet: str = "db4",
+    levels: int | None = None,
+    max_iterations: int = 100,
+    tolerance: float = 0.0,
+    step: float | None = None,
+    power_iterations: int = 30,
+    restart: bool = False,
+    random_shift: bool = True,
+    seed: int = 0,
+    x0: Tensor | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
+    """L1-wavelet compressed sensing: ``argmin_x 1/2||A x - y||^2 + lam ||W x||_1`` by FISTA.
+
+    ``W`` is the orthogonal periodised :class:`~mrirecon.operators.Wavelet` (zero-padded to a
+    multiple of ``2**levels``), the prox is ``W^H soft(W v, lam t)``, and the step is
+    ``1 / lambda_max(A^H A)`` from ``power_iterations`` of power iteration per slice. This is
+    the problem and algorithm of ``sigpy.mri.app.L1WaveletRecon`` (same ``lam``, same
+    iteration count).
+
+    With ``random_shift`` (default) every prox is applied to the image circularly shifted by a
+    random offset in ``[0, 2**levels)`` per axis and shifted back ("cycle spinning", as in
+    Lustig's SparseMRI and BART's ``pics``): the decimated wavelet transform is not shift
+    invariant, and averaging over shifts removes its blocky artefacts. It changes the iterates
+    (no longer a fixed objective) but not the cost per iteration; on the test phantom it raises
+    SSIM by 0.05-0.1 over the fixed transform. Shifts are drawn from ``seed`` (deterministic;
+    all slices of a batch get the same shifts). ``random_shift=False`` is the plain FISTA of the
+    fixed objective.
+
+    Parameters
+    ----------
+    y
+        k-space ``(..., coils, H, W)``.
+    op
+        Forward operator on images ``(..., H, W)``.
+    lam
+        Weight of the wavelet L1 norm (absolute, in the units of ``y``).
+    wavelet, levels
+        Orthogonal wavelet name (PyWavelets) and number of levels (default: up to 4).
+    max_iterations, tolerance
+        FISTA limits.
+    step
+        Fixed step (skips the power iteration); at most ``1 / ||A||^2``.
+    power_iterations
+        Power iterations for the step.
+    restart
+        Adaptive momentum restart.
+    random_shift, seed
+        Cycle spinning and the seed of its shifts.
+    x0
+        Start (zeros by default).
+    callback
+        ``callback(iteration, x, relative_change)``.
+
+    Returns
+    -------
+    Tensor
+        Complex image ``(..., H, W)``.
+    """
+    _check_op(op, "l1_wavelet")
+    if lam < 0:
+        raise ValueError(f"l1_wavelet: lam must be >= 0, got {lam}")
+    aty = op.H(y)
+    W = Wavelet(aty.shape[-2:], wavelet, levels).to(aty.device)
+    if step is None:
+        eig = max_eigenvalue(op.gram, aty, batch_dims=batch_dims_of(op, aty),
+                             max_iterations=power_iterations)
+        step = torch.where(eig > 0, 1.0 / torch.where(eig > 0, eig, torch.ones_like(eig)), 1.0)
+    x = torch.zeros_like(aty) if x0 is None else x0
+
+    def grad_f(v: Tensor) -> Tensor:
+        return op.gram(v) - aty
+
+    def prox_g(v: Tensor, t) -> Tensor:
+        return W.H(soft_threshold(W(v), lam * t))
+
+    if random_shift:
+        gen = torch.Generator().manual_seed(int(seed))
+        period = 2**W.levels
+        fixed = prox_g
+
+        def prox_g(v: Tensor, t) -> Tensor:  # noqa: F811 - cycle-spinning wrapper
+            sh = [int(s) for s in torch.randint(0, period, (2,), generator=gen)]
+            out = fixed(torch.roll(v, sh, dims=(-2, -1)), t)
+            return torch.roll(out, [-sh[0], -sh[1]], dims=(-2, -1))
+
+    return fista(grad_f, prox_g, x, step, max_iterations=max_iterations, tolerance=tolerance,
+                 callback=callback, restart=restart)
+
+
+def tv(
+    y: Tensor,
+    op: LinearOperator,
+    lam: float,
+    *,
+    max_iterations: int = 50,
+    method: str = "admm",
+    rho: float = 1.0,
+    cg_iterations: int = 5,
+    tolerance: float = 0.0,
+    x0: Tensor | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
+    """Isotropic total variation: ``argmin_x 1/2||A x - y||^2 + lam TV(x)``.
+
+    ``TV(x) = sum_pixels sqrt(|D_row x|^2 + |D_col x|^2)`` with forward differences
+    (:class:`~mrirecon.operators.FiniteDifference`) and the complex modulus. Solved by ADMM
+    (default: ``z = D x``, ``cg_iterations`` of CG on ``A^H A + rho D^H D`` per x-update) or
+    by PDHG on ``[A, D]``, see :func:`~mrirecon.recon.variational.tv_least_squares`. ADMM
+    with ``rho = 1`` suits operators with ``||A|| ~ 1`` (coil maps normalised to unit RSS); on
+    the test phantom 20 ADMM iterations reach the objective PDHG reaches in about 100.
+
+    Parameters
+    ----------
+    y, op
+        k-space and forward operator.
+    lam
+        TV weight (absolute, in the units of ``y``).
+    max_iterations, method, rho, cg_iterations, tolerance, x0, callback
+        Solver settings.
+
+    Returns
+    -------
+    Tensor
+        Complex image ``(..., H, W)``.
+    """
+    _check_op(op, "tv")
+    if lam < 0:
+        raise ValueError(f"tv: lam must be >= 0, got {lam}")
+    return tv_least_squares(y, op, lam, method=method, max_iterations=max_iterations,
+                            tolerance=tolerance, rho=rho, cg_iterations=cg_iterations, x0=x0,
+                            callback=callback)

@@ -1,0 +1,159 @@
+"""Reconstructions by name: ``run("l1_wavelet", y, op, lam=0.002)`` and ``available()``.
+
+Every entry is called as ``fn(y, op, **params)``; the registry checks the parameter names
+against the function's signature first, so a typo fails before any work with a message that
+lists the valid names. Entries that do not need an operator (``zero_filled_rss``, ``grappa``)
+accept and ignore ``op``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from mrirecon.core import LinearOperator
+from mrirecon.functional import ifft2c, rss
+from mrirecon.recon import ct, mri
+from mrirecon.recon.grappa import grappa
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A registered reconstruction: the function, whether it needs ``op``, a one-line summary."""
+
+    fn: Callable[..., Tensor]
+    needs_op: bool
+    summary: str
+
+    def parameters(self) -> list[str]:
+        """Keyword parameters accepted after ``(y, op)``."""
+        params = list(inspect.signature(self.fn).parameters.values())[2:]
+        return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+    def required(self) -> list[str]:
+        params = list(inspect.signature(self.fn).parameters.values())[2:]
+        return [p.name for p in params if p.default is inspect.Parameter.empty
+                and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def grappa_rss(
+    y: Tensor,
+    op: LinearOperator | None = None,
+    calib: Tensor | int = 24,
+    kernel_size: tuple[int, int] = (5, 5),
+    lamda: float = 0.01,
+    *,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """GRAPPA k-space completion followed by RSS coil combination.
+
+    Parameters
+    ----------
+    y
+        Undersampled k-space ``(coils, H, W)`` or ``(slices, coils, H, W)``.
+    op
+        Optional; when it carries a column mask (``SenseOperator``, ``Sampling``) and ``mask``
+        is not given, that mask marks the acquired samples.
+    calib, kernel_size, lamda, mask
+        See :func:`mrirecon.recon.grappa.grappa` (``calib`` int: ACS band width).
+
+    Returns
+    -------
+    Tensor
+        Magnitude image ``(H, W)`` or ``(slices, H, W)``.
+    """
+    if mask is None and op is not None:
+        m = getattr(op, "mask", None)
+        if isinstance(m, Tensor) and m.ndim <= 2:
+            mask = m.expand(y.shape[-2:]) if m.ndim == 2 else m
+    if y.ndim == 4:
+        filled = torch.stack([grappa(s, calib, kernel_size, lamda, mask=mask) for s in y])
+    else:
+        filled = grappa(y, calib, kernel_size, lamda, mask=mask)
+    return rss(ifft2c(filled), dim=-3)
+
+
+_REGISTRY: dict[str, Entry] = {
+    "zero_filled": Entry(mri.zero_filled, True, "MRI: A^H y (coil-combined with the maps)"),
+    "zero_filled_rss": Entry(mri.zero_filled_rss, False, "MRI: RSS of the zero-filled coil images"),
+    "cg_sense": Entry(mri.cg_sense, True, "MRI: CG on the (Tikhonov) normal equations"),
+    "l1_wavelet": Entry(mri.l1_wavelet, True, "MRI: FISTA on 1/2||Ax-y||^2 + lam||Wx||_1"),
+    "tv": Entry(mri.tv, True, "MRI: isotropic TV-regularised least squares (ADMM/PDHG)"),
+    "grappa": Entry(grappa_rss, False, "MRI: GRAPPA k-space completion + RSS"),
+    "fbp": Entry(ct.fbp, True, "CT: filtered back-projection"),
+    "sirt": Entry(ct.sirt, True, "CT: SIRT with row/column-sum normalisation"),
+    "tv_ct": Entry(ct.tv_pdhg, True, "CT: TV-regularised least squares, x >= 0, by PDHG"),
+}
+
+
+def available() -> list[str]:
+    """Sorted names accepted by :func:`run`."""
+    return sorted(_REGISTRY)
+
+
+def describe(name: str) -> str:
+    """One-line summary and parameter names of a registered reconstruction."""
+    entry = _lookup(name)
+    return f"{name}: {entry.summary}; parameters: {', '.join(entry.parameters()) or '(none)'}"
+
+
+def register(name: str, fn: Callable[..., Tensor], *, needs_op: bool = True, summary: str = "",
+             overwrite: bool = False) -> None:
+    """Add a reconstruction ``fn(y, op, **params)`` under ``name``."""
+    if not callable(fn):
+        raise TypeError(f"register: fn for {name!r} must be callable, got {type(fn).__name__}")
+    if name in _REGISTRY and not overwrite:
+        raise ValueError(f"register: {name!r} is already registered (pass overwrite=True)")
+    if len(inspect.signature(fn).parameters) < 2:
+        raise ValueError(f"register: {name!r} must take (y, op, **params)")
+    _REGISTRY[name] = Entry(fn, needs_op, summary or (fn.__doc__ or "").strip().split("\n")[0])
+
+
+def _lookup(name: str) -> Entry:
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown reconstruction {name!r}; available: {', '.join(available())}")
+    return _REGISTRY[name]
+
+
+def run(name: str, y: Tensor, op: LinearOperator | None = None, **params) -> Tensor:
+    """Run the reconstruction ``name`` on measurements ``y`` with operator ``op``.
+
+    Parameters
+    ----------
+    name
+        One of :func:`available` (``zero_filled``, ``zero_filled_rss``, ``cg_sense``,
+        ``l1_wavelet``, ``tv``, ``grappa``, ``fbp``, ``sirt``, ``tv_ct``).
+    y
+        k-space ``(..., coils, H, W)`` or sinogram ``(..., views, detectors)``.
+    op
+        Forward operator (``sense(maps, mask)``, ``ParallelBeam(geometry)``, ...); may be
+        ``None`` for ``zero_filled_rss`` and ``grappa``.
+    **params
+        Keyword parameters of that reconstruction (e.g. ``lam``, ``max_iterations``).
+
+    Raises
+    ------
+    KeyError
+        Unknown name (the message lists the available ones).
+    TypeError
+        Unknown or missing parameter (the message lists the valid ones), or no ``op`` where
+        one is needed.
+    """
+    entry = _lookup(name)
+    valid = entry.parameters()
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise TypeError(
+            f"{name}: unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(valid) or '(none)'}"
+        )
+    missing = [p for p in entry.required() if p not in params]
+    if missing:
+        raise TypeError(f"{name}: missing required parameter(s) {', '.join(missing)}; "
+                        f"valid: {', '.join(valid)}")
+    if entry.needs_op and op is None:
+        raise TypeError(f"{name}: needs a forward operator op (got None)")
+    return entry.fn(y, op, **params)

@@ -1,0 +1,149 @@
+"""Total-variation regularised least squares, shared by the MRI and CT reconstructions.
+
+Solves ``min_x 1/2 ||A x - y||^2 + lam TV(x)`` (optionally with ``x >= 0``), where ``TV`` is
+isotropic total variation over the last two axes,
+``TV(x) = sum_pixels sqrt(|D_row x|^2 + |D_col x|^2)`` (forward differences, Neumann
+boundary, complex modulus for complex images).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from mrirecon.core import FunctionOperator, LinearOperator
+from mrirecon.operators import FiniteDifference
+from mrirecon.solvers import (
+    admm,
+    diagonal_preconditioners,
+    group_soft_threshold,
+    least_squares_x_update,
+    max_eigenvalue,
+    pdhg,
+    project_group_l2_ball,
+    project_nonnegative,
+)
+
+#: ``||D||`` for 2-D forward differences is below ``sqrt(8)``.
+FINITE_DIFFERENCE_NORM = math.sqrt(8.0)
+METHODS = ("pdhg", "admm")
+
+
+def batch_dims_of(op: LinearOperator, x: Tensor) -> int:
+    """Number of leading axes of the image ``x`` that are not part of ``op``'s domain."""
+    if op.domain_shape is None:
+        return 0
+    return max(x.ndim - len(op.domain_shape), 0)
+
+
+def tv_objective(y: Tensor, op: LinearOperator, x: Tensor, lam: float) -> Tensor:
+    """``1/2 ||A x - y||^2 + lam TV(x)`` (all batch items summed); for monitoring and tests."""
+    g = FiniteDifference(2)(x)
+    data = 0.5 * (op(x) - y).abs().pow(2).sum()
+    return data + lam * torch.linalg.vector_norm(g, dim=-3).sum()
+
+
+def _abs_finite_difference() -> LinearOperator:
+    """``|D|``: the element-wise absolute value of the forward-difference matrix."""
+    def fwd(x: Tensor) -> Tensor:
+        out = []
+        for dim in (-2, -1):
+            d = torch.zeros_like(x)
+            n = x.shape[dim]
+            d.narrow(dim, 0, n - 1).copy_(x.narrow(dim, 1, n - 1) + x.narrow(dim, 0, n - 1))
+            out.append(d)
+        return torch.stack(out, dim=-3)
+
+    def adj(p: Tensor) -> Tensor:
+        x = torch.zeros_like(p[..., 0, :, :])
+        for i, dim in enumerate((-2, -1)):
+            part = p[..., i, :, :]
+            n = part.shape[dim]
+            inner = part.narrow(dim, 0, n - 1)
+            x.narrow(dim, 0, n - 1).add_(inner)
+            x.narrow(dim, 1, n - 1).add_(inner)
+        return x
+
+    return FunctionOperator(fwd, adj)
+
+
+def tv_least_squares(
+    y: Tensor,
+    op: LinearOperator,
+    lam: float,
+    *,
+    method: str = "pdhg",
+    nonneg: bool = False,
+    preconditioned: bool = False,
+    max_iterations: int = 100,
+    tolerance: float = 0.0,
+    rho: float = 1.0,
+    cg_iterations: int = 5,
+    x0: Tensor | None = None,
+    callback: Callable[[int, Tensor, float], None] | None = None,
+) -> Tensor:
+    """Minimise ``1/2 ||A x - y||^2 + lam TV(x)`` (+ ``x >= 0`` when ``nonneg``).
+
+    Parameters
+    ----------
+    y
+        Measurements in the range of ``op`` (leading axes are independent slices).
+    op
+        Forward operator ``A`` on images ``(..., H, W)``.
+    lam
+        TV weight (absolute, in the units of ``y``).
+    method
+        ``"pdhg"``: Chambolle-Pock on the blocks ``[A, D]``; ``"admm"``: ADMM with ``z = D x``
+        and ``cg_iterations`` of CG on ``A^H A + rho D^H D`` per x-update.
+    nonneg
+        Constrain ``x >= 0`` (real images only; PDHG).
+    preconditioned
+        PDHG with Pock-Chambolle diagonal steps (for non-negative ``A`` such as CT
+        projectors); otherwise scalar steps from ``||A||`` (power iteration per batch item is
+        reduced to the largest).
+    max_iterations, tolerance, callback
+        Passed to the solver.
+    rho, cg_iterations
+        ADMM penalty and inner CG iterations.
+    x0
+        Start (``A^H y`` scaled by ``1/||A||^2`` is not assumed; zeros by default).
+
+    Returns
+    -------
+    Tensor
+        The image ``(..., H, W)``.
+    """
+    if method not in METHODS:
+        raise ValueError(f"tv: unknown method {method!r}; valid: {', '.join(METHODS)}")
+    aty = op.H(y)
+    if nonneg and aty.is_complex():
+        raise ValueError("tv: nonneg=True needs a real-valued operator (CT), got complex images")
+    x0 = torch.zeros_like(aty) if x0 is None else x0
+    D = FiniteDifference(2)
+    nb = batch_dims_of(op, aty)
+    if method == "admm":
+        if nonneg:
+            raise ValueError("tv: nonneg=True is supported with method='pdhg' only")
+        return admm(
+            least_squares_x_update(op, y, D, cg_iterations=cg_iterations, batch_dims=nb),
+            lambda v, t: group_soft_threshold(v, lam * t, dim=-3),
+            D,
+            x0,
+            rho,
+            max_iterations=max_iterations,
+            tolerance=tolerance,
+            callback=callback,
+        )
+    prox_data = (lambda p, s: (p - s * y) / (1 + s))  # conjugate of 1/2||. - y||^2
+    prox_tv = (lambda p, s: project_group_l2_ball(p, lam, dim=-3))  # conjugate of lam ||.||_2,1
+    prox_g = (lambda v, t: project_nonnegative(v)) if nonneg else None
+    if preconditioned:
+        sigmas, tau = diagonal_preconditioners([op, D], x0, [op, _abs_finite_difference()])
+        return pdhg([op, D], [prox_data, prox_tv], prox_g, x0, sigmas, tau,
+                    max_iterations=max_iterations, tolerance=tolerance, callback=callback)
+    norm_a = float(max_eigenvalue(op.gram, x0, batch_dims=nb).max()) ** 0.5
+    return pdhg([op, D], [prox_data, prox_tv], prox_g, x0, norms=[norm_a, FINITE_DIFFERENCE_NORM],
+                max_iterations=max_iterations, tolerance=tolerance, callback=callback)
