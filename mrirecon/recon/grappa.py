@@ -8,7 +8,8 @@ sampled calibration (ACS) block by Tikhonov-regularised least squares, as in ``p
 ``W = (S^H S + lamda0 I)^-1 S^H T``, ``lamda0 = lamda * ||S^H S||_F / n_sources``,
 
 where the rows of ``S`` are the pattern's sources and ``T`` the centre samples of every window
-that lies fully inside the ACS block. All ``S^H S`` / ``S^H T`` come from one Gram matrix of the
+that lies fully inside the ACS block (``pad_calib=True`` also uses the zero-padded edge windows,
+exactly as pygrappa does). All ``S^H S`` / ``S^H T`` come from one Gram matrix of the
 ACS windows (sub-blocks per pattern). Patterns are found by a vectorised window view of the
 mask (no Python loop over pixels) and sources are gathered for all holes of a pattern at once
 (in chunks of ``chunk_size`` holes to bound memory).
@@ -47,20 +48,22 @@ def acs_region(kspace: Tensor, acs_width: int) -> Tensor:
     return acs
 
 
-def _window_codes(mask: Tensor, kx: int, ky: int) -> tuple[Tensor, Tensor]:
-    """Per-pixel window patterns of a boolean ``(H, W)`` mask zero-padded by half a kernel.
+def _window_codes(padded_mask: Tensor, kx: int, ky: int) -> Tensor:
+    """Integer code of the ``(kx, ky)`` window of acquired samples around every pixel.
 
-    Returns ``(codes (H*W,) int64, windows (H*W, kx*ky) bool)``; equal codes mean equal windows.
+    ``padded_mask`` is the ``(H, W)`` mask zero-padded to ``(H + kx - 1, W + ky - 1)``; returns
+    ``(H * W,)`` int64 codes, equal exactly when the windows are equal.
     """
-    px, py = kx // 2, ky // 2
-    padded = torch.nn.functional.pad(mask.to(torch.uint8), (py, ky - 1 - py, px, kx - 1 - px))
-    win = padded.unfold(0, kx, 1).unfold(1, ky, 1).reshape(-1, kx * ky).bool()
-    if kx * ky <= 62:
-        weights = 2 ** torch.arange(kx * ky, device=mask.device, dtype=torch.int64)
-        codes = (win.to(torch.int64) * weights).sum(-1)
-    else:
-        _, codes = torch.unique(win, dim=0, return_inverse=True)
-    return codes, win
+    H, W = padded_mask.shape[0] - kx + 1, padded_mask.shape[1] - ky + 1
+    if kx * ky <= 62:  # bit i * ky + j set when window sample (i, j) was acquired
+        m = padded_mask.to(torch.int64)
+        codes = torch.zeros((H, W), dtype=torch.int64, device=m.device)
+        for i in range(kx):
+            for j in range(ky):
+                codes += m[i : i + H, j : j + W] << (i * ky + j)
+        return codes.flatten()
+    win = padded_mask.unfold(0, kx, 1).unfold(1, ky, 1).reshape(-1, kx * ky)
+    return torch.unique(win, dim=0, return_inverse=True)[1]
 
 
 def grappa(
@@ -70,6 +73,7 @@ def grappa(
     lamda: float = 0.01,
     *,
     mask: Tensor | None = None,
+    pad_calib: bool = False,
     chunk_size: int = 32768,
 ) -> Tensor:
     """Fill the missing samples of undersampled multi-coil Cartesian k-space.
@@ -88,6 +92,11 @@ def grappa(
         Relative Tikhonov weight (``pygrappa``'s definition, see the module notes).
     mask
         Acquired samples, boolean ``(H, W)`` or ``(W,)``; default: samples nonzero in any coil.
+    pad_calib
+        Zero-pad the calibration block by half a kernel on every side before taking training
+        windows. This adds the partially empty edge windows that ``pygrappa.grappa`` trains on
+        (its output is then reproduced to float precision); the default trains only on
+        windows made entirely of measured ACS samples.
     chunk_size
         Holes reconstructed per batched gather (memory ``~ chunk_size * kx * ky * coils``).
 
@@ -110,6 +119,9 @@ def grappa(
     if calib.shape[1] < kx or calib.shape[2] < ky:
         raise ValueError(f"grappa: calib {tuple(calib.shape[1:])} is smaller than the kernel {(kx, ky)}")
     calib = calib.to(kspace.dtype)
+    px, py = kx // 2, ky // 2
+    if pad_calib:
+        calib = torch.nn.functional.pad(calib, (py, ky - 1 - py, px, kx - 1 - px))
     if mask is None:
         mask = (kspace != 0).any(dim=0)
     else:
@@ -126,25 +138,25 @@ def grappa(
     gram = rows.mH @ rows  # (kx*ky*c, kx*ky*c)
 
     # --- sampling patterns of the holes
-    codes, windows = _window_codes(mask, kx, ky)
+    padded_mask = torch.nn.functional.pad(mask, (py, ky - 1 - py, px, kx - 1 - px))
+    codes = _window_codes(padded_mask, kx, ky)
     holes = mask.flatten().logical_not().nonzero().flatten()
     uniq, inverse = torch.unique(codes[holes], return_inverse=True)
     order = torch.argsort(inverse, stable=True)
     counts = torch.bincount(inverse, minlength=len(uniq)).tolist()
 
     out = kspace.clone()
-    px, py = kx // 2, ky // 2
     padded = torch.nn.functional.pad(kspace, (py, ky - 1 - py, px, kx - 1 - px))
     Wp = W + ky - 1
-    flat = padded.reshape(c, -1)
+    samples = padded.reshape(c, -1).T.contiguous()  # (pixels, c): gathers come out (n, nsrc, c)
     out_flat = out.reshape(c, -1)
     grid = (torch.arange(kx, device=kspace.device)[:, None] * Wp + torch.arange(ky, device=kspace.device)).flatten()
     start = 0
     for n_holes in counts:
         members = holes[order[start : start + n_holes]]
         start += n_holes
-        pattern = windows[members[0]]
-        pos = pattern.nonzero().flatten()
+        h0, w0 = divmod(int(members[0]), W)
+        pos = padded_mask[h0 : h0 + kx, w0 : w0 + ky].flatten().nonzero().flatten()
         if len(pos) == 0:
             continue  # no acquired neighbour: leave the hole empty
         src_cols = (pos[:, None] * c + torch.arange(c, device=kspace.device)).flatten()
@@ -158,7 +170,6 @@ def grappa(
         for k0 in range(0, n_holes, chunk_size):
             pix = members[k0 : k0 + chunk_size]
             base = (pix // W) * Wp + (pix % W)  # window top-left in the padded grid
-            src = flat[:, base[:, None] + offsets[None, :]]  # (c, n, nsrc)
-            src = src.permute(1, 2, 0).reshape(len(pix), -1)  # (n, nsrc*c), (position, coil)
+            src = samples[base[:, None] + offsets[None, :]].reshape(len(pix), -1)  # (position, coil)
             out_flat[:, pix] = (src @ weights).T
     return out
