@@ -13,6 +13,7 @@ Commands
 ``mrirecon train``         train a network from a YAML config (torchrun-aware)
 ``mrirecon run``           run a pipeline (pipelines/*.yaml) on files, folders or globs
 ``mrirecon demo``          simulate data, run the MRI and CT pipelines, write ./demo_out
+``mrirecon bench``         fastMRI-style benchmark table of methods x accelerations
 """
 
 from __future__ import annotations
@@ -375,6 +376,52 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
     demo.set_defaults(func=cmd_demo, _parser=demo)
 
 
+# ---- bench ---------------------------------------------------------------------------------
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """``mrirecon bench``: benchmark table (see :mod:`mrirecon.pipeline.bench`)."""
+    from mrirecon.pipeline.bench import bench_from_cli
+
+    bench_from_cli(args.data, args.output, challenge=args.challenge, accelerations=args.accelerations,
+                   methods=args.methods, weights=args.weights, sets=args.set,
+                   max_volumes=args.max_volumes, mask_type=args.mask_type, resume=not args.no_resume,
+                   progress=not args.no_progress, device=args.device)
+    return 0
+
+
+def _add_bench(subparsers: argparse._SubParsersAction) -> None:
+    bench = subparsers.add_parser(
+        "bench", help="fastMRI-style benchmark: NMSE/PSNR/SSIM per method and acceleration",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Undersample every fully sampled fastMRI volume in --data with fastMRI's mask "
+                    "for its file name, reconstruct it slice by slice with each method, score it "
+                    "against reconstruction_rss (single-coil: reconstruction_esc) and write "
+                    "bench_table.csv, bench_table.md, bench_volumes.csv and results.jsonl to "
+                    "--output. Finished (method, acceleration, volume) entries are skipped on "
+                    "a rerun.",
+        epilog="example: mrirecon bench --data multicoil_val --challenge multicoil --accelerations "
+               "4 8 --methods zero_filled,cg_sense,l1_wavelet,varnet --weights varnet=varnet.pt "
+               "--output bench_out --set l1_wavelet.lam=0.002")
+    bench.add_argument("--data", required=True, metavar="DIR", help="folder of fastMRI .h5 files")
+    bench.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder")
+    bench.add_argument("--challenge", choices=("multicoil", "singlecoil"), default="multicoil")
+    bench.add_argument("--accelerations", type=_acceleration, nargs="+", default=[4.0, 8.0])
+    bench.add_argument("--methods", default="zero_filled,cg_sense,l1_wavelet",
+                       help="comma-separated reconstruction methods and learned models")
+    bench.add_argument("--weights", action="append", default=[], metavar="METHOD=PATH",
+                       help="weights of a learned method (repeatable)")
+    bench.add_argument("--set", action="append", default=[], metavar="METHOD.PARAM=VALUE",
+                       help="method parameter, e.g. l1_wavelet.lam=0.002 or calibrate.crop=0 (repeatable)")
+    bench.add_argument("--max-volumes", type=_int_at_least(1), default=None, help="use the first N files")
+    bench.add_argument("--mask-type", default=None,
+                       help="fastMRI mask type (default: equispaced_fraction multicoil, random singlecoil)")
+    bench.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
+    bench.add_argument("--no-resume", action="store_true", help="recompute entries already in results.jsonl")
+    bench.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    bench.set_defaults(func=cmd_bench, _parser=bench)
+
+
 # ---- entry point ---------------------------------------------------------------------------
 
 
@@ -387,6 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_simulate(subparsers)
     _add_train(subparsers)
     _add_run(subparsers)
+    _add_bench(subparsers)
     return parser
 
 

@@ -296,3 +296,21 @@ def test_command_line_strings_are_parsed():
         bench.parse_weights(["varnet"])
     with pytest.raises(ValueError, match="method.param=value"):
         bench.parse_sets(["lam=0.01"])
+
+
+def test_cli_bench_subcommand(multicoil_dir, tmp_path, capsys):
+    from mrirecon.cli import main
+
+    out = tmp_path / "cli"
+    argv = ["bench", "--data", str(multicoil_dir), "--accelerations", "4", "--methods",
+            "zero_filled_rss,cg_sense", "--set", "cg_sense.max_iterations=3", "--set",
+            "calibrate.crop=0", "--max-volumes", "1", "--output", str(out), "--no-progress"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| cg_sense | 4x | 1 |" in printed and "| zero_filled_rss | 4x | 1 |" in printed
+    assert (out / "bench_table.md").read_text() in printed
+    assert len((out / "results.jsonl").read_text().splitlines()) == 2
+    with pytest.raises(SystemExit) as exc:
+        main(argv + ["--set", "calibrate.kernel=4"])
+    assert exc.value.code == 2
+    assert "calibrate.kernel: unknown key (did you mean 'kernel_width'?)" in capsys.readouterr().err
