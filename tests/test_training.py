@@ -38,13 +38,13 @@ def sim_data(tmp_path_factory) -> dict[str, Path]:
     return {"train": root / "train", "val": root / "val"}
 
 
-def write_config(path: Path, data: dict[str, Path], out: Path, **changes) -> Path:
+def write_config(path: Path, folders: dict[str, Path], out: Path, **changes) -> Path:
     cfg = {
         "name": "test",
         "output_dir": str(out),
         "seed": 3,
         "device": "cpu",
-        "data": {"train": str(data["train"]), "val": str(data["val"]), "mask": MASK},
+        "data": {"train": str(folders["train"]), "val": str(folders["val"]), "mask": MASK},
         "model": {"name": "varnet", "params": dict(TINY_VARNET)},
         "optim": {"lr": 3e-3, "max_steps": 6, "batch_size": 1},
         "log_every": 1,
@@ -313,3 +313,71 @@ def test_cli_train(tmp_path, sim_data, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["train", str(cfg), "--set", "optim.nope=1"])
     assert exc.value.code == 2 and "optim.nope" in capsys.readouterr().err
+
+
+# ---- CT ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ct_data(tmp_path_factory) -> dict[str, Path]:
+    from mrirecon.data.simulate_ct import simulate_ct_dataset
+
+    root = tmp_path_factory.mktemp("train_ct")
+    common = {"geometry": "parallel", "views": 24, "size": 24, "sources": "phantom"}
+    simulate_ct_dataset(root / "train", seed=1, samples=3, part="train", **common)
+    simulate_ct_dataset(root / "val", seed=2, samples=2, part="validation", **common)
+    return {"train": root / "train", "val": root / "val"}
+
+
+def test_ct_samples(ct_data):
+    from mrirecon.io.lodopab import LoDoPaBFiles
+    from mrirecon.training.data_ct import CTTrainingSet
+
+    files = LoDoPaBFiles(ct_data["train"], "train")
+    full = CTTrainingSet(ct_data["train"], train=False)
+    s = full.get(1)
+    assert torch.allclose(s.y[0].double() * s.norm, files.sinogram(1).data[0].double(), rtol=1e-5)
+    assert torch.equal(s.target, files.attenuation(1).data)
+    assert s.max_value.item() == s.target.max().item() and s.fname == "train_00001"
+    op = s.operator()  # unit norm: A^H y has the image's scale
+    x = torch.rand((1, 24, 24), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert op.operator_norm(x, max_iterations=60).item() == pytest.approx(1.0, rel=1e-3)
+    assert op(s.target.double()).shape == s.y.shape
+    sparse = CTTrainingSet(ct_data["train"], views=8, photons=500.0, train=True)
+    a, b = sparse.get(0, mask_seed=5), sparse.get(0, mask_seed=5)
+    assert a.y.shape == (1, 8, full.files.geometry.num_detectors) and torch.equal(a.y, b.y)
+    offsets = {sparse.get(0, mask_seed=k).geometry.angles[0] for k in range(8)}
+    assert len(offsets) > 1  # training draws the view offset
+    val = CTTrainingSet(ct_data["train"], views=8, photons=500.0, train=False)
+    assert torch.equal(val.get(0).y, val.get(0).y)  # fixed validation noise
+    assert not torch.equal(val.get(0).y, sparse.get(0, mask_seed=5).y)
+
+
+def test_ct_training_run(tmp_path, ct_data):
+    cfg = write_config(
+        tmp_path / "ct.yaml",
+        ct_data,
+        tmp_path / "ct",
+        data={
+            "train": str(ct_data["train"]),
+            "val": str(ct_data["val"]),
+            "modality": "ct",
+            "ct_views": 12,
+            "ct_photons": 2000.0,
+        },
+        model={
+            "name": "primal_dual",
+            "params": {"iterations": 2, "n_primal": 2, "n_dual": 1, "features": 4},
+        },
+        val_every=4,
+    )
+    result = train_from_config(cfg, ["optim.max_steps=4"], progress=False)
+    rows = list(csv.DictReader((tmp_path / "ct" / "train_log.csv").open()))
+    assert len(rows) == 4 and 0 < float(rows[-1]["val_SSIM"]) <= 1
+    assert (
+        float(rows[-1]["val_NMSE"]) < 10
+    )  # the unit-norm operator keeps outputs on the image scale
+    loaded = load_pretrained(tmp_path / "ct" / "model.pt")
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in result.model.state_dict().items())
+    with pytest.raises(ConfigError, match=r"ct\.yaml: data: .*views must be in"):
+        train_from_config(cfg, ["data.ct_views=1000"], progress=False)

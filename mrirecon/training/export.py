@@ -23,6 +23,7 @@ from mrirecon.training.run import build_model_from_config, save_model
 from mrirecon.training.validation import (
     cg_sense_reconstructor,
     evaluate_reconstructor,
+    fbp_reconstructor,
     validate_model,
     zero_filled,
 )
@@ -44,8 +45,20 @@ def held_out_metrics(
     """Metrics per acceleration of ``config.data.mask`` on the volumes in ``folder``.
 
     Returns ``{"4x": {"model": {...}, "zero_filled": {...}, "cg_sense": {...}, "volumes": n}}``
-    with mean and 2 std over volumes of NMSE, PSNR (dB) and SSIM.
+    with mean and 2 std over volumes of NMSE, PSNR (dB) and SSIM. CT (``data.modality: ct``):
+    ``{"<views> views": {"model": ..., "fbp": ..., "volumes": n}}`` (each image is a volume).
     """
+    if config.data.modality == "ct":
+        from mrirecon.training.data_ct import CTTrainingSet
+
+        d = config.data
+        ds = CTTrainingSet(folder, d.ct_views, d.ct_photons, train=False)
+        rep = validate_model(model, ds)
+        entry = {"volumes": rep.num_volumes, "photons": d.ct_photons, "model": _summary(rep)}
+        if baselines:
+            entry["fbp"] = _summary(evaluate_reconstructor(fbp_reconstructor, ds))
+        views = ds.files.geometry.num_views // ds.factor
+        return {f"{views} views": entry}
     m = config.data.mask
     out = {}
     for cf, acc in zip(m.center_fractions, m.accelerations):

@@ -70,16 +70,24 @@ def build_model_from_config(cfg: TrainConfig) -> nn.Module:
         raise ConfigError("", "model.params", str(e)) from e
 
 
-def build_datasets(cfg: TrainConfig) -> tuple[MRITrainingSet, MRITrainingSet]:
-    """Training set (fresh masks) and validation set (file-name masks) of the config."""
+def build_datasets(cfg: TrainConfig):
+    """Training set (fresh masks / views / noise) and validation set (fixed ones) of the config:
+    :class:`MRITrainingSet` s for ``modality: mri``, :class:`CTTrainingSet` s for ``ct``."""
     d = cfg.data
-    if d.modality != "mri":
-        raise ConfigError(
-            "", "data.modality", f"training on {d.modality!r} data is not supported yet; use 'mri'"
-        )
     for key, folder in (("data.train", d.train), ("data.val", d.val)):
         if not Path(folder).is_dir():
             raise ConfigError("", key, f"folder {folder} does not exist")
+    if d.modality == "ct":
+        from mrirecon.training.data_ct import CTTrainingSet
+
+        try:
+            train = CTTrainingSet(d.train, d.ct_views, d.ct_photons, train=True)
+            val = CTTrainingSet(
+                d.val, d.ct_views, d.ct_photons, train=False, max_slices=cfg.val_max_slices
+            )
+        except ValueError as e:
+            raise ConfigError("", "data", str(e)) from e
+        return train, val
     train = MRITrainingSet(
         d.train, d.mask, d.maps, train=True, sample_rate=d.sample_rate, seed=cfg.seed
     )

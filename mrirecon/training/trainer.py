@@ -200,11 +200,12 @@ class Trainer:
 
     def fit(self, *, resume: bool = False) -> list[dict]:
         """Train until ``optim.max_steps``; returns the logged history (rank 0)."""
-        if resume:
-            self.resume()
+        resumed = self.resume() if resume else False
         self.out.mkdir(parents=True, exist_ok=True)
         writer = self._tensorboard()
         csv_path = self.out / "train_log.csv"
+        if not resumed and self.rank == 0 and csv_path.is_file():
+            csv_path.unlink()  # a fresh run starts a fresh log
         bar = _progress(self.cfg.optim.max_steps, self.step, self.progress, self.cfg.name)
         t0, start_elapsed = time.perf_counter(), self.elapsed
         while self.step < self.cfg.optim.max_steps:

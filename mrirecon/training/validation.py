@@ -36,6 +36,13 @@ def model_reconstructor(model: nn.Module, device: torch.device | str = "cpu") ->
     return run
 
 
+def fbp_reconstructor(sample) -> Tensor:
+    """Filtered back-projection (Ram-Lak) of a CT sample, ``(1, H, W)``."""
+    from mrirecon.operators.fbp import fbp
+
+    return _magnitude(fbp(sample.y * sample.norm, sample.geometry), sample.target)
+
+
 def zero_filled(sample: TrainingSample) -> Tensor:
     """RSS of the zero-filled coil images, cropped to the target: ``(1, h, w)``."""
     return _magnitude(rss(ifft2c(sample.y), dim=-3), sample.target)

@@ -1,0 +1,182 @@
+"""CT training samples: LoDoPaB-layout sinograms -> (sparse-view / lower-dose data, projector, image).
+
+Each sample is one image (its own "volume" for the per-volume metrics). ``views`` keeps
+``num_views // views``-spaced views (training draws the offset of that pattern from the mask
+seed, validation uses offset 0); ``photons`` re-simulates a lower dose from the stored
+(already noisy) sinogram with Poisson counts at ``photons`` incident photons per bin, seeded by
+the mask seed (training) or the sample index (validation), so validation data never change.
+
+The model sees the operator scaled to unit norm, ``A / ||A||``, and data ``y / ||A||`` (the same
+least-squares problem, as in Adler & Oktem's learned primal-dual): then ``A^H y`` has the scale
+of the image, which the models' data normalisation relies on. ``||A||`` is computed once per
+view pattern by power iteration.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from mrirecon.operators.ct_geometry import CTGeometry
+
+_PART = re.compile(r"^observation_(\w+?)_000\.hdf5$")
+
+
+@dataclass
+class CTSample:
+    """One CT image ready for ``model(y, operator())``.
+
+    Attributes
+    ----------
+    y
+        ``(1, views, detectors)`` float32 post-log line integrals (dimensionless) divided by
+        ``norm``.
+    geometry
+        Acquisition geometry of the kept views.
+    target
+        ``(1, H, W)`` float32 attenuation (1/mm).
+    max_value
+        ``(1,)`` float32 maximum of the target (SSIM / PSNR data range).
+    fname, slice_index
+        ``"<part>_<index>"`` and 0 (each image is scored as its own volume).
+    norm
+        ``||A||`` of the projector: ``y * norm`` are the measured line integrals.
+    """
+
+    y: Tensor
+    geometry: CTGeometry
+    target: Tensor
+    max_value: Tensor
+    fname: str
+    slice_index: int = 0
+    norm: float = 1.0
+
+    def to(self, device: torch.device | str) -> CTSample:
+        """The same sample with every tensor on ``device``."""
+        return replace(
+            self,
+            y=self.y.to(device),
+            target=self.target.to(device),
+            max_value=self.max_value.to(device),
+        )
+
+    def operator(self):
+        """``ct_operator(geometry) / norm``: ``(1, H, W) -> (1, views, detectors)``."""
+        from mrirecon.operators.ct import ct_operator
+
+        # not moved with .to(): the projector's own _apply method shadows nn.Module._apply
+        return ct_operator(self.geometry) * (1.0 / self.norm)
+
+
+def _find_part(folder: Path) -> str:
+    parts = sorted(
+        {m.group(1) for p in folder.glob("observation_*_000.hdf5") if (m := _PART.match(p.name))}
+    )
+    if len(parts) != 1:
+        raise ValueError(
+            f"CTTrainingSet: expected one LoDoPaB part (observation_<part>_000.hdf5) in {folder}, "
+            f"found {parts or 'none'}"
+        )
+    return parts[0]
+
+
+class CTTrainingSet:
+    """Images of a LoDoPaB-layout folder (one part) with sparse views and extra dose noise.
+
+    Parameters
+    ----------
+    folder
+        Folder with ``observation_<part>_###.hdf5`` and ``ground_truth_<part>_###.hdf5``.
+    views
+        Keep about this many views (every ``num_views // views``-th), or all when ``None``.
+    photons
+        Re-simulate a lower dose with this many incident photons per bin, or keep the stored
+        noise when ``None``.
+    train
+        Random view offset / noise from the mask seed (training) or fixed ones (validation).
+    max_slices
+        Keep at most this many images.
+    """
+
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        views: int | None = None,
+        photons: float | None = None,
+        train: bool = True,
+        *,
+        max_slices: int | None = None,
+    ) -> None:
+        from mrirecon.io.lodopab import LoDoPaBFiles
+
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"CTTrainingSet: data folder {folder} does not exist")
+        self.part = _find_part(folder)
+        self.files = LoDoPaBFiles(folder, self.part)
+        if self.files.ground_truth_files is None:
+            raise ValueError(
+                f"CTTrainingSet: {folder} has no ground_truth_{self.part}_###.hdf5 files"
+            )
+        full = self.files.geometry.num_views
+        if views is not None and not 1 <= views <= full:
+            raise ValueError(f"CTTrainingSet: views must be in [1, {full}], got {views}")
+        if photons is not None and not photons > 0:
+            raise ValueError(f"CTTrainingSet: photons must be > 0, got {photons}")
+        self.factor = 1 if views is None else max(full // int(views), 1)
+        self.photons, self.train = photons, bool(train)
+        n = len(self.files) if max_slices is None else min(max_slices, len(self.files))
+        self.indices = list(range(n))
+        self._norms: dict[tuple[float, ...], float] = {}
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def get(self, index: int, mask_seed: int | None = None) -> CTSample:
+        """Sample ``index``; training draws the view offset and noise from ``mask_seed``."""
+        from mrirecon.sampling import low_dose_noise, sparse_view
+
+        if not 0 <= index < len(self):
+            raise IndexError(f"CTTrainingSet: index {index} out of range for {len(self)} images")
+        if self.train and mask_seed is None:
+            raise ValueError("CTTrainingSet.get: training samples need a mask_seed")
+        i = self.indices[index]
+        sino = self.files.sinogram(i).data.to(torch.float64)  # (1, views, detectors)
+        seed = int(mask_seed) if self.train else 1_000_003 + i
+        g = torch.Generator().manual_seed(seed)
+        geometry = self.files.geometry
+        if self.factor > 1:
+            offset = int(torch.randint(self.factor, (1,), generator=g)) if self.train else 0
+            geometry, kept = sparse_view(geometry, self.factor, offset)
+            sino = sino[..., torch.as_tensor(kept), :]
+        if self.photons is not None:
+            sino = low_dose_noise(sino, self.photons, g)
+        target = self.files.attenuation(i).data.to(torch.float32)
+        norm = self.operator_norm(geometry)
+        return CTSample(
+            y=(sino / norm).to(torch.float32),
+            norm=norm,
+            geometry=geometry,
+            target=target,
+            max_value=target.amax().reshape(1),
+            fname=f"{self.part}_{i:05d}",
+        )
+
+    def operator_norm(self, geometry: CTGeometry) -> float:
+        """``||A||_2`` of ``ct_operator(geometry)`` (cached per view pattern, seeded start)."""
+        from mrirecon.operators.ct import ct_operator
+
+        key = tuple(geometry.angles)
+        if key not in self._norms:
+            x0 = torch.zeros((1, *geometry.image_shape), dtype=torch.float64)
+            g = torch.Generator().manual_seed(0)
+            norm = ct_operator(geometry).operator_norm(
+                x0, max_iterations=50, tolerance=1e-4, generator=g
+            )
+            self._norms[key] = float(norm)
+        return self._norms[key]
