@@ -7,6 +7,8 @@ import textwrap
 import numpy as np
 import pytest
 import scipy.ndimage
+import sigpy
+import sigpy.mri
 import torch
 
 from mrirecon.calib import (
@@ -22,9 +24,6 @@ from mrirecon.calib import (
 )
 from mrirecon.calib._linalg import box_smooth, power_iteration
 from mrirecon.functional import fft2c, ifft2c, rss
-
-sigpy = pytest.importorskip("sigpy")
-import sigpy.mri  # noqa: E402
 
 
 def _phantom(h=128, w=96, coils=8, noise=1e-3, seed=0):
@@ -60,19 +59,25 @@ def _aligned_corr(a, b):
 @pytest.mark.parametrize("size", [1, 4, 5])
 def test_box_smooth_matches_scipy_uniform_filter(size):
     g = torch.Generator().manual_seed(3)
-    x = torch.complex(torch.randn(3, 9, 11, generator=g, dtype=torch.float64), torch.randn(3, 9, 11, generator=g, dtype=torch.float64))
+    x = torch.complex(
+        torch.randn(3, 9, 11, generator=g, dtype=torch.float64),
+        torch.randn(3, 9, 11, generator=g, dtype=torch.float64),
+    )
     ours = box_smooth(x, size).numpy()
     sz = (1, size, size)
-    ref = scipy.ndimage.uniform_filter(x.real.numpy(), sz, mode="reflect") + 1j * scipy.ndimage.uniform_filter(
-        x.imag.numpy(), sz, mode="reflect"
-    )
+    ref = scipy.ndimage.uniform_filter(
+        x.real.numpy(), sz, mode="reflect"
+    ) + 1j * scipy.ndimage.uniform_filter(x.imag.numpy(), sz, mode="reflect")
     np.testing.assert_allclose(ours, ref, atol=1e-12)
 
 
 @pytest.mark.parametrize("num_iter", [1, 2, 7, 100])
 def test_power_iteration_equals_plain_power_method(num_iter):
     g = torch.Generator().manual_seed(1)
-    b = torch.complex(torch.randn(50, 5, 8, generator=g, dtype=torch.float64), torch.randn(50, 5, 8, generator=g, dtype=torch.float64))
+    b = torch.complex(
+        torch.randn(50, 5, 8, generator=g, dtype=torch.float64),
+        torch.randn(50, 5, 8, generator=g, dtype=torch.float64),
+    )
     a = b @ b.mH / 8
     x = torch.ones(50, 5, 1, dtype=a.dtype)
     for _ in range(num_iter):
@@ -91,7 +96,9 @@ def test_power_iteration_equals_plain_power_method(num_iter):
 # ---------------------------------------------------------------------------- ESPIRiT
 def test_espirit_matches_sigpy(phantom):
     ksp = phantom["ksp"].astype(np.complex64)
-    ref_maps, ref_eig = sigpy.mri.app.EspiritCalib(ksp, show_pbar=False, output_eigenvalue=True).run()
+    ref_maps, ref_eig = sigpy.mri.app.EspiritCalib(
+        ksp, show_pbar=False, output_eigenvalue=True
+    ).run()
     maps, eig = espirit_maps(torch.from_numpy(ksp), return_eigenvalues=True)
     assert maps.shape == (8, 128, 96) and maps.dtype == torch.complex64 and eig.shape == (128, 96)
     corr = _aligned_corr(maps, torch.from_numpy(ref_maps))
@@ -113,7 +120,9 @@ def test_espirit_maps_reproduce_coil_images(phantom):
     proj = maps * torch.sum(maps.conj() * x, dim=0)
     err = torch.linalg.vector_norm((proj - x)[:, obj]) / torch.linalg.vector_norm(x[:, obj])
     assert float(err) < 0.03
-    torch.testing.assert_close(rss(maps, 0)[obj], torch.ones(int(obj.sum()), dtype=torch.float64), rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        rss(maps, 0)[obj], torch.ones(int(obj.sum()), dtype=torch.float64), rtol=0, atol=1e-6
+    )
     assert float(_aligned_corr(maps, phantom["maps"])[obj].min()) > 0.99
 
 
@@ -168,7 +177,11 @@ def test_espirit_memory_is_bounded():
     """Peak RSS growth on 16 coils x 256 x 256 stays far below one per-pixel coil-by-coil matrix
     for every pixel (c^2 H W complex64 = 128 MiB), let alone K image-space kernels."""
     proc = subprocess.run(
-        [sys.executable, "-c", _MEMORY_SCRIPT], capture_output=True, text=True, timeout=120,
+        [sys.executable, "-c", _MEMORY_SCRIPT],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)},
     )
     assert proc.returncode == 0, proc.stderr
@@ -186,11 +199,17 @@ def test_walsh_and_inati_recover_true_maps(phantom):
     combined, inati = inati_combine(x)
     for maps in (walsh, inati):
         assert float(_aligned_corr(maps, phantom["maps"])[obj].min()) > 0.99
-        torch.testing.assert_close(rss(maps, 0)[obj], torch.ones(int(obj.sum()), dtype=torch.float64), rtol=0, atol=1e-6)
+        torch.testing.assert_close(
+            rss(maps, 0)[obj], torch.ones(int(obj.sum()), dtype=torch.float64), rtol=0, atol=1e-6
+        )
     # optimal combination: the image times rss of the true (unnormalised) sensitivities
-    ideal = torch.from_numpy(phantom["img"]) * rss(torch.from_numpy(sigpy.mri.birdcage_maps((8, 128, 96), r=1.2)), 0)
+    ideal = torch.from_numpy(phantom["img"]) * rss(
+        torch.from_numpy(sigpy.mri.birdcage_maps((8, 128, 96), r=1.2)), 0
+    )
     phase = torch.sgn(torch.sum(combined[obj] * ideal[obj].conj()))
-    err = torch.linalg.vector_norm((combined * phase.conj() - ideal)[obj]) / torch.linalg.vector_norm(ideal[obj])
+    err = torch.linalg.vector_norm(
+        (combined * phase.conj() - ideal)[obj]
+    ) / torch.linalg.vector_norm(ideal[obj])
     assert float(err) < 0.05
     # Inati's phase is spatially smooth: neighbouring map phases agree inside the object
     d = torch.abs(torch.sum(inati[:, 1:, :].conj() * inati[:, :-1, :], dim=0))
@@ -202,15 +221,22 @@ def test_walsh_matches_dense_reference_and_row_chunks():
     g = np.random.default_rng(4)
     x = g.standard_normal((4, 13, 10)) + 1j * g.standard_normal((4, 13, 10))
     cov = x[:, None] * x[None].conj()
-    sm = scipy.ndimage.uniform_filter(cov.real, (1, 1, 3, 3), mode="reflect") + 1j * scipy.ndimage.uniform_filter(
-        cov.imag, (1, 1, 3, 3), mode="reflect"
-    )
+    sm = scipy.ndimage.uniform_filter(
+        cov.real, (1, 1, 3, 3), mode="reflect"
+    ) + 1j * scipy.ndimage.uniform_filter(cov.imag, (1, 1, 3, 3), mode="reflect")
     _, v = np.linalg.eigh(np.moveaxis(sm, (0, 1), (-2, -1)))
     ref = torch.from_numpy(np.moveaxis(v[..., -1], -1, 0))
     ours = walsh_maps(torch.from_numpy(x), smoothing=3, niter=400, reference_coil=0, chunk_rows=4)
     assert float(_aligned_corr(ours, ref).min()) > 1 - 1e-8
-    torch.testing.assert_close(walsh_maps(torch.from_numpy(x), 3, 400, reference_coil=0, chunk_rows=100), ours, rtol=0, atol=1e-12)
-    assert torch.all(ours[0].imag.abs() < 1e-12) and torch.all(ours[0].real >= 0)  # explicit reference coil
+    torch.testing.assert_close(
+        walsh_maps(torch.from_numpy(x), 3, 400, reference_coil=0, chunk_rows=100),
+        ours,
+        rtol=0,
+        atol=1e-12,
+    )
+    assert torch.all(ours[0].imag.abs() < 1e-12) and torch.all(
+        ours[0].real >= 0
+    )  # explicit reference coil
 
 
 # ---------------------------------------------------------------------------- compression
@@ -226,7 +252,9 @@ def test_svd_compress_energy_order_and_exactness(phantom):
     u, s, _ = np.linalg.svd(phantom["ksp"].reshape(8, -1), full_matrices=False)
     part, m3 = svd_compress(k, 3)
     np.testing.assert_allclose((m3.mH @ m3).numpy(), u[:, :3] @ u[:, :3].conj().T, atol=1e-10)
-    np.testing.assert_allclose(torch.sum(torch.abs(part) ** 2, dim=(-2, -1)).numpy(), s[:3] ** 2, rtol=1e-10)
+    np.testing.assert_allclose(
+        torch.sum(torch.abs(part) ** 2, dim=(-2, -1)).numpy(), s[:3] ** 2, rtol=1e-10
+    )
     with pytest.raises(ValueError, match="num_virtual"):
         svd_compress(k, 9)
 
@@ -238,7 +266,9 @@ def test_gcc_beats_svd_on_readout_varying_sensitivities(phantom):
         ks, ms = svd_compress(k, v)
         kg, mg = gcc_compress(k, v, 24)
         assert mg.shape == (128, v, 8)
-        torch.testing.assert_close(mg @ mg.mH, torch.eye(v, dtype=mg.dtype).expand(128, v, v), rtol=0, atol=1e-10)
+        torch.testing.assert_close(
+            mg @ mg.mH, torch.eye(v, dtype=mg.dtype).expand(128, v, v), rtol=0, atol=1e-10
+        )
         back_s = torch.einsum("vc,vxy->cxy", ms.conj(), ifft2c(ks))
         back_g = torch.einsum("xvc,vxy->cxy", mg.conj(), ifft2c(kg))
         err_s = torch.linalg.vector_norm(back_s - x) / torch.linalg.vector_norm(x)
@@ -253,8 +283,11 @@ def test_gcc_alignment_and_undersampled_input(phantom):
     raw = gcc_matrices(calib, 3, align=False)
     # alignment is a per-position rotation inside the same subspace ...
     torch.testing.assert_close(aligned.mH @ aligned, raw.mH @ raw, rtol=0, atol=1e-10)
+
     # ... that makes the virtual coils vary smoothly along the readout
-    rough = lambda m: float(torch.linalg.vector_norm(m[1:] - m[:-1]))  # noqa: E731
+    def rough(m):
+        return float(torch.linalg.vector_norm(m[1:] - m[:-1]))
+
     assert rough(aligned) < 0.5 * rough(raw)
     mask = torch.zeros(96, dtype=torch.bool)
     mask[::3] = True
@@ -265,7 +298,12 @@ def test_gcc_alignment_and_undersampled_input(phantom):
     assert torch.all(comp[..., ~mask] == 0) and torch.all(comp[..., mask].abs().sum(0) > 0)
     # away from the holes it equals compressing the full data column by column
     full, _ = gcc_compress(k, 3, calib)
-    torch.testing.assert_close(comp[..., 36:60], fft2c(torch.einsum("xvc,cxy->vxy", mats, ifft2c(k)))[..., 36:60], rtol=0, atol=1e-10)
+    torch.testing.assert_close(
+        comp[..., 36:60],
+        fft2c(torch.einsum("xvc,cxy->vxy", mats, ifft2c(k)))[..., 36:60],
+        rtol=0,
+        atol=1e-10,
+    )
     assert full.shape == comp.shape
 
 
@@ -274,11 +312,15 @@ def test_prewhitening_gives_identity_covariance(cdtype):
     g = torch.Generator().manual_seed(11)
     c, n = 6, 20000
     real = torch.float64 if cdtype == torch.complex128 else torch.float32
-    mix = torch.complex(torch.randn(c, c, generator=g, dtype=real), torch.randn(c, c, generator=g, dtype=real))
+    mix = torch.complex(
+        torch.randn(c, c, generator=g, dtype=real), torch.randn(c, c, generator=g, dtype=real)
+    )
     mix = mix + 3 * torch.eye(c, dtype=cdtype)
 
     def draw(m):
-        w = torch.complex(torch.randn(c, m, generator=g, dtype=real), torch.randn(c, m, generator=g, dtype=real))
+        w = torch.complex(
+            torch.randn(c, m, generator=g, dtype=real), torch.randn(c, m, generator=g, dtype=real)
+        )
         return mix @ (w / 2**0.5)  # unit complex variance before mixing
 
     noise = draw(n)
@@ -286,7 +328,9 @@ def test_prewhitening_gives_identity_covariance(cdtype):
     torch.testing.assert_close(cov, cov.mH)
     white = prewhiten(noise, noise=noise)
     tol = 1e-10 if cdtype == torch.complex128 else 1e-4
-    torch.testing.assert_close(noise_covariance(white), torch.eye(c, dtype=cdtype), rtol=0, atol=tol)
+    torch.testing.assert_close(
+        noise_covariance(white), torch.eye(c, dtype=cdtype), rtol=0, atol=tol
+    )
     # fresh noise with the same statistics: identity within sampling error (~1/sqrt(n))
     fresh = prewhiten(draw(n), cov)
     assert float((noise_covariance(fresh) - torch.eye(c, dtype=cdtype)).abs().max()) < 0.05
@@ -294,7 +338,9 @@ def test_prewhitening_gives_identity_covariance(cdtype):
     torch.testing.assert_close(wm @ cov @ wm.mH, torch.eye(c, dtype=cdtype), rtol=0, atol=tol)
     assert torch.all(torch.triu(wm, 1) == 0)
     data = draw(10).reshape(c, 2, 5)
-    torch.testing.assert_close(prewhiten(data, cov), (wm @ data.reshape(c, -1)).reshape(c, 2, 5), rtol=0, atol=tol)
+    torch.testing.assert_close(
+        prewhiten(data, cov), (wm @ data.reshape(c, -1)).reshape(c, 2, 5), rtol=0, atol=tol
+    )
     with pytest.raises(ValueError, match="exactly one"):
         prewhiten(noise, cov, noise=noise)
     with pytest.raises(ValueError, match="coils"):

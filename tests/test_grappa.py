@@ -1,16 +1,14 @@
 """GRAPPA against pygrappa on a simulated 8-coil phantom, plus its invariants."""
 
 import numpy as np
+import pygrappa
 import pytest
+import sigpy
+import sigpy.mri
 import torch
 
 from mrirecon.functional import ifft2c, rss
 from mrirecon.recon.grappa import acs_region, grappa
-
-sigpy = pytest.importorskip("sigpy")
-import sigpy.mri  # noqa: E402
-
-pygrappa = pytest.importorskip("pygrappa")
 
 H, W, C, ACS = 128, 96, 8, 24
 LEFT = W // 2 - ACS // 2
@@ -61,10 +59,14 @@ def test_grappa_equals_pygrappa_on_its_training_set(data, r):
     under = data * _mask(r)
     calib = np.ascontiguousarray(data[..., LEFT : LEFT + ACS])
     ref = pygrappa.grappa(under, calib, kernel_size=(5, 5), coil_axis=0, lamda=0.01)
-    ours = grappa(torch.from_numpy(under), ACS, kernel_size=(5, 5), lamda=0.01, pad_calib=True).numpy()
+    ours = grappa(
+        torch.from_numpy(under), ACS, kernel_size=(5, 5), lamda=0.01, pad_calib=True
+    ).numpy()
     rel = np.linalg.norm(ours - ref) / np.linalg.norm(ref)
     assert rel < 2e-4, rel
-    padded = torch.nn.functional.pad(torch.from_numpy(calib), (2, 2, 2, 2))  # the same thing by hand
+    padded = torch.nn.functional.pad(
+        torch.from_numpy(calib), (2, 2, 2, 2)
+    )  # the same thing by hand
     np.testing.assert_array_equal(grappa(torch.from_numpy(under), padded).numpy(), ours)
 
 
@@ -77,7 +79,9 @@ def test_grappa_invariants(data):
     assert torch.all(out[..., ~mask].abs().sum(0) > 0)  # every hole filled
     # int ACS width == explicit block; explicit mask == detected mask; chunking is invisible
     torch.testing.assert_close(grappa(under, acs_region(under, ACS)), out, rtol=0, atol=0)
-    torch.testing.assert_close(grappa(under, ACS, mask=mask, chunk_size=97), out, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(
+        grappa(under, ACS, mask=mask, chunk_size=97), out, rtol=1e-6, atol=1e-7
+    )
     # double precision agrees with single; an even kernel also works
     out64 = grappa(under.to(torch.complex128), ACS)
     assert _nrmse(out64, out.to(torch.complex128)) < 1e-4

@@ -35,7 +35,9 @@ def _unit_trace(p: Tensor) -> Tensor:
     return p * scale.to(p.dtype)
 
 
-def power_iteration(mats: Tensor, num_iter: int, start: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def power_iteration(
+    mats: Tensor, num_iter: int, start: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """Dominant eigenpair of a batch of Hermitian positive semi-definite matrices.
 
     Mathematically identical to ``num_iter`` steps of the power method
@@ -62,7 +64,9 @@ def power_iteration(mats: Tensor, num_iter: int, start: Tensor | None = None) ->
         ``||A x||`` of the last step, shape ``(n,)`` (the dominant eigenvalue once converged).
     """
     if mats.ndim != 3 or mats.shape[-1] != mats.shape[-2]:
-        raise ValueError(f"power_iteration: mats must have shape (n, c, c), got {tuple(mats.shape)}")
+        raise ValueError(
+            f"power_iteration: mats must have shape (n, c, c), got {tuple(mats.shape)}"
+        )
     if num_iter < 1:
         raise ValueError(f"power_iteration: num_iter must be >= 1, got {num_iter}")
     n, c, _ = mats.shape
@@ -70,7 +74,9 @@ def power_iteration(mats: Tensor, num_iter: int, start: Tensor | None = None) ->
         x = mats.new_ones((n, c, 1))
     else:
         if start.shape != (n, c):
-            raise ValueError(f"power_iteration: start must have shape {(n, c)}, got {tuple(start.shape)}")
+            raise ValueError(
+                f"power_iteration: start must have shape {(n, c)}, got {tuple(start.shape)}"
+            )
         x = start.to(mats.dtype).unsqueeze(-1)
     k = num_iter - 1
     power = _unit_trace(mats)

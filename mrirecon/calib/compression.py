@@ -31,7 +31,9 @@ def _check(name: str, kspace: Tensor, num_virtual: int, ndim: int | None = None)
     if ndim is not None and kspace.ndim != ndim:
         raise ValueError(f"{name}: kspace must have shape (coils, H, W), got {tuple(kspace.shape)}")
     if not 1 <= num_virtual <= kspace.shape[0]:
-        raise ValueError(f"{name}: num_virtual must be in [1, {kspace.shape[0]}], got {num_virtual}")
+        raise ValueError(
+            f"{name}: num_virtual must be in [1, {kspace.shape[0]}], got {num_virtual}"
+        )
 
 
 def _fix_phase(vecs: Tensor) -> Tensor:
@@ -47,7 +49,9 @@ def _principal(cov: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return vals.flip(-1)[..., :k], vecs.flip(-1)[..., :k]
 
 
-def svd_compress(kspace: Tensor, num_virtual: int, *, calib: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def svd_compress(
+    kspace: Tensor, num_virtual: int, *, calib: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """Compress coils to ``num_virtual`` principal virtual coils.
 
     Parameters
@@ -73,7 +77,9 @@ def svd_compress(kspace: Tensor, num_virtual: int, *, calib: Tensor | None = Non
     _check("svd_compress", kspace, num_virtual)
     src = kspace if calib is None else calib
     if src.shape[0] != kspace.shape[0]:
-        raise ValueError(f"svd_compress: calib has {src.shape[0]} coils, kspace has {kspace.shape[0]}")
+        raise ValueError(
+            f"svd_compress: calib has {src.shape[0]} coils, kspace has {kspace.shape[0]}"
+        )
     x = src.reshape(src.shape[0], -1).to(torch.complex128)
     _, vecs = _principal(x @ x.mH, num_virtual)
     matrix = _fix_phase(vecs).mH.to(kspace.dtype)

@@ -48,7 +48,9 @@ def calibration_region(kspace: Tensor, shape: tuple[int, int]) -> Tensor:
     H, W = kspace.shape[-2:]
     h, w = shape
     if not (0 < h <= H and 0 < w <= W):
-        raise ValueError(f"calibration_region: calibration size {(h, w)} does not fit k-space {(H, W)}")
+        raise ValueError(
+            f"calibration_region: calibration size {(h, w)} does not fit k-space {(H, W)}"
+        )
     top, left = H // 2 - h // 2, W // 2 - w // 2
     return kspace[..., top : top + h, left : left + w]
 
@@ -73,7 +75,9 @@ def espirit_kernels(calib: Tensor, kernel_width: int | tuple[int, int], thresh: 
     kh, kw = _pair(kernel_width, "kernel_width")
     c, h, w = calib.shape
     if not (0 < kh <= h and 0 < kw <= w):
-        raise ValueError(f"espirit_kernels: kernel {(kh, kw)} does not fit calibration block {(h, w)}")
+        raise ValueError(
+            f"espirit_kernels: kernel {(kh, kw)} does not fit calibration block {(h, w)}"
+        )
     blocks = calib.unfold(1, kh, 1).unfold(2, kw, 1)  # (c, nb1, nb2, kh, kw), a view
     mat = blocks.permute(1, 2, 0, 3, 4).reshape(-1, c * kh * kw)
     _, s, vh = torch.linalg.svd(mat, full_matrices=False)
@@ -151,15 +155,26 @@ def espirit_maps(
     """
     if not isinstance(kspace, Tensor) or not kspace.is_complex() or kspace.ndim < 3:
         got = tuple(kspace.shape) if isinstance(kspace, Tensor) else type(kspace).__name__
-        raise ValueError(f"espirit_maps: kspace must be a complex tensor (..., coils, H, W), got {got}")
+        raise ValueError(
+            f"espirit_maps: kspace must be a complex tensor (..., coils, H, W), got {got}"
+        )
     if max_iter < 1 or chunk_size < 1:
-        raise ValueError(f"espirit_maps: max_iter and chunk_size must be >= 1, got {max_iter}, {chunk_size}")
+        raise ValueError(
+            f"espirit_maps: max_iter and chunk_size must be >= 1, got {max_iter}, {chunk_size}"
+        )
     lead = kspace.shape[:-3]
     flat = kspace.reshape((-1,) + tuple(kspace.shape[-3:]))
     maps, eigs = [], []
     for sl in flat:
-        m, e = _espirit_slice(sl, _pair(calib_width, "calib_width"), _pair(kernel_width, "kernel_width"),
-                              thresh, crop, max_iter, chunk_size)
+        m, e = _espirit_slice(
+            sl,
+            _pair(calib_width, "calib_width"),
+            _pair(kernel_width, "kernel_width"),
+            thresh,
+            crop,
+            max_iter,
+            chunk_size,
+        )
         maps.append(m)
         eigs.append(e)
     maps_t = torch.stack(maps).reshape(kspace.shape)

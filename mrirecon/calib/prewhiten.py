@@ -29,7 +29,9 @@ def noise_covariance(noise: Tensor) -> Tensor:
     """
     if not isinstance(noise, Tensor) or noise.ndim < 2 or not noise.is_complex():
         got = tuple(noise.shape) if isinstance(noise, Tensor) else type(noise).__name__
-        raise ValueError(f"noise_covariance: noise must be a complex tensor (coils, samples), got {got}")
+        raise ValueError(
+            f"noise_covariance: noise must be a complex tensor (coils, samples), got {got}"
+        )
     x = noise.reshape(noise.shape[0], -1)
     n = x.shape[1]
     if n < 2:
@@ -48,7 +50,9 @@ def whitening_matrix(cov: Tensor) -> Tensor:
     _check_cov(cov)
     chol, info = torch.linalg.cholesky_ex(cov)
     if int(info) != 0:
-        raise ValueError(f"whitening_matrix: noise covariance is not positive definite (failed at {int(info)})")
+        raise ValueError(
+            f"whitening_matrix: noise covariance is not positive definite (failed at {int(info)})"
+        )
     eye = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
     return torch.linalg.solve_triangular(chol, eye, upper=False)
 
@@ -86,6 +90,8 @@ def prewhiten(kspace: Tensor, cov: Tensor | None = None, *, noise: Tensor | None
         raise ValueError(f"prewhiten: covariance is for {cov.shape[0]} coils, data has {c} coils")
     chol, info = torch.linalg.cholesky_ex(cov.to(kspace.dtype))
     if int(info) != 0:
-        raise ValueError(f"prewhiten: noise covariance is not positive definite (failed at {int(info)})")
+        raise ValueError(
+            f"prewhiten: noise covariance is not positive definite (failed at {int(info)})"
+        )
     flat = kspace.reshape(c, -1)
     return torch.linalg.solve_triangular(chol, flat, upper=False).reshape(kspace.shape)

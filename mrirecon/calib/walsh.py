@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mrirecon.calib._linalg import symmetric_index, box_smooth, power_iteration
+from mrirecon.calib._linalg import box_smooth, power_iteration, symmetric_index
 
 
 def _check(name: str, images: Tensor) -> None:
@@ -58,7 +58,9 @@ def walsh_maps(
     _check("walsh_maps", coil_images)
     c, H, W = coil_images.shape
     if smoothing < 1 or niter < 1 or chunk_rows < 1:
-        raise ValueError(f"walsh_maps: smoothing, niter, chunk_rows must be >= 1, got {smoothing}, {niter}, {chunk_rows}")
+        raise ValueError(
+            f"walsh_maps: smoothing, niter, chunk_rows must be >= 1, got {smoothing}, {niter}, {chunk_rows}"
+        )
     if reference_coil is None:
         reference_coil = int(torch.argmax(torch.sum(torch.abs(coil_images) ** 2, dim=(-2, -1))))
     if not 0 <= reference_coil < c:
@@ -107,7 +109,9 @@ def inati_combine(
     """
     _check("inati_combine", coil_images)
     if smoothing < 1 or niter < 1:
-        raise ValueError(f"inati_combine: smoothing and niter must be >= 1, got {smoothing}, {niter}")
+        raise ValueError(
+            f"inati_combine: smoothing and niter must be >= 1, got {smoothing}, {niter}"
+        )
     x = coil_images
     real = x.real.dtype
     eps = torch.finfo(real).eps * torch.abs(x).mean()
@@ -127,6 +131,8 @@ def inati_combine(
         phase = ref / (torch.abs(ref) + eps)
         rho = rho * phase
         maps = maps * phase.conj()
-        if thresh > 0 and torch.linalg.vector_norm(rho - prev) < thresh * torch.linalg.vector_norm(rho):
+        if thresh > 0 and torch.linalg.vector_norm(rho - prev) < thresh * torch.linalg.vector_norm(
+            rho
+        ):
             break
     return torch.sum(maps.conj() * x, dim=0), maps

@@ -117,7 +117,9 @@ def grappa(
         got = tuple(calib.shape) if isinstance(calib, Tensor) else type(calib).__name__
         raise ValueError(f"grappa: calib must be an int or a tensor ({c}, h, w), got {got}")
     if calib.shape[1] < kx or calib.shape[2] < ky:
-        raise ValueError(f"grappa: calib {tuple(calib.shape[1:])} is smaller than the kernel {(kx, ky)}")
+        raise ValueError(
+            f"grappa: calib {tuple(calib.shape[1:])} is smaller than the kernel {(kx, ky)}"
+        )
     calib = calib.to(kspace.dtype)
     px, py = kx // 2, ky // 2
     if pad_calib:
@@ -129,7 +131,9 @@ def grappa(
         if mask.shape == (W,):
             mask = mask.expand(H, W)
         if mask.shape != (H, W):
-            raise ValueError(f"grappa: mask must have shape {(H, W)} or {(W,)}, got {tuple(mask.shape)}")
+            raise ValueError(
+                f"grappa: mask must have shape {(H, W)} or {(W,)}, got {tuple(mask.shape)}"
+            )
 
     # --- calibration: one Gram matrix of all ACS windows, columns ordered (position, coil)
     centre = (kx // 2) * ky + (ky // 2)
@@ -150,7 +154,10 @@ def grappa(
     Wp = W + ky - 1
     samples = padded.reshape(c, -1).T.contiguous()  # (pixels, c): gathers come out (n, nsrc, c)
     out_flat = out.reshape(c, -1)
-    grid = (torch.arange(kx, device=kspace.device)[:, None] * Wp + torch.arange(ky, device=kspace.device)).flatten()
+    grid = (
+        torch.arange(kx, device=kspace.device)[:, None] * Wp
+        + torch.arange(ky, device=kspace.device)
+    ).flatten()
     start = 0
     for n_holes in counts:
         members = holes[order[start : start + n_holes]]
@@ -170,6 +177,8 @@ def grappa(
         for k0 in range(0, n_holes, chunk_size):
             pix = members[k0 : k0 + chunk_size]
             base = (pix // W) * Wp + (pix % W)  # window top-left in the padded grid
-            src = samples[base[:, None] + offsets[None, :]].reshape(len(pix), -1)  # (position, coil)
+            src = samples[base[:, None] + offsets[None, :]].reshape(
+                len(pix), -1
+            )  # (position, coil)
             out_flat[:, pix] = (src @ weights).T
     return out
