@@ -111,6 +111,19 @@ def test_espirit_matches_sigpy(phantom):
     np.testing.assert_allclose(maps.numpy(), ref_maps, atol=1e-3)
 
 
+def test_espirit_matches_sigpy_odd_sizes_and_odd_kernel():
+    """Odd matrix, odd kernel, complex128: equal to SigPy to rounding (same centring)."""
+    _, _, ksp = _phantom(63, 47, 4)
+    ref_maps, ref_eig = sigpy.mri.app.EspiritCalib(
+        ksp, calib_width=20, kernel_width=5, show_pbar=False, output_eigenvalue=True
+    ).run()
+    maps, eig = espirit_maps(
+        torch.from_numpy(ksp), calib_width=20, kernel_width=5, return_eigenvalues=True
+    )
+    np.testing.assert_allclose(maps.numpy(), ref_maps, atol=1e-10)
+    np.testing.assert_allclose(eig.numpy(), ref_eig[0], atol=1e-10)
+
+
 def test_espirit_maps_reproduce_coil_images(phantom):
     """S S^H x ~ x inside the object (no solver involved), and the maps have unit norm there."""
     k = torch.from_numpy(phantom["ksp"])
