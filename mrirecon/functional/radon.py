@@ -39,8 +39,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-# elements of the largest gathered temporary (views x rows x window), about 32 MB in float32
-_CHUNK_ELEMENTS = 8_000_000
+# elements of the largest gathered temporary (views x rows x window): 8 MB in float32; small
+# enough to stay in cache between the gather and the matrix product that reads it
+_CHUNK_ELEMENTS = 2_000_000
 
 
 # ----------------------------------------------------------------------------------------------
