@@ -314,3 +314,39 @@ def test_cli_bench_subcommand(multicoil_dir, tmp_path, capsys):
         main(argv + ["--set", "calibrate.kernel=4"])
     assert exc.value.code == 2
     assert "calibrate.kernel: unknown key (did you mean 'kernel_width'?)" in capsys.readouterr().err
+
+
+def test_learned_weights_from_card_state_dict_and_fastmri_checkpoint(varnet_weights, tmp_path):
+    import yaml
+    from fastmri.models import VarNet as FastMRIVarNet
+
+    from mrirecon.models import fastmri_varnet_state_dict
+
+    wpath, wparams, nparams = varnet_weights
+    reference = torch.load(wpath, weights_only=True)
+    # a bare state dict + the parameters it was trained with
+    model = bench.load_model("varnet", wparams, wpath)
+    assert not model.training and sum(p.numel() for p in model.parameters()) == nparams
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, reference[k], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="do not match varnet"):
+        bench.load_model("varnet", {**wparams, "chans": 8}, wpath)
+    # a .pt with its model card: the card defines the model
+    carded = tmp_path / "varnet_card.pt"
+    carded.write_bytes(wpath.read_bytes())
+    carded.with_suffix(".yaml").write_text(yaml.safe_dump({"model": {"name": "varnet", "params": wparams}}))
+    assert sum(p.numel() for p in bench.load_model("varnet", {}, carded).parameters()) == nparams
+    with pytest.raises(ValueError, match="are for model 'varnet', not 'modl'"):
+        bench.load_model("modl", {}, carded)
+    with pytest.raises(ValueError, match="defined by its model card"):
+        bench.load_model("varnet", {"chans": 4}, carded)
+    # a checkpoint of the reference fastmri.models.VarNet loads through the key mapping
+    torch.manual_seed(1)
+    ref_model = FastMRIVarNet(num_cascades=2, sens_chans=4, sens_pools=2, chans=4, pools=2)
+    ref_path = tmp_path / "fastmri_varnet.pt"
+    torch.save({"state_dict": {f"varnet.{k}": v for k, v in ref_model.state_dict().items()}}, ref_path)
+    loaded = bench.load_model("varnet", wparams, ref_path).state_dict()
+    mapped = fastmri_varnet_state_dict(ref_model.state_dict())
+    assert set(mapped) == set(loaded)
+    for k, v in mapped.items():
+        torch.testing.assert_close(loaded[k], v, rtol=0, atol=0)

@@ -178,10 +178,18 @@ def load_model(method: str, params: Mapping[str, Any], weights: str | os.PathLik
         return load_pretrained(weights).eval()
     model = build_model(method, **dict(params))
     state = _state_dict(load_checkpoint(path), path)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if (missing or unexpected) and method == "varnet":
-        state = fastmri_varnet_state_dict(state)
+    if method == "varnet" and not set(state) & set(model.state_dict()):
+        try:
+            state = fastmri_varnet_state_dict(state)  # a fastmri.models.VarNet checkpoint
+        except KeyError as err:
+            raise ValueError(f"run_bench: weights {path} are neither mrirecon nor fastMRI VarNet "
+                             f"weights ({err.args[0]})") from None
+    try:
         missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        problem = str(err).split("\n\t")[1] if "\n\t" in str(err) else str(err)
+        raise ValueError(f"run_bench: weights {path} do not match {method} with parameters "
+                         f"{dict(params)}: {problem}") from None
     if missing or unexpected:
         raise ValueError(f"run_bench: weights {path} do not match {method} with parameters "
                          f"{dict(params)}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
@@ -212,8 +220,11 @@ def _reconstruct_slice(s: MRISlice, method: str, params: dict, model: nn.Module 
     if model is not None:
         out = reconstruct(s, ReconstructConfig(method=method), model)
         return postprocess(out, PostprocessConfig())
-    if method == "grappa" and "calib" not in params:  # ACS = the fully sampled centre band
-        params = {**params, "calib": int(s.num_low_frequencies)}
+    if method == "grappa":  # ACS = the fully sampled centre band; kernel no wider than it
+        acs = int(params.get("calib", s.num_low_frequencies))
+        params = {"calib": acs, **params}
+        if "kernel_size" not in params and acs < 5:
+            params["kernel_size"] = (5, max(acs - (1 - acs % 2), 1))
     scale = 1.0
     if normalize:
         peak = float(rss(ifft2c(s.kspace), dim=0).max())
