@@ -73,12 +73,13 @@ def scores(phantom):
     out = {}
     for acc in SETTINGS:
         gt, maps, mask, y, op, yt = _acquire(phantom, acc)
+        if acc == 4:
+            fixed = l1_wavelet(yt, op, LAM_L1, max_iterations=ITER_L1, random_shift=False)
+            out["l1_fixed"] = _ssim(gt, fixed)
         out[acc] = {
             "zero_filled": _ssim(gt, zero_filled(yt, op)),
             "cg_sense": _ssim(gt, cg_sense(yt, op, max_iterations=ITER_CG)),
             "l1_wavelet": _ssim(gt, l1_wavelet(yt, op, LAM_L1, max_iterations=ITER_L1)),
-            "l1_fixed": _ssim(gt, l1_wavelet(yt, op, LAM_L1, max_iterations=ITER_L1,
-                                             random_shift=False)),
             "tv": _ssim(gt, tv(yt, op, LAM_TV, max_iterations=ITER_TV)),
         }
     return out
@@ -100,12 +101,13 @@ def test_l1_wavelet_reaches_sigpy(phantom, scores, acc):
     ref = spmri.app.L1WaveletRecon(y, maps, LAM_L1, max_iter=ITER_L1, show_pbar=False).run()
     s_sigpy = _ssim(gt, ref)
     s = scores[acc]
-    print(f"\n{acc}x SSIM: sigpy {s_sigpy:.4f}, ours {s['l1_wavelet']:.4f} "
-          f"(fixed transform {s['l1_fixed']:.4f})")
+    print(f"\n{acc}x SSIM: sigpy {s_sigpy:.4f}, ours {s['l1_wavelet']:.4f}")
     assert s["l1_wavelet"] >= s_sigpy - 0.005
-    # the fixed-transform variant solves SigPy's problem up to the wavelet's boundary handling
-    # (periodised vs zero-padded db4, shift variance): close, not identical
-    assert abs(s["l1_fixed"] - s_sigpy) < 0.03
+    if acc == 4:
+        # the fixed-transform variant solves SigPy's problem up to the wavelet's boundary
+        # handling (periodised vs zero-padded db4, shift variance): close, not identical
+        print(f"fixed transform (no cycle spinning): {scores['l1_fixed']:.4f}")
+        assert abs(scores["l1_fixed"] - s_sigpy) < 0.03
 
 
 def test_metric_is_skimage_ssim(phantom):
@@ -181,8 +183,8 @@ def test_l1_wavelet_fixed_point_and_batching():
 def test_tv_admm_and_pdhg_reach_the_same_minimum():
     op, x, y = _small(slices=1, n=12)
     lam = 0.05
-    a = tv(y, op, lam, max_iterations=600, method="admm", cg_iterations=10)
-    p = tv(y, op, lam, max_iterations=4000, method="pdhg")
+    a = tv(y, op, lam, max_iterations=200, method="admm", cg_iterations=10)
+    p = tv(y, op, lam, max_iterations=1500, method="pdhg")
     fa, fp = float(tv_objective(y, op, a, lam)), float(tv_objective(y, op, p, lam))
     assert abs(fa - fp) <= 1e-6 * fa
     torch.testing.assert_close(a, p, atol=1e-4, rtol=0)
