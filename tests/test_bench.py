@@ -37,21 +37,28 @@ def _phantom(rng: np.random.Generator) -> np.ndarray:
 
 
 def _header() -> Header:
-    return Header(encoded_matrix=(H, W, 1), recon_matrix=(*RECON, 1), padding_left=PADDING[0],
-                  padding_right=PADDING[1], acquisition="CORPD_FBK")
+    return Header(
+        encoded_matrix=(H, W, 1),
+        recon_matrix=(*RECON, 1),
+        padding_left=PADDING[0],
+        padding_right=PADDING[1],
+        acquisition="CORPD_FBK",
+    )
 
 
 def _write_volumes(folder, count: int, slices: int = 2, coils: int | None = 4, seed: int = 0):
     """Fully sampled fastMRI files; targets are the RSS (or magnitude) of the acquired data."""
     rng = np.random.default_rng(seed)
     acquired = np.zeros(W, dtype=bool)
-    acquired[PADDING[0]:PADDING[1]] = True
+    acquired[PADDING[0] : PADDING[1]] = True
     paths = []
     for v in range(count):
         x = np.stack([_phantom(rng) for _ in range(slices)])  # (S, H, W)
         if coils is None:
             k = fft2c(torch.from_numpy(x)) * torch.from_numpy(acquired)
-            k = k + 2e-6 * torch.randn(k.shape, dtype=k.dtype, generator=torch.Generator().manual_seed(v))
+            k = k + 2e-6 * torch.randn(
+                k.shape, dtype=k.dtype, generator=torch.Generator().manual_seed(v)
+            )
             target = center_crop(ifft2c(k).abs(), RECON)
             kspace, ref = k.to(torch.complex64), {"reconstruction_esc": target}
         else:
@@ -62,7 +69,9 @@ def _write_volumes(folder, count: int, slices: int = 2, coils: int | None = 4, s
             k = (k + 2e-6 * noise) * torch.from_numpy(acquired)
             kspace = k.to(torch.complex64)
             ref = {"reconstruction_rss": center_crop(rss(ifft2c(kspace), dim=1), RECON)}
-        paths.append(write_fastmri(folder / f"file{1000000 + 7 * v}.h5", kspace, _header(), reference=ref))
+        paths.append(
+            write_fastmri(folder / f"file{1000000 + 7 * v}.h5", kspace, _header(), reference=ref)
+        )
     return paths
 
 
@@ -78,7 +87,7 @@ def varnet_weights(tmp_path_factory):
     from mrirecon.models import build_model
 
     torch.manual_seed(0)
-    params = dict(num_cascades=2, sens_chans=4, sens_pools=2, chans=4, pools=2)
+    params = {"num_cascades": 2, "sens_chans": 4, "sens_pools": 2, "chans": 4, "pools": 2}
     model = build_model("varnet", **params)
     path = tmp_path_factory.mktemp("weights") / "varnet_tiny.pt"
     torch.save(model.state_dict(), path)
@@ -91,27 +100,43 @@ def _reference_mask(name: str, acc: int, mask_type: str) -> tuple[np.ndarray, in
     mask, num_low = mask_fn((1, H, W, 2), seed=tuple(map(ord, name)))
     mask = mask.reshape(-1).numpy().astype(bool)
     mask[: PADDING[0]] = False
-    mask[PADDING[1]:] = False
+    mask[PADDING[1] :] = False
     return mask, int(num_low)
 
 
 def _fastmri_metrics(target: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     w = target.shape[-1]
     gt, pr = (center_crop(torch.from_numpy(a), (w, w)).numpy() for a in (target, pred))
-    return {"NMSE": fastmri_evaluate.nmse(gt, pr), "PSNR": fastmri_evaluate.psnr(gt, pr),
-            "SSIM": fastmri_evaluate.ssim(gt, pr)}
+    return {
+        "NMSE": fastmri_evaluate.nmse(gt, pr),
+        "PSNR": fastmri_evaluate.psnr(gt, pr),
+        "SSIM": fastmri_evaluate.ssim(gt, pr),
+    }
 
 
 def test_multicoil_table_metrics_and_masks_match_fastmri(multicoil_dir, varnet_weights, tmp_path):
     wpath, wparams, nparams = varnet_weights
     methods = ["zero_filled_rss", "zero_filled", "cg_sense", "l1_wavelet", "grappa", "varnet"]
     seen = []
-    table = run_bench(multicoil_dir, "multicoil", (4, 8), methods, weights={"varnet": wpath},
-                      params={"varnet": wparams, "l1_wavelet": {"max_iterations": 20},
-                              "grappa": {"kernel_size": [5, 3]}},
-                      output_dir=tmp_path, progress=False, verbose=False,
-                      on_record=lambda rec, pred: seen.append((rec, pred)))
-    assert [(r.method, r.acceleration) for r in table.rows] == [(m, a) for m in methods for a in (4.0, 8.0)]
+    table = run_bench(
+        multicoil_dir,
+        "multicoil",
+        (4, 8),
+        methods,
+        weights={"varnet": wpath},
+        params={
+            "varnet": wparams,
+            "l1_wavelet": {"max_iterations": 20},
+            "grappa": {"kernel_size": [5, 3]},
+        },
+        output_dir=tmp_path,
+        progress=False,
+        verbose=False,
+        on_record=lambda rec, pred: seen.append((rec, pred)),
+    )
+    assert [(r.method, r.acceleration) for r in table.rows] == [
+        (m, a) for m in methods for a in (4.0, 8.0)
+    ]
     assert all(r.volumes == 2 for r in table.rows)
     assert len(seen) == len(methods) * 2 * 2
 
@@ -127,7 +152,9 @@ def test_multicoil_table_metrics_and_masks_match_fastmri(multicoil_dir, varnet_w
             assert rec[m] == pytest.approx(ref[m], rel=1e-5, abs=1e-7), (rec["method"], m)
         per_row.setdefault((rec["method"], rec["acceleration"]), []).append(ref)
         # the mask is fastMRI's for this file name (seeded by the name, padding removed)
-        mask, num_low = _reference_mask(rec["volume"], int(rec["acceleration"]), "equispaced_fraction")
+        mask, num_low = _reference_mask(
+            rec["volume"], int(rec["acceleration"]), "equispaced_fraction"
+        )
         got = bench_table.decode_mask(rec["mask"], rec["mask_width"]).numpy()
         np.testing.assert_array_equal(got, mask)
         assert rec["num_low_frequencies"] == num_low
@@ -154,7 +181,9 @@ def test_multicoil_table_metrics_and_masks_match_fastmri(multicoil_dir, varnet_w
 
     # outputs: CSV, Markdown, per-volume CSV
     rows = list(csv.DictReader(io.StringIO((tmp_path / "bench_table.csv").read_text())))
-    assert [(r["method"], r["acceleration"]) for r in rows] == [(m, a) for m in methods for a in ("4", "8")]
+    assert [(r["method"], r["acceleration"]) for r in rows] == [
+        (m, a) for m in methods for a in ("4", "8")
+    ]
     assert float(rows[0]["NMSE_mean"]) == table.rows[0].mean["NMSE"]
     md = (tmp_path / "bench_table.md").read_text().strip().splitlines()
     assert len(md) == 2 + len(table.rows) and "SSIM" in md[0] and "parameters" in md[0]
@@ -168,8 +197,16 @@ def test_singlecoil_uses_esc_target_and_random_masks(tmp_path):
     data = tmp_path / "singlecoil_val"
     _write_volumes(data, 2, slices=1, coils=None, seed=3)
     seen = []
-    table = run_bench(data, "singlecoil", [4], "zero_filled,cg_sense", output_dir=tmp_path / "out",
-                      progress=False, verbose=False, on_record=lambda r, p: seen.append((r, p)))
+    table = run_bench(
+        data,
+        "singlecoil",
+        [4],
+        "zero_filled,cg_sense",
+        output_dir=tmp_path / "out",
+        progress=False,
+        verbose=False,
+        on_record=lambda r, p: seen.append((r, p)),
+    )
     assert [r.method for r in table.rows] == ["zero_filled", "cg_sense"]
     for rec, pred in seen:
         with FastMRIFile(data / rec["volume"]) as f:
@@ -193,8 +230,13 @@ def test_resume_skips_finished_entries(multicoil_dir, tmp_path, monkeypatch):
         return original(s, method, *args, **kwargs)
 
     monkeypatch.setattr(bench, "_reconstruct_slice", counting)
-    kwargs = dict(challenge="multicoil", accelerations=[4], methods=["zero_filled_rss", "cg_sense"],
-                  progress=False, verbose=False)
+    kwargs = {
+        "challenge": "multicoil",
+        "accelerations": [4],
+        "methods": ["zero_filled_rss", "cg_sense"],
+        "progress": False,
+        "verbose": False,
+    }
     names = sorted(p.name for p in multicoil_dir.glob("*.h5"))
 
     def interrupt_after_first_volume(rec, pred):
@@ -206,7 +248,9 @@ def test_resume_skips_finished_entries(multicoil_dir, tmp_path, monkeypatch):
         run_bench(multicoil_dir, output_dir=out, on_record=interrupt_after_first_volume, **kwargs)
     lines = (out / "results.jsonl").read_text().splitlines()
     assert [(json.loads(x)["method"], json.loads(x)["volume"]) for x in lines] == [
-        ("zero_filled_rss", names[0]), ("cg_sense", names[0])]
+        ("zero_filled_rss", names[0]),
+        ("cg_sense", names[0]),
+    ]
     calls.clear()
     resumed = run_bench(multicoil_dir, output_dir=out, **kwargs)
     assert sorted(set(calls)) == [("cg_sense", names[1]), ("zero_filled_rss", names[1])]
@@ -230,18 +274,27 @@ def test_resume_skips_finished_entries(multicoil_dir, tmp_path, monkeypatch):
     assert {m for m, _ in calls} == {"cg_sense"}
     calls.clear()
     run_bench(multicoil_dir, output_dir=out, resume=False, **kwargs)
-    assert sorted(set(calls)) == sorted((m, n) for m in ("zero_filled_rss", "cg_sense") for n in names)
+    assert sorted(set(calls)) == sorted(
+        (m, n) for m in ("zero_filled_rss", "cg_sense") for n in names
+    )
     assert len((out / "results.jsonl").read_text().splitlines()) == 4
 
 
 def test_tables_are_written_atomically(tmp_path, monkeypatch):
-    row = bench_table.BenchRow("cg_sense", 4.0, 2, {"NMSE": 0.01, "PSNR": 30.0, "SSIM": 0.9},
-                               {"NMSE": 0.001, "PSNR": 1.0, "SSIM": 0.01}, 0.5, 0)
+    row = bench_table.BenchRow(
+        "cg_sense",
+        4.0,
+        2,
+        {"NMSE": 0.01, "PSNR": 30.0, "SSIM": 0.9},
+        {"NMSE": 0.001, "PSNR": 1.0, "SSIM": 0.01},
+        0.5,
+        0,
+    )
     bench_table.write_table(bench_table.BenchTable([row]), tmp_path)
     before = {p.name: p.read_text() for p in tmp_path.iterdir()}
     assert set(before) == {"bench_table.csv", "bench_table.md", "bench_volumes.csv"}
 
-    import mrirecon.io.atomic as atomic
+    from mrirecon.io import atomic
 
     def failing_replace(src, dst):
         raise OSError("disk full")
@@ -250,7 +303,9 @@ def test_tables_are_written_atomically(tmp_path, monkeypatch):
     worse = bench_table.BenchTable([bench_table.BenchRow("tv", 8.0, 1, row.mean, row.std, 1.0, 0)])
     with pytest.raises(OSError, match="disk full"):
         bench_table.write_table(worse, tmp_path)
-    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == before  # old files intact, no temp files
+    assert {
+        p.name: p.read_text() for p in tmp_path.iterdir()
+    } == before  # old files intact, no temp files
 
     store = bench_table.ResultsFile(tmp_path / "results.jsonl")
     with pytest.raises(OSError, match="disk full"):
@@ -260,16 +315,28 @@ def test_tables_are_written_atomically(tmp_path, monkeypatch):
 
 
 def test_errors_name_the_problem(multicoil_dir, tmp_path):
-    with pytest.raises(ValueError, match=r"unknown method\(s\) 'sense_magic'.*cg_sense.*l1_wavelet.*varnet"):
+    with pytest.raises(
+        ValueError, match=r"unknown method\(s\) 'sense_magic'.*cg_sense.*l1_wavelet.*varnet"
+    ):
         run_bench(multicoil_dir, methods="zero_filled,sense_magic", progress=False, verbose=False)
-    with pytest.raises(ValueError, match=r"unknown method\(s\) 'fbp'"):  # CT entries are not for k-space
+    with pytest.raises(
+        ValueError, match=r"unknown method\(s\) 'fbp'"
+    ):  # CT entries are not for k-space
         run_bench(multicoil_dir, methods=["fbp"], progress=False, verbose=False)
     with pytest.raises(ValueError, match="challenge must be one of"):
-        run_bench(multicoil_dir, challenge="knee", methods="zero_filled", progress=False, verbose=False)
+        run_bench(
+            multicoil_dir, challenge="knee", methods="zero_filled", progress=False, verbose=False
+        )
     with pytest.raises(ValueError, match="learned method 'modl' needs weights"):
         run_bench(multicoil_dir, methods="modl", progress=False, verbose=False)
     with pytest.raises(ValueError, match="not among the methods"):
-        run_bench(multicoil_dir, methods="cg_sense", params={"tv": {"lam": 1}}, progress=False, verbose=False)
+        run_bench(
+            multicoil_dir,
+            methods="cg_sense",
+            params={"tv": {"lam": 1}},
+            progress=False,
+            verbose=False,
+        )
     with pytest.raises(FileNotFoundError, match="no fastMRI .h5 files"):
         run_bench(tmp_path, methods="cg_sense", progress=False, verbose=False)
     undersampled = tmp_path / "test_set"
@@ -279,17 +346,26 @@ def test_errors_name_the_problem(multicoil_dir, tmp_path):
         vol = f.read_volume()
     mask = np.zeros(W, dtype=bool)
     mask[::4] = True
-    write_fastmri(undersampled / "file1.h5", vol.data * torch.from_numpy(mask), vol.header,
-                  reference=vol.reference, mask=mask)
+    write_fastmri(
+        undersampled / "file1.h5",
+        vol.data * torch.from_numpy(mask),
+        vol.header,
+        reference=vol.reference,
+        mask=mask,
+    )
     with pytest.raises(ValueError, match="already undersampled"):
         run_bench(undersampled, methods="zero_filled_rss", progress=False, verbose=False)
 
 
 def test_command_line_strings_are_parsed():
     assert bench.parse_weights(["varnet=/w/v.pt", "modl=a.pt,vn=b.pt"]) == {
-        "varnet": "/w/v.pt", "modl": "a.pt", "vn": "b.pt"}
-    params, calib = bench.parse_sets(["l1_wavelet.lam=0.01", "cg_sense.max_iterations=5",
-                                      "calibrate.kernel_width=4"])
+        "varnet": "/w/v.pt",
+        "modl": "a.pt",
+        "vn": "b.pt",
+    }
+    params, calib = bench.parse_sets(
+        ["l1_wavelet.lam=0.01", "cg_sense.max_iterations=5", "calibrate.kernel_width=4"]
+    )
     assert params == {"l1_wavelet": {"lam": 0.01}, "cg_sense": {"max_iterations": 5}}
     assert calib == {"kernel_width": 4}
     with pytest.raises(ValueError, match="method=PATH"):
@@ -302,9 +378,24 @@ def test_cli_bench_subcommand(multicoil_dir, tmp_path, capsys):
     from mrirecon.cli import main
 
     out = tmp_path / "cli"
-    argv = ["bench", "--data", str(multicoil_dir), "--accelerations", "4", "--methods",
-            "zero_filled_rss,cg_sense", "--set", "cg_sense.max_iterations=3", "--set",
-            "calibrate.crop=0", "--max-volumes", "1", "--output", str(out), "--no-progress"]
+    argv = [
+        "bench",
+        "--data",
+        str(multicoil_dir),
+        "--accelerations",
+        "4",
+        "--methods",
+        "zero_filled_rss,cg_sense",
+        "--set",
+        "cg_sense.max_iterations=3",
+        "--set",
+        "calibrate.crop=0",
+        "--max-volumes",
+        "1",
+        "--output",
+        str(out),
+        "--no-progress",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "| cg_sense | 4x | 1 |" in printed and "| zero_filled_rss | 4x | 1 |" in printed
@@ -334,7 +425,9 @@ def test_learned_weights_from_card_state_dict_and_fastmri_checkpoint(varnet_weig
     # a .pt with its model card: the card defines the model
     carded = tmp_path / "varnet_card.pt"
     carded.write_bytes(wpath.read_bytes())
-    carded.with_suffix(".yaml").write_text(yaml.safe_dump({"model": {"name": "varnet", "params": wparams}}))
+    carded.with_suffix(".yaml").write_text(
+        yaml.safe_dump({"model": {"name": "varnet", "params": wparams}})
+    )
     assert sum(p.numel() for p in bench.load_model("varnet", {}, carded).parameters()) == nparams
     with pytest.raises(ValueError, match="are for model 'varnet', not 'modl'"):
         bench.load_model("modl", {}, carded)
@@ -344,7 +437,9 @@ def test_learned_weights_from_card_state_dict_and_fastmri_checkpoint(varnet_weig
     torch.manual_seed(1)
     ref_model = FastMRIVarNet(num_cascades=2, sens_chans=4, sens_pools=2, chans=4, pools=2)
     ref_path = tmp_path / "fastmri_varnet.pt"
-    torch.save({"state_dict": {f"varnet.{k}": v for k, v in ref_model.state_dict().items()}}, ref_path)
+    torch.save(
+        {"state_dict": {f"varnet.{k}": v for k, v in ref_model.state_dict().items()}}, ref_path
+    )
     loaded = bench.load_model("varnet", wparams, ref_path).state_dict()
     mapped = fastmri_varnet_state_dict(ref_model.state_dict())
     assert set(mapped) == set(loaded)

@@ -38,6 +38,16 @@ from torch import nn
 
 from mrirecon.functional import ifft2c, rss
 from mrirecon.metrics import evaluate_volumes
+from mrirecon.pipeline.bench_methods import (
+    CHALLENGES,
+    DEFAULT_PARAMS,
+    center_fraction_for,
+    classical_methods,
+    default_mask_type,
+    load_model,
+    needs_maps,
+    parse_methods,
+)
 from mrirecon.pipeline.bench_table import (
     RESULTS_FILE,
     BenchTable,
@@ -64,145 +74,10 @@ from mrirecon.pipeline.stages_mri import (
     undersample,
 )
 
-CHALLENGES = ("multicoil", "singlecoil")
-#: Classical methods that reconstruct through ``sense(maps, mask)`` and need coil maps.
-SENSE_METHODS = ("zero_filled", "cg_sense", "l1_wavelet", "tv")
-#: Classical methods that work on the coil k-space directly.
-KSPACE_METHODS = ("zero_filled_rss", "grappa")
-#: CT entries of the reconstruction registry (not for k-space).
-_CT_METHODS = ("fbp", "sirt", "tv_ct")
-#: Models of the registry that are not ``model(y, op)`` reconstructions.
-_BACKBONES = ("unet", "dncnn", "resnet")
-#: Defaults of the classical methods (``lam`` relative to the image peak, see module notes).
-DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
-    "cg_sense": {"max_iterations": 10, "tolerance": 1e-6},
-    "l1_wavelet": {"lam": 1e-3, "max_iterations": 50},
-    "tv": {"lam": 1e-3, "max_iterations": 100},
-}
-#: fastMRI centre fractions by acceleration; others use ``0.32 / acceleration``.
-CENTER_FRACTIONS = {4.0: 0.08, 8.0: 0.04}
 RecordCallback = Callable[[dict[str, Any], np.ndarray], None]
 
-
-def default_mask_type(challenge: str) -> str:
-    """``equispaced_fraction`` for multi-coil, ``random`` for single-coil (fastMRI paper)."""
-    return "random" if challenge == "singlecoil" else "equispaced_fraction"
-
-
-def center_fraction_for(acceleration: float, overrides: Mapping[float, float] | None = None) -> float:
-    """Centre fraction used at ``acceleration``: ``overrides``, fastMRI's, or ``0.32 / acc``."""
-    acc = float(acceleration)
-    table = {**CENTER_FRACTIONS, **{float(k): float(v) for k, v in (overrides or {}).items()}}
-    return table.get(acc, 0.32 / acc)
-
-
-def _classical_methods() -> list[str]:
-    """MRI entries of the :mod:`mrirecon.recon` registry (CT reconstructions left out)."""
-    from mrirecon import recon
-
-    return [m for m in recon.available() if m not in _CT_METHODS]
-
-
-def _learned_methods() -> list[str]:
-    from mrirecon.models.registry import available_models
-    from mrirecon.training.weights import available_weights
-
-    return sorted(m for m in available_models() if m not in _BACKBONES) + available_weights()
-
-
-def available_methods() -> dict[str, list[str]]:
-    """``{"classical": [...], "learned": [...]}``: every name :func:`run_bench` accepts."""
-    return {"classical": _classical_methods(), "learned": _learned_methods()}
-
-
-def _parse_methods(methods: str | Sequence[str]) -> list[str]:
-    if isinstance(methods, str):
-        methods = methods.split(",")
-    names = [m.strip() for m in methods if m and m.strip()]
-    if not names:
-        raise ValueError("run_bench: no methods given")
-    if len(set(names)) != len(names):
-        raise ValueError(f"run_bench: methods listed twice in {names}")
-    valid = available_methods()
-    unknown = [m for m in names if m not in valid["classical"] and m not in valid["learned"]]
-    if unknown:
-        raise ValueError(
-            f"run_bench: unknown method(s) {', '.join(map(repr, unknown))}; valid classical "
-            f"methods: {', '.join(valid['classical'])}; learned models: {', '.join(valid['learned'])}"
-        )
-    return names
-
-
-# ---- learned models -------------------------------------------------------------------------
-
-def _state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    for key in ("model", "state_dict"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"run_bench: {path} holds no state dict (tensors by parameter name)")
-    return obj
-
-
-def load_model(method: str, params: Mapping[str, Any], weights: str | os.PathLike | None) -> nn.Module:
-    """The learned model of ``method`` in eval mode.
-
-    ``weights`` is a shipped weights name or a ``.pt`` file. With a model card (``.yaml``
-    beside it) the model comes from :func:`mrirecon.training.weights.load_pretrained`; a bare
-    state dict (or training checkpoint, or a ``fastmri.models.VarNet`` checkpoint) is loaded
-    into ``build_model(method, **params)``. A method that is itself a shipped weights name
-    needs no ``weights``.
-    """
-    from mrirecon.models import build_model, fastmri_varnet_state_dict
-    from mrirecon.training.checkpoint import load_checkpoint
-    from mrirecon.training.weights import available_weights, load_pretrained, model_card
-
-    if weights is None:
-        if method in available_weights():
-            return load_pretrained(method).eval()
-        raise ValueError(
-            f"run_bench: learned method {method!r} needs weights: pass weights={{{method!r}: PATH}} "
-            f"(--weights {method}=PATH) or use a shipped weights name ({', '.join(available_weights()) or 'none'})"
-        )
-    path = Path(weights)
-    card = None
-    if not path.is_file() or path.with_suffix(".yaml").is_file():
-        card = model_card(weights)  # shipped name or file with a card (raises if neither)
-    if card is not None:
-        if params:
-            raise ValueError(f"run_bench: {method}: parameters {sorted(params)} given, but the model "
-                             f"of {weights} is defined by its model card")
-        card_name = str(card["model"]["name"]).lower().replace("-", "_")
-        if method in _learned_methods() and method not in available_weights() and card_name != method:
-            raise ValueError(f"run_bench: weights {weights} are for model {card_name!r}, not {method!r}")
-        return load_pretrained(weights).eval()
-    model = build_model(method, **dict(params))
-    state = _state_dict(load_checkpoint(path), path)
-    if method == "varnet" and not set(state) & set(model.state_dict()):
-        try:
-            state = fastmri_varnet_state_dict(state)  # a fastmri.models.VarNet checkpoint
-        except KeyError as err:
-            raise ValueError(f"run_bench: weights {path} are neither mrirecon nor fastMRI VarNet "
-                             f"weights ({err.args[0]})") from None
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as err:  # shape mismatches
-        problem = str(err).split("\n\t")[1] if "\n\t" in str(err) else str(err)
-        raise ValueError(f"run_bench: weights {path} do not match {method} with parameters "
-                         f"{dict(params)}: {problem}") from None
-    if missing or unexpected:
-        raise ValueError(f"run_bench: weights {path} do not match {method} with parameters "
-                         f"{dict(params)}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
-    return model.eval()
-
-
-def _needs_maps(method: str, model: nn.Module | None) -> bool:
-    if model is None:
-        return method in SENSE_METHODS
-    return getattr(model, "sensitivity", None) is None  # E2E-VarNet estimates its own maps
-
-
 # ---- one volume -----------------------------------------------------------------------------
+
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -210,12 +85,17 @@ def _sync(device: torch.device) -> None:
 
 
 def _to(s: MRISlice, device: torch.device) -> MRISlice:
-    return replace(s, kspace=s.kspace.to(device), mask=s.mask.to(device),
-                   maps=None if s.maps is None else s.maps.to(device))
+    return replace(
+        s,
+        kspace=s.kspace.to(device),
+        mask=s.mask.to(device),
+        maps=None if s.maps is None else s.maps.to(device),
+    )
 
 
-def _reconstruct_slice(s: MRISlice, method: str, params: dict, model: nn.Module | None,
-                       normalize: bool) -> torch.Tensor:
+def _reconstruct_slice(
+    s: MRISlice, method: str, params: dict, model: nn.Module | None, normalize: bool
+) -> torch.Tensor:
     """``(h, w)`` float32 magnitude, cropped to the recon size."""
     if model is not None:
         out = reconstruct(s, ReconstructConfig(method=method), model)
@@ -229,7 +109,9 @@ def _reconstruct_slice(s: MRISlice, method: str, params: dict, model: nn.Module 
     if normalize:
         peak = float(rss(ifft2c(s.kspace), dim=0).max())
         scale = peak if peak > 0 else 1.0
-    out = reconstruct(replace(s, kspace=s.kspace / scale), ReconstructConfig(method=method, params=params), None)
+    out = reconstruct(
+        replace(s, kspace=s.kspace / scale), ReconstructConfig(method=method, params=params), None
+    )
     return postprocess(replace(out, image=out.image * scale), PostprocessConfig())
 
 
@@ -239,10 +121,14 @@ def _open_volume(path: Path, challenge: str):
     f = FastMRIFile(path)
     if f.is_multicoil != (challenge == "multicoil"):
         kind = "multi-coil" if f.is_multicoil else "single-coil"
-        raise ValueError(f"run_bench: {path} holds {kind} k-space {f.shape}, but challenge={challenge!r}")
+        raise ValueError(
+            f"run_bench: {path} holds {kind} k-space {f.shape}, but challenge={challenge!r}"
+        )
     if f.mask is not None:
-        raise ValueError(f"run_bench: {path} is already undersampled (it has a 'mask' dataset, "
-                         f"acceleration {f.acceleration}); the benchmark needs fully sampled files")
+        raise ValueError(
+            f"run_bench: {path} is already undersampled (it has a 'mask' dataset, "
+            f"acceleration {f.acceleration}); the benchmark needs fully sampled files"
+        )
     key = "reconstruction_rss" if challenge == "multicoil" else "reconstruction_esc"
     target = f.reference(key=key) if key in f._file else None
     if target is None:
@@ -250,16 +136,30 @@ def _open_volume(path: Path, challenge: str):
     return f, target.numpy()
 
 
-def _bench_volume(path: Path, challenge: str, acceleration: float, pending: list[str],
-                  settings: dict, progress_bar) -> dict[str, dict]:
+def _bench_volume(
+    path: Path,
+    challenge: str,
+    acceleration: float,
+    pending: list[str],
+    settings: dict,
+    progress_bar,
+) -> dict[str, dict]:
     """Reconstruct one volume with every pending method; returns per-method partial records."""
     f, target = _open_volume(path, challenge)
     device = settings["device"]
-    mask_type, cf = settings["mask_type"], center_fraction_for(acceleration, settings["center_fractions"])
-    ucfg = UndersampleConfig(enabled=True, mask=mask_type, center_fractions=(cf,),
-                             accelerations=(acceleration,), seed="file")
+    mask_type, cf = (
+        settings["mask_type"],
+        center_fraction_for(acceleration, settings["center_fractions"]),
+    )
+    ucfg = UndersampleConfig(
+        enabled=True,
+        mask=mask_type,
+        center_fractions=(cf,),
+        accelerations=(acceleration,),
+        seed="file",
+    )
     models = settings["models"]
-    need_maps = any(_needs_maps(m, models.get(m)) for m in pending)
+    need_maps = any(needs_maps(m, models.get(m)) for m in pending)
     slices = {m: [] for m in pending}
     seconds = {m: 0.0 for m in pending}
     calib_seconds, mask, num_low = 0.0, None, None
@@ -283,10 +183,12 @@ def _bench_volume(path: Path, challenge: str, acceleration: float, pending: list
                 calib_seconds += time.perf_counter() - t0
             for m in pending:
                 model = models.get(m)
-                si = s if _needs_maps(m, model) else replace(s, maps=None)
+                si = s if needs_maps(m, model) else replace(s, maps=None)
                 _sync(device)
                 t0 = time.perf_counter()
-                img = _reconstruct_slice(si, m, settings["params"].get(m, {}), model, settings["normalize"])
+                img = _reconstruct_slice(
+                    si, m, settings["params"].get(m, {}), model, settings["normalize"]
+                )
                 _sync(device)
                 seconds[m] += time.perf_counter() - t0
                 slices[m].append(img.detach().cpu())
@@ -300,20 +202,27 @@ def _bench_volume(path: Path, challenge: str, acceleration: float, pending: list
         pred = torch.stack(slices[m]).numpy()
         report = evaluate_volumes({path.name: target}, {path.name: pred})
         model = models.get(m)
-        used_maps = _needs_maps(m, model)
+        used_maps = needs_maps(m, model)
         total = seconds[m] + (calib_seconds if used_maps else 0.0)
         out[m] = {
-            "slices": n, **{k: float(v[0]) for k, v in report.values.items()},
-            "seconds_per_slice": total / n, "recon_seconds": seconds[m],
+            "slices": n,
+            **{k: float(v[0]) for k, v in report.values.items()},
+            "seconds_per_slice": total / n,
+            "recon_seconds": seconds[m],
             "calib_seconds": calib_seconds if used_maps else 0.0,
             "num_params": 0 if model is None else sum(p.numel() for p in model.parameters()),
-            "mask_type": mask_type, "center_fraction": cf, "num_low_frequencies": num_low,
-            "mask_width": int(mask.numel()), "mask": encode_mask(mask), "prediction": pred,
+            "mask_type": mask_type,
+            "center_fraction": cf,
+            "num_low_frequencies": num_low,
+            "mask_width": int(mask.numel()),
+            "mask": encode_mask(mask),
+            "prediction": pred,
         }
     return out
 
 
 # ---- the benchmark --------------------------------------------------------------------------
+
 
 def _weights_id(weights: str | os.PathLike | None) -> str | None:
     if weights is None:
@@ -399,17 +308,23 @@ def run_bench(
 
     if challenge not in CHALLENGES:
         raise ValueError(f"run_bench: challenge must be one of {CHALLENGES}, got {challenge!r}")
-    names = _parse_methods(methods)
+    names = parse_methods(methods)
     accs = [float(a) for a in accelerations]
     if not accs or any(not a >= 1 for a in accs):
-        raise ValueError(f"run_bench: accelerations must be numbers >= 1, got {list(accelerations)}")
+        raise ValueError(
+            f"run_bench: accelerations must be numbers >= 1, got {list(accelerations)}"
+        )
     mask_type = mask_type or default_mask_type(challenge)
     if mask_type not in MASK_TYPES:
-        raise ValueError(f"run_bench: unknown mask type {mask_type!r}; expected one of {sorted(MASK_TYPES)}")
+        raise ValueError(
+            f"run_bench: unknown mask type {mask_type!r}; expected one of {sorted(MASK_TYPES)}"
+        )
     weights, params = dict(weights or {}), {k: dict(v) for k, v in (params or {}).items()}
     stray = sorted(set(weights) - set(names)) + sorted(set(params) - set(names))
     if stray:
-        raise ValueError(f"run_bench: weights/params given for {stray}, which are not among the methods {names}")
+        raise ValueError(
+            f"run_bench: weights/params given for {stray}, which are not among the methods {names}"
+        )
     files = sorted(Path(data_dir).glob("*.h5"))
     if not Path(data_dir).is_dir() or not files:
         raise FileNotFoundError(f"run_bench: no fastMRI .h5 files in {data_dir}")
@@ -417,11 +332,16 @@ def run_bench(
         if max_volumes < 1:
             raise ValueError(f"run_bench: max_volumes must be >= 1, got {max_volumes}")
         files = files[:max_volumes]
-    device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                          "cpu" if device == "auto" else device)
+    device = torch.device(
+        "cuda"
+        if device == "auto" and torch.cuda.is_available()
+        else "cpu"
+        if device == "auto"
+        else device
+    )
     calibration = calibration or CalibrateConfig()
 
-    classical = set(_classical_methods())
+    classical = set(classical_methods())
     models: dict[str, nn.Module] = {}
     run_params: dict[str, dict] = {}
     for m in names:
@@ -433,33 +353,51 @@ def run_bench(
             models[m] = load_model(m, params.get(m, {}), weights.get(m)).to(device)
             run_params[m] = params.get(m, {})
     settings = {
-        "device": device, "mask_type": mask_type, "center_fractions": center_fractions,
-        "models": models, "params": run_params, "normalize": normalize,
-        "calibrate": calibration, "preprocess": PreprocessConfig(coil_compression=None),
+        "device": device,
+        "mask_type": mask_type,
+        "center_fractions": center_fractions,
+        "models": models,
+        "params": run_params,
+        "normalize": normalize,
+        "calibrate": calibration,
+        "preprocess": PreprocessConfig(coil_compression=None),
     }
 
     def fingerprint(m: str, acc: float) -> str:
-        return config_fingerprint({
-            "method": m, "params": run_params[m], "weights": _weights_id(weights.get(m)),
-            "challenge": challenge, "mask_type": mask_type,
-            "center_fraction": center_fraction_for(acc, center_fractions),
-            "calibration": asdict(calibration) if _needs_maps(m, models.get(m)) else None,
-            "normalize": normalize and m not in models,
-        })
+        return config_fingerprint(
+            {
+                "method": m,
+                "params": run_params[m],
+                "weights": _weights_id(weights.get(m)),
+                "challenge": challenge,
+                "mask_type": mask_type,
+                "center_fraction": center_fraction_for(acc, center_fractions),
+                "calibration": asdict(calibration) if needs_maps(m, models.get(m)) else None,
+                "normalize": normalize and m not in models,
+            }
+        )
 
     fps = {(m, a): fingerprint(m, a) for m in names for a in accs}
-    store = ResultsFile(Path(output_dir) / RESULTS_FILE if output_dir is not None else os.devnull,
-                        fresh=not resume or output_dir is None)
+    store = ResultsFile(
+        Path(output_dir) / RESULTS_FILE if output_dir is not None else os.devnull,
+        fresh=not resume or output_dir is None,
+    )
     slice_counts = _slice_counts(files, challenge)
     for acc in accs:
-        todo = {p: [m for m in names if store.find(m, acc, p.name, fps[m, acc]) is None] for p in files}
+        todo = {
+            p: [m for m in names if store.find(m, acc, p.name, fps[m, acc]) is None] for p in files
+        }
         total = sum(len(todo[p]) * slice_counts[p] for p in files)
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=total, desc=f"bench {challenge} {acc:g}x ({', '.join(names)})",
-                       unit="slice", leave=True)
+            bar = tqdm(
+                total=total,
+                desc=f"bench {challenge} {acc:g}x ({', '.join(names)})",
+                unit="slice",
+                leave=True,
+            )
         try:
             for path in files:
                 if not todo[path]:
@@ -478,8 +416,13 @@ def run_bench(
         finally:
             if bar is not None:
                 bar.close()
-    selected = [r for p in files for a in accs for m in names
-                if (r := store.find(m, a, p.name, fps[m, a])) is not None]
+    selected = [
+        r
+        for p in files
+        for a in accs
+        for m in names
+        if (r := store.find(m, a, p.name, fps[m, a])) is not None
+    ]
     table = build_table(selected, names, accs, challenge)
     if output_dir is not None:
         write_table(table, output_dir)
@@ -499,6 +442,7 @@ def _slice_counts(files: Sequence[Path], challenge: str) -> dict[Path, int]:
 
 
 # ---- command line ---------------------------------------------------------------------------
+
 
 def parse_weights(items: Iterable[str]) -> dict[str, str]:
     """``["varnet=PATH", "modl=PATH,..."]`` -> ``{"varnet": "PATH", ...}``."""
@@ -550,7 +494,18 @@ def bench_from_cli(
 
     params, calib = parse_sets(sets)
     calibration = from_dict(CalibrateConfig, calib, source="--set", prefix="calibrate")
-    return run_bench(data, challenge=challenge, accelerations=accelerations, methods=methods,
-                     weights=parse_weights(weights), params=params, output_dir=output,
-                     max_volumes=max_volumes, resume=resume, progress=progress, mask_type=mask_type,
-                     calibration=calibration, device=device)
+    return run_bench(
+        data,
+        challenge=challenge,
+        accelerations=accelerations,
+        methods=methods,
+        weights=parse_weights(weights),
+        params=params,
+        output_dir=output,
+        max_volumes=max_volumes,
+        resume=resume,
+        progress=progress,
+        mask_type=mask_type,
+        calibration=calibration,
+        device=device,
+    )

@@ -47,13 +47,27 @@ TABLE_CSV = "bench_table.csv"
 TABLE_MD = "bench_table.md"
 VOLUMES_CSV = "bench_volumes.csv"
 VOLUME_COLUMNS = (
-    "method", "acceleration", "volume", "slices", "MSE", "NMSE", "PSNR", "SSIM",
-    "seconds_per_slice", "recon_seconds", "calib_seconds", "num_params", "mask_type",
-    "center_fraction", "num_low_frequencies", "sampled_columns",
+    "method",
+    "acceleration",
+    "volume",
+    "slices",
+    "MSE",
+    "NMSE",
+    "PSNR",
+    "SSIM",
+    "seconds_per_slice",
+    "recon_seconds",
+    "calib_seconds",
+    "num_params",
+    "mask_type",
+    "center_fraction",
+    "num_low_frequencies",
+    "sampled_columns",
 )
 
 
 # ---- masks in records -----------------------------------------------------------------------
+
 
 def encode_mask(mask: torch.Tensor) -> str:
     """``(W,)`` bool column mask -> hex string of its packed bits (big-endian bit order)."""
@@ -76,6 +90,7 @@ def config_fingerprint(settings: dict[str, Any]) -> str:
 
 
 # ---- the results file -----------------------------------------------------------------------
+
 
 def _key(record: dict[str, Any]) -> tuple[str, float, str]:
     return (str(record["method"]), float(record["acceleration"]), str(record["volume"]))
@@ -107,8 +122,10 @@ class ResultsFile:
                 rec = json.loads(line)
                 _key(rec)
             except (ValueError, KeyError, TypeError) as err:
-                warnings.warn(f"{self.path}:{number}: unreadable benchmark record skipped ({err})",
-                              stacklevel=3)
+                warnings.warn(
+                    f"{self.path}:{number}: unreadable benchmark record skipped ({err})",
+                    stacklevel=3,
+                )
                 continue
             records.append(rec)
         return records
@@ -130,6 +147,7 @@ class ResultsFile:
 
 
 # ---- the table ------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class BenchRow:
@@ -180,13 +198,27 @@ class BenchTable:
         """CSV with one column per statistic (``NMSE_mean``, ``NMSE_2std``, ...), full precision."""
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["method", "acceleration", "volumes",
-                    *[f"{m}_{s}" for m in METRICS for s in ("mean", "2std")],
-                    "seconds_per_slice", "num_params"])
+        w.writerow(
+            [
+                "method",
+                "acceleration",
+                "volumes",
+                *[f"{m}_{s}" for m in METRICS for s in ("mean", "2std")],
+                "seconds_per_slice",
+                "num_params",
+            ]
+        )
         for r in self.rows:
-            w.writerow([r.method, _fmt_acc(r.acceleration), r.volumes,
-                        *[repr(v) for m in METRICS for v in (r.mean[m], 2 * r.std[m])],
-                        repr(r.seconds_per_slice), r.num_params])
+            w.writerow(
+                [
+                    r.method,
+                    _fmt_acc(r.acceleration),
+                    r.volumes,
+                    *[repr(v) for m in METRICS for v in (r.mean[m], 2 * r.std[m])],
+                    repr(r.seconds_per_slice),
+                    r.num_params,
+                ]
+            )
         return buf.getvalue()
 
     def volumes_csv(self) -> str:
@@ -196,8 +228,11 @@ class BenchTable:
         w.writerow(VOLUME_COLUMNS)
         for rec in self.records:
             cols = decode_mask(rec["mask"], rec["mask_width"]).nonzero().flatten().tolist()
-            row = {**rec, "sampled_columns": " ".join(map(str, cols)),
-                   "acceleration": _fmt_acc(rec["acceleration"])}
+            row = {
+                **rec,
+                "sampled_columns": " ".join(map(str, cols)),
+                "acceleration": _fmt_acc(rec["acceleration"]),
+            }
             w.writerow([row.get(c, "") for c in VOLUME_COLUMNS])
         return buf.getvalue()
 
@@ -213,8 +248,12 @@ def _fmt_acc(acc: float) -> str:
     return str(int(acc)) if acc.is_integer() else f"{acc:g}"
 
 
-def build_table(records: Sequence[dict[str, Any]], methods: Iterable[str],
-                accelerations: Iterable[float], challenge: str = "multicoil") -> BenchTable:
+def build_table(
+    records: Sequence[dict[str, Any]],
+    methods: Iterable[str],
+    accelerations: Iterable[float],
+    challenge: str = "multicoil",
+) -> BenchTable:
     """Aggregate per-volume ``records`` into a :class:`BenchTable` (rows in the given order).
 
     Means and standard deviations come from :class:`~mrirecon.metrics.MetricsReport`; the time
@@ -224,16 +263,31 @@ def build_table(records: Sequence[dict[str, Any]], methods: Iterable[str],
     kept: list[dict[str, Any]] = []
     for method in methods:
         for acc in accelerations:
-            recs = [r for r in records if r["method"] == method and float(r["acceleration"]) == float(acc)]
+            recs = [
+                r
+                for r in records
+                if r["method"] == method and float(r["acceleration"]) == float(acc)
+            ]
             if not recs:
                 continue
             kept.extend(recs)
-            report = MetricsReport([r["volume"] for r in recs],
-                                   {m: np.asarray([r[m] for r in recs], dtype=np.float64) for m in METRICS})
+            report = MetricsReport(
+                [r["volume"] for r in recs],
+                {m: np.asarray([r[m] for r in recs], dtype=np.float64) for m in METRICS},
+            )
             slices = sum(int(r["slices"]) for r in recs)
             seconds = sum(float(r["seconds_per_slice"]) * int(r["slices"]) for r in recs)
-            rows.append(BenchRow(method, float(acc), report.num_volumes, report.mean(), report.std(),
-                                 seconds / max(slices, 1), int(recs[0]["num_params"])))
+            rows.append(
+                BenchRow(
+                    method,
+                    float(acc),
+                    report.num_volumes,
+                    report.mean(),
+                    report.std(),
+                    seconds / max(slices, 1),
+                    int(recs[0]["num_params"]),
+                )
+            )
     return BenchTable(rows, kept, challenge)
 
 
