@@ -20,6 +20,8 @@ from mrirecon.recon import (
     describe,
     grappa,
     l1_wavelet,
+    needs_operator,
+    parameters,
     register,
     run,
     tv,
@@ -227,6 +229,9 @@ def test_registry_dispatch_and_errors():
     with pytest.raises(TypeError, match="tv: needs a forward operator"):
         run("tv", y, None, lam=0.1)
     assert "lam" in describe("tv") and "max_iterations" in describe("sirt")
+    assert needs_operator("l1_wavelet") and not needs_operator("zero_filled_rss")
+    assert not needs_operator("grappa") and needs_operator("fbp")
+    assert parameters("cg_sense") == ["lam", "max_iterations", "tolerance", "x0", "callback"]
     with pytest.raises(ValueError, match="already registered"):
         register("tv", tv)
 

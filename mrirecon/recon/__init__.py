@@ -7,7 +7,15 @@
 from mrirecon.recon.ct import fbp, sirt, tv_pdhg
 from mrirecon.recon.grappa import grappa
 from mrirecon.recon.mri import cg_sense, l1_wavelet, tv, zero_filled, zero_filled_rss
-from mrirecon.recon.registry import available, describe, grappa_rss, register, run
+from mrirecon.recon.registry import (
+    available,
+    describe,
+    grappa_rss,
+    needs_operator,
+    parameters,
+    register,
+    run,
+)
 from mrirecon.recon.variational import tv_least_squares, tv_objective
 
 __all__ = [
@@ -18,6 +26,8 @@ __all__ = [
     "grappa",
     "grappa_rss",
     "l1_wavelet",
+    "needs_operator",
+    "parameters",
     "register",
     "run",
     "sirt",

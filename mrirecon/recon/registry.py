@@ -95,10 +95,26 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def needs_operator(name: str) -> bool:
+    """Whether the reconstruction ``name`` uses the forward operator (``False`` for
+    ``zero_filled_rss`` and ``grappa``, which work on k-space alone)."""
+    return _lookup(name).needs_op
+
+
+def parameters(name: str) -> list[str]:
+    """Keyword parameters accepted by ``run(name, y, op, **params)``."""
+    return _lookup(name).parameters()
+
+
 def describe(name: str) -> str:
     """One-line summary and parameter names of a registered reconstruction."""
     entry = _lookup(name)
     return f"{name}: {entry.summary}; parameters: {', '.join(entry.parameters()) or '(none)'}"
+
+
+def needs_operator(name: str) -> bool:
+    """Whether reconstruction ``name`` needs a forward operator (else it works on ``y`` alone)."""
+    return _lookup(name).needs_op
 
 
 def register(name: str, fn: Callable[..., Tensor], *, needs_op: bool = True, summary: str = "",
