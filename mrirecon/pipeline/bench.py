@@ -269,7 +269,8 @@ def run_bench(
         Undersampling factors; centre fraction 0.08 at 4x, 0.04 at 8x, else ``0.32 / acc``
         (``center_fractions`` overrides).
     methods
-        Names (sequence or comma-separated string); see :func:`available_methods`.
+        Names (sequence or comma-separated string); see
+        :func:`~mrirecon.pipeline.bench_methods.available_methods`.
     weights
         ``{method: path or shipped name}`` for learned models.
     params
@@ -332,13 +333,9 @@ def run_bench(
         if max_volumes < 1:
             raise ValueError(f"run_bench: max_volumes must be >= 1, got {max_volumes}")
         files = files[:max_volumes]
-    device = torch.device(
-        "cuda"
-        if device == "auto" and torch.cuda.is_available()
-        else "cpu"
-        if device == "auto"
-        else device
-    )
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
     calibration = calibration or CalibrateConfig()
 
     classical = set(classical_methods())
@@ -382,7 +379,7 @@ def run_bench(
         Path(output_dir) / RESULTS_FILE if output_dir is not None else os.devnull,
         fresh=not resume or output_dir is None,
     )
-    slice_counts = _slice_counts(files, challenge)
+    slice_counts = _slice_counts(files)
     for acc in accs:
         todo = {
             p: [m for m in names if store.find(m, acc, p.name, fps[m, acc]) is None] for p in files
@@ -431,7 +428,7 @@ def run_bench(
     return table
 
 
-def _slice_counts(files: Sequence[Path], challenge: str) -> dict[Path, int]:
+def _slice_counts(files: Sequence[Path]) -> dict[Path, int]:
     from mrirecon.io import FastMRIFile
 
     counts = {}
