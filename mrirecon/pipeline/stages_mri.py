@@ -150,23 +150,39 @@ def _centre_window(mask: Tensor, width: int) -> Tensor:
     return win & mask
 
 
+def data_scale(kspace: Tensor) -> float:
+    """Intensity scale of a slice: the maximum of the zero-filled RSS image (1 if empty).
+
+    Classical methods run on ``y / scale`` so that regularisation weights (``lam``) mean the
+    same on every scanner and scaling convention; the result is scaled back.
+    """
+    m = float(rss(ifft2c(kspace), dim=-3).max())
+    return m if m > 0 and m == m else 1.0
+
+
 def reconstruct(s: MRISlice, cfg: ReconstructConfig, model: torch.nn.Module | None) -> MRISlice:
     """Classical method by name (:func:`mrirecon.recon.run`) or a learned ``model(y, op)``."""
     from mrirecon import recon
 
     y = s.kspace
-    if cfg.method in ("zero_filled_rss", "grappa") or (model is None and s.maps is None):
-        image = recon.run(cfg.method, y, None, mask=s.mask, **cfg.params) if cfg.method == "grappa" \
-            else recon.run(cfg.method, y, None, **cfg.params)
-        return replace(s, image=image)
-    maps = s.maps if s.maps is not None else torch.ones_like(y) / (y.shape[0] ** 0.5)
-    op = sense(maps, s.mask)
-    if model is not None:
+    if model is not None:  # learned models normalise internally (e.g. VarNet's NormUnet)
+        maps = s.maps if s.maps is not None else torch.ones_like(y) / (y.shape[0] ** 0.5)
         with torch.inference_mode():
             image = model(y.unsqueeze(0), sense(maps.unsqueeze(0), s.mask))[0]
+        return replace(s, image=image)
+    needs_op = recon.registry.needs_operator(cfg.method)
+    scale = data_scale(y)
+    if needs_op:
+        if s.maps is None:
+            raise ValueError(f"reconstruct.method {cfg.method!r} needs coil maps: set calibrate.method "
+                             "to 'espirit' or 'walsh'")
+        image = recon.run(cfg.method, y / scale, sense(s.maps, s.mask), **cfg.params)
+    elif cfg.method == "grappa":  # ACS = the fully sampled centre band unless given
+        params = {"calib": _centre_width(s.mask), **cfg.params}
+        image = recon.run(cfg.method, y / scale, None, mask=s.mask, **params)
     else:
-        image = recon.run(cfg.method, y, op, **cfg.params)
-    return replace(s, image=image)
+        image = recon.run(cfg.method, y / scale, None, **cfg.params)
+    return replace(s, image=image * scale)
 
 
 def recon_size(header: Header, cfg: PostprocessConfig, shape: tuple[int, int]) -> tuple[int, int]:
