@@ -355,6 +355,11 @@ def test_errors_name_the_problem(multicoil_dir, tmp_path):
     )
     with pytest.raises(ValueError, match="already undersampled"):
         run_bench(undersampled, methods="zero_filled_rss", progress=False, verbose=False)
+    no_target = tmp_path / "no_target"
+    no_target.mkdir()
+    write_fastmri(no_target / "file2.h5", vol.data, vol.header)
+    with pytest.raises(ValueError, match="file2.h5 has no target 'reconstruction_rss'"):
+        run_bench(no_target, methods="zero_filled_rss", progress=False, verbose=False)
 
 
 def test_command_line_strings_are_parsed():

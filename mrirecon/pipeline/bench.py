@@ -119,6 +119,15 @@ def _open_volume(path: Path, challenge: str):
     from mrirecon.io import FastMRIFile
 
     f = FastMRIFile(path)
+    try:
+        return f, _checked_target(f, path, challenge)
+    except BaseException:
+        f.close()
+        raise
+
+
+def _checked_target(f, path: Path, challenge: str) -> np.ndarray:
+    """The volume's target ``(slices, h, w)`` after checking the file suits the benchmark."""
     if f.is_multicoil != (challenge == "multicoil"):
         kind = "multi-coil" if f.is_multicoil else "single-coil"
         raise ValueError(
@@ -130,10 +139,10 @@ def _open_volume(path: Path, challenge: str):
             f"acceleration {f.acceleration}); the benchmark needs fully sampled files"
         )
     key = "reconstruction_rss" if challenge == "multicoil" else "reconstruction_esc"
-    target = f.reference(key=key) if key in f._file else None
+    target = f.reference(key=key) if f.reference_key == key else None
     if target is None:
         raise ValueError(f"run_bench: {path} has no target {key!r} (test files cannot be scored)")
-    return f, target.numpy()
+    return target.numpy()
 
 
 def _bench_volume(
