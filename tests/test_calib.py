@@ -177,9 +177,14 @@ _MEMORY_SCRIPT = textwrap.dedent(
     maps = torch.exp(-((xx - torch.cos(ang)[:, None, None]) ** 2 + (yy - torch.sin(ang)[:, None, None]) ** 2))
     ksp = fft2c(maps * torch.exp(1j * ang)[:, None, None] * img)
     espirit_maps(ksp[:, 150:170, 150:170], calib_width=12)  # warm up allocator and kernels
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset VmHWM to the current RSS
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM to the current RSS
+    except OSError:
+        raise SystemExit(print("skip cannot write /proc/self/clear_refs"))
     before = status("VmRSS")
+    if status("VmHWM") > before + 2**20:
+        raise SystemExit(print("skip VmHWM was not reset"))
     out = espirit_maps(ksp, chunk_size=1024)
     print((status("VmHWM") - before) / 2**20, float(out.abs().sum()) > 0)
     """
@@ -198,6 +203,8 @@ def test_espirit_memory_is_bounded():
         env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)},
     )
     assert proc.returncode == 0, proc.stderr
+    if proc.stdout.startswith("skip"):
+        pytest.skip(proc.stdout.strip())
     growth_mib, ok = proc.stdout.split()
     assert ok == "True"
     full_gram_mib = 16 * 16 * 256 * 256 * 8 / 2**20
