@@ -1,0 +1,155 @@
+"""Research notebooks: committed files match their sources and carry no outputs; each notebook
+runs top to bottom (quick mode) and its key results hold.
+
+Each notebook writes ``<name>.json`` into ``$MRIRECON_NB_OUT``; the checks below read it. The
+kernel is the interpreter running the tests (a kernelspec written to a temp ``JUPYTER_PATH``),
+with the repository on ``PYTHONPATH``, ``MRIRECON_NB_QUICK=1`` and the Agg backend.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+
+
+def _load_build():
+    spec = importlib.util.spec_from_file_location("notebooks_build", NOTEBOOKS / "_build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+BUILD = _load_build()
+SOURCES = {p.stem: p for p in BUILD.source_files()}
+EXPECTED = [
+    "01_physics_and_classical_recon",
+    "02_train_unrolled",
+    "03_learned_primal_dual_ct",
+    "04_fastmri_benchmark",
+    "05_build_your_own_unrolled_model",
+]
+
+
+# ---- committed files ---------------------------------------------------------------------------
+
+
+def test_every_notebook_has_a_source_and_vice_versa():
+    committed = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
+    assert committed == sorted(SOURCES) == EXPECTED
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_committed_notebook_matches_source_without_outputs(name):
+    path = NOTEBOOKS / f"{name}.ipynb"
+    text = path.read_text()
+    assert text == BUILD.build_notebook(SOURCES[name]), (
+        f"{path.name} is out of date: run python notebooks/_build.py")
+    nb = nbformat.reads(text, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(c.outputs == [] and c.execution_count is None for c in code)
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    joined = "\n".join(c.source for c in code)
+    assert "MRIRECON_NB_QUICK" in joined and "MRIRECON_NB_OUT" in joined
+    assert "torchvision" not in joined
+
+
+def test_build_parser_rejects_malformed_sources(tmp_path):
+    with pytest.raises(ValueError, match=r"x\.py:3: Markdown cell lines must start with '#'"):
+        BUILD.parse_cells("# %% [markdown]\n# title\nnot a comment\n", "x.py")
+    with pytest.raises(ValueError, match=r"x\.py:1: unknown cell marker"):
+        BUILD.parse_cells("# %% [raw]\n# a\n", "x.py")
+    with pytest.raises(ValueError, match=r"x\.py:3: empty code cell"):
+        BUILD.parse_cells("# %% [markdown]\n# t\n# %%\n\n# %%\nx = 1\n", "x.py")
+    cells = BUILD.parse_cells('"""doc"""\n# %% [markdown]\n# # Title\n#\n# text\n# %%\nx = 1\n\n\ny = 2\n')
+    assert cells == [("markdown", "# Title\n\ntext"), ("code", "x = 1\n\n\ny = 2")]
+
+
+# ---- execution -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def kernel_env(tmp_path_factory):
+    """A kernelspec for this interpreter and the environment the kernel inherits."""
+    pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    root = tmp_path_factory.mktemp("jupyter")
+    spec_dir = root / "kernels" / "mrirecon-nbtest"
+    spec_dir.mkdir(parents=True)
+    (spec_dir / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "mrirecon tests", "language": "python"}))
+    pythonpath = os.pathsep.join([str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return {"JUPYTER_PATH": str(root), "PYTHONPATH": pythonpath, "MRIRECON_NB_QUICK": "1",
+            "MPLBACKEND": "Agg", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+
+
+def execute(name: str, env: dict, monkeypatch, tmp_path) -> tuple[dict, float]:
+    from nbclient import NotebookClient
+
+    out = tmp_path / "out"
+    out.mkdir()
+    for key, value in {**env, "MRIRECON_NB_OUT": str(out)}.items():
+        monkeypatch.setenv(key, value)
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    work = tmp_path / "cwd"  # the kernel's working directory: nothing may be written elsewhere
+    work.mkdir()
+    client = NotebookClient(nb, timeout=300, kernel_name="mrirecon-nbtest",
+                            resources={"metadata": {"path": str(work)}})
+    start = time.perf_counter()
+    client.execute()  # raises CellExecutionError naming the failing cell
+    seconds = time.perf_counter() - start
+    assert list(work.iterdir()) == [], f"{name} wrote into its working directory"
+    result = out / f"{name}.json"
+    assert result.is_file(), f"{name} did not write {result.name} to MRIRECON_NB_OUT"
+    return json.loads(result.read_text()), seconds
+
+
+def check_01(r: dict) -> None:
+    op = r["operator"]
+    assert op["dot_test"] < 1e-10 and op["gram"] < 1e-10 and abs(op["norm"] - 1) < 1e-3
+    assert 0.01 < op["model_error"] < 0.1  # the simulated 30 dB noise, nothing else
+    lobes = r["psf_peak_sidelobe"]  # Poisson disc aliases incoherently, equispaced coherently
+    assert lobes["poisson_disc"] < 0.5 * min(lobes["random"], lobes["equispaced"], lobes["equispaced_fraction"])
+    assert lobes["equispaced"] > lobes["random"]
+    assert r["espirit_correlation"] > 0.98
+    mri = {k: v["SSIM"] for k, v in r["mri"].items()}
+    assert mri["zero_filled_rss"] < mri["cg_sense"] < max(mri["l1_wavelet"], mri["tv"])
+    assert r["mri"]["zero_filled_rss"]["NMSE"] > r["mri"]["cg_sense"]["NMSE"] > r["mri"]["l1_wavelet"]["NMSE"]
+    assert r["ct_dot_test"] < 1e-10
+    ct = {k: v["SSIM"] for k, v in r["ct"].items()}
+    assert ct["fbp"] < ct["sirt"] and ct["fbp"] < ct["tv_ct"]
+
+
+def check_05(r: dict) -> None:
+    loss = r["train_loss"]
+    assert loss["mri_last"] < 0.8 * loss["mri_first"] and loss["ct_last"] < 0.8 * loss["ct_first"]
+    mri = r["mri"]
+    assert mri["network"]["SSIM"] > mri["zero-filled"]["SSIM"]
+    assert mri["network"]["PSNR"] > mri["zero-filled"]["PSNR"]
+    assert r["ct"]["network"]["SSIM"] > 0.5 and r["ct"]["FBP"]["SSIM"] > 0.5
+
+
+CHECKS = {
+    "01_physics_and_classical_recon": check_01,
+    "05_build_your_own_unrolled_model": check_05,
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", EXPECTED)
+def test_notebook_runs_and_results_hold(name, kernel_env, monkeypatch, tmp_path):
+    results, seconds = execute(name, kernel_env, monkeypatch, tmp_path)
+    assert results["settings"]["quick"] is True
+    CHECKS[name](results)
+    print(f"{name}: {seconds:.1f} s")
