@@ -13,7 +13,9 @@ from mrirecon.training.data import MRITrainingSet
 from mrirecon.training.validation import evaluate_reconstructor, model_reconstructor, zero_filled
 from mrirecon.training.weights import WEIGHTS_DIR, available_weights, load_pretrained, model_card
 
-SHIPPED = ("varnet_brain_sim", "modl_brain_sim")
+MRI = ("varnet_brain_sim", "modl_brain_sim")
+CT = ("primal_dual_ct_sim",)
+SHIPPED = MRI + CT
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -36,9 +38,13 @@ def test_card_and_size(name):
     for key in ("lr", "batch_size", "lr_step", "lr_gamma"):
         assert config["optim"][key] == t["config"]["optim"][key]
     assert config["data"]["mask"] == t["config"]["data"]["mask"]
-    for acc in ("4x", "8x"):
-        m = card["metrics_held_out"][acc]
-        assert m["model"]["SSIM"] > m["zero_filled"]["SSIM"]
+    metrics = card["metrics_held_out"]
+    assert list(metrics) == (["4x", "8x"] if name in MRI else ["30 views"])
+    for entry in metrics.values():
+        baselines = ("zero_filled", "cg_sense") if name in MRI else ("fbp",)
+        for b in baselines:
+            assert entry["model"]["SSIM"] > entry[b]["SSIM"]
+            assert entry["model"]["NMSE"] < entry[b]["NMSE"]
     state = torch.load(pt, weights_only=True)  # a plain state_dict, no pickled code
     assert all(isinstance(v, torch.Tensor) for v in state.values())
 
@@ -52,7 +58,7 @@ def held_out(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("name", MRI)
 def test_shipped_model_beats_zero_filled_on_new_volume(name, held_out):
     model = load_pretrained(name)
     assert not model.training
@@ -71,6 +77,38 @@ def test_shipped_model_beats_zero_filled_on_new_volume(name, held_out):
     with torch.no_grad():
         learned = evaluate_reconstructor(model_reconstructor(model), ds).mean()
     baseline = evaluate_reconstructor(zero_filled, ds).mean()
+    assert learned["SSIM"] > baseline["SSIM"] and learned["NMSE"] < baseline["NMSE"]
+
+
+@pytest.fixture(scope="module")
+def held_out_ct(tmp_path_factory) -> Path:
+    from mrirecon.data.simulate_ct import simulate_ct_dataset
+
+    out = tmp_path_factory.mktemp("held_out_ct")
+    simulate_ct_dataset(
+        out,
+        geometry="parallel",
+        views=180,
+        photons=4096.0,
+        size=128,
+        seed=977,
+        samples=2,
+        part="test",
+    )
+    return out
+
+
+@pytest.mark.parametrize("name", CT)
+def test_shipped_ct_model_beats_fbp_on_new_images(name, held_out_ct):
+    from mrirecon.training.data_ct import CTTrainingSet
+    from mrirecon.training.validation import fbp_reconstructor
+
+    model = load_pretrained(name)
+    data = model_card(name)["training"]["config"]["data"]
+    ds = CTTrainingSet(held_out_ct, data["ct_views"], data["ct_photons"], train=False)
+    with torch.no_grad():
+        learned = evaluate_reconstructor(model_reconstructor(model), ds).mean()
+    baseline = evaluate_reconstructor(fbp_reconstructor, ds).mean()
     assert learned["SSIM"] > baseline["SSIM"] and learned["NMSE"] < baseline["NMSE"]
 
 
