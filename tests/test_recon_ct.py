@@ -3,6 +3,8 @@ residual decreases; both TV step rules reach the same minimum; registry dispatch
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -56,14 +58,14 @@ def _small_ct(n=24, views=20):
 
 
 def test_sirt_decreases_weighted_residual_and_batches():
-    op, x, y = _small_ct()
+    op, _x, y = _small_ct()
     row = op(torch.ones(24, 24, dtype=torch.float64))
     R = torch.where(row > 0, 1.0 / row.clamp(min=1e-300), 0.0)  # rays that miss the image: 0
     res = []
     sirt(y, op, 30, nonneg=False,
          callback=lambda it, xi, rel: res.append(float((R * (y - op(xi)) ** 2).sum())))
     assert len(res) == 30
-    assert all(b <= a * (1 + 1e-12) for a, b in zip(res, res[1:]))  # monotone (SIRT theory)
+    assert all(b <= a * (1 + 1e-12) for a, b in itertools.pairwise(res))  # monotone (SIRT theory)
     assert res[-1] < 0.15 * res[0]
     # batched slices equal single-slice runs
     yb = torch.stack([y, 2 * y])
@@ -76,7 +78,7 @@ def test_sirt_decreases_weighted_residual_and_batches():
 
 
 def test_tv_pdhg_preconditioned_and_scalar_steps_reach_same_minimum():
-    op, x, y = _small_ct(n=16, views=12)
+    op, _x, y = _small_ct(n=16, views=12)
     y = y + 0.05 * random_like_shape(y.shape, y.dtype, 3)
     lam = 0.5
     a = tv_pdhg(y, op, lam, 800)
@@ -93,7 +95,7 @@ def test_tv_pdhg_preconditioned_and_scalar_steps_reach_same_minimum():
 
 
 def test_registry_ct_entries_match_direct_calls(sparse_view):
-    gt, op, y = sparse_view
+    _gt, op, y = sparse_view
     torch.testing.assert_close(run("fbp", y, op, filter="hann"), fbp(y, op, filter="hann"))
     torch.testing.assert_close(run("sirt", y, op, max_iterations=3), sirt(y, op, 3))
     torch.testing.assert_close(run("tv_ct", y, op, lam=1.0, max_iterations=3),

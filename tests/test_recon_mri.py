@@ -74,7 +74,7 @@ def _ssim(gt, x):
 def scores(phantom):
     out = {}
     for acc in SETTINGS:
-        gt, maps, mask, y, op, yt = _acquire(phantom, acc)
+        gt, _maps, _mask, _y, op, yt = _acquire(phantom, acc)
         if acc == 4:
             fixed = l1_wavelet(yt, op, LAM_L1, max_iterations=ITER_L1, random_shift=False)
             out["l1_fixed"] = _ssim(gt, fixed)
@@ -99,7 +99,7 @@ def test_ssim_ranking_zero_filled_cg_sense_l1_tv(scores, acc):
 
 @pytest.mark.parametrize("acc", sorted(SETTINGS))
 def test_l1_wavelet_reaches_sigpy(phantom, scores, acc):
-    gt, maps, mask, y, op, yt = _acquire(phantom, acc)
+    gt, maps, _mask, y, _op, _yt = _acquire(phantom, acc)
     ref = spmri.app.L1WaveletRecon(y, maps, LAM_L1, max_iter=ITER_L1, show_pbar=False).run()
     s_sigpy = _ssim(gt, ref)
     s = scores[acc]
@@ -149,7 +149,7 @@ def test_zero_filled_is_adjoint_and_exact_when_fully_sampled():
 
 
 def test_cg_sense_solves_normal_equations_per_slice():
-    op, x, y = _small()
+    op, _x, y = _small()
     lam = 0.05
     rec = cg_sense(y, op, lam, max_iterations=200, tolerance=1e-12)
     resid = op.gram(rec) + lam * rec - op.H(y)
@@ -166,7 +166,7 @@ def test_cg_sense_solves_normal_equations_per_slice():
 
 
 def test_l1_wavelet_fixed_point_and_batching():
-    op, x, y = _small()
+    op, _x, y = _small()
     lam = 0.3
     # optimality: x is a fixed point of the proximal-gradient map (W is orthogonal at 16x16)
     W = Wavelet((16, 16), "db4", 1)
@@ -183,7 +183,7 @@ def test_l1_wavelet_fixed_point_and_batching():
 
 
 def test_tv_admm_and_pdhg_reach_the_same_minimum():
-    op, x, y = _small(slices=1, n=12)
+    op, _x, y = _small(slices=1, n=12)
     lam = 0.05
     a = tv(y, op, lam, max_iterations=200, method="admm", cg_iterations=10)
     p = tv(y, op, lam, max_iterations=1500, method="pdhg")
@@ -214,7 +214,7 @@ def test_single_coil_operator_works_too():
 def test_registry_dispatch_and_errors():
     assert set(available()) >= {"zero_filled", "zero_filled_rss", "cg_sense", "l1_wavelet", "tv",
                                 "grappa", "fbp", "sirt", "tv_ct"}
-    op, x, y = _small()
+    op, _x, y = _small()
     torch.testing.assert_close(run("cg_sense", y, op, max_iterations=3),
                                cg_sense(y, op, max_iterations=3))
     torch.testing.assert_close(run("l1_wavelet", y, op, lam=0.01, max_iterations=3),

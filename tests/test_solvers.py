@@ -8,6 +8,7 @@ import pytest
 import torch
 from scipy.optimize import minimize
 
+from mrirecon.core import FunctionOperator
 from mrirecon.operators import FiniteDifference, Identity, sense
 from mrirecon.solvers import (
     admm,
@@ -16,8 +17,8 @@ from mrirecon.solvers import (
     conjugate_prox,
     fista,
     group_soft_threshold,
-    max_eigenvalue,
     least_squares_x_update,
+    max_eigenvalue,
     pdhg,
     pdhg_step_sizes,
     project_box,
@@ -27,7 +28,6 @@ from mrirecon.solvers import (
     prox_l2_squared,
     soft_threshold,
 )
-from mrirecon.core import FunctionOperator
 from tests.helpers import random_like_shape
 
 # --------------------------------------------------------------------------------------------
@@ -66,7 +66,7 @@ def test_soft_threshold_real_vs_brute_force():
     v = np.array([1.3, -0.2, 0.05, -2.0])
     t = 0.4
     out = soft_threshold(torch.tensor(v), t).numpy()
-    obj = lambda z: t * np.abs(z).sum() + 0.5 * np.sum((z - v) ** 2)  # noqa: E731
+    obj = lambda z: t * np.abs(z).sum() + 0.5 * np.sum((z - v) ** 2)
     ref = _brute(obj, 4, np.zeros(4))
     assert obj(out) <= ref.fun + 1e-10
     np.testing.assert_allclose(out, ref.x, atol=1e-4)
@@ -77,7 +77,7 @@ def test_soft_threshold_complex_shrinks_modulus_vs_brute_force():
     v = np.array([1.0 + 1.0j, -0.1 + 0.2j, -0.8j])
     t = 0.5
     out = soft_threshold(torch.tensor(v), t).numpy()
-    obj = lambda z: t * np.abs(_to_c(z)).sum() + 0.5 * np.sum(np.abs(_to_c(z) - v) ** 2)  # noqa: E731
+    obj = lambda z: t * np.abs(_to_c(z)).sum() + 0.5 * np.sum(np.abs(_to_c(z) - v) ** 2)
     ref = _brute(obj, 6, np.zeros(6))
     zo = np.concatenate([out.real, out.imag])
     assert obj(zo) <= ref.fun + 1e-10
@@ -204,13 +204,13 @@ def test_fista_solves_lasso_to_kkt(complex_):
 def test_fista_beats_ista_and_restart_helps():
     A, b, L = _lasso()
     lam = 3.0
-    grad = lambda x: A.conj().T @ (A @ x - b)  # noqa: E731
-    prox = lambda v, t: soft_threshold(v, lam * t)  # noqa: E731
+    grad = lambda x: A.conj().T @ (A @ x - b)
+    prox = lambda v, t: soft_threshold(v, lam * t)
     x0 = torch.zeros(20, dtype=A.dtype)
-    obj = lambda x: float(0.5 * (A @ x - b).abs().pow(2).sum() + lam * x.abs().sum())  # noqa: E731
+    obj = lambda x: float(0.5 * (A @ x - b).abs().pow(2).sum() + lam * x.abs().sum())
     ref = obj(fista(grad, prox, x0, 1 / L, max_iterations=5000, restart=True))
     gap = {}
-    for name, kw in {"ista": dict(accelerate=False), "fista": {}, "restart": dict(restart=True)}.items():
+    for name, kw in {"ista": {"accelerate": False}, "fista": {}, "restart": {"restart": True}}.items():
         gap[name] = obj(fista(grad, prox, x0, 1 / L, max_iterations=150, **kw)) - ref
     assert gap["restart"] < gap["fista"] < gap["ista"]
     # tolerance stops early and the callback sees every iteration
@@ -321,7 +321,7 @@ def test_cg_solve_gradcheck_rhs_lam_and_gram_parameter():
     lam = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
 
     def f(rhs, lam, M):
-        gram = lambda x: M.conj().T @ (M @ x)  # noqa: E731
+        gram = lambda x: M.conj().T @ (M @ x)
         return cg_solve(gram, rhs, lam, params=(M,), max_iterations=60, tolerance=1e-14)
 
     assert torch.autograd.gradcheck(f, (rhs, lam, M), eps=1e-6, atol=1e-6)

@@ -207,7 +207,7 @@ def l1_wavelet(
         period = 2**W.levels
         fixed = prox_g
 
-        def prox_g(v: Tensor, t) -> Tensor:  # noqa: F811 - cycle-spinning wrapper
+        def prox_g(v: Tensor, t) -> Tensor:
             sh = [int(s) for s in torch.randint(0, period, (2,), generator=gen)]
             out = fixed(torch.roll(v, sh, dims=(-2, -1)), t)
             return torch.roll(out, [-sh[0], -sh[1]], dims=(-2, -1))

@@ -112,11 +112,6 @@ def describe(name: str) -> str:
     return f"{name}: {entry.summary}; parameters: {', '.join(entry.parameters()) or '(none)'}"
 
 
-def needs_operator(name: str) -> bool:
-    """Whether reconstruction ``name`` needs a forward operator (else it works on ``y`` alone)."""
-    return _lookup(name).needs_op
-
-
 def register(name: str, fn: Callable[..., Tensor], *, needs_op: bool = True, summary: str = "",
              overwrite: bool = False) -> None:
     """Add a reconstruction ``fn(y, op, **params)`` under ``name``."""

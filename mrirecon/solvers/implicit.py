@@ -37,7 +37,7 @@ def _sum_to_shape(t: Tensor, shape: torch.Size) -> Tensor:
 
 class _CGSolve(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, gram, options, rhs, lam, *params):  # noqa: D401 - autograd API
+    def forward(ctx, gram, options, rhs, lam, *params):
         def system(v: Tensor) -> Tensor:
             return gram(v) + lam * v
 

@@ -86,9 +86,8 @@ def project_box(x: Tensor, lower: float | Tensor | None = None, upper: float | T
     ``None`` leaves that side open. This is the prox of the box indicator for any step.
     """
     _real_only(x, "project_box")
-    if lower is not None and upper is not None:
-        if isinstance(lower, (int, float)) and isinstance(upper, (int, float)) and lower > upper:
-            raise ValueError(f"project_box: lower={lower} must not exceed upper={upper}")
+    if isinstance(lower, (int, float)) and isinstance(upper, (int, float)) and lower > upper:
+        raise ValueError(f"project_box: lower={lower} must not exceed upper={upper}")
     return torch.clamp(x, min=lower, max=upper)
 
 
