@@ -46,15 +46,9 @@ def load_pipeline(name: str, overrides: list[str] = ()) -> tuple[PipelineConfig,
 
 
 def _weights_available(name: str) -> bool:
-    try:
-        from mrirecon.training.weights import weights_path
-    except ImportError:
-        return False
-    try:
-        weights_path(name)
-        return True
-    except FileNotFoundError:
-        return False
+    from mrirecon.training.weights import available_weights
+
+    return name in available_weights()
 
 
 def run_demo(output: str | Path = "demo_out", *, quick: bool = False, progress: bool = True) -> dict:
