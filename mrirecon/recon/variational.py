@@ -109,7 +109,7 @@ def tv_least_squares(
     rho, cg_iterations
         ADMM penalty and inner CG iterations.
     x0
-        Start (``A^H y`` scaled by ``1/||A||^2`` is not assumed; zeros by default).
+        Start image (zeros by default).
 
     Returns
     -------

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from mrirecon.solvers.cg import cg
 
@@ -48,6 +49,7 @@ class _CGSolve(torch.autograd.Function):
         return x
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_x):
         x, lam, *params = ctx.saved_tensors
         gram, options = ctx.gram, ctx.options
