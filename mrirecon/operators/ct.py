@@ -91,14 +91,14 @@ class _CTProjector(LinearOperator):
     def _backproject(self, y: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def _apply(self, t: Tensor, fn, in_shape, out_shape, what: str) -> Tensor:
-        if not (t.is_floating_point() or t.is_complex()):
+    def _run_split(self, t: Tensor, fn, in_shape, out_shape, what: str) -> Tensor:
+        if t.dtype not in (torch.float32, torch.float64, torch.complex64, torch.complex128):
             raise TypeError(
                 f"{self.name}: {what} must be float32/float64 or complex, got {t.dtype}"
             )
         if t.is_complex():
             parts = torch.stack([t.real, t.imag])
-            out = self._apply(parts, fn, in_shape, out_shape, what)
+            out = self._run_split(parts, fn, in_shape, out_shape, what)
             return torch.complex(out[0], out[1])
         lead = t.shape[: t.ndim - 2]
         flat = t.reshape((-1, *in_shape))
@@ -108,12 +108,12 @@ class _CTProjector(LinearOperator):
         return out.reshape((*lead, *out_shape))
 
     def _forward(self, x: Tensor) -> Tensor:
-        return self._apply(
+        return self._run_split(
             x, _Project, self.geometry.image_shape, self.geometry.sinogram_shape, "image"
         )
 
     def _adjoint(self, y: Tensor) -> Tensor:
-        return self._apply(
+        return self._run_split(
             y, _Backproject, self.geometry.sinogram_shape, self.geometry.image_shape, "sinogram"
         )
 
