@@ -355,3 +355,17 @@ def test_fbp_batch_and_complex():
     z = torch.complex(y[0], y[1])
     torch.testing.assert_close(fbp(z, g), torch.complex(fbp(y[0], g), fbp(y[1], g)))
     assert fbp(y.float(), g).dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    "geometry",
+    [CTGeometry.parallel((4, 5), 3, 6), CTGeometry.fan((5, 4), 3, 6, detector="curved")],
+    ids=["parallel", "fan-curved"],
+)
+def test_gradcheck_first_and_second_order(geometry):
+    op = ct_operator(geometry)
+    x = random_like_shape(geometry.image_shape, torch.float64).requires_grad_(True)
+    assert torch.autograd.gradcheck(op, (x,), eps=1e-6, atol=1e-8, fast_mode=True)
+    assert torch.autograd.gradgradcheck(op, (x,), eps=1e-6, atol=1e-8, fast_mode=True)
+    y = random_like_shape(geometry.sinogram_shape, torch.float64).requires_grad_(True)
+    assert torch.autograd.gradcheck(op.H, (y,), eps=1e-6, atol=1e-8, fast_mode=True)
