@@ -199,19 +199,18 @@ def l1_wavelet(
     def grad_f(v: Tensor) -> Tensor:
         return op.gram(v) - aty
 
-    def prox_g(v: Tensor, t) -> Tensor:
+    def prox_fixed(v: Tensor, t) -> Tensor:
         return W.H(soft_threshold(W(v), lam * t))
 
-    if random_shift:
-        gen = torch.Generator().manual_seed(int(seed))
-        period = 2**W.levels
-        fixed = prox_g
+    gen = torch.Generator().manual_seed(int(seed))
+    period = 2**W.levels
 
-        def prox_g(v: Tensor, t) -> Tensor:
-            sh = [int(s) for s in torch.randint(0, period, (2,), generator=gen)]
-            out = fixed(torch.roll(v, sh, dims=(-2, -1)), t)
-            return torch.roll(out, [-sh[0], -sh[1]], dims=(-2, -1))
+    def prox_shifted(v: Tensor, t) -> Tensor:  # cycle spinning
+        sh = [int(s) for s in torch.randint(0, period, (2,), generator=gen)]
+        out = prox_fixed(torch.roll(v, sh, dims=(-2, -1)), t)
+        return torch.roll(out, [-sh[0], -sh[1]], dims=(-2, -1))
 
+    prox_g = prox_shifted if random_shift else prox_fixed
     return fista(grad_f, prox_g, x, step, max_iterations=max_iterations, tolerance=tolerance,
                  callback=callback, restart=restart)
 
