@@ -156,10 +156,8 @@ def _bench_volume(
     """Reconstruct one volume with every pending method; returns per-method partial records."""
     f, target = _open_volume(path, challenge)
     device = settings["device"]
-    mask_type, cf = (
-        settings["mask_type"],
-        center_fraction_for(acceleration, settings["center_fractions"]),
-    )
+    mask_type = settings["mask_type"]
+    cf = center_fraction_for(acceleration, settings["center_fractions"])
     ucfg = UndersampleConfig(
         enabled=True,
         mask=mask_type,
