@@ -131,6 +131,31 @@ def check_01(r: dict) -> None:
     assert ct["fbp"] < ct["sirt"] and ct["fbp"] < ct["tv_ct"]
 
 
+def check_02(r: dict) -> None:
+    assert r["steps"] == r["settings"]["steps"]
+    assert r["reload_difference"] == 0.0  # load_pretrained(model.pt) is the trained model
+    m = {k: v["SSIM"] for k, v in r["metrics"].items()}
+    assert m["zero-filled"] < m["CG-SENSE"] and m["zero-filled"] < m["MoDL (this run)"]
+    assert len(r["val_ssim"]) >= 3 and r["val_ssim"][-1] > r["val_ssim"][0]
+    if r["shipped"]:
+        assert m["MoDL (shipped weights)"] > m["zero-filled"]
+
+
+def check_03(r: dict) -> None:
+    m = {k: v["SSIM"] for k, v in r["metrics"].items()}
+    assert m["FBP"] < m["TV"] and m["LPD"] > 0.5
+    assert r["val_ssim"][-1] > r["val_ssim"][0]
+    dose, views = r["dose_ssim"], r["view_ssim"]
+    for method in ("FBP", "TV"):  # fewer photons: worse
+        assert all(a > b for a, b in zip(dose[method], dose[method][1:])), (method, dose[method])
+    assert all(a < b for a, b in zip(views["FBP"], views["FBP"][1:])), views["FBP"]  # more views: better
+    assert dose["LPD"][-1] > dose["FBP"][-1]  # at the lowest dose the learned model beats FBP
+    trained = r["views"].index(r["settings"]["views"])
+    assert views["LPD"][trained] >= views["LPD"][0]
+    for name in r["shipped"]:
+        assert m[f"LPD ({name})"] > 0.5
+
+
 def check_05(r: dict) -> None:
     loss = r["train_loss"]
     assert loss["mri_last"] < 0.8 * loss["mri_first"] and loss["ct_last"] < 0.8 * loss["ct_first"]
@@ -142,6 +167,8 @@ def check_05(r: dict) -> None:
 
 CHECKS = {
     "01_physics_and_classical_recon": check_01,
+    "02_train_unrolled": check_02,
+    "03_learned_primal_dual_ct": check_03,
     "05_build_your_own_unrolled_model": check_05,
 }
 

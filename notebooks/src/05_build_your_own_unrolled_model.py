@@ -161,7 +161,7 @@ def train(model, draw, steps, lr=2e-3):
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     return losses
 
 
