@@ -37,7 +37,8 @@ def test_card_and_size(name):
     assert config["optim"]["max_steps"] == t["steps"]
     for key in ("lr", "batch_size", "lr_step", "lr_gamma"):
         assert config["optim"][key] == t["config"]["optim"][key]
-    assert config["data"]["mask"] == t["config"]["data"]["mask"]
+    for key, value in config["data"].items():
+        assert t["config"]["data"][key] == value, key
     metrics = card["metrics_held_out"]
     assert list(metrics) == (["4x", "8x"] if name in MRI else ["30 views"])
     for entry in metrics.values():
