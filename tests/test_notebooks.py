@@ -156,6 +156,20 @@ def check_03(r: dict) -> None:
         assert m[f"LPD ({name})"] > 0.5
 
 
+def check_04(r: dict) -> None:
+    accs = r["settings"]["accelerations"]
+    summary = r["summary"]
+    assert r["records"] == len(r["methods"]) * len(accs) * r["settings"]["volumes"]
+    for method, by_acc in summary.items():  # more acceleration, lower SSIM
+        ssims = [by_acc[str(a)]["SSIM"] for a in accs]
+        assert all(a > b for a, b in zip(ssims, ssims[1:])), (method, ssims)
+    for a in map(str, accs):
+        zf = summary["zero_filled_rss"][a]
+        for method in ("cg_sense", "l1_wavelet"):
+            assert summary[method][a]["SSIM"] > zf["SSIM"] and summary[method][a]["NMSE"] < zf["NMSE"]
+    assert r["rerun_identical"] and r["rerun_seconds"] < 0.5 * r["first_run_seconds"]
+
+
 def check_05(r: dict) -> None:
     loss = r["train_loss"]
     assert loss["mri_last"] < 0.8 * loss["mri_first"] and loss["ct_last"] < 0.8 * loss["ct_first"]
@@ -169,6 +183,7 @@ CHECKS = {
     "01_physics_and_classical_recon": check_01,
     "02_train_unrolled": check_02,
     "03_learned_primal_dual_ct": check_03,
+    "04_fastmri_benchmark": check_04,
     "05_build_your_own_unrolled_model": check_05,
 }
 
