@@ -9,6 +9,7 @@ with the repository on ``PYTHONPATH``, ``MRIRECON_NB_QUICK=1`` and the Agg backe
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import os
 import sys
@@ -147,8 +148,8 @@ def check_03(r: dict) -> None:
     assert r["val_ssim"][-1] > r["val_ssim"][0]
     dose, views = r["dose_ssim"], r["view_ssim"]
     for method in ("FBP", "TV"):  # fewer photons: worse
-        assert all(a > b for a, b in zip(dose[method], dose[method][1:])), (method, dose[method])
-    assert all(a < b for a, b in zip(views["FBP"], views["FBP"][1:])), views["FBP"]  # more views: better
+        assert all(a > b for a, b in itertools.pairwise(dose[method])), (method, dose[method])
+    assert all(a < b for a, b in itertools.pairwise(views["FBP"])), views["FBP"]  # more views: better
     assert dose["LPD"][-1] > dose["FBP"][-1]  # at the lowest dose the learned model beats FBP
     trained = r["views"].index(r["settings"]["views"])
     assert views["LPD"][trained] >= views["LPD"][0]
@@ -162,7 +163,7 @@ def check_04(r: dict) -> None:
     assert r["records"] == len(r["methods"]) * len(accs) * r["settings"]["volumes"]
     for method, by_acc in summary.items():  # more acceleration, lower SSIM
         ssims = [by_acc[str(a)]["SSIM"] for a in accs]
-        assert all(a > b for a, b in zip(ssims, ssims[1:])), (method, ssims)
+        assert all(a > b for a, b in itertools.pairwise(ssims)), (method, ssims)
     for a in map(str, accs):
         zf = summary["zero_filled_rss"][a]
         for method in ("cg_sense", "l1_wavelet"):

@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 
 from mrirecon import recon
@@ -33,7 +32,7 @@ from mrirecon.calib import espirit_maps
 from mrirecon.core import relative_adjoint_error
 from mrirecon.data.simulate_ct import MU_WATER_70KEV_PER_MM, simulate_ct_samples
 from mrirecon.data.simulate_mri import simulate_mri_volume
-from mrirecon.functional import center_crop, ifft2c, rss
+from mrirecon.functional import ifft2c
 from mrirecon.metrics import nmse, psnr, ssim
 from mrirecon.operators import ct_operator, sense
 from mrirecon.sampling import create_mask_for_mask_type, poisson_disc
@@ -165,10 +164,10 @@ op = sense(maps_esp, mask)
 scale = float(recon.run("zero_filled", y, op).abs().max())
 yn = y / scale
 runs = {
-    "zero_filled_rss": dict(),
-    "cg_sense": dict(lam=1e-3, max_iterations=min(ITERS, 15)),
-    "l1_wavelet": dict(lam=2e-3, max_iterations=ITERS),
-    "tv": dict(lam=2e-3, max_iterations=ITERS),
+    "zero_filled_rss": {},
+    "cg_sense": {"lam": 1e-3, "max_iterations": min(ITERS, 15)},
+    "l1_wavelet": {"lam": 2e-3, "max_iterations": ITERS},
+    "tv": {"lam": 2e-3, "max_iterations": ITERS},
 }
 images, timings, mri_metrics = {}, {}, {}
 for name, params in runs.items():

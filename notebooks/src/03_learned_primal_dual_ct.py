@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-import numpy as np
 import torch
 import yaml
 
@@ -37,7 +36,11 @@ from mrirecon.metrics import metrics_table
 from mrirecon.operators import ct_operator
 from mrirecon.training.data_ct import CTTrainingSet
 from mrirecon.training.run import train_from_config
-from mrirecon.training.validation import evaluate_reconstructor, fbp_reconstructor, model_reconstructor
+from mrirecon.training.validation import (
+    evaluate_reconstructor,
+    fbp_reconstructor,
+    model_reconstructor,
+)
 from mrirecon.training.weights import available_weights, load_pretrained
 from mrirecon.viz import image_grid
 
