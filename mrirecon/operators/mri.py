@@ -117,7 +117,9 @@ class SenseOperator(LinearOperator):
 
     ``A^H A x = S^H F^H P F S x``; because a circular convolution commutes with the FFT shifts,
     the gram runs on uncentred FFTs with the mask shifted once at construction, i.e. two plain
-    FFTs per coil and nothing else.
+    FFTs per coil and nothing else. For a column mask ``(1, W)`` (every fastMRI mask) the 2-D
+    transform factorises, ``F^H P F = I_H (x) F_W^H P_W F_W``, so the gram needs only 1-D FFTs
+    along ``W``.
 
     Parameters
     ----------
@@ -153,8 +155,12 @@ class SenseOperator(LinearOperator):
         return coil_reduce(self.maps, ifft2c(y * self.mask.unsqueeze(-3)))
 
     def _gram(self, x: Tensor) -> Tensor:
-        k = uncentred_fft2(self.maps * x.unsqueeze(-3)) * self._mask_unshifted.unsqueeze(-3)
-        return coil_reduce(self.maps, uncentred_ifft2(k))
+        coil_images = self.maps * x.unsqueeze(-3)
+        mask = self._mask_unshifted.unsqueeze(-3)
+        if self.mask.shape[-2] == 1:  # column mask: the FFT along H cancels
+            k = torch.fft.fft(coil_images, dim=-1, norm="ortho") * mask
+            return coil_reduce(self.maps, torch.fft.ifft(k, dim=-1, norm="ortho"))
+        return coil_reduce(self.maps, uncentred_ifft2(uncentred_fft2(coil_images) * mask))
 
     # pieces for models that work in coil-image / k-space domains (E2E-VarNet)
     def expand(self, x: Tensor) -> Tensor:
