@@ -14,10 +14,10 @@ Methods are classical reconstructions of :mod:`mrirecon.recon` (``zero_filled``,
 shipped weights name used as the method name), run as ``model(y, op)`` under
 ``torch.inference_mode``.
 
-Scaling: classical methods see k-space divided by the slice's peak zero-filled RSS magnitude and
-their image is multiplied back (``normalize=True``). This changes nothing for the linear methods
-and makes the regularisation weights ``lam`` of ``l1_wavelet`` and ``tv`` relative to the image
-peak, so one default serves every data set.
+Scaling: the ``reconstruct`` stage runs classical methods on k-space divided by the slice's
+peak zero-filled RSS magnitude (:func:`~mrirecon.pipeline.stages_mri.data_scale`) and scales
+the image back, so the ``lam`` of ``l1_wavelet`` and ``tv`` is relative to the image peak and
+one default serves every data set.
 
 Results are stored per (method, acceleration, volume) in ``results.jsonl`` (see
 :mod:`mrirecon.pipeline.bench_table`), so an interrupted run resumes where it stopped.
@@ -36,7 +36,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from mrirecon.functional import ifft2c, rss
 from mrirecon.metrics import evaluate_volumes
 from mrirecon.pipeline.bench_methods import (
     CHALLENGES,
@@ -94,25 +93,18 @@ def _to(s: MRISlice, device: torch.device) -> MRISlice:
 
 
 def _reconstruct_slice(
-    s: MRISlice, method: str, params: dict, model: nn.Module | None, normalize: bool
+    s: MRISlice, method: str, params: dict, model: nn.Module | None
 ) -> torch.Tensor:
     """``(h, w)`` float32 magnitude, cropped to the recon size."""
     if model is not None:
         out = reconstruct(s, ReconstructConfig(method=method), model)
         return postprocess(out, PostprocessConfig())
-    if method == "grappa":  # ACS = the fully sampled centre band; kernel no wider than it
-        acs = int(params.get("calib", s.num_low_frequencies))
-        params = {"calib": acs, **params}
-        if "kernel_size" not in params and acs < 5:
-            params["kernel_size"] = (5, max(acs - (1 - acs % 2), 1))
-    scale = 1.0
-    if normalize:
-        peak = float(rss(ifft2c(s.kspace), dim=0).max())
-        scale = peak if peak > 0 else 1.0
-    out = reconstruct(
-        replace(s, kspace=s.kspace / scale), ReconstructConfig(method=method, params=params), None
-    )
-    return postprocess(replace(out, image=out.image * scale), PostprocessConfig())
+    acs = int(params.get("calib", s.num_low_frequencies))
+    if method == "grappa" and "kernel_size" not in params and acs < 5:
+        # the stage's ACS is the centre band; a narrow band needs a narrower kernel
+        params = {**params, "kernel_size": (5, max(acs - (1 - acs % 2), 1))}
+    out = reconstruct(s, ReconstructConfig(method=method, params=params), None)
+    return postprocess(out, PostprocessConfig())
 
 
 def _open_volume(path: Path, challenge: str):
@@ -193,9 +185,7 @@ def _bench_volume(
                 si = s if needs_maps(m, model) else replace(s, maps=None)
                 _sync(device)
                 t0 = time.perf_counter()
-                img = _reconstruct_slice(
-                    si, m, settings["params"].get(m, {}), model, settings["normalize"]
-                )
+                img = _reconstruct_slice(si, m, settings["params"].get(m, {}), model)
                 _sync(device)
                 seconds[m] += time.perf_counter() - t0
                 slices[m].append(img.detach().cpu())
@@ -256,7 +246,6 @@ def run_bench(
     mask_type: str | None = None,
     center_fractions: Mapping[float, float] | None = None,
     calibration: CalibrateConfig | None = None,
-    normalize: bool = True,
     device: str | torch.device = "cpu",
     verbose: bool = True,
     on_record: RecordCallback | None = None,
@@ -297,8 +286,6 @@ def run_bench(
         fastMRI mask function name; default :func:`default_mask_type` of the challenge.
     calibration
         ESPIRiT settings (default :class:`~mrirecon.pipeline.schema.CalibrateConfig`).
-    normalize
-        Scale k-space of classical methods by the zero-filled peak (see module notes).
     device
         ``"cpu"``, ``"cuda"`` or a device.
     verbose
@@ -362,7 +349,6 @@ def run_bench(
         "center_fractions": center_fractions,
         "models": models,
         "params": run_params,
-        "normalize": normalize,
         "calibrate": calibration,
         "preprocess": PreprocessConfig(coil_compression=None),
     }
@@ -377,7 +363,6 @@ def run_bench(
                 "mask_type": mask_type,
                 "center_fraction": center_fraction_for(acc, center_fractions),
                 "calibration": asdict(calibration) if needs_maps(m, models.get(m)) else None,
-                "normalize": normalize and m not in models,
             }
         )
 
