@@ -94,15 +94,16 @@ print(sum(p.numel() for p in UnrolledNet().parameters()), "parameters")
 #
 # `simulate_mri_volume` cuts slices from a deformed MNI152 template, multiplies them by
 # birdcage coil maps and adds noise. We use the known maps here (notebook 1 estimates them
-# with ESPIRiT) and draw a fresh fastMRI mask for every training step.
+# with ESPIRiT), draw a fresh fastMRI mask for every training step and keep the last volume
+# for testing.
 
 # %%
-COILS, SLICES = 4, 6
+COILS, SLICES, TRAIN_VOLUMES = 4, 6, (1 if QUICK else 4)
 vols = [simulate_mri_volume(i, slices=SLICES, coils=COILS, size=(SIZE, SIZE), seed=5, resolution=2,
-                            orientations="axial", snr_db=35.0) for i in range(2)]
-train_mri = (torch.cat([v.kspace for v in vols[:1]]), torch.cat([v.maps for v in vols[:1]]).to(torch.complex64),
-             torch.cat([v.image for v in vols[:1]]).to(torch.complex64))
-test_mri = (vols[1].kspace, vols[1].maps.to(torch.complex64), vols[1].image.to(torch.complex64))
+                            orientations="axial", snr_db=35.0) for i in range(TRAIN_VOLUMES + 1)]
+train_mri = (torch.cat([v.kspace for v in vols[:-1]]), torch.cat([v.maps for v in vols[:-1]]).to(torch.complex64),
+             torch.cat([v.image for v in vols[:-1]]).to(torch.complex64))
+test_mri = (vols[-1].kspace, vols[-1].maps.to(torch.complex64), vols[-1].image.to(torch.complex64))
 mask_fn = create_mask_for_mask_type("equispaced_fraction", [0.08], [4])
 
 
@@ -169,7 +170,7 @@ t0 = time.time()
 mri_model = UnrolledNet()
 with torch.no_grad():
     mri_untrained = float(nmse_loss(mri_model(y, op), x_true))
-mri_losses = train(mri_model, lambda s: mri_problem(*train_mri, index=s % SLICES, seed=s), STEPS)
+mri_losses = train(mri_model, lambda s: mri_problem(*train_mri, index=s % len(train_mri[0]), seed=s), STEPS)
 t_mri = time.time() - t0
 
 t0 = time.time()
