@@ -30,8 +30,8 @@ from mrirecon.training.weights import available_weights
 
 QUICK = os.environ.get("MRIRECON_NB_QUICK", "0") == "1"
 OUT = os.environ.get("MRIRECON_NB_OUT")  # folder for a results JSON (used by the tests)
-SIZE = 64 if QUICK else 160
-VOLUMES, SLICES = (2, 2) if QUICK else (6, 6)
+SIZE = 64 if QUICK else 128
+VOLUMES, SLICES = (2, 2) if QUICK else (4, 4)
 ACCELERATIONS = (4, 8) if QUICK else (2, 4, 6, 8)
 work = Path(tempfile.mkdtemp(prefix="mrirecon_nb04_"))
 print(f"quick={QUICK}: {VOLUMES} volumes x {SLICES} slices of {SIZE}x{SIZE}, accelerations {ACCELERATIONS}")
