@@ -38,3 +38,8 @@ __all__ = [
     "zero_filled",
     "zero_filled_rss",
 ]
+
+# -- classical priors of the review (issue 9, part A) --------------------------------------
+from mrirecon.recon.tgv import tgv, tgv_objective  # noqa: E402
+
+register("tgv", tgv, summary="MRI/CT: TGV^2-regularised least squares by PDHG")
