@@ -17,8 +17,10 @@ from mrirecon.models.unrolled.admm_csnet import ADMMCSNet
 from mrirecon.models.unrolled.cascade import CascadeNet
 from mrirecon.models.unrolled.fbpconvnet import FBPConvNet
 from mrirecon.models.unrolled.ista_net import ISTANetPlus
+from mrirecon.models.unrolled.ldamp import LDAMP
 from mrirecon.models.unrolled.modl import MoDL
 from mrirecon.models.unrolled.primal_dual import LearnedPrimalDual
+from mrirecon.models.unrolled.unrolled_em import UnrolledEM
 from mrirecon.models.unrolled.varnet import VarNet
 from mrirecon.models.unrolled.vn import VariationalNetwork
 
@@ -41,6 +43,12 @@ _MODELS: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {
     "primal_dual": (LearnedPrimalDual, dict(iterations=10, n_primal=5, n_dual=5, features=32)),
     # Jin et al. 2017
     "fbpconvnet": (FBPConvNet, dict(chans=64, num_pools=4)),
+    # unrolled statistical inference: Metzler et al. 2017 (i.i.d. Gaussian operators only)
+    "ldamp": (LDAMP, dict(iterations=10, depth=20, features=64)),
+    # unrolled EM / mean-field EPLL over the shipped patch GMM (Zoran & Weiss 2011 prior)
+    "unrolled_em": (UnrolledEM, dict(iterations=6, gmm="patch_gmm", stride=4, learn_gmm=True,
+                                     sigma_start=0.1, sigma_end=0.01, noise_std=0.02,
+                                     cg_iterations=8)),
     # plug-and-play (need denoiser=...)
     "pnp_admm": (PnPADMM, dict(iterations=20, rho=1.0, cg_iterations=10)),
     "pnp_hqs": (PnPHQS, dict(iterations=20, rho=1.0, cg_iterations=10)),

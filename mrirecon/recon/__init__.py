@@ -43,3 +43,10 @@ __all__ = [
 from mrirecon.recon.tgv import tgv, tgv_objective  # noqa: E402
 
 register("tgv", tgv, summary="MRI/CT: TGV^2-regularised least squares by PDHG")
+
+# EPLL with a patch GMM prior (issue 9, part B)
+from mrirecon.recon.epll import epll  # noqa: E402
+
+register("epll", epll, needs_op=True,
+         summary="MRI/CT: EPLL by half-quadratic splitting with the shipped 8x8 patch GMM prior")
+__all__.append("epll")
