@@ -51,9 +51,21 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
+    """Weights of the training loss terms (see :class:`~mrirecon.training.losses.ReconstructionLoss`).
+
+    ``perceptual`` weighs :class:`~mrirecon.training.perceptual.PerceptualLoss` (shipped
+    feature network); ``adversarial > 0`` adds a patch discriminator
+    (:mod:`mrirecon.training.losses_gan`) updated once per generator step with Adam at
+    ``discriminator_lr``, objective ``adversarial_mode``.
+    """
+
     ssim: float = 1.0
     l1: float = 0.0
     mse: float = 0.0
+    perceptual: float = 0.0
+    adversarial: float = 0.0
+    discriminator_lr: float = 1e-4
+    adversarial_mode: Literal["nonsaturating", "lsgan"] = "nonsaturating"
 
 
 @dataclass(frozen=True)

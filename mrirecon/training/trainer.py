@@ -114,10 +114,27 @@ class Trainer:
             (config.optim.lr_step, config.optim.lr_gamma) if config.optim.lr_step else (1, 1.0)
         )
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step, gamma)
+        self.critic = self._critic()
+        self.disc_loss = float("nan")  # the discriminator's loss at the last step
         self.step = 0
         self.elapsed = 0.0  # training seconds over all runs (resumes included)
         self.out = Path(config.output_dir)
         self.history: list[dict] = []
+
+    def _critic(self):
+        """A patch discriminator with its optimiser when ``loss.adversarial > 0``, else None.
+
+        Initialised from its own seed (the global random stream is left untouched).
+        """
+        loss = self.cfg.loss
+        if not getattr(loss, "adversarial", 0.0):
+            return None
+        from mrirecon.training.losses_gan import AdversarialCritic
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.seed + 1)
+            critic = AdversarialCritic(mode=loss.adversarial_mode, lr=loss.discriminator_lr)
+        return critic.to(self.device)
 
     # -- checkpoints ------------------------------------------------------------------------
     @property
@@ -133,6 +150,7 @@ class Trainer:
             "elapsed_seconds": self.elapsed,
             "rng": rng_state(),
             "model_name": self.cfg.model.name,
+            **({"critic": self.critic.checkpoint_state()} if self.critic is not None else {}),
         }
 
     def save(self) -> None:
@@ -149,6 +167,8 @@ class Trainer:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.critic is not None and "critic" in ckpt:
+            self.critic.load_checkpoint_state(ckpt["critic"])
         self.step = int(ckpt["step"])
         self.elapsed = float(ckpt.get("elapsed_seconds", 0.0))
         set_rng_state(ckpt["rng"])
@@ -174,6 +194,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         items = self._positions(self.step)
         total = 0.0
+        fakes = []  # (prediction, target, max_value) for the discriminator's step
         for i, (index, epoch, pos) in enumerate(items):
             sample = self.train_set.get(index, mask_seed=sample_seed(self.cfg.seed, epoch, pos))
             sample = sample.to(self.device)
@@ -184,13 +205,20 @@ class Trainer:
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
                     x = model(sample.y, sample.operator())
                 pred = magnitude_for_target(x.float() if not x.is_complex() else x, sample.target)
-                loss = self.loss_fn(pred, sample.target, sample.max_value) / len(items)
+                loss = self.loss_fn(pred, sample.target, sample.max_value)
+                if self.critic is not None:
+                    adv = self.critic.generator_loss(pred, sample.max_value)
+                    loss = loss + self.cfg.loss.adversarial * adv
+                    fakes.append((pred.detach(), sample.target, sample.max_value))
+                loss = loss / len(items)
                 loss.backward()
             total += float(loss.detach())
         if self.cfg.optim.grad_clip:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
+        if self.critic is not None:  # one discriminator update per generator step
+            self.disc_loss = self.critic.discriminator_step(fakes)
         self.step += 1
         if self.world > 1:
             t = torch.tensor([total], dtype=torch.float64)
@@ -221,6 +249,8 @@ class Trainer:
                 "lr": self.scheduler.get_last_lr()[0],
                 "seconds": self.elapsed,
             }
+            if self.critic is not None:
+                row["disc_loss"] = self.disc_loss
             if self.validate_fn is not None and (
                 self.step % self.cfg.val_every == 0 or self.step == self.cfg.optim.max_steps
             ):
@@ -235,7 +265,7 @@ class Trainer:
                     dist.barrier()
             if self.rank == 0 and (
                 self.step % self.cfg.log_every == 0
-                or len(row) > 4
+                or any(k.startswith("val_") for k in row)
                 or self.step == self.cfg.optim.max_steps
             ):
                 self.history.append(row)

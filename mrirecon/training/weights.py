@@ -18,10 +18,23 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 
 def available_weights() -> list[str]:
-    """Names of the weights shipped in ``mrirecon/weights`` (files with a ``.pt`` and a card)."""
+    """Names of the reconstruction models shipped in ``mrirecon/weights`` (a ``.pt`` and a card).
+
+    Cards with a ``kind`` other than ``reconstruction`` (e.g. the perceptual loss's
+    ``feature_network``) are not models and are left out.
+    """
     if not WEIGHTS_DIR.is_dir():
         return []
-    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.pt") if p.with_suffix(".yaml").is_file())
+    return sorted(
+        p.stem
+        for p in WEIGHTS_DIR.glob("*.pt")
+        if p.with_suffix(".yaml").is_file() and _card_kind(p.with_suffix(".yaml")) == "reconstruction"
+    )
+
+
+def _card_kind(card_path: Path) -> str:
+    card = yaml.safe_load(card_path.read_text())
+    return str(card.get("kind", "reconstruction")) if isinstance(card, dict) else "reconstruction"
 
 
 def _resolve(name_or_path: str | os.PathLike) -> Path:
