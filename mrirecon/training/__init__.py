@@ -3,6 +3,8 @@
 * :func:`train_from_config` - what ``mrirecon train CONFIG.yaml`` runs;
 * :class:`TrainConfig` - the YAML schema (loaded by :func:`mrirecon.pipeline.config.load_config`);
 * :class:`MRITrainingSet`, :class:`CTTrainingSet` - samples with ``y``, ``operator()``, ``target``;
+* :class:`PerceptualLoss`, :class:`AdversarialCritic` - optional loss terms (``loss.perceptual``,
+  ``loss.adversarial``);
 * :class:`Trainer` - the loop (data order and masks are functions of seed, epoch, position);
 * :func:`load_pretrained`, :func:`available_weights` - shipped ``.pt`` + ``.yaml`` model cards.
 """
@@ -11,14 +13,19 @@ from mrirecon.training.config import TrainConfig
 from mrirecon.training.data import MRITrainingSet, TrainingSample
 from mrirecon.training.data_ct import CTSample, CTTrainingSet
 from mrirecon.training.losses import ReconstructionLoss
+from mrirecon.training.losses_gan import AdversarialCritic, PatchDiscriminator
+from mrirecon.training.perceptual import PerceptualLoss
 from mrirecon.training.run import TrainResult, train_from_config
 from mrirecon.training.trainer import Trainer
 from mrirecon.training.weights import available_weights, load_pretrained, model_card
 
 __all__ = [
+    "AdversarialCritic",
     "CTSample",
     "CTTrainingSet",
     "MRITrainingSet",
+    "PatchDiscriminator",
+    "PerceptualLoss",
     "ReconstructionLoss",
     "TrainConfig",
     "TrainResult",

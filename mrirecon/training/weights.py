@@ -28,7 +28,8 @@ def available_weights() -> list[str]:
     return sorted(
         p.stem
         for p in WEIGHTS_DIR.glob("*.pt")
-        if p.with_suffix(".yaml").is_file() and _card_kind(p.with_suffix(".yaml")) == "reconstruction"
+        if p.with_suffix(".yaml").is_file()
+        and _card_kind(p.with_suffix(".yaml")) == "reconstruction"
     )
 
 
