@@ -43,6 +43,7 @@ __all__ = [
 from mrirecon.recon.tgv import tgv, tgv_objective  # noqa: E402
 
 register("tgv", tgv, summary="MRI/CT: TGV^2-regularised least squares by PDHG")
+__all__ += ["tgv", "tgv_objective"]
 
 # EPLL with a patch GMM prior (issue 9, part B)
 from mrirecon.recon.epll import epll  # noqa: E402
@@ -50,3 +51,9 @@ from mrirecon.recon.epll import epll  # noqa: E402
 register("epll", epll, needs_op=True,
          summary="MRI/CT: EPLL by half-quadratic splitting with the shipped 8x8 patch GMM prior")
 __all__.append("epll")
+from mrirecon.recon.nonlocal_pnp import HAS_BM3D, pnp_bm3d, pnp_nlm  # noqa: E402
+
+register("pnp_nlm", pnp_nlm, summary="MRI/CT: plug-and-play ADMM/HQS with non-local means")
+if HAS_BM3D:
+    register("pnp_bm3d", pnp_bm3d, summary="MRI/CT: plug-and-play ADMM/HQS with BM3D")
+__all__ += ["pnp_bm3d", "pnp_nlm"]

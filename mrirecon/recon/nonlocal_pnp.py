@@ -1,0 +1,298 @@
+"""Non-local priors by plug-and-play: PnP-ADMM / PnP-HQS with a non-local-means (Buades et al.
+2005) or BM3D (Dabov et al. 2007) denoiser, for any LinearOperator (MRI or CT).
+
+Problem (implicitly): ``min_x 1/2||A x - y||^2 + g(x)`` where the prox of ``g`` is replaced by
+a denoiser (Venkatakrishnan et al. 2013). The data step is
+``argmin_x 1/2||A x - y||^2 + rho/2 ||x - v||^2``, solved by CG on ``A^H A + rho I``.
+
+Parameter continuation (Chan, Wang & Elgendy 2017): ``rho_k = rho_0 gamma^k`` and the
+denoiser's noise level ``sigma_k = sigma_0 gamma^(-k/2)`` (the prox of ``g / rho_k`` is a
+denoiser at ``sigma^2 ~ 1 / rho_k``). With ``gamma > 1`` the iteration is a fixed-point
+iteration with shrinking steps and converges for bounded denoisers; ``gamma = 1`` is plain PnP.
+
+Noise level from the data: unless ``sigma`` is given, ``sigma_0 = sigma_scale * sigma_hat``,
+where ``sigma_hat`` is the robust (median absolute deviation) noise estimate of Donoho &
+Johnstone on the finest diagonal wavelet sub-band (``skimage.restoration.estimate_sigma``) of
+the initial least-squares image ``x_0`` (CG on ``A^H A x = A^H y``), one value per slice. For
+complex images it is the mean of the real and imaginary parts' estimates. Undersampling
+artefacts that reach the finest scale raise ``sigma_hat`` as noise does, which is what the
+first iterations must remove.
+
+Complex images (MRI): NLM denoises the real and imaginary parts as the two channels of one
+image (patch distances summed over both, so both parts share the weights and the phase is
+treated consistently); BM3D denoises real and imaginary parts separately.
+
+Defaults (``rho = 1``, ``sigma_scale = 3``) were chosen on a 4x multi-coil Shepp-Logan phantom
+(coil maps with unit RSS); on sparse-view CT (16-60 views) ``rho = 0.1``, ``sigma_scale = 1``
+work better: CT's ``A^H A`` has a wide spectrum, so ``rho`` relative to its largest eigenvalue
+pulls weakly towards the data on most components and a strong denoiser then over-smooths.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from skimage.restoration import denoise_nl_means, estimate_sigma
+from torch import Tensor
+
+from mrirecon.core import LinearOperator
+from mrirecon.recon.variational import batch_dims_of
+from mrirecon.solvers import cg, max_eigenvalue
+
+Callback = Callable[[int, Tensor, float], None]
+Denoiser = Callable[[np.ndarray, float], np.ndarray]
+METHODS = ("admm", "hqs")
+
+#: ``True`` when the ``bm3d`` package (PyPI ``bm3d``) is importable
+HAS_BM3D = importlib.util.find_spec("bm3d") is not None
+
+
+def _to_channels(x: np.ndarray) -> np.ndarray:
+    """Complex ``(H, W)`` -> real ``(H, W, 2)``; real stays ``(H, W)``."""
+    return np.stack([x.real, x.imag], axis=-1) if np.iscomplexobj(x) else x
+
+
+def _from_channels(x: np.ndarray, complex_: bool) -> np.ndarray:
+    return x[..., 0] + 1j * x[..., 1] if complex_ else x
+
+
+def nlm_denoiser(h: float = 0.8, patch_size: int = 5, patch_distance: int = 6) -> Denoiser:
+    """Non-local means (``skimage.restoration.denoise_nl_means``, fast mode) as ``f(img, sigma)``.
+
+    ``img`` is one 2-D slice ``(H, W)``, real or complex (real and imaginary parts as two
+    channels of one NLM). The filter strength is ``h * sigma`` with the noise variance
+    subtracted from patch distances (``sigma`` passed on), as scikit-image recommends.
+
+    Parameters
+    ----------
+    h
+        Filter strength relative to ``sigma``.
+    patch_size, patch_distance
+        Patch side (pixels) and search radius (pixels).
+    """
+    def denoise(img: np.ndarray, sigma: float) -> np.ndarray:
+        if sigma <= 0:
+            return img
+        chan = _to_channels(img)
+        out = denoise_nl_means(chan, h=h * sigma, sigma=sigma, patch_size=patch_size,
+                               patch_distance=patch_distance, fast_mode=True,
+                               channel_axis=-1 if chan.ndim == 3 else None)
+        return _from_channels(out, np.iscomplexobj(img))
+
+    return denoise
+
+
+def bm3d_denoiser() -> Denoiser:
+    """BM3D (PyPI ``bm3d``, Makinen et al. 2020) as ``f(img, sigma)`` on one 2-D slice.
+
+    Complex slices: real and imaginary parts are denoised separately with the same ``sigma``.
+
+    Raises
+    ------
+    ImportError
+        If the ``bm3d`` package is not installed.
+    """
+    if not HAS_BM3D:
+        raise ImportError("pnp_bm3d needs the 'bm3d' package (pip install bm3d)")
+    import bm3d
+
+    def one(part: np.ndarray, sigma: float) -> np.ndarray:
+        return np.asarray(bm3d.bm3d(part, sigma_psd=sigma), dtype=part.dtype)
+
+    def denoise(img: np.ndarray, sigma: float) -> np.ndarray:
+        if sigma <= 0:
+            return img
+        if np.iscomplexobj(img):
+            return one(np.ascontiguousarray(img.real), sigma) + 1j * one(np.ascontiguousarray(img.imag), sigma)
+        return one(img, sigma)
+
+    return denoise
+
+
+def estimate_noise_level(x: Tensor) -> Tensor:
+    """Per-slice noise standard deviation of images ``(..., H, W)`` (Donoho-Johnstone MAD).
+
+    Returns
+    -------
+    Tensor
+        Real tensor ``x.shape[:-2]`` (for complex images the mean over real and imaginary
+        parts' estimates).
+    """
+    arr = x.detach().cpu().numpy().reshape(-1, *x.shape[-2:])
+    out = []
+    for img in arr:
+        chan = _to_channels(img)
+        out.append(float(estimate_sigma(chan, channel_axis=-1 if chan.ndim == 3 else None,
+                                        average_sigmas=True)))
+    return torch.tensor(out, dtype=x.real.dtype).reshape(x.shape[:-2])
+
+
+def _apply(denoiser: Denoiser, x: Tensor, sigma: Tensor) -> Tensor:
+    """Apply a 2-D numpy denoiser slice by slice with per-slice ``sigma``."""
+    arr = x.detach().cpu().numpy().reshape(-1, *x.shape[-2:])
+    sig = sigma.reshape(-1).tolist() if sigma.numel() > 1 else [float(sigma)] * arr.shape[0]
+    out = np.stack([denoiser(img, s) for img, s in zip(arr, sig)])
+    return torch.from_numpy(out.astype(arr.dtype)).reshape(x.shape).to(x.device)
+
+
+def plug_and_play(
+    y: Tensor,
+    op: LinearOperator,
+    denoiser: Denoiser,
+    *,
+    iterations: int = 30,
+    method: str = "admm",
+    rho: float = 1.0,
+    gamma: float = 1.05,
+    sigma: float | None = None,
+    sigma_scale: float = 3.0,
+    cg_iterations: int = 10,
+    init_iterations: int = 10,
+    tolerance: float = 0.0,
+    x0: Tensor | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
+    """PnP-ADMM or PnP-HQS with a numpy denoiser ``f(img2d, sigma)`` and CG data steps.
+
+    Parameters
+    ----------
+    y
+        k-space ``(..., coils, H, W)`` or sinogram ``(..., views, detectors)``.
+    op
+        Forward operator ``A`` on images ``(..., H, W)``.
+    denoiser
+        ``f(img, sigma) -> img`` on one 2-D numpy slice (see :func:`nlm_denoiser`).
+    iterations
+        Outer iterations.
+    method
+        ``"admm"``: ``x = prox_f(z - u)``, ``z = D(x + u)``, ``u += x - z``;
+        ``"hqs"``: ``z = D(x)``, ``x = prox_f(z)``.
+    rho
+        Initial penalty relative to ``||A||^2`` (``rho_0 = rho * lambda_max(A^H A)`` per slice,
+        so the same value serves MRI and CT).
+    gamma
+        Continuation factor ``>= 1`` (see the module docstring).
+    sigma
+        Initial denoiser noise level in image units; ``None`` estimates it from the data.
+    sigma_scale
+        Multiplier of the estimated level.
+    cg_iterations
+        CG iterations per data step (warm started).
+    init_iterations
+        CG iterations of the least-squares start image (``0``: start from ``A^H y``).
+    tolerance
+        Stop when the relative change of ``x`` falls below it (``0`` disables).
+    x0
+        Start image (overrides the least-squares start).
+    callback
+        ``callback(iteration, x, relative_change)``.
+
+    Returns
+    -------
+    Tensor
+        Image ``(..., H, W)``, complex for MRI and real for CT.
+    """
+    if not isinstance(op, LinearOperator):
+        raise TypeError(f"plug_and_play: op must be a LinearOperator, got {type(op).__name__}")
+    if method not in METHODS:
+        raise ValueError(f"plug_and_play: unknown method {method!r}; valid: {', '.join(METHODS)}")
+    if not rho > 0 or gamma < 1:
+        raise ValueError(f"plug_and_play: need rho > 0 and gamma >= 1, got rho={rho}, gamma={gamma}")
+    aty = op.H(y)
+    nb = batch_dims_of(op, aty)
+    if x0 is None:
+        x0 = cg(op.gram, aty, max_iterations=init_iterations, batch_dims=nb) if init_iterations else aty
+    x = x0.clone()
+    sig0 = estimate_noise_level(x) * sigma_scale if sigma is None else torch.full(x.shape[:-2], float(sigma))
+    rho_k = rho * max_eigenvalue(op.gram, aty, batch_dims=nb)  # (..., 1, 1)
+    z, u = x.clone(), torch.zeros_like(x)
+
+    def data_step(v: Tensor, r: Tensor, start: Tensor) -> Tensor:
+        return cg(lambda t: op.gram(t) + r * t, aty + r * v, start, max_iterations=cg_iterations,
+                  batch_dims=nb)
+
+    for it in range(iterations):
+        sig_k = sig0 * gamma ** (-it / 2)
+        x_old = x
+        if method == "admm":
+            x = data_step(z - u, rho_k, x)
+            z = _apply(denoiser, x + u, sig_k)
+            u = u + x - z
+            u = u / gamma  # scaled dual u = lambda / rho follows rho_{k+1} = gamma rho_k
+        else:
+            z = _apply(denoiser, x, sig_k)
+            x = data_step(z, rho_k, x)
+        rho_k = rho_k * gamma
+        scale = float(torch.linalg.vector_norm(x))
+        rel = float(torch.linalg.vector_norm(x - x_old)) / scale if scale > 0 else 0.0
+        if callback is not None:
+            callback(it, x, rel)
+        if tolerance > 0 and rel <= tolerance:
+            break
+    return x
+
+
+def pnp_nlm(
+    y: Tensor,
+    op: LinearOperator,
+    *,
+    iterations: int = 30,
+    method: str = "admm",
+    rho: float = 1.0,
+    gamma: float = 1.05,
+    sigma: float | None = None,
+    sigma_scale: float = 3.0,
+    h: float = 0.8,
+    patch_size: int = 5,
+    patch_distance: int = 6,
+    cg_iterations: int = 10,
+    init_iterations: int = 10,
+    tolerance: float = 0.0,
+    x0: Tensor | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
+    """Plug-and-play with non-local means (scikit-image) for MRI or CT.
+
+    See :func:`plug_and_play` for the iteration and parameters and :func:`nlm_denoiser` for
+    ``h``, ``patch_size``, ``patch_distance``; the noise level is set from the data (module
+    docstring). Complex images: real and imaginary parts are the two channels of one NLM.
+
+    Returns
+    -------
+    Tensor
+        Image ``(..., H, W)``.
+    """
+    return plug_and_play(y, op, nlm_denoiser(h, patch_size, patch_distance), iterations=iterations,
+                         method=method, rho=rho, gamma=gamma, sigma=sigma, sigma_scale=sigma_scale,
+                         cg_iterations=cg_iterations, init_iterations=init_iterations,
+                         tolerance=tolerance, x0=x0, callback=callback)
+
+
+def pnp_bm3d(
+    y: Tensor,
+    op: LinearOperator,
+    *,
+    iterations: int = 20,
+    method: str = "admm",
+    rho: float = 1.0,
+    gamma: float = 1.05,
+    sigma: float | None = None,
+    sigma_scale: float = 3.0,
+    cg_iterations: int = 10,
+    init_iterations: int = 10,
+    tolerance: float = 0.0,
+    x0: Tensor | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
+    """Plug-and-play with BM3D (PyPI ``bm3d``) for MRI or CT; slower than NLM (about a second
+    per 128 x 128 slice and iteration, twice that for complex images).
+
+    See :func:`plug_and_play`; complex images: real and imaginary parts denoised separately.
+    """
+    return plug_and_play(y, op, bm3d_denoiser(), iterations=iterations, method=method, rho=rho,
+                         gamma=gamma, sigma=sigma, sigma_scale=sigma_scale,
+                         cg_iterations=cg_iterations, init_iterations=init_iterations,
+                         tolerance=tolerance, x0=x0, callback=callback)
