@@ -117,7 +117,7 @@ def test_implicit_cg_backward_equals_unrolled_backprop(problem):
 def test_proximal_dc_learns_lambda_gradient_and_falls_back_when_operator_needs_grad():
     x_true, y, op = mri_problem(dtype=torch.complex128)
     dc = ProximalDC(lam=0.1, max_iterations=20)
-    out = dc(x_true, y, op)
+    out = dc(0.5 * x_true, y, op)  # z != the data-consistent solution, so lam matters
     out.abs().sum().backward()
     assert dc.lam.grad is not None and torch.isfinite(dc.lam.grad).all() and float(dc.lam.grad.abs()) > 0
     # an operator whose maps require a gradient gets them through the implicit backward too
@@ -131,4 +131,6 @@ def test_proximal_dc_learns_lambda_gradient_and_falls_back_when_operator_needs_g
         out.abs().sum().backward()
         assert maps.grad is not None and float(maps.grad.abs().sum()) > 0
         grads.append(maps.grad)
-    assert torch.allclose(grads[0], grads[1], rtol=1e-8, atol=1e-10)
+    # CG freezes once converged to machine precision, so backprop through the unrolled iterations
+    # is the derivative of a finite algorithm: equal to the implicit one to ~1e-5, not 1e-8
+    assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-8)

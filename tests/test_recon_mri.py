@@ -220,7 +220,7 @@ def test_registry_dispatch_and_errors():
     torch.testing.assert_close(run("l1_wavelet", y, op, lam=0.01, max_iterations=3),
                                l1_wavelet(y, op, 0.01, max_iterations=3))
     torch.testing.assert_close(run("zero_filled_rss", y), zero_filled_rss(y))
-    with pytest.raises(KeyError, match=r"unknown reconstruction 'l1'; available: cg_sense, fbp"):
+    with pytest.raises(KeyError, match=r"unknown reconstruction 'l1'; available: cg_sense, .*fbp"):
         run("l1", y, op)
     with pytest.raises(TypeError, match=r"l1_wavelet: unknown parameter\(s\) lamda; valid: lam, "):
         run("l1_wavelet", y, op, lamda=0.1)

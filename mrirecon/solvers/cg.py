@@ -57,19 +57,26 @@ def cg(
     p = r.clone()
     rr = _dot(r, r, dims)
     bb = _dot(rhs, rhs, dims)
-    threshold = (tolerance**2) * bb
+    # Systems whose residual reached ``tolerance`` -- or machine precision, where the
+    # recurrences only amplify rounding (a tiny p^H A p gives a huge step) -- are frozen.
+    eps = torch.finfo(rr.dtype).eps
+    threshold = torch.clamp(torch.as_tensor(tolerance**2, dtype=rr.dtype) * bb, min=0) + (eps**2) * bb
+    zero = torch.zeros_like(rr)
+    one = torch.ones_like(rr)
     for it in range(max_iterations):
-        if tolerance > 0 and bool(torch.all(rr <= threshold)):
+        active = rr > threshold
+        if not bool(torch.any(active)):
             break
         ap = gram(p)
         pap = _dot(p, ap, dims)
-        alpha = torch.where(pap > 0, rr / torch.where(pap > 0, pap, torch.ones_like(pap)), torch.zeros_like(pap))
+        ok = active & (pap > 0)
+        alpha = torch.where(ok, rr / torch.where(ok, pap, one), zero)
         x = x + alpha * p
         r = r - alpha * ap
         rr_new = _dot(r, r, dims)
-        beta = torch.where(rr > 0, rr_new / torch.where(rr > 0, rr, torch.ones_like(rr)), torch.zeros_like(rr))
+        beta = torch.where(ok, rr_new / torch.where(ok, rr, one), zero)
         p = r + beta * p
-        rr = rr_new
+        rr = torch.where(ok, rr_new, rr)
         if callback is not None:
             callback(it, x, torch.sqrt(rr))
     return x
