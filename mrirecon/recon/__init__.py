@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 # -- classical priors of the review (issue 9, part A) --------------------------------------
-from mrirecon.recon.tgv import tgv, tgv_objective  # noqa: E402
+from mrirecon.recon.tgv import tgv, tgv_objective
 
 register("tgv", tgv, summary="MRI/CT: TGV^2-regularised least squares by PDHG")
 __all__ += ["tgv", "tgv_objective"]
@@ -51,9 +51,13 @@ from mrirecon.recon.epll import epll  # noqa: E402
 register("epll", epll, needs_op=True,
          summary="MRI/CT: EPLL by half-quadratic splitting with the shipped 8x8 patch GMM prior")
 __all__.append("epll")
-from mrirecon.recon.nonlocal_pnp import HAS_BM3D, pnp_bm3d, pnp_nlm  # noqa: E402
+from mrirecon.recon.nonlocal_pnp import HAS_BM3D, pnp_bm3d, pnp_nlm
 
 register("pnp_nlm", pnp_nlm, summary="MRI/CT: plug-and-play ADMM/HQS with non-local means")
 if HAS_BM3D:
     register("pnp_bm3d", pnp_bm3d, summary="MRI/CT: plug-and-play ADMM/HQS with BM3D")
 __all__ += ["pnp_bm3d", "pnp_nlm"]
+from mrirecon.recon.dictionary import dlmri
+
+register("dlmri", dlmri, summary="MRI/CT: DLMRI-style patch dictionary learning (OMP + K-SVD + CG)")
+__all__ += ["dlmri"]
