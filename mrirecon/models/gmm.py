@@ -132,17 +132,18 @@ class _Prepared:
 
     def __init__(self, gmm: PatchGMM, noise_var: Tensor | float, dtype: torch.dtype) -> None:
         u = dc_free_basis(gmm.patch_size, dtype).to(gmm.means.device)
-        covs = gmm.covs.to(dtype)
+        means, covs, weights = gmm.effective()
+        covs = covs.to(dtype)
         covs = 0.5 * (covs + covs.transpose(-1, -2))
         cw = u.T @ covs @ u  # (K, d', d')
         eye = torch.eye(cw.shape[-1], dtype=dtype, device=cw.device)
-        nv = noise_var if isinstance(noise_var, Tensor) else torch.tensor(float(noise_var))
+        nv = noise_var if isinstance(noise_var, Tensor) else torch.tensor(float(noise_var), dtype=dtype)
         nv = nv.to(dtype=dtype, device=cw.device)
         chol = torch.linalg.cholesky(cw + (nv + gmm.eps) * eye)
         self.inv_chol = torch.linalg.solve_triangular(chol, eye.expand_as(chol), upper=False)
         self.logdet = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
-        self.means = gmm.means.to(dtype) @ u  # (K, d')
-        w = gmm.weights.to(dtype).clamp_min(1e-30)
+        self.means = means.to(dtype) @ u  # (K, d')
+        w = weights.to(dtype).clamp_min(1e-30)
         self.log_weights = torch.log(w / w.sum())
         self.basis, self.noise_var, self.dim = u, nv, cw.shape[-1]
 
@@ -175,7 +176,11 @@ class PatchGMM(nn.Module):
     eps
         Variance added to every DC-free direction (keeps the components invertible).
     trainable
-        Register the three tensors as parameters (learnable prior) instead of buffers.
+        Add learnable corrections (``mean_shift``, ``cov_factor``, ``weight_logits``, zero at
+        start) that keep every covariance positive semi-definite and the weights a
+        distribution: the effective mixture is ``means + mean_shift``,
+        ``(I + cov_factor) covs (I + cov_factor)^T`` and ``weights * exp(weight_logits)``
+        renormalised (:meth:`effective`). ``means``, ``covs``, ``weights`` stay buffers.
 
     Notes
     -----
@@ -197,12 +202,28 @@ class PatchGMM(nn.Module):
                 f"got {tuple(covs.shape)} and {tuple(weights.shape)}"
             )
         for name, t in (("means", means), ("covs", covs), ("weights", weights)):
-            t = t.detach().clone()
-            if trainable:
-                setattr(self, name, nn.Parameter(t))
-            else:
-                self.register_buffer(name, t)
+            self.register_buffer(name, t.detach().clone())
+        self.trainable = bool(trainable)
+        if self.trainable:
+            # learnable corrections that keep the mixture valid: means + mean_shift,
+            # F covs F^T with F = I + cov_factor, weights * exp(weight_logits) (renormalised)
+            self.mean_shift = nn.Parameter(torch.zeros_like(self.means))
+            self.cov_factor = nn.Parameter(torch.zeros_like(self.covs))
+            self.weight_logits = nn.Parameter(torch.zeros_like(self.weights))
         self.patch_size, self.eps = p, float(eps)
+
+    def effective(self) -> tuple[Tensor, Tensor, Tensor]:
+        """``(means, covs, weights)`` in use (with the learned corrections when trainable)."""
+        if not self.trainable:
+            return self.means, self.covs, self.weights
+        f = torch.eye(self.covs.shape[-1], dtype=self.covs.dtype, device=self.covs.device) + self.cov_factor
+        w = self.weights.clamp_min(1e-30) * torch.exp(self.weight_logits)
+        return self.means + self.mean_shift, f @ self.covs @ f.transpose(-1, -2), w / w.sum()
+
+    def folded(self) -> PatchGMM:
+        """A fixed (non-trainable) copy with the learned corrections folded in."""
+        means, covs, weights = (t.detach() for t in self.effective())
+        return PatchGMM(means, covs, weights, eps=self.eps)
 
     @property
     def num_components(self) -> int:
@@ -380,7 +401,8 @@ def _m_step(w: Tensor, resp: Tensor, zero_mean: bool, eps: float) -> tuple[Tenso
 def load_patch_gmm(name_or_path: str | os.PathLike = "patch_gmm", *, trainable: bool = False) -> PatchGMM:
     """Load a mixture saved as a state dict with keys ``means``, ``covs``, ``weights``
     (optionally prefixed ``gmm.``, as in an :class:`~mrirecon.models.unrolled.UnrolledEM`
-    state dict). ``"patch_gmm"`` is the shipped 8x8, 20-component model (see its card)."""
+    state dict; learned corrections, if saved, are folded in). ``"patch_gmm"`` is the shipped
+    8x8, 20-component model (see its card). ``trainable`` adds fresh learnable corrections."""
     p = Path(name_or_path)
     path = p if (p.suffix == ".pt" or p.is_file()) else WEIGHTS_DIR / f"{p.name}.pt"
     if not path.is_file():
@@ -389,7 +411,15 @@ def load_patch_gmm(name_or_path: str | os.PathLike = "patch_gmm", *, trainable: 
     for prefix in ("", "gmm."):
         keys = [prefix + k for k in ("means", "covs", "weights")]
         if all(k in state for k in keys):
-            return PatchGMM(*(state[k] for k in keys), trainable=trainable)
+            learned = prefix + "cov_factor" in state
+            gmm = PatchGMM(*(state[k] for k in keys), trainable=learned)
+            if learned:
+                n = len(prefix)
+                gmm.load_state_dict({k[n:]: v for k, v in state.items() if k.startswith(prefix)})
+                gmm = gmm.folded()
+            if trainable:
+                gmm = PatchGMM(gmm.means, gmm.covs, gmm.weights, eps=gmm.eps, trainable=True)
+            return gmm
     raise ValueError(f"load_patch_gmm: {path} has no 'means', 'covs', 'weights' tensors "
                      f"(keys: {sorted(state)[:8]})")
 
@@ -411,7 +441,7 @@ def merge_complex(z: Tensor, complex_output: bool) -> Tensor:
 @torch.no_grad()
 def normalise_problem(
     y: Tensor, op: LinearOperator, *, batch_dims: int = 0, ls_iterations: int = 10,
-    power_iterations: int = 15, damping: float = 1e-3,
+    power_iterations: int = 30, damping: float = 1e-3,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Scales that make one set of prior parameters serve MRI and CT.
 
@@ -425,7 +455,7 @@ def normalise_problem(
     from mrirecon.solvers import cg, max_eigenvalue
 
     aty = op.H(y)
-    lip = max_eigenvalue(op.gram, aty, max_iterations=power_iterations,
+    lip = max_eigenvalue(op.gram, aty, batch_dims=batch_dims, max_iterations=power_iterations,
                          generator=torch.Generator(device=aty.device).manual_seed(0))
     lip = lip.max().clamp_min(torch.finfo(aty.real.dtype).tiny)
     x_ls = cg(lambda v: op.gram(v) / lip + damping * v, aty / lip, max_iterations=ls_iterations,

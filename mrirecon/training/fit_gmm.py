@@ -91,9 +91,10 @@ def main(argv: list[str] | None = None) -> dict:
     from mrirecon.models.unrolled.unrolled_em import UnrolledEM
 
     params = dict(MODEL_DEFAULTS["unrolled_em"])
-    params.update(gmm=None, components=opts["components"], patch_size=opts["patch_size"])
+    params.update(gmm=None, components=opts["components"], patch_size=opts["patch_size"], learn_gmm=False)
     model = UnrolledEM(**params)
-    model.gmm.load_state_dict({k: v.to(torch.float32) for k, v in gmm.state_dict().items()})
+    for key in ("means", "covs", "weights"):
+        getattr(model.gmm, key).copy_(getattr(gmm, key).to(torch.float32))
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -104,7 +105,8 @@ def main(argv: list[str] | None = None) -> dict:
             f"Patch GMM prior (Zoran & Weiss 2011 style): {opts['components']} zero-mean "
             f"full-covariance components over DC-removed {opts['patch_size']}x{opts['patch_size']} "
             "patches of images scaled to [0, 1], fitted by EM. Stored as an UnrolledEM state dict "
-            "(keys gmm.means, gmm.covs, gmm.weights; per-iteration parameters untrained defaults). "
+            "(keys gmm.means, gmm.covs, gmm.weights; learn_gmm false so no GMM corrections are stored; the "
+            "per-iteration parameters are untrained defaults). "
             "Used by recon 'epll' and as the initial prior of 'unrolled_em'. Not for clinical use."
         ),
         "data": {

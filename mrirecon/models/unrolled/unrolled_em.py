@@ -58,7 +58,8 @@ class UnrolledEM(nn.Module):
         Patch stride (1: all overlapping patches as in EPLL; 4: a quarter of the overlap per
         axis, 16x cheaper).
     learn_gmm
-        Learn the mixture (means, covariances, weights) or keep it fixed.
+        Learn the mixture (means, covariances, weights; through the PSD-preserving
+        corrections of :class:`PatchGMM` with ``trainable=True``) or keep it fixed.
     sigma_start, sigma_end, noise_std
         Initial schedule (see the module docstring), in units of the normalised image.
     cg_iterations
@@ -85,7 +86,8 @@ class UnrolledEM(nn.Module):
         if iterations < 1:
             raise ValueError(f"UnrolledEM: iterations must be >= 1, got {iterations}")
         if isinstance(gmm, PatchGMM):
-            prior = PatchGMM(gmm.means, gmm.covs, gmm.weights, eps=gmm.eps, trainable=learn_gmm)
+            base = gmm.folded()
+            prior = PatchGMM(base.means, base.covs, base.weights, eps=base.eps, trainable=learn_gmm)
         elif gmm is None:
             prior = PatchGMM.isotropic(components, patch_size, trainable=learn_gmm)
         else:
