@@ -3,8 +3,9 @@
 * :func:`train_from_config` - what ``mrirecon train CONFIG.yaml`` runs;
 * :class:`TrainConfig` - the YAML schema (loaded by :func:`mrirecon.pipeline.config.load_config`);
 * :class:`MRITrainingSet`, :class:`CTTrainingSet` - samples with ``y``, ``operator()``, ``target``;
-* :class:`PerceptualLoss`, :class:`AdversarialCritic` - optional loss terms (``loss.perceptual``,
-  ``loss.adversarial``);
+* :class:`AdversarialCritic` (``loss.adversarial``) and
+  :class:`mrirecon.training.perceptual.PerceptualLoss` (``loss.perceptual``) - optional loss terms
+  (``perceptual`` is not imported here: it is also the script that trains its feature network);
 * :class:`Trainer` - the loop (data order and masks are functions of seed, epoch, position);
 * :func:`load_pretrained`, :func:`available_weights` - shipped ``.pt`` + ``.yaml`` model cards.
 """
@@ -14,7 +15,6 @@ from mrirecon.training.data import MRITrainingSet, TrainingSample
 from mrirecon.training.data_ct import CTSample, CTTrainingSet
 from mrirecon.training.losses import ReconstructionLoss
 from mrirecon.training.losses_gan import AdversarialCritic, PatchDiscriminator
-from mrirecon.training.perceptual import PerceptualLoss
 from mrirecon.training.run import TrainResult, train_from_config
 from mrirecon.training.trainer import Trainer
 from mrirecon.training.weights import available_weights, load_pretrained, model_card
@@ -25,7 +25,6 @@ __all__ = [
     "CTTrainingSet",
     "MRITrainingSet",
     "PatchDiscriminator",
-    "PerceptualLoss",
     "ReconstructionLoss",
     "TrainConfig",
     "TrainResult",
