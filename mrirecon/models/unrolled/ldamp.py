@@ -231,8 +231,9 @@ class LDAMP(nn.Module):
         return self.denoisers[min(t, len(self.denoisers) - 1)]
 
     def forward(self, y: Tensor, op: LinearOperator, *, return_history: bool = False):
-        """Measurements ``y`` ``(B, m)`` -> estimate ``(B, *domain)`` (and the list of iterates
-        and noise estimates ``sigma_t`` when ``return_history``)."""
+        """Measurements ``y`` ``(B, m)`` -> estimate ``(B, *domain)``; with ``return_history``
+        also the list of ``(r_t, sigma_t, x_{t+1})`` per iteration (denoiser input, its noise
+        estimate ``(B,)`` and output)."""
         check_valid(op)
         require_batch("LDAMP", y)
         if y.is_complex():
@@ -249,5 +250,5 @@ class LDAMP(nn.Module):
             x = d(r, sigma)
             div = mc_divergence(d, r, sigma, denoised=x, probes=self.probes, generator=gen)
             z = y - op(x) + z * (div / m)[:, None]
-            history.append((x, sigma))
+            history.append((r, sigma, x))
         return (x, history) if return_history else x
