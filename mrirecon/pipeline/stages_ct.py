@@ -15,6 +15,7 @@ non-negative, so fastMRI's ``data_range = gt.max()`` convention is meaningful); 
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,16 +60,30 @@ def undersample(s: CTSlice, cfg: UndersampleConfig, seed: int) -> CTSlice:
     return CTSlice(sino, geometry, s.reference)
 
 
+@functools.lru_cache(maxsize=8)
+def projector_norm(geometry: CTGeometry) -> float:
+    """``||A||_2`` of ``ct_operator(geometry)`` (seeded power iteration, cached per geometry)."""
+    x0 = torch.zeros((1, *geometry.image_shape), dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    return float(ct_operator(geometry).operator_norm(x0, max_iterations=50, tolerance=1e-4, generator=g))
+
+
 def reconstruct(s: CTSlice, cfg: ReconstructConfig, model: torch.nn.Module | None,
                 device: str) -> CTSlice:
-    """FBP / SIRT / TV by name, or a learned ``model(y, op)``; image in 1/mm ``(H, W)``."""
+    """FBP / SIRT / TV by name, or a learned ``model(y, op)``; image in 1/mm ``(H, W)``.
+
+    Learned models see the projector scaled to unit norm and the data scaled alike
+    (``A / ||A||``, ``y / ||A||``), as in training (:mod:`mrirecon.training.data_ct`); the
+    solution of ``A x = y`` is unchanged.
+    """
     from mrirecon import recon
 
     op = ct_operator(s.geometry).to(device)
     y = s.sinogram.to(device)
     if model is not None:
+        norm = projector_norm(s.geometry)
         with torch.inference_mode():
-            image = model(y.unsqueeze(0), op)[0]
+            image = model((y / norm).unsqueeze(0), op * (1.0 / norm))[0]
     else:
         image = recon.run(cfg.method, y, op, **cfg.params)
     image = image.real if image.is_complex() else image
