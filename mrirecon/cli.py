@@ -381,6 +381,17 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """``mrirecon bench``: benchmark table (see :mod:`mrirecon.pipeline.bench`)."""
+    if args.challenge == "ct":
+        from mrirecon.pipeline.bench import parse_sets
+        from mrirecon.pipeline.bench_ct import ct_accelerations, run_ct_bench
+
+        weights = dict(w.split("=", 1) for w in args.weights)
+        table = run_ct_bench(args.data, ct_accelerations(args.accelerations), args.methods,
+                             weights=weights, params=parse_sets(args.set)[0], output_dir=args.output,
+                             photons=args.photons, max_volumes=args.max_volumes,
+                             progress=not args.no_progress)
+        print(table)
+        return 0
     from mrirecon.pipeline.bench import bench_from_cli
 
     bench_from_cli(args.data, args.output, challenge=args.challenge, accelerations=args.accelerations,
@@ -405,7 +416,11 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
                "--output bench_out --set l1_wavelet.lam=0.002")
     bench.add_argument("--data", required=True, metavar="DIR", help="folder of fastMRI .h5 files")
     bench.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder")
-    bench.add_argument("--challenge", choices=("multicoil", "singlecoil"), default="multicoil")
+    bench.add_argument("--challenge", choices=("multicoil", "singlecoil", "ct"), default="multicoil",
+                       help="ct: LoDoPaB-layout sinograms; --accelerations are then sparse-view "
+                            "factors (keep every k-th view)")
+    bench.add_argument("--photons", type=_positive_float, default=None,
+                       help="ct only: re-simulate this incident photon count (lower dose)")
     bench.add_argument("--accelerations", type=_acceleration, nargs="+", default=[4.0, 8.0])
     bench.add_argument("--methods", default="zero_filled,cg_sense,l1_wavelet",
                        help="comma-separated reconstruction methods and learned models")

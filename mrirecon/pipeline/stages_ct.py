@@ -84,8 +84,13 @@ def reconstruct(s: CTSlice, cfg: ReconstructConfig, model: torch.nn.Module | Non
         norm = projector_norm(s.geometry)
         with torch.inference_mode():
             image = model((y / norm).unsqueeze(0), op * (1.0 / norm))[0]
-    else:
+    elif cfg.method == "fbp":
         image = recon.run(cfg.method, y, op, **cfg.params)
+    else:  # iterative methods run on data scaled so the image peak is ~1 (lam is relative)
+        from mrirecon.operators.fbp import fbp
+
+        scale = float(fbp(y.double(), s.geometry, filter="hann").max().clamp_min(1e-12))
+        image = recon.run(cfg.method, y / scale, op, **cfg.params) * scale
     image = image.real if image.is_complex() else image
     return CTSlice(s.sinogram, s.geometry, s.reference, image.cpu().float())
 
