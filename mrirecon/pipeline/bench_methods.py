@@ -30,6 +30,7 @@ DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     "cg_sense": {"max_iterations": 10, "tolerance": 1e-6},
     "l1_wavelet": {"lam": 1e-3, "max_iterations": 50},
     "tv": {"lam": 1e-3, "max_iterations": 100},
+    "tgv": {"lam": 1e-3, "max_iterations": 100},
 }
 #: fastMRI centre fractions by acceleration; others use ``0.32 / acceleration``.
 CENTER_FRACTIONS = {4.0: 0.08, 8.0: 0.04}
@@ -170,6 +171,8 @@ def load_model(
 
 
 def needs_maps(method: str, model: nn.Module | None) -> bool:
-    if model is None:
-        return method in SENSE_METHODS
+    if model is None:  # every classical method that takes an operator reconstructs via sense()
+        from mrirecon.recon.registry import needs_operator
+
+        return method in SENSE_METHODS or needs_operator(method)
     return getattr(model, "sensitivity", None) is None  # E2E-VarNet estimates its own maps
