@@ -211,3 +211,18 @@ def test_cli_run_writes_outputs_and_dicom_validates(mri_dir, tmp_path):
         res = subprocess.run(["dciodvfy", str(dcm[0])], capture_output=True, text=True)
         errors = [ln for ln in (res.stdout + res.stderr).splitlines() if ln.startswith("Error")]
         assert not errors, errors
+
+
+def test_inputs_are_sharded_across_ranks(mri_dir, tmp_path, monkeypatch):
+    """Under torchrun (RANK / WORLD_SIZE) each process takes every WORLD_SIZE-th input."""
+    config, _ = load_pipeline("mri_retrospective", _fast("mri_retrospective") +
+                              ["export.formats=[hdf5]", "report.enabled=false"])
+    files = sorted(mri_dir.glob("*.h5"))
+    out = tmp_path / "out"
+    for rank in (0, 1):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        assert run_pipeline(config, [str(mri_dir)], out, progress=False) == 0
+        prov = json.loads((out / f"provenance.rank{rank}.json").read_text())
+        assert [Path(f["input"]).name for f in prov["files"]] == [files[rank].name]
+    assert sorted(p.name for p in (out / "reconstructions").glob("*.h5")) == [f.name for f in files]
