@@ -115,13 +115,12 @@ def calibrate(s: MRISlice, cfg: CalibrateConfig) -> MRISlice:
 
     calib_width = min(cfg.calib_width, _centre_width(s.mask))
     if cfg.method == "espirit":
-        # a square block would reach into unsampled columns when the centre band is narrow:
-        # then keep all calib_width (fully sampled) rows and only the band's columns, with
-        # kernels at most half the band wide (enough windows for a stable signal subspace)
-        block = calib_width if calib_width >= cfg.kernel_width + 2 else (
-            max(cfg.calib_width, cfg.kernel_width + 2), max(calib_width, 1))
-        kernel = cfg.kernel_width if isinstance(block, int) else (
-            cfg.kernel_width, max(min(cfg.kernel_width, calib_width // 2), 1))
+        # The block keeps all calib_width rows (the readout axis H is fully sampled) and only
+        # the fully sampled centre columns; kernels at most half the band wide leave enough
+        # windows for a stable signal subspace. (A square band x band block wastes rows and
+        # gave poor maps for 8-23-column bands.)
+        block = (cfg.calib_width, max(calib_width, 1))
+        kernel = (cfg.kernel_width, max(min(cfg.kernel_width, calib_width // 2), 1))
         maps = calib.espirit_maps(s.kspace, calib_width=block, kernel_width=kernel,
                                   thresh=cfg.threshold, crop=cfg.crop)
     else:
