@@ -46,6 +46,7 @@ def _fast(name: str) -> list[str]:
         "mri_retrospective": ["reconstruct.params.max_iterations=5", "calibrate.calib_width=12",
                               "calibrate.kernel_width=4"],
         "mri_learned": ["undersample.enabled=true"],
+        "mri_modl": ["undersample.enabled=true", "calibrate.calib_width=12", "calibrate.kernel_width=4"],
         "ct_fbp": [],
         "ct_learned": [],
     }[name]
@@ -53,13 +54,13 @@ def _fast(name: str) -> list[str]:
 
 def test_every_shipped_pipeline_validates():
     names = sorted(p.stem for p in PIPELINES.glob("*.yaml") if not p.stem.startswith("train_"))
-    assert {"mri_learned", "mri_cs", "mri_retrospective", "ct_fbp", "ct_learned"} <= set(names)
+    assert {"mri_learned", "mri_modl", "mri_cs", "mri_retrospective", "ct_fbp", "ct_learned"} <= set(names)
     for name in names:
         config, _ = load_pipeline(name)
         assert config.name and config.modality in ("mri", "ct")
 
 
-@pytest.mark.parametrize("name", ["mri_cs", "mri_retrospective", "mri_learned"])
+@pytest.mark.parametrize("name", ["mri_cs", "mri_retrospective", "mri_learned", "mri_modl"])
 def test_mri_pipelines_end_to_end(name, mri_dir, tmp_path):
     from mrirecon.training.weights import available_weights
 

@@ -171,6 +171,7 @@ def _bench_volume(
             if mask is None:
                 mask, num_low = s.mask.clone(), s.num_low_frequencies
             s = _to(s, device)
+            learned_maps = None
             if need_maps:
                 _sync(device)
                 t0 = time.perf_counter()
@@ -178,11 +179,17 @@ def _bench_volume(
                     s = replace(s, maps=torch.ones_like(s.kspace))
                 else:
                     s = calibrate(s, settings["calibrate"])
+                    if any(models.get(m) is not None and needs_maps(m, models[m]) for m in pending):
+                        # learned models get the maps they were trained with: the trainer's
+                        # ESPIRiT keeps the whole field of view (crop 0, training/data.py)
+                        learned_maps = calibrate(s, replace(settings["calibrate"], crop=0.0)).maps
                 _sync(device)
                 calib_seconds += time.perf_counter() - t0
             for m in pending:
                 model = models.get(m)
                 si = s if needs_maps(m, model) else replace(s, maps=None)
+                if model is not None and learned_maps is not None and si.maps is not None:
+                    si = replace(si, maps=learned_maps)
                 _sync(device)
                 t0 = time.perf_counter()
                 img = _reconstruct_slice(si, m, settings["params"].get(m, {}), model)
