@@ -71,7 +71,8 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     """Instantiate model ``name`` with its published defaults updated by ``kwargs``.
 
     ``denoiser`` for the plug-and-play models may be a module or a backbone name
-    (``"dncnn"``, ``"unet"``, ``"resnet"``), which is built with its defaults and wrapped in
+    (``"dncnn"``, ``"unet"``, ``"resnet"``), which is built with its defaults updated by
+    ``denoiser_params`` (a dict, optional) and wrapped in
     :class:`~mrirecon.models.backbones.ComplexImageCNN`.
 
     Raises
@@ -86,8 +87,11 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
         raise KeyError(f"unknown model {name!r}; available: {', '.join(available_models())}")
     cls, defaults = _MODELS[key]
     params = {**defaults, **kwargs}
+    denoiser_params = params.pop("denoiser_params", None)
+    if denoiser_params is not None and not isinstance(params.get("denoiser"), str):
+        raise TypeError(f"build_model({name!r}): denoiser_params needs denoiser given by name")
     if isinstance(params.get("denoiser"), str):
-        params["denoiser"] = ComplexImageCNN(build_model(params["denoiser"]))
+        params["denoiser"] = ComplexImageCNN(build_model(params["denoiser"], **(denoiser_params or {})))
     try:
         return cls(**params)
     except TypeError as err:
