@@ -95,6 +95,24 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def bound_allocator(threshold: int = 1 << 20) -> bool:
+    """Serve allocations above ``threshold`` bytes by mmap so freed slices go back to the OS.
+
+    glibc raises its mmap threshold each time a large block is freed, after which per-slice
+    buffers (tens of MB) come from the heap and fragment it: peak RSS then grows with the number
+    of slices (measured: 654 MiB for 4 slices, 2261 MiB for 40 of 15 x 640 x 368). A fixed
+    threshold (``mallopt(M_MMAP_THRESHOLD)``) keeps the peak flat. No-op off glibc.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(-3, int(threshold)))  # -3 = M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
+
+
 def _status_path(output: Path, stem: str) -> Path:
     return output / ".status" / f"{stem}.json"
 
@@ -114,6 +132,7 @@ def run_pipeline(config: PipelineConfig, inputs: list[str], output: str | Path, 
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
+    bound_allocator()
     rank = int(os.environ.get("RANK", 0)) if rank is None else rank
     world = int(os.environ.get("WORLD_SIZE", 1)) if world is None else world
     dev = device or config.device

@@ -99,10 +99,12 @@ def _mri_volume(config: PipelineConfig, path: Path, fmt: str, model, device: str
             s.image = s.image.cpu()
             s.kspace = s.kspace.cpu()
             out = stages_mri.postprocess(s, config.postprocess)
-            outs.append(out)
-            zfs.append(stages_mri.zero_filled_preview(s, config.postprocess))
+            # keep compact copies only: crops are views that would pin whole slices in memory
+            outs.append(out.clone())
+            zfs.append(stages_mri.zero_filled_preview(s, config.postprocess).clone())
             if s.reference is not None and tuple(s.reference.shape) == tuple(out.shape):
-                refs.append(s.reference.float())
+                refs.append(s.reference.float().clone())
+            del s, ks
     finally:
         if src is not None:
             src.close()
