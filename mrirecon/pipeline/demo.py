@@ -2,8 +2,8 @@
 
 1. simulate a small multi-coil brain dataset from the bundled MNI152 anatomy (fastMRI layout)
    and a small low-dose CT dataset (LoDoPaB layout);
-2. run the default MRI pipeline (4x retrospective undersampling, shipped E2E-VarNet weights;
-   ESPIRiT + CG-SENSE alongside for comparison);
+2. run the default MRI pipeline (4x retrospective undersampling, shipped E2E-VarNet weights)
+   and, for comparison, MoDL (shipped weights), ESPIRiT + L1-wavelet and ESPIRiT + CG-SENSE;
 3. run the CT pipeline (FBP, and learned primal-dual when its weights are shipped);
 4. write DICOM, NIfTI, fastMRI-submission HDF5, PNG figures, ``report.html`` per pipeline and a
    combined ``metrics.md`` under the output folder, and print where they are.
@@ -73,6 +73,9 @@ def run_demo(output: str | Path = "demo_out", *, quick: bool = False, progress: 
     runs: list[tuple[str, str, list[str], list[str]]] = []
     if _weights_available("varnet_brain_sim"):
         runs.append(("mri_varnet", "mri_learned", retro, [str(p) for p in mri_files]))
+    if _weights_available("modl_brain_sim"):
+        runs.append(("mri_modl", "mri_modl", retro, [str(p) for p in mri_files]))
+    runs.append(("mri_l1_wavelet", "mri_cs", retro, [str(p) for p in mri_files]))
     runs.append(("mri_cg_sense", "mri_retrospective", retro + ["reconstruct.params.max_iterations=10"],
                  [str(p) for p in mri_files]))
     sparse = ["undersample.enabled=true", "undersample.views=30"]  # as the shipped CT model
