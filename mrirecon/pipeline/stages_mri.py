@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -205,7 +204,3 @@ def zero_filled_preview(s: MRISlice, cfg: PostprocessConfig) -> Tensor:
     """RSS of the zero-filled undersampled data, cropped like the output (for the report)."""
     img = rss(ifft2c(s.kspace), dim=0)
     return center_crop(img, recon_size(s.header, cfg, tuple(img.shape[-2:]))).float()
-
-
-def describe(cfg: ReconstructConfig) -> dict[str, Any]:
-    return {"method": cfg.method, **cfg.params}
