@@ -111,5 +111,8 @@ class Unet(nn.Module):
             pad_h = int(x.shape[-2] != skip.shape[-2])
             if pad_w or pad_h:
                 x = F.pad(x, [0, pad_w, 0, pad_h], mode="reflect")
-            x = block(torch.cat([x, skip], dim=1))
+            # rebind before the block so the up-sampled map and the skip are freed while it runs
+            x = torch.cat([x, skip], dim=1)
+            del skip
+            x = block(x)
         return x
