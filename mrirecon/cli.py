@@ -442,9 +442,22 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``mrirecon`` parser with every command group registered."""
+    from mrirecon import __version__
+
     parser = argparse.ArgumentParser(
-        prog="mrirecon", description="Model-based deep-learning reconstruction for MRI and CT."
+        prog="mrirecon",
+        description="Model-based deep-learning reconstruction for MRI and CT.",
+        epilog="examples:\n"
+               "  mrirecon demo\n"
+               "  mrirecon simulate mri --out data/mri --volumes 4 --slices 8 --coils 8 --size 320 320\n"
+               "  mrirecon run mri_learned --input data/mri --output out --set undersample.enabled=true\n"
+               "  mrirecon bench --data data/mri --accelerations 4 8 --methods zero_filled,cg_sense,"
+               "varnet_brain_sim --output bench\n"
+               "  mrirecon train pipelines/train_modl_brain_sim.yaml\n"
+               "run `mrirecon COMMAND --help` for every option of a command.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"mrirecon {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_simulate(subparsers)
     _add_train(subparsers)
