@@ -31,16 +31,6 @@ CT_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-def _learned(name: str, weights: Mapping[str, str]):
-    from mrirecon.training.weights import available_weights, load_pretrained
-
-    if name in weights:
-        return load_pretrained(weights[name]).eval()
-    if name in available_weights():
-        return load_pretrained(name).eval()
-    return None
-
-
 def run_ct_bench(data_dir: str | os.PathLike, accelerations: Iterable[float] = (6,),
                  methods: str | Sequence[str] = ("fbp", "sirt", "tv_ct"),
                  weights: Mapping[str, str] | None = None,
@@ -68,15 +58,17 @@ def run_ct_bench(data_dir: str | os.PathLike, accelerations: Iterable[float] = (
     if not files:
         raise FileNotFoundError(f"run_ct_bench: no ground_truth files next to the observations in {root}")
     volumes = [(f, i) for f in files for i in range(len(f.observation_files))][:max_volumes]
+    from mrirecon.models.registry import available_models
+    from mrirecon.training.weights import available_weights, load_model
+
     models = {}
     for m in methods:
         if m in recon.available():
             continue
-        model = _learned(m, weights)
-        if model is None:
+        if m not in available_weights() and not (m in available_models() and m in weights):
             raise ValueError(f"run_ct_bench: unknown method {m!r}; classical: "
                              f"{', '.join(recon.available())}; learned: shipped weight names or --weights")
-        models[m] = model
+        models[m] = load_model(m, {}, weights.get(m))
     rows, csv = [], ["method,acceleration,volume,nmse,psnr,ssim,seconds_per_slice"]
     for acc in accelerations:
         for m in methods:

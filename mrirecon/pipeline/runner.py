@@ -190,10 +190,10 @@ def _load_model(config: PipelineConfig, device: str):
             f"reconstruct.method: unknown method {method!r}; classical: {', '.join(recon.available())}; "
             f"learned: {', '.join(available_models())}"
         )
-    if config.reconstruct.weights:
-        from mrirecon.training.weights import load_pretrained
+    if config.reconstruct.weights:  # shipped name, .pt with a card, state dict or fastMRI VarNet
+        from mrirecon.training.weights import load_model
 
-        model = load_pretrained(config.reconstruct.weights)
+        model = load_model(method, config.reconstruct.params, config.reconstruct.weights)
     else:
         log.warning("reconstruct.weights is empty: %s runs with untrained weights", method)
         model = build_model(method, **config.reconstruct.params)

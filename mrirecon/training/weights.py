@@ -8,7 +8,9 @@ are read with ``torch.load(weights_only=True)``: no pickled code is executed.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -112,3 +114,82 @@ def load_pretrained(
             f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"
         )
     return model.to(map_location).eval()
+
+
+def _state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    for key in ("model", "state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"load_model: {path} holds no state dict (tensors by parameter name)")
+    return obj
+
+
+def load_model(
+    method: str, params: Mapping[str, Any], weights: str | os.PathLike | None
+) -> nn.Module:
+    """The learned model of ``method`` in eval mode.
+
+    ``weights`` is a shipped weights name or a ``.pt`` file. With a model card (``.yaml``
+    beside it) the model comes from :func:`mrirecon.training.weights.load_pretrained`; a bare
+    state dict (or training checkpoint, or a ``fastmri.models.VarNet`` checkpoint) is loaded
+    into ``build_model(method, **params)``. A method that is itself a shipped weights name
+    needs no ``weights``.
+    """
+    from mrirecon.models import build_model, fastmri_varnet_state_dict
+    from mrirecon.models.registry import available_models
+    from mrirecon.training.checkpoint import load_checkpoint
+
+    if weights is None:
+        if method in available_weights():
+            return load_pretrained(method).eval()
+        shipped = ", ".join(available_weights()) or "none"
+        raise ValueError(
+            f"load_model: learned method {method!r} needs weights: pass "
+            f"weights={{{method!r}: PATH}} (--weights {method}=PATH) or use a shipped weights "
+            f"name ({shipped})"
+        )
+    path = Path(weights)
+    card = None
+    if not path.is_file() or path.with_suffix(".yaml").is_file():
+        card = model_card(weights)  # shipped name or file with a card (raises if neither)
+    if card is not None:
+        if params:
+            raise ValueError(
+                f"load_model: {method}: parameters {sorted(params)} given, but the model "
+                f"of {weights} is defined by its model card"
+            )
+        card_name = str(card["model"]["name"]).lower().replace("-", "_")
+        if (
+            method in available_models()
+            and method not in available_weights()
+            and card_name != method
+        ):
+            raise ValueError(
+                f"load_model: weights {weights} are for model {card_name!r}, not {method!r}"
+            )
+        return load_pretrained(weights).eval()
+    model = build_model(method, **dict(params))
+    state = _state_dict(load_checkpoint(path), path)
+    if method == "varnet" and not set(state) & set(model.state_dict()):
+        try:
+            state = fastmri_varnet_state_dict(state)  # a fastmri.models.VarNet checkpoint
+        except KeyError as err:
+            raise ValueError(
+                f"load_model: weights {path} are neither mrirecon nor fastMRI VarNet "
+                f"weights ({err.args[0]})"
+            ) from None
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        problem = str(err).split("\n\t")[1] if "\n\t" in str(err) else str(err)
+        raise ValueError(
+            f"load_model: weights {path} do not match {method} with parameters "
+            f"{dict(params)}: {problem}"
+        ) from None
+    if missing or unexpected:
+        raise ValueError(
+            f"load_model: weights {path} do not match {method} with parameters "
+            f"{dict(params)}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"
+        )
+    return model.eval()
