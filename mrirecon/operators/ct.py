@@ -17,6 +17,8 @@ differ by a half-pixel shift).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -243,3 +245,16 @@ def ct_operator(geometry: CTGeometry) -> ParallelBeam | FanBeam:
             f"ct_operator: geometry must be a CTGeometry, got {type(geometry).__name__}"
         )
     return ParallelBeam(geometry) if geometry.beam == "parallel" else FanBeam(geometry)
+
+
+@functools.lru_cache(maxsize=16)
+def projector_norm(geometry: CTGeometry) -> float:
+    """``||A||_2`` of ``ct_operator(geometry)``: seeded power iteration, cached per geometry.
+
+    Learned CT models see the unit-norm projector ``A / ||A||`` and data ``y / ||A||`` in
+    training and inference alike (``x`` solving ``A x = y`` is unchanged).
+    """
+    x0 = torch.zeros((1, *geometry.image_shape), dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    norm = ct_operator(geometry).operator_norm(x0, max_iterations=50, tolerance=1e-4, generator=g)
+    return float(norm)

@@ -15,7 +15,6 @@ non-negative, so fastMRI's ``data_range = gt.max()`` convention is meaningful); 
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from torch import Tensor
 
 from mrirecon.data.containers import ImageGeometry
 from mrirecon.operators import ct_operator
+from mrirecon.operators.ct import projector_norm
 from mrirecon.operators.ct_geometry import CTGeometry
 from mrirecon.pipeline.schema import PipelineConfig, ReconstructConfig, UndersampleConfig
 
@@ -60,16 +60,8 @@ def undersample(s: CTSlice, cfg: UndersampleConfig, seed: int) -> CTSlice:
     return CTSlice(sino, geometry, s.reference)
 
 
-@functools.lru_cache(maxsize=8)
-def projector_norm(geometry: CTGeometry) -> float:
-    """``||A||_2`` of ``ct_operator(geometry)`` (seeded power iteration, cached per geometry)."""
-    x0 = torch.zeros((1, *geometry.image_shape), dtype=torch.float64)
-    g = torch.Generator().manual_seed(0)
-    return float(ct_operator(geometry).operator_norm(x0, max_iterations=50, tolerance=1e-4, generator=g))
-
-
 def reconstruct(s: CTSlice, cfg: ReconstructConfig, model: torch.nn.Module | None,
-                device: str) -> CTSlice:
+                device: str, scale: float | None = None) -> CTSlice:
     """FBP / SIRT / TV by name, or a learned ``model(y, op)``; image in 1/mm ``(H, W)``.
 
     Learned models see the projector scaled to unit norm and the data scaled alike
@@ -87,9 +79,11 @@ def reconstruct(s: CTSlice, cfg: ReconstructConfig, model: torch.nn.Module | Non
     elif cfg.method == "fbp":
         image = recon.run(cfg.method, y, op, **cfg.params)
     else:  # iterative methods run on data scaled so the image peak is ~1 (lam is relative)
-        from mrirecon.operators.fbp import fbp
+        if scale is None:  # the peak of the Hann FBP, unless the caller already has it
+            from mrirecon.operators.fbp import fbp
 
-        scale = float(fbp(y.double(), s.geometry, filter="hann").max().clamp_min(1e-12))
+            scale = float(fbp(y.double(), s.geometry, filter="hann").max())
+        scale = max(scale, 1e-12)
         image = recon.run(cfg.method, y / scale, op, **cfg.params) * scale
     image = image.real if image.is_complex() else image
     return CTSlice(s.sinogram, s.geometry, s.reference, image.cpu().float())
@@ -152,7 +146,7 @@ def ct_volume(config: PipelineConfig, path: Path, fmt: str, model, device: str, 
         s = read(k)
         s = undersample(s, config.undersample, _slice_seed(*names[k]))
         preview = fbp(s.sinogram.double(), s.geometry, filter="hann").float()
-        s = reconstruct(s, config.reconstruct, model, device)
+        s = reconstruct(s, config.reconstruct, model, device, scale=float(preview.max()))
         recons.append(s.image)
         previews.append(preview)
         if s.reference is not None:

@@ -132,7 +132,6 @@ class CTTrainingSet:
         self.photons, self.train = photons, bool(train)
         n = len(self.files) if max_slices is None else min(max_slices, len(self.files))
         self.indices = list(range(n))
-        self._norms: dict[tuple[float, ...], float] = {}
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -168,15 +167,7 @@ class CTTrainingSet:
         )
 
     def operator_norm(self, geometry: CTGeometry) -> float:
-        """``||A||_2`` of ``ct_operator(geometry)`` (cached per view pattern, seeded start)."""
-        from mrirecon.operators.ct import ct_operator
+        """``||A||_2`` of ``ct_operator(geometry)`` (shared, cached per geometry)."""
+        from mrirecon.operators.ct import projector_norm
 
-        key = tuple(geometry.angles)
-        if key not in self._norms:
-            x0 = torch.zeros((1, *geometry.image_shape), dtype=torch.float64)
-            g = torch.Generator().manual_seed(0)
-            norm = ct_operator(geometry).operator_norm(
-                x0, max_iterations=50, tolerance=1e-4, generator=g
-            )
-            self._norms[key] = float(norm)
-        return self._norms[key]
+        return projector_norm(geometry)
