@@ -99,10 +99,6 @@ def _reconstruct_slice(
     if model is not None:
         out = reconstruct(s, ReconstructConfig(method=method), model)
         return postprocess(out, PostprocessConfig())
-    acs = int(params.get("calib", s.num_low_frequencies))
-    if method == "grappa" and "kernel_size" not in params and acs < 5:
-        # the stage's ACS is the centre band; a narrow band needs a narrower kernel
-        params = {**params, "kernel_size": (5, max(acs - (1 - acs % 2), 1))}
     out = reconstruct(s, ReconstructConfig(method=method, params=params), None)
     return postprocess(out, PostprocessConfig())
 

@@ -177,6 +177,9 @@ def reconstruct(s: MRISlice, cfg: ReconstructConfig, model: torch.nn.Module | No
         image = recon.run(cfg.method, y / scale, sense(s.maps, s.mask), **cfg.params)
     elif cfg.method == "grappa":  # ACS = the fully sampled centre band unless given
         params = {"calib": _centre_width(s.mask), **cfg.params}
+        acs = int(params["calib"]) if isinstance(params["calib"], int) else 5
+        if "kernel_size" not in params and acs < 5:  # a narrow band needs a narrower kernel
+            params["kernel_size"] = (5, max(acs - (1 - acs % 2), 1))
         image = recon.run(cfg.method, y / scale, None, mask=s.mask, **params)
     else:
         image = recon.run(cfg.method, y / scale, None, **cfg.params)
