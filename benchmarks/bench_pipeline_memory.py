@@ -22,7 +22,7 @@ import numpy as np
 
 CHILD = r"""
 import json, sys, time
-from mrirecon.pipeline.demo import load_pipeline
+from mrirecon.pipeline.definitions import load_pipeline
 from mrirecon.pipeline.runner import run_pipeline
 path, out, method = sys.argv[1:4]
 config, _ = load_pipeline("mri_retrospective", [f"reconstruct.method={method}", "reconstruct.params={}",

@@ -314,7 +314,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """``mrirecon run``: one pipeline over many inputs; exit 1 when any input failed."""
     import logging
 
-    from mrirecon.pipeline.demo import load_pipeline
+    from mrirecon.pipeline.definitions import load_pipeline
     from mrirecon.pipeline.runner import run_pipeline
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

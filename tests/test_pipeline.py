@@ -15,7 +15,7 @@ import pytest
 
 from mrirecon.cli import main
 from mrirecon.pipeline.config import ConfigError
-from mrirecon.pipeline.demo import PIPELINES, load_pipeline
+from mrirecon.pipeline.definitions import PIPELINES, load_pipeline
 from mrirecon.pipeline.runner import expand_inputs, run_pipeline
 
 

@@ -17,33 +17,9 @@ import time
 from pathlib import Path
 
 from mrirecon.io.atomic import atomic_write_text
-from mrirecon.pipeline.config import apply_overrides, from_dict, read_yaml
-from mrirecon.pipeline.schema import PipelineConfig
+from mrirecon.pipeline.definitions import load_pipeline
 
 log = logging.getLogger("mrirecon.demo")
-
-PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
-
-
-def pipeline_path(name: str) -> Path:
-    """A shipped pipeline definition (``pipelines/NAME.yaml``) or an explicit path."""
-    p = Path(name)
-    if p.suffix in (".yaml", ".yml") and p.exists():
-        return p
-    q = PIPELINES / f"{name}.yaml"
-    if not q.exists():
-        known = sorted(f.stem for f in PIPELINES.glob("*.yaml")) if PIPELINES.exists() else []
-        raise FileNotFoundError(f"pipeline {name!r} not found (shipped: {', '.join(known)})")
-    return q
-
-
-def load_pipeline(name: str, overrides: list[str] = ()) -> tuple[PipelineConfig, str]:
-    path = pipeline_path(name)
-    data = apply_overrides(read_yaml(path), overrides)
-    import yaml
-
-    return from_dict(PipelineConfig, data, source=str(path)), yaml.safe_dump(data, sort_keys=False)
-
 
 def _weights_available(name: str) -> bool:
     from mrirecon.training.weights import available_weights
