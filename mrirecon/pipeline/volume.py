@@ -52,13 +52,15 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
 
 
 def evaluate(reference: torch.Tensor, recon: torch.Tensor) -> dict[str, float]:
-    from mrirecon.metrics import nmse, psnr, ssim
+    """fastMRI NMSE / PSNR / SSIM of one volume (shapes must already agree)."""
+    from mrirecon.metrics import evaluate_volumes
 
-    ref = reference.double().numpy()
-    rec = recon.double().numpy()
-    if ref.shape != rec.shape:
-        raise ValueError(f"evaluate: reference {ref.shape} and reconstruction {rec.shape} differ")
-    return {"nmse": float(nmse(ref, rec)), "psnr": float(psnr(ref, rec)), "ssim": float(ssim(ref, rec))}
+    if tuple(reference.shape) != tuple(recon.shape):
+        raise ValueError(f"evaluate: reference {tuple(reference.shape)} and reconstruction "
+                         f"{tuple(recon.shape)} differ")
+    report = evaluate_volumes([reference.double().numpy()], [recon.double().numpy()], crop=False,
+                              metrics=("NMSE", "PSNR", "SSIM"))
+    return {k.lower(): float(v[0]) for k, v in report.values.items()}
 
 
 def _mri_volume(config: PipelineConfig, path: Path, fmt: str, model, device: str, progress: bool):
