@@ -2,11 +2,16 @@
 # Both create .venv when missing. Without torch in the venv, the CPU wheel torch==2.13.0 is
 # installed (never an unpinned torch, which would pull a multi-GB CUDA build). GPU users:
 # install your own torch into .venv first, or set TORCH_SPEC.
+#   make demo     runtime dependencies only (no reference packages, no system packages)
+#   make test     adds the `test` extra (reference packages) and runs `make sysdeps`
+#   make sysdeps  installs the Debian tools the tests use (see the line it prints)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
-STAMP := $(VENV)/.mrirecon-installed
+RUNTIME_STAMP := $(VENV)/.mrirecon-runtime
+TEST_STAMP := $(VENV)/.mrirecon-test
+SYSDEPS := dicom3tools dcm2niix chromium
 
 .PHONY: demo test setup setup-test sysdeps bench clean
 
@@ -14,30 +19,42 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-$(STAMP): pyproject.toml | $(PY)
+$(RUNTIME_STAMP): pyproject.toml | $(PY)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e .
+	touch $(RUNTIME_STAMP)
+
+$(TEST_STAMP): $(RUNTIME_STAMP)
 	$(PY) -m pip install -q -e ".[test]"
 	$(PY) -m pip install -q --no-deps fastmri==0.3.0
-	touch $(STAMP)
+	touch $(TEST_STAMP)
 
-setup: $(STAMP)
+setup: $(RUNTIME_STAMP)
 
-# DICOM validators used by the tests (dciodvfy from dicom3tools, dcm2niix); best effort.
+setup-test: $(TEST_STAMP)
+
+# Debian tools used by tests: dciodvfy (dicom3tools) validates our DICOM, dcm2niix converts it for
+# the NIfTI cross-check, chromium renders report.html. Tests that need a missing tool are skipped.
 sysdeps:
-	@if ! command -v dciodvfy >/dev/null 2>&1 || ! command -v dcm2niix >/dev/null 2>&1; then \
+	@missing=""; \
+	command -v dciodvfy >/dev/null 2>&1 || missing="$$missing dicom3tools"; \
+	command -v dcm2niix >/dev/null 2>&1 || missing="$$missing dcm2niix"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  echo "sysdeps: installing$$missing with apt-get (DICOM validator, DICOM->NIfTI converter, headless browser for the report test)"; \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dicom3tools dcm2niix >/dev/null) \
-	      || echo "note: could not install dicom3tools/dcm2niix; validator tests will be skipped"; \
-	  else echo "note: dciodvfy/dcm2niix missing; validator tests will be skipped"; fi; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	      || echo "sysdeps: apt-get failed; the tests that need$$missing will be skipped"; \
+	  else echo "sysdeps: not root or no apt-get; the tests that need$$missing will be skipped"; fi; \
 	fi
 
 demo: setup
 	$(VENV)/bin/mrirecon demo --output demo_out
 
-test: setup sysdeps
+test: setup-test sysdeps
 	$(PY) -m pytest -q tests
 
-bench: setup
+bench: setup-test
 	$(PY) benchmarks/run_all.py
 
 clean:

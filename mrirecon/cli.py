@@ -60,6 +60,13 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def _fraction(text: str) -> float:
+    value = _positive_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
+    return value
+
+
 def _acceleration(text: str) -> float:
     value = _positive_float(text)
     if value < 1:
@@ -335,13 +342,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _add_run(subparsers: argparse._SubParsersAction) -> None:
+    from mrirecon.pipeline.definitions import shipped_pipelines
+
     run = subparsers.add_parser(
         "run",
         help="run a pipeline on scanner files",
         description=(
-            "Run a pipeline (a YAML file, or the name of one in pipelines/: mri_learned, mri_cs, "
-            "mri_retrospective, ct_fbp, ct_learned) on fastMRI/ISMRMRD/LoDoPaB HDF5 files or DICOM "
-            "series. Slices are streamed through load, preprocess, calibrate, undersample, "
+            "Run a pipeline (a YAML file, or the name of a shipped one: "
+            f"{', '.join(shipped_pipelines())}) on fastMRI/ISMRMRD/LoDoPaB HDF5 files or DICOM "
+            "series. Slices are streamed through load, preprocess, undersample, calibrate, "
             "reconstruct, postprocess, evaluate and export; outputs are written atomically with "
             "provenance.json, metrics.csv and report.html. One bad file is reported and skipped; "
             "the exit code is 1 when any file failed. Under torchrun the inputs are sharded "
@@ -383,6 +392,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """``mrirecon bench``: benchmark table (see :mod:`mrirecon.pipeline.bench`)."""
     if args.challenge == "ct":
         from mrirecon.pipeline.bench import parse_sets
+
+        if args.center_fractions is not None:
+            args._parser.error("--center-fractions applies to MRI challenges, not --challenge ct")
         from mrirecon.pipeline.bench_ct import ct_accelerations, run_ct_bench
 
         weights = dict(w.split("=", 1) for w in args.weights)
@@ -394,10 +406,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 0
     from mrirecon.pipeline.bench import bench_from_cli
 
+    fractions = None
+    if args.center_fractions is not None:
+        if len(args.center_fractions) != len(args.accelerations):
+            args._parser.error(f"--center-fractions: give one per acceleration "
+                               f"({len(args.accelerations)}), got {len(args.center_fractions)}")
+        fractions = dict(zip(args.accelerations, args.center_fractions))
     bench_from_cli(args.data, args.output, challenge=args.challenge, accelerations=args.accelerations,
                    methods=args.methods, weights=args.weights, sets=args.set,
                    max_volumes=args.max_volumes, mask_type=args.mask_type, resume=not args.no_resume,
-                   progress=not args.no_progress, device=args.device)
+                   progress=not args.no_progress, device=args.device, center_fractions=fractions)
     return 0
 
 
@@ -422,6 +440,10 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--photons", type=_positive_float, default=None,
                        help="ct only: re-simulate this incident photon count (lower dose)")
     bench.add_argument("--accelerations", type=_acceleration, nargs="+", default=[4.0, 8.0])
+    bench.add_argument("--center-fractions", type=_fraction, nargs="+", default=None,
+                       metavar="F",
+                       help="fully sampled centre fraction per acceleration, in the order of "
+                            "--accelerations (default: fastMRI's, 0.08 at 4x and 0.04 at 8x)")
     bench.add_argument("--methods", default="zero_filled,cg_sense,l1_wavelet",
                        help="comma-separated reconstruction methods and learned models")
     bench.add_argument("--weights", action="append", default=[], metavar="METHOD=PATH",

@@ -49,9 +49,16 @@ def assert_same_geometry(a: ImageGeometry, b: ImageGeometry) -> None:
     np.testing.assert_allclose(a.slice_thickness, b.slice_thickness, rtol=0, atol=1e-9)
 
 
-def quantisation_bound(path) -> float:
+def value_slope(path) -> float:
+    """Stored-to-data factor: RescaleSlope (CT) or the Real World Value Mapping (MR)."""
     ds = pydicom.dcmread(path, stop_before_pixels=True)
-    return float(ds.RescaleSlope) / 2
+    if "RescaleSlope" in ds:
+        return float(ds.RescaleSlope)
+    return float(ds.RealWorldValueMappingSequence[0].RealWorldValueSlope)
+
+
+def quantisation_bound(path) -> float:
+    return value_slope(path) / 2
 
 
 # ---------------------------------------------------------------------------------- rescale
@@ -108,7 +115,15 @@ def test_mr_oblique_round_trip_and_file_structure(tmp_path):
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID"):
         assert len({ds[keyword].value for ds in datasets}) == 1
     assert len({ds.SOPInstanceUID for ds in datasets}) == len(paths)
-    assert max(ds.pixel_array.max() for ds in datasets) >= 65534  # volume max -> top of uint16
+    # stored like a scanner's MR: 12-bit integers, volume max at the top, no Modality LUT, a
+    # window inside the stored range
+    assert max(ds.pixel_array.max() for ds in datasets) >= 4094
+    for ds in datasets:
+        assert ds.BitsStored == 12 and ds.HighBit == 11 and ds.pixel_array.max() <= 4095
+        assert "RescaleSlope" not in ds and "RescaleIntercept" not in ds
+        center, width = float(ds.WindowCenter), float(ds.WindowWidth)
+        assert 0 < center < 4095 and 1 <= width <= 4095
+        assert ds.RealWorldValueMappingSequence[0].RealWorldValueLastValueMapped == 4095
     # a second call makes a new series
     other = write_dicom_series(image, tmp_path / "mr2")
     assert pydicom.dcmread(other[0]).SeriesInstanceUID != datasets[0].SeriesInstanceUID
@@ -165,15 +180,31 @@ def test_ct_integer_hu_is_lossless_and_attenuation_kind(tmp_path):
 
 
 def test_window_default_given_and_small_width(tmp_path):
-    image = mr_image(scale=1e-3)
-    ds = pydicom.dcmread(write_dicom_series(image, tmp_path / "a")[0])
-    lo, hi = image.data.min().item(), image.data.max().item()
-    np.testing.assert_allclose([float(ds.WindowCenter), float(ds.WindowWidth)],
-                               [(lo + hi) / 2, hi - lo], rtol=1e-6)
-    assert ds.VOILUTFunction == "LINEAR_EXACT"  # width < 1 is invalid for LINEAR
+    # MR: the window is in stored units, from the tissue's 0.5-99.5 percentiles, and does not
+    # depend on the arbitrary scale of the reconstruction (1e-3 here: the issue-12 case)
+    small = pydicom.dcmread(write_dicom_series(mr_image(scale=1e-3), tmp_path / "a")[0])
+    unit = pydicom.dcmread(write_dicom_series(mr_image(scale=1.0), tmp_path / "u")[0])
+    stored = small.pixel_array[small.pixel_array > 0]
+    lo, hi = np.percentile(stored, (0.5, 99.5))
+    assert float(small.WindowWidth) >= 1 and "VOILUTFunction" not in small
+    assert float(small.WindowCenter) > 0 and float(small.WindowWidth) <= 4095
+    # the percentiles of one slice bracket the volume window's centre
+    assert lo <= float(small.WindowCenter) <= hi
+    assert (small.WindowCenter, small.WindowWidth) == (unit.WindowCenter, unit.WindowWidth)
+    # an MR window given in output units is converted to stored units
+    given = pydicom.dcmread(write_dicom_series(mr_image(scale=1.0), tmp_path / "g",
+                                               window=(0.5, 0.25))[0])
+    slope = value_slope(tmp_path / "g" / "slice_0001.dcm")
+    np.testing.assert_allclose([float(given.WindowCenter) * slope, float(given.WindowWidth) * slope],
+                               [0.5, 0.25], rtol=1e-6)
     ct = pydicom.dcmread(write_dicom_series(ct_image(), tmp_path / "b", window=(40, 400))[0])
     assert (float(ct.WindowCenter), float(ct.WindowWidth)) == (40.0, 400.0)
     assert "VOILUTFunction" not in ct
+    # CT attenuation (1/mm) has a data-range window below 1: LINEAR would be invalid
+    ctimg = ct_image()
+    mu = Image(ctimg.data.abs() * 1e-5, ctimg.geometry, kind="attenuation", modality="CT")
+    tiny = pydicom.dcmread(write_dicom_series(mu, tmp_path / "mu")[0])
+    assert float(tiny.WindowWidth) < 1 and tiny.VOILUTFunction == "LINEAR_EXACT"
 
 
 # ------------------------------------------------------------------------ de-identification
@@ -374,6 +405,10 @@ def test_dcm2niix_matches_write_nifti(tmp_path, make):
     bound = quantisation_bound(tmp_path / "dcm" / "slice_0001.dcm")
     float32_rounding = 1e-3 if make is ct_image else 0.0  # ours stores float32 HU ~ 3000
     atol = bound * 1.01 + float32_rounding
+    if make is mr_image:
+        # MR has no Modality LUT, so dcm2niix keeps the stored integers; the Real World Value
+        # slope maps them onto our NIfTI
+        values = values * value_slope(tmp_path / "dcm" / "slice_0001.dcm")
     np.testing.assert_allclose(values, ours.get_fdata(), rtol=0, atol=atol)
-    # their scaling reproduces the data, not a rescaled copy
+    # the scaling reproduces the data, not a rescaled copy
     assert abs(values.max() - float(image.data.max())) <= bound * 1.01 + 1e-3

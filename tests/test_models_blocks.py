@@ -101,16 +101,27 @@ def test_implicit_cg_backward_equals_unrolled_backprop(problem):
     g = torch.Generator().manual_seed(4)
     weights = torch.randn(x_true.shape, dtype=dtype, generator=g)
     grads = {}
+    lam0, tolerance = 0.2, 1e-14
     for implicit in (True, False):
         z = (0.3 * x_true).clone().requires_grad_(True)
-        lam = torch.tensor([0.2], dtype=torch.float64, requires_grad=True)
+        lam = torch.tensor([lam0], dtype=torch.float64, requires_grad=True)
         rhs = op.H(y) + lam * z
-        x = solve_proximal(op.gram, rhs, lam, max_iterations=200, tolerance=1e-14, batch_dims=1, implicit=implicit)
+        x = solve_proximal(op.gram, rhs, lam, max_iterations=200, tolerance=tolerance,
+                           batch_dims=1, implicit=implicit)
         loss = (weights.conj() * x).real.sum() if dtype.is_complex else (weights * x).sum()
         loss = loss + (x.abs() ** 2).sum()
         grads[implicit] = torch.autograd.grad(loss, (z, lam))
+    # Both are exact for the exact solution. CG stops at relative residual max(tolerance, eps),
+    # so the iterate is off by kappa times that, and differentiating through the stopped
+    # iterations (whose step sizes depend on the data) costs one more factor kappa; the
+    # implicit backward is off by kappa * tolerance only. Bound: 10 kappa^2 max(tolerance, eps)
+    # (kappa = 924 on the CT problem, 6 on the MRI one).
+    norm = float(op.operator_norm(x_true, generator=torch.Generator().manual_seed(0))) ** 2
+    kappa = (norm + lam0) / lam0
+    bound = 10 * kappa**2 * max(tolerance, torch.finfo(torch.float64).eps)
     for a, b in zip(grads[True], grads[False]):
-        assert torch.allclose(a, b, rtol=1e-7, atol=1e-9), float((a - b).abs().max())
+        rel = float(torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(a))
+        assert rel <= bound, (rel, bound)
     assert float(grads[True][1].abs()) > 0
 
 

@@ -227,3 +227,118 @@ def test_inputs_are_sharded_across_ranks(mri_dir, tmp_path, monkeypatch):
         prov = json.loads((out / f"provenance.rank{rank}.json").read_text())
         assert [Path(f["input"]).name for f in prov["files"]] == [files[rank].name]
     assert sorted(p.name for p in (out / "reconstructions").glob("*.h5")) == [f.name for f in files]
+
+
+def test_ct_folder_with_lodopab_references_runs_clean(ct_dir, tmp_path):
+    """``simulate ct`` (and LoDoPaB) put ground_truth_* beside observation_*: references, not
+    inputs, so a run on the folder succeeds and scores every observation."""
+    files = expand_inputs([str(ct_dir)])
+    assert [p.name for p in files] == ["observation_test_000.hdf5"]
+    config, text = load_pipeline("ct_fbp")
+    out = tmp_path / "out"
+    assert run_pipeline(config, [str(ct_dir)], out, progress=False, config_text=text) == 0
+    (f,) = json.loads((out / "provenance.json").read_text())["files"]
+    assert f["status"] == "ok" and f["metrics"]["psnr"] > 20
+    # a folder of references alone still offers them (and they fail loudly, not silently)
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    shutil.copy(ct_dir / "ground_truth_test_000.hdf5", refs)
+    assert [p.name for p in expand_inputs([str(refs)])] == ["ground_truth_test_000.hdf5"]
+
+
+@pytest.mark.parametrize("given", ["mri_cs", "mri_cs.yaml", "pipelines/mri_cs.yaml"])
+def test_shipped_pipeline_found_by_name_from_any_folder(given, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not the checkout: pipelines/ is not here
+    config, _ = load_pipeline(given)
+    assert config.reconstruct.method == "l1_wavelet"
+
+
+def test_unknown_pipeline_lists_pipelines_not_training_configs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as err:
+        load_pipeline("mri_csx")
+    listed = str(err.value).split("(")[-1]
+    assert "mri_modl" in listed and "mri_cs" in listed and "train_" not in listed
+    with pytest.raises(FileNotFoundError, match="training config.*mrirecon train"):
+        load_pipeline("train_modl_brain_sim")
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    helptext = " ".join(capsys.readouterr().out.split())
+    from mrirecon.pipeline.definitions import shipped_pipelines
+
+    assert all(name in helptext for name in shipped_pipelines())
+    assert "train_modl_brain_sim" not in helptext
+
+
+def test_fully_sampled_evaluation_warns(mri_dir, tmp_path):
+    """Scoring a reconstruction of fully sampled data against its own reference says so."""
+    config, text = load_pipeline("mri_learned", ["export.formats=[hdf5]"])
+    if config.reconstruct.weights:
+        from mrirecon.training.weights import available_weights
+
+        if config.reconstruct.weights not in available_weights():
+            pytest.skip("VarNet weights are not shipped")
+    first = sorted(mri_dir.glob("*.h5"))[0]
+    out = tmp_path / "full"
+    assert run_pipeline(config, [str(first)], out, progress=False, config_text=text) == 0
+    (f,) = json.loads((out / "provenance.json").read_text())["files"]
+    assert f["metrics"] and any("fully sampled" in w for w in f["warnings"])
+    assert "fully sampled" in (out / "report.html").read_text()
+    # undersampled data: no such warning
+    config, text = load_pipeline("mri_learned", ["export.formats=[hdf5]",
+                                                 "undersample.enabled=true"])
+    out = tmp_path / "under"
+    assert run_pipeline(config, [str(first)], out, progress=False, config_text=text) == 0
+    (f,) = json.loads((out / "provenance.json").read_text())["files"]
+    assert f["metrics"] and f["warnings"] == []
+
+
+def _fastmri_to_ismrmrd(src: Path, dst: Path) -> None:
+    """Write the k-space of a fastMRI file as ISMRMRD acquisitions (one readout per slice and
+    phase-encoding line, in scrambled order), with the file's own ISMRMRD header."""
+    import ismrmrd
+    import ismrmrd.xsd
+
+    with h5py.File(src, "r") as f:
+        kspace = f["kspace"][()]
+        xml = f["ismrmrd_header"][()]
+    xml = xml.decode() if isinstance(xml, bytes) else str(xml)
+    limits = ismrmrd.xsd.CreateFromDocument(xml).encoding[0].encodingLimits
+    centre = int(limits.kspace_encoding_step_1.center)
+    slices, coils, h, w = kspace.shape
+    acqs = []
+    for s in range(slices):
+        for col in range(w):
+            acq = ismrmrd.Acquisition.from_array(
+                np.ascontiguousarray(kspace[s, :, :, col], dtype=np.complex64), center_sample=h // 2,
+                read_dir=(0.0, 1.0, 0.0), phase_dir=(1.0, 0.0, 0.0), slice_dir=(0.0, 0.0, 1.0))
+            acq.idx.kspace_encode_step_1 = col - (w // 2 - centre)
+            acq.idx.slice = s
+            acqs.append(acq)
+    with ismrmrd.Dataset(str(dst), "dataset", create_if_needed=True) as ds:
+        ds.write_xml_header(xml)
+        for i in np.random.default_rng(0).permutation(len(acqs)):
+            ds.append_acquisition(acqs[i])
+
+
+def test_ismrmrd_input_gives_the_same_image_as_fastmri(mri_dir, tmp_path):
+    """The README's "fastMRI HDF5 / ISMRMRD in": the same k-space in either format gives the
+    same reconstruction through the same pipeline."""
+    pytest.importorskip("ismrmrd")
+    src = sorted(mri_dir.glob("*.h5"))[0]
+    raw = tmp_path / "raw" / "scan.h5"
+    raw.parent.mkdir()
+    _fastmri_to_ismrmrd(src, raw)
+    config, text = load_pipeline("mri_cs", _fast("mri_cs") + [
+        "export.formats=[hdf5]", "undersample.enabled=true", "undersample.seed=fixed"])
+    images = []
+    for inp, name in ((src, src.stem), (raw, "scan")):
+        out = tmp_path / name
+        assert run_pipeline(config, [str(inp)], out, progress=False, config_text=text) == 0
+        with h5py.File(out / "reconstructions" / f"{name}.h5", "r") as h5:
+            images.append(h5["reconstruction"][()])
+    assert images[0].shape == images[1].shape
+    # same float32 data through the same float32 pipeline: agreement to a few float32 ulps of
+    # the image's peak times the iteration count (5 FISTA steps, ESPIRiT, FFTs)
+    tol = 1e3 * np.finfo(np.float32).eps * float(images[0].max())
+    np.testing.assert_allclose(images[1], images[0], rtol=0, atol=tol)

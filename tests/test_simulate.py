@@ -210,6 +210,30 @@ def test_header_geometry_locates_the_template_anatomy():
     assert np.corrcoef(got[inside], shifted[inside])[0, 1] < corr - 0.01
 
 
+@pytest.mark.parametrize("orientation", list(ORIENTATIONS))
+def test_non_square_matrix_keeps_the_whole_head_in_view(orientation):
+    """A fastMRI-shaped matrix (640 x 368, here at a quarter of the pixels over the same field of
+    view) covers the head as a scanner's FOV does: nothing of it touches the image border."""
+    vol = simulate_mri_volume(0, slices=3, coils=2, size=(160, 92), seed=5, snr_db=None,
+                              orientations=[orientation], resolution=2)
+    head = vol.image.abs()
+    peak = float(head.max())
+    g = vol.header.geometry
+    # the template ends at the neck, which leaves any FOV along superior-inferior (LPS z) as
+    # on a scanner; left-right and anterior-posterior must be covered
+    edges = []
+    if abs(g.column_direction[2]) < 0.7:  # rows run along L-R or A-P: first and last row
+        edges += [head[:, 0], head[:, -1]]
+    if abs(g.row_direction[2]) < 0.7:
+        edges += [head[:, :, 0], head[:, :, -1]]
+    assert edges
+    border = torch.cat(edges, dim=-1)
+    assert float(border.max()) < 0.02 * peak
+    # and the head fills a sensible part of the shorter axis (not a tiny head in a huge FOV)
+    extent = (head > 0.05 * peak).any(dim=1).sum(dim=-1).max()
+    assert int(extent) > 0.5 * head.shape[-1]
+
+
 def test_coil_maps_unit_sum_of_squares_and_snr():
     kw = dict(slices=2, coils=6, size=(32, 32), seed=11, contrasts="PD")
     noisy = simulate_mri_volume(0, snr_db=20.0, **kw)

@@ -14,7 +14,8 @@ Conventions
 -----------
 * k-space ``(slices, coils, H_enc, W)`` with ``H_enc = H * readout_oversampling`` the readout
   (ISMRMRD ``x``) and ``W`` phase encoding (``y``); recon size ``(H, W)``.
-* Pixels are square, ``pixel_mm = fov_mm / max(H, W)``; the header's encoded FOV is
+* Pixels are square, ``pixel_mm = fov_mm / min(H, W)`` (the shorter recon axis spans
+  ``fov_mm``, so the head is never cut off on a non-square matrix); the header's encoded FOV is
   ``(H_enc, W, 1) * (pixel, pixel, slice_spacing)`` and its :class:`ImageGeometry` gives the
   LPS position of every recon pixel (``origin`` is recon pixel ``[0, 0, 0]``).
 * SNR (dB) is ``10 log10(mean |k|^2 / E|n|^2)`` over the whole noise-free volume ``k`` and the
@@ -212,7 +213,8 @@ def simulate_mri_volume(
     resolution
         MNI template resolution in mm (1 or 2).
     fov_mm, slice_spacing_mm
-        Ranges of the square in-plane field of view (larger recon axis) and slice spacing.
+        Ranges of the in-plane field of view of the shorter recon axis (the longer one sees
+        proportionally more) and of the slice spacing.
     max_rotation_deg, deformation_mm, bias, phase_rad
         In-plane rotation range, RMS elastic displacement, RMS log-intensity bias, RMS phase.
     scale
@@ -244,7 +246,9 @@ def simulate_mri_volume(
 
     # ---- geometry (LPS, mm) -------------------------------------------------------------
     h_enc = h * factor
-    pixel = round(float(rng.uniform(*fov_mm)) / max(h, w), 4)
+    # the field of view of the shorter recon axis covers the head, as a scanner's does: a
+    # longer axis (e.g. 640 x 368) sees more air, never a cropped head
+    pixel = round(float(rng.uniform(*fov_mm)) / min(h, w), 4)
     spacing = round(float(rng.uniform(*slice_spacing_mm)), 2)
     psi = math.radians(float(rng.uniform(-max_rotation_deg, max_rotation_deg)))
     r0, c0 = (np.array(v) for v in ORIENTATIONS[orientation])

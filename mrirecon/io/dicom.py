@@ -2,12 +2,14 @@
 
 MR volumes become MR Image Storage (1.2.840.10008.5.1.4.1.1.4), CT volumes CT Image Storage
 (1.2.840.10008.5.1.4.1.1.2); one file per slice, explicit VR little endian with a file meta
-header, written atomically. Pixels are 16-bit integers with RescaleSlope/RescaleIntercept
-chosen from the data range, so that ``stored * slope + intercept`` reproduces the data to
-within ``slope / 2``:
+header, written atomically. Pixels are 16-bit integers chosen from the data range:
 
-* MR: unsigned, ``intercept = min(0, data.min())``, the maximum maps to (almost) 65535.
-* CT: signed. Integer-valued data inside the int16 range are stored as is (slope 1,
+* MR: as scanners store them: unsigned 12-bit values, the volume maximum at (almost) 4095, no
+  Modality LUT (no RescaleSlope, which the MR IOD does not define), and the window from the
+  0.5-99.5 percentiles of the tissue. ``stored * s`` reproduces the data to within ``s / 2``;
+  ``s`` is kept in the Real World Value Mapping Sequence, which our reader applies.
+* CT: signed, with RescaleSlope/RescaleIntercept so that ``stored * slope + intercept``
+  reproduces the data to within ``slope / 2``. Integer-valued data inside the int16 range are stored as is (slope 1,
   intercept 0); otherwise ``intercept = 0`` and ``max |data|`` maps to (almost) 32767.
   ``kind == "hu"`` gives RescaleType ``HU``; ``"attenuation"`` (1/mm) gives ``US``.
 
@@ -40,7 +42,7 @@ from pydicom.valuerep import PersonName, format_number_as_ds
 from mrirecon.data.containers import Image, ImageGeometry
 from mrirecon.io.atomic import atomic_path
 
-__all__ = ["SOP_CLASS", "choose_rescale", "save_part10", "write_dicom_series"]
+__all__ = ["SOP_CLASS", "choose_mr_scale", "choose_rescale", "save_part10", "write_dicom_series"]
 
 SOP_CLASS = {"MR": MRImageStorage, "CT": CTImageStorage}
 
@@ -72,6 +74,8 @@ TECHNIQUE_KEYWORDS = {
     ),
 }
 _MAX_STORED = {"MR": 65535, "CT": 32767}
+#: MR images are stored in 12 bits (0..4095), as scanners do.
+MR_MAX_STORED = 4095
 _SOFTWARE = "mrirecon"
 
 
@@ -85,14 +89,15 @@ def _ds(value: float) -> str:
 def choose_rescale(
     data: np.ndarray, modality: str
 ) -> tuple[np.ndarray, str, str]:
-    """Quantise ``data`` to 16-bit integers for a DICOM Modality LUT.
+    """Quantise ``data`` to 16-bit integers for a DICOM Modality LUT (CT).
 
     Parameters
     ----------
     data
         Real array (any shape) in output units (HU for CT, arbitrary for MR).
     modality
-        ``"MR"`` (unsigned 0..65535) or ``"CT"`` (signed -32767..32767).
+        ``"MR"`` (unsigned 0..65535) or ``"CT"`` (signed -32767..32767). MR export itself uses
+        :func:`choose_mr_scale` (no Modality LUT, as scanners store MR images).
 
     Returns
     -------
@@ -122,6 +127,44 @@ def choose_rescale(
     slope = _ds(span / (top - 0.5) if span > 0 else 1.0)
     stored = np.clip(np.round((x - b) / float(slope)), 0, top).astype(np.uint16)
     return stored, slope, intercept
+
+
+def choose_mr_scale(data: np.ndarray) -> tuple[np.ndarray, str]:
+    """Store an MR magnitude volume the way scanners do: unsigned integers in ``0..MR_MAX_STORED``
+    (12 bits), the volume's maximum at the top, and no Modality LUT.
+
+    Returns
+    -------
+    stored, real_world_slope
+        ``stored`` uint16 of ``data``'s shape and the decimal string ``s`` with
+        ``|stored * s - data| <= s / 2`` (up to float rounding); ``s`` is written to the Real
+        World Value Mapping Sequence so the original units can be recovered.
+    """
+    x = np.asarray(data, dtype=np.float64)
+    if x.size and float(x.min()) < 0:
+        raise ValueError(f"MR DICOM export: magnitude data must be >= 0, got minimum {x.min():.3g}")
+    hi = float(x.max()) if x.size else 0.0
+    # margin below the top so the 16-character slope string cannot push values over
+    slope = _ds(hi / (MR_MAX_STORED - 0.5) if hi > 0 else 1.0)
+    stored = np.clip(np.round(x / float(slope)), 0, MR_MAX_STORED).astype(np.uint16)
+    return stored, slope
+
+
+def _real_world_mapping(slope: str, top: int) -> Dataset:
+    """One Real World Value Mapping item: ``value = stored * slope`` (arbitrary units)."""
+    item = Dataset()
+    item.RealWorldValueFirstValueMapped = 0
+    item.RealWorldValueLastValueMapped = int(top)
+    item.RealWorldValueIntercept = 0.0
+    item.RealWorldValueSlope = float(slope)
+    item.LUTExplanation = "reconstructed magnitude, arbitrary units"
+    item.LUTLabel = "MRIRECON"
+    unit = Dataset()
+    unit.CodeValue = "1"
+    unit.CodingSchemeDesignator = "UCUM"
+    unit.CodeMeaning = "no units"
+    item.MeasurementUnitsCodeSequence = [unit]
+    return item
 
 
 def _as_numpy(image: Image) -> np.ndarray:
@@ -269,10 +312,15 @@ def _base_dataset(
     return ds
 
 
-def _window(data: np.ndarray, window: tuple[float, float] | None) -> tuple[float, float]:
+def _window(data: np.ndarray, window: tuple[float, float] | None,
+            robust: bool = False) -> tuple[float, float]:
     if window is None:
-        lo, hi = float(data.min()), float(data.max())
-        return (lo + hi) / 2, max(hi - lo, np.finfo(np.float32).tiny)
+        if robust:  # MR: 0.5-99.5 percentile of the non-background voxels, as viewers do
+            values = data[data > 0] if np.any(data > 0) else data.ravel()
+            lo, hi = (float(v) for v in np.percentile(values, (0.5, 99.5)))
+        else:
+            lo, hi = float(data.min()), float(data.max())
+        return (lo + hi) / 2, max(hi - lo, 1.0 if robust else np.finfo(np.float32).tiny)
     center, width = (float(v) for v in window)
     if not width > 0:
         raise ValueError(f"write_dicom_series: window width must be > 0, got {width}")
@@ -352,12 +400,20 @@ def write_dicom_series(
         image, series_description, series_number, patient, study_uid, frame_of_reference_uid,
         source, keep_identity,
     )
-    stored, slope, intercept = choose_rescale(data, image.modality)
-    base.RescaleIntercept = intercept
-    base.RescaleSlope = slope
-    if image.modality == "CT":  # RescaleType is not in the MR IOD (MR rescale is an extension)
+    if image.modality == "CT":
+        stored, slope, intercept = choose_rescale(data, "CT")
+        base.RescaleIntercept = intercept
+        base.RescaleSlope = slope
         base.RescaleType = "HU" if image.kind == "hu" else "US"
-    center, width = _window(data, window)
+        center, width = _window(data, window)
+    else:  # MR: no Modality LUT (identity); the units go to a Real World Value Mapping
+        stored, slope = choose_mr_scale(data)
+        base.RealWorldValueMappingSequence = [_real_world_mapping(slope, MR_MAX_STORED)]
+        base.BitsStored, base.HighBit = 12, 11
+        scale = float(slope)
+        if window is not None:  # given in output units; stored values are what viewers window
+            window = (float(window[0]) / scale, float(window[1]) / scale)
+        center, width = _window(stored, window, robust=True)
     base.WindowCenter = _ds(center)
     base.WindowWidth = _ds(width)
     if width < 1:  # LINEAR requires width >= 1; LINEAR_EXACT allows any positive width

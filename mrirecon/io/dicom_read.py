@@ -110,6 +110,13 @@ def _pixels(ds: Dataset, path: Path) -> np.ndarray:
         ) from err
     slope = float(ds.get("RescaleSlope", 1) or 1)
     intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    if "RescaleSlope" not in ds and ds.get("RealWorldValueMappingSequence"):
+        # MR stored without a Modality LUT (as scanners and our writer do): the first linear
+        # Real World Value Mapping gives the original units
+        item = ds.RealWorldValueMappingSequence[0]
+        if "RealWorldValueSlope" in item:
+            slope = float(item.RealWorldValueSlope)
+            intercept = float(item.get("RealWorldValueIntercept", 0) or 0)
     return arr.astype(np.float64) * slope + intercept
 
 
@@ -128,7 +135,8 @@ def read_dicom_series(
     Returns
     -------
     Image
-        Rescaled data (``stored * RescaleSlope + RescaleIntercept``), geometry from
+        Rescaled data (``stored * RescaleSlope + RescaleIntercept``; for images without a
+        Modality LUT the first linear Real World Value Mapping), geometry from
         ImagePositionPatient (first slice after sorting along the normal),
         ImageOrientationPatient, PixelSpacing, the slice-position spacing and
         SliceThickness; ``description`` is SeriesDescription.

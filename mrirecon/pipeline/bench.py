@@ -479,6 +479,7 @@ def bench_from_cli(
     resume: bool = True,
     progress: bool = True,
     device: str = "cpu",
+    center_fractions: Mapping[float, float] | None = None,
 ) -> BenchTable:
     """The ``mrirecon bench`` subcommand with its string arguments (``--weights m=PATH``,
     ``--set method.param=value``, ``--methods a,b``) converted for :func:`run_bench`."""
@@ -500,4 +501,5 @@ def bench_from_cli(
         mask_type=mask_type,
         calibration=calibration,
         device=device,
+        center_fractions=center_fractions,
     )

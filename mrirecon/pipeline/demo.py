@@ -21,6 +21,10 @@ from mrirecon.pipeline.definitions import load_pipeline
 
 log = logging.getLogger("mrirecon.demo")
 
+# what a pipeline run may write, in the order the closing printout lists it
+_OUTPUTS = (("report", "report.html"), ("metrics", "metrics.csv"), ("DICOM", "dicom"),
+            ("NIfTI", "nifti"), ("HDF5", "reconstructions"), ("figures", "figures"))
+
 def _weights_available(name: str) -> bool:
     from mrirecon.training.weights import available_weights
 
@@ -80,7 +84,9 @@ def run_demo(output: str | Path = "demo_out", *, quick: bool = False, progress: 
     print(table)
     print(f"demo finished in {seconds:.0f} s; outputs under {out.resolve()}:")
     for label, *_ in runs:
-        print(f"  {label:15s} report: {out / label / 'report.html'}  DICOM: {out / label / 'dicom'}  "
-              f"NIfTI: {out / label / 'nifti'}")
+        print(f"  {label}:")
+        for what, rel in _OUTPUTS:
+            if (out / label / rel).exists():  # name only what this pipeline wrote
+                print(f"    {what:9s} {out / label / rel}")
     return {"outputs": [str(out / r[0]) for r in runs], "metrics": metrics, "seconds": seconds,
             "failures": failures}

@@ -22,13 +22,14 @@ class VolumeResult:
     seconds: float = 0.0
     slices: int = 0
     error: str = ""
+    warnings: list[str] = field(default_factory=list)
 
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}
 table{border-collapse:collapse;margin:12px 0}td,th{border:1px solid #ccc;padding:4px 8px;
 text-align:right}th{background:#f3f3f3}td.l,th.l{text-align:left}.failed{color:#b00}
-.ok{color:#070}img{max-width:100%;border:1px solid #ddd;margin:6px 0}h2{margin-top:32px}
+.ok{color:#070}.warn{color:#a60}img{max-width:100%;border:1px solid #ddd;margin:6px 0}h2{margin-top:32px}
 code{background:#f6f6f6;padding:1px 4px}
 """
 
@@ -53,6 +54,8 @@ def write_report(path: str | Path, *, title: str, config_text: str,
         cells = "".join(f"<td>{_fmt(r.metrics[m])}</td>" if m in r.metrics else "<td>–</td>"
                         for m in metric_names)
         err = f"<br><small>{html.escape(r.error)}</small>" if r.error else ""
+        err += "".join(f"<br><small class='warn'>warning: {html.escape(w)}</small>"
+                       for w in r.warnings)
         rows.append(
             f"<tr><td class='l'>{html.escape(Path(r.input).name)}</td>"
             f"<td class='l {cls}'>{r.status}{err}</td><td>{r.slices}</td>"

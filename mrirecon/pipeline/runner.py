@@ -43,7 +43,8 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
         for m in matches:
             p = Path(m)
             if p.is_dir():
-                files = sorted(f for f in p.iterdir() if f.suffix.lower() in (".h5", ".hdf5", ".mrd"))
+                files = _skip_references(
+                    sorted(f for f in p.iterdir() if f.suffix.lower() in (".h5", ".hdf5", ".mrd")))
                 if files:
                     out.extend(files)
                 elif any(f.suffix.lower() == ".dcm" or f.is_file() for f in p.iterdir()):
@@ -115,6 +116,19 @@ def bound_allocator(threshold: int = 1 << 20) -> bool:
 
 def _status_path(output: Path, stem: str) -> Path:
     return output / ".status" / f"{stem}.json"
+
+
+def _skip_references(files: list[Path]) -> list[Path]:
+    """Leave out LoDoPaB-layout references (``ground_truth_<part>_NNN.hdf5``) that sit beside
+    their ``observation_<part>_NNN.hdf5``: they are what the CT pipeline scores against, not
+    inputs. A folder of references alone keeps them (a clear error follows if they are read)."""
+    names = {f.name for f in files}
+    refs = [f for f in files if f.name.startswith("ground_truth_")
+            and "observation_" + f.name[len("ground_truth_"):] in names]
+    if refs:
+        log.info("%s: %d ground_truth_* reference file(s) beside their observations are not inputs",
+                 refs[0].parent, len(refs))
+    return [f for f in files if f not in refs]
 
 
 def volume_stem(path: Path) -> str:

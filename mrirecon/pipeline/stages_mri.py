@@ -14,6 +14,7 @@ from torch import Tensor
 from mrirecon.data.containers import Header
 from mrirecon.functional import center_crop, ifft2c, rss
 from mrirecon.operators import sense
+from mrirecon.recon.mri import data_scale  # noqa: F401 (used by the bench too)
 from mrirecon.pipeline.schema import (
     CalibrateConfig,
     PostprocessConfig,
@@ -58,7 +59,9 @@ class MRISlice:
     num_low_frequencies: int | None = None
 
 
-def _acquired(header: Header, width: int) -> Tensor:
+def acquired_columns(header: Header, width: int) -> Tensor:
+    """``(width,)`` bool: the phase-encoding columns the scanner acquires (inside the header's
+    asymmetric padding), whether or not they were sampled."""
     m = torch.zeros(width, dtype=torch.bool)
     m[header.padding_left : header.padding_right] = True
     return m
@@ -73,7 +76,7 @@ def make_slice(ks, index: int, file_name: str, file_mask: Tensor | None) -> MRIS
     elif ks.mask is not None:
         mask = ks.mask.reshape(-1).bool()
     else:
-        mask = _acquired(ks.header, w)
+        mask = acquired_columns(ks.header, w)
     ref = ks.reference[0] if ks.reference is not None else None
     return MRISlice(data, mask, ks.header, file_name, index, ref, ks.noise)
 
@@ -146,16 +149,6 @@ def _centre_window(mask: Tensor, width: int) -> Tensor:
     win = torch.zeros(w, dtype=torch.bool)
     win[w // 2 - width // 2 : w // 2 - width // 2 + width] = True
     return win & mask
-
-
-def data_scale(kspace: Tensor) -> float:
-    """Intensity scale of a slice: the maximum of the zero-filled RSS image (1 if empty).
-
-    Classical methods run on ``y / scale`` so that regularisation weights (``lam``) mean the
-    same on every scanner and scaling convention; the result is scaled back.
-    """
-    m = float(rss(ifft2c(kspace), dim=-3).max())
-    return m if m > 0 and m == m else 1.0
 
 
 def reconstruct(s: MRISlice, cfg: ReconstructConfig, model: torch.nn.Module | None) -> MRISlice:

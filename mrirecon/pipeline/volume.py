@@ -34,7 +34,14 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
     if config.modality == "mri":
         if fmt not in ("fastmri", "ismrmrd"):
             raise ValueError(f"{path}: an MRI pipeline needs fastMRI or ISMRMRD data, found {fmt}")
-        recon, reference, preview, geometry = _mri_volume(config, path, fmt, model, device, progress)
+        recon, reference, preview, geometry, accel = _mri_volume(config, path, fmt, model, device,
+                                                                 progress)
+        if config.evaluate.enabled and reference is not None and accel <= 1.0 + 1e-6:
+            msg = (f"{path.name}: the k-space is fully sampled and undersample.enabled is false, so "
+                   "the metrics score a reconstruction of complete data against its own reference "
+                   "(set undersample.enabled=true for a retrospective study)")
+            log.warning("%s", msg)
+            result.warnings.append(msg)
         eval_ref, eval_pred, display_ref = reference, recon, reference
         image = Image(recon, geometry, kind="magnitude", modality="MR",
                       description=f"mrirecon {config.reconstruct.method}")
@@ -85,6 +92,7 @@ def _mri_volume(config: PipelineConfig, path: Path, fmt: str, model, device: str
             return replace(vol, data=vol.data[i : i + 1],
                            reference=None, slice_indices=(i,))
     outs, refs, zfs = [], [], []
+    sampled = acquired = 0  # k-space columns, over all slices: the effective acceleration
     header = None
     try:
         for i in tqdm(range(n), desc=path.name, unit="slice", disable=not progress, leave=False):
@@ -93,6 +101,9 @@ def _mri_volume(config: PipelineConfig, path: Path, fmt: str, model, device: str
             s = stages_mri.make_slice(ks, i, path.name, file_mask)
             s = stages_mri.preprocess(s, config.preprocess)
             s = stages_mri.undersample(s, config.undersample)
+            cols = stages_mri.acquired_columns(s.header, s.mask.numel())
+            acquired += int(cols.sum())
+            sampled += int((s.mask.reshape(-1).bool() & cols).sum())
             s = stages_mri.calibrate(s, config.calibrate)
             s.kspace = s.kspace.to(device)
             if s.maps is not None:
@@ -112,7 +123,7 @@ def _mri_volume(config: PipelineConfig, path: Path, fmt: str, model, device: str
             src.close()
     recon = torch.stack(outs)
     reference = torch.stack(refs) if len(refs) == n else None
-    return recon, reference, torch.stack(zfs), header.geometry
+    return recon, reference, torch.stack(zfs), header.geometry, acquired / max(sampled, 1)
 
 
 def export(config: PipelineConfig, path: Path, output: Path, image: Image,

@@ -6,7 +6,7 @@
 
 from mrirecon.recon.ct import fbp, sirt, tv_pdhg
 from mrirecon.recon.grappa import grappa
-from mrirecon.recon.mri import cg_sense, l1_wavelet, tv, zero_filled, zero_filled_rss
+from mrirecon.recon.mri import cg_sense, data_scale, l1_wavelet, tv, zero_filled, zero_filled_rss
 from mrirecon.recon.registry import (
     available,
     describe,
@@ -21,6 +21,7 @@ from mrirecon.recon.variational import tv_least_squares, tv_objective
 __all__ = [
     "available",
     "cg_sense",
+    "data_scale",
     "describe",
     "fbp",
     "grappa",

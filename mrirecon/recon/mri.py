@@ -32,6 +32,19 @@ def _check_op(op, who: str) -> None:
                         f"{type(op).__name__}")
 
 
+def data_scale(kspace: Tensor) -> float:
+    """Intensity scale of a k-space slice ``(..., coils, H, W)``: the maximum of its zero-filled
+    RSS image (1 if that is zero or not finite).
+
+    Classical methods run on ``y / scale`` so that regularisation weights (``lam``) mean the
+    same on every scanner and scaling convention; multiply the result back by ``scale``. The
+    pipeline and the benchmark do this; so should a script that calls :func:`mrirecon.recon.run`
+    on raw scanner k-space.
+    """
+    m = float(rss(ifft2c(kspace), dim=-3).max())
+    return m if m > 0 and m == m and m != float("inf") else 1.0
+
+
 def zero_filled(y: Tensor, op: LinearOperator) -> Tensor:
     """Adjoint reconstruction ``A^H y``.
 

@@ -1,0 +1,103 @@
+"""``report.html`` in a real headless browser (Debian's chromium): every image renders.
+
+Checking that the ``<img>`` links point at existing files is not enough: a PNG that the browser
+cannot decode, a path relative to the wrong folder or a blocked ``file://`` load all leave a
+broken image. Here chromium loads the report, a script appended to a copy of it records each
+image's decoded size after the page's load event, and the DOM that chromium dumps is parsed.
+A screenshot of the page is kept under the test's temp folder (and copied to
+``$MRIRECON_SCREENSHOT_DIR`` when set) so that a person can look at it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mrirecon.pipeline.definitions import load_pipeline
+from mrirecon.pipeline.runner import run_pipeline
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (make sysdeps)")
+
+_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+          "--disable-background-networking", "--disable-component-update", "--disable-sync",
+          "--allow-file-access-from-files", "--hide-scrollbars"]
+
+_PROBE = """<script>
+window.addEventListener('load', function () {
+  var out = [];
+  document.querySelectorAll('img').forEach(function (img) {
+    out.push({src: img.getAttribute('src'), complete: img.complete,
+              width: img.naturalWidth, height: img.naturalHeight});
+  });
+  var pre = document.createElement('pre');
+  pre.id = 'mrirecon-probe';
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([CHROMIUM, *_FLAGS, f"--user-data-dir={profile}", *args],
+                          capture_output=True, text=True, timeout=180)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> Path:
+    from mrirecon.data.simulate_mri import simulate_mri_dataset
+
+    root = tmp_path_factory.mktemp("report")
+    files = simulate_mri_dataset(root / "data", volumes=2, slices=2, coils=4, size=(64, 48),
+                                 seed=3, resolution=2)
+    config, text = load_pipeline("mri_retrospective", [
+        "reconstruct.params.max_iterations=3", "calibrate.calib_width=12",
+        "calibrate.kernel_width=4", "export.formats=[hdf5,png]"])
+    out = root / "out"
+    assert run_pipeline(config, [str(p) for p in files], out, progress=False,
+                        config_text=text) == 0
+    return out / "report.html"
+
+
+def test_report_images_render_in_chromium(report, tmp_path):
+    html = report.read_text()
+    expected = re.findall(r"<img src='([^']+)'", html)
+    assert len(expected) >= 2  # figures of both volumes
+    probe = report.with_name("report_probe.html")  # same folder: same relative figure paths
+    probe.write_text(html.replace("</body>", _PROBE + "</body>"))
+    res = _chromium(["--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
+                    tmp_path / "profile1")
+    assert res.returncode == 0, res.stderr[-2000:]
+    found = re.search(r"<pre id=\"mrirecon-probe\">(.*?)</pre>", res.stdout, re.S)
+    assert found, res.stdout[-2000:]
+    images = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    assert [i["src"] for i in images] == expected
+    for img in images:
+        # decoded: the figure's real pixel size, not a broken-image placeholder (0 x 0)
+        assert img["complete"] and img["width"] > 100 and img["height"] > 50, img
+
+
+def test_report_screenshot_shows_the_figures(report, tmp_path):
+    shot = tmp_path / "report.png"
+    res = _chromium([f"--screenshot={shot}", "--window-size=1400,2400", report.as_uri()],
+                    tmp_path / "profile2")
+    assert res.returncode == 0 and shot.is_file(), res.stderr[-2000:]
+    if os.environ.get("MRIRECON_SCREENSHOT_DIR"):
+        shutil.copy(shot, Path(os.environ["MRIRECON_SCREENSHOT_DIR"]) / "report.png")
+    from matplotlib.image import imread
+
+    pixels = imread(shot)[..., :3]
+    assert pixels.shape[0] == 2400 and pixels.shape[1] == 1400
+    # rendered figures are large dark areas (MR panels on black); a page of text and tables
+    # alone is nearly all white
+    dark = (pixels.mean(axis=-1) < 0.2).mean()
+    assert dark > 0.05, dark
+    # and the rows carry image content (grey levels), not only flat black boxes
+    assert np.unique((pixels[..., 0] * 255).astype(np.uint8)).size > 64
