@@ -28,8 +28,12 @@ def detect_format(path: Path, wanted: str) -> str:
 
 
 def process_volume(config: PipelineConfig, path: Path, output: Path, result: VolumeResult, *,
-                   model, device: str, progress: bool) -> None:
-    """Reconstruct, evaluate and export one file; fills ``result`` in place."""
+                   model, device: str, progress: bool, name: str | None = None) -> None:
+    """Reconstruct, evaluate and export one file; fills ``result`` in place.
+
+    ``name`` (default: the file's stem or the folder's name) is where the outputs go under
+    ``output``; it may contain ``/``.
+    """
     fmt = detect_format(path, config.load.format)
     if config.modality == "mri":
         if fmt not in ("fastmri", "ismrmrd"):
@@ -48,7 +52,7 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
     result.slices = int(recon.shape[0])
     if config.evaluate.enabled and eval_ref is not None:
         result.metrics = evaluate(eval_ref, eval_pred)
-    export(config, path, output, image, display_ref, preview, result)
+    export(config, path, output, image, display_ref, preview, result, name=name)
 
 
 def evaluate(reference: torch.Tensor, recon: torch.Tensor) -> dict[str, float]:
@@ -117,11 +121,11 @@ def _mri_volume(config: PipelineConfig, path: Path, fmt: str, model, device: str
 
 def export(config: PipelineConfig, path: Path, output: Path, image: Image,
            reference: torch.Tensor | None, zero_filled: torch.Tensor | None,
-           result: VolumeResult) -> None:
+           result: VolumeResult, name: str | None = None) -> None:
     """Write the configured formats for one volume; records the output paths in ``result``."""
     from mrirecon import io
 
-    stem = path.stem if path.is_file() else path.name
+    stem = name or (path.stem if path.is_file() else path.name)
     formats = config.export.formats
     if "hdf5" in formats:
         target = output / "reconstructions" / f"{stem}.h5"
