@@ -177,6 +177,13 @@ class FastMRIFile:
                 raise self._fail("ismrmrd_header",
                                  f"expected an XML string, got {type(raw).__name__}")
             header = parse_ismrmrd_header(raw, source=self.path)
+            enc_x, enc_y = header.encoded_matrix[0], header.encoded_matrix[1]
+            rows, cols = self.shape[-2:]
+            if (enc_x, enc_y) != (rows, cols):
+                raise self._fail(
+                    "ismrmrd_header/encoding/encodedSpace/matrixSize",
+                    f"(x, y) = ({enc_x}, {enc_y}) but kspace is (H, W) = ({rows}, {cols}); the "
+                    "header does not describe this k-space (padding and crop would be wrong)")
             attrs = self.attrs
             changes = {"num_coils": self.shape[1]}
             if attrs.get("acquisition"):

@@ -49,6 +49,9 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
             config, path, fmt, model, device, progress)
         image = Image(recon, geometry, kind="hu", modality="CT",
                       description=f"mrirecon {config.reconstruct.method}")
+    if not bool(torch.isfinite(recon).all()):
+        raise ValueError(f"{path}: the reconstruction holds NaN or Inf values (method "
+                         f"{config.reconstruct.method!r} diverged?); nothing was written")
     result.slices = int(recon.shape[0])
     if config.evaluate.enabled and eval_ref is not None:
         result.metrics = evaluate(eval_ref, eval_pred)
@@ -62,6 +65,12 @@ def evaluate(reference: torch.Tensor, recon: torch.Tensor) -> dict[str, float]:
     if tuple(reference.shape) != tuple(recon.shape):
         raise ValueError(f"evaluate: reference {tuple(reference.shape)} and reconstruction "
                          f"{tuple(recon.shape)} differ")
+    if not bool(torch.isfinite(reference).all()):
+        raise ValueError("evaluate: the reference holds NaN or Inf values; metrics would be "
+                         "meaningless (set evaluate.enabled=false to skip them)")
+    if not bool(torch.isfinite(recon).all()):
+        raise ValueError("evaluate: the reconstruction holds NaN or Inf values (diverged?); try "
+                         "a smaller step or more regularisation")
     report = evaluate_volumes([reference.double().numpy()], [recon.double().numpy()], crop=False,
                               metrics=("NMSE", "PSNR", "SSIM"))
     return {k.lower(): float(v[0]) for k, v in report.values.items()}
@@ -97,7 +106,9 @@ def _mri_volume(config: PipelineConfig, path: Path, fmt: str, model, device: str
             s = stages_mri.make_slice(ks, i, path.name, file_mask)
             s = stages_mri.preprocess(s, config.preprocess)
             s = stages_mri.undersample(s, config.undersample)
+            stages_mri.check_slice(s, "undersample", config.evaluate.enabled)
             s = stages_mri.calibrate(s, config.calibrate)
+            stages_mri.check_slice(s, "calibrate", False)
             s.kspace = s.kspace.to(device)
             if s.maps is not None:
                 s.maps = s.maps.to(device)
