@@ -12,20 +12,11 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
-import re
 from typing import Any
 
+from mrirecon.core.checks import param_problem
 from mrirecon.pipeline.config import ConfigError
 from mrirecon.pipeline.schema import PipelineConfig
-
-# parameter names that count iterations / stages / repeats: integers >= 1
-_COUNT = re.compile(r"(^|_)(iterations?|cascades|stages|phases|layers|levels|blocks|probes|"
-                    r"features|chans|pools|pool_layers|filters|depth|components|atoms_per_axis|"
-                    r"sparsity|n_primal|n_dual|num_[a-z_]+)$")
-# weights, step sizes, tolerances and noise levels: finite and >= 0
-_NONNEG = re.compile(r"(^|_)(lam|lamda|lambda|rho|mu|nu|eta|theta|gamma|sigma|sigmas|tol|"
-                     r"tolerance|step|relaxation|noise_std|sigma_start|sigma_end|sigma_scale|"
-                     r"h|ratio|step_ratio|drop_prob|frequency_scaling)$")
 
 
 def _fail(source: str, key: str, message: str) -> ConfigError:
@@ -36,41 +27,7 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def check_value(name: str, value: Any, default: Any = inspect.Parameter.empty) -> str | None:
-    """What is wrong with ``value`` for a parameter called ``name`` (``None`` when fine).
-
-    Counts (``max_iterations``, ``num_cascades``, ...) must be integers >= 1; weights, step
-    sizes and tolerances (``lam``, ``rho``, ``tolerance``, ...) finite and >= 0; any number
-    finite; and a value whose default is a number, a bool or a string must have that kind.
-    """
-    if value is None:
-        return None
-    if _is_number(value) and not math.isfinite(value):
-        return f"must be finite, got {value!r}"
-    if _COUNT.search(name) and (_is_number(default) or default is inspect.Parameter.empty
-                                or default is None):
-        if not (isinstance(value, int) and not isinstance(value, bool)) or value < 1:
-            return f"must be an integer >= 1, got {value!r}"
-        return None
-    if _NONNEG.search(name):
-        values = value if isinstance(value, (list, tuple)) else [value]
-        for v in values:
-            if not _is_number(v):
-                return f"must be a number, got {value!r}"
-            if not math.isfinite(v) or v < 0:
-                return f"must be finite and >= 0, got {value!r}"
-        return None
-    if default is inspect.Parameter.empty or default is None:
-        return None
-    if isinstance(default, bool):
-        return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
-    if isinstance(default, int) and not (isinstance(value, int) and not isinstance(value, bool)):
-        return f"must be an integer, got {value!r}"
-    if isinstance(default, float) and not _is_number(value):
-        return f"must be a number, got {value!r}"
-    if isinstance(default, str) and not isinstance(value, str):
-        return f"must be a string, got {value!r}"
-    return None
+check_value = param_problem
 
 
 def _signature(fn, skip: int) -> tuple[dict[str, Any], bool]:
