@@ -29,3 +29,20 @@ class DataFormatError(ValueError):
 
     def __reduce__(self):  # keep the three arguments across pickling (DataLoader workers)
         return (type(self), (self.file, self.field, self.problem))
+
+
+def require_regular_file(path: str | os.PathLike) -> None:
+    """Refuse a FIFO, socket or device before opening it (opening a FIFO blocks forever).
+
+    A missing path is left to the caller (its ``FileNotFoundError`` names the file)."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise DataFormatError(path, "file", f"cannot be inspected ({err.strerror or err})") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (FIFO, socket or device)"
+        raise DataFormatError(path, "file", f"is {kind}; pass a data file")

@@ -29,7 +29,7 @@ import torch
 
 from mrirecon.data.containers import Header, KSpace
 from mrirecon.io.atomic import atomic_path
-from mrirecon.io.errors import DataFormatError
+from mrirecon.io.errors import DataFormatError, require_regular_file
 from mrirecon.io.ismrmrd_header import header_to_xml, parse_ismrmrd_header
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -77,6 +77,7 @@ class FastMRIFile:
     @property
     def _file(self) -> h5py.File:
         if self._h5 is None:
+            require_regular_file(self.path)
             try:
                 h5 = h5py.File(self.path, "r")
             except FileNotFoundError:

@@ -44,7 +44,7 @@ import torch
 
 from mrirecon.data.containers import Image, ImageGeometry, Sinogram
 from mrirecon.io.atomic import atomic_path
-from mrirecon.io.errors import DataFormatError
+from mrirecon.io.errors import DataFormatError, require_regular_file
 from mrirecon.operators.ct_geometry import CTGeometry
 
 MU_WATER_PER_M = 20.0
@@ -139,6 +139,7 @@ def geometry_from_json(text: str, source: str | os.PathLike = "<geometry attribu
 
 def _open(path: Path):
     """``h5py.File(path, "r")``; an unreadable or truncated file is a :class:`DataFormatError`."""
+    require_regular_file(path)
     try:
         return h5py.File(path, "r")
     except FileNotFoundError:
