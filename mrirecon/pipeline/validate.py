@@ -133,6 +133,10 @@ def validate_pipeline(config: PipelineConfig, source: str = "") -> PipelineConfi
     for i, c in enumerate(config.postprocess.crop_size):
         _at_least(source, f"postprocess.crop_size[{i}]", c, 1)
     _at_least(source, "report.max_slices_in_figures", config.report.max_slices_in_figures, 0)
+    desc = config.export.series_description
+    if len(desc) > 64 or any(c < " " or c == "\x7f" for c in desc):
+        raise _fail(source, "export.series_description",
+                    f"DICOM allows at most 64 printable characters, got {len(desc)} ({desc[:20]!r}...)")
     if not config.export.formats:
         raise _fail(source, "export.formats", "needs at least one of hdf5, nifti, dicom, png")
     _check_method(config, source)
