@@ -85,6 +85,10 @@ def _read_headers(folder: Path) -> list[tuple[Path, Dataset]]:
             broken.append((path, f"{type(err).__name__}: {err}"))
             continue
         if "SOPClassUID" not in ds:
+            # pydicom stops quietly at a truncation: a DICOM file whose data set ends before
+            # its SOPClassUID is a damaged file of the series, not something to skip
+            if path.suffix.lower() == ".dcm" or "MediaStorageSOPClassUID" in getattr(ds, "file_meta", {}):
+                broken.append((path, "no SOPClassUID (truncated?)"))
             continue
         found.append((path, ds))
     if broken:

@@ -24,6 +24,9 @@ def clone_h5(src: Path, dst: Path, **replace) -> Path:
                     b.create_dataset(key, data=replace[key])
             else:
                 a.copy(key, b)
+        for key, value in replace.items():
+            if key not in a and value is not None:
+                b.create_dataset(key, data=value)
         for key, value in a.attrs.items():
             b.attrs[key] = value
     return dst
@@ -80,6 +83,7 @@ def ismrmrd_file(tmp_path_factory) -> Path:
     enc_x, enc_y, coils = 16, 12, 2
     header = X.ismrmrdHeader(
         acquisitionSystemInformation=X.acquisitionSystemInformationType(receiverChannels=coils),
+        experimentalConditions=X.experimentalConditionsType(H1resonanceFrequency_Hz=127_732_435),
         encoding=[X.encodingType(
             encodedSpace=X.encodingSpaceType(matrixSize=X.matrixSizeType(x=enc_x, y=enc_y, z=1),
                                              fieldOfView_mm=X.fieldOfViewMm(x=160, y=120, z=5)),
