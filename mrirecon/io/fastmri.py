@@ -29,7 +29,7 @@ import torch
 
 from mrirecon.data.containers import Header, KSpace
 from mrirecon.io.atomic import atomic_path
-from mrirecon.io.errors import DataFormatError, require_regular_file
+from mrirecon.io.errors import DataFormatError, guard_reader, require_regular_file
 from mrirecon.io.ismrmrd_header import header_to_xml, parse_ismrmrd_header
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -75,6 +75,7 @@ class FastMRIFile:
         return DataFormatError(self.path, field, problem)
 
     @property
+    @guard_reader('file')
     def _file(self) -> h5py.File:
         if self._h5 is None:
             require_regular_file(self.path)
@@ -130,20 +131,24 @@ class FastMRIFile:
         return f"FastMRIFile({str(self.path)!r})"
 
     # ---- shape and metadata ------------------------------------------------------------
+    @guard_reader('kspace')
     def __len__(self) -> int:
         return int(self._file["kspace"].shape[0])
 
     @property
+    @guard_reader('kspace')
     def is_multicoil(self) -> bool:
         return self._file["kspace"].ndim == 4
 
     @property
+    @guard_reader('kspace')
     def shape(self) -> tuple[int, int, int, int]:
         """``(slices, coils, H, W)``; single-coil files report ``coils = 1``."""
         s = self._file["kspace"].shape
         return tuple(s) if len(s) == 4 else (s[0], 1, s[1], s[2])
 
     @property
+    @guard_reader('attrs')
     def attrs(self) -> dict:
         """Root attributes as Python values (bytes decoded, numpy scalars unwrapped)."""
         return {k: _attr_value(v) for k, v in self._file.attrs.items()}
@@ -158,6 +163,7 @@ class FastMRIFile:
     acceleration = property(lambda self: self._attr("acceleration"), doc="Test files only.")
 
     @property
+    @guard_reader('ismrmrd_header')
     def header(self) -> Header:
         """Parsed ``ismrmrd_header``; ``acquisition``/``patient_id`` from the attributes when
         present and ``num_coils`` from the k-space shape."""
@@ -208,6 +214,7 @@ class FastMRIFile:
         return cols
 
     @property
+    @guard_reader('mask')
     def mask(self) -> torch.Tensor | None:
         """The stored ``mask`` dataset ``(W,)`` bool (test files), as stored, else ``None``."""
         h5 = self._file
@@ -226,6 +233,7 @@ class FastMRIFile:
             raise self._fail("mask", f"expected 0/1 values, got dtype {mask.dtype}")
         return torch.from_numpy(mask.astype(bool))
 
+    @guard_reader('mask')
     def sampling_mask(self) -> torch.Tensor | None:
         """Columns that hold data: ``mask`` (if stored) and the padding range; ``None`` when
         every column is acquired. This is the mask fastMRI's ``VarNetDataTransform`` builds."""
@@ -261,12 +269,14 @@ class FastMRIFile:
         return tensor
 
     @property
+    @guard_reader('reference')
     def reference_key(self) -> str | None:
         """``reconstruction_esc`` for single-coil files that have it, else
         ``reconstruction_rss`` if present, else ``None``."""
         keys = ("reconstruction_rss",) if self.is_multicoil else REFERENCE_KEYS[::-1]
         return next((k for k in keys if k in self._file), None)
 
+    @guard_reader('reference')
     def reference(self, index: int | None = None, key: str | None = None) -> torch.Tensor | None:
         """Reference magnitude image(s) ``(h, w)`` of slice ``index`` (``(slices, h, w)`` when
         ``index`` is None) from ``key`` (default :attr:`reference_key`); ``None`` if absent."""
@@ -281,6 +291,7 @@ class FastMRIFile:
         sel = slice(None) if index is None else self._check_index(index)
         return torch.from_numpy(np.ascontiguousarray(self._read(key, sel, key)))
 
+    @guard_reader('kspace')
     def read_slice(self, index: int, *, with_reference: bool = True) -> KSpace:
         """One slice as :class:`KSpace` with data ``(1, coils, H, W)``; only that slice is read.
 
@@ -295,6 +306,7 @@ class FastMRIFile:
             slice_indices=(index,), source=str(self.path),
         )
 
+    @guard_reader('kspace')
     def read_volume(self, *, with_reference: bool = True) -> KSpace:
         """All slices as :class:`KSpace` with data ``(slices, coils, H, W)``."""
         data = self._kspace(slice(None), "kspace")

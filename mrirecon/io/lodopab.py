@@ -31,6 +31,7 @@ public dataset's geometry and constants.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -44,7 +45,12 @@ import torch
 
 from mrirecon.data.containers import Image, ImageGeometry, Sinogram
 from mrirecon.io.atomic import atomic_path
-from mrirecon.io.errors import DataFormatError, require_regular_file
+from mrirecon.io.errors import (
+    CORRUPTION_ERRORS,
+    DataFormatError,
+    as_format_error,
+    require_regular_file,
+)
 from mrirecon.operators.ct_geometry import CTGeometry
 
 MU_WATER_PER_M = 20.0
@@ -137,15 +143,25 @@ def geometry_from_json(text: str, source: str | os.PathLike = "<geometry attribu
         raise DataFormatError(source, "attrs/geometry", f"not a valid CT geometry ({err})") from None
 
 
+@contextlib.contextmanager
 def _open(path: Path):
-    """``h5py.File(path, "r")``; an unreadable or truncated file is a :class:`DataFormatError`."""
+    """``h5py.File(path, "r")`` as a context; an unreadable, truncated or damaged file (also
+    when the damage shows only while reading inside the block) is a :class:`DataFormatError`."""
     require_regular_file(path)
     try:
-        return h5py.File(path, "r")
+        h5 = h5py.File(path, "r")
     except FileNotFoundError:
         raise
     except OSError as err:
         raise DataFormatError(path, "file", f"not a readable HDF5 file ({err})") from None
+    try:
+        with h5:
+            yield h5
+    except CORRUPTION_ERRORS as err:
+        new = as_format_error(path, "data", err)
+        if new is err:
+            raise
+        raise new from err
 
 
 def write_lodopab(
