@@ -204,3 +204,20 @@ def test_dicom_strings_are_sanitised(tmp_path):
     for elem in ds:
         if isinstance(elem.value, str):
             assert not any(c < " " for c in elem.value), elem
+
+
+@pytest.mark.parametrize("override, message", [
+    ("val_max_slices=-1", r"val_max_slices: must be >= 1, got -1"),
+    ("optim.max_steps=0", r"optim.max_steps: must be >= 1, got 0"),
+    ("optim.lr=.nan", r"optim.lr: must be a finite number > 0"),
+    ("loss.l1=-1", r"loss.l1: must be >= 0"),
+    ("model.params.num_cascade=2", r"model.params.num_cascade: varnet has no parameter 'num_cascade' "
+                                   r"\(did you mean 'num_cascades'\?\)"),
+])
+def test_training_config_values_are_checked_before_any_data_is_read(override, message, monkeypatch):
+    import mrirecon.training.run as run
+    from mrirecon.pipeline.definitions import PIPELINES
+
+    monkeypatch.setattr(run, "build_datasets", lambda cfg: pytest.fail("data read before validation"))
+    with pytest.raises(ConfigError, match=message):
+        run.train_from_config(PIPELINES / "train_varnet_brain_sim.yaml", overrides=[override])
