@@ -37,8 +37,8 @@ def param_problem(name: str, value: Any, default: Any = _EMPTY) -> str | None:
     finite; and a value whose default is a number, a bool or a string must have that kind.
     Values of other types (tensors, modules, callables) are not judged.
     """
-    if value is None:
-        return None
+    if value is None or not isinstance(value, (int, float, str, list, tuple)):
+        return None  # tensors, arrays, modules, callables: the function's own business
     if _is_number(value) and not math.isfinite(value):
         return f"must be finite, got {value!r}"
     if COUNT_NAMES.search(name) and (_is_number(default) or default in (_EMPTY, None)):
