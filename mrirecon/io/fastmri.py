@@ -37,6 +37,13 @@ REFERENCE_KEYS = ("reconstruction_rss", "reconstruction_esc")
 _COMPLEX = (np.complex64, np.complex128)
 
 
+def _memory_bytes() -> int:
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 1 << 36
+
+
 def _attr_value(value):
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
@@ -110,6 +117,10 @@ class FastMRIFile:
             raise self._fail("kspace", f"expected complex64 samples, got dtype {ks.dtype}")
         if ks.shape[0] < 1 or min(ks.shape[1:]) < 1:
             raise self._fail("kspace", f"empty dataset of shape {ks.shape}")
+        slice_bytes = int(np.prod(ks.shape[1:], dtype=np.float64)) * ks.dtype.itemsize
+        if slice_bytes > _memory_bytes() // 4:
+            raise self._fail("kspace", f"one slice of shape {ks.shape[1:]} would need "
+                                       f"{slice_bytes / 2**30:.1f} GiB; the shape is corrupt")
 
     def close(self) -> None:
         """Close the HDF5 handle (reopened on next use)."""

@@ -382,6 +382,9 @@ class LoDoPaBFiles:
             if key not in h5 or not isinstance(h5[key], h5py.Dataset):
                 raise DataFormatError(files[f], key, "missing dataset")
             ds = h5[key]
+            if ds.ndim == 3 and float(ds.shape[1]) * ds.shape[2] * ds.dtype.itemsize > 1 << 33:
+                raise DataFormatError(files[f], key, f"one sample of shape {ds.shape[1:]} exceeds "
+                                      "8 GiB; the shape is corrupt")
             if ds.ndim != 3 or not k < ds.shape[0] or ds.dtype.kind not in "fiu":
                 raise DataFormatError(files[f], key, f"expected (n > {k}, H, W) real numbers, "
                                       f"got {ds.dtype} {ds.shape}")

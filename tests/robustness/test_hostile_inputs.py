@@ -240,3 +240,16 @@ def test_simulate_with_absurd_sizes_fails_before_allocating(tmp_path):
     with pytest.raises(ValueError, match=r"simulate_ct: .*GiB of memory"):
         simulate_ct_dataset(tmp_path / "c", size=100_000, samples=10)
     assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())
+
+
+def test_fastmri_dataset_shape_larger_than_memory_is_refused(tmp_path):
+    """A 1.5-kB file (chunked, compressed, never written) declaring a 4.7-TiB k-space slice."""
+    from mrirecon.io import FastMRIFile
+
+    path = tmp_path / "bomb.h5"
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("kspace", shape=(1, 64, 100_000, 100_000), dtype=np.complex64,
+                          chunks=(1, 1, 64, 64), compression="gzip")
+    assert path.stat().st_size < 10_000
+    with pytest.raises(DataFormatError, match=r"bomb.h5: kspace: one slice of shape .* GiB"):
+        FastMRIFile(path).read_slice(0)
