@@ -310,6 +310,10 @@ def run_pipeline(config: PipelineConfig, inputs: list[str], output: str | Path, 
             record = {**asdict(result), "name": name, "input_sha256": input_hash,
                       "config_sha256": config_hash}
             atomic_write_text(status_file, json.dumps(record, indent=1))
+    try:
+        (output / ".staging").rmdir()  # only when empty (no other rank still working)
+    except OSError:
+        pass
     _write_run_files(config, output, files, results, t_start, rank, world, config_text, dev,
                      hashes, names)
     failed = [r for r in results if r.status == "failed"]
