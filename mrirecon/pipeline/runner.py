@@ -27,7 +27,7 @@ import torch
 
 from mrirecon.io.atomic import atomic_write_text
 from mrirecon.pipeline.config import to_dict
-from mrirecon.pipeline.report import VolumeResult, write_report
+from mrirecon.pipeline.report import VolumeResult, display_name, write_report
 from mrirecon.pipeline.schema import PipelineConfig
 
 log = logging.getLogger("mrirecon.pipeline")
@@ -272,7 +272,7 @@ def run_pipeline(config: PipelineConfig, inputs: list[str], output: str | Path, 
     staging = output / ".staging" / f"{rank}-{os.getpid()}"
     for path, name in _progress(mine, progress, "files"):
         status_file = _status_path(output, name)
-        result = VolumeResult(input=str(path))
+        result = VolumeResult(input=str(path), name=name)
         t0 = time.perf_counter()
         try:
             input_hash = hashes[str(path)] = sha256(path)
@@ -307,7 +307,7 @@ def run_pipeline(config: PipelineConfig, inputs: list[str], output: str | Path, 
         result.seconds = time.perf_counter() - t0
         results.append(result)
         if result.status == "ok":
-            record = {**asdict(result), "name": name, "input_sha256": input_hash,
+            record = {**asdict(result), "input_sha256": input_hash,
                       "config_sha256": config_hash}
             atomic_write_text(status_file, json.dumps(record, indent=1))
     try:
@@ -315,7 +315,7 @@ def run_pipeline(config: PipelineConfig, inputs: list[str], output: str | Path, 
     except OSError:
         pass
     _write_run_files(config, output, files, results, t_start, rank, world, config_text, dev,
-                     hashes, names)
+                     hashes)
     failed = [r for r in results if r.status == "failed"]
     if failed:
         log.error("%d of %d file(s) failed", len(failed), len(results))
@@ -365,7 +365,7 @@ def _progress(items, enabled: bool, desc: str):
 
 
 def _write_run_files(config, output: Path, files, results, t_start, rank, world, config_text, dev,
-                     hashes: dict[str, str] | None = None, names: list[str] | None = None):
+                     hashes: dict[str, str] | None = None):
     suffix = "" if world == 1 else f".rank{rank}"
     hashes = hashes or {}
     provenance = {
@@ -383,7 +383,6 @@ def _write_run_files(config, output: Path, files, results, t_start, rank, world,
         "files": [asdict(r) for r in results],
     }
     atomic_write_text(output / f"provenance{suffix}.json", json.dumps(provenance, indent=1))
-    name_of = dict(zip((str(p) for p in files), names or [volume_stem(p) for p in files]))
     ok = [r for r in results if r.metrics and r.status in ("ok", "skipped")]
     summary = {}
     for m in sorted({k for r in ok for k in r.metrics}):
@@ -398,8 +397,7 @@ def _write_run_files(config, output: Path, files, results, t_start, rank, world,
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(["file", *metric_names])
         for r in ok:
-            name = name_of.get(r.input, Path(r.input).name)
-            writer.writerow([csv_safe(name)] +
+            writer.writerow([csv_safe(display_name(r))] +
                             [f"{r.metrics.get(m, float('nan')):.6g}" for m in metric_names])
         atomic_write_text(output / f"metrics{suffix}.csv", buf.getvalue())
 

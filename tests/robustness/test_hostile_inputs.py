@@ -54,7 +54,7 @@ def test_header_matrix_that_does_not_match_kspace_is_an_error(mri_file, tmp_path
     entry = run_one(mri_config(), bad, tmp_path / "out")
     assert entry["status"] == "failed"
     assert "encodedSpace/matrixSize" in entry["error"] and f"{w + 8}" in entry["error"]
-    assert f"W) = (" in entry["error"] and "bad.h5" in entry["error"]
+    assert "W) = (" in entry["error"] and "bad.h5" in entry["error"]
 
 
 @pytest.mark.parametrize("case, message", [

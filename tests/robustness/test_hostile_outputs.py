@@ -49,7 +49,7 @@ def test_same_file_name_in_two_folders_gives_two_outputs(mri_file, tmp_path):
     assert len(list((out / "dicom" / "a" / "same").glob("*.dcm"))) == 2
     assert len(list((out / "dicom" / "b" / "same").glob("*.dcm"))) == 2
     rows = list(csv.reader((out / "metrics.csv").open()))
-    assert [r[0] for r in rows[1:]] == ["a/same", "b/same"]
+    assert [r[0] for r in rows[1:]] == ["a/same.h5", "b/same.h5"]
 
 
 def test_dicom_folders_with_the_same_name_stay_apart(dicom_series, tmp_path):
@@ -97,7 +97,7 @@ def test_failed_export_leaves_no_output_and_no_metrics_row(mri_file, tmp_path, m
     assert sorted(p.name for p in (out / "nifti").iterdir()) == ["good.nii.gz"]
     assert sorted(p.name for p in (out / "dicom").iterdir()) == ["good"]
     rows = list(csv.reader((out / "metrics.csv").open()))
-    assert [r[0] for r in rows[1:]] == ["good"]
+    assert [r[0] for r in rows[1:]] == ["good.h5"]
     files = {Path(f["input"]).name: f for f in _prov(out)["files"]}
     assert files["zbad.h5"]["status"] == "failed" and "No space left" in files["zbad.h5"]["error"]
     assert files["zbad.h5"]["outputs"] == {} and files["zbad.h5"]["metrics"] == {}
@@ -159,7 +159,7 @@ def test_metrics_csv_is_quoted_and_formula_safe(mri_file, tmp_path):
     assert run_pipeline(mri_config("export.formats=[hdf5]"), [str(folder)], out, progress=False) == 0
     rows = list(csv.reader((out / "metrics.csv").open()))
     assert rows[0] == ["file", "nmse", "psnr", "ssim"]
-    assert rows[1][0] == "'=HYPERLINK(1),x" and len(rows[1]) == 4
+    assert rows[1][0] == "'=HYPERLINK(1),x.h5" and len(rows[1]) == 4
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
