@@ -110,6 +110,11 @@ def _at_least(source: str, key: str, value, minimum) -> None:
 def validate_pipeline(config: PipelineConfig, source: str = "") -> PipelineConfig:
     """Check the values of ``config`` (see the module docstring); returns it unchanged."""
     pre, cal, und = config.preprocess, config.calibrate, config.undersample
+    fmt = config.load.format
+    if (config.modality == "mri" and fmt in ("ct_hdf5", "dicom")) or \
+            (config.modality == "ct" and fmt in ("fastmri", "ismrmrd")):
+        raise _fail(source, "load.format", f"{fmt!r} data cannot go through a {config.modality!r} "
+                                           "pipeline; use auto or a format of that modality")
     _at_least(source, "preprocess.coil_compression", pre.coil_compression, 1)
     if cal.method != "none":
         _at_least(source, "calibrate.calib_width", cal.calib_width, 1)

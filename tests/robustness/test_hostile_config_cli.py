@@ -30,6 +30,7 @@ from mrirecon.pipeline.definitions import load_pipeline
     ("calibrate.calib_width=0", r"calibrate.calib_width: must be >= 1, got 0"),
     ("reconstruct.method=cg_sens", r"reconstruct.method: unknown method 'cg_sens' \(did you mean 'cg_sense'\?\)"),
     ("reconstruct.method=sirt", r"reconstruct.method: 'sirt' is a CT reconstruction"),
+    ("load.format=ct_hdf5", r"load.format: 'ct_hdf5' data cannot go through a 'mri' pipeline"),
     ("export.series_description=" + "x" * 70, r"export.series_description: DICOM allows at most 64"),
 ])
 def test_config_values_are_checked_at_load_with_the_key_named(override, message):
