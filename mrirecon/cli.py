@@ -480,6 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"mrirecon {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error (and debug logs)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_simulate(subparsers)
     _add_train(subparsers)
@@ -488,19 +490,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, IsADirectoryError,
+               NotADirectoryError, FileExistsError)
+
+
+def _one_line(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.filename is not None and str(err.filename) not in str(err):
+        text = f"{err.filename}: {err.strerror or err}"
+    else:
+        text = str(err) if not isinstance(err, KeyError) else str(err.args[0] if err.args else err)
+    return " ".join(text.split())  # one line, even for multi-line messages
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``mrirecon`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code.
 
-    Bad arguments exit with status 2 and a message naming the option; a ``ValueError`` from
-    the command is reported the same way.
+    Bad arguments exit with status 2 and a message naming the option. A user error raised by
+    the command (a ``ValueError`` such as a config, data-format or option problem, a missing or
+    unwritable file) also exits with status 2 and one line, no traceback. Any other exception
+    is an internal error: one line and status 1, or the full traceback with ``--debug``.
     """
     parser = build_parser()
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere on the line, e.g. after the command's options
+    args = parser.parse_args([a for a in argv if a != "--debug"])
+    if debug:
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
+    prog = getattr(args, "_parser", parser).prog
     try:
         return int(args.func(args))
-    except (ValueError, FileNotFoundError) as err:
-        getattr(args, "_parser", parser).error(str(err))
-    return 2  # pragma: no cover (error() exits)
+    except USER_ERRORS as err:
+        if debug:
+            raise
+        print(f"{prog}: error: {_one_line(err)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    except Exception as err:  # noqa: BLE001 - the last line of defence
+        if debug:
+            raise
+        print(f"{prog}: internal error: {type(err).__name__}: {_one_line(err)} (run with --debug "
+              "for the traceback and report it)", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -306,11 +306,11 @@ def _rewrite(path, **changes):
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"PixelData": None}, "slice_0002.dcm has no PixelData"),
-        ({"ImageOrientationPatient": [0, 1, 0, 1, 0, 0]}, "slice_0002.dcm ImageOrientationPatient"),
-        ({"Rows": 11}, r"slice_0002.dcm \(Rows, Columns\) = \(11, 10\)"),
-        ({"PixelSpacing": [0.5, 0.9]}, "slice_0002.dcm PixelSpacing"),
-        ({"ImagePositionPatient": None}, "slice_0002.dcm has no ImagePositionPatient"),
+        ({"PixelData": None}, "slice_0002.dcm: PixelData: missing"),
+        ({"ImageOrientationPatient": [0, 1, 0, 1, 0, 0]}, "slice_0002.dcm: ImageOrientationPatient"),
+        ({"Rows": 11}, r"slice_0002.dcm: \(Rows, Columns\): = \(11, 10\)"),
+        ({"PixelSpacing": [0.5, 0.9]}, "slice_0002.dcm: PixelSpacing"),
+        ({"ImagePositionPatient": None}, "slice_0002.dcm: ImagePositionPatient: missing"),
         ({"SeriesInstanceUID": "1.2.3"}, "mixes 2 series"),
     ],
 )

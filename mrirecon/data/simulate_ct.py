@@ -253,6 +253,17 @@ def simulate_ct_dataset(
 
     if not re.fullmatch(r"\w+", str(part)):
         raise ValueError(f"simulate_ct: part must be a word (e.g. 'train'), got {part!r}")
+    from mrirecon.data.budget import check_budget
+
+    try:
+        n = float(size)
+        bins = float(options.get("detectors") or 1.5 * n)
+        per_sample = float(views) * bins + 2 * n * n
+        check_budget("simulate_ct", 8 * per_sample * float(samples) + 8 * 4 * n * n * float(views),
+                     4 * per_sample * float(samples), out_dir,
+                     f"--samples {samples} --size {size} --views {views}")
+    except TypeError:
+        pass  # non-numeric sizes: simulate_ct_samples names them
     sim = simulate_ct_samples(
         samples,
         geometry,

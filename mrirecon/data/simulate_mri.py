@@ -440,6 +440,17 @@ def simulate_mri_dataset(
     from mrirecon.sampling.cartesian import create_mask_for_mask_type, file_seed
 
     volumes = _check_positive_int("volumes", volumes)
+    from mrirecon.data.budget import check_budget
+
+    try:
+        n_coils = max(coils) if isinstance(coils, (tuple, list)) else int(coils)
+        ro = int(options.get("readout_oversampling", 1) or 1)
+        voxels = float(slices) * n_coils * float(size[0]) * ro * float(size[1])
+    except (TypeError, ValueError, IndexError):
+        voxels = 0.0  # malformed sizes: simulate_mri_volume names them
+    check_budget("simulate_mri", 8 * voxels * 6, 8 * voxels * volumes, out_dir,
+                 f"--slices {slices} --coils {coils} --size {size[0]} {size[1]} "
+                 f"x {volumes} volume(s)")
     mask_fn = None
     if acceleration is not None:
         if not float(acceleration) >= 1:

@@ -306,9 +306,50 @@ def _base_dataset(
         ds.AcquisitionNumber = 1
     # SOP Common
     ds.SOPClassUID = SOP_CLASS[modality]
+    sanitise_strings(ds)
     texts = [str(e.value) for e in ds.values() if isinstance(e.value, (str, PersonName))]
     if not all(t.isascii() for t in texts):
         ds.SpecificCharacterSet = "ISO_IR 192"
+    return ds
+
+
+# Maximum value lengths of the string VRs (PS3.5 table 6.2-1; PN: per component group)
+_VR_MAX = {"AE": 16, "AS": 4, "CS": 16, "DA": 8, "DS": 16, "DT": 26, "IS": 12, "LO": 64,
+           "LT": 10240, "PN": 64, "SH": 16, "ST": 1024, "TM": 14, "UI": 64}
+_TEXT_VRS = ("LT", "ST", "UT", "UC")  # free text: CR, LF, FF and TAB are allowed
+
+
+def _clean_text(value: str, vr: str) -> str:
+    allowed = "\r\n\f\t" if vr in _TEXT_VRS else ""
+    text = "".join(c for c in value if (c >= " " and c != "\x7f") or c in allowed)
+    if vr == "PN":
+        return "=".join(g[: _VR_MAX["PN"]] for g in text.split("=")[:3])
+    limit = _VR_MAX.get(vr)
+    return text[:limit].rstrip() if limit else text
+
+
+def sanitise_strings(ds: Dataset) -> Dataset:
+    """Strip NUL and control characters from every string element of ``ds`` (values copied
+    from a source file or given by the user) and cut values to their VR's maximum length, so
+    the written file is valid and no viewer sees hidden characters. Works in place."""
+    for elem in ds:
+        if elem.VR == "SQ":
+            for item in elem.value or []:
+                sanitise_strings(item)
+            continue
+        if elem.VR not in _VR_MAX and elem.VR not in _TEXT_VRS:
+            continue
+        value = elem.value
+        if value is None:
+            continue
+        if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+            cleaned = [_clean_text(str(v), elem.VR) for v in value]
+            if cleaned != [str(v) for v in value]:
+                elem.value = cleaned
+        elif isinstance(value, (str, PersonName)):
+            cleaned = _clean_text(str(value), elem.VR)
+            if cleaned != str(value):
+                elem.value = cleaned
     return ds
 
 
@@ -379,6 +420,7 @@ def write_dicom_series(
         raise ValueError(
             f"write_dicom_series: Image.modality must be MR or CT, got {image.modality!r}"
         )
+    series_description = _clean_text(str(series_description), "UC")  # no control characters
     if len(series_description) > 64:
         raise ValueError(
             f"write_dicom_series: series_description has {len(series_description)} characters, "

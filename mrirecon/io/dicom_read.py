@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from mrirecon.data.containers import Image, ImageGeometry
+from mrirecon.io.errors import DataFormatError
 
 __all__ = ["read_dicom_series"]
 
@@ -27,18 +28,33 @@ _POSITION_TOL_MM = 1e-3  # in-plane drift of slice positions and spacing non-uni
 
 
 def _required(ds: Dataset, path: Path, keyword: str):
-    if keyword not in ds or ds[keyword].value in (None, "", b""):
-        raise ValueError(f"read_dicom_series: {path} has no {keyword}")
-    return ds[keyword].value
+    try:
+        value = ds[keyword].value if keyword in ds else None
+    except Exception as err:  # noqa: BLE001 - a malformed element fails on access
+        raise DataFormatError(path, keyword, f"unreadable element ({err})") from None
+    if value is None or (isinstance(value, (str, bytes)) and not value):
+        raise DataFormatError(path, keyword, "missing")
+    return value
+
+
+def _int(ds: Dataset, path: Path, keyword: str) -> int:
+    value = _required(ds, path, keyword)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise DataFormatError(path, keyword, f"expected an integer, got {value!r}") from None
 
 
 def _floats(ds: Dataset, path: Path, keyword: str, count: int) -> np.ndarray:
     value = _required(ds, path, keyword)
-    values = np.atleast_1d(np.asarray([float(v) for v in np.atleast_1d(value)]))
+    try:
+        values = np.atleast_1d(np.asarray([float(v) for v in np.atleast_1d(value)]))
+    except (TypeError, ValueError):
+        raise DataFormatError(path, keyword, f"expected {count} numbers, got {value!r}") from None
     if values.size != count:
-        raise ValueError(
-            f"read_dicom_series: {path} {keyword} has {values.size} values, expected {count}"
-        )
+        raise DataFormatError(path, keyword, f"has {values.size} values, expected {count}")
+    if not np.isfinite(values).all():
+        raise DataFormatError(path, keyword, f"non-finite values {values.tolist()}")
     return values
 
 
@@ -52,16 +68,39 @@ def _candidate_files(folder: Path) -> list[Path]:
 
 
 def _read_headers(folder: Path) -> list[tuple[Path, Dataset]]:
-    found = []
-    for path in _candidate_files(folder):
+    """Parse every candidate file. A file that is not DICOM at all (no ``DICM`` prefix, no
+    ``.dcm`` suffix, e.g. a README) is ignored; a ``.dcm`` or ``DICM`` file that cannot be
+    parsed (truncated, corrupt) makes the whole series an error: reconstructing the remaining
+    slices would silently lose data."""
+    candidates = _candidate_files(folder)
+    found, broken = [], []
+    for path in candidates:
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=False)
-        except InvalidDicomError:
+        except InvalidDicomError as err:
+            if path.suffix.lower() == ".dcm":
+                broken.append((path, f"not a DICOM file ({err})"))
             continue  # not a DICOM file (no preamble/prefix): ignore, e.g. a README
+        except Exception as err:  # noqa: BLE001 - truncated/corrupt files fail in many ways
+            broken.append((path, f"{type(err).__name__}: {err}"))
+            continue
         if "SOPClassUID" not in ds:
+            # pydicom stops quietly at a truncation: a DICOM file whose data set ends before
+            # its SOPClassUID is a damaged file of the series, not something to skip
+            if path.suffix.lower() == ".dcm" or "MediaStorageSOPClassUID" in getattr(ds, "file_meta", {}):
+                broken.append((path, "no SOPClassUID (truncated?)"))
             continue
         found.append((path, ds))
+    if broken:
+        path, why = broken[0]
+        raise DataFormatError(
+            folder, "<series>",
+            f"{len(broken)} of {len(candidates)} files are unreadable (first: {path.name}: "
+            f"{why}); fix or remove them: the series would be reconstructed with slices missing")
     if not found:
+        if candidates:
+            raise DataFormatError(folder, "<series>",
+                                  f"no DICOM image files among its {len(candidates)} files")
         raise FileNotFoundError(f"read_dicom_series: no DICOM image files in {folder}")
     return found
 
@@ -81,42 +120,57 @@ def _select_series(
     if len(by_series) > 1:
         examples = ", ".join(f"{uid} ({items[0][0].name}, {len(items)} files)"
                              for uid, items in sorted(by_series.items()))
-        raise ValueError(
-            f"read_dicom_series: {folder} mixes {len(by_series)} series (SeriesInstanceUID): "
-            f"{examples}; pass series_uid= to pick one"
+        raise DataFormatError(
+            folder, "SeriesInstanceUID",
+            f"mixes {len(by_series)} series: {examples}; put each series in its own folder "
+            "(or pass series_uid= to pick one)"
         )
     return next(iter(by_series.values()))
 
 
 def _pixels(ds: Dataset, path: Path) -> np.ndarray:
     if "PixelData" not in ds:
-        raise ValueError(f"read_dicom_series: {path} has no PixelData")
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+        raise DataFormatError(path, "PixelData", "missing")
+    try:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    except (TypeError, ValueError) as err:
+        raise DataFormatError(path, "NumberOfFrames/SamplesPerPixel", f"not an integer ({err})") from None
     if frames != 1:
-        raise ValueError(
-            f"read_dicom_series: {path} NumberOfFrames is {frames}; only single-frame images "
-            "are supported"
-        )
-    if int(ds.get("SamplesPerPixel", 1)) != 1:
-        raise ValueError(
-            f"read_dicom_series: {path} SamplesPerPixel is {ds.SamplesPerPixel}, expected 1"
-        )
+        raise DataFormatError(path, "NumberOfFrames",
+                              f"is {frames}; only single-frame images are supported")
+    if samples != 1:
+        raise DataFormatError(path, "SamplesPerPixel", f"is {samples}, expected 1")
     try:
         arr = ds.pixel_array
     except Exception as err:  # noqa: BLE001 - decoder errors vary with the transfer syntax
-        raise ValueError(
-            f"read_dicom_series: {path} PixelData cannot be decoded "
-            f"(TransferSyntaxUID {ds.file_meta.get('TransferSyntaxUID', '?')}): {err}"
-        ) from err
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+        syntax = ds.file_meta.get("TransferSyntaxUID", "?") if "file_meta" in dir(ds) else "?"
+        raise DataFormatError(path, "PixelData",
+                              f"cannot be decoded (TransferSyntaxUID {syntax}): {err}") from None
+    if arr.ndim != 2:
+        raise DataFormatError(path, "PixelData", f"expected one 2-D frame, got shape {arr.shape}")
+    try:
+        slope = float(ds.get("RescaleSlope", 1) or 1)
+        intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    except (TypeError, ValueError) as err:
+        raise DataFormatError(path, "RescaleSlope/RescaleIntercept", f"not a number ({err})") from None
+    if not (np.isfinite(slope) and np.isfinite(intercept)):
+        raise DataFormatError(path, "RescaleSlope/RescaleIntercept",
+                              f"non-finite ({slope}, {intercept})")
     if "RescaleSlope" not in ds and ds.get("RealWorldValueMappingSequence"):
         # MR stored without a Modality LUT (as scanners and our writer do): the first linear
         # Real World Value Mapping gives the original units
         item = ds.RealWorldValueMappingSequence[0]
-        if "RealWorldValueSlope" in item:
-            slope = float(item.RealWorldValueSlope)
-            intercept = float(item.get("RealWorldValueIntercept", 0) or 0)
+        try:
+            if "RealWorldValueSlope" in item:
+                slope = float(item.RealWorldValueSlope)
+                intercept = float(item.get("RealWorldValueIntercept", 0) or 0)
+        except (TypeError, ValueError) as err:
+            raise DataFormatError(path, "RealWorldValueSlope/Intercept",
+                                  f"not a number ({err})") from None
+        if not (np.isfinite(slope) and np.isfinite(intercept)):
+            raise DataFormatError(path, "RealWorldValueSlope/Intercept",
+                                  f"non-finite ({slope}, {intercept})")
     return arr.astype(np.float64) * slope + intercept
 
 
@@ -143,8 +197,8 @@ def read_dicom_series(
 
     Raises
     ------
-    ValueError
-        Naming the file and field on missing PixelData/geometry, orientation, size, spacing
+    DataFormatError
+        (a ``ValueError``) naming the file and field on unreadable or truncated files, on missing PixelData/geometry, orientation, size, spacing
         or modality that differ between files, mixed series, duplicate or non-collinear
         slice positions, or non-uniform slice spacing.
     """
@@ -153,37 +207,32 @@ def read_dicom_series(
     path0, ds0 = items[0]
     modality = str(_required(ds0, path0, "Modality"))
     if modality not in ("MR", "CT"):
-        raise ValueError(f"read_dicom_series: {path0} Modality is {modality!r}, expected MR or CT")
+        raise DataFormatError(path0, "Modality", f"is {modality!r}, expected MR or CT")
     iop0 = _floats(ds0, path0, "ImageOrientationPatient", 6)
     spacing0 = _floats(ds0, path0, "PixelSpacing", 2)
-    size0 = (int(_required(ds0, path0, "Rows")), int(_required(ds0, path0, "Columns")))
+    size0 = (_int(ds0, path0, "Rows"), _int(ds0, path0, "Columns"))
     normal = np.cross(iop0[:3], iop0[3:])
+    if not np.linalg.norm(normal) > 1e-6:
+        raise DataFormatError(path0, "ImageOrientationPatient",
+                              f"row and column directions {iop0.tolist()} are parallel or zero")
     normal = normal / np.linalg.norm(normal)
     entries = []
     for path, ds in items:
         for keyword, expected in (("Modality", modality),):
             if str(ds.get(keyword, "")) != expected:
-                raise ValueError(
-                    f"read_dicom_series: {path} {keyword} is {ds.get(keyword)!r}, "
-                    f"{path0.name} has {expected!r}"
-                )
+                raise DataFormatError(path, keyword,
+                                      f"is {ds.get(keyword)!r}, {path0.name} has {expected!r}")
         iop = _floats(ds, path, "ImageOrientationPatient", 6)
         if np.max(np.abs(iop - iop0)) > _ORIENTATION_TOL:
-            raise ValueError(
-                f"read_dicom_series: {path} ImageOrientationPatient {iop.tolist()} differs from "
-                f"{path0.name} {iop0.tolist()}"
-            )
-        size = (int(_required(ds, path, "Rows")), int(_required(ds, path, "Columns")))
+            raise DataFormatError(path, "ImageOrientationPatient",
+                                  f"{iop.tolist()} differs from {path0.name} {iop0.tolist()}")
+        size = (_int(ds, path, "Rows"), _int(ds, path, "Columns"))
         if size != size0:
-            raise ValueError(
-                f"read_dicom_series: {path} (Rows, Columns) = {size}, {path0.name} has {size0}"
-            )
+            raise DataFormatError(path, "(Rows, Columns)", f"= {size}, {path0.name} has {size0}")
         spacing = _floats(ds, path, "PixelSpacing", 2)
         if np.max(np.abs(spacing - spacing0)) > _POSITION_TOL_MM:
-            raise ValueError(
-                f"read_dicom_series: {path} PixelSpacing {spacing.tolist()} differs from "
-                f"{path0.name} {spacing0.tolist()}"
-            )
+            raise DataFormatError(path, "PixelSpacing",
+                                  f"{spacing.tolist()} differs from {path0.name} {spacing0.tolist()}")
         position = _floats(ds, path, "ImagePositionPatient", 3)
         entries.append((float(position @ normal), position, path, ds))
     entries.sort(key=lambda e: e[0])
@@ -193,24 +242,21 @@ def read_dicom_series(
         steps = np.diff(distances)
         if steps.min() <= _POSITION_TOL_MM:
             k = int(np.argmin(steps))
-            raise ValueError(
-                f"read_dicom_series: {entries[k][2]} and {entries[k + 1][2]} have the same "
-                "ImagePositionPatient along the slice normal"
-            )
+            raise DataFormatError(entries[k][2], "ImagePositionPatient",
+                                  f"same position along the slice normal as {entries[k + 1][2]} "
+                                  "(same ImagePositionPatient)")
         slice_spacing = float(distances[-1] - distances[0]) / (len(entries) - 1)
         if np.max(np.abs(steps - slice_spacing)) > max(_POSITION_TOL_MM, 1e-3 * slice_spacing):
-            raise ValueError(
-                f"read_dicom_series: {folder} slice spacing is not uniform (ImagePositionPatient "
-                f"steps {np.round(steps, 4).tolist()} mm)"
-            )
+            raise DataFormatError(folder, "ImagePositionPatient",
+                                  f"slice spacing is not uniform (steps {np.round(steps, 4).tolist()} "
+                                  "mm); is a slice missing?")
         expected = positions[0] + (distances - distances[0])[:, None] * normal
         drift = np.linalg.norm(positions - expected, axis=1)
         if drift.max() > max(_POSITION_TOL_MM, 1e-3 * slice_spacing):
             k = int(np.argmax(drift))
-            raise ValueError(
-                f"read_dicom_series: {entries[k][2]} ImagePositionPatient is {drift[k]:.4f} mm off "
-                "the slice normal through the first slice (gantry tilt is not supported)"
-            )
+            raise DataFormatError(entries[k][2], "ImagePositionPatient",
+                                  f"{drift[k]:.4f} mm off the slice normal through the first slice "
+                                  "(gantry tilt is not supported)")
     else:
         slice_spacing = float(
             ds0.get("SpacingBetweenSlices", None) or ds0.get("SliceThickness", None) or 1.0

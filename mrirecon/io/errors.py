@@ -29,3 +29,54 @@ class DataFormatError(ValueError):
 
     def __reduce__(self):  # keep the three arguments across pickling (DataLoader workers)
         return (type(self), (self.file, self.field, self.problem))
+
+
+def require_regular_file(path: str | os.PathLike) -> None:
+    """Refuse a FIFO, socket or device before opening it (opening a FIFO blocks forever).
+
+    A missing path is left to the caller (its ``FileNotFoundError`` names the file)."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise DataFormatError(path, "file", f"cannot be inspected ({err.strerror or err})") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (FIFO, socket or device)"
+        raise DataFormatError(path, "file", f"is {kind}; pass a data file")
+
+
+# what h5py / pydicom / numpy raise on damaged bytes (HDF5 object headers, B-trees, filters,
+# DICOM element lengths): turned into DataFormatError by the readers
+CORRUPTION_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError, OverflowError,
+                     EOFError, UnicodeDecodeError)
+
+
+def as_format_error(file: str | os.PathLike, field: str, err: BaseException) -> BaseException:
+    """The exception to raise for ``err`` met while reading ``file``: ``err`` itself when it is
+    already a :class:`DataFormatError` or a missing file, else a :class:`DataFormatError`."""
+    if isinstance(err, (DataFormatError, FileNotFoundError)) or not isinstance(err, CORRUPTION_ERRORS):
+        return err
+    return DataFormatError(file, field, f"corrupt or unreadable ({type(err).__name__}: {err})")
+
+
+def guard_reader(field: str):
+    """Decorate a reader method of an object with a ``path``: damaged-file exceptions become
+    :class:`DataFormatError` naming the path and ``field``."""
+    import functools
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def inner(self, *args, **kwargs):
+            try:
+                return fn(self, *args, **kwargs)
+            except CORRUPTION_ERRORS as err:
+                new = as_format_error(self.path, field, err)
+                if new is err:
+                    raise
+                raise new from err
+        return inner
+
+    return wrap

@@ -29,12 +29,19 @@ import torch
 
 from mrirecon.data.containers import Header, KSpace
 from mrirecon.io.atomic import atomic_path
-from mrirecon.io.errors import DataFormatError
+from mrirecon.io.errors import DataFormatError, guard_reader, require_regular_file
 from mrirecon.io.ismrmrd_header import header_to_xml, parse_ismrmrd_header
 
 ArrayLike = np.ndarray | torch.Tensor
 REFERENCE_KEYS = ("reconstruction_rss", "reconstruction_esc")
 _COMPLEX = (np.complex64, np.complex128)
+
+
+def _memory_bytes() -> int:
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 1 << 36
 
 
 def _attr_value(value):
@@ -75,8 +82,10 @@ class FastMRIFile:
         return DataFormatError(self.path, field, problem)
 
     @property
+    @guard_reader('file')
     def _file(self) -> h5py.File:
         if self._h5 is None:
+            require_regular_file(self.path)
             try:
                 h5 = h5py.File(self.path, "r")
             except FileNotFoundError:
@@ -108,6 +117,10 @@ class FastMRIFile:
             raise self._fail("kspace", f"expected complex64 samples, got dtype {ks.dtype}")
         if ks.shape[0] < 1 or min(ks.shape[1:]) < 1:
             raise self._fail("kspace", f"empty dataset of shape {ks.shape}")
+        slice_bytes = int(np.prod(ks.shape[1:], dtype=np.float64)) * ks.dtype.itemsize
+        if slice_bytes > _memory_bytes() // 4:
+            raise self._fail("kspace", f"one slice of shape {ks.shape[1:]} would need "
+                                       f"{slice_bytes / 2**30:.1f} GiB; the shape is corrupt")
 
     def close(self) -> None:
         """Close the HDF5 handle (reopened on next use)."""
@@ -129,20 +142,24 @@ class FastMRIFile:
         return f"FastMRIFile({str(self.path)!r})"
 
     # ---- shape and metadata ------------------------------------------------------------
+    @guard_reader('kspace')
     def __len__(self) -> int:
         return int(self._file["kspace"].shape[0])
 
     @property
+    @guard_reader('kspace')
     def is_multicoil(self) -> bool:
         return self._file["kspace"].ndim == 4
 
     @property
+    @guard_reader('kspace')
     def shape(self) -> tuple[int, int, int, int]:
         """``(slices, coils, H, W)``; single-coil files report ``coils = 1``."""
         s = self._file["kspace"].shape
         return tuple(s) if len(s) == 4 else (s[0], 1, s[1], s[2])
 
     @property
+    @guard_reader('attrs')
     def attrs(self) -> dict:
         """Root attributes as Python values (bytes decoded, numpy scalars unwrapped)."""
         return {k: _attr_value(v) for k, v in self._file.attrs.items()}
@@ -157,6 +174,7 @@ class FastMRIFile:
     acceleration = property(lambda self: self._attr("acceleration"), doc="Test files only.")
 
     @property
+    @guard_reader('ismrmrd_header')
     def header(self) -> Header:
         """Parsed ``ismrmrd_header``; ``acquisition``/``patient_id`` from the attributes when
         present and ``num_coils`` from the k-space shape."""
@@ -177,6 +195,13 @@ class FastMRIFile:
                 raise self._fail("ismrmrd_header",
                                  f"expected an XML string, got {type(raw).__name__}")
             header = parse_ismrmrd_header(raw, source=self.path)
+            enc_x, enc_y = header.encoded_matrix[0], header.encoded_matrix[1]
+            rows, cols = self.shape[-2:]
+            if (enc_x, enc_y) != (rows, cols):
+                raise self._fail(
+                    "ismrmrd_header/encoding/encodedSpace/matrixSize",
+                    f"(x, y) = ({enc_x}, {enc_y}) but kspace is (H, W) = ({rows}, {cols}); the "
+                    "header does not describe this k-space (padding and crop would be wrong)")
             attrs = self.attrs
             changes = {"num_coils": self.shape[1]}
             if attrs.get("acquisition"):
@@ -200,6 +225,7 @@ class FastMRIFile:
         return cols
 
     @property
+    @guard_reader('mask')
     def mask(self) -> torch.Tensor | None:
         """The stored ``mask`` dataset ``(W,)`` bool (test files), as stored, else ``None``."""
         h5 = self._file
@@ -218,6 +244,7 @@ class FastMRIFile:
             raise self._fail("mask", f"expected 0/1 values, got dtype {mask.dtype}")
         return torch.from_numpy(mask.astype(bool))
 
+    @guard_reader('mask')
     def sampling_mask(self) -> torch.Tensor | None:
         """Columns that hold data: ``mask`` (if stored) and the padding range; ``None`` when
         every column is acquired. This is the mask fastMRI's ``VarNetDataTransform`` builds."""
@@ -253,12 +280,14 @@ class FastMRIFile:
         return tensor
 
     @property
+    @guard_reader('reference')
     def reference_key(self) -> str | None:
         """``reconstruction_esc`` for single-coil files that have it, else
         ``reconstruction_rss`` if present, else ``None``."""
         keys = ("reconstruction_rss",) if self.is_multicoil else REFERENCE_KEYS[::-1]
         return next((k for k in keys if k in self._file), None)
 
+    @guard_reader('reference')
     def reference(self, index: int | None = None, key: str | None = None) -> torch.Tensor | None:
         """Reference magnitude image(s) ``(h, w)`` of slice ``index`` (``(slices, h, w)`` when
         ``index`` is None) from ``key`` (default :attr:`reference_key`); ``None`` if absent."""
@@ -273,6 +302,7 @@ class FastMRIFile:
         sel = slice(None) if index is None else self._check_index(index)
         return torch.from_numpy(np.ascontiguousarray(self._read(key, sel, key)))
 
+    @guard_reader('kspace')
     def read_slice(self, index: int, *, with_reference: bool = True) -> KSpace:
         """One slice as :class:`KSpace` with data ``(1, coils, H, W)``; only that slice is read.
 
@@ -287,6 +317,7 @@ class FastMRIFile:
             slice_indices=(index,), source=str(self.path),
         )
 
+    @guard_reader('kspace')
     def read_volume(self, *, with_reference: bool = True) -> KSpace:
         """All slices as :class:`KSpace` with data ``(slices, coils, H, W)``."""
         data = self._kspace(slice(None), "kspace")

@@ -63,7 +63,7 @@ def _number(root: ET.Element, path: str, source: str, kind: type, required: bool
         return None
     try:
         value = kind(float(text)) if kind is int else kind(text)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise DataFormatError(
             source, f"ismrmrd_header/{path}", f"expected a {kind.__name__}, got {text!r}"
         ) from None
@@ -180,6 +180,11 @@ def parse_ismrmrd_header(xml: str | bytes, source: str | os.PathLike = "<xml str
     if num(f"{lim2}/center", int) is not None:
         extra["encoding_limits_step_2"] = (
             num(f"{lim2}/minimum", int), num(f"{lim2}/maximum", int), num(f"{lim2}/center", int))
+
+    for counter in ("slice", "repetition", "contrast", "phase", "set", "average"):
+        maximum = num(f"encodingLimits/{counter}/maximum", int)
+        if maximum is not None:
+            extra[f"encoding_limits_{counter}"] = maximum
 
     def top(path, kind):
         return _number(root, path, source, kind)

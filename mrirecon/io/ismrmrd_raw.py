@@ -39,7 +39,7 @@ import torch
 
 from mrirecon.data.containers import Header, ImageGeometry, KSpace
 from mrirecon.functional import center_crop, fft2c, ifft2c
-from mrirecon.io.errors import DataFormatError
+from mrirecon.io.errors import DataFormatError, require_regular_file
 from mrirecon.io.ismrmrd_header import parse_ismrmrd_header
 
 # ISMRMRD acquisition flag numbers (bit ``n - 1`` of ``flags``).
@@ -68,6 +68,29 @@ def _samples(record, fail, index: int) -> np.ndarray:
     return raw.view(np.complex64).reshape(channels, n)
 
 
+MAX_GRID_PER_READOUT = 4096  # grid lines per acquired readout that a real scan never exceeds
+
+
+def _memory_bytes() -> int:
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 1 << 36
+
+
+def _check_allocation(fail, field: str, shape: tuple[int, ...], readouts: int) -> None:
+    """Refuse a k-space grid that the acquisitions cannot justify or memory cannot hold, before
+    allocating it (a corrupt index or matrix size would otherwise ask for many GiB)."""
+    slices, parts, channels, enc_x, enc_y = shape
+    nbytes = 8 * slices * parts * channels * enc_x * enc_y
+    lines = slices * parts * enc_y
+    if nbytes > _memory_bytes() // 2 or (lines > MAX_GRID_PER_READOUT * max(readouts, 1)
+                                         and nbytes > 1 << 28):
+        raise fail(field, f"{readouts} readouts would fill a k-space grid of shape {shape} "
+                          f"({nbytes / 2**30:.1f} GiB); the slice/encoding indices or the header's "
+                          "matrix size are corrupt")
+
+
 def _geometry(
     head, header: Header, num_slices: int, positions: dict[int, np.ndarray]
 ) -> ImageGeometry:
@@ -91,7 +114,27 @@ def _geometry(
     )
 
 
-def read_ismrmrd(
+def read_ismrmrd(path: str | os.PathLike, dataset: str = "dataset", **kwargs) -> KSpace:
+    """Read Cartesian ISMRMRD raw data into the fastMRI layout (see :func:`_read_ismrmrd` for
+    the parameters). A malformed file raises :class:`DataFormatError`, whatever is wrong in it."""
+    import inspect
+
+    inspect.signature(_read_ismrmrd).bind(path, dataset, **kwargs)  # a wrong keyword: TypeError
+    try:
+        return _read_ismrmrd(path, dataset, **kwargs)
+    except (DataFormatError, FileNotFoundError, MemoryError):
+        raise
+    except ValueError as err:
+        if "read_ismrmrd: counters" in str(err):
+            raise
+        raise DataFormatError(path, f"{dataset}/data", f"malformed ({err})") from err
+    except (KeyError, IndexError, TypeError, OverflowError, AttributeError, OSError,
+            RuntimeError) as err:
+        raise DataFormatError(path, f"{dataset}/data",
+                              f"malformed ({type(err).__name__}: {err})") from err
+
+
+def _read_ismrmrd(
     path: str | os.PathLike,
     dataset: str = "dataset",
     *,
@@ -135,6 +178,7 @@ def read_ismrmrd(
     def fail(field: str, problem: str) -> DataFormatError:
         return DataFormatError(path, field, problem)
 
+    require_regular_file(path)
     try:
         h5 = h5py.File(path, "r")
     except OSError as err:
@@ -150,8 +194,15 @@ def read_ismrmrd(
                 raise fail(f"{dataset}/{name}", "dataset missing")
         try:
             xml = group["xml"][0]
-            records = group["data"][()]
-        except (OSError, RuntimeError, ValueError, IndexError) as err:
+            table = group["data"]
+            if not isinstance(table, h5py.Dataset) or table.ndim != 1:
+                raise fail(f"{dataset}/data", "expected a 1-D table of acquisitions")
+            if table.shape[0] * max(table.dtype.itemsize, 1) > _memory_bytes() // 4:
+                raise fail(f"{dataset}/data", f"{table.shape[0]} acquisitions do not fit memory")
+            records = table[()]
+        except DataFormatError:
+            raise
+        except (OSError, RuntimeError, ValueError, IndexError, TypeError) as err:
             raise fail(f"{dataset}/data", f"unreadable ({err})") from None
     header = parse_ismrmrd_header(xml, source=path)
     if records.dtype.names is None or "head" not in records.dtype.names:
@@ -190,6 +241,14 @@ def read_ismrmrd(
     shift_z = enc_z // 2 - header.extra.get("encoding_limits_step_2", (0, 0, enc_z // 2))[2]
     channels = int(heads["active_channels"][imaging[0]])
     num_slices = int(idx["slice"][imaging].max()) + 1
+    for counter in ("slice", "repetition", "contrast", "phase", "set", "average"):
+        limit = header.extra.get(f"encoding_limits_{counter}")
+        found = int(idx[counter][imaging].max())
+        if limit is not None and found > limit:
+            raise fail(f"data[{int(imaging[np.argmax(idx[counter][imaging])])}].idx.{counter}",
+                       f"{found} exceeds the header's encodingLimits/{counter}/maximum = {limit}")
+    _check_allocation(fail, f"{dataset}/data", (num_slices, enc_z, channels, enc_x, enc_y),
+                      imaging.size)
     kspace = np.zeros((num_slices, enc_z, channels, enc_x, enc_y), np.complex64)
     count = np.zeros((num_slices, enc_z, enc_y), np.int64)
     positions: dict[int, np.ndarray] = {}

@@ -31,6 +31,7 @@ public dataset's geometry and constants.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -44,7 +45,12 @@ import torch
 
 from mrirecon.data.containers import Image, ImageGeometry, Sinogram
 from mrirecon.io.atomic import atomic_path
-from mrirecon.io.errors import DataFormatError
+from mrirecon.io.errors import (
+    CORRUPTION_ERRORS,
+    DataFormatError,
+    as_format_error,
+    require_regular_file,
+)
 from mrirecon.operators.ct_geometry import CTGeometry
 
 MU_WATER_PER_M = 20.0
@@ -127,10 +133,35 @@ def geometry_to_json(geometry: CTGeometry) -> str:
     return json.dumps(asdict(geometry))
 
 
-def geometry_from_json(text: str) -> CTGeometry:
-    fields = json.loads(text)
-    fields["image_shape"] = tuple(fields["image_shape"])
-    return CTGeometry(**fields)
+def geometry_from_json(text: str, source: str | os.PathLike = "<geometry attribute>") -> CTGeometry:
+    """:class:`CTGeometry` from its JSON form; a malformed one is a :class:`DataFormatError`."""
+    try:
+        fields = json.loads(text)
+        fields["image_shape"] = tuple(fields["image_shape"])
+        return CTGeometry(**fields)
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as err:
+        raise DataFormatError(source, "attrs/geometry", f"not a valid CT geometry ({err})") from None
+
+
+@contextlib.contextmanager
+def _open(path: Path):
+    """``h5py.File(path, "r")`` as a context; an unreadable, truncated or damaged file (also
+    when the damage shows only while reading inside the block) is a :class:`DataFormatError`."""
+    require_regular_file(path)
+    try:
+        h5 = h5py.File(path, "r")
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        raise DataFormatError(path, "file", f"not a readable HDF5 file ({err})") from None
+    try:
+        with h5:
+            yield h5
+    except CORRUPTION_ERRORS as err:
+        new = as_format_error(path, "data", err)
+        if new is err:
+            raise
+        raise new from err
 
 
 def write_lodopab(
@@ -270,33 +301,43 @@ class LoDoPaBFiles:
         self.ground_truth_files = gts if all(p.exists() for p in gts) else None
         self.counts = []
         for path in files:
-            with h5py.File(path, "r") as h5:
+            with _open(path) as h5:
                 data = self._data(h5, path)
-                if data.ndim != 3:
+                if data.ndim != 3 or min(data.shape) < 1:
                     raise DataFormatError(
                         path, "data", f"expected (n, views, detectors), got shape {data.shape}"
                     )
+                if data.dtype.kind not in "fiu":
+                    raise DataFormatError(path, "data", f"expected real numbers, got {data.dtype}")
+                if path != files[0] and tuple(data.shape[1:]) != self.sinogram_shape:
+                    raise DataFormatError(path, "data", f"(views, detectors) {data.shape[1:]} "
+                                          f"differs from {files[0].name} {self.sinogram_shape}")
                 self.counts.append(data.shape[0])
                 if path == files[0]:
                     self.sinogram_shape = tuple(data.shape[1:])
-                    self.attrs = dict(h5.attrs)
+                    try:
+                        self.attrs = dict(h5.attrs)
+                    except (OSError, RuntimeError, ValueError, TypeError) as err:
+                        raise DataFormatError(path, "attrs", f"unreadable ({err})") from None
         self._starts = np.concatenate([[0], np.cumsum(self.counts)])
         self.geometry = self._geometry()
 
     @staticmethod
     def _data(h5: h5py.File, path: Path) -> h5py.Dataset:
-        if "data" not in h5:
+        if "data" not in h5 or not isinstance(h5["data"], h5py.Dataset):
             raise DataFormatError(path, "data", f"missing dataset; found {sorted(h5.keys())}")
         return h5["data"]
 
     def _geometry(self) -> CTGeometry:
         if "geometry" in self.attrs:
             text = self.attrs["geometry"]
-            geometry = geometry_from_json(text.decode() if isinstance(text, bytes) else str(text))
+            if isinstance(text, bytes):
+                text = text.decode("utf-8", "replace")
+            geometry = geometry_from_json(str(text), self.observation_files[0])
         else:
             shape = IMAGE_SHAPE
             if self.ground_truth_files is not None:
-                with h5py.File(self.ground_truth_files[0], "r") as h5:
+                with _open(self.ground_truth_files[0]) as h5:
                     shape = tuple(self._data(h5, self.ground_truth_files[0]).shape[1:])
             geometry = lodopab_geometry(shape, *self.sinogram_shape)
         if geometry.sinogram_shape != self.sinogram_shape:
@@ -337,10 +378,24 @@ class LoDoPaBFiles:
 
     def _read(self, files: list[Path], index: int, key: str = "data") -> np.ndarray:
         f, k = self._locate(index)
-        with h5py.File(files[f], "r") as h5:
-            if key not in h5:
+        with _open(files[f]) as h5:
+            if key not in h5 or not isinstance(h5[key], h5py.Dataset):
                 raise DataFormatError(files[f], key, "missing dataset")
-            return np.asarray(h5[key][k])
+            ds = h5[key]
+            if ds.ndim == 3 and float(ds.shape[1]) * ds.shape[2] * ds.dtype.itemsize > 1 << 33:
+                raise DataFormatError(files[f], key, f"one sample of shape {ds.shape[1:]} exceeds "
+                                      "8 GiB; the shape is corrupt")
+            if ds.ndim != 3 or not k < ds.shape[0] or ds.dtype.kind not in "fiu":
+                raise DataFormatError(files[f], key, f"expected (n > {k}, H, W) real numbers, "
+                                      f"got {ds.dtype} {ds.shape}")
+            try:
+                out = np.asarray(ds[k])
+            except (OSError, RuntimeError, ValueError) as err:
+                raise DataFormatError(files[f], f"{key}[{k}]", f"unreadable ({err})") from None
+        if not np.isfinite(out).all():
+            bad = int(out.size - np.isfinite(out).sum())
+            raise DataFormatError(files[f], f"{key}[{k}]", f"{bad} NaN or Inf values")
+        return out
 
     def observation(self, index: int) -> np.ndarray:
         """Stored observation ``(views, detectors)`` float32 (``-log(N/N0) / MU_MAX``)."""
@@ -382,7 +437,7 @@ class LoDoPaBFiles:
         present, else converted from the (clipped) ground truth."""
         f, _ = self._locate(index)
         if self.ground_truth_files is not None:
-            with h5py.File(self.ground_truth_files[f], "r") as h5:
+            with _open(self.ground_truth_files[f]) as h5:
                 if "hu" in h5:
                     return from_lodopab_layout(self._read(self.ground_truth_files, index, "hu"))
         mu = self.attenuation(index).data[0].double().numpy()

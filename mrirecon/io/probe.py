@@ -6,13 +6,14 @@ from pathlib import Path
 
 import h5py
 
-from mrirecon.io.errors import DataFormatError
+from mrirecon.io.errors import DataFormatError, require_regular_file
 
 
 def hdf5_layout(path: str | Path) -> str:
     """``"fastmri"`` (a ``kspace`` dataset), ``"ismrmrd"`` (a ``dataset`` group with ``data``)
     or ``"ct_hdf5"`` (a ``data`` / ``sinogram`` dataset of CT projections)."""
     p = Path(path)
+    require_regular_file(p)
     try:
         with h5py.File(p, "r") as f:
             keys = set(f.keys())

@@ -43,6 +43,10 @@ def _as_pair(gt: ArrayLike, pred: ArrayLike, who: str, volume: bool = False) -> 
         raise ValueError(f"{who}: gt shape {tuple(g.shape)} does not match pred shape {tuple(p.shape)}")
     if volume and g.ndim != 3:
         raise ValueError(f"{who}: expected volumes (slices, H, W), got shape {tuple(g.shape)}")
+    if g.numel() == 0:
+        raise ValueError(f"{who}: empty input of shape {tuple(g.shape)}")
+    if not bool(torch.isfinite(g).all()):
+        raise ValueError(f"{who}: gt holds {int((~torch.isfinite(g)).sum())} NaN or Inf values")
     return g, p.to(g.device), is_torch
 
 
@@ -50,10 +54,15 @@ def _out(value: Tensor, is_torch: bool) -> float | Tensor:
     return value if is_torch else float(value)
 
 
-def _maxval(g: Tensor, maxval) -> Tensor:
-    if maxval is None:
-        return g.detach().max()
-    return torch.as_tensor(maxval, dtype=torch.float64, device=g.device)
+def _maxval(g: Tensor, maxval, who: str = "metrics") -> Tensor:
+    """The data range ``L``: ``maxval`` or ``gt.max()``; must be finite and > 0."""
+    L = g.detach().max() if maxval is None else torch.as_tensor(maxval, dtype=torch.float64,
+                                                                   device=g.device)
+    if L.numel() != 1 or not bool(torch.isfinite(L)) or not float(L) > 0:
+        what = "gt.max()" if maxval is None else "maxval"
+        raise ValueError(f"{who}: the data range {what} must be finite and > 0, got {L.tolist()}"
+                         " (an all-zero or negative reference has no meaningful PSNR/SSIM)")
+    return L
 
 
 def mse(gt: ArrayLike, pred: ArrayLike) -> float | Tensor:
@@ -71,7 +80,7 @@ def nmse(gt: ArrayLike, pred: ArrayLike) -> float | Tensor:
 def psnr(gt: ArrayLike, pred: ArrayLike, maxval: float | None = None) -> float | Tensor:
     """Peak SNR in dB, ``10 log10(maxval^2 / MSE)``; ``maxval`` defaults to ``gt.max()``."""
     g, p, t = _as_pair(gt, pred, "psnr")
-    L = _maxval(g, maxval)
+    L = _maxval(g, maxval, "psnr")
     return _out(10 * torch.log10(L**2 / torch.mean((g - p) ** 2)), t)
 
 
@@ -82,7 +91,7 @@ def ssim(gt: ArrayLike, pred: ArrayLike, maxval: float | None = None) -> float |
     ``fastmri.evaluate.ssim``. Slices must be at least 7 x 7.
     """
     g, p, t = _as_pair(gt, pred, "ssim", volume=True)
-    L = _maxval(g, maxval)
+    L = _maxval(g, maxval, "ssim")
     # a few slices at a time: the float64 box-filter temporaries then do not grow with the volume
     per_slice = [ssim_map(g[i : i + 4], p[i : i + 4], L).mean(dim=(-2, -1)) for i in range(0, g.shape[0], 4)]
     return _out(torch.cat(per_slice).mean(), t)

@@ -165,21 +165,31 @@ def apply_overrides(data: dict, overrides: typing.Iterable[str], source: str = "
             if not isinstance(child, dict):
                 raise ConfigError(source, path, f"{k!r} is not a section")
             node = child
-        node[keys[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        try:
+            node[keys[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as e:
+            problem = " ".join(str(e).split())
+            raise ConfigError(source, path.strip(), f"value {raw!r} is not valid YAML ({problem}); "
+                              "quote it, e.g. --set 'key=\"text\"'") from None
     return data
 
 
 def read_yaml(path: str | Path) -> dict:
     """Read a YAML mapping; errors name the file."""
     p = Path(path)
+    if p.exists() and not (p.is_file() or p.is_dir()):
+        raise ConfigError(str(p), "", "not a regular file (FIFO, socket or device)")
     try:
         text = p.read_text()
+    except UnicodeDecodeError as e:
+        raise ConfigError(str(p), "", f"not a UTF-8 text file ({e})") from None
     except OSError as e:
         raise ConfigError(str(p), "", f"cannot read config: {e.strerror or e}") from e
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ConfigError(str(p), "", f"invalid YAML: {e}") from e
+        raise ConfigError(str(p), "", f"invalid YAML (tags such as !!python/... are refused): "
+                                      f"{' '.join(str(e).split())}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

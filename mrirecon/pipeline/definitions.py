@@ -8,6 +8,7 @@ import yaml
 
 from mrirecon.pipeline.config import apply_overrides, from_dict, read_yaml
 from mrirecon.pipeline.schema import PipelineConfig
+from mrirecon.pipeline.validate import validate_pipeline
 
 PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
 
@@ -42,4 +43,5 @@ def load_pipeline(name: str, overrides: list[str] = ()) -> tuple[PipelineConfig,
     file and the key."""
     path = pipeline_path(name)
     data = apply_overrides(read_yaml(path), overrides)
-    return from_dict(PipelineConfig, data, source=str(path)), yaml.safe_dump(data, sort_keys=False)
+    config = validate_pipeline(from_dict(PipelineConfig, data, source=str(path)), str(path))
+    return config, yaml.safe_dump(data, sort_keys=False)

@@ -22,7 +22,15 @@ class VolumeResult:
     seconds: float = 0.0
     slices: int = 0
     error: str = ""
+    name: str = ""  # output name (input path relative to the inputs' common folder)
     warnings: list[str] = field(default_factory=list)
+
+
+def display_name(r: VolumeResult) -> str:
+    """The input's file name, with its folder relative to the inputs' common folder when the
+    run's inputs came from several folders (``a/same.h5``)."""
+    parent = Path(r.name).parent if r.name else Path(".")
+    return Path(r.input).name if str(parent) == "." else f"{parent.as_posix()}/{Path(r.input).name}"
 
 
 _CSS = """
@@ -57,7 +65,7 @@ def write_report(path: str | Path, *, title: str, config_text: str,
         err += "".join(f"<br><small class='warn'>warning: {html.escape(w)}</small>"
                        for w in r.warnings)
         rows.append(
-            f"<tr><td class='l'>{html.escape(Path(r.input).name)}</td>"
+            f"<tr><td class='l'>{html.escape(display_name(r))}</td>"
             f"<td class='l {cls}'>{r.status}{err}</td><td>{r.slices}</td>"
             f"<td>{r.seconds:.1f}</td>{cells}</tr>"
         )
@@ -71,7 +79,7 @@ def write_report(path: str | Path, *, title: str, config_text: str,
     for r in results:
         if not r.figures:
             continue
-        figs.append(f"<h2>{html.escape(Path(r.input).name)}</h2>")
+        figs.append(f"<h2>{html.escape(display_name(r))}</h2>")
         for f in r.figures:
             rel = os.path.relpath(f, base)
             figs.append(f"<img src='{html.escape(rel)}' alt='{html.escape(Path(f).stem)}'>")

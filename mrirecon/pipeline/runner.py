@@ -8,8 +8,10 @@ Under ``torchrun`` the inputs are sharded across ranks (same command, more proce
 
 from __future__ import annotations
 
+import csv
 import glob
 import hashlib
+import io
 import json
 import logging
 import os
@@ -17,7 +19,7 @@ import platform
 import subprocess
 import time
 import traceback
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +27,7 @@ import torch
 
 from mrirecon.io.atomic import atomic_write_text
 from mrirecon.pipeline.config import to_dict
-from mrirecon.pipeline.report import VolumeResult, write_report
+from mrirecon.pipeline.report import VolumeResult, display_name, write_report
 from mrirecon.pipeline.schema import PipelineConfig
 
 log = logging.getLogger("mrirecon.pipeline")
@@ -43,16 +45,20 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
         for m in matches:
             p = Path(m)
             if p.is_dir():
-                files = _skip_references(
-                    sorted(f for f in p.iterdir() if f.suffix.lower() in (".h5", ".hdf5", ".mrd")))
+                files = _skip_references(sorted(
+                    f for f in p.iterdir()
+                    if f.suffix.lower() in (".h5", ".hdf5", ".mrd") and f.is_file()))
                 if files:
                     out.extend(files)
                 elif any(f.suffix.lower() == ".dcm" or f.is_file() for f in p.iterdir()):
                     out.append(p)  # a DICOM series folder
                 else:
                     raise FileNotFoundError(f"input folder {p} holds no HDF5 or DICOM files")
-            elif p.exists():
+            elif p.is_file():
                 out.append(p)
+            elif p.exists():  # a FIFO, socket or device would block or never end: never open it
+                raise ValueError(f"input {p} is not a regular file or folder (FIFO, socket or "
+                                 "device); pass the data files themselves")
             else:
                 raise FileNotFoundError(f"input {p} does not exist")
     seen, unique = set(), []
@@ -61,6 +67,34 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
             seen.add(p.resolve())
             unique.append(p)
     return unique
+
+
+def output_names(files: list[Path]) -> list[str]:
+    """One output name per input: its path relative to the inputs' common folder, without the
+    file suffix (``a/same.h5``, ``b/same.h5`` -> ``a/same``, ``b/same``; a single folder's files
+    -> their stems). Two inputs that would still share a name are refused before any work."""
+    if not files:
+        return []
+    absolute = [Path(os.path.abspath(p)) for p in files]
+    root = Path(os.path.commonpath([str(p.parent) for p in absolute]))
+    names = []
+    for p in absolute:
+        rel = p.relative_to(root)
+        rel = rel if p.is_dir() else rel.with_name(p.stem)
+        names.append(rel.as_posix())
+    seen: dict[str, Path] = {}
+    for name, p in zip(names, files):
+        if name in seen:
+            raise ValueError(f"inputs {seen[name]} and {p} would both write outputs named {name!r}; "
+                             "rename one or run them separately")
+        seen[name] = p
+    return names
+
+
+def config_sha256(config: PipelineConfig) -> str:
+    """Checksum of the effective configuration (after overrides): what ``--resume`` compares."""
+    text = json.dumps(to_dict(config), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def sha256(path: Path) -> str:
@@ -131,6 +165,84 @@ def _skip_references(files: list[Path]) -> list[Path]:
     return [f for f in files if f not in refs]
 
 
+def _previous(status_file: Path, input_hash: str, config_hash: str) -> dict | None:
+    """The status of an earlier run if it finished this input, from the same input content and
+    the same effective config, and its outputs still exist; else ``None`` (the input reruns)."""
+    if not status_file.is_file():
+        return None
+    try:
+        prev = json.loads(status_file.read_text())
+        if not isinstance(prev, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, OSError) as e:
+        log.warning("%s is unreadable (%s); the input is processed again", status_file, e)
+        return None
+    if prev.get("status") != "ok":
+        return None
+    if prev.get("input_sha256") != input_hash:
+        log.info("%s changed since the earlier run; processing it again", prev.get("input"))
+        return None
+    if prev.get("config_sha256") != config_hash:
+        log.info("the config changed since the earlier run; processing %s again", prev.get("input"))
+        return None
+    outputs = prev.get("outputs", {})
+    if not isinstance(outputs, dict) or not all(Path(p).exists() for p in outputs.values()):
+        return None
+    return prev
+
+
+def remove_orphans(output: Path, before: float) -> int:
+    """Delete temporary files (``.NAME.*.tmp`` of :mod:`mrirecon.io.atomic`) and staging folders
+    that an interrupted run left under ``output``, if older than ``before`` (a time stamp);
+    returns how many were removed."""
+    import shutil
+
+    removed = 0
+    staging = output / ".staging"
+    if staging.is_dir():
+        for d in staging.iterdir():
+            if d.lstat().st_mtime < before:
+                shutil.rmtree(d, ignore_errors=True) if d.is_dir() else d.unlink(missing_ok=True)
+                removed += 1
+    for dirpath, _, filenames in os.walk(output):
+        for f in filenames:
+            p = Path(dirpath) / f
+            if f.startswith(".") and f.endswith(".tmp") and p.lstat().st_mtime < before:
+                p.unlink(missing_ok=True)
+                removed += 1
+    if removed:
+        log.info("removed %d orphaned temporary file(s) under %s", removed, output)
+    return removed
+
+
+def _commit(stage: Path, output: Path, result: VolumeResult) -> None:
+    """Move one input's staged outputs into place (files by rename, folders replaced whole) and
+    point ``result`` at them."""
+    import shutil
+
+    def final(p: str) -> Path:
+        return output / Path(p).relative_to(stage)
+
+    moved: set[Path] = set()
+    units = [Path(p) for p in result.outputs.values()]
+    units += sorted({Path(f).parent for f in result.figures})  # the figure folder as one unit
+    for src in units:
+        if src in moved:
+            continue
+        dst = output / src.relative_to(stage)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir() and dst.exists():
+            old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+            os.replace(dst, old)
+            os.replace(src, dst)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(src, dst)
+        moved.add(src)
+    result.outputs = {k: str(final(v)) for k, v in result.outputs.items()}
+    result.figures = [str(final(f)) for f in result.figures]
+
+
 def volume_stem(path: Path) -> str:
     return path.stem if path.is_file() else path.name
 
@@ -142,10 +254,14 @@ def run_pipeline(config: PipelineConfig, inputs: list[str], output: str | Path, 
 
     ``rank``/``world`` default to the ``torchrun`` environment (``RANK``, ``WORLD_SIZE``).
     """
+    import shutil
+
+    from mrirecon.pipeline.validate import validate_pipeline
     from mrirecon.pipeline.volume import process_volume
 
+    validate_pipeline(config)  # also for configs built in code, before any input is read
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
+    _check_output(output)
     bound_allocator()
     rank = int(os.environ.get("RANK", 0)) if rank is None else rank
     world = int(os.environ.get("WORLD_SIZE", 1)) if world is None else world
@@ -153,42 +269,84 @@ def run_pipeline(config: PipelineConfig, inputs: list[str], output: str | Path, 
     if dev == "auto":
         dev = "cuda" if torch.cuda.is_available() else "cpu"
     if dev == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was requested but torch.cuda.is_available() is False")
+        raise ValueError("--device cuda: no CUDA GPU is available to torch here; use --device cpu "
+                         "(or auto)")
     files = expand_inputs(inputs)
-    mine = files[rank::world]
+    names = output_names(files)
+    mine = list(zip(files, names))[rank::world]
     log.info("pipeline %s: %d input(s), %d on rank %d/%d, device %s", config.name, len(files),
              len(mine), rank, world, dev)
     t_start = time.time()
+    if resume:
+        remove_orphans(output, before=t_start)
+    config_hash = config_sha256(config)
     results: list[VolumeResult] = []
+    hashes: dict[str, str] = {}
     model = _load_model(config, dev)
-    for path in _progress(mine, progress, "files"):
-        stem = volume_stem(path)
-        status_file = _status_path(output, stem)
-        if resume and status_file.is_file():
-            prev = json.loads(status_file.read_text())
-            if prev.get("status") == "ok" and all(Path(p).exists() for p in prev.get("outputs", {}).values()):
-                log.info("skipping %s (finished in an earlier run)", path)
-                results.append(VolumeResult(**{**prev, "status": "skipped"}))
-                continue
-        result = VolumeResult(input=str(path))
+    staging = output / ".staging" / f"{rank}-{os.getpid()}"
+    for path, name in _progress(mine, progress, "files"):
+        status_file = _status_path(output, name)
+        result = VolumeResult(input=str(path), name=name)
         t0 = time.perf_counter()
         try:
-            process_volume(config, path, output, result, model=model, device=dev, progress=progress)
+            input_hash = hashes[str(path)] = sha256(path)
+        except OSError as e:
+            hashes[str(path)] = f"unreadable: {e.strerror or e}"
+            result.status, result.error = "failed", f"{path}: cannot read the input ({e.strerror or e})"
+            log.error("failed on %s: %s", path, result.error)
+            results.append(result)
+            continue
+        prev = _previous(status_file, input_hash, config_hash) if resume else None
+        if prev is not None:
+            log.info("skipping %s (finished in an earlier run)", path)
+            known = {f.name for f in fields(VolumeResult)}
+            results.append(VolumeResult(**{**{k: v for k, v in prev.items() if k in known},
+                                           "status": "skipped"}))
+            continue
+        stage = staging / "v"
+        try:
+            shutil.rmtree(stage, ignore_errors=True)
+            process_volume(config, path, stage, result, model=model, device=dev, progress=progress,
+                           name=name)
+            _commit(stage, output, result)
             result.status = "ok"
         except Exception as e:  # one bad file must not stop the batch
             result.status = "failed"
             result.error = f"{type(e).__name__}: {e}"
+            result.metrics, result.outputs, result.figures = {}, {}, []
             log.error("failed on %s: %s", path, result.error)
             log.debug("%s", traceback.format_exc())
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         result.seconds = time.perf_counter() - t0
         results.append(result)
         if result.status == "ok":
-            atomic_write_text(status_file, json.dumps(asdict(result), indent=1))
-    _write_run_files(config, output, files, results, t_start, rank, world, config_text, dev)
+            record = {**asdict(result), "input_sha256": input_hash,
+                      "config_sha256": config_hash}
+            atomic_write_text(status_file, json.dumps(record, indent=1))
+    try:
+        (output / ".staging").rmdir()  # only when empty (no other rank still working)
+    except OSError:
+        pass
+    _write_run_files(config, output, files, results, t_start, rank, world, config_text, dev,
+                     hashes)
     failed = [r for r in results if r.status == "failed"]
     if failed:
         log.error("%d of %d file(s) failed", len(failed), len(results))
     return 1 if failed else 0
+
+
+def _check_output(output: Path) -> None:
+    """The output folder exists (created) and is writable, or a user error naming it."""
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"--output {output} is a file, not a folder; pass a folder path")
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--output {output}: cannot create the folder ({e.strerror or e}); "
+                         "pass a writable location") from None
+    if not os.access(output, os.W_OK | os.X_OK):
+        raise ValueError(f"--output {output} is not writable; pass a writable folder")
 
 
 def _load_model(config: PipelineConfig, device: str):
@@ -220,11 +378,14 @@ def _progress(items, enabled: bool, desc: str):
     return tqdm(items, desc=desc, unit="file", disable=not enabled, leave=False)
 
 
-def _write_run_files(config, output: Path, files, results, t_start, rank, world, config_text, dev):
+def _write_run_files(config, output: Path, files, results, t_start, rank, world, config_text, dev,
+                     hashes: dict[str, str] | None = None):
     suffix = "" if world == 1 else f".rank{rank}"
+    hashes = hashes or {}
     provenance = {
         "pipeline": config.name,
         "config": to_dict(config),
+        "config_sha256": config_sha256(config),
         "device": dev,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t_start)),
         "seconds": round(time.time() - t_start, 3),
@@ -232,11 +393,11 @@ def _write_run_files(config, output: Path, files, results, t_start, rank, world,
         "git_commit": _git_commit(),
         "rank": rank,
         "world_size": world,
-        "inputs": {str(p): sha256(p) for p in files[rank::world]},
+        "inputs": {str(p): hashes.get(str(p)) or _sha256_or_error(p) for p in files[rank::world]},
         "files": [asdict(r) for r in results],
     }
     atomic_write_text(output / f"provenance{suffix}.json", json.dumps(provenance, indent=1))
-    ok = [r for r in results if r.metrics]
+    ok = [r for r in results if r.metrics and r.status in ("ok", "skipped")]
     summary = {}
     for m in sorted({k for r in ok for k in r.metrics}):
         vals = np.array([r.metrics[m] for r in ok if m in r.metrics])
@@ -245,8 +406,25 @@ def _write_run_files(config, output: Path, files, results, t_start, rank, world,
         write_report(output / f"report{suffix}.html", title=f"mrirecon — {config.name}",
                      config_text=config_text, results=results, summary=summary)
     if ok:
-        names = sorted(summary)
-        lines = ["file," + ",".join(names)]
-        lines += [Path(r.input).name + "," + ",".join(f"{r.metrics.get(m, float('nan')):.6g}" for m in names)
-                  for r in ok]
-        atomic_write_text(output / f"metrics{suffix}.csv", "\n".join(lines) + "\n")
+        metric_names = sorted(summary)
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["file", *metric_names])
+        for r in ok:
+            writer.writerow([csv_safe(display_name(r))] +
+                            [f"{r.metrics.get(m, float('nan')):.6g}" for m in metric_names])
+        atomic_write_text(output / f"metrics{suffix}.csv", buf.getvalue())
+
+
+def _sha256_or_error(path: Path) -> str:
+    try:
+        return sha256(path)
+    except OSError as e:
+        return f"unreadable: {e.strerror or e}"
+
+
+def csv_safe(text: str) -> str:
+    """A cell that spreadsheets show as text: a leading ``= + - @`` or tab/CR (a formula in
+    Excel/LibreOffice) gets a ``'`` prefix; control characters become ``?``."""
+    text = "".join(c if c >= " " or c == "\t" else "?" for c in str(text))
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

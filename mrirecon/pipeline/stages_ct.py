@@ -93,6 +93,16 @@ def _slice_seed(name: str, index: int) -> int:
     return (sum((i + 1) * ord(c) for i, c in enumerate(name)) * 1009 + index) % (2**31 - 1)
 
 
+def _check_ct_slice(s: CTSlice, path: Path, k: int, reference: bool) -> None:
+    if not bool(torch.isfinite(s.sinogram).all()):
+        raise ValueError(f"{path}: slice {k}: the sinogram holds NaN or Inf values")
+    if not bool((s.sinogram != 0).any()):
+        raise ValueError(f"{path}: slice {k}: the sinogram is all zero; nothing to reconstruct")
+    if reference and s.reference is not None and not bool(torch.isfinite(s.reference).all()):
+        raise ValueError(f"{path}: slice {k}: the reference holds NaN or Inf values; metrics "
+                         "would be meaningless (set evaluate.enabled=false to skip them)")
+
+
 def ct_volume(config: PipelineConfig, path: Path, fmt: str, model, device: str, progress: bool):
     """Reconstruct all slices of one CT input; returns the pieces :mod:`volume` exports."""
     from tqdm.auto import tqdm
@@ -103,6 +113,10 @@ def ct_volume(config: PipelineConfig, path: Path, fmt: str, model, device: str, 
         from mrirecon.io import read_dicom_series
 
         series = read_dicom_series(path)
+        if series.modality != "CT" or series.kind != "hu":
+            raise ValueError(f"{path}: a CT pipeline needs a CT series in Hounsfield units, found "
+                             f"Modality {series.modality!r} ({series.kind}); use an MRI pipeline "
+                             "for MR data")
         hu = series.data.double()
         mu_all = torch.as_tensor(hu_to_attenuation(hu.numpy())).float().clamp_min(0)
         n, h, w = mu_all.shape
@@ -144,6 +158,7 @@ def ct_volume(config: PipelineConfig, path: Path, fmt: str, model, device: str, 
 
     for k in tqdm(range(n), desc=path.name, unit="slice", disable=not progress, leave=False):
         s = read(k)
+        _check_ct_slice(s, path, k, config.evaluate.enabled)
         s = undersample(s, config.undersample, _slice_seed(*names[k]))
         preview = fbp(s.sinogram.double(), s.geometry, filter="hann").float()
         s = reconstruct(s, config.reconstruct, model, device, scale=float(preview.max()))

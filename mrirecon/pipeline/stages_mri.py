@@ -68,17 +68,50 @@ def acquired_columns(header: Header, width: int) -> Tensor:
 
 
 def make_slice(ks, index: int, file_name: str, file_mask: Tensor | None) -> MRISlice:
-    """``KSpace`` (one slice) from a reader -> :class:`MRISlice`."""
+    """``KSpace`` (one slice) from a reader -> :class:`MRISlice`.
+
+    The mask is ``file_mask``, else the reader's mask, else the acquired (non-padding) columns;
+    a per-slice mask ``(slices, W)`` (ISMRMRD with slice-dependent sampling) gives row ``index``.
+    """
     data = ks.data[0]
     w = data.shape[-1]
-    if file_mask is not None:
-        mask = file_mask.reshape(-1).bool()
-    elif ks.mask is not None:
-        mask = ks.mask.reshape(-1).bool()
-    else:
+    mask = file_mask if file_mask is not None else ks.mask
+    if mask is None:
         mask = acquired_columns(ks.header, w)
+    elif mask.ndim == 2 and mask.shape[0] > 1:
+        if index >= mask.shape[0]:
+            raise ValueError(f"{file_name}: mask: {mask.shape[0]} per-slice rows, slice {index} "
+                             "has none")
+        mask = mask[index]
+    mask = mask.reshape(-1).bool()
+    if mask.numel() != w:
+        raise ValueError(f"{file_name}: mask: {mask.numel()} entries for {w} k-space columns")
     ref = ks.reference[0] if ks.reference is not None else None
     return MRISlice(data, mask, ks.header, file_name, index, ref, ks.noise)
+
+
+def check_slice(s: MRISlice, stage: str, reference: bool = True) -> None:
+    """Refuse a slice that cannot give a meaningful image, naming the file, slice and reason:
+    non-finite or all-zero k-space, an empty mask, non-finite maps or reference."""
+    where = f"{s.file_name}: slice {s.index}"
+    if not bool(s.mask.any()):
+        raise ValueError(f"{where}: the sampling mask selects no k-space column ({stage}); "
+                         "nothing was acquired to reconstruct")
+    k = s.kspace
+    if not bool(torch.isfinite(torch.view_as_real(k) if k.is_complex() else k).all()):
+        raise ValueError(f"{where}: k-space holds NaN or Inf samples ({stage})")
+    if not bool((k != 0).any()):
+        raise ValueError(f"{where}: k-space is all zero ({stage}); the file holds no signal")
+    if s.maps is not None:
+        m = torch.view_as_real(s.maps) if s.maps.is_complex() else s.maps
+        if not bool(torch.isfinite(m).all()):
+            raise ValueError(f"{where}: coil maps hold NaN or Inf values (calibrate)")
+        if not bool((m != 0).any()):
+            raise ValueError(f"{where}: coil maps are all zero (calibrate); try "
+                             "calibrate.method=walsh or a wider calibrate.calib_width")
+    if reference and s.reference is not None and not bool(torch.isfinite(s.reference).all()):
+        raise ValueError(f"{where}: the reference image holds NaN or Inf values; metrics would "
+                         "be meaningless (set evaluate.enabled=false to skip them)")
 
 
 def preprocess(s: MRISlice, cfg: PreprocessConfig) -> MRISlice:
@@ -183,6 +216,10 @@ def recon_size(header: Header, cfg: PostprocessConfig, shape: tuple[int, int]) -
     if cfg.crop == "none":
         return shape
     size = header.recon_size if cfg.crop == "recon_size" else tuple(cfg.crop_size)
+    if cfg.crop == "recon_size" and size[0] > shape[0]:
+        raise ValueError(f"ismrmrd_header reconSpace matrixSize x = {size[0]} exceeds the "
+                         f"{shape[0]} k-space rows; the header does not match the data")
+    # recon y > W happens in real fastMRI brain files (narrow FLAIR); like fastMRI, crop to W
     return (min(size[0], shape[0]), min(size[1], shape[1]))
 
 

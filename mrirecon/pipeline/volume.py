@@ -28,8 +28,12 @@ def detect_format(path: Path, wanted: str) -> str:
 
 
 def process_volume(config: PipelineConfig, path: Path, output: Path, result: VolumeResult, *,
-                   model, device: str, progress: bool) -> None:
-    """Reconstruct, evaluate and export one file; fills ``result`` in place."""
+                   model, device: str, progress: bool, name: str | None = None) -> None:
+    """Reconstruct, evaluate and export one file; fills ``result`` in place.
+
+    ``name`` (default: the file's stem or the folder's name) is where the outputs go under
+    ``output``; it may contain ``/``.
+    """
     fmt = detect_format(path, config.load.format)
     if config.modality == "mri":
         if fmt not in ("fastmri", "ismrmrd"):
@@ -52,10 +56,13 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
             config, path, fmt, model, device, progress)
         image = Image(recon, geometry, kind="hu", modality="CT",
                       description=f"mrirecon {config.reconstruct.method}")
+    if not bool(torch.isfinite(recon).all()):
+        raise ValueError(f"{path}: the reconstruction holds NaN or Inf values (method "
+                         f"{config.reconstruct.method!r} diverged?); nothing was written")
     result.slices = int(recon.shape[0])
     if config.evaluate.enabled and eval_ref is not None:
         result.metrics = evaluate(eval_ref, eval_pred)
-    export(config, path, output, image, display_ref, preview, result)
+    export(config, path, output, image, display_ref, preview, result, name=name)
 
 
 def evaluate(reference: torch.Tensor, recon: torch.Tensor) -> dict[str, float]:
@@ -65,6 +72,12 @@ def evaluate(reference: torch.Tensor, recon: torch.Tensor) -> dict[str, float]:
     if tuple(reference.shape) != tuple(recon.shape):
         raise ValueError(f"evaluate: reference {tuple(reference.shape)} and reconstruction "
                          f"{tuple(recon.shape)} differ")
+    if not bool(torch.isfinite(reference).all()):
+        raise ValueError("evaluate: the reference holds NaN or Inf values; metrics would be "
+                         "meaningless (set evaluate.enabled=false to skip them)")
+    if not bool(torch.isfinite(recon).all()):
+        raise ValueError("evaluate: the reconstruction holds NaN or Inf values (diverged?); try "
+                         "a smaller step or more regularisation")
     report = evaluate_volumes([reference.double().numpy()], [recon.double().numpy()], crop=False,
                               metrics=("NMSE", "PSNR", "SSIM"))
     return {k.lower(): float(v[0]) for k, v in report.values.items()}
@@ -101,10 +114,12 @@ def _mri_volume(config: PipelineConfig, path: Path, fmt: str, model, device: str
             s = stages_mri.make_slice(ks, i, path.name, file_mask)
             s = stages_mri.preprocess(s, config.preprocess)
             s = stages_mri.undersample(s, config.undersample)
+            stages_mri.check_slice(s, "undersample", config.evaluate.enabled)
             cols = stages_mri.acquired_columns(s.header, s.mask.numel())
             acquired += int(cols.sum())
             sampled += int((s.mask.reshape(-1).bool() & cols).sum())
             s = stages_mri.calibrate(s, config.calibrate)
+            stages_mri.check_slice(s, "calibrate", False)
             s.kspace = s.kspace.to(device)
             if s.maps is not None:
                 s.maps = s.maps.to(device)
@@ -128,11 +143,11 @@ def _mri_volume(config: PipelineConfig, path: Path, fmt: str, model, device: str
 
 def export(config: PipelineConfig, path: Path, output: Path, image: Image,
            reference: torch.Tensor | None, zero_filled: torch.Tensor | None,
-           result: VolumeResult) -> None:
+           result: VolumeResult, name: str | None = None) -> None:
     """Write the configured formats for one volume; records the output paths in ``result``."""
     from mrirecon import io
 
-    stem = path.stem if path.is_file() else path.name
+    stem = name or (path.stem if path.is_file() else path.name)
     formats = config.export.formats
     if "hdf5" in formats:
         target = output / "reconstructions" / f"{stem}.h5"

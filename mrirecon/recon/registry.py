@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from mrirecon.core import LinearOperator
+from mrirecon.core.checks import param_problem
 from mrirecon.functional import ifft2c, rss
 from mrirecon.recon import ct, mri
 from mrirecon.recon.grappa import grappa
@@ -153,6 +154,9 @@ def run(name: str, y: Tensor, op: LinearOperator | None = None, **params) -> Ten
     TypeError
         Unknown or missing parameter (the message lists the valid ones), or no ``op`` where
         one is needed.
+    ValueError
+        A parameter value out of range (iteration counts < 1, NaN/Inf or negative ``lam``,
+        ``rho``, tolerances, ...), or ``y`` with NaN/Inf values, empty or all zero.
     """
     entry = _lookup(name)
     valid = entry.parameters()
@@ -167,4 +171,15 @@ def run(name: str, y: Tensor, op: LinearOperator | None = None, **params) -> Ten
                         f"valid: {', '.join(valid)}")
     if entry.needs_op and op is None:
         raise TypeError(f"{name}: needs a forward operator op (got None)")
+    defaults = {p.name: p.default for p in inspect.signature(entry.fn).parameters.values()}
+    for key, value in params.items():
+        problem = param_problem(key, value, defaults.get(key, inspect.Parameter.empty))
+        if problem:
+            raise ValueError(f"{name}: {key} {problem}")
+    if isinstance(y, Tensor):
+        finite = torch.isfinite(torch.view_as_real(y) if y.is_complex() else y)
+        if not bool(finite.all()):
+            raise ValueError(f"{name}: y holds {int((~finite).sum())} NaN or Inf values")
+        if y.numel() == 0 or not bool((y != 0).any()):
+            raise ValueError(f"{name}: y is empty or all zero; there is nothing to reconstruct")
     return entry.fn(y, op, **params)

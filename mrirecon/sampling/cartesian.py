@@ -14,6 +14,8 @@ acceleration) choice, then the draw of the acceleration mask.
 
 from __future__ import annotations
 
+import math
+
 import contextlib
 import os
 from collections.abc import Iterator, Sequence
@@ -97,8 +99,8 @@ class MaskFunction:
             if not 0 <= cf <= 1:
                 raise ValueError(f"{type(self).__name__}: center fraction must be in [0, 1], got {cf}")
         for acc in accelerations:
-            if not acc >= 1:
-                raise ValueError(f"{type(self).__name__}: acceleration must be >= 1, got {acc}")
+            if not (acc >= 1 and math.isfinite(acc)):
+                raise ValueError(f"{type(self).__name__}: acceleration must be finite and >= 1, got {acc}")
         self.center_fractions = center_fractions
         self.accelerations = accelerations
         self.allow_any_combination = bool(allow_any_combination)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from mrirecon.core.checks import check_iterations, check_nonnegative
 from mrirecon.core import LinearOperator
 from mrirecon.solvers.cg import cg
 from mrirecon.solvers.prox import Prox
@@ -64,6 +65,8 @@ def admm(
     Tensor
         The last ``x``.
     """
+    check_iterations("admm", max_iterations=max_iterations)
+    check_nonnegative("admm", tolerance=tolerance)
     if not rho > 0:
         raise ValueError(f"admm: rho must be > 0, got {rho}")
     x = x0.clone()

@@ -7,6 +7,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from mrirecon.core.checks import check_iterations, check_nonnegative
+
 
 def _dot(a: Tensor, b: Tensor, dims: tuple[int, ...] | None) -> Tensor:
     """Real part of ``<a, b>`` summed over ``dims`` (all when ``None``), keeping dims."""
@@ -51,6 +53,8 @@ def cg(
     Tensor
         The approximate solution.
     """
+    check_iterations("cg", max_iterations=max_iterations)
+    check_nonnegative("cg", tolerance=tolerance)
     dims = None if batch_dims == 0 else tuple(range(batch_dims, rhs.ndim))
     x = torch.zeros_like(rhs) if x0 is None else x0.clone()
     r = rhs - gram(x) if x0 is not None else rhs.clone()

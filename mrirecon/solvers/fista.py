@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from mrirecon.core.checks import check_iterations, check_nonnegative
 from mrirecon.solvers.prox import Prox
 
 
@@ -67,6 +68,8 @@ def fista(
     Tensor
         The last iterate ``x``.
     """
+    check_iterations("fista", max_iterations=max_iterations)
+    check_nonnegative("fista", tolerance=tolerance)
     if isinstance(step, (int, float)) and not step > 0:
         raise ValueError(f"fista: step must be > 0, got {step}")
     x = x0.clone()

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from mrirecon.core.checks import check_iterations, check_nonnegative
 from mrirecon.core import FunctionOperator, LinearOperator
 from mrirecon.solvers.prox import Prox
 
@@ -202,6 +203,8 @@ def pdhg(
     Tensor
         The last primal iterate.
     """
+    check_iterations("pdhg", max_iterations=max_iterations)
+    check_nonnegative("pdhg", tolerance=tolerance)
     ops = [K] if isinstance(K, LinearOperator) else list(K)
     proxes = list(prox_f_conj) if isinstance(prox_f_conj, (list, tuple)) else [prox_f_conj]
     if len(proxes) != len(ops):

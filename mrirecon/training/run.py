@@ -121,7 +121,9 @@ def train_from_config(
         Unknown keys, wrong types, missing data folders, unknown model or parameters; the
         message names the file and the key.
     """
-    cfg = load_config(TrainConfig, path, overrides)
+    from mrirecon.pipeline.validate import validate_training
+
+    cfg = validate_training(load_config(TrainConfig, path, overrides), str(path))
     try:
         train_set, val_set = build_datasets(cfg)
         torch.manual_seed(cfg.seed)  # model initialisation

@@ -35,8 +35,22 @@ def available_weights() -> list[str]:
     )
 
 
+def _read_card(card_path: Path):
+    """A model card's YAML (safe loader: tags such as ``!!python/object`` are refused)."""
+    try:
+        return yaml.safe_load(card_path.read_text())
+    except yaml.YAMLError as err:
+        where = " ".join(str(err).split())
+        raise ValueError(f"load_pretrained: {card_path}: not a valid model card ({where})") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"load_pretrained: {card_path}: cannot read the model card ({err})") from None
+
+
 def _card_kind(card_path: Path) -> str:
-    card = yaml.safe_load(card_path.read_text())
+    try:
+        card = _read_card(card_path)
+    except ValueError:
+        return "unreadable"
     return str(card.get("kind", "reconstruction")) if isinstance(card, dict) else "reconstruction"
 
 
@@ -63,7 +77,7 @@ def model_card(name_or_path: str | os.PathLike) -> dict:
         raise FileNotFoundError(
             f"load_pretrained: model card {card_path} is missing beside {pt.name}"
         )
-    card = yaml.safe_load(card_path.read_text())
+    card = _read_card(card_path)
     model = card.get("model") if isinstance(card, dict) else None
     if not isinstance(model, dict) or not isinstance(model.get("name"), str):
         raise ValueError(  # noqa: TRY004 (a malformed file, not a wrong argument type)

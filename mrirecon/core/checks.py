@@ -1,0 +1,83 @@
+"""Argument checks shared by the solvers, the reconstruction registry and the config loader.
+
+A count of iterations that is zero or negative, or a weight that is NaN, infinite or negative,
+never gives an error downstream: the solvers then return their starting point (all zeros) or
+NaN images. These helpers turn such values into a ``ValueError`` that names the parameter.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+from typing import Any
+
+# parameter names that count iterations / stages / repeats / sizes of a network: integers >= 1
+COUNT_NAMES = re.compile(
+    r"(^|_)(iterations?|cascades|stages|phases|layers|levels|blocks|probes|features|chans|pools|"
+    r"pool_layers|filters|depth|components|atoms_per_axis|sparsity|n_primal|n_dual|num_[a-z_]+)$")
+# weights, step sizes, tolerances and noise levels: finite and >= 0
+NONNEGATIVE_NAMES = re.compile(
+    r"(^|_)(lam|lamda|lambda|rho|mu|nu|eta|theta|gamma|sigma|sigmas|tol|tolerance|step|"
+    r"relaxation|noise_std|sigma_start|sigma_end|sigma_scale|h|ratio|step_ratio|drop_prob|"
+    r"frequency_scaling)$")
+
+_EMPTY = inspect.Parameter.empty
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def param_problem(name: str, value: Any, default: Any = _EMPTY) -> str | None:
+    """What is wrong with ``value`` for a parameter called ``name`` (``None`` when fine).
+
+    Counts (``max_iterations``, ``num_cascades``, ...) must be integers >= 1; weights, step
+    sizes and tolerances (``lam``, ``rho``, ``tolerance``, ...) finite and >= 0; any number
+    finite; and a value whose default is a number, a bool or a string must have that kind.
+    Values of other types (tensors, modules, callables) are not judged.
+    """
+    if value is None or not isinstance(value, (int, float, str, list, tuple)):
+        return None  # tensors, arrays, modules, callables: the function's own business
+    if _is_number(value) and not math.isfinite(value):
+        return f"must be finite, got {value!r}"
+    if COUNT_NAMES.search(name) and (_is_number(default) or default in (_EMPTY, None)):
+        if not (isinstance(value, int) and not isinstance(value, bool)) or value < 1:
+            return f"must be an integer >= 1, got {value!r}"
+        return None
+    if NONNEGATIVE_NAMES.search(name) and (_is_number(value) or isinstance(value, (list, tuple))):
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if not _is_number(v):
+                return f"must be a number, got {value!r}"
+            if not math.isfinite(v) or v < 0:
+                return f"must be finite and >= 0, got {value!r}"
+        return None
+    if default in (_EMPTY, None):
+        return None
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
+    if isinstance(default, int) and not (isinstance(value, int) and not isinstance(value, bool)):
+        return f"must be an integer, got {value!r}"
+    if isinstance(default, float) and not _is_number(value):
+        return f"must be a number, got {value!r}"
+    if isinstance(default, str) and not isinstance(value, str):
+        return f"must be a string, got {value!r}"
+    return None
+
+
+def check_iterations(who: str, **counts: int) -> None:
+    """Each keyword must be an integer >= 1 (e.g. ``check_iterations("cg", max_iterations=n)``)."""
+    for name, n in counts.items():
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"{who}: {name} must be an integer >= 1, got {n!r}")
+
+
+def check_nonnegative(who: str, **values: float) -> None:
+    """Each keyword must be a finite number >= 0 (a Python or 0-dim tensor scalar)."""
+    for name, v in values.items():
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            continue  # tensors of per-element weights are the caller's business
+        if not (math.isfinite(f) and f >= 0):
+            raise ValueError(f"{who}: {name} must be finite and >= 0, got {v!r}")

@@ -1,0 +1,35 @@
+"""Size checks of simulation requests before anything is allocated or written."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+
+def physical_memory() -> int:
+    """Bytes of RAM (64 GiB if the system does not say)."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 1 << 36
+
+
+def check_budget(who: str, memory_bytes: float, disk_bytes: float, out_dir: str | os.PathLike,
+                 what: str) -> None:
+    """Raise ``ValueError`` (naming ``what``, e.g. the options) when a request would need more
+    than half the RAM, or more disk than is free under ``out_dir``."""
+    ram = physical_memory()
+    if memory_bytes > ram / 2:
+        raise ValueError(f"{who}: {what} needs about {memory_bytes / 2**30:.1f} GiB of memory, more "
+                         f"than half of the {ram / 2**30:.1f} GiB here; choose smaller sizes")
+    probe = Path(out_dir)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError:
+        return
+    if disk_bytes > free:
+        raise ValueError(f"{who}: {what} writes about {disk_bytes / 2**30:.1f} GiB, but only "
+                         f"{free / 2**30:.1f} GiB are free under {probe}; choose smaller sizes")

@@ -1,0 +1,190 @@
+"""Value checks of a loaded pipeline config, run before any input is read.
+
+:func:`mrirecon.pipeline.config.from_dict` checks key names and types. This module checks what a
+type cannot say: the reconstruction method exists, its parameters are ones the method (or the
+learned model's constructor) takes (with a did-you-mean hint), iteration counts are positive,
+weights such as ``lam`` are finite and non-negative, and sizes, counts and fractions are in range.
+Every problem is a :class:`~mrirecon.pipeline.config.ConfigError` naming the dotted key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import math
+from typing import Any
+
+from mrirecon.core.checks import param_problem
+from mrirecon.pipeline.config import ConfigError
+from mrirecon.pipeline.schema import PipelineConfig
+
+
+def _fail(source: str, key: str, message: str) -> ConfigError:
+    return ConfigError(source, key, message)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+check_value = param_problem
+
+
+def _signature(fn, skip: int) -> tuple[dict[str, Any], bool]:
+    """``({name: default}, takes **kwargs)`` of ``fn`` after its first ``skip`` parameters."""
+    params = list(inspect.signature(fn).parameters.values())[skip:]
+    named = {p.name: p.default for p in params
+             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return named, any(p.kind is p.VAR_KEYWORD for p in params)
+
+
+def check_params(method: str, params: dict, valid: dict[str, Any], *, source: str = "",
+                 prefix: str = "reconstruct.params", extra: tuple[str, ...] = ()) -> None:
+    """Names of ``params`` against ``valid`` (did-you-mean) and their values (:func:`check_value`)."""
+    for key, value in params.items():
+        if key not in valid and key not in extra:
+            close = difflib.get_close_matches(str(key), list(valid) + list(extra), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            names = ", ".join(sorted(valid)) or "(none)"
+            raise _fail(source, f"{prefix}.{key}",
+                        f"{method} has no parameter {key!r}{hint}; valid: {names}")
+        problem = check_value(str(key), value, valid.get(key, inspect.Parameter.empty))
+        if problem:
+            raise _fail(source, f"{prefix}.{key}", problem)
+
+
+def _check_method(config: PipelineConfig, source: str) -> None:
+    from mrirecon import recon
+    from mrirecon.recon.registry import _lookup
+
+    rc = config.reconstruct
+    method = rc.method
+    if method in recon.available():
+        entry = _lookup(method)
+        summary = entry.summary.split(":", 1)[0]
+        wanted = "MRI" if config.modality == "mri" else "CT"
+        if summary in ("MRI", "CT") and summary != wanted:
+            raise _fail(source, "reconstruct.method",
+                        f"{method!r} is a {summary} reconstruction; this pipeline's modality is "
+                        f"{config.modality!r}")
+        valid, _ = _signature(entry.fn, 2)
+        # the stage passes these itself
+        supplied = {"x0", "callback", "mask"} if method == "grappa" else {"x0", "callback"}
+        check_params(method, rc.params, {k: v for k, v in valid.items() if k not in supplied},
+                     source=source)
+        missing = [p for p in entry.required() if p not in rc.params and p not in supplied]
+        if missing:
+            raise _fail(source, f"reconstruct.params.{missing[0]}",
+                        f"{method} needs {', '.join(missing)} (e.g. --set "
+                        f"reconstruct.params.{missing[0]}=...)")
+        if rc.weights:
+            raise _fail(source, "reconstruct.weights",
+                        f"{method!r} is a classical method and takes no weights")
+        return
+    from mrirecon.models.registry import _MODELS, available_models
+
+    if method not in available_models():
+        names = recon.available() + available_models()
+        close = difflib.get_close_matches(method, names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise _fail(source, "reconstruct.method",
+                    f"unknown method {method!r}{hint}; classical: {', '.join(recon.available())}; "
+                    f"learned: {', '.join(available_models())}")
+    cls, defaults = _MODELS[method]
+    valid, takes_kwargs = _signature(cls, 0)
+    valid = {**valid, **{k: v for k, v in defaults.items() if k not in valid}}
+    if takes_kwargs:  # cannot know the names; still check the values of the known ones
+        for key, value in rc.params.items():
+            problem = check_value(str(key), value, valid.get(key, inspect.Parameter.empty))
+            if problem:
+                raise _fail(source, f"reconstruct.params.{key}", problem)
+    else:
+        check_params(method, rc.params, valid, source=source, extra=("denoiser_params",))
+
+
+def _at_least(source: str, key: str, value, minimum) -> None:
+    if value is not None and not (_is_number(value) and math.isfinite(value) and value >= minimum):
+        raise _fail(source, key, f"must be >= {minimum}, got {value!r}")
+
+
+def validate_pipeline(config: PipelineConfig, source: str = "") -> PipelineConfig:
+    """Check the values of ``config`` (see the module docstring); returns it unchanged."""
+    pre, cal, und = config.preprocess, config.calibrate, config.undersample
+    fmt = config.load.format
+    if (config.modality == "mri" and fmt in ("ct_hdf5", "dicom")) or \
+            (config.modality == "ct" and fmt in ("fastmri", "ismrmrd")):
+        raise _fail(source, "load.format", f"{fmt!r} data cannot go through a {config.modality!r} "
+                                           "pipeline; use auto or a format of that modality")
+    _at_least(source, "preprocess.coil_compression", pre.coil_compression, 1)
+    if cal.method != "none":
+        _at_least(source, "calibrate.calib_width", cal.calib_width, 1)
+        _at_least(source, "calibrate.kernel_width", cal.kernel_width, 1)
+        if not (math.isfinite(cal.threshold) and 0 <= cal.threshold < 1):
+            raise _fail(source, "calibrate.threshold", f"must be in [0, 1), got {cal.threshold!r}")
+        if not (math.isfinite(cal.crop) and 0 <= cal.crop <= 1):
+            raise _fail(source, "calibrate.crop", f"must be in [0, 1], got {cal.crop!r}")
+    if not und.center_fractions or not und.accelerations:
+        raise _fail(source, "undersample.center_fractions", "needs at least one value")
+    for i, f in enumerate(und.center_fractions):
+        if not (math.isfinite(f) and 0 < f <= 1):
+            raise _fail(source, f"undersample.center_fractions[{i}]", f"must be in (0, 1], got {f!r}")
+    for i, a in enumerate(und.accelerations):
+        _at_least(source, f"undersample.accelerations[{i}]", a, 1)
+    _at_least(source, "undersample.views", und.views, 1)
+    if und.photons is not None and not (math.isfinite(und.photons) and und.photons > 0):
+        raise _fail(source, "undersample.photons", f"must be a finite number > 0, got {und.photons!r}")
+    _at_least(source, "undersample.fixed_seed", und.fixed_seed, 0)
+    _at_least(source, "reconstruct.batch_slices", config.reconstruct.batch_slices, 1)
+    for i, c in enumerate(config.postprocess.crop_size):
+        _at_least(source, f"postprocess.crop_size[{i}]", c, 1)
+    _at_least(source, "report.max_slices_in_figures", config.report.max_slices_in_figures, 0)
+    desc = config.export.series_description
+    if len(desc) > 64 or any(c < " " or c == "\x7f" for c in desc):
+        raise _fail(source, "export.series_description",
+                    f"DICOM allows at most 64 printable characters, got {len(desc)} ({desc[:20]!r}...)")
+    if not config.export.formats:
+        raise _fail(source, "export.formats", "needs at least one of hdf5, nifti, dicom, png")
+    _check_method(config, source)
+    return config
+
+
+def validate_training(cfg, source: str = ""):
+    """Value checks of a :class:`~mrirecon.training.config.TrainConfig` (counts, rates, loss
+    weights, model parameters), before any data is read; returns it unchanged."""
+    from mrirecon.models.registry import _MODELS
+
+    d, o, loss = cfg.data, cfg.optim, cfg.loss
+    if not (math.isfinite(d.sample_rate) and 0 < d.sample_rate <= 1):
+        raise _fail(source, "data.sample_rate", f"must be in (0, 1], got {d.sample_rate!r}")
+    _at_least(source, "data.num_workers", d.num_workers, 0)
+    _at_least(source, "data.ct_views", d.ct_views, 1)
+    if d.ct_photons is not None and not (math.isfinite(d.ct_photons) and d.ct_photons > 0):
+        raise _fail(source, "data.ct_photons", f"must be a finite number > 0, got {d.ct_photons!r}")
+    for i, f in enumerate(d.mask.center_fractions):
+        if not (math.isfinite(f) and 0 < f <= 1):
+            raise _fail(source, f"data.mask.center_fractions[{i}]", f"must be in (0, 1], got {f!r}")
+    for i, a in enumerate(d.mask.accelerations):
+        _at_least(source, f"data.mask.accelerations[{i}]", a, 1)
+    if not (math.isfinite(o.lr) and o.lr > 0):
+        raise _fail(source, "optim.lr", f"must be a finite number > 0, got {o.lr!r}")
+    _at_least(source, "optim.weight_decay", o.weight_decay, 0)
+    _at_least(source, "optim.batch_size", o.batch_size, 1)
+    _at_least(source, "optim.max_steps", o.max_steps, 1)
+    _at_least(source, "optim.lr_step", o.lr_step, 0)
+    _at_least(source, "optim.lr_gamma", o.lr_gamma, 0)
+    if o.grad_clip is not None and not (math.isfinite(o.grad_clip) and o.grad_clip > 0):
+        raise _fail(source, "optim.grad_clip", f"must be a finite number > 0, got {o.grad_clip!r}")
+    for name in ("ssim", "l1", "mse", "perceptual", "adversarial", "discriminator_lr"):
+        _at_least(source, f"loss.{name}", getattr(loss, name), 0)
+    for name in ("log_every", "val_every", "checkpoint_every"):
+        _at_least(source, name, getattr(cfg, name), 0)
+    _at_least(source, "val_max_slices", cfg.val_max_slices, 1)
+    name = cfg.model.name.lower().replace("-", "_")
+    if name in _MODELS:
+        cls, defaults = _MODELS[name]
+        valid, takes_kwargs = _signature(cls, 0)
+        valid = {**valid, **{k: v for k, v in defaults.items() if k not in valid}}
+        if not takes_kwargs:
+            check_params(name, cfg.model.params, valid, source=source, prefix="model.params",
+                         extra=("denoiser_params",))
+    return cfg

@@ -1,0 +1,182 @@
+"""Property tests: random corruptions of valid fastMRI, ISMRMRD, LoDoPaB and DICOM files.
+
+The property, for every reader: it returns a valid object (finite data of the documented shape)
+or raises :class:`~mrirecon.io.errors.DataFormatError` naming the file -- never another
+exception type, never a hang (each example is time-boxed). Examples are derandomised so that the
+suite is deterministic; the counts are small to keep it fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import numpy as np
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mrirecon.io.errors import DataFormatError
+
+# MRIRECON_FUZZ_EXAMPLES=500 explores more (and randomly) when hunting for new failures
+_EXTRA = int(os.environ.get("MRIRECON_FUZZ_EXAMPLES", "0"))
+SETTINGS = settings(max_examples=_EXTRA or 30, deadline=None, derandomize=not _EXTRA,
+                    database=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                          HealthCheck.too_slow])
+TIME_BOX_S = 20
+
+
+class Hang(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def time_box(seconds: int = TIME_BOX_S):
+    """Fail the example if the reader takes longer than ``seconds`` (a hang)."""
+    def handler(signum, frame):
+        raise Hang(f"reader still running after {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, handler)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+# a corruption: (kind, position in [0, 1), payload); positions favour the first 4 kB, where
+# the HDF5 superblock, object headers and DICOM meta / header live
+corruption = st.tuples(
+    st.sampled_from(["truncate", "flip", "overwrite", "zero"]),
+    st.one_of(st.floats(0, 1, exclude_max=True), st.integers(0, 4095)),
+    st.binary(min_size=1, max_size=32),
+)
+
+
+def corrupt(data: bytes, ops) -> bytes:
+    buf = bytearray(data)
+    for kind, where, payload in ops:
+        if not buf:
+            break
+        pos = int(where * len(buf)) if isinstance(where, float) else min(where, len(buf) - 1)
+        if kind == "truncate":
+            del buf[pos:]
+        elif kind == "flip":
+            buf[pos] ^= payload[0] or 0xFF
+        elif kind == "overwrite":
+            buf[pos: pos + len(payload)] = payload
+        else:
+            buf[pos: pos + 8 * len(payload)] = bytes(min(8 * len(payload), len(buf) - pos))
+    return bytes(buf)
+
+
+def finite(t) -> bool:
+    t = torch.as_tensor(t)
+    return bool(torch.isfinite(torch.view_as_real(t) if t.is_complex() else t).all())
+
+
+def check(read):
+    """Run ``read()``; a valid result or a DataFormatError pass, anything else fails."""
+    with time_box():
+        try:
+            read()
+        except DataFormatError as err:
+            assert err.file and err.field and str(err)
+
+
+# ---- fastMRI --------------------------------------------------------------------------------
+
+def read_fastmri_all(path: Path):
+    from mrirecon.io import FastMRIFile
+
+    with FastMRIFile(path) as f:
+        n = len(f)
+        header = f.header
+        k = f.read_slice(n - 1)
+        assert k.data.ndim == 4 and k.data.is_complex() and finite(k.data)
+        assert k.data.shape[-2:] == tuple(header.encoded_matrix[:2])
+        if k.mask is not None:
+            assert k.mask.shape == (k.data.shape[-1],)
+        if k.reference is not None:
+            assert k.reference.ndim == 3
+
+
+@SETTINGS
+@given(ops=st.lists(corruption, min_size=1, max_size=4))
+def test_fastmri_reader_on_corrupted_files(mri_file, tmp_path, ops):
+    path = tmp_path / "c.h5"
+    path.write_bytes(corrupt(mri_file.read_bytes(), ops))
+    check(lambda: read_fastmri_all(path))
+
+
+# ---- ISMRMRD --------------------------------------------------------------------------------
+
+@SETTINGS
+@given(ops=st.lists(corruption, min_size=1, max_size=4))
+def test_ismrmrd_reader_on_corrupted_files(ismrmrd_file, tmp_path, ops):
+    from mrirecon.io import read_ismrmrd
+
+    path = tmp_path / "c.h5"
+    path.write_bytes(corrupt(ismrmrd_file.read_bytes(), ops))
+
+    def read():
+        k = read_ismrmrd(path)
+        assert k.data.ndim == 4 and finite(k.data)
+
+    check(read)
+
+
+# ---- LoDoPaB --------------------------------------------------------------------------------
+
+@SETTINGS
+@given(which=st.sampled_from(["observation", "ground_truth"]),
+       ops=st.lists(corruption, min_size=1, max_size=4))
+def test_lodopab_reader_on_corrupted_files(ct_dir, tmp_path, which, ops):
+    from mrirecon.io.lodopab import LoDoPaBFiles
+
+    root = tmp_path / "ct"
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.copytree(ct_dir, root)
+    target = root / f"{which}_test_000.hdf5"
+    target.write_bytes(corrupt(target.read_bytes(), ops))
+
+    def read():
+        files = LoDoPaBFiles(root, "test")
+        for i in range(len(files)):
+            s = files.sinogram(i)
+            assert s.data.ndim == 3 and finite(s.data)
+            if files.ground_truth_files is not None:
+                assert finite(files.attenuation(i).data)
+
+    check(read)
+
+
+# ---- DICOM ----------------------------------------------------------------------------------
+
+@SETTINGS
+@given(victim=st.integers(0, 2), ops=st.lists(corruption, min_size=1, max_size=4))
+def test_dicom_reader_on_corrupted_files(dicom_series, tmp_path_factory, tmp_path, victim, ops):
+    from mrirecon.io import read_dicom_series
+
+    folder = tmp_path / "s"
+    shutil.rmtree(folder, ignore_errors=True)
+    paths = dicom_series(folder, "MR", seed=3)
+    paths[victim].write_bytes(corrupt(paths[victim].read_bytes(), ops))
+
+    def read():
+        image = read_dicom_series(folder)
+        assert image.data.shape == (3, 16, 16) and finite(image.data)  # never fewer slices
+
+    check(read)
+
+
+def test_corrupt_helper_changes_the_bytes():
+    data = bytes(range(256)) * 4
+    assert corrupt(data, [("truncate", 0.5, b"x")]) == data[:512]
+    assert corrupt(data, [("zero", 10, b"ab")])[10:26] == bytes(16)
+    assert corrupt(data, [("flip", 3, b"\x01")])[3] == data[3] ^ 1
+    assert np.frombuffer(corrupt(data, [("overwrite", 0.0, b"zz")])[:2], np.uint8).tolist() == [122, 122]

@@ -1,0 +1,224 @@
+"""Clear errors: config values validated at load (with the key named), user errors exit 2 with
+one line, internal errors show a traceback only under --debug; library functions check alike."""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import pytest
+import torch
+
+from mrirecon.cli import main
+from mrirecon.pipeline.config import ConfigError
+from mrirecon.pipeline.definitions import load_pipeline
+
+
+@pytest.mark.parametrize("override, message", [
+    ("reconstruct.params.lamda=0.01",
+     r"mri_cs.yaml: reconstruct.params.lamda: l1_wavelet has no parameter 'lamda' \(did you mean 'lam'\?\)"),
+    ("reconstruct.params.max_iterations=0", r"reconstruct.params.max_iterations: must be an integer >= 1, got 0"),
+    ("reconstruct.params.max_iterations=-3", r"reconstruct.params.max_iterations: must be an integer >= 1"),
+    ("reconstruct.params.lam=.nan", r"reconstruct.params.lam: must be finite, got nan"),
+    ("reconstruct.params.lam=.inf", r"reconstruct.params.lam: must be finite, got inf"),
+    ("reconstruct.params.lam=-0.1", r"reconstruct.params.lam: must be finite and >= 0, got -0.1"),
+    ("reconstruct.params.wavelet=3", r"reconstruct.params.wavelet: must be a string"),
+    ("report.max_slices_in_figures=-1", r"report.max_slices_in_figures: must be >= 0, got -1"),
+    ("undersample.accelerations=[0]", r"undersample.accelerations\[0\]: must be >= 1, got 0"),
+    ("undersample.center_fractions=[1.5]", r"undersample.center_fractions\[0\]: must be in \(0, 1\]"),
+    ("undersample.views=-2", r"undersample.views: must be >= 1, got -2"),
+    ("calibrate.calib_width=0", r"calibrate.calib_width: must be >= 1, got 0"),
+    ("reconstruct.method=cg_sens", r"reconstruct.method: unknown method 'cg_sens' \(did you mean 'cg_sense'\?\)"),
+    ("reconstruct.method=sirt", r"reconstruct.method: 'sirt' is a CT reconstruction"),
+    ("load.format=ct_hdf5", r"load.format: 'ct_hdf5' data cannot go through a 'mri' pipeline"),
+    ("export.series_description=" + "x" * 70, r"export.series_description: DICOM allows at most 64"),
+])
+def test_config_values_are_checked_at_load_with_the_key_named(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_pipeline("mri_cs", [override])
+
+
+def test_learned_model_parameters_are_checked_against_its_constructor():
+    with pytest.raises(ConfigError, match=r"reconstruct.params.num_cascade: varnet has no parameter "
+                                          r"'num_cascade' \(did you mean 'num_cascades'\?\)"):
+        load_pipeline("mri_learned", ["reconstruct.params.num_cascade=4"])
+    with pytest.raises(ConfigError, match=r"reconstruct.params.cg_iterations: must be an integer >= 1"):
+        load_pipeline("mri_modl", ["reconstruct.weights=null", "reconstruct.params.cg_iterations=0"])
+
+
+def test_misspelled_parameter_fails_before_any_input_is_read(mri_file, tmp_path, capsys, monkeypatch):
+    import mrirecon.pipeline.runner as runner
+
+    def never(*a, **k):
+        raise AssertionError("inputs were read before the config was validated")
+
+    monkeypatch.setattr(runner, "expand_inputs", never)
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "mri_cs", "-i", str(mri_file), "-o", str(tmp_path / "o"),
+              "--set", "reconstruct.params.lamda=0.01"])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and len(err.splitlines()) == 1
+    assert "reconstruct.params.lamda" in err and "did you mean 'lam'" in err
+    # a config built in code is validated by run_pipeline itself, before the inputs
+    from dataclasses import replace
+
+    config, _ = load_pipeline("mri_cs")
+    bad = replace(config, reconstruct=replace(config.reconstruct, params={"lam": -1.0}))
+    with pytest.raises(ConfigError, match="reconstruct.params.lam: must be finite and >= 0"):
+        runner.run_pipeline(bad, [str(mri_file)], tmp_path / "o2", progress=False)
+
+
+def _cli_error(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_user_errors_exit_2_with_one_line(mri_file, tmp_path, capsys):
+    inp = ["-i", str(mri_file)]
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert "--output" in _cli_error(["run", "mri_cs", *inp, "-o", str(afile)], capsys)
+    assert "is a file" in _cli_error(["run", "mri_cs", *inp, "-o", str(afile)], capsys)
+    err = _cli_error(["run", "mri_cs", *inp, "-o", str(tmp_path / "o"), "--set", "reconstruct.params.lam=[1,"],
+                     capsys)
+    assert "reconstruct.params.lam" in err and "not valid YAML" in err
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("name: x\nmodality: !!python/object/apply:os.system ['touch pwned']\n")
+    err = _cli_error(["run", str(evil), *inp, "-o", str(tmp_path / "o")], capsys)
+    assert "evil.yaml" in err and "python/object/apply" in err and not (tmp_path / "pwned").exists()
+    if not torch.cuda.is_available():
+        err = _cli_error(["run", "mri_cs", *inp, "-o", str(tmp_path / "o"), "--device", "cuda"], capsys)
+        assert "--device cuda" in err
+    err = _cli_error(["run", "mri_cs", "-i", str(tmp_path / "missing.h5"), "-o", str(tmp_path / "o")], capsys)
+    assert "missing.h5" in err
+    err = _cli_error(["run", "no_such_pipeline", *inp, "-o", str(tmp_path / "o")], capsys)
+    assert "no_such_pipeline" in err
+
+
+@pytest.mark.skipif(hasattr(__import__("os"), "geteuid") and __import__("os").geteuid() == 0,
+                    reason="root writes into read-only folders")
+def test_read_only_output_is_a_user_error(mri_file, tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        err = _cli_error(["run", "mri_cs", "-i", str(mri_file), "-o", str(ro)], capsys)
+    finally:
+        ro.chmod(0o700)
+    assert "not writable" in err
+
+
+def test_internal_errors_show_a_traceback_only_under_debug(tmp_path, capsys, monkeypatch):
+    import mrirecon.data.simulate_mri as simulate_mri
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("unexpected state")
+
+    monkeypatch.setattr(simulate_mri, "simulate_mri_dataset", boom)
+    argv = ["simulate", "mri", "--out", str(tmp_path / "unused")]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 1 and len(err.splitlines()) == 1
+    assert "internal error: RuntimeError: unexpected state" in err and "--debug" in err
+    with pytest.raises(RuntimeError, match="unexpected state"):
+        main(["--debug", *argv])
+    with pytest.raises(RuntimeError, match="unexpected state"):
+        main([*argv, "--debug"])
+
+
+def test_model_card_with_a_python_tag_is_refused(tmp_path):
+    from mrirecon.training.weights import model_card
+
+    pt = tmp_path / "m.pt"
+    shutil.copy(__import__("mrirecon.training.weights", fromlist=["WEIGHTS_DIR"]).WEIGHTS_DIR
+                / "modl_brain_sim.pt", pt)
+    pt.with_suffix(".yaml").write_text("model: !!python/object/apply:os.system ['touch pwned']\n")
+    with pytest.raises(ValueError, match=r"m.yaml: not a valid model card"):
+        model_card(pt)
+    assert not (tmp_path / "pwned").exists()
+
+
+# ---- the library raises the same way ------------------------------------------------------
+
+def test_library_functions_refuse_bad_parameters():
+    from mrirecon import recon
+    from mrirecon.metrics import ssim
+    from mrirecon.operators import sense
+    from mrirecon.sampling import create_mask_for_mask_type
+    from mrirecon.solvers import cg, fista
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(2, 8, 8, dtype=torch.complex64, generator=g)
+    op = sense(torch.ones(2, 8, 8, dtype=torch.complex64) / 2 ** 0.5, torch.ones(8, dtype=torch.bool))
+    with pytest.raises(ValueError, match="cg_sense: max_iterations must be an integer >= 1, got 0"):
+        recon.run("cg_sense", y, op, max_iterations=0)
+    with pytest.raises(ValueError, match="l1_wavelet: lam must be finite"):
+        recon.run("l1_wavelet", y, op, lam=math.nan)
+    with pytest.raises(ValueError, match="l1_wavelet: lam must be finite and >= 0"):
+        recon.run("l1_wavelet", y, op, lam=-1.0)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        recon.run("zero_filled", y * math.nan, op)
+    with pytest.raises(ValueError, match="cg: max_iterations must be an integer >= 1"):
+        cg(lambda x: x, y, max_iterations=0)
+    with pytest.raises(ValueError, match="cg: max_iterations"):
+        cg(lambda x: x, y, max_iterations=-2)
+    with pytest.raises(ValueError, match="fista: max_iterations"):
+        fista(lambda x: x, lambda x, s: x, y, step=1.0, max_iterations=0)
+    for kind in ("random", "equispaced", "equispaced_fraction", "magic", "magic_fraction"):
+        with pytest.raises(ValueError, match="acceleration must be finite"):
+            create_mask_for_mask_type(kind, [0.08], [math.inf])
+    vol = torch.rand(1, 16, 16, generator=g)
+    with pytest.raises(ValueError, match="ssim: the data range maxval must be finite and > 0"):
+        ssim(vol, vol, maxval=0.0)
+    with pytest.raises(ValueError, match="ssim: the data range gt.max"):
+        ssim(torch.zeros(1, 16, 16), vol)
+    with pytest.raises(ValueError, match="ssim: empty input"):
+        ssim(torch.zeros(0, 16, 16), torch.zeros(0, 16, 16))
+    with pytest.raises(ValueError, match="ssim: gt holds 1 NaN or Inf"):
+        ssim(torch.where(vol > vol.max() - 1e-6, math.inf, vol), vol)
+
+
+def test_dicom_strings_are_sanitised(tmp_path):
+    import warnings
+
+    import pydicom
+
+    from mrirecon.data.containers import Image, ImageGeometry
+    from mrirecon.io import write_dicom_series
+
+    image = Image(torch.rand(2, 8, 8), ImageGeometry(spacing=(1.0, 1.0, 1.0)), kind="magnitude",
+                  modality="MR", description="x")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns of the long name before we cut it
+        paths = write_dicom_series(image, tmp_path, series_description="a\x00b\x1b[31mc",
+                                   patient={"PatientName": "Doe\x00^J" + "x" * 100,
+                                            "PatientID": "12\n34" * 20})
+    ds = pydicom.dcmread(paths[0])
+    assert ds.SeriesDescription == "ab[31mc"
+    assert str(ds.PatientName).startswith("Doe^J") and len(str(ds.PatientName)) == 64
+    assert "\n" not in ds.PatientID and len(ds.PatientID) <= 64
+    for elem in ds:
+        if isinstance(elem.value, str):
+            assert not any(c < " " for c in elem.value), elem
+
+
+@pytest.mark.parametrize("override, message", [
+    ("val_max_slices=-1", r"val_max_slices: must be >= 1, got -1"),
+    ("optim.max_steps=0", r"optim.max_steps: must be >= 1, got 0"),
+    ("optim.lr=.nan", r"optim.lr: must be a finite number > 0"),
+    ("loss.l1=-1", r"loss.l1: must be >= 0"),
+    ("model.params.num_cascade=2", r"model.params.num_cascade: varnet has no parameter 'num_cascade' "
+                                   r"\(did you mean 'num_cascades'\?\)"),
+])
+def test_training_config_values_are_checked_before_any_data_is_read(override, message, monkeypatch):
+    import mrirecon.training.run as run
+    from mrirecon.pipeline.definitions import PIPELINES
+
+    monkeypatch.setattr(run, "build_datasets", lambda cfg: pytest.fail("data read before validation"))
+    with pytest.raises(ConfigError, match=message):
+        run.train_from_config(PIPELINES / "train_varnet_brain_sim.yaml", overrides=[override])

@@ -1,0 +1,255 @@
+"""No silent wrong results and bounded resources: hostile input files through the readers and
+the pipeline. Every case ends in a clear error naming the file (and field), never an image."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import clone_h5
+from mrirecon.io.errors import DataFormatError
+from mrirecon.pipeline.definitions import load_pipeline
+from mrirecon.pipeline.runner import expand_inputs, run_pipeline
+
+FAST_MRI = ["reconstruct.method=zero_filled_rss", "reconstruct.params={}", "calibrate.method=none",
+            "export.formats=[hdf5]", "report.enabled=false"]
+
+
+def run_one(config, path: Path, out: Path) -> dict:
+    """Run ``config`` on one input; returns that input's provenance entry."""
+    code = run_pipeline(config, [str(path)], out, progress=False)
+    (entry,) = json.loads((out / "provenance.json").read_text())["files"]
+    assert code == (0 if entry["status"] == "ok" else 1)
+    if entry["status"] == "failed":  # nothing half-written under the final names
+        assert not (out / "reconstructions").exists() or not any((out / "reconstructions").iterdir())
+    return entry
+
+
+def mri_config(*extra):
+    return load_pipeline("mri_cs", FAST_MRI + list(extra))[0]
+
+
+def _header_with(xml: bytes, old: bytes, new: bytes) -> bytes:
+    assert old in xml
+    return xml.replace(old, new, 1)
+
+
+# ---- fastMRI content ---------------------------------------------------------------------
+
+def test_header_matrix_that_does_not_match_kspace_is_an_error(mri_file, tmp_path):
+    with h5py.File(mri_file) as h5:
+        xml = h5["ismrmrd_header"][()]
+        w = h5["kspace"].shape[-1]
+    start = xml.index(b"<encodedSpace>")
+    y_at = xml.index(f"<y>{w}</y>".encode(), start)
+    bad_xml = xml[:y_at] + f"<y>{w + 8}</y>".encode() + xml[y_at + len(f"<y>{w}</y>"):]
+    bad = clone_h5(mri_file, tmp_path / "bad.h5", ismrmrd_header=bad_xml)
+    entry = run_one(mri_config(), bad, tmp_path / "out")
+    assert entry["status"] == "failed"
+    assert "encodedSpace/matrixSize" in entry["error"] and f"{w + 8}" in entry["error"]
+    assert "W) = (" in entry["error"] and "bad.h5" in entry["error"]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("zero_mask", "sampling mask selects no k-space column"),
+    ("zero_kspace", "k-space is all zero"),
+    ("nan_kspace", "NaN or Inf samples"),
+    ("inf_reference", "reference image holds NaN or Inf"),
+])
+def test_inputs_that_cannot_be_reconstructed_fail_with_the_reason(mri_file, tmp_path, case, message):
+    with h5py.File(mri_file) as h5:
+        kspace = h5["kspace"][()]
+        ref = h5["reconstruction_rss"][()]
+    replace = {
+        "zero_mask": {"mask": np.zeros(kspace.shape[-1], bool)},
+        "zero_kspace": {"kspace": np.zeros_like(kspace)},
+        "nan_kspace": {"kspace": np.where(np.arange(kspace.shape[-1]) == 3, np.nan, kspace).astype(kspace.dtype)},
+        "inf_reference": {"reconstruction_rss": np.where(ref > ref.mean(), np.inf, ref).astype(np.float32)},
+    }[case]
+    bad = clone_h5(mri_file, tmp_path / f"{case}.h5", **replace)
+    entry = run_one(mri_config(), bad, tmp_path / "out")
+    assert entry["status"] == "failed" and message in entry["error"]
+    assert f"{case}.h5" in entry["error"]
+
+
+def test_all_zero_kspace_is_refused_by_the_library_too():
+    import torch
+
+    from mrirecon import recon
+
+    with pytest.raises(ValueError, match="all zero"):
+        recon.run("zero_filled_rss", torch.zeros(2, 8, 8, dtype=torch.complex64))
+
+
+# ---- modality mix-ups --------------------------------------------------------------------
+
+def test_ct_pipeline_refuses_an_mr_series_and_mri_pipeline_refuses_ct(dicom_series, ct_dir, tmp_path):
+    dicom_series(tmp_path / "mr", "MR")
+    ct = load_pipeline("ct_fbp", ["export.formats=[hdf5]", "report.enabled=false"])[0]
+    entry = run_one(ct, tmp_path / "mr", tmp_path / "out1")
+    assert entry["status"] == "failed" and "needs a CT series" in entry["error"]
+    assert not (tmp_path / "out1" / "dicom").exists()
+    entry = run_one(mri_config(), ct_dir / "observation_test_000.hdf5", tmp_path / "out2")
+    assert entry["status"] == "failed" and "MRI pipeline needs fastMRI or ISMRMRD" in entry["error"]
+
+
+# ---- DICOM series with a bad file --------------------------------------------------------
+
+def test_truncated_file_in_a_dicom_series_is_an_error_with_the_count(dicom_series, tmp_path):
+    from mrirecon.io import read_dicom_series
+
+    paths = dicom_series(tmp_path / "s", "CT")
+    data = paths[1].read_bytes()
+    paths[1].write_bytes(data[: len(data) // 3])  # truncated inside the header
+    with pytest.raises(DataFormatError, match=r"slice_0002.dcm: SeriesInstanceUID: missing"):
+        read_dicom_series(tmp_path / "s")
+    paths[1].write_bytes(data[:200])  # truncated inside the file meta: cannot be parsed
+    with pytest.raises(DataFormatError, match=r"1 of 3 files are unreadable \(first: slice_0002.dcm"):
+        read_dicom_series(tmp_path / "s")
+    ct = load_pipeline("ct_fbp", ["export.formats=[hdf5,dicom]", "report.enabled=false"])[0]
+    entry = run_one(ct, tmp_path / "s", tmp_path / "out")
+    assert entry["status"] == "failed" and "1 of 3 files are unreadable" in entry["error"]
+    assert not (tmp_path / "out" / "dicom").exists()
+
+
+def test_truncated_pixel_data_is_an_error(dicom_series, tmp_path):
+    from mrirecon.io import read_dicom_series
+
+    paths = dicom_series(tmp_path / "s", "MR")
+    data = paths[2].read_bytes()
+    paths[2].write_bytes(data[:-100])  # pixels cut short
+    with pytest.raises(DataFormatError, match="slice_0003.dcm"):
+        read_dicom_series(tmp_path / "s")
+
+
+def test_non_dicom_files_beside_a_series_are_ignored(dicom_series, tmp_path):
+    from mrirecon.io import read_dicom_series
+
+    dicom_series(tmp_path / "s", "MR")
+    (tmp_path / "s" / "README").write_text("notes")
+    assert read_dicom_series(tmp_path / "s").data.shape == (3, 16, 16)
+
+
+# ---- ISMRMRD -------------------------------------------------------------------------------
+
+def test_per_slice_masks_from_ismrmrd_run_in_the_pipeline(ismrmrd_file, tmp_path):
+    from mrirecon.io import read_ismrmrd
+
+    k = read_ismrmrd(ismrmrd_file)
+    assert k.mask is not None and k.mask.shape == (2, 12) and not bool((k.mask[0] == k.mask[1]).all())
+    entry = run_one(mri_config(), ismrmrd_file, tmp_path / "out")
+    assert entry["status"] == "ok" and entry["slices"] == 2
+    with h5py.File(tmp_path / "out" / "reconstructions" / "raw.h5") as h5:
+        rec = h5["reconstruction"][()]
+    assert np.isfinite(rec).all() and (rec.reshape(2, -1).max(axis=1) > 0).all()
+
+
+def _edit_acquisitions(path: Path, edit) -> None:
+    with h5py.File(path, "r+") as h5:
+        table = h5["dataset/data"]
+        records = table[()]
+        edit(records)
+        table[...] = records
+
+
+def test_ismrmrd_index_beyond_the_header_limits_is_refused(ismrmrd_file, tmp_path):
+    from mrirecon.io import read_ismrmrd
+
+    bad = tmp_path / "bad.h5"
+    shutil.copy(ismrmrd_file, bad)
+    _edit_acquisitions(bad, lambda r: r["head"]["idx"]["slice"].__setitem__(3, 40000))
+    with pytest.raises(DataFormatError, match=r"idx.slice: 40000 exceeds the header's encodingLimits/slice/maximum = 1"):
+        read_ismrmrd(bad)
+
+
+def test_ismrmrd_grid_larger_than_memory_is_refused_before_allocating(ismrmrd_file, tmp_path):
+    """A 1-MB file whose indices and header (no limits) would ask for tens of GiB."""
+    from mrirecon.io import read_ismrmrd
+
+    bad = tmp_path / "huge.h5"
+    shutil.copy(ismrmrd_file, bad)
+    with h5py.File(bad, "r+") as h5:
+        xml = h5["dataset/xml"][0]
+        xml = xml.decode() if isinstance(xml, bytes) else xml
+        start, end = xml.index("<slice>"), xml.index("</slice>") + len("</slice>")
+        xml = xml[:start] + xml[end:]
+        enc = xml.index("<encodedSpace>")
+        xml = xml[:enc] + xml[enc:].replace("<x>16</x>", "<x>4096</x>", 1).replace(
+            "<y>12</y>", "<y>4096</y>", 1)
+        assert "<x>4096</x>" in xml and "<y>4096</y>" in xml
+        del h5["dataset/xml"]
+        h5.create_dataset("dataset/xml", data=[xml.encode()], dtype=h5py.string_dtype())
+    _edit_acquisitions(bad, lambda r: r["head"]["idx"]["slice"].__setitem__(3, 65535))
+    with pytest.raises(DataFormatError, match=r"would fill a k-space grid .* GiB"):
+        read_ismrmrd(bad)
+
+
+# ---- special files and absurd sizes --------------------------------------------------------
+
+def _refused_quickly(fn, *args):
+    """Call ``fn``; fail (instead of hanging the suite) if it blocks for 20 s."""
+    box = {}
+
+    def target():
+        try:
+            box["value"] = fn(*args)
+        except BaseException as err:  # noqa: BLE001
+            box["error"] = err
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(20)
+    assert not t.is_alive(), f"{fn.__name__} blocked on a special file"
+    return box.get("error")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_fifo_input_is_refused_not_opened(tmp_path):
+    from mrirecon.io import FastMRIFile, read_ismrmrd
+    from mrirecon.io.lodopab import LoDoPaBFiles
+    from mrirecon.io.probe import hdf5_layout
+
+    fifo = tmp_path / "observation_test_000.hdf5"
+    os.mkfifo(fifo)
+    err = _refused_quickly(expand_inputs, [str(fifo)])
+    assert isinstance(err, ValueError) and "not a regular file" in str(err)
+    for reader in (hdf5_layout, read_ismrmrd, lambda p: FastMRIFile(p).header,
+                   lambda p: LoDoPaBFiles(p.parent, "test")):
+        err = _refused_quickly(reader, fifo)
+        assert isinstance(err, DataFormatError) and "FIFO" in str(err), err
+    # a FIFO inside an input folder is never taken as an input
+    (tmp_path / "d").mkdir()
+    os.mkfifo(tmp_path / "d" / "x.h5")
+    err = _refused_quickly(expand_inputs, [str(tmp_path / "d")])
+    assert isinstance(err, FileNotFoundError)
+
+
+def test_simulate_with_absurd_sizes_fails_before_allocating(tmp_path):
+    from mrirecon.data.simulate_ct import simulate_ct_dataset
+    from mrirecon.data.simulate_mri import simulate_mri_dataset
+
+    with pytest.raises(ValueError, match=r"simulate_mri: .*GiB of memory"):
+        simulate_mri_dataset(tmp_path / "m", volumes=1, slices=4000, coils=64, size=(4096, 4096))
+    with pytest.raises(ValueError, match=r"simulate_ct: .*GiB of memory"):
+        simulate_ct_dataset(tmp_path / "c", size=100_000, samples=10)
+    assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())
+
+
+def test_fastmri_dataset_shape_larger_than_memory_is_refused(tmp_path):
+    """A 1.5-kB file (chunked, compressed, never written) declaring a 4.7-TiB k-space slice."""
+    from mrirecon.io import FastMRIFile
+
+    path = tmp_path / "bomb.h5"
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("kspace", shape=(1, 64, 100_000, 100_000), dtype=np.complex64,
+                          chunks=(1, 1, 64, 64), compression="gzip")
+    assert path.stat().st_size < 10_000
+    with pytest.raises(DataFormatError, match=r"bomb.h5: kspace: one slice of shape .* GiB"):
+        FastMRIFile(path).read_slice(0)

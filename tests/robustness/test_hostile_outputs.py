@@ -1,0 +1,206 @@
+"""No data loss: colliding names, failed inputs, interrupted runs, --resume, metrics.csv."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from mrirecon.pipeline.definitions import load_pipeline
+from mrirecon.pipeline.runner import expand_inputs, output_names, run_pipeline
+
+FAST_MRI = ["reconstruct.method=zero_filled_rss", "reconstruct.params={}", "calibrate.method=none",
+            "export.formats=[hdf5,nifti,dicom]", "report.enabled=false"]
+
+
+def mri_config(*extra):
+    return load_pipeline("mri_cs", FAST_MRI + list(extra))[0]
+
+
+def ct_config(*extra):
+    return load_pipeline("ct_fbp", ["export.formats=[hdf5,dicom]", "report.enabled=false",
+                                    *extra])[0]
+
+
+def _prov(out: Path) -> dict:
+    return json.loads((out / "provenance.json").read_text())
+
+
+def test_same_file_name_in_two_folders_gives_two_outputs(mri_file, tmp_path):
+    a, b = tmp_path / "in" / "a" / "same.h5", tmp_path / "in" / "b" / "same.h5"
+    for p in (a, b):
+        p.parent.mkdir(parents=True)
+        shutil.copy(mri_file, p)
+    with h5py.File(b, "r+") as h5:  # make b's content differ so the outputs must differ
+        h5["kspace"][...] = h5["kspace"][()] * 2
+    out = tmp_path / "out"
+    assert run_pipeline(mri_config(), [str(a), str(b)], out, progress=False) == 0
+    ra, rb = out / "reconstructions" / "a" / "same.h5", out / "reconstructions" / "b" / "same.h5"
+    with h5py.File(ra) as fa, h5py.File(rb) as fb:
+        np.testing.assert_allclose(fb["reconstruction"][()], 2 * fa["reconstruction"][()], rtol=1e-5)
+    assert (out / "nifti" / "a" / "same.nii.gz").is_file() and (out / "nifti" / "b" / "same.nii.gz").is_file()
+    assert len(list((out / "dicom" / "a" / "same").glob("*.dcm"))) == 2
+    assert len(list((out / "dicom" / "b" / "same").glob("*.dcm"))) == 2
+    rows = list(csv.reader((out / "metrics.csv").open()))
+    assert [r[0] for r in rows[1:]] == ["a/same.h5", "b/same.h5"]
+
+
+def test_dicom_folders_with_the_same_name_stay_apart(dicom_series, tmp_path):
+    dicom_series(tmp_path / "p1" / "series1", "CT", seed=1)
+    dicom_series(tmp_path / "p2" / "series1", "CT", seed=2)
+    out = tmp_path / "out"
+    inputs = [str(tmp_path / "p1" / "series1"), str(tmp_path / "p2" / "series1")]
+    assert run_pipeline(ct_config("undersample.views=24"), inputs, out, progress=False) == 0
+    for p in ("p1", "p2"):
+        assert len(list((out / "dicom" / p / "series1").glob("*.dcm"))) == 3
+    assert not (out / "dicom" / "series1").exists()
+
+
+def test_names_that_would_still_collide_are_refused_up_front(mri_file, tmp_path):
+    shutil.copy(mri_file, tmp_path / "x.h5")
+    shutil.copy(mri_file, tmp_path / "x.hdf5")
+    files = expand_inputs([str(tmp_path / "x.h5"), str(tmp_path / "x.hdf5")])
+    with pytest.raises(ValueError, match="would both write outputs named 'x'"):
+        output_names(files)
+    with pytest.raises(ValueError, match="would both write"):
+        run_pipeline(mri_config(), [str(p) for p in files], tmp_path / "out", progress=False)
+    assert not (tmp_path / "out" / "reconstructions").exists()
+
+
+def test_failed_export_leaves_no_output_and_no_metrics_row(mri_file, tmp_path, monkeypatch):
+    import mrirecon.io as io
+
+    good = tmp_path / "in" / "good.h5"
+    bad = tmp_path / "in" / "zbad.h5"
+    good.parent.mkdir()
+    shutil.copy(mri_file, good)
+    shutil.copy(mri_file, bad)
+    real = io.write_dicom_series
+
+    def fails_for_bad(image, folder, **kw):
+        if "zbad" in str(folder):
+            real(image, folder, **kw)  # some slices written, then the export fails
+            raise OSError(28, "No space left on device")
+        return real(image, folder, **kw)
+
+    monkeypatch.setattr(io, "write_dicom_series", fails_for_bad)
+    out = tmp_path / "out"
+    assert run_pipeline(mri_config(), [str(tmp_path / "in")], out, progress=False) == 1
+    assert sorted(p.name for p in (out / "reconstructions").iterdir()) == ["good.h5"]
+    assert sorted(p.name for p in (out / "nifti").iterdir()) == ["good.nii.gz"]
+    assert sorted(p.name for p in (out / "dicom").iterdir()) == ["good"]
+    rows = list(csv.reader((out / "metrics.csv").open()))
+    assert [r[0] for r in rows[1:]] == ["good.h5"]
+    files = {Path(f["input"]).name: f for f in _prov(out)["files"]}
+    assert files["zbad.h5"]["status"] == "failed" and "No space left" in files["zbad.h5"]["error"]
+    assert files["zbad.h5"]["outputs"] == {} and files["zbad.h5"]["metrics"] == {}
+    assert not (out / ".staging").exists() or not any((out / ".staging").iterdir())
+    assert not (out / ".status" / "zbad.json").exists()
+
+
+def test_resume_removes_orphaned_temp_files(mri_file, tmp_path):
+    out = tmp_path / "out"
+    orphan = out / "reconstructions" / ".vol.h5.abc123.h5.tmp"
+    staged = out / ".staging" / "0-99999" / "v" / "reconstructions" / "vol.h5"
+    for p in (orphan, staged):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"partial")
+    old = time.time() - 60
+    for p in (orphan, staged, staged.parent, staged.parent.parent, out / ".staging" / "0-99999"):
+        os.utime(p, (old, old))
+    assert run_pipeline(mri_config(), [str(mri_file)], out, progress=False, resume=True) == 0
+    assert not orphan.exists() and not (out / ".staging" / "0-99999").exists()
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_resume_reuses_only_same_input_and_same_config(mri_file, tmp_path, monkeypatch):
+    import mrirecon.pipeline.volume as volume
+
+    src = tmp_path / "in" / "vol.h5"
+    src.parent.mkdir()
+    shutil.copy(mri_file, src)
+    out = tmp_path / "out"
+    seen = []
+    real = volume.process_volume
+    monkeypatch.setattr(volume, "process_volume",
+                        lambda cfg, path, *a, **k: (seen.append(path.name), real(cfg, path, *a, **k)))
+    assert run_pipeline(mri_config(), [str(src)], out, progress=False) == 0
+    assert run_pipeline(mri_config(), [str(src)], out, progress=False, resume=True) == 0
+    assert seen == ["vol.h5"]  # same input, same config: skipped
+    changed = mri_config("postprocess.crop=none")
+    assert run_pipeline(changed, [str(src)], out, progress=False, resume=True) == 0
+    assert seen == ["vol.h5"] * 2  # the config changed: processed again
+    prov = _prov(out)
+    assert prov["config"]["postprocess"]["crop"] == "none" and prov["files"][0]["status"] == "ok"
+    with h5py.File(src, "r+") as h5:  # the input is replaced by other content
+        h5["kspace"][...] = h5["kspace"][()] * 3
+    assert run_pipeline(changed, [str(src)], out, progress=False, resume=True) == 0
+    assert seen == ["vol.h5"] * 3
+    status = json.loads((out / ".status" / "vol.json").read_text())
+    assert status["input_sha256"] == _prov(out)["inputs"][str(src)] != prov["inputs"][str(src)]
+    # a truncated status file (killed while the disk was full) means: do it again
+    (out / ".status" / "vol.json").write_text(json.dumps(status)[:40])
+    assert run_pipeline(changed, [str(src)], out, progress=False, resume=True) == 0
+    assert seen == ["vol.h5"] * 4
+
+
+def test_metrics_csv_is_quoted_and_formula_safe(mri_file, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(mri_file, folder / "=HYPERLINK(1),x.h5")
+    out = tmp_path / "out"
+    assert run_pipeline(mri_config("export.formats=[hdf5]"), [str(folder)], out, progress=False) == 0
+    rows = list(csv.reader((out / "metrics.csv").open()))
+    assert rows[0] == ["file", "nmse", "psnr", "ssim"]
+    assert rows[1][0] == "'=HYPERLINK(1),x.h5" and len(rows[1]) == 4
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_unreadable_input_fails_alone_and_provenance_is_written(mri_file, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(mri_file, folder / "a.h5")
+    locked = folder / "b.h5"
+    shutil.copy(mri_file, locked)
+    locked.chmod(0)
+    out = tmp_path / "out"
+    try:
+        assert run_pipeline(mri_config("export.formats=[hdf5]"), [str(folder)], out,
+                            progress=False) == 1
+    finally:
+        locked.chmod(0o644)
+    prov = _prov(out)
+    assert [f["status"] for f in prov["files"]] == ["ok", "failed"]
+    assert "cannot read" in prov["files"][1]["error"]
+    assert prov["inputs"][str(locked)].startswith("unreadable")
+
+
+def test_input_that_cannot_be_read_fails_alone(mri_file, tmp_path, monkeypatch):
+    """The same as above where file modes do not stop the reader (root): the read fails."""
+    import mrirecon.pipeline.runner as runner
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(mri_file, folder / "a.h5")
+    shutil.copy(mri_file, folder / "b.h5")
+    real = runner.sha256
+
+    def denied(path):
+        if Path(path).name == "b.h5":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(runner, "sha256", denied)
+    out = tmp_path / "out"
+    assert run_pipeline(mri_config("export.formats=[hdf5]"), [str(folder)], out, progress=False) == 1
+    prov = _prov(out)
+    assert [f["status"] for f in prov["files"]] == ["ok", "failed"]
+    assert "cannot read the input (Permission denied)" in prov["files"][1]["error"]
+    assert prov["inputs"][str(folder / "b.h5")] == "unreadable: Permission denied"
