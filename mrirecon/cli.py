@@ -67,6 +67,12 @@ def _acceleration(text: str) -> float:
     return value
 
 
+def _add_threads(parser: argparse.ArgumentParser) -> None:
+    """``--threads`` after the command too (``mrirecon run ... --threads 2``)."""
+    parser.add_argument("--threads", type=_int_at_least(1), default=argparse.SUPPRESS, metavar="N",
+                        help="CPU threads (default: the cores available to this process)")
+
+
 # ---- simulate ------------------------------------------------------------------------------
 
 
@@ -304,6 +310,7 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="override a config value, e.g. optim.lr=1e-3 (repeatable)",
     )
+    _add_threads(train)
     train.set_defaults(func=cmd_train, _parser=train)
 
 
@@ -358,6 +365,7 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a pipeline value, e.g. reconstruct.params.lam=0.01 (repeatable)")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_threads(run)
     run.set_defaults(func=cmd_run, _parser=run)
 
     demo = subparsers.add_parser(
@@ -373,6 +381,7 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
                       help="output folder (default: ./demo_out)")
     demo.add_argument("--quick", action="store_true", help="smaller data (for tests)")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_threads(demo)
     demo.set_defaults(func=cmd_demo, _parser=demo)
 
 
@@ -434,6 +443,7 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
     bench.add_argument("--no-resume", action="store_true", help="recompute entries already in results.jsonl")
     bench.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_threads(bench)
     bench.set_defaults(func=cmd_bench, _parser=bench)
 
 
@@ -458,6 +468,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"mrirecon {__version__}")
+    parser.add_argument("--threads", type=_int_at_least(1), default=None, metavar="N",
+                        help="CPU threads (default: the cores available to this process, from its "
+                             "affinity and cgroup quota, shared among torchrun ranks; see "
+                             "mrirecon/threads.py)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_simulate(subparsers)
     _add_train(subparsers)
@@ -472,9 +486,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     Bad arguments exit with status 2 and a message naming the option; a ``ValueError`` from
     the command is reported the same way.
     """
+    from mrirecon.threads import configure_threads, set_wait_policy
+
+    set_wait_policy()  # before torch loads OpenMP (build_parser may import it)
     parser = build_parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
+        configure_threads(args.threads)
         return int(args.func(args))
     except (ValueError, FileNotFoundError) as err:
         getattr(args, "_parser", parser).error(str(err))
