@@ -91,7 +91,7 @@ def _mri_volume(config: PipelineConfig, path: Path, fmt: str, model, device: str
             ks = read(i)
             header = ks.header
             s = stages_mri.make_slice(ks, i, path.name, file_mask)
-            s = stages_mri.preprocess(s, config.preprocess)
+            s = stages_mri.preprocess(s, config.preprocess, classical=model is None)
             s = stages_mri.undersample(s, config.undersample)
             s = stages_mri.calibrate(s, config.calibrate)
             s.kspace = s.kspace.to(device)
