@@ -74,6 +74,12 @@ def _acceleration(text: str) -> float:
     return value
 
 
+def _add_threads(parser: argparse.ArgumentParser) -> None:
+    """``--threads`` after the command too (``mrirecon run ... --threads 2``)."""
+    parser.add_argument("--threads", type=_int_at_least(1), default=argparse.SUPPRESS, metavar="N",
+                        help="CPU threads (default: the cores available to this process)")
+
+
 # ---- simulate ------------------------------------------------------------------------------
 
 
@@ -311,6 +317,7 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="override a config value, e.g. optim.lr=1e-3 (repeatable)",
     )
+    _add_threads(train)
     train.set_defaults(func=cmd_train, _parser=train)
 
 
@@ -367,6 +374,7 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a pipeline value, e.g. reconstruct.params.lam=0.01 (repeatable)")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_threads(run)
     run.set_defaults(func=cmd_run, _parser=run)
 
     demo = subparsers.add_parser(
@@ -382,6 +390,7 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
                       help="output folder (default: ./demo_out)")
     demo.add_argument("--quick", action="store_true", help="smaller data (for tests)")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_threads(demo)
     demo.set_defaults(func=cmd_demo, _parser=demo)
 
 
@@ -456,6 +465,7 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
     bench.add_argument("--no-resume", action="store_true", help="recompute entries already in results.jsonl")
     bench.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _add_threads(bench)
     bench.set_defaults(func=cmd_bench, _parser=bench)
 
 
@@ -482,6 +492,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mrirecon {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of an error (and debug logs)")
+    parser.add_argument("--threads", type=_int_at_least(1), default=None, metavar="N",
+                        help="CPU threads (default: the cores available to this process, from its "
+                             "affinity and cgroup quota, shared among torchrun ranks; see "
+                             "mrirecon/threads.py)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_simulate(subparsers)
     _add_train(subparsers)
@@ -510,6 +524,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     unwritable file) also exits with status 2 and one line, no traceback. Any other exception
     is an internal error: one line and status 1, or the full traceback with ``--debug``.
     """
+    from mrirecon.threads import configure_threads, set_wait_policy
+
+    set_wait_policy()  # before torch loads OpenMP (build_parser may import it)
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # accepted anywhere on the line, e.g. after the command's options
@@ -520,6 +537,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
     prog = getattr(args, "_parser", parser).prog
     try:
+        configure_threads(args.threads)
         return int(args.func(args))
     except USER_ERRORS as err:
         if debug:

@@ -262,8 +262,10 @@ def test_fbp_windows_match_iradon(phantom129, name):
         circle=False,
     )
     assert _psnr(ours, phantom129) >= _psnr(ref, phantom129) - 0.01
-    # same filter up to skimage's discrete Hann window: the images agree closely
-    assert np.linalg.norm(ours - ref) / np.linalg.norm(ref) < (0.01 if name == "hann" else 1e-8)
+    # same filter window; the back-projections differ (ours: the shear kernel's two linear
+    # interpolations with the row one compensated in the filter; scikit-image: one linear
+    # interpolation per pixel), which moves edge pixels by a fraction of their jump
+    assert np.linalg.norm(ours - ref) / np.linalg.norm(ref) < 0.05
 
 
 @pytest.mark.parametrize("detector", ["flat", "curved"])

@@ -35,3 +35,33 @@ def uncentred_fft2(x: Tensor) -> Tensor:
 def uncentred_ifft2(x: Tensor) -> Tensor:
     """Orthonormal inverse FFT without shifts."""
     return torch.fft.ifft2(x, dim=_DIMS, norm="ortho")
+
+
+def fftc(x: Tensor, dim: int) -> Tensor:
+    """Centred orthonormal 1-D FFT along ``dim``."""
+    x = torch.fft.ifftshift(x, dim=dim)
+    return torch.fft.fftshift(torch.fft.fft(x, dim=dim, norm="ortho"), dim=dim)
+
+
+def ifftc(x: Tensor, dim: int) -> Tensor:
+    """Centred orthonormal 1-D inverse FFT along ``dim``."""
+    x = torch.fft.ifftshift(x, dim=dim)
+    return torch.fft.fftshift(torch.fft.ifft(x, dim=dim, norm="ortho"), dim=dim)
+
+
+def crop_readout(kspace: Tensor, rows: int) -> Tensor:
+    """Remove readout oversampling: k-space ``(..., H, W)`` -> ``(..., rows, W)``.
+
+    Inverse FFT along the readout (``H``), keep the central ``rows`` positions of that hybrid
+    space, FFT back. With the orthonormal transforms ``ifft2c(crop_readout(k, rows))`` equals
+    ``center_crop(ifft2c(k), (rows, W))`` (same values, same scale); the phase-encoding
+    samples (and any mask over ``W``) are untouched.
+    """
+    h = kspace.shape[-2]
+    if not 0 < rows <= h:
+        raise ValueError(f"crop_readout: rows must be in [1, {h}], got {rows}")
+    if rows == h:
+        return kspace
+    start = (h - rows) // 2  # as center_crop (fastMRI's convention)
+    hybrid = ifftc(kspace, dim=-2)[..., start : start + rows, :]
+    return fftc(hybrid, dim=-2)

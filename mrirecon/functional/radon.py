@@ -69,6 +69,8 @@ class ShearGroup:
     padded_width: int  # Wp
     y_left: int  # Q
     y_length: int  # Ylen
+    origin: np.ndarray | None = None  # (Vg,) virtual coordinate of virtual ray 0
+    slope: np.ndarray | None = None  # (Vg,) virtual coordinate per mm of detector position
 
 
 def shear_tables(
@@ -154,6 +156,8 @@ def shear_tables(
                 padded_width,
                 y_left,
                 y_length,
+                lo,
+                slope_u,
             )
         )
     return groups
@@ -220,14 +224,54 @@ def shear_backproject(y: Tensor, group: dict[str, Tensor], meta: ShearGroup) -> 
         virtual = ypad[:, :, q : q + mc]
         virtual.scatter_add_(-1, idx[:, 0].expand(b, -1, -1), wts[:, 0] * yc)
         virtual.scatter_add_(-1, idx[:, 1].expand(b, -1, -1), wts[:, 1] * yc)
-        # window start of (v, k): Q - n_vk - 1; laid out (B, K, Vc)
-        starts = group["back_offset"][v0:v1].t() + torch.arange(vc, device=y.device).mul_(ylen)
-        base = torch.arange(b, device=y.device).mul_(vc * ylen).view(b, 1, 1)
-        offsets = (base + starts).reshape(-1)
-        gathered = _windows(ypad.reshape(-1), lat + 1).index_select(0, offsets)
-        gathered = gathered.view(b, k, vc, lat + 1)
-        z = torch.matmul(group["taps_t"][:, :, v0:v1], gathered)  # (B, K, 2, L + 1)
-        out += z[:, :, 0, 1:] + z[:, :, 1, :lat]
+        _spread_rows(ypad, group, meta, v0, v1, out)
+    return out.transpose(-2, -1) if meta.transpose else out
+
+
+def _spread_rows(ypad: Tensor, group: dict[str, Tensor], meta: ShearGroup, v0: int, v1: int,
+                 out: Tensor) -> None:
+    """``out += `` the row step of the transpose for views ``v0:v1``: virtual sinograms
+    ``ypad`` ``(B, Vc, Ylen)`` (virtual ray ``m`` at ``Q + m``) onto ``(B, K, L)``."""
+    b, vc, ylen = ypad.shape
+    k, lat = meta.steps, meta.lateral
+    # window start of (v, k): Q - n_vk - 1; laid out (B, K, Vc)
+    starts = group["back_offset"][v0:v1].t() + torch.arange(vc, device=ypad.device).mul_(ylen)
+    base = torch.arange(b, device=ypad.device).mul_(vc * ylen).view(b, 1, 1)
+    offsets = (base + starts).reshape(-1)
+    gathered = _windows(ypad.reshape(-1), lat + 1).index_select(0, offsets)
+    gathered = gathered.view(b, k, vc, lat + 1)
+    z = torch.matmul(group["taps_t"][:, :, v0:v1], gathered)  # (B, K, 2, L + 1)
+    out += z[:, :, 0, 1:] + z[:, :, 1, :lat]
+
+
+def shear_interpolate_backproject(y: Tensor, group: dict[str, Tensor], meta: ShearGroup,
+                                  real_index: Tensor, real_weight: Tensor) -> Tensor:
+    """Pixel-interpolating back-projection (for FBP) with the shear kernel's row step.
+
+    Instead of the transpose of the detector resampling (which spreads each detector value
+    over the virtual detector with weights whose sum depends on the phase between the two
+    grids: a moiré), every virtual ray *interpolates* the detector linearly at its position:
+    ``real_index``/``real_weight`` ``(Vg, 2, M)`` (zero weight outside the detector). The row
+    step interpolates the virtual sinogram linearly at each pixel (the virtual rays are one
+    pixel apart across a row), scaled by the step length, so pixel ``p`` receives
+    ``step_v * q_v(u_p)`` up to the two linear interpolations.
+    """
+    b = y.shape[0]
+    k, lat = meta.steps, meta.lateral
+    num_v = group["num_virtual"]
+    vg = len(num_v)
+    ylen, q = meta.y_length, meta.y_left
+    out = y.new_zeros((b, k, lat))
+    m = real_index.shape[-1]
+    for v0, v1 in _chunks(vg, b * k * (lat + 1)):
+        vc = v1 - v0
+        yc = y[:, v0:v1]
+        ypad = y.new_zeros((b, vc, ylen))
+        i0 = real_index[v0:v1, 0].expand(b, -1, -1)
+        i1 = real_index[v0:v1, 1].expand(b, -1, -1)
+        w = real_weight[v0:v1]
+        ypad[:, :, q : q + m] = w[:, 0] * yc.gather(-1, i0) + w[:, 1] * yc.gather(-1, i1)
+        _spread_rows(ypad, group, meta, v0, v1, out)
     return out.transpose(-2, -1) if meta.transpose else out
 
 

@@ -247,6 +247,17 @@ def ct_operator(geometry: CTGeometry) -> ParallelBeam | FanBeam:
     return ParallelBeam(geometry) if geometry.beam == "parallel" else FanBeam(geometry)
 
 
+@functools.lru_cache(maxsize=8)
+def cached_ct_operator(geometry: CTGeometry, device: str = "cpu") -> ParallelBeam | FanBeam:
+    """:func:`ct_operator` built once per ``(geometry, device)`` and shared.
+
+    Operators never change after construction, so slices on one geometry (a volume, a
+    dataset) can share one; callers must not move the shared module (``.to`` acts in place):
+    ask for the device instead.
+    """
+    return ct_operator(geometry).to(device)
+
+
 @functools.lru_cache(maxsize=16)
 def projector_norm(geometry: CTGeometry) -> float:
     """``||A||_2`` of ``ct_operator(geometry)``: seeded power iteration, cached per geometry.

@@ -11,8 +11,23 @@ mm). Steps:
    samples (as scikit-image does); the ramp is the band-limited Ram-Lak filter built from its
    spatial samples (no DC offset), scaled to the detector pitch in mm (or radians for the
    equi-angular detector), optionally apodised by a Shepp-Logan, cosine or Hann window;
-3. pixel-driven back-projection with linear interpolation on the detector, weighted by the
-   angular step of each view (and by the inverse squared source distance for fan beam).
+3. back-projection weighted by the angular step of each view. Parallel beam runs on the
+   :class:`~mrirecon.operators.ct.ParallelBeam` shear kernel: every virtual ray of a view
+   interpolates the filtered projection linearly at its detector position, and the kernel's
+   row step interpolates those virtual rays linearly at every pixel (they are one pixel apart
+   across a row), divided by its step length: a pixel-driven back-projection with one extra
+   linear interpolation, a triangle of the virtual pitch ``d = pixel_size * max(|cos θ|,
+   |sin θ|)``, whose transfer function ``sinc²(f d)`` the filter divides out per view
+   (argument capped at 1/2, gain at most 2.5). (The operator's exact transpose would spread
+   each detector value over the virtual rays instead, with weights whose sum depends on the
+   phase between the grids: a 12 % moiré in flat regions.) Shepp-Logan 257², 360 views, Ram-Lak:
+   PSNR 30.0 dB (scikit-image ``iradon`` 29.8, ASTRA CPU 30.0); several times faster than
+   ``grid_sample``. Fan beam uses pixel-driven back-projection with linear interpolation on the
+   detector and the inverse squared source distance.
+
+Everything that depends only on the geometry and the filter (pre-weights, filter response,
+view weights, the projector's tables) is built once and cached, so a volume's slices pay for
+it once; the computation runs in the sinogram's dtype (float32 stays float32).
 
 The fan-beam formulas are those of Kak & Slaney, *Principles of Computerized Tomographic
 Imaging*, ch. 3.4, written for this package's geometry (angles increase counter-clockwise).
@@ -20,6 +35,7 @@ Imaging*, ch. 3.4, written for this package's geometry (angles increase counter-
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -169,7 +185,7 @@ def _is_short_scan(geometry: CTGeometry) -> bool:
     return float(a.max() - a.min()) + step < 2 * math.pi - 0.5 * step
 
 
-def _backproject(q: Tensor, geometry: CTGeometry, view_weights: np.ndarray) -> Tensor:
+def _backproject(q: Tensor, geometry: CTGeometry, view_weights: Tensor) -> Tensor:
     """Pixel-driven weighted back-projection of filtered projections ``(B, V, D)``."""
     h, w = geometry.image_shape
     ps, du = geometry.pixel_size, geometry.detector_spacing
@@ -179,9 +195,8 @@ def _backproject(q: Tensor, geometry: CTGeometry, view_weights: np.ndarray) -> T
     ys = ((h - 1) / 2 - torch.arange(h, dtype=dtype, device=device)) * ps
     yy, xx = torch.meshgrid(ys, xs, indexing="ij")
     theta = torch.tensor(geometry.angles, dtype=dtype, device=device)
-    vw = torch.as_tensor(view_weights, dtype=dtype, device=device)
     b, v = q.shape[0], q.shape[1]
-    q = q * vw.view(1, -1, 1)
+    q = q * view_weights.view(1, -1, 1)
     out = q.new_zeros((b, h, w))
     scale = 2 / (nd * du)  # mm -> normalised grid_sample coordinate
     size = max(1, _CHUNK_ELEMENTS // ((b + 4) * h * w))
@@ -243,6 +258,8 @@ def fbp(
         Image ``(..., H, W)`` in the units of the projected image (attenuation per mm when the
         sinogram holds dimensionless line integrals).
     """
+    from mrirecon.operators.ct import cached_ct_operator
+
     geometry = _geometry_of(geometry_or_operator)
     check_trailing_shape("fbp", "sinogram", sinogram, geometry.sinogram_shape)
     if sinogram.is_complex():
@@ -254,12 +271,71 @@ def fbp(
     lead = sinogram.shape[:-2]
     nv, nd = geometry.sinogram_shape
     p = sinogram.reshape(-1, nv, nd)
-    dtype, device = p.dtype, p.device
+    pre, response, view_weights = _weights(geometry, filter, frequency_scaling, short_scan,
+                                           p.dtype, str(p.device))
+    size = padded_length(nd)
+    q = p * pre if pre is not None else p
+    spectrum = torch.fft.rfft(q, n=size, dim=-1).mul_(response)
+    filtered = torch.fft.irfft(spectrum, n=size, dim=-1)[..., :nd]
+    if geometry.beam == "parallel":
+        image = _shear_backproject(filtered, geometry, view_weights)
+    else:
+        image = _backproject(filtered.contiguous(), geometry, view_weights)
+    return image.reshape((*lead, *geometry.image_shape))
+
+
+def _shear_backproject(q: Tensor, geometry: CTGeometry, view_weights: Tensor) -> Tensor:
+    """Pixel-driven-equivalent back-projection on the parallel-beam shear kernel."""
+    from mrirecon.functional.radon import shear_interpolate_backproject
+    from mrirecon.operators.ct import cached_ct_operator
+
+    op = cached_ct_operator(geometry, str(q.device))
+    out = q.new_zeros((q.shape[0], *geometry.image_shape))
+    tables = _interpolation_tables(geometry, q.dtype, str(q.device))
+    for i, (meta, (index, weight, inv_step)) in enumerate(zip(op._meta, tables)):
+        views = getattr(op, f"_views{i}")
+        qg = q[:, views] * (view_weights[views] * inv_step).view(1, -1, 1)
+        out += shear_interpolate_backproject(qg, op._group(i, q.dtype), meta, index, weight)
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _interpolation_tables(geometry: CTGeometry, dtype: torch.dtype, device: str) -> list:
+    """Per shear group: detector index/weight of every virtual ray ``(Vg, 2, M)`` and the
+    inverse step length ``(Vg,)`` that turns the row step's line weight into interpolation."""
+    from mrirecon.operators.ct import cached_ct_operator
+
+    op = cached_ct_operator(geometry, device)
+    u0, du, nd = float(geometry.detector_positions[0]), geometry.detector_spacing, geometry.num_detectors
+    out = []
+    for meta in op._meta:
+        m = np.arange(int(meta.num_virtual.max()), dtype=np.float64)
+        r = ((m[None, :] + meta.origin[:, None]) / meta.slope[:, None] - u0) / du  # detector index
+        i0 = np.floor(r)
+        g = r - i0
+        idx = np.stack([i0, i0 + 1], axis=1)
+        wts = np.stack([1 - g, g], axis=1)
+        valid = (idx >= 0) & (idx <= nd - 1)
+        wts = np.where(valid, wts, 0.0)
+        idx = np.where(valid, idx, 0).astype(np.int64)
+        step = meta.taps[:, 0, 0] + meta.taps[:, 1, 0]  # (1 - f) w + f w = w
+        out.append((torch.as_tensor(idx, device=device), torch.as_tensor(wts, dtype=dtype, device=device),
+                    torch.as_tensor(1.0 / step, dtype=dtype, device=device)))
+    return out
+
+
+@functools.lru_cache(maxsize=32)
+def _weights(geometry: CTGeometry, filter: str, frequency_scaling: float, short_scan: bool | None,
+             dtype: torch.dtype, device: str) -> tuple[Tensor | None, Tensor, Tensor]:
+    """Pre-weights ``(views, detectors)`` (``None`` for parallel beam), the filter response
+    (``(views, P // 2 + 1)`` for parallel beam, ``(P // 2 + 1,)`` for fan beam) and the view
+    weights ``(views,)`` of one geometry, built once."""
+    nd = geometry.num_detectors
     u = geometry.detector_positions
     angles = np.asarray(geometry.angles)
+    pre = None
     if geometry.beam == "parallel":
         period, spacing, equiangular = math.pi, geometry.detector_spacing, False
-        pre = np.ones((1, nd))
     else:
         period = 2 * math.pi
         sid, sdd = geometry.source_isocenter, geometry.source_detector
@@ -281,11 +357,11 @@ def fbp(
     response = ramp_filter(nd, spacing, filter, frequency_scaling, equiangular=equiangular)
     if geometry.beam == "fan" and not equiangular:
         response = 0.5 * response  # full-scan fan-beam factor (built into the equi-angular kernel)
-    size = padded_length(nd)
-    q = p * torch.as_tensor(pre, dtype=dtype, device=device)
-    spectrum = torch.fft.rfft(q, n=size, dim=-1) * torch.as_tensor(
-        response, dtype=dtype, device=device
-    )
-    filtered = torch.fft.irfft(spectrum, n=size, dim=-1)[..., :nd].contiguous()
-    image = _backproject(filtered, geometry, angular_weights(angles, period))
-    return image.reshape((*lead, *geometry.image_shape))
+    if geometry.beam == "parallel":  # undo the shear transpose's row interpolation, per view
+        size = padded_length(nd)
+        freq = np.arange(size // 2 + 1) / (size * geometry.detector_spacing)  # cycles / mm
+        pitch = geometry.pixel_size * np.maximum(np.abs(np.cos(angles)), np.abs(np.sin(angles)))
+        response = response[None, :] / np.sinc(np.minimum(freq[None, :] * pitch[:, None], 0.5)) ** 2
+    as_t = functools.partial(torch.as_tensor, dtype=dtype, device=device)
+    return (None if pre is None else as_t(pre), as_t(response),
+            as_t(angular_weights(angles, period)))

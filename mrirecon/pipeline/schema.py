@@ -20,6 +20,10 @@ class PreprocessConfig:
     prewhiten: bool = True
     coil_compression: int | None = None
     compression_method: Literal["svd", "gcc"] = "svd"
+    # readout oversampling removal (k-space rows cropped in hybrid space to the header's recon
+    # rows when the encoded matrix is larger); None: on for classical methods, off for learned
+    # models (which were trained on the data as acquired)
+    remove_oversampling: bool | None = None
 
 
 @dataclass(frozen=True)

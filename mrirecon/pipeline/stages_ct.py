@@ -25,7 +25,7 @@ from torch import Tensor
 
 from mrirecon.data.containers import ImageGeometry
 from mrirecon.operators import ct_operator
-from mrirecon.operators.ct import projector_norm
+from mrirecon.operators.ct import cached_ct_operator, projector_norm
 from mrirecon.operators.ct_geometry import CTGeometry
 from mrirecon.pipeline.schema import PipelineConfig, ReconstructConfig, UndersampleConfig
 
@@ -70,7 +70,7 @@ def reconstruct(s: CTSlice, cfg: ReconstructConfig, model: torch.nn.Module | Non
     """
     from mrirecon import recon
 
-    op = ct_operator(s.geometry).to(device)
+    op = cached_ct_operator(s.geometry, device)  # built once per geometry, not per slice
     y = s.sinogram.to(device)
     if model is not None:
         norm = projector_norm(s.geometry)
@@ -82,7 +82,7 @@ def reconstruct(s: CTSlice, cfg: ReconstructConfig, model: torch.nn.Module | Non
         if scale is None:  # the peak of the Hann FBP, unless the caller already has it
             from mrirecon.operators.fbp import fbp
 
-            scale = float(fbp(y.double(), s.geometry, filter="hann").max())
+            scale = float(fbp(y, s.geometry, filter="hann").max())
         scale = max(scale, 1e-12)
         image = recon.run(cfg.method, y / scale, op, **cfg.params) * scale
     image = image.real if image.is_complex() else image
@@ -160,8 +160,12 @@ def ct_volume(config: PipelineConfig, path: Path, fmt: str, model, device: str, 
         s = read(k)
         _check_ct_slice(s, path, k, config.evaluate.enabled)
         s = undersample(s, config.undersample, _slice_seed(*names[k]))
-        preview = fbp(s.sinogram.double(), s.geometry, filter="hann").float()
-        s = reconstruct(s, config.reconstruct, model, device, scale=float(preview.max()))
+        preview = fbp(s.sinogram, s.geometry, filter="hann").float()  # in the data's float32
+        if model is None and config.reconstruct.method == "fbp" and \
+                dict(config.reconstruct.params) == {"filter": "hann"}:
+            s = CTSlice(s.sinogram, s.geometry, s.reference, preview)  # the same FBP, once
+        else:
+            s = reconstruct(s, config.reconstruct, model, device, scale=float(preview.max()))
         recons.append(s.image)
         previews.append(preview)
         if s.reference is not None:

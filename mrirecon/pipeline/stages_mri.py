@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from mrirecon.data.containers import Header
-from mrirecon.functional import center_crop, ifft2c, rss
+from mrirecon.functional import center_crop, crop_readout, ifft2c, rss
 from mrirecon.operators import sense
 from mrirecon.recon.mri import data_scale  # noqa: F401 (used by the bench too)
 from mrirecon.pipeline.schema import (
@@ -114,11 +114,28 @@ def check_slice(s: MRISlice, stage: str, reference: bool = True) -> None:
                          "be meaningless (set evaluate.enabled=false to skip them)")
 
 
-def preprocess(s: MRISlice, cfg: PreprocessConfig) -> MRISlice:
-    """Noise prewhitening (when a noise scan exists) and coil compression."""
+def readout_rows(header: Header, rows: int) -> int | None:
+    """Rows to keep when the header says the readout is oversampled (``None``: not)."""
+    encoded, recon = header.encoded_matrix[0], header.recon_matrix[0]
+    return recon if recon < encoded == rows else None
+
+
+def preprocess(s: MRISlice, cfg: PreprocessConfig, *, classical: bool = False) -> MRISlice:
+    """Readout oversampling removal, noise prewhitening (with a noise scan), coil compression.
+
+    ``cfg.remove_oversampling`` (``None``: when ``classical``) crops k-space to the header's
+    recon rows in hybrid space (:func:`~mrirecon.functional.crop_readout`) before anything
+    else, halving the work of calibration and reconstruction for fastMRI's 2x oversampled
+    readouts; the cropped output is unchanged in layout (``postprocess`` crops to the recon
+    size either way).
+    """
     from mrirecon import calib
 
     kspace = s.kspace
+    remove = classical if cfg.remove_oversampling is None else cfg.remove_oversampling
+    rows = readout_rows(s.header, kspace.shape[-2]) if remove else None
+    if rows is not None:
+        kspace = crop_readout(kspace, rows)
     if cfg.prewhiten and s.noise is not None:
         kspace = calib.prewhiten(kspace, noise=s.noise)
     if cfg.coil_compression is not None and cfg.coil_compression < kspace.shape[0]:

@@ -112,7 +112,7 @@ def _mri_volume(config: PipelineConfig, path: Path, fmt: str, model, device: str
             ks = read(i)
             header = ks.header
             s = stages_mri.make_slice(ks, i, path.name, file_mask)
-            s = stages_mri.preprocess(s, config.preprocess)
+            s = stages_mri.preprocess(s, config.preprocess, classical=model is None)
             s = stages_mri.undersample(s, config.undersample)
             stages_mri.check_slice(s, "undersample", config.evaluate.enabled)
             cols = stages_mri.acquired_columns(s.header, s.mask.numel())

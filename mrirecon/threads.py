@@ -1,0 +1,90 @@
+"""Thread policy: how many CPU threads torch (and OpenMP/BLAS) may use in this process.
+
+The command line calls :func:`configure_threads` once, before any work:
+
+1. ``--threads N`` wins, then ``MRIRECON_THREADS=N``, then an ``OMP_NUM_THREADS`` the user set;
+2. otherwise the cores this process may actually run on: the CPU affinity mask
+   (``os.sched_getaffinity``, what ``taskset``/``numactl``/Slurm grant), capped by a cgroup CPU
+   quota (``cpu.max`` in cgroup v2, ``cpu.cfs_quota_us / cpu.cfs_period_us`` in v1: what Docker's
+   ``--cpus`` and Kubernetes CPU limits set), rounded down, at least 1 —
+   ``os.cpu_count()`` would count cores the process can never use, and torch's default does;
+3. under ``torchrun`` each of the ``LOCAL_WORLD_SIZE`` processes on a node takes an equal share.
+
+OpenMP threads wait passively (``OMP_WAIT_POLICY=PASSIVE``, unless the user set it): with the
+default spinning wait, a parallel region on a machine where another process holds a core stalls
+every thread until the descheduled one returns, which made two-thread runs several times slower
+than one thread under load (see ``benchmarks/README.md``). The environment variables must be set
+before torch loads its OpenMP runtime, which :func:`set_wait_policy` does from the CLI's entry
+point.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def _cgroup_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPUs allowed by the cgroup quota (``None``: no quota or no cgroup file readable)."""
+    try:  # cgroup v2 (unified): "max 100000" or "<quota> <period>"
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:  # cgroup v1
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return None if quota <= 0 or period <= 0 else quota / period
+    except (OSError, ValueError):
+        return None
+
+
+def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """Cores this process may use: affinity mask, capped by the cgroup quota; at least 1."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cores = os.cpu_count() or 1
+    quota = _cgroup_quota(cgroup_root)
+    if quota is not None:
+        cores = min(cores, max(1, math.floor(quota)))
+    return max(1, cores)
+
+
+def thread_count(requested: int | None = None, *, local_world_size: int | None = None,
+                 cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """Threads for this process: ``requested``, else its share of :func:`available_cpus`.
+
+    ``local_world_size`` defaults to ``LOCAL_WORLD_SIZE`` (set by ``torchrun``), so ``k`` ranks
+    on one node split the cores ``k`` ways.
+    """
+    for var in ("MRIRECON_THREADS", "OMP_NUM_THREADS"):
+        if requested is None and os.environ.get(var, "").strip().isdigit():
+            requested = int(os.environ[var])
+    if requested is not None:
+        if requested < 1:
+            raise ValueError(f"--threads must be >= 1, got {requested}")
+        return int(requested)
+    if local_world_size is None:
+        local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(1, available_cpus(cgroup_root) // max(1, local_world_size))
+
+
+def set_wait_policy() -> None:
+    """``OMP_WAIT_POLICY=PASSIVE`` unless set; effective only before torch is imported."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def configure_threads(requested: int | None = None) -> int:
+    """Apply the policy to torch (intra-op threads) and to child processes (``OMP_NUM_THREADS``,
+    ``MKL_NUM_THREADS``, ``OPENBLAS_NUM_THREADS`` where unset); returns the thread count."""
+    import torch
+
+    n = thread_count(requested)
+    torch.set_num_threads(n)
+    for var in _ENV_VARS:
+        os.environ.setdefault(var, str(n))
+    return n

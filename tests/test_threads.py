@@ -1,0 +1,77 @@
+"""Thread policy (mrirecon/threads.py): affinity, cgroup quota, torchrun share, overrides."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from mrirecon import threads
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for var in ("MRIRECON_THREADS", "OMP_NUM_THREADS", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(var, raising=False)
+    return monkeypatch
+
+
+def _cgroup(tmp_path, v2: str | None = None, v1: tuple[int, int] | None = None):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    if v2 is not None:
+        (tmp_path / "cpu.max").write_text(v2 + "\n")
+    if v1 is not None:
+        (tmp_path / "cpu").mkdir()
+        (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text(f"{v1[0]}\n")
+        (tmp_path / "cpu" / "cpu.cfs_period_us").write_text(f"{v1[1]}\n")
+    return tmp_path
+
+
+def test_cores_come_from_affinity_capped_by_the_cgroup_quota(clean_env, tmp_path):
+    clean_env.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5, 6, 7})
+    assert threads.available_cpus(tmp_path) == 8  # no cgroup files: affinity only
+    assert threads.available_cpus(_cgroup(tmp_path / "a", v2="max 100000")) == 8
+    assert threads.available_cpus(_cgroup(tmp_path / "b", v2="250000 100000")) == 2  # --cpus 2.5
+    assert threads.available_cpus(_cgroup(tmp_path / "c", v2="50000 100000")) == 1  # never 0
+    assert threads.available_cpus(_cgroup(tmp_path / "d", v1=(300000, 100000))) == 3
+    assert threads.available_cpus(_cgroup(tmp_path / "e", v1=(-1, 100000))) == 8  # v1 "no limit"
+    clean_env.setattr(os, "sched_getaffinity", lambda pid: {3})  # taskset -c 3
+    assert threads.available_cpus(_cgroup(tmp_path / "f", v2="400000 100000")) == 1
+
+
+def test_override_order_and_torchrun_share(clean_env, tmp_path):
+    clean_env.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    assert threads.thread_count(cgroup_root=tmp_path) == 8
+    assert threads.thread_count(local_world_size=3, cgroup_root=tmp_path) == 2  # 8 // 3
+    clean_env.setenv("LOCAL_WORLD_SIZE", "16")
+    assert threads.thread_count(cgroup_root=tmp_path) == 1  # at least one thread per rank
+    clean_env.setenv("OMP_NUM_THREADS", "3")
+    assert threads.thread_count(cgroup_root=tmp_path) == 3  # the user's OpenMP setting
+    clean_env.setenv("MRIRECON_THREADS", "5")
+    assert threads.thread_count(cgroup_root=tmp_path) == 5
+    assert threads.thread_count(6, cgroup_root=tmp_path) == 6  # --threads wins
+    with pytest.raises(ValueError, match="--threads"):
+        threads.thread_count(0)
+
+
+def test_configure_sets_torch_and_child_environment(clean_env):
+    before = torch.get_num_threads()
+    try:
+        assert threads.configure_threads(1) == 1
+        assert torch.get_num_threads() == 1
+        assert os.environ["OMP_NUM_THREADS"] == "1"
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_cli_threads_option_before_and_after_the_command():
+    from mrirecon.cli import build_parser
+
+    p = build_parser()
+    tail = ["-i", "x.h5", "-o", "out"]
+    assert p.parse_args(["--threads", "4", "run", "mri_cs", *tail]).threads == 4
+    assert p.parse_args(["run", "mri_cs", *tail, "--threads", "3"]).threads == 3
+    assert p.parse_args(["run", "mri_cs", *tail]).threads is None
+    with pytest.raises(SystemExit):
+        p.parse_args(["--threads", "0", "run", "mri_cs", *tail])
