@@ -58,8 +58,15 @@ def _plan(kind: int, coords: Tensor, shape: tuple[int, int], n_trans: int, dtype
     ``+1`` for type 1.
     """
     device = coords.device
+    # small transforms run faster on one thread (no OpenMP start-up and wake-ups)
+    work = n_trans * max(coords.shape[0], shape[0] * shape[1])
+    threads = 1 if work < 2**17 else torch.get_num_threads()
+    # above 1e-5 a 1.25x fine grid with a wider kernel beats the classic 2x grid on CPU
+    # (benchmarks/bench_noncartesian.py); at 1e-5 and below (the single-precision default) it
+    # runs out of kernel width, so the 2x grid is used
+    opts.setdefault("upsampfac", 1.25 if eps > 1e-5 else 2.0)
     key = (kind, coords.data_ptr(), coords._version, tuple(coords.shape), shape, n_trans, dtype,
-           str(device), float(eps), torch.get_num_threads(), tuple(sorted(opts.items())))
+           str(device), float(eps), threads, tuple(sorted(opts.items())))
     hit = _plans.get(key)
     if hit is not None:
         _plans.move_to_end(key)
@@ -81,7 +88,7 @@ def _plan(kind: int, coords: Tensor, shape: tuple[int, int], n_trans: int, dtype
         import finufft
 
         plan = finufft.Plan(kind, shape, n_trans=n_trans, eps=eps, isign=isign, dtype=cdtype,
-                            nthreads=torch.get_num_threads(), **opts)
+                            nthreads=threads, **opts)
         x, y = (np.ascontiguousarray(pts[:, i].numpy()) for i in (0, 1))
     plan.setpts(x, y)
     # keep the coordinate tensor alive with its plan, so its data_ptr cannot be reused
