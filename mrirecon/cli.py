@@ -98,6 +98,20 @@ def cmd_simulate_mri(args: argparse.Namespace) -> int:
     coils = args.coils if args.max_coils is None else (args.coils, args.max_coils)
     if args.max_coils is not None and args.max_coils < args.coils:
         args._parser.error(f"--max-coils ({args.max_coils}) must be >= --coils ({args.coils})")
+    if args.trajectory != "cartesian":
+        from mrirecon.data.simulate_noncartesian import simulate_noncartesian_dataset
+
+        if args.acceleration is not None or args.readout_oversampling != 1:
+            args._parser.error("--acceleration and --readout-oversampling are Cartesian options; "
+                               "use --readouts for radial / spiral undersampling")
+        options.pop("readout_oversampling")
+        paths = simulate_noncartesian_dataset(
+            args.out, args.trajectory, volumes=args.volumes, slices=args.slices, coils=coils,
+            size=tuple(args.size), seed=args.seed,
+            snr_db=None if args.noise_free else args.snr_db, readouts=args.readouts, **options)
+        for path in paths:
+            print(path)
+        return 0
     paths = simulate_mri_dataset(
         args.out,
         volumes=args.volumes,
@@ -218,6 +232,19 @@ def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
         choices=list(ORIENTATIONS),
         action="append",
         help="fix the orientation (repeat to cycle); random if absent",
+    )
+    mri.add_argument(
+        "--trajectory",
+        choices=("cartesian", "radial", "spiral"),
+        default="cartesian",
+        help="radial (golden-angle spokes) or spiral (variable density) write ISMRMRD files whose "
+        "acquisitions carry traj (kx, ky, density weight); cartesian writes fastMRI files",
+    )
+    mri.add_argument(
+        "--readouts",
+        type=_int_at_least(1),
+        default=None,
+        help="radial spokes (default: max(size)) or spiral interleaves (default: max(size) // 8)",
     )
     mri.add_argument(
         "--template-resolution",

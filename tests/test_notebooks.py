@@ -39,6 +39,7 @@ EXPECTED = [
     "03_learned_primal_dual_ct",
     "04_fastmri_benchmark",
     "05_build_your_own_unrolled_model",
+    "06_non_cartesian",
 ]
 
 
@@ -181,12 +182,26 @@ def check_05(r: dict) -> None:
     assert r["ct"]["network"]["SSIM"] > 0.5 and r["ct"]["FBP"]["SSIM"] > 0.5
 
 
+def check_06(r: dict) -> None:
+    op = r["operator"]
+    assert op["dot_test"] < 1e-5 and op["gram_vs_AHA"] < 1e-4  # complex64 operator
+    assert r["maps_correlation"] > 0.98 and abs(r["gridding_scale"] - 1) < 0.1
+    m = r["metrics"]
+    for method in ("CG-SENSE", "L1-wavelet"):
+        assert m[method]["SSIM"] > m["gridding"]["SSIM"] and m[method]["NMSE"] < m["gridding"]["NMSE"]
+    assert r["train_loss"]["last"] < 0.8 * r["train_loss"]["first"]
+    if r["shipped"]:
+        assert m["MoDL (shipped)"]["SSIM"] > m["gridding"]["SSIM"]
+    assert r["psf_sidelobe"] < 0.2  # incoherent streaks, no coherent ghost
+
+
 CHECKS = {
     "01_physics_and_classical_recon": check_01,
     "02_train_unrolled": check_02,
     "03_learned_primal_dual_ct": check_03,
     "04_fastmri_benchmark": check_04,
     "05_build_your_own_unrolled_model": check_05,
+    "06_non_cartesian": check_06,
 }
 
 

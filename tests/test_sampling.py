@@ -265,23 +265,23 @@ def test_variable_density_mask():
 @pytest.mark.parametrize("golden", [False, True])
 def test_center_out_radial_equals_sigpy(golden):
     sigpy_mri = pytest.importorskip("sigpy.mri")
-    ours = radial_trajectory(13, 24, (40, 48), golden=golden, center_out=True)
-    ref = sigpy_mri.radial((13, 24, 2), (40, 48), golden=golden)
+    ours = radial_trajectory(13, 24, golden=golden, center_out=True)
+    ref = sigpy_mri.radial((13, 24, 2), (40, 48), golden=golden)  # cycles/FOV on (40, 48)
     assert ours.shape == (13, 24, 2) and ours.dtype == torch.float64
-    np.testing.assert_allclose(ours.numpy(), ref, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(ours.numpy() * np.array([40, 48]), ref, rtol=0, atol=1e-12)
 
 
 def test_full_spoke_radial_geometry():
-    n, spokes, shape = 32, 21, (32, 32)
-    uni = radial_trajectory(spokes, n, shape)
-    gold = golden_angle_radial(spokes, n, shape)
-    assert torch.equal(gold, radial_trajectory(spokes, n, shape, golden=True))
+    n, spokes = 32, 21
+    uni = radial_trajectory(spokes, n)
+    gold = golden_angle_radial(spokes, n)
+    assert torch.equal(gold, radial_trajectory(spokes, n, golden=True))
     for traj in (uni, gold):
         assert traj.shape == (spokes, n, 2)
-        assert traj.min() >= -n / 2 and traj.max() < n / 2
+        assert traj.min() >= -0.5 and traj.max() < 0.5
         assert torch.all(traj[:, n // 2] == 0)  # every spoke crosses the centre
         radius = traj.norm(dim=-1)
-        torch.testing.assert_close(radius[:, 0], torch.full((spokes,), n / 2, dtype=torch.float64))
+        torch.testing.assert_close(radius[:, 0], torch.full((spokes,), 0.5, dtype=torch.float64))
     # spoke angles from the coordinates: uniform pi/spokes steps, golden pi/phi steps (mod pi)
     for traj, step in ((uni, math.pi / spokes), (gold, GOLDEN_ANGLE_FULL)):
         end = traj[:, -1]

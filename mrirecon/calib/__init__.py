@@ -2,6 +2,7 @@
 
 from mrirecon.calib.compression import gcc_compress, gcc_matrices, svd_compress
 from mrirecon.calib.espirit import calibration_region, espirit_kernels, espirit_maps
+from mrirecon.calib.noncartesian import gridded_calibration_images, noncartesian_maps
 from mrirecon.calib.prewhiten import noise_covariance, prewhiten, whitening_matrix
 from mrirecon.calib.walsh import inati_combine, walsh_maps
 
@@ -11,8 +12,10 @@ __all__ = [
     "espirit_maps",
     "gcc_compress",
     "gcc_matrices",
+    "gridded_calibration_images",
     "inati_combine",
     "noise_covariance",
+    "noncartesian_maps",
     "prewhiten",
     "svd_compress",
     "walsh_maps",

@@ -164,6 +164,7 @@ class KSpace:
         Acquisition header.
     mask
         ``(W,)`` boolean mask of acquired columns when the data are undersampled, else ``None``.
+        Always ``None`` for non-Cartesian data.
     noise
         ``(coils, samples)`` noise-scan samples for prewhitening, or ``None``.
     reference
@@ -172,6 +173,14 @@ class KSpace:
         Index of each slice in its volume.
     source
         File the data came from ("" when simulated in memory).
+    trajectory
+        Non-Cartesian data only: ``(readouts, samples, 2)`` normalised k-space coordinates
+        (``[-0.5, 0.5)``, ``[..., 0]`` along the readout axis ``x`` = image rows), and then
+        ``data`` is ``(slices, coils, readouts, samples)`` and the image grid is
+        ``header.encoded_matrix[:2]``.
+    density
+        Non-Cartesian data only: ``(readouts, samples)`` density compensation weights
+        (scale of :mod:`mrirecon.functional.density`), or ``None``.
     """
 
     dims: ClassVar[tuple[str, ...]] = ("slices", "coils", "H", "W")
@@ -182,11 +191,24 @@ class KSpace:
     reference: torch.Tensor | None = None
     slice_indices: tuple[int, ...] | None = None
     source: str = ""
+    trajectory: torch.Tensor | None = None
+    density: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         _check_rank("KSpace", "data", self.data, self.dims)
         if not torch.is_complex(self.data):
             raise TypeError(f"KSpace.data must be complex, got {self.data.dtype}")
+        if self.trajectory is not None:
+            kshape = tuple(self.data.shape[-2:])
+            if tuple(self.trajectory.shape) != (*kshape, 2):
+                raise ValueError(f"KSpace.trajectory {tuple(self.trajectory.shape)} does not match "
+                                 f"the data's (readouts, samples) = {kshape}")
+            if self.mask is not None:
+                raise ValueError("KSpace.mask must be None for non-Cartesian data")
+            if self.density is not None and tuple(self.density.shape) != kshape:
+                raise ValueError(f"KSpace.density {tuple(self.density.shape)} does not match {kshape}")
+        elif self.density is not None:
+            raise ValueError("KSpace.density needs a trajectory")
         if self.mask is not None and self.mask.shape[-1] != self.data.shape[-1]:
             raise ValueError(
                 f"KSpace.mask has {self.mask.shape[-1]} columns, data has {self.data.shape[-1]}"
@@ -197,6 +219,10 @@ class KSpace:
     @property
     def num_coils(self) -> int:
         return self.data.shape[1]
+
+    @property
+    def is_cartesian(self) -> bool:
+        return self.trajectory is None
 
 
 @dataclass

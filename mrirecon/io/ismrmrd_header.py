@@ -304,7 +304,7 @@ def header_to_xml(header: Header) -> str:
     _sub(step1, "minimum", 0)
     _sub(step1, "maximum", header.padding_right - header.padding_left - 1)
     _sub(step1, "center", header.encoded_matrix[1] // 2 - header.padding_left)
-    _sub(enc, "trajectory", "cartesian")
+    _sub(enc, "trajectory", str(header.extra.get("trajectory", "cartesian")))
 
     seq = [(k, v) for k, v in (("TR", header.repetition_time_ms), ("TE", header.echo_time_ms),
                                ("flipAngle_deg", header.flip_angle_deg)) if v is not None]

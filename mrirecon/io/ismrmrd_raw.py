@@ -1,4 +1,5 @@
-"""Cartesian ISMRMRD HDF5 raw data -> :class:`~mrirecon.data.containers.KSpace`.
+"""ISMRMRD HDF5 raw data -> :class:`~mrirecon.data.containers.KSpace` (Cartesian here;
+acquisitions that carry a trajectory go to :mod:`mrirecon.io.ismrmrd_noncartesian`).
 
 An ISMRMRD file holds a group (default ``/dataset``) with the XML header ``xml`` and a
 compound dataset ``data`` of acquisitions: a fixed header (``flags``, ``idx`` encoding
@@ -235,6 +236,8 @@ def _read_ismrmrd(
     imaging = np.flatnonzero(keep)
     if imaging.size == 0:
         raise fail(f"{dataset}/data", "no imaging acquisition")
+    if int(heads["trajectory_dimensions"][imaging[0]]) > 0:  # radial / spiral readouts
+        return _read_noncartesian(path, header, records, imaging, noise_sel, fail)
 
     enc_x, enc_y, enc_z = header.encoded_matrix
     shift_y = enc_y // 2 - header.extra.get("encoding_limits_step_1", (0, 0, enc_y // 2))[2]
@@ -324,3 +327,19 @@ def _read_ismrmrd(
     geometry = _geometry(heads[imaging[0]], header, num_slices, positions)
     header = header.with_(num_coils=channels, geometry=geometry)
     return KSpace(data=data, header=header, mask=mask, noise=noise, source=str(path))
+
+
+def _read_noncartesian(path, header, records, imaging, noise_sel, fail) -> KSpace:
+    """Acquisitions that carry ``traj``: see :mod:`mrirecon.io.ismrmrd_noncartesian`."""
+    from mrirecon.io.ismrmrd_noncartesian import read_noncartesian
+
+    heads = records["head"]
+    noise_idx = np.flatnonzero(noise_sel)
+    noise = None
+    if noise_idx.size:
+        noise = torch.from_numpy(np.concatenate([_samples(records[a], fail, a) for a in noise_idx], 1))
+    positions: dict[int, np.ndarray] = {}
+    for a in imaging:
+        positions.setdefault(int(heads["idx"]["slice"][a]), np.asarray(heads[a]["position"], float))
+    geometry = _geometry(heads[imaging[0]], header, max(positions) + 1, positions)
+    return read_noncartesian(path, header, records, imaging, noise, geometry, fail)

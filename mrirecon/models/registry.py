@@ -16,6 +16,7 @@ from mrirecon.models.pnp.pnp import RED, PnPADMM, PnPHQS
 from mrirecon.models.unrolled.admm_csnet import ADMMCSNet
 from mrirecon.models.unrolled.cascade import CascadeNet
 from mrirecon.models.unrolled.fbpconvnet import FBPConvNet
+from mrirecon.models.unrolled.gram_varnet import GramVarNet
 from mrirecon.models.unrolled.ista_net import ISTANetPlus
 from mrirecon.models.unrolled.ldamp import LDAMP
 from mrirecon.models.unrolled.modl import MoDL
@@ -29,6 +30,8 @@ from mrirecon.models.unrolled.vn import VariationalNetwork
 _MODELS: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {
     # Sriram et al. 2020 / fastMRI VarNet defaults
     "varnet": (VarNet, dict(num_cascades=12, sens_chans=8, sens_pools=4, chans=18, pools=4)),
+    # E2E-VarNet-style cascade with image-domain DC through the gram (non-Cartesian)
+    "gram_varnet": (GramVarNet, dict(num_cascades=8, chans=18, pools=4)),
     # Hammernik et al. 2018
     "vn": (VariationalNetwork, dict(num_stages=10, num_filters=24, kernel_size=11, num_rbf=31)),
     # Aggarwal et al. 2019

@@ -10,6 +10,7 @@ from mrirecon.operators.mri import (
     sense,
     single_coil,
 )
+from mrirecon.operators.nufft import NufftSense, nufft_sense, toeplitz_apply
 
 __all__ = [
     "Diagonal",
@@ -17,12 +18,15 @@ __all__ = [
     "FiniteDifference",
     "Fourier",
     "Identity",
+    "NufftSense",
     "ParallelBeam",
     "Sampling",
     "SenseOperator",
     "Sensitivity",
     "Wavelet",
     "ct_operator",
+    "nufft_sense",
     "sense",
     "single_coil",
+    "toeplitz_apply",
 ]

@@ -2,6 +2,11 @@
 
 ``load -> preprocess -> undersample -> calibrate -> reconstruct -> postprocess`` act on a
 :class:`MRISlice`; evaluation and export act on whole (small, reconstructed) volumes in the runner.
+
+Non-Cartesian slices (radial, spiral: ``trajectory`` set) flow through the same stages; the
+only differences are the operator (:func:`operator`: ``nufft_sense`` instead of ``sense``),
+coil maps from the gridded centre and gridding (``A^H w y``) where Cartesian data are
+zero-filled.
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ from torch import Tensor
 
 from mrirecon.data.containers import Header
 from mrirecon.functional import center_crop, crop_readout, ifft2c, rss
-from mrirecon.operators import sense
-from mrirecon.recon.mri import data_scale  # noqa: F401 (used by the bench too)
+from mrirecon.functional.nufft import nufft_adjoint
+from mrirecon.operators import nufft_sense, sense
+from mrirecon.recon.mri import data_scale as cartesian_scale
 from mrirecon.pipeline.schema import (
     CalibrateConfig,
     PostprocessConfig,
@@ -45,6 +51,10 @@ class MRISlice:
         need them).
     image
         ``(H, W)`` complex reconstruction after ``reconstruct``.
+    trajectory, density
+        Non-Cartesian only: ``(readouts, samples, 2)`` normalised coordinates and
+        ``(readouts, samples)`` density weights; ``kspace`` is then ``(coils, readouts,
+        samples)`` and ``mask`` is all true.
     """
 
     kspace: Tensor
@@ -57,6 +67,32 @@ class MRISlice:
     maps: Tensor | None = None
     image: Tensor | None = None
     num_low_frequencies: int | None = None
+    trajectory: Tensor | None = None
+    density: Tensor | None = None
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """``(H, W)`` of the image grid."""
+        if self.trajectory is None:
+            return tuple(self.kspace.shape[-2:])
+        return tuple(self.header.encoded_matrix[:2])
+
+
+def operator(s: MRISlice, maps: Tensor) -> torch.nn.Module:
+    """The forward operator of a slice for ``maps`` ``(..., coils, H, W)``: ``sense`` for
+    Cartesian data, ``nufft_sense`` for non-Cartesian data."""
+    if s.trajectory is None:
+        return sense(maps, s.mask)
+    return nufft_sense(maps, s.trajectory.to(maps.device))
+
+
+def gridded_coil_images(s: MRISlice) -> Tensor:
+    """Zero-filled (Cartesian) or density-compensated gridded (non-Cartesian) coil images."""
+    if s.trajectory is None:
+        return ifft2c(s.kspace)
+    w = s.density if s.density is not None else torch.ones(s.kspace.shape[-2:])
+    y = s.kspace * w.to(s.kspace.real.dtype).to(s.kspace.device)
+    return nufft_adjoint(y, s.trajectory.to(s.kspace.device), s.image_shape)
 
 
 def acquired_columns(header: Header, width: int) -> Tensor:
@@ -75,6 +111,10 @@ def make_slice(ks, index: int, file_name: str, file_mask: Tensor | None) -> MRIS
     """
     data = ks.data[0]
     w = data.shape[-1]
+    if getattr(ks, "trajectory", None) is not None:
+        ref = ks.reference[0] if ks.reference is not None else None
+        return MRISlice(data, torch.ones(w, dtype=torch.bool), ks.header, file_name, index, ref,
+                        ks.noise, trajectory=ks.trajectory, density=ks.density)
     mask = file_mask if file_mask is not None else ks.mask
     if mask is None:
         mask = acquired_columns(ks.header, w)
@@ -133,7 +173,8 @@ def preprocess(s: MRISlice, cfg: PreprocessConfig, *, classical: bool = False) -
 
     kspace = s.kspace
     remove = classical if cfg.remove_oversampling is None else cfg.remove_oversampling
-    rows = readout_rows(s.header, kspace.shape[-2]) if remove else None
+    cartesian = s.trajectory is None  # non-Cartesian readouts are not cropped on a grid
+    rows = readout_rows(s.header, kspace.shape[-2]) if remove and cartesian else None
     if rows is not None:
         kspace = crop_readout(kspace, rows)
     if cfg.prewhiten and s.noise is not None:
@@ -148,6 +189,11 @@ def preprocess(s: MRISlice, cfg: PreprocessConfig, *, classical: bool = False) -
 
 def undersample(s: MRISlice, cfg: UndersampleConfig) -> MRISlice:
     """Retrospective undersampling with a fastMRI mask function (file-name seeded by default)."""
+    if s.trajectory is not None:
+        if cfg.enabled:
+            raise ValueError("undersample: retrospective masks are Cartesian; non-Cartesian data "
+                             "are undersampled by their trajectory (e.g. simulate --readouts)")
+        return s
     if not cfg.enabled:
         return replace(s, kspace=s.kspace * s.mask)
     from mrirecon.sampling import apply_mask, create_mask_for_mask_type, file_seed
@@ -165,6 +211,12 @@ def calibrate(s: MRISlice, cfg: CalibrateConfig) -> MRISlice:
         return s
     from mrirecon import calib
 
+    if s.trajectory is not None:  # ESPIRiT / Walsh on the gridded centre
+        options = ({"kernel_width": cfg.kernel_width, "thresh": cfg.threshold, "crop": cfg.crop}
+                   if cfg.method == "espirit" else {})
+        maps = calib.noncartesian_maps(s.kspace, s.trajectory, s.image_shape, method=cfg.method,
+                                       calib_width=cfg.calib_width, weights=s.density, **options)
+        return replace(s, maps=maps)
     calib_width = min(cfg.calib_width, _centre_width(s.mask))
     if cfg.method == "espirit":
         # The block keeps all calib_width rows (the readout axis H is fully sampled) and only
@@ -201,23 +253,43 @@ def _centre_window(mask: Tensor, width: int) -> Tensor:
     return win & mask
 
 
+def data_scale(kspace: Tensor, s: MRISlice | None = None) -> float:
+    """Intensity scale of a slice: the maximum of the zero-filled RSS image
+    (:func:`mrirecon.recon.data_scale`), or of the gridded one for a non-Cartesian slice ``s``.
+
+    Classical methods run on ``y / scale`` so that regularisation weights (``lam``) mean the
+    same on every scanner and scaling convention; the result is scaled back.
+    """
+    if s is None or s.trajectory is None:
+        return cartesian_scale(kspace)
+    m = float(rss(gridded_coil_images(s), dim=-3).max())
+    return m if m > 0 and m == m and m != float("inf") else 1.0
+
+
 def reconstruct(s: MRISlice, cfg: ReconstructConfig, model: torch.nn.Module | None) -> MRISlice:
     """Classical method by name (:func:`mrirecon.recon.run`) or a learned ``model(y, op)``."""
     from mrirecon import recon
 
     y = s.kspace
     if model is not None:  # learned models normalise internally (e.g. VarNet's NormUnet)
-        maps = s.maps if s.maps is not None else torch.ones_like(y) / (y.shape[0] ** 0.5)
+        maps = s.maps
+        if maps is None:
+            maps = torch.ones((y.shape[0], *s.image_shape), dtype=y.dtype, device=y.device)
+            maps = maps / (y.shape[0] ** 0.5)
         with torch.inference_mode():
-            image = model(y.unsqueeze(0), sense(maps.unsqueeze(0), s.mask))[0]
+            image = model(y.unsqueeze(0), operator(s, maps.unsqueeze(0)))[0]
         return replace(s, image=image)
     needs_op = recon.registry.needs_operator(cfg.method)
-    scale = data_scale(y)
+    if s.trajectory is not None and not needs_op:
+        raise ValueError(f"reconstruct.method {cfg.method!r} works on Cartesian k-space only; "
+                         "for radial / spiral data use an operator-based method (cg_sense, "
+                         "l1_wavelet, tv, tgv, ...) or a learned model")
+    scale = data_scale(y, s)
     if needs_op:
         if s.maps is None:
             raise ValueError(f"reconstruct.method {cfg.method!r} needs coil maps: set calibrate.method "
                              "to 'espirit' or 'walsh'")
-        image = recon.run(cfg.method, y / scale, sense(s.maps, s.mask), **cfg.params)
+        image = recon.run(cfg.method, y / scale, operator(s, s.maps), **cfg.params)
     elif cfg.method == "grappa":  # ACS = the fully sampled centre band unless given
         params = {"calib": _centre_width(s.mask), **cfg.params}
         acs = int(params["calib"]) if isinstance(params["calib"], int) else 5
@@ -252,5 +324,5 @@ def postprocess(s: MRISlice, cfg: PostprocessConfig) -> Tensor:
 
 def zero_filled_preview(s: MRISlice, cfg: PostprocessConfig) -> Tensor:
     """RSS of the zero-filled undersampled data, cropped like the output (for the report)."""
-    img = rss(ifft2c(s.kspace), dim=0)
+    img = rss(gridded_coil_images(s), dim=0)
     return center_crop(img, recon_size(s.header, cfg, tuple(img.shape[-2:]))).float()

@@ -1,5 +1,5 @@
 """Seeded sampling: fastMRI-compatible Cartesian masks, Poisson-disc and variable-density
-masks, radial trajectories, CT view selection and low-dose noise."""
+masks, radial / spiral / stack-of-stars trajectories, CT view selection and low-dose noise."""
 
 from mrirecon.sampling.cartesian import (
     MASK_TYPES,
@@ -20,6 +20,9 @@ from mrirecon.sampling.nonuniform import (
     golden_angle_radial,
     poisson_disc,
     radial_trajectory,
+    spiral_trajectory,
+    stack_of_stars,
+    tiny_golden_angle,
     variable_density,
 )
 from mrirecon.sampling.views import limited_angle, low_dose_noise, select_views, sparse_view
@@ -45,5 +48,8 @@ __all__ = [
     "radial_trajectory",
     "select_views",
     "sparse_view",
+    "spiral_trajectory",
+    "stack_of_stars",
+    "tiny_golden_angle",
     "variable_density",
 ]

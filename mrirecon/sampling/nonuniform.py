@@ -1,11 +1,17 @@
-"""2-D sampling patterns: variable-density Poisson disc, variable-density random masks, and
-radial / golden-angle radial trajectories.
+"""2-D sampling patterns: variable-density Poisson disc and variable-density random masks
+(Cartesian), and non-Cartesian trajectories: radial (uniform, golden and tiny golden angle),
+variable-density spiral with gradient and slew limits, and stack-of-stars.
 
 Masks are boolean ``(H, W)`` tensors over the ``(ky, kz)`` phase-encoding plane (3-D
-Cartesian) or ``(ky, kx)`` of a 2-D simulation. Trajectories are ``(spokes, samples, 2)``
-coordinates in cycles per field of view, axis 0 along ``H`` and axis 1 along ``W``, within
-``[-N/2, N/2)`` per axis: the convention of ``sigpy.mri.radial`` and of sigpy/torchkbnufft NUFFTs.
-All randomness comes from an explicit integer ``seed`` (``numpy.random.Generator``).
+Cartesian) or ``(ky, kx)`` of a 2-D simulation.
+
+Trajectories use one unit convention, that of :mod:`mrirecon.functional.nufft` and
+:func:`~mrirecon.operators.nufft_sense`: *normalised* k-space, i.e. cycles per field of view
+divided by the matrix size, so every coordinate lies in ``[-0.5, 0.5)`` and ``+-0.5`` is the
+Nyquist edge of the image grid (multiply by ``(H, W)`` for cycles per FOV, the unit of
+``sigpy.mri.radial``). Coordinate ``[..., 0]`` runs along ``H`` (rows, ky), ``[..., 1]`` along
+``W`` (columns, kx). All randomness comes from an explicit integer ``seed``
+(``numpy.random.Generator``); with ``seed=None`` a trajectory is deterministic.
 """
 
 from __future__ import annotations
@@ -224,66 +230,226 @@ def variable_density(
     return torch.from_numpy(mask.reshape(shape))
 
 
+def tiny_golden_angle(n: int, *, center_out: bool = False) -> float:
+    """The ``n``-th tiny golden angle (Wundrak et al. 2016): ``pi / (phi + n - 1)`` for full
+    spokes over ``[0, pi)`` (``n = 1`` is the golden angle, about 111.25 deg; ``n = 7`` about
+    23.63 deg); for centre-out spokes over ``[0, 2 pi)`` the same step doubled and taken
+    clockwise, ``2 pi - 2 pi / (phi + n - 1)`` (``n = 1``: 137.51 deg, as ``sigpy.mri.radial``)."""
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"tiny_golden_angle: n must be >= 1, got {n}")
+    if center_out:
+        return 2 * math.pi - 2 * math.pi / (GOLDEN_RATIO + n - 1)
+    return math.pi / (GOLDEN_RATIO + n - 1)
+
+
+def _rotation(seed: int | None) -> float:
+    return 0.0 if seed is None else float(np.random.default_rng(seed).uniform(0, 2 * np.pi))
+
+
 def radial_trajectory(
     num_spokes: int,
     num_samples: int,
-    image_shape: tuple[int, int],
     *,
     golden: bool = False,
+    tiny: int = 1,
     center_out: bool = False,
+    seed: int | None = None,
     dtype: torch.dtype = torch.float64,
 ) -> Tensor:
-    """Radial k-space trajectory ``(spokes, samples, 2)`` in cycles/FOV.
+    """Radial trajectory ``(spokes, samples, 2)`` in normalised units ``[-0.5, 0.5)``.
 
-    Spoke ``k`` has angle ``theta_k`` from the ``W`` (kx) axis; coordinate ``[..., 1]`` is
-    ``rho cos theta`` scaled by ``W`` and ``[..., 0]`` is ``rho sin theta`` scaled by ``H``.
+    Spoke ``k`` has angle ``theta_k`` from the ``W`` (kx) axis: ``[..., 1] = rho cos theta``,
+    ``[..., 0] = rho sin theta``.
 
-    * full spokes (default): ``rho = (j - n/2) / n`` in ``[-1/2, 1/2)``, so every coordinate lies
-      in ``[-N/2, N/2)``; uniform angles ``k pi / spokes`` or golden angles ``k pi / phi``
-      (about 111.25 deg).
-    * ``center_out``: ``rho = j / (2 n)`` in ``[0, 1/2)``; uniform angles ``2 pi k / spokes`` or
-      ``k pi (3 - sqrt 5)`` (about 137.51 deg). This equals ``sigpy.mri.radial``.
+    * full spokes (default): ``rho = (j - n/2) / n`` in ``[-1/2, 1/2)``; uniform angles
+      ``k pi / spokes`` or golden angles ``k pi / (phi + tiny - 1)``.
+    * ``center_out``: ``rho = j / (2 n)`` in ``[0, 1/2)``; uniform angles ``2 pi k / spokes``
+      or ``k`` times :func:`tiny_golden_angle` ``(tiny, center_out=True)`` (``tiny = 1``: the
+      137.51 deg pattern of ``sigpy.mri.radial``).
 
     Parameters
     ----------
     num_spokes, num_samples
         Number of spokes and readout samples per spoke.
-    image_shape
-        ``(H, W)``; the coordinates are scaled to this grid.
     golden
         Golden-angle ordering (every prefix of spokes covers k-space nearly uniformly).
+    tiny
+        Tiny-golden-angle index ``N >= 1`` (with ``golden``): smaller angle steps for bSSFP /
+        eddy-current friendly ordering with the same near-uniform coverage.
     center_out
         Half spokes from the centre instead of full diameters.
+    seed
+        ``None``: first spoke along kx. An integer: the whole pattern is rotated by a random
+        angle drawn from it (e.g. a different rotation per frame or slice).
     dtype
         Real floating dtype of the result.
     """
     num_spokes, num_samples = int(num_spokes), int(num_samples)
     if num_spokes < 1 or num_samples < 1:
         raise ValueError(f"radial_trajectory: need spokes, samples >= 1, got {num_spokes}, {num_samples}")
-    ny, nx = _check_shape(image_shape, "radial_trajectory")
     k = np.arange(num_spokes, dtype=np.float64)
     j = np.arange(num_samples, dtype=np.float64)
-    if center_out:
-        theta = k * (GOLDEN_ANGLE_HALF if golden else 2 * np.pi / num_spokes)
-        rho = j * (0.5 / num_samples)
+    if golden:
+        step = tiny_golden_angle(tiny, center_out=center_out)
     else:
-        theta = k * (GOLDEN_ANGLE_FULL if golden else np.pi / num_spokes)
-        rho = (j - num_samples / 2) / num_samples
+        step = (2 * np.pi if center_out else np.pi) / num_spokes
+    theta = k * step + _rotation(seed)
+    rho = j * (0.5 / num_samples) if center_out else (j - num_samples / 2) / num_samples
     coord = np.empty((num_spokes, num_samples, 2))
-    coord[..., 1] = rho[None, :] * np.cos(theta)[:, None] * nx
-    coord[..., 0] = rho[None, :] * np.sin(theta)[:, None] * ny
+    coord[..., 1] = rho[None, :] * np.cos(theta)[:, None]
+    coord[..., 0] = rho[None, :] * np.sin(theta)[:, None]
+    # the rotation can put an end point at +0.5 up to rounding: keep the half-open band
+    np.clip(coord, -0.5, np.nextafter(0.5, 0), out=coord)
     return torch.from_numpy(coord).to(dtype)
 
 
 def golden_angle_radial(
     num_spokes: int,
     num_samples: int,
-    image_shape: tuple[int, int],
     *,
+    tiny: int = 1,
     center_out: bool = False,
+    seed: int | None = None,
     dtype: torch.dtype = torch.float64,
 ) -> Tensor:
     """Golden-angle radial trajectory ``(spokes, samples, 2)``; see :func:`radial_trajectory`."""
-    return radial_trajectory(
-        num_spokes, num_samples, image_shape, golden=True, center_out=center_out, dtype=dtype
-    )
+    return radial_trajectory(num_spokes, num_samples, golden=True, tiny=tiny,
+                             center_out=center_out, seed=seed, dtype=dtype)
+
+
+#: gyromagnetic ratio of 1H over 2 pi, Hz / T
+GAMMA_HZ_PER_T = 42.577478e6
+
+
+def spiral_trajectory(
+    matrix_size: int,
+    fov: float,
+    num_interleaves: int,
+    *,
+    undersampling_edge: float = 1.0,
+    density_power: float = 2.0,
+    max_gradient: float = 40e-3,
+    max_slew: float = 150.0,
+    dwell_time: float = 4e-6,
+    seed: int | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> Tensor:
+    """Variable-density Archimedean spiral ``(interleaves, samples, 2)``, normalised units.
+
+    The spiral ``k(theta) = r(theta) exp(i theta)`` has ring spacing
+    ``dr/dtheta = interleaves / (2 pi FOV(r))`` with a field of view that shrinks from ``fov`` at
+    the centre to ``fov / undersampling_edge`` at ``k_max = matrix_size / (2 fov)``:
+    ``FOV(r) = fov / (1 + (undersampling_edge - 1) (r / k_max) ** density_power)``
+    (``undersampling_edge = 1``: uniform density, fully sampled for ``interleaves`` shots).
+    It is traversed in minimum time under the limits ``|G| <= max_gradient`` and
+    ``|dG/dt| <= max_slew`` (curvature-limited speed, forward pass of Lustig et al.'s
+    time-optimal design, starting at rest, with a 2 % margin on both limits), sampled every
+    ``dwell_time``; interleave ``i`` is rotated by ``2 pi i / interleaves``.
+
+    Parameters
+    ----------
+    matrix_size
+        Image matrix ``N`` (the resolution is ``fov / N``).
+    fov
+        Field of view in metres.
+    num_interleaves
+        Number of spiral arms (shots).
+    undersampling_edge, density_power
+        Variable density: undersampling factor reached at ``k_max`` and the exponent of its rise.
+    max_gradient, max_slew
+        Limits in T/m and T/m/s.
+    dwell_time
+        Sampling interval in s.
+    seed
+        ``None``: first arm starts along kx; an integer rotates the pattern by a random angle.
+    dtype
+        Real floating dtype.
+
+    Returns
+    -------
+    Tensor
+        ``(interleaves, samples, 2)`` in ``[-0.5, 0.5)``; the readout lasts
+        ``samples * dwell_time``.
+    """
+    n, fov, shots = int(matrix_size), float(fov), int(num_interleaves)
+    if n < 2 or fov <= 0 or shots < 1:
+        raise ValueError(f"spiral_trajectory: need matrix_size >= 2, fov > 0, interleaves >= 1; "
+                         f"got {n}, {fov}, {shots}")
+    if undersampling_edge < 1 or max_gradient <= 0 or max_slew <= 0 or dwell_time <= 0:
+        raise ValueError("spiral_trajectory: need undersampling_edge >= 1 and positive limits")
+    kmax = n / (2 * fov)  # cycles / m
+    # in k units / s and / s^2; 2 % margin so that the sampled waveform keeps the limits too
+    gmax, smax = 0.98 * GAMMA_HZ_PER_T * max_gradient, 0.98 * GAMMA_HZ_PER_T * max_slew
+
+    # the curve: integrate dr/dtheta on a fine theta grid up to k_max
+    dtheta = 2 * np.pi / 2000
+    rs, r = [0.0], 0.0
+    while r < kmax:
+        fov_r = fov / (1 + (undersampling_edge - 1) * (r / kmax) ** density_power)
+        r += shots / (2 * np.pi * fov_r) * dtheta
+        rs.append(r)
+    rad = np.minimum(np.asarray(rs), kmax)
+    theta = np.arange(rad.size) * dtheta
+    curve = rad * np.exp(1j * theta)
+    seg = np.abs(np.diff(curve))
+    s = np.concatenate([[0.0], np.cumsum(seg)])
+    # curvature from the discrete curve, then the speed limit per point
+    d1 = np.gradient(curve, s, edge_order=2)
+    d2 = np.gradient(d1, s, edge_order=2)
+    kappa = np.abs((d1.conj() * d2).imag) / np.maximum(np.abs(d1), 1e-12) ** 3
+    vmax = np.minimum(gmax, np.sqrt(smax / np.maximum(kappa, 1e-12)))
+    v = np.empty_like(s)
+    v[0] = 0.0
+    for i in range(1, s.size):  # forward pass: accelerate with what the slew leaves over
+        centripetal = v[i - 1] ** 2 * kappa[i - 1]
+        along = np.sqrt(max(smax**2 - centripetal**2, 0.0))
+        v[i] = min(vmax[i], np.sqrt(v[i - 1] ** 2 + 2 * along * seg[i - 1]))
+    v[0] = v[1] / 2 if s.size > 1 else 0.0
+    dt = seg / np.maximum(0.5 * (v[1:] + v[:-1]), 1e-12)
+    t = np.concatenate([[0.0], np.cumsum(dt)])
+    samples = int(np.floor(t[-1] / dwell_time))
+    ts = np.arange(samples) * dwell_time
+    k = np.interp(ts, t, curve.real) + 1j * np.interp(ts, t, curve.imag)
+    k = k / kmax * 0.5  # normalised: k_max -> 0.5
+    arms = np.exp(1j * (2 * np.pi * np.arange(shots) / shots + _rotation(seed)))
+    kk = arms[:, None] * k[None, :]
+    coord = np.stack([kk.imag, kk.real], axis=-1)
+    np.clip(coord, -0.5, np.nextafter(0.5, 0), out=coord)
+    return torch.from_numpy(coord).to(dtype)
+
+
+def stack_of_stars(
+    num_partitions: int,
+    num_spokes: int,
+    num_samples: int,
+    *,
+    golden: bool = True,
+    tiny: int = 1,
+    rotate_partitions: bool = True,
+    seed: int | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> Tensor:
+    """3-D stack-of-stars ``(partitions, spokes, samples, 3)``: Cartesian ``kz`` partitions of
+    radial spokes, normalised units, columns ``(kz, ky, kx)``.
+
+    ``kz = (p - P/2) / P``; each partition holds :func:`radial_trajectory` (``golden``,
+    ``tiny``). With ``rotate_partitions`` partition ``p`` is rotated by ``p`` golden-angle
+    steps / ``spokes`` so neighbouring partitions interleave. After an inverse FFT along ``kz``
+    each partition is a 2-D radial problem on ``traj[p, ..., 1:]``.
+    """
+    parts = int(num_partitions)
+    if parts < 1:
+        raise ValueError(f"stack_of_stars: need partitions >= 1, got {parts}")
+    base = radial_trajectory(num_spokes, num_samples, golden=golden, tiny=tiny, seed=seed,
+                             dtype=torch.float64).numpy()
+    out = np.empty((parts, base.shape[0], base.shape[1], 3))
+    step = tiny_golden_angle(tiny) / max(int(num_spokes), 1) if rotate_partitions else 0.0
+    for p in range(parts):
+        a = p * step
+        c, s_ = np.cos(a), np.sin(a)
+        out[p, ..., 0] = (p - parts / 2) / parts
+        out[p, ..., 2] = c * base[..., 1] - s_ * base[..., 0]
+        out[p, ..., 1] = s_ * base[..., 1] + c * base[..., 0]
+    np.clip(out, -0.5, np.nextafter(0.5, 0), out=out)
+    return torch.from_numpy(out).to(dtype)

@@ -3,6 +3,7 @@
 from mrirecon.models.unrolled.admm_csnet import ADMMCSNet, PiecewiseLinear
 from mrirecon.models.unrolled.cascade import CascadeNet
 from mrirecon.models.unrolled.fbpconvnet import FBPConvNet, initial_reconstruction
+from mrirecon.models.unrolled.gram_varnet import GramVarNet
 from mrirecon.models.unrolled.ista_net import ISTANetPlus, soft_threshold
 from mrirecon.models.unrolled.modl import MoDL
 from mrirecon.models.unrolled.primal_dual import LearnedPrimalDual
@@ -13,6 +14,7 @@ __all__ = [
     "ADMMCSNet",
     "CascadeNet",
     "FBPConvNet",
+    "GramVarNet",
     "ISTANetPlus",
     "LearnedPrimalDual",
     "MoDL",

@@ -1,0 +1,86 @@
+"""Density compensation weights for non-Cartesian k-space (normalised coordinates).
+
+Scale convention: a weight is ``H W`` times the k-space area a sample stands for (in
+normalised units, where the full grid ``[-0.5, 0.5)^2`` has area 1). Then the gridding
+reconstruction ``N^H (w * N x)`` of an image ``x`` is ``x`` low-pass filtered to the sampled
+region, at the right intensity (with the orthonormal scaling of
+:func:`mrirecon.functional.nufft.nufft`).
+
+* :func:`radial_density`: the analytic ramp ``|k|`` for radial spokes (uniform or golden).
+* :func:`pipe_menon_density`: Pipe and Menon's fixed-point iteration ``w <- w / (G G^T w)`` with
+  a positive spreading kernel ``G`` (any trajectory); the kernel's integral sets the scale.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from mrirecon.functional.nufft import _execute, _plan
+
+
+def _check(trajectory: Tensor, who: str) -> None:
+    if not isinstance(trajectory, Tensor) or trajectory.ndim < 2 or trajectory.shape[-1] != 2:
+        raise ValueError(f"{who}: trajectory must be a real tensor (..., 2), got "
+                         f"{getattr(trajectory, 'shape', type(trajectory).__name__)}")
+
+
+def radial_density(trajectory: Tensor, shape: tuple[int, int]) -> Tensor:
+    """Analytic ramp weights ``(spokes, samples)`` for a radial trajectory ``(spokes, samples, 2)``.
+
+    A sample at radius ``rho`` on one of ``S`` spokes stands for the ring sector
+    ``rho * dphi * drho`` with ``dphi = pi / S`` for full spokes (each spoke is two half lines)
+    or ``2 pi / S`` for centre-out spokes, ``drho`` the sample spacing along the spoke; the
+    centre sample shares the disc ``pi (drho / 2)^2`` with the other spokes. Times ``H W``.
+    """
+    _check(trajectory, "radial_density")
+    if trajectory.ndim != 3 or trajectory.shape[1] < 2:
+        raise ValueError(f"radial_density: need (spokes, samples >= 2, 2), got {tuple(trajectory.shape)}")
+    t = trajectory.to(torch.float64)
+    spokes = t.shape[0]
+    rho = torch.linalg.vector_norm(t, dim=-1)
+    drho = float(torch.linalg.vector_norm(t[0, 1] - t[0, 0]))
+    center_out = bool(torch.all(rho[:, 0] < drho / 2))
+    dphi = (2 * math.pi if center_out else math.pi) / spokes
+    w = rho * dphi * drho
+    w = torch.where(rho < drho / 2, torch.full_like(w, math.pi * drho**2 / 4 / spokes), w)
+    return w * (int(shape[0]) * int(shape[1]))
+
+
+def pipe_menon_density(trajectory: Tensor, shape: tuple[int, int], *, max_iterations: int = 30,
+                       oversampling: float = 2.0, eps: float = 1e-3) -> Tensor:
+    """Iterative density compensation (Pipe and Menon 1999) for any 2-D trajectory ``(*K, 2)``.
+
+    ``w <- w / (G G^T w)``, ``G`` the backend's interpolation from an ``oversampling``-times finer
+    grid with its (positive, compact) kernel at tolerance ``eps`` and ``G^T`` the spreading. At
+    the fixed point ``sum_i w_i phi(k_j - k_i) = 1``, so ``w_i`` approximates the area around
+    ``k_i`` divided by the kernel's integral, which is measured once (a unit sample spread onto
+    the grid) to give the weights the scale of :func:`radial_density`.
+
+    Returns
+    -------
+    Tensor
+        ``K``-shaped float64 weights.
+    """
+    _check(trajectory, "pipe_menon_density")
+    h, w = int(shape[0]), int(shape[1])
+    grid = (int(math.ceil(oversampling * h)), int(math.ceil(oversampling * w)))
+    pts = trajectory.detach().reshape(-1, 2).to(torch.float64).cpu().contiguous()
+    m = pts.shape[0]
+    opts = {"spreadinterponly": 1, "upsampfac": float(oversampling)}
+    spread = _plan(1, pts, grid, 1, torch.complex128, eps, **opts)
+    interp = _plan(2, pts, grid, 1, torch.complex128, eps, **opts)
+    weights = torch.ones(m, dtype=torch.complex128)
+    for _ in range(int(max_iterations)):
+        density = _execute(interp, _execute(spread, weights, grid), (m,)).real
+        weights = weights / density.clamp_min(1e-12)
+    # integral of the kernel in normalised k units: one unit sample at the origin
+    origin = torch.zeros(1, 2, dtype=torch.float64)
+    unit = _plan(1, origin, grid, 1, torch.complex128, eps, **opts)
+    one = _execute(unit, torch.ones(1, dtype=torch.complex128), grid)
+    # G G^T convolves with psi = sum_g phi(g - k) phi(g - k'), whose integral is
+    # (sum_g phi(g))^2 times the grid cell area
+    integral = float(one.real.sum()) ** 2 / (grid[0] * grid[1])
+    return (weights.real * integral * h * w).reshape(trajectory.shape[:-1])

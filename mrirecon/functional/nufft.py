@@ -1,0 +1,264 @@
+"""Non-uniform FFT kernels: the one place a NUFFT backend is called.
+
+Convention (shared by :mod:`mrirecon.sampling.nonuniform` and :mod:`mrirecon.operators.nufft`):
+k-space coordinates are *normalised*: cycles per field of view divided by the matrix size, so
+the sampled band of an ``(H, W)`` grid is ``[-0.5, 0.5)`` per axis (0.5 is the Nyquist edge of
+the image grid; multiply by ``(H, W)`` for cycles per FOV). Coordinate ``[..., 0]`` runs along
+``H`` (rows), ``[..., 1]`` along ``W``. Pixel ``n`` sits at position ``n - N // 2``, as for
+:func:`~mrirecon.functional.fft2c`, and the transforms are scaled by ``1 / sqrt(H W)``:
+
+    nufft(x, k)_j = (H W)^(-1/2) sum_n x[n] exp(-2 pi i k_j . (n - N // 2))
+
+so that on the Cartesian grid ``k = (m - N // 2) / N`` the NUFFT equals ``fft2c``, and
+:func:`nufft_adjoint` is its exact adjoint (the backend's type-1 and type-2 transforms share
+one kernel, so the dot test holds to rounding, whatever the tolerance ``eps``).
+
+Backend: FINUFFT (CPU, OpenMP threads = ``torch.get_num_threads()``), chosen by measurement
+(``benchmarks/bench_noncartesian.py``); on CUDA tensors cuFINUFFT is used when installed. Both
+sit behind :func:`_plan`, the only function that touches a backend, so another one (e.g. a
+GPU library) slots in there. Plans (which sort the points once) are cached per trajectory
+tensor, shape, batch size, precision and device.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import numpy as np
+import torch
+from torch import Tensor
+
+#: default relative tolerance of the backend by precision (single: well inside the 1e-4 accuracy
+#: target; double: tight enough that the Toeplitz gram equals A^H A to ~1e-11)
+DEFAULT_EPS = {torch.complex64: 1e-5, torch.complex128: 1e-12}
+_CACHE_SIZE = 16
+_plans: OrderedDict = OrderedDict()
+
+
+def default_eps(dtype: torch.dtype) -> float:
+    """The default backend tolerance for a complex ``dtype``."""
+    return DEFAULT_EPS.get(dtype, 1e-5)
+
+
+def _check(coords: Tensor, who: str) -> None:
+    if not isinstance(coords, Tensor) or coords.ndim < 2 or coords.shape[-1] != 2:
+        raise ValueError(f"{who}: trajectory must be a tensor (..., 2), got "
+                         f"{getattr(coords, 'shape', type(coords).__name__)}")
+    if coords.is_complex():
+        raise ValueError(f"{who}: trajectory must be real")
+
+
+def _plan(kind: int, coords: Tensor, shape: tuple[int, int], n_trans: int, dtype: torch.dtype,
+          eps: float, **opts):
+    """A cached backend plan with its points set: ``kind`` 2 (uniform -> points) or 1 (back).
+
+    ``coords`` ``(M, 2)`` normalised; the plan's ``execute`` maps ``(n_trans, H, W)`` to
+    ``(n_trans, M)`` (type 2) or back (type 1), unnormalised, with sign ``-1`` for type 2 and
+    ``+1`` for type 1.
+    """
+    device = coords.device
+    # small transforms run faster on one thread (no OpenMP start-up and wake-ups)
+    work = n_trans * max(coords.shape[0], shape[0] * shape[1])
+    threads = 1 if work < 2**17 else torch.get_num_threads()
+    # above 1e-5 a 1.25x fine grid with a wider kernel beats the classic 2x grid on CPU
+    # (benchmarks/bench_noncartesian.py); at 1e-5 and below (the single-precision default) it
+    # runs out of kernel width, so the 2x grid is used
+    opts.setdefault("upsampfac", 1.25 if eps > 1e-5 else 2.0)
+    key = (kind, coords.data_ptr(), coords._version, tuple(coords.shape), shape, n_trans, dtype,
+           str(device), float(eps), threads, tuple(sorted(opts.items())))
+    hit = _plans.get(key)
+    if hit is not None:
+        _plans.move_to_end(key)
+        return hit[0]
+    isign = -1 if kind == 2 else 1
+    cdtype = "complex64" if dtype == torch.complex64 else "complex128"
+    rdtype = torch.float32 if dtype == torch.complex64 else torch.float64
+    # FINUFFT wants points in [-3 pi, 3 pi); modes in CMCL order (-N/2 .. N/2 - 1)
+    pts = (2 * math.pi) * coords.detach().to(rdtype)
+    if device.type == "cuda":
+        try:
+            import cufinufft
+        except ImportError as exc:  # pragma: no cover - depends on the machine
+            raise RuntimeError("NUFFT on CUDA tensors needs cufinufft (pip install cufinufft)") from exc
+        plan = cufinufft.Plan(kind, shape, n_trans=n_trans, eps=eps, isign=isign, dtype=cdtype,
+                              **opts)
+        x, y = pts[:, 0].contiguous(), pts[:, 1].contiguous()
+    else:
+        import finufft
+
+        plan = finufft.Plan(kind, shape, n_trans=n_trans, eps=eps, isign=isign, dtype=cdtype,
+                            nthreads=threads, **opts)
+        x, y = (np.ascontiguousarray(pts[:, i].numpy()) for i in (0, 1))
+    plan.setpts(x, y)
+    # keep the coordinate tensor alive with its plan, so its data_ptr cannot be reused
+    _plans[key] = (plan, coords, x, y)
+    while len(_plans) > _CACHE_SIZE:
+        _plans.popitem(last=False)
+    return plan
+
+
+def _execute(plan, data: Tensor, out_shape: tuple[int, ...]) -> Tensor:
+    data = data.detach().contiguous()
+    if data.device.type == "cuda":  # pragma: no cover - depends on the machine
+        out = torch.empty(out_shape, dtype=data.dtype, device=data.device)
+        plan.execute(data, out=out)
+        return out
+    return torch.from_numpy(plan.execute(data.numpy()).reshape(out_shape))
+
+
+def _type2(x: Tensor, coords: Tensor, eps: float) -> Tensor:
+    h, w = x.shape[-2:]
+    batch = x.shape[:-2]
+    b = math.prod(batch)
+    pts = coords.reshape(-1, 2)
+    m = pts.shape[0]
+    if b == 0:
+        return x.new_zeros((*batch, *coords.shape[:-1]))
+    plan = _plan(2, pts, (h, w), b, x.dtype, eps)
+    data = x.reshape(b, h, w) if b > 1 else x.reshape(h, w)
+    out = _execute(plan, data, (b, m) if b > 1 else (m,))
+    return out.reshape(*batch, *coords.shape[:-1]) / math.sqrt(h * w)
+
+
+def _type1(y: Tensor, coords: Tensor, shape: tuple[int, int], eps: float) -> Tensor:
+    h, w = shape
+    kdims = coords.ndim - 1
+    batch = y.shape[: y.ndim - kdims]
+    b = math.prod(batch)
+    pts = coords.reshape(-1, 2)
+    m = pts.shape[0]
+    if b == 0:
+        return y.new_zeros((*batch, h, w))
+    plan = _plan(1, pts, (h, w), b, y.dtype, eps)
+    data = y.reshape(b, m) if b > 1 else y.reshape(m)
+    out = _execute(plan, data, (b, h, w) if b > 1 else (h, w))
+    return out.reshape(*batch, h, w) / math.sqrt(h * w)
+
+
+def _prepare(data: Tensor, coords: Tensor, eps: float | None, who: str):
+    _check(coords, who)
+    if not data.is_complex():
+        raise ValueError(f"{who}: data must be complex, got {data.dtype}")
+    if data.dtype not in (torch.complex64, torch.complex128):
+        raise ValueError(f"{who}: data must be complex64 or complex128, got {data.dtype}")
+    if coords.device != data.device:
+        raise ValueError(f"{who}: trajectory on {coords.device}, data on {data.device}")
+    return default_eps(data.dtype) if eps is None else float(eps)
+
+
+class _Nufft(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, coords, eps):
+        ctx.save_for_backward(coords)
+        ctx.eps, ctx.shape = eps, tuple(x.shape[-2:])
+        return _type2(x, coords, eps)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (coords,) = ctx.saved_tensors
+        return nufft_adjoint(grad, coords, ctx.shape, eps=ctx.eps), None, None
+
+
+class _NufftAdjoint(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, y, coords, shape, eps):
+        ctx.save_for_backward(coords)
+        ctx.eps = eps
+        return _type1(y, coords, shape, eps)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (coords,) = ctx.saved_tensors
+        return nufft(grad, coords, eps=ctx.eps), None, None, None
+
+
+def nufft(x: Tensor, trajectory: Tensor, *, eps: float | None = None) -> Tensor:
+    """Forward NUFFT (uniform image -> non-uniform k-space samples).
+
+    Parameters
+    ----------
+    x
+        Complex images ``(..., H, W)`` (complex64 or complex128); leading axes are batched into
+        one backend call.
+    trajectory
+        ``(*K, 2)`` normalised coordinates (see the module docstring), on ``x``'s device.
+    eps
+        Backend tolerance (default :data:`DEFAULT_EPS` for ``x``'s dtype).
+
+    Returns
+    -------
+    Tensor
+        ``(..., *K)`` samples, same dtype as ``x``. Differentiable; the backward pass is
+        :func:`nufft_adjoint`.
+    """
+    eps = _prepare(x, trajectory, eps, "nufft")
+    return _Nufft.apply(x, trajectory, eps)
+
+
+def nufft_adjoint(y: Tensor, trajectory: Tensor, shape: tuple[int, int], *,
+                  eps: float | None = None) -> Tensor:
+    """Adjoint NUFFT (non-uniform samples -> uniform image), the exact adjoint of :func:`nufft`.
+
+    Parameters
+    ----------
+    y
+        Complex samples ``(..., *K)``.
+    trajectory
+        ``(*K, 2)`` normalised coordinates.
+    shape
+        ``(H, W)`` of the image grid.
+    eps
+        Backend tolerance.
+
+    Returns
+    -------
+    Tensor
+        ``(..., H, W)``.
+    """
+    eps = _prepare(y, trajectory, eps, "nufft_adjoint")
+    kshape = tuple(trajectory.shape[:-1])
+    if tuple(y.shape[y.ndim - len(kshape):]) != kshape:
+        raise ValueError(f"nufft_adjoint: samples {tuple(y.shape)} do not end in the trajectory's "
+                         f"shape {kshape}")
+    shape = (int(shape[0]), int(shape[1]))
+    return _NufftAdjoint.apply(y, trajectory, shape, eps)
+
+
+def point_spread_kernel(trajectory: Tensor, shape: tuple[int, int], weights: Tensor | None = None,
+                        *, eps: float = 1e-12) -> Tensor:
+    """Fourier transform of the circulant-embedded point-spread function of ``N^H W N``.
+
+    ``(N^H W N x)[n] = sum_n' K[n - n'] x[n']`` with ``K[d] = sum_j w_j exp(2 pi i k_j d) / (H W)``
+    for ``|d| < N``. ``K`` is computed once by a type-1 transform onto the ``(2H, 2W)`` grid (in
+    FFT order, i.e. circularly embedded; the unused ``d = -N`` lines are zeroed so the embedding
+    is Hermitian), and its FFT, which is then real, is returned: ``(2H, 2W)`` float64. Applying
+    ``ifft2(fft2(pad(x)) * kernel)`` and cropping gives ``N^H W N x``
+    (see :class:`~mrirecon.operators.nufft.NufftSense`).
+    """
+    _check(trajectory, "point_spread_kernel")
+    h, w = int(shape[0]), int(shape[1])
+    pts = trajectory.detach().reshape(-1, 2).to(torch.float64).cpu()
+    if weights is None:
+        c = torch.ones(pts.shape[0], dtype=torch.complex128)
+    else:
+        c = torch.as_tensor(weights).detach().to(torch.float64).cpu()
+        c = torch.broadcast_to(c, trajectory.shape[:-1]).reshape(-1).to(torch.complex128)
+    plan = _plan(1, pts, (2 * h, 2 * w), 1, torch.complex128, eps, modeord=1)
+    k = torch.from_numpy(plan.execute(c.contiguous().numpy())) / (h * w)
+    k[h, :] = 0  # index h (= -h) never meets |n - n'| < h
+    k[:, w] = 0
+    kernel = torch.fft.fft2(k)
+    return kernel.real.contiguous()
+
+
+def ndft(x: Tensor, trajectory: Tensor) -> Tensor:
+    """Direct (slow, exact) non-uniform DFT with the convention of :func:`nufft`; for tests."""
+    h, w = x.shape[-2:]
+    pts = trajectory.reshape(-1, 2).to(torch.float64)
+    ny = torch.arange(h, dtype=torch.float64) - h // 2
+    nx = torch.arange(w, dtype=torch.float64) - w // 2
+    phase = pts[:, 0, None, None] * ny[None, :, None] + pts[:, 1, None, None] * nx[None, None, :]
+    e = torch.exp(-2j * math.pi * phase).reshape(pts.shape[0], h * w)
+    out = x.reshape(-1, h * w).to(torch.complex128) @ e.T / math.sqrt(h * w)
+    return out.reshape(*x.shape[:-2], *trajectory.shape[:-1]).to(x.dtype)

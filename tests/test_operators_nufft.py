@@ -1,0 +1,126 @@
+"""NUFFT SENSE: the operator kit, accuracy against a direct DFT, Toeplitz gram, batching."""
+
+import math
+
+import pytest
+import torch
+
+from helpers import check_operator, random_like_shape
+from mrirecon.functional import fft2c, rss
+from mrirecon.functional.nufft import ndft, nufft, nufft_adjoint
+from mrirecon.operators import nufft_sense, sense
+from mrirecon.sampling import radial_trajectory, spiral_trajectory
+
+
+def _maps(c, h, w, dtype, seed=5):
+    m = random_like_shape((c, h, w), dtype, seed)
+    return m / rss(m, dim=0)
+
+
+def _random_traj(m, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(m, 2, dtype=torch.float64, generator=g) - 0.5
+
+
+def _weights(traj, seed=4):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(traj.shape[:-1], dtype=torch.float64, generator=g) + 0.1
+
+
+# name -> (factory(dtype) -> op, domain shape incl. batch axes)
+FACTORIES = {
+    "radial": (lambda dt: nufft_sense(_maps(3, 8, 10, dt), radial_trajectory(7, 16, golden=True)),
+               (2, 8, 10)),
+    "radial-weighted": (lambda dt: nufft_sense(_maps(2, 8, 8, dt), radial_trajectory(6, 16),
+                                               torch.linspace(0.1, 1, 16)), (8, 8)),
+    "random-points-slices": (
+        lambda dt: nufft_sense(_maps(2, 7, 9, dt).expand(3, 2, 7, 9).clone(), _random_traj(40),
+                               _weights(_random_traj(40))),
+        (3, 7, 9)),
+    "spiral-odd": (lambda dt: nufft_sense(_maps(2, 9, 9, dt), spiral_trajectory(9, 0.2, 3)), (9, 9)),
+    "no-toeplitz": (lambda dt: nufft_sense(_maps(2, 6, 6, dt), _random_traj(30), toeplitz=False),
+                    (6, 6)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+def test_nufft_operator_kit(name, cdtype):
+    factory, shape = FACTORIES[name]
+    op = factory(cdtype)
+    x = random_like_shape(shape, cdtype)
+    check_operator(op, x, norm=cdtype == torch.complex128 and math.prod(shape) <= 100)
+
+
+@pytest.mark.parametrize("shape", [(16, 16), (15, 12)])
+def test_nufft_matches_direct_dft(shape):
+    """Forward and adjoint within 1e-4 (relative) of the exact DFT at the default tolerance in
+    single precision (the backend is asked for 1e-5; float32 rounding adds ~1e-6)."""
+    traj = torch.cat([_random_traj(300), radial_trajectory(8, 2 * shape[0]).reshape(-1, 2)])
+    x = random_like_shape((2, *shape), torch.complex64)
+    ref = ndft(x.to(torch.complex128), traj)
+    got = nufft(x, traj.float())
+    assert float((got - ref).norm() / ref.norm()) < 1e-4
+    y = random_like_shape((2, traj.shape[0]), torch.complex64)
+    # adjoint reference: the conjugate transpose of the DFT matrix, column by column
+    h, w = shape
+    eye = torch.eye(h * w, dtype=torch.complex128).reshape(h * w, h, w)
+    mat = ndft(eye, traj)  # (h w, M): row n is A e_n
+    ref_adj = (y.to(torch.complex128) @ mat.conj().T).reshape(2, h, w)
+    got_adj = nufft_adjoint(y, traj.float(), shape)
+    assert float((got_adj - ref_adj).norm() / ref_adj.norm()) < 1e-4
+
+
+def test_nufft_on_the_cartesian_grid_is_fft2c():
+    h, w = 8, 6
+    ky = (torch.arange(h, dtype=torch.float64) - h // 2) / h
+    kx = (torch.arange(w, dtype=torch.float64) - w // 2) / w
+    grid = torch.stack(torch.meshgrid(ky, kx, indexing="ij"), dim=-1)
+    maps = _maps(3, h, w, torch.complex128)
+    x = random_like_shape((h, w), torch.complex128)
+    full = sense(maps, torch.ones(w))
+    torch.testing.assert_close(nufft_sense(maps, grid)(x), full(x), rtol=0, atol=1e-10)
+    torch.testing.assert_close(nufft(x, grid), fft2c(x), rtol=0, atol=1e-10)
+
+
+def test_toeplitz_gram_single_precision_radial():
+    """gram == A^H A to 1e-4 in complex64 on a radial problem with density weights."""
+    n = 32
+    traj = radial_trajectory(40, 2 * n, golden=True)
+    maps = _maps(4, n, n, torch.complex64)
+    w = torch.rand(traj.shape[:-1], generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    op = nufft_sense(maps, traj, w)
+    x = random_like_shape((2, n, n), torch.complex64)
+    ref = op.H(op(x))
+    assert float((op.gram(x) - ref).norm() / ref.norm()) < 1e-4
+
+
+def test_batched_slices_equal_slice_by_slice():
+    traj = radial_trajectory(9, 20)
+    maps = torch.stack([_maps(3, 10, 10, torch.complex128, seed=s) for s in (1, 2)])
+    op = nufft_sense(maps, traj)
+    x = random_like_shape((2, 10, 10), torch.complex128)
+    y = op(x)
+    assert y.shape == (2, 3, 9, 20)
+    for s in range(2):
+        single = nufft_sense(maps[s], traj)
+        torch.testing.assert_close(y[s], single(x[s]), rtol=0, atol=1e-12)
+        torch.testing.assert_close(op.H(y)[s], single.H(y[s]), rtol=0, atol=1e-12)
+        torch.testing.assert_close(op.gram(x)[s], single.gram(x[s]), rtol=0, atol=1e-12)
+
+
+def test_with_maps_reuses_trajectory_and_weights():
+    traj = radial_trajectory(6, 16)
+    w = torch.linspace(0.2, 1.0, 16)
+    op = nufft_sense(_maps(2, 8, 8, torch.complex128), traj, w)
+    new_maps = _maps(2, 8, 8, torch.complex128, seed=9)
+    x = random_like_shape((8, 8), torch.complex128)
+    torch.testing.assert_close(op.with_maps(new_maps).gram(x), nufft_sense(new_maps, traj, w).gram(x))
+
+
+def test_bad_trajectory_units_are_rejected():
+    with pytest.raises(ValueError, match=r"normalised to \[-0.5, 0.5\)"):
+        nufft_sense(_maps(2, 8, 8, torch.complex64), radial_trajectory(4, 8) * 8)
+    with pytest.raises(ValueError, match="trajectory must be real"):
+        nufft_sense(_maps(2, 8, 8, torch.complex64), torch.zeros(4, 3))
+    with pytest.raises(ValueError, match="weights must be real, finite and >= 0"):
+        nufft_sense(_maps(2, 8, 8, torch.complex64), radial_trajectory(4, 8), -torch.ones(8))

@@ -1,0 +1,112 @@
+"""Non-Cartesian trajectories (normalised units) and density compensation."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mrirecon.functional.density import pipe_menon_density, radial_density
+from mrirecon.functional.nufft import nufft, nufft_adjoint
+from mrirecon.sampling import (
+    GOLDEN_ANGLE_FULL,
+    radial_trajectory,
+    spiral_trajectory,
+    stack_of_stars,
+    tiny_golden_angle,
+)
+from mrirecon.sampling.nonuniform import GAMMA_HZ_PER_T
+
+
+def _angles(traj):
+    end = traj[:, -1]
+    return torch.atan2(end[:, 0], end[:, 1]).numpy()
+
+
+def test_tiny_golden_angles():
+    assert tiny_golden_angle(1) == pytest.approx(GOLDEN_ANGLE_FULL)
+    assert math.degrees(tiny_golden_angle(7)) == pytest.approx(23.6281, abs=1e-3)  # Wundrak 2016
+    traj = radial_trajectory(12, 16, golden=True, tiny=7)
+    step = np.mod(np.diff(_angles(traj)), math.pi)
+    np.testing.assert_allclose(step, tiny_golden_angle(7), atol=1e-9)
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        tiny_golden_angle(0)
+
+
+def test_radial_seed_rotates_the_pattern():
+    a = radial_trajectory(5, 8, seed=1)
+    assert torch.equal(a, radial_trajectory(5, 8, seed=1))
+    assert not torch.allclose(a, radial_trajectory(5, 8, seed=2))
+    # a rotation: radii unchanged, relative angles unchanged
+    torch.testing.assert_close(a.norm(dim=-1), radial_trajectory(5, 8).norm(dim=-1))
+    assert a.min() >= -0.5 and a.max() < 0.5
+
+
+@pytest.mark.parametrize("edge", [1.0, 3.0])
+def test_spiral_respects_gradient_and_slew_limits(edge):
+    n, fov, dwell, gmax, smax = 96, 0.24, 4e-6, 30e-3, 120.0
+    traj = spiral_trajectory(n, fov, 8, undersampling_edge=edge, max_gradient=gmax,
+                             max_slew=smax, dwell_time=dwell)
+    assert traj.shape[0] == 8 and traj.min() >= -0.5 and traj.max() < 0.5
+    k = (traj[0, :, 1] + 1j * traj[0, :, 0]).numpy() * (n / fov)  # cycles / m
+    grad = np.diff(k) / dwell / GAMMA_HZ_PER_T  # T / m
+    slew = np.diff(grad) / dwell
+    assert np.abs(grad).max() <= gmax and np.abs(slew).max() <= smax
+    assert np.abs(k).max() > 0.97 * n / (2 * fov)  # reaches the resolution
+    # interleaves are rotations of the first by 2 pi i / 8
+    z = traj[..., 1] + 1j * traj[..., 0]
+    np.testing.assert_allclose(z[3].numpy(), (z[0] * np.exp(2j * np.pi * 3 / 8)).numpy(), atol=1e-12)
+
+
+def test_variable_density_spiral_is_shorter():
+    uni = spiral_trajectory(96, 0.24, 8)
+    vd = spiral_trajectory(96, 0.24, 8, undersampling_edge=3.0)
+    assert vd.shape[1] < 0.75 * uni.shape[1]
+
+
+def test_stack_of_stars():
+    traj = stack_of_stars(4, 6, 16)
+    assert traj.shape == (4, 6, 16, 3)
+    np.testing.assert_allclose(traj[:, 0, 0, 0].numpy(), [-0.5, -0.25, 0.0, 0.25])
+    # each partition is a rotated golden-angle star with the same radii
+    r = traj[..., 1:].norm(dim=-1)
+    torch.testing.assert_close(r[2], r[0])
+    assert not torch.allclose(traj[1, ..., 1:], traj[0, ..., 1:])
+
+
+def _phantom(n):
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, n), torch.linspace(-1, 1, n), indexing="ij")
+    x = ((yy / 0.7) ** 2 + (xx / 0.5) ** 2 < 1).double()
+    x = x + 0.5 * ((yy - 0.2) ** 2 + xx**2 < 0.1).double()
+    return x.to(torch.complex128)
+
+
+@pytest.mark.parametrize("method", ["ramp", "pipe_menon"])
+def test_gridding_has_the_right_intensity_scale(method):
+    n = 48
+    traj = radial_trajectory(90, 2 * n, golden=True)
+    w = radial_density(traj, (n, n)) if method == "ramp" else pipe_menon_density(traj, (n, n))
+    # the weights stand for the sampled disc of radius 1/2: sum = H W pi / 4
+    assert float(w.sum()) / (n * n) == pytest.approx(math.pi / 4, rel=0.05)
+    x = _phantom(n)
+    grid = nufft_adjoint(w * nufft(x, traj), traj, (n, n))
+    inside = x.real > 0.9
+    assert float(grid.real[inside].mean() / x.real[inside].mean()) == pytest.approx(1.0, abs=0.03)
+    assert float((grid - x).norm() / x.norm()) < 0.1
+    # without compensation the scale is far off (the test can fail)
+    plain = nufft_adjoint(nufft(x, traj), traj, (n, n))
+    assert abs(float(plain.real[inside].mean() / x.real[inside].mean()) - 1) > 0.5
+
+
+def test_pipe_menon_matches_ramp_on_radial_and_works_on_spirals():
+    n = 48
+    traj = radial_trajectory(90, 2 * n)
+    ramp, pm = radial_density(traj, (n, n)), pipe_menon_density(traj, (n, n))
+    mid = slice(n // 2 + 4, 3 * n // 2 - 4)  # away from the centre and the edge
+    ratio = (pm / ramp)[:, mid]
+    assert abs(float(ratio.mean()) - 1) < 0.05
+    spiral = spiral_trajectory(n, 0.2, 12)
+    w = pipe_menon_density(spiral, (n, n))
+    x = _phantom(n)
+    grid = nufft_adjoint(w * nufft(x, spiral), spiral, (n, n))
+    assert float((grid - x).norm() / x.norm()) < 0.15
