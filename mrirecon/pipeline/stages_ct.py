@@ -145,6 +145,10 @@ def ct_volume(config: PipelineConfig, path: Path, fmt: str, model, device: str, 
     for k in tqdm(range(n), desc=path.name, unit="slice", disable=not progress, leave=False):
         s = read(k)
         s = undersample(s, config.undersample, _slice_seed(*names[k]))
+        if model is not None and k == 0:
+            from mrirecon.pipeline.model_range import warn_outside_range
+
+            warn_outside_range(model, matrix=tuple(s.geometry.image_shape), views=s.geometry.num_views)
         preview = fbp(s.sinogram.double(), s.geometry, filter="hann").float()
         s = reconstruct(s, config.reconstruct, model, device, scale=float(preview.max()))
         recons.append(s.image)

@@ -94,6 +94,12 @@ def _mri_volume(config: PipelineConfig, path: Path, fmt: str, model, device: str
             s = stages_mri.preprocess(s, config.preprocess)
             s = stages_mri.undersample(s, config.undersample)
             s = stages_mri.calibrate(s, config.calibrate)
+            if model is not None and i == 0:
+                from mrirecon.pipeline.model_range import warn_outside_range
+
+                acc = float(s.mask.numel()) / max(float(s.mask.sum()), 1.0)
+                warn_outside_range(model, matrix=tuple(s.kspace.shape[-2:]), coils=int(s.kspace.shape[0]),
+                                   acceleration=acc)
             s.kspace = s.kspace.to(device)
             if s.maps is not None:
                 s.maps = s.maps.to(device)
