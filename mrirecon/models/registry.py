@@ -12,6 +12,7 @@ from mrirecon.models.backbones.complex import ComplexImageCNN
 from mrirecon.models.backbones.dncnn import DnCNN
 from mrirecon.models.backbones.resnet import ResNet
 from mrirecon.models.backbones.unet import Unet
+from mrirecon.models.pnp.dpir import PnPDPIR
 from mrirecon.models.pnp.pnp import RED, PnPADMM, PnPHQS
 from mrirecon.models.unrolled.admm_csnet import ADMMCSNet
 from mrirecon.models.unrolled.cascade import CascadeNet
@@ -56,6 +57,8 @@ _MODELS: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {
     "pnp_admm": (PnPADMM, dict(iterations=20, rho=1.0, cg_iterations=10)),
     "pnp_hqs": (PnPHQS, dict(iterations=20, rho=1.0, cg_iterations=10)),
     "red": (RED, dict(iterations=20, lam=0.1, method="fixed_point")),
+    # DPIR-style HQS with its own noise-level-conditioned bias-free denoiser (Zhang 2022)
+    "pnp_dpir": (PnPDPIR, dict(iterations=12, sigma_max=0.1, sigma_min=0.01, lam=1e-4)),
     # backbones / denoisers (real channel CNNs; use ComplexImageCNN for images)
     "unet": (Unet, dict(in_chans=2, out_chans=2, chans=32, num_pool_layers=4)),
     "dncnn": (DnCNN, dict(in_chans=2, out_chans=2, depth=17, features=64)),

@@ -160,6 +160,10 @@ def ct_volume(config: PipelineConfig, path: Path, fmt: str, model, device: str, 
         s = read(k)
         _check_ct_slice(s, path, k, config.evaluate.enabled)
         s = undersample(s, config.undersample, _slice_seed(*names[k]))
+        if model is not None and k == 0:
+            from mrirecon.pipeline.model_range import warn_outside_range
+
+            warn_outside_range(model, matrix=tuple(s.geometry.image_shape), views=s.geometry.num_views)
         preview = fbp(s.sinogram, s.geometry, filter="hann").float()  # in the data's float32
         if model is None and config.reconstruct.method == "fbp" and \
                 dict(config.reconstruct.params) == {"filter": "hann"}:

@@ -40,7 +40,7 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
             raise ValueError(f"{path}: an MRI pipeline needs fastMRI or ISMRMRD data, found {fmt}")
         recon, reference, preview, geometry, accel = _mri_volume(config, path, fmt, model, device,
                                                                  progress)
-        if config.evaluate.enabled and reference is not None and accel <= 1.0 + 1e-6:
+        if config.evaluate.enabled and reference is not None and sampled_all(accel):
             msg = (f"{path.name}: the k-space is fully sampled and undersample.enabled is false, so "
                    "the metrics score a reconstruction of complete data against its own reference "
                    "(set undersample.enabled=true for a retrospective study)")
@@ -63,6 +63,11 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
     if config.evaluate.enabled and eval_ref is not None:
         result.metrics = evaluate(eval_ref, eval_pred)
     export(config, path, output, image, display_ref, preview, result, name=name)
+
+
+def sampled_all(acceleration: float | None) -> bool:
+    """Whether Cartesian data had every acquirable column (``None``: not Cartesian)."""
+    return acceleration is not None and acceleration <= 1.0 + 1e-6
 
 
 def evaluate(reference: torch.Tensor, recon: torch.Tensor) -> dict[str, float]:
@@ -115,11 +120,18 @@ def _mri_volume(config: PipelineConfig, path: Path, fmt: str, model, device: str
             s = stages_mri.preprocess(s, config.preprocess, classical=model is None)
             s = stages_mri.undersample(s, config.undersample)
             stages_mri.check_slice(s, "undersample", config.evaluate.enabled)
-            cols = stages_mri.acquired_columns(s.header, s.mask.numel())
-            acquired += int(cols.sum())
-            sampled += int((s.mask.reshape(-1).bool() & cols).sum())
+            if s.trajectory is None:  # Cartesian: sampled vs acquirable columns
+                cols = stages_mri.acquired_columns(s.header, s.mask.numel())
+                acquired += int(cols.sum())
+                sampled += int((s.mask.reshape(-1).bool() & cols).sum())
             s = stages_mri.calibrate(s, config.calibrate)
             stages_mri.check_slice(s, "calibrate", False)
+            if model is not None and i == 0:
+                from mrirecon.pipeline.model_range import warn_outside_range
+
+                acc = float(s.mask.numel()) / max(float(s.mask.sum()), 1.0)
+                warn_outside_range(model, matrix=tuple(s.kspace.shape[-2:]), coils=int(s.kspace.shape[0]),
+                                   acceleration=acc)
             s.kspace = s.kspace.to(device)
             if s.maps is not None:
                 s.maps = s.maps.to(device)
@@ -138,7 +150,8 @@ def _mri_volume(config: PipelineConfig, path: Path, fmt: str, model, device: str
             src.close()
     recon = torch.stack(outs)
     reference = torch.stack(refs) if len(refs) == n else None
-    return recon, reference, torch.stack(zfs), header.geometry, acquired / max(sampled, 1)
+    accel = acquired / sampled if sampled else None  # None: non-Cartesian, not judged here
+    return recon, reference, torch.stack(zfs), header.geometry, accel
 
 
 def export(config: PipelineConfig, path: Path, output: Path, image: Image,

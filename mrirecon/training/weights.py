@@ -127,6 +127,7 @@ def load_pretrained(
             f"load_pretrained: {pt} does not match {card['model']['name']}: "
             f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"
         )
+    model.model_card = card  # the pipeline checks data against card["training_range"]
     return model.to(map_location).eval()
 
 

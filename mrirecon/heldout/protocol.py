@@ -1,0 +1,163 @@
+"""Run the held-out protocol: every MRI and CT pipeline method on :mod:`mrirecon.heldout.data`.
+
+MRI goes through :func:`mrirecon.pipeline.bench.run_bench` (the pipeline's stages: prewhitening
+off, ESPIRiT with the pipeline defaults, fastMRI equispaced-fraction masks seeded by file name,
+centre fractions 0.08 at 4x and 0.04 at 8x, crop to 320 x 320, fastMRI metrics per volume).
+CT goes through :func:`mrirecon.pipeline.stages_ct.reconstruct` (learned models see the
+unit-norm projector, iterative methods data scaled by the FBP peak) on 30 / 60 of 1000 views.
+Each table row is mean +/- 2 std over volumes; the intensity columns are the ratios of the
+reconstruction's mean and 99th percentile to the reference's (1.00 = no bias).
+
+Parameters come from :data:`MRI_PARAMS` / :data:`CT_PARAMS`, chosen on the validation split
+(:mod:`mrirecon.heldout.validation`, ``benchmarks/heldout.py --tune``), never on these data.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+#: MRI methods: every MRI pipeline's reconstruction (mri_cs: l1_wavelet, mri_retrospective:
+#: cg_sense, mri_learned: varnet, mri_modl: modl, mri_pnp: pnp_dncnn_diverse) plus references.
+MRI_METHODS = ("zero_filled", "cg_sense", "l1_wavelet", "tv", "grappa", "varnet_brain_sim",
+               "modl_brain_sim", "pnp_dncnn_brain_sim", "pnp_dncnn_diverse")
+CT_METHODS = ("fbp", "sirt", "tv_ct", "primal_dual_ct_sim", "pnp_dncnn_diverse")
+#: Tuned on the validation split (see ``benchmarks/heldout.py --tune``); per acceleration.
+MRI_PARAMS: dict[float, dict[str, dict[str, Any]]] = {
+    4.0: {"cg_sense": {"max_iterations": 10}, "l1_wavelet": {"lam": 1e-3, "max_iterations": 50},
+          "tv": {"lam": 1e-3, "max_iterations": 100}},
+    8.0: {"cg_sense": {"max_iterations": 10}, "l1_wavelet": {"lam": 1e-3, "max_iterations": 50},
+          "tv": {"lam": 1e-3, "max_iterations": 100}},
+}
+CT_PARAMS: dict[int, dict[str, dict[str, Any]]] = {
+    30: {"fbp": {"filter": "hann"}, "sirt": {"max_iterations": 50},
+         "tv_ct": {"lam": 5.0, "max_iterations": 100}},
+    60: {"fbp": {"filter": "hann"}, "sirt": {"max_iterations": 50},
+         "tv_ct": {"lam": 5.0, "max_iterations": 100}},
+}
+#: Learned-model overrides for the held-out geometry (none: models run as their cards say).
+LEARNED_OVERRIDES: dict[str, dict[str, Any]] = {}
+
+
+def intensity_ratios(reference: np.ndarray, prediction: np.ndarray) -> tuple[float, float]:
+    """``(mean ratio, 99th-percentile ratio)`` of ``prediction`` to ``reference`` (magnitudes)."""
+    ref, pred = np.abs(np.asarray(reference, float)), np.abs(np.asarray(prediction, float))
+    return float(pred.mean() / ref.mean()), float(np.percentile(pred, 99) / np.percentile(ref, 99))
+
+
+def _summary(rows: list[dict]) -> dict[str, float]:
+    out = {}
+    for key in ("NMSE", "PSNR", "SSIM", "mean_ratio", "p99_ratio", "seconds"):
+        v = np.array([r[key] for r in rows], float)
+        out[key], out[key + "_2std"] = float(v.mean()), float(2 * v.std())
+    out["volumes"] = len(rows)
+    return out
+
+
+def run_mri(data_dir: str | Path, accelerations: Sequence[float] = (4, 8),
+            methods: Sequence[str] = MRI_METHODS,
+            params: Mapping[float, Mapping[str, Mapping[str, Any]]] | None = None,
+            output_dir: str | Path | None = None, progress: bool = False) -> dict:
+    """``{acc: {method: summary}}`` on the fastMRI files of ``data_dir``."""
+    from mrirecon.io import FastMRIFile
+    from mrirecon.pipeline.bench import run_bench
+
+    params = MRI_PARAMS if params is None else params
+    refs = {}
+    for p in sorted(Path(data_dir).glob("*.h5")):
+        f = FastMRIFile(p)
+        try:
+            refs[p.name] = f.reference(key="reconstruction_rss").numpy()
+        finally:
+            f.close()
+    results: dict[float, dict[str, dict]] = {}
+    for acc in accelerations:
+        rows: dict[str, list[dict]] = {m: [] for m in methods}
+
+        def record(rec, pred, rows=rows):
+            mr, pr = intensity_ratios(refs[rec["volume"]], pred)
+            rows[rec["method"]].append({"NMSE": rec["NMSE"], "PSNR": rec["PSNR"], "SSIM": rec["SSIM"],
+                                        "mean_ratio": mr, "p99_ratio": pr,
+                                        "seconds": rec["seconds_per_slice"]})
+
+        p = {m: {**dict(params.get(float(acc), {}).get(m, {})), **LEARNED_OVERRIDES.get(m, {})}
+             for m in methods}
+        p = {m: v for m, v in p.items() if v}
+        run_bench(data_dir, "multicoil", (acc,), list(methods), params=p, output_dir=None,
+                  resume=False, progress=progress, verbose=False, on_record=record)
+        results[float(acc)] = {m: _summary(r) for m, r in rows.items() if r}
+    if output_dir is not None:
+        _write(results, Path(output_dir) / "heldout_mri.md", "acceleration")
+    return results
+
+
+def _ct_models(methods: Sequence[str]) -> dict[str, torch.nn.Module]:
+    from mrirecon.pipeline.bench_methods import load_model
+    from mrirecon.recon import available
+
+    classical = set(available())
+    return {m: load_model(m, LEARNED_OVERRIDES.get(m, {}), None) for m in methods if m not in classical}
+
+
+def reconstruct_ct(s, views: int, method: str, params: Mapping[str, Any], model) -> tuple[torch.Tensor, float]:
+    """Reconstruct slice ``s`` from ``views`` of its views: ``(mu / MU_MAX, seconds)``."""
+    from mrirecon.io.lodopab import MU_MAX_PER_MM
+    from mrirecon.pipeline.schema import ReconstructConfig, UndersampleConfig
+    from mrirecon.pipeline.stages_ct import CTSlice, reconstruct, undersample
+
+    cs = undersample(CTSlice(s.sinogram, s.geometry, s.reference), UndersampleConfig(enabled=True, views=views), 0)
+    t0 = time.perf_counter()
+    out = reconstruct(cs, ReconstructConfig(method=method, params=dict(params)), model, "cpu")
+    return out.image.clamp_min(0) / MU_MAX_PER_MM, time.perf_counter() - t0
+
+
+def run_ct(slices: Sequence, views: Sequence[int] = (30, 60), methods: Sequence[str] = CT_METHODS,
+           params: Mapping[int, Mapping[str, Mapping[str, Any]]] | None = None,
+           output_dir: str | Path | None = None) -> dict:
+    """``{views: {method: summary}}`` on ``slices`` (:func:`~mrirecon.heldout.data.heldout_ct_slices`)."""
+    from mrirecon.metrics import evaluate_volumes
+
+    params = CT_PARAMS if params is None else params
+    models = _ct_models(methods)
+    results: dict[int, dict[str, dict]] = {}
+    for nv in views:
+        res = {}
+        for m in methods:
+            rows = []
+            for s in slices:
+                img, sec = reconstruct_ct(s, nv, m, params.get(nv, {}).get(m, {}), models.get(m))
+                ref = s.reference.numpy()[None]
+                rep = evaluate_volumes({s.name: ref}, {s.name: img.numpy()[None]}, crop=False)
+                mr, pr = intensity_ratios(ref, img.numpy())
+                rows.append({**{k: float(v[0]) for k, v in rep.values.items()}, "mean_ratio": mr,
+                             "p99_ratio": pr, "seconds": sec})
+            res[m] = _summary(rows)
+        results[int(nv)] = res
+    if output_dir is not None:
+        _write(results, Path(output_dir) / "heldout_ct.md", "views")
+    return results
+
+
+def table(results: Mapping, setting: str) -> str:
+    """Markdown table of :func:`run_mri` / :func:`run_ct` results."""
+    lines = [f"| method | {setting} | volumes | NMSE | PSNR (dB) | SSIM | mean ratio | p99 ratio | s/slice |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for key, res in results.items():
+        for m, r in res.items():
+            lines.append(
+                f"| {m} | {key:g} | {r['volumes']} | {r['NMSE']:.4f} ± {r['NMSE_2std']:.4f} | "
+                f"{r['PSNR']:.2f} ± {r['PSNR_2std']:.2f} | {r['SSIM']:.4f} ± {r['SSIM_2std']:.4f} | "
+                f"{r['mean_ratio']:.3f} | {r['p99_ratio']:.3f} | {r['seconds']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _write(results: Mapping, path: Path, setting: str) -> None:
+    from mrirecon.io.atomic import atomic_write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, table(results, setting))

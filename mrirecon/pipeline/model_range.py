@@ -1,0 +1,63 @@
+"""Warn when data fall outside the training range stated on a model card.
+
+A card's optional ``training_range`` mapping lists what the model saw in training::
+
+    training_range:
+      matrix: {min: [H, W], max: [H, W]}   # MRI k-space (readout x phase) or CT image size
+      coils: [min, max]
+      accelerations: [min, max]
+      views: [min, max]                     # CT projection angles
+
+:func:`range_warnings` compares one slice's properties with it and returns readable messages;
+:func:`warn_outside_range` logs each distinct message once per model.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+log = logging.getLogger("mrirecon.pipeline")
+
+
+def _interval(value: Any) -> tuple[float, float] | None:
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return float(value[0]), float(value[1])
+    return None
+
+
+def range_warnings(card: Mapping[str, Any] | None, *, matrix: tuple[int, int] | None = None,
+                   coils: int | None = None, acceleration: float | None = None,
+                   views: int | None = None) -> list[str]:
+    """Messages for every property outside ``card["training_range"]`` (empty if none, or no card)."""
+    rng = (card or {}).get("training_range")
+    if not isinstance(rng, Mapping):
+        return []
+    name = (card.get("model") or {}).get("name", "model")
+    out = []
+    m = rng.get("matrix")
+    if matrix is not None and isinstance(m, Mapping) and "min" in m and "max" in m:
+        lo, hi = [int(v) for v in m["min"]], [int(v) for v in m["max"]]
+        if not all(lo[i] <= matrix[i] <= hi[i] for i in range(2)):
+            out.append(f"matrix {matrix[0]} x {matrix[1]} is outside the {name} training range "
+                       f"{lo[0]} x {lo[1]} .. {hi[0]} x {hi[1]}")
+    for key, value, what in (("coils", coils, "coils"), ("accelerations", acceleration, "acceleration"),
+                             ("views", views, "views")):
+        iv = _interval(rng.get(key))
+        if value is not None and iv is not None and not iv[0] - 1e-6 <= float(value) <= iv[1] + 1e-6:
+            out.append(f"{what} {float(value):g} is outside the {name} training range "
+                       f"{iv[0]:g} .. {iv[1]:g}")
+    return out
+
+
+def warn_outside_range(model: Any, **properties: Any) -> list[str]:
+    """Log (once per model and message) the :func:`range_warnings` of ``model.model_card``."""
+    card = getattr(model, "model_card", None)
+    msgs = range_warnings(card, **properties)
+    seen = model.__dict__.setdefault("_range_warned", set()) if card is not None else set()
+    for msg in msgs:
+        if msg not in seen:
+            seen.add(msg)
+            log.warning("%s (see the model card's 'known failures'); results may be unreliable", msg)
+    return msgs

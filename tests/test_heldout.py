@@ -1,0 +1,97 @@
+"""Held-out protocol: data kept apart from training, deployment geometry, range warnings."""
+
+from __future__ import annotations
+
+import ast
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mrirecon
+from mrirecon.io.ct_sources import CT_SOURCES
+from mrirecon.io.heldout_sources import HELDOUT_CT, HELDOUT_MR
+from mrirecon.pipeline.model_range import range_warnings, warn_outside_range
+from mrirecon.training.prior_images import NATURAL_IMAGES
+
+PKG = Path(mrirecon.__file__).parent
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+    return names
+
+
+def test_reserved_images_are_disjoint_from_training_sources():
+    assert not set(HELDOUT_CT) & set(CT_SOURCES)
+    assert not set(HELDOUT_MR) & set(CT_SOURCES)
+    reserved_skimage = {"brain", "retina", "cell", "microaneurysms", "ihc", "phantom", "kidney",
+                        "lily", "cells3d", "skin"}
+    assert not set(NATURAL_IMAGES) & reserved_skimage
+
+
+@pytest.mark.parametrize("folder", ["training", "data", "models"])
+def test_training_code_never_imports_the_heldout_package(folder):
+    for path in (PKG / folder).rglob("*.py"):
+        bad = {m for m in _imports(path) if m.startswith(("mrirecon.heldout", "mrirecon.io.heldout_sources"))}
+        assert not bad, f"{path} imports {bad}"
+
+
+def test_heldout_modules_read_only_reserved_images():
+    src = (PKG / "heldout" / "data.py").read_text()
+    assert "load_ct_sources" not in src and "simulate_mri_volume" not in src and "anatomy" not in src
+
+
+def test_range_warnings_name_each_property_outside_the_card():
+    card = {"model": {"name": "pnp_dpir"},
+            "training_range": {"matrix": {"min": [64, 64], "max": [640, 400]}, "coils": [4, 16],
+                               "accelerations": [4, 8], "views": [30, 60]}}
+    assert range_warnings(card, matrix=(640, 320), coils=8, acceleration=4.0) == []
+    msgs = range_warnings(card, matrix=(1024, 320), coils=2, acceleration=12.0, views=10)
+    assert len(msgs) == 4
+    assert any("matrix 1024 x 320" in m for m in msgs) and any("coils 2" in m for m in msgs)
+    assert any("acceleration 12" in m for m in msgs) and any("views 10" in m for m in msgs)
+    assert range_warnings({"model": {"name": "x"}}, coils=99) == []
+    assert range_warnings(None, coils=99) == []
+
+
+def test_warn_outside_range_logs_once_per_message(caplog):
+    class M:
+        model_card = {"model": {"name": "m"}, "training_range": {"coils": [4, 8]}}
+
+    m = M()
+    with caplog.at_level(logging.WARNING, logger="mrirecon.pipeline"):
+        warn_outside_range(m, coils=16)
+        warn_outside_range(m, coils=16)
+    assert sum("coils 16" in r.message for r in caplog.records) == 1
+
+
+def test_intensity_ratios_detect_compression():
+    from mrirecon.heldout.protocol import intensity_ratios
+
+    ref = np.linspace(0, 1, 1000).reshape(10, 100)
+    assert intensity_ratios(ref, ref) == pytest.approx((1.0, 1.0))
+    mr, pr = intensity_ratios(ref, 0.3 * ref)
+    assert mr == pytest.approx(0.3) and pr == pytest.approx(0.3)
+
+
+def test_heldout_readers_return_scaled_images():
+    pytest.importorskip("pydicom")
+    from mrirecon.io.heldout_sources import read_heldout_ct, read_heldout_mr
+
+    try:
+        mr = read_heldout_mr("s1045.ima.gz")
+        ct = read_heldout_ct(HELDOUT_CT[0])
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    assert mr.shape == (256, 256) and mr.min() == 0 and 0.9 < np.percentile(mr, 99.9) <= 1.0 + 1e-12
+    assert ct.ndim == 2 and ct.min() >= -1024 and ct.max() > 500  # bone present, in HU
+    with pytest.raises(ValueError, match="not a held-out"):
+        read_heldout_ct(CT_SOURCES[0])
