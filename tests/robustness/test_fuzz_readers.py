@@ -259,3 +259,32 @@ def test_ismrmrd_reader_on_wrong_acquisition_headers(ismrmrd_file, tmp_path, edi
         assert k.data.ndim == 4 and finite(k.data)
 
     check(read)
+
+
+@SETTINGS
+@given(which=st.sampled_from(["observation", "ground_truth"]), value=arrays(),
+       geometry=st.one_of(st.none(), st.sampled_from(["", "{", "[]", '{"image_shape": 3}',
+                                                      '{"image_shape": [-4, 8], "num_views": 0}'])))
+def test_lodopab_reader_on_wrong_content(ct_dir, tmp_path, which, value, geometry):
+    import h5py
+
+    from conftest import clone_h5
+    from mrirecon.io.lodopab import LoDoPaBFiles
+
+    root = tmp_path / "ct"
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.copytree(ct_dir, root)
+    target = root / f"{which}_test_000.hdf5"
+    clone_h5(ct_dir / target.name, target, data=value)
+    if geometry is not None:
+        with h5py.File(root / "observation_test_000.hdf5", "r+") as h5:
+            h5.attrs["geometry"] = geometry
+
+    def read():
+        files = LoDoPaBFiles(root, "test")
+        for i in range(len(files)):
+            assert finite(files.sinogram(i).data)
+            if files.ground_truth_files is not None:
+                assert finite(files.attenuation(i).data)
+
+    check(read)
