@@ -288,3 +288,49 @@ def test_lodopab_reader_on_wrong_content(ct_dir, tmp_path, which, value, geometr
                 assert finite(files.attenuation(i).data)
 
     check(read)
+
+
+dicom_values = st.sampled_from([0, 1, -1, 3, 16, 65535, 1e30, float("nan"), float("inf"), "",
+                                "abc", "1\\2", "0\\0", "-1\\1", "0\\0\\0\\0\\0\\0",
+                                "1\\0\\0\\1\\0\\0"])
+
+
+@SETTINGS
+@given(victim=st.integers(0, 2),
+       edits=st.lists(st.tuples(st.sampled_from([
+           "Rows", "Columns", "PixelSpacing", "ImageOrientationPatient", "ImagePositionPatient",
+           "RescaleSlope", "RescaleIntercept", "NumberOfFrames", "SamplesPerPixel",
+           "BitsAllocated", "PixelRepresentation", "Modality", "SeriesInstanceUID",
+           "SliceThickness", "SpacingBetweenSlices"]), dicom_values),
+           min_size=1, max_size=3))
+def test_dicom_reader_on_wrong_header_values(dicom_series, tmp_path, victim, edits):
+    import warnings
+
+    import pydicom
+
+    from mrirecon.io import read_dicom_series
+    from mrirecon.io.dicom import save_part10
+
+    folder = tmp_path / "s"
+    shutil.rmtree(folder, ignore_errors=True)
+    paths = dicom_series(folder, "MR", seed=4)
+    ds = pydicom.dcmread(paths[victim])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns of invalid values as it stores them
+        for keyword, value in edits:
+            try:
+                setattr(ds, keyword, value)
+            except (TypeError, ValueError, OverflowError):
+                continue  # pydicom refuses to hold it: not a file anyone can write
+        try:
+            save_part10(ds, paths[victim])
+        except (TypeError, ValueError, OverflowError, Exception):  # noqa: BLE001
+            return  # cannot be written, so cannot be read either
+
+    def read():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image = read_dicom_series(folder)
+        assert image.data.shape[0] == 3 and finite(image.data)
+
+    check(read)
