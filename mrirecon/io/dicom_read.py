@@ -58,6 +58,16 @@ def _floats(ds: Dataset, path: Path, keyword: str, count: int) -> np.ndarray:
     return values
 
 
+def _positive(ds: Dataset, keyword: str) -> float | None:
+    """An optional positive length (SliceThickness, SpacingBetweenSlices); ``None`` when absent
+    or not a finite positive number (it is then not used)."""
+    try:
+        value = float(ds.get(keyword, None))
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) and value > 0 else None
+
+
 def _candidate_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"read_dicom_series: {folder} is not a folder")
@@ -258,15 +268,14 @@ def read_dicom_series(
                                   f"{drift[k]:.4f} mm off the slice normal through the first slice "
                                   "(gantry tilt is not supported)")
     else:
-        slice_spacing = float(
-            ds0.get("SpacingBetweenSlices", None) or ds0.get("SliceThickness", None) or 1.0
-        )
-    thickness = ds0.get("SliceThickness", None)
+        slice_spacing = _positive(ds0, "SpacingBetweenSlices") or _positive(ds0, "SliceThickness") or 1.0
+    if not (spacing0 > 0).all():
+        raise DataFormatError(path0, "PixelSpacing", f"must be positive, got {spacing0.tolist()}")
     geometry = ImageGeometry(
         spacing=(abs(slice_spacing), float(spacing0[0]), float(spacing0[1])),
         origin=tuple(positions[0]),
         orientation=tuple(iop0),
-        slice_thickness=float(thickness) if thickness not in (None, "") else None,
+        slice_thickness=_positive(ds0, "SliceThickness"),
     )
     data = np.stack([_pixels(ds, path) for _, _, path, ds in entries])
     kind = "magnitude"

@@ -146,9 +146,12 @@ def check_slice(s: MRISlice, stage: str, reference: bool = True) -> None:
         m = torch.view_as_real(s.maps) if s.maps.is_complex() else s.maps
         if not bool(torch.isfinite(m).all()):
             raise ValueError(f"{where}: coil maps hold NaN or Inf values (calibrate)")
-        if not bool((m != 0).any()):
-            raise ValueError(f"{where}: coil maps are all zero (calibrate); try "
-                             "calibrate.method=walsh or a wider calibrate.calib_width")
+        if not bool((m != 0).any()):  # e.g. a noise-only edge slice: loud, but not fatal
+            import logging
+
+            logging.getLogger("mrirecon.pipeline").warning(
+                "%s: coil maps are all zero (calibrate: no signal above the ESPIRiT threshold); "
+                "this slice will be zero; try calibrate.crop=0 or calibrate.method=walsh", where)
     if reference and s.reference is not None and not bool(torch.isfinite(s.reference).all()):
         raise ValueError(f"{where}: the reference image holds NaN or Inf values; metrics would "
                          "be meaningless (set evaluate.enabled=false to skip them)")

@@ -180,3 +180,157 @@ def test_corrupt_helper_changes_the_bytes():
     assert corrupt(data, [("zero", 10, b"ab")])[10:26] == bytes(16)
     assert corrupt(data, [("flip", 3, b"\x01")])[3] == data[3] ^ 1
     assert np.frombuffer(corrupt(data, [("overwrite", 0.0, b"zz")])[:2], np.uint8).tolist() == [122, 122]
+
+
+# ---- structural corruptions: valid HDF5 holding wrong content -------------------------------
+
+small_shape = st.lists(st.integers(0, 5), min_size=0, max_size=5).map(tuple)
+dtypes = st.sampled_from(["complex64", "complex128", "float32", "int16", "bool", "S4"])
+
+
+@st.composite
+def arrays(draw):
+    shape, dtype = draw(small_shape), draw(dtypes)
+    size = int(np.prod(shape)) if shape else 1
+    values = draw(st.lists(st.sampled_from([0.0, 1.0, -2.5, np.nan, np.inf, 1e30]),
+                           min_size=size, max_size=size))
+    arr = np.asarray(values, dtype=np.float64).reshape(shape)
+    if dtype == "S4":
+        return arr.astype("S4")
+    if dtype in ("int16", "bool"):
+        return np.nan_to_num(arr, posinf=7, neginf=-7).clip(-7, 7).astype(dtype)
+    return arr.astype(dtype)
+
+
+@SETTINGS
+@given(field=st.sampled_from(["kspace", "ismrmrd_header", "mask", "reconstruction_rss"]),
+       value=st.one_of(st.none(), arrays(), st.sampled_from([
+           b"", b"<ismrmrdHeader", b"\x00\xff", "<ismrmrdHeader xmlns='x'/>"])),
+       matrix=st.one_of(st.none(), st.tuples(st.integers(-2, 70000), st.integers(-2, 70000))))
+def test_fastmri_reader_on_wrong_content(mri_file, tmp_path, field, value, matrix):
+    from conftest import clone_h5
+
+    import h5py
+
+    if isinstance(value, bytes) and b"\x00" in value:
+        value = np.void(value)  # opaque bytes (HDF5 strings cannot hold NUL)
+    replace = {field: value}
+    if matrix is not None:  # the header's encoded matrix set to other sizes
+        with h5py.File(mri_file) as h5:
+            xml = h5["ismrmrd_header"][()].decode()
+        start = xml.index("<encodedSpace>")
+        x0, x1 = xml.index("<x>", start), xml.index("</x>", start)
+        y0, y1 = xml.index("<y>", start), xml.index("</y>", start)
+        xml = xml[:x0] + f"<x>{matrix[0]}" + xml[x1:y0] + f"<y>{matrix[1]}" + xml[y1:]
+        replace.setdefault("ismrmrd_header", xml.encode())
+    path = clone_h5(mri_file, tmp_path / "w.h5", **replace)
+    check(lambda: read_fastmri_all(path))
+
+
+counters = st.sampled_from(["kspace_encode_step_1", "kspace_encode_step_2", "slice", "average",
+                            "contrast", "phase", "repetition", "set", "segment"])
+head_fields = st.sampled_from(["active_channels", "number_of_samples", "center_sample",
+                               "discard_pre", "discard_post", "encoding_space_ref", "flags"])
+
+
+@SETTINGS
+@given(edits=st.lists(st.tuples(st.one_of(counters, head_fields), st.integers(0, 20),
+                                st.sampled_from([0, 1, 2, 7, 100, 255, 40000, 65535])),
+                      min_size=1, max_size=4))
+def test_ismrmrd_reader_on_wrong_acquisition_headers(ismrmrd_file, tmp_path, edits):
+    import h5py
+
+    from mrirecon.io import read_ismrmrd
+
+    path = tmp_path / "w.h5"
+    shutil.copy(ismrmrd_file, path)
+    with h5py.File(path, "r+") as h5:
+        table = h5["dataset/data"]
+        records = table[()]
+        for name, row, value in edits:
+            row %= len(records)
+            head = records["head"]
+            target = head["idx"] if name in head["idx"].dtype.names else head
+            target[name][row] = np.asarray(value).astype(target[name].dtype)
+        table[...] = records
+
+    def read():
+        k = read_ismrmrd(path)
+        assert k.data.ndim == 4 and finite(k.data)
+
+    check(read)
+
+
+@SETTINGS
+@given(which=st.sampled_from(["observation", "ground_truth"]), value=arrays(),
+       geometry=st.one_of(st.none(), st.sampled_from(["", "{", "[]", '{"image_shape": 3}',
+                                                      '{"image_shape": [-4, 8], "num_views": 0}'])))
+def test_lodopab_reader_on_wrong_content(ct_dir, tmp_path, which, value, geometry):
+    import h5py
+
+    from conftest import clone_h5
+    from mrirecon.io.lodopab import LoDoPaBFiles
+
+    root = tmp_path / "ct"
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.copytree(ct_dir, root)
+    target = root / f"{which}_test_000.hdf5"
+    clone_h5(ct_dir / target.name, target, data=value)
+    if geometry is not None:
+        with h5py.File(root / "observation_test_000.hdf5", "r+") as h5:
+            h5.attrs["geometry"] = geometry
+
+    def read():
+        files = LoDoPaBFiles(root, "test")
+        for i in range(len(files)):
+            assert finite(files.sinogram(i).data)
+            if files.ground_truth_files is not None:
+                assert finite(files.attenuation(i).data)
+
+    check(read)
+
+
+dicom_values = st.sampled_from([0, 1, -1, 3, 16, 65535, 1e30, float("nan"), float("inf"), "",
+                                "abc", "1\\2", "0\\0", "-1\\1", "0\\0\\0\\0\\0\\0",
+                                "1\\0\\0\\1\\0\\0"])
+
+
+@SETTINGS
+@given(victim=st.integers(0, 2),
+       edits=st.lists(st.tuples(st.sampled_from([
+           "Rows", "Columns", "PixelSpacing", "ImageOrientationPatient", "ImagePositionPatient",
+           "RescaleSlope", "RescaleIntercept", "NumberOfFrames", "SamplesPerPixel",
+           "BitsAllocated", "PixelRepresentation", "Modality", "SeriesInstanceUID",
+           "SliceThickness", "SpacingBetweenSlices"]), dicom_values),
+           min_size=1, max_size=3))
+def test_dicom_reader_on_wrong_header_values(dicom_series, tmp_path, victim, edits):
+    import warnings
+
+    import pydicom
+
+    from mrirecon.io import read_dicom_series
+    from mrirecon.io.dicom import save_part10
+
+    folder = tmp_path / "s"
+    shutil.rmtree(folder, ignore_errors=True)
+    paths = dicom_series(folder, "MR", seed=4)
+    ds = pydicom.dcmread(paths[victim])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns of invalid values as it stores them
+        for keyword, value in edits:
+            try:
+                setattr(ds, keyword, value)
+            except (TypeError, ValueError, OverflowError):
+                continue  # pydicom refuses to hold it: not a file anyone can write
+        try:
+            save_part10(ds, paths[victim])
+        except (TypeError, ValueError, OverflowError, Exception):  # noqa: BLE001
+            return  # cannot be written, so cannot be read either
+
+    def read():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image = read_dicom_series(folder)
+        assert image.data.shape[0] == 3 and finite(image.data)
+
+    check(read)

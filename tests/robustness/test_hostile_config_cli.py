@@ -83,6 +83,8 @@ def test_user_errors_exit_2_with_one_line(mri_file, tmp_path, capsys):
     afile.write_text("x")
     assert "--output" in _cli_error(["run", "mri_cs", *inp, "-o", str(afile)], capsys)
     assert "is a file" in _cli_error(["run", "mri_cs", *inp, "-o", str(afile)], capsys)
+    err = _cli_error(["run", "mri_cs", *inp, "-o", str(afile / "sub")], capsys)
+    assert "cannot create the folder" in err and "afile/sub" in err
     err = _cli_error(["run", "mri_cs", *inp, "-o", str(tmp_path / "o"), "--set", "reconstruct.params.lam=[1,"],
                      capsys)
     assert "reconstruct.params.lam" in err and "not valid YAML" in err
