@@ -108,6 +108,7 @@ def ct_volume(config: PipelineConfig, path: Path, fmt: str, model, device: str, 
     from tqdm.auto import tqdm
 
     from mrirecon.io.lodopab import MU_MAX_PER_MM, LoDoPaBFiles, attenuation_to_hu, hu_to_attenuation
+    from mrirecon.pipeline.runner import release_memory
 
     if fmt == "dicom":
         from mrirecon.io import read_dicom_series
@@ -174,6 +175,7 @@ def ct_volume(config: PipelineConfig, path: Path, fmt: str, model, device: str, 
         previews.append(preview)
         if s.reference is not None:
             refs.append(s.reference.float())
+        release_memory()
     mu = torch.stack(recons)
     reference = torch.stack(refs) if len(refs) == n else None
     kw = {} if mu_water is None else {"mu_water": mu_water, "mu_air": mu_air}

@@ -11,6 +11,7 @@ import torch
 from mrirecon.data.containers import Image
 from mrirecon.pipeline import stages_mri
 from mrirecon.pipeline.report import VolumeResult
+from mrirecon.pipeline.runner import release_memory
 from mrirecon.pipeline.schema import PipelineConfig
 
 log = logging.getLogger("mrirecon.pipeline")
@@ -145,6 +146,7 @@ def _mri_volume(config: PipelineConfig, path: Path, fmt: str, model, device: str
             if s.reference is not None and tuple(s.reference.shape) == tuple(out.shape):
                 refs.append(s.reference.float().clone())
             del s, ks
+            release_memory()  # per-slice buffers back to the OS: peak RSS stays flat
     finally:
         if src is not None:
             src.close()

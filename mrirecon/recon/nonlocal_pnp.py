@@ -35,7 +35,6 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from skimage.restoration import denoise_nl_means, estimate_sigma
 from torch import Tensor
 
 from mrirecon.core import LinearOperator
@@ -73,6 +72,10 @@ def nlm_denoiser(h: float = 0.8, patch_size: int = 5, patch_distance: int = 6) -
     patch_size, patch_distance
         Patch side (pixels) and search radius (pixels).
     """
+    # imported on use: scikit-image's restoration pulls in scipy.stats, seconds of start-up for
+    # every pipeline that never calls NLM
+    from skimage.restoration import denoise_nl_means
+
     def denoise(img: np.ndarray, sigma: float) -> np.ndarray:
         if sigma <= 0:
             return img
@@ -121,6 +124,8 @@ def estimate_noise_level(x: Tensor) -> Tensor:
         Real tensor ``x.shape[:-2]`` (for complex images the mean over real and imaginary
         parts' estimates).
     """
+    from skimage.restoration import estimate_sigma
+
     arr = x.detach().cpu().numpy().reshape(-1, *x.shape[-2:])
     out = []
     for img in arr:

@@ -1,0 +1,322 @@
+"""Per-slice, end-to-end pipeline times against peer scripts doing the same work, in one run.
+
+What is timed (wall clock, one slice, after the data exist on disk):
+
+* MRI, fastMRI-size multi-coil slices simulated by ``mrirecon simulate mri`` (640 x 368 with
+  15 coils and 640 x 320 with 8 coils: 2x readout oversampling, 4x equispaced mask stored in the
+  file like fastMRI test data):
+  - ``mri_cs`` = ``run_pipeline`` (read, prewhiten, oversampling removal, ESPIRiT, 50 FISTA
+    L1-wavelet iterations, crop, HDF5 export), its first (cold) and second (warm) call;
+  - BART: a script that converts the slice to ``.cfl``, runs ``bart ecalib -m1`` and
+    ``bart pics -R W:7:0:<lam> -i 50``, reads the result and crops it; once on the k-space as
+    stored and once on readout-cropped k-space (the same reduction our pipeline makes);
+  - SigPy: ``EspiritCalib`` + ``L1WaveletRecon`` (50 iterations) on the readout-cropped slice;
+  - ``mri_learned`` (our E2E-VarNet with the shipped weights) and fastMRI's ``VarNet`` with the
+    same weights (key mapping by :func:`mrirecon.models.fastmri_varnet_state_dict`), each
+    reading the slice from the file and cropping the output;
+* CT at the LoDoPaB geometry (362 x 362, 1000 views, 513 detectors): ``ct_fbp`` and
+  ``ct_learned`` pipelines against ASTRA's CPU ``FBP`` (Hann) and scikit-image ``iradon``
+  (Hann) on the same sinogram;
+* kernels: the wavelet pair (640 x 368 complex64, db4, 4 levels) against PyWavelets and SigPy's
+  ``linop.Wavelet``; FBP of 512 x 512 / 1000 views against ``iradon`` and ASTRA;
+* each at ``--threads`` (default 1 and 2; the peers get the same count through
+  ``OMP_NUM_THREADS``), and ``mri_cs`` / ``ct_fbp`` again beside a second CPU-bound process.
+
+Images are compared by NRMSE after the best scale, ``min_s ||s a - b|| / ||b||``, against our
+result and against the reference image of the file. Usage::
+
+    python benchmarks/bench_pipeline.py                    # everything (about 15 minutes)
+    python benchmarks/bench_pipeline.py --quick            # 8-coil MRI, CT, kernels only
+    python benchmarks/bench_pipeline.py --sections mri ct  # choose sections
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI does, before torch loads
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import datetime  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+LAM = 0.001  # mri_cs.yaml's lam (on data scaled to a unit zero-filled peak)
+PEER = Path(__file__).with_name("peer_scripts.py")
+
+
+def nrmse(a, b) -> float:
+    """``min_s ||s a - b|| / ||b||`` (NRMSE after the best scale)."""
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    s = float(a @ b) / max(float(a @ a), 1e-300)
+    return float(np.linalg.norm(s * a - b) / np.linalg.norm(b))
+
+
+def timed(fn, *args, **kwargs):
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return time.perf_counter() - t0, out
+
+
+def machine_line() -> str:
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return (f"{cpu}, {os.cpu_count()} cores, {platform.platform()}, torch {torch.__version__}, "
+            f"numpy {np.__version__}")
+
+
+def others_running() -> str:
+    """Load average and the busiest other processes (what else was running)."""
+    load = os.getloadavg()
+    ps = subprocess.run(["ps", "-eo", "pcpu,comm", "--sort=-pcpu", "--no-headers"],
+                        capture_output=True, text=True).stdout.splitlines()
+    mine = os.getpid()
+    busy = [p.strip() for p in ps[:8] if p.strip() and float(p.split()[0]) > 10]
+    return f"load average {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} (pid {mine}); busiest: {busy}"
+
+
+@contextlib.contextmanager
+def busy_process(enabled: bool):
+    """A second CPU-bound process beside the benchmark (contention)."""
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if enabled else None
+    try:
+        yield
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+
+
+def peer(cmd: list[str], threads: int) -> dict:
+    """Run ``peer_scripts.py`` in a child with ``threads`` OpenMP/BLAS threads; its JSON."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
+               MKL_NUM_THREADS=str(threads))
+    out = subprocess.run([sys.executable, str(PEER), *cmd], capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"peer {cmd[0]} failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ---- data ---------------------------------------------------------------------------------
+
+
+def make_data(root: Path, quick: bool) -> dict:
+    from mrirecon.data.simulate_ct import simulate_ct_dataset
+    from mrirecon.data.simulate_mri import simulate_mri_dataset
+
+    data = {"mri": {}}
+    sets = [("8 coils, 640 x 320", 8, (320, 320), 6)]
+    if not quick:
+        sets.insert(0, ("15 coils, 640 x 368", 15, (320, 368), 5))
+    for name, coils, size, seed in sets:
+        out = root / f"mri{coils}"
+        (path,) = simulate_mri_dataset(out, volumes=1, slices=1, coils=coils, size=size, seed=seed,
+                                       acceleration=4, readout_oversampling=2,
+                                       contrasts=["T2"], orientations=["axial"])
+        data["mri"][name] = Path(path)
+    paths = simulate_ct_dataset(root / "ct", geometry="parallel", views=1000, size=362,
+                                detectors=513, samples=1, part="test", seed=3, photons=4096.0)
+    data["ct"] = next(Path(p) for p in paths if Path(p).name.startswith("observation"))
+    return data
+
+
+# ---- ours ---------------------------------------------------------------------------------
+
+
+def run_ours(pipeline: str, path: Path, out: Path, sets: list[str] = ()) -> tuple[float, np.ndarray]:
+    """One ``run_pipeline`` call on a one-slice file; (seconds, reconstruction)."""
+    import h5py
+
+    from mrirecon.pipeline.definitions import load_pipeline
+    from mrirecon.pipeline.runner import run_pipeline
+
+    config, _ = load_pipeline(pipeline, ["export.formats=[hdf5]", "report.enabled=false",
+                                         "evaluate.enabled=false", *sets])
+    shutil.rmtree(out, ignore_errors=True)
+    seconds, code = timed(run_pipeline, config, [str(path)], out, progress=False)
+    if code != 0:
+        raise RuntimeError(f"{pipeline} failed on {path}")
+    with h5py.File(next((out / "reconstructions").glob("*.h5")), "r") as f:
+        return seconds, f["reconstruction"][0]
+
+
+def reference_of(path: Path) -> np.ndarray:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return f["reconstruction_rss"][0]
+
+
+def ct_truth(obs: Path) -> np.ndarray:
+    from mrirecon.io.lodopab import LoDoPaBFiles
+
+    files = LoDoPaBFiles(obs.parent, "test")
+    return files.attenuation(0).data[0].numpy()
+
+
+# ---- sections -----------------------------------------------------------------------------
+
+
+def section_kernels(threads: int, work: Path, rows: list) -> None:
+    r = peer(["kernels", str(work / "kernels")], threads)
+    torch.set_num_threads(threads)
+    from mrirecon.functional.wavelet import dwt2, idwt2
+    from mrirecon.operators.ct_geometry import CTGeometry
+    from mrirecon.operators.fbp import fbp
+
+    x = torch.randn(640, 368, dtype=torch.complex64, generator=torch.Generator().manual_seed(0))
+    idwt2(dwt2(x, "db4", 4), "db4", 4)
+    t_w = min(timed(lambda: idwt2(dwt2(x, "db4", 4), "db4", 4))[0] for _ in range(20))
+    rows.append((f"wavelet fwd + adj 640 x 368 c64, {threads} thr", t_w, "PyWavelets", r["pywt_s"]))
+    rows.append((f"wavelet fwd + adj 640 x 368 c64, {threads} thr", t_w, "SigPy linop.Wavelet", r["sigpy_s"]))
+    g = CTGeometry.parallel((512, 512), 1000)
+    sino = torch.from_numpy(np.load(r["sino_path"]))
+    t_cold, img = timed(fbp, sino, g, filter="hann")
+    t_f = min(timed(fbp, sino, g, filter="hann")[0] for _ in range(3))
+    img = img.numpy()
+    truth = np.load(r["phantom_path"])
+    note = (f"NRMSE vs phantom: ours {nrmse(img, truth):.4f}, iradon {nrmse(np.load(r['iradon_path']), truth):.4f},"
+            f" ASTRA {nrmse(np.load(r['astra_path']), truth):.4f}; ours cold {t_cold:.3f} s")
+    rows.append((f"FBP 512^2 / 1000 views Hann, {threads} thr", t_f, "scikit-image iradon", r["iradon_s"], note))
+    rows.append((f"FBP 512^2 / 1000 views Hann, {threads} thr", t_f, "ASTRA CPU FBP", r["astra_s"]))
+
+
+def section_mri(data: dict, threads: int, work: Path, rows: list, quick: bool) -> None:
+    torch.set_num_threads(threads)
+    for name, path in data["mri"].items():
+        ref = reference_of(path)
+        t_cold, ours = run_ours("mri_cs", path, work / "cs")
+        t_warm, ours = run_ours("mri_cs", path, work / "cs")
+        note = f"NRMSE vs reference: ours {nrmse(ours, ref):.4f}"
+        bart_full = peer(["bart", str(path), str(work / "bart"), str(LAM), "full"], threads)
+        bart_crop = peer(["bart", str(path), str(work / "bart"), str(LAM), "crop"], threads)
+        for label, b in (("BART ecalib + pics (k-space as stored)", bart_full),
+                         ("BART ecalib + pics (readout cropped first)", bart_crop)):
+            img = np.load(b["image_path"])
+            rows.append((f"mri_cs {name}, {threads} thr (cold {t_cold:.2f} s)", t_warm, label, b["seconds"],
+                         f"NRMSE ours vs BART {nrmse(ours, img):.4f}; BART vs reference "
+                         f"{nrmse(img, ref):.4f}; {note}"))
+        if threads == 1 and not quick:
+            sp = peer(["sigpy", str(path), str(work / "sigpy"), str(LAM)], threads)
+            img = np.load(sp["image_path"])
+            rows.append((f"mri_cs {name}, {threads} thr", t_warm, "SigPy EspiritCalib + L1WaveletRecon "
+                         "(readout cropped)", sp["seconds"],
+                         f"NRMSE ours vs SigPy {nrmse(ours, img):.4f}; SigPy vs reference {nrmse(img, ref):.4f}"))
+        t_cold, learned = run_ours("mri_learned", path, work / "vn")
+        t_warm, learned = run_ours("mri_learned", path, work / "vn")
+        fm = peer(["varnet", str(path), str(work / "fastmri")], threads)
+        img = np.load(fm["image_path"])
+        rows.append((f"mri_learned {name}, {threads} thr (cold {t_cold:.2f} s)", t_warm,
+                     "fastMRI VarNet, same weights", fm["seconds"],
+                     f"NRMSE ours vs fastMRI {nrmse(learned, img):.2e}"))
+
+
+def section_ct(data: dict, threads: int, work: Path, rows: list) -> None:
+    torch.set_num_threads(threads)
+    obs = data["ct"]
+    truth = ct_truth(obs)
+    t_cold, _ = run_ours("ct_fbp", obs, work / "fbp")
+    t_warm, _ = run_ours("ct_fbp", obs, work / "fbp")
+    r = peer(["ct", str(obs), str(work / "ctpeer")], threads)
+    from mrirecon.io.lodopab import LoDoPaBFiles
+    from mrirecon.operators.fbp import fbp
+
+    files = LoDoPaBFiles(obs.parent, "test")
+    mu = fbp(files.sinogram(0).data[0], files.geometry, filter="hann").numpy()
+    note = f"NRMSE vs ground truth: ours {nrmse(mu, truth):.4f}"
+    for label, key in (("ASTRA CPU FBP (Hann)", "astra"), ("scikit-image iradon (Hann)", "iradon")):
+        img = np.load(r[f"{key}_path"])
+        rows.append((f"ct_fbp LoDoPaB 362^2 / 1000 views, {threads} thr (cold {t_cold:.2f} s)", t_warm,
+                     label, r[f"{key}_s"], f"{note}; {key} {nrmse(img, truth):.4f}; ours vs {key} "
+                     f"{nrmse(mu, img):.4f}"))
+    t_cold, _ = run_ours("ct_learned", obs, work / "pd")
+    t_warm, _ = run_ours("ct_learned", obs, work / "pd")
+    rows.append((f"ct_learned (30 views) LoDoPaB, {threads} thr (cold {t_cold:.2f} s)", t_warm,
+                 "ASTRA CPU FBP, 1000 views", r["astra_s"]))
+
+
+def section_contention(data: dict, work: Path, rows: list, threads_list: list[int]) -> None:
+    name, path = list(data["mri"].items())[-1]
+    for threads in threads_list:
+        torch.set_num_threads(threads)
+        run_ours("mri_cs", path, work / "cs")
+        quiet = run_ours("mri_cs", path, work / "cs")[0]
+        with busy_process(True):
+            busy = run_ours("mri_cs", path, work / "cs")[0]
+        rows.append((f"mri_cs {name}, {threads} thr, beside a busy process", busy,
+                     "same, without it (this run)", quiet, f"slow-down {busy / quiet:.2f}x"))
+        run_ours("ct_fbp", data["ct"], work / "fbp")
+        quiet = run_ours("ct_fbp", data["ct"], work / "fbp")[0]
+        with busy_process(True):
+            busy = run_ours("ct_fbp", data["ct"], work / "fbp")[0]
+        rows.append((f"ct_fbp LoDoPaB, {threads} thr, beside a busy process", busy,
+                     "same, without it (this run)", quiet, f"slow-down {busy / quiet:.2f}x"))
+
+
+def _guard(rows: list, section, *args) -> None:
+    """Run a section; a failing peer is reported and the other sections still run."""
+    start = len(rows)
+    try:
+        section(*args)
+    except Exception as err:  # noqa: BLE001 (a benchmark reports and goes on)
+        print(f"# {section.__name__} failed: {type(err).__name__}: {err}", flush=True)
+    for row in rows[start:]:
+        print("# row:", row, flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--sections", nargs="+", default=["kernels", "mri", "ct", "contention"],
+                    choices=["kernels", "mri", "ct", "contention"])
+    ap.add_argument("--quick", action="store_true", help="8-coil MRI only, no SigPy")
+    ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    args = ap.parse_args()
+    if "mri" in args.sections and shutil.which("bart") is None:
+        sys.exit("bench_pipeline: the MRI section needs BART (Debian: apt-get install bart)")
+    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    print(f"# bench_pipeline, {started}\n# {machine_line()}\n# before: {others_running()}", flush=True)
+    rows: list = []
+    with tempfile.TemporaryDirectory(prefix="mrirecon-bench-") as tmp:
+        work = Path(tmp)
+        data = make_data(work / "data", args.quick) if set(args.sections) - {"kernels"} else {}
+        for threads in args.threads:
+            if "kernels" in args.sections:
+                _guard(rows, section_kernels, threads, work, rows)
+            if "mri" in args.sections:
+                _guard(rows, section_mri, data, threads, work, rows, args.quick)
+            if "ct" in args.sections:
+                _guard(rows, section_ct, data, threads, work, rows)
+            print(f"# after {threads} thread(s): {others_running()}", flush=True)
+        if "contention" in args.sections:
+            _guard(rows, section_contention, data, work, rows, args.threads)
+    print(f"# after: {others_running()}")
+    print("\n| work | ours (s) | peer | peer (s) | ratio ours/peer | agreement, notes |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        what, ours, peer_name, peer_s = row[:4]
+        note = row[4] if len(row) > 4 else ""
+        print(f"| {what} | {ours:.3f} | {peer_name} | {peer_s:.3f} | {ours / peer_s:.2f} | {note} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps([list(r) for r in rows], indent=1))
+
+
+if __name__ == "__main__":
+    main()
