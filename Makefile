@@ -13,7 +13,7 @@ RUNTIME_STAMP := $(VENV)/.mrirecon-runtime
 TEST_STAMP := $(VENV)/.mrirecon-test
 SYSDEPS := dicom3tools dcm2niix chromium
 
-.PHONY: demo test setup setup-test sysdeps bench clean
+.PHONY: demo test setup setup-test sysdeps benchdeps bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -48,13 +48,24 @@ sysdeps:
 	  else echo "sysdeps: not root or no apt-get; the tests that need$$missing will be skipped"; fi; \
 	fi
 
+# BART (Debian's `bart`, ecalib + pics) is the scanner-side peer of benchmarks/bench_pipeline.py;
+# no test needs it.
+benchdeps:
+	@if ! command -v bart >/dev/null 2>&1; then \
+	  echo "benchdeps: installing bart with apt-get (the BART peer of the pipeline benchmark)"; \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bart >/dev/null) \
+	      || echo "benchdeps: apt-get failed; the BART rows of the benchmark are skipped"; \
+	  else echo "benchdeps: not root or no apt-get; the BART rows of the benchmark are skipped"; fi; \
+	fi
+
 demo: setup
 	$(VENV)/bin/mrirecon demo --output demo_out
 
 test: setup-test sysdeps
 	$(PY) -m pytest -q tests
 
-bench: setup-test
+bench: setup-test benchdeps
 	$(PY) benchmarks/run_all.py
 
 clean:
