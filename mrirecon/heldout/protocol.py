@@ -40,8 +40,9 @@ CT_PARAMS: dict[int, dict[str, dict[str, Any]]] = {
     60: {"fbp": {"filter": "hann"}, "sirt": {"max_iterations": 50},
          "tv_ct": {"lam": 5.0, "max_iterations": 100}},
 }
-#: Learned-model overrides for the held-out geometry (none: models run as their cards say).
-LEARNED_OVERRIDES: dict[str, dict[str, Any]] = {}
+#: Inference settings of learned models on MRI (their cards' defaults) and CT (``ct_pnp.yaml``).
+MRI_MODEL_PARAMS: dict[str, dict[str, Any]] = {}
+CT_MODEL_PARAMS: dict[str, dict[str, Any]] = {}
 
 
 def intensity_ratios(reference: np.ndarray, prediction: np.ndarray) -> tuple[float, float]:
@@ -85,7 +86,7 @@ def run_mri(data_dir: str | Path, accelerations: Sequence[float] = (4, 8),
                                         "mean_ratio": mr, "p99_ratio": pr,
                                         "seconds": rec["seconds_per_slice"]})
 
-        p = {m: {**dict(params.get(float(acc), {}).get(m, {})), **LEARNED_OVERRIDES.get(m, {})}
+        p = {m: {**dict(params.get(float(acc), {}).get(m, {})), **MRI_MODEL_PARAMS.get(m, {})}
              for m in methods}
         p = {m: v for m, v in p.items() if v}
         run_bench(data_dir, "multicoil", (acc,), list(methods), params=p, output_dir=None,
@@ -101,7 +102,7 @@ def _ct_models(methods: Sequence[str]) -> dict[str, torch.nn.Module]:
     from mrirecon.recon import available
 
     classical = set(available())
-    return {m: load_model(m, LEARNED_OVERRIDES.get(m, {}), None) for m in methods if m not in classical}
+    return {m: load_model(m, CT_MODEL_PARAMS.get(m, {}), None) for m in methods if m not in classical}
 
 
 def reconstruct_ct(s, views: int, method: str, params: Mapping[str, Any], model) -> tuple[torch.Tensor, float]:
