@@ -23,13 +23,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # PnP schedules tried on the validation split (attributes of PnPDPIR)
-PNP_SETTINGS = [
-    {"iterations": 10, "sigma_max": smax, "sigma_min": smin, "lam": lam}
-    for smax, smin, lam in ((0.05, 0.01, 1e-4), (0.1, 0.01, 3e-4), (0.05, 0.005, 3e-5))
+PNP_SETTINGS = [  # round 1 (4x, one volume) favoured the smallest final rho = lam / sigma_min^2
+    {"iterations": 20, "sigma_max": smax, "sigma_min": smin, "lam": lam}
+    for smax, smin, lam in ((0.1, 0.005, 3e-5), (0.1, 0.005, 1e-5))
 ]
 PNP_CT_SETTINGS = [
-    {"iterations": 10, "sigma_max": smax, "sigma_min": smin, "lam": lam}
-    for smax, smin, lam in ((0.1, 0.01, 1e-4), (0.1, 0.02, 1e-3))
+    {"iterations": 20, "sigma_max": smax, "sigma_min": smin, "lam": lam}
+    for smax, smin, lam in ((0.1, 0.01, 1e-4), (0.1, 0.005, 1e-5))
 ]
 
 
@@ -92,12 +92,26 @@ def evaluate(work: Path, parts: list[str], methods: list[str] | None) -> None:
         if not any(data.glob("*.h5")):
             write_heldout_mri(data)
         ms = [m for m in (methods or P.MRI_METHODS) if m in P.MRI_METHODS]
+        tuned = json.loads((work / "tuned.json").read_text()) if (work / "tuned.json").is_file() else {}
+        if tuned.get("pnp_mri"):  # the schedule with the best PSNR summed over 4x and 8x
+            grids = [r["grid"] for r in tuned["pnp_mri"].values()]
+            best = max(range(len(grids[0])), key=lambda i: sum(g[i]["PSNR"] for g in grids))
+            P.MRI_MODEL_PARAMS["pnp_dncnn_diverse"] = grids[0][best]["params"]
+        print("MRI model parameters", P.MRI_MODEL_PARAMS, flush=True)
         res = _merge(work / "heldout_mri.json", P.run_mri(data, methods=ms))
         (work / "heldout_mri.md").write_text(P.table(res, "acceleration"))
         print(P.table(res, "acceleration"), f"{time.perf_counter() - t0:.0f} s", flush=True)
     if "ct" in parts:
         ms = [m for m in (methods or P.CT_METHODS) if m in P.CT_METHODS]
-        res = _merge(work / "heldout_ct.json", P.run_ct(heldout_ct_slices(), methods=ms))
+        params = {v: {m: dict(p) for m, p in P.CT_PARAMS.get(v, {}).items()} for v in (30, 60)}
+        tuned = json.loads((work / "tuned.json").read_text()) if (work / "tuned.json").is_file() else {}
+        for v in (30, 60):  # winners of `tune` on the validation split (30 views; reused at 60)
+            for m, r in tuned.get("ct", {}).get("30", {}).items():
+                params[v][m] = r["best"]
+        if "model" in tuned.get("pnp_ct", {}).get("30", {}):
+            P.CT_MODEL_PARAMS["pnp_dncnn_diverse"] = tuned["pnp_ct"]["30"]["model"]["best"]
+        print("CT parameters", params, P.CT_MODEL_PARAMS, flush=True)
+        res = _merge(work / "heldout_ct.json", P.run_ct(heldout_ct_slices(), methods=ms, params=params))
         (work / "heldout_ct.md").write_text(P.table(res, "views"))
         print(P.table(res, "views"), f"{time.perf_counter() - t0:.0f} s", flush=True)
 

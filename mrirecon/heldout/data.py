@@ -30,7 +30,7 @@ from scipy import ndimage
 from mrirecon.io.heldout_sources import HELDOUT_CT, HELDOUT_MR, read_heldout_ct, read_heldout_mr
 
 MRI_VARIANTS = 1
-CT_VARIANTS = 2
+CT_VARIANTS = 1
 MRI_SEED = 2024
 CT_SEED = 4048
 MRI_RECON = (320, 320)

@@ -29,10 +29,10 @@ MRI_METHODS = ("zero_filled", "cg_sense", "l1_wavelet", "tv", "grappa", "varnet_
 CT_METHODS = ("fbp", "sirt", "tv_ct", "primal_dual_ct_sim", "pnp_dncnn_diverse")
 #: Tuned on the validation split (see ``benchmarks/heldout.py --tune``); per acceleration.
 MRI_PARAMS: dict[float, dict[str, dict[str, Any]]] = {
-    4.0: {"cg_sense": {"max_iterations": 10}, "l1_wavelet": {"lam": 1e-3, "max_iterations": 50},
-          "tv": {"lam": 1e-3, "max_iterations": 100}},
-    8.0: {"cg_sense": {"max_iterations": 10}, "l1_wavelet": {"lam": 1e-3, "max_iterations": 50},
-          "tv": {"lam": 1e-3, "max_iterations": 100}},
+    4.0: {"cg_sense": {"max_iterations": 20}, "l1_wavelet": {"lam": 1e-3, "max_iterations": 100},
+          "tv": {"lam": 1e-2, "max_iterations": 30}},
+    8.0: {"cg_sense": {"max_iterations": 20}, "l1_wavelet": {"lam": 1e-3, "max_iterations": 100},
+          "tv": {"lam": 3e-3, "max_iterations": 30}},
 }
 CT_PARAMS: dict[int, dict[str, dict[str, Any]]] = {
     30: {"fbp": {"filter": "hann"}, "sirt": {"max_iterations": 50},
