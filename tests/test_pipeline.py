@@ -49,6 +49,9 @@ def _fast(name: str) -> list[str]:
         "mri_modl": ["undersample.enabled=true", "calibrate.calib_width=12", "calibrate.kernel_width=4"],
         "ct_fbp": [],
         "ct_learned": [],
+        "mri_pnp": ["undersample.enabled=true", "calibrate.calib_width=12", "calibrate.kernel_width=4",
+                    "reconstruct.params.iterations=4"],
+        "ct_pnp": ["reconstruct.params.iterations=6"],
     }[name]
 
 
@@ -60,7 +63,7 @@ def test_every_shipped_pipeline_validates():
         assert config.name and config.modality in ("mri", "ct")
 
 
-@pytest.mark.parametrize("name", ["mri_cs", "mri_retrospective", "mri_learned", "mri_modl"])
+@pytest.mark.parametrize("name", ["mri_cs", "mri_retrospective", "mri_learned", "mri_modl", "mri_pnp"])
 def test_mri_pipelines_end_to_end(name, mri_dir, tmp_path):
     from mrirecon.training.weights import available_weights
 
@@ -94,7 +97,7 @@ def test_mri_pipelines_end_to_end(name, mri_dir, tmp_path):
     assert "<table>" in html and ".png" in html and "SSIM" in html
 
 
-@pytest.mark.parametrize("name", ["ct_fbp", "ct_learned"])
+@pytest.mark.parametrize("name", ["ct_fbp", "ct_learned", "ct_pnp"])
 def test_ct_pipelines_end_to_end(name, ct_dir, tmp_path):
     from mrirecon.training.weights import available_weights
 
