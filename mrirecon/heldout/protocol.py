@@ -27,18 +27,19 @@ import torch
 MRI_METHODS = ("zero_filled", "cg_sense", "l1_wavelet", "tv", "grappa", "varnet_brain_sim",
                "modl_brain_sim", "pnp_dncnn_brain_sim", "pnp_dncnn_diverse")
 CT_METHODS = ("fbp", "sirt", "tv_ct", "primal_dual_ct_sim", "pnp_dncnn_diverse")
-#: Tuned on the validation split (see ``benchmarks/heldout.py --tune``); per acceleration.
+#: Tuned on the validation split (``benchmarks/heldout.py tune``, grids in
+#: :mod:`mrirecon.heldout.tune`; the smallest l1 ``lam`` of the grid won); per acceleration.
 MRI_PARAMS: dict[float, dict[str, dict[str, Any]]] = {
     4.0: {"cg_sense": {"max_iterations": 20}, "l1_wavelet": {"lam": 1e-3, "max_iterations": 100},
           "tv": {"lam": 1e-2, "max_iterations": 30}},
     8.0: {"cg_sense": {"max_iterations": 20}, "l1_wavelet": {"lam": 1e-3, "max_iterations": 100},
           "tv": {"lam": 3e-3, "max_iterations": 30}},
 }
-CT_PARAMS: dict[int, dict[str, dict[str, Any]]] = {
-    30: {"fbp": {"filter": "hann"}, "sirt": {"max_iterations": 50},
-         "tv_ct": {"lam": 5.0, "max_iterations": 100}},
-    60: {"fbp": {"filter": "hann"}, "sirt": {"max_iterations": 50},
-         "tv_ct": {"lam": 5.0, "max_iterations": 100}},
+CT_PARAMS: dict[int, dict[str, dict[str, Any]]] = {  # tuned at 30 views, reused at 60
+    30: {"fbp": {"filter": "hann"}, "sirt": {"max_iterations": 100},
+         "tv_ct": {"lam": 2.0, "max_iterations": 100}},
+    60: {"fbp": {"filter": "hann"}, "sirt": {"max_iterations": 100},
+         "tv_ct": {"lam": 2.0, "max_iterations": 100}},
 }
 #: Inference settings of learned models on MRI (their cards' defaults) and CT (``ct_pnp.yaml``).
 MRI_MODEL_PARAMS: dict[str, dict[str, Any]] = {}
