@@ -23,13 +23,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # PnP schedules tried on the validation split (attributes of PnPDPIR)
-PNP_SETTINGS = [  # round 1 (4x, one volume) favoured the smallest final rho = lam / sigma_min^2
+PNP_SETTINGS = [  # round 3; rounds 1-2 (card) favoured the smallest final rho = lam / sigma_min^2
     {"iterations": 20, "sigma_max": smax, "sigma_min": smin, "lam": lam}
-    for smax, smin, lam in ((0.1, 0.005, 3e-5), (0.1, 0.005, 1e-5))
+    for smax, smin, lam in ((0.1, 0.005, 1e-5), (0.1, 0.005, 3e-6))
 ]
 PNP_CT_SETTINGS = [
     {"iterations": 20, "sigma_max": smax, "sigma_min": smin, "lam": lam}
-    for smax, smin, lam in ((0.1, 0.01, 1e-4), (0.1, 0.005, 1e-5))
+    for smax, smin, lam in ((0.1, 0.01, 1e-4), (0.1, 0.005, 1e-5), (0.1, 0.005, 3e-6))
 ]
 
 

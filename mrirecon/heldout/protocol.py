@@ -43,7 +43,7 @@ CT_PARAMS: dict[int, dict[str, dict[str, Any]]] = {  # tuned at 30 views, reused
 }
 #: Inference settings of learned models on MRI (their cards' defaults) and CT (``ct_pnp.yaml``).
 MRI_MODEL_PARAMS: dict[str, dict[str, Any]] = {}
-CT_MODEL_PARAMS: dict[str, dict[str, Any]] = {}
+CT_MODEL_PARAMS: dict[str, dict[str, Any]] = {"pnp_dncnn_diverse": {"lam": 1e-5}}  # = ct_pnp.yaml
 
 
 def intensity_ratios(reference: np.ndarray, prediction: np.ndarray) -> tuple[float, float]:
