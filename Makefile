@@ -13,7 +13,7 @@ RUNTIME_STAMP := $(VENV)/.mrirecon-runtime
 TEST_STAMP := $(VENV)/.mrirecon-test
 SYSDEPS := dicom3tools dcm2niix chromium
 
-.PHONY: demo test setup setup-test sysdeps benchdeps bench clean
+.PHONY: demo test setup setup-test sysdeps benchdeps bench clean weights
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,12 @@ test: setup-test sysdeps
 
 bench: setup-test benchdeps
 	$(PY) benchmarks/run_all.py
+
+# Rebuild the generic PnP prior (mrirecon/weights/pnp_dncnn_diverse.pt; ~1 h on one CPU thread,
+# see its card). The other shipped weights: commands in mrirecon/weights/README.md.
+weights: setup
+	OMP_NUM_THREADS=1 $(PY) -m mrirecon.training.denoiser_prior --out mrirecon/weights/pnp_dncnn_diverse.pt \
+	  --depth 8 --features 32 --batch 16 --patch 64 --seed 0 --max-seconds 3600
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

@@ -23,9 +23,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 # PnP schedules tried on the validation split (attributes of PnPDPIR)
-PNP_SETTINGS = [
-    {"iterations": k, "sigma_max": smax, "sigma_min": smin, "lam": lam}
-    for k in (12,) for smax in (0.05, 0.15) for smin in (0.005, 0.015) for lam in (3e-5, 1e-4, 3e-4)
+PNP_SETTINGS = [  # round 3; rounds 1-2 (card) favoured the smallest final rho = lam / sigma_min^2
+    {"iterations": 20, "sigma_max": smax, "sigma_min": smin, "lam": lam}
+    for smax, smin, lam in ((0.1, 0.005, 1e-5), (0.1, 0.005, 3e-6))
+]
+PNP_CT_SETTINGS = [
+    {"iterations": 20, "sigma_max": smax, "sigma_min": smin, "lam": lam}
+    for smax, smin, lam in ((0.1, 0.01, 1e-4), (0.1, 0.005, 1e-5), (0.1, 0.005, 3e-6))
 ]
 
 
@@ -49,26 +53,36 @@ def tune(work: Path, parts: list[str], weights: str | None) -> None:
         result["mri"] = T.tune_mri(val)
         _json(out_path, result)
         print("mri classical", time.perf_counter() - t0, flush=True)
-    if "ct" in parts:
-        result["ct"] = T.tune_ct(validation_ct_slices())
+    if "ct" in parts:  # one validation slice, 30 views (the 60-view runs reuse the choice)
+        result["ct"] = T.tune_ct(validation_ct_slices(1), views=(30,))
         _json(out_path, result)
         print("ct classical", time.perf_counter() - t0, flush=True)
     if "pnp_mri" in parts or "pnp_ct" in parts:
         from mrirecon.training.weights import load_model
 
-        model = load_model("pnp_dpir", {}, weights) if weights else load_model("pnp_dncnn_diverse", {}, None)
+        model = (load_model("pnp_dpir", {"depth": 8, "features": 32}, weights) if weights
+                 else load_model("pnp_dncnn_diverse", {}, None))
         if "pnp_mri" in parts:
-            result["pnp_mri"] = T.tune_model_mri(work / "val_mri", model, PNP_SETTINGS)
+            result["pnp_mri"] = T.tune_model_mri(work / "val_mri", model, PNP_SETTINGS, max_volumes=1)
             _json(out_path, result)
             print("pnp mri", time.perf_counter() - t0, flush=True)
         if "pnp_ct" in parts:
-            result["pnp_ct"] = T.tune_ct(validation_ct_slices(), grid={}, model=model,
-                                         model_settings=PNP_SETTINGS)
+            result["pnp_ct"] = T.tune_ct(validation_ct_slices(1), views=(30,), grid={}, model=model,
+                                         model_settings=PNP_CT_SETTINGS)
             _json(out_path, result)
             print("pnp ct", time.perf_counter() - t0, flush=True)
 
 
-def evaluate(work: Path, parts: list[str]) -> None:
+def _merge(path: Path, res: dict) -> dict:
+    """Merge ``res`` (``{setting: {method: row}}``) into the JSON at ``path`` (method-wise)."""
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    for key, rows in res.items():
+        old.setdefault(str(key), {}).update(rows)
+    _json(path, old)
+    return {float(k): v for k, v in old.items()}
+
+
+def evaluate(work: Path, parts: list[str], methods: list[str] | None) -> None:
     from mrirecon.heldout import protocol as P
     from mrirecon.heldout.data import heldout_ct_slices, write_heldout_mri
 
@@ -77,12 +91,28 @@ def evaluate(work: Path, parts: list[str]) -> None:
         data = work / "heldout_mri"
         if not any(data.glob("*.h5")):
             write_heldout_mri(data)
-        res = P.run_mri(data, output_dir=work)
-        _json(work / "heldout_mri.json", res)
+        ms = [m for m in (methods or P.MRI_METHODS) if m in P.MRI_METHODS]
+        tuned = json.loads((work / "tuned.json").read_text()) if (work / "tuned.json").is_file() else {}
+        if tuned.get("pnp_mri"):  # the schedule with the best PSNR summed over 4x and 8x
+            grids = [r["grid"] for r in tuned["pnp_mri"].values()]
+            best = max(range(len(grids[0])), key=lambda i: sum(g[i]["PSNR"] for g in grids))
+            P.MRI_MODEL_PARAMS["pnp_dncnn_diverse"] = grids[0][best]["params"]
+        print("MRI model parameters", P.MRI_MODEL_PARAMS, flush=True)
+        res = _merge(work / "heldout_mri.json", P.run_mri(data, methods=ms))
+        (work / "heldout_mri.md").write_text(P.table(res, "acceleration"))
         print(P.table(res, "acceleration"), f"{time.perf_counter() - t0:.0f} s", flush=True)
     if "ct" in parts:
-        res = P.run_ct(heldout_ct_slices(), output_dir=work)
-        _json(work / "heldout_ct.json", res)
+        ms = [m for m in (methods or P.CT_METHODS) if m in P.CT_METHODS]
+        params = {v: {m: dict(p) for m, p in P.CT_PARAMS.get(v, {}).items()} for v in (30, 60)}
+        tuned = json.loads((work / "tuned.json").read_text()) if (work / "tuned.json").is_file() else {}
+        for v in (30, 60):  # winners of `tune` on the validation split (30 views; reused at 60)
+            for m, r in tuned.get("ct", {}).get("30", {}).items():
+                params[v][m] = r["best"]
+        if "model" in tuned.get("pnp_ct", {}).get("30", {}):
+            P.CT_MODEL_PARAMS["pnp_dncnn_diverse"] = tuned["pnp_ct"]["30"]["model"]["best"]
+        print("CT parameters", params, P.CT_MODEL_PARAMS, flush=True)
+        res = _merge(work / "heldout_ct.json", P.run_ct(heldout_ct_slices(), methods=ms, params=params))
+        (work / "heldout_ct.md").write_text(P.table(res, "views"))
         print(P.table(res, "views"), f"{time.perf_counter() - t0:.0f} s", flush=True)
 
 
@@ -92,12 +122,16 @@ def main() -> None:
     p.add_argument("--work", type=Path, required=True, help="folder for data and results")
     p.add_argument("--parts", default="mri,ct", help="tune: mri,ct,pnp_mri,pnp_ct; eval: mri,ct")
     p.add_argument("--weights", default=None, help="tune: a pnp_dpir .pt instead of the shipped one")
+    p.add_argument("--methods", default=None, help="eval: comma-separated subset of the protocol's methods")
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     a.work.mkdir(parents=True, exist_ok=True)
     parts = [x for x in a.parts.split(",") if x]
-    (tune if a.mode == "tune" else evaluate)(a.work, *( [parts, a.weights] if a.mode == "tune" else [parts]))
+    if a.mode == "tune":
+        tune(a.work, parts, a.weights)
+    else:
+        evaluate(a.work, parts, a.methods.split(",") if a.methods else None)
 
 
 if __name__ == "__main__":

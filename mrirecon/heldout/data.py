@@ -6,13 +6,15 @@ as fastMRI's ``kspace``), given a smooth random phase and 8 birdcage coil sensit
 of squares, random rotation and ring radius), Fourier transformed and measured with complex
 Gaussian noise at 28-34 dB k-space SNR. The reference is fastMRI's ``reconstruction_rss``: the
 root-sum-of-squares of the fully sampled noisy coil images, cropped to ``320 x 320``. Each image
-gives :data:`VARIANTS` volumes (different crop, zoom, flip, phase, coils, noise).
+gives :data:`MRI_VARIANTS` volumes (each variant: its own zoom, flip, phase, coils, noise).
 
 CT (LoDoPaB-CT geometry): each reserved CT image (HU) is rotated / zoomed onto ``362 x 362`` over
 a 26 cm field of view, converted to attenuation ``mu = 0.0192 (1 + HU / 1000)`` /mm, projected
 in parallel beam over 1000 angles with 513 detector bins and measured with Poisson noise at
 ``I0 = 4096`` photons per bin (LoDoPaB's dose; counts floored at 0.1). Sparse-view data keep 30
-or 60 equispaced angles. References are ``mu / MU_MAX`` as in LoDoPaB.
+or 60 of the angles (every 33rd / 16th: 31 / 63 angles, as the pipelines' ``undersample.views``).
+Each image gives :data:`CT_VARIANTS` slices (rotation, zoom, flip, noise). References are
+``mu / MU_MAX`` as in LoDoPaB.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from scipy import ndimage
 
 from mrirecon.io.heldout_sources import HELDOUT_CT, HELDOUT_MR, read_heldout_ct, read_heldout_mr
 
-VARIANTS = 2
+MRI_VARIANTS = 1
+CT_VARIANTS = 1
 MRI_SEED = 2024
 CT_SEED = 4048
 MRI_RECON = (320, 320)
@@ -68,7 +71,7 @@ class HeldoutMRIVolume:
     snr_db: float
 
 
-def heldout_mri_volumes(variants: int = VARIANTS, seed: int = MRI_SEED) -> list[HeldoutMRIVolume]:
+def heldout_mri_volumes(variants: int = MRI_VARIANTS, seed: int = MRI_SEED) -> list[HeldoutMRIVolume]:
     """The held-out MRI volumes (``len(HELDOUT_MR) * variants``), in a fixed order."""
     from mrirecon.data.simulate_mri import birdcage_maps
     from mrirecon.functional import fft2c, ifft2c
@@ -101,7 +104,7 @@ def heldout_mri_volumes(variants: int = VARIANTS, seed: int = MRI_SEED) -> list[
     return out
 
 
-def write_heldout_mri(out_dir: str | Path, variants: int = VARIANTS, seed: int = MRI_SEED) -> list[Path]:
+def write_heldout_mri(out_dir: str | Path, variants: int = MRI_VARIANTS, seed: int = MRI_SEED) -> list[Path]:
     """Write the held-out MRI volumes as fully sampled fastMRI files (for ``run_bench``)."""
     from mrirecon.data.containers import Header
     from mrirecon.io.fastmri import write_fastmri
@@ -129,7 +132,7 @@ class HeldoutCTSlice:
     geometry: object
 
 
-def heldout_ct_slices(variants: int = VARIANTS, seed: int = CT_SEED) -> list[HeldoutCTSlice]:
+def heldout_ct_slices(variants: int = CT_VARIANTS, seed: int = CT_SEED) -> list[HeldoutCTSlice]:
     """The held-out CT slices (``len(HELDOUT_CT) * variants``) on the LoDoPaB geometry."""
     from mrirecon.data.simulate_ct import MU_WATER_70KEV_PER_MM, ct_simulation_geometry, poisson_postlog
     from mrirecon.io.lodopab import MU_MAX_PER_MM

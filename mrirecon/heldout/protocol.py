@@ -27,21 +27,23 @@ import torch
 MRI_METHODS = ("zero_filled", "cg_sense", "l1_wavelet", "tv", "grappa", "varnet_brain_sim",
                "modl_brain_sim", "pnp_dncnn_brain_sim", "pnp_dncnn_diverse")
 CT_METHODS = ("fbp", "sirt", "tv_ct", "primal_dual_ct_sim", "pnp_dncnn_diverse")
-#: Tuned on the validation split (see ``benchmarks/heldout.py --tune``); per acceleration.
+#: Tuned on the validation split (``benchmarks/heldout.py tune``, grids in
+#: :mod:`mrirecon.heldout.tune`; the smallest l1 ``lam`` of the grid won); per acceleration.
 MRI_PARAMS: dict[float, dict[str, dict[str, Any]]] = {
-    4.0: {"cg_sense": {"max_iterations": 10}, "l1_wavelet": {"lam": 1e-3, "max_iterations": 50},
-          "tv": {"lam": 1e-3, "max_iterations": 100}},
-    8.0: {"cg_sense": {"max_iterations": 10}, "l1_wavelet": {"lam": 1e-3, "max_iterations": 50},
-          "tv": {"lam": 1e-3, "max_iterations": 100}},
+    4.0: {"cg_sense": {"max_iterations": 20}, "l1_wavelet": {"lam": 1e-3, "max_iterations": 100},
+          "tv": {"lam": 1e-2, "max_iterations": 30}},
+    8.0: {"cg_sense": {"max_iterations": 20}, "l1_wavelet": {"lam": 1e-3, "max_iterations": 100},
+          "tv": {"lam": 3e-3, "max_iterations": 30}},
 }
-CT_PARAMS: dict[int, dict[str, dict[str, Any]]] = {
-    30: {"fbp": {"filter": "hann"}, "sirt": {"max_iterations": 50},
-         "tv_ct": {"lam": 5.0, "max_iterations": 100}},
-    60: {"fbp": {"filter": "hann"}, "sirt": {"max_iterations": 50},
-         "tv_ct": {"lam": 5.0, "max_iterations": 100}},
+CT_PARAMS: dict[int, dict[str, dict[str, Any]]] = {  # tuned at 30 views, reused at 60
+    30: {"fbp": {"filter": "hann"}, "sirt": {"max_iterations": 100},
+         "tv_ct": {"lam": 2.0, "max_iterations": 100}},
+    60: {"fbp": {"filter": "hann"}, "sirt": {"max_iterations": 100},
+         "tv_ct": {"lam": 2.0, "max_iterations": 100}},
 }
-#: Learned-model overrides for the held-out geometry (none: models run as their cards say).
-LEARNED_OVERRIDES: dict[str, dict[str, Any]] = {}
+#: Inference settings of learned models on MRI (their cards' defaults) and CT (``ct_pnp.yaml``).
+MRI_MODEL_PARAMS: dict[str, dict[str, Any]] = {}
+CT_MODEL_PARAMS: dict[str, dict[str, Any]] = {"pnp_dncnn_diverse": {"lam": 1e-5}}  # = ct_pnp.yaml
 
 
 def intensity_ratios(reference: np.ndarray, prediction: np.ndarray) -> tuple[float, float]:
@@ -85,7 +87,7 @@ def run_mri(data_dir: str | Path, accelerations: Sequence[float] = (4, 8),
                                         "mean_ratio": mr, "p99_ratio": pr,
                                         "seconds": rec["seconds_per_slice"]})
 
-        p = {m: {**dict(params.get(float(acc), {}).get(m, {})), **LEARNED_OVERRIDES.get(m, {})}
+        p = {m: {**dict(params.get(float(acc), {}).get(m, {})), **MRI_MODEL_PARAMS.get(m, {})}
              for m in methods}
         p = {m: v for m, v in p.items() if v}
         run_bench(data_dir, "multicoil", (acc,), list(methods), params=p, output_dir=None,
@@ -101,7 +103,7 @@ def _ct_models(methods: Sequence[str]) -> dict[str, torch.nn.Module]:
     from mrirecon.recon import available
 
     classical = set(available())
-    return {m: load_model(m, LEARNED_OVERRIDES.get(m, {}), None) for m in methods if m not in classical}
+    return {m: load_model(m, CT_MODEL_PARAMS.get(m, {}), None) for m in methods if m not in classical}
 
 
 def reconstruct_ct(s, views: int, method: str, params: Mapping[str, Any], model) -> tuple[torch.Tensor, float]:

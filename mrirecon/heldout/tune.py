@@ -20,15 +20,16 @@ import torch
 MRI_GRID: dict[str, list[dict[str, Any]]] = {
     "cg_sense": [{"max_iterations": n} for n in (5, 10, 20)],
     "l1_wavelet": [{"lam": lam, "max_iterations": 100} for lam in (1e-3, 3e-3, 1e-2)],
-    "tv": [{"lam": lam, "max_iterations": 100} for lam in (1e-3, 3e-3, 1e-2)],
+    "tv": [{"lam": lam, "max_iterations": 30} for lam in (1e-3, 3e-3, 1e-2)],
 }
 CT_GRID: dict[str, list[dict[str, Any]]] = {
-    "sirt": [{"max_iterations": n} for n in (20, 50, 100)],
-    "tv_ct": [{"lam": lam, "max_iterations": 100} for lam in (1.0, 3.0, 10.0)],
+    "sirt": [{"max_iterations": n} for n in (30, 100)],
+    "tv_ct": [{"lam": lam, "max_iterations": 100} for lam in (2.0, 5.0, 10.0)],
 }
 
 
-def prepared_mri_slices(data_dir: str | Path, acceleration: float) -> list[tuple[Any, Any, np.ndarray, str]]:
+def prepared_mri_slices(data_dir: str | Path, acceleration: float,
+                        max_volumes: int | None = None) -> list[tuple[Any, Any, np.ndarray, str]]:
     """``(slice with ESPIRiT maps, slice with crop-0 maps, target, volume)`` per slice."""
     from mrirecon.io import FastMRIFile
     from mrirecon.pipeline.bench_methods import center_fraction_for
@@ -39,7 +40,7 @@ def prepared_mri_slices(data_dir: str | Path, acceleration: float) -> list[tuple
     ucfg = UndersampleConfig(enabled=True, mask="equispaced_fraction", center_fractions=(cf,),
                              accelerations=(acceleration,), seed="file")
     out = []
-    for p in sorted(Path(data_dir).glob("*.h5")):
+    for p in sorted(Path(data_dir).glob("*.h5"))[:max_volumes]:
         f = FastMRIFile(p)
         try:
             target = f.reference(key="reconstruction_rss").numpy()
@@ -63,7 +64,7 @@ def score_mri(slices, method: str, params: Mapping[str, Any], model=None) -> dic
     preds: dict[str, list] = {}
     refs: dict[str, list] = {}
     for s, s0, target, vol in slices:
-        si = s0 if model is not None else s
+        si = s0 if model is not None and getattr(model, "full_fov_maps", True) else s
         out = reconstruct(si, ReconstructConfig(method=method, params=dict(params)), model)
         preds.setdefault(vol, []).append(postprocess(out, PostprocessConfig()).numpy())
         refs.setdefault(vol, []).append(target)
@@ -91,16 +92,17 @@ def tune_mri(data_dir: str | Path, accelerations: Sequence[float] = (4, 8),
 
 
 def tune_model_mri(data_dir: str | Path, model: torch.nn.Module, settings: list[dict[str, Any]],
-                   accelerations: Sequence[float] = (4, 8)) -> dict:
+                   accelerations: Sequence[float] = (4, 8), max_volumes: int | None = None) -> dict:
     """Score a learned model with attribute overrides ``settings`` (e.g. a PnP schedule)."""
     out: dict = {}
     for acc in accelerations:
-        slices = prepared_mri_slices(data_dir, float(acc))
+        slices = prepared_mri_slices(data_dir, float(acc), max_volumes)
         scores = []
         for st in settings:
             for k, v in st.items():
                 setattr(model, k, v)
             scores.append({"params": st, **score_mri(slices, "model", {}, model)})
+            print(acc, scores[-1], flush=True)
         out[float(acc)] = {"best": _best(scores)["params"], "grid": scores}
     return out
 

@@ -175,7 +175,8 @@ def _bench_volume(
                     s = replace(s, maps=torch.ones_like(s.kspace))
                 else:
                     s = calibrate(s, settings["calibrate"])
-                    if any(models.get(m) is not None and needs_maps(m, models[m]) for m in pending):
+                    if any(models.get(m) is not None and needs_maps(m, models[m])
+                           and getattr(models[m], "full_fov_maps", True) for m in pending):
                         # learned models get the maps they were trained with: the trainer's
                         # ESPIRiT keeps the whole field of view (crop 0, training/data.py)
                         learned_maps = calibrate(s, replace(settings["calibrate"], crop=0.0)).maps
@@ -184,7 +185,8 @@ def _bench_volume(
             for m in pending:
                 model = models.get(m)
                 si = s if needs_maps(m, model) else replace(s, maps=None)
-                if model is not None and learned_maps is not None and si.maps is not None:
+                if (model is not None and learned_maps is not None and si.maps is not None
+                        and getattr(model, "full_fov_maps", True)):
                     si = replace(si, maps=learned_maps)
                 _sync(device)
                 t0 = time.perf_counter()

@@ -61,7 +61,7 @@ def noisy_batch(pool: torch.Tensor, real: torch.Tensor, batch: int, g: torch.Gen
 
 def train(out: str | Path, *, pool_size: int = 6000, patch: int = 64, seed: int = 0,
           batch: int = 16, lr: float = 1e-3, max_steps: int = 100000, max_seconds: float = 3000.0,
-          depth: int = 10, features: int = 48, threads: int = 1, log: int = 100) -> dict:
+          depth: int = 8, features: int = 32, threads: int = 1, log: int = 100) -> dict:
     """Train and save; stops at ``max_steps`` or ``max_seconds`` of training (pool not counted).
 
     The learning rate follows a cosine decay over the time budget (step budget if it ends
@@ -120,8 +120,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--max-steps", type=int, default=100000)
     p.add_argument("--max-seconds", type=float, default=3000.0)
-    p.add_argument("--depth", type=int, default=10)
-    p.add_argument("--features", type=int, default=48)
+    p.add_argument("--depth", type=int, default=8)
+    p.add_argument("--features", type=int, default=32)
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
     s = train(a.out, pool_size=a.pool_size, patch=a.patch, seed=a.seed, batch=a.batch, lr=a.lr,

@@ -102,9 +102,13 @@ def model_card(name_or_path: str | os.PathLike) -> dict:
 
 
 def load_pretrained(
-    name_or_path: str | os.PathLike, map_location: str | torch.device = "cpu"
+    name_or_path: str | os.PathLike, map_location: str | torch.device = "cpu",
+    overrides: Mapping[str, Any] | None = None,
 ) -> nn.Module:
     """Build the model described by the card and load its weights (eval mode).
+
+    ``overrides`` replace model parameters the card lists under ``overridable`` (inference
+    settings such as a plug-and-play schedule, not shapes of weights); others raise.
 
     Parameters
     ----------
@@ -126,7 +130,17 @@ def load_pretrained(
 
     pt = _resolve(name_or_path)
     card = model_card(pt)
-    model = build_model(card["model"]["name"], **dict(card["model"].get("params") or {}))
+    params = dict(card["model"].get("params") or {})
+    if overrides:
+        allowed = set(card.get("overridable") or ())
+        bad = sorted(set(overrides) - allowed)
+        if bad:
+            raise ValueError(
+                f"load_model: parameters {bad} given, but the model of {pt} is defined by its "
+                f"model card (overridable: {sorted(allowed) or 'none'})"
+            )
+        params.update(overrides)
+    model = build_model(card["model"]["name"], **params)
     try:
         state = torch.load(pt, map_location=map_location, weights_only=True)
     except Exception as e:
@@ -169,7 +183,7 @@ def load_model(
 
     if weights is None:
         if method in available_weights():
-            return load_pretrained(method).eval()
+            return load_pretrained(method, overrides=params).eval()
         shipped = ", ".join(available_weights()) or "none"
         raise ValueError(
             f"load_model: learned method {method!r} needs weights: pass "
@@ -181,10 +195,12 @@ def load_model(
     if not path.is_file() or path.with_suffix(".yaml").is_file():
         card = model_card(weights)  # shipped name or file with a card (raises if neither)
     if card is not None:
-        if params:
+        allowed = set(card.get("overridable") or ())
+        if params and not set(params) <= allowed:
             raise ValueError(
-                f"load_model: {method}: parameters {sorted(params)} given, but the model "
-                f"of {weights} is defined by its model card"
+                f"load_model: {method}: parameters {sorted(set(params) - allowed)} given, but "
+                f"the model of {weights} is defined by its model card (overridable: "
+                f"{sorted(allowed) or 'none'})"
             )
         card_name = str(card["model"]["name"]).lower().replace("-", "_")
         if (
@@ -195,7 +211,7 @@ def load_model(
             raise ValueError(
                 f"load_model: weights {weights} are for model {card_name!r}, not {method!r}"
             )
-        return load_pretrained(weights).eval()
+        return load_pretrained(weights, overrides=params).eval()
     model = build_model(method, **dict(params))
     state = _state_dict(load_checkpoint(path), path)
     if method == "varnet" and not set(state) & set(model.state_dict()):

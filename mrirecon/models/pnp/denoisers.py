@@ -33,7 +33,7 @@ class NoiseLevelDenoiser(nn.Module):
     ``x``: a float or a tensor broadcastable to the leading dims of ``x``.
     """
 
-    def __init__(self, depth: int = 10, features: int = 48) -> None:
+    def __init__(self, depth: int = 8, features: int = 32) -> None:
         super().__init__()
         if depth < 2:
             raise ValueError(f"NoiseLevelDenoiser: depth must be >= 2, got {depth}")

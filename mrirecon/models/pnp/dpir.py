@@ -55,9 +55,13 @@ class PnPDPIR(nn.Module):
         Size of the :class:`~mrirecon.models.pnp.denoisers.NoiseLevelDenoiser`.
     """
 
+    #: The denoiser never saw coil maps: use the pipeline's cropped ESPIRiT maps, not the
+    #: whole-field-of-view maps end-to-end models were trained with (see ``run_bench``).
+    full_fov_maps = False
+
     def __init__(self, iterations: int = 12, sigma_max: float = 0.1, sigma_min: float = 0.01,
                  lam: float = 1e-4, cg_iterations: int = 8, init_rho: float = 0.01,
-                 init_iterations: int = 10, depth: int = 10, features: int = 48) -> None:
+                 init_iterations: int = 10, depth: int = 8, features: int = 32) -> None:
         super().__init__()
         if iterations < 1:
             raise ValueError(f"PnPDPIR: iterations must be >= 1, got {iterations}")
