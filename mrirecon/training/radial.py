@@ -1,4 +1,4 @@
-"""Train an unrolled network on simulated radial data (the shipped ``gram_varnet_radial_sim``).
+"""Train an unrolled network on simulated radial data (radial weights; none shipped yet).
 
 Data are made in memory, exactly as ``mrirecon simulate mri --trajectory radial`` makes them
 (object, birdcage maps and noise of :func:`~mrirecon.data.simulate_mri.simulate_mri_volume`,
@@ -10,6 +10,11 @@ image phase only up to a smooth reference). Usage::
     OMP_NUM_THREADS=1 python -m mrirecon.training.radial --out runs/gram_varnet_radial_sim --steps 400
 
 writes ``<out>.pt`` (state dict) and ``<out>.yaml`` (model card with held-out metrics).
+
+Measured on a busy 2-core CPU (1 thread, 64 x 64, 40 spokes, 40 training slices): neither 500
+steps of MoDL (held-out NMSE 0.201) nor 350 steps of gram_varnet (NMSE 0.149, 2.5 MB) beat
+gridding (0.041) or 10 CG-SENSE iterations (0.021); longer training (or a GPU) is needed
+before radial weights are worth shipping.
 """
 
 from __future__ import annotations
