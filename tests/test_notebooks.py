@@ -191,7 +191,7 @@ def check_06(r: dict) -> None:
         assert m[method]["SSIM"] > m["gridding"]["SSIM"] and m[method]["NMSE"] < m["gridding"]["NMSE"]
     assert r["train_loss"]["last"] < 0.8 * r["train_loss"]["first"]
     if r["shipped"]:
-        assert m["cascade (shipped)"]["SSIM"] > m["gridding"]["SSIM"]
+        assert m["MoDL (shipped)"]["SSIM"] > m["gridding"]["SSIM"]
     assert r["psf_sidelobe"] < 0.2  # incoherent streaks, no coherent ghost
 
 

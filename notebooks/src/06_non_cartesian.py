@@ -111,10 +111,9 @@ recons["L1-wavelet"] = run("l1_wavelet", y, op, lam=0.002 * float(y.abs().max())
 #
 # MoDL alternates a CNN denoiser with CG data consistency on `A^H A + lam I`; here the CG runs
 # on the Toeplitz gram. We train a small copy on a few simulated slices for `STEPS` steps: the
-# loss falls, but a few dozen steps on one CPU do not make it beat the classical methods (nor
-# did a few hundred, see `mrirecon/training/radial.py`; radial weights are not shipped yet).
-# Shipped `gram_varnet_radial_sim` weights (an E2E-VarNet-style cascade whose data
-# consistency is a gradient step through the Toeplitz gram) are shown too when present.
+# loss falls, but a few dozen steps on one CPU do not make it beat the classical methods (the
+# the shipped `modl_radial_sim` weights, trained longer with `mrirecon/training/radial.py`,
+# are shown too).
 
 # %%
 train = simulate_mri_volume(1, slices=4, coils=6, size=(SIZE, SIZE), seed=32, resolution=2)
@@ -135,11 +134,11 @@ model.eval()
 with torch.no_grad():
     recons["MoDL (this run)"] = model(y, op)
 results["train_loss"] = {"first": losses[0], "last": float(np.mean(losses[-4:]))}
-results["shipped"] = "gram_varnet_radial_sim" in available_weights()
+results["shipped"] = "modl_radial_sim" in available_weights()
 if results["shipped"]:
-    shipped = load_pretrained("gram_varnet_radial_sim")
+    shipped = load_pretrained("modl_radial_sim")
     with torch.no_grad():
-        recons["cascade (shipped)"] = shipped(y, op)
+        recons["MoDL (shipped)"] = shipped(y, op)
 
 # %% [markdown]
 # ## Comparison
