@@ -124,3 +124,14 @@ def test_bad_trajectory_units_are_rejected():
         nufft_sense(_maps(2, 8, 8, torch.complex64), torch.zeros(4, 3))
     with pytest.raises(ValueError, match="weights must be real, finite and >= 0"):
         nufft_sense(_maps(2, 8, 8, torch.complex64), radial_trajectory(4, 8), -torch.ones(8))
+
+
+def test_built_and_applied_under_inference_mode():
+    """The pipeline runs models under torch.inference_mode (plans are cached per tensor)."""
+    maps = _maps(2, 8, 8, torch.complex64)
+    x = random_like_shape((8, 8), torch.complex64)
+    ref = nufft_sense(maps, radial_trajectory(5, 16))(x)
+    with torch.inference_mode():
+        op = nufft_sense(maps, radial_trajectory(5, 16))
+        torch.testing.assert_close(op(x), ref)
+        assert op.gram(x).shape == (8, 8)

@@ -65,7 +65,11 @@ def _plan(kind: int, coords: Tensor, shape: tuple[int, int], n_trans: int, dtype
     # (benchmarks/bench_noncartesian.py); at 1e-5 and below (the single-precision default) it
     # runs out of kernel width, so the 2x grid is used
     opts.setdefault("upsampfac", 1.25 if eps > 1e-5 else 2.0)
-    key = (kind, coords.data_ptr(), coords._version, tuple(coords.shape), shape, n_trans, dtype,
+    try:
+        version = coords._version
+    except RuntimeError:  # inference tensors (built under torch.inference_mode) have none
+        version = -1
+    key = (kind, coords.data_ptr(), version, tuple(coords.shape), shape, n_trans, dtype,
            str(device), float(eps), threads, tuple(sorted(opts.items())))
     hit = _plans.get(key)
     if hit is not None:

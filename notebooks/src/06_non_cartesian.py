@@ -110,8 +110,10 @@ recons["L1-wavelet"] = run("l1_wavelet", y, op, lam=0.002 * float(y.abs().max())
 # ## MoDL on the NUFFT operator
 #
 # MoDL alternates a CNN denoiser with CG data consistency on `A^H A + lam I`; here the CG runs
-# on the Toeplitz gram. We train a small copy on a few simulated slices for `STEPS` steps
-# (the shipped `modl_radial_sim` weights, trained longer, are shown too when present).
+# on the Toeplitz gram. We train a small copy on a few simulated slices for `STEPS` steps: the
+# loss falls, but a few dozen steps on one CPU do not make it beat the classical methods (the
+# the shipped `modl_radial_sim` weights, trained longer with `mrirecon/training/radial.py`,
+# are shown too).
 
 # %%
 train = simulate_mri_volume(1, slices=4, coils=6, size=(SIZE, SIZE), seed=32, resolution=2)

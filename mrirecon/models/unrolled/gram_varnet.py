@@ -52,13 +52,15 @@ class GramVarNet(nn.Module):
         return x - dc - self.regularizers[k](x.unsqueeze(1)).squeeze(1)
 
     def forward(self, y: Tensor, op: LinearOperator) -> Tensor:
-        """Data ``y`` ``(B, ...)`` -> image ``(B, H, W)`` starting from ``A^H y``."""
+        """Data ``y`` ``(B, ...)`` -> image ``(B, H, W)`` starting from ``A^H y / L``."""
         require_batch("GramVarNet", y)
         y, aty, scale = normalized_data(y, op)
         with torch.no_grad():
             lmax = max_eigenvalue(op.gram, aty, batch_dims=1, max_iterations=self.power_iterations)
         step = (1.0 / lmax.clamp_min(1e-12)).reshape(-1, 1, 1).to(aty.real.dtype)
-        x = aty
+        # start after one gradient step from zero, x = A^H y / L: on the image's scale, whereas
+        # A^H y itself is L times too bright where the sampling is dense (radial centre)
+        x = step * aty
         for k in range(len(self.regularizers)):
             x = run_stage(self._cascade, x, aty, op, step, k, checkpointing=self.checkpointing)
         return x * scale
