@@ -208,22 +208,31 @@ def shear_project(x: Tensor, group: dict[str, Tensor], meta: ShearGroup) -> Tens
 
 def shear_backproject(y: Tensor, group: dict[str, Tensor], meta: ShearGroup) -> Tensor:
     """Exact transpose of :func:`shear_project`: sinogram ``(B, Vg, D)`` -> ``(B, H, W)``."""
-    b = y.shape[0]
-    k, lat = meta.steps, meta.lateral
     num_v = group["num_virtual"]
-    vg = len(num_v)
-    ylen, q = meta.y_length, meta.y_left
-    out = y.new_zeros((b, k, lat))
-    for v0, v1 in _chunks(vg, b * k * (lat + 1)):
-        vc = v1 - v0
-        mc = max(num_v[v0:v1])
-        idx = group["det_index"][v0:v1]
-        wts = group["det_weight"][v0:v1]
-        yc = y[:, v0:v1]
-        ypad = y.new_zeros((b, vc, ylen))
-        virtual = ypad[:, :, q : q + mc]
+
+    def fill(ypad: Tensor, yc: Tensor, v0: int, v1: int) -> None:
+        # transpose of the detector resampling: spread each detector value over the virtual
+        # detector of its view
+        b, q = yc.shape[0], meta.y_left
+        virtual = ypad[:, :, q : q + max(num_v[v0:v1])]
+        idx, wts = group["det_index"][v0:v1], group["det_weight"][v0:v1]
         virtual.scatter_add_(-1, idx[:, 0].expand(b, -1, -1), wts[:, 0] * yc)
         virtual.scatter_add_(-1, idx[:, 1].expand(b, -1, -1), wts[:, 1] * yc)
+
+    return _backproject(y, group, meta, fill)
+
+
+def _backproject(y: Tensor, group: dict[str, Tensor], meta: ShearGroup, fill) -> Tensor:
+    """The back-projectors' common loop: for each chunk of views, ``fill(ypad, yc, v0, v1)``
+    writes the virtual sinogram ``ypad`` ``(B, Vc, Ylen)`` from the detector values ``yc``, and
+    :func:`_spread_rows` adds it onto the image."""
+    b = y.shape[0]
+    k, lat = meta.steps, meta.lateral
+    vg = len(group["num_virtual"])
+    out = y.new_zeros((b, k, lat))
+    for v0, v1 in _chunks(vg, b * k * (lat + 1)):
+        ypad = y.new_zeros((b, v1 - v0, meta.y_length))
+        fill(ypad, y[:, v0:v1], v0, v1)
         _spread_rows(ypad, group, meta, v0, v1, out)
     return out.transpose(-2, -1) if meta.transpose else out
 
@@ -256,23 +265,16 @@ def shear_interpolate_backproject(y: Tensor, group: dict[str, Tensor], meta: She
     pixel apart across a row), scaled by the step length, so pixel ``p`` receives
     ``step_v * q_v(u_p)`` up to the two linear interpolations.
     """
-    b = y.shape[0]
-    k, lat = meta.steps, meta.lateral
-    num_v = group["num_virtual"]
-    vg = len(num_v)
-    ylen, q = meta.y_length, meta.y_left
-    out = y.new_zeros((b, k, lat))
-    m = real_index.shape[-1]
-    for v0, v1 in _chunks(vg, b * k * (lat + 1)):
-        vc = v1 - v0
-        yc = y[:, v0:v1]
-        ypad = y.new_zeros((b, vc, ylen))
+    q, m = meta.y_left, real_index.shape[-1]
+
+    def fill(ypad: Tensor, yc: Tensor, v0: int, v1: int) -> None:
+        b = yc.shape[0]
         i0 = real_index[v0:v1, 0].expand(b, -1, -1)
         i1 = real_index[v0:v1, 1].expand(b, -1, -1)
         w = real_weight[v0:v1]
         ypad[:, :, q : q + m] = w[:, 0] * yc.gather(-1, i0) + w[:, 1] * yc.gather(-1, i1)
-        _spread_rows(ypad, group, meta, v0, v1, out)
-    return out.transpose(-2, -1) if meta.transpose else out
+
+    return _backproject(y, group, meta, fill)
 
 
 def shear_group_tensors(meta: ShearGroup) -> dict[str, np.ndarray]:
