@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from mrirecon.calib import espirit_maps
 from mrirecon.functional import ifft2c, rss
 from mrirecon.recon.grappa import grappa
+from _timing import best_time  # noqa: E402 (benchmarks/ is on sys.path)
 
 
 def simulate(
@@ -67,16 +67,6 @@ def numpy_unravel_workaround():
         yield
     finally:
         np.unravel_index = original
-
-
-def best_time(fn, repeats: int, sync=lambda: None):
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        sync()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def bench_espirit(img, ksp, repeats, device):

@@ -40,16 +40,7 @@ from mrirecon.functional.nufft import nufft, nufft_adjoint  # noqa: E402
 from mrirecon.operators import nufft_sense  # noqa: E402
 from mrirecon.recon import run  # noqa: E402
 from mrirecon.sampling import golden_angle_radial  # noqa: E402
-
-
-def best(fn, repeats):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+from _timing import best_time  # noqa: E402 (benchmarks/ is on sys.path)
 
 
 def rel(a, b):
@@ -141,8 +132,8 @@ def main(argv=None):
         k = nufft(coil_images, t32, eps=1e-3)
         return k, nufft_adjoint(k, t32, (n, n), eps=1e-3)
 
-    t_ours, t_sig, t_kb = best(ours, args.repeats), best(sig, args.repeats), best(kb, args.repeats)
-    t_o3 = best(ours_1e3, args.repeats)
+    t_ours, t_sig, t_kb = (best_time(f, args.repeats, warmup=1)[0] for f in (ours, sig, kb))
+    t_o3 = best_time(ours_1e3, args.repeats, warmup=1)[0]
     k_3, x_3 = ours_1e3()
     k_o, x_o = ours()
     k_s, x_s = sig()
@@ -171,8 +162,8 @@ def gram_section(args, img, maps, traj):
     """(b) Toeplitz gram vs the NUFFT pair on the same operator."""
     op = nufft_sense(maps, traj)
     x = img
-    t_gram = best(lambda: op.gram(x), args.repeats)
-    t_pair = best(lambda: op.H(op(x)), args.repeats)
+    t_gram = best_time(lambda: op.gram(x), args.repeats, warmup=1)[0]
+    t_pair = best_time(lambda: op.H(op(x)), args.repeats, warmup=1)[0]
     print("(b) normal operator A^H A")
     print(f"    Toeplitz gram    {t_gram * 1e3:8.1f} ms   NUFFT pair {t_pair * 1e3:8.1f} ms   "
           f"speed-up {t_pair / t_gram:.2f}x   difference {rel(op.gram(x).numpy(), op.H(op(x)).numpy()):.1e}")

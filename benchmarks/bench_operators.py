@@ -26,7 +26,6 @@ import os
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mrirecon.operators import ParallelBeam, sense
 from mrirecon.operators.ct_geometry import CTGeometry
+from _timing import best_time  # noqa: E402 (benchmarks/ is on sys.path)
 
 
 def cpu_model() -> str:
@@ -50,14 +50,7 @@ def cpu_model() -> str:
 
 def timeit(fn, repeats: int, warmup: int = 1) -> float:
     """Median wall time (s) of ``fn()`` over ``repeats`` runs after ``warmup`` runs."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return best_time(fn, repeats, warmup=warmup, reduce=statistics.median)[0]
 
 
 def _row(name: str, seconds: float, ours: float | None = None) -> str:

@@ -27,7 +27,6 @@ import argparse
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +42,7 @@ from mrirecon.metrics import ssim
 from mrirecon.operators import sense
 from mrirecon.recon import cg_sense, l1_wavelet
 from mrirecon.sampling import EquispacedFractionMask
+from _timing import best_time  # noqa: E402 (benchmarks/ is on sys.path)
 
 
 def simulate(coils: int, h: int, w: int, noise: float = 0.003, seed: int = 0):
@@ -56,16 +56,6 @@ def simulate(coils: int, h: int, w: int, noise: float = 0.003, seed: int = 0):
     mask = EquispacedFractionMask([0.08], [4])(w, seed=seed).numpy()
     y = (k * mask).astype(np.complex64)
     return gt, maps.astype(np.complex64), y, mask.astype(np.float32)
-
-
-def best_time(fn, repeats: int):
-    """``(best seconds, last result)`` over ``repeats`` calls."""
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def score(gt: np.ndarray, x) -> float:

@@ -20,17 +20,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _timing import best_time  # noqa: E402 (benchmarks/ is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _best(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def _crop(img: np.ndarray, shape) -> np.ndarray:
@@ -76,7 +68,7 @@ def kernels(out: str) -> dict:
     pair = lambda: pywt.waverec2(pywt.wavedec2(x, "db4", mode="periodization", level=4), "db4",  # noqa: E731
                                  mode="periodization")
     W = sp.linop.Wavelet((640, 368), wave_name="db4", level=4)
-    res = {"pywt_s": _best(pair, 20), "sigpy_s": _best(lambda: W.H(W(x)), 20)}
+    res = {"pywt_s": best_time(pair, 20)[0], "sigpy_s": best_time(lambda: W.H(W(x)), 20)[0]}
     n, views = 512, 1000
     g = CTGeometry.parallel((n, n), views)
     yy, xx = np.mgrid[:n, :n] - (n - 1) / 2
@@ -115,7 +107,7 @@ def _astra_fbp(sino: np.ndarray, g, out: str, key: str, res: dict, repeats: int 
         astra.data2d.delete([sid, rid])
         return img
 
-    seconds = _best(run, repeats)
+    seconds = best_time(run, repeats)[0]
     img = run()
     astra.projector.delete(pid)
     path = Path(out) / f"{key}.npy"
