@@ -148,6 +148,15 @@ class Header:
         """``(rows, cols)`` of the reconstruction (fastMRI crop size)."""
         return (self.recon_matrix[0], self.recon_matrix[1])
 
+    def acquired_columns(self, width: int | None = None) -> torch.Tensor:
+        """``(width,)`` bool: the phase-encoding columns the scanner acquires (inside
+        ``[padding_left, padding_right)``), whether or not they were sampled; ``width``
+        defaults to the encoded matrix's ``y``."""
+        width = self.encoded_matrix[1] if width is None else int(width)
+        cols = torch.zeros(width, dtype=torch.bool)
+        cols[self.padding_left : min(self.padding_right, width)] = True
+        return cols
+
     def with_(self, **changes) -> Header:
         return replace(self, **changes)
 

@@ -95,14 +95,6 @@ def gridded_coil_images(s: MRISlice) -> Tensor:
     return nufft_adjoint(y, s.trajectory.to(s.kspace.device), s.image_shape)
 
 
-def acquired_columns(header: Header, width: int) -> Tensor:
-    """``(width,)`` bool: the phase-encoding columns the scanner acquires (inside the header's
-    asymmetric padding), whether or not they were sampled."""
-    m = torch.zeros(width, dtype=torch.bool)
-    m[header.padding_left : header.padding_right] = True
-    return m
-
-
 def make_slice(ks, index: int, file_name: str, file_mask: Tensor | None) -> MRISlice:
     """``KSpace`` (one slice) from a reader -> :class:`MRISlice`.
 
@@ -117,7 +109,7 @@ def make_slice(ks, index: int, file_name: str, file_mask: Tensor | None) -> MRIS
                         ks.noise, trajectory=ks.trajectory, density=ks.density)
     mask = file_mask if file_mask is not None else ks.mask
     if mask is None:
-        mask = acquired_columns(ks.header, w)
+        mask = ks.header.acquired_columns(w)
     elif mask.ndim == 2 and mask.shape[0] > 1:
         if index >= mask.shape[0]:
             raise ValueError(f"{file_name}: mask: {mask.shape[0]} per-slice rows, slice {index} "

@@ -122,7 +122,7 @@ def _mri_volume(config: PipelineConfig, path: Path, fmt: str, model, device: str
             s = stages_mri.undersample(s, config.undersample)
             stages_mri.check_slice(s, "undersample", config.evaluate.enabled)
             if s.trajectory is None:  # Cartesian: sampled vs acquirable columns
-                cols = stages_mri.acquired_columns(s.header, s.mask.numel())
+                cols = s.header.acquired_columns(s.mask.numel())
                 acquired += int(cols.sum())
                 sampled += int((s.mask.reshape(-1).bool() & cols).sum())
             s = stages_mri.calibrate(s, config.calibrate)
