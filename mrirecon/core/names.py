@@ -1,0 +1,80 @@
+"""One vocabulary for parameters, with the old spellings as deprecated aliases for one release.
+
+Across reconstruction methods, solvers, models, pipeline configs and the CLI:
+
+- ``iterations``: the number of outer iterations of a solver, or of unrolled steps / cascades /
+  stages / phases of a network. Inner solves keep a prefix (``cg_iterations``).
+- ``lam``: the weight of the regulariser (or of the prior against the data term).
+
+Older names (``max_iterations``, ``outer_iterations``, ``num_stages``, ``num_phases``,
+``num_cascades``, ``stages``, ``lamda``, ``nu``) are still accepted where the canonical name is,
+with a ``FutureWarning``; they go away in the next release. A call or config that gives both the
+old and the new name is an error, not a silent choice.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+ITERATIONS = "iterations"
+WEIGHT = "lam"
+
+# old name -> canonical name
+DEPRECATED: Mapping[str, str] = {
+    "max_iterations": ITERATIONS,
+    "outer_iterations": ITERATIONS,
+    "num_stages": ITERATIONS,
+    "stages": ITERATIONS,
+    "num_phases": ITERATIONS,
+    "num_cascades": ITERATIONS,
+    "lamda": WEIGHT,
+    "nu": WEIGHT,
+}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def canonical_params(params: Mapping[str, Any], accepted: Iterable[str], where: str) -> dict[str, Any]:
+    """Rename deprecated keys of ``params`` to the names in ``accepted``.
+
+    A key is renamed only when it is a deprecated spelling, the target does not accept the old
+    name itself, and it does accept the canonical one. ``where`` names the function, model or
+    config field for the warning and the error (e.g. ``"mri_cs.yaml: reconstruct.params"``).
+    """
+    accepted = set(accepted)
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        new = DEPRECATED.get(key)
+        if new is None or key in accepted or new not in accepted:
+            out[key] = value
+            continue
+        if new in params:
+            raise ValueError(f"{where}: both {key!r} (deprecated) and {new!r} are given; "
+                             f"keep only {new!r}")
+        warnings.warn(f"{where}: {key!r} is deprecated, use {new!r} (the old name goes away in "
+                      "the next release)", FutureWarning, stacklevel=3)
+        out[new] = value
+    return out
+
+
+def accepts_deprecated_names(fn: F) -> F:
+    """Decorator: let ``fn`` be called with the deprecated spellings of its keyword parameters.
+
+    The signature shown by ``inspect.signature`` stays the canonical one, so registries and
+    config validation list only the new names.
+    """
+    accepted = [p.name for p in inspect.signature(fn).parameters.values()
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    where = getattr(fn, "__qualname__", getattr(fn, "__name__", "function"))
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if any(k in DEPRECATED for k in kwargs):
+            kwargs = canonical_params(kwargs, accepted, where)
+        return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,43 @@
+"""The parameter vocabulary: deprecated spellings map to the canonical names, with a warning."""
+
+import inspect
+import warnings
+
+import pytest
+
+from mrirecon.core.names import DEPRECATED, accepts_deprecated_names, canonical_params
+
+
+@accepts_deprecated_names
+def _solver(x, iterations: int = 3, lam: float = 0.1):
+    return iterations, lam
+
+
+def test_deprecated_names_are_renamed_with_a_warning():
+    with pytest.warns(FutureWarning, match="'max_iterations' is deprecated, use 'iterations'"):
+        assert _solver(0, max_iterations=7) == (7, 0.1)
+    with pytest.warns(FutureWarning, match="'lamda' is deprecated"):
+        assert _solver(0, lamda=0.5) == (3, 0.5)
+
+
+def test_canonical_names_pass_silently_and_signature_is_canonical():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _solver(0, iterations=2, lam=1.0) == (2, 1.0)
+    assert list(inspect.signature(_solver).parameters) == ["x", "iterations", "lam"]
+
+
+def test_old_and_new_together_is_an_error():
+    with pytest.raises(ValueError, match="both 'nu' .* and 'lam'"):
+        canonical_params({"nu": 1.0, "lam": 2.0}, ["lam"], "f")
+
+
+def test_old_name_kept_where_the_target_still_uses_it():
+    # a function whose own parameter is called ``nu`` (e.g. a physical quantity) keeps it
+    assert canonical_params({"nu": 1.0}, ["nu", "lam"], "f") == {"nu": 1.0}
+    # an unknown key is left for the caller's own validation to reject
+    assert canonical_params({"lamda": 1.0}, ["alpha"], "f") == {"lamda": 1.0}
+
+
+def test_every_alias_points_to_a_canonical_name():
+    assert set(DEPRECATED.values()) == {"iterations", "lam"}
