@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mrirecon.core.device import resolve_device
 from mrirecon.metrics import evaluate_volumes
 from mrirecon.pipeline.bench_methods import (
     CHALLENGES,
@@ -332,9 +333,7 @@ def run_bench(
         if max_volumes < 1:
             raise ValueError(f"run_bench: max_volumes must be >= 1, got {max_volumes}")
         files = files[:max_volumes]
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    device = torch.device(resolve_device(device))
     calibration = calibration or CalibrateConfig()
 
     classical = set(classical_methods())

@@ -24,9 +24,9 @@ from mrirecon.pipeline.schema import ReconstructConfig, UndersampleConfig
 # Defaults for the CT benchmark, tuned once on simulated training data (allowed sources only);
 # iterative methods run on data scaled to an image peak near 1 (see stages_ct.reconstruct).
 CT_DEFAULTS: dict[str, dict[str, Any]] = {
-    "sirt": {"max_iterations": 50},
-    "tv_ct": {"lam": 5.0, "max_iterations": 100},
-    "tgv": {"lam": 5.0, "max_iterations": 100},
+    "sirt": {"iterations": 50},
+    "tv_ct": {"lam": 5.0, "iterations": 100},
+    "tgv": {"lam": 5.0, "iterations": 100},
     "pnp_nlm": {"rho": 0.1, "sigma_scale": 1.0},
 }
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
+from dataclasses import replace
 from typing import Any
 
 from mrirecon.core.checks import param_problem
+from mrirecon.core.names import DEPRECATED, canonical_params
 from mrirecon.pipeline.config import ConfigError
 from mrirecon.pipeline.schema import PipelineConfig
 
@@ -108,7 +110,11 @@ def _at_least(source: str, key: str, value, minimum) -> None:
 
 
 def validate_pipeline(config: PipelineConfig, source: str = "") -> PipelineConfig:
-    """Check the values of ``config`` (see the module docstring); returns it unchanged."""
+    """Check the values of ``config`` (see the module docstring).
+
+    Returns the config, with the deprecated parameter names of ``reconstruct.params`` renamed
+    (:func:`_canonical_reconstruct_params`); otherwise unchanged.
+    """
     pre, cal, und = config.preprocess, config.calibrate, config.undersample
     fmt = config.load.format
     if (config.modality == "mri" and fmt in ("ct_hdf5", "dicom")) or \
@@ -144,8 +150,38 @@ def validate_pipeline(config: PipelineConfig, source: str = "") -> PipelineConfi
                     f"DICOM allows at most 64 printable characters, got {len(desc)} ({desc[:20]!r}...)")
     if not config.export.formats:
         raise _fail(source, "export.formats", "needs at least one of hdf5, nifti, dicom, png")
+    config = _canonical_reconstruct_params(config, source)
     _check_method(config, source)
     return config
+
+
+def _canonical_reconstruct_params(config: PipelineConfig, source: str) -> PipelineConfig:
+    """``reconstruct.params`` with the deprecated names of :mod:`mrirecon.core.names` renamed
+    (``lamda`` -> ``lam``, ``max_iterations`` -> ``iterations``, ...; a ``FutureWarning`` names
+    the file and the key), so that older YAML files still run for one release."""
+    from mrirecon import recon
+    from mrirecon.recon.registry import _lookup
+
+    rc = config.reconstruct
+    if rc.method in recon.available():
+        accepted, _ = _signature(_lookup(rc.method).fn, 2)
+    else:
+        from mrirecon.models.registry import _MODELS
+
+        if rc.method not in _MODELS:
+            return config  # _check_method reports the unknown method
+        cls, defaults = _MODELS[rc.method]
+        accepted = {**_signature(cls, 0)[0], **defaults}
+    where = f"{source}: reconstruct.params" if source else "reconstruct.params"
+    for key in rc.params:
+        new = DEPRECATED.get(key)
+        if new in rc.params and key not in accepted and new in accepted:
+            raise _fail(source, f"reconstruct.params.{key}",
+                        f"both {key!r} (deprecated) and {new!r} are given; keep only {new!r}")
+    params = canonical_params(rc.params, accepted, where)
+    if params == rc.params:
+        return config
+    return replace(config, reconstruct=replace(rc, params=params))
 
 
 def validate_training(cfg, source: str = ""):
