@@ -150,3 +150,39 @@ def test_yaml_with_old_and_new_name_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match=r"old_names.yaml: reconstruct.params.lamda: both 'lamda' "
                                           r"\(deprecated\) and 'lam' are given"):
         load_pipeline(str(path))
+
+
+def test_bench_params_with_old_names_override_the_new_defaults(tmp_path):
+    # the benchmarks merge user parameters into defaults that use the new names: an old name
+    # must replace the default, not collide with it
+    from mrirecon.data.simulate_ct import simulate_ct_dataset
+    from mrirecon.pipeline.bench_ct import run_ct_bench
+
+    with pytest.warns(FutureWarning, match="cg_sense: 'max_iterations' is deprecated"):
+        assert recon.canonical_parameters("cg_sense", {"max_iterations": 3}) == {"iterations": 3}
+    simulate_ct_dataset(tmp_path / "ct", geometry="parallel", views=30, photons=4096.0, size=32,
+                        seed=3, samples=1, part="test", sources="phantom")
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        table = run_ct_bench(tmp_path / "ct", (3,), "tv_ct", progress=False,
+                             params={"tv_ct": {"max_iterations": 2, "lamda": 5.0}})
+    messages = {str(w.message).split(" is deprecated")[0] for w in record
+                if issubclass(w.category, FutureWarning)}
+    assert messages == {"tv_ct: 'max_iterations'", "tv_ct: 'lamda'"}
+    assert "| tv_ct" in table
+
+
+def test_old_name_override_replaces_the_new_name_of_the_file(tmp_path):
+    with pytest.warns(FutureWarning, match=r"--set: reconstruct.params: 'max_iterations' is "
+                                           r"deprecated, use 'iterations'"):
+        config, _ = load_pipeline("mri_cs", ["reconstruct.params.max_iterations=3"])
+    assert config.reconstruct.params["iterations"] == 3
+    assert "max_iterations" not in config.reconstruct.params
+    # an old file with an old-name override (both renamed, each warning names its source)
+    path = _write_ct_pipeline(tmp_path, "{lamda: 0.5, max_iterations: 30}")
+    with pytest.warns(FutureWarning) as record:
+        config, _ = load_pipeline(str(path), ["reconstruct.params.max_iterations=3",
+                                              "reconstruct.params.lam=0.25"])
+    assert config.reconstruct.params == {"lam": 0.25, "iterations": 3}
+    sources = {str(w.message).split(": reconstruct.params")[0] for w in record}
+    assert sources == {str(path), "--set"}

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mrirecon import recon
 from mrirecon.core.device import resolve_device
 from mrirecon.metrics import evaluate_volumes
 from mrirecon.pipeline.bench_methods import (
@@ -343,7 +344,8 @@ def run_bench(
         if m in classical:
             if m in weights:
                 raise ValueError(f"run_bench: {m} is a classical method; it takes no weights")
-            run_params[m] = {**DEFAULT_PARAMS.get(m, {}), **params.get(m, {})}
+            given = recon.canonical_parameters(m, params.get(m, {}))  # old names: renamed
+            run_params[m] = {**DEFAULT_PARAMS.get(m, {}), **given}
         else:
             models[m] = load_model(m, params.get(m, {}), weights.get(m)).to(device)
             run_params[m] = params.get(m, {})

@@ -113,7 +113,7 @@ def validate_pipeline(config: PipelineConfig, source: str = "") -> PipelineConfi
     """Check the values of ``config`` (see the module docstring).
 
     Returns the config, with the deprecated parameter names of ``reconstruct.params`` renamed
-    (:func:`_canonical_reconstruct_params`); otherwise unchanged.
+    (:func:`canonical_method_params`); otherwise unchanged.
     """
     pre, cal, und = config.preprocess, config.calibrate, config.undersample
     fmt = config.load.format
@@ -155,30 +155,41 @@ def validate_pipeline(config: PipelineConfig, source: str = "") -> PipelineConfi
     return config
 
 
-def _canonical_reconstruct_params(config: PipelineConfig, source: str) -> PipelineConfig:
-    """``reconstruct.params`` with the deprecated names of :mod:`mrirecon.core.names` renamed
-    (``lamda`` -> ``lam``, ``max_iterations`` -> ``iterations``, ...; a ``FutureWarning`` names
-    the file and the key), so that older YAML files still run for one release."""
+def accepted_params(method: str) -> set[str] | None:
+    """Parameter names of a classical method or learned model (``None``: unknown method)."""
     from mrirecon import recon
     from mrirecon.recon.registry import _lookup
 
-    rc = config.reconstruct
-    if rc.method in recon.available():
-        accepted, _ = _signature(_lookup(rc.method).fn, 2)
-    else:
-        from mrirecon.models.registry import _MODELS
+    if method in recon.available():
+        return set(_signature(_lookup(method).fn, 2)[0])
+    from mrirecon.models.registry import _MODELS
 
-        if rc.method not in _MODELS:
-            return config  # _check_method reports the unknown method
-        cls, defaults = _MODELS[rc.method]
-        accepted = {**_signature(cls, 0)[0], **defaults}
-    where = f"{source}: reconstruct.params" if source else "reconstruct.params"
-    for key in rc.params:
+    if method not in _MODELS:
+        return None
+    cls, defaults = _MODELS[method]
+    return {*_signature(cls, 0)[0], *defaults}
+
+
+def canonical_method_params(method: str, params: dict, source: str,
+                            prefix: str = "reconstruct.params") -> dict:
+    """``params`` with the deprecated names of :mod:`mrirecon.core.names` renamed (``lamda`` ->
+    ``lam``, ``max_iterations`` -> ``iterations``, ...), with a ``FutureWarning`` naming
+    ``source`` and the key, so that older YAML files and ``--set`` lines still run for one
+    release. An old and a new name together is a :class:`ConfigError`."""
+    accepted = accepted_params(method)
+    if accepted is None:
+        return params  # _check_method reports the unknown method
+    for key in params:
         new = DEPRECATED.get(key)
-        if new in rc.params and key not in accepted and new in accepted:
-            raise _fail(source, f"reconstruct.params.{key}",
+        if new in params and key not in accepted and new in accepted:
+            raise _fail(source, f"{prefix}.{key}",
                         f"both {key!r} (deprecated) and {new!r} are given; keep only {new!r}")
-    params = canonical_params(rc.params, accepted, where)
+    return canonical_params(params, accepted, f"{source}: {prefix}" if source else prefix)
+
+
+def _canonical_reconstruct_params(config: PipelineConfig, source: str) -> PipelineConfig:
+    rc = config.reconstruct
+    params = canonical_method_params(rc.method, rc.params, source)
     if params == rc.params:
         return config
     return replace(config, reconstruct=replace(rc, params=params))

@@ -109,6 +109,13 @@ def parameters(name: str) -> list[str]:
     return _lookup(name).parameters()
 
 
+def canonical_parameters(name: str, params: dict) -> dict:
+    """``params`` of the reconstruction ``name`` with the deprecated spellings of
+    :mod:`mrirecon.core.names` renamed (``FutureWarning``), e.g. before merging them with
+    defaults that already use the new names."""
+    return canonical_params(params, _lookup(name).parameters(), name)
+
+
 def describe(name: str) -> str:
     """One-line summary and parameter names of a registered reconstruction."""
     entry = _lookup(name)
