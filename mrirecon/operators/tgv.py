@@ -76,7 +76,7 @@ class SymmetrizedGradient(LinearOperator):
 
 
 class TGVBlock(LinearOperator):
-    """One regulariser block of TGV² acting on the stacked ``u = (x, v_H, v_W)`` ``(..., 3, H, W)``.
+    """One regulariser block of TGV² on the stacked ``u = (x, v_H, v_W)`` ``(..., 3, H, W)``.
 
     * ``kind="image"``: ``u -> x`` ``(..., H, W)`` (compose with ``A`` for the data block);
     * ``kind="grad"``: ``u -> grad x - v`` ``(..., 2, H, W)``;

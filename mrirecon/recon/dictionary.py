@@ -157,7 +157,8 @@ def dlmri_objective(y: Tensor, op: LinearOperator, x: Tensor, patches: Patches,
     """``1/2||A x - y||^2 + lam/2 ||P x - D alpha||^2`` (``codes`` ``(n_all, K)`` over all
     slices' patches in order)."""
     px = _to_real(patches(x)).reshape(-1, dictionary.shape[0])
-    return 0.5 * (op(x) - y).abs().pow(2).sum() + 0.5 * lam * (px - codes @ dictionary.T).pow(2).sum()
+    fit = (px - codes @ dictionary.T).pow(2).sum()
+    return 0.5 * (op(x) - y).abs().pow(2).sum() + 0.5 * lam * fit
 
 
 @accepts_deprecated_names
@@ -216,7 +217,8 @@ def dlmri(
     if not isinstance(op, LinearOperator):
         raise TypeError(f"dlmri: op must be a LinearOperator, got {type(op).__name__}")
     if lam <= 0 or sparsity < 1:
-        raise ValueError(f"dlmri: need lam > 0 and sparsity >= 1, got lam={lam}, sparsity={sparsity}")
+        raise ValueError(f"dlmri: need lam > 0 and sparsity >= 1, got lam={lam}, "
+                         f"sparsity={sparsity}")
     aty = op.H(y)
     nb = batch_dims_of(op, aty)
     complex_ = aty.is_complex()
@@ -226,7 +228,8 @@ def dlmri(
     real_dtype = aty.real.dtype
     dct = overcomplete_dct(patch_size, atoms_per_axis, real_dtype).to(aty.device)
     D = torch.block_diag(dct, dct) if complex_ else dct
-    lam_abs = lam * float(max_eigenvalue(op.gram, aty, batch_dims=nb).max()) / (patch_size / stride) ** 2
+    lip = float(max_eigenvalue(op.gram, aty, batch_dims=nb).max())  # lambda_max(A^H A)
+    lam_abs = lam * lip / (patch_size / stride) ** 2
     codes = None
     for it in range(iterations):
         X = _to_real(P(x)).reshape(-1, D.shape[0])

@@ -114,7 +114,8 @@ class EPLLProblem:
 
 
 @accepts_deprecated_names
-def default_sigmas(iterations: int = 6, sigma_start: float = 0.1, sigma_end: float = 0.01) -> list[float]:
+def default_sigmas(iterations: int = 6, sigma_start: float = 0.1,
+                   sigma_end: float = 0.01) -> list[float]:
     """Geometric schedule of ``iterations`` patch noise levels (normalised image units)."""
     return [float(s) for s in np.geomspace(sigma_start, sigma_end, iterations)]
 

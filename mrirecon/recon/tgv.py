@@ -11,8 +11,8 @@ with ``x`` the image ``(..., H, W)`` (complex for MRI, real for CT), ``v`` a vec
 symmetrised gradient ``E v = (D^- v + (D^- v)^T) / 2`` built from backward differences
 (``D^- = -(D^+)^H``), see :class:`~mrirecon.operators.tgv.SymmetrizedGradient`. Norms are
 pixel-wise (complex moduli) and summed: ``||.||_{2,1}`` over the two gradient components,
-``||.||_{F,1}`` the Frobenius norm of the symmetric 2x2 matrix. Piecewise-affine images have ``E v = 0`` with
-``v = grad x``, so TGV does not staircase ramps as TV does.
+``||.||_{F,1}`` the Frobenius norm of the symmetric 2x2 matrix. Piecewise-affine images have
+``E v = 0`` with ``v = grad x``, so TGV does not staircase ramps as TV does.
 
 PDHG works on the stacked primal variable ``u = (x, v_H, v_W)`` of shape ``(..., 3, H, W)``
 with three dual blocks ``[A x, grad x - v, E v]``.

@@ -32,7 +32,8 @@ from torch import Tensor, nn
 from mrirecon.core import LinearOperator
 from mrirecon.models.backbones.dncnn import DnCNN
 from mrirecon.models.common import require_batch
-from mrirecon.operators.dense import DenseMatrix, gaussian_matrix  # noqa: F401 - re-exported, lives in operators/
+# DenseMatrix and gaussian_matrix live in operators/ (re-exported here)
+from mrirecon.operators.dense import DenseMatrix, gaussian_matrix  # noqa: F401
 
 
 def valid_for(op: LinearOperator) -> tuple[bool, str]:
