@@ -1,5 +1,14 @@
-"""Operator core: the LinearOperator base, its algebra and the dot-test helpers."""
+"""Operator core: the LinearOperator base, its algebra, typed capabilities and the dot-test
+helpers."""
 
+from mrirecon.core.capabilities import (
+    CoilExpandReduce,
+    HasFBP,
+    HasPseudoInverse,
+    HasSamplingMask,
+    capability,
+    require_capability,
+)
 from mrirecon.core.operator import (
     AdjointOperator,
     ComposedOperator,
@@ -14,6 +23,12 @@ from mrirecon.core.operator import (
 )
 
 __all__ = [
+    "CoilExpandReduce",
+    "HasFBP",
+    "HasPseudoInverse",
+    "HasSamplingMask",
+    "capability",
+    "require_capability",
     "AdjointOperator",
     "ComposedOperator",
     "FunctionOperator",
