@@ -112,14 +112,20 @@ def test_init_seed_is_reproducible_and_leaves_the_global_stream_alone():
 
 
 @pytest.mark.parametrize("name", ["varnet", "gram_varnet", "vn", "modl", "admm_csnet", "ista_net_plus",
-                                  "cascade", "primal_dual", "fbpconvnet", "ldamp", "pnp_dpir"])
+                                  "cascade", "primal_dual", "fbpconvnet", "ldamp", "pnp_dpir", "pnp_admm",
+                                  "red", "dncnn", "unet"])
 def test_every_model_takes_init_seed(name):
     small = {"varnet": dict(iterations=1, chans=2, pools=1, sens_chans=2, sens_pools=1),
              "gram_varnet": dict(iterations=1, chans=2, pools=1), "ldamp": dict(iterations=1, depth=2, features=2),
-             "pnp_dpir": dict(depth=2, features=2), "fbpconvnet": dict(chans=2, num_pools=1)}.get(name, {})
+             "pnp_dpir": dict(depth=2, features=2), "fbpconvnet": dict(chans=2, num_pools=1),
+             "pnp_admm": dict(denoiser="dncnn", denoiser_params=dict(depth=2, features=2)),
+             "red": dict(denoiser="dncnn", denoiser_params=dict(depth=2, features=2)),
+             "dncnn": dict(depth=2, features=2), "unet": dict(chans=2, num_pool_layers=1)}.get(name, {})
     a = build_model(name, init_seed=11, **small).state_dict()
     b = build_model(name, init_seed=11, **small).state_dict()
+    c = build_model(name, init_seed=12, **small).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
 
 
 def test_old_keyword_names_are_deprecated_aliases_with_unchanged_state_dict_keys():

@@ -10,6 +10,7 @@ from typing import Any
 from torch import nn
 
 from mrirecon.core.names import canonical_params
+from mrirecon.models.init import seeded_init
 from mrirecon.models.backbones.complex import ComplexImageCNN
 from mrirecon.models.backbones.dncnn import DnCNN
 from mrirecon.models.backbones.resnet import ResNet
@@ -91,6 +92,10 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
         Unknown name (the message lists the known ones).
     TypeError
         A keyword the model does not take (names the model and the keyword).
+
+    ``init_seed`` (see :mod:`mrirecon.models.init`) is accepted for every name: models take it
+    themselves; backbones and plug-and-play models with a denoiser built by name are built
+    inside :func:`~mrirecon.models.init.seeded_init`.
     """
     key = name.lower().replace("-", "_")
     if key not in _MODELS:
@@ -99,12 +104,14 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     # old spellings (num_cascades, nu, ...) are renamed before they meet the defaults
     kwargs = canonical_params(kwargs, inspect.signature(cls).parameters, f"build_model({name!r})")
     params = {**defaults, **kwargs}
+    seed = None if "init_seed" in inspect.signature(cls).parameters else params.pop("init_seed", None)
     denoiser_params = params.pop("denoiser_params", None)
     if denoiser_params is not None and not isinstance(params.get("denoiser"), str):
         raise TypeError(f"build_model({name!r}): denoiser_params needs denoiser given by name")
-    if isinstance(params.get("denoiser"), str):
-        params["denoiser"] = ComplexImageCNN(build_model(params["denoiser"], **(denoiser_params or {})))
-    try:
-        return cls(**params)
-    except TypeError as err:
-        raise TypeError(f"build_model({name!r}): {err}") from err
+    with seeded_init(seed):
+        if isinstance(params.get("denoiser"), str):
+            params["denoiser"] = ComplexImageCNN(build_model(params["denoiser"], **(denoiser_params or {})))
+        try:
+            return cls(**params)
+        except TypeError as err:
+            raise TypeError(f"build_model({name!r}): {err}") from err

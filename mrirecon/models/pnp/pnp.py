@@ -43,7 +43,6 @@ class _PlugAndPlay(UnrolledModel):
         )
 
 
-
 class PnPADMM(_PlugAndPlay):
     """PnP-ADMM: ``x = prox_f(z - u)``, ``z = D(x + u)``, ``u += x - z``; returns ``x``.
 
