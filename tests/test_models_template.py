@@ -145,3 +145,15 @@ def test_old_keyword_names_are_deprecated_aliases_with_unchanged_state_dict_keys
     assert len(v.cascades) == 1
     with pytest.raises(ValueError, match="both 'num_cascades' \\(deprecated\\) and 'iterations'"):
         CascadeNet(num_cascades=1, iterations=1)
+
+
+def test_pipeline_configs_accept_old_model_keywords_and_init_seed():
+    from mrirecon.pipeline.definitions import load_pipeline
+    from mrirecon.pipeline.validate import ConfigError
+
+    base = ["reconstruct.weights=", "reconstruct.params.chans=2"]
+    config, _ = load_pipeline("mri_learned", [*base, "reconstruct.params.num_cascades=2",
+                                              "reconstruct.params.init_seed=1"])
+    assert config.reconstruct.params["num_cascades"] == 2  # renamed by build_model, with a warning
+    with pytest.raises(ConfigError, match="varnet has no parameter 'num_stagez'"):
+        load_pipeline("mri_learned", [*base, "reconstruct.params.num_stagez=2"])

@@ -108,7 +108,7 @@ def _check_method(config: PipelineConfig, source: str) -> None:
                 raise _fail(source, f"reconstruct.params.{key}", problem)
     else:
         check_params(method, rc.params, valid, source=source,
-                     extra=("denoiser_params", *_deprecated_aliases(valid)))
+                     extra=("denoiser_params", "init_seed", *_deprecated_aliases(valid)))
 
 
 def _at_least(source: str, key: str, value, minimum) -> None:
@@ -195,5 +195,5 @@ def validate_training(cfg, source: str = ""):
         valid = {**valid, **{k: v for k, v in defaults.items() if k not in valid}}
         if not takes_kwargs:
             check_params(name, cfg.model.params, valid, source=source, prefix="model.params",
-                         extra=("denoiser_params", *_deprecated_aliases(valid)))
+                         extra=("denoiser_params", "init_seed", *_deprecated_aliases(valid)))
     return cfg
