@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from mrirecon.pipeline.config import apply_overrides, from_dict, read_yaml
-from mrirecon.pipeline.schema import PipelineConfig
+from mrirecon.pipeline.schema import PipelineConfig, drop_removed_keys
 from mrirecon.pipeline.validate import validate_pipeline
 
 PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
@@ -42,6 +42,6 @@ def load_pipeline(name: str, overrides: list[str] = ()) -> tuple[PipelineConfig,
     """``(config, yaml text)`` of a pipeline after ``key.path=value`` overrides; errors name the
     file and the key."""
     path = pipeline_path(name)
-    data = apply_overrides(read_yaml(path), overrides)
+    data = drop_removed_keys(apply_overrides(read_yaml(path), overrides), str(path))
     config = validate_pipeline(from_dict(PipelineConfig, data, source=str(path)), str(path))
     return config, yaml.safe_dump(data, sort_keys=False)
