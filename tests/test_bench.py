@@ -412,6 +412,10 @@ def test_cli_bench_subcommand(multicoil_dir, tmp_path, capsys):
         main(argv + ["--set", "calibrate.kernel=4"])
     assert exc.value.code == 2
     assert "calibrate.kernel: unknown key (did you mean 'kernel_width'?)" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # a CT-only option is refused, not ignored
+        main(argv + ["--photons", "1000"])
+    assert exc.value.code == 2
+    assert "--photons applies to --challenge ct" in capsys.readouterr().err
 
 
 def test_cli_bench_center_fractions(multicoil_dir, tmp_path, capsys):
