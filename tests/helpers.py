@@ -1,4 +1,6 @@
-"""The one kit of operator checks, run over every operator factory in the test suite.
+"""Shared test helpers (``from tests.helpers import ...``): the operator checks, paths, HDF5 cloning.
+
+The one kit of operator checks, run over every operator factory in the test suite.
 
 Each ``check_*`` asserts a mathematical property of a LinearOperator:
 linearity, the dot test ``<Ax, y> = <x, A^H y>``, ``gram == A^H A``, autograd VJP == adjoint,
@@ -7,6 +9,9 @@ and ``operator_norm`` against the largest singular value of the dense matrix.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import h5py
 import torch
 
 from mrirecon.core import LinearOperator, inner
@@ -101,3 +106,25 @@ def check_operator(op: LinearOperator, x: torch.Tensor, *, norm: bool = False) -
     check_vjp(op, x, tol)
     if norm:
         check_operator_norm(op, x)
+
+ROOT = Path(__file__).resolve().parents[1]  # the repository
+FIXTURES = ROOT / "tests" / "fixtures"      # small reference files made by the scripts there
+
+
+def clone_h5(src: Path, dst: Path, **replace) -> Path:
+    """Copy an HDF5 file's root datasets and attributes, replacing datasets by keyword
+    (``None`` drops one). Writes hostile content that the package's writers refuse."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(src, "r") as a, h5py.File(dst, "w") as b:
+        for key in a:
+            if key in replace:
+                if replace[key] is not None:
+                    b.create_dataset(key, data=replace[key])
+            else:
+                a.copy(key, b)
+        for key, value in replace.items():
+            if key not in a and value is not None:
+                b.create_dataset(key, data=value)
+        for key, value in a.attrs.items():
+            b.attrs[key] = value
+    return dst

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from mrirecon import recon
 from mrirecon.pipeline.definitions import shipped_pipelines
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
+
 
 
 def _literals(text: str) -> set[str]:

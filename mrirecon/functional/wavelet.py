@@ -7,7 +7,7 @@ an orthogonal matrix, so the adjoint is the inverse.
 Coefficients are stored in one array of the input's (padded) shape: the approximation of the
 coarsest level in the top-left corner, details around it (the usual "coefficient image").
 
-Two evaluations of the same transform, equal to rounding (``tests/test_operators_mri.py``):
+Two evaluations of the same transform, equal to rounding (``tests/operators/test_operators_mri.py``):
 
 * torch (autograd, GPU, any batch): polyphase form, one scaled add per filter tap on whole
   contiguous rows, the column step done as a row step between two transposes (4.5x less CPU

@@ -5,31 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
+
 import torch
 
 from mrirecon.containers import Image, ImageGeometry
-
-
-def clone_h5(src: Path, dst: Path, **replace) -> Path:
-    """Copy an HDF5 file's root datasets and attributes, replacing datasets by keyword
-    (``None`` drops one). Writes hostile content that the package's writers refuse."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with h5py.File(src, "r") as a, h5py.File(dst, "w") as b:
-        for key in a:
-            if key in replace:
-                if replace[key] is not None:
-                    b.create_dataset(key, data=replace[key])
-            else:
-                a.copy(key, b)
-        for key, value in replace.items():
-            if key not in a and value is not None:
-                b.create_dataset(key, data=value)
-        for key, value in a.attrs.items():
-            b.attrs[key] = value
-    return dst
 
 
 @pytest.fixture(scope="session")

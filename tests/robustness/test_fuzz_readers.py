@@ -208,7 +208,7 @@ def arrays(draw):
            b"", b"<ismrmrdHeader", b"\x00\xff", "<ismrmrdHeader xmlns='x'/>"])),
        matrix=st.one_of(st.none(), st.tuples(st.integers(-2, 70000), st.integers(-2, 70000))))
 def test_fastmri_reader_on_wrong_content(mri_file, tmp_path, field, value, matrix):
-    from conftest import clone_h5
+    from tests.helpers import clone_h5
 
     import h5py
 
@@ -268,7 +268,7 @@ def test_ismrmrd_reader_on_wrong_acquisition_headers(ismrmrd_file, tmp_path, edi
 def test_lodopab_reader_on_wrong_content(ct_dir, tmp_path, which, value, geometry):
     import h5py
 
-    from conftest import clone_h5
+    from tests.helpers import clone_h5
     from mrirecon.io.lodopab import LoDoPaBFiles
 
     root = tmp_path / "ct"

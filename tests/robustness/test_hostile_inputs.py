@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import clone_h5
+from tests.helpers import clone_h5
 from mrirecon.io.errors import DataFormatError
 from mrirecon.pipeline.definitions import load_pipeline
 from mrirecon.pipeline.runner import expand_inputs, run_pipeline

@@ -3,6 +3,7 @@ variable-density masks, radial trajectories, CT view selection and low-dose nois
 
 from __future__ import annotations
 
+from tests.helpers import FIXTURES
 import json
 import math
 from pathlib import Path
@@ -30,7 +31,7 @@ from mrirecon.sampling import (
 )
 from mrirecon.sampling.nonuniform import GOLDEN_ANGLE_FULL, calibration_region
 
-FIXTURE = Path(__file__).parent / "data" / "fastmri_masks.json"
+FIXTURE = FIXTURES / "fastmri_masks.json"
 CASES = json.loads(FIXTURE.read_text())["cases"]
 
 

@@ -24,7 +24,7 @@ from mrirecon.models import (
 from mrirecon.models.init import seeded_init
 from mrirecon.models.template import UnrolledModel
 from mrirecon.models.unrolled.gram_varnet import GramVarNet
-from test_models_support import mri_problem
+from tests.models.problems import mri_problem
 
 EPS32 = torch.finfo(torch.float32).eps
 

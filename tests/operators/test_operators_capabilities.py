@@ -24,7 +24,7 @@ from mrirecon.operators.ct_geometry import CTGeometry
 from mrirecon.operators.fbp import fbp
 from mrirecon.operators.generic import Diagonal, Identity
 from mrirecon.operators.mri import Fourier, Sampling, single_coil
-from test_models_support import coil_maps, mri_problem
+from tests.models.problems import coil_maps, mri_problem
 
 EPS64 = torch.finfo(torch.float64).eps
 EPS32 = torch.finfo(torch.float32).eps

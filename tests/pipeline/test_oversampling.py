@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import random_like_shape
+from tests.helpers import random_like_shape
 from mrirecon.functional import center_crop, crop_readout, ifft2c
 from mrirecon.operators import sense
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_models_support import ct_problem, mri_problem
+from tests.models.problems import ct_problem, mri_problem
 
 from mrirecon.core import FunctionOperator
 from mrirecon.models import (

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import check_operator, random_like_shape
+from tests.helpers import check_operator, random_like_shape
 from mrirecon.core import LinearOperator
 from mrirecon.functional import fft2c, ifft2c, rss
 from mrirecon.operators import (

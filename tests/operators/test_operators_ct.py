@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import check_operator, random_like_shape
+from tests.helpers import check_operator, random_like_shape
 from skimage.data import shepp_logan_phantom
 from skimage.transform import iradon, radon, resize
 

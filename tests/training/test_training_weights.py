@@ -13,10 +13,12 @@ from mrirecon.training.data import MRITrainingSet
 from mrirecon.training.validation import evaluate_reconstructor, model_reconstructor, zero_filled
 from mrirecon.training.weights import WEIGHTS_DIR, available_weights, load_pretrained, model_card
 
+from tests.helpers import ROOT
+
 MRI = ("varnet_brain_sim", "modl_brain_sim")
 CT = ("primal_dual_ct_sim",)
 SHIPPED = MRI + CT
-REPO = Path(__file__).resolve().parents[1]
+REPO = ROOT
 
 
 def test_shipped_weights_present():

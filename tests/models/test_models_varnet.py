@@ -3,18 +3,18 @@ gradient checkpointing, slice-by-slice inference."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
+from tests.helpers import FIXTURES
 import pytest
 import torch
-from test_models_support import mri_problem
+from tests.models.problems import mri_problem
 
 from mrirecon.functional import rss
 from mrirecon.models import VarNet, fastmri_varnet_state_dict, reconstruct_slices
 from mrirecon.sampling import acs_bounds
 from mrirecon.operators import sense
 
-FIXTURE = Path(__file__).parent / "data" / "varnet_tiny_fastmri.pt"
+FIXTURE = FIXTURES / "varnet_tiny_fastmri.pt"
 TINY = dict(iterations=2, sens_chans=4, sens_pools=2, chans=4, pools=2)
 EPS32 = torch.finfo(torch.float32).eps
 

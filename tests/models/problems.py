@@ -1,4 +1,4 @@
-"""Small simulated MRI and CT problems shared by the model tests (plus checks of them)."""
+"""Small simulated MRI and CT problems shared by the model tests (checked in test_models_support.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import math
 
 import torch
 
-from helpers import check_operator, random_like_shape
 from mrirecon.core import FunctionOperator
 from mrirecon.functional import rss
 from mrirecon.operators import sense
@@ -105,15 +104,3 @@ def ct_problem(b: int = 2, h: int = 16, w: int = 16, dtype=torch.float32, dense:
     if op is None:
         op = dense_ct_operator(h, w, dtype=dtype)
     return x, op(x), op
-
-
-def test_dense_ct_operator_passes_operator_kit():
-    op = dense_ct_operator(dtype=torch.float64)
-    check_operator(op, random_like_shape((2, 16, 16), torch.float64), norm=True)
-
-
-def test_mri_problem_is_consistent():
-    x, y, op = mri_problem(dtype=torch.complex128)
-    check_operator(op, random_like_shape((2, H, W), torch.complex128))
-    assert torch.allclose(rss(op.maps * x.unsqueeze(1), dim=1), x.abs(), atol=1e-10)  # unit-RSS maps
-    assert torch.all(y[..., ~column_mask()] == 0)

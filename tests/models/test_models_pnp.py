@@ -9,7 +9,7 @@ import torch
 from mrirecon.models import RED, ComplexImageCNN, DnCNN, PnPADMM, PnPHQS, available_models, build_model
 from mrirecon.models.registry import MODEL_DEFAULTS
 from mrirecon.solvers import cg
-from test_models_support import ct_problem, mri_problem
+from tests.models.problems import ct_problem, mri_problem
 
 # the closed-form checks test the algorithms, so CT uses the small dense projector here (the
 # parallel-beam projector runs the same models in test_models_unrolled.py)

@@ -7,7 +7,7 @@ import torch
 
 from mrirecon.models.blocks import GradientDC, HardProjectionDC, ProximalDC, SoftKspaceDC, solve_proximal, kspace_mask
 from mrirecon.solvers import cg
-from test_models_support import ct_problem, mri_problem
+from tests.models.problems import ct_problem, mri_problem
 
 
 def _residual(op, x, y):

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from helpers import check_operator, random_like_shape
+from tests.helpers import check_operator, random_like_shape
 from mrirecon.functional import fft2c, rss
 from mrirecon.functional.nufft import ndft, nufft, nufft_adjoint
 from mrirecon.operators import nufft_sense, sense
