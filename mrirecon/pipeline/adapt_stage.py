@@ -1,0 +1,60 @@
+"""The ``adapt:`` stage: scan-specific ZS-SSL fine-tuning of the learned model, per volume.
+
+Called once per volume with all its prepared slices, before the reconstruct loop; returns the
+model to reconstruct that volume with (an adapted copy: the loaded model, and so the weights on
+disk, never change). With ``save_weights`` the adapted state dict and a model card are written
+(atomically) to ``adapted/<name>.pt`` / ``.yaml`` beside the other outputs; the adaptation report
+(validation-loss curve, stopping step, seconds) and the weights' sha256 are recorded in the
+volume's result, hence in ``provenance.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from torch import nn
+
+from mrirecon.pipeline.report import VolumeResult
+from mrirecon.pipeline.schema import AdaptConfig, PipelineConfig
+
+log = logging.getLogger("mrirecon.pipeline")
+
+
+def training_config(ad: AdaptConfig):
+    """The :class:`mrirecon.training.adapt.AdaptConfig` of a pipeline's ``adapt:`` section."""
+    from mrirecon.training.adapt import AdaptConfig as TrainingAdapt
+
+    return TrainingAdapt(steps=ad.steps, time_budget_s=ad.time_budget_s,
+                         validation_fraction=ad.validation_fraction, lr=ad.lr, ratio=ad.ratio,
+                         selection=ad.selection, val_every=ad.val_every, patience=ad.patience,
+                         rows=ad.rows, seed=ad.seed)
+
+
+def adapt_volume(config: PipelineConfig, model: nn.Module, slices: list, output: Path, name: str,
+                 result: VolumeResult) -> nn.Module:
+    """Adapt a copy of ``model`` to ``slices`` (``(y, op)`` per slice) when ``adapt.enabled``."""
+    ad = config.adapt
+    if not ad.enabled or model is None:
+        return model
+    from mrirecon.training.adapt import adapt_model
+
+    adapted, report = adapt_model(model, slices, training_config(ad))
+    info = {"method": ad.method, **report.as_dict()}
+    log.info("%s: adapted in %.1f s, %d step(s) (%s), best step %d, validation loss %.4g -> %.4g",
+             name, report.seconds, report.steps, report.stopped, report.best_step,
+             report.initial_val_loss, report.best_val_loss)
+    if ad.save_weights:
+        from mrirecon.pipeline.runner import sha256
+        from mrirecon.training.run import save_model
+
+        path = output / "adapted" / f"{name}.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        extra = {"adapted_from": config.reconstruct.weights, "adapt": info,
+                 "input": result.input}
+        save_model(adapted, path, config.reconstruct.method, dict(config.reconstruct.params), extra)
+        result.outputs["adapted_weights"] = str(path)
+        result.outputs["adapted_card"] = str(path.with_suffix(".yaml"))
+        info["weights_sha256"] = sha256(path)
+    result.adapt = info
+    return adapted
