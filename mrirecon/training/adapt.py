@@ -325,20 +325,28 @@ def adapt_model(model: nn.Module, slices: list[tuple[Tensor, object]], config: A
     params = [p for p in adapted.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr)
     bad, step = 0, 0
+    val_seconds = time.perf_counter() - t0  # the budget covers validations too
+    step_seconds = 0.0  # mean duration of a step so far
     report.stopped = "steps"
     while step < cfg.steps:
-        if cfg.time_budget_s is not None and time.perf_counter() - t0 >= cfg.time_budget_s:
-            report.stopped = "time_budget"
-            break
+        if cfg.time_budget_s is not None:
+            # stop unless one more step and the validation that would close it fit the budget
+            if time.perf_counter() - t0 + step_seconds + val_seconds > cfg.time_budget_s:
+                report.stopped = "time_budget"
+                break
+        ts = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss = step_loss()
         loss.backward()
         opt.step()
         step += 1
+        step_seconds += (time.perf_counter() - ts - step_seconds) / step
         report.train_losses.append(float(loss.detach()))
         current = None
         if step % cfg.val_every == 0 or step == cfg.steps:
+            tv = time.perf_counter()
             current = val_loss()
+            val_seconds = time.perf_counter() - tv
             report.val_steps.append(step)
             report.val_losses.append(current)
             if current < best:
