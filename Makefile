@@ -71,8 +71,8 @@ bench: setup-test benchdeps
 # Rebuild the generic PnP prior (mrirecon/weights/pnp_dncnn_diverse.pt; ~1 h on one CPU thread,
 # see its card). The other shipped weights: commands in mrirecon/weights/README.md.
 weights: setup
-	OMP_NUM_THREADS=1 $(PY) -m mrirecon.training.denoiser_prior --out mrirecon/weights/pnp_dncnn_diverse.pt \
-	  --depth 8 --features 32 --batch 16 --patch 64 --seed 0 --max-seconds 3600
+	OMP_NUM_THREADS=1 $(VENV)/bin/mrirecon train prior --out mrirecon/weights/pnp_dncnn_diverse.pt \
+	  --depth 8 --features 32 --batch 16 --patch 64 --seed 0 --max-seconds 3600 --threads 1
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

@@ -10,7 +10,9 @@ Commands
 --------
 ``mrirecon simulate mri``  simulated multi-coil brain k-space in the fastMRI layout
 ``mrirecon simulate ct``   simulated low-dose CT in the LoDoPaB-CT layout
-``mrirecon train``         train a network from a YAML config (torchrun-aware)
+``mrirecon train``         train a network from a YAML config (torchrun-aware) or rebuild a
+                          shipped prior (``denoiser``, ``prior``, ``gmm``, ``perceptual``,
+                          ``radial``; see :mod:`mrirecon.cli_train`)
 ``mrirecon run``           run a pipeline (pipelines/*.yaml) on files, folders or globs
 ``mrirecon demo``          simulate data, run the MRI and CT pipelines, write ./demo_out
 ``mrirecon bench``         fastMRI-style benchmark table of methods x accelerations
@@ -310,42 +312,10 @@ def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
 # ---- train ---------------------------------------------------------------------------------
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    """``mrirecon train CONFIG.yaml [--resume] [--set key=value ...]`` (torchrun-aware)."""
-    import logging
-
-    from mrirecon.training.run import train_from_config
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    result = train_from_config(args.config, overrides=args.set, resume=args.resume)
-    print(result.output_dir / "model.pt")
-    return 0
-
-
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
-    train = subparsers.add_parser(
-        "train",
-        help="train a reconstruction network from a YAML config",
-        description="Train a model described by a TrainConfig YAML file (see pipelines/train_*.yaml). "
-        "Writes checkpoints, train_log.csv, TensorBoard logs and model.pt + model.yaml "
-        "to output_dir. Run under torchrun for several processes (DDP).",
-        epilog="example: mrirecon train pipelines/train_varnet_brain_sim.yaml --set optim.max_steps=100",
-    )
-    train.add_argument("config", help="training config (YAML)")
-    train.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue from output_dir/checkpoints/last.pt when it exists",
-    )
-    train.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. optim.lr=1e-3 (repeatable)",
-    )
-    _add_threads(train)
-    train.set_defaults(func=cmd_train, _parser=train)
+    from mrirecon.cli_train import add_train
+
+    add_train(subparsers, _int_at_least, _positive_float, _add_threads)
 
 
 # ---- run / demo ----------------------------------------------------------------------------
@@ -555,7 +525,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     set_wait_policy()  # before torch loads OpenMP (build_parser may import it)
     parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
+    from mrirecon.cli_train import normalise_argv
+
+    argv = normalise_argv(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in argv  # accepted anywhere on the line, e.g. after the command's options
     args = parser.parse_args([a for a in argv if a != "--debug"])
     if debug:

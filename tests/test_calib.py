@@ -365,3 +365,30 @@ def test_prewhitening_gives_identity_covariance(cdtype):
         prewhiten(noise, cov, noise=noise)
     with pytest.raises(ValueError, match="coils"):
         prewhiten(noise[:3], cov)
+
+
+def test_pipeline_and_training_calibrate_with_the_same_rule():
+    """A model trained on ``calibrate_maps`` maps gets the same maps from the pipeline stage."""
+    from mrirecon.calib import espirit_block
+    from mrirecon.data.simulate_mri import simulate_mri_volume
+    from mrirecon.pipeline import stages_mri
+    from mrirecon.pipeline.schema import CalibrateConfig
+    from mrirecon.sampling import center_mask
+    from mrirecon.training.data import calibrate_maps
+
+    vol = simulate_mri_volume(0, slices=1, coils=4, size=(64, 64), seed=3)
+    k = vol.kspace[0].to(torch.complex64)
+    n = 8
+    centre = torch.from_numpy(center_mask(64, n)).bool()
+    mask = centre.clone()
+    mask[1::4] = True  # no sampled column touches the band: its contiguous run is the band
+    y = k * mask
+    trained = calibrate_maps(y, "espirit", centre)
+
+    s = stages_mri.MRISlice(kspace=y, mask=mask, header=None, file_name="x.h5", index=0)
+    got = stages_mri.calibrate(s, CalibrateConfig(method="espirit", crop=0.0)).maps
+    assert torch.allclose(got, trained, atol=10 * torch.finfo(torch.float32).eps * 64)
+    assert espirit_block(n, 64) == ((24, 8), (6, 6))
+    assert espirit_block(5, 64) == ((24, 5), (6, 3))
+    with pytest.raises(ValueError, match="at least 3 columns"):
+        espirit_block(2, 64)

@@ -17,7 +17,6 @@ from mrirecon.training.perceptual import (
     brain_slices,
     corrupt,
     load_feature_network,
-    main,
 )
 from mrirecon.training.weights import WEIGHTS_DIR, available_weights
 
@@ -52,7 +51,7 @@ def test_shipped_weights_and_card():
     assert card["kind"] == "feature_network" and card["model"]["name"] == WEIGHTS_NAME
     assert "MNI152" in card["data"]["source"]
     t = card["training"]
-    assert t["steps"] > 0 and t["wall_time_s"] > 0 and "--train" in t["command"]
+    assert t["steps"] > 0 and t["wall_time_s"] > 0 and "mrirecon train perceptual" in t["command"]
     # it learned its task: artefacts removed better than zero filling, on held-out slices
     assert t["held_out_l1_autoencoder"] < t["held_out_l1_zero_filled"]
     assert t["train_l1_last"] < t["train_l1_first"]
@@ -143,8 +142,10 @@ def test_reconstruction_loss_combines_terms(loss):
 
 def test_training_script(tmp_path):
     out = tmp_path / "feat.pt"
-    argv = ["--train", "--out", str(out), "--steps", "4", "--slices", "6", "--size", "32"]
-    argv += ["--held-out", "4"]
+    from mrirecon.cli import main
+
+    argv = ["train", "perceptual", "--out", str(out), "--steps", "4", "--slices", "6", "--size",
+            "32", "--held-out", "4"]
     assert main(argv) == 0
     card = yaml.safe_load(out.with_suffix(".yaml").read_text())
     assert card["training"]["steps"] == 4 and card["data"]["size"] == [32, 32]
@@ -152,8 +153,9 @@ def test_training_script(tmp_path):
     assert (net.feature_scale > 0).all()
     x = _brain()
     assert PerceptualLoss(net)(x * 0.8, x, torch.ones(1)).item() > 0
-    with pytest.raises(SystemExit):
-        main(["--out", str(out)])
+    with pytest.raises(SystemExit):  # the output must be a .pt file: exit 2, nothing written
+        main(["train", "perceptual", "--out", str(tmp_path / "feat.bin")])
+    assert not (tmp_path / "feat.bin").exists()
     # the training slices: MNI152 template slices, a function of the seed, unit maximum
     a, b = brain_slices(3, 32, seed=5), brain_slices(3, 32, seed=5)
     assert torch.equal(a, b) and not torch.equal(a, brain_slices(3, 32, seed=6))

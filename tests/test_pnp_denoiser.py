@@ -41,7 +41,7 @@ def test_card_names_reproduce_command_and_held_out_metrics():
     params = card["model"]["params"]
     assert card["model"]["name"] == "pnp_admm"
     assert params["denoiser"] == "dncnn" and params["denoiser_params"]["depth"] == 8
-    assert "python -m mrirecon.training.denoiser --out mrirecon/weights/pnp_dncnn_brain_sim.pt" in (
+    assert "mrirecon train denoiser --out mrirecon/weights/pnp_dncnn_brain_sim.pt" in (
         card["training"]["command"]
     )
     assert card["training"]["steps"] > 0 and card["training"]["wall_time_s"] <= 8 * 60
@@ -113,7 +113,10 @@ def test_training_script_writes_loadable_state_dict(tmp_path, monkeypatch):
 
     monkeypatch.setattr(script, "clean_images", lambda *a, **k: torch.ones(2, 32, 32, dtype=torch.complex64))
     out = tmp_path / "den.pt"
-    script.main(["--out", str(out), "--max-steps", "3", "--patch", "16", "--batch", "2"])
+    from mrirecon.cli import main
+
+    assert main(["train", "denoiser", "--out", str(out), "--max-steps", "3", "--patch", "16",
+                 "--batch", "2", "--threads", "1"]) == 0
     state = torch.load(out, weights_only=True)
     fresh = build_model("pnp_admm", denoiser="dncnn", denoiser_params={"depth": 8, "features": 32,
                                                                       "batchnorm": False})

@@ -36,7 +36,7 @@ def test_card_states_command_seed_data_range_and_failures():
     card = model_card(NAME)
     assert NAME in available_weights() and card["model"]["name"] == "pnp_dpir"
     t = card["training"]
-    assert "mrirecon.training.denoiser_prior" in t["command"] and t["seed"] == 0
+    assert "mrirecon train prior" in t["command"] and t["seed"] == 0
     assert t["wall_time_s"] <= 2 * 3600
     assert {"natural", "procedural", "mni", "ct"} <= set(card["data"]["sources"])
     assert {"matrix", "coils", "accelerations", "views"} <= set(card["training_range"])

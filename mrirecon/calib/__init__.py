@@ -1,5 +1,6 @@
 """Coil calibration: sensitivity maps (ESPIRiT, Walsh, Inati), coil compression, prewhitening."""
 
+from mrirecon.calib.centre import centre_maps, espirit_block
 from mrirecon.calib.compression import gcc_compress, gcc_matrices, svd_compress
 from mrirecon.calib.espirit import calibration_region, espirit_kernels, espirit_maps
 from mrirecon.calib.noncartesian import gridded_calibration_images, noncartesian_maps
@@ -8,7 +9,9 @@ from mrirecon.calib.walsh import inati_combine, walsh_maps
 
 __all__ = [
     "calibration_region",
+    "centre_maps",
     "espirit_kernels",
+    "espirit_block",
     "espirit_maps",
     "gcc_compress",
     "gcc_matrices",

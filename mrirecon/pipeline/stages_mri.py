@@ -213,18 +213,9 @@ def calibrate(s: MRISlice, cfg: CalibrateConfig) -> MRISlice:
                                        calib_width=cfg.calib_width, weights=s.density, **options)
         return replace(s, maps=maps)
     calib_width = min(cfg.calib_width, _centre_width(s.mask))
-    if cfg.method == "espirit":
-        # The block keeps all calib_width rows (the readout axis H is fully sampled) and only
-        # the fully sampled centre columns; kernels at most half the band wide leave enough
-        # windows for a stable signal subspace. (A square band x band block wastes rows and
-        # gave poor maps for 8-23-column bands.)
-        block = (cfg.calib_width, max(calib_width, 1))
-        kernel = (cfg.kernel_width, max(min(cfg.kernel_width, calib_width // 2), 1))
-        maps = calib.espirit_maps(s.kspace, calib_width=block, kernel_width=kernel,
-                                  thresh=cfg.threshold, crop=cfg.crop)
-    else:
-        low = s.kspace * _centre_window(s.mask, calib_width)
-        maps = calib.walsh_maps(ifft2c(low))
+    maps = calib.centre_maps(s.kspace, _centre_window(s.mask, calib_width), method=cfg.method,
+                             calib_rows=cfg.calib_width, kernel_width=cfg.kernel_width,
+                             thresh=cfg.threshold, crop=cfg.crop)
     return replace(s, maps=maps)
 
 

@@ -191,42 +191,21 @@ class MRITrainingSet:
         key = (fname, slice_index)
         if key in self._maps_cache:
             return self._maps_cache[key]
-        maps = calibrate_maps(
-            kspace * self.common_center(kspace.shape[-1]),
-            self.maps,
-            int(self.common_center(kspace.shape[-1]).sum()),
-        )
+        maps = calibrate_maps(kspace, self.maps, self.common_center(kspace.shape[-1]))
         if self.cache_maps:
             self._maps_cache[key] = maps
         return maps
 
 
-def calibrate_maps(kspace: Tensor, method: str, calib_width: int) -> Tensor:
-    """Coil maps ``(C, H, W)`` complex64 from the fully sampled centre of ``kspace``.
+def calibrate_maps(kspace: Tensor, method: str, centre: Tensor) -> Tensor:
+    """Coil maps ``(C, H, W)`` complex64 from the fully sampled centre columns ``centre`` ``(W,)``.
 
-    ``calib_width`` is the number of central columns known to be sampled; ESPIRiT uses a
-    ``(min(24, H), calib_width)`` block with ``6 x min(6, calib_width - 2)`` kernels (so narrow
-    centre bands of small matrices still calibrate), Walsh the low-pass coil images.
+    The same rule as the pipeline's ``calibrate`` stage (:func:`mrirecon.calib.centre_maps`),
+    with ESPIRiT ``crop=0`` as in ``pipelines/mri_modl.yaml``: a model trained with these maps
+    sees the same maps at inference.
     """
-    if method == "espirit":
-        from mrirecon.calib.espirit import espirit_maps
+    from mrirecon.calib import centre_maps
 
-        n = int(calib_width)
-        if n < 3:
-            raise ValueError(f"calibrate_maps: ESPIRiT needs at least 3 centre columns, got {n}")
-        rows = min(24, kspace.shape[-2])
-        maps = espirit_maps(
-            kspace.to(torch.complex64),
-            calib_width=(rows, n),
-            kernel_width=(6, min(6, n - 2)),
-            crop=0.0,
-        )
-        return maps.to(torch.complex64)
-    if method == "walsh":
-        from mrirecon import calib
-        from mrirecon.functional import ifft2c
-
-        if not hasattr(calib, "walsh_maps"):
-            raise ValueError("calibrate_maps: Walsh maps are not available in mrirecon.calib")
-        return calib.walsh_maps(ifft2c(kspace)).to(torch.complex64)
-    raise ValueError(f"calibrate_maps: method must be 'espirit' or 'walsh', got {method!r}")
+    if method not in ("espirit", "walsh"):
+        raise ValueError(f"calibrate_maps: method must be 'espirit' or 'walsh', got {method!r}")
+    return centre_maps(kspace.to(torch.complex64), centre, method=method, crop=0.0).to(torch.complex64)

@@ -9,16 +9,13 @@ phase), rescaled so that their peak magnitude is ``U(0.6, 1.2)`` (PnP models sca
 ``max |A^H y| = 1``), plus noise of standard deviation ``sigma = U(0.01, 0.1)`` times the peak,
 per real and imaginary part. Loss: mean squared error on random ``patch x patch`` crops.
 
-Run ``python -m mrirecon.training.denoiser --out mrirecon/weights/pnp_dncnn_brain_sim.pt``; the
-script saves the ``state_dict`` of a :class:`~mrirecon.models.pnp.PnPADMM` (its only
+Run ``mrirecon train denoiser --out mrirecon/weights/pnp_dncnn_brain_sim.pt``; it saves the ``state_dict`` of a :class:`~mrirecon.models.pnp.PnPADMM` (its only
 parameters are the denoiser's) and prints a JSON summary (steps, wall time, final loss). The
 model card is written separately (it records held-out metrics from ``run_bench``).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from pathlib import Path
 
@@ -97,7 +94,7 @@ def train_denoiser(
     lr: float = 1e-3,
     max_steps: int = 20000,
     max_seconds: float = 420.0,
-    threads: int = 1,
+    threads: int | None = None,
 ) -> dict:
     """Train the denoiser and save a :class:`PnPADMM` ``state_dict`` to ``out``.
 
@@ -107,7 +104,9 @@ def train_denoiser(
     """
     from mrirecon.models.pnp.pnp import PnPADMM
 
-    torch.set_num_threads(threads)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    threads = torch.get_num_threads()
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     images = clean_images(volumes, slices, size, data_seed)
@@ -146,31 +145,3 @@ def train_denoiser(
         "volumes": volumes, "slices": slices, "size": list(size), "data_seed": data_seed,
         "seed": seed, "batch": batch, "patch": patch, "lr": lr, "threads": threads,
     }
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m mrirecon.training.denoiser --out PATH.pt [--max-seconds S] ...``."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True, help="output .pt (state_dict of a PnPADMM)")
-    p.add_argument("--volumes", type=int, default=24)
-    p.add_argument("--slices", type=int, default=8)
-    p.add_argument("--size", type=int, nargs=2, default=(128, 128))
-    p.add_argument("--data-seed", type=int, default=101)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--patch", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--max-steps", type=int, default=20000)
-    p.add_argument("--max-seconds", type=float, default=420.0)
-    p.add_argument("--threads", type=int, default=1)
-    a = p.parse_args(argv)
-    summary = train_denoiser(
-        a.out, volumes=a.volumes, slices=a.slices, size=tuple(a.size), data_seed=a.data_seed,
-        seed=a.seed, batch=a.batch, patch=a.patch, lr=a.lr, max_steps=a.max_steps,
-        max_seconds=a.max_seconds, threads=a.threads,
-    )
-    print(json.dumps(summary))
-
-
-if __name__ == "__main__":
-    main()

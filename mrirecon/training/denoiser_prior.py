@@ -9,14 +9,12 @@ random smooth phase). Patches of ``patch x patch``: the denoiser is convolutiona
 inference it sees whole images of any size (fastMRI 640 x 368, CT 362 x 362) and the physics
 stays exact in the data step.
 
-``python -m mrirecon.training.denoiser_prior --out mrirecon/weights/pnp_dncnn_diverse.pt``
+``mrirecon train prior --out mrirecon/weights/pnp_dncnn_diverse.pt``
 saves the ``state_dict`` of a :class:`PnPDPIR` and prints a JSON summary.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import time
 from pathlib import Path
@@ -61,7 +59,7 @@ def noisy_batch(pool: torch.Tensor, real: torch.Tensor, batch: int, g: torch.Gen
 
 def train(out: str | Path, *, pool_size: int = 6000, patch: int = 64, seed: int = 0,
           batch: int = 16, lr: float = 1e-3, max_steps: int = 100000, max_seconds: float = 3000.0,
-          depth: int = 8, features: int = 32, threads: int = 1, log: int = 100) -> dict:
+          depth: int = 8, features: int = 32, threads: int | None = None, log: int = 100) -> dict:
     """Train and save; stops at ``max_steps`` or ``max_seconds`` of training (pool not counted).
 
     The learning rate follows a cosine decay over the time budget (step budget if it ends
@@ -69,7 +67,9 @@ def train(out: str | Path, *, pool_size: int = 6000, patch: int = 64, seed: int 
     """
     from mrirecon.models.pnp.dpir import PnPDPIR
 
-    torch.set_num_threads(threads)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    threads = torch.get_num_threads()
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     pool, real = build_pool(pool_size, patch, seed)
@@ -108,27 +108,3 @@ def train(out: str | Path, *, pool_size: int = 6000, patch: int = 64, seed: int 
             "final_loss_l1_over_sigma": float(np.mean(losses[-200:])), "pool_size": pool_size,
             "patch": patch, "seed": seed, "batch": batch, "lr": lr, "depth": depth,
             "features": features, "threads": threads, "sigma_range": list(SIGMA_RANGE)}
-
-
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True)
-    p.add_argument("--pool-size", type=int, default=6000)
-    p.add_argument("--patch", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--max-steps", type=int, default=100000)
-    p.add_argument("--max-seconds", type=float, default=3000.0)
-    p.add_argument("--depth", type=int, default=8)
-    p.add_argument("--features", type=int, default=32)
-    p.add_argument("--threads", type=int, default=1)
-    a = p.parse_args(argv)
-    s = train(a.out, pool_size=a.pool_size, patch=a.patch, seed=a.seed, batch=a.batch, lr=a.lr,
-              max_steps=a.max_steps, max_seconds=a.max_seconds, depth=a.depth,
-              features=a.features, threads=a.threads)
-    print(json.dumps(s))
-
-
-if __name__ == "__main__":
-    main()

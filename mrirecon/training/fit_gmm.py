@@ -1,4 +1,4 @@
-"""Fit the shipped patch GMM: ``python -m mrirecon.training.fit_gmm --out weights/patch_gmm.pt``.
+"""Fit the shipped patch GMM: ``mrirecon train gmm --out mrirecon/weights/patch_gmm.pt``.
 
 Patches come only from the allowed simulation images (:mod:`mrirecon.data.anatomy`): noise-free
 simulated brain MRI magnitudes (MNI152 template via nilearn, random contrast, orientation,
@@ -14,7 +14,6 @@ untrained defaults; a model card ``<out>.yaml`` is written beside it.
 
 from __future__ import annotations
 
-import argparse
 import platform
 import time
 from pathlib import Path
@@ -65,13 +64,15 @@ def sample_patches(images: list[np.ndarray], patch_size: int, per_image: int, se
     return torch.tensor(np.concatenate(out), dtype=torch.float64)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", required=True, help="output .pt (card written as .yaml beside it)")
-    for key, value in DEFAULTS.items():
-        parser.add_argument(f"--{key.replace('_', '-')}", type=int, default=value)
-    args = parser.parse_args(argv)
-    opts = {k: getattr(args, k) for k in DEFAULTS}
+def fit_and_save(out: str | Path, **options: int) -> dict:
+    """Fit the mixture and write ``out`` (state dict) and ``out.yaml`` (card); returns the card.
+
+    ``options`` override :data:`DEFAULTS` (``mrirecon train gmm --components 20 ...``).
+    """
+    unknown = sorted(set(options) - set(DEFAULTS))
+    if unknown:
+        raise TypeError(f"fit_and_save: unknown options {unknown}; valid: {sorted(DEFAULTS)}")
+    opts = {**DEFAULTS, **options}
     torch.manual_seed(opts["seed"])
     t0 = time.perf_counter()
     images = training_images(mri_volumes=opts["mri_volumes"], mri_slices=opts["mri_slices"],
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
     for key in ("means", "covs", "weights"):
         getattr(model.gmm, key).copy_(getattr(gmm, key).to(torch.float32))
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    out = Path(args.out)
+    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, out)
     card = {
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
             "source": "noise-free simulated brain MRI magnitudes (MNI152 template via nilearn) and "
                       "CT attenuation maps (allowed DICOM slices and random-ellipse phantoms); "
                       "Shepp-Logan and all other package images excluded (held out)",
-            "command": "python -m mrirecon.training.fit_gmm --out mrirecon/weights/patch_gmm.pt",
+            "command": "mrirecon train gmm --out mrirecon/weights/patch_gmm.pt",
             "images": len(images),
             "patches": int(patches.shape[0]),
             **opts,
@@ -132,6 +133,3 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB) in {t2 - t0:.0f} s")
     return card
 
-
-if __name__ == "__main__":
-    main()

@@ -6,7 +6,7 @@ and noisy magnitude images of MNI152 template slices (random contrast, orientati
 into the clean slices; its features therefore respond to anatomy and to undersampling artefacts.
 The shipped weights ``mrirecon/weights/perceptual_features.pt`` (+ the card ``.yaml``) are made by
 
-    python -m mrirecon.training.perceptual --train --out mrirecon/weights/perceptual_features.pt
+    mrirecon train perceptual --out mrirecon/weights/perceptual_features.pt
 
 :class:`PerceptualLoss` compares the features of the prediction and the target (both divided by
 the target's data range) layer by layer, mean squared difference divided by the layer's mean
@@ -15,8 +15,8 @@ feature energy on the training images (a buffer of the network), averaged over l
 
 from __future__ import annotations
 
-import argparse
 import itertools
+from dataclasses import dataclass
 import os
 import platform
 import time
@@ -336,25 +336,16 @@ def save_feature_network(net: FeatureNetwork, path: str | os.PathLike, card: dic
     return path
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m mrirecon.training.perceptual",
-        description="Train the perceptual-loss feature network on simulated MNI152 slices.",
-    )
-    p.add_argument("--train", action="store_true", help="train and write --out (+ card)")
-    p.add_argument("--out", required=True, help="output .pt file (the card goes beside it)")
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--size", type=int, default=64)
-    p.add_argument("--slices", type=int, default=600)
-    p.add_argument("--held-out", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    if not args.train:
-        p.error("nothing to do: pass --train")
-    if not args.out.endswith(".pt"):
-        p.error(f"--out must end in .pt, got {args.out}")
+def train_and_save(out: str, *, steps: int = 1000, batch_size: int = 16, size: int = 64,
+                   slices: int = 600, held_out: int = 64, lr: float = 1e-3, seed: int = 0) -> dict:
+    """Train the feature network and write ``out`` (.pt) with its card; returns the card.
+
+    ``mrirecon train perceptual --out mrirecon/weights/perceptual_features.pt``.
+    """
+    if not str(out).endswith(".pt"):
+        raise ValueError(f"out must end in .pt, got {out}")
+    args = _Options(out=str(out), steps=steps, batch_size=batch_size, size=size, slices=slices,
+                    held_out=held_out, lr=lr, seed=seed)
     net, summary = train_feature_network(
         steps=args.steps,
         batch_size=args.batch_size,
@@ -388,15 +379,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             "schedule": "Adam, cosine annealing",
             "seed": args.seed,
             "loss": "L1(decoded, clean)",
-            "command": "python -m mrirecon.training.perceptual --train --out " + args.out,
+            "command": "mrirecon train perceptual --out " + args.out,
             "hardware": f"{platform.machine()} CPU, {torch.get_num_threads()} thread(s)",
             "torch": str(torch.__version__),
         },
     }
     save_feature_network(net, args.out, card)
-    print(yaml.safe_dump(card["training"], sort_keys=False))
-    return 0
+    return card
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+@dataclass(frozen=True)
+class _Options:
+    out: str
+    steps: int
+    batch_size: int
+    size: int
+    slices: int
+    held_out: int
+    lr: float
+    seed: int
+

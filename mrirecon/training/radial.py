@@ -7,7 +7,7 @@ reconstructed as the pipeline does: ESPIRiT maps from the gridded centre (crop 0
 ``nufft_sense(maps, trajectory)``. The loss is the L1 distance of magnitudes (the maps fix the
 image phase only up to a smooth reference). Usage::
 
-    OMP_NUM_THREADS=1 python -m mrirecon.training.radial --model modl --out runs/modl_radial_sim --steps 250
+    OMP_NUM_THREADS=1 mrirecon train radial --model modl --out runs/modl_radial_sim --steps 250
 
 writes ``<out>.pt`` (state dict) and ``<out>.yaml`` (model card with held-out metrics).
 
@@ -20,7 +20,6 @@ train on the NUFFT operator, not a tuned radial model (that needs longer runs or
 
 from __future__ import annotations
 
-import argparse
 import platform
 import time
 from dataclasses import dataclass
@@ -87,17 +86,13 @@ def _metrics(samples, recon) -> dict[str, float]:
     return {k: round(float(v[0]), 5) for k, v in report.values.items()}
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", required=True, help="output stem (writes STEM.pt and STEM.yaml)")
-    ap.add_argument("--steps", type=int, default=400)
-    ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--spokes", type=int, default=40)
-    ap.add_argument("--volumes", type=int, default=10)
-    ap.add_argument("--slices", type=int, default=4)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--model", choices=sorted(MODELS), default="modl")
-    args = ap.parse_args(argv)
+def train_radial(out: str | Path, *, model: str = "modl", steps: int = 400, size: int = 64,
+                 spokes: int = 40, volumes: int = 10, slices: int = 4, lr: float = 1e-3) -> dict:
+    """Train, evaluate on held-out slices and write ``<out>.pt`` + ``<out>.yaml``; returns the card."""
+    if model not in MODELS:
+        raise ValueError(f"train_radial: model must be one of {sorted(MODELS)}, got {model!r}")
+    args = _Options(out=str(out), model=model, steps=steps, size=size, spokes=spokes,
+                    volumes=volumes, slices=slices, lr=lr)
     torch.manual_seed(0)
     params = MODELS[args.model]
     t0 = time.time()
@@ -149,7 +144,7 @@ def main(argv=None) -> int:
                       f"{2 * args.size} samples (Nyquist: {int(np.pi / 2 * args.size)} spokes)",
             "train": {"volumes": args.volumes, "slices": len(train), "seed": 21},
             "test_held_out": {"volumes": 2, "slices": len(test), "seed": 23},
-            "reproduce": f"OMP_NUM_THREADS=1 python -m mrirecon.training.radial --model {args.model} --out {args.out} "
+            "reproduce": f"OMP_NUM_THREADS=1 mrirecon train radial --model {args.model} --out {args.out} "
                          f"--steps {args.steps} --size {args.size} --spokes {args.spokes} "
                          f"--volumes {args.volumes} --slices {args.slices}",
         },
@@ -160,9 +155,17 @@ def main(argv=None) -> int:
         "metrics_held_out": metrics,
     }
     out.with_suffix(".yaml").write_text(yaml.safe_dump(card, sort_keys=False))
-    print(yaml.safe_dump(metrics), flush=True)
-    return 0
+    return card
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+@dataclass(frozen=True)
+class _Options:
+    out: str
+    model: str
+    steps: int
+    size: int
+    spokes: int
+    volumes: int
+    slices: int
+    lr: float
+

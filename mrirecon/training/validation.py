@@ -60,7 +60,7 @@ def cg_sense_reconstructor(
     def run(sample: TrainingSample) -> Tensor:
         y = sample.y[0]
         centre = dataset.common_center(y.shape[-1])
-        maps = calibrate_maps(y * centre, "espirit", int(centre.sum()))
+        maps = calibrate_maps(y, "espirit", centre)
         op = sense(maps, sample.mask)
         rhs = op.H(y)
         x = cg(lambda v: op.gram(v) + lam * v, rhs, max_iterations=iterations, tolerance=1e-6)

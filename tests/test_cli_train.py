@@ -1,0 +1,108 @@
+"""``mrirecon train``: the config trainer and the prior/helper-network subcommands.
+
+The command line is the only argv parser of the package; the training modules expose plain
+functions. The commands recorded in the weight cards must be valid command lines.
+"""
+
+from __future__ import annotations
+
+import ast
+import shlex
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from mrirecon import cli
+from mrirecon.cli_train import normalise_argv
+
+PACKAGE = Path(cli.__file__).resolve().parent
+
+
+def test_only_the_command_line_parses_argv():
+    parsers = []
+    for path in PACKAGE.rglob("*.py"):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if "argparse" in names:
+                parsers.append(path.relative_to(PACKAGE).as_posix())
+    assert sorted(parsers) == ["cli.py", "cli_train.py"]
+
+
+def test_short_form_is_the_config_subcommand():
+    assert normalise_argv(["train", "x.yaml", "--resume"]) == ["train", "config", "x.yaml", "--resume"]
+    assert normalise_argv(["train", "prior", "--out", "p.pt"]) == ["train", "prior", "--out", "p.pt"]
+    assert normalise_argv(["train", "--help"]) == ["train", "--help"]
+    args = cli.build_parser().parse_args(normalise_argv(["train", "cfg.yaml", "--set", "a.b=1"]))
+    assert (args.kind, args.config, args.set, args.resume) == ("config", "cfg.yaml", ["a.b=1"], False)
+
+
+def _card_commands() -> list[tuple[str, str]]:
+    out = []
+    for card in sorted((PACKAGE / "weights").glob("*.yaml")):
+        data = yaml.safe_load(card.read_text())
+        for section in ("training", "data"):
+            for key in ("command", "command_same_steps", "reproduce"):
+                text = (data.get(section) or {}).get(key)
+                if isinstance(text, str) and "mrirecon train" in text:
+                    out.append((card.name, text))
+    return out
+
+
+@pytest.mark.parametrize("card,command", _card_commands())
+def test_card_commands_parse(card, command):
+    words = shlex.split(command)
+    words = words[words.index("mrirecon") + 1:]
+    args = cli.build_parser().parse_args(normalise_argv(words))
+    assert args.command == "train" and args.kind in ("denoiser", "prior", "gmm", "perceptual", "radial")
+
+
+def test_every_subcommand_has_a_card_command():
+    kinds = {shlex.split(c)[shlex.split(c).index("train") + 1] for _, c in _card_commands()}
+    assert kinds == {"denoiser", "prior", "gmm", "perceptual", "radial"}
+
+
+@pytest.mark.parametrize("words,module,function,expected", [
+    (["denoiser", "--out", "d.pt", "--max-steps", "3", "--size", "32", "48"],
+     "mrirecon.training.denoiser", "train_denoiser", {"max_steps": 3, "size": (32, 48)}),
+    (["prior", "--out", "p.pt", "--depth", "4", "--max-seconds", "60"],
+     "mrirecon.training.denoiser_prior", "train", {"depth": 4, "max_seconds": 60.0}),
+    (["perceptual", "--out", "f.pt", "--steps", "7"],
+     "mrirecon.training.perceptual", "train_and_save", {"steps": 7}),
+    (["radial", "--out", "r", "--spokes", "21", "--model", "modl"],
+     "mrirecon.training.radial", "train_radial", {"spokes": 21, "model": "modl"}),
+])
+def test_subcommands_forward_their_options(monkeypatch, capsys, words, module, function, expected):
+    import importlib
+
+    seen = {}
+
+    def fake(out, **kwargs):
+        seen.update(out=out, **kwargs)
+        return {"training": {}, "metrics_held_out": {}}
+
+    monkeypatch.setattr(importlib.import_module(module), function, fake)
+    assert cli.main(["train", *words, "--threads", "1"]) == 0
+    assert seen["out"] == words[2]
+    assert {k: seen[k] for k in expected} == expected
+
+
+def test_bad_option_exits_2_naming_it(capsys):
+    with pytest.raises(SystemExit) as err:
+        cli.main(["train", "prior", "--out", "p.pt", "--batch", "0"])
+    assert err.value.code == 2 and "--batch" in capsys.readouterr().err
+
+
+def test_gmm_subcommand_writes_weights_and_card(tmp_path):
+    out = tmp_path / "g.pt"
+    argv = ["train", "gmm", "--out", str(out), "--components", "2", "--mri-volumes", "1",
+            "--mri-slices", "1", "--ct-samples", "1", "--size", "32", "--patches-per-image", "40",
+            "--iterations", "2", "--threads", "1"]
+    assert cli.main(argv) == 0
+    state = torch.load(out, weights_only=True)
+    assert state["gmm.means"].shape[0] == 2 and state["gmm.covs"].shape[1:] == (64, 64)
+    card = yaml.safe_load(out.with_suffix(".yaml").read_text())
+    assert card["data"]["components"] == 2 and card["training"]["iterations"] == 2
