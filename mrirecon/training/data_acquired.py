@@ -177,5 +177,5 @@ class AcquiredMRISet:
                 raise ValueError(f"AcquiredMRISet: {fname} slice {i} has {width} fully sampled "
                                  "centre column(s); ESPIRiT / Walsh maps need at least 3 "
                                  "(use data.maps: learned)")
-            self._maps_cache[key] = calibrate_maps(kspace * centre, self.maps, width)
+            self._maps_cache[key] = calibrate_maps(kspace, self.maps, centre)
         return self._maps_cache[key]
