@@ -58,3 +58,22 @@ def adapt_volume(config: PipelineConfig, model: nn.Module, slices: list, output:
         info["weights_sha256"] = sha256(path)
     result.adapt = info
     return adapted
+
+
+def mri_pairs(config: PipelineConfig, read, n: int, file_name: str, file_mask, device: str) -> list:
+    """``(y (1, C, H, W), sense(maps, mask))`` of every slice through preprocess, undersample
+    and calibrate (the same stages, and so the same data, as the reconstruct loop)."""
+    from mrirecon.pipeline import stages_mri
+
+    pairs = []
+    for i in range(n):
+        s = stages_mri.make_slice(read(i), i, file_name, file_mask)
+        s = stages_mri.preprocess(s, config.preprocess, classical=False)
+        s = stages_mri.calibrate(stages_mri.undersample(s, config.undersample), config.calibrate)
+        if s.trajectory is not None:
+            raise ValueError(f"{file_name}: adapt needs Cartesian k-space (non-Cartesian data "
+                             "have no SSDU split here yet)")
+        if s.maps is None:
+            raise ValueError(f"{file_name}: adapt needs coil maps; set calibrate.method")
+        pairs.append((s.kspace[None].to(device), stages_mri.operator(s, s.maps[None].to(device))))
+    return pairs
