@@ -197,7 +197,7 @@ def test_training_from_undersampled_files_without_reference(small_sets, tmp_path
 
     f = next((small_sets / "train").glob("*.h5"))
     with FastMRIFile(f) as h5:
-        assert h5.reference_key() is None and h5.mask is not None
+        assert h5.reference_key is None and h5.mask is not None
     cfg = _train_yaml(tmp_path, small_sets / "train", small_sets / "train",
                       "loss: {ssdu: {ratio: 0.4, selection: uniform, splits: 2}}", steps=3)
     result = train_from_config(cfg, progress=False)

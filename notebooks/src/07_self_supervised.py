@@ -85,7 +85,7 @@ for p in with_ref:  # drop reconstruction_rss: a fastMRI test-file layout
     k = read_fastmri(p)
     write_fastmri(work / "train" / p.name, k.data, k.header, mask=k.mask)
 with FastMRIFile(next((work / "train").glob("*.h5"))) as f:
-    print(f"{f.path.name}: kspace {f.shape}, reference: {f.reference_key()}, "
+    print(f"{f.path.name}: kspace {f.shape}, reference: {f.reference_key}, "
           f"acquired columns {int(f.mask.sum())} of {f.shape[-1]}")
 print(f"data written in {time.time() - t0:.1f} s")
 
