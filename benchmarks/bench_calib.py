@@ -114,9 +114,9 @@ def bench_grappa(ksp, accel, acs, repeats, device):
     t_ref, ref = best_time(run_ref, repeats)
     u = torch.from_numpy(under).to(device)
     grappa(u[:, :64], acs)  # warm-up
-    t_ours, out = best_time(lambda: grappa(u, acs, kernel_size=(5, 5), lamda=0.01), repeats, sync)
+    t_ours, out = best_time(lambda: grappa(u, acs, kernel_size=(5, 5), lam=0.01), repeats, sync)
     t_pad, out_pad = best_time(
-        lambda: grappa(u, acs, kernel_size=(5, 5), lamda=0.01, pad_calib=True), 1, sync
+        lambda: grappa(u, acs, kernel_size=(5, 5), lam=0.01, pad_calib=True), 1, sync
     )
     holes = int((~mask).sum()) * h
 

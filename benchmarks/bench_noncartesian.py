@@ -177,9 +177,9 @@ def cg_section(args, img, maps, traj, y, n):
     if args.cg_double:
         maps, y = maps.to(torch.complex128), y.to(torch.complex128)
         t0 = time.perf_counter()
-        ours_img = run("cg_sense", y, nufft_sense(maps, traj), max_iterations=20)
+        ours_img = run("cg_sense", y, nufft_sense(maps, traj), iterations=20)
         t_cg = time.perf_counter() - t0
-        pair = run("cg_sense", y, nufft_sense(maps, traj, toeplitz=False), max_iterations=20)
+        pair = run("cg_sense", y, nufft_sense(maps, traj, toeplitz=False), iterations=20)
         accurate = (sigpy.linop.NUFFT(tuple(maps.shape), coord, oversamp=2.0, width=8)
                     * sigpy.linop.Multiply((n, n), maps.numpy()))
         t0 = time.perf_counter()
@@ -194,7 +194,7 @@ def cg_section(args, img, maps, traj, y, n):
     # ---- (c) CG-SENSE 20 iterations ---------------------------------------------------------
     t0 = time.perf_counter()
     op_c = nufft_sense(maps, traj)
-    ours_img = run("cg_sense", y, op_c, max_iterations=20)
+    ours_img = run("cg_sense", y, op_c, iterations=20)
     t_cg = time.perf_counter() - t0
     t0 = time.perf_counter()
     sig_img = sigpy.mri.app.SenseRecon(y.numpy(), maps.numpy(), coord=coord, max_iter=20,

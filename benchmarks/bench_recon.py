@@ -4,7 +4,7 @@ Data: a smoothed Shepp-Logan phantom (1 px Gaussian) x SigPy birdcage coil maps 
 unit root-sum-of-squares), centred k-space with complex Gaussian noise, complex64, a fastMRI
 equispaced-fraction column mask (4x, 8 % centre) drawn with seed 0. Methods:
 
-* ``mrirecon.recon.cg_sense`` vs ``sigpy.mri.app.SenseRecon`` (lamda 0, ``--cg-iterations``);
+* ``mrirecon.recon.cg_sense`` vs ``sigpy.mri.app.SenseRecon`` (``lamda`` 0, ``--cg-iterations``);
 * ``mrirecon.recon.l1_wavelet`` vs ``sigpy.mri.app.L1WaveletRecon`` (same ``--lam``, same
   ``--l1-iterations``, both with 30 power iterations for the step; ours with its default
   cycle spinning and, for reference, without it).
@@ -90,15 +90,15 @@ def main(argv: list[str] | None = None) -> None:
 
     rows = []
     with torch.inference_mode():
-        t_ours, x = best_time(lambda: cg_sense(yt, op, max_iterations=args.cg_iterations), repeats)
+        t_ours, x = best_time(lambda: cg_sense(yt, op, iterations=args.cg_iterations), repeats)
     t_ref, r = best_time(lambda: sigpy.mri.app.SenseRecon(
         y, maps, weights=mask, max_iter=args.cg_iterations, show_pbar=False).run(), repeats)
     rows.append((f"CG-SENSE ({args.cg_iterations} it)", t_ours, t_ref, score(gt, x), score(gt, r)))
 
     n = args.l1_iterations
     with torch.inference_mode():
-        t_ours, x = best_time(lambda: l1_wavelet(yt, op, args.lam, max_iterations=n), repeats)
-        t_fix, xf = best_time(lambda: l1_wavelet(yt, op, args.lam, max_iterations=n,
+        t_ours, x = best_time(lambda: l1_wavelet(yt, op, args.lam, iterations=n), repeats)
+        t_fix, xf = best_time(lambda: l1_wavelet(yt, op, args.lam, iterations=n,
                                                  random_shift=False), repeats)
     t_ref, r = best_time(lambda: sigpy.mri.app.L1WaveletRecon(
         y, maps, args.lam, weights=mask, max_iter=n, show_pbar=False).run(), repeats)

@@ -86,7 +86,7 @@ def dense_matrix(op, x):
 def check_operator_norm(op, x, rtol=1e-3):
     M = dense_matrix(op, x)
     smax = torch.linalg.matrix_norm(M, ord=2)
-    est = op.operator_norm(x, max_iterations=500, tolerance=1e-12, generator=torch.Generator().manual_seed(3))
+    est = op.operator_norm(x, iterations=500, tolerance=1e-12, generator=torch.Generator().manual_seed(3))
     assert abs(float(est) - float(smax)) <= rtol * float(smax), (
         f"{op.name}: operator_norm {float(est):.6g} vs largest singular value {float(smax):.6g}"
     )

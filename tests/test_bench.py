@@ -126,7 +126,7 @@ def test_multicoil_table_metrics_and_masks_match_fastmri(multicoil_dir, varnet_w
         weights={"varnet": wpath},
         params={
             "varnet": wparams,
-            "l1_wavelet": {"max_iterations": 20},
+            "l1_wavelet": {"iterations": 20},
             "grappa": {"kernel_size": [5, 3]},
         },
         output_dir=tmp_path,
@@ -270,7 +270,7 @@ def test_resume_skips_finished_entries(multicoil_dir, tmp_path, monkeypatch):
 
     # changed settings are not mistaken for finished work; resume=False recomputes everything
     calls.clear()
-    run_bench(multicoil_dir, output_dir=out, params={"cg_sense": {"max_iterations": 3}}, **kwargs)
+    run_bench(multicoil_dir, output_dir=out, params={"cg_sense": {"iterations": 3}}, **kwargs)
     assert {m for m, _ in calls} == {"cg_sense"}
     calls.clear()
     run_bench(multicoil_dir, output_dir=out, resume=False, **kwargs)
@@ -369,9 +369,9 @@ def test_command_line_strings_are_parsed():
         "vn": "b.pt",
     }
     params, calib = bench.parse_sets(
-        ["l1_wavelet.lam=0.01", "cg_sense.max_iterations=5", "calibrate.kernel_width=4"]
+        ["l1_wavelet.lam=0.01", "cg_sense.iterations=5", "calibrate.kernel_width=4"]
     )
-    assert params == {"l1_wavelet": {"lam": 0.01}, "cg_sense": {"max_iterations": 5}}
+    assert params == {"l1_wavelet": {"lam": 0.01}, "cg_sense": {"iterations": 5}}
     assert calib == {"kernel_width": 4}
     with pytest.raises(ValueError, match="method=PATH"):
         bench.parse_weights(["varnet"])
@@ -392,7 +392,7 @@ def test_cli_bench_subcommand(multicoil_dir, tmp_path, capsys):
         "--methods",
         "zero_filled_rss,cg_sense",
         "--set",
-        "cg_sense.max_iterations=3",
+        "cg_sense.iterations=3",
         "--set",
         "calibrate.crop=0",
         "--max-volumes",

@@ -21,7 +21,7 @@ def ct_dir(tmp_path_factory) -> Path:
 
 def test_table_rows_metrics_and_files(ct_dir, tmp_path):
     table = run_ct_bench(ct_dir, (3,), "fbp,sirt", output_dir=tmp_path, progress=False,
-                         params={"sirt": {"max_iterations": 30}})
+                         params={"sirt": {"iterations": 30}})
     rows = [r for r in table.splitlines() if r.startswith("| fbp") or r.startswith("| sirt")]
     assert len(rows) == 2 and all("| 1/3 |" in r for r in rows)
     csv = (tmp_path / "bench_ct_volumes.csv").read_text().splitlines()

@@ -12,7 +12,8 @@ from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
 from mrirecon.metrics import psnr
-from mrirecon.models.gmm import Patches, PatchGMM, dc_free_basis, load_patch_gmm
+from mrirecon.models.gmm import PatchGMM, dc_free_basis, load_patch_gmm
+from mrirecon.operators import Patches
 from mrirecon.operators import ParallelBeam, sense
 from mrirecon.operators.ct_geometry import CTGeometry
 from mrirecon.recon import available, cg_sense, run
@@ -199,8 +200,8 @@ def _psnr(gt, x):
 
 def test_epll_beats_least_squares_mri_and_runs_on_ct():
     gt, op, y = _mri()
-    ls = cg_sense(y, op, max_iterations=20)
-    x = run("epll", y, op, stride=2, stages=5)
+    ls = cg_sense(y, op, iterations=20)
+    x = run("epll", y, op, stride=2, iterations=5)
     assert x.shape == gt.shape and x.dtype == torch.complex128
     p_ls, p_epll = _psnr(gt, ls), _psnr(gt, x)
     print(f"\nMRI 3x: least squares {p_ls:.2f} dB, EPLL {p_epll:.2f} dB")
@@ -208,8 +209,8 @@ def test_epll_beats_least_squares_mri_and_runs_on_ct():
     # CT (real): at this tiny sparse-view size EPLL stays close to least squares (see the
     # report of issue 9B); only require a real image that is not worse than least squares
     gt, op, y = _ct(noise=0.005)
-    ls = cg(lambda v: op.gram(v), op.H(y), max_iterations=20)
-    x = epll(y, op, stride=2, stages=5, noise_std=0.01)
+    ls = cg(lambda v: op.gram(v), op.H(y), iterations=20)
+    x = epll(y, op, stride=2, iterations=5, noise_std=0.01)
     assert x.dtype == torch.float64 and x.shape == gt.shape
     p_ls, p_epll = _psnr(gt, ls), _psnr(gt, x)
     print(f"CT 16 views: least squares {p_ls:.2f} dB, EPLL {p_epll:.2f} dB")
@@ -220,8 +221,8 @@ def test_epll_registry_batches_and_errors():
     assert "epll" in available()
     gt, op, y = _ct()
     yb = torch.stack([y, 2 * y])
-    xb = epll(yb, op, stride=4, stages=2, batch_dims=1)
-    x0 = epll(y, op, stride=4, stages=2)
+    xb = epll(yb, op, stride=4, iterations=2, batch_dims=1)
+    x0 = epll(y, op, stride=4, iterations=2)
     # the same problem scaled by 2 gives twice the image (per-item normalisation), and a
     # batch item equals the unbatched result (up to the power-iteration estimate of ||A||)
     torch.testing.assert_close(xb[1], 2 * xb[0], rtol=1e-9, atol=1e-12)

@@ -46,7 +46,7 @@ def test_grappa_quality_vs_pygrappa(data, r):
     ref = pygrappa.grappa(under, calib, kernel_size=(5, 5), coil_axis=0, lamda=0.01)
     # the comparison is only meaningful if pygrappa filled every hole
     assert np.count_nonzero(np.abs(ref[0]) == 0) == 0
-    ours = grappa(torch.from_numpy(under), ACS, kernel_size=(5, 5), lamda=0.01)
+    ours = grappa(torch.from_numpy(under), ACS, kernel_size=(5, 5), lam=0.01)
     zero_filled, e_ref, e_ours = _nrmse(under, data), _nrmse(ref, data), _nrmse(ours, data)
     assert e_ours < 0.1 * zero_filled
     assert e_ours <= 1.05 * e_ref, (r, e_ours, e_ref)
@@ -60,7 +60,7 @@ def test_grappa_equals_pygrappa_on_its_training_set(data, r):
     calib = np.ascontiguousarray(data[..., LEFT : LEFT + ACS])
     ref = pygrappa.grappa(under, calib, kernel_size=(5, 5), coil_axis=0, lamda=0.01)
     ours = grappa(
-        torch.from_numpy(under), ACS, kernel_size=(5, 5), lamda=0.01, pad_calib=True
+        torch.from_numpy(under), ACS, kernel_size=(5, 5), lam=0.01, pad_calib=True
     ).numpy()
     rel = np.linalg.norm(ours - ref) / np.linalg.norm(ref)
     assert rel < 2e-4, rel

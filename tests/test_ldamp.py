@@ -12,14 +12,13 @@ import torch
 from mrirecon.models import build_model
 from mrirecon.models.unrolled.ldamp import (
     LDAMP,
-    DenseMatrix,
     DnCNNDenoiser,
     SoftThreshold,
     check_valid,
-    gaussian_matrix,
     mc_divergence,
     valid_for,
 )
+from mrirecon.operators import DenseMatrix, gaussian_matrix
 from mrirecon.operators import ParallelBeam, sense
 from mrirecon.operators.ct_geometry import CTGeometry
 from tests.helpers import check_operator, random_like_shape

@@ -36,7 +36,7 @@ def test_cg_dc_small_lambda_approaches_least_squares(problem):
     x_true, y, op = problem(dtype=torch.complex128 if problem is mri_problem else torch.float64)
     z = torch.zeros_like(x_true)
     # reference least-squares solution (regularised minimally so that it is unique)
-    ls = cg(lambda v: op.gram(v) + 1e-9 * v, op.H(y), max_iterations=500, tolerance=1e-14, batch_dims=1)
+    ls = cg(lambda v: op.gram(v) + 1e-9 * v, op.H(y), iterations=500, tolerance=1e-14, batch_dims=1)
     errors = []
     scale = float(op.operator_norm(z, generator=torch.Generator().manual_seed(0))) ** 2
     for lam in (1e-1 * scale, 1e-3 * scale, 1e-5 * scale):

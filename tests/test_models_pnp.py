@@ -17,7 +17,7 @@ PROBLEMS = {"mri": lambda: mri_problem(dtype=torch.complex128), "ct": lambda: ct
 
 
 def _tikhonov(op, y, a):
-    return cg(lambda v: op.gram(v) + a * v, op.H(y), max_iterations=500, tolerance=1e-14, batch_dims=1)
+    return cg(lambda v: op.gram(v) + a * v, op.H(y), iterations=500, tolerance=1e-14, batch_dims=1)
 
 
 def _rel(a, b):

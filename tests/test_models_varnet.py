@@ -10,7 +10,7 @@ import torch
 
 from mrirecon.functional import rss
 from mrirecon.models import VarNet, fastmri_varnet_state_dict, reconstruct_slices
-from mrirecon.models.unrolled.varnet import acs_bounds
+from mrirecon.sampling import acs_bounds
 from mrirecon.operators import sense
 from test_models_support import mri_problem
 

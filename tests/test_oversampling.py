@@ -56,7 +56,7 @@ def test_pipeline_removes_oversampling_without_changing_the_result(oversampled, 
     from mrirecon.pipeline.definitions import load_pipeline
     from mrirecon.pipeline.runner import run_pipeline
 
-    fast = ["reconstruct.method=cg_sense", "reconstruct.params={lam: 0.0, max_iterations: 30}",
+    fast = ["reconstruct.method=cg_sense", "reconstruct.params={lam: 0.0, iterations: 30}",
             "calibrate.calib_width=12", "calibrate.kernel_width=4",
             "undersample.enabled=true", "undersample.mask=equispaced_fraction",
             "undersample.center_fractions=[0.25]", "undersample.accelerations=[2]",

@@ -41,9 +41,9 @@ def ct_dir(tmp_path_factory) -> Path:
 def _fast(name: str) -> list[str]:
     """Overrides that keep each shipped pipeline tiny (same stages, fewer iterations)."""
     return {
-        "mri_cs": ["reconstruct.params.max_iterations=5", "calibrate.calib_width=12",
+        "mri_cs": ["reconstruct.params.iterations=5", "calibrate.calib_width=12",
                    "calibrate.kernel_width=4"],
-        "mri_retrospective": ["reconstruct.params.max_iterations=5", "calibrate.calib_width=12",
+        "mri_retrospective": ["reconstruct.params.iterations=5", "calibrate.calib_width=12",
                               "calibrate.kernel_width=4"],
         "mri_learned": ["undersample.enabled=true"],
         "mri_modl": ["undersample.enabled=true", "calibrate.calib_width=12", "calibrate.kernel_width=4"],
@@ -214,7 +214,7 @@ def test_inputs_accept_files_folders_and_globs(mri_dir):
 def test_cli_run_writes_outputs_and_dicom_validates(mri_dir, tmp_path):
     out = tmp_path / "cli"
     code = main(["run", "mri_retrospective", "--input", str(sorted(mri_dir.glob("*.h5"))[0]),
-                 "--output", str(out), "--no-progress", "--set", "reconstruct.params.max_iterations=3",
+                 "--output", str(out), "--no-progress", "--set", "reconstruct.params.iterations=3",
                  "--set", "calibrate.calib_width=12", "--set", "calibrate.kernel_width=4",
                  "--set", "export.formats=[dicom,nifti]"])
     assert code == 0

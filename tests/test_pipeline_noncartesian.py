@@ -52,7 +52,7 @@ def _tiny_weights(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("name,overrides", [
-    ("mri_radial_cs", ["reconstruct.params.max_iterations=8", "calibrate.calib_width=16",
+    ("mri_radial_cs", ["reconstruct.params.iterations=8", "calibrate.calib_width=16",
                        "calibrate.kernel_width=4"]),
     ("mri_radial_learned", ["calibrate.calib_width=16", "calibrate.kernel_width=4"]),
 ])

@@ -86,7 +86,7 @@ def test_ct_output_scales_with_the_data():
     op = ct_operator(geom)
     x = torch.rand(1, 24, 24, dtype=torch.float64)
     y = op(x)
-    norm = float(op.operator_norm(torch.zeros(1, 24, 24, dtype=torch.float64), max_iterations=50))
+    norm = float(op.operator_norm(torch.zeros(1, 24, 24, dtype=torch.float64), iterations=50))
     opn = op * (1.0 / norm)
     model = PnPDPIR(iterations=2, cg_iterations=4, depth=3, features=4).double().eval()
     with torch.no_grad():

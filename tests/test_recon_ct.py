@@ -97,9 +97,9 @@ def test_tv_pdhg_preconditioned_and_scalar_steps_reach_same_minimum():
 def test_registry_ct_entries_match_direct_calls(sparse_view):
     _gt, op, y = sparse_view
     torch.testing.assert_close(run("fbp", y, op, filter="hann"), fbp(y, op, filter="hann"))
-    torch.testing.assert_close(run("sirt", y, op, max_iterations=3), sirt(y, op, 3))
-    torch.testing.assert_close(run("tv_ct", y, op, lam=1.0, max_iterations=3),
+    torch.testing.assert_close(run("sirt", y, op, iterations=3), sirt(y, op, 3))
+    torch.testing.assert_close(run("tv_ct", y, op, lam=1.0, iterations=3),
                                tv_pdhg(y, op, 1.0, 3))
-    with pytest.raises(TypeError, match=r"sirt: unknown parameter\(s\) iterations; valid: "
-                                        r"max_iterations, nonneg, relaxation"):
-        run("sirt", y, op, iterations=3)
+    with pytest.raises(TypeError, match=r"sirt: unknown parameter\(s\) iters; valid: "
+                                        r"iterations, nonneg, relaxation"):
+        run("sirt", y, op, iters=3)

@@ -16,10 +16,10 @@ from sklearn.linear_model import orthogonal_mp
 
 from mrirecon.functional import fft2c
 from mrirecon.metrics import psnr
-from mrirecon.operators import ParallelBeam, sense
+from mrirecon.operators import ParallelBeam, Patches, sense
 from mrirecon.operators.ct_geometry import CTGeometry
 from mrirecon.recon import available, run
-from mrirecon.recon.dictionary import PatchOperator, ksvd_sweep, omp, overcomplete_dct
+from mrirecon.recon.dictionary import ksvd_sweep, omp, overcomplete_dct
 from mrirecon.sampling import EquispacedFractionMask
 from mrirecon.solvers.prox_extra import hard_threshold, project_sparse
 from tests.helpers import check_operator, random_like_shape
@@ -30,9 +30,9 @@ N = 48
 @pytest.mark.parametrize("stride", [1, 2])
 def test_patch_operator(stride, cdtype, rdtype):
     for dtype in (cdtype, rdtype):
-        op = PatchOperator((7, 8), patch_size=3, stride=stride)
+        op = Patches((7, 8), patch_size=3, stride=stride, border="drop")
         check_operator(op, random_like_shape((2, 7, 8), dtype), norm=True)
-    counts = PatchOperator((7, 8), 3, 1).gram(torch.ones(7, 8, dtype=torch.float64))
+    counts = Patches((7, 8), 3, 1, border="drop").gram(torch.ones(7, 8, dtype=torch.float64))
     assert float(counts[3, 3]) == 9 and float(counts[0, 0]) == 1  # overlap-add counts
 
 
@@ -118,7 +118,7 @@ def _psnr(gt, x):
 def test_dlmri_improves_and_objective_decreases(mri_4x):
     gt, op, y = mri_4x
     obj = []
-    x = run("dlmri", y, op, outer_iterations=6, objective=obj)
+    x = run("dlmri", y, op, iterations=6, objective=obj)
     p_zf, p_dl = _psnr(gt, op.H(y)), _psnr(gt, x)
     print(f"\nPSNR zero-filled {p_zf:.2f}, DLMRI {p_dl:.2f} dB; objective {np.round(obj, 4)}")
     assert x.dtype == torch.complex128 and x.shape == (N, N)
@@ -134,7 +134,7 @@ def test_dlmri_ct():
     y = y + 0.01 * float(y.max()) * torch.randn(y.shape, generator=torch.Generator().manual_seed(0))
     assert "dlmri" in available()
     obj = []
-    x = run("dlmri", y, op, nu=0.1, outer_iterations=4, patch_size=4, atoms_per_axis=6,
+    x = run("dlmri", y, op, lam=0.1, iterations=4, patch_size=4, atoms_per_axis=6,
             objective=obj)
     assert x.dtype == torch.float32 and x.shape == (n, n)
     assert np.all(np.diff(obj) <= 1e-5 * obj[0])  # float32

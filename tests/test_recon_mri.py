@@ -76,13 +76,13 @@ def scores(phantom):
     for acc in SETTINGS:
         gt, _maps, _mask, _y, op, yt = _acquire(phantom, acc)
         if acc == 4:
-            fixed = l1_wavelet(yt, op, LAM_L1, max_iterations=ITER_L1, random_shift=False)
+            fixed = l1_wavelet(yt, op, LAM_L1, iterations=ITER_L1, random_shift=False)
             out["l1_fixed"] = _ssim(gt, fixed)
         out[acc] = {
             "zero_filled": _ssim(gt, zero_filled(yt, op)),
-            "cg_sense": _ssim(gt, cg_sense(yt, op, max_iterations=ITER_CG)),
-            "l1_wavelet": _ssim(gt, l1_wavelet(yt, op, LAM_L1, max_iterations=ITER_L1)),
-            "tv": _ssim(gt, tv(yt, op, LAM_TV, max_iterations=ITER_TV)),
+            "cg_sense": _ssim(gt, cg_sense(yt, op, iterations=ITER_CG)),
+            "l1_wavelet": _ssim(gt, l1_wavelet(yt, op, LAM_L1, iterations=ITER_L1)),
+            "tv": _ssim(gt, tv(yt, op, LAM_TV, iterations=ITER_TV)),
         }
     return out
 
@@ -151,13 +151,13 @@ def test_zero_filled_is_adjoint_and_exact_when_fully_sampled():
 def test_cg_sense_solves_normal_equations_per_slice():
     op, _x, y = _small()
     lam = 0.05
-    rec = cg_sense(y, op, lam, max_iterations=200, tolerance=1e-12)
+    rec = cg_sense(y, op, lam, iterations=200, tolerance=1e-12)
     resid = op.gram(rec) + lam * rec - op.H(y)
     assert float(resid.abs().max()) < 1e-9
     # a batched call equals slice-by-slice calls (per-slice CG coefficients)
-    few = cg_sense(y, op, max_iterations=4)
+    few = cg_sense(y, op, iterations=4)
     for i in range(2):
-        single = cg_sense(y[i], sense(op.maps[i], op.mask), max_iterations=4)
+        single = cg_sense(y[i], sense(op.maps[i], op.mask), iterations=4)
         torch.testing.assert_close(few[i], single, atol=1e-12, rtol=0)
     with pytest.raises(ValueError, match="lam must be >= 0"):
         cg_sense(y, op, -1.0)
@@ -170,23 +170,23 @@ def test_l1_wavelet_fixed_point_and_batching():
     lam = 0.3
     # optimality: x is a fixed point of the proximal-gradient map (W is orthogonal at 16x16)
     W = Wavelet((16, 16), "db4", 1)
-    rec = l1_wavelet(y, op, lam, levels=1, max_iterations=1500, random_shift=False,
+    rec = l1_wavelet(y, op, lam, levels=1, iterations=1500, random_shift=False,
                      tolerance=1e-13)
     step = 0.5
     mapped = W.H(soft_threshold(W(rec - step * op.H(op(rec) - y)), lam * step))
     assert float((mapped - rec).abs().max()) < 1e-8
     assert float((W(rec).abs() < 1e-12).double().mean()) > 0.05  # sparse coefficients
     # batched == per slice (same shift sequence; per-slice steps are tested in test_solvers)
-    few = l1_wavelet(y, op, lam, max_iterations=5, step=0.9)
-    single = l1_wavelet(y[1], sense(op.maps[1], op.mask), lam, max_iterations=5, step=0.9)
+    few = l1_wavelet(y, op, lam, iterations=5, step=0.9)
+    single = l1_wavelet(y[1], sense(op.maps[1], op.mask), lam, iterations=5, step=0.9)
     torch.testing.assert_close(few[1], single, atol=1e-12, rtol=0)
 
 
 def test_tv_admm_and_pdhg_reach_the_same_minimum():
     op, _x, y = _small(slices=1, n=12)
     lam = 0.05
-    a = tv(y, op, lam, max_iterations=200, method="admm", cg_iterations=10)
-    p = tv(y, op, lam, max_iterations=1500, method="pdhg")
+    a = tv(y, op, lam, iterations=200, method="admm", cg_iterations=10)
+    p = tv(y, op, lam, iterations=1500, method="pdhg")
     fa, fp = float(tv_objective(y, op, a, lam)), float(tv_objective(y, op, p, lam))
     assert abs(fa - fp) <= 1e-6 * fa
     torch.testing.assert_close(a, p, atol=1e-4, rtol=0)
@@ -203,7 +203,7 @@ def test_single_coil_operator_works_too():
     x = random_like_shape((n, n), torch.complex128, 3)
     mask = torch.ones(n)
     op = single_coil(mask, (n, n))
-    torch.testing.assert_close(cg_sense(op(x), op, max_iterations=3), x)
+    torch.testing.assert_close(cg_sense(op(x), op, iterations=3), x)
 
 
 # ------------------------------------------------------------------------------------------
@@ -215,23 +215,23 @@ def test_registry_dispatch_and_errors():
     assert set(available()) >= {"zero_filled", "zero_filled_rss", "cg_sense", "l1_wavelet", "tv",
                                 "grappa", "fbp", "sirt", "tv_ct"}
     op, _x, y = _small()
-    torch.testing.assert_close(run("cg_sense", y, op, max_iterations=3),
-                               cg_sense(y, op, max_iterations=3))
-    torch.testing.assert_close(run("l1_wavelet", y, op, lam=0.01, max_iterations=3),
-                               l1_wavelet(y, op, 0.01, max_iterations=3))
+    torch.testing.assert_close(run("cg_sense", y, op, iterations=3),
+                               cg_sense(y, op, iterations=3))
+    torch.testing.assert_close(run("l1_wavelet", y, op, lam=0.01, iterations=3),
+                               l1_wavelet(y, op, 0.01, iterations=3))
     torch.testing.assert_close(run("zero_filled_rss", y), zero_filled_rss(y))
     with pytest.raises(KeyError, match=r"unknown reconstruction 'l1'; available: cg_sense, .*fbp"):
         run("l1", y, op)
-    with pytest.raises(TypeError, match=r"l1_wavelet: unknown parameter\(s\) lamda; valid: lam, "):
-        run("l1_wavelet", y, op, lamda=0.1)
+    with pytest.raises(TypeError, match=r"l1_wavelet: unknown parameter\(s\) lamb; valid: lam, "):
+        run("l1_wavelet", y, op, lamb=0.1)
     with pytest.raises(TypeError, match=r"l1_wavelet: missing required parameter\(s\) lam"):
         run("l1_wavelet", y, op)
     with pytest.raises(TypeError, match="tv: needs a forward operator"):
         run("tv", y, None, lam=0.1)
-    assert "lam" in describe("tv") and "max_iterations" in describe("sirt")
+    assert "lam" in describe("tv") and "iterations" in describe("sirt")
     assert needs_operator("l1_wavelet") and not needs_operator("zero_filled_rss")
     assert not needs_operator("grappa") and needs_operator("fbp")
-    assert parameters("cg_sense") == ["lam", "max_iterations", "tolerance", "x0", "callback"]
+    assert parameters("cg_sense") == ["lam", "iterations", "tolerance", "x0", "callback"]
     with pytest.raises(ValueError, match="already registered"):
         register("tv", tv)
 

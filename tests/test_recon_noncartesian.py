@@ -47,10 +47,10 @@ def test_maps_from_gridded_centre(radial_problem, method):
 
 # (name, parameters): few iterations, lam in the units of y (maps with unit RSS)
 METHODS = [
-    ("cg_sense", {"max_iterations": 10}),
-    ("l1_wavelet", {"lam": 2e-3, "max_iterations": 30}),
-    ("tv", {"lam": 3e-3, "max_iterations": 15}),
-    ("tgv", {"lam": 3e-3, "max_iterations": 60}),
+    ("cg_sense", {"iterations": 10}),
+    ("l1_wavelet", {"lam": 2e-3, "iterations": 30}),
+    ("tv", {"lam": 3e-3, "iterations": 15}),
+    ("tgv", {"lam": 3e-3, "iterations": 60}),
 ]
 
 

@@ -44,7 +44,7 @@ def test_pnp_nlm_improves_and_converges(mri_4x):
     gt, op, y = mri_4x
     changes = []
     x = run("pnp_nlm", y, op, callback=lambda it, xk, rel: changes.append(rel))
-    p_zf, p_ls, p_pnp = _psnr(gt, op.H(y)), _psnr(gt, cg_sense(y, op, max_iterations=10)), _psnr(gt, x)
+    p_zf, p_ls, p_pnp = _psnr(gt, op.H(y)), _psnr(gt, cg_sense(y, op, iterations=10)), _psnr(gt, x)
     print(f"\nPSNR zero-filled {p_zf:.2f}, least squares {p_ls:.2f}, PnP-NLM {p_pnp:.2f} dB")
     assert x.dtype == torch.complex128 and x.shape == (N, N)
     assert p_pnp > p_ls + 2.0 and p_pnp > p_zf + 6.0
@@ -61,7 +61,7 @@ def test_noise_level_is_estimated_from_the_data(mri_4x):
     assert float(estimate_noise_level(noise.real[0])) == pytest.approx(0.05, rel=0.1)
     # the default (sigma=None) equals passing sigma_scale * estimate(least-squares start)
     _gt, op, y = mri_4x
-    x_ls = cg(op.gram, op.H(y), max_iterations=10)
+    x_ls = cg(op.gram, op.H(y), iterations=10)
     sigma = 3.0 * float(estimate_noise_level(x_ls))
     den = nlm_denoiser()
     a = plug_and_play(y, op, den, iterations=3)
@@ -85,7 +85,7 @@ def test_pnp_nlm_ct_hqs_batched():
     x1 = run("pnp_nlm", y[1], op, method="hqs", iterations=15, **CT_PARAMS)
     assert x.dtype == torch.float32 and x.shape == gt.shape
     assert torch.allclose(x[1], x1, atol=1e-4)
-    p_ls = _psnr(gt[0], cg(op.gram, op.H(y[0]), max_iterations=10))
+    p_ls = _psnr(gt[0], cg(op.gram, op.H(y[0]), iterations=10))
     assert _psnr(gt[0], x[0]) > p_ls + 2.0
 
 
@@ -94,7 +94,7 @@ def test_pnp_bm3d_ct():
     assert "pnp_bm3d" in available()
     gt, op, y = _ct(slices=1)
     x = run("pnp_bm3d", y[0], op, iterations=2, **CT_PARAMS)
-    p_ls = _psnr(gt[0], cg(op.gram, op.H(y[0]), max_iterations=10))
+    p_ls = _psnr(gt[0], cg(op.gram, op.H(y[0]), iterations=10))
     assert _psnr(gt[0], x) > p_ls + 0.5  # two iterations only (BM3D costs ~2 s a call here)
 
 

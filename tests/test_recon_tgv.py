@@ -11,8 +11,9 @@ from scipy.optimize import minimize
 
 from mrirecon.operators import FiniteDifference, ParallelBeam, sense
 from mrirecon.operators.ct_geometry import CTGeometry
+from mrirecon.operators.tgv import SymmetrizedGradient, TGVBlock
 from mrirecon.recon import run, tv
-from mrirecon.recon.tgv import SymmetrizedGradient, TGVBlock, tgv, tgv_objective
+from mrirecon.recon.tgv import tgv, tgv_objective
 from mrirecon.solvers import group_soft_threshold
 from mrirecon.solvers.prox_extra import prox_group_l21_conjugate, prox_l2_squared_conjugate
 from tests.helpers import check_operator, random_like_shape
@@ -42,7 +43,7 @@ def test_symmetrized_gradient_values_and_norm_bound():
     e = SymmetrizedGradient()(v)
     assert float(e[2, 2, 3]) == pytest.approx(1 / np.sqrt(2)) and float(e[0, 2, 3]) == 1.0
     norm = SymmetrizedGradient().operator_norm(random_like_shape((2, 16, 16), torch.float64),
-                                               max_iterations=300, generator=torch.Generator().manual_seed(0))
+                                               iterations=300, generator=torch.Generator().manual_seed(0))
     assert float(norm) <= np.sqrt(8) + 1e-9
 
 
@@ -118,14 +119,14 @@ def test_tgv_objective_decreases_and_beats_tv(mri_problem):
         changes.append(rel)
 
     # PDHG is not a descent method; with step_ratio >= 0.75 the objective decreases monotonically
-    x, v = tgv(y, op, LAM, max_iterations=ITER, step_ratio=0.75, callback=record, return_v=True)
+    x, v = tgv(y, op, LAM, iterations=ITER, step_ratio=0.75, callback=record, return_v=True)
     obj = np.array(objective)
     assert len(obj) == ITER and v.shape == (2, N, N)
     assert np.all(np.diff(obj) <= 1e-9 * obj[0]), f"objective increased by {np.diff(obj).max():.3g}"
     assert obj[-1] < 0.01 * obj[0]
     assert changes[-1] < 0.1 * max(changes[:10])
-    x = tgv(y, op, LAM, max_iterations=ITER)  # default steps
-    e_tgv, e_tv, e_zf = _err(gt, x), _err(gt, tv(y, op, LAM, max_iterations=60)), _err(gt, op.H(y))
+    x = tgv(y, op, LAM, iterations=ITER)  # default steps
+    e_tgv, e_tv, e_zf = _err(gt, x), _err(gt, tv(y, op, LAM, iterations=60)), _err(gt, op.H(y))
     print(f"\nrelative error: zero-filled {e_zf:.4f}, TV {e_tv:.4f}, TGV {e_tgv:.4f}")
     assert e_tgv < 0.9 * e_tv < 0.5 * e_zf
 
@@ -133,8 +134,8 @@ def test_tgv_objective_decreases_and_beats_tv(mri_problem):
 def test_tgv_large_ratio_approaches_tv(mri_problem):
     # alpha0 -> inf forces E v = 0 -> v = const; with Neumann boundary that is TV's v = 0
     _gt, op, y = mri_problem
-    x_tgv = tgv(y, op, LAM, ratio=1e4, max_iterations=200, preconditioned=False)
-    x_tv = run("tv", y, op, lam=LAM, method="pdhg", max_iterations=200)
+    x_tgv = tgv(y, op, LAM, ratio=1e4, iterations=200, preconditioned=False)
+    x_tv = run("tv", y, op, lam=LAM, method="pdhg", iterations=200)
     assert _err(np.abs(x_tv.numpy()), x_tgv) < 0.02
 
 
@@ -144,8 +145,8 @@ def test_tgv_ct_nonneg_and_batched():
     gts = torch.stack([torch.tensor(_affine_phantom(n), dtype=torch.float32),
                        torch.tensor(_affine_phantom(n).T.copy(), dtype=torch.float32)])
     y = op(gts)
-    xb = run("tgv", y, op, lam=0.05, max_iterations=60)
-    x1 = tgv(y[1], op, 0.05, max_iterations=60)
+    xb = run("tgv", y, op, lam=0.05, iterations=60)
+    x1 = tgv(y[1], op, 0.05, iterations=60)
     assert xb.dtype == torch.float32 and xb.shape == (2, n, n) and float(xb.min()) >= 0
     assert torch.allclose(xb[1], x1, atol=1e-5)
     fbp_err = _err(gts[0].numpy(), run("fbp", y[:1], op)[0])

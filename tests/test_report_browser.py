@@ -58,7 +58,7 @@ def report(tmp_path_factory) -> Path:
     files = simulate_mri_dataset(root / "data", volumes=2, slices=2, coils=4, size=(64, 48),
                                  seed=3, resolution=2)
     config, text = load_pipeline("mri_retrospective", [
-        "reconstruct.params.max_iterations=3", "calibrate.calib_width=12",
+        "reconstruct.params.iterations=3", "calibrate.calib_width=12",
         "calibrate.kernel_width=4", "export.formats=[hdf5,png]"])
     out = root / "out"
     assert run_pipeline(config, [str(p) for p in files], out, progress=False,

@@ -196,7 +196,7 @@ def test_fista_solves_lasso_to_kkt(complex_):
     A, b, L = _lasso(complex_=complex_)
     lam = 3.0
     x = fista(lambda x: A.conj().T @ (A @ x - b), lambda v, t: soft_threshold(v, lam * t),
-              torch.zeros(20, dtype=A.dtype), 1 / L, max_iterations=3000, tolerance=1e-13)
+              torch.zeros(20, dtype=A.dtype), 1 / L, iterations=3000, tolerance=1e-13)
     viol, nnz = _lasso_kkt_violation(A, b, x, lam)
     assert viol < 1e-6 and 0 < nnz < 20
 
@@ -208,14 +208,14 @@ def test_fista_beats_ista_and_restart_helps():
     prox = lambda v, t: soft_threshold(v, lam * t)
     x0 = torch.zeros(20, dtype=A.dtype)
     obj = lambda x: float(0.5 * (A @ x - b).abs().pow(2).sum() + lam * x.abs().sum())
-    ref = obj(fista(grad, prox, x0, 1 / L, max_iterations=5000, restart=True))
+    ref = obj(fista(grad, prox, x0, 1 / L, iterations=5000, restart=True))
     gap = {}
     for name, kw in {"ista": {"accelerate": False}, "fista": {}, "restart": {"restart": True}}.items():
-        gap[name] = obj(fista(grad, prox, x0, 1 / L, max_iterations=150, **kw)) - ref
+        gap[name] = obj(fista(grad, prox, x0, 1 / L, iterations=150, **kw)) - ref
     assert gap["restart"] < gap["fista"] < gap["ista"]
     # tolerance stops early and the callback sees every iteration
     seen = []
-    fista(grad, prox, x0, 1 / L, max_iterations=5000, tolerance=1e-6,
+    fista(grad, prox, x0, 1 / L, iterations=5000, tolerance=1e-6,
           callback=lambda it, x, rel: seen.append(rel))
     assert len(seen) < 5000 and seen[-1] <= 1e-6
     with pytest.raises(ValueError, match="step"):
@@ -230,9 +230,9 @@ def test_admm_lasso_matches_fista():
     x0 = torch.zeros(20, dtype=A.dtype)
     x_admm = admm(least_squares_x_update(op, b, K, cg_iterations=20),
                   lambda v, t: soft_threshold(v, lam * t), K, x0, rho=L / 4,
-                  max_iterations=400, tolerance=1e-12)
+                  iterations=400, tolerance=1e-12)
     x_fista = fista(lambda x: op.H(op(x) - b), lambda v, t: soft_threshold(v, lam * t), x0,
-                    1 / L, max_iterations=3000, tolerance=1e-13)
+                    1 / L, iterations=3000, tolerance=1e-13)
     torch.testing.assert_close(x_admm, x_fista, atol=1e-6, rtol=0)
 
 
@@ -247,11 +247,11 @@ def test_tv_denoising_pdhg_admm_and_brute_force_agree():
     D = FiniteDifference(2)
     x0 = torch.zeros_like(b)
     x_pd = pdhg(D, lambda p, s: project_group_l2_ball(p, lam, dim=-3),
-                lambda v, t: prox_l2_squared(v, t, b), x0, max_iterations=500)
+                lambda v, t: prox_l2_squared(v, t, b), x0, iterations=500)
     x_ad = admm(lambda v, rho, x: cg(lambda u: u + rho * D.gram(u), b + rho * D.H(v), x,
-                                     max_iterations=9),
+                                     iterations=9),
                 lambda v, t: group_soft_threshold(v, lam * t, dim=-3), D, x0, rho=1.0,
-                max_iterations=200)
+                iterations=200)
     torch.testing.assert_close(x_pd, x_ad, atol=1e-6, rtol=0)
     bn = b.numpy()
 
@@ -275,9 +275,9 @@ def test_pdhg_two_blocks_with_constraint_matches_reference():
     x0 = torch.zeros(20, dtype=torch.float64)
     x = pdhg([op, Identity((20,))],
              [lambda p, s: (p - s * y) / (1 + s), lambda p, s: torch.clamp(p, -lam, lam)],
-             lambda v, t: project_nonnegative(v), x0, max_iterations=4000)
+             lambda v, t: project_nonnegative(v), x0, iterations=4000)
     ref = fista(lambda x: A.T @ (A @ x - y), lambda v, t: torch.clamp(v - lam * t, min=0), x0,
-                1 / L, max_iterations=4000)
+                1 / L, iterations=4000)
     torch.testing.assert_close(x, ref, atol=1e-6, rtol=0)
 
 
@@ -286,10 +286,10 @@ def test_pdhg_step_condition():
     x0 = torch.zeros(8, 8, dtype=torch.float64)
     sig, tau = pdhg_step_sizes(D, x0)
     # ||D||^2 < 8 in 2-D; the chosen steps satisfy tau sigma ||D||^2 < 1 with the true norm
-    true_sq = float(D.operator_norm(x0, max_iterations=2000, tolerance=1e-12)) ** 2
+    true_sq = float(D.operator_norm(x0, iterations=2000, tolerance=1e-12)) ** 2
     assert 7.0 < true_sq < 8.0 and tau * sig[0] * true_sq < 1
     with pytest.raises(ValueError, match=r"FiniteDifference.*tau <= "):
-        pdhg(D, lambda p, s: p, None, x0, sigma=1.0, tau=1.0, max_iterations=1)
+        pdhg(D, lambda p, s: p, None, x0, sigma=1.0, tau=1.0, iterations=1)
     with pytest.raises(ValueError, match="2 prox_f_conj for 1"):
         pdhg(D, [lambda p, s: p] * 2, None, x0)
 
@@ -298,7 +298,7 @@ def test_max_eigenvalue_per_batch_item_matches_dense_eigenvalues():
     mats = torch.stack([_hpd_matrix(6, s) for s in range(3)])  # (3, 6, 6)
     est = max_eigenvalue(lambda x: (mats @ x.unsqueeze(-1)).squeeze(-1),
                          torch.zeros(3, 6, dtype=torch.complex128), batch_dims=1,
-                         max_iterations=500, tolerance=1e-12)
+                         iterations=500, tolerance=1e-12)
     ref = torch.linalg.eigvalsh(mats)[:, -1]
     assert est.shape == (3, 1)
     torch.testing.assert_close(est[:, 0], ref, rtol=1e-6, atol=0)
@@ -322,7 +322,7 @@ def test_cg_solve_gradcheck_rhs_lam_and_gram_parameter():
 
     def f(rhs, lam, M):
         gram = lambda x: M.conj().T @ (M @ x)
-        return cg_solve(gram, rhs, lam, params=(M,), max_iterations=60, tolerance=1e-14)
+        return cg_solve(gram, rhs, lam, params=(M,), iterations=60, tolerance=1e-14)
 
     assert torch.autograd.gradcheck(f, (rhs, lam, M), eps=1e-6, atol=1e-6)
 
@@ -345,10 +345,10 @@ def test_cg_solve_matches_autograd_through_unrolled_cg_on_sense():
         return torch.autograd.grad(val, (rhs, lam, maps)), x
 
     def unrolled(gram, rhs, lam):
-        return cg(lambda v: gram(v) + lam * v, rhs, max_iterations=150, batch_dims=1)
+        return cg(lambda v: gram(v) + lam * v, rhs, iterations=150, batch_dims=1)
 
     def implicit(gram, rhs, lam):
-        return cg_solve(gram, rhs, lam, params=(maps,), max_iterations=150, batch_dims=1)
+        return cg_solve(gram, rhs, lam, params=(maps,), iterations=150, batch_dims=1)
 
     (g_ref, x_ref), (g_imp, x_imp) = loss(unrolled), loss(implicit)
     torch.testing.assert_close(x_imp, x_ref, atol=1e-10, rtol=0)
@@ -367,7 +367,7 @@ def test_cg_solve_saves_no_iterations():
         return A @ x
 
     rhs = random_like_shape((n,), torch.complex128, 1).requires_grad_(True)
-    x = cg_solve(gram, rhs, 0.5, max_iterations=40)
+    x = cg_solve(gram, rhs, 0.5, iterations=40)
     forward_calls = calls["n"]
     assert x.grad_fn is not None and forward_calls == 40
     x.abs().sum().backward()

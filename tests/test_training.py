@@ -341,7 +341,7 @@ def test_ct_samples(ct_data):
     assert s.max_value.item() == s.target.max().item() and s.fname == "train_00001"
     op = s.operator()  # unit norm: A^H y has the image's scale
     x = torch.rand((1, 24, 24), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    assert op.operator_norm(x, max_iterations=60).item() == pytest.approx(1.0, rel=1e-3)
+    assert op.operator_norm(x, iterations=60).item() == pytest.approx(1.0, rel=1e-3)
     assert op(s.target.double()).shape == s.y.shape
     sparse = CTTrainingSet(ct_data["train"], views=8, photons=500.0, train=True)
     a, b = sparse.get(0, mask_seed=5), sparse.get(0, mask_seed=5)

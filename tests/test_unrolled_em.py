@@ -93,7 +93,7 @@ def test_shipped_prior_as_model_and_untrained_network_is_stable():
         out = model(y, op)
     from mrirecon.solvers import cg
 
-    ls = cg(op.gram, op.H(y), max_iterations=20, batch_dims=1)
+    ls = cg(op.gram, op.H(y), iterations=20, batch_dims=1)
 
     def p(v):
         return float(psnr(x.abs().numpy(), v.abs().numpy()))

@@ -1,4 +1,4 @@
-"""Operator core: the LinearOperator base, its algebra and the dot-test helpers."""
+"""Operator core: the LinearOperator base, its algebra, power iteration and the dot-test helpers."""
 
 from mrirecon.core.operator import (
     AdjointOperator,
@@ -12,6 +12,7 @@ from mrirecon.core.operator import (
     inner,
     relative_adjoint_error,
 )
+from mrirecon.core.power import max_eigenvalue
 
 __all__ = [
     "AdjointOperator",
@@ -23,5 +24,6 @@ __all__ = [
     "check_trailing_shape",
     "dot_test",
     "inner",
+    "max_eigenvalue",
     "relative_adjoint_error",
 ]

@@ -32,7 +32,7 @@ def _is_number(v: Any) -> bool:
 def param_problem(name: str, value: Any, default: Any = _EMPTY) -> str | None:
     """What is wrong with ``value`` for a parameter called ``name`` (``None`` when fine).
 
-    Counts (``max_iterations``, ``num_cascades``, ...) must be integers >= 1; weights, step
+    Counts (``iterations``, ``cg_iterations``, ...) must be integers >= 1; weights, step
     sizes and tolerances (``lam``, ``rho``, ``tolerance``, ...) finite and >= 0; any number
     finite; and a value whose default is a number, a bool or a string must have that kind.
     Values of other types (tensors, modules, callables) are not judged.
@@ -66,7 +66,7 @@ def param_problem(name: str, value: Any, default: Any = _EMPTY) -> str | None:
 
 
 def check_iterations(who: str, **counts: int) -> None:
-    """Each keyword must be an integer >= 1 (e.g. ``check_iterations("cg", max_iterations=n)``)."""
+    """Each keyword must be an integer >= 1 (e.g. ``check_iterations("cg", iterations=n)``)."""
     for name, n in counts.items():
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"{who}: {name} must be an integer >= 1, got {n!r}")

@@ -22,6 +22,9 @@ from numbers import Number
 import torch
 from torch import Tensor
 
+from mrirecon.core.names import accepts_deprecated_names
+from mrirecon.core.power import max_eigenvalue
+
 Shape = tuple[int | None, ...] | None
 
 
@@ -143,24 +146,28 @@ class LinearOperator(torch.nn.Module):
         return f"domain={_format(self.domain_shape)}, range={_format(self.range_shape)}"
 
     # -- norms ----------------------------------------------------------------------------
-    @torch.no_grad()
+    @accepts_deprecated_names
     def operator_norm(
         self,
         x0: Tensor,
         *,
-        max_iterations: int = 100,
+        iterations: int = 100,
         tolerance: float = 1e-6,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """Largest singular value ``||A||_2`` by power iteration on ``A^H A``.
+        """Operator norm ``||A||_2 = sigma_max`` (largest singular value), by power iteration.
+
+        ``sqrt`` of :func:`~mrirecon.core.power.max_eigenvalue` on ``A.gram`` (which returns
+        ``lambda_max(A^H A) = sigma_max^2``, the quantity step sizes need).
 
         Parameters
         ----------
         x0
             A tensor in the domain; only its shape, dtype and device are used (the start vector
-            is random, drawn from ``generator``). Batch dimensions are treated as one vector.
-        max_iterations, tolerance
-            Stop after ``max_iterations`` or when the relative change of the estimate is below
+            is random, drawn from ``generator``, seed 0 by default). Batch dimensions are
+            treated as one vector.
+        iterations, tolerance
+            Stop after ``iterations`` or when the relative change of the estimate is below
             ``tolerance``.
 
         Returns
@@ -168,20 +175,9 @@ class LinearOperator(torch.nn.Module):
         Tensor
             0-d real tensor.
         """
-        x = torch.randn(x0.shape, dtype=x0.dtype, device=x0.device, generator=generator)
-        x = x / torch.linalg.vector_norm(x)
-        estimate = torch.zeros((), dtype=x.real.dtype, device=x.device)
-        for _ in range(max_iterations):
-            z = self.gram(x)
-            new = torch.linalg.vector_norm(z)
-            if new == 0:
-                return new
-            x = z / new
-            if torch.abs(new - estimate) <= tolerance * new:
-                estimate = new
-                break
-            estimate = new
-        return torch.sqrt(estimate)
+        lam = max_eigenvalue(self.gram, x0, iterations=iterations, tolerance=tolerance,
+                             generator=generator)
+        return torch.sqrt(lam.reshape(()))
 
 
 def _same_shapes(a: Shape, b: Shape) -> Shape:

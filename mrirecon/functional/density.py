@@ -18,6 +18,7 @@ import math
 import torch
 from torch import Tensor
 
+from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.functional.nufft import _execute, _plan
 
 
@@ -49,7 +50,8 @@ def radial_density(trajectory: Tensor, shape: tuple[int, int]) -> Tensor:
     return w * (int(shape[0]) * int(shape[1]))
 
 
-def pipe_menon_density(trajectory: Tensor, shape: tuple[int, int], *, max_iterations: int = 30,
+@accepts_deprecated_names
+def pipe_menon_density(trajectory: Tensor, shape: tuple[int, int], *, iterations: int = 30,
                        oversampling: float = 2.0, eps: float = 1e-3) -> Tensor:
     """Iterative density compensation (Pipe and Menon 1999) for any 2-D trajectory ``(*K, 2)``.
 
@@ -73,7 +75,7 @@ def pipe_menon_density(trajectory: Tensor, shape: tuple[int, int], *, max_iterat
     spread = _plan(1, pts, grid, 1, torch.complex128, eps, **opts)
     interp = _plan(2, pts, grid, 1, torch.complex128, eps, **opts)
     weights = torch.ones(m, dtype=torch.complex128)
-    for _ in range(int(max_iterations)):
+    for _ in range(int(iterations)):
         density = _execute(interp, _execute(spread, weights, grid), (m,)).real
         weights = weights / density.clamp_min(1e-12)
     # integral of the kernel in normalised k units: one unit sample at the origin

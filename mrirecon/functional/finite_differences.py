@@ -1,4 +1,6 @@
-"""Forward finite differences with Neumann boundary and their exact adjoint (negative divergence)."""
+"""Forward finite differences with Neumann boundary, their exact adjoint (negative divergence),
+and the same two maps for ``|D|``, the element-wise absolute value of the difference matrix
+(the row/column sums that Pock-Chambolle diagonal preconditioning needs)."""
 
 from __future__ import annotations
 
@@ -6,19 +8,27 @@ import torch
 from torch import Tensor
 
 
-def forward_difference(x: Tensor, dim: int) -> Tensor:
-    """``d[i] = x[i+1] - x[i]`` for ``i < N-1`` and ``d[N-1] = 0`` along ``dim``."""
+def forward_difference(x: Tensor, dim: int, *, absolute: bool = False) -> Tensor:
+    """``d[i] = x[i+1] - x[i]`` for ``i < N-1`` and ``d[N-1] = 0`` along ``dim``.
+
+    ``absolute=True`` applies ``|D|`` instead: ``d[i] = x[i+1] + x[i]`` (same zero last entry).
+    """
     d = torch.zeros_like(x)
     n = x.shape[dim]
-    d.narrow(dim, 0, n - 1).copy_(x.narrow(dim, 1, n - 1) - x.narrow(dim, 0, n - 1))
+    nxt, cur = x.narrow(dim, 1, n - 1), x.narrow(dim, 0, n - 1)
+    d.narrow(dim, 0, n - 1).copy_(nxt + cur if absolute else nxt - cur)
     return d
 
 
-def forward_difference_adjoint(d: Tensor, dim: int) -> Tensor:
-    """Adjoint of :func:`forward_difference`: ``x[i] = d[i-1] - d[i]`` with the boundary rows."""
+def forward_difference_adjoint(d: Tensor, dim: int, *, absolute: bool = False) -> Tensor:
+    """Adjoint of :func:`forward_difference`: ``x[i] = d[i-1] - d[i]`` with the boundary rows
+    (``absolute=True``: ``|D|^T``, ``x[i] = d[i-1] + d[i]``)."""
     n = d.shape[dim]
     x = torch.zeros_like(d)
     inner = d.narrow(dim, 0, n - 1)
-    x.narrow(dim, 0, n - 1).sub_(inner)
+    if absolute:
+        x.narrow(dim, 0, n - 1).add_(inner)
+    else:
+        x.narrow(dim, 0, n - 1).sub_(inner)
     x.narrow(dim, 1, n - 1).add_(inner)
     return x

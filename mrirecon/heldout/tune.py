@@ -18,13 +18,13 @@ import torch
 
 #: Default grids (classical MRI methods run on data scaled to an image peak near 1).
 MRI_GRID: dict[str, list[dict[str, Any]]] = {
-    "cg_sense": [{"max_iterations": n} for n in (5, 10, 20)],
-    "l1_wavelet": [{"lam": lam, "max_iterations": 100} for lam in (1e-3, 3e-3, 1e-2)],
-    "tv": [{"lam": lam, "max_iterations": 30} for lam in (1e-3, 3e-3, 1e-2)],
+    "cg_sense": [{"iterations": n} for n in (5, 10, 20)],
+    "l1_wavelet": [{"lam": lam, "iterations": 100} for lam in (1e-3, 3e-3, 1e-2)],
+    "tv": [{"lam": lam, "iterations": 30} for lam in (1e-3, 3e-3, 1e-2)],
 }
 CT_GRID: dict[str, list[dict[str, Any]]] = {
-    "sirt": [{"max_iterations": n} for n in (30, 100)],
-    "tv_ct": [{"lam": lam, "max_iterations": 100} for lam in (2.0, 5.0, 10.0)],
+    "sirt": [{"iterations": n} for n in (30, 100)],
+    "tv_ct": [{"lam": lam, "iterations": 100} for lam in (2.0, 5.0, 10.0)],
 }
 
 

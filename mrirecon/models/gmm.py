@@ -1,4 +1,7 @@
-"""Patch Gaussian mixture prior (Zoran & Weiss 2011) and the patch-extraction operator.
+"""Patch Gaussian mixture prior (Zoran & Weiss 2011).
+
+Patches are taken by :class:`mrirecon.operators.Patches` (re-exported here for the callers of
+the former location).
 
 The prior models DC-removed ``p x p`` patches: a patch ``z`` (``d = p^2`` pixels) is written in
 an orthonormal basis ``U`` (``d x (d-1)``, the 2-D DCT without its constant function) as
@@ -11,9 +14,6 @@ and imaginary parts, each with the same prior).
 
 Contents
 --------
-:class:`Patches`
-    ``P``: overlapping ``p x p`` patch extraction as a :class:`~mrirecon.core.LinearOperator`
-    (its adjoint sums patches back, ``P^H P`` is the diagonal of patch counts).
 :class:`PatchGMM`
     The mixture: log-likelihood, posterior responsibilities, Wiener (per-component MAP)
     estimates of noisy patches, EM fitting (:meth:`PatchGMM.fit`) and shipped weights
@@ -31,82 +31,9 @@ import torch
 from torch import Tensor, nn
 
 from mrirecon.core import LinearOperator
+from mrirecon.operators.patches import Patches  # noqa: F401 - moved to operators/ (issue 13)
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-
-
-# ---- patch extraction ------------------------------------------------------------------------
-
-
-def patch_starts(size: int, patch: int, stride: int) -> list[int]:
-    """Top-left indices ``0, stride, 2 stride, ...`` plus ``size - patch`` so patches cover all."""
-    if patch > size:
-        raise ValueError(f"Patches: patch size {patch} exceeds the image size {size}")
-    if stride < 1:
-        raise ValueError(f"Patches: stride must be >= 1, got {stride}")
-    starts = list(range(0, size - patch + 1, stride))
-    if starts[-1] != size - patch:
-        starts.append(size - patch)
-    return starts
-
-
-class Patches(LinearOperator):
-    """Overlapping patch extraction ``P: (..., H, W) -> (..., L, p*p)``.
-
-    Parameters
-    ----------
-    image_shape
-        ``(H, W)`` of the images.
-    patch_size
-        Side ``p`` of the square patches.
-    stride
-        Step between patch origins; the last row/column of patches is shifted to touch the
-        border, so every pixel is covered (``stride = 1``: all ``(H-p+1)(W-p+1)`` patches).
-
-    Notes
-    -----
-    Patch ``l`` is the row-major ``p x p`` block at ``(rows[l // nW], cols[l % nW])`` flattened
-    row-major. The adjoint adds each patch back into place (``fold``), so ``P^H P`` is the
-    diagonal of per-pixel patch counts (:attr:`counts`), its closed-form gram. Works on real and
-    complex images alike.
-    """
-
-    def __init__(self, image_shape: tuple[int, int], patch_size: int = 8, stride: int = 1) -> None:
-        h, w = (int(s) for s in image_shape)
-        rows, cols = patch_starts(h, patch_size, stride), patch_starts(w, patch_size, stride)
-        d = patch_size * patch_size
-        super().__init__((h, w), (len(rows) * len(cols), d))
-        off = torch.arange(patch_size)
-        r = torch.tensor(rows)[:, None, None, None] + off[None, None, :, None]
-        c = torch.tensor(cols)[None, :, None, None] + off[None, None, None, :]
-        index = (r * w + c).reshape(len(rows) * len(cols), d)
-        self.register_buffer("index", index, persistent=False)
-        counts = torch.zeros(h * w, dtype=torch.float64).index_add_(
-            0, index.reshape(-1), torch.ones(index.numel(), dtype=torch.float64)
-        )
-        self.register_buffer("counts", counts.reshape(h, w), persistent=False)
-        self.image_shape, self.patch_size, self.stride = (h, w), int(patch_size), int(stride)
-
-    @property
-    def num_patches(self) -> int:
-        return int(self.index.shape[0])
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, patch={self.patch_size}, stride={self.stride}"
-
-    def _forward(self, x: Tensor) -> Tensor:
-        lead = x.shape[:-2]
-        return x.reshape(*lead, -1)[..., self.index]
-
-    def _adjoint(self, y: Tensor) -> Tensor:
-        lead = y.shape[:-2]
-        h, w = self.image_shape
-        out = torch.zeros(*lead, h * w, dtype=y.dtype, device=y.device)
-        out = out.index_add(-1, self.index.reshape(-1), y.reshape(*lead, -1))
-        return out.reshape(*lead, h, w)
-
-    def _gram(self, x: Tensor) -> Tensor:
-        return self.counts.to(x.real.dtype) * x
 
 
 # ---- the mixture -----------------------------------------------------------------------------
@@ -455,10 +382,10 @@ def normalise_problem(
     from mrirecon.solvers import cg, max_eigenvalue
 
     aty = op.H(y)
-    lip = max_eigenvalue(op.gram, aty, batch_dims=batch_dims, max_iterations=power_iterations,
+    lip = max_eigenvalue(op.gram, aty, batch_dims=batch_dims, iterations=power_iterations,
                          generator=torch.Generator(device=aty.device).manual_seed(0))
     lip = lip.max().clamp_min(torch.finfo(aty.real.dtype).tiny)
-    x_ls = cg(lambda v: op.gram(v) / lip + damping * v, aty / lip, max_iterations=ls_iterations,
+    x_ls = cg(lambda v: op.gram(v) / lip + damping * v, aty / lip, iterations=ls_iterations,
               batch_dims=batch_dims)
     dims = tuple(range(batch_dims, x_ls.ndim))
     scale = x_ls.abs().amax(dim=dims, keepdim=True).clamp_min(torch.finfo(aty.real.dtype).tiny)

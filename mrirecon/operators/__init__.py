@@ -1,6 +1,8 @@
-"""Physics operators for MRI and CT plus the generic operators the priors need."""
+"""Physics operators for MRI and CT plus the generic operators the priors need (finite
+differences, wavelets, patches, the TGV blocks)."""
 
 from mrirecon.operators.ct import FanBeam, ParallelBeam, ct_operator
+from mrirecon.operators.dense import DenseMatrix, gaussian_matrix
 from mrirecon.operators.generic import Diagonal, FiniteDifference, Identity, Wavelet
 from mrirecon.operators.mri import (
     Fourier,
@@ -11,8 +13,11 @@ from mrirecon.operators.mri import (
     single_coil,
 )
 from mrirecon.operators.nufft import NufftSense, nufft_sense, toeplitz_apply
+from mrirecon.operators.patches import Patches
+from mrirecon.operators.tgv import SymmetrizedGradient, TGVBlock
 
 __all__ = [
+    "DenseMatrix",
     "Diagonal",
     "FanBeam",
     "FiniteDifference",
@@ -20,11 +25,15 @@ __all__ = [
     "Identity",
     "NufftSense",
     "ParallelBeam",
+    "Patches",
     "Sampling",
     "SenseOperator",
     "Sensitivity",
+    "SymmetrizedGradient",
+    "TGVBlock",
     "Wavelet",
     "ct_operator",
+    "gaussian_matrix",
     "nufft_sense",
     "sense",
     "single_coil",

@@ -267,5 +267,5 @@ def projector_norm(geometry: CTGeometry) -> float:
     """
     x0 = torch.zeros((1, *geometry.image_shape), dtype=torch.float64)
     g = torch.Generator().manual_seed(0)
-    norm = ct_operator(geometry).operator_norm(x0, max_iterations=50, tolerance=1e-4, generator=g)
+    norm = ct_operator(geometry).operator_norm(x0, iterations=50, tolerance=1e-4, generator=g)
     return float(norm)

@@ -61,24 +61,33 @@ class FiniteDifference(LinearOperator):
     """Forward-difference gradient over the last ``ndim`` axes: ``(..., *N) -> (..., ndim, *N)``.
 
     Neumann boundary (the last difference is zero), as used for isotropic/anisotropic TV.
+    ``absolute=True`` gives ``|D|``, the element-wise absolute value of the same matrix (for
+    Pock-Chambolle diagonal preconditioners); ``|D|`` and its adjoint share the kernels of
+    :mod:`mrirecon.functional.finite_differences`.
     """
 
-    def __init__(self, ndim: int = 2, shape: Sequence[int] | None = None) -> None:
+    def __init__(self, ndim: int = 2, shape: Sequence[int] | None = None, *,
+                 absolute: bool = False) -> None:
         if shape is not None and len(shape) != ndim:
             raise ValueError(f"FiniteDifference: shape {tuple(shape)} must have {ndim} entries")
         dom = tuple(shape) if shape is not None else (None,) * ndim
         super().__init__(dom, (ndim,) + dom)
-        self.ndim = ndim
+        self.ndim, self.absolute = ndim, bool(absolute)
+
+    @property
+    def name(self) -> str:
+        return "|FiniteDifference|" if self.absolute else "FiniteDifference"
 
     def _forward(self, x: Tensor) -> Tensor:
         dims = range(-self.ndim, 0)
-        return torch.stack([forward_difference(x, d) for d in dims], dim=-self.ndim - 1)
+        return torch.stack([forward_difference(x, d, absolute=self.absolute) for d in dims],
+                           dim=-self.ndim - 1)
 
     def _adjoint(self, y: Tensor) -> Tensor:
         parts = torch.unbind(y, dim=-self.ndim - 1)
-        out = forward_difference_adjoint(parts[0], -self.ndim)
+        out = forward_difference_adjoint(parts[0], -self.ndim, absolute=self.absolute)
         for i, part in enumerate(parts[1:], start=1):
-            out = out + forward_difference_adjoint(part, -self.ndim + i)
+            out = out + forward_difference_adjoint(part, -self.ndim + i, absolute=self.absolute)
         return out
 
 

@@ -36,6 +36,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from mrirecon import recon
+from mrirecon.core.device import resolve_device
 from mrirecon.metrics import evaluate_volumes
 from mrirecon.pipeline.bench_methods import (
     CHALLENGES,
@@ -332,9 +334,7 @@ def run_bench(
         if max_volumes < 1:
             raise ValueError(f"run_bench: max_volumes must be >= 1, got {max_volumes}")
         files = files[:max_volumes]
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    device = torch.device(resolve_device(device))
     calibration = calibration or CalibrateConfig()
 
     classical = set(classical_methods())
@@ -344,7 +344,8 @@ def run_bench(
         if m in classical:
             if m in weights:
                 raise ValueError(f"run_bench: {m} is a classical method; it takes no weights")
-            run_params[m] = {**DEFAULT_PARAMS.get(m, {}), **params.get(m, {})}
+            given = recon.canonical_parameters(m, params.get(m, {}))  # old names: renamed
+            run_params[m] = {**DEFAULT_PARAMS.get(m, {}), **given}
         else:
             models[m] = load_model(m, params.get(m, {}), weights.get(m)).to(device)
             run_params[m] = params.get(m, {})

@@ -24,9 +24,9 @@ from mrirecon.pipeline.schema import ReconstructConfig, UndersampleConfig
 # Defaults for the CT benchmark, tuned once on simulated training data (allowed sources only);
 # iterative methods run on data scaled to an image peak near 1 (see stages_ct.reconstruct).
 CT_DEFAULTS: dict[str, dict[str, Any]] = {
-    "sirt": {"max_iterations": 50},
-    "tv_ct": {"lam": 5.0, "max_iterations": 100},
-    "tgv": {"lam": 5.0, "max_iterations": 100},
+    "sirt": {"iterations": 50},
+    "tv_ct": {"lam": 5.0, "iterations": 100},
+    "tgv": {"lam": 5.0, "iterations": 100},
     "pnp_nlm": {"rho": 0.1, "sigma_scale": 1.0},
 }
 
@@ -48,7 +48,10 @@ def run_ct_bench(data_dir: str | os.PathLike, accelerations: Iterable[float] = (
     if isinstance(methods, str):
         methods = [m for m in methods.split(",") if m]
     weights = dict(weights or {})
-    params = {m: {**CT_DEFAULTS.get(m, {}), **dict((params or {}).get(m, {}))} for m in methods}
+    given = {m: dict((params or {}).get(m, {})) for m in methods}
+    given = {m: recon.canonical_parameters(m, p) if m in recon.available() else p  # old names
+             for m, p in given.items()}
+    params = {m: {**CT_DEFAULTS.get(m, {}), **given[m]} for m in methods}
     root = Path(data_dir)
     parts = sorted({p.name.split("_")[1] for p in root.glob("observation_*_[0-9][0-9][0-9].hdf5")})
     if not parts:

@@ -26,10 +26,10 @@ _BACKBONES = ("unet", "dncnn", "resnet")
 #: Defaults of the classical methods (``lam`` relative to the image peak, see
 #: :mod:`mrirecon.pipeline.bench`).
 DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
-    "cg_sense": {"max_iterations": 10, "tolerance": 1e-6},
-    "l1_wavelet": {"lam": 1e-3, "max_iterations": 50},
-    "tv": {"lam": 1e-3, "max_iterations": 100},
-    "tgv": {"lam": 1e-3, "max_iterations": 100},
+    "cg_sense": {"iterations": 10, "tolerance": 1e-6},
+    "l1_wavelet": {"lam": 1e-3, "iterations": 50},
+    "tv": {"lam": 1e-3, "iterations": 100},
+    "tgv": {"lam": 1e-3, "iterations": 100},
 }
 #: fastMRI centre fractions by acceleration; others use ``0.32 / acceleration``.
 CENTER_FRACTIONS = {4.0: 0.08, 8.0: 0.04}

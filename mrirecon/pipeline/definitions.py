@@ -8,7 +8,7 @@ import yaml
 
 from mrirecon.pipeline.config import apply_overrides, from_dict, read_yaml
 from mrirecon.pipeline.schema import PipelineConfig
-from mrirecon.pipeline.validate import validate_pipeline
+from mrirecon.pipeline.validate import canonical_method_params, validate_pipeline
 
 PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
 
@@ -38,10 +38,36 @@ def pipeline_path(name: str) -> Path:
                             f"({known})")
 
 
+def _canonical_names(raw: dict, overrides: list[str], source: str) -> tuple[dict, list[str]]:
+    """Deprecated parameter names renamed separately in the file and in ``--set`` overrides
+    (each warning names its source), so that an old-name override replaces a new-name value of
+    the file instead of colliding with it."""
+    merged = apply_overrides(raw, overrides)
+    rc = merged.get("reconstruct") if isinstance(merged, dict) else None
+    method = rc.get("method") if isinstance(rc, dict) else None
+    if not isinstance(method, str):
+        return raw, overrides
+    own = raw.get("reconstruct") if isinstance(raw, dict) else None
+    if isinstance(own, dict) and isinstance(own.get("params"), dict):
+        params = canonical_method_params(method, own["params"], source)
+        raw = {**raw, "reconstruct": {**own, "params": params}}
+    renamed = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        parts = key.strip().split(".")
+        if sep and len(parts) == 3 and parts[:2] == ["reconstruct", "params"]:
+            new = next(iter(canonical_method_params(method, {parts[2]: None}, "--set")))
+            item = f"reconstruct.params.{new}={value}"
+        renamed.append(item)
+    return raw, renamed
+
+
 def load_pipeline(name: str, overrides: list[str] = ()) -> tuple[PipelineConfig, str]:
     """``(config, yaml text)`` of a pipeline after ``key.path=value`` overrides; errors name the
     file and the key."""
     path = pipeline_path(name)
-    data = apply_overrides(read_yaml(path), overrides)
+    raw = read_yaml(path)
+    raw, overrides = _canonical_names(raw, list(overrides), str(path))
+    data = apply_overrides(raw, overrides)
     config = validate_pipeline(from_dict(PipelineConfig, data, source=str(path)), str(path))
     return config, yaml.safe_dump(data, sort_keys=False)

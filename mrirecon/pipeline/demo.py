@@ -56,7 +56,7 @@ def run_demo(output: str | Path = "demo_out", *, quick: bool = False, progress: 
     if _weights_available("modl_brain_sim"):
         runs.append(("mri_modl", "mri_modl", retro, [str(p) for p in mri_files]))
     runs.append(("mri_l1_wavelet", "mri_cs", retro, [str(p) for p in mri_files]))
-    runs.append(("mri_cg_sense", "mri_retrospective", retro + ["reconstruct.params.max_iterations=10"],
+    runs.append(("mri_cg_sense", "mri_retrospective", retro + ["reconstruct.params.iterations=10"],
                  [str(p) for p in mri_files]))
     sparse = ["undersample.enabled=true", "undersample.views=30"]  # as the shipped CT model
     runs.append(("ct_fbp_30views", "ct_fbp", sparse, ct_obs))

@@ -23,8 +23,8 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from mrirecon.core.device import resolve_device
 from mrirecon.io.atomic import atomic_write_text
 from mrirecon.pipeline.config import to_dict
 from mrirecon.pipeline.report import VolumeResult, display_name, write_report
@@ -268,18 +268,13 @@ def run_pipeline(config: PipelineConfig, inputs: list[str], output: str | Path, 
     from mrirecon.pipeline.validate import validate_pipeline
     from mrirecon.pipeline.volume import process_volume
 
-    validate_pipeline(config)  # also for configs built in code, before any input is read
+    config = validate_pipeline(config)  # also for configs built in code, before any input is read
     output = Path(output)
     _check_output(output)
     release_memory()
     rank = int(os.environ.get("RANK", 0)) if rank is None else rank
     world = int(os.environ.get("WORLD_SIZE", 1)) if world is None else world
-    dev = device or config.device
-    if dev == "auto":
-        dev = "cuda" if torch.cuda.is_available() else "cpu"
-    if dev == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA GPU is available to torch here; use --device cpu "
-                         "(or auto)")
+    dev = resolve_device(device or config.device)
     files = expand_inputs(inputs)
     names = output_names(files)
     mine = list(zip(files, names))[rank::world]

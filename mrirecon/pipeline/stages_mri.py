@@ -21,6 +21,7 @@ from mrirecon.functional import center_crop, crop_readout, ifft2c, rss
 from mrirecon.functional.nufft import nufft_adjoint
 from mrirecon.operators import nufft_sense, sense
 from mrirecon.recon.mri import data_scale as cartesian_scale
+from mrirecon.sampling.acs import acs_width
 from mrirecon.pipeline.schema import (
     CalibrateConfig,
     PostprocessConfig,
@@ -212,24 +213,11 @@ def calibrate(s: MRISlice, cfg: CalibrateConfig) -> MRISlice:
         maps = calib.noncartesian_maps(s.kspace, s.trajectory, s.image_shape, method=cfg.method,
                                        calib_width=cfg.calib_width, weights=s.density, **options)
         return replace(s, maps=maps)
-    calib_width = min(cfg.calib_width, _centre_width(s.mask))
+    calib_width = min(cfg.calib_width, acs_width(s.mask))
     maps = calib.centre_maps(s.kspace, _centre_window(s.mask, calib_width), method=cfg.method,
                              calib_rows=cfg.calib_width, kernel_width=cfg.kernel_width,
                              thresh=cfg.threshold, crop=cfg.crop)
     return replace(s, maps=maps)
-
-
-def _centre_width(mask: Tensor) -> int:
-    """Width of the contiguous run of sampled columns around the centre."""
-    w = mask.numel()
-    c = w // 2
-    left = c
-    while left > 0 and bool(mask[left - 1]):
-        left -= 1
-    right = c
-    while right < w - 1 and bool(mask[right + 1]):
-        right += 1
-    return right - left + 1 if bool(mask[c]) else 0
 
 
 def _centre_window(mask: Tensor, width: int) -> Tensor:
@@ -277,7 +265,7 @@ def reconstruct(s: MRISlice, cfg: ReconstructConfig, model: torch.nn.Module | No
                              "to 'espirit' or 'walsh'")
         image = recon.run(cfg.method, y / scale, operator(s, s.maps), **cfg.params)
     elif cfg.method == "grappa":  # ACS = the fully sampled centre band unless given
-        params = {"calib": _centre_width(s.mask), **cfg.params}
+        params = {"calib": acs_width(s.mask), **cfg.params}
         acs = int(params["calib"]) if isinstance(params["calib"], int) else 5
         if "kernel_size" not in params and acs < 5:  # a narrow band needs a narrower kernel
             params["kernel_size"] = (5, max(acs - (1 - acs % 2), 1))

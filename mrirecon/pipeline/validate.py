@@ -12,9 +12,11 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
+from dataclasses import replace
 from typing import Any
 
 from mrirecon.core.checks import param_problem
+from mrirecon.core.names import DEPRECATED, canonical_params
 from mrirecon.pipeline.config import ConfigError
 from mrirecon.pipeline.schema import PipelineConfig
 
@@ -108,7 +110,11 @@ def _at_least(source: str, key: str, value, minimum) -> None:
 
 
 def validate_pipeline(config: PipelineConfig, source: str = "") -> PipelineConfig:
-    """Check the values of ``config`` (see the module docstring); returns it unchanged."""
+    """Check the values of ``config`` (see the module docstring).
+
+    Returns the config, with the deprecated parameter names of ``reconstruct.params`` renamed
+    (:func:`canonical_method_params`); otherwise unchanged.
+    """
     pre, cal, und = config.preprocess, config.calibrate, config.undersample
     fmt = config.load.format
     if (config.modality == "mri" and fmt in ("ct_hdf5", "dicom")) or \
@@ -144,6 +150,7 @@ def validate_pipeline(config: PipelineConfig, source: str = "") -> PipelineConfi
                     f"DICOM allows at most 64 printable characters, got {len(desc)} ({desc[:20]!r}...)")
     if not config.export.formats:
         raise _fail(source, "export.formats", "needs at least one of hdf5, nifti, dicom, png")
+    config = _canonical_reconstruct_params(config, source)
     _check_method(config, source)
     _check_adapt(config, source)
     return config
@@ -167,6 +174,46 @@ def _check_adapt(config: PipelineConfig, source: str) -> None:
     except ValueError as e:
         field = str(e).split(": ", 1)[-1].split(" ", 1)[0]
         raise _fail(source, f"adapt.{field}", str(e).split(": ", 1)[-1]) from None
+
+
+def accepted_params(method: str) -> set[str] | None:
+    """Parameter names of a classical method or learned model (``None``: unknown method)."""
+    from mrirecon import recon
+    from mrirecon.recon.registry import _lookup
+
+    if method in recon.available():
+        return set(_signature(_lookup(method).fn, 2)[0])
+    from mrirecon.models.registry import _MODELS
+
+    if method not in _MODELS:
+        return None
+    cls, defaults = _MODELS[method]
+    return {*_signature(cls, 0)[0], *defaults}
+
+
+def canonical_method_params(method: str, params: dict, source: str,
+                            prefix: str = "reconstruct.params") -> dict:
+    """``params`` with the deprecated names of :mod:`mrirecon.core.names` renamed (``lamda`` ->
+    ``lam``, ``max_iterations`` -> ``iterations``, ...), with a ``FutureWarning`` naming
+    ``source`` and the key, so that older YAML files and ``--set`` lines still run for one
+    release. An old and a new name together is a :class:`ConfigError`."""
+    accepted = accepted_params(method)
+    if accepted is None:
+        return params  # _check_method reports the unknown method
+    for key in params:
+        new = DEPRECATED.get(key)
+        if new in params and key not in accepted and new in accepted:
+            raise _fail(source, f"{prefix}.{key}",
+                        f"both {key!r} (deprecated) and {new!r} are given; keep only {new!r}")
+    return canonical_params(params, accepted, f"{source}: {prefix}" if source else prefix)
+
+
+def _canonical_reconstruct_params(config: PipelineConfig, source: str) -> PipelineConfig:
+    rc = config.reconstruct
+    params = canonical_method_params(rc.method, rc.params, source)
+    if params == rc.params:
+        return config
+    return replace(config, reconstruct=replace(rc, params=params))
 
 
 def validate_training(cfg, source: str = ""):

@@ -9,6 +9,7 @@ from mrirecon.recon.grappa import grappa
 from mrirecon.recon.mri import cg_sense, data_scale, l1_wavelet, tv, zero_filled, zero_filled_rss
 from mrirecon.recon.registry import (
     available,
+    canonical_parameters,
     describe,
     grappa_rss,
     needs_operator,
@@ -20,6 +21,7 @@ from mrirecon.recon.variational import tv_least_squares, tv_objective
 
 __all__ = [
     "available",
+    "canonical_parameters",
     "cg_sense",
     "data_scale",
     "describe",

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from mrirecon.core import LinearOperator
+from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.operators.fbp import FILTERS, fbp
 from mrirecon.recon.variational import tv_least_squares
 from mrirecon.solvers import project_nonnegative
@@ -37,10 +38,11 @@ def _inverse(t: Tensor, eps: float) -> Tensor:
     return torch.where(t > eps, 1.0 / torch.where(t > eps, t, torch.ones_like(t)), torch.zeros_like(t))
 
 
+@accepts_deprecated_names
 def sirt(
     y: Tensor,
     op: LinearOperator,
-    max_iterations: int = 100,
+    iterations: int = 100,
     nonneg: bool = True,
     *,
     relaxation: float = 1.0,
@@ -61,7 +63,7 @@ def sirt(
         Sinogram ``(..., views, detectors)``.
     op
         Non-negative projector ``A``.
-    max_iterations
+    iterations
         Number of iterations.
     nonneg
         Clip negative attenuation after every update.
@@ -90,7 +92,7 @@ def sirt(
     R = _inverse(row, eps)
     C = _inverse(col, 1e-6 * float(col.max()) if col.numel() else 0.0)
     x = torch.zeros_like(image) if x0 is None else x0.clone()
-    for it in range(max_iterations):
+    for it in range(iterations):
         update = relaxation * C * op.H(R * (y - op(x)))
         x_new = x + update
         if nonneg:
@@ -109,11 +111,12 @@ def sirt(
     return x
 
 
+@accepts_deprecated_names
 def tv_pdhg(
     y: Tensor,
     op: LinearOperator,
     lam: float,
-    max_iterations: int = 200,
+    iterations: int = 200,
     nonneg: bool = True,
     *,
     preconditioned: bool = True,
@@ -137,7 +140,7 @@ def tv_pdhg(
         Projector ``A`` (non-negative entries when ``preconditioned``).
     lam
         TV weight, in (sinogram units)^2 per (image unit x pixel) - scales with the image.
-    max_iterations, tolerance, callback
+    iterations, tolerance, callback
         PDHG settings.
     nonneg
         Constrain ``x >= 0``.
@@ -155,5 +158,5 @@ def tv_pdhg(
     if lam < 0:
         raise ValueError(f"tv_pdhg: lam must be >= 0, got {lam}")
     return tv_least_squares(y, op, lam, method="pdhg", nonneg=nonneg,
-                            preconditioned=preconditioned, max_iterations=max_iterations,
+                            preconditioned=preconditioned, iterations=iterations,
                             tolerance=tolerance, x0=x0, callback=callback)

@@ -3,10 +3,11 @@ LinearOperator (MRI or CT).
 
 Problem::
 
-    min_{x, D, alpha}  1/2 ||A x - y||^2 + nu/2 ||P x - D alpha||^2
+    min_{x, D, alpha}  1/2 ||A x - y||^2 + lam/2 ||P x - D alpha||^2
     s.t. ||alpha_j||_0 <= sparsity,  ||d_k||_2 = 1
 
-with ``P`` the overlapping patch extraction (:class:`PatchOperator`, adjoint = overlap-add),
+with ``P`` the overlapping patch extraction (:class:`~mrirecon.operators.Patches` with
+``border="drop"``, adjoint = overlap-add),
 ``D`` a patch dictionary and ``alpha_j`` the sparse code of patch ``j``. Every outer iteration
 alternates (block coordinate descent):
 
@@ -14,7 +15,7 @@ alternates (block coordinate descent):
    code when OMP's greedy code fits worse, so this step never increases the objective);
 2. one sweep of approximate K-SVD (Rubinstein, Zibulevsky & Elad 2008) over all atoms on all
    patches (each atom and its coefficients are the exact rank-1 fit on the atom's support);
-3. the image by CG on ``(A^H A + nu P^H P) x = A^H y + nu P^H D alpha`` (warm started).
+3. the image by CG on ``(A^H A + lam P^H P) x = A^H y + lam P^H D alpha`` (warm started).
 
 Patches are real vectors: ``p*p`` pixels for CT, real and imaginary parts stacked (``2 p*p``)
 for complex MRI images, so the dictionary is real. The dictionary starts from the overcomplete
@@ -28,62 +29,16 @@ import math
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from mrirecon.core import LinearOperator
+from mrirecon.core.names import accepts_deprecated_names
+from mrirecon.functional import channels_to_complex, complex_to_channels
+from mrirecon.operators import Patches
 from mrirecon.recon.variational import batch_dims_of
 from mrirecon.solvers import cg, max_eigenvalue
 
 Callback = Callable[[int, Tensor, float], None]
-
-
-class PatchOperator(LinearOperator):
-    """Overlapping ``p x p`` patches at stride ``s``: ``(..., H, W) -> (..., n_patches, p*p)``.
-
-    Patch ``j`` starts at row ``s * (j // n_W)`` and column ``s * (j % n_W)`` with
-    ``n_H = (H - p) // s + 1`` (likewise ``n_W``); entries are in row-major order. The adjoint
-    adds the patches back at their places (overlap-add); ``P^H P`` is the diagonal of patch
-    counts per pixel. Real or complex.
-
-    Parameters
-    ----------
-    image_shape
-        ``(H, W)``.
-    patch_size, stride
-        ``p`` and ``s`` (pixels).
-    """
-
-    def __init__(self, image_shape: tuple[int, int], patch_size: int = 6, stride: int = 1) -> None:
-        h, w = (int(v) for v in image_shape)
-        if not 1 <= patch_size <= min(h, w) or stride < 1:
-            raise ValueError(f"PatchOperator: need 1 <= patch_size <= min{(h, w)} and stride >= 1, "
-                             f"got patch_size={patch_size}, stride={stride}")
-        self.grid = ((h - patch_size) // stride + 1, (w - patch_size) // stride + 1)
-        super().__init__((h, w), (self.grid[0] * self.grid[1], patch_size * patch_size))
-        self.image_shape, self.patch_size, self.stride = (h, w), patch_size, stride
-
-    def _real(self, fn, t: Tensor) -> Tensor:
-        if t.is_complex():
-            return torch.complex(fn(t.real), fn(t.imag))
-        return fn(t)
-
-    def _forward(self, x: Tensor) -> Tensor:
-        lead = x.shape[:-2]
-
-        def f(r: Tensor) -> Tensor:
-            cols = F.unfold(r.reshape(-1, 1, *self.image_shape), self.patch_size, stride=self.stride)
-            return cols.transpose(1, 2).reshape(*lead, *self.range_shape)
-        return self._real(f, x)
-
-    def _adjoint(self, p: Tensor) -> Tensor:
-        lead = p.shape[:-2]
-
-        def f(r: Tensor) -> Tensor:
-            cols = r.reshape(-1, *self.range_shape).transpose(1, 2)
-            out = F.fold(cols, self.image_shape, self.patch_size, stride=self.stride)
-            return out.reshape(*lead, *self.image_shape)
-        return self._real(f, p)
 
 
 def overcomplete_dct(patch_size: int, atoms_per_axis: int, dtype=torch.float64) -> Tensor:
@@ -188,34 +143,35 @@ def ksvd_sweep(signals: Tensor, dictionary: Tensor, codes: Tensor) -> tuple[Tens
 
 
 def _to_real(p: Tensor) -> Tensor:
-    return torch.cat([p.real, p.imag], dim=-1) if p.is_complex() else p
+    """Complex patches ``(..., d)`` -> real ``(..., 2d)`` (real parts, then imaginary parts)."""
+    return complex_to_channels(p, dim=-1) if p.is_complex() else p
 
 
 def _from_real(v: Tensor, complex_: bool) -> Tensor:
-    if not complex_:
-        return v
-    half = v.shape[-1] // 2
-    return torch.complex(v[..., :half], v[..., half:])
+    return channels_to_complex(v, dim=-1) if complex_ else v
 
 
-def dlmri_objective(y: Tensor, op: LinearOperator, x: Tensor, patches: PatchOperator,
-                    dictionary: Tensor, codes: Tensor, nu: float) -> Tensor:
-    """``1/2||A x - y||^2 + nu/2 ||P x - D alpha||^2`` (``codes`` ``(n_all, K)`` over all
+@accepts_deprecated_names
+def dlmri_objective(y: Tensor, op: LinearOperator, x: Tensor, patches: Patches,
+                    dictionary: Tensor, codes: Tensor, lam: float) -> Tensor:
+    """``1/2||A x - y||^2 + lam/2 ||P x - D alpha||^2`` (``codes`` ``(n_all, K)`` over all
     slices' patches in order)."""
     px = _to_real(patches(x)).reshape(-1, dictionary.shape[0])
-    return 0.5 * (op(x) - y).abs().pow(2).sum() + 0.5 * nu * (px - codes @ dictionary.T).pow(2).sum()
+    fit = (px - codes @ dictionary.T).pow(2).sum()
+    return 0.5 * (op(x) - y).abs().pow(2).sum() + 0.5 * lam * fit
 
 
+@accepts_deprecated_names
 def dlmri(
     y: Tensor,
     op: LinearOperator,
     *,
-    nu: float = 0.03,
+    lam: float = 0.03,
     patch_size: int = 6,
     stride: int = 1,
     atoms_per_axis: int = 8,
     sparsity: int = 5,
-    outer_iterations: int = 10,
+    iterations: int = 10,
     cg_iterations: int = 10,
     init_iterations: int = 10,
     x0: Tensor | None = None,
@@ -230,9 +186,9 @@ def dlmri(
         k-space ``(..., coils, H, W)`` or sinogram ``(..., views, detectors)``.
     op
         Forward operator on images ``(..., H, W)``.
-    nu
+    lam
         Weight of the patch-fit term relative to the data term: the absolute weight is
-        ``nu * lambda_max(A^H A) / (patch_size / stride)^2`` (largest over slices), so the same
+        ``lam * lambda_max(A^H A) / (patch_size / stride)^2`` (largest over slices), so the same
         value serves MRI and CT (``(p/s)^2`` is the number of patches covering an inner pixel).
     patch_size, stride
         Patch side and step (pixels).
@@ -240,7 +196,7 @@ def dlmri(
         The initial DCT dictionary has ``atoms_per_axis^2`` atoms (twice that for complex).
     sparsity
         Non-zeros per patch code.
-    outer_iterations
+    iterations
         Alternations of coding, dictionary update and image update.
     cg_iterations
         CG iterations per image update (warm started).
@@ -260,20 +216,22 @@ def dlmri(
     """
     if not isinstance(op, LinearOperator):
         raise TypeError(f"dlmri: op must be a LinearOperator, got {type(op).__name__}")
-    if nu <= 0 or sparsity < 1:
-        raise ValueError(f"dlmri: need nu > 0 and sparsity >= 1, got nu={nu}, sparsity={sparsity}")
+    if lam <= 0 or sparsity < 1:
+        raise ValueError(f"dlmri: need lam > 0 and sparsity >= 1, got lam={lam}, "
+                         f"sparsity={sparsity}")
     aty = op.H(y)
     nb = batch_dims_of(op, aty)
     complex_ = aty.is_complex()
     x = x0.clone() if x0 is not None else (
-        cg(op.gram, aty, max_iterations=init_iterations, batch_dims=nb) if init_iterations else aty)
-    P = PatchOperator(aty.shape[-2:], patch_size, stride).to(aty.device)
+        cg(op.gram, aty, iterations=init_iterations, batch_dims=nb) if init_iterations else aty)
+    P = Patches(tuple(aty.shape[-2:]), patch_size, stride, border="drop").to(aty.device)
     real_dtype = aty.real.dtype
     dct = overcomplete_dct(patch_size, atoms_per_axis, real_dtype).to(aty.device)
     D = torch.block_diag(dct, dct) if complex_ else dct
-    nu_abs = nu * float(max_eigenvalue(op.gram, aty, batch_dims=nb).max()) / (patch_size / stride) ** 2
+    lip = float(max_eigenvalue(op.gram, aty, batch_dims=nb).max())  # lambda_max(A^H A)
+    lam_abs = lam * lip / (patch_size / stride) ** 2
     codes = None
-    for it in range(outer_iterations):
+    for it in range(iterations):
         X = _to_real(P(x)).reshape(-1, D.shape[0])
         new = omp(X, D, sparsity)
         if codes is not None:  # keep a patch's old code where greedy OMP fits worse
@@ -282,12 +240,12 @@ def dlmri(
             new[worse] = codes[worse]
         D, codes = ksvd_sweep(X, D, new)
         fit = _from_real((codes @ D.T).reshape(*x.shape[:-2], *P.range_shape[:-1], D.shape[0]), complex_)
-        rhs = aty + nu_abs * P.H(fit)
+        rhs = aty + lam_abs * P.H(fit)
         x_old = x
-        x = cg(lambda t: op.gram(t) + nu_abs * P.gram(t), rhs, x, max_iterations=cg_iterations,
+        x = cg(lambda t: op.gram(t) + lam_abs * P.gram(t), rhs, x, iterations=cg_iterations,
                batch_dims=nb)
         if objective is not None:
-            objective.append(float(dlmri_objective(y, op, x, P, D, codes, nu_abs)))
+            objective.append(float(dlmri_objective(y, op, x, P, D, codes, lam_abs)))
         if callback is not None:
             scale = float(torch.linalg.vector_norm(x))
             callback(it, x, float(torch.linalg.vector_norm(x - x_old)) / scale if scale > 0 else 0.0)

@@ -17,7 +17,7 @@ split with auxiliary patches ``z_i`` and a coupling weight ``beta`` that grows o
 * x-step: ``(A^H A / L + beta P^H P) x = A^H y / L + beta P^H z`` by CG warm-started at the
   current ``x`` (every CG iterate lowers this quadratic, so the x-step never increases ``E``).
 
-``P`` takes overlapping ``p x p`` patches (:class:`~mrirecon.models.gmm.Patches`), ``P^H P``
+``P`` takes overlapping ``p x p`` patches (:class:`~mrirecon.operators.Patches`), ``P^H P``
 is the diagonal of patch counts. Complex images (MRI) are handled as two real images: the
 prior is applied to the real and to the imaginary patches separately (``-log p(Re z) -
 log p(Im z)``), which suits images with slowly varying phase; CT images are real.
@@ -37,14 +37,15 @@ import torch
 from torch import Tensor
 
 from mrirecon.core import LinearOperator
+from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.models.gmm import (
-    Patches,
     PatchGMM,
     load_patch_gmm,
     merge_complex,
     normalise_problem,
     split_complex,
 )
+from mrirecon.operators import Patches
 from mrirecon.solvers import cg
 
 
@@ -109,14 +110,17 @@ class EPLLProblem:
         rhs = self.aty + beta * self.patches.H(merge_complex(z, x.is_complex()))
         counts = beta * self.counts
         return cg(lambda v: self.op.gram(v) / self.lip + counts * v, rhs, x,
-                  max_iterations=iterations, batch_dims=self.batch_dims)
+                  iterations=iterations, batch_dims=self.batch_dims)
 
 
-def default_sigmas(stages: int = 6, sigma_start: float = 0.1, sigma_end: float = 0.01) -> list[float]:
-    """Geometric schedule of patch noise levels (normalised image units)."""
-    return [float(s) for s in np.geomspace(sigma_start, sigma_end, stages)]
+@accepts_deprecated_names
+def default_sigmas(iterations: int = 6, sigma_start: float = 0.1,
+                   sigma_end: float = 0.01) -> list[float]:
+    """Geometric schedule of ``iterations`` patch noise levels (normalised image units)."""
+    return [float(s) for s in np.geomspace(sigma_start, sigma_end, iterations)]
 
 
+@accepts_deprecated_names
 def epll(
     y: Tensor,
     op: LinearOperator,
@@ -124,8 +128,8 @@ def epll(
     *,
     noise_std: float = 0.02,
     sigmas: Sequence[float] | None = None,
-    stages: int = 6,
-    iterations: int = 1,
+    iterations: int = 6,
+    stage_iterations: int = 1,
     cg_iterations: int = 10,
     stride: int = 1,
     batch_dims: int = 0,
@@ -147,9 +151,13 @@ def epll(
         image relative to its maximum (larger: smoother).
     sigmas
         Decreasing patch noise levels, one per stage (default :func:`default_sigmas` with
-        ``stages`` stages from 0.1 to 0.01).
+        ``iterations`` stages from 0.1 to 0.01; when given, ``iterations`` is ignored).
     iterations
-        z/x alternations per stage.
+        Outer iterations: the stages of the default ``sigmas`` schedule (was ``stages``,
+        still accepted with a ``FutureWarning``).
+    stage_iterations
+        z/x alternations per stage (was ``iterations`` before the vocabulary of
+        :mod:`mrirecon.core.names`).
     cg_iterations
         CG iterations per x-step.
     stride
@@ -167,13 +175,13 @@ def epll(
     prior = gmm if isinstance(gmm, PatchGMM) else load_patch_gmm(gmm)
     prior = prior.to(y.device)
     problem = EPLLProblem(y, op, prior, noise_std=noise_std, stride=stride, batch_dims=batch_dims)
-    schedule = list(sigmas) if sigmas is not None else default_sigmas(stages)
+    schedule = list(sigmas) if sigmas is not None else default_sigmas(iterations)
     if not schedule or any(s <= 0 for s in schedule):
         raise ValueError(f"epll: sigmas must be a non-empty list of positive values, got {schedule}")
     x, z = problem.x_init, None
     for stage, sigma in enumerate(schedule):
         beta = problem.beta(sigma)
-        for it in range(iterations):
+        for it in range(stage_iterations):
             z = problem.z_step(x, beta, z)
             x = problem.x_step(x, z, beta, cg_iterations)
             if callback is not None:

@@ -5,7 +5,7 @@ Each missing sample is a linear combination, across all coils, of the acquired s
 acquired (the *sampling pattern*), so they are fitted once per distinct pattern from the fully
 sampled calibration (ACS) block by Tikhonov-regularised least squares, as in ``pygrappa.grappa``:
 
-``W = (S^H S + lamda0 I)^-1 S^H T``, ``lamda0 = lamda * ||S^H S||_F / n_sources``,
+``W = (S^H S + lam0 I)^-1 S^H T``, ``lam0 = lam * ||S^H S||_F / n_sources``,
 
 where the rows of ``S`` are the pattern's sources and ``T`` the centre samples of every window
 that lies fully inside the ACS block (``pad_calib=True`` also uses the zero-padded edge windows,
@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from mrirecon.core.names import accepts_deprecated_names
 
 
 def _check(kspace: Tensor) -> None:
@@ -66,11 +68,12 @@ def _window_codes(padded_mask: Tensor, kx: int, ky: int) -> Tensor:
     return torch.unique(win, dim=0, return_inverse=True)[1]
 
 
+@accepts_deprecated_names
 def grappa(
     kspace: Tensor,
     calib: Tensor | int,
     kernel_size: tuple[int, int] = (5, 5),
-    lamda: float = 0.01,
+    lam: float = 0.01,
     *,
     mask: Tensor | None = None,
     pad_calib: bool = False,
@@ -88,8 +91,9 @@ def grappa(
         the width of the fully sampled central band of columns of ``kspace`` (all rows).
     kernel_size
         Kernel window ``(kx, ky)`` along ``(H, W)``, in samples; odd sizes centre the target.
-    lamda
-        Relative Tikhonov weight (``pygrappa``'s definition, see the module notes).
+    lam
+        Relative Tikhonov weight (``pygrappa``'s ``lamda``, see the module notes; ``lamda``
+        is accepted as a deprecated alias).
     mask
         Acquired samples, boolean ``(H, W)`` or ``(W,)``; default: samples nonzero in any coil.
     pad_calib
@@ -170,7 +174,7 @@ def grappa(
         tgt_cols = centre * c + torch.arange(c, device=kspace.device)
         shs = gram[src_cols][:, src_cols]
         sht = gram[src_cols][:, tgt_cols]
-        lam0 = lamda * torch.linalg.matrix_norm(shs) / shs.shape[0]
+        lam0 = lam * torch.linalg.matrix_norm(shs) / shs.shape[0]
         reg = torch.eye(shs.shape[0], dtype=shs.dtype, device=shs.device) * lam0
         weights = torch.linalg.solve(shs + reg, sht)  # (nsrc*c, c)
         offsets = grid[pos]

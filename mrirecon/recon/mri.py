@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from mrirecon.core import LinearOperator
+from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.functional import ifft2c, rss
 from mrirecon.operators import Wavelet
 from mrirecon.recon.variational import batch_dims_of, tv_least_squares
@@ -90,12 +91,13 @@ def zero_filled_rss(kspace: Tensor, op: LinearOperator | None = None) -> Tensor:
     return rss(ifft2c(kspace), dim=-3)
 
 
+@accepts_deprecated_names
 def cg_sense(
     y: Tensor,
     op: LinearOperator,
     lam: float = 0.0,
     *,
-    max_iterations: int = 10,
+    iterations: int = 10,
     tolerance: float = 0.0,
     x0: Tensor | None = None,
     callback: Callback | None = None,
@@ -113,7 +115,7 @@ def cg_sense(
         Forward operator; its ``gram`` is used (closed form for ``SenseOperator``).
     lam
         Tikhonov weight ``>= 0``.
-    max_iterations, tolerance
+    iterations, tolerance
         CG limits (``tolerance`` relative to ``||A^H y||`` per slice).
     x0
         Start (zeros by default).
@@ -130,10 +132,11 @@ def cg_sense(
         raise ValueError(f"cg_sense: lam must be >= 0, got {lam}")
     aty = op.H(y)
     gram = op.gram if lam == 0 else (lambda x: op.gram(x) + lam * x)
-    return cg(gram, aty, x0, max_iterations=max_iterations, tolerance=tolerance,
+    return cg(gram, aty, x0, iterations=iterations, tolerance=tolerance,
               batch_dims=batch_dims_of(op, aty), callback=callback)
 
 
+@accepts_deprecated_names
 def l1_wavelet(
     y: Tensor,
     op: LinearOperator,
@@ -141,7 +144,7 @@ def l1_wavelet(
     *,
     wavelet: str = "db4",
     levels: int | None = None,
-    max_iterations: int = 100,
+    iterations: int = 100,
     tolerance: float = 0.0,
     step: float | None = None,
     power_iterations: int = 30,
@@ -178,7 +181,7 @@ def l1_wavelet(
         Weight of the wavelet L1 norm (absolute, in the units of ``y``).
     wavelet, levels
         Orthogonal wavelet name (PyWavelets) and number of levels (default: up to 4).
-    max_iterations, tolerance
+    iterations, tolerance
         FISTA limits.
     step
         Fixed step (skips the power iteration); at most ``1 / ||A||^2``.
@@ -205,7 +208,7 @@ def l1_wavelet(
     W = Wavelet(aty.shape[-2:], wavelet, levels).to(aty.device)
     if step is None:
         eig = max_eigenvalue(op.gram, aty, batch_dims=batch_dims_of(op, aty),
-                             max_iterations=power_iterations)
+                             iterations=power_iterations)
         step = torch.where(eig > 0, 1.0 / torch.where(eig > 0, eig, torch.ones_like(eig)), 1.0)
     x = torch.zeros_like(aty) if x0 is None else x0
 
@@ -224,16 +227,17 @@ def l1_wavelet(
         return torch.roll(out, [-sh[0], -sh[1]], dims=(-2, -1))
 
     prox_g = prox_shifted if random_shift else prox_fixed
-    return fista(grad_f, prox_g, x, step, max_iterations=max_iterations, tolerance=tolerance,
+    return fista(grad_f, prox_g, x, step, iterations=iterations, tolerance=tolerance,
                  callback=callback, restart=restart)
 
 
+@accepts_deprecated_names
 def tv(
     y: Tensor,
     op: LinearOperator,
     lam: float,
     *,
-    max_iterations: int = 50,
+    iterations: int = 50,
     method: str = "admm",
     rho: float = 1.0,
     cg_iterations: int = 5,
@@ -256,7 +260,7 @@ def tv(
         k-space and forward operator.
     lam
         TV weight (absolute, in the units of ``y``).
-    max_iterations, method, rho, cg_iterations, tolerance, x0, callback
+    iterations, method, rho, cg_iterations, tolerance, x0, callback
         Solver settings.
 
     Returns
@@ -267,6 +271,6 @@ def tv(
     _check_op(op, "tv")
     if lam < 0:
         raise ValueError(f"tv: lam must be >= 0, got {lam}")
-    return tv_least_squares(y, op, lam, method=method, max_iterations=max_iterations,
+    return tv_least_squares(y, op, lam, method=method, iterations=iterations,
                             tolerance=tolerance, rho=rho, cg_iterations=cg_iterations, x0=x0,
                             callback=callback)

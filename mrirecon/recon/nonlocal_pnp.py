@@ -209,14 +209,14 @@ def plug_and_play(
     aty = op.H(y)
     nb = batch_dims_of(op, aty)
     if x0 is None:
-        x0 = cg(op.gram, aty, max_iterations=init_iterations, batch_dims=nb) if init_iterations else aty
+        x0 = cg(op.gram, aty, iterations=init_iterations, batch_dims=nb) if init_iterations else aty
     x = x0.clone()
     sig0 = estimate_noise_level(x) * sigma_scale if sigma is None else torch.full(x.shape[:-2], float(sigma))
     rho_k = rho * max_eigenvalue(op.gram, aty, batch_dims=nb)  # (..., 1, 1)
     z, u = x.clone(), torch.zeros_like(x)
 
     def data_step(v: Tensor, r: Tensor, start: Tensor) -> Tensor:
-        return cg(lambda t: op.gram(t) + r * t, aty + r * v, start, max_iterations=cg_iterations,
+        return cg(lambda t: op.gram(t) + r * t, aty + r * v, start, iterations=cg_iterations,
                   batch_dims=nb)
 
     for it in range(iterations):

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from mrirecon.core import LinearOperator
 from mrirecon.core.checks import param_problem
+from mrirecon.core.names import accepts_deprecated_names, canonical_params
 from mrirecon.functional import ifft2c, rss
 from mrirecon.recon import ct, mri
 from mrirecon.recon.grappa import grappa
@@ -41,12 +42,13 @@ class Entry:
                 and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
+@accepts_deprecated_names
 def grappa_rss(
     y: Tensor,
     op: LinearOperator | None = None,
     calib: Tensor | int = 24,
     kernel_size: tuple[int, int] = (5, 5),
-    lamda: float = 0.01,
+    lam: float = 0.01,
     *,
     mask: Tensor | None = None,
 ) -> Tensor:
@@ -59,7 +61,7 @@ def grappa_rss(
     op
         Optional; when it carries a column mask (``SenseOperator``, ``Sampling``) and ``mask``
         is not given, that mask marks the acquired samples.
-    calib, kernel_size, lamda, mask
+    calib, kernel_size, lam, mask
         See :func:`mrirecon.recon.grappa.grappa` (``calib`` int: ACS band width).
 
     Returns
@@ -72,9 +74,9 @@ def grappa_rss(
         if isinstance(m, Tensor) and m.ndim <= 2:
             mask = m.expand(y.shape[-2:]) if m.ndim == 2 else m
     if y.ndim == 4:
-        filled = torch.stack([grappa(s, calib, kernel_size, lamda, mask=mask) for s in y])
+        filled = torch.stack([grappa(s, calib, kernel_size, lam, mask=mask) for s in y])
     else:
-        filled = grappa(y, calib, kernel_size, lamda, mask=mask)
+        filled = grappa(y, calib, kernel_size, lam, mask=mask)
     return rss(ifft2c(filled), dim=-3)
 
 
@@ -105,6 +107,13 @@ def needs_operator(name: str) -> bool:
 def parameters(name: str) -> list[str]:
     """Keyword parameters accepted by ``run(name, y, op, **params)``."""
     return _lookup(name).parameters()
+
+
+def canonical_parameters(name: str, params: dict) -> dict:
+    """``params`` of the reconstruction ``name`` with the deprecated spellings of
+    :mod:`mrirecon.core.names` renamed (``FutureWarning``), e.g. before merging them with
+    defaults that already use the new names."""
+    return canonical_params(params, _lookup(name).parameters(), name)
 
 
 def describe(name: str) -> str:
@@ -145,7 +154,9 @@ def run(name: str, y: Tensor, op: LinearOperator | None = None, **params) -> Ten
         Forward operator (``sense(maps, mask)``, ``ParallelBeam(geometry)``, ...); may be
         ``None`` for ``zero_filled_rss`` and ``grappa``.
     **params
-        Keyword parameters of that reconstruction (e.g. ``lam``, ``max_iterations``).
+        Keyword parameters of that reconstruction (e.g. ``lam``, ``iterations``). The
+        deprecated spellings of :mod:`mrirecon.core.names` (``max_iterations``, ``lamda``, ...)
+        are renamed with a ``FutureWarning``; giving an old and a new name together is an error.
 
     Raises
     ------
@@ -160,6 +171,7 @@ def run(name: str, y: Tensor, op: LinearOperator | None = None, **params) -> Ten
     """
     entry = _lookup(name)
     valid = entry.parameters()
+    params = canonical_params(params, valid, name)
     unknown = sorted(set(params) - set(valid))
     if unknown:
         raise TypeError(

@@ -9,10 +9,10 @@ with ``x`` the image ``(..., H, W)`` (complex for MRI, real for CT), ``v`` a vec
 ``(..., 2, H, W)``, ``grad`` forward differences with Neumann boundary
 (:class:`~mrirecon.operators.FiniteDifference`, component 0 along H, 1 along W) and ``E`` the
 symmetrised gradient ``E v = (D^- v + (D^- v)^T) / 2`` built from backward differences
-(``D^- = -(D^+)^H``), see :class:`SymmetrizedGradient`. Norms are pixel-wise (complex moduli)
-and summed: ``||.||_{2,1}`` over the two gradient components, ``||.||_{F,1}`` the Frobenius
-norm of the symmetric 2x2 matrix. Piecewise-affine images have ``E v = 0`` with
-``v = grad x``, so TGV does not staircase ramps as TV does.
+(``D^- = -(D^+)^H``), see :class:`~mrirecon.operators.tgv.SymmetrizedGradient`. Norms are
+pixel-wise (complex moduli) and summed: ``||.||_{2,1}`` over the two gradient components,
+``||.||_{F,1}`` the Frobenius norm of the symmetric 2x2 matrix. Piecewise-affine images have
+``E v = 0`` with ``v = grad x``, so TGV does not staircase ramps as TV does.
 
 PDHG works on the stacked primal variable ``u = (x, v_H, v_W)`` of shape ``(..., 3, H, W)``
 with three dual blocks ``[A x, grad x - v, E v]``.
@@ -27,8 +27,9 @@ import torch
 from torch import Tensor
 
 from mrirecon.core import LinearOperator
-from mrirecon.functional import forward_difference, forward_difference_adjoint
+from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.operators import FiniteDifference
+from mrirecon.operators.tgv import TGVBlock
 from mrirecon.recon.variational import batch_dims_of
 from mrirecon.solvers import (
     diagonal_preconditioners,
@@ -38,130 +39,11 @@ from mrirecon.solvers import (
 )
 from mrirecon.solvers.prox_extra import prox_group_l21_conjugate, prox_l2_squared_conjugate
 
-#: Frobenius weight of the off-diagonal entry in the 3-component storage of a symmetric matrix
-SQRT2 = math.sqrt(2.0)
 #: ``||[grad, -I]|| <= sqrt(||grad||^2 + 1) = 3`` and ``||E|| <= sqrt(8)`` (2-D differences)
 GRAD_MINUS_V_NORM = 3.0
 SYM_GRAD_NORM = math.sqrt(8.0)
 
 Callback = Callable[[int, Tensor, float], None]
-
-
-# ------------------------------------------------------------------------------------------
-# difference kernels (signed, or |.| of the matrix for diagonal preconditioning)
-# ------------------------------------------------------------------------------------------
-
-def _fwd(x: Tensor, dim: int, absolute: bool) -> Tensor:
-    """Forward difference ``x[i+1] - x[i]`` (``|.|``: ``x[i+1] + x[i]``), zero last entry."""
-    if not absolute:
-        return forward_difference(x, dim)
-    d = torch.zeros_like(x)
-    n = x.shape[dim]
-    d.narrow(dim, 0, n - 1).copy_(x.narrow(dim, 1, n - 1) + x.narrow(dim, 0, n - 1))
-    return d
-
-
-def _fwd_adj(d: Tensor, dim: int, absolute: bool) -> Tensor:
-    """Adjoint of :func:`_fwd`."""
-    if not absolute:
-        return forward_difference_adjoint(d, dim)
-    n = d.shape[dim]
-    x = torch.zeros_like(d)
-    inner = d.narrow(dim, 0, n - 1)
-    x.narrow(dim, 0, n - 1).add_(inner)
-    x.narrow(dim, 1, n - 1).add_(inner)
-    return x
-
-
-def _bwd(v: Tensor, dim: int, absolute: bool) -> Tensor:
-    """Backward difference ``D^- = -(D^+)^H``: ``v[i] - v[i-1]`` with ``v[-1] = v[N-1] = 0``."""
-    return _fwd_adj(v, dim, True) if absolute else -forward_difference_adjoint(v, dim)
-
-
-def _bwd_adj(w: Tensor, dim: int, absolute: bool) -> Tensor:
-    """Adjoint of :func:`_bwd` (``-D^+``)."""
-    return _fwd(w, dim, True) if absolute else -forward_difference(w, dim)
-
-
-class SymmetrizedGradient(LinearOperator):
-    """Symmetrised gradient ``E v = (D^- v + (D^- v)^T) / 2``: ``(..., 2, H, W) -> (..., 3, H, W)``.
-
-    ``v = (v_H, v_W)`` is a vector field, ``D^-`` backward differences (the negative adjoint of
-    the forward differences of :class:`~mrirecon.operators.FiniteDifference`). The symmetric
-    2x2 result is stored as ``(E_HH, E_WW, sqrt(2) E_HW)`` so that the Euclidean norm of the
-    three components is the Frobenius norm of the matrix and the standard inner product is the
-    Frobenius one; the adjoint is then the plain Euclidean adjoint (``-div`` of the symmetric
-    field).
-
-    Parameters
-    ----------
-    absolute
-        Apply ``|E|`` (the element-wise absolute value of the matrix) instead, for the diagonal
-        preconditioners of PDHG.
-    """
-
-    def __init__(self, absolute: bool = False) -> None:
-        super().__init__((2, None, None), (3, None, None))
-        self.absolute = absolute
-
-    def _forward(self, v: Tensor) -> Tensor:
-        a = self.absolute
-        v_h, v_w = v[..., 0, :, :], v[..., 1, :, :]
-        off = (_bwd(v_h, -1, a) + _bwd(v_w, -2, a)) / SQRT2  # sqrt(2) * (d_W v_H + d_H v_W) / 2
-        return torch.stack([_bwd(v_h, -2, a), _bwd(v_w, -1, a), off], dim=-3)
-
-    def _adjoint(self, w: Tensor) -> Tensor:
-        a = self.absolute
-        w_hh, w_ww, w_off = w[..., 0, :, :], w[..., 1, :, :], w[..., 2, :, :] / SQRT2
-        v_h = _bwd_adj(w_hh, -2, a) + _bwd_adj(w_off, -1, a)
-        v_w = _bwd_adj(w_ww, -1, a) + _bwd_adj(w_off, -2, a)
-        return torch.stack([v_h, v_w], dim=-3)
-
-
-class TGVBlock(LinearOperator):
-    """One regulariser block of TGV² acting on the stacked ``u = (x, v_H, v_W)`` ``(..., 3, H, W)``.
-
-    * ``kind="image"``: ``u -> x`` ``(..., H, W)`` (compose with ``A`` for the data block);
-    * ``kind="grad"``: ``u -> grad x - v`` ``(..., 2, H, W)``;
-    * ``kind="sym"``: ``u -> E v`` ``(..., 3, H, W)``.
-
-    ``absolute=True`` applies the element-wise absolute value of the block's matrix (diagonal
-    preconditioning).
-    """
-
-    KINDS = ("image", "grad", "sym")
-
-    def __init__(self, kind: str, absolute: bool = False) -> None:
-        if kind not in self.KINDS:
-            raise ValueError(f"TGVBlock: kind must be one of {self.KINDS}, got {kind!r}")
-        out = {"image": (None, None), "grad": (2, None, None), "sym": (3, None, None)}[kind]
-        super().__init__((3, None, None), out)
-        self.kind, self.absolute = kind, absolute
-        self.sym = SymmetrizedGradient(absolute)
-
-    @property
-    def name(self) -> str:
-        return f"TGVBlock[{self.kind}]"
-
-    def _forward(self, u: Tensor) -> Tensor:
-        if self.kind == "image":
-            return u[..., 0, :, :]
-        if self.kind == "sym":
-            return self.sym(u[..., 1:, :, :])
-        x, a = u[..., 0, :, :], self.absolute
-        grad = torch.stack([_fwd(x, -2, a), _fwd(x, -1, a)], dim=-3)
-        return grad + u[..., 1:, :, :] if a else grad - u[..., 1:, :, :]
-
-    def _adjoint(self, p: Tensor) -> Tensor:
-        if self.kind == "image":
-            zeros = torch.zeros_like(p).unsqueeze(-3).expand(*p.shape[:-2], 2, *p.shape[-2:])
-            return torch.cat([p.unsqueeze(-3), zeros], dim=-3)
-        if self.kind == "sym":
-            v = self.sym.H(p)
-            return torch.cat([torch.zeros_like(v[..., :1, :, :]), v], dim=-3)
-        a = self.absolute
-        x = _fwd_adj(p[..., 0, :, :], -2, a) + _fwd_adj(p[..., 1, :, :], -1, a)
-        return torch.cat([x.unsqueeze(-3), p if a else -p], dim=-3)
 
 
 # ------------------------------------------------------------------------------------------
@@ -192,13 +74,14 @@ def tgv_objective(y: Tensor, op: LinearOperator, u: Tensor, lam: float, ratio: f
     return data + lam * first + ratio * lam * second
 
 
+@accepts_deprecated_names
 def tgv(
     y: Tensor,
     op: LinearOperator,
     lam: float,
     *,
     ratio: float = 2.0,
-    max_iterations: int = 200,
+    iterations: int = 200,
     nonneg: bool | None = None,
     preconditioned: bool | None = None,
     step_ratio: float = 0.5,
@@ -227,7 +110,7 @@ def tgv(
         :func:`~mrirecon.recon.tv`).
     ratio
         ``alpha0 / alpha1``.
-    max_iterations, tolerance
+    iterations, tolerance
         PDHG limits (``tolerance`` on the relative change of ``u``).
     nonneg
         Constrain ``x >= 0``; default: for real images (CT) yes, complex (MRI) no.
@@ -289,13 +172,13 @@ def tgv(
     if preconditioned:
         abs_ops = [op @ image, TGVBlock("grad", True), TGVBlock("sym", True)]
         sigmas, tau = diagonal_preconditioners(blocks, u0, abs_ops)
-        u = pdhg(blocks, proxes, g, u0, sigmas, tau, max_iterations=max_iterations,
+        u = pdhg(blocks, proxes, g, u0, sigmas, tau, iterations=iterations,
                  tolerance=tolerance, callback=callback)
     else:
         nb = batch_dims_of(op, aty)
         norm_a = float(max_eigenvalue(op.gram, aty, batch_dims=nb).max()) ** 0.5
         sigmas = [step_ratio / max(n, 1e-30) for n in (norm_a, GRAD_MINUS_V_NORM, SYM_GRAD_NORM)]
-        u = pdhg(blocks, proxes, g, u0, sigmas, max_iterations=max_iterations,
+        u = pdhg(blocks, proxes, g, u0, sigmas, iterations=iterations,
                  tolerance=tolerance, callback=callback)
     x = u[..., 0, :, :]
     return (x, u[..., 1:, :, :]) if return_v else x

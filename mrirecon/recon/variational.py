@@ -14,7 +14,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from mrirecon.core import FunctionOperator, LinearOperator
+from mrirecon.core import LinearOperator
+from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.operators import FiniteDifference
 from mrirecon.solvers import (
     admm,
@@ -46,30 +47,7 @@ def tv_objective(y: Tensor, op: LinearOperator, x: Tensor, lam: float) -> Tensor
     return data + lam * torch.linalg.vector_norm(g, dim=-3).sum()
 
 
-def _abs_finite_difference() -> LinearOperator:
-    """``|D|``: the element-wise absolute value of the forward-difference matrix."""
-    def fwd(x: Tensor) -> Tensor:
-        out = []
-        for dim in (-2, -1):
-            d = torch.zeros_like(x)
-            n = x.shape[dim]
-            d.narrow(dim, 0, n - 1).copy_(x.narrow(dim, 1, n - 1) + x.narrow(dim, 0, n - 1))
-            out.append(d)
-        return torch.stack(out, dim=-3)
-
-    def adj(p: Tensor) -> Tensor:
-        x = torch.zeros_like(p[..., 0, :, :])
-        for i, dim in enumerate((-2, -1)):
-            part = p[..., i, :, :]
-            n = part.shape[dim]
-            inner = part.narrow(dim, 0, n - 1)
-            x.narrow(dim, 0, n - 1).add_(inner)
-            x.narrow(dim, 1, n - 1).add_(inner)
-        return x
-
-    return FunctionOperator(fwd, adj)
-
-
+@accepts_deprecated_names
 def tv_least_squares(
     y: Tensor,
     op: LinearOperator,
@@ -78,7 +56,7 @@ def tv_least_squares(
     method: str = "pdhg",
     nonneg: bool = False,
     preconditioned: bool = False,
-    max_iterations: int = 100,
+    iterations: int = 100,
     tolerance: float = 0.0,
     rho: float = 1.0,
     cg_iterations: int = 5,
@@ -104,7 +82,7 @@ def tv_least_squares(
         PDHG with Pock-Chambolle diagonal steps (for non-negative ``A`` such as CT
         projectors); otherwise scalar steps from ``||A||`` (power iteration per batch item is
         reduced to the largest).
-    max_iterations, tolerance, callback
+    iterations, tolerance, callback
         Passed to the solver.
     rho, cg_iterations
         ADMM penalty and inner CG iterations.
@@ -133,7 +111,7 @@ def tv_least_squares(
             D,
             x0,
             rho,
-            max_iterations=max_iterations,
+            iterations=iterations,
             tolerance=tolerance,
             callback=callback,
         )
@@ -141,9 +119,10 @@ def tv_least_squares(
     prox_tv = (lambda p, s: project_group_l2_ball(p, lam, dim=-3))  # conjugate of lam ||.||_2,1
     prox_g = (lambda v, t: project_nonnegative(v)) if nonneg else None
     if preconditioned:
-        sigmas, tau = diagonal_preconditioners([op, D], x0, [op, _abs_finite_difference()])
+        abs_d = FiniteDifference(2, absolute=True)  # |D| for the row/column sums
+        sigmas, tau = diagonal_preconditioners([op, D], x0, [op, abs_d])
         return pdhg([op, D], [prox_data, prox_tv], prox_g, x0, sigmas, tau,
-                    max_iterations=max_iterations, tolerance=tolerance, callback=callback)
+                    iterations=iterations, tolerance=tolerance, callback=callback)
     norm_a = float(max_eigenvalue(op.gram, x0, batch_dims=nb).max()) ** 0.5
     return pdhg([op, D], [prox_data, prox_tv], prox_g, x0, norms=[norm_a, FINITE_DIFFERENCE_NORM],
-                max_iterations=max_iterations, tolerance=tolerance, callback=callback)
+                iterations=iterations, tolerance=tolerance, callback=callback)

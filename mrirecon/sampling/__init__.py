@@ -1,6 +1,7 @@
 """Seeded sampling: fastMRI-compatible Cartesian masks, Poisson-disc and variable-density
 masks, radial / spiral / stack-of-stars trajectories, CT view selection and low-dose noise."""
 
+from mrirecon.sampling.acs import acs_bounds, acs_width
 from mrirecon.sampling.cartesian import (
     MASK_TYPES,
     EquispacedFractionMask,
@@ -28,6 +29,8 @@ from mrirecon.sampling.nonuniform import (
 from mrirecon.sampling.views import limited_angle, low_dose_noise, select_views, sparse_view
 
 __all__ = [
+    "acs_bounds",
+    "acs_width",
     "GOLDEN_ANGLE_FULL",
     "GOLDEN_ANGLE_HALF",
     "MASK_TYPES",

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mrirecon.core.names import accepts_deprecated_names
+
 GOLDEN_RATIO = (1 + math.sqrt(5)) / 2
 #: golden angle for full-diameter spokes over [0, pi): pi / golden ratio (about 111.25 deg)
 GOLDEN_ANGLE_FULL = math.pi / GOLDEN_RATIO
@@ -90,6 +92,7 @@ def _sequential_disc(
     return mask
 
 
+@accepts_deprecated_names
 def poisson_disc(
     shape: tuple[int, int],
     acceleration: float,
@@ -98,7 +101,7 @@ def poisson_disc(
     seed: int,
     crop_corner: bool = True,
     tol: float = 0.02,
-    max_iterations: int = 40,
+    iterations: int = 40,
 ) -> Tensor:
     """Variable-density Poisson-disc mask ``(H, W)`` with a fully sampled calibration block.
 
@@ -122,7 +125,7 @@ def poisson_disc(
         Leave out the corners beyond normalised radius 1 (an elliptical k-space shutter).
     tol
         Relative tolerance on the achieved acceleration.
-    max_iterations
+    iterations
         Bisection steps before giving up with a ``ValueError``.
 
     Returns
@@ -146,7 +149,7 @@ def poisson_disc(
 
     lo, hi = 0.0, float(n)
     best, best_err = None, math.inf
-    for _ in range(max_iterations):
+    for _ in range(iterations):
         slope = 0.5 * (lo + hi)
         radius_x = np.clip((1 + r * slope) * nx / n, 1, None)
         radius_y = np.clip((1 + r * slope) * ny / n, 1, None)

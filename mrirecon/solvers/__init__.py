@@ -5,16 +5,17 @@
 * :func:`fista` - accelerated proximal gradient;
 * :func:`admm` - ADMM for ``f(x) + g(K x)`` (with :func:`least_squares_x_update`);
 * :func:`pdhg` - Chambolle-Pock primal-dual for ``sum_i f_i(K_i x) + g(x)``;
-* :func:`max_eigenvalue` - batched power iteration for step sizes;
+* :func:`max_eigenvalue` - batched power iteration for step sizes (``lambda_max(A^H A)``, from
+  :mod:`mrirecon.core.power`);
 * :mod:`~mrirecon.solvers.prox` - proximal maps and projections.
 """
 
+from mrirecon.core.power import max_eigenvalue  # the one power iteration lives in core
 from mrirecon.solvers.admm import admm, least_squares_x_update
 from mrirecon.solvers.cg import cg
 from mrirecon.solvers.fista import fista
 from mrirecon.solvers.implicit import cg_solve
 from mrirecon.solvers.pdhg import diagonal_preconditioners, pdhg, pdhg_step_sizes
-from mrirecon.solvers.power import max_eigenvalue
 from mrirecon.solvers.prox import (
     conjugate_prox,
     group_soft_threshold,

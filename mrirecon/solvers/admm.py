@@ -7,14 +7,16 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from mrirecon.core.checks import check_iterations, check_nonnegative
 from mrirecon.core import LinearOperator
+from mrirecon.core.checks import check_iterations, check_nonnegative
+from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.solvers.cg import cg
 from mrirecon.solvers.prox import Prox
 
 XUpdate = Callable[[Tensor, float, Tensor], Tensor]
 
 
+@accepts_deprecated_names
 def admm(
     x_update: XUpdate,
     prox_g: Prox,
@@ -23,7 +25,7 @@ def admm(
     rho: float = 1.0,
     *,
     z0: Tensor | None = None,
-    max_iterations: int = 50,
+    iterations: int = 50,
     tolerance: float = 0.0,
     callback: Callable[[int, Tensor, float], None] | None = None,
 ) -> Tensor:
@@ -52,7 +54,7 @@ def admm(
         Penalty parameter ``> 0``.
     z0
         Starting split variable (``K x0`` by default); the scaled dual starts at zero.
-    max_iterations
+    iterations
         Iteration limit.
     tolerance
         Stop when the primal residual ``||K x - z||`` and the change of ``z`` both drop below
@@ -65,7 +67,7 @@ def admm(
     Tensor
         The last ``x``.
     """
-    check_iterations("admm", max_iterations=max_iterations)
+    check_iterations("admm", iterations=iterations)
     check_nonnegative("admm", tolerance=tolerance)
     if not rho > 0:
         raise ValueError(f"admm: rho must be > 0, got {rho}")
@@ -73,7 +75,7 @@ def admm(
     kx = K(x)
     z = kx.clone() if z0 is None else z0.clone()
     u = torch.zeros_like(z)
-    for it in range(max_iterations):
+    for it in range(iterations):
         x = x_update(z - u, rho, x)
         kx = K(x)
         z_old = z
@@ -124,7 +126,7 @@ def least_squares_x_update(
             lambda x: A.gram(x) + rho * K.gram(x),
             rhs,
             x_prev,
-            max_iterations=cg_iterations,
+            iterations=cg_iterations,
             tolerance=cg_tolerance,
             batch_dims=batch_dims,
         )

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from mrirecon.core.checks import check_iterations, check_nonnegative
+from mrirecon.core.names import accepts_deprecated_names
 
 
 def _dot(a: Tensor, b: Tensor, dims: tuple[int, ...] | None) -> Tensor:
@@ -18,12 +19,13 @@ def _dot(a: Tensor, b: Tensor, dims: tuple[int, ...] | None) -> Tensor:
     return prod.sum(dim=dims, keepdim=True)
 
 
+@accepts_deprecated_names
 def cg(
     gram: Callable[[Tensor], Tensor],
     rhs: Tensor,
     x0: Tensor | None = None,
     *,
-    max_iterations: int = 10,
+    iterations: int = 10,
     tolerance: float = 0.0,
     batch_dims: int = 0,
     callback: Callable[[int, Tensor, Tensor], None] | None = None,
@@ -38,7 +40,7 @@ def cg(
         Right-hand side; defines shape, dtype and device.
     x0
         Starting point (zeros by default).
-    max_iterations
+    iterations
         Iteration limit.
     tolerance
         Stop when ``||r|| <= tolerance * ||rhs||`` (for every batch item).
@@ -53,7 +55,7 @@ def cg(
     Tensor
         The approximate solution.
     """
-    check_iterations("cg", max_iterations=max_iterations)
+    check_iterations("cg", iterations=iterations)
     check_nonnegative("cg", tolerance=tolerance)
     dims = None if batch_dims == 0 else tuple(range(batch_dims, rhs.ndim))
     x = torch.zeros_like(rhs) if x0 is None else x0.clone()
@@ -67,7 +69,7 @@ def cg(
     threshold = torch.clamp(torch.as_tensor(tolerance**2, dtype=rr.dtype) * bb, min=0) + (eps**2) * bb
     zero = torch.zeros_like(rr)
     one = torch.ones_like(rr)
-    for it in range(max_iterations):
+    for it in range(iterations):
         active = rr > threshold
         if not bool(torch.any(active)):
             break

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from mrirecon.core.checks import check_iterations, check_nonnegative
+from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.solvers.prox import Prox
 
 
@@ -22,13 +23,14 @@ def _relative(diff: Tensor, x: Tensor) -> float:
     return change / scale if scale > 0 else change
 
 
+@accepts_deprecated_names
 def fista(
     grad_f: Callable[[Tensor], Tensor],
     prox_g: Prox | None,
     x0: Tensor,
     step: float | Tensor,
     *,
-    max_iterations: int = 100,
+    iterations: int = 100,
     tolerance: float = 0.0,
     callback: Callable[[int, Tensor, float], None] | None = None,
     restart: bool = False,
@@ -51,7 +53,7 @@ def fista(
         Starting point; sets shape, dtype and device.
     step
         Step size, at most ``1 / L`` (e.g. ``1 / A.operator_norm(x0)**2``).
-    max_iterations
+    iterations
         Iteration limit.
     tolerance
         Stop when ``||x_{k+1} - x_k|| <= tolerance * ||x_{k+1}||`` (``0`` disables).
@@ -68,14 +70,14 @@ def fista(
     Tensor
         The last iterate ``x``.
     """
-    check_iterations("fista", max_iterations=max_iterations)
+    check_iterations("fista", iterations=iterations)
     check_nonnegative("fista", tolerance=tolerance)
     if isinstance(step, (int, float)) and not step > 0:
         raise ValueError(f"fista: step must be > 0, got {step}")
     x = x0.clone()
     z = x
     t = 1.0
-    for it in range(max_iterations):
+    for it in range(iterations):
         x_new = z - step * grad_f(z)
         if prox_g is not None:
             x_new = prox_g(x_new, step)

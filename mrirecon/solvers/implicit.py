@@ -9,7 +9,7 @@ pass solves the adjoint system, which is the same Hermitian system, by CG again:
 * ``dL/dtheta = -Re <v, (dG/dtheta) x>`` for tensors ``theta`` inside ``G`` (coil maps, learned
   weights), obtained as one vector-Jacobian product of ``G`` at ``x``.
 
-Memory is therefore that of one application of ``G`` instead of ``max_iterations`` of them.
+Memory is therefore that of one application of ``G`` instead of ``iterations`` of them.
 The gradients are exact for the exact solution; with a truncated CG they are the gradients of
 the converged map, which is what MoDL's authors use.
 """
@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.solvers.cg import cg
 
 
@@ -42,7 +43,7 @@ class _CGSolve(torch.autograd.Function):
         def system(v: Tensor) -> Tensor:
             return gram(v) + lam * v
 
-        x = cg(system, rhs, options["x0"], max_iterations=options["max_iterations"],
+        x = cg(system, rhs, options["x0"], iterations=options["iterations"],
                tolerance=options["tolerance"], batch_dims=options["batch_dims"])
         ctx.gram, ctx.options = gram, options
         ctx.save_for_backward(x, lam, *params)
@@ -58,7 +59,7 @@ class _CGSolve(torch.autograd.Function):
             return gram(v) + lam * v
 
         with torch.no_grad():
-            v = cg(system, grad_x, max_iterations=options["max_iterations"],
+            v = cg(system, grad_x, iterations=options["iterations"],
                    tolerance=options["tolerance"], batch_dims=options["batch_dims"])
         grad_rhs = v if ctx.needs_input_grad[2] else None
         grad_lam = None
@@ -80,6 +81,7 @@ class _CGSolve(torch.autograd.Function):
         return (None, None, grad_rhs, grad_lam, *grad_params)
 
 
+@accepts_deprecated_names
 def cg_solve(
     gram: Callable[[Tensor], Tensor],
     rhs: Tensor,
@@ -87,7 +89,7 @@ def cg_solve(
     *,
     params: Sequence[Tensor] = (),
     x0: Tensor | None = None,
-    max_iterations: int = 10,
+    iterations: int = 10,
     tolerance: float = 0.0,
     batch_dims: int = 0,
 ) -> Tensor:
@@ -109,7 +111,7 @@ def cg_solve(
         only when listed here; ``gram`` itself is called under ``no_grad`` in the solve.
     x0
         Warm start (not differentiated).
-    max_iterations, tolerance, batch_dims
+    iterations, tolerance, batch_dims
         As in :func:`~mrirecon.solvers.cg.cg`, used for the forward and the backward solve.
 
     Returns
@@ -123,7 +125,7 @@ def cg_solve(
         raise TypeError(f"cg_solve: lam must be real, got {lam.dtype}")
     options = {
         "x0": None if x0 is None else x0.detach(),
-        "max_iterations": int(max_iterations),
+        "iterations": int(iterations),
         "tolerance": float(tolerance),
         "batch_dims": int(batch_dims),
     }

@@ -7,8 +7,9 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from mrirecon.core import LinearOperator, max_eigenvalue
 from mrirecon.core.checks import check_iterations, check_nonnegative
-from mrirecon.core import FunctionOperator, LinearOperator
+from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.solvers.prox import Prox
 
 #: safety factor on the step condition (power iteration approaches the norm from below)
@@ -33,9 +34,8 @@ def _weighted_gram_norm(ops: list[LinearOperator], weights: list[float], x0: Ten
         for w, k in zip(weights[1:], ops[1:]):
             out = out + w * k.gram(x)
         return out
-    op = FunctionOperator(gram, gram, gram=gram)
-    gen = torch.Generator(device=x0.device).manual_seed(0)
-    return float(op.operator_norm(x0, max_iterations=100, tolerance=1e-5, generator=gen)) ** 2
+    # the sum is Hermitian positive semi-definite: its norm is its largest eigenvalue
+    return float(max_eigenvalue(gram, x0, iterations=100, tolerance=1e-5).max())
 
 
 def pdhg_step_sizes(
@@ -148,6 +148,7 @@ def _steps(ops, x0, sigma, tau, norms):
     return _as_list(sigma, len(ops), "sigma"), tau
 
 
+@accepts_deprecated_names
 def pdhg(
     K: LinearOperator | Sequence[LinearOperator],
     prox_f_conj: Prox | Sequence[Prox],
@@ -159,7 +160,7 @@ def pdhg(
     *,
     y0: Sequence[Tensor] | Tensor | None = None,
     norms: float | Sequence[float] | None = None,
-    max_iterations: int = 100,
+    iterations: int = 100,
     tolerance: float = 0.0,
     callback: Callable[[int, Tensor, float], None] | None = None,
 ) -> Tensor:
@@ -193,8 +194,8 @@ def pdhg(
         Starting dual variables (zeros by default).
     norms
         Known ``||K_i||`` to skip power iterations.
-    max_iterations, tolerance
-        Stop after ``max_iterations`` or when ``||x_new - x|| <= tolerance ||x_new||``.
+    iterations, tolerance
+        Stop after ``iterations`` or when ``||x_new - x|| <= tolerance ||x_new||``.
     callback
         ``callback(iteration, x, relative_change)`` after each iteration.
 
@@ -203,7 +204,7 @@ def pdhg(
     Tensor
         The last primal iterate.
     """
-    check_iterations("pdhg", max_iterations=max_iterations)
+    check_iterations("pdhg", iterations=iterations)
     check_nonnegative("pdhg", tolerance=tolerance)
     ops = [K] if isinstance(K, LinearOperator) else list(K)
     proxes = list(prox_f_conj) if isinstance(prox_f_conj, (list, tuple)) else [prox_f_conj]
@@ -218,7 +219,7 @@ def pdhg(
     else:
         ys = [v.clone() for v in ([y0] if isinstance(y0, Tensor) else y0)]
     xbar = x
-    for it in range(max_iterations):
+    for it in range(iterations):
         ys = [p(y + s * k(xbar), s) for p, y, s, k in zip(proxes, ys, sigmas, ops)]
         step = ops[0].H(ys[0])
         for k, y in zip(ops[1:], ys[1:]):

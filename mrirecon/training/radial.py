@@ -124,7 +124,7 @@ def train_radial(out: str | Path, *, model: str = "modl", steps: int = 400, size
         return nufft_sense(s.maps, traj).H(density.float() * s.y)[0].abs()
 
     def cg(s):
-        return run("cg_sense", s.y, nufft_sense(s.maps, traj), max_iterations=10)[0].abs()
+        return run("cg_sense", s.y, nufft_sense(s.maps, traj), iterations=10)[0].abs()
 
     metrics = {"model": _metrics(test, learned), "gridding": _metrics(test, gridding),
                "cg_sense_10it": _metrics(test, cg)}

@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from mrirecon.core.device import resolve_device
 from mrirecon.functional import center_crop
 from mrirecon.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from mrirecon.training.config import TrainConfig
@@ -89,9 +90,7 @@ class Trainer:
     ) -> None:
         self.cfg = config
         self.rank, self.world, self._owns_pg = distributed_context()
-        dev = config.device
-        if dev == "auto":
-            dev = "cuda" if torch.cuda.is_available() else "cpu"
+        dev = resolve_device(config.device)
         if dev == "cuda":
             local = int(os.environ.get("LOCAL_RANK", "0"))
             torch.cuda.set_device(local)

@@ -63,7 +63,7 @@ def cg_sense_reconstructor(
         maps = calibrate_maps(y, "espirit", centre)
         op = sense(maps, sample.mask)
         rhs = op.H(y)
-        x = cg(lambda v: op.gram(v) + lam * v, rhs, max_iterations=iterations, tolerance=1e-6)
+        x = cg(lambda v: op.gram(v) + lam * v, rhs, iterations=iterations, tolerance=1e-6)
         return _magnitude(x.unsqueeze(0), sample.target)
 
     return run

@@ -84,7 +84,7 @@ x = torch.randn(N, N, dtype=torch.complex128, generator=g)
 y_rand = torch.randn(8, N, N, dtype=torch.complex128, generator=g)
 dot_error = relative_adjoint_error(full, x, y_rand)
 gram_error = float((full.gram(x) - full.H(full(x))).norm() / full.gram(x).norm())
-norm = float(full.operator_norm(x, max_iterations=20, generator=g))
+norm = float(full.operator_norm(x, iterations=20, generator=g))
 model_error = float((full(vol.image[0]) - kspace).norm() / kspace.norm())  # = noise level
 print(f"dot test error {dot_error:.1e}, gram error {gram_error:.1e}, ||A|| = {norm:.6f}")
 print(f"||A x_true - y|| / ||y|| = {model_error:.3f} (the simulated noise, SNR 30 dB)")
@@ -167,9 +167,9 @@ scale = float(recon.run("zero_filled", y, op).abs().max())
 yn = y / scale
 runs = {
     "zero_filled_rss": {},
-    "cg_sense": {"lam": 1e-3, "max_iterations": min(ITERS, 15)},
-    "l1_wavelet": {"lam": 2e-3, "max_iterations": ITERS},
-    "tv": {"lam": 2e-3, "max_iterations": ITERS},
+    "cg_sense": {"lam": 1e-3, "iterations": min(ITERS, 15)},
+    "l1_wavelet": {"lam": 2e-3, "iterations": ITERS},
+    "tv": {"lam": 2e-3, "iterations": ITERS},
 }
 images, timings, mri_metrics = {}, {}, {}
 for name, params in runs.items():
@@ -198,7 +198,7 @@ image_grid([(img - reference).abs() for img in images.values()], [f"|error| {k}"
 lams = [3e-4, 1e-3, 3e-3, 1e-2, 3e-2]
 sweep = []
 for lam in lams:
-    img = recon.run("l1_wavelet", yn, op, lam=lam, max_iterations=max(ITERS // 2, 20)).abs() * scale
+    img = recon.run("l1_wavelet", yn, op, lam=lam, iterations=max(ITERS // 2, 20)).abs() * scale
     sweep.append(ssim(gt.numpy(), img[None].numpy()))
 fig, ax = plt.subplots(figsize=(4.5, 3))
 ax.semilogx(lams, sweep, "o-")
@@ -238,13 +238,13 @@ ct_dot = relative_adjoint_error(ct_op, torch.randn(CT_N, CT_N, dtype=torch.float
 print(ct_op, f"\ndot test error {ct_dot:.1e}, source: {sim.origins[0]}")
 results["ct_dot_test"] = ct_dot
 
-ct_norm = ct_op.operator_norm(mu, max_iterations=30, generator=g)
+ct_norm = ct_op.operator_norm(mu, iterations=30, generator=g)
 ct_op_n, mu_unit = ct_op / ct_norm, MU_WATER_70KEV_PER_MM      # normalised operator, 1/mm of water
 ct_runs = {
     "fbp": lambda: recon.run("fbp", sino, ct_op, filter="hann"),
-    "sirt": lambda: recon.run("sirt", sino, ct_op, max_iterations=2 * ITERS),
+    "sirt": lambda: recon.run("sirt", sino, ct_op, iterations=2 * ITERS),
     "tv_ct": lambda: mu_unit * recon.run("tv_ct", sino / (ct_norm * mu_unit), ct_op_n, lam=1e-3,
-                                         max_iterations=(100 if QUICK else 300), preconditioned=False,
+                                         iterations=(100 if QUICK else 300), preconditioned=False,
                                          x0=ct_images["fbp"].clamp_min(0) / mu_unit),
 }
 ct_images, ct_metrics = {}, {}

@@ -111,7 +111,7 @@ def mri_problem(kspace, maps, image, index, seed):
     """(y, op, target) for one slice: 4x undersampled k-space, normalised SENSE operator."""
     mask = mask_fn(SIZE, seed=seed)
     op = sense(maps[index:index + 1], mask)
-    norm = op.operator_norm(image[index:index + 1], max_iterations=20, generator=torch.Generator().manual_seed(0))
+    norm = op.operator_norm(image[index:index + 1], iterations=20, generator=torch.Generator().manual_seed(0))
     return kspace[index:index + 1] * mask / norm, op / norm, image[index:index + 1]
 
 
@@ -133,7 +133,7 @@ ct = simulate_ct_samples(2 * SLICES, "parallel", views=VIEWS, photons=PHOTONS, s
 ct_op = ct_operator(ct.geometry)
 mu = torch.from_numpy(ct.attenuation).float()
 sino = torch.from_numpy(ct.sinogram).float()
-ct_norm = ct_op.operator_norm(mu[:1], max_iterations=30, generator=torch.Generator().manual_seed(0))
+ct_norm = ct_op.operator_norm(mu[:1], iterations=30, generator=torch.Generator().manual_seed(0))
 ct_op_n = ct_op / ct_norm
 print(ct_op, f"||A|| = {float(ct_norm):.1f}")
 

@@ -102,9 +102,9 @@ print("ESPIRiT vs true maps:", results["maps_correlation"], " gridding scale:", 
 
 # %%
 recons = {"gridding": gridded}
-recons["CG-SENSE"] = run("cg_sense", y, op, max_iterations=10)
+recons["CG-SENSE"] = run("cg_sense", y, op, iterations=10)
 recons["L1-wavelet"] = run("l1_wavelet", y, op, lam=0.002 * float(y.abs().max()),
-                           max_iterations=30 if QUICK else 100)
+                           iterations=30 if QUICK else 100)
 
 # %% [markdown]
 # ## MoDL on the NUFFT operator

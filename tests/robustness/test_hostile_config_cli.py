@@ -15,10 +15,10 @@ from mrirecon.pipeline.definitions import load_pipeline
 
 
 @pytest.mark.parametrize("override, message", [
-    ("reconstruct.params.lamda=0.01",
-     r"mri_cs.yaml: reconstruct.params.lamda: l1_wavelet has no parameter 'lamda' \(did you mean 'lam'\?\)"),
-    ("reconstruct.params.max_iterations=0", r"reconstruct.params.max_iterations: must be an integer >= 1, got 0"),
-    ("reconstruct.params.max_iterations=-3", r"reconstruct.params.max_iterations: must be an integer >= 1"),
+    ("reconstruct.params.lamb=0.01",
+     r"mri_cs.yaml: reconstruct.params.lamb: l1_wavelet has no parameter 'lamb' \(did you mean 'lam'\?\)"),
+    ("reconstruct.params.iterations=0", r"reconstruct.params.iterations: must be an integer >= 1, got 0"),
+    ("reconstruct.params.iterations=-3", r"reconstruct.params.iterations: must be an integer >= 1"),
     ("reconstruct.params.lam=.nan", r"reconstruct.params.lam: must be finite, got nan"),
     ("reconstruct.params.lam=.inf", r"reconstruct.params.lam: must be finite, got inf"),
     ("reconstruct.params.lam=-0.1", r"reconstruct.params.lam: must be finite and >= 0, got -0.1"),
@@ -55,10 +55,10 @@ def test_misspelled_parameter_fails_before_any_input_is_read(mri_file, tmp_path,
     monkeypatch.setattr(runner, "expand_inputs", never)
     with pytest.raises(SystemExit) as exc:
         main(["run", "mri_cs", "-i", str(mri_file), "-o", str(tmp_path / "o"),
-              "--set", "reconstruct.params.lamda=0.01"])
+              "--set", "reconstruct.params.lamb=0.01"])
     err = capsys.readouterr().err.strip()
     assert exc.value.code == 2 and len(err.splitlines()) == 1
-    assert "reconstruct.params.lamda" in err and "did you mean 'lam'" in err
+    assert "reconstruct.params.lamb" in err and "did you mean 'lam'" in err
     # a config built in code is validated by run_pipeline itself, before the inputs
     from dataclasses import replace
 
@@ -157,20 +157,20 @@ def test_library_functions_refuse_bad_parameters():
     g = torch.Generator().manual_seed(0)
     y = torch.randn(2, 8, 8, dtype=torch.complex64, generator=g)
     op = sense(torch.ones(2, 8, 8, dtype=torch.complex64) / 2 ** 0.5, torch.ones(8, dtype=torch.bool))
-    with pytest.raises(ValueError, match="cg_sense: max_iterations must be an integer >= 1, got 0"):
-        recon.run("cg_sense", y, op, max_iterations=0)
+    with pytest.raises(ValueError, match="cg_sense: iterations must be an integer >= 1, got 0"):
+        recon.run("cg_sense", y, op, iterations=0)
     with pytest.raises(ValueError, match="l1_wavelet: lam must be finite"):
         recon.run("l1_wavelet", y, op, lam=math.nan)
     with pytest.raises(ValueError, match="l1_wavelet: lam must be finite and >= 0"):
         recon.run("l1_wavelet", y, op, lam=-1.0)
     with pytest.raises(ValueError, match="NaN or Inf"):
         recon.run("zero_filled", y * math.nan, op)
-    with pytest.raises(ValueError, match="cg: max_iterations must be an integer >= 1"):
-        cg(lambda x: x, y, max_iterations=0)
-    with pytest.raises(ValueError, match="cg: max_iterations"):
-        cg(lambda x: x, y, max_iterations=-2)
-    with pytest.raises(ValueError, match="fista: max_iterations"):
-        fista(lambda x: x, lambda x, s: x, y, step=1.0, max_iterations=0)
+    with pytest.raises(ValueError, match="cg: iterations must be an integer >= 1"):
+        cg(lambda x: x, y, iterations=0)
+    with pytest.raises(ValueError, match="cg: iterations"):
+        cg(lambda x: x, y, iterations=-2)
+    with pytest.raises(ValueError, match="fista: iterations"):
+        fista(lambda x: x, lambda x, s: x, y, step=1.0, iterations=0)
     for kind in ("random", "equispaced", "equispaced_fraction", "magic", "magic_fraction"):
         with pytest.raises(ValueError, match="acceleration must be finite"):
             create_mask_for_mask_type(kind, [0.08], [math.inf])

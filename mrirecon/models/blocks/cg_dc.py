@@ -65,11 +65,11 @@ def solve_proximal(
     if implicit:
         return cg_solve(
             gram, rhs, lam_t, params=tuple(params), x0=x0,
-            max_iterations=max_iterations, tolerance=tolerance, batch_dims=batch_dims,
+            iterations=max_iterations, tolerance=tolerance, batch_dims=batch_dims,
         )
     return cg(
         lambda v: gram(v) + lam_t * v, rhs, x0,
-        max_iterations=max_iterations, tolerance=tolerance, batch_dims=batch_dims,
+        iterations=max_iterations, tolerance=tolerance, batch_dims=batch_dims,
     )
 
 

@@ -56,7 +56,7 @@ class GramVarNet(nn.Module):
         require_batch("GramVarNet", y)
         y, aty, scale = normalized_data(y, op)
         with torch.no_grad():
-            lmax = max_eigenvalue(op.gram, aty, batch_dims=1, max_iterations=self.power_iterations)
+            lmax = max_eigenvalue(op.gram, aty, batch_dims=1, iterations=self.power_iterations)
         step = (1.0 / lmax.clamp_min(1e-12)).reshape(-1, 1, 1).to(aty.real.dtype)
         # start after one gradient step from zero, x = A^H y / L: on the image's scale, whereas
         # A^H y itself is L times too bright where the sampling is dense (radial centre)

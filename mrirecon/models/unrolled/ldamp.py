@@ -32,53 +32,8 @@ from torch import Tensor, nn
 from mrirecon.core import LinearOperator
 from mrirecon.models.backbones.dncnn import DnCNN
 from mrirecon.models.common import require_batch
-
-
-class DenseMatrix(LinearOperator):
-    """``x (..., *domain_shape) -> M x.flatten() (..., m)`` for a dense ``(m, n)`` matrix.
-
-    Parameters
-    ----------
-    matrix
-        ``(m, n)`` real or complex matrix, ``n = prod(domain_shape)``.
-    domain_shape
-        Trailing shape of the inputs (e.g. ``(H, W)`` images); default ``(n,)``.
-    iid
-        Whether the entries are i.i.d. (sub-)Gaussian with variance ``1/m`` (the AMP
-        assumption; set by :func:`gaussian_matrix`).
-    """
-
-    def __init__(self, matrix: Tensor, domain_shape: tuple[int, ...] | None = None, *, iid: bool = False) -> None:
-        if matrix.ndim != 2:
-            raise ValueError(f"DenseMatrix: matrix must be 2-D, got shape {tuple(matrix.shape)}")
-        m, n = matrix.shape
-        shape = (n,) if domain_shape is None else tuple(int(s) for s in domain_shape)
-        if math.prod(shape) != n:
-            raise ValueError(f"DenseMatrix: domain_shape {shape} has {math.prod(shape)} elements, "
-                             f"the matrix has {n} columns")
-        super().__init__(shape, (m,))
-        self.register_buffer("matrix", matrix)
-        self.iid = bool(iid)
-
-    @property
-    def num_measurements(self) -> int:
-        return int(self.matrix.shape[0])
-
-    def _forward(self, x: Tensor) -> Tensor:
-        lead = x.shape[: x.ndim - len(self.domain_shape)]
-        return x.reshape(*lead, -1) @ self.matrix.to(x.dtype).T
-
-    def _adjoint(self, y: Tensor) -> Tensor:
-        return (y @ self.matrix.to(y.dtype).conj()).reshape(*y.shape[:-1], *self.domain_shape)
-
-
-def gaussian_matrix(
-    m: int, domain_shape: tuple[int, ...], *, generator: torch.Generator, dtype: torch.dtype = torch.float32
-) -> DenseMatrix:
-    """A ``DenseMatrix`` with i.i.d. ``N(0, 1/m)`` real entries (unit-norm columns on average)."""
-    n = math.prod(domain_shape)
-    matrix = torch.randn(m, n, generator=generator, dtype=torch.float64) / math.sqrt(m)
-    return DenseMatrix(matrix.to(dtype), domain_shape, iid=True)
+# DenseMatrix and gaussian_matrix live in operators/ (re-exported here)
+from mrirecon.operators.dense import DenseMatrix, gaussian_matrix  # noqa: F401
 
 
 def valid_for(op: LinearOperator) -> tuple[bool, str]:

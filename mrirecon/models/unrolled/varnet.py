@@ -25,6 +25,7 @@ from mrirecon.models.backbones.normunet import NormUnet
 from mrirecon.models.blocks.soft_dc import SoftKspaceDC, kspace_mask
 from mrirecon.models.common import run_stage
 from mrirecon.operators.mri import Fourier, SenseOperator
+from mrirecon.sampling.acs import acs_bounds
 
 
 def _column_mask(op: SenseOperator, batch: int) -> Tensor:
@@ -34,25 +35,6 @@ def _column_mask(op: SenseOperator, batch: int) -> Tensor:
     if cols.shape[0] not in (1, batch):
         raise ValueError(f"VarNet: mask batch {cols.shape[0]} does not match data batch {batch}")
     return cols.expand(batch, -1)
-
-
-def acs_bounds(columns: Tensor, num_low_frequencies: int | None = None) -> tuple[Tensor, Tensor]:
-    """Start and stop column ``(B,)`` of the fully sampled centre (auto-calibration) band.
-
-    Without ``num_low_frequencies`` the band is detected from the mask: the widest symmetric run
-    of sampled columns around ``W // 2`` (at least 1 column), fastMRI's rule.
-    """
-    b, w = columns.shape
-    if num_low_frequencies:
-        n = torch.full((b,), int(num_low_frequencies), dtype=torch.long, device=columns.device)
-    else:
-        c = columns.to(torch.int8)
-        cent = w // 2
-        left = torch.argmin(c[:, :cent].flip(1), dim=1)  # first unsampled column going left
-        right = torch.argmin(c[:, cent:], dim=1)
-        n = torch.clamp(2 * torch.minimum(left, right), min=1)
-    start = (w - n + 1) // 2
-    return start, start + n
 
 
 class SensitivityModel(nn.Module):

@@ -1,4 +1,17 @@
-"""Largest eigenvalue of a Hermitian positive semi-definite map, per batch item."""
+"""Power iteration: the one home of ``lambda_max(A^H A)`` and ``||A||_2`` estimates.
+
+Two quantities, two names:
+
+* :func:`max_eigenvalue` returns ``lambda_max`` of a Hermitian positive semi-definite map; for
+  ``gram = A^H A`` that is ``||A||_2^2 = sigma_max^2`` (the Lipschitz constant of the gradient
+  of ``1/2 ||A x - y||^2``, what step sizes need);
+* :meth:`LinearOperator.operator_norm <mrirecon.core.LinearOperator.operator_norm>` returns
+  ``||A||_2 = sigma_max``, the square root of the former on ``A.gram``.
+
+The start vector is drawn from a seeded generator (seed 0 on ``x0``'s device unless one is
+passed), never from torch's global random state, so results are reproducible and calling them
+does not shift other code's random numbers.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +20,25 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from mrirecon.core.names import accepts_deprecated_names
+
 
 @torch.no_grad()
+@accepts_deprecated_names
 def max_eigenvalue(
     gram: Callable[[Tensor], Tensor],
     x0: Tensor,
     *,
     batch_dims: int = 0,
-    max_iterations: int = 30,
+    iterations: int = 30,
     tolerance: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Power iteration for ``lambda_max(gram)`` (``= ||A||^2`` for ``gram = A^H A``).
+    """Power iteration for ``lambda_max(gram)`` (``= ||A||_2^2`` for ``gram = A^H A``).
 
-    Unlike :meth:`~mrirecon.core.LinearOperator.operator_norm`, each of the leading
-    ``batch_dims`` axes is an independent system (a slice with its own coil maps), so step sizes
-    derived from the result make a batched reconstruction equal to slice-by-slice ones.
+    Each of the leading ``batch_dims`` axes is an independent system (a slice with its own coil
+    maps), so step sizes derived from the result make a batched reconstruction equal to
+    slice-by-slice ones; ``batch_dims = 0`` treats the whole tensor as one vector.
 
     Parameters
     ----------
@@ -32,9 +48,9 @@ def max_eigenvalue(
         Domain tensor; only shape, dtype and device are used (the start vector is random).
     batch_dims
         Number of leading independent axes.
-    max_iterations, tolerance
-        Stop after ``max_iterations`` or when every estimate changes by less than
-        ``tolerance`` (relative).
+    iterations, tolerance
+        Stop after ``iterations`` or when every estimate changes by less than ``tolerance``
+        (relative; ``0`` runs all iterations).
     generator
         Random generator for the start vector (seed 0 on ``x0``'s device by default).
 
@@ -42,7 +58,7 @@ def max_eigenvalue(
     -------
     Tensor
         Real tensor of shape ``x0.shape[:batch_dims] + (1,) * (x0.ndim - batch_dims)`` (ready to
-        broadcast against ``x0``).
+        broadcast against ``x0``); for ``batch_dims = 0`` all ``x0.ndim`` axes have size 1.
     """
     if generator is None:
         generator = torch.Generator(device=x0.device).manual_seed(0)
@@ -54,7 +70,7 @@ def max_eigenvalue(
 
     x = x / norm(x)
     estimate = torch.zeros_like(norm(x))
-    for _ in range(max_iterations):
+    for _ in range(iterations):
         z = gram(x)
         new = norm(z)
         x = z / torch.where(new > 0, new, torch.ones_like(new))

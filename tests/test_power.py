@@ -1,0 +1,42 @@
+"""One power iteration (core/power.py): ``max_eigenvalue`` is ``lambda_max(A^H A) = sigma^2``,
+``operator_norm`` is ``sigma``; both are seeded and leave torch's global random state alone."""
+
+from __future__ import annotations
+
+import torch
+
+from mrirecon import solvers
+from mrirecon.core import max_eigenvalue
+from tests.helpers import dense_matrix
+
+
+def _matrix_op():
+    from mrirecon.operators import DenseMatrix
+
+    g = torch.Generator().manual_seed(0)
+    return DenseMatrix(torch.randn(7, 5, dtype=torch.float64, generator=g))
+
+
+def test_sigma_and_sigma_squared():
+    op = _matrix_op()
+    x0 = torch.zeros(5, dtype=torch.float64)
+    sigma = torch.linalg.matrix_norm(dense_matrix(op, x0), ord=2)
+    lam = max_eigenvalue(op.gram, x0, iterations=500, tolerance=1e-14)
+    norm = op.operator_norm(x0, iterations=500, tolerance=1e-14)
+    # power iteration on a 5x5 SPD matrix: converged to well below 1e-10 relative after 500 steps
+    torch.testing.assert_close(float(lam.reshape(())), float(sigma) ** 2, rtol=1e-10, atol=0)
+    torch.testing.assert_close(float(norm), float(sigma), rtol=1e-10, atol=0)
+    assert solvers.max_eigenvalue is max_eigenvalue  # one implementation
+
+
+def test_seeded_and_global_rng_untouched():
+    op = _matrix_op()
+    x0 = torch.zeros(5, dtype=torch.float64)
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    a = op.operator_norm(x0, iterations=3)  # few steps: the start vector still matters
+    b = op.operator_norm(x0, iterations=3)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert float(a) == float(b)
+    c = op.operator_norm(x0, iterations=3, generator=torch.Generator().manual_seed(0))
+    assert float(a) == float(c)  # the default is seed 0
