@@ -316,3 +316,26 @@ def test_ssdu_without_references_is_within_1_db_of_supervised_at_4x(small_sets, 
     assert supervised > untrained  # the comparison is between two models that learned
     assert ssdu > untrained, (untrained, ssdu, supervised)
     assert ssdu > supervised - 1.0, (untrained, ssdu, supervised)
+
+
+def test_ct_view_splitting_training_from_observations_only(tmp_path):
+    """``modality: ct`` with ``loss.ssdu``: LoDoPaB-layout observations without ground truth."""
+    from mrirecon.data.simulate_ct import simulate_ct_dataset
+    from mrirecon.training.run import train_from_config
+
+    for part, folder in (("train", "train"), ("validation", "val")):
+        simulate_ct_dataset(tmp_path / folder, geometry="parallel", views=60, photons=4096.0,
+                            size=32, seed=3, samples=2, part=part, sources="phantom")
+        for p in (tmp_path / folder).glob("ground_truth_*"):
+            p.unlink()  # observations only
+    cfg = tmp_path / "ct.yaml"
+    cfg.write_text(
+        f"name: ct\noutput_dir: {tmp_path / 'run'}\n"
+        f"data: {{train: {tmp_path / 'train'}, val: {tmp_path / 'val'}, modality: ct, ct_views: 30}}\n"
+        "model: {name: primal_dual, params: {iterations: 2, n_primal: 2, n_dual: 2, features: 4}}\n"
+        "optim: {max_steps: 2, lr: 0.001}\nloss: {ssdu: {view_parts: 2}}\n"
+        "device: cpu\nlog_every: 1\nval_every: 2\ncheckpoint_every: 100\ntensorboard: false\n")
+    result = train_from_config(cfg, progress=False)
+    rows = [r for r in result.history if "val_ssdu_loss" in r]
+    assert result.steps == 2 and rows and math.isfinite(rows[-1]["val_ssdu_loss"])
+    assert all(math.isfinite(r["loss"]) for r in result.history)
