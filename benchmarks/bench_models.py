@@ -56,8 +56,10 @@ def _child(which: str, cfg: dict) -> dict:
         model = ref
         args = (torch.view_as_real(y), mask[None, None, None, :, None], None)
     else:
-        model = VarNet(**arch).eval()
+        ours = {("iterations" if k == "num_cascades" else k): v for k, v in arch.items()}
+        model = VarNet(**ours).eval()
         model.load_state_dict(fastmri_varnet_state_dict(ref.state_dict()))
+        model = model.rss  # the quantity fastMRI's VarNet returns (forward adds the phase)
         del ref
         args = (y, sense(torch.ones(coils, h, w, dtype=torch.complex64), mask))
     times = []

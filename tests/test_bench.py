@@ -87,7 +87,7 @@ def varnet_weights(tmp_path_factory):
     from mrirecon.models import build_model
 
     torch.manual_seed(0)
-    params = {"num_cascades": 2, "sens_chans": 4, "sens_pools": 2, "chans": 4, "pools": 2}
+    params = {"iterations": 2, "sens_chans": 4, "sens_pools": 2, "chans": 4, "pools": 2}
     model = build_model("varnet", **params)
     path = tmp_path_factory.mktemp("weights") / "varnet_tiny.pt"
     torch.save(model.state_dict(), path)

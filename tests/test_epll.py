@@ -12,14 +12,14 @@ from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
 from mrirecon.metrics import psnr
-from mrirecon.models.gmm import PatchGMM, dc_free_basis, load_patch_gmm
+from mrirecon.models.gmm import PatchGMM, dc_free_basis
 from mrirecon.operators import Patches
 from mrirecon.operators import ParallelBeam, sense
 from mrirecon.operators.ct_geometry import CTGeometry
 from mrirecon.recon import available, cg_sense, run
 from mrirecon.recon.epll import EPLLProblem, default_sigmas, epll
 from mrirecon.solvers import cg
-from mrirecon.training.weights import WEIGHTS_DIR, model_card
+from mrirecon.training.weights import WEIGHTS_DIR, load_patch_gmm, model_card
 from tests.helpers import check_operator, random_like_shape
 
 # ---- patch operator ------------------------------------------------------------------------

@@ -138,7 +138,7 @@ def test_no_gradient_leakage():
 
 
 MASK = {"type": "equispaced_fraction", "center_fractions": [0.16, 0.08], "accelerations": [4, 8]}
-TINY_VARNET = {"num_cascades": 2, "chans": 4, "pools": 2, "sens_chans": 2, "sens_pools": 2}
+TINY_VARNET = {"iterations": 2, "chans": 4, "pools": 2, "sens_chans": 2, "sens_pools": 2}
 LOSS = {"ssim": 1.0, "l1": 0.1, "perceptual": 0.05, "adversarial": 0.01}
 
 

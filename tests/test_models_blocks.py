@@ -90,7 +90,7 @@ def test_soft_dc_weight_one_gives_exact_data_and_zero_leaves_k():
 
 def test_kspace_dc_needs_cartesian_operator():
     _, y, op = ct_problem()
-    with pytest.raises(TypeError, match="needs a Cartesian operator with a .mask"):
+    with pytest.raises(TypeError, match="k-space data consistency needs an operator with the HasSamplingMask"):
         kspace_mask(op)
 
 

@@ -14,8 +14,8 @@ from mrirecon.sampling import golden_angle_radial
 N = 32
 SMALL = {
     "modl": dict(iterations=2, layers=3, features=8, cg_iterations=4),
-    "vn": dict(num_stages=2, num_filters=4, kernel_size=5, num_rbf=11),
-    "gram_varnet": dict(num_cascades=2, chans=4, pools=2),
+    "vn": dict(iterations=2, num_filters=4, kernel_size=5, num_rbf=11),
+    "gram_varnet": dict(iterations=2, chans=4, pools=2),
 }
 
 

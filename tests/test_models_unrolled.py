@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_models_support import ct_problem, mri_problem
 
 from mrirecon.core import FunctionOperator
 from mrirecon.models import (
+    RED,
     ADMMCSNet,
     CascadeNet,
     ComplexImageCNN,
@@ -18,10 +20,8 @@ from mrirecon.models import (
     MoDL,
     PnPADMM,
     PnPHQS,
-    RED,
     VariationalNetwork,
 )
-from test_models_support import ct_problem, mri_problem
 
 
 def _denoiser():
@@ -29,11 +29,11 @@ def _denoiser():
 
 
 FACTORIES = {
-    "vn": lambda m: VariationalNetwork(num_stages=2, num_filters=4, kernel_size=5, num_rbf=7),
+    "vn": lambda m: VariationalNetwork(iterations=2, num_filters=4, kernel_size=5, num_rbf=7),
     "modl": lambda m: MoDL(iterations=2, layers=3, features=8, cg_iterations=4),
-    "admm_csnet": lambda m: ADMMCSNet(num_stages=2, num_filters=4, num_points=11),
-    "ista_net_plus": lambda m: ISTANetPlus(num_phases=2, features=8),
-    "cascade": lambda m: CascadeNet(num_cascades=2, layers=3, features=8, dc="kspace" if m == "mri" else "gradient"),
+    "admm_csnet": lambda m: ADMMCSNet(iterations=2, num_filters=4, num_points=11),
+    "ista_net_plus": lambda m: ISTANetPlus(iterations=2, features=8),
+    "cascade": lambda m: CascadeNet(iterations=2, layers=3, features=8, dc="kspace" if m == "mri" else "gradient"),
     "primal_dual": lambda m: LearnedPrimalDual(iterations=2, features=8),
     "fbpconvnet": lambda m: FBPConvNet(chans=4, num_pools=2),
     "pnp_admm": lambda m: PnPADMM(_denoiser(), iterations=2, cg_iterations=4),
@@ -116,14 +116,14 @@ def test_ista_net_symmetry_loss_is_differentiable():
 def test_cascade_kspace_dc_needs_cartesian_operator_and_is_exact_on_single_coil():
     x, y, op = ct_problem()
     with pytest.raises(TypeError, match="use dc='gradient'"):
-        CascadeNet(num_cascades=1, layers=3, features=4)(y, op)
+        CascadeNet(iterations=1, layers=3, features=4)(y, op)
     from mrirecon.operators import sense
 
     _, _, mop = mri_problem()
     single = sense(mop.maps[:1] / mop.maps[:1].abs(), mop.mask)
     xs = torch.randn(2, 32, 24, dtype=torch.complex64, generator=torch.Generator().manual_seed(0))
     ys = single(xs)
-    out = CascadeNet(num_cascades=2, layers=3, features=4)(ys, single)
+    out = CascadeNet(iterations=2, layers=3, features=4)(ys, single)
     assert torch.allclose(single(out), ys, atol=1e-5)  # hard projection: sampled data exact
 
 

@@ -42,7 +42,7 @@ def _tiny_weights(tmp_path: Path) -> Path:
 
     from mrirecon.models.registry import build_model
 
-    params = dict(num_cascades=2, chans=4, pools=2)
+    params = dict(iterations=2, chans=4, pools=2)
     torch.manual_seed(0)
     path = tmp_path / "tiny_gram_varnet.pt"
     torch.save(build_model("gram_varnet", **params).state_dict(), path)

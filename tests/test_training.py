@@ -25,7 +25,7 @@ from mrirecon.training.validation import evaluate_reconstructor, zero_filled
 from mrirecon.training.weights import load_pretrained
 
 MASK = {"type": "equispaced_fraction", "center_fractions": [0.16, 0.08], "accelerations": [4, 8]}
-TINY_VARNET = {"num_cascades": 2, "chans": 4, "pools": 2, "sens_chans": 2, "sens_pools": 2}
+TINY_VARNET = {"iterations": 2, "chans": 4, "pools": 2, "sens_chans": 2, "sens_pools": 2}
 
 
 @pytest.fixture(scope="module")

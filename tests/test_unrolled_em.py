@@ -15,7 +15,7 @@ from mrirecon.models.gmm import PatchGMM
 from mrirecon.models.unrolled.unrolled_em import UnrolledEM
 from mrirecon.operators import ParallelBeam, sense
 from mrirecon.operators.ct_geometry import CTGeometry
-from mrirecon.training.weights import load_pretrained
+from mrirecon.training.weights import load_patch_gmm, load_pretrained, resolve_priors
 
 N = 24
 
@@ -46,7 +46,7 @@ def _ct():
 @pytest.mark.parametrize("modality", ["mri", "ct"])
 def test_shapes_dtypes_and_gradients_to_every_parameter(modality):
     x, op, y = _mri() if modality == "mri" else _ct()
-    model = UnrolledEM(iterations=2, stride=4, cg_iterations=4)
+    model = UnrolledEM(iterations=2, gmm=load_patch_gmm(), stride=4, cg_iterations=4)
     out = model(y, op)
     assert out.shape == x.shape and out.dtype == x.dtype
     loss = (out - x).abs().square().mean()
@@ -60,7 +60,7 @@ def test_shapes_dtypes_and_gradients_to_every_parameter(modality):
 
 def test_training_steps_lower_the_loss():
     x, op, y = _mri()
-    model = UnrolledEM(iterations=2, stride=4, cg_iterations=4)
+    model = UnrolledEM(iterations=2, gmm=load_patch_gmm(), stride=4, cg_iterations=4)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
     for _ in range(5):
@@ -79,8 +79,15 @@ def test_training_steps_lower_the_loss():
 def test_shipped_prior_as_model_and_untrained_network_is_stable():
     model = load_pretrained("patch_gmm")
     assert isinstance(model, UnrolledEM) and not model.gmm.trainable
-    default = build_model("unrolled_em")  # published-style defaults over the shipped prior
+    # published-style defaults over the shipped prior, supplied by the loader (the model reads
+    # no file; build_model alone gives the untrained isotropic shell)
+    default = build_model("unrolled_em", **resolve_priors("unrolled_em", {"gmm": "patch_gmm"}))
     torch.testing.assert_close(default.gmm.covs, model.gmm.covs)
+    shell = build_model("unrolled_em")
+    assert shell.gmm.covs.shape == model.gmm.covs.shape and not torch.equal(shell.gmm.covs, model.gmm.covs)
+    with pytest.raises(TypeError, match="models read no files: load it with "
+                                        "mrirecon.training.weights.load_patch_gmm"):
+        UnrolledEM(gmm="patch_gmm")
     # single coil, 3x undersampling, noise: least squares keeps the aliasing
     mask = torch.zeros(N)
     mask[::3] = 1

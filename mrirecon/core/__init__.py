@@ -1,5 +1,14 @@
-"""Operator core: the LinearOperator base, its algebra, power iteration and the dot-test helpers."""
+"""Operator core: the LinearOperator base, its algebra, typed capabilities, power iteration and
+the dot-test helpers."""
 
+from mrirecon.core.capabilities import (
+    CoilExpandReduce,
+    HasFBP,
+    HasPseudoInverse,
+    HasSamplingMask,
+    capability,
+    require_capability,
+)
 from mrirecon.core.operator import (
     AdjointOperator,
     ComposedOperator,
@@ -15,6 +24,12 @@ from mrirecon.core.operator import (
 from mrirecon.core.power import max_eigenvalue
 
 __all__ = [
+    "CoilExpandReduce",
+    "HasFBP",
+    "HasPseudoInverse",
+    "HasSamplingMask",
+    "capability",
+    "require_capability",
     "AdjointOperator",
     "ComposedOperator",
     "FunctionOperator",

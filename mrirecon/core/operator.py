@@ -18,14 +18,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from numbers import Number
+from typing import TypeVar
 
 import torch
 from torch import Tensor
 
 from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.core.power import max_eigenvalue
+from mrirecon.core import capabilities as caps
 
 Shape = tuple[int | None, ...] | None
+C = TypeVar("C")
 
 
 def _format(shape: Shape) -> str:
@@ -139,6 +142,18 @@ class LinearOperator(torch.nn.Module):
             return ScaledOperator(self, 1.0 / scalar)
         return NotImplemented
 
+    # -- capabilities (mrirecon.core.capabilities) ---------------------------------------
+    def capability(self, cap: type[C]) -> C | None:
+        """The object implementing capability protocol ``cap`` for this operator, or ``None``.
+
+        By default the operator itself when it implements ``cap``; operators built by the
+        algebra override this to pass their parts' capabilities on where the maths allows.
+        Use :func:`mrirecon.core.capabilities.require_capability` in models.
+        """
+        if cap is caps.CoilExpandReduce and not isinstance(self, caps.HasSamplingMask):
+            return None  # expand/reduce claim A = M E: only with a sampling mask
+        return self if isinstance(self, cap) else None
+
     def __hash__(self) -> int:  # nn.Module equality is identity; keep it hashable
         return id(self)
 
@@ -239,6 +254,18 @@ class ComposedOperator(LinearOperator):
     def _forward(self, x: Tensor) -> Tensor:
         return self.outer.forward(self.inner.forward(x))
 
+    def capability(self, cap):
+        """``A @ B`` has the sampling mask of ``A`` and, when ``A = M E``, the factorisation
+        ``M (E B)``; FBP and pseudo-inverse do not pass (no exact rule for a product)."""
+        if cap is caps.HasSamplingMask:
+            return caps.capability(self.outer, cap)
+        if cap is caps.CoilExpandReduce:
+            if caps.capability(self.outer, caps.HasSamplingMask) is None:
+                return None
+            outer = caps.capability(self.outer, cap)
+            return None if outer is None else caps.ComposedExpandReduce(outer, self.inner)
+        return super().capability(cap)
+
     def _adjoint(self, y: Tensor) -> Tensor:
         return self.inner.adjoint(self.outer.adjoint(y))
 
@@ -287,6 +314,22 @@ class ScaledOperator(LinearOperator):
 
     def _forward(self, x: Tensor) -> Tensor:
         return self.scalar * self.op.forward(x)
+
+    def capability(self, cap):
+        """``c A`` keeps ``A``'s mask; expand / reduce scale by ``c`` / ``conj(c)``; FBP and
+        pseudo-inverse by ``1 / c`` (see :mod:`mrirecon.core.capabilities`)."""
+        base = caps.capability(self.op, cap)
+        if base is None:
+            return None
+        if cap is caps.HasSamplingMask:
+            return base
+        if cap is caps.CoilExpandReduce:
+            return caps.ScaledExpandReduce(base, self.scalar)
+        if cap is caps.HasFBP:
+            return caps.ScaledFBP(base, self.scalar)
+        if cap is caps.HasPseudoInverse:
+            return caps.ScaledPseudoInverse(base, self.scalar)
+        return None
 
     def _adjoint(self, y: Tensor) -> Tensor:
         return self._conj_scalar() * self.op.adjoint(y)

@@ -1,7 +1,6 @@
 """Patch Gaussian mixture prior (Zoran & Weiss 2011).
 
-Patches are taken by :class:`mrirecon.operators.Patches` (re-exported here for the callers of
-the former location).
+Patches are taken by :class:`mrirecon.operators.Patches`.
 
 The prior models DC-removed ``p x p`` patches: a patch ``z`` (``d = p^2`` pixels) is written in
 an orthonormal basis ``U`` (``d x (d-1)``, the 2-D DCT without its constant function) as
@@ -16,24 +15,20 @@ Contents
 --------
 :class:`PatchGMM`
     The mixture: log-likelihood, posterior responsibilities, Wiener (per-component MAP)
-    estimates of noisy patches, EM fitting (:meth:`PatchGMM.fit`) and shipped weights
-    (:func:`load_patch_gmm`).
+    estimates of noisy patches, EM fitting (:meth:`PatchGMM.fit`), built from tensors
+    (:func:`patch_gmm_from_state_dict`; the shipped weights come through
+    :func:`mrirecon.training.weights.load_patch_gmm`).
 """
 
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from mrirecon.core import LinearOperator
-from mrirecon.operators.patches import Patches  # noqa: F401 - moved to operators/ (issue 13)
-
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 
 # ---- the mixture -----------------------------------------------------------------------------
@@ -325,16 +320,15 @@ def _m_step(w: Tensor, resp: Tensor, zero_mean: bool, eps: float) -> tuple[Tenso
 # ---- shipped weights -------------------------------------------------------------------------
 
 
-def load_patch_gmm(name_or_path: str | os.PathLike = "patch_gmm", *, trainable: bool = False) -> PatchGMM:
-    """Load a mixture saved as a state dict with keys ``means``, ``covs``, ``weights``
-    (optionally prefixed ``gmm.``, as in an :class:`~mrirecon.models.unrolled.UnrolledEM`
-    state dict; learned corrections, if saved, are folded in). ``"patch_gmm"`` is the shipped
-    8x8, 20-component model (see its card). ``trainable`` adds fresh learnable corrections."""
-    p = Path(name_or_path)
-    path = p if (p.suffix == ".pt" or p.is_file()) else WEIGHTS_DIR / f"{p.name}.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"load_patch_gmm: no patch GMM at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+def patch_gmm_from_state_dict(state: dict[str, Tensor], *, trainable: bool = False,
+                              where: str = "state dict") -> PatchGMM:
+    """The mixture in a state dict with keys ``means``, ``covs``, ``weights`` (optionally
+    prefixed ``gmm.``, as in an :class:`~mrirecon.models.unrolled.UnrolledEM` state dict; learned
+    corrections, if saved, are folded in). ``trainable`` adds fresh learnable corrections.
+
+    Reads no file: the shipped 8x8, 20-component model (``"patch_gmm"``, see its card) comes from
+    :func:`mrirecon.training.weights.load_patch_gmm` (``where`` names the source in errors).
+    """
     for prefix in ("", "gmm."):
         keys = [prefix + k for k in ("means", "covs", "weights")]
         if all(k in state for k in keys):
@@ -347,7 +341,7 @@ def load_patch_gmm(name_or_path: str | os.PathLike = "patch_gmm", *, trainable: 
             if trainable:
                 gmm = PatchGMM(gmm.means, gmm.covs, gmm.weights, eps=gmm.eps, trainable=True)
             return gmm
-    raise ValueError(f"load_patch_gmm: {path} has no 'means', 'covs', 'weights' tensors "
+    raise ValueError(f"patch GMM: {where} has no 'means', 'covs', 'weights' tensors "
                      f"(keys: {sorted(state)[:8]})")
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from types import MappingProxyType
 from typing import Any
 
 from torch import nn
 
+from mrirecon.core.names import canonical_params
+from mrirecon.models.init import seeded_init
 from mrirecon.models.backbones.complex import ComplexImageCNN
 from mrirecon.models.backbones.dncnn import DnCNN
 from mrirecon.models.backbones.resnet import ResNet
@@ -30,19 +33,19 @@ from mrirecon.models.unrolled.vn import VariationalNetwork
 # visible here and recorded by whoever builds a model (e.g. a training config).
 _MODELS: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {
     # Sriram et al. 2020 / fastMRI VarNet defaults
-    "varnet": (VarNet, dict(num_cascades=12, sens_chans=8, sens_pools=4, chans=18, pools=4)),
+    "varnet": (VarNet, dict(iterations=12, sens_chans=8, sens_pools=4, chans=18, pools=4)),
     # E2E-VarNet-style cascade with image-domain DC through the gram (non-Cartesian)
-    "gram_varnet": (GramVarNet, dict(num_cascades=8, chans=18, pools=4)),
+    "gram_varnet": (GramVarNet, dict(iterations=8, chans=18, pools=4)),
     # Hammernik et al. 2018
-    "vn": (VariationalNetwork, dict(num_stages=10, num_filters=24, kernel_size=11, num_rbf=31)),
+    "vn": (VariationalNetwork, dict(iterations=10, num_filters=24, kernel_size=11, num_rbf=31)),
     # Aggarwal et al. 2019
     "modl": (MoDL, dict(iterations=10, layers=5, features=64, lam=0.05, cg_iterations=10, shared=True)),
     # Yang et al. 2020 (generic variant)
-    "admm_csnet": (ADMMCSNet, dict(num_stages=10, num_filters=8, kernel_size=3, num_points=101)),
+    "admm_csnet": (ADMMCSNet, dict(iterations=10, num_filters=8, kernel_size=3, num_points=101)),
     # Zhang & Ghanem 2018
-    "ista_net_plus": (ISTANetPlus, dict(num_phases=9, features=32, rho=0.5, theta=0.01)),
+    "ista_net_plus": (ISTANetPlus, dict(iterations=9, features=32, rho=0.5, theta=0.01)),
     # Schlemper et al. 2018
-    "cascade": (CascadeNet, dict(num_cascades=5, layers=5, features=64)),
+    "cascade": (CascadeNet, dict(iterations=5, layers=5, features=64)),
     # Adler & Oktem 2018
     "primal_dual": (LearnedPrimalDual, dict(iterations=10, n_primal=5, n_dual=5, features=32)),
     # Jin et al. 2017
@@ -50,7 +53,9 @@ _MODELS: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {
     # unrolled statistical inference: Metzler et al. 2017 (i.i.d. Gaussian operators only)
     "ldamp": (LDAMP, dict(iterations=10, depth=20, features=64)),
     # unrolled EM / mean-field EPLL over the shipped patch GMM (Zoran & Weiss 2011 prior)
-    "unrolled_em": (UnrolledEM, dict(iterations=6, gmm="patch_gmm", stride=4, learn_gmm=True,
+    # gmm=None: an untrained isotropic prior; the shipped one comes from the weights loader
+    # (weights patch_gmm, or gmm: patch_gmm in a training config: training.weights.resolve_priors)
+    "unrolled_em": (UnrolledEM, dict(iterations=6, gmm=None, stride=4, learn_gmm=True,
                                      sigma_start=0.1, sigma_end=0.01, noise_std=0.02,
                                      cg_iterations=8)),
     # plug-and-play (need denoiser=...)
@@ -87,18 +92,26 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
         Unknown name (the message lists the known ones).
     TypeError
         A keyword the model does not take (names the model and the keyword).
+
+    ``init_seed`` (see :mod:`mrirecon.models.init`) is accepted for every name: models take it
+    themselves; backbones and plug-and-play models with a denoiser built by name are built
+    inside :func:`~mrirecon.models.init.seeded_init`.
     """
     key = name.lower().replace("-", "_")
     if key not in _MODELS:
         raise KeyError(f"unknown model {name!r}; available: {', '.join(available_models())}")
     cls, defaults = _MODELS[key]
+    # old spellings (num_cascades, nu, ...) are renamed before they meet the defaults
+    kwargs = canonical_params(kwargs, inspect.signature(cls).parameters, f"build_model({name!r})")
     params = {**defaults, **kwargs}
+    seed = None if "init_seed" in inspect.signature(cls).parameters else params.pop("init_seed", None)
     denoiser_params = params.pop("denoiser_params", None)
     if denoiser_params is not None and not isinstance(params.get("denoiser"), str):
         raise TypeError(f"build_model({name!r}): denoiser_params needs denoiser given by name")
-    if isinstance(params.get("denoiser"), str):
-        params["denoiser"] = ComplexImageCNN(build_model(params["denoiser"], **(denoiser_params or {})))
-    try:
-        return cls(**params)
-    except TypeError as err:
-        raise TypeError(f"build_model({name!r}): {err}") from err
+    with seeded_init(seed):
+        if isinstance(params.get("denoiser"), str):
+            params["denoiser"] = ComplexImageCNN(build_model(params["denoiser"], **(denoiser_params or {})))
+        try:
+            return cls(**params)
+        except TypeError as err:
+            raise TypeError(f"build_model({name!r}): {err}") from err

@@ -109,6 +109,14 @@ class _CTProjector(LinearOperator):
         out = fn.apply(flat, self)
         return out.reshape((*lead, *out_shape))
 
+    def fbp(self, y: Tensor, filter: str = "ram-lak") -> Tensor:
+        """Filtered back-projection of sinograms ``(..., views, detectors)`` on this geometry
+        (capability :class:`~mrirecon.core.capabilities.HasFBP`; see
+        :func:`mrirecon.operators.fbp.fbp`)."""
+        from mrirecon.operators.fbp import fbp
+
+        return fbp(y, self.geometry, filter=filter)
+
     def _forward(self, x: Tensor) -> Tensor:
         return self._run_split(
             x, _Project, self.geometry.image_shape, self.geometry.sinogram_shape, "image"

@@ -258,8 +258,6 @@ def fbp(
         Image ``(..., H, W)`` in the units of the projected image (attenuation per mm when the
         sinogram holds dimensionless line integrals).
     """
-    from mrirecon.operators.ct import cached_ct_operator
-
     geometry = _geometry_of(geometry_or_operator)
     check_trailing_shape("fbp", "sinogram", sinogram, geometry.sinogram_shape)
     if sinogram.is_complex():

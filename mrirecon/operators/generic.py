@@ -35,6 +35,10 @@ class Identity(LinearOperator):
     def _gram(self, x: Tensor) -> Tensor:
         return x
 
+    def pseudo_inverse(self, y: Tensor) -> Tensor:
+        """``I^+ = I``."""
+        return y
+
 
 class Diagonal(LinearOperator):
     """Element-wise multiplication by ``weights`` (broadcast over leading axes).
@@ -55,6 +59,12 @@ class Diagonal(LinearOperator):
 
     def _gram(self, x: Tensor) -> Tensor:
         return (self.weights.abs() ** 2) * x
+
+    def pseudo_inverse(self, y: Tensor) -> Tensor:
+        """``D^+ y``: ``y / w`` where ``w != 0``, zero where ``w == 0``."""
+        w = self.weights
+        safe = torch.where(w == 0, torch.ones_like(w), w)
+        return torch.where(w == 0, torch.zeros((), dtype=y.dtype, device=y.device), y / safe)
 
 
 class FiniteDifference(LinearOperator):

@@ -60,6 +60,20 @@ class Sampling(LinearOperator):
     _adjoint = _forward
     _gram = _forward
 
+    # capabilities: P = M I (expand and reduce are the identity); P is an orthogonal
+    # projection, so it is its own pseudo-inverse
+    def expand(self, x: Tensor) -> Tensor:
+        """``E x = x`` (``P = M E`` with ``E = I``)."""
+        return x
+
+    def reduce(self, k: Tensor) -> Tensor:
+        """``E^H k = k``."""
+        return k
+
+    def pseudo_inverse(self, y: Tensor) -> Tensor:
+        """``P^+ = P``."""
+        return self.forward(y)
+
 
 class Fourier(LinearOperator):
     """``F``: centred orthonormal 2-D FFT over the last two axes (unitary: ``F^H F = I``)."""
@@ -76,6 +90,10 @@ class Fourier(LinearOperator):
 
     def _gram(self, x: Tensor) -> Tensor:
         return x
+
+    def pseudo_inverse(self, y: Tensor) -> Tensor:
+        """``F^+ = F^H`` (unitary)."""
+        return self.adjoint(y)
 
 
 class Sensitivity(LinearOperator):
@@ -165,7 +183,8 @@ class SenseOperator(LinearOperator):
         k = uncentred_fft2(coil_images).mul_(mask)
         return coil_reduce(self.maps, uncentred_ifft2(k))
 
-    # pieces for models that work in coil-image / k-space domains (E2E-VarNet)
+    # capability CoilExpandReduce (A = M E, E = F S), with HasSamplingMask (.mask): the
+    # pieces for models that work in coil k-space (E2E-VarNet, k-space data consistency)
     def expand(self, x: Tensor) -> Tensor:
         """``F S x``: fully sampled multi-coil k-space of an image."""
         return fft2c(self.maps * x.unsqueeze(-3))

@@ -55,6 +55,14 @@ def check_params(method: str, params: dict, valid: dict[str, Any], *, source: st
             raise _fail(source, f"{prefix}.{key}", problem)
 
 
+def _deprecated_aliases(valid: dict[str, Any]) -> tuple[str, ...]:
+    """Old spellings (``num_cascades``, ``nu``, ...) a model still takes for one release
+    (:mod:`mrirecon.core.names`; ``build_model`` renames them with a FutureWarning)."""
+    from mrirecon.core.names import DEPRECATED
+
+    return tuple(old for old, new in DEPRECATED.items() if new in valid and old not in valid)
+
+
 def _check_method(config: PipelineConfig, source: str) -> None:
     from mrirecon import recon
     from mrirecon.recon.registry import _lookup
@@ -101,7 +109,8 @@ def _check_method(config: PipelineConfig, source: str) -> None:
             if problem:
                 raise _fail(source, f"reconstruct.params.{key}", problem)
     else:
-        check_params(method, rc.params, valid, source=source, extra=("denoiser_params",))
+        check_params(method, rc.params, valid, source=source,
+                     extra=("denoiser_params", "init_seed", *_deprecated_aliases(valid)))
 
 
 def _at_least(source: str, key: str, value, minimum) -> None:
@@ -266,5 +275,5 @@ def validate_training(cfg, source: str = ""):
         valid = {**valid, **{k: v for k, v in defaults.items() if k not in valid}}
         if not takes_kwargs:
             check_params(name, cfg.model.params, valid, source=source, prefix="model.params",
-                         extra=("denoiser_params",))
+                         extra=("denoiser_params", "init_seed", *_deprecated_aliases(valid)))
     return cfg

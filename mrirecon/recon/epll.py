@@ -40,9 +40,9 @@ from mrirecon.core import LinearOperator
 from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.models.gmm import (
     PatchGMM,
-    load_patch_gmm,
     merge_complex,
     normalise_problem,
+    patch_gmm_from_state_dict,
     split_complex,
 )
 from mrirecon.operators import Patches
@@ -172,7 +172,12 @@ def epll(
     Tensor
         Image ``(..., H, W)``: complex for MRI, real for CT.
     """
-    prior = gmm if isinstance(gmm, PatchGMM) else load_patch_gmm(gmm)
+    if isinstance(gmm, PatchGMM):
+        prior = gmm
+    else:  # a shipped name or path, read by the one weights reader
+        from mrirecon.io.weights import read_state_dict
+
+        prior = patch_gmm_from_state_dict(read_state_dict(gmm, who="epll"), where=str(gmm))
     prior = prior.to(y.device)
     problem = EPLLProblem(y, op, prior, noise_std=noise_std, stride=stride, batch_dims=batch_dims)
     schedule = list(sigmas) if sigmas is not None else default_sigmas(iterations)

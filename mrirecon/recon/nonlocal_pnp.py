@@ -40,6 +40,7 @@ from torch import Tensor
 from mrirecon.core import LinearOperator
 from mrirecon.recon.variational import batch_dims_of
 from mrirecon.solvers import cg, max_eigenvalue
+from mrirecon.solvers.pnp import pnp_admm_step, pnp_hqs_step
 
 Callback = Callable[[int, Tensor, float], None]
 Denoiser = Callable[[np.ndarray, float], np.ndarray]
@@ -222,14 +223,19 @@ def plug_and_play(
     for it in range(iterations):
         sig_k = sig0 * gamma ** (-it / 2)
         x_old = x
+
+        def prox(v: Tensor, start: Tensor, r: Tensor = rho_k) -> Tensor:
+            return data_step(v, r, start)
+
+        def denoise(v: Tensor, s: Tensor = sig_k) -> Tensor:
+            return _apply(denoiser, v, s)
+
+        # the iterations shared with the learned models (mrirecon.solvers.pnp); the scaled
+        # dual u = lambda / rho follows rho_{k+1} = gamma rho_k
         if method == "admm":
-            x = data_step(z - u, rho_k, x)
-            z = _apply(denoiser, x + u, sig_k)
-            u = u + x - z
-            u = u / gamma  # scaled dual u = lambda / rho follows rho_{k+1} = gamma rho_k
+            x, z, u = pnp_admm_step(x, z, u, prox, denoise, gamma=gamma)
         else:
-            z = _apply(denoiser, x, sig_k)
-            x = data_step(z, rho_k, x)
+            x, z = pnp_hqs_step(x, prox, denoise)
         rho_k = rho_k * gamma
         scale = float(torch.linalg.vector_norm(x))
         rel = float(torch.linalg.vector_norm(x - x_old)) / scale if scale > 0 else 0.0

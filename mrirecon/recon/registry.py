@@ -70,7 +70,10 @@ def grappa_rss(
         Magnitude image ``(H, W)`` or ``(slices, H, W)``.
     """
     if mask is None and op is not None:
-        m = getattr(op, "mask", None)
+        from mrirecon.core import HasSamplingMask, capability
+
+        found = capability(op, HasSamplingMask)
+        m = None if found is None else found.mask
         if isinstance(m, Tensor) and m.ndim <= 2:
             mask = m.expand(y.shape[-2:]) if m.ndim == 2 else m
     if y.ndim == 4:

@@ -8,7 +8,7 @@ Shepp-Logan phantom is left out too, so that it can serve as a held-out test ima
 
 The output is the state dict of an :class:`~mrirecon.models.unrolled.UnrolledEM` whose ``gmm.``
 entries are the fitted mixture (``gmm.means``, ``gmm.covs``, ``gmm.weights``; read them alone
-with :func:`mrirecon.models.gmm.load_patch_gmm`) and whose per-iteration parameters are the
+with :func:`mrirecon.training.weights.load_patch_gmm`) and whose per-iteration parameters are the
 untrained defaults; a model card ``<out>.yaml`` is written beside it.
 """
 

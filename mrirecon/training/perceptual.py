@@ -120,7 +120,9 @@ def load_feature_network(
         card = yaml.safe_load(card_path.read_text()) or {}
         channels = card.get("model", {}).get("params", {}).get("channels", CHANNELS)
     net = FeatureNetwork(channels)
-    state = torch.load(pt, map_location=map_location, weights_only=True)
+    from mrirecon.io.weights import read_state_dict
+
+    state = read_state_dict(pt, map_location, who="load_feature_network")
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(

@@ -37,14 +37,13 @@ from mrirecon.models.registry import build_model
 from mrirecon.operators import nufft_sense
 from mrirecon.recon import run
 
-
 #: small CPU-sized settings per model. The regularisers of gram_varnet normalise their input
 #: (NormUnet), which matters here: max |A^H y| of radial data is dominated by the oversampled
 #: centre, so the image scale after the models' ``max |A^H y| = 1`` normalisation varies from
 #: slice to slice, and MoDL's batch-normalised DnCNN trained with batch 1 did not cope (its
 #: held-out NMSE stayed above gridding's in a 500-step run).
 MODELS = {
-    "gram_varnet": dict(num_cascades=5, chans=8, pools=3),
+    "gram_varnet": dict(iterations=5, chans=8, pools=3),
     "modl": dict(iterations=4, layers=5, features=32, lam=0.05, cg_iterations=6, shared=True,
                  batchnorm=False),
 }

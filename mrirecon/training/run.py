@@ -58,8 +58,9 @@ class TrainResult:
 def build_model_from_config(cfg: TrainConfig) -> nn.Module:
     """``build_model(name, **params)``; ``checkpointing: true`` is passed on when set."""
     from mrirecon.models.registry import build_model
+    from mrirecon.training.weights import resolve_priors
 
-    params = dict(cfg.model.params)
+    params = resolve_priors(cfg.model.name, cfg.model.params)  # e.g. gmm: patch_gmm
     if cfg.checkpointing:
         params.setdefault("checkpointing", True)
     try:

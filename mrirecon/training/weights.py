@@ -17,7 +17,7 @@ import torch
 import yaml
 from torch import nn
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+from mrirecon.io.weights import WEIGHTS_DIR, read_state_dict, resolve_weights
 
 
 def available_weights() -> list[str]:
@@ -67,18 +67,27 @@ def _read_yaml(path: Path):
 
 
 def _resolve(name_or_path: str | os.PathLike) -> Path:
-    p = Path(name_or_path)
-    if p.suffix == ".pt" or p.is_file():
-        if not p.is_file():
-            raise FileNotFoundError(f"load_pretrained: weights file {p} does not exist")
-        return p
-    shipped = WEIGHTS_DIR / f"{p.name}.pt"
-    if shipped.is_file():
-        return shipped
-    raise FileNotFoundError(
-        f"load_pretrained: no weights named {str(name_or_path)!r}; shipped: "
-        f"{', '.join(available_weights()) or 'none'} (or give a path to a .pt file)"
-    )
+    return resolve_weights(name_or_path, "load_pretrained")
+
+
+def load_patch_gmm(name_or_path: str | os.PathLike = "patch_gmm", *, trainable: bool = False):
+    """The patch GMM prior saved under a shipped name (``"patch_gmm"``: 8x8 patches, 20
+    components, see its card) or in a ``.pt`` file, as a
+    :class:`~mrirecon.models.gmm.PatchGMM` (``trainable``: with fresh learnable corrections)."""
+    from mrirecon.models.gmm import patch_gmm_from_state_dict
+
+    state = read_state_dict(name_or_path, who="load_patch_gmm")
+    return patch_gmm_from_state_dict(state, trainable=trainable, where=str(name_or_path))
+
+
+def resolve_priors(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Model parameters with named priors loaded: ``unrolled_em``'s ``gmm: patch_gmm`` (a
+    shipped name or path) becomes the :class:`~mrirecon.models.gmm.PatchGMM`, so that models
+    get tensors and never read files themselves."""
+    out = dict(params)
+    if name.lower().replace("-", "_") == "unrolled_em" and isinstance(out.get("gmm"), (str, Path)):
+        out["gmm"] = load_patch_gmm(out["gmm"])
+    return out
 
 
 def model_card(name_or_path: str | os.PathLike) -> dict:
@@ -140,13 +149,8 @@ def load_pretrained(
                 f"model card (overridable: {sorted(allowed) or 'none'})"
             )
         params.update(overrides)
-    model = build_model(card["model"]["name"], **params)
-    try:
-        state = torch.load(pt, map_location=map_location, weights_only=True)
-    except Exception as e:
-        raise ValueError(f"load_pretrained: {pt} cannot be read safely: {e}") from e
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]  # a training checkpoint (checkpoints/last.pt)
+    model = build_model(card["model"]["name"], **resolve_priors(card["model"]["name"], params))
+    state = read_state_dict(pt, map_location)  # also unwraps a training checkpoint's "model"
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(
@@ -155,15 +159,6 @@ def load_pretrained(
         )
     model.model_card = card  # the pipeline checks data against card["training_range"]
     return model.to(map_location).eval()
-
-
-def _state_dict(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    for key in ("model", "state_dict"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"load_model: {path} holds no state dict (tensors by parameter name)")
-    return obj
 
 
 def load_model(
@@ -179,7 +174,6 @@ def load_model(
     """
     from mrirecon.models import build_model, fastmri_varnet_state_dict
     from mrirecon.models.registry import available_models
-    from mrirecon.training.checkpoint import load_checkpoint
 
     if weights is None:
         if method in available_weights():
@@ -213,7 +207,9 @@ def load_model(
             )
         return load_pretrained(weights, overrides=params).eval()
     model = build_model(method, **dict(params))
-    state = _state_dict(load_checkpoint(path), path)
+    if not path.is_file():
+        raise FileNotFoundError(f"load_model: weights file {path} does not exist")
+    state = read_state_dict(path, who="load_model")  # a training checkpoint's "model" too
     if method == "varnet" and not set(state) & set(model.state_dict()):
         try:
             state = fastmri_varnet_state_dict(state)  # a fastmri.models.VarNet checkpoint

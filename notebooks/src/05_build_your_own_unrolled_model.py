@@ -34,6 +34,7 @@ from torch import nn
 from mrirecon.data.simulate_ct import simulate_ct_samples
 from mrirecon.data.simulate_mri import simulate_mri_volume
 from mrirecon.metrics import psnr, ssim
+from mrirecon.models import UnrolledModel
 from mrirecon.models.backbones import ComplexImageCNN, DnCNN
 from mrirecon.models.blocks import GradientDC
 from mrirecon.operators import ct_operator, sense
@@ -53,14 +54,20 @@ print(f"quick={QUICK}: {SIZE}x{SIZE} images, {STEPS} training steps per modality
 #
 # Unrolled proximal gradient: `x <- CNN_k(x - eta_k A^H (A x - y))`, starting from `A^H y`.
 # `GradientDC` is the gradient step (with a learned `eta_k`), `ComplexImageCNN(DnCNN(...))`
-# the learned proximal map. The data are scaled so that `max |A^H y| = 1` (networks like a
-# fixed input range) and the scale is undone at the end, which is valid because `op` is linear.
-# The last convolution of each CNN starts at zero, so the untrained network is exactly
-# gradient descent on `||A x - y||^2`: training can only add to that.
+# the learned proximal map. The last convolution of each CNN starts at zero, so the untrained
+# network is exactly gradient descent on `||A x - y||^2`: training can only add to that.
+#
+# The model subclasses `mrirecon.models.UnrolledModel`, the template every unrolled model of
+# the package uses: it only says how many steps there are and what one step does. The
+# template's `forward` checks the batch axis, scales the data so that `max |A^H y| = 1`
+# (networks like a fixed input range; `normalize = True`), starts from `A^H y`, runs the steps
+# and undoes the scale at the end, which is valid because `op` is linear.
 
 # %%
-class UnrolledNet(nn.Module):
+class UnrolledNet(UnrolledModel):
     """x_{k+1} = CNN_k(x_k - eta_k A^H (A x_k - y)) for any LinearOperator A."""
+
+    normalize = True
 
     def __init__(self, iterations: int = 5, features: int = 32, depth: int = 5):
         super().__init__()
@@ -72,14 +79,11 @@ class UnrolledNet(nn.Module):
             nn.init.zeros_(c.cnn.net[-1].weight)
             nn.init.zeros_(c.cnn.net[-1].bias)
 
-    def forward(self, y: torch.Tensor, op) -> torch.Tensor:
-        aty = op.H(y)
-        scale = aty.detach().abs().flatten(1).amax(1).clamp_min(1e-12)  # one per batch item
-        y = y / scale.view(-1, *[1] * (y.ndim - 1))
-        x = aty = aty / scale.view(-1, *[1] * (aty.ndim - 1))
-        for dc, cnn in zip(self.dc, self.cnn):
-            x = cnn(dc(x, y, op, aty))
-        return x * scale.view(-1, *[1] * (x.ndim - 1))
+    def num_steps(self) -> int:
+        return len(self.dc)
+
+    def step(self, k: int, x: torch.Tensor, y: torch.Tensor, op, aty: torch.Tensor) -> torch.Tensor:
+        return self.cnn[k](self.dc[k](x, y, op, aty))
 
 
 print(sum(p.numel() for p in UnrolledNet().parameters()), "parameters")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mrirecon.core import LinearOperator
+from mrirecon.core import CoilExpandReduce, LinearOperator, require_capability
 from mrirecon.models.blocks.soft_dc import kspace_mask
 
 
@@ -47,4 +47,6 @@ class HardProjectionDC(nn.Module):
         Exact data consistency when ``S^H S = I`` per pixel with one coil (single-coil data);
         for several coils it is the usual coil-k-space projection followed by coil combination.
         """
-        return op.reduce(self(op.expand(x), y, kspace_mask(op)))
+        who = "HardProjectionDC.image"
+        er = require_capability(op, CoilExpandReduce, who)
+        return er.reduce(self(er.expand(x), y, kspace_mask(op, who)))

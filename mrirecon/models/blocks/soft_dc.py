@@ -5,22 +5,19 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mrirecon.core import LinearOperator
+from mrirecon.core import HasSamplingMask, LinearOperator, require_capability
 
 
-def kspace_mask(op: LinearOperator) -> Tensor:
+def kspace_mask(op: LinearOperator, who: str = "k-space data consistency") -> Tensor:
     """The sampling mask of a Cartesian operator, broadcastable to multi-coil k-space.
 
-    Returns ``op.mask[..., None, :, :]``: boolean, broadcastable to ``(B, C, H, W)``.
-    Raises ``TypeError`` for operators without a ``mask`` (k-space DC needs ``sense(...)``).
+    Returns the :class:`~mrirecon.core.HasSamplingMask` mask with a coil axis,
+    ``mask[..., None, :, :]``: boolean, broadcastable to ``(B, C, H, W)``. Raises ``TypeError``
+    naming ``who`` for operators without one (k-space DC needs ``sense(...)``); scaled
+    operators (``c * A``) keep their mask.
     """
-    mask = getattr(op, "mask", None)
-    if not isinstance(mask, Tensor):
-        raise TypeError(
-            f"k-space data consistency needs a Cartesian operator with a .mask (e.g. sense(maps, mask)), "
-            f"got {getattr(op, 'name', type(op).__name__)}"
-        )
-    return mask.bool().unsqueeze(-3)
+    found = require_capability(op, HasSamplingMask, who, "use sense(maps, mask) or single_coil(mask)")
+    return found.mask.bool().unsqueeze(-3)
 
 
 class SoftKspaceDC(nn.Module):

@@ -25,7 +25,9 @@ from torch import Tensor, nn
 from mrirecon.core import LinearOperator
 from mrirecon.models.blocks.cg_dc import operator_tensors_with_grad, solve_proximal
 from mrirecon.models.common import require_batch
+from mrirecon.models.init import seeded_init
 from mrirecon.models.pnp.denoisers import NoiseLevelDenoiser
+from mrirecon.solvers.pnp import pnp_hqs_step
 
 
 def robust_scale(x: Tensor, q: float = 0.995, eps: float = 1e-12) -> Tensor:
@@ -53,6 +55,8 @@ class PnPDPIR(nn.Module):
         Tikhonov weight and CG iterations of the start ``x0`` (also used for the scale).
     depth, features
         Size of the :class:`~mrirecon.models.pnp.denoisers.NoiseLevelDenoiser`.
+    init_seed
+        Seed of the weight initialisation (:func:`~mrirecon.models.init.seeded_init`).
     """
 
     #: The denoiser never saw coil maps: use the pipeline's cropped ESPIRiT maps, not the
@@ -61,7 +65,8 @@ class PnPDPIR(nn.Module):
 
     def __init__(self, iterations: int = 12, sigma_max: float = 0.1, sigma_min: float = 0.01,
                  lam: float = 1e-4, cg_iterations: int = 8, init_rho: float = 0.01,
-                 init_iterations: int = 10, depth: int = 8, features: int = 32) -> None:
+                 init_iterations: int = 10, depth: int = 8, features: int = 32,
+                 init_seed: int | None = None) -> None:
         super().__init__()
         if iterations < 1:
             raise ValueError(f"PnPDPIR: iterations must be >= 1, got {iterations}")
@@ -69,7 +74,8 @@ class PnPDPIR(nn.Module):
             raise ValueError(f"PnPDPIR: need 0 < sigma_min <= sigma_max, got {sigma_min}, {sigma_max}")
         if lam <= 0 or init_rho <= 0:
             raise ValueError(f"PnPDPIR: lam and init_rho must be positive, got {lam}, {init_rho}")
-        self.denoiser = NoiseLevelDenoiser(depth=depth, features=features)
+        with seeded_init(init_seed):
+            self.denoiser = NoiseLevelDenoiser(depth=depth, features=features)
         self.iterations, self.sigma_max, self.sigma_min = iterations, float(sigma_max), float(sigma_min)
         self.lam, self.cg_iterations = float(lam), cg_iterations
         self.init_rho, self.init_iterations = float(init_rho), init_iterations
@@ -93,7 +99,8 @@ class PnPDPIR(nn.Module):
         x0 = self._prox(op, aty, torch.zeros_like(aty), self.init_rho, self.init_iterations)
         s = robust_scale(x0)
         aty, x = aty / s, x0 / s
-        for sigma in self.sigmas():
-            z = self.denoiser(x, sigma)
-            x = self._prox(op, aty, z, self.lam / sigma**2, self.cg_iterations)
+        for sigma in self.sigmas():  # HQS (mrirecon.solvers.pnp), CG started at z
+            rho = self.lam / sigma**2
+            x = pnp_hqs_step(x, lambda v, _x, r=rho: self._prox(op, aty, v, r, self.cg_iterations),
+                             lambda v, s=sigma: self.denoiser(v, s))[0]
         return x * s

@@ -13,16 +13,17 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from mrirecon.core import LinearOperator
 from mrirecon.models.blocks.cg_dc import operator_tensors_with_grad, solve_proximal
-from mrirecon.models.common import normalized_data, require_batch
+from mrirecon.models.template import UnrolledModel
+from mrirecon.solvers.pnp import pnp_admm_step, pnp_hqs_step
 
 Denoiser = Callable[[Tensor], Tensor]
 
 
-class _PlugAndPlay(nn.Module):
+class _PlugAndPlay(UnrolledModel):
     def __init__(self, denoiser: Denoiser, iterations: int, rho: float, cg_iterations: int, normalize: bool):
         super().__init__()
         if rho <= 0:
@@ -30,11 +31,8 @@ class _PlugAndPlay(nn.Module):
         self.denoiser = denoiser
         self.iterations, self.rho, self.cg_iterations, self.normalize = iterations, float(rho), cg_iterations, normalize
 
-    def _data(self, y: Tensor, op: LinearOperator):
-        require_batch(type(self).__name__, y)
-        if self.normalize:
-            return normalized_data(y, op)
-        return y, op.H(y), None
+    def num_steps(self) -> int:
+        return self.iterations
 
     def prox_data(self, v: Tensor, op: LinearOperator, aty: Tensor, rho: float | None = None) -> Tensor:
         """``argmin_x 0.5 ||A x - y||^2 + rho/2 ||x - v||^2`` by CG (``aty = A^H y``)."""
@@ -43,10 +41,6 @@ class _PlugAndPlay(nn.Module):
             op.gram, aty + rho * v, rho, max_iterations=self.cg_iterations, batch_dims=1, x0=v,
             params=operator_tensors_with_grad(op),
         )
-
-    @staticmethod
-    def _unscale(x: Tensor, scale: Tensor | None) -> Tensor:
-        return x * scale if scale is not None else x
 
 
 class PnPADMM(_PlugAndPlay):
@@ -70,17 +64,16 @@ class PnPADMM(_PlugAndPlay):
                  normalize: bool = True) -> None:
         super().__init__(denoiser, iterations, rho, cg_iterations, normalize)
 
-    def forward(self, y: Tensor, op: LinearOperator) -> Tensor:
-        """Data ``y`` ``(B, ...)`` -> image ``(B, H, W)``."""
-        y, aty, scale = self._data(y, op)
-        z = aty
-        u = torch.zeros_like(aty)
-        x = aty
-        for _ in range(self.iterations):
-            x = self.prox_data(z - u, op, aty)
-            z = self.denoiser(x + u)
-            u = u + x - z
-        return self._unscale(x, scale)
+    def initial_state(self, y: Tensor, op: LinearOperator, aty: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(x, z, u) = (A^H y, A^H y, 0)``."""
+        return aty, aty, torch.zeros_like(aty)
+
+    def step(self, i: int, state, y: Tensor, op: LinearOperator, aty: Tensor):
+        """:func:`~mrirecon.solvers.pnp.pnp_admm_step` (CG data step started at ``z - u``)."""
+        return pnp_admm_step(*state, lambda v, _x: self.prox_data(v, op, aty), self.denoiser)
+
+    def output(self, state) -> Tensor:
+        return state[0]
 
 
 class PnPHQS(_PlugAndPlay):
@@ -93,13 +86,9 @@ class PnPHQS(_PlugAndPlay):
                  normalize: bool = True) -> None:
         super().__init__(denoiser, iterations, rho, cg_iterations, normalize)
 
-    def forward(self, y: Tensor, op: LinearOperator) -> Tensor:
-        """Data ``y`` ``(B, ...)`` -> image ``(B, H, W)``."""
-        y, aty, scale = self._data(y, op)
-        x = aty
-        for _ in range(self.iterations):
-            x = self.prox_data(self.denoiser(x), op, aty)
-        return self._unscale(x, scale)
+    def step(self, i: int, x: Tensor, y: Tensor, op: LinearOperator, aty: Tensor) -> Tensor:
+        """:func:`~mrirecon.solvers.pnp.pnp_hqs_step` (CG data step started at ``z``)."""
+        return pnp_hqs_step(x, lambda v, _x: self.prox_data(v, op, aty), self.denoiser)[0]
 
 
 class RED(_PlugAndPlay):
@@ -129,15 +118,10 @@ class RED(_PlugAndPlay):
         super().__init__(denoiser, iterations, lam, cg_iterations, normalize)
         if method not in ("fixed_point", "gradient"):
             raise ValueError(f"RED: method must be 'fixed_point' or 'gradient', got {method!r}")
-        self.method, self.step = method, float(step)
+        self.method, self.step_size = method, float(step)
 
-    def forward(self, y: Tensor, op: LinearOperator) -> Tensor:
-        """Data ``y`` ``(B, ...)`` -> image ``(B, H, W)`` starting from ``A^H y``."""
-        y, aty, scale = self._data(y, op)
-        x = aty
-        for _ in range(self.iterations):
-            if self.method == "fixed_point":
-                x = self.prox_data(self.denoiser(x), op, aty)
-            else:
-                x = x - self.step * (op.gram(x) - aty + self.rho * (x - self.denoiser(x)))
-        return self._unscale(x, scale)
+    def step(self, i: int, x: Tensor, y: Tensor, op: LinearOperator, aty: Tensor) -> Tensor:
+        """A fixed-point (CG) or gradient step, starting from ``A^H y``."""
+        if self.method == "fixed_point":
+            return self.prox_data(self.denoiser(x), op, aty)
+        return x - self.step_size * (op.gram(x) - aty + self.rho * (x - self.denoiser(x)))

@@ -7,7 +7,7 @@ from mrirecon.models.unrolled.gram_varnet import GramVarNet
 from mrirecon.models.unrolled.ista_net import ISTANetPlus, soft_threshold
 from mrirecon.models.unrolled.modl import MoDL
 from mrirecon.models.unrolled.primal_dual import LearnedPrimalDual
-from mrirecon.models.unrolled.varnet import SensitivityModel, VarNet, VarNetBlock, acs_bounds
+from mrirecon.models.unrolled.varnet import SensitivityModel, VarNet, VarNetBlock
 from mrirecon.models.unrolled.vn import RBFActivation, VariationalNetwork
 
 __all__ = [
@@ -24,7 +24,6 @@ __all__ = [
     "VarNet",
     "VarNetBlock",
     "VariationalNetwork",
-    "acs_bounds",
     "initial_reconstruction",
     "soft_threshold",
 ]

@@ -22,8 +22,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mrirecon.core import LinearOperator
-from mrirecon.models.backbones.complex import flatten_image_batch, from_channels, to_channels, unflatten_image_batch
-from mrirecon.models.common import normalized_data, require_batch, run_stage
+from mrirecon.core.names import accepts_deprecated_names
+from mrirecon.models.backbones.complex import (
+    flatten_image_batch,
+    from_channels,
+    to_channels,
+    unflatten_image_batch,
+)
+from mrirecon.models.init import seeded_init
+from mrirecon.models.template import UnrolledModel
 
 
 class PiecewiseLinear(nn.Module):
@@ -65,12 +72,10 @@ class PiecewiseLinear(nn.Module):
 class ADMMCSNetStage(nn.Module):
     """One unrolled ADMM iteration (reconstruction, nonlinear transform, multiplier update)."""
 
-    def __init__(
-        self, num_filters: int, kernel_size: int, num_points: int, eta: float, rho: float, generator: torch.Generator
-    ):
+    def __init__(self, num_filters: int, kernel_size: int, num_points: int, eta: float, rho: float):
         super().__init__()
         std = 1.0 / math.sqrt(2 * kernel_size**2)
-        self.filters = nn.Parameter(torch.randn(num_filters, 2, kernel_size, kernel_size, generator=generator) * std)
+        self.filters = nn.Parameter(torch.randn(num_filters, 2, kernel_size, kernel_size) * std)
         self.eta = nn.Parameter(torch.tensor([float(eta)]))
         self.rho = nn.Parameter(torch.tensor([float(rho)]))
         self.tau = nn.Parameter(torch.tensor([1.0]))
@@ -95,12 +100,12 @@ class ADMMCSNetStage(nn.Module):
         return x - self.eta * grad, beta
 
 
-class ADMMCSNet(nn.Module):
+class ADMMCSNet(UnrolledModel):
     """Generic ADMM-CSNet ``model(y, op) -> x``.
 
     Parameters
     ----------
-    num_stages, num_filters, kernel_size, num_points
+    iterations, num_filters, kernel_size, num_points
         Unrolled iterations, transform filters, their size, shrinkage control points.
     eta, rho
         Initial step size and penalty.
@@ -108,13 +113,15 @@ class ADMMCSNet(nn.Module):
         Scale data so that ``max |A^H y| = 1`` (the shrinkage range is fixed), undone on output.
     checkpointing
         Recompute each stage in backward.
-    seed
-        Seed of the filter initialisation.
+    init_seed
+        Seed of the filter initialisation (:func:`~mrirecon.models.init.seeded_init`; 0 by
+        default, so an untrained network is reproducible).
     """
 
+    @accepts_deprecated_names
     def __init__(
         self,
-        num_stages: int = 10,
+        iterations: int = 10,
         num_filters: int = 8,
         kernel_size: int = 3,
         num_points: int = 101,
@@ -122,26 +129,29 @@ class ADMMCSNet(nn.Module):
         rho: float = 0.1,
         normalize: bool = True,
         checkpointing: bool = False,
-        seed: int = 0,
+        init_seed: int | None = 0,
     ) -> None:
         super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.stages = nn.ModuleList(
-            [ADMMCSNetStage(num_filters, kernel_size, num_points, eta, rho, g) for _ in range(num_stages)]
-        )
+        with seeded_init(init_seed):
+            self.stages = nn.ModuleList(
+                [ADMMCSNetStage(num_filters, kernel_size, num_points, eta, rho) for _ in range(iterations)]
+            )
         self.normalize, self.checkpointing = normalize, checkpointing
 
-    def forward(self, y: Tensor, op: LinearOperator) -> Tensor:
-        """Data ``y`` ``(B, ...)`` -> image ``(B, H, W)`` starting from ``A^H y``."""
-        require_batch("ADMMCSNet", y)
-        if self.normalize:
-            y, aty, scale = normalized_data(y, op)
-        else:
-            aty, scale = op.H(y), None
-        x = aty
-        n = math.prod(x.shape[:-2])
+    def num_steps(self) -> int:
+        return len(self.stages)
+
+    def initial_state(self, y: Tensor, op: LinearOperator, aty: Tensor) -> tuple[Tensor, Tensor]:
+        """``(x, beta) = (A^H y, 0)``."""
+        n = math.prod(aty.shape[:-2])
         num_filters = self.stages[0].filters.shape[0] if len(self.stages) else 0
-        beta = torch.zeros((n, num_filters) + tuple(x.shape[-2:]), dtype=x.real.dtype, device=x.device)
-        for stage in self.stages:
-            x, beta = run_stage(stage, x, beta, y, op, aty, checkpointing=self.checkpointing)
-        return x * scale if scale is not None else x
+        beta = torch.zeros((n, num_filters) + tuple(aty.shape[-2:]), dtype=aty.real.dtype, device=aty.device)
+        return aty, beta
+
+    def step(self, i: int, state: tuple[Tensor, Tensor], y: Tensor, op: LinearOperator,
+             aty: Tensor) -> tuple[Tensor, Tensor]:
+        x, beta = state
+        return self.stages[i](x, beta, y, op, aty)
+
+    def output(self, state: tuple[Tensor, Tensor]) -> Tensor:
+        return state[0]

@@ -3,7 +3,8 @@
 ``n_c`` cascades, each a residual CNN of ``n_d`` conv layers (3 x 3, ``n_f`` features, ReLU)
 followed by data consistency. Published defaults: 5 cascades of 5 layers with 64 features,
 unshared weights. ``dc="kspace"`` (the paper's, for Cartesian sense-style operators) replaces
-(noise-free, ``nu=None``) or averages (``(k + nu y) / (1 + nu)``) the sampled coil k-space;
+(noise-free, ``lam=None``) or averages (``(k + lam y) / (1 + lam)``, the paper's ``nu``) the
+sampled coil k-space;
 ``dc="gradient"`` is a learned gradient step :class:`~mrirecon.models.blocks.GradientDC` and
 works with any operator (CT).
 """
@@ -12,16 +13,14 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from mrirecon.core import LinearOperator
+from mrirecon.core import CoilExpandReduce, HasSamplingMask, LinearOperator, require_capability
+from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.models.backbones.complex import ComplexImageCNN
 from mrirecon.models.backbones.dncnn import DnCNN
 from mrirecon.models.blocks.gradient_dc import GradientDC
 from mrirecon.models.blocks.hard_dc import HardProjectionDC
-from mrirecon.models.common import normalized_data, require_batch, run_stage
-
-
-def _is_cartesian(op: LinearOperator) -> bool:
-    return all(hasattr(op, attr) for attr in ("mask", "expand", "reduce"))
+from mrirecon.models.init import seeded_init
+from mrirecon.models.template import UnrolledModel
 
 
 class CascadeBlock(nn.Module):
@@ -39,56 +38,62 @@ class CascadeBlock(nn.Module):
         x = self.cnn(x)
         if isinstance(self.dc, GradientDC):
             return self.dc(x, y, op, aty)
-        if not _is_cartesian(op):
-            raise TypeError(
-                f"CascadeNet(dc='kspace') needs a Cartesian sense-style operator, got "
-                f"{getattr(op, 'name', type(op).__name__)}; use dc='gradient' for other operators"
-            )
         return self.dc.image(x, y, op)
 
 
-class CascadeNet(nn.Module):
+class CascadeNet(UnrolledModel):
     """Deep cascade CNN ``model(y, op) -> x``.
 
     Parameters
     ----------
-    num_cascades, layers, features
-        ``n_c``, ``n_d``, ``n_f`` (5, 5, 64).
+    iterations, layers, features
+        Cascades ``n_c``, CNN layers ``n_d`` and features ``n_f`` (5, 5, 64).
     dc
-        ``"kspace"`` (hard/weighted k-space projection) or ``"gradient"`` (any operator).
-    nu
-        ``None``: noise-free replacement of sampled k-space; a float: learned noisy-data weight.
+        ``"kspace"`` (hard/weighted k-space projection; needs an operator with the
+        :class:`~mrirecon.core.HasSamplingMask` and :class:`~mrirecon.core.CoilExpandReduce`
+        capabilities) or ``"gradient"`` (any operator).
+    lam
+        ``None``: noise-free replacement of sampled k-space; a float: learned noisy-data weight
+        (the paper's ``nu``; the parameter keeps the state-dict key ``dc.nu``).
     eta
         Initial gradient step for non-Cartesian operators (CT).
     normalize
         Scale data so that ``max |A^H y| = 1``; undone on output.
     checkpointing
         Recompute each cascade in backward.
+    init_seed
+        Seed of the weight initialisation (:func:`~mrirecon.models.init.seeded_init`).
     """
 
+    @accepts_deprecated_names
     def __init__(
         self,
-        num_cascades: int = 5,
+        iterations: int = 5,
         layers: int = 5,
         features: int = 64,
         dc: str = "kspace",
-        nu: float | None = None,
+        lam: float | None = None,
         eta: float = 0.5,
         normalize: bool = True,
         checkpointing: bool = False,
+        init_seed: int | None = None,
     ) -> None:
         super().__init__()
-        self.cascades = nn.ModuleList([CascadeBlock(layers, features, dc, nu, eta) for _ in range(num_cascades)])
+        with seeded_init(init_seed):
+            self.cascades = nn.ModuleList([CascadeBlock(layers, features, dc, lam, eta) for _ in range(iterations)])
+        self.kspace_dc = dc == "kspace"
         self.normalize, self.checkpointing = normalize, checkpointing
 
-    def forward(self, y: Tensor, op: LinearOperator) -> Tensor:
-        """Data ``y`` ``(B, ...)`` -> image ``(B, H, W)`` starting from ``A^H y``."""
-        require_batch("CascadeNet", y)
-        if self.normalize:
-            y, aty, scale = normalized_data(y, op)
-        else:
-            aty, scale = op.H(y), None
-        x = aty
-        for cascade in self.cascades:
-            x = run_stage(cascade, x, y, op, aty, checkpointing=self.checkpointing)
-        return x * scale if scale is not None else x
+    def num_steps(self) -> int:
+        return len(self.cascades)
+
+    def prepare(self, y: Tensor, op: LinearOperator):
+        if self.kspace_dc:  # checked once, before any work
+            hint = "use dc='gradient' for other operators"
+            require_capability(op, HasSamplingMask, "CascadeNet(dc='kspace')", hint)
+            require_capability(op, CoilExpandReduce, "CascadeNet(dc='kspace')", hint)
+        return super().prepare(y, op)
+
+    def step(self, i: int, x: Tensor, y: Tensor, op: LinearOperator, aty: Tensor) -> Tensor:
+        """Residual CNN, then data consistency."""
+        return self.cascades[i](x, y, op, aty)

@@ -1,11 +1,18 @@
 """FBPConvNet (Jin, McCann, Froustey & Unser, IEEE TIP 2017): a residual U-Net applied to a
 direct reconstruction.
 
-``x = x_0 + UNet(x_0)`` where ``x_0`` is the operator's pseudo-inverse-like reconstruction: a
-user-given ``initial(y, op)``, else ``op.fbp(y)`` or ``op.pseudo_inverse(y)`` when the operator
-offers one, else ``op.H(y)`` (for MRI with normalised maps, the zero-filled image). The paper's
-U-Net has 64 channels at the first of 5 levels (4 poolings); ours has instance norm like the
-fastMRI U-Net.
+``x = x_0 + UNet(x_0)`` where ``x_0`` is a direct reconstruction chosen by ``initial``:
+
+- ``"auto"`` (default): the operator's filtered back-projection when it has the
+  :class:`~mrirecon.core.HasFBP` capability (CT projectors, also after ``op * c``), else its
+  :class:`~mrirecon.core.HasPseudoInverse`, else ``A^H y`` (for MRI with maps of unit RSS, the
+  zero-filled image);
+- ``"fbp"`` / ``"pseudo_inverse"``: that capability, a ``TypeError`` naming the operator when
+  it lacks it; ``"adjoint"``: ``A^H y``;
+- a callable ``initial(y, op)``.
+
+The paper's U-Net has 64 channels at the first of 5 levels (4 poolings); ours has instance norm
+like the fastMRI U-Net.
 """
 
 from __future__ import annotations
@@ -14,18 +21,31 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
-from mrirecon.core import LinearOperator
+from mrirecon.core import HasFBP, HasPseudoInverse, LinearOperator, capability, require_capability
 from mrirecon.models.backbones.complex import ComplexImageCNN
 from mrirecon.models.backbones.unet import Unet
 from mrirecon.models.common import batch_scale, require_batch
+from mrirecon.models.init import seeded_init
+
+INITIAL = ("auto", "fbp", "pseudo_inverse", "adjoint")
 
 
-def initial_reconstruction(y: Tensor, op: LinearOperator) -> Tensor:
-    """``op.fbp(y)`` / ``op.pseudo_inverse(y)`` when the operator has one, else ``op.H(y)``."""
-    for name in ("fbp", "pseudo_inverse"):
-        method = getattr(op, name, None)
-        if callable(method):
-            return method(y)
+def initial_reconstruction(y: Tensor, op: LinearOperator, kind: str = "auto") -> Tensor:
+    """The direct reconstruction ``x_0`` of ``kind`` (see the module docstring)."""
+    if kind == "fbp":
+        return require_capability(op, HasFBP, "FBPConvNet(initial='fbp')").fbp(y)
+    if kind == "pseudo_inverse":
+        return require_capability(op, HasPseudoInverse, "FBPConvNet(initial='pseudo_inverse')").pseudo_inverse(y)
+    if kind == "adjoint":
+        return op.H(y)
+    if kind != "auto":
+        raise ValueError(f"FBPConvNet: initial must be one of {', '.join(INITIAL)} or a callable, got {kind!r}")
+    fbp = capability(op, HasFBP)
+    if fbp is not None:
+        return fbp.fbp(y)
+    pinv = capability(op, HasPseudoInverse)
+    if pinv is not None:
+        return pinv.pseudo_inverse(y)
     return op.H(y)
 
 
@@ -39,9 +59,12 @@ class FBPConvNet(nn.Module):
     drop_prob
         U-Net dropout.
     initial
-        ``initial(y, op) -> x_0``; default :func:`initial_reconstruction`.
+        ``"auto"``, ``"fbp"``, ``"pseudo_inverse"``, ``"adjoint"`` or a callable
+        ``initial(y, op) -> x_0`` (module docstring).
     normalize
         Divide ``x_0`` by its per-sample maximum magnitude before the U-Net; undone on output.
+    init_seed
+        Seed of the weight initialisation (:func:`~mrirecon.models.init.seeded_init`).
     """
 
     def __init__(
@@ -49,18 +72,32 @@ class FBPConvNet(nn.Module):
         chans: int = 64,
         num_pools: int = 4,
         drop_prob: float = 0.0,
-        initial: Callable[[Tensor, LinearOperator], Tensor] | None = None,
+        initial: str | Callable[[Tensor, LinearOperator], Tensor] = "auto",
         normalize: bool = True,
+        init_seed: int | None = None,
     ) -> None:
         super().__init__()
-        self.cnn = ComplexImageCNN(Unet(2, 2, chans=chans, num_pool_layers=num_pools, drop_prob=drop_prob), residual=True)
-        self.initial = initial if initial is not None else initial_reconstruction
+        with seeded_init(init_seed):
+            self.cnn = ComplexImageCNN(Unet(2, 2, chans=chans, num_pool_layers=num_pools, drop_prob=drop_prob),
+                                       residual=True)
+        if initial is None:
+            initial = "auto"
+        if isinstance(initial, str) and initial not in INITIAL:
+            raise ValueError(f"FBPConvNet: initial must be one of {', '.join(INITIAL)} or a callable, "
+                             f"got {initial!r}")
+        self.initial = initial
         self.normalize = normalize
+
+    def start(self, y: Tensor, op: LinearOperator) -> Tensor:
+        """The U-Net's input ``x_0`` (before normalisation)."""
+        if callable(self.initial):
+            return self.initial(y, op)
+        return initial_reconstruction(y, op, self.initial)
 
     def forward(self, y: Tensor, op: LinearOperator) -> Tensor:
         """Data ``y`` ``(B, ...)`` -> image ``(B, H, W)``."""
         require_batch("FBPConvNet", y)
-        x0 = self.initial(y, op)
+        x0 = self.start(y, op)
         if not self.normalize:
             return self.cnn(x0)
         scale = batch_scale(x0)

@@ -17,17 +17,19 @@ import torch
 from torch import Tensor, nn
 
 from mrirecon.core import LinearOperator
+from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.models.backbones.normunet import NormUnet
-from mrirecon.models.common import normalized_data, require_batch, run_stage
+from mrirecon.models.init import seeded_init
+from mrirecon.models.template import UnrolledModel
 from mrirecon.solvers import max_eigenvalue
 
 
-class GramVarNet(nn.Module):
+class GramVarNet(UnrolledModel):
     """``model(y, op) -> x``; see the module docstring.
 
     Parameters
     ----------
-    num_cascades
+    iterations
         Number of cascades (8).
     chans, pools
         NormUnet width and depth per cascade (18, 4).
@@ -37,30 +39,40 @@ class GramVarNet(nn.Module):
         Power iterations for ``L``.
     checkpointing
         Recompute each cascade in backward.
+    init_seed
+        Seed of the weight initialisation (:func:`~mrirecon.models.init.seeded_init`).
     """
 
-    def __init__(self, num_cascades: int = 8, chans: int = 18, pools: int = 4, eta: float = 1.0,
-                 power_iterations: int = 10, checkpointing: bool = False) -> None:
+    normalize = True  # always: the NormUnets and eta assume max |A^H y| = 1
+
+    @accepts_deprecated_names
+    def __init__(self, iterations: int = 8, chans: int = 18, pools: int = 4, eta: float = 1.0,
+                 power_iterations: int = 10, checkpointing: bool = False,
+                 init_seed: int | None = None) -> None:
         super().__init__()
-        self.regularizers = nn.ModuleList([NormUnet(chans, pools) for _ in range(num_cascades)])
-        self.eta = nn.Parameter(torch.full((num_cascades,), float(eta)))
+        with seeded_init(init_seed):
+            self.regularizers = nn.ModuleList([NormUnet(chans, pools) for _ in range(iterations)])
+        self.eta = nn.Parameter(torch.full((iterations,), float(eta)))
         self.power_iterations = int(power_iterations)
         self.checkpointing = checkpointing
 
-    def _cascade(self, x: Tensor, aty: Tensor, op: LinearOperator, step: Tensor, k: int) -> Tensor:
-        dc = step * self.eta[k] * (op.gram(x) - aty)
-        return x - dc - self.regularizers[k](x.unsqueeze(1)).squeeze(1)
+    def num_steps(self) -> int:
+        return len(self.regularizers)
 
-    def forward(self, y: Tensor, op: LinearOperator) -> Tensor:
-        """Data ``y`` ``(B, ...)`` -> image ``(B, H, W)`` starting from ``A^H y / L``."""
-        require_batch("GramVarNet", y)
-        y, aty, scale = normalized_data(y, op)
+    def initial_state(self, y: Tensor, op: LinearOperator, aty: Tensor) -> tuple[Tensor, Tensor]:
+        """``(x, 1 / L)`` with ``x = A^H y / L``: one gradient step from zero, on the image's
+        scale, whereas ``A^H y`` itself is ``L`` times too bright where the sampling is dense
+        (radial centre)."""
         with torch.no_grad():
             lmax = max_eigenvalue(op.gram, aty, batch_dims=1, iterations=self.power_iterations)
         step = (1.0 / lmax.clamp_min(1e-12)).reshape(-1, 1, 1).to(aty.real.dtype)
-        # start after one gradient step from zero, x = A^H y / L: on the image's scale, whereas
-        # A^H y itself is L times too bright where the sampling is dense (radial centre)
-        x = step * aty
-        for k in range(len(self.regularizers)):
-            x = run_stage(self._cascade, x, aty, op, step, k, checkpointing=self.checkpointing)
-        return x * scale
+        return step * aty, step
+
+    def step(self, k: int, state: tuple[Tensor, Tensor], y: Tensor, op: LinearOperator,
+             aty: Tensor) -> tuple[Tensor, Tensor]:
+        x, step = state
+        dc = step * self.eta[k] * (op.gram(x) - aty)
+        return x - dc - self.regularizers[k](x.unsqueeze(1)).squeeze(1), step
+
+    def output(self, state: tuple[Tensor, Tensor]) -> Tensor:
+        return state[0]

@@ -18,9 +18,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mrirecon.core import LinearOperator
-from mrirecon.models.backbones.complex import flatten_image_batch, from_channels, to_channels, unflatten_image_batch
+from mrirecon.core.names import accepts_deprecated_names
+from mrirecon.models.backbones.complex import (
+    flatten_image_batch,
+    from_channels,
+    to_channels,
+    unflatten_image_batch,
+)
 from mrirecon.models.blocks.gradient_dc import GradientDC
-from mrirecon.models.common import normalized_data, require_batch, run_stage
+from mrirecon.models.init import seeded_init
+from mrirecon.models.template import UnrolledModel
 
 
 def soft_threshold(z: Tensor, theta: Tensor) -> Tensor:
@@ -63,13 +70,13 @@ class ISTANetPlusPhase(nn.Module):
         return out, self.inverse_transform(coded) - features
 
 
-class ISTANetPlus(nn.Module):
+class ISTANetPlus(UnrolledModel):
     """ISTA-Net+ ``model(y, op) -> x``.
 
     Parameters
     ----------
-    num_phases
-        Unrolled ISTA iterations (9).
+    iterations
+        Unrolled ISTA phases (9).
     features
         Channels of the learned transforms (32).
     rho, theta
@@ -78,39 +85,46 @@ class ISTANetPlus(nn.Module):
         Scale data so that ``max |A^H y| = 1`` (thresholds are absolute), undone on output.
     checkpointing
         Recompute each phase in backward.
+    init_seed
+        Seed of the weight initialisation (:func:`~mrirecon.models.init.seeded_init`).
     """
 
+    @accepts_deprecated_names
     def __init__(
         self,
-        num_phases: int = 9,
+        iterations: int = 9,
         features: int = 32,
         rho: float = 0.5,
         theta: float = 0.01,
         normalize: bool = True,
         checkpointing: bool = False,
+        init_seed: int | None = None,
     ) -> None:
         super().__init__()
-        self.phases = nn.ModuleList([ISTANetPlusPhase(features, rho, theta) for _ in range(num_phases)])
+        with seeded_init(init_seed):
+            self.phases = nn.ModuleList([ISTANetPlusPhase(features, rho, theta) for _ in range(iterations)])
         self.normalize, self.checkpointing = normalize, checkpointing
+
+    def num_steps(self) -> int:
+        return len(self.phases)
+
+    def initial_state(self, y: Tensor, op: LinearOperator, aty: Tensor) -> tuple[Tensor, Tensor]:
+        """``(x, symmetry) = (A^H y, 0)``: the iterate and the running symmetry loss."""
+        return aty, torch.zeros((), dtype=aty.real.dtype, device=aty.device)
+
+    def step(self, i: int, state: tuple[Tensor, Tensor], y: Tensor, op: LinearOperator,
+             aty: Tensor) -> tuple[Tensor, Tensor]:
+        x, residual = self.phases[i](state[0], y, op, aty)
+        return x, state[1] + torch.mean(residual**2)
+
+    def output(self, state: tuple[Tensor, Tensor]) -> Tensor:
+        return state[0]
 
     def forward_with_symmetry(self, y: Tensor, op: LinearOperator) -> tuple[Tensor, Tensor]:
         """Reconstruction and the symmetry loss ``mean_k mean |F~_k(F_k(D r)) - D r|^2``.
 
         The ISTA-Net+ training loss is ``||x - x_true||^2 / N + 0.01 * symmetry``.
         """
-        require_batch("ISTANetPlus", y)
-        if self.normalize:
-            y, aty, scale = normalized_data(y, op)
-        else:
-            aty, scale = op.H(y), None
-        x = aty
-        symmetry = torch.zeros((), dtype=aty.real.dtype, device=aty.device)
-        for phase in self.phases:
-            x, residual = run_stage(phase, x, y, op, aty, checkpointing=self.checkpointing)
-            symmetry = symmetry + torch.mean(residual**2)
+        (x, symmetry), scale = self.iterate(y, op)
         symmetry = symmetry / max(len(self.phases), 1)
-        return (x * scale if scale is not None else x), symmetry
-
-    def forward(self, y: Tensor, op: LinearOperator) -> Tensor:
-        """Data ``y`` ``(B, ...)`` -> image ``(B, H, W)``."""
-        return self.forward_with_symmetry(y, op)[0]
+        return self.unscale(x, scale), symmetry

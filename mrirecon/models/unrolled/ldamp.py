@@ -32,8 +32,8 @@ from torch import Tensor, nn
 from mrirecon.core import LinearOperator
 from mrirecon.models.backbones.dncnn import DnCNN
 from mrirecon.models.common import require_batch
-# DenseMatrix and gaussian_matrix live in operators/ (re-exported here)
-from mrirecon.operators.dense import DenseMatrix, gaussian_matrix  # noqa: F401
+from mrirecon.operators.dense import DenseMatrix
+from mrirecon.models.init import seeded_init
 
 
 def valid_for(op: LinearOperator) -> tuple[bool, str]:
@@ -154,6 +154,8 @@ class LDAMP(nn.Module):
         Monte-Carlo probes of the divergence estimate.
     seed
         Seed of the probe generator (re-seeded on every call, so the model is deterministic).
+    init_seed
+        Seed of the weight initialisation (:func:`~mrirecon.models.init.seeded_init`).
 
     Notes
     -----
@@ -172,14 +174,16 @@ class LDAMP(nn.Module):
         shared: bool = False,
         probes: int = 1,
         seed: int = 0,
+        init_seed: int | None = None,
     ) -> None:
         super().__init__()
         if denoiser is not None:
             self.denoisers = nn.ModuleList([denoiser])
         else:
             count = 1 if shared else iterations
-            self.denoisers = nn.ModuleList(
-                [DnCNNDenoiser(depth, features, batchnorm) for _ in range(count)])
+            with seeded_init(init_seed):
+                self.denoisers = nn.ModuleList(
+                    [DnCNNDenoiser(depth, features, batchnorm) for _ in range(count)])
         self.iterations, self.probes, self.seed = int(iterations), int(probes), int(seed)
 
     def denoiser(self, t: int) -> nn.Module:

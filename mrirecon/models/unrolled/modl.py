@@ -12,13 +12,15 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from mrirecon.core import LinearOperator
+from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.models.backbones.complex import ComplexImageCNN
 from mrirecon.models.backbones.dncnn import DnCNN
 from mrirecon.models.blocks.cg_dc import ProximalDC
-from mrirecon.models.common import normalized_data, require_batch, run_stage
+from mrirecon.models.init import seeded_init
+from mrirecon.models.template import UnrolledModel
 
 
-class MoDL(nn.Module):
+class MoDL(UnrolledModel):
     """MoDL ``model(y, op) -> x``.
 
     Parameters
@@ -39,8 +41,11 @@ class MoDL(nn.Module):
         CG backward by a second CG solve (memory independent of CG iterations).
     checkpointing
         Recompute each unroll in backward.
+    init_seed
+        Seed of the weight initialisation (:func:`~mrirecon.models.init.seeded_init`).
     """
 
+    @accepts_deprecated_names
     def __init__(
         self,
         iterations: int = 10,
@@ -53,31 +58,25 @@ class MoDL(nn.Module):
         normalize: bool = True,
         implicit: bool = True,
         checkpointing: bool = False,
+        init_seed: int | None = None,
     ) -> None:
         super().__init__()
         count = 1 if shared else iterations
-        self.denoisers = nn.ModuleList(
-            [
-                ComplexImageCNN(DnCNN(2, 2, depth=layers, features=features, batchnorm=batchnorm, residual=True))
-                for _ in range(count)
-            ]
-        )
+        with seeded_init(init_seed):
+            self.denoisers = nn.ModuleList(
+                [
+                    ComplexImageCNN(DnCNN(2, 2, depth=layers, features=features, batchnorm=batchnorm, residual=True))
+                    for _ in range(count)
+                ]
+            )
         self.dc = ProximalDC(lam, max_iterations=cg_iterations, implicit=implicit)
         self.iterations, self.shared = iterations, shared
         self.normalize, self.checkpointing = normalize, checkpointing
 
-    def _unroll(self, x: Tensor, y: Tensor, op: LinearOperator, aty: Tensor, i: int) -> Tensor:
+    def num_steps(self) -> int:
+        return self.iterations
+
+    def step(self, i: int, x: Tensor, y: Tensor, op: LinearOperator, aty: Tensor) -> Tensor:
+        """``x <- (A^H A + lam I)^{-1} (A^H y + lam D(x))``."""
         denoiser = self.denoisers[0 if self.shared else i]
         return self.dc(denoiser(x), y, op, aty)
-
-    def forward(self, y: Tensor, op: LinearOperator) -> Tensor:
-        """Data ``y`` ``(B, ...)`` -> image ``(B, H, W)``."""
-        require_batch("MoDL", y)
-        if self.normalize:
-            y, aty, scale = normalized_data(y, op)
-        else:
-            aty, scale = op.H(y), None
-        x = aty
-        for i in range(self.iterations):
-            x = run_stage(self._unroll, x, y, op, aty, i, checkpointing=self.checkpointing)
-        return x * scale if scale is not None else x

@@ -19,7 +19,8 @@ from torch import Tensor, nn
 
 from mrirecon.core import LinearOperator
 from mrirecon.models.backbones.complex import from_channels, to_channels
-from mrirecon.models.common import normalized_data, require_batch, run_stage
+from mrirecon.models.init import seeded_init
+from mrirecon.models.template import UnrolledModel
 
 
 def _cnn(in_vars: int, out_vars: int, features: int) -> nn.Sequential:
@@ -57,7 +58,7 @@ class PrimalDualIteration(nn.Module):
         return f, h
 
 
-class LearnedPrimalDual(nn.Module):
+class LearnedPrimalDual(UnrolledModel):
     """Learned primal-dual ``model(y, op) -> x``.
 
     Parameters
@@ -68,6 +69,11 @@ class LearnedPrimalDual(nn.Module):
         Scale data so that ``max |A^H y| = 1``; undone on output.
     checkpointing
         Recompute each iteration in backward.
+    init_seed
+        Seed of the weight initialisation (:func:`~mrirecon.models.init.seeded_init`).
+
+    The unrolled iterations are the module list ``self.iterations`` (its state-dict keys
+    ``iterations.<i>.*`` are those of the shipped weights).
     """
 
     def __init__(
@@ -78,24 +84,30 @@ class LearnedPrimalDual(nn.Module):
         features: int = 32,
         normalize: bool = True,
         checkpointing: bool = False,
+        init_seed: int | None = None,
     ) -> None:
         super().__init__()
         if n_primal < 2 or n_dual < 1:
             raise ValueError(f"LearnedPrimalDual: need n_primal >= 2 and n_dual >= 1, got {n_primal}, {n_dual}")
-        self.iterations = nn.ModuleList([PrimalDualIteration(n_primal, n_dual, features) for _ in range(iterations)])
+        with seeded_init(init_seed):
+            self.iterations = nn.ModuleList([PrimalDualIteration(n_primal, n_dual, features)
+                                             for _ in range(iterations)])
         self.n_primal, self.n_dual = n_primal, n_dual
         self.normalize, self.checkpointing = normalize, checkpointing
 
-    def forward(self, y: Tensor, op: LinearOperator) -> Tensor:
-        """Data ``y`` ``(B, ...)`` -> image ``(B, H, W)``."""
-        require_batch("LearnedPrimalDual", y)
-        if self.normalize:
-            y, aty, scale = normalized_data(y, op)
-        else:
-            aty, scale = op.H(y), None
+    def num_steps(self) -> int:
+        return len(self.iterations)
+
+    def initial_state(self, y: Tensor, op: LinearOperator, aty: Tensor) -> tuple[Tensor, Tensor]:
+        """Primal and dual memories at zero."""
         f = aty.new_zeros((aty.shape[0], self.n_primal) + tuple(aty.shape[1:]))
         h = y.new_zeros((y.shape[0], self.n_dual) + tuple(y.shape[1:]))
-        for iteration in self.iterations:
-            f, h = run_stage(iteration, f, h, y, op, checkpointing=self.checkpointing)
-        x = f[:, 0]
-        return x * scale if scale is not None else x
+        return f, h
+
+    def step(self, i: int, state: tuple[Tensor, Tensor], y: Tensor, op: LinearOperator,
+             aty: Tensor) -> tuple[Tensor, Tensor]:
+        f, h = state
+        return self.iterations[i](f, h, y, op)
+
+    def output(self, state: tuple[Tensor, Tensor]) -> Tensor:
+        return state[0][:, 0]

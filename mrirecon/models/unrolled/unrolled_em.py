@@ -31,14 +31,14 @@ from torch import Tensor, nn
 from mrirecon.core import LinearOperator
 from mrirecon.models.blocks.cg_dc import operator_tensors_with_grad, solve_proximal
 from mrirecon.models.common import require_batch
+from mrirecon.operators.patches import Patches
 from mrirecon.models.gmm import (
-    Patches,
     PatchGMM,
-    load_patch_gmm,
     merge_complex,
     normalise_problem,
     split_complex,
 )
+from mrirecon.models.init import seeded_init
 
 
 class UnrolledEM(nn.Module):
@@ -49,9 +49,12 @@ class UnrolledEM(nn.Module):
     iterations
         Unrolled iterations ``T``.
     gmm
-        A :class:`PatchGMM`, a shipped/saved name or path (``"patch_gmm"``), or ``None`` for an
+        A :class:`PatchGMM` (e.g. the shipped one,
+        ``mrirecon.training.weights.load_patch_gmm("patch_gmm")``), or ``None`` for an
         untrained isotropic mixture of ``components`` components on ``patch_size`` patches
-        (the shell a saved state dict is loaded into).
+        (the shell a saved state dict is loaded into). The constructor reads no file:
+        ``build_model("unrolled_em")`` in training and ``weights: patch_gmm`` in pipelines
+        supply the shipped prior.
     components, patch_size
         Used only when ``gmm`` is ``None``.
     stride
@@ -71,7 +74,7 @@ class UnrolledEM(nn.Module):
     def __init__(
         self,
         iterations: int = 6,
-        gmm: PatchGMM | str | None = "patch_gmm",
+        gmm: PatchGMM | None = None,
         components: int = 20,
         patch_size: int = 8,
         stride: int = 4,
@@ -81,6 +84,7 @@ class UnrolledEM(nn.Module):
         noise_std: float = 0.02,
         cg_iterations: int = 8,
         implicit: bool = True,
+        init_seed: int | None = None,
     ) -> None:
         super().__init__()
         if iterations < 1:
@@ -89,9 +93,13 @@ class UnrolledEM(nn.Module):
             base = gmm.folded()
             prior = PatchGMM(base.means, base.covs, base.weights, eps=base.eps, trainable=learn_gmm)
         elif gmm is None:
-            prior = PatchGMM.isotropic(components, patch_size, trainable=learn_gmm)
+            with seeded_init(init_seed):  # deterministic today; seeded like every model
+                prior = PatchGMM.isotropic(components, patch_size, trainable=learn_gmm)
         else:
-            prior = load_patch_gmm(gmm, trainable=learn_gmm)
+            raise TypeError(
+                f"UnrolledEM: gmm must be a PatchGMM or None, got {type(gmm).__name__} {gmm!r}; "
+                "models read no files: load it with mrirecon.training.weights.load_patch_gmm("
+                f"{gmm!r}) (pipelines: reconstruct.weights: patch_gmm)")
         self.gmm = prior
         sigmas = torch.logspace(math.log10(sigma_start), math.log10(sigma_end), iterations)
         self.log_sigma = nn.Parameter(torch.log(sigmas))

@@ -6,9 +6,15 @@ Each cascade updates multi-coil k-space ``k``:
 
 with the soft k-space DC of :class:`~mrirecon.models.blocks.SoftKspaceDC` and ``F S`` /
 ``S^H F^H`` taken from the operator (``op.expand`` / ``op.reduce``) after its coil maps were
-replaced by those of the sensitivity network (``op.with_maps``). The output, as in the fastMRI
-reference, is the root-sum-of-squares image ``(B, H, W)`` (real) of the final k-space; use
-:meth:`VarNet.kspace` or :meth:`VarNet.image` for the complex quantities.
+replaced by those of the sensitivity network (``op.with_maps``).
+
+Output (the models' common contract, :mod:`mrirecon.models.output`): the complex coil-combined
+image ``(B, H, W)`` whose magnitude is the root-sum-of-squares of the final k-space's coil
+images, fastMRI's output, and whose phase is that of the sensitivity-weighted combination
+``S^H F^H k``. Where the coil images are consistent with the maps (``F^H k = S x``, maps of
+unit RSS) this is ``S^H F^H k`` itself; elsewhere ``|S^H F^H k| <= RSS``, and the RSS keeps
+fastMRI's figures. :meth:`VarNet.rss` is the real RSS image, :meth:`VarNet.image` the plain
+``S^H F^H k``, :meth:`VarNet.kspace` the final k-space.
 
 Published defaults (fastMRI): 12 cascades, U-Net 18 channels / 4 pools, sensitivity U-Net
 8 channels / 4 pools. A fastMRI checkpoint loads through
@@ -20,10 +26,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.functional import rss
 from mrirecon.models.backbones.normunet import NormUnet
 from mrirecon.models.blocks.soft_dc import SoftKspaceDC, kspace_mask
 from mrirecon.models.common import run_stage
+from mrirecon.models.init import seeded_init
+from mrirecon.models.output import rss_image
 from mrirecon.operators.mri import Fourier, SenseOperator
 from mrirecon.sampling.acs import acs_bounds
 
@@ -85,12 +94,12 @@ class VarNetBlock(nn.Module):
 
 
 class VarNet(nn.Module):
-    """E2E-VarNet ``model(y, op) -> rss image``.
+    """E2E-VarNet ``model(y, op) -> x`` (complex, ``|x|`` the RSS image; module docstring).
 
     Parameters
     ----------
-    num_cascades
-        Number of unrolled cascades (12).
+    iterations
+        Number of unrolled cascades (12; fastMRI's ``num_cascades``).
     sens_chans, sens_pools
         Sensitivity U-Net size (8, 4).
     chans, pools
@@ -101,11 +110,14 @@ class VarNet(nn.Module):
         ``False`` drops the sensitivity network and uses ``op.maps`` (e.g. ESPIRiT maps).
     checkpointing
         Recompute each cascade in backward (``torch.utils.checkpoint``) to save memory.
+    init_seed
+        Seed of the weight initialisation (:func:`~mrirecon.models.init.seeded_init`).
     """
 
+    @accepts_deprecated_names
     def __init__(
         self,
-        num_cascades: int = 12,
+        iterations: int = 12,
         sens_chans: int = 8,
         sens_pools: int = 4,
         chans: int = 18,
@@ -113,12 +125,14 @@ class VarNet(nn.Module):
         mask_center: bool = True,
         estimate_sensitivities: bool = True,
         checkpointing: bool = False,
+        init_seed: int | None = None,
     ) -> None:
         super().__init__()
-        self.sensitivity = (
-            SensitivityModel(sens_chans, sens_pools, mask_center=mask_center) if estimate_sensitivities else None
-        )
-        self.cascades = nn.ModuleList([VarNetBlock(NormUnet(chans, pools)) for _ in range(num_cascades)])
+        with seeded_init(init_seed):
+            self.sensitivity = (
+                SensitivityModel(sens_chans, sens_pools, mask_center=mask_center) if estimate_sensitivities else None
+            )
+            self.cascades = nn.ModuleList([VarNetBlock(NormUnet(chans, pools)) for _ in range(iterations)])
         self.checkpointing = checkpointing
         self.fourier = Fourier()
 
@@ -144,11 +158,24 @@ class VarNet(nn.Module):
         k, op = self.kspace(y, op, num_low_frequencies)
         return op.reduce(k)
 
-    def forward(self, y: Tensor, op: SenseOperator, num_low_frequencies: int | None = None) -> Tensor:
+    def rss(self, y: Tensor, op: SenseOperator, num_low_frequencies: int | None = None) -> Tensor:
         """Masked k-space ``y`` ``(B, C, H, W)`` complex -> RSS magnitude ``(B, H, W)`` real.
 
         Same quantity as ``fastmri.models.VarNet`` (no crop: crop with
         :func:`mrirecon.functional.center_crop` as the fastMRI evaluation does).
         """
         k, _ = self.kspace(y, op, num_low_frequencies)
-        return rss(self.fourier.H(k), dim=1)
+        return rss_image(k)
+
+    def forward(self, y: Tensor, op: SenseOperator, num_low_frequencies: int | None = None) -> Tensor:
+        """Masked k-space ``y`` ``(B, C, H, W)`` complex -> complex image ``(B, H, W)``.
+
+        ``|x|`` is the RSS image of :meth:`rss` (fastMRI's output), the phase that of
+        ``S^H F^H k`` (a pixel where that is exactly 0 gets phase 0). The phase carries no
+        gradient: training on magnitudes sees the RSS's gradient.
+        """
+        k, op = self.kspace(y, op, num_low_frequencies)
+        combined = op.reduce(k).detach()
+        one = torch.ones((), dtype=combined.dtype, device=combined.device)
+        phase = torch.where(combined == 0, one, torch.sgn(combined))
+        return rss_image(k) * phase

@@ -17,9 +17,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mrirecon.core import LinearOperator
-from mrirecon.models.backbones.complex import flatten_image_batch, from_channels, to_channels, unflatten_image_batch
+from mrirecon.core.names import accepts_deprecated_names
+from mrirecon.models.backbones.complex import (
+    flatten_image_batch,
+    from_channels,
+    to_channels,
+    unflatten_image_batch,
+)
 from mrirecon.models.blocks.gradient_dc import GradientDC
-from mrirecon.models.common import normalized_data, require_batch, run_stage
+from mrirecon.models.init import seeded_init
+from mrirecon.models.template import UnrolledModel
 
 
 class RBFActivation(nn.Module):
@@ -48,12 +55,12 @@ class RBFActivation(nn.Module):
 class VNStage(nn.Module):
     """One VN gradient step (regulariser gradient + data-term gradient)."""
 
-    def __init__(self, num_filters: int, kernel_size: int, num_rbf: int, eta: float, generator: torch.Generator):
+    def __init__(self, num_filters: int, kernel_size: int, num_rbf: int, eta: float):
         super().__init__()
         if kernel_size % 2 == 0:
             raise ValueError(f"VNStage: kernel_size must be odd, got {kernel_size}")
         std = 1.0 / math.sqrt(2 * kernel_size**2)
-        self.filters = nn.Parameter(torch.randn(num_filters, 2, kernel_size, kernel_size, generator=generator) * std)
+        self.filters = nn.Parameter(torch.randn(num_filters, 2, kernel_size, kernel_size) * std)
         self.activation = RBFActivation(num_filters, num_rbf)
         self.dc = GradientDC(eta)
 
@@ -75,12 +82,12 @@ class VNStage(nn.Module):
         return self.dc(x, y, op, aty) - self.regulariser_gradient(x)
 
 
-class VariationalNetwork(nn.Module):
+class VariationalNetwork(UnrolledModel):
     """Hammernik's VN ``model(y, op) -> x`` (complex for MRI, real for CT).
 
     Parameters
     ----------
-    num_stages
+    iterations
         Unrolled gradient steps (10).
     num_filters, kernel_size, num_rbf
         Fields-of-experts size (24 filters, 11 x 11, 31 RBFs).
@@ -90,36 +97,33 @@ class VariationalNetwork(nn.Module):
         Scale the data so that ``max |A^H y| = 1`` (the RBF range is fixed), undone at the end.
     checkpointing
         Recompute each stage in backward.
-    seed
-        Seed of the filter initialisation.
+    init_seed
+        Seed of the filter initialisation (:func:`~mrirecon.models.init.seeded_init`; 0 by
+        default, so an untrained VN is reproducible).
     """
 
+    @accepts_deprecated_names
     def __init__(
         self,
-        num_stages: int = 10,
+        iterations: int = 10,
         num_filters: int = 24,
         kernel_size: int = 11,
         num_rbf: int = 31,
         eta: float = 0.5,
         normalize: bool = True,
         checkpointing: bool = False,
-        seed: int = 0,
+        init_seed: int | None = 0,
     ) -> None:
         super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.stages = nn.ModuleList(
-            [VNStage(num_filters, kernel_size, num_rbf, eta, g) for _ in range(num_stages)]
-        )
+        with seeded_init(init_seed):
+            self.stages = nn.ModuleList(
+                [VNStage(num_filters, kernel_size, num_rbf, eta) for _ in range(iterations)]
+            )
         self.normalize, self.checkpointing = normalize, checkpointing
 
-    def forward(self, y: Tensor, op: LinearOperator) -> Tensor:
-        """Data ``y`` ``(B, ...)`` -> image ``(B, H, W)`` starting from ``A^H y``."""
-        require_batch("VariationalNetwork", y)
-        if self.normalize:
-            y, aty, scale = normalized_data(y, op)
-        else:
-            aty, scale = op.H(y), None
-        x = aty
-        for stage in self.stages:
-            x = run_stage(stage, x, y, op, aty, checkpointing=self.checkpointing)
-        return x * scale if scale is not None else x
+    def num_steps(self) -> int:
+        return len(self.stages)
+
+    def step(self, i: int, x: Tensor, y: Tensor, op: LinearOperator, aty: Tensor) -> Tensor:
+        """One gradient step on the data term and the learned regulariser."""
+        return self.stages[i](x, y, op, aty)

@@ -1,0 +1,60 @@
+"""The one reader of weight files: shipped names or paths to ``.pt`` state dicts.
+
+Everything that reads weights (:func:`mrirecon.training.weights.load_pretrained` and
+``load_model``, the shipped patch GMM of EPLL / unrolled EM, the perceptual loss's feature
+network) goes through :func:`read_state_dict`: names resolve to ``mrirecon/weights/<name>.pt``,
+files are read with ``torch.load(weights_only=True)`` (no pickled code runs), and what comes
+back must be a mapping of tensors (a training checkpoint's ``model`` entry is unwrapped).
+Models never read files: loaders build them and load these tensors into them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+
+def resolve_weights(name_or_path: str | os.PathLike, who: str = "load_pretrained") -> Path:
+    """A ``.pt`` path for a shipped name (``mrirecon/weights/<name>.pt``) or an existing file."""
+    p = Path(name_or_path)
+    if p.suffix == ".pt" or p.is_file():
+        if not p.is_file():
+            raise FileNotFoundError(f"{who}: weights file {p} does not exist")
+        return p
+    shipped = WEIGHTS_DIR / f"{p.name}.pt"
+    if shipped.is_file():
+        return shipped
+    names = sorted(q.stem for q in WEIGHTS_DIR.glob("*.pt")) if WEIGHTS_DIR.is_dir() else []
+    raise FileNotFoundError(
+        f"{who}: no weights named {str(name_or_path)!r}; shipped: {', '.join(names) or 'none'} "
+        "(or give a path to a .pt file)"
+    )
+
+
+def read_state_dict(name_or_path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                    who: str = "load_pretrained") -> dict[str, Tensor]:
+    """The state dict in a shipped name's or a path's ``.pt`` file (weights only).
+
+    Raises
+    ------
+    FileNotFoundError
+        Unknown name or missing file.
+    ValueError
+        The file cannot be read safely or holds no tensors by name (names the file).
+    """
+    path = resolve_weights(name_or_path, who)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{who}: {path} cannot be read safely: {e}") from e
+    for key in ("model", "state_dict"):  # a training checkpoint
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(f"{who}: {path} holds no state dict (tensors by parameter name)")
+    return state

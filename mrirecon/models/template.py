@@ -1,0 +1,91 @@
+"""The one skeleton of iterative models: check the batch, normalise, iterate, rescale.
+
+:class:`UnrolledModel` owns ``forward``; a model supplies only what differs:
+
+- :meth:`~UnrolledModel.num_steps` and :meth:`~UnrolledModel.step` (one unrolled iteration,
+  called as ``step(i, state, y, op, aty)``);
+- optionally :meth:`~UnrolledModel.initial_state` (default ``A^H y``) and
+  :meth:`~UnrolledModel.output` (default: the state is the image).
+
+``forward(y, op)``:
+
+1. ``y`` must have a leading batch axis (``ValueError`` naming the model otherwise);
+2. with ``normalize`` the data are divided per sample by ``s = max |A^H y|`` (see
+   :func:`~mrirecon.models.common.normalized_data`), so thresholds and activations of fixed
+   range see the same scale whatever the scanner's units;
+3. ``state = initial_state(...)``, then ``state = step(i, state, ...)`` for every step, each
+   recomputed in backward when ``checkpointing`` is set;
+4. the image ``output(state)`` is multiplied by ``s`` again.
+
+Because ``A`` is linear and ``s`` scales with the data, a normalised model is scale equivariant:
+``model(c y, op) = c model(y, op)`` for ``c > 0`` (up to rounding).
+
+Output contract: every reconstruction model returns the image ``(B, H, W)`` in the data's
+units, complex for MRI and real for CT; the magnitude (or, for VarNet, the root-sum-of-squares
+of its coil images) is a separate step, see :mod:`mrirecon.models.output`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from mrirecon.core import LinearOperator
+from mrirecon.models.common import normalized_data, require_batch, run_stage
+
+State = Any  # a tensor, or a tuple of tensors for models with auxiliary variables
+
+
+class UnrolledModel(nn.Module):
+    """Base class of the unrolled / plug-and-play models (see the module docstring).
+
+    Subclasses set ``self.normalize`` and ``self.checkpointing`` (both default ``False`` at
+    class level, so models without them keep the plain behaviour).
+    """
+
+    normalize: bool = False
+    checkpointing: bool = False
+
+    # -- what a model implements --------------------------------------------------------
+    def num_steps(self) -> int:
+        """Number of unrolled steps."""
+        raise NotImplementedError
+
+    def initial_state(self, y: Tensor, op: LinearOperator, aty: Tensor) -> State:
+        """The state before the first step; default the (normalised) ``A^H y``."""
+        return aty
+
+    def step(self, i: int, state: State, y: Tensor, op: LinearOperator, aty: Tensor) -> State:
+        """Step ``i`` of the iteration; ``y`` and ``aty`` are normalised when ``normalize``."""
+        raise NotImplementedError
+
+    def output(self, state: State) -> Tensor:
+        """The image of the final state; default: the state is the image."""
+        return state
+
+    # -- the template -------------------------------------------------------------------
+    def prepare(self, y: Tensor, op: LinearOperator) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``(y / s, A^H y / s, s)`` with ``normalize``, else ``(y, A^H y, None)``."""
+        require_batch(type(self).__name__, y)
+        if self.normalize:
+            return normalized_data(y, op)
+        return y, op.H(y), None
+
+    def iterate(self, y: Tensor, op: LinearOperator) -> tuple[State, Tensor | None]:
+        """Run all steps; returns the final state and the scale ``s`` (or ``None``)."""
+        y, aty, scale = self.prepare(y, op)
+        state = self.initial_state(y, op, aty)
+        for i in range(self.num_steps()):
+            state = run_stage(self.step, i, state, y, op, aty, checkpointing=self.checkpointing)
+        return state, scale
+
+    @staticmethod
+    def unscale(x: Tensor, scale: Tensor | None) -> Tensor:
+        """Undo the normalisation: ``x * s`` (or ``x``)."""
+        return x * scale if scale is not None else x
+
+    def forward(self, y: Tensor, op: LinearOperator) -> Tensor:
+        """Data ``y`` ``(B, ...)`` -> image ``(B, H, W)`` in the units of ``y``."""
+        state, scale = self.iterate(y, op)
+        return self.unscale(self.output(state), scale)

@@ -1,0 +1,69 @@
+"""Structural rules of the models package, checked on the source: weights are read in one place,
+models ask operators for typed capabilities instead of probing attributes, and no model reads
+files."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from mrirecon.io.weights import read_state_dict, resolve_weights
+from mrirecon.models import magnitude, rss_image
+from mrirecon.operators.mri import Fourier
+
+ROOT = Path(__file__).resolve().parent.parent / "mrirecon"
+
+
+def _sources(*parts: str):
+    for p in sorted((ROOT.joinpath(*parts)).rglob("*.py")):
+        yield p, p.read_text()
+
+
+def test_weights_are_read_by_the_one_reader():
+    # io/weights.py reads weights; training/checkpoint.py reads resumable training checkpoints
+    allowed = {ROOT / "io" / "weights.py", ROOT / "training" / "checkpoint.py"}
+    call = re.compile(r"(?<!`)torch\.load\(")  # a call, not a ``torch.load(...)`` in a docstring
+    offenders = [str(p.relative_to(ROOT)) for p, text in _sources() if call.search(text) and p not in allowed]
+    assert offenders == []
+
+
+def test_models_ask_for_capabilities_not_attributes():
+    pattern = re.compile(r"(getattr|hasattr)\(op\b")
+    offenders = [str(p.relative_to(ROOT)) for p, text in _sources("models") if pattern.search(text)]
+    assert offenders == []
+
+
+def test_models_read_no_files():
+    pattern = re.compile(r"(?<!`)torch\.load\(|\bopen\(|read_state_dict|WEIGHTS_DIR|Path\(")
+    offenders = [str(p.relative_to(ROOT)) for p, text in _sources("models") if pattern.search(text)]
+    assert offenders == []
+
+
+def test_reader_resolves_names_and_refuses_what_is_not_a_state_dict(tmp_path):
+    assert resolve_weights("patch_gmm").name == "patch_gmm.pt"
+    state = read_state_dict("patch_gmm")
+    assert {"gmm.means", "gmm.covs", "gmm.weights"} <= set(state)
+    bad = tmp_path / "bad.pt"
+    torch.save({"model": {"w": torch.zeros(1)}, "step": 3}, bad)
+    assert set(read_state_dict(bad)) == {"w"}  # a training checkpoint is unwrapped
+    torch.save([1, 2], bad)
+    with pytest.raises(ValueError, match="bad.pt holds no state dict"):
+        read_state_dict(bad, who="test")
+    with pytest.raises(FileNotFoundError, match="no weights named 'nothing_here'"):
+        read_state_dict("nothing_here")
+
+
+def test_named_output_steps():
+    x = torch.tensor([[3 + 4j, -1j]], dtype=torch.complex64)
+    assert torch.equal(magnitude(x), torch.tensor([[5.0, 1.0]]))
+    real = torch.tensor([-1.0, 2.0])
+    assert magnitude(real) is real  # a real (CT) image is returned as is
+    # RSS of the coil images of k-space = sqrt(sum_c |F^H k_c|^2)
+    g = torch.Generator().manual_seed(0)
+    k = torch.randn(2, 3, 8, 6, dtype=torch.complex128, generator=g)
+    coil = Fourier().H(k)
+    ref = coil.abs().square().sum(-3).sqrt()
+    assert torch.allclose(rss_image(k), ref, rtol=8 * torch.finfo(torch.float64).eps, atol=0)
