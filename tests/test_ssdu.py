@@ -156,6 +156,10 @@ def test_unknown_ssdu_key_names_the_file_and_key(tmp_path):
     p = _train_yaml(tmp_path, tmp_path, tmp_path, "loss: {ssdu: {ratio: 1.5}}")
     with pytest.raises(ConfigError, match=r"loss\.ssdu\.ratio: must be in \(0, 1\)"):
         train_from_config(p, progress=False)
+    p = _train_yaml(tmp_path, tmp_path, tmp_path, "loss: {ssdu: {}}")
+    p.write_text(p.read_text().replace("maps: espirit", "maps: learned"))
+    with pytest.raises(ConfigError, match=r"data\.maps: loss\.ssdu scores the model's image"):
+        train_from_config(p, progress=False)
     p = _train_yaml(tmp_path, tmp_path, tmp_path, "loss: {perceptual: 1.0, ssdu: {}}")
     with pytest.raises(ConfigError, match=r"loss\.perceptual: needs reference images"):
         train_from_config(p, progress=False)

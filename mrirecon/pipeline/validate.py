@@ -261,6 +261,9 @@ def validate_training(cfg, source: str = ""):
         _at_least(source, "loss.ssdu.view_parts", ssdu.view_parts, 2)
         for i, b in enumerate(ssdu.acs_block):
             _at_least(source, f"loss.ssdu.acs_block[{i}]", b, 0)
+        if d.modality == "mri" and d.maps == "learned":
+            raise _fail(source, "data.maps", "loss.ssdu scores the model's image through the "
+                        "sample's coil maps (F S x on the held-out k-space); use espirit or walsh")
         for name in ("perceptual", "adversarial"):
             if getattr(loss, name):
                 raise _fail(source, f"loss.{name}", "needs reference images; it cannot be "
