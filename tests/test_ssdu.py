@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mrirecon.operators.mri import sense
-from mrirecon.sampling.split import centre_block, ssdu_split, split_views
+from mrirecon.sampling.split import centre_block, split_views, ssdu_split
 from mrirecon.training.config import SSDUConfig
 from mrirecon.training.ssdu import SelfSupervisedLoss, kspace_loss, mri_ssdu_loss, split_seed
 
@@ -186,8 +186,8 @@ def small_sets(tmp_path_factory):
     from mrirecon.data.simulate_mri import simulate_mri_dataset
 
     root = tmp_path_factory.mktemp("ssdu")
-    kw = dict(coils=4, size=(64, 64), acceleration=4, center_fraction=0.16, mask_type="random",
-              resolution=2)
+    kw = {"coils": 4, "size": (64, 64), "acceleration": 4, "center_fraction": 0.16, "mask_type": "random",
+              "resolution": 2}
     train = simulate_mri_dataset(root / "train_ref", volumes=3, slices=4, seed=3, **kw)
     simulate_mri_dataset(root / "heldout", volumes=2, slices=3, seed=4, **kw)
     _undersampled_only(train, root / "train")
@@ -283,14 +283,20 @@ def test_ssdu_without_references_is_within_1_db_of_supervised_at_4x(small_sets, 
     with references (same model, initialisation, optimiser, steps; only the loss differs),
     scored on held-out volumes (other seed: other anatomy, contrast, coils) at 4x."""
     from mrirecon.models.registry import build_model
-    from mrirecon.training.config import DataConfig, LossConfig, ModelConfig, OptimConfig, TrainConfig
+    from mrirecon.training.config import (
+        DataConfig,
+        LossConfig,
+        ModelConfig,
+        OptimConfig,
+        TrainConfig,
+    )
     from mrirecon.training.data_acquired import AcquiredMRISet
     from mrirecon.training.losses import ReconstructionLoss
     from mrirecon.training.trainer import Trainer
     from mrirecon.training.validation import evaluate_reconstructor, model_reconstructor
 
     # a small MoDL, so that both runs get near their optimum within the suite's time budget
-    params = dict(iterations=2, layers=3, features=8, cg_iterations=4, batchnorm=False)
+    params = {"iterations": 2, "layers": 3, "features": 8, "cg_iterations": 4, "batchnorm": False}
     steps = 150
     held = _Cached(AcquiredMRISet(small_sets / "heldout", train=False))
     assert all(s.target is not None for s in held.samples)

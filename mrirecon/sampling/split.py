@@ -96,7 +96,7 @@ def ssdu_split(
     omega = _points_mask(mask.cpu() if isinstance(mask, Tensor) else mask, shape)
     candidates = omega & ~centre_block(shape, acs_block)
     idx = torch.nonzero(candidates.reshape(-1)).reshape(-1)
-    count = min(int(round(float(ratio) * int(omega.sum()))), idx.numel())
+    count = min(round(float(ratio) * int(omega.sum())), idx.numel())
     if count < 1:
         raise ValueError(f"ssdu_split: no acquired point outside the ACS block {acs_block} to hold "
                          f"out ({int(omega.sum())} acquired); lower acs_block or raise ratio")

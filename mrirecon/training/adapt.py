@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from mrirecon.functional import fftc, ifftc
 from mrirecon.operators.mri import SenseOperator, sense
-from mrirecon.sampling.split import centre_block, ssdu_split, split_views
+from mrirecon.sampling.split import centre_block, split_views, ssdu_split
 from mrirecon.training.ssdu import kspace_loss, mri_split_loss
 
 
@@ -329,11 +329,11 @@ def adapt_model(model: nn.Module, slices: list[tuple[Tensor, object]], config: A
     step_seconds = 0.0  # mean duration of a step so far
     report.stopped = "steps"
     while step < cfg.steps:
-        if cfg.time_budget_s is not None:
-            # stop unless one more step and the validation that would close it fit the budget
-            if time.perf_counter() - t0 + step_seconds + val_seconds > cfg.time_budget_s:
-                report.stopped = "time_budget"
-                break
+        # stop unless one more step and the validation that would close it fit the budget
+        if cfg.time_budget_s is not None and \
+                time.perf_counter() - t0 + step_seconds + val_seconds > cfg.time_budget_s:
+            report.stopped = "time_budget"
+            break
         ts = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss = step_loss()

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from mrirecon.operators.mri import SenseOperator, sense
-from mrirecon.sampling.split import ssdu_split, split_views
+from mrirecon.sampling.split import split_views, ssdu_split
 from mrirecon.training.config import SSDUConfig
 
 

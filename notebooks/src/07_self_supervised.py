@@ -76,8 +76,8 @@ print(f"quick={QUICK}: {SIZE}x{SIZE}, {TRAIN_VOLUMES} training / {TEST_VOLUMES} 
 
 # %%
 t0 = time.time()
-kw = dict(slices=SLICES, coils=6, size=(SIZE, SIZE), acceleration=4, center_fraction=0.16,
-          mask_type="random", resolution=2)
+kw = {"slices": SLICES, "coils": 6, "size": (SIZE, SIZE), "acceleration": 4,
+      "center_fraction": 0.16, "mask_type": "random", "resolution": 2}
 with_ref = simulate_mri_dataset(work / "train_with_reference", volumes=TRAIN_VOLUMES, seed=3, **kw)
 simulate_mri_dataset(work / "heldout", volumes=TEST_VOLUMES, seed=4, **kw)
 (work / "train").mkdir()
@@ -166,10 +166,10 @@ fig.tight_layout()
 # model if no step helps). The pipeline stage `adapt:` does the same before each volume.
 
 # %%
-from mrirecon.data.anatomy import shepp_logan  # noqa: E402
-from mrirecon.data.simulate_mri import birdcage_maps  # noqa: E402
-from mrirecon.operators.mri import sense  # noqa: E402
-from mrirecon.sampling import create_mask_for_mask_type  # noqa: E402
+from mrirecon.data.anatomy import shepp_logan
+from mrirecon.data.simulate_mri import birdcage_maps
+from mrirecon.operators.mri import sense
+from mrirecon.sampling import create_mask_for_mask_type
 
 n = 48 if QUICK else 96
 grid = (torch.arange(n, dtype=torch.float64) - n / 2) / (n / 2)
@@ -185,7 +185,7 @@ y = y + 0.01 * float(y.abs().max()) * torch.randn(y.shape, dtype=torch.complex64
 shipped = "modl_brain_sim" in available_weights()
 adapt_result = {}
 if shipped:
-    from mrirecon.metrics.metrics import psnr, ssim  # noqa: E402
+    from mrirecon.metrics.metrics import psnr, ssim
 
     model = load_pretrained("modl_brain_sim").eval()
     cfg = AdaptConfig(steps=20 if QUICK else 60, lr=1e-3, val_every=5, patience=4, time_budget_s=None)
