@@ -38,7 +38,7 @@ def write_volume(path: Path, slices: int, coils: int, shape: tuple[int, int]) ->
     """A synthetic volume written one slice at a time (the writer never holds the volume)."""
     import h5py
 
-    from mrirecon.data.containers import Header
+    from mrirecon.containers import Header
     from mrirecon.io.ismrmrd_header import header_to_xml
 
     h, w = shape

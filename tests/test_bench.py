@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from mrirecon.data.containers import Header
+from mrirecon.containers import Header
 from mrirecon.data.simulate_mri import birdcage_maps
 from mrirecon.functional import center_crop, fft2c, ifft2c, rss
 from mrirecon.io import FastMRIFile, write_fastmri

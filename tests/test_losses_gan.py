@@ -232,7 +232,7 @@ def test_training_with_all_loss_terms(tmp_path, sim_data):
 
 
 def test_loss_config_validation(tmp_path, sim_data):
-    from mrirecon.pipeline.config import ConfigError
+    from mrirecon.core.config import ConfigError
     from mrirecon.training.config import LossConfig
     from mrirecon.training.losses import ReconstructionLoss
     from mrirecon.training.run import train_from_config

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from mrirecon.cli import main
-from mrirecon.pipeline.config import ConfigError
+from mrirecon.core.config import ConfigError
 from mrirecon.pipeline.definitions import PIPELINES, load_pipeline
 from mrirecon.pipeline.runner import expand_inputs, run_pipeline
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from mrirecon.data.containers import Sinogram
+from mrirecon.containers import Sinogram
 from mrirecon.operators.ct_geometry import CTGeometry
 from mrirecon.sampling import (
     MASK_TYPES,

@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from mrirecon.metrics import SSIMLoss
-from mrirecon.pipeline.config import ConfigError
+from mrirecon.core.config import ConfigError
 from mrirecon.sampling import create_mask_for_mask_type, file_seed
 from mrirecon.training.config import LossConfig, MaskConfig
 from mrirecon.training.data import MRITrainingSet

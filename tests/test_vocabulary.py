@@ -16,7 +16,7 @@ from mrirecon import recon, solvers
 from mrirecon.cli import main
 from mrirecon.core.names import DEPRECATED
 from mrirecon.operators import FiniteDifference, sense
-from mrirecon.pipeline.config import ConfigError
+from mrirecon.core.config import ConfigError
 from mrirecon.pipeline.definitions import PIPELINES, load_pipeline
 
 OLD = re.compile(r"\b(" + "|".join(DEPRECATED) + r")\b")

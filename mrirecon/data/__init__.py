@@ -1,6 +1,6 @@
 """Typed data containers, torch datasets and synthetic data generation."""
 
-from mrirecon.data.containers import Header, Image, ImageGeometry, KSpace, Sinogram
+from mrirecon.containers import Header, Image, ImageGeometry, KSpace, Sinogram
 from mrirecon.data.dataset import SliceBatch, SliceDataset, SliceSample, VolumeInfo, collate_samples
 from mrirecon.operators.ct_geometry import CTGeometry
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mrirecon.data.containers import Header
+from mrirecon.containers import Header
 
 
 @dataclass

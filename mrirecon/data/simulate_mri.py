@@ -38,7 +38,7 @@ import torch
 from scipy import ndimage
 
 from mrirecon.data.anatomy import CONTRASTS, head_shells, load_mni_brain, tissue_image
-from mrirecon.data.containers import Header, ImageGeometry
+from mrirecon.containers import Header, ImageGeometry
 from mrirecon.functional import center_crop, ifft2c, rss
 from mrirecon.operators.mri import sense
 

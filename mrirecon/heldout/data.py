@@ -106,7 +106,7 @@ def heldout_mri_volumes(variants: int = MRI_VARIANTS, seed: int = MRI_SEED) -> l
 
 def write_heldout_mri(out_dir: str | Path, variants: int = MRI_VARIANTS, seed: int = MRI_SEED) -> list[Path]:
     """Write the held-out MRI volumes as fully sampled fastMRI files (for ``run_bench``)."""
-    from mrirecon.data.containers import Header
+    from mrirecon.containers import Header
     from mrirecon.io.fastmri import write_fastmri
 
     out = Path(out_dir)

@@ -39,7 +39,7 @@ from pydicom.uid import (
 )
 from pydicom.valuerep import PersonName, format_number_as_ds
 
-from mrirecon.data.containers import Image, ImageGeometry
+from mrirecon.containers import Image, ImageGeometry
 from mrirecon.io.atomic import atomic_path
 
 __all__ = ["SOP_CLASS", "choose_mr_scale", "choose_rescale", "save_part10", "write_dicom_series"]

@@ -18,7 +18,7 @@ import torch
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from mrirecon.data.containers import Image, ImageGeometry
+from mrirecon.containers import Image, ImageGeometry
 from mrirecon.io.errors import DataFormatError
 
 __all__ = ["read_dicom_series"]

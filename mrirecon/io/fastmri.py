@@ -27,7 +27,7 @@ import h5py
 import numpy as np
 import torch
 
-from mrirecon.data.containers import Header, KSpace
+from mrirecon.containers import Header, KSpace
 from mrirecon.io.atomic import atomic_path
 from mrirecon.io.errors import DataFormatError, guard_reader, require_regular_file
 from mrirecon.io.ismrmrd_header import header_to_xml, parse_ismrmrd_header

@@ -1,4 +1,4 @@
-"""ISMRMRD XML header <-> :class:`~mrirecon.data.containers.Header`.
+"""ISMRMRD XML header <-> :class:`~mrirecon.containers.Header`.
 
 The header is the XML document of the ISMRM raw data standard (namespace
 ``http://www.ismrm.org/ISMRMRD``), stored in fastMRI files as the ``ismrmrd_header`` dataset
@@ -34,7 +34,7 @@ import os
 import warnings
 import xml.etree.ElementTree as ET
 
-from mrirecon.data.containers import Header, ImageGeometry
+from mrirecon.containers import Header, ImageGeometry
 from mrirecon.io.errors import DataFormatError
 
 NAMESPACE = "http://www.ismrm.org/ISMRMRD"

@@ -1,4 +1,4 @@
-"""ISMRMRD HDF5 raw data -> :class:`~mrirecon.data.containers.KSpace` (Cartesian here;
+"""ISMRMRD HDF5 raw data -> :class:`~mrirecon.containers.KSpace` (Cartesian here;
 acquisitions that carry a trajectory go to :mod:`mrirecon.io.ismrmrd_noncartesian`).
 
 An ISMRMRD file holds a group (default ``/dataset``) with the XML header ``xml`` and a
@@ -38,7 +38,7 @@ import h5py
 import numpy as np
 import torch
 
-from mrirecon.data.containers import Header, ImageGeometry, KSpace
+from mrirecon.containers import Header, ImageGeometry, KSpace
 from mrirecon.functional import center_crop, fft2c, ifft2c
 from mrirecon.io.errors import DataFormatError, require_regular_file
 from mrirecon.io.ismrmrd_header import parse_ismrmrd_header

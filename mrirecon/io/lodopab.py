@@ -43,7 +43,7 @@ import h5py
 import numpy as np
 import torch
 
-from mrirecon.data.containers import Image, ImageGeometry, Sinogram
+from mrirecon.containers import Image, ImageGeometry, Sinogram
 from mrirecon.io.atomic import atomic_path
 from mrirecon.io.errors import (
     CORRUPTION_ERRORS,

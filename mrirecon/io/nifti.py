@@ -16,7 +16,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from mrirecon.data.containers import Image, ImageGeometry
+from mrirecon.containers import Image, ImageGeometry
 from mrirecon.io.atomic import atomic_path
 
 __all__ = ["read_nifti", "write_nifti"]

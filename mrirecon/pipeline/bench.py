@@ -459,7 +459,7 @@ def parse_sets(items: Iterable[str]) -> tuple[dict[str, dict[str, Any]], dict[st
     Values are parsed as YAML (numbers, booleans, lists); ``calibrate.*`` sets fields of
     :class:`~mrirecon.pipeline.schema.CalibrateConfig`.
     """
-    from mrirecon.pipeline.config import apply_overrides
+    from mrirecon.core.config import apply_overrides
 
     tree = apply_overrides({}, list(items or ()), source="--set")
     for key, value in tree.items():
@@ -486,7 +486,7 @@ def bench_from_cli(
 ) -> BenchTable:
     """The ``mrirecon bench`` subcommand with its string arguments (``--weights m=PATH``,
     ``--set method.param=value``, ``--methods a,b``) converted for :func:`run_bench`."""
-    from mrirecon.pipeline.config import from_dict
+    from mrirecon.core.config import from_dict
 
     params, calib = parse_sets(sets)
     calibration = from_dict(CalibrateConfig, calib, source="--set", prefix="calibrate")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from mrirecon.pipeline.config import apply_overrides, from_dict, read_yaml
+from mrirecon.core.config import apply_overrides, from_dict, read_yaml
 from mrirecon.pipeline.schema import PipelineConfig
 from mrirecon.pipeline.validate import canonical_method_params, validate_pipeline
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from mrirecon.core.device import resolve_device
 from mrirecon.io.atomic import atomic_write_text
-from mrirecon.pipeline.config import to_dict
+from mrirecon.core.config import to_dict
 from mrirecon.pipeline.report import VolumeResult, display_name, write_report
 from mrirecon.pipeline.schema import PipelineConfig
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mrirecon.data.containers import ImageGeometry
+from mrirecon.containers import ImageGeometry
 from mrirecon.operators import ct_operator
 from mrirecon.operators.ct import cached_ct_operator, projector_norm
 from mrirecon.operators.ct_geometry import CTGeometry

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from mrirecon.data.containers import Header
+from mrirecon.containers import Header
 from mrirecon.functional import center_crop, crop_readout, ifft2c, rss
 from mrirecon.functional.nufft import nufft_adjoint
 from mrirecon.operators import nufft_sense, sense

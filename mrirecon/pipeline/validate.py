@@ -1,10 +1,10 @@
 """Value checks of a loaded pipeline config, run before any input is read.
 
-:func:`mrirecon.pipeline.config.from_dict` checks key names and types. This module checks what a
+:func:`mrirecon.core.config.from_dict` checks key names and types. This module checks what a
 type cannot say: the reconstruction method exists, its parameters are ones the method (or the
 learned model's constructor) takes (with a did-you-mean hint), iteration counts are positive,
 weights such as ``lam`` are finite and non-negative, and sizes, counts and fractions are in range.
-Every problem is a :class:`~mrirecon.pipeline.config.ConfigError` naming the dotted key.
+Every problem is a :class:`~mrirecon.core.config.ConfigError` naming the dotted key.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 from mrirecon.core.checks import param_problem
 from mrirecon.core.names import DEPRECATED, canonical_params
-from mrirecon.pipeline.config import ConfigError
+from mrirecon.core.config import ConfigError
 from mrirecon.pipeline.schema import PipelineConfig
 
 

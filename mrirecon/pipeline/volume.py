@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mrirecon.data.containers import Image
+from mrirecon.containers import Image
 from mrirecon.pipeline import stages_mri
 from mrirecon.pipeline.report import VolumeResult
 from mrirecon.pipeline.runner import release_memory

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mrirecon.data.containers import Sinogram
+from mrirecon.containers import Sinogram
 from mrirecon.operators.ct_geometry import CTGeometry
 
 

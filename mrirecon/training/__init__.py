@@ -1,7 +1,7 @@
 """Training: configs, samples (MRI and CT), loss, the DDP-capable resumable loop, shipped weights.
 
 * :func:`train_from_config` - what ``mrirecon train CONFIG.yaml`` runs;
-* :class:`TrainConfig` - the YAML schema (loaded by :func:`mrirecon.pipeline.config.load_config`);
+* :class:`TrainConfig` - the YAML schema (loaded by :func:`mrirecon.core.config.load_config`);
 * :class:`MRITrainingSet`, :class:`CTTrainingSet` - samples with ``y``, ``operator()``, ``target``;
 * :class:`AdversarialCritic` (``loss.adversarial``) and
   :class:`mrirecon.training.perceptual.PerceptualLoss` (``loss.perceptual``) - optional loss terms

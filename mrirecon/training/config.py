@@ -1,4 +1,4 @@
-"""Training configuration (YAML -> frozen dataclasses via :mod:`mrirecon.pipeline.config`)."""
+"""Training configuration (YAML -> frozen dataclasses via :mod:`mrirecon.core.config`)."""
 
 from __future__ import annotations
 

@@ -98,7 +98,7 @@ def export_weights(
     config_file
         Repository path of the training config that reproduces the weights.
     """
-    from mrirecon.pipeline.config import from_dict
+    from mrirecon.core.config import from_dict
 
     run = Path(run_dir)
     cfg_dict = yaml.safe_load((run / "config.yaml").read_text())

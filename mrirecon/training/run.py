@@ -19,7 +19,7 @@ import yaml
 from torch import nn
 
 from mrirecon.io.atomic import atomic_path, atomic_write_text
-from mrirecon.pipeline.config import ConfigError, load_config, to_dict
+from mrirecon.core.config import ConfigError, load_config, to_dict
 from mrirecon.training.config import TrainConfig
 from mrirecon.training.data import MRITrainingSet
 from mrirecon.training.losses import ReconstructionLoss

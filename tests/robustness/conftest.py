@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from mrirecon.data.containers import Image, ImageGeometry
+from mrirecon.containers import Image, ImageGeometry
 
 
 def clone_h5(src: Path, dst: Path, **replace) -> Path:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mrirecon.cli import main
-from mrirecon.pipeline.config import ConfigError
+from mrirecon.core.config import ConfigError
 from mrirecon.pipeline.definitions import load_pipeline
 
 
@@ -190,7 +190,7 @@ def test_dicom_strings_are_sanitised(tmp_path):
 
     import pydicom
 
-    from mrirecon.data.containers import Image, ImageGeometry
+    from mrirecon.containers import Image, ImageGeometry
     from mrirecon.io import write_dicom_series
 
     image = Image(torch.rand(2, 8, 8), ImageGeometry(spacing=(1.0, 1.0, 1.0)), kind="magnitude",
