@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mrirecon.pipeline.config import ConfigError
+from mrirecon.core.config import ConfigError
 from mrirecon.pipeline.definitions import load_pipeline
 from mrirecon.pipeline.runner import run_pipeline
 from mrirecon.training.weights import WEIGHTS_DIR, available_weights

@@ -147,7 +147,7 @@ def _train_yaml(tmp_path: Path, train: Path, val: Path, loss: str, steps: int = 
 
 
 def test_unknown_ssdu_key_names_the_file_and_key(tmp_path):
-    from mrirecon.pipeline.config import ConfigError
+    from mrirecon.core.config import ConfigError
     from mrirecon.training.run import train_from_config
 
     p = _train_yaml(tmp_path, tmp_path, tmp_path, "loss: {ssdu: {ratoi: 0.4}}")
