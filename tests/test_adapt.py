@@ -101,8 +101,8 @@ def test_early_stopping_returns_the_initial_model_when_adaptation_only_hurts():
 
 def test_adaptation_improves_psnr_on_data_unlike_the_training_set():
     model = load_pretrained("modl_brain_sim").eval()
-    pairs, truths = _phantom_scan(n=48, slices=2)
-    adapted, report = adapt_model(model, pairs, AdaptConfig(steps=20, lr=1e-3, val_every=5, patience=4,
+    pairs, truths = _phantom_scan(n=40, slices=1)
+    adapted, report = adapt_model(model, pairs, AdaptConfig(steps=12, lr=1e-3, val_every=4, patience=3,
                                                             time_budget_s=None, seed=0))
     before, after = _psnr(model, pairs, truths), _psnr(adapted, pairs, truths)
     assert report.best_step > 0 and report.best_val_loss < report.initial_val_loss

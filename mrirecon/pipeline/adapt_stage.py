@@ -60,9 +60,32 @@ def adapt_volume(config: PipelineConfig, model: nn.Module, slices: list, output:
     return adapted
 
 
+
+def mri_pair(s) -> tuple:
+    """``(y (1, C, H, W), sense(maps, mask))`` of a prepared (undersampled, calibrated) MRI
+    slice, on the slice's device."""
+    from mrirecon.pipeline import stages_mri
+
+    if s.trajectory is not None:
+        raise ValueError("adapt needs Cartesian k-space (non-Cartesian data have no SSDU split "
+                         "here yet)")
+    if s.maps is None:
+        raise ValueError("adapt needs coil maps; set calibrate.method to espirit or walsh")
+    y = s.kspace[None]
+    return y, stages_mri.operator(s, s.maps[None].to(y.device))
+
+
+def ct_pair(s, device: str) -> tuple:
+    """``(line integrals (1, views, detectors), ct_operator(geometry))`` of an undersampled CT
+    slice."""
+    from mrirecon.operators.ct import cached_ct_operator
+
+    return s.sinogram[None].to(device), cached_ct_operator(s.geometry, device)
+
+
 def mri_pairs(config: PipelineConfig, read, n: int, file_name: str, file_mask, device: str) -> list:
-    """``(y (1, C, H, W), sense(maps, mask))`` of every slice through preprocess, undersample
-    and calibrate (the same stages, and so the same data, as the reconstruct loop)."""
+    """:func:`mri_pair` of every slice through preprocess, undersample and calibrate (the same
+    stages, and so the same data, as the reconstruct loop)."""
     from mrirecon.pipeline import stages_mri
 
     pairs = []
@@ -70,10 +93,9 @@ def mri_pairs(config: PipelineConfig, read, n: int, file_name: str, file_mask, d
         s = stages_mri.make_slice(read(i), i, file_name, file_mask)
         s = stages_mri.preprocess(s, config.preprocess, classical=False)
         s = stages_mri.calibrate(stages_mri.undersample(s, config.undersample), config.calibrate)
-        if s.trajectory is not None:
-            raise ValueError(f"{file_name}: adapt needs Cartesian k-space (non-Cartesian data "
-                             "have no SSDU split here yet)")
-        if s.maps is None:
-            raise ValueError(f"{file_name}: adapt needs coil maps; set calibrate.method")
-        pairs.append((s.kspace[None].to(device), stages_mri.operator(s, s.maps[None].to(device))))
+        s.kspace = s.kspace.to(device)
+        try:
+            pairs.append(mri_pair(s))
+        except ValueError as e:
+            raise ValueError(f"{file_name}: {e}") from None
     return pairs
