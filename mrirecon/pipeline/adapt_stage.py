@@ -31,6 +31,22 @@ def training_config(ad: AdaptConfig):
                          rows=ad.rows, seed=ad.seed)
 
 
+def _architecture(config: PipelineConfig) -> tuple[str, dict]:
+    """Model name and constructor parameters of the loaded model (the weights' card, with the
+    pipeline's ``reconstruct.params`` on top), for the adapted weights' card."""
+    rc = config.reconstruct
+    name, params = rc.method, dict(rc.params)
+    if rc.weights:
+        from mrirecon.training.weights import model_card
+
+        try:
+            card = model_card(rc.weights)["model"]
+            name, params = card["name"], {**dict(card.get("params", {})), **params}
+        except (FileNotFoundError, ValueError):  # a bare state dict: the pipeline's own params
+            pass
+    return name, params
+
+
 def adapt_volume(config: PipelineConfig, model: nn.Module, slices: list, output: Path, name: str,
                  result: VolumeResult) -> nn.Module:
     """Adapt a copy of ``model`` to ``slices`` (``(y, op)`` per slice) when ``adapt.enabled``."""
@@ -50,9 +66,10 @@ def adapt_volume(config: PipelineConfig, model: nn.Module, slices: list, output:
 
         path = output / "adapted" / f"{name}.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
+        name_, params = _architecture(config)
         extra = {"adapted_from": config.reconstruct.weights, "adapt": info,
                  "input": result.input}
-        save_model(adapted, path, config.reconstruct.method, dict(config.reconstruct.params), extra)
+        save_model(adapted, path, name_, params, extra)
         result.outputs["adapted_weights"] = str(path)
         result.outputs["adapted_card"] = str(path.with_suffix(".yaml"))
         info["weights_sha256"] = sha256(path)

@@ -103,8 +103,12 @@ def _check_ct_slice(s: CTSlice, path: Path, k: int, reference: bool) -> None:
                          "would be meaningless (set evaluate.enabled=false to skip them)")
 
 
-def ct_volume(config: PipelineConfig, path: Path, fmt: str, model, device: str, progress: bool):
-    """Reconstruct all slices of one CT input; returns the pieces :mod:`volume` exports."""
+def ct_volume(config: PipelineConfig, path: Path, fmt: str, model, device: str, progress: bool,
+              prepare=None):
+    """Reconstruct all slices of one CT input; returns the pieces :mod:`volume` exports.
+
+    ``prepare(model, [(y, op)]) -> model`` (e.g. the adapt stage) sees every undersampled
+    slice (line integrals ``(1, views, detectors)``, ``ct_operator(geometry)``) first."""
     from tqdm.auto import tqdm
 
     from mrirecon.io.lodopab import MU_MAX_PER_MM, LoDoPaBFiles, attenuation_to_hu, hu_to_attenuation
@@ -156,6 +160,15 @@ def ct_volume(config: PipelineConfig, path: Path, fmt: str, model, device: str, 
 
     recons, refs, previews = [], [], []
     from mrirecon.operators.fbp import fbp
+
+    if prepare is not None:  # e.g. adapt: the model sees every undersampled slice first
+        from mrirecon.pipeline.adapt_stage import ct_pair
+
+        pairs = []
+        for k in range(n):
+            s = undersample(read(k), config.undersample, _slice_seed(*names[k]))
+            pairs.append(ct_pair(s, device))
+        model = prepare(model, pairs)
 
     for k in tqdm(range(n), desc=path.name, unit="slice", disable=not progress, leave=False):
         s = read(k)

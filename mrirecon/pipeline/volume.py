@@ -36,11 +36,17 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
     ``output``; it may contain ``/``.
     """
     fmt = detect_format(path, config.load.format)
+    prepare = None  # adapt: the per-volume hook, prepare(model, slices) -> model
+    if model is not None and config.adapt.enabled:
+        from mrirecon.pipeline.adapt_stage import adapt_volume
+
+        def prepare(m, slices):
+            return adapt_volume(config, m, slices, output, name or volume_name(path), result)
     if config.modality == "mri":
         if fmt not in ("fastmri", "ismrmrd"):
             raise ValueError(f"{path}: an MRI pipeline needs fastMRI or ISMRMRD data, found {fmt}")
         recon, reference, preview, geometry, accel = _mri_volume(config, path, fmt, model, device,
-                                                                 progress)
+                                                                 progress, prepare)
         if config.evaluate.enabled and reference is not None and sampled_all(accel):
             msg = (f"{path.name}: the k-space is fully sampled and undersample.enabled is false, so "
                    "the metrics score a reconstruction of complete data against its own reference "
@@ -54,7 +60,7 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
         from mrirecon.pipeline.stages_ct import ct_volume
 
         recon, eval_ref, eval_pred, display_ref, preview, geometry = ct_volume(
-            config, path, fmt, model, device, progress)
+            config, path, fmt, model, device, progress, prepare)
         image = Image(recon, geometry, kind="hu", modality="CT",
                       description=f"mrirecon {config.reconstruct.method}")
     if not bool(torch.isfinite(recon).all()):
@@ -89,7 +95,12 @@ def evaluate(reference: torch.Tensor, recon: torch.Tensor) -> dict[str, float]:
     return {k.lower(): float(v[0]) for k, v in report.values.items()}
 
 
-def _mri_volume(config: PipelineConfig, path: Path, fmt: str, model, device: str, progress: bool):
+def volume_name(path: Path) -> str:
+    return path.stem if path.is_file() else path.name
+
+
+def _mri_volume(config: PipelineConfig, path: Path, fmt: str, model, device: str, progress: bool,
+                prepare=None):
     from tqdm.auto import tqdm
 
     from mrirecon.io import FastMRIFile, read_ismrmrd
@@ -114,6 +125,10 @@ def _mri_volume(config: PipelineConfig, path: Path, fmt: str, model, device: str
     sampled = acquired = 0  # k-space columns, over all slices: the effective acceleration
     header = None
     try:
+        if prepare is not None:  # e.g. adapt: the model sees every prepared slice first
+            from mrirecon.pipeline.adapt_stage import mri_pairs
+
+            model = prepare(model, mri_pairs(config, read, n, path.name, file_mask, device))
         for i in tqdm(range(n), desc=path.name, unit="slice", disable=not progress, leave=False):
             ks = read(i)
             header = ks.header
