@@ -36,10 +36,12 @@ def cmd_train_config(args: argparse.Namespace) -> int:
     """``mrirecon train [config] CONFIG.yaml [--resume] [--set key=value ...]`` (torchrun-aware)."""
     import logging
 
+    from mrirecon.pipeline.definitions import training_config_path
     from mrirecon.training.run import train_from_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    result = train_from_config(args.config, overrides=args.set, resume=args.resume)
+    path = training_config_path(args.config)
+    result = train_from_config(path, overrides=args.set, resume=args.resume)
     print(result.output_dir / "model.pt")
     return 0
 
@@ -117,7 +119,8 @@ def add_train(subparsers: argparse._SubParsersAction,
         "config", help="train a reconstruction network from a YAML config (torchrun-aware)",
         description="Writes checkpoints, train_log.csv, TensorBoard logs and model.pt + model.yaml "
         "to output_dir. Run under torchrun for several processes (DDP).")
-    cfg.add_argument("config", help="training config (YAML)")
+    cfg.add_argument("config", help="training config: a YAML file or a shipped config by name "
+                     "(train_modl_brain_sim, train_varnet_brain_sim, train_primal_dual_ct_sim)")
     cfg.add_argument("--resume", action="store_true",
                      help="continue from output_dir/checkpoints/last.pt when it exists")
     cfg.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

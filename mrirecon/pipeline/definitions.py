@@ -1,7 +1,13 @@
-"""The shipped pipeline definitions (``pipelines/*.yaml``) and loading one by name or path."""
+"""The shipped pipeline definitions and loading one by name or path.
+
+The YAML files ship inside the package (``mrirecon/pipelines/*.yaml``, package data found with
+:mod:`importlib.resources`), so ``mrirecon run mri_cs`` works from a wheel install as from a
+checkout; the checkout's top-level ``pipelines/`` is a link to that folder.
+"""
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
 import yaml
@@ -10,7 +16,8 @@ from mrirecon.core.config import apply_overrides, from_dict, read_yaml
 from mrirecon.pipeline.schema import PipelineConfig
 from mrirecon.pipeline.validate import canonical_method_params, validate_pipeline
 
-PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
+# installed packages are plain folders (pip unpacks wheels), so the resource is a real path
+PIPELINES = Path(str(files("mrirecon").joinpath("pipelines")))
 
 
 def shipped_pipelines() -> list[str]:
@@ -19,6 +26,22 @@ def shipped_pipelines() -> list[str]:
     if not PIPELINES.is_dir():
         return []
     return sorted(f.stem for f in PIPELINES.glob("*.yaml") if not f.stem.startswith("train_"))
+
+
+def training_config_path(name: str) -> Path:
+    """A training config: an existing YAML path, or a shipped one by name
+    (``train_modl_brain_sim``, with or without ``.yaml`` / ``pipelines/``)."""
+    p = Path(name)
+    if p.is_file():
+        return p
+    stem = p.stem if p.suffix in (".yaml", ".yml") else p.name
+    q = PIPELINES / f"{stem}.yaml"
+    if stem.startswith("train_") and q.is_file() and (p.parent == Path(".")
+                                                     or p.parent.name == "pipelines"):
+        return q
+    known = ", ".join(sorted(f.stem for f in PIPELINES.glob("train_*.yaml")))
+    raise FileNotFoundError(f"training config {name!r} not found: give a YAML file or a shipped "
+                            f"config ({known})")
 
 
 def pipeline_path(name: str) -> Path:
