@@ -28,7 +28,7 @@ def training_config(ad: AdaptConfig):
     return TrainingAdapt(steps=ad.steps, time_budget_s=ad.time_budget_s,
                          validation_fraction=ad.validation_fraction, lr=ad.lr, ratio=ad.ratio,
                          selection=ad.selection, val_every=ad.val_every, patience=ad.patience,
-                         rows=ad.rows, seed=ad.seed)
+                         rows=ad.rows, val_stripes=ad.val_stripes, seed=ad.seed)
 
 
 def _architecture(config: PipelineConfig) -> tuple[str, dict]:

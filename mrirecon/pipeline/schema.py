@@ -69,7 +69,8 @@ class AdaptConfig:
     default): ZS-SSL, see :func:`mrirecon.training.adapt.adapt_model`. A copy is adapted per
     volume; the weights on disk never change. ``save_weights`` writes the adapted state dict to
     ``adapted/<name>.pt`` beside the outputs (its sha256 goes into ``provenance.json``).
-    ``rows``: adapt on readout stripes of that many rows (Cartesian column masks; faster)."""
+    ``rows``: adapt on readout stripes of that many rows (Cartesian column masks; faster), validated
+    on the ``val_stripes`` highest-signal stripes."""
 
     enabled: bool = False
     method: Literal["zs_ssl"] = "zs_ssl"
@@ -82,6 +83,7 @@ class AdaptConfig:
     val_every: int = 5
     patience: int = 3
     rows: int | None = None
+    val_stripes: int = 2
     seed: int = 0
     save_weights: bool = False
 
