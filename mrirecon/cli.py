@@ -15,7 +15,7 @@ Commands
                           ``radial``; see :mod:`mrirecon.cli_train`)
 ``mrirecon run``           run a pipeline (pipelines/*.yaml) on files, folders or globs
 ``mrirecon demo``          simulate data, run the MRI and CT pipelines, write ./demo_out
-``mrirecon bench``         fastMRI-style benchmark table of methods x accelerations
+``mrirecon bench``         benchmark table of methods x accelerations (fastMRI-style, or CT)
 """
 
 from __future__ import annotations
@@ -347,6 +347,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _add_run(subparsers: argparse._SubParsersAction) -> None:
     from mrirecon.pipeline.definitions import shipped_pipelines
+    from mrirecon.pipeline.stream import STAGES
 
     run = subparsers.add_parser(
         "run",
@@ -354,8 +355,9 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Run a pipeline (a YAML file, or the name of a shipped one: "
             f"{', '.join(shipped_pipelines())}) on fastMRI/ISMRMRD/LoDoPaB HDF5 files or DICOM "
-            "series. Slices are streamed through load, preprocess, undersample, calibrate, "
-            "reconstruct, postprocess, evaluate and export; outputs are written atomically with "
+            f"series. Slices are streamed one at a time through the stages {', '.join(STAGES[:-2])} "
+            f"(in this order; CT has no calibrate), then each volume goes through "
+            f"{' and '.join(STAGES[-2:])}; outputs are written atomically with "
             "provenance.json, metrics.csv and report.html. One bad file is reported and skipped; "
             "the exit code is 1 when any file failed. Under torchrun the inputs are sharded "
             "across processes."
@@ -395,25 +397,13 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """``mrirecon bench``: benchmark table (see :mod:`mrirecon.pipeline.bench`)."""
-    if args.challenge == "ct":
-        from mrirecon.pipeline.bench import parse_sets
-
-        if args.center_fractions is not None:
-            args._parser.error("--center-fractions applies to MRI challenges, not --challenge ct")
-        from mrirecon.pipeline.bench_ct import ct_accelerations, run_ct_bench
-
-        weights = dict(w.split("=", 1) for w in args.weights)
-        table = run_ct_bench(args.data, ct_accelerations(args.accelerations), args.methods,
-                             weights=weights, params=parse_sets(args.set)[0], output_dir=args.output,
-                             photons=args.photons, max_volumes=args.max_volumes,
-                             progress=not args.no_progress)
-        print(table)
-        return 0
-    from mrirecon.pipeline.bench import bench_from_cli
+    """``mrirecon bench``: benchmark table (see :mod:`mrirecon.bench`)."""
+    from mrirecon.bench.cli import bench_from_cli
 
     fractions = None
     if args.center_fractions is not None:
+        if args.challenge == "ct":
+            args._parser.error("--center-fractions applies to MRI challenges, not --challenge ct")
         if len(args.center_fractions) != len(args.accelerations):
             args._parser.error(f"--center-fractions: give one per acceleration "
                                f"({len(args.accelerations)}), got {len(args.center_fractions)}")
@@ -421,7 +411,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     bench_from_cli(args.data, args.output, challenge=args.challenge, accelerations=args.accelerations,
                    methods=args.methods, weights=args.weights, sets=args.set,
                    max_volumes=args.max_volumes, mask_type=args.mask_type, resume=not args.no_resume,
-                   progress=not args.no_progress, device=args.device, center_fractions=fractions)
+                   progress=not args.no_progress, device=args.device, center_fractions=fractions,
+                   photons=args.photons)
     return 0
 
 
@@ -430,15 +421,19 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
         "bench", help="fastMRI-style benchmark: NMSE/PSNR/SSIM per method and acceleration",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Undersample every fully sampled fastMRI volume in --data with fastMRI's mask "
-                    "for its file name, reconstruct it slice by slice with each method, score it "
-                    "against reconstruction_rss (single-coil: reconstruction_esc) and write "
-                    "bench_table.csv, bench_table.md, bench_volumes.csv and results.jsonl to "
+                    "for its file name (--challenge ct: every LoDoPaB-layout observation file, "
+                    "keeping every k-th view), reconstruct it slice by slice with each method "
+                    "through the same stages as `mrirecon run`, score it against "
+                    "reconstruction_rss (single-coil: reconstruction_esc; CT: the ground truth) and "
+                    "write bench_table.csv, bench_table.md, bench_volumes.csv and results.jsonl to "
                     "--output. Finished (method, acceleration, volume) entries are skipped on "
-                    "a rerun.",
+                    "a rerun (--no-resume recomputes them).",
         epilog="example: mrirecon bench --data multicoil_val --challenge multicoil --accelerations "
                "4 8 --methods zero_filled,cg_sense,l1_wavelet,varnet --weights varnet=varnet.pt "
                "--output bench_out --set l1_wavelet.lam=0.002")
-    bench.add_argument("--data", required=True, metavar="DIR", help="folder of fastMRI .h5 files")
+    bench.add_argument("--data", required=True, metavar="DIR",
+                       help="folder of fastMRI .h5 files (ct: LoDoPaB-layout observation_*.hdf5 "
+                            "with their ground_truth_*.hdf5)")
     bench.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder")
     bench.add_argument("--challenge", choices=("multicoil", "singlecoil", "ct"), default="multicoil",
                        help="ct: LoDoPaB-layout sinograms; --accelerations are then sparse-view "
@@ -458,7 +453,8 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
                        help="method parameter, e.g. l1_wavelet.lam=0.002 or calibrate.crop=0 (repeatable)")
     bench.add_argument("--max-volumes", type=_int_at_least(1), default=None, help="use the first N files")
     bench.add_argument("--mask-type", default=None,
-                       help="fastMRI mask type (default: equispaced_fraction multicoil, random singlecoil)")
+                       help="fastMRI mask type (default: equispaced_fraction multicoil, random "
+                            "singlecoil); ct keeps every k-th view (sparse_view) and refuses others")
     bench.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
     bench.add_argument("--no-resume", action="store_true", help="recompute entries already in results.jsonl")
     bench.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -546,7 +542,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
-    except Exception as err:  # noqa: BLE001 - the last line of defence
+    except Exception as err:
         if debug:
             raise
         print(f"{prog}: internal error: {type(err).__name__}: {_one_line(err)} (run with --debug "

@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 import torch
 
+from mrirecon import bench
+from mrirecon.bench import run_bench
+from mrirecon.bench import table as bench_table
 from mrirecon.containers import Header
 from mrirecon.data.simulate_mri import birdcage_maps
 from mrirecon.functional import center_crop, fft2c, ifft2c, rss
 from mrirecon.io import FastMRIFile, write_fastmri
-from mrirecon.pipeline import bench, bench_table
-from mrirecon.pipeline.bench import run_bench
+from mrirecon.pipeline import stages_mri
 
 fastmri_evaluate = pytest.importorskip("fastmri.evaluate")
 fastmri_subsample = pytest.importorskip("fastmri.data.subsample")
@@ -223,13 +225,13 @@ def test_singlecoil_uses_esc_target_and_random_masks(tmp_path):
 
 def test_resume_skips_finished_entries(multicoil_dir, tmp_path, monkeypatch):
     calls: list[tuple[str, str]] = []
-    original = bench._reconstruct_slice
+    original = stages_mri.reconstruct  # the pipeline's reconstruct stage: the bench runs it too
 
-    def counting(s, method, *args, **kwargs):
-        calls.append((method, s.file_name))
-        return original(s, method, *args, **kwargs)
+    def counting(s, cfg, model):
+        calls.append((cfg.method, s.file_name))
+        return original(s, cfg, model)
 
-    monkeypatch.setattr(bench, "_reconstruct_slice", counting)
+    monkeypatch.setattr(stages_mri, "reconstruct", counting)
     kwargs = {
         "challenge": "multicoil",
         "accelerations": [4],
@@ -410,6 +412,10 @@ def test_cli_bench_subcommand(multicoil_dir, tmp_path, capsys):
         main(argv + ["--set", "calibrate.kernel=4"])
     assert exc.value.code == 2
     assert "calibrate.kernel: unknown key (did you mean 'kernel_width'?)" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # a CT-only option is refused, not ignored
+        main(argv + ["--photons", "1000"])
+    assert exc.value.code == 2
+    assert "--photons applies to --challenge ct" in capsys.readouterr().err
 
 
 def test_cli_bench_center_fractions(multicoil_dir, tmp_path, capsys):

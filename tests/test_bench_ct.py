@@ -1,12 +1,17 @@
-"""`mrirecon bench --challenge ct`: methods x sparse-view factors on LoDoPaB-layout data."""
+"""`mrirecon bench --challenge ct`: methods x sparse-view factors on LoDoPaB-layout data, through
+the pipeline's stages and the benchmark's table writer (resume, --device, the same table)."""
 
+import csv
+import io
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from mrirecon.bench import run_ct_bench
 from mrirecon.cli import main
-from mrirecon.pipeline.bench_ct import run_ct_bench
+from mrirecon.pipeline import stages_ct
 
 
 @pytest.fixture(scope="module")
@@ -22,22 +27,30 @@ def ct_dir(tmp_path_factory) -> Path:
 def test_table_rows_metrics_and_files(ct_dir, tmp_path):
     table = run_ct_bench(ct_dir, (3,), "fbp,sirt", output_dir=tmp_path, progress=False,
                          params={"sirt": {"iterations": 30}})
-    rows = [r for r in table.splitlines() if r.startswith("| fbp") or r.startswith("| sirt")]
-    assert len(rows) == 2 and all("| 1/3 |" in r for r in rows)
-    csv = (tmp_path / "bench_ct_volumes.csv").read_text().splitlines()
-    assert csv[0] == "method,acceleration,volume,nmse,psnr,ssim,seconds_per_slice" and len(csv) == 3
-    psnr = {line.split(",")[0]: float(line.split(",")[4]) for line in csv[1:]}
+    assert table.challenge == "ct"
+    assert [(r.method, r.acceleration, r.volumes) for r in table.rows] == [("fbp", 3.0, 1),
+                                                                           ("sirt", 3.0, 1)]
+    md = (tmp_path / "bench_table.md").read_text()
+    assert md == table.to_markdown() and "| fbp | 3x | 1 |" in md
+    vols = list(csv.DictReader(io.StringIO((tmp_path / "bench_volumes.csv").read_text())))
+    assert [v["method"] for v in vols] == ["fbp", "sirt"]
+    assert {v["mask_type"] for v in vols} == {"sparse_view"}
+    # the record's mask is the kept views: every 3rd of 60
+    assert vols[0]["sampled_columns"] == " ".join(str(i) for i in range(0, 60, 3))
+    psnr = {v["method"]: float(v["PSNR"]) for v in vols}
     assert psnr["sirt"] > psnr["fbp"]  # iterative beats FBP at 20 views
-    assert (tmp_path / "bench_ct_table.md").read_text() == table
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 2
 
 
 def test_metrics_match_direct_computation(ct_dir):
     from mrirecon.io.lodopab import MU_MAX_PER_MM, LoDoPaBFiles
-    from mrirecon.metrics import psnr
+    from mrirecon.metrics import nmse, psnr, ssim
     from mrirecon.operators.fbp import fbp
     from mrirecon.sampling import sparse_view
 
-    table = run_ct_bench(ct_dir, (2,), ["fbp"], progress=False)
+    seen = []
+    table = run_ct_bench(ct_dir, (2,), ["fbp"], progress=False,
+                         on_record=lambda rec, pred: seen.append((rec, pred)))
     files = LoDoPaBFiles(ct_dir, "test")
     geometry, idx = sparse_view(files.geometry, 2)
     recs, refs = [], []
@@ -45,17 +58,82 @@ def test_metrics_match_direct_computation(ct_dir):
         sino = files.sinogram(k).data[0][..., idx, :]
         recs.append(fbp(sino.double(), geometry, filter="ram-lak").float().numpy() / MU_MAX_PER_MM)
         refs.append(files.attenuation(k).data[0].numpy() / MU_MAX_PER_MM)
-    expected = psnr(np.stack(refs), np.stack(recs))
-    row = next(r for r in table.splitlines() if r.startswith("| fbp"))
-    assert abs(float(row.split("|")[4].split("±")[0]) - expected) < 0.01
+    ref, rec = np.stack(refs).astype(np.float64), np.stack(recs).astype(np.float64)
+    (record, pred), = seen
+    # float32 reconstructions scored in float64: agreement to float32 rounding of the images
+    np.testing.assert_allclose(pred, np.stack(recs), rtol=1e-5, atol=1e-6 * float(np.abs(rec).max()))
+    assert record["PSNR"] == pytest.approx(psnr(ref, rec), abs=1e-3)
+    assert record["NMSE"] == pytest.approx(nmse(ref, rec), rel=1e-4)
+    assert record["SSIM"] == pytest.approx(ssim(ref, rec), abs=1e-4)
+    assert table.row("fbp", 2).mean["PSNR"] == record["PSNR"]
 
 
-def test_unknown_method_and_cli(ct_dir, tmp_path, capsys):
+def test_ct_bench_resumes_and_no_resume_recomputes(ct_dir, tmp_path, monkeypatch):
+    calls = []
+    original = stages_ct.reconstruct  # the pipeline's CT reconstruct stage
+
+    def counting(s, cfg, model):
+        calls.append((cfg.method, s.file_name, s.index))
+        return original(s, cfg, model)
+
+    monkeypatch.setattr(stages_ct, "reconstruct", counting)
+    out = tmp_path / "out"
+    first = run_ct_bench(ct_dir, (2,), "fbp,sirt", output_dir=out, progress=False,
+                         params={"sirt": {"iterations": 5}})
+    assert sorted({c[0] for c in calls}) == ["fbp", "sirt"] and len(calls) == 4  # 2 slices each
+    calls.clear()
+    again = run_ct_bench(ct_dir, (2,), "fbp,sirt", output_dir=out, progress=False,
+                         params={"sirt": {"iterations": 5}})
+    assert calls == [] and again.to_csv() == first.to_csv()
+    # changed settings of one method recompute that method only
+    run_ct_bench(ct_dir, (2,), "fbp,sirt", output_dir=out, progress=False,
+                 params={"sirt": {"iterations": 6}})
+    assert {c[0] for c in calls} == {"sirt"}
+    calls.clear()
+    run_ct_bench(ct_dir, (2,), "fbp,sirt", output_dir=out, progress=False, resume=False,
+                 params={"sirt": {"iterations": 5}})
+    assert sorted({c[0] for c in calls}) == ["fbp", "sirt"]
+    records = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert len(records) == 2  # --no-resume starts the results file afresh
+
+
+def test_cli_ct_device_resume_and_refused_options(ct_dir, tmp_path, capsys):
+    out = tmp_path / "cli"
+    argv = ["bench", "--challenge", "ct", "--data", str(ct_dir), "--output", str(out),
+            "--accelerations", "2", "--methods", "fbp", "--no-progress", "--device", "cpu"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| fbp | 2x | 1 |" in printed and (out / "bench_table.md").read_text() in printed
+    before = (out / "results.jsonl").read_text()
+    assert main(argv) == 0 and (out / "results.jsonl").read_text() == before  # resumed
+    assert main(argv + ["--no-resume"]) == 0
+    assert len((out / "results.jsonl").read_text().splitlines()) == 1
+    capsys.readouterr()
+    # the kept views are the CT "mask": sparse_view is accepted, fastMRI mask types are refused
+    assert main(argv + ["--mask-type", "sparse_view"]) == 0
+    capsys.readouterr()
+    for extra, message in ((["--mask-type", "random"], "--mask-type random: CT keeps every k-th view"),
+                           (["--center-fractions", "0.1"], "--center-fractions applies to MRI"),
+                           (["--set", "calibrate.crop=0"], "CT has no coil calibration"),
+                           (["--accelerations", "2.5"], "sparse-view factors")):
+        with pytest.raises(SystemExit) as exc:
+            main(argv + extra)
+        assert exc.value.code == 2
+        assert message in capsys.readouterr().err
+
+
+def test_unknown_method_and_stray_settings(ct_dir):
     with pytest.raises(ValueError, match="unknown method 'ct_magic'"):
         run_ct_bench(ct_dir, (2,), ["ct_magic"], progress=False)
-    assert main(["bench", "--challenge", "ct", "--data", str(ct_dir), "--output", str(tmp_path),
-                 "--accelerations", "2", "--methods", "fbp", "--no-progress"]) == 0
-    assert "| fbp | 1/2 |" in capsys.readouterr().out
-    with pytest.raises(SystemExit):
-        main(["bench", "--challenge", "ct", "--data", str(ct_dir), "--output", str(tmp_path),
-              "--accelerations", "2.5", "--methods", "fbp"])
+    with pytest.raises(ValueError, match="not among the methods"):
+        run_ct_bench(ct_dir, (2,), ["fbp"], params={"sirt": {"iterations": 3}}, progress=False)
+
+
+def test_photons_reach_the_records_and_the_noise(ct_dir, tmp_path):
+    low = run_ct_bench(ct_dir, (1,), ["fbp"], photons=200.0, progress=False)
+    full = run_ct_bench(ct_dir, (1,), ["fbp"], progress=False)
+    assert low.records[0]["photons"] == 200.0 and full.records[0]["photons"] is None
+    assert low.row("fbp", 1).mean["PSNR"] < full.row("fbp", 1).mean["PSNR"]  # more noise
+    again = run_ct_bench(ct_dir, (1,), ["fbp"], photons=200.0, progress=False)
+    assert again.row("fbp", 1).mean == low.row("fbp", 1).mean  # the noise is seeded
+

@@ -40,7 +40,7 @@ def test_cg_dc_small_lambda_approaches_least_squares(problem):
     errors = []
     scale = float(op.operator_norm(z, generator=torch.Generator().manual_seed(0))) ** 2
     for lam in (1e-1 * scale, 1e-3 * scale, 1e-5 * scale):
-        dc = ProximalDC(lam=lam, max_iterations=300, tolerance=1e-13)
+        dc = ProximalDC(lam=lam, iterations=300, tolerance=1e-13)
         x = dc(z, y, op)
         # optimality of (A^H A + lam I) x = A^H y + lam z
         res = op.gram(x) + lam * x - op.H(y) - lam * z
@@ -106,7 +106,7 @@ def test_implicit_cg_backward_equals_unrolled_backprop(problem):
         z = (0.3 * x_true).clone().requires_grad_(True)
         lam = torch.tensor([lam0], dtype=torch.float64, requires_grad=True)
         rhs = op.H(y) + lam * z
-        x = solve_proximal(op.gram, rhs, lam, max_iterations=200, tolerance=tolerance,
+        x = solve_proximal(op.gram, rhs, lam, iterations=200, tolerance=tolerance,
                            batch_dims=1, implicit=implicit)
         loss = (weights.conj() * x).real.sum() if dtype.is_complex else (weights * x).sum()
         loss = loss + (x.abs() ** 2).sum()
@@ -127,7 +127,7 @@ def test_implicit_cg_backward_equals_unrolled_backprop(problem):
 
 def test_proximal_dc_learns_lambda_gradient_and_falls_back_when_operator_needs_grad():
     x_true, y, op = mri_problem(dtype=torch.complex128)
-    dc = ProximalDC(lam=0.1, max_iterations=20)
+    dc = ProximalDC(lam=0.1, iterations=20)
     out = dc(0.5 * x_true, y, op)  # z != the data-consistent solution, so lam matters
     out.abs().sum().backward()
     assert dc.lam.grad is not None and torch.isfinite(dc.lam.grad).all() and float(dc.lam.grad.abs()) > 0
@@ -137,7 +137,7 @@ def test_proximal_dc_learns_lambda_gradient_and_falls_back_when_operator_needs_g
     grads = []
     for implicit in (True, False):
         maps = op.maps.clone().requires_grad_(True)
-        dc = ProximalDC(lam=0.1, max_iterations=30, implicit=implicit)  # converged, no breakdown
+        dc = ProximalDC(lam=0.1, iterations=30, implicit=implicit)  # converged, no breakdown
         out = dc(x_true, y, sense(maps, op.mask))
         out.abs().sum().backward()
         assert maps.grad is not None and float(maps.grad.abs().sum()) > 0

@@ -1,6 +1,6 @@
 """Run the held-out protocol: every MRI and CT pipeline method on :mod:`mrirecon.heldout.data`.
 
-MRI goes through :func:`mrirecon.pipeline.bench.run_bench` (the pipeline's stages: prewhitening
+MRI goes through :func:`mrirecon.bench.mri.run_bench` (the pipeline's stages: prewhitening
 off, ESPIRiT with the pipeline defaults, fastMRI equispaced-fraction masks seeded by file name,
 centre fractions 0.08 at 4x and 0.04 at 8x, crop to 320 x 320, fastMRI metrics per volume).
 CT goes through :func:`mrirecon.pipeline.stages_ct.reconstruct` (learned models see the
@@ -66,8 +66,8 @@ def run_mri(data_dir: str | Path, accelerations: Sequence[float] = (4, 8),
             params: Mapping[float, Mapping[str, Mapping[str, Any]]] | None = None,
             output_dir: str | Path | None = None, progress: bool = False) -> dict:
     """``{acc: {method: summary}}`` on the fastMRI files of ``data_dir``."""
+    from mrirecon.bench.mri import run_bench
     from mrirecon.io import FastMRIFile
-    from mrirecon.pipeline.bench import run_bench
 
     params = MRI_PARAMS if params is None else params
     refs = {}
@@ -99,7 +99,7 @@ def run_mri(data_dir: str | Path, accelerations: Sequence[float] = (4, 8),
 
 
 def _ct_models(methods: Sequence[str]) -> dict[str, torch.nn.Module]:
-    from mrirecon.pipeline.bench_methods import load_model
+    from mrirecon.bench.methods import load_model
     from mrirecon.recon import available
 
     classical = set(available())
@@ -112,9 +112,9 @@ def reconstruct_ct(s, views: int, method: str, params: Mapping[str, Any], model)
     from mrirecon.pipeline.schema import ReconstructConfig, UndersampleConfig
     from mrirecon.pipeline.stages_ct import CTSlice, reconstruct, undersample
 
-    cs = undersample(CTSlice(s.sinogram, s.geometry, s.reference), UndersampleConfig(enabled=True, views=views), 0)
+    cs = undersample(CTSlice(s.sinogram, s.geometry, s.reference), UndersampleConfig(enabled=True, views=views))
     t0 = time.perf_counter()
-    out = reconstruct(cs, ReconstructConfig(method=method, params=dict(params)), model, "cpu")
+    out = reconstruct(cs, ReconstructConfig(method=method, params=dict(params)), model)
     return out.image.clamp_min(0) / MU_MAX_PER_MM, time.perf_counter() - t0
 
 

@@ -31,8 +31,8 @@ CT_GRID: dict[str, list[dict[str, Any]]] = {
 def prepared_mri_slices(data_dir: str | Path, acceleration: float,
                         max_volumes: int | None = None) -> list[tuple[Any, Any, np.ndarray, str]]:
     """``(slice with ESPIRiT maps, slice with crop-0 maps, target, volume)`` per slice."""
+    from mrirecon.bench.methods import center_fraction_for
     from mrirecon.io import FastMRIFile
-    from mrirecon.pipeline.bench_methods import center_fraction_for
     from mrirecon.pipeline.schema import CalibrateConfig, PreprocessConfig, UndersampleConfig
     from mrirecon.pipeline.stages_mri import calibrate, make_slice, preprocess, undersample
 

@@ -100,19 +100,17 @@ def ct_pair(s, device: str) -> tuple:
     return s.sinogram[None].to(device), cached_ct_operator(s.geometry, device)
 
 
-def mri_pairs(config: PipelineConfig, read, n: int, file_name: str, file_mask, device: str) -> list:
-    """:func:`mri_pair` of every slice through preprocess, undersample and calibrate (the same
-    stages, and so the same data, as the reconstruct loop)."""
-    from mrirecon.pipeline import stages_mri
 
-    pairs = []
-    for i in range(n):
-        s = stages_mri.make_slice(read(i), i, file_name, file_mask)
-        s = stages_mri.preprocess(s, config.preprocess, classical=False)
-        s = stages_mri.calibrate(stages_mri.undersample(s, config.undersample), config.calibrate)
-        s.kspace = s.kspace.to(device)
-        try:
-            pairs.append(mri_pair(s))
-        except ValueError as e:
-            raise ValueError(f"{file_name}: {e}") from None
-    return pairs
+def volume_hook(config: PipelineConfig, output: Path, name: str, result: VolumeResult):
+    """``prepare_model(model, slices) -> model`` for the streaming runner: the volume's
+    undersampled, calibrated slices (on the device) as ``(y, op)`` pairs into
+    :func:`adapt_volume`."""
+
+    def prepare_model(model: nn.Module, slices) -> nn.Module:
+        if config.modality == "mri":
+            pairs = [mri_pair(s) for s in slices]
+        else:
+            pairs = [ct_pair(s, s.sinogram.device.type) for s in slices]
+        return adapt_volume(config, model, pairs, output, name, result)
+
+    return prepare_model

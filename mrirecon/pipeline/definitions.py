@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from mrirecon.core.config import apply_overrides, from_dict, read_yaml
-from mrirecon.pipeline.schema import PipelineConfig
+from mrirecon.pipeline.schema import PipelineConfig, drop_removed_keys
 from mrirecon.pipeline.validate import canonical_method_params, validate_pipeline
 
 # installed packages are plain folders (pip unpacks wheels), so the resource is a real path
@@ -91,6 +91,6 @@ def load_pipeline(name: str, overrides: list[str] = ()) -> tuple[PipelineConfig,
     path = pipeline_path(name)
     raw = read_yaml(path)
     raw, overrides = _canonical_names(raw, list(overrides), str(path))
-    data = apply_overrides(raw, overrides)
+    data = drop_removed_keys(apply_overrides(raw, overrides), str(path))
     config = validate_pipeline(from_dict(PipelineConfig, data, source=str(path)), str(path))
     return config, yaml.safe_dump(data, sort_keys=False)

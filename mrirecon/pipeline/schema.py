@@ -1,9 +1,38 @@
-"""The pipeline schema: one frozen dataclass per stage, loaded once from ``pipelines/*.yaml``."""
+"""The pipeline schema: one frozen dataclass per stage, loaded once from ``pipelines/*.yaml``.
+
+The stage sections of :class:`PipelineConfig` are listed in the order the code runs them
+(:data:`mrirecon.pipeline.stream.STAGES`). :data:`REMOVED_KEYS` are keys of earlier releases
+that never changed anything; a config that still has them loads with a ``FutureWarning`` naming
+the file and key (:func:`drop_removed_keys`) and will be refused in the next release.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+#: ``{dotted key: why it went}``: accepted with a FutureWarning for one release, then refused.
+REMOVED_KEYS = {
+    "reconstruct.batch_slices": "slices are always streamed one at a time; the key never "
+                                "changed anything",
+    "postprocess.output": "the output is always the magnitude (RSS for coil images); the key "
+                          "never changed anything",
+}
+
+
+def drop_removed_keys(data: dict, source: str) -> dict:
+    """``data`` without :data:`REMOVED_KEYS`, warning once per key found (naming ``source``)."""
+    import warnings
+
+    out = dict(data)
+    for dotted, why in REMOVED_KEYS.items():
+        section, key = dotted.split(".")
+        block = out.get(section)
+        if isinstance(block, dict) and key in block:
+            out[section] = {k: v for k, v in block.items() if k != key}
+            warnings.warn(f"{source}: {dotted}: removed ({why}); delete it from the config, it "
+                          "will be an error in the next release", FutureWarning, stacklevel=3)
+    return out
 
 
 @dataclass(frozen=True)
@@ -60,7 +89,6 @@ class ReconstructConfig:
     method: str = "cg_sense"
     params: dict[str, Any] = field(default_factory=dict)
     weights: str | None = None
-    batch_slices: int = 1
 
 
 @dataclass(frozen=True)
@@ -94,7 +122,6 @@ class PostprocessConfig:
 
     crop: Literal["recon_size", "none", "fixed"] = "recon_size"
     crop_size: tuple[int, int] = (320, 320)
-    output: Literal["magnitude", "rss"] = "magnitude"
 
 
 @dataclass(frozen=True)
@@ -128,8 +155,8 @@ class PipelineConfig:
     description: str = ""
     load: LoadConfig = field(default_factory=LoadConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
-    calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
     undersample: UndersampleConfig = field(default_factory=UndersampleConfig)
+    calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
     reconstruct: ReconstructConfig = field(default_factory=ReconstructConfig)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)

@@ -16,7 +16,7 @@ non-negative, so fastMRI's ``data_range = gt.max()`` convention is meaningful); 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,23 +28,38 @@ from mrirecon.operators import ct_operator
 from mrirecon.operators.ct import cached_ct_operator, projector_norm
 from mrirecon.operators.ct_geometry import CTGeometry
 from mrirecon.pipeline.schema import PipelineConfig, ReconstructConfig, UndersampleConfig
+from mrirecon.pipeline.stream import Method, Modality, VolumeRun, detect_format
 
 _OBS = re.compile(r"^observation_(?P<part>.+)_(?P<index>\d{3})\.hdf5$")
 
 
 @dataclass
 class CTSlice:
-    """One slice: post-log sinogram ``(views, detectors)`` on ``geometry``; reference in 1/mm."""
+    """One slice: post-log sinogram ``(views, detectors)`` on ``geometry``; reference in 1/mm.
+
+    ``file_name`` and ``index`` seed the dose simulation of :func:`undersample`; ``preview`` is
+    the Hann-filtered FBP of the (undersampled) sinogram once computed (the report's input image
+    and the intensity scale of iterative methods); ``image`` the reconstruction in 1/mm.
+    """
 
     sinogram: Tensor
     geometry: CTGeometry
     reference: Tensor | None = None
     image: Tensor | None = None
+    file_name: str = ""
+    index: int = 0
+    preview: Tensor | None = None
 
 
-def undersample(s: CTSlice, cfg: UndersampleConfig, seed: int) -> CTSlice:
+def slice_seed(name: str, index: int) -> int:
+    """The noise seed of slice ``index`` of file ``name`` (stable across runs and machines)."""
+    return (sum((i + 1) * ord(c) for i, c in enumerate(name)) * 1009 + index) % (2**31 - 1)
+
+
+def undersample(s: CTSlice, cfg: UndersampleConfig) -> CTSlice:
     """Sparse views (``views``: keep that many, equispaced) and extra dose reduction
-    (``photons``: Poisson noise on the transmission) when ``enabled``."""
+    (``photons``: Poisson noise on the transmission, seeded by :func:`slice_seed` of the
+    slice's file name and index) when ``enabled``."""
     if not cfg.enabled:
         return s
     from mrirecon.sampling import low_dose_noise, sparse_view
@@ -55,45 +70,52 @@ def undersample(s: CTSlice, cfg: UndersampleConfig, seed: int) -> CTSlice:
         geometry, idx = sparse_view(geometry, factor)
         sino = sino[..., torch.as_tensor(idx), :]
     if cfg.photons is not None:
-        g = torch.Generator().manual_seed(seed)
+        g = torch.Generator().manual_seed(slice_seed(s.file_name, s.index))
         sino = low_dose_noise(sino, cfg.photons, g)
-    return CTSlice(sino, geometry, s.reference)
+    return replace(s, sinogram=sino, geometry=geometry, image=None, preview=None)
 
 
-def reconstruct(s: CTSlice, cfg: ReconstructConfig, model: torch.nn.Module | None,
-                device: str, scale: float | None = None) -> CTSlice:
-    """FBP / SIRT / TV by name, or a learned ``model(y, op)``; image in 1/mm ``(H, W)``.
+def reconstruct(s: CTSlice, cfg: ReconstructConfig, model: torch.nn.Module | None) -> CTSlice:
+    """FBP / SIRT / TV by name, or a learned ``model(y, op)``; image in 1/mm ``(H, W)`` on the CPU.
 
-    Learned models see the projector scaled to unit norm and the data scaled alike
-    (``A / ||A||``, ``y / ||A||``), as in training (:mod:`mrirecon.training.data_ct`); the
-    solution of ``A x = y`` is unchanged.
+    Runs on the sinogram's device. Learned models see the projector scaled to unit norm and the
+    data scaled alike (``A / ||A||``, ``y / ||A||``), as in training
+    (:mod:`mrirecon.training.data_ct`); the solution of ``A x = y`` is unchanged. Iterative
+    methods run on data scaled so that the image peak is ~1 (``lam`` is relative): the peak of
+    the slice's ``preview`` (Hann FBP), computed here when absent. ``fbp`` with the Hann filter
+    reuses the ``preview``.
     """
     from mrirecon import recon
 
+    y = s.sinogram
+    device = str(y.device)
+    if model is None and cfg.method == "fbp" and dict(cfg.params) == {"filter": "hann"} \
+            and s.preview is not None:
+        return replace(s, image=s.preview.cpu().float())  # the same FBP, once
     op = cached_ct_operator(s.geometry, device)  # built once per geometry, not per slice
-    y = s.sinogram.to(device)
     if model is not None:
         norm = projector_norm(s.geometry)
         with torch.inference_mode():
             image = model((y / norm).unsqueeze(0), op * (1.0 / norm))[0]
     elif cfg.method == "fbp":
         image = recon.run(cfg.method, y, op, **cfg.params)
-    else:  # iterative methods run on data scaled so the image peak is ~1 (lam is relative)
-        if scale is None:  # the peak of the Hann FBP, unless the caller already has it
-            from mrirecon.operators.fbp import fbp
-
-            scale = float(fbp(y, s.geometry, filter="hann").max())
-        scale = max(scale, 1e-12)
+    else:
+        preview = s.preview if s.preview is not None else fbp_preview(s)
+        scale = max(float(preview.max()), 1e-12)
         image = recon.run(cfg.method, y / scale, op, **cfg.params) * scale
     image = image.real if image.is_complex() else image
-    return CTSlice(s.sinogram, s.geometry, s.reference, image.cpu().float())
+    return replace(s, image=image.cpu().float())
 
 
-def _slice_seed(name: str, index: int) -> int:
-    return (sum((i + 1) * ord(c) for i, c in enumerate(name)) * 1009 + index) % (2**31 - 1)
+def fbp_preview(s: CTSlice) -> Tensor:
+    """The Hann-filtered FBP of the slice's sinogram, in the data's float32."""
+    from mrirecon.operators.fbp import fbp
+
+    return fbp(s.sinogram, s.geometry, filter="hann").float()
 
 
-def _check_ct_slice(s: CTSlice, path: Path, k: int, reference: bool) -> None:
+def check_slice(s: CTSlice, path: Path, k: int, reference: bool) -> None:
+    """Refuse a slice that cannot give a meaningful image, naming the file and slice."""
     if not bool(torch.isfinite(s.sinogram).all()):
         raise ValueError(f"{path}: slice {k}: the sinogram holds NaN or Inf values")
     if not bool((s.sinogram != 0).any()):
@@ -103,19 +125,15 @@ def _check_ct_slice(s: CTSlice, path: Path, k: int, reference: bool) -> None:
                          "would be meaningless (set evaluate.enabled=false to skip them)")
 
 
-def ct_volume(config: PipelineConfig, path: Path, fmt: str, model, device: str, progress: bool,
-              prepare=None):
-    """Reconstruct all slices of one CT input; returns the pieces :mod:`volume` exports.
+# ---- the stage protocol -----------------------------------------------------------------------
 
-    ``prepare(model, [(y, op)]) -> model`` (e.g. the adapt stage) sees every undersampled
-    slice (line integrals ``(1, views, detectors)``, ``ct_operator(geometry)``) first."""
-    from tqdm.auto import tqdm
 
-    from mrirecon.io.lodopab import MU_MAX_PER_MM, LoDoPaBFiles, attenuation_to_hu, hu_to_attenuation
-    from mrirecon.pipeline.runner import release_memory
+class _DicomSource:
+    """A CT DICOM series: the images are the reference, the sinogram is projected from them."""
 
-    if fmt == "dicom":
+    def __init__(self, path: Path, views: int | None) -> None:
         from mrirecon.io import read_dicom_series
+        from mrirecon.io.lodopab import hu_to_attenuation
 
         series = read_dicom_series(path)
         if series.modality != "CT" or series.kind != "hu":
@@ -123,80 +141,111 @@ def ct_volume(config: PipelineConfig, path: Path, fmt: str, model, device: str, 
                              f"Modality {series.modality!r} ({series.kind}); use an MRI pipeline "
                              "for MR data")
         hu = series.data.double()
-        mu_all = torch.as_tensor(hu_to_attenuation(hu.numpy())).float().clamp_min(0)
-        n, h, w = mu_all.shape
+        self._mu = torch.as_tensor(hu_to_attenuation(hu.numpy())).float().clamp_min(0)
+        _, h, w = self._mu.shape
         pixel = float(series.geometry.spacing[1])
-        geometry = CTGeometry.parallel((h, w), num_views=config.undersample.views or 360,
-                                       pixel_size=pixel)
-        op = ct_operator(geometry)
-        names = [(path.name, k) for k in range(n)]
+        self._geometry = CTGeometry.parallel((h, w), num_views=views or 360, pixel_size=pixel)
+        self._op = ct_operator(self._geometry)
+        self.path = path
+        self.info = {"image_geometry": series.geometry, "hu_units": {}}
 
-        def read(k):
-            return CTSlice(op(mu_all[k].double()).float(), geometry, mu_all[k])
+    def __len__(self) -> int:
+        return self._mu.shape[0]
 
-        image_geometry = series.geometry
-        mu_water, mu_air = None, None
-    elif fmt == "ct_hdf5":
+    def read(self, k: int) -> CTSlice:
+        mu = self._mu[k]
+        return CTSlice(self._op(mu.double()).float(), self._geometry, mu, file_name=self.path.name,
+                       index=k)
+
+    def close(self) -> None:
+        pass
+
+
+class _LoDoPaBSource:
+    """One ``observation_<part>_<NNN>.hdf5`` file (and its ground truth, when present)."""
+
+    def __init__(self, path: Path) -> None:
+        from mrirecon.io.lodopab import LoDoPaBFiles
+
         m = _OBS.match(path.name)
         if m is None:
             raise ValueError(f"{path}: CT HDF5 input must be an observation_<part>_<NNN>.hdf5 file "
                              "in the LoDoPaB-CT layout")
-        files = LoDoPaBFiles(path.parent, m.group("part"))
+        self._files = files = LoDoPaBFiles(path.parent, m.group("part"))
         f = int(m.group("index"))
-        start = int(sum(files.counts[:f]))
-        n = files.counts[f]
-        has_gt = files.ground_truth_files is not None
-
-        def read(k):
-            ref = files.attenuation(start + k).data[0] if has_gt else None
-            return CTSlice(files.sinogram(start + k).data[0], files.geometry, ref)
-
-        names = [(path.name, k) for k in range(n)]
+        self._start, self._n = int(sum(files.counts[:f])), files.counts[f]
+        self._has_gt = files.ground_truth_files is not None
+        self.path = path
         p = files.geometry.pixel_size
-        image_geometry = ImageGeometry(spacing=(p, p, p))
-        mu_water, mu_air = files.mu_water, files.mu_air
-    else:
-        raise ValueError(f"{path}: a CT pipeline needs LoDoPaB-layout HDF5 or a DICOM series, found {fmt}")
+        units = {} if files.mu_water is None else {"mu_water": files.mu_water,
+                                                   "mu_air": files.mu_air}
+        self.info = {"image_geometry": ImageGeometry(spacing=(p, p, p)), "hu_units": units}
 
-    recons, refs, previews = [], [], []
-    from mrirecon.operators.fbp import fbp
+    def __len__(self) -> int:
+        return self._n
 
-    if prepare is not None:  # e.g. adapt: the model sees every undersampled slice first
-        from mrirecon.pipeline.adapt_stage import ct_pair
+    def read(self, k: int) -> CTSlice:
+        i = self._start + k
+        ref = self._files.attenuation(i).data[0] if self._has_gt else None
+        return CTSlice(self._files.sinogram(i).data[0], self._files.geometry, ref,
+                       file_name=self.path.name, index=k)
 
-        pairs = []
-        for k in range(n):
-            s = undersample(read(k), config.undersample, _slice_seed(*names[k]))
-            pairs.append(ct_pair(s, device))
-        model = prepare(model, pairs)
+    def close(self) -> None:
+        pass
 
-    for k in tqdm(range(n), desc=path.name, unit="slice", disable=not progress, leave=False):
-        s = read(k)
-        _check_ct_slice(s, path, k, config.evaluate.enabled)
-        s = undersample(s, config.undersample, _slice_seed(*names[k]))
-        if model is not None and k == 0:
-            from mrirecon.pipeline.model_range import warn_outside_range
 
-            warn_outside_range(model, matrix=tuple(s.geometry.image_shape), views=s.geometry.num_views)
-        preview = fbp(s.sinogram, s.geometry, filter="hann").float()  # in the data's float32
-        if model is None and config.reconstruct.method == "fbp" and \
-                dict(config.reconstruct.params) == {"filter": "hann"}:
-            s = CTSlice(s.sinogram, s.geometry, s.reference, preview)  # the same FBP, once
-        else:
-            s = reconstruct(s, config.reconstruct, model, device, scale=float(preview.max()))
-        recons.append(s.image)
-        previews.append(preview)
-        if s.reference is not None:
-            refs.append(s.reference.float())
-        release_memory()
-    mu = torch.stack(recons)
-    reference = torch.stack(refs) if len(refs) == n else None
-    kw = {} if mu_water is None else {"mu_water": mu_water, "mu_air": mu_air}
-    hu = torch.from_numpy(np.asarray(attenuation_to_hu(mu.double().numpy(), **kw))).float()
+class CTStages(Modality[CTSlice]):
+    """The CT stage protocol (:class:`~mrirecon.pipeline.stream.Modality`) over this module's
+    stage functions, configured by a pipeline config. There is no calibration; ``undersample``
+    also computes the slice's Hann FBP ``preview``."""
+
+    def __init__(self, config: PipelineConfig, *, device: str = "cpu") -> None:
+        self.config, self.device = config, device
+
+    def load(self, path: Path):
+        fmt = detect_format(path, self.config.load.format)
+        if fmt == "dicom":
+            return _DicomSource(path, self.config.undersample.views)
+        if fmt == "ct_hdf5":
+            return _LoDoPaBSource(path)
+        raise ValueError(f"{path}: a CT pipeline needs LoDoPaB-layout HDF5 or a DICOM series, "
+                         f"found {fmt}")
+
+    def preprocess(self, s: CTSlice) -> CTSlice:
+        check_slice(s, Path(s.file_name), s.index, self.config.evaluate.enabled)
+        return s
+
+    def undersample(self, s: CTSlice) -> CTSlice:
+        s = undersample(s, self.config.undersample)
+        return replace(s, preview=fbp_preview(s))
+
+    def to_device(self, s: CTSlice) -> CTSlice:
+        return replace(s, sinogram=s.sinogram.to(self.device))
+
+    def reconstruct(self, s: CTSlice, method: Method) -> CTSlice:
+        return reconstruct(s, method.config, method.model)
+
+    def postprocess(self, s: CTSlice) -> Tensor:
+        return s.image
+
+    def reference(self, s: CTSlice) -> Tensor | None:
+        return s.reference
+
+    def preview(self, s: CTSlice) -> Tensor | None:
+        return s.preview
+
+
+def hu_volumes(run: VolumeRun, info: dict, name: str):
+    """Method ``name``'s attenuation volume of ``run`` -> ``(hu, eval_ref, eval_pred, display_ref,
+    display_preview)``: HU for export and display, ``mu / MU_MAX`` for the metrics."""
+    from mrirecon.io.lodopab import MU_MAX_PER_MM, attenuation_to_hu
+
+    def hu(mu: Tensor | None) -> Tensor | None:
+        if mu is None:
+            return None
+        return torch.from_numpy(np.asarray(attenuation_to_hu(mu.double().numpy(),
+                                                             **info["hu_units"]))).float()
+
+    mu, reference = run.outputs[name], run.reference
     eval_ref = None if reference is None else reference / MU_MAX_PER_MM
-    eval_pred = mu / MU_MAX_PER_MM
-    display_ref = None if reference is None else torch.from_numpy(
-        np.asarray(attenuation_to_hu(reference.double().numpy(), **kw))).float()
-    display_prev = torch.from_numpy(np.asarray(attenuation_to_hu(torch.stack(previews).double().numpy(),
-                                                                 **kw))).float()
-    return hu, eval_ref, eval_pred, display_ref, display_prev, image_geometry
+    return hu(mu), eval_ref, mu / MU_MAX_PER_MM, hu(reference), hu(run.preview)

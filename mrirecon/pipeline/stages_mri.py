@@ -12,23 +12,26 @@ zero-filled.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from mrirecon.containers import Header
 from mrirecon.functional import center_crop, crop_readout, ifft2c, rss
 from mrirecon.functional.nufft import nufft_adjoint
 from mrirecon.operators import nufft_sense, sense
-from mrirecon.recon.mri import data_scale as cartesian_scale
 from mrirecon.sampling.acs import acs_width
 from mrirecon.pipeline.schema import (
     CalibrateConfig,
+    PipelineConfig,
     PostprocessConfig,
     PreprocessConfig,
     ReconstructConfig,
     UndersampleConfig,
 )
+from mrirecon.pipeline.stream import Method, Modality, detect_format
+from mrirecon.recon.mri import data_scale as cartesian_scale
 
 
 @dataclass
@@ -56,6 +59,9 @@ class MRISlice:
         Non-Cartesian only: ``(readouts, samples, 2)`` normalised coordinates and
         ``(readouts, samples)`` density weights; ``kspace`` is then ``(coils, readouts,
         samples)`` and ``mask`` is all true.
+    full_fov_maps
+        ``(coils, H, W)`` uncropped ESPIRiT maps for learned models trained with them (the
+        benchmark's per-method calibration, :class:`MRIStages`), else ``None``.
     """
 
     kspace: Tensor
@@ -70,6 +76,7 @@ class MRISlice:
     num_low_frequencies: int | None = None
     trajectory: Tensor | None = None
     density: Tensor | None = None
+    full_fov_maps: Tensor | None = None
 
     @property
     def image_shape(self) -> tuple[int, int]:
@@ -286,12 +293,18 @@ def recon_size(header: Header, cfg: PostprocessConfig, shape: tuple[int, int]) -
     return (min(size[0], shape[0]), min(size[1], shape[1]))
 
 
+def to_magnitude(image: Tensor) -> Tensor:
+    """A reconstruction as the ``(H, W)`` magnitude image: coil images ``(coils, H, W)`` (e.g.
+    GRAPPA's k-space reconstruction) -> RSS, a complex image -> ``|x|``, a real one as it is.
+    The one place where the reconstruct stage's output becomes a magnitude."""
+    if image.ndim == 3:
+        image = rss(image, dim=0)
+    return image.abs() if image.is_complex() else image
+
+
 def postprocess(s: MRISlice, cfg: PostprocessConfig) -> Tensor:
     """Magnitude cropped to the recon size: ``(h, w)`` float32 on the reference's scale."""
-    img = s.image
-    if img.ndim == 3:  # coil images (e.g. GRAPPA k-space recon) -> RSS
-        img = rss(img, dim=0)
-    mag = img.abs() if img.is_complex() else img
+    mag = to_magnitude(s.image)
     out = center_crop(mag, recon_size(s.header, cfg, tuple(mag.shape[-2:])))
     return out.float()
 
@@ -300,3 +313,128 @@ def zero_filled_preview(s: MRISlice, cfg: PostprocessConfig) -> Tensor:
     """RSS of the zero-filled undersampled data, cropped like the output (for the report)."""
     img = rss(gridded_coil_images(s), dim=0)
     return center_crop(img, recon_size(s.header, cfg, tuple(img.shape[-2:]))).float()
+
+
+# ---- the stage protocol -----------------------------------------------------------------------
+
+#: Classical methods that reconstruct through ``sense(maps, mask)`` and need coil maps.
+SENSE_METHODS = ("zero_filled", "cg_sense", "l1_wavelet", "tv")
+
+
+def needs_maps(method: str, model: nn.Module | None) -> bool:
+    """Whether ``method`` (learned: ``model``) reconstructs with coil maps from ``calibrate``."""
+    if model is None:  # every classical method that takes an operator reconstructs via sense()
+        from mrirecon.recon.registry import needs_operator
+
+        return method in SENSE_METHODS or needs_operator(method)
+    return getattr(model, "sensitivity", None) is None  # E2E-VarNet estimates its own maps
+
+
+class _MRISource:
+    """The slices of one fastMRI or ISMRMRD file as :class:`MRISlice`\\ s."""
+
+    def __init__(self, path: Path, fmt: str) -> None:
+        from mrirecon.io import FastMRIFile, read_ismrmrd
+
+        self.path, self.info = path, {}
+        if fmt == "fastmri":
+            self._file = FastMRIFile(path)
+            self._vol = None
+            self._n = len(self._file)
+            self._mask = self._file.sampling_mask() if self._file.mask is not None else None
+        else:
+            self._file, self._mask = None, None
+            self._vol = read_ismrmrd(path)
+            self._n = self._vol.data.shape[0]
+
+    def __len__(self) -> int:
+        return self._n
+
+    def read(self, i: int) -> MRISlice:
+        if self._file is not None:
+            ks = self._file.read_slice(i)
+        else:
+            ks = replace(self._vol, data=self._vol.data[i : i + 1], reference=None,
+                         slice_indices=(i,))
+        self.info.setdefault("header", ks.header)
+        return make_slice(ks, i, self.path.name, self._mask)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+class MRIStages(Modality[MRISlice]):
+    """The MRI stage protocol (:class:`~mrirecon.pipeline.stream.Modality`) over this module's
+    stage functions, configured by a pipeline config.
+
+    ``classical``: whether the method is classical (readout oversampling is then removed unless
+    ``preprocess.remove_oversampling`` says otherwise). ``per_method_maps``: the benchmark's
+    calibration for several methods at once: coil maps only when one of ``methods`` needs them,
+    constant maps for single-coil data, uncropped maps for learned models trained with them
+    (``full_fov_maps``), and each method gets the maps it needs. Without it (``mrirecon run``) the
+    maps are those the ``calibrate`` config asks for.
+    """
+
+    def __init__(self, config: PipelineConfig, *, device: str = "cpu", classical: bool = True,
+                 per_method_maps: bool = False, methods: tuple[Method, ...] = (),
+                 single_coil: bool = False) -> None:
+        self.config, self.device, self.classical = config, device, classical
+        self.per_method_maps, self.single_coil = per_method_maps, single_coil
+        self.need_maps = any(needs_maps(m.config.method, m.model) for m in methods)
+        self.need_full_fov = any(m.model is not None and needs_maps(m.config.method, m.model)
+                                 and getattr(m.model, "full_fov_maps", True) for m in methods)
+
+    def load(self, path: Path) -> _MRISource:
+        fmt = detect_format(path, self.config.load.format)
+        if fmt not in ("fastmri", "ismrmrd"):
+            raise ValueError(f"{path}: an MRI pipeline needs fastMRI or ISMRMRD data, found {fmt}")
+        return _MRISource(path, fmt)
+
+    def preprocess(self, s: MRISlice) -> MRISlice:
+        return preprocess(s, self.config.preprocess, classical=self.classical)
+
+    def undersample(self, s: MRISlice) -> MRISlice:
+        s = undersample(s, self.config.undersample)
+        check_slice(s, "undersample", self.config.evaluate.enabled)
+        return s
+
+    def calibrate(self, s: MRISlice) -> MRISlice:
+        if not self.per_method_maps:
+            s = calibrate(s, self.config.calibrate)
+        elif not self.need_maps:
+            return s
+        elif self.single_coil:
+            s = replace(s, maps=torch.ones_like(s.kspace))
+        else:
+            s = calibrate(s, self.config.calibrate)
+            if self.need_full_fov:  # the trainer's ESPIRiT keeps the whole field of view
+                full = calibrate(s, replace(self.config.calibrate, crop=0.0)).maps
+                s = replace(s, full_fov_maps=full)
+        check_slice(s, "calibrate", False)
+        return s
+
+    def to_device(self, s: MRISlice) -> MRISlice:
+        def move(t):
+            return None if t is None else t.to(self.device)
+
+        return replace(s, kspace=move(s.kspace), mask=move(s.mask), maps=move(s.maps),
+                       full_fov_maps=move(s.full_fov_maps))
+
+    def reconstruct(self, s: MRISlice, method: Method) -> MRISlice:
+        if self.per_method_maps:
+            if not needs_maps(method.config.method, method.model):
+                s = replace(s, maps=None)
+            elif (method.model is not None and s.full_fov_maps is not None
+                  and getattr(method.model, "full_fov_maps", True)):
+                s = replace(s, maps=s.full_fov_maps)
+        return reconstruct(s, method.config, method.model)
+
+    def postprocess(self, s: MRISlice) -> Tensor:
+        return postprocess(replace(s, image=s.image.cpu()), self.config.postprocess)
+
+    def reference(self, s: MRISlice) -> Tensor | None:
+        return s.reference
+
+    def preview(self, s: MRISlice) -> Tensor | None:
+        return zero_filled_preview(s, self.config.postprocess).cpu()

@@ -149,7 +149,6 @@ def validate_pipeline(config: PipelineConfig, source: str = "") -> PipelineConfi
     if und.photons is not None and not (math.isfinite(und.photons) and und.photons > 0):
         raise _fail(source, "undersample.photons", f"must be a finite number > 0, got {und.photons!r}")
     _at_least(source, "undersample.fixed_seed", und.fixed_seed, 0)
-    _at_least(source, "reconstruct.batch_slices", config.reconstruct.batch_slices, 1)
     for i, c in enumerate(config.postprocess.crop_size):
         _at_least(source, f"postprocess.crop_size[{i}]", c, 1)
     _at_least(source, "report.max_slices_in_figures", config.report.max_slices_in_figures, 0)

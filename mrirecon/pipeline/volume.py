@@ -1,4 +1,5 @@
-"""One input volume through the stages: stream slices, then evaluate and export the volume."""
+"""One input volume of ``mrirecon run``: stream its slices through the modality's stages
+(:mod:`mrirecon.pipeline.stream`), then evaluate and export the volume."""
 
 from __future__ import annotations
 
@@ -9,59 +10,57 @@ import numpy as np
 import torch
 
 from mrirecon.containers import Image
-from mrirecon.pipeline import stages_mri
+from mrirecon.pipeline import stream
 from mrirecon.pipeline.report import VolumeResult
-from mrirecon.pipeline.runner import release_memory
 from mrirecon.pipeline.schema import PipelineConfig
+from mrirecon.pipeline.stream import Method, score_volume
 
 log = logging.getLogger("mrirecon.pipeline")
-
-
-def detect_format(path: Path, wanted: str) -> str:
-    """Pick the reader: explicit ``load.format`` or by content (HDF5 groups) / folder."""
-    if wanted != "auto":
-        return wanted
-    if path.is_dir() or path.suffix.lower() == ".dcm":
-        return "dicom"
-    from mrirecon.io.probe import hdf5_layout
-
-    return hdf5_layout(path)
 
 
 def process_volume(config: PipelineConfig, path: Path, output: Path, result: VolumeResult, *,
                    model, device: str, progress: bool, name: str | None = None) -> None:
     """Reconstruct, evaluate and export one file; fills ``result`` in place.
 
-    ``name`` (default: the file's stem or the folder's name) is where the outputs go under
-    ``output``; it may contain ``/``.
+    The slices stream through :func:`~mrirecon.pipeline.stream.stream_volume` with the
+    modality's stages (:func:`modality_for`). ``name`` (default: the file's stem or the folder's
+    name) is where the outputs go under ``output``; it may contain ``/``.
     """
-    fmt = detect_format(path, config.load.format)
-    prepare = None  # adapt: the per-volume hook, prepare(model, slices) -> model
-    if model is not None and config.adapt.enabled:
-        from mrirecon.pipeline.adapt_stage import adapt_volume
+    stages = modality_for(config, device, classical=model is None)
+    if model is not None and config.adapt.enabled:  # adapt: the per-volume prepare_model hook
+        from mrirecon.pipeline.adapt_stage import volume_hook
 
-        def prepare(m, slices):
-            return adapt_volume(config, m, slices, output, name or volume_name(path), result)
+        stages.prepare_model = volume_hook(config, output, name or (
+            path.stem if path.is_file() else path.name), result)
+    method = Method(config.reconstruct.method, config.reconstruct, model)
+    counts = {"sampled": 0, "acquired": 0}  # k-space columns over all slices (MRI, Cartesian)
+
+    def on_slice(i, s) -> None:
+        if config.modality == "mri" and s.trajectory is None:  # sampled vs acquirable columns
+            cols = s.header.acquired_columns(s.mask.numel())
+            counts["acquired"] += int(cols.sum())
+            counts["sampled"] += int((s.mask.reshape(-1).bool().cpu() & cols).sum())
+        if model is not None and i == 0:
+            _warn_outside_range(config, model, s)
+
+    run = stream.stream_volume(stages, path, [method], progress=progress, on_slice=on_slice)
     if config.modality == "mri":
-        if fmt not in ("fastmri", "ismrmrd"):
-            raise ValueError(f"{path}: an MRI pipeline needs fastMRI or ISMRMRD data, found {fmt}")
-        recon, reference, preview, geometry, accel = _mri_volume(config, path, fmt, model, device,
-                                                                 progress, prepare)
+        recon, reference = run.outputs[method.name], run.reference
+        accel = counts["acquired"] / counts["sampled"] if counts["sampled"] else None
         if config.evaluate.enabled and reference is not None and sampled_all(accel):
             msg = (f"{path.name}: the k-space is fully sampled and undersample.enabled is false, so "
                    "the metrics score a reconstruction of complete data against its own reference "
                    "(set undersample.enabled=true for a retrospective study)")
             log.warning("%s", msg)
             result.warnings.append(msg)
-        eval_ref, eval_pred, display_ref = reference, recon, reference
-        image = Image(recon, geometry, kind="magnitude", modality="MR",
+        eval_ref, eval_pred, display_ref, preview = reference, recon, reference, run.preview
+        image = Image(recon, run.info["header"].geometry, kind="magnitude", modality="MR",
                       description=f"mrirecon {config.reconstruct.method}")
     else:
-        from mrirecon.pipeline.stages_ct import ct_volume
+        from mrirecon.pipeline.stages_ct import hu_volumes
 
-        recon, eval_ref, eval_pred, display_ref, preview, geometry = ct_volume(
-            config, path, fmt, model, device, progress, prepare)
-        image = Image(recon, geometry, kind="hu", modality="CT",
+        recon, eval_ref, eval_pred, display_ref, preview = hu_volumes(run, run.info, method.name)
+        image = Image(recon, run.info["image_geometry"], kind="hu", modality="CT",
                       description=f"mrirecon {config.reconstruct.method}")
     if not bool(torch.isfinite(recon).all()):
         raise ValueError(f"{path}: the reconstruction holds NaN or Inf values (method "
@@ -72,15 +71,36 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
     export(config, path, output, image, display_ref, preview, result, name=name)
 
 
+def modality_for(config: PipelineConfig, device: str, *, classical: bool):
+    """The stage protocol of ``config.modality`` (:class:`~mrirecon.pipeline.stream.Modality`)."""
+    if config.modality == "mri":
+        from mrirecon.pipeline.stages_mri import MRIStages
+
+        return MRIStages(config, device=device, classical=classical)
+    from mrirecon.pipeline.stages_ct import CTStages
+
+    return CTStages(config, device=device)
+
+
+def _warn_outside_range(config: PipelineConfig, model, s) -> None:
+    """Log when the first slice lies outside what the learned model was trained on."""
+    from mrirecon.pipeline.model_range import warn_outside_range
+
+    if config.modality == "mri":
+        acc = float(s.mask.numel()) / max(float(s.mask.sum()), 1.0)
+        warn_outside_range(model, matrix=tuple(s.kspace.shape[-2:]), coils=int(s.kspace.shape[0]),
+                           acceleration=acc)
+    else:
+        warn_outside_range(model, matrix=tuple(s.geometry.image_shape), views=s.geometry.num_views)
+
+
 def sampled_all(acceleration: float | None) -> bool:
     """Whether Cartesian data had every acquirable column (``None``: not Cartesian)."""
     return acceleration is not None and acceleration <= 1.0 + 1e-6
 
 
 def evaluate(reference: torch.Tensor, recon: torch.Tensor) -> dict[str, float]:
-    """fastMRI NMSE / PSNR / SSIM of one volume (shapes must already agree)."""
-    from mrirecon.metrics import evaluate_volumes
-
+    """fastMRI NMSE / PSNR / SSIM of one volume (shapes must already agree), in float64."""
     if tuple(reference.shape) != tuple(recon.shape):
         raise ValueError(f"evaluate: reference {tuple(reference.shape)} and reconstruction "
                          f"{tuple(recon.shape)} differ")
@@ -90,85 +110,8 @@ def evaluate(reference: torch.Tensor, recon: torch.Tensor) -> dict[str, float]:
     if not bool(torch.isfinite(recon).all()):
         raise ValueError("evaluate: the reconstruction holds NaN or Inf values (diverged?); try "
                          "a smaller step or more regularisation")
-    report = evaluate_volumes([reference.double().numpy()], [recon.double().numpy()], crop=False,
-                              metrics=("NMSE", "PSNR", "SSIM"))
-    return {k.lower(): float(v[0]) for k, v in report.values.items()}
-
-
-def volume_name(path: Path) -> str:
-    return path.stem if path.is_file() else path.name
-
-
-def _mri_volume(config: PipelineConfig, path: Path, fmt: str, model, device: str, progress: bool,
-                prepare=None):
-    from tqdm.auto import tqdm
-
-    from mrirecon.io import FastMRIFile, read_ismrmrd
-
-    if fmt == "fastmri":
-        src = FastMRIFile(path)
-        n = len(src)
-        file_mask = src.sampling_mask() if src.mask is not None else None
-
-        def read(i):
-            return src.read_slice(i)
-    else:
-        vol = read_ismrmrd(path)
-        src, n, file_mask = None, vol.data.shape[0], None
-
-        def read(i):
-            from dataclasses import replace
-
-            return replace(vol, data=vol.data[i : i + 1],
-                           reference=None, slice_indices=(i,))
-    outs, refs, zfs = [], [], []
-    sampled = acquired = 0  # k-space columns, over all slices: the effective acceleration
-    header = None
-    try:
-        if prepare is not None:  # e.g. adapt: the model sees every prepared slice first
-            from mrirecon.pipeline.adapt_stage import mri_pairs
-
-            model = prepare(model, mri_pairs(config, read, n, path.name, file_mask, device))
-        for i in tqdm(range(n), desc=path.name, unit="slice", disable=not progress, leave=False):
-            ks = read(i)
-            header = ks.header
-            s = stages_mri.make_slice(ks, i, path.name, file_mask)
-            s = stages_mri.preprocess(s, config.preprocess, classical=model is None)
-            s = stages_mri.undersample(s, config.undersample)
-            stages_mri.check_slice(s, "undersample", config.evaluate.enabled)
-            if s.trajectory is None:  # Cartesian: sampled vs acquirable columns
-                cols = s.header.acquired_columns(s.mask.numel())
-                acquired += int(cols.sum())
-                sampled += int((s.mask.reshape(-1).bool() & cols).sum())
-            s = stages_mri.calibrate(s, config.calibrate)
-            stages_mri.check_slice(s, "calibrate", False)
-            if model is not None and i == 0:
-                from mrirecon.pipeline.model_range import warn_outside_range
-
-                acc = float(s.mask.numel()) / max(float(s.mask.sum()), 1.0)
-                warn_outside_range(model, matrix=tuple(s.kspace.shape[-2:]), coils=int(s.kspace.shape[0]),
-                                   acceleration=acc)
-            s.kspace = s.kspace.to(device)
-            if s.maps is not None:
-                s.maps = s.maps.to(device)
-            s = stages_mri.reconstruct(s, config.reconstruct, model)
-            s.image = s.image.cpu()
-            s.kspace = s.kspace.cpu()
-            out = stages_mri.postprocess(s, config.postprocess)
-            # keep compact copies only: crops are views that would pin whole slices in memory
-            outs.append(out.clone())
-            zfs.append(stages_mri.zero_filled_preview(s, config.postprocess).clone())
-            if s.reference is not None and tuple(s.reference.shape) == tuple(out.shape):
-                refs.append(s.reference.float().clone())
-            del s, ks
-            release_memory()  # per-slice buffers back to the OS: peak RSS stays flat
-    finally:
-        if src is not None:
-            src.close()
-    recon = torch.stack(outs)
-    reference = torch.stack(refs) if len(refs) == n else None
-    accel = acquired / sampled if sampled else None  # None: non-Cartesian, not judged here
-    return recon, reference, torch.stack(zfs), header.geometry, accel
+    scores = score_volume(reference.double(), recon.double(), crop=False)
+    return {k.lower(): scores[k] for k in ("NMSE", "PSNR", "SSIM")}
 
 
 def export(config: PipelineConfig, path: Path, output: Path, image: Image,

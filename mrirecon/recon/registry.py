@@ -149,8 +149,9 @@ def run(name: str, y: Tensor, op: LinearOperator | None = None, **params) -> Ten
     Parameters
     ----------
     name
-        One of :func:`available` (``zero_filled``, ``zero_filled_rss``, ``cg_sense``,
-        ``l1_wavelet``, ``tv``, ``grappa``, ``fbp``, ``sirt``, ``tv_ct``).
+        One of :func:`available`: MRI ``zero_filled``, ``zero_filled_rss``, ``cg_sense``,
+        ``l1_wavelet``, ``tv``, ``tgv``, ``grappa``, ``epll``, ``dlmri``, ``pnp_nlm``,
+        ``pnp_bm3d``; CT ``fbp``, ``sirt``, ``tv_ct``.
     y
         k-space ``(..., coils, H, W)`` or sinogram ``(..., views, detectors)``.
     op

@@ -7,7 +7,7 @@
 # volume is undersampled with the fastMRI mask of its file name (all slices share it), each
 # method reconstructs every slice, and NMSE / PSNR / SSIM are computed per volume against
 # `reconstruction_rss` with the `fastmri.evaluate` definitions, then averaged (± 2 std).
-# `mrirecon.pipeline.bench.run_bench` is the same thing as a function.
+# `mrirecon.bench.run_bench` is the same thing as a function.
 #
 # Here it runs on a folder of simulated fastMRI-layout brain files; section 4 shows how to
 # point it at the real fastMRI validation data. `MRIRECON_NB_QUICK=1` (the test suite) uses
@@ -23,8 +23,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from mrirecon.data.simulate_mri import simulate_mri_dataset
-from mrirecon.pipeline.bench import run_bench
-from mrirecon.pipeline.bench_methods import DEFAULT_PARAMS, available_methods
+from mrirecon.bench import run_bench
+from mrirecon.bench.methods import DEFAULT_PARAMS, available_methods
 from mrirecon.pipeline.schema import CalibrateConfig
 from mrirecon.training.weights import available_weights
 

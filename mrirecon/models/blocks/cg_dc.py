@@ -18,15 +18,17 @@ import torch
 from torch import Tensor, nn
 
 from mrirecon.core import LinearOperator
+from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.solvers import cg, cg_solve
 
 
+@accepts_deprecated_names
 def solve_proximal(
     gram: Callable[[Tensor], Tensor],
     rhs: Tensor,
     lam: Tensor | float,
     *,
-    max_iterations: int = 10,
+    iterations: int = 10,
     tolerance: float = 0.0,
     batch_dims: int = 0,
     x0: Tensor | None = None,
@@ -44,7 +46,7 @@ def solve_proximal(
     lam
         Non-negative real scalar or tensor broadcastable to ``rhs`` (``gram + lam I`` must be
         positive definite).
-    max_iterations, tolerance, batch_dims
+    iterations, tolerance, batch_dims
         Passed to :func:`mrirecon.solvers.cg`.
     x0
         Warm start (not differentiated through).
@@ -65,11 +67,11 @@ def solve_proximal(
     if implicit:
         return cg_solve(
             gram, rhs, lam_t, params=tuple(params), x0=x0,
-            iterations=max_iterations, tolerance=tolerance, batch_dims=batch_dims,
+            iterations=iterations, tolerance=tolerance, batch_dims=batch_dims,
         )
     return cg(
         lambda v: gram(v) + lam_t * v, rhs, x0,
-        iterations=max_iterations, tolerance=tolerance, batch_dims=batch_dims,
+        iterations=iterations, tolerance=tolerance, batch_dims=batch_dims,
     )
 
 
@@ -87,17 +89,18 @@ class ProximalDC(nn.Module):
         Initial regularisation weight (MoDL starts at 0.05).
     learnable
         Learn ``lam`` (default) or keep it fixed.
-    max_iterations, tolerance
+    iterations, tolerance
         CG settings (MoDL uses 10 iterations).
     implicit
         Backward by a second CG solve instead of storing iterations.
     """
 
+    @accepts_deprecated_names
     def __init__(
         self,
         lam: float = 0.05,
         learnable: bool = True,
-        max_iterations: int = 10,
+        iterations: int = 10,
         tolerance: float = 0.0,
         implicit: bool = True,
     ) -> None:
@@ -107,7 +110,7 @@ class ProximalDC(nn.Module):
             self.lam = nn.Parameter(value)
         else:
             self.register_buffer("lam", value)
-        self.max_iterations, self.tolerance, self.implicit = max_iterations, tolerance, implicit
+        self.iterations, self.tolerance, self.implicit = iterations, tolerance, implicit
 
     def forward(
         self,
@@ -126,7 +129,7 @@ class ProximalDC(nn.Module):
             op.gram,
             rhs,
             lam,
-            max_iterations=self.max_iterations,
+            iterations=self.iterations,
             tolerance=self.tolerance,
             batch_dims=1 if rhs.ndim > 1 else 0,
             x0=x0,

@@ -89,7 +89,7 @@ class PnPDPIR(nn.Module):
         return [self.sigma_max * math.exp(r * i) for i in range(k)]
 
     def _prox(self, op: LinearOperator, aty: Tensor, v: Tensor, rho: float, iterations: int) -> Tensor:
-        return solve_proximal(op.gram, aty + rho * v, rho, max_iterations=iterations, batch_dims=1,
+        return solve_proximal(op.gram, aty + rho * v, rho, iterations=iterations, batch_dims=1,
                               x0=v, params=operator_tensors_with_grad(op))
 
     def forward(self, y: Tensor, op: LinearOperator) -> Tensor:

@@ -38,7 +38,7 @@ class _PlugAndPlay(UnrolledModel):
         """``argmin_x 0.5 ||A x - y||^2 + rho/2 ||x - v||^2`` by CG (``aty = A^H y``)."""
         rho = self.rho if rho is None else rho
         return solve_proximal(
-            op.gram, aty + rho * v, rho, max_iterations=self.cg_iterations, batch_dims=1, x0=v,
+            op.gram, aty + rho * v, rho, iterations=self.cg_iterations, batch_dims=1, x0=v,
             params=operator_tensors_with_grad(op),
         )
 

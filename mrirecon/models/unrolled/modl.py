@@ -69,7 +69,7 @@ class MoDL(UnrolledModel):
                     for _ in range(count)
                 ]
             )
-        self.dc = ProximalDC(lam, max_iterations=cg_iterations, implicit=implicit)
+        self.dc = ProximalDC(lam, iterations=cg_iterations, implicit=implicit)
         self.iterations, self.shared = iterations, shared
         self.normalize, self.checkpointing = normalize, checkpointing
 

@@ -141,7 +141,7 @@ class UnrolledEM(nn.Module):
             beta = torch.exp(self.log_beta[t]).to(x.real.dtype) / mean_count
             rhs = aty + beta * patches.H(z)
             x = solve_proximal(
-                gram, rhs, beta * counts, max_iterations=self.cg_iterations, batch_dims=1,
+                gram, rhs, beta * counts, iterations=self.cg_iterations, batch_dims=1,
                 x0=x.detach(), implicit=self.implicit,
                 params=operator_tensors_with_grad(op) if self.implicit else (),
             )

@@ -1,0 +1,132 @@
+"""The benchmark loop shared by MRI and CT: accelerations x volumes x pending methods.
+
+Each volume runs through the pipeline's streaming runner
+(:func:`~mrirecon.pipeline.stream.stream_volume`) with every method that has no record yet;
+a modality-specific ``score`` turns the :class:`~mrirecon.pipeline.stream.VolumeRun` into one
+record per method. Records go to ``results.jsonl`` (:class:`~mrirecon.bench.table.ResultsFile`)
+as they are made, so an interrupted run resumes where it stopped; at the end the records of this
+run's settings make the table (:func:`~mrirecon.bench.table.build_table`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mrirecon.bench.table import RESULTS_FILE, BenchTable, ResultsFile, build_table, write_table
+from mrirecon.pipeline.stream import Method, VolumeRun
+
+log = logging.getLogger("mrirecon.bench")
+
+RecordCallback = Callable[[dict[str, Any], np.ndarray], None]
+#: ``score(path, acceleration, methods, bar) -> {method: record}``; each record holds the
+#: metrics, times and mask fields, and the scored ``prediction`` ``(slices, h, w)``.
+VolumeScorer = Callable[[Path, float, list[Method], Any], dict[str, dict[str, Any]]]
+
+
+@dataclass
+class BenchPlan:
+    """What one benchmark run covers: ``methods`` (in table order) x ``accelerations`` x ``files``,
+    the settings fingerprint of each ``(method, acceleration)`` and the slices per file."""
+
+    challenge: str
+    methods: dict[str, Method]
+    accelerations: list[float]
+    files: list[Path]
+    fingerprints: dict[tuple[str, float], str]
+    slice_counts: dict[Path, int]
+
+
+def open_store(output_dir: str | os.PathLike | None, resume: bool) -> ResultsFile:
+    """The results file under ``output_dir`` (``None``: in memory only, no resume)."""
+    path = Path(output_dir) / RESULTS_FILE if output_dir is not None else os.devnull
+    return ResultsFile(path, fresh=not resume or output_dir is None)
+
+
+def method_record(run: VolumeRun, method: Method, used_calibration: bool) -> dict[str, Any]:
+    """The time and size fields of ``method``'s record for one volume."""
+    calib = run.calib_seconds if used_calibration else 0.0
+    model = method.model
+    return {
+        "slices": run.slices,
+        "seconds_per_slice": (run.seconds[method.name] + calib) / run.slices,
+        "recon_seconds": run.seconds[method.name],
+        "calib_seconds": calib,
+        "num_params": 0 if model is None else sum(p.numel() for p in model.parameters()),
+    }
+
+
+def run_plan(plan: BenchPlan, score: VolumeScorer, store: ResultsFile, *, persist: bool,
+             progress: bool, on_record: RecordCallback | None = None) -> None:
+    """Score every pending (method, acceleration, volume) of ``plan`` and store the records."""
+    names = list(plan.methods)
+    for acc in plan.accelerations:
+        todo = {p: [m for m in names
+                    if store.find(m, acc, p.name, plan.fingerprints[m, acc]) is None]
+                for p in plan.files}
+        total = sum(len(todo[p]) * plan.slice_counts[p] for p in plan.files)
+        done = sum(len(names) - len(todo[p]) for p in plan.files)
+        if done:
+            log.info("bench %s %gx: %d finished (method, volume) entries reused from %s", plan.challenge,
+                     acc, done, store.path)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, desc=f"bench {plan.challenge} {acc:g}x ({', '.join(names)})",
+                       unit="slice", leave=True)
+        try:
+            for path in plan.files:
+                if not todo[path]:
+                    continue
+                results = score(path, acc, [plan.methods[m] for m in todo[path]], bar)
+                for m in todo[path]:
+                    rec = results[m]
+                    pred = rec.pop("prediction")
+                    rec.update(method=m, acceleration=acc, volume=path.name,
+                               config=plan.fingerprints[m, acc])
+                    if persist:
+                        store.append(rec)
+                    else:
+                        store.records.append(rec)
+                    if on_record is not None:
+                        on_record(dict(rec), pred)
+        finally:
+            if bar is not None:
+                bar.close()
+
+
+def finish_table(plan: BenchPlan, store: ResultsFile, output_dir: str | os.PathLike | None,
+                 verbose: bool) -> BenchTable:
+    """The table of this plan's records; written under ``output_dir`` and printed if asked."""
+    names = list(plan.methods)
+    selected = [r for p in plan.files for a in plan.accelerations for m in names
+                if (r := store.find(m, a, p.name, plan.fingerprints[m, a])) is not None]
+    table = build_table(selected, names, plan.accelerations, plan.challenge)
+    if output_dir is not None:
+        write_table(table, output_dir)
+    if verbose:
+        print(table.to_markdown(), flush=True)
+    return table
+
+
+def run_benchmark(plan: BenchPlan, score: VolumeScorer, *, output_dir, resume: bool,
+                  progress: bool, verbose: bool, on_record: RecordCallback | None) -> BenchTable:
+    """:func:`run_plan` then :func:`finish_table`, with the results file of ``output_dir``."""
+    store = open_store(output_dir, resume)
+    run_plan(plan, score, store, persist=output_dir is not None, progress=progress,
+             on_record=on_record)
+    return finish_table(plan, store, output_dir, verbose)
+
+
+def check_accelerations(accelerations: Sequence[float], where: str) -> list[float]:
+    accs = [float(a) for a in accelerations]
+    if not accs or any(not a >= 1 for a in accs):
+        raise ValueError(f"{where}: accelerations must be numbers >= 1, got {list(accelerations)}")
+    return accs

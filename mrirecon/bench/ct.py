@@ -1,0 +1,173 @@
+"""CT benchmark table: methods x sparse-view factors on LoDoPaB-layout data (``--challenge ct``).
+
+Every ``observation_<part>_<NNN>.hdf5`` file with a matching ground truth is one volume; its
+samples (slices) run through the CT pipeline's stages
+(:class:`~mrirecon.pipeline.stages_ct.CTStages`) with the same streaming runner as ``mrirecon
+run``, from every ``factor``-th view (the acceleration), optionally at a lower dose
+(``photons``: Poisson noise seeded per file and slice, as in the pipeline). Metrics are the
+fastMRI definitions per volume on attenuation normalised like LoDoPaB's ground truth
+(``mu / MU_MAX``, non-negative), computed as the pipeline computes them. Learned methods are
+shipped weight names or checkpoint paths; they see the unit-norm projector they were trained
+with. Records, resume and the table are those of the MRI benchmark (:mod:`mrirecon.bench.table`):
+``results.jsonl``, ``bench_table.csv``, ``bench_table.md`` and ``bench_volumes.csv``, where
+the "mask" of a record is the kept views.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mrirecon.core.device import resolve_device
+from mrirecon.bench.core import (
+    BenchPlan,
+    RecordCallback,
+    check_accelerations,
+    method_record,
+    run_benchmark,
+)
+from mrirecon.bench.methods import CT_DEFAULTS, build_methods, check_settings, weights_id
+from mrirecon.bench.table import BenchTable, config_fingerprint, encode_mask
+from mrirecon.pipeline import stream
+from mrirecon.pipeline.schema import PipelineConfig, UndersampleConfig
+from mrirecon.pipeline.stages_ct import CTStages
+from mrirecon.pipeline.stream import Method, score_volume
+
+#: What a CT record's ``mask_type`` says: every ``factor``-th view is kept, from view 0.
+VIEW_MASK = "sparse_view"
+
+
+def ct_accelerations(values: Iterable[float]) -> list[float]:
+    """Sparse-view factors must be integers >= 1."""
+    out = []
+    for v in values:
+        if v < 1 or v != int(v):
+            raise ValueError(f"--challenge ct: accelerations are sparse-view factors (integers >= 1), "
+                             f"got {v}")
+        out.append(float(v))
+    return out
+
+
+def pipeline_config(num_views: int, factor: float, photons: float | None) -> PipelineConfig:
+    """The CT benchmark at one sparse-view factor as a pipeline config."""
+    views = max(1, num_views // int(factor))
+    return PipelineConfig(name=f"bench-ct-{factor:g}x", modality="ct",
+                          undersample=UndersampleConfig(enabled=True, views=views, photons=photons))
+
+
+def _volumes(root: Path, max_volumes: int | None) -> dict[Path, tuple[int, int]]:
+    """``{observation file: (slices, views)}`` of the files that have a ground truth, in order."""
+    from mrirecon.io.lodopab import LoDoPaBFiles
+
+    parts = sorted({p.name.split("_")[1] for p in root.glob("observation_*_[0-9][0-9][0-9].hdf5")})
+    if not parts:
+        raise FileNotFoundError(f"run_ct_bench: no observation_<part>_NNN.hdf5 files in {root}")
+    out: dict[Path, tuple[int, int]] = {}
+    for part in parts:
+        files = LoDoPaBFiles(root, part)
+        if files.ground_truth_files is None:
+            continue
+        for path, count in zip(files.observation_files, files.counts):
+            out[Path(path)] = (int(count), files.geometry.num_views)
+    if not out:
+        raise FileNotFoundError(f"run_ct_bench: no ground_truth files next to the observations "
+                                f"in {root}")
+    if max_volumes is not None:
+        out = dict(list(out.items())[:max_volumes])
+    return out
+
+
+def _kept_views(num_views: int, factor: float) -> torch.Tensor:
+    """``(num_views,)`` bool: the views :func:`pipeline_config`'s undersampling keeps."""
+    views = max(1, num_views // int(factor))
+    mask = torch.zeros(num_views, dtype=torch.bool)
+    if views < num_views:
+        mask[:: num_views // views] = True
+    else:
+        mask[:] = True
+    return mask
+
+
+def _score_volume(path: Path, factor: float, methods: list[Method], bar, *, num_views: int,
+                  photons: float | None, device: str) -> dict[str, dict]:
+    from mrirecon.io.lodopab import MU_MAX_PER_MM
+
+    stages = CTStages(pipeline_config(num_views, factor, photons), device=device)
+    run = stream.stream_volume(stages, path, methods, progress=False, bar=bar, previews=False)
+    if run.reference is None:
+        raise ValueError(f"run_ct_bench: {path} has no ground truth for every slice")
+    reference = run.reference / MU_MAX_PER_MM
+    mask = _kept_views(num_views, factor)
+    out = {}
+    for m in methods:
+        pred = run.outputs[m.name] / MU_MAX_PER_MM
+        out[m.name] = {
+            **method_record(run, m, used_calibration=False),
+            **score_volume(reference.double(), pred.double(), crop=False),
+            "mask_type": VIEW_MASK,
+            "photons": photons,
+            "mask_width": num_views,
+            "mask": encode_mask(mask),
+            "prediction": pred.numpy(),
+        }
+    return out
+
+
+def run_ct_bench(data_dir: str | os.PathLike, accelerations: Iterable[float] = (6,),
+                 methods: str | Sequence[str] = ("fbp", "sirt", "tv_ct"),
+                 weights: Mapping[str, str | os.PathLike] | None = None,
+                 params: Mapping[str, Mapping[str, Any]] | None = None,
+                 output_dir: str | os.PathLike | None = None, *, photons: float | None = None,
+                 max_volumes: int | None = None, resume: bool = True, progress: bool = True,
+                 device: str | torch.device = "cpu", verbose: bool = False,
+                 on_record: RecordCallback | None = None) -> BenchTable:
+    """Benchmark CT ``methods`` at sparse-view factors ``accelerations`` on ``data_dir``.
+
+    Arguments as :func:`~mrirecon.bench.mri.run_bench`; ``photons`` re-simulates that incident
+    photon count (lower dose). Classical parameters are merged over :data:`CT_DEFAULTS`.
+    Returns the :class:`~mrirecon.bench.table.BenchTable` (challenge ``"ct"``).
+    """
+    from mrirecon import recon
+    from mrirecon.models.registry import available_models
+    from mrirecon.training.weights import available_weights
+
+    names = [m.strip() for m in (methods.split(",") if isinstance(methods, str) else methods)
+             if m and m.strip()]
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"run_ct_bench: give each method once, got {names}")
+    accs = check_accelerations(ct_accelerations(accelerations), "run_ct_bench")
+    weights, params = dict(weights or {}), {k: dict(v) for k, v in (params or {}).items()}
+    check_settings(names, weights, params, "run_ct_bench")
+    for m in names:
+        if m not in recon.available() and m not in available_weights() and not (
+                m in available_models() and m in weights):
+            raise ValueError(f"run_ct_bench: unknown method {m!r}; classical: "
+                             f"{', '.join(recon.available())}; learned: shipped weight names or "
+                             "--weights")
+    volumes = _volumes(Path(data_dir), max_volumes)
+    device = resolve_device(device)
+    run_methods = build_methods(names, recon.available(), weights, params, CT_DEFAULTS, device,
+                                "run_ct_bench")
+
+    def fingerprint(m: Method, factor: float) -> str:
+        return config_fingerprint({"method": m.name, "params": m.config.params,
+                                   "weights": weights_id(weights.get(m.name)), "challenge": "ct",
+                                   "factor": factor, "photons": photons})
+
+    plan = BenchPlan("ct", run_methods, accs, list(volumes),
+                     {(m, a): fingerprint(run_methods[m], a) for m in names for a in accs},
+                     {p: n for p, (n, _) in volumes.items()})
+
+    def score(path, factor, pending, bar):
+        return _score_volume(path, factor, pending, bar, num_views=volumes[path][1],
+                             photons=photons, device=device)
+
+    return run_benchmark(plan, score, output_dir=output_dir, resume=resume, progress=progress,
+                         verbose=verbose, on_record=on_record)
+
+
+__all__ = ["ct_accelerations", "run_ct_bench"]

@@ -1,0 +1,144 @@
+"""What ``mrirecon bench`` can run: method names, defaults, masks and learned-model loading.
+
+Classical methods are entries of the :mod:`mrirecon.recon` registry (for MRI its k-space
+methods); learned methods are the ``model(y, op)`` models of :mod:`mrirecon.models` (weights
+from a file) and the shipped weights of :mod:`mrirecon.training.weights` (used by name). Every
+method becomes a :class:`~mrirecon.pipeline.stream.Method` of the pipeline's streaming runner.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from mrirecon.pipeline.schema import ReconstructConfig
+from mrirecon.recon import canonical_parameters
+from mrirecon.pipeline.stages_mri import SENSE_METHODS, needs_maps  # noqa: F401  (re-exported)
+from mrirecon.pipeline.stream import Method
+from mrirecon.training.weights import load_model
+
+CHALLENGES = ("multicoil", "singlecoil")
+#: Classical methods that work on the coil k-space directly.
+KSPACE_METHODS = ("zero_filled_rss", "grappa")
+#: CT entries of the reconstruction registry (not for k-space).
+_CT_METHODS = ("fbp", "sirt", "tv_ct")
+#: Models of the registry that are not ``model(y, op)`` reconstructions.
+_BACKBONES = ("unet", "dncnn", "resnet")
+#: Defaults of the classical MRI methods (``lam`` relative to the image peak, see
+#: :mod:`mrirecon.bench.mri`).
+DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
+    "cg_sense": {"iterations": 10, "tolerance": 1e-6},
+    "l1_wavelet": {"lam": 1e-3, "iterations": 50},
+    "tv": {"lam": 1e-3, "iterations": 100},
+    "tgv": {"lam": 1e-3, "iterations": 100},
+}
+#: Defaults of the CT methods, tuned once on simulated training data (allowed sources only);
+#: iterative methods run on data scaled to an image peak near 1 (see ``stages_ct.reconstruct``).
+CT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "sirt": {"iterations": 50},
+    "tv_ct": {"lam": 5.0, "iterations": 100},
+    "tgv": {"lam": 5.0, "iterations": 100},
+    "pnp_nlm": {"rho": 0.1, "sigma_scale": 1.0},
+}
+#: fastMRI centre fractions by acceleration; others use ``0.32 / acceleration``.
+CENTER_FRACTIONS = {4.0: 0.08, 8.0: 0.04}
+
+
+def default_mask_type(challenge: str) -> str:
+    """``equispaced_fraction`` for multi-coil, ``random`` for single-coil (fastMRI paper)."""
+    return "random" if challenge == "singlecoil" else "equispaced_fraction"
+
+
+def center_fraction_for(
+    acceleration: float, overrides: Mapping[float, float] | None = None
+) -> float:
+    """Centre fraction used at ``acceleration``: ``overrides``, fastMRI's, or ``0.32 / acc``."""
+    acc = float(acceleration)
+    table = {**CENTER_FRACTIONS, **{float(k): float(v) for k, v in (overrides or {}).items()}}
+    return table.get(acc, 0.32 / acc)
+
+
+def classical_methods() -> list[str]:
+    """MRI entries of the :mod:`mrirecon.recon` registry (CT reconstructions left out)."""
+    from mrirecon import recon
+
+    return [m for m in recon.available() if m not in _CT_METHODS]
+
+
+def learned_methods() -> list[str]:
+    from mrirecon.models.registry import available_models
+    from mrirecon.training.weights import available_weights
+
+    return sorted(m for m in available_models() if m not in _BACKBONES) + available_weights()
+
+
+def available_methods() -> dict[str, list[str]]:
+    """``{"classical": [...], "learned": [...]}``: every name :func:`run_bench` accepts."""
+    return {"classical": classical_methods(), "learned": learned_methods()}
+
+
+def parse_methods(methods: str | Sequence[str]) -> list[str]:
+    if isinstance(methods, str):
+        methods = methods.split(",")
+    names = [m.strip() for m in methods if m and m.strip()]
+    if not names:
+        raise ValueError("run_bench: no methods given")
+    if len(set(names)) != len(names):
+        raise ValueError(f"run_bench: methods listed twice in {names}")
+    valid = available_methods()
+    unknown = [m for m in names if m not in valid["classical"] and m not in valid["learned"]]
+    if unknown:
+        raise ValueError(
+            f"run_bench: unknown method(s) {', '.join(map(repr, unknown))}; valid classical "
+            f"methods: {', '.join(valid['classical'])}; "
+            f"learned models: {', '.join(valid['learned'])}"
+        )
+    return names
+
+
+# ---- methods of the runner -------------------------------------------------------------------
+
+
+def check_settings(names: Sequence[str], weights: Mapping[str, Any], params: Mapping[str, Any],
+                   where: str = "run_bench") -> None:
+    """Weights and parameters only for methods that are run."""
+    stray = sorted(set(weights) - set(names)) + sorted(set(params) - set(names))
+    if stray:
+        raise ValueError(
+            f"{where}: weights/params given for {stray}, which are not among the methods {names}"
+        )
+
+
+def build_methods(names: Iterable[str], classical: Iterable[str],
+                  weights: Mapping[str, str | os.PathLike], params: Mapping[str, Mapping[str, Any]],
+                  defaults: Mapping[str, Mapping[str, Any]], device, where: str = "run_bench",
+                  ) -> dict[str, Method]:
+    """``{name: Method}``: classical methods with ``defaults`` merged under ``params``; learned
+    ones loaded (:func:`~mrirecon.training.weights.load_model`) with ``params`` and ``weights``
+    and moved to ``device``."""
+    classical = set(classical)
+    out: dict[str, Method] = {}
+    for m in names:
+        if m in classical:
+            if m in weights:
+                raise ValueError(f"{where}: {m} is a classical method; it takes no weights")
+            given = canonical_parameters(m, params.get(m, {}))  # old names: renamed, warned
+            p = {**defaults.get(m, {}), **given}
+            out[m] = Method(m, ReconstructConfig(method=m, params=p))
+        else:
+            model = load_model(m, dict(params.get(m, {})), weights.get(m)).to(device)
+            out[m] = Method(m, ReconstructConfig(method=m, params=dict(params.get(m, {}))), model)
+    return out
+
+
+def weights_id(weights: str | os.PathLike | None) -> str | None:
+    """What identifies weights in a fingerprint: a file's path, size and time, or the name."""
+    if weights is None:
+        return None
+    p = Path(weights)
+    if p.is_file():
+        st = p.stat()
+        return f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    return str(weights)

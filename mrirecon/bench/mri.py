@@ -1,0 +1,277 @@
+"""``mrirecon bench``: the fastMRI-style benchmark of reconstruction methods on a data folder.
+
+For every acceleration, every volume (fastMRI HDF5 file, fully sampled, with targets) and every
+method, the benchmark undersamples each slice with the fastMRI mask of that file
+(:func:`~mrirecon.sampling.file_seed`: all slices of a volume share one mask), reconstructs it
+with the pipeline's stages (:class:`~mrirecon.pipeline.stages_mri.MRIStages`, driven by the
+same streaming runner as ``mrirecon run``, :mod:`mrirecon.pipeline.stream`), crops it to the recon size and
+scores the volume against ``reconstruction_rss`` (multi-coil) or ``reconstruction_esc``
+(single-coil) with the fastMRI metrics (:func:`~mrirecon.metrics.evaluate_volumes`). ESPIRiT
+maps are computed once per slice and shared by every method that needs them.
+
+Methods are classical reconstructions of :mod:`mrirecon.recon` (``zero_filled``, ``cg_sense``,
+``l1_wavelet``, ``tv``, ``zero_filled_rss``, ``grappa``) or learned models of
+:mod:`mrirecon.models` (``varnet``, ``modl``, ...; weights from ``weights={method: path}`` or a
+shipped weights name used as the method name), run as ``model(y, op)`` under
+``torch.inference_mode``.
+
+Scaling: the ``reconstruct`` stage runs classical methods on k-space divided by the slice's
+peak zero-filled RSS magnitude (:func:`~mrirecon.pipeline.stages_mri.data_scale`) and scales
+the image back, so the ``lam`` of ``l1_wavelet`` and ``tv`` is relative to the image peak and
+one default serves every data set.
+
+Results are stored per (method, acceleration, volume) in ``results.jsonl`` (see
+:mod:`mrirecon.bench.table`), so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mrirecon.core.device import resolve_device
+from mrirecon.bench.core import (
+    BenchPlan,
+    RecordCallback,
+    check_accelerations,
+    method_record,
+    run_benchmark,
+)
+from mrirecon.bench.methods import (
+    CHALLENGES,
+    DEFAULT_PARAMS,
+    build_methods,
+    center_fraction_for,
+    check_settings,
+    classical_methods,
+    default_mask_type,
+    needs_maps,
+    parse_methods,
+    weights_id,
+)
+from mrirecon.bench.table import BenchTable, config_fingerprint, encode_mask
+from mrirecon.pipeline import stream
+from mrirecon.pipeline.schema import (
+    CalibrateConfig,
+    PipelineConfig,
+    PreprocessConfig,
+    UndersampleConfig,
+)
+from mrirecon.pipeline.stages_mri import MRIStages
+from mrirecon.pipeline.stream import Method, score_volume
+
+# ---- one volume -----------------------------------------------------------------------------
+
+
+def _checked_target(path: Path, challenge: str) -> np.ndarray:
+    """The volume's target ``(slices, h, w)`` after checking the file suits the benchmark."""
+    from mrirecon.io import FastMRIFile
+
+    with FastMRIFile(path) as f:
+        if f.is_multicoil != (challenge == "multicoil"):
+            kind = "multi-coil" if f.is_multicoil else "single-coil"
+            raise ValueError(
+                f"run_bench: {path} holds {kind} k-space {f.shape}, but challenge={challenge!r}"
+            )
+        if f.mask is not None:
+            raise ValueError(
+                f"run_bench: {path} is already undersampled (it has a 'mask' dataset, "
+                f"acceleration {f.acceleration}); the benchmark needs fully sampled files"
+            )
+        key = "reconstruction_rss" if challenge == "multicoil" else "reconstruction_esc"
+        target = f.reference(key=key) if f.reference_key == key else None
+        if target is None:
+            raise ValueError(f"run_bench: {path} has no target {key!r} (test files cannot be scored)")
+        return target.numpy()
+
+
+def pipeline_config(challenge: str, acceleration: float, mask_type: str, center_fraction: float,
+                    calibration: CalibrateConfig) -> PipelineConfig:
+    """The benchmark at one acceleration as a pipeline config: the data as acquired (no coil
+    compression, no readout cropping), fastMRI's mask seeded by the file name."""
+    return PipelineConfig(
+        name=f"bench-{challenge}-{acceleration:g}x",
+        modality="mri",
+        preprocess=PreprocessConfig(coil_compression=None, remove_oversampling=False),
+        calibrate=calibration,
+        undersample=UndersampleConfig(enabled=True, mask=mask_type,
+                                      center_fractions=(center_fraction,),
+                                      accelerations=(acceleration,), seed="file"),
+    )
+
+
+def _score_volume(path: Path, acceleration: float, methods: list[Method], bar, *, challenge: str,
+                  mask_type: str, center_fractions, calibration: CalibrateConfig,
+                  device: str) -> dict[str, dict]:
+    """Reconstruct one volume with every pending method; returns per-method records."""
+    target = _checked_target(path, challenge)
+    cf = center_fraction_for(acceleration, center_fractions)
+    config = pipeline_config(challenge, acceleration, mask_type, cf, calibration)
+    stages = MRIStages(config, device=device, classical=False, per_method_maps=True,
+                       methods=tuple(methods), single_coil=challenge == "singlecoil")
+    sampling: dict[str, Any] = {}
+
+    def first_mask(i, s) -> None:
+        if i == 0:
+            sampling.update(mask=s.mask.cpu().clone(), num_low=s.num_low_frequencies)
+
+    run = stream.stream_volume(stages, path, methods, progress=False, bar=bar, on_slice=first_mask,
+                        previews=False)
+    out = {}
+    for m in methods:
+        pred = run.outputs[m.name].numpy()
+        out[m.name] = {
+            **method_record(run, m, needs_maps(m.config.method, m.model)),
+            **score_volume(target, pred, crop=True),
+            "mask_type": mask_type,
+            "center_fraction": cf,
+            "num_low_frequencies": sampling["num_low"],
+            "mask_width": int(sampling["mask"].numel()),
+            "mask": encode_mask(sampling["mask"]),
+            "prediction": pred,
+        }
+    return out
+
+
+# ---- the benchmark --------------------------------------------------------------------------
+
+
+def run_bench(
+    data_dir: str | os.PathLike,
+    challenge: str = "multicoil",
+    accelerations: Iterable[float] = (4, 8),
+    methods: str | Sequence[str] = ("zero_filled", "cg_sense", "l1_wavelet"),
+    weights: Mapping[str, str | os.PathLike] | None = None,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    output_dir: str | os.PathLike | None = None,
+    max_volumes: int | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    *,
+    mask_type: str | None = None,
+    center_fractions: Mapping[float, float] | None = None,
+    calibration: CalibrateConfig | None = None,
+    device: str | torch.device = "cpu",
+    verbose: bool = True,
+    on_record: RecordCallback | None = None,
+) -> BenchTable:
+    """Benchmark ``methods`` at ``accelerations`` on the fastMRI files of ``data_dir``.
+
+    Parameters
+    ----------
+    data_dir
+        Folder of fully sampled fastMRI ``.h5`` volumes with targets (e.g. the fastMRI
+        ``multicoil_val`` folder or a :func:`~mrirecon.data.simulate_mri.simulate_mri_dataset`
+        folder); files are taken in name order.
+    challenge
+        ``"multicoil"`` (target ``reconstruction_rss``) or ``"singlecoil"``
+        (``reconstruction_esc``).
+    accelerations
+        Undersampling factors; centre fraction 0.08 at 4x, 0.04 at 8x, else ``0.32 / acc``
+        (``center_fractions`` overrides).
+    methods
+        Names (sequence or comma-separated string); see
+        :func:`~mrirecon.bench.methods.available_methods`.
+    weights
+        ``{method: path or shipped name}`` for learned models.
+    params
+        ``{method: {param: value}}``: keyword arguments of the classical method (merged over
+        :data:`DEFAULT_PARAMS`) or of ``build_model`` for learned models.
+    output_dir
+        Folder for ``results.jsonl``, ``bench_table.csv``, ``bench_table.md`` and
+        ``bench_volumes.csv``; ``None`` keeps everything in memory (no resume).
+    max_volumes
+        Use only the first ``max_volumes`` files.
+    resume
+        Skip (method, acceleration, volume) entries already in ``results.jsonl`` with the same
+        settings; ``False`` starts the results file afresh.
+    progress
+        Show tqdm progress bars (one per acceleration, over volumes x methods x slices).
+    mask_type
+        fastMRI mask function name; default :func:`default_mask_type` of the challenge.
+    calibration
+        ESPIRiT settings (default :class:`~mrirecon.pipeline.schema.CalibrateConfig`).
+    device
+        ``"cpu"``, ``"cuda"``, ``"auto"`` or a device.
+    verbose
+        Print the Markdown table at the end.
+    on_record
+        ``on_record(record, prediction)`` after each new record is stored; ``prediction`` is the
+        ``(slices, h, w)`` reconstruction that was scored.
+
+    Returns
+    -------
+    BenchTable
+        One row per method x acceleration that has results, rows in the given order.
+    """
+    if challenge not in CHALLENGES:
+        raise ValueError(f"run_bench: challenge must be one of {CHALLENGES}, got {challenge!r}")
+    names = parse_methods(methods)
+    accs = check_accelerations(list(accelerations), "run_bench")
+    mask_type = _checked_mask_type(mask_type or default_mask_type(challenge))
+    weights, params = dict(weights or {}), {k: dict(v) for k, v in (params or {}).items()}
+    check_settings(names, weights, params)
+    files = _volumes(data_dir, max_volumes)
+    device = resolve_device(device)
+    calibration = calibration or CalibrateConfig()
+    run_methods = build_methods(names, classical_methods(), weights, params, DEFAULT_PARAMS, device)
+
+    def fingerprint(m: Method, acc: float) -> str:
+        return config_fingerprint({
+            "method": m.name,
+            "params": m.config.params,
+            "weights": weights_id(weights.get(m.name)),
+            "challenge": challenge,
+            "mask_type": mask_type,
+            "center_fraction": center_fraction_for(acc, center_fractions),
+            "calibration": asdict(calibration) if needs_maps(m.name, m.model) else None,
+        })
+
+    plan = BenchPlan(challenge, run_methods, accs, files,
+                     {(m, a): fingerprint(run_methods[m], a) for m in names for a in accs},
+                     _slice_counts(files))
+
+    def score(path, acc, pending, bar):
+        return _score_volume(path, acc, pending, bar, challenge=challenge, mask_type=mask_type,
+                             center_fractions=center_fractions, calibration=calibration,
+                             device=device)
+
+    return run_benchmark(plan, score, output_dir=output_dir, resume=resume, progress=progress,
+                         verbose=verbose, on_record=on_record)
+
+
+def _checked_mask_type(mask_type: str) -> str:
+    from mrirecon.sampling import MASK_TYPES
+
+    if mask_type not in MASK_TYPES:
+        raise ValueError(
+            f"run_bench: unknown mask type {mask_type!r}; expected one of {sorted(MASK_TYPES)}"
+        )
+    return mask_type
+
+
+def _volumes(data_dir: str | os.PathLike, max_volumes: int | None) -> list[Path]:
+    files = sorted(Path(data_dir).glob("*.h5"))
+    if not Path(data_dir).is_dir() or not files:
+        raise FileNotFoundError(f"run_bench: no fastMRI .h5 files in {data_dir}")
+    if max_volumes is not None:
+        if max_volumes < 1:
+            raise ValueError(f"run_bench: max_volumes must be >= 1, got {max_volumes}")
+        files = files[:max_volumes]
+    return files
+
+
+def _slice_counts(files: Sequence[Path]) -> dict[Path, int]:
+    from mrirecon.io import FastMRIFile
+
+    counts = {}
+    for p in files:
+        with FastMRIFile(p) as f:
+            counts[p] = len(f)
+    return counts

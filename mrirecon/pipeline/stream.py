@@ -1,0 +1,246 @@
+"""The one streaming slice loop, shared by ``mrirecon run`` and ``mrirecon bench``.
+
+A modality (MRI: :class:`~mrirecon.pipeline.stages_mri.MRIStages`, CT:
+:class:`~mrirecon.pipeline.stages_ct.CTStages`) implements the stage protocol :class:`Modality`
+with the same signatures for both; :func:`stream_volume` drives it over one input volume::
+
+    load ─► preprocess ─► undersample ─► calibrate ─► [prepare_model] ─► reconstruct ─► postprocess
+    (one slice at a time)                              (once per volume)  (per method)   (per method)
+
+Evaluation and export act on the small, reconstructed volume afterwards: the pipeline runner
+(:mod:`mrirecon.pipeline.volume`) writes files, the benchmark (:mod:`mrirecon.bench`) writes
+table records. Only the postprocessed outputs (and, for the report, the references and
+previews) of the current volume are kept; every other per-slice buffer is freed after its
+slice, so memory stays flat in the number of slices.
+
+``prepare_model(model, slices)`` is the volume-level hook: it receives the learned model of a
+method and a re-iterable of the volume's undersampled, calibrated slices (each iteration
+re-reads and re-prepares them, so nothing is held unless the hook keeps it) and returns the
+model to reconstruct this volume with. The default is the identity and never iterates, so it
+costs nothing; a per-volume adaptation (self-supervised fine-tuning on the volume's own data)
+returns an adapted copy there, and the original model is used again for the next volume.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from mrirecon.pipeline.schema import ReconstructConfig
+
+#: The stages in the order the code runs them (``mrirecon run --help`` lists them from here).
+STAGES = ("load", "preprocess", "undersample", "calibrate", "reconstruct", "postprocess",
+          "evaluate", "export")
+
+S = TypeVar("S")
+
+
+@dataclass(frozen=True)
+class Method:
+    """One reconstruction of every slice: a display ``name``, the ``reconstruct`` stage config and
+    the learned ``model`` (``None``: the classical method ``config.method``)."""
+
+    name: str
+    config: ReconstructConfig
+    model: nn.Module | None = None
+
+
+class SliceSource(Protocol[S]):
+    """The slices of one opened input volume, read one at a time."""
+
+    def __len__(self) -> int: ...
+
+    def read(self, index: int) -> S: ...
+
+    def close(self) -> None: ...
+
+
+class Modality(ABC, Generic[S]):
+    """The stage protocol. A modality holds its stage configs and device; every stage takes and
+    returns one slice ``S`` (a small dataclass), except :meth:`postprocess`, which returns the
+    ``(h, w)`` float32 output image of the slice on the CPU."""
+
+    device: str = "cpu"
+
+    @abstractmethod
+    def load(self, path: Path) -> SliceSource[S]:
+        """Open one input (file or DICOM folder); errors name the file."""
+
+    def preprocess(self, s: S) -> S:
+        return s
+
+    @abstractmethod
+    def undersample(self, s: S) -> S:
+        """Retrospective undersampling (or the data as acquired), seeded from the slice."""
+
+    def calibrate(self, s: S) -> S:
+        return s
+
+    def to_device(self, s: S) -> S:
+        """The slice with what :meth:`reconstruct` reads on :attr:`device`."""
+        return s
+
+    def prepare_model(self, model: nn.Module, slices: PreparedSlices[S]) -> nn.Module:
+        """Volume-level hook before the reconstruct loop; the identity by default."""
+        return model
+
+    @abstractmethod
+    def reconstruct(self, s: S, method: Method) -> S:
+        """The image of one slice by ``method``."""
+
+    @abstractmethod
+    def postprocess(self, s: S) -> Tensor:
+        """``(h, w)`` float32 output image of a reconstructed slice, on the CPU."""
+
+    def reference(self, s: S) -> Tensor | None:
+        """The slice's reference image on the output's scale, or ``None``."""
+        return None
+
+    def preview(self, s: S) -> Tensor | None:
+        """The report's input image (zero-filled / FBP) on the output's grid, or ``None``."""
+        return None
+
+
+class PreparedSlices(Generic[S]):
+    """Re-iterable view of a volume's undersampled, calibrated slices on the device (what
+    :meth:`Modality.prepare_model` receives). Each iteration reads the slices again."""
+
+    def __init__(self, modality: Modality[S], source: SliceSource[S]) -> None:
+        self.modality, self.source = modality, source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __iter__(self) -> Iterator[S]:
+        for i in range(len(self.source)):
+            yield _prepare(self.modality, self.source, i)[0]
+
+
+@dataclass
+class VolumeRun:
+    """What :func:`stream_volume` returns for one volume.
+
+    ``outputs[name]`` is the ``(slices, h, w)`` float32 output of method ``name``; ``seconds``
+    its reconstruct + postprocess time; ``calib_seconds`` the calibration time shared by the
+    methods; ``reference`` and ``preview`` are ``(slices, h, w)`` when every slice had one of the
+    output's shape (else ``None``).
+    """
+
+    slices: int
+    outputs: dict[str, Tensor]
+    seconds: dict[str, float]
+    calib_seconds: float = 0.0
+    reference: Tensor | None = None
+    preview: Tensor | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def detect_format(path: Path, wanted: str) -> str:
+    """The reader of an input: explicit ``load.format``, else by content (HDF5 groups) or a
+    DICOM folder / ``.dcm`` file."""
+    if wanted != "auto":
+        return wanted
+    if path.is_dir() or path.suffix.lower() == ".dcm":
+        return "dicom"
+    from mrirecon.io.probe import hdf5_layout
+
+    return hdf5_layout(path)
+
+
+def score_volume(reference, recon, *, crop: bool) -> dict[str, float]:
+    """fastMRI ``MSE``, ``NMSE``, ``PSNR``, ``SSIM`` of one ``(slices, h, w)`` volume (the metrics
+    of :func:`mrirecon.metrics.evaluate_volumes`; ``crop``: its fastMRI centre crop), computed in
+    the tensors' own precision."""
+    from mrirecon.metrics import evaluate_volumes
+
+    report = evaluate_volumes({"volume": np.asarray(reference)}, {"volume": np.asarray(recon)},
+                              crop=crop)
+    return {k: float(v[0]) for k, v in report.values.items()}
+
+
+def _sync(device: str | torch.device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _prepare(modality: Modality[S], source: SliceSource[S], i: int) -> tuple[S, float]:
+    """Slice ``i`` through load .. calibrate, on the device; also the calibration seconds."""
+    s = modality.undersample(modality.preprocess(source.read(i)))
+    _sync(modality.device)
+    t0 = time.perf_counter()
+    s = modality.calibrate(s)
+    _sync(modality.device)
+    return modality.to_device(s), time.perf_counter() - t0
+
+
+def stream_volume(modality: Modality[S], path: Path, methods: Sequence[Method], *,
+                  progress: bool = True, bar=None,
+                  on_slice: Callable[[int, S], None] | None = None,
+                  previews: bool = True) -> VolumeRun:
+    """Run every method of ``methods`` on every slice of ``path``, one slice at a time.
+
+    ``bar``: an open tqdm bar to advance by ``len(methods)`` per slice (the benchmark's); else a
+    per-volume bar over slices when ``progress``. ``on_slice(i, s)`` sees each undersampled,
+    calibrated slice before reconstruction (e.g. to count sampled columns).
+    """
+    from tqdm.auto import tqdm
+
+    from mrirecon.pipeline.runner import release_memory
+
+    if not methods:
+        raise ValueError("stream_volume: no methods to run")
+    source = modality.load(path)
+    try:
+        n = len(source)
+        if n == 0:
+            raise ValueError(f"{path}: the input holds no slices")
+        methods = [m if m.model is None else
+                   replace(m, model=modality.prepare_model(m.model, PreparedSlices(modality, source)))
+                   for m in methods]
+        outs: dict[str, list[Tensor]] = {m.name: [] for m in methods}
+        seconds = {m.name: 0.0 for m in methods}
+        refs: list[Tensor] = []
+        views: list[Tensor] = []
+        calib = 0.0
+        own = bar is None and progress
+        slices = tqdm(range(n), desc=Path(path).name, unit="slice", leave=False, disable=not own)
+        for i in slices:
+            s, dt = _prepare(modality, source, i)
+            calib += dt
+            if on_slice is not None:
+                on_slice(i, s)
+            for m in methods:
+                _sync(modality.device)
+                t0 = time.perf_counter()
+                out = modality.postprocess(modality.reconstruct(s, m))
+                _sync(modality.device)
+                seconds[m.name] += time.perf_counter() - t0
+                outs[m.name].append(out.detach().cpu().clone())  # compact: no view pins a slice
+            ref = modality.reference(s)
+            if ref is not None:
+                refs.append(ref.float().clone())
+            if previews and (p := modality.preview(s)) is not None:
+                views.append(p.float().clone())
+            if bar is not None:
+                bar.set_postfix_str(f"{Path(path).name} slice {i + 1}/{n}", refresh=False)
+                bar.update(len(methods))
+            del s
+            release_memory()  # per-slice buffers back to the OS: peak RSS stays flat
+        info = dict(getattr(source, "info", {}))
+    finally:
+        source.close()
+    stacked = {k: torch.stack(v) for k, v in outs.items()}
+    shape = next(iter(stacked.values())).shape
+    reference = torch.stack(refs) if len(refs) == n else None
+    if reference is not None and reference.shape != shape:
+        reference = None  # e.g. a reference of another size than the postprocessed output
+    preview = torch.stack(views) if len(views) == n else None
+    return VolumeRun(n, stacked, seconds, calib, reference, preview, info)
