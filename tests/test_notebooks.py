@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import json
+import math
 import os
 import sys
 import time
@@ -40,6 +41,7 @@ EXPECTED = [
     "04_fastmri_benchmark",
     "05_build_your_own_unrolled_model",
     "06_non_cartesian",
+    "07_self_supervised",
 ]
 
 
@@ -195,6 +197,21 @@ def check_06(r: dict) -> None:
     assert r["psf_sidelobe"] < 0.2  # incoherent streaks, no coherent ghost
 
 
+def check_07(r: dict) -> None:
+    assert r["ssdu_steps"] == r["settings"]["steps"]
+    losses, psnr_ssdu, psnr_sup = r["ssdu_val_loss"], r["ssdu_val_psnr"], r["supervised_val_psnr"]
+    assert len(losses) >= 2 and all(math.isfinite(v) for v in losses)
+    assert len(psnr_ssdu) == len(psnr_sup) == len(losses)  # same validation steps, both curves
+    m = r["metrics"]
+    assert all(math.isfinite(v["PSNR"]) for v in m.values())
+    assert m["MoDL SSDU (no reference)"]["PSNR"] > m["zero-filled"]["PSNR"]
+    if r["shipped"]:
+        a = r["adapt"]
+        best = a["val_losses"][a["val_steps"].index(a["best_step"])]
+        assert best == min(a["val_losses"])  # the kept state is the validation minimum
+        assert a["scores"]["after"]["PSNR"] > a["scores"]["before"]["PSNR"]
+
+
 CHECKS = {
     "01_physics_and_classical_recon": check_01,
     "02_train_unrolled": check_02,
@@ -202,6 +219,7 @@ CHECKS = {
     "04_fastmri_benchmark": check_04,
     "05_build_your_own_unrolled_model": check_05,
     "06_non_cartesian": check_06,
+    "07_self_supervised": check_07,
 }
 
 

@@ -41,6 +41,9 @@ def _convert(value: Any, tp: Any, source: str, key: str) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
+        kinds = [a for a in args if a is not type(None)]
+        if len(kinds) == 1:  # Optional[X]: X's own error (e.g. an unknown nested key) is clearer
+            return _convert(value, kinds[0], source, key)
         for arg in args:
             if arg is type(None):
                 continue

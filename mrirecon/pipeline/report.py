@@ -24,6 +24,7 @@ class VolumeResult:
     error: str = ""
     name: str = ""  # output name (input path relative to the inputs' common folder)
     warnings: list[str] = field(default_factory=list)
+    adapt: dict = field(default_factory=dict)  # the adapt stage's report (and weights sha256)
 
 
 def display_name(r: VolumeResult) -> str:

@@ -92,6 +92,31 @@ class ReconstructConfig:
 
 
 @dataclass(frozen=True)
+class AdaptConfig:
+    """Scan-specific self-supervised fine-tuning of the learned model before each volume (off by
+    default): ZS-SSL, see :func:`mrirecon.training.adapt.adapt_model`. A copy is adapted per
+    volume; the weights on disk never change. ``save_weights`` writes the adapted state dict to
+    ``adapted/<name>.pt`` beside the outputs (its sha256 goes into ``provenance.json``).
+    ``rows``: adapt on readout stripes of that many rows (Cartesian column masks; faster), validated
+    on the ``val_stripes`` highest-signal stripes."""
+
+    enabled: bool = False
+    method: Literal["zs_ssl"] = "zs_ssl"
+    steps: int = 100
+    time_budget_s: float | None = 60.0
+    validation_fraction: float = 0.2
+    lr: float = 1e-4
+    ratio: float = 0.4
+    selection: Literal["uniform", "gaussian"] = "gaussian"
+    val_every: int = 5
+    patience: int = 3
+    rows: int | None = None
+    val_stripes: int = 2
+    seed: int = 0
+    save_weights: bool = False
+
+
+@dataclass(frozen=True)
 class PostprocessConfig:
     """Crop to the header's recon size (or a fixed size) and take the magnitude."""
 
@@ -133,6 +158,7 @@ class PipelineConfig:
     undersample: UndersampleConfig = field(default_factory=UndersampleConfig)
     calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
     reconstruct: ReconstructConfig = field(default_factory=ReconstructConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     export: ExportConfig = field(default_factory=ExportConfig)

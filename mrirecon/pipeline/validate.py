@@ -160,7 +160,28 @@ def validate_pipeline(config: PipelineConfig, source: str = "") -> PipelineConfi
         raise _fail(source, "export.formats", "needs at least one of hdf5, nifti, dicom, png")
     config = _canonical_reconstruct_params(config, source)
     _check_method(config, source)
+    _check_adapt(config, source)
     return config
+
+
+def _check_adapt(config: PipelineConfig, source: str) -> None:
+    """``adapt:`` needs a learned model and sane values (:func:`check_adapt_config`)."""
+    ad = config.adapt
+    if not ad.enabled:
+        return
+    from mrirecon import recon
+    from mrirecon.pipeline.adapt_stage import training_config
+
+    if config.reconstruct.method in recon.available():
+        raise _fail(source, "adapt.enabled", f"adaptation fine-tunes a learned model; "
+                    f"{config.reconstruct.method!r} is a classical method")
+    from mrirecon.training.adapt import check_adapt_config
+
+    try:
+        check_adapt_config(training_config(ad))
+    except ValueError as e:
+        field = str(e).split(": ", 1)[-1].split(" ", 1)[0]
+        raise _fail(source, f"adapt.{field}", str(e).split(": ", 1)[-1]) from None
 
 
 def accepted_params(method: str) -> set[str] | None:
@@ -231,6 +252,21 @@ def validate_training(cfg, source: str = ""):
         raise _fail(source, "optim.grad_clip", f"must be a finite number > 0, got {o.grad_clip!r}")
     for name in ("ssim", "l1", "mse", "perceptual", "adversarial", "discriminator_lr"):
         _at_least(source, f"loss.{name}", getattr(loss, name), 0)
+    ssdu = getattr(loss, "ssdu", None)
+    if ssdu is not None:
+        if not (math.isfinite(ssdu.ratio) and 0 < ssdu.ratio < 1):
+            raise _fail(source, "loss.ssdu.ratio", f"must be in (0, 1), got {ssdu.ratio!r}")
+        _at_least(source, "loss.ssdu.splits", ssdu.splits, 1)
+        _at_least(source, "loss.ssdu.view_parts", ssdu.view_parts, 2)
+        for i, b in enumerate(ssdu.acs_block):
+            _at_least(source, f"loss.ssdu.acs_block[{i}]", b, 0)
+        if d.modality == "mri" and d.maps == "learned":
+            raise _fail(source, "data.maps", "loss.ssdu scores the model's image through the "
+                        "sample's coil maps (F S x on the held-out k-space); use espirit or walsh")
+        for name in ("perceptual", "adversarial"):
+            if getattr(loss, name):
+                raise _fail(source, f"loss.{name}", "needs reference images; it cannot be "
+                                                    "combined with loss.ssdu (self-supervised)")
     for name in ("log_every", "val_every", "checkpoint_every"):
         _at_least(source, name, getattr(cfg, name), 0)
     _at_least(source, "val_max_slices", cfg.val_max_slices, 1)

@@ -27,6 +27,11 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
     name) is where the outputs go under ``output``; it may contain ``/``.
     """
     stages = modality_for(config, device, classical=model is None)
+    if model is not None and config.adapt.enabled:  # adapt: the per-volume prepare_model hook
+        from mrirecon.pipeline.adapt_stage import volume_hook
+
+        stages.prepare_model = volume_hook(config, output, name or (
+            path.stem if path.is_file() else path.name), result)
     method = Method(config.reconstruct.method, config.reconstruct, model)
     counts = {"sampled": 0, "acquired": 0}  # k-space columns over all slices (MRI, Cartesian)
 

@@ -50,13 +50,36 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class SSDUConfig:
+    """Self-supervised loss (``loss: {ssdu: {...}}``): no reference image is used.
+
+    MRI (SSDU, Yaman et al. 2020): each sample's acquired points are split ``splits`` times into
+    a data-consistency set (the mask of the operator the model sees) and a loss set holding
+    ``ratio`` of the points (``selection`` uniform or Gaussian, the central ``acs_block`` always
+    in the DC set); the loss is the normalised L1 + L2 distance in k-space on the loss set
+    (:func:`mrirecon.training.ssdu.kspace_loss`). CT (Noise2Inverse-style): the views are split
+    into ``view_parts`` disjoint subsets (interleaved or random); the model's reconstruction
+    from one subset is scored on the others' sinogram through the projector of those views.
+    Splits are seeded per (sample, epoch).
+    """
+
+    ratio: float = 0.4
+    selection: Literal["uniform", "gaussian"] = "gaussian"
+    acs_block: tuple[int, int] = (4, 4)
+    splits: int = 1
+    view_parts: int = 2
+    interleaved: bool = True
+
+
+@dataclass(frozen=True)
 class LossConfig:
     """Weights of the training loss terms (see :class:`~mrirecon.training.losses.ReconstructionLoss`).
 
     ``perceptual`` weighs :class:`~mrirecon.training.perceptual.PerceptualLoss` (shipped
     feature network); ``adversarial > 0`` adds a patch discriminator
     (:mod:`mrirecon.training.losses_gan`) updated once per generator step with Adam at
-    ``discriminator_lr``, objective ``adversarial_mode``.
+    ``discriminator_lr``, objective ``adversarial_mode``. ``ssdu`` replaces all of these by
+    the self-supervised k-space (MRI) / sinogram (CT) loss of :class:`SSDUConfig`.
     """
 
     ssim: float = 1.0
@@ -66,6 +89,7 @@ class LossConfig:
     adversarial: float = 0.0
     discriminator_lr: float = 1e-4
     adversarial_mode: Literal["nonsaturating", "lsgan"] = "nonsaturating"
+    ssdu: SSDUConfig | None = None  # set: self-supervised, the image terms above are not used
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,8 @@ class TrainingSample:
     mask
         ``(W,)`` bool sampled columns.
     target
-        ``(1, h, w)`` float32 reference magnitude at the recon size.
+        ``(1, h, w)`` float32 reference magnitude at the recon size, or ``None`` (data without
+        a reference, self-supervised training).
     max_value
         ``(1,)`` float32 maximum of the reference volume (SSIM / PSNR data range).
     fname, slice_index
@@ -58,7 +59,7 @@ class TrainingSample:
     y: Tensor
     maps: Tensor
     mask: Tensor
-    target: Tensor
+    target: Tensor | None
     max_value: Tensor
     fname: str
     slice_index: int
@@ -71,7 +72,7 @@ class TrainingSample:
             y=self.y.to(device),
             maps=self.maps.to(device),
             mask=self.mask.to(device),
-            target=self.target.to(device),
+            target=None if self.target is None else self.target.to(device),
             max_value=self.max_value.to(device),
         )
 

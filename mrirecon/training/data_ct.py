@@ -39,7 +39,8 @@ class CTSample:
     geometry
         Acquisition geometry of the kept views.
     target
-        ``(1, H, W)`` float32 attenuation (1/mm).
+        ``(1, H, W)`` float32 attenuation (1/mm), or ``None`` (observations without ground
+        truth: self-supervised view-splitting training).
     max_value
         ``(1,)`` float32 maximum of the target (SSIM / PSNR data range).
     fname, slice_index
@@ -50,7 +51,7 @@ class CTSample:
 
     y: Tensor
     geometry: CTGeometry
-    target: Tensor
+    target: Tensor | None
     max_value: Tensor
     fname: str
     slice_index: int = 0
@@ -61,7 +62,7 @@ class CTSample:
         return replace(
             self,
             y=self.y.to(device),
-            target=self.target.to(device),
+            target=None if self.target is None else self.target.to(device),
             max_value=self.max_value.to(device),
         )
 
@@ -101,6 +102,9 @@ class CTTrainingSet:
         Random view offset / noise from the mask seed (training) or fixed ones (validation).
     max_slices
         Keep at most this many images.
+    require_reference
+        Refuse a folder without ``ground_truth_<part>_###.hdf5`` (supervised training); with
+        ``False`` samples carry ``target = None`` when it is missing.
     """
 
     def __init__(
@@ -111,6 +115,7 @@ class CTTrainingSet:
         train: bool = True,
         *,
         max_slices: int | None = None,
+        require_reference: bool = True,
     ) -> None:
         from mrirecon.io.lodopab import LoDoPaBFiles
 
@@ -119,7 +124,7 @@ class CTTrainingSet:
             raise FileNotFoundError(f"CTTrainingSet: data folder {folder} does not exist")
         self.part = _find_part(folder)
         self.files = LoDoPaBFiles(folder, self.part)
-        if self.files.ground_truth_files is None:
+        if self.files.ground_truth_files is None and require_reference:
             raise ValueError(
                 f"CTTrainingSet: {folder} has no ground_truth_{self.part}_###.hdf5 files"
             )
@@ -155,14 +160,16 @@ class CTTrainingSet:
             sino = sino[..., torch.as_tensor(kept), :]
         if self.photons is not None:
             sino = low_dose_noise(sino, self.photons, g)
-        target = self.files.attenuation(i).data.to(torch.float32)
+        target = (self.files.attenuation(i).data.to(torch.float32)
+                  if self.files.ground_truth_files is not None else None)
         norm = self.operator_norm(geometry)
         return CTSample(
             y=(sino / norm).to(torch.float32),
             norm=norm,
             geometry=geometry,
             target=target,
-            max_value=target.amax().reshape(1),
+            max_value=(target.amax().reshape(1) if target is not None
+                       else torch.tensor([float("nan")])),
             fname=f"{self.part}_{i:05d}",
         )
 

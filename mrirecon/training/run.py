@@ -78,14 +78,28 @@ def build_datasets(cfg: TrainConfig):
     for key, folder in (("data.train", d.train), ("data.val", d.val)):
         if not Path(folder).is_dir():
             raise ConfigError("", key, f"folder {folder} does not exist")
+    ssdu = getattr(cfg.loss, "ssdu", None) is not None  # self-supervised: references optional
     if d.modality == "ct":
         from mrirecon.training.data_ct import CTTrainingSet
 
         try:
-            train = CTTrainingSet(d.train, d.ct_views, d.ct_photons, train=True)
+            train = CTTrainingSet(d.train, d.ct_views, d.ct_photons, train=True,
+                                  require_reference=not ssdu)
             val = CTTrainingSet(
-                d.val, d.ct_views, d.ct_photons, train=False, max_slices=cfg.val_max_slices
+                d.val, d.ct_views, d.ct_photons, train=False, max_slices=cfg.val_max_slices,
+                require_reference=not ssdu,
             )
+        except ValueError as e:
+            raise ConfigError("", "data", str(e)) from e
+        return train, val
+    if ssdu:  # k-space as acquired (test / challenge / undersampled ISMRMRD files)
+        from mrirecon.training.data_acquired import AcquiredMRISet
+
+        try:
+            train = AcquiredMRISet(d.train, d.mask, d.maps, train=True,
+                                   sample_rate=d.sample_rate, seed=cfg.seed)
+            val = AcquiredMRISet(d.val, d.mask, d.maps, train=False,
+                                 max_slices=cfg.val_max_slices)
         except ValueError as e:
             raise ConfigError("", "data", str(e)) from e
         return train, val
@@ -131,13 +145,21 @@ def train_from_config(
         model = build_model_from_config(cfg)
     except ConfigError as e:
         raise ConfigError(str(path), e.key, str(e).split(": ", 1)[-1]) from e
+    if cfg.loss.ssdu is not None:  # self-supervised: k-space / sinogram loss, no reference
+        from mrirecon.training.ssdu import SelfSupervisedLoss, make_ssdu_validate_fn
+
+        losses = {"loss_fn": None, "sample_loss": SelfSupervisedLoss(cfg.loss.ssdu)}
+        validate = make_ssdu_validate_fn(val_set, cfg.loss.ssdu)
+    else:
+        losses = {"loss_fn": ReconstructionLoss(cfg.loss)}
+        validate = make_validate_fn(val_set)
     trainer = Trainer(
         cfg,
         model,
         train_set,
-        loss_fn=ReconstructionLoss(cfg.loss),
-        validate_fn=make_validate_fn(val_set) if cfg.val_every > 0 else None,
+        validate_fn=validate if cfg.val_every > 0 else None,
         progress=progress,
+        **losses,
     )
     out = Path(cfg.output_dir)
     try:

@@ -71,6 +71,10 @@ class Trainer:
         ``loss_fn(prediction, target, max_value) -> scalar`` on cropped magnitudes.
     validate_fn
         Optional ``validate_fn(model, device) -> dict[str, float]`` (rank 0 only).
+    sample_loss
+        Optional ``sample_loss(model, sample, seed) -> scalar`` replacing the image loss
+        (self-supervised training, :class:`~mrirecon.training.ssdu.SelfSupervisedLoss`);
+        ``seed`` is :func:`~mrirecon.training.ssdu.split_seed` of ``(seed, epoch, index)``.
     """
 
     def __init__(
@@ -79,9 +83,10 @@ class Trainer:
         model: nn.Module,
         train_set,
         *,
-        loss_fn: Callable,
+        loss_fn: Callable | None,
         validate_fn: Callable | None = None,
         progress: bool = True,
+        sample_loss: Callable | None = None,
     ) -> None:
         self.cfg = config
         self.rank, self.world, self._owns_pg = distributed_context()
@@ -100,7 +105,9 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
         self.train_set = train_set
-        self.loss_fn = loss_fn
+        if (loss_fn is None) == (sample_loss is None):
+            raise ValueError("Trainer: give exactly one of loss_fn and sample_loss")
+        self.loss_fn, self.sample_loss = loss_fn, sample_loss
         self.validate_fn = validate_fn
         self.progress = progress and self.rank == 0
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -201,6 +208,15 @@ class Trainer:
             ctx = model.no_sync() if (self.ddp is not None and not sync) else _null()
             with ctx:
                 amp = self.cfg.amp and self.device.type == "cuda"
+                if self.sample_loss is not None:  # self-supervised: no target
+                    from mrirecon.training.ssdu import split_seed
+
+                    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                        loss = self.sample_loss(model, sample, split_seed(self.cfg.seed, epoch, index))
+                    loss = loss / len(items)
+                    loss.backward()
+                    total += float(loss.detach())
+                    continue
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
                     x = model(sample.y, sample.operator())
                 pred = magnitude_for_target(x.float() if not x.is_complex() else x, sample.target)

@@ -1,0 +1,116 @@
+"""The ``adapt:`` stage: scan-specific ZS-SSL fine-tuning of the learned model, per volume.
+
+Called once per volume with all its prepared slices, before the reconstruct loop; returns the
+model to reconstruct that volume with (an adapted copy: the loaded model, and so the weights on
+disk, never change). With ``save_weights`` the adapted state dict and a model card are written
+(atomically) to ``adapted/<name>.pt`` / ``.yaml`` beside the other outputs; the adaptation report
+(validation-loss curve, stopping step, seconds) and the weights' sha256 are recorded in the
+volume's result, hence in ``provenance.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from torch import nn
+
+from mrirecon.pipeline.report import VolumeResult
+from mrirecon.pipeline.schema import AdaptConfig, PipelineConfig
+
+log = logging.getLogger("mrirecon.pipeline")
+
+
+def training_config(ad: AdaptConfig):
+    """The :class:`mrirecon.training.adapt.AdaptConfig` of a pipeline's ``adapt:`` section."""
+    from mrirecon.training.adapt import AdaptConfig as TrainingAdapt
+
+    return TrainingAdapt(steps=ad.steps, time_budget_s=ad.time_budget_s,
+                         validation_fraction=ad.validation_fraction, lr=ad.lr, ratio=ad.ratio,
+                         selection=ad.selection, val_every=ad.val_every, patience=ad.patience,
+                         rows=ad.rows, val_stripes=ad.val_stripes, seed=ad.seed)
+
+
+def _architecture(config: PipelineConfig) -> tuple[str, dict]:
+    """Model name and constructor parameters of the loaded model (the weights' card, with the
+    pipeline's ``reconstruct.params`` on top), for the adapted weights' card."""
+    rc = config.reconstruct
+    name, params = rc.method, dict(rc.params)
+    if rc.weights:
+        from mrirecon.training.weights import model_card
+
+        try:
+            card = model_card(rc.weights)["model"]
+            name, params = card["name"], {**dict(card.get("params", {})), **params}
+        except (FileNotFoundError, ValueError):  # a bare state dict: the pipeline's own params
+            pass
+    return name, params
+
+
+def adapt_volume(config: PipelineConfig, model: nn.Module, slices: list, output: Path, name: str,
+                 result: VolumeResult) -> nn.Module:
+    """Adapt a copy of ``model`` to ``slices`` (``(y, op)`` per slice) when ``adapt.enabled``."""
+    ad = config.adapt
+    if not ad.enabled or model is None:
+        return model
+    from mrirecon.training.adapt import adapt_model
+
+    adapted, report = adapt_model(model, slices, training_config(ad))
+    info = {"method": ad.method, **report.as_dict()}
+    log.info("%s: adapted in %.1f s, %d step(s) (%s), best step %d, validation loss %.4g -> %.4g",
+             name, report.seconds, report.steps, report.stopped, report.best_step,
+             report.initial_val_loss, report.best_val_loss)
+    if ad.save_weights:
+        from mrirecon.pipeline.runner import sha256
+        from mrirecon.training.run import save_model
+
+        path = output / "adapted" / f"{name}.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        name_, params = _architecture(config)
+        extra = {"adapted_from": config.reconstruct.weights, "adapt": info,
+                 "input": result.input}
+        save_model(adapted, path, name_, params, extra)
+        result.outputs["adapted_weights"] = str(path)
+        result.outputs["adapted_card"] = str(path.with_suffix(".yaml"))
+        info["weights_sha256"] = sha256(path)
+    result.adapt = info
+    return adapted
+
+
+
+def mri_pair(s) -> tuple:
+    """``(y (1, C, H, W), sense(maps, mask))`` of a prepared (undersampled, calibrated) MRI
+    slice, on the slice's device."""
+    from mrirecon.pipeline import stages_mri
+
+    if s.trajectory is not None:
+        raise ValueError("adapt needs Cartesian k-space (non-Cartesian data have no SSDU split "
+                         "here yet)")
+    if s.maps is None:
+        raise ValueError("adapt needs coil maps; set calibrate.method to espirit or walsh")
+    y = s.kspace[None]
+    return y, stages_mri.operator(s, s.maps[None].to(y.device))
+
+
+def ct_pair(s, device: str) -> tuple:
+    """``(line integrals (1, views, detectors), ct_operator(geometry))`` of an undersampled CT
+    slice."""
+    from mrirecon.operators.ct import cached_ct_operator
+
+    return s.sinogram[None].to(device), cached_ct_operator(s.geometry, device)
+
+
+
+def volume_hook(config: PipelineConfig, output: Path, name: str, result: VolumeResult):
+    """``prepare_model(model, slices) -> model`` for the streaming runner: the volume's
+    undersampled, calibrated slices (on the device) as ``(y, op)`` pairs into
+    :func:`adapt_volume`."""
+
+    def prepare_model(model: nn.Module, slices) -> nn.Module:
+        if config.modality == "mri":
+            pairs = [mri_pair(s) for s in slices]
+        else:
+            pairs = [ct_pair(s, s.sinogram.device.type) for s in slices]
+        return adapt_volume(config, model, pairs, output, name, result)
+
+    return prepare_model

@@ -1,0 +1,376 @@
+"""Zero-shot, scan-specific adaptation (ZS-SSL, Yaman et al., ICLR 2022) of a trained model.
+
+:func:`adapt_model` fine-tunes a *deep copy* of a model on the k-space of the volume about to be
+reconstructed; the caller's model (and so the shipped weights) never changes.
+
+MRI. Per slice, a fixed part ``Gamma`` of the acquired points (``validation_fraction`` of the
+acquired columns outside the fully sampled centre for a column mask, else of the points) is held
+back for validation. Each step draws one slice of the volume (all slices share the model) and an
+SSDU split of the remaining points into a DC set and a loss set, and takes one Adam step on the
+normalised L1 + L2 k-space loss (:func:`~mrirecon.training.ssdu.kspace_loss`). Every
+``val_every`` steps the validation loss - the model given all non-held-back points, scored on
+``Gamma`` - is computed over the volume; the best state is kept and adaptation stops after
+``patience`` validations without improvement, at ``steps`` or at ``time_budget_s``. The returned
+model is the best state, which is the unchanged initial model when no step improved the
+validation loss (the guard against making a well-fitting model worse).
+
+``time_budget_s`` counts from the start (the initial validation included); no step starts that
+would end after it, and a validation of the last state may follow. ``rows`` (Cartesian column
+masks only) trains on readout stripes of that many rows: with the
+readout inverse-Fourier transformed, rows are independent measurements, so a stripe's data, maps
+and column mask form an exact smaller SENSE problem (as readout-oversampling removal); stripes
+are drawn where the image has signal. Validation then uses a fixed set of the highest-signal
+stripes. This cuts a step at fastMRI size (640 rows) several fold.
+
+CT (Noise2Inverse-style): ``op`` must be a projector with a ``geometry`` (``ct_operator``) and
+``y`` its line integrals; a fixed interleaved ``validation_fraction`` of the views is held back,
+and each step splits the rest into two interleaved halves (reconstruct from one, score on the
+other) through the projectors restricted to those views, scaled to unit norm.
+
+Batch norm runs with its running statistics (``model.eval()``) throughout: one scan is no batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from mrirecon.functional import fftc, ifftc
+from mrirecon.operators.mri import SenseOperator, sense
+from mrirecon.sampling.split import centre_block, split_views, ssdu_split
+from mrirecon.training.ssdu import kspace_loss, mri_split_loss
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """Settings of :func:`adapt_model` (the pipeline's ``adapt:`` stage)."""
+
+    steps: int = 100
+    time_budget_s: float | None = 60.0
+    validation_fraction: float = 0.2
+    lr: float = 1e-4
+    ratio: float = 0.4
+    selection: Literal["uniform", "gaussian"] = "gaussian"
+    acs_block: tuple[int, int] = (4, 4)
+    val_every: int = 5
+    patience: int = 3
+    rows: int | None = None
+    val_stripes: int = 2
+    seed: int = 0
+
+
+@dataclass
+class AdaptReport:
+    """What adaptation did: validation-loss curve, stopping step, time.
+
+    Attributes
+    ----------
+    val_steps, val_losses
+        Steps at which the validation loss was computed (0 = the initial model) and its values.
+    train_losses
+        Training loss of every step.
+    best_step
+        Step of the returned state (0: the initial model was kept).
+    steps
+        Steps taken; ``stopped`` says why (``"steps"``, ``"patience"``, ``"time_budget"``).
+    seconds
+        Wall time of the whole adaptation (validations included).
+    """
+
+    val_steps: list[int] = field(default_factory=list)
+    val_losses: list[float] = field(default_factory=list)
+    train_losses: list[float] = field(default_factory=list)
+    best_step: int = 0
+    steps: int = 0
+    stopped: str = "steps"
+    seconds: float = 0.0
+
+    @property
+    def initial_val_loss(self) -> float:
+        return self.val_losses[0] if self.val_losses else float("nan")
+
+    @property
+    def best_val_loss(self) -> float:
+        return min(self.val_losses) if self.val_losses else float("nan")
+
+    def as_dict(self) -> dict:
+        return {"val_steps": self.val_steps, "val_losses": self.val_losses,
+                "train_losses": self.train_losses, "best_step": self.best_step,
+                "steps": self.steps, "stopped": self.stopped, "seconds": round(self.seconds, 3)}
+
+
+def check_adapt_config(cfg: AdaptConfig) -> None:
+    """Range checks (``ValueError`` naming the field)."""
+    problems = []
+    if not (isinstance(cfg.steps, int) and cfg.steps >= 0):
+        problems.append(f"steps must be an integer >= 0, got {cfg.steps!r}")
+    if cfg.time_budget_s is not None and not (math.isfinite(cfg.time_budget_s) and cfg.time_budget_s > 0):
+        problems.append(f"time_budget_s must be > 0 or null, got {cfg.time_budget_s!r}")
+    if not 0 < cfg.validation_fraction < 1:
+        problems.append(f"validation_fraction must be in (0, 1), got {cfg.validation_fraction!r}")
+    if not (math.isfinite(cfg.lr) and cfg.lr > 0):
+        problems.append(f"lr must be a finite number > 0, got {cfg.lr!r}")
+    if not 0 < cfg.ratio < 1:
+        problems.append(f"ratio must be in (0, 1), got {cfg.ratio!r}")
+    for name in ("val_every", "patience", "val_stripes"):
+        if getattr(cfg, name) < 1:
+            problems.append(f"{name} must be >= 1, got {getattr(cfg, name)!r}")
+    if cfg.rows is not None and cfg.rows < 8:
+        problems.append(f"rows must be >= 8 or null, got {cfg.rows!r}")
+    if problems:
+        raise ValueError("adapt: " + "; ".join(problems))
+
+
+# ---- MRI views: (slice, stripe) problems with their fixed hold-out ------------------------------
+
+
+@dataclass
+class _View:
+    y: Tensor  # (1, C, h, W)
+    op: SenseOperator  # maps of the stripe, acquired mask
+    train: Tensor  # (h, W) or (1, W) bool: acquired minus the hold-out
+    val: Tensor  # same shape: the hold-out
+
+
+def _column_mask(op: SenseOperator) -> bool:
+    return op.mask.shape[-2] == 1
+
+
+def _stripe(y: Tensor, op: SenseOperator, r0: int, rows: int) -> tuple[Tensor, SenseOperator]:
+    """Rows ``[r0, r0 + rows)`` of the image as an exact SENSE problem (column masks only)."""
+    hybrid = ifftc(y, dim=-2)[..., r0:r0 + rows, :]
+    return fftc(hybrid, dim=-2), sense(op.maps[..., r0:r0 + rows, :], op.mask)
+
+
+def _row_energy(y: Tensor, op: SenseOperator) -> Tensor:
+    return (op.H(y).abs() ** 2).reshape(-1, y.shape[-2], y.shape[-1]).sum(dim=(0, -1))
+
+
+def _holdout(op: SenseOperator, shape: tuple[int, int], cfg: AdaptConfig, g: torch.Generator
+             ) -> tuple[Tensor, Tensor]:
+    """``(train, val)`` masks: whole columns for a column mask (valid on every stripe), points
+    otherwise; the central ``acs_block`` columns / points are never held back."""
+    mask = op.mask.cpu()
+    if not _column_mask(op):
+        return ssdu_split(mask, shape, g, ratio=cfg.validation_fraction, selection="uniform",
+                          acs_block=cfg.acs_block)
+    cols = mask.reshape(-1).bool()
+    keep = centre_block((1, cols.numel()), (1, cfg.acs_block[1]))[0]
+    cand = torch.nonzero(cols & ~keep).reshape(-1)
+    count = min(max(1, round(cfg.validation_fraction * int(cols.sum()))), cand.numel() - 1)
+    if count < 1:
+        raise ValueError("adapt: too few acquired columns outside the centre for a validation set")
+    val = torch.zeros_like(cols)
+    val[cand[torch.randperm(cand.numel(), generator=g)[:count]]] = True
+    return (cols & ~val)[None], val[None]
+
+
+def _mri_views(slices, cfg: AdaptConfig, g: torch.Generator) -> tuple[list, list, Tensor]:
+    """Training views (per slice, or per candidate stripe), validation views, draw weights."""
+    train_views, val_views, weights = [], [], []
+    for y, op in slices:
+        if not isinstance(op, SenseOperator):
+            raise ValueError(f"adapt: MRI slices need a Cartesian sense operator, got {type(op).__name__}")
+        if y.ndim != 4:
+            raise ValueError(f"adapt: y must be (1, coils, H, W), got {tuple(y.shape)}")
+        h, w = y.shape[-2:]
+        train, val = _holdout(op, (h, w), cfg, g)
+        rows = cfg.rows
+        if rows is None or rows >= h:
+            v = _View(y, op, train, val)
+            train_views.append(v)
+            val_views.append(v)
+            weights.append(1.0)
+            continue
+        if not _column_mask(op):
+            raise ValueError("adapt: rows (readout stripes) needs a Cartesian column mask")
+        energy = _row_energy(y, op)
+        window = torch.nn.functional.conv1d(energy[None, None].float(), torch.ones(1, 1, rows))[0, 0]
+        starts = list(range(0, h - rows + 1, max(rows // 4, 1)))
+        sw = torch.stack([window[s] for s in starts]).double()
+        for s, wgt in zip(starts, sw.tolist()):
+            ys, ops = _stripe(y, op, s, rows)
+            train_views.append(_View(ys, ops, train, val))
+            weights.append(wgt)
+        # validation: the highest-signal non-overlapping stripes, fixed
+        chosen: list[int] = []
+        for s in sorted(starts, key=lambda s: -float(window[s])):
+            if all(abs(s - c) >= rows for c in chosen):
+                chosen.append(s)
+            if len(chosen) == cfg.val_stripes:
+                break
+        for s in chosen:
+            ys, ops = _stripe(y, op, s, rows)
+            val_views.append(_View(ys, ops, train, val))
+    wt = torch.tensor(weights, dtype=torch.float64)
+    return train_views, val_views, wt / wt.sum().clamp_min(1e-300)
+
+
+def _full(mask: Tensor, shape: tuple[int, int]) -> Tensor:
+    return mask.expand(shape) if mask.shape[-2] == 1 else mask
+
+
+@torch.no_grad()
+def _mri_val_loss(model: nn.Module, views: list[_View]) -> float:
+    total = 0.0
+    for v in views:
+        shape = tuple(v.y.shape[-2:])
+        total += float(mri_split_loss(model, v.y, v.op, _full(v.train, shape), _full(v.val, shape)))
+    return total / len(views)
+
+
+def _mri_step_loss(model: nn.Module, v: _View, cfg: AdaptConfig, g: torch.Generator) -> Tensor:
+    shape = tuple(v.y.shape[-2:])
+    dc, loss = ssdu_split(v.train, shape, g, ratio=cfg.ratio, selection=cfg.selection,
+                          acs_block=cfg.acs_block)
+    return mri_split_loss(model, v.y, v.op, dc, loss)
+
+
+# ---- CT: view hold-out and Noise2Inverse halves ---------------------------------------------
+
+
+def _ct_recon_loss(model: nn.Module, y: Tensor, geometry, inp: Tensor, out: Tensor) -> Tensor:
+    from mrirecon.operators.ct import ct_operator, projector_norm
+    from mrirecon.sampling.views import select_views
+
+    g_in = select_views(geometry, inp.tolist())
+    norm = projector_norm(g_in)
+    x = model(y[..., inp, :] / norm, ct_operator(g_in) * (1.0 / norm))
+    x = x.real if x.is_complex() else x
+    pred = ct_operator(select_views(geometry, out.tolist()))(x)
+    return kspace_loss(pred, y[..., out, :])
+
+
+def _ct_setup(slices, cfg: AdaptConfig):
+    views = []
+    for y, op in slices:
+        geometry = getattr(op, "geometry", None)
+        if geometry is None:
+            raise ValueError(f"adapt: CT slices need ct_operator(geometry), got {type(op).__name__}")
+        n = y.shape[-2]
+        k = max(2, round(1 / cfg.validation_fraction))
+        val = torch.arange(n)[torch.arange(n) % k == k // 2]
+        train = torch.arange(n)[torch.arange(n) % k != k // 2]
+        views.append((y, geometry, train, val))
+    return views
+
+
+# ---- the loop ----------------------------------------------------------------------------------
+
+
+def adapt_model(model: nn.Module, slices: list[tuple[Tensor, object]], config: AdaptConfig | None = None,
+                *, progress=None) -> tuple[nn.Module, AdaptReport]:
+    """Fine-tune a copy of ``model`` on one volume's own data (see the module docstring).
+
+    Parameters
+    ----------
+    model
+        A trained ``model(y, op) -> x``; not modified.
+    slices
+        The volume: ``(y, op)`` per slice, MRI ``y`` ``(1, C, H, W)`` with ``sense`` operators,
+        or CT line integrals ``(1, views, detectors)`` with ``ct_operator(geometry)``.
+    config
+        :class:`AdaptConfig`.
+    progress
+        Optional ``progress(step, train_loss, val_loss_or_None)`` callback.
+
+    Returns
+    -------
+    model, report
+        The adapted copy (eval mode; the initial state if adaptation never improved the
+        validation loss) and its :class:`AdaptReport`.
+    """
+    cfg = config or AdaptConfig()
+    check_adapt_config(cfg)
+    if not slices:
+        raise ValueError("adapt: no slices given")
+    t0 = time.perf_counter()
+    adapted = copy.deepcopy(model)
+    adapted.eval()
+    for p in adapted.parameters():
+        p.requires_grad_(True)
+    g = torch.Generator().manual_seed(int(cfg.seed))
+    is_ct = not isinstance(slices[0][1], SenseOperator)
+    if is_ct:
+        ct = _ct_setup(slices, cfg)
+
+        def val_loss() -> float:
+            with torch.no_grad():
+                return sum(float(_ct_recon_loss(adapted, y, geo, tr, va)) for y, geo, tr, va in ct) / len(ct)
+
+        def step_loss() -> Tensor:
+            y, geo, tr, _ = ct[int(torch.randint(len(ct), (1,), generator=g))]
+            a, b = split_views(tr.numel(), 2, generator=g)
+            return 0.5 * (_ct_recon_loss(adapted, y, geo, tr[a], tr[b])
+                          + _ct_recon_loss(adapted, y, geo, tr[b], tr[a]))
+    else:
+        train_views, val_views, weights = _mri_views(slices, cfg, g)
+
+        def val_loss() -> float:
+            return _mri_val_loss(adapted, val_views)
+
+        def step_loss() -> Tensor:
+            v = train_views[int(torch.multinomial(weights, 1, generator=g))]
+            return _mri_step_loss(adapted, v, cfg, g)
+
+    report = AdaptReport()
+    best = val_loss()
+    report.val_steps.append(0)
+    report.val_losses.append(best)
+    best_state = copy.deepcopy(adapted.state_dict())
+    params = [p for p in adapted.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    bad, step = 0, 0
+    step_seconds = 0.0  # mean duration of a step so far
+    report.stopped = "steps"
+    while step < cfg.steps:
+        # no step starts that would end past the budget (the validation closing the run, if
+        # one is due, may add its own time)
+        if cfg.time_budget_s is not None and \
+                time.perf_counter() - t0 + step_seconds > cfg.time_budget_s:
+            report.stopped = "time_budget"
+            break
+        ts = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = step_loss()
+        loss.backward()
+        opt.step()
+        step += 1
+        step_seconds += (time.perf_counter() - ts - step_seconds) / step
+        report.train_losses.append(float(loss.detach()))
+        current = None
+        if step % cfg.val_every == 0 or step == cfg.steps:
+            current = val_loss()
+            report.val_steps.append(step)
+            report.val_losses.append(current)
+            if current < best:
+                best, bad, report.best_step = current, 0, step
+                best_state = copy.deepcopy(adapted.state_dict())
+            else:
+                bad += 1
+        if progress is not None:
+            progress(step, report.train_losses[-1], current)
+        if bad >= cfg.patience:
+            report.stopped = "patience"
+            break
+    if report.val_steps[-1] != step:  # stopped between validations: score the last state too
+        current = val_loss()
+        report.val_steps.append(step)
+        report.val_losses.append(current)
+        if current < best:
+            best, report.best_step = current, step
+            best_state = copy.deepcopy(adapted.state_dict())
+    report.steps = step
+    adapted.load_state_dict(best_state)
+    for p, q in zip(adapted.parameters(), model.parameters()):
+        p.requires_grad_(q.requires_grad)
+    adapted.eval()
+    report.seconds = time.perf_counter() - t0
+    return adapted, report
+

@@ -1,0 +1,159 @@
+"""Self-supervised losses: SSDU for MRI, view splitting (Noise2Inverse-style) for CT.
+
+No model changes: the split is a new sampling operator. For MRI the model gets
+``(y * dc, sense(maps, dc))`` - the same operator class with the data-consistency mask ``dc``
+- and its image ``x`` is scored on the held-out points ``loss``: ``F S x`` against ``y`` there.
+For CT the model gets one view subset with the projector of those views (scaled to unit norm,
+as in supervised training), and its image is projected onto the other subsets' views.
+
+The k-space / sinogram loss is SSDU's normalised L1 + L2 (Yaman et al. 2020, eq. 7):
+
+    L(u, v) = ||u - v||_2 / ||v||_2 + ||u - v||_1 / ||v||_1
+
+with complex moduli for k-space; both terms are scale free, so the scanner's arbitrary k-space
+scale does not change the loss, and the L1 term keeps large residuals (low frequencies) from
+dominating as a plain squared error would.
+
+Seeds: :func:`split_seed` gives one seed per ``(run seed, epoch, sample index)``; a sample's
+``splits`` splits come from one generator in sequence, so a step is reproducible and a resumed
+run draws the same splits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+from torch import Tensor, nn
+
+from mrirecon.operators.mri import SenseOperator, sense
+from mrirecon.sampling.split import split_views, ssdu_split
+from mrirecon.training.config import SSDUConfig
+
+
+def split_seed(seed: int, epoch: int, index: int) -> int:
+    """Seed of the splits of sample ``index`` in ``epoch`` (independent of batch position)."""
+    return (seed * 1_000_000_007 + epoch * 2_654_435_761 + index * 97_531 + 12_345) % (2**63 - 1)
+
+
+def name_seed(name: str, index: int = 0) -> int:
+    """A fixed seed from a file name and slice (validation splits, adaptation's hold-out)."""
+    return int.from_bytes(hashlib.sha256(f"{name}:{index}".encode()).digest()[:7], "little")
+
+
+def kspace_loss(prediction: Tensor, target: Tensor) -> Tensor:
+    """SSDU's normalised ``||u - v||_2 / ||v||_2 + ||u - v||_1 / ||v||_1`` (scalar).
+
+    Both tensors hold values on the loss set only (zero elsewhere); complex or real.
+    """
+    diff = prediction - target
+    l2 = torch.linalg.vector_norm(diff) / torch.linalg.vector_norm(target).clamp_min(1e-30)
+    l1 = diff.abs().sum() / target.abs().sum().clamp_min(1e-30)
+    return l2 + l1
+
+
+def _complex_image(model_name: str, x: Tensor) -> Tensor:
+    if not x.is_complex():
+        raise ValueError(
+            f"SSDU: {model_name} returns a real image (e.g. a coil-combined magnitude); the "
+            "k-space loss needs the complex image x (its F S x is compared with the held-out "
+            "k-space). Use a model with a complex output (MoDL, VN, ISTA-Net, ADMM-CSNet, ...)")
+    return x
+
+
+def mri_split_loss(model: nn.Module, y: Tensor, op: SenseOperator, dc: Tensor, loss_mask: Tensor
+                   ) -> Tensor:
+    """Loss of one split: ``x = model(y * dc, sense(maps, dc))``, scored on ``loss_mask``."""
+    dc, loss_mask = dc.to(y.device), loss_mask.to(y.device)
+    x = _complex_image(type(model).__name__, model(y * dc, sense(op.maps, dc)))
+    predicted = op.expand(x) * loss_mask
+    return kspace_loss(predicted, y * loss_mask)
+
+
+def mri_ssdu_loss(model: nn.Module, y: Tensor, op: SenseOperator, generator: torch.Generator,
+                  cfg: SSDUConfig, mask: Tensor | None = None) -> Tensor:
+    """Mean loss over ``cfg.splits`` SSDU splits of the acquired points ``mask`` (default: the
+    operator's mask) of ``y`` ``(1, C, H, W)``."""
+    if not isinstance(op, SenseOperator):
+        raise ValueError(f"SSDU: MRI samples need a Cartesian sense operator, got {type(op).__name__}")
+    acquired = op.mask if mask is None else mask
+    shape = tuple(y.shape[-2:])
+    total = y.real.new_zeros(())
+    for _ in range(cfg.splits):
+        dc, loss_mask = ssdu_split(acquired.cpu(), shape, generator, ratio=cfg.ratio,
+                                   selection=cfg.selection, acs_block=cfg.acs_block)
+        total = total + mri_split_loss(model, y, op, dc, loss_mask)
+    return total / cfg.splits
+
+
+def ct_view_loss(model: nn.Module, sample, generator: torch.Generator, cfg: SSDUConfig) -> Tensor:
+    """Noise2Inverse-style loss of a :class:`~mrirecon.training.data_ct.CTSample`.
+
+    The views are split into ``cfg.view_parts`` disjoint subsets; for each subset ``J`` the
+    model reconstructs from ``J`` alone (projector of ``J`` and data scaled by its norm, as the
+    model saw in supervised training) and its image is projected onto the complementary views,
+    where the normalised L1 + L2 distance to the measured line integrals is the loss.
+    """
+    from mrirecon.operators.ct import ct_operator, projector_norm
+    from mrirecon.sampling.views import select_views
+
+    measured = sample.y * sample.norm  # (1, views, detectors) line integrals
+    views = measured.shape[-2]
+    subsets = split_views(views, cfg.view_parts, generator=generator, interleaved=cfg.interleaved)
+    total = measured.new_zeros(())
+    for j, idx in enumerate(subsets):
+        rest = torch.cat([s for k, s in enumerate(subsets) if k != j])
+        rest = torch.sort(rest).values
+        g_in = select_views(sample.geometry, idx.tolist())
+        norm = projector_norm(g_in)
+        x = model(measured[..., idx.to(measured.device), :] / norm, ct_operator(g_in) * (1.0 / norm))
+        x = x.real if x.is_complex() else x
+        predicted = ct_operator(select_views(sample.geometry, rest.tolist()))(x)
+        total = total + kspace_loss(predicted, measured[..., rest.to(measured.device), :])
+    return total / len(subsets)
+
+
+class SelfSupervisedLoss:
+    """The trainer's ``sample_loss(model, sample, seed) -> scalar`` for ``loss.ssdu``."""
+
+    def __init__(self, cfg: SSDUConfig) -> None:
+        self.cfg = cfg
+
+    def __call__(self, model: nn.Module, sample, seed: int) -> Tensor:
+        g = torch.Generator().manual_seed(int(seed))
+        if hasattr(sample, "geometry"):  # CT
+            return ct_view_loss(model, sample, g, self.cfg)
+        return mri_ssdu_loss(model, sample.y, sample.operator(), g, self.cfg)
+
+
+def make_ssdu_validate_fn(dataset, cfg: SSDUConfig, max_samples: int | None = None):
+    """The trainer's ``validate_fn`` for self-supervised runs.
+
+    Returns ``{"ssdu_loss": ...}``: the mean self-supervised loss on fixed splits (seeded by file
+    name and slice), computable without any reference; plus the fastMRI ``NMSE / PSNR / SSIM``
+    of the full-data reconstruction when every validation sample carries a reference.
+    """
+    loss = SelfSupervisedLoss(cfg)
+
+    @torch.no_grad()
+    def validate(model: nn.Module, device) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        try:
+            n = len(dataset) if max_samples is None else min(max_samples, len(dataset))
+            values, have_targets, is_ct = [], True, False
+            for i in range(n):
+                s = dataset.get(i, mask_seed=None).to(device)
+                values.append(float(loss(model, s, name_seed(s.fname, s.slice_index))))
+                have_targets = have_targets and s.target is not None
+                is_ct = hasattr(s, "geometry")
+            out = {"ssdu_loss": sum(values) / max(len(values), 1)}
+            if have_targets and n and not is_ct and max_samples is None:
+                from mrirecon.training.validation import evaluate_reconstructor, model_reconstructor
+
+                out.update(evaluate_reconstructor(model_reconstructor(model, device), dataset).mean())
+            return out
+        finally:
+            model.train(was_training)
+
+    return validate

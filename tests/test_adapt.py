@@ -1,0 +1,158 @@
+"""Scan-specific adaptation (ZS-SSL): a copy is adapted, early stopping keeps the initial model
+when adaptation only hurts, and adaptation helps a model on data unlike its training set."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import pytest
+import torch
+
+from mrirecon.operators.mri import sense
+from mrirecon.training.adapt import AdaptConfig, adapt_model
+from mrirecon.training.weights import available_weights, load_pretrained
+
+pytestmark = pytest.mark.skipif("modl_brain_sim" not in available_weights(),
+                                reason="shipped modl_brain_sim weights not available")
+
+
+def _phantom_scan(n: int = 48, slices: int = 2, coils: int = 6, seed: int = 0):
+    """Shepp-Logan slices (not brains: unlike the model's training data) with a smooth phase,
+    birdcage coils, a 4x random column mask and k-space noise; ``(y, op)`` pairs and truths."""
+    from mrirecon.data.anatomy import shepp_logan
+    from mrirecon.data.simulate_mri import birdcage_maps
+    from mrirecon.sampling import create_mask_for_mask_type
+
+    g = torch.Generator().manual_seed(seed)
+    grid = (torch.arange(n, dtype=torch.float64) - n / 2) / (n / 2)
+    yy, xx = torch.meshgrid(grid, grid, indexing="ij")
+    maps = torch.from_numpy(birdcage_maps(coils, xx.numpy(), yy.numpy())).to(torch.complex64)
+    mask_fn = create_mask_for_mask_type("random", [0.16], [4])
+    pairs, truths = [], []
+    for k in range(slices):
+        img = torch.from_numpy(shepp_logan((n, n))).roll(2 * k, -1) * torch.exp(0.5j * math.pi * xx)
+        img = img.to(torch.complex64)
+        mask = torch.as_tensor(mask_fn(n, seed=10 + k)).reshape(-1).bool()
+        op = sense(maps[None], mask)
+        y = op(img[None])
+        y = y + 0.01 * float(y.abs().max()) * torch.randn(y.shape, dtype=torch.complex64, generator=g) * mask
+        pairs.append((y, op))
+        truths.append(img)
+    return pairs, torch.stack(truths)  # complex images
+
+
+@torch.no_grad()
+def _psnr(model, pairs, truths) -> float:
+    from mrirecon.metrics.metrics import psnr
+
+    pred = torch.stack([model(y, op)[0].abs() for y, op in pairs])
+    return float(psnr(truths.abs(), pred))
+
+
+def _shipped_file():
+    from mrirecon.training.weights import WEIGHTS_DIR
+
+    return WEIGHTS_DIR / "modl_brain_sim.pt"
+
+
+def test_adaptation_changes_a_copy_never_the_shipped_weights():
+    path = _shipped_file()
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    model = load_pretrained("modl_brain_sim").eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    pairs, _ = _phantom_scan(n=32, slices=1)
+    adapted, report = adapt_model(model, pairs, AdaptConfig(steps=4, val_every=2, patience=10,
+                                                            lr=1e-3, time_budget_s=None))
+    assert adapted is not model and not adapted.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
+    assert report.steps == 4 and report.val_steps == [0, 2, 4] and len(report.train_losses) == 4
+    if report.best_step > 0:  # the returned state is the best one, a changed copy
+        changed = any(not torch.equal(before[k], v) for k, v in adapted.state_dict().items())
+        assert changed
+
+
+class _FreeImage(torch.nn.Module):
+    """A "model" that is one free image, started at the noise-free truth: it can only fit the noise of
+    the points it is trained on, so on independent held-back points it can only get worse."""
+
+    def __init__(self, image: torch.Tensor) -> None:
+        super().__init__()
+        self.image = torch.nn.Parameter(torch.view_as_real(image.clone()))
+
+    def forward(self, y, op):
+        return torch.view_as_complex(self.image)[None]
+
+
+def test_early_stopping_returns_the_initial_model_when_adaptation_only_hurts():
+    """ZS-SSL's guard against over-fitting one scan: with a model that can only fit the
+    training points' noise, every validation after the start is worse, and the initial state
+    comes back unchanged after ``patience`` validations."""
+    pairs, truths = _phantom_scan(n=32, slices=2)
+    model = _FreeImage(truths[0])
+    start = model.image.detach().clone()
+    adapted, report = adapt_model(model, pairs[:1], AdaptConfig(steps=50, lr=0.05, val_every=1,
+                                                                patience=3, time_budget_s=None))
+    assert all(v > report.val_losses[0] for v in report.val_losses[1:]), report.val_losses
+    assert report.best_step == 0 and report.stopped == "patience" and report.steps == 3
+    assert torch.equal(adapted.image, start) and torch.equal(model.image, start)
+
+
+def test_adaptation_improves_psnr_on_data_unlike_the_training_set():
+    model = load_pretrained("modl_brain_sim").eval()
+    pairs, truths = _phantom_scan(n=40, slices=1)
+    adapted, report = adapt_model(model, pairs, AdaptConfig(steps=12, lr=1e-3, val_every=4, patience=3,
+                                                            time_budget_s=None, seed=0))
+    before, after = _psnr(model, pairs, truths), _psnr(adapted, pairs, truths)
+    assert report.best_step > 0 and report.best_val_loss < report.initial_val_loss
+    assert after > before, (before, after, report.val_losses)
+
+
+def test_readout_stripes_are_exact_sense_problems():
+    from mrirecon.training.adapt import _stripe
+
+    g = torch.Generator().manual_seed(0)
+    maps = torch.randn(1, 3, 40, 24, dtype=torch.complex128, generator=g)
+    x = torch.randn(1, 40, 24, dtype=torch.complex128, generator=g)
+    mask = torch.zeros(24, dtype=torch.bool)
+    mask[::3] = True
+    op = sense(maps, mask)
+    ys, ops = _stripe(op(x), op, 7, 16)
+    err = float((ops(x[..., 7:23, :]) - ys).abs().max() / ys.abs().max())
+    assert err < 100 * torch.finfo(torch.float64).eps * math.log2(40 * 24)
+
+
+def test_stripe_adaptation_runs_and_reports():
+    model = load_pretrained("modl_brain_sim").eval()
+    pairs, _ = _phantom_scan(n=48, slices=1)
+    seen = []
+    _, report = adapt_model(model, pairs, AdaptConfig(rows=16, steps=3, val_every=3, val_stripes=2,
+                                                      time_budget_s=None),
+                            progress=lambda step, loss, val: seen.append(step))
+    assert seen == [1, 2, 3] and report.val_steps == [0, 3]
+    assert all(math.isfinite(v) for v in report.val_losses)
+
+
+def test_ct_view_splitting_adaptation_runs():
+    if "primal_dual_ct_sim" not in available_weights():
+        pytest.skip("shipped primal_dual_ct_sim weights not available")
+    from mrirecon.operators.ct import ct_operator
+    from mrirecon.operators.ct_geometry import CTGeometry
+
+    geometry = CTGeometry.parallel(image_shape=(32, 32), num_views=30, num_detectors=45)
+    x = torch.zeros(1, 32, 32)
+    x[:, 8:24, 10:22] = 0.02
+    op = ct_operator(geometry)
+    model = load_pretrained("primal_dual_ct_sim").eval()
+    _, report = adapt_model(model, [(op(x), op)], AdaptConfig(steps=2, val_every=1, time_budget_s=None))
+    assert report.steps == 2 and len(report.val_losses) == 3
+    assert all(math.isfinite(v) for v in report.val_losses)
+
+
+def test_bad_settings_are_refused():
+    pairs, _ = _phantom_scan(n=32, slices=1)
+    with pytest.raises(ValueError, match="validation_fraction must be in"):
+        adapt_model(torch.nn.Identity(), pairs, AdaptConfig(validation_fraction=1.5))
+    with pytest.raises(ValueError, match="no slices"):
+        adapt_model(torch.nn.Identity(), [], AdaptConfig())

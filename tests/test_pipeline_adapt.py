@@ -1,0 +1,83 @@
+"""The pipeline's ``adapt:`` stage: off by default, validated, adapted weights saved beside the
+outputs and hashed in provenance.json, shipped weights untouched."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from mrirecon.core.config import ConfigError
+from mrirecon.pipeline.definitions import load_pipeline
+from mrirecon.pipeline.runner import run_pipeline
+from mrirecon.training.weights import WEIGHTS_DIR, available_weights
+
+
+@pytest.fixture(scope="module")
+def mri_dir(tmp_path_factory) -> Path:
+    from mrirecon.data.simulate_mri import simulate_mri_dataset
+
+    out = tmp_path_factory.mktemp("mri_adapt")
+    simulate_mri_dataset(out, volumes=1, slices=2, coils=4, size=(48, 48), seed=5, resolution=2)
+    return out
+
+
+def test_adapt_is_off_by_default_and_validated():
+    config, _ = load_pipeline("mri_modl")
+    assert config.adapt.enabled is False
+    with pytest.raises(ConfigError, match=r"adapt\.enabled: adaptation fine-tunes a learned model"):
+        load_pipeline("mri_cs", ["adapt.enabled=true"])
+    with pytest.raises(ConfigError, match=r"adapt\.lr: lr must be a finite number > 0"):
+        load_pipeline("mri_learned_adapt", ["adapt.lr=-1"])
+    with pytest.raises(ConfigError, match=r"adapt\.stpes: unknown key \(did you mean 'steps'\?\)"):
+        load_pipeline("mri_learned_adapt", ["adapt.stpes=3"])
+    config, _ = load_pipeline("mri_learned_adapt")
+    assert config.adapt.enabled and config.adapt.method == "zs_ssl" and config.reconstruct.method == "modl"
+    config, _ = load_pipeline("ct_learned_adapt")
+    assert config.adapt.enabled and config.modality == "ct"
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.skipif("modl_brain_sim" not in available_weights(), reason="weights not shipped")
+def test_mri_adapt_pipeline_saves_and_hashes_the_adapted_weights(mri_dir, tmp_path):
+    from mrirecon.training.weights import load_model
+
+    shipped = WEIGHTS_DIR / "modl_brain_sim.pt"
+    digest = _sha(shipped)
+    config, text = load_pipeline("mri_learned_adapt", [
+        "undersample.enabled=true", "calibrate.calib_width=12", "calibrate.kernel_width=4",
+        "adapt.steps=2", "adapt.val_every=1", "adapt.rows=null", "adapt.time_budget_s=null",
+        "export.formats=[hdf5]"])
+    out = tmp_path / "out"
+    assert run_pipeline(config, [str(mri_dir)], out, progress=False, config_text=text) == 0
+    (f,) = json.loads((out / "provenance.json").read_text())["files"]
+    assert f["status"] == "ok" and f["metrics"]["ssim"] > 0.3
+    adapt = f["adapt"]
+    assert adapt["method"] == "zs_ssl" and adapt["steps"] == 2 and adapt["val_steps"] == [0, 1, 2]
+    weights = Path(f["outputs"]["adapted_weights"])
+    assert weights.parent == out / "adapted" and weights.is_file()
+    assert adapt["weights_sha256"] == _sha(weights)
+    load_model("modl", {}, weights)  # a loadable state dict with its card
+    assert _sha(shipped) == digest
+
+
+@pytest.mark.skipif("primal_dual_ct_sim" not in available_weights(), reason="weights not shipped")
+def test_ct_adapt_pipeline_runs(tmp_path):
+    from mrirecon.data.simulate_ct import simulate_ct_dataset
+
+    data = tmp_path / "ct"
+    simulate_ct_dataset(data, geometry="parallel", views=60, photons=4096.0, size=32, seed=3,
+                        samples=1, part="test", sources="phantom")
+    config, text = load_pipeline("ct_learned_adapt", ["adapt.steps=1", "adapt.val_every=1",
+                                                      "adapt.save_weights=false",
+                                                      "export.formats=[hdf5]"])
+    out = tmp_path / "out"
+    assert run_pipeline(config, [str(data / "observation_test_000.hdf5")], out, progress=False,
+                        config_text=text) == 0
+    (f,) = json.loads((out / "provenance.json").read_text())["files"]
+    assert f["status"] == "ok" and f["adapt"]["steps"] == 1 and "adapted_weights" not in f["outputs"]
