@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
+import math
 import types
 import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
+
+from mrirecon.core.checks import param_problem
+from mrirecon.core.names import DEPRECATED
 
 T = TypeVar("T")
 
@@ -204,3 +209,48 @@ def load_config(cls: type[T], path: str | Path, overrides: typing.Iterable[str] 
     """Read ``path``, apply overrides and build ``cls``; the one way configs enter the program."""
     data = apply_overrides(read_yaml(path), overrides)
     return from_dict(cls, data, source=str(path))
+
+
+# ---- checks shared by the pipeline and training validators ------------------------------
+
+
+def fail(source: str, key: str, message: str) -> ConfigError:
+    return ConfigError(source, key, message)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def signature_params(fn, skip: int) -> tuple[dict[str, Any], bool]:
+    """``({name: default}, takes **kwargs)`` of ``fn`` after its first ``skip`` parameters."""
+    params = list(inspect.signature(fn).parameters.values())[skip:]
+    named = {p.name: p.default for p in params
+             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return named, any(p.kind is p.VAR_KEYWORD for p in params)
+
+
+def check_params(method: str, params: dict, valid: dict[str, Any], *, source: str = "",
+                 prefix: str = "reconstruct.params", extra: tuple[str, ...] = ()) -> None:
+    """Names of ``params`` against ``valid`` (did-you-mean) and their values (:func:`mrirecon.core.checks.param_problem`)."""
+    for key, value in params.items():
+        if key not in valid and key not in extra:
+            close = difflib.get_close_matches(str(key), list(valid) + list(extra), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            names = ", ".join(sorted(valid)) or "(none)"
+            raise fail(source, f"{prefix}.{key}",
+                        f"{method} has no parameter {key!r}{hint}; valid: {names}")
+        problem = param_problem(str(key), value, valid.get(key, inspect.Parameter.empty))
+        if problem:
+            raise fail(source, f"{prefix}.{key}", problem)
+
+
+def deprecated_aliases(valid: dict[str, Any]) -> tuple[str, ...]:
+    """Old spellings (``num_cascades``, ``nu``, ...) a model still takes for one release
+    (:mod:`mrirecon.core.names`; ``build_model`` renames them with a FutureWarning)."""
+    return tuple(old for old, new in DEPRECATED.items() if new in valid and old not in valid)
+
+
+def at_least(source: str, key: str, value, minimum) -> None:
+    if value is not None and not (_is_number(value) and math.isfinite(value) and value >= minimum):
+        raise fail(source, key, f"must be >= {minimum}, got {value!r}")

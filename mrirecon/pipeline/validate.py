@@ -13,54 +13,17 @@ import difflib
 import inspect
 import math
 from dataclasses import replace
-from typing import Any
 
 from mrirecon.core.checks import param_problem
 from mrirecon.core.names import DEPRECATED, canonical_params
-from mrirecon.core.config import ConfigError
+from mrirecon.core.config import (
+    at_least as _at_least,
+    check_params,
+    deprecated_aliases as _deprecated_aliases,
+    fail as _fail,
+    signature_params as _signature,
+)
 from mrirecon.pipeline.schema import PipelineConfig
-
-
-def _fail(source: str, key: str, message: str) -> ConfigError:
-    return ConfigError(source, key, message)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-check_value = param_problem
-
-
-def _signature(fn, skip: int) -> tuple[dict[str, Any], bool]:
-    """``({name: default}, takes **kwargs)`` of ``fn`` after its first ``skip`` parameters."""
-    params = list(inspect.signature(fn).parameters.values())[skip:]
-    named = {p.name: p.default for p in params
-             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    return named, any(p.kind is p.VAR_KEYWORD for p in params)
-
-
-def check_params(method: str, params: dict, valid: dict[str, Any], *, source: str = "",
-                 prefix: str = "reconstruct.params", extra: tuple[str, ...] = ()) -> None:
-    """Names of ``params`` against ``valid`` (did-you-mean) and their values (:func:`check_value`)."""
-    for key, value in params.items():
-        if key not in valid and key not in extra:
-            close = difflib.get_close_matches(str(key), list(valid) + list(extra), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            names = ", ".join(sorted(valid)) or "(none)"
-            raise _fail(source, f"{prefix}.{key}",
-                        f"{method} has no parameter {key!r}{hint}; valid: {names}")
-        problem = check_value(str(key), value, valid.get(key, inspect.Parameter.empty))
-        if problem:
-            raise _fail(source, f"{prefix}.{key}", problem)
-
-
-def _deprecated_aliases(valid: dict[str, Any]) -> tuple[str, ...]:
-    """Old spellings (``num_cascades``, ``nu``, ...) a model still takes for one release
-    (:mod:`mrirecon.core.names`; ``build_model`` renames them with a FutureWarning)."""
-    from mrirecon.core.names import DEPRECATED
-
-    return tuple(old for old, new in DEPRECATED.items() if new in valid and old not in valid)
 
 
 def _check_method(config: PipelineConfig, source: str) -> None:
@@ -105,17 +68,12 @@ def _check_method(config: PipelineConfig, source: str) -> None:
     valid = {**valid, **{k: v for k, v in defaults.items() if k not in valid}}
     if takes_kwargs:  # cannot know the names; still check the values of the known ones
         for key, value in rc.params.items():
-            problem = check_value(str(key), value, valid.get(key, inspect.Parameter.empty))
+            problem = param_problem(str(key), value, valid.get(key, inspect.Parameter.empty))
             if problem:
                 raise _fail(source, f"reconstruct.params.{key}", problem)
     else:
         check_params(method, rc.params, valid, source=source,
                      extra=("denoiser_params", "init_seed", *_deprecated_aliases(valid)))
-
-
-def _at_least(source: str, key: str, value, minimum) -> None:
-    if value is not None and not (_is_number(value) and math.isfinite(value) and value >= minimum):
-        raise _fail(source, key, f"must be >= {minimum}, got {value!r}")
 
 
 def validate_pipeline(config: PipelineConfig, source: str = "") -> PipelineConfig:
@@ -222,60 +180,3 @@ def _canonical_reconstruct_params(config: PipelineConfig, source: str) -> Pipeli
     if params == rc.params:
         return config
     return replace(config, reconstruct=replace(rc, params=params))
-
-
-def validate_training(cfg, source: str = ""):
-    """Value checks of a :class:`~mrirecon.training.config.TrainConfig` (counts, rates, loss
-    weights, model parameters), before any data is read; returns it unchanged."""
-    from mrirecon.models.registry import _MODELS
-
-    d, o, loss = cfg.data, cfg.optim, cfg.loss
-    if not (math.isfinite(d.sample_rate) and 0 < d.sample_rate <= 1):
-        raise _fail(source, "data.sample_rate", f"must be in (0, 1], got {d.sample_rate!r}")
-    _at_least(source, "data.num_workers", d.num_workers, 0)
-    _at_least(source, "data.ct_views", d.ct_views, 1)
-    if d.ct_photons is not None and not (math.isfinite(d.ct_photons) and d.ct_photons > 0):
-        raise _fail(source, "data.ct_photons", f"must be a finite number > 0, got {d.ct_photons!r}")
-    for i, f in enumerate(d.mask.center_fractions):
-        if not (math.isfinite(f) and 0 < f <= 1):
-            raise _fail(source, f"data.mask.center_fractions[{i}]", f"must be in (0, 1], got {f!r}")
-    for i, a in enumerate(d.mask.accelerations):
-        _at_least(source, f"data.mask.accelerations[{i}]", a, 1)
-    if not (math.isfinite(o.lr) and o.lr > 0):
-        raise _fail(source, "optim.lr", f"must be a finite number > 0, got {o.lr!r}")
-    _at_least(source, "optim.weight_decay", o.weight_decay, 0)
-    _at_least(source, "optim.batch_size", o.batch_size, 1)
-    _at_least(source, "optim.max_steps", o.max_steps, 1)
-    _at_least(source, "optim.lr_step", o.lr_step, 0)
-    _at_least(source, "optim.lr_gamma", o.lr_gamma, 0)
-    if o.grad_clip is not None and not (math.isfinite(o.grad_clip) and o.grad_clip > 0):
-        raise _fail(source, "optim.grad_clip", f"must be a finite number > 0, got {o.grad_clip!r}")
-    for name in ("ssim", "l1", "mse", "perceptual", "adversarial", "discriminator_lr"):
-        _at_least(source, f"loss.{name}", getattr(loss, name), 0)
-    ssdu = getattr(loss, "ssdu", None)
-    if ssdu is not None:
-        if not (math.isfinite(ssdu.ratio) and 0 < ssdu.ratio < 1):
-            raise _fail(source, "loss.ssdu.ratio", f"must be in (0, 1), got {ssdu.ratio!r}")
-        _at_least(source, "loss.ssdu.splits", ssdu.splits, 1)
-        _at_least(source, "loss.ssdu.view_parts", ssdu.view_parts, 2)
-        for i, b in enumerate(ssdu.acs_block):
-            _at_least(source, f"loss.ssdu.acs_block[{i}]", b, 0)
-        if d.modality == "mri" and d.maps == "learned":
-            raise _fail(source, "data.maps", "loss.ssdu scores the model's image through the "
-                        "sample's coil maps (F S x on the held-out k-space); use espirit or walsh")
-        for name in ("perceptual", "adversarial"):
-            if getattr(loss, name):
-                raise _fail(source, f"loss.{name}", "needs reference images; it cannot be "
-                                                    "combined with loss.ssdu (self-supervised)")
-    for name in ("log_every", "val_every", "checkpoint_every"):
-        _at_least(source, name, getattr(cfg, name), 0)
-    _at_least(source, "val_max_slices", cfg.val_max_slices, 1)
-    name = cfg.model.name.lower().replace("-", "_")
-    if name in _MODELS:
-        cls, defaults = _MODELS[name]
-        valid, takes_kwargs = _signature(cls, 0)
-        valid = {**valid, **{k: v for k, v in defaults.items() if k not in valid}}
-        if not takes_kwargs:
-            check_params(name, cfg.model.params, valid, source=source, prefix="model.params",
-                         extra=("denoiser_params", "init_seed", *_deprecated_aliases(valid)))
-    return cfg

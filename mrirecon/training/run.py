@@ -136,7 +136,7 @@ def train_from_config(
         Unknown keys, wrong types, missing data folders, unknown model or parameters; the
         message names the file and the key.
     """
-    from mrirecon.pipeline.validate import validate_training
+    from mrirecon.training.validate import validate_training
 
     cfg = validate_training(load_config(TrainConfig, path, overrides), str(path))
     try:

@@ -149,7 +149,7 @@ def test_old_keyword_names_are_deprecated_aliases_with_unchanged_state_dict_keys
 
 def test_pipeline_configs_accept_old_model_keywords_and_init_seed():
     from mrirecon.pipeline.definitions import load_pipeline
-    from mrirecon.pipeline.validate import ConfigError
+    from mrirecon.core.config import ConfigError
 
     base = ["reconstruct.weights=", "reconstruct.params.chans=2"]
     with pytest.warns(FutureWarning, match="reconstruct.params: 'num_cascades' is deprecated"):

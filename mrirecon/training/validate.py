@@ -1,0 +1,69 @@
+"""Value checks of a training config before any data is read (the pipeline's are in
+:mod:`mrirecon.pipeline.validate`; both use the shared checks of :mod:`mrirecon.core.config`)."""
+
+from __future__ import annotations
+
+import math
+
+from mrirecon.core.config import at_least as _at_least
+from mrirecon.core.config import check_params
+from mrirecon.core.config import deprecated_aliases as _deprecated_aliases
+from mrirecon.core.config import fail as _fail
+from mrirecon.core.config import signature_params as _signature
+
+
+def validate_training(cfg, source: str = ""):
+    """Value checks of a :class:`~mrirecon.training.config.TrainConfig` (counts, rates, loss
+    weights, model parameters), before any data is read; returns it unchanged."""
+    from mrirecon.models.registry import _MODELS
+
+    d, o, loss = cfg.data, cfg.optim, cfg.loss
+    if not (math.isfinite(d.sample_rate) and 0 < d.sample_rate <= 1):
+        raise _fail(source, "data.sample_rate", f"must be in (0, 1], got {d.sample_rate!r}")
+    _at_least(source, "data.num_workers", d.num_workers, 0)
+    _at_least(source, "data.ct_views", d.ct_views, 1)
+    if d.ct_photons is not None and not (math.isfinite(d.ct_photons) and d.ct_photons > 0):
+        raise _fail(source, "data.ct_photons", f"must be a finite number > 0, got {d.ct_photons!r}")
+    for i, f in enumerate(d.mask.center_fractions):
+        if not (math.isfinite(f) and 0 < f <= 1):
+            raise _fail(source, f"data.mask.center_fractions[{i}]", f"must be in (0, 1], got {f!r}")
+    for i, a in enumerate(d.mask.accelerations):
+        _at_least(source, f"data.mask.accelerations[{i}]", a, 1)
+    if not (math.isfinite(o.lr) and o.lr > 0):
+        raise _fail(source, "optim.lr", f"must be a finite number > 0, got {o.lr!r}")
+    _at_least(source, "optim.weight_decay", o.weight_decay, 0)
+    _at_least(source, "optim.batch_size", o.batch_size, 1)
+    _at_least(source, "optim.max_steps", o.max_steps, 1)
+    _at_least(source, "optim.lr_step", o.lr_step, 0)
+    _at_least(source, "optim.lr_gamma", o.lr_gamma, 0)
+    if o.grad_clip is not None and not (math.isfinite(o.grad_clip) and o.grad_clip > 0):
+        raise _fail(source, "optim.grad_clip", f"must be a finite number > 0, got {o.grad_clip!r}")
+    for name in ("ssim", "l1", "mse", "perceptual", "adversarial", "discriminator_lr"):
+        _at_least(source, f"loss.{name}", getattr(loss, name), 0)
+    ssdu = getattr(loss, "ssdu", None)
+    if ssdu is not None:
+        if not (math.isfinite(ssdu.ratio) and 0 < ssdu.ratio < 1):
+            raise _fail(source, "loss.ssdu.ratio", f"must be in (0, 1), got {ssdu.ratio!r}")
+        _at_least(source, "loss.ssdu.splits", ssdu.splits, 1)
+        _at_least(source, "loss.ssdu.view_parts", ssdu.view_parts, 2)
+        for i, b in enumerate(ssdu.acs_block):
+            _at_least(source, f"loss.ssdu.acs_block[{i}]", b, 0)
+        if d.modality == "mri" and d.maps == "learned":
+            raise _fail(source, "data.maps", "loss.ssdu scores the model's image through the "
+                        "sample's coil maps (F S x on the held-out k-space); use espirit or walsh")
+        for name in ("perceptual", "adversarial"):
+            if getattr(loss, name):
+                raise _fail(source, f"loss.{name}", "needs reference images; it cannot be "
+                                                    "combined with loss.ssdu (self-supervised)")
+    for name in ("log_every", "val_every", "checkpoint_every"):
+        _at_least(source, name, getattr(cfg, name), 0)
+    _at_least(source, "val_max_slices", cfg.val_max_slices, 1)
+    name = cfg.model.name.lower().replace("-", "_")
+    if name in _MODELS:
+        cls, defaults = _MODELS[name]
+        valid, takes_kwargs = _signature(cls, 0)
+        valid = {**valid, **{k: v for k, v in defaults.items() if k not in valid}}
+        if not takes_kwargs:
+            check_params(name, cfg.model.params, valid, source=source, prefix="model.params",
+                         extra=("denoiser_params", "init_seed", *_deprecated_aliases(valid)))
+    return cfg
