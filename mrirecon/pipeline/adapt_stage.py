@@ -16,19 +16,9 @@ from pathlib import Path
 from torch import nn
 
 from mrirecon.pipeline.report import VolumeResult
-from mrirecon.pipeline.schema import AdaptConfig, PipelineConfig
+from mrirecon.pipeline.schema import PipelineConfig
 
 log = logging.getLogger("mrirecon.pipeline")
-
-
-def training_config(ad: AdaptConfig):
-    """The :class:`mrirecon.training.adapt.AdaptConfig` of a pipeline's ``adapt:`` section."""
-    from mrirecon.training.adapt import AdaptConfig as TrainingAdapt
-
-    return TrainingAdapt(steps=ad.steps, time_budget_s=ad.time_budget_s,
-                         validation_fraction=ad.validation_fraction, lr=ad.lr, ratio=ad.ratio,
-                         selection=ad.selection, val_every=ad.val_every, patience=ad.patience,
-                         rows=ad.rows, val_stripes=ad.val_stripes, seed=ad.seed)
 
 
 def _architecture(config: PipelineConfig) -> tuple[str, dict]:
@@ -55,7 +45,7 @@ def adapt_volume(config: PipelineConfig, model: nn.Module, slices: list, output:
         return model
     from mrirecon.training.adapt import adapt_model
 
-    adapted, report = adapt_model(model, slices, training_config(ad))
+    adapted, report = adapt_model(model, slices, ad)
     info = {"method": ad.method, **report.as_dict()}
     log.info("%s: adapted in %.1f s, %d step(s) (%s), best step %d, validation loss %.4g -> %.4g",
              name, report.seconds, report.steps, report.stopped, report.best_step,

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from mrirecon.training.adapt import AdaptConfig as AdaptSettings
+
 #: ``{dotted key: why it went}``: accepted with a FutureWarning for one release, then refused.
 REMOVED_KEYS = {
     "reconstruct.batch_slices": "slices are always streamed one at a time; the key never "
@@ -92,27 +94,16 @@ class ReconstructConfig:
 
 
 @dataclass(frozen=True)
-class AdaptConfig:
+class AdaptConfig(AdaptSettings):
     """Scan-specific self-supervised fine-tuning of the learned model before each volume (off by
-    default): ZS-SSL, see :func:`mrirecon.training.adapt.adapt_model`. A copy is adapted per
-    volume; the weights on disk never change. ``save_weights`` writes the adapted state dict to
-    ``adapted/<name>.pt`` beside the outputs (its sha256 goes into ``provenance.json``).
-    ``rows``: adapt on readout stripes of that many rows (Cartesian column masks; faster), validated
-    on the ``val_stripes`` highest-signal stripes."""
+    default): ZS-SSL with the settings of :class:`mrirecon.training.adapt.AdaptConfig` (steps,
+    time budget, validation split, ...; this section *is* one, handed to
+    :func:`~mrirecon.training.adapt.adapt_model` as it is). A copy is adapted per volume; the
+    weights on disk never change. ``save_weights`` writes the adapted state dict to
+    ``adapted/<name>.pt`` beside the outputs (its sha256 goes into ``provenance.json``)."""
 
     enabled: bool = False
     method: Literal["zs_ssl"] = "zs_ssl"
-    steps: int = 100
-    time_budget_s: float | None = 60.0
-    validation_fraction: float = 0.2
-    lr: float = 1e-4
-    ratio: float = 0.4
-    selection: Literal["uniform", "gaussian"] = "gaussian"
-    val_every: int = 5
-    patience: int = 3
-    rows: int | None = None
-    val_stripes: int = 2
-    seed: int = 0
     save_weights: bool = False
 
 

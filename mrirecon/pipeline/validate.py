@@ -128,7 +128,6 @@ def _check_adapt(config: PipelineConfig, source: str) -> None:
     if not ad.enabled:
         return
     from mrirecon import recon
-    from mrirecon.pipeline.adapt_stage import training_config
 
     if config.reconstruct.method in recon.available():
         raise _fail(source, "adapt.enabled", f"adaptation fine-tunes a learned model; "
@@ -136,7 +135,7 @@ def _check_adapt(config: PipelineConfig, source: str) -> None:
     from mrirecon.training.adapt import check_adapt_config
 
     try:
-        check_adapt_config(training_config(ad))
+        check_adapt_config(ad)
     except ValueError as e:
         field = str(e).split(": ", 1)[-1].split(" ", 1)[0]
         raise _fail(source, f"adapt.{field}", str(e).split(": ", 1)[-1]) from None
