@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
 
 KINDS = ("config", "denoiser", "prior", "gmm", "perceptual", "radial")
 
@@ -46,25 +48,13 @@ def cmd_train_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train_denoiser(args: argparse.Namespace) -> int:
-    from mrirecon.training.denoiser import train_denoiser
-
-    summary = train_denoiser(
-        args.out, volumes=args.volumes, slices=args.slices, size=tuple(args.size),
-        data_seed=args.data_seed, seed=args.seed, batch=args.batch, patch=args.patch, lr=args.lr,
-        max_steps=args.max_steps, max_seconds=args.max_seconds)
-    print(json.dumps(summary))
-    return 0
-
-
-def cmd_train_prior(args: argparse.Namespace) -> int:
-    from mrirecon.training.denoiser_prior import train
-
-    summary = train(args.out, pool_size=args.pool_size, patch=args.patch, seed=args.seed,
-                    batch=args.batch, lr=args.lr, max_steps=args.max_steps,
-                    max_seconds=args.max_seconds, depth=args.depth, features=args.features,
-)
-    print(json.dumps(summary))
+def cmd_train_function(args: argparse.Namespace) -> int:
+    """``mrirecon train denoiser|prior|perceptual|radial --out PATH [options]``: call the training
+    function with the options its signature defines (see :func:`_add_function_options`)."""
+    options = {name: getattr(args, name) for name in args._options}
+    options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+    summary = args._train(args.out, **options)
+    print(json.dumps(summary.get(args._show, summary) if args._show else summary, default=str))
     return 0
 
 
@@ -76,22 +66,30 @@ def cmd_train_gmm(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train_perceptual(args: argparse.Namespace) -> int:
-    from mrirecon.training.perceptual import train_and_save
-
-    card = train_and_save(args.out, steps=args.steps, batch_size=args.batch_size, size=args.size,
-                          slices=args.slices, held_out=args.held_out, lr=args.lr, seed=args.seed)
-    print(json.dumps(card["training"]))
-    return 0
-
-
-def cmd_train_radial(args: argparse.Namespace) -> int:
-    from mrirecon.training.radial import train_radial
-
-    card = train_radial(args.out, model=args.model, steps=args.steps, size=args.size,
-                        spokes=args.spokes, volumes=args.volumes, slices=args.slices, lr=args.lr)
-    print(json.dumps(card["metrics_held_out"]))
-    return 0
+def _add_function_options(parser: argparse.ArgumentParser, fn: Callable[..., Any],
+                          count: Callable[[str], int], positive_float: Callable[[str], float],
+                          choices: dict[str, Sequence[str]] | None = None) -> list[str]:
+    """One option per keyword parameter of ``fn`` with a default (``max_steps`` ->
+    ``--max-steps``), typed by the default: counts (integers >= 1; seeds any integer), positive
+    floats, tuples of counts, strings (``choices`` where given). The function's defaults are the
+    command line's: one home for them. Returns the parameter names."""
+    names = []
+    for prm in inspect.signature(fn).parameters.values():
+        if prm.kind is not prm.KEYWORD_ONLY or prm.name in ("threads", "log"):
+            continue
+        flag, default = "--" + prm.name.replace("_", "-"), prm.default
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        elif isinstance(default, int):
+            parser.add_argument(flag, type=int if "seed" in prm.name else count, default=default)
+        elif isinstance(default, float):
+            parser.add_argument(flag, type=positive_float, default=default)
+        elif isinstance(default, tuple):
+            parser.add_argument(flag, type=count, nargs=len(default), default=default)
+        else:
+            parser.add_argument(flag, default=default, choices=(choices or {}).get(prm.name))
+        names.append(prm.name)
+    return names
 
 
 def add_train(subparsers: argparse._SubParsersAction,
@@ -132,32 +130,27 @@ def add_train(subparsers: argparse._SubParsersAction,
         p.add_argument("--out", required=True, help=out_help)
         add_threads(p)
 
-    den = kinds.add_parser("denoiser", help="the PnP denoiser pnp_dncnn_brain_sim")
-    common(den, out_help="output .pt (state_dict of a PnPADMM)")
-    den.add_argument("--volumes", type=count, default=24)
-    den.add_argument("--slices", type=count, default=8)
-    den.add_argument("--size", type=count, nargs=2, default=(128, 128))
-    den.add_argument("--data-seed", type=int, default=101)
-    den.add_argument("--seed", type=int, default=0)
-    den.add_argument("--batch", type=count, default=8)
-    den.add_argument("--patch", type=count, default=64)
-    den.add_argument("--lr", type=positive_float, default=1e-3)
-    den.add_argument("--max-steps", type=count, default=20000)
-    den.add_argument("--max-seconds", type=positive_float, default=420.0)
-    den.set_defaults(func=cmd_train_denoiser, _parser=den)
+    from mrirecon.training.denoiser import train_denoiser
+    from mrirecon.training.denoiser_prior import train as train_prior
+    from mrirecon.training.perceptual import train_and_save
+    from mrirecon.training.radial import MODELS as RADIAL_MODELS
+    from mrirecon.training.radial import train_radial
 
-    pri = kinds.add_parser("prior", help="the generic DPIR prior pnp_dncnn_diverse")
-    common(pri, out_help="output .pt (state_dict of a PnPDPIR)")
-    pri.add_argument("--pool-size", type=count, default=6000)
-    pri.add_argument("--patch", type=count, default=64)
-    pri.add_argument("--seed", type=int, default=0)
-    pri.add_argument("--batch", type=count, default=16)
-    pri.add_argument("--lr", type=positive_float, default=1e-3)
-    pri.add_argument("--max-steps", type=count, default=100000)
-    pri.add_argument("--max-seconds", type=positive_float, default=3000.0)
-    pri.add_argument("--depth", type=count, default=8)
-    pri.add_argument("--features", type=count, default=32)
-    pri.set_defaults(func=cmd_train_prior, _parser=pri)
+    for kind, fn, help_, out_help, show, choices in (
+            ("denoiser", train_denoiser, "the PnP denoiser pnp_dncnn_brain_sim",
+             "output .pt (state_dict of a PnPADMM)", None, None),
+            ("prior", train_prior, "the generic DPIR prior pnp_dncnn_diverse",
+             "output .pt (state_dict of a PnPDPIR)", None, None),
+            ("perceptual", train_and_save, "the perceptual loss's feature network",
+             "output .pt (the card goes beside it)", "training", None),
+            ("radial", train_radial, "an unrolled model on simulated radial data",
+             "output stem (writes STEM.pt and STEM.yaml)", "metrics_held_out",
+             {"model": sorted(RADIAL_MODELS)})):
+        sub = kinds.add_parser(kind, help=help_)
+        common(sub, out_help=out_help)
+        names = _add_function_options(sub, fn, count, positive_float, choices)
+        sub.set_defaults(func=cmd_train_function, _parser=sub, _train=fn, _options=names,
+                         _show=show)
 
     from mrirecon.training.fit_gmm import DEFAULTS as GMM_DEFAULTS
 
@@ -168,26 +161,3 @@ def add_train(subparsers: argparse._SubParsersAction,
                          type=int if key == "seed" else count, default=value)
     gmm.set_defaults(func=cmd_train_gmm, _parser=gmm)
 
-    per = kinds.add_parser("perceptual", help="the perceptual loss's feature network")
-    common(per, out_help="output .pt (the card goes beside it)")
-    per.add_argument("--steps", type=count, default=1000)
-    per.add_argument("--batch-size", type=count, default=16)
-    per.add_argument("--size", type=count, default=64)
-    per.add_argument("--slices", type=count, default=600)
-    per.add_argument("--held-out", type=count, default=64)
-    per.add_argument("--lr", type=positive_float, default=1e-3)
-    per.add_argument("--seed", type=int, default=0)
-    per.set_defaults(func=cmd_train_perceptual, _parser=per)
-
-    from mrirecon.training.radial import MODELS as RADIAL_MODELS
-
-    rad = kinds.add_parser("radial", help="an unrolled model on simulated radial data")
-    common(rad, out_help="output stem (writes STEM.pt and STEM.yaml)")
-    rad.add_argument("--model", choices=sorted(RADIAL_MODELS), default="modl")
-    rad.add_argument("--steps", type=count, default=400)
-    rad.add_argument("--size", type=count, default=64)
-    rad.add_argument("--spokes", type=count, default=40)
-    rad.add_argument("--volumes", type=count, default=10)
-    rad.add_argument("--slices", type=count, default=4)
-    rad.add_argument("--lr", type=positive_float, default=1e-3)
-    rad.set_defaults(func=cmd_train_radial, _parser=rad)

@@ -76,10 +76,13 @@ def test_every_subcommand_has_a_card_command():
      "mrirecon.training.radial", "train_radial", {"spokes": 21, "model": "modl"}),
 ])
 def test_subcommands_forward_their_options(monkeypatch, capsys, words, module, function, expected):
+    import functools
     import importlib
 
     seen = {}
+    real = getattr(importlib.import_module(module), function)
 
+    @functools.wraps(real)  # the options come from the real function's signature
     def fake(out, **kwargs):
         seen.update(out=out, **kwargs)
         return {"training": {}, "metrics_held_out": {}}
@@ -88,6 +91,12 @@ def test_subcommands_forward_their_options(monkeypatch, capsys, words, module, f
     assert cli.main(["train", *words, "--threads", "1"]) == 0
     assert seen["out"] == words[2]
     assert {k: seen[k] for k in expected} == expected
+    # every keyword parameter reached the function, defaults included (one home for defaults)
+    import inspect
+
+    keywords = {n for n, p in inspect.signature(real).parameters.items()
+                if p.kind is p.KEYWORD_ONLY and n not in ("threads", "log")}
+    assert set(seen) - {"out"} == keywords
 
 
 def test_bad_option_exits_2_naming_it(capsys):
