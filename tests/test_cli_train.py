@@ -115,3 +115,17 @@ def test_gmm_subcommand_writes_weights_and_card(tmp_path):
     assert state["gmm.means"].shape[0] == 2 and state["gmm.covs"].shape[1:] == (64, 64)
     card = yaml.safe_load(out.with_suffix(".yaml").read_text())
     assert card["data"]["components"] == 2 and card["training"]["iterations"] == 2
+
+
+def test_training_configs_resolve_by_name_from_the_package(tmp_path):
+    from mrirecon.pipeline.definitions import PIPELINES, training_config_path
+
+    shipped = PIPELINES / "train_modl_brain_sim.yaml"
+    for name in ("train_modl_brain_sim", "train_modl_brain_sim.yaml",
+                 "pipelines/train_modl_brain_sim.yaml"):
+        assert training_config_path(name).resolve() == shipped.resolve()
+    own = tmp_path / "train_modl_brain_sim.yaml"  # a user's file of the same name wins
+    own.write_text("name: x\n")
+    assert training_config_path(str(own)) == own
+    with pytest.raises(FileNotFoundError, match="train_typo.*train_modl_brain_sim"):
+        training_config_path("train_typo")
