@@ -128,3 +128,41 @@ def clone_h5(src: Path, dst: Path, **replace) -> Path:
         for key, value in a.attrs.items():
             b.attrs[key] = value
     return dst
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Absolute module names a source file imports (``import a.b``, ``from a.b import c``;
+    imports inside functions count too), for the source-scan tests (layering, argv, held-out)."""
+    import ast
+
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(Path(path).read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def shepp_sense_problem(n: int = 64, noise: float = 0.001, coils: int = 4,
+                        acceleration: int = 4):
+    """``(gt, op, y)``: a smoothed Shepp-Logan magnitude (numpy), a SENSE operator with unit-RSS
+    birdcage maps and a fastMRI equispaced-fraction mask (centre 0.08, seed 0), complex128, and
+    its masked k-space with complex white noise of std ``noise`` (seed 0)."""
+    import numpy as np
+    import sigpy as sp
+    import sigpy.mri as spmri
+    from scipy.ndimage import gaussian_filter
+
+    from mrirecon.functional import fft2c
+    from mrirecon.operators import sense
+    from mrirecon.sampling import EquispacedFractionMask
+
+    gt = gaussian_filter(np.abs(sp.shepp_logan((n, n))), 1.0)
+    maps = spmri.birdcage_maps((coils, n, n), r=1.0).astype(np.complex128)
+    maps /= np.sqrt((np.abs(maps) ** 2).sum(0, keepdims=True))
+    rng = np.random.default_rng(0)
+    k = np.asarray(fft2c(torch.tensor(maps * gt)))
+    k = k + noise * (rng.standard_normal(k.shape) + 1j * rng.standard_normal(k.shape))
+    mask = EquispacedFractionMask([0.08], [acceleration])(n, seed=0).numpy().astype(np.float64)
+    return gt, sense(torch.tensor(maps), torch.tensor(mask)), torch.tensor(k * mask)

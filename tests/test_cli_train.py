@@ -6,7 +6,6 @@ functions. The commands recorded in the weight cards must be valid command lines
 
 from __future__ import annotations
 
-import ast
 import shlex
 from pathlib import Path
 
@@ -16,19 +15,14 @@ import yaml
 
 from mrirecon import cli
 from mrirecon.cli_train import normalise_argv
+from tests.helpers import imported_modules
 
 PACKAGE = Path(cli.__file__).resolve().parent
 
 
 def test_only_the_command_line_parses_argv():
-    parsers = []
-    for path in PACKAGE.rglob("*.py"):
-        tree = ast.parse(path.read_text(), str(path))
-        for node in ast.walk(tree):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            if "argparse" in names:
-                parsers.append(path.relative_to(PACKAGE).as_posix())
+    parsers = [path.relative_to(PACKAGE).as_posix() for path in PACKAGE.rglob("*.py")
+               if "argparse" in imported_modules(path)]
     assert sorted(parsers) == ["cli.py", "cli_train.py"]
 
 

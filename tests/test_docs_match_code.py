@@ -7,7 +7,7 @@ import re
 from mrirecon import recon
 from mrirecon.pipeline.definitions import shipped_pipelines
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, imported_modules
 
 
 
@@ -58,20 +58,14 @@ FORBIDDEN = {
 
 
 def _imports() -> dict[str, set[tuple[str, str]]]:
-    import ast
-
     pkg = ROOT / "mrirecon"
     edges: dict[str, set[tuple[str, str]]] = {}
     for f in pkg.rglob("*.py"):
         src = f.relative_to(pkg).parts[0].removesuffix(".py")
-        for node in ast.walk(ast.parse(f.read_text(), str(f))):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
-                     [node.module] if isinstance(node, ast.ImportFrom) and node.module
-                     and node.level == 0 else [])
-            for name in names:
-                parts = name.split(".")
-                if parts[0] == "mrirecon" and len(parts) > 1 and parts[1] != src:
-                    edges.setdefault(src, set()).add((parts[1], f.relative_to(ROOT).as_posix()))
+        for name in imported_modules(f):
+            parts = name.split(".")
+            if parts[0] == "mrirecon" and len(parts) > 1 and parts[1] != src:
+                edges.setdefault(src, set()).add((parts[1], f.relative_to(ROOT).as_posix()))
     return edges
 
 

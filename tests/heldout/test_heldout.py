@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import logging
 from pathlib import Path
 
@@ -14,19 +13,9 @@ from mrirecon.io.ct_sources import CT_SOURCES
 from mrirecon.io.heldout_sources import HELDOUT_CT, HELDOUT_MR
 from mrirecon.pipeline.model_range import range_warnings, warn_outside_range
 from mrirecon.training.prior_images import NATURAL_IMAGES
+from tests.helpers import imported_modules
 
 PKG = Path(mrirecon.__file__).parent
-
-
-def _imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            names.add(node.module)
-        elif isinstance(node, ast.Import):
-            names.update(a.name for a in node.names)
-    return names
 
 
 def test_reserved_images_are_disjoint_from_training_sources():
@@ -40,7 +29,7 @@ def test_reserved_images_are_disjoint_from_training_sources():
 @pytest.mark.parametrize("folder", ["training", "data", "models"])
 def test_training_code_never_imports_the_heldout_package(folder):
     for path in (PKG / folder).rglob("*.py"):
-        bad = {m for m in _imports(path) if m.startswith(("mrirecon.heldout", "mrirecon.io.heldout_sources"))}
+        bad = {m for m in imported_modules(path) if m.startswith(("mrirecon.heldout", "mrirecon.io.heldout_sources"))}
         assert not bad, f"{path} imports {bad}"
 
 

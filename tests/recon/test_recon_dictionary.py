@@ -9,20 +9,18 @@ import itertools
 import numpy as np
 import pytest
 import sigpy as sp
-import sigpy.mri as spmri
 import torch
 from scipy.ndimage import gaussian_filter
 from sklearn.linear_model import orthogonal_mp
 
-from mrirecon.functional import fft2c
 from mrirecon.metrics import psnr
-from mrirecon.operators import ParallelBeam, Patches, sense
+from mrirecon.operators import ParallelBeam, Patches
 from mrirecon.operators.ct_geometry import CTGeometry
 from mrirecon.recon import available, run
 from mrirecon.recon.dictionary import ksvd_sweep, omp, overcomplete_dct
-from mrirecon.sampling import EquispacedFractionMask
 from mrirecon.solvers.prox_extra import hard_threshold, project_sparse
 from tests.helpers import check_operator, random_like_shape
+from tests.helpers import shepp_sense_problem
 
 N = 48
 
@@ -101,14 +99,7 @@ def test_sparse_projection_and_hard_threshold_against_brute_force():
 
 @pytest.fixture(scope="module")
 def mri_4x():
-    gt = gaussian_filter(np.abs(sp.shepp_logan((N, N))), 1.0)
-    maps = spmri.birdcage_maps((4, N, N), r=1.0).astype(np.complex128)
-    maps /= np.sqrt((np.abs(maps) ** 2).sum(0, keepdims=True))
-    rng = np.random.default_rng(0)
-    k = np.asarray(fft2c(torch.tensor(maps * gt)))
-    k = k + 0.001 * (rng.standard_normal(k.shape) + 1j * rng.standard_normal(k.shape))
-    mask = EquispacedFractionMask([0.08], [4])(N, seed=0).numpy().astype(np.float64)
-    return gt, sense(torch.tensor(maps), torch.tensor(mask)), torch.tensor(k * mask)
+    return shepp_sense_problem(N, noise=0.001)
 
 
 def _psnr(gt, x):

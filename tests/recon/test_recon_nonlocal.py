@@ -7,18 +7,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import sigpy as sp
-import sigpy.mri as spmri
 import torch
 from scipy.ndimage import gaussian_filter
 
-from mrirecon.functional import fft2c
 from mrirecon.metrics import psnr
-from mrirecon.operators import ParallelBeam, sense
+from mrirecon.operators import ParallelBeam
 from mrirecon.operators.ct_geometry import CTGeometry
 from mrirecon.recon import available, cg_sense, run
 from mrirecon.recon.nonlocal_pnp import estimate_noise_level, nlm_denoiser, plug_and_play
-from mrirecon.sampling import EquispacedFractionMask
 from mrirecon.solvers import cg
+from tests.helpers import shepp_sense_problem
 
 N = 64
 CT_PARAMS = {"rho": 0.1, "sigma_scale": 1.0}  # the MRI defaults over-smooth sparse-view CT
@@ -26,14 +24,7 @@ CT_PARAMS = {"rho": 0.1, "sigma_scale": 1.0}  # the MRI defaults over-smooth spa
 
 @pytest.fixture(scope="module")
 def mri_4x():
-    gt = gaussian_filter(np.abs(sp.shepp_logan((N, N))), 1.0)
-    maps = spmri.birdcage_maps((4, N, N), r=1.0).astype(np.complex128)
-    maps /= np.sqrt((np.abs(maps) ** 2).sum(0, keepdims=True))
-    rng = np.random.default_rng(0)
-    k = np.asarray(fft2c(torch.tensor(maps * gt)))
-    k = k + 0.0015 * (rng.standard_normal(k.shape) + 1j * rng.standard_normal(k.shape))
-    mask = EquispacedFractionMask([0.08], [4])(N, seed=0).numpy().astype(np.float64)
-    return gt, sense(torch.tensor(maps), torch.tensor(mask)), torch.tensor(k * mask)
+    return shepp_sense_problem(N, noise=0.0015)
 
 
 def _psnr(gt, x):
