@@ -58,14 +58,6 @@ def cmd_train_function(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train_gmm(args: argparse.Namespace) -> int:
-    from mrirecon.training.fit_gmm import DEFAULTS, fit_and_save
-
-    card = fit_and_save(args.out, **{k: getattr(args, k) for k in DEFAULTS})
-    print(json.dumps(card["training"]))
-    return 0
-
-
 def _add_function_options(parser: argparse.ArgumentParser, fn: Callable[..., Any],
                           count: Callable[[str], int], positive_float: Callable[[str], float],
                           choices: dict[str, Sequence[str]] | None = None) -> list[str]:
@@ -132,6 +124,7 @@ def add_train(subparsers: argparse._SubParsersAction,
 
     from mrirecon.training.denoiser import train_denoiser
     from mrirecon.training.denoiser_prior import train as train_prior
+    from mrirecon.training.fit_gmm import fit_and_save
     from mrirecon.training.perceptual import train_and_save
     from mrirecon.training.radial import MODELS as RADIAL_MODELS
     from mrirecon.training.radial import train_radial
@@ -141,6 +134,8 @@ def add_train(subparsers: argparse._SubParsersAction,
              "output .pt (state_dict of a PnPADMM)", None, None),
             ("prior", train_prior, "the generic DPIR prior pnp_dncnn_diverse",
              "output .pt (state_dict of a PnPDPIR)", None, None),
+            ("gmm", fit_and_save, "the EPLL patch mixture patch_gmm (EM)",
+             "output .pt (the card is written as .yaml beside it)", "training", None),
             ("perceptual", train_and_save, "the perceptual loss's feature network",
              "output .pt (the card goes beside it)", "training", None),
             ("radial", train_radial, "an unrolled model on simulated radial data",
@@ -151,13 +146,4 @@ def add_train(subparsers: argparse._SubParsersAction,
         names = _add_function_options(sub, fn, count, positive_float, choices)
         sub.set_defaults(func=cmd_train_function, _parser=sub, _train=fn, _options=names,
                          _show=show)
-
-    from mrirecon.training.fit_gmm import DEFAULTS as GMM_DEFAULTS
-
-    gmm = kinds.add_parser("gmm", help="the EPLL patch mixture patch_gmm (EM)")
-    common(gmm, out_help="output .pt (the card is written as .yaml beside it)")
-    for key, value in GMM_DEFAULTS.items():
-        gmm.add_argument(f"--{key.replace('_', '-')}",
-                         type=int if key == "seed" else count, default=value)
-    gmm.set_defaults(func=cmd_train_gmm, _parser=gmm)
 

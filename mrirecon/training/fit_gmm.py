@@ -24,10 +24,6 @@ import yaml
 
 from mrirecon.models.gmm import PatchGMM
 
-DEFAULTS = dict(
-    components=20, patch_size=8, mri_volumes=10, mri_slices=4, ct_samples=20, size=128,
-    patches_per_image=1000, iterations=40, seed=2011,
-)
 
 
 def training_images(*, mri_volumes: int, mri_slices: int, ct_samples: int, size: int, seed: int) -> list[np.ndarray]:
@@ -64,15 +60,15 @@ def sample_patches(images: list[np.ndarray], patch_size: int, per_image: int, se
     return torch.tensor(np.concatenate(out), dtype=torch.float64)
 
 
-def fit_and_save(out: str | Path, **options: int) -> dict:
-    """Fit the mixture and write ``out`` (state dict) and ``out.yaml`` (card); returns the card.
-
-    ``options`` override :data:`DEFAULTS` (``mrirecon train gmm --components 20 ...``).
-    """
-    unknown = sorted(set(options) - set(DEFAULTS))
-    if unknown:
-        raise TypeError(f"fit_and_save: unknown options {unknown}; valid: {sorted(DEFAULTS)}")
-    opts = {**DEFAULTS, **options}
+def fit_and_save(out: str | Path, *, components: int = 20, patch_size: int = 8,
+                 mri_volumes: int = 10, mri_slices: int = 4, ct_samples: int = 20,
+                 size: int = 128, patches_per_image: int = 1000, iterations: int = 40,
+                 seed: int = 2011) -> dict:
+    """Fit the mixture and write ``out`` (state dict) and ``out.yaml`` (card); returns the card
+    (``mrirecon train gmm --components 20 ...``)."""
+    opts = dict(components=components, patch_size=patch_size, mri_volumes=mri_volumes,
+                mri_slices=mri_slices, ct_samples=ct_samples, size=size,
+                patches_per_image=patches_per_image, iterations=iterations, seed=seed)
     torch.manual_seed(opts["seed"])
     t0 = time.perf_counter()
     images = training_images(mri_volumes=opts["mri_volumes"], mri_slices=opts["mri_slices"],
