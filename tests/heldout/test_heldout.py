@@ -84,3 +84,19 @@ def test_heldout_readers_return_scaled_images():
     assert ct.ndim == 2 and ct.min() >= -1024 and ct.max() > 500  # bone present, in HU
     with pytest.raises(ValueError, match="not a held-out"):
         read_heldout_ct(CT_SOURCES[0])
+
+
+def test_edge_parameters_flag_a_winner_on_the_grid_edge():
+    from mrirecon.heldout.tune import _result, edge_parameters
+
+    def grid(psnrs, lams=(1e-4, 1e-3, 1e-2)):
+        return [{"params": {"lam": lam, "iterations": 100}, "PSNR": p, "SSIM": 0.5}
+                for lam, p in zip(lams, psnrs)]
+
+    assert edge_parameters(grid([30.0, 31.0, 29.0])) == []          # interior optimum
+    assert edge_parameters(grid([32.0, 31.0, 29.0])) == ["lam"]     # smallest lam wins
+    assert edge_parameters(grid([29.0, 31.0, 32.0])) == ["lam"]     # largest lam wins
+    # iterations is not varied here, so it is never reported
+    with pytest.warns(UserWarning, match="lam at the edge"):
+        res = _result("l1_wavelet", grid([32.0, 31.0, 29.0]), "MRI 4x")
+    assert res["best"] == {"lam": 1e-4, "iterations": 100} and res["at_edge"] == ["lam"]
