@@ -53,8 +53,8 @@ def tune(work: Path, parts: list[str], weights: str | None) -> None:
         result["mri"] = T.tune_mri(val)
         _json(out_path, result)
         print("mri classical", time.perf_counter() - t0, flush=True)
-    if "ct" in parts:  # one validation slice, 30 views (the 60-view runs reuse the choice)
-        result["ct"] = T.tune_ct(validation_ct_slices(1), views=(30,))
+    if "ct" in parts:  # two validation slices, tuned per view count
+        result["ct"] = T.tune_ct(validation_ct_slices(2), views=(30, 60))
         _json(out_path, result)
         print("ct classical", time.perf_counter() - t0, flush=True)
     if "pnp_mri" in parts or "pnp_ct" in parts:
@@ -105,8 +105,8 @@ def evaluate(work: Path, parts: list[str], methods: list[str] | None) -> None:
         ms = [m for m in (methods or P.CT_METHODS) if m in P.CT_METHODS]
         params = {v: {m: dict(p) for m, p in P.CT_PARAMS.get(v, {}).items()} for v in (30, 60)}
         tuned = json.loads((work / "tuned.json").read_text()) if (work / "tuned.json").is_file() else {}
-        for v in (30, 60):  # winners of `tune` on the validation split (30 views; reused at 60)
-            for m, r in tuned.get("ct", {}).get("30", {}).items():
+        for v in (30, 60):  # winners of `tune` on the validation split at that view count
+            for m, r in tuned.get("ct", {}).get(str(v), tuned.get("ct", {}).get("30", {})).items():
                 params[v][m] = r["best"]
         if "model" in tuned.get("pnp_ct", {}).get("30", {}):
             P.CT_MODEL_PARAMS["pnp_dncnn_diverse"] = tuned["pnp_ct"]["30"]["model"]["best"]
