@@ -55,7 +55,8 @@ def _tiny_weights(tmp_path: Path, name: str = "gram_varnet") -> Path:
 
 
 def test_radial_learned_pipeline_with_learned_maps(radial_dir, tmp_path):
-    """reconstruct.method learned_maps: the model estimates its maps, calibrate is skipped."""
+    """reconstruct.method learned_maps with user weights (a .pt with its card): the model
+    estimates its maps, calibrate is skipped."""
     weights = _tiny_weights(tmp_path, "learned_maps")
     config, text = load_pipeline("mri_radial_learned", ["reconstruct.method=learned_maps",
                                                         f"reconstruct.weights={weights}"])
@@ -72,6 +73,9 @@ def test_radial_learned_pipeline_with_learned_maps(radial_dir, tmp_path):
     ("mri_radial_cs", ["reconstruct.params.iterations=8", "calibrate.calib_width=16",
                        "calibrate.kernel_width=4"]),
     ("mri_radial_learned", ["calibrate.calib_width=16", "calibrate.kernel_width=4"]),
+    # the ESPIRiT variant of the same pipeline (the default estimates its maps: learned_maps)
+    ("mri_radial_learned", ["calibrate.calib_width=16", "calibrate.kernel_width=4",
+                            "reconstruct.method=modl", "reconstruct.weights=modl_radial_sim"]),
 ])
 def test_radial_pipelines_end_to_end(name, overrides, radial_dir, tmp_path):
     from mrirecon.training.weights import available_weights
