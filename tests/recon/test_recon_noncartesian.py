@@ -121,7 +121,7 @@ def test_cg_sense_complex64_agrees_with_complex128(radial_problem, kappa):
     iterations * kappa * (relative gram error). (At kappa 100 the measured error is already 0.8x
     that estimate and at lam = 0 ~2e-2: the growth is faster than linear, so only well-conditioned
     systems are pinned here. A NUFFT tolerance of 1e-3 in place of the default fails it by 14x.)"""
-    img, maps, traj, y = radial_problem
+    _, maps, traj, y = radial_problem
     op64 = nufft_sense(maps.to(torch.complex128), traj)
     lam = _lmax(op64) / kappa
     its = 20
