@@ -126,6 +126,7 @@ def add_train(subparsers: argparse._SubParsersAction,
     from mrirecon.training.denoiser_prior import train as train_prior
     from mrirecon.training.fit_gmm import fit_and_save
     from mrirecon.training.perceptual import train_and_save
+    from mrirecon.training.radial import MAPS as RADIAL_MAPS
     from mrirecon.training.radial import MODELS as RADIAL_MODELS
     from mrirecon.training.radial import train_radial
 
@@ -140,7 +141,7 @@ def add_train(subparsers: argparse._SubParsersAction,
              "output .pt (the card goes beside it)", "training", None),
             ("radial", train_radial, "an unrolled model on simulated radial data",
              "output stem (writes STEM.pt and STEM.yaml)", "metrics_held_out",
-             {"model": sorted(RADIAL_MODELS)})):
+             {"model": sorted(RADIAL_MODELS), "maps": RADIAL_MAPS})):
         sub = kinds.add_parser(kind, help=help_)
         common(sub, out_help=out_help)
         names = _add_function_options(sub, fn, count, positive_float, choices)

@@ -23,6 +23,7 @@ from mrirecon.models.unrolled.fbpconvnet import FBPConvNet
 from mrirecon.models.unrolled.gram_varnet import GramVarNet
 from mrirecon.models.unrolled.ista_net import ISTANetPlus
 from mrirecon.models.unrolled.ldamp import LDAMP
+from mrirecon.models.unrolled.learned_maps import LearnedMapsModel
 from mrirecon.models.unrolled.modl import MoDL
 from mrirecon.models.unrolled.primal_dual import LearnedPrimalDual
 from mrirecon.models.unrolled.unrolled_em import UnrolledEM
@@ -36,6 +37,10 @@ _MODELS: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {
     "varnet": (VarNet, dict(iterations=12, sens_chans=8, sens_pools=4, chans=18, pools=4)),
     # E2E-VarNet-style cascade with image-domain DC through the gram (non-Cartesian)
     "gram_varnet": (GramVarNet, dict(iterations=8, chans=18, pools=4)),
+    # any model above on nufft_sense with coil maps estimated jointly by a network (E2E-VarNet's
+    # sensitivity model on the gridded centre of a trajectory)
+    "learned_maps": (LearnedMapsModel, dict(model="modl", model_params=None, sens_chans=8,
+                                            sens_pools=2, calib_width=24)),
     # Hammernik et al. 2018
     "vn": (VariationalNetwork, dict(iterations=10, num_filters=24, kernel_size=11, num_rbf=31)),
     # Aggarwal et al. 2019

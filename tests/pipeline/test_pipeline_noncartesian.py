@@ -36,25 +36,46 @@ def _corr(a, b):
     return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
 
 
-def _tiny_weights(tmp_path: Path) -> Path:
-    """Untrained small gram_varnet weights + card (radial weights are not shipped yet)."""
+def _tiny_weights(tmp_path: Path, name: str = "gram_varnet") -> Path:
+    """Untrained small weights + card: gram_varnet, or MoDL with learned coil maps."""
     import yaml
 
     from mrirecon.models.registry import build_model
 
     params = dict(iterations=2, chans=4, pools=2)
+    if name == "learned_maps":
+        params = dict(model="modl", model_params=dict(iterations=2, layers=3, features=8,
+                                                      cg_iterations=4, batchnorm=False),
+                      sens_chans=4, sens_pools=2, calib_width=16)
     torch.manual_seed(0)
-    path = tmp_path / "tiny_gram_varnet.pt"
-    torch.save(build_model("gram_varnet", **params).state_dict(), path)
-    path.with_suffix(".yaml").write_text(yaml.safe_dump({"model": {"name": "gram_varnet",
-                                                                  "params": params}}))
+    path = tmp_path / f"tiny_{name}.pt"
+    torch.save(build_model(name, **params).state_dict(), path)
+    path.with_suffix(".yaml").write_text(yaml.safe_dump({"model": {"name": name, "params": params}}))
     return path
+
+
+def test_radial_learned_pipeline_with_learned_maps(radial_dir, tmp_path):
+    """reconstruct.method learned_maps with user weights (a .pt with its card): the model
+    estimates its maps, calibrate is skipped."""
+    weights = _tiny_weights(tmp_path, "learned_maps")
+    config, text = load_pipeline("mri_radial_learned", ["reconstruct.method=learned_maps",
+                                                        f"reconstruct.weights={weights}"])
+    out = tmp_path / "out"
+    assert run_pipeline(config, [str(radial_dir / "*.h5")], out, progress=False, config_text=text) == 0
+    (f,) = json.loads((out / "provenance.json").read_text())["files"]
+    assert f["status"] == "ok"
+    with h5py.File(out / "reconstructions" / f"{Path(f['input']).stem}.h5", "r") as h5:
+        rec = h5["reconstruction"][()]
+    assert rec.shape == (2, 48, 48) and np.isfinite(rec).all() and rec.max() > 0
 
 
 @pytest.mark.parametrize("name,overrides", [
     ("mri_radial_cs", ["reconstruct.params.iterations=8", "calibrate.calib_width=16",
                        "calibrate.kernel_width=4"]),
     ("mri_radial_learned", ["calibrate.calib_width=16", "calibrate.kernel_width=4"]),
+    # the ESPIRiT variant of the same pipeline (the default estimates its maps: learned_maps)
+    ("mri_radial_learned", ["calibrate.calib_width=16", "calibrate.kernel_width=4",
+                            "reconstruct.method=modl", "reconstruct.weights=modl_radial_sim"]),
 ])
 def test_radial_pipelines_end_to_end(name, overrides, radial_dir, tmp_path):
     from mrirecon.training.weights import available_weights

@@ -5,6 +5,7 @@ from mrirecon.models.unrolled.cascade import CascadeNet
 from mrirecon.models.unrolled.fbpconvnet import FBPConvNet, initial_reconstruction
 from mrirecon.models.unrolled.gram_varnet import GramVarNet
 from mrirecon.models.unrolled.ista_net import ISTANetPlus, soft_threshold
+from mrirecon.models.unrolled.learned_maps import LearnedMapsModel, NonCartesianSensitivityModel
 from mrirecon.models.unrolled.modl import MoDL
 from mrirecon.models.unrolled.primal_dual import LearnedPrimalDual
 from mrirecon.models.unrolled.varnet import SensitivityModel, VarNet, VarNetBlock
@@ -16,8 +17,10 @@ __all__ = [
     "FBPConvNet",
     "GramVarNet",
     "ISTANetPlus",
+    "LearnedMapsModel",
     "LearnedPrimalDual",
     "MoDL",
+    "NonCartesianSensitivityModel",
     "PiecewiseLinear",
     "RBFActivation",
     "SensitivityModel",
