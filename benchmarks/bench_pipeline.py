@@ -11,7 +11,7 @@ What is timed (wall clock, one slice, after the data exist on disk):
     ``bart pics -R W:7:0:<lam> -i 50``, reads the result and crops it; once on the k-space as
     stored and once on readout-cropped k-space (the same reduction our pipeline makes);
   - SigPy: ``EspiritCalib`` + ``L1WaveletRecon`` (50 iterations) on the readout-cropped slice;
-  - ``mri_learned`` (our E2E-VarNet with the shipped weights) and fastMRI's ``VarNet`` with the
+  - ``mri_varnet`` (our E2E-VarNet with the shipped weights) and fastMRI's ``VarNet`` with the
     same weights (key mapping by :func:`mrirecon.models.fastmri_varnet_state_dict`), each
     reading the slice from the file and cropping the output;
 * CT at the LoDoPaB geometry (362 x 362, 1000 views, 513 detectors): ``ct_fbp`` and
@@ -219,11 +219,11 @@ def section_mri(data: dict, threads: int, work: Path, rows: list, quick: bool) -
             rows.append((f"mri_cs {name}, {threads} thr", t_warm, "SigPy EspiritCalib + L1WaveletRecon "
                          "(readout cropped)", sp["seconds"],
                          f"NRMSE ours vs SigPy {nrmse(ours, img):.4f}; SigPy vs reference {nrmse(img, ref):.4f}"))
-        t_cold, learned = run_ours("mri_learned", path, work / "vn")
-        t_warm, learned = run_ours("mri_learned", path, work / "vn")
+        t_cold, learned = run_ours("mri_varnet", path, work / "vn")
+        t_warm, learned = run_ours("mri_varnet", path, work / "vn")
         fm = peer(["varnet", str(path), str(work / "fastmri")], threads)
         img = np.load(fm["image_path"])
-        rows.append((f"mri_learned {name}, {threads} thr (cold {t_cold:.2f} s)", t_warm,
+        rows.append((f"mri_varnet {name}, {threads} thr (cold {t_cold:.2f} s)", t_warm,
                      "fastMRI VarNet, same weights", fm["seconds"],
                      f"NRMSE ours vs fastMRI {nrmse(learned, img):.2e}"))
 

@@ -2,6 +2,7 @@
 
     python benchmarks/heldout.py tune --work DIR        # validation split only -> DIR/tuned.json
     python benchmarks/heldout.py eval --work DIR        # held-out data -> DIR/heldout_{mri,ct}.md
+    python benchmarks/heldout.py tune --work DIR --parts models_mri --methods a,b  # shipped models
 
 ``tune`` writes the validation data (MNI152 brains and allowed CT images at the deployment
 geometry) and grids the classical parameters (and the PnP schedule with ``--pnp``); copy the
@@ -39,7 +40,7 @@ def _json(path: Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1, default=float))
 
 
-def tune(work: Path, parts: list[str], weights: str | None) -> None:
+def tune(work: Path, parts: list[str], weights: str | None, methods: list[str] | None = None) -> None:
     from mrirecon.heldout import tune as T
     from mrirecon.heldout.validation import validation_ct_slices, write_validation_mri
 
@@ -57,6 +58,19 @@ def tune(work: Path, parts: list[str], weights: str | None) -> None:
         result["ct"] = T.tune_ct(validation_ct_slices(2), views=(30, 60))
         _json(out_path, result)
         print("ct classical", time.perf_counter() - t0, flush=True)
+    if "models_mri" in parts:  # shipped MRI models as their cards define them (which to ship)
+        from mrirecon.training.weights import load_model
+
+        val = work / "val_mri"
+        if not any(val.glob("*.h5")):
+            write_validation_mri(val)
+        result.setdefault("models_mri", {})
+        for name in methods or ["modl_brain_sim", "varnet_brain_sim"]:
+            for acc in (4.0, 8.0):
+                score = T.score_mri(T.prepared_mri_slices(val, acc), "model", {}, load_model(name, {}, None))
+                result["models_mri"].setdefault(name, {})[str(acc)] = score
+                print(name, acc, score, flush=True)
+            _json(out_path, result)
     if "pnp_mri" in parts or "pnp_ct" in parts:
         from mrirecon.training.weights import load_model
 
@@ -120,16 +134,17 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("mode", choices=("tune", "eval"))
     p.add_argument("--work", type=Path, required=True, help="folder for data and results")
-    p.add_argument("--parts", default="mri,ct", help="tune: mri,ct,pnp_mri,pnp_ct; eval: mri,ct")
+    p.add_argument("--parts", default="mri,ct", help="tune: mri,ct,pnp_mri,pnp_ct,models_mri; eval: mri,ct")
     p.add_argument("--weights", default=None, help="tune: a pnp_dpir .pt instead of the shipped one")
-    p.add_argument("--methods", default=None, help="eval: comma-separated subset of the protocol's methods")
+    p.add_argument("--methods", default=None, help="eval: comma-separated subset of the protocol's "
+                   "methods; tune --parts models_mri: shipped MRI weights to score")
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     a.work.mkdir(parents=True, exist_ok=True)
     parts = [x for x in a.parts.split(",") if x]
     if a.mode == "tune":
-        tune(a.work, parts, a.weights)
+        tune(a.work, parts, a.weights, a.methods.split(",") if a.methods else None)
     else:
         evaluate(a.work, parts, a.methods.split(",") if a.methods else None)
 

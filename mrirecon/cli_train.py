@@ -10,6 +10,7 @@ helper networks that are not trained from a config; each writes a ``.pt`` and it
 ``mrirecon train gmm``          ``patch_gmm``: the EPLL patch mixture, fitted by EM
 ``mrirecon train perceptual``   ``perceptual_features``: the perceptual loss's feature network
 ``mrirecon train radial``       ``modl_radial_sim``: an unrolled model on radial NUFFT data
+``mrirecon train modl``         ``modl_fastmri_diverse``: MoDL at the fastMRI deployment geometry
 ==============================  ===========================================================
 
 Only the command line parses ``argv``; the training modules expose plain functions.
@@ -23,7 +24,7 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
-KINDS = ("config", "denoiser", "prior", "gmm", "perceptual", "radial")
+KINDS = ("config", "denoiser", "prior", "gmm", "perceptual", "radial", "modl")
 
 
 def normalise_argv(argv: list[str]) -> list[str]:
@@ -102,7 +103,7 @@ def add_train(subparsers: argparse._SubParsersAction,
                "  mrirecon train prior --out mrirecon/weights/pnp_dncnn_diverse.pt --threads 1",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    kinds = train.add_subparsers(dest="kind", metavar="{config,denoiser,prior,gmm,perceptual,radial}",
+    kinds = train.add_subparsers(dest="kind", metavar="{config,denoiser,prior,gmm,perceptual,radial,modl}",
                                  required=True)
 
     cfg = kinds.add_parser(
@@ -125,6 +126,7 @@ def add_train(subparsers: argparse._SubParsersAction,
     from mrirecon.training.denoiser import train_denoiser
     from mrirecon.training.denoiser_prior import train as train_prior
     from mrirecon.training.fit_gmm import fit_and_save
+    from mrirecon.training.modl_deploy import train as train_modl
     from mrirecon.training.perceptual import train_and_save
     from mrirecon.training.radial import MAPS as RADIAL_MAPS
     from mrirecon.training.radial import MODELS as RADIAL_MODELS
@@ -141,7 +143,10 @@ def add_train(subparsers: argparse._SubParsersAction,
              "output .pt (the card goes beside it)", "training", None),
             ("radial", train_radial, "an unrolled model on simulated radial data",
              "output stem (writes STEM.pt and STEM.yaml)", "metrics_held_out",
-             {"model": sorted(RADIAL_MODELS), "maps": RADIAL_MAPS})):
+             {"model": sorted(RADIAL_MODELS), "maps": RADIAL_MAPS}),
+            ("modl", train_modl, "MoDL at the fastMRI deployment geometry (modl_fastmri_diverse)",
+             "output .pt (the best-on-validation state_dict, written as training runs)", None,
+             None)):
         sub = kinds.add_parser(kind, help=help_)
         common(sub, out_help=out_help)
         names = _add_function_options(sub, fn, count, positive_float, choices)

@@ -23,9 +23,10 @@ import numpy as np
 import torch
 
 #: MRI methods: every MRI pipeline's reconstruction (mri_cs: l1_wavelet, mri_retrospective:
-#: cg_sense, mri_learned: varnet, mri_modl: modl, mri_pnp: pnp_dncnn_diverse) plus references.
+#: cg_sense, mri_varnet: varnet, mri_modl: modl_fastmri_diverse, mri_modl_brain_sim,
+#: mri_pnp: pnp_dncnn_diverse) plus references.
 MRI_METHODS = ("zero_filled", "cg_sense", "l1_wavelet", "tv", "grappa", "varnet_brain_sim",
-               "modl_brain_sim", "pnp_dncnn_brain_sim", "pnp_dncnn_diverse")
+               "modl_brain_sim", "modl_fastmri_diverse", "pnp_dncnn_brain_sim", "pnp_dncnn_diverse")
 CT_METHODS = ("fbp", "sirt", "tv_ct", "primal_dual_ct_sim", "pnp_dncnn_diverse")
 #: Tuned on the validation split (``benchmarks/heldout.py tune``, grids in
 #: :mod:`mrirecon.heldout.tune`; every winner lies inside its grid, ``tuned.json``'s

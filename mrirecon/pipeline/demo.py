@@ -52,8 +52,8 @@ def run_demo(output: str | Path = "demo_out", *, quick: bool = False, progress: 
              "undersample.center_fractions=[0.16]"]
     runs: list[tuple[str, str, list[str], list[str]]] = []
     if _weights_available("varnet_brain_sim"):
-        runs.append(("mri_varnet", "mri_learned", retro, [str(p) for p in mri_files]))
-    if _weights_available("modl_brain_sim"):
+        runs.append(("mri_varnet", "mri_varnet", retro, [str(p) for p in mri_files]))
+    if _weights_available("modl_fastmri_diverse"):
         runs.append(("mri_modl", "mri_modl", retro, [str(p) for p in mri_files]))
     runs.append(("mri_l1_wavelet", "mri_cs", retro, [str(p) for p in mri_files]))
     runs.append(("mri_cg_sense", "mri_retrospective", retro + ["reconstruct.params.iterations=10"],

@@ -153,11 +153,11 @@ def test_pipeline_configs_accept_old_model_keywords_and_init_seed():
 
     base = ["reconstruct.weights=", "reconstruct.params.chans=2"]
     with pytest.warns(FutureWarning, match="reconstruct.params: 'num_cascades' is deprecated"):
-        config, _ = load_pipeline("mri_learned", [*base, "reconstruct.params.num_cascades=2",
+        config, _ = load_pipeline("mri_varnet", [*base, "reconstruct.params.num_cascades=2",
                                                   "reconstruct.params.init_seed=1"])
     # renamed once, at load (the config and provenance carry the new name)
     assert config.reconstruct.params["iterations"] == 2
     assert "num_cascades" not in config.reconstruct.params
     assert config.reconstruct.params["init_seed"] == 1
     with pytest.raises(ConfigError, match="varnet has no parameter 'num_stagez'"):
-        load_pipeline("mri_learned", [*base, "reconstruct.params.num_stagez=2"])
+        load_pipeline("mri_varnet", [*base, "reconstruct.params.num_stagez=2"])

@@ -45,7 +45,8 @@ def _fast(name: str) -> list[str]:
                    "calibrate.kernel_width=4"],
         "mri_retrospective": ["reconstruct.params.iterations=5", "calibrate.calib_width=12",
                               "calibrate.kernel_width=4"],
-        "mri_learned": ["undersample.enabled=true"],
+        "mri_learned": ["undersample.enabled=true", "calibrate.calib_width=12", "calibrate.kernel_width=4"],
+        "mri_varnet": ["undersample.enabled=true"],
         "mri_modl": ["undersample.enabled=true", "calibrate.calib_width=12", "calibrate.kernel_width=4"],
         "ct_fbp": [],
         "ct_learned": [],
@@ -57,13 +58,14 @@ def _fast(name: str) -> list[str]:
 
 def test_every_shipped_pipeline_validates():
     names = sorted(p.stem for p in PIPELINES.glob("*.yaml") if not p.stem.startswith("train_"))
-    assert {"mri_learned", "mri_modl", "mri_cs", "mri_retrospective", "ct_fbp", "ct_learned"} <= set(names)
+    assert {"mri_learned", "mri_varnet", "mri_modl", "mri_cs", "mri_retrospective", "ct_fbp", "ct_learned"} <= set(names)
     for name in names:
         config, _ = load_pipeline(name)
         assert config.name and config.modality in ("mri", "ct")
 
 
-@pytest.mark.parametrize("name", ["mri_cs", "mri_retrospective", "mri_learned", "mri_modl", "mri_pnp"])
+@pytest.mark.parametrize("name", ["mri_cs", "mri_retrospective", "mri_learned", "mri_varnet", "mri_modl",
+                                  "mri_pnp"])
 def test_mri_pipelines_end_to_end(name, mri_dir, tmp_path):
     from mrirecon.training.weights import available_weights
 
@@ -284,7 +286,7 @@ def test_unknown_pipeline_lists_pipelines_not_training_configs(tmp_path, monkeyp
 
 def test_fully_sampled_evaluation_warns(mri_dir, tmp_path):
     """Scoring a reconstruction of fully sampled data against its own reference says so."""
-    config, text = load_pipeline("mri_learned", ["export.formats=[hdf5]"])
+    config, text = load_pipeline("mri_varnet", ["export.formats=[hdf5]"])
     if config.reconstruct.weights:
         from mrirecon.training.weights import available_weights
 
@@ -297,7 +299,7 @@ def test_fully_sampled_evaluation_warns(mri_dir, tmp_path):
     assert f["metrics"] and any("fully sampled" in w for w in f["warnings"])
     assert "fully sampled" in (out / "report.html").read_text()
     # undersampled data: no such warning
-    config, text = load_pipeline("mri_learned", ["export.formats=[hdf5]",
+    config, text = load_pipeline("mri_varnet", ["export.formats=[hdf5]",
                                                  "undersample.enabled=true"])
     out = tmp_path / "under"
     assert run_pipeline(config, [str(first)], out, progress=False, config_text=text) == 0

@@ -41,7 +41,7 @@ def test_config_values_are_checked_at_load_with_the_key_named(override, message)
 def test_learned_model_parameters_are_checked_against_its_constructor():
     with pytest.raises(ConfigError, match=r"reconstruct.params.num_cascade: varnet has no parameter "
                                           r"'num_cascade' \(did you mean 'num_cascades'\?\)"):
-        load_pipeline("mri_learned", ["reconstruct.params.num_cascade=4"])
+        load_pipeline("mri_varnet", ["reconstruct.params.num_cascade=4"])
     with pytest.raises(ConfigError, match=r"reconstruct.params.cg_iterations: must be an integer >= 1"):
         load_pipeline("mri_modl", ["reconstruct.weights=null", "reconstruct.params.cg_iterations=0"])
 

@@ -1,0 +1,150 @@
+"""Train MoDL for the deployment distribution (``modl_fastmri_diverse``).
+
+The data are :mod:`mrirecon.training.deploy_mri`'s: fastMRI multi-coil geometry (``640 x 320``,
+2x readout oversampling), 8 or 12 simulated coils, 28-34 dB noise, fastMRI equispaced-fraction
+masks at 4x (centre 0.08) and 8x (0.04), ESPIRiT maps estimated like the pipeline (crop 0), and
+diverse images. Steps run on bands of ``crop_rows`` image rows (an exact smaller SENSE problem,
+see :func:`~mrirecon.training.deploy_mri.row_band`), each already divided by the scale
+``s = max |A^H y|`` of its whole slice; the model is therefore trained with its internal
+normalisation switched off and deployed with it on, which computes the same ``s`` on the whole
+slice. Validation runs the deployed model (normalisation on) on whole simulated ``640 x 320``
+slices from a separate seed and scores the centre ``320 x 320`` with fastMRI's PSNR / SSIM; the
+state with the best mean PSNR is kept.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+#: Rows left out of the loss at either end of a band (zero padding of the CNN at the cut).
+LOSS_MARGIN = 8
+
+
+def validation_slices(seed: int, count: int = 4) -> list[dict]:
+    """Fixed whole slices for validation: alternating 4x / 8x, images of a separate bank seed."""
+    from mrirecon.training.deploy_mri import DeploymentImages, simulate_slice
+
+    images = DeploymentImages(seed=seed + 1000, mni_volumes=2)
+    rng = np.random.default_rng([seed, 7777])
+    return [simulate_slice(rng, images, 4 if i % 2 == 0 else 8, coils=8) for i in range(count)]
+
+
+def score_slices(model: torch.nn.Module, slices: list[dict]) -> list[dict]:
+    """Deployed-model PSNR / SSIM on whole slices (data in their original units, centre crop)."""
+    from mrirecon.metrics import psnr, ssim
+    from mrirecon.operators import sense
+
+    was_training, was_norm = model.training, model.normalize
+    model.eval()
+    model.normalize = True
+    out = []
+    try:
+        with torch.inference_mode():
+            for sl in slices:
+                y = sl["kspace"] * sl["scale"]  # the scanner's units: normalisation must undo them
+                x = model(y[None], sense(sl["maps"][None], sl["mask"]))[0].abs() / sl["scale"]
+                rows, cols = x.shape
+                r0 = (rows - cols) // 2
+                pred, ref = x[r0:r0 + cols].numpy()[None], sl["target"][r0:r0 + cols].numpy()[None]
+                out.append({"acceleration": sl["acceleration"], "kind": sl["kind"],
+                            "PSNR": float(psnr(ref, pred)), "SSIM": float(ssim(ref, pred)),
+                            "mean_ratio": float(pred.mean() / ref.mean())})
+    finally:
+        model.train(was_training)
+        model.normalize = was_norm
+    return out
+
+
+def _save(model: torch.nn.Module, path: Path) -> None:
+    from mrirecon.io.atomic import atomic_path
+
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, tmp)
+
+
+def train(out: str | Path, *, seed: int = 0, crop_rows: int = 96, bands: int = 3,
+          iterations: int = 5, layers: int = 5, features: int = 32, cg_iterations: int = 8,
+          lr: float = 1e-3, l1_weight: float = 5.0, max_steps: int = 100000,
+          max_seconds: float = 3000.0, val_every: int = 200, val_slices: int = 4,
+          workers: int = 1, threads: int | None = None, log: int = 20) -> dict:
+    """Train MoDL on deployment-geometry bands; writes the best-on-validation ``state_dict``
+    to ``out`` (``.pt``) as it goes and returns a summary for the card.
+
+    Stops at ``max_steps`` or ``max_seconds`` of training (validation and data included); the
+    learning rate follows a cosine decay over whichever budget ends first. Loss:
+    ``(1 - SSIM) + l1_weight * L1 / max_value`` on magnitudes, band rows
+    ``LOSS_MARGIN:-LOSS_MARGIN``.
+    """
+    from mrirecon.metrics import SSIMLoss
+    from mrirecon.models.unrolled.modl import MoDL
+    from mrirecon.operators import sense
+    from mrirecon.training.deploy_mri import DeploymentBands
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    threads = torch.get_num_threads()
+    torch.manual_seed(seed)
+    out = Path(out).with_suffix(".pt")
+    t0 = time.perf_counter()
+    model = MoDL(iterations=iterations, layers=layers, features=features, batchnorm=False,
+                 lam=0.05, cg_iterations=cg_iterations, shared=True, normalize=False, init_seed=seed)
+    val = validation_slices(seed, val_slices)
+    t_val_data = time.perf_counter() - t0
+    loader = torch.utils.data.DataLoader(DeploymentBands(seed, crop_rows, bands), batch_size=None,
+                                         num_workers=workers, prefetch_factor=4 if workers else None)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    ssim_loss = SSIMLoss()
+    history, losses, best = [], [], {"PSNR": -math.inf}
+    m = LOSS_MARGIN
+    t1 = time.perf_counter()
+    step = 0
+
+    def validate() -> None:
+        nonlocal best
+        rows = score_slices(model, val)
+        rec = {"step": step, "t": round(time.perf_counter() - t1), "PSNR": float(np.mean([r["PSNR"] for r in rows])),
+               "SSIM": float(np.mean([r["SSIM"] for r in rows])), "slices": rows,
+               "lam": float(model.dc.lam.detach()) if torch.is_tensor(model.dc.lam) else model.dc.lam}
+        history.append(rec)
+        if rec["PSNR"] > best["PSNR"]:
+            best = rec
+            _save(model, out)
+        print(f"val step {step} PSNR {rec['PSNR']:.2f} SSIM {rec['SSIM']:.4f} best {best['step']}",
+              flush=True)
+
+    model.train()
+    for b in loader:
+        frac = max((time.perf_counter() - t1) / max_seconds, step / max_steps)
+        if frac >= 1:
+            break
+        for grp in opt.param_groups:
+            grp["lr"] = lr * 0.5 * (1 + math.cos(math.pi * frac))
+        x = model(b.kspace[None], sense(b.maps[None], b.mask)).abs()[:, m:-m]
+        t = b.target[None, m:-m]
+        mv = torch.tensor([b.max_value], dtype=x.dtype)
+        loss = ssim_loss(x[:, None], t[:, None], mv) + l1_weight * (x - t).abs().mean() / mv[0]
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(float(loss.detach()))
+        step += 1
+        if step % log == 0:
+            print(f"step {step} loss {np.mean(losses[-log:]):.4f} lr {opt.param_groups[0]['lr']:.2e} "
+                  f"t {time.perf_counter() - t1:.0f}s", flush=True)
+        if step % val_every == 0:
+            validate()
+    if not history or history[-1]["step"] != step:
+        validate()
+    wall = time.perf_counter() - t1
+    return {"steps": step, "wall_time_s": round(wall, 1), "validation_data_s": round(t_val_data, 1),
+            "final_loss": float(np.mean(losses[-100:])) if losses else None, "best": best,
+            "history": [{k: v for k, v in h.items() if k != "slices"} for h in history],
+            "seed": seed, "crop_rows": crop_rows, "bands": bands, "lr": lr, "l1_weight": l1_weight,
+            "iterations": iterations, "layers": layers, "features": features,
+            "cg_iterations": cg_iterations, "threads": threads, "workers": workers}
