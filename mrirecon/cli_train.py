@@ -10,6 +10,7 @@ helper networks that are not trained from a config; each writes a ``.pt`` and it
 ``mrirecon train gmm``          ``patch_gmm``: the EPLL patch mixture, fitted by EM
 ``mrirecon train perceptual``   ``perceptual_features``: the perceptual loss's feature network
 ``mrirecon train radial``       ``modl_radial_sim``: an unrolled model on radial NUFFT data
+``mrirecon train staged_ct``    ``staged_ct_lodopab``: FBP + U-Net / CG stages, LoDoPaB sparse view
 ==============================  ===========================================================
 
 Only the command line parses ``argv``; the training modules expose plain functions.
@@ -23,7 +24,7 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
-KINDS = ("config", "denoiser", "prior", "gmm", "perceptual", "radial")
+KINDS = ("config", "denoiser", "prior", "gmm", "perceptual", "radial", "staged_ct")
 
 
 def normalise_argv(argv: list[str]) -> list[str]:
@@ -102,7 +103,7 @@ def add_train(subparsers: argparse._SubParsersAction,
                "  mrirecon train prior --out mrirecon/weights/pnp_dncnn_diverse.pt --threads 1",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    kinds = train.add_subparsers(dest="kind", metavar="{config,denoiser,prior,gmm,perceptual,radial}",
+    kinds = train.add_subparsers(dest="kind", metavar="{config,denoiser,prior,gmm,perceptual,radial,staged_ct}",
                                  required=True)
 
     cfg = kinds.add_parser(
@@ -128,6 +129,7 @@ def add_train(subparsers: argparse._SubParsersAction,
     from mrirecon.training.perceptual import train_and_save
     from mrirecon.training.radial import MODELS as RADIAL_MODELS
     from mrirecon.training.radial import train_radial
+    from mrirecon.training.ct_staged import train_staged_ct
 
     for kind, fn, help_, out_help, show, choices in (
             ("denoiser", train_denoiser, "the PnP denoiser pnp_dncnn_brain_sim",
@@ -140,7 +142,9 @@ def add_train(subparsers: argparse._SubParsersAction,
              "output .pt (the card goes beside it)", "training", None),
             ("radial", train_radial, "an unrolled model on simulated radial data",
              "output stem (writes STEM.pt and STEM.yaml)", "metrics_held_out",
-             {"model": sorted(RADIAL_MODELS)})):
+             {"model": sorted(RADIAL_MODELS)}),
+            ("staged_ct", train_staged_ct, "the sparse-view CT model staged_ct_lodopab",
+             "output .pt (the card is written as .yaml beside it)", "training", None)):
         sub = kinds.add_parser(kind, help=help_)
         common(sub, out_help=out_help)
         names = _add_function_options(sub, fn, count, positive_float, choices)

@@ -7,6 +7,7 @@ from mrirecon.models.unrolled.gram_varnet import GramVarNet
 from mrirecon.models.unrolled.ista_net import ISTANetPlus, soft_threshold
 from mrirecon.models.unrolled.modl import MoDL
 from mrirecon.models.unrolled.primal_dual import LearnedPrimalDual
+from mrirecon.models.unrolled.staged_ct import PlainUNet, StagedCTNet
 from mrirecon.models.unrolled.varnet import SensitivityModel, VarNet, VarNetBlock
 from mrirecon.models.unrolled.vn import RBFActivation, VariationalNetwork
 
@@ -19,8 +20,10 @@ __all__ = [
     "LearnedPrimalDual",
     "MoDL",
     "PiecewiseLinear",
+    "PlainUNet",
     "RBFActivation",
     "SensitivityModel",
+    "StagedCTNet",
     "VarNet",
     "VarNetBlock",
     "VariationalNetwork",
