@@ -370,7 +370,8 @@ def save(model, out: Path, done: int, args: dict, steps: list[int], history: lis
     from mrirecon.io.atomic import atomic_write_text
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v for k, v in model.state_dict().items()
+    # stored as float16 (half the size; load_state_dict casts back to the float32 parameters)
+    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()
              if not k.startswith("nets.") or int(k.split(".")[1]) < done}
     tmp = out.with_name(out.name + ".tmp")
     torch.save(state, tmp)
@@ -391,6 +392,7 @@ def save(model, out: Path, done: int, args: dict, steps: list[int], history: lis
             "load_average_start": [round(v, 2) for v in load_start],
             "load_average_end": [round(v, 2) for v in os.getloadavg()],
             "torch": str(torch.__version__), "date": time.strftime("%Y-%m-%d"),
+            "storage": "float16 state dict (loaded into float32 parameters)",
             "validation_psnr_db": val, "history": history,
         },
         "data": CARD_TEXT["data"],
