@@ -11,6 +11,7 @@ helper networks that are not trained from a config; each writes a ``.pt`` and it
 ``mrirecon train perceptual``   ``perceptual_features``: the perceptual loss's feature network
 ``mrirecon train radial``       ``modl_radial_sim``: an unrolled model on radial NUFFT data
 ``mrirecon train modl``         ``modl_fastmri_diverse``: MoDL at the fastMRI deployment geometry
+``mrirecon train staged_ct``    ``staged_ct_lodopab``: FBP + U-Net / CG stages, LoDoPaB sparse view
 ==============================  ===========================================================
 
 Only the command line parses ``argv``; the training modules expose plain functions.
@@ -24,7 +25,7 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
-KINDS = ("config", "denoiser", "prior", "gmm", "perceptual", "radial", "modl")
+KINDS = ("config", "denoiser", "prior", "gmm", "perceptual", "radial", "modl", "staged_ct")
 
 
 def normalise_argv(argv: list[str]) -> list[str]:
@@ -103,8 +104,9 @@ def add_train(subparsers: argparse._SubParsersAction,
                "  mrirecon train prior --out mrirecon/weights/pnp_dncnn_diverse.pt --threads 1",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    kinds = train.add_subparsers(dest="kind", metavar="{config,denoiser,prior,gmm,perceptual,radial,modl}",
-                                 required=True)
+    kinds = train.add_subparsers(
+        dest="kind", metavar="{config,denoiser,prior,gmm,perceptual,radial,modl,staged_ct}",
+        required=True)
 
     cfg = kinds.add_parser(
         "config", help="train a reconstruction network from a YAML config (torchrun-aware)",
@@ -131,6 +133,7 @@ def add_train(subparsers: argparse._SubParsersAction,
     from mrirecon.training.radial import MAPS as RADIAL_MAPS
     from mrirecon.training.radial import MODELS as RADIAL_MODELS
     from mrirecon.training.radial import train_radial
+    from mrirecon.training.ct_staged import train_staged_ct
 
     for kind, fn, help_, out_help, show, choices in (
             ("denoiser", train_denoiser, "the PnP denoiser pnp_dncnn_brain_sim",
@@ -146,7 +149,9 @@ def add_train(subparsers: argparse._SubParsersAction,
              {"model": sorted(RADIAL_MODELS), "maps": RADIAL_MAPS}),
             ("modl", train_modl, "MoDL at the fastMRI deployment geometry (modl_fastmri_diverse)",
              "output .pt (the best-on-validation state_dict, written as training runs)", None,
-             None)):
+             None),
+            ("staged_ct", train_staged_ct, "the sparse-view CT model staged_ct_lodopab",
+             "output .pt (the card is written as .yaml beside it)", "training", None)):
         sub = kinds.add_parser(kind, help=help_)
         common(sub, out_help=out_help)
         names = _add_function_options(sub, fn, count, positive_float, choices)

@@ -27,7 +27,7 @@ import torch
 #: mri_pnp: pnp_dncnn_diverse) plus references.
 MRI_METHODS = ("zero_filled", "cg_sense", "l1_wavelet", "tv", "grappa", "varnet_brain_sim",
                "modl_brain_sim", "modl_fastmri_diverse", "pnp_dncnn_brain_sim", "pnp_dncnn_diverse")
-CT_METHODS = ("fbp", "sirt", "tv_ct", "primal_dual_ct_sim", "pnp_dncnn_diverse")
+CT_METHODS = ("fbp", "sirt", "tv_ct", "primal_dual_ct_sim", "pnp_dncnn_diverse", "staged_ct_lodopab")
 #: Tuned on the validation split (``benchmarks/heldout.py tune``, grids in
 #: :mod:`mrirecon.heldout.tune`; every winner lies inside its grid, ``tuned.json``'s
 #: ``at_edge`` lists are empty); per acceleration.

@@ -26,6 +26,7 @@ from mrirecon.models.unrolled.ldamp import LDAMP
 from mrirecon.models.unrolled.learned_maps import LearnedMapsModel
 from mrirecon.models.unrolled.modl import MoDL
 from mrirecon.models.unrolled.primal_dual import LearnedPrimalDual
+from mrirecon.models.unrolled.staged_ct import StagedCTNet
 from mrirecon.models.unrolled.unrolled_em import UnrolledEM
 from mrirecon.models.unrolled.varnet import VarNet
 from mrirecon.models.unrolled.vn import VariationalNetwork
@@ -55,6 +56,8 @@ _MODELS: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {
     "primal_dual": (LearnedPrimalDual, dict(iterations=10, n_primal=5, n_dual=5, features=32)),
     # Jin et al. 2017
     "fbpconvnet": (FBPConvNet, dict(chans=64, num_pools=4)),
+    # FBP + U-Net corrections alternating with exact CG data consistency (CT; stage-wise training)
+    "staged_ct": (StagedCTNet, dict(stages=2, chans=16, num_pools=4, lam=0.1, cg_iterations=15)),
     # unrolled statistical inference: Metzler et al. 2017 (i.i.d. Gaussian operators only)
     "ldamp": (LDAMP, dict(iterations=10, depth=20, features=64)),
     # unrolled EM / mean-field EPLL over the shipped patch GMM (Zoran & Weiss 2011 prior)

@@ -61,7 +61,7 @@ def run_demo(output: str | Path = "demo_out", *, quick: bool = False, progress: 
     sparse = ["undersample.enabled=true", "undersample.views=30"]  # as the shipped CT model
     runs.append(("ct_fbp_30views", "ct_fbp", sparse, ct_obs))
     if _weights_available("primal_dual_ct_sim"):
-        runs.append(("ct_primal_dual_30views", "ct_learned", sparse, ct_obs))
+        runs.append(("ct_primal_dual_30views", "ct_primal_dual", sparse, ct_obs))
     metrics: dict[str, dict] = {}
     failures = 0
     for label, name, overrides, inputs in runs:

@@ -50,6 +50,7 @@ def _fast(name: str) -> list[str]:
         "mri_modl": ["undersample.enabled=true", "calibrate.calib_width=12", "calibrate.kernel_width=4"],
         "ct_fbp": [],
         "ct_learned": [],
+        "ct_primal_dual": [],
         "mri_pnp": ["undersample.enabled=true", "calibrate.calib_width=12", "calibrate.kernel_width=4",
                     "reconstruct.params.iterations=4"],
         "ct_pnp": ["reconstruct.params.iterations=6"],
@@ -99,7 +100,7 @@ def test_mri_pipelines_end_to_end(name, mri_dir, tmp_path):
     assert "<table>" in html and ".png" in html and "SSIM" in html
 
 
-@pytest.mark.parametrize("name", ["ct_fbp", "ct_learned", "ct_pnp"])
+@pytest.mark.parametrize("name", ["ct_fbp", "ct_learned", "ct_primal_dual", "ct_pnp"])
 def test_ct_pipelines_end_to_end(name, ct_dir, tmp_path, caplog):
     from mrirecon.training.weights import available_weights
 
@@ -113,6 +114,9 @@ def test_ct_pipelines_end_to_end(name, ct_dir, tmp_path, caplog):
     assert code == 0
     if name == "ct_pnp":  # 48 x 48 images lie below the card's training range (64 .. 768)
         assert any("matrix 48 x 48 is outside the pnp_dpir training range" in r.message
+                   for r in caplog.records)
+    if name == "ct_learned":  # trained at the LoDoPaB geometry only (362 x 362)
+        assert any("matrix 48 x 48 is outside the staged_ct training range" in r.message
                    for r in caplog.records)
     prov = json.loads((out / "provenance.json").read_text())
     (f,) = prov["files"]

@@ -8,6 +8,7 @@ from mrirecon.models.unrolled.ista_net import ISTANetPlus, soft_threshold
 from mrirecon.models.unrolled.learned_maps import LearnedMapsModel, NonCartesianSensitivityModel
 from mrirecon.models.unrolled.modl import MoDL
 from mrirecon.models.unrolled.primal_dual import LearnedPrimalDual
+from mrirecon.models.unrolled.staged_ct import PlainUNet, StagedCTNet
 from mrirecon.models.unrolled.varnet import SensitivityModel, VarNet, VarNetBlock
 from mrirecon.models.unrolled.vn import RBFActivation, VariationalNetwork
 
@@ -22,8 +23,10 @@ __all__ = [
     "MoDL",
     "NonCartesianSensitivityModel",
     "PiecewiseLinear",
+    "PlainUNet",
     "RBFActivation",
     "SensitivityModel",
+    "StagedCTNet",
     "VarNet",
     "VarNetBlock",
     "VariationalNetwork",

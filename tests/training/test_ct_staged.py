@@ -1,0 +1,59 @@
+"""The staged CT model's data recipe and validation split (mrirecon.training.ct_staged)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mrirecon.data.simulate_ct import MU_WATER_70KEV_PER_MM
+from mrirecon.training.ct_staged import CTImageRecipe, SparseViewSimulator, validation_sinograms
+
+
+def test_validation_split_is_the_heldout_protocols_validation_split():
+    from mrirecon.heldout.validation import validation_ct_slices
+    from mrirecon.io.lodopab import MU_MAX_PER_MM
+
+    sinos, mus = validation_sinograms()
+    slices = validation_ct_slices()
+    assert len(slices) == len(sinos) == 2
+    for s, sino, mu in zip(slices, sinos, mus):
+        # the protocol stores float32 copies of the same float64 simulation
+        np.testing.assert_allclose(s.sinogram.numpy(), sino, rtol=2e-7, atol=1e-6)
+        np.testing.assert_allclose(s.reference.numpy() * MU_MAX_PER_MM, mu, rtol=1e-6, atol=1e-8)
+
+
+def test_recipe_draws_reproducible_body_like_attenuation_images():
+    a, b = CTImageRecipe(5, size=96, mni_volumes=1), CTImageRecipe(5, size=96, mni_volumes=1)
+    mu_max = MU_WATER_70KEV_PER_MM * (1 + 3071 / 1000)
+    kinds = set()
+    for _ in range(12):
+        (x, kind), (y, _) = a.draw(), b.draw()
+        np.testing.assert_array_equal(x, y)
+        kinds.add(kind)
+        assert x.shape == (96, 96) and np.isfinite(x).all()
+        assert x.min() >= 0 and x.max() <= mu_max + 1e-12
+        assert (x < 1e-3).mean() > 0.02  # air around the object
+        assert (x > 0.5 * MU_WATER_70KEV_PER_MM).mean() > 0.1  # and an object
+    assert kinds == {"ct", "phantom", "textured"}
+
+
+def test_simulator_measures_sparse_views_of_the_unit_norm_projector():
+    sim = SparseViewSimulator(0)
+    n = 362
+    yy, xx = np.mgrid[:n, :n] / n - 0.5
+    mu = MU_WATER_70KEV_PER_MM * ((xx**2 + yy**2) < 0.16)
+    for views, offset, kept in ((30, 5, 31), (60, 15, 62)):
+        y, op, g = sim.measure(mu, views, offset)
+        assert g.num_views == kept and y.shape == (kept, 513)
+        assert abs(float(g.angles[0]) - (offset + 0.5) * np.pi / 1000) < 1e-12
+        with torch.no_grad():
+            clean = op(torch.from_numpy(mu))
+        # Poisson noise at 4096 photons through <= 10 cm of water: a few per cent of the signal
+        assert 0 < float(torch.linalg.norm(y - clean) / torch.linalg.norm(clean)) < 0.05
+        # A / ||A||: the unit-norm projector (a lower bound of the norm that is close to it)
+        x = torch.ones(n, n, dtype=torch.float64)
+        for _ in range(3):
+            x = op.gram(x)
+            x = x / torch.linalg.norm(x)
+        # (projector_norm stops its power iteration at a relative change of 1e-4)
+        assert 0.9 < float(torch.linalg.norm(op.gram(x))) <= 1 + 1e-4
