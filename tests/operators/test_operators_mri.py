@@ -177,13 +177,13 @@ def test_wavelet_is_orthogonal_and_matches_pywt():
     ("db4", (16, 16), 3, torch.float64),  # coarse levels shorter than the filter wrap around
 ])
 def test_wavelet_torch_and_pywt_paths_agree(name, shape, levels, dtype):
-    """The autograd (torch) path and the no-grad CPU (PyWavelets) path are one transform; the
+    """The autograd (polyphase) path and the no-grad (banded GEMM) path are one transform; the
     full coefficient image equals pywt.wavedec2 level by level, and the VJP is the adjoint."""
     pywt = pytest.importorskip("pywt")
     from mrirecon.functional.wavelet import dwt2, idwt2, wavelet_filters
 
     x = random_like_shape(shape, dtype)
-    fast = dwt2(x, name, levels)  # no grad -> PyWavelets path
+    fast = dwt2(x, name, levels)  # no grad -> banded-GEMM path
     xg = x.clone().requires_grad_(True)
     slow = dwt2(xg, name, levels)  # torch path
     tol = 1e-12  # float64: sums of at most 16 taps over 5 levels round to ~1e-15; margin 1000x
@@ -210,6 +210,48 @@ def test_wavelet_torch_and_pywt_paths_agree(name, shape, levels, dtype):
     cg = c.clone().requires_grad_(True)
     torch.testing.assert_close(idwt2(cg, name, levels).detach(), idwt2(c, name, levels),
                                atol=tol, rtol=0)
+
+
+@pytest.mark.parametrize("name,shape,levels", [
+    ("db4", (640, 368), 4),  # the L1-wavelet size: 4-row blocks, the coarsest W level one dense block
+    ("db4", (140, 92), 2),  # block sizes 2, 5 and dense (half-lengths 70, 46, 35, 23)
+    ("sym4", (134, 64), 1),  # half-length 67 (prime): one output pair per block
+    ("db2", (3, 40, 24), 3),  # a batch of planes
+])
+def test_wavelet_gemm_path_single_precision(name, shape, levels):
+    """complex64 through the no-grad GEMM path agrees with PyWavelets' ``wavedec2`` (computed
+    in float64) and with the autograd path to float32 rounding, is inverted by ``idwt2``, and
+    passes the adjoint dot test."""
+    pywt = pytest.importorskip("pywt")
+    from mrirecon.functional.wavelet import dwt2, idwt2, wavelet_filters
+
+    x = random_like_shape(shape, torch.complex64, seed=3)
+    c = dwt2(x, name, levels)
+    assert c.dtype == torch.complex64 and c.shape == x.shape
+    # each coefficient is a sum of L taps per axis and level of terms bounded by |x|max (the
+    # transform is orthogonal): float32 rounding <= eps * 2 * L * levels * |x|max
+    L = len(wavelet_filters(name)[0])
+    tol = torch.finfo(torch.float32).eps * 2 * L * levels * float(x.abs().max())
+    ref = pywt.wavedec2(x.numpy().astype(np.complex128), name, mode="periodization",
+                        level=levels, axes=(-2, -1))
+    h, w = ref[0].shape[-2:]
+    np.testing.assert_allclose(c[..., :h, :w].numpy(), ref[0], atol=tol, rtol=0)
+    for da, ad, dd in ref[1:]:
+        h, w = da.shape[-2:]
+        np.testing.assert_allclose(c[..., h : 2 * h, :w].numpy(), da, atol=tol, rtol=0)
+        np.testing.assert_allclose(c[..., :h, w : 2 * w].numpy(), ad, atol=tol, rtol=0)
+        np.testing.assert_allclose(c[..., h : 2 * h, w : 2 * w].numpy(), dd, atol=tol, rtol=0)
+    xg = x.clone().requires_grad_(True)
+    torch.testing.assert_close(dwt2(xg, name, levels).detach(), c, atol=tol, rtol=0)
+    y = random_like_shape(shape, torch.complex64, seed=4)
+    torch.testing.assert_close(idwt2(y, name, levels), idwt2(y.clone().requires_grad_(True), name, levels).detach(),
+                               atol=tol, rtol=0)
+    torch.testing.assert_close(idwt2(c, name, levels), x, atol=2 * tol, rtol=0)
+    # adjoint: <W x, y> = <x, W^H y>, both sides summed over n entries in float32
+    lhs, rhs = torch.vdot(c.flatten(), y.flatten()), torch.vdot(x.flatten(), idwt2(y, name, levels).flatten())
+    n = x.numel()
+    bound = 2 * tol * float(y.abs().sum()) + torch.finfo(torch.float32).eps * n * float(x.abs().max() * y.abs().max())
+    assert abs(complex(lhs) - complex(rhs)) <= bound
 
 
 def test_operator_follows_device_and_dtype_moves():
