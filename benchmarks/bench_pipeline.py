@@ -198,7 +198,7 @@ def section_kernels(threads: int, work: Path, rows: list) -> None:
     rows.append((f"FBP 512^2 / 1000 views Hann, {threads} thr", t_f, "ASTRA CPU FBP", r["astra_s"]))
 
 
-def section_mri(data: dict, threads: int, work: Path, rows: list, quick: bool) -> None:
+def section_mri(data: dict, threads: int, work: Path, rows: list, quick: bool, cs_only: bool = False) -> None:
     torch.set_num_threads(threads)
     for name, path in data["mri"].items():
         ref = reference_of(path)
@@ -213,6 +213,8 @@ def section_mri(data: dict, threads: int, work: Path, rows: list, quick: bool) -
             rows.append((f"mri_cs {name}, {threads} thr (cold {t_cold:.2f} s)", t_warm, label, b["seconds"],
                          f"NRMSE ours vs BART {nrmse(ours, img):.4f}; BART vs reference "
                          f"{nrmse(img, ref):.4f}; {note}"))
+        if cs_only:
+            continue
         if threads == 1 and not quick:
             sp = peer(["sigpy", str(path), str(work / "sigpy"), str(LAM)], threads)
             img = np.load(sp["image_path"])
@@ -287,6 +289,8 @@ def main() -> None:
     ap.add_argument("--sections", nargs="+", default=["kernels", "mri", "ct", "contention"],
                     choices=["kernels", "mri", "ct", "contention"])
     ap.add_argument("--quick", action="store_true", help="8-coil MRI only, no SigPy")
+    ap.add_argument("--cs-only", action="store_true",
+                    help="MRI section: mri_cs against BART only (no SigPy, no mri_learned)")
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = ap.parse_args()
     if "mri" in args.sections and shutil.which("bart") is None:
@@ -301,7 +305,7 @@ def main() -> None:
             if "kernels" in args.sections:
                 _guard(rows, section_kernels, threads, work, rows)
             if "mri" in args.sections:
-                _guard(rows, section_mri, data, threads, work, rows, args.quick)
+                _guard(rows, section_mri, data, threads, work, rows, args.quick, args.cs_only)
             if "ct" in args.sections:
                 _guard(rows, section_ct, data, threads, work, rows)
             print(f"# after {threads} thread(s): {others_running()}", flush=True)

@@ -236,7 +236,9 @@ def _band(name: str, n: int, dtype: torch.dtype, device: torch.device):
                 S[0, r, t], S[1, r, t] = lo[j], hi[j]
     ext_s = (np.arange(half - P + Ks) - q) % half
     ext_s = np.concatenate([ext_s, ext_s + half])
-    t = lambda a, dt=dtype: torch.as_tensor(a, dtype=dt, device=device)  # noqa: E731
+    def t(a, dt=dtype):
+        return torch.as_tensor(a, dtype=dt, device=device)
+
     return P, nb, t(A), t(ext_a, torch.long), Ka, t(S), t(ext_s, torch.long), Ks
 
 

@@ -100,6 +100,26 @@ def test_sense_gram_closed_form_equals_composition(cdtype):
     assert torch.allclose(op(x), composed(x), atol=tol)
 
 
+def test_sense_gram_nograd_path_equals_autograd_path_and_follows_maps():
+    """The column-mask gram outside autograd (cached conj(maps), 1/W folded into the mask,
+    in-place coil product) is the same map as the differentiable one, and its caches follow
+    in-place changes of the maps and dtype moves."""
+    maps, mask = _maps(5, 12, 16, torch.complex64), _mask(16)
+    op = sense(maps, mask)
+    x = random_like_shape((2, 12, 16), torch.complex64)
+    fast = op.gram(x)
+    slow = op.gram(x.clone().requires_grad_(True)).detach()
+    # two length-16 FFTs and a 5-coil sum in float32, |maps| <= 1: a few eps * |x|max * log2(16)
+    tol = 8 * torch.finfo(torch.float32).eps * 4 * float(x.abs().max())
+    torch.testing.assert_close(fast, slow, atol=tol, rtol=0)
+    with torch.no_grad():
+        op.maps.mul_(2j)  # in place: the gram scales by |2j|^2 = 4
+    torch.testing.assert_close(op.gram(x), 4 * slow, atol=4 * tol, rtol=0)
+    op64 = op.to(torch.complex128)
+    exact = op64.gram(x.to(torch.complex128).requires_grad_(True)).detach()
+    torch.testing.assert_close(op64.gram(x.to(torch.complex128)), exact, atol=1e-12, rtol=0)
+
+
 def test_sense_matches_sigpy():
     sp = pytest.importorskip("sigpy")
     import sigpy.mri
