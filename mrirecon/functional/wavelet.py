@@ -9,15 +9,14 @@ coarsest level in the top-left corner, details around it (the usual "coefficient
 
 Two evaluations of the same transform, equal to rounding (``tests/operators/test_operators_mri.py``):
 
-* autograd (any device, when the input requires a gradient): polyphase form, one scaled add
-  per filter tap on whole contiguous rows, the column step done as a row step between two
-  transposes;
-* no gradient (classical reconstructions, any device): each 1-D step is one batched GEMM of a
-  small block of the banded transform matrix against strided windows of the periodically
-  extended rows, with per-thread scratch buffers. 640 x 368 complex64, db4, 4 levels, one
-  thread: forward + adjoint 0.6-0.7x the time of PyWavelets' ``wavedec2`` + ``waverec2``,
-  where the former path (PyWavelets' C ``dwt2``/``idwt2`` per level plus packing) was
-  1.0-1.2x (figures in ``benchmarks/README.md``).
+* autograd and GPU: polyphase form, one scaled add per filter tap on whole contiguous rows,
+  the column step done as a row step between two transposes;
+* CPU tensors that need no gradient (classical reconstructions): each 1-D step is one batched
+  GEMM of a small block of the banded transform matrix against strided windows of the
+  periodically extended rows, with per-thread scratch buffers, on one thread. 640 x 368
+  complex64, db4, 4 levels: forward + adjoint 0.7x the CPU time of PyWavelets' ``wavedec2`` +
+  ``waverec2`` at 1 and 2 threads, where the former path (PyWavelets' C ``dwt2``/``idwt2``
+  per level plus packing) was 1.1-1.3x (figures in ``benchmarks/README.md``).
 """
 
 from __future__ import annotations
@@ -149,8 +148,11 @@ _FAST_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
 
 
 def _use_fast(x: Tensor) -> bool:
-    """The GEMM path serves tensors outside autograd (no graph to record)."""
-    return x.dtype in _FAST_DTYPES and not (torch.is_grad_enabled() and x.requires_grad)
+    """The GEMM path serves CPU tensors outside autograd (no graph to record). It uses only
+    generic torch operations, but it has not been measured or tested on a GPU, so CUDA tensors
+    keep the polyphase path."""
+    return (x.device.type == "cpu" and x.dtype in _FAST_DTYPES
+            and not (torch.is_grad_enabled() and x.requires_grad))
 
 
 @contextlib.contextmanager
