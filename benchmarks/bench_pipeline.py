@@ -186,6 +186,19 @@ def section_kernels(threads: int, work: Path, rows: list) -> None:
     t_w = min(timed(lambda: idwt2(dwt2(x, "db4", 4), "db4", 4))[0] for _ in range(20))
     rows.append((f"wavelet fwd + adj 640 x 368 c64, {threads} thr", t_w, "PyWavelets", r["pywt_s"]))
     rows.append((f"wavelet fwd + adj 640 x 368 c64, {threads} thr", t_w, "SigPy linop.Wavelet", r["sigpy_s"]))
+    # the same pair against PyWavelets in this process, interleaved (60 alternating repeats, the
+    # median): on a busy machine a child run minutes apart sees a different load
+    import pywt
+
+    xn = x.numpy()
+    ours_t, pywt_t = [], []
+    for _ in range(60):
+        ours_t.append(timed(lambda: idwt2(dwt2(x, "db4", 4), "db4", 4))[0])
+        pywt_t.append(timed(lambda: pywt.waverec2(pywt.wavedec2(xn, "db4", mode="periodization", level=4),
+                                                  "db4", mode="periodization"))[0])
+    rows.append((f"wavelet fwd + adj 640 x 368 c64, {threads} thr, interleaved (median of 60)",
+                 float(np.median(ours_t)), "PyWavelets wavedec2 + waverec2, same process", float(np.median(pywt_t)),
+                 f"min: ours {min(ours_t) * 1e3:.1f} ms, pywt {min(pywt_t) * 1e3:.1f} ms"))
     g = CTGeometry.parallel((512, 512), 1000)
     sino = torch.from_numpy(np.load(r["sino_path"]))
     t_cold, img = timed(fbp, sino, g, filter="hann")

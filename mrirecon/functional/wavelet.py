@@ -13,7 +13,7 @@ Two evaluations of the same transform, equal to rounding (``tests/operators/test
   the column step done as a row step between two transposes;
 * CPU tensors that need no gradient (classical reconstructions): each 1-D step is one batched
   GEMM of a small block of the banded transform matrix against strided windows of the
-  periodically extended rows, with per-thread scratch buffers, on one thread. 640 x 368
+  periodically extended rows, with per-thread scratch buffers. 640 x 368
   complex64, db4, 4 levels: forward + adjoint 0.7x the CPU time of PyWavelets' ``wavedec2`` +
   ``waverec2`` at 1 and 2 threads, where the former path (PyWavelets' C ``dwt2``/``idwt2``
   per level plus packing) was 1.1-1.3x (figures in ``benchmarks/README.md``).
@@ -21,7 +21,6 @@ Two evaluations of the same transform, equal to rounding (``tests/operators/test
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import threading
 
@@ -155,37 +154,17 @@ def _use_fast(x: Tensor) -> bool:
             and not (torch.is_grad_enabled() and x.requires_grad))
 
 
-@contextlib.contextmanager
-def _one_thread(device: torch.device):
-    """Run the GEMM path on one intra-op thread on the CPU. It is ~30 small GEMMs and copies of
-    a few MiB each: a second thread gains little, and on a busy machine every one of those
-    parallel regions waits for a descheduled thread (640 x 368 complex64 at 2 threads, load 8
-    on 2 cores: median 0.77 s with 2 threads against 56 ms with one). Note that the thread
-    count is process-wide; it is restored on exit."""
-    n = torch.get_num_threads()
-    if device.type != "cpu" or n == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
 def dwt2(x: Tensor, name: str = "db4", levels: int = 3) -> Tensor:
     """Multi-level orthogonal 2-D DWT of ``(..., H, W)``; sizes divisible by ``2**levels``."""
     if _use_fast(x) and levels > 0:
-        with _one_thread(x.device):
-            return _apply_fast(x, name, levels, inverse=False)
+        return _apply_fast(x, name, levels, inverse=False)
     return _apply_2d(x, name, levels, inverse=False)
 
 
 def idwt2(c: Tensor, name: str = "db4", levels: int = 3) -> Tensor:
     """Inverse (= adjoint) of :func:`dwt2`."""
     if _use_fast(c) and levels > 0:
-        with _one_thread(c.device):
-            return _apply_fast(c, name, levels, inverse=True)
+        return _apply_fast(c, name, levels, inverse=True)
     return _apply_2d(c, name, levels, inverse=True)
 
 
