@@ -175,6 +175,9 @@ class SenseOperator(LinearOperator):
     def _conj_maps(self) -> Tensor:
         """``conj(maps)`` materialised once per maps tensor (the no-grad gram multiplies by it in
         place); rebuilt when the maps are replaced, moved or modified in place."""
+        if self.maps.is_inference() or torch.is_inference_mode_enabled():
+            # inference tensors carry no version counter: nothing to key a cache on
+            return self.maps.conj().resolve_conj()
         key = (self.maps.data_ptr(), self.maps._version, self.maps.dtype, self.maps.device)
         cached = getattr(self, "_conj_cache", None)
         if cached is None or cached[0] != key:
