@@ -218,7 +218,8 @@ def _band(name: str, n: int, dtype: torch.dtype, device: torch.device):
     ext_s = (np.arange(half - P + Ks) - q) % half
     ext_s = np.concatenate([ext_s, ext_s + half])
     def t(a, dt=dtype):
-        return torch.as_tensor(a, dtype=dt, device=device)
+        with torch.inference_mode(False):  # cached: must not be an inference tensor
+            return torch.as_tensor(a, dtype=dt, device=device)
 
     return P, nb, t(A), t(ext_a, torch.long), Ka, t(S), t(ext_s, torch.long), Ks
 
@@ -270,7 +271,8 @@ def _scratch(slot: str, numel: int, dtype: torch.dtype, device: torch.device) ->
     cache = _SCRATCH.__dict__.setdefault("bufs", {})
     buf = cache.get((slot, dtype))
     if buf is None or buf.numel() < numel:
-        buf = cache[(slot, dtype)] = torch.empty(numel, dtype=dtype)
+        with torch.inference_mode(False):  # a normal tensor: writable inside and outside
+            buf = cache[(slot, dtype)] = torch.empty(numel, dtype=dtype)
     return buf[:numel]
 
 
