@@ -51,12 +51,12 @@ def test_card_commands_parse(card, command):
     words = shlex.split(command)
     words = words[words.index("mrirecon") + 1:]
     args = cli.build_parser().parse_args(normalise_argv(words))
-    assert args.command == "train" and args.kind in ("denoiser", "prior", "gmm", "perceptual", "radial", "modl")
+    assert args.command == "train" and args.kind in ("denoiser", "prior", "gmm", "perceptual", "radial")
 
 
 def test_every_subcommand_has_a_card_command():
     kinds = {shlex.split(c)[shlex.split(c).index("train") + 1] for _, c in _card_commands()}
-    assert kinds == {"denoiser", "prior", "gmm", "perceptual", "radial", "modl"}
+    assert kinds == {"denoiser", "prior", "gmm", "perceptual", "radial"}
 
 
 @pytest.mark.parametrize("words,module,function,expected", [
@@ -68,8 +68,6 @@ def test_every_subcommand_has_a_card_command():
      "mrirecon.training.perceptual", "train_and_save", {"steps": 7}),
     (["radial", "--out", "r", "--spokes", "21", "--model", "modl"],
      "mrirecon.training.radial", "train_radial", {"spokes": 21, "model": "modl"}),
-    (["modl", "--out", "m.pt", "--crop-rows", "48", "--max-seconds", "60"],
-     "mrirecon.training.modl_deploy", "train", {"crop_rows": 48, "max_seconds": 60.0}),
 ])
 def test_subcommands_forward_their_options(monkeypatch, capsys, words, module, function, expected):
     import functools
