@@ -186,6 +186,19 @@ def section_kernels(threads: int, work: Path, rows: list) -> None:
     t_w = min(timed(lambda: idwt2(dwt2(x, "db4", 4), "db4", 4))[0] for _ in range(20))
     rows.append((f"wavelet fwd + adj 640 x 368 c64, {threads} thr", t_w, "PyWavelets", r["pywt_s"]))
     rows.append((f"wavelet fwd + adj 640 x 368 c64, {threads} thr", t_w, "SigPy linop.Wavelet", r["sigpy_s"]))
+    # the same pair against PyWavelets in this process, interleaved (60 alternating repeats, the
+    # median): on a busy machine a child run minutes apart sees a different load
+    import pywt
+
+    xn = x.numpy()
+    ours_t, pywt_t = [], []
+    for _ in range(60):
+        ours_t.append(timed(lambda: idwt2(dwt2(x, "db4", 4), "db4", 4))[0])
+        pywt_t.append(timed(lambda: pywt.waverec2(pywt.wavedec2(xn, "db4", mode="periodization", level=4),
+                                                  "db4", mode="periodization"))[0])
+    rows.append((f"wavelet fwd + adj 640 x 368 c64, {threads} thr, interleaved (median of 60)",
+                 float(np.median(ours_t)), "PyWavelets wavedec2 + waverec2, same process", float(np.median(pywt_t)),
+                 f"min: ours {min(ours_t) * 1e3:.1f} ms, pywt {min(pywt_t) * 1e3:.1f} ms"))
     g = CTGeometry.parallel((512, 512), 1000)
     sino = torch.from_numpy(np.load(r["sino_path"]))
     t_cold, img = timed(fbp, sino, g, filter="hann")
@@ -198,7 +211,7 @@ def section_kernels(threads: int, work: Path, rows: list) -> None:
     rows.append((f"FBP 512^2 / 1000 views Hann, {threads} thr", t_f, "ASTRA CPU FBP", r["astra_s"]))
 
 
-def section_mri(data: dict, threads: int, work: Path, rows: list, quick: bool) -> None:
+def section_mri(data: dict, threads: int, work: Path, rows: list, quick: bool, cs_only: bool = False) -> None:
     torch.set_num_threads(threads)
     for name, path in data["mri"].items():
         ref = reference_of(path)
@@ -213,6 +226,8 @@ def section_mri(data: dict, threads: int, work: Path, rows: list, quick: bool) -
             rows.append((f"mri_cs {name}, {threads} thr (cold {t_cold:.2f} s)", t_warm, label, b["seconds"],
                          f"NRMSE ours vs BART {nrmse(ours, img):.4f}; BART vs reference "
                          f"{nrmse(img, ref):.4f}; {note}"))
+        if cs_only:
+            continue
         if threads == 1 and not quick:
             sp = peer(["sigpy", str(path), str(work / "sigpy"), str(LAM)], threads)
             img = np.load(sp["image_path"])
@@ -287,6 +302,8 @@ def main() -> None:
     ap.add_argument("--sections", nargs="+", default=["kernels", "mri", "ct", "contention"],
                     choices=["kernels", "mri", "ct", "contention"])
     ap.add_argument("--quick", action="store_true", help="8-coil MRI only, no SigPy")
+    ap.add_argument("--cs-only", action="store_true",
+                    help="MRI section: mri_cs against BART only (no SigPy, no mri_learned)")
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = ap.parse_args()
     if "mri" in args.sections and shutil.which("bart") is None:
@@ -301,7 +318,7 @@ def main() -> None:
             if "kernels" in args.sections:
                 _guard(rows, section_kernels, threads, work, rows)
             if "mri" in args.sections:
-                _guard(rows, section_mri, data, threads, work, rows, args.quick)
+                _guard(rows, section_mri, data, threads, work, rows, args.quick, args.cs_only)
             if "ct" in args.sections:
                 _guard(rows, section_ct, data, threads, work, rows)
             print(f"# after {threads} thread(s): {others_running()}", flush=True)

@@ -78,7 +78,9 @@ def fista(
     z = x
     t = 1.0
     for it in range(iterations):
-        x_new = z - step * grad_f(z)
+        g = grad_f(z)
+        # one pass each: z - step g (addcmul for a per-slice step tensor)
+        x_new = torch.addcmul(z, g, step, value=-1) if isinstance(step, Tensor) else torch.add(z, g, alpha=-float(step))
         if prox_g is not None:
             x_new = prox_g(x_new, step)
         diff = x_new - x
@@ -87,7 +89,7 @@ def fista(
             if restart and _real_inner(z - x_new, diff) > 0:
                 t = 1.0
             t_new = (1 + math.sqrt(1 + 4 * t * t)) / 2
-            z = x_new + ((t - 1) / t_new) * diff
+            z = torch.add(x_new, diff, alpha=(t - 1) / t_new)
             t = t_new
         else:
             z = x_new

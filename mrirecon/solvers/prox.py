@@ -48,7 +48,26 @@ def soft_threshold(x: Tensor, threshold: float | Tensor) -> Tensor:
         ``x * max(1 - threshold / |x|, 0)``; for real ``x`` this is ``sign(x) max(|x| - t, 0)``,
         for complex ``x`` the phase is kept.
     """
+    if _in_place_ok(x, threshold):  # one real buffer, in place (|x| = 0 -> 1/0 = inf -> 0)
+        factor = x.abs()
+        factor.reciprocal_().mul_(threshold).neg_().add_(1).clamp_(min=0)
+        return x * factor
     return x * _shrink_factor(x.abs(), threshold)
+
+
+def _in_place_ok(x: Tensor, threshold: float | Tensor) -> bool:
+    """Soft thresholding may run in place on ``|x|``: no autograd graph to record, a threshold
+    > 0 everywhere (0 would give 0 * inf) that neither widens the shape nor the dtype."""
+    if isinstance(threshold, Tensor):
+        if torch.is_grad_enabled() and (x.requires_grad or threshold.requires_grad):
+            return False
+        real = x.real.dtype if x.is_complex() else x.dtype
+        return (threshold.dtype == real and threshold.device == x.device
+                and torch.broadcast_shapes(threshold.shape, x.shape) == x.shape
+                and bool(torch.all(threshold > 0)))
+    if torch.is_grad_enabled() and x.requires_grad:
+        return False
+    return isinstance(threshold, (int, float)) and threshold > 0
 
 
 def group_soft_threshold(x: Tensor, threshold: float | Tensor, dim: int | tuple[int, ...]) -> Tensor:

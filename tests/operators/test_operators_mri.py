@@ -100,6 +100,29 @@ def test_sense_gram_closed_form_equals_composition(cdtype):
     assert torch.allclose(op(x), composed(x), atol=tol)
 
 
+def test_sense_gram_nograd_path_equals_autograd_path_and_follows_maps():
+    """The column-mask gram outside autograd (cached conj(maps), 1/W folded into the mask,
+    in-place coil product) is the same map as the differentiable one, and its caches follow
+    in-place changes of the maps and dtype moves."""
+    maps, mask = _maps(5, 12, 16, torch.complex64), _mask(16)
+    op = sense(maps, mask)
+    x = random_like_shape((2, 12, 16), torch.complex64)
+    fast = op.gram(x)
+    slow = op.gram(x.clone().requires_grad_(True)).detach()
+    # two length-16 FFTs and a 5-coil sum in float32, |maps| <= 1: a few eps * |x|max * log2(16)
+    tol = 8 * torch.finfo(torch.float32).eps * 4 * float(x.abs().max())
+    torch.testing.assert_close(fast, slow, atol=tol, rtol=0)
+    with torch.no_grad():
+        op.maps.mul_(2j)  # in place: the gram scales by |2j|^2 = 4
+    torch.testing.assert_close(op.gram(x), 4 * slow, atol=4 * tol, rtol=0)
+    op64 = op.to(torch.complex128)
+    exact = op64.gram(x.to(torch.complex128).requires_grad_(True)).detach()
+    torch.testing.assert_close(op64.gram(x.to(torch.complex128)), exact, atol=1e-12, rtol=0)
+    with torch.inference_mode():  # inference tensors have no version counter to key the cache
+        op_inf = sense(maps.clone(), mask)  # maps is op.maps, scaled by 2j above
+        torch.testing.assert_close(op_inf.gram(x), 4 * slow, atol=4 * tol, rtol=0)
+
+
 def test_sense_matches_sigpy():
     sp = pytest.importorskip("sigpy")
     import sigpy.mri
@@ -177,13 +200,13 @@ def test_wavelet_is_orthogonal_and_matches_pywt():
     ("db4", (16, 16), 3, torch.float64),  # coarse levels shorter than the filter wrap around
 ])
 def test_wavelet_torch_and_pywt_paths_agree(name, shape, levels, dtype):
-    """The autograd (torch) path and the no-grad CPU (PyWavelets) path are one transform; the
+    """The autograd (polyphase) path and the no-grad (banded GEMM) path are one transform; the
     full coefficient image equals pywt.wavedec2 level by level, and the VJP is the adjoint."""
     pywt = pytest.importorskip("pywt")
     from mrirecon.functional.wavelet import dwt2, idwt2, wavelet_filters
 
     x = random_like_shape(shape, dtype)
-    fast = dwt2(x, name, levels)  # no grad -> PyWavelets path
+    fast = dwt2(x, name, levels)  # no grad -> banded-GEMM path
     xg = x.clone().requires_grad_(True)
     slow = dwt2(xg, name, levels)  # torch path
     tol = 1e-12  # float64: sums of at most 16 taps over 5 levels round to ~1e-15; margin 1000x
@@ -210,6 +233,56 @@ def test_wavelet_torch_and_pywt_paths_agree(name, shape, levels, dtype):
     cg = c.clone().requires_grad_(True)
     torch.testing.assert_close(idwt2(cg, name, levels).detach(), idwt2(c, name, levels),
                                atol=tol, rtol=0)
+
+
+@pytest.mark.parametrize("name,shape,levels", [
+    ("db4", (640, 368), 4),  # the L1-wavelet size: 4-row blocks, the coarsest W level one dense block
+    ("db4", (140, 92), 2),  # block sizes 2, 5 and dense (half-lengths 70, 46, 35, 23)
+    ("sym4", (134, 64), 1),  # half-length 67 (prime): one output pair per block
+    ("db2", (3, 40, 24), 3),  # a batch of planes
+])
+def test_wavelet_gemm_path_single_precision(name, shape, levels):
+    """complex64 through the no-grad GEMM path agrees with PyWavelets' ``wavedec2`` (computed
+    in float64) and with the autograd path to float32 rounding, is inverted by ``idwt2``, and
+    passes the adjoint dot test."""
+    pywt = pytest.importorskip("pywt")
+    from mrirecon.functional.wavelet import dwt2, idwt2, wavelet_filters
+
+    x = random_like_shape(shape, torch.complex64, seed=3)
+    c = dwt2(x, name, levels)
+    assert c.dtype == torch.complex64 and c.shape == x.shape
+    # each coefficient is a sum of L taps per axis and level of terms bounded by |x|max (the
+    # transform is orthogonal): float32 rounding <= eps * 2 * L * levels * |x|max
+    L = len(wavelet_filters(name)[0])
+    tol = torch.finfo(torch.float32).eps * 2 * L * levels * float(x.abs().max())
+    ref = pywt.wavedec2(x.numpy().astype(np.complex128), name, mode="periodization",
+                        level=levels, axes=(-2, -1))
+    h, w = ref[0].shape[-2:]
+    np.testing.assert_allclose(c[..., :h, :w].numpy(), ref[0], atol=tol, rtol=0)
+    for da, ad, dd in ref[1:]:
+        h, w = da.shape[-2:]
+        np.testing.assert_allclose(c[..., h : 2 * h, :w].numpy(), da, atol=tol, rtol=0)
+        np.testing.assert_allclose(c[..., :h, w : 2 * w].numpy(), ad, atol=tol, rtol=0)
+        np.testing.assert_allclose(c[..., h : 2 * h, w : 2 * w].numpy(), dd, atol=tol, rtol=0)
+    xg = x.clone().requires_grad_(True)
+    torch.testing.assert_close(dwt2(xg, name, levels).detach(), c, atol=tol, rtol=0)
+    y = random_like_shape(shape, torch.complex64, seed=4)
+    torch.testing.assert_close(idwt2(y, name, levels), idwt2(y.clone().requires_grad_(True), name, levels).detach(),
+                               atol=tol, rtol=0)
+    torch.testing.assert_close(idwt2(c, name, levels), x, atol=2 * tol, rtol=0)
+    # cached scratch and band matrices work inside and outside inference mode, in either order
+    from mrirecon.functional import wavelet
+
+    wavelet._SCRATCH.__dict__.clear()
+    wavelet._band.cache_clear()  # first built inside inference mode below
+    with torch.inference_mode():
+        torch.testing.assert_close(dwt2(x, name, levels), c, atol=0, rtol=0)
+    torch.testing.assert_close(dwt2(x, name, levels), c, atol=0, rtol=0)
+    # adjoint: <W x, y> = <x, W^H y>, both sides summed over n entries in float32
+    lhs, rhs = torch.vdot(c.flatten(), y.flatten()), torch.vdot(x.flatten(), idwt2(y, name, levels).flatten())
+    n = x.numel()
+    bound = 2 * tol * float(y.abs().sum()) + torch.finfo(torch.float32).eps * n * float(x.abs().max() * y.abs().max())
+    assert abs(complex(lhs) - complex(rhs)) <= bound
 
 
 def test_operator_follows_device_and_dtype_moves():

@@ -95,6 +95,21 @@ def test_soft_threshold_tensor_threshold_and_float32():
     torch.testing.assert_close(out, torch.tensor([[0.5, -0.5], [1.0, 0.0]]))
 
 
+@pytest.mark.parametrize("threshold", [0.3, "tensor", 0.0])
+def test_soft_threshold_in_place_path_equals_autograd_path(threshold):
+    """Outside autograd soft thresholding runs in place on |x| (1/|x| -> inf at zeros); it is
+    the same map as the differentiable form, zeros and a zero threshold included."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.complex(torch.randn(6, 40, generator=g), torch.randn(6, 40, generator=g))
+    x[:, :5] = 0
+    thr = torch.linspace(0.1, 1.0, 6).reshape(6, 1) if threshold == "tensor" else threshold
+    fast = soft_threshold(x, thr)
+    slow = soft_threshold(x.clone().requires_grad_(True), thr).detach()
+    # 1 - t / |x| against max(...) of the same quantities: a few float32 roundings of |x|
+    torch.testing.assert_close(fast, slow, atol=4 * torch.finfo(torch.float32).eps * float(x.abs().max()), rtol=0)
+    assert torch.all(fast[:, :5] == 0) and torch.isfinite(fast).all()
+
+
 def test_group_soft_threshold_vs_brute_force():
     # two groups (columns) of 2 complex entries each, grouped along dim 0 (like TV's gradient axis)
     v = np.array([[0.9 + 0.3j, 0.1 - 0.1j], [-0.4 + 0.7j, 0.05 + 0.1j]])
