@@ -289,3 +289,21 @@ def test_operator_follows_device_and_dtype_moves():
     op = sense(_maps(2, 4, 4, torch.complex64), _mask(4))
     op = op.to(torch.complex128)
     assert op.maps.dtype == torch.complex128 and op.mask.dtype == torch.bool
+
+
+def test_nograd_column_gram_follows_an_in_place_change_of_the_mask():
+    """The no-grad gram caches the scaled mask; editing the mask buffer in place must not leave
+    it stale (the result equals A^H A x of a freshly built operator with the new mask)."""
+    g = torch.Generator().manual_seed(3)
+    maps = torch.randn(1, 4, 16, 12, dtype=torch.complex64, generator=g)
+    x = torch.randn(1, 16, 12, dtype=torch.complex64, generator=g)
+    mask = torch.zeros(12)
+    mask[..., ::2] = 1
+    op = sense(maps, mask)
+    with torch.no_grad():
+        op.gram(x)  # fills the cache
+        op._mask_unshifted[..., 1] = ~op._mask_unshifted[..., 1]
+        new_mask = torch.fft.fftshift(op._mask_unshifted, dim=(-2, -1))
+        got, want = op.gram(x), sense(maps, new_mask).gram(x)
+    tol = 32 * torch.finfo(torch.float32).eps * float(want.abs().max())
+    assert float((got - want).abs().max()) <= tol
