@@ -217,7 +217,8 @@ class DeploymentBands(torch.utils.data.IterableDataset):
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         wid = 0 if info is None else info.id
-        torch.set_num_threads(1)
+        if info is not None:  # a DataLoader worker: one thread each; never the caller's process
+            torch.set_num_threads(1)
         rng = np.random.default_rng([self.seed, wid])
         images = DeploymentImages(seed=self.seed, mni_volumes=self.mni_volumes)
         while True:
