@@ -96,6 +96,14 @@ class NufftSense(LinearOperator):
     def num_coils(self) -> int:
         return self.maps.shape[-3]
 
+    def unweighted(self, y: Tensor) -> Tensor:
+        """The samples without the operator's ``W^(1/2)`` weighting: ``y / sqrt(w)`` where
+        ``w > 0`` and 0 where ``w = 0`` (``y`` itself when the operator has no weights)."""
+        sw = self._sqrt_weights
+        if sw is None:
+            return y
+        return y * torch.where(sw > 0, 1 / sw.clamp_min(torch.finfo(sw.dtype).tiny), torch.zeros_like(sw))
+
     def _forward(self, x: Tensor) -> Tensor:
         k = nufft(self.maps * x.unsqueeze(-3), self.trajectory, eps=self.eps)
         return k if self._sqrt_weights is None else k * self._sqrt_weights

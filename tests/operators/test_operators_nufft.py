@@ -135,3 +135,17 @@ def test_built_and_applied_under_inference_mode():
         op = nufft_sense(maps, radial_trajectory(5, 16))
         torch.testing.assert_close(op(x), ref)
         assert op.gram(x).shape == (8, 8)
+
+
+def test_unweighted_undoes_the_data_weighting_and_zeroes_unweighted_samples():
+    traj = radial_trajectory(6, 16)
+    maps = _maps(2, 8, 8, torch.complex128)
+    w = torch.rand(traj.shape[:-1], dtype=torch.float64, generator=torch.Generator().manual_seed(5)) + 0.5
+    w[0, :4] = 0.0
+    x = torch.randn(8, 8, dtype=torch.complex128, generator=torch.Generator().manual_seed(6))
+    plain = nufft_sense(maps, traj)
+    got = nufft_sense(maps, traj, w).unweighted(nufft_sense(maps, traj, w)(x))
+    want = torch.where(w > 0, plain(x), torch.zeros_like(plain(x)))
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12 * float(want.abs().max()))
+    y = plain(x)
+    assert plain.unweighted(y) is y  # no weights: the data as given

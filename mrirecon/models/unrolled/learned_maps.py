@@ -76,9 +76,7 @@ class NonCartesianSensitivityModel(nn.Module):
 
     def calibration_images(self, y: Tensor, op: NufftSense) -> Tensor:
         """Density-compensated, tapered gridding of the central samples per coil ``(B, C, H, W)``."""
-        if op.weights is not None:  # data are W^(1/2) N S x: undo the weighting where w > 0
-            sw = op._sqrt_weights
-            y = y * torch.where(sw > 0, 1 / sw.clamp_min(torch.finfo(sw.dtype).tiny), torch.zeros_like(sw))
+        y = op.unweighted(y)  # the data are W^(1/2) N S x
         return gridded_calibration_images(y, op.trajectory, op.image_shape, self.calib_width,
                                           self.density(op))
 
