@@ -166,3 +166,26 @@ def shepp_sense_problem(n: int = 64, noise: float = 0.001, coils: int = 4,
     k = k + noise * (rng.standard_normal(k.shape) + 1j * rng.standard_normal(k.shape))
     mask = EquispacedFractionMask([0.08], [acceleration])(n, seed=0).numpy().astype(np.float64)
     return gt, sense(torch.tensor(maps), torch.tensor(mask)), torch.tensor(k * mask)
+
+
+#: The fastMRI-style mask and the smallest E2E-VarNet of the training tests.
+TRAIN_MASK = {"type": "equispaced_fraction", "center_fractions": [0.16, 0.08], "accelerations": [4, 8]}
+TINY_VARNET = {"iterations": 2, "chans": 4, "pools": 2, "sens_chans": 2, "sens_pools": 2}
+
+
+def simulated_mri_split(root: Path, val_slices: int = 2) -> dict[str, Path]:
+    """Tiny simulated fastMRI train / val folders (3 coils, 32 x 32) under ``root``."""
+    from mrirecon.data.simulate_mri import simulate_mri_dataset
+
+    simulate_mri_dataset(root / "train", volumes=2, slices=2, coils=3, size=(32, 32), seed=1)
+    simulate_mri_dataset(root / "val", volumes=1, slices=val_slices, coils=3, size=(32, 32), seed=2)
+    return {"train": root / "train", "val": root / "val"}
+
+
+def simulated_ct_dir(out: Path, *, views: int, size: int, seed: int) -> Path:
+    """Two parallel-beam phantom observations at 4096 photons in the LoDoPaB layout."""
+    from mrirecon.data.simulate_ct import simulate_ct_dataset
+
+    simulate_ct_dataset(out, geometry="parallel", views=views, photons=4096.0, size=size, seed=seed,
+                        samples=2, part="test", sources="phantom")
+    return out

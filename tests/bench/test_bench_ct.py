@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers import simulated_ct_dir
 from mrirecon.bench import run_ct_bench
 from mrirecon.cli import main
 from mrirecon.pipeline import stages_ct
@@ -16,12 +17,7 @@ from mrirecon.pipeline import stages_ct
 
 @pytest.fixture(scope="module")
 def ct_dir(tmp_path_factory) -> Path:
-    from mrirecon.data.simulate_ct import simulate_ct_dataset
-
-    out = tmp_path_factory.mktemp("ctbench")
-    simulate_ct_dataset(out, geometry="parallel", views=60, photons=4096.0, size=48, seed=5,
-                        samples=2, part="test", sources="phantom")
-    return out
+    return simulated_ct_dir(tmp_path_factory.mktemp("ctbench"), views=60, size=48, seed=5)
 
 
 def test_table_rows_metrics_and_files(ct_dir, tmp_path):

@@ -13,6 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from tests.helpers import simulated_ct_dir
 from mrirecon.cli import main
 from mrirecon.core.config import ConfigError
 from mrirecon.pipeline.definitions import PIPELINES, load_pipeline
@@ -30,12 +31,7 @@ def mri_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def ct_dir(tmp_path_factory) -> Path:
-    from mrirecon.data.simulate_ct import simulate_ct_dataset
-
-    out = tmp_path_factory.mktemp("ct")
-    simulate_ct_dataset(out, geometry="parallel", views=60, photons=4096.0, size=48, seed=3,
-                        samples=2, part="test", sources="phantom")
-    return out
+    return simulated_ct_dir(tmp_path_factory.mktemp("ct"), views=60, size=48, seed=3)
 
 
 def _fast(name: str) -> list[str]:

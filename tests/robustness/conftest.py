@@ -10,6 +10,7 @@ import pytest
 
 import torch
 
+from tests.helpers import simulated_ct_dir
 from mrirecon.containers import Image, ImageGeometry
 
 
@@ -25,12 +26,7 @@ def mri_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def ct_dir(tmp_path_factory) -> Path:
-    from mrirecon.data.simulate_ct import simulate_ct_dataset
-
-    out = tmp_path_factory.mktemp("ct_src")
-    simulate_ct_dataset(out, geometry="parallel", views=24, photons=4096.0, size=16, seed=2,
-                        samples=2, part="test", sources="phantom")
-    return out
+    return simulated_ct_dir(tmp_path_factory.mktemp("ct_src"), views=24, size=16, seed=2)
 
 
 def _image(modality: str, seed: int = 0) -> Image:

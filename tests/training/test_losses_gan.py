@@ -13,6 +13,7 @@ import torch
 import yaml
 from torch import nn
 
+from tests.helpers import TINY_VARNET, TRAIN_MASK, simulated_mri_split
 from mrirecon.training.losses_gan import (
     AdversarialCritic,
     PatchDiscriminator,
@@ -137,19 +138,13 @@ def test_no_gradient_leakage():
 # ---- config-driven training with all four terms --------------------------------------------
 
 
-MASK = {"type": "equispaced_fraction", "center_fractions": [0.16, 0.08], "accelerations": [4, 8]}
-TINY_VARNET = {"iterations": 2, "chans": 4, "pools": 2, "sens_chans": 2, "sens_pools": 2}
+MASK = TRAIN_MASK
 LOSS = {"ssim": 1.0, "l1": 0.1, "perceptual": 0.05, "adversarial": 0.01}
 
 
 @pytest.fixture(scope="module")
 def sim_data(tmp_path_factory) -> dict[str, Path]:
-    from mrirecon.data.simulate_mri import simulate_mri_dataset
-
-    root = tmp_path_factory.mktemp("gan_sim")
-    simulate_mri_dataset(root / "train", volumes=2, slices=2, coils=3, size=(32, 32), seed=1)
-    simulate_mri_dataset(root / "val", volumes=1, slices=1, coils=3, size=(32, 32), seed=2)
-    return {"train": root / "train", "val": root / "val"}
+    return simulated_mri_split(tmp_path_factory.mktemp("gan_sim"), val_slices=1)
 
 
 def _config(tmp_path: Path, data: dict[str, Path], out: Path, steps: int) -> Path:

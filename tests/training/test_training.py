@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 
+from tests.helpers import TINY_VARNET, TRAIN_MASK, simulated_mri_split
 from mrirecon.metrics import SSIMLoss
 from mrirecon.core.config import ConfigError
 from mrirecon.sampling import create_mask_for_mask_type, file_seed
@@ -24,18 +25,12 @@ from mrirecon.training.run import train_from_config
 from mrirecon.training.validation import evaluate_reconstructor, zero_filled
 from mrirecon.training.weights import load_pretrained
 
-MASK = {"type": "equispaced_fraction", "center_fractions": [0.16, 0.08], "accelerations": [4, 8]}
-TINY_VARNET = {"iterations": 2, "chans": 4, "pools": 2, "sens_chans": 2, "sens_pools": 2}
+MASK = TRAIN_MASK
 
 
 @pytest.fixture(scope="module")
 def sim_data(tmp_path_factory) -> dict[str, Path]:
-    from mrirecon.data.simulate_mri import simulate_mri_dataset
-
-    root = tmp_path_factory.mktemp("train_sim")
-    simulate_mri_dataset(root / "train", volumes=2, slices=2, coils=3, size=(32, 32), seed=1)
-    simulate_mri_dataset(root / "val", volumes=1, slices=2, coils=3, size=(32, 32), seed=2)
-    return {"train": root / "train", "val": root / "val"}
+    return simulated_mri_split(tmp_path_factory.mktemp("train_sim"), val_slices=2)
 
 
 def write_config(path: Path, folders: dict[str, Path], out: Path, **changes) -> Path:
