@@ -147,7 +147,7 @@ def l1_wavelet(
     iterations: int = 100,
     tolerance: float = 0.0,
     step: float | None = None,
-    power_iterations: int = 30,
+    power_iterations: int | None = None,
     restart: bool = False,
     random_shift: bool = True,
     seed: int = 0,
@@ -158,9 +158,11 @@ def l1_wavelet(
 
     ``W`` is the orthogonal periodised :class:`~mrirecon.operators.Wavelet` (zero-padded to a
     multiple of ``2**levels``), the prox is ``W^H soft(W v, lam t)``, and the step is
-    ``1 / lambda_max(A^H A)`` from ``power_iterations`` of power iteration per slice. This is
-    the problem and algorithm of ``sigpy.mri.app.L1WaveletRecon`` (same ``lam``, same
-    iteration count).
+    ``1 / L`` per slice, ``L`` the operator's closed-form bound on ``lambda_max(A^H A)``
+    (:meth:`~mrirecon.core.LinearOperator.gram_bound`; for SENSE ``max sum_c |S_c|^2``, 1 for
+    ESPIRiT maps, the value BART's ``pics`` assumes) or, for operators without one, 30 power
+    iterations. This is the problem and algorithm of ``sigpy.mri.app.L1WaveletRecon`` (same
+    ``lam``, same iteration count; SigPy estimates ``L`` by 30 power iterations).
 
     With ``random_shift`` (default) every prox is applied to the image circularly shifted by a
     random offset in ``[0, 2**levels)`` per axis and shifted back ("cycle spinning", as in
@@ -186,7 +188,9 @@ def l1_wavelet(
     step
         Fixed step (skips the power iteration); at most ``1 / ||A||^2``.
     power_iterations
-        Power iterations for the step.
+        ``None`` (default): the operator's bound when it has one, else 30 power iterations.
+        A number forces that many power iterations (SigPy's rule: its estimate is a lower
+        bound of ``||A||^2``, slightly larger steps, 30 extra gram applications).
     restart
         Adaptive momentum restart.
     random_shift, seed
@@ -207,8 +211,10 @@ def l1_wavelet(
     aty = op.H(y)
     W = Wavelet(aty.shape[-2:], wavelet, levels).to(aty.device)
     if step is None:
-        eig = max_eigenvalue(op.gram, aty, batch_dims=batch_dims_of(op, aty),
-                             iterations=power_iterations)
+        eig = op.gram_bound(aty) if power_iterations is None else None
+        if eig is None:
+            eig = max_eigenvalue(op.gram, aty, batch_dims=batch_dims_of(op, aty),
+                                 iterations=30 if power_iterations is None else power_iterations)
         step = torch.where(eig > 0, 1.0 / torch.where(eig > 0, eig, torch.ones_like(eig)), 1.0)
     x = torch.zeros_like(aty) if x0 is None else x0
 

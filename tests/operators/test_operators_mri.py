@@ -307,3 +307,42 @@ def test_nograd_column_gram_follows_an_in_place_change_of_the_mask():
         got, want = op.gram(x), sense(maps, new_mask).gram(x)
     tol = 32 * torch.finfo(torch.float32).eps * float(want.abs().max())
     assert float((got - want).abs().max()) <= tol
+
+
+@pytest.mark.parametrize("cdtype", [torch.complex64, torch.complex128])
+@pytest.mark.parametrize("stride", [5, 8])
+def test_sparse_column_gram_partial_dft_equals_the_fft_gram(cdtype, stride):
+    """Masks with at most 30 % of the columns take the partial-DFT gram (two products with the
+    sampled rows of the DFT); it is the same map as the differentiable FFT gram, for one mask
+    shared by a batch, and its cache follows an in-place change of the mask."""
+    g = torch.Generator().manual_seed(stride)
+    real = torch.float32 if cdtype == torch.complex64 else torch.float64
+    w = 40
+    maps = torch.complex(torch.randn(2, 3, 10, w, dtype=real, generator=g),
+                         torch.randn(2, 3, 10, w, dtype=real, generator=g))
+    x = torch.complex(torch.randn(2, 10, w, dtype=real, generator=g),
+                      torch.randn(2, 10, w, dtype=real, generator=g))
+    mask = torch.zeros(w)
+    mask[1::stride] = 1
+    mask[w // 2 - 1:w // 2 + 1] = 1
+    op = sense(maps, mask)
+    assert op._partial_dft(x) is not None  # the path under test
+    slow = op.gram(x.clone().requires_grad_(True)).detach()
+    fast = op.gram(x)
+    # W-term sums of unit-modulus / sqrt(W) entries, |maps|^2 summed over 3 coils
+    eps = torch.finfo(real).eps
+    scale = float(x.abs().max()) * float((maps.abs() ** 2).sum(-3).max())
+    tol = 8 * eps * w * scale
+    torch.testing.assert_close(fast, slow, atol=tol, rtol=0)
+    with torch.no_grad():
+        op._mask_unshifted[..., 3] = True  # still sparse: 30 % or fewer columns
+        new_mask = torch.fft.fftshift(op._mask_unshifted, dim=(-2, -1))
+        assert op._partial_dft(x) is not None
+        torch.testing.assert_close(op.gram(x), sense(maps, new_mask).gram(x.clone().requires_grad_(True)).detach(),
+                                   atol=tol, rtol=0)
+    with torch.inference_mode():  # inference tensors: built per call, no cache
+        op_inf = sense(maps.clone(), mask)
+        assert op_inf._partial_dft(x) is not None
+        torch.testing.assert_close(op_inf.gram(x), slow, atol=tol, rtol=0)
+    dense = sense(maps, torch.ones(w))
+    assert dense._partial_dft(x) is None  # a dense mask keeps the FFT pair
