@@ -29,10 +29,39 @@ def _unit_columns(x: Tensor) -> Tensor:
 
 
 def _unit_trace(p: Tensor) -> Tensor:
-    """Scale PSD matrices ``(n, c, c)`` to unit trace (trace >= largest eigenvalue > 0)."""
+    """Scale PSD matrices ``(n, c, c)`` to unit trace (trace >= largest eigenvalue > 0), in
+    place (a real scale on the real view: a third of the time of a complex product)."""
     tr = torch.diagonal(p, dim1=-2, dim2=-1).real.sum(-1)
-    scale = tr.clamp_min(_tiny(p)).reciprocal()[:, None, None]
-    return p * scale.to(p.dtype)
+    scale = tr.clamp_min(_tiny(p)).reciprocal()
+    if p.is_complex():
+        torch.view_as_real(p).mul_(scale[:, None, None, None])
+    else:
+        p.mul_(scale[:, None, None])
+    return p
+
+
+#: Cost of a batched ``(c, c) @ (c, 1)`` product relative to a ``(c, c) @ (c, c)`` one, measured
+#: at c = 8 and 15 (about 0.2 for both: the small matrix-vector products run far below the
+#: products' peak); used only to choose how far to square, never changes the result.
+_MATVEC_COST = 0.2
+#: Products with unnormalised ``P^(2^s)`` before the vectors are rescaled: ``P`` has unit trace,
+#: so its largest eigenvalue is at least ``1 / c`` and a vector shrinks by at most ``c^-4``
+#: between rescalings - far from float32's underflow.
+_RESCALE_EVERY = 4
+
+
+def _squarings(k: int) -> int:
+    """Number ``s`` of squarings that minimises ``s + _MATVEC_COST * (k // 2^s + popcount(k mod 2^s))``
+    (in units of one batched ``(c, c)`` product) for ``k`` power steps."""
+    best, best_cost = 0, _MATVEC_COST * k
+    s = 1
+    while (1 << s) <= k:
+        q, r = divmod(k, 1 << s)
+        cost = s + _MATVEC_COST * (q + r.bit_count())
+        if cost < best_cost:
+            best, best_cost = s, cost
+        s += 1
+    return best
 
 
 def power_iteration(
@@ -43,9 +72,12 @@ def power_iteration(
     Mathematically identical to ``num_iter`` steps of the power method
     ``y = A x; lam = ||y||; x = y / lam`` started from ``start`` (default: all ones), as in
     SigPy's ``PowerMethod``; the result after ``num_iter`` steps is ``x`` and ``lam``.
-    ``A^(num_iter - 1) x0`` is formed from the binary expansion of ``num_iter - 1`` with
-    per-matrix normalised repeated squaring, so the cost is ``O(log2(num_iter))`` batched
-    ``(n, c, c)`` products; the normalisations keep float32 free of under/overflow.
+    ``A^(num_iter - 1) x0`` is formed as ``(P^(2^s))^q`` times the binary expansion of the
+    remainder, with ``P = A / tr(A)`` and its powers ``P^2, P^4, ..`` from ``s`` repeated
+    squarings (each renormalised to unit trace); ``s`` is chosen to minimise the work
+    (``s`` batched ``(c, c)`` products against ``q + popcount(r)`` matrix-vector products: two
+    squarings and eight products for SigPy's 30 steps, instead of 29 products). Directions
+    are exact; only the scale is renormalised, which keeps float32 free of under/overflow.
 
     Parameters
     ----------
@@ -79,13 +111,18 @@ def power_iteration(
             )
         x = start.to(mats.dtype).unsqueeze(-1)
     k = num_iter - 1
-    power = _unit_trace(mats)
-    while k:
-        if k & 1:
-            x = _unit_columns(power @ x)
-        k >>= 1
-        if k:
-            power = _unit_trace(power @ power)
+    s = _squarings(k)
+    powers = [_unit_trace(mats.clone())] if k else []
+    for _ in range(s):
+        powers.append(_unit_trace(powers[-1] @ powers[-1]))
+    q, r = divmod(k, 1 << s)
+    steps = ([powers[s]] * q if q else []) + [powers[b] for b in range(s) if r >> b & 1]
+    for i, p in enumerate(steps):
+        x = p @ x
+        if (i + 1) % _RESCALE_EVERY == 0:
+            x = _unit_columns(x)
+    if steps:
+        x = _unit_columns(x)
     y = mats @ x
     values = _sq_norm(y, -2)[:, 0, 0].sqrt()
     vectors = y[..., 0] / values.clamp_min(_tiny(y)).unsqueeze(-1)
