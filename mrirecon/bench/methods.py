@@ -129,6 +129,10 @@ def build_methods(names: Iterable[str], classical: Iterable[str],
             out[m] = Method(m, ReconstructConfig(method=m, params=p))
         else:
             model = load_model(m, dict(params.get(m, {})), weights.get(m)).to(device)
+            if str(device).split(":")[0] == "cpu":  # as the pipeline runs it
+                from mrirecon.models.inference import channels_last_convs
+
+                channels_last_convs(model)
             out[m] = Method(m, ReconstructConfig(method=m, params=dict(params.get(m, {}))), model)
     return out
 

@@ -43,3 +43,20 @@ def reconstruct_slices(
     finally:
         model.train(was_training)
     return torch.stack(out)
+
+
+def channels_last_convs(model: nn.Module) -> nn.Module:
+    """Store the weights of every 2-D convolution of ``model`` channels-last, in place.
+
+    With channels-last weights, oneDNN runs CPU convolutions in NHWC (the output comes back
+    channels-last; the next layers follow), which measured 2-5x faster than NCHW for the 3 x 3
+    convolutions of the shipped CNNs at 640 x 320 on one thread (a 5-layer, 32-feature DnCNN:
+    1.68 s -> 0.33 s per call). The results equal the NCHW ones to float32 rounding. Only
+    inference gains: with autograd the channels-last backward was slower, so training code
+    does not use this. Other 4-D tensors (buffers such as coil maps) keep their layout, since
+    code may ``view`` them.
+    """
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            m.to(memory_format=torch.channels_last)
+    return model
