@@ -14,6 +14,8 @@ What is timed (wall clock, one slice, after the data exist on disk):
   - ``mri_varnet`` (our E2E-VarNet with the shipped weights) and fastMRI's ``VarNet`` with the
     same weights (key mapping by :func:`mrirecon.models.fastmri_varnet_state_dict`), each
     reading the slice from the file and cropping the output;
+  - ``mri_learned`` (the default learned pipeline: ESPIRiT + MoDL) against that fastMRI
+    ``VarNet`` run (the issue's bar for the learned pipeline's time);
 * CT at the LoDoPaB geometry (362 x 362, 1000 views, 513 detectors): ``ct_fbp`` and
   ``ct_learned`` pipelines against ASTRA's CPU ``FBP`` (Hann) and scikit-image ``iradon``
   (Hann) on the same sinogram;
@@ -241,6 +243,13 @@ def section_mri(data: dict, threads: int, work: Path, rows: list, quick: bool, c
         rows.append((f"mri_varnet {name}, {threads} thr (cold {t_cold:.2f} s)", t_warm,
                      "fastMRI VarNet, same weights", fm["seconds"],
                      f"NRMSE ours vs fastMRI {nrmse(learned, img):.2e}"))
+        # the default learned pipeline (MoDL since issue 14) against the same fastMRI VarNet run
+        t_cold, modl = run_ours("mri_learned", path, work / "learned")
+        t_warm, modl = run_ours("mri_learned", path, work / "learned")
+        rows.append((f"mri_learned (MoDL) {name}, {threads} thr (cold {t_cold:.2f} s)", t_warm,
+                     "fastMRI VarNet", fm["seconds"],
+                     f"NRMSE vs reference: mri_learned {nrmse(modl, ref):.4f}, "
+                     f"fastMRI VarNet (varnet_brain_sim weights) {nrmse(img, ref):.4f}"))
 
 
 def section_ct(data: dict, threads: int, work: Path, rows: list) -> None:
