@@ -237,19 +237,11 @@ class SenseOperator(LinearOperator):
         return coil_reduce(self.maps, uncentred_ifft2(k))
 
     def _gram_columns_nograd(self, x: Tensor) -> Tensor:
-        """The column-mask gram outside autograd: along W either a pair of 1-D FFTs with the
-        inverse's ``1/W`` folded into the (cached, real) mask or, for sparse masks, two
-        products with the (cached) partial DFT of the sampled columns (see
-        :meth:`_partial_dft`); then the coil reduction as an in-place product with the cached
-        ``conj(maps)`` plus a sum over coils (a third of the time of the batched-matrix einsum
-        at 15 x 320 x 368, one thread; see benchmarks/README.md)."""
+        """The column-mask gram outside autograd: 1-D FFTs along W with the inverse's ``1/W``
+        folded into the (cached, real) mask, and the coil reduction as an in-place product
+        with the cached ``conj(maps)`` plus a sum over coils (a third of the time of the
+        batched-matrix einsum at 15 x 320 x 368, one thread; see benchmarks/README.md)."""
         w = self.maps.shape[-1]
-        dft = self._partial_dft(x)
-        if dft is not None:
-            fwd, inv = dft
-            coil = self.maps * x.unsqueeze(-3)
-            coil_images = (coil.reshape(-1, w) @ fwd @ inv).reshape(coil.shape)
-            return coil_images.mul_(self._conj_maps()).sum(dim=-3)
         real = self.maps.real.dtype
         m = self._mask_unshifted
         if m.is_inference():  # no version counter to key a cache on
@@ -263,39 +255,6 @@ class SenseOperator(LinearOperator):
         k = torch.fft.fft(self.maps * x.unsqueeze(-3), dim=-1).mul_(scaled.unsqueeze(-3))
         coil_images = torch.fft.ifft(k, dim=-1, norm="forward")
         return coil_images.mul_(self._conj_maps()).sum(dim=-3)
-
-    #: Largest sampled fraction of the columns for which the gram uses the partial DFT: its
-    #: two products cost ``~ 2 K W`` per row against the FFT pair's ``~ 2 W log W``; measured
-    #: on one thread (8 x 320 x 320 and 15 x 320 x 368, complex64) at 0.8x the FFT pair's time
-    #: for K = W / 4 (4x masks) and 0.45x for K = W / 8.
-    PARTIAL_DFT_MAX_FRACTION = 0.3
-
-    def _partial_dft(self, x: Tensor) -> tuple[Tensor, Tensor] | None:
-        """``(F_K^T, conj(F_K))`` with ``F_K`` the ``(K, W)`` rows of the unitary DFT at the ``K``
-        sampled (uncentred) columns, so that ``F_W^H P_W F_W v = v @ F_K^T @ conj(F_K)`` for
-        rows ``v``; built in float64, stored in the maps' dtype, cached per mask. ``None``
-        when the mask differs between slices, is dense, or the dtypes are not complex."""
-        m = self._mask_unshifted
-        if (not self.maps.is_complex() or x.dtype != self.maps.dtype
-                or any(d != 1 for d in m.shape[:-1])):
-            return None
-        w = m.shape[-1]
-        if m.is_inference():  # no version counter to key a cache on: build it (~K W exps)
-            return self._build_partial_dft(m, w)
-        key = (self.maps.dtype, m.device, w, m.data_ptr(), m._version)
-        cached = getattr(self, "_dft_cache", None)
-        if cached is None or cached[0] != key:
-            cached = self._dft_cache = (key, self._build_partial_dft(m, w))
-        return cached[1]
-
-    def _build_partial_dft(self, m: Tensor, w: int) -> tuple[Tensor, Tensor] | None:
-        cols = torch.nonzero(m.reshape(-1)).reshape(-1).to(torch.float64)
-        if not 0 < cols.numel() <= self.PARTIAL_DFT_MAX_FRACTION * w:
-            return None
-        n = torch.arange(w, dtype=torch.float64, device=m.device)
-        phase = torch.outer(cols, n) * (-2 * torch.pi / w)
-        f = torch.polar(torch.full_like(phase, w ** -0.5), phase)  # (K, W)
-        return f.T.to(self.maps.dtype).contiguous(), f.conj().to(self.maps.dtype).contiguous()
 
     # capability CoilExpandReduce (A = M E, E = F S), with HasSamplingMask (.mask): the
     # pieces for models that work in coil k-space (E2E-VarNet, k-space data consistency)
