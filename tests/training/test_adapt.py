@@ -13,8 +13,10 @@ from mrirecon.operators.mri import sense
 from mrirecon.training.adapt import AdaptConfig, adapt_model
 from mrirecon.training.weights import available_weights, load_pretrained
 
-pytestmark = pytest.mark.skipif("modl_brain_sim" not in available_weights(),
-                                reason="shipped modl_brain_sim weights not available")
+#: the model of pipelines/mri_learned_adapt.yaml (and mri_learned / mri_modl)
+SHIPPED = "modl_fastmri_diverse"
+pytestmark = pytest.mark.skipif(SHIPPED not in available_weights(),
+                                reason=f"shipped {SHIPPED} weights not available")
 
 
 def _phantom_scan(n: int = 48, slices: int = 2, coils: int = 6, seed: int = 0):
@@ -53,13 +55,13 @@ def _psnr(model, pairs, truths) -> float:
 def _shipped_file():
     from mrirecon.training.weights import WEIGHTS_DIR
 
-    return WEIGHTS_DIR / "modl_brain_sim.pt"
+    return WEIGHTS_DIR / f"{SHIPPED}.pt"
 
 
 def test_adaptation_changes_a_copy_never_the_shipped_weights():
     path = _shipped_file()
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    model = load_pretrained("modl_brain_sim").eval()
+    model = load_pretrained(SHIPPED).eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     pairs, _ = _phantom_scan(n=32, slices=1)
     adapted, report = adapt_model(model, pairs, AdaptConfig(steps=4, val_every=2, patience=10,
@@ -100,7 +102,7 @@ def test_early_stopping_returns_the_initial_model_when_adaptation_only_hurts():
 
 
 def test_adaptation_improves_psnr_on_data_unlike_the_training_set():
-    model = load_pretrained("modl_brain_sim").eval()
+    model = load_pretrained(SHIPPED).eval()
     pairs, truths = _phantom_scan(n=40, slices=1)
     adapted, report = adapt_model(model, pairs, AdaptConfig(steps=12, lr=1e-3, val_every=4, patience=3,
                                                             time_budget_s=None, seed=0))
@@ -124,7 +126,7 @@ def test_readout_stripes_are_exact_sense_problems():
 
 
 def test_stripe_adaptation_runs_and_reports():
-    model = load_pretrained("modl_brain_sim").eval()
+    model = load_pretrained(SHIPPED).eval()
     pairs, _ = _phantom_scan(n=48, slices=1)
     seen = []
     _, report = adapt_model(model, pairs, AdaptConfig(rows=16, steps=3, val_every=3, val_stripes=2,
