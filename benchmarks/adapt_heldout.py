@@ -2,6 +2,7 @@
 
     python benchmarks/adapt_heldout.py heldout --work DIR [--setting rows=64,steps=40,...]
     python benchmarks/adapt_heldout.py indist  --work DIR [--setting ...]
+    python benchmarks/adapt_heldout.py heldout --work DIR --weights modl_fastmri_diverse
 
 ``heldout``: the held-out protocol's MRI volumes (:mod:`mrirecon.heldout.data`: reserved images at
 fastMRI size, 640 x 320 with 2x readout oversampling, 8 coils; 4x equispaced-fraction masks with
@@ -9,7 +10,9 @@ centre fraction 0.08, seeded by file name; ESPIRiT crop-0 maps as ``mri_modl``),
 protocol does (crop to 320 x 320, fastMRI metrics per volume). ``indist``: where the model fits,
 its card's held-out test recipe (simulated brains, 128 x 128, 4-8 coils, seed 13; first
 ``--volumes`` volumes), 4x. Each setting is an :class:`~mrirecon.training.adapt.AdaptConfig`;
-results (and each run's validation curve) go to ``DIR/adapt_<part>.json``.
+results (and each run's validation curve) go to ``DIR/adapt_<part>.json``
+(``DIR/adapt_<part>_<weights>.json`` for shipped weights other than ``modl_brain_sim``, the model
+of the first runs; ``mri_learned_adapt`` now adapts ``modl_fastmri_diverse``).
 """
 
 from __future__ import annotations
@@ -75,17 +78,18 @@ def _setting(text: str):
     return cfg
 
 
-def run(part: str, work: Path, settings: list[str], volumes: int | None) -> dict:
+def run(part: str, work: Path, settings: list[str], volumes: int | None,
+        weights: str = "modl_brain_sim") -> dict:
     from mrirecon.operators.mri import sense
     from mrirecon.training.adapt import adapt_model
     from mrirecon.training.weights import load_pretrained
 
-    model = load_pretrained("modl_brain_sim").eval()
+    model = load_pretrained(weights).eval()
     slices = _prepared(part, work, volumes)
     by_volume: dict[str, list] = {}
     for item in slices:
         by_volume.setdefault(item[3], []).append(item)
-    out_path = work / f"adapt_{part}.json"
+    out_path = work / (f"adapt_{part}.json" if weights == "modl_brain_sim" else f"adapt_{part}_{weights}.json")
     results = json.loads(out_path.read_text()) if out_path.is_file() else {}
     t0 = time.perf_counter()
     base = {}
@@ -121,10 +125,11 @@ def main() -> None:
                    help="AdaptConfig fields, e.g. rows=64,steps=40,lr=3e-4 (repeatable)")
     p.add_argument("--volumes", type=int, default=None)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--weights", default="modl_brain_sim", help="shipped MoDL weights to adapt")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     a.work.mkdir(parents=True, exist_ok=True)
-    run(a.part, a.work, a.setting or [""], a.volumes)
+    run(a.part, a.work, a.setting or [""], a.volumes, a.weights)
 
 
 if __name__ == "__main__":

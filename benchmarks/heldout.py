@@ -3,6 +3,7 @@
     python benchmarks/heldout.py tune --work DIR        # validation split only -> DIR/tuned.json
     python benchmarks/heldout.py eval --work DIR        # held-out data -> DIR/heldout_{mri,ct}.md
     python benchmarks/heldout.py tune --work DIR --parts models_mri --methods a,b  # shipped models
+    python benchmarks/heldout.py tune --work DIR --parts mri --methods grappa  # one method's grid
 
 ``tune`` writes the validation data (MNI152 brains and allowed CT images at the deployment
 geometry) and grids the classical parameters (and the PnP schedule with ``--pnp``); copy the
@@ -51,7 +52,12 @@ def tune(work: Path, parts: list[str], weights: str | None, methods: list[str] |
         val = work / "val_mri"
         if not any(val.glob("*.h5")):
             write_validation_mri(val)
-        result["mri"] = T.tune_mri(val)
+        if methods:  # only these methods' grids, merged into the earlier result
+            grid = {m: T.MRI_GRID[m] for m in methods}
+            for acc, res in T.tune_mri(val, grid=grid).items():
+                result.setdefault("mri", {}).setdefault(str(acc), {}).update(res)
+        else:
+            result["mri"] = T.tune_mri(val)
         _json(out_path, result)
         print("mri classical", time.perf_counter() - t0, flush=True)
     if "ct" in parts:  # two validation slices, tuned per view count
@@ -137,7 +143,8 @@ def main() -> None:
     p.add_argument("--parts", default="mri,ct", help="tune: mri,ct,pnp_mri,pnp_ct,models_mri; eval: mri,ct")
     p.add_argument("--weights", default=None, help="tune: a pnp_dpir .pt instead of the shipped one")
     p.add_argument("--methods", default=None, help="eval: comma-separated subset of the protocol's "
-                   "methods; tune --parts models_mri: shipped MRI weights to score")
+                   "methods; tune --parts mri: classical methods to grid (merged into tuned.json); "
+                   "tune --parts models_mri: shipped MRI weights to score")
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args()
     torch.set_num_threads(a.threads)

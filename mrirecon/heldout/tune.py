@@ -26,6 +26,11 @@ MRI_GRID: dict[str, list[dict[str, Any]]] = {
     "cg_sense": [{"iterations": n} for n in (5, 10, 20, 40, 80, 160)],
     "l1_wavelet": [{"lam": lam, "iterations": 100} for lam in (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)],
     "tv": [{"lam": lam, "iterations": 30} for lam in (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)],
+    # kernel (rows, columns): 3 columns is the narrowest window with acquired neighbours (a
+    # 3-column winner is not an edge in the sense above); 11 columns lost at both accelerations
+    # in a first grid (the 8x ACS band is only 13 columns wide)
+    "grappa": [{"kernel_size": (kx, ky), "lam": lam} for kx in (3, 5, 7, 9) for ky in (3, 5, 7, 9)
+               for lam in (1e-4, 1e-3, 1e-2, 1e-1)],
 }
 CT_GRID: dict[str, list[dict[str, Any]]] = {
     "sirt": [{"iterations": n} for n in (30, 100, 300)],
@@ -84,13 +89,25 @@ def _best(grid_scores: list[dict]) -> dict:
 def edge_parameters(grid_scores: list[dict]) -> list[str]:
     """Names of the varied parameters whose best value is the grid's smallest or largest.
 
+    Sequence-valued parameters count per component (``kernel_size[0]``, ``kernel_size[1]``).
+
     A parameter counts as varied when the grid holds more than one value of it; a winner at
     either end means the optimum may lie outside the grid, so the tuned baseline may be unfair.
     """
-    best = _best(grid_scores)["params"]
+    def flat(params: Mapping[str, Any]) -> dict[str, Any]:  # a tuple / list: one per component
+        out = {}
+        for k, v in params.items():
+            if isinstance(v, (tuple, list)):
+                out.update({f"{k}[{i}]": x for i, x in enumerate(v)})
+            else:
+                out[k] = v
+        return out
+
+    best = flat(_best(grid_scores)["params"])
+    points = [flat(r["params"]) for r in grid_scores]
     out = []
-    for key in sorted({k for r in grid_scores for k in r["params"]}):
-        values = sorted({r["params"][key] for r in grid_scores if key in r["params"]})
+    for key in sorted({k for r in points for k in r}):
+        values = sorted({r[key] for r in points if key in r})
         if len(values) > 1 and key in best and best[key] in (values[0], values[-1]):
             out.append(key)
     return out

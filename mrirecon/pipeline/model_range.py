@@ -3,9 +3,11 @@
 A card's optional ``training_range`` mapping lists what the model saw in training::
 
     training_range:
-      matrix: {min: [H, W], max: [H, W]}   # MRI k-space (readout x phase) or CT image size
+      matrix: {min: [H, W], max: [H, W]}   # Cartesian MRI k-space (readout x phase), the
+                                            # non-Cartesian MRI image grid, or CT image size
       coils: [min, max]
-      accelerations: [min, max]
+      accelerations: [min, max]             # Cartesian MRI: columns / acquired columns
+      spokes: [min, max]                    # non-Cartesian MRI: readouts (radial spokes)
       views: [min, max]                     # CT projection angles
 
 :func:`range_warnings` compares one slice's properties with it and returns readable messages;
@@ -29,7 +31,7 @@ def _interval(value: Any) -> tuple[float, float] | None:
 
 def range_warnings(card: Mapping[str, Any] | None, *, matrix: tuple[int, int] | None = None,
                    coils: int | None = None, acceleration: float | None = None,
-                   views: int | None = None) -> list[str]:
+                   views: int | None = None, spokes: int | None = None) -> list[str]:
     """Messages for every property outside ``card["training_range"]`` (empty if none, or no card)."""
     rng = (card or {}).get("training_range")
     if not isinstance(rng, Mapping):
@@ -43,7 +45,7 @@ def range_warnings(card: Mapping[str, Any] | None, *, matrix: tuple[int, int] | 
             out.append(f"matrix {matrix[0]} x {matrix[1]} is outside the {name} training range "
                        f"{lo[0]} x {lo[1]} .. {hi[0]} x {hi[1]}")
     for key, value, what in (("coils", coils, "coils"), ("accelerations", acceleration, "acceleration"),
-                             ("views", views, "views")):
+                             ("views", views, "views"), ("spokes", spokes, "spokes")):
         iv = _interval(rng.get(key))
         if value is not None and iv is not None and not iv[0] - 1e-6 <= float(value) <= iv[1] + 1e-6:
             out.append(f"{what} {float(value):g} is outside the {name} training range "

@@ -86,7 +86,10 @@ def _warn_outside_range(config: PipelineConfig, model, s) -> None:
     """Log when the first slice lies outside what the learned model was trained on."""
     from mrirecon.pipeline.model_range import warn_outside_range
 
-    if config.modality == "mri":
+    if config.modality == "mri" and s.trajectory is not None:  # the image grid, the readouts
+        warn_outside_range(model, matrix=tuple(s.image_shape), coils=int(s.kspace.shape[0]),
+                           spokes=int(s.trajectory.shape[0]))
+    elif config.modality == "mri":
         acc = float(s.mask.numel()) / max(float(s.mask.sum()), 1.0)
         warn_outside_range(model, matrix=tuple(s.kspace.shape[-2:]), coils=int(s.kspace.shape[0]),
                            acceleration=acc)

@@ -29,25 +29,41 @@ def _check(kspace: Tensor) -> None:
         raise ValueError(f"grappa: kspace must be a complex tensor (coils, H, W), got {got}")
 
 
-def acs_region(kspace: Tensor, acs_width: int) -> Tensor:
-    """The ``acs_width`` central columns (along W) of ``kspace (coils, H, W)``, all rows.
+def acs_region(kspace: Tensor, acs_width: int, mask: Tensor | None = None) -> Tensor:
+    """``acs_width`` fully sampled central columns (along W) of ``kspace (coils, H, W)``, all rows.
 
-    Columns ``W // 2 - acs_width // 2`` onwards (DC at ``W // 2``). Raises if any of them was not
-    acquired (an all-zero column).
+    The columns lie inside the contiguous run of acquired columns through the centre column
+    ``W // 2`` (:func:`mrirecon.sampling.acs_bounds` with ``symmetric=False``), as close to
+    centred on ``W // 2`` as that run allows: fastMRI's masks put an odd-width band one column
+    off centre, and equispaced lines next to the band extend the run on one side only, so the
+    run is in general not symmetric about ``W // 2``. ``mask`` (``(H, W)`` or ``(W,)``,
+    acquired samples) decides which columns were acquired (a column counts if any of its rows
+    was, as for partial-Fourier rows); default: columns nonzero in some coil and row. Raises
+    if the run is narrower than ``acs_width``.
     """
+    from mrirecon.sampling.acs import acs_bounds
+
     _check(kspace)
     W = kspace.shape[-1]
     if not 0 < acs_width <= W:
         raise ValueError(f"grappa: acs width must be in [1, {W}], got {acs_width}")
-    left = W // 2 - acs_width // 2
-    acs = kspace[..., left : left + acs_width]
-    empty = (acs != 0).any(dim=(0, 1)).logical_not().nonzero().flatten()
-    if len(empty):
+    if mask is None:
+        cols = (kspace != 0).any(dim=-2).any(dim=0)
+    else:
+        cols = mask.to(device=kspace.device, dtype=torch.bool)
+        cols = cols.any(dim=0) if cols.ndim == 2 else cols
+    if cols.shape != (W,):
+        raise ValueError(f"grappa: mask must have shape {tuple(kspace.shape[-2:])} or {(W,)}, "
+                         f"got {tuple(mask.shape)}")
+    start, stop = (int(v[0]) for v in acs_bounds(cols.reshape(1, -1), symmetric=False))
+    if stop - start < acs_width:
         raise ValueError(
-            f"grappa: acs width {acs_width} includes unacquired columns "
-            f"{(empty + left).tolist()[:8]} of k-space; give a smaller width or the calib block"
+            f"grappa: acs width {acs_width} includes unacquired columns: the fully sampled "
+            f"run through the centre column {W // 2} is columns [{start}, {stop}) "
+            f"({stop - start} wide); give a smaller width or the calib block"
         )
-    return acs
+    left = min(max(W // 2 - acs_width // 2, start), stop - acs_width)
+    return kspace[..., left : left + acs_width]
 
 
 def _window_codes(padded_mask: Tensor, kx: int, ky: int) -> Tensor:
@@ -115,8 +131,18 @@ def grappa(
     kx, ky = int(kernel_size[0]), int(kernel_size[1])
     if kx < 1 or ky < 1:
         raise ValueError(f"grappa: kernel_size must be positive, got {kernel_size}")
-    if isinstance(calib, int):
-        calib = acs_region(kspace, calib)
+    if mask is None:
+        mask = (kspace != 0).any(dim=0)
+    else:
+        mask = mask.to(device=kspace.device, dtype=torch.bool)
+        if mask.shape == (W,):
+            mask = mask.expand(H, W)
+        if mask.shape != (H, W):
+            raise ValueError(
+                f"grappa: mask must have shape {(H, W)} or {(W,)}, got {tuple(mask.shape)}"
+            )
+    if isinstance(calib, int):  # the band inside the acquired centre run, see acs_region
+        calib = acs_region(kspace, calib, mask)
     if not isinstance(calib, Tensor) or calib.ndim != 3 or calib.shape[0] != c:
         got = tuple(calib.shape) if isinstance(calib, Tensor) else type(calib).__name__
         raise ValueError(f"grappa: calib must be an int or a tensor ({c}, h, w), got {got}")
@@ -128,16 +154,6 @@ def grappa(
     px, py = kx // 2, ky // 2
     if pad_calib:
         calib = torch.nn.functional.pad(calib, (py, ky - 1 - py, px, kx - 1 - px))
-    if mask is None:
-        mask = (kspace != 0).any(dim=0)
-    else:
-        mask = mask.to(device=kspace.device, dtype=torch.bool)
-        if mask.shape == (W,):
-            mask = mask.expand(H, W)
-        if mask.shape != (H, W):
-            raise ValueError(
-                f"grappa: mask must have shape {(H, W)} or {(W,)}, got {tuple(mask.shape)}"
-            )
 
     # --- calibration: one Gram matrix of all ACS windows, columns ordered (position, coil)
     centre = (kx // 2) * ky + (ky // 2)

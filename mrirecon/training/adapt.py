@@ -28,6 +28,14 @@ and each step splits the rest into two interleaved halves (reconstruct from one,
 other) through the projectors restricted to those views, scaled to unit norm.
 
 Batch norm runs with its running statistics (``model.eval()``) throughout: one scan is no batch.
+
+Normalisation (MRI). A model that normalises its input (``normalize`` on, e.g. MoDL: data
+divided by ``s = max |A^H y|``) is adapted at the scale inference will use: each slice is divided
+once by ``s`` of the whole slice with all its acquired points, and the copy runs with
+``normalize`` off during adaptation (switched back on in the returned copy). A readout stripe or
+an SSDU subset therefore keeps the slice's scale instead of being renormalised to its own peak
+(a low-signal stripe would otherwise be amplified to peak 1) - the way the deployment-geometry
+MoDL was trained (row bands divided by their whole slice's scale, see its card).
 """
 
 from __future__ import annotations
@@ -128,6 +136,16 @@ def check_adapt_config(cfg: AdaptConfig) -> None:
 
 
 # ---- MRI views: (slice, stripe) problems with their fixed hold-out ------------------------------
+
+
+@torch.no_grad()
+def _slice_scale(y: Tensor, op: SenseOperator) -> Tensor:
+    """``s = max |A^H y|`` of a whole slice ``(1, C, H, W)``, as a normalising model computes it
+    at inference (:func:`mrirecon.models.common.normalized_data`), shaped to divide ``y``."""
+    from mrirecon.models.common import normalized_data
+
+    return normalized_data(y, op)[2].reshape((-1,) + (1,) * (y.ndim - 1))
+
 
 
 @dataclass
@@ -310,6 +328,10 @@ def adapt_model(model: nn.Module, slices: list[tuple[Tensor, object]], config: A
             return 0.5 * (_ct_recon_loss(adapted, y, geo, tr[a], tr[b])
                           + _ct_recon_loss(adapted, y, geo, tr[b], tr[a]))
     else:
+        renorm = bool(getattr(adapted, "normalize", False))
+        if renorm:  # the whole slice's scale, fixed (see the module notes)
+            slices = [(y / _slice_scale(y, op), op) for y, op in slices]
+            adapted.normalize = False
         train_views, val_views, weights = _mri_views(slices, cfg, g)
 
         def val_loss() -> float:
@@ -368,6 +390,8 @@ def adapt_model(model: nn.Module, slices: list[tuple[Tensor, object]], config: A
             best_state = copy.deepcopy(adapted.state_dict())
     report.steps = step
     adapted.load_state_dict(best_state)
+    if not is_ct and renorm:
+        adapted.normalize = True
     for p, q in zip(adapted.parameters(), model.parameters()):
         p.requires_grad_(q.requires_grad)
     adapted.eval()

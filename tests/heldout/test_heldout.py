@@ -49,6 +49,9 @@ def test_range_warnings_name_each_property_outside_the_card():
     assert any("acceleration 12" in m for m in msgs) and any("views 10" in m for m in msgs)
     assert range_warnings({"model": {"name": "x"}}, coils=99) == []
     assert range_warnings(None, coils=99) == []
+    radial = {"model": {"name": "modl"}, "training_range": {"spokes": [40, 40]}}
+    assert range_warnings(radial, spokes=40) == []
+    assert range_warnings(radial, spokes=36) == ["spokes 36 is outside the modl training range 40 .. 40"]
 
 
 def test_warn_outside_range_logs_once_per_message(caplog):
@@ -100,3 +103,30 @@ def test_edge_parameters_flag_a_winner_on_the_grid_edge():
     with pytest.warns(UserWarning, match="lam at the edge"):
         res = _result("l1_wavelet", grid([32.0, 31.0, 29.0]), "MRI 4x")
     assert res["best"] == {"lam": 1e-4, "iterations": 100} and res["at_edge"] == ["lam"]
+    # a tuple parameter (GRAPPA's kernel) is checked per component: (7, 3) is neither the
+    # smallest nor the largest kernel, but 7 rows is the largest row count in the grid
+    kernels = [{"params": {"kernel_size": (kx, ky)}, "PSNR": 30.0 + (kx == 7 and ky == 5), "SSIM": 0.5}
+               for kx in (3, 5, 7) for ky in (3, 5, 7)]
+    assert edge_parameters(kernels) == ["kernel_size[0]"]
+
+
+def test_every_pipeline_has_a_heldout_row_in_the_shipped_results():
+    """Every shipped pipeline (training configs, radial and adaptation pipelines excepted: the
+    Cartesian protocol does not cover radial data, adaptation has its own held-out runs) maps to
+    a protocol method that runs its model or classical method, and the README's tables (made
+    from benchmarks/heldout_results) hold that row at both settings."""
+    import json
+
+    from mrirecon.heldout.protocol import CT_METHODS, MRI_METHODS, PIPELINE_ROWS
+    from mrirecon.pipeline.definitions import load_pipeline
+
+    names = sorted(p.stem for p in (PKG / "pipelines").glob("*.yaml"))
+    covered = [n for n in names if not n.startswith(("train_", "mri_radial_")) and not n.endswith("_adapt")]
+    assert sorted(PIPELINE_ROWS) == covered
+    results = PKG.parent / "benchmarks" / "heldout_results"
+    tables = {part: json.loads((results / f"heldout_{part}.json").read_text()) for part in ("mri", "ct")}
+    for name, (part, row) in PIPELINE_ROWS.items():
+        config, _ = load_pipeline(name)
+        assert row in (MRI_METHODS if part == "mri" else CT_METHODS), name
+        assert row == (config.reconstruct.weights or config.reconstruct.method), name
+        assert len(tables[part]) == 2 and all(row in t for t in tables[part].values()), (name, row)

@@ -43,11 +43,11 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.skipif("modl_brain_sim" not in available_weights(), reason="weights not shipped")
+@pytest.mark.skipif("modl_fastmri_diverse" not in available_weights(), reason="weights not shipped")
 def test_mri_adapt_pipeline_saves_and_hashes_the_adapted_weights(mri_dir, tmp_path):
     from mrirecon.training.weights import load_model
 
-    shipped = WEIGHTS_DIR / "modl_brain_sim.pt"
+    shipped = WEIGHTS_DIR / "modl_fastmri_diverse.pt"  # mri_learned_adapt's model
     digest = _sha(shipped)
     config, text = load_pipeline("mri_learned_adapt", [
         "undersample.enabled=true", "calibrate.calib_width=12", "calibrate.kernel_width=4",

@@ -77,7 +77,7 @@ def test_radial_learned_pipeline_with_learned_maps(radial_dir, tmp_path):
     ("mri_radial_learned", ["calibrate.calib_width=16", "calibrate.kernel_width=4",
                             "reconstruct.method=modl", "reconstruct.weights=modl_radial_sim"]),
 ])
-def test_radial_pipelines_end_to_end(name, overrides, radial_dir, tmp_path):
+def test_radial_pipelines_end_to_end(name, overrides, radial_dir, tmp_path, caplog):
     from mrirecon.training.weights import available_weights
 
     learned = name == "mri_radial_learned"
@@ -87,7 +87,17 @@ def test_radial_pipelines_end_to_end(name, overrides, radial_dir, tmp_path):
             overrides = [*overrides, f"reconstruct.weights={_tiny_weights(tmp_path)}"]
     config, text = load_pipeline(name, overrides)
     out = tmp_path / "out"
-    assert run_pipeline(config, [str(radial_dir / "*.h5")], out, progress=False, config_text=text) == 0
+    with caplog.at_level("WARNING", logger="mrirecon.pipeline"):
+        assert run_pipeline(config, [str(radial_dir / "*.h5")], out, progress=False,
+                            config_text=text) == 0
+    if config.reconstruct.weights in available_weights():
+        # the shipped radial models were trained at 64 x 64 with 40 spokes (their cards'
+        # training_range); the image grid and the spoke count are checked, not the k-space shape
+        # or a Cartesian acceleration
+        warned = [r.message for r in caplog.records if "training range" in r.message]
+        assert any("matrix 48 x 48 is outside" in m for m in warned), warned
+        assert any("spokes 36 is outside" in m for m in warned), warned
+        assert not any("acceleration" in m or "matrix 36" in m for m in warned), warned
     prov = json.loads((out / "provenance.json").read_text())
     (f,) = prov["files"]
     assert f["status"] == "ok"

@@ -101,3 +101,62 @@ def test_grappa_errors(data):
         grappa(under, under[:, :3, :3])
     with pytest.raises(ValueError, match="mask"):
         grappa(under, ACS, mask=torch.ones(5, dtype=torch.bool))
+
+
+# ---- fastMRI geometry: 640 x 320 k-space, equispaced-fraction masks --------------------------
+FM_H, FM_W, FM_C = 640, 320, 8
+FM_NAMES = [f"file{i}.h5" for i in range(6)] + ["heldout_MR2_UNCR_0.h5"]
+
+
+@pytest.fixture(scope="module")
+def fastmri_kspace():
+    """8-coil Shepp-Logan at fastMRI size (2x readout oversampling: object in the central half)."""
+    img = np.zeros((FM_H, FM_W), np.complex128)
+    img[FM_H // 4 : 3 * FM_H // 4] = sigpy.shepp_logan((FM_H // 2, FM_W), dtype=np.complex128)
+    maps = sigpy.mri.birdcage_maps((FM_C, FM_H, FM_W), r=1.2)
+    ksp = sigpy.fft(maps * img, axes=(-2, -1))
+    rng = np.random.default_rng(1)
+    ksp = ksp + 1e-3 * (rng.standard_normal(ksp.shape) + 1j * rng.standard_normal(ksp.shape))
+    return torch.from_numpy(ksp.astype(np.complex64))
+
+
+@pytest.mark.parametrize("cf, acc", [(0.08, 4), (0.04, 8)])
+def test_grappa_fastmri_masks_band_off_centre(fastmri_kspace, cf, acc):
+    """fastMRI's 320-column masks: the fully sampled run through column 160 is not centred on
+    it (an odd band of 13 columns sits at 154-166; equispaced lines next to the band lengthen the
+    run on one side). The pipeline passes the run's width as ``calib``; the ACS block must be
+    taken inside that run (a block centred on W // 2 crossed an unacquired column and raised
+    "acs width 14 includes unacquired columns" on the held-out data)."""
+    from mrirecon.pipeline.stages_mri import MRISlice, reconstruct
+    from mrirecon.pipeline.schema import ReconstructConfig
+    from mrirecon.sampling import acs_bounds, acs_width, file_seed
+    from mrirecon.sampling.cartesian import create_mask_for_mask_type
+
+    mf = create_mask_for_mask_type("equispaced_fraction", [cf], [acc])
+    masks = [mf.sample_vector(FM_W, seed=file_seed(n))[0] for n in FM_NAMES]
+    off_centre = []
+    for m in masks:
+        start, stop = (int(v[0]) for v in acs_bounds(m.reshape(1, -1), symmetric=False))
+        w = stop - start
+        assert w == acs_width(m) >= round(cf * FM_W)
+        if not m[FM_W // 2 - w // 2 : FM_W // 2 - w // 2 + w].all():
+            off_centre.append(m)
+    if acc == 8:  # the held-out file's 8x mask is such a case; the test must exercise it
+        assert len(off_centre) >= 1
+    # the pipeline's reconstruct stage (ACS = the run's width, kernel as the stage picks it)
+    ref = rss(ifft2c(fastmri_kspace), 0)
+    for m in masks:
+        s = MRISlice(kspace=fastmri_kspace * m, mask=m, header=None, file_name="x.h5", index=0)
+        img = reconstruct(s, ReconstructConfig(method="grappa", params={}), None).image
+        zf = rss(ifft2c(fastmri_kspace * m), 0)
+        err = float(torch.linalg.vector_norm(img - ref) / torch.linalg.vector_norm(ref))
+        err_zf = float(torch.linalg.vector_norm(zf - ref) / torch.linalg.vector_norm(ref))
+        # 8x: holes with no acquired column within the 5-wide kernel stay empty
+        assert err < (0.5 if acc == 4 else 0.9) * err_zf, (err, err_zf)
+    # the block taken for an int width lies inside the acquired run; acquired samples untouched
+    for m in masks:
+        under, w = fastmri_kspace * m, acs_width(m)
+        block = acs_region(under, w, m)
+        assert block.shape == (FM_C, FM_H, w) and bool((block != 0).any(dim=1).all())
+        out = grappa(under, w, kernel_size=(5, 5), mask=m)
+        assert torch.equal(out[..., m], under[..., m])

@@ -13,8 +13,10 @@ from mrirecon.operators.mri import sense
 from mrirecon.training.adapt import AdaptConfig, adapt_model
 from mrirecon.training.weights import available_weights, load_pretrained
 
-pytestmark = pytest.mark.skipif("modl_brain_sim" not in available_weights(),
-                                reason="shipped modl_brain_sim weights not available")
+#: the model of pipelines/mri_learned_adapt.yaml (and mri_learned / mri_modl)
+SHIPPED = "modl_fastmri_diverse"
+pytestmark = pytest.mark.skipif(SHIPPED not in available_weights(),
+                                reason=f"shipped {SHIPPED} weights not available")
 
 
 def _phantom_scan(n: int = 48, slices: int = 2, coils: int = 6, seed: int = 0):
@@ -53,13 +55,13 @@ def _psnr(model, pairs, truths) -> float:
 def _shipped_file():
     from mrirecon.training.weights import WEIGHTS_DIR
 
-    return WEIGHTS_DIR / "modl_brain_sim.pt"
+    return WEIGHTS_DIR / f"{SHIPPED}.pt"
 
 
 def test_adaptation_changes_a_copy_never_the_shipped_weights():
     path = _shipped_file()
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    model = load_pretrained("modl_brain_sim").eval()
+    model = load_pretrained(SHIPPED).eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     pairs, _ = _phantom_scan(n=32, slices=1)
     adapted, report = adapt_model(model, pairs, AdaptConfig(steps=4, val_every=2, patience=10,
@@ -100,7 +102,7 @@ def test_early_stopping_returns_the_initial_model_when_adaptation_only_hurts():
 
 
 def test_adaptation_improves_psnr_on_data_unlike_the_training_set():
-    model = load_pretrained("modl_brain_sim").eval()
+    model = load_pretrained(SHIPPED).eval()
     pairs, truths = _phantom_scan(n=40, slices=1)
     adapted, report = adapt_model(model, pairs, AdaptConfig(steps=12, lr=1e-3, val_every=4, patience=3,
                                                             time_budget_s=None, seed=0))
@@ -124,7 +126,7 @@ def test_readout_stripes_are_exact_sense_problems():
 
 
 def test_stripe_adaptation_runs_and_reports():
-    model = load_pretrained("modl_brain_sim").eval()
+    model = load_pretrained(SHIPPED).eval()
     pairs, _ = _phantom_scan(n=48, slices=1)
     seen = []
     _, report = adapt_model(model, pairs, AdaptConfig(rows=16, steps=3, val_every=3, val_stripes=2,
@@ -156,3 +158,41 @@ def test_bad_settings_are_refused():
         adapt_model(torch.nn.Identity(), pairs, AdaptConfig(validation_fraction=1.5))
     with pytest.raises(ValueError, match="no slices"):
         adapt_model(torch.nn.Identity(), [], AdaptConfig())
+
+
+def _tiny_modl(normalize: bool):
+    from mrirecon.models.unrolled.modl import MoDL
+
+    return MoDL(iterations=2, layers=3, features=8, batchnorm=False, cg_iterations=3,
+                normalize=normalize, init_seed=3).eval()
+
+
+def test_normalising_model_is_adapted_at_the_whole_slice_scale():
+    """A model with ``normalize`` on (the deployment MoDL: trained on row bands divided by their
+    whole slice's ``max |A^H y|``, deployed with normalize on) must be adapted at the scale it
+    will see at inference: readout stripes and SSDU subsets keep the whole slice's scale rather
+    than being renormalised to their own peak. So adapting it equals adapting the same weights
+    with normalize off on data divided once by the whole slice's scale, and the returned copy
+    normalises again."""
+    from mrirecon.functional import fftc, ifftc
+    from mrirecon.models.common import normalized_data
+
+    pairs, _ = _phantom_scan(n=48, slices=1)
+    (y, op), = pairs
+    ramp = torch.linspace(0.1, 1.0, 48).reshape(1, 1, 48, 1)  # image rows of unequal signal
+    y = fftc(ifftc(y, dim=-2) * ramp, dim=-2)  # (column mask: still zero where not acquired)
+    scale = normalized_data(y, op)[2].reshape(1, 1, 1, 1)
+    cfg = AdaptConfig(rows=16, steps=4, val_every=2, val_stripes=2, lr=1e-2, time_budget_s=None,
+                      patience=10)
+    on = _tiny_modl(True)
+    adapted, report = adapt_model(on, [(y, op)], cfg)
+    reference, ref_report = adapt_model(_tiny_modl(False), [(y / scale, op)], cfg)
+    assert adapted.normalize and on.normalize and not reference.normalize
+    assert report.val_losses == ref_report.val_losses
+    for k, v in adapted.state_dict().items():
+        assert torch.equal(v, reference.state_dict()[k]), k
+    # and the scale of the data still does not matter (normalize undoes it at inference)
+    big, _ = adapt_model(on, [(y * 1e3, op)], cfg)
+    tol = 1e3 * torch.finfo(torch.float32).eps
+    for k, v in adapted.state_dict().items():
+        torch.testing.assert_close(big.state_dict()[k], v, rtol=tol, atol=tol * float(v.abs().max()))

@@ -52,6 +52,45 @@ def test_card_and_size(name):
     assert all(isinstance(v, torch.Tensor) for v in state.values())
 
 
+CARDS = sorted(p.stem for p in WEIGHTS_DIR.glob("*.yaml"))
+#: what `mrirecon run` checks against a card (mrirecon/pipeline/model_range.py)
+RANGE_KEYS = {"matrix", "coils", "accelerations", "spokes", "views"}
+
+
+@pytest.mark.parametrize("name", CARDS)
+def test_every_card_says_where_the_model_fails_and_what_it_saw(name):
+    """Every card has a non-empty "known_failures" list; every reconstruction model's card has a
+    training_range made of keys the pipeline checks (a misspelt key would be ignored silently),
+    with ordered intervals; radial models state their spokes and image grid."""
+    card = model_card(name)
+    failures = card.get("known_failures")
+    assert isinstance(failures, list) and all(isinstance(f, str) and f.strip() for f in failures)
+    assert any(len(f) > 60 for f in failures), name  # at least one real sentence
+    if card.get("kind", "reconstruction") != "reconstruction":
+        return
+    rng = card["training_range"]
+    assert rng and set(rng) <= RANGE_KEYS, (name, set(rng) - RANGE_KEYS)
+    for key, iv in rng.items():
+        lo, hi = (iv["min"], iv["max"]) if key == "matrix" else ([iv[0]], [iv[1]])
+        assert all(0 < a <= b for a, b in zip(lo, hi)), (name, key, iv)
+    if "radial" in name:
+        assert {"matrix", "coils", "spokes"} <= set(rng) and "accelerations" not in rng
+
+
+def test_radial_training_card_states_range_and_failures():
+    """`mrirecon train radial` writes the training_range the pipeline checks and known
+    failures that compare the model with CG-SENSE on its held-out slices."""
+    from mrirecon.training.radial import COILS, _known_failures, _Options
+
+    args = _Options(out="x", model="modl", steps=5, size=32, spokes=24, volumes=2, slices=1, lr=1e-3)
+    worse = _known_failures(args, {"model": {"PSNR": 22.0}, "cg_sense_10it": {"PSNR": 25.0}})
+    better = _known_failures(args, {"model": {"PSNR": 27.0}, "cg_sense_10it": {"PSNR": 25.0}})
+    assert "32 x 32 image, 24 golden-angle spokes x 64 samples" in worse[0]
+    assert f"{COILS[0]}-{COILS[1]}" in worse[0]
+    assert "below 10 CG-SENSE iterations (22.00 vs 25.00 dB" in worse[-1]
+    assert len(better) == len(worse) - 1 and not any("CG-SENSE" in f for f in better)
+
+
 @pytest.fixture(scope="module")
 def held_out(tmp_path_factory) -> Path:
     from mrirecon.data.simulate_mri import simulate_mri_dataset
