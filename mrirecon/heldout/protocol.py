@@ -72,12 +72,15 @@ def intensity_ratios(reference: np.ndarray, prediction: np.ndarray) -> tuple[flo
     return float(pred.mean() / ref.mean()), float(np.percentile(pred, 99) / np.percentile(ref, 99))
 
 
-def _summary(rows: list[dict]) -> dict[str, float]:
-    out = {}
+def _summary(rows: list[dict]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for key in ("NMSE", "PSNR", "SSIM", "mean_ratio", "p99_ratio", "seconds"):
         v = np.array([r[key] for r in rows], float)
         out[key], out[key + "_2std"] = float(v.mean()), float(2 * v.std())
     out["volumes"] = len(rows)
+    if all("volume" in r for r in rows):  # per-volume scores, to see what a mean hides
+        out["per_volume"] = {r["volume"]: {"PSNR": round(r["PSNR"], 3), "SSIM": round(r["SSIM"], 4)}
+                             for r in rows}
     return out
 
 
@@ -103,7 +106,8 @@ def run_mri(data_dir: str | Path, accelerations: Sequence[float] = (4, 8),
 
         def record(rec, pred, rows=rows):
             mr, pr = intensity_ratios(refs[rec["volume"]], pred)
-            rows[rec["method"]].append({"NMSE": rec["NMSE"], "PSNR": rec["PSNR"], "SSIM": rec["SSIM"],
+            rows[rec["method"]].append({"volume": rec["volume"], "NMSE": rec["NMSE"],
+                                        "PSNR": rec["PSNR"], "SSIM": rec["SSIM"],
                                         "mean_ratio": mr, "p99_ratio": pr,
                                         "seconds": rec["seconds_per_slice"]})
 
