@@ -9,6 +9,7 @@ Under ``torchrun`` the inputs are sharded across ranks (same command, more proce
 from __future__ import annotations
 
 import csv
+import functools
 import glob
 import hashlib
 import io
@@ -109,7 +110,9 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+@functools.lru_cache(maxsize=1)
 def _git_commit() -> str:
+    """The package's git commit for the provenance (once per process: a subprocess)."""
     try:
         root = Path(__file__).resolve().parents[2]
         return subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
@@ -118,7 +121,8 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def _versions() -> dict[str, str]:
+@functools.lru_cache(maxsize=1)
+def _versions_cached() -> tuple[tuple[str, str], ...]:
     import importlib.metadata as md
 
     out = {"python": platform.python_version(), "platform": platform.platform()}
@@ -127,7 +131,13 @@ def _versions() -> dict[str, str]:
             out[name] = md.version(name)
         except md.PackageNotFoundError:
             out[name] = "not installed"
-    return out
+    return tuple(out.items())
+
+
+def _versions() -> dict[str, str]:
+    """Versions for the provenance; read once per process (the package metadata scan cost
+    ~70 ms per run, paid per file by a script that runs one file at a time)."""
+    return dict(_versions_cached())
 
 
 def _libc():
