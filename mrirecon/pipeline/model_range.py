@@ -47,7 +47,11 @@ def range_warnings(card: Mapping[str, Any] | None, *, matrix: tuple[int, int] | 
     for key, value, what in (("coils", coils, "coils"), ("accelerations", acceleration, "acceleration"),
                              ("views", views, "views"), ("spokes", spokes, "spokes")):
         iv = _interval(rng.get(key))
-        if value is not None and iv is not None and not iv[0] - 1e-6 <= float(value) <= iv[1] + 1e-6:
+        # a mask's effective acceleration W / sampled columns differs from its nominal rate by
+        # the rounding of the line count and the centre band (fastMRI's 4x on 368 columns
+        # samples 93: 3.96); 5 % slack keeps such masks inside a card's "4 .. 8"
+        slack = 0.05 * float(value) if key == "accelerations" and value is not None else 1e-6
+        if value is not None and iv is not None and not iv[0] - slack <= float(value) <= iv[1] + slack:
             out.append(f"{what} {float(value):g} is outside the {name} training range "
                        f"{iv[0]:g} .. {iv[1]:g}")
     return out

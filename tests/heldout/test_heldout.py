@@ -130,3 +130,15 @@ def test_every_pipeline_has_a_heldout_row_in_the_shipped_results():
         assert row in (MRI_METHODS if part == "mri" else CT_METHODS), name
         assert row == (config.reconstruct.weights or config.reconstruct.method), name
         assert len(tables[part]) == 2 and all(row in t for t in tables[part].values()), (name, row)
+
+
+def test_range_check_accepts_the_effective_acceleration_of_nominal_fastmri_masks():
+    from mrirecon.pipeline.model_range import range_warnings
+    from mrirecon.sampling import EquispacedFractionMask
+
+    card = {"model": {"name": "m"}, "training_range": {"accelerations": [4, 8]}}
+    for w, cf, acc in ((368, 0.08, 4), (320, 0.08, 4), (368, 0.04, 8), (372, 0.04, 8)):
+        mask = EquispacedFractionMask([cf], [acc])(w, seed=0)
+        effective = w / float(mask.sum())
+        assert range_warnings(card, acceleration=effective) == [], (w, acc, effective)
+    assert range_warnings(card, acceleration=3.0) and range_warnings(card, acceleration=10.0)
