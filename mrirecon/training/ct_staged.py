@@ -58,10 +58,10 @@ VIEWS = (30, 60)
 CARD_TEXT = {
     "description": (
         "Sparse-view low-dose CT at the LoDoPaB-CT geometry: Hann FBP, one CG data-consistency "
-        "step, then two residual U-Nets (16 features, 4 poolings, no normalisation layers), each "
+        "step, then {nets} ({chans} features, {pools} poolings, no normalisation layers), each "
         "followed by an exact CG data-consistency step with the projector; the network sees the "
         "image divided by the FBP's 99th percentile, so the output scales with the data and does "
-        "not depend on view count or operator norm. Trained stage by stage on 128 x 128 patches, "
+        "not depend on view count or operator norm. Trained {how} on {patch} x {patch} patches, "
         "on one shared CPU thread."),
     "data": {
         "source": "simulated on the fly (mrirecon.training.ct_staged): allowed CT DICOM images "
@@ -379,7 +379,10 @@ def save(model, out: Path, done: int, args: dict, steps: list[int], history: lis
     command = (f"mrirecon train staged_ct --out {out} " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in args.items()))
     card = {
-        "description": CARD_TEXT["description"],
+        "description": CARD_TEXT["description"].format(
+            nets="one residual U-Net" if done == 1 else f"{done} residual U-Nets",
+            chans=args["chans"], pools=args["num_pools"], patch=args["patch"],
+            how="end to end" if done == 1 else "stage by stage"),
         "model": {"name": "staged_ct", "params": {
             "stages": done, "chans": args["chans"], "num_pools": args["num_pools"],
             "lam": list(model.lam[:done]), "lam0": model.lam0, "cg_iterations": model.cg_iterations,
