@@ -49,9 +49,11 @@ def channels_last_convs(model: nn.Module) -> nn.Module:
     """Store the weights of every 2-D convolution of ``model`` channels-last, in place.
 
     With channels-last weights, oneDNN runs CPU convolutions in NHWC (the output comes back
-    channels-last; the next layers follow), which measured 2-5x faster than NCHW for the 3 x 3
-    convolutions of the shipped CNNs at 640 x 320 on one thread (a 5-layer, 32-feature DnCNN:
-    1.68 s -> 0.33 s per call). The results equal the NCHW ones to float32 rounding. Only
+    channels-last; the next layers follow). Measured on one thread: a bare 5-layer, 32-feature
+    DnCNN at 640 x 320 went from 1.68 to 0.33 s per call on a loaded machine; inside
+    ``mri_learned`` (MoDL, 8 coils) the convolutions' CPU time went from 1.6-1.9 to 1.15-1.25 s
+    per slice (benchmarks/README.md, Run 6). The results equal the NCHW ones to float32
+    rounding. Only
     inference gains: with autograd the channels-last backward was slower, so training code
     does not use this. Other 4-D tensors (buffers such as coil maps) keep their layout, since
     code may ``view`` them.
