@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mrirecon.models.inference import ready_for_inference
 from mrirecon.pipeline.schema import ReconstructConfig
 from mrirecon.recon import canonical_parameters
 from mrirecon.pipeline.stages_mri import SENSE_METHODS, needs_maps  # noqa: F401  (re-exported)
@@ -128,11 +129,8 @@ def build_methods(names: Iterable[str], classical: Iterable[str],
             p = {**defaults.get(m, {}), **given}
             out[m] = Method(m, ReconstructConfig(method=m, params=p))
         else:
-            model = load_model(m, dict(params.get(m, {})), weights.get(m)).to(device)
-            if str(device).split(":")[0] == "cpu":  # as the pipeline runs it
-                from mrirecon.models.inference import channels_last_convs
-
-                channels_last_convs(model)
+            model = ready_for_inference(load_model(m, dict(params.get(m, {})), weights.get(m)),
+                                        device)  # as the pipeline runs it
             out[m] = Method(m, ReconstructConfig(method=m, params=dict(params.get(m, {}))), model)
     return out
 

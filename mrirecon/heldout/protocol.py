@@ -124,10 +124,12 @@ def run_mri(data_dir: str | Path, accelerations: Sequence[float] = (4, 8),
 
 def _ct_models(methods: Sequence[str]) -> dict[str, torch.nn.Module]:
     from mrirecon.bench.methods import load_model
+    from mrirecon.models.inference import ready_for_inference
     from mrirecon.recon import available
 
     classical = set(available())
-    return {m: load_model(m, CT_MODEL_PARAMS.get(m, {}), None) for m in methods if m not in classical}
+    return {m: ready_for_inference(load_model(m, CT_MODEL_PARAMS.get(m, {}), None), "cpu")
+            for m in methods if m not in classical}
 
 
 def reconstruct_ct(s, views: int, method: str, params: Mapping[str, Any], model) -> tuple[torch.Tensor, float]:

@@ -62,3 +62,12 @@ def channels_last_convs(model: nn.Module) -> nn.Module:
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
             m.to(memory_format=torch.channels_last)
     return model
+
+
+def ready_for_inference(model: nn.Module, device: str | torch.device) -> nn.Module:
+    """``model`` moved to ``device`` in eval mode, with :func:`channels_last_convs` on CPU: what
+    every loader of a model for reconstruction (pipeline, benchmarks, held-out protocol) does."""
+    model = model.to(device).eval()
+    if torch.device(device).type == "cpu":
+        channels_last_convs(model)
+    return model

@@ -77,11 +77,11 @@ class Sampling(LinearOperator):
         return x * self.mask
 
     _adjoint = _forward
+    _gram = _forward
 
     def gram_bound(self, x: Tensor) -> Tensor:
         """``1``: a 0/1 mask is a projection."""
         return _bound_shape(x, 2, torch.ones(()))
-    _gram = _forward
 
     # capabilities: P = M I (expand and reduce are the identity); P is an orthogonal
     # projection, so it is its own pseudo-inverse

@@ -383,12 +383,9 @@ def _load_model(config: PipelineConfig, device: str):
     else:
         log.warning("reconstruct.weights is empty: %s runs with untrained weights", method)
         model = build_model(method, **config.reconstruct.params)
-    model = model.to(device).eval()
-    if str(device).split(":")[0] == "cpu":  # oneDNN's NHWC convolutions (see the function)
-        from mrirecon.models.inference import channels_last_convs
+    from mrirecon.models.inference import ready_for_inference
 
-        channels_last_convs(model)
-    return model
+    return ready_for_inference(model, device)
 
 
 def _progress(items, enabled: bool, desc: str):

@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 
-from mrirecon.models.inference import channels_last_convs
+from mrirecon.models.inference import channels_last_convs, ready_for_inference
 from mrirecon.training.weights import load_pretrained
 from tests.models.problems import mri_problem
 
@@ -35,3 +35,10 @@ def test_channels_last_convs_leave_other_four_d_tensors_alone():
     channels_last_convs(m)
     assert m.conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert m.maps.is_contiguous()  # code may .view() it
+
+
+def test_ready_for_inference_is_what_the_loaders_apply():
+    m = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3), torch.nn.Dropout(0.5))
+    out = ready_for_inference(m.train(), "cpu")
+    assert out is m and not m.training
+    assert m[0].weight.is_contiguous(memory_format=torch.channels_last)
