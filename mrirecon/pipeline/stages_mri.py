@@ -258,8 +258,8 @@ def reconstruct(s: MRISlice, cfg: ReconstructConfig, model: torch.nn.Module | No
             maps = torch.ones((y.shape[0], *s.image_shape), dtype=y.dtype, device=y.device)
             maps = maps / (y.shape[0] ** 0.5)
         # no_grad, not inference_mode: inference tensors carry no version counter, so the
-        # operator's per-mask caches (conj maps, partial DFT of the gram) would be rebuilt on
-        # every one of the model's gram calls
+        # operator's cache of the conjugate maps would be rebuilt on every one of the model's
+        # gram calls
         with torch.no_grad():
             image = model(y.unsqueeze(0), operator(s, maps.unsqueeze(0)))[0]
         return replace(s, image=image)
