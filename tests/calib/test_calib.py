@@ -124,6 +124,27 @@ def test_espirit_matches_sigpy_odd_sizes_and_odd_kernel():
     np.testing.assert_allclose(eig.numpy(), ref_eig[0], atol=1e-10)
 
 
+@pytest.mark.parametrize("fine_steps", [4, 1])
+def test_espirit_coarse_warm_start_equals_full_power_method(monkeypatch, fine_steps):
+    """The coarse-grid warm start gives the maps of the full power method at every pixel; with
+    one fine step most pixels miss the residual test and take the full-step fallback."""
+    import mrirecon.calib.espirit as esp
+
+    monkeypatch.setattr(esp, "FINE_STEPS", fine_steps)
+    _, _, ksp = _phantom(160, 128, 12, noise=1e-3, seed=3)
+    k = torch.from_numpy(ksp.astype(np.complex64))
+    full, e_full = espirit_maps(k, coarse=1, return_eigenvalues=True)
+    warm, e_warm = espirit_maps(k, coarse=4, return_eigenvalues=True)
+    # both are converged eigenvectors: their distance is the residual tolerance (64 eps) over
+    # the eigengap (>= 0.05 where maps are kept), plus the plain method's own error
+    eps = torch.finfo(torch.float32).eps
+    torch.testing.assert_close(warm, full, rtol=0, atol=64 * eps / 0.05 + 1e-5)
+    torch.testing.assert_close(e_warm, e_full, rtol=0, atol=1e-5)
+    assert torch.equal(warm.abs().sum(0) > 0, full.abs().sum(0) > 0)
+    with pytest.raises(ValueError, match="coarse"):
+        espirit_maps(k, coarse=0)
+
+
 def test_espirit_maps_reproduce_coil_images(phantom):
     """S S^H x ~ x inside the object (no solver involved), and the maps have unit norm there."""
     k = torch.from_numpy(phantom["ksp"])

@@ -285,6 +285,32 @@ def test_wavelet_gemm_path_single_precision(name, shape, levels):
     assert abs(complex(lhs) - complex(rhs)) <= bound
 
 
+def test_wavelet_small_transforms_run_serial_and_restore_the_thread_count(monkeypatch):
+    """Below ``_SERIAL_MAX`` elements the GEMM path runs on one thread and gives back the
+    caller's count (also when it raises); above it the count is left alone. Same result."""
+    from mrirecon.functional import wavelet
+
+    x = random_like_shape((64, 64), torch.complex64, seed=5)
+    seen = []
+    fast = wavelet._apply_fast
+    monkeypatch.setattr(wavelet, "_apply_fast", lambda *a, **k: (seen.append(torch.get_num_threads()), fast(*a, **k))[1])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        c = wavelet.dwt2(x, "db4", 3)
+        assert torch.get_num_threads() == 2 and seen[-1] == 1
+        torch.testing.assert_close(wavelet.idwt2(c, "db4", 3), x, atol=1e-5, rtol=0)
+        monkeypatch.setattr(wavelet, "_SERIAL_MAX", 64 * 64 - 1)
+        torch.testing.assert_close(wavelet.dwt2(x, "db4", 3), c, atol=0, rtol=0)
+        assert seen[-1] == 2
+        monkeypatch.setattr(wavelet, "_SERIAL_MAX", 1 << 18)
+        with pytest.raises(RuntimeError):  # 60 columns do not divide by 2**3: fails inside
+            wavelet.dwt2(random_like_shape((64, 60), torch.complex64, seed=6), "db4", 3)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_operator_follows_device_and_dtype_moves():
     op = sense(_maps(2, 4, 4, torch.complex64), _mask(4))
     op = op.to(torch.complex128)
