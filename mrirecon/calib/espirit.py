@@ -41,6 +41,7 @@ import torch
 from torch import Tensor
 
 from mrirecon.calib._linalg import power_iteration
+from mrirecon.core.parallel import map_tasks
 
 #: Power steps per pixel from the interpolated coarse-grid eigenvector (``coarse > 1``).
 FINE_STEPS = 4
@@ -232,7 +233,8 @@ def _espirit_slice(
     maps = kspace.new_zeros((c, H, W))
     eig = kspace.real.new_zeros((H, W))
     tol = 64 * torch.finfo(kspace.real.dtype).eps
-    for r0 in range(0, H, rows_per_chunk):
+
+    def chunk(r0: int) -> None:  # rows r0.. of maps and eig (disjoint per chunk)
         rows = torch.arange(r0, min(H, r0 + rows_per_chunk), device=dev)
         ey = _lag_phases(H, kh, rows, dtype)  # (rows, 2kh-1)
         gram = (ey @ t).reshape(-1, c, c)  # (rows * W, c, c)
@@ -242,6 +244,13 @@ def _espirit_slice(
             vec, val = _refine(gram, start[r0 : r0 + len(rows)].reshape(-1, c), max_iter, tol)
         maps[:, r0 : r0 + len(rows)] = vec.reshape(len(rows), W, c).permute(2, 0, 1)
         eig[r0 : r0 + len(rows)] = val.reshape(len(rows), W)
+
+    starts = range(0, H, rows_per_chunk)
+    if dev.type == "cpu":
+        map_tasks(chunk, starts)  # chunks on separate threads (mrirecon.core.parallel)
+    else:
+        for r0 in starts:
+            chunk(r0)
     reference = torch.sgn(maps[0]).conj() * (eig > crop)  # coil-0 phase and the crop, in place
     return maps.mul_(reference), eig
 

@@ -145,6 +145,24 @@ def test_espirit_coarse_warm_start_equals_full_power_method(monkeypatch, fine_st
         espirit_maps(k, coarse=0)
 
 
+def test_espirit_chunks_on_threads_equal_the_serial_loop(monkeypatch):
+    """Row chunks on two task threads (mrirecon.core.parallel) write the same maps."""
+    from mrirecon.core import parallel
+
+    _, _, ksp = _phantom(96, 80, 6, seed=5)
+    k = torch.from_numpy(ksp.astype(np.complex64))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        threaded = espirit_maps(k, chunk_size=300, return_eigenvalues=True)
+        monkeypatch.setattr(parallel, "MAX_TASK_THREADS", 1)
+        serial = espirit_maps(k, chunk_size=300, return_eigenvalues=True)
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(threaded, serial):
+        assert torch.equal(a, b)
+
+
 def test_espirit_maps_reproduce_coil_images(phantom):
     """S S^H x ~ x inside the object (no solver involved), and the maps have unit norm there."""
     k = torch.from_numpy(phantom["ksp"])
