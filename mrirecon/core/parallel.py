@@ -45,6 +45,21 @@ def _pool() -> ThreadPoolExecutor:
         return _POOL
 
 
+@contextlib.contextmanager
+def one_thread():
+    """One intra-op thread for the block, the caller's count restored afterwards (also on
+    errors)."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def task_threads(n_items: int) -> int:
     """Threads :func:`map_tasks` would use for ``n_items`` pieces (1: serial)."""
     threads = torch.get_num_threads()
@@ -75,9 +90,7 @@ def map_tasks(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
                     return
                 results[i] = fn(todo[i])
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         futures = [_pool().submit(drain) for _ in range(workers - 1)]
         try:
             drain()
@@ -85,6 +98,4 @@ def map_tasks(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
             wait(futures)  # no worker may still run when the count is restored
         for f in futures:
             f.result()  # re-raise a worker's error
-    finally:
-        torch.set_num_threads(threads)
     return results

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mrirecon.core.parallel import one_thread
+
 
 @functools.lru_cache(maxsize=32)
 def wavelet_filters(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -179,18 +181,9 @@ def idwt2(c: Tensor, name: str = "db4", levels: int = 3) -> Tensor:
 _SERIAL_MAX = 1 << 18
 
 
-@contextlib.contextmanager
 def _serial_if_small(x: Tensor):
-    """Run the block on one intra-op thread when ``x`` is small (restoring the count after)."""
-    threads = torch.get_num_threads()
-    if threads == 1 or x.numel() > _SERIAL_MAX:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+    """One intra-op thread for a transform of ``x`` when it is small (else no change)."""
+    return one_thread() if x.numel() <= _SERIAL_MAX else contextlib.nullcontext()
 
 
 # ---- no-grad path: banded block matrices, one batched matmul per 1-D step -------------------
