@@ -7,7 +7,9 @@ products; run whole on separate Python threads (one intra-op thread each; torch 
 GIL inside every operation) they took 0.185 s against 0.223 s with two intra-op threads
 (medians of 8 alternated runs, 8 coils 320 x 320, 2-core EPYC). Tried and not kept: the SENSE
 gram's coil groups on separate threads, 6.0-7.3 ms against 5.2-6.0 ms with intra-op threads
-(the large FFTs and products there scale on their own).
+(the large FFTs and products there scale on their own); the real and imaginary planes of a
+320 x 320 wavelet pair on two threads, 8.6-9.2 ms against 9.4-10.5 ms in turn (its ~50 short
+operations are dominated by Python and dispatch, which the GIL serialises).
 
 :func:`map_tasks` runs ``fn`` over ``items`` on up to ``torch.get_num_threads()`` threads (the
 caller's thread plus a persistent pool), only when that count is between 2 and
