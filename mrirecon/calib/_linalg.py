@@ -12,20 +12,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from mrirecon.core.magnitude import sum_abs2
+
 
 def _tiny(x: Tensor) -> float:
     return torch.finfo(x.real.dtype if x.is_complex() else x.dtype).tiny
 
 
-def _sq_norm(x: Tensor, dim: int) -> Tensor:
-    """``sum |x|^2`` over ``dim`` (keepdim), without the slow complex ``abs``."""
-    r = torch.view_as_real(x) if x.is_complex() else x.unsqueeze(-1)
-    return (r * r).sum(dim=(dim - 1 if dim < 0 else dim, -1)).unsqueeze(dim)
-
-
 def _unit_columns(x: Tensor) -> Tensor:
     """Normalise ``(n, c, 1)`` vectors to unit Euclidean norm (zero stays zero)."""
-    return x / _sq_norm(x, -2).sqrt().clamp_min(_tiny(x))
+    return x / sum_abs2(x, -2, keepdim=True).sqrt().clamp_min(_tiny(x))
 
 
 def _unit_trace(p: Tensor) -> Tensor:
@@ -124,7 +120,7 @@ def power_iteration(
     if steps:
         x = _unit_columns(x)
     y = mats @ x
-    values = _sq_norm(y, -2)[:, 0, 0].sqrt()
+    values = sum_abs2(y, -2, keepdim=True)[:, 0, 0].sqrt()
     vectors = y[..., 0] / values.clamp_min(_tiny(y)).unsqueeze(-1)
     return vectors, values
 

@@ -40,7 +40,8 @@ import math
 import torch
 from torch import Tensor
 
-from mrirecon.calib._linalg import _sq_norm, power_iteration
+from mrirecon.calib._linalg import power_iteration
+from mrirecon.core.magnitude import sum_abs2
 from mrirecon.core.parallel import map_tasks
 
 #: Power steps per pixel from the interpolated coarse-grid eigenvector (``coarse > 1``).
@@ -123,6 +124,18 @@ def _lag_phases(n: int, k: int, rows: Tensor, dtype: torch.dtype) -> Tensor:
     q = rows.to(real) - (n // 2)
     ang = (2 * math.pi / n) * q[:, None] * lags[None, :]
     return torch.polar(torch.ones_like(ang), ang).to(dtype)
+
+
+def _column_factor(r: Tensor, W: int, cols: Tensor, dtype: torch.dtype) -> Tensor:
+    """``t[u, (x, c, d)] = sum_v r[c, d, u, v] exp(2 pi i v' (x - W//2) / W)`` for the columns
+    ``cols`` (any real positions): ``G`` at rows ``y`` is ``_lag_phases(H, kh, y) @ t``."""
+    kh, kw = (r.shape[2] + 1) // 2, (r.shape[3] + 1) // 2
+    return torch.einsum("cduv,xv->uxcd", r, _lag_phases(W, kw, cols, dtype)).reshape(2 * kh - 1, -1)
+
+
+def _gram_rows(t: Tensor, H: int, rows: Tensor, c: int, dtype: torch.dtype) -> Tensor:
+    """``G`` ``(len(rows) * columns, c, c)`` at ``rows`` from :func:`_column_factor`'s ``t``."""
+    return (_lag_phases(H, t.shape[0] // 2 + 1, rows, dtype) @ t).reshape(-1, c, c)
 
 
 def espirit_maps(
@@ -215,7 +228,7 @@ def _espirit_slice(
     crop: float,
     max_iter: int,
     chunk_size: int,
-    coarse: int = 1,
+    coarse: int,
 ) -> tuple[Tensor, Tensor]:
     c, H, W = kspace.shape
     kh, kw = kernel_shape
@@ -226,9 +239,7 @@ def _espirit_slice(
     start = None
     if coarse > 1 and max_iter > FINE_STEPS and min(H, W) >= 8 * coarse:
         start = _coarse_start(r, H, W, coarse, max_iter, chunk_size, dtype)
-    ex = _lag_phases(W, kw, torch.arange(W, device=dev), dtype)  # (W, 2kw-1)
-    # t[u, x, c, d] = sum_v r[c, d, u, v] ex[x, v]
-    t = torch.einsum("cduv,xv->uxcd", r, ex).reshape(2 * kh - 1, W * c * c)
+    t = _column_factor(r, W, torch.arange(W, device=dev), dtype)
     rows_per_chunk = max(1, chunk_size // W)
     maps = kspace.new_zeros((c, H, W))
     eig = kspace.real.new_zeros((H, W))
@@ -236,8 +247,7 @@ def _espirit_slice(
 
     def chunk(r0: int) -> None:  # rows r0.. of maps and eig (disjoint per chunk)
         rows = torch.arange(r0, min(H, r0 + rows_per_chunk), device=dev)
-        ey = _lag_phases(H, kh, rows, dtype)  # (rows, 2kh-1)
-        gram = (ey @ t).reshape(-1, c, c)  # (rows * W, c, c)
+        gram = _gram_rows(t, H, rows, c, dtype)  # (rows * W, c, c)
         if start is None:
             vec, val = power_iteration(gram, max_iter)
         else:
@@ -259,16 +269,15 @@ def _coarse_start(r: Tensor, H: int, W: int, coarse: int, max_iter: int, chunk_s
                   dtype: torch.dtype) -> Tensor:
     """Dominant eigenvectors of ``G`` on a grid ``coarse`` times coarser (``max_iter`` steps),
     phase-aligned to the strongest coil and interpolated bilinearly to ``(H, W, c)``."""
-    c, kh, kw = r.shape[0], (r.shape[2] + 1) // 2, (r.shape[3] + 1) // 2
+    c = r.shape[0]
     hc, wc = math.ceil((H - 1) / coarse) + 1, math.ceil((W - 1) / coarse) + 1
-    real = torch.float64
-    rows = torch.linspace(0, H - 1, hc, dtype=real, device=r.device)  # exact end points
-    cols = torch.linspace(0, W - 1, wc, dtype=real, device=r.device)
-    t = torch.einsum("cduv,xv->uxcd", r, _lag_phases(W, kw, cols, dtype)).reshape(2 * kh - 1, -1)
+    rows = torch.linspace(0, H - 1, hc, dtype=torch.float64, device=r.device)  # exact end points
+    cols = torch.linspace(0, W - 1, wc, dtype=torch.float64, device=r.device)
+    t = _column_factor(r, W, cols, dtype)
     vec = r.new_empty((hc, wc, c))
     step = max(1, chunk_size // wc)  # bounded memory, as at full resolution
     for r0 in range(0, hc, step):
-        gram = (_lag_phases(H, kh, rows[r0 : r0 + step], dtype) @ t).reshape(-1, c, c)
+        gram = _gram_rows(t, H, rows[r0 : r0 + step], c, dtype)
         vec[r0 : r0 + step] = power_iteration(gram, max_iter)[0].reshape(-1, wc, c)
     strongest = int(vec.abs().mean((0, 1)).argmax())
     vec = vec * torch.sgn(vec[..., strongest : strongest + 1]).conj()
@@ -282,7 +291,7 @@ def _refine(gram: Tensor, start: Tensor, max_iter: int, tol: float) -> tuple[Ten
     above ``tol`` are redone with ``max_iter`` steps from a vector of ones."""
     vec, val = power_iteration(gram, FINE_STEPS, start=start)
     v = vec.unsqueeze(-1)
-    res = _sq_norm(gram @ v - val[:, None, None] * v, -2)[:, 0, 0].sqrt()
+    res = sum_abs2(gram @ v - val[:, None, None] * v, (-2, -1)).sqrt()
     slow = (res > tol * val).nonzero().squeeze(-1)
     if slow.numel():
         vec[slow], val[slow] = power_iteration(gram[slow], max_iter)

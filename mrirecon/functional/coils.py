@@ -5,10 +5,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from mrirecon.core.magnitude import sum_abs2
+
 
 def rss(x: Tensor, dim: int = -3) -> Tensor:
     """Root-sum-of-squares over the coil axis ``dim`` (complex or real input, real output)."""
-    return torch.sqrt(torch.sum(torch.abs(x) ** 2, dim=dim))
+    return sum_abs2(x, dim).sqrt()
 
 
 def coil_combine(x: Tensor, maps: Tensor, dim: int = -3) -> Tensor:

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from mrirecon.core import LinearOperator
+from mrirecon.core.magnitude import sum_abs2
 from mrirecon.functional import fft2c, ifft2c, uncentred_fft2, uncentred_ifft2
 
 
@@ -29,8 +30,7 @@ def _as_mask(mask: Tensor, who: str) -> Tensor:
 
 def _sum_of_squares_max(maps: Tensor) -> Tensor:
     """``max over (H, W) of sum_c |maps_c|^2``, shaped ``(..., 1, 1)`` for maps ``(..., C, H, W)``."""
-    r = torch.view_as_real(maps.detach()) if maps.is_complex() else maps.detach().unsqueeze(-1)
-    return (r * r).sum(dim=(-4, -1)).amax(dim=(-2, -1), keepdim=True)
+    return sum_abs2(maps.detach(), -3).amax(dim=(-2, -1), keepdim=True)
 
 
 def coil_reduce(maps: Tensor, coil_images: Tensor) -> Tensor:

