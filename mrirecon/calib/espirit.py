@@ -97,9 +97,14 @@ def espirit_kernels(calib: Tensor, kernel_width: int | tuple[int, int], thresh: 
         )
     blocks = calib.unfold(1, kh, 1).unfold(2, kw, 1)  # (c, nb1, nb2, kh, kw), a view
     mat = blocks.permute(1, 2, 0, 3, 4).reshape(-1, c * kh * kw)
-    _, s, vh = torch.linalg.svd(mat, full_matrices=False)
-    keep = s > thresh * s.max()
-    return vh[keep].reshape(-1, c, kh, kw)
+    # the right singular vectors are the eigenvectors of the Gram matrix mat^H mat, with the
+    # squared singular values as eigenvalues (BART's ecalib takes this route): about half the
+    # time of the SVD of the tall matrix (24 vs 43 ms for 361 x 288 complex64, one thread).
+    # Only the span of the kept vectors enters the maps (_kernel_correlations sums K K^H), so
+    # their order and phases do not matter.
+    e, v = torch.linalg.eigh(mat.mH @ mat)
+    keep = e > (thresh * thresh) * e.max()
+    return v[:, keep].mH.reshape(-1, c, kh, kw)
 
 
 def _kernel_correlations(kernels: Tensor) -> Tensor:

@@ -62,6 +62,22 @@ def one_thread():
         torch.set_num_threads(threads)
 
 
+#: Largest tensor (elements) whose work :func:`serial_if_small` keeps on one intra-op thread.
+#: A wavelet transform's ~50 small GEMMs and gathers, or a shrinkage pass, each open an OpenMP
+#: parallel region; with the passive wait policy the CLI sets (``mrirecon.threads``) every
+#: region first wakes the sleeping worker, which costs more than the second core gains: the
+#: 320 x 320 wavelet pair took 6.6-6.9 ms on one thread and 7.8-11.9 ms on two, 640 x 368
+#: 11.7-11.9 and 12.2-17.7 ms; soft thresholding at 320 x 320 0.39 and 0.57 ms (db4, 4
+#: levels, complex64, 2-core EPYC).
+SERIAL_MAX = 1 << 18
+
+
+def serial_if_small(x: torch.Tensor):
+    """:func:`one_thread` for work on ``x`` when it has at most :data:`SERIAL_MAX` elements,
+    else no change."""
+    return one_thread() if x.numel() <= SERIAL_MAX else contextlib.nullcontext()
+
+
 def task_threads(n_items: int) -> int:
     """Threads :func:`map_tasks` would use for ``n_items`` pieces (1: serial)."""
     threads = torch.get_num_threads()

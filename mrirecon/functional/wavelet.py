@@ -21,7 +21,6 @@ Two evaluations of the same transform, equal to rounding (``tests/operators/test
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import threading
 
@@ -29,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mrirecon.core.parallel import one_thread
+from mrirecon.core.parallel import serial_if_small
 
 
 @functools.lru_cache(maxsize=32)
@@ -160,7 +159,7 @@ def _use_fast(x: Tensor) -> bool:
 def dwt2(x: Tensor, name: str = "db4", levels: int = 3) -> Tensor:
     """Multi-level orthogonal 2-D DWT of ``(..., H, W)``; sizes divisible by ``2**levels``."""
     if _use_fast(x) and levels > 0:
-        with _serial_if_small(x):
+        with serial_if_small(x):
             return _apply_fast(x, name, levels, inverse=False)
     return _apply_2d(x, name, levels, inverse=False)
 
@@ -168,22 +167,9 @@ def dwt2(x: Tensor, name: str = "db4", levels: int = 3) -> Tensor:
 def idwt2(c: Tensor, name: str = "db4", levels: int = 3) -> Tensor:
     """Inverse (= adjoint) of :func:`dwt2`."""
     if _use_fast(c) and levels > 0:
-        with _serial_if_small(c):
+        with serial_if_small(c):
             return _apply_fast(c, name, levels, inverse=True)
     return _apply_2d(c, name, levels, inverse=True)
-
-
-#: Largest transform (elements per call) that runs on one thread. Its ~50 small GEMMs and
-#: gathers each open an OpenMP parallel region; with the passive wait policy the CLI sets
-#: (``mrirecon.threads``) every region first wakes the sleeping worker, which cost more than
-#: the second core gains: the 320 x 320 pair took 6.6-6.9 ms on one thread and 7.8-11.9 ms on
-#: two, 640 x 368 11.7-11.9 and 12.2-17.7 ms (db4, 4 levels, complex64, 2-core EPYC).
-_SERIAL_MAX = 1 << 18
-
-
-def _serial_if_small(x: Tensor):
-    """One intra-op thread for a transform of ``x`` when it is small (else no change)."""
-    return one_thread() if x.numel() <= _SERIAL_MAX else contextlib.nullcontext()
 
 
 # ---- no-grad path: banded block matrices, one batched matmul per 1-D step -------------------

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from mrirecon.containers import Header
+from mrirecon.core.checks import finite_and_nonzero
 from mrirecon.functional import center_crop, crop_readout, ifft2c, rss
 from mrirecon.functional.nufft import nufft_adjoint
 from mrirecon.operators import nufft_sense, sense
@@ -137,16 +138,16 @@ def check_slice(s: MRISlice, stage: str, reference: bool = True) -> None:
     if not bool(s.mask.any()):
         raise ValueError(f"{where}: the sampling mask selects no k-space column ({stage}); "
                          "nothing was acquired to reconstruct")
-    k = s.kspace
-    if not bool(torch.isfinite(torch.view_as_real(k) if k.is_complex() else k).all()):
+    finite, nonzero = finite_and_nonzero(s.kspace)
+    if not finite:
         raise ValueError(f"{where}: k-space holds NaN or Inf samples ({stage})")
-    if not bool((k != 0).any()):
+    if not nonzero:
         raise ValueError(f"{where}: k-space is all zero ({stage}); the file holds no signal")
     if s.maps is not None:
-        m = torch.view_as_real(s.maps) if s.maps.is_complex() else s.maps
-        if not bool(torch.isfinite(m).all()):
+        finite, nonzero = finite_and_nonzero(s.maps)
+        if not finite:
             raise ValueError(f"{where}: coil maps hold NaN or Inf values (calibrate)")
-        if not bool((m != 0).any()):  # e.g. a noise-only edge slice: loud, but not fatal
+        if not nonzero:  # e.g. a noise-only edge slice: loud, but not fatal
             import logging
 
             logging.getLogger("mrirecon.pipeline").warning(

@@ -43,7 +43,9 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
         if model is not None and i == 0:
             _warn_outside_range(config, model, s)
 
-    run = stream.stream_volume(stages, path, [method], progress=progress, on_slice=on_slice)
+    # the zero-filled / FBP previews only feed the PNG panels
+    run = stream.stream_volume(stages, path, [method], progress=progress, on_slice=on_slice,
+                               previews="png" in config.export.formats)
     if config.modality == "mri":
         recon, reference = run.outputs[method.name], run.reference
         accel = counts["acquired"] / counts["sampled"] if counts["sampled"] else None

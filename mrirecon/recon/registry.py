@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from mrirecon.core import LinearOperator
-from mrirecon.core.checks import param_problem
+from mrirecon.core.checks import finite_and_nonzero, param_problem
 from mrirecon.core.names import accepts_deprecated_names, canonical_params
 from mrirecon.functional import ifft2c, rss
 from mrirecon.recon import ct, mri
@@ -193,9 +193,10 @@ def run(name: str, y: Tensor, op: LinearOperator | None = None, **params) -> Ten
         if problem:
             raise ValueError(f"{name}: {key} {problem}")
     if isinstance(y, Tensor):
-        finite = torch.isfinite(torch.view_as_real(y) if y.is_complex() else y)
-        if not bool(finite.all()):
-            raise ValueError(f"{name}: y holds {int((~finite).sum())} NaN or Inf values")
-        if y.numel() == 0 or not bool((y != 0).any()):
+        finite, nonzero = finite_and_nonzero(y)
+        if not finite:
+            bad = ~torch.isfinite(torch.view_as_real(y) if y.is_complex() else y)
+            raise ValueError(f"{name}: y holds {int(bad.sum())} NaN or Inf values")
+        if not nonzero:
             raise ValueError(f"{name}: y is empty or all zero; there is nothing to reconstruct")
     return entry.fn(y, op, **params)

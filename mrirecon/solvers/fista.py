@@ -10,6 +10,7 @@ from torch import Tensor
 
 from mrirecon.core.checks import check_iterations, check_nonnegative
 from mrirecon.core.names import accepts_deprecated_names
+from mrirecon.core.parallel import serial_if_small
 from mrirecon.solvers.prox import Prox
 
 
@@ -79,20 +80,23 @@ def fista(
     t = 1.0
     for it in range(iterations):
         g = grad_f(z)
-        # one pass each: z - step g (addcmul for a per-slice step tensor)
-        x_new = torch.addcmul(z, g, step, value=-1) if isinstance(step, Tensor) else torch.add(z, g, alpha=-float(step))
+        # the updates are short elementwise passes: one intra-op thread for a small image
+        # (core.parallel.SERIAL_MAX); grad_f and prox_g choose their own threads
+        with serial_if_small(z):  # one pass each: z - step g (addcmul for a per-slice step)
+            x_new = torch.addcmul(z, g, step, value=-1) if isinstance(step, Tensor) else torch.add(z, g, alpha=-float(step))
         if prox_g is not None:
             x_new = prox_g(x_new, step)
-        diff = x_new - x
-        rel = _relative(diff, x_new) if (tolerance > 0 or callback is not None) else math.nan
-        if accelerate:
-            if restart and _real_inner(z - x_new, diff) > 0:
-                t = 1.0
-            t_new = (1 + math.sqrt(1 + 4 * t * t)) / 2
-            z = torch.add(x_new, diff, alpha=(t - 1) / t_new)
-            t = t_new
-        else:
-            z = x_new
+        with serial_if_small(z):
+            diff = x_new - x
+            rel = _relative(diff, x_new) if (tolerance > 0 or callback is not None) else math.nan
+            if accelerate:
+                if restart and _real_inner(z - x_new, diff) > 0:
+                    t = 1.0
+                t_new = (1 + math.sqrt(1 + 4 * t * t)) / 2
+                z = torch.add(x_new, diff, alpha=(t - 1) / t_new)
+                t = t_new
+            else:
+                z = x_new
         x = x_new
         if callback is not None:
             callback(it, x, rel)

@@ -271,6 +271,7 @@ def test_wavelet_gemm_path_single_precision(name, shape, levels):
                                atol=tol, rtol=0)
     torch.testing.assert_close(idwt2(c, name, levels), x, atol=2 * tol, rtol=0)
     # cached scratch and band matrices work inside and outside inference mode, in either order
+    from mrirecon.core import parallel
     from mrirecon.functional import wavelet
 
     wavelet._SCRATCH.__dict__.clear()
@@ -286,8 +287,9 @@ def test_wavelet_gemm_path_single_precision(name, shape, levels):
 
 
 def test_wavelet_small_transforms_run_serial_and_restore_the_thread_count(monkeypatch):
-    """Below ``_SERIAL_MAX`` elements the GEMM path runs on one thread and gives back the
+    """Below ``SERIAL_MAX`` elements the GEMM path runs on one thread and gives back the
     caller's count (also when it raises); above it the count is left alone. Same result."""
+    from mrirecon.core import parallel
     from mrirecon.functional import wavelet
 
     x = random_like_shape((64, 64), torch.complex64, seed=5)
@@ -300,10 +302,10 @@ def test_wavelet_small_transforms_run_serial_and_restore_the_thread_count(monkey
         c = wavelet.dwt2(x, "db4", 3)
         assert torch.get_num_threads() == 2 and seen[-1] == 1
         torch.testing.assert_close(wavelet.idwt2(c, "db4", 3), x, atol=1e-5, rtol=0)
-        monkeypatch.setattr(wavelet, "_SERIAL_MAX", 64 * 64 - 1)
+        monkeypatch.setattr(parallel, "SERIAL_MAX", 64 * 64 - 1)
         torch.testing.assert_close(wavelet.dwt2(x, "db4", 3), c, atol=0, rtol=0)
         assert seen[-1] == 2
-        monkeypatch.setattr(wavelet, "_SERIAL_MAX", 1 << 18)
+        monkeypatch.setattr(parallel, "SERIAL_MAX", 1 << 18)
         with pytest.raises(RuntimeError):  # 60 columns do not divide by 2**3: fails inside
             wavelet.dwt2(random_like_shape((64, 60), torch.complex64, seed=6), "db4", 3)
         assert torch.get_num_threads() == 2

@@ -16,7 +16,9 @@ from mrirecon.functional import center_crop, crop_readout, ifft2c
 from mrirecon.operators import sense
 
 
-@pytest.mark.parametrize("shape,rows", [((3, 64, 24), 32), ((2, 40, 18), 20), ((2, 33, 10), 16)])
+# even lengths take the shift-free path, odd ones the centred one; 34 of 64 starts at an odd row
+@pytest.mark.parametrize("shape,rows", [((3, 64, 24), 32), ((2, 40, 18), 20), ((2, 33, 10), 16),
+                                        ((2, 64, 8), 34), ((2, 40, 6), 21), ((1, 640, 4), 320)])
 def test_crop_readout_is_the_image_crop(shape, rows):
     k = random_like_shape(shape, torch.complex128)
     out = crop_readout(k, rows)
