@@ -233,88 +233,123 @@ def _real_rows(x: Tensor) -> Tensor:
     return torch.view_as_real(x).flatten(-2) if x.is_complex() else x
 
 
-def _step_rows(x: Tensor, name: str, inverse: bool, ext: Tensor, out: Tensor) -> Tensor:
-    """One 1-D step along dim 0 of a 2-D ``(n, w)`` tensor ``x`` (any strides) into ``out``.
+class _Step:
+    """One 1-D step along dim 0 of an ``(n, w)`` input, bound to a plan's scratch buffers.
 
-    ``ext`` and ``out`` are flat scratch buffers of ``x``'s dtype (reused across steps and
-    levels: fresh large buffers cost page faults on first touch, as much as the GEMMs). The
-    extension gather (``index_select``) also makes the rows contiguous, so a transposed view as
-    input is transposed and extended in the same copy. Returns ``out`` viewed as ``(n, w)``.
+    Everything but the input is prepared once: the extension gather's target, the strided GEMM
+    windows over it and the output views. A call is the gather (``index_select``, which also
+    makes a transposed input contiguous) and one GEMM (analysis: both filters at once, rows
+    come out block-interleaved) or two (synthesis). ``res`` writes into another ``(n, w)``
+    tensor than the plan's scratch output (the finest synthesis level writes the image).
     """
-    n, w = x.shape
-    real_dtype = x.real.dtype if x.is_complex() else x.dtype
-    P, nb, A, ext_a, Ka, S, ext_s, Ks = _band(name, n, real_dtype, x.device)
-    idx = ext_s if inverse else ext_a
-    e = torch.index_select(x, 0, idx, out=ext[: idx.numel() * w].view(idx.numel(), w))
-    res = out[: n * w].view(n, w)
-    o, ep = _real_rows(res), _real_rows(e)
-    M = o.shape[-1]
-    if not inverse:
-        # one GEMM for both filters: rows come out block-interleaved, (block, lo/hi, P)
-        win = ep.as_strided((nb, Ka, M), (2 * P * M, M, 1))
-        torch.matmul(A, win, out=o.view(nb, 2 * P, M))
-    else:
-        half_ext = idx.numel() // 2
-        wa = ep.as_strided((nb, Ks, M), (P * M, M, 1))
-        wd = ep.as_strided((nb, Ks, M), (P * M, M, 1), storage_offset=ep.storage_offset() + half_ext * M)
-        ov = o.view(nb, 2 * P, M)
-        torch.matmul(S[0], wa, out=ov)
-        ov.baddbmm_(S[1].expand(nb, 2 * P, Ks), wd)
-    return res
+
+    def __init__(self, name: str, n: int, w: int, inverse: bool, ext: Tensor, out: Tensor) -> None:
+        real_dtype = ext.real.dtype if ext.is_complex() else ext.dtype
+        P, nb, A, ext_a, Ka, S, ext_s, Ks = _band(name, n, real_dtype, ext.device)
+        self.idx = ext_s if inverse else ext_a
+        self.e = ext[: self.idx.numel() * w].view(self.idx.numel(), w)
+        ep = _real_rows(self.e)
+        M = ep.shape[-1]
+        self.blocks = (nb, 2 * P, M)
+        if inverse:
+            half_ext = self.idx.numel() // 2
+            wa = ep.as_strided((nb, Ks, M), (P * M, M, 1))
+            wd = ep.as_strided((nb, Ks, M), (P * M, M, 1), storage_offset=ep.storage_offset() + half_ext * M)
+            self.first, self.second = (S[0], wa), (S[1].expand(nb, 2 * P, Ks), wd)
+        else:
+            self.first, self.second = (A, ep.as_strided((nb, Ka, M), (2 * P * M, M, 1))), None
+        self.res = out[: n * w].view(n, w)
+        self.target = _real_rows(self.res).view(self.blocks)
+
+    def __call__(self, x: Tensor, res: Tensor | None = None) -> Tensor:
+        torch.index_select(x, 0, self.idx, out=self.e)
+        target = self.target if res is None else _real_rows(res).view(self.blocks)
+        torch.matmul(*self.first, out=target)
+        if self.second is not None:
+            target.baddbmm_(*self.second)
+        return self.res if res is None else res
+
+
+class _Plan:
+    """Every step of a multi-level 2-D transform of ``(H, W)`` planes, prepared once per
+    thread (:func:`_plan`). The scratch buffers are the plan's own and kept between calls:
+    fresh multi-MiB buffers per call cost page faults on first touch (glibc returns them to
+    the OS on free), about a third of the transform; preparing the views once removes most of
+    the per-call Python and dispatch work (22 instead of ~60 torch calls per transform)."""
+
+    def __init__(self, name: str, H: int, W: int, levels: int, dtype: torch.dtype,
+                 device: torch.device, inverse: bool) -> None:
+        sizes = [(H >> j, W >> j) for j in range(levels)]
+        L = len(wavelet_filters(name)[0])
+        ext_len = max((n + L + 2) * m for h, w in sizes for n, m in ((h, w), (w, h)))
+        with torch.inference_mode(False):  # normal tensors: usable inside and outside
+            ext = torch.empty(ext_len, dtype=dtype, device=device)
+            tmp = torch.empty(H * W, dtype=dtype, device=device)
+            self.levels = []
+            for h, w in sizes:
+                if inverse:  # columns (input: the level's block transposed), then rows
+                    cols, rows = _Step(name, w, h, True, ext, tmp), _Step(name, h, w, True, ext, tmp)
+                    self.levels.append((h, w, cols, rows, cols.res.t()))
+                else:  # rows, then columns on the transpose; the coefficient copy undoes
+                    # the block interleaving of both axes and the transpose at once
+                    real_dtype = ext.real.dtype if ext.is_complex() else ext.dtype
+                    rows, cols = _Step(name, h, w, False, ext, tmp), _Step(name, w, h, False, ext, tmp)
+                    (ph, nh), (pw, nw) = (_band(name, h, real_dtype, device)[:2],
+                                          _band(name, w, real_dtype, device)[:2])
+                    coeffs = cols.res.view(nw, 2, pw, nh, 2, ph).permute(4, 3, 5, 1, 0, 2)
+                    self.levels.append((h, w, rows, cols, rows.res.t(), coeffs, (2, nh, ph, 2, nw, pw)))
+
+    def analysis(self, planes_in: Tensor, planes_out: Tensor) -> None:
+        for plane_in, plane in zip(planes_in, planes_out):
+            for k, (h, w, rows, cols, cols_in, coeffs, blocks) in enumerate(self.levels):
+                rows((plane_in if k == 0 else plane)[:h, :w])
+                cols(cols_in)
+                plane[:h, :w].view(blocks).copy_(coeffs)
+
+    def synthesis(self, planes: Tensor) -> None:
+        """In place: coefficient images -> images."""
+        for plane in planes:
+            for k in reversed(range(len(self.levels))):
+                h, w, cols, rows, rows_in = self.levels[k]
+                view = plane[:h, :w]
+                cols(view.t())
+                if k == 0:  # the finest level writes the image in place of its coefficients
+                    rows(rows_in, res=plane)
+                else:
+                    view.copy_(rows(rows_in))
 
 
 _SCRATCH = threading.local()
+_MAX_PLANS = 16  # per thread; more distinct shapes rebuild (cheap next to a transform)
 
 
-def _scratch(slot: str, numel: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """Per-thread scratch buffer kept between calls on the CPU: a fresh multi-MiB buffer per
-    call costs page faults on first touch (glibc returns it to the OS on free), which measured
-    about a third of the whole transform; CUDA's caching allocator needs no help."""
-    if device.type != "cpu":
-        return torch.empty(numel, dtype=dtype, device=device)
-    cache = _SCRATCH.__dict__.setdefault("bufs", {})
-    buf = cache.get((slot, dtype))
-    if buf is None or buf.numel() < numel:
-        with torch.inference_mode(False):  # a normal tensor: writable inside and outside
-            buf = cache[(slot, dtype)] = torch.empty(numel, dtype=dtype)
-    return buf[:numel]
+def _plan(name: str, H: int, W: int, levels: int, dtype: torch.dtype, device: torch.device,
+          inverse: bool) -> _Plan:
+    plans = _SCRATCH.__dict__.setdefault("plans", {})
+    key = (name, H, W, levels, dtype, device, inverse)
+    plan = plans.get(key)
+    if plan is None:
+        if len(plans) >= _MAX_PLANS:
+            plans.clear()
+        plan = plans[key] = _Plan(name, H, W, levels, dtype, device, inverse)
+    return plan
 
 
 def _apply_fast(x: Tensor, name: str, levels: int, inverse: bool) -> Tensor:
     """Every level of every ``(H, W)`` plane into a new coefficient image (or image).
 
     A 2-D level is rows then columns (analysis) or columns then rows (synthesis); the columns
-    step runs on the transpose, whose copy is the extension gather itself. Analysis writes
-    both filters' outputs with one GEMM, block-interleaved along each axis; the copy of a
-    level into the coefficient image undoes the interleaving and the transpose at once. The
-    first analysis level reads ``x`` itself and the last synthesis level writes the result
-    directly, so only the synthesis copies its input once.
+    step runs on the transpose, whose copy is the extension gather itself. The first analysis
+    level reads ``x`` itself and the last synthesis level writes the result directly, so only
+    the synthesis copies its input once.
     """
     H, W = x.shape[-2], x.shape[-1]
-    sizes = [(H >> j, W >> j) for j in range(levels)]
-    L = len(wavelet_filters(name)[0])
-    ext_len = max((n + L + 2) * m for h, w in sizes for n, m in ((h, w), (w, h)))
-    ext = _scratch("ext", ext_len, x.dtype, x.device)
-    tmp = _scratch("tmp", H * W, x.dtype, x.device)
+    plan = _plan(name, H, W, levels, x.dtype, x.device, inverse)
     src = x.detach().resolve_conj().resolve_neg().reshape(-1, H, W)
-    rd = x.real.dtype if x.is_complex() else x.dtype
     if inverse:
         out = src.clone()
-        for plane in out:
-            for h, w in reversed(sizes):
-                view = plane[:h, :w]
-                t = _step_rows(view.t(), name, True, ext, tmp)
-                if h == H:  # the finest level writes the image in place of its coefficients
-                    _step_rows(t.t(), name, True, ext, plane.view(-1))
-                else:
-                    view.copy_(_step_rows(t.t(), name, True, ext, tmp))
+        plan.synthesis(out)
         return out.reshape(x.shape)
     out = torch.empty(src.shape, dtype=src.dtype, device=src.device)
-    for plane_in, plane in zip(src, out):
-        for h, w in sizes:
-            t = _step_rows((plane_in if h == H else plane)[:h, :w], name, False, ext, tmp)
-            r = _step_rows(t.t(), name, False, ext, tmp)  # (w, h), both axes block-interleaved
-            (ph, nh), (pw, nw) = _band(name, h, rd, x.device)[:2], _band(name, w, rd, x.device)[:2]
-            plane[:h, :w].view(2, nh, ph, 2, nw, pw).copy_(
-                r.view(nw, 2, pw, nh, 2, ph).permute(4, 3, 5, 1, 0, 2))
+    plan.analysis(src, out)
     return out.reshape(x.shape)

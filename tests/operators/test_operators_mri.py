@@ -270,7 +270,8 @@ def test_wavelet_gemm_path_single_precision(name, shape, levels):
     torch.testing.assert_close(idwt2(y, name, levels), idwt2(y.clone().requires_grad_(True), name, levels).detach(),
                                atol=tol, rtol=0)
     torch.testing.assert_close(idwt2(c, name, levels), x, atol=2 * tol, rtol=0)
-    # cached scratch and band matrices work inside and outside inference mode, in either order
+    # cached plans (scratch, views) and band matrices work inside and outside inference mode,
+    # in either order
     from mrirecon.core import parallel
     from mrirecon.functional import wavelet
 
@@ -278,7 +279,9 @@ def test_wavelet_gemm_path_single_precision(name, shape, levels):
     wavelet._band.cache_clear()  # first built inside inference mode below
     with torch.inference_mode():
         torch.testing.assert_close(dwt2(x, name, levels), c, atol=0, rtol=0)
+        back = idwt2(c, name, levels)
     torch.testing.assert_close(dwt2(x, name, levels), c, atol=0, rtol=0)
+    torch.testing.assert_close(idwt2(c, name, levels), back, atol=0, rtol=0)
     # adjoint: <W x, y> = <x, W^H y>, both sides summed over n entries in float32
     lhs, rhs = torch.vdot(c.flatten(), y.flatten()), torch.vdot(x.flatten(), idwt2(y, name, levels).flatten())
     n = x.numel()
