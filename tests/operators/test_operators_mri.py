@@ -72,11 +72,31 @@ def test_operator_kit_real(name, rdtype):
     check_operator(op, random_like_shape(shape, rdtype))
 
 
-def test_fft2c_matches_numpy_reference():
-    x = random_like_shape((3, 8, 7), torch.complex128)
-    ref = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x.numpy(), axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
-    np.testing.assert_allclose(fft2c(x).numpy(), ref, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(ifft2c(fft2c(x)).numpy(), x.numpy(), atol=1e-12)
+# even sizes take the checkerboard modulation (H/2 + W/2 even and odd), odd ones the shifts
+@pytest.mark.parametrize("shape", [(3, 8, 7), (2, 8, 6), (2, 6, 10), (7, 8), (2, 5, 9), (1, 640, 368)])
+def test_fft2c_matches_numpy_reference(shape):
+    x = random_like_shape(shape, torch.complex128)
+    axes = (-2, -1)
+    ref = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x.numpy(), axes=axes), norm="ortho"), axes=axes)
+    iref = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(x.numpy(), axes=axes), norm="ortho"), axes=axes)
+    # orthonormal FFTs: rounding of a length-N transform ~ eps log2(N) |x|max sqrt(N)
+    n = shape[-2] * shape[-1]
+    tol = 16 * torch.finfo(torch.float64).eps * np.log2(n) * float(x.abs().max()) * n**0.5
+    np.testing.assert_allclose(fft2c(x).numpy(), ref, rtol=0, atol=tol)
+    np.testing.assert_allclose(ifft2c(x).numpy(), iref, rtol=0, atol=tol)
+    np.testing.assert_allclose(ifft2c(fft2c(x)).numpy(), x.numpy(), atol=2 * tol)
+    # a real input and inference mode take the same path
+    with torch.inference_mode():
+        np.testing.assert_allclose(fft2c(x.real).numpy(), np.fft.fftshift(np.fft.fft2(
+            np.fft.ifftshift(x.real.numpy(), axes=axes), norm="ortho"), axes=axes), rtol=0, atol=tol)
+    # differentiable: the adjoint of fft2c is ifft2c
+    xg = x.clone().requires_grad_(True)
+    y = random_like_shape(shape, torch.complex128, seed=9)
+    (grad,) = torch.autograd.grad(torch.vdot(y.flatten(), fft2c(xg).flatten()).real, xg)
+    np.testing.assert_allclose(grad.numpy(), ifft2c(y).numpy(), rtol=0, atol=2 * tol)
+
+
+def test_fft2c_dc_index():
     # DC of a constant image sits at index N // 2
     k = fft2c(torch.ones(8, 7, dtype=torch.complex128))
     assert torch.argmax(k.abs()).item() == 4 * 7 + 3
