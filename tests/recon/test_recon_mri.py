@@ -247,3 +247,25 @@ def test_registry_grappa_is_grappa_then_rss():
     ref = torch.stack([rss(ifft2c(grappa(s, 6, (3, 3))), dim=-3) for s in y])
     torch.testing.assert_close(out, ref)
     assert out.shape == (2, 24, 24) and not out.is_complex()
+
+
+def test_l1_wavelet_first_call_imports_no_sympy():
+    """The classical path must not pay a first-call import per process: torch.broadcast_shapes
+    (once used by soft_threshold) pulls in SymPy, ~0.7 s of every file a script runs alone."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from mrirecon.operators import sense\n"
+        "from mrirecon.recon.mri import l1_wavelet\n"
+        "maps = torch.ones(2, 32, 32, dtype=torch.complex64) / 2 ** 0.5\n"
+        "mask = torch.arange(32) % 2 == 0\n"
+        "op = sense(maps, mask)\n"
+        "y = op(torch.randn(32, 32, dtype=torch.complex64))\n"
+        "l1_wavelet(y, op, 1e-3, iterations=3)\n"
+        "l1_wavelet(y, op, torch.tensor(1e-3).item(), iterations=2, random_shift=False)\n"
+        "print('sympy' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stdout + out.stderr
