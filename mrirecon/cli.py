@@ -153,13 +153,16 @@ def cmd_simulate_ct(args: argparse.Namespace) -> int:
     return 0
 
 
+SIMULATE_HELP = "write simulated datasets (MRI: fastMRI layout, CT: LoDoPaB layout)"
+
+
 def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
     from mrirecon.data.anatomy import CONTRASTS
     from mrirecon.data.simulate_mri import ORIENTATIONS
 
     simulate = subparsers.add_parser(
         "simulate",
-        help="write simulated datasets (MRI: fastMRI layout, CT: LoDoPaB layout)",
+        help=SIMULATE_HELP,
         description="Write simulated scanner datasets from the allowed real anatomy "
         "(MNI152 template, allowed CT DICOM files) and phantoms. Files are written "
         "atomically; the same --seed gives identical data on every machine.",
@@ -465,9 +468,31 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
 # ---- entry point ---------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``mrirecon`` parser with every command group registered."""
+def command_of(argv: Sequence[str]) -> str | None:
+    """The command word of ``argv`` (after the global ``--threads N`` and ``--debug``), or
+    ``None`` when another option comes first (``--help``, ``--version``, a typo)."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--threads":
+            i += 2
+        elif arg == "--debug" or arg.startswith("--threads="):
+            i += 1
+        else:
+            return None if arg.startswith("-") else arg
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``mrirecon`` parser with every command group registered.
+
+    ``simulate`` and ``train`` read their choices and options from the simulation and training
+    code (SciPy, the training modules: ~0.6 s of imports); they are built in full only when
+    ``command`` is theirs or ``None`` (the top-level help), and are listed by name and help
+    line otherwise, so that ``mrirecon run`` does not pay for them at every cold start.
+    """
     from mrirecon import __version__
+    from mrirecon.cli_train import TRAIN_HELP
 
     parser = argparse.ArgumentParser(
         prog="mrirecon",
@@ -490,8 +515,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "affinity and cgroup quota, shared among torchrun ranks; see "
                              "mrirecon/threads.py)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    _add_simulate(subparsers)
-    _add_train(subparsers)
+    for name, add, help_ in (("simulate", _add_simulate, SIMULATE_HELP), ("train", _add_train, TRAIN_HELP)):
+        if command is None or command == name:
+            add(subparsers)
+        else:
+            subparsers.add_parser(name, help=help_)
     _add_run(subparsers)
     _add_bench(subparsers)
     return parser
@@ -520,10 +548,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mrirecon.threads import configure_threads, set_wait_policy
 
     set_wait_policy()  # before torch loads OpenMP (build_parser may import it)
-    parser = build_parser()
     from mrirecon.cli_train import normalise_argv
 
     argv = normalise_argv(list(sys.argv[1:] if argv is None else argv))
+    parser = build_parser(command_of(argv))
     debug = "--debug" in argv  # accepted anywhere on the line, e.g. after the command's options
     args = parser.parse_args([a for a in argv if a != "--debug"])
     if debug:

@@ -28,6 +28,9 @@ from typing import Any
 KINDS = ("config", "denoiser", "prior", "gmm", "perceptual", "radial", "modl", "staged_ct")
 
 
+TRAIN_HELP = "train a network: from a YAML config, or one of the shipped priors"
+
+
 def normalise_argv(argv: list[str]) -> list[str]:
     """``train X.yaml ...`` -> ``train config X.yaml ...`` (the short form stays valid)."""
     if (len(argv) >= 2 and argv[0] == "train" and argv[1] not in KINDS
@@ -94,7 +97,7 @@ def add_train(subparsers: argparse._SubParsersAction,
     count = int_at_least(1)
     train = subparsers.add_parser(
         "train",
-        help="train a network: from a YAML config, or one of the shipped priors",
+        help=TRAIN_HELP,
         description="Train a model. `mrirecon train CONFIG.yaml` (short for `mrirecon train config "
         "CONFIG.yaml`) trains a reconstruction network described by a TrainConfig YAML file (see "
         "pipelines/train_*.yaml); the other subcommands rebuild shipped priors and helper "

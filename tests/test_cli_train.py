@@ -128,3 +128,41 @@ def test_training_configs_resolve_by_name_from_the_package(tmp_path):
     assert training_config_path(str(own)) == own
     with pytest.raises(FileNotFoundError, match="train_typo.*train_modl_brain_sim"):
         training_config_path("train_typo")
+
+
+@pytest.mark.parametrize("argv,command", [
+    (["run", "mri_cs", "-i", "x"], "run"),
+    (["--threads", "2", "run", "mri_cs"], "run"),
+    (["--threads=2", "--debug", "bench"], "bench"),
+    (["train", "config", "x.yaml"], "train"),
+    (["--help"], None), (["--version"], None), ([], None),
+])
+def test_command_of(argv, command):
+    assert cli.command_of(argv) == command
+
+
+def test_run_builds_no_training_or_simulation_parser():
+    """``mrirecon run`` lists train and simulate by name but does not import their modules, nor
+    the training stack (mrirecon.training loads its parts on first use): a few tenths of a
+    second of every cold start. The top-level help and the commands themselves are whole."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from mrirecon import cli\n"
+        "p = cli.build_parser('run')\n"
+        "text = p.format_help()\n"
+        "assert 'train' in text and 'simulate' in text, text\n"
+        "p.parse_args(['run', 'mri_cs', '-i', 'a.h5', '-o', 'out'])\n"
+        "heavy = ('mrirecon.training.run', 'mrirecon.training.trainer', 'mrirecon.training.data',\n"
+        "         'mrirecon.training.losses', 'mrirecon.data', 'scipy.ndimage')\n"
+        "heavy = sorted(m for m in sys.modules if m.startswith(heavy))\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+    full = cli.build_parser()
+    for words in (["train", "modl", "--out", "m.pt"], ["simulate", "mri", "--out", "d"]):
+        assert full.parse_args(words).func is not None
+        assert cli.build_parser(words[0]).parse_args(words).func is not None
