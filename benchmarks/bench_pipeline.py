@@ -21,6 +21,8 @@ What is timed (wall clock, one slice, after the data exist on disk):
   (Hann) on the same sinogram;
 * kernels: the wavelet pair (640 x 368 complex64, db4, 4 levels) against PyWavelets and SigPy's
   ``linop.Wavelet``; FBP of 512 x 512 / 1000 views against ``iradon`` and ASTRA;
+* cold start: ``mrirecon run mri_cs`` on the 8-coil slice as a fresh process, minus a fresh
+  ``import torch``, against the warm per-slice call;
 * each at ``--threads`` (default 1 and 2; the peers get the same count through
   ``OMP_NUM_THREADS``), and ``mri_cs`` / ``ct_fbp`` again beside a second CPU-bound process.
 
@@ -302,6 +304,35 @@ def section_contention(data: dict, work: Path, rows: list, threads_list: list[in
                      "same, without it (this run)", quiet, f"slow-down {busy / quiet:.2f}x"))
 
 
+def section_cold(data: dict, threads: int, work: Path, rows: list) -> None:
+    """What a user pays per process: ``mrirecon run mri_cs`` on one slice as a fresh process
+    against ``import torch`` alone and the warm per-slice call (best of two each)."""
+    name, path = list(data["mri"].items())[-1]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+
+    def process(cmd: list[str]) -> float:
+        best = float("inf")
+        for _ in range(2):
+            shutil.rmtree(work / "cli", ignore_errors=True)
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True, env=env)
+            best = min(best, time.perf_counter() - t0)
+        return best
+
+    torch_import = process([sys.executable, "-c", "import torch"])
+    cli = process([sys.executable, "-m", "mrirecon.cli", "--threads", str(threads), "run", "mri_cs",
+                   "-i", str(path), "-o", str(work / "cli"), "--no-progress",
+                   "--set", "export.formats=[hdf5]", "--set", "report.enabled=false",
+                   "--set", "evaluate.enabled=false"])
+    torch.set_num_threads(threads)
+    run_ours("mri_cs", path, work / "cs")
+    warm = min(run_ours("mri_cs", path, work / "cs")[0] for _ in range(2))
+    rows.append((f"mri_cs {name}, {threads} thr: fresh `mrirecon run` process minus `import torch`",
+                 cli - torch_import, "warm call in a running process", warm,
+                 f"process {cli:.2f} s, import torch {torch_import:.2f} s: the rest of a cold start "
+                 f"is {cli - torch_import - warm:.2f} s beyond the warm call"))
+
+
 def _guard(rows: list, section, *args) -> None:
     """Run a section; a failing peer is reported and the other sections still run."""
     start = len(rows)
@@ -316,8 +347,8 @@ def _guard(rows: list, section, *args) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--sections", nargs="+", default=["kernels", "mri", "ct", "contention"],
-                    choices=["kernels", "mri", "ct", "contention"])
+    ap.add_argument("--sections", nargs="+", default=["kernels", "mri", "ct", "cold", "contention"],
+                    choices=["kernels", "mri", "ct", "cold", "contention"])
     ap.add_argument("--quick", action="store_true", help="8-coil MRI only, no SigPy")
     ap.add_argument("--cs-only", action="store_true",
                     help="MRI section: mri_cs against BART only (no SigPy, no mri_learned)")
@@ -342,6 +373,8 @@ def main() -> None:
                 _guard(rows, section_mri, data, threads, work, rows, args.quick, args.cs_only)
             if "ct" in args.sections:
                 _guard(rows, section_ct, data, threads, work, rows)
+            if "cold" in args.sections:
+                _guard(rows, section_cold, data, threads, work, rows)
             print(f"# after {threads} thread(s): {others_running()}", flush=True)
         if "contention" in args.sections:
             _guard(rows, section_contention, data, work, rows, args.threads)

@@ -1,26 +1,37 @@
-"""File formats: the only package that imports h5py, pydicom, nibabel and ismrmrd."""
+"""File formats: the only package that imports h5py, pydicom, nibabel and ismrmrd.
 
-from mrirecon.io.dicom import write_dicom_series
-from mrirecon.io.dicom_read import read_dicom_series
-from mrirecon.io.nifti import read_nifti, write_nifti
-from mrirecon.io.errors import DataFormatError
-from mrirecon.io.fastmri import FastMRIFile, read_fastmri, write_fastmri, write_reconstruction
-from mrirecon.io.ismrmrd_header import header_to_xml, parse_ismrmrd_header
-from mrirecon.io.ismrmrd_noncartesian import write_ismrmrd_noncartesian
-from mrirecon.io.ismrmrd_raw import read_ismrmrd
+The readers and writers load on first use (PEP 562): pydicom and nibabel alone took about
+0.6 s of every ``mrirecon run`` process, also when it reads and writes only HDF5.
+"""
 
-__all__ = [
-    "DataFormatError",
-    "FastMRIFile",
-    "header_to_xml",
-    "parse_ismrmrd_header",
-    "read_dicom_series",
-    "read_fastmri",
-    "read_ismrmrd",
-    "read_nifti",
-    "write_dicom_series",
-    "write_fastmri",
-    "write_ismrmrd_noncartesian",
-    "write_nifti",
-    "write_reconstruction",
-]
+import importlib
+
+_EXPORTS = {
+    "DataFormatError": "errors",
+    "FastMRIFile": "fastmri",
+    "header_to_xml": "ismrmrd_header",
+    "parse_ismrmrd_header": "ismrmrd_header",
+    "read_dicom_series": "dicom_read",
+    "read_fastmri": "fastmri",
+    "read_ismrmrd": "ismrmrd_raw",
+    "read_nifti": "nifti",
+    "write_dicom_series": "dicom",
+    "write_fastmri": "fastmri",
+    "write_ismrmrd_noncartesian": "ismrmrd_noncartesian",
+    "write_nifti": "nifti",
+    "write_reconstruction": "fastmri",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
