@@ -13,10 +13,11 @@ Two evaluations of the same transform, equal to rounding (``tests/operators/test
   the column step done as a row step between two transposes;
 * CPU tensors that need no gradient (classical reconstructions): each 1-D step is one batched
   GEMM of a small block of the banded transform matrix against strided windows of the
-  periodically extended rows, with per-thread scratch buffers. 640 x 368
-  complex64, db4, 4 levels: forward + adjoint 0.7x the CPU time of PyWavelets' ``wavedec2`` +
-  ``waverec2`` at 1 and 2 threads, where the former path (PyWavelets' C ``dwt2``/``idwt2``
-  per level plus packing) was 1.1-1.3x (figures in ``benchmarks/README.md``).
+  periodically extended rows, from per-thread plans (scratch buffers and views prepared once
+  per shape). 640 x 368 complex64, db4, 4 levels: forward + adjoint 0.5-0.9x the time of
+  PyWavelets' ``wavedec2`` + ``waverec2`` at 1 and 2 threads, where the former path
+  (PyWavelets' C ``dwt2``/``idwt2`` per level plus packing) was 1.1-1.3x (figures in
+  ``benchmarks/README.md``).
 """
 
 from __future__ import annotations
