@@ -329,8 +329,8 @@ def section_cold(data: dict, threads: int, work: Path, rows: list) -> None:
     warm = min(run_ours("mri_cs", path, work / "cs")[0] for _ in range(2))
     rows.append((f"mri_cs {name}, {threads} thr: fresh `mrirecon run` process minus `import torch`",
                  cli - torch_import, "warm call in a running process", warm,
-                 f"process {cli:.2f} s, import torch {torch_import:.2f} s: the rest of a cold start "
-                 f"is {cli - torch_import - warm:.2f} s beyond the warm call"))
+                 (f"process {cli:.2f} s, import torch {torch_import:.2f} s: the rest of a cold start "
+                  f"is {cli - torch_import - warm:.2f} s beyond the warm call")))
 
 
 def _guard(rows: list, section, *args) -> None:

@@ -189,3 +189,14 @@ def simulated_ct_dir(out: Path, *, views: int, size: int, seed: int) -> Path:
     simulate_ct_dataset(out, geometry="parallel", views=views, photons=4096.0, size=size, seed=seed,
                         samples=2, part="test", sources="phantom")
     return out
+
+
+def fresh_python(code: str) -> str:
+    """Run ``code`` in a fresh interpreter (what a user's first call in a new process sees:
+    imports, caches); its standard output, stripped. Fails with the child's stderr."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout.strip()

@@ -15,7 +15,7 @@ import yaml
 
 from mrirecon import cli
 from mrirecon.cli_train import normalise_argv
-from tests.helpers import imported_modules
+from tests.helpers import fresh_python, imported_modules
 
 PACKAGE = Path(cli.__file__).resolve().parent
 
@@ -145,9 +145,6 @@ def test_run_builds_no_training_or_simulation_parser():
     """``mrirecon run`` lists train and simulate by name but does not import their modules, nor
     the training stack (mrirecon.training loads its parts on first use): a few tenths of a
     second of every cold start. The top-level help and the commands themselves are whole."""
-    import subprocess
-    import sys
-
     code = (
         "import sys\n"
         "from mrirecon import cli\n"
@@ -160,8 +157,7 @@ def test_run_builds_no_training_or_simulation_parser():
         "heavy = sorted(m for m in sys.modules if m.startswith(heavy))\n"
         "print(heavy)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+    assert fresh_python(code) == "[]"
     full = cli.build_parser()
     for words in (["train", "modl", "--out", "m.pt"], ["simulate", "mri", "--out", "d"]):
         assert full.parse_args(words).func is not None

@@ -43,6 +43,7 @@ ONLY = {
     "functional": {"core"},
     "operators": {"core", "functional"},
     "containers": {"core", "functional", "operators"},
+    "lazy": set(),
 }
 # ... and the layers above must not import these
 FORBIDDEN = {

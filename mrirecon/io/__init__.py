@@ -4,7 +4,7 @@ The readers and writers load on first use (PEP 562): pydicom and nibabel alone t
 0.6 s of every ``mrirecon run`` process, also when it reads and writes only HDF5.
 """
 
-import importlib
+from mrirecon.lazy import lazy_exports
 
 _EXPORTS = {
     "DataFormatError": "errors",
@@ -22,16 +22,19 @@ _EXPORTS = {
     "write_reconstruction": "fastmri",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__ = [
+    "DataFormatError",
+    "FastMRIFile",
+    "header_to_xml",
+    "parse_ismrmrd_header",
+    "read_dicom_series",
+    "read_fastmri",
+    "read_ismrmrd",
+    "read_nifti",
+    "write_dicom_series",
+    "write_fastmri",
+    "write_ismrmrd_noncartesian",
+    "write_nifti",
+    "write_reconstruction",
+]
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -10,7 +10,7 @@
 * :func:`load_pretrained`, :func:`available_weights` - shipped ``.pt`` + ``.yaml`` model cards.
 """
 
-import importlib
+from mrirecon.lazy import lazy_exports
 
 # Imported on first use (PEP 562): the pipeline schema needs mrirecon.training.adapt, and an
 # eager package import would load the whole training stack (the loop, losses, data sets,
@@ -32,16 +32,20 @@ _EXPORTS = {
     "train_from_config": "run",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__ = [
+    "AdversarialCritic",
+    "CTSample",
+    "CTTrainingSet",
+    "MRITrainingSet",
+    "PatchDiscriminator",
+    "ReconstructionLoss",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "TrainingSample",
+    "available_weights",
+    "load_pretrained",
+    "model_card",
+    "train_from_config",
+]
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

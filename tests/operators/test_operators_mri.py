@@ -292,7 +292,6 @@ def test_wavelet_gemm_path_single_precision(name, shape, levels):
     torch.testing.assert_close(idwt2(c, name, levels), x, atol=2 * tol, rtol=0)
     # cached plans (scratch, views) and band matrices work inside and outside inference mode,
     # in either order
-    from mrirecon.core import parallel
     from mrirecon.functional import wavelet
 
     wavelet._SCRATCH.__dict__.clear()

@@ -31,7 +31,7 @@ from mrirecon.recon import (
 )
 from mrirecon.sampling import EquispacedFractionMask
 from mrirecon.solvers import soft_threshold
-from tests.helpers import random_like_shape
+from tests.helpers import fresh_python, random_like_shape
 
 # ------------------------------------------------------------------------------------------
 # simulated acquisition (fixed once: phantom, coils, noise, masks, lambdas)
@@ -252,9 +252,6 @@ def test_registry_grappa_is_grappa_then_rss():
 def test_l1_wavelet_first_call_imports_no_sympy():
     """The classical path must not pay a first-call import per process: torch.broadcast_shapes
     (once used by soft_threshold) pulls in SymPy, ~0.7 s of every file a script runs alone."""
-    import subprocess
-    import sys
-
     code = (
         "import sys, torch\n"
         "from mrirecon.operators import sense\n"
@@ -267,5 +264,4 @@ def test_l1_wavelet_first_call_imports_no_sympy():
         "l1_wavelet(y, op, torch.tensor(1e-3).item(), iterations=2, random_shift=False)\n"
         "print('sympy' in sys.modules)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False", out.stdout + out.stderr
+    assert fresh_python(code) == "False"
