@@ -222,24 +222,27 @@ def l1_wavelet(
     def grad_f(v: Tensor) -> Tensor:
         return op.gram(v) - aty
 
-    # the prox (wavelet pair, shrinkage, rolls) of a small image on one intra-op thread, like
-    # the wavelet transform itself (core.parallel.SERIAL_MAX): its short elementwise
-    # passes are slower on two threads under the passive OpenMP wait (soft_threshold at
-    # 320 x 320: 0.57 against 0.39 ms); the gram keeps every thread
     def prox_fixed(v: Tensor, t) -> Tensor:
-        with serial_if_small(v):
-            return W.H(soft_threshold(W(v), lam * t))
+        return W.H(soft_threshold(W(v), lam * t))
 
     gen = torch.Generator().manual_seed(int(seed))
     period = 2**W.levels
 
     def prox_shifted(v: Tensor, t) -> Tensor:  # cycle spinning
         sh = [int(s) for s in torch.randint(0, period, (2,), generator=gen)]
-        with serial_if_small(v):
-            out = prox_fixed(torch.roll(v, sh, dims=(-2, -1)), t)
-            return torch.roll(out, [-sh[0], -sh[1]], dims=(-2, -1))
+        out = prox_fixed(torch.roll(v, sh, dims=(-2, -1)), t)
+        return torch.roll(out, [-sh[0], -sh[1]], dims=(-2, -1))
 
-    prox_g = prox_shifted if random_shift else prox_fixed
+    prox = prox_shifted if random_shift else prox_fixed
+
+    def prox_g(v: Tensor, t) -> Tensor:
+        # the whole prox (rolls, wavelet pair, shrinkage) of a small image on one intra-op
+        # thread, like the wavelet transform itself (core.parallel.SERIAL_MAX): its short
+        # elementwise passes are slower on two threads under the passive OpenMP wait
+        # (soft_threshold at 320 x 320: 0.57 against 0.39 ms); the gram keeps every thread
+        with serial_if_small(v):
+            return prox(v, t)
+
     return fista(grad_f, prox_g, x, step, iterations=iterations, tolerance=tolerance,
                  callback=callback, restart=restart)
 
