@@ -69,8 +69,9 @@ bench: setup-test benchdeps
 	$(PY) benchmarks/run_all.py
 
 # Rebuild the generic PnP prior (mrirecon/weights/pnp_dncnn_diverse.pt; ~1 h on one CPU thread,
-# see its card) and the deployment-geometry MoDL (modl_fastmri_diverse.pt; ~80 min, one thread
-# plus a data worker) and the LoDoPaB-geometry CT model (staged_ct_lodopab.pt; 100 min, one
+# see its card), the deployment-geometry MoDL and E2E-VarNet (modl_fastmri_diverse.pt,
+# varnet_fastmri_diverse.pt; 80 / 90 min, one thread plus a data worker each) and the
+# LoDoPaB-geometry CT models (staged_ct_lodopab.pt, primal_dual_lodopab.pt; 100 / 80 min, one
 # thread). The other shipped weights: commands in mrirecon/weights/README.md.
 weights: setup
 	OMP_NUM_THREADS=1 $(VENV)/bin/mrirecon train prior --out mrirecon/weights/pnp_dncnn_diverse.pt \
@@ -79,6 +80,10 @@ weights: setup
 	  --threads 1 --seed 0 --max-seconds 4840 --val-every 150 --val-slices 4
 	OMP_NUM_THREADS=1 $(VENV)/bin/mrirecon train staged_ct --out mrirecon/weights/staged_ct_lodopab.pt \
 	  --stages 1 --budget-s 6000 --seed 0 --threads 1
+	OMP_NUM_THREADS=1 $(VENV)/bin/mrirecon train varnet --out mrirecon/weights/varnet_fastmri_diverse.pt \
+	  --threads 1 --seed 0 --max-seconds 5400 --val-every 150 --val-slices 4
+	OMP_NUM_THREADS=1 $(VENV)/bin/mrirecon train primal_dual_ct --out mrirecon/weights/primal_dual_lodopab.pt \
+	  --budget-s 4800 --seed 0 --iterations 8 --features 16 --threads 1
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

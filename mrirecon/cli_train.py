@@ -20,12 +20,13 @@ Only the command line parses ``argv``; the training modules expose plain functio
 from __future__ import annotations
 
 import argparse
-import json
 import inspect
+import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-KINDS = ("config", "denoiser", "prior", "gmm", "perceptual", "radial", "modl", "staged_ct")
+KINDS = ("config", "denoiser", "prior", "gmm", "perceptual", "radial", "modl", "varnet", "staged_ct",
+         "primal_dual_ct")
 
 
 TRAIN_HELP = "train a network: from a YAML config, or one of the shipped priors"
@@ -108,7 +109,7 @@ def add_train(subparsers: argparse._SubParsersAction,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     kinds = train.add_subparsers(
-        dest="kind", metavar="{config,denoiser,prior,gmm,perceptual,radial,modl,staged_ct}",
+        dest="kind", metavar="{" + ",".join(KINDS) + "}",
         required=True)
 
     cfg = kinds.add_parser(
@@ -128,15 +129,17 @@ def add_train(subparsers: argparse._SubParsersAction,
         p.add_argument("--out", required=True, help=out_help)
         add_threads(p)
 
+    from mrirecon.training.ct_primal_dual import train_primal_dual_ct
+    from mrirecon.training.ct_staged import train_staged_ct
     from mrirecon.training.denoiser import train_denoiser
     from mrirecon.training.denoiser_prior import train as train_prior
     from mrirecon.training.fit_gmm import fit_and_save
     from mrirecon.training.modl_deploy import train as train_modl
+    from mrirecon.training.modl_deploy import train_varnet
     from mrirecon.training.perceptual import train_and_save
     from mrirecon.training.radial import MAPS as RADIAL_MAPS
     from mrirecon.training.radial import MODELS as RADIAL_MODELS
     from mrirecon.training.radial import train_radial
-    from mrirecon.training.ct_staged import train_staged_ct
 
     for kind, fn, help_, out_help, show, choices in (
             ("denoiser", train_denoiser, "the PnP denoiser pnp_dncnn_brain_sim",
@@ -153,7 +156,14 @@ def add_train(subparsers: argparse._SubParsersAction,
             ("modl", train_modl, "MoDL at the fastMRI deployment geometry (modl_fastmri_diverse)",
              "output .pt (the best-on-validation state_dict, written as training runs)", None,
              None),
+            ("varnet", train_varnet,
+             "E2E-VarNet at the fastMRI deployment geometry (varnet_fastmri_diverse)",
+             "output .pt (the best-on-validation state_dict, written as training runs)", None,
+             None),
             ("staged_ct", train_staged_ct, "the sparse-view CT model staged_ct_lodopab",
+             "output .pt (the card is written as .yaml beside it)", "training", None),
+            ("primal_dual_ct", train_primal_dual_ct,
+             "the learned primal-dual primal_dual_lodopab at the LoDoPaB geometry",
              "output .pt (the card is written as .yaml beside it)", "training", None)):
         sub = kinds.add_parser(kind, help=help_)
         common(sub, out_help=out_help)

@@ -225,11 +225,13 @@ def psnr(ref: torch.Tensor, img: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def score(model, val: list[tuple], stages: int) -> dict[int, float]:
-    """Mean validation PSNR per view count of the first ``stages`` stages."""
+def score(model, val: list[tuple], stages: int | None = None) -> dict[int, float]:
+    """Mean validation PSNR per view count (of the first ``stages`` stages of a staged model;
+    ``None``: the whole ``model(y, op)``)."""
     res: dict[int, list[float]] = {v: [] for v in VIEWS}
     for y, op, ref, views in val:
-        res[views].append(psnr(ref, model(y[None], op, stages=stages)[0]))
+        x = model(y[None], op) if stages is None else model(y[None], op, stages=stages)
+        res[views].append(psnr(ref, x[0]))
     return {v: float(np.mean(p)) for v, p in res.items()}
 
 

@@ -1,4 +1,5 @@
-"""Train MoDL for the deployment distribution (``modl_fastmri_diverse``).
+"""Train MoDL and E2E-VarNet for the deployment distribution (``modl_fastmri_diverse``,
+``varnet_fastmri_diverse``).
 
 The data are :mod:`mrirecon.training.deploy_mri`'s: fastMRI multi-coil geometry (``640 x 320``,
 2x readout oversampling), 8 or 12 simulated coils, 28-34 dB noise, fastMRI equispaced-fraction
@@ -7,7 +8,8 @@ diverse images. Steps run on bands of ``crop_rows`` image rows (an exact smaller
 see :func:`~mrirecon.training.deploy_mri.row_band`), each already divided by the scale
 ``s = max |A^H y|`` of its whole slice; the model is therefore trained with its internal
 normalisation switched off and deployed with it on, which computes the same ``s`` on the whole
-slice. Validation runs the deployed model (normalisation on) on whole simulated ``640 x 320``
+slice (VarNet has no such switch: it is scale-equivariant by construction, see
+:func:`train_varnet`). Validation runs the deployed model (normalisation on) on whole simulated ``640 x 320``
 slices from a separate seed and scores the centre ``320 x 320`` with fastMRI's PSNR / SSIM; the
 state with the best mean PSNR is kept.
 """
@@ -39,9 +41,10 @@ def score_slices(model: torch.nn.Module, slices: list[dict]) -> list[dict]:
     from mrirecon.metrics import psnr, ssim
     from mrirecon.operators import sense
 
-    was_training, was_norm = model.training, model.normalize
+    was_training, was_norm = model.training, getattr(model, "normalize", None)
     model.eval()
-    model.normalize = True
+    if was_norm is not None:  # MoDL trains on pre-scaled bands; VarNet needs no scaling
+        model.normalize = True
     out = []
     try:
         with torch.inference_mode():
@@ -56,7 +59,8 @@ def score_slices(model: torch.nn.Module, slices: list[dict]) -> list[dict]:
                             "mean_ratio": float(pred.mean() / ref.mean())})
     finally:
         model.train(was_training)
-        model.normalize = was_norm
+        if was_norm is not None:
+            model.normalize = was_norm
     return out
 
 
@@ -80,19 +84,60 @@ def train(out: str | Path, *, seed: int = 0, crop_rows: int = 96, bands: int = 3
     ``(1 - SSIM) + l1_weight * L1 / max_value`` on magnitudes, band rows
     ``LOSS_MARGIN:-LOSS_MARGIN``.
     """
-    from mrirecon.metrics import SSIMLoss
     from mrirecon.models.unrolled.modl import MoDL
+
+    torch.manual_seed(seed)
+    model = MoDL(iterations=iterations, layers=layers, features=features, batchnorm=False,
+                 lam=0.05, cg_iterations=cg_iterations, shared=True, normalize=False, init_seed=seed)
+    summary = _train_bands(model, out, seed=seed, crop_rows=crop_rows, bands=bands, lr=lr,
+                           l1_weight=l1_weight, max_steps=max_steps, max_seconds=max_seconds,
+                           val_every=val_every, val_slices=val_slices, workers=workers,
+                           threads=threads, log=log)
+    return {**summary, "iterations": iterations, "layers": layers, "features": features,
+            "cg_iterations": cg_iterations}
+
+
+def train_varnet(out: str | Path, *, seed: int = 0, crop_rows: int = 128, bands: int = 3,
+                 cascades: int = 6, chans: int = 12, pools: int = 3, sens_chans: int = 4,
+                 sens_pools: int = 3, lr: float = 1e-3, l1_weight: float = 5.0,
+                 max_steps: int = 100000, max_seconds: float = 3000.0, val_every: int = 200,
+                 val_slices: int = 4, workers: int = 1, threads: int | None = None,
+                 log: int = 20) -> dict:
+    """Train E2E-VarNet (its own sensitivity network, no ESPIRiT maps) on the same bands, loss,
+    schedule and validation as :func:`train` (``varnet_fastmri_diverse``).
+
+    VarNet needs no input scaling: its U-Nets normalise their input by its mean and standard
+    deviation and undo it on output, and the data consistency is linear, so the output scales
+    with the data. A band is a whole smaller multi-coil problem for it too: the mask acts on
+    columns, the sensitivity network sees the band's rows of the auto-calibration lines.
+    """
+    from mrirecon.models.unrolled.varnet import VarNet
+
+    torch.manual_seed(seed)
+    model = VarNet(iterations=cascades, chans=chans, pools=pools, sens_chans=sens_chans,
+                   sens_pools=sens_pools, init_seed=seed)
+    summary = _train_bands(model, out, seed=seed, crop_rows=crop_rows, bands=bands, lr=lr,
+                           l1_weight=l1_weight, max_steps=max_steps, max_seconds=max_seconds,
+                           val_every=val_every, val_slices=val_slices, workers=workers,
+                           threads=threads, log=log)
+    return {**summary, "cascades": cascades, "chans": chans, "pools": pools,
+            "sens_chans": sens_chans, "sens_pools": sens_pools}
+
+
+def _train_bands(model: torch.nn.Module, out: str | Path, *, seed: int, crop_rows: int, bands: int,
+                 lr: float, l1_weight: float, max_steps: int, max_seconds: float, val_every: int,
+                 val_slices: int, workers: int, threads: int | None, log: int) -> dict:
+    """The loop of :func:`train` / :func:`train_varnet` for any ``model(y, op)`` whose
+    ``op`` is the band's SENSE operator with the pipeline's ESPIRiT maps."""
+    from mrirecon.metrics import SSIMLoss
     from mrirecon.operators import sense
     from mrirecon.training.deploy_mri import DeploymentBands
 
     if threads is not None:
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
-    torch.manual_seed(seed)
     out = Path(out).with_suffix(".pt")
     t0 = time.perf_counter()
-    model = MoDL(iterations=iterations, layers=layers, features=features, batchnorm=False,
-                 lam=0.05, cg_iterations=cg_iterations, shared=True, normalize=False, init_seed=seed)
     val = validation_slices(seed, val_slices)
     t_val_data = time.perf_counter() - t0
     loader = torch.utils.data.DataLoader(DeploymentBands(seed, crop_rows, bands), batch_size=None,
@@ -108,8 +153,10 @@ def train(out: str | Path, *, seed: int = 0, crop_rows: int = 96, bands: int = 3
         nonlocal best
         rows = score_slices(model, val)
         rec = {"step": step, "t": round(time.perf_counter() - t1), "PSNR": float(np.mean([r["PSNR"] for r in rows])),
-               "SSIM": float(np.mean([r["SSIM"] for r in rows])), "slices": rows,
-               "lam": float(model.dc.lam.detach()) if torch.is_tensor(model.dc.lam) else model.dc.lam}
+               "SSIM": float(np.mean([r["SSIM"] for r in rows])), "slices": rows}
+        dc = getattr(model, "dc", None)
+        if dc is not None and hasattr(dc, "lam"):
+            rec["lam"] = float(dc.lam.detach()) if torch.is_tensor(dc.lam) else dc.lam
         history.append(rec)
         if rec["PSNR"] > best["PSNR"]:
             best = rec
@@ -146,5 +193,4 @@ def train(out: str | Path, *, seed: int = 0, crop_rows: int = 96, bands: int = 3
             "final_loss": float(np.mean(losses[-100:])) if losses else None, "best": best,
             "history": [{k: v for k, v in h.items() if k != "slices"} for h in history],
             "seed": seed, "crop_rows": crop_rows, "bands": bands, "lr": lr, "l1_weight": l1_weight,
-            "iterations": iterations, "layers": layers, "features": features,
-            "cg_iterations": cg_iterations, "threads": threads, "workers": workers}
+            "threads": threads, "workers": workers}

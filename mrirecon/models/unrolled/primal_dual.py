@@ -17,10 +17,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mrirecon.core import LinearOperator
+from mrirecon.core import HasFBP, LinearOperator, require_capability
 from mrirecon.models.backbones.complex import from_channels, to_channels
 from mrirecon.models.init import seeded_init
 from mrirecon.models.template import UnrolledModel
+from mrirecon.models.unrolled.staged_ct import robust_scale
 
 
 def _cnn(in_vars: int, out_vars: int, features: int) -> nn.Sequential:
@@ -41,6 +42,12 @@ def apply_over_last_two(net: nn.Module, x: Tensor) -> Tensor:
     out = from_channels(net(to_channels(z)), x.is_complex())
     out = out.reshape((b,) + extra + (out.shape[1],) + hw)
     return out.movedim(-3, 1)
+
+
+def _fbp(op: LinearOperator, y: Tensor) -> Tensor:
+    """Real Hann FBP ``(B, H, W)`` of CT data ``y`` ``(B, views, detectors)``."""
+    x = require_capability(op, HasFBP, "LearnedPrimalDual(fbp_start=True)").fbp(y, filter="hann")
+    return x.real if x.is_complex() else x
 
 
 class PrimalDualIteration(nn.Module):
@@ -67,6 +74,13 @@ class LearnedPrimalDual(UnrolledModel):
         10, 5, 5, 32 as published.
     normalize
         Scale data so that ``max |A^H y| = 1``; undone on output.
+    fbp_start
+        CT (operators with an FBP, :class:`~mrirecon.core.HasFBP`): divide the data by the 99th
+        percentile ``s`` of the Hann FBP instead (undone on output) and start every primal
+        memory channel from the FBP ``/ s``. Unlike ``max |A^H y|``, ``s`` is the image's own
+        intensity whatever the matrix, view count or ``||A||``, so the network always sees
+        images of unit scale (``normalize`` is then ignored). The last convolution of each
+        primal CNN starts at zero, so an untrained model returns the FBP.
     checkpointing
         Recompute each iteration in backward.
     init_seed
@@ -85,6 +99,7 @@ class LearnedPrimalDual(UnrolledModel):
         normalize: bool = True,
         checkpointing: bool = False,
         init_seed: int | None = None,
+        fbp_start: bool = False,
     ) -> None:
         super().__init__()
         if n_primal < 2 or n_dual < 1:
@@ -94,13 +109,31 @@ class LearnedPrimalDual(UnrolledModel):
                                              for _ in range(iterations)])
         self.n_primal, self.n_dual = n_primal, n_dual
         self.normalize, self.checkpointing = normalize, checkpointing
+        self.fbp_start = bool(fbp_start)
+        if self.fbp_start:  # start as the identity on the FBP: the last primal conv at zero
+            for it in self.iterations:
+                nn.init.zeros_(it.primal[-1].weight)
+                nn.init.zeros_(it.primal[-1].bias)
 
     def num_steps(self) -> int:
         return len(self.iterations)
 
+    def prepare(self, y: Tensor, op: LinearOperator) -> tuple[Tensor, Tensor, Tensor | None]:
+        """With ``fbp_start``: ``(y / s, A^H y / s, s)``, ``s`` the FBP's 99th percentile."""
+        if not self.fbp_start:
+            return super().prepare(y, op)
+        s = robust_scale(_fbp(op, y))
+        y = y / s.reshape((-1,) + (1,) * (y.ndim - 1))
+        return y, op.H(y), s
+
     def initial_state(self, y: Tensor, op: LinearOperator, aty: Tensor) -> tuple[Tensor, Tensor]:
-        """Primal and dual memories at zero."""
-        f = aty.new_zeros((aty.shape[0], self.n_primal) + tuple(aty.shape[1:]))
+        """Dual memory at zero; primal memory at zero, or every channel at the FBP of the
+        (scaled) data with ``fbp_start``."""
+        shape = (aty.shape[0], self.n_primal) + tuple(aty.shape[1:])
+        if self.fbp_start:
+            f = _fbp(op, y).to(aty.dtype).unsqueeze(1).expand(shape).contiguous()
+        else:
+            f = aty.new_zeros(shape)
         h = y.new_zeros((y.shape[0], self.n_dual) + tuple(y.shape[1:]))
         return f, h
 
