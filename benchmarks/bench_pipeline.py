@@ -246,8 +246,8 @@ def section_mri(data: dict, threads: int, work: Path, rows: list, quick: bool, c
             rows.append((f"mri_cs {name}, {threads} thr", t_warm, "SigPy EspiritCalib + L1WaveletRecon "
                          "(readout cropped)", sp["seconds"],
                          f"NRMSE ours vs SigPy {nrmse(ours, img):.4f}; SigPy vs reference {nrmse(img, ref):.4f}"))
-        t_cold, learned = run_ours("mri_varnet", path, work / "vn")
-        t_warm, learned = run_ours("mri_varnet", path, work / "vn")
+        t_cold, learned = run_ours("mri_varnet_brain_sim", path, work / "vn")
+        t_warm, learned = run_ours("mri_varnet_brain_sim", path, work / "vn")
         fm = peer(["varnet", str(path), str(work / "fastmri")], threads)
         img = np.load(fm["image_path"])
         rows.append((f"mri_varnet {name}, {threads} thr (cold {t_cold:.2f} s)", t_warm,

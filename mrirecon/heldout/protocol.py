@@ -23,26 +23,29 @@ import numpy as np
 import torch
 
 #: MRI methods: every Cartesian MRI pipeline's reconstruction (mri_cs: l1_wavelet,
-#: mri_retrospective: cg_sense, mri_varnet: varnet_brain_sim, mri_learned / mri_modl:
+#: mri_retrospective: cg_sense, mri_varnet: varnet_fastmri_diverse, mri_varnet_brain_sim:
+#: varnet_brain_sim, mri_learned / mri_modl:
 #: modl_fastmri_diverse, mri_modl_brain_sim: modl_brain_sim, mri_pnp: pnp_dncnn_diverse,
 #: mri_pnp_brain_sim: pnp_dncnn_brain_sim, mri_unrolled_em: patch_gmm, the unrolled EM its card
 #: defines) plus references (zero_filled, tv, grappa). The radial pipelines have their own
 #: held-out numbers in their cards; :data:`PIPELINE_ROWS` is the map a test checks.
 MRI_METHODS = ("zero_filled", "cg_sense", "l1_wavelet", "tv", "grappa", "varnet_brain_sim",
-               "modl_brain_sim", "modl_fastmri_diverse", "pnp_dncnn_brain_sim", "pnp_dncnn_diverse",
-               "patch_gmm")
-CT_METHODS = ("fbp", "sirt", "tv_ct", "primal_dual_ct_sim", "pnp_dncnn_diverse", "staged_ct_lodopab")
+               "varnet_fastmri_diverse", "modl_brain_sim", "modl_fastmri_diverse", "pnp_dncnn_brain_sim",
+               "pnp_dncnn_diverse", "patch_gmm")
+CT_METHODS = ("fbp", "sirt", "tv_ct", "primal_dual_ct_sim", "primal_dual_lodopab", "pnp_dncnn_diverse",
+              "staged_ct_lodopab")
 #: Held-out row of every pipeline in ``pipelines/`` (training configs and the radial pipelines,
 #: whose geometry the Cartesian protocol does not cover, excepted); the adaptation pipelines
 #: have their own held-out runs (``benchmarks/adapt_heldout.py``).
 PIPELINE_ROWS: dict[str, tuple[str, str]] = {
     "mri_cs": ("mri", "l1_wavelet"), "mri_retrospective": ("mri", "cg_sense"),
     "mri_learned": ("mri", "modl_fastmri_diverse"), "mri_modl": ("mri", "modl_fastmri_diverse"),
-    "mri_modl_brain_sim": ("mri", "modl_brain_sim"), "mri_varnet": ("mri", "varnet_brain_sim"),
+    "mri_modl_brain_sim": ("mri", "modl_brain_sim"), "mri_varnet": ("mri", "varnet_fastmri_diverse"),
+    "mri_varnet_brain_sim": ("mri", "varnet_brain_sim"),
     "mri_pnp": ("mri", "pnp_dncnn_diverse"), "mri_pnp_brain_sim": ("mri", "pnp_dncnn_brain_sim"),
     "mri_unrolled_em": ("mri", "patch_gmm"), "ct_fbp": ("ct", "fbp"),
     "ct_learned": ("ct", "staged_ct_lodopab"), "ct_pnp": ("ct", "pnp_dncnn_diverse"),
-    "ct_primal_dual": ("ct", "primal_dual_ct_sim"),
+    "ct_primal_dual": ("ct", "primal_dual_lodopab"), "ct_primal_dual_sim": ("ct", "primal_dual_ct_sim"),
 }
 #: Tuned on the validation split (``benchmarks/heldout.py tune``, grids in
 #: :mod:`mrirecon.heldout.tune`; every winner lies inside its grid, ``tuned.json``'s

@@ -52,7 +52,7 @@ def run_demo(output: str | Path = "demo_out", *, quick: bool = False, progress: 
              "undersample.center_fractions=[0.16]"]
     runs: list[tuple[str, str, list[str], list[str]]] = []
     if _weights_available("varnet_brain_sim"):
-        runs.append(("mri_varnet", "mri_varnet", retro, [str(p) for p in mri_files]))
+        runs.append(("mri_varnet", "mri_varnet_brain_sim", retro, [str(p) for p in mri_files]))
     if _weights_available("modl_fastmri_diverse"):
         runs.append(("mri_modl", "mri_modl", retro, [str(p) for p in mri_files]))
     runs.append(("mri_l1_wavelet", "mri_cs", retro, [str(p) for p in mri_files]))
@@ -61,7 +61,7 @@ def run_demo(output: str | Path = "demo_out", *, quick: bool = False, progress: 
     sparse = ["undersample.enabled=true", "undersample.views=30"]  # as the shipped CT model
     runs.append(("ct_fbp_30views", "ct_fbp", sparse, ct_obs))
     if _weights_available("primal_dual_ct_sim"):
-        runs.append(("ct_primal_dual_30views", "ct_primal_dual", sparse, ct_obs))
+        runs.append(("ct_primal_dual_30views", "ct_primal_dual_sim", sparse, ct_obs))
     metrics: dict[str, dict] = {}
     failures = 0
     for label, name, overrides, inputs in runs:

@@ -88,18 +88,23 @@ def test_registry_builds_it_with_per_stage_lam():
     assert isinstance(m, StagedCTNet) and m.lam == [0.1, None] and len(m.nets) == 2
 
 
-def _shipped():
+def _shipped(name: str = "staged_ct_lodopab"):
     from mrirecon.training.weights import available_weights, load_pretrained
 
-    if "staged_ct_lodopab" not in available_weights():
-        pytest.skip("staged_ct_lodopab weights are not shipped")
-    return load_pretrained("staged_ct_lodopab")
+    if name not in available_weights():
+        pytest.skip(f"{name} weights are not shipped")
+    return load_pretrained(name)
 
 
-def test_shipped_model_gives_the_same_image_at_30_and_60_views_and_any_data_scale():
+#: the CT models trained at the LoDoPaB geometry, both scaled by their FBP's 99th percentile
+LODOPAB_MODELS = ("staged_ct_lodopab", "primal_dual_lodopab")
+
+
+@pytest.mark.parametrize("name", LODOPAB_MODELS)
+def test_shipped_model_gives_the_same_image_at_30_and_60_views_and_any_data_scale(name):
     from mrirecon.io.lodopab import IMAGE_SHAPE, NUM_ANGLES, NUM_DETECTORS
 
-    model = _shipped()
+    model = _shipped(name)
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     n = IMAGE_SHAPE[0]
     full = ct_simulation_geometry("parallel", n, NUM_ANGLES, NUM_DETECTORS, 260.0)
@@ -113,17 +118,38 @@ def test_shipped_model_gives_the_same_image_at_30_and_60_views_and_any_data_scal
         fbp30 = op30.capability(HasFBP).fbp(y30, filter="hann")[0]
     # scale: float32 throughout, so agreement to a few float32 eps times the CG / network depth
     assert torch.linalg.norm(x30k / 1e3 - x30) <= 1e-4 * torch.linalg.norm(x30)
-    # no intensity bias at either view count (the 5 % bound on mean and 99th percentile)
+    # no mean intensity bias at either view count (the 5 % bound; p99: the test below)
     for x in (x30, x60):
-        xc = x.clamp_min(0)
-        assert abs(float(xc.mean() / ref.mean()) - 1) < 0.05
-        assert abs(float(torch.quantile(xc.flatten(), 0.99) / torch.quantile(ref.flatten(), 0.99)) - 1) < 0.05
+        assert abs(float(x.clamp_min(0).mean() / ref.mean()) - 1) < 0.05
     # 2x the views: the same image within the 30-view image's own error, and no worse
     err30, err60 = torch.linalg.norm(x30 - ref), torch.linalg.norm(x60 - ref)
     assert err60 <= err30 * 1.05
     assert torch.linalg.norm(x60 - x30) <= 1.5 * err30
-    # and the learned stages beat the FBP they start from by a wide margin
+    # and the learned model beats the FBP it starts from by a wide margin
     assert err30 < 0.5 * torch.linalg.norm(fbp30 - ref)
+
+
+#: models whose 99th percentile misses the 5 % bound on this phantom (primal_dual_lodopab: 1.06 at
+#: 60 views; its card's known_failures)
+KNOWN_P99_MISSES = {"primal_dual_lodopab"}
+
+
+@pytest.mark.parametrize("name", LODOPAB_MODELS)
+def test_shipped_model_keeps_the_99th_percentile_within_5_percent(request, name):
+    from mrirecon.io.lodopab import IMAGE_SHAPE, NUM_ANGLES, NUM_DETECTORS
+
+    if name in KNOWN_P99_MISSES:
+        request.applymarker(pytest.mark.xfail(strict=True, reason="known p99 miss, see the card"))
+    model = _shipped(name)
+    n = IMAGE_SHAPE[0]
+    full = ct_simulation_geometry("parallel", n, NUM_ANGLES, NUM_DETECTORS, 260.0)
+    mu = _phantom(n, 7)
+    ref = torch.from_numpy(mu).float()
+    for factor in (33, 16):
+        y, op = _data(mu, full, factor, 1)
+        with torch.inference_mode():
+            x = model(y, op)[0].clamp_min(0)
+        assert abs(float(torch.quantile(x.flatten(), 0.99) / torch.quantile(ref.flatten(), 0.99)) - 1) < 0.05
 
 
 def test_shipped_card_states_range_failures_and_recipe():

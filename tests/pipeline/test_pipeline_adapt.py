@@ -66,7 +66,7 @@ def test_mri_adapt_pipeline_saves_and_hashes_the_adapted_weights(mri_dir, tmp_pa
     assert _sha(shipped) == digest
 
 
-@pytest.mark.skipif("primal_dual_ct_sim" not in available_weights(), reason="weights not shipped")
+@pytest.mark.skipif("primal_dual_lodopab" not in available_weights(), reason="weights not shipped")
 def test_ct_adapt_pipeline_runs(tmp_path):
     from mrirecon.data.simulate_ct import simulate_ct_dataset
 
