@@ -38,6 +38,7 @@ from mrirecon.training.ct_staged import (
     score,
     validation_set,
 )
+from mrirecon.training.optim import cosine_step
 
 KNOWN_FAILURES = [
     ("Trained only at 362 x 362 pixels over 26 cm, parallel beam, 513 detectors, 30-63 views, "
@@ -101,15 +102,8 @@ def train_primal_dual_ct(out: str | Path, *, budget_s: float = 4800.0, seed: int
         frac = (time.time() - t0) / budget
         if frac >= 1:
             break
-        for group in opt.param_groups:
-            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * frac))
         y, op, mu, s = items[int(rng.integers(len(items)))]
-        loss = torch.mean(((model(y, op) - mu) / s) ** 2)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        losses.append(float(loss.detach()))
+        losses.append(cosine_step(opt, torch.mean(((model(y, op) - mu) / s) ** 2), lr=lr, frac=frac))
         step += 1
         if step % refresh_every == 0:
             items[int(rng.integers(len(items)))] = sample()

@@ -281,6 +281,7 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
     time; writes ``out`` (a ``.pt`` state dict) and its card (``.yaml`` beside it) after every
     stage and returns the card."""
     from mrirecon.models.unrolled.staged_ct import StagedCTNet
+    from mrirecon.training.optim import cosine_step
 
     if threads is not None:
         torch.set_num_threads(threads)
@@ -319,8 +320,6 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
         t0 = time.time()
         while time.time() - t0 < stage_budget:
             frac = (time.time() - t0) / stage_budget
-            for group in opt.param_groups:
-                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
             xs, ts = [], []
             for _ in range(batch):
                 x, t = items[int(rng.integers(len(items)))]
@@ -331,10 +330,7 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
             if rng.uniform() < 0.5:
                 x, t = x.transpose(-1, -2), t.transpose(-1, -2)
             loss = torch.mean((x + net(x) - t) ** 2)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-            opt.step()
+            cosine_step(opt, loss, lr=lr, frac=frac)
             step += 1
             if step % (refresh_every * (k + 1)) == 0:  # later stages cost more per sample
                 items[int(rng.integers(len(items)))] = sample()

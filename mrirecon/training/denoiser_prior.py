@@ -66,6 +66,7 @@ def train(out: str | Path, *, pool_size: int = 6000, patch: int = 64, seed: int 
     first), so the schedule is complete whichever limit applies.
     """
     from mrirecon.models.pnp.dpir import PnPDPIR
+    from mrirecon.training.optim import cosine_step
 
     if threads is not None:
         torch.set_num_threads(threads)
@@ -84,14 +85,9 @@ def train(out: str | Path, *, pool_size: int = 6000, patch: int = 64, seed: int 
         frac = max((time.perf_counter() - t1) / max_seconds, step / max_steps)
         if frac >= 1:
             break
-        for grp in opt.param_groups:
-            grp["lr"] = lr * 0.5 * (1 + math.cos(math.pi * frac))
         noisy, clean, sigma = noisy_batch(pool, real, batch, g)
         loss = ((den(noisy, sigma) - clean).abs().sum((-2, -1)) / sigma / patch**2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+        losses.append(cosine_step(opt, loss, lr=lr, frac=frac, clip=None))
         step += 1
         if step % 500 == 0:  # a readable snapshot while training runs
             torch.save(model.state_dict(), Path(out).with_suffix(".partial.pt"))

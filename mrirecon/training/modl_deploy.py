@@ -132,6 +132,7 @@ def _train_bands(model: torch.nn.Module, out: str | Path, *, seed: int, crop_row
     from mrirecon.metrics import SSIMLoss
     from mrirecon.operators import sense
     from mrirecon.training.deploy_mri import DeploymentBands
+    from mrirecon.training.optim import cosine_step
 
     if threads is not None:
         torch.set_num_threads(threads)
@@ -169,17 +170,11 @@ def _train_bands(model: torch.nn.Module, out: str | Path, *, seed: int, crop_row
         frac = max((time.perf_counter() - t1) / max_seconds, step / max_steps)
         if frac >= 1:
             break
-        for grp in opt.param_groups:
-            grp["lr"] = lr * 0.5 * (1 + math.cos(math.pi * frac))
         x = model(b.kspace[None], sense(b.maps[None], b.mask)).abs()[:, m:-m]
         t = b.target[None, m:-m]
         mv = torch.tensor([b.max_value], dtype=x.dtype)
         loss = ssim_loss(x[:, None], t[:, None], mv) + l1_weight * (x - t).abs().mean() / mv[0]
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        losses.append(float(loss.detach()))
+        losses.append(cosine_step(opt, loss, lr=lr, frac=frac))
         step += 1
         if step % log == 0:
             print(f"step {step} loss {np.mean(losses[-log:]):.4f} lr {opt.param_groups[0]['lr']:.2e} "

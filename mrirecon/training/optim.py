@@ -1,0 +1,25 @@
+"""The optimiser step the wall-time-budgeted trainers share (``modl_deploy``, ``ct_staged``,
+``ct_primal_dual``, ``denoiser_prior``): a cosine learning rate over the budget, then one step."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def cosine_step(opt: torch.optim.Optimizer, loss: Tensor, *, lr: float, frac: float,
+                clip: float | None = 1.0) -> float:
+    """Set every group's learning rate to ``lr (1 + cos(pi frac)) / 2`` (``frac`` clipped to
+    ``[0, 1]``: the fraction of the budget spent), back-propagate ``loss``, clip the gradient
+    norm of the optimiser's parameters to ``clip`` (``None``: no clipping) and step; returns
+    the loss as a float."""
+    for group in opt.param_groups:
+        group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * min(max(frac, 0.0), 1.0)))
+    opt.zero_grad()
+    loss.backward()
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], clip)
+    opt.step()
+    return float(loss.detach())
