@@ -203,11 +203,13 @@ for name, table, levels in (("photons", dose_ssim, photon_levels), ("views", vie
 # ## 5. Shipped weights
 #
 # The package may ship LPD weights trained with `pipelines/train_primal_dual_ct_sim.yaml`
-# (128 x 128, 30 views). `load_pretrained` builds the model from the card and loads the
-# `state_dict` safely (`weights_only=True`).
+# (128 x 128, 30 views: this notebook's geometry). `load_pretrained` builds the model from the
+# card and loads the `state_dict` safely (`weights_only=True`). The other shipped LPD,
+# `primal_dual_lodopab` (`pipelines/ct_primal_dual.yaml`), was trained at the LoDoPaB geometry
+# (362 x 362, 513 detectors) and belongs to data of that size.
 
 # %%
-shipped = [w for w in available_weights() if w.startswith("primal_dual")]
+shipped = [w for w in available_weights() if w == "primal_dual_ct_sim"]
 print("shipped weights:", available_weights() or "none")
 if shipped:
     pretrained = load_pretrained(shipped[0])
