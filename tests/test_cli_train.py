@@ -165,3 +165,13 @@ def test_run_builds_no_training_or_simulation_parser():
     for words in (["train", "modl", "--out", "m.pt"], ["simulate", "mri", "--out", "d"]):
         assert full.parse_args(words).func is not None
         assert cli.build_parser(words[0]).parse_args(words).func is not None
+
+
+def test_kinds_is_the_list_of_registered_train_subcommands():
+    """``normalise_argv`` reads KINDS; a subcommand missing from it would be taken for a config."""
+    import argparse
+
+    parser = cli.build_parser("train")
+    train = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+    kinds = next(a for a in train._actions if isinstance(a, argparse._SubParsersAction))
+    assert list(kinds.choices) == list(KINDS)

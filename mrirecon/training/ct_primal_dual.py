@@ -66,7 +66,6 @@ def train_primal_dual_ct(out: str | Path, *, budget_s: float = 4800.0, seed: int
     (a ``.pt`` state dict, the best state on the validation split) and its card (``.yaml``
     beside it) at every improvement and returns the card."""
     from mrirecon.models.unrolled.primal_dual import LearnedPrimalDual, _fbp
-    from mrirecon.models.unrolled.staged_ct import robust_scale
 
     if threads is not None:
         torch.set_num_threads(threads)
@@ -87,7 +86,7 @@ def train_primal_dual_ct(out: str | Path, *, budget_s: float = 4800.0, seed: int
         mu, _ = recipe.draw()
         y, op, _ = sim.measure(mu)
         with torch.no_grad():
-            s = robust_scale(_fbp(op, y[None]))[0]
+            s = model.prepare(y[None], op)[2]  # the model's own scale: the loss is in its units
         return y[None], op, torch.from_numpy(mu).float()[None], s
 
     fbp_val = score(lambda y, op: _fbp(op, y), val)

@@ -76,6 +76,8 @@ def test_zero_start_path_is_unchanged_and_fbp_start_needs_an_fbp():
                       LearnedPrimalDual)
     with pytest.raises(TypeError, match="fbp_start"):
         new(torch.ones(1, 8, 8, dtype=torch.float64), Identity((8, 8)))
+    with pytest.raises(ValueError, match="LearnedPrimalDual.*batch"):  # checked before the FBP
+        new(y[0, 0], op)
 
 
 def test_shipped_lodopab_card_states_range_failures_and_recipe():

@@ -62,3 +62,18 @@ def test_row_band_is_an_exact_smaller_sense_problem(slice_):
     assert float((full - part).abs().max()) < tol
     assert torch.equal(band.target, slice_["target"][start:start + height])
     assert float(band.kspace[..., ~slice_["mask"].bool()].abs().max()) < tol
+
+
+def test_half_save_loads_back_into_float32_parameters(tmp_path):
+    """``train_varnet`` writes its best state as float16 (the shipped file's storage)."""
+    from mrirecon.models.unrolled.varnet import VarNet
+    from mrirecon.training.modl_deploy import _save
+
+    model = VarNet(iterations=1, chans=2, pools=1, sens_chans=2, sens_pools=1, init_seed=0)
+    _save(model, tmp_path / "v.pt", half=True)
+    state = torch.load(tmp_path / "v.pt", weights_only=True)
+    assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+    back = VarNet(iterations=1, chans=2, pools=1, sens_chans=2, sens_pools=1, init_seed=1)
+    back.load_state_dict(state)
+    for (name, p), q in zip(model.state_dict().items(), back.state_dict().values()):
+        assert q.dtype == p.dtype and torch.equal(q, p.half().to(p.dtype)), name

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from mrirecon.core import HasFBP, LinearOperator, require_capability
 from mrirecon.models.backbones.complex import from_channels, to_channels
+from mrirecon.models.common import require_batch
 from mrirecon.models.init import seeded_init
 from mrirecon.models.template import UnrolledModel
 from mrirecon.models.unrolled.staged_ct import robust_scale
@@ -122,6 +123,7 @@ class LearnedPrimalDual(UnrolledModel):
         """With ``fbp_start``: ``(y / s, A^H y / s, s)``, ``s`` the FBP's 99th percentile."""
         if not self.fbp_start:
             return super().prepare(y, op)
+        require_batch(type(self).__name__, y)
         s = robust_scale(_fbp(op, y))
         y = y / s.reshape((-1,) + (1,) * (y.ndim - 1))
         return y, op.H(y), s
