@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import platform
 import time
 from pathlib import Path
@@ -276,10 +277,12 @@ def _patch_corner(rng: np.random.Generator, target: torch.Tensor, size: int) -> 
 def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0, stages: int = 2,
                     chans: int = 16, num_pools: int = 4, patch: int = 128, batch: int = 4,
                     pool: int = 24, refresh_every: int = 2, lr: float = 1e-3, val_every: int = 150,
-                    threads: int | None = None, log=print) -> dict:
+                    init: str | None = None, threads: int | None = None, log=print) -> dict:
     """Run the stage-wise training (see the module docstring) within ``budget_s`` seconds of wall
     time; writes ``out`` (a ``.pt`` state dict) and its card (``.yaml`` beside it) after every
-    stage and returns the card."""
+    stage and returns the card. ``init``: a state dict of the same architecture (e.g. a shipped
+    ``staged_ct_lodopab.pt``) to continue from; its validation score is the one to beat, so a
+    continuation never ends below its start."""
     from mrirecon.models.unrolled.staged_ct import StagedCTNet
     from mrirecon.training.optim import cosine_step
 
@@ -291,6 +294,8 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
     load_start = os.getloadavg()
     torch.manual_seed(seed)
     model = StagedCTNet(stages=stages, chans=chans, num_pools=num_pools, lam=None, init_seed=seed)
+    if init is not None:
+        _load_init(model, Path(init))
     recipe, sim = CTImageRecipe(seed), SparseViewSimulator(seed)
     rng = np.random.default_rng([seed, 3])
     val = validation_set(sim)
@@ -317,6 +322,10 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
 
         items = [sample() for _ in range(pool)]
         best, best_state, step = -1e9, None, 0
+        if init is not None:  # the starting point is the score to beat
+            v = score(model, val, k + 1)
+            best = float(np.mean(list(v.values())))
+            log(f"stage {k}: initial weights score {v}")
         t0 = time.time()
         while time.time() - t0 < stage_budget:
             frac = (time.time() - t0) / stage_budget
@@ -341,7 +350,7 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
                 m = float(np.mean(list(v.values())))
                 history.append({"stage": k, "step": step, "loss": float(loss.detach()), "val_psnr": v,
                                 "elapsed_s": round(time.time() - t_start)})
-                log(f"stage {k} step {step} loss {float(loss):.3e} val {v} "
+                log(f"stage {k} step {step} loss {float(loss.detach()):.3e} val {v} "
                     f"({time.time() - t_start:.0f} s, load {os.getloadavg()[0]:.1f})")
                 if m > best:
                     best, best_state = m, {n: p.detach().clone() for n, p in net.state_dict().items()}
@@ -354,10 +363,23 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
         card = save(model, out, k + 1, dict(
             seed=seed, budget_s=budget_s, stages=stages, chans=chans, num_pools=num_pools,
             patch=patch, batch=batch, pool=pool, refresh_every=refresh_every, lr=lr,
-            val_every=val_every, threads=threads), steps_per_stage, history,
+            val_every=val_every, threads=threads, **({} if init is None else {"init": init})),
+            steps_per_stage, history,
             time.time() - t_start, load_start, score(model, val, k + 1))
         log(f"wrote {out}")
     return card
+
+
+def _load_init(model, path: Path) -> None:
+    """Load the state dict at ``path`` into ``model`` (float16 files load into float32)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"train staged_ct: --init {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except (RuntimeError, ValueError, OSError, EOFError, pickle.UnpicklingError) as exc:  # truncated / other
+        raise ValueError(f"train staged_ct: --init {path} is not a state dict of this architecture "
+                         f"(stages / chans / num_pools must match): {exc}") from exc
 
 
 def save(model, out: Path, done: int, args: dict, steps: list[int], history: list,

@@ -104,12 +104,14 @@ def train(out: str | Path, *, seed: int = 0, crop_rows: int = 96, bands: int = 3
 
 def train_varnet(out: str | Path, *, seed: int = 0, crop_rows: int = 128, bands: int = 3,
                  cascades: int = 6, chans: int = 12, pools: int = 3, sens_chans: int = 4,
-                 sens_pools: int = 3, lr: float = 1e-3, l1_weight: float = 5.0,
-                 max_steps: int = 100000, max_seconds: float = 3000.0, val_every: int = 200,
-                 val_slices: int = 4, workers: int = 1, threads: int | None = None,
-                 log: int = 20) -> dict:
-    """Train E2E-VarNet (its own sensitivity network, no ESPIRiT maps) on the same bands, loss,
-    schedule and validation as :func:`train` (``varnet_fastmri_diverse``).
+                 sens_pools: int = 3, estimate_sensitivities: bool = True, lr: float = 1e-3,
+                 l1_weight: float = 5.0, max_steps: int = 100000, max_seconds: float = 3000.0,
+                 val_every: int = 200, val_slices: int = 4, workers: int = 1,
+                 threads: int | None = None, log: int = 20) -> dict:
+    """Train E2E-VarNet on the same bands, loss, schedule and validation as :func:`train`:
+    with its own sensitivity network (``varnet_fastmri_diverse``), or with
+    ``--no-estimate-sensitivities`` on the ESPIRiT maps of the operator, as MoDL
+    (the pipeline then needs ``calibrate: espirit``).
 
     VarNet needs no input scaling: its U-Nets normalise their input by its mean and standard
     deviation and undo it on output, and the data consistency is linear, so the output scales
@@ -121,13 +123,15 @@ def train_varnet(out: str | Path, *, seed: int = 0, crop_rows: int = 128, bands:
 
     torch.manual_seed(seed)
     model = VarNet(iterations=cascades, chans=chans, pools=pools, sens_chans=sens_chans,
-                   sens_pools=sens_pools, init_seed=seed)
+                   sens_pools=sens_pools, estimate_sensitivities=estimate_sensitivities,
+                   init_seed=seed)
     summary = _train_bands(model, out, seed=seed, crop_rows=crop_rows, bands=bands, lr=lr,
                            l1_weight=l1_weight, max_steps=max_steps, max_seconds=max_seconds,
                            val_every=val_every, val_slices=val_slices, workers=workers,
                            threads=threads, log=log, half=True)
     return {**summary, "cascades": cascades, "chans": chans, "pools": pools,
-            "sens_chans": sens_chans, "sens_pools": sens_pools}
+            "sens_chans": sens_chans, "sens_pools": sens_pools,
+            "estimate_sensitivities": estimate_sensitivities}
 
 
 def _train_bands(model: torch.nn.Module, out: str | Path, *, seed: int, crop_rows: int, bands: int,

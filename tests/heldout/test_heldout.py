@@ -142,3 +142,34 @@ def test_range_check_accepts_the_effective_acceleration_of_nominal_fastmri_masks
         effective = w / float(mask.sum())
         assert range_warnings(card, acceleration=effective) == [], (w, acc, effective)
     assert range_warnings(card, acceleration=3.0) and range_warnings(card, acceleration=10.0)
+
+
+def test_every_adaptation_pipeline_has_shipped_heldout_adaptation_results():
+    """The adaptation pipelines (excepted above) are measured by benchmarks/adapt_heldout.py on
+    the same held-out data: a result file for the pipeline's own weights, and (CT) its
+    unadapted scores are the protocol's row of those weights, slice for slice."""
+    import json
+
+    import numpy as np
+
+    from mrirecon.pipeline.definitions import load_pipeline
+
+    results = PKG.parent / "benchmarks" / "heldout_results"
+    names = sorted(p.stem for p in (PKG / "pipelines").glob("*_adapt.yaml"))
+    assert names == ["ct_learned_adapt", "mri_learned_adapt"]
+    mri, _ = load_pipeline("mri_learned_adapt")
+    assert (results / f"adapt_heldout_{mri.reconstruct.weights}.json").is_file()
+    ct, _ = load_pipeline("ct_learned_adapt")
+    shipped = json.loads((results / f"adapt_heldout_ct_{ct.reconstruct.weights}.json").read_text())
+    table = json.loads((results / "heldout_ct.json").read_text())
+    assert shipped["weights"] == ct.reconstruct.weights
+    assert shipped["adapt"] == {k: getattr(ct.adapt, k)
+                                for k in ("steps", "time_budget_s", "validation_fraction", "lr")}
+    for views in ("30", "60"):
+        slices = shipped[views]["slices"]
+        assert len(slices) == table[views][ct.reconstruct.weights]["volumes"]
+        without = np.mean([s["without"]["PSNR"] for s in slices.values()])
+        # the same model on the same data as the table's row (float32 reconstructions)
+        assert abs(without - table[views][ct.reconstruct.weights]["PSNR"]) < 0.01, views
+        for s in slices.values():  # adaptation keeps the initial state unless validation improved
+            assert (s["best_step"] == 0) == (s["with"] == s["without"])

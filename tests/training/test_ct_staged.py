@@ -57,3 +57,28 @@ def test_simulator_measures_sparse_views_of_the_unit_norm_projector():
             x = x / torch.linalg.norm(x)
         # (projector_norm stops its power iteration at a relative change of 1e-4)
         assert 0.9 < float(torch.linalg.norm(op.gram(x))) <= 1 + 1e-4
+
+
+def test_init_loads_a_state_dict_of_the_same_architecture_and_names_the_file_otherwise(tmp_path):
+    import pytest
+
+    from mrirecon.models.unrolled.staged_ct import StagedCTNet
+    from mrirecon.training.ct_staged import _load_init
+
+    src = StagedCTNet(stages=1, chans=4, num_pools=2, lam=None, init_seed=1)
+    # stored as the trainer stores it: float16, loaded back into float32 parameters
+    torch.save({k: v.half() for k, v in src.state_dict().items()}, tmp_path / "start.pt")
+    dst = StagedCTNet(stages=1, chans=4, num_pools=2, lam=None, init_seed=2)
+    _load_init(dst, tmp_path / "start.pt")
+    for (name, a), b in zip(src.state_dict().items(), dst.state_dict().values()):
+        assert b.dtype == torch.float32, name
+        torch.testing.assert_close(b, a.half().float(), rtol=0, atol=0)
+
+    other = StagedCTNet(stages=1, chans=8, num_pools=2, lam=None)
+    with pytest.raises(ValueError, match=r"start\.pt.*chans"):
+        _load_init(other, tmp_path / "start.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "start.pt").read_bytes()[:200])
+    with pytest.raises(ValueError, match=r"cut\.pt"):
+        _load_init(dst, tmp_path / "cut.pt")
+    with pytest.raises(FileNotFoundError, match=r"missing\.pt"):
+        _load_init(dst, tmp_path / "missing.pt")
