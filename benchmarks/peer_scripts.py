@@ -12,7 +12,6 @@ parent through ``OMP_NUM_THREADS``) and prints one JSON line with its time and o
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys

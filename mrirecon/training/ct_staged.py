@@ -311,7 +311,7 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
         net = model.nets[k]
         opt = torch.optim.Adam(net.parameters(), lr=lr)
 
-        def sample():
+        def sample(k=k):
             mu, _ = recipe.draw()
             y, op, _ = sim.measure(mu)
             with torch.no_grad():

@@ -86,6 +86,8 @@ def test_int16_with_scl_slope(tmp_path):
     assert nii.get_data_dtype() == np.int16
     slope, inter = float(nii.dataobj.slope), float(nii.dataobj.inter)  # scl_slope, scl_inter
     assert 0 < slope < 1e-3
+    lo, hi = float(image.data.min()), float(image.data.max())
+    assert inter == float(np.float32((lo + hi) / 2))  # mid-range: the int16 range is symmetric
     stored = np.asanyarray(nii.dataobj.get_unscaled())
     assert np.abs(stored).max() >= 32760  # full range used
     back = read_nifti(path)

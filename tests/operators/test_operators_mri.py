@@ -144,7 +144,7 @@ def test_sense_gram_nograd_path_equals_autograd_path_and_follows_maps():
 
 
 def test_sense_matches_sigpy():
-    sp = pytest.importorskip("sigpy")
+    pytest.importorskip("sigpy")
     import sigpy.mri
 
     maps, mask = _maps(3, 8, 10, torch.complex128), _mask(10)

@@ -152,7 +152,6 @@ N = 32
 
 def _mri(noise=0.01):
     gt = torch.tensor(np.abs(sp.shepp_logan((N, N))), dtype=torch.float64)
-    g = torch.Generator().manual_seed(0)
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, N, dtype=torch.float64),
                             torch.linspace(-1, 1, N, dtype=torch.float64), indexing="ij")
     maps = torch.stack([torch.exp(-((xx - a) ** 2 + (yy - b) ** 2)) * torch.exp(1j * (a * xx + b * yy))
