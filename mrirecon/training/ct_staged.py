@@ -328,6 +328,7 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
         if init is not None:  # the starting point is the score to beat
             v = score(model, val, k + 1)
             best = float(np.mean(list(v.values())))
+            best_state = {n: p.detach().clone() for n, p in net.state_dict().items()}
             log(f"stage {k}: initial weights score {v}")
         t0 = time.time()
         while time.time() - t0 < stage_budget:
