@@ -1,6 +1,6 @@
 """Train :class:`~mrirecon.models.unrolled.staged_ct.StagedCTNet` at the LoDoPaB geometry.
 
-    mrirecon train staged_ct --out mrirecon/weights/staged_ct_lodopab.pt --budget-s 4300 --seed 0 --threads 1
+    mrirecon train staged_ct --out mrirecon/weights/staged_ct_lodopab.pt --stages 1 --budget-s 6000 --seed 0 --threads 1
 
 Data recipe (simulated on the fly, never the reserved held-out images of
 :mod:`mrirecon.io.heldout_sources`): every sample is a ``362 x 362`` attenuation image over a
@@ -280,14 +280,19 @@ def _patch_corner(rng: np.random.Generator, target: torch.Tensor, size: int) -> 
 def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0, stages: int = 2,
                     chans: int = 16, num_pools: int = 4, patch: int = 128, batch: int = 4,
                     pool: int = 24, refresh_every: int = 2, lr: float = 1e-3, val_every: int = 150,
-                    init: str | None = None, threads: int | None = None, log=print) -> dict:
+                    init: str | None = None, prefetch: bool = False, threads: int | None = None,
+                    log=print) -> dict:
     """Run the stage-wise training (see the module docstring) within ``budget_s`` seconds of wall
     time; writes ``out`` (a ``.pt`` state dict) and its card (``.yaml`` beside it) after every
     stage and returns the card. ``init``: a state dict of the same architecture (e.g. a shipped
     ``staged_ct_lodopab.pt``) to continue from; its validation score is the one to beat, so a
-    continuation never ends below its start."""
+    continuation never ends below its start. ``prefetch``: make the refresh samples (projection,
+    FBP, CG) on a background thread, one more core, while the U-Net trains
+    (:class:`~mrirecon.training.prefetch.Prefetch`; the samples are those of the sequential loop,
+    in the same order, within a stage)."""
     from mrirecon.models.unrolled.staged_ct import StagedCTNet
     from mrirecon.training.optim import cosine_step
+    from mrirecon.training.prefetch import Prefetch
 
     if threads is not None:
         torch.set_num_threads(threads)
@@ -331,33 +336,39 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
             best_state = {n: p.detach().clone() for n, p in net.state_dict().items()}
             log(f"stage {k}: initial weights score {v}")
         t0 = time.time()
-        while time.time() - t0 < stage_budget:
-            frac = (time.time() - t0) / stage_budget
-            xs, ts = [], []
-            for _ in range(batch):
-                x, t = items[int(rng.integers(len(items)))]
-                r, c = _patch_corner(rng, t, patch)
-                xs.append(x[r:r + patch, c:c + patch])
-                ts.append(t[r:r + patch, c:c + patch])
-            x, t = torch.stack(xs)[:, None], torch.stack(ts)[:, None]
-            if rng.uniform() < 0.5:
-                x, t = x.transpose(-1, -2), t.transpose(-1, -2)
-            loss = torch.mean((x + net(x) - t) ** 2)
-            cosine_step(opt, loss, lr=lr, frac=frac)
-            step += 1
-            if step % (refresh_every * (k + 1)) == 0:  # later stages cost more per sample
-                items[int(rng.integers(len(items)))] = sample()
-            if step % val_every == 0 or time.time() - t0 >= stage_budget:
-                net.eval()
-                v = score(model, val, k + 1)
-                net.train()
-                m = float(np.mean(list(v.values())))
-                history.append({"stage": k, "step": step, "loss": float(loss.detach()), "val_psnr": v,
-                                "elapsed_s": round(time.time() - t_start)})
-                log(f"stage {k} step {step} loss {float(loss.detach()):.3e} val {v} "
-                    f"({time.time() - t_start:.0f} s, load {os.getloadavg()[0]:.1f})")
-                if m > best:
-                    best, best_state = m, {n: p.detach().clone() for n, p in net.state_dict().items()}
+        feeder = Prefetch(sample) if prefetch else None
+        next_sample = sample if feeder is None else feeder.get
+        try:
+            while time.time() - t0 < stage_budget:
+                frac = (time.time() - t0) / stage_budget
+                xs, ts = [], []
+                for _ in range(batch):
+                    x, t = items[int(rng.integers(len(items)))]
+                    r, c = _patch_corner(rng, t, patch)
+                    xs.append(x[r:r + patch, c:c + patch])
+                    ts.append(t[r:r + patch, c:c + patch])
+                x, t = torch.stack(xs)[:, None], torch.stack(ts)[:, None]
+                if rng.uniform() < 0.5:
+                    x, t = x.transpose(-1, -2), t.transpose(-1, -2)
+                loss = torch.mean((x + net(x) - t) ** 2)
+                cosine_step(opt, loss, lr=lr, frac=frac)
+                step += 1
+                if step % (refresh_every * (k + 1)) == 0:  # later stages cost more per sample
+                    items[int(rng.integers(len(items)))] = next_sample()
+                if step % val_every == 0 or time.time() - t0 >= stage_budget:
+                    net.eval()
+                    v = score(model, val, k + 1)
+                    net.train()
+                    m = float(np.mean(list(v.values())))
+                    history.append({"stage": k, "step": step, "loss": float(loss.detach()), "val_psnr": v,
+                                    "elapsed_s": round(time.time() - t_start)})
+                    log(f"stage {k} step {step} loss {float(loss.detach()):.3e} val {v} "
+                        f"({time.time() - t_start:.0f} s, load {os.getloadavg()[0]:.1f})")
+                    if m > best:
+                        best, best_state = m, {n: p.detach().clone() for n, p in net.state_dict().items()}
+        finally:  # the producer thread ends with its stage
+            if feeder is not None:
+                feeder.close()
         if best_state is not None:
             net.load_state_dict(best_state)
         steps_per_stage.append(step)
@@ -367,7 +378,8 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
         card = save(model, out, k + 1, dict(
             seed=seed, budget_s=budget_s, stages=stages, chans=chans, num_pools=num_pools,
             patch=patch, batch=batch, pool=pool, refresh_every=refresh_every, lr=lr,
-            val_every=val_every, threads=threads, **({} if init is None else {"init": init})),
+            val_every=val_every, threads=threads, **({} if init is None else {"init": init}),
+            **({"prefetch": True} if prefetch else {})),
             steps_per_stage, history,
             time.time() - t_start, load_start, score(model, val, k + 1))
         log(f"wrote {out}")
@@ -400,8 +412,8 @@ def save(model, out: Path, done: int, args: dict, steps: list[int], history: lis
     tmp = out.with_name(out.name + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, out)
-    command = (f"mrirecon train staged_ct --out {out} " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in args.items()))
+    command = f"mrirecon train staged_ct --out {out} " + " ".join(  # a flag for True
+        f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in args.items())
     card = {
         "description": CARD_TEXT["description"].format(
             nets="one residual U-Net" if done == 1 else f"{done} residual U-Nets",
