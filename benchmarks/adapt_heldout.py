@@ -126,9 +126,8 @@ def run(part: str, work: Path, settings: list[str], volumes: int | None,
 def run_ct(work: Path, weights: str | None = None, views: tuple[int, ...] = (30, 60)) -> dict:
     """``ct_learned_adapt`` on the held-out CT slices: each slice without and with adaptation."""
     from mrirecon.heldout.data import heldout_ct_slices
-    from mrirecon.heldout.protocol import intensity_ratios, reconstruct_ct
+    from mrirecon.heldout.protocol import reconstruct_ct, score_ct
     from mrirecon.io.atomic import atomic_write_text
-    from mrirecon.metrics import evaluate_volumes
     from mrirecon.models.inference import ready_for_inference
     from mrirecon.pipeline.adapt_stage import ct_pair
     from mrirecon.pipeline.definitions import load_pipeline
@@ -141,13 +140,6 @@ def run_ct(work: Path, weights: str | None = None, views: tuple[int, ...] = (30,
     weights = weights or cfg.reconstruct.weights
     model = ready_for_inference(load_pretrained(weights), "cpu")
 
-    def score(s, img) -> dict:
-        ref = s.reference.numpy()[None]
-        rep = evaluate_volumes({s.name: ref}, {s.name: img.numpy()[None]}, crop=False)
-        mean_r, p99_r = intensity_ratios(ref, img.numpy())
-        return {"PSNR": float(rep.values["PSNR"][0]), "SSIM": float(rep.values["SSIM"][0]),
-                "mean_ratio": mean_r, "p99_ratio": p99_r}
-
     settings = {k: getattr(cfg.adapt, k) for k in ("steps", "time_budget_s", "validation_fraction", "lr")}
     results: dict = {"weights": weights, "adapt": settings, "threads": torch.get_num_threads()}
     for nv in views:
@@ -157,7 +149,7 @@ def run_ct(work: Path, weights: str | None = None, views: tuple[int, ...] = (30,
             cs = undersample(CTSlice(s.sinogram, s.geometry, s.reference), UndersampleConfig(enabled=True, views=nv))
             adapted, report = adapt_model(model, [ct_pair(cs, "cpu")], cfg.adapt)
             img_a, _ = reconstruct_ct(s, nv, weights, {}, adapted)
-            rows[s.name] = {"without": score(s, img), "with": score(s, img_a), **report.as_dict()}
+            rows[s.name] = {"without": score_ct(s, img), "with": score_ct(s, img_a), **report.as_dict()}
             r = rows[s.name]
             print(nv, s.name, f"{r['without']['PSNR']:.2f} -> {r['with']['PSNR']:.2f} dB",
                   f"best step {report.best_step} of {report.steps} ({report.stopped})", flush=True)

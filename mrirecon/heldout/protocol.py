@@ -147,12 +147,21 @@ def reconstruct_ct(s, views: int, method: str, params: Mapping[str, Any], model)
     return out.image.clamp_min(0) / MU_MAX_PER_MM, time.perf_counter() - t0
 
 
+def score_ct(s, image: torch.Tensor) -> dict[str, float]:
+    """The protocol's scores of one CT reconstruction (``mu / MU_MAX``) of slice ``s``: fastMRI's
+    NMSE / PSNR / SSIM on the uncropped image and the intensity ratios."""
+    from mrirecon.metrics import evaluate_volumes
+
+    ref = s.reference.numpy()[None]
+    rep = evaluate_volumes({s.name: ref}, {s.name: image.numpy()[None]}, crop=False)
+    mr, pr = intensity_ratios(ref, image.numpy())
+    return {**{k: float(v[0]) for k, v in rep.values.items()}, "mean_ratio": mr, "p99_ratio": pr}
+
+
 def run_ct(slices: Sequence, views: Sequence[int] = (30, 60), methods: Sequence[str] = CT_METHODS,
            params: Mapping[int, Mapping[str, Mapping[str, Any]]] | None = None,
            output_dir: str | Path | None = None) -> dict:
     """``{views: {method: summary}}`` on ``slices`` (:func:`~mrirecon.heldout.data.heldout_ct_slices`)."""
-    from mrirecon.metrics import evaluate_volumes
-
     params = CT_PARAMS if params is None else params
     models = _ct_models(methods)
     results: dict[int, dict[str, dict]] = {}
@@ -162,11 +171,7 @@ def run_ct(slices: Sequence, views: Sequence[int] = (30, 60), methods: Sequence[
             rows = []
             for s in slices:
                 img, sec = reconstruct_ct(s, nv, m, params.get(nv, {}).get(m, {}), models.get(m))
-                ref = s.reference.numpy()[None]
-                rep = evaluate_volumes({s.name: ref}, {s.name: img.numpy()[None]}, crop=False)
-                mr, pr = intensity_ratios(ref, img.numpy())
-                rows.append({**{k: float(v[0]) for k, v in rep.values.items()}, "mean_ratio": mr,
-                             "p99_ratio": pr, "seconds": sec})
+                rows.append({**score_ct(s, img), "seconds": sec})
             res[m] = _summary(rows)
         results[int(nv)] = res
     if output_dir is not None:
