@@ -178,3 +178,34 @@ def test_kinds_is_the_list_of_registered_train_subcommands():
     train = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
     kinds = next(a for a in train._actions if isinstance(a, argparse._SubParsersAction))
     assert list(kinds.choices) == list(KINDS)
+
+
+def test_card_commands_parse_back_to_the_arguments_of_the_run(monkeypatch):
+    """The command a CT card records (staged_ct with a flag, primal_dual_ct) is a valid command
+    line that reaches the training function with the run's arguments."""
+    import importlib
+    from pathlib import Path
+
+    from mrirecon.training.ct_staged import card_command
+
+    for kind, module, function, args in (
+            ("staged_ct", "mrirecon.training.ct_staged", "train_staged_ct",
+             {"seed": 1, "budget_s": 60.0, "patch": 160, "lr": 0.0003, "init": "w/a.pt",
+              "prefetch": True, "threads": 1}),
+            ("primal_dual_ct", "mrirecon.training.ct_primal_dual", "train_primal_dual_ct",
+             {"budget_s": 60.0, "seed": 0, "iterations": 8, "features": 16, "threads": 1})):
+        seen = {}
+        real = getattr(importlib.import_module(module), function)
+
+        def fake(out, seen=seen, **kwargs):
+            seen.update(out=out, **kwargs)
+            return {"training": {}}
+
+        fake.__wrapped__ = real  # the options come from the real function's signature
+        monkeypatch.setattr(importlib.import_module(module), function, fake)
+        words = card_command(kind, Path("m.pt"), args).split()
+        assert words[:2] == ["mrirecon", "train"]
+        assert cli.main(words[1:]) == 0
+        assert seen["out"] == "m.pt"
+        assert {k: seen[k] for k in args if k != "threads"} == {k: v for k, v in args.items()
+                                                                  if k != "threads"}

@@ -35,6 +35,7 @@ from mrirecon.training.ct_staged import (
     CT_SIZE,
     CTImageRecipe,
     SparseViewSimulator,
+    card_command,
     score,
     validation_set,
 )
@@ -135,8 +136,7 @@ def save(model, out: Path, args: dict, steps: int, history: list, best: dict, fb
     if model is not None:
         with atomic_path(out, suffix=".pt") as tmp:
             torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, tmp)
-    command = (f"mrirecon train primal_dual_ct --out {out} " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in args.items()))
+    command = card_command("primal_dual_ct", out, args)
     card = {
         "description": (
             f"Learned primal-dual ({args['iterations']} iterations, {args['n_primal']} primal / "

@@ -398,22 +398,27 @@ def _load_init(model, path: Path) -> None:
                          f"(stages / chans / num_pools must match): {exc}") from exc
 
 
+def card_command(kind: str, out: Path, args: dict) -> str:
+    """The ``mrirecon train KIND`` command line of a run with keyword arguments ``args`` (for its
+    card); ``True`` becomes a bare flag."""
+    return f"mrirecon train {kind} --out {out} " + " ".join(
+        f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in args.items())
+
+
 def save(model, out: Path, done: int, args: dict, steps: list[int], history: list,
          wall_s: float, load_start, val: dict) -> dict:
     """Write ``out`` (``.pt``: the first ``done`` stages) and its card (``.yaml`` beside it)."""
     import yaml
 
-    from mrirecon.io.atomic import atomic_write_text
+    from mrirecon.io.atomic import atomic_path, atomic_write_text
 
     out.parent.mkdir(parents=True, exist_ok=True)
     # stored as float16 (half the size; load_state_dict casts back to the float32 parameters)
     state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()
              if not k.startswith("nets.") or int(k.split(".")[1]) < done}
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, out)
-    command = f"mrirecon train staged_ct --out {out} " + " ".join(  # a flag for True
-        f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in args.items())
+    with atomic_path(out, suffix=".pt") as tmp:
+        torch.save(state, tmp)
+    command = card_command("staged_ct", out, args)
     card = {
         "description": CARD_TEXT["description"].format(
             nets="one residual U-Net" if done == 1 else f"{done} residual U-Nets",
