@@ -116,6 +116,11 @@ class CTImageRecipe:
         self.ct = load_ct_sources()
         self.bank = PriorImageBank(size, seed=seed, mni_volumes=mni_volumes, mni_slices=4)
 
+    def reseed(self, seed: int, stream: int) -> None:
+        """Restart the draws on the stream ``(seed, stream)`` (the image sources stay loaded)."""
+        self.rng = np.random.default_rng([seed, 1, stream])
+        self.bank.rng = np.random.default_rng([seed, 4, stream])
+
     def _body_mask(self) -> np.ndarray:
         rng, n = self.rng, self.size
         yy, xx = (np.mgrid[:n, :n] - (n - 1) / 2) / (n / 2)
@@ -175,6 +180,10 @@ class SparseViewSimulator:
         self.full = full_geometry()
         self.rng = np.random.default_rng([seed, 2])
         self._ops: dict = {}
+
+    def reseed(self, seed: int, stream: int) -> None:
+        """Restart the views, offsets and noise on the stream ``(seed, stream)``."""
+        self.rng = np.random.default_rng([seed, 2, stream])
 
     def operator(self, factor: int, offset: int):
         """``(geometry, A, ||A||)`` of the kept views, cached."""
@@ -289,7 +298,8 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
     continuation never ends below its start. ``prefetch``: make the refresh samples (projection,
     FBP, CG) on a background thread, one more core, while the U-Net trains
     (:class:`~mrirecon.training.prefetch.Prefetch`; the samples are those of the sequential loop,
-    in the same order, within a stage)."""
+    in the same order: stage ``k > 0`` restarts its draws on the stream ``(seed, k)``, so the
+    samples a prefetcher made ahead and dropped at the end of a stage change nothing)."""
     from mrirecon.models.unrolled.staged_ct import StagedCTNet
     from mrirecon.training.optim import cosine_step
     from mrirecon.training.prefetch import Prefetch
@@ -318,6 +328,9 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
         stage_budget = max(remaining, 0.0) * shares[k] / sum(shares[k:])
         net = model.nets[k]
         opt = torch.optim.Adam(net.parameters(), lr=lr)
+        if k > 0:  # a stage's data depend on (seed, k) only, not on what a prefetcher drew ahead
+            recipe.reseed(seed, k)
+            sim.reseed(seed, k)
 
         def sample(k=k):
             mu, _ = recipe.draw()
