@@ -346,6 +346,7 @@ class _MRISource:
             self._vol = None
             self._n = len(self._file)
             self._mask = self._file.sampling_mask() if self._file.mask is not None else None
+            self.info["reference_key"] = self._file.reference_key
         else:
             self._file, self._mask = None, None
             self._vol = read_ismrmrd(path)

@@ -131,7 +131,8 @@ class VolumeRun:
     ``outputs[name]`` is the ``(slices, h, w)`` float32 output of method ``name``; ``seconds``
     its reconstruct + postprocess time; ``calib_seconds`` the calibration time shared by the
     methods; ``reference`` and ``preview`` are ``(slices, h, w)`` when every slice had one of the
-    output's shape (else ``None``).
+    output's shape (else ``None``); ``reference_dropped`` says why a reference the input had is
+    not used (empty when it is used or there was none).
     """
 
     slices: int
@@ -141,6 +142,7 @@ class VolumeRun:
     reference: Tensor | None = None
     preview: Tensor | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    reference_dropped: str = ""
 
 
 def detect_format(path: Path, wanted: str) -> str:
@@ -239,8 +241,13 @@ def stream_volume(modality: Modality[S], path: Path, methods: Sequence[Method], 
         source.close()
     stacked = {k: torch.stack(v) for k, v in outs.items()}
     shape = next(iter(stacked.values())).shape
-    reference = torch.stack(refs) if len(refs) == n else None
-    if reference is not None and reference.shape != shape:
-        reference = None  # e.g. a reference of another size than the postprocessed output
+    reference, dropped = None, ""
+    if refs and len(refs) != n:
+        dropped = f"only {len(refs)} of {n} slices have a reference image"
+    elif bad := [i for i, r in enumerate(refs) if r.shape != shape[1:]]:  # e.g. another size
+        dropped = (f"the reference image of slice {bad[0]} is {tuple(refs[bad[0]].shape)}, the "
+                   f"postprocessed output is {tuple(shape[1:])}")
+    elif refs:
+        reference = torch.stack(refs)
     preview = torch.stack(views) if len(views) == n else None
-    return VolumeRun(n, stacked, seconds, calib, reference, preview, info)
+    return VolumeRun(n, stacked, seconds, calib, reference, preview, info, dropped)

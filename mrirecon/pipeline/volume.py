@@ -68,6 +68,11 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
         raise ValueError(f"{path}: the reconstruction holds NaN or Inf values (method "
                          f"{config.reconstruct.method!r} diverged?); nothing was written")
     result.slices = int(recon.shape[0])
+    if config.evaluate.enabled and run.reference_dropped:
+        field_ = run.info.get("reference_key") or "reference"
+        msg = f"{path.name}: {field_}: no metrics: {run.reference_dropped}"
+        log.warning("%s", msg)
+        result.warnings.append(msg)
     if config.evaluate.enabled and eval_ref is not None:
         result.metrics = evaluate(eval_ref, eval_pred)
     export(config, path, output, image, display_ref, preview, result, name=name)

@@ -356,3 +356,29 @@ def test_ismrmrd_input_gives_the_same_image_as_fastmri(mri_dir, tmp_path):
     # the image's peak times the iteration count (5 FISTA steps, ESPIRiT, FFTs)
     tol = 1e3 * np.finfo(np.float32).eps * float(images[0].max())
     np.testing.assert_allclose(images[1], images[0], rtol=0, atol=tol)
+
+
+def test_a_reference_of_another_shape_is_reported_not_silently_dropped(mri_dir, tmp_path):
+    """A ``reconstruction_rss`` that does not match the output gives no metrics and says why."""
+    import shutil
+
+    import h5py
+
+    src = sorted(mri_dir.glob("*.h5"))[0]
+    bad = tmp_path / "in" / src.name
+    bad.parent.mkdir()
+    shutil.copy(src, bad)
+    with h5py.File(bad, "r+") as f:
+        ref = f["reconstruction_rss"][...]
+        del f["reconstruction_rss"]
+        f["reconstruction_rss"] = ref[:, :5]
+    config, text = load_pipeline("mri_cs", ["export.formats=[hdf5]", "undersample.enabled=true",
+                                            "reconstruct.params.iterations=2"])
+    out = tmp_path / "out"
+    assert run_pipeline(config, [str(bad)], out, progress=False, config_text=text) == 0
+    (f,) = json.loads((out / "provenance.json").read_text())["files"]
+    assert f["metrics"] == {}
+    (w,) = f["warnings"]
+    assert "reconstruction_rss: no metrics" in w and f"{tuple(ref.shape[1:])}" in w
+    assert f"{(5, ref.shape[2])}" in w and src.name in w
+    assert "reconstruction_rss: no metrics" in (out / "report.html").read_text()
