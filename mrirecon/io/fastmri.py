@@ -30,6 +30,7 @@ import torch
 from mrirecon.containers import Header, KSpace
 from mrirecon.io.atomic import atomic_path
 from mrirecon.io.errors import DataFormatError, guard_reader, require_regular_file
+from mrirecon.io.hdf5_vlen import check_vlen_references
 from mrirecon.io.ismrmrd_header import header_to_xml, parse_ismrmrd_header
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -183,8 +184,12 @@ class FastMRIFile:
             if "ismrmrd_header" not in h5:
                 raise self._fail("ismrmrd_header", "dataset missing")
             try:
-                raw = h5["ismrmrd_header"][()]
-            except (OSError, RuntimeError) as err:
+                ds = h5["ismrmrd_header"]
+                if isinstance(ds, h5py.Dataset) and (bad := check_vlen_references(
+                        self.path, h5, ds)):  # before HDF5 follows it (it can hang)
+                    raise self._fail("ismrmrd_header", bad)
+                raw = ds[()]
+            except (OSError, RuntimeError, KeyError) as err:
                 raise self._fail("ismrmrd_header", f"unreadable ({err})") from None
             if isinstance(raw, np.ndarray):
                 if raw.size != 1:

@@ -41,6 +41,7 @@ import torch
 from mrirecon.containers import Header, ImageGeometry, KSpace
 from mrirecon.functional import center_crop, fft2c, ifft2c
 from mrirecon.io.errors import DataFormatError, require_regular_file
+from mrirecon.io.hdf5_vlen import check_vlen_references
 from mrirecon.io.ismrmrd_header import parse_ismrmrd_header
 
 # ISMRMRD acquisition flag numbers (bit ``n - 1`` of ``flags``).
@@ -194,6 +195,10 @@ def _read_ismrmrd(
             if name not in group:
                 raise fail(f"{dataset}/{name}", "dataset missing")
         try:
+            for name in ("xml", "data"):  # before HDF5 follows a heap ID (a corrupt one can hang it)
+                if isinstance(group[name], h5py.Dataset) and (
+                        bad := check_vlen_references(path, h5, group[name])):
+                    raise fail(f"{dataset}/{name}", bad)
             xml = group["xml"][0]
             table = group["data"]
             if not isinstance(table, h5py.Dataset) or table.ndim != 1:
@@ -203,7 +208,7 @@ def _read_ismrmrd(
             records = table[()]
         except DataFormatError:
             raise
-        except (OSError, RuntimeError, ValueError, IndexError, TypeError) as err:
+        except (OSError, RuntimeError, ValueError, LookupError, TypeError) as err:
             raise fail(f"{dataset}/data", f"unreadable ({err})") from None
     header = parse_ismrmrd_header(xml, source=path)
     if records.dtype.names is None or "head" not in records.dtype.names:

@@ -307,8 +307,9 @@ class LoDoPaBFiles:
                     raise DataFormatError(
                         path, "data", f"expected (n, views, detectors), got shape {data.shape}"
                     )
-                if data.dtype.kind not in "fiu":
-                    raise DataFormatError(path, "data", f"expected real numbers, got {data.dtype}")
+                if data.dtype.kind != "f":  # post-log line integrals: integers are not a scaling
+                    raise DataFormatError(path, "data", f"expected floating-point post-log "
+                                          f"values, got {data.dtype}")
                 if path != files[0] and tuple(data.shape[1:]) != self.sinogram_shape:
                     raise DataFormatError(path, "data", f"(views, detectors) {data.shape[1:]} "
                                           f"differs from {files[0].name} {self.sinogram_shape}")
@@ -321,6 +322,14 @@ class LoDoPaBFiles:
                         raise DataFormatError(path, "attrs", f"unreadable ({err})") from None
         self._starts = np.concatenate([[0], np.cumsum(self.counts)])
         self.geometry = self._geometry()
+        for gt, obs, n in zip(self.ground_truth_files or [], files, self.counts):
+            with _open(gt) as h5:
+                data = self._data(h5, gt)
+                want = (n, *self.geometry.image_shape[::-1])  # ODL (x, y) layout
+                if tuple(data.shape) != want or data.dtype.kind != "f":
+                    raise DataFormatError(gt, "data", f"expected {want} floating-point images "
+                                          f"(one per sinogram of {obs.name}, on its geometry), "
+                                          f"got {data.dtype} {data.shape}")
 
     @staticmethod
     def _data(h5: h5py.File, path: Path) -> h5py.Dataset:
@@ -338,7 +347,8 @@ class LoDoPaBFiles:
             shape = IMAGE_SHAPE
             if self.ground_truth_files is not None:
                 with _open(self.ground_truth_files[0]) as h5:
-                    shape = tuple(self._data(h5, self.ground_truth_files[0]).shape[1:])
+                    # stored in the ODL (x, y) layout: the image is (rows, cols) = (y, x)
+                    shape = tuple(self._data(h5, self.ground_truth_files[0]).shape[1:])[::-1]
             geometry = lodopab_geometry(shape, *self.sinogram_shape)
         if geometry.sinogram_shape != self.sinogram_shape:
             raise DataFormatError(

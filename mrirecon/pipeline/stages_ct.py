@@ -120,6 +120,12 @@ def check_slice(s: CTSlice, path: Path, k: int, reference: bool) -> None:
         raise ValueError(f"{path}: slice {k}: the sinogram holds NaN or Inf values")
     if not bool((s.sinogram != 0).any()):
         raise ValueError(f"{path}: slice {k}: the sinogram is all zero; nothing to reconstruct")
+    sino = s.sinogram.double()
+    mean, rms = float(sino.mean()), float(sino.square().mean().sqrt())
+    if mean < -0.05 * rms:  # noise alone averages to ~0 (|mean| ~ rms / sqrt(size))
+        raise ValueError(f"{path}: slice {k}: the sinogram's mean line integral is negative "
+                         f"({mean:.3g}, rms {rms:.3g}); post-log data are -log(I / I0) >= 0 up to "
+                         "noise: is the sign flipped (log(I / I0) stored)?")
     if reference and s.reference is not None and not bool(torch.isfinite(s.reference).all()):
         raise ValueError(f"{path}: slice {k}: the reference holds NaN or Inf values; metrics "
                          "would be meaningless (set evaluate.enabled=false to skip them)")

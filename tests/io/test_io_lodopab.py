@@ -122,6 +122,39 @@ def test_observation_only_part_and_errors(tmp_path):
         LoDoPaBFiles(tmp_path / "bad", "train")
 
 
+def test_inconsistent_ground_truth_and_integer_sinograms_are_refused(tmp_path):
+    # a ground truth with fewer images than its observation file, or of another size than the
+    # geometry's image, names the ground-truth file (not a late "index out of range")
+    g = CTGeometry.parallel((12, 10), 8, 21, pixel_size=2.0)
+    for name, edit in (("count", lambda g: g[:1]), ("size", lambda g: g[:, :, :7]),
+                       ("dtype", lambda g: (g * 100).astype(np.int16))):
+        root = tmp_path / name
+        write_lodopab(root, "test", np.ones((2, 8, 21)), np.full((2, 12, 10), 0.02), geometry=g)
+        gt = root / lodopab_file_name("ground_truth", "test", 0)
+        with h5py.File(gt, "r+") as h5:
+            data = edit(h5["data"][...])
+            del h5["data"]
+            h5.create_dataset("data", data=data)
+        # stored in the ODL (x, y) layout: (cols, rows)
+        with pytest.raises(DataFormatError, match=r"ground_truth_test_000.hdf5.*\(2, 10, 12\)"):
+            LoDoPaBFiles(root, "test")
+    # without geometry attributes (the public files) the ground truth defines the image grid,
+    # in the same (x, y) layout
+    _write_public(tmp_path, "pub", [1], shape=(16, 12), sino=(10, 29))
+    assert LoDoPaBFiles(tmp_path, "pub").geometry.image_shape == (12, 16)
+    # post-log line integrals stored as integers are not data this reader can scale
+    root = tmp_path / "int"
+    root.mkdir()
+    _write_public(root, "test", [1], shape=(16, 16), sino=(10, 23), with_gt=False)
+    obs = root / lodopab_file_name("observation", "test", 0)
+    with h5py.File(obs, "r+") as h5:
+        o = (h5["data"][...] * 1000).astype(np.int16)
+        del h5["data"]
+        h5.create_dataset("data", data=o)
+    with pytest.raises(DataFormatError, match="observation_test_000.hdf5.*floating-point.*int16"):
+        LoDoPaBFiles(root, "test")
+
+
 def test_write_round_trip(tmp_path):
     g = CTGeometry.fan(
         (12, 10), 8, 21, source_isocenter=100.0, source_detector=180.0, pixel_size=2.0

@@ -100,6 +100,24 @@ def test_ct_pipeline_refuses_an_mr_series_and_mri_pipeline_refuses_ct(dicom_seri
     assert entry["status"] == "failed" and "MRI pipeline needs fastMRI or ISMRMRD" in entry["error"]
 
 
+@pytest.mark.parametrize("case, message", [
+    ("flipped", "mean line integral is negative"),  # log(I / I0) stored instead of -log
+    ("zero", "the sinogram is all zero"),
+])
+def test_ct_sinograms_that_cannot_be_post_log_data_fail_with_the_reason(ct_dir, tmp_path, case,
+                                                                          message):
+    root = tmp_path / case
+    shutil.copytree(ct_dir, root)
+    obs = root / "observation_test_000.hdf5"
+    with h5py.File(obs, "r+") as h5:
+        data = h5["data"][...]
+        h5["data"][...] = -data if case == "flipped" else 0 * data
+    ct = load_pipeline("ct_fbp", ["export.formats=[hdf5]", "report.enabled=false"])[0]
+    entry = run_one(ct, obs, tmp_path / "out")
+    assert entry["status"] == "failed" and message in entry["error"]
+    assert "observation_test_000.hdf5: slice 0" in entry["error"]
+
+
 # ---- DICOM series with a bad file --------------------------------------------------------
 
 def test_truncated_file_in_a_dicom_series_is_an_error_with_the_count(dicom_series, tmp_path):
@@ -157,6 +175,54 @@ def _edit_acquisitions(path: Path, edit) -> None:
         records = table[()]
         edit(records)
         table[...] = records
+
+
+def _read_in_child(path: Path, reader: str) -> str:
+    """``reader(path)`` in a child process (a reader stuck inside HDF5 cannot be interrupted
+    here): ``"ok"`` or the error's type and message; fails the test after 60 s."""
+    import subprocess
+    import sys
+
+    code = (f"from mrirecon.io import {reader}\n"
+            f"try:\n    {reader}({str(path)!r}); print('ok')\n"
+            "except Exception as e:\n    print(type(e).__name__, e)")
+    try:
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{reader} hangs on {path.name}")
+    return run.stdout.strip()
+
+
+def test_ismrmrd_heap_corruptions_that_hang_hdf5_are_refused(ismrmrd_file, tmp_path):
+    """HDF5 1.14 loops for ever on a global heap collection whose free space has size 0, and
+    on a heap ID naming no collection; the reader checks them first (found by the fuzz tests)."""
+    import struct
+
+    raw = ismrmrd_file.read_bytes()
+    at = raw.index(b"GCOL")  # the first collection: the xml header's
+    size, pos = struct.unpack_from("<Q", raw, at + 8)[0], at + 16
+    while struct.unpack_from("<H", raw, pos)[0] != 0:  # walk the objects to the free space
+        pos += 16 + (struct.unpack_from("<Q", raw, pos + 8)[0] + 7) // 8 * 8
+    assert pos < at + size
+    bad = bytearray(raw)
+    bad[pos + 8:pos + 16] = bytes(8)
+    (tmp_path / "free.h5").write_bytes(bytes(bad))
+    out = _read_in_child(tmp_path / "free.h5", "read_ismrmrd")
+    assert out.startswith("DataFormatError") and "free.h5: dataset/xml" in out
+    assert f"collection at {at} has a free space of 0 bytes" in out
+    # an acquisition whose samples name address 0 (the superblock), not a collection
+    with h5py.File(ismrmrd_file) as h5:
+        table = h5["dataset/data"]
+        tid = table.id.get_type()
+        member = [tid.get_member_name(i) for i in range(tid.get_nmembers())].index(b"data")
+        where = table.id.get_chunk_info(3).byte_offset + tid.get_member_offset(member)
+    bad = bytearray(raw)
+    assert struct.unpack_from("<I", raw, where)[0] > 0  # the element count
+    bad[where + 4:where + 12] = bytes(8)
+    (tmp_path / "addr.h5").write_bytes(bytes(bad))
+    out = _read_in_child(tmp_path / "addr.h5", "read_ismrmrd")
+    assert out.startswith("DataFormatError") and "addr.h5: dataset/data" in out
+    assert "no global heap collection at address 0" in out
 
 
 def test_ismrmrd_index_beyond_the_header_limits_is_refused(ismrmrd_file, tmp_path):
