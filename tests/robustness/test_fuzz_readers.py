@@ -9,6 +9,7 @@ suite is deterministic; the counts are small to keep it fast.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import os
 import shutil
 import signal
@@ -41,9 +42,14 @@ def time_box(seconds: int = TIME_BOX_S):
 
     old = signal.signal(signal.SIGALRM, handler)
     signal.alarm(seconds)
+    # a reader stuck inside a C call (HDF5's heap loader once looped for ever) never returns to
+    # the interpreter, so the alarm above cannot fire: then dump every thread's stack and end
+    # the test run, rather than hang the suite
+    faulthandler.dump_traceback_later(6 * seconds, exit=True)
     try:
         yield
     finally:
+        faulthandler.cancel_dump_traceback_later()
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
 
