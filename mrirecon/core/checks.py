@@ -45,6 +45,8 @@ def param_problem(name: str, value: Any, default: Any = _EMPTY) -> str | None:
         if not (isinstance(value, int) and not isinstance(value, bool)) or value < 1:
             return f"must be an integer >= 1, got {value!r}"
         return None
+    if NONNEGATIVE_NAMES.search(name) and isinstance(value, str) and not isinstance(default, str):
+        return f"must be a number, got {value!r}"  # e.g. `lam=nan` in YAML is the string 'nan'
     if NONNEGATIVE_NAMES.search(name) and (_is_number(value) or isinstance(value, (list, tuple))):
         for v in value if isinstance(value, (list, tuple)) else [value]:
             if not _is_number(v):

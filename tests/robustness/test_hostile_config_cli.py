@@ -22,6 +22,8 @@ from mrirecon.pipeline.definitions import load_pipeline
     ("reconstruct.params.lam=.nan", r"reconstruct.params.lam: must be finite, got nan"),
     ("reconstruct.params.lam=.inf", r"reconstruct.params.lam: must be finite, got inf"),
     ("reconstruct.params.lam=-0.1", r"reconstruct.params.lam: must be finite and >= 0, got -0.1"),
+    # YAML reads `nan` (not `.nan`) as a string: refused at load, not a TypeError mid-run
+    ("reconstruct.params.lam=nan", r"reconstruct.params.lam: must be a number, got 'nan'"),
     ("reconstruct.params.wavelet=3", r"reconstruct.params.wavelet: must be a string"),
     ("report.max_slices_in_figures=-1", r"report.max_slices_in_figures: must be >= 0, got -1"),
     ("undersample.accelerations=[0]", r"undersample.accelerations\[0\]: must be >= 1, got 0"),
