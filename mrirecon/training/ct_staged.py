@@ -39,6 +39,7 @@ import math
 import os
 import pickle
 import platform
+import re
 import time
 from pathlib import Path
 
@@ -62,8 +63,7 @@ CARD_TEXT = {
         "step, then {nets} ({chans} features, {pools} poolings, no normalisation layers), each "
         "followed by an exact CG data-consistency step with the projector; the network sees the "
         "image divided by the FBP's 99th percentile, so the output scales with the data and does "
-        "not depend on view count or operator norm. Trained {how} on {patch} x {patch} patches, "
-        "on one shared CPU thread."),
+        "not depend on view count or operator norm. Trained {how}, {cpu}."),
     "data": {
         "source": "simulated on the fly (mrirecon.training.ct_staged): allowed CT DICOM images "
                   "(random pose, zoom, contrast x0.8-1.2), ellipse body phantoms, and body outlines "
@@ -81,7 +81,7 @@ CARD_TEXT = {
         "Trained only at 362 x 362 pixels over 26 cm, parallel beam, 513 detectors, 30-63 views, "
         "4096 photons: `mrirecon run` warns outside matrix 362 x 362 or 30-63 views. Other "
         "matrices, fan beam, limited angle or much higher / lower dose are untested.",
-        "A short CPU training (about a thousand steps per run on a shared machine): fine "
+        "A short CPU training ({steps} steps of batch {batch} in {minutes} minutes): fine "
         "textures of anatomy unlike the training images come out smoothed, and small low-contrast "
         "details can be lost, as with any sparse-view prior; read it as a sparse-view image, not a "
         "full-dose one.",
@@ -312,6 +312,7 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
     load_start = os.getloadavg()
     torch.manual_seed(seed)
     model = StagedCTNet(stages=stages, chans=chans, num_pools=num_pools, lam=None, init_seed=seed)
+    first = read_init_card(init)  # before this run writes its own card over it
     if init is not None:
         _load_init(model, Path(init))
     recipe, sim = CTImageRecipe(seed), SparseViewSimulator(seed)
@@ -394,7 +395,7 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
             val_every=val_every, threads=threads, **({} if init is None else {"init": init}),
             **({"prefetch": True} if prefetch else {})),
             steps_per_stage, history,
-            time.time() - t_start, load_start, score(model, val, k + 1))
+            time.time() - t_start, load_start, score(model, val, k + 1), first)
         log(f"wrote {out}")
     return card
 
@@ -418,9 +419,52 @@ def card_command(kind: str, out: Path, args: dict) -> str:
         f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in args.items())
 
 
+#: What a continued run's card keeps of the run it started from (``training.first_run``).
+RUN_KEYS = ("command", "seed", "steps_per_stage", "wall_time_s", "hardware", "load_average_start",
+            "load_average_end", "validation_psnr_db", "date", "first_run")
+
+
+def read_init_card(init: str | os.PathLike | None) -> dict | None:
+    """The ``training`` record of the card beside an ``--init`` state dict (read before the
+    run overwrites it when ``--out`` is the same file), or ``None`` when there is none."""
+    import yaml
+
+    card = None if init is None else Path(init).with_suffix(".yaml")
+    if card is None or not card.is_file():
+        return None
+    try:
+        training = (yaml.safe_load(card.read_text()) or {}).get("training")
+    except (yaml.YAMLError, OSError, AttributeError) as exc:
+        raise ValueError(f"train staged_ct: {card} (the card of --init) is unreadable: {exc}") from exc
+    return {k: training[k] for k in RUN_KEYS if k in training} if isinstance(training, dict) else None
+
+
+def _card_text(args: dict, done: int, steps: list[int], wall_s: float, first: dict | None) -> tuple:
+    """The run-dependent sentences of the card: ``(description, known_failures)``."""
+    patch = f"{args['patch']} x {args['patch']} patches"
+    if first is not None:
+        m = re.search(r"--patch (\d+)", first.get("command", ""))
+        earlier = f"{m.group(1)} x {m.group(1)}" if m else "other"
+        how = f"in two runs ({earlier}, then {patch}; the second continues from the first)"
+    else:
+        how = ("end to end" if done == 1 else "stage by stage") + f" on {patch}"
+    threads = "one CPU thread" if args["threads"] == 1 else f"{args['threads']} CPU threads"
+    cpu = (f"on {threads}, the training samples made on one more core (--prefetch)"
+           if args.get("prefetch") else f"on {threads}")
+    total = sum(steps) + (sum(first.get("steps_per_stage", [])) if first else 0)
+    minutes = (wall_s + (first.get("wall_time_s", 0.0) if first else 0.0)) / 60
+    description = CARD_TEXT["description"].format(
+        nets="one residual U-Net" if done == 1 else f"{done} residual U-Nets",
+        chans=args["chans"], pools=args["num_pools"], how=how, cpu=cpu)
+    failures = [f.format(steps=total, batch=args["batch"], minutes=round(minutes))
+                if "{steps}" in f else f for f in CARD_TEXT["known_failures"]]
+    return description, failures
+
+
 def save(model, out: Path, done: int, args: dict, steps: list[int], history: list,
-         wall_s: float, load_start, val: dict) -> dict:
-    """Write ``out`` (``.pt``: the first ``done`` stages) and its card (``.yaml`` beside it)."""
+         wall_s: float, load_start, val: dict, first: dict | None = None) -> dict:
+    """Write ``out`` (``.pt``: the first ``done`` stages) and its card (``.yaml`` beside it);
+    ``first``: the training record of the run this one continued (:func:`read_init_card`)."""
     import yaml
 
     from mrirecon.io.atomic import atomic_path, atomic_write_text
@@ -432,11 +476,9 @@ def save(model, out: Path, done: int, args: dict, steps: list[int], history: lis
     with atomic_path(out, suffix=".pt") as tmp:
         torch.save(state, tmp)
     command = card_command("staged_ct", out, args)
+    description, failures = _card_text(args, done, steps, wall_s, first)
     card = {
-        "description": CARD_TEXT["description"].format(
-            nets="one residual U-Net" if done == 1 else f"{done} residual U-Nets",
-            chans=args["chans"], pools=args["num_pools"], patch=args["patch"],
-            how="end to end" if done == 1 else "stage by stage"),
+        "description": description,
         "model": {"name": "staged_ct", "params": {
             "stages": done, "chans": args["chans"], "num_pools": args["num_pools"],
             "lam": list(model.lam[:done]), "lam0": model.lam0, "cg_iterations": model.cg_iterations,
@@ -451,11 +493,12 @@ def save(model, out: Path, done: int, args: dict, steps: list[int], history: lis
             "torch": str(torch.__version__), "date": time.strftime("%Y-%m-%d"),
             "storage": "float16 state dict (loaded into float32 parameters)",
             "validation_psnr_db": val, "history": history,
+            **({} if first is None else {"first_run": first}),
         },
         "data": CARD_TEXT["data"],
         "training_range": {"matrix": {"min": [CT_SIZE, CT_SIZE], "max": [CT_SIZE, CT_SIZE]},
                            "views": [30, 63]},
-        "known_failures": CARD_TEXT["known_failures"],
+        "known_failures": failures,
     }
     atomic_write_text(out.with_suffix(".yaml"), yaml.safe_dump(card, sort_keys=False, width=100))
     return card

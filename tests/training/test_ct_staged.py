@@ -112,3 +112,41 @@ def test_init_loads_a_state_dict_of_the_same_architecture_and_names_the_file_oth
         _load_init(dst, tmp_path / "cut.pt")
     with pytest.raises(FileNotFoundError, match=r"missing\.pt"):
         _load_init(dst, tmp_path / "missing.pt")
+
+
+def test_a_continued_run_keeps_the_first_runs_record_in_its_card(tmp_path):
+    # `make weights` runs `--init X --out X`: the second run's card must still describe both
+    # runs (the first run's card is read before it is overwritten), as the shipped card does
+    import yaml
+
+    from mrirecon.models.unrolled.staged_ct import StagedCTNet
+    from mrirecon.training.ct_staged import read_init_card, save
+
+    model = StagedCTNet(stages=1, chans=4, num_pools=2, lam=[0.3], init_seed=1)
+    out = tmp_path / "m.pt"
+    base = dict(seed=0, budget_s=10.0, stages=1, chans=4, num_pools=2, patch=128, batch=4, pool=2,
+                refresh_every=2, lr=1e-3, val_every=5, threads=1, prefetch=True)
+    first = save(model, out, 1, base, [900], [], 600.0, (0.1, 0.1, 0.1), {30: 30.0, 60: 32.0})
+    assert first["description"].endswith(
+        "Trained end to end on 128 x 128 patches, on one CPU thread, the training samples made "
+        "on one more core (--prefetch).")
+    assert "900 steps of batch 4 in 10 minutes" in " ".join(first["known_failures"])
+    assert "first_run" not in first["training"]
+    record = read_init_card(out)
+    args = {**base, "seed": 1, "patch": 160, "lr": 3e-4, "init": str(out)}
+    second = save(model, out, 1, args, [300], [], 1200.0, (0.1, 0.1, 0.1), {30: 31.0, 60: 33.0},
+                  record)
+    t = yaml.safe_load(out.with_suffix(".yaml").read_text())["training"]
+    assert t == second["training"] and t["seed"] == 1 and f"--init {out}" in t["command"]
+    assert t["first_run"]["seed"] == 0 and t["first_run"]["steps_per_stage"] == [900]
+    assert t["first_run"]["validation_psnr_db"] == {30: 30.0, 60: 32.0}
+    assert "--patch 128" in t["first_run"]["command"] and "--init" not in t["first_run"]["command"]
+    assert "in two runs (128 x 128, then 160 x 160 patches; the second continues from the first)" \
+        in second["description"]
+    assert "1200 steps of batch 4 in 30 minutes" in " ".join(second["known_failures"])
+    assert read_init_card(tmp_path / "none.pt") is None
+    (tmp_path / "bad.yaml").write_text("training: [unclosed")
+    import pytest
+
+    with pytest.raises(ValueError, match=r"bad\.yaml"):
+        read_init_card(tmp_path / "bad.pt")
