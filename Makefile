@@ -72,8 +72,8 @@ bench: setup-test benchdeps
 # see its card), the deployment-geometry MoDL and E2E-VarNet (modl_fastmri_diverse.pt,
 # varnet_fastmri_diverse.pt; 80 / 90 min, one thread plus a data worker each) and the
 # LoDoPaB-geometry CT models (staged_ct_lodopab.pt: two runs, the second continuing the first,
-# 59 + 50 min with sample prefetching on a second core; primal_dual_lodopab.pt: 80 min, one
-# thread). The other shipped weights: commands in mrirecon/weights/README.md.
+# 59 + 50 min with sample prefetching on a second core, measured 2026-12-02; primal_dual_lodopab.pt:
+# 80 min, one thread). The other shipped weights: commands in mrirecon/weights/README.md.
 weights: setup
 	OMP_NUM_THREADS=1 $(VENV)/bin/mrirecon train prior --out mrirecon/weights/pnp_dncnn_diverse.pt \
 	  --depth 8 --features 32 --batch 16 --patch 64 --seed 0 --max-seconds 3600 --threads 1
