@@ -22,6 +22,25 @@ from hypothesis import strategies as st
 
 from mrirecon.io.errors import DataFormatError
 
+
+
+def _import_all_mrirecon_modules() -> None:
+    """Hypothesis (>= 6.1xx) also draws byte and string constants harvested from the project
+    modules loaded at the time (``hypothesis.internal.conjecture.providers``), so without this
+    the derandomised examples changed with the tests run before these (``pytest tests/io
+    tests/robustness`` tried a corruption that ``make test`` did not). Loading every module
+    first makes the examples a function of the tree alone."""
+    import importlib
+    import pkgutil
+
+    import mrirecon
+
+    for info in pkgutil.walk_packages(mrirecon.__path__, "mrirecon."):
+        importlib.import_module(info.name)
+
+
+_import_all_mrirecon_modules()
+
 # MRIRECON_FUZZ_EXAMPLES=500 explores more (and randomly) when hunting for new failures
 _EXTRA = int(os.environ.get("MRIRECON_FUZZ_EXAMPLES", "0"))
 SETTINGS = settings(max_examples=_EXTRA or 30, deadline=None, derandomize=not _EXTRA,
