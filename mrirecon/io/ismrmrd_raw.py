@@ -195,16 +195,18 @@ def _read_ismrmrd(
             if name not in group:
                 raise fail(f"{dataset}/{name}", "dataset missing")
         try:
-            for name in ("xml", "data"):  # before HDF5 follows a heap ID (a corrupt one can hang it)
-                if isinstance(group[name], h5py.Dataset) and (
-                        bad := check_vlen_references(path, h5, group[name])):
-                    raise fail(f"{dataset}/{name}", bad)
+            # heap IDs are checked before HDF5 follows them (a corrupt heap can hang it)
+            if isinstance(group["xml"], h5py.Dataset) and (
+                    bad := check_vlen_references(path, h5, group["xml"])):
+                raise fail(f"{dataset}/xml", bad)
             xml = group["xml"][0]
             table = group["data"]
             if not isinstance(table, h5py.Dataset) or table.ndim != 1:
                 raise fail(f"{dataset}/data", "expected a 1-D table of acquisitions")
             if table.shape[0] * max(table.dtype.itemsize, 1) > _memory_bytes() // 4:
                 raise fail(f"{dataset}/data", f"{table.shape[0]} acquisitions do not fit memory")
+            if bad := check_vlen_references(path, h5, table):
+                raise fail(f"{dataset}/data", bad)
             records = table[()]
         except DataFormatError:
             raise

@@ -442,17 +442,23 @@ def read_init_card(init: str | os.PathLike | None) -> dict | None:
 def _card_text(args: dict, done: int, steps: list[int], wall_s: float, first: dict | None) -> tuple:
     """The run-dependent sentences of the card: ``(description, known_failures)``."""
     patch = f"{args['patch']} x {args['patch']} patches"
-    if first is not None:
-        m = re.search(r"--patch (\d+)", first.get("command", ""))
-        earlier = f"{m.group(1)} x {m.group(1)}" if m else "other"
-        how = f"in two runs ({earlier}, then {patch}; the second continues from the first)"
+    earlier = []  # the runs this one continued, oldest first
+    run = first
+    while isinstance(run, dict):
+        earlier.insert(0, run)
+        run = run.get("first_run")
+    if earlier:
+        sizes = [re.search(r"--patch (\d+)", r.get("command", "")) for r in earlier]
+        sizes = ", ".join(f"{m.group(1)} x {m.group(1)}" if m else "other" for m in sizes)
+        n = ("two", "three", "four")[len(earlier) - 1] if len(earlier) < 4 else str(len(earlier) + 1)
+        how = f"in {n} runs ({sizes}, then {patch}; each continues from the one before)"
     else:
         how = ("end to end" if done == 1 else "stage by stage") + f" on {patch}"
     threads = "one CPU thread" if args["threads"] == 1 else f"{args['threads']} CPU threads"
     cpu = (f"on {threads}, the training samples made on one more core (--prefetch)"
            if args.get("prefetch") else f"on {threads}")
-    total = sum(steps) + (sum(first.get("steps_per_stage", [])) if first else 0)
-    minutes = (wall_s + (first.get("wall_time_s", 0.0) if first else 0.0)) / 60
+    total = sum(steps) + sum(sum(r.get("steps_per_stage", [])) for r in earlier)
+    minutes = (wall_s + sum(r.get("wall_time_s", 0.0) for r in earlier)) / 60
     description = CARD_TEXT["description"].format(
         nets="one residual U-Net" if done == 1 else f"{done} residual U-Nets",
         chans=args["chans"], pools=args["num_pools"], how=how, cpu=cpu)

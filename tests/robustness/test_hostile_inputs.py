@@ -194,8 +194,8 @@ def _read_in_child(path: Path, reader: str) -> str:
 
 
 def test_ismrmrd_heap_corruptions_that_hang_hdf5_are_refused(ismrmrd_file, tmp_path):
-    """HDF5 1.14 loops for ever on a global heap collection whose free space has size 0, and
-    on a heap ID naming no collection; the reader checks them first (found by the fuzz tests)."""
+    """HDF5 2.0 (h5py 3.16) loops for ever on a global heap collection whose free space has size
+    0; the reader checks heap IDs first (found by the fuzz tests), also one naming no collection."""
     import struct
 
     raw = ismrmrd_file.read_bytes()

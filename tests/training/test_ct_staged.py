@@ -141,9 +141,15 @@ def test_a_continued_run_keeps_the_first_runs_record_in_its_card(tmp_path):
     assert t["first_run"]["seed"] == 0 and t["first_run"]["steps_per_stage"] == [900]
     assert t["first_run"]["validation_psnr_db"] == {30: 30.0, 60: 32.0}
     assert "--patch 128" in t["first_run"]["command"] and "--init" not in t["first_run"]["command"]
-    assert "in two runs (128 x 128, then 160 x 160 patches; the second continues from the first)" \
+    assert "in two runs (128 x 128, then 160 x 160 patches; each continues from the one before)" \
         in second["description"]
     assert "1200 steps of batch 4 in 30 minutes" in " ".join(second["known_failures"])
+    # a third run counts all three
+    third = save(model, out, 1, {**args, "patch": 192}, [100], [], 600.0, (0.1, 0.1, 0.1),
+                 {30: 31.5, 60: 33.5}, read_init_card(out))
+    assert third["training"]["first_run"]["first_run"]["seed"] == 0
+    assert "in three runs (128 x 128, 160 x 160, then 192 x 192 patches" in third["description"]
+    assert "1300 steps of batch 4 in 40 minutes" in " ".join(third["known_failures"])
     assert read_init_card(tmp_path / "none.pt") is None
     (tmp_path / "bad.yaml").write_text("training: [unclosed")
     import pytest
