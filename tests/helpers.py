@@ -191,12 +191,19 @@ def simulated_ct_dir(out: Path, *, views: int, size: int, seed: int) -> Path:
     return out
 
 
-def fresh_python(code: str) -> str:
+def fresh_python(code: str, timeout: float | None = None) -> str:
     """Run ``code`` in a fresh interpreter (what a user's first call in a new process sees:
-    imports, caches); its standard output, stripped. Fails with the child's stderr."""
+    imports, caches; a call that may hang inside C, which no alarm in this process could stop);
+    its standard output, stripped. Fails with the child's stderr, or after ``timeout`` seconds."""
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    import pytest
+
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=False, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still running after {timeout} s: {code}")
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout.strip()

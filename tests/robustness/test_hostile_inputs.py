@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.helpers import clone_h5
+from tests.helpers import clone_h5, fresh_python
 from mrirecon.io.errors import DataFormatError
 from mrirecon.pipeline.definitions import load_pipeline
 from mrirecon.pipeline.runner import expand_inputs, run_pipeline
@@ -178,19 +178,11 @@ def _edit_acquisitions(path: Path, edit) -> None:
 
 
 def _read_in_child(path: Path, reader: str) -> str:
-    """``reader(path)`` in a child process (a reader stuck inside HDF5 cannot be interrupted
+    """``reader(path)`` in a fresh interpreter (a reader stuck inside HDF5 cannot be interrupted
     here): ``"ok"`` or the error's type and message; fails the test after 60 s."""
-    import subprocess
-    import sys
-
-    code = (f"from mrirecon.io import {reader}\n"
-            f"try:\n    {reader}({str(path)!r}); print('ok')\n"
-            "except Exception as e:\n    print(type(e).__name__, e)")
-    try:
-        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"{reader} hangs on {path.name}")
-    return run.stdout.strip()
+    return fresh_python(f"from mrirecon.io import {reader}\n"
+                        f"try:\n    {reader}({str(path)!r}); print('ok')\n"
+                        "except Exception as e:\n    print(type(e).__name__, e)", timeout=60)
 
 
 def test_ismrmrd_heap_corruptions_that_hang_hdf5_are_refused(ismrmrd_file, tmp_path):
