@@ -253,3 +253,52 @@ def random_ellipses_hu(
             value = tissue + rng.uniform(-50, 150)
         img[ellipse(cx, cy, size_a, size_b, rng.uniform(0, np.pi))] = value
     return img
+
+
+def add_scanner_hardware_hu(hu: np.ndarray, rng: np.random.Generator, p_table: float = 0.5,
+                            p_holder: float = 0.3) -> np.ndarray:
+    """``hu`` ``(H, W)`` with a patient table and / or a head holder added in the air around it.
+
+    Real CT slices hold objects outside the body that body phantoms lack: the patient table
+    (a flat or slightly curved slab, often a thin dense shell around a foam core) under the body
+    and, for heads, a U-shaped plastic holder around it, each a few millimetres from the skin.
+    With probability ``p_table`` a table of random width, curvature, thickness (8-30 pixels), shell
+    (1-4 pixels, 100-1200 HU) and core (foam -950..-700 HU or solid -300..300 HU) is placed below
+    the body in a random direction; with ``p_holder`` a holder shell (2-8 pixels, -200..400 HU,
+    spanning 150-270 degrees) follows the body's outline at a gap of 2-20 pixels. Only air pixels
+    (below -900 HU) are overwritten. Sizes are in pixels of the LoDoPaB-like grid (~0.7 mm).
+    """
+    out = np.array(hu, dtype=np.float64, copy=True)
+    h, w = out.shape
+    body = out > -500.0
+    if not body.any():
+        return out
+    yy, xx = np.mgrid[:h, :w].astype(np.float64)
+    cy, cx = (np.argwhere(body).mean(0))
+    air = out < -900.0
+    if rng.uniform() < p_table:
+        t = rng.uniform(0, 2 * np.pi)  # "down" direction of the table
+        u = (xx - cx) * np.cos(t) + (yy - cy) * np.sin(t)  # across the table
+        v = -(xx - cx) * np.sin(t) + (yy - cy) * np.cos(t)  # towards the table
+        top = v[body].max() + rng.uniform(0, 15)
+        curve = rng.uniform(0, 1.5e-3) if rng.uniform() < 0.6 else 0.0
+        d = v - (top + curve * u ** 2)  # depth below the table's upper surface
+        thick, shell = rng.uniform(8, 30), rng.uniform(1, 4)
+        half = rng.uniform(0.3, 0.6) * max(h, w)
+        slab = (d >= 0) & (d <= thick) & (np.abs(u) <= half)
+        inner = (d >= shell) & (d <= thick - shell) & (np.abs(u) <= half - shell)
+        core = rng.uniform(-950, -700) if rng.uniform() < 0.7 else rng.uniform(-300, 300)
+        out[slab & air] = rng.uniform(100, 1200)
+        out[inner & air] = core
+    if rng.uniform() < p_holder:
+        from scipy import ndimage
+
+        gap, thick = int(rng.integers(2, 21)), int(rng.integers(2, 9))
+        near = ndimage.binary_dilation(body, iterations=gap)
+        ring = ndimage.binary_dilation(near, iterations=thick) & ~near
+        angle = np.arctan2(yy - cy, xx - cx)
+        opening = rng.uniform(0, 2 * np.pi)
+        span = np.deg2rad(rng.uniform(150, 270))
+        keep = np.mod(angle - opening, 2 * np.pi) <= span
+        out[ring & keep & air & (out < -900.0)] = rng.uniform(-200, 400)
+    return out

@@ -1,4 +1,5 @@
-"""Helpers shared by the unrolled models: optional gradient checkpointing and data scaling."""
+"""Helpers shared by the unrolled models: optional gradient checkpointing, data scaling and the
+geometric self-ensemble."""
 
 from __future__ import annotations
 
@@ -50,3 +51,23 @@ def require_batch(name: str, y: Tensor, min_ndim: int = 2) -> None:
             f"{name}: data y must have a leading batch axis and at least {min_ndim} dims, "
             f"got {tuple(getattr(y, 'shape', ()))}"
         )
+
+
+def dihedral_mean(fn: Callable[..., Tensor], x: Tensor, *args) -> Tensor:
+    """Geometric self-ensemble: the mean of ``T^-1 fn(T x, *args)`` over the 8 flips and
+    transposes ``T`` of the last two axes (the dihedral group of the square).
+
+    The result is exactly equivariant to those 8 transforms whatever ``fn`` is, and equals
+    ``fn(x)`` when ``fn`` already is. ``fn`` must map an image to an image of the same layout
+    (fully convolutional, so a transposed non-square input is fine); it is called 8 times.
+    """
+    acc = None
+    for t in range(8):
+        dims = [d for d, bit in ((-2, 1), (-1, 2)) if t & bit]
+        xt = x.transpose(-1, -2) if t & 4 else x
+        xt = xt.flip(dims) if dims else xt
+        r = fn(xt, *args)
+        r = r.flip(dims) if dims else r
+        r = r.transpose(-1, -2) if t & 4 else r
+        acc = r if acc is None else acc + r
+    return acc / 8

@@ -74,8 +74,8 @@ CARD_TEXT = {
                     "(every 33rd / 16th angle, random offset), Poisson noise at 4096 photons per "
                     "bin, counts floored at 0.1",
         "validation": "the CT validation split of mrirecon.heldout.validation (2 allowed-source "
-                      "images, seed 77) at 30 and 60 views, offset 0: best state per stage and "
-                      "the lam grid",
+                      "images, seed 77) at 30 and 60 views, offset 0: best state per stage, "
+                      "the lam grid and the self-ensemble (on / off)",
     },
     "known_failures": [
         "Trained only at 362 x 362 pixels over 26 cm, parallel beam, 513 detectors, 30-63 views, "
@@ -96,6 +96,9 @@ CARD_TEXT = {
         "protocol clips at 0, as for every method).",
     ],
 }
+HARDWARE_TEXT = (" Scanner hardware (--hardware): a patient table (flat or curved slab, dense "
+                 "shell around a foam or solid core) below the body in half of the images and a "
+                 "U-shaped head holder around it in a third, in the air only.")
 LAM_GRID = (None, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 SOURCE_P = {"ct": 0.3, "phantom": 0.2, "textured": 0.5}
 
@@ -108,11 +111,11 @@ def full_geometry():
 class CTImageRecipe:
     """Draws training attenuation images ``(362, 362)`` in 1/mm (see the module docstring)."""
 
-    def __init__(self, seed: int, size: int = CT_SIZE, mni_volumes: int = 4) -> None:
+    def __init__(self, seed: int, size: int = CT_SIZE, mni_volumes: int = 4, hardware: bool = False) -> None:
         from mrirecon.io.ct_sources import load_ct_sources
         from mrirecon.training.prior_images import PriorImageBank
 
-        self.size, self.rng = size, np.random.default_rng([seed, 1])
+        self.size, self.rng, self.hardware = size, np.random.default_rng([seed, 1]), bool(hardware)
         self.ct = load_ct_sources()
         self.bank = PriorImageBank(size, seed=seed, mni_volumes=mni_volumes, mni_slices=4)
 
@@ -157,7 +160,7 @@ class CTImageRecipe:
 
     def draw(self) -> tuple[np.ndarray, str]:
         """``(mu, source)``: attenuation (1/mm) ``(362, 362)`` float64 and its source kind."""
-        from mrirecon.data.anatomy import random_ellipses_hu
+        from mrirecon.data.anatomy import add_scanner_hardware_hu, random_ellipses_hu
 
         rng, shape = self.rng, (self.size, self.size)
         kind = str(rng.choice(list(SOURCE_P), p=list(SOURCE_P.values())))
@@ -169,6 +172,8 @@ class CTImageRecipe:
             hu = random_ellipses_hu(shape, rng)
         else:
             hu = self.textured_hu()
+        if self.hardware:  # a patient table / head holder in the air around the body
+            hu = add_scanner_hardware_hu(hu, rng)
         hu = np.clip(hu, -1024.0, 3071.0)
         return np.maximum(MU_WATER_70KEV_PER_MM * (1.0 + hu / 1000.0), 0.0), kind
 
@@ -276,6 +281,18 @@ def tune_lam(model, val: list[tuple], k: int) -> dict[str, dict[int, float]]:
     return scores
 
 
+@torch.no_grad()
+def tune_ensemble(model, val: list[tuple], stages: int) -> dict[str, dict[int, float]]:
+    """Choose ``model.ensemble`` (the geometric self-ensemble of the U-Nets, 8x their cost) by
+    the mean validation PSNR of the first ``stages`` stages; sets it and returns both scores."""
+    scores = {}
+    for on in (False, True):
+        model.ensemble = on
+        scores[str(on).lower()] = score(model, val, stages)
+    model.ensemble = np.mean(list(scores["true"].values())) > np.mean(list(scores["false"].values()))
+    return scores
+
+
 def _patch_corner(rng: np.random.Generator, target: torch.Tensor, size: int) -> tuple[int, int]:
     h, w = target.shape
     if rng.uniform() < 0.85:
@@ -289,8 +306,8 @@ def _patch_corner(rng: np.random.Generator, target: torch.Tensor, size: int) -> 
 def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0, stages: int = 2,
                     chans: int = 16, num_pools: int = 4, patch: int = 128, batch: int = 4,
                     pool: int = 24, refresh_every: int = 2, lr: float = 1e-3, val_every: int = 150,
-                    init: str | None = None, prefetch: bool = False, threads: int | None = None,
-                    log=print) -> dict:
+                    init: str | None = None, prefetch: bool = False, hardware: bool = False,
+                    threads: int | None = None, log=print) -> dict:
     """Run the stage-wise training (see the module docstring) within ``budget_s`` seconds of wall
     time; writes ``out`` (a ``.pt`` state dict) and its card (``.yaml`` beside it) after every
     stage and returns the card. ``init``: a state dict of the same architecture (e.g. a shipped
@@ -299,7 +316,9 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
     FBP, CG) on a background thread, one more core, while the U-Net trains
     (:class:`~mrirecon.training.prefetch.Prefetch`; the samples are those of the sequential loop,
     in the same order: stage ``k > 0`` restarts its draws on the stream ``(seed, k)``, so the
-    samples a prefetcher made ahead and dropped at the end of a stage change nothing)."""
+    samples a prefetcher made ahead and dropped at the end of a stage change nothing).
+    ``hardware``: add a patient table / head holder around half / a third of the training images
+    (:func:`~mrirecon.data.anatomy.add_scanner_hardware_hu`)."""
     from mrirecon.models.unrolled.staged_ct import StagedCTNet
     from mrirecon.training.optim import cosine_step
     from mrirecon.training.prefetch import Prefetch
@@ -315,7 +334,7 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
     first = read_init_card(init)  # before this run writes its own card over it
     if init is not None:
         _load_init(model, Path(init))
-    recipe, sim = CTImageRecipe(seed), SparseViewSimulator(seed)
+    recipe, sim = CTImageRecipe(seed, hardware=hardware), SparseViewSimulator(seed)
     rng = np.random.default_rng([seed, 3])
     val = validation_set(sim)
     log(f"setup {time.time() - t_start:.0f} s; FBP validation PSNR {score(model, val, 0)}")
@@ -388,14 +407,18 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
         steps_per_stage.append(step)
         lam_scores = tune_lam(model, val, k)
         log(f"stage {k}: best val {best:.2f} dB; lam grid {lam_scores} -> {model.lam[k]}")
-        history.append({"stage": k, "lam_grid": lam_scores, "lam": model.lam[k]})
+        ens_scores = tune_ensemble(model, val, k + 1)
+        log(f"stage {k}: self-ensemble {ens_scores} -> {model.ensemble}")
+        history.append({"stage": k, "lam_grid": lam_scores, "lam": model.lam[k],
+                        "ensemble_scores": ens_scores, "ensemble": model.ensemble})
         card = save(model, out, k + 1, dict(
             seed=seed, budget_s=budget_s, stages=stages, chans=chans, num_pools=num_pools,
             patch=patch, batch=batch, pool=pool, refresh_every=refresh_every, lr=lr,
             val_every=val_every, threads=threads, **({} if init is None else {"init": init}),
-            **({"prefetch": True} if prefetch else {})),
+            **({"prefetch": True} if prefetch else {}), **({"hardware": True} if hardware else {})),
             steps_per_stage, history,
             time.time() - t_start, load_start, score(model, val, k + 1), first)
+        model.ensemble = False  # the next stage trains on the plain stages' outputs
         log(f"wrote {out}")
     return card
 
@@ -488,8 +511,8 @@ def save(model, out: Path, done: int, args: dict, steps: list[int], history: lis
         "model": {"name": "staged_ct", "params": {
             "stages": done, "chans": args["chans"], "num_pools": args["num_pools"],
             "lam": list(model.lam[:done]), "lam0": model.lam0, "cg_iterations": model.cg_iterations,
-            "filter": model.filter}},
-        "overridable": ["cg_iterations"],
+            "filter": model.filter, "ensemble": bool(model.ensemble)}},
+        "overridable": ["cg_iterations", "ensemble"],
         "training": {
             "command": command, "seed": args["seed"], "steps_per_stage": steps,
             "wall_time_s": round(wall_s, 1),
@@ -501,7 +524,8 @@ def save(model, out: Path, done: int, args: dict, steps: list[int], history: lis
             "validation_psnr_db": val, "history": history,
             **({} if first is None else {"first_run": first}),
         },
-        "data": CARD_TEXT["data"],
+        "data": {**CARD_TEXT["data"], "source": CARD_TEXT["data"]["source"] + (
+            HARDWARE_TEXT if args.get("hardware") else "")},
         "training_range": {"matrix": {"min": [CT_SIZE, CT_SIZE], "max": [CT_SIZE, CT_SIZE]},
                            "views": [30, 63]},
         "known_failures": failures,

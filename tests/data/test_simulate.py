@@ -419,3 +419,31 @@ def test_projector_follows_the_odl_convention_the_lodopab_layout_assumes():
             u = x * math.cos(theta) + y * math.sin(theta)
             got = float(np.sum(sino[v] * g.detector_positions) / np.sum(sino[v]))
             assert got == pytest.approx(u, abs=1.5 * g.detector_spacing), (row, col, theta)
+
+
+def test_scanner_hardware_fills_only_air_and_lies_outside_the_body():
+    from mrirecon.data.anatomy import add_scanner_hardware_hu
+
+    hu = np.pad(random_ellipses_hu((121, 121), np.random.default_rng(0)), 40, constant_values=-1000.0)
+    hu[hu < -900] = -1000.0
+    body = hu > -500
+    near_body = ndimage.binary_dilation(body, iterations=1)
+    assert np.array_equal(add_scanner_hardware_hu(hu, np.random.default_rng(1), 0.0, 0.0), hu)
+    for p_table, p_holder in ((1.0, 0.0), (0.0, 1.0)):
+        for seed in range(4):
+            out = add_scanner_hardware_hu(hu, np.random.default_rng(seed), p_table, p_holder)
+            assert np.array_equal(out, add_scanner_hardware_hu(hu, np.random.default_rng(seed),
+                                                               p_table, p_holder))  # seeded
+            changed = out != hu
+            assert np.all(hu[changed] == -1000.0)  # air only, never the body
+            assert changed.sum() > 100 and -1000.0 <= out.min() and out.max() <= 1200.0
+            if p_table:  # a dense shell (100-1200 HU) around its core
+                assert (out[changed] >= 100).sum() > 50
+            else:  # one U-shaped plastic shell (-200..400 HU) around the body, open on one side
+                values = np.unique(out[changed])
+                assert len(values) == 1 and -200 <= values[0] <= 400
+                assert not (changed & near_body).any()  # at a gap (a table may touch the body)
+                assert ndimage.label(changed)[1] <= 2
+                angle = np.degrees(np.arctan2(*(np.argwhere(changed) - np.argwhere(body).mean(0)).T))
+                assert np.ptp(angle) > 140
+    assert add_scanner_hardware_hu(hu, np.random.default_rng(0)) is not hu  # a copy

@@ -73,6 +73,45 @@ def test_unet_is_translation_equivariant_so_patch_training_transfers():
     assert not torch.allclose(patch[..., :4, :4], whole[..., 16:20, 16:20])
 
 
+def _dihedral(x: torch.Tensor, t: int) -> torch.Tensor:
+    """The 8 flips / transposes of the last two axes, written out independently of the helper."""
+    x = x.transpose(-1, -2) if t & 4 else x
+    return torch.rot90(x, t & 3, dims=(-2, -1))
+
+
+def test_self_ensemble_is_exactly_dihedral_equivariant_and_keeps_equivariant_maps():
+    from mrirecon.models.common import dihedral_mean
+
+    net = PlainUNet(chans=2, num_pools=2).double()  # not equivariant: learned, asymmetric kernels
+    torch.manual_seed(0)
+    for shape in ((1, 1, 32, 32), (2, 1, 24, 40)):  # square and non-square (transposes change it)
+        x = torch.rand(*shape, dtype=torch.float64)
+        with torch.no_grad():
+            g = dihedral_mean(net, x)
+            assert g.shape == x.shape
+            # the plain net is not equivariant (so the next checks are not vacuous) ...
+            assert not torch.allclose(net(_dihedral(x, 1)), _dihedral(net(x), 1), atol=1e-6)
+            # ... the ensemble is, for all 8 transforms, up to float64 rounding of 8 sums
+            for t in range(8):
+                torch.testing.assert_close(dihedral_mean(net, _dihedral(x, t)), _dihedral(g, t),
+                                           rtol=1e-12, atol=1e-13)
+    # a map that already commutes with the group is left as it is, extra arguments passed on
+    x = torch.randn(1, 5, 7, dtype=torch.float64)
+    torch.testing.assert_close(dihedral_mean(lambda v, c: c * v ** 3, x, 2.0), 2.0 * x ** 3)
+
+
+@pytest.mark.parametrize("ensemble", [False, True])
+def test_self_ensembled_model_still_scales_with_the_data_and_differs_from_the_plain_one(ensemble):
+    full = ct_simulation_geometry("parallel", 32, 48, None, 60.0)
+    y, op = _data(_phantom(32, 0), full, 2, 1, torch.float64)
+    model = _small_model(ensemble=ensemble)
+    with torch.no_grad():
+        x = model(y, op)
+        torch.testing.assert_close(model(1e3 * y, op), 1e3 * x, rtol=1e-9, atol=0.0)
+        model.ensemble = not ensemble
+        assert not torch.allclose(model(y, op), x, rtol=1e-4)
+
+
 def test_needs_an_operator_with_fbp_and_real_data():
     model = _small_model()
     with pytest.raises(TypeError, match="StagedCTNet"):
@@ -171,6 +210,15 @@ def test_shipped_card_states_range_failures_and_recipe():
     runs = [line for line in makefile.splitlines() if "train staged_ct" in line]
     assert len(runs) == 2 and all("--prefetch" in r for r in runs) and "--init" in runs[1]
     assert sum(float(r.split("--budget-s")[1].split()[0]) for r in runs) <= 2 * 3600
+    # the self-ensemble is on, chosen on validation by the trainer's rule, and a pipeline can
+    # turn it off (`--set reconstruct.params.ensemble=false`)
+    from mrirecon.bench.methods import load_model
+
+    assert card["model"]["params"]["ensemble"] is True
+    scores = t["history"][-1]["ensemble_scores"]
+    assert np.mean(list(scores["true"].values())) > np.mean(list(scores["false"].values()))
+    assert load_model("staged_ct", {}, "staged_ct_lodopab").ensemble is True
+    assert load_model("staged_ct", {"ensemble": False}, "staged_ct_lodopab").ensemble is False
     assert range_warnings(card, matrix=(362, 362), views=31) == []
     assert range_warnings(card, matrix=(362, 362), views=63) == []
     msgs = range_warnings(card, matrix=(128, 128), views=180)

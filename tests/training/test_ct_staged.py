@@ -150,9 +150,36 @@ def test_a_continued_run_keeps_the_first_runs_record_in_its_card(tmp_path):
     assert third["training"]["first_run"]["first_run"]["seed"] == 0
     assert "in three runs (128 x 128, 160 x 160, then 192 x 192 patches" in third["description"]
     assert "1300 steps of batch 4 in 40 minutes" in " ".join(third["known_failures"])
+    assert "Scanner hardware" not in third["data"]["source"]
+    hw = save(model, tmp_path / "hw.pt", 1, {**base, "hardware": True}, [10], [], 60.0, (0.1,) * 3,
+              {30: 30.0, 60: 32.0})
+    assert "Scanner hardware (--hardware)" in hw["data"]["source"]
+    assert hw["training"]["command"].endswith("--prefetch --hardware")
     assert read_init_card(tmp_path / "none.pt") is None
     (tmp_path / "bad.yaml").write_text("training: [unclosed")
     import pytest
 
     with pytest.raises(ValueError, match=r"bad\.yaml"):
         read_init_card(tmp_path / "bad.pt")
+
+
+def test_self_ensemble_is_chosen_by_the_validation_score():
+    from mrirecon.data.simulate_ct import ct_simulation_geometry
+    from mrirecon.models.unrolled.staged_ct import StagedCTNet
+    from mrirecon.training.ct_staged import score, tune_ensemble
+    from tests.models.test_staged_ct import _data, _phantom
+
+    full = ct_simulation_geometry("parallel", 32, 48, None, 60.0)
+    val = []
+    for views, factor in ((30, 3), (60, 2)):  # labels of the two view counts the score reports
+        y, op = _data(_phantom(32, 3), full, factor, 1)
+        val.append((y[0], op, torch.from_numpy(_phantom(32, 3)).float(), views))
+    model = StagedCTNet(stages=1, chans=4, num_pools=2, lam=[0.1], init_seed=0)
+    with torch.no_grad():  # a random, untrained U-Net: the two settings score differently
+        for p in model.parameters():
+            p.mul_(4.0)
+    scores = tune_ensemble(model, val, 1)
+    mean = {k: np.mean(list(v.values())) for k, v in scores.items()}
+    assert mean["true"] != mean["false"]
+    assert model.ensemble == (mean["true"] > mean["false"])
+    assert score(model, val, 1) == scores[str(model.ensemble).lower()]

@@ -18,6 +18,10 @@
    the training pass them);
 4. the output is real, in the units of ``x_0``.
 
+With ``ensemble`` each U-Net correction is the geometric self-ensemble
+(:func:`~mrirecon.models.common.dihedral_mean`): the mean over the 8 flips / transposes of its
+input, mapped back (8 U-Net calls per stage). The trainer chooses it on the validation split.
+
 The stages are trained one after the other (greedy), each on image patches of the previous
 stage's whole-image output (:mod:`mrirecon.training.ct_staged`); the U-Nets are fully
 convolutional and norm-free, so they run on the whole image at inference.
@@ -32,7 +36,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from mrirecon.core import HasFBP, LinearOperator, require_capability
-from mrirecon.models.common import require_batch
+from mrirecon.models.common import dihedral_mean, require_batch
 from mrirecon.models.init import seeded_init
 from mrirecon.solvers import cg
 
@@ -104,6 +108,9 @@ class StagedCTNet(nn.Module):
         CG iterations per data-consistency step.
     filter
         FBP filter of ``x_0``.
+    ensemble
+        Average each correction over the 8 flips / transposes of the image (see the module
+        docstring).
     init_seed
         Seed of the weight initialisation.
     """
@@ -117,6 +124,7 @@ class StagedCTNet(nn.Module):
         lam0: float | None = None,
         cg_iterations: int = 15,
         filter: str = "hann",
+        ensemble: bool = False,
         init_seed: int | None = None,
     ) -> None:
         super().__init__()
@@ -130,7 +138,7 @@ class StagedCTNet(nn.Module):
             self.nets = nn.ModuleList([PlainUNet(chans, num_pools) for _ in range(stages)])
         self.lam = [None if v is None else float(v) for v in lams]
         self.lam0 = None if lam0 is None else float(lam0)
-        self.cg_iterations, self.filter = int(cg_iterations), filter
+        self.cg_iterations, self.filter, self.ensemble = int(cg_iterations), filter, bool(ensemble)
 
     def initial(self, y: Tensor, op: LinearOperator, aty: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(x_0, s)``: the FBP ``(B, H, W)`` (after the ``lam0`` data-consistency step) and the
@@ -143,8 +151,10 @@ class StagedCTNet(nn.Module):
         return x0, s
 
     def correct(self, k: int, x: Tensor, s: Tensor) -> Tensor:
-        """``x + s U_k(x / s)`` for ``x`` ``(B, H, W)``."""
-        return x + s * self.nets[k]((x / s).unsqueeze(1)).squeeze(1)
+        """``x + s U_k(x / s)`` for ``x`` ``(B, H, W)`` (``U_k`` self-ensembled with ``ensemble``)."""
+        u = (x / s).unsqueeze(1)
+        r = dihedral_mean(self.nets[k], u) if self.ensemble else self.nets[k](u)
+        return x + s * r.squeeze(1)
 
     def data_consistency(self, k: int, z: Tensor, y: Tensor, op: LinearOperator,
                          aty: Tensor | None = None) -> Tensor:
