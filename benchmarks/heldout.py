@@ -4,10 +4,12 @@
     python benchmarks/heldout.py eval --work DIR        # held-out data -> DIR/heldout_{mri,ct}.md
     python benchmarks/heldout.py tune --work DIR --parts models_mri --methods a,b  # shipped models
     python benchmarks/heldout.py tune --work DIR --parts mri --methods grappa  # one method's grid
+    python benchmarks/heldout.py tune --work DIR --parts unrolls_mri  # MoDL's unroll count
 
 ``tune`` writes the validation data (MNI152 brains and allowed CT images at the deployment
 geometry) and grids the classical parameters (and the PnP schedule with ``--pnp``); copy the
-winners into ``mrirecon/heldout/protocol.py`` (``MRI_PARAMS`` / ``CT_PARAMS``) and the PnP card.
+winners into ``mrirecon/heldout/protocol.py`` (``MRI_PARAMS`` / ``CT_PARAMS``), the PnP card and
+(``unrolls_mri``, the best PSNR summed over 4x and 8x) the ``modl_fastmri_diverse`` card.
 ``eval`` writes the held-out data (reserved images, see ``mrirecon/heldout/data.py``) and runs
 the protocol with those parameters. Threads: ``--threads`` (default 1).
 """
@@ -33,6 +35,9 @@ PNP_CT_SETTINGS = [
     {"iterations": 20, "sigma_max": smax, "sigma_min": smin, "lam": lam}
     for smax, smin, lam in ((0.1, 0.01, 1e-4), (0.1, 0.005, 1e-5), (0.1, 0.005, 3e-6))
 ]
+
+#: MoDL unroll counts tried at inference (modl_fastmri_diverse trained with 5; shared denoiser)
+MODL_UNROLL_SETTINGS = [{"iterations": n} for n in (5, 8, 10, 12, 15, 20)]
 
 
 def _json(path: Path, obj) -> None:
@@ -77,6 +82,16 @@ def tune(work: Path, parts: list[str], weights: str | None, methods: list[str] |
                 result["models_mri"].setdefault(name, {})[str(acc)] = score
                 print(name, acc, score, flush=True)
             _json(out_path, result)
+    if "unrolls_mri" in parts:  # MoDL's shared denoiser runs any number of unrolls at inference
+        from mrirecon.training.weights import load_model
+
+        val = work / "val_mri"
+        if not any(val.glob("*.h5")):
+            write_validation_mri(val)
+        result["unrolls_mri"] = T.tune_model_mri(val, load_model("modl_fastmri_diverse", {}, None),
+                                                 MODL_UNROLL_SETTINGS)
+        _json(out_path, result)
+        print("modl unrolls", time.perf_counter() - t0, flush=True)
     if "pnp_mri" in parts or "pnp_ct" in parts:
         from mrirecon.training.weights import load_model
 
@@ -140,7 +155,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("mode", choices=("tune", "eval"))
     p.add_argument("--work", type=Path, required=True, help="folder for data and results")
-    p.add_argument("--parts", default="mri,ct", help="tune: mri,ct,pnp_mri,pnp_ct,models_mri; eval: mri,ct")
+    p.add_argument("--parts", default="mri,ct", help="tune: mri,ct,pnp_mri,pnp_ct,models_mri,unrolls_mri; eval: mri,ct")
     p.add_argument("--weights", default=None, help="tune: a pnp_dpir .pt instead of the shipped one")
     p.add_argument("--methods", default=None, help="eval: comma-separated subset of the protocol's "
                    "methods; tune --parts mri: classical methods to grid (merged into tuned.json); "
