@@ -5,11 +5,13 @@
     python benchmarks/heldout.py tune --work DIR --parts models_mri --methods a,b  # shipped models
     python benchmarks/heldout.py tune --work DIR --parts mri --methods grappa  # one method's grid
     python benchmarks/heldout.py tune --work DIR --parts unrolls_mri  # MoDL's unroll count
+    python benchmarks/heldout.py tune --work DIR --parts pnp_brain_mri  # PnP-ADMM schedule
 
 ``tune`` writes the validation data (MNI152 brains and allowed CT images at the deployment
 geometry) and grids the classical parameters (and the PnP schedule with ``--pnp``); copy the
 winners into ``mrirecon/heldout/protocol.py`` (``MRI_PARAMS`` / ``CT_PARAMS``), the PnP card and
-(``unrolls_mri``, the best PSNR summed over 4x and 8x) the ``modl_fastmri_diverse`` card.
+(``unrolls_mri`` / ``pnp_brain_mri``, the best PSNR summed over 4x and 8x) the
+``modl_fastmri_diverse`` / ``pnp_dncnn_brain_sim`` cards.
 ``eval`` writes the held-out data (reserved images, see ``mrirecon/heldout/data.py``) and runs
 the protocol with those parameters. Threads: ``--threads`` (default 1).
 """
@@ -38,6 +40,10 @@ PNP_CT_SETTINGS = [
 
 #: MoDL unroll counts tried at inference (modl_fastmri_diverse trained with 5; shared denoiser)
 MODL_UNROLL_SETTINGS = [{"iterations": n} for n in (5, 8, 10, 12, 15, 20)]
+#: PnP-ADMM schedules of pnp_dncnn_brain_sim (its card's first choice, 30 / 0.005, was made on
+#: 128 x 128 simulated slices, not at the deployment geometry)
+PNP_BRAIN_SETTINGS = [{"iterations": n, "rho": rho}
+                      for n, rho in ((30, 0.005), (40, 0.005), (40, 0.002), (60, 0.002), (30, 0.01), (60, 0.005))]
 
 
 def _json(path: Path, obj) -> None:
@@ -92,6 +98,16 @@ def tune(work: Path, parts: list[str], weights: str | None, methods: list[str] |
                                                  MODL_UNROLL_SETTINGS)
         _json(out_path, result)
         print("modl unrolls", time.perf_counter() - t0, flush=True)
+    if "pnp_brain_mri" in parts:  # pnp_dncnn_brain_sim's ADMM schedule at the deployment geometry
+        from mrirecon.training.weights import load_model
+
+        val = work / "val_mri"
+        if not any(val.glob("*.h5")):
+            write_validation_mri(val)
+        result["pnp_brain_mri"] = T.tune_model_mri(val, load_model("pnp_dncnn_brain_sim", {}, None),
+                                                   PNP_BRAIN_SETTINGS)
+        _json(out_path, result)
+        print("pnp brain schedule", time.perf_counter() - t0, flush=True)
     if "pnp_mri" in parts or "pnp_ct" in parts:
         from mrirecon.training.weights import load_model
 
@@ -155,7 +171,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("mode", choices=("tune", "eval"))
     p.add_argument("--work", type=Path, required=True, help="folder for data and results")
-    p.add_argument("--parts", default="mri,ct", help="tune: mri,ct,pnp_mri,pnp_ct,models_mri,unrolls_mri; eval: mri,ct")
+    p.add_argument("--parts", default="mri,ct", help="tune: mri,ct,pnp_mri,pnp_ct,models_mri,unrolls_mri,pnp_brain_mri; eval: mri,ct")
     p.add_argument("--weights", default=None, help="tune: a pnp_dpir .pt instead of the shipped one")
     p.add_argument("--methods", default=None, help="eval: comma-separated subset of the protocol's "
                    "methods; tune --parts mri: classical methods to grid (merged into tuned.json); "

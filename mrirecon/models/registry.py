@@ -9,6 +9,7 @@ from typing import Any
 
 from torch import nn
 
+from mrirecon.core.checks import param_problem
 from mrirecon.core.names import canonical_params
 from mrirecon.models.init import seeded_init
 from mrirecon.models.backbones.complex import ComplexImageCNN
@@ -112,7 +113,13 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     # old spellings (num_cascades, nu, ...) are renamed before they meet the defaults
     kwargs = canonical_params(kwargs, inspect.signature(cls).parameters, f"build_model({name!r})")
     params = {**defaults, **kwargs}
-    seed = None if "init_seed" in inspect.signature(cls).parameters else params.pop("init_seed", None)
+    signature = inspect.signature(cls).parameters
+    for k, v in kwargs.items():  # the checks the pipeline's config validation makes, for API callers
+        default = signature[k].default if k in signature else defaults.get(k, inspect.Parameter.empty)
+        problem = param_problem(k, v, default)
+        if problem:
+            raise ValueError(f"build_model({name!r}): {k} {problem}")
+    seed = None if "init_seed" in signature else params.pop("init_seed", None)
     denoiser_params = params.pop("denoiser_params", None)
     if denoiser_params is not None and not isinstance(params.get("denoiser"), str):
         raise TypeError(f"build_model({name!r}): denoiser_params needs denoiser given by name")

@@ -149,7 +149,12 @@ def load_pretrained(
                 f"model card (overridable: {sorted(allowed) or 'none'})"
             )
         params.update(overrides)
-    model = build_model(card["model"]["name"], **resolve_priors(card["model"]["name"], params))
+    try:
+        model = build_model(card["model"]["name"], **resolve_priors(card["model"]["name"], params))
+    except ValueError as err:  # a bad override or card value: say where the parameters came from
+        given = f" and the overrides {dict(overrides)}" if overrides else ""
+        raise ValueError(f"load_pretrained: {err} (model parameters of {pt.with_suffix('.yaml')}"
+                         f"{given})") from err
     state = read_state_dict(pt, map_location)  # also unwraps a training checkpoint's "model"
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:

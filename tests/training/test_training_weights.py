@@ -172,3 +172,29 @@ def test_load_pretrained_errors(tmp_path):
     torch.save({"x": torch.nn.Linear(2, 2)}, pt)  # a pickled module: refused
     with pytest.raises(ValueError, match="cannot be read safely"):
         load_pretrained(pt)
+
+
+def test_bad_parameter_values_from_a_card_or_an_override_are_refused_by_name(tmp_path):
+    # values the pipeline's config check refuses must not slip in through the Python API or a
+    # hand-edited card: zero / fractional / boolean / string unroll counts, a string for a flag
+    from mrirecon.models import build_model
+
+    pt = tmp_path / "m.pt"
+    torch.save(build_model("modl", iterations=2, layers=3, features=4).state_dict(), pt)
+    card = {"model": {"name": "modl", "params": {"iterations": 2, "layers": 3, "features": 4}},
+            "overridable": ["iterations"]}
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(card))
+    assert load_pretrained(pt, overrides={"iterations": 7}).iterations == 7
+    for bad in (0, -1, 2.5, "12", True):
+        with pytest.raises(ValueError, match=r"iterations must be an integer >= 1.*m\.yaml and the overrides"):
+            load_pretrained(pt, overrides={"iterations": bad})
+    card["model"]["params"]["layers"] = 0
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(card))
+    with pytest.raises(ValueError, match=r"layers must be an integer >= 1.*m\.yaml\)"):
+        load_pretrained(pt)
+    with pytest.raises(ValueError, match=r"build_model\('staged_ct'\): ensemble must be true or false, got 'false'"):
+        build_model("staged_ct", ensemble="false")
+    # a per-stage list may skip a stage; any other non-number is refused
+    assert build_model("staged_ct", stages=2, lam=[0.1, None]).lam == [0.1, None]
+    with pytest.raises(ValueError, match="lam must be a number"):
+        build_model("staged_ct", stages=2, lam=[0.1, "x"])
