@@ -198,3 +198,18 @@ def test_bad_parameter_values_from_a_card_or_an_override_are_refused_by_name(tmp
     assert build_model("staged_ct", stages=2, lam=[0.1, None]).lam == [0.1, None]
     with pytest.raises(ValueError, match="lam must be a number"):
         build_model("staged_ct", stages=2, lam=[0.1, "x"])
+
+
+def test_pnp_brain_schedule_is_the_winner_of_its_deployment_grid():
+    """pnp_dncnn_brain_sim runs the schedule its card's deployment-geometry grid chose (best PSNR
+    summed over 4x and 8x, the rule of the other PnP schedules)."""
+    if "pnp_dncnn_brain_sim" not in available_weights():
+        pytest.skip("pnp_dncnn_brain_sim weights not shipped")
+    card = model_card("pnp_dncnn_brain_sim")
+    grid = card["deployment_tuning"]["grid"]
+    best = max(grid, key=lambda g: g["PSNR_4x"] + g["PSNR_8x"])
+    assert len(grid) >= 4 and {g["iterations"] for g in grid} >= {30, 40, 60}
+    params = card["model"]["params"]
+    assert (params["iterations"], params["rho"]) == (best["iterations"], best["rho"])
+    model = load_pretrained("pnp_dncnn_brain_sim")
+    assert (model.iterations, model.rho) == (best["iterations"], best["rho"])
