@@ -44,6 +44,9 @@ MODL_UNROLL_SETTINGS = [{"iterations": n} for n in (5, 8, 10, 12, 15, 20)]
 #: 128 x 128 simulated slices, not at the deployment geometry)
 PNP_BRAIN_SETTINGS = [{"iterations": n, "rho": rho}
                       for n, rho in ((30, 0.005), (40, 0.005), (40, 0.002), (60, 0.002), (30, 0.01), (60, 0.005))]
+#: ``tune --parts PART``: the shipped MRI model and its settings gridded on the validation split
+MODEL_SETTINGS = {"unrolls_mri": ("modl_fastmri_diverse", MODL_UNROLL_SETTINGS),
+                  "pnp_brain_mri": ("pnp_dncnn_brain_sim", PNP_BRAIN_SETTINGS)}
 
 
 def _json(path: Path, obj) -> None:
@@ -88,26 +91,16 @@ def tune(work: Path, parts: list[str], weights: str | None, methods: list[str] |
                 result["models_mri"].setdefault(name, {})[str(acc)] = score
                 print(name, acc, score, flush=True)
             _json(out_path, result)
-    if "unrolls_mri" in parts:  # MoDL's shared denoiser runs any number of unrolls at inference
-        from mrirecon.training.weights import load_model
+    for part, (name, settings) in MODEL_SETTINGS.items():  # inference settings of a shipped model
+        if part in parts:
+            from mrirecon.training.weights import load_model
 
-        val = work / "val_mri"
-        if not any(val.glob("*.h5")):
-            write_validation_mri(val)
-        result["unrolls_mri"] = T.tune_model_mri(val, load_model("modl_fastmri_diverse", {}, None),
-                                                 MODL_UNROLL_SETTINGS)
-        _json(out_path, result)
-        print("modl unrolls", time.perf_counter() - t0, flush=True)
-    if "pnp_brain_mri" in parts:  # pnp_dncnn_brain_sim's ADMM schedule at the deployment geometry
-        from mrirecon.training.weights import load_model
-
-        val = work / "val_mri"
-        if not any(val.glob("*.h5")):
-            write_validation_mri(val)
-        result["pnp_brain_mri"] = T.tune_model_mri(val, load_model("pnp_dncnn_brain_sim", {}, None),
-                                                   PNP_BRAIN_SETTINGS)
-        _json(out_path, result)
-        print("pnp brain schedule", time.perf_counter() - t0, flush=True)
+            val = work / "val_mri"
+            if not any(val.glob("*.h5")):
+                write_validation_mri(val)
+            result[part] = T.tune_model_mri(val, load_model(name, {}, None), settings)
+            _json(out_path, result)
+            print(part, time.perf_counter() - t0, flush=True)
     if "pnp_mri" in parts or "pnp_ct" in parts:
         from mrirecon.training.weights import load_model
 
