@@ -274,7 +274,7 @@ def add_scanner_hardware_hu(hu: np.ndarray, rng: np.random.Generator, p_table: f
     if not body.any():
         return out
     yy, xx = np.mgrid[:h, :w].astype(np.float64)
-    cy, cx = (np.argwhere(body).mean(0))
+    cy, cx = np.argwhere(body).mean(0)
     air = out < -900.0
     if rng.uniform() < p_table:
         t = rng.uniform(0, 2 * np.pi)  # "down" direction of the table
@@ -300,5 +300,5 @@ def add_scanner_hardware_hu(hu: np.ndarray, rng: np.random.Generator, p_table: f
         opening = rng.uniform(0, 2 * np.pi)
         span = np.deg2rad(rng.uniform(150, 270))
         keep = np.mod(angle - opening, 2 * np.pi) <= span
-        out[ring & keep & air & (out < -900.0)] = rng.uniform(-200, 400)
+        out[ring & keep & (out < -900.0)] = rng.uniform(-200, 400)  # air, table excluded
     return out
