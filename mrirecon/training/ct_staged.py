@@ -289,7 +289,8 @@ def tune_ensemble(model, val: list[tuple], stages: int) -> dict[str, dict[int, f
     for on in (False, True):
         model.ensemble = on
         scores[str(on).lower()] = score(model, val, stages)
-    model.ensemble = np.mean(list(scores["true"].values())) > np.mean(list(scores["false"].values()))
+    # a plain bool: the card (YAML) cannot hold numpy's
+    model.ensemble = bool(np.mean(list(scores["true"].values())) > np.mean(list(scores["false"].values())))
     return scores
 
 

@@ -163,7 +163,7 @@ def test_a_continued_run_keeps_the_first_runs_record_in_its_card(tmp_path):
         read_init_card(tmp_path / "bad.pt")
 
 
-def test_self_ensemble_is_chosen_by_the_validation_score():
+def test_self_ensemble_is_chosen_by_the_validation_score(tmp_path):
     from mrirecon.data.simulate_ct import ct_simulation_geometry
     from mrirecon.models.unrolled.staged_ct import StagedCTNet
     from mrirecon.training.ct_staged import score, tune_ensemble
@@ -183,3 +183,17 @@ def test_self_ensemble_is_chosen_by_the_validation_score():
     assert mean["true"] != mean["false"]
     assert model.ensemble == (mean["true"] > mean["false"])
     assert score(model, val, 1) == scores[str(model.ensemble).lower()]
+    # the trainer records the choice in the card's history: it must be YAML-writable (a numpy
+    # bool made `save` fail after a whole stage of training)
+    import yaml
+
+    from mrirecon.training.ct_staged import save
+
+    assert type(model.ensemble) is bool
+    args = dict(seed=0, budget_s=10.0, stages=1, chans=4, num_pools=2, patch=128, batch=4, pool=2,
+                refresh_every=2, lr=1e-3, val_every=5, threads=1)
+    history = [{"stage": 0, "lam": 0.1, "ensemble_scores": scores, "ensemble": model.ensemble}]
+    card = save(model, tmp_path / "m.pt", 1, args, [10], history, 60.0, (0.1,) * 3, scores["true"])
+    back = yaml.safe_load((tmp_path / "m.yaml").read_text())
+    assert back["model"]["params"]["ensemble"] is model.ensemble
+    assert back["training"]["history"] == card["training"]["history"]
