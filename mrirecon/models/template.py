@@ -75,10 +75,13 @@ class UnrolledModel(nn.Module):
     def iterate(self, y: Tensor, op: LinearOperator) -> tuple[State, Tensor | None]:
         """Run all steps; returns the final state and the scale ``s`` (or ``None``)."""
         y, aty, scale = self.prepare(y, op)
-        state = self.initial_state(y, op, aty)
+        return self.run_steps(self.initial_state(y, op, aty), y, op, aty), scale
+
+    def run_steps(self, state: State, y: Tensor, op: LinearOperator, aty: Tensor) -> State:
+        """Every step from ``state`` (each checkpointed with ``checkpointing``)."""
         for i in range(self.num_steps()):
             state = run_stage(self.step, i, state, y, op, aty, checkpointing=self.checkpointing)
-        return state, scale
+        return state
 
     @staticmethod
     def unscale(x: Tensor, scale: Tensor | None) -> Tensor:

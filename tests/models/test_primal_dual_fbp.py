@@ -98,3 +98,24 @@ def test_shipped_lodopab_card_states_range_failures_and_recipe():
     assert range_warnings(card, matrix=(362, 362), views=31) == []
     msgs = range_warnings(card, matrix=(128, 128), views=180)
     assert len(msgs) == 2 and "matrix 128 x 128" in msgs[0] and "views 180" in msgs[1]
+
+
+def test_forward_computes_the_fbp_once_and_matches_the_recomputed_start(monkeypatch):
+    y, op = _problem()
+    model = _perturbed().eval()
+    fbp_cls = type(op.capability(HasFBP))
+    calls, orig = [], fbp_cls.fbp
+
+    def counting(self, *a, **kw):
+        calls.append(1)
+        return orig(self, *a, **kw)
+
+    monkeypatch.setattr(fbp_cls, "fbp", counting)
+    with torch.no_grad():
+        x = model(y, op)
+        assert len(calls) == 1  # the scale and the primal start share one FBP
+        # the older path: scale from FBP(y), start from FBP(y / s); the FBP is linear
+        ys, aty, s = model.prepare(y, op)
+        slow = model.unscale(model.output(model.run_steps(model.initial_state(ys, op, aty), ys, op, aty)), s)
+    eps = torch.finfo(torch.float64).eps
+    assert torch.linalg.norm(x - slow) <= 1e3 * eps * torch.linalg.norm(slow)

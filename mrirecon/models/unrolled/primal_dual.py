@@ -123,17 +123,32 @@ class LearnedPrimalDual(UnrolledModel):
         """With ``fbp_start``: ``(y / s, A^H y / s, s)``, ``s`` the FBP's 99th percentile."""
         if not self.fbp_start:
             return super().prepare(y, op)
-        require_batch(type(self).__name__, y)
-        s = robust_scale(_fbp(op, y))
-        y = y / s.reshape((-1,) + (1,) * (y.ndim - 1))
-        return y, op.H(y), s
+        y, aty, s, _ = self._fbp_prepare(y, op)
+        return y, aty, s
 
-    def initial_state(self, y: Tensor, op: LinearOperator, aty: Tensor) -> tuple[Tensor, Tensor]:
+    def _fbp_prepare(self, y: Tensor, op: LinearOperator) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(y / s, A^H y / s, s, FBP(y) / s)`` from one FBP (it is linear in ``y``)."""
+        require_batch(type(self).__name__, y)
+        x = _fbp(op, y)
+        s = robust_scale(x)
+        y = y / s.reshape((-1,) + (1,) * (y.ndim - 1))
+        return y, op.H(y), s, x / s.reshape((-1,) + (1,) * (x.ndim - 1))
+
+    def iterate(self, y: Tensor, op: LinearOperator) -> tuple[tuple[Tensor, Tensor], Tensor | None]:
+        """With ``fbp_start`` the FBP gives both the scale and the primal start, computed once."""
+        if not self.fbp_start:
+            return super().iterate(y, op)
+        y, aty, s, x = self._fbp_prepare(y, op)
+        return self.run_steps(self.initial_state(y, op, aty, fbp=x), y, op, aty), s
+
+    def initial_state(self, y: Tensor, op: LinearOperator, aty: Tensor,
+                      fbp: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Dual memory at zero; primal memory at zero, or every channel at the FBP of the
-        (scaled) data with ``fbp_start``."""
+        (scaled) data with ``fbp_start`` (``fbp``: that FBP when the caller has it)."""
         shape = (aty.shape[0], self.n_primal) + tuple(aty.shape[1:])
         if self.fbp_start:
-            f = _fbp(op, y).to(aty.dtype).unsqueeze(1).expand(shape).contiguous()
+            x = _fbp(op, y) if fbp is None else fbp
+            f = x.to(aty.dtype).unsqueeze(1).expand(shape).contiguous()
         else:
             f = aty.new_zeros(shape)
         h = y.new_zeros((y.shape[0], self.n_dual) + tuple(y.shape[1:]))
