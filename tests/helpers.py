@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import h5py
+import numpy as np
 import torch
 
 from mrirecon.core import LinearOperator, inner
@@ -207,3 +208,18 @@ def fresh_python(code: str, timeout: float | None = None) -> str:
         pytest.fail(f"still running after {timeout} s: {code}")
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout.strip()
+
+
+DISC_ROWS, DISC_COLS = 128, 64  # a tiny deployment-style MRI slice: 2x readout oversampling
+
+
+class DiscSource:
+    """Stand-in MRI image source for the deployment simulators: a bright disc with a ramp (the real
+    bank loads MNI volumes)."""
+
+    size = DISC_COLS
+
+    def draw(self, rng):
+        yy, xx = np.mgrid[:DISC_COLS, :DISC_COLS] / DISC_COLS - 0.5
+        mag = (xx**2 + yy**2 < 0.16) * (0.5 + xx + rng.uniform(0, 0.2))
+        return np.clip(mag, 0, None) / np.clip(mag, 0, None).max(), "procedural"

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from mrirecon.core import FunctionOperator
 from mrirecon.functional import rss
+from mrirecon.data.anatomy import random_ellipses_hu
+from mrirecon.data.simulate_ct import MU_WATER_70KEV_PER_MM, poisson_postlog
 from mrirecon.operators import sense
+from mrirecon.sampling import sparse_view
 
 H, W, COILS = 32, 24, 2
 VIEWS, DETECTORS = 12, 20
@@ -104,3 +108,21 @@ def ct_problem(b: int = 2, h: int = 16, w: int = 16, dtype=torch.float32, dense:
     if op is None:
         op = dense_ct_operator(h, w, dtype=dtype)
     return x, op(x), op
+
+
+def ct_phantom_mu(n: int, seed: int) -> np.ndarray:
+    """Random-ellipse attenuation image ``(n, n)`` (/mm at 70 keV)."""
+    hu = random_ellipses_hu((n, n), np.random.default_rng(seed))
+    return np.maximum(MU_WATER_70KEV_PER_MM * (1.0 + hu / 1000.0), 0.0)
+
+
+def sparse_ct_data(mu: np.ndarray, full, factor: int, seed: int, dtype=torch.float32):
+    """``(y / ||A||, A / ||A||)`` at every ``factor``-th view with 4096-photon noise."""
+    from mrirecon.operators.ct import ct_operator as geometry_operator, projector_norm
+
+    g, _ = sparse_view(full, factor)
+    op, norm = geometry_operator(g), projector_norm(g)
+    with torch.no_grad():
+        clean = op(torch.from_numpy(mu)).numpy()
+    y = poisson_postlog(clean, 4096.0, np.random.default_rng(seed), min_count=0.1)
+    return torch.from_numpy(y / norm).to(dtype)[None], op * (1.0 / norm)

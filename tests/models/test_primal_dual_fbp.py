@@ -12,7 +12,7 @@ from mrirecon.models import build_model
 from mrirecon.models.unrolled.primal_dual import LearnedPrimalDual
 from mrirecon.models.unrolled.staged_ct import robust_scale
 from mrirecon.operators.generic import Identity
-from tests.models.test_staged_ct import _data, _phantom
+from tests.models.problems import ct_phantom_mu as _phantom, sparse_ct_data as _data
 
 N = 32
 

@@ -8,27 +8,10 @@ import torch
 
 from mrirecon.core import HasFBP
 from mrirecon.operators.generic import Identity
-from mrirecon.data.anatomy import random_ellipses_hu
-from mrirecon.data.simulate_ct import MU_WATER_70KEV_PER_MM, ct_simulation_geometry, poisson_postlog
+from mrirecon.data.simulate_ct import ct_simulation_geometry
 from mrirecon.models import build_model
 from mrirecon.models.unrolled.staged_ct import PlainUNet, StagedCTNet, robust_scale
-from mrirecon.operators.ct import ct_operator, projector_norm
-from mrirecon.sampling import sparse_view
-
-
-def _phantom(n: int, seed: int) -> np.ndarray:
-    hu = random_ellipses_hu((n, n), np.random.default_rng(seed))
-    return np.maximum(MU_WATER_70KEV_PER_MM * (1.0 + hu / 1000.0), 0.0)
-
-
-def _data(mu: np.ndarray, full, factor: int, seed: int, dtype=torch.float32):
-    """``(y / ||A||, A / ||A||)`` at every ``factor``-th view with 4096-photon noise."""
-    g, _ = sparse_view(full, factor)
-    op, norm = ct_operator(g), projector_norm(g)
-    with torch.no_grad():
-        clean = op(torch.from_numpy(mu)).numpy()
-    y = poisson_postlog(clean, 4096.0, np.random.default_rng(seed), min_count=0.1)
-    return torch.from_numpy(y / norm).to(dtype)[None], op * (1.0 / norm)
+from tests.models.problems import ct_phantom_mu as _phantom, sparse_ct_data as _data
 
 
 def _small_model(**kw) -> StagedCTNet:

@@ -167,7 +167,7 @@ def test_self_ensemble_is_chosen_by_the_validation_score(tmp_path):
     from mrirecon.data.simulate_ct import ct_simulation_geometry
     from mrirecon.models.unrolled.staged_ct import StagedCTNet
     from mrirecon.training.ct_staged import score, tune_ensemble
-    from tests.models.test_staged_ct import _data, _phantom
+    from tests.models.problems import ct_phantom_mu as _phantom, sparse_ct_data as _data
 
     full = ct_simulation_geometry("parallel", 32, 48, None, 60.0)
     val = []

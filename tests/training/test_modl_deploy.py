@@ -9,20 +9,7 @@ import torch
 
 from mrirecon.operators import sense
 from mrirecon.training.deploy_mri import CENTRE_FRACTIONS, centre_band, row_band, simulate_slice
-
-ROWS, COLS = 128, 64  # 2x readout oversampling, tiny
-
-
-class _Disc:
-    """Stand-in image source: a bright disc with a ramp (the real bank loads MNI volumes)."""
-
-    size = COLS
-
-    def draw(self, rng):
-        yy, xx = np.mgrid[:COLS, :COLS] / COLS - 0.5
-        mag = (xx**2 + yy**2 < 0.16) * (0.5 + xx + rng.uniform(0, 0.2))
-        return np.clip(mag, 0, None) / np.clip(mag, 0, None).max(), "procedural"
-
+from tests.helpers import DISC_COLS as COLS, DISC_ROWS as ROWS, DiscSource as _Disc
 
 @pytest.fixture(scope="module", params=[4, 8])
 def slice_(request):

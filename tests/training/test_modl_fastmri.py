@@ -12,7 +12,7 @@ import yaml
 from mrirecon.operators import sense
 from mrirecon.training.weights import WEIGHTS_DIR, available_weights, load_pretrained, model_card
 
-from tests.training.test_modl_deploy import COLS, ROWS, _Disc
+from tests.helpers import DISC_COLS as COLS, DISC_ROWS as ROWS, DiscSource as _Disc
 
 NAMES = ("modl_fastmri_diverse", "varnet_fastmri_diverse")
 
