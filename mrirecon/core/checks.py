@@ -49,8 +49,8 @@ def param_problem(name: str, value: Any, default: Any = _EMPTY) -> str | None:
         return f"must be a number, got {value!r}"  # e.g. `lam=nan` in YAML is the string 'nan'
     if NONNEGATIVE_NAMES.search(name) and (_is_number(value) or isinstance(value, (list, tuple))):
         for v in value if isinstance(value, (list, tuple)) else [value]:
-            if v is None and isinstance(value, (list, tuple)):
-                continue  # a per-stage list may skip a stage (StagedCTNet's lam)
+            if v is None:  # only reached inside a list: a per-stage list may skip a stage
+                continue
             if not _is_number(v):
                 return f"must be a number, got {value!r}"
             if not math.isfinite(v) or v < 0:

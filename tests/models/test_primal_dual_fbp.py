@@ -116,6 +116,7 @@ def test_forward_computes_the_fbp_once_and_matches_the_recomputed_start(monkeypa
         assert len(calls) == 1  # the scale and the primal start share one FBP
         # the older path: scale from FBP(y), start from FBP(y / s); the FBP is linear
         ys, aty, s = model.prepare(y, op)
-        slow = model.unscale(model.output(model.run_steps(model.initial_state(ys, op, aty), ys, op, aty)), s)
+        state = model.run_steps(model.initial_state(ys, op, aty), ys, op, aty)
+        slow = model.unscale(model.output(state), s)
     eps = torch.finfo(torch.float64).eps
     assert torch.linalg.norm(x - slow) <= 1e3 * eps * torch.linalg.norm(slow)
