@@ -256,7 +256,7 @@ def random_ellipses_hu(
 
 
 def add_scanner_hardware_hu(hu: np.ndarray, rng: np.random.Generator, p_table: float = 0.5,
-                            p_holder: float = 0.3) -> np.ndarray:
+                            p_holder: float = 0.3, blur: tuple[float, float] | None = None) -> np.ndarray:
     """``hu`` ``(H, W)`` with a patient table and / or a head holder added in the air around it.
 
     Real CT slices hold objects outside the body that body phantoms lack: the patient table
@@ -267,6 +267,12 @@ def add_scanner_hardware_hu(hu: np.ndarray, rng: np.random.Generator, p_table: f
     the body in a random direction; with ``p_holder`` a holder shell (2-8 pixels, -200..400 HU,
     spanning 150-270 degrees) follows the body's outline at a gap of 2-20 pixels. Only air pixels
     (below -900 HU) are overwritten. Sizes are in pixels of the LoDoPaB-like grid (~0.7 mm).
+
+    ``blur = (lo, hi)``: band-limit the hardware as a clinical reconstruction kernel and the
+    resampling of a real slice do: the hardware layer (its excess over the air it replaced) is smoothed with a
+    Gaussian of standard deviation ``U(lo, hi)`` pixels before it is written, still into air
+    pixels only. Without it the shells keep the pixel-sharp edges of their masks, which no
+    reconstructed slice has. The draws before the blur are the same either way.
     """
     out = np.array(hu, dtype=np.float64, copy=True)
     h, w = out.shape
@@ -301,4 +307,9 @@ def add_scanner_hardware_hu(hu: np.ndarray, rng: np.random.Generator, p_table: f
         span = np.deg2rad(rng.uniform(150, 270))
         keep = np.mod(angle - opening, 2 * np.pi) <= span
         out[ring & keep & (out < -900.0)] = rng.uniform(-200, 400)  # air, table excluded
+    if blur is not None and (changed := out != hu).any():
+        from scipy import ndimage
+
+        excess = np.where(changed, out - hu, 0.0)  # the hardware alone, over the air it replaced
+        out = np.where(air, hu + ndimage.gaussian_filter(excess, rng.uniform(*blur), mode="constant"), hu)
     return out

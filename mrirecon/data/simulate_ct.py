@@ -225,6 +225,48 @@ def simulate_ct_samples(
     )
 
 
+HARDWARE_BLUR = (0.5, 1.0)  # Gaussian sigma (pixels) of simulated scanner hardware
+
+
+def with_scanner_hardware(
+    attenuation: np.ndarray,
+    geometry: CTGeometry,
+    photons: float,
+    seed: int,
+    *,
+    mu_water: float = MU_WATER_70KEV_PER_MM,
+    min_count: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two copies of each image with scanner hardware: ``(sinograms, attenuation)`` of shapes
+    ``(2 N, views, detectors)`` / ``(2 N, H, W)``, image ``i`` giving rows ``2 i`` (a patient
+    table) and ``2 i + 1`` (a head holder).
+
+    ``attenuation`` ``(N, H, W)`` in 1/mm; the hardware is that of
+    :func:`~mrirecon.data.anatomy.add_scanner_hardware_hu` band-limited by :data:`HARDWARE_BLUR`,
+    drawn (with the Poisson noise at ``photons``) from the stream ``(seed, i, copy, 2)``.
+    """
+    from mrirecon.data.anatomy import add_scanner_hardware_hu
+    from mrirecon.operators.ct import ct_operator
+
+    attenuation = np.asarray(attenuation, dtype=np.float64)
+    if attenuation.ndim != 3 or attenuation.shape[1:] != tuple(geometry.image_shape):
+        raise ValueError(f"with_scanner_hardware: attenuation must be (N, {geometry.image_shape}), "
+                         f"got {attenuation.shape}")
+    op = ct_operator(geometry)
+    sinos, mus = [], []
+    for i, mu in enumerate(attenuation):
+        for copy in (0, 1):
+            rng = np.random.default_rng([int(seed), i, copy, 2])  # not simulate_ct_samples' streams
+            hu = add_scanner_hardware_hu(mu / mu_water * 1000.0 - 1000.0, rng, p_table=1.0 - copy,
+                                         p_holder=float(copy), blur=HARDWARE_BLUR)
+            m = np.maximum(mu_water * (1.0 + np.clip(hu, HU_AIR, HU_MAX) / 1000.0), 0.0)
+            with torch.no_grad():
+                clean = op(torch.from_numpy(m)).double().numpy()
+            sinos.append(poisson_postlog(clean, float(photons), rng, min_count))
+            mus.append(m)
+    return np.stack(sinos), np.stack(mus)
+
+
 def simulate_ct_dataset(
     out_dir: str | os.PathLike,
     geometry: str | CTGeometry = "parallel",

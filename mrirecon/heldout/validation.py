@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from mrirecon.heldout.data import CT_DETECTORS, CT_FULL_VIEWS, CT_PHOTONS, CT_SIZE, HeldoutCTSlice
@@ -26,13 +27,20 @@ def write_validation_mri(out_dir: str | Path, volumes: int = 2, seed: int = VAL_
                                 seed=seed, snr_db=30.0, readout_oversampling=2)
 
 
-def validation_ct_slices(samples: int = 2, seed: int = VAL_SEED) -> list[HeldoutCTSlice]:
-    """Validation CT slices on the LoDoPaB geometry (allowed sources only)."""
-    from mrirecon.data.simulate_ct import ct_simulation_geometry, simulate_ct_samples
+def validation_ct_slices(samples: int = 2, seed: int = VAL_SEED, hardware: bool = False) -> list[HeldoutCTSlice]:
+    """Validation CT slices on the LoDoPaB geometry (allowed sources only). ``hardware``: followed
+    by a copy of each with a patient table (``val_<i>_table``) and one with a head holder
+    (``val_<i>_holder``), :func:`~mrirecon.data.simulate_ct.with_scanner_hardware`."""
+    from mrirecon.data.simulate_ct import ct_simulation_geometry, simulate_ct_samples, with_scanner_hardware
     from mrirecon.io.lodopab import MU_MAX_PER_MM
 
     geom = ct_simulation_geometry("parallel", CT_SIZE, CT_FULL_VIEWS, CT_DETECTORS, 260.0)
     sim = simulate_ct_samples(samples, geom, photons=CT_PHOTONS, seed=seed, min_count=0.1)
-    return [HeldoutCTSlice(f"val_{i}", torch.from_numpy(sim.sinogram[i]).float(),
-                           torch.from_numpy(sim.attenuation[i] / MU_MAX_PER_MM).float(), geom)
-            for i in range(samples)]
+    sinos, mus, names = sim.sinogram, sim.attenuation, [f"val_{i}" for i in range(samples)]
+    if hardware:
+        hw_sinos, hw_mus = with_scanner_hardware(mus, geom, CT_PHOTONS, seed, min_count=0.1)
+        sinos, mus = np.concatenate([sinos, hw_sinos]), np.concatenate([mus, hw_mus])
+        names += [f"val_{i}_{kind}" for i in range(samples) for kind in ("table", "holder")]
+    return [HeldoutCTSlice(name, torch.from_numpy(sino).float(),
+                           torch.from_numpy(mu / MU_MAX_PER_MM).float(), geom)
+            for name, sino, mu in zip(names, sinos, mus)]

@@ -47,8 +47,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from mrirecon.data.simulate_ct import (MU_WATER_70KEV_PER_MM, _resample_source, ct_simulation_geometry,
-                                       poisson_postlog)
+from mrirecon.data.simulate_ct import (HARDWARE_BLUR, MU_WATER_70KEV_PER_MM, _resample_source,
+                                       ct_simulation_geometry, poisson_postlog)
 from mrirecon.io.lodopab import IMAGE_SHAPE, NUM_ANGLES, NUM_DETECTORS
 
 CT_SIZE, CT_FULL_VIEWS, CT_DETECTORS = IMAGE_SHAPE[0], NUM_ANGLES, NUM_DETECTORS
@@ -98,7 +98,10 @@ CARD_TEXT = {
 }
 HARDWARE_TEXT = (" Scanner hardware (--hardware): a patient table (flat or curved slab, dense "
                  "shell around a foam or solid core) below the body in half of the images and a "
-                 "U-shaped head holder around it in a third, in the air only.")
+                 "U-shaped head holder around it in a third, in the air only, band-limited by a "
+                 "Gaussian of 0.5-1 pixel as a reconstructed slice is; the validation split then "
+                 "adds a copy of each image with a table and one with a head holder "
+                 "(mrirecon.data.simulate_ct.with_scanner_hardware), 6 images in all.")
 LAM_GRID = (None, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 SOURCE_P = {"ct": 0.3, "phantom": 0.2, "textured": 0.5}
 
@@ -173,7 +176,7 @@ class CTImageRecipe:
         else:
             hu = self.textured_hu()
         if self.hardware:  # a patient table / head holder in the air around the body
-            hu = add_scanner_hardware_hu(hu, rng)
+            hu = add_scanner_hardware_hu(hu, rng, blur=HARDWARE_BLUR)
         hu = np.clip(hu, -1024.0, 3071.0)
         return np.maximum(MU_WATER_70KEV_PER_MM * (1.0 + hu / 1000.0), 0.0), kind
 
@@ -213,20 +216,27 @@ class SparseViewSimulator:
         return torch.from_numpy(y / norm).float(), op * (1.0 / norm), g
 
 
-def validation_sinograms(samples: int = VAL_SAMPLES, seed: int = VAL_SEED):
+def validation_sinograms(samples: int = VAL_SAMPLES, seed: int = VAL_SEED, hardware: bool = False):
     """``(sinograms (N, 1000, 513), attenuation (N, 362, 362))`` float64 of the CT validation
     split: allowed CT images and phantoms at the LoDoPaB geometry, 4096 photons, counts floored at
-    0.1 (the data of ``mrirecon.heldout.validation.validation_ct_slices``)."""
-    from mrirecon.data.simulate_ct import simulate_ct_samples
+    0.1 (the data of ``mrirecon.heldout.validation.validation_ct_slices``). ``hardware``: followed
+    by a copy of each with a patient table and one with a head holder
+    (:func:`~mrirecon.data.simulate_ct.with_scanner_hardware`), so ``N = 3 samples``."""
+    from mrirecon.data.simulate_ct import simulate_ct_samples, with_scanner_hardware
 
-    sim = simulate_ct_samples(samples, full_geometry(), photons=CT_PHOTONS, seed=seed, min_count=0.1)
-    return sim.sinogram, sim.attenuation
+    geom = full_geometry()
+    sim = simulate_ct_samples(samples, geom, photons=CT_PHOTONS, seed=seed, min_count=0.1)
+    if not hardware:
+        return sim.sinogram, sim.attenuation
+    sinos, mus = with_scanner_hardware(sim.attenuation, geom, CT_PHOTONS, seed, min_count=0.1)
+    return np.concatenate([sim.sinogram, sinos]), np.concatenate([sim.attenuation, mus])
 
 
-def validation_set(sim: SparseViewSimulator) -> list[tuple]:
-    """``[(y, op, reference mu, views)]``: the validation split at 30 and 60 views (offset 0)."""
+def validation_set(sim: SparseViewSimulator, hardware: bool = False) -> list[tuple]:
+    """``[(y, op, reference mu, views)]``: the validation split (with its scanner-hardware copies
+    when ``hardware``) at 30 and 60 views (offset 0)."""
     out = []
-    sinograms, mus = validation_sinograms()
+    sinograms, mus = validation_sinograms(hardware=hardware)
     for sino, mu in zip(sinograms, mus):
         for views in VIEWS:
             factor = CT_FULL_VIEWS // views
@@ -337,7 +347,7 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
         _load_init(model, Path(init))
     recipe, sim = CTImageRecipe(seed, hardware=hardware), SparseViewSimulator(seed)
     rng = np.random.default_rng([seed, 3])
-    val = validation_set(sim)
+    val = validation_set(sim, hardware=hardware)
     log(f"setup {time.time() - t_start:.0f} s; FBP validation PSNR {score(model, val, 0)}")
     lam0_scores = tune_lam(model, val, -1)
     log(f"lam0 grid {lam0_scores} -> {model.lam0}")

@@ -447,3 +447,23 @@ def test_scanner_hardware_fills_only_air_and_lies_outside_the_body():
                 angle = np.degrees(np.arctan2(*(np.argwhere(changed) - np.argwhere(body).mean(0)).T))
                 assert np.ptp(angle) > 140
     assert add_scanner_hardware_hu(hu, np.random.default_rng(0)) is not hu  # a copy
+
+
+def test_scanner_hardware_blur_band_limits_the_same_hardware_in_air_only():
+    from mrirecon.data.anatomy import add_scanner_hardware_hu
+
+    hu = np.pad(random_ellipses_hu((121, 121), np.random.default_rng(0)), 40, constant_values=-1000.0)
+    hu[hu < -900] = -1000.0
+    for seed in range(3):
+        sharp = add_scanner_hardware_hu(hu, np.random.default_rng(seed), 1.0, 1.0)
+        soft = add_scanner_hardware_hu(hu, np.random.default_rng(seed), 1.0, 1.0, blur=(0.5, 1.0))
+        body = hu >= -900
+        assert np.array_equal(soft[body], hu[body])  # the body is never touched
+        # the same hardware, smoothed: a Gaussian keeps the excess over air (mass), lowers peaks
+        # and edges; mass leaks only into the body (not written) and past the image border
+        excess, smooth = sharp - hu, soft - hu
+        assert 0.9 * excess.sum() < smooth.sum() <= excess.sum() * (1 + 1e-12)
+        assert smooth.max() <= excess.max() + 1e-9 and smooth.min() >= -1e-9
+        both_air = ~body[1:] & ~body[:-1]  # steps inside the air, where only hardware lies
+        steepest = [np.abs(np.diff(x, axis=0))[both_air].max() for x in (soft, sharp)]
+        assert steepest[0] < 0.8 * steepest[1]

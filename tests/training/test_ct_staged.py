@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from mrirecon.data.simulate_ct import MU_WATER_70KEV_PER_MM
 from mrirecon.training.ct_staged import CTImageRecipe, SparseViewSimulator, validation_sinograms
 
 
-def test_validation_split_is_the_heldout_protocols_validation_split():
+@pytest.mark.parametrize("hardware", [False, True])
+def test_validation_split_is_the_heldout_protocols_validation_split(hardware):
     from mrirecon.heldout.validation import validation_ct_slices
     from mrirecon.io.lodopab import MU_MAX_PER_MM
 
-    sinos, mus = validation_sinograms()
-    slices = validation_ct_slices()
-    assert len(slices) == len(sinos) == 2
+    sinos, mus = validation_sinograms(hardware=hardware)
+    slices = validation_ct_slices(hardware=hardware)
+    assert len(slices) == len(sinos) == (6 if hardware else 2)
+    if hardware:  # the first two are the plain split; each copy adds hardware in the air only
+        assert [s.name for s in slices[2:]] == ["val_0_table", "val_0_holder", "val_1_table", "val_1_holder"]
+        for j, mu in enumerate(mus[2:]):
+            plain = mus[j // 2]
+            body = plain > 0.5 * MU_WATER_70KEV_PER_MM
+            # the body only goes through HU and back: float64 rounding, nothing more
+            np.testing.assert_allclose(mu[body], plain[body], rtol=8 * np.finfo(np.float64).eps, atol=0)
+            assert (mu > plain + 0.1 * MU_WATER_70KEV_PER_MM).sum() > 100  # hardware was added
     for s, sino, mu in zip(slices, sinos, mus):
         # the protocol stores float32 copies of the same float64 simulation
         np.testing.assert_allclose(s.sinogram.numpy(), sino, rtol=2e-7, atol=1e-6)
