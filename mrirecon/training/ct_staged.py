@@ -102,6 +102,9 @@ HARDWARE_TEXT = (" Scanner hardware (--hardware): a patient table (flat or curve
                  "Gaussian of 0.5-1 pixel as a reconstructed slice is; the validation split then "
                  "adds a copy of each image with a table and one with a head holder "
                  "(mrirecon.data.simulate_ct.with_scanner_hardware), 6 images in all.")
+NO_HARDWARE = "none in the training images"
+WITH_HARDWARE = "simulated ones in the training images, never a real one"
+VALIDATION_HARDWARE = ", plus a table and a head-holder copy of each image (6 images in all)"
 LAM_GRID = (None, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 SOURCE_P = {"ct": 0.3, "phantom": 0.2, "textured": 0.5}
 
@@ -498,6 +501,8 @@ def _card_text(args: dict, done: int, steps: list[int], wall_s: float, first: di
         chans=args["chans"], pools=args["num_pools"], how=how, cpu=cpu)
     failures = [f.format(steps=total, batch=args["batch"], minutes=round(minutes))
                 if "{steps}" in f else f for f in CARD_TEXT["known_failures"]]
+    if args.get("hardware"):
+        failures = [f.replace(NO_HARDWARE, WITH_HARDWARE) for f in failures]
     return description, failures
 
 
@@ -535,8 +540,10 @@ def save(model, out: Path, done: int, args: dict, steps: list[int], history: lis
             "validation_psnr_db": val, "history": history,
             **({} if first is None else {"first_run": first}),
         },
-        "data": {**CARD_TEXT["data"], "source": CARD_TEXT["data"]["source"] + (
-            HARDWARE_TEXT if args.get("hardware") else "")},
+        "data": {**CARD_TEXT["data"], **({"source": CARD_TEXT["data"]["source"] + HARDWARE_TEXT,
+                                           "validation": CARD_TEXT["data"]["validation"].replace(
+                                               " at 30 and 60 views", VALIDATION_HARDWARE + " at 30 and 60 views")}
+                                          if args.get("hardware") else {})},
         "training_range": {"matrix": {"min": [CT_SIZE, CT_SIZE], "max": [CT_SIZE, CT_SIZE]},
                            "views": [30, 63]},
         "known_failures": failures,

@@ -161,14 +161,19 @@ def test_a_continued_run_keeps_the_first_runs_record_in_its_card(tmp_path):
     assert "in three runs (128 x 128, 160 x 160, then 192 x 192 patches" in third["description"]
     assert "1300 steps of batch 4 in 40 minutes" in " ".join(third["known_failures"])
     assert "Scanner hardware" not in third["data"]["source"]
+    assert "none in the training images" in " ".join(third["known_failures"])
+    assert "copy of each image" not in third["data"]["validation"]
     hw = save(model, tmp_path / "hw.pt", 1, {**base, "hardware": True}, [10], [], 60.0, (0.1,) * 3,
               {30: 30.0, 60: 32.0})
     assert "Scanner hardware (--hardware)" in hw["data"]["source"]
     assert hw["training"]["command"].endswith("--prefetch --hardware")
+    # the card says what a --hardware run saw and was selected on
+    assert "none in the training images" not in " ".join(hw["known_failures"])
+    assert "simulated ones in the training images, never a real one" in " ".join(hw["known_failures"])
+    assert "a table and a head-holder copy of each image (6 images in all) at 30 and 60 views" \
+        in hw["data"]["validation"]
     assert read_init_card(tmp_path / "none.pt") is None
     (tmp_path / "bad.yaml").write_text("training: [unclosed")
-    import pytest
-
     with pytest.raises(ValueError, match=r"bad\.yaml"):
         read_init_card(tmp_path / "bad.pt")
 
