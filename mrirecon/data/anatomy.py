@@ -256,7 +256,8 @@ def random_ellipses_hu(
 
 
 def add_scanner_hardware_hu(hu: np.ndarray, rng: np.random.Generator, p_table: float = 0.5,
-                            p_holder: float = 0.3, blur: tuple[float, float] | None = None) -> np.ndarray:
+                            p_holder: float = 0.3,
+                            blur: tuple[float, float] | None = None) -> np.ndarray:
     """``hu`` ``(H, W)`` with a patient table and / or a head holder added in the air around it.
 
     Real CT slices hold objects outside the body that body phantoms lack: the patient table
@@ -269,10 +270,10 @@ def add_scanner_hardware_hu(hu: np.ndarray, rng: np.random.Generator, p_table: f
     (below -900 HU) are overwritten. Sizes are in pixels of the LoDoPaB-like grid (~0.7 mm).
 
     ``blur = (lo, hi)``: band-limit the hardware as a clinical reconstruction kernel and the
-    resampling of a real slice do: the hardware layer (its excess over the air it replaced) is smoothed with a
-    Gaussian of standard deviation ``U(lo, hi)`` pixels before it is written, still into air
-    pixels only. Without it the shells keep the pixel-sharp edges of their masks, which no
-    reconstructed slice has. The draws before the blur are the same either way.
+    resampling of a real slice do: the hardware layer (its excess over the air it replaced) is
+    smoothed with a Gaussian of standard deviation ``U(lo, hi)`` pixels before it is written,
+    still into air pixels only. Without it the shells keep the pixel-sharp edges of their masks,
+    which no reconstructed slice has. The draws before the blur are the same either way.
     """
     out = np.array(hu, dtype=np.float64, copy=True)
     h, w = out.shape
@@ -311,5 +312,6 @@ def add_scanner_hardware_hu(hu: np.ndarray, rng: np.random.Generator, p_table: f
         from scipy import ndimage
 
         excess = np.where(changed, out - hu, 0.0)  # the hardware alone, over the air it replaced
-        out = np.where(air, hu + ndimage.gaussian_filter(excess, rng.uniform(*blur), mode="constant"), hu)
+        smooth = ndimage.gaussian_filter(excess, rng.uniform(*blur), mode="constant")
+        out = np.where(air, hu + smooth, hu)
     return out

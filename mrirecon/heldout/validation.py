@@ -27,11 +27,13 @@ def write_validation_mri(out_dir: str | Path, volumes: int = 2, seed: int = VAL_
                                 seed=seed, snr_db=30.0, readout_oversampling=2)
 
 
-def validation_ct_slices(samples: int = 2, seed: int = VAL_SEED, hardware: bool = False) -> list[HeldoutCTSlice]:
+def validation_ct_slices(samples: int = 2, seed: int = VAL_SEED,
+                         hardware: bool = False) -> list[HeldoutCTSlice]:
     """Validation CT slices on the LoDoPaB geometry (allowed sources only). ``hardware``: followed
     by a copy of each with a patient table (``val_<i>_table``) and one with a head holder
     (``val_<i>_holder``), :func:`~mrirecon.data.simulate_ct.with_scanner_hardware`."""
-    from mrirecon.data.simulate_ct import ct_simulation_geometry, simulate_ct_samples, with_scanner_hardware
+    from mrirecon.data.simulate_ct import (ct_simulation_geometry, simulate_ct_samples,
+                                           with_scanner_hardware)
     from mrirecon.io.lodopab import MU_MAX_PER_MM
 
     geom = ct_simulation_geometry("parallel", CT_SIZE, CT_FULL_VIEWS, CT_DETECTORS, 260.0)

@@ -506,6 +506,16 @@ def _card_text(args: dict, done: int, steps: list[int], wall_s: float, first: di
     return description, failures
 
 
+def _data_text(hardware: bool) -> dict:
+    """The card's ``data`` section; a ``--hardware`` run says what it added and selected on."""
+    data = dict(CARD_TEXT["data"])
+    if hardware:
+        data["source"] += HARDWARE_TEXT
+        data["validation"] = data["validation"].replace(" at 30 and 60 views",
+                                                        VALIDATION_HARDWARE + " at 30 and 60 views")
+    return data
+
+
 def save(model, out: Path, done: int, args: dict, steps: list[int], history: list,
          wall_s: float, load_start, val: dict, first: dict | None = None) -> dict:
     """Write ``out`` (``.pt``: the first ``done`` stages) and its card (``.yaml`` beside it);
@@ -540,10 +550,7 @@ def save(model, out: Path, done: int, args: dict, steps: list[int], history: lis
             "validation_psnr_db": val, "history": history,
             **({} if first is None else {"first_run": first}),
         },
-        "data": {**CARD_TEXT["data"], **({"source": CARD_TEXT["data"]["source"] + HARDWARE_TEXT,
-                                           "validation": CARD_TEXT["data"]["validation"].replace(
-                                               " at 30 and 60 views", VALIDATION_HARDWARE + " at 30 and 60 views")}
-                                          if args.get("hardware") else {})},
+        "data": _data_text(bool(args.get("hardware"))),
         "training_range": {"matrix": {"min": [CT_SIZE, CT_SIZE], "max": [CT_SIZE, CT_SIZE]},
                            "views": [30, 63]},
         "known_failures": failures,

@@ -452,7 +452,8 @@ def test_scanner_hardware_fills_only_air_and_lies_outside_the_body():
 def test_scanner_hardware_blur_band_limits_the_same_hardware_in_air_only():
     from mrirecon.data.anatomy import add_scanner_hardware_hu
 
-    hu = np.pad(random_ellipses_hu((121, 121), np.random.default_rng(0)), 40, constant_values=-1000.0)
+    hu = np.pad(random_ellipses_hu((121, 121), np.random.default_rng(0)), 40,
+                constant_values=-1000.0)
     hu[hu < -900] = -1000.0
     for seed in range(3):
         sharp = add_scanner_hardware_hu(hu, np.random.default_rng(seed), 1.0, 1.0)
@@ -467,3 +468,19 @@ def test_scanner_hardware_blur_band_limits_the_same_hardware_in_air_only():
         both_air = ~body[1:] & ~body[:-1]  # steps inside the air, where only hardware lies
         steepest = [np.abs(np.diff(x, axis=0))[both_air].max() for x in (soft, sharp)]
         assert steepest[0] < 0.8 * steepest[1]
+
+
+def test_with_scanner_hardware_names_a_wrong_shape_and_is_seeded():
+    from mrirecon.data.simulate_ct import (MU_WATER_70KEV_PER_MM, ct_simulation_geometry,
+                                           with_scanner_hardware)
+
+    geom = ct_simulation_geometry("parallel", 64, 30, 96, 260.0)
+    with pytest.raises(ValueError, match=r"with_scanner_hardware: attenuation must be \(N, \(64"):
+        with_scanner_hardware(np.zeros((64, 64)), geom, 4096.0, 0)
+    mu = MU_WATER_70KEV_PER_MM * (1 + np.pad(random_ellipses_hu((40, 40), np.random.default_rng(1)),
+                                             12, constant_values=-1000.0) / 1000)[None]
+    (s1, m1), (s2, m2) = (with_scanner_hardware(mu, geom, 4096.0, 3) for _ in range(2))
+    assert s1.shape == (2, 30, 96) and m1.shape == (2, 64, 64)
+    np.testing.assert_array_equal(s1, s2)
+    np.testing.assert_array_equal(m1, m2)
+    assert not np.array_equal(m1[0], m1[1])  # a table copy and a head-holder copy

@@ -19,12 +19,14 @@ def test_validation_split_is_the_heldout_protocols_validation_split(hardware):
     slices = validation_ct_slices(hardware=hardware)
     assert len(slices) == len(sinos) == (6 if hardware else 2)
     if hardware:  # the first two are the plain split; each copy adds hardware in the air only
-        assert [s.name for s in slices[2:]] == ["val_0_table", "val_0_holder", "val_1_table", "val_1_holder"]
+        names = ["val_0_table", "val_0_holder", "val_1_table", "val_1_holder"]
+        assert [s.name for s in slices[2:]] == names
         for j, mu in enumerate(mus[2:]):
             plain = mus[j // 2]
             body = plain > 0.5 * MU_WATER_70KEV_PER_MM
             # the body only goes through HU and back: float64 rounding, nothing more
-            np.testing.assert_allclose(mu[body], plain[body], rtol=8 * np.finfo(np.float64).eps, atol=0)
+            np.testing.assert_allclose(mu[body], plain[body], rtol=8 * np.finfo(np.float64).eps,
+                                       atol=0)
             assert (mu > plain + 0.1 * MU_WATER_70KEV_PER_MM).sum() > 100  # hardware was added
     for s, sino, mu in zip(slices, sinos, mus):
         # the protocol stores float32 copies of the same float64 simulation
@@ -169,7 +171,8 @@ def test_a_continued_run_keeps_the_first_runs_record_in_its_card(tmp_path):
     assert hw["training"]["command"].endswith("--prefetch --hardware")
     # the card says what a --hardware run saw and was selected on
     assert "none in the training images" not in " ".join(hw["known_failures"])
-    assert "simulated ones in the training images, never a real one" in " ".join(hw["known_failures"])
+    assert "simulated ones in the training images, never a real one" in \
+        " ".join(hw["known_failures"])
     assert "a table and a head-holder copy of each image (6 images in all) at 30 and 60 views" \
         in hw["data"]["validation"]
     assert read_init_card(tmp_path / "none.pt") is None
