@@ -171,7 +171,7 @@ def run_ct(slices: Sequence, views: Sequence[int] = (30, 60), methods: Sequence[
             rows = []
             for s in slices:
                 img, sec = reconstruct_ct(s, nv, m, params.get(nv, {}).get(m, {}), models.get(m))
-                rows.append({**score_ct(s, img), "seconds": sec})
+                rows.append({**score_ct(s, img), "seconds": sec, "volume": s.name})
             res[m] = _summary(rows)
         results[int(nv)] = res
     if output_dir is not None:

@@ -132,6 +132,24 @@ def test_every_pipeline_has_a_heldout_row_in_the_shipped_results():
         assert len(tables[part]) == 2 and all(row in t for t in tables[part].values()), (name, row)
 
 
+def test_shipped_ct_rows_keep_per_slice_scores_that_make_their_means():
+    """Every CT row records its slices (what a 2-slice mean hides); their mean is the row's
+    (per-slice PSNR is stored to 3 decimals, SSIM to 4)."""
+    import json
+
+    from mrirecon.heldout.data import CT_VARIANTS
+
+    rows = json.loads((PKG.parent / "benchmarks" / "heldout_results" / "heldout_ct.json").read_text())
+    names = {f"heldout_{Path(n).stem.replace('-', '_')}_{v}"  # as heldout_ct_slices names them
+             for n in HELDOUT_CT for v in range(CT_VARIANTS)}
+    for views, table in rows.items():
+        for method, r in table.items():
+            per = r["per_volume"]
+            assert set(per) == names and r["volumes"] == len(names), (views, method)
+            assert np.mean([v["PSNR"] for v in per.values()]) == pytest.approx(r["PSNR"], abs=5e-4)
+            assert np.mean([v["SSIM"] for v in per.values()]) == pytest.approx(r["SSIM"], abs=5e-5)
+
+
 def test_range_check_accepts_the_effective_acceleration_of_nominal_fastmri_masks():
     from mrirecon.pipeline.model_range import range_warnings
     from mrirecon.sampling import EquispacedFractionMask
