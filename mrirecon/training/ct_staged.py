@@ -457,8 +457,9 @@ def card_command(kind: str, out: Path, args: dict) -> str:
 
 
 #: What a continued run's card keeps of the run it started from (``training.first_run``).
+# the history too: a continued card keeps its first run's validation curve (loss spikes, drops)
 RUN_KEYS = ("command", "seed", "steps_per_stage", "wall_time_s", "hardware", "load_average_start",
-            "load_average_end", "validation_psnr_db", "date", "first_run")
+            "load_average_end", "validation_psnr_db", "history", "date", "first_run")
 
 
 def read_init_card(init: str | os.PathLike | None) -> dict | None:

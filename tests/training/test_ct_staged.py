@@ -138,7 +138,8 @@ def test_a_continued_run_keeps_the_first_runs_record_in_its_card(tmp_path):
     out = tmp_path / "m.pt"
     base = dict(seed=0, budget_s=10.0, stages=1, chans=4, num_pools=2, patch=128, batch=4, pool=2,
                 refresh_every=2, lr=1e-3, val_every=5, threads=1, prefetch=True)
-    first = save(model, out, 1, base, [900], [], 600.0, (0.1, 0.1, 0.1), {30: 30.0, 60: 32.0})
+    curve = [{"stage": 0, "step": 450, "loss": 0.002, "val_psnr": {30: 29.0, 60: 31.0}, "elapsed_s": 300}]
+    first = save(model, out, 1, base, [900], curve, 600.0, (0.1, 0.1, 0.1), {30: 30.0, 60: 32.0})
     assert first["description"].endswith(
         "Trained end to end on 128 x 128 patches, on one CPU thread, the training samples made "
         "on one more core (--prefetch).")
@@ -152,6 +153,7 @@ def test_a_continued_run_keeps_the_first_runs_record_in_its_card(tmp_path):
     assert t == second["training"] and t["seed"] == 1 and f"--init {out}" in t["command"]
     assert t["first_run"]["seed"] == 0 and t["first_run"]["steps_per_stage"] == [900]
     assert t["first_run"]["validation_psnr_db"] == {30: 30.0, 60: 32.0}
+    assert t["first_run"]["history"] == curve and t["history"] == []  # each run keeps its curve
     assert "--patch 128" in t["first_run"]["command"] and "--init" not in t["first_run"]["command"]
     assert "in two runs (128 x 128, then 160 x 160 patches; each continues from the one before)" \
         in second["description"]
