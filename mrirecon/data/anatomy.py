@@ -298,8 +298,6 @@ def add_scanner_hardware_hu(hu: np.ndarray, rng: np.random.Generator, p_table: f
         out[slab & air] = rng.uniform(100, 1200)
         out[inner & air] = core
     if rng.uniform() < p_holder:
-        from scipy import ndimage
-
         gap, thick = int(rng.integers(2, 21)), int(rng.integers(2, 9))
         near = ndimage.binary_dilation(body, iterations=gap)
         ring = ndimage.binary_dilation(near, iterations=thick) & ~near
@@ -309,8 +307,6 @@ def add_scanner_hardware_hu(hu: np.ndarray, rng: np.random.Generator, p_table: f
         keep = np.mod(angle - opening, 2 * np.pi) <= span
         out[ring & keep & (out < -900.0)] = rng.uniform(-200, 400)  # air, table excluded
     if blur is not None and (changed := out != hu).any():
-        from scipy import ndimage
-
         excess = np.where(changed, out - hu, 0.0)  # the hardware alone, over the air it replaced
         smooth = ndimage.gaussian_filter(excess, rng.uniform(*blur), mode="constant")
         out = np.where(air, hu + smooth, hu)

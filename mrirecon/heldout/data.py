@@ -132,6 +132,11 @@ class HeldoutCTSlice:
     geometry: object
 
 
+def heldout_ct_name(source: str, variant: int) -> str:
+    """The name of ``variant`` of the reserved CT image ``source`` (its "volume" in the results)."""
+    return f"heldout_{Path(source).stem.replace('-', '_')}_{variant}"
+
+
 def heldout_ct_slices(variants: int = CT_VARIANTS, seed: int = CT_SEED) -> list[HeldoutCTSlice]:
     """The held-out CT slices (``len(HELDOUT_CT) * variants``) on the LoDoPaB geometry."""
     from mrirecon.data.simulate_ct import MU_WATER_70KEV_PER_MM, ct_simulation_geometry, poisson_postlog
@@ -154,7 +159,6 @@ def heldout_ct_slices(variants: int = CT_VARIANTS, seed: int = CT_SEED) -> list[
             with torch.no_grad():
                 clean = op(torch.from_numpy(mu)).double().numpy()
             sino = poisson_postlog(clean, CT_PHOTONS, rng, min_count=0.1)
-            stem = Path(name).stem.replace("-", "_")
-            out.append(HeldoutCTSlice(f"heldout_{stem}_{v}", torch.from_numpy(sino).float(),
+            out.append(HeldoutCTSlice(heldout_ct_name(name, v), torch.from_numpy(sino).float(),
                                       torch.from_numpy(mu / MU_MAX_PER_MM).float(), geom))
     return out

@@ -41,6 +41,15 @@ from mrirecon.training.ct_staged import (
 )
 from mrirecon.training.optim import cosine_step
 
+# the staged model's data, validated on the same split; no lam grid or self-ensemble here
+DATA_TEXT = {
+    "source": CARD_TEXT["data"]["source"].replace(
+        "mrirecon.training.ct_staged", "mrirecon.training.ct_staged, as staged_ct_lodopab"),
+    "geometry": CARD_TEXT["data"]["geometry"],
+    "validation": "the CT validation split of mrirecon.heldout.validation (2 allowed-source "
+                  "images, seed 77) at 30 and 60 views, offset 0: the best state, scored every "
+                  "--val-every steps",
+}
 KNOWN_FAILURES = [
     ("Trained only at 362 x 362 pixels over 26 cm, parallel beam, 513 detectors, 30-63 views, "
      "4096 photons: `mrirecon run` warns outside matrix 362 x 362 or 30-63 views. Other "
@@ -158,8 +167,7 @@ def save(model, out: Path, args: dict, steps: int, history: list, best: dict, fb
             "validation_psnr_db": best.get("val_psnr"), "validation_psnr_db_hann_fbp": fbp_val,
             "history": history,
         },
-        "data": {**CARD_TEXT["data"], "source": CARD_TEXT["data"]["source"].replace(
-            "mrirecon.training.ct_staged", "mrirecon.training.ct_staged, as staged_ct_lodopab")},
+        "data": DATA_TEXT,
         "training_range": {"matrix": {"min": [CT_SIZE, CT_SIZE], "max": [CT_SIZE, CT_SIZE]},
                            "views": [30, 63]},
         "known_failures": KNOWN_FAILURES,

@@ -74,8 +74,8 @@ CARD_TEXT = {
                     "(every 33rd / 16th angle, random offset), Poisson noise at 4096 photons per "
                     "bin, counts floored at 0.1",
         "validation": "the CT validation split of mrirecon.heldout.validation (2 allowed-source "
-                      "images, seed 77) at 30 and 60 views, offset 0: best state per stage, "
-                      "the lam grid and the self-ensemble (on / off)",
+                      "images, seed 77){validation_hardware} at 30 and 60 views, offset 0: best "
+                      "state per stage, the lam grid and the self-ensemble (on / off)",
     },
     "known_failures": [
         "Trained only at 362 x 362 pixels over 26 cm, parallel beam, 513 detectors, 30-63 views, "
@@ -86,7 +86,7 @@ CARD_TEXT = {
         "details can be lost, as with any sparse-view prior; read it as a sparse-view image, not a "
         "full-dose one.",
         "High-contrast edges (skull, bone, bowel gas) and thin objects outside the body (patient "
-        "table, head holder: none in the training images) come out blurred; at 30 views tuned TV "
+        "table, head holder: {hardware_seen}) come out blurred; at 30 views tuned TV "
         "keeps these edges sharper (its error is noise spread over the body).",
         "No metal, beam hardening or photon starvation beyond the 0.1-count floor in training; "
         "streaks from such data are not removed.",
@@ -99,12 +99,13 @@ CARD_TEXT = {
 HARDWARE_TEXT = (" Scanner hardware (--hardware): a patient table (flat or curved slab, dense "
                  "shell around a foam or solid core) below the body in half of the images and a "
                  "U-shaped head holder around it in a third, in the air only, band-limited by a "
-                 "Gaussian of 0.5-1 pixel as a reconstructed slice is; the validation split then "
-                 "adds a copy of each image with a table and one with a head holder "
-                 "(mrirecon.data.simulate_ct.with_scanner_hardware), 6 images in all.")
-NO_HARDWARE = "none in the training images"
-WITH_HARDWARE = "simulated ones in the training images, never a real one"
-VALIDATION_HARDWARE = ", plus a table and a head-holder copy of each image (6 images in all)"
+                 "Gaussian of {:g}-{:g} pixel as a reconstructed slice is.").format(*HARDWARE_BLUR)
+#: ``{hardware_seen}`` of the known failures / ``{validation_hardware}`` of the validation line,
+#: without and with --hardware
+HARDWARE_SEEN = ("none in the training images",
+                 "simulated ones in the training images, never a real one")
+VALIDATION_HARDWARE = ("", ", plus a table and a head-holder copy of each image "
+                           f"({3 * VAL_SAMPLES} images in all)")
 LAM_GRID = (None, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 SOURCE_P = {"ct": 0.3, "phantom": 0.2, "textured": 0.5}
 
@@ -500,20 +501,19 @@ def _card_text(args: dict, done: int, steps: list[int], wall_s: float, first: di
     description = CARD_TEXT["description"].format(
         nets="one residual U-Net" if done == 1 else f"{done} residual U-Nets",
         chans=args["chans"], pools=args["num_pools"], how=how, cpu=cpu)
-    failures = [f.format(steps=total, batch=args["batch"], minutes=round(minutes))
-                if "{steps}" in f else f for f in CARD_TEXT["known_failures"]]
-    if args.get("hardware"):
-        failures = [f.replace(NO_HARDWARE, WITH_HARDWARE) for f in failures]
+    failures = [f.format(steps=total, batch=args["batch"], minutes=round(minutes),
+                         hardware_seen=HARDWARE_SEEN[bool(args.get("hardware"))])
+                for f in CARD_TEXT["known_failures"]]
     return description, failures
 
 
-def _data_text(hardware: bool) -> dict:
+def card_data(hardware: bool) -> dict:
     """The card's ``data`` section; a ``--hardware`` run says what it added and selected on."""
     data = dict(CARD_TEXT["data"])
+    data["validation"] = data["validation"].format(
+        validation_hardware=VALIDATION_HARDWARE[hardware])
     if hardware:
         data["source"] += HARDWARE_TEXT
-        data["validation"] = data["validation"].replace(" at 30 and 60 views",
-                                                        VALIDATION_HARDWARE + " at 30 and 60 views")
     return data
 
 
@@ -551,7 +551,7 @@ def save(model, out: Path, done: int, args: dict, steps: list[int], history: lis
             "validation_psnr_db": val, "history": history,
             **({} if first is None else {"first_run": first}),
         },
-        "data": _data_text(bool(args.get("hardware"))),
+        "data": card_data(bool(args.get("hardware"))),
         "training_range": {"matrix": {"min": [CT_SIZE, CT_SIZE], "max": [CT_SIZE, CT_SIZE]},
                            "views": [30, 63]},
         "known_failures": failures,

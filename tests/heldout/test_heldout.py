@@ -137,11 +137,10 @@ def test_shipped_ct_rows_keep_per_slice_scores_that_make_their_means():
     (per-slice PSNR is stored to 3 decimals, SSIM to 4)."""
     import json
 
-    from mrirecon.heldout.data import CT_VARIANTS
+    from mrirecon.heldout.data import CT_VARIANTS, heldout_ct_name
 
     rows = json.loads((PKG.parent / "benchmarks" / "heldout_results" / "heldout_ct.json").read_text())
-    names = {f"heldout_{Path(n).stem.replace('-', '_')}_{v}"  # as heldout_ct_slices names them
-             for n in HELDOUT_CT for v in range(CT_VARIANTS)}
+    names = {heldout_ct_name(n, v) for n in HELDOUT_CT for v in range(CT_VARIANTS)}
     for views, table in rows.items():
         for method, r in table.items():
             per = r["per_volume"]

@@ -217,3 +217,19 @@ def test_self_ensemble_is_chosen_by_the_validation_score(tmp_path):
     back = yaml.safe_load((tmp_path / "m.yaml").read_text())
     assert back["model"]["params"]["ensemble"] is model.ensemble
     assert back["training"]["history"] == card["training"]["history"]
+
+
+def test_shipped_ct_cards_describe_data_as_their_trainers_write_it():
+    """The data sections of the shipped CT cards are what the trainers write now (neither was
+    trained with --hardware), so a card never names a validation step its trainer lacks."""
+    import yaml
+
+    from mrirecon.training.ct_primal_dual import DATA_TEXT
+    from mrirecon.training.ct_staged import card_data
+    from tests.helpers import ROOT
+
+    weights = ROOT / "mrirecon" / "weights"
+    staged = yaml.safe_load((weights / "staged_ct_lodopab.yaml").read_text())["data"]
+    assert staged == card_data(False) and "{" not in staged["validation"]
+    assert yaml.safe_load((weights / "primal_dual_lodopab.yaml").read_text())["data"] == DATA_TEXT
+    assert "lam grid" not in DATA_TEXT["validation"]  # the primal-dual model has no lam
