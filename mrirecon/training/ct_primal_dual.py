@@ -36,6 +36,8 @@ from mrirecon.training.ct_staged import (
     CTImageRecipe,
     SparseViewSimulator,
     card_command,
+    load_init,
+    read_init_card,
     score,
     validation_set,
 )
@@ -70,11 +72,14 @@ KNOWN_FAILURES = [
 def train_primal_dual_ct(out: str | Path, *, budget_s: float = 4800.0, seed: int = 0,
                          iterations: int = 8, features: int = 16, n_primal: int = 5,
                          n_dual: int = 5, pool: int = 16, refresh_every: int = 4,
-                         lr: float = 1e-3, val_every: int = 150, threads: int | None = None,
-                         log=print) -> dict:
+                         lr: float = 1e-3, val_every: int = 150, init: str | None = None,
+                         threads: int | None = None, log=print) -> dict:
     """Train within ``budget_s`` seconds of wall time (see the module docstring); writes ``out``
     (a ``.pt`` state dict, the best state on the validation split) and its card (``.yaml``
-    beside it) at every improvement and returns the card."""
+    beside it) at every improvement and returns the card. ``init``: a state dict of the same
+    architecture (e.g. the shipped ``primal_dual_lodopab.pt``) to continue from; its validation
+    score is the one to beat (it is written first), so a continuation never ends below its
+    start, and the card keeps the record of the run it continued (``training.first_run``)."""
     from mrirecon.models.unrolled.primal_dual import LearnedPrimalDual, _fbp
 
     if threads is not None:
@@ -85,12 +90,16 @@ def train_primal_dual_ct(out: str | Path, *, budget_s: float = 4800.0, seed: int
     torch.manual_seed(seed)
     model = LearnedPrimalDual(iterations=iterations, n_primal=n_primal, n_dual=n_dual,
                               features=features, fbp_start=True, init_seed=seed)
+    first = read_init_card(init, "primal_dual_ct")  # before this run writes its card over it
+    if init is not None:
+        load_init(model, Path(init), "primal_dual_ct", "iterations / features / n_primal / n_dual")
     recipe, sim = CTImageRecipe(seed), SparseViewSimulator(seed)
     rng = np.random.default_rng([seed, 5])
     val = validation_set(sim)
     args = {"budget_s": budget_s, "seed": seed, "iterations": iterations, "features": features,
             "n_primal": n_primal, "n_dual": n_dual, "pool": pool, "refresh_every": refresh_every,
-            "lr": lr, "val_every": val_every, "threads": threads}
+            "lr": lr, "val_every": val_every, **({} if init is None else {"init": init}),
+            "threads": threads}
 
     def sample():
         mu, _ = recipe.draw()
@@ -104,6 +113,13 @@ def train_primal_dual_ct(out: str | Path, *, budget_s: float = 4800.0, seed: int
     items = [sample() for _ in range(pool)]
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     history, losses, best, step = [], [], {"mean": -math.inf}, 0
+    if init is not None:  # the starting point is the score to beat, and on disk until beaten
+        model.eval()
+        v = score(model, val)
+        model.train()
+        best = {"mean": float(np.mean(list(v.values()))), "step": 0, "val_psnr": v}
+        log(f"initial weights score {v}")
+        save(model, out, args, 0, history, best, fbp_val, time.time() - t_start, load_start, first)
     t0 = time.time()
     budget = max(budget_s - (t0 - t_start) - 30.0, 1.0)  # keep 30 s: last validation, card
     model.train()
@@ -128,15 +144,17 @@ def train_primal_dual_ct(out: str | Path, *, budget_s: float = 4800.0, seed: int
             log(f"step {step} loss {rec['loss']:.3e} val {v} ({rec['elapsed_s']} s, load {rec['load']})")
             if m > best["mean"]:
                 best = {"mean": m, "step": step, "val_psnr": v}
-                save(model, out, args, step, history, best, fbp_val, time.time() - t_start, load_start)
-    card = save(None, out, args, step, history, best, fbp_val, time.time() - t_start, load_start)
+                save(model, out, args, step, history, best, fbp_val, time.time() - t_start, load_start,
+                     first)
+    card = save(None, out, args, step, history, best, fbp_val, time.time() - t_start, load_start, first)
     log(f"done: {step} steps, best {best}; wrote {out}")
     return card
 
 
 def save(model, out: Path, args: dict, steps: int, history: list, best: dict, fbp_val: dict,
-         wall_s: float, load_start) -> dict:
-    """Write the state dict (unless ``model`` is None: card only) and the card beside it."""
+         wall_s: float, load_start, first: dict | None = None) -> dict:
+    """Write the state dict (unless ``model`` is None: card only) and the card beside it.
+    ``first``: the training record of the run this one continued (``read_init_card``)."""
     import yaml
 
     from mrirecon.io.atomic import atomic_path, atomic_write_text
@@ -146,6 +164,13 @@ def save(model, out: Path, args: dict, steps: int, history: list, best: dict, fb
         with atomic_path(out, suffix=".pt") as tmp:
             torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, tmp)
     command = card_command("primal_dual_ct", out, args)
+    runs, run = 1, first
+    while isinstance(run, dict):
+        runs, run = runs + 1, run.get("first_run")
+    minutes = (wall_s + _earlier_wall_s(first)) / 60
+    how = ("on one shared CPU thread" if args["threads"] == 1 else f"on {args['threads']} shared CPU threads")
+    if runs > 1:
+        how += f", in {runs} runs (each continuing the one before; {minutes:.0f} min in all)"
     card = {
         "description": (
             f"Learned primal-dual ({args['iterations']} iterations, {args['n_primal']} primal / "
@@ -153,7 +178,7 @@ def save(model, out: Path, args: dict, steps: int, history: list, best: dict, fb
             "low-dose CT at the LoDoPaB-CT geometry, trained on whole 362 x 362 images with the "
             "exact projector; starts from the Hann FBP and sees the data divided by the FBP's "
             "99th percentile, so its output scales with the data and does not depend on view "
-            "count, matrix or operator norm. Trained on one shared CPU thread."),
+            f"count, matrix or operator norm. Trained {how}."),
         "model": {"name": "primal_dual", "params": {
             "iterations": args["iterations"], "n_primal": args["n_primal"],
             "n_dual": args["n_dual"], "features": args["features"], "fbp_start": True}},
@@ -166,6 +191,8 @@ def save(model, out: Path, args: dict, steps: int, history: list, best: dict, fb
             "torch": str(torch.__version__), "date": time.strftime("%Y-%m-%d"),
             "validation_psnr_db": best.get("val_psnr"), "validation_psnr_db_hann_fbp": fbp_val,
             "history": history,
+            **({} if first is None else {"first_run": first,
+                                         "total_wall_time_s": round(wall_s + _earlier_wall_s(first), 1)}),
         },
         "data": DATA_TEXT,
         "training_range": {"matrix": {"min": [CT_SIZE, CT_SIZE], "max": [CT_SIZE, CT_SIZE]},
@@ -174,3 +201,11 @@ def save(model, out: Path, args: dict, steps: int, history: list, best: dict, fb
     }
     atomic_write_text(out.with_suffix(".yaml"), yaml.safe_dump(card, sort_keys=False, width=100))
     return card
+
+
+def _earlier_wall_s(first: dict | None) -> float:
+    """The wall time of the runs a continued run started from (its ``first_run`` chain)."""
+    total = 0.0
+    while isinstance(first, dict):
+        total, first = total + float(first.get("wall_time_s", 0.0)), first.get("first_run")
+    return total

@@ -348,7 +348,7 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
     model = StagedCTNet(stages=stages, chans=chans, num_pools=num_pools, lam=None, init_seed=seed)
     first = read_init_card(init)  # before this run writes its own card over it
     if init is not None:
-        _load_init(model, Path(init))
+        load_init(model, Path(init))
     recipe, sim = CTImageRecipe(seed, hardware=hardware), SparseViewSimulator(seed)
     rng = np.random.default_rng([seed, 3])
     val = validation_set(sim, hardware=hardware)
@@ -438,16 +438,18 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
     return card
 
 
-def _load_init(model, path: Path) -> None:
-    """Load the state dict at ``path`` into ``model`` (float16 files load into float32)."""
+def load_init(model, path: Path, kind: str = "staged_ct",
+              must_match: str = "stages / chans / num_pools") -> None:
+    """Load the state dict at ``path`` into ``model`` (float16 files load into float32); errors
+    name ``mrirecon train KIND``, the file and the architecture options that must match."""
     if not path.is_file():
-        raise FileNotFoundError(f"train staged_ct: --init {path} does not exist")
+        raise FileNotFoundError(f"train {kind}: --init {path} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
     except (RuntimeError, ValueError, OSError, EOFError, pickle.UnpicklingError) as exc:  # truncated / other
-        raise ValueError(f"train staged_ct: --init {path} is not a state dict of this architecture "
-                         f"(stages / chans / num_pools must match): {exc}") from exc
+        raise ValueError(f"train {kind}: --init {path} is not a state dict of this architecture "
+                         f"({must_match} must match): {exc}") from exc
 
 
 def card_command(kind: str, out: Path, args: dict) -> str:
@@ -459,11 +461,12 @@ def card_command(kind: str, out: Path, args: dict) -> str:
 
 #: What a continued run's card keeps of the run it started from (``training.first_run``).
 # the history too: a continued card keeps its first run's validation curve (loss spikes, drops)
-RUN_KEYS = ("command", "seed", "steps_per_stage", "wall_time_s", "hardware", "load_average_start",
-            "load_average_end", "validation_psnr_db", "history", "date", "first_run")
+# (steps_per_stage: staged_ct; steps, best_step: primal_dual_ct)
+RUN_KEYS = ("command", "seed", "steps_per_stage", "steps", "best_step", "wall_time_s", "hardware",
+            "load_average_start", "load_average_end", "validation_psnr_db", "history", "date", "first_run")
 
 
-def read_init_card(init: str | os.PathLike | None) -> dict | None:
+def read_init_card(init: str | os.PathLike | None, kind: str = "staged_ct") -> dict | None:
     """The ``training`` record of the card beside an ``--init`` state dict (read before the
     run overwrites it when ``--out`` is the same file), or ``None`` when there is none."""
     import yaml
@@ -474,7 +477,7 @@ def read_init_card(init: str | os.PathLike | None) -> dict | None:
     try:
         training = (yaml.safe_load(card.read_text()) or {}).get("training")
     except (yaml.YAMLError, OSError, AttributeError) as exc:
-        raise ValueError(f"train staged_ct: {card} (the card of --init) is unreadable: {exc}") from exc
+        raise ValueError(f"train {kind}: {card} (the card of --init) is unreadable: {exc}") from exc
     return {k: training[k] for k in RUN_KEYS if k in training} if isinstance(training, dict) else None
 
 

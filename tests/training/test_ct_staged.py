@@ -105,25 +105,25 @@ def test_init_loads_a_state_dict_of_the_same_architecture_and_names_the_file_oth
     import pytest
 
     from mrirecon.models.unrolled.staged_ct import StagedCTNet
-    from mrirecon.training.ct_staged import _load_init
+    from mrirecon.training.ct_staged import load_init
 
     src = StagedCTNet(stages=1, chans=4, num_pools=2, lam=None, init_seed=1)
     # stored as the trainer stores it: float16, loaded back into float32 parameters
     torch.save({k: v.half() for k, v in src.state_dict().items()}, tmp_path / "start.pt")
     dst = StagedCTNet(stages=1, chans=4, num_pools=2, lam=None, init_seed=2)
-    _load_init(dst, tmp_path / "start.pt")
+    load_init(dst, tmp_path / "start.pt")
     for (name, a), b in zip(src.state_dict().items(), dst.state_dict().values()):
         assert b.dtype == torch.float32, name
         torch.testing.assert_close(b, a.half().float(), rtol=0, atol=0)
 
     other = StagedCTNet(stages=1, chans=8, num_pools=2, lam=None)
     with pytest.raises(ValueError, match=r"start\.pt.*chans"):
-        _load_init(other, tmp_path / "start.pt")
+        load_init(other, tmp_path / "start.pt")
     (tmp_path / "cut.pt").write_bytes((tmp_path / "start.pt").read_bytes()[:200])
     with pytest.raises(ValueError, match=r"cut\.pt"):
-        _load_init(dst, tmp_path / "cut.pt")
+        load_init(dst, tmp_path / "cut.pt")
     with pytest.raises(FileNotFoundError, match=r"missing\.pt"):
-        _load_init(dst, tmp_path / "missing.pt")
+        load_init(dst, tmp_path / "missing.pt")
 
 
 def test_a_continued_run_keeps_the_first_runs_record_in_its_card(tmp_path):
