@@ -71,6 +71,11 @@ class HeldoutMRIVolume:
     snr_db: float
 
 
+def heldout_mri_name(source: str, variant: int) -> str:
+    """The name of variant ``variant`` of the reserved MR image ``source`` (its file is NAME.h5)."""
+    return f"heldout_{Path(source).name.split('.')[0].replace('-', '_')}_{variant}"
+
+
 def heldout_mri_volumes(variants: int = MRI_VARIANTS, seed: int = MRI_SEED) -> list[HeldoutMRIVolume]:
     """The held-out MRI volumes (``len(HELDOUT_MR) * variants``), in a fixed order."""
     from mrirecon.data.simulate_mri import birdcage_maps
@@ -98,8 +103,7 @@ def heldout_mri_volumes(variants: int = MRI_VARIANTS, seed: int = MRI_SEED) -> l
             k = k + torch.from_numpy(sigma * (noise[0] + 1j * noise[1]))
             coil_images = ifft2c(k)
             rss = coil_images.abs().pow(2).sum(0).sqrt()[h // 2:h // 2 + h]
-            stem = Path(name).name.split(".")[0].replace("-", "_")
-            out.append(HeldoutMRIVolume(f"heldout_{stem}_{v}", k[None].to(torch.complex64),
+            out.append(HeldoutMRIVolume(heldout_mri_name(name, v), k[None].to(torch.complex64),
                                         rss[None].numpy().astype(np.float32), snr))
     return out
 

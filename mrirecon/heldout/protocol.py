@@ -82,8 +82,9 @@ def _summary(rows: list[dict]) -> dict[str, Any]:
         out[key], out[key + "_2std"] = float(v.mean()), float(2 * v.std())
     out["volumes"] = len(rows)
     if all("volume" in r for r in rows):  # per-volume scores, to see what a mean hides
-        out["per_volume"] = {r["volume"]: {"PSNR": round(r["PSNR"], 3), "SSIM": round(r["SSIM"], 4)}
-                             for r in rows}
+        out["per_volume"] = {r["volume"]: {"PSNR": round(r["PSNR"], 3), "SSIM": round(r["SSIM"], 4),
+                                           "mean_ratio": round(r["mean_ratio"], 4),
+                                           "p99_ratio": round(r["p99_ratio"], 4)} for r in rows}
     return out
 
 

@@ -132,21 +132,28 @@ def test_every_pipeline_has_a_heldout_row_in_the_shipped_results():
         assert len(tables[part]) == 2 and all(row in t for t in tables[part].values()), (name, row)
 
 
-def test_shipped_ct_rows_keep_per_slice_scores_that_make_their_means():
-    """Every CT row records its slices (what a 2-slice mean hides); their mean is the row's
-    (per-slice PSNR is stored to 3 decimals, SSIM to 4)."""
+@pytest.mark.parametrize("part", ["mri", "ct"])
+def test_shipped_rows_keep_per_volume_scores_that_make_their_means(part):
+    """Every held-out row records its volumes / slices (what a 2- or 3-volume mean hides) and
+    their mean is the row's (per-volume PSNR is stored to 3 decimals, SSIM and the intensity
+    ratios to 4), so a p99 miss can be traced to the volumes it comes from."""
     import json
 
-    from mrirecon.heldout.data import CT_VARIANTS, heldout_ct_name
+    from mrirecon.heldout.data import CT_VARIANTS, MRI_VARIANTS, heldout_ct_name, heldout_mri_name
 
-    rows = json.loads((PKG.parent / "benchmarks" / "heldout_results" / "heldout_ct.json").read_text())
-    names = {heldout_ct_name(n, v) for n in HELDOUT_CT for v in range(CT_VARIANTS)}
-    for views, table in rows.items():
+    rows = json.loads((PKG.parent / "benchmarks" / "heldout_results" / f"heldout_{part}.json").read_text())
+    if part == "mri":
+        names = {heldout_mri_name(n, v) + ".h5" for n in HELDOUT_MR for v in range(MRI_VARIANTS)}
+    else:
+        names = {heldout_ct_name(n, v) for n in HELDOUT_CT for v in range(CT_VARIANTS)}
+    for setting, table in rows.items():
         for method, r in table.items():
             per = r["per_volume"]
-            assert set(per) == names and r["volumes"] == len(names), (views, method)
+            assert set(per) == names and r["volumes"] == len(names), (setting, method)
             assert np.mean([v["PSNR"] for v in per.values()]) == pytest.approx(r["PSNR"], abs=5e-4)
-            assert np.mean([v["SSIM"] for v in per.values()]) == pytest.approx(r["SSIM"], abs=5e-5)
+            for key in ("SSIM", "mean_ratio", "p99_ratio"):
+                assert np.mean([v[key] for v in per.values()]) == pytest.approx(r[key], abs=5e-5), \
+                    (setting, method, key)
 
 
 def test_range_check_accepts_the_effective_acceleration_of_nominal_fastmri_masks():
