@@ -73,7 +73,7 @@ bench: setup-test benchdeps
 # varnet_fastmri_diverse.pt; 80 / 90 min, one thread plus a data worker each) and the
 # LoDoPaB-geometry CT models (staged_ct_lodopab.pt: two runs, the second continuing the first,
 # 59 + 50 min with sample prefetching on a second core, measured 2026-12-02; primal_dual_lodopab.pt:
-# 80 min, one thread). The other shipped weights: commands in mrirecon/weights/README.md.
+# two runs, the second continuing the first, 80 + 38 min, one thread). The other shipped weights: commands in mrirecon/weights/README.md.
 weights: setup
 	OMP_NUM_THREADS=1 $(VENV)/bin/mrirecon train prior --out mrirecon/weights/pnp_dncnn_diverse.pt \
 	  --depth 8 --features 32 --batch 16 --patch 64 --seed 0 --max-seconds 3600 --threads 1
@@ -88,6 +88,9 @@ weights: setup
 	  --threads 1 --seed 0 --max-seconds 5400 --val-every 150 --val-slices 4
 	OMP_NUM_THREADS=1 $(VENV)/bin/mrirecon train primal_dual_ct --out mrirecon/weights/primal_dual_lodopab.pt \
 	  --budget-s 4800 --seed 0 --iterations 8 --features 16 --threads 1
+	OMP_NUM_THREADS=1 $(VENV)/bin/mrirecon train primal_dual_ct --out mrirecon/weights/primal_dual_lodopab.pt \
+	  --init mrirecon/weights/primal_dual_lodopab.pt --budget-s 2300 --seed 1 --iterations 8 --features 16 \
+	  --lr 0.0003 --threads 1
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache
