@@ -6,15 +6,22 @@ network) goes through :func:`read_state_dict`: names resolve to ``mrirecon/weigh
 files are read with ``torch.load(weights_only=True)`` (no pickled code runs), and what comes
 back must be a mapping of tensors (a training checkpoint's ``model`` entry is unwrapped).
 Models never read files: loaders build them and load these tensors into them.
+
+Every trainer writes through :func:`write_weights`: the ``.pt`` and its ``.yaml`` card each
+atomically (a crash mid-write leaves the previous file), the card without YAML anchors.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+import yaml
 from torch import Tensor
+
+from mrirecon.io.atomic import atomic_path, atomic_write_text
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
@@ -58,3 +65,31 @@ def read_state_dict(name_or_path: str | os.PathLike, map_location: str | torch.d
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(f"{who}: {path} holds no state dict (tensors by parameter name)")
     return state
+
+
+class _CardDumper(yaml.SafeDumper):
+    """Writes a value that occurs twice (a best score also in the history) out in full: cards
+    are read by people, who should not have to resolve ``&id001`` / ``*id001``."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True
+
+
+def card_yaml(card: Mapping, width: int = 80) -> str:
+    """A model card as YAML text, in its key order and without anchors."""
+    return yaml.dump(dict(card), Dumper=_CardDumper, sort_keys=False, width=width)
+
+
+def write_weights(path: str | os.PathLike, state: Mapping[str, Tensor] | None, card: Mapping | None,
+                  width: int = 80) -> Path:
+    """Write ``state`` to ``path`` (a ``.pt`` state dict, tensors detached and on the CPU) and
+    ``card`` to ``<stem>.yaml`` beside it, each atomically; ``None`` skips that file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if state is not None:
+        tensors = {k: v.detach().cpu().clone() for k, v in state.items()}
+        with atomic_path(path, suffix=".pt") as tmp:
+            torch.save(tensors, tmp)
+    if card is not None:
+        atomic_write_text(path.with_suffix(".yaml"), card_yaml(card, width))
+    return path

@@ -155,14 +155,8 @@ def save(model, out: Path, args: dict, steps: int, history: list, best: dict, fb
          wall_s: float, load_start, first: dict | None = None) -> dict:
     """Write the state dict (unless ``model`` is None: card only) and the card beside it.
     ``first``: the training record of the run this one continued (``read_init_card``)."""
-    import yaml
+    from mrirecon.io.weights import write_weights
 
-    from mrirecon.io.atomic import atomic_path, atomic_write_text
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if model is not None:
-        with atomic_path(out, suffix=".pt") as tmp:
-            torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, tmp)
     command = card_command("primal_dual_ct", out, args)
     runs, run = 1, first
     while isinstance(run, dict):
@@ -199,7 +193,7 @@ def save(model, out: Path, args: dict, steps: int, history: list, best: dict, fb
                            "views": [30, 63]},
         "known_failures": KNOWN_FAILURES,
     }
-    atomic_write_text(out.with_suffix(".yaml"), yaml.safe_dump(card, sort_keys=False, width=100))
+    write_weights(out, None if model is None else model.state_dict(), card, width=100)
     return card
 
 

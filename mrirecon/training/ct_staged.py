@@ -524,16 +524,11 @@ def save(model, out: Path, done: int, args: dict, steps: list[int], history: lis
          wall_s: float, load_start, val: dict, first: dict | None = None) -> dict:
     """Write ``out`` (``.pt``: the first ``done`` stages) and its card (``.yaml`` beside it);
     ``first``: the training record of the run this one continued (:func:`read_init_card`)."""
-    import yaml
+    from mrirecon.io.weights import write_weights
 
-    from mrirecon.io.atomic import atomic_path, atomic_write_text
-
-    out.parent.mkdir(parents=True, exist_ok=True)
     # stored as float16 (half the size; load_state_dict casts back to the float32 parameters)
     state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()
              if not k.startswith("nets.") or int(k.split(".")[1]) < done}
-    with atomic_path(out, suffix=".pt") as tmp:
-        torch.save(state, tmp)
     command = card_command("staged_ct", out, args)
     description, failures = _card_text(args, done, steps, wall_s, first)
     card = {
@@ -559,5 +554,5 @@ def save(model, out: Path, done: int, args: dict, steps: list[int], history: lis
                            "views": [30, 63]},
         "known_failures": failures,
     }
-    atomic_write_text(out.with_suffix(".yaml"), yaml.safe_dump(card, sort_keys=False, width=100))
+    write_weights(out, state, card, width=100)
     return card

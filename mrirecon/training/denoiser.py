@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from mrirecon.data.simulate_mri import simulate_mri_volume
+from mrirecon.io.weights import write_weights
 
 #: DnCNN of the shipped denoiser (bias-only: no batch norm, so ``D`` does not depend on the batch).
 DENOISER_PARAMS = {"in_chans": 2, "out_chans": 2, "depth": 8, "features": 32, "batchnorm": False,
@@ -133,9 +134,7 @@ def train_denoiser(
                   flush=True)
     wall = time.perf_counter() - t1
     model = PnPADMM(denoiser.eval())
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), out)
+    write_weights(out, model.state_dict(), None)
     return {
         "steps": step,
         "wall_time_s": round(wall, 1),

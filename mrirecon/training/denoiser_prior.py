@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mrirecon.io.weights import write_weights
+
 SIGMA_RANGE = (0.003, 0.25)
 
 
@@ -90,16 +92,12 @@ def train(out: str | Path, *, pool_size: int = 6000, patch: int = 64, seed: int 
         losses.append(cosine_step(opt, loss, lr=lr, frac=frac, clip=None))
         step += 1
         if step % 500 == 0:  # a readable snapshot while training runs
-            torch.save(model.state_dict(), Path(out).with_suffix(".partial.pt"))
+            write_weights(Path(out).with_suffix(".partial.pt"), model.state_dict(), None)
         if step % log == 0:
             print(f"step {step} loss {np.mean(losses[-log:]):.4f} t {time.perf_counter() - t1:.0f}s",
                   flush=True)
     wall = time.perf_counter() - t1
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(out)
+    write_weights(out, model.state_dict(), None)
     return {"steps": step, "wall_time_s": round(wall, 1), "data_time_s": round(t_data, 1),
             "final_loss_l1_over_sigma": float(np.mean(losses[-200:])), "pool_size": pool_size,
             "patch": patch, "seed": seed, "batch": batch, "lr": lr, "depth": depth,

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
+from mrirecon.io.weights import write_weights
 from mrirecon.models.gmm import PatchGMM
 
 
@@ -94,8 +94,6 @@ def fit_and_save(out: str | Path, *, components: int = 20, patch_size: int = 8,
         getattr(model.gmm, key).copy_(getattr(gmm, key).to(torch.float32))
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, out)
     card = {
         "model": {"name": "unrolled_em", "params": params},
         "description": (
@@ -125,7 +123,7 @@ def fit_and_save(out: str | Path, *, components: int = 20, patch_size: int = 8,
             "torch": str(torch.__version__),
         },
     }
-    out.with_suffix(".yaml").write_text(yaml.safe_dump(card, sort_keys=False))
+    write_weights(out, state, card)
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB) in {t2 - t0:.0f} s")
     return card
 

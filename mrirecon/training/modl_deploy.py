@@ -67,13 +67,12 @@ def score_slices(model: torch.nn.Module, slices: list[dict]) -> list[dict]:
 def _save(model: torch.nn.Module, path: Path, half: bool = False) -> None:
     """Write the state dict atomically; ``half``: floating tensors as float16 (they load back
     into float32 parameters), for weights that would pass the 5 MiB limit on tracked files."""
-    from mrirecon.io.atomic import atomic_path
+    from mrirecon.io.weights import write_weights
 
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    state = model.state_dict()
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(state, tmp)
+    write_weights(path, state, None)
 
 
 def train(out: str | Path, *, seed: int = 0, crop_rows: int = 96, bands: int = 3,

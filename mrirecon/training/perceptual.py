@@ -327,15 +327,9 @@ def train_feature_network(
 
 def save_feature_network(net: FeatureNetwork, path: str | os.PathLike, card: dict) -> Path:
     """Write the state dict (``.pt``) and the card (``<stem>.yaml``) atomically."""
-    from mrirecon.io.atomic import atomic_path, atomic_write_text
+    from mrirecon.io.weights import write_weights
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().float().clone() for k, v in net.state_dict().items()}
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(state, tmp)
-    atomic_write_text(path.with_suffix(".yaml"), yaml.safe_dump(card, sort_keys=False))
-    return path
+    return write_weights(path, {k: v.float() for k, v in net.state_dict().items()}, card)
 
 
 def train_and_save(out: str, *, steps: int = 1000, batch_size: int = 16, size: int = 64,

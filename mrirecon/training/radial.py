@@ -39,11 +39,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from mrirecon.calib import noncartesian_maps
 from mrirecon.data.simulate_mri import simulate_mri_volume
 from mrirecon.data.simulate_noncartesian import make_trajectory
+from mrirecon.io.weights import write_weights
 from mrirecon.metrics import evaluate_volumes
 from mrirecon.models.registry import build_model
 from mrirecon.operators import nufft_sense
@@ -195,9 +195,7 @@ def train_radial(out: str | Path, *, model: str = "modl", maps: str = "espirit",
                 return run("cg_sense", s.y, op.with_maps(model.maps(s.y, op)), iterations=10)[0].abs()
 
         metrics["cg_sense_10it_learned_maps"] = _metrics(test, cg_learned)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), out.with_suffix(".pt"))
+    out = Path(args.out).with_suffix(".pt")
     name, card_params = args.model, params
     if learned_maps:
         name, card_params = "learned_maps", {"model": args.model, "model_params": dict(params), **SENSITIVITY}
@@ -232,7 +230,7 @@ def train_radial(out: str | Path, *, model: str = "modl", maps: str = "espirit",
                            "coils": list(COILS), "spokes": [args.spokes, args.spokes]},
         "known_failures": _known_failures(args, metrics),
     }
-    out.with_suffix(".yaml").write_text(yaml.safe_dump(card, sort_keys=False))
+    write_weights(out, model.state_dict(), card)
     return card
 
 

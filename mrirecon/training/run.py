@@ -18,8 +18,9 @@ import torch
 import yaml
 from torch import nn
 
-from mrirecon.io.atomic import atomic_path, atomic_write_text
 from mrirecon.core.config import ConfigError, load_config, to_dict
+from mrirecon.io.atomic import atomic_write_text
+from mrirecon.io.weights import write_weights
 from mrirecon.training.config import TrainConfig
 from mrirecon.training.data import MRITrainingSet
 from mrirecon.training.losses import ReconstructionLoss
@@ -181,10 +182,5 @@ def save_model(
 
     The card holds ``model: {name, params}`` plus ``extra`` (data, steps, metrics, ...).
     """
-    path = Path(path)
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(state, tmp)
     card = {"model": {"name": name, "params": params}, **(extra or {})}
-    atomic_write_text(path.with_suffix(".yaml"), yaml.safe_dump(card, sort_keys=False))
-    return path
+    return write_weights(path, model.state_dict(), card)

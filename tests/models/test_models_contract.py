@@ -1,6 +1,6 @@
-"""Structural rules of the models package, checked on the source: weights are read in one place,
-models ask operators for typed capabilities instead of probing attributes, and no model reads
-files."""
+"""Structural rules of the models package, checked on the source: weights are read and
+written in one place, models ask operators for typed capabilities instead of probing attributes,
+and no model reads files."""
 
 from __future__ import annotations
 
@@ -28,6 +28,41 @@ def test_weights_are_read_by_the_one_reader():
     call = re.compile(r"(?<!`)torch\.load\(")  # a call, not a ``torch.load(...)`` in a docstring
     offenders = [str(p.relative_to(ROOT)) for p, text in _sources() if call.search(text) and p not in allowed]
     assert offenders == []
+
+
+def test_weights_are_written_by_the_one_writer():
+    # io/weights.py writes weights and cards (atomically); training/checkpoint.py checkpoints
+    allowed = {ROOT / "io" / "weights.py", ROOT / "training" / "checkpoint.py"}
+    call = re.compile(r"(?<!`)torch\.save\(|yaml\.safe_dump\(card")
+    offenders = [str(p.relative_to(ROOT)) for p, text in _sources() if call.search(text) and p not in allowed]
+    assert offenders == []
+
+
+def test_writer_round_trips_and_a_failed_write_keeps_the_previous_files(tmp_path, monkeypatch):
+    import yaml
+
+    from mrirecon.io import atomic
+    from mrirecon.io.weights import write_weights
+
+    best = {30: 30.5, 60: 32.25}  # one object twice: yaml.safe_dump would write &id001 / *id001
+    card = {"model": {"name": "x"}, "training": {"best": best, "history": [{"val": best}]}}
+    w = torch.randn(3, 2, requires_grad=True)
+    path = write_weights(tmp_path / "sub" / "m.pt", {"w": w}, card)
+    text = path.with_suffix(".yaml").read_text()
+    assert "&id" not in text and "*id" not in text and yaml.safe_load(text) == card
+    assert list(yaml.safe_load(text)) == ["model", "training"]  # the card's own key order
+    assert torch.equal(read_state_dict(path)["w"], w.detach())
+    before = {p.name: p.read_bytes() for p in path.parent.iterdir()}
+
+    def failing_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(atomic.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk full"):
+        write_weights(path, {"w": torch.zeros(3, 2)}, {"model": {"name": "y"}})
+    with pytest.raises(OSError, match="disk full"):
+        write_weights(path, None, {"model": {"name": "y"}})
+    assert {p.name: p.read_bytes() for p in path.parent.iterdir()} == before  # no temp files left
 
 
 def test_models_ask_for_capabilities_not_attributes():
