@@ -50,9 +50,14 @@ MODEL_SETTINGS = {"unrolls_mri": ("modl_fastmri_diverse", MODL_UNROLL_SETTINGS),
 
 
 def _json(path: Path, obj) -> None:
+    _text(path, json.dumps(obj, indent=1, default=float))
+
+
+def _text(path: Path, text: str) -> None:
+    """Results are written whole or not at all: an interrupted run keeps the previous file."""
     from mrirecon.io.atomic import atomic_write_text
 
-    atomic_write_text(path, json.dumps(obj, indent=1, default=float))
+    atomic_write_text(path, text)
 
 
 def tune(work: Path, parts: list[str], weights: str | None, methods: list[str] | None = None) -> None:
@@ -143,7 +148,7 @@ def evaluate(work: Path, parts: list[str], methods: list[str] | None) -> None:
             P.MRI_MODEL_PARAMS["pnp_dncnn_diverse"] = grids[0][best]["params"]
         print("MRI model parameters", P.MRI_MODEL_PARAMS, flush=True)
         res = _merge(work / "heldout_mri.json", P.run_mri(data, methods=ms))
-        (work / "heldout_mri.md").write_text(P.table(res, "acceleration"))
+        _text(work / "heldout_mri.md", P.table(res, "acceleration"))
         print(P.table(res, "acceleration"), f"{time.perf_counter() - t0:.0f} s", flush=True)
     if "ct" in parts:
         ms = [m for m in (methods or P.CT_METHODS) if m in P.CT_METHODS]
@@ -156,7 +161,7 @@ def evaluate(work: Path, parts: list[str], methods: list[str] | None) -> None:
             P.CT_MODEL_PARAMS["pnp_dncnn_diverse"] = tuned["pnp_ct"]["30"]["model"]["best"]
         print("CT parameters", params, P.CT_MODEL_PARAMS, flush=True)
         res = _merge(work / "heldout_ct.json", P.run_ct(heldout_ct_slices(), methods=ms, params=params))
-        (work / "heldout_ct.md").write_text(P.table(res, "views"))
+        _text(work / "heldout_ct.md", P.table(res, "views"))
         print(P.table(res, "views"), f"{time.perf_counter() - t0:.0f} s", flush=True)
 
 
