@@ -92,7 +92,6 @@ def fit_and_save(out: str | Path, *, components: int = 20, patch_size: int = 8,
     model = UnrolledEM(**params)
     for key in ("means", "covs", "weights"):
         getattr(model.gmm, key).copy_(getattr(gmm, key).to(torch.float32))
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     out = Path(out)
     card = {
         "model": {"name": "unrolled_em", "params": params},
@@ -123,7 +122,7 @@ def fit_and_save(out: str | Path, *, components: int = 20, patch_size: int = 8,
             "torch": str(torch.__version__),
         },
     }
-    write_weights(out, state, card)
+    write_weights(out, model.state_dict(), card)
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB) in {t2 - t0:.0f} s")
     return card
 
