@@ -23,6 +23,7 @@ import argparse
 import inspect
 import json
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 KINDS = ("config", "denoiser", "prior", "gmm", "perceptual", "radial", "modl", "varnet", "staged_ct",
@@ -125,8 +126,14 @@ def add_train(subparsers: argparse._SubParsersAction,
     add_threads(cfg)
     cfg.set_defaults(func=cmd_train_config, _parser=cfg)
 
+    def out_file(text: str) -> str:
+        if Path(text).is_dir():  # the trainers would write NAME.pt beside the folder
+            raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name such as "
+                                             f"{Path(text) / 'model.pt'}")
+        return text
+
     def common(p: argparse.ArgumentParser, *, out_help: str) -> None:
-        p.add_argument("--out", required=True, help=out_help)
+        p.add_argument("--out", required=True, type=out_file, help=out_help)
         add_threads(p)
 
     from mrirecon.training.ct_primal_dual import train_primal_dual_ct

@@ -110,6 +110,15 @@ def test_bad_option_exits_2_naming_it(capsys):
     assert err.value.code == 2 and "--batch" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("kind", ["primal_dual_ct", "staged_ct", "gmm"])
+def test_out_that_is_a_folder_exits_2_before_training(tmp_path, capsys, kind):
+    # primal_dual_ct would otherwise write FOLDER.pt and FOLDER.yaml beside the folder
+    with pytest.raises(SystemExit) as err:
+        cli.main(["train", kind, "--out", str(tmp_path)])
+    assert err.value.code == 2 and f"{tmp_path} is a folder" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [] and not tmp_path.with_suffix(".pt").exists()
+
+
 def test_gmm_subcommand_writes_weights_and_card(tmp_path):
     out = tmp_path / "g.pt"
     argv = ["train", "gmm", "--out", str(out), "--components", "2", "--mri-volumes", "1",

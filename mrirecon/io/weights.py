@@ -58,12 +58,17 @@ def read_state_dict(name_or_path: str | os.PathLike, map_location: str | torch.d
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise ValueError(f"{who}: {path} cannot be read safely: {e}") from e
+        raise ValueError(f"{who}: {path} cannot be read safely: {str(e) or type(e).__name__}") from e
     for key in ("model", "state_dict"):  # a training checkpoint
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(f"{who}: {path} holds no state dict (tensors by parameter name)")
+    bad = [k for k, v in state.items() if (v.is_floating_point() or v.is_complex())
+           and not bool(torch.isfinite(v).all())]
+    if bad:  # diverged training: caught here, not blamed on every input the model then meets
+        raise ValueError(f"{who}: {path} holds NaN or Inf values in {len(bad)} of its {len(state)} "
+                         f"tensors ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})")
     return state
 
 

@@ -146,6 +146,9 @@ def train_primal_dual_ct(out: str | Path, *, budget_s: float = 4800.0, seed: int
                 best = {"mean": m, "step": step, "val_psnr": v}
                 save(model, out, args, step, history, best, fbp_val, time.time() - t_start, load_start,
                      first)
+    if not math.isfinite(best["mean"]):  # every validation NaN / Inf: nothing worth writing
+        raise ValueError(f"train primal_dual_ct: no validation score of the {step} steps was finite "
+                         f"(the training diverged: lower --lr, now {lr}); nothing written to {out}")
     card = save(None, out, args, step, history, best, fbp_val, time.time() - t_start, load_start, first)
     log(f"done: {step} steps, best {best}; wrote {out}")
     return card

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
 import platform
 import re
 import time
@@ -417,6 +416,10 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
         finally:  # the producer thread ends with its stage
             if feeder is not None:
                 feeder.close()
+        if best_state is None and step > 0:  # validated, never finite: NaN / Inf throughout
+            raise ValueError(f"train staged_ct: stage {k}: no validation score of its {step} steps was "
+                             f"finite (the training diverged: lower --lr, now {lr}); {out} keeps "
+                             f"{'the stages before' if k else 'what it held before this run'}")
         if best_state is not None:
             net.load_state_dict(best_state)
         steps_per_stage.append(step)
@@ -440,14 +443,20 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
 
 def load_init(model, path: Path, kind: str = "staged_ct",
               must_match: str = "stages / chans / num_pools") -> None:
-    """Load the state dict at ``path`` into ``model`` (float16 files load into float32); errors
-    name ``mrirecon train KIND``, the file and the architecture options that must match."""
+    """Load the state dict at ``path`` into ``model`` (float16 files load into float32) through
+    the one weights reader (safe loading; a truncated file, or NaN / Inf weights a diverged run
+    left, are refused); errors name ``mrirecon train KIND``, the file and, for a state dict of
+    another shape, the architecture options that must match."""
+    from mrirecon.io.weights import read_state_dict
+
+    if path.is_dir():
+        raise ValueError(f"train {kind}: --init {path} is a folder, not a .pt state dict")
     if not path.is_file():
         raise FileNotFoundError(f"train {kind}: --init {path} does not exist")
+    state = read_state_dict(path, who=f"train {kind}: --init")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
-    except (RuntimeError, ValueError, OSError, EOFError, pickle.UnpicklingError) as exc:  # truncated / other
+    except RuntimeError as exc:  # missing / unexpected keys, shape mismatches
         raise ValueError(f"train {kind}: --init {path} is not a state dict of this architecture "
                          f"({must_match} must match): {exc}") from exc
 

@@ -156,12 +156,8 @@ def load_pretrained(
         raise ValueError(f"load_pretrained: {err} (model parameters of {pt.with_suffix('.yaml')}"
                          f"{given})") from err
     state = read_state_dict(pt, map_location)  # also unwraps a training checkpoint's "model"
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(
-            f"load_pretrained: {pt} does not match {card['model']['name']}: "
-            f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"
-        )
+    _load_into(model, state, f"load_pretrained: {pt} does not match {card['model']['name']} with "
+                             f"the parameters of its card {pt.with_suffix('.yaml')}")
     model.model_card = card  # the pipeline checks data against card["training_range"]
     return model.to(map_location).eval()
 
@@ -223,17 +219,18 @@ def load_model(
                 f"load_model: weights {path} are neither mrirecon nor fastMRI VarNet "
                 f"weights ({err.args[0]})"
             ) from None
+    _load_into(model, state, f"load_model: weights {path} do not match {method} with parameters "
+                             f"{dict(params)}")
+    return model.eval()
+
+
+def _load_into(model: nn.Module, state: Mapping[str, torch.Tensor], mismatch: str) -> None:
+    """``model.load_state_dict(state)``; a key or shape mismatch raises ``ValueError(mismatch:
+    what differs)``, so the message names the weights file (and card) instead of the model class."""
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shape mismatches
         problem = str(err).split("\n\t")[1] if "\n\t" in str(err) else str(err)
-        raise ValueError(
-            f"load_model: weights {path} do not match {method} with parameters "
-            f"{dict(params)}: {problem}"
-        ) from None
+        raise ValueError(f"{mismatch}: {problem}") from None
     if missing or unexpected:
-        raise ValueError(
-            f"load_model: weights {path} do not match {method} with parameters "
-            f"{dict(params)}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"
-        )
-    return model.eval()
+        raise ValueError(f"{mismatch}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")

@@ -14,11 +14,13 @@ from mrirecon.io.weights import read_state_dict, resolve_weights
 from mrirecon.models import magnitude, rss_image
 from mrirecon.operators.mri import Fourier
 
-ROOT = Path(__file__).resolve().parent.parent / "mrirecon"
+ROOT = Path(__file__).resolve().parents[2] / "mrirecon"
 
 
 def _sources(*parts: str):
-    for p in sorted((ROOT.joinpath(*parts)).rglob("*.py")):
+    paths = sorted((ROOT.joinpath(*parts)).rglob("*.py"))
+    assert len(paths) > 5, ROOT.joinpath(*parts)  # a wrong root would make every rule vacuous
+    for p in paths:
         yield p, p.read_text()
 
 

@@ -64,3 +64,33 @@ def test_init_of_another_architecture_names_the_file_and_the_options(tmp_path):
         train_primal_dual_ct(tmp_path / "new.pt", budget_s=5.0, init=str(tmp_path / "missing.pt"),
                              log=lambda m: None, **TINY)
     assert not (tmp_path / "new.pt").exists()
+
+
+def test_a_diverged_run_writes_nothing_and_says_so(tmp_path):
+    # every validation score NaN / Inf: no card without weights, no "wrote" in the log
+    out, logged = tmp_path / "pd.pt", []
+    with pytest.raises(ValueError, match=r"no validation score of the \d+ steps was finite .*--lr, "
+                                         r"now 1e\+30.*nothing written to .*pd\.pt"):
+        train_primal_dual_ct(out, budget_s=5.0, lr=1e30, log=logged.append, **TINY)
+    assert list(tmp_path.iterdir()) == [] and not any("wrote" in m for m in logged)
+
+
+def test_init_that_is_a_folder_or_holds_nan_is_refused_by_name(tmp_path):
+    with pytest.raises(ValueError, match=r"train primal_dual_ct: --init .* is a folder"):
+        train_primal_dual_ct(tmp_path / "new.pt", budget_s=5.0, init=str(tmp_path), log=lambda m: None,
+                             **TINY)
+    init = tmp_path / "start.pt"
+    model, _ = _first_run(init)
+    state = model.state_dict()
+    name = next(k for k, v in state.items() if v.is_floating_point())
+    state[name].fill_(float("nan"))
+    torch.save(state, init)
+    with pytest.raises(ValueError, match=rf"--init: .*start\.pt holds NaN or Inf values in 1 of its "
+                                         rf"\d+ tensors \({name}\)"):
+        train_primal_dual_ct(tmp_path / "new.pt", budget_s=5.0, init=str(init), log=lambda m: None,
+                             **TINY)
+    init.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"start\.pt cannot be read safely: \S"):  # a reason, not ""
+        train_primal_dual_ct(tmp_path / "new.pt", budget_s=5.0, init=str(init), log=lambda m: None,
+                             **TINY)
+    assert not (tmp_path / "new.pt").exists() and not (tmp_path / "new.yaml").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -167,7 +168,24 @@ def test_load_pretrained_errors(tmp_path):
     (tmp_path / "m.yaml").write_text(
         yaml.safe_dump({"model": {"name": "dncnn", "params": {"depth": 3}}})
     )
-    with pytest.raises(ValueError, match=r"m\.pt does not match dncnn: missing keys"):
+    with pytest.raises(ValueError, match=r"m\.pt does not match dncnn with the parameters of its "
+                                         r"card .*m\.yaml: missing keys"):
+        load_pretrained(pt)
+    # weights of the card's model but another width: named by file and card, not a RuntimeError
+    from mrirecon.models import build_model
+
+    torch.save(build_model("dncnn", depth=3, features=8).state_dict(), pt)
+    (tmp_path / "m.yaml").write_text(
+        yaml.safe_dump({"model": {"name": "dncnn", "params": {"depth": 3, "features": 16}}}))
+    with pytest.raises(ValueError, match=r"m\.pt does not match dncnn .*m\.yaml: size mismatch"):
+        load_pretrained(pt)
+    # weights a diverged training left: refused where they are read, naming the tensors
+    state = build_model("dncnn", depth=3, features=16).state_dict()
+    first = next(k for k, v in state.items() if v.is_floating_point())
+    state[first][0] = float("nan")
+    torch.save(state, pt)
+    with pytest.raises(ValueError, match=rf"m\.pt holds NaN or Inf values in 1 of its {len(state)} "
+                                         rf"tensors \({re.escape(first)}\)"):
         load_pretrained(pt)
     torch.save({"x": torch.nn.Linear(2, 2)}, pt)  # a pickled module: refused
     with pytest.raises(ValueError, match="cannot be read safely"):
