@@ -238,7 +238,11 @@ def _espirit_slice(
     c, H, W = kspace.shape
     kh, kw = kernel_shape
     calib = calibration_region(kspace, calib_shape)
-    kernels = espirit_kernels(calib, kernel_shape, thresh)
+    # the maps do not depend on the data's scale, but the Gram matrix of the calibration rows
+    # does: at |k| ~ 1e30 (or 1e-20) its squares overflow (underflow) float32 and no kernel
+    # survives the threshold. Scaled to a peak of 1, any scanner's k-space units work.
+    peak = calib.abs().amax()
+    kernels = espirit_kernels(calib / peak if peak > 0 else calib, kernel_shape, thresh)
     dtype, dev = kspace.dtype, kspace.device
     r = _kernel_correlations(kernels) / (kh * kw)  # (c, c, 2kh-1, 2kw-1)
     start = None

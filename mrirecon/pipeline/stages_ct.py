@@ -114,6 +114,11 @@ def fbp_preview(s: CTSlice) -> Tensor:
     return fbp(s.sinogram, s.geometry, filter="hann").float()
 
 
+#: The largest post-log value a real sinogram can hold: counts >= 1 out of I0 <= ~1e13 photons
+#: give -log(I / I0) <= 30; the bound leaves a wide margin (pre-log counts are far above it).
+MAX_LINE_INTEGRAL = 1000.0
+
+
 def check_slice(s: CTSlice, path: Path, k: int, reference: bool) -> None:
     """Refuse a slice that cannot give a meaningful image, naming the file and slice."""
     if not bool(torch.isfinite(s.sinogram).all()):
@@ -126,6 +131,12 @@ def check_slice(s: CTSlice, path: Path, k: int, reference: bool) -> None:
         raise ValueError(f"{path}: slice {k}: the sinogram's mean line integral is negative "
                          f"({mean:.3g}, rms {rms:.3g}); post-log data are -log(I / I0) >= 0 up to "
                          "noise: is the sign flipped (log(I / I0) stored)?")
+    peak = float(sino.abs().max())
+    if peak > MAX_LINE_INTEGRAL:  # e^-30 already needs ~1e13 photons per bin to leave one count
+        raise ValueError(f"{path}: slice {k}: the sinogram reaches {peak:.3g}; post-log line "
+                         f"integrals -log(I / I0) stay below {MAX_LINE_INTEGRAL:g} (a transmission "
+                         f"of e^-{MAX_LINE_INTEGRAL:g} leaves no photon): are these pre-log counts "
+                         "or a rescaled sinogram?")
     if reference and s.reference is not None and not bool(torch.isfinite(s.reference).all()):
         raise ValueError(f"{path}: slice {k}: the reference holds NaN or Inf values; metrics "
                          "would be meaningless (set evaluate.enabled=false to skip them)")

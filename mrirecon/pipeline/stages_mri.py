@@ -254,10 +254,14 @@ def reconstruct(s: MRISlice, cfg: ReconstructConfig, model: torch.nn.Module | No
 
     y = s.kspace
     if model is not None:  # learned models normalise internally (e.g. VarNet's NormUnet)
+        # in the model's precision: complex128 k-space (valid fastMRI data) meets float32 weights
+        real = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+        y = y.to(torch.complex128 if real == torch.float64 else torch.complex64)
         maps = s.maps
         if maps is None:
             maps = torch.ones((y.shape[0], *s.image_shape), dtype=y.dtype, device=y.device)
             maps = maps / (y.shape[0] ** 0.5)
+        maps = maps.to(y.dtype)
         # no_grad, not inference_mode: inference tensors carry no version counter, so the
         # operator's cache of the conjugate maps would be rebuilt on every one of the model's
         # gram calls

@@ -103,6 +103,8 @@ def test_ct_pipeline_refuses_an_mr_series_and_mri_pipeline_refuses_ct(dicom_seri
 @pytest.mark.parametrize("case, message", [
     ("flipped", "mean line integral is negative"),  # log(I / I0) stored instead of -log
     ("zero", "the sinogram is all zero"),
+    # a sinogram scaled far beyond any transmission (x 1e30: images of 1e33 HU before the check)
+    ("huge", "post-log line integrals -log(I / I0) stay below 1000"),
 ])
 def test_ct_sinograms_that_cannot_be_post_log_data_fail_with_the_reason(ct_dir, tmp_path, case,
                                                                           message):
@@ -111,7 +113,7 @@ def test_ct_sinograms_that_cannot_be_post_log_data_fail_with_the_reason(ct_dir, 
     obs = root / "observation_test_000.hdf5"
     with h5py.File(obs, "r+") as h5:
         data = h5["data"][...]
-        h5["data"][...] = -data if case == "flipped" else 0 * data
+        h5["data"][...] = {"flipped": -data, "zero": 0 * data, "huge": 1e30 * data}[case]
     ct = load_pipeline("ct_fbp", ["export.formats=[hdf5]", "report.enabled=false"])[0]
     entry = run_one(ct, obs, tmp_path / "out")
     assert entry["status"] == "failed" and message in entry["error"]
@@ -311,3 +313,37 @@ def test_fastmri_dataset_shape_larger_than_memory_is_refused(tmp_path):
     assert path.stat().st_size < 10_000
     with pytest.raises(DataFormatError, match=r"bomb.h5: kspace: one slice of shape .* GiB"):
         FastMRIFile(path).read_slice(0)
+
+
+# ---- k-space scale and precision: any scanner's units, fastMRI's complex128 ----------------
+
+@pytest.mark.parametrize("factor", [2.0 ** 100, 2.0 ** -70])  # ~1e30 / ~1e-21, exact in binary
+def test_espirit_maps_do_not_depend_on_the_kspace_scale(mri_file, factor):
+    # the calibration Gram matrix overflowed / underflowed float32 there and no kernel survived
+    # (an MKL "inconsistent configuration" error from an empty FFT); a power-of-two scale keeps
+    # every sample's mantissa, so the maps must be bit-identical
+    import torch
+
+    from mrirecon.calib.espirit import espirit_maps
+
+    with h5py.File(mri_file, "r") as h5:
+        k = torch.from_numpy(h5["kspace"][0])
+    ref = espirit_maps(k, calib_width=12, kernel_width=4)
+    assert torch.equal(espirit_maps(k * factor, calib_width=12, kernel_width=4), ref)
+
+
+def test_complex128_kspace_runs_through_a_learned_model(mri_file, tmp_path):
+    # valid fastMRI data may be stored as complex128; float32 weights used to fail on them
+    with h5py.File(mri_file, "r") as h5:
+        k = h5["kspace"][...].astype(np.complex128)
+    c128 = clone_h5(mri_file, tmp_path / "in" / "c128.h5", kspace=k)
+    config = load_pipeline("mri_modl", ["export.formats=[hdf5]", "report.enabled=false"])[0]
+    images = []
+    for name, path in (("c64", mri_file), ("c128", c128)):
+        entry = run_one(config, path, tmp_path / name)
+        assert entry["status"] == "ok", entry.get("error")
+        (rec,) = (tmp_path / name / "reconstructions").rglob("*.h5")
+        with h5py.File(rec, "r") as h5:
+            images.append(h5["reconstruction"][...])
+    np.testing.assert_allclose(images[1], images[0], rtol=0,
+                               atol=1e3 * np.finfo(np.float32).eps * np.abs(images[0]).max())
