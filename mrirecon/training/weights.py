@@ -110,6 +110,42 @@ def model_card(name_or_path: str | os.PathLike) -> dict:
     return card
 
 
+_RANGE_INTERVALS = ("coils", "accelerations", "spokes", "views")
+
+
+def check_training_range(rng: Any, where: str) -> None:
+    """Refuse a malformed ``training_range`` (what :mod:`mrirecon.pipeline.model_range` warns
+    against) when its card is read, naming the card and field: a misspelled key or a scalar
+    would otherwise switch the warning off, a string fail mid-run."""
+    if rng is None:
+        return
+
+    def bad(field: str, want: str, got: Any) -> ValueError:
+        return ValueError(f"{where}: training_range{field}: expected {want}, got {got!r}")
+
+    def pair(field: str, value: Any) -> None:
+        ok = (isinstance(value, (list, tuple)) and len(value) == 2
+              and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v == v for v in value))
+        if not ok or value[0] > value[1]:
+            raise bad(field, "[min, max] numbers with min <= max", value)
+
+    if not isinstance(rng, Mapping):
+        raise bad("", "a mapping of matrix / " + " / ".join(_RANGE_INTERVALS), rng)
+    unknown = sorted(set(rng) - {"matrix", *_RANGE_INTERVALS})
+    if unknown:
+        raise bad(f".{unknown[0]}", "one of matrix, " + ", ".join(_RANGE_INTERVALS), "an unknown key")
+    for key in _RANGE_INTERVALS:
+        if key in rng:
+            pair(f".{key}", rng[key])
+    if "matrix" in rng:
+        m = rng["matrix"]
+        if not isinstance(m, Mapping) or set(m) != {"min", "max"}:
+            raise bad(".matrix", "{min: [H, W], max: [H, W]}", m)
+        for i in range(2):
+            pair(f".matrix (dimension {i})", [m["min"][i], m["max"][i]] if all(
+                isinstance(m[k], (list, tuple)) and len(m[k]) == 2 for k in ("min", "max")) else None)
+
+
 def load_pretrained(
     name_or_path: str | os.PathLike, map_location: str | torch.device = "cpu",
     overrides: Mapping[str, Any] | None = None,
@@ -139,6 +175,7 @@ def load_pretrained(
 
     pt = _resolve(name_or_path)
     card = model_card(pt)
+    check_training_range(card.get("training_range"), str(pt.with_suffix(".yaml")))
     params = dict(card["model"].get("params") or {})
     if overrides:
         allowed = set(card.get("overridable") or ())

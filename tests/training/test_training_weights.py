@@ -231,3 +231,26 @@ def test_pnp_brain_schedule_is_the_winner_of_its_deployment_grid():
     assert (params["iterations"], params["rho"]) == (best["iterations"], best["rho"])
     model = load_pretrained("pnp_dncnn_brain_sim")
     assert (model.iterations, model.rho) == (best["iterations"], best["rho"])
+
+
+@pytest.mark.parametrize("rng, field", [
+    ({"views": ["a", "b"]}, r"training_range\.views: expected \[min, max\] numbers"),
+    ({"views": 30}, r"training_range\.views: expected"),  # a scalar switched the warning off
+    ({"views": [63, 30]}, r"training_range\.views: .*min <= max"),
+    ({"view": [30, 63]}, r"training_range\.view: expected one of matrix"),  # misspelled
+    ({"matrix": {"min": 362}}, r"training_range\.matrix: expected \{min: \[H, W\]"),
+    ({"matrix": {"min": [362], "max": [362, 362]}}, r"training_range\.matrix \(dimension 0\)"),
+    ([30, 63], r"training_range: expected a mapping"),
+])
+def test_malformed_training_range_names_the_card_and_field(tmp_path, rng, field):
+    from mrirecon.models import build_model
+
+    pt = tmp_path / "m.pt"
+    torch.save(build_model("dncnn", depth=3, features=8).state_dict(), pt)
+    card = {"model": {"name": "dncnn", "params": {"depth": 3, "features": 8}}, "training_range": rng}
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(card))
+    with pytest.raises(ValueError, match=r"m\.yaml: " + field):
+        load_pretrained(pt)
+    card["training_range"] = {"views": [30, 63], "matrix": {"min": [8, 8], "max": [512, 512]}}
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(card))
+    assert load_pretrained(pt).model_card["training_range"]["views"] == [30, 63]
