@@ -23,11 +23,15 @@ def run_stage(fn: Callable[..., Tensor], *args, checkpointing: bool = False):
     return fn(*args)
 
 
-def batch_scale(x: Tensor, eps: float = 1e-12) -> Tensor:
-    """Per-sample ``max |x|`` over all axes but the first, shaped ``(B, 1, ..., 1)``."""
+def batch_scale(x: Tensor) -> Tensor:
+    """Per-sample ``max |x|`` over all axes but the first, shaped ``(B, 1, ..., 1)``; 1 for an
+    all-zero sample. No floor: a fixed epsilon (1e-12 before) made the output stop following the
+    data below it (k-space at 1e-20 gave images 1e9 too bright), and the scanner's units are
+    arbitrary."""
     if x.ndim < 2:
         raise ValueError(f"expected a batch axis first, got shape {tuple(x.shape)}")
-    s = x.detach().abs().reshape(x.shape[0], -1).amax(dim=1).clamp_min(eps)
+    s = x.detach().abs().reshape(x.shape[0], -1).amax(dim=1)
+    s = torch.where(s > 0, s, torch.ones_like(s))
     return s.reshape((-1,) + (1,) * (x.ndim - 1))
 
 

@@ -347,3 +347,23 @@ def test_complex128_kspace_runs_through_a_learned_model(mri_file, tmp_path):
             images.append(h5["reconstruction"][...])
     np.testing.assert_allclose(images[1], images[0], rtol=0,
                                atol=1e3 * np.finfo(np.float32).eps * np.abs(images[0]).max())
+
+
+@pytest.mark.parametrize("factor", [2.0 ** 70, 2.0 ** -70])
+def test_a_learned_pipeline_follows_any_kspace_scale(mri_file, tmp_path, factor):
+    # issue 14: a model's output scaling must not depend on the scanner's arbitrary k-space scale;
+    # a 1e-12 floor in the models' normalisation left images at ~1e-20 data 1e9 too bright
+    with h5py.File(mri_file, "r") as h5:
+        k = h5["kspace"][...]
+    scaled = clone_h5(mri_file, tmp_path / "in" / "scaled.h5", kspace=(k * factor).astype(k.dtype))
+    config = load_pipeline("mri_modl", ["export.formats=[hdf5]", "report.enabled=false",
+                                        "evaluate.enabled=false"])[0]
+    images = []
+    for name, path in (("base", mri_file), ("scaled", scaled)):
+        assert run_one(config, path, tmp_path / name)["status"] == "ok"
+        (rec,) = (tmp_path / name / "reconstructions").rglob("*.h5")
+        with h5py.File(rec, "r") as h5:
+            images.append(h5["reconstruction"][...].astype(np.float64))
+    base = images[0] * factor
+    np.testing.assert_allclose(images[1], base, rtol=0,
+                               atol=1e3 * np.finfo(np.float32).eps * np.abs(base).max())
