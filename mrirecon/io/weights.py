@@ -29,6 +29,8 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 def resolve_weights(name_or_path: str | os.PathLike, who: str = "load_pretrained") -> Path:
     """A ``.pt`` path for a shipped name (``mrirecon/weights/<name>.pt``) or an existing file."""
     p = Path(name_or_path)
+    if p.is_dir():  # else "does not exist", or looked up as a shipped name
+        raise ValueError(f"{who}: {p} is a folder, not a .pt state dict")
     if p.suffix == ".pt" or p.is_file():
         if not p.is_file():
             raise FileNotFoundError(f"{who}: weights file {p} does not exist")

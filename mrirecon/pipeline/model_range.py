@@ -20,6 +20,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from mrirecon.training.weights import RANGE_INTERVALS
+
 log = logging.getLogger("mrirecon.pipeline")
 
 
@@ -44,8 +46,9 @@ def range_warnings(card: Mapping[str, Any] | None, *, matrix: tuple[int, int] | 
         if not all(lo[i] <= matrix[i] <= hi[i] for i in range(2)):
             out.append(f"matrix {matrix[0]} x {matrix[1]} is outside the {name} training range "
                        f"{lo[0]} x {lo[1]} .. {hi[0]} x {hi[1]}")
-    for key, value, what in (("coils", coils, "coils"), ("accelerations", acceleration, "acceleration"),
-                             ("views", views, "views"), ("spokes", spokes, "spokes")):
+    given = {"coils": coils, "accelerations": acceleration, "views": views, "spokes": spokes}
+    for key in RANGE_INTERVALS:
+        value, what = given[key], "acceleration" if key == "accelerations" else key
         iv = _interval(rng.get(key))
         # a mask's effective acceleration W / sampled columns differs from its nominal rate by
         # the rounding of the line count and the centre band (fastMRI's 4x on 368 columns

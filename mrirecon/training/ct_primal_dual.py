@@ -36,6 +36,7 @@ from mrirecon.training.ct_staged import (
     CTImageRecipe,
     SparseViewSimulator,
     card_command,
+    earlier_runs,
     load_init,
     read_init_card,
     score,
@@ -161,10 +162,9 @@ def save(model, out: Path, args: dict, steps: int, history: list, best: dict, fb
     from mrirecon.io.weights import write_weights
 
     command = card_command("primal_dual_ct", out, args)
-    runs, run = 1, first
-    while isinstance(run, dict):
-        runs, run = runs + 1, run.get("first_run")
-    minutes = (wall_s + _earlier_wall_s(first)) / 60
+    earlier = earlier_runs(first)
+    runs, total_s = len(earlier) + 1, wall_s + sum(float(r.get("wall_time_s", 0.0)) for r in earlier)
+    minutes = total_s / 60
     how = ("on one shared CPU thread" if args["threads"] == 1 else f"on {args['threads']} shared CPU threads")
     if runs > 1:
         how += f", in {runs} runs (each continuing the one before; {minutes:.0f} min in all)"
@@ -189,7 +189,7 @@ def save(model, out: Path, args: dict, steps: int, history: list, best: dict, fb
             "validation_psnr_db": best.get("val_psnr"), "validation_psnr_db_hann_fbp": fbp_val,
             "history": history,
             **({} if first is None else {"first_run": first,
-                                         "total_wall_time_s": round(wall_s + _earlier_wall_s(first), 1)}),
+                                         "total_wall_time_s": round(total_s, 1)}),
         },
         "data": DATA_TEXT,
         "training_range": {"matrix": {"min": [CT_SIZE, CT_SIZE], "max": [CT_SIZE, CT_SIZE]},
@@ -198,11 +198,3 @@ def save(model, out: Path, args: dict, steps: int, history: list, best: dict, fb
     }
     write_weights(out, None if model is None else model.state_dict(), card, width=100)
     return card
-
-
-def _earlier_wall_s(first: dict | None) -> float:
-    """The wall time of the runs a continued run started from (its ``first_run`` chain)."""
-    total = 0.0
-    while isinstance(first, dict):
-        total, first = total + float(first.get("wall_time_s", 0.0)), first.get("first_run")
-    return total

@@ -449,9 +449,7 @@ def load_init(model, path: Path, kind: str = "staged_ct",
     another shape, the architecture options that must match."""
     from mrirecon.io.weights import read_state_dict
 
-    if path.is_dir():
-        raise ValueError(f"train {kind}: --init {path} is a folder, not a .pt state dict")
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"train {kind}: --init {path} does not exist")
     state = read_state_dict(path, who=f"train {kind}: --init")
     try:
@@ -490,14 +488,20 @@ def read_init_card(init: str | os.PathLike | None, kind: str = "staged_ct") -> d
     return {k: training[k] for k in RUN_KEYS if k in training} if isinstance(training, dict) else None
 
 
+def earlier_runs(first: dict | None) -> list[dict]:
+    """The training records of the runs a continued run started from (``read_init_card`` and
+    their ``first_run`` chain), oldest first."""
+    runs = []
+    while isinstance(first, dict):
+        runs.insert(0, first)
+        first = first.get("first_run")
+    return runs
+
+
 def _card_text(args: dict, done: int, steps: list[int], wall_s: float, first: dict | None) -> tuple:
     """The run-dependent sentences of the card: ``(description, known_failures)``."""
     patch = f"{args['patch']} x {args['patch']} patches"
-    earlier = []  # the runs this one continued, oldest first
-    run = first
-    while isinstance(run, dict):
-        earlier.insert(0, run)
-        run = run.get("first_run")
+    earlier = earlier_runs(first)
     if earlier:
         sizes = [re.search(r"--patch (\d+)", r.get("command", "")) for r in earlier]
         sizes = ", ".join(f"{m.group(1)} x {m.group(1)}" if m else "other" for m in sizes)

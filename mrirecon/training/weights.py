@@ -110,7 +110,8 @@ def model_card(name_or_path: str | os.PathLike) -> dict:
     return card
 
 
-_RANGE_INTERVALS = ("coils", "accelerations", "spokes", "views")
+#: The ``[min, max]`` entries of a card's ``training_range`` (besides ``matrix``).
+RANGE_INTERVALS = ("coils", "accelerations", "spokes", "views")
 
 
 def check_training_range(rng: Any, where: str) -> None:
@@ -130,11 +131,11 @@ def check_training_range(rng: Any, where: str) -> None:
             raise bad(field, "[min, max] numbers with min <= max", value)
 
     if not isinstance(rng, Mapping):
-        raise bad("", "a mapping of matrix / " + " / ".join(_RANGE_INTERVALS), rng)
-    unknown = sorted(set(rng) - {"matrix", *_RANGE_INTERVALS})
+        raise bad("", "a mapping of matrix / " + " / ".join(RANGE_INTERVALS), rng)
+    unknown = sorted(set(rng) - {"matrix", *RANGE_INTERVALS})
     if unknown:
-        raise bad(f".{unknown[0]}", "one of matrix, " + ", ".join(_RANGE_INTERVALS), "an unknown key")
-    for key in _RANGE_INTERVALS:
+        raise bad(f".{unknown[0]}", "one of matrix, " + ", ".join(RANGE_INTERVALS), "an unknown key")
+    for key in RANGE_INTERVALS:
         if key in rng:
             pair(f".{key}", rng[key])
     if "matrix" in rng:

@@ -91,6 +91,8 @@ def test_reader_resolves_names_and_refuses_what_is_not_a_state_dict(tmp_path):
         read_state_dict(bad, who="test")
     with pytest.raises(FileNotFoundError, match="no weights named 'nothing_here'"):
         read_state_dict("nothing_here")
+    with pytest.raises(ValueError, match=r"test: .* is a folder, not a \.pt state dict"):
+        read_state_dict(tmp_path, who="test")  # not "no weights named" / "does not exist"
 
 
 def test_named_output_steps():

@@ -76,7 +76,8 @@ def test_a_diverged_run_writes_nothing_and_says_so(tmp_path):
 
 
 def test_init_that_is_a_folder_or_holds_nan_is_refused_by_name(tmp_path):
-    with pytest.raises(ValueError, match=r"train primal_dual_ct: --init .* is a folder"):
+    with pytest.raises(ValueError,
+                       match=r"train primal_dual_ct: --init: .* is a folder, not a \.pt state dict"):
         train_primal_dual_ct(tmp_path / "new.pt", budget_s=5.0, init=str(tmp_path), log=lambda m: None,
                              **TINY)
     init = tmp_path / "start.pt"
