@@ -133,12 +133,22 @@ def geometry_to_json(geometry: CTGeometry) -> str:
     return json.dumps(asdict(geometry))
 
 
+#: The widest angular range of one stored scan (rad): a full turn plus any overscan fits; the
+#: same scan in degrees spans 57x more (a half turn: 180).
+MAX_ANGLE_SPAN = 4 * math.pi
+
+
 def geometry_from_json(text: str, source: str | os.PathLike = "<geometry attribute>") -> CTGeometry:
     """:class:`CTGeometry` from its JSON form; a malformed one is a :class:`DataFormatError`."""
     try:
         fields = json.loads(text)
         fields["image_shape"] = tuple(fields["image_shape"])
-        return CTGeometry(**fields)
+        geometry = CTGeometry(**fields)
+        span = max(geometry.angles) - min(geometry.angles)
+        if span > MAX_ANGLE_SPAN:  # the operator takes any angles; a file holds one scan
+            raise ValueError(f"angles span {span:.6g} rad, more than two turns (4 pi): angles "
+                             "are in radians (were degrees given?)")
+        return geometry
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as err:
         raise DataFormatError(source, "attrs/geometry", f"not a valid CT geometry ({err})") from None
 

@@ -57,8 +57,15 @@ class CTGeometry:
             raise ValueError(f"CTGeometry.image_shape must be (H, W), got {self.image_shape}")
         if len(self.angles) < 1:
             raise ValueError("CTGeometry.angles must hold at least one angle")
-        if self.num_detectors < 1 or self.pixel_size <= 0 or self.detector_spacing <= 0:
-            raise ValueError("CTGeometry: num_detectors, pixel_size, detector_spacing must be > 0")
+        if not all(math.isfinite(a) for a in self.angles):
+            bad = next(i for i, a in enumerate(self.angles) if not math.isfinite(a))
+            raise ValueError(f"CTGeometry.angles must be finite, angle {bad} is {self.angles[bad]}")
+        for name in ("pixel_size", "detector_spacing", "source_isocenter", "source_detector"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"CTGeometry.{name} must be finite and > 0, got {value}")
+        if self.num_detectors < 1:
+            raise ValueError(f"CTGeometry.num_detectors must be >= 1, got {self.num_detectors}")
         if self.beam == "fan":
             if self.source_isocenter is None or self.source_detector is None:
                 raise ValueError("CTGeometry: fan beam needs source_isocenter and source_detector")

@@ -15,6 +15,7 @@ non-negative, so fastMRI's ``data_range = gt.max()`` convention is meaningful); 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -114,6 +115,10 @@ def fbp_preview(s: CTSlice) -> Tensor:
     return fbp(s.sinogram, s.geometry, filter="hann").float()
 
 
+#: The densest mean attenuation (1/mm) a ray through the whole image can meet: bone is ~0.05,
+#: steel ~0.3 at CT energies; lengths in m or cm instead of mm give 10-1000x more.
+MAX_MEAN_ATTENUATION = 2.0
+
 #: The largest post-log value a real sinogram can hold: counts >= 1 out of I0 <= ~1e13 photons
 #: give -log(I / I0) <= 30; the bound leaves a wide margin (pre-log counts are far above it).
 MAX_LINE_INTEGRAL = 1000.0
@@ -132,14 +137,135 @@ def check_slice(s: CTSlice, path: Path, k: int, reference: bool) -> None:
                          f"({mean:.3g}, rms {rms:.3g}); post-log data are -log(I / I0) >= 0 up to "
                          "noise: is the sign flipped (log(I / I0) stored)?")
     peak = float(sino.abs().max())
+    if float(sino.max()) == float(sino.min()):
+        raise ValueError(f"{path}: slice {k}: the sinogram is constant (every line integral is "
+                         f"{float(sino.max()):.6g}); no object inside the field of view projects "
+                         "so: nothing to reconstruct")
     if peak > MAX_LINE_INTEGRAL:  # e^-30 already needs ~1e13 photons per bin to leave one count
         raise ValueError(f"{path}: slice {k}: the sinogram reaches {peak:.3g}; post-log line "
                          f"integrals -log(I / I0) stay below {MAX_LINE_INTEGRAL:g} (a transmission "
                          f"of e^-{MAX_LINE_INTEGRAL:g} leaves no photon): are these pre-log counts "
                          "or a rescaled sinogram?")
+    g = s.geometry
+    chord = g.pixel_size * math.hypot(*g.image_shape)  # the longest ray through the image, mm
+    if peak / chord > MAX_MEAN_ATTENUATION:
+        raise ValueError(f"{path}: slice {k}: the sinogram's peak line integral {peak:.3g} needs a "
+                         f"mean attenuation of {peak / chord:.3g} / mm along the longest ray "
+                         f"through the image ({chord:.3g} mm), denser than any tissue or implant "
+                         f"(water 0.019, bone ~0.05, steel ~0.3 / mm): are the geometry's lengths "
+                         f"in mm (pixel_size {g.pixel_size:.3g}, detector_spacing "
+                         f"{g.detector_spacing:.3g})?")
     if reference and s.reference is not None and not bool(torch.isfinite(s.reference).all()):
         raise ValueError(f"{path}: slice {k}: the reference holds NaN or Inf values; metrics "
                          "would be meaningless (set evaluate.enabled=false to skip them)")
+
+
+#: Outer detector bins (a fraction of the detector, on each side) that must see air.
+EDGE_FRACTION = 0.02
+#: Mean line integral in those bins, relative to the sinogram's 99th percentile, above which
+#: the projections count as truncated. Air reads 0 up to noise, whose mean is ~0 (+1 / (2 I0)
+#: from the log of few counts: below 0.01 of the percentile even at 64 photons per bin).
+TRUNCATION_LEVEL = 0.05
+#: A sinogram whose every line integral is below this (0.5 mm of water, mu 0.0192 / mm) holds
+#: no patient: an air scan, or data scaled far down.
+MIN_PEAK_LINE_INTEGRAL = 0.01
+
+
+#: Below this many views every method's image is dominated by streaks.
+MIN_VIEWS = 8
+#: Parallel beam: every view sums to the same total (the object's integral times the detector
+#: pitch, Helgason-Ludwig order 0); the spread of the view sums over their mean above which the
+#: data cannot be a parallel-beam sinogram of this geometry. Noise and sparse views give ~0.002
+#: at 4096 photons per bin, ~0.02 at 64 (photon starvation biases the long rays); a transposed
+#: sinogram ~1.
+MASS_SPREAD = 0.1
+
+
+#: Parallel beam: the relative difference between views half a turn apart (one mirrored, both
+#: box-averaged along the detector) above which the angles cannot be right. Photon noise gives
+#: 0.01 / 0.10 / 0.19 at 4096 / 64 / 16 photons per bin; a half-turn scan labelled as a full
+#: turn 0.34-0.38 (fan-beam data labelled parallel: only ~0.06, not detected).
+OPPOSITE_MISMATCH = 0.25
+
+
+def _opposite_view_mismatch(sino: Tensor, geometry: CTGeometry) -> float | None:
+    """``||p(a + pi, s) - p(a, -s)|| / ||p||`` over the views that have a partner half a turn
+    away (within a quarter of the angular step); ``None`` when no view has one or the beam is
+    fan."""
+    if geometry.beam != "parallel" or geometry.num_views < 2:
+        return None
+    a = np.mod(np.asarray(geometry.angles), 2 * np.pi)
+    step = np.median(np.abs(np.diff(np.sort(a)))) if len(a) > 1 else 0.0
+    if step <= 0:
+        return None
+    gap = np.abs(np.angle(np.exp(1j * (a[None, :] - a[:, None] - np.pi))))  # (i, j): a_j - a_i - pi
+    j = gap.argmin(1)
+    pairs = np.nonzero(gap[np.arange(len(a)), j] < step / 4)[0]
+    if len(pairs) == 0:
+        return None
+    i, j = torch.as_tensor(pairs), torch.as_tensor(j[pairs])
+    width = max(1, sino.shape[-1] // 16)  # a box average along the detector: photon noise
+    smooth = torch.nn.functional.avg_pool1d(sino[None], width, stride=1, padding=width // 2,
+                                            count_include_pad=False)[0]  # falls, geometry stays
+    first, second = smooth[..., i, :], smooth[..., j, :].flip(-1)
+    return float((second - first).norm() / first.norm().clamp_min(1e-30))
+
+
+def data_warnings(sinogram: Tensor, geometry: CTGeometry) -> dict[str, str]:
+    """What looks wrong in a post-log sinogram ``(views, detectors)`` but may be real: truncated
+    projections, too few views, a dead detector bin, views whose sums disagree (parallel beam),
+    a near-empty sinogram.
+
+    No method here models an object wider than the detector: its rays through the body miss
+    the outer bins, and every reconstruction gets a bright rim and shading (TV: pixels of
+    ~100,000 HU on a simulated truncation). Air in the outer bins is what shows the object is
+    inside the field of view."""
+    sino = sinogram.double()
+    out: dict[str, str] = {}
+    views, n = sino.shape[-2:]
+    if views < MIN_VIEWS:
+        out["views"] = (f"only {views} view{'s' * (views > 1)}: below {MIN_VIEWS} views every "
+                        "method's image is dominated by streaks")
+    k = max(2, int(round(EDGE_FRACTION * n)))
+    p99 = float(torch.quantile(sino.abs().flatten()[:: max(1, sino.numel() // 100_000)], 0.99))
+    edges = [float(sino[..., :k].mean()), float(sino[..., -k:].mean())]
+    truncated = p99 > 0 and max(edges) > TRUNCATION_LEVEL * p99
+    sums = sino.sum(-1)
+    spread = float(sums.std() / sums.mean().abs()) if views > 1 and float(sums.mean()) else 0.0
+    if geometry.beam == "parallel" and spread > MASS_SPREAD:
+        out["inconsistent"] = (
+            f"the views' total line integrals vary by {spread:.0%} (std / mean over {views} "
+            "views), where every view of a parallel-beam sinogram sums to the same total: is "
+            "the sinogram transposed (detectors x views), from another geometry (fan beam)"
+            + (", or truncated (its outer bins do not read air)" if truncated else "") + "?")
+    mirror = _opposite_view_mismatch(sino, geometry)
+    if mirror is not None and mirror > OPPOSITE_MISMATCH and "inconsistent" not in out:
+        out["inconsistent"] = (
+            f"views half a turn apart disagree ({mirror:.0%} relative difference), where a "
+            "parallel-beam view at angle + pi is the one at angle, mirrored: are the angles "
+            "wrong (a half-turn scan labelled as a full turn), or is this fan-beam data?")
+    inside = sino[..., 1:-1]
+    neighbours = torch.minimum(sino[..., :-2], sino[..., 2:])
+    dead = ((inside == 0).all(-2) & (neighbours.median(-2).values > TRUNCATION_LEVEL * p99))
+    if bool(dead.any()):
+        cols = (torch.nonzero(dead).flatten() + 1).tolist()
+        out["dead"] = (f"detector bin{'s' * (len(cols) > 1)} {', '.join(map(str, cols[:8]))}"
+                       f"{', ...' if len(cols) > 8 else ''} read{'s' * (len(cols) == 1)} zero in "
+                       "every view inside the object (a dead detector element): expect a ring "
+                       "artefact")
+    if truncated and "inconsistent" not in out:
+        side = "first" if edges[0] >= edges[1] else "last"
+        out["truncated"] = (f"the projections look truncated: the {k} {side} detector bins read "
+                            f"a mean line integral of {max(edges):.3g}, "
+                            f"{max(edges) / p99:.0%} of the sinogram's 99th percentile "
+                            f"{p99:.3g} (air reads ~0); if the object extends beyond the "
+                            "detector, expect a bright rim and shading in every method's image")
+    peak = float(sino.max())
+    if peak < MIN_PEAK_LINE_INTEGRAL:
+        out["empty"] = (f"the largest line integral is {peak:.3g}, less than 0.5 mm of water "
+                        "on any ray: an air scan, or a sinogram scaled down (the image will be "
+                        "air, -1000 HU)")
+    return out
 
 
 # ---- the stage protocol -----------------------------------------------------------------------
@@ -239,6 +365,9 @@ class CTStages(Modality[CTSlice]):
 
     def to_device(self, s: CTSlice) -> CTSlice:
         return replace(s, sinogram=s.sinogram.to(self.device))
+
+    def data_warnings(self, s: CTSlice) -> dict[str, str]:
+        return data_warnings(s.sinogram, s.geometry)
 
     def reconstruct(self, s: CTSlice, method: Method) -> CTSlice:
         return reconstruct(s, method.config, method.model)

@@ -100,6 +100,12 @@ class Modality(ABC, Generic[S]):
     def postprocess(self, s: S) -> Tensor:
         """``(h, w)`` float32 output image of a reconstructed slice, on the CPU."""
 
+    def data_warnings(self, s: S) -> dict[str, str]:
+        """What is suspicious, but not fatal, about one undersampled slice's data (truncated
+        projections, duplicated coils, ...): ``{kind: message}``, empty by default. The pipeline
+        runner collects them per volume into its log, ``provenance.json`` and the report."""
+        return {}
+
     def reference(self, s: S) -> Tensor | None:
         """The slice's reference image on the output's scale, or ``None``."""
         return None

@@ -34,8 +34,11 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
             path.stem if path.is_file() else path.name), result)
     method = Method(config.reconstruct.method, config.reconstruct, model)
     counts = {"sampled": 0, "acquired": 0}  # k-space columns over all slices (MRI, Cartesian)
+    suspicious: dict[str, tuple[str, list[int]]] = {}  # kind -> (first slice's message, slices)
 
     def on_slice(i, s) -> None:
+        for kind, msg in stages.data_warnings(s).items():
+            suspicious.setdefault(kind, (msg, []))[1].append(i)
         if config.modality == "mri" and s.trajectory is None:  # sampled vs acquirable columns
             cols = s.header.acquired_columns(s.mask.numel())
             counts["acquired"] += int(cols.sum())
@@ -46,6 +49,10 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
     # the zero-filled / FBP previews only feed the PNG panels
     run = stream.stream_volume(stages, path, [method], progress=progress, on_slice=on_slice,
                                previews="png" in config.export.formats)
+    for msg, slices in suspicious.values():
+        msg = f"{path.name}: {_slice_list(slices, run.slices)}: {msg}"
+        log.warning("%s", msg)
+        result.warnings.append(msg)
     if config.modality == "mri":
         recon, reference = run.outputs[method.name], run.reference
         accel = counts["acquired"] / counts["sampled"] if counts["sampled"] else None
@@ -102,6 +109,16 @@ def _warn_outside_range(config: PipelineConfig, model, s) -> None:
                            acceleration=acc)
     else:
         warn_outside_range(model, matrix=tuple(s.geometry.image_shape), views=s.geometry.num_views)
+
+
+def _slice_list(slices: list[int], total: int) -> str:
+    """``slice 3 of 8``, ``3 of 8 slices (0, 2, 5)`` or ``all 8 slices`` (at most 8 indices shown)."""
+    if len(slices) == 1:
+        return f"slice {slices[0]}" + (f" of {total}" if total > 1 else "")
+    if len(slices) == total:
+        return f"all {total} slices"
+    shown = ", ".join(map(str, slices[:8])) + (", ..." if len(slices) > 8 else "")
+    return f"{len(slices)} of {total} slices ({shown})"
 
 
 def sampled_all(acceleration: float | None) -> bool:

@@ -105,6 +105,8 @@ def test_ct_pipeline_refuses_an_mr_series_and_mri_pipeline_refuses_ct(dicom_seri
     ("zero", "the sinogram is all zero"),
     # a sinogram scaled far beyond any transmission (x 1e30: images of 1e33 HU before the check)
     ("huge", "post-log line integrals -log(I / I0) stay below 1000"),
+    # every ray the same (was exit 0 and images of 1.5-61 kHU from ct_learned)
+    ("constant", "the sinogram is constant"),
 ])
 def test_ct_sinograms_that_cannot_be_post_log_data_fail_with_the_reason(ct_dir, tmp_path, case,
                                                                           message):
@@ -113,11 +115,44 @@ def test_ct_sinograms_that_cannot_be_post_log_data_fail_with_the_reason(ct_dir, 
     obs = root / "observation_test_000.hdf5"
     with h5py.File(obs, "r+") as h5:
         data = h5["data"][...]
-        h5["data"][...] = {"flipped": -data, "zero": 0 * data, "huge": 1e30 * data}[case]
+        h5["data"][...] = {"flipped": -data, "zero": 0 * data, "huge": 1e30 * data,
+                           "constant": np.full_like(data, data.mean())}[case]
     ct = load_pipeline("ct_fbp", ["export.formats=[hdf5]", "report.enabled=false"])[0]
     entry = run_one(ct, obs, tmp_path / "out")
     assert entry["status"] == "failed" and message in entry["error"]
     assert "observation_test_000.hdf5: slice 0" in entry["error"]
+
+
+def _ct_warnings(ct_dir, tmp_path, name, change) -> list[str]:
+    root = tmp_path / name
+    shutil.copytree(ct_dir, root)
+    obs = root / "observation_test_000.hdf5"
+    with h5py.File(obs, "r+") as h5:
+        h5["data"][...] = change(h5["data"][...])
+    ct = load_pipeline("ct_fbp", ["export.formats=[hdf5]", "report.enabled=false"])[0]
+    entry = run_one(ct, obs, tmp_path / (name + "_out"))
+    assert entry["status"] == "ok"
+    return entry["warnings"]
+
+
+def test_truncated_projections_and_an_air_scan_are_reported_not_refused(ct_dir, tmp_path):
+    """An object wider than the detector (here: a water disc of 1.5 x the detector's width added
+    to the phantoms' projections, its exact chords) gives every method a bright rim; the run
+    goes on, and the warning names the file, the slices and the level. A sinogram of
+    line integrals below 0.5 mm of water is an air scan (or data scaled down)."""
+    assert not _ct_warnings(ct_dir, tmp_path, "plain", lambda d: d)  # the phantoms: air at the edges
+
+    def wide_disc(data):
+        n = data.shape[-1]
+        s = (np.arange(n) - (n - 1) / 2) / (n / 2)  # detector position, edges at +-1
+        chord = 2 * np.sqrt(1.5 ** 2 - s ** 2)  # a centred disc of radius 1.5 half-widths
+        return data + 0.2 * data.max() * chord / chord.max()
+
+    (msg,) = _ct_warnings(ct_dir, tmp_path, "wide", wide_disc)
+    assert msg.startswith("observation_test_000.hdf5: all 2 slices: the projections look truncated")
+    assert "detector bins read a mean line integral of" in msg
+    (msg,) = _ct_warnings(ct_dir, tmp_path, "air", lambda d: d * 1e-30)
+    assert "all 2 slices: the largest line integral is" in msg and "air scan" in msg
 
 
 # ---- DICOM series with a bad file --------------------------------------------------------

@@ -1,0 +1,116 @@
+"""Sinograms that look valid but cannot be what their geometry says (transposed, angles in
+degrees or over the wrong span, lengths in metres, a dead detector bin, too few views): each is
+refused or reported by name, measured on an exact parallel-beam projection of a phantom."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from mrirecon.operators import ct_operator
+from mrirecon.operators.ct_geometry import CTGeometry
+from mrirecon.pipeline.stages_ct import (MASS_SPREAD, OPPOSITE_MISMATCH, _opposite_view_mismatch,
+                                         data_warnings)
+from mrirecon.sampling import low_dose_noise
+
+
+def _phantom(n: int = 64) -> torch.Tensor:
+    """An off-centre ellipse with a dense insert, inside the inscribed circle (1 / mm)."""
+    y, x = torch.meshgrid(torch.linspace(-1, 1, n, dtype=torch.float64),
+                          torch.linspace(-1, 1, n, dtype=torch.float64), indexing="ij")
+    body = ((x - 0.1) / 0.7) ** 2 + (y / 0.45) ** 2 < 1
+    insert = (x + 0.2) ** 2 + (y - 0.1) ** 2 < 0.15 ** 2
+    return 0.019 * body + 0.03 * insert
+
+
+def _geometry(views: int, span: float = math.pi, n: int = 64) -> CTGeometry:
+    angles = tuple(np.linspace(0, span, views, endpoint=False))
+    return CTGeometry("parallel", (n, n), angles, num_detectors=91, pixel_size=2.0,
+                      detector_spacing=2.0)
+
+
+def _sinogram(geometry: CTGeometry, photons: float | None = 4096.0) -> torch.Tensor:
+    y = ct_operator(geometry)(_phantom(geometry.image_shape[0])).float()
+    return y if photons is None else low_dose_noise(y, photons, torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("photons", [None, 4096.0, 64.0])
+def test_a_consistent_sinogram_raises_no_warning(photons):
+    g = _geometry(91)
+    assert data_warnings(_sinogram(g, photons), g) == {}
+    full = _geometry(180, 2 * math.pi)  # a full turn: views half a turn apart are mirrors
+    assert data_warnings(_sinogram(full, photons), full) == {}
+
+
+def test_a_transposed_square_sinogram_is_reported_as_inconsistent():
+    g = _geometry(91)  # 91 views, 91 detectors: the shape check cannot see the transposition
+    y = _sinogram(g)
+    warnings = data_warnings(y.T.contiguous(), g)
+    assert set(warnings) == {"inconsistent"}, warnings
+    assert "views' total line integrals vary" in warnings["inconsistent"]
+    assert "transposed (detectors x views)" in warnings["inconsistent"]
+    sums = y.double().sum(-1)
+    assert float(sums.std() / sums.mean()) < MASS_SPREAD / 10  # the real one: 10x margin
+
+
+def test_a_half_turn_scan_labelled_as_a_full_turn_is_reported():
+    half, full = _geometry(180, math.pi), _geometry(180, 2 * math.pi)
+    y = _sinogram(half, 64.0)
+    assert _opposite_view_mismatch(_sinogram(full, 64.0).double(), full) < OPPOSITE_MISMATCH
+    warnings = data_warnings(y, full)
+    assert "views half a turn apart disagree" in warnings["inconsistent"]
+
+
+def test_dead_detector_bin_and_too_few_views_are_reported():
+    g = _geometry(91)
+    y = _sinogram(g)
+    y[:, 45] = 0  # the central bin: inside the object in every view
+    assert list(data_warnings(y, g)) == ["dead"]
+    assert "detector bin 45 reads zero in every view" in data_warnings(y, g)["dead"]
+    few = _geometry(3)
+    assert "only 3 views" in data_warnings(_sinogram(few), few)["views"]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda g: {**g, "angles": list(np.degrees(g["angles"]))}, "angles span .* rad, more than two "
+                                                                "turns .*were degrees given"),
+    (lambda g: {**g, "pixel_size": float("nan")}, "pixel_size must be finite and > 0, got nan"),
+    (lambda g: {**g, "angles": [float("nan")] + g["angles"][1:]}, "angle 0 is nan"),
+])
+def test_geometry_attribute_in_wrong_units_or_nan_is_a_format_error(ct_dir_pipeline, change,
+                                                                      message):
+    root, run = ct_dir_pipeline
+    with h5py.File(root / "observation_test_000.hdf5", "r+") as h5:
+        h5.attrs["geometry"] = json.dumps(change(json.loads(h5.attrs["geometry"])))
+    entry = run()
+    assert entry["status"] == "failed"
+    assert "observation_test_000.hdf5" in entry["error"] and "attrs/geometry" in entry["error"]
+    assert re.search(message, entry["error"]), entry["error"]
+
+
+def test_lengths_in_metres_are_refused_naming_the_geometry(ct_dir_pipeline):
+    root, run = ct_dir_pipeline
+    with h5py.File(root / "observation_test_000.hdf5", "r+") as h5:
+        g = json.loads(h5.attrs["geometry"])
+        h5.attrs["geometry"] = json.dumps({**g, "pixel_size": g["pixel_size"] / 1000,
+                                           "detector_spacing": g["detector_spacing"] / 1000})
+    entry = run()
+    assert entry["status"] == "failed"
+    assert "needs a mean attenuation of" in entry["error"] and "in mm (pixel_size" in entry["error"]
+
+
+@pytest.fixture
+def ct_dir_pipeline(tmp_path):
+    """A copy of a simulated LoDoPaB-layout part and a function running ``ct_fbp`` on it."""
+    from tests.helpers import simulated_ct_dir
+    from tests.robustness.test_hostile_inputs import run_one
+    from mrirecon.pipeline.definitions import load_pipeline
+
+    root = simulated_ct_dir(tmp_path / "ct", views=24, size=16, seed=2)
+    config = load_pipeline("ct_fbp", ["export.formats=[hdf5]", "report.enabled=false"])[0]
+    return root, lambda: run_one(config, root / "observation_test_000.hdf5", tmp_path / "out")
