@@ -245,8 +245,12 @@ class FastMRIFile:
         if mask.shape != (width,):
             raise self._fail(
                 "mask", f"expected one value per k-space column ({width},), got {mask.shape}")
-        if mask.dtype.kind not in "biuf" or not np.isin(mask, (0, 1)).all():
+        if mask.dtype.kind not in "biuf":
             raise self._fail("mask", f"expected 0/1 values, got dtype {mask.dtype}")
+        if not np.isin(mask, (0, 1)).all():
+            bad = mask[~np.isin(mask, (0, 1))]
+            raise self._fail("mask", f"expected 0/1 values, got {bad.size} other value(s), e.g. "
+                                     f"{bad.flat[0].item()!r} ({mask.dtype})")
         return torch.from_numpy(mask.astype(bool))
 
     @guard_reader('mask')

@@ -1,0 +1,160 @@
+"""k-space that looks valid but cannot be what the pipeline assumes (a spike, DC at the corner,
+a mask that disagrees with the data, duplicated or dead coils): refused or reported by name,
+measured on simulated fastMRI files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from mrirecon.pipeline.definitions import load_pipeline
+from mrirecon.pipeline.runner import run_pipeline
+from mrirecon.pipeline.stages_mri import (DUPLICATE_CORRELATION, SPIKE_RATIO, check_kspace,
+                                          coil_warnings, reconcile_mask)
+from tests.helpers import clone_h5
+
+FAST = ["reconstruct.method=zero_filled_rss", "reconstruct.params={}", "calibrate.method=none",
+        "export.formats=[hdf5]", "report.enabled=false"]
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory) -> Path:
+    from mrirecon.data.simulate_mri import simulate_mri_dataset
+
+    (path,) = simulate_mri_dataset(tmp_path_factory.mktemp("mri"), volumes=1, slices=2, coils=4,
+                                   size=(64, 48), seed=3)
+    return Path(path)
+
+
+def _kspace(path: Path) -> np.ndarray:
+    with h5py.File(path) as h5:
+        return h5["kspace"][...]
+
+
+def _run(path: Path, tmp_path: Path, *extra: str) -> dict:
+    config = load_pipeline("mri_cs", FAST + list(extra))[0]
+    out = tmp_path / (path.stem + "_out")
+    run_pipeline(config, [str(path)], out, progress=False)
+    (entry,) = json.loads((out / "provenance.json").read_text())["files"]
+    return entry
+
+
+def test_clean_data_pass_every_check(clean, tmp_path):
+    k = torch.from_numpy(_kspace(clean)[0])
+    check_kspace(k, "x")
+    mask, notes = reconcile_mask(k, torch.ones(k.shape[-1], dtype=torch.bool), "x")
+    assert bool(mask.all()) and notes == {} and coil_warnings(k) == {}
+    entry = _run(clean, tmp_path, "undersample.enabled=true")
+    assert entry["status"] == "ok" and entry["warnings"] == []
+
+
+def test_a_kspace_spike_is_refused_naming_coil_row_and_column(clean, tmp_path):
+    k = _kspace(clean)
+    k[1, 2, 10, 7] = 1e9  # slice 1, coil 2, row 10, column 7 (was: an image 1e10x too bright)
+    entry = _run(clone_h5(clean, tmp_path / "spike.h5", kspace=k), tmp_path)
+    assert entry["status"] == "failed"
+    assert "spike.h5: slice 1: k-space sample (coil 2, row 10, column 7) is 1e+09" in entry["error"]
+    # the centre has a higher bar: a flat object filling the field of view has a DC far above
+    # its readout neighbours (here 10x), which is no spike
+    flat = torch.full((1, 32, 32), 1e-3, dtype=torch.complex64)
+    flat[0, 15:18, 16] = torch.tensor([100.0, 1000.0, 100.0])
+    check_kspace(flat, "flat")
+    assert SPIKE_RATIO >= 10
+
+
+def test_a_spike_replacing_dc_is_refused(clean, tmp_path):
+    k = _kspace(clean)
+    k[:, :, 32, 24] = 1e9  # every coil's DC (was exit 0 and an image 1e10x too bright)
+    entry = _run(clone_h5(clean, tmp_path / "dc.h5", kspace=k), tmp_path)
+    assert entry["status"] == "failed" and "(coil 0, row 32, column 24) is 1e+09" in entry["error"]
+
+
+def test_kspace_with_dc_off_centre_is_refused(clean, tmp_path):
+    k = np.roll(_kspace(clean), 8, axis=-1)  # DC 8 of 48 columns off (a wrong centring shift)
+    entry = _run(clone_h5(clean, tmp_path / "rolled.h5", kspace=k), tmp_path)
+    assert entry["status"] == "failed" and "column 32, far from the centre (32, 24)" in entry["error"]
+
+
+def test_kspace_with_dc_at_the_corner_is_refused(clean, tmp_path):
+    k = np.fft.ifftshift(_kspace(clean), axes=(-2, -1))  # stored without the centring shift
+    entry = _run(clone_h5(clean, tmp_path / "corner.h5", kspace=k), tmp_path)
+    assert entry["status"] == "failed" and "corner.h5: slice 0: the k-space energy peaks at row " \
+        in entry["error"] and "fftshift" in entry["error"]
+
+
+def test_undersampled_data_without_a_mask_are_not_called_fully_sampled(clean, tmp_path):
+    k = _kspace(clean)
+    keep = np.zeros(k.shape[-1], bool)
+    keep[::4] = True
+    keep[20:28] = True
+    k[..., ~keep] = 0  # no `mask` dataset: the reader's mask is every acquired column
+    entry = _run(clone_h5(clean, tmp_path / "nomask.h5", kspace=k), tmp_path)
+    assert entry["status"] == "ok"
+    (note,) = entry["warnings"]
+    n_empty = int((~keep).sum())
+    assert note.startswith("nomask.h5: all 2 slices: ") and \
+        f"{n_empty} of 48 column(s) the mask marks sampled hold no data" in note
+    mask, _ = reconcile_mask(torch.from_numpy(k[0]), torch.ones(48, dtype=torch.bool), "x")
+    assert torch.equal(mask, torch.from_numpy(keep))
+    # zero padding outside the header's acquirable columns is not "empty": no note, mask kept
+    padded = torch.from_numpy(_kspace(clean)[0])
+    padded[..., :4] = 0
+    padded[..., 44:] = 0
+    acquired = torch.zeros(48, dtype=torch.bool)
+    acquired[4:44] = True
+    ones = torch.ones(48, dtype=torch.bool)
+    assert reconcile_mask(padded, ones, "x", acquired) == (ones, {})
+
+
+def test_a_mask_that_does_not_describe_the_kspace_is_refused(clean, tmp_path):
+    k = _kspace(clean)
+    mask = np.zeros(k.shape[-1], bool)
+    mask[::3] = True
+    mask[21:27] = True
+    k[..., ~mask] = 0
+    reversed_ = clone_h5(clean, tmp_path / "reversed.h5", kspace=k, mask=mask[::-1].copy())
+    entry = _run(reversed_, tmp_path)
+    assert entry["status"] == "failed" and "mask: " in entry["error"] and \
+        "does not describe this k-space" in entry["error"]
+    transposed = np.zeros_like(k)  # undersampled along the readout instead: refused
+    transposed[..., ::4, :] = _kspace(clean)[..., ::4, :]
+    entry = _run(clone_h5(clean, tmp_path / "rows.h5", kspace=transposed), tmp_path)
+    assert entry["status"] == "failed" and "48 of 64 k-space rows (readout positions) are zero" \
+        in entry["error"] and "transposed" in entry["error"]
+    fewer = mask.copy()
+    fewer[::6] = False  # drops acquired columns: their data are discarded, and said so
+    entry = _run(clone_h5(clean, tmp_path / "fewer.h5", kspace=k, mask=fewer), tmp_path)
+    assert entry["status"] == "ok" and any("hold data the mask marks unsampled: discarded" in w
+                                           for w in entry["warnings"])
+
+
+def test_duplicated_and_dead_coils_are_reported(clean, tmp_path):
+    k = _kspace(clean)
+    dup = np.concatenate([k[:, :2], k[:, :2] * (0.5 + 0.5j)], 1)  # coils 2, 3 repeat 0, 1
+    entry = _run(clone_h5(clean, tmp_path / "dup.h5", kspace=dup), tmp_path, "undersample.enabled=true")
+    (msg,) = entry["warnings"]
+    assert "2 of 4 coils repeat another coil's k-space" in msg and "2 = 0, 3 = 1" in msg
+    assert "the data hold 2 distinct coils" in msg
+    dead = k.copy()
+    dead[:, 3] = 0
+    entry = _run(clone_h5(clean, tmp_path / "dead.h5", kspace=dead), tmp_path,
+                 "undersample.enabled=true")
+    assert entry["status"] == "ok" and any("coil 3 of 4 hold no signal" in w for w in entry["warnings"])
+    # distinct coils of the simulation stay far from the threshold
+    flat = torch.from_numpy(k[0]).reshape(4, -1).to(torch.complex128)
+    norm = flat.abs().square().sum(1).sqrt()
+    corr = (flat @ flat.conj().T).abs() / (norm[:, None] * norm[None, :])
+    assert float(torch.triu(corr, 1).max()) < 1 - 100 * (1 - DUPLICATE_CORRELATION)
+
+
+def test_a_fractional_mask_value_is_named(clean, tmp_path):
+    mask = np.ones(48, np.float32)
+    mask[5] = 0.5
+    entry = _run(clone_h5(clean, tmp_path / "half.h5", mask=mask), tmp_path)
+    assert entry["status"] == "failed"
+    assert "half.h5: mask: expected 0/1 values, got 1 other value(s), e.g. 0.5" in entry["error"]
