@@ -42,7 +42,8 @@ from pydicom.valuerep import PersonName, format_number_as_ds
 from mrirecon.containers import Image, ImageGeometry
 from mrirecon.io.atomic import atomic_path
 
-__all__ = ["SOP_CLASS", "choose_mr_scale", "choose_rescale", "save_part10", "write_dicom_series"]
+__all__ = ["SOP_CLASS", "choose_mr_scale", "choose_rescale", "quantisation_warning", "save_part10",
+           "write_dicom_series"]
 
 SOP_CLASS = {"MR": MRImageStorage, "CT": CTImageStorage}
 
@@ -148,6 +149,46 @@ def choose_mr_scale(data: np.ndarray) -> tuple[np.ndarray, str]:
     slope = _ds(hi / (MR_MAX_STORED - 0.5) if hi > 0 else 1.0)
     stored = np.clip(np.round(x / float(slope)), 0, MR_MAX_STORED).astype(np.uint16)
     return stored, slope
+
+
+#: Fewest grey levels the bulk of the image (up to its 99.5th percentile) may keep in the
+#: stored integers before export warns (8 bits; MR normally keeps ~2,000 of its 4,096).
+MIN_TISSUE_LEVELS = 256
+#: Widest CT quantisation step (HU) before export warns: soft-tissue contrast is a few HU.
+MAX_CT_STEP_HU = 2.0
+
+
+def quantisation_warning(data: np.ndarray, modality: str) -> str | None:
+    """What the DICOM integers lose of ``data`` (HU for CT, magnitude for MR), or ``None``.
+
+    MR is stored in 12 bits scaled to the volume's maximum, so a few hot voxels (a spike, a
+    diverged pixel) at 1,000x the tissue leave the tissue a handful of grey levels: a series
+    that looks blank. CT beyond +-32,767 HU (no tissue or implant reaches it) needs a slope
+    above 1 HU, coarser than soft-tissue contrast."""
+    x = np.asarray(data, dtype=np.float64)
+    if x.size == 0:
+        return None
+    if modality == "CT":
+        _, slope, _ = choose_rescale(x, "CT")
+        step = float(slope)
+        if step > MAX_CT_STEP_HU:
+            return (f"DICOM export: the CT values span {x.min():.4g} .. {x.max():.4g} HU, beyond "
+                    f"the 16-bit range, so the DICOM files store them in steps of {step:.3g} HU "
+                    "(soft-tissue contrast is a few HU); the NIfTI and HDF5 outputs keep the "
+                    "exact values")
+        return None
+    _, slope = choose_mr_scale(x)
+    positive = x[x > 0]
+    if positive.size == 0:
+        return None
+    bulk = float(np.percentile(positive, 99.5))
+    levels = bulk / float(slope)
+    if levels < MIN_TISSUE_LEVELS:
+        return (f"DICOM export: the MR maximum {x.max():.4g} is {x.max() / bulk:.3g}x the 99.5th "
+                f"percentile {bulk:.4g}, so in the 12-bit DICOM files the image below that "
+                f"percentile keeps only {int(levels) + 1} grey levels (hot voxels?); the "
+                "NIfTI and HDF5 outputs keep the exact values")
+    return None
 
 
 def _real_world_mapping(slope: str, top: int) -> Dataset:

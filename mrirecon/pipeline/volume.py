@@ -158,7 +158,13 @@ def export(config: PipelineConfig, path: Path, output: Path, image: Image,
         io.write_nifti(image, target)
         result.outputs["nifti"] = str(target)
     if "dicom" in formats:
+        from mrirecon.io.dicom import quantisation_warning
+
         folder = output / "dicom" / stem
+        if (msg := quantisation_warning(image.data.numpy(), image.modality)) is not None:
+            msg = f"{path.name}: {msg}"
+            log.warning("%s", msg)
+            result.warnings.append(msg)
         io.write_dicom_series(image, folder, series_description=config.export.series_description
                               or image.description, keep_identity=config.export.keep_identity)
         result.outputs["dicom"] = str(folder)

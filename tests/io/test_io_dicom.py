@@ -412,3 +412,29 @@ def test_dcm2niix_matches_write_nifti(tmp_path, make):
     np.testing.assert_allclose(values, ours.get_fdata(), rtol=0, atol=atol)
     # the scaling reproduces the data, not a rescaled copy
     assert abs(values.max() - float(image.data.max())) <= bound * 1.01 + 1e-3
+
+
+def test_quantisation_warning_when_hot_voxels_leave_the_image_few_grey_levels():
+    """12-bit MR scaled to the maximum: one voxel at 1e4x the tissue leaves the tissue a few
+    stored levels (a series that looks blank); CT beyond the 16-bit range gets coarse steps.
+    The warning's figures are those of the integers actually written."""
+    from mrirecon.io.dicom import (MAX_CT_STEP_HU, MIN_TISSUE_LEVELS, choose_mr_scale,
+                                   choose_rescale, quantisation_warning)
+
+    rng = np.random.default_rng(0)
+    mr = rng.uniform(0.5, 1.0, (2, 32, 32))
+    assert quantisation_warning(mr, "MR") is None
+    assert quantisation_warning(np.zeros((1, 4, 4)), "MR") is None
+    hot = mr.copy()
+    hot[0, 3, 3] = 1e4
+    msg = quantisation_warning(hot, "MR")
+    assert msg is not None and "12-bit DICOM files" in msg and "hot voxels" in msg
+    stored, _ = choose_mr_scale(hot)
+    tissue_levels = len(np.unique(stored[hot <= np.percentile(hot, 99.5)]))
+    assert tissue_levels < MIN_TISSUE_LEVELS and f"keeps only {tissue_levels} grey" in msg
+    ct = rng.uniform(-1000, 2000, (2, 32, 32))
+    assert quantisation_warning(ct, "CT") is None
+    ct[1, 0, 0] = 1e6
+    msg = quantisation_warning(ct, "CT")
+    _, slope, _ = choose_rescale(ct, "CT")
+    assert float(slope) > MAX_CT_STEP_HU and f"steps of {float(slope):.3g} HU" in msg
