@@ -334,9 +334,13 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
     ``hardware``: add a patient table / head holder around half / a third of the training images
     (:func:`~mrirecon.data.anatomy.add_scanner_hardware_hu`)."""
     from mrirecon.models.unrolled.staged_ct import StagedCTNet
-    from mrirecon.training.optim import cosine_step
+    from mrirecon.training.optim import cosine_step, require_steps
     from mrirecon.training.prefetch import Prefetch
 
+    tune_reserve = 60.0  # per stage: lam grid, self-ensemble choice, saving
+    if budget_s <= tune_reserve * stages:  # refused at once, before a minute of setup
+        require_steps("staged_ct", 0, f"--budget-s {budget_s:g} (each of the {stages} stages keeps "
+                      f"{tune_reserve:g} s for its lam grid and saving)", out)
     if threads is not None:
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
@@ -356,10 +360,14 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
     log(f"lam0 grid {lam0_scores} -> {model.lam0}")
     history, steps_per_stage = [], []
     shares = [0.65, 0.35] if stages == 2 else [1.0 / stages] * stages
-    tune_reserve = 60.0  # per stage: lam grid, saving
     for k in range(stages):
         remaining = budget_s - (time.time() - t_start) - tune_reserve * (stages - k)
         stage_budget = max(remaining, 0.0) * shares[k] / sum(shares[k:])
+        if stage_budget <= 0:  # the lam grid and ensemble tuning below must not run past it
+            require_steps("staged_ct", 0, f"--budget-s {budget_s:g} (stage {k} would start "
+                          f"{time.time() - t_start:.0f} s in, and each stage keeps "
+                          f"{tune_reserve:g} s for its lam grid and saving)", out,
+                          f"{out} keeps stages 0-{k - 1}" if k else None)
         net = model.nets[k]
         opt = torch.optim.Adam(net.parameters(), lr=lr)
         if k > 0:  # a stage's data depend on (seed, k) only, not on what a prefetcher drew ahead
@@ -416,7 +424,9 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
         finally:  # the producer thread ends with its stage
             if feeder is not None:
                 feeder.close()
-        if best_state is None and step > 0:  # validated, never finite: NaN / Inf throughout
+        require_steps("staged_ct", step, f"--budget-s {budget_s:g} (stage {k})", out,
+                      f"{out} keeps stages 0-{k - 1}" if k else None)
+        if best_state is None:  # validated, never finite: NaN / Inf throughout
             raise ValueError(f"train staged_ct: stage {k}: no validation score of its {step} steps was "
                              f"finite (the training diverged: lower --lr, now {lr}); {out} keeps "
                              f"{'the stages before' if k else 'what it held before this run'}")

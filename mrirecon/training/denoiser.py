@@ -104,6 +104,7 @@ def train_denoiser(
     80 % of the time budget. Returns a summary dict (steps, wall times, loss, data).
     """
     from mrirecon.models.pnp.pnp import PnPADMM
+    from mrirecon.training.optim import require_steps
 
     if threads is not None:
         torch.set_num_threads(threads)
@@ -133,6 +134,7 @@ def train_denoiser(
             print(f"step {step} loss {np.mean(losses[-200:]):.3e} t {time.perf_counter() - t1:.0f}s",
                   flush=True)
     wall = time.perf_counter() - t1
+    require_steps("denoiser", step, f"--max-seconds {max_seconds:g} / --max-steps {max_steps}", out)
     model = PnPADMM(denoiser.eval())
     write_weights(out, model.state_dict(), None)
     return {

@@ -68,7 +68,7 @@ def train(out: str | Path, *, pool_size: int = 6000, patch: int = 64, seed: int 
     first), so the schedule is complete whichever limit applies.
     """
     from mrirecon.models.pnp.dpir import PnPDPIR
-    from mrirecon.training.optim import cosine_step
+    from mrirecon.training.optim import cosine_step, require_steps
 
     if threads is not None:
         torch.set_num_threads(threads)
@@ -97,6 +97,7 @@ def train(out: str | Path, *, pool_size: int = 6000, patch: int = 64, seed: int 
             print(f"step {step} loss {np.mean(losses[-log:]):.4f} t {time.perf_counter() - t1:.0f}s",
                   flush=True)
     wall = time.perf_counter() - t1
+    require_steps("prior", step, f"--max-seconds {max_seconds:g} / --max-steps {max_steps}", out)
     write_weights(out, model.state_dict(), None)
     return {"steps": step, "wall_time_s": round(wall, 1), "data_time_s": round(t_data, 1),
             "final_loss_l1_over_sigma": float(np.mean(losses[-200:])), "pool_size": pool_size,

@@ -127,7 +127,7 @@ def train_varnet(out: str | Path, *, seed: int = 0, crop_rows: int = 128, bands:
     summary = _train_bands(model, out, seed=seed, crop_rows=crop_rows, bands=bands, lr=lr,
                            l1_weight=l1_weight, max_steps=max_steps, max_seconds=max_seconds,
                            val_every=val_every, val_slices=val_slices, workers=workers,
-                           threads=threads, log=log, half=True)
+                           threads=threads, log=log, half=True, kind="varnet")
     return {**summary, "cascades": cascades, "chans": chans, "pools": pools,
             "sens_chans": sens_chans, "sens_pools": sens_pools,
             "estimate_sensitivities": estimate_sensitivities}
@@ -136,13 +136,13 @@ def train_varnet(out: str | Path, *, seed: int = 0, crop_rows: int = 128, bands:
 def _train_bands(model: torch.nn.Module, out: str | Path, *, seed: int, crop_rows: int, bands: int,
                  lr: float, l1_weight: float, max_steps: int, max_seconds: float, val_every: int,
                  val_slices: int, workers: int, threads: int | None, log: int,
-                 half: bool = False) -> dict:
+                 half: bool = False, kind: str = "modl") -> dict:
     """The loop of :func:`train` / :func:`train_varnet` for any ``model(y, op)`` whose
     ``op`` is the band's SENSE operator with the pipeline's ESPIRiT maps."""
     from mrirecon.metrics import SSIMLoss
     from mrirecon.operators import sense
     from mrirecon.training.deploy_mri import DeploymentBands
-    from mrirecon.training.optim import cosine_step
+    from mrirecon.training.optim import cosine_step, require_steps
 
     if threads is not None:
         torch.set_num_threads(threads)
@@ -191,6 +191,7 @@ def _train_bands(model: torch.nn.Module, out: str | Path, *, seed: int, crop_row
                   f"t {time.perf_counter() - t1:.0f}s", flush=True)
         if step % val_every == 0:
             validate()
+    require_steps(kind, step, f"--max-seconds {max_seconds:g} / --max-steps {max_steps}", out)
     if not history or history[-1]["step"] != step:
         validate()
     wall = time.perf_counter() - t1

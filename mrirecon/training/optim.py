@@ -23,3 +23,13 @@ def cosine_step(opt: torch.optim.Optimizer, loss: Tensor, *, lr: float, frac: fl
         torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], clip)
     opt.step()
     return float(loss.detach())
+
+
+def require_steps(kind: str, steps: int, budget: str, out, kept: str | None = None) -> None:
+    """Refuse to write a model that never trained: ``steps`` 0 means the budget (``budget``, as
+    the user gave it, e.g. ``"--budget-s 1e-09 (setup took 41 s)"``) ended before the first
+    step, and weights at their initialisation must not be shipped under ``out`` as a model.
+    ``kept``: what ``out`` holds instead, when an earlier part of the run already wrote it."""
+    if steps < 1:
+        raise ValueError(f"train {kind}: no training step fit in {budget}; "
+                         f"{kept or f'{out} was not written'} (give a larger budget)")

@@ -233,3 +233,14 @@ def test_shipped_ct_cards_describe_data_as_their_trainers_write_it():
     assert staged == card_data(False) and "{" not in staged["validation"]
     assert yaml.safe_load((weights / "primal_dual_lodopab.yaml").read_text())["data"] == DATA_TEXT
     assert "lam grid" not in DATA_TEXT["validation"]  # the primal-dual model has no lam
+
+
+def test_a_budget_below_the_tuning_reserve_is_refused_before_setup(tmp_path):
+    # was: the lam grid and self-ensemble tuning ran anyway and a card of 0 training steps was
+    # written (`--budget-s 1e-9`); a budget spent by setup alone is refused inside the run too
+    from mrirecon.training.ct_staged import train_staged_ct
+
+    with pytest.raises(ValueError, match=r"train staged_ct: no training step fit in --budget-s 100 "
+                                         r"\(each of the 2 stages keeps 60 s .*m\.pt was not written"):
+        train_staged_ct(tmp_path / "m.pt", budget_s=100.0, stages=2, log=lambda m: None)
+    assert list(tmp_path.iterdir()) == []

@@ -108,7 +108,7 @@ def test_noisy_batch_noise_level_and_peak():
         assert bool(((r > 0.01 * 0.9) & (r < 0.1 * 1.1)).all()), r
 
 
-def test_training_script_writes_loadable_state_dict(tmp_path, monkeypatch):
+def test_training_script_writes_loadable_state_dict(tmp_path, monkeypatch, capsys):
     from mrirecon.training import denoiser as script
 
     monkeypatch.setattr(script, "clean_images", lambda *a, **k: torch.ones(2, 32, 32, dtype=torch.complex64))
@@ -122,3 +122,11 @@ def test_training_script_writes_loadable_state_dict(tmp_path, monkeypatch):
                                                                       "batchnorm": False})
     assert set(state) == set(fresh.state_dict())
     fresh.load_state_dict(state)
+    # a budget that ends before the first step: refused by name, nothing written (was the
+    # untrained initialisation saved as the model, exit 0)
+    out.unlink()
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "denoiser", "--out", str(out), "--max-seconds", "1e-9", "--patch", "16",
+              "--batch", "2", "--threads", "1"])
+    assert exit_.value.code == 2 and not out.exists()
+    assert "no training step fit in --max-seconds 1e-09" in capsys.readouterr().err
