@@ -103,6 +103,16 @@ def validate_pipeline(config: PipelineConfig, source: str = "") -> PipelineConfi
             raise _fail(source, f"undersample.center_fractions[{i}]", f"must be in (0, 1], got {f!r}")
     for i, a in enumerate(und.accelerations):
         _at_least(source, f"undersample.accelerations[{i}]", a, 1)
+    if config.modality == "mri":  # fastMRI pairs them: fraction i goes with acceleration i
+        if len(und.center_fractions) != len(und.accelerations):
+            raise _fail(source, "undersample.center_fractions",
+                        f"{len(und.center_fractions)} value(s) for {len(und.accelerations)} "
+                        "accelerations; give one centre fraction per acceleration")
+        for i, (f, a) in enumerate(zip(und.center_fractions, und.accelerations)):
+            if f * a >= 1:
+                raise _fail(source, f"undersample.center_fractions[{i}]",
+                            f"{f!r} keeps at least 1 / {a} of the columns in the centre band alone, "
+                            f"so no mask reaches acceleration {a}; use a fraction below {1 / a:.3g}")
     _at_least(source, "undersample.views", und.views, 1)
     if und.photons is not None and not (math.isfinite(und.photons) and und.photons > 0):
         raise _fail(source, "undersample.photons", f"must be a finite number > 0, got {und.photons!r}")

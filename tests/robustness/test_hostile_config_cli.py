@@ -28,6 +28,11 @@ from mrirecon.pipeline.definitions import load_pipeline
     ("report.max_slices_in_figures=-1", r"report.max_slices_in_figures: must be >= 0, got -1"),
     ("undersample.accelerations=[0]", r"undersample.accelerations\[0\]: must be >= 1, got 0"),
     ("undersample.center_fractions=[1.5]", r"undersample.center_fractions\[0\]: must be in \(0, 1\]"),
+    # the centre band alone exceeds 1 / acceleration (failed per file, after the config loaded)
+    ("undersample.center_fractions=[1.0]", r"undersample.center_fractions\[0\]: 1.0 keeps at least "
+                                           r"1 / 4 of the columns .* no mask reaches acceleration 4"),
+    ("undersample.center_fractions=[0.08,0.04]", r"undersample.center_fractions: 2 value\(s\) for 1 "
+                                                 r"accelerations"),
     ("undersample.views=-2", r"undersample.views: must be >= 1, got -2"),
     ("calibrate.calib_width=0", r"calibrate.calib_width: must be >= 1, got 0"),
     ("reconstruct.method=cg_sens", r"reconstruct.method: unknown method 'cg_sens' \(did you mean 'cg_sense'\?\)"),
