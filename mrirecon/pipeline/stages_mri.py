@@ -225,12 +225,15 @@ def reconcile_mask(data: Tensor, mask: Tensor, where: str,
 
 #: Two coils whose k-space correlates above this are one channel written twice.
 DUPLICATE_CORRELATION = 1 - 1e-4
+#: A coil whose power is this many times the median coil's is mis-scaled (near and far
+#: elements of a head array differ by ~10-100x).
+LOUD_COIL_RATIO = 1e3
 
 
 def coil_warnings(kspace: Tensor) -> dict[str, str]:
-    """Dead (all-zero) and duplicated coils of ``(coils, ...)`` k-space. A duplicate adds no
-    information, yet counts as a coil everywhere (a learned model's range check saw 8 coils
-    where 2 were distinct); noise alone keeps distinct coils far below the threshold."""
+    """Dead (all-zero), mis-scaled and duplicated coils of ``(coils, ...)`` k-space. A duplicate
+    adds no information, yet counts as a coil everywhere (a learned model's range check saw 8
+    coils where 2 were distinct); noise alone keeps distinct coils far below the threshold."""
     coils = kspace.shape[0]
     if coils < 2:
         return {}
@@ -242,6 +245,13 @@ def coil_warnings(kspace: Tensor) -> dict[str, str]:
     if dead:
         out["dead_coils"] = (f"coil{'s' * (len(dead) > 1)} {', '.join(map(str, dead))} of {coils} "
                              "hold no signal (all zero: a dead or disconnected channel)")
+    live = power[power > 0]
+    if live.numel() >= 3 and float(power.max()) > LOUD_COIL_RATIO * float(live.median()):
+        c = int(power.argmax())
+        out["loud_coil"] = (f"coil {c}'s power is {float(power[c] / live.median()):.3g}x the median "
+                            "coil's (a mis-scaled channel?): unless a noise scan prewhitens the "
+                            "coils, its noise dominates every coil-combined image (one coil at "
+                            "100x cost 7 dB)")
     norm = power.sqrt().clamp_min(1e-300)
     corr = (flat @ flat.conj().T).abs() / (norm[:, None] * norm[None, :])
     pairs = [(i, j) for i, j in torch.nonzero(torch.triu(corr, 1) > DUPLICATE_CORRELATION).tolist()

@@ -145,6 +145,10 @@ def test_duplicated_and_dead_coils_are_reported(clean, tmp_path):
     entry = _run(clone_h5(clean, tmp_path / "dead.h5", kspace=dead), tmp_path,
                  "undersample.enabled=true")
     assert entry["status"] == "ok" and any("coil 3 of 4 hold no signal" in w for w in entry["warnings"])
+    loud = k.copy()
+    loud[:, 1] *= 100  # 1e4x the power
+    (msg,) = coil_warnings(torch.from_numpy(loud[0])).values()
+    assert msg.startswith("coil 1's power is") and "x the median coil's" in msg
     # distinct coils of the simulation stay far from the threshold
     flat = torch.from_numpy(k[0]).reshape(4, -1).to(torch.complex128)
     norm = flat.abs().square().sum(1).sqrt()
