@@ -159,6 +159,13 @@ def _pixels(ds: Dataset, path: Path) -> np.ndarray:
                               f"cannot be decoded (TransferSyntaxUID {syntax}): {err}") from None
     if arr.ndim != 2:
         raise DataFormatError(path, "PixelData", f"expected one 2-D frame, got shape {arr.shape}")
+    if ds.get("Modality") == "CT" and ("RescaleIntercept" not in ds or "RescaleSlope" not in ds):
+        missing = [k for k in ("RescaleIntercept", "RescaleSlope") if k not in ds]
+        raise DataFormatError(path, "/".join(missing),
+                              "missing: a CT image must hold RescaleIntercept and RescaleSlope "
+                              "(type 1 in the CT Image Module); without them the stored values "
+                              "are not Hounsfield units (a stored HU + 1024 read as HU put air at "
+                              "+24 HU)")
     try:
         slope = float(ds.get("RescaleSlope", 1) or 1)
         intercept = float(ds.get("RescaleIntercept", 0) or 0)

@@ -103,7 +103,8 @@ def parse_ismrmrd_header(xml: str | bytes, source: str | os.PathLike = "<xml str
     Header
         ``num_coils`` is ``receiverChannels`` (``None`` when absent); ``extra`` holds the raw
         ``encoding_limits_step_1``/``_2`` ``(minimum, maximum, center)``, the
-        ``h1_frequency_hz`` and ``patient_position`` when present.
+        ``h1_frequency_hz``, ``patient_position`` and ``calibration_mode`` (parallel imaging:
+        ``embedded``, ``interleaved``, ``separate``, ...) when present.
 
     Raises
     ------
@@ -181,6 +182,9 @@ def parse_ismrmrd_header(xml: str | bytes, source: str | os.PathLike = "<xml str
         extra["encoding_limits_step_2"] = (
             num(f"{lim2}/minimum", int), num(f"{lim2}/maximum", int), num(f"{lim2}/center", int))
 
+    mode = _text(enc, "parallelImaging/calibrationMode", source)
+    if mode:
+        extra["calibration_mode"] = mode.strip()
     for counter in ("slice", "repetition", "contrast", "phase", "set", "average"):
         maximum = num(f"encodingLimits/{counter}/maximum", int)
         if maximum is not None:

@@ -47,6 +47,11 @@ from mrirecon.io.ismrmrd_header import parse_ismrmrd_header
 # ISMRMRD acquisition flag numbers (bit ``n - 1`` of ``flags``).
 ACQ_IS_NOISE_MEASUREMENT = 19
 ACQ_IS_PARALLEL_CALIBRATION = 20
+ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING = 21
+#: Calibration-only lines that differ from the imaging lines at the same positions by more than
+#: this (relative) come from another scan (a separate reference of other contrast or gain).
+CALIBRATION_MISMATCH = 0.3
+ACQ_IS_REVERSE = 22
 IGNORED_FLAGS = {
     23: "navigation", 24: "phase correction", 26: "HP feedback", 27: "dummy scan",
     28: "RT feedback", 29: "surface coil correction", 30: "phase stabilisation reference",
@@ -114,6 +119,30 @@ def _geometry(
         spacing=tuple(spacing), origin=tuple(origin),
         orientation=tuple(phase) + tuple(read), slice_thickness=base.slice_thickness,
     )
+
+
+def _slice_order(head, positions: dict[int, np.ndarray], num_slices: int, fail,
+                 dataset: str) -> np.ndarray | None:
+    """The permutation that puts the slices in order along the slice normal (``read x phase``
+    of the first imaging acquisition), or ``None`` when they already are (or positions or
+    directions are not set). Slices stored in descending or interleaved index order were
+    written mirrored or at wrong positions. Unevenly spaced or coincident slices cannot be one
+    volume: refused."""
+    read, phase = np.asarray(head["read_dir"], float), np.asarray(head["phase_dir"], float)
+    if num_slices < 2 or len(positions) != num_slices or abs(np.linalg.norm(read) - 1) > 1e-3:
+        return None
+    normal = np.cross(phase, read)
+    along = np.array([float(positions[s] @ normal) for s in range(num_slices)])
+    if np.ptp(along) == 0:
+        return None  # positions not set: the header's spacing stands
+    order = np.argsort(along, kind="stable")
+    gaps = np.diff(along[order])
+    if gaps.min() <= 0 or gaps.max() - gaps.min() > 0.01 * gaps.mean():
+        raise fail(f"{dataset}/data[].head.position",
+                   f"the {num_slices} slices lie at {np.round(along[order], 3).tolist()} mm along "
+                   "the slice normal: not evenly spaced (or coinciding); one volume needs one "
+                   "slice spacing")
+    return None if (order == np.arange(num_slices)).all() else order
 
 
 def read_ismrmrd(path: str | os.PathLike, dataset: str = "dataset", **kwargs) -> KSpace:
@@ -239,29 +268,49 @@ def _read_ismrmrd(
             keep &= idx[name] == chosen[name]
         elif values.size > 1:
             raise fail(f"idx.{name}", f"found values {values.tolist()}; select one with "
-                                      f"counters={{{name!r}: value}}")
+                                      f"--set load.counters.{name}=VALUE (mrirecon run) or "
+                                      f"counters={{{name!r}: value}} (read_ismrmrd)")
     imaging = np.flatnonzero(keep)
     if imaging.size == 0:
         raise fail(f"{dataset}/data", "no imaging acquisition")
     if int(heads["trajectory_dimensions"][imaging[0]]) > 0:  # radial / spiral readouts
         return _read_noncartesian(path, header, records, imaging, noise_sel, fail)
 
+    reverse = _flag(flags, ACQ_IS_REVERSE)
     enc_x, enc_y, enc_z = header.encoded_matrix
     shift_y = enc_y // 2 - header.extra.get("encoding_limits_step_1", (0, 0, enc_y // 2))[2]
     shift_z = enc_z // 2 - header.extra.get("encoding_limits_step_2", (0, 0, enc_z // 2))[2]
     channels = int(heads["active_channels"][imaging[0]])
     num_slices = int(idx["slice"][imaging].max()) + 1
-    for counter in ("slice", "repetition", "contrast", "phase", "set", "average"):
-        limit = header.extra.get(f"encoding_limits_{counter}")
+    for counter in ("slice", "repetition", "contrast", "phase", "set", "average",
+                    "kspace_encode_step_1", "kspace_encode_step_2"):
+        limit = header.extra.get(f"encoding_limits_{counter.replace('kspace_encode_', '')}")
+        if isinstance(limit, tuple):  # (minimum, maximum, center) of a k-space step
+            limit = limit[1]
         found = int(idx[counter][imaging].max())
         if limit is not None and found > limit:
             raise fail(f"data[{int(imaging[np.argmax(idx[counter][imaging])])}].idx.{counter}",
-                       f"{found} exceeds the header's encodingLimits/{counter}/maximum = {limit}")
+                       f"{found} exceeds the header's encodingLimits/"
+                       f"{counter.replace('encode', 'encoding')}/maximum = {limit}")
     _check_allocation(fail, f"{dataset}/data", (num_slices, enc_z, channels, enc_x, enc_y),
                       imaging.size)
     kspace = np.zeros((num_slices, enc_z, channels, enc_x, enc_y), np.complex64)
     count = np.zeros((num_slices, enc_z, enc_y), np.int64)
     positions: dict[int, np.ndarray] = {}
+    # calibration-only lines (ACS outside the imaging pattern) fill positions no imaging line
+    # has; where an imaging line exists it wins (they were averaged in, whatever their scan)
+    calib_only = _flag(flags, ACQ_IS_PARALLEL_CALIBRATION) & \
+        ~_flag(flags, ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING)
+    calib_lines = {}
+    imaging_at = {(int(idx["slice"][a]), int(idx["kspace_encode_step_2"][a]),
+                   int(idx["kspace_encode_step_1"][a])) for a in imaging if not calib_only[a]}
+    mode = header.extra.get("calibration_mode", "")
+    if calib_only[imaging].any() and mode in ("separate", "external"):
+        raise fail("ismrmrd_header/encoding/parallelImaging/calibrationMode",
+                   f"{mode!r}: the calibration-only lines are a reference scan of their own; "
+                   "mrirecon calibrates from the imaging data's centre and cannot use it yet "
+                   "(--set load.include_calibration=false, with ACS lines among the imaging "
+                   "lines)")
     for a in imaging:
         head = heads[a]
         if int(head["active_channels"]) != channels:
@@ -271,6 +320,8 @@ def _read_ismrmrd(
         samples = _samples(records[a], fail, a)
         pre, post = int(head["discard_pre"]), int(head["discard_post"])
         samples = samples[:, pre: samples.shape[1] - post]
+        if reverse[a]:  # stored in acquisition order (EPI's odd lines): back to k-space order
+            samples = samples[:, ::-1]
         n = samples.shape[1]
         centre = int(head["center_sample"]) - pre
         start = enc_x // 2 - (centre if head["center_sample"] > 0 else n // 2)
@@ -286,6 +337,12 @@ def _read_ismrmrd(
             raise fail(f"data[{a}].idx.kspace_encode_step_2",
                        f"partition {part} outside the {enc_z} encoded partitions")
         s = int(idx["slice"][a])
+        key = (s, int(idx["kspace_encode_step_2"][a]), int(idx["kspace_encode_step_1"][a]))
+        if calib_only[a] and key in imaging_at:  # compared below, never averaged in
+            line = np.zeros((channels, enc_x), np.complex64)
+            line[:, start: start + n] = samples
+            calib_lines.setdefault((s, part, col), []).append(line)
+            continue
         kspace[s, part, :, start: start + n, col] += samples
         count[s, part, col] += 1
         positions.setdefault(s, np.asarray(head["position"], float))
@@ -293,12 +350,27 @@ def _read_ismrmrd(
         raise fail(f"{dataset}/data", "NaN or Inf samples")
     acquired = count > 0
     kspace /= np.maximum(count, 1)[:, :, None, None, :]
+    if calib_lines:  # the same scan's ACS agree with its imaging lines up to noise
+        got = np.stack([np.mean(v, 0) for v in calib_lines.values()])
+        ref = np.stack([kspace[s, p, :, :, c] for s, p, c in calib_lines])
+        mismatch = float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-30))
+        if mismatch > CALIBRATION_MISMATCH:
+            raise fail(f"{dataset}/data",
+                       f"the calibration-only lines (ACQ_IS_PARALLEL_CALIBRATION) differ from "
+                       f"the imaging lines at the same {len(calib_lines)} positions by "
+                       f"{mismatch:.0%}: a separate reference scan (another contrast or gain), "
+                       "which mrirecon cannot calibrate from yet; its lines would corrupt the "
+                       "image (--set load.include_calibration=false leaves them out)")
 
     columns = acquired.any(axis=1)  # (slices, W)
     partitions = acquired.any(axis=2)  # (slices, z)
     if (acquired != (partitions[:, :, None] & columns[:, None, :])).any():
         raise fail(f"{dataset}/data",
                    "3-D ky-kz undersampling is not separable; cannot express it as a column mask")
+    order = _slice_order(heads[imaging[0]], positions, num_slices, fail, dataset)
+    if order is not None:  # slice index order is not position order: sort by position
+        kspace, columns, partitions = kspace[order], columns[order], partitions[order]
+        positions = {i: positions[int(s)] for i, s in enumerate(order)}
     data = torch.from_numpy(kspace)
     if enc_z > 1:  # inverse FT along partitions: ifft2c over (z, 1)
         data = ifft2c(data.permute(0, 2, 3, 4, 1).unsqueeze(-1)).squeeze(-1).permute(0, 4, 1, 2, 3)

@@ -39,9 +39,14 @@ def drop_removed_keys(data: dict, source: str) -> dict:
 
 @dataclass(frozen=True)
 class LoadConfig:
-    """Which reader to use; ``auto`` picks by file content/suffix."""
+    """Which reader to use; ``auto`` picks by file content/suffix. ISMRMRD raw data only:
+    ``counters`` picks one value of counters the file has several of (``{repetition: 2}``;
+    ``contrast``, ``phase``, ``set``), ``include_calibration: false`` leaves calibration-only
+    (ACS) lines out of the image."""
 
     format: Literal["auto", "fastmri", "ismrmrd", "ct_hdf5", "dicom"] = "auto"
+    counters: dict[str, int] = field(default_factory=dict)
+    include_calibration: bool = True
 
 
 @dataclass(frozen=True)

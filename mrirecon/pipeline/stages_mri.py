@@ -25,6 +25,7 @@ from mrirecon.operators import nufft_sense, sense
 from mrirecon.sampling.acs import acs_width
 from mrirecon.pipeline.schema import (
     CalibrateConfig,
+    LoadConfig,
     PipelineConfig,
     PostprocessConfig,
     PreprocessConfig,
@@ -476,7 +477,7 @@ def needs_maps(method: str, model: nn.Module | None) -> bool:
 class _MRISource:
     """The slices of one fastMRI or ISMRMRD file as :class:`MRISlice`\\ s."""
 
-    def __init__(self, path: Path, fmt: str) -> None:
+    def __init__(self, path: Path, fmt: str, load: LoadConfig | None = None) -> None:
         from mrirecon.io import FastMRIFile, read_ismrmrd
 
         self.path, self.info = path, {}
@@ -488,7 +489,9 @@ class _MRISource:
             self.info["reference_key"] = self._file.reference_key
         else:
             self._file, self._mask = None, None
-            self._vol = read_ismrmrd(path)
+            load = load or LoadConfig()
+            self._vol = read_ismrmrd(path, counters=dict(load.counters) or None,
+                                     include_calibration=load.include_calibration)
             self._n = self._vol.data.shape[0]
 
     def __len__(self) -> int:
@@ -533,7 +536,7 @@ class MRIStages(Modality[MRISlice]):
         fmt = detect_format(path, self.config.load.format)
         if fmt not in ("fastmri", "ismrmrd"):
             raise ValueError(f"{path}: an MRI pipeline needs fastMRI or ISMRMRD data, found {fmt}")
-        return _MRISource(path, fmt)
+        return _MRISource(path, fmt, self.config.load)
 
     def preprocess(self, s: MRISlice) -> MRISlice:
         return preprocess(s, self.config.preprocess, classical=self.classical)

@@ -167,6 +167,20 @@ def test_ct_hu_negative_values_round_trip(tmp_path):
     assert_same_geometry(back.geometry, image.geometry)
 
 
+def test_a_ct_image_without_rescale_is_refused(tmp_path):
+    # RescaleIntercept / RescaleSlope are type 1 in the CT Image Module; read as slope 1 and
+    # intercept 0, stored HU + 1024 put air at +24 HU (exit 0, normal-looking metrics)
+    from mrirecon.io.errors import DataFormatError
+
+    paths = write_dicom_series(ct_image(integer=True), tmp_path / "ct")
+    ds = pydicom.dcmread(paths[1])
+    del ds.RescaleIntercept
+    ds.save_as(paths[1])
+    with pytest.raises(DataFormatError, match=rf"{paths[1].name}: RescaleIntercept: missing: a CT "
+                                              r"image must hold RescaleIntercept and RescaleSlope"):
+        read_dicom_series(tmp_path / "ct")
+
+
 def test_ct_integer_hu_is_lossless_and_attenuation_kind(tmp_path):
     image = ct_image(integer=True)
     write_dicom_series(image, tmp_path / "hu")

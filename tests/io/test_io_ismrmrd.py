@@ -184,6 +184,21 @@ def test_repetitions_need_selection(tmp_path):
         read_ismrmrd(path)
     k = read_ismrmrd(path, counters={"repetition": 1})
     assert torch.equal(k.data[0], torch.from_numpy(reps[1]))
+    # the pipeline picks one too (was: only the Python API could; the error named it)
+    import json
+
+    from mrirecon.pipeline.definitions import load_pipeline
+    from mrirecon.pipeline.runner import run_pipeline
+
+    fast = ["reconstruct.method=zero_filled_rss", "reconstruct.params={}", "calibrate.method=none",
+            "export.formats=[hdf5]", "report.enabled=false"]
+    for extra, status in (([], "failed"), (["load.counters.repetition=1"], "ok")):
+        out = tmp_path / f"out{len(extra)}"
+        run_pipeline(load_pipeline("mri_cs", fast + extra)[0], [str(path)], out, progress=False)
+        (entry,) = json.loads((out / "provenance.json").read_text())["files"]
+        assert entry["status"] == status
+    assert "--set load.counters.repetition=VALUE" in json.loads(
+        (tmp_path / "out0" / "provenance.json").read_text())["files"][0]["error"]
 
 
 def test_bad_files_raise_data_format_error(tmp_path):
@@ -234,3 +249,88 @@ def test_header_round_trip_and_schema_validity():
 def test_invalid_headers(xml, field):
     with pytest.raises(DataFormatError, match=rf"hdr\.xml: .*{field}"):
         parse_ismrmrd_header(xml, source="hdr.xml")
+
+
+def _lines(rng, z_of_slice, *, reverse_odd=False, lines=range(9)):
+    """Fully sampled lines 0..8 of each slice at ``z_of_slice``; odd lines flagged
+    ACQ_IS_REVERSE and stored in acquisition order when ``reverse_odd`` (EPI)."""
+    truth = np.zeros((len(z_of_slice), COILS, ENC_X, ENC_Y), np.complex64)
+    acqs = []
+    for s, z in enumerate(z_of_slice):
+        for line in lines:
+            data = cplx(rng, COILS, ENC_X)
+            truth[s, :, :, line + 2] = data
+            flip = reverse_odd and line % 2 == 1
+            acqs.append(acquisition(data[:, ::-1] if flip else data, line, s, center=ENC_X // 2,
+                                    position=(0.0, 0.0, z),
+                                    flags=[ismrmrd.ACQ_IS_REVERSE] if flip else []))
+    return truth, acqs
+
+
+def test_reversed_lines_are_flipped_back(tmp_path):
+    # EPI stores every other line in acquisition order (was: put on the grid unflipped, 13 dB)
+    truth, acqs = _lines(np.random.default_rng(3), (0.0, 6.0), reverse_odd=True)
+    write(tmp_path / "epi.h5", make_xml(), acqs)
+    np.testing.assert_array_equal(read_ismrmrd(tmp_path / "epi.h5").data.numpy(), truth)
+
+
+def test_slices_are_ordered_by_position_not_by_index(tmp_path):
+    # slice indices descending or interleaved along the normal were written mirrored or at
+    # wrong positions; unevenly spaced slices cannot form one volume
+    for zs, order in (((0.0, -6.0, -12.0), [2, 1, 0]), ((0.0, 10.0, 5.0), [0, 2, 1])):
+        truth, acqs = _lines(np.random.default_rng(4), zs)
+        write(tmp_path / "s.h5", make_xml(slices=3), acqs)
+        k = read_ismrmrd(tmp_path / "s.h5")
+        np.testing.assert_array_equal(k.data.numpy(), truth[order])
+        g = k.header.geometry
+        assert g.spacing[0] == pytest.approx(abs(zs[1] - zs[0]) if order[0] == 2 else 5.0)
+        assert g.origin[2] == pytest.approx(min(zs))
+        (tmp_path / "s.h5").unlink()
+    _, acqs = _lines(np.random.default_rng(5), (0.0, 5.0, 20.0))
+    write(tmp_path / "uneven.h5", make_xml(slices=3), acqs)
+    with pytest.raises(DataFormatError, match=r"head.position: the 3 slices lie at \[0.0, 5.0, "
+                                              r"20.0\] mm along the slice normal: not evenly spaced"):
+        read_ismrmrd(tmp_path / "uneven.h5")
+
+
+def test_a_line_beyond_the_headers_encoding_limit_is_named(tmp_path):
+    # was: read, then dropped by the pipeline as "data the file's mask marks unsampled"
+    _, acqs = _lines(np.random.default_rng(6), (0.0, 6.0), lines=range(10))  # limit: 0..8
+    write(tmp_path / "beyond.h5", make_xml(), acqs)
+    with pytest.raises(DataFormatError, match=r"idx.kspace_encode_step_1: 9 exceeds the header's "
+                                              r"encodingLimits/kspace_encoding_step_1/maximum = 8"):
+        read_ismrmrd(tmp_path / "beyond.h5")
+
+
+def test_calibration_only_lines_fill_gaps_but_a_separate_reference_scan_is_refused(tmp_path):
+    # imaging every 3rd line plus calibration-only ACS lines at the centre: the same scan's ACS
+    # fill the gaps and never average into imaging lines; a reference scan of another gain (was
+    # averaged in: 4.9 dB, exit 0) is refused, as is a header that says the calibration is separate
+    rng = np.random.default_rng(7)
+    truth = cplx(rng, 1, COILS, ENC_X, ENC_Y)
+    cal = ismrmrd.ACQ_IS_PARALLEL_CALIBRATION
+    imaging = [acquisition(truth[0, :, :, line + 2], line, 0, center=ENC_X // 2)
+               for line in range(0, 9, 3)]
+    acs = range(2, 7)  # lines 2..6: 3 and 6 are imaging lines too
+
+    def scan(gain, name, xml=None):
+        calib = [acquisition(truth[0, :, :, line + 2] * gain, line, 0, center=ENC_X // 2,
+                             flags=[cal]) for line in acs]
+        write(tmp_path / name, xml or make_xml(slices=1), imaging + calib)
+        return tmp_path / name
+
+    k = read_ismrmrd(scan(1.0, "same.h5"))
+    cols = [line + 2 for line in sorted({0, 3, 6, *acs})]
+    np.testing.assert_array_equal(k.data.numpy()[..., cols], truth[..., cols])
+    with pytest.raises(DataFormatError, match=r"calibration-only lines \(ACQ_IS_PARALLEL_CALIBRATION\) "
+                                              r"differ from the imaging lines at the same 2 positions "
+                                              r"by 200%: a separate reference scan"):
+        read_ismrmrd(scan(3.0, "gain.h5"))
+    assert read_ismrmrd(scan(3.0, "gain.h5"), include_calibration=False).data.shape[0] == 1
+    separate = make_xml(slices=1).replace(  # schema order: parallelImaging after trajectory
+        "</trajectory>", "</trajectory><parallelImaging><accelerationFactor>"
+        "<kspace_encoding_step_1>3</kspace_encoding_step_1><kspace_encoding_step_2>1"
+        "</kspace_encoding_step_2></accelerationFactor><calibrationMode>separate"
+        "</calibrationMode></parallelImaging>")
+    with pytest.raises(DataFormatError, match=r"calibrationMode: 'separate'"):
+        read_ismrmrd(scan(1.0, "sep.h5", separate))
