@@ -43,8 +43,9 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
             cols = s.header.acquired_columns(s.mask.numel())
             counts["acquired"] += int(cols.sum())
             counts["sampled"] += int((s.mask.reshape(-1).bool().cpu() & cols).sum())
-        if model is not None and i == 0:
-            _warn_outside_range(config, model, s)
+        if model is not None and i == 0:  # logged once per run; recorded for every input
+            result.warnings.extend(f"{path.name}: {msg} (see the model card's 'known failures')"
+                                   for msg in _warn_outside_range(config, model, s))
 
     # the zero-filled / FBP previews only feed the PNG panels
     run = stream.stream_volume(stages, path, [method], progress=progress, on_slice=on_slice,
@@ -96,19 +97,20 @@ def modality_for(config: PipelineConfig, device: str, *, classical: bool):
     return CTStages(config, device=device)
 
 
-def _warn_outside_range(config: PipelineConfig, model, s) -> None:
-    """Log when the first slice lies outside what the learned model was trained on."""
+def _warn_outside_range(config: PipelineConfig, model, s) -> list[str]:
+    """Log when the first slice lies outside what the learned model was trained on; returns
+    the messages (for ``provenance.json`` and the report)."""
     from mrirecon.pipeline.model_range import warn_outside_range
 
     if config.modality == "mri" and s.trajectory is not None:  # the image grid, the readouts
-        warn_outside_range(model, matrix=tuple(s.image_shape), coils=int(s.kspace.shape[0]),
-                           spokes=int(s.trajectory.shape[0]))
-    elif config.modality == "mri":
+        return warn_outside_range(model, matrix=tuple(s.image_shape), coils=int(s.kspace.shape[0]),
+                                  spokes=int(s.trajectory.shape[0]))
+    if config.modality == "mri":
         acc = float(s.mask.numel()) / max(float(s.mask.sum()), 1.0)
-        warn_outside_range(model, matrix=tuple(s.kspace.shape[-2:]), coils=int(s.kspace.shape[0]),
-                           acceleration=acc)
-    else:
-        warn_outside_range(model, matrix=tuple(s.geometry.image_shape), views=s.geometry.num_views)
+        return warn_outside_range(model, matrix=tuple(s.kspace.shape[-2:]),
+                                  coils=int(s.kspace.shape[0]), acceleration=acc)
+    return warn_outside_range(model, matrix=tuple(s.geometry.image_shape),
+                              views=s.geometry.num_views)
 
 
 def _slice_list(slices: list[int], total: int) -> str:
