@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from mrirecon.bench.table import RESULTS_FILE, BenchTable, ResultsFile, build_table, write_table
+from mrirecon.bench.table import (RESULTS_FILE, BenchTable, ResultsFile, build_table,
+                                  config_fingerprint, write_table)
 from mrirecon.pipeline.stream import Method, VolumeRun
 
 log = logging.getLogger("mrirecon.bench")
@@ -41,6 +42,14 @@ class BenchPlan:
     files: list[Path]
     fingerprints: dict[tuple[str, float], str]
     slice_counts: dict[Path, int]
+
+    def config(self, method: str, acceleration: float, path: Path) -> str:
+        """The record key of ``(method, acceleration)`` on ``path``: its settings fingerprint
+        and the file's size and modification time, so a resumed run never reuses the scores of
+        other data under the same file name (rescored data once printed the old table)."""
+        st = path.stat()
+        return config_fingerprint({"settings": self.fingerprints[method, acceleration],
+                                   "input": [st.st_size, st.st_mtime_ns]})
 
 
 def open_store(output_dir: str | os.PathLike | None, resume: bool) -> ResultsFile:
@@ -67,8 +76,7 @@ def run_plan(plan: BenchPlan, score: VolumeScorer, store: ResultsFile, *, persis
     """Score every pending (method, acceleration, volume) of ``plan`` and store the records."""
     names = list(plan.methods)
     for acc in plan.accelerations:
-        todo = {p: [m for m in names
-                    if store.find(m, acc, p.name, plan.fingerprints[m, acc]) is None]
+        todo = {p: [m for m in names if store.find(m, acc, p.name, plan.config(m, acc, p)) is None]
                 for p in plan.files}
         total = sum(len(todo[p]) * plan.slice_counts[p] for p in plan.files)
         done = sum(len(names) - len(todo[p]) for p in plan.files)
@@ -90,7 +98,7 @@ def run_plan(plan: BenchPlan, score: VolumeScorer, store: ResultsFile, *, persis
                     rec = results[m]
                     pred = rec.pop("prediction")
                     rec.update(method=m, acceleration=acc, volume=path.name,
-                               config=plan.fingerprints[m, acc])
+                               config=plan.config(m, acc, path))
                     if persist:
                         store.append(rec)
                     else:
@@ -107,7 +115,7 @@ def finish_table(plan: BenchPlan, store: ResultsFile, output_dir: str | os.PathL
     """The table of this plan's records; written under ``output_dir`` and printed if asked."""
     names = list(plan.methods)
     selected = [r for p in plan.files for a in plan.accelerations for m in names
-                if (r := store.find(m, a, p.name, plan.fingerprints[m, a])) is not None]
+                if (r := store.find(m, a, p.name, plan.config(m, a, p))) is not None]
     table = build_table(selected, names, plan.accelerations, plan.challenge)
     if output_dir is not None:
         write_table(table, output_dir)

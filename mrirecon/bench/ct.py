@@ -53,8 +53,14 @@ def ct_accelerations(values: Iterable[float]) -> list[float]:
 
 
 def pipeline_config(num_views: int, factor: float, photons: float | None) -> PipelineConfig:
-    """The CT benchmark at one sparse-view factor as a pipeline config."""
-    views = max(1, num_views // int(factor))
+    """The CT benchmark at one sparse-view factor as a pipeline config. The factor must divide
+    the view count: 9x of 60 views kept every 10th view and 100x kept 1 (a 60x row), both
+    labelled with the factor asked for."""
+    if factor != int(factor) or num_views % int(factor) or int(factor) > num_views:
+        raise ValueError(f"run_ct_bench: sparse-view factor {factor:g} does not divide the "
+                         f"{num_views} views of the data (keeping every {factor:g}th view must "
+                         f"leave a whole number of views); use a divisor of {num_views}")
+    views = num_views // int(factor)
     return PipelineConfig(name=f"bench-ct-{factor:g}x", modality="ct",
                           undersample=UndersampleConfig(enabled=True, views=views, photons=photons))
 
@@ -151,7 +157,7 @@ def run_ct_bench(data_dir: str | os.PathLike, accelerations: Iterable[float] = (
     volumes = _volumes(Path(data_dir), max_volumes)
     device = resolve_device(device)
     run_methods = build_methods(names, recon.available(), weights, params, CT_DEFAULTS, device,
-                                "run_ct_bench")
+                                "run_ct_bench", modality="ct")
 
     def fingerprint(m: Method, factor: float) -> str:
         return config_fingerprint({"method": m.name, "params": m.config.params,

@@ -139,10 +139,9 @@ def poisson_postlog(
     clean: np.ndarray, photons: float, rng: np.random.Generator, min_count: float = 1.0
 ) -> np.ndarray:
     """Post-log noisy line integrals ``-log(max(Poisson(I0 exp(-p)), min_count) / I0)``."""
-    if not photons > 0:
-        raise ValueError(f"simulate_ct: photons must be > 0, got {photons!r}")
-    if not min_count > 0:
-        raise ValueError(f"simulate_ct: min_count must be > 0, got {min_count!r}")
+    from mrirecon.sampling.views import check_photons
+
+    check_photons(photons, min_count, "simulate_ct (--photons, --min-count)")
     counts = rng.poisson(photons * np.exp(-clean)).astype(np.float64)
     return -np.log(np.maximum(counts, min_count) / photons)
 

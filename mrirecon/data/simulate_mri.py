@@ -471,6 +471,11 @@ def simulate_mri_dataset(
         kspace, mask = vol.kspace, None
         if mask_fn is not None:
             mask, num_low = mask_fn.sample_vector(kspace.shape[-1], seed=file_seed(path))
+            if int(mask.sum()) < 3:  # nothing to reconstruct or calibrate from: no file
+                raise ValueError(f"simulate_mri: acceleration {acceleration:g} keeps "
+                                 f"{int(mask.sum())} of {kspace.shape[-1]} k-space columns; at "
+                                 "least 3 (a calibration band) are needed: lower --acceleration "
+                                 "or give more columns (--size)")
             kspace = kspace * mask.to(kspace.real.dtype)
             attrs.update(acceleration=float(acceleration), num_low_frequency=int(num_low))
         paths.append(

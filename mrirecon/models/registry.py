@@ -82,6 +82,24 @@ _MODELS: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {
 MODEL_DEFAULTS = MappingProxyType({name: MappingProxyType(dict(d)) for name, (_, d) in _MODELS.items()})
 
 
+#: The operator a learned model is built around, where it is one modality's: an MRI model's
+#: data consistency needs a SENSE operator and k-space, a CT model's a projector and a
+#: sinogram. The rest (plug-and-play, backbones, generic unrolls) take any ``A``.
+MODEL_MODALITY = MappingProxyType({
+    **dict.fromkeys(("modl", "varnet", "vn", "cascade", "gram_varnet", "learned_maps",
+                     "unrolled_em"), "mri"),
+    **dict.fromkeys(("primal_dual", "staged_ct", "fbpconvnet"), "ct"),
+})
+
+
+def model_modality(model: nn.Module) -> str | None:
+    """``"mri"`` / ``"ct"`` for a model of one modality's :data:`MODEL_MODALITY`, else ``None``."""
+    for name, (cls, _) in _MODELS.items():
+        if type(model) is cls:
+            return MODEL_MODALITY.get(name)
+    return None
+
+
 def available_models() -> list[str]:
     """Names accepted by :func:`build_model`."""
     return sorted(_MODELS)

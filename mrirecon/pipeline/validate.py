@@ -63,6 +63,13 @@ def _check_method(config: PipelineConfig, source: str) -> None:
         raise _fail(source, "reconstruct.method",
                     f"unknown method {method!r}{hint}; classical: {', '.join(recon.available())}; "
                     f"learned: {', '.join(available_models())}")
+    from mrirecon.models.registry import MODEL_MODALITY
+
+    if MODEL_MODALITY.get(method, config.modality) != config.modality:
+        raise _fail(source, "reconstruct.method",
+                    f"{method!r} is {'an' if MODEL_MODALITY[method] == 'mri' else 'a'} "
+                    f"{MODEL_MODALITY[method].upper()} model; this pipeline's "
+                    f"modality is {config.modality!r}")
     cls, defaults = _MODELS[method]
     valid, takes_kwargs = _signature(cls, 0)
     valid = {**valid, **{k: v for k, v in defaults.items() if k not in valid}}
@@ -88,6 +95,14 @@ def validate_pipeline(config: PipelineConfig, source: str = "") -> PipelineConfi
             (config.modality == "ct" and fmt in ("fastmri", "ismrmrd")):
         raise _fail(source, "load.format", f"{fmt!r} data cannot go through a {config.modality!r} "
                                            "pipeline; use auto or a format of that modality")
+    from mrirecon.io.ismrmrd_raw import SELECTABLE_COUNTERS
+
+    for name, value in dict(config.load.counters).items():
+        if name not in SELECTABLE_COUNTERS:
+            raise _fail(source, f"load.counters.{name}",
+                        f"not a selectable counter; one of {list(SELECTABLE_COUNTERS)}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise _fail(source, f"load.counters.{name}", f"must be an integer >= 0, got {value!r}")
     _at_least(source, "preprocess.coil_compression", pre.coil_compression, 1)
     if cal.method != "none":
         _at_least(source, "calibrate.calib_width", cal.calib_width, 1)
@@ -114,8 +129,13 @@ def validate_pipeline(config: PipelineConfig, source: str = "") -> PipelineConfi
                             f"{f!r} keeps at least 1 / {a} of the columns in the centre band alone, "
                             f"so no mask reaches acceleration {a}; use a fraction below {1 / a:.3g}")
     _at_least(source, "undersample.views", und.views, 1)
-    if und.photons is not None and not (math.isfinite(und.photons) and und.photons > 0):
-        raise _fail(source, "undersample.photons", f"must be a finite number > 0, got {und.photons!r}")
+    if und.photons is not None:
+        from mrirecon.sampling.views import check_photons
+
+        try:  # the pipeline's count floor is LoDoPaB's 0.1
+            check_photons(und.photons, 0.1, "photons")
+        except ValueError as err:
+            raise _fail(source, "undersample.photons", str(err).removeprefix("photons: ")) from None
     _at_least(source, "undersample.fixed_seed", und.fixed_seed, 0)
     for i, c in enumerate(config.postprocess.crop_size):
         _at_least(source, f"postprocess.crop_size[{i}]", c, 1)

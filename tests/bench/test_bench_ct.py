@@ -4,9 +4,11 @@ the pipeline's stages and the benchmark's table writer (resume, --device, the sa
 import csv
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
+import h5py
 import pytest
 
 from tests.helpers import simulated_ct_dir
@@ -91,6 +93,17 @@ def test_ct_bench_resumes_and_no_resume_recomputes(ct_dir, tmp_path, monkeypatch
     assert sorted({c[0] for c in calls}) == ["fbp", "sirt"]
     records = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     assert len(records) == 2  # --no-resume starts the results file afresh
+    # other data under the same file names (was: the old scores reused, the old table printed)
+    other = tmp_path / "other"
+    shutil.copytree(ct_dir, other)
+    for f in other.glob("observation_*.hdf5"):
+        with h5py.File(f, "r+") as h5:
+            h5["data"][...] = h5["data"][()] * 1.1
+    calls.clear()
+    changed = run_ct_bench(other, (2,), "fbp,sirt", output_dir=out, progress=False,
+                           params={"sirt": {"iterations": 5}})
+    assert sorted({c[0] for c in calls}) == ["fbp", "sirt"]
+    assert changed.to_csv() != first.to_csv()
 
 
 def test_cli_ct_device_resume_and_refused_options(ct_dir, tmp_path, capsys):
@@ -123,6 +136,20 @@ def test_unknown_method_and_stray_settings(ct_dir):
         run_ct_bench(ct_dir, (2,), ["ct_magic"], progress=False)
     with pytest.raises(ValueError, match="not among the methods"):
         run_ct_bench(ct_dir, (2,), ["fbp"], params={"sirt": {"iterations": 3}}, progress=False)
+
+
+def test_methods_of_the_other_modality_odd_factors_and_misspelled_settings_are_refused(ct_dir):
+    # were: MRI methods scored on sinograms (zero_filled at -67 dB), 9x of 60 views run as 10x
+    # and labelled 9x, a misspelled parameter an "internal error"
+    with pytest.raises(ValueError, match=r"'zero_filled' is an MRI reconstruction; this benchmark "
+                                         r"is CT"):
+        run_ct_bench(ct_dir, (2,), ["fbp", "zero_filled"], progress=False)
+    with pytest.raises(ValueError, match=r"'modl_brain_sim' is an MRI model; this benchmark is CT"):
+        run_ct_bench(ct_dir, (2,), ["modl_brain_sim"], progress=False)
+    with pytest.raises(ValueError, match=r"sparse-view factor 9 does not divide the 60 views"):
+        run_ct_bench(ct_dir, (9,), ["fbp"], progress=False)
+    with pytest.raises(ValueError, match=r"fbp has no parameter 'filtr' \(did you mean 'filter'"):
+        run_ct_bench(ct_dir, (2,), ["fbp"], params={"fbp": {"filtr": "hann"}}, progress=False)
 
 
 def test_photons_reach_the_records_and_the_noise(ct_dir, tmp_path):

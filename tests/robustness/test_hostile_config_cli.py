@@ -34,6 +34,11 @@ from mrirecon.pipeline.definitions import load_pipeline
     ("undersample.center_fractions=[0.08,0.04]", r"undersample.center_fractions: 2 value\(s\) for 1 "
                                                  r"accelerations"),
     ("undersample.views=-2", r"undersample.views: must be >= 1, got -2"),
+    ("load.counters.repetitio=1", r"load.counters.repetitio: not a selectable counter"),
+    # Poisson counts wrap near 9.2e18 (1e20 photons gave -21 dB with exit 0)
+    ("undersample.photons=1.0e+20", r"undersample.photons: photons must be in \(0, 1e\+15\]"),
+    ("reconstruct.method=primal_dual", r"'primal_dual' is a CT model; this pipeline's modality is"),
+    ("load.counters.repetition=-1", r"load.counters.repetition: must be an integer >= 0, got -1"),
     ("calibrate.calib_width=0", r"calibrate.calib_width: must be >= 1, got 0"),
     ("reconstruct.method=cg_sens", r"reconstruct.method: unknown method 'cg_sens' \(did you mean 'cg_sense'\?\)"),
     ("reconstruct.method=sirt", r"reconstruct.method: 'sirt' is a CT reconstruction"),
@@ -231,3 +236,20 @@ def test_training_config_values_are_checked_before_any_data_is_read(override, me
     monkeypatch.setattr(run, "build_datasets", lambda cfg: pytest.fail("data read before validation"))
     with pytest.raises(ConfigError, match=message):
         run.train_from_config(PIPELINES / "train_varnet_brain_sim.yaml", overrides=[override])
+
+
+@pytest.mark.parametrize("argv, message", [
+    # each wrote files with no information, exit 0: an all-zero mask and k-space, a constant
+    # sinogram (every count clamped to the floor), counts wrapped past int64
+    (["simulate", "mri", "--volumes", "1", "--slices", "1", "--coils", "2", "--size", "32", "32",
+      "--acceleration", "100"], "acceleration 100 keeps 0 of 32 k-space columns"),
+    (["simulate", "ct", "--samples", "1", "--size", "16", "--views", "8", "--photons", "100",
+      "--min-count", "1e6"], "the count floor (1000000.0) must be > 0 and below the incident"),
+    (["simulate", "ct", "--samples", "1", "--size", "16", "--views", "8", "--photons", "1e20"],
+     r"photons must be in (0, 1e+15]"),
+])
+def test_simulations_that_would_hold_no_information_are_refused(argv, message, tmp_path, capsys):
+    err = _cli_error([*argv[:2], "--out", str(tmp_path / "sim"), *argv[2:]], capsys)
+    assert message in err
+    written = [*tmp_path.rglob("*.h5"), *tmp_path.rglob("*.hdf5")]
+    assert written == []  # nothing written
