@@ -207,9 +207,10 @@ def _previous(status_file: Path, input_hash: str, config_hash: str) -> dict | No
     if prev.get("config_sha256") != config_hash:
         log.info("the config changed since the earlier run; processing %s again", prev.get("input"))
         return None
-    outputs = prev.get("outputs", {})
-    if not isinstance(outputs, dict) or not all(Path(p).exists() for p in outputs.values()):
-        return None
+    outputs, figures = prev.get("outputs", {}), prev.get("figures", [])
+    if not isinstance(outputs, dict) or not isinstance(figures, list) or \
+            not all(Path(p).exists() for p in [*outputs.values(), *figures]):
+        return None  # a deleted figure too: the report would link to a missing PNG
     return prev
 
 

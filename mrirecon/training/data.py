@@ -136,6 +136,15 @@ class MRITrainingSet:
             raise ValueError(
                 f"MRITrainingSet: no slices found in {folder} (expected fastMRI *.h5 files)"
             )
+        from mrirecon.io import FastMRIFile
+
+        for info in self.dataset.volumes:  # a second mask on top would train on doubly masked data
+            with FastMRIFile(info.path) as f:
+                if f.mask is not None:
+                    raise ValueError(
+                        f"MRITrainingSet: {info.path} is already undersampled (it has a 'mask' "
+                        f"dataset, acceleration {f.acceleration}); training draws its masks on "
+                        "fully sampled k-space")
         n = len(self.dataset) if max_slices is None else min(max_slices, len(self.dataset))
         self.indices = list(range(n))
         self.cache_maps = cache_maps

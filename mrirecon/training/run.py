@@ -111,6 +111,43 @@ def build_datasets(cfg: TrainConfig):
     return train, val
 
 
+#: What a resumed run may change: how long it trains and how it logs, not what it learns from.
+RESUMABLE_CHANGES = frozenset({"optim.max_steps", "log_every", "val_every", "checkpoint_every",
+                               "val_max_slices", "tensorboard", "device", "output_dir", "name"})
+
+
+def _check_resume_config(previous: Path, now: dict, source: str) -> None:
+    """Refuse ``--resume`` when the config differs from the run being resumed in anything but
+    :data:`RESUMABLE_CHANGES` (a changed learning rate was written to ``config.yaml`` while the
+    checkpoint's optimiser state kept the old one; changed data trained on other files; another
+    architecture failed with an internal size mismatch)."""
+    if not previous.is_file():
+        return
+    try:
+        before = yaml.safe_load(previous.read_text())
+    except (OSError, yaml.YAMLError):
+        return  # unreadable: the checkpoint itself decides
+    if not isinstance(before, dict):
+        return
+
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            key = f"{prefix}{k}"
+            out.update(flat(v, key + ".") if isinstance(v, dict) and v else {key: v})
+        return out
+
+    old, new = flat(before), flat(yaml.safe_load(yaml.safe_dump(now, sort_keys=False)))
+    changed = sorted(k for k in old.keys() | new.keys()
+                     if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+    if changed:
+        shown = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:6])
+        raise ConfigError(source, changed[0],
+                          f"--resume continues the run in {previous.parent} whose config differs "
+                          f"({shown}); only {', '.join(sorted(RESUMABLE_CHANGES - {'name', 'output_dir'}))} "
+                          "may change: resume with the same config or start a new output_dir")
+
+
 def train_from_config(
     path: str | os.PathLike,
     overrides: Iterable[str] = (),
@@ -163,6 +200,8 @@ def train_from_config(
         **losses,
     )
     out = Path(cfg.output_dir)
+    if resume:
+        _check_resume_config(out / "config.yaml", to_dict(cfg), str(path))
     try:
         if trainer.rank == 0:
             out.mkdir(parents=True, exist_ok=True)

@@ -151,6 +151,17 @@ def test_resume_reuses_only_same_input_and_same_config(mri_file, tmp_path, monke
     assert seen == ["vol.h5"] * 4
 
 
+def test_resume_remakes_an_input_whose_figure_was_deleted(mri_file, tmp_path):
+    # was: skipped, and report.html linked to the missing PNG
+    out = tmp_path / "out"
+    config = mri_config("export.formats=[hdf5,png]")
+    assert run_pipeline(config, [str(mri_file)], out, progress=False) == 0
+    (figure, *_) = _prov(out)["files"][0]["figures"]
+    Path(figure).unlink()
+    assert run_pipeline(config, [str(mri_file)], out, progress=False, resume=True) == 0
+    assert Path(figure).is_file()
+
+
 def test_metrics_csv_is_quoted_and_formula_safe(mri_file, tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()

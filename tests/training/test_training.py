@@ -116,6 +116,25 @@ def test_samples_masks_targets(sim_data):
     )
 
 
+def test_already_undersampled_files_are_refused(sim_data, tmp_path):
+    # a second mask on top of the file's: trained and validated on doubly masked data, exit 0
+    import shutil
+
+    import h5py
+
+    folder = tmp_path / "under"
+    shutil.copytree(sim_data["train"], folder)
+    path = sorted(folder.glob("*.h5"))[0]
+    with h5py.File(path, "r+") as h5:
+        mask = np.zeros(h5["kspace"].shape[-1], bool)
+        mask[::4] = True
+        h5["mask"] = mask
+        h5.attrs["acceleration"] = 4.0
+    with pytest.raises(ValueError, match=rf"{path.name} is already undersampled \(it has a 'mask' "
+                                         r"dataset, acceleration 4.0\)"):
+        MRITrainingSet(folder, MaskConfig(**MASK), train=True)
+
+
 def test_espirit_maps_cached_from_common_centre(sim_data):
     ds = MRITrainingSet(sim_data["train"], MaskConfig(**MASK), maps="espirit", train=True)
     a, b = ds.get(0, mask_seed=1), ds.get(0, mask_seed=2)
@@ -376,3 +395,23 @@ def test_ct_training_run(tmp_path, ct_data):
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in result.model.state_dict().items())
     with pytest.raises(ConfigError, match=r"ct\.yaml: data: .*views must be in"):
         train_from_config(cfg, ["data.ct_views=1000"], progress=False)
+
+
+def test_resume_with_a_changed_config_is_refused_naming_the_keys(tmp_path):
+    # was: config.yaml rewritten with the new lr while the restored optimiser kept the old one,
+    # other training data used silently, another architecture an internal size mismatch
+    import yaml
+
+    from mrirecon.core.config import ConfigError
+    from mrirecon.training.run import _check_resume_config
+
+    before = {"name": "x", "data": {"train": "a"}, "optim": {"lr": 0.001, "max_steps": 10},
+              "model": {"name": "modl", "params": {"features": 4}}, "log_every": 10}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(before))
+    longer = {**before, "optim": {"lr": 0.001, "max_steps": 50}, "log_every": 1}
+    _check_resume_config(tmp_path / "config.yaml", longer, "t.yaml")  # may train longer
+    changed = {**before, "data": {"train": "b"}, "optim": {"lr": 0.5, "max_steps": 10}}
+    with pytest.raises(ConfigError, match=r"t.yaml: data.train: --resume continues the run in .* "
+                                          r"\(data.train: 'a' -> 'b'; optim.lr: 0.001 -> 0.5\)"):
+        _check_resume_config(tmp_path / "config.yaml", changed, "t.yaml")
+    _check_resume_config(tmp_path / "missing.yaml", changed, "t.yaml")  # a first run: nothing to compare
