@@ -258,6 +258,7 @@ def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
         default=1,
         help="MNI152 template resolution in mm",
     )
+    _add_threads(mri)  # "--threads N (before or after the command)", as the README says
     mri.set_defaults(func=cmd_simulate_mri, _parser=mri)
 
     ct = kinds.add_parser(
@@ -309,6 +310,7 @@ def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
         default=1.0,
         help="floor of the photon counts before the log (LoDoPaB: 0.1)",
     )
+    _add_threads(ct)
     ct.set_defaults(func=cmd_simulate_ct, _parser=ct)
 
 

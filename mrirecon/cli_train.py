@@ -2,7 +2,9 @@
 
 ``mrirecon train CONFIG.yaml`` trains a reconstruction network from a YAML config (short for
 ``mrirecon train config CONFIG.yaml``). The other subcommands rebuild the shipped priors and
-helper networks that are not trained from a config; each writes a ``.pt`` and its card:
+helper networks that are not trained from a config; each writes a ``.pt`` (``gmm``, ``perceptual``,
+``radial``, ``staged_ct`` and ``primal_dual_ct`` also its card; the shipped cards of the others
+record their commands):
 
 ==============================  ===========================================================
 ``mrirecon train denoiser``     ``pnp_dncnn_brain_sim``: residual DnCNN on noisy MNI152 slices
@@ -34,10 +36,15 @@ TRAIN_HELP = "train a network: from a YAML config, or one of the shipped priors"
 
 
 def normalise_argv(argv: list[str]) -> list[str]:
-    """``train X.yaml ...`` -> ``train config X.yaml ...`` (the short form stays valid)."""
-    if (len(argv) >= 2 and argv[0] == "train" and argv[1] not in KINDS
-            and argv[1] not in ("-h", "--help")):
-        return ["train", "config", *argv[1:]]
+    """``train X.yaml ...`` -> ``train config X.yaml ...`` (the short form stays valid), also
+    after the global options (``mrirecon --threads 1 train X.yaml`` was "invalid choice")."""
+    i = 0
+    while i < len(argv) and argv[i] in ("--debug", "--threads") or (
+            i < len(argv) and argv[i].startswith("--threads=")):
+        i += 2 if argv[i] == "--threads" else 1
+    if (len(argv) >= i + 2 and argv[i] == "train" and argv[i + 1] not in KINDS
+            and argv[i + 1] not in ("-h", "--help")):
+        return [*argv[:i], "train", "config", *argv[i + 1:]]
     return argv
 
 

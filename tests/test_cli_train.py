@@ -29,6 +29,11 @@ def test_only_the_command_line_parses_argv():
 def test_short_form_is_the_config_subcommand():
     assert normalise_argv(["train", "x.yaml", "--resume"]) == ["train", "config", "x.yaml", "--resume"]
     assert normalise_argv(["train", "prior", "--out", "p.pt"]) == ["train", "prior", "--out", "p.pt"]
+    # after the global options too (was "invalid choice: 'x.yaml'")
+    assert normalise_argv(["--threads", "1", "--debug", "train", "x.yaml"]) == \
+        ["--threads", "1", "--debug", "train", "config", "x.yaml"]
+    assert normalise_argv(["--threads=2", "train", "modl", "--out", "m.pt"]) == \
+        ["--threads=2", "train", "modl", "--out", "m.pt"]
     assert normalise_argv(["train", "--help"]) == ["train", "--help"]
     args = cli.build_parser().parse_args(normalise_argv(["train", "cfg.yaml", "--set", "a.b=1"]))
     assert (args.kind, args.config, args.set, args.resume) == ("config", "cfg.yaml", ["a.b=1"], False)

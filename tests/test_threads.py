@@ -75,3 +75,7 @@ def test_cli_threads_option_before_and_after_the_command():
     assert p.parse_args(["run", "mri_cs", *tail]).threads is None
     with pytest.raises(SystemExit):
         p.parse_args(["--threads", "0", "run", "mri_cs", *tail])
+    # every command takes it after the command (simulate refused it: "unrecognized arguments")
+    for command in (["simulate", "mri", "--out", "d"], ["simulate", "ct", "--out", "d"],
+                    ["bench", "--data", "d", "--output", "o"], ["demo"]):
+        assert p.parse_args([*command, "--threads", "2"]).threads == 2, command

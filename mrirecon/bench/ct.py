@@ -69,7 +69,8 @@ def _volumes(root: Path, max_volumes: int | None) -> dict[Path, tuple[int, int]]
     """``{observation file: (slices, views)}`` of the files that have a ground truth, in order."""
     from mrirecon.io.lodopab import LoDoPaBFiles
 
-    parts = sorted({p.name.split("_")[1] for p in root.glob("observation_*_[0-9][0-9][0-9].hdf5")})
+    parts = sorted({p.name[len("observation_"):].rsplit("_", 1)[0]  # a part may hold "_"
+                    for p in root.glob("observation_*_[0-9][0-9][0-9].hdf5")})
     if not parts:
         raise FileNotFoundError(f"run_ct_bench: no observation_<part>_NNN.hdf5 files in {root}")
     out: dict[Path, tuple[int, int]] = {}

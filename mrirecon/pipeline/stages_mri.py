@@ -543,6 +543,12 @@ class MRIStages(Modality[MRISlice]):
 
     def undersample(self, s: MRISlice) -> MRISlice:
         s = undersample(s, self.config.undersample)
+        und = self.config.undersample
+        if und.enabled and s.trajectory is None and not bool(s.mask.any()):  # the options' doing
+            raise ValueError(f"{s.file_name}: slice {s.index}: undersample: acceleration(s) "
+                             f"{list(und.accelerations)} with centre fraction(s) "
+                             f"{list(und.center_fractions)} keep no column of the "
+                             f"{s.mask.numel()}: lower the acceleration")
         check_slice(s, "undersample", self.config.evaluate.enabled)
         return s
 

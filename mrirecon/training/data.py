@@ -133,9 +133,10 @@ class MRITrainingSet:
         rate = None if sample_rate >= 1.0 else sample_rate
         self.dataset = SliceDataset(folder, sample_rate=rate, seed=seed)
         if len(self.dataset) == 0:
-            raise ValueError(
-                f"MRITrainingSet: no slices found in {folder} (expected fastMRI *.h5 files)"
-            )
+            files = len(list(Path(folder).glob("*.h5"))) if Path(folder).is_dir() else 0
+            why = (f"sample_rate {sample_rate:g} kept none of its {files} .h5 files"
+                   if rate is not None and files else "expected fastMRI *.h5 files")
+            raise ValueError(f"MRITrainingSet: no slices found in {folder} ({why})")
         from mrirecon.io import FastMRIFile
 
         for info in self.dataset.volumes:  # a second mask on top would train on doubly masked data

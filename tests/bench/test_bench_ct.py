@@ -152,6 +152,16 @@ def test_methods_of_the_other_modality_odd_factors_and_misspelled_settings_are_r
         run_ct_bench(ct_dir, (2,), ["fbp"], params={"fbp": {"filtr": "hann"}}, progress=False)
 
 
+def test_a_part_name_with_an_underscore_is_found(ct_dir, tmp_path):
+    # `simulate ct --part val_x` writes observation_val_x_000.hdf5; the bench split the name
+    # at the first "_" and found no part "val"
+    for f in ct_dir.glob("*_test_*.hdf5"):
+        shutil.copy(f, tmp_path / f.name.replace("_test_", "_val_x_"))
+    table = run_ct_bench(tmp_path, (2,), ["fbp"], progress=False)
+    assert sorted(r["volume"] for r in table.records) == sorted(
+        f.name for f in tmp_path.glob("observation_val_x_*.hdf5"))
+
+
 def test_photons_reach_the_records_and_the_noise(ct_dir, tmp_path):
     low = run_ct_bench(ct_dir, (1,), ["fbp"], photons=200.0, progress=False)
     full = run_ct_bench(ct_dir, (1,), ["fbp"], progress=False)

@@ -162,3 +162,12 @@ def test_a_fractional_mask_value_is_named(clean, tmp_path):
     entry = _run(clone_h5(clean, tmp_path / "half.h5", mask=mask), tmp_path)
     assert entry["status"] == "failed"
     assert "half.h5: mask: expected 0/1 values, got 1 other value(s), e.g. 0.5" in entry["error"]
+
+
+def test_an_acceleration_that_keeps_no_column_names_the_options(clean, tmp_path):
+    # was: "the sampling mask selects no k-space column … nothing was acquired" (blamed the data)
+    entry = _run(clean, tmp_path, "undersample.enabled=true", "undersample.accelerations=[200]",
+                 "undersample.center_fractions=[0.001]")
+    assert entry["status"] == "failed"
+    assert "undersample: acceleration(s) [200] with centre fraction(s) [0.001] keep no column of " \
+           "the 48: lower the acceleration" in entry["error"]

@@ -135,6 +135,11 @@ def test_already_undersampled_files_are_refused(sim_data, tmp_path):
         MRITrainingSet(folder, MaskConfig(**MASK), train=True)
 
 
+def test_a_sample_rate_that_keeps_no_file_is_named(sim_data):
+    with pytest.raises(ValueError, match=r"sample_rate 0.01 kept none of its \d+ .h5 files"):
+        MRITrainingSet(sim_data["train"], MaskConfig(**MASK), sample_rate=0.01)
+
+
 def test_espirit_maps_cached_from_common_centre(sim_data):
     ds = MRITrainingSet(sim_data["train"], MaskConfig(**MASK), maps="espirit", train=True)
     a, b = ds.get(0, mask_seed=1), ds.get(0, mask_seed=2)
