@@ -132,139 +132,13 @@ def make_slice(ks, index: int, file_name: str, file_mask: Tensor | None) -> MRIS
     mask = mask.reshape(-1).bool()
     if mask.numel() != w:
         raise ValueError(f"{file_name}: mask: {mask.numel()} entries for {w} k-space columns")
+    from mrirecon.pipeline.checks_mri import check_kspace, reconcile_mask
+
     where = f"{file_name}: slice {index}"
     check_kspace(data, where)
     mask, notes = reconcile_mask(data, mask, where, ks.header.acquired_columns(w))
     ref = ks.reference[0] if ks.reference is not None else None
     return MRISlice(data, mask, ks.header, file_name, index, ref, ks.noise, notes=notes)
-
-
-#: A k-space sample this many times both its readout neighbours, and at least half the largest
-#: other sample, is a spike: no object's k-space has an isolated peak outside its centre.
-SPIKE_RATIO = 20.0
-#: The same inside the central 5 x 5 samples, where the DC of a flat object can stand ~10x above
-#: its neighbours (a scanner spike replacing DC stands 1e6x or more).
-CENTRE_SPIKE_RATIO = 1e4
-
-
-def check_kspace(data: Tensor, where: str) -> None:
-    """Refuse Cartesian k-space ``(coils, H, W)`` that no reconstruction here can use: an
-    isolated spike (RF interference or a corrupted sample: one 1e9 sample made an image 1e10x
-    too bright, exit 0), or energy peaking far from the centre (DC at the corner: k-space
-    stored without the centring shift gave 7 dB images, exit 0), or more than half the readout
-    rows empty (undersampled along the readout: transposed data). Inside the central 5 x 5
-    samples only a far larger ratio counts (:data:`CENTRE_SPIKE_RATIO`: the DC of a flat object
-    filling the field of view stands above its neighbours)."""
-    if not bool(torch.isfinite(data).all()) or not bool((data != 0).any()):
-        return  # check_slice names NaN / Inf samples and all-zero k-space
-    rows = data.shape[-2]
-    empty_rows = int((~(data != 0).any(-1).any(0)).sum())  # (coils, rows, cols) -> rows
-    if empty_rows > rows / 2:
-        raise ValueError(f"{where}: {empty_rows} of {rows} k-space rows (readout positions) are zero "
-                         "in every coil and column: the data are undersampled along the readout; "
-                         "fastMRI stores (coils, readout, phase encoding): is the k-space "
-                         "transposed?")
-    mag = data.abs()
-    h, w = mag.shape[-2:]
-    if h >= 3:
-        padded = torch.nn.functional.pad(mag[None], (0, 0, 1, 1), mode="replicate")[0]
-        neighbours = torch.maximum(padded[..., :-2, :], padded[..., 2:, :])
-        isolated = mag > SPIKE_RATIO * neighbours
-        centre = (..., slice(max(h // 2 - 2, 0), h // 2 + 3), slice(max(w // 2 - 2, 0), w // 2 + 3))
-        isolated[centre] = mag[centre] > CENTRE_SPIKE_RATIO * neighbours[centre]
-        if bool(isolated.any()):
-            others = float(torch.where(isolated, torch.zeros_like(mag), mag).max())
-            spikes = isolated & (mag > 0.5 * others)
-            if bool(spikes.any()):
-                c, r, k = (int(i) for i in torch.nonzero(spikes)[0])
-                v, n = float(mag[c, r, k]), float(neighbours[c, r, k])
-                raise ValueError(
-                    f"{where}: k-space sample (coil {c}, row {r}, column {k}) is {v:.3g}, "
-                    f"{v / max(n, 1e-300):.3g}x its readout neighbours and {v / max(others, 1e-300):.3g}x "
-                    f"the largest other sample: a spike (RF interference, a corrupted sample; "
-                    f"{int(spikes.sum())} such sample(s)); remove it (e.g. by its neighbours' "
-                    "mean) and run again")
-    energy = mag.double().square().sum(0)
-    row, col = int(energy.sum(1).argmax()), int(energy.sum(0).argmax())
-    if abs(row - h // 2) > max(h / 10, 4) or abs(col - w // 2) > max(w / 10, 4):
-        raise ValueError(f"{where}: the k-space energy peaks at row {row}, column {col}, far from "
-                         f"the centre ({h // 2}, {w // 2}): every method here expects DC at the "
-                         "centre (fastMRI layout); is the k-space stored without the centring "
-                         "shift (DC at the corner: apply fftshift over the last two axes)?")
-
-
-def reconcile_mask(data: Tensor, mask: Tensor, where: str,
-                   acquired: Tensor | None = None) -> tuple[Tensor, dict[str, str]]:
-    """The sampling mask checked against the columns that hold data (``(coils, H, W)``): columns
-    marked sampled but exactly zero in every coil were not acquired (an undersampled file
-    without a mask, or with an all-ones one, was scored as fully sampled at zero-filled
-    quality); they leave the mask, with a note. Columns holding data that the mask calls
-    unsampled are discarded by ``undersample``: a note. Both at once: the mask does not
-    describe this k-space (reversed, transposed data), refused. ``acquired``: the header's
-    acquirable columns; the zero padding outside them is left as the mask has it."""
-    has_data = (data != 0).flatten(0, -2).any(0)
-    empty = mask & ~has_data
-    if acquired is not None:  # zero padding outside the acquirable columns: never "empty"
-        empty &= acquired.to(empty.device)
-    ignored = ~mask & has_data
-    n_empty, n_ignored = int(empty.sum()), int(ignored.sum())
-    if n_empty and n_ignored:
-        raise ValueError(f"{where}: mask: {n_empty} column(s) marked sampled hold no data and "
-                         f"{n_ignored} column(s) holding data are marked unsampled: the mask does "
-                         "not describe this k-space (reversed, or the k-space transposed?)")
-    notes: dict[str, str] = {}
-    if n_empty and bool((mask & has_data).any()):
-        notes["unsampled"] = (f"{n_empty} of {int(mask.sum())} column(s) the mask marks sampled "
-                              "hold no data in any coil: treated as unsampled (an undersampled "
-                              "file without its mask?)")
-        mask = mask & ~empty
-    if n_ignored:
-        notes["discarded"] = (f"{n_ignored} column(s) hold data the mask marks unsampled: "
-                              "discarded (the file's mask disagrees with its k-space)")
-    return mask, notes
-
-
-#: Two coils whose k-space correlates above this are one channel written twice.
-DUPLICATE_CORRELATION = 1 - 1e-4
-#: A coil whose power is this many times the median coil's is mis-scaled (near and far
-#: elements of a head array differ by ~10-100x).
-LOUD_COIL_RATIO = 1e3
-
-
-def coil_warnings(kspace: Tensor) -> dict[str, str]:
-    """Dead (all-zero), mis-scaled and duplicated coils of ``(coils, ...)`` k-space. A duplicate
-    adds no information, yet counts as a coil everywhere (a learned model's range check saw 8
-    coils where 2 were distinct); noise alone keeps distinct coils far below the threshold."""
-    coils = kspace.shape[0]
-    if coils < 2:
-        return {}
-    flat = kspace.reshape(coils, -1)
-    flat = flat[:, :: max(1, flat.shape[1] // 131072)].to(torch.complex128)  # <= 2^17 samples
-    power = flat.abs().square().sum(1)
-    out: dict[str, str] = {}
-    dead = (power == 0).nonzero().flatten().tolist()
-    if dead:
-        out["dead_coils"] = (f"coil{'s' * (len(dead) > 1)} {', '.join(map(str, dead))} of {coils} "
-                             "hold no signal (all zero: a dead or disconnected channel)")
-    live = power[power > 0]
-    if live.numel() >= 3 and float(power.max()) > LOUD_COIL_RATIO * float(live.median()):
-        c = int(power.argmax())
-        out["loud_coil"] = (f"coil {c}'s power is {float(power[c] / live.median()):.3g}x the median "
-                            "coil's (a mis-scaled channel?): unless a noise scan prewhitens the "
-                            "coils, its noise dominates every coil-combined image (one coil at "
-                            "100x cost 7 dB)")
-    norm = power.sqrt().clamp_min(1e-300)
-    corr = (flat @ flat.conj().T).abs() / (norm[:, None] * norm[None, :])
-    pairs = [(i, j) for i, j in torch.nonzero(torch.triu(corr, 1) > DUPLICATE_CORRELATION).tolist()
-             if i not in dead and j not in dead]
-    if pairs:
-        copies = sorted({j for _, j in pairs})
-        shown = ", ".join(f"{j} = {i}" for i, j in pairs[:6]) + (", ..." if len(pairs) > 6 else "")
-        out["duplicate_coils"] = (
-            f"{len(copies)} of {coils} coils repeat another coil's k-space (correlation > "
-            f"{DUPLICATE_CORRELATION:g}: {shown}): duplicated channels add no information, and "
-            f"the data hold {coils - len(copies)} distinct coils")
-    return out
 
 
 def check_slice(s: MRISlice, stage: str, reference: bool = True) -> None:
@@ -568,6 +442,8 @@ class MRIStages(Modality[MRISlice]):
         return s
 
     def data_warnings(self, s: MRISlice) -> dict[str, str]:
+        from mrirecon.pipeline.checks_mri import coil_warnings
+
         return {**s.notes, **coil_warnings(s.kspace)}
 
     def to_device(self, s: MRISlice) -> MRISlice:

@@ -14,7 +14,7 @@ import torch
 
 from mrirecon.pipeline.definitions import load_pipeline
 from mrirecon.pipeline.runner import run_pipeline
-from mrirecon.pipeline.stages_mri import (DUPLICATE_CORRELATION, SPIKE_RATIO, check_kspace,
+from mrirecon.pipeline.checks_mri import (DUPLICATE_CORRELATION, SPIKE_RATIO, check_kspace,
                                           coil_warnings, reconcile_mask)
 from tests.helpers import clone_h5
 
