@@ -205,8 +205,8 @@ def _opposite_view_mismatch(sino: Tensor, geometry: CTGeometry) -> float | None:
         return None
     i, j = torch.as_tensor(pairs), torch.as_tensor(j[pairs])
     width = max(1, sino.shape[-1] // 16)  # a box average along the detector: photon noise
-    smooth = torch.nn.functional.avg_pool1d(sino[None], width, stride=1, padding=width // 2,
-                                            count_include_pad=False)[0]  # falls, geometry stays
+    smooth = torch.nn.functional.avg_pool1d(  # falls by ~sqrt(width), a geometric mismatch stays
+        sino[None], width, stride=1, padding=width // 2, count_include_pad=False)[0]
     first, second = smooth[..., i, :], smooth[..., j, :].flip(-1)
     return float((second - first).norm() / first.norm().clamp_min(1e-30))
 
