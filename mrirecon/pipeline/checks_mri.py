@@ -15,6 +15,12 @@ SPIKE_RATIO = 20.0
 #: The same inside the central 5 x 5 samples, where the DC of a flat object can stand ~10x above
 #: its neighbours (a scanner spike replacing DC stands 1e6x or more).
 CENTRE_SPIKE_RATIO = 1e4
+#: A spike also stands this far above the median sample magnitude (the largest of 10^6 noise
+#: samples is ~5x their median, so a noise-only slice never holds one).
+SPIKE_OVER_MEDIAN = 100.0
+#: An energy profile (per row, per column) locates DC only when its peak stands this far above
+#: its median: any object's k-space does by orders of magnitude, noise alone by ~1.5x.
+PEAK_OVER_MEDIAN = 10.0
 
 
 def check_kspace(data: Tensor, where: str) -> None:
@@ -44,7 +50,10 @@ def check_kspace(data: Tensor, where: str) -> None:
         isolated[centre] = mag[centre] > CENTRE_SPIKE_RATIO * neighbours[centre]
         if bool(isolated.any()):
             others = float(torch.where(isolated, torch.zeros_like(mag), mag).max())
-            spikes = isolated & (mag > 0.5 * others)
+            nonzero = mag[mag > 0]
+            typical = float(nonzero[:: max(1, nonzero.numel() // 1_000_000)].median())
+            # noise alone reaches ~5x its median: a spike must also stand far above it
+            spikes = isolated & (mag > 0.5 * others) & (mag > SPIKE_OVER_MEDIAN * typical)
             if bool(spikes.any()):
                 c, r, k = (int(i) for i in torch.nonzero(spikes)[0])
                 v, n = float(mag[c, r, k]), float(neighbours[c, r, k])
@@ -55,8 +64,11 @@ def check_kspace(data: Tensor, where: str) -> None:
                     f"{int(spikes.sum())} such sample(s)); remove it (e.g. by its neighbours' "
                     "mean) and run again")
     energy = mag.double().square().sum(0)
-    row, col = int(energy.sum(1).argmax()), int(energy.sum(0).argmax())
-    if abs(row - h // 2) > max(h / 10, 4) or abs(col - w // 2) > max(w / 10, 4):
+    rows_e, cols_e = energy.sum(1), energy.sum(0)
+    row, col = int(rows_e.argmax()), int(cols_e.argmax())
+    peaked = all(float(p.max()) > PEAK_OVER_MEDIAN * float(p[p > 0].median())
+                 for p in (rows_e, cols_e))  # noise alone (an edge slice) has no peak to place
+    if peaked and (abs(row - h // 2) > max(h / 10, 4) or abs(col - w // 2) > max(w / 10, 4)):
         raise ValueError(f"{where}: the k-space energy peaks at row {row}, column {col}, far from "
                          f"the centre ({h // 2}, {w // 2}): every method here expects DC at the "
                          "centre (fastMRI layout); is the k-space stored without the centring "

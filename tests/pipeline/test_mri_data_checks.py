@@ -53,6 +53,18 @@ def test_clean_data_pass_every_check(clean, tmp_path):
     assert entry["status"] == "ok" and entry["warnings"] == []
 
 
+def test_a_noise_only_slice_is_neither_a_spike_nor_off_centre(clean, tmp_path):
+    # edge slices of real volumes hold noise only: no peak to place, isolated noise samples are
+    # no spikes (was refused as "DC far from the centre" / "a spike")
+    noise = torch.randn(8, 640, 368, dtype=torch.complex64, generator=torch.Generator().manual_seed(0))
+    check_kspace(noise, "noise")
+    k = _kspace(clean)
+    rng = np.random.default_rng(0)
+    k[1] = (rng.normal(size=k[1].shape) + 1j * rng.normal(size=k[1].shape)) * np.abs(k[1]).mean()
+    entry = _run(clone_h5(clean, tmp_path / "edge.h5", kspace=k), tmp_path, "undersample.enabled=true")
+    assert entry["status"] == "ok", entry["error"]
+
+
 def test_a_kspace_spike_is_refused_naming_coil_row_and_column(clean, tmp_path):
     k = _kspace(clean)
     k[1, 2, 10, 7] = 1e9  # slice 1, coil 2, row 10, column 7 (was: an image 1e10x too bright)
