@@ -47,9 +47,21 @@ def adapt_volume(config: PipelineConfig, model: nn.Module, slices: list, output:
 
     adapted, report = adapt_model(model, slices, ad)
     info = {"method": ad.method, **report.as_dict()}
-    log.info("%s: adapted in %.1f s, %d step(s) (%s), best step %d, validation loss %.4g -> %.4g",
-             name, report.seconds, report.steps, report.stopped, report.best_step,
-             report.initial_val_loss, report.best_val_loss)
+    if report.stopped == "unreliable":
+        msg = (f"{name}: adapt skipped: the model's k-space prediction scores "
+               f"{report.initial_val_loss:.3g} on the validation split, worse than predicting zero "
+               "(2), so the loss cannot tell a better image from a worse one (coil maps "
+               "cropped by calibrate.crop?); the shipped model reconstructs this volume")
+        log.warning("%s", msg)
+        result.warnings.append(msg)
+    elif report.best_step == 0:
+        log.info("%s: adapt: no step of %d improved the validation loss (%.4g; %s): the shipped "
+                 "model reconstructs this volume", name, report.steps, report.initial_val_loss,
+                 report.stopped)
+    else:
+        log.info("%s: adapted in %.1f s, %d step(s) (%s), best step %d, validation loss %.4g -> "
+                 "%.4g", name, report.seconds, report.steps, report.stopped, report.best_step,
+                 report.initial_val_loss, report.best_val_loss)
     if ad.save_weights:
         from mrirecon.pipeline.runner import sha256
         from mrirecon.training.run import save_model
@@ -68,6 +80,15 @@ def adapt_volume(config: PipelineConfig, model: nn.Module, slices: list, output:
 
 
 
+#: Why a model that estimates its own coil sensitivities cannot be adapted: the SSDU loss
+#: compares its image through the calibrated maps, not its own (E2E-VarNet lost 4.1 dB while
+#: the loss fell).
+OWN_MAPS = ("adapt: {method!r} estimates its own coil sensitivities, but the adaptation scores "
+            "its image through the calibrated maps, a loss it can lower while the image worsens; "
+            "adapt a model that reconstructs with the calibrated maps (mri_learned_adapt: MoDL), "
+            "or set estimate_sensitivities=false")
+
+
 def mri_pair(s) -> tuple:
     """``(y (1, C, H, W), sense(maps, mask))`` of a prepared (undersampled, calibrated) MRI
     slice, on the slice's device."""
@@ -77,7 +98,8 @@ def mri_pair(s) -> tuple:
         raise ValueError("adapt needs Cartesian k-space (non-Cartesian data have no SSDU split "
                          "here yet)")
     if s.maps is None:
-        raise ValueError("adapt needs coil maps; set calibrate.method to espirit or walsh")
+        raise ValueError("adapt needs calibrated coil maps (calibrate.method espirit or walsh) "
+                         "and a model that reconstructs with them")
     y = s.kspace[None]
     return y, stages_mri.operator(s, s.maps[None].to(y.device))
 
@@ -97,6 +119,8 @@ def volume_hook(config: PipelineConfig, output: Path, name: str, result: VolumeR
     :func:`adapt_volume`."""
 
     def prepare_model(model: nn.Module, slices) -> nn.Module:
+        if config.modality == "mri" and getattr(model, "sensitivity", None) is not None:
+            raise ValueError(OWN_MAPS.format(method=config.reconstruct.method))
         if config.modality == "mri":
             pairs = [mri_pair(s) for s in slices]
         else:

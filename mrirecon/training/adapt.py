@@ -86,7 +86,9 @@ class AdaptReport:
     best_step
         Step of the returned state (0: the initial model was kept).
     steps
-        Steps taken; ``stopped`` says why (``"steps"``, ``"patience"``, ``"time_budget"``).
+        Steps taken; ``stopped`` says why (``"steps"``, ``"patience"``, ``"time_budget"``,
+        ``"unreliable"``: MRI, the initial validation loss was clearly worse than an all-zero
+        prediction's, :data:`UNRELIABLE_LOSS`, so no step was taken).
     seconds
         Wall time of the whole adaptation (validations included).
     """
@@ -282,6 +284,14 @@ def _ct_setup(slices, cfg: AdaptConfig):
 # ---- the loop ----------------------------------------------------------------------------------
 
 
+#: The MRI validation loss of an all-zero k-space prediction (SSDU's normalised L2 + L1: 1 + 1).
+ZERO_PREDICTION_LOSS = 2.0
+#: Adaptation is skipped (and the run says so) when the initial validation loss is this much
+#: above a zero prediction's: through cropped ESPIRiT maps MoDL / PnP started at 2.4-2.8 and
+#: the loss fell while PSNR fell by 0.6-0.8 dB; small phantoms start near 2.0 and adapt.
+UNRELIABLE_LOSS = 1.1 * ZERO_PREDICTION_LOSS
+
+
 def adapt_model(model: nn.Module, slices: list[tuple[Tensor, object]], config: AdaptConfig | None = None,
                 *, progress=None) -> tuple[nn.Module, AdaptReport]:
     """Fine-tune a copy of ``model`` on one volume's own data (see the module docstring).
@@ -351,7 +361,9 @@ def adapt_model(model: nn.Module, slices: list[tuple[Tensor, object]], config: A
     bad, step = 0, 0
     step_seconds = 0.0  # mean duration of a step so far
     report.stopped = "steps"
-    while step < cfg.steps:
+    if not is_ct and best > UNRELIABLE_LOSS:  # the loss cannot tell better from worse here
+        report.stopped = "unreliable"
+    while step < cfg.steps and report.stopped != "unreliable":
         # no step starts that would end past the budget (the validation closing the run, if
         # one is due, may add its own time)
         if cfg.time_budget_s is not None and \

@@ -196,3 +196,25 @@ def test_normalising_model_is_adapted_at_the_whole_slice_scale():
     tol = 1e3 * torch.finfo(torch.float32).eps
     for k, v in adapted.state_dict().items():
         torch.testing.assert_close(big.state_dict()[k], v, rtol=tol, atol=tol * float(v.abs().max()))
+
+
+def test_a_model_no_better_than_zero_through_the_maps_is_not_adapted():
+    # cropped ESPIRiT maps left MoDL / PnP at a validation loss of 2.4-2.8, worse than an all-zero
+    # prediction's 2: the loss then fell while PSNR fell 0.6-0.8 dB. Here the maps are cut to a
+    # central disc of half the field of view (the object reaches beyond it): no step is taken,
+    # the model is returned unchanged, and the report says why.
+    from mrirecon.training.adapt import UNRELIABLE_LOSS
+
+    pairs, _ = _phantom_scan(seed=3)
+    model = load_pretrained(SHIPPED)
+    grid = (torch.arange(48) - 24) / 24
+    yy, xx = torch.meshgrid(grid, grid, indexing="ij")
+    disc = xx ** 2 + yy ** 2 < 0.5 ** 2
+    bad = [(y, sense(op.maps * disc, op.mask)) for y, op in pairs]
+    adapted, report = adapt_model(model, bad, AdaptConfig(steps=4, val_every=1, time_budget_s=None))
+    assert report.stopped == "unreliable" and report.steps == 0 and report.best_step == 0
+    assert report.initial_val_loss > UNRELIABLE_LOSS
+    assert all(torch.equal(a, b) for a, b in zip(adapted.state_dict().values(),
+                                                 model.state_dict().values()))
+    _, fine = adapt_model(model, pairs, AdaptConfig(steps=2, val_every=1, time_budget_s=None))
+    assert fine.stopped != "unreliable" and fine.initial_val_loss <= UNRELIABLE_LOSS
