@@ -13,6 +13,7 @@ atomically (a crash mid-write leaves the previous file), the card without YAML a
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,7 +22,7 @@ import torch
 import yaml
 from torch import Tensor
 
-from mrirecon.io.atomic import atomic_path, atomic_write_text
+from mrirecon.io.atomic import atomic_write_bytes, atomic_write_text
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
@@ -95,8 +96,9 @@ def write_weights(path: str | os.PathLike, state: Mapping[str, Tensor] | None, c
     path.parent.mkdir(parents=True, exist_ok=True)
     if state is not None:
         tensors = {k: v.detach().cpu().clone() for k, v in state.items()}
-        with atomic_path(path, suffix=".pt") as tmp:
-            torch.save(tensors, tmp)
+        buffer = io.BytesIO()  # not the temp file: torch names the archive inside after it, so
+        torch.save(tensors, buffer)  # equal weights would get different bytes and sha256
+        atomic_write_bytes(path, buffer.getvalue())
     if card is not None:
         atomic_write_text(path.with_suffix(".yaml"), card_yaml(card, width))
     return path

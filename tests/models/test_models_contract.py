@@ -54,6 +54,10 @@ def test_writer_round_trips_and_a_failed_write_keeps_the_previous_files(tmp_path
     assert "&id" not in text and "*id" not in text and yaml.safe_load(text) == card
     assert list(yaml.safe_load(text)) == ["model", "training"]  # the card's own key order
     assert torch.equal(read_state_dict(path)["w"], w.detach())
+    # equal weights, equal bytes (adapted weights' sha256 in provenance.json differed between
+    # identical runs: torch named the archive inside after the random temp file)
+    again = write_weights(tmp_path / "other" / "m.pt", {"w": w}, None)
+    assert again.read_bytes() == path.read_bytes()
     before = {p.name: p.read_bytes() for p in path.parent.iterdir()}
 
     def failing_replace(src, dst):
