@@ -21,7 +21,7 @@ from mrirecon.pipeline.schema import PipelineConfig
 log = logging.getLogger("mrirecon.pipeline")
 
 
-def _architecture(config: PipelineConfig) -> tuple[str, dict]:
+def model_architecture(config: PipelineConfig) -> tuple[str, dict]:
     """Model name and constructor parameters of the loaded model (the weights' card, with the
     pipeline's ``reconstruct.params`` on top), for the adapted weights' card."""
     rc = config.reconstruct
@@ -68,7 +68,7 @@ def adapt_volume(config: PipelineConfig, model: nn.Module, slices: list, output:
 
         path = output / "adapted" / f"{name}.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
-        name_, params = _architecture(config)
+        name_, params = model_architecture(config)
         extra = {"adapted_from": config.reconstruct.weights, "adapt": info,
                  "input": result.input}
         save_model(adapted, path, name_, params, extra)

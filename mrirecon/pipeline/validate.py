@@ -162,13 +162,12 @@ def _check_adapt(config: PipelineConfig, source: str) -> None:
     if config.reconstruct.method in recon.available():
         raise _fail(source, "adapt.enabled", f"adaptation fine-tunes a learned model; "
                     f"{config.reconstruct.method!r} is a classical method")
-    params = config.reconstruct.params
-    if config.modality == "mri" and (config.reconstruct.method == "learned_maps" or (
-            config.reconstruct.method == "varnet" and params.get("estimate_sensitivities", True))):
-        from mrirecon.pipeline.adapt_stage import OWN_MAPS
+    from mrirecon.pipeline.adapt_stage import OWN_MAPS, model_architecture
 
-        raise _fail(source, "adapt.enabled",
-                    OWN_MAPS.format(method=config.reconstruct.method).removeprefix("adapt: "))
+    name, params = model_architecture(config)  # the weights' card, the pipeline's params on top
+    if config.modality == "mri" and (name == "learned_maps" or (
+            name == "varnet" and params.get("estimate_sensitivities", True))):
+        raise _fail(source, "adapt.enabled", OWN_MAPS.format(method=name).removeprefix("adapt: "))
     from mrirecon.training.adapt import check_adapt_config
 
     try:
