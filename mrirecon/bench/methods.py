@@ -122,7 +122,7 @@ def build_methods(names: Iterable[str], classical: Iterable[str],
     CT bench, a CT model in the MRI bench) or a parameter the method does not take is a
     ``ValueError`` naming it, before any data are read."""
     from mrirecon.core.config import check_params, signature_params
-    from mrirecon.models.registry import model_modality
+    from mrirecon.pipeline.validate import wrong_modality
     from mrirecon.recon.registry import _lookup
 
     classical = set(classical)
@@ -131,10 +131,8 @@ def build_methods(names: Iterable[str], classical: Iterable[str],
         if m in classical:
             if m in weights:
                 raise ValueError(f"{where}: {m} is a classical method; it takes no weights")
-            kind = _lookup(m).summary.split(":", 1)[0]
-            if kind in ("MRI", "CT") and kind.lower() != modality:
-                raise ValueError(f"{where}: {m!r} is {'an' if kind == 'MRI' else 'a'} {kind} reconstruction; this benchmark is "
-                                 f"{modality.upper()}")
+            if (why := wrong_modality(m, modality)) is not None:
+                raise ValueError(f"{where}: {why}; this benchmark is {modality.upper()}")
             given = canonical_parameters(m, params.get(m, {}))  # old names: renamed, warned
             check_params(m, given, signature_params(_lookup(m).fn, 2)[0], source=where)
             p = {**defaults.get(m, {}), **given}
@@ -142,10 +140,8 @@ def build_methods(names: Iterable[str], classical: Iterable[str],
         else:
             model = ready_for_inference(load_model(m, dict(params.get(m, {})), weights.get(m)),
                                         device)  # as the pipeline runs it
-            kind = model_modality(model)
-            if kind is not None and kind != modality:
-                raise ValueError(f"{where}: {m!r} is {'an' if kind == 'mri' else 'a'} {kind.upper()} model; this benchmark is "
-                                 f"{modality.upper()}")
+            if (why := wrong_modality(m, modality, model)) is not None:
+                raise ValueError(f"{where}: {why}; this benchmark is {modality.upper()}")
             out[m] = Method(m, ReconstructConfig(method=m, params=dict(params.get(m, {}))), model)
     return out
 

@@ -26,20 +26,36 @@ from mrirecon.core.config import (
 from mrirecon.pipeline.schema import PipelineConfig
 
 
+def wrong_modality(method: str, wanted: str, model=None) -> str | None:
+    """Why ``method`` cannot run where modality ``wanted`` (``"mri"`` / ``"ct"``) is, or
+    ``None``: a classical method of the other modality (its registry summary says ``MRI:`` /
+    ``CT:``), a learned ``model`` (or a model name, without one) of the other's
+    :data:`MODEL_MODALITY`. The one place the pipeline validator and the benchmark ask."""
+    from mrirecon import recon
+    from mrirecon.models.registry import MODEL_MODALITY, model_modality
+    from mrirecon.recon.registry import _lookup
+
+    if model is None and method in recon.available():
+        kind, what = _lookup(method).summary.split(":", 1)[0].lower(), "reconstruction"
+    else:
+        kind = model_modality(model) if model is not None else MODEL_MODALITY.get(method)
+        what = "model"
+    if kind not in ("mri", "ct") or kind == wanted:
+        return None
+    return f"{method!r} is {'an' if kind == 'mri' else 'a'} {kind.upper()} {what}"
+
+
 def _check_method(config: PipelineConfig, source: str) -> None:
     from mrirecon import recon
     from mrirecon.recon.registry import _lookup
 
     rc = config.reconstruct
     method = rc.method
+    if (why := wrong_modality(method, config.modality)) is not None:
+        raise _fail(source, "reconstruct.method",
+                    f"{why}; this pipeline's modality is {config.modality!r}")
     if method in recon.available():
         entry = _lookup(method)
-        summary = entry.summary.split(":", 1)[0]
-        wanted = "MRI" if config.modality == "mri" else "CT"
-        if summary in ("MRI", "CT") and summary != wanted:
-            raise _fail(source, "reconstruct.method",
-                        f"{method!r} is a {summary} reconstruction; this pipeline's modality is "
-                        f"{config.modality!r}")
         valid, _ = _signature(entry.fn, 2)
         # the stage passes these itself
         supplied = {"x0", "callback", "mask"} if method == "grappa" else {"x0", "callback"}
@@ -63,13 +79,6 @@ def _check_method(config: PipelineConfig, source: str) -> None:
         raise _fail(source, "reconstruct.method",
                     f"unknown method {method!r}{hint}; classical: {', '.join(recon.available())}; "
                     f"learned: {', '.join(available_models())}")
-    from mrirecon.models.registry import MODEL_MODALITY
-
-    if MODEL_MODALITY.get(method, config.modality) != config.modality:
-        raise _fail(source, "reconstruct.method",
-                    f"{method!r} is {'an' if MODEL_MODALITY[method] == 'mri' else 'a'} "
-                    f"{MODEL_MODALITY[method].upper()} model; this pipeline's "
-                    f"modality is {config.modality!r}")
     cls, defaults = _MODELS[method]
     valid, takes_kwargs = _signature(cls, 0)
     valid = {**valid, **{k: v for k, v in defaults.items() if k not in valid}}
