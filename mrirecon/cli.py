@@ -85,10 +85,23 @@ def _add_threads(parser: argparse.ArgumentParser) -> None:
 # ---- simulate ------------------------------------------------------------------------------
 
 
+def _noise_options(args: argparse.Namespace, flags: dict[str, str], defaults: dict[str, float]) -> None:
+    """Fill the noise options' defaults; with ``--noise-free`` a noise option given as well is an
+    error (``simulate ct --noise-free --photons 64`` wrote noise-free data without a word)."""
+    given = [flag for flag, dest in flags.items() if getattr(args, dest) is not None]
+    if args.noise_free and given:
+        args._parser.error(f"--noise-free writes data without noise; {', '.join(given)} would be "
+                           "ignored: drop one of them")
+    for dest, value in defaults.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, value)
+
+
 def cmd_simulate_mri(args: argparse.Namespace) -> int:
     """``mrirecon simulate mri``: write fastMRI-layout files; prints one path per line."""
     from mrirecon.data.simulate_mri import simulate_mri_dataset
 
+    _noise_options(args, {"--snr-db": "snr_db"}, {"snr_db": 30.0})
     options = {
         "readout_oversampling": args.readout_oversampling,
         "resolution": args.template_resolution,
@@ -134,6 +147,8 @@ def cmd_simulate_ct(args: argparse.Namespace) -> int:
     """``mrirecon simulate ct``: write LoDoPaB-layout files; prints one path per line."""
     from mrirecon.data.simulate_ct import simulate_ct_dataset
 
+    _noise_options(args, {"--photons": "photons", "--min-count": "min_count"},
+                   {"photons": 4096.0, "min_count": 1.0})
     paths = simulate_ct_dataset(
         args.out,
         geometry=args.geometry,
@@ -210,8 +225,8 @@ def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
     mri.add_argument(
         "--snr-db",
         type=_finite_float,
-        default=30.0,
-        help="k-space SNR in dB: 10 log10(mean |k|^2 / noise variance)",
+        default=None,
+        help="k-space SNR in dB: 10 log10(mean |k|^2 / noise variance) (default 30)",
     )
     mri.add_argument("--noise-free", action="store_true", help="write noise-free k-space")
     mri.add_argument(
@@ -281,8 +296,8 @@ def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
     ct.add_argument(
         "--photons",
         type=_positive_float,
-        default=4096.0,
-        help="incident photons per detector bin I0 (LoDoPaB: 4096)",
+        default=None,
+        help="incident photons per detector bin I0 (default and LoDoPaB: 4096)",
     )
     ct.add_argument("--noise-free", action="store_true", help="write noise-free sinograms")
     ct.add_argument(
@@ -307,8 +322,8 @@ def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
     ct.add_argument(
         "--min-count",
         type=_positive_float,
-        default=1.0,
-        help="floor of the photon counts before the log (LoDoPaB: 0.1)",
+        default=None,
+        help="floor of the photon counts before the log (default 1; LoDoPaB: 0.1)",
     )
     _add_threads(ct)
     ct.set_defaults(func=cmd_simulate_ct, _parser=ct)

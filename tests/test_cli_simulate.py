@@ -134,6 +134,11 @@ def test_simulate_ct_matches_library(tmp_path, capsys):
         (["simulate", "ct", "--out", "x", "--geometry", "cone"], "invalid choice: 'cone'"),
         (["simulate", "ct", "--out", "x", "--photons", "-5"], "--photons: must be a positive"),
         (["simulate", "ct", "--out", "x", "--views", "0"], "--views: must be >= 1"),
+        # a noise setting beside --noise-free was ignored without a word (noise-free data written)
+        (["simulate", "ct", "--out", "x", "--noise-free", "--photons", "64"],
+         "--noise-free writes data without noise; --photons would be ignored"),
+        (["simulate", "ct", "--out", "x", "--noise-free", "--min-count", "0.1"], "--min-count would be"),
+        (["simulate", "mri", "--out", "x", "--noise-free", "--snr-db", "10"], "--snr-db would be ignored"),
         (["simulate"], "required"),
         ([], "required"),
     ],

@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import inspect
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -32,6 +33,35 @@ class ConfigError(ValueError):
         self.source, self.key = source, key
         where = f"{source}: " if source else ""
         super().__init__(f"{where}{key or '<root>'}: {message}")
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's float syntax.
+
+    PyYAML implements YAML 1.1, where a float needs a dot: ``1e-3`` (what everyone writes for a
+    learning rate or a weight) is the *string* '1e-3' there, so ``--set adapt.lr=1e-3`` was
+    refused as "must be a number" and a string-typed check would have let it through. Here
+    ``1e-3``, ``5E4`` and ``.5`` are floats, as in YAML 1.2 and JSON; ``nan`` / ``inf``
+    without the dot stay strings (YAML's spelling is ``.nan`` / ``.inf``).
+    """
+
+
+ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:float"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                 |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+                 |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+                 |[-+]?\.(?:inf|Inf|INF)
+                 |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text with :class:`ConfigLoader` (safe: no Python tags)."""
+    return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 (a SafeLoader subclass)
 
 
 def _describe(tp: Any) -> str:
@@ -174,7 +204,7 @@ def apply_overrides(data: dict, overrides: typing.Iterable[str], source: str = "
                 raise ConfigError(source, path, f"{k!r} is not a section")
             node = child
         try:
-            node[keys[-1]] = yaml.safe_load(raw) if raw.strip() else None
+            node[keys[-1]] = load_yaml(raw) if raw.strip() else None
         except yaml.YAMLError as e:
             problem = " ".join(str(e).split())
             raise ConfigError(source, path.strip(), f"value {raw!r} is not valid YAML ({problem}); "
@@ -194,7 +224,7 @@ def read_yaml(path: str | Path) -> dict:
     except OSError as e:
         raise ConfigError(str(p), "", f"cannot read config: {e.strerror or e}") from e
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as e:
         raise ConfigError(str(p), "", f"invalid YAML (tags such as !!python/... are refused): "
                                       f"{' '.join(str(e).split())}") from None

@@ -50,6 +50,21 @@ def test_config_values_are_checked_at_load_with_the_key_named(override, message)
         load_pipeline("mri_cs", [override])
 
 
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
+    """YAML 1.1 (PyYAML) reads `1e-3` as the string '1e-3': `--set lam=1e-3` was refused as "must
+    be a number". Configs are read with YAML 1.2's float syntax; `nan` without the dot stays a string."""
+    from mrirecon.core.config import load_yaml, read_yaml
+
+    config, _ = load_pipeline("mri_cs", ["reconstruct.params.lam=1e-3"])
+    assert config.reconstruct.params["lam"] == 0.001 and isinstance(config.reconstruct.params["lam"], float)
+    path = tmp_path / "p.yaml"
+    path.write_text("a: 2E-4\nb: .5\nc: -3e2\nd: 1\ne: nan\nf: 1e\n")
+    assert read_yaml(path) == {"a": 2e-4, "b": 0.5, "c": -300.0, "d": 1, "e": "nan", "f": "1e"}
+    assert isinstance(read_yaml(path)["d"], int)
+    with pytest.raises(Exception, match="could not determine a constructor"):
+        load_yaml("!!python/object:os.system x")  # still a safe loader
+
+
 def test_learned_model_parameters_are_checked_against_its_constructor():
     with pytest.raises(ConfigError, match=r"reconstruct.params.num_cascade: varnet has no parameter "
                                           r"'num_cascade' \(did you mean 'num_cascades'\?\)"):
