@@ -131,6 +131,10 @@ def check_adapt_config(cfg: AdaptConfig) -> None:
     for name in ("val_every", "patience", "val_stripes"):
         if getattr(cfg, name) < 1:
             problems.append(f"{name} must be >= 1, got {getattr(cfg, name)!r}")
+    block = cfg.acs_block
+    if not (isinstance(block, (tuple, list)) and len(block) == 2
+            and all(isinstance(b, int) and not isinstance(b, bool) and b >= 0 for b in block)):
+        problems.append(f"acs_block must be two integers >= 0 (rows, columns), got {block!r}")
     if cfg.rows is not None and cfg.rows < 8:
         problems.append(f"rows must be >= 8 or null, got {cfg.rows!r}")
     if problems:
@@ -274,7 +278,15 @@ def _ct_setup(slices, cfg: AdaptConfig):
         if geometry is None:
             raise ValueError(f"adapt: CT slices need ct_operator(geometry), got {type(op).__name__}")
         n = y.shape[-2]
-        k = max(2, round(1 / cfg.validation_fraction))
+        k = round(1 / cfg.validation_fraction)
+        if k < 2:  # 0.99 held back every 2nd view, i.e. 50 %, without a word
+            raise ValueError(f"adapt: CT holds back every k-th view with k = round(1 / validation_fraction); "
+                             f"validation_fraction {cfg.validation_fraction!r} gives k = {k}, at most 0.5 "
+                             "(every 2nd view) is possible")
+        if k // 2 >= n:  # e.g. 0.01 of 30 views: every 100th view, none held back
+            raise ValueError(f"adapt: validation_fraction {cfg.validation_fraction!r} holds back every "
+                             f"{k}th view, but the sinogram has {n} views: none would be held back "
+                             f"(use at least {1 / n:.3g})")
         val = torch.arange(n)[torch.arange(n) % k == k // 2]
         train = torch.arange(n)[torch.arange(n) % k != k // 2]
         views.append((y, geometry, train, val))

@@ -158,6 +158,23 @@ def test_bad_settings_are_refused():
         adapt_model(torch.nn.Identity(), pairs, AdaptConfig(validation_fraction=1.5))
     with pytest.raises(ValueError, match="no slices"):
         adapt_model(torch.nn.Identity(), [], AdaptConfig())
+    # a negative ACS block was accepted (and meant "no protected centre" by slicing accident)
+    with pytest.raises(ValueError, match=r"acs_block must be two integers >= 0 .* got \(4, -2\)"):
+        adapt_model(torch.nn.Identity(), pairs, AdaptConfig(acs_block=(4, -2)))
+
+
+@pytest.mark.parametrize("fraction, views, message", [
+    (0.99, 30, r"validation_fraction 0.99 gives k = 1, at most 0.5"),  # was 50 % held back silently
+    (0.01, 30, r"holds back every 100th view, but the sinogram has 30 views: none"),  # "no view selected"
+])
+def test_ct_validation_fraction_that_cannot_be_honoured_is_refused(fraction, views, message):
+    from mrirecon.operators.ct import ct_operator
+    from mrirecon.operators.ct_geometry import CTGeometry
+
+    op = ct_operator(CTGeometry.parallel(image_shape=(16, 16), num_views=views, num_detectors=23))
+    y = op(torch.ones(1, 16, 16))
+    with pytest.raises(ValueError, match=message):
+        adapt_model(torch.nn.Identity(), [(y, op)], AdaptConfig(validation_fraction=fraction, steps=1))
 
 
 def _tiny_modl(normalize: bool):
