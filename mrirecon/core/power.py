@@ -22,6 +22,7 @@ from torch import Tensor
 
 from mrirecon.core.magnitude import sum_abs2
 from mrirecon.core.names import accepts_deprecated_names
+from mrirecon.core.checks import check_iterations
 
 
 @torch.no_grad()
@@ -61,6 +62,7 @@ def max_eigenvalue(
         Real tensor of shape ``x0.shape[:batch_dims] + (1,) * (x0.ndim - batch_dims)`` (ready to
         broadcast against ``x0``); for ``batch_dims = 0`` all ``x0.ndim`` axes have size 1.
     """
+    check_iterations("max_eigenvalue", iterations=iterations)
     if generator is None:
         generator = torch.Generator(device=x0.device).manual_seed(0)
     dims = tuple(range(batch_dims, x0.ndim))

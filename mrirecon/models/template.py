@@ -67,7 +67,8 @@ class UnrolledModel(nn.Module):
     # -- the template -------------------------------------------------------------------
     def prepare(self, y: Tensor, op: LinearOperator) -> tuple[Tensor, Tensor, Tensor | None]:
         """``(y / s, A^H y / s, s)`` with ``normalize``, else ``(y, A^H y, None)``."""
-        require_batch(type(self).__name__, y)
+        rank = len(op.range_shape) if op.range_shape is not None else 1
+        require_batch(type(self).__name__, y, rank + 1)  # (C, H, W) k-space failed deep inside
         if self.normalize:
             return normalized_data(y, op)
         return y, op.H(y), None

@@ -23,6 +23,10 @@ def _as_mask(mask: Tensor, who: str) -> Tensor:
         raise ValueError(f"{who}: mask must be a real vector (W,) or array (..., H, W)")
     if mask.ndim == 1:
         mask = mask[None, :]
+    if mask.ndim == 4 and mask.shape[:2] == (1, 1) and mask.shape[-1] == 1 and mask.shape[-2] > 1:
+        raise ValueError(f"{who}: mask {tuple(mask.shape)} is fastMRI's layout for k-space stored as "
+                         "real pairs (coils, H, W, 2); here k-space is complex (..., H, W), so a "
+                         "column mask is (W,) or (1, W): pass mask.reshape(1, -1)")
     if not torch.all((mask == 0) | (mask == 1)):
         raise ValueError(f"{who}: mask must contain only 0 and 1")
     return mask.bool()
@@ -39,7 +43,41 @@ def coil_reduce(maps: Tensor, coil_images: Tensor) -> Tensor:
     Outside autograd the column-mask gram reduces coils with an in-place product and a sum
     instead (:meth:`SenseOperator._gram_columns_nograd`), a third of this ``einsum``'s time at
     15 x 320 x 368 on one CPU thread."""
+    if maps.dtype != coil_images.dtype:  # e.g. complex128 data (NumPy arithmetic), complex64 maps
+        common = torch.promote_types(maps.dtype, coil_images.dtype)
+        maps, coil_images = maps.to(common), coil_images.to(common)
     return torch.einsum("...chw,...chw->...hw", maps.conj(), coil_images)
+
+
+def _checked_maps(maps: Tensor, who: str) -> Tensor:
+    """Coil maps ``(..., C, H, W)``: real maps become complex (the adjoint's ``einsum`` needs one
+    dtype); NaN / Inf are refused (CG took a NaN right-hand side for converged and returned 0)."""
+    if not isinstance(maps, Tensor) or maps.ndim < 3:
+        raise ValueError(f"{who}: maps must be a tensor (..., coils, H, W), got "
+                         f"{getattr(maps, 'shape', type(maps).__name__)}")
+    if not maps.is_complex():
+        if not maps.is_floating_point():
+            raise ValueError(f"{who}: maps must be complex (or real floating point), got {maps.dtype}")
+        maps = maps.to(torch.complex128 if maps.dtype == torch.float64 else torch.complex64)
+    if not maps.requires_grad and not bool(torch.isfinite(maps).all()):  # estimated maps: training's business
+        bad = int((~torch.isfinite(maps)).any(dim=-3).sum())
+        raise ValueError(f"{who}: the coil maps hold NaN or Inf values at {bad} pixel(s) (maps "
+                         "divided by a zero sum of squares outside a crop?)")
+    return maps
+
+
+def _coil_mask(mask: Tensor, maps: Tensor, who: str) -> Tensor:
+    """A full 2-D mask with an axis aligned to the coils (``mask = y != 0``, ``(C, H, W)``) -> one
+    pattern for all coils; refused when the coils' patterns differ (it would broadcast as a batch
+    of masks)."""
+    c = maps.shape[-3]
+    if c == 1 or mask.ndim < 3 or mask.ndim != maps.ndim or mask.shape[-3] != c or mask.shape[-2] == 1:
+        return mask  # (B, 1, W) column masks of a batch stay a batch
+    if bool((mask == mask[..., :1, :, :]).all()):
+        return mask[..., :1, :, :].squeeze(-3)
+    raise ValueError(f"{who}: mask {tuple(mask.shape)} has an axis of the coil count ({c}) and the "
+                     "coils' sampling patterns differ; a Cartesian SENSE operator samples every coil "
+                     "alike. If these are masks of a batch, give the maps a batch axis (maps[None])")
 
 
 def _bound_shape(x: Tensor, domain_ndim: int, value: Tensor) -> Tensor:
@@ -137,11 +175,7 @@ class Sensitivity(LinearOperator):
     """
 
     def __init__(self, maps: Tensor) -> None:
-        if not isinstance(maps, Tensor) or maps.ndim < 3:
-            raise ValueError(
-                f"Sensitivity: maps must be a tensor (..., coils, H, W), got "
-                f"{getattr(maps, 'shape', type(maps).__name__)}"
-            )
+        maps = _checked_maps(maps, "Sensitivity")
         c, h, w = maps.shape[-3:]
         super().__init__((h, w), (c, h, w))
         self.register_buffer("maps", maps)
@@ -182,9 +216,9 @@ class SenseOperator(LinearOperator):
     """
 
     def __init__(self, maps: Tensor, mask: Tensor) -> None:
-        sens = Sensitivity(maps)
-        mask = _as_mask(mask, "SenseOperator")
-        c, h, w = sens.range_shape
+        maps = _checked_maps(maps, "SenseOperator")
+        mask = _coil_mask(_as_mask(mask, "SenseOperator"), maps, "SenseOperator")
+        c, h, w = maps.shape[-3:]
         for got, want, axis in ((mask.shape[-2], h, "H"), (mask.shape[-1], w, "W")):
             if got not in (1, want):
                 raise ValueError(

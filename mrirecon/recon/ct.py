@@ -18,6 +18,7 @@ from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.operators.fbp import FILTERS, fbp
 from mrirecon.recon.variational import tv_least_squares
 from mrirecon.solvers import project_nonnegative
+from mrirecon.core.checks import check_iterations
 
 __all__ = ["FILTERS", "fbp", "sirt", "tv_pdhg"]
 
@@ -82,6 +83,7 @@ def sirt(
         Image ``(..., H, W)``.
     """
     _check(y, op, "sirt")
+    check_iterations("sirt", iterations=iterations)
     if not 0 < relaxation < 2:
         raise ValueError(f"sirt: relaxation must lie in (0, 2), got {relaxation}")
     image = op.H(y)

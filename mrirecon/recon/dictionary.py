@@ -37,6 +37,7 @@ from mrirecon.functional import channels_to_complex, complex_to_channels
 from mrirecon.operators import Patches
 from mrirecon.recon.variational import batch_dims_of
 from mrirecon.solvers import cg, max_eigenvalue
+from mrirecon.core.checks import check_iterations
 
 Callback = Callable[[int, Tensor, float], None]
 
@@ -216,6 +217,7 @@ def dlmri(
     """
     if not isinstance(op, LinearOperator):
         raise TypeError(f"dlmri: op must be a LinearOperator, got {type(op).__name__}")
+    check_iterations("dlmri", iterations=iterations, cg_iterations=cg_iterations)
     if lam <= 0 or sparsity < 1:
         raise ValueError(f"dlmri: need lam > 0 and sparsity >= 1, got lam={lam}, "
                          f"sparsity={sparsity}")

@@ -4,7 +4,9 @@ Every function takes measured k-space ``y`` and a forward operator ``op`` (a
 :class:`~mrirecon.operators.SenseOperator` for multi-coil Cartesian data, or any
 :class:`~mrirecon.core.LinearOperator`) and returns the image. Leading axes of ``y`` beyond the
 operator's range (slices) are reconstructed as independent problems in one batched run: step
-sizes and CG coefficients are per slice, so a batched call equals slice-by-slice calls.
+sizes and CG coefficients are per slice, so a batched call equals slice-by-slice calls (with a
+``tolerance``, the batch stops when its slowest slice has converged: no slice stops earlier than
+it would alone, converged ones may take a few more iterations).
 
 Shapes (multi-coil Cartesian): ``y`` ``(slices, coils, H, W)``, maps ``(slices, coils, H, W)``,
 images ``(slices, H, W)`` complex.

@@ -41,6 +41,7 @@ from mrirecon.core import LinearOperator
 from mrirecon.recon.variational import batch_dims_of
 from mrirecon.solvers import cg, max_eigenvalue
 from mrirecon.solvers.pnp import pnp_admm_step, pnp_hqs_step
+from mrirecon.core.checks import check_iterations
 
 Callback = Callable[[int, Tensor, float], None]
 Denoiser = Callable[[np.ndarray, float], np.ndarray]
@@ -203,6 +204,7 @@ def plug_and_play(
     """
     if not isinstance(op, LinearOperator):
         raise TypeError(f"plug_and_play: op must be a LinearOperator, got {type(op).__name__}")
+    check_iterations("plug_and_play", iterations=iterations, cg_iterations=cg_iterations)
     if method not in METHODS:
         raise ValueError(f"plug_and_play: unknown method {method!r}; valid: {', '.join(METHODS)}")
     if not rho > 0 or gamma < 1:

@@ -63,6 +63,11 @@ def cg(
     p = r.clone()
     rr = _dot(r, r, dims)
     bb = _dot(rhs, rhs, dims)
+    if not bool(torch.isfinite(bb).all()):  # NaN compares False: it looked converged, x = 0
+        raise ValueError("cg: the right-hand side holds NaN or Inf values (from the data or the "
+                         "operator, e.g. coil maps divided by a zero sum of squares)")
+    if not bool(torch.isfinite(rr).all()):
+        raise ValueError("cg: the residual at x0 holds NaN or Inf values (x0 or the operator)")
     # Systems whose residual reached ``tolerance`` -- or machine precision, where the
     # recurrences only amplify rounding (a tiny p^H A p gives a huge step) -- are frozen.
     eps = torch.finfo(rr.dtype).eps
@@ -75,6 +80,9 @@ def cg(
             break
         ap = gram(p)
         pap = _dot(p, ap, dims)
+        if not bool(torch.isfinite(pap).all()):
+            raise ValueError(f"cg: gram(p) holds NaN or Inf values at iteration {it} (the operator "
+                             "produced them, e.g. from NaN coil maps)")
         ok = active & (pap > 0)
         alpha = torch.where(ok, rr / torch.where(ok, pap, one), zero)
         x = x + alpha * p

@@ -18,10 +18,27 @@ def _real_inner(a: Tensor, b: Tensor) -> float:
     return float((a.conj() * b).real.sum() if a.is_complex() else (a * b).sum())
 
 
-def _relative(diff: Tensor, x: Tensor) -> float:
-    change = float(torch.linalg.vector_norm(diff))
-    scale = float(torch.linalg.vector_norm(x))
-    return change / scale if scale > 0 else change
+def _relative(diff: Tensor, x: Tensor, batch: int = 0) -> float:
+    """``||diff|| / ||x||``; with ``batch`` leading axes of independent systems the largest of
+    their relative changes (a bright slice must not stop a dim one early)."""
+    if batch == 0:
+        change = float(torch.linalg.vector_norm(diff))
+        scale = float(torch.linalg.vector_norm(x))
+        return change / scale if scale > 0 else change
+    dims = tuple(range(batch, x.ndim))
+    change = torch.linalg.vector_norm(diff, dim=dims)
+    scale = torch.linalg.vector_norm(x, dim=dims)
+    return float(torch.where(scale > 0, change / torch.where(scale > 0, scale, 1), change).max())
+
+
+def _step_batch(step: float | Tensor, x: Tensor) -> int:
+    """Leading axes of ``x`` along which a per-system ``step`` (e.g. ``(B, 1, 1)``) varies."""
+    if not isinstance(step, Tensor) or step.ndim != x.ndim:
+        return 0
+    lead = 0
+    while lead < step.ndim and step.shape[lead] > 1:
+        lead += 1
+    return lead
 
 
 @accepts_deprecated_names
@@ -57,7 +74,8 @@ def fista(
     iterations
         Iteration limit.
     tolerance
-        Stop when ``||x_{k+1} - x_k|| <= tolerance * ||x_{k+1}||`` (``0`` disables).
+        Stop when ``||x_{k+1} - x_k|| <= tolerance * ||x_{k+1}||`` (``0`` disables); with a
+        per-system ``step`` (``(B, 1, ..., 1)``) for every one of the ``B`` systems.
     callback
         ``callback(iteration, x, relative_change)`` after each iteration.
     restart
@@ -78,6 +96,7 @@ def fista(
     x = x0.clone()
     z = x
     t = 1.0
+    batch = _step_batch(step, x0)
     for it in range(iterations):
         g = grad_f(z)
         # the updates are short elementwise passes: one intra-op thread for a small image
@@ -88,7 +107,7 @@ def fista(
             x_new = prox_g(x_new, step)
         with serial_if_small(z):
             diff = x_new - x
-            rel = _relative(diff, x_new) if (tolerance > 0 or callback is not None) else math.nan
+            rel = _relative(diff, x_new, batch) if (tolerance > 0 or callback is not None) else math.nan
             if accelerate:
                 if restart and _real_inner(z - x_new, diff) > 0:
                     t = 1.0

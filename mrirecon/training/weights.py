@@ -197,7 +197,28 @@ def load_pretrained(
     _load_into(model, state, f"load_pretrained: {pt} does not match {card['model']['name']} with "
                              f"the parameters of its card {pt.with_suffix('.yaml')}")
     model.model_card = card  # the pipeline checks data against card["training_range"]
+    _guard_modality(model, card["model"]["name"], pt)
     return model.to(map_location).eval()
+
+
+def _guard_modality(model: nn.Module, name: str, pt: Path) -> None:
+    """Weights trained for one modality refuse the other's data when called: CT data are real
+    sinograms, MRI k-space is complex (shipped CT weights on an MRI operator gave -7.4 dB with no
+    word; the pipeline refuses such a config, a notebook call did not)."""
+    from mrirecon.models.registry import MODEL_MODALITY
+
+    modality = MODEL_MODALITY.get(name)
+    if modality is None:  # plug-and-play priors serve both
+        return
+
+    def check(module: nn.Module, args: tuple) -> None:
+        y = args[0] if args else None
+        if isinstance(y, torch.Tensor) and y.is_complex() != (modality == "mri"):
+            kind = "complex (MRI k-space?)" if y.is_complex() else "real (a CT sinogram?)"
+            raise TypeError(f"{pt.name}: these {modality.upper()} weights got {kind} data "
+                            f"{tuple(y.shape)} {y.dtype}; use weights trained for that modality")
+
+    model.register_forward_pre_hook(check)
 
 
 def load_model(

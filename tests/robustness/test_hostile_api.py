@@ -1,0 +1,174 @@
+"""Library calls a notebook user makes with a plausible mistake: a wrong result must not come back
+without an error, and the error must name the argument (not a torch internal)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mrirecon import recon
+from mrirecon.functional import fft2c
+from mrirecon.operators import sense
+from tests.helpers import shepp_sense_problem
+from tests.models.problems import coil_maps, column_mask
+
+
+def test_cg_refuses_nan_instead_of_returning_its_start():
+    """NaN compares False with the stopping threshold: CG took it for converged and returned 0."""
+    from mrirecon.solvers import cg
+
+    b = torch.ones(5)
+    b[2] = float("nan")
+    with pytest.raises(ValueError, match="right-hand side holds NaN"):
+        cg(lambda v: v, b, iterations=5)
+    with pytest.raises(ValueError, match=r"gram\(p\) holds NaN or Inf values at iteration 0"):
+        cg(lambda v: v * float("nan"), torch.ones(5), iterations=5)
+
+
+def test_coil_maps_with_nan_are_refused_where_the_operator_is_built():
+    """Maps divided by a zero sum of squares outside the ESPIRiT crop: cg_sense, TV and MoDL
+    returned an all-zero image (6.2 dB) with no error."""
+    maps = coil_maps(4, 16, 16)
+    maps[:, :3] = float("nan")
+    with pytest.raises(ValueError, match=r"coil maps hold NaN or Inf values at 48 pixel\(s\)"):
+        sense(maps, column_mask(16))
+
+
+def test_a_mask_with_a_coil_axis_is_one_pattern_or_refused():
+    """``mask = y != 0`` is (C, H, W): it broadcast as C batch masks (8 images instead of one)."""
+    gt, op, y = shepp_sense_problem(n=32)
+    per_coil = (y != 0)  # every coil has the same pattern
+    op_c = sense(op.maps, per_coil)
+    x = torch.tensor(gt, dtype=torch.complex128)
+    assert op_c(x).shape == y.shape and torch.equal(op_c(x), op(x))
+    assert recon.run("cg_sense", y, op_c, iterations=5).shape == gt.shape
+    differ = per_coil.clone()
+    differ[1, :, 0] = ~differ[1, :, 0]
+    with pytest.raises(ValueError, match=r"mask \(4, 32, 32\) has an axis of the coil count \(4\) and "
+                                         r"the coils' sampling patterns differ.*maps\[None\]"):
+        sense(op.maps, differ)
+    batched = sense(op.maps[None], per_coil[0].expand(3, -1, -1))  # (B, H, W): masks of a batch
+    assert batched(x.expand(3, -1, -1)).shape == (3,) + tuple(y.shape)
+
+
+def test_fastmri_real_pair_mask_layout_is_refused_on_a_square_image():
+    """fastMRI's (1, 1, W, 1) mask (for k-space as real pairs) on a square image was a row mask:
+    cg_sense 17.4 instead of 21.9 dB, no error."""
+    _, op, _ = shepp_sense_problem(n=32)
+    mask = op.mask.reshape(1, 1, 32, 1)
+    with pytest.raises(ValueError, match=r"mask \(1, 1, 32, 1\) is fastMRI's layout .* mask.reshape\(1, -1\)"):
+        sense(op.maps, mask)
+
+
+def test_mixed_precision_data_and_real_maps_give_the_adjoint_of_the_forward():
+    """complex128 data with complex64 maps (and real maps) failed inside einsum, naming neither."""
+    gt, op, y = shepp_sense_problem(n=32)
+    maps64 = op.maps.to(torch.complex64)
+    ref = sense(op.maps, op.mask).H(y)
+    got = sense(maps64, op.mask).H(y)  # complex128 data, complex64 maps
+    assert got.dtype == torch.complex128
+    tol = 10 * torch.finfo(torch.float32).eps * float(ref.abs().max())
+    assert float((got - ref).abs().max()) <= tol
+    assert recon.run("cg_sense", y.to(torch.complex64), sense(op.maps, op.mask), iterations=3).dtype \
+        == torch.complex128
+    real = op.maps.abs()  # magnitude maps
+    a = sense(real, op.mask)
+    x = torch.tensor(gt, dtype=torch.complex128)
+    lhs = torch.vdot(a(x).flatten(), y.flatten())
+    rhs = torch.vdot(x.flatten(), a.H(y).flatten())
+    assert abs(complex(lhs - rhs)) <= 1e-10 * float(a(x).norm() * y.norm())  # still adjoint
+
+
+def test_metrics_refuse_complex_images_after_the_crop():
+    """crop_to_target kept only the real part: PSNR 8.7 instead of 20.3 dB."""
+    from mrirecon.metrics import evaluate_volumes
+
+    ref = torch.rand(1, 16, 16, dtype=torch.float64)
+    with pytest.raises(ValueError, match="prediction is complex .* pass .abs"):
+        evaluate_volumes({"v": ref.numpy()}, {"v": (ref * 1j).numpy()})
+
+
+@pytest.mark.parametrize("call", ["sirt", "pnp_nlm", "dlmri", "max_eigenvalue"])
+def test_iteration_counts_below_one_are_refused_by_direct_calls(call):
+    """recon.run refused them; the functions called directly returned zeros or their start."""
+    from mrirecon.core import max_eigenvalue
+    from mrirecon.recon.ct import sirt
+    from mrirecon.recon.dictionary import dlmri
+    from mrirecon.recon.nonlocal_pnp import pnp_nlm
+
+    gt, op, y = shepp_sense_problem(n=16)
+    with pytest.raises(ValueError, match="iterations must be an integer >= 1, got 0"):
+        if call == "sirt":
+            from mrirecon.operators.ct import ct_operator
+            from mrirecon.operators.ct_geometry import CTGeometry
+
+            a = ct_operator(CTGeometry.parallel(image_shape=(16, 16), num_views=8, num_detectors=23))
+            sirt(a(torch.ones(16, 16)), a, iterations=0)
+        elif call == "pnp_nlm":
+            pnp_nlm(y, op, iterations=0)
+        elif call == "dlmri":
+            dlmri(y, op, iterations=0)
+        else:
+            max_eigenvalue(op.gram, op.H(y), iterations=0)
+
+
+def test_fista_tolerance_waits_for_the_slowest_slice():
+    """A bright slice stopped the batch while a dim one had not converged (5.9 % off)."""
+    from mrirecon.solvers.fista import fista
+
+    scale = torch.tensor([1.0, 1e-3, 1.0]).reshape(3, 1)
+    target = torch.randn(3, 50, generator=torch.Generator().manual_seed(0)) * scale
+    steps, slow = torch.tensor([0.5, 0.01, 0.5]).reshape(3, 1), []  # slice 1 converges slowly
+
+    def grad(x):
+        return x - target
+
+    out = fista(grad, None, torch.zeros_like(target), steps, iterations=2000, tolerance=1e-6,
+                callback=lambda it, x, rel: slow.append(it))
+    alone = fista(grad, None, torch.zeros(1, 50), steps[1:2], iterations=2000, tolerance=1e-6)
+    assert len(slow) > 50  # the fast slices alone stop within a few iterations
+    rel = float((out[1] - target[1]).norm() / target[1].norm())
+    rel_alone = float((alone[0] - target[1]).norm() / target[1].norm())
+    assert rel <= rel_alone * (1 + 1e-6)
+
+
+def test_model_without_batch_axis_is_named():
+    from mrirecon.models.unrolled.modl import MoDL
+
+    _, op, y = shepp_sense_problem(n=16)
+    model = MoDL(iterations=1, layers=2, features=4, batchnorm=False, cg_iterations=2).double()
+    with pytest.raises(ValueError, match=r"MoDL: data y must have a leading batch axis and at least "
+                                         r"4 dims, got \(4, 16, 16\)"):
+        model(y, op)
+
+
+def test_shipped_weights_refuse_the_other_modality():
+    """CT weights on an MRI operator returned a -7.4 dB image with no word."""
+    from mrirecon.training.weights import available_weights, load_pretrained
+
+    if "primal_dual_ct_sim" not in available_weights():
+        pytest.skip("shipped weights not available")
+    model = load_pretrained("primal_dual_ct_sim")
+    _, op, y = shepp_sense_problem(n=16)
+    with pytest.raises(TypeError, match=r"primal_dual_ct_sim.pt: these CT weights got complex "
+                                        r"\(MRI k-space\?\) data"):
+        model(y[None].to(torch.complex64), sense(op.maps.to(torch.complex64), op.mask))
+
+
+def test_mask_offset_outside_its_period_is_refused():
+    """offset 200 of a 4x mask on 128 columns sampled 10 columns (12.8x) without a word."""
+    from mrirecon.sampling import EquispacedFractionMask, EquispacedMask
+
+    with pytest.raises(ValueError, match=r"offset must be an integer in \[0, 5\)"):
+        EquispacedFractionMask([0.08], [4])(128, seed=0, offset=200)
+    with pytest.raises(ValueError, match=r"offset must be an integer in \[0, 4\)"):
+        EquispacedMask([0.08], [4])(128, seed=0, offset=-1)
+    for offset in range(5):  # every valid offset keeps about a quarter of the columns
+        assert abs(int(EquispacedFractionMask([0.08], [4])(128, seed=0, offset=offset).sum()) - 32) <= 1
+
+
+def test_k_space_helpers_still_broadcast_a_plain_column_mask():
+    maps = coil_maps(3, 16, 12).to(torch.complex128)
+    mask = column_mask(12)
+    x = torch.randn(16, 12, dtype=torch.complex128)
+    assert torch.allclose(sense(maps, mask)(x), fft2c(maps * x) * mask)
