@@ -6,6 +6,7 @@ import html
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 from mrirecon.io.atomic import atomic_write_text
 
@@ -59,7 +60,7 @@ def write_report(path: str | Path, *, title: str, config_text: str,
     metric_names = sorted({k for r in results for k in r.metrics})
     rows = []
     for r in results:
-        cls = "ok" if r.status == "ok" else "failed"
+        cls = {"ok": "ok", "skipped": "ok"}.get(r.status, "failed")  # skipped = finished before
         cells = "".join(f"<td>{_fmt(r.metrics[m])}</td>" if m in r.metrics else "<td>–</td>"
                         for m in metric_names)
         err = f"<br><small>{html.escape(r.error)}</small>" if r.error else ""
@@ -82,7 +83,7 @@ def write_report(path: str | Path, *, title: str, config_text: str,
             continue
         figs.append(f"<h2>{html.escape(display_name(r))}</h2>")
         for f in r.figures:
-            rel = os.path.relpath(f, base)
+            rel = quote(Path(os.path.relpath(f, base)).as_posix())  # '#', '?', '%' in file names
             figs.append(f"<img src='{html.escape(rel)}' alt='{html.escape(Path(f).stem)}'>")
         outs = ", ".join(f"{k}: <code>{html.escape(os.path.relpath(v, base))}</code>"
                          for k, v in r.outputs.items())

@@ -29,6 +29,9 @@ from mrirecon.core.device import resolve_device
 from mrirecon.io.atomic import atomic_write_text
 from mrirecon.core.config import to_dict
 from mrirecon.pipeline.report import VolumeResult, display_name, write_report
+from mrirecon.pipeline.run_state import (lock_output, paired_reference, previous_run, read_status,
+                                         remove_orphans, remove_stale_file, remove_stale_outputs,
+                                         sha256, status_path, status_record, weights_sha256)
 from mrirecon.pipeline.schema import PipelineConfig
 
 log = logging.getLogger("mrirecon.pipeline")
@@ -40,19 +43,29 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     """Files, folders (their HDF5 files, or a DICOM series folder) and glob patterns -> paths."""
     out: list[Path] = []
     for item in inputs:
-        matches = sorted(glob.glob(item)) if any(c in item for c in "*?[") else [item]
+        pattern = any(c in item for c in "*?[") and not os.path.lexists(item)  # 'scan[1].h5' is a name
+        matches = sorted(glob.glob(item)) if pattern else [item]
         if not matches:
             raise FileNotFoundError(f"input {item!r} matches no file")
         for m in matches:
             p = Path(m)
             if p.is_dir():
-                files = _skip_references(sorted(
-                    f for f in p.iterdir()
-                    if f.suffix.lower() in (".h5", ".hdf5", ".mrd") and f.is_file()))
-                if files:
+                entries = sorted(p.iterdir())
+                files = _skip_references([f for f in entries if f.suffix.lower() in (".h5", ".hdf5", ".mrd")
+                                          and (f.is_file() or (f.is_symlink() and not f.exists()))])
+                subfolders = [f.name for f in entries if f.is_dir()]
+                if subfolders and files:  # never searched: say so rather than drop them unseen
+                    log.warning("input folder %s: %d subfolder(s) not searched (%s); pass them as "
+                                "inputs too, e.g. '%s/*'", p, len(subfolders),
+                                ", ".join(subfolders[:5]) + (", ..." if len(subfolders) > 5 else ""), p)
+                if files:  # a dangling link stays in: it fails by name ("cannot read the input")
                     out.extend(files)
                 elif any(f.suffix.lower() == ".dcm" or f.is_file() for f in p.iterdir()):
                     out.append(p)  # a DICOM series folder
+                elif subfolders:
+                    raise FileNotFoundError(f"input folder {p} holds no HDF5 or DICOM files, only "
+                                            f"subfolders ({', '.join(subfolders[:5])}), which are not "
+                                            f"searched: pass them as inputs, e.g. '{p}/*'")
                 else:
                     raise FileNotFoundError(f"input folder {p} holds no HDF5 or DICOM files")
             elif p.is_file():
@@ -98,16 +111,6 @@ def config_sha256(config: PipelineConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def sha256(path: Path) -> str:
-    """Checksum of a file (or of the sorted files of a folder), streamed in 1 MiB blocks."""
-    h = hashlib.sha256()
-    files = sorted(path.iterdir()) if path.is_dir() else [path]
-    for f in files:
-        if f.is_file():
-            with f.open("rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
-    return h.hexdigest()
 
 
 @functools.lru_cache(maxsize=1)
@@ -170,10 +173,6 @@ def release_memory() -> bool:
         return False
 
 
-def _status_path(output: Path, stem: str) -> Path:
-    return output / ".status" / f"{stem}.json"
-
-
 def _skip_references(files: list[Path]) -> list[Path]:
     """Leave out LoDoPaB-layout references (``ground_truth_<part>_NNN.hdf5``) that sit beside
     their ``observation_<part>_NNN.hdf5``: they are what the CT pipeline scores against, not
@@ -185,57 +184,6 @@ def _skip_references(files: list[Path]) -> list[Path]:
         log.info("%s: %d ground_truth_* reference file(s) beside their observations are not inputs",
                  refs[0].parent, len(refs))
     return [f for f in files if f not in refs]
-
-
-def _previous(status_file: Path, input_hash: str, config_hash: str) -> dict | None:
-    """The status of an earlier run if it finished this input, from the same input content and
-    the same effective config, and its outputs still exist; else ``None`` (the input reruns)."""
-    if not status_file.is_file():
-        return None
-    try:
-        prev = json.loads(status_file.read_text())
-        if not isinstance(prev, dict):
-            raise ValueError("not a JSON object")
-    except (ValueError, OSError) as e:
-        log.warning("%s is unreadable (%s); the input is processed again", status_file, e)
-        return None
-    if prev.get("status") != "ok":
-        return None
-    if prev.get("input_sha256") != input_hash:
-        log.info("%s changed since the earlier run; processing it again", prev.get("input"))
-        return None
-    if prev.get("config_sha256") != config_hash:
-        log.info("the config changed since the earlier run; processing %s again", prev.get("input"))
-        return None
-    outputs, figures = prev.get("outputs", {}), prev.get("figures", [])
-    if not isinstance(outputs, dict) or not isinstance(figures, list) or \
-            not all(Path(p).exists() for p in [*outputs.values(), *figures]):
-        return None  # a deleted figure too: the report would link to a missing PNG
-    return prev
-
-
-def remove_orphans(output: Path, before: float) -> int:
-    """Delete temporary files (``.NAME.*.tmp`` of :mod:`mrirecon.io.atomic`) and staging folders
-    that an interrupted run left under ``output``, if older than ``before`` (a time stamp);
-    returns how many were removed."""
-    import shutil
-
-    removed = 0
-    staging = output / ".staging"
-    if staging.is_dir():
-        for d in staging.iterdir():
-            if d.lstat().st_mtime < before:
-                shutil.rmtree(d, ignore_errors=True) if d.is_dir() else d.unlink(missing_ok=True)
-                removed += 1
-    for dirpath, _, filenames in os.walk(output):
-        for f in filenames:
-            p = Path(dirpath) / f
-            if f.startswith(".") and f.endswith(".tmp") and p.lstat().st_mtime < before:
-                p.unlink(missing_ok=True)
-                removed += 1
-    if removed:
-        log.info("removed %d orphaned temporary file(s) under %s", removed, output)
-    return removed
 
 
 def _commit(stage: Path, output: Path, result: VolumeResult) -> None:
@@ -275,19 +223,35 @@ def run_pipeline(config: PipelineConfig, inputs: list[str], output: str | Path, 
                  config_text: str = "", rank: int | None = None, world: int | None = None) -> int:
     """Run ``config`` on ``inputs``, writing under ``output``; returns the exit code (0 = all ok).
 
-    ``rank``/``world`` default to the ``torchrun`` environment (``RANK``, ``WORLD_SIZE``).
+    ``rank``/``world`` default to the ``torchrun`` environment (``RANK``, ``WORLD_SIZE``). The
+    output folder is locked for the run (per rank): a second run into it is refused.
     """
-    import shutil
-
     from mrirecon.pipeline.validate import validate_pipeline
-    from mrirecon.pipeline.volume import process_volume
 
     config = validate_pipeline(config)  # also for configs built in code, before any input is read
     output = Path(output)
-    _check_output(output)
-    release_memory()
     rank = int(os.environ.get("RANK", 0)) if rank is None else rank
     world = int(os.environ.get("WORLD_SIZE", 1)) if world is None else world
+    if world < 1 or not 0 <= rank < world:  # RANK=3 WORLD_SIZE=2 left in the environment ran 0 files
+        raise ValueError(f"rank {rank} of world size {world} (RANK / WORLD_SIZE in the environment?): "
+                         "need 0 <= RANK < WORLD_SIZE")
+    _check_output(output)
+    lock = lock_output(output, rank)
+    try:
+        return _run_locked(config, inputs, output, resume=resume, device=device, progress=progress,
+                           config_text=config_text, rank=rank, world=world)
+    finally:
+        lock.close()
+
+
+def _run_locked(config: PipelineConfig, inputs: list[str], output: Path, *, resume: bool,
+                device: str | None, progress: bool, config_text: str, rank: int, world: int) -> int:
+    """:func:`run_pipeline` while it holds the output folder's lock."""
+    import shutil
+
+    from mrirecon.pipeline.volume import process_volume
+
+    release_memory()
     dev = resolve_device(device or config.device)
     files = expand_inputs(inputs)
     names = output_names(files)
@@ -297,24 +261,33 @@ def run_pipeline(config: PipelineConfig, inputs: list[str], output: str | Path, 
     t_start = time.time()
     if resume:
         remove_orphans(output, before=t_start)
-    config_hash = config_sha256(config)
+    model = _load_model(config, dev)
+    weights = weights_sha256(config)
+    # replaced weights (same path, other content) must not count as the same run
+    config_hash = config_sha256(config) if not weights else hashlib.sha256(
+        (config_sha256(config) + json.dumps(weights, sort_keys=True)).encode()).hexdigest()
     results: list[VolumeResult] = []
     hashes: dict[str, str] = {}
-    model = _load_model(config, dev)
+    references: dict[str, str] = {}
     staging = output / ".staging" / f"{rank}-{os.getpid()}"
     for path, name in _progress(mine, progress, "files"):
-        status_file = _status_path(output, name)
+        status_file = status_path(output, name)
         result = VolumeResult(input=str(path), name=name)
         t0 = time.perf_counter()
         try:
             input_hash = hashes[str(path)] = sha256(path)
+            ref = paired_reference(path)
+            if ref is not None:  # a replaced reference changes the metrics: part of the input
+                references[str(ref)] = sha256(ref)
+                input_hash = hashlib.sha256((input_hash + references[str(ref)]).encode()).hexdigest()
         except OSError as e:
-            hashes[str(path)] = f"unreadable: {e.strerror or e}"
+            hashes.setdefault(str(path), f"unreadable: {e.strerror or e}")
             result.status, result.error = "failed", f"{path}: cannot read the input ({e.strerror or e})"
             log.error("failed on %s: %s", path, result.error)
             results.append(result)
             continue
-        prev = _previous(status_file, input_hash, config_hash) if resume else None
+        old = read_status(status_file, output)
+        prev = previous_run(old, path, input_hash, config_hash) if resume else None
         if prev is not None:
             log.info("skipping %s (finished in an earlier run)", path)
             known = {f.name for f in fields(VolumeResult)}
@@ -328,6 +301,7 @@ def run_pipeline(config: PipelineConfig, inputs: list[str], output: str | Path, 
                            name=name)
             _commit(stage, output, result)
             result.status = "ok"
+            remove_stale_outputs(old, result, output)
         except Exception as e:  # one bad file must not stop the batch
             result.status = "failed"
             result.error = f"{type(e).__name__}: {e}"
@@ -339,15 +313,15 @@ def run_pipeline(config: PipelineConfig, inputs: list[str], output: str | Path, 
         result.seconds = time.perf_counter() - t0
         results.append(result)
         if result.status == "ok":
-            record = {**asdict(result), "input_sha256": input_hash,
-                      "config_sha256": config_hash}
+            record = status_record(result, output, input_sha256=input_hash, config_sha256=config_hash,
+                                    input_abspath=os.path.abspath(path))
             atomic_write_text(status_file, json.dumps(record, indent=1))
     try:
         (output / ".staging").rmdir()  # only when empty (no other rank still working)
     except OSError:
         pass
     _write_run_files(config, output, files, results, t_start, rank, world, config_text, dev,
-                     hashes)
+                     hashes, references=references, weights=weights)
     failed = [r for r in results if r.status == "failed"]
     if failed:
         log.error("%d of %d file(s) failed", len(failed), len(results))
@@ -399,7 +373,8 @@ def _progress(items, enabled: bool, desc: str):
 
 
 def _write_run_files(config, output: Path, files, results, t_start, rank, world, config_text, dev,
-                     hashes: dict[str, str] | None = None):
+                     hashes: dict[str, str] | None = None, *, references: dict[str, str] | None = None,
+                     weights: dict[str, str] | None = None):
     suffix = "" if world == 1 else f".rank{rank}"
     hashes = hashes or {}
     provenance = {
@@ -414,6 +389,8 @@ def _write_run_files(config, output: Path, files, results, t_start, rank, world,
         "rank": rank,
         "world_size": world,
         "inputs": {str(p): hashes.get(str(p)) or _sha256_or_error(p) for p in files[rank::world]},
+        "references": references or {},
+        "weights": weights or {},
         "files": [asdict(r) for r in results],
     }
     atomic_write_text(output / f"provenance{suffix}.json", json.dumps(provenance, indent=1))
@@ -425,7 +402,11 @@ def _write_run_files(config, output: Path, files, results, t_start, rank, world,
     if config.report.enabled:
         write_report(output / f"report{suffix}.html", title=f"mrirecon — {config.name}",
                      config_text=config_text, results=results, summary=summary)
-    if ok:
+    else:
+        remove_stale_file(output / f"report{suffix}.html")
+    if not ok:  # an earlier run's table must not stand for this one
+        remove_stale_file(output / f"metrics{suffix}.csv")
+    else:
         metric_names = sorted(summary)
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")

@@ -57,8 +57,30 @@ def slice_seed(name: str, index: int) -> int:
     return (sum((i + 1) * ord(c) for i, c in enumerate(name)) * 1009 + index) % (2**31 - 1)
 
 
+#: How far the kept view count may be from ``undersample.views`` (relative; at least one view):
+#: LoDoPaB's 1000 angles give 31 / 63 for 30 / 60 (every 33rd / 16th).
+VIEW_COUNT_TOLERANCE = 0.05
+
+
+def view_factor(num_views: int, views: int, file_name: str = "") -> int:
+    """``k`` of "keep every k-th view" for about ``views`` of ``num_views``: ``k = num_views //
+    views`` (kept ``ceil(num_views / k)``), or ``k + 1`` when only that keeps a count within
+    :data:`VIEW_COUNT_TOLERANCE` (or one view) of ``views``; refused otherwise (40 of 60 views
+    kept all 60 without a word)."""
+    k = max(num_views // views, 1)
+    for f in (k, k + 1):  # k + 1 when k overshoots (63 of 1000: k = 15 keeps 67, 16 keeps 63)
+        if abs(-(-num_views // f) - views) <= max(1.0, VIEW_COUNT_TOLERANCE * views):
+            return f
+    options = sorted({-(-num_views // f) for f in (k, k + 1)} - {num_views})
+    where = f"{file_name}: " if file_name else ""
+    raise ValueError(f"{where}undersample.views: {views} of {num_views} views cannot be kept by "
+                     f"keeping every k-th view (k = {k} keeps {-(-num_views // k)}); choose one of "
+                     f"{', '.join(map(str, options)) or 'fewer views'}")
+
+
 def undersample(s: CTSlice, cfg: UndersampleConfig) -> CTSlice:
-    """Sparse views (``views``: keep that many, equispaced) and extra dose reduction
+    """Sparse views (``views``: every ``k``-th view, ``k = n // views``, about that many; see
+    :func:`view_factor`) and extra dose reduction
     (``photons``: Poisson noise on the transmission, seeded by :func:`slice_seed` of the
     slice's file name and index) when ``enabled``."""
     if not cfg.enabled:
@@ -67,7 +89,7 @@ def undersample(s: CTSlice, cfg: UndersampleConfig) -> CTSlice:
 
     sino, geometry = s.sinogram, s.geometry
     if cfg.views is not None and cfg.views < geometry.num_views:
-        factor = geometry.num_views // cfg.views
+        factor = view_factor(geometry.num_views, cfg.views, s.file_name)
         geometry, idx = sparse_view(geometry, factor)
         sino = sino[..., torch.as_tensor(idx), :]
     if cfg.photons is not None:

@@ -416,8 +416,17 @@ class MRIStages(Modality[MRISlice]):
         return preprocess(s, self.config.preprocess, classical=self.classical)
 
     def undersample(self, s: MRISlice) -> MRISlice:
-        s = undersample(s, self.config.undersample)
         und = self.config.undersample
+        if und.enabled and s.trajectory is None:
+            acquirable = s.header.acquired_columns(s.mask.numel())
+            have = int((s.mask.reshape(-1).bool().cpu() & acquirable).sum())
+            if have < int(acquirable.sum()):  # a second mask on top: empty columns as measured zeros
+                raise ValueError(f"{s.file_name}: slice {s.index}: undersample: the k-space is already "
+                                 f"undersampled ({have} of {int(acquirable.sum())} columns hold data, "
+                                 f"{int(acquirable.sum()) / max(have, 1):.1f}x); a retrospective mask on "
+                                 "top would count the missing columns as measured zeros: set "
+                                 "undersample.enabled=false")
+        s = undersample(s, und)
         if und.enabled and s.trajectory is None and not bool(s.mask.any()):  # the options' doing
             raise ValueError(f"{s.file_name}: slice {s.index}: undersample: acceleration(s) "
                              f"{list(und.accelerations)} with centre fraction(s) "

@@ -1,0 +1,204 @@
+"""What a pipeline run knows about earlier runs into the same output folder, and its lock.
+
+* the output folder's lock (two runs into one folder mixed their outputs);
+* per-input status records (``.status/<name>.json``, paths relative to the output folder) and the
+  ``--resume`` decision: same input file and content (its LoDoPaB reference included), same
+  effective config and weights (:func:`weights_sha256`), outputs still there;
+* removal of what an earlier run wrote and this one does not (stale outputs and run files) and of
+  orphaned temporary files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+from dataclasses import asdict
+from pathlib import Path
+
+from mrirecon.pipeline.report import VolumeResult
+from mrirecon.pipeline.schema import PipelineConfig
+
+log = logging.getLogger("mrirecon.pipeline")
+
+
+def sha256(path: Path) -> str:
+    """Checksum of a file (or of the sorted files of a folder), streamed in 1 MiB blocks."""
+    h = hashlib.sha256()
+    files = sorted(path.iterdir()) if path.is_dir() else [path]
+    for f in files:
+        if f.is_file():
+            with f.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()
+
+
+def status_path(output: Path, stem: str) -> Path:
+    return output / ".status" / f"{stem}.json"
+
+
+def read_status(status_file: Path, output: Path) -> dict | None:
+    """An earlier run's status record of one input, its output paths resolved against ``output``
+    (they are stored relative to it, so a copied or moved output folder stays consistent)."""
+    if not status_file.is_file():
+        return None
+    try:
+        prev = json.loads(status_file.read_text())
+        if not isinstance(prev, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, OSError) as e:
+        log.warning("%s is unreadable (%s); the input is processed again", status_file, e)
+        return None
+    outputs, figures = prev.get("outputs", {}), prev.get("figures", [])
+    if isinstance(outputs, dict) and isinstance(figures, list):
+        prev["outputs"] = {k: str(output / v) for k, v in outputs.items() if isinstance(v, str)}
+        prev["figures"] = [str(output / f) for f in figures if isinstance(f, str)]
+    return prev
+
+
+def status_record(result: VolumeResult, output: Path, **hashes: str) -> dict:
+    """The status record of a finished input: paths relative to ``output``."""
+    def rel(p: str) -> str:
+        return os.path.relpath(p, output)
+
+    record = asdict(result)
+    record["outputs"] = {k: rel(v) for k, v in result.outputs.items()}
+    record["figures"] = [rel(f) for f in result.figures]
+    return {**record, **hashes}
+
+
+def previous_run(prev: dict | None, path: Path, input_hash: str, config_hash: str) -> dict | None:
+    """The status of an earlier run if it finished this input, from the same input file and
+    content and the same effective config (weights included), and its outputs still exist;
+    else ``None`` (the input reruns)."""
+    if prev is None or prev.get("status") != "ok":
+        return None
+    before = prev.get("input_abspath")  # absolute: a run from another folder compares alike
+    if isinstance(before, str) and before != os.path.abspath(path):
+        log.warning("the outputs named %s came from %s; processing %s replaces them",
+                    prev.get("name"), before, path)
+        return None
+    if prev.get("input_sha256") != input_hash:
+        log.info("%s changed since the earlier run; processing it again", prev.get("input"))
+        return None
+    if prev.get("config_sha256") != config_hash:
+        log.info("the config changed since the earlier run; processing %s again", prev.get("input"))
+        return None
+    outputs, figures = prev.get("outputs", {}), prev.get("figures", [])
+    if not isinstance(outputs, dict) or not isinstance(figures, list) or \
+            not all(Path(p).exists() for p in [*outputs.values(), *figures]):
+        return None  # a deleted figure too: the report would link to a missing PNG
+    return prev
+
+
+def remove_orphans(output: Path, before: float) -> int:
+    """Delete temporary files (``.NAME.*.tmp`` of :mod:`mrirecon.io.atomic`) and staging folders
+    that an interrupted run left under ``output``, if older than ``before`` (a time stamp);
+    returns how many were removed."""
+    import shutil
+
+    removed = 0
+    staging = output / ".staging"
+    if staging.is_dir():
+        for d in staging.iterdir():
+            if d.lstat().st_mtime < before:
+                shutil.rmtree(d, ignore_errors=True) if d.is_dir() else d.unlink(missing_ok=True)
+                removed += 1
+    for dirpath, _, filenames in os.walk(output):
+        for f in filenames:
+            p = Path(dirpath) / f
+            if f.startswith(".") and f.endswith(".tmp") and p.lstat().st_mtime < before:
+                p.unlink(missing_ok=True)
+                removed += 1
+    if removed:
+        log.info("removed %d orphaned temporary file(s) under %s", removed, output)
+    return removed
+
+
+def lock_output(output: Path, rank: int):
+    """An exclusive lock on ``output`` for this run (rank): two runs writing into one folder mixed
+    their outputs, ``provenance.json`` and ``metrics.csv`` (a report with one run's metrics beside
+    the other's images). Released when the returned file is closed, or when the process dies."""
+    path = output / (".lock" if rank == 0 else f".lock.rank{rank}")
+    fh = open(path, "a+")  # noqa: SIM115 (held open for the run)
+    try:
+        import fcntl
+    except ImportError:  # no POSIX locks (Windows): unlocked, as before
+        return fh
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.seek(0)
+        holder = fh.read().strip() or "unknown"
+        fh.close()
+        raise ValueError(f"--output {output}: another mrirecon run ({holder}) is writing into this "
+                         "folder; wait for it to finish or pass another --output") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()} on {platform.node()}\n")
+    fh.flush()
+    return fh
+
+
+def weights_sha256(config: PipelineConfig) -> dict[str, str]:
+    """``{path: sha256}`` of the learned method's weights file and its card (empty for classical
+    methods and untrained models): part of what ``--resume`` compares and of ``provenance.json``."""
+    from mrirecon import recon
+
+    rc = config.reconstruct
+    if rc.method in recon.available():
+        return {}
+    from mrirecon.io.weights import resolve_weights
+
+    name = rc.weights
+    if not name:
+        from dataclasses import replace  # a method that is itself a shipped weights name
+
+        return weights_sha256(replace(config, reconstruct=replace(rc, weights=rc.method)))
+    try:
+        pt = resolve_weights(name, "reconstruct.weights")
+    except (FileNotFoundError, ValueError):
+        return {}
+    files = [pt] + ([pt.with_suffix(".yaml")] if pt.with_suffix(".yaml").is_file() else [])
+    return {str(f): sha256(f) for f in files}
+
+
+def paired_reference(path: Path) -> Path | None:
+    """The LoDoPaB-layout reference scored with ``observation_<part>_NNN.hdf5``: its
+    ``ground_truth_<part>_NNN.hdf5`` beside it (``None`` for other inputs or when absent)."""
+    if not path.name.startswith("observation_"):
+        return None
+    ref = path.with_name("ground_truth_" + path.name[len("observation_"):])
+    return ref if ref.is_file() else None
+
+
+def remove_stale_outputs(old: dict | None, result: VolumeResult, output: Path) -> None:
+    """Delete what an earlier run wrote for this input and this run did not write again (a format
+    no longer exported, figures of slices no longer shown, adapted weights not saved): they stayed
+    under their usual names, listed nowhere."""
+    import shutil
+
+    if not old:
+        return
+    now = {os.path.abspath(p) for p in [*result.outputs.values(), *result.figures]}
+    root = os.path.abspath(output)
+    for p in [*old.get("outputs", {}).values(), *old.get("figures", [])]:
+        a = os.path.abspath(p)
+        if a in now or os.path.commonpath([a, root]) != root or a == root:
+            continue
+        target = Path(a)
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target, ignore_errors=True)
+        elif target.exists() or target.is_symlink():
+            target.unlink(missing_ok=True)
+        log.info("removed %s (written for %s by an earlier run, not by this one)", p, result.name)
+
+
+def remove_stale_file(path: Path) -> None:
+    """Delete a run file an earlier run wrote and this one does not (it described that run)."""
+    if path.exists():
+        path.unlink()
+        log.info("removed %s: it described an earlier run, and this run writes none", path.name)

@@ -1,0 +1,197 @@
+"""Runs that used to end with exit 0 and outputs that were wrong, stale or misdescribed: two runs
+into one folder, --resume after weights, references or the input folder changed, leftovers of an
+earlier run, and inputs whose names or folders were read wrongly."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from mrirecon.pipeline.definitions import load_pipeline
+from mrirecon.pipeline.runner import expand_inputs, run_pipeline
+from tests.robustness.test_hostile_outputs import ct_config, mri_config
+
+
+def _prov(out: Path) -> dict:
+    return json.loads((out / "provenance.json").read_text())
+
+
+def _statuses(out: Path) -> list[str]:
+    return [f["status"] for f in _prov(out)["files"]]
+
+
+def test_a_second_run_into_a_locked_output_folder_is_refused(mri_file, tmp_path):
+    """Two runs into one folder mixed their outputs: a report of one run's metrics beside the
+    other's images."""
+    fcntl = pytest.importorskip("fcntl")
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / ".lock", "a+") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("pid 4242 on elsewhere\n")
+        held.flush()
+        with pytest.raises(ValueError, match=r"another mrirecon run \(pid 4242 on elsewhere\) is "
+                                             r"writing into this folder"):
+            run_pipeline(mri_config(), [str(mri_file)], out, progress=False)
+    assert not (out / "provenance.json").exists()
+    assert run_pipeline(mri_config(), [str(mri_file)], out, progress=False) == 0  # released
+
+
+def test_resume_redoes_an_input_whose_weights_were_replaced(mri_file, tmp_path):
+    """A replaced .pt at the same path was skipped by --resume (old images, old metrics)."""
+    from mrirecon.models.unrolled.modl import MoDL
+
+    weights = tmp_path / "w.pt"
+    params = {"iterations": 1, "layers": 2, "features": 4, "batchnorm": False, "cg_iterations": 2}
+    torch.save(MoDL(**params, init_seed=0).state_dict(), weights)
+    config = load_pipeline("mri_modl", [f"reconstruct.weights={weights}", "reconstruct.params="
+                                        + json.dumps(params), "export.formats=[hdf5]",
+                                        "report.enabled=false"])[0]
+    out = tmp_path / "out"
+    assert run_pipeline(config, [str(mri_file)], out, progress=False) == 0
+    assert run_pipeline(config, [str(mri_file)], out, progress=False, resume=True) == 0
+    assert _statuses(out) == ["skipped"]
+    assert _prov(out)["weights"] == {str(weights): _prov(out)["weights"][str(weights)]}
+    torch.save(MoDL(**params, init_seed=1).state_dict(), weights)
+    assert run_pipeline(config, [str(mri_file)], out, progress=False, resume=True) == 0
+    assert _statuses(out) == ["ok"]
+
+
+def test_resume_redoes_a_ct_input_whose_reference_was_replaced(ct_dir, tmp_path):
+    """The ground truth scored against was not part of the input's checksum: replaced, the old
+    metrics stayed (24.9 dB where the new reference gives 14.4)."""
+    src = tmp_path / "ct"
+    shutil.copytree(ct_dir, src)
+    obs, ref = src / "observation_test_000.hdf5", src / "ground_truth_test_000.hdf5"
+    out = tmp_path / "out"
+    assert run_pipeline(ct_config(), [str(obs)], out, progress=False) == 0
+    assert _prov(out)["references"] == {str(ref): _prov(out)["references"][str(ref)]}
+    assert run_pipeline(ct_config(), [str(obs)], out, progress=False, resume=True) == 0
+    assert _statuses(out) == ["skipped"]
+    import h5py
+
+    with h5py.File(ref, "r+") as h5:
+        h5["data"][...] = h5["data"][()][:, ::-1]
+    assert run_pipeline(ct_config(), [str(obs)], out, progress=False, resume=True) == 0
+    assert _statuses(out) == ["ok"]
+
+
+def test_outputs_and_run_files_of_an_earlier_run_do_not_survive_as_this_runs(mri_file, tmp_path):
+    """Formats no longer exported stayed under their usual names, and metrics.csv / report.html
+    of an earlier run stood for a run that wrote none."""
+    out = tmp_path / "out"
+    full = mri_config("export.formats=[hdf5,nifti,png]", "report.enabled=true")
+    assert run_pipeline(full, [str(mri_file)], out, progress=False) == 0
+    nifti = Path(_prov(out)["files"][0]["outputs"]["nifti"])
+    figures = [Path(f) for f in _prov(out)["files"][0]["figures"]]
+    assert nifti.is_file() and figures and (out / "metrics.csv").is_file()
+    lean = mri_config("export.formats=[hdf5]", "evaluate.enabled=false", "report.enabled=false")
+    assert run_pipeline(lean, [str(mri_file)], out, progress=False) == 0
+    assert not nifti.exists() and not any(f.exists() for f in figures)
+    assert not (out / "metrics.csv").exists() and not (out / "report.html").exists()
+    assert Path(_prov(out)["files"][0]["outputs"]["hdf5"]).is_file()
+
+
+def test_a_copied_output_folder_resumes_on_its_own_files(mri_file, tmp_path):
+    """Status records held paths relative to the working directory: a copy skipped its inputs and
+    its report linked the original folder's figures."""
+    config = mri_config("export.formats=[hdf5,png]", "report.enabled=true")
+    first = tmp_path / "first"
+    assert run_pipeline(config, [str(mri_file)], first, progress=False) == 0
+    copy = tmp_path / "copy"
+    shutil.copytree(first, copy)
+    shutil.rmtree(first)
+    assert run_pipeline(config, [str(mri_file)], copy, progress=False, resume=True) == 0
+    assert _statuses(copy) == ["skipped"]
+    figures = _prov(copy)["files"][0]["figures"]
+    assert figures and all(Path(f).is_file() and Path(f).is_relative_to(copy) for f in figures)
+    report = (copy / "report.html").read_text()
+    assert "first" not in report and "src='figures/" in report
+
+
+def test_resume_with_another_file_of_the_same_name_processes_it(mri_file, tmp_path, caplog):
+    a, b = tmp_path / "site_a", tmp_path / "site_b"
+    a.mkdir()
+    b.mkdir()
+    shutil.copy(mri_file, a / "scan.h5")
+    shutil.copy(mri_file, b / "scan.h5")  # same content, another file
+    out = tmp_path / "out"
+    assert run_pipeline(mri_config(), [str(a)], out, progress=False) == 0
+    assert run_pipeline(mri_config(), [str(b)], out, progress=False, resume=True) == 0
+    assert _statuses(out) == ["ok"]
+    assert "came from" in caplog.text and str(a / "scan.h5") in caplog.text
+
+
+def test_input_names_folders_and_links_are_taken_as_they_are(mri_file, tmp_path, caplog):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(mri_file, folder / "scan[1].h5")
+    shutil.copy(mri_file, folder / "scan1.h5")
+    # a file whose name holds glob characters is that file, not the pattern's other match
+    assert expand_inputs([str(folder / "scan[1].h5")]) == [folder / "scan[1].h5"]
+    (folder / "gone.h5").symlink_to(tmp_path / "missing.h5")
+    (folder / "followup").mkdir()
+    shutil.copy(mri_file, folder / "followup" / "later.h5")
+    files = expand_inputs([str(folder)])
+    assert folder / "gone.h5" in files  # was dropped without a word; now it fails by name
+    assert "1 subfolder(s) not searched (followup)" in caplog.text
+    only_subfolders = tmp_path / "nested"
+    (only_subfolders / "a").mkdir(parents=True)
+    shutil.copy(mri_file, only_subfolders / "a" / "x.h5")
+    with pytest.raises(FileNotFoundError, match=r"only subfolders \(a\), which are not searched"):
+        expand_inputs([str(only_subfolders)])
+
+
+@pytest.mark.parametrize("rank, world", [(3, 2), (0, 0)])
+def test_a_rank_outside_the_world_size_is_refused(mri_file, tmp_path, monkeypatch, rank, world):
+    """RANK=3 WORLD_SIZE=2 left in the environment processed no file with exit 0."""
+    monkeypatch.setenv("RANK", str(rank))
+    monkeypatch.setenv("WORLD_SIZE", str(world))
+    with pytest.raises(ValueError, match=r"need 0 <= RANK < WORLD_SIZE"):
+        run_pipeline(mri_config(), [str(mri_file)], tmp_path / "out", progress=False)
+
+
+def test_ct_views_that_every_kth_view_cannot_keep_are_refused(ct_dir, tmp_path):
+    """views=40 of 60 kept all 60 (k = 60 // 40 = 1) and provenance said 40."""
+    from mrirecon.pipeline.stages_ct import view_factor
+
+    assert view_factor(1000, 30) == 33 and view_factor(1000, 60) == 16  # LoDoPaB: 31 / 63 kept
+    assert view_factor(1000, 63) == 16  # k = 15 would keep 67
+    with pytest.raises(ValueError, match=r"40 of 60 views cannot be kept .* \(k = 1 keeps 60\); "
+                                         r"choose one of 30"):
+        view_factor(60, 40)
+    out = tmp_path / "out"
+    config = ct_config("undersample.enabled=true", "undersample.views=16")  # 24 views: k = 1
+    assert run_pipeline(config, [str(ct_dir / "observation_test_000.hdf5")], out, progress=False) == 1
+    assert "16 of 24 views cannot be kept" in _prov(out)["files"][0]["error"]
+
+
+def test_retrospective_undersampling_of_undersampled_data_is_refused(tmp_path):
+    """A second mask on top of a fastMRI test-set file counted empty columns as measured zeros:
+    12.3x labelled 4x, 20.9 instead of 26.6 dB."""
+    from mrirecon.data.simulate_mri import simulate_mri_dataset
+
+    (path,) = simulate_mri_dataset(tmp_path / "in", volumes=1, slices=1, coils=2, size=(32, 32),
+                                   seed=5, resolution=2, acceleration=4)
+    config = load_pipeline("mri_retrospective", ["export.formats=[hdf5]", "report.enabled=false",
+                                                 "evaluate.enabled=false"])[0]
+    out = tmp_path / "out"
+    assert run_pipeline(config, [str(path)], out, progress=False) == 1
+    assert "already undersampled" in _prov(out)["files"][0]["error"]
+
+
+def test_report_links_figures_whose_names_need_url_escaping(mri_file, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(mri_file, folder / "scan#1.h5")
+    out = tmp_path / "out"
+    config = mri_config("export.formats=[png]", "report.enabled=true")
+    assert run_pipeline(config, [str(folder / "scan#1.h5")], out, progress=False) == 0
+    html = (out / "report.html").read_text()
+    assert "src='figures/scan%231/slice_000.png'" in html
+    assert os.path.isfile(out / "figures" / "scan#1" / "slice_000.png")
