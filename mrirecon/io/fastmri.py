@@ -19,6 +19,7 @@ the layout ``fastmri.evaluate`` reads.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,6 +36,7 @@ from mrirecon.io.ismrmrd_header import header_to_xml, parse_ismrmrd_header
 
 ArrayLike = np.ndarray | torch.Tensor
 REFERENCE_KEYS = ("reconstruction_rss", "reconstruction_esc")
+log = logging.getLogger("mrirecon.io")
 _COMPLEX = (np.complex64, np.complex128)
 
 
@@ -77,6 +79,7 @@ class FastMRIFile:
         self.path = Path(path)
         self._h5: h5py.File | None = None
         self._header: Header | None = None
+        self._kspace_ds: h5py.Dataset | None = None  # held open: its chunk cache lives with it
 
     # ---- file handle -------------------------------------------------------------------
     def _fail(self, field: str, problem: str) -> DataFormatError:
@@ -97,11 +100,37 @@ class FastMRIFile:
                 raise self._fail("file", f"not a readable HDF5 file ({err})") from None
             try:
                 self._validate(h5)
+                cache = self._chunk_cache_bytes(h5["kspace"])
             except BaseException:
                 h5.close()
                 raise
+            if cache:  # reopen with a cache that holds one chunk (only k-space chunks are big)
+                h5.close()
+                h5 = h5py.File(self.path, "r", rdcc_nbytes=cache)
             self._h5 = h5
         return self._h5
+
+    def _chunk_cache_bytes(self, ks: h5py.Dataset) -> int:
+        """A chunk cache for k-space chunked across slices (``0``: HDF5's 1 MiB default will do).
+
+        A compressed chunk that spans several slices (MATLAB's ``h5create`` with the whole
+        volume as one chunk) was decompressed again for every slice read with the default
+        cache: 1.25 s instead of 9 ms per slice for 30 x 8 x 320 x 320, time growing with
+        slices squared. The cache keeps one chunk; one larger than a quarter of the memory is
+        refused (the file cannot be streamed)."""
+        if ks.chunks is None:
+            return 0
+        chunk = int(np.prod(ks.chunks, dtype=np.float64)) * ks.dtype.itemsize
+        if chunk <= 1 << 20:
+            return 0
+        if chunk > _memory_bytes() // 4:
+            raise self._fail("kspace", f"stored in chunks {ks.chunks} of {chunk / 2**30:.1f} GiB, "
+                                       "more than a quarter of the memory here; rechunk it per slice "
+                                       f"(h5repack -l kspace:CHUNK=1x{'x'.join(map(str, ks.shape[1:]))})")
+        if ks.chunks[0] > 1:
+            log.info("%s: kspace chunks %s span %d slices (%.0f MiB each): one chunk is kept "
+                     "decompressed in memory", self.path, ks.chunks, ks.chunks[0], chunk / 2**20)
+        return int(chunk * 1.05) + (1 << 20)
 
     def _validate(self, h5: h5py.File) -> None:
         if "kspace" not in h5:
@@ -114,7 +143,7 @@ class FastMRIFile:
                 "kspace",
                 f"expected (slices, coils, H, W) or (slices, H, W), got shape {ks.shape}",
             )
-        if ks.dtype not in _COMPLEX:
+        if ks.dtype.newbyteorder("=") not in _COMPLEX:  # big-endian complex reads as native
             raise self._fail("kspace", f"expected complex64 samples, got dtype {ks.dtype}")
         if ks.shape[0] < 1 or min(ks.shape[1:]) < 1:
             raise self._fail("kspace", f"empty dataset of shape {ks.shape}")
@@ -126,6 +155,7 @@ class FastMRIFile:
     def close(self) -> None:
         """Close the HDF5 handle (reopened on next use)."""
         if self._h5 is not None:
+            self._kspace_ds = None
             self._h5.close()
             self._h5 = None
 
@@ -137,7 +167,7 @@ class FastMRIFile:
         self.close()
 
     def __getstate__(self) -> dict:
-        return {"path": self.path, "_h5": None, "_header": self._header}
+        return {"path": self.path, "_h5": None, "_header": self._header, "_kspace_ds": None}
 
     def __repr__(self) -> str:
         return f"FastMRIFile({str(self.path)!r})"
@@ -272,9 +302,17 @@ class FastMRIFile:
 
     def _read(self, name: str, index, field: str) -> np.ndarray:
         try:
-            return np.asarray(self._file[name][index])
+            if name == "kspace":  # one handle: a chunk cache dies with its dataset handle
+                if self._kspace_ds is None:
+                    self._kspace_ds = self._file["kspace"]
+                data = np.asarray(self._kspace_ds[index])
+            else:
+                data = np.asarray(self._file[name][index])
         except (OSError, RuntimeError, ValueError) as err:
             raise self._fail(field, f"unreadable ({err})") from None
+        if data.dtype.byteorder not in ("=", "|"):  # big-endian storage: torch takes native only
+            data = data.astype(data.dtype.newbyteorder("="))
+        return data
 
     def _kspace(self, index, field: str) -> torch.Tensor:
         data = self._read("kspace", index, field)

@@ -298,16 +298,13 @@ class LoDoPaBFiles:
             raise FileNotFoundError(
                 f"LoDoPaBFiles: no observation_{part}_###.hdf5 files in {self.root}"
             )
-        indices = [int(_NAME.match(f.name).group(3)) for f in files]
-        if indices != list(range(len(files))):
-            raise DataFormatError(
-                self.root,
-                "file numbering",
-                f"observation_{part}_###.hdf5 files are not numbered "
-                f"000..{len(files) - 1}: {indices}",
-            )
+        # any numbers: one file copied out of a part (observation_test_005.hdf5) or a part
+        # with a file missing reads like the rest (they were refused, every file of the part)
+        self.file_numbers = [int(_NAME.match(f.name).group(3)) for f in files]
         self.observation_files = files
-        gts = [self.root / lodopab_file_name("ground_truth", part, i) for i in range(len(files))]
+        gts = [self.root / lodopab_file_name("ground_truth", part, i) for i in self.file_numbers]
+        #: per file: its ground truth, or ``None`` where it is missing
+        self.ground_truth_paths: list[Path | None] = [p if p.exists() else None for p in gts]
         self.ground_truth_files = gts if all(p.exists() for p in gts) else None
         self.counts = []
         for path in files:
@@ -332,7 +329,9 @@ class LoDoPaBFiles:
                         raise DataFormatError(path, "attrs", f"unreadable ({err})") from None
         self._starts = np.concatenate([[0], np.cumsum(self.counts)])
         self.geometry = self._geometry()
-        for gt, obs, n in zip(self.ground_truth_files or [], files, self.counts):
+        for gt, obs, n in zip(self.ground_truth_paths, files, self.counts):
+            if gt is None:
+                continue
             with _open(gt) as h5:
                 data = self._data(h5, gt)
                 want = (n, *self.geometry.image_shape[::-1])  # ODL (x, y) layout
@@ -355,10 +354,11 @@ class LoDoPaBFiles:
             geometry = geometry_from_json(str(text), self.observation_files[0])
         else:
             shape = IMAGE_SHAPE
-            if self.ground_truth_files is not None:
-                with _open(self.ground_truth_files[0]) as h5:
+            first = next((p for p in self.ground_truth_paths if p is not None), None)
+            if first is not None:
+                with _open(first) as h5:
                     # stored in the ODL (x, y) layout: the image is (rows, cols) = (y, x)
-                    shape = tuple(self._data(h5, self.ground_truth_files[0]).shape[1:])[::-1]
+                    shape = tuple(self._data(h5, first).shape[1:])[::-1]
             geometry = lodopab_geometry(shape, *self.sinogram_shape)
         if geometry.sinogram_shape != self.sinogram_shape:
             raise DataFormatError(
@@ -423,11 +423,18 @@ class LoDoPaBFiles:
 
     def ground_truth(self, index: int) -> np.ndarray:
         """Stored ground truth ``(x, y)`` float32 in ``[0, 1]`` (ODL layout)."""
-        if self.ground_truth_files is None:
+        f, _ = self._locate(index)
+        if self.ground_truth_paths[f] is None:
             raise FileNotFoundError(
-                f"LoDoPaBFiles: part {self.part!r} in {self.root} has no ground_truth files"
+                f"LoDoPaBFiles: {self.observation_files[f].name} in {self.root} has no "
+                f"{lodopab_file_name('ground_truth', self.part, self.file_numbers[f])}"
             )
-        return self._read(self.ground_truth_files, index)
+        return self._read(self.ground_truth_paths, index)
+
+    def has_ground_truth(self, file: int) -> bool:
+        """Whether observation file ``file`` (its position in :attr:`observation_files`) has its
+        ground truth (per file: a part missing one reference still scores the others)."""
+        return self.ground_truth_paths[file] is not None
 
     def sinogram(self, index: int) -> Sinogram:
         """Sample ``index`` as a :class:`Sinogram` of line integrals ``-log(N/N0)``
@@ -449,16 +456,16 @@ class LoDoPaBFiles:
             geometry=ImageGeometry(spacing=(p, p, p)),
             kind="attenuation",
             modality="CT",
-            source=str(self.ground_truth_files[self._locate(index)[0]]),
+            source=str(self.ground_truth_paths[self._locate(index)[0]]),
         )
 
     def hu(self, index: int) -> np.ndarray:
         """Hounsfield units ``(H, W)`` (mrirecon orientation): the stored ``hu`` dataset when
         present, else converted from the (clipped) ground truth."""
         f, _ = self._locate(index)
-        if self.ground_truth_files is not None:
-            with _open(self.ground_truth_files[f]) as h5:
+        if self.ground_truth_paths[f] is not None:
+            with _open(self.ground_truth_paths[f]) as h5:
                 if "hu" in h5:
-                    return from_lodopab_layout(self._read(self.ground_truth_files, index, "hu"))
+                    return from_lodopab_layout(self._read(self.ground_truth_paths, index, "hu"))
         mu = self.attenuation(index).data[0].double().numpy()
         return attenuation_to_hu(mu, self.mu_water, self.mu_air).astype(np.float32)

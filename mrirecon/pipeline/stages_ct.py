@@ -337,15 +337,18 @@ class _LoDoPaBSource:
             raise ValueError(f"{path}: CT HDF5 input must be an observation_<part>_<NNN>.hdf5 file "
                              "in the LoDoPaB-CT layout")
         self._files = files = LoDoPaBFiles(path.parent, m.group("part"))
-        f = int(m.group("index"))
+        f = files.file_numbers.index(int(m.group("index")))  # its position among the part's files
         self._start, self._n = int(sum(files.counts[:f])), files.counts[f]
-        self._has_gt = files.ground_truth_files is not None
+        self._has_gt = files.has_ground_truth(f)  # per file: one missing reference spoiled all
         self.path = path
         p = files.geometry.pixel_size
         units = {} if files.mu_water is None else {"mu_water": files.mu_water,
                                                    "mu_air": files.mu_air}
         self.info = {"image_geometry": ImageGeometry(spacing=(p, p, p)), "hu_units": units,
                      "reference_key": "ground_truth_" + m.group("part")}
+        if not self._has_gt and any(q is not None for q in files.ground_truth_paths):
+            gt = "ground_truth_" + path.name[len("observation_"):]
+            self.info["reference_missing"] = f"{gt} is missing, while other files of its part have theirs"
 
     def __len__(self) -> int:
         return self._n

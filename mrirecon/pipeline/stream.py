@@ -248,7 +248,9 @@ def stream_volume(modality: Modality[S], path: Path, methods: Sequence[Method], 
     stacked = {k: torch.stack(v) for k, v in outs.items()}
     shape = next(iter(stacked.values())).shape
     reference, dropped = None, ""
-    if refs and len(refs) != n:
+    if not refs and info.get("reference_missing"):  # e.g. one ground_truth_* of a part missing
+        dropped = str(info["reference_missing"])
+    elif refs and len(refs) != n:
         dropped = f"only {len(refs)} of {n} slices have a reference image"
     elif bad := [i for i, r in enumerate(refs) if r.shape != shape[1:]]:  # e.g. another size
         dropped = (f"the reference image of slice {bad[0]} is {tuple(refs[bad[0]].shape)}, the "

@@ -291,3 +291,36 @@ def test_writer_validates_inputs(tmp_path):
     with pytest.raises(ValueError, match="real"):
         write_reconstruction(tmp_path / "r.h5", torch.ones(2, 4, 4, dtype=torch.complex64))
     assert not any(tmp_path.iterdir())
+
+
+def test_big_endian_k_space_reads_like_native(tmp_path, multicoil):
+    """'>c8' (written by a big-endian tool) was refused: "expected complex64 samples, got >c8"."""
+    from tests.helpers import clone_h5
+
+    path, ks, _ = multicoil
+    big = clone_h5(path, tmp_path / "big.h5", kspace=ks.astype(">c8"))
+    with FastMRIFile(big) as f:
+        assert torch.equal(f.read_slice(2).data[0], torch.from_numpy(ks[2]))
+
+
+def test_k_space_chunked_across_slices_is_decompressed_once(tmp_path):
+    """One gzip chunk for the whole volume (MATLAB's h5create default chunking) was decompressed
+    again for every slice read: the chunk cache must hold a chunk and live with one dataset handle."""
+    ks = volume(3, (6, 4, 128, 128))  # 3 MiB: above HDF5's 1 MiB default cache
+    path = write_fastmri(tmp_path / "v.h5", ks, make_header(encoded_matrix=(128, 128, 1),
+                                                              padding_left=0, padding_right=128))
+    chunked = tmp_path / "chunked.h5"
+    with h5py.File(path, "r") as a, h5py.File(chunked, "w") as b:
+        for key in a:
+            if key != "kspace":
+                a.copy(key, b)
+        b.create_dataset("kspace", data=ks, chunks=ks.shape, compression="gzip", compression_opts=1)
+        b.attrs.update(dict(a.attrs))
+    reads = []
+    with FastMRIFile(chunked) as f:
+        cache = f._file.id.get_access_plist().get_cache()[2]
+        assert cache >= ks.nbytes
+        for i in range(len(f)):
+            assert torch.equal(f.read_slice(i).data[0], torch.from_numpy(ks[i]))
+            reads.append(id(f._kspace_ds))
+    assert len(set(reads)) == 1  # one dataset handle, so its chunk cache persists between slices

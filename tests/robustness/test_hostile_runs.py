@@ -195,3 +195,26 @@ def test_report_links_figures_whose_names_need_url_escaping(mri_file, tmp_path):
     html = (out / "report.html").read_text()
     assert "src='figures/scan%231/slice_000.png'" in html
     assert os.path.isfile(out / "figures" / "scan#1" / "slice_000.png")
+
+
+def test_a_ct_part_missing_one_reference_still_scores_the_others(ct_dir, tmp_path):
+    """One missing ground_truth_* took the metrics of every file of the part, without a word; a
+    file copied out of its part (observation_test_005.hdf5) was refused as "not numbered"."""
+    part = tmp_path / "part"
+    part.mkdir()
+    for i in (0, 1):
+        for kind in ("observation", "ground_truth"):
+            shutil.copy(ct_dir / f"{kind}_test_000.hdf5", part / f"{kind}_test_00{i}.hdf5")
+    (part / "ground_truth_test_001.hdf5").unlink()
+    out = tmp_path / "out"
+    assert run_pipeline(ct_config(), [str(part)], out, progress=False) == 0
+    files = {Path(f["input"]).name: f for f in _prov(out)["files"]}
+    assert set(files["observation_test_000.hdf5"]["metrics"]) == {"nmse", "psnr", "ssim"}
+    assert files["observation_test_001.hdf5"]["metrics"] == {}
+    assert any("ground_truth_test_001.hdf5 is missing" in w for w in files["observation_test_001.hdf5"]["warnings"])
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    for kind in ("observation", "ground_truth"):
+        shutil.copy(ct_dir / f"{kind}_test_000.hdf5", alone / f"{kind}_test_005.hdf5")
+    assert run_pipeline(ct_config(), [str(alone)], tmp_path / "out2", progress=False) == 0
+    assert set(_prov(tmp_path / "out2")["files"][0]["metrics"]) == {"nmse", "psnr", "ssim"}
