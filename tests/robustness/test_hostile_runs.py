@@ -218,3 +218,34 @@ def test_a_ct_part_missing_one_reference_still_scores_the_others(ct_dir, tmp_pat
         shutil.copy(ct_dir / f"{kind}_test_000.hdf5", alone / f"{kind}_test_005.hdf5")
     assert run_pipeline(ct_config(), [str(alone)], tmp_path / "out2", progress=False) == 0
     assert set(_prov(tmp_path / "out2")["files"][0]["metrics"]) == {"nmse", "psnr", "ssim"}
+
+
+def test_pipeline_metrics_are_fastmri_evaluates_on_a_non_square_volume(tmp_path):
+    """metrics.csv scored the whole 192 x 160 image (26.66 dB) where fastMRI's evaluate, which
+    first crops target and reconstruction to (w, w), says 25.90."""
+    import h5py
+    import numpy as np
+    from fastmri import evaluate as fe
+    from fastmri.data import transforms as T
+
+    from mrirecon.data.simulate_mri import simulate_mri_dataset
+
+    (src,) = simulate_mri_dataset(tmp_path / "in", volumes=1, slices=1, coils=2, size=(48, 32), seed=3,
+                                  resolution=2)
+    config = load_pipeline("mri_retrospective", ["export.formats=[hdf5]", "report.enabled=false"])[0]
+    out = tmp_path / "out"
+    assert run_pipeline(config, [str(src)], out, progress=False) == 0
+    metrics = _prov(out)["files"][0]["metrics"]
+    with h5py.File(src) as f:
+        t = f["reconstruction_rss"][()]
+    with h5py.File(_prov(out)["files"][0]["outputs"]["hdf5"]) as f:
+        r = f["reconstruction"][()]
+    assert t.shape == r.shape == (1, 48, 32)
+    tc, rc = (T.center_crop(a, (32, 32)) for a in (t, r))
+    want = {"nmse": fe.nmse(tc, rc), "psnr": fe.psnr(tc, rc), "ssim": fe.ssim(tc, rc)}
+    # the same float32 arrays scored in float64 by both (tests/metrics holds the implementations
+    # to 1e-9): what is left is summation order, far below 1e-7
+    for k, v in want.items():
+        assert metrics[k] == pytest.approx(float(np.squeeze(v)), rel=1e-7), k
+    uncropped = float(np.squeeze(fe.psnr(t, r)))
+    assert abs(uncropped - metrics["psnr"]) > 1e-3  # the crop matters on this volume
