@@ -25,6 +25,9 @@ import os
 from pathlib import Path
 
 _ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+#: More threads than any machine's cores gains nothing; OpenMP fails to create ~20000 of them
+#: ("libgomp: Thread creation failed") and segfaults at 100000.
+MAX_THREADS = 1024
 
 
 def _cgroup_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
@@ -61,12 +64,20 @@ def thread_count(requested: int | None = None, *, local_world_size: int | None =
     ``local_world_size`` defaults to ``LOCAL_WORLD_SIZE`` (set by ``torchrun``), so ``k`` ranks
     on one node split the cores ``k`` ways.
     """
-    for var in ("MRIRECON_THREADS", "OMP_NUM_THREADS"):
-        if requested is None and os.environ.get(var, "").strip().isdigit():
-            requested = int(os.environ[var])
+    source = "--threads"
+    own = os.environ.get("MRIRECON_THREADS", "").strip()
+    if requested is None and own:
+        if not own.lstrip("-").isdigit():  # 'abc' and '-3' were ignored without a word
+            raise ValueError(f"MRIRECON_THREADS must be an integer >= 1, got {own!r}")
+        requested, source = int(own), "MRIRECON_THREADS"
+    if requested is None and os.environ.get("OMP_NUM_THREADS", "").strip().isdigit():
+        requested, source = int(os.environ["OMP_NUM_THREADS"]), "OMP_NUM_THREADS"
     if requested is not None:
         if requested < 1:
-            raise ValueError(f"--threads must be >= 1, got {requested}")
+            raise ValueError(f"{source} must be >= 1, got {requested}")
+        if requested > MAX_THREADS:  # 20000: "libgomp: Thread creation failed"; 100000: a segfault
+            raise ValueError(f"{source} {requested} is more than {MAX_THREADS} threads; this process "
+                             f"may use {available_cpus(cgroup_root)} core(s)")
         return int(requested)
     if local_world_size is None:
         local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)

@@ -55,6 +55,23 @@ def test_override_order_and_torchrun_share(clean_env, tmp_path):
         threads.thread_count(0)
 
 
+@pytest.mark.parametrize("value, message", [("abc", r"MRIRECON_THREADS must be an integer >= 1, got 'abc'"),
+                                            ("-3", r"MRIRECON_THREADS must be >= 1, got -3"),
+                                            ("0", r"MRIRECON_THREADS must be >= 1, got 0")])
+def test_a_bad_thread_variable_is_named_not_ignored(clean_env, tmp_path, value, message):
+    """'abc' and '-3' were ignored without a word, and 0 was blamed on --threads."""
+    clean_env.setenv("MRIRECON_THREADS", value)
+    with pytest.raises(ValueError, match=message):
+        threads.thread_count(cgroup_root=tmp_path)
+
+
+def test_absurd_thread_counts_are_refused(clean_env, tmp_path):
+    """--threads 20000 died in 'libgomp: Thread creation failed', 100000 in a segfault."""
+    with pytest.raises(ValueError, match=r"--threads 20000 is more than 1024 threads"):
+        threads.thread_count(20000, cgroup_root=tmp_path)
+    assert threads.thread_count(threads.MAX_THREADS, cgroup_root=tmp_path) == threads.MAX_THREADS
+
+
 def test_configure_sets_torch_and_child_environment(clean_env):
     before = torch.get_num_threads()
     try:

@@ -238,7 +238,9 @@ class FastMRIFile:
                     f"(x, y) = ({enc_x}, {enc_y}) but kspace is (H, W) = ({rows}, {cols}); the "
                     "header does not describe this k-space (padding and crop would be wrong)")
             attrs = self.attrs
-            changes = {"num_coils": self.shape[1]}
+            changes = {"num_coils": self.shape[1],  # the header's count stays in extra, with the
+                       "extra": {**header.extra, "receiver_channels": header.num_coils,  # slices
+                                 "file_slices": self.shape[0]}}  # (axis checks: make_slice)
             if attrs.get("acquisition"):
                 changes["acquisition"] = str(attrs["acquisition"])
             if attrs.get("patient_id"):

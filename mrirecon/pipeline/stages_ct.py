@@ -282,12 +282,36 @@ def data_warnings(sinogram: Tensor, geometry: CTGeometry) -> dict[str, str]:
                             f"{max(edges) / p99:.0%} of the sinogram's 99th percentile "
                             f"{p99:.3g} (air reads ~0); if the object extends beyond the "
                             "detector, expect a bright rim and shading in every method's image")
+    miss = _missing_rays(sino, geometry)
+    if miss is not None and p99 > 0 and miss[1] > TRUNCATION_LEVEL * p99:
+        out["geometry"] = (f"of the {miss[0]} detector bins whose rays miss the image (beyond its "
+                           f"circumscribed circle, {miss[2]:.0f} mm) one reads a mean line integral of "
+                           f"{miss[1]:.3g}, {miss[1] / p99:.0%} of the sinogram's 99th percentile "
+                           "(air reads ~0): does the geometry (pixel_size, detector_spacing) "
+                           "describe these data, and does the image cover the object?")
     peak = float(sino.max())
     if peak < MIN_PEAK_LINE_INTEGRAL:
         out["empty"] = (f"the largest line integral is {peak:.3g}, less than 0.5 mm of water "
                         "on any ray: an air scan, or a sinogram scaled down (the image will be "
                         "air, -1000 HU)")
     return out
+
+
+def _missing_rays(sino: Tensor, geometry: CTGeometry) -> tuple[int, float, float] | None:
+    """Parallel beam: ``(bins, line integral, radius mm)`` for the detector bins whose rays miss
+    the image's circumscribed circle (by more than a pixel): how many, and the largest of their
+    means over the views; ``None`` when fewer than 4 bins miss it.
+    They can only read air; a geometry off by 2x (detector spacing, pixel size) left 10-14 dB
+    images with exit 0 while such bins read up to 81 % of the 99th percentile."""
+    if geometry.beam != "parallel":
+        return None
+    h, w = geometry.image_shape
+    radius = 0.5 * geometry.pixel_size * math.hypot(h, w)
+    outside = torch.from_numpy(np.abs(geometry.detector_positions) > radius + geometry.pixel_size)
+    if int(outside.sum()) < 4:
+        return None
+    # the brightest such bin, averaged over the views (noise averages out; air reads ~0)
+    return int(outside.sum()), float(sino[..., outside].mean(-2).max()), radius
 
 
 # ---- the stage protocol -----------------------------------------------------------------------

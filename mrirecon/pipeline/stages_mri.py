@@ -137,6 +137,12 @@ def make_slice(ks, index: int, file_name: str, file_mask: Tensor | None) -> MRIS
     where = f"{file_name}: slice {index}"
     check_kspace(data, where)
     mask, notes = reconcile_mask(data, mask, where, ks.header.acquired_columns(w))
+    rc, slices = ks.header.extra.get("receiver_channels"), ks.header.extra.get("file_slices")
+    if rc and slices and rc == slices != data.shape[0]:  # (8, H, W) read as 8 single-coil slices
+        notes["coil_axis"] = (f"the header names {rc} receiver channels, but the k-space has "
+                              f"{data.shape[0]} coil(s) and {slices} slices: is the slice axis "
+                              "missing (one slice stored as (coils, H, W)) or swapped with the "
+                              "coil axis?")
     ref = ks.reference[0] if ks.reference is not None else None
     return MRISlice(data, mask, ks.header, file_name, index, ref, ks.noise, notes=notes)
 
@@ -304,6 +310,9 @@ def recon_size(header: Header, cfg: PostprocessConfig, shape: tuple[int, int]) -
     if cfg.crop == "none":
         return shape
     size = header.recon_size if cfg.crop == "recon_size" else tuple(cfg.crop_size)
+    if cfg.crop == "fixed" and (size[0] > shape[0] or size[1] > shape[1]):  # was cut to fit, silently
+        raise ValueError(f"postprocess.crop_size {tuple(size)} is larger than the image {tuple(shape)}; "
+                         "choose a size that fits or crop: recon_size")
     if cfg.crop == "recon_size" and size[0] > shape[0]:
         raise ValueError(f"ismrmrd_header reconSpace matrixSize x = {size[0]} exceeds the "
                          f"{shape[0]} k-space rows; the header does not match the data")

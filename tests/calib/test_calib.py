@@ -247,7 +247,10 @@ def test_espirit_memory_is_bounded():
     growth_mib, ok = proc.stdout.split()
     assert ok == "True"
     full_gram_mib = 16 * 16 * 256 * 256 * 8 / 2**20
-    assert float(growth_mib) < 0.3 * full_gram_mib, growth_mib
+    # the regression this guards against holds one c x c matrix per pixel (>= 1.0 x full_gram);
+    # the chunked code measures 30-39 MiB (0.23-0.30 x) with the allocator's run-to-run noise,
+    # so the old bound 0.3 x sat on that tail (one failure in ~10 runs at 38.5 MiB)
+    assert float(growth_mib) < 0.5 * full_gram_mib, growth_mib
 
 
 # ---------------------------------------------------------------------------- Walsh / Inati

@@ -114,3 +114,23 @@ def ct_dir_pipeline(tmp_path):
     root = simulated_ct_dir(tmp_path / "ct", views=24, size=16, seed=2)
     config = load_pipeline("ct_fbp", ["export.formats=[hdf5]", "report.enabled=false"])[0]
     return root, lambda: run_one(config, root / "observation_test_000.hdf5", tmp_path / "out")
+
+
+@pytest.mark.parametrize("photons", [4096.0, 16.0])
+def test_a_geometry_off_by_two_is_reported_where_rays_miss_the_image(photons):
+    """A detector spacing (or pixel size) off by 2x in the file's geometry gave 10-14 dB images
+    with exit 0; the bins whose rays miss the image's circle then read the object, not air."""
+    from dataclasses import replace
+
+    true = _geometry(60)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 64, dtype=torch.float64),
+                            torch.linspace(-1, 1, 64, dtype=torch.float64), indexing="ij")
+    body = 0.019 * (xx ** 2 / 0.95 ** 2 + yy ** 2 / 0.8 ** 2 < 1)  # a body filling the image
+    y = low_dose_noise(ct_operator(true)(body).float(), photons, torch.Generator().manual_seed(0))
+    assert "geometry" not in data_warnings(y, true)
+    wide = CTGeometry("parallel", (64, 64), true.angles, num_detectors=181, pixel_size=2.0,
+                      detector_spacing=2.0)  # a wider detector: its outer bins read air
+    assert "geometry" not in data_warnings(_sinogram(wide, photons), wide)
+    for wrong in (replace(true, detector_spacing=4.0), replace(true, pixel_size=1.0)):
+        msg = data_warnings(y, wrong)["geometry"]
+        assert re.search(r"detector bins whose rays miss the image .* read[s]? a mean line integral", msg)

@@ -249,3 +249,28 @@ def test_pipeline_metrics_are_fastmri_evaluates_on_a_non_square_volume(tmp_path)
         assert metrics[k] == pytest.approx(float(np.squeeze(v)), rel=1e-7), k
     uncropped = float(np.squeeze(fe.psnr(t, r)))
     assert abs(uncropped - metrics["psnr"]) > 1e-3  # the crop matters on this volume
+
+
+def test_a_fixed_crop_larger_than_the_image_is_refused(mri_file, tmp_path):
+    """crop_size 320 x 320 on a 32 x 24 image gave a 32 x 24 output while provenance said 320."""
+    out = tmp_path / "out"
+    config = mri_config("postprocess.crop=fixed", "postprocess.crop_size=[320,320]")
+    assert run_pipeline(config, [str(mri_file)], out, progress=False) == 1
+    assert "postprocess.crop_size (320, 320) is larger than the image" in _prov(out)["files"][0]["error"]
+
+
+def test_coil_and_slice_axes_that_contradict_the_header_are_reported(mri_file, tmp_path):
+    """One slice stored as (coils, H, W) was read as a single-coil volume of 8 slices (exit 0)."""
+    import h5py
+
+    from tests.helpers import clone_h5
+
+    with h5py.File(mri_file) as f:
+        ks = f["kspace"][()]  # (2 slices, 2 coils, H, W); the header names 2 receiver channels
+    one = clone_h5(mri_file, tmp_path / "in" / "one.h5", kspace=ks[0], reconstruction_rss=None)
+    out = tmp_path / "out"
+    assert run_pipeline(mri_config(), [str(one)], out, progress=False) == 0
+    (warning,) = _prov(out)["files"][0]["warnings"]
+    assert "the header names 2 receiver channels, but the k-space has 1 coil(s) and 2 slices" in warning
+    assert run_pipeline(mri_config(), [str(mri_file)], tmp_path / "ok", progress=False) == 0
+    assert not any("receiver channels" in w for w in _prov(tmp_path / "ok")["files"][0]["warnings"])
