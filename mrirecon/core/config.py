@@ -99,8 +99,9 @@ def _convert(value: Any, tp: Any, source: str, key: str) -> Any:
             raise ConfigError(source, key, f"expected a mapping for {tp.__name__}, got {value!r}")
         return from_dict(tp, value, source=source, prefix=key)
     if origin in (list, tuple) or tp in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            value = [value] if origin is list or tp is list else value
+        variadic = origin is tuple and get_args(tp)[-1:] == (Ellipsis,)
+        if not isinstance(value, (list, tuple)):  # one value for a list: --set accelerations=8
+            value = [value] if origin is list or tp is list or variadic else value
             if not isinstance(value, (list, tuple)):
                 raise ConfigError(source, key, f"expected a list, got {value!r}")
         args = get_args(tp)
@@ -203,6 +204,10 @@ def apply_overrides(data: dict, overrides: typing.Iterable[str], source: str = "
             if not isinstance(child, dict):
                 raise ConfigError(source, path, f"{k!r} is not a section")
             node = child
+        if not raw.strip() and isinstance(node.get(keys[-1]), dict):  # reset to defaults, silently
+            raise ConfigError(source, path.strip(), "an empty value would replace the whole section "
+                              "by its defaults; set its keys instead (e.g. "
+                              f"{path.strip()}.KEY=VALUE)")
         try:
             node[keys[-1]] = load_yaml(raw) if raw.strip() else None
         except yaml.YAMLError as e:

@@ -39,9 +39,13 @@ log = logging.getLogger("mrirecon.pipeline")
 INPUT_SUFFIXES = (".h5", ".hdf5", ".mrd", ".dcm")
 
 
-def expand_inputs(inputs: list[str]) -> list[Path]:
-    """Files, folders (their HDF5 files, or a DICOM series folder) and glob patterns -> paths."""
+def expand_inputs(inputs: list[str], exclude: Path | None = None) -> list[Path]:
+    """Files, folders (their HDF5 files, or a DICOM series folder) and glob patterns -> paths.
+
+    ``exclude``: the run's output folder, which a pattern may match (``--input 'in/*' --output
+    in/out``) and which is never an input."""
     out: list[Path] = []
+    skip = None if exclude is None else Path(os.path.abspath(exclude))
     for item in inputs:
         pattern = any(c in item for c in "*?[") and not os.path.lexists(item)  # 'scan[1].h5' is a name
         matches = sorted(glob.glob(item)) if pattern else [item]
@@ -49,6 +53,9 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
             raise FileNotFoundError(f"input {item!r} matches no file")
         for m in matches:
             p = Path(m)
+            if pattern and skip is not None and (Path(os.path.abspath(p)) == skip
+                                                 or skip in Path(os.path.abspath(p)).parents):
+                continue  # the output folder this run created matched the pattern
             if p.is_dir():
                 entries = sorted(p.iterdir())
                 files = _skip_references([f for f in entries if f.suffix.lower() in (".h5", ".hdf5", ".mrd")
@@ -235,11 +242,18 @@ def run_pipeline(config: PipelineConfig, inputs: list[str], output: str | Path, 
     if world < 1 or not 0 <= rank < world:  # RANK=3 WORLD_SIZE=2 left in the environment ran 0 files
         raise ValueError(f"rank {rank} of world size {world} (RANK / WORLD_SIZE in the environment?): "
                          "need 0 <= RANK < WORLD_SIZE")
+    created = not output.exists()
     _check_output(output)
     lock = lock_output(output, rank)
     try:
         return _run_locked(config, inputs, output, resume=resume, device=device, progress=progress,
                            config_text=config_text, rank=rank, world=world)
+    except BaseException:
+        held = Path(lock.name)
+        if created and all(p.name == held.name for p in output.iterdir()):
+            held.unlink(missing_ok=True)  # a refused run leaves no empty folder behind
+            output.rmdir()
+        raise
     finally:
         lock.close()
 
@@ -253,7 +267,7 @@ def _run_locked(config: PipelineConfig, inputs: list[str], output: Path, *, resu
 
     release_memory()
     dev = resolve_device(device or config.device)
-    files = expand_inputs(inputs)
+    files = expand_inputs(inputs, exclude=output)
     names = output_names(files)
     mine = list(zip(files, names))[rank::world]
     log.info("pipeline %s: %d input(s), %d on rank %d/%d, device %s", config.name, len(files),

@@ -274,3 +274,27 @@ def test_coil_and_slice_axes_that_contradict_the_header_are_reported(mri_file, t
     assert "the header names 2 receiver channels, but the k-space has 1 coil(s) and 2 slices" in warning
     assert run_pipeline(mri_config(), [str(mri_file)], tmp_path / "ok", progress=False) == 0
     assert not any("receiver channels" in w for w in _prov(tmp_path / "ok")["files"][0]["warnings"])
+
+
+def test_a_refused_run_leaves_no_folder_and_a_pattern_never_reads_the_output(mri_file, tmp_path):
+    out = tmp_path / "new_out"
+    with pytest.raises(FileNotFoundError):
+        run_pipeline(mri_config(), [str(tmp_path / "missing.h5")], out, progress=False)
+    assert not out.exists()  # an empty folder was left behind
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(mri_file, folder / "a.h5")
+    inside = folder / "out"  # the output folder matches the input pattern 'in/*'
+    assert run_pipeline(mri_config(), [str(folder / "*")], inside, progress=False) == 0
+    assert [Path(f["input"]).name for f in _prov(inside)["files"]] == ["a.h5"]
+
+
+def test_one_value_for_a_list_setting_and_an_emptied_section(tmp_path):
+    from mrirecon.core.config import ConfigError
+
+    config, _ = load_pipeline("mri_retrospective", ["undersample.accelerations=8",
+                                                    "undersample.center_fractions=0.04"])
+    assert config.undersample.accelerations == (8,) and config.undersample.center_fractions == (0.04,)
+    with pytest.raises(ConfigError, match=r"reconstruct: an empty value would replace the whole "
+                                          r"section by its defaults"):
+        load_pipeline("mri_cs", ["reconstruct="])  # it ran cg_sense instead of l1_wavelet
