@@ -194,6 +194,8 @@ def remove_stale_outputs(old: dict | None, result: VolumeResult, output: Path) -
             shutil.rmtree(target, ignore_errors=True)
         elif target.exists() or target.is_symlink():
             target.unlink(missing_ok=True)
+        else:
+            continue
         log.info("removed %s (written for %s by an earlier run, not by this one)", p, result.name)
 
 
