@@ -119,6 +119,14 @@ def attenuation_to_hu(
     return (np.asarray(mu, dtype=np.float64) - mu_water) * 1000.0 / (mu_water - mu_air)
 
 
+def reference_file_name(observation_name: str) -> str | None:
+    """``ground_truth_<part>_NNN.hdf5``, the reference scored with ``observation_<part>_NNN.hdf5``
+    (``None`` for any other name)."""
+    if not observation_name.startswith("observation_"):
+        return None
+    return "ground_truth_" + observation_name[len("observation_"):]
+
+
 def lodopab_file_name(kind: str, part: str, index: int) -> str:
     """``observation_{part}_{index:03d}.hdf5`` or ``ground_truth_{part}_{index:03d}.hdf5``."""
     if kind not in ("observation", "ground_truth"):

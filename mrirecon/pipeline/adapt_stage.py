@@ -63,7 +63,7 @@ def adapt_volume(config: PipelineConfig, model: nn.Module, slices: list, output:
                  "%.4g", name, report.seconds, report.steps, report.stopped, report.best_step,
                  report.initial_val_loss, report.best_val_loss)
     if ad.save_weights:
-        from mrirecon.pipeline.runner import sha256
+        from mrirecon.pipeline.run_state import sha256
         from mrirecon.training.run import save_model
 
         path = output / "adapted" / f"{name}.pt"

@@ -169,10 +169,10 @@ def weights_sha256(config: PipelineConfig) -> dict[str, str]:
 def paired_reference(path: Path) -> Path | None:
     """The LoDoPaB-layout reference scored with ``observation_<part>_NNN.hdf5``: its
     ``ground_truth_<part>_NNN.hdf5`` beside it (``None`` for other inputs or when absent)."""
-    if not path.name.startswith("observation_"):
-        return None
-    ref = path.with_name("ground_truth_" + path.name[len("observation_"):])
-    return ref if ref.is_file() else None
+    from mrirecon.io.lodopab import reference_file_name
+
+    name = reference_file_name(path.name)
+    return path.with_name(name) if name and path.with_name(name).is_file() else None
 
 
 def remove_stale_outputs(old: dict | None, result: VolumeResult, output: Path) -> None:

@@ -184,9 +184,10 @@ def _skip_references(files: list[Path]) -> list[Path]:
     """Leave out LoDoPaB-layout references (``ground_truth_<part>_NNN.hdf5``) that sit beside
     their ``observation_<part>_NNN.hdf5``: they are what the CT pipeline scores against, not
     inputs. A folder of references alone keeps them (a clear error follows if they are read)."""
-    names = {f.name for f in files}
-    refs = [f for f in files if f.name.startswith("ground_truth_")
-            and "observation_" + f.name[len("ground_truth_"):] in names]
+    from mrirecon.io.lodopab import reference_file_name
+
+    paired = {reference_file_name(f.name) for f in files} - {None}
+    refs = [f for f in files if f.name in paired]
     if refs:
         log.info("%s: %d ground_truth_* reference file(s) beside their observations are not inputs",
                  refs[0].parent, len(refs))

@@ -390,7 +390,7 @@ class _LoDoPaBSource:
     """One ``observation_<part>_<NNN>.hdf5`` file (and its ground truth, when present)."""
 
     def __init__(self, path: Path) -> None:
-        from mrirecon.io.lodopab import LoDoPaBFiles
+        from mrirecon.io.lodopab import LoDoPaBFiles, reference_file_name
 
         m = _OBS.match(path.name)
         if m is None:
@@ -407,7 +407,7 @@ class _LoDoPaBSource:
         self.info = {"image_geometry": ImageGeometry(spacing=(p, p, p)), "hu_units": units,
                      "reference_key": "ground_truth_" + m.group("part")}
         if not self._has_gt and any(q is not None for q in files.ground_truth_paths):
-            gt = "ground_truth_" + path.name[len("observation_"):]
+            gt = reference_file_name(path.name)
             self.info["reference_missing"] = f"{gt} is missing, while other files of its part have theirs"
 
     def __len__(self) -> int:

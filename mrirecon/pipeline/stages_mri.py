@@ -147,6 +147,12 @@ def make_slice(ks, index: int, file_name: str, file_mask: Tensor | None) -> MRIS
     return MRISlice(data, mask, ks.header, file_name, index, ref, ks.noise, notes=notes)
 
 
+def column_counts(s: MRISlice) -> tuple[int, int]:
+    """``(sampled, acquirable)`` k-space columns of a Cartesian slice (padding excluded)."""
+    acquirable = s.header.acquired_columns(s.mask.numel())
+    return int((s.mask.reshape(-1).bool().cpu() & acquirable).sum()), int(acquirable.sum())
+
+
 def check_slice(s: MRISlice, stage: str, reference: bool = True) -> None:
     """Refuse a slice that cannot give a meaningful image, naming the file, slice and reason:
     non-finite or all-zero k-space, an empty mask, non-finite maps or reference."""
@@ -427,13 +433,12 @@ class MRIStages(Modality[MRISlice]):
     def undersample(self, s: MRISlice) -> MRISlice:
         und = self.config.undersample
         if und.enabled and s.trajectory is None:
-            acquirable = s.header.acquired_columns(s.mask.numel())
-            have = int((s.mask.reshape(-1).bool().cpu() & acquirable).sum())
-            if have < int(acquirable.sum()):  # a second mask on top: empty columns as measured zeros
+            have, acquirable = column_counts(s)
+            if have < acquirable:  # a second mask on top: empty columns as measured zeros
                 raise ValueError(f"{s.file_name}: slice {s.index}: undersample: the k-space is already "
-                                 f"undersampled ({have} of {int(acquirable.sum())} columns hold data, "
-                                 f"{int(acquirable.sum()) / max(have, 1):.1f}x); a retrospective mask on "
-                                 "top would count the missing columns as measured zeros: set "
+                                 f"undersampled ({have} of {acquirable} columns hold data, "
+                                 f"{acquirable / max(have, 1):.1f}x); a retrospective mask on top "
+                                 "would count the missing columns as measured zeros: set "
                                  "undersample.enabled=false")
         s = undersample(s, und)
         if und.enabled and s.trajectory is None and not bool(s.mask.any()):  # the options' doing

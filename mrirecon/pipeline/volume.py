@@ -40,9 +40,11 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
         for kind, msg in stages.data_warnings(s).items():
             suspicious.setdefault(kind, (msg, []))[1].append(i)
         if config.modality == "mri" and s.trajectory is None:  # sampled vs acquirable columns
-            cols = s.header.acquired_columns(s.mask.numel())
-            counts["acquired"] += int(cols.sum())
-            counts["sampled"] += int((s.mask.reshape(-1).bool().cpu() & cols).sum())
+            from mrirecon.pipeline.stages_mri import column_counts
+
+            sampled, acquirable = column_counts(s)
+            counts["acquired"] += acquirable
+            counts["sampled"] += sampled
         if model is not None and i == 0:  # logged once per run; recorded for every input
             result.warnings.extend(f"{path.name}: {msg} (see the model card's 'known failures')"
                                    for msg in _warn_outside_range(config, model, s))
