@@ -30,9 +30,18 @@ class ConfigError(ValueError):
     """A configuration problem; the message names the file and the dotted key."""
 
     def __init__(self, source: str, key: str, message: str) -> None:
-        self.source, self.key = source, key
+        self.source, self.key, self.message = source, key, message
         where = f"{source}: " if source else ""
         super().__init__(f"{where}{key or '<root>'}: {message}")
+
+    def blamed_on(self, overrides: typing.Iterable[str]) -> ConfigError:
+        """The same error, its source ``--set over FILE`` when one of ``overrides`` set its key
+        (the message named only the pipeline file, where the key was never written)."""
+        keys = [o.split("=", 1)[0].strip() for o in overrides if "=" in o]
+        if not any(self.key == k or self.key.startswith((k + ".", k + "[")) for k in keys):
+            return self
+        return ConfigError(f"--set over {self.source}" if self.source else "--set", self.key,
+                           self.message)
 
 
 class ConfigLoader(yaml.SafeLoader):
@@ -243,7 +252,10 @@ def read_yaml(path: str | Path) -> dict:
 def load_config(cls: type[T], path: str | Path, overrides: typing.Iterable[str] = ()) -> T:
     """Read ``path``, apply overrides and build ``cls``; the one way configs enter the program."""
     data = apply_overrides(read_yaml(path), overrides)
-    return from_dict(cls, data, source=str(path))
+    try:
+        return from_dict(cls, data, source=str(path))
+    except ConfigError as err:
+        raise err.blamed_on(overrides) from None
 
 
 # ---- checks shared by the pipeline and training validators ------------------------------

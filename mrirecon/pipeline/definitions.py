@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from mrirecon.core.config import apply_overrides, from_dict, read_yaml
+from mrirecon.core.config import ConfigError, apply_overrides, from_dict, read_yaml
 from mrirecon.pipeline.schema import PipelineConfig, drop_removed_keys
 from mrirecon.pipeline.validate import canonical_method_params, validate_pipeline
 
@@ -92,5 +92,8 @@ def load_pipeline(name: str, overrides: list[str] = ()) -> tuple[PipelineConfig,
     raw = read_yaml(path)
     raw, overrides = _canonical_names(raw, list(overrides), str(path))
     data = drop_removed_keys(apply_overrides(raw, overrides), str(path))
-    config = validate_pipeline(from_dict(PipelineConfig, data, source=str(path)), str(path))
+    try:
+        config = validate_pipeline(from_dict(PipelineConfig, data, source=str(path)), str(path))
+    except ConfigError as err:
+        raise err.blamed_on(overrides) from None
     return config, yaml.safe_dump(data, sort_keys=False)

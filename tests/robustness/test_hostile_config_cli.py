@@ -50,6 +50,16 @@ def test_config_values_are_checked_at_load_with_the_key_named(override, message)
         load_pipeline("mri_cs", [override])
 
 
+def test_an_error_in_an_overridden_key_names_the_override():
+    """The message named only the pipeline file, where the key was never written."""
+    with pytest.raises(ConfigError, match=r"^--set over .*mri_cs.yaml: postprocess.crop_size: expected a list"):
+        load_pipeline("mri_cs", ["postprocess.crop_size=320"])
+    with pytest.raises(ConfigError, match=r"^--set over .*mri_cs.yaml: reconstruct.params.lamb: "):
+        load_pipeline("mri_cs", ["reconstruct.params.lamb=0.01"])
+    err = ConfigError("f.yaml", "a.b", "bad")  # a key the overrides did not touch keeps its file
+    assert err.blamed_on(["c=1", "ab=2"]) is err and str(err.blamed_on(["a=1"])) == "--set over f.yaml: a.b: bad"
+
+
 def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
     """YAML 1.1 (PyYAML) reads `1e-3` as the string '1e-3': `--set lam=1e-3` was refused as "must
     be a number". Configs are read with YAML 1.2's float syntax; `nan` without the dot stays a string."""
