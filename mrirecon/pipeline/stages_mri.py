@@ -137,6 +137,9 @@ def make_slice(ks, index: int, file_name: str, file_mask: Tensor | None) -> MRIS
     where = f"{file_name}: slice {index}"
     check_kspace(data, where)
     mask, notes = reconcile_mask(data, mask, where, ks.header.acquired_columns(w))
+    pf = partial_fourier_note(ks.header)
+    if pf:
+        notes["partial_fourier"] = pf
     rc, slices = ks.header.extra.get("receiver_channels"), ks.header.extra.get("file_slices")
     if rc and slices and rc == slices != data.shape[0]:  # (8, H, W) read as 8 single-coil slices
         notes["coil_axis"] = (f"the header names {rc} receiver channels, but the k-space has "
@@ -145,6 +148,30 @@ def make_slice(ks, index: int, file_name: str, file_mask: Tensor | None) -> MRIS
                               "coil axis?")
     ref = ks.reference[0] if ks.reference is not None else None
     return MRISlice(data, mask, ks.header, file_name, index, ref, ks.noise, notes=notes)
+
+
+#: Phase-encoding lines on the short side of the centre below this fraction of the long side's
+#: make a partial Fourier acquisition (6/8 has 0.5; symmetric fastMRI headers differ by a line).
+PARTIAL_FOURIER_SYMMETRY = 0.85
+
+
+def partial_fourier_note(header) -> str | None:
+    """A note when the header's ``encodingLimits/kspace_encoding_step_1`` are asymmetric about
+    their centre (partial Fourier): no method here has a homodyne / POCS step, so the missing
+    side is reconstructed as unsampled k-space (it was, without a word)."""
+    limits = header.extra.get("encoding_limits_step_1")
+    if not limits or any(v is None for v in limits):
+        return None
+    minimum, maximum, centre = limits
+    before, after = centre - minimum, maximum - centre
+    if min(before, after) < 0 or max(before, after) == 0 \
+            or min(before, after) >= PARTIAL_FOURIER_SYMMETRY * max(before, after):
+        return None
+    fraction = (before + after + 1) / (2 * max(before, after) + 1)
+    return (f"partial Fourier: phase-encoding lines {minimum}..{maximum} around the centre {centre} "
+            f"({before} before, {after} after; {fraction:.0%} of a symmetric acquisition): the "
+            "missing side is reconstructed as unsampled k-space (no homodyne or POCS step), so its "
+            "resolution comes from the method's prior alone")
 
 
 def column_counts(s: MRISlice) -> tuple[int, int]:

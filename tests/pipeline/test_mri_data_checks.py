@@ -183,3 +183,17 @@ def test_an_acceleration_that_keeps_no_column_names_the_options(clean, tmp_path)
     assert entry["status"] == "failed"
     assert "undersample: acceleration(s) [200] with centre fraction(s) [0.001] keep no column of " \
            "the 48: lower the acceleration" in entry["error"]
+
+
+def test_partial_fourier_headers_are_reported():
+    """Asymmetric encoding limits (partial Fourier 6/8) were reconstructed as plain undersampling
+    without a word; symmetric ones (fastMRI's, one line apart) raise nothing."""
+    from mrirecon.containers import Header
+    from mrirecon.pipeline.stages_mri import partial_fourier_note
+
+    base = Header(encoded_matrix=(256, 256, 1), recon_matrix=(128, 128, 1),
+                  encoded_fov_mm=(200.0, 200.0, 3.0), recon_fov_mm=(100.0, 100.0, 3.0))
+    assert partial_fourier_note(base) is None  # no limits in the header
+    assert partial_fourier_note(base.with_(extra={"encoding_limits_step_1": (0, 319, 160)})) is None
+    note = partial_fourier_note(base.with_(extra={"encoding_limits_step_1": (0, 191, 128)}))
+    assert note is not None and "128 before, 63 after; 75% of a symmetric acquisition" in note
