@@ -238,9 +238,11 @@ class FastMRIFile:
                     f"(x, y) = ({enc_x}, {enc_y}) but kspace is (H, W) = ({rows}, {cols}); the "
                     "header does not describe this k-space (padding and crop would be wrong)")
             attrs = self.attrs
-            changes = {"num_coils": self.shape[1],  # the header's count stays in extra, with the
-                       "extra": {**header.extra, "receiver_channels": header.num_coils,  # slices
-                                 "file_slices": self.shape[0]}}  # (axis checks: make_slice)
+            # the header's channel count and the file's slice count stay in extra: make_slice
+            # reports k-space whose coil and slice axes contradict them
+            changes = {"num_coils": self.shape[1],
+                       "extra": {**header.extra, "receiver_channels": header.num_coils,
+                                 "file_slices": self.shape[0]}}
             if attrs.get("acquisition"):
                 changes["acquisition"] = str(attrs["acquisition"])
             if attrs.get("patient_id"):

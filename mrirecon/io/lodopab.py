@@ -313,7 +313,6 @@ class LoDoPaBFiles:
         gts = [self.root / lodopab_file_name("ground_truth", part, i) for i in self.file_numbers]
         #: per file: its ground truth, or ``None`` where it is missing
         self.ground_truth_paths: list[Path | None] = [p if p.exists() else None for p in gts]
-        self.ground_truth_files = gts if all(p.exists() for p in gts) else None
         self.counts = []
         for path in files:
             with _open(path) as h5:
@@ -438,6 +437,13 @@ class LoDoPaBFiles:
                 f"{lodopab_file_name('ground_truth', self.part, self.file_numbers[f])}"
             )
         return self._read(self.ground_truth_paths, index)
+
+    @property
+    def ground_truth_files(self) -> list[Path] | None:
+        """Every observation file's ground truth, or ``None`` when one is missing (supervised
+        training and the benchmark need them all)."""
+        paths = self.ground_truth_paths
+        return None if any(p is None for p in paths) else list(paths)
 
     def has_ground_truth(self, file: int) -> bool:
         """Whether observation file ``file`` (its position in :attr:`observation_files`) has its

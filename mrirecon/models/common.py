@@ -57,6 +57,18 @@ def require_batch(name: str, y: Tensor, min_ndim: int = 2) -> None:
         )
 
 
+def dihedral(x: Tensor, t: int, inverse: bool = False) -> Tensor:
+    """Transform ``t`` (0..7) of the dihedral group of the square on the last two axes: transpose
+    when ``t & 4``, then flip the rows when ``t & 1`` and the columns when ``t & 2`` (``t = 5`` is
+    ``rot90`` by +90 degrees, ``6`` by -90, ``3`` by 180); ``inverse`` undoes it."""
+    dims = [d for d, bit in ((-2, 1), (-1, 2)) if t & bit]
+    if inverse:
+        x = x.flip(dims) if dims else x
+        return x.transpose(-1, -2) if t & 4 else x
+    x = x.transpose(-1, -2) if t & 4 else x
+    return x.flip(dims) if dims else x
+
+
 def dihedral_mean(fn: Callable[..., Tensor], x: Tensor, *args) -> Tensor:
     """Geometric self-ensemble: the mean of ``T^-1 fn(T x, *args)`` over the 8 flips and
     transposes ``T`` of the last two axes (the dihedral group of the square).
@@ -67,11 +79,6 @@ def dihedral_mean(fn: Callable[..., Tensor], x: Tensor, *args) -> Tensor:
     """
     acc = None
     for t in range(8):
-        dims = [d for d, bit in ((-2, 1), (-1, 2)) if t & bit]
-        xt = x.transpose(-1, -2) if t & 4 else x
-        xt = xt.flip(dims) if dims else xt
-        r = fn(xt, *args)
-        r = r.flip(dims) if dims else r
-        r = r.transpose(-1, -2) if t & 4 else r
+        r = dihedral(fn(dihedral(x, t), *args), t, inverse=True)
         acc = r if acc is None else acc + r
     return acc / 8

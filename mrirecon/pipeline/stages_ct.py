@@ -57,39 +57,18 @@ def slice_seed(name: str, index: int) -> int:
     return (sum((i + 1) * ord(c) for i, c in enumerate(name)) * 1009 + index) % (2**31 - 1)
 
 
-#: How far the kept view count may be from ``undersample.views`` (relative; at least one view):
-#: LoDoPaB's 1000 angles give 31 / 63 for 30 / 60 (every 33rd / 16th).
-VIEW_COUNT_TOLERANCE = 0.05
-
-
-def view_factor(num_views: int, views: int, file_name: str = "") -> int:
-    """``k`` of "keep every k-th view" for about ``views`` of ``num_views``: ``k = num_views //
-    views`` (kept ``ceil(num_views / k)``), or ``k + 1`` when only that keeps a count within
-    :data:`VIEW_COUNT_TOLERANCE` (or one view) of ``views``; refused otherwise (40 of 60 views
-    kept all 60 without a word)."""
-    k = max(num_views // views, 1)
-    for f in (k, k + 1):  # k + 1 when k overshoots (63 of 1000: k = 15 keeps 67, 16 keeps 63)
-        if abs(-(-num_views // f) - views) <= max(1.0, VIEW_COUNT_TOLERANCE * views):
-            return f
-    options = sorted({-(-num_views // f) for f in (k, k + 1)} - {num_views})
-    where = f"{file_name}: " if file_name else ""
-    raise ValueError(f"{where}undersample.views: {views} of {num_views} views cannot be kept by "
-                     f"keeping every k-th view (k = {k} keeps {-(-num_views // k)}); choose one of "
-                     f"{', '.join(map(str, options)) or 'fewer views'}")
-
-
 def undersample(s: CTSlice, cfg: UndersampleConfig) -> CTSlice:
     """Sparse views (``views``: every ``k``-th view, ``k = n // views``, about that many; see
-    :func:`view_factor`) and extra dose reduction
+    :func:`~mrirecon.sampling.view_factor`) and extra dose reduction
     (``photons``: Poisson noise on the transmission, seeded by :func:`slice_seed` of the
     slice's file name and index) when ``enabled``."""
     if not cfg.enabled:
         return s
-    from mrirecon.sampling import low_dose_noise, sparse_view
+    from mrirecon.sampling import low_dose_noise, sparse_view, view_factor
 
     sino, geometry = s.sinogram, s.geometry
     if cfg.views is not None and cfg.views < geometry.num_views:
-        factor = view_factor(geometry.num_views, cfg.views, s.file_name)
+        factor = view_factor(geometry.num_views, cfg.views, f"{s.file_name}: undersample.views")
         geometry, idx = sparse_view(geometry, factor)
         sino = sino[..., torch.as_tensor(idx), :]
     if cfg.photons is not None:
@@ -317,6 +296,10 @@ def _missing_rays(sino: Tensor, geometry: CTGeometry) -> tuple[int, float, float
 #: A reference whose best-matching flip / rotation correlates with the data's FBP this much
 #: better than the reference as read is reported (correct ones: the identity wins by far).
 ORIENTATION_MARGIN = 0.2
+#: The 7 transforms ``t`` of :func:`mrirecon.models.common.dihedral` other than the identity
+DIHEDRAL_NAMES = {1: "flipped up-down", 2: "flipped left-right", 3: "rotated 180 degrees",
+                  4: "transposed", 5: "rotated 90 degrees", 6: "rotated 270 degrees",
+                  7: "transposed and rotated 180 degrees"}
 
 
 def reference_orientation(reference: Tensor, fbp: Tensor) -> str | None:
@@ -334,16 +317,13 @@ def reference_orientation(reference: Tensor, fbp: Tensor) -> str | None:
         den = float(a.norm() * b.norm())
         return float(a @ b) / den if den > 0 else 0.0
 
-    names = ["rotated 90 degrees", "rotated 180 degrees", "rotated 270 degrees", "transposed",
-             "flipped up-down", "flipped left-right", "transposed and rotated 180 degrees"]
-    variants = [torch.rot90(reference, k, (-2, -1)) for k in (1, 2, 3)] + [
-        reference.transpose(-2, -1), reference.flip(-2), reference.flip(-1),
-        torch.rot90(reference.transpose(-2, -1), 2, (-2, -1))]
-    scores = [corr(v) for v in variants]
-    best = max(range(len(scores)), key=scores.__getitem__)
+    from mrirecon.models.common import dihedral
+
+    scores = {t: corr(dihedral(reference, t)) for t in DIHEDRAL_NAMES}
+    best = max(scores, key=scores.__getitem__)
     as_read = corr(reference)
     if scores[best] > as_read + ORIENTATION_MARGIN:
-        return (f"the reference matches the data's FBP far better {names[best]} (correlation "
+        return (f"the reference matches the data's FBP far better {DIHEDRAL_NAMES[best]} (correlation "
                 f"{scores[best]:.2f}) than as read ({as_read:.2f}): is it stored in another layout "
                 "(LoDoPaB ground truths are ODL (x, y), not (rows, cols))? The metrics compare "
                 "against it as read")

@@ -26,7 +26,8 @@ from mrirecon.sampling.nonuniform import (
     tiny_golden_angle,
     variable_density,
 )
-from mrirecon.sampling.views import limited_angle, low_dose_noise, select_views, sparse_view
+from mrirecon.sampling.views import (limited_angle, low_dose_noise, select_views, sparse_view,
+                                     view_factor)
 
 __all__ = [
     "acs_bounds",
@@ -51,6 +52,7 @@ __all__ = [
     "radial_trajectory",
     "select_views",
     "sparse_view",
+    "view_factor",
     "spiral_trajectory",
     "stack_of_stars",
     "tiny_golden_angle",

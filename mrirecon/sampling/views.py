@@ -27,6 +27,26 @@ def select_views(geometry: CTGeometry, indices) -> CTGeometry:
     return dataclasses.replace(geometry, angles=tuple(angles))
 
 
+#: How far the kept view count may be from the requested one (relative; at least one view):
+#: LoDoPaB's 1000 angles give 31 / 63 for 30 / 60 (every 33rd / 16th).
+VIEW_COUNT_TOLERANCE = 0.05
+
+
+def view_factor(num_views: int, views: int, who: str = "views") -> int:
+    """``k`` of "keep every k-th view" (:func:`sparse_view`) for about ``views`` of ``num_views``:
+    ``k = num_views // views`` (which keeps ``ceil(num_views / k)``), or ``k + 1`` when only that
+    keeps a count within :data:`VIEW_COUNT_TOLERANCE` (or one view) of ``views``; refused
+    otherwise, naming ``who`` (40 of 60 views kept all 60 without a word)."""
+    k = max(num_views // views, 1)
+    for f in (k, k + 1):  # k + 1 when k overshoots (63 of 1000: k = 15 keeps 67, 16 keeps 63)
+        if abs(math.ceil(num_views / f) - views) <= max(1.0, VIEW_COUNT_TOLERANCE * views):
+            return f
+    options = sorted({math.ceil(num_views / f) for f in (k, k + 1)} - {num_views})
+    raise ValueError(f"{who}: {views} of {num_views} views cannot be kept by keeping every k-th "
+                     f"view (k = {k} keeps {math.ceil(num_views / k)}); choose one of "
+                     f"{', '.join(map(str, options)) or 'fewer views'}")
+
+
 def sparse_view(geometry: CTGeometry, factor: int, offset: int = 0) -> tuple[CTGeometry, Tensor]:
     """Keep every ``factor``-th view, starting at ``offset``.
 

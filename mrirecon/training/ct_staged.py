@@ -49,6 +49,7 @@ from scipy import ndimage
 from mrirecon.data.simulate_ct import (HARDWARE_BLUR, MU_WATER_70KEV_PER_MM, _resample_source,
                                        ct_simulation_geometry, poisson_postlog)
 from mrirecon.io.lodopab import IMAGE_SHAPE, NUM_ANGLES, NUM_DETECTORS
+from mrirecon.sampling import view_factor
 
 CT_SIZE, CT_FULL_VIEWS, CT_DETECTORS = IMAGE_SHAPE[0], NUM_ANGLES, NUM_DETECTORS
 CT_PHOTONS = 4096.0  # LoDoPaB's incident photons per detector bin
@@ -210,7 +211,7 @@ class SparseViewSimulator:
     def measure(self, mu: np.ndarray, views: int | None = None, offset: int | None = None):
         """``(y / ||A||, A / ||A||, geometry)`` for ``mu``; ``views`` / ``offset`` random if None."""
         views = int(self.rng.choice(VIEWS)) if views is None else views
-        factor = CT_FULL_VIEWS // views
+        factor = view_factor(CT_FULL_VIEWS, views)
         offset = int(self.rng.integers(factor)) if offset is None else offset
         g, op, norm = self.operator(factor, offset)
         with torch.no_grad():
@@ -242,7 +243,7 @@ def validation_set(sim: SparseViewSimulator, hardware: bool = False) -> list[tup
     sinograms, mus = validation_sinograms(hardware=hardware)
     for sino, mu in zip(sinograms, mus):
         for views in VIEWS:
-            factor = CT_FULL_VIEWS // views
+            factor = view_factor(CT_FULL_VIEWS, views)
             g, op, norm = sim.operator(factor, 0)
             y = torch.from_numpy(sino[::factor] / norm).float()
             out.append((y, op * (1.0 / norm), torch.from_numpy(mu).float(), views))

@@ -133,7 +133,9 @@ class CTTrainingSet:
             raise ValueError(f"CTTrainingSet: views must be in [1, {full}], got {views}")
         if photons is not None and not photons > 0:
             raise ValueError(f"CTTrainingSet: photons must be > 0, got {photons}")
-        self.factor = 1 if views is None else max(full // int(views), 1)
+        from mrirecon.sampling import view_factor  # 40 of 60 views kept all 60 here too
+
+        self.factor = 1 if views is None else view_factor(full, int(views), "CTTrainingSet: views")
         self.photons, self.train = photons, bool(train)
         n = len(self.files) if max_slices is None else min(max_slices, len(self.files))
         self.indices = list(range(n))

@@ -158,7 +158,7 @@ def test_a_rank_outside_the_world_size_is_refused(mri_file, tmp_path, monkeypatc
 
 def test_ct_views_that_every_kth_view_cannot_keep_are_refused(ct_dir, tmp_path):
     """views=40 of 60 kept all 60 (k = 60 // 40 = 1) and provenance said 40."""
-    from mrirecon.pipeline.stages_ct import view_factor
+    from mrirecon.sampling import view_factor
 
     assert view_factor(1000, 30) == 33 and view_factor(1000, 60) == 16  # LoDoPaB: 31 / 63 kept
     assert view_factor(1000, 63) == 16  # k = 15 would keep 67
@@ -298,3 +298,12 @@ def test_one_value_for_a_list_setting_and_an_emptied_section(tmp_path):
     with pytest.raises(ConfigError, match=r"reconstruct: an empty value would replace the whole "
                                           r"section by its defaults"):
         load_pipeline("mri_cs", ["reconstruct="])  # it ran cg_sense instead of l1_wavelet
+
+
+def test_ct_training_sets_use_the_same_view_rule(ct_dir):
+    """CTTrainingSet kept every (24 // 16 = 1)-th view, i.e. all 24, when asked for 16."""
+    from mrirecon.training.data_ct import CTTrainingSet
+
+    with pytest.raises(ValueError, match=r"CTTrainingSet: views: 16 of 24 views cannot be kept"):
+        CTTrainingSet(ct_dir, views=16)
+    assert CTTrainingSet(ct_dir, views=12).factor == 2
