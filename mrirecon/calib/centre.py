@@ -10,15 +10,32 @@ at least three kernel positions fit across the band. On simulated 8-coil 128 x 1
 fastMRI equispaced-fraction masks this gives CG-SENSE PSNR 23.2 dB at 4x (10-column band) and
 18.8 dB at 8x (5 columns), against 22.4 / 18.3 dB with kernels half the band wide; bands of 12 or
 more columns get the full ``kernel_width`` either way.
+
+The ESPIRiT crop (maps zeroed where the dominant eigenvalue is ``<= crop``) is meant to remove
+the background. From a narrow band the eigenvalues stay below it inside the object too, and the
+maps are then zero over tissue, which every SENSE-type reconstruction returns as black: CG-SENSE
+6.7 dB against 19.0 dB without the crop on a simulated 96 x 80 brain at 4x (7-column band),
+14.9 against 22.3 dB on a 128 x 128 one. :func:`centre_maps` therefore lowers the crop of a
+slice until the pixels it zeroes hold at most ``max_cropped_energy`` (default
+:data:`MAX_CROPPED_ENERGY`, 0.5 %) of the band's low-resolution image energy (summed over coils).
+Well-calibrated slices cut less than that (0.1-0.3 % at 320 x 320 and 640 x 320 with fastMRI's
+0.08 / 0.04 centre fractions: crop unchanged); on simulated 64-128 px brains at 4x / 8x the
+lowered crop recovers 2-13 dB and lands within 0.7 dB of the best fixed crop of 0.5-0.95.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
+import torch
 from torch import Tensor
 
 from mrirecon.functional import ifft2c
+
+#: Largest share of the centre band's low-resolution image energy that the ESPIRiT crop may zero
+#: (module docstring); above it the crop is lowered for that slice.
+MAX_CROPPED_ENERGY = 0.005
 
 
 def espirit_block(centre_columns: int, rows: int, *, calib_rows: int = 24,
@@ -34,12 +51,17 @@ def espirit_block(centre_columns: int, rows: int, *, calib_rows: int = 24,
 
 def centre_maps(kspace: Tensor, centre: Tensor, *, method: Literal["espirit", "walsh"] = "espirit",
                 calib_rows: int = 24, kernel_width: int = 6, thresh: float = 0.02,
-                crop: float = 0.95) -> Tensor:
+                crop: float = 0.95, max_cropped_energy: float | None = MAX_CROPPED_ENERGY,
+                return_crop: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """Coil maps ``(..., C, H, W)`` from the columns ``centre`` ``(W,)`` bool of ``kspace``.
 
     ``centre`` marks the contiguous fully sampled band around ``W // 2`` (what every mask of
     the batch acquires); k-space outside it is not used. ``method="walsh"`` takes the Walsh maps
     of the band's low-resolution coil images.
+
+    ESPIRiT's ``crop`` is lowered per slice where it would zero more than
+    ``max_cropped_energy`` of the band image's energy (module docstring; ``None`` keeps
+    ``crop`` as given). ``return_crop``: also return the crop applied per slice, ``(...)``.
     """
     centre = centre.reshape(-1).bool().to(kspace.device)
     if centre.numel() != kspace.shape[-1]:
@@ -51,12 +73,48 @@ def centre_maps(kspace: Tensor, centre: Tensor, *, method: Literal["espirit", "w
 
         block, kernel = espirit_block(int(centre.sum()), kspace.shape[-2], calib_rows=calib_rows,
                                       kernel_width=kernel_width)
-        return espirit_maps(low, calib_width=block, kernel_width=kernel, thresh=thresh, crop=crop)
+        if max_cropped_energy is not None and not 0 <= max_cropped_energy < 1:
+            raise ValueError(f"centre_maps: max_cropped_energy must be in [0, 1), got "
+                             f"{max_cropped_energy}")
+        if crop <= 0 or max_cropped_energy is None:
+            maps = espirit_maps(low, calib_width=block, kernel_width=kernel, thresh=thresh,
+                                crop=crop)
+            applied = torch.full(kspace.shape[:-3], float(crop), dtype=torch.float64)
+        else:
+            maps, eig = espirit_maps(low, calib_width=block, kernel_width=kernel, thresh=thresh,
+                                     crop=0.0, return_eigenvalues=True)
+            energy = ifft2c(low).abs().square().sum(-3)
+            applied = safe_crop(eig, energy, crop, max_cropped_energy)
+            maps = maps * (eig.double() > applied[..., None, None]).unsqueeze(-3)
+        return (maps, applied) if return_crop else maps
     if method == "walsh":
         from mrirecon.calib.walsh import walsh_maps
 
-        return walsh_maps(ifft2c(low))
+        maps = walsh_maps(ifft2c(low))
+        return (maps, torch.zeros(kspace.shape[:-3], dtype=torch.float64)) if return_crop else maps
     raise ValueError(f"centre_maps: method must be 'espirit' or 'walsh', got {method!r}")
 
 
-__all__ = ["centre_maps", "espirit_block"]
+def safe_crop(eigenvalues: Tensor, energy: Tensor, crop: float, max_share: float) -> Tensor:
+    """Per slice ``(...)``: ``crop``, or the largest eigenvalue threshold below it whose cut
+    pixels (``eigenvalues <= threshold``) hold at most ``max_share`` of ``energy``'s sum.
+
+    ``eigenvalues`` and ``energy`` are ``(..., H, W)``; 0 (no crop) when even the pixel with the
+    smallest eigenvalue holds more. Ties are never split: every pixel at a threshold's
+    eigenvalue is cut or none is.
+    """
+    ev = eigenvalues.reshape(-1, eigenvalues.shape[-2] * eigenvalues.shape[-1])
+    en = energy.reshape(ev.shape).to(ev.dtype)
+    order = torch.sort(ev, dim=-1)
+    cut = torch.cumsum(en.gather(-1, order.indices), dim=-1)  # energy cut by each threshold
+    k = (cut <= max_share * cut[:, -1:]).sum(-1, keepdim=True)  # the k smallest may be cut
+    # just below the first eigenvalue that may not be cut (ties with it stay), or no limit
+    first_kept = order.values.gather(-1, k.clamp(max=ev.shape[-1] - 1))[:, 0]
+    below = torch.nextafter(first_kept, torch.full_like(first_kept, -math.inf))
+    threshold = torch.where(k[:, 0] < ev.shape[-1], below, torch.full_like(below, math.inf))
+    # float64, so that an unchanged crop is the given value (0.95 is no float32) and compares
+    # with float32 eigenvalues as ``eigenvalues > crop`` does
+    return threshold.double().clamp(min=0.0, max=float(crop)).reshape(eigenvalues.shape[:-2])
+
+
+__all__ = ["MAX_CROPPED_ENERGY", "centre_maps", "espirit_block", "safe_crop"]

@@ -71,6 +71,9 @@ class CalibrateConfig:
     kernel_width: int = 6
     threshold: float = 0.02
     crop: float = 0.95
+    #: ESPIRiT: lower ``crop`` for a slice where it would zero more than this share of the
+    #: centre band's image energy (``mrirecon.calib.centre``); ``null`` keeps ``crop`` fixed.
+    max_cropped_energy: float | None = 0.005
 
 
 @dataclass(frozen=True)

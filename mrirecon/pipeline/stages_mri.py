@@ -271,9 +271,18 @@ def calibrate(s: MRISlice, cfg: CalibrateConfig) -> MRISlice:
                                        calib_width=cfg.calib_width, weights=s.density, **options)
         return replace(s, maps=maps)
     calib_width = min(cfg.calib_width, acs_width(s.mask))
-    maps = calib.centre_maps(s.kspace, _centre_window(s.mask, calib_width), method=cfg.method,
-                             calib_rows=cfg.calib_width, kernel_width=cfg.kernel_width,
-                             thresh=cfg.threshold, crop=cfg.crop)
+    maps, crop = calib.centre_maps(s.kspace, _centre_window(s.mask, calib_width),
+                                   method=cfg.method, calib_rows=cfg.calib_width,
+                                   kernel_width=cfg.kernel_width, thresh=cfg.threshold,
+                                   crop=cfg.crop, max_cropped_energy=cfg.max_cropped_energy,
+                                   return_crop=True)
+    if cfg.method == "espirit" and float(crop) < cfg.crop:
+        note = (f"calibrate: ESPIRiT's crop {cfg.crop:g} would have zeroed the coil maps over "
+                f"more than {100 * cfg.max_cropped_energy:g} % of the {calib_width}-column "
+                f"centre band's image energy (a band too narrow for its eigenvalues to reach "
+                f"the crop inside the object); the crop was lowered to {float(crop):.2f} "
+                "(calibrate.max_cropped_energy=null keeps it)")
+        s = replace(s, notes={**s.notes, "espirit_crop": note})
     return replace(s, maps=maps)
 
 

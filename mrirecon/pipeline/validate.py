@@ -120,6 +120,10 @@ def validate_pipeline(config: PipelineConfig, source: str = "") -> PipelineConfi
             raise _fail(source, "calibrate.threshold", f"must be in [0, 1), got {cal.threshold!r}")
         if not (math.isfinite(cal.crop) and 0 <= cal.crop <= 1):
             raise _fail(source, "calibrate.crop", f"must be in [0, 1], got {cal.crop!r}")
+        share = cal.max_cropped_energy
+        if share is not None and not (math.isfinite(share) and 0 <= share < 1):
+            raise _fail(source, "calibrate.max_cropped_energy",
+                        f"must be in [0, 1) or null, got {share!r}")
     if not und.center_fractions or not und.accelerations:
         raise _fail(source, "undersample.center_fractions", "needs at least one value")
     for i, f in enumerate(und.center_fractions):

@@ -434,3 +434,65 @@ def test_pipeline_and_training_calibrate_with_the_same_rule():
     assert espirit_block(5, 64) == ((24, 5), (6, 3))
     with pytest.raises(ValueError, match="at least 3 columns"):
         espirit_block(2, 64)
+
+
+def test_safe_crop_is_the_largest_threshold_within_the_energy_share():
+    """Brute force over every candidate threshold; ties are cut together or not at all."""
+    from mrirecon.calib.centre import safe_crop
+
+    g = torch.Generator().manual_seed(0)
+    eig = torch.rand(3, 9, 7, generator=g)
+    eig[1, :4, :] = 0.5  # a 28-pixel tie
+    energy = torch.rand(3, 9, 7, generator=g) ** 4
+    for share in (0.0, 0.01, 0.2, 0.9):
+        got = safe_crop(eig, energy, 0.95, share)
+        assert got.dtype == torch.float64 and got.shape == (3,)
+        for b in range(3):
+            e, w = eig[b].double().ravel(), energy[b].double().ravel()
+            ok = [0.0] + [float(t) for t in e.unique() if w[e <= t].sum() <= share * w.sum()]
+            best = min(max(ok), 0.95)
+            cut = w[e <= got[b]].sum()
+            assert cut <= share * w.sum() + 1e-12 * w.sum()
+            # nothing above got[b] up to best may be cut: got[b] lies in [best, next eigenvalue)
+            assert not bool(((e > got[b]) & (e <= best)).any())
+    # a crop the share allows comes back as given, exactly (0.95 is not a float32)
+    assert safe_crop(eig, torch.zeros_like(energy), 0.95, 0.005).tolist() == [0.95] * 3
+
+
+def test_centre_maps_lowers_a_crop_that_would_blank_the_object():
+    """A 7-column band on a 96 x 80 slice leaves ESPIRiT's eigenvalues below 0.95 inside the
+    object: the fixed crop zeroes the maps over 45-72 % of the band image's energy and CG-SENSE
+    falls below zero-filled. The lowered crop cuts at most 0.5 %, and a 24-column band keeps
+    the maps bit-identical to the fixed crop."""
+    from mrirecon.calib import centre_maps
+    from mrirecon.calib.centre import MAX_CROPPED_ENERGY
+    from mrirecon.data.simulate_mri import simulate_mri_volume
+    from mrirecon.operators import SenseOperator
+    from mrirecon.recon import cg_sense
+    from mrirecon.sampling import center_mask
+
+    vol = simulate_mri_volume(0, slices=1, coils=8, size=(96, 80), seed=0)
+    k, ref = vol.kspace[0].to(torch.complex64), torch.as_tensor(vol.reference[0]).float()
+    centre = torch.from_numpy(center_mask(80, 7)).bool()
+    mask = centre.clone()
+    mask[::4] = True
+    low = ifft2c(k * centre).abs().square().sum(0)
+
+    def cut(maps):
+        return float(low[maps.abs().sum(0) == 0].sum() / low.sum())
+
+    def psnr(x):
+        return float(10 * torch.log10(ref.max() ** 2 / (x.abs() - ref).square().mean()))
+
+    fixed = centre_maps(k * mask, centre, max_cropped_energy=None)
+    maps, crop = centre_maps(k * mask, centre, return_crop=True)
+    assert cut(fixed) > 0.3  # the failure this guards against is present in the case
+    assert cut(maps) <= MAX_CROPPED_ENERGY and 0 < float(crop) < 0.95
+    zero_filled = psnr(rss(ifft2c(k * mask), dim=0))
+    assert psnr(cg_sense(k * mask, SenseOperator(fixed, mask), iterations=20)) < zero_filled
+    assert psnr(cg_sense(k * mask, SenseOperator(maps, mask), iterations=20)) > zero_filled
+
+    wide = torch.from_numpy(center_mask(80, 24)).bool()
+    maps, crop = centre_maps(k * wide, wide, return_crop=True)
+    assert float(crop) == 0.95
+    assert torch.equal(maps, centre_maps(k * wide, wide, max_cropped_energy=None))
