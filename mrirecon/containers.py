@@ -98,6 +98,13 @@ class ImageGeometry:
         """4x4 matrix mapping voxel indices ``(col, row, slice, 1)`` to RAS mm (NIfTI)."""
         return np.diag([-1.0, -1.0, 1.0, 1.0]) @ self.affine_lps()
 
+    def shifted(self, rows: int, cols: int) -> ImageGeometry:
+        """The geometry of the grid whose voxel ``[0, 0, 0]`` is this grid's voxel
+        ``[0, rows, cols]`` (a crop; negative for a larger grid), same spacing and orientation."""
+        p = (np.array(self.origin) + rows * self.spacing[1] * self.column_direction
+             + cols * self.spacing[2] * self.row_direction)
+        return replace(self, origin=tuple(float(v) for v in p))
+
     def slice_position(self, index: int) -> tuple[float, float, float]:
         """ImagePositionPatient of slice ``index``."""
         p = np.array(self.origin) + index * self.spacing[0] * self.slice_direction

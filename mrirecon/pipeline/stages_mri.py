@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from mrirecon.containers import Header
+from mrirecon.containers import Header, ImageGeometry
 from mrirecon.core.checks import finite_and_nonzero
 from mrirecon.functional import center_crop, crop_readout, ifft2c, rss
 from mrirecon.functional.nufft import nufft_adjoint
@@ -362,6 +362,20 @@ def recon_size(header: Header, cfg: PostprocessConfig, shape: tuple[int, int]) -
     return (min(size[0], shape[0]), min(size[1], shape[1]))
 
 
+def output_offset(header: Header, cfg: PostprocessConfig, shape: tuple[int, int]) -> tuple[int, int]:
+    """``(rows, cols)`` of the postprocessed image's voxel ``[0, 0]`` on the header's recon
+    grid (whose geometry the header holds) for an image grid ``shape`` before the crop.
+
+    Both grids are centred on the k-space grid: the crop starts at ``(N - n) // 2``
+    (:func:`~mrirecon.functional.center_crop`), the recon grid's centre voxel ``R // 2`` sits at
+    ``N // 2``. Zero for ``crop: recon_size`` unless the recon grid is wider than the image.
+    """
+    h, w = recon_size(header, cfg, shape)
+    rows, cols = header.recon_size
+    return ((shape[0] - h) // 2 - (shape[0] // 2 - rows // 2),
+            (shape[1] - w) // 2 - (shape[1] // 2 - cols // 2))
+
+
 def to_magnitude(image: Tensor) -> Tensor:
     """A reconstruction as the ``(H, W)`` magnitude image: coil images ``(coils, H, W)`` (e.g.
     GRAPPA's k-space reconstruction) -> RSS, a complex image -> ``|x|``, a real one as it is.
@@ -522,7 +536,16 @@ class MRIStages(Modality[MRISlice]):
         return reconstruct(s, method.config, method.model)
 
     def postprocess(self, s: MRISlice) -> Tensor:
+        self.image_grid = tuple(s.image.shape[-2:])
         return postprocess(replace(s, image=s.image.cpu()), self.config.postprocess)
+
+    def output_geometry(self, header: Header) -> ImageGeometry:
+        """The header's geometry moved to the postprocessed image's grid (a crop other than
+        ``recon_size``, or an image larger than the recon grid, starts elsewhere)."""
+        grid = getattr(self, "image_grid", None)
+        if grid is None:
+            return header.geometry
+        return header.geometry.shifted(*output_offset(header, self.config.postprocess, grid))
 
     def reference(self, s: MRISlice) -> Tensor | None:
         return s.reference

@@ -66,7 +66,7 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
             log.warning("%s", msg)
             result.warnings.append(msg)
         eval_ref, eval_pred, display_ref, preview = reference, recon, reference, run.preview
-        image = Image(recon, run.info["header"].geometry, kind="magnitude", modality="MR",
+        image = Image(recon, stages.output_geometry(run.info["header"]), kind="magnitude", modality="MR",
                       description=f"mrirecon {config.reconstruct.method}")
     else:
         from mrirecon.pipeline.stages_ct import hu_volumes
