@@ -99,26 +99,46 @@ def _check_allocation(fail, field: str, shape: tuple[int, ...], readouts: int) -
 
 
 def _geometry(
-    head, header: Header, num_slices: int, positions: dict[int, np.ndarray]
+    head, header: Header, num_slices: int, positions: dict[int, np.ndarray], partitions: int = 1
 ) -> ImageGeometry:
-    """Orientation and origin from the acquisition directions, spacing from the header."""
+    """Orientation and origin from the acquisition directions, spacing from the header.
+
+    ``position`` is the centre of a slice, or of a 3-D slab of ``partitions``: partition
+    ``partitions // 2`` after the centred FFT. The first partition lies ``partitions // 2``
+    partition thicknesses before it along the slice normal, or ``partitions - 1 -
+    partitions // 2`` when the partitions were reversed (:func:`_partitions_reversed`).
+    """
     read, phase = np.asarray(head["read_dir"], float), np.asarray(head["phase_dir"], float)
     base = header.geometry
     if abs(np.linalg.norm(read) - 1) > 1e-3 or abs(np.linalg.norm(phase) - 1) > 1e-3 \
             or abs(read @ phase) > 1e-3:
         return base  # directions not set
     spacing = list(base.spacing)
-    if num_slices > 1 and 0 in positions and 1 in positions:
+    if partitions == 1 and num_slices > 1 and 0 in positions and 1 in positions:
         gap = float(np.linalg.norm(positions[1] - positions[0]))
         if gap > 0:
             spacing[0] = gap
     rows, cols = header.recon_matrix[0], header.recon_matrix[1]
     centre = positions.get(0, np.asarray(head["position"], float))
-    origin = centre - (rows // 2) * spacing[1] * read - (cols // 2) * spacing[2] * phase
+    normal = np.cross(phase, read)
+    before = partitions - 1 - partitions // 2 if _partitions_reversed(head) else partitions // 2
+    origin = (centre - (rows // 2) * spacing[1] * read - (cols // 2) * spacing[2] * phase
+              - before * spacing[0] * normal / np.linalg.norm(normal))
     return ImageGeometry(
         spacing=tuple(spacing), origin=tuple(origin),
         orientation=tuple(phase) + tuple(read), slice_thickness=base.slice_thickness,
     )
+
+
+def _partitions_reversed(head) -> bool:
+    """Whether the acquisition's ``slice_dir`` (the direction of increasing partition index after
+    the FFT along ``kspace_encode_step_2``) points against ``phase_dir x read_dir``, the slice
+    normal of :class:`~mrirecon.containers.ImageGeometry` (then the partitions are reversed)."""
+    read, phase = np.asarray(head["read_dir"], float), np.asarray(head["phase_dir"], float)
+    slice_dir = np.asarray(head["slice_dir"], float)
+    if abs(np.linalg.norm(slice_dir) - 1) > 1e-3:
+        return False  # not set
+    return float(slice_dir @ np.cross(phase, read)) < 0
 
 
 def _slice_order(head, positions: dict[int, np.ndarray], num_slices: int, fail,
@@ -375,6 +395,8 @@ def _read_ismrmrd(
     if enc_z > 1:  # inverse FT along partitions: ifft2c over (z, 1)
         data = ifft2c(data.permute(0, 2, 3, 4, 1).unsqueeze(-1)).squeeze(-1).permute(0, 4, 1, 2, 3)
         columns = np.repeat(columns, enc_z, axis=0)
+        if _partitions_reversed(heads[imaging[0]]):  # slices run along phase x read
+            data = data.flip(1)
     data = data.reshape(num_slices * enc_z, channels, enc_x, enc_y).contiguous()
 
     if crop_readout_oversampling:
@@ -403,7 +425,7 @@ def _read_ismrmrd(
                        f"noise scans have {[b.shape[0] for b in blocks]} channels, "
                        f"imaging has {channels}")
         noise = torch.from_numpy(np.concatenate(blocks, axis=1))
-    geometry = _geometry(heads[imaging[0]], header, num_slices, positions)
+    geometry = _geometry(heads[imaging[0]], header, num_slices, positions, partitions=enc_z)
     header = header.with_(num_coils=channels, geometry=geometry)
     return KSpace(data=data, header=header, mask=mask, noise=noise, source=str(path))
 

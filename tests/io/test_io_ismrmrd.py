@@ -43,11 +43,11 @@ def make_xml(enc_z=1, step1=(0, 8, 4), step2=None, slices=2):
 
 
 def acquisition(data, line, slice_, *, part=0, flags=(), center=0, average=0, repetition=0,
-                position=(0.0, 0.0, 0.0)):
+                position=(0.0, 0.0, 0.0), slice_dir=(0.0, 0.0, 1.0)):
     acq = ismrmrd.Acquisition.from_array(
         np.ascontiguousarray(data, dtype=np.complex64),
         center_sample=center, read_dir=(0.0, 1.0, 0.0), phase_dir=(1.0, 0.0, 0.0),
-        slice_dir=(0.0, 0.0, 1.0), position=position,
+        slice_dir=slice_dir, position=position,
     )
     acq.idx.kspace_encode_step_1 = line
     acq.idx.kspace_encode_step_2 = part
@@ -171,6 +171,36 @@ def test_3d_partitions_become_slices(tmp_path):
     expected = centred(np.fft.ifft, truth, 0)
     assert k.data.shape == (z, COILS, ENC_X, ENC_Y) and k.mask is None and k.noise is None
     np.testing.assert_allclose(k.data.numpy(), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("slice_sign", [1.0, -1.0])
+def test_3d_slab_geometry_places_each_partition(tmp_path, slice_sign):
+    """A point one partition above a 3-D slab's centre (and off-centre in plane) is found at its
+    true position: ``position`` is the slab centre, so partition 0 lies ``z // 2`` partitions
+    before it (it was put at the centre: half a slab off); a ``slice_dir`` against
+    ``phase x read`` reverses the partitions."""
+    z, dz = 6, 5.0  # make_xml: partition thickness fov_z / z = 5 mm
+    centre = np.array([10.0, -20.0, 30.0])
+    slice_dir = (0.0, 0.0, slice_sign)
+    img = np.zeros((z, COILS, ENC_X, ENC_Y), np.complex64)  # (partition, coil, read, phase)
+    img[z // 2 + 1, :, ENC_X // 2 + 2, ENC_Y // 2 - 3] = 1.0
+    k = centred(np.fft.fft, centred(np.fft.fft, centred(np.fft.fft, img, 0), 2), 3)
+    acqs = [acquisition(k[p, :, :, line], line, 0, part=p, center=ENC_X // 2,
+                        position=tuple(centre), slice_dir=slice_dir)
+            for p in range(z) for line in range(ENC_Y)]
+    path = tmp_path / "slab.h5"
+    write(path, make_xml(enc_z=z, step1=(0, ENC_Y - 1, ENC_Y // 2), step2=(0, z - 1, z // 2),
+                         slices=1), acqs)
+    ks = read_ismrmrd(path, crop_readout_oversampling=True)  # rows = the recon grid's
+    mag = centred(np.fft.ifft, centred(np.fft.ifft, ks.data.numpy(), 2), 3)
+    s, _, r, c = np.unravel_index(np.abs(mag).argmax(), mag.shape)
+    g = ks.header.geometry
+    assert g.spacing[0] == dz
+    world = (np.array(g.origin) + s * dz * g.slice_direction + r * g.spacing[1] * g.column_direction
+             + c * g.spacing[2] * g.row_direction)
+    truth = (centre + dz * np.array(slice_dir) + 2 * g.spacing[1] * np.array([0.0, 1.0, 0.0])
+             - 3 * g.spacing[2] * np.array([1.0, 0.0, 0.0]))
+    np.testing.assert_allclose(world, truth, atol=1e-9)
 
 
 def test_repetitions_need_selection(tmp_path):
