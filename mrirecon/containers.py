@@ -46,12 +46,18 @@ class ImageGeometry:
         row) followed by those of increasing row index.
     slice_thickness
         Nominal slice thickness in mm (defaults to the slice spacing).
+    placed
+        Whether ``origin`` and ``orientation`` are the patient's. ``False`` when the source
+        held only voxel sizes (fastMRI files, whose ISMRMRD header has no position or
+        orientation; LoDoPaB slices): they are then placeholders (axial at the origin), and the
+        writers say so (NIfTI xform codes 0, a DICOM ``ImageComments``).
     """
 
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
     origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
     orientation: tuple[float, float, float, float, float, float] = (1, 0, 0, 0, 1, 0)
     slice_thickness: float | None = None
+    placed: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "spacing", tuple(float(s) for s in self.spacing))

@@ -317,6 +317,9 @@ def _base_dataset(
     # General Image
     ds.ImageType = ["DERIVED", "PRIMARY", "AXIAL" if modality == "CT" else "OTHER"]
     ds.DerivationDescription = "Reconstructed by mrirecon"
+    if not image.geometry.placed:
+        ds.ImageComments = ("mrirecon: the source held no patient position or orientation; "
+                            "ImagePositionPatient and ImageOrientationPatient are placeholders")
     ds.BurnedInAnnotation = "NO"
     # Image Plane
     g: ImageGeometry = image.geometry

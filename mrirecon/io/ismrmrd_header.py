@@ -244,7 +244,8 @@ def parse_ismrmrd_header(xml: str | bytes, source: str | os.PathLike = "<xml str
 def geometry_from_fov(
     fov_mm: tuple[float, float, float], matrix: tuple[int, int, int]
 ) -> ImageGeometry:
-    """Voxel grid of a recon space: spacing ``(fov_z/z, fov_x/x, fov_y/y)`` mm.
+    """Voxel grid of a recon space: spacing ``(fov_z/z, fov_x/x, fov_y/y)`` mm, not placed in
+    the patient (``placed=False``: the header has no position or orientation).
 
     Rows of a fastMRI image run along ISMRMRD ``x`` (readout), columns along ``y``. A zero
     FOV (unknown) gives 1 mm spacing on that axis.
@@ -253,7 +254,8 @@ def geometry_from_fov(
         return fov / n if fov > 0 else 1.0
 
     return ImageGeometry(
-        spacing=(step(fov_mm[2], matrix[2]), step(fov_mm[0], matrix[0]), step(fov_mm[1], matrix[1]))
+        spacing=(step(fov_mm[2], matrix[2]), step(fov_mm[0], matrix[0]), step(fov_mm[1], matrix[1])),
+        placed=False,
     )
 
 
@@ -318,12 +320,12 @@ def header_to_xml(header: Header) -> str:
             _sub(el, key, float(value))
 
     user = _sub(root, "userParameters")
-    entries = {_GEOMETRY_KEY: json.dumps({
-        "spacing": list(header.geometry.spacing),
-        "origin": list(header.geometry.origin),
-        "orientation": list(header.geometry.orientation),
-        "slice_thickness": header.geometry.slice_thickness,
-    })}
+    geometry = {"spacing": list(header.geometry.spacing), "origin": list(header.geometry.origin),
+                "orientation": list(header.geometry.orientation),
+                "slice_thickness": header.geometry.slice_thickness}
+    if not header.geometry.placed:  # voxel sizes only: read back as such
+        geometry["placed"] = False
+    entries = {_GEOMETRY_KEY: json.dumps(geometry)}
     if header.acquisition:
         entries[_ACQUISITION_KEY] = header.acquisition
     for name, value in entries.items():

@@ -467,7 +467,7 @@ class LoDoPaBFiles:
         p = self.geometry.pixel_size
         return Image(
             data=torch.from_numpy(mu[None]).float(),
-            geometry=ImageGeometry(spacing=(p, p, p)),
+            geometry=ImageGeometry(spacing=(p, p, p), placed=False),
             kind="attenuation",
             modality="CT",
             source=str(self.ground_truth_paths[self._locate(index)[0]]),

@@ -3,13 +3,16 @@
 Axis order: our Image is ``(slices, rows, cols)`` while a NIfTI array is ``(i, j, k)`` with
 the affine mapping ``(i, j, k)`` to RAS mm; we store ``i = col, j = row, k = slice``, so the
 file's affine is exactly :meth:`ImageGeometry.affine_ras` and the data array is
-``image.data.permute(2, 1, 0)``. qform and sform are both set (code 1, scanner), units mm.
+``image.data.permute(2, 1, 0)``. qform and sform are both set (code 1, scanner; code 0,
+unknown, for a geometry that is not ``placed``: the voxel sizes stand, the position does not),
+units mm.
 """
 
 from __future__ import annotations
 
 import gzip
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -22,6 +25,7 @@ from mrirecon.io.atomic import atomic_path
 __all__ = ["read_nifti", "write_nifti"]
 
 _SCANNER = 1
+_UNKNOWN = 0
 _ORTHO_TOL = 1e-4
 
 
@@ -63,7 +67,8 @@ def write_nifti(image: Image, path: str | os.PathLike, *, dtype: str = "float32"
     -------
     Path
         ``path``. The array is ``(cols, rows, slices)``; qform = sform =
-        ``image.geometry.affine_ras()`` with code 1 (scanner); xyzt units mm / s.
+        ``image.geometry.affine_ras()`` with code 1 (scanner), or 0 when the geometry is not
+        ``placed``; xyzt units mm / s.
     """
     path = Path(path)
     suffix = _suffix(path)
@@ -95,8 +100,9 @@ def write_nifti(image: Image, path: str | os.PathLike, *, dtype: str = "float32"
     header = nib.Nifti1Header()
     header.set_data_dtype(array.dtype)
     nii = nib.Nifti1Image(array, affine, header)
-    nii.set_qform(affine, code=_SCANNER)
-    nii.set_sform(affine, code=_SCANNER)
+    code = _SCANNER if image.geometry.placed else _UNKNOWN  # pixdim only: voxel sizes, no place
+    nii.set_qform(affine, code=code)
+    nii.set_sform(affine, code=code)
     nii.header.set_xyzt_units(xyz="mm", t="sec")
     nii.header["slice_duration"] = 0.0
     if dtype == "int16" and not complex_data:
@@ -183,9 +189,12 @@ def read_nifti(
         affine = sform
     elif qcode and qcode > 0:
         affine = qform
-    else:
-        affine = header.get_base_affine()
+    else:  # no xform (NIfTI "method 1"): voxel sizes along the array axes, no position
+        zooms = [abs(float(z)) for z in header.get_zooms()[:3]]
+        affine = np.diag(zooms + [1.0] * (4 - len(zooms)))
     geometry, flip = _geometry_from_affine(np.asarray(affine, dtype=np.float64), path)
+    if not ((scode and scode > 0) or (qcode and qcode > 0)):
+        geometry = replace(geometry, placed=False)
     raw = np.asanyarray(nii.dataobj)
     complex_data = np.iscomplexobj(raw)
     array = raw.reshape(shape) if complex_data else nii.get_fdata(dtype=np.float64).reshape(shape)
@@ -193,9 +202,7 @@ def read_nifti(
         array = array[:, :, ::-1]
         last = np.asarray(affine, dtype=np.float64) @ np.array([0, 0, shape[2] - 1, 1.0])
         lps_last = np.array([-last[0], -last[1], last[2]])
-        geometry = ImageGeometry(
-            spacing=geometry.spacing, origin=tuple(lps_last), orientation=geometry.orientation
-        )
+        geometry = replace(geometry, origin=tuple(float(v) for v in lps_last))
     data = np.ascontiguousarray(np.transpose(array, (2, 1, 0)))
     data = data.astype(np.complex64 if complex_data else np.float32)
     if kind is None:

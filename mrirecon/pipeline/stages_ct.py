@@ -384,7 +384,8 @@ class _LoDoPaBSource:
         p = files.geometry.pixel_size
         units = {} if files.mu_water is None else {"mu_water": files.mu_water,
                                                    "mu_air": files.mu_air}
-        self.info = {"image_geometry": ImageGeometry(spacing=(p, p, p)), "hu_units": units,
+        self.info = {"image_geometry": ImageGeometry(spacing=(p, p, p), placed=False),
+                     "hu_units": units,
                      "reference_key": "ground_truth_" + m.group("part")}
         if not self._has_gt and any(q is not None for q in files.ground_truth_paths):
             gt = reference_file_name(path.name)

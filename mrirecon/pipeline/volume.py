@@ -85,6 +85,14 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
         result.warnings.append(msg)
     if config.evaluate.enabled and eval_ref is not None:
         result.metrics = evaluate(eval_ref, eval_pred, crop=config.modality == "mri")
+    placed_formats = [f for f in ("dicom", "nifti") if f in config.export.formats]
+    if placed_formats and not image.geometry.placed:
+        msg = (f"{path.name}: the file holds no patient position or orientation (fastMRI and "
+               "LoDoPaB files do not), only voxel sizes: the " + " / ".join(placed_formats)
+               + " output is placed axially at the origin (NIfTI xform codes 0, a DICOM "
+               "ImageComments says so); do not overlay it on other series")
+        log.warning("%s", msg)
+        result.warnings.append(msg)
     export(config, path, output, image, display_ref, preview, result, name=name)
 
 

@@ -151,3 +151,19 @@ def test_bad_inputs(tmp_path):
     (tmp_path / "junk.nii").write_bytes(b"not a nifti file")
     with pytest.raises(ValueError, match="junk.nii is not a readable NIfTI"):
         read_nifti(tmp_path / "junk.nii")
+
+
+def test_a_geometry_without_a_position_is_written_as_unknown(tmp_path):
+    """Voxel sizes only (a fastMRI header, LoDoPaB): xform codes 0 (unknown), so that no viewer
+    takes the placeholder origin / orientation for scanner coordinates; read back unplaced."""
+    g = ImageGeometry(spacing=(3.0, 0.5, 0.75), placed=False)
+    img = Image(torch.rand(4, 6, 5), g)
+    path = write_nifti(img, tmp_path / "x.nii.gz")
+    hdr = nib.load(path).header
+    assert int(hdr["qform_code"]) == 0 and int(hdr["sform_code"]) == 0
+    np.testing.assert_allclose(hdr.get_zooms(), (0.75, 0.5, 3.0))
+    back = read_nifti(path)
+    assert not back.geometry.placed and back.geometry.spacing == g.spacing
+    torch.testing.assert_close(back.data, img.data, rtol=0, atol=0)
+    placed = write_nifti(Image(img.data, ImageGeometry(spacing=g.spacing)), tmp_path / "y.nii")
+    assert int(nib.load(placed).header["sform_code"]) == 1 and read_nifti(placed).geometry.placed

@@ -387,3 +387,36 @@ def test_a_reference_of_another_shape_is_reported_not_silently_dropped(mri_dir, 
     assert "reconstruction_rss: no metrics" in w and f"{tuple(ref.shape[1:])}" in w
     assert f"{(5, ref.shape[2])}" in w and src.name in w
     assert "reconstruction_rss: no metrics" in (out / "report.html").read_text()
+
+
+def test_a_file_without_patient_geometry_is_exported_as_unplaced(mri_dir, tmp_path):
+    """fastMRI headers hold voxel sizes but no position or orientation: the NIfTI gets xform
+    codes 0 and the DICOM an ImageComments, and the run says so (a sagittal scan was written
+    as an axial series at the scanner origin, labelled scanner coordinates, no warning)."""
+    import re
+
+    import pydicom
+
+    src = sorted(mri_dir.glob("*.h5"))[0]
+    bare = tmp_path / "bare" / src.name
+    bare.parent.mkdir()
+    shutil.copy(src, bare)
+    with h5py.File(bare, "r+") as f:
+        xml = f["ismrmrd_header"][()].decode()
+        stripped = re.sub(r"<userParameterString>\s*<name>mrirecon\.geometry</name>.*?"
+                          r"</userParameterString>", "", xml, flags=re.S)
+        assert stripped != xml
+        del f["ismrmrd_header"]
+        f["ismrmrd_header"] = stripped.encode()
+    over = _fast("mri_cs") + ["export.formats=[nifti, dicom]", "report.enabled=false"]
+    config = load_pipeline("mri_cs", over)[0]
+    for path, placed in ((src, True), (bare, False)):
+        out = tmp_path / f"out_{placed}"
+        assert run_pipeline(config, [str(path)], out, progress=False) == 0
+        (entry,) = json.loads((out / "provenance.json").read_text())["files"]
+        warned = [w for w in entry["warnings"] if "no patient position" in w]
+        nii = nib.load(out / "nifti" / f"{src.stem}.nii.gz").header
+        dcm = pydicom.dcmread(sorted((out / "dicom" / src.stem).glob("*.dcm"))[0])
+        assert int(nii["sform_code"]) == int(nii["qform_code"]) == (1 if placed else 0)
+        assert bool(warned) != placed
+        assert ("placeholders" in dcm.get("ImageComments", "")) != placed
