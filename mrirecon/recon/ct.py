@@ -16,8 +16,9 @@ from torch import Tensor
 from mrirecon.core import LinearOperator
 from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.operators.fbp import FILTERS, fbp
-from mrirecon.recon.variational import tv_least_squares
+from mrirecon.recon.variational import batch_dims_of, tv_least_squares
 from mrirecon.solvers import project_nonnegative
+from mrirecon.solvers.stopping import per_system_ratio
 from mrirecon.core.checks import check_iterations
 
 __all__ = ["FILTERS", "fbp", "sirt", "tv_pdhg"]
@@ -73,7 +74,8 @@ def sirt(
     x0
         Start image (zeros by default).
     tolerance
-        Stop when ``||x_new - x|| <= tolerance ||x_new||`` (``0`` disables).
+        Stop when ``||x_new - x|| <= tolerance ||x_new||`` (``0`` disables), for every slice
+        of a batch.
     callback
         ``callback(iteration, x, relative_change)``.
 
@@ -94,15 +96,14 @@ def sirt(
     R = _inverse(row, eps)
     C = _inverse(col, 1e-6 * float(col.max()) if col.numel() else 0.0)
     x = torch.zeros_like(image) if x0 is None else x0.clone()
+    batch = batch_dims_of(op, image)
     for it in range(iterations):
         update = relaxation * C * op.H(R * (y - op(x)))
         x_new = x + update
         if nonneg:
             x_new = project_nonnegative(x_new)
         if tolerance > 0 or callback is not None:
-            scale = float(torch.linalg.vector_norm(x_new))
-            change = float(torch.linalg.vector_norm(x_new - x))
-            rel = change / scale if scale > 0 else change
+            rel = per_system_ratio(x_new - x, x_new, batch)  # per slice: the slowest decides
             x = x_new
             if callback is not None:
                 callback(it, x, rel)

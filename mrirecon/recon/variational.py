@@ -113,6 +113,7 @@ def tv_least_squares(
             rho,
             iterations=iterations,
             tolerance=tolerance,
+            batch_dims=nb,
             callback=callback,
         )
     prox_data = (lambda p, s: (p - s * y) / (1 + s))  # conjugate of 1/2||. - y||^2
@@ -122,7 +123,7 @@ def tv_least_squares(
         abs_d = FiniteDifference(2, absolute=True)  # |D| for the row/column sums
         sigmas, tau = diagonal_preconditioners([op, D], x0, [op, abs_d])
         return pdhg([op, D], [prox_data, prox_tv], prox_g, x0, sigmas, tau,
-                    iterations=iterations, tolerance=tolerance, callback=callback)
+                    iterations=iterations, tolerance=tolerance, batch_dims=nb, callback=callback)
     norm_a = float(max_eigenvalue(op.gram, x0, batch_dims=nb).max()) ** 0.5
     return pdhg([op, D], [prox_data, prox_tv], prox_g, x0, norms=[norm_a, FINITE_DIFFERENCE_NORM],
-                iterations=iterations, tolerance=tolerance, callback=callback)
+                iterations=iterations, tolerance=tolerance, batch_dims=nb, callback=callback)

@@ -27,6 +27,7 @@ def admm(
     z0: Tensor | None = None,
     iterations: int = 50,
     tolerance: float = 0.0,
+    batch_dims: int = 0,
     callback: Callable[[int, Tensor, float], None] | None = None,
 ) -> Tensor:
     """Alternating direction method of multipliers with the splitting ``z = K x``.
@@ -59,6 +60,9 @@ def admm(
     tolerance
         Stop when the primal residual ``||K x - z||`` and the change of ``z`` both drop below
         ``tolerance`` times ``max(||K x||, ||z||)`` (``0`` disables).
+    batch_dims
+        Leading axes of ``x`` (and of ``K x``) that index independent problems: the tolerance
+        then holds for each of them (the slowest decides).
     callback
         ``callback(iteration, x, primal_residual)`` after each iteration.
 
@@ -83,15 +87,22 @@ def admm(
         r = kx - z
         u = u + r
         if tolerance > 0 or callback is not None:
-            scale = max(float(torch.linalg.vector_norm(kx)), float(torch.linalg.vector_norm(z)))
-            primal = float(torch.linalg.vector_norm(r))
-            dual = float(torch.linalg.vector_norm(z - z_old))
-            rel = primal / scale if scale > 0 else primal
+            # per problem: ||K x||, ||z|| and both residuals over the non-batch axes
+            scale = torch.maximum(_norms(kx, batch_dims), _norms(z, batch_dims))
+            primal, dual = _norms(r, batch_dims), _norms(z - z_old, batch_dims)
+            ok = scale > 0
+            rel = float(torch.where(ok, primal / torch.where(ok, scale, 1), primal).max())
             if callback is not None:
                 callback(it, x, rel)
-            if tolerance > 0 and scale > 0 and max(primal, dual) <= tolerance * scale:
+            if tolerance > 0 and bool(ok.all()) and bool(
+                    (torch.maximum(primal, dual) <= tolerance * scale).all()):
                 break
     return x
+
+
+def _norms(v: Tensor, batch: int) -> Tensor:
+    """``||v_b||`` over the axes after the ``batch`` leading ones (a 0-d tensor for 0)."""
+    return torch.linalg.vector_norm(v, dim=tuple(range(batch, v.ndim)))
 
 
 def least_squares_x_update(

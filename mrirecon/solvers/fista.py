@@ -12,23 +12,11 @@ from mrirecon.core.checks import check_iterations, check_nonnegative
 from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.core.parallel import serial_if_small
 from mrirecon.solvers.prox import Prox
+from mrirecon.solvers.stopping import per_system_ratio
 
 
 def _real_inner(a: Tensor, b: Tensor) -> float:
     return float((a.conj() * b).real.sum() if a.is_complex() else (a * b).sum())
-
-
-def _relative(diff: Tensor, x: Tensor, batch: int = 0) -> float:
-    """``||diff|| / ||x||``; with ``batch`` leading axes of independent systems the largest of
-    their relative changes (a bright slice must not stop a dim one early)."""
-    if batch == 0:
-        change = float(torch.linalg.vector_norm(diff))
-        scale = float(torch.linalg.vector_norm(x))
-        return change / scale if scale > 0 else change
-    dims = tuple(range(batch, x.ndim))
-    change = torch.linalg.vector_norm(diff, dim=dims)
-    scale = torch.linalg.vector_norm(x, dim=dims)
-    return float(torch.where(scale > 0, change / torch.where(scale > 0, scale, 1), change).max())
 
 
 def _step_batch(step: float | Tensor, x: Tensor) -> int:
@@ -107,7 +95,7 @@ def fista(
             x_new = prox_g(x_new, step)
         with serial_if_small(z):
             diff = x_new - x
-            rel = _relative(diff, x_new, batch) if (tolerance > 0 or callback is not None) else math.nan
+            rel = per_system_ratio(diff, x_new, batch) if (tolerance > 0 or callback is not None) else math.nan
             if accelerate:
                 if restart and _real_inner(z - x_new, diff) > 0:
                     t = 1.0

@@ -11,6 +11,7 @@ from mrirecon.core import LinearOperator, max_eigenvalue
 from mrirecon.core.checks import check_iterations, check_nonnegative
 from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.solvers.prox import Prox
+from mrirecon.solvers.stopping import per_system_ratio
 
 #: safety factor on the step condition (power iteration approaches the norm from below)
 STEP_SAFETY = 0.99
@@ -162,6 +163,7 @@ def pdhg(
     norms: float | Sequence[float] | None = None,
     iterations: int = 100,
     tolerance: float = 0.0,
+    batch_dims: int = 0,
     callback: Callable[[int, Tensor, float], None] | None = None,
 ) -> Tensor:
     """Chambolle-Pock primal-dual algorithm.
@@ -196,6 +198,9 @@ def pdhg(
         Known ``||K_i||`` to skip power iterations.
     iterations, tolerance
         Stop after ``iterations`` or when ``||x_new - x|| <= tolerance ||x_new||``.
+    batch_dims
+        Leading axes of ``x`` that index independent problems: the tolerance then holds for
+        each of them (the slowest decides).
     callback
         ``callback(iteration, x, relative_change)`` after each iteration.
 
@@ -231,9 +236,7 @@ def pdhg(
         xbar = x_new + theta * diff if theta != 0 else x_new
         x = x_new
         if tolerance > 0 or callback is not None:
-            scale = float(torch.linalg.vector_norm(x))
-            change = float(torch.linalg.vector_norm(diff))
-            rel = change / scale if scale > 0 else change
+            rel = per_system_ratio(diff, x, batch_dims)
             if callback is not None:
                 callback(it, x, rel)
             if tolerance > 0 and rel <= tolerance:
