@@ -68,6 +68,31 @@ def _positive(ds: Dataset, keyword: str) -> float | None:
     return value if np.isfinite(value) and value > 0 else None
 
 
+def _rescale(ds: Dataset, path: Path, keyword: str, ct: bool) -> float | None:
+    """RescaleSlope or RescaleIntercept as a finite number; ``None`` when absent (or, outside
+    CT, present without a value: the MR IOD does not define a Modality LUT). Both are type 1
+    in the CT Image Module, so an empty value there is an error, never a default: an empty
+    intercept read as 0 put air at +24 HU. A slope of 0 is refused for every modality."""
+    if keyword not in ds:
+        return None
+    try:
+        value = ds[keyword].value
+    except Exception as err:  # noqa: BLE001 - a malformed element fails on access
+        raise DataFormatError(path, keyword, f"unreadable element ({err})") from None
+    if value is None or (isinstance(value, (str, bytes)) and not value.strip()):
+        if ct:
+            raise DataFormatError(path, keyword,
+                                  "empty: type 1 in the CT Image Module; a default in its place "
+                                  "gives wrong Hounsfield units (an empty RescaleIntercept read "
+                                  "as 0 put air at +24 HU)")
+        return None
+    number = float(_floats(ds, path, keyword, 1)[0])
+    if keyword == "RescaleSlope" and number == 0:
+        raise DataFormatError(path, keyword, "is 0, not a valid slope: every pixel would map to "
+                                             "RescaleIntercept")
+    return number
+
+
 def _candidate_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"read_dicom_series: {folder} is not a folder")
@@ -159,22 +184,20 @@ def _pixels(ds: Dataset, path: Path) -> np.ndarray:
                               f"cannot be decoded (TransferSyntaxUID {syntax}): {err}") from None
     if arr.ndim != 2:
         raise DataFormatError(path, "PixelData", f"expected one 2-D frame, got shape {arr.shape}")
-    if ds.get("Modality") == "CT" and ("RescaleIntercept" not in ds or "RescaleSlope" not in ds):
+    ct = ds.get("Modality") == "CT"
+    if ct and ("RescaleIntercept" not in ds or "RescaleSlope" not in ds):
         missing = [k for k in ("RescaleIntercept", "RescaleSlope") if k not in ds]
         raise DataFormatError(path, "/".join(missing),
                               "missing: a CT image must hold RescaleIntercept and RescaleSlope "
                               "(type 1 in the CT Image Module); without them the stored values "
                               "are not Hounsfield units (a stored HU + 1024 read as HU put air at "
                               "+24 HU)")
-    try:
-        slope = float(ds.get("RescaleSlope", 1) or 1)
-        intercept = float(ds.get("RescaleIntercept", 0) or 0)
-    except (TypeError, ValueError) as err:
-        raise DataFormatError(path, "RescaleSlope/RescaleIntercept", f"not a number ({err})") from None
-    if not (np.isfinite(slope) and np.isfinite(intercept)):
-        raise DataFormatError(path, "RescaleSlope/RescaleIntercept",
-                              f"non-finite ({slope}, {intercept})")
-    if "RescaleSlope" not in ds and ds.get("RealWorldValueMappingSequence"):
+    slope = _rescale(ds, path, "RescaleSlope", ct)
+    intercept = _rescale(ds, path, "RescaleIntercept", ct)
+    has_modality_lut = slope is not None
+    slope = 1.0 if slope is None else slope
+    intercept = 0.0 if intercept is None else intercept
+    if not has_modality_lut and ds.get("RealWorldValueMappingSequence"):
         # MR stored without a Modality LUT (as scanners and our writer do): the first linear
         # Real World Value Mapping gives the original units
         item = ds.RealWorldValueMappingSequence[0]
@@ -188,6 +211,9 @@ def _pixels(ds: Dataset, path: Path) -> np.ndarray:
         if not (np.isfinite(slope) and np.isfinite(intercept)):
             raise DataFormatError(path, "RealWorldValueSlope/Intercept",
                                   f"non-finite ({slope}, {intercept})")
+        if slope == 0:
+            raise DataFormatError(path, "RealWorldValueSlope",
+                                  "is 0: every pixel would map to the intercept")
     return arr.astype(np.float64) * slope + intercept
 
 
