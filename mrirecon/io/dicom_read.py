@@ -163,17 +163,44 @@ def _select_series(
     return next(iter(by_series.values()))
 
 
+# Enhanced (multi-frame) image storage: the geometry lives per frame in functional groups
+_ENHANCED = {
+    "1.2.840.10008.5.1.4.1.1.2.1": "Enhanced CT Image Storage",
+    "1.2.840.10008.5.1.4.1.1.2.2": "Legacy Converted Enhanced CT Image Storage",
+    "1.2.840.10008.5.1.4.1.1.4.1": "Enhanced MR Image Storage",
+    "1.2.840.10008.5.1.4.1.1.4.3": "Enhanced MR Color Image Storage",
+    "1.2.840.10008.5.1.4.1.1.4.4": "Legacy Converted Enhanced MR Image Storage",
+}
+
+
+def _single_frame(ds: Dataset, path: Path) -> None:
+    """Refuse multi-frame files before their geometry is looked for: an Enhanced CT/MR file
+    holds ImageOrientationPatient per frame (functional groups), and was refused as
+    "ImageOrientationPatient: missing"."""
+    try:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError) as err:
+        raise DataFormatError(path, "NumberOfFrames", f"not an integer ({err})") from None
+    sop = str(ds.get("SOPClassUID", ""))
+    convert = ("; convert it to single-frame images first, e.g. with dcm4che's emf2sf "
+               "(emf2sf --out-dir DIR FILE), and read DIR")
+    if sop in _ENHANCED:
+        raise DataFormatError(path, "SOPClassUID",
+                              f"{_ENHANCED[sop]} (multi-frame, {frames} frame(s)) is not "
+                              f"supported, only single-frame CT/MR Image Storage{convert}")
+    if frames != 1:
+        raise DataFormatError(path, "NumberOfFrames",
+                              f"is {frames}; only single-frame images are supported"
+                              + (convert if frames > 1 else ""))
+
+
 def _pixels(ds: Dataset, path: Path) -> np.ndarray:
     if "PixelData" not in ds:
         raise DataFormatError(path, "PixelData", "missing")
     try:
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
         samples = int(ds.get("SamplesPerPixel", 1) or 1)
     except (TypeError, ValueError) as err:
-        raise DataFormatError(path, "NumberOfFrames/SamplesPerPixel", f"not an integer ({err})") from None
-    if frames != 1:
-        raise DataFormatError(path, "NumberOfFrames",
-                              f"is {frames}; only single-frame images are supported")
+        raise DataFormatError(path, "SamplesPerPixel", f"not an integer ({err})") from None
     if samples != 1:
         raise DataFormatError(path, "SamplesPerPixel", f"is {samples}, expected 1")
     try:
@@ -251,6 +278,8 @@ def read_dicom_series(
     modality = str(_required(ds0, path0, "Modality"))
     if modality not in ("MR", "CT"):
         raise DataFormatError(path0, "Modality", f"is {modality!r}, expected MR or CT")
+    for path, ds in items:  # before the geometry: Enhanced files hold it per frame
+        _single_frame(ds, path)
     iop0 = _floats(ds0, path0, "ImageOrientationPatient", 6)
     spacing0 = _floats(ds0, path0, "PixelSpacing", 2)
     size0 = (_int(ds0, path0, "Rows"), _int(ds0, path0, "Columns"))

@@ -79,3 +79,26 @@ def test_a_zero_real_world_value_slope_is_refused(tmp_path):
     save_part10(ds, paths[0])
     with pytest.raises(DataFormatError, match=rf"{paths[0].name}: RealWorldValueSlope: is 0"):
         read_dicom_series(tmp_path)
+
+
+# ------------------------------------------------------------------------ multi-frame files
+
+def test_an_enhanced_ct_file_is_refused_as_multi_frame_not_as_missing_geometry(tmp_path):
+    # Enhanced CT keeps ImageOrientationPatient per frame (functional groups): it was refused
+    # as "ImageOrientationPatient: missing"
+    _, paths = _series(tmp_path, "CT")
+    _rewrite(paths[1], SOPClassUID=ENHANCED_CT, NumberOfFrames=2, ImageOrientationPatient=None,
+             ImagePositionPatient=None, PixelSpacing=None)
+    with pytest.raises(DataFormatError, match=rf"{paths[1].name}: SOPClassUID: Enhanced CT Image "
+                                              r"Storage \(multi-frame, 2 frame\(s\)\) is not "
+                                              r"supported.* emf2sf"):
+        read_dicom_series(tmp_path)
+
+
+def test_several_frames_in_a_ct_image_storage_file_are_refused(tmp_path):
+    _, paths = _series(tmp_path, "CT")
+    assert pydicom.dcmread(paths[0]).SOPClassUID == CTImageStorage
+    _rewrite(paths[0], NumberOfFrames=3)
+    with pytest.raises(DataFormatError, match=rf"{paths[0].name}: NumberOfFrames: is 3; only "
+                                              "single-frame images are supported"):
+        read_dicom_series(tmp_path)
