@@ -23,8 +23,23 @@ from mrirecon.io.errors import DataFormatError
 
 __all__ = ["read_dicom_series"]
 
-_ORIENTATION_TOL = 1e-4  # direction cosines
-_POSITION_TOL_MM = 1e-3  # in-plane drift of slice positions and spacing non-uniformity (relative)
+_ORIENTATION_TOL = 1e-4  # direction cosines: difference between the files of a series
+# Direction cosines written to 3 decimals are each off by up to 5e-4: a unit vector's norm by up
+# to sqrt(3) * 5e-4 = 8.7e-4, the dot product of the two by up to 2 * sqrt(3) * 5e-4 = 1.7e-3.
+# Within these bounds the cosines are made orthonormal (each moves by < 1e-3 rad: 0.25 mm at
+# 250 mm from the origin); beyond them the orientation is refused.
+_IOP_NORM_TOL = 1e-3
+_IOP_DOT_TOL = 2e-3
+# Rounded that way, the normal is up to 3 * sqrt(3) * 5e-4 = 2.6e-3 rad (0.15 deg) off: slice
+# positions may then leave the normal through the first slice by that angle times their
+# distance (0.5 mm at 190 mm) without any gantry tilt. Cosines orthonormal to 1e-6 are taken
+# as written in full.
+_IOP_ROUNDED_ANGLE = 3 * np.sqrt(3) * 5e-4
+_POSITION_TOL_MM = 1e-3  # duplicate positions; PixelSpacing differences between files
+# ImagePositionPatient is a DS (16 characters at most) and scanners round it: to 0.01 mm, or to
+# 6 significant digits (a step of at most 1e-5 * |coordinate|). See _check_spacing.
+_POSITION_QUANTUM_MM = 0.01
+_POSITION_DIGITS_REL = 1e-5
 
 
 def _required(ds: Dataset, path: Path, keyword: str):
@@ -244,6 +259,80 @@ def _pixels(ds: Dataset, path: Path) -> np.ndarray:
     return arr.astype(np.float64) * slope + intercept
 
 
+def _orthonormal(iop: np.ndarray, path: Path) -> tuple[np.ndarray, float]:
+    """ImageOrientationPatient made exactly orthonormal when it is within rounding of the
+    cosines to 3 decimals (``_IOP_NORM_TOL``, ``_IOP_DOT_TOL``); a :class:`DataFormatError`
+    naming the file and element otherwise. The two unit vectors are turned by the same angle
+    in their plane (the nearest orthonormal pair), not one of them kept and the other bent.
+    Also returns how far (rad) the normal may be from the true one: 0 for cosines written
+    in full, ``_IOP_ROUNDED_ANGLE`` for rounded ones."""
+    r, c = iop[:3], iop[3:]
+    norms = np.array([np.linalg.norm(r), np.linalg.norm(c)])
+    if not np.linalg.norm(np.cross(r, c)) > 1e-6:
+        raise DataFormatError(path, "ImageOrientationPatient",
+                              f"row and column directions {iop.tolist()} are parallel or zero")
+    dot = float(r @ c) / float(norms.prod())
+    if np.max(np.abs(norms - 1)) > _IOP_NORM_TOL or abs(dot) > _IOP_DOT_TOL:
+        raise DataFormatError(
+            path, "ImageOrientationPatient",
+            f"{iop.tolist()} is not two orthogonal unit vectors (norms {np.round(norms, 6).tolist()}, "
+            f"dot product {dot:.2g}; cosines rounded to 3 decimals stay within {_IOP_NORM_TOL:g} "
+            f"and {_IOP_DOT_TOL:g})")
+    a, b = r / norms[0], c / norms[1]
+    u, v = a + b, a - b  # orthogonal, since |a| = |b|
+    u, v = u / np.linalg.norm(u), v / np.linalg.norm(v)
+    rounded = max(np.max(np.abs(norms - 1)), abs(dot)) > 1e-6
+    return (np.concatenate([(u + v) / np.sqrt(2), (u - v) / np.sqrt(2)]),
+            _IOP_ROUNDED_ANGLE if rounded else 0.0)
+
+
+def _check_spacing(entries: list, normal: np.ndarray, folder: Path, angle: float = 0.0) -> float:
+    """The slice spacing of positions sorted along ``normal``, after refusing duplicates, a
+    missing slice, non-uniform steps and positions off the normal (gantry tilt).
+
+    The tolerance comes from how positions are written. Rounded to a step ``q`` (0.01 mm, or
+    1e-5 of the largest coordinate for 6 significant digits), each coordinate is off by up to
+    ``q / 2``, a distance along the unit normal by up to ``q / 2 * |normal|_1 <= q * sqrt(3) / 2``;
+    a step between two slices by ``sqrt(3) q``, the mean step by ``sqrt(3) q / (N - 1)``: so
+    ``|step - mean| <= 2 sqrt(3) q`` (0.035 mm for 0.01 mm), and a position is at most
+    ``sqrt(3) q`` off the line through the first slice. At least ``max(1e-3 mm, 1e-3 * spacing)``
+    (the former bound) and at most a quarter of the spacing: one missing slice among N >= 3
+    makes a step of twice the spacing, ``(N - 2) / (N - 1) >= 1/2`` spacing from the mean.
+    ``angle`` (rad): how far ``normal`` may be off (rounded cosines, :func:`_orthonormal`); a
+    position may leave the normal by that times its distance from the first slice as well."""
+    positions = np.array([e[1] for e in entries])
+    distances = np.array([e[0] for e in entries])
+    steps = np.diff(distances)
+    if steps.min() <= _POSITION_TOL_MM:
+        k = int(np.argmin(steps))
+        raise DataFormatError(entries[k][2], "ImagePositionPatient",
+                              f"same position along the slice normal as {entries[k + 1][2]} "
+                              "(same ImagePositionPatient)")
+    spacing = float(distances[-1] - distances[0]) / (len(entries) - 1)
+    quantum = max(_POSITION_QUANTUM_MM, _POSITION_DIGITS_REL * float(np.abs(positions).max()))
+    tol = min(max(_POSITION_TOL_MM, 1e-3 * spacing, 2 * np.sqrt(3) * quantum), spacing / 4)
+    deviation = np.abs(steps - spacing)
+    if deviation.max() > tol:
+        k = int(np.argmax(steps))
+        ratio = steps[k] / float(steps.min())
+        missing = (f"; the step from {entries[k][2].name} to {entries[k + 1][2].name} is "
+                   f"{ratio:.2f} times the smallest: is a slice missing?"
+                   if ratio > 1.5 else "")
+        raise DataFormatError(folder, "ImagePositionPatient",
+                              f"slice spacing is not uniform (steps {np.round(steps, 4).tolist()} "
+                              f"mm, mean {spacing:.4g} mm; positions rounded to {quantum:.2g} mm "
+                              f"allow {tol:.2g} mm){missing}")
+    expected = positions[0] + (distances - distances[0])[:, None] * normal
+    drift = np.linalg.norm(positions - expected, axis=1)
+    excess = drift - (tol + angle * (distances - distances[0]))
+    if excess.max() > 0:
+        k = int(np.argmax(excess))
+        raise DataFormatError(entries[k][2], "ImagePositionPatient",
+                              f"{drift[k]:.4f} mm off the slice normal through the first slice "
+                              "(gantry tilt is not supported)")
+    return spacing
+
+
 def read_dicom_series(
     folder: str | os.PathLike, *, series_uid: str | None = None
 ) -> Image:
@@ -268,9 +357,12 @@ def read_dicom_series(
     Raises
     ------
     DataFormatError
-        (a ``ValueError``) naming the file and field on unreadable or truncated files, on missing PixelData/geometry, orientation, size, spacing
-        or modality that differ between files, mixed series, duplicate or non-collinear
-        slice positions, or non-uniform slice spacing.
+        (a ``ValueError``) naming the file and field on unreadable or truncated files,
+        multi-frame (Enhanced) files, missing PixelData/geometry, empty CT or zero rescale
+        values, orientation, size, spacing or modality that differ between files, mixed
+        series, duplicate or non-collinear slice positions, non-uniform slice spacing, or
+        direction cosines further from orthonormal than rounding to 3 decimals (positions
+        and cosines within rounding are accepted: see :func:`_check_spacing`)
     """
     folder = Path(folder)
     items = _select_series(_read_headers(folder), folder, series_uid)
@@ -281,13 +373,10 @@ def read_dicom_series(
     for path, ds in items:  # before the geometry: Enhanced files hold it per frame
         _single_frame(ds, path)
     iop0 = _floats(ds0, path0, "ImageOrientationPatient", 6)
+    orientation, angle = _orthonormal(iop0, path0)
     spacing0 = _floats(ds0, path0, "PixelSpacing", 2)
     size0 = (_int(ds0, path0, "Rows"), _int(ds0, path0, "Columns"))
-    normal = np.cross(iop0[:3], iop0[3:])
-    if not np.linalg.norm(normal) > 1e-6:
-        raise DataFormatError(path0, "ImageOrientationPatient",
-                              f"row and column directions {iop0.tolist()} are parallel or zero")
-    normal = normal / np.linalg.norm(normal)
+    normal = np.cross(orientation[:3], orientation[3:])
     entries = []
     for path, ds in items:
         for keyword, expected in (("Modality", modality),):
@@ -309,36 +398,23 @@ def read_dicom_series(
         entries.append((float(position @ normal), position, path, ds))
     entries.sort(key=lambda e: e[0])
     positions = np.array([e[1] for e in entries])
-    distances = np.array([e[0] for e in entries])
     if len(entries) > 1:
-        steps = np.diff(distances)
-        if steps.min() <= _POSITION_TOL_MM:
-            k = int(np.argmin(steps))
-            raise DataFormatError(entries[k][2], "ImagePositionPatient",
-                                  f"same position along the slice normal as {entries[k + 1][2]} "
-                                  "(same ImagePositionPatient)")
-        slice_spacing = float(distances[-1] - distances[0]) / (len(entries) - 1)
-        if np.max(np.abs(steps - slice_spacing)) > max(_POSITION_TOL_MM, 1e-3 * slice_spacing):
-            raise DataFormatError(folder, "ImagePositionPatient",
-                                  f"slice spacing is not uniform (steps {np.round(steps, 4).tolist()} "
-                                  "mm); is a slice missing?")
-        expected = positions[0] + (distances - distances[0])[:, None] * normal
-        drift = np.linalg.norm(positions - expected, axis=1)
-        if drift.max() > max(_POSITION_TOL_MM, 1e-3 * slice_spacing):
-            k = int(np.argmax(drift))
-            raise DataFormatError(entries[k][2], "ImagePositionPatient",
-                                  f"{drift[k]:.4f} mm off the slice normal through the first slice "
-                                  "(gantry tilt is not supported)")
+        slice_spacing = _check_spacing(entries, normal, folder, angle)
     else:
         slice_spacing = _positive(ds0, "SpacingBetweenSlices") or _positive(ds0, "SliceThickness") or 1.0
     if not (spacing0 > 0).all():
         raise DataFormatError(path0, "PixelSpacing", f"must be positive, got {spacing0.tolist()}")
-    geometry = ImageGeometry(
-        spacing=(abs(slice_spacing), float(spacing0[0]), float(spacing0[1])),
-        origin=tuple(positions[0]),
-        orientation=tuple(iop0),
-        slice_thickness=_positive(ds0, "SliceThickness"),
-    )
+    try:
+        geometry = ImageGeometry(
+            spacing=(abs(slice_spacing), float(spacing0[0]), float(spacing0[1])),
+            origin=tuple(positions[0]),
+            orientation=tuple(orientation),
+            slice_thickness=_positive(ds0, "SliceThickness"),
+        )
+    except ValueError as err:  # what the checks above missed still names the file
+        field = ("ImageOrientationPatient" if "orientation" in str(err)
+                 else "PixelSpacing" if "spacing" in str(err) else "ImagePositionPatient")
+        raise DataFormatError(path0, field, str(err)) from None
     data = np.stack([_pixels(ds, path) for _, _, path, ds in entries])
     kind = "magnitude"
     if modality == "CT":

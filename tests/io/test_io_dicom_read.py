@@ -102,3 +102,95 @@ def test_several_frames_in_a_ct_image_storage_file_are_refused(tmp_path):
     with pytest.raises(DataFormatError, match=rf"{paths[0].name}: NumberOfFrames: is 3; only "
                                               "single-frame images are supported"):
         read_dicom_series(tmp_path)
+
+
+# ------------------------------------------------- positions and orientations as written
+
+Q_MM = 0.01  # positions rounded to 2 decimals, as scanners write them
+IOP_DECIMALS = 3
+
+
+def _round_positions(paths, decimals: int = 2) -> None:
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        _rewrite(path, ImagePositionPatient=[round(float(v), decimals) for v in ds.ImagePositionPatient])
+
+
+def _round_orientation(paths, decimals: int) -> None:
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        _rewrite(path, ImageOrientationPatient=[round(float(v), decimals)
+                                                for v in ds.ImageOrientationPatient])
+
+
+def test_positions_and_orientation_rounded_as_scanners_write_them_are_read(tmp_path):
+    """0.625 mm oblique slices with positions to 0.01 mm and cosines to 3 decimals: refused
+    before ("is a slice missing?", and a ValueError naming no file)."""
+    n = 12
+    image, paths = _series(tmp_path, "CT", slices=n, spacing=0.625)
+    _round_positions(paths)
+    _round_orientation(paths, IOP_DECIMALS)
+    back = read_dicom_series(tmp_path)
+    assert torch.equal(back.data, image.data)
+    true, got = image.geometry, back.geometry
+    r, c = np.array(got.orientation[:3]), np.array(got.orientation[3:])
+    assert abs(r @ c) < 1e-12 and abs(np.linalg.norm(r) - 1) < 1e-12 and abs(np.linalg.norm(c) - 1) < 1e-12
+    # rounding moves each cosine by <= 5e-4 (a vector by sqrt(3) * 5e-4); normalising at most
+    # doubles that, and making the pair orthogonal turns each by at most half their dot product
+    bound = 2 * np.sqrt(3) * 5e-4 + np.sqrt(3) * 5e-4
+    assert np.linalg.norm(np.subtract(got.orientation, true.orientation)[:3]) <= bound
+    assert np.linalg.norm(np.subtract(got.orientation, true.orientation)[3:]) <= bound
+    # the origin is the first slice's rounded position: each coordinate within Q / 2
+    np.testing.assert_allclose(got.origin, true.origin, rtol=0, atol=Q_MM / 2 + 1e-9)
+    # the spacing is the end-to-end distance over n - 1 steps; each end is Q / 2 * |normal|_1 off
+    assert abs(got.spacing[0] - true.spacing[0]) <= np.sqrt(3) * Q_MM / (n - 1) + 1e-6
+
+
+def test_rounded_positions_still_refuse_a_missing_slice_and_irregular_steps(tmp_path):
+    _, paths = _series(tmp_path / "gap", "CT", slices=8, spacing=0.625)
+    _round_positions(paths)
+    paths[4].unlink()
+    with pytest.raises(DataFormatError, match=r"not uniform.* step from slice_0004.dcm to "
+                                              r"slice_0006.dcm is 2.0\d times the smallest: is a "
+                                              r"slice missing\?"):
+        read_dicom_series(tmp_path / "gap")
+    # one slice 0.1 mm off along the normal: beyond what rounding to 0.01 mm can do (0.035 mm)
+    image, paths = _series(tmp_path / "shift", "CT", slices=8, spacing=0.625)
+    moved = np.array(image.geometry.slice_position(3)) + 0.1 * image.geometry.slice_direction
+    _rewrite(paths[3], ImagePositionPatient=[f"{v:.6f}" for v in moved])
+    with pytest.raises(DataFormatError, match="not uniform") as err:
+        read_dicom_series(tmp_path / "shift")
+    assert "missing" not in str(err.value)
+
+
+def test_an_orientation_beyond_rounding_names_the_file_and_element(tmp_path):
+    # cosines to 2 decimals: norms 1.0018 / 1.0021, dot -0.0066 for this orientation
+    _, paths = _series(tmp_path, "CT")
+    _round_orientation(paths, 2)
+    with pytest.raises(DataFormatError, match=rf"{paths[0].name}: ImageOrientationPatient: .* "
+                                              "is not two orthogonal unit vectors"):
+        read_dicom_series(tmp_path)
+
+
+def test_a_long_series_with_rounded_cosines_is_not_taken_for_a_gantry_tilt(tmp_path):
+    # 24 slices of 5 mm: the normal of cosines rounded to 3 decimals is up to 2.6e-3 rad off,
+    # so the far slices leave it by up to 0.3 mm; it was refused as "gantry tilt"
+    image, paths = _series(tmp_path / "long", "CT", slices=24, spacing=5.0)
+    _round_orientation(paths, IOP_DECIMALS)
+    back = read_dicom_series(tmp_path / "long")
+    assert torch.equal(back.data, image.data)
+    assert abs(back.geometry.spacing[0] - 5.0) < 1e-4  # cos(2.6e-3) - 1 = -3.4e-6
+
+
+@pytest.mark.parametrize("decimals", [None, IOP_DECIMALS])
+def test_a_gantry_tilt_of_one_degree_is_refused(tmp_path, decimals):
+    image, paths = _series(tmp_path, "CT", slices=24, spacing=5.0)
+    g = image.geometry
+    for k, path in enumerate(paths):  # each slice shifted along the rows by tan(1 deg) x its distance
+        shifted = np.array(g.slice_position(k)) + k * g.spacing[0] * np.tan(np.radians(1)) * g.column_direction
+        _rewrite(path, ImagePositionPatient=[f"{v:.6f}" for v in shifted])
+    if decimals is not None:
+        _round_orientation(paths, decimals)
+    with pytest.raises(DataFormatError, match=r"ImagePositionPatient: .* mm off the slice normal "
+                                              r"through the first slice \(gantry tilt is not supported\)"):
+        read_dicom_series(tmp_path)
