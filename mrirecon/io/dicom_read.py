@@ -17,6 +17,7 @@ import pydicom
 import torch
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 
 from mrirecon.containers import Image, ImageGeometry
 from mrirecon.io.errors import DataFormatError
@@ -106,6 +107,14 @@ def _rescale(ds: Dataset, path: Path, keyword: str, ct: bool) -> float | None:
         raise DataFormatError(path, keyword, "is 0, not a valid slope: every pixel would map to "
                                              "RescaleIntercept")
     return number
+
+
+def _text(value) -> str:
+    """A string element's value as one string: several values (``T1\\T2`` in an element of
+    VM 1) joined by the delimiter again, not shown as a Python list."""
+    if isinstance(value, (list, tuple, MultiValue)):
+        return "\\".join(str(v) for v in value)
+    return "" if value is None else str(value)
 
 
 def _candidate_files(folder: Path) -> list[Path]:
@@ -424,6 +433,6 @@ def read_dicom_series(
         geometry=geometry,
         kind=kind,
         modality=modality,
-        description=str(ds0.get("SeriesDescription", "")),
+        description=_text(ds0.get("SeriesDescription", "")),
         source=str(folder),
     )

@@ -194,3 +194,11 @@ def test_a_gantry_tilt_of_one_degree_is_refused(tmp_path, decimals):
     with pytest.raises(DataFormatError, match=r"ImagePositionPatient: .* mm off the slice normal "
                                               r"through the first slice \(gantry tilt is not supported\)"):
         read_dicom_series(tmp_path)
+
+
+def test_a_series_description_with_the_value_delimiter_is_read_as_written(tmp_path):
+    # an invalid VM 2 SeriesDescription came back as "['T1', 'T2']" (and was exported so)
+    _, paths = _series(tmp_path, "MR")
+    for path in paths:
+        _rewrite(path, SeriesDescription="T1\\T2")
+    assert read_dicom_series(tmp_path).description == "T1\\T2"
