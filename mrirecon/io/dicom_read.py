@@ -17,14 +17,30 @@ import pydicom
 import torch
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 
 from mrirecon.containers import Image, ImageGeometry
 from mrirecon.io.errors import DataFormatError
 
 __all__ = ["read_dicom_series"]
 
-_ORIENTATION_TOL = 1e-4  # direction cosines
-_POSITION_TOL_MM = 1e-3  # in-plane drift of slice positions and spacing non-uniformity (relative)
+_ORIENTATION_TOL = 1e-4  # direction cosines: difference between the files of a series
+# Direction cosines written to 3 decimals are each off by up to 5e-4: a unit vector's norm by up
+# to sqrt(3) * 5e-4 = 8.7e-4, the dot product of the two by up to 2 * sqrt(3) * 5e-4 = 1.7e-3.
+# Within these bounds the cosines are made orthonormal (each moves by < 1e-3 rad: 0.25 mm at
+# 250 mm from the origin); beyond them the orientation is refused.
+_IOP_NORM_TOL = 1e-3
+_IOP_DOT_TOL = 2e-3
+# Rounded that way, the normal is up to 3 * sqrt(3) * 5e-4 = 2.6e-3 rad (0.15 deg) off: slice
+# positions may then leave the normal through the first slice by that angle times their
+# distance (0.5 mm at 190 mm) without any gantry tilt. Cosines orthonormal to 1e-6 are taken
+# as written in full.
+_IOP_ROUNDED_ANGLE = 3 * np.sqrt(3) * 5e-4
+_POSITION_TOL_MM = 1e-3  # duplicate positions; PixelSpacing differences between files
+# ImagePositionPatient is a DS (16 characters at most) and scanners round it: to 0.01 mm, or to
+# 6 significant digits (a step of at most 1e-5 * |coordinate|). See _check_spacing.
+_POSITION_QUANTUM_MM = 0.01
+_POSITION_DIGITS_REL = 1e-5
 
 
 def _required(ds: Dataset, path: Path, keyword: str):
@@ -66,6 +82,39 @@ def _positive(ds: Dataset, keyword: str) -> float | None:
     except (TypeError, ValueError):
         return None
     return value if np.isfinite(value) and value > 0 else None
+
+
+def _rescale(ds: Dataset, path: Path, keyword: str, ct: bool) -> float | None:
+    """RescaleSlope or RescaleIntercept as a finite number; ``None`` when absent (or, outside
+    CT, present without a value: the MR IOD does not define a Modality LUT). Both are type 1
+    in the CT Image Module, so an empty value there is an error, never a default: an empty
+    intercept read as 0 put air at +24 HU. A slope of 0 is refused for every modality."""
+    if keyword not in ds:
+        return None
+    try:
+        value = ds[keyword].value
+    except Exception as err:  # noqa: BLE001 - a malformed element fails on access
+        raise DataFormatError(path, keyword, f"unreadable element ({err})") from None
+    if value is None or (isinstance(value, (str, bytes)) and not value.strip()):
+        if ct:
+            raise DataFormatError(path, keyword,
+                                  "empty: type 1 in the CT Image Module; a default in its place "
+                                  "gives wrong Hounsfield units (an empty RescaleIntercept read "
+                                  "as 0 put air at +24 HU)")
+        return None
+    number = float(_floats(ds, path, keyword, 1)[0])
+    if keyword == "RescaleSlope" and number == 0:
+        raise DataFormatError(path, keyword, "is 0, not a valid slope: every pixel would map to "
+                                             "RescaleIntercept")
+    return number
+
+
+def _text(value) -> str:
+    """A string element's value as one string: several values (``T1\\T2`` in an element of
+    VM 1) joined by the delimiter again, not shown as a Python list."""
+    if isinstance(value, (list, tuple, MultiValue)):
+        return "\\".join(str(v) for v in value)
+    return "" if value is None else str(value)
 
 
 def _candidate_files(folder: Path) -> list[Path]:
@@ -138,17 +187,44 @@ def _select_series(
     return next(iter(by_series.values()))
 
 
+# Enhanced (multi-frame) image storage: the geometry lives per frame in functional groups
+_ENHANCED = {
+    "1.2.840.10008.5.1.4.1.1.2.1": "Enhanced CT Image Storage",
+    "1.2.840.10008.5.1.4.1.1.2.2": "Legacy Converted Enhanced CT Image Storage",
+    "1.2.840.10008.5.1.4.1.1.4.1": "Enhanced MR Image Storage",
+    "1.2.840.10008.5.1.4.1.1.4.3": "Enhanced MR Color Image Storage",
+    "1.2.840.10008.5.1.4.1.1.4.4": "Legacy Converted Enhanced MR Image Storage",
+}
+
+
+def _single_frame(ds: Dataset, path: Path) -> None:
+    """Refuse multi-frame files before their geometry is looked for: an Enhanced CT/MR file
+    holds ImageOrientationPatient per frame (functional groups), and was refused as
+    "ImageOrientationPatient: missing"."""
+    try:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError) as err:
+        raise DataFormatError(path, "NumberOfFrames", f"not an integer ({err})") from None
+    sop = str(ds.get("SOPClassUID", ""))
+    convert = ("; convert it to single-frame images first, e.g. with dcm4che's emf2sf "
+               "(emf2sf --out-dir DIR FILE), and read DIR")
+    if sop in _ENHANCED:
+        raise DataFormatError(path, "SOPClassUID",
+                              f"{_ENHANCED[sop]} (multi-frame, {frames} frame(s)) is not "
+                              f"supported, only single-frame CT/MR Image Storage{convert}")
+    if frames != 1:
+        raise DataFormatError(path, "NumberOfFrames",
+                              f"is {frames}; only single-frame images are supported"
+                              + (convert if frames > 1 else ""))
+
+
 def _pixels(ds: Dataset, path: Path) -> np.ndarray:
     if "PixelData" not in ds:
         raise DataFormatError(path, "PixelData", "missing")
     try:
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
         samples = int(ds.get("SamplesPerPixel", 1) or 1)
     except (TypeError, ValueError) as err:
-        raise DataFormatError(path, "NumberOfFrames/SamplesPerPixel", f"not an integer ({err})") from None
-    if frames != 1:
-        raise DataFormatError(path, "NumberOfFrames",
-                              f"is {frames}; only single-frame images are supported")
+        raise DataFormatError(path, "SamplesPerPixel", f"not an integer ({err})") from None
     if samples != 1:
         raise DataFormatError(path, "SamplesPerPixel", f"is {samples}, expected 1")
     try:
@@ -159,22 +235,20 @@ def _pixels(ds: Dataset, path: Path) -> np.ndarray:
                               f"cannot be decoded (TransferSyntaxUID {syntax}): {err}") from None
     if arr.ndim != 2:
         raise DataFormatError(path, "PixelData", f"expected one 2-D frame, got shape {arr.shape}")
-    if ds.get("Modality") == "CT" and ("RescaleIntercept" not in ds or "RescaleSlope" not in ds):
+    ct = ds.get("Modality") == "CT"
+    if ct and ("RescaleIntercept" not in ds or "RescaleSlope" not in ds):
         missing = [k for k in ("RescaleIntercept", "RescaleSlope") if k not in ds]
         raise DataFormatError(path, "/".join(missing),
                               "missing: a CT image must hold RescaleIntercept and RescaleSlope "
                               "(type 1 in the CT Image Module); without them the stored values "
                               "are not Hounsfield units (a stored HU + 1024 read as HU put air at "
                               "+24 HU)")
-    try:
-        slope = float(ds.get("RescaleSlope", 1) or 1)
-        intercept = float(ds.get("RescaleIntercept", 0) or 0)
-    except (TypeError, ValueError) as err:
-        raise DataFormatError(path, "RescaleSlope/RescaleIntercept", f"not a number ({err})") from None
-    if not (np.isfinite(slope) and np.isfinite(intercept)):
-        raise DataFormatError(path, "RescaleSlope/RescaleIntercept",
-                              f"non-finite ({slope}, {intercept})")
-    if "RescaleSlope" not in ds and ds.get("RealWorldValueMappingSequence"):
+    slope = _rescale(ds, path, "RescaleSlope", ct)
+    intercept = _rescale(ds, path, "RescaleIntercept", ct)
+    has_modality_lut = slope is not None
+    slope = 1.0 if slope is None else slope
+    intercept = 0.0 if intercept is None else intercept
+    if not has_modality_lut and ds.get("RealWorldValueMappingSequence"):
         # MR stored without a Modality LUT (as scanners and our writer do): the first linear
         # Real World Value Mapping gives the original units
         item = ds.RealWorldValueMappingSequence[0]
@@ -188,7 +262,84 @@ def _pixels(ds: Dataset, path: Path) -> np.ndarray:
         if not (np.isfinite(slope) and np.isfinite(intercept)):
             raise DataFormatError(path, "RealWorldValueSlope/Intercept",
                                   f"non-finite ({slope}, {intercept})")
+        if slope == 0:
+            raise DataFormatError(path, "RealWorldValueSlope",
+                                  "is 0: every pixel would map to the intercept")
     return arr.astype(np.float64) * slope + intercept
+
+
+def _orthonormal(iop: np.ndarray, path: Path) -> tuple[np.ndarray, float]:
+    """ImageOrientationPatient made exactly orthonormal when it is within rounding of the
+    cosines to 3 decimals (``_IOP_NORM_TOL``, ``_IOP_DOT_TOL``); a :class:`DataFormatError`
+    naming the file and element otherwise. The two unit vectors are turned by the same angle
+    in their plane (the nearest orthonormal pair), not one of them kept and the other bent.
+    Also returns how far (rad) the normal may be from the true one: 0 for cosines written
+    in full, ``_IOP_ROUNDED_ANGLE`` for rounded ones."""
+    r, c = iop[:3], iop[3:]
+    norms = np.array([np.linalg.norm(r), np.linalg.norm(c)])
+    if not np.linalg.norm(np.cross(r, c)) > 1e-6:
+        raise DataFormatError(path, "ImageOrientationPatient",
+                              f"row and column directions {iop.tolist()} are parallel or zero")
+    dot = float(r @ c) / float(norms.prod())
+    if np.max(np.abs(norms - 1)) > _IOP_NORM_TOL or abs(dot) > _IOP_DOT_TOL:
+        raise DataFormatError(
+            path, "ImageOrientationPatient",
+            f"{iop.tolist()} is not two orthogonal unit vectors (norms {np.round(norms, 6).tolist()}, "
+            f"dot product {dot:.2g}; cosines rounded to 3 decimals stay within {_IOP_NORM_TOL:g} "
+            f"and {_IOP_DOT_TOL:g})")
+    a, b = r / norms[0], c / norms[1]
+    u, v = a + b, a - b  # orthogonal, since |a| = |b|
+    u, v = u / np.linalg.norm(u), v / np.linalg.norm(v)
+    rounded = max(np.max(np.abs(norms - 1)), abs(dot)) > 1e-6
+    return (np.concatenate([(u + v) / np.sqrt(2), (u - v) / np.sqrt(2)]),
+            _IOP_ROUNDED_ANGLE if rounded else 0.0)
+
+
+def _check_spacing(entries: list, normal: np.ndarray, folder: Path, angle: float = 0.0) -> float:
+    """The slice spacing of positions sorted along ``normal``, after refusing duplicates, a
+    missing slice, non-uniform steps and positions off the normal (gantry tilt).
+
+    The tolerance comes from how positions are written. Rounded to a step ``q`` (0.01 mm, or
+    1e-5 of the largest coordinate for 6 significant digits), each coordinate is off by up to
+    ``q / 2``, a distance along the unit normal by up to ``q / 2 * |normal|_1 <= q * sqrt(3) / 2``;
+    a step between two slices by ``sqrt(3) q``, the mean step by ``sqrt(3) q / (N - 1)``: so
+    ``|step - mean| <= 2 sqrt(3) q`` (0.035 mm for 0.01 mm), and a position is at most
+    ``sqrt(3) q`` off the line through the first slice. At least ``max(1e-3 mm, 1e-3 * spacing)``
+    (the former bound) and at most a quarter of the spacing: one missing slice among N >= 3
+    makes a step of twice the spacing, ``(N - 2) / (N - 1) >= 1/2`` spacing from the mean.
+    ``angle`` (rad): how far ``normal`` may be off (rounded cosines, :func:`_orthonormal`); a
+    position may leave the normal by that times its distance from the first slice as well."""
+    positions = np.array([e[1] for e in entries])
+    distances = np.array([e[0] for e in entries])
+    steps = np.diff(distances)
+    if steps.min() <= _POSITION_TOL_MM:
+        k = int(np.argmin(steps))
+        raise DataFormatError(entries[k][2], "ImagePositionPatient",
+                              f"same position along the slice normal as {entries[k + 1][2]} "
+                              "(same ImagePositionPatient)")
+    spacing = float(distances[-1] - distances[0]) / (len(entries) - 1)
+    quantum = max(_POSITION_QUANTUM_MM, _POSITION_DIGITS_REL * float(np.abs(positions).max()))
+    tol = min(max(_POSITION_TOL_MM, 1e-3 * spacing, 2 * np.sqrt(3) * quantum), spacing / 4)
+    deviation = np.abs(steps - spacing)
+    if deviation.max() > tol:
+        k = int(np.argmax(steps))
+        ratio = steps[k] / float(steps.min())
+        missing = (f"; the step from {entries[k][2].name} to {entries[k + 1][2].name} is "
+                   f"{ratio:.2f} times the smallest: is a slice missing?"
+                   if ratio > 1.5 else "")
+        raise DataFormatError(folder, "ImagePositionPatient",
+                              f"slice spacing is not uniform (steps {np.round(steps, 4).tolist()} "
+                              f"mm, mean {spacing:.4g} mm; positions rounded to {quantum:.2g} mm "
+                              f"allow {tol:.2g} mm){missing}")
+    expected = positions[0] + (distances - distances[0])[:, None] * normal
+    drift = np.linalg.norm(positions - expected, axis=1)
+    excess = drift - (tol + angle * (distances - distances[0]))
+    if excess.max() > 0:
+        k = int(np.argmax(excess))
+        raise DataFormatError(entries[k][2], "ImagePositionPatient",
+                              f"{drift[k]:.4f} mm off the slice normal through the first slice "
+                              "(gantry tilt is not supported)")
+    return spacing
 
 
 def read_dicom_series(
@@ -215,9 +366,12 @@ def read_dicom_series(
     Raises
     ------
     DataFormatError
-        (a ``ValueError``) naming the file and field on unreadable or truncated files, on missing PixelData/geometry, orientation, size, spacing
-        or modality that differ between files, mixed series, duplicate or non-collinear
-        slice positions, or non-uniform slice spacing.
+        (a ``ValueError``) naming the file and field on unreadable or truncated files,
+        multi-frame (Enhanced) files, missing PixelData/geometry, empty CT or zero rescale
+        values, orientation, size, spacing or modality that differ between files, mixed
+        series, duplicate or non-collinear slice positions, non-uniform slice spacing, or
+        direction cosines further from orthonormal than rounding to 3 decimals (positions
+        and cosines within rounding are accepted: see :func:`_check_spacing`)
     """
     folder = Path(folder)
     items = _select_series(_read_headers(folder), folder, series_uid)
@@ -225,14 +379,13 @@ def read_dicom_series(
     modality = str(_required(ds0, path0, "Modality"))
     if modality not in ("MR", "CT"):
         raise DataFormatError(path0, "Modality", f"is {modality!r}, expected MR or CT")
+    for path, ds in items:  # before the geometry: Enhanced files hold it per frame
+        _single_frame(ds, path)
     iop0 = _floats(ds0, path0, "ImageOrientationPatient", 6)
+    orientation, angle = _orthonormal(iop0, path0)
     spacing0 = _floats(ds0, path0, "PixelSpacing", 2)
     size0 = (_int(ds0, path0, "Rows"), _int(ds0, path0, "Columns"))
-    normal = np.cross(iop0[:3], iop0[3:])
-    if not np.linalg.norm(normal) > 1e-6:
-        raise DataFormatError(path0, "ImageOrientationPatient",
-                              f"row and column directions {iop0.tolist()} are parallel or zero")
-    normal = normal / np.linalg.norm(normal)
+    normal = np.cross(orientation[:3], orientation[3:])
     entries = []
     for path, ds in items:
         for keyword, expected in (("Modality", modality),):
@@ -254,36 +407,23 @@ def read_dicom_series(
         entries.append((float(position @ normal), position, path, ds))
     entries.sort(key=lambda e: e[0])
     positions = np.array([e[1] for e in entries])
-    distances = np.array([e[0] for e in entries])
     if len(entries) > 1:
-        steps = np.diff(distances)
-        if steps.min() <= _POSITION_TOL_MM:
-            k = int(np.argmin(steps))
-            raise DataFormatError(entries[k][2], "ImagePositionPatient",
-                                  f"same position along the slice normal as {entries[k + 1][2]} "
-                                  "(same ImagePositionPatient)")
-        slice_spacing = float(distances[-1] - distances[0]) / (len(entries) - 1)
-        if np.max(np.abs(steps - slice_spacing)) > max(_POSITION_TOL_MM, 1e-3 * slice_spacing):
-            raise DataFormatError(folder, "ImagePositionPatient",
-                                  f"slice spacing is not uniform (steps {np.round(steps, 4).tolist()} "
-                                  "mm); is a slice missing?")
-        expected = positions[0] + (distances - distances[0])[:, None] * normal
-        drift = np.linalg.norm(positions - expected, axis=1)
-        if drift.max() > max(_POSITION_TOL_MM, 1e-3 * slice_spacing):
-            k = int(np.argmax(drift))
-            raise DataFormatError(entries[k][2], "ImagePositionPatient",
-                                  f"{drift[k]:.4f} mm off the slice normal through the first slice "
-                                  "(gantry tilt is not supported)")
+        slice_spacing = _check_spacing(entries, normal, folder, angle)
     else:
         slice_spacing = _positive(ds0, "SpacingBetweenSlices") or _positive(ds0, "SliceThickness") or 1.0
     if not (spacing0 > 0).all():
         raise DataFormatError(path0, "PixelSpacing", f"must be positive, got {spacing0.tolist()}")
-    geometry = ImageGeometry(
-        spacing=(abs(slice_spacing), float(spacing0[0]), float(spacing0[1])),
-        origin=tuple(positions[0]),
-        orientation=tuple(iop0),
-        slice_thickness=_positive(ds0, "SliceThickness"),
-    )
+    try:
+        geometry = ImageGeometry(
+            spacing=(abs(slice_spacing), float(spacing0[0]), float(spacing0[1])),
+            origin=tuple(positions[0]),
+            orientation=tuple(orientation),
+            slice_thickness=_positive(ds0, "SliceThickness"),
+        )
+    except ValueError as err:  # what the checks above missed still names the file
+        field = ("ImageOrientationPatient" if "orientation" in str(err)
+                 else "PixelSpacing" if "spacing" in str(err) else "ImagePositionPatient")
+        raise DataFormatError(path0, field, str(err)) from None
     data = np.stack([_pixels(ds, path) for _, _, path, ds in entries])
     kind = "magnitude"
     if modality == "CT":
@@ -293,6 +433,6 @@ def read_dicom_series(
         geometry=geometry,
         kind=kind,
         modality=modality,
-        description=str(ds0.get("SeriesDescription", "")),
+        description=_text(ds0.get("SeriesDescription", "")),
         source=str(folder),
     )

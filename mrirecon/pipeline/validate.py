@@ -157,6 +157,10 @@ def validate_pipeline(config: PipelineConfig, source: str = "") -> PipelineConfi
     if len(desc) > 64 or any(c < " " or c == "\x7f" for c in desc):
         raise _fail(source, "export.series_description",
                     f"DICOM allows at most 64 printable characters, got {len(desc)} ({desc[:20]!r}...)")
+    if "\\" in desc:
+        raise _fail(source, "export.series_description",
+                    f"'{desc}' holds '\\', the DICOM value delimiter: SeriesDescription (one "
+                    "value) would be written as several; use '/' instead")
     if not config.export.formats:
         raise _fail(source, "export.formats", "needs at least one of hdf5, nifti, dicom, png")
     config = _canonical_reconstruct_params(config, source)

@@ -44,6 +44,10 @@ from mrirecon.pipeline.definitions import load_pipeline
     ("reconstruct.method=sirt", r"reconstruct.method: 'sirt' is a CT reconstruction"),
     ("load.format=ct_hdf5", r"load.format: 'ct_hdf5' data cannot go through a 'mri' pipeline"),
     ("export.series_description=" + "x" * 70, r"export.series_description: DICOM allows at most 64"),
+    # the DICOM value delimiter: written as 2 values of a VM-1 element (dciodvfy: "Bad attribute
+    # Value Multiplicity"), and SpecificCharacterSet was dropped when the text had non-ASCII
+    ("export.series_description=T1\\T2", r"export.series_description: 'T1\\T2' holds '\\', the "
+                                        r"DICOM value delimiter"),
 ])
 def test_config_values_are_checked_at_load_with_the_key_named(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -245,6 +249,44 @@ def test_dicom_strings_are_sanitised(tmp_path):
         if isinstance(elem.value, str):
             assert not any(c < " " for c in elem.value), elem
 
+
+
+def test_a_backslash_in_a_single_valued_dicom_string_is_not_a_value_delimiter(tmp_path):
+    """`T1\\T2` was written as two values of SeriesDescription (VM 1); with an `ü` the
+    character-set check, which skipped multi-valued elements, left SpecificCharacterSet out
+    (UTF-8 bytes under the default repertoire)."""
+    import subprocess
+
+    import pydicom
+    from pydicom.dataset import Dataset
+
+    from mrirecon.containers import Image, ImageGeometry
+    from mrirecon.io import write_dicom_series
+
+    image = Image(torch.rand(2, 8, 8), ImageGeometry(spacing=(1.0, 1.0, 1.0)), kind="magnitude",
+                  modality="MR")
+    source = Dataset()  # VM-1 elements of a source file holding the delimiter
+    source.Modality, source.SequenceName, source.ReceiveCoilName = "MR", "tse2d1\\8", "Knie ü\\8ch"
+    paths = write_dicom_series(image, tmp_path, series_description="T1\\T2 Kopf ü",
+                               source_dataset=source, patient={"PatientName": "Doe\\J"})
+    ds = pydicom.dcmread(paths[0])
+    assert (ds.SeriesDescription, ds.SequenceName, ds.ReceiveCoilName, str(ds.PatientName)) == (
+        "T1/T2 Kopf ü", "tse2d1/8", "Knie ü/8ch", "Doe/J")
+    assert ds.SpecificCharacterSet == "ISO_IR 192"
+    if shutil.which("dciodvfy"):
+        run = subprocess.run(["dciodvfy", str(paths[0])], capture_output=True, text=True, timeout=60)
+        errors = [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
+        assert errors == [], run.stdout + run.stderr
+    from mrirecon.io.dicom import _has_non_ascii
+
+    multi = Dataset()  # a multi-valued element (VM 1-n) keeps its values; its text counts
+    multi.AdmittingDiagnosesDescription = ["a", "ü"]
+    assert _has_non_ascii(multi) and not _has_non_ascii(Dataset())
+    item = Dataset()
+    item.CodeMeaning = "ü"
+    multi.ConceptNameCodeSequence = [item]
+    multi.AdmittingDiagnosesDescription = "a"
+    assert _has_non_ascii(multi)
 
 @pytest.mark.parametrize("override, message", [
     ("val_max_slices=-1", r"val_max_slices: must be >= 1, got -1"),
