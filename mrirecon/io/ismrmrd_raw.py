@@ -141,6 +141,19 @@ def _partitions_reversed(head) -> bool:
     return float(slice_dir @ np.cross(phase, read)) < 0
 
 
+def _check_limits(header: Header, idx, imaging: np.ndarray, fail, counters) -> None:
+    """Refuse an acquisition whose counter exceeds the header's ``encodingLimits`` maximum."""
+    for counter in counters:
+        limit = header.extra.get(f"encoding_limits_{counter.replace('kspace_encode_', '')}")
+        if isinstance(limit, tuple):  # (minimum, maximum, center) of a k-space step
+            limit = limit[1]
+        found = int(idx[counter][imaging].max())
+        if limit is not None and found > limit:
+            raise fail(f"data[{int(imaging[np.argmax(idx[counter][imaging])])}].idx.{counter}",
+                       f"{found} exceeds the header's encodingLimits/"
+                       f"{counter.replace('encode', 'encoding')}/maximum = {limit}")
+
+
 def _slice_order(head, positions: dict[int, np.ndarray], num_slices: int, fail,
                  dataset: str) -> np.ndarray | None:
     """The permutation that puts the slices in order along the slice normal (``read x phase``
@@ -302,16 +315,9 @@ def _read_ismrmrd(
     shift_z = enc_z // 2 - header.extra.get("encoding_limits_step_2", (0, 0, enc_z // 2))[2]
     channels = int(heads["active_channels"][imaging[0]])
     num_slices = int(idx["slice"][imaging].max()) + 1
-    for counter in ("slice", "repetition", "contrast", "phase", "set", "average",
-                    "kspace_encode_step_1", "kspace_encode_step_2"):
-        limit = header.extra.get(f"encoding_limits_{counter.replace('kspace_encode_', '')}")
-        if isinstance(limit, tuple):  # (minimum, maximum, center) of a k-space step
-            limit = limit[1]
-        found = int(idx[counter][imaging].max())
-        if limit is not None and found > limit:
-            raise fail(f"data[{int(imaging[np.argmax(idx[counter][imaging])])}].idx.{counter}",
-                       f"{found} exceeds the header's encodingLimits/"
-                       f"{counter.replace('encode', 'encoding')}/maximum = {limit}")
+    _check_limits(header, idx, imaging, fail, ("slice", "repetition", "contrast", "phase", "set",
+                                               "average", "kspace_encode_step_1",
+                                               "kspace_encode_step_2"))
     _check_allocation(fail, f"{dataset}/data", (num_slices, enc_z, channels, enc_x, enc_y),
                       imaging.size)
     kspace = np.zeros((num_slices, enc_z, channels, enc_x, enc_y), np.complex64)
