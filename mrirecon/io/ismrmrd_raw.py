@@ -307,7 +307,7 @@ def _read_ismrmrd(
     if imaging.size == 0:
         raise fail(f"{dataset}/data", "no imaging acquisition")
     if int(heads["trajectory_dimensions"][imaging[0]]) > 0:  # radial / spiral readouts
-        return _read_noncartesian(path, header, records, imaging, noise_sel, fail)
+        return _read_noncartesian(path, header, records, imaging, noise_sel, fail, dataset)
 
     reverse = _flag(flags, ACQ_IS_REVERSE)
     enc_x, enc_y, enc_z = header.encoded_matrix
@@ -436,11 +436,16 @@ def _read_ismrmrd(
     return KSpace(data=data, header=header, mask=mask, noise=noise, source=str(path))
 
 
-def _read_noncartesian(path, header, records, imaging, noise_sel, fail) -> KSpace:
-    """Acquisitions that carry ``traj``: see :mod:`mrirecon.io.ismrmrd_noncartesian`."""
+def _read_noncartesian(path, header, records, imaging, noise_sel, fail, dataset) -> KSpace:
+    """Acquisitions that carry ``traj``: see :mod:`mrirecon.io.ismrmrd_noncartesian`. Slices are
+    put in position order as in the Cartesian branch; the readout numbers
+    (``kspace_encode_step_1``) are not checked against ``encodingLimits``, which our writer and
+    Cartesian-minded exporters fill from the matrix, not the readout count."""
     from mrirecon.io.ismrmrd_noncartesian import read_noncartesian
 
     heads = records["head"]
+    _check_limits(header, heads["idx"], imaging, fail,
+                  ("slice", "repetition", "contrast", "phase", "set", "average"))
     noise_idx = np.flatnonzero(noise_sel)
     noise = None
     if noise_idx.size:
@@ -448,5 +453,9 @@ def _read_noncartesian(path, header, records, imaging, noise_sel, fail) -> KSpac
     positions: dict[int, np.ndarray] = {}
     for a in imaging:
         positions.setdefault(int(heads["idx"]["slice"][a]), np.asarray(heads[a]["position"], float))
-    geometry = _geometry(heads[imaging[0]], header, max(positions) + 1, positions)
-    return read_noncartesian(path, header, records, imaging, noise, geometry, fail)
+    num_slices = int(heads["idx"]["slice"][imaging].max()) + 1
+    order = _slice_order(heads[imaging[0]], positions, num_slices, fail, dataset)
+    if order is not None:  # slice index order is not position order: sort by position
+        positions = {i: positions[int(s)] for i, s in enumerate(order)}
+    geometry = _geometry(heads[imaging[0]], header, num_slices, positions)
+    return read_noncartesian(path, header, records, imaging, noise, geometry, fail, order)
