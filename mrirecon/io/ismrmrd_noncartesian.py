@@ -6,8 +6,29 @@ spiral interleave) and slice; ``head.trajectory_dimensions`` is 2 (``kx, ky``) o
 Coordinates are normalised k-space, ``[-0.5, 0.5)`` (the convention of
 :mod:`mrirecon.functional.nufft`); ``kx`` runs along the readout direction ``read_dir``, which
 is the image's row axis ``H`` (the Cartesian reader puts the readout on ``H`` too), ``ky`` along
-``phase_dir``. Files in cycles/FOV (``|k|`` up to ``matrix / 2``) are rescaled by the encoded
-matrix. ``idx.kspace_encode_step_1`` numbers the readouts, ``idx.slice`` the slices.
+``phase_dir``. ``idx.kspace_encode_step_1`` numbers the readouts, ``idx.slice`` the slices;
+slices are sorted by position along the slice normal as in the Cartesian reader.
+
+Trajectory units are decided from the extent: with ``N`` the encoded matrix along an axis,
+the candidates have the edges ``e = 0.5`` (normalised), ``e = pi`` (radians per sample,
+converted by ``1 / 2 pi``) and ``e = N / 2`` (cycles/FOV, converted by ``1 / N``). A unit is
+accepted when the largest ``|k|`` reaches at least half its edge on some axis and exceeds the
+edge on no axis by more than half a grid cell (``max |k_axis| <= e (1 + 1 / N_axis)``: a
+spiral's design overshoot of a few tenths of a percent, or a sample rounded across the edge;
+such samples are moved onto the edge). Exactly one unit must fit, otherwise the file is refused
+naming the extent found. The bounds keep the candidates apart: normalised ends at ``0.5 (1 +
+1/N)`` (<= 0.53 for N >= 16) where radians start at ``pi / 2`` (1.57); radians end at ``pi (1
++ 1/N)`` below where cycles/FOV start (``N / 4``) for every ``N >= 14``; for smaller matrices an
+extent that fits both is refused as ambiguous. A unit reached below 0.8 of its edge is accepted
+with a note (``header.extra["trajectory_note"]``): the image then has a coarser resolution than
+the header's matrix.
+
+Per readout, ``discard_pre`` / ``discard_post`` samples (and their trajectory and weights) are
+dropped, as the Cartesian reader drops them. A readout acquired several times in one slice
+(``idx.average``, or stored twice) is averaged, as the Cartesian reader averages repeated lines;
+its copies must share the trajectory. 3-D data (``encodedSpace`` ``z > 1``: a 3-D trajectory
+``kx, ky, kz``, or stack-of-stars partitions in ``kspace_encode_step_2``) are refused, as are
+negative, non-finite or all-zero density weights.
 
 The reader returns ``KSpace(data=(slices, coils, readouts, samples), trajectory=(readouts,
 samples, 2), density=(readouts, samples))``; without weights in the file the density is
@@ -116,67 +137,154 @@ def write_ismrmrd_noncartesian(
     return Path(path)
 
 
+#: A trajectory's largest |k| must reach at least this fraction of its unit's edge (0.5
+#: normalised, pi radians, N / 2 cycles/FOV) for the unit to be accepted: the encoded matrix is
+#: the trajectory's resolution (N = 2 k_max FOV), so a real trajectory reaches its edge, and at
+#: this bound the three candidates cannot be confused (see the module docstring).
+UNIT_LOW = 0.5
+#: Below this fraction of the edge the image has a coarser resolution than the header's matrix
+#: (a 0.8 N matrix): accepted, with a note.
+UNIT_NOTE = 0.8
+
+
+def trajectory_unit(peak: np.ndarray, matrix: tuple[int, int]) -> tuple[str, np.ndarray] | None:
+    """The unit of a trajectory whose largest ``|kx|, |ky|`` are ``peak``, and the per-axis
+    edges of that unit (divide by ``2 * edge`` to normalise); ``None`` when no unit or more than
+    one fits (see the module docstring for the rule)."""
+    n = np.asarray(matrix, float)
+    fits = {}
+    for unit, edge in (("normalised", np.full(2, 0.5)), ("radians", np.full(2, np.pi)),
+                       ("cycles/FOV", n / 2)):
+        frac = peak / edge
+        if frac.max() >= UNIT_LOW and (frac <= 1 + 1 / n).all():
+            fits[unit] = edge
+    distinct = {tuple(e) for e in fits.values()}
+    if len(distinct) != 1:
+        return None
+    unit = next(iter(fits))
+    return unit, fits[unit]
+
+
 def read_noncartesian(path: Path, header: Header, records: np.ndarray, imaging: np.ndarray,
-                      noise: torch.Tensor | None, geometry, fail) -> KSpace:
-    """The non-Cartesian branch of :func:`mrirecon.io.read_ismrmrd` (see the module docstring)."""
+                      noise: torch.Tensor | None, geometry, fail,
+                      order: np.ndarray | None = None) -> KSpace:
+    """The non-Cartesian branch of :func:`mrirecon.io.read_ismrmrd` (see the module docstring).
+
+    ``order`` permutes the slices into position order (``ismrmrd_raw._slice_order``)."""
     from mrirecon.functional.density import pipe_menon_density
+    from mrirecon.io.ismrmrd_raw import _check_allocation
 
     heads = records["head"]
     idx = heads["idx"]
-    dims = int(heads["trajectory_dimensions"][imaging[0]])
+    first = imaging[0]
+    dims = int(heads["trajectory_dimensions"][first])
     if dims not in (2, 3):
-        raise fail(f"data[{imaging[0]}].head.trajectory_dimensions",
+        raise fail(f"data[{first}].head.trajectory_dimensions",
                    f"expected 2 (kx, ky) or 3 (kx, ky, weight) for 2-D data, got {dims}")
-    channels = int(heads["active_channels"][imaging[0]])
-    samples = int(heads["number_of_samples"][imaging[0]])
+    enc_z = header.encoded_matrix[2]
+    if enc_z > 1:
+        raise fail("ismrmrd_header/encoding/encodedSpace/matrixSize/z",
+                   f"{enc_z}: 3-D non-Cartesian data (3-D trajectories kx, ky, kz; stack of "
+                   "stars) are not supported, only 2-D radial / spiral slices")
+    partitions = idx["kspace_encode_step_2"][imaging]
+    if partitions.any():
+        a = int(imaging[np.argmax(partitions)])
+        raise fail(f"data[{a}].idx.kspace_encode_step_2",
+                   f"partitions {np.unique(partitions).tolist()}: 3-D stack-of-stars data are "
+                   "not supported, only 2-D radial / spiral slices")
+    channels = int(heads["active_channels"][first])
+    pre, post = int(heads["discard_pre"][first]), int(heads["discard_post"][first])
+    samples = int(heads["number_of_samples"][first]) - pre - post
+    if samples < 1:
+        raise fail(f"data[{first}].head.discard_pre",
+                   f"discard_pre {pre} + discard_post {post} leave no sample of "
+                   f"{int(heads['number_of_samples'][first])}")
     steps = idx["kspace_encode_step_1"][imaging].astype(np.int64)
     slices_of = idx["slice"][imaging].astype(np.int64)
     readouts = int(steps.max()) + 1
     num_slices = int(slices_of.max()) + 1
+    keys = np.unique(slices_of * readouts + steps)  # no grid allocated before this check
+    if keys.size < num_slices * readouts:  # first (slice, readout) without an acquisition
+        gaps = np.flatnonzero(keys != np.arange(keys.size))
+        first_gap = int(gaps[0]) if gaps.size else keys.size
+        raise fail("data[].idx.slice / kspace_encode_step_1",
+                   f"slice {first_gap // readouts} has no readout {first_gap % readouts} (slices "
+                   f"0..{num_slices - 1} x readouts 0..{readouts - 1} need {num_slices * readouts} "
+                   f"readouts; the file has {keys.size} distinct ones)")
+    _check_allocation(fail, "data[].idx.slice / kspace_encode_step_1",
+                      (num_slices, 1, channels, samples, readouts), imaging.size)
     data = np.zeros((num_slices, channels, readouts, samples), np.complex64)
     traj = np.full((readouts, samples, dims), np.nan, np.float32)
-    seen = np.zeros((num_slices, readouts), bool)
+    count = np.zeros((num_slices, readouts), np.int64)
     for a, r, s in zip(imaging, steps, slices_of):
         head = heads[a]
-        for name, want in (("active_channels", channels), ("number_of_samples", samples),
-                           ("trajectory_dimensions", dims)):
+        for name, want in (("active_channels", channels), ("trajectory_dimensions", dims)):
             if int(head[name]) != want:
                 raise fail(f"data[{a}].head.{name}", f"expected {want} like the first readout, "
                                                      f"got {int(head[name])}")
+        n, p, q = int(head["number_of_samples"]), int(head["discard_pre"]), int(head["discard_post"])
+        if n - p - q != samples:
+            raise fail(f"data[{a}].head.number_of_samples",
+                       f"expected {samples} samples (after discard_pre / discard_post) like the "
+                       f"first readout, got {n} - {p} - {q} = {n - p - q}")
         raw = np.asarray(records[a]["data"], np.float32)
-        if raw.size != 2 * channels * samples:
-            raise fail(f"data[{a}].data", f"expected {2 * channels * samples} floats, got {raw.size}")
+        if raw.size != 2 * channels * n:
+            raise fail(f"data[{a}].data", f"expected {2 * channels * n} floats, got {raw.size}")
         t = np.asarray(records[a]["traj"], np.float32)
-        if t.size != samples * dims:
-            raise fail(f"data[{a}].traj", f"expected {samples * dims} floats, got {t.size}")
-        t = t.reshape(samples, dims)
-        if np.isnan(traj[r, 0, 0]):
+        if t.size != n * dims:
+            raise fail(f"data[{a}].traj", f"expected {n * dims} floats, got {t.size}")
+        t = t.reshape(n, dims)[p: n - q]
+        x = raw.view(np.complex64).reshape(channels, n)[:, p: n - q]
+        if not np.isfinite(t).all():
+            raise fail(f"data[{a}].traj", f"{int((~np.isfinite(t)).sum())} NaN or Inf values")
+        if not np.isfinite(x).all():
+            raise fail(f"data[{a}].data", f"{int((~np.isfinite(x)).sum())} NaN or Inf samples")
+        if dims == 3 and (t[:, 2] < 0).any():
+            raise fail(f"data[{a}].traj", f"negative density weights (third trajectory dimension, "
+                                          f"down to {float(t[:, 2].min()):.3g}); if it is kz: 3-D "
+                                          "trajectories are not supported")
+        if count[:, r].any():
+            if not np.allclose(traj[r], t, atol=1e-6):
+                raise fail(f"data[{a}].traj", f"readout {r} has a different trajectory in slice "
+                                              f"{s}; only one trajectory per file is supported")
+        else:
             traj[r] = t
-        elif not np.allclose(traj[r], t, atol=1e-6):
-            raise fail(f"data[{a}].traj", f"readout {r} has a different trajectory in slice {s}; "
-                                          "only one trajectory per file is supported")
-        data[s, :, r] = raw.view(np.complex64).reshape(channels, samples)
-        seen[s, r] = True
-    if not seen.all():
-        missing = np.argwhere(~seen)[0]
-        raise fail(f"{path.name}:data", f"slice {missing[0]} has no readout {missing[1]}")
-    if not (np.isfinite(data).all() and np.isfinite(traj).all()):
-        raise fail("data", "NaN or Inf samples or trajectory")
-    coords = traj[..., :2].astype(np.float64)
+        data[s, :, r] += x  # repeats (idx.average, a readout stored twice) are averaged below
+        count[s, r] += 1
+    data /= count[:, None, :, None]
+    if order is not None:
+        data = data[order]
     h, w = header.encoded_matrix[0], header.encoded_matrix[1]
-    peak = np.abs(coords).max()
-    if peak > 0.5 + 1e-4:  # cycles / FOV: rescale by the matrix
-        coords = coords / np.array([h, w], float)
-        if np.abs(coords).max() > 0.5 + 1e-4:
-            raise fail("data.traj", f"coordinates up to {peak:.4g} exceed the encoded matrix {(h, w)}")
+    coords = traj[..., :2].astype(np.float64)
+    peak = np.abs(coords).reshape(-1, 2).max(0)
+    found = trajectory_unit(peak, (h, w))
+    if found is None:
+        reached = ", ".join(f"{float((peak / e).max()):.3g} of {name}" for name, e in (
+            ("0.5 (normalised)", 0.5), ("pi (radians)", np.pi),
+            (f"N / 2 = {h / 2:g} x {w / 2:g} (cycles/FOV)", np.array([h, w]) / 2)))
+        raise fail("data[].traj", f"the trajectory reaches |kx| = {peak[0]:.4g}, |ky| = "
+                                  f"{peak[1]:.4g}: {reached}, for the encoded matrix {(h, w)}; "
+                                  "a unit needs between half its edge and the edge plus half a "
+                                  "grid cell (exactly one unit must fit): are the units or the "
+                                  "header's matrix wrong?")
+    unit, edge = found
+    coords = coords * (0.5 / edge)
+    reach = float((peak / edge).max())
+    extra = dict(header.extra, trajectory_unit=unit)
+    if reach < UNIT_NOTE:
+        extra["trajectory_note"] = (
+            f"the trajectory ({unit}) reaches {reach:.2f} of the edge of the encoded matrix "
+            f"{(h, w)}: the image has the resolution of a {round(reach * h)} x {round(reach * w)} "
+            "matrix; is the header's encodedSpace matrix (or the trajectory's scale) off?")
     coords = np.clip(coords, -0.5, np.nextafter(0.5, 0))
     trajectory = torch.from_numpy(coords)
     if dims == 3:
         density = torch.from_numpy(traj[..., 2].astype(np.float64))
-        if (density < 0).any():
-            raise fail("data.traj", "negative density weights")
+        if not bool((density > 0).any()):
+            raise fail("data[].traj", "the density weights (third trajectory dimension) are all "
+                                      "zero: every sample would be ignored")
     else:
         density = pipe_menon_density(trajectory, (h, w))
-    header = header.with_(num_coils=channels, geometry=geometry)
+    header = header.with_(num_coils=channels, geometry=geometry, extra=extra)
     return KSpace(data=torch.from_numpy(data), header=header, mask=None, noise=noise,
                   source=str(path), trajectory=trajectory, density=density)

@@ -141,6 +141,19 @@ def _partitions_reversed(head) -> bool:
     return float(slice_dir @ np.cross(phase, read)) < 0
 
 
+def _check_limits(header: Header, idx, imaging: np.ndarray, fail, counters) -> None:
+    """Refuse an acquisition whose counter exceeds the header's ``encodingLimits`` maximum."""
+    for counter in counters:
+        limit = header.extra.get(f"encoding_limits_{counter.replace('kspace_encode_', '')}")
+        if isinstance(limit, tuple):  # (minimum, maximum, center) of a k-space step
+            limit = limit[1]
+        found = int(idx[counter][imaging].max())
+        if limit is not None and found > limit:
+            raise fail(f"data[{int(imaging[np.argmax(idx[counter][imaging])])}].idx.{counter}",
+                       f"{found} exceeds the header's encodingLimits/"
+                       f"{counter.replace('encode', 'encoding')}/maximum = {limit}")
+
+
 def _slice_order(head, positions: dict[int, np.ndarray], num_slices: int, fail,
                  dataset: str) -> np.ndarray | None:
     """The permutation that puts the slices in order along the slice normal (``read x phase``
@@ -294,7 +307,7 @@ def _read_ismrmrd(
     if imaging.size == 0:
         raise fail(f"{dataset}/data", "no imaging acquisition")
     if int(heads["trajectory_dimensions"][imaging[0]]) > 0:  # radial / spiral readouts
-        return _read_noncartesian(path, header, records, imaging, noise_sel, fail)
+        return _read_noncartesian(path, header, records, imaging, noise_sel, fail, dataset)
 
     reverse = _flag(flags, ACQ_IS_REVERSE)
     enc_x, enc_y, enc_z = header.encoded_matrix
@@ -302,16 +315,9 @@ def _read_ismrmrd(
     shift_z = enc_z // 2 - header.extra.get("encoding_limits_step_2", (0, 0, enc_z // 2))[2]
     channels = int(heads["active_channels"][imaging[0]])
     num_slices = int(idx["slice"][imaging].max()) + 1
-    for counter in ("slice", "repetition", "contrast", "phase", "set", "average",
-                    "kspace_encode_step_1", "kspace_encode_step_2"):
-        limit = header.extra.get(f"encoding_limits_{counter.replace('kspace_encode_', '')}")
-        if isinstance(limit, tuple):  # (minimum, maximum, center) of a k-space step
-            limit = limit[1]
-        found = int(idx[counter][imaging].max())
-        if limit is not None and found > limit:
-            raise fail(f"data[{int(imaging[np.argmax(idx[counter][imaging])])}].idx.{counter}",
-                       f"{found} exceeds the header's encodingLimits/"
-                       f"{counter.replace('encode', 'encoding')}/maximum = {limit}")
+    _check_limits(header, idx, imaging, fail, ("slice", "repetition", "contrast", "phase", "set",
+                                               "average", "kspace_encode_step_1",
+                                               "kspace_encode_step_2"))
     _check_allocation(fail, f"{dataset}/data", (num_slices, enc_z, channels, enc_x, enc_y),
                       imaging.size)
     kspace = np.zeros((num_slices, enc_z, channels, enc_x, enc_y), np.complex64)
@@ -430,11 +436,16 @@ def _read_ismrmrd(
     return KSpace(data=data, header=header, mask=mask, noise=noise, source=str(path))
 
 
-def _read_noncartesian(path, header, records, imaging, noise_sel, fail) -> KSpace:
-    """Acquisitions that carry ``traj``: see :mod:`mrirecon.io.ismrmrd_noncartesian`."""
+def _read_noncartesian(path, header, records, imaging, noise_sel, fail, dataset) -> KSpace:
+    """Acquisitions that carry ``traj``: see :mod:`mrirecon.io.ismrmrd_noncartesian`. Slices are
+    put in position order as in the Cartesian branch; the readout numbers
+    (``kspace_encode_step_1``) are not checked against ``encodingLimits``, which our writer and
+    Cartesian-minded exporters fill from the matrix, not the readout count."""
     from mrirecon.io.ismrmrd_noncartesian import read_noncartesian
 
     heads = records["head"]
+    _check_limits(header, heads["idx"], imaging, fail,
+                  ("slice", "repetition", "contrast", "phase", "set", "average"))
     noise_idx = np.flatnonzero(noise_sel)
     noise = None
     if noise_idx.size:
@@ -442,5 +453,9 @@ def _read_noncartesian(path, header, records, imaging, noise_sel, fail) -> KSpac
     positions: dict[int, np.ndarray] = {}
     for a in imaging:
         positions.setdefault(int(heads["idx"]["slice"][a]), np.asarray(heads[a]["position"], float))
-    geometry = _geometry(heads[imaging[0]], header, max(positions) + 1, positions)
-    return read_noncartesian(path, header, records, imaging, noise, geometry, fail)
+    num_slices = int(heads["idx"]["slice"][imaging].max()) + 1
+    order = _slice_order(heads[imaging[0]], positions, num_slices, fail, dataset)
+    if order is not None:  # slice index order is not position order: sort by position
+        positions = {i: positions[int(s)] for i, s in enumerate(order)}
+    geometry = _geometry(heads[imaging[0]], header, num_slices, positions)
+    return read_noncartesian(path, header, records, imaging, noise, geometry, fail, order)

@@ -119,8 +119,10 @@ def make_slice(ks, index: int, file_name: str, file_mask: Tensor | None) -> MRIS
     w = data.shape[-1]
     if getattr(ks, "trajectory", None) is not None:
         ref = ks.reference[0] if ks.reference is not None else None
+        note = ks.header.extra.get("trajectory_note")  # a short trajectory (the reader's)
         return MRISlice(data, torch.ones(w, dtype=torch.bool), ks.header, file_name, index, ref,
-                        ks.noise, trajectory=ks.trajectory, density=ks.density)
+                        ks.noise, trajectory=ks.trajectory, density=ks.density,
+                        notes={"trajectory_extent": note} if note else {})
     mask = file_mask if file_mask is not None else ks.mask
     if mask is None:
         mask = ks.header.acquired_columns(w)

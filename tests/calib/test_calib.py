@@ -496,3 +496,17 @@ def test_centre_maps_lowers_a_crop_that_would_blank_the_object():
     maps, crop = centre_maps(k * wide, wide, return_crop=True)
     assert float(crop) == 0.95
     assert torch.equal(maps, centre_maps(k * wide, wide, max_cropped_energy=None))
+
+
+def test_gridded_calibration_refuses_all_zero_weights():
+    """Zero density weights inside the disc gave all-zero images and a bare MKL FFT error in
+    ESPIRiT; the gridding refuses them by name."""
+    from mrirecon.calib.noncartesian import gridded_calibration_images
+    from mrirecon.sampling import radial_trajectory
+
+    traj = radial_trajectory(8, 16)
+    k = torch.ones(2, 8, 16, dtype=torch.complex64)
+    weights = torch.ones(8, 16)
+    assert gridded_calibration_images(k, traj, (16, 16), 8, weights).abs().max() > 0
+    with pytest.raises(ValueError, match="density weight 0"):
+        gridded_calibration_images(k, traj, (16, 16), 8, torch.zeros(8, 16))

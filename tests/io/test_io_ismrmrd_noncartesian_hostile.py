@@ -1,0 +1,237 @@
+"""Non-Cartesian ISMRMRD reader on hostile files: trajectory units, discarded samples, repeated
+readouts, slice order, 3-D data, bad weights and indices (docs/robustness.md)."""
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from mrirecon.data.simulate_noncartesian import simulate_noncartesian_dataset
+from mrirecon.io import DataFormatError, read_ismrmrd
+
+N, SPOKES = 16, 26
+EPS = float(np.finfo(np.float32).eps)  # the file stores float32 trajectories and samples
+
+
+@pytest.fixture(scope="module")
+def radial(tmp_path_factory) -> Path:
+    """2 slices x 2 coils, 26 spokes x 32 samples on a 16 x 16 matrix, weights in the file."""
+    out = tmp_path_factory.mktemp("radial")
+    (path,) = simulate_noncartesian_dataset(out, "radial", volumes=1, slices=2, coils=2,
+                                            size=(N, N), readouts=SPOKES, snr_db=None)
+    return path
+
+
+def _load(path):
+    with h5py.File(path) as h5:
+        return h5["dataset/xml"][0], h5["dataset/data"][()]
+
+
+def _save(path, xml, records) -> Path:
+    with h5py.File(path, "w") as h5:
+        group = h5.create_group("dataset")
+        group.create_dataset("xml", data=np.array([xml], dtype=h5py.string_dtype("utf-8")))
+        group.create_dataset("data", data=records, maxshape=(None,), chunks=True)
+    return path
+
+
+def _traj(record) -> np.ndarray:
+    return np.asarray(record["traj"]).reshape(-1, int(record["head"]["trajectory_dimensions"]))
+
+
+def _with_traj(radial, path, edit) -> Path:
+    """A copy of ``radial`` whose trajectories (samples, 3) are replaced by ``edit(t)``."""
+    xml, records = _load(radial)
+    for i in range(len(records)):
+        records[i]["traj"] = np.asarray(edit(_traj(records[i]).copy()), np.float32).reshape(-1)
+    return _save(path, xml, records)
+
+
+def _scaled(factor):
+    def edit(t):
+        t[:, :2] *= factor
+        return t
+    return edit
+
+
+# F1: units from the extent ---------------------------------------------------------------
+
+@pytest.mark.parametrize("unit, factor", [("cycles/FOV", N), ("radians", 2 * np.pi),
+                                          ("normalised", 1.0)])
+def test_trajectory_units_are_recognised_and_converted(radial, tmp_path, unit, factor):
+    ref = read_ismrmrd(radial)
+    ks = read_ismrmrd(_with_traj(radial, tmp_path / "u.h5", _scaled(factor)))
+    assert ks.header.extra["trajectory_unit"] == unit
+    # float32 storage of the scaled coordinates: a few ulps of the extent 0.5
+    np.testing.assert_allclose(ks.trajectory.numpy(), ref.trajectory.numpy(), rtol=0, atol=4 * EPS)
+
+
+def test_overshoot_within_half_a_grid_cell_is_kept_normalised(radial, tmp_path):
+    """0.5 (1 + 0.9 / N): moved onto the edge, never divided by the matrix (was: 1/N the size)."""
+    factor = 1 + 0.9 / N
+    ref = read_ismrmrd(radial).trajectory.numpy()
+    ks = read_ismrmrd(_with_traj(radial, tmp_path / "o.h5", _scaled(factor)))
+    assert ks.header.extra["trajectory_unit"] == "normalised"
+    np.testing.assert_allclose(ks.trajectory.numpy(), np.clip(ref * factor, -0.5, 0.5),
+                               rtol=0, atol=4 * EPS)
+    assert float(ks.trajectory.abs().max()) > 0.5 * (1 - 4 * EPS)
+
+
+@pytest.mark.parametrize("factor", [0.4, 1 + 2 / N, 1.5, 2 * np.pi * 1.2])
+def test_trajectory_extent_fitting_no_unit_is_refused(radial, tmp_path, factor):
+    """Below half of every edge, or past an edge by more than half a grid cell (and short of the
+    next candidate's half edge)."""
+    path = _with_traj(radial, tmp_path / "x.h5", _scaled(factor))
+    with pytest.raises(DataFormatError, match=r"data\[\]\.traj: the trajectory reaches") as err:
+        read_ismrmrd(path)
+    import re
+
+    found = float(re.search(r"\|ky\| = ([0-9.e+-]+)", str(err.value)).group(1))
+    assert found == pytest.approx(0.5 * factor, rel=1e-3)  # the message names the extent
+
+
+def test_half_extent_is_accepted_with_a_note(radial, tmp_path):
+    ks = read_ismrmrd(_with_traj(radial, tmp_path / "h.h5", _scaled(0.6)))
+    assert "reaches 0.60 of the edge" in ks.header.extra["trajectory_note"]
+    from mrirecon.pipeline.stages_mri import make_slice
+
+    assert "reaches 0.60" in make_slice(ks, 0, "h.h5", None).notes["trajectory_extent"]
+    assert "trajectory_note" not in read_ismrmrd(radial).header.extra
+
+
+# F2: discard_pre / discard_post ----------------------------------------------------------
+
+def test_discarded_samples_are_dropped_with_their_trajectory(radial, tmp_path):
+    pre, post = 5, 3
+    xml, records = _load(radial)
+    for i in range(len(records)):
+        head = records[i]["head"]
+        channels, n = int(head["active_channels"]), int(head["number_of_samples"])
+        x = np.asarray(records[i]["data"]).view(np.complex64).reshape(channels, n)
+        junk = np.full((channels, 1), 1e3, np.complex64)  # an ADC ramp far above the signal
+        x = np.concatenate([np.repeat(junk, pre, 1), x, np.repeat(junk, post, 1)], 1)
+        t = _traj(records[i])
+        t = np.concatenate([np.repeat(t[:1] * 3, pre, 0), t, np.repeat(t[-1:] * 3, post, 0)])
+        head["number_of_samples"] = n + pre + post
+        head["discard_pre"], head["discard_post"] = pre, post
+        records[i]["data"] = np.ascontiguousarray(x).view(np.float32).reshape(-1)
+        records[i]["traj"] = t.astype(np.float32).reshape(-1)
+    ks = read_ismrmrd(_save(tmp_path / "d.h5", xml, records))
+    ref = read_ismrmrd(radial)
+    np.testing.assert_array_equal(ks.data.numpy(), ref.data.numpy())
+    np.testing.assert_array_equal(ks.trajectory.numpy(), ref.trajectory.numpy())
+    np.testing.assert_array_equal(ks.density.numpy(), ref.density.numpy())
+
+
+# F3: repeated readouts, partitions --------------------------------------------------------
+
+def _repeated(radial, path, second):
+    """Every acquisition twice; the copy gets idx.average 1 and data ``second(x)``."""
+    xml, records = _load(radial)
+    copy = records.copy()
+    for i in range(len(copy)):
+        x = np.asarray(copy[i]["data"]).view(np.complex64)
+        copy[i]["data"] = np.asarray(second(x), np.complex64).view(np.float32)
+        copy[i]["head"]["idx"]["average"] = 1
+    return _save(path, xml, np.concatenate([records, copy]))
+
+
+def test_averages_are_averaged(radial, tmp_path):
+    rng = np.random.default_rng(0)
+    noise = {}
+
+    def second(x):
+        noise[len(noise)] = n = (rng.standard_normal(x.shape) + 1j * rng.standard_normal(x.shape))
+        return x + n
+
+    ks = read_ismrmrd(_repeated(radial, tmp_path / "nex2.h5", second))
+    ref = read_ismrmrd(radial)
+    # (x + (x + n)) / 2 = x + n / 2: the mean, not the last copy (x + n)
+    xml, records = _load(radial)
+    half = np.zeros_like(ref.data.numpy())
+    for i, rec in enumerate(records):
+        s, r = int(rec["head"]["idx"]["slice"]), int(rec["head"]["idx"]["kspace_encode_step_1"])
+        half[s, :, r] = noise[i].reshape(half.shape[1], -1) / 2
+    scale = float(np.abs(ref.data.numpy()).max() + 4)
+    np.testing.assert_allclose(ks.data.numpy(), ref.data.numpy() + half, rtol=0, atol=8 * EPS * scale)
+
+
+def test_exact_duplicate_readouts_read_as_one(radial, tmp_path):
+    """As repeated Cartesian lines: averaged, so an exact copy changes nothing."""
+    xml, records = _load(radial)
+    path = _save(tmp_path / "dup.h5", xml, np.concatenate([records, records[:5]]))
+    ref = read_ismrmrd(radial).data.numpy()
+    np.testing.assert_allclose(read_ismrmrd(path).data.numpy(), ref, rtol=0,
+                               atol=4 * EPS * float(np.abs(ref).max()))
+
+
+def test_stack_of_stars_partitions_are_refused(radial, tmp_path):
+    xml, records = _load(radial)
+    copy = records.copy()
+    copy["head"]["idx"]["kspace_encode_step_2"] = 1
+    path = _save(tmp_path / "sos.h5", xml, np.concatenate([records, copy]))
+    with pytest.raises(DataFormatError, match=r"idx\.kspace_encode_step_2: partitions \[0, 1\]"):
+        read_ismrmrd(path)
+
+
+def test_3d_header_is_refused(radial, tmp_path):
+    xml, records = _load(radial)
+    xml3 = xml.decode().replace("<z>1</z>", f"<z>{N}</z>", 1)
+    assert xml3 != xml.decode()
+    with pytest.raises(DataFormatError, match=rf"matrixSize/z: {N}: 3-D non-Cartesian"):
+        read_ismrmrd(_save(tmp_path / "z.h5", xml3.encode(), records))
+
+
+# F4: slice order ---------------------------------------------------------------------------
+
+def test_slices_are_sorted_by_position(radial, tmp_path):
+    xml, records = _load(radial)
+    records["head"]["idx"]["slice"] = 1 - records["head"]["idx"]["slice"]  # descending indices
+    ks = read_ismrmrd(_save(tmp_path / "rev.h5", xml, records))
+    ref = read_ismrmrd(radial)
+    np.testing.assert_array_equal(ks.data.numpy(), ref.data.numpy())
+    assert ks.header.geometry == ref.header.geometry
+
+
+def test_unevenly_spaced_slices_are_refused(tmp_path):
+    (path,) = simulate_noncartesian_dataset(tmp_path, "radial", volumes=1, slices=3, coils=1,
+                                            size=(N, N), readouts=SPOKES, snr_db=None)
+    xml, records = _load(path)
+    normal = np.cross(records["head"]["phase_dir"][0], records["head"]["read_dir"][0])
+    third = records["head"]["idx"]["slice"] == 2
+    records["head"]["position"][third] += 7 * normal.astype(np.float32)
+    with pytest.raises(DataFormatError, match="not evenly spaced"):
+        read_ismrmrd(_save(tmp_path / "uneven.h5", xml, records))
+
+
+# F6, F8: weights, trajectory values, indices -----------------------------------------------
+
+def test_all_zero_weights_are_refused(radial, tmp_path):
+    def zero(t):
+        t[:, 2] = 0
+        return t
+    with pytest.raises(DataFormatError, match=r"data\[\]\.traj: the density weights .* all zero"):
+        read_ismrmrd(_with_traj(radial, tmp_path / "w0.h5", zero))
+
+
+@pytest.mark.parametrize("value, problem", [(np.nan, "1 NaN or Inf values"),
+                                            (-1.0, "negative density weights")])
+def test_bad_value_in_one_slice_is_named(radial, tmp_path, value, problem):
+    """Was "readout r has a different trajectory in slice 1"."""
+    xml, records = _load(radial)
+    a = int(np.flatnonzero(records["head"]["idx"]["slice"] == 1)[3])
+    t = _traj(records[a]).copy()
+    t[4, 2] = value
+    records[a]["traj"] = t.reshape(-1)
+    with pytest.raises(DataFormatError, match=rf"data\[{a}\]\.traj: {problem}"):
+        read_ismrmrd(_save(tmp_path / "v.h5", xml, records))
+
+
+def test_huge_indices_are_refused_before_allocating(radial, tmp_path):
+    xml, records = _load(radial)
+    one = records[:1].copy()
+    one["head"]["idx"]["slice"] = one["head"]["idx"]["kspace_encode_step_1"] = 65535
+    with pytest.raises(DataFormatError, match=r"idx\.slice / kspace_encode_step_1: slice 0 has "
+                                              r"no readout 0 .*need 4294967296 readouts"):
+        read_ismrmrd(_save(tmp_path / "huge.h5", xml, one))
