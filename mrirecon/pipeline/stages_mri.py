@@ -119,10 +119,12 @@ def make_slice(ks, index: int, file_name: str, file_mask: Tensor | None) -> MRIS
     w = data.shape[-1]
     if getattr(ks, "trajectory", None) is not None:
         ref = ks.reference[0] if ks.reference is not None else None
-        note = ks.header.extra.get("trajectory_note")  # a short trajectory (the reader's)
+        # the reader's notes: a short trajectory, rescaled density weights
+        notes = {kind: ks.header.extra[key] for kind, key in (
+            ("trajectory_extent", "trajectory_note"), ("density_scale", "density_scale_note"))
+            if ks.header.extra.get(key)}
         return MRISlice(data, torch.ones(w, dtype=torch.bool), ks.header, file_name, index, ref,
-                        ks.noise, trajectory=ks.trajectory, density=ks.density,
-                        notes={"trajectory_extent": note} if note else {})
+                        ks.noise, trajectory=ks.trajectory, density=ks.density, notes=notes)
     mask = file_mask if file_mask is not None else ks.mask
     if mask is None:
         mask = ks.header.acquired_columns(w)

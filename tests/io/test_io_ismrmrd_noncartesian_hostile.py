@@ -235,3 +235,25 @@ def test_huge_indices_are_refused_before_allocating(radial, tmp_path):
     with pytest.raises(DataFormatError, match=r"idx\.slice / kspace_encode_step_1: slice 0 has "
                                               r"no readout 0 .*need 4294967296 readouts"):
         read_ismrmrd(_save(tmp_path / "huge.h5", xml, one))
+
+
+@pytest.mark.parametrize("factor", [3.3e-12, 40.7, 1000.0])
+def test_density_weights_of_another_scale_are_brought_to_the_library_scale(radial, tmp_path, factor):
+    """ISMRMRD fixes no scale for density weights, but the gridded image's intensity (the data
+    scale classical methods divide by, hence what lam means) follows it: weights x 1000 gave TV
+    16.1 dB instead of 32.1. The shape is the file's, the scale the library's (within 2x it
+    is kept: the analytic ramp the simulator writes)."""
+    from mrirecon.functional.density import pipe_menon_density
+
+    def edit(t):
+        t[:, 2] *= factor
+        return t
+
+    base = read_ismrmrd(radial)
+    got = read_ismrmrd(_with_traj(radial, tmp_path / "w.h5", edit))
+    ref_sum = float(pipe_menon_density(base.trajectory, (N, N)).sum())
+    assert 0.5 <= ref_sum / float(base.density.sum()) <= 2 and "density_scale_note" not in base.header.extra
+    assert abs(float(got.density.sum()) / ref_sum - 1) < 1e-6  # float32 weights, float64 sums
+    ratio = got.density / base.density
+    assert float(ratio.max() / ratio.min() - 1) < 16 * EPS  # the file's shape
+    assert "multiplied by" in got.header.extra["density_scale_note"]
