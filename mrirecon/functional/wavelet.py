@@ -157,8 +157,22 @@ def _use_fast(x: Tensor) -> bool:
             and not (torch.is_grad_enabled() and x.requires_grad))
 
 
+def _check_sizes(x: Tensor, levels: int, who: str) -> None:
+    """Refuse sizes the periodised transform cannot halve ``levels`` times (it failed inside a
+    reshape: "shape '[1, 62, 97]' is invalid for input of size 6111")."""
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 0:
+        raise ValueError(f"{who}: levels must be an integer >= 0, got {levels!r}")
+    if x.ndim < 2:
+        raise ValueError(f"{who}: needs an array (..., H, W), got shape {tuple(x.shape)}")
+    h, w = x.shape[-2:]
+    if h % (1 << levels) or w % (1 << levels):
+        raise ValueError(f"{who}: {levels} levels need H and W divisible by {1 << levels}, got "
+                         f"{h} x {w}; pad the image (operators.Wavelet pads and crops for you)")
+
+
 def dwt2(x: Tensor, name: str = "db4", levels: int = 3) -> Tensor:
     """Multi-level orthogonal 2-D DWT of ``(..., H, W)``; sizes divisible by ``2**levels``."""
+    _check_sizes(x, levels, "dwt2")
     if _use_fast(x) and levels > 0:
         with serial_if_small(x):
             return _apply_fast(x, name, levels, inverse=False)
@@ -167,6 +181,7 @@ def dwt2(x: Tensor, name: str = "db4", levels: int = 3) -> Tensor:
 
 def idwt2(c: Tensor, name: str = "db4", levels: int = 3) -> Tensor:
     """Inverse (= adjoint) of :func:`dwt2`."""
+    _check_sizes(c, levels, "idwt2")
     if _use_fast(c) and levels > 0:
         with serial_if_small(c):
             return _apply_fast(c, name, levels, inverse=True)

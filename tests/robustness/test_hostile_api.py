@@ -174,6 +174,19 @@ def test_tolerance_of_sirt_and_tv_waits_for_the_slowest_slice(method):
     torch.testing.assert_close(batch[1], alone, rtol=0, atol=tol)
 
 
+def test_dwt2_names_sizes_it_cannot_halve():
+    """63 x 97 failed inside a reshape ("shape '[1, 62, 97]' is invalid ...")."""
+    from mrirecon.functional.wavelet import dwt2, idwt2
+
+    for fn in (dwt2, idwt2):
+        for x in (torch.randn(63, 97), torch.randn(63, 97, requires_grad=True)):
+            with pytest.raises(ValueError, match="divisible by 2, got 63 x 97"):
+                fn(x, "db4", 1)
+        with pytest.raises(ValueError, match="divisible by 8, got 64 x 36"):
+            fn(torch.randn(2, 64, 36), "db4", 3)
+    assert dwt2(torch.randn(64, 40), "db4", 3).shape == (64, 40)
+
+
 def test_model_without_batch_axis_is_named():
     from mrirecon.models.unrolled.modl import MoDL
 
