@@ -182,6 +182,9 @@ def parse_ismrmrd_header(xml: str | bytes, source: str | os.PathLike = "<xml str
         extra["encoding_limits_step_2"] = (
             num(f"{lim2}/minimum", int), num(f"{lim2}/maximum", int), num(f"{lim2}/center", int))
 
+    kind = _text(enc, "trajectory", source)  # cartesian, radial, spiral, ...
+    if kind:
+        extra["trajectory"] = kind
     mode = _text(enc, "parallelImaging/calibrationMode", source)
     if mode:
         extra["calibration_mode"] = mode.strip()

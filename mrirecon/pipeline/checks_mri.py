@@ -6,6 +6,8 @@ that set them: ``docs/robustness.md``."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -147,3 +149,44 @@ def coil_warnings(kspace: Tensor) -> dict[str, str]:
             f"{DUPLICATE_CORRELATION:g}: {shown}): duplicated channels add no information, and "
             f"the data hold {coils - len(copies)} distinct coils")
     return out
+
+
+#: Fewer distinct readout directions than this (as the CT pipelines' ``MIN_VIEWS``) and less than
+#: :data:`MIN_COVERAGE` of the grid cells: too little of k-space for an image.
+MIN_DIRECTIONS = 8
+#: Share of the grid cells inside the sampled disc that hold a sample. A single-shot spiral
+#: covers most of them with one readout (one direction); 1-2 radial spokes or readouts copied
+#: from the first cover 2-4 % at 64 x 64.
+MIN_COVERAGE = 0.25
+
+
+def trajectory_warnings(trajectory: Tensor, shape: tuple[int, int]) -> dict[str, str]:
+    """What makes a non-Cartesian trajectory ``(readouts, samples, 2)`` on an ``shape`` grid too
+    thin for an image: fewer than :data:`MIN_DIRECTIONS` distinct readout directions covering
+    less than :data:`MIN_COVERAGE` of the grid cells inside the sampled disc (one or two spokes,
+    or every readout copied from the first: TV then filled the image from a line, 9.2-9.6 dB,
+    no word).
+
+    A readout's direction is the angle of its sample farthest from the centre, modulo pi for a
+    spoke through the centre and modulo 2 pi otherwise (a spiral interleave, a centre-out spoke),
+    rounded to 0.5 degrees."""
+    t = trajectory.detach().to(torch.float64).cpu()
+    r = t.square().sum(-1)
+    far = t[torch.arange(t.shape[0]), r.argmax(-1)]  # (readouts, 2)
+    angle = torch.rad2deg(torch.atan2(far[:, 1], far[:, 0]))
+    through = (r.argmin(-1) > 0) & (r.argmin(-1) < t.shape[1] - 1)  # the centre inside the readout
+    angle = torch.where(through, angle % 180.0, angle % 360.0)
+    distinct = int(torch.unique(torch.round(angle * 2) % 720).numel())
+    n = torch.tensor([float(shape[0]), float(shape[1])], dtype=torch.float64)
+    cells = torch.floor((t.reshape(-1, 2) + 0.5) * n).clamp(min=0).to(torch.int64)
+    hit = int(torch.unique(cells[:, 0] * int(shape[1]) + cells[:, 1]).numel())
+    disc = math.pi * float(r.max()) * float(n.prod())  # cells within the largest |k|
+    coverage = min(hit / disc, 1.0) if disc > 0 else 0.0
+    readouts = int(t.shape[0])
+    if distinct >= MIN_DIRECTIONS or coverage >= MIN_COVERAGE:
+        return {}
+    return {"trajectory_coverage": (
+        f"{readouts} readout{'s' * (readouts > 1)} in {distinct} distinct direction"
+        f"{'s' * (distinct > 1)}, holding samples in {100 * coverage:.0f} % of the grid cells they "
+        "span: k-space is a few lines and the image mostly the regulariser's guess (a trajectory "
+        "copied from the first readout?)")}

@@ -7,7 +7,8 @@ A card's optional ``training_range`` mapping lists what the model saw in trainin
                                             # non-Cartesian MRI image grid, or CT image size
       coils: [min, max]
       accelerations: [min, max]             # Cartesian MRI: columns / acquired columns
-      spokes: [min, max]                    # non-Cartesian MRI: readouts (radial spokes)
+      spokes: [min, max]                    # non-Cartesian MRI: readouts (spokes, interleaves)
+      trajectory: [radial, ...]             # non-Cartesian MRI: ISMRMRD encoding/trajectory
       views: [min, max]                     # CT projection angles
 
 :func:`range_warnings` compares one slice's properties with it and returns readable messages;
@@ -33,7 +34,8 @@ def _interval(value: Any) -> tuple[float, float] | None:
 
 def range_warnings(card: Mapping[str, Any] | None, *, matrix: tuple[int, int] | None = None,
                    coils: int | None = None, acceleration: float | None = None,
-                   views: int | None = None, spokes: int | None = None) -> list[str]:
+                   views: int | None = None, spokes: int | None = None,
+                   trajectory: str | None = None) -> list[str]:
     """Messages for every property outside ``card["training_range"]`` (empty if none, or no card)."""
     rng = (card or {}).get("training_range")
     if not isinstance(rng, Mapping):
@@ -46,9 +48,15 @@ def range_warnings(card: Mapping[str, Any] | None, *, matrix: tuple[int, int] | 
         if not all(lo[i] <= matrix[i] <= hi[i] for i in range(2)):
             out.append(f"matrix {matrix[0]} x {matrix[1]} is outside the {name} training range "
                        f"{lo[0]} x {lo[1]} .. {hi[0]} x {hi[1]}")
+    kinds = rng.get("trajectory")
+    if trajectory and isinstance(kinds, (list, tuple)) and kinds and \
+            trajectory.lower() not in {str(k).lower() for k in kinds}:
+        out.append(f"trajectory {trajectory} is outside the {name} training range "
+                   f"({', '.join(map(str, kinds))})")
     given = {"coils": coils, "accelerations": acceleration, "views": views, "spokes": spokes}
     for key in RANGE_INTERVALS:
-        value, what = given[key], "acceleration" if key == "accelerations" else key
+        value = given[key]
+        what = {"accelerations": "acceleration", "spokes": "readouts (spokes / interleaves)"}.get(key, key)
         iv = _interval(rng.get(key))
         # a mask's effective acceleration W / sampled columns differs from its nominal rate by
         # the rounding of the line count and the centre band (fastMRI's 4x on 368 columns

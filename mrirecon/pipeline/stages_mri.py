@@ -120,9 +120,12 @@ def make_slice(ks, index: int, file_name: str, file_mask: Tensor | None) -> MRIS
     if getattr(ks, "trajectory", None) is not None:
         ref = ks.reference[0] if ks.reference is not None else None
         # the reader's notes: a short trajectory, rescaled density weights
+        from mrirecon.pipeline.checks_mri import trajectory_warnings
+
         notes = {kind: ks.header.extra[key] for kind, key in (
             ("trajectory_extent", "trajectory_note"), ("density_scale", "density_scale_note"))
             if ks.header.extra.get(key)}
+        notes.update(trajectory_warnings(ks.trajectory, ks.header.encoded_matrix[:2]))
         return MRISlice(data, torch.ones(w, dtype=torch.bool), ks.header, file_name, index, ref,
                         ks.noise, trajectory=ks.trajectory, density=ks.density, notes=notes)
     mask = file_mask if file_mask is not None else ks.mask

@@ -114,7 +114,8 @@ def _warn_outside_range(config: PipelineConfig, model, s) -> list[str]:
 
     if config.modality == "mri" and s.trajectory is not None:  # the image grid, the readouts
         return warn_outside_range(model, matrix=tuple(s.image_shape), coils=int(s.kspace.shape[0]),
-                                  spokes=int(s.trajectory.shape[0]))
+                                  spokes=int(s.trajectory.shape[0]),
+                                  trajectory=s.header.extra.get("trajectory"))
     if config.modality == "mri":
         acc = float(s.mask.numel()) / max(float(s.mask.sum()), 1.0)
         return warn_outside_range(model, matrix=tuple(s.kspace.shape[-2:]),

@@ -227,7 +227,8 @@ def train_radial(out: str | Path, *, model: str = "modl", maps: str = "espirit",
         "metrics_held_out": metrics,
         # what `mrirecon run` checks (mrirecon/pipeline/model_range.py): image grid, coils, spokes
         "training_range": {"matrix": {"min": [args.size, args.size], "max": [args.size, args.size]},
-                           "coils": list(COILS), "spokes": [args.spokes, args.spokes]},
+                           "coils": list(COILS), "spokes": [args.spokes, args.spokes],
+                           "trajectory": ["radial"]},
         "known_failures": _known_failures(args, metrics),
     }
     write_weights(out, model.state_dict(), card)

@@ -112,6 +112,8 @@ def model_card(name_or_path: str | os.PathLike) -> dict:
 
 #: The ``[min, max]`` entries of a card's ``training_range`` (besides ``matrix``).
 RANGE_INTERVALS = ("coils", "accelerations", "spokes", "views")
+#: The lists of names in a card's ``training_range`` (the ISMRMRD trajectory kinds seen).
+RANGE_KINDS = ("trajectory",)
 
 
 def check_training_range(rng: Any, where: str) -> None:
@@ -132,9 +134,15 @@ def check_training_range(rng: Any, where: str) -> None:
 
     if not isinstance(rng, Mapping):
         raise bad("", "a mapping of matrix / " + " / ".join(RANGE_INTERVALS), rng)
-    unknown = sorted(set(rng) - {"matrix", *RANGE_INTERVALS})
+    unknown = sorted(set(rng) - {"matrix", *RANGE_INTERVALS, *RANGE_KINDS})
     if unknown:
-        raise bad(f".{unknown[0]}", "one of matrix, " + ", ".join(RANGE_INTERVALS), "an unknown key")
+        raise bad(f".{unknown[0]}", "one of matrix, " + ", ".join(RANGE_INTERVALS + RANGE_KINDS),
+                  "an unknown key")
+    for key in RANGE_KINDS:
+        value = rng.get(key)
+        if key in rng and not (isinstance(value, (list, tuple)) and value
+                               and all(isinstance(v, str) and v for v in value)):
+            raise bad(f".{key}", "a list of names (e.g. [radial])", value)
     for key in RANGE_INTERVALS:
         if key in rng:
             pair(f".{key}", rng[key])

@@ -51,7 +51,13 @@ def test_range_warnings_name_each_property_outside_the_card():
     assert range_warnings(None, coils=99) == []
     radial = {"model": {"name": "modl"}, "training_range": {"spokes": [40, 40]}}
     assert range_warnings(radial, spokes=40) == []
-    assert range_warnings(radial, spokes=36) == ["spokes 36 is outside the modl training range 40 .. 40"]
+    assert range_warnings(radial, spokes=36) == ["readouts (spokes / interleaves) 36 is outside the modl training range 40 .. 40"]
+    # the kind of trajectory (a radial model on a spiral gave 19.1 dB against TV's 31.1, no word)
+    radial["training_range"]["trajectory"] = ["radial"]
+    assert range_warnings(radial, spokes=40, trajectory="Radial") == []
+    assert range_warnings(radial, spokes=40, trajectory=None) == []  # a header without the kind
+    assert range_warnings(radial, spokes=40, trajectory="spiral") == [
+        "trajectory spiral is outside the modl training range (radial)"]
 
 
 def test_warn_outside_range_logs_once_per_message(caplog):

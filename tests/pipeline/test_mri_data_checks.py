@@ -223,3 +223,21 @@ def test_a_narrow_calibration_band_does_not_blank_the_image(tmp_path):
     assert lowered["metrics"]["psnr"] > rss + 1
     (msg,) = lowered["warnings"]
     assert "crop was lowered" in msg and "7-column" in msg
+
+
+def test_thin_non_cartesian_trajectories_are_reported():
+    """One or two spokes, or every readout copied from the first, were reconstructed (TV:
+    9.2-9.6 dB) without a word; a single spiral interleave covers k-space and is no case."""
+    from mrirecon.data.simulate_noncartesian import make_trajectory
+    from mrirecon.pipeline.checks_mri import trajectory_warnings
+
+    shape = (64, 64)
+    radial, _ = make_trajectory("radial", shape, 40)
+    for kind, readouts in (("radial", 8), ("radial", 40), ("spiral", 1), ("spiral", 8)):
+        traj, _ = make_trajectory(kind, shape, readouts)
+        assert trajectory_warnings(traj, shape) == {}, (kind, readouts)
+    for thin, text in ((radial[:1], "1 readout in 1 distinct direction"),
+                       (radial[:2], "2 readouts in 2 distinct directions"),
+                       (radial[:1].expand(64, -1, -1), "64 readouts in 1 distinct direction")):
+        (msg,) = trajectory_warnings(thin, shape).values()
+        assert msg.startswith(text)

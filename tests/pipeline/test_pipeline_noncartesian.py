@@ -96,7 +96,7 @@ def test_radial_pipelines_end_to_end(name, overrides, radial_dir, tmp_path, capl
         # or a Cartesian acceleration
         warned = [r.message for r in caplog.records if "training range" in r.message]
         assert any("matrix 48 x 48 is outside" in m for m in warned), warned
-        assert any("spokes 36 is outside" in m for m in warned), warned
+        assert any("readouts (spokes / interleaves) 36 is outside" in m for m in warned), warned
         assert not any("acceleration" in m or "matrix 36" in m for m in warned), warned
     prov = json.loads((out / "provenance.json").read_text())
     (f,) = prov["files"]

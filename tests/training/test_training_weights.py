@@ -55,7 +55,7 @@ def test_card_and_size(name):
 
 CARDS = sorted(p.stem for p in WEIGHTS_DIR.glob("*.yaml"))
 #: what `mrirecon run` checks against a card (mrirecon/pipeline/model_range.py)
-RANGE_KEYS = {"matrix", "coils", "accelerations", "spokes", "views"}
+RANGE_KEYS = {"matrix", "coils", "accelerations", "spokes", "views", "trajectory"}
 
 
 @pytest.mark.parametrize("name", CARDS)
@@ -72,10 +72,13 @@ def test_every_card_says_where_the_model_fails_and_what_it_saw(name):
     rng = card["training_range"]
     assert rng and set(rng) <= RANGE_KEYS, (name, set(rng) - RANGE_KEYS)
     for key, iv in rng.items():
+        if key == "trajectory":
+            assert iv and all(isinstance(k, str) for k in iv), (name, iv)
+            continue
         lo, hi = (iv["min"], iv["max"]) if key == "matrix" else ([iv[0]], [iv[1]])
         assert all(0 < a <= b for a, b in zip(lo, hi)), (name, key, iv)
     if "radial" in name:
-        assert {"matrix", "coils", "spokes"} <= set(rng) and "accelerations" not in rng
+        assert {"matrix", "coils", "spokes", "trajectory"} <= set(rng) and "accelerations" not in rng
 
 
 def test_radial_training_card_states_range_and_failures():
@@ -241,6 +244,8 @@ def test_pnp_brain_schedule_is_the_winner_of_its_deployment_grid():
     ({"matrix": {"min": 362}}, r"training_range\.matrix: expected \{min: \[H, W\]"),
     ({"matrix": {"min": [362], "max": [362, 362]}}, r"training_range\.matrix \(dimension 0\)"),
     ([30, 63], r"training_range: expected a mapping"),
+    ({"trajectory": "radial"}, r"training_range\.trajectory: expected a list of names"),
+    ({"trajectory": []}, r"training_range\.trajectory: expected a list of names"),
 ])
 def test_malformed_training_range_names_the_card_and_field(tmp_path, rng, field):
     from mrirecon.models import build_model
