@@ -348,7 +348,11 @@ class _DicomSource:
         hu = series.data.double()
         self._mu = torch.as_tensor(hu_to_attenuation(hu.numpy())).float().clamp_min(0)
         _, h, w = self._mu.shape
-        pixel = float(series.geometry.spacing[1])
+        pixel, col = float(series.geometry.spacing[1]), float(series.geometry.spacing[2])
+        if abs(pixel - col) > 1e-3 * max(pixel, col):  # the projector's pixels are square
+            raise ValueError(f"{path}: PixelSpacing {pixel:g} x {col:g} mm: the CT projector "
+                             "assumes square pixels, so the sinogram would be projected with "
+                             f"{pixel:g} mm columns; resample the series to square pixels first")
         self._geometry = CTGeometry.parallel((h, w), num_views=views or 360, pixel_size=pixel)
         self._op = ct_operator(self._geometry)
         self.path = path

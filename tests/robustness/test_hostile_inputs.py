@@ -12,6 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from tests.helpers import clone_h5, fresh_python
 from mrirecon.io.errors import DataFormatError
@@ -98,6 +99,20 @@ def test_ct_pipeline_refuses_an_mr_series_and_mri_pipeline_refuses_ct(dicom_seri
     assert not (tmp_path / "out1" / "dicom").exists()
     entry = run_one(mri_config(), ct_dir / "observation_test_000.hdf5", tmp_path / "out2")
     assert entry["status"] == "failed" and "MRI pipeline needs fastMRI or ISMRMRD" in entry["error"]
+
+
+def test_a_ct_series_with_rectangular_pixels_is_refused(tmp_path):
+    """The projector's pixels are square: a 0.5 x 0.8 mm series was projected with 0.5 mm
+    columns (the simulated sinogram's physics off by 1.6x across the columns), no word."""
+    from mrirecon.containers import Image, ImageGeometry
+    from mrirecon.io import write_dicom_series
+
+    g = ImageGeometry(spacing=(2.0, 0.5, 0.8), orientation=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0))
+    write_dicom_series(Image(torch.rand(2, 16, 16) * 1000 - 800, g, kind="hu", modality="CT"),
+                       tmp_path / "ct")
+    config = load_pipeline("ct_fbp", ["export.formats=[hdf5]", "report.enabled=false"])[0]
+    entry = run_one(config, tmp_path / "ct", tmp_path / "out")
+    assert entry["status"] == "failed" and "PixelSpacing 0.5 x 0.8 mm" in entry["error"]
 
 
 @pytest.mark.parametrize("case, message", [
