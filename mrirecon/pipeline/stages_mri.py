@@ -162,11 +162,10 @@ def make_slice(ks, index: int, file_name: str, file_mask: Tensor | None) -> MRIS
 PARTIAL_FOURIER_SYMMETRY = 0.85
 
 
-def partial_fourier_note(header) -> str | None:
-    """A note when the header's ``encodingLimits/kspace_encoding_step_1`` are asymmetric about
-    their centre (partial Fourier): no method here has a homodyne / POCS step, so the missing
-    side is reconstructed as unsampled k-space (it was, without a word)."""
-    limits = header.extra.get("encoding_limits_step_1")
+def _partial_fourier_limits(header) -> tuple[int, int, int, int, int] | None:
+    """``(minimum, maximum, centre, before, after)`` of asymmetric phase-encoding limits, or
+    ``None`` for a symmetric (or unknown) acquisition."""
+    limits = header.extra.get("encoding_limits_step_1") if header is not None else None
     if not limits or any(v is None for v in limits):
         return None
     minimum, maximum, centre = limits
@@ -174,11 +173,37 @@ def partial_fourier_note(header) -> str | None:
     if min(before, after) < 0 or max(before, after) == 0 \
             or min(before, after) >= PARTIAL_FOURIER_SYMMETRY * max(before, after):
         return None
+    return minimum, maximum, centre, before, after
+
+
+def partial_fourier_note(header, phase_constrained: bool = False) -> str | None:
+    """A note when the header's ``encodingLimits/kspace_encoding_step_1`` are asymmetric about
+    their centre (partial Fourier), saying how the missing side is reconstructed: by the phase
+    constraint of ``cg_sense`` (:func:`partial_fourier_band`), or as unsampled k-space."""
+    found = _partial_fourier_limits(header)
+    if found is None:
+        return None
+    minimum, maximum, centre, before, after = found
     fraction = (before + after + 1) / (2 * max(before, after) + 1)
+    how = ("the missing side is filled by phase-constrained CG-SENSE (a real image times the phase "
+           f"of the symmetric {2 * min(before, after) + 1}-line centre)" if phase_constrained else
+           "the missing side is reconstructed as unsampled k-space, so its resolution comes from "
+           "the method's prior alone (only cg_sense has a phase constraint, with "
+           "preprocess.partial_fourier=phase_constrained)")
     return (f"partial Fourier: phase-encoding lines {minimum}..{maximum} around the centre {centre} "
-            f"({before} before, {after} after; {fraction:.0%} of a symmetric acquisition): the "
-            "missing side is reconstructed as unsampled k-space (no homodyne or POCS step), so its "
-            "resolution comes from the method's prior alone")
+            f"({before} before, {after} after; {fraction:.0%} of a symmetric acquisition): {how}")
+
+
+def partial_fourier_band(header, width: int) -> Tensor | None:
+    """``(width,)`` bool: the k-space columns acquired on both sides of the centre ``width // 2``
+    (the symmetric part of a partial Fourier acquisition), or ``None`` when it is symmetric."""
+    found = _partial_fourier_limits(header)
+    if found is None:
+        return None
+    m = min(found[3], found[4])
+    band = torch.zeros(width, dtype=torch.bool)
+    band[max(width // 2 - m, 0): width // 2 + m + 1] = True
+    return band
 
 
 def column_counts(s: MRISlice) -> tuple[int, int]:
@@ -313,8 +338,10 @@ def data_scale(kspace: Tensor, s: MRISlice | None = None) -> float:
     return m if m > 0 and m == m and m != float("inf") else 1.0
 
 
-def reconstruct(s: MRISlice, cfg: ReconstructConfig, model: torch.nn.Module | None) -> MRISlice:
-    """Classical method by name (:func:`mrirecon.recon.run`) or a learned ``model(y, op)``."""
+def reconstruct(s: MRISlice, cfg: ReconstructConfig, model: torch.nn.Module | None, *,
+                partial_fourier: str = "phase_constrained") -> MRISlice:
+    """Classical method by name (:func:`mrirecon.recon.run`) or a learned ``model(y, op)``;
+    ``partial_fourier``: ``preprocess.partial_fourier`` (:func:`phase_constrained`)."""
     from mrirecon import recon
 
     y = s.kspace
@@ -343,7 +370,13 @@ def reconstruct(s: MRISlice, cfg: ReconstructConfig, model: torch.nn.Module | No
         if s.maps is None:
             raise ValueError(f"reconstruct.method {cfg.method!r} needs coil maps: set calibrate.method "
                              "to 'espirit' or 'walsh'")
-        image = recon.run(cfg.method, y / scale, operator(s, s.maps), **cfg.params)
+        params = dict(cfg.params)
+        if phase_constrained(s, cfg, partial_fourier):  # the phase of the symmetric centre
+            band = partial_fourier_band(s.header, y.shape[-1]).to(s.mask.device) & s.mask
+            low = recon.run("cg_sense", y * band / scale, operator(replace(s, mask=band), s.maps),
+                            **{k: v for k, v in params.items() if k != "phase"})
+            params["phase"] = torch.sgn(low)
+        image = recon.run(cfg.method, y / scale, operator(s, s.maps), **params)
     elif cfg.method == "grappa":  # ACS = the fully sampled centre band unless given
         params = {"calib": acs_width(s.mask), **cfg.params}
         acs = int(params["calib"]) if isinstance(params["calib"], int) else 5
@@ -353,6 +386,15 @@ def reconstruct(s: MRISlice, cfg: ReconstructConfig, model: torch.nn.Module | No
     else:
         image = recon.run(cfg.method, y / scale, None, **cfg.params)
     return replace(s, image=image * scale)
+
+
+def phase_constrained(s: MRISlice, cfg: ReconstructConfig, partial_fourier: str) -> bool:
+    """Whether :func:`reconstruct` runs phase-constrained CG-SENSE on slice ``s``: a Cartesian
+    partial Fourier slice, ``cg_sense`` without a learned model or a given phase, and
+    ``preprocess.partial_fourier`` (``partial_fourier``) ``phase_constrained``."""
+    return (s.trajectory is None and cfg.method == "cg_sense" and "phase" not in cfg.params
+            and partial_fourier == "phase_constrained"
+            and partial_fourier_band(s.header, s.kspace.shape[-1]) is not None)
 
 
 def recon_size(header: Header, cfg: PostprocessConfig, shape: tuple[int, int]) -> tuple[int, int]:
@@ -524,7 +566,11 @@ class MRIStages(Modality[MRISlice]):
     def data_warnings(self, s: MRISlice) -> dict[str, str]:
         from mrirecon.pipeline.checks_mri import coil_warnings
 
-        return {**s.notes, **coil_warnings(s.kspace)}
+        notes = dict(s.notes)
+        if "partial_fourier" in notes:  # say how this run fills the missing side
+            pc = phase_constrained(s, self.config.reconstruct, self.config.preprocess.partial_fourier)
+            notes["partial_fourier"] = partial_fourier_note(s.header, phase_constrained=pc)
+        return {**notes, **coil_warnings(s.kspace)}
 
     def to_device(self, s: MRISlice) -> MRISlice:
         def move(t):
@@ -540,7 +586,8 @@ class MRIStages(Modality[MRISlice]):
             elif (method.model is not None and s.full_fov_maps is not None
                   and getattr(method.model, "full_fov_maps", True)):
                 s = replace(s, maps=s.full_fov_maps)
-        return reconstruct(s, method.config, method.model)
+        return reconstruct(s, method.config, method.model,
+                           partial_fourier=self.config.preprocess.partial_fourier)
 
     def postprocess(self, s: MRISlice) -> Tensor:
         self.image_grid = tuple(s.image.shape[-2:])

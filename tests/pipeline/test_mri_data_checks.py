@@ -241,3 +241,37 @@ def test_thin_non_cartesian_trajectories_are_reported():
                        (radial[:1].expand(64, -1, -1), "64 readouts in 1 distinct direction")):
         (msg,) = trajectory_warnings(thin, shape).values()
         assert msg.startswith(text)
+
+
+def test_partial_fourier_is_filled_by_phase_constrained_cg_sense(tmp_path):
+    """A 6/8 partial Fourier file through cg_sense: the missing quarter of the lines was
+    reconstructed as unsampled k-space; the phase constraint (a real image times the phase of
+    the symmetric centre) recovers most of what the full acquisition gives."""
+    from mrirecon.data.simulate_mri import simulate_mri_dataset
+    from mrirecon.io.ismrmrd_header import header_to_xml, parse_ismrmrd_header
+
+    (path,) = simulate_mri_dataset(tmp_path, volumes=1, slices=1, coils=8, size=(96, 96), seed=0)
+    path = Path(path)
+    with h5py.File(path, "r+") as f:
+        header = parse_ismrmrd_header(f["ismrmrd_header"][()], str(path))
+        del f["ismrmrd_header"]
+        f["ismrmrd_header"] = header_to_xml(header.with_(padding_left=24)).encode()
+        k = f["kspace"][...]
+        k[..., :24] = 0  # lines 0..23 never acquired: 72 of 96 (75 %)
+        f["kspace"][...] = k
+
+    def run(mode):
+        config = load_pipeline("mri_cs", ["reconstruct.method=cg_sense", "export.formats=[hdf5]",
+                                          "reconstruct.params={lam: 0.0, iterations: 30}",
+                                          "report.enabled=false", "evaluate.enabled=true",
+                                          f"preprocess.partial_fourier={mode}"])[0]
+        out = tmp_path / mode
+        run_pipeline(config, [str(path)], out, progress=False)
+        (entry,) = json.loads((out / "provenance.json").read_text())["files"]
+        (note,) = [w for w in entry["warnings"] if "partial Fourier" in w]
+        return entry["metrics"]["psnr"], note
+
+    plain, note_plain = run("none")
+    constrained, note = run("phase_constrained")
+    assert "as unsampled k-space" in note_plain and "phase-constrained CG-SENSE" in note
+    assert constrained > plain + 3  # measured +5 to +7 dB on 128 x 128 brains at 6/8
