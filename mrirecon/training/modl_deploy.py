@@ -64,15 +64,58 @@ def score_slices(model: torch.nn.Module, slices: list[dict]) -> list[dict]:
     return out
 
 
-def _save(model: torch.nn.Module, path: Path, half: bool = False) -> None:
-    """Write the state dict atomically; ``half``: floating tensors as float16 (they load back
-    into float32 parameters), for weights that would pass the 5 MiB limit on tracked files."""
+def _save(model: torch.nn.Module, path: Path, half: bool = False, card: dict | None = None) -> None:
+    """Write the state dict atomically (and ``card`` beside it); ``half``: floating tensors as
+    float16 (they load back into float32 parameters), for weights that would pass the 5 MiB
+    limit on tracked files."""
     from mrirecon.io.weights import write_weights
 
     state = model.state_dict()
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    write_weights(path, state, None)
+    write_weights(path, state, card, width=100)
+
+
+#: What every card written by ``mrirecon train modl / varnet`` says about the data and range
+#: (the shipped cards add the held-out figures and failures by hand; a rebuild keeps them).
+_CARD_DATA = ("mrirecon/training/deploy_mri.py (DeploymentBands): natural, procedural, deformed MNI152 "
+              "and allowed CT images at 640 x 320 (2x readout oversampling), 8 or 12 birdcage coils, "
+              "SNR 28-34 dB, fastMRI equispaced_fraction masks 4x / 0.08 and 8x / 0.04, ESPIRiT maps "
+              "(crop 0) from the acquired centre band; validated on whole 640 x 320 slices")
+_CARD_RANGE = {"matrix": {"min": [640, 320], "max": [640, 320]}, "coils": [8, 12],
+               "accelerations": [4, 8]}
+_CARD_FAILURES = [
+    "Trained by mrirecon train (see training.command) on simulated data only, at 640 x 320 with 8-12 "
+    "coils: other matrices, coil counts or accelerations are outside its training_range and mrirecon "
+    "run warns; real coil maps, noise correlation and artefacts were never seen. Not scored on the "
+    "held-out protocol (benchmarks/heldout.py eval) unless a section below says so."]
+
+
+def _card(out: Path, kind: str, model_spec: dict, args: dict, rec: dict, steps: int) -> dict:
+    """The card of a ``train modl`` / ``train varnet`` state: ``model`` (what loading needs) and a
+    ``training`` record (command, seed, validation of the saved state). A card already beside
+    ``out`` for the same model keeps its other sections and training keys (the shipped cards'
+    hand-written held-out figures survive ``make weights``); one for another model is replaced."""
+    import yaml
+
+    from mrirecon.training.ct_staged import card_command
+
+    old = {}
+    path = out.with_suffix(".yaml")
+    if path.is_file():
+        try:
+            old = yaml.safe_load(path.read_text()) or {}
+        except (yaml.YAMLError, OSError):
+            old = {}
+        if not isinstance(old, dict) or old.get("model") != model_spec:
+            old = {}
+    record = {"command": card_command(kind, out, args), "seed": args["seed"],
+              "steps_at_save": steps, "best_step": rec["step"],
+              "validation": {"PSNR": round(rec["PSNR"], 3), "SSIM": round(rec["SSIM"], 4)},
+              "torch": str(torch.__version__), "date": time.strftime("%Y-%m-%d")}
+    return {"description": f"{kind} trained by mrirecon train {kind} (see training)",
+            "data": _CARD_DATA, "training_range": _CARD_RANGE, "known_failures": _CARD_FAILURES,
+            **old, "model": model_spec, "training": {**old.get("training", {}), **record}}
 
 
 def train(out: str | Path, *, seed: int = 0, crop_rows: int = 96, bands: int = 3,
@@ -90,13 +133,17 @@ def train(out: str | Path, *, seed: int = 0, crop_rows: int = 96, bands: int = 3
     """
     from mrirecon.models.unrolled.modl import MoDL
 
+    args = {k: v for k, v in locals().items() if k not in ("out", "threads", "log", "MoDL")}
     torch.manual_seed(seed)
     model = MoDL(iterations=iterations, layers=layers, features=features, batchnorm=False,
                  lam=0.05, cg_iterations=cg_iterations, shared=True, normalize=False, init_seed=seed)
+    spec = {"name": "modl", "params": {"iterations": iterations, "layers": layers,
+                                       "features": features, "batchnorm": False, "lam": 0.05,
+                                       "cg_iterations": cg_iterations, "shared": True}}
     summary = _train_bands(model, out, seed=seed, crop_rows=crop_rows, bands=bands, lr=lr,
                            l1_weight=l1_weight, max_steps=max_steps, max_seconds=max_seconds,
                            val_every=val_every, val_slices=val_slices, workers=workers,
-                           threads=threads, log=log)
+                           threads=threads, log=log, card=(spec, args))
     return {**summary, "iterations": iterations, "layers": layers, "features": features,
             "cg_iterations": cg_iterations}
 
@@ -120,14 +167,20 @@ def train_varnet(out: str | Path, *, seed: int = 0, crop_rows: int = 128, bands:
     """
     from mrirecon.models.unrolled.varnet import VarNet
 
+    args = {k: v for k, v in locals().items() if k not in ("out", "threads", "log", "VarNet")}
     torch.manual_seed(seed)
     model = VarNet(iterations=cascades, chans=chans, pools=pools, sens_chans=sens_chans,
                    sens_pools=sens_pools, estimate_sensitivities=estimate_sensitivities,
                    init_seed=seed)
+    params = {"iterations": cascades, "chans": chans, "pools": pools, "sens_chans": sens_chans,
+              "sens_pools": sens_pools}
+    if not estimate_sensitivities:
+        params["estimate_sensitivities"] = False
     summary = _train_bands(model, out, seed=seed, crop_rows=crop_rows, bands=bands, lr=lr,
                            l1_weight=l1_weight, max_steps=max_steps, max_seconds=max_seconds,
                            val_every=val_every, val_slices=val_slices, workers=workers,
-                           threads=threads, log=log, half=True, kind="varnet")
+                           threads=threads, log=log, half=True, kind="varnet",
+                           card=({"name": "varnet", "params": params}, args))
     return {**summary, "cascades": cascades, "chans": chans, "pools": pools,
             "sens_chans": sens_chans, "sens_pools": sens_pools,
             "estimate_sensitivities": estimate_sensitivities}
@@ -136,7 +189,8 @@ def train_varnet(out: str | Path, *, seed: int = 0, crop_rows: int = 128, bands:
 def _train_bands(model: torch.nn.Module, out: str | Path, *, seed: int, crop_rows: int, bands: int,
                  lr: float, l1_weight: float, max_steps: int, max_seconds: float, val_every: int,
                  val_slices: int, workers: int, threads: int | None, log: int,
-                 half: bool = False, kind: str = "modl") -> dict:
+                 half: bool = False, kind: str = "modl",
+                 card: tuple[dict, dict] | None = None) -> dict:
     """The loop of :func:`train` / :func:`train_varnet` for any ``model(y, op)`` whose
     ``op`` is the band's SENSE operator with the pipeline's ESPIRiT maps."""
     from mrirecon.metrics import SSIMLoss
@@ -171,7 +225,7 @@ def _train_bands(model: torch.nn.Module, out: str | Path, *, seed: int, crop_row
         history.append(rec)
         if rec["PSNR"] > best["PSNR"]:
             best = rec
-            _save(model, out, half)
+            _save(model, out, half, None if card is None else _card(out, kind, *card, rec, step))
         print(f"val step {step} PSNR {rec['PSNR']:.2f} SSIM {rec['SSIM']:.4f} best {best['step']}",
               flush=True)
 

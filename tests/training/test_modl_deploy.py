@@ -64,3 +64,40 @@ def test_half_save_loads_back_into_float32_parameters(tmp_path):
     back.load_state_dict(state)
     for (name, p), q in zip(model.state_dict().items(), back.state_dict().values()):
         assert q.dtype == p.dtype and torch.equal(q, p.half().to(p.dtype)), name
+
+
+def test_trained_state_gets_a_card_that_loads_and_keeps_hand_written_sections(tmp_path):
+    """`mrirecon train modl --features 8` wrote a bare .pt: loading it for a pipeline failed
+    with a size mismatch against the default architecture. The trainer now writes the card
+    (model, command, validation) with each saved state; a card already there for the same model
+    keeps its other sections (the shipped cards' held-out figures survive `make weights`)."""
+    import yaml
+
+    from mrirecon.models.unrolled.modl import MoDL
+    from mrirecon.training.modl_deploy import _card, _save
+    from mrirecon.training.weights import load_pretrained
+
+    out = tmp_path / "m.pt"
+    model = MoDL(iterations=2, layers=3, features=8, batchnorm=False, lam=0.05, cg_iterations=4,
+                 shared=True, normalize=False, init_seed=0)
+    spec = {"name": "modl", "params": {"iterations": 2, "layers": 3, "features": 8,
+                                       "batchnorm": False, "lam": 0.05, "cg_iterations": 4,
+                                       "shared": True}}
+    args = {"seed": 3, "features": 8, "max_steps": 5}
+    _save(model, out, card=_card(out, "modl", spec, args, {"step": 5, "PSNR": 20.0, "SSIM": 0.5}, 5))
+    loaded = load_pretrained(out)
+    for (name, p), q in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(p, q), name
+    card = yaml.safe_load(out.with_suffix(".yaml").read_text())
+    assert card["training"]["command"] == f"mrirecon train modl --out {out} --seed 3 --features 8 --max-steps 5"
+    assert card["training"]["validation"] == {"PSNR": 20.0, "SSIM": 0.5}
+
+    card["metrics_held_out"] = {"PSNR": 30.0}  # added by hand after an evaluation
+    card["training"]["loss"] = "by hand"
+    out.with_suffix(".yaml").write_text(yaml.safe_dump(card))
+    again = _card(out, "modl", spec, args, {"step": 9, "PSNR": 21.0, "SSIM": 0.6}, 9)
+    assert again["metrics_held_out"] == {"PSNR": 30.0} and again["training"]["loss"] == "by hand"
+    assert again["training"]["best_step"] == 9
+    other = dict(spec, params=dict(spec["params"], features=16))
+    fresh = _card(out, "modl", other, args, {"step": 1, "PSNR": 1.0, "SSIM": 0.1}, 1)
+    assert "metrics_held_out" not in fresh and "loss" not in fresh["training"]
