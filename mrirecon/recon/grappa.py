@@ -94,7 +94,8 @@ def grappa(
     mask: Tensor | None = None,
     pad_calib: bool = False,
     chunk_size: int = 32768,
-) -> Tensor:
+    return_unfilled: bool = False,
+) -> Tensor | tuple[Tensor, float]:
     """Fill the missing samples of undersampled multi-coil Cartesian k-space.
 
     Parameters
@@ -113,12 +114,15 @@ def grappa(
     mask
         Acquired samples, boolean ``(H, W)`` or ``(W,)``; default: samples nonzero in any coil.
     pad_calib
-        Zero-pad the calibration block by half a kernel on every side before taking training
+        Zero-pad the calibration block by ``k // 2`` on every side before taking training
         windows. This adds the partially empty edge windows that ``pygrappa.grappa`` trains on
         (its output is then reproduced to float precision); the default trains only on
         windows made entirely of measured ACS samples.
     chunk_size
         Holes reconstructed per batched gather (memory ``~ chunk_size * kx * ky * coils``).
+    return_unfilled
+        Also return the share of the missing samples left empty (their window holds no acquired
+        sample: a kernel narrower than the gaps between acquired columns).
 
     Returns
     -------
@@ -152,8 +156,8 @@ def grappa(
         )
     calib = calib.to(kspace.dtype)
     px, py = kx // 2, ky // 2
-    if pad_calib:
-        calib = torch.nn.functional.pad(calib, (py, ky - 1 - py, px, kx - 1 - px))
+    if pad_calib:  # k // 2 on every side, as pygrappa (for even kernels one more at the far side)
+        calib = torch.nn.functional.pad(calib, (py, py, px, px))
 
     # --- calibration: one Gram matrix of all ACS windows, columns ordered (position, coil)
     centre = (kx // 2) * ky + (ky // 2)
@@ -178,13 +182,14 @@ def grappa(
         torch.arange(kx, device=kspace.device)[:, None] * Wp
         + torch.arange(ky, device=kspace.device)
     ).flatten()
-    start = 0
+    start, unfilled = 0, 0
     for n_holes in counts:
         members = holes[order[start : start + n_holes]]
         start += n_holes
         h0, w0 = divmod(int(members[0]), W)
         pos = padded_mask[h0 : h0 + kx, w0 : w0 + ky].flatten().nonzero().flatten()
         if len(pos) == 0:
+            unfilled += n_holes
             continue  # no acquired neighbour: leave the hole empty
         src_cols = (pos[:, None] * c + torch.arange(c, device=kspace.device)).flatten()
         tgt_cols = centre * c + torch.arange(c, device=kspace.device)
@@ -201,4 +206,6 @@ def grappa(
                 len(pix), -1
             )  # (position, coil)
             out_flat[:, pix] = (src @ weights).T
+    if return_unfilled:
+        return out, unfilled / max(len(holes), 1)
     return out

@@ -275,3 +275,38 @@ def test_partial_fourier_is_filled_by_phase_constrained_cg_sense(tmp_path):
     constrained, note = run("phase_constrained")
     assert "as unsampled k-space" in note_plain and "phase-constrained CG-SENSE" in note
     assert constrained > plain + 3  # measured +5 to +7 dB on 128 x 128 brains at 6/8
+
+
+def test_grappa_says_what_its_kernel_cannot_reach(tmp_path):
+    """A 2-column centre band made a 1-column kernel that filled nothing (the output was the
+    zero-filled image, bit for bit, no word): refused. A 3-column kernel at 8x leaves most of
+    each 7-column gap empty: the run says which share, and the library counts the same."""
+    from mrirecon.data.simulate_mri import simulate_mri_dataset
+    from mrirecon.pipeline.stages_mri import unreachable_share
+    from mrirecon.recon.grappa import grappa
+
+    def run(size, extra=()):
+        folder = tmp_path / f"{size[0]}x{size[1]}"
+        simulate_mri_dataset(folder, volumes=1, slices=1, coils=4, size=size, seed=1)
+        config = load_pipeline("mri_retrospective", [
+            "reconstruct.method=grappa", "reconstruct.params={}", "calibrate.method=none",
+            "undersample.accelerations=[8]", "undersample.center_fractions=[0.04]",
+            "export.formats=[hdf5]", "report.enabled=false", *extra])[0]
+        run_pipeline(config, [str(folder)], folder / "out", progress=False)
+        (entry,) = json.loads((folder / "out" / "provenance.json").read_text())["files"]
+        return entry
+
+    narrow = run((64, 50))
+    assert narrow["status"] == "failed" and "at least 3 columns" in narrow["error"]
+    entry = run((64, 64))
+    (note,) = [w for w in entry["warnings"] if "GRAPPA" in w]
+    assert entry["status"] == "ok" and "stay empty: the kernel spans 3 columns" in note
+
+    mask = torch.zeros(64, dtype=torch.bool)
+    mask[::8], mask[31:34] = True, True
+    k = torch.randn(4, 16, 64, dtype=torch.complex128, generator=torch.Generator().manual_seed(0))
+    calib = k[:, :, 27:36]  # a 9-column calibration block
+    for ky in (1, 3, 5, 9):
+        _, unfilled = grappa(k * mask, calib, (3, ky), mask=mask, return_unfilled=True)
+        assert unfilled == pytest.approx(unreachable_share(mask, ky), abs=1e-12), ky
+    assert unreachable_share(mask, 1) == 1.0 and unreachable_share(mask, 15) == 0.0
