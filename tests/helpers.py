@@ -223,3 +223,18 @@ class DiscSource:
         yy, xx = np.mgrid[:DISC_COLS, :DISC_COLS] / DISC_COLS - 0.5
         mag = (xx**2 + yy**2 < 0.16) * (0.5 + xx + rng.uniform(0, 0.2))
         return np.clip(mag, 0, None) / np.clip(mag, 0, None).max(), "procedural"
+
+
+def rewrite_dicom(path, **changes) -> None:
+    """Set (``None``: delete) elements of the DICOM file ``path`` in place."""
+    import pydicom
+
+    from mrirecon.io.dicom import save_part10
+
+    ds = pydicom.dcmread(path)
+    for key, value in changes.items():
+        if value is None:
+            del ds[key]
+        else:
+            setattr(ds, key, value)
+    save_part10(ds, path)

@@ -14,6 +14,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, MRImageStorage
 from scipy.spatial.transform import Rotation
 
+from tests.helpers import rewrite_dicom
 from mrirecon.data import Image, ImageGeometry
 from mrirecon.io.dicom import choose_rescale, save_part10, write_dicom_series
 from mrirecon.io.dicom_read import read_dicom_series
@@ -307,16 +308,6 @@ def test_writer_rejects_bad_images(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
-def _rewrite(path, **changes):
-    ds = pydicom.dcmread(path)
-    for key, value in changes.items():
-        if value is None:
-            del ds[key]
-        else:
-            setattr(ds, key, value)
-    save_part10(ds, path)
-
-
 @pytest.mark.parametrize(
     "change, message",
     [
@@ -330,7 +321,7 @@ def _rewrite(path, **changes):
 )
 def test_reader_errors_name_file_and_field(tmp_path, change, message):
     paths = write_dicom_series(mr_image(), tmp_path)
-    _rewrite(paths[1], **change)
+    rewrite_dicom(paths[1], **change)
     with pytest.raises(ValueError, match=message):
         read_dicom_series(tmp_path)
 
@@ -339,7 +330,7 @@ def test_reader_position_errors_and_series_selection(tmp_path):
     image = mr_image()
     paths = write_dicom_series(image, tmp_path / "a")
     shutil.copy(paths[0], tmp_path / "a" / "dup.dcm")
-    _rewrite(tmp_path / "a" / "dup.dcm", SOPInstanceUID="1.2.3.4")
+    rewrite_dicom(tmp_path / "a" / "dup.dcm", SOPInstanceUID="1.2.3.4")
     with pytest.raises(ValueError, match="same ImagePositionPatient"):
         read_dicom_series(tmp_path / "a")
     paths = write_dicom_series(image, tmp_path / "b")

@@ -10,22 +10,13 @@ import torch
 from pydicom.uid import CTImageStorage
 from scipy.spatial.transform import Rotation
 
+from tests.helpers import rewrite_dicom
 from mrirecon.data import Image, ImageGeometry
 from mrirecon.io.dicom import save_part10, write_dicom_series
 from mrirecon.io.dicom_read import read_dicom_series
 from mrirecon.io.errors import DataFormatError
 
 ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"
-
-
-def _rewrite(path, **changes):
-    ds = pydicom.dcmread(path)
-    for key, value in changes.items():
-        if value is None:
-            del ds[key]
-        else:
-            setattr(ds, key, value)
-    save_part10(ds, path)
 
 
 def _geometry(spacing: float = 2.0) -> ImageGeometry:
@@ -57,7 +48,7 @@ def _series(folder, modality: str, slices: int = 3, spacing: float = 2.0):
 def test_empty_or_zero_rescale_is_refused_naming_file_and_element(tmp_path, modality, keyword,
                                                                   value, message):
     _, paths = _series(tmp_path, modality)
-    _rewrite(paths[1], **{keyword: value})
+    rewrite_dicom(paths[1], **{keyword: value})
     with pytest.raises(DataFormatError, match=rf"{paths[1].name}: {message}"):
         read_dicom_series(tmp_path)
 
@@ -68,7 +59,7 @@ def test_an_empty_mr_rescale_slope_is_read_as_absent(tmp_path):
     _, paths = _series(tmp_path, "MR")
     before = read_dicom_series(tmp_path).data
     for path in paths:
-        _rewrite(path, RescaleSlope="")
+        rewrite_dicom(path, RescaleSlope="")
     assert torch.equal(read_dicom_series(tmp_path).data, before)
 
 
@@ -87,7 +78,7 @@ def test_an_enhanced_ct_file_is_refused_as_multi_frame_not_as_missing_geometry(t
     # Enhanced CT keeps ImageOrientationPatient per frame (functional groups): it was refused
     # as "ImageOrientationPatient: missing"
     _, paths = _series(tmp_path, "CT")
-    _rewrite(paths[1], SOPClassUID=ENHANCED_CT, NumberOfFrames=2, ImageOrientationPatient=None,
+    rewrite_dicom(paths[1], SOPClassUID=ENHANCED_CT, NumberOfFrames=2, ImageOrientationPatient=None,
              ImagePositionPatient=None, PixelSpacing=None)
     with pytest.raises(DataFormatError, match=rf"{paths[1].name}: SOPClassUID: Enhanced CT Image "
                                               r"Storage \(multi-frame, 2 frame\(s\)\) is not "
@@ -98,7 +89,7 @@ def test_an_enhanced_ct_file_is_refused_as_multi_frame_not_as_missing_geometry(t
 def test_several_frames_in_a_ct_image_storage_file_are_refused(tmp_path):
     _, paths = _series(tmp_path, "CT")
     assert pydicom.dcmread(paths[0]).SOPClassUID == CTImageStorage
-    _rewrite(paths[0], NumberOfFrames=3)
+    rewrite_dicom(paths[0], NumberOfFrames=3)
     with pytest.raises(DataFormatError, match=rf"{paths[0].name}: NumberOfFrames: is 3; only "
                                               "single-frame images are supported"):
         read_dicom_series(tmp_path)
@@ -113,13 +104,13 @@ IOP_DECIMALS = 3
 def _round_positions(paths, decimals: int = 2) -> None:
     for path in paths:
         ds = pydicom.dcmread(path)
-        _rewrite(path, ImagePositionPatient=[round(float(v), decimals) for v in ds.ImagePositionPatient])
+        rewrite_dicom(path, ImagePositionPatient=[round(float(v), decimals) for v in ds.ImagePositionPatient])
 
 
 def _round_orientation(paths, decimals: int) -> None:
     for path in paths:
         ds = pydicom.dcmread(path)
-        _rewrite(path, ImageOrientationPatient=[round(float(v), decimals)
+        rewrite_dicom(path, ImageOrientationPatient=[round(float(v), decimals)
                                                 for v in ds.ImageOrientationPatient])
 
 
@@ -157,7 +148,7 @@ def test_rounded_positions_still_refuse_a_missing_slice_and_irregular_steps(tmp_
     # one slice 0.1 mm off along the normal: beyond what rounding to 0.01 mm can do (0.035 mm)
     image, paths = _series(tmp_path / "shift", "CT", slices=8, spacing=0.625)
     moved = np.array(image.geometry.slice_position(3)) + 0.1 * image.geometry.slice_direction
-    _rewrite(paths[3], ImagePositionPatient=[f"{v:.6f}" for v in moved])
+    rewrite_dicom(paths[3], ImagePositionPatient=[f"{v:.6f}" for v in moved])
     with pytest.raises(DataFormatError, match="not uniform") as err:
         read_dicom_series(tmp_path / "shift")
     assert "missing" not in str(err.value)
@@ -188,7 +179,7 @@ def test_a_gantry_tilt_of_one_degree_is_refused(tmp_path, decimals):
     g = image.geometry
     for k, path in enumerate(paths):  # each slice shifted along the rows by tan(1 deg) x its distance
         shifted = np.array(g.slice_position(k)) + k * g.spacing[0] * np.tan(np.radians(1)) * g.column_direction
-        _rewrite(path, ImagePositionPatient=[f"{v:.6f}" for v in shifted])
+        rewrite_dicom(path, ImagePositionPatient=[f"{v:.6f}" for v in shifted])
     if decimals is not None:
         _round_orientation(paths, decimals)
     with pytest.raises(DataFormatError, match=r"ImagePositionPatient: .* mm off the slice normal "
@@ -200,5 +191,5 @@ def test_a_series_description_with_the_value_delimiter_is_read_as_written(tmp_pa
     # an invalid VM 2 SeriesDescription came back as "['T1', 'T2']" (and was exported so)
     _, paths = _series(tmp_path, "MR")
     for path in paths:
-        _rewrite(path, SeriesDescription="T1\\T2")
+        rewrite_dicom(path, SeriesDescription="T1\\T2")
     assert read_dicom_series(tmp_path).description == "T1\\T2"
