@@ -290,6 +290,9 @@ class LoDoPaBFiles:
     part
         ``"train"``, ``"validation"``, ``"test"`` or any part name written by
         :func:`write_lodopab`.
+    only
+        Read just the file numbered ``only`` (and its ground truth): what one pipeline input
+        needs, so that a damaged or different file beside it cannot fail it.
 
     Notes
     -----
@@ -298,10 +301,12 @@ class LoDoPaBFiles:
     :meth:`sinogram` and :meth:`attenuation` return mrirecon containers in physical units.
     """
 
-    def __init__(self, root: str | os.PathLike, part: str) -> None:
+    def __init__(self, root: str | os.PathLike, part: str, only: int | None = None) -> None:
         self.root = Path(root)
         self.part = part
         files = sorted(self.root.glob(f"observation_{part}_[0-9][0-9][0-9].hdf5"))
+        if only is not None:
+            files = [f for f in files if int(_NAME.match(f.name).group(3)) == int(only)]
         if not files:
             raise FileNotFoundError(
                 f"LoDoPaBFiles: no observation_{part}_###.hdf5 files in {self.root}"

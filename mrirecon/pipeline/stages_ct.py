@@ -380,10 +380,10 @@ class _LoDoPaBSource:
         if m is None:
             raise ValueError(f"{path}: CT HDF5 input must be an observation_<part>_<NNN>.hdf5 file "
                              "in the LoDoPaB-CT layout")
-        self._files = files = LoDoPaBFiles(path.parent, m.group("part"))
-        f = files.file_numbers.index(int(m.group("index")))  # its position among the part's files
-        self._start, self._n = int(sum(files.counts[:f])), files.counts[f]
-        self._has_gt = files.has_ground_truth(f)  # per file: one missing reference spoiled all
+        # this file alone: a damaged sibling (or one of another geometry) failed every input
+        self._files = files = LoDoPaBFiles(path.parent, m.group("part"), only=int(m.group("index")))
+        self._start, self._n = 0, files.counts[0]
+        self._has_gt = files.has_ground_truth(0)  # per file: one missing reference spoiled all
         self.path = path
         p = files.geometry.pixel_size
         units = {} if files.mu_water is None else {"mu_water": files.mu_water,
@@ -391,7 +391,8 @@ class _LoDoPaBSource:
         self.info = {"image_geometry": ImageGeometry(spacing=(p, p, p), placed=False),
                      "hu_units": units,
                      "reference_key": "ground_truth_" + m.group("part")}
-        if not self._has_gt and any(q is not None for q in files.ground_truth_paths):
+        siblings = path.parent.glob(f"ground_truth_{m.group('part')}_[0-9][0-9][0-9].hdf5")
+        if not self._has_gt and any(True for _ in siblings):
             gt = reference_file_name(path.name)
             self.info["reference_missing"] = f"{gt} is missing, while other files of its part have theirs"
 

@@ -101,6 +101,25 @@ def test_ct_pipeline_refuses_an_mr_series_and_mri_pipeline_refuses_ct(dicom_seri
     assert entry["status"] == "failed" and "MRI pipeline needs fastMRI or ISMRMRD" in entry["error"]
 
 
+def test_a_damaged_lodopab_file_fails_alone(ct_dir, tmp_path):
+    """One damaged observation file (or one of another detector count) beside a good one made
+    every file of the folder fail: each input now reads only its own file and reference."""
+    folder = tmp_path / "part"
+    shutil.copytree(ct_dir, folder)
+    (folder / "observation_test_001.hdf5").write_bytes(b"not HDF5" * 64)
+    config = load_pipeline("ct_fbp", ["export.formats=[hdf5]", "report.enabled=false"])[0]
+    assert run_pipeline(config, [str(folder)], tmp_path / "out", progress=False) == 1
+    files = {f["input"].split("/")[-1]: f for f in
+             json.loads((tmp_path / "out" / "provenance.json").read_text())["files"]}
+    assert files["observation_test_000.hdf5"]["status"] == "ok"
+    assert files["observation_test_000.hdf5"]["metrics"]["psnr"] > 15
+    assert files["observation_test_001.hdf5"]["status"] == "failed"
+    with h5py.File(folder / "observation_test_001.hdf5", "w") as h5:  # another geometry
+        h5["data"] = np.zeros((1, 7, 9), np.float32)
+    entry = run_one(config, folder / "observation_test_000.hdf5", tmp_path / "out2")
+    assert entry["status"] == "ok"
+
+
 def test_a_ct_series_with_rectangular_pixels_is_refused(tmp_path):
     """The projector's pixels are square: a 0.5 x 0.8 mm series was projected with 0.5 mm
     columns (the simulated sinogram's physics off by 1.6x across the columns), no word."""
