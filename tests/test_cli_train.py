@@ -223,3 +223,14 @@ def test_card_commands_parse_back_to_the_arguments_of_the_run(monkeypatch):
         assert seen["out"] == "m.pt"
         assert {k: seen[k] for k in args if k != "threads"} == {k: v for k, v in args.items()
                                                                   if k != "threads"}
+
+
+def test_python_dash_m_runs_the_command_line():
+    """`torchrun --nproc_per_node N -m mrirecon run ...` (what the README shows) needs a module
+    entry point; `torchrun ... mrirecon run` failed with "can't open file .../mrirecon"."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "mrirecon", "--version"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.startswith("mrirecon ")

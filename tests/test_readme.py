@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import json
 import re
 import shlex
 import subprocess
@@ -134,3 +135,10 @@ def test_demo_prints_only_folders_it_wrote(tmp_path):
     missing = [p for p in listed if not Path(p).exists()]
     assert not missing, missing
     assert (tmp_path / "demo" / "metrics.md").is_file()
+    # every pipeline wrote DICOM, and no model ran outside its card's training range (the demo
+    # ran models trained at 128 x 128 and 640 x 320 on 192 x 160 data: "results may be unreliable")
+    runs = sorted(p.parent for p in (tmp_path / "demo").glob("*/provenance.json"))
+    assert len(runs) >= 4 and all((r / "dicom").is_dir() for r in runs), runs
+    warned = [w for r in runs for f in json.loads((r / "provenance.json").read_text())["files"]
+              for w in f["warnings"] if "training range" in w]
+    assert not warned, warned
