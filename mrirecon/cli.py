@@ -516,12 +516,15 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         description="Model-based deep-learning reconstruction for MRI and CT.",
         epilog="examples:\n"
                "  mrirecon demo\n"
-               "  mrirecon simulate mri --out data/mri --volumes 4 --slices 8 --coils 8 --size 320 320\n"
+               "  mrirecon simulate mri --out data/mri --volumes 2 --slices 4 --coils 8 --size 320 320 "
+               "--readout-oversampling 2\n"
                "  mrirecon run mri_learned --input data/mri --output out --set undersample.enabled=true\n"
                "  mrirecon bench --data data/mri --accelerations 4 8 --methods zero_filled,cg_sense,"
-               "varnet_brain_sim --output bench\n"
-               "  mrirecon train pipelines/train_modl_brain_sim.yaml\n"
-               "run `mrirecon COMMAND --help` for every option of a command.",
+               "l1_wavelet --output bench\n"
+               "(fastMRI's geometry, 640 x 320 k-space with 8 coils: the shipped mri_learned model's "
+               "training range)\n"
+               "run `mrirecon COMMAND --help` for every option of a command, `mrirecon train --help` "
+               "for training examples with their data.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"mrirecon {__version__}")

@@ -111,9 +111,15 @@ def add_train(subparsers: argparse._SubParsersAction,
         "CONFIG.yaml`) trains a reconstruction network described by a TrainConfig YAML file (see "
         "pipelines/train_*.yaml); the other subcommands rebuild shipped priors and helper "
         "networks (commands recorded in each weight card).",
-        epilog="examples:\n"
+        epilog="examples (the first config reads data/sim_brain/train and .../val, made by the two "
+               "simulate commands):\n"
+               "  mrirecon simulate mri --out data/sim_brain/train --volumes 24 --slices 6 --coils 4 "
+               "--max-coils 8 --size 128 128 --seed 11\n"
+               "  mrirecon simulate mri --out data/sim_brain/val --volumes 3 --slices 6 --coils 4 "
+               "--max-coils 8 --size 128 128 --seed 12\n"
                "  mrirecon train pipelines/train_varnet_brain_sim.yaml --set optim.max_steps=100\n"
-               "  mrirecon train prior --out mrirecon/weights/pnp_dncnn_diverse.pt --threads 1",
+               "  mrirecon train prior --out my_prior.pt --threads 1   (data made on the fly; about "
+               "1 h; writes my_prior.pt)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     kinds = train.add_subparsers(

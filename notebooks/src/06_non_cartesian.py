@@ -112,7 +112,7 @@ recons["L1-wavelet"] = run("l1_wavelet", y, op, lam=0.002 * float(y.abs().max())
 # MoDL alternates a CNN denoiser with CG data consistency on `A^H A + lam I`; here the CG runs
 # on the Toeplitz gram. We train a small copy on a few simulated slices for `STEPS` steps: the
 # loss falls, but a few dozen steps on one CPU do not make it beat the classical methods (the
-# the shipped `modl_radial_sim` weights, trained longer with `mrirecon/training/radial.py`,
+# shipped `modl_radial_sim` weights, trained longer with `mrirecon/training/radial.py`,
 # are shown too).
 
 # %%
@@ -129,7 +129,7 @@ for step in range(STEPS):
     opt.zero_grad()
     loss.backward()
     opt.step()
-    losses.append(float(loss))
+    losses.append(float(loss.detach()))
 model.eval()
 with torch.no_grad():
     recons["MoDL (this run)"] = model(y, op)
