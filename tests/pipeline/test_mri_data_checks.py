@@ -189,7 +189,7 @@ def test_partial_fourier_headers_are_reported():
     """Asymmetric encoding limits (partial Fourier 6/8) were reconstructed as plain undersampling
     without a word; symmetric ones (fastMRI's, one line apart) raise nothing."""
     from mrirecon.containers import Header
-    from mrirecon.pipeline.stages_mri import partial_fourier_note
+    from mrirecon.pipeline.sampling_mri import partial_fourier_note
 
     base = Header(encoded_matrix=(256, 256, 1), recon_matrix=(128, 128, 1),
                   encoded_fov_mm=(200.0, 200.0, 3.0), recon_fov_mm=(100.0, 100.0, 3.0))
@@ -282,7 +282,7 @@ def test_grappa_says_what_its_kernel_cannot_reach(tmp_path):
     zero-filled image, bit for bit, no word): refused. A 3-column kernel at 8x leaves most of
     each 7-column gap empty: the run says which share, and the library counts the same."""
     from mrirecon.data.simulate_mri import simulate_mri_dataset
-    from mrirecon.pipeline.stages_mri import unreachable_share
+    from mrirecon.pipeline.sampling_mri import unreachable_share
     from mrirecon.recon.grappa import grappa
 
     def run(size, extra=()):
