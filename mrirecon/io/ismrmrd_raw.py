@@ -19,7 +19,8 @@ W = phase encoding)``:
 * noise-measurement acquisitions are returned as ``KSpace.noise`` ``(coils, samples)``;
   navigator, phase-correction, dummy, feedback, surface-coil-correction and phase
   stabilisation acquisitions are ignored, as are those of other encoding spaces
-  (``encoding_space_ref != 0``);
+  (``encoding_space_ref != 0``; noted in ``header.extra["other_encodings_note"]``, and refused
+  when they are calibration lines: a separate reference scan, which cannot be used yet);
 * unacquired lines stay zero; ``KSpace.mask`` ``(W,)`` (or ``(slices, W)`` when slices
   differ) marks acquired columns, ``None`` when all columns were acquired;
 * optionally, readout oversampling is removed by cropping the readout to
@@ -282,6 +283,19 @@ def _read_ismrmrd(
     idx = heads["idx"]
 
     noise_sel = _flag(flags, ACQ_IS_NOISE_MEASUREMENT)
+    other = ~noise_sel & (heads["encoding_space_ref"] != 0)
+    if other.any():  # a second encoding space: read nothing of it, but never without a word
+        spaces = sorted({int(v) for v in heads["encoding_space_ref"][other]})
+        reference = other & _flag(flags, ACQ_IS_PARALLEL_CALIBRATION)
+        if reference.any():
+            raise fail(f"data[{int(np.argmax(reference))}].head.encoding_space_ref",
+                       f"{int(reference.sum())} parallel-calibration acquisitions are in encoding "
+                       f"space {spaces}: a reference scan of its own, which mrirecon cannot use yet "
+                       "(it calibrates from the imaging data's centre; without it an undersampled "
+                       "scan has no calibration band)")
+        header = header.with_(extra={**header.extra, "other_encodings_note": (
+            f"{int(other.sum())} acquisitions of encoding space {spaces} were not read: only "
+            "encoding space 0 is reconstructed")})
     keep = ~noise_sel & (heads["encoding_space_ref"] == 0)
     for number in IGNORED_FLAGS:
         keep &= ~_flag(flags, number)

@@ -364,3 +364,29 @@ def test_calibration_only_lines_fill_gaps_but_a_separate_reference_scan_is_refus
         "</calibrationMode></parallelImaging>")
     with pytest.raises(DataFormatError, match=r"calibrationMode: 'separate'"):
         read_ismrmrd(scan(1.0, "sep.h5", separate))
+
+
+def test_acquisitions_of_a_second_encoding_space_are_never_dropped_silently(tmp_path):
+    """A reference scan in encoding space 1 was dropped without a word (the run then failed on
+    a missing calibration band, or, told to use Walsh maps, gave 13.9 dB instead of 42.0):
+    refused when its lines are calibration lines, otherwise read without them and noted."""
+    rng = np.random.default_rng(4)
+    truth = cplx(rng, COILS, ENC_X, ENC_Y)
+    lines = [acquisition(truth[:, :, line], line, 0, center=ENC_X // 2) for line in range(ENC_Y)]
+
+    def second_space(flags):
+        extra = [acquisition(truth[:, :, line], line, 0, center=ENC_X // 2, flags=flags)
+                 for line in range(4, 8)]
+        for acq in extra:
+            acq.encoding_space_ref = 1
+        return extra
+
+    xml = make_xml(step1=(0, ENC_Y - 1, ENC_Y // 2), slices=1)
+    write(tmp_path / "ref.h5", xml, lines + second_space([ismrmrd.ACQ_IS_PARALLEL_CALIBRATION]))
+    with pytest.raises(DataFormatError, match=r"encoding_space_ref: 4 parallel-calibration "
+                                              r"acquisitions are in encoding space \[1\]"):
+        read_ismrmrd(tmp_path / "ref.h5")
+    write(tmp_path / "other.h5", xml, lines + second_space([]))
+    k = read_ismrmrd(tmp_path / "other.h5")
+    np.testing.assert_allclose(k.data[0].numpy(), truth, atol=1e-6)  # encoding space 0 only
+    assert k.header.extra["other_encodings_note"].startswith("4 acquisitions of encoding space [1]")
