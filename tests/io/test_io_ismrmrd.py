@@ -390,3 +390,18 @@ def test_acquisitions_of_a_second_encoding_space_are_never_dropped_silently(tmp_
     k = read_ismrmrd(tmp_path / "other.h5")
     np.testing.assert_allclose(k.data[0].numpy(), truth, atol=1e-6)  # encoding space 0 only
     assert k.header.extra["other_encodings_note"].startswith("4 acquisitions of encoding space [1]")
+
+
+def test_noise_scans_are_scaled_to_the_imaging_bandwidth(tmp_path):
+    """Noise variance grows with the bandwidth 1 / dwell: a noise scan at 2.5 us beside imaging
+    at 5 us was used as it was, so prewhitening made the image 1.41x too dark."""
+    rng = np.random.default_rng(5)
+    lines = [acquisition(cplx(rng, COILS, ENC_X), line, 0, center=ENC_X // 2) for line in range(ENC_Y)]
+    for acq in lines:
+        acq.sample_time_us = 5.0
+    noise = cplx(rng, COILS, 64)
+    scan = acquisition(noise, 0, 0, flags=[ismrmrd.ACQ_IS_NOISE_MEASUREMENT])
+    scan.sample_time_us = 2.5
+    write(tmp_path / "n.h5", make_xml(step1=(0, ENC_Y - 1, ENC_Y // 2), slices=1), [scan] + lines)
+    got = read_ismrmrd(tmp_path / "n.h5").noise.numpy()
+    np.testing.assert_allclose(got, noise * np.sqrt(2.5 / 5.0), rtol=1e-6)
