@@ -53,7 +53,13 @@ class BenchPlan:
 
 
 def open_store(output_dir: str | os.PathLike | None, resume: bool) -> ResultsFile:
-    """The results file under ``output_dir`` (``None``: in memory only, no resume)."""
+    """The results file under ``output_dir`` (``None``: in memory only, no resume); the folder
+    is checked as ``mrirecon run`` checks ``--output``, before any volume is scored (an output
+    that is a file failed after the first volume, with a bare errno)."""
+    if output_dir is not None:
+        from mrirecon.pipeline.runner import check_output
+
+        check_output(Path(output_dir))
     path = Path(output_dir) / RESULTS_FILE if output_dir is not None else os.devnull
     return ResultsFile(path, fresh=not resume or output_dir is None)
 

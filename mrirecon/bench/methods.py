@@ -147,11 +147,18 @@ def build_methods(names: Iterable[str], classical: Iterable[str],
 
 
 def weights_id(weights: str | os.PathLike | None) -> str | None:
-    """What identifies weights in a fingerprint: a file's path, size and time, or the name."""
+    """What identifies weights in a fingerprint: a file's path, size and time and those of its
+    card (an edited card, e.g. other unroll counts, changes the model: its old scores were
+    printed again), or the name."""
     if weights is None:
         return None
     p = Path(weights)
     if p.is_file():
         st = p.stat()
-        return f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+        key = f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+        card = p.with_suffix(".yaml")
+        if card.is_file():
+            cs = card.stat()
+            key += f":{cs.st_size}:{cs.st_mtime_ns}"
+        return key
     return str(weights)

@@ -21,20 +21,28 @@ from mrirecon.pipeline.schema import PipelineConfig
 log = logging.getLogger("mrirecon.pipeline")
 
 
-def model_architecture(config: PipelineConfig) -> tuple[str, dict]:
+#: What the adapted weights' card keeps of the original card: the data checks and the settings
+#: a user may change (without them the adapted weights ran outside their range without a word,
+#: and ``reconstruct.params.iterations`` was refused).
+INHERITED = ("training_range", "overridable", "known_failures")
+
+
+def model_architecture(config: PipelineConfig) -> tuple[str, dict, dict]:
     """Model name and constructor parameters of the loaded model (the weights' card, with the
-    pipeline's ``reconstruct.params`` on top), for the adapted weights' card."""
+    pipeline's ``reconstruct.params`` on top), and the sections of its card listed in
+    :data:`INHERITED`, for the adapted weights' card."""
     rc = config.reconstruct
-    name, params = rc.method, dict(rc.params)
+    name, params, inherited = rc.method, dict(rc.params), {}
     if rc.weights:
         from mrirecon.training.weights import model_card
 
         try:
-            card = model_card(rc.weights)["model"]
-            name, params = card["name"], {**dict(card.get("params", {})), **params}
+            card = model_card(rc.weights)
+            name, params = card["model"]["name"], {**dict(card["model"].get("params", {})), **params}
+            inherited = {k: card[k] for k in INHERITED if k in card}
         except (FileNotFoundError, ValueError):  # a bare state dict: the pipeline's own params
             pass
-    return name, params
+    return name, params, inherited
 
 
 def adapt_volume(config: PipelineConfig, model: nn.Module, slices: list, output: Path, name: str,
@@ -68,8 +76,8 @@ def adapt_volume(config: PipelineConfig, model: nn.Module, slices: list, output:
 
         path = output / "adapted" / f"{name}.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
-        name_, params = model_architecture(config)
-        extra = {"adapted_from": config.reconstruct.weights, "adapt": info,
+        name_, params, inherited = model_architecture(config)
+        extra = {**inherited, "adapted_from": config.reconstruct.weights, "adapt": info,
                  "input": result.input}
         save_model(adapted, path, name_, params, extra)
         result.outputs["adapted_weights"] = str(path)

@@ -244,7 +244,7 @@ def run_pipeline(config: PipelineConfig, inputs: list[str], output: str | Path, 
         raise ValueError(f"rank {rank} of world size {world} (RANK / WORLD_SIZE in the environment?): "
                          "need 0 <= RANK < WORLD_SIZE")
     created = not output.exists()
-    _check_output(output)
+    check_output(output)
     lock = lock_output(output, rank)
     try:
         return _run_locked(config, inputs, output, resume=resume, device=device, progress=progress,
@@ -343,7 +343,7 @@ def _run_locked(config: PipelineConfig, inputs: list[str], output: Path, *, resu
     return 1 if failed else 0
 
 
-def _check_output(output: Path) -> None:
+def check_output(output: Path) -> None:
     """The output folder exists (created) and is writable, or a user error naming it."""
     if output.exists() and not output.is_dir():
         raise ValueError(f"--output {output} is a file, not a folder; pass a folder path")

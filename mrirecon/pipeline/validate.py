@@ -181,7 +181,7 @@ def _check_adapt(config: PipelineConfig, source: str) -> None:
                     f"{config.reconstruct.method!r} is a classical method")
     from mrirecon.pipeline.adapt_stage import OWN_MAPS, model_architecture
 
-    name, params = model_architecture(config)  # the weights' card, the pipeline's params on top
+    name, params, _ = model_architecture(config)  # the weights' card, the pipeline's params on top
     if config.modality == "mri" and (name == "learned_maps" or (
             name == "varnet" and params.get("estimate_sensitivities", True))):
         raise _fail(source, "adapt.enabled", OWN_MAPS.format(method=name).removeprefix("adapt: "))

@@ -195,6 +195,12 @@ def load_pretrained(
                 f"model card (overridable: {sorted(allowed) or 'none'})"
             )
         params.update(overrides)
+    from mrirecon.models.registry import available_models
+
+    if str(card["model"]["name"]) not in available_models():
+        raise ValueError(f"load_pretrained: {pt.with_suffix('.yaml')}: model.name "
+                         f"{card['model']['name']!r} is no model of this mrirecon (one of "
+                         f"{', '.join(sorted(available_models()))})")
     try:
         model = build_model(card["model"]["name"], **resolve_priors(card["model"]["name"], params))
     except ValueError as err:  # a bad override or card value: say where the parameters came from
@@ -273,6 +279,13 @@ def load_model(
             raise ValueError(
                 f"load_model: weights {weights} are for model {card_name!r}, not {method!r}"
             )
+        if method in available_weights() and path.is_file():  # a shipped name, other weights
+            shipped = str(model_card(method)["model"]["name"]).lower().replace("-", "_")
+            if card_name != shipped:
+                raise ValueError(
+                    f"load_model: {method} is a {shipped!r} model, but the weights {weights} are "
+                    f"for model {card_name!r} (a result labelled {method} would come from "
+                    f"another network)")
         return load_pretrained(weights, overrides=params).eval()
     model = build_model(method, **dict(params))
     if not path.is_file():

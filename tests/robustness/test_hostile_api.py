@@ -227,3 +227,45 @@ def test_k_space_helpers_still_broadcast_a_plain_column_mask():
     mask = column_mask(12)
     x = torch.randn(16, 12, dtype=torch.complex128)
     assert torch.allclose(sense(maps, mask)(x), fft2c(maps * x) * mask)
+
+
+def test_weights_cards_are_checked_where_results_are_labelled_and_reused(tmp_path):
+    """A shipped name run with another network's weights gave a row labelled modl_brain_sim
+    that was VarNet; a card naming an unknown model raised a bare KeyError; an edited card kept
+    the old bench scores; an adapted model's card dropped its training range; bench found an
+    output that is a file only after scoring a volume."""
+    import shutil
+
+    import yaml
+
+    from mrirecon.bench.core import open_store
+    from mrirecon.bench.methods import weights_id
+    from mrirecon.pipeline.adapt_stage import model_architecture
+    from mrirecon.pipeline.definitions import load_pipeline
+    from mrirecon.io.weights import resolve_weights
+    from mrirecon.training.weights import load_model, load_pretrained, model_card
+
+    varnet = resolve_weights("varnet_brain_sim", "test")
+    with pytest.raises(ValueError, match="modl_brain_sim is a 'modl' model, but the weights"):
+        load_model("modl_brain_sim", {}, varnet)
+
+    pt = tmp_path / "m.pt"
+    shutil.copy(resolve_weights("modl_brain_sim", "test"), pt)
+    card = model_card("modl_brain_sim")
+    pt.with_suffix(".yaml").write_text(yaml.safe_dump({**card, "model": {**card["model"], "name": "modl_v2"}}))
+    with pytest.raises(ValueError, match=r"m\.yaml: model\.name 'modl_v2' is no model"):
+        load_pretrained(pt)
+
+    pt.with_suffix(".yaml").write_text(yaml.safe_dump(card))
+    before = weights_id(pt)
+    edited = {**card, "model": {**card["model"], "params": {**card["model"]["params"], "iterations": 1}}}
+    pt.with_suffix(".yaml").write_text(yaml.safe_dump(edited) + "\n")
+    assert weights_id(pt) != before
+
+    config = load_pipeline("mri_modl_brain_sim", ["adapt.enabled=true"])[0]
+    _, _, inherited = model_architecture(config)
+    assert inherited["training_range"] == card["training_range"]
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        open_store(tmp_path / "file", resume=True)
