@@ -351,6 +351,7 @@ def _read_ismrmrd(
                    "mrirecon calibrates from the imaging data's centre and cannot use it yet "
                    "(--set load.include_calibration=false, with ACS lines among the imaging "
                    "lines)")
+    readout = [enc_x, 0]  # the rows any imaging line fills
     for a in imaging:
         head = heads[a]
         if int(head["active_channels"]) != channels:
@@ -385,9 +386,16 @@ def _read_ismrmrd(
             continue
         kspace[s, part, :, start: start + n, col] += samples
         count[s, part, col] += 1
+        readout[0], readout[1] = min(readout[0], start), max(readout[1], start + n)
         positions.setdefault(s, np.asarray(head["position"], float))
     if not np.isfinite(kspace).all():
         raise fail(f"{dataset}/data", "NaN or Inf samples")
+    missing = enc_x - (readout[1] - readout[0])
+    if missing >= max(2, 0.05 * enc_x):  # an asymmetric (partial) echo: one side never sampled
+        header = header.with_(extra={**header.extra, "partial_echo_note": (
+            f"partial echo: readout samples {readout[0]}..{readout[1] - 1} of {enc_x} hold data "
+            f"({missing} never sampled): every method takes them as measured zeros (no phase "
+            "constraint along the readout), which blurs the image along it")})
     acquired = count > 0
     kspace /= np.maximum(count, 1)[:, :, None, None, :]
     if calib_lines:  # the same scan's ACS agree with its imaging lines up to noise

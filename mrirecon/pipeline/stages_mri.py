@@ -150,8 +150,9 @@ def make_slice(ks, index: int, file_name: str, file_mask: Tensor | None) -> MRIS
     pf = partial_fourier_note(ks.header)
     if pf:
         notes["partial_fourier"] = pf
-    if ks.header.extra.get("other_encodings_note"):  # the reader's: a second encoding space
-        notes["other_encodings"] = ks.header.extra["other_encodings_note"]
+    for kind in ("other_encodings", "partial_echo"):  # the reader's notes
+        if ks.header.extra.get(f"{kind}_note"):
+            notes[kind] = ks.header.extra[f"{kind}_note"]
     rc, slices = ks.header.extra.get("receiver_channels"), ks.header.extra.get("file_slices")
     if rc and slices and rc == slices != data.shape[0]:  # (8, H, W) read as 8 single-coil slices
         notes["coil_axis"] = (f"the header names {rc} receiver channels, but the k-space has "
