@@ -227,9 +227,9 @@ def test_resume_skips_finished_entries(multicoil_dir, tmp_path, monkeypatch):
     calls: list[tuple[str, str]] = []
     original = stages_mri.reconstruct  # the pipeline's reconstruct stage: the bench runs it too
 
-    def counting(s, cfg, model):
+    def counting(s, cfg, model, **kwargs):
         calls.append((cfg.method, s.file_name))
-        return original(s, cfg, model)
+        return original(s, cfg, model, **kwargs)
 
     monkeypatch.setattr(stages_mri, "reconstruct", counting)
     kwargs = {

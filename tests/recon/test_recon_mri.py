@@ -231,7 +231,7 @@ def test_registry_dispatch_and_errors():
     assert "lam" in describe("tv") and "iterations" in describe("sirt")
     assert needs_operator("l1_wavelet") and not needs_operator("zero_filled_rss")
     assert not needs_operator("grappa") and needs_operator("fbp")
-    assert parameters("cg_sense") == ["lam", "iterations", "tolerance", "x0", "callback"]
+    assert parameters("cg_sense") == ["lam", "iterations", "tolerance", "x0", "phase", "callback"]
     with pytest.raises(ValueError, match="already registered"):
         register("tv", tv)
 
