@@ -9,7 +9,7 @@ command, write ``_add_<group>`` + ``cmd_<name>`` and call ``_add_<group>`` in
 Commands
 --------
 ``mrirecon simulate mri``  simulated multi-coil brain k-space in the fastMRI layout
-``mrirecon simulate ct``   simulated low-dose CT in the LoDoPaB-CT layout
+``mrirecon simulate ct``   simulated low-dose CT in the LoDoPaB-CT layout (both: :mod:`mrirecon.cli_simulate`)
 ``mrirecon train``         train a network from a YAML config (torchrun-aware) or rebuild a
                           shipped prior (``denoiser``, ``prior``, ``gmm``, ``perceptual``,
                           ``radial``; see :mod:`mrirecon.cli_train`)
@@ -26,6 +26,18 @@ import sys
 from collections.abc import Sequence
 
 # ---- argument types ------------------------------------------------------------------------
+
+
+#: ``mrirecon --help`` examples: data at fastMRI's geometry (640 x 320 k-space, 8 coils), the
+#: training range of the model ``mri_learned`` runs
+MAIN_EXAMPLES = (
+    "examples:\n  mrirecon demo\n"
+    "  mrirecon simulate mri --out data/mri --volumes 2 --slices 4 --coils 8 --size 320 320 "
+    "--readout-oversampling 2\n"
+    "  mrirecon run mri_learned --input data/mri --output out --set undersample.enabled=true\n"
+    "  mrirecon bench --data data/mri --accelerations 4 8 --methods zero_filled,cg_sense,l1_wavelet "
+    "--output bench\nrun `mrirecon COMMAND --help` for every option of a command, `mrirecon train "
+    "--help` for training examples with their data.")
 
 
 def _int_at_least(minimum: int):
@@ -85,248 +97,13 @@ def _add_threads(parser: argparse.ArgumentParser) -> None:
 # ---- simulate ------------------------------------------------------------------------------
 
 
-def _noise_options(args: argparse.Namespace, flags: dict[str, str], defaults: dict[str, float]) -> None:
-    """Fill the noise options' defaults; with ``--noise-free`` a noise option given as well is an
-    error (``simulate ct --noise-free --photons 64`` wrote noise-free data without a word)."""
-    given = [flag for flag, dest in flags.items() if getattr(args, dest) is not None]
-    if args.noise_free and given:
-        args._parser.error(f"--noise-free writes data without noise; {', '.join(given)} would be "
-                           "ignored: drop one of them")
-    for dest, value in defaults.items():
-        if getattr(args, dest) is None:
-            setattr(args, dest, value)
-
-
-def cmd_simulate_mri(args: argparse.Namespace) -> int:
-    """``mrirecon simulate mri``: write fastMRI-layout files; prints one path per line."""
-    from mrirecon.data.simulate_mri import simulate_mri_dataset
-
-    _noise_options(args, {"--snr-db": "snr_db"}, {"snr_db": 30.0})
-    options = {
-        "readout_oversampling": args.readout_oversampling,
-        "resolution": args.template_resolution,
-    }
-    if args.contrast:
-        options["contrasts"] = args.contrast
-    if args.orientation:
-        options["orientations"] = args.orientation
-    coils = args.coils if args.max_coils is None else (args.coils, args.max_coils)
-    if args.max_coils is not None and args.max_coils < args.coils:
-        args._parser.error(f"--max-coils ({args.max_coils}) must be >= --coils ({args.coils})")
-    if args.trajectory != "cartesian":
-        from mrirecon.data.simulate_noncartesian import simulate_noncartesian_dataset
-
-        if args.acceleration is not None or args.readout_oversampling != 1:
-            args._parser.error("--acceleration and --readout-oversampling are Cartesian options; "
-                               "use --readouts for radial / spiral undersampling")
-        options.pop("readout_oversampling")
-        paths = simulate_noncartesian_dataset(
-            args.out, args.trajectory, volumes=args.volumes, slices=args.slices, coils=coils,
-            size=tuple(args.size), seed=args.seed,
-            snr_db=None if args.noise_free else args.snr_db, readouts=args.readouts, **options)
-        for path in paths:
-            print(path)
-        return 0
-    paths = simulate_mri_dataset(
-        args.out,
-        volumes=args.volumes,
-        slices=args.slices,
-        coils=coils,
-        size=tuple(args.size),
-        seed=args.seed,
-        acceleration=args.acceleration,
-        snr_db=None if args.noise_free else args.snr_db,
-        **options,
-    )
-    for path in paths:
-        print(path)
-    return 0
-
-
-def cmd_simulate_ct(args: argparse.Namespace) -> int:
-    """``mrirecon simulate ct``: write LoDoPaB-layout files; prints one path per line."""
-    from mrirecon.data.simulate_ct import simulate_ct_dataset
-
-    _noise_options(args, {"--photons": "photons", "--min-count": "min_count"},
-                   {"photons": 4096.0, "min_count": 1.0})
-    paths = simulate_ct_dataset(
-        args.out,
-        geometry=args.geometry,
-        views=args.views,
-        photons=None if args.noise_free else args.photons,
-        size=args.size,
-        seed=args.seed,
-        samples=args.samples,
-        part=args.part,
-        sources=args.sources,
-        detectors=args.detectors,
-        fov_mm=args.fov_mm,
-        min_count=args.min_count,
-    )
-    for path in paths:
-        print(path)
-    return 0
-
-
 SIMULATE_HELP = "write simulated datasets (MRI: fastMRI layout, CT: LoDoPaB layout)"
 
 
 def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
-    from mrirecon.data.anatomy import CONTRASTS
-    from mrirecon.data.simulate_mri import ORIENTATIONS
+    from mrirecon.cli_simulate import add_simulate
 
-    simulate = subparsers.add_parser(
-        "simulate",
-        help=SIMULATE_HELP,
-        description="Write simulated scanner datasets from the allowed real anatomy "
-        "(MNI152 template, allowed CT DICOM files) and phantoms. Files are written "
-        "atomically; the same --seed gives identical data on every machine.",
-    )
-    kinds = simulate.add_subparsers(dest="kind", metavar="{mri,ct}", required=True)
-
-    mri = kinds.add_parser(
-        "mri",
-        help="multi-coil brain k-space (fastMRI HDF5)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Simulate multi-coil brain MRI volumes from the MNI152 template: random "
-        "slab position, orientation, contrast (T1/T2/PD/FLAIR), elastic "
-        "deformation, bias and phase; birdcage coil maps; complex Gaussian noise. "
-        "Writes file_brain_<ACQ>_sim<seed>_<n>.h5 with kspace (slices, coils, H, W) "
-        "complex64, reconstruction_rss and the ISMRMRD header.",
-        epilog="example: mrirecon simulate mri --out sim_mri --volumes 4 --slices 8 --coils 8 "
-        "--size 320 320 --seed 0",
-    )
-    mri.add_argument("--out", required=True, help="output folder (created)")
-    mri.add_argument(
-        "--volumes", type=_int_at_least(1), default=4, help="number of volumes (files)"
-    )
-    mri.add_argument("--slices", type=_int_at_least(1), default=8, help="slices per volume")
-    mri.add_argument(
-        "--coils",
-        type=_int_at_least(1),
-        default=8,
-        help="receive coils (the minimum when --max-coils is given)",
-    )
-    mri.add_argument(
-        "--max-coils",
-        type=_int_at_least(1),
-        default=None,
-        help="draw the coil count per volume uniformly in [--coils, --max-coils]",
-    )
-    mri.add_argument(
-        "--size",
-        type=_int_at_least(4),
-        nargs=2,
-        metavar=("H", "W"),
-        default=[320, 320],
-        help="recon size in pixels (rows = readout, columns = phase encoding)",
-    )
-    mri.add_argument("--seed", type=_int_at_least(0), default=0, help="dataset seed")
-    mri.add_argument(
-        "--snr-db",
-        type=_finite_float,
-        default=None,
-        help="k-space SNR in dB: 10 log10(mean |k|^2 / noise variance) (default 30)",
-    )
-    mri.add_argument("--noise-free", action="store_true", help="write noise-free k-space")
-    mri.add_argument(
-        "--acceleration",
-        type=_acceleration,
-        default=None,
-        help="undersample like fastMRI test files (mask dataset, zeroed columns)",
-    )
-    mri.add_argument(
-        "--readout-oversampling",
-        type=_int_at_least(1),
-        default=1,
-        help="readout oversampling factor (fastMRI brain data: 2)",
-    )
-    mri.add_argument(
-        "--contrast",
-        choices=sorted(CONTRASTS),
-        action="append",
-        help="fix the contrast (repeat to cycle over volumes); random if absent",
-    )
-    mri.add_argument(
-        "--orientation",
-        choices=list(ORIENTATIONS),
-        action="append",
-        help="fix the orientation (repeat to cycle); random if absent",
-    )
-    mri.add_argument(
-        "--trajectory",
-        choices=("cartesian", "radial", "spiral"),
-        default="cartesian",
-        help="radial (golden-angle spokes) or spiral (variable density) write ISMRMRD files whose "
-        "acquisitions carry traj (kx, ky, density weight); cartesian writes fastMRI files",
-    )
-    mri.add_argument(
-        "--readouts",
-        type=_int_at_least(1),
-        default=None,
-        help="radial spokes (default: max(size)) or spiral interleaves (default: max(size) // 8)",
-    )
-    mri.add_argument(
-        "--template-resolution",
-        type=int,
-        choices=(1, 2),
-        default=1,
-        help="MNI152 template resolution in mm",
-    )
-    _add_threads(mri)  # "--threads N (before or after the command)", as the README says
-    mri.set_defaults(func=cmd_simulate_mri, _parser=mri)
-
-    ct = kinds.add_parser(
-        "ct",
-        help="low-dose CT sinograms (LoDoPaB-CT HDF5)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Simulate low-dose CT: ground truths from the allowed CT DICOM images and "
-        "random ellipse phantoms (HU -> mu = 0.0192/mm (1 + HU/1000)), projected "
-        "with the package's CT operator, Poisson noise with --photons incident "
-        "photons per bin. Writes observation_<part>_NNN.hdf5 (post-log / MU_MAX) "
-        "and ground_truth_<part>_NNN.hdf5 (mu / MU_MAX in [0, 1], plus HU).",
-        epilog="example: mrirecon simulate ct --out sim_ct --geometry parallel --views 180 "
-        "--photons 4096 --size 128 --seed 0",
-    )
-    ct.add_argument("--out", required=True, help="output folder (created)")
-    ct.add_argument(
-        "--geometry", choices=("parallel", "fan"), default="parallel", help="beam geometry"
-    )
-    ct.add_argument("--views", type=_int_at_least(1), default=180, help="projection angles")
-    ct.add_argument(
-        "--photons",
-        type=_positive_float,
-        default=None,
-        help="incident photons per detector bin I0 (default and LoDoPaB: 4096)",
-    )
-    ct.add_argument("--noise-free", action="store_true", help="write noise-free sinograms")
-    ct.add_argument(
-        "--size", type=_int_at_least(8), default=128, help="image size N (N x N pixels)"
-    )
-    ct.add_argument("--seed", type=_int_at_least(0), default=0, help="dataset seed")
-    ct.add_argument("--samples", type=_int_at_least(1), default=8, help="number of images")
-    ct.add_argument("--part", default="train", help="dataset part name in the file names")
-    ct.add_argument(
-        "--sources",
-        choices=("mixed", "dicom", "phantom"),
-        default="mixed",
-        help="ground-truth sources",
-    )
-    ct.add_argument(
-        "--detectors",
-        type=_int_at_least(1),
-        default=None,
-        help="detector bins (default: cover the image diagonal)",
-    )
-    ct.add_argument("--fov-mm", type=_positive_float, default=260.0, help="field of view in mm")
-    ct.add_argument(
-        "--min-count",
-        type=_positive_float,
-        default=None,
-        help="floor of the photon counts before the log (default 1; LoDoPaB: 0.1)",
-    )
-    _add_threads(ct)
-    ct.set_defaults(func=cmd_simulate_ct, _parser=ct)
+    add_simulate(subparsers)
 
 
 # ---- train ---------------------------------------------------------------------------------
@@ -514,17 +291,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mrirecon",
         description="Model-based deep-learning reconstruction for MRI and CT.",
-        epilog="examples:\n"
-               "  mrirecon demo\n"
-               "  mrirecon simulate mri --out data/mri --volumes 2 --slices 4 --coils 8 --size 320 320 "
-               "--readout-oversampling 2\n"
-               "  mrirecon run mri_learned --input data/mri --output out --set undersample.enabled=true\n"
-               "  mrirecon bench --data data/mri --accelerations 4 8 --methods zero_filled,cg_sense,"
-               "l1_wavelet --output bench\n"
-               "(fastMRI's geometry, 640 x 320 k-space with 8 coils: the shipped mri_learned model's "
-               "training range)\n"
-               "run `mrirecon COMMAND --help` for every option of a command, `mrirecon train --help` "
-               "for training examples with their data.",
+        epilog=MAIN_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"mrirecon {__version__}")
