@@ -20,6 +20,9 @@ def parse_weights(items: Iterable[str]) -> dict[str, str]:
             if "=" not in part:
                 raise ValueError(f"--weights: expected method=PATH, got {part!r}")
             name, value = part.split("=", 1)
+            if name.strip() in out and out[name.strip()] != value.strip():  # the last one won
+                raise ValueError(f"--weights: {name.strip()} given twice ({out[name.strip()]} and "
+                                 f"{value.strip()}); one method, one set of weights")
             out[name.strip()] = value.strip()
     return out
 

@@ -269,3 +269,19 @@ def test_weights_cards_are_checked_where_results_are_labelled_and_reused(tmp_pat
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="is a file, not a folder"):
         open_store(tmp_path / "file", resume=True)
+
+
+def test_a_pickled_model_and_a_method_given_twice_are_named(tmp_path):
+    """A whole pickled model was refused with torch's long message (escape codes, and advice to
+    load it unsafely); `--weights m=a.pt --weights m=b.pt` silently used b.pt."""
+    from mrirecon.bench.cli import parse_weights
+    from mrirecon.io.weights import read_state_dict
+    from mrirecon.models import build_model
+
+    torch.save(build_model("dncnn", depth=3, features=8), tmp_path / "whole.pt")
+    with pytest.raises(ValueError, match=r"whole\.pt holds pickled Python objects") as err:
+        read_state_dict(tmp_path / "whole.pt")
+    assert "\x1b" not in str(err.value) and "weights_only=False" not in str(err.value)
+    with pytest.raises(ValueError, match="modl given twice"):
+        parse_weights(["modl=a.pt", "modl=b.pt"])
+    assert parse_weights(["modl=a.pt,varnet=b.pt", "modl=a.pt"]) == {"modl": "a.pt", "varnet": "b.pt"}
