@@ -62,10 +62,10 @@ def read_state_dict(name_or_path: str | os.PathLike, map_location: str | torch.d
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:  # torch's message advises the unsafe load, with escape codes
-        raise ValueError(f"{who}: {path} holds pickled Python objects (a whole model, or a "
-                         "checkpoint with custom classes), which are not loaded: code inside them "
-                         "would run; save the state dict (torch.save(model.state_dict(), PATH)) "
-                         "and load that") from None
+        raise ValueError(f"{who}: {path} cannot be read safely: it holds pickled Python objects "
+                         "(a whole model, or a checkpoint with custom classes), which are not "
+                         "loaded: code inside them would run; save the state dict "
+                         "(torch.save(model.state_dict(), PATH)) and load that") from None
     except Exception as e:
         raise ValueError(f"{who}: {path} cannot be read safely: {str(e) or type(e).__name__}") from e
     for key in ("model", "state_dict"):  # a training checkpoint

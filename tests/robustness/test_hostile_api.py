@@ -279,7 +279,7 @@ def test_a_pickled_model_and_a_method_given_twice_are_named(tmp_path):
     from mrirecon.models import build_model
 
     torch.save(build_model("dncnn", depth=3, features=8), tmp_path / "whole.pt")
-    with pytest.raises(ValueError, match=r"whole\.pt holds pickled Python objects") as err:
+    with pytest.raises(ValueError, match=r"whole\.pt cannot be read safely: it holds pickled Python objects") as err:
         read_state_dict(tmp_path / "whole.pt")
     assert "\x1b" not in str(err.value) and "weights_only=False" not in str(err.value)
     with pytest.raises(ValueError, match="modl given twice"):
