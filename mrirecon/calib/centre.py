@@ -79,7 +79,8 @@ def centre_maps(kspace: Tensor, centre: Tensor, *, method: Literal["espirit", "w
         if crop <= 0 or max_cropped_energy is None:
             maps = espirit_maps(low, calib_width=block, kernel_width=kernel, thresh=thresh,
                                 crop=crop)
-            applied = torch.full(kspace.shape[:-3], float(crop), dtype=torch.float64)
+            applied = torch.full(kspace.shape[:-3], float(crop), dtype=torch.float64,
+                                 device=kspace.device)  # on the device, as safe_crop's
         else:
             maps, eig = espirit_maps(low, calib_width=block, kernel_width=kernel, thresh=thresh,
                                      crop=0.0, return_eigenvalues=True)
@@ -91,7 +92,8 @@ def centre_maps(kspace: Tensor, centre: Tensor, *, method: Literal["espirit", "w
         from mrirecon.calib.walsh import walsh_maps
 
         maps = walsh_maps(ifft2c(low))
-        return (maps, torch.zeros(kspace.shape[:-3], dtype=torch.float64)) if return_crop else maps
+        none = torch.zeros(kspace.shape[:-3], dtype=torch.float64, device=kspace.device)
+        return (maps, none) if return_crop else maps
     raise ValueError(f"centre_maps: method must be 'espirit' or 'walsh', got {method!r}")
 
 

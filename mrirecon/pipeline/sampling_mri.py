@@ -105,6 +105,15 @@ def grappa_kernel(s: MRISlice, calib) -> tuple[int, int]:
     return (5, min(5, fit))
 
 
+def grappa_params(s: MRISlice, params) -> dict:
+    """GRAPPA's parameters for slice ``s``: the centre band as calibration and
+    :func:`grappa_kernel` unless ``params`` (``reconstruct.params``) give them."""
+    out = {"calib": acs_width(s.mask), **params}
+    if "kernel_size" not in out:
+        out["kernel_size"] = grappa_kernel(s, out["calib"])
+    return out
+
+
 def unreachable_share(mask: Tensor, width: int) -> float:
     """Share of the unsampled columns of ``mask`` ``(W,)`` with no sampled column in a window
     ``width`` columns wide centred on them (what a GRAPPA kernel that wide leaves empty)."""

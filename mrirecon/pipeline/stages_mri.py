@@ -32,7 +32,7 @@ from mrirecon.pipeline.schema import (
     ReconstructConfig,
     UndersampleConfig,
 )
-from mrirecon.pipeline.sampling_mri import (grappa_kernel, grappa_note, partial_fourier_band,
+from mrirecon.pipeline.sampling_mri import (grappa_note, grappa_params, partial_fourier_band,
                                            partial_fourier_note, phase_constrained,
                                            unreachable_share)
 from mrirecon.pipeline.stream import Method, Modality, detect_format
@@ -122,13 +122,10 @@ def make_slice(ks, index: int, file_name: str, file_mask: Tensor | None) -> MRIS
     w = data.shape[-1]
     if getattr(ks, "trajectory", None) is not None:
         ref = ks.reference[0] if ks.reference is not None else None
-        # the reader's notes: a short trajectory, rescaled density weights
         from mrirecon.pipeline.checks_mri import trajectory_warnings
 
-        notes = {kind: ks.header.extra[key] for kind, key in (
-            ("trajectory_extent", "trajectory_note"), ("density_scale", "density_scale_note"))
-            if ks.header.extra.get(key)}
-        notes.update(trajectory_warnings(ks.trajectory, ks.header.encoded_matrix[:2]))
+        notes = {**reader_notes(ks.header),
+                 **trajectory_warnings(ks.trajectory, ks.header.encoded_matrix[:2])}
         return MRISlice(data, torch.ones(w, dtype=torch.bool), ks.header, file_name, index, ref,
                         ks.noise, trajectory=ks.trajectory, density=ks.density, notes=notes)
     mask = file_mask if file_mask is not None else ks.mask
@@ -147,12 +144,10 @@ def make_slice(ks, index: int, file_name: str, file_mask: Tensor | None) -> MRIS
     where = f"{file_name}: slice {index}"
     check_kspace(data, where)
     mask, notes = reconcile_mask(data, mask, where, ks.header.acquired_columns(w))
+    notes.update(reader_notes(ks.header))
     pf = partial_fourier_note(ks.header)
     if pf:
         notes["partial_fourier"] = pf
-    for kind in ("other_encodings", "partial_echo"):  # the reader's notes
-        if ks.header.extra.get(f"{kind}_note"):
-            notes[kind] = ks.header.extra[f"{kind}_note"]
     rc, slices = ks.header.extra.get("receiver_channels"), ks.header.extra.get("file_slices")
     if rc and slices and rc == slices != data.shape[0]:  # (8, H, W) read as 8 single-coil slices
         notes["coil_axis"] = (f"the header names {rc} receiver channels, but the k-space has "
@@ -161,6 +156,14 @@ def make_slice(ks, index: int, file_name: str, file_mask: Tensor | None) -> MRIS
                               "coil axis?")
     ref = ks.reference[0] if ks.reference is not None else None
     return MRISlice(data, mask, ks.header, file_name, index, ref, ks.noise, notes=notes)
+
+
+def reader_notes(header: Header) -> dict[str, str]:
+    """What a reader noted in ``header.extra["<kind>_note"]`` (a second encoding space, a partial
+    echo, a short trajectory, rescaled density weights), as ``{kind: message}``."""
+    kinds = {"trajectory": "trajectory_extent"}  # the non-Cartesian reader's name for it
+    return {kinds.get(key[: -len("_note")], key[: -len("_note")]): str(value)
+            for key, value in header.extra.items() if key.endswith("_note") and value}
 
 
 def column_counts(s: MRISlice) -> tuple[int, int]:
@@ -335,9 +338,7 @@ def reconstruct(s: MRISlice, cfg: ReconstructConfig, model: torch.nn.Module | No
             params["phase"] = torch.sgn(low)
         image = recon.run(cfg.method, y / scale, operator(s, s.maps), **params)
     elif cfg.method == "grappa":  # ACS = the fully sampled centre band unless given
-        params = {"calib": acs_width(s.mask), **cfg.params}
-        if "kernel_size" not in params:
-            params["kernel_size"] = grappa_kernel(s, params["calib"])
+        params = grappa_params(s, cfg.params)
         if unreachable_share(s.mask, params["kernel_size"][1]) >= 1:  # the zero-filled image
             raise ValueError(f"{s.file_name}: slice {s.index}: {grappa_note(s, params)}: GRAPPA "
                              "fills nothing; use a wider centre band or cg_sense")
@@ -519,10 +520,10 @@ class MRIStages(Modality[MRISlice]):
         notes = dict(s.notes)
         rc = self.config.reconstruct
         if rc.method == "grappa" and s.trajectory is None:  # columns its kernel cannot reach
-            params = {"calib": acs_width(s.mask), **rc.params}
-            if "kernel_size" not in params and acs_width(s.mask) >= 3:
-                params["kernel_size"] = grappa_kernel(s, params["calib"])
-            note = grappa_note(s, params) if "kernel_size" in params else None
+            try:
+                note = grappa_note(s, grappa_params(s, rc.params))
+            except ValueError:  # a band too narrow for any kernel: reconstruct refuses it
+                note = None
             if note:
                 notes["grappa_unfilled"] = note + "; cg_sense fills them"
         if "partial_fourier" in notes:  # say how this run fills the missing side
