@@ -14,6 +14,7 @@ region, at the right intensity (with the orthonormal scaling of
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 import torch
 from torch import Tensor
@@ -86,3 +87,24 @@ def pipe_menon_density(trajectory: Tensor, shape: tuple[int, int], *, iterations
     # (sum_g phi(g))^2 times the grid cell area
     integral = float(one.real.sum()) ** 2 / (grid[0] * grid[1])
     return (weights.real * integral * h * w).reshape(trajectory.shape[:-1])
+
+
+_CACHE: OrderedDict = OrderedDict()
+_CACHE_SIZE = 4
+
+
+def cached_pipe_menon_density(trajectory: Tensor, shape: tuple[int, int]) -> Tensor:
+    """:func:`pipe_menon_density` of ``trajectory`` for an image ``shape``, computed once per
+    trajectory tensor (the last four are kept): models call it on every forward pass with the
+    operator's trajectory, which stays the same tensor across slices and training steps."""
+    key = (trajectory.data_ptr(), tuple(trajectory.shape), tuple(int(n) for n in shape),
+           str(trajectory.device))
+    hit = _CACHE.get(key)
+    if hit is not None and hit[0] is trajectory and hit[1] == trajectory._version:
+        _CACHE.move_to_end(key)
+        return hit[2]
+    w = pipe_menon_density(trajectory, shape)
+    _CACHE[key] = (trajectory, trajectory._version, w)
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return w

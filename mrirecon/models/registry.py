@@ -24,6 +24,7 @@ from mrirecon.models.unrolled.fbpconvnet import FBPConvNet
 from mrirecon.models.unrolled.gram_varnet import GramVarNet
 from mrirecon.models.unrolled.ista_net import ISTANetPlus
 from mrirecon.models.unrolled.ldamp import LDAMP
+from mrirecon.models.unrolled.density_weighted import DensityWeightedModel
 from mrirecon.models.unrolled.learned_maps import LearnedMapsModel
 from mrirecon.models.unrolled.modl import MoDL
 from mrirecon.models.unrolled.primal_dual import LearnedPrimalDual
@@ -43,6 +44,9 @@ _MODELS: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {
     # sensitivity model on the gridded centre of a trajectory)
     "learned_maps": (LearnedMapsModel, dict(model="modl", model_params=None, sens_chans=8,
                                             sens_pools=2, calib_width=24)),
+    # any model above on radial / spiral data with density-weighted data consistency
+    # (W^(1/2) y and W^(1/2) N S, W the Pipe-Menon weights of the operator's trajectory)
+    "density_weighted": (DensityWeightedModel, dict(model="modl", model_params=None)),
     # Hammernik et al. 2018
     "vn": (VariationalNetwork, dict(iterations=10, num_filters=24, kernel_size=11, num_rbf=31)),
     # Aggarwal et al. 2019
@@ -87,7 +91,7 @@ MODEL_DEFAULTS = MappingProxyType({name: MappingProxyType(dict(d)) for name, (_,
 #: sinogram. The rest (plug-and-play, backbones, generic unrolls) take any ``A``.
 MODEL_MODALITY = MappingProxyType({
     **dict.fromkeys(("modl", "varnet", "vn", "cascade", "gram_varnet", "learned_maps",
-                     "unrolled_em"), "mri"),
+                     "density_weighted", "unrolled_em"), "mri"),
     **dict.fromkeys(("primal_dual", "staged_ct", "fbpconvnet"), "ct"),
 })
 

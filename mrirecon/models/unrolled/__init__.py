@@ -2,6 +2,7 @@
 
 from mrirecon.models.unrolled.admm_csnet import ADMMCSNet, PiecewiseLinear
 from mrirecon.models.unrolled.cascade import CascadeNet
+from mrirecon.models.unrolled.density_weighted import DensityWeightedModel
 from mrirecon.models.unrolled.fbpconvnet import FBPConvNet, initial_reconstruction
 from mrirecon.models.unrolled.gram_varnet import GramVarNet
 from mrirecon.models.unrolled.ista_net import ISTANetPlus, soft_threshold
@@ -15,6 +16,7 @@ from mrirecon.models.unrolled.vn import RBFActivation, VariationalNetwork
 __all__ = [
     "ADMMCSNet",
     "CascadeNet",
+    "DensityWeightedModel",
     "FBPConvNet",
     "GramVarNet",
     "ISTANetPlus",

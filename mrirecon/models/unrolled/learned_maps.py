@@ -26,20 +26,16 @@ division removes the rest), so a scale-equivariant inner model stays scale equiv
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from mrirecon.calib.noncartesian import gridded_calibration_images
-from mrirecon.functional.density import pipe_menon_density
+from mrirecon.functional.density import cached_pipe_menon_density
 from mrirecon.models.backbones.normunet import NormUnet
 from mrirecon.models.init import seeded_init
 from mrirecon.operators.nufft import NufftSense
-
-_DENSITY_CACHE = 4
-
 
 class NonCartesianSensitivityModel(nn.Module):
     """Coil maps ``(B, C, H, W)`` of unit root-sum-of-squares from non-Cartesian samples.
@@ -59,20 +55,10 @@ class NonCartesianSensitivityModel(nn.Module):
         self.calib_width = int(calib_width)
         self.norm_unet = NormUnet(chans, pools)
         self.gate = nn.Parameter(torch.zeros(()))
-        self._density: OrderedDict = OrderedDict()  # trajectory -> Pipe-Menon weights (not state)
 
     def density(self, op: NufftSense) -> Tensor:
         """Pipe-Menon weights of ``op``'s trajectory, computed once per trajectory tensor."""
-        traj = op.trajectory
-        key = (traj.data_ptr(), tuple(traj.shape), op.image_shape, str(traj.device))
-        hit = self._density.get(key)
-        if hit is not None and hit[0] is traj:
-            return hit[1]
-        w = pipe_menon_density(traj, op.image_shape)
-        self._density[key] = (traj, w)
-        while len(self._density) > _DENSITY_CACHE:
-            self._density.popitem(last=False)
-        return w
+        return cached_pipe_menon_density(op.trajectory, op.image_shape)
 
     def calibration_images(self, y: Tensor, op: NufftSense) -> Tensor:
         """Density-compensated, tapered gridding of the central samples per coil ``(B, C, H, W)``."""
