@@ -83,16 +83,16 @@ def test_every_card_says_where_the_model_fails_and_what_it_saw(name):
 
 def test_radial_training_card_states_range_and_failures():
     """`mrirecon train radial` writes the training_range the pipeline checks and known
-    failures that compare the model with CG-SENSE on its held-out slices."""
+    failures that compare the model with the classical radial pipeline (TV) on its held-out slices."""
     from mrirecon.training.radial import COILS, _known_failures, _Options
 
     args = _Options(out="x", model="modl", steps=5, size=32, spokes=24, volumes=2, slices=1, lr=1e-3)
-    worse = _known_failures(args, {"model": {"PSNR": 22.0}, "cg_sense_10it": {"PSNR": 25.0}})
-    better = _known_failures(args, {"model": {"PSNR": 27.0}, "cg_sense_10it": {"PSNR": 25.0}})
+    worse = _known_failures(args, {"model": {"PSNR": 22.0}, "tv_mri_radial_cs": {"PSNR": 25.0}})
+    better = _known_failures(args, {"model": {"PSNR": 27.0}, "tv_mri_radial_cs": {"PSNR": 25.0}})
     assert "32 x 32 image, 24 golden-angle spokes x 64 samples" in worse[0]
     assert f"{COILS[0]}-{COILS[1]}" in worse[0]
-    assert "below 10 CG-SENSE iterations (22.00 vs 25.00 dB" in worse[-1]
-    assert len(better) == len(worse) - 1 and not any("CG-SENSE" in f for f in better)
+    assert "mri_radial_cs runs it scores 25.00 dB PSNR against 22.00 dB" in worse[-1]
+    assert len(better) == len(worse) - 1 and not any("mri_radial_cs" in f for f in better)
 
 
 @pytest.fixture(scope="module")
