@@ -87,30 +87,20 @@ def uniform_maps(y: torch.Tensor, size: int) -> torch.Tensor:
     return torch.full((b, c, size, size), c ** -0.5, dtype=y.dtype)
 
 
-def radial_architecture(model: str, maps: str = "espirit", weighting: str = "density",
-                        iterations: int | None = None) -> tuple[str, dict]:
-    """Registry name and parameters of the trained model: ``model`` with :data:`MODELS` settings
-    (``iterations`` unrolls if given), wrapped with a sensitivity network for
-    ``maps="learned"`` and in density-weighted data consistency for ``weighting="density"``."""
+def radial_architecture(model: str, maps: str = "espirit", weighting: str = "density") -> tuple[str, dict]:
+    """Registry name and parameters of the trained model: ``model`` with :data:`MODELS` settings,
+    wrapped with a sensitivity network for ``maps="learned"`` and in density-weighted data
+    consistency for ``weighting="density"``."""
     if maps not in MAPS:
         raise ValueError(f"train_radial: maps must be one of {MAPS}, got {maps!r}")
     if weighting not in WEIGHTING:
         raise ValueError(f"train_radial: weighting must be one of {WEIGHTING}, got {weighting!r}")
     name, params = model, dict(MODELS[model])
-    if iterations is not None:
-        params["iterations"] = int(iterations)
     if maps == "learned":
         name, params = "learned_maps", {"model": name, "model_params": params, **SENSITIVITY}
     if weighting == "density":
         name, params = "density_weighted", {"model": name, "model_params": params}
     return name, params
-
-
-def build_radial_model(model: str, maps: str = "espirit", weighting: str = "density",
-                       iterations: int | None = None) -> torch.nn.Module:
-    """The trained model of :func:`radial_architecture`."""
-    name, params = radial_architecture(model, maps, weighting, iterations)
-    return build_model(name, **params)
 
 
 @dataclass
@@ -225,12 +215,11 @@ def train_radial(out: str | Path, *, model: str = "modl", maps: str = "espirit",
     if learned_maps:
         inner = net.model if weighting == "density" else net
 
-        def cg_learned(s):
+        def cg_learned(s):  # plain CG-SENSE with the maps the model estimates for itself
             with torch.no_grad():
-                y, op = s.y, model_op(s)
-                if weighting == "density":
-                    y, op = density_weighted(y, op)
-                return run("cg_sense", s.y, model_op(s).with_maps(inner.maps(y, op)), iterations=10)[0].abs()
+                plain = model_op(s)
+                y, op = density_weighted(s.y, plain) if weighting == "density" else (s.y, plain)
+                return run("cg_sense", s.y, plain.with_maps(inner.maps(y, op)), iterations=10)[0].abs()
 
         metrics["cg_sense_10it_learned_maps"] = _metrics(test, cg_learned)
     out = Path(args.out).with_suffix(".pt")
@@ -258,7 +247,7 @@ def train_radial(out: str | Path, *, model: str = "modl", maps: str = "espirit",
         "training": {"steps": args.steps, "wall_time_s": round(wall, 1), "loss": "relative L1 of magnitudes",
                      "optimizer": f"Adam lr {args.lr}, cosine decay to 0, batch 1",
                      "hardware": f"{platform.machine()} CPU, {torch.get_num_threads()} thread(s), shared",
-                     "torch": str(torch.__version__)},
+                     "torch": str(torch.__version__), "date": time.strftime("%Y-%m-%d")},
         "metrics_held_out": metrics,
         # what `mrirecon run` checks (mrirecon/pipeline/model_range.py): image grid, coils, spokes
         "training_range": {"matrix": {"min": [args.size, args.size], "max": [args.size, args.size]},
