@@ -117,6 +117,21 @@ def _text(value) -> str:
     return "" if value is None else str(value)
 
 
+def looks_like_dicom(path: Path) -> bool:
+    """Whether :func:`read_dicom_series` would take ``path`` as a slice: a ``.dcm`` name, or a
+    DICOM Part 10 file (``DICM`` at byte 128) other than a ``DICOMDIR`` index. Reads 132 bytes."""
+    if not path.is_file() or path.name.startswith(".") or path.name.upper() == "DICOMDIR":
+        return False
+    if path.suffix.lower() == ".dcm":
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return head[128:132] == b"DICM"
+
+
 def _candidate_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"read_dicom_series: {folder} is not a folder")

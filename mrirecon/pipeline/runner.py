@@ -39,6 +39,12 @@ log = logging.getLogger("mrirecon.pipeline")
 INPUT_SUFFIXES = (".h5", ".hdf5", ".mrd", ".dcm")
 
 
+def _any_dicom(entries: list[Path]) -> bool:
+    from mrirecon.io.dicom_read import looks_like_dicom  # pydicom only when a folder needs it
+
+    return any(looks_like_dicom(f) for f in entries)
+
+
 def expand_inputs(inputs: list[str], exclude: Path | None = None) -> list[Path]:
     """Files, folders (their HDF5 files, or a DICOM series folder) and glob patterns -> paths.
 
@@ -65,14 +71,18 @@ def expand_inputs(inputs: list[str], exclude: Path | None = None) -> list[Path]:
                     log.warning("input folder %s: %d subfolder(s) not searched (%s); pass them as "
                                 "inputs too, e.g. '%s/*'", p, len(subfolders),
                                 ", ".join(subfolders[:5]) + (", ..." if len(subfolders) > 5 else ""), p)
+                others = [f.name for f in entries if f.is_file()]
                 if files:  # a dangling link stays in: it fails by name ("cannot read the input")
                     out.extend(files)
-                elif any(f.suffix.lower() == ".dcm" or f.is_file() for f in p.iterdir()):
+                elif subfolders and not _any_dicom(entries):
+                    # a study folder (README, DICOMDIR, series in subfolders) is no series itself
+                    raise FileNotFoundError(
+                        f"input folder {p} holds no HDF5 or DICOM files, only "
+                        + (f"{len(others)} other file(s) ({', '.join(others[:3])}) and " if others else "")
+                        + f"subfolders ({', '.join(subfolders[:5])}), which are not searched: pass "
+                        f"them as inputs, e.g. '{p}/*'")
+                elif others:
                     out.append(p)  # a DICOM series folder
-                elif subfolders:
-                    raise FileNotFoundError(f"input folder {p} holds no HDF5 or DICOM files, only "
-                                            f"subfolders ({', '.join(subfolders[:5])}), which are not "
-                                            f"searched: pass them as inputs, e.g. '{p}/*'")
                 else:
                     raise FileNotFoundError(f"input folder {p} holds no HDF5 or DICOM files")
             elif p.is_file():

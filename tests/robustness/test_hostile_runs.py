@@ -145,6 +145,20 @@ def test_input_names_folders_and_links_are_taken_as_they_are(mri_file, tmp_path,
     shutil.copy(mri_file, only_subfolders / "a" / "x.h5")
     with pytest.raises(FileNotFoundError, match=r"only subfolders \(a\), which are not searched"):
         expand_inputs([str(only_subfolders)])
+    # a study folder: a README and a DICOMDIR beside its series folders is no DICOM series (was
+    # taken as one and failed with "no DICOM image files among its 2 files", subfolders unnamed)
+    study = tmp_path / "study"
+    (study / "series1").mkdir(parents=True)
+    (study / "README.txt").write_text("scanner export")
+    (study / "DICOMDIR").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 16)
+    with pytest.raises(FileNotFoundError, match=r"only 2 other file\(s\) \(DICOMDIR, README.txt\) "
+                                                r"and subfolders \(series1\), which are not searched"):
+        expand_inputs([str(study)])
+    # a series folder keeps its subfolder (e.g. a viewer's thumbnails) and its non-.dcm files
+    series = tmp_path / "series"
+    (series / "thumbs").mkdir(parents=True)
+    (series / "IM0001").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 16)
+    assert expand_inputs([str(series)]) == [series]
 
 
 @pytest.mark.parametrize("rank, world", [(3, 2), (0, 0)])
