@@ -126,3 +126,20 @@ def sparse_ct_data(mu: np.ndarray, full, factor: int, seed: int, dtype=torch.flo
         clean = op(torch.from_numpy(mu)).numpy()
     y = poisson_postlog(clean, 4096.0, np.random.default_rng(seed), min_count=0.1)
     return torch.from_numpy(y / norm).to(dtype)[None], op * (1.0 / norm)
+
+
+def radial_problem(n: int, coils: int, spokes: int, batch: int = 1, normalise: bool = False):
+    """``(target (batch, n, n), birdcage maps (batch, coils, n, n), golden-angle trajectory)``:
+    the Shepp-Logan phantom (flipped for the second item), maps of unit RSS if ``normalise``."""
+    from mrirecon.data.anatomy import shepp_logan
+    from mrirecon.data.simulate_mri import birdcage_maps
+    from mrirecon.sampling import golden_angle_radial
+
+    img = torch.from_numpy(shepp_logan((n, n))).to(torch.complex64)
+    target = torch.stack([img, img.flip(-1)])[:batch]
+    yy, xx = np.mgrid[:n, :n]
+    maps = torch.from_numpy(birdcage_maps(coils, (xx - n / 2) / (n / 2), (yy - n / 2) / (n / 2)))
+    maps = maps.to(torch.complex64).expand(batch, coils, n, n).clone()
+    if normalise:
+        maps = maps / (maps.abs() ** 2).sum(1, keepdim=True).sqrt()
+    return target, maps, golden_angle_radial(spokes, 2 * n)

@@ -1,17 +1,15 @@
 """Density-weighted data consistency for non-Cartesian models (``density_weighted``)."""
 
-import numpy as np
 import pytest
 import torch
 
-from mrirecon.data.anatomy import shepp_logan
-from mrirecon.data.simulate_mri import birdcage_maps
 from mrirecon.functional.density import cached_pipe_menon_density, pipe_menon_density
 from mrirecon.models.registry import build_model, model_modality
 from mrirecon.models.unrolled.density_weighted import density_weighted
 from mrirecon.operators import nufft_sense, sense
 from mrirecon.sampling import golden_angle_radial
 from tests.helpers import check_adjoint
+from tests.models.problems import radial_problem
 
 N, COILS, SPOKES = 32, 4, 24
 EPS32 = torch.finfo(torch.float32).eps
@@ -19,13 +17,7 @@ MODL = dict(iterations=2, layers=3, features=8, cg_iterations=4, batchnorm=False
 
 
 def _problem(batch=1):
-    img = torch.from_numpy(shepp_logan((N, N))).to(torch.complex64)
-    target = torch.stack([img, img.flip(-1)])[:batch]
-    yy, xx = np.mgrid[:N, :N]
-    maps = torch.from_numpy(birdcage_maps(COILS, (xx - N / 2) / (N / 2), (yy - N / 2) / (N / 2)))
-    maps = maps.to(torch.complex64).expand(batch, COILS, N, N).clone()
-    maps = maps / (maps.abs() ** 2).sum(1, keepdim=True).sqrt()
-    traj = golden_angle_radial(SPOKES, 2 * N)
+    target, maps, traj = radial_problem(N, COILS, SPOKES, batch, normalise=True)
     op = nufft_sense(maps, traj)
     return op(target), op, target
 

@@ -1,16 +1,13 @@
 """Coil maps estimated jointly by a network on radial data (learned_maps around MoDL / gram_varnet)."""
 
-import numpy as np
 import pytest
 import torch
 
-from mrirecon.data.anatomy import shepp_logan
-from mrirecon.data.simulate_mri import birdcage_maps
 from mrirecon.models.registry import build_model
 from mrirecon.models.unrolled.learned_maps import LearnedMapsModel, NonCartesianSensitivityModel
 from mrirecon.operators import nufft_sense
-from mrirecon.sampling import golden_angle_radial
 from tests.helpers import check_adjoint
+from tests.models.problems import radial_problem
 
 N, COILS = 32, 4
 EPS32 = torch.finfo(torch.float32).eps
@@ -21,12 +18,7 @@ INNER = {
 
 
 def _problem(batch=2):
-    img = torch.from_numpy(shepp_logan((N, N))).to(torch.complex64)
-    target = torch.stack([img, img.flip(-1)])[:batch]
-    yy, xx = np.mgrid[:N, :N]
-    true_maps = torch.from_numpy(birdcage_maps(COILS, (xx - N / 2) / (N / 2), (yy - N / 2) / (N / 2)))
-    true_maps = true_maps.to(torch.complex64).expand(batch, COILS, N, N).clone()
-    traj = golden_angle_radial(24, 2 * N)
+    target, true_maps, traj = radial_problem(N, COILS, 24, batch)
     y = nufft_sense(true_maps, traj)(target)
     # the operator a model with its own maps gets (the pipeline's): uniform maps, same trajectory
     op = nufft_sense(torch.full((batch, COILS, N, N), COILS**-0.5, dtype=torch.complex64), traj)
