@@ -18,8 +18,9 @@ were trained without it, on the plain gram, whose eigenvalues differ about 30x b
 k-space centre and edge of a radial trajectory: 6 CG steps per unroll could not invert it and
 the models stayed near gridding (held-out PSNR 23.5 / 25.1 dB, below 10 CG-SENSE iterations).
 The same MoDL with the weighting, 400 steps: 34.1 dB; 3000 steps with a cosine learning rate
-(about 15 min on one thread): 37.7 dB. More unrolls did not pay on one thread: 8 unrolls,
-1500 steps in the same time, 35.7 dB.
+(about 15 min on one thread): 37.7 dB; 9000 steps on the same 10 training volumes: 37.7 dB again,
+and 40 volumes (160 slices, the default) for 3000 steps: 39.1 dB, 6000 steps: 39.7 dB (22 min,
+the shipped ``modl_radial_sim``), so the training slices were the limit. More unrolls did not pay on one thread: 8 unrolls, 1500 steps in the same time, 35.7 dB.
 
 ``--maps learned`` trains the model jointly with a coil-sensitivity network
 (:class:`~mrirecon.models.unrolled.learned_maps.LearnedMapsModel`, registry name
@@ -156,8 +157,8 @@ def _known_failures(args: _Options, metrics: Mapping[str, Mapping[str, float]]) 
 
 
 def train_radial(out: str | Path, *, model: str = "modl", maps: str = "espirit",
-                 weighting: str = "density", steps: int = 3000, size: int = 64, spokes: int = 40,
-                 volumes: int = 10, slices: int = 4, lr: float = 1e-3, seed: int = 0) -> dict:
+                 weighting: str = "density", steps: int = 6000, size: int = 64, spokes: int = 40,
+                 volumes: int = 40, slices: int = 4, lr: float = 1e-3, seed: int = 0) -> dict:
     """Train, evaluate on held-out slices and write ``<out>.pt`` + ``<out>.yaml``; returns the card.
 
     Adam at ``lr`` with a cosine decay to 0 over ``steps``. ``seed`` sets the weight
