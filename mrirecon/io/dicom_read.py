@@ -120,7 +120,7 @@ def _text(value) -> str:
 def looks_like_dicom(path: Path) -> bool:
     """Whether :func:`read_dicom_series` would take ``path`` as a slice: a ``.dcm`` name, or a
     DICOM Part 10 file (``DICM`` at byte 128) other than a ``DICOMDIR`` index. Reads 132 bytes."""
-    if not path.is_file() or path.name.startswith(".") or path.name.upper() == "DICOMDIR":
+    if not _is_candidate(path):
         return False
     if path.suffix.lower() == ".dcm":
         return True
@@ -132,13 +132,15 @@ def looks_like_dicom(path: Path) -> bool:
     return head[128:132] == b"DICM"
 
 
+def _is_candidate(path: Path) -> bool:
+    """A file the series reader parses: no hidden file, no ``DICOMDIR`` index."""
+    return path.is_file() and not path.name.startswith(".") and path.name.upper() != "DICOMDIR"
+
+
 def _candidate_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"read_dicom_series: {folder} is not a folder")
-    return sorted(
-        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
-        and p.name.upper() != "DICOMDIR"
-    )
+    return sorted(p for p in folder.iterdir() if _is_candidate(p))
 
 
 def _read_headers(folder: Path) -> list[tuple[Path, Dataset]]:

@@ -20,7 +20,6 @@ from torch import Tensor, nn
 from mrirecon.containers import Header, ImageGeometry
 from mrirecon.core.checks import finite_and_nonzero
 from mrirecon.functional import center_crop, crop_readout, ifft2c, rss
-from mrirecon.functional.nufft import nufft_adjoint
 from mrirecon.operators import nufft_sense, sense
 from mrirecon.sampling.acs import acs_width
 from mrirecon.pipeline.schema import (
@@ -36,7 +35,8 @@ from mrirecon.pipeline.sampling_mri import (grappa_note, grappa_params, partial_
                                            partial_fourier_note, phase_constrained,
                                            unreachable_share)
 from mrirecon.pipeline.stream import Method, Modality, detect_format
-from mrirecon.recon.mri import data_scale as cartesian_scale
+from mrirecon.recon.mri import data_scale as recon_data_scale
+from mrirecon.recon.mri import gridded_coil_images as recon_gridded
 
 
 @dataclass
@@ -107,9 +107,7 @@ def gridded_coil_images(s: MRISlice) -> Tensor:
     """Zero-filled (Cartesian) or density-compensated gridded (non-Cartesian) coil images."""
     if s.trajectory is None:
         return ifft2c(s.kspace)
-    w = s.density if s.density is not None else torch.ones(s.kspace.shape[-2:])
-    y = s.kspace * w.to(s.kspace.real.dtype).to(s.kspace.device)
-    return nufft_adjoint(y, s.trajectory.to(s.kspace.device), s.image_shape)
+    return recon_gridded(s.kspace, s.trajectory, s.image_shape, s.density)
 
 
 def make_slice(ks, index: int, file_name: str, file_mask: Tensor | None) -> MRISlice:
@@ -293,9 +291,8 @@ def data_scale(kspace: Tensor, s: MRISlice | None = None) -> float:
     same on every scanner and scaling convention; the result is scaled back.
     """
     if s is None or s.trajectory is None:
-        return cartesian_scale(kspace)
-    m = float(rss(gridded_coil_images(s), dim=-3).max())
-    return m if m > 0 and m == m and m != float("inf") else 1.0
+        return recon_data_scale(kspace)
+    return recon_data_scale(kspace, s.trajectory, s.image_shape, s.density)
 
 
 def reconstruct(s: MRISlice, cfg: ReconstructConfig, model: torch.nn.Module | None, *,

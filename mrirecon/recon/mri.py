@@ -23,6 +23,7 @@ from mrirecon.core import LinearOperator
 from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.core.parallel import serial_if_small
 from mrirecon.functional import ifft2c, rss
+from mrirecon.functional.nufft import nufft_adjoint
 from mrirecon.operators import Wavelet
 from mrirecon.recon.variational import batch_dims_of, tv_least_squares
 from mrirecon.solvers import cg, fista, max_eigenvalue, soft_threshold
@@ -36,16 +37,32 @@ def _check_op(op, who: str) -> None:
                         f"{type(op).__name__}")
 
 
-def data_scale(kspace: Tensor) -> float:
+def gridded_coil_images(kspace: Tensor, trajectory: Tensor, shape: tuple[int, int],
+                        density: Tensor | None = None) -> Tensor:
+    """Density-compensated gridding of non-Cartesian samples ``(..., coils, *K)`` per coil:
+    ``N^H (w * y)`` on an image grid ``shape`` (``w`` = 1 without ``density``)."""
+    y = kspace if density is None else kspace * density.to(kspace.real.dtype).to(kspace.device)
+    return nufft_adjoint(y, trajectory.to(kspace.device), shape)
+
+
+def data_scale(kspace: Tensor, trajectory: Tensor | None = None,
+               shape: tuple[int, int] | None = None, density: Tensor | None = None) -> float:
     """Intensity scale of a k-space slice ``(..., coils, H, W)``: the maximum of its zero-filled
-    RSS image (1 if that is zero or not finite).
+    RSS image (1 if that is zero or not finite); for non-Cartesian samples ``(..., coils, *K)``
+    on ``trajectory``, of the gridded RSS image on ``shape`` (:func:`gridded_coil_images`).
 
     Classical methods run on ``y / scale`` so that regularisation weights (``lam``) mean the
     same on every scanner and scaling convention; multiply the result back by ``scale``. The
     pipeline and the benchmark do this; so should a script that calls :func:`mrirecon.recon.run`
     on raw scanner k-space.
     """
-    m = float(rss(ifft2c(kspace), dim=-3).max())
+    if trajectory is None:
+        coils = ifft2c(kspace)
+    else:
+        if shape is None:
+            raise ValueError("data_scale: non-Cartesian k-space needs the image shape")
+        coils = gridded_coil_images(kspace, trajectory, shape, density)
+    m = float(rss(coils, dim=-3).max())
     return m if m > 0 and m == m and m != float("inf") else 1.0
 
 

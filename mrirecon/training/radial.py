@@ -50,11 +50,9 @@ from mrirecon.data.simulate_noncartesian import make_trajectory
 from mrirecon.io.weights import write_weights
 from mrirecon.metrics import evaluate_volumes
 from mrirecon.models.registry import build_model
-from mrirecon.functional import rss
-from mrirecon.functional.nufft import nufft_adjoint
 from mrirecon.models.unrolled.density_weighted import density_weighted
 from mrirecon.operators import nufft_sense
-from mrirecon.recon import run
+from mrirecon.recon import data_scale, run
 
 #: small CPU-sized settings per model. The regularisers of gram_varnet normalise their input
 #: (NormUnet), which matters here: max |A^H y| of radial data is dominated by the oversampled
@@ -208,7 +206,7 @@ def train_radial(out: str | Path, *, model: str = "modl", maps: str = "espirit",
         return run("cg_sense", s.y, nufft_sense(s.maps, traj), iterations=10)[0].abs()
 
     def tv(s):  # as mri_radial_cs runs it: y over the gridded RSS maximum, then scaled back
-        scale = float(rss(nufft_adjoint(density.float() * s.y, traj, (args.size, args.size)), dim=-3).max())
+        scale = data_scale(s.y, traj, (args.size, args.size), density.float())
         return (run("tv", s.y / scale, nufft_sense(s.maps, traj), **TV) * scale)[0].abs()
 
     metrics = {"model": _metrics(test, learned), "gridding": _metrics(test, gridding),

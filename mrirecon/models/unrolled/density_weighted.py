@@ -34,14 +34,13 @@ def density_weighted(y: Tensor, op: NufftSense) -> tuple[Tensor, NufftSense]:
     """``(W^(1/2) y, W^(1/2) N S)`` with ``W`` the Pipe-Menon weights of ``op``'s trajectory;
     ``(y, op)`` unchanged when ``op`` carries weights already."""
     if not isinstance(op, NufftSense):
-        raise TypeError("density_weighted needs a nufft_sense operator (it reads the trajectory), "
-                        f"got {type(op).__name__}")
+        raise TypeError("density-weighted data consistency needs a nufft_sense operator (radial / "
+                        f"spiral data; it reads the trajectory), got {type(op).__name__}")
     if op.weights is not None:
         return y, op
-    w = cached_pipe_menon_density(op.trajectory, op.image_shape)
-    weighted = NufftSense(op.maps, op.trajectory, w.to(op.trajectory.device), eps=op.eps,
-                          toeplitz=op.toeplitz)
-    return y * weighted._sqrt_weights.to(y.real.dtype), weighted
+    w = cached_pipe_menon_density(op.trajectory, op.image_shape).to(op.trajectory.device)
+    weighted = NufftSense(op.maps, op.trajectory, w, eps=op.eps, toeplitz=op.toeplitz)
+    return y * w.sqrt().to(y.real.dtype), weighted
 
 
 class DensityWeightedModel(nn.Module):
@@ -73,11 +72,7 @@ class DensityWeightedModel(nn.Module):
         return getattr(self.model, "sensitivity", None)
 
     def forward(self, y: Tensor, op: NufftSense) -> Tensor:
-        if not isinstance(op, NufftSense):
-            raise TypeError("DensityWeightedModel needs a nufft_sense operator (radial / spiral "
-                            f"data), got {type(op).__name__}: it is a non-Cartesian model")
-        y_w, op_w = density_weighted(y, op)
-        return self.model(y_w, op_w)
+        return self.model(*density_weighted(y, op))
 
     def extra_repr(self) -> str:
         return "W = Pipe-Menon density of the operator's trajectory"
