@@ -238,3 +238,34 @@ def rewrite_dicom(path, **changes) -> None:
         else:
             setattr(ds, key, value)
     save_part10(ds, path)
+
+
+def fastmri_to_ismrmrd(src: Path, dst: Path, first_sample: int = 0) -> None:
+    """Write the k-space of a fastMRI file as ISMRMRD acquisitions (one readout per slice and
+    phase-encoding line, in scrambled order), with the file's own ISMRMRD header.
+    ``first_sample`` > 0 drops that many samples from the start of every readout (a partial
+    echo: ``center_sample`` then says where the echo's centre is)."""
+    import ismrmrd
+    import ismrmrd.xsd
+
+    with h5py.File(src, "r") as f:
+        kspace = f["kspace"][()]
+        xml = f["ismrmrd_header"][()]
+    xml = xml.decode() if isinstance(xml, bytes) else str(xml)
+    limits = ismrmrd.xsd.CreateFromDocument(xml).encoding[0].encodingLimits
+    centre = int(limits.kspace_encoding_step_1.center)
+    slices, coils, h, w = kspace.shape
+    acqs = []
+    for s in range(slices):
+        for col in range(w):
+            acq = ismrmrd.Acquisition.from_array(
+                np.ascontiguousarray(kspace[s, :, first_sample:, col], dtype=np.complex64),
+                center_sample=h // 2 - first_sample,
+                read_dir=(0.0, 1.0, 0.0), phase_dir=(1.0, 0.0, 0.0), slice_dir=(0.0, 0.0, 1.0))
+            acq.idx.kspace_encode_step_1 = col - (w // 2 - centre)
+            acq.idx.slice = s
+            acqs.append(acq)
+    with ismrmrd.Dataset(str(dst), "dataset", create_if_needed=True) as ds:
+        ds.write_xml_header(xml)
+        for i in np.random.default_rng(0).permutation(len(acqs)):
+            ds.append_acquisition(acqs[i])

@@ -23,6 +23,10 @@ W = phase encoding)``:
   when they are calibration lines: a separate reference scan, which cannot be used yet);
 * unacquired lines stay zero; ``KSpace.mask`` ``(W,)`` (or ``(slices, W)`` when slices
   differ) marks acquired columns, ``None`` when all columns were acquired;
+* a partial (asymmetric) echo, one side of every readout never sampled, is recorded as
+  ``header.extra["readout_range"] = [start, stop, rows]``: rows ``start .. stop - 1`` of the
+  ``rows``-sample readout hold data (the pipeline's operators then treat the others as
+  unsampled, :func:`mrirecon.pipeline.sampling_mri.readout_support`);
 * optionally, readout oversampling is removed by cropping the readout to
   ``x * recon_fov_x / encoded_fov_x`` samples in image space.
 
@@ -392,10 +396,11 @@ def _read_ismrmrd(
         raise fail(f"{dataset}/data", "NaN or Inf samples")
     missing = enc_x - (readout[1] - readout[0])
     if missing >= max(2, 0.05 * enc_x):  # an asymmetric (partial) echo: one side never sampled
-        header = header.with_(extra={**header.extra, "partial_echo_note": (
-            f"partial echo: readout samples {readout[0]}..{readout[1] - 1} of {enc_x} hold data "
-            f"({missing} never sampled): every method takes them as measured zeros (no phase "
-            "constraint along the readout), which blurs the image along it")})
+        header = header.with_(extra={
+            **header.extra, "readout_range": [readout[0], readout[1], enc_x],
+            "partial_echo_note": (
+                f"partial echo: readout samples {readout[0]}..{readout[1] - 1} of {enc_x} hold "
+                f"data ({missing} never sampled)")})
     acquired = count > 0
     kspace /= np.maximum(count, 1)[:, :, None, None, :]
     if calib_lines:  # the same scan's ACS agree with its imaging lines up to noise

@@ -10,6 +10,7 @@ volume's result, hence in ``provenance.json``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -53,6 +54,11 @@ def adapt_volume(config: PipelineConfig, model: nn.Module, slices: list, output:
         return model
     from mrirecon.training.adapt import adapt_model
 
+    if ad.rows is not None and any(getattr(op, "mask", None) is not None and op.mask.ndim >= 2
+                                   and op.mask.shape[-2] > 1 for _, op in slices):
+        log.info("%s: adapt: on whole slices, not %d-row readout stripes: with a partial echo the "
+                 "readout is not fully sampled, so its rows are not separate problems", name, ad.rows)
+        ad = dataclasses.replace(ad, rows=None)
     adapted, report = adapt_model(model, slices, ad)
     info = {"method": ad.method, **report.as_dict()}
     if report.stopped == "unreliable":

@@ -4,6 +4,11 @@
   lines around the centre gives the phase for phase-constrained CG-SENSE
   (:func:`phase_constrained`, used by :func:`mrirecon.pipeline.stages_mri.reconstruct`); the
   note says how this run filled the missing side.
+* Partial echo (one side of every readout never sampled; the ISMRMRD reader's
+  ``header.extra["readout_range"]``): operator-based methods and learned models see a 2-D
+  sampling mask (:func:`sampling_mask`) that leaves those samples unsampled, as BART's ``pics``
+  does for samples that hold no data, instead of taking them as measured zeros; ``cg_sense`` adds
+  the phase of the symmetric part of the echo (:func:`symmetric_mask`), as for partial Fourier.
 * GRAPPA: the default kernel for the centre band (:func:`grappa_kernel`) and the share of
   missing columns it cannot reach (:func:`grappa_note`).
 """
@@ -72,13 +77,92 @@ def partial_fourier_band(header, width: int) -> Tensor | None:
     return band
 
 
+#: Rows next to a never-sampled readout side that are also left unsampled once the readout has
+#: been cropped in hybrid space (readout oversampling removal): the crop convolves k-space with
+#: a kernel that mixes the measured edge with the zeros beside it.
+READOUT_MARGIN = 2
+
+
+def readout_support(header, rows: int) -> Tensor | None:
+    """``(rows,)`` bool: the readout samples (k-space rows) that hold measured data, from the
+    reader's ``header.extra["readout_range"] = [start, stop, n]``; ``None`` when every row does.
+
+    On a readout of another length than the reader's ``n`` (oversampling removed), the range is
+    scaled to ``rows`` and shrunk by :data:`READOUT_MARGIN` rows on each never-sampled side."""
+    found = header.extra.get("readout_range") if header is not None else None
+    if not found:
+        return None
+    start, stop, n = (int(v) for v in found)
+    if rows != n:
+        start = math.ceil(start * rows / n) + READOUT_MARGIN if start > 0 else 0
+        stop = math.floor(stop * rows / n) - READOUT_MARGIN if stop < n else rows
+    support = torch.zeros(rows, dtype=torch.bool)
+    support[max(start, 0): min(stop, rows)] = True
+    if not bool(support[rows // 2]):
+        raise ValueError(f"readout_range {list(found)}: the echo's centre (row {rows // 2} of "
+                         f"{rows}) was never sampled; the reader's readout rows do not match")
+    return support
+
+
+def sampling_mask(s: MRISlice) -> Tensor:
+    """The operator's sampling mask of a Cartesian slice: the columns ``s.mask`` ``(W,)``, or
+    ``(H, W)`` columns x measured readout rows when one side of the echo was never sampled."""
+    rows = readout_support(s.header, s.kspace.shape[-2])
+    if rows is None:
+        return s.mask
+    return rows.to(s.mask.device)[:, None] & s.mask.reshape(1, -1).bool()
+
+
+def symmetric_mask(s: MRISlice) -> Tensor:
+    """The sampled part of slice ``s`` that is symmetric about the k-space centre, whose image
+    gives the phase for phase-constrained CG-SENSE: the columns of :func:`partial_fourier_band`
+    (all sampled columns for symmetric phase encoding) times, for a partial echo, the readout
+    rows mirrored by a sampled row."""
+    mask = s.mask.reshape(-1).bool()
+    band = partial_fourier_band(s.header, mask.numel())
+    if band is not None:
+        mask = mask & band.to(mask.device)
+    rows = readout_support(s.header, s.kspace.shape[-2])
+    if rows is None:
+        return mask
+    h = rows.numel()
+    idx = torch.arange(h)
+    mirrored = (2 * (h // 2) - idx).clamp(0, h - 1)  # row k <-> -k about the centre h // 2
+    both = rows & rows[mirrored] & (2 * (h // 2) - idx < h)
+    return both.to(mask.device)[:, None] & mask[None, :]
+
+
 def phase_constrained(s: MRISlice, cfg: ReconstructConfig, partial_fourier: str) -> bool:
     """Whether :func:`reconstruct` runs phase-constrained CG-SENSE on slice ``s``: a Cartesian
-    partial Fourier slice, ``cg_sense`` without a learned model or a given phase, and
-    ``preprocess.partial_fourier`` (``partial_fourier``) ``phase_constrained``."""
+    partial Fourier or partial echo slice, ``cg_sense`` without a learned model or a given
+    phase, and ``preprocess.partial_fourier`` (``partial_fourier``) ``phase_constrained``."""
     return (s.trajectory is None and cfg.method == "cg_sense" and "phase" not in cfg.params
             and partial_fourier == "phase_constrained"
-            and partial_fourier_band(s.header, s.kspace.shape[-1]) is not None)
+            and (partial_fourier_band(s.header, s.kspace.shape[-1]) is not None
+                 or readout_support(s.header, s.kspace.shape[-2]) is not None))
+
+
+def partial_echo_note(s: MRISlice, method: str, learned: bool, phase: bool) -> str | None:
+    """How this run reconstructs the never-sampled side of a partial echo (``None`` without
+    one): ``phase`` (:func:`phase_constrained`), an operator-based ``method`` or ``learned``
+    model (unsampled, filled by its prior), or a k-space method (measured zeros)."""
+    from mrirecon.recon.registry import needs_operator
+
+    rows = readout_support(s.header, s.kspace.shape[-2])
+    if rows is None:
+        return None
+    start, stop, n = s.header.extra["readout_range"]
+    head = f"partial echo: readout samples {start}..{stop - 1} of {n} hold data ({n - (stop - start)} never sampled)"
+    if phase:
+        how = ("filled by phase-constrained CG-SENSE (a real image times the phase of the "
+               f"{int(symmetric_mask(s).any(-1).sum())}-row symmetric part of the echo)")
+    elif learned or needs_operator(method):
+        how = ("left unsampled in the operator's mask (not taken as measured zeros), so only a "
+               "regularised method's prior fills them; cg_sense fills them with a phase "
+               "constraint under preprocess.partial_fourier=phase_constrained")
+    else:
+        how = f"{method} takes them as measured zeros, which blurs the image along the readout"
+    return f"{head}: {how}"
 
 
 def largest_gap(mask: Tensor) -> int:

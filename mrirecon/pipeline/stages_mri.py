@@ -31,9 +31,9 @@ from mrirecon.pipeline.schema import (
     ReconstructConfig,
     UndersampleConfig,
 )
-from mrirecon.pipeline.sampling_mri import (grappa_note, grappa_params, partial_fourier_band,
-                                           partial_fourier_note, phase_constrained,
-                                           unreachable_share)
+from mrirecon.pipeline.sampling_mri import (grappa_note, grappa_params, partial_echo_note,
+                                           partial_fourier_note, phase_constrained, sampling_mask,
+                                           symmetric_mask, unreachable_share)
 from mrirecon.pipeline.stream import Method, Modality, detect_format
 from mrirecon.recon.mri import data_scale as recon_data_scale
 from mrirecon.recon.mri import gridded_coil_images as recon_gridded
@@ -98,8 +98,8 @@ class MRISlice:
 def operator(s: MRISlice, maps: Tensor) -> torch.nn.Module:
     """The forward operator of a slice for ``maps`` ``(..., coils, H, W)``: ``sense`` for
     Cartesian data, ``nufft_sense`` for non-Cartesian data."""
-    if s.trajectory is None:
-        return sense(maps, s.mask)
+    if s.trajectory is None:  # (H, W) for a partial echo: its never-sampled rows stay unsampled
+        return sense(maps, sampling_mask(s))
     return nufft_sense(maps, s.trajectory.to(maps.device))
 
 
@@ -329,8 +329,8 @@ def reconstruct(s: MRISlice, cfg: ReconstructConfig, model: torch.nn.Module | No
                              "to 'espirit' or 'walsh'")
         params = dict(cfg.params)
         if phase_constrained(s, cfg, partial_fourier):  # the phase of the symmetric centre
-            band = partial_fourier_band(s.header, y.shape[-1]).to(s.mask.device) & s.mask
-            low = recon.run("cg_sense", y * band / scale, operator(replace(s, mask=band), s.maps),
+            band = symmetric_mask(s)
+            low = recon.run("cg_sense", y * band / scale, sense(s.maps, band),
                             **{k: v for k, v in params.items() if k != "phase"})
             params["phase"] = torch.sgn(low)
         image = recon.run(cfg.method, y / scale, operator(s, s.maps), **params)
@@ -526,6 +526,9 @@ class MRIStages(Modality[MRISlice]):
         if "partial_fourier" in notes:  # say how this run fills the missing side
             pc = phase_constrained(s, self.config.reconstruct, self.config.preprocess.partial_fourier)
             notes["partial_fourier"] = partial_fourier_note(s.header, phase_constrained=pc)
+        if "partial_echo" in notes and s.trajectory is None:  # and how this run fills it
+            pc = phase_constrained(s, self.config.reconstruct, self.config.preprocess.partial_fourier)
+            notes["partial_echo"] = partial_echo_note(s, rc.method, not self.classical, pc)
         return {**notes, **coil_warnings(s.kspace)}
 
     def to_device(self, s: MRISlice) -> MRISlice:

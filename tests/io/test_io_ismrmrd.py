@@ -408,14 +408,15 @@ def test_noise_scans_are_scaled_to_the_imaging_bandwidth(tmp_path):
 
 
 def test_a_partial_echo_is_noted(tmp_path):
-    """Samples a partial echo never took are zeros that every method takes as measured (the
-    image blurs along the readout: 32.0 dB against the full echo): the reader says so; a full
-    echo (and the fixture's one partial-echo slice beside a full one) says nothing."""
+    """Samples a partial echo never took were zeros that every method took as measured (the
+    image blurred along the readout): the reader records which readout rows hold data (the
+    pipeline's operators leave the others unsampled) and says so; a full echo says nothing."""
     rng = np.random.default_rng(6)
     lines = [acquisition(cplx(rng, COILS, 12), line, 0, center=4) for line in range(ENC_Y)]
     write(tmp_path / "pe.h5", make_xml(step1=(0, ENC_Y - 1, ENC_Y // 2), slices=1), lines)
     note = read_ismrmrd(tmp_path / "pe.h5").header.extra["partial_echo_note"]
     assert note.startswith(f"partial echo: readout samples 4..15 of {ENC_X} hold data (4 never sampled)")
+    assert read_ismrmrd(tmp_path / "pe.h5").header.extra["readout_range"] == [4, ENC_X, ENC_X]
     full = [acquisition(cplx(rng, COILS, ENC_X), line, 0, center=ENC_X // 2) for line in range(ENC_Y)]
     write(tmp_path / "full.h5", make_xml(step1=(0, ENC_Y - 1, ENC_Y // 2), slices=1), full)
-    assert "partial_echo_note" not in read_ismrmrd(tmp_path / "full.h5").header.extra
+    assert not {"partial_echo_note", "readout_range"} & set(read_ismrmrd(tmp_path / "full.h5").header.extra)

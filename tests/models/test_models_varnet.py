@@ -89,6 +89,21 @@ def test_acs_detection_matches_fastmri_rule():
     assert start.tolist() == [5, 5, 5] and (stop - start).tolist() == [6, 6, 6]
 
 
+def test_a_partial_echo_mask_keeps_the_acs_columns():
+    """A 2-D mask whose first readout rows were never sampled (a partial echo, as the pipeline
+    builds it): the sensitivity network took the ACS band from row 0, found no column and
+    failed; it now reads the columns sampled in any row, the same maps as the column mask."""
+    x, _, op = mri_problem(b=1)
+    rows = torch.ones(x.shape[-2], dtype=torch.bool)
+    rows[:8] = False
+    echo = sense(op.maps, rows[:, None] & op.mask.reshape(1, -1).bool())
+    y = echo(x)
+    model = VarNet(**TINY)
+    with torch.no_grad():
+        assert torch.equal(model.sensitivity(y, echo), model.sensitivity(y, sense(op.maps, op.mask)))
+        assert torch.isfinite(model(y, echo)).all()
+
+
 def test_varnet_shapes_image_and_given_maps():
     x, y, op = mri_problem(b=2)
     model = VarNet(**TINY)

@@ -277,6 +277,76 @@ def test_partial_fourier_is_filled_by_phase_constrained_cg_sense(tmp_path):
     assert constrained > plain + 3  # measured +5 to +7 dB on 128 x 128 brains at 6/8
 
 
+def test_partial_echo_support_and_masks():
+    """The reader's readout range becomes the rows the operator samples: as recorded on the
+    reader's readout, scaled and shrunk by READOUT_MARGIN on a cropped one (oversampling
+    removed), refused when it leaves the echo's centre unsampled; the phase comes from the rows
+    mirrored about the centre."""
+    from mrirecon.containers import Header
+    from mrirecon.pipeline.sampling_mri import (READOUT_MARGIN, readout_support, sampling_mask,
+                                                symmetric_mask)
+    from mrirecon.pipeline.stages_mri import MRISlice, operator
+
+    base = Header(encoded_matrix=(64, 16, 1), recon_matrix=(32, 16, 1),
+                  encoded_fov_mm=(200.0, 100.0, 3.0), recon_fov_mm=(100.0, 100.0, 3.0))
+    assert readout_support(base, 64) is None
+    header = base.with_(extra={"readout_range": [16, 64, 64]})
+    rows = readout_support(header, 64)
+    assert rows.tolist() == [False] * 16 + [True] * 48
+    cropped = readout_support(header, 32)  # rows 8.. map to the first 8 never-sampled ones
+    assert cropped.tolist() == [False] * (8 + READOUT_MARGIN) + [True] * (24 - READOUT_MARGIN)
+    with pytest.raises(ValueError, match="echo's centre"):
+        readout_support(base.with_(extra={"readout_range": [40, 64, 64]}), 64)
+    mask = torch.zeros(16, dtype=torch.bool)
+    mask[::2] = True
+    s = MRISlice(torch.zeros(4, 64, 16, dtype=torch.complex64), mask, header, "pe.h5", 0)
+    full = sampling_mask(s)
+    assert full.shape == (64, 16) and torch.equal(full, rows[:, None] & mask[None, :])
+    maps = torch.ones(4, 64, 16, dtype=torch.complex64) / 2
+    assert torch.equal(operator(s, maps).mask.squeeze().bool(), full)
+    assert operator(MRISlice(s.kspace, mask, base, "full.h5", 0), maps).mask.squeeze().shape == (16,)
+    sym = symmetric_mask(s).any(-1)
+    kept = sym.nonzero().flatten()
+    assert torch.equal(sym.flip(0)[:-1], sym[1:])  # row 32 + k kept iff 32 - k kept
+    assert kept.min() == 16 and kept.max() == 48 and bool(rows[kept].all())
+
+
+def test_partial_echo_is_filled_by_phase_constrained_cg_sense(tmp_path):
+    """An ISMRMRD partial echo (the first quarter of every readout never sampled) was taken as
+    measured zeros by every method (CG-SENSE 7 dB below the full echo on a 160 x 160 brain
+    with 2x readout oversampling). cg_sense now fills it with the phase of the symmetric part of
+    the echo, and every operator leaves those samples unsampled; the run says which."""
+    from mrirecon.data.simulate_mri import simulate_mri_dataset
+    from mrirecon.metrics import psnr
+    from tests.helpers import fastmri_to_ismrmrd
+
+    pytest.importorskip("ismrmrd")
+    (src,) = simulate_mri_dataset(tmp_path / "sim", volumes=1, slices=1, coils=8, size=(64, 64),
+                                  seed=3, readout_oversampling=2)
+    for name, first in (("full", 0), ("pe", 32)):  # 32 of 128 readout samples
+        (tmp_path / name).mkdir()
+        fastmri_to_ismrmrd(Path(src), tmp_path / name / "scan.h5", first_sample=first)
+
+    def run(name, *extra):
+        config = load_pipeline("mri_cs", ["export.formats=[hdf5]", "report.enabled=false", *extra])[0]
+        out = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
+        assert run_pipeline(config, [str(tmp_path / name / "scan.h5")], out, progress=False) == 0
+        (entry,) = json.loads((out / "provenance.json").read_text())["files"]
+        with h5py.File(out / "reconstructions" / "scan.h5") as f:
+            return f["reconstruction"][()], [w for w in entry["warnings"] if "partial echo" in w]
+
+    cg = ["reconstruct.method=cg_sense", "reconstruct.params={lam: 0.0, iterations: 30}"]
+    full, none = run("full", *cg)
+    plain, (note_plain,) = run("pe", *cg, "preprocess.partial_fourier=none")
+    constrained, (note,) = run("pe", *cg)
+    _, (note_l1,) = run("pe")
+    assert none == [] and "96 never sampled" not in note  # counted on the reader's 128 samples
+    assert "32 never sampled" in note and "phase-constrained CG-SENSE" in note
+    assert "left unsampled in the operator's mask" in note_plain and note_l1 == note_plain
+    gain = psnr(full[None], constrained[None]) - psnr(full[None], plain[None])
+    assert gain > 3  # measured +5.7 dB here, +6.9 dB on a 160 x 160 brain through cg_sense
+
+
 def test_grappa_says_what_its_kernel_cannot_reach(tmp_path):
     """A 2-column centre band made a 1-column kernel that filled nothing (the output was the
     zero-filled image, bit for bit, no word): refused. A 3-column kernel at 8x leaves most of

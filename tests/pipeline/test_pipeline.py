@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from tests.helpers import simulated_ct_dir
+from tests.helpers import fastmri_to_ismrmrd, simulated_ct_dir
 from mrirecon.cli import main
 from mrirecon.core.config import ConfigError
 from mrirecon.pipeline.definitions import PIPELINES, load_pipeline
@@ -312,34 +312,6 @@ def test_fully_sampled_evaluation_warns(mri_dir, tmp_path):
     assert all("training range" in w for w in f["warnings"])  # 64 x 48 is not 640 x 320
 
 
-def _fastmri_to_ismrmrd(src: Path, dst: Path) -> None:
-    """Write the k-space of a fastMRI file as ISMRMRD acquisitions (one readout per slice and
-    phase-encoding line, in scrambled order), with the file's own ISMRMRD header."""
-    import ismrmrd
-    import ismrmrd.xsd
-
-    with h5py.File(src, "r") as f:
-        kspace = f["kspace"][()]
-        xml = f["ismrmrd_header"][()]
-    xml = xml.decode() if isinstance(xml, bytes) else str(xml)
-    limits = ismrmrd.xsd.CreateFromDocument(xml).encoding[0].encodingLimits
-    centre = int(limits.kspace_encoding_step_1.center)
-    slices, coils, h, w = kspace.shape
-    acqs = []
-    for s in range(slices):
-        for col in range(w):
-            acq = ismrmrd.Acquisition.from_array(
-                np.ascontiguousarray(kspace[s, :, :, col], dtype=np.complex64), center_sample=h // 2,
-                read_dir=(0.0, 1.0, 0.0), phase_dir=(1.0, 0.0, 0.0), slice_dir=(0.0, 0.0, 1.0))
-            acq.idx.kspace_encode_step_1 = col - (w // 2 - centre)
-            acq.idx.slice = s
-            acqs.append(acq)
-    with ismrmrd.Dataset(str(dst), "dataset", create_if_needed=True) as ds:
-        ds.write_xml_header(xml)
-        for i in np.random.default_rng(0).permutation(len(acqs)):
-            ds.append_acquisition(acqs[i])
-
-
 def test_ismrmrd_input_gives_the_same_image_as_fastmri(mri_dir, tmp_path):
     """The README's "fastMRI HDF5 / ISMRMRD in": the same k-space in either format gives the
     same reconstruction through the same pipeline."""
@@ -347,7 +319,7 @@ def test_ismrmrd_input_gives_the_same_image_as_fastmri(mri_dir, tmp_path):
     src = sorted(mri_dir.glob("*.h5"))[0]
     raw = tmp_path / "raw" / "scan.h5"
     raw.parent.mkdir()
-    _fastmri_to_ismrmrd(src, raw)
+    fastmri_to_ismrmrd(src, raw)
     config, text = load_pipeline("mri_cs", _fast("mri_cs") + [
         "export.formats=[hdf5]", "undersample.enabled=true", "undersample.seed=fixed"])
     images = []

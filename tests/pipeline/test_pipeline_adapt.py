@@ -73,6 +73,30 @@ def test_mri_adapt_pipeline_saves_and_hashes_the_adapted_weights(mri_dir, tmp_pa
     assert _sha(shipped) == digest
 
 
+@pytest.mark.skipif("modl_fastmri_diverse" not in available_weights(), reason="weights not shipped")
+def test_a_partial_echo_is_adapted_on_whole_slices(mri_dir, tmp_path, caplog):
+    """With a partial echo the operator's mask is (H, W), and readout stripes (adapt.rows) are
+    no longer separate problems: the adaptation stopped with "rows (readout stripes) needs a
+    Cartesian column mask"; it now runs on whole slices and says so."""
+    import logging
+
+    from tests.helpers import fastmri_to_ismrmrd
+
+    pytest.importorskip("ismrmrd")
+    raw = tmp_path / "pe.h5"
+    fastmri_to_ismrmrd(sorted(mri_dir.glob("*.h5"))[0], raw, first_sample=8)  # 8 of 48 samples
+    config, text = load_pipeline("mri_learned_adapt", [
+        "undersample.enabled=true", "calibrate.calib_width=12", "calibrate.kernel_width=4",
+        "adapt.steps=2", "adapt.val_every=1", "adapt.rows=16", "adapt.time_budget_s=null",
+        "export.formats=[hdf5]"])
+    with caplog.at_level(logging.INFO, logger="mrirecon.pipeline"):
+        assert run_pipeline(config, [str(raw)], tmp_path / "out", progress=False, config_text=text) == 0
+    (f,) = json.loads((tmp_path / "out" / "provenance.json").read_text())["files"]
+    assert f["status"] == "ok" and f["adapt"]["steps"] == 2
+    assert "on whole slices, not 16-row readout stripes" in caplog.text
+    assert any("partial echo" in w and "left unsampled" in w for w in f["warnings"])
+
+
 @pytest.mark.skipif("primal_dual_lodopab" not in available_weights(), reason="weights not shipped")
 def test_ct_adapt_pipeline_runs(tmp_path):
     from mrirecon.data.simulate_ct import simulate_ct_dataset

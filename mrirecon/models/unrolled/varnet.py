@@ -38,9 +38,10 @@ from mrirecon.sampling.acs import acs_bounds
 
 
 def _column_mask(op: SenseOperator, batch: int) -> Tensor:
-    """``(B, W)`` boolean column mask (first row of a 2-D mask, as fastMRI does)."""
+    """``(B, W)`` boolean column mask: the columns sampled in any row of a 2-D mask (fastMRI
+    takes the first row, which a partial echo leaves empty)."""
     m = kspace_mask(op).squeeze(-3)
-    cols = m[..., 0, :].reshape(-1, m.shape[-1])
+    cols = m.any(dim=-2).reshape(-1, m.shape[-1])
     if cols.shape[0] not in (1, batch):
         raise ValueError(f"VarNet: mask batch {cols.shape[0]} does not match data batch {batch}")
     return cols.expand(batch, -1)
