@@ -77,7 +77,8 @@ def _add_function_options(parser: argparse.ArgumentParser, fn: Callable[..., Any
                           choices: dict[str, Sequence[str]] | None = None) -> list[str]:
     """One option per keyword parameter of ``fn`` with a default (``max_steps`` ->
     ``--max-steps``), typed by the default: counts (integers >= 1; seeds any integer), positive
-    floats, tuples of counts, strings (``choices`` where given). The function's defaults are the
+    floats, tuples of counts (any number of them where annotated ``tuple[int, ...]``), strings
+    (``choices`` where given). The function's defaults are the
     command line's: one home for them. Returns the parameter names."""
     names = []
     for prm in inspect.signature(fn).parameters.values():
@@ -91,7 +92,8 @@ def _add_function_options(parser: argparse.ArgumentParser, fn: Callable[..., Any
         elif isinstance(default, float):
             parser.add_argument(flag, type=positive_float, default=default)
         elif isinstance(default, tuple):
-            parser.add_argument(flag, type=count, nargs=len(default), default=default)
+            nargs = "+" if "..." in str(prm.annotation) else len(default)
+            parser.add_argument(flag, type=count, nargs=nargs, default=default)
         else:
             parser.add_argument(flag, default=default, choices=(choices or {}).get(prm.name))
         names.append(prm.name)

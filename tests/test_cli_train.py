@@ -72,7 +72,9 @@ def test_every_subcommand_has_a_card_command():
     (["perceptual", "--out", "f.pt", "--steps", "7"],
      "mrirecon.training.perceptual", "train_and_save", {"steps": 7}),
     (["radial", "--out", "r", "--spokes", "21", "--model", "modl"],
-     "mrirecon.training.radial", "train_radial", {"spokes": 21, "model": "modl"}),
+     "mrirecon.training.radial", "train_radial", {"spokes": (21,), "model": "modl"}),
+    (["radial", "--out", "r", "--size", "64", "128", "--spokes", "40", "96"],  # two geometries
+     "mrirecon.training.radial", "train_radial", {"size": (64, 128), "spokes": (40, 96)}),
     (["modl", "--out", "m.pt", "--crop-rows", "48", "--max-seconds", "60"],
      "mrirecon.training.modl_deploy", "train", {"crop_rows": 48, "max_seconds": 60.0}),
     (["varnet", "--out", "v.pt", "--cascades", "3", "--sens-chans", "2"],

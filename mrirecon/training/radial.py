@@ -104,19 +104,29 @@ def radial_architecture(model: str, maps: str = "espirit", weighting: str = "den
 
 @dataclass
 class RadialSample:
-    """One slice: data ``(1, coils, spokes, samples)``, maps ``(1, coils, H, W)``, target ``(1, H, W)``."""
+    """One slice: data ``(1, coils, spokes, samples)``, maps ``(1, coils, H, W)``, target
+    ``(1, H, W)``, with the trajectory ``(spokes, samples, 2)`` and ramp weights of its geometry
+    (the same tensors for every slice of one geometry, so per-trajectory caches hit)."""
 
     y: torch.Tensor
     maps: torch.Tensor
     target: torch.Tensor
+    traj: torch.Tensor
+    density: torch.Tensor
+
+    @property
+    def size(self) -> int:
+        return self.target.shape[-1]
 
 
 def radial_samples(volumes: int, slices: int, size: int, spokes: int, seed: int,
-                   coils: tuple[int, int] = COILS) -> tuple[list[RadialSample], torch.Tensor, torch.Tensor]:
-    """Simulated radial slices, the trajectory and its ramp weights."""
+                   coils: tuple[int, int] = COILS, first: int = 0
+                   ) -> tuple[list[RadialSample], torch.Tensor, torch.Tensor]:
+    """Simulated radial slices of volumes ``first .. first + volumes - 1`` of ``seed``, the
+    trajectory and its ramp weights."""
     traj, density = make_trajectory("radial", (size, size), spokes)
     out = []
-    for v in range(volumes):
+    for v in range(first, first + volumes):
         vol = simulate_mri_volume(v, slices=slices, coils=coils, size=(size, size), seed=seed,
                                   resolution=2)
         op = nufft_sense(vol.maps.to(torch.complex64), traj, toeplitz=False)
@@ -126,8 +136,24 @@ def radial_samples(volumes: int, slices: int, size: int, spokes: int, seed: int,
         k = k + sigma * torch.complex(torch.randn(k.shape, generator=g), torch.randn(k.shape, generator=g))
         for s in range(slices):
             maps = noncartesian_maps(k[s], traj, (size, size), calib_width=24, weights=density, crop=0.0)
-            out.append(RadialSample(k[s:s + 1], maps[None], vol.image[s:s + 1].abs().float()))
+            out.append(RadialSample(k[s:s + 1], maps[None], vol.image[s:s + 1].abs().float(),
+                                    traj, density))
     return out, traj, density
+
+
+def geometries(size: int | tuple[int, ...], spokes: int | tuple[int, ...]) -> list[tuple[int, int]]:
+    """``[(size, spokes), ...]``: ``size`` and ``spokes`` paired in order (one value each, or
+    lists of the same length)."""
+    sizes = (size,) if isinstance(size, int) else tuple(size)
+    counts = (spokes,) if isinstance(spokes, int) else tuple(spokes)
+    if not sizes or len(sizes) != len(counts):
+        raise ValueError(f"train_radial: size {list(sizes)} and spokes {list(counts)} must pair up "
+                         "(one spoke count per image size)")
+    return [(int(n), int(k)) for n, k in zip(sizes, counts)]
+
+
+def _geometry_text(geoms: list[tuple[int, int]]) -> str:
+    return " and ".join(f"{n} x {n} image, {k} golden-angle spokes x {2 * n} samples" for n, k in geoms)
 
 
 def _metrics(samples, recon) -> dict[str, float]:
@@ -139,44 +165,58 @@ def _metrics(samples, recon) -> dict[str, float]:
 
 
 def _known_failures(args: _Options, metrics: Mapping[str, Mapping[str, float]]) -> list[str]:
-    """The card's "where this model is known to fail", from the training setup and its scores."""
+    """The card's "where this model is known to fail", from the training setup and its scores
+    (``metrics``: held-out scores at the first geometry)."""
+    geoms = geometries(args.size, args.spokes)
     m, tv = metrics["model"]["PSNR"], metrics["tv_mri_radial_cs"]["PSNR"]
-    out = [f"Trained at one geometry only ({args.size} x {args.size} image, {args.spokes} golden-angle "
-           f"spokes x {2 * args.size} samples, {COILS[0]}-{COILS[1]} simulated birdcage coils, white "
-           "noise at 30 dB): other matrices, spoke counts or coil counts are outside its "
-           "training_range and mrirecon run warns; real coil maps, noise correlation, gradient "
-           "delays and off-resonance were never seen.",
-           f"Simulated MNI152 brains only ({args.steps} steps on {args.volumes} volumes): other "
-           "anatomy is untested."]
+    where = "one geometry only" if len(geoms) == 1 else f"{len(geoms)} geometries only"
+    out = [f"Trained at {where} ({_geometry_text(geoms)}, {COILS[0]}-{COILS[1]} simulated "
+           "birdcage coils, white noise at 30 dB): other matrices, spoke counts or coil counts are "
+           "outside its training_range and mrirecon run warns; real coil maps, noise correlation, "
+           "gradient delays and off-resonance were never seen.",
+           f"Simulated MNI152 brains only ({args.steps} steps on {args.volumes} volumes per "
+           "geometry): other anatomy is untested."]
     if m < tv:
+        n, k = geoms[0]
         out.append(f"Below the classical radial pipeline on its own held-out slices: TV as "
-                   f"mri_radial_cs runs it scores {tv:.2f} dB PSNR against {m:.2f} dB.")
+                   f"mri_radial_cs runs it scores {tv:.2f} dB PSNR against {m:.2f} dB"
+                   + ("." if len(geoms) == 1 else f" at {n} x {n}, {k} spokes."))
     return out
 
 
 def train_radial(out: str | Path, *, model: str = "modl", maps: str = "espirit",
-                 weighting: str = "density", steps: int = 6000, size: int = 64, spokes: int = 40,
-                 volumes: int = 40, slices: int = 4, lr: float = 1e-3, seed: int = 0) -> dict:
+                 weighting: str = "density", steps: int = 6000, size: tuple[int, ...] = (64,),
+                 spokes: tuple[int, ...] = (40,), volumes: int = 40, slices: int = 4,
+                 lr: float = 1e-3, seed: int = 0) -> dict:
     """Train, evaluate on held-out slices and write ``<out>.pt`` + ``<out>.yaml``; returns the card.
 
+    ``size`` and ``spokes`` pair up into geometries (``--size 64 128 --spokes 40 96``: 64 x 64
+    with 40 spokes and 128 x 128 with 96); each gets ``volumes`` training volumes of its own
+    (volume indices continue from one geometry to the next, so no anatomy repeats) and the same 2
+    held-out volumes; a training step draws one slice of any geometry. The card's
+    ``metrics_held_out`` are the first geometry's, ``metrics_held_out_by_geometry`` all of them.
     Adam at ``lr`` with a cosine decay to 0 over ``steps``. ``seed`` sets the weight
     initialisation and the order of the training slices (the data are fixed: training seed 21,
     held-out seed 23)."""
     if model not in MODELS:
         raise ValueError(f"train_radial: model must be one of {sorted(MODELS)}, got {model!r}")
     name, card_params = radial_architecture(model, maps, weighting)  # checks maps / weighting
-    args = _Options(out=str(out), model=model, steps=steps, size=size, spokes=spokes,
-                    volumes=volumes, slices=slices, lr=lr)
+    geoms = geometries(size, spokes)
+    args = _Options(out=str(out), model=model, steps=steps, size=tuple(n for n, _ in geoms),
+                    spokes=tuple(k for _, k in geoms), volumes=volumes, slices=slices, lr=lr)
     learned_maps = maps == "learned"
     torch.manual_seed(seed)
     t0 = time.time()
-    train, traj, density = radial_samples(args.volumes, args.slices, args.size, args.spokes, seed=21)
-    test, _, _ = radial_samples(2, args.slices, args.size, args.spokes, seed=23)
-    print(f"data: {len(train)} train / {len(test)} held-out slices in {time.time() - t0:.0f} s", flush=True)
+    train, tests = [], {}
+    for i, (n, k) in enumerate(geoms):
+        train += radial_samples(args.volumes, args.slices, n, k, seed=21, first=i * args.volumes)[0]
+        tests[f"{n}x{k}"] = radial_samples(2, args.slices, n, k, seed=23)[0]
+    print(f"data: {len(train)} train / {sum(map(len, tests.values()))} held-out slices in "
+          f"{time.time() - t0:.0f} s", flush=True)
     net = build_model(name, **card_params)
 
     def model_op(s):  # the pipeline's operator: unweighted, uniform maps when the model makes its own
-        return nufft_sense(uniform_maps(s.y, args.size) if learned_maps else s.maps, traj)
+        return nufft_sense(uniform_maps(s.y, s.size) if learned_maps else s.maps, s.traj)
 
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(args.steps, 1))
@@ -200,17 +240,16 @@ def train_radial(out: str | Path, *, model: str = "modl", maps: str = "espirit",
             return net(s.y, model_op(s))[0].abs()
 
     def gridding(s):
-        return nufft_sense(s.maps, traj).H(density.float() * s.y)[0].abs()
+        return nufft_sense(s.maps, s.traj).H(s.density.float() * s.y)[0].abs()
 
     def cg(s):
-        return run("cg_sense", s.y, nufft_sense(s.maps, traj), iterations=10)[0].abs()
+        return run("cg_sense", s.y, nufft_sense(s.maps, s.traj), iterations=10)[0].abs()
 
     def tv(s):  # as mri_radial_cs runs it: y over the gridded RSS maximum, then scaled back
-        scale = data_scale(s.y, traj, (args.size, args.size), density.float())
-        return (run("tv", s.y / scale, nufft_sense(s.maps, traj), **TV) * scale)[0].abs()
+        scale = data_scale(s.y, s.traj, (s.size, s.size), s.density.float())
+        return (run("tv", s.y / scale, nufft_sense(s.maps, s.traj), **TV) * scale)[0].abs()
 
-    metrics = {"model": _metrics(test, learned), "gridding": _metrics(test, gridding),
-               "cg_sense_10it": _metrics(test, cg), "tv_mri_radial_cs": _metrics(test, tv)}
+    methods = {"model": learned, "gridding": gridding, "cg_sense_10it": cg, "tv_mri_radial_cs": tv}
     if learned_maps:
         inner = net.model if weighting == "density" else net
 
@@ -220,7 +259,9 @@ def train_radial(out: str | Path, *, model: str = "modl", maps: str = "espirit",
                 y, op = density_weighted(s.y, plain) if weighting == "density" else (s.y, plain)
                 return run("cg_sense", s.y, plain.with_maps(inner.maps(y, op)), iterations=10)[0].abs()
 
-        metrics["cg_sense_10it_learned_maps"] = _metrics(test, cg_learned)
+        methods["cg_sense_10it_learned_maps"] = cg_learned
+    by_geometry = {g: {k: _metrics(test, f) for k, f in methods.items()} for g, test in tests.items()}
+    metrics = next(iter(by_geometry.values()))
     out = Path(args.out).with_suffix(".pt")
     dc = ("density-weighted data consistency (Pipe-Menon weights of the trajectory) through the "
           "Toeplitz gram" if weighting == "density" else "data consistency through the Toeplitz gram")
@@ -233,13 +274,16 @@ def train_radial(out: str | Path, *, model: str = "modl", maps: str = "espirit",
         "data": {
             "source": "simulated multi-coil brain MRI (MNI152 template via nilearn, 2 mm; random "
                       "contrast, orientation, deformation, bias, phase; 4-8 birdcage coils; 30 dB "
-                      f"SNR), {args.size} x {args.size}, golden-angle radial, {args.spokes} spokes x "
-                      f"{2 * args.size} samples (Nyquist: {int(np.pi / 2 * args.size)} spokes)",
-            "train": {"volumes": args.volumes, "slices": len(train), "seed": 21},
-            "test_held_out": {"volumes": 2, "slices": len(test), "seed": 23},
+                      "SNR), golden-angle radial: " + "; ".join(
+                          f"{n} x {n}, {k} spokes x {2 * n} samples (Nyquist: {int(np.pi / 2 * n)} "
+                          "spokes)" for n, k in geoms),
+            "train": {"volumes": args.volumes * len(geoms), "slices": len(train), "seed": 21},
+            "test_held_out": {"volumes": 2 * len(geoms), "slices": sum(map(len, tests.values())),
+                              "seed": 23},
             "reproduce": f"OMP_NUM_THREADS=1 mrirecon train radial --model {args.model} --maps {maps} "
-                         f"--weighting {weighting} --out {args.out} "
-                         f"--steps {args.steps} --size {args.size} --spokes {args.spokes} "
+                         f"--weighting {weighting} --out {args.out} --steps {args.steps} "
+                         f"--size {' '.join(map(str, args.size))} "
+                         f"--spokes {' '.join(map(str, args.spokes))} "
                          f"--volumes {args.volumes} --slices {args.slices} --lr {args.lr}"
                          + (f" --seed {seed}" if seed else ""),
         },
@@ -248,9 +292,10 @@ def train_radial(out: str | Path, *, model: str = "modl", maps: str = "espirit",
                      "hardware": f"{platform.machine()} CPU, {torch.get_num_threads()} thread(s), shared",
                      "torch": str(torch.__version__), "date": time.strftime("%Y-%m-%d")},
         "metrics_held_out": metrics,
+        **({"metrics_held_out_by_geometry": by_geometry} if len(geoms) > 1 else {}),
         # what `mrirecon run` checks (mrirecon/pipeline/model_range.py): image grid, coils, spokes
-        "training_range": {"matrix": {"min": [args.size, args.size], "max": [args.size, args.size]},
-                           "coils": list(COILS), "spokes": [args.spokes, args.spokes],
+        "training_range": {"matrix": {"min": [min(args.size)] * 2, "max": [max(args.size)] * 2},
+                           "coils": list(COILS), "spokes": [min(args.spokes), max(args.spokes)],
                            "trajectory": ["radial"]},
         "known_failures": _known_failures(args, metrics),
     }
@@ -263,8 +308,8 @@ class _Options:
     out: str
     model: str
     steps: int
-    size: int
-    spokes: int
+    size: tuple[int, ...]
+    spokes: tuple[int, ...]
     volumes: int
     slices: int
     lr: float

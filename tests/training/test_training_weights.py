@@ -95,6 +95,27 @@ def test_radial_training_card_states_range_and_failures():
     assert len(better) == len(worse) - 1 and not any("mri_radial_cs" in f for f in better)
 
 
+def test_radial_training_on_two_geometries(tmp_path):
+    """`train radial --size 32 48 --spokes 16 24`: the sizes and spoke counts pair up into two
+    geometries, each with its own training volumes and held-out scores; the training range
+    spans both and the reproduce command gives both back."""
+    from mrirecon.training.radial import geometries, train_radial
+
+    assert geometries(64, 40) == [(64, 40)]
+    assert geometries((32, 48), (16, 24)) == [(32, 16), (48, 24)]
+    with pytest.raises(ValueError, match="must pair up"):
+        geometries((32, 48), (16,))
+    card = train_radial(tmp_path / "m", steps=2, size=(32, 48), spokes=(16, 24), volumes=1, slices=1)
+    by = card["metrics_held_out_by_geometry"]
+    assert set(by) == {"32x16", "48x24"} and card["metrics_held_out"] == by["32x16"]
+    assert by["32x16"]["gridding"] != by["48x24"]["gridding"]  # each scored on its own data
+    assert card["training_range"]["matrix"] == {"min": [32, 32], "max": [48, 48]}
+    assert card["training_range"]["spokes"] == [16, 24]
+    assert "--size 32 48 --spokes 16 24" in card["data"]["reproduce"]
+    assert card["data"]["train"] == {"volumes": 2, "slices": 2, "seed": 21}
+    assert "2 geometries only (32 x 32 image, 16 golden-angle spokes" in card["known_failures"][0]
+
+
 @pytest.fixture(scope="module")
 def held_out(tmp_path_factory) -> Path:
     from mrirecon.data.simulate_mri import simulate_mri_dataset
