@@ -14,7 +14,9 @@ W = phase encoding)``:
   ``W // 2``), row ``sample + (x // 2 - center_sample)`` (partial echo stays centred);
 * ``idx.slice`` picks the slice; for 3-D encodings (``z > 1``) ``kspace_encode_step_2`` picks
   the partition, the volume is inverse-Fourier transformed along it, and the output has
-  ``slices * z`` 2-D slices (slice-major);
+  ``slices * z`` 2-D slices (slice-major). Slices (or slabs) are put in position order and
+  must form one evenly spaced volume: several slabs must be contiguous (overlapping or gapped
+  slabs are refused; ``counters={"slice": s}`` reads slab ``s`` alone);
 * lines acquired several times (``idx.average`` or repeated calibration lines) are averaged;
 * noise-measurement acquisitions are returned as ``KSpace.noise`` ``(coils, samples)``;
   navigator, phase-correction, dummy, feedback, surface-coil-correction and phase
@@ -62,7 +64,9 @@ IGNORED_FLAGS = {
     28: "RT feedback", 29: "surface coil correction", 30: "phase stabilisation reference",
     31: "phase stabilisation",
 }
-SELECTABLE_COUNTERS = ("contrast", "phase", "repetition", "set")
+SELECTABLE_COUNTERS = ("contrast", "phase", "repetition", "set", "slice")
+#: Counters whose several values are one volume (slices, slabs): selecting one is optional.
+OPTIONAL_COUNTERS = ("slice",)
 
 
 def _flag(flags: np.ndarray, number: int) -> np.ndarray:
@@ -126,13 +130,19 @@ def _geometry(
     rows, cols = header.recon_matrix[0], header.recon_matrix[1]
     centre = positions.get(0, np.asarray(head["position"], float))
     normal = np.cross(phase, read)
-    before = partitions - 1 - partitions // 2 if _partitions_reversed(head) else partitions // 2
     origin = (centre - (rows // 2) * spacing[1] * read - (cols // 2) * spacing[2] * phase
-              - before * spacing[0] * normal / np.linalg.norm(normal))
+              - _partitions_before(head, partitions) * spacing[0] * normal / np.linalg.norm(normal))
     return ImageGeometry(
         spacing=tuple(spacing), origin=tuple(origin),
         orientation=tuple(phase) + tuple(read), slice_thickness=base.slice_thickness,
     )
+
+
+def _partitions_before(head, partitions: int) -> int:
+    """How many partitions of a slab lie before its centre (``position``) along the slice normal
+    once the output is in normal order: ``partitions // 2``, or ``partitions - 1 - partitions //
+    2`` when the partitions were reversed (:func:`_partitions_reversed`)."""
+    return partitions - 1 - partitions // 2 if _partitions_reversed(head) else partitions // 2
 
 
 def _partitions_reversed(head) -> bool:
@@ -160,12 +170,17 @@ def _check_limits(header: Header, idx, imaging: np.ndarray, fail, counters) -> N
 
 
 def _slice_order(head, positions: dict[int, np.ndarray], num_slices: int, fail,
-                 dataset: str) -> np.ndarray | None:
-    """The permutation that puts the slices in order along the slice normal (``read x phase``
+                 dataset: str, partitions: int = 1, thickness: float = 0.0) -> np.ndarray | None:
+    """The permutation that puts the slices in order along the slice normal (``phase x read``
     of the first imaging acquisition), or ``None`` when they already are (or positions or
     directions are not set). Slices stored in descending or interleaved index order were
     written mirrored or at wrong positions. Unevenly spaced or coincident slices cannot be one
-    volume: refused."""
+    volume: refused.
+
+    3-D slabs of ``partitions`` partitions ``thickness`` mm apart (``positions`` are their
+    centres): the rule holds for every partition, placed as :func:`_geometry` places it, so
+    slabs must be contiguous; overlapping or gapped ones are refused naming the overlap or gap
+    (they were stacked as if contiguous: every slab after the first off by the sum of them)."""
     read, phase = np.asarray(head["read_dir"], float), np.asarray(head["phase_dir"], float)
     if num_slices < 2 or len(positions) != num_slices or abs(np.linalg.norm(read) - 1) > 1e-3:
         return None
@@ -174,13 +189,36 @@ def _slice_order(head, positions: dict[int, np.ndarray], num_slices: int, fail,
     if np.ptp(along) == 0:
         return None  # positions not set: the header's spacing stands
     order = np.argsort(along, kind="stable")
-    gaps = np.diff(along[order])
+    offsets = (np.arange(partitions) - _partitions_before(head, partitions)) * thickness
+    gaps = np.diff((along[order][:, None] + offsets).ravel())  # every output slice, in order
     if gaps.min() <= 0 or gaps.max() - gaps.min() > 0.01 * gaps.mean():
+        if partitions > 1:
+            raise fail(f"{dataset}/data[].idx.slice / head.position",
+                       _slab_problem(along, order, partitions, thickness))
         raise fail(f"{dataset}/data[].head.position",
                    f"the {num_slices} slices lie at {np.round(along[order], 3).tolist()} mm along "
                    "the slice normal: not evenly spaced (or coinciding); one volume needs one "
                    "slice spacing")
     return None if (order == np.arange(num_slices)).all() else order
+
+
+def _slab_problem(along: np.ndarray, order: np.ndarray, partitions: int, thickness: float) -> str:
+    """Which neighbouring slabs overlap or leave a gap, by how many mm, and what to do."""
+    slab = partitions * thickness
+    junctions = [(int(a), int(b), float(step - slab))
+                 for a, b, step in zip(order[:-1], order[1:], np.diff(along[order]))]
+    worst = max(abs(off) for _, _, off in junctions)
+    named = [f"idx.slice {a} and {b} {'overlap by' if off < 0 else 'leave a gap of'} "
+             f"{abs(off):.3f} mm ({abs(off) / thickness:.3g} "
+             f"partition{'' if abs(off) == thickness else 's'})"
+             for a, b, off in junctions if abs(off) > min(0.005 * thickness, worst / 2)]
+    centres = ", ".join(f"{along[s]:.3f} (idx.slice {int(s)})" for s in order)
+    return (f"the {len(order)} slabs of {partitions} partitions x {thickness:g} mm = {slab:g} mm "
+            f"have their centres at {centres} mm along the slice normal: "
+            + "; ".join(named[:4]) + (f"; ... ({len(named)} junctions)" if len(named) > 4 else "")
+            + f". One volume needs contiguous slabs, {slab:g} mm apart (an overlap or a gap has "
+            "no place on one slice grid); reconstruct one slab at a time with --set "
+            "load.counters.slice=N (mrirecon run) or counters={'slice': N} (read_ismrmrd)")
 
 
 def read_ismrmrd(path: str | os.PathLike, dataset: str = "dataset", **kwargs) -> KSpace:
@@ -226,7 +264,8 @@ def _read_ismrmrd(
         Keep acquisitions flagged as parallel-imaging calibration only (ACS lines).
     counters
         Values to select for ``contrast``, ``phase``, ``repetition``, ``set`` when the file
-        has several (e.g. ``{"repetition": 2}``).
+        has several (e.g. ``{"repetition": 2}``); ``slice`` reads that slice or 3-D slab
+        alone (e.g. one of overlapping slabs).
 
     Returns
     -------
@@ -317,10 +356,13 @@ def _read_ismrmrd(
                 raise fail(f"idx.{name}", f"no acquisition with {name}={chosen[name]} "
                                           f"(found {values.tolist()})")
             keep &= idx[name] == chosen[name]
-        elif values.size > 1:
+        elif values.size > 1 and name not in OPTIONAL_COUNTERS:
             raise fail(f"idx.{name}", f"found values {values.tolist()}; select one with "
                                       f"--set load.counters.{name}=VALUE (mrirecon run) or "
                                       f"counters={{{name!r}: value}} (read_ismrmrd)")
+    if "slice" in chosen:  # one slice or slab read alone is slice 0 of its volume (idx views
+        # the records: the non-Cartesian reader sees it too)
+        idx["slice"][keep] = 0
     imaging = np.flatnonzero(keep)
     if imaging.size == 0:
         raise fail(f"{dataset}/data", "no imaging acquisition")
@@ -420,7 +462,8 @@ def _read_ismrmrd(
     if (acquired != (partitions[:, :, None] & columns[:, None, :])).any():
         raise fail(f"{dataset}/data",
                    "3-D ky-kz undersampling is not separable; cannot express it as a column mask")
-    order = _slice_order(heads[imaging[0]], positions, num_slices, fail, dataset)
+    order = _slice_order(heads[imaging[0]], positions, num_slices, fail, dataset,
+                         partitions=enc_z, thickness=header.geometry.spacing[0])
     if order is not None:  # slice index order is not position order: sort by position
         kspace, columns, partitions = kspace[order], columns[order], partitions[order]
         positions = {i: positions[int(s)] for i, s in enumerate(order)}

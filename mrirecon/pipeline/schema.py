@@ -41,8 +41,9 @@ def drop_removed_keys(data: dict, source: str) -> dict:
 class LoadConfig:
     """Which reader to use; ``auto`` picks by file content/suffix. ISMRMRD raw data only:
     ``counters`` picks one value of counters the file has several of (``{repetition: 2}``;
-    ``contrast``, ``phase``, ``set``), ``include_calibration: false`` leaves calibration-only
-    (ACS) lines out of the image."""
+    ``contrast``, ``phase``, ``set``; ``slice`` reads one slice or 3-D slab alone, e.g. of
+    overlapping slabs), ``include_calibration: false`` leaves calibration-only (ACS) lines out
+    of the image."""
 
     format: Literal["auto", "fastmri", "ismrmrd", "ct_hdf5", "dicom"] = "auto"
     counters: dict[str, int] = field(default_factory=dict)

@@ -203,6 +203,117 @@ def test_3d_slab_geometry_places_each_partition(tmp_path, slice_sign):
     np.testing.assert_allclose(world, truth, atol=1e-9)
 
 
+SLAB_Z, SLAB_DZ = 4, 5.0  # make_xml: partition thickness fov_z / z = 5 mm; a slab is 20 mm
+#: positions are float32 in the file (and in a NIfTI affine), |z| <= 50 mm here
+SLAB_TOL = 4 * float(np.finfo(np.float32).eps) * 50
+
+
+def _slabs(path, centres, slice_sign=1.0):
+    """Slabs ``idx.slice = 0, 1, ...`` of ``SLAB_Z`` partitions centred at ``centres`` mm on the
+    z axis (the slice normal), each with weak noise (seeded by its centre) and a point of
+    amplitude ``1 + centre / 10`` in partition 1; returns the point's true z per slab."""
+    acqs = []
+    for s, c in enumerate(centres):
+        rng = np.random.default_rng(int(c * 10) + 1000)
+        img = (0.01 * rng.normal(size=(SLAB_Z, COILS, ENC_X, ENC_Y))).astype(np.complex64)
+        img[1, :, ENC_X // 2, ENC_Y // 2] = 1 + c / 10
+        k = centred(np.fft.fft, centred(np.fft.fft, centred(np.fft.fft, img, 0), 2), 3)
+        acqs += [acquisition(k[p, :, :, line], line, s, part=p, center=ENC_X // 2,
+                             position=(0.0, 0.0, c), slice_dir=(0.0, 0.0, slice_sign))
+                 for p in range(SLAB_Z) for line in range(ENC_Y)]
+    write(path, make_xml(enc_z=SLAB_Z, step1=(0, ENC_Y - 1, ENC_Y // 2),
+                         step2=(0, SLAB_Z - 1, SLAB_Z // 2), slices=len(centres)), acqs)
+    return [c + slice_sign * (1 - SLAB_Z // 2) * SLAB_DZ for c in centres]
+
+
+def _points(k):
+    """(amplitude, slice index) of each slab's point: the brightest pixel of each slice that holds
+    one (the noise is 0.01)."""
+    img = np.abs(centred(np.fft.ifft, centred(np.fft.ifft, k.data.numpy(), 2), 3))[:, 0]
+    peak = img.max(axis=(1, 2))
+    return {round(float(peak[i]), 1): int(i) for i in np.flatnonzero(peak > 0.5)}
+
+
+@pytest.mark.parametrize("slice_sign", [1.0, -1.0])
+@pytest.mark.parametrize("centres", [(0.0, 20.0, 40.0), (40.0, 20.0, 0.0), (0.0, 40.0, 20.0)])
+def test_contiguous_slabs_in_any_index_order_form_one_exact_volume(tmp_path, centres, slice_sign):
+    """Multi-slab 3-D (TOF): contiguous slabs stored in any idx.slice order give the ascending
+    file's volume, each slab's point at its true z and the slices one partition apart."""
+    truth = _slabs(tmp_path / "slabs.h5", centres, slice_sign)
+    _slabs(tmp_path / "ascending.h5", sorted(centres), slice_sign)
+    k, ref = read_ismrmrd(tmp_path / "slabs.h5"), read_ismrmrd(tmp_path / "ascending.h5")
+    assert k.data.shape == (3 * SLAB_Z, COILS, ENC_X, ENC_Y)
+    np.testing.assert_array_equal(k.data.numpy(), ref.data.numpy())
+    g = k.header.geometry
+    assert g.spacing[0] == SLAB_DZ and g == ref.header.geometry
+    first = min(centres) - (SLAB_Z // 2 if slice_sign > 0 else SLAB_Z - 1 - SLAB_Z // 2) * SLAB_DZ
+    np.testing.assert_allclose([g.slice_position(i)[2] for i in range(3 * SLAB_Z)],
+                               first + SLAB_DZ * np.arange(3 * SLAB_Z), rtol=0, atol=SLAB_TOL)
+    points = _points(k)
+    assert len(points) == 3
+    for c, z in zip(centres, truth):
+        assert g.slice_position(points[round(1 + c / 10, 1)])[2] == pytest.approx(z, abs=SLAB_TOL)
+
+
+@pytest.mark.parametrize("centres, named", [
+    ((0.0, 15.0, 30.0), r"idx\.slice 0 and 1 overlap by 5\.000 mm \(1 partition\); idx\.slice "
+                        r"1 and 2 overlap by 5\.000 mm"),  # 25 % of a slab
+    ((30.0, 15.0, 0.0), r"idx\.slice 2 and 1 overlap by 5\.000 mm \(1 partition\)"),
+    ((0.0, 25.0, 50.0), r"idx\.slice 0 and 1 leave a gap of 5\.000 mm \(1 partition\)"),
+    ((0.0, 17.5, 40.0), r"0 and 1 overlap by 2\.500 mm \(0\.5 partitions\); idx\.slice 1 and 2 "
+                        r"leave a gap of 2\.500 mm"),
+    ((0.0, 20.0, 20.0), r"idx\.slice 1 and 2 overlap by 20\.000 mm \(4 partitions\)"),
+])
+def test_overlapping_or_gapped_slabs_are_refused(tmp_path, centres, named):
+    """They were stacked as if contiguous: slab 2 of 25 %-overlapping slabs written 10 mm off,
+    the written slice positions evenly spaced although the slabs' partitions coincide."""
+    _slabs(tmp_path / "slabs.h5", centres)
+    with pytest.raises(DataFormatError, match=r"slabs\.h5: dataset/data\[\]\.idx\.slice / head\."
+                                              r"position: the 3 slabs of 4 partitions x 5 mm = 20 "
+                                              r"mm .*" + named + r".*load\.counters\.slice=N"):
+        read_ismrmrd(tmp_path / "slabs.h5")
+
+
+def test_one_slab_of_overlapping_slabs_is_read_alone_and_placed_exactly(tmp_path):
+    import json
+
+    import nibabel as nib
+
+    from mrirecon.pipeline.definitions import load_pipeline
+    from mrirecon.pipeline.runner import run_pipeline
+
+    centres = (0.0, 15.0, 30.0)  # 25 % overlap
+    truth = _slabs(tmp_path / "tof.h5", centres)
+    for s, c in enumerate(centres):
+        k = read_ismrmrd(tmp_path / "tof.h5", counters={"slice": s})
+        assert k.data.shape == (SLAB_Z, COILS, ENC_X, ENC_Y)
+        g = k.header.geometry
+        np.testing.assert_allclose([g.slice_position(i)[2] for i in range(SLAB_Z)],
+                                   c + SLAB_DZ * (np.arange(SLAB_Z) - SLAB_Z // 2),
+                                   atol=SLAB_TOL, rtol=0)
+        (point,) = _points(k).items()
+        assert point[0] == round(1 + c / 10, 1)
+        assert g.slice_position(point[1])[2] == pytest.approx(truth[s], abs=SLAB_TOL)
+    # the pipeline: refused naming the way out, which then writes slab 1 where it lies
+    fast = ["reconstruct.method=zero_filled_rss", "reconstruct.params={}", "calibrate.method=none",
+            "export.formats=[nifti]", "report.enabled=false"]
+    for extra, status in (([], "failed"), (["load.counters.slice=1"], "ok")):
+        out = tmp_path / f"out{len(extra)}"
+        run_pipeline(load_pipeline("mri_cs", fast + extra)[0], [str(tmp_path / "tof.h5")], out,
+                     progress=False)
+        (entry,) = json.loads((out / "provenance.json").read_text())["files"]
+        assert entry["status"] == status
+    assert "overlap by 5.000 mm" in json.loads(
+        (tmp_path / "out0" / "provenance.json").read_text())["files"][0]["error"]
+    (nii,) = (tmp_path / "out1").rglob("*.nii*")
+    volume = nib.load(nii)
+    profile = np.asarray(volume.dataobj).max(axis=(0, 1))  # (cols, rows, slices)
+    assert volume.affine[2, 2] == pytest.approx(SLAB_DZ, abs=SLAB_TOL)
+    z_point = (volume.affine @ [0, 0, int(profile.argmax()), 1])[2]
+    assert z_point == pytest.approx(truth[1], abs=SLAB_TOL)
+    assert (volume.affine @ [0, 0, 0, 1])[2] == pytest.approx(15.0 - 2 * SLAB_DZ, abs=SLAB_TOL)
+
+
 def test_repetitions_need_selection(tmp_path):
     rng = np.random.default_rng(4)
     reps = [cplx(rng, COILS, ENC_X, ENC_Y) for _ in range(2)]
