@@ -115,8 +115,8 @@ recons["L1-wavelet"] = run("l1_wavelet", y, op, lam=0.002 * float(y.abs().max())
 # and a few CG steps cannot invert it: the model is wrapped in `density_weighted`, which runs it
 # on `W^(1/2) y` and `W^(1/2) N S` with the trajectory's Pipe-Menon weights `W`. We train a small
 # copy on a few simulated slices for `STEPS` steps: the loss falls, but a few dozen steps on one
-# CPU do not make it beat the classical methods (the shipped `modl_radial_sim` weights, 6000
-# steps on 40 simulated volumes with `mrirecon train radial`, are shown too).
+# CPU do not make it beat the classical methods (the shipped `modl_radial_sim` weights, 8000
+# steps on 80 simulated volumes at two geometries with `mrirecon train radial`, are shown too).
 
 # %%
 train = simulate_mri_volume(1, slices=4, coils=6, size=(SIZE, SIZE), seed=32, resolution=2)
