@@ -52,10 +52,9 @@ def adapt_volume(config: PipelineConfig, model: nn.Module, slices: list, output:
     ad = config.adapt
     if not ad.enabled or model is None:
         return model
-    from mrirecon.training.adapt import adapt_model
+    from mrirecon.training.adapt import adapt_model, column_mask
 
-    if ad.rows is not None and any(getattr(op, "mask", None) is not None and op.mask.ndim >= 2
-                                   and op.mask.shape[-2] > 1 for _, op in slices):
+    if ad.rows is not None and not all(column_mask(op) for _, op in slices):
         log.info("%s: adapt: on whole slices, not %d-row readout stripes: with a partial echo the "
                  "readout is not fully sampled, so its rows are not separate problems", name, ad.rows)
         ad = dataclasses.replace(ad, rows=None)

@@ -162,8 +162,12 @@ class _View:
     val: Tensor  # same shape: the hold-out
 
 
-def _column_mask(op: SenseOperator) -> bool:
-    return op.mask.shape[-2] == 1
+def column_mask(op) -> bool:
+    """Whether ``op`` samples whole k-space columns (a ``(1, W)`` mask), the condition for
+    readout stripes (``rows``); a 2-D mask (e.g. a partial echo's) is not. Operators without a
+    mask (CT) count as column masks: ``rows`` does not apply to them."""
+    mask = getattr(op, "mask", None)
+    return mask is None or mask.ndim < 2 or mask.shape[-2] == 1
 
 
 def _stripe(y: Tensor, op: SenseOperator, r0: int, rows: int) -> tuple[Tensor, SenseOperator]:
@@ -181,7 +185,7 @@ def _holdout(op: SenseOperator, shape: tuple[int, int], cfg: AdaptConfig, g: tor
     """``(train, val)`` masks: whole columns for a column mask (valid on every stripe), points
     otherwise; the central ``acs_block`` columns / points are never held back."""
     mask = op.mask.cpu()
-    if not _column_mask(op):
+    if not column_mask(op):
         return ssdu_split(mask, shape, g, ratio=cfg.validation_fraction, selection="uniform",
                           acs_block=cfg.acs_block)
     cols = mask.reshape(-1).bool()
@@ -212,7 +216,7 @@ def _mri_views(slices, cfg: AdaptConfig, g: torch.Generator) -> tuple[list, list
             val_views.append(v)
             weights.append(1.0)
             continue
-        if not _column_mask(op):
+        if not column_mask(op):
             raise ValueError("adapt: rows (readout stripes) needs a Cartesian column mask")
         energy = _row_energy(y, op)
         window = torch.nn.functional.conv1d(energy[None, None].float(), torch.ones(1, 1, rows))[0, 0]
