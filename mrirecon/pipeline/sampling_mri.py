@@ -9,6 +9,9 @@
   sampling mask (:func:`sampling_mask`) that leaves those samples unsampled, as BART's ``pics``
   does for samples that hold no data, instead of taking them as measured zeros; ``cg_sense`` adds
   the phase of the symmetric part of the echo (:func:`symmetric_mask`), as for partial Fourier.
+* The k-space methods (``zero_filled_rss``, ``grappa``) fill the never-sampled side of either
+  by POCS (:func:`pocs_applies`, :func:`complete_partial_fourier`,
+  :func:`mrirecon.recon.partial_fourier.pocs_partial_fourier`) instead of leaving zeros.
 * GRAPPA: the default kernel for the centre band (:func:`grappa_kernel`) and the share of
   missing columns it cannot reach (:func:`grappa_note`).
 """
@@ -47,20 +50,27 @@ def _partial_fourier_limits(header) -> tuple[int, int, int, int, int] | None:
     return minimum, maximum, centre, before, after
 
 
-def partial_fourier_note(header, phase_constrained: bool = False) -> str | None:
+def partial_fourier_note(header, phase_constrained: bool = False, pocs: bool = False) -> str | None:
     """A note when the header's ``encodingLimits/kspace_encoding_step_1`` are asymmetric about
     their centre (partial Fourier), saying how the missing side is reconstructed: by the phase
-    constraint of ``cg_sense`` (:func:`partial_fourier_band`), or as unsampled k-space."""
+    constraint of ``cg_sense`` (:func:`partial_fourier_band`), by POCS for the k-space methods
+    (:func:`pocs_applies`), or as unsampled k-space."""
     found = _partial_fourier_limits(header)
     if found is None:
         return None
     minimum, maximum, centre, before, after = found
     fraction = (before + after + 1) / (2 * max(before, after) + 1)
-    how = ("the missing side is filled by phase-constrained CG-SENSE (a real image times the phase "
-           f"of the symmetric {2 * min(before, after) + 1}-line centre)" if phase_constrained else
-           "the missing side is reconstructed as unsampled k-space, so its resolution comes from "
-           "the method's prior alone (only cg_sense has a phase constraint, with "
-           "preprocess.partial_fourier=phase_constrained)")
+    centre_lines = f"the symmetric {2 * min(before, after) + 1}-line centre"
+    if phase_constrained:
+        how = ("the missing side is filled by phase-constrained CG-SENSE (a real image times the "
+               f"phase of {centre_lines})")
+    elif pocs:
+        how = ("the missing side is filled by POCS where conjugate symmetry reaches (a real image "
+               f"times the phase of {centre_lines})")
+    else:
+        how = ("the missing side is reconstructed as unsampled k-space, so its resolution comes "
+               "from the method's prior alone (cg_sense, zero_filled_rss and grappa fill it "
+               "with a phase constraint under preprocess.partial_fourier=phase_constrained)")
     return (f"partial Fourier: phase-encoding lines {minimum}..{maximum} around the centre {centre} "
             f"({before} before, {after} after; {fraction:.0%} of a symmetric acquisition): {how}")
 
@@ -142,10 +152,77 @@ def phase_constrained(s: MRISlice, cfg: ReconstructConfig, partial_fourier: str)
                  or readout_support(s.header, s.kspace.shape[-2]) is not None))
 
 
-def partial_echo_note(s: MRISlice, method: str, learned: bool, phase: bool) -> str | None:
+def pocs_applies(s: MRISlice, cfg: ReconstructConfig, partial_fourier: str) -> bool:
+    """Whether :func:`reconstruct` fills the never-sampled side of a Cartesian partial Fourier
+    or partial echo slice by POCS (:func:`complete_partial_fourier`): a k-space method
+    (``zero_filled_rss``, ``grappa``) and ``preprocess.partial_fourier`` ``phase_constrained``."""
+    return (s.trajectory is None and cfg.method in POCS_METHODS
+            and partial_fourier == "phase_constrained"
+            and (partial_fourier_band(s.header, s.kspace.shape[-1]) is not None
+                 or readout_support(s.header, s.kspace.shape[-2]) is not None))
+
+
+#: The k-space methods whose never-sampled partial Fourier / partial echo side POCS fills.
+POCS_METHODS = ("zero_filled_rss", "grappa")
+
+
+def _mirror(v: Tensor) -> Tensor:
+    """``(n,)`` bool: whether the conjugate-symmetric partner of each k-space index (``i <->
+    2 (n // 2) - i``, about the centre ``n // 2``) is in ``v``; ``False`` where it has none."""
+    n = v.numel()
+    partner = 2 * (n // 2) - torch.arange(n, device=v.device)
+    inside = partner < n
+    out = torch.zeros_like(v)
+    out[inside] = v[partner[inside]]
+    return out
+
+
+def _axis(v: Tensor, asymmetric: bool) -> tuple[Tensor, Tensor]:
+    """``(fill, symmetric)`` along one axis with data at ``v`` ``(n,)``: the never-sampled
+    indices beyond the data's extent whose partner holds data (none unless ``asymmetric``), and
+    the data indices within the extent's symmetric part about the centre."""
+    n = v.numel()
+    idx = torch.arange(n, device=v.device)
+    held = v.nonzero().flatten()
+    lo, hi = int(held.min()), int(held.max())
+    half = min(n // 2 - lo, hi - n // 2)
+    symmetric = v & ((idx - n // 2).abs() <= half)
+    if not asymmetric:
+        return torch.zeros_like(v), symmetric
+    return _mirror(v) & ((idx < lo) | (idx > hi)), symmetric
+
+
+def complete_partial_fourier(s: MRISlice, kspace: Tensor) -> Tensor:
+    """``kspace`` ``(coils, H, W)`` of slice ``s`` (as acquired, or as GRAPPA filled it) with
+    the never-sampled side of a partial echo (rows, :func:`readout_support`) and of partial
+    Fourier phase encoding (columns beyond the acquired ones on the header's short side) filled
+    by POCS, where conjugate symmetry reaches: the columns filled are those whose mirror holds
+    data, so an undersampled pattern stays undersampled. Everything measured (or filled by
+    GRAPPA) is kept."""
+    from mrirecon.recon.partial_fourier import pocs_partial_fourier
+
+    h, w = kspace.shape[-2:]
+    held = kspace.abs().amax(dim=-3) > 0  # (H, W): measured or GRAPPA-filled
+    rows, cols = held.any(-1), held.any(-2)
+    support = readout_support(s.header, h)
+    if support is not None:
+        rows = rows & support.to(rows.device)
+    if not bool(rows.any()) or not bool(cols.any()):
+        return kspace
+    fill_rows, sym_rows = _axis(rows, support is not None)
+    fill_cols, sym_cols = _axis(cols, partial_fourier_band(s.header, w) is not None)
+    measured = rows[:, None] & cols[None, :]
+    fill = (rows | fill_rows)[:, None] & (cols | fill_cols)[None, :] & ~measured
+    symmetric = sym_rows[:, None] & sym_cols[None, :]
+    return pocs_partial_fourier(kspace, measured, fill, symmetric)
+
+
+def partial_echo_note(s: MRISlice, method: str, learned: bool, phase: bool,
+                      pocs: bool = False) -> str | None:
     """How this run reconstructs the never-sampled side of a partial echo (``None`` without
-    one): ``phase`` (:func:`phase_constrained`), an operator-based ``method`` or ``learned``
-    model (unsampled, filled by its prior), or a k-space method (measured zeros)."""
+    one): ``phase`` (:func:`phase_constrained`), ``pocs`` (:func:`pocs_applies`), an
+    operator-based ``method`` or ``learned`` model (unsampled, filled by its prior), or a
+    k-space method with ``preprocess.partial_fourier: none`` (measured zeros)."""
     from mrirecon.recon.registry import needs_operator
 
     rows = readout_support(s.header, s.kspace.shape[-2])
@@ -156,12 +233,16 @@ def partial_echo_note(s: MRISlice, method: str, learned: bool, phase: bool) -> s
     if phase:
         how = ("filled by phase-constrained CG-SENSE (a real image times the phase of the "
                f"{int(symmetric_mask(s).any(-1).sum())}-row symmetric part of the echo)")
+    elif pocs:
+        how = (f"{method}'s k-space is completed by POCS (a real image times the phase of the "
+               f"{int(symmetric_mask(s).any(-1).sum())}-row symmetric part of the echo)")
     elif learned or needs_operator(method):
         how = ("left unsampled in the operator's mask (not taken as measured zeros), so only a "
                "regularised method's prior fills them; cg_sense fills them with a phase "
                "constraint under preprocess.partial_fourier=phase_constrained")
     else:
-        how = f"{method} takes them as measured zeros, which blurs the image along the readout"
+        how = (f"{method} takes them as measured zeros, which blurs the image along the readout "
+               "(preprocess.partial_fourier=phase_constrained completes them by POCS)")
     return f"{head}: {how}"
 
 

@@ -61,9 +61,10 @@ class PreprocessConfig:
     # rows when the encoded matrix is larger); None: on for classical methods, off for learned
     # models (which were trained on the data as acquired)
     remove_oversampling: bool | None = None
-    # partial Fourier (asymmetric header encoding limits): cg_sense solves for a real image
-    # times the phase of the symmetric centre ("phase_constrained"), or treats the missing
-    # side as unsampled ("none"); other methods always do the latter, with a note
+    # partial Fourier (asymmetric header encoding limits) and partial echo: cg_sense solves for
+    # a real image times the phase of the symmetric centre and zero_filled_rss / grappa fill the
+    # missing side by POCS ("phase_constrained"), or the missing side stays unsampled / zero
+    # ("none"); other methods always leave it unsampled, with a note
     partial_fourier: Literal["phase_constrained", "none"] = "phase_constrained"
 
 

@@ -31,8 +31,9 @@ from mrirecon.pipeline.schema import (
     ReconstructConfig,
     UndersampleConfig,
 )
-from mrirecon.pipeline.sampling_mri import (grappa_note, grappa_params, partial_echo_note,
-                                           partial_fourier_note, phase_constrained, sampling_mask,
+from mrirecon.pipeline.sampling_mri import (complete_partial_fourier, grappa_note, grappa_params,
+                                           partial_echo_note, partial_fourier_note,
+                                           phase_constrained, pocs_applies, sampling_mask,
                                            symmetric_mask, unreachable_share)
 from mrirecon.pipeline.stream import Method, Modality, detect_format
 from mrirecon.recon.mri import data_scale as recon_data_scale
@@ -339,7 +340,16 @@ def reconstruct(s: MRISlice, cfg: ReconstructConfig, model: torch.nn.Module | No
         if unreachable_share(s.mask, params["kernel_size"][1]) >= 1:  # the zero-filled image
             raise ValueError(f"{s.file_name}: slice {s.index}: {grappa_note(s, params)}: GRAPPA "
                              "fills nothing; use a wider centre band or cg_sense")
-        image = recon.run(cfg.method, y / scale, None, mask=s.mask, **params)
+        if pocs_applies(s, cfg, partial_fourier):  # GRAPPA's k-space, then its missing side
+            from mrirecon.recon.grappa import grappa
+
+            params = recon.registry.check_params("grappa", params)
+            filled = complete_partial_fourier(s, grappa(y / scale, mask=s.mask, **params))
+            image = rss(ifft2c(filled), dim=-3)
+        else:
+            image = recon.run(cfg.method, y / scale, None, mask=s.mask, **params)
+    elif pocs_applies(s, cfg, partial_fourier):  # zero_filled_rss of the completed k-space
+        image = recon.run(cfg.method, complete_partial_fourier(s, y / scale), None, **cfg.params)
     else:
         image = recon.run(cfg.method, y / scale, None, **cfg.params)
     return replace(s, image=image * scale)
@@ -523,12 +533,13 @@ class MRIStages(Modality[MRISlice]):
                 note = None
             if note:
                 notes["grappa_unfilled"] = note + "; cg_sense fills them"
+        pf = self.config.preprocess.partial_fourier
+        pc = phase_constrained(s, rc, pf)
+        pocs = self.classical and pocs_applies(s, rc, pf)
         if "partial_fourier" in notes:  # say how this run fills the missing side
-            pc = phase_constrained(s, self.config.reconstruct, self.config.preprocess.partial_fourier)
-            notes["partial_fourier"] = partial_fourier_note(s.header, phase_constrained=pc)
+            notes["partial_fourier"] = partial_fourier_note(s.header, phase_constrained=pc, pocs=pocs)
         if "partial_echo" in notes and s.trajectory is None:  # and how this run fills it
-            pc = phase_constrained(s, self.config.reconstruct, self.config.preprocess.partial_fourier)
-            notes["partial_echo"] = partial_echo_note(s, rc.method, not self.classical, pc)
+            notes["partial_echo"] = partial_echo_note(s, rc.method, not self.classical, pc, pocs)
         return {**notes, **coil_warnings(s.kspace)}
 
     def to_device(self, s: MRISlice) -> MRISlice:

@@ -174,6 +174,23 @@ def run(name: str, y: Tensor, op: LinearOperator | None = None, **params) -> Ten
         ``rho``, tolerances, ...), or ``y`` with NaN/Inf values, empty or all zero.
     """
     entry = _lookup(name)
+    params = check_params(name, params)
+    if entry.needs_op and op is None:
+        raise TypeError(f"{name}: needs a forward operator op (got None)")
+    if isinstance(y, Tensor):
+        finite, nonzero = finite_and_nonzero(y)
+        if not finite:
+            bad = ~torch.isfinite(torch.view_as_real(y) if y.is_complex() else y)
+            raise ValueError(f"{name}: y holds {int(bad.sum())} NaN or Inf values")
+        if not nonzero:
+            raise ValueError(f"{name}: y is empty or all zero; there is nothing to reconstruct")
+    return entry.fn(y, op, **params)
+
+
+def check_params(name: str, params: dict) -> dict:
+    """``params`` of the reconstruction ``name`` checked as :func:`run` checks them (names,
+    required ones, values) and with deprecated spellings renamed; raises like :func:`run`."""
+    entry = _lookup(name)
     valid = entry.parameters()
     params = canonical_params(params, valid, name)
     unknown = sorted(set(params) - set(valid))
@@ -185,18 +202,9 @@ def run(name: str, y: Tensor, op: LinearOperator | None = None, **params) -> Ten
     if missing:
         raise TypeError(f"{name}: missing required parameter(s) {', '.join(missing)}; "
                         f"valid: {', '.join(valid)}")
-    if entry.needs_op and op is None:
-        raise TypeError(f"{name}: needs a forward operator op (got None)")
     defaults = {p.name: p.default for p in inspect.signature(entry.fn).parameters.values()}
     for key, value in params.items():
         problem = param_problem(key, value, defaults.get(key, inspect.Parameter.empty))
         if problem:
             raise ValueError(f"{name}: {key} {problem}")
-    if isinstance(y, Tensor):
-        finite, nonzero = finite_and_nonzero(y)
-        if not finite:
-            bad = ~torch.isfinite(torch.view_as_real(y) if y.is_complex() else y)
-            raise ValueError(f"{name}: y holds {int(bad.sum())} NaN or Inf values")
-        if not nonzero:
-            raise ValueError(f"{name}: y is empty or all zero; there is nothing to reconstruct")
-    return entry.fn(y, op, **params)
+    return params
