@@ -14,7 +14,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = ["bench_operators.py", "bench_recon.py", "bench_calib.py", "bench_models.py",
-           "bench_pipeline_memory.py", "bench_pipeline.py", "bench_noncartesian.py"]
+           "bench_pipeline_memory.py", "bench_pipeline.py", "bench_noncartesian.py",
+           "bench_partial_fourier.py"]
 
 
 def main() -> int:

@@ -13,7 +13,7 @@ measures ``k`` on one side only; a real image ``rho`` times a smooth phase ``phi
 for each coil. Only the positions ``fill`` change, so the k-space methods that use it
 (``zero_filled_rss``, ``grappa``: the pipeline's ``preprocess.partial_fourier:
 phase_constrained``) stay what they are everywhere else. Each iteration costs two FFTs of the
-coil images.
+coil images; ``benchmarks/bench_partial_fourier.py`` compares it with BART's ``homodyne``.
 """
 
 from __future__ import annotations
@@ -23,9 +23,11 @@ from torch import Tensor
 
 from mrirecon.functional import fft2c, ifft2c
 
-#: Iterations of :func:`pocs_partial_fourier`: on simulated brains (160 x 160, 8 coils, a 25 %
-#: partial echo) the gain over zeros stops growing after about 8.
-POCS_ITERATIONS = 10
+#: Iterations of :func:`pocs_partial_fourier`. On simulated brains (320 x 320, 16 coils, 30 dB
+#: SNR, the last quarter of the readout / phase encoding missing) the PSNR peaks at 5: 3 / 5 /
+#: 10 / 20 iterations gave 56.87 / 57.66 / 57.41 / 56.70 dB (readout) and 56.57 / 57.62 / 57.37
+#: / 56.67 dB (phase; zeros: 45.3 dB): later iterations fit the noise of the measured side.
+POCS_ITERATIONS = 5
 
 
 def _taper(support: Tensor) -> Tensor:

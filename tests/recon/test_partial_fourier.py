@@ -55,8 +55,9 @@ def test_pocs_with_the_true_phase_recovers_the_missing_side_exactly():
 
 
 def test_pocs_with_the_estimated_phase_beats_zeros():
-    """The phase of the Hann-tapered symmetric part: the error of zeros falls by more than 10x
-    (18x measured) on a smooth-phase object; an even size leaves the Nyquist row (no mirror) to
+    """The phase of the Hann-tapered symmetric part, 10 iterations (noise-free data; the default
+    5 stop earlier for noisy ones): the error of zeros falls by more than 10x (18x measured) on
+    a smooth-phase object; an even size leaves the Nyquist row (no mirror) to
     the phase constraint alone and still gains (3.8x measured). Nothing outside measured | fill
     is made up."""
     w = 48
@@ -64,7 +65,7 @@ def test_pocs_with_the_estimated_phase_beats_zeros():
         img = _smooth_phase_image(h, w)
         k = fft2c(img)
         measured, fill, symmetric = _partial_echo(h, w, 16)
-        out = pocs_partial_fourier(k * measured, measured, fill, symmetric)
+        out = pocs_partial_fourier(k * measured, measured, fill, symmetric, iterations=10)
         zeros = float((k * measured - k).norm())
         assert float((out - k).norm()) < zeros / factor, h
         assert float((rss(ifft2c(out)) - rss(img)).norm()) < float(
