@@ -178,7 +178,7 @@ def read_noncartesian(path: Path, header: Header, records: np.ndarray, imaging: 
 
     ``order`` permutes the slices into position order (``ismrmrd_raw._slice_order``)."""
     from mrirecon.functional.density import pipe_menon_density
-    from mrirecon.io.ismrmrd_raw import _check_allocation
+    from mrirecon.io.ismrmrd_raw import _check_allocation, repeat_note
 
     heads = records["head"]
     idx = heads["idx"]
@@ -222,6 +222,7 @@ def read_noncartesian(path: Path, header: Header, records: np.ndarray, imaging: 
     data = np.zeros((num_slices, channels, readouts, samples), np.complex64)
     traj = np.full((readouts, samples, dims), np.nan, np.float32)
     count = np.zeros((num_slices, readouts), np.int64)
+    energy = np.zeros((num_slices, readouts))  # sum over repeats of each readout's |x|^2
     for a, r, s in zip(imaging, steps, slices_of):
         head = heads[a]
         for name, want in (("active_channels", channels), ("trajectory_dimensions", dims)):
@@ -257,7 +258,11 @@ def read_noncartesian(path: Path, header: Header, records: np.ndarray, imaging: 
             traj[r] = t
         data[s, :, r] += x  # repeats (idx.average, a readout stored twice) are averaged below
         count[s, r] += 1
+        energy[s, r] += float(np.vdot(x, x).real)
     data /= count[:, None, :, None]
+    repeated = count > 1
+    header = repeat_note(header, np.moveaxis(data, 1, 2)[repeated], count[repeated],
+                         energy[repeated], idx["average"][imaging])
     if order is not None:
         data = data[order]
     h, w = header.encoded_matrix[0], header.encoded_matrix[1]

@@ -531,3 +531,31 @@ def test_a_partial_echo_is_noted(tmp_path):
     full = [acquisition(cplx(rng, COILS, ENC_X), line, 0, center=ENC_X // 2) for line in range(ENC_Y)]
     write(tmp_path / "full.h5", make_xml(step1=(0, ENC_Y - 1, ENC_Y // 2), slices=1), full)
     assert not {"partial_echo_note", "readout_range"} & set(read_ismrmrd(tmp_path / "full.h5").header.extra)
+
+
+def test_repeats_that_disagree_are_noted(tmp_path):
+    """Repeated lines (idx.average) were averaged whatever they held: a second average that was
+    another echo, or empty, blended into the image without a word. Averages that differ by noise
+    (a tenth of the signal's amplitude here) read without a note; disagreeing ones are named with their
+    share, and the pipeline reports it (``reader_notes``)."""
+    from mrirecon.pipeline.stages_mri import reader_notes
+
+    rng = np.random.default_rng(3)
+    first = cplx(rng, 9, COILS, ENC_X) * np.float32(10)
+
+    def read(name, second):
+        acqs = []
+        for line in range(9):
+            acqs.append(acquisition(first[line], line, 0, center=ENC_X // 2))
+            acqs.append(acquisition(second(first[line]), line, 0, center=ENC_X // 2, average=1))
+        write(tmp_path / name, make_xml(slices=1), acqs)
+        return read_ismrmrd(tmp_path / name)
+
+    noisy = read("nex2.h5", lambda x: x + cplx(rng, *x.shape))
+    assert "repeats_note" not in noisy.header.extra and "repeats" not in reader_notes(noisy.header)
+    for name, second, share in (("empty.h5", np.zeros_like, "50%"),
+                                ("echo.h5", lambda x: cplx(rng, *x.shape) * np.float32(10), "5")):
+        k = read(name, second)
+        note = reader_notes(k.header)["repeats"]
+        assert note.startswith("9 readouts were acquired up to 2 times (idx.average [0, 1])"), name
+        assert f"differ by {share}" in note and "averaged anyway" in note, (name, note)

@@ -257,3 +257,12 @@ def test_density_weights_of_another_scale_are_brought_to_the_library_scale(radia
     ratio = got.density / base.density
     assert float(ratio.max() / ratio.min() - 1) < 16 * EPS  # the file's shape
     assert "multiplied by" in got.header.extra["density_scale_note"]
+
+
+def test_repeats_that_disagree_are_noted(radial, tmp_path):
+    """As for Cartesian lines (``repeat_note``): an exact copy reads without a note, an empty
+    second average is named (50 % of the energy)."""
+    assert "repeats_note" not in read_ismrmrd(_repeated(radial, tmp_path / "same.h5",
+                                                        lambda x: x)).header.extra
+    note = read_ismrmrd(_repeated(radial, tmp_path / "empty.h5", np.zeros_like)).header.extra
+    assert "differ by 50% of their energy" in note["repeats_note"]
