@@ -25,6 +25,9 @@ from mrirecon.core.config import (
 )
 from mrirecon.pipeline.schema import PipelineConfig
 
+#: The largest ``undersample.fixed_seed``: the mask functions seed a numpy ``RandomState``.
+MAX_MASK_SEED = 2**32 - 1
+
 
 def wrong_modality(method: str, wanted: str, model=None) -> str | None:
     """Why ``method`` cannot run where modality ``wanted`` (``"mri"`` / ``"ct"``) is, or
@@ -150,6 +153,10 @@ def validate_pipeline(config: PipelineConfig, source: str = "") -> PipelineConfi
         except ValueError as err:
             raise _fail(source, "undersample.photons", str(err).removeprefix("photons: ")) from None
     _at_least(source, "undersample.fixed_seed", und.fixed_seed, 0)
+    if und.fixed_seed > MAX_MASK_SEED:  # fastMRI's mask functions seed a numpy RandomState
+        raise _fail(source, "undersample.fixed_seed",
+                    f"must be <= {MAX_MASK_SEED} (2**32 - 1, the seeds of fastMRI's mask "
+                    f"functions), got {und.fixed_seed!r}")
     for i, c in enumerate(config.postprocess.crop_size):
         _at_least(source, f"postprocess.crop_size[{i}]", c, 1)
     _at_least(source, "report.max_slices_in_figures", config.report.max_slices_in_figures, 0)

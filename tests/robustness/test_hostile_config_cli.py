@@ -34,6 +34,10 @@ from mrirecon.pipeline.definitions import load_pipeline
     ("undersample.center_fractions=[0.08,0.04]", r"undersample.center_fractions: 2 value\(s\) for 1 "
                                                  r"accelerations"),
     ("undersample.views=-2", r"undersample.views: must be >= 1, got -2"),
+    # numpy's RandomState takes seeds below 2**32: every input failed after loading, with
+    # "ValueError: Seed must be between 0 and 2**32 - 1" naming no key
+    ("undersample.fixed_seed=4294967296", r"undersample.fixed_seed: must be <= 4294967295 "
+                                          r"\(2\*\*32 - 1"),
     ("load.counters.repetitio=1", r"load.counters.repetitio: not a selectable counter"),
     # Poisson counts wrap near 9.2e18 (1e20 photons gave -21 dB with exit 0)
     ("undersample.photons=1.0e+20", r"undersample.photons: photons must be in \(0, 1e\+15\]"),
