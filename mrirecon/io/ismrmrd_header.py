@@ -110,8 +110,9 @@ def parse_ismrmrd_header(xml: str | bytes, source: str | os.PathLike = "<xml str
     ------
     DataFormatError
         Malformed XML, a root element outside the ISMRMRD namespace, a missing
-        encoding/matrix/FOV element or a non-numeric value; the message names ``source`` and
-        the element path.
+        encoding/matrix/FOV element, a non-numeric value, or phase-encoding limits whose
+        acquired lines exclude the centre line; the message names ``source`` and the element
+        path.
     """
     source = str(source)
     if isinstance(xml, (bytes, bytearray)):
@@ -159,7 +160,15 @@ def parse_ismrmrd_header(xml: str | bytes, source: str | os.PathLike = "<xml str
     if center is None or maximum is None:
         padding_left, padding_right = 0, enc_y
     else:
-        extra["encoding_limits_step_1"] = (num(f"{lim}/minimum", int), maximum, center)
+        minimum = num(f"{lim}/minimum", int)
+        low = 0 if minimum is None else minimum
+        if low < 0 or not low <= center <= maximum:
+            raise DataFormatError(
+                source, f"ismrmrd_header/encoding/{lim}",
+                f"minimum={minimum}, maximum={maximum}, center={center}: the acquired lines "
+                "minimum..maximum must contain the centre line (and minimum >= 0); the header "
+                "does not describe an acquisition, so the columns it marks acquired would be wrong")
+        extra["encoding_limits_step_1"] = (minimum, maximum, center)
         padding_left = enc_y // 2 - center
         padding_right = padding_left + maximum + 1
         clamped_left, clamped_right = max(padding_left, 0), min(padding_right, enc_y)
