@@ -341,6 +341,7 @@ class LoDoPaBFiles:
                         raise DataFormatError(path, "attrs", f"unreadable ({err})") from None
         self._starts = np.concatenate([[0], np.cumsum(self.counts)])
         self.geometry = self._geometry()
+        self._check_units()
         for gt, obs, n in zip(self.ground_truth_paths, files, self.counts):
             if gt is None:
                 continue
@@ -381,18 +382,48 @@ class LoDoPaBFiles:
             )
         return geometry
 
+    def _number_attr(self, key: str, default: float, finite: bool = True) -> float:
+        value = self.attrs.get(key, default)
+        try:
+            number = float(value.item() if isinstance(value, np.ndarray) and value.size == 1
+                           else value)
+        except (TypeError, ValueError):
+            raise DataFormatError(self.observation_files[0], f"attrs/{key}",
+                                  f"expected a number, got {value!r}") from None
+        if finite and not math.isfinite(number):
+            raise DataFormatError(self.observation_files[0], f"attrs/{key}",
+                                  f"expected a finite number, got {value!r}")
+        return number
+
+    def _check_units(self) -> None:
+        """The attributes that enter the exported HU, checked at open: a water attenuation of
+        -1 / mm (or 20, its value per metre) put every voxel at about -1000 HU with exit 0, and
+        0 made the HU NaN, reported as "method 'fbp' diverged?"."""
+        water, air = self.mu_water, self.mu_air
+        if not 1e-3 <= water <= 1.0:
+            raise DataFormatError(self.observation_files[0], "attrs/mu_water_per_mm",
+                                  f"{water!r} is no attenuation of water in 1/mm (0.015-0.08 at "
+                                  f"diagnostic energies, LoDoPaB {MU_WATER_PER_M / 1000:g}"
+                                  f"{'; per metre?' if water > 1 else ''}): the HU would be wrong")
+        if not 0 <= air < water / 10:
+            raise DataFormatError(self.observation_files[0], "attrs/mu_air_per_mm",
+                                  f"{air!r} is no attenuation of air in 1/mm beside water at "
+                                  f"{water:g} (LoDoPaB {MU_AIR_PER_M / 1000:g}): the HU would be "
+                                  "wrong")
+
     @property
     def photons(self) -> float:
-        return float(self.attrs.get("photons", PHOTONS))
+        """Incident photons per bin as recorded (informational: the data are post-log)."""
+        return self._number_attr("photons", PHOTONS, finite=False)
 
     @property
     def mu_water(self) -> float:
         """Water attenuation (1/mm) of the HU conversion."""
-        return float(self.attrs.get("mu_water_per_mm", MU_WATER_PER_M / 1000))
+        return self._number_attr("mu_water_per_mm", MU_WATER_PER_M / 1000)
 
     @property
     def mu_air(self) -> float:
-        return float(self.attrs.get("mu_air_per_mm", MU_AIR_PER_M / 1000))
+        return self._number_attr("mu_air_per_mm", MU_AIR_PER_M / 1000)
 
     def __len__(self) -> int:
         return int(self._starts[-1])

@@ -5,11 +5,13 @@ meaningless metrics before; now it is an error naming the file and field, or a w
 from __future__ import annotations
 
 import re
+import shutil
 
 import h5py
 import pytest
 
 from tests.helpers import clone_h5
+from mrirecon.pipeline.definitions import load_pipeline
 from tests.robustness.test_hostile_inputs import mri_config, run_one
 
 
@@ -37,3 +39,33 @@ def test_encoding_limits_that_exclude_the_centre_line_are_refused(mri_file, tmp_
     assert f"{case}.h5" in entry["error"]
     assert "encodingLimits/kspace_encoding_step_1" in entry["error"]
     assert f"minimum={minimum}, maximum={maximum}" in entry["error"]
+
+
+@pytest.mark.parametrize("key, value", [
+    ("mu_water_per_mm", -1.0),  # every voxel at about -1000 HU, exit 0
+    ("mu_water_per_mm", 20.0),  # the value per metre: the same
+    ("mu_water_per_mm", 0.0),  # NaN HU, reported as "method 'fbp' diverged?"
+    ("mu_water_per_mm", "abc"),  # a bare "could not convert string to float", no field
+    ("mu_air_per_mm", 0.015),  # air at 3/4 of water: HU scaled 4x
+])
+def test_ct_unit_attributes_that_give_wrong_hu_are_refused(ct_dir, tmp_path, key, value):
+    root = tmp_path / "part"
+    shutil.copytree(ct_dir, root)
+    obs = root / "observation_test_000.hdf5"
+    with h5py.File(obs, "r+") as h5:
+        h5.attrs[key] = value
+    config = load_pipeline("ct_fbp", ["export.formats=[hdf5]", "report.enabled=false"])[0]
+    entry = run_one(config, obs, tmp_path / "out")
+    assert entry["status"] == "failed", entry
+    assert f"observation_test_000.hdf5: attrs/{key}:" in entry["error"]
+
+
+def test_ct_unit_attributes_of_other_energies_are_read(ct_dir, tmp_path):
+    """Water at 0.03 / mm (another tube voltage) and air at 0 stay valid."""
+    root = tmp_path / "part"
+    shutil.copytree(ct_dir, root)
+    obs = root / "observation_test_000.hdf5"
+    with h5py.File(obs, "r+") as h5:
+        h5.attrs["mu_water_per_mm"], h5.attrs["mu_air_per_mm"] = 0.03, 0.0
+    config = load_pipeline("ct_fbp", ["export.formats=[hdf5]", "report.enabled=false"])[0]
+    assert run_one(config, obs, tmp_path / "out")["status"] == "ok"
