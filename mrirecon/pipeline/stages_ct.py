@@ -293,41 +293,16 @@ def _missing_rays(sino: Tensor, geometry: CTGeometry) -> tuple[int, float, float
     return int(outside.sum()), float(sino[..., outside].mean(-2).max()), radius
 
 
-#: A reference whose best-matching flip / rotation correlates with the data's FBP this much
-#: better than the reference as read is reported (correct ones: the identity wins by far).
-ORIENTATION_MARGIN = 0.2
-#: The 7 transforms ``t`` of :func:`mrirecon.models.common.dihedral` other than the identity
-DIHEDRAL_NAMES = {1: "flipped up-down", 2: "flipped left-right", 3: "rotated 180 degrees",
-                  4: "transposed", 5: "rotated 90 degrees", 6: "rotated 270 degrees",
-                  7: "transposed and rotated 180 degrees"}
-
-
 def reference_orientation(reference: Tensor, fbp: Tensor) -> str | None:
     """A message when a flip / rotation of the (square) reference matches the data's FBP much
     better than the reference as read: a LoDoPaB ground truth stored as (rows, cols) instead of
     ODL's (x, y) was scored rotated (15.0 dB, SSIM 0.48 instead of 28.0 / 0.83), with no word."""
-    if reference.shape != fbp.shape or reference.shape[-1] != reference.shape[-2]:
+    from mrirecon.pipeline.reference_checks import orientation_note
+
+    if reference.shape[-1] != reference.shape[-2]:
         return None
-    a = fbp.double().flatten()
-    a = a - a.mean()
-
-    def corr(r: Tensor) -> float:
-        b = r.double().flatten()
-        b = b - b.mean()
-        den = float(a.norm() * b.norm())
-        return float(a @ b) / den if den > 0 else 0.0
-
-    from mrirecon.models.common import dihedral
-
-    scores = {t: corr(dihedral(reference, t)) for t in DIHEDRAL_NAMES}
-    best = max(scores, key=scores.__getitem__)
-    as_read = corr(reference)
-    if scores[best] > as_read + ORIENTATION_MARGIN:
-        return (f"the reference matches the data's FBP far better {DIHEDRAL_NAMES[best]} (correlation "
-                f"{scores[best]:.2f}) than as read ({as_read:.2f}): is it stored in another layout "
-                "(LoDoPaB ground truths are ODL (x, y), not (rows, cols))? The metrics compare "
-                "against it as read")
-    return None
+    return orientation_note(reference, fbp, "the data's FBP",
+                            " (LoDoPaB ground truths are ODL (x, y), not (rows, cols))")
 
 
 # ---- the stage protocol -----------------------------------------------------------------------

@@ -84,6 +84,10 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
         log.warning("%s", msg)
         result.warnings.append(msg)
     if config.evaluate.enabled and eval_ref is not None:
+        for msg in reference_notes(eval_ref, eval_pred, mri=config.modality == "mri"):
+            msg = f"{path.name}: {run.info.get('reference_key') or 'reference'}: {msg}"
+            log.warning("%s", msg)
+            result.warnings.append(msg)
         result.metrics = evaluate(eval_ref, eval_pred, crop=config.modality == "mri")
     placed_formats = [f for f in ("dicom", "nifti") if f in config.export.formats]
     if placed_formats and not image.geometry.placed:
@@ -132,6 +136,20 @@ def _slice_list(slices: list[int], total: int) -> str:
         return f"all {total} slices"
     shown = ", ".join(map(str, slices[:8])) + (", ..." if len(slices) > 8 else "")
     return f"{len(slices)} of {total} slices ({shown})"
+
+
+def reference_notes(reference: torch.Tensor, output: torch.Tensor, *, mri: bool) -> list[str]:
+    """What makes the metrics of ``output`` against ``reference`` (same shape) meaningless:
+    another scale (a uint16 ``reconstruction_rss`` scored 6.2 dB, a LoDoPaB ground truth in HU
+    2.5 dB, exit 0 and no word) or, for MRI, another orientation (a transposed reference: 9.3
+    instead of 41.0 dB). CT references are checked against the FBP slice by slice instead
+    (:func:`mrirecon.pipeline.stages_ct.reference_orientation`)."""
+    from mrirecon.pipeline.reference_checks import orientation_note, scale_note
+
+    notes = [scale_note(reference, output)]
+    if mri:
+        notes.append(orientation_note(reference, output, "the reconstruction"))
+    return [n for n in notes if n]
 
 
 def sampled_all(acceleration: float | None) -> bool:

@@ -69,3 +69,46 @@ def test_ct_unit_attributes_of_other_energies_are_read(ct_dir, tmp_path):
         h5.attrs["mu_water_per_mm"], h5.attrs["mu_air_per_mm"] = 0.03, 0.0
     config = load_pipeline("ct_fbp", ["export.formats=[hdf5]", "report.enabled=false"])[0]
     assert run_one(config, obs, tmp_path / "out")["status"] == "ok"
+
+
+@pytest.mark.parametrize("case, message", [
+    # a transposed reconstruction_rss: 9.3 instead of 41.0 dB, exit 0, no word
+    ("transposed", "the reference matches the reconstruction far better transposed"),
+    ("flipped", "the reference matches the reconstruction far better flipped up-down"),
+    # uint16 (a DICOM-derived magnitude at 0..4095): 6.2 dB, exit 0, no word
+    ("uint16", "reconstruction_rss: the reference's scale is"),
+])
+def test_an_mri_reference_in_another_layout_or_scale_is_reported(mri_file, tmp_path, case, message):
+    with h5py.File(mri_file) as h5:
+        ref = h5["reconstruction_rss"][()]
+    if case == "transposed":  # a square reference, so the size check cannot tell
+        side = min(ref.shape[1:])
+        top, left = (ref.shape[1] - side) // 2, (ref.shape[2] - side) // 2  # the fixed crop's
+        ref = ref[:, top:top + side, left:left + side]
+    stored = {"transposed": lambda r: r.transpose(0, 2, 1).copy(), "flipped": lambda r: r[:, ::-1],
+              "uint16": lambda r: (r / r.max() * 4095).astype("uint16")}[case](ref)
+    bad = clone_h5(mri_file, tmp_path / f"{case}.h5", reconstruction_rss=stored)
+    extra = ["postprocess.crop=fixed", f"postprocess.crop_size=[{side},{side}]"] \
+        if case == "transposed" else []
+    entry = run_one(mri_config(*extra), bad, tmp_path / "out")
+    assert entry["status"] == "ok", entry.get("error")
+    (msg,) = [w for w in entry["warnings"] if "reference" in w and "fully sampled" not in w]
+    assert msg.startswith(f"{case}.h5: ") and message in msg
+    good = run_one(mri_config(*extra), clone_h5(mri_file, tmp_path / "good.h5",
+                   reconstruction_rss=ref), tmp_path / "out_good")
+    assert not [w for w in good["warnings"] if "reference" in w and "fully sampled" not in w]
+
+
+def test_a_ct_ground_truth_in_hu_is_reported(ct_dir, tmp_path):
+    """A ground truth holding HU instead of mu / MU_MAX: 2.5 dB, exit 0, no word."""
+    root = tmp_path / "part"
+    shutil.copytree(ct_dir, root)
+    with h5py.File(root / "ground_truth_test_000.hdf5", "r+") as h5:
+        h5["data"][...] = h5["hu"][()]
+    config = load_pipeline("ct_fbp", ["export.formats=[hdf5]", "report.enabled=false"])[0]
+    entry = run_one(config, root / "observation_test_000.hdf5", tmp_path / "out")
+    assert entry["status"] == "ok"
+    (msg,) = entry["warnings"]
+    assert msg.startswith("observation_test_000.hdf5: ground_truth_test: the reference's scale is")
+    good = run_one(config, ct_dir / "observation_test_000.hdf5", tmp_path / "out_good")
+    assert good["status"] == "ok" and not good["warnings"]
