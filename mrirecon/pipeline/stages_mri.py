@@ -428,6 +428,12 @@ class _MRISource:
 
         self.path, self.info = path, {}
         if fmt == "fastmri":
+            if load is not None and load.counters:  # the whole volume was read, exit 0
+                chosen = ", ".join(f"load.counters.{k}={v}" for k, v in load.counters.items())
+                raise ValueError(f"{path}: {chosen} selects acquisitions of ISMRMRD raw data, but "
+                                 "this is a fastMRI file, which has no such counters (every slice "
+                                 "would be reconstructed); drop load.counters for fastMRI inputs "
+                                 "(run them apart from the ISMRMRD files)")
             self._file = FastMRIFile(path)
             self._vol = None
             self._n = len(self._file)

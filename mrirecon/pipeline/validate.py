@@ -109,6 +109,10 @@ def validate_pipeline(config: PipelineConfig, source: str = "") -> PipelineConfi
                                            "pipeline; use auto or a format of that modality")
     from mrirecon.io.ismrmrd_raw import SELECTABLE_COUNTERS
 
+    if config.modality == "ct" and config.load.counters:
+        name = next(iter(config.load.counters))
+        raise _fail(source, f"load.counters.{name}", "selects acquisitions of ISMRMRD raw data; a "
+                    "CT pipeline reads LoDoPaB HDF5 or DICOM, which have no counters")
     for name, value in dict(config.load.counters).items():
         if name not in SELECTABLE_COUNTERS:
             raise _fail(source, f"load.counters.{name}",

@@ -58,6 +58,27 @@ def test_config_values_are_checked_at_load_with_the_key_named(override, message)
         load_pipeline("mri_cs", [override])
 
 
+def test_load_counters_are_refused_where_no_input_has_counters(mri_file, tmp_path):
+    """``load.counters`` select ISMRMRD acquisitions: a fastMRI file (or a CT pipeline) has none,
+    and ``load.counters.slice=1`` reconstructed every slice with exit 0."""
+    import json
+
+    from mrirecon.pipeline.runner import run_pipeline
+
+    with pytest.raises(ConfigError, match=r"ct_fbp.yaml: load.counters.slice: selects acquisitions "
+                                          r"of ISMRMRD raw data; a CT pipeline"):
+        load_pipeline("ct_fbp", ["load.counters.slice=1"])
+    config = load_pipeline("mri_cs", ["load.counters.slice=1", "reconstruct.method=zero_filled_rss",
+                                      "reconstruct.params={}", "calibrate.method=none",
+                                      "export.formats=[hdf5]", "report.enabled=false"])[0]
+    assert run_pipeline(config, [str(mri_file)], tmp_path / "out", progress=False) == 1
+    (entry,) = json.loads((tmp_path / "out" / "provenance.json").read_text())["files"]
+    assert entry["status"] == "failed" and mri_file.name in entry["error"]
+    assert "load.counters.slice=1 selects acquisitions of ISMRMRD raw data" in entry["error"]
+    assert not (tmp_path / "out" / "reconstructions").exists() or \
+        not any((tmp_path / "out" / "reconstructions").iterdir())
+
+
 def test_an_error_in_an_overridden_key_names_the_override():
     """The message named only the pipeline file, where the key was never written."""
     with pytest.raises(ConfigError, match=r"^--set over .*mri_cs.yaml: postprocess.crop_size: expected a list"):
