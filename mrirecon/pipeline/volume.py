@@ -84,11 +84,21 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
         log.warning("%s", msg)
         result.warnings.append(msg)
     if config.evaluate.enabled and eval_ref is not None:
-        for msg in reference_notes(eval_ref, eval_pred, mri=config.modality == "mri"):
-            msg = f"{path.name}: {run.info.get('reference_key') or 'reference'}: {msg}"
+        field_ = run.info.get("reference_key") or "reference"
+        peak = float(eval_ref.max())
+        if peak <= 0:  # the input failed after reconstruction, in psnr, naming no dataset
+            msg = (f"{path.name}: {field_}: no metrics: the reference is "
+                   f"{'all zero' if not eval_ref.any() else f'nowhere positive (maximum {peak:.3g})'}"
+                   ", so PSNR / SSIM have no data range (a placeholder reference?)")
             log.warning("%s", msg)
             result.warnings.append(msg)
-        result.metrics = evaluate(eval_ref, eval_pred, crop=config.modality == "mri")
+            display_ref = None  # nor a figure panel (a negative one failed the PNG export)
+        else:
+            for msg in reference_notes(eval_ref, eval_pred, mri=config.modality == "mri"):
+                msg = f"{path.name}: {field_}: {msg}"
+                log.warning("%s", msg)
+                result.warnings.append(msg)
+            result.metrics = evaluate(eval_ref, eval_pred, crop=config.modality == "mri")
     placed_formats = [f for f in ("dicom", "nifti") if f in config.export.formats]
     if placed_formats and not image.geometry.placed:
         msg = (f"{path.name}: the file holds no patient position or orientation (fastMRI and "

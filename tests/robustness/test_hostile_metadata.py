@@ -112,3 +112,31 @@ def test_a_ct_ground_truth_in_hu_is_reported(ct_dir, tmp_path):
     assert msg.startswith("observation_test_000.hdf5: ground_truth_test: the reference's scale is")
     good = run_one(config, ct_dir / "observation_test_000.hdf5", tmp_path / "out_good")
     assert good["status"] == "ok" and not good["warnings"]
+
+
+@pytest.mark.parametrize("case", ["zero", "negative", "ct_zero"])
+def test_a_reference_with_no_data_range_gives_no_metrics_and_keeps_the_output(
+        mri_file, ct_dir, tmp_path, case):
+    """An all-zero (placeholder) or nowhere-positive reference failed the input after its
+    reconstruction, in psnr ("the data range gt.max() must be finite and > 0"), naming no dataset;
+    now the outputs are written and a warning says why there are no metrics."""
+    if case == "ct_zero":
+        root = tmp_path / "part"
+        shutil.copytree(ct_dir, root)
+        with h5py.File(root / "ground_truth_test_000.hdf5", "r+") as h5:
+            h5["data"][...] = 0
+        path, field = root / "observation_test_000.hdf5", "ground_truth_test"
+        config = load_pipeline("ct_fbp", ["export.formats=[hdf5,png]", "report.enabled=false"])[0]
+    else:
+        with h5py.File(mri_file) as h5:
+            ref = h5["reconstruction_rss"][()]
+        path = clone_h5(mri_file, tmp_path / f"{case}.h5",
+                        reconstruction_rss=0 * ref if case == "zero" else -ref - 1)
+        field, config = "reconstruction_rss", mri_config("export.formats=[hdf5,png]")
+    entry = run_one(config, path, tmp_path / "out")
+    assert entry["status"] == "ok", entry.get("error")
+    assert not entry.get("metrics")
+    (msg,) = [w for w in entry["warnings"] if "no metrics" in w]
+    assert msg.startswith(f"{path.name}: {field}: no metrics: the reference is ")
+    assert list((tmp_path / "out" / "reconstructions").rglob("*.h5"))
+    assert list((tmp_path / "out" / "figures").rglob("*.png"))
