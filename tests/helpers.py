@@ -269,3 +269,22 @@ def fastmri_to_ismrmrd(src: Path, dst: Path, first_sample: int = 0) -> None:
         ds.write_xml_header(xml)
         for i in np.random.default_rng(0).permutation(len(acqs)):
             ds.append_acquisition(acqs[i])
+
+
+def partial_fourier_file(folder: Path, *, size: int = 96, missing: int = 24) -> Path:
+    """A simulated fastMRI file (1 slice, 8 coils, ``size`` x ``size``, seed 0) made partial
+    Fourier: the first ``missing`` phase-encoding lines never acquired (zeroed) and the header's
+    encoding limits saying so (``padding_left``)."""
+    from mrirecon.data.simulate_mri import simulate_mri_dataset
+    from mrirecon.io.ismrmrd_header import header_to_xml, parse_ismrmrd_header
+
+    (path,) = simulate_mri_dataset(folder, volumes=1, slices=1, coils=8, size=(size, size), seed=0)
+    path = Path(path)
+    with h5py.File(path, "r+") as f:
+        header = parse_ismrmrd_header(f["ismrmrd_header"][()], str(path))
+        del f["ismrmrd_header"]
+        f["ismrmrd_header"] = header_to_xml(header.with_(padding_left=missing)).encode()
+        k = f["kspace"][...]
+        k[..., :missing] = 0
+        f["kspace"][...] = k
+    return path

@@ -247,18 +247,9 @@ def test_partial_fourier_is_filled_by_phase_constrained_cg_sense(tmp_path):
     """A 6/8 partial Fourier file through cg_sense: the missing quarter of the lines was
     reconstructed as unsampled k-space; the phase constraint (a real image times the phase of
     the symmetric centre) recovers most of what the full acquisition gives."""
-    from mrirecon.data.simulate_mri import simulate_mri_dataset
-    from mrirecon.io.ismrmrd_header import header_to_xml, parse_ismrmrd_header
+    from tests.helpers import partial_fourier_file
 
-    (path,) = simulate_mri_dataset(tmp_path, volumes=1, slices=1, coils=8, size=(96, 96), seed=0)
-    path = Path(path)
-    with h5py.File(path, "r+") as f:
-        header = parse_ismrmrd_header(f["ismrmrd_header"][()], str(path))
-        del f["ismrmrd_header"]
-        f["ismrmrd_header"] = header_to_xml(header.with_(padding_left=24)).encode()
-        k = f["kspace"][...]
-        k[..., :24] = 0  # lines 0..23 never acquired: 72 of 96 (75 %)
-        f["kspace"][...] = k
+    path = partial_fourier_file(tmp_path)  # lines 0..23 never acquired: 72 of 96 (75 %)
 
     def run(mode):
         config = load_pipeline("mri_cs", ["reconstruct.method=cg_sense", "export.formats=[hdf5]",

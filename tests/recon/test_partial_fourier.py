@@ -139,19 +139,9 @@ def test_partial_echo_is_completed_for_the_kspace_methods(tmp_path):
 def test_partial_fourier_lines_are_completed_for_zero_filled_rss(tmp_path):
     """A 6/8 partial Fourier fastMRI file: zero-filled RSS took the never-acquired quarter of
     the phase-encoding lines as zeros; POCS fills them from the conjugate side."""
-    from mrirecon.data.simulate_mri import simulate_mri_dataset
-    from mrirecon.io.ismrmrd_header import header_to_xml, parse_ismrmrd_header
+    from tests.helpers import partial_fourier_file
 
-    (path,) = simulate_mri_dataset(tmp_path / "sim", volumes=1, slices=1, coils=8, size=(96, 96),
-                                   seed=0)
-    path = Path(path)
-    with h5py.File(path, "r+") as f:
-        header = parse_ismrmrd_header(f["ismrmrd_header"][()], str(path))
-        del f["ismrmrd_header"]
-        f["ismrmrd_header"] = header_to_xml(header.with_(padding_left=24)).encode()
-        k = f["kspace"][...]
-        k[..., :24] = 0  # lines 0..23 never acquired: 72 of 96 (75 %)
-        f["kspace"][...] = k
+    path = partial_fourier_file(tmp_path / "sim")  # lines 0..23 never acquired: 72 of 96
     zf = ["reconstruct.method=zero_filled_rss", "reconstruct.params={}", "calibrate.method=none",
           "evaluate.enabled=true"]
     scores = {}
