@@ -203,6 +203,13 @@ class KSpace:
     density
         Non-Cartesian data only: ``(readouts, samples)`` density compensation weights
         (scale of :mod:`mrirecon.functional.density`), or ``None``.
+    calibration
+        Cartesian data only: ``(slices, coils, H, W)`` complex, the parallel-imaging reference
+        lines of a separate reference scan (ISMRMRD ``calibrationMode`` separate, or
+        calibration-only lines of another contrast or gain), on the same grid as ``data`` (same
+        readout placement, slice order and readout crop) and zero elsewhere; ``None`` when the
+        calibration lines, if any, are part of ``data``. They serve calibration only (coil
+        maps, GRAPPA kernel) and are never part of the image data or ``mask``.
     """
 
     dims: ClassVar[tuple[str, ...]] = ("slices", "coils", "H", "W")
@@ -215,6 +222,7 @@ class KSpace:
     source: str = ""
     trajectory: torch.Tensor | None = None
     density: torch.Tensor | None = None
+    calibration: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         _check_rank("KSpace", "data", self.data, self.dims)
@@ -231,6 +239,14 @@ class KSpace:
                 raise ValueError(f"KSpace.density {tuple(self.density.shape)} does not match {kshape}")
         elif self.density is not None:
             raise ValueError("KSpace.density needs a trajectory")
+        if self.calibration is not None:
+            if self.trajectory is not None:
+                raise ValueError("KSpace.calibration is for Cartesian data only")
+            if tuple(self.calibration.shape) != tuple(self.data.shape):
+                raise ValueError(f"KSpace.calibration {tuple(self.calibration.shape)} does not "
+                                 f"match the data {tuple(self.data.shape)}")
+            if not torch.is_complex(self.calibration):
+                raise TypeError(f"KSpace.calibration must be complex, got {self.calibration.dtype}")
         if self.mask is not None and self.mask.shape[-1] != self.data.shape[-1]:
             raise ValueError(
                 f"KSpace.mask has {self.mask.shape[-1]} columns, data has {self.data.shape[-1]}"

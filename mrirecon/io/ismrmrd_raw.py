@@ -22,7 +22,14 @@ W = phase encoding)``:
   navigator, phase-correction, dummy, feedback, surface-coil-correction and phase
   stabilisation acquisitions are ignored, as are those of other encoding spaces
   (``encoding_space_ref != 0``; noted in ``header.extra["other_encodings_note"]``, and refused
-  when they are calibration lines: a separate reference scan, which cannot be used yet);
+  when they are calibration lines: a reference scan on another matrix, which cannot be used);
+* calibration-only lines (``ACQ_IS_PARALLEL_CALIBRATION`` without ``..._AND_IMAGING``) of the
+  same scan (integrated ACS) fill the positions no imaging line has; a separate reference scan
+  (header ``calibrationMode`` ``separate`` / ``external``, or lines that differ from the imaging
+  lines at the same positions by more than
+  :data:`~mrirecon.io.ismrmrd_reference.CALIBRATION_MISMATCH`) is returned apart as
+  ``KSpace.calibration``, placed, transformed and cropped like the imaging data, and never enters
+  ``data`` (noted in ``header.extra["calibration_note"]``);
 * unacquired lines stay zero; ``KSpace.mask`` ``(W,)`` (or ``(slices, W)`` when slices
   differ) marks acquired columns, ``None`` when all columns were acquired;
 * a partial (asymmetric) echo, one side of every readout never sampled, is recorded as
@@ -49,15 +56,13 @@ from mrirecon.containers import Header, ImageGeometry, KSpace
 from mrirecon.functional import center_crop, fft2c, ifft2c
 from mrirecon.io.errors import DataFormatError, require_regular_file
 from mrirecon.io.hdf5_vlen import check_vlen_references
+from mrirecon.io.ismrmrd_reference import CALIBRATION_MISMATCH, separate_reference  # noqa: F401
 from mrirecon.io.ismrmrd_header import parse_ismrmrd_header
 
 # ISMRMRD acquisition flag numbers (bit ``n - 1`` of ``flags``).
 ACQ_IS_NOISE_MEASUREMENT = 19
 ACQ_IS_PARALLEL_CALIBRATION = 20
 ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING = 21
-#: Calibration-only lines that differ from the imaging lines at the same positions by more than
-#: this (relative) come from another scan (a separate reference of other contrast or gain).
-CALIBRATION_MISMATCH = 0.3
 #: Share of their energy by which repeated acquisitions of the same lines may differ before the
 #: reader notes it (:func:`repeat_note`): noise and motion between averages stay far below.
 REPEAT_MISMATCH = 0.2
@@ -264,7 +269,8 @@ def _read_ismrmrd(
         Crop the readout (``H``) to the recon field of view in image space; the returned
         header's encoded ``x`` matrix and FOV are updated accordingly.
     include_calibration
-        Keep acquisitions flagged as parallel-imaging calibration only (ACS lines).
+        Keep acquisitions flagged as parallel-imaging calibration only (ACS lines; a separate
+        reference scan's lines go to ``KSpace.calibration``).
     counters
         Values to select for ``contrast``, ``phase``, ``repetition``, ``set`` when the file
         has several (e.g. ``{"repetition": 2}``); ``slice`` reads that slice or 3-D slab
@@ -275,7 +281,8 @@ def _read_ismrmrd(
     KSpace
         ``data`` ``(slices, coils, H, W)`` complex64, ``mask``, ``noise`` ``(coils, samples)``
         or ``None``, ``header`` with geometry (orientation and origin from the first imaging
-        acquisition when its directions are set).
+        acquisition when its directions are set), ``calibration`` ``(slices, coils, H, W)``
+        (a separate reference scan's lines, zero elsewhere) or ``None``.
 
     Raises
     ------
@@ -336,9 +343,10 @@ def _read_ismrmrd(
         if reference.any():
             raise fail(f"data[{int(np.argmax(reference))}].head.encoding_space_ref",
                        f"{int(reference.sum())} parallel-calibration acquisitions are in encoding "
-                       f"space {spaces}: a reference scan of its own, which mrirecon cannot use yet "
-                       "(it calibrates from the imaging data's centre; without it an undersampled "
-                       "scan has no calibration band)")
+                       f"space {spaces}: a reference scan in an encoding space of its own (its own "
+                       "matrix and field of view), which mrirecon cannot use (a separate "
+                       "reference in encoding space 0, with the imaging matrix, is used for "
+                       "calibration; without one an undersampled scan has no calibration band)")
         header = header.with_(extra={**header.extra, "other_encodings_note": (
             f"{int(other.sum())} acquisitions of encoding space {spaces} were not read: only "
             "encoding space 0 is reconstructed")})
@@ -387,21 +395,15 @@ def _read_ismrmrd(
     count = np.zeros((num_slices, enc_z, enc_y), np.int64)
     energy = np.zeros((num_slices, enc_z, enc_y))  # sum over repeats of each line's |samples|^2
     positions: dict[int, np.ndarray] = {}
-    # calibration-only lines (ACS outside the imaging pattern) fill positions no imaging line
-    # has; where an imaging line exists it wins (they were averaged in, whatever their scan)
+    # calibration-only lines (ACS outside the imaging pattern) go to a grid of their own first:
+    # lines of the same scan then fill the positions no imaging line has (where an imaging line
+    # exists it wins), a separate reference scan stays apart (KSpace.calibration)
     calib_only = _flag(flags, ACQ_IS_PARALLEL_CALIBRATION) & \
         ~_flag(flags, ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING)
-    calib_lines = {}
-    imaging_at = {(int(idx["slice"][a]), int(idx["kspace_encode_step_2"][a]),
-                   int(idx["kspace_encode_step_1"][a])) for a in imaging if not calib_only[a]}
-    mode = header.extra.get("calibration_mode", "")
-    if calib_only[imaging].any() and mode in ("separate", "external"):
-        raise fail("ismrmrd_header/encoding/parallelImaging/calibrationMode",
-                   f"{mode!r}: the calibration-only lines are a reference scan of their own; "
-                   "mrirecon calibrates from the imaging data's centre and cannot use it yet "
-                   "(--set load.include_calibration=false, with ACS lines among the imaging "
-                   "lines)")
-    readout = [enc_x, 0]  # the rows any imaging line fills
+    grids = {False: (kspace, count, energy, [enc_x, 0])}  # the rows any line fills
+    if calib_only[imaging].any():
+        grids[True] = (np.zeros_like(kspace), np.zeros_like(count), np.zeros_like(energy),
+                       [enc_x, 0])
     for a in imaging:
         head = heads[a]
         if int(head["active_channels"]) != channels:
@@ -428,18 +430,19 @@ def _read_ismrmrd(
             raise fail(f"data[{a}].idx.kspace_encode_step_2",
                        f"partition {part} outside the {enc_z} encoded partitions")
         s = int(idx["slice"][a])
-        key = (s, int(idx["kspace_encode_step_2"][a]), int(idx["kspace_encode_step_1"][a]))
-        if calib_only[a] and key in imaging_at:  # compared below, never averaged in
-            line = np.zeros((channels, enc_x), np.complex64)
-            line[:, start: start + n] = samples
-            calib_lines.setdefault((s, part, col), []).append(line)
-            continue
-        kspace[s, part, :, start: start + n, col] += samples
-        count[s, part, col] += 1
-        energy[s, part, col] += float(np.vdot(samples, samples).real)
-        readout[0], readout[1] = min(readout[0], start), max(readout[1], start + n)
-        positions.setdefault(s, np.asarray(head["position"], float))
-    if not np.isfinite(kspace).all():
+        grid, counts, energies, rows = grids[bool(calib_only[a])]
+        grid[s, part, :, start: start + n, col] += samples
+        counts[s, part, col] += 1
+        energies[s, part, col] += float(np.vdot(samples, samples).real)
+        rows[0], rows[1] = min(rows[0], start), max(rows[1], start + n)
+        if not calib_only[a]:
+            positions.setdefault(s, np.asarray(head["position"], float))
+    for a in imaging[calib_only[imaging]]:  # slices with reference lines alone
+        positions.setdefault(int(idx["slice"][a]), np.asarray(heads[a]["position"], float))
+    calibration, header = separate_reference(header, grids)
+    readout = grids[False][3]
+    if not np.isfinite(kspace).all() or (calibration is not None
+                                         and not np.isfinite(calibration).all()):
         raise fail(f"{dataset}/data", "NaN or Inf samples")
     missing = enc_x - (readout[1] - readout[0])
     if missing >= max(2, 0.05 * enc_x):  # an asymmetric (partial) echo: one side never sampled
@@ -453,17 +456,6 @@ def _read_ismrmrd(
     repeated = count > 1
     header = repeat_note(header, np.moveaxis(kspace, 4, 2)[repeated], count[repeated],
                          energy[repeated], idx["average"][imaging])
-    if calib_lines:  # the same scan's ACS agree with its imaging lines up to noise
-        got = np.stack([np.mean(v, 0) for v in calib_lines.values()])
-        ref = np.stack([kspace[s, p, :, :, c] for s, p, c in calib_lines])
-        mismatch = float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-30))
-        if mismatch > CALIBRATION_MISMATCH:
-            raise fail(f"{dataset}/data",
-                       f"the calibration-only lines (ACQ_IS_PARALLEL_CALIBRATION) differ from "
-                       f"the imaging lines at the same {len(calib_lines)} positions by "
-                       f"{mismatch:.0%}: a separate reference scan (another contrast or gain), "
-                       "which mrirecon cannot calibrate from yet; its lines would corrupt the "
-                       "image (--set load.include_calibration=false leaves them out)")
 
     columns = acquired.any(axis=1)  # (slices, W)
     partitions = acquired.any(axis=2)  # (slices, z)
@@ -474,26 +466,23 @@ def _read_ismrmrd(
                          partitions=enc_z, thickness=header.geometry.spacing[0])
     if order is not None:  # slice index order is not position order: sort by position
         kspace, columns, partitions = kspace[order], columns[order], partitions[order]
+        calibration = None if calibration is None else calibration[order]
         positions = {i: positions[int(s)] for i, s in enumerate(order)}
-    data = torch.from_numpy(kspace)
-    if enc_z > 1:  # inverse FT along partitions: ifft2c over (z, 1)
-        data = ifft2c(data.permute(0, 2, 3, 4, 1).unsqueeze(-1)).squeeze(-1).permute(0, 4, 1, 2, 3)
+    if enc_z > 1:
         columns = np.repeat(columns, enc_z, axis=0)
-        if _partitions_reversed(heads[imaging[0]]):  # slices run along phase x read
-            data = data.flip(1)
-    data = data.reshape(num_slices * enc_z, channels, enc_x, enc_y).contiguous()
-
+    new_x = enc_x
     if crop_readout_oversampling:
         fx_enc, fx_rec = header.encoded_fov_mm[0], header.recon_fov_mm[0]
         new_x = int(round(enc_x * fx_rec / fx_enc)) if fx_enc > 0 and fx_rec > 0 else enc_x
         if 0 < new_x < enc_x:
-            hybrid = ifft2c(data.transpose(-1, -2).unsqueeze(-1))  # FT along readout only
-            hybrid = center_crop(hybrid, (new_x, 1))
-            data = fft2c(hybrid).squeeze(-1).transpose(-1, -2).contiguous()
             header = header.with_(
                 encoded_matrix=(new_x, enc_y, enc_z),
                 encoded_fov_mm=(fx_rec,) + tuple(header.encoded_fov_mm[1:]),
             )
+    reversed_ = _partitions_reversed(heads[imaging[0]])
+    data = _to_slices(kspace, new_x, reversed_)
+    if calibration is not None:  # the same placement, partition transform and crop
+        calibration = _to_slices(calibration, new_x, reversed_)
 
     mask = torch.from_numpy(columns)
     mask = mask[0] if bool((mask == mask[0]).all()) else mask
@@ -503,7 +492,27 @@ def _read_ismrmrd(
     noise = _noise_scans(records, noise_sel, imaging, fail, dataset, channels)
     geometry = _geometry(heads[imaging[0]], header, num_slices, positions, partitions=enc_z)
     header = header.with_(num_coils=channels, geometry=geometry)
-    return KSpace(data=data, header=header, mask=mask, noise=noise, source=str(path))
+    return KSpace(data=data, header=header, mask=mask, noise=noise, source=str(path),
+                  calibration=calibration)
+
+
+def _to_slices(grid: np.ndarray, new_x: int, reversed_: bool) -> torch.Tensor:
+    """A k-space grid ``(slices, z, coils, x, y)`` as ``(slices * z, coils, x', y)``: inverse
+    Fourier transformed along the partitions of a 3-D encoding (``z > 1``; flipped when they run
+    against the slice normal, :func:`_partitions_reversed`) and, for ``0 < new_x < x``, cropped
+    to ``new_x`` readout samples in image space (readout oversampling removal)."""
+    num_slices, enc_z, channels, enc_x, enc_y = grid.shape
+    data = torch.from_numpy(grid)
+    if enc_z > 1:  # inverse FT along partitions: ifft2c over (z, 1)
+        data = ifft2c(data.permute(0, 2, 3, 4, 1).unsqueeze(-1)).squeeze(-1).permute(0, 4, 1, 2, 3)
+        if reversed_:  # slices run along phase x read
+            data = data.flip(1)
+    data = data.reshape(num_slices * enc_z, channels, enc_x, enc_y).contiguous()
+    if 0 < new_x < enc_x:
+        hybrid = ifft2c(data.transpose(-1, -2).unsqueeze(-1))  # FT along readout only
+        hybrid = center_crop(hybrid, (new_x, 1))
+        data = fft2c(hybrid).squeeze(-1).transpose(-1, -2).contiguous()
+    return data
 
 
 def repeat_note(header: Header, lines: np.ndarray, counts: np.ndarray, energies: np.ndarray,

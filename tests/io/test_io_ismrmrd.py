@@ -443,16 +443,20 @@ def test_a_line_beyond_the_headers_encoding_limit_is_named(tmp_path):
         read_ismrmrd(tmp_path / "beyond.h5")
 
 
-def test_calibration_only_lines_fill_gaps_but_a_separate_reference_scan_is_refused(tmp_path):
+def test_calibration_only_lines_fill_gaps_but_a_separate_reference_scan_stays_apart(tmp_path):
     # imaging every 3rd line plus calibration-only ACS lines at the centre: the same scan's ACS
-    # fill the gaps and never average into imaging lines; a reference scan of another gain (was
-    # averaged in: 4.9 dB, exit 0) is refused, as is a header that says the calibration is separate
+    # fill the gaps and never average into imaging lines. A reference scan of another gain was
+    # averaged in (4.9 dB, exit 0), then refused ("differ ... by 200%: a separate reference
+    # scan"), as was a header that says the calibration is separate; both are now returned
+    # apart in KSpace.calibration and never enter the data or the mask
     rng = np.random.default_rng(7)
     truth = cplx(rng, 1, COILS, ENC_X, ENC_Y)
     cal = ismrmrd.ACQ_IS_PARALLEL_CALIBRATION
     imaging = [acquisition(truth[0, :, :, line + 2], line, 0, center=ENC_X // 2)
                for line in range(0, 9, 3)]
     acs = range(2, 7)  # lines 2..6: 3 and 6 are imaging lines too
+    imaging_cols = [line + 2 for line in range(0, 9, 3)]
+    acs_cols = [line + 2 for line in acs]
 
     def scan(gain, name, xml=None):
         calib = [acquisition(truth[0, :, :, line + 2] * gain, line, 0, center=ENC_X // 2,
@@ -463,18 +467,35 @@ def test_calibration_only_lines_fill_gaps_but_a_separate_reference_scan_is_refus
     k = read_ismrmrd(scan(1.0, "same.h5"))
     cols = [line + 2 for line in sorted({0, 3, 6, *acs})]
     np.testing.assert_array_equal(k.data.numpy()[..., cols], truth[..., cols])
-    with pytest.raises(DataFormatError, match=r"calibration-only lines \(ACQ_IS_PARALLEL_CALIBRATION\) "
-                                              r"differ from the imaging lines at the same 2 positions "
-                                              r"by 200%: a separate reference scan"):
-        read_ismrmrd(scan(3.0, "gain.h5"))
-    assert read_ismrmrd(scan(3.0, "gain.h5"), include_calibration=False).data.shape[0] == 1
+    assert k.calibration is None and "calibration_note" not in k.header.extra
+
+    def assert_apart(k, gain):
+        data, ref = k.data.numpy(), k.calibration.numpy()
+        others = [c for c in range(ENC_Y) if c not in imaging_cols]
+        np.testing.assert_array_equal(data[..., imaging_cols], truth[..., imaging_cols])
+        assert not data[..., others].any()  # no reference line in the data
+        assert k.mask.tolist() == [c in imaging_cols for c in range(ENC_Y)]
+        np.testing.assert_allclose(ref[..., acs_cols], gain * truth[..., acs_cols], rtol=1e-6)
+        assert not ref[..., [c for c in range(ENC_Y) if c not in acs_cols]].any()
+
+    k = read_ismrmrd(scan(3.0, "gain.h5"))
+    assert_apart(k, 3.0)
+    assert k.header.extra["calibration_note"].startswith(
+        "separate reference scan (their calibration-only lines (ACQ_IS_PARALLEL_CALIBRATION) "
+        "differ from the imaging lines at the same 2 positions by 200%: another contrast or "
+        "gain): 5 reference lines per slice (columns 4..8 of 12) are used only for calibration")
+    assert read_ismrmrd(scan(3.0, "gain.h5"), include_calibration=False).calibration is None
     separate = make_xml(slices=1).replace(  # schema order: parallelImaging after trajectory
         "</trajectory>", "</trajectory><parallelImaging><accelerationFactor>"
         "<kspace_encoding_step_1>3</kspace_encoding_step_1><kspace_encoding_step_2>1"
         "</kspace_encoding_step_2></accelerationFactor><calibrationMode>separate"
         "</calibrationMode></parallelImaging>")
-    with pytest.raises(DataFormatError, match=r"calibrationMode: 'separate'"):
-        read_ismrmrd(scan(1.0, "sep.h5", separate))
+    k = read_ismrmrd(scan(1.0, "sep.h5", separate))  # same gain, but the header says separate
+    assert_apart(k, 1.0)
+    assert k.header.extra["calibration_note"].startswith(
+        "separate reference scan (header calibrationMode 'separate'): 5 reference lines")
+    k = read_ismrmrd(scan(1.0, "sep.h5", separate), crop_readout_oversampling=True)
+    assert k.calibration.shape == k.data.shape == (1, COILS, REC_X, ENC_Y)
 
 
 def test_acquisitions_of_a_second_encoding_space_are_never_dropped_silently(tmp_path):
