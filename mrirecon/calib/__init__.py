@@ -1,7 +1,7 @@
 """Coil calibration: sensitivity maps (ESPIRiT, Walsh, Inati), coil compression, prewhitening."""
 
 from mrirecon.calib.centre import centre_maps, espirit_block
-from mrirecon.calib.compression import gcc_compress, gcc_matrices, svd_compress
+from mrirecon.calib.compression import gcc_apply, gcc_compress, gcc_matrices, svd_compress
 from mrirecon.calib.espirit import calibration_region, espirit_kernels, espirit_maps
 from mrirecon.calib.noncartesian import gridded_calibration_images, noncartesian_maps
 from mrirecon.calib.prewhiten import noise_covariance, prewhiten, whitening_matrix
@@ -13,6 +13,7 @@ __all__ = [
     "espirit_kernels",
     "espirit_block",
     "espirit_maps",
+    "gcc_apply",
     "gcc_compress",
     "gcc_matrices",
     "gridded_calibration_images",

@@ -175,8 +175,20 @@ def gcc_compress(
             f"gcc_compress: calib must have shape ({kspace.shape[0]}, {kspace.shape[1]}, w), got {tuple(calib.shape)}"
         )
     mats = gcc_matrices(calib, num_virtual, window=window, align=align).to(kspace.dtype)
+    return gcc_apply(kspace, mats), mats
+
+
+def gcc_apply(kspace: Tensor, matrices: Tensor) -> Tensor:
+    """Compress ``kspace`` ``(coils, H, W)`` with GCC ``matrices`` ``(H, virtual, coils)``
+    (:func:`gcc_compress`, :func:`gcc_matrices`), e.g. a separate reference scan with the
+    imaging data's matrices; ``(virtual, H, W)``, zero exactly where ``kspace`` was zero in
+    every coil."""
+    if kspace.ndim != 3 or matrices.ndim != 3 or matrices.shape[0] != kspace.shape[1] \
+            or matrices.shape[2] != kspace.shape[0]:
+        raise ValueError(f"gcc_apply: matrices {tuple(matrices.shape)} do not fit k-space "
+                         f"{tuple(kspace.shape)} (need (H, virtual, coils))")
     # the per-readout mixing commutes with the transform along W, so compress in image space
     img = ifft2c(kspace)
-    out = fft2c(torch.einsum("xvc,cxy->vxy", mats, img))
+    out = fft2c(torch.einsum("xvc,cxy->vxy", matrices.to(kspace.dtype), img))
     acquired = (kspace != 0).any(dim=0)
-    return out * acquired, mats
+    return out * acquired

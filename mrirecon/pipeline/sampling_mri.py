@@ -271,9 +271,17 @@ def grappa_kernel(s: MRISlice, calib) -> tuple[int, int]:
 
 
 def grappa_params(s: MRISlice, params) -> dict:
-    """GRAPPA's parameters for slice ``s``: the centre band as calibration and
-    :func:`grappa_kernel` unless ``params`` (``reconstruct.params``) give them."""
-    out = {"calib": acs_width(s.mask), **params}
+    """GRAPPA's parameters for slice ``s``: the centre band as calibration (the separate
+    reference scan's band ``(coils, H, w)`` when there is one,
+    :func:`~mrirecon.pipeline.reference_mri.calibration_band`) and :func:`grappa_kernel` unless
+    ``params`` (``reconstruct.params``) give them; an int ``calib`` in ``params`` is then that
+    many of the reference's columns."""
+    from mrirecon.pipeline.reference_mri import calibration_band
+
+    if s.calibration is None:
+        out = {"calib": acs_width(s.mask), **params}
+    else:
+        out = {**params, "calib": calibration_band(s, params.get("calib"))}
     if "kernel_size" not in out:
         out["kernel_size"] = grappa_kernel(s, out["calib"])
     return out
@@ -291,6 +299,8 @@ def unreachable_share(mask: Tensor, width: int) -> float:
 def grappa_note(s: MRISlice, params: dict) -> str | None:
     """What share of the missing columns GRAPPA's kernel (``params["kernel_size"]``) cannot
     reach (no acquired column inside its window), said with the figures; ``None`` for none."""
+    from mrirecon.pipeline.reference_mri import calibration_width
+
     ky = int(params["kernel_size"][1])
     share = unreachable_share(s.mask, ky)
     if share == 0:
@@ -298,5 +308,5 @@ def grappa_note(s: MRISlice, params: dict) -> str | None:
     gap = largest_gap(s.mask)
     return (f"GRAPPA: {100 * share:.0f} % of the missing k-space columns stay empty: the kernel "
             f"spans {ky} columns and the gaps between acquired columns are up to {gap} wide (it "
-            f"must span {2 * math.ceil(gap / 2) + 1} and fit in the {acs_width(s.mask)}-column "
-            "centre band)")
+            f"must span {2 * math.ceil(gap / 2) + 1} and fit in the {calibration_width(s)}-column "
+            f"{'reference' if s.calibration is not None else 'centre'} band)")

@@ -35,6 +35,7 @@ from mrirecon.pipeline.sampling_mri import (complete_partial_fourier, grappa_not
                                            partial_echo_note, partial_fourier_note,
                                            phase_constrained, pocs_applies, sampling_mask,
                                            symmetric_mask, unreachable_share)
+from mrirecon.pipeline.reference_mri import calibration_data, compress_coils, refuse_own_acs_model
 from mrirecon.pipeline.stream import Method, Modality, detect_format
 from mrirecon.recon.mri import data_scale as recon_data_scale
 from mrirecon.recon.mri import gridded_coil_images as recon_gridded
@@ -71,6 +72,10 @@ class MRISlice:
     notes
         What the reader found suspicious but not fatal (``{kind: message}``), e.g. columns the
         mask marks sampled that hold no data; :meth:`MRIStages.data_warnings` reports them.
+    calibration
+        ``(coils, H, W)`` the lines of a separate reference scan (``KSpace.calibration``), zero
+        elsewhere, or ``None``: every preprocess transform of ``kspace`` is applied to it too,
+        and ``calibrate`` / GRAPPA calibrate from it (:mod:`mrirecon.pipeline.reference_mri`).
     """
 
     kspace: Tensor
@@ -87,6 +92,7 @@ class MRISlice:
     density: Tensor | None = None
     full_fov_maps: Tensor | None = None
     notes: dict[str, str] = field(default_factory=dict)
+    calibration: Tensor | None = None
 
     @property
     def image_shape(self) -> tuple[int, int]:
@@ -154,7 +160,10 @@ def make_slice(ks, index: int, file_name: str, file_mask: Tensor | None) -> MRIS
                               "missing (one slice stored as (coils, H, W)) or swapped with the "
                               "coil axis?")
     ref = ks.reference[0] if ks.reference is not None else None
-    return MRISlice(data, mask, ks.header, file_name, index, ref, ks.noise, notes=notes)
+    cal = getattr(ks, "calibration", None)
+    cal = cal[0] if cal is not None and bool((cal[0] != 0).any()) else None
+    return MRISlice(data, mask, ks.header, file_name, index, ref, ks.noise, notes=notes,
+                    calibration=cal)
 
 
 def reader_notes(header: Header) -> dict[str, str]:
@@ -215,20 +224,19 @@ def preprocess(s: MRISlice, cfg: PreprocessConfig, *, classical: bool = False) -
     """
     from mrirecon import calib
 
-    kspace = s.kspace
+    kspace, ref = s.kspace, s.calibration  # a separate reference gets every transform too
     remove = classical if cfg.remove_oversampling is None else cfg.remove_oversampling
     cartesian = s.trajectory is None  # non-Cartesian readouts are not cropped on a grid
     rows = readout_rows(s.header, kspace.shape[-2]) if remove and cartesian else None
     if rows is not None:
         kspace = crop_readout(kspace, rows)
+        ref = None if ref is None else crop_readout(ref, rows)
     if cfg.prewhiten and s.noise is not None:
         kspace = calib.prewhiten(kspace, noise=s.noise)
+        ref = None if ref is None else calib.prewhiten(ref, noise=s.noise)
     if cfg.coil_compression is not None and cfg.coil_compression < kspace.shape[0]:
-        if cfg.compression_method == "gcc":
-            kspace = calib.gcc_compress(kspace, cfg.coil_compression)[0]
-        else:
-            kspace = calib.svd_compress(kspace, cfg.coil_compression)[0]
-    return replace(s, kspace=kspace)
+        kspace, ref = compress_coils(kspace, ref, cfg.coil_compression, cfg.compression_method)
+    return replace(s, kspace=kspace, calibration=ref)
 
 
 def undersample(s: MRISlice, cfg: UndersampleConfig) -> MRISlice:
@@ -250,7 +258,9 @@ def undersample(s: MRISlice, cfg: UndersampleConfig) -> MRISlice:
 
 
 def calibrate(s: MRISlice, cfg: CalibrateConfig) -> MRISlice:
-    """Coil sensitivities from the fully sampled centre (ESPIRiT or Walsh)."""
+    """Coil sensitivities from the fully sampled centre (ESPIRiT or Walsh): of the separate
+    reference scan when there is one (:func:`~mrirecon.pipeline.reference_mri.calibration_data`),
+    else of the imaging k-space."""
     if cfg.method == "none":
         return s
     from mrirecon import calib
@@ -261,8 +271,9 @@ def calibrate(s: MRISlice, cfg: CalibrateConfig) -> MRISlice:
         maps = calib.noncartesian_maps(s.kspace, s.trajectory, s.image_shape, method=cfg.method,
                                        calib_width=cfg.calib_width, weights=s.density, **options)
         return replace(s, maps=maps)
-    calib_width = min(cfg.calib_width, acs_width(s.mask))
-    maps, crop = calib.centre_maps(s.kspace, _centre_window(s.mask, calib_width),
+    kspace, columns = calibration_data(s)
+    calib_width = min(cfg.calib_width, acs_width(columns))
+    maps, crop = calib.centre_maps(kspace, _centre_window(columns, calib_width),
                                    method=cfg.method, calib_rows=cfg.calib_width,
                                    kernel_width=cfg.kernel_width, thresh=cfg.threshold,
                                    crop=cfg.crop, max_cropped_energy=cfg.max_cropped_energy,
@@ -303,6 +314,8 @@ def reconstruct(s: MRISlice, cfg: ReconstructConfig, model: torch.nn.Module | No
     from mrirecon import recon
 
     y = s.kspace
+    if model is not None and not needs_maps(cfg.method, model):  # E2E-VarNet: maps from y's centre
+        refuse_own_acs_model(s, cfg.method)
     if model is not None:  # learned models normalise internally (e.g. VarNet's NormUnet)
         # in the model's precision: complex128 k-space (valid fastMRI data) meets float32 weights
         real = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
@@ -453,8 +466,9 @@ class _MRISource:
         if self._file is not None:
             ks = self._file.read_slice(i)
         else:
+            cal = self._vol.calibration
             ks = replace(self._vol, data=self._vol.data[i : i + 1], reference=None,
-                         slice_indices=(i,))
+                         slice_indices=(i,), calibration=None if cal is None else cal[i : i + 1])
         self.info.setdefault("header", ks.header)
         return make_slice(ks, i, self.path.name, self._mask)
 
@@ -553,7 +567,7 @@ class MRIStages(Modality[MRISlice]):
             return None if t is None else t.to(self.device)
 
         return replace(s, kspace=move(s.kspace), mask=move(s.mask), maps=move(s.maps),
-                       full_fov_maps=move(s.full_fov_maps))
+                       full_fov_maps=move(s.full_fov_maps), calibration=move(s.calibration))
 
     def reconstruct(self, s: MRISlice, method: Method) -> MRISlice:
         if self.per_method_maps:
