@@ -10,7 +10,9 @@ full data into training). A reference found in a file is kept as ``target`` for 
 metrics only; the loss never reads it.
 
 Coil maps: ``espirit`` / ``walsh`` from the fully sampled centre band of the slice's own mask
-(cached per slice), or unit maps (``learned``).
+(cached per slice), or unit maps (``learned``). An ISMRMRD scan whose calibration lines are a
+separate reference scan (``KSpace.calibration``) takes ``espirit`` / ``walsh`` maps from the
+reference's band; ``learned`` maps (estimated from the data's own centre) are refused for it.
 """
 
 from __future__ import annotations
@@ -120,7 +122,7 @@ class AcquiredMRISet:
 
     def _read(self, index: int):
         """``(kspace (C, H, W), acquired columns (W,) or None, reference (h, w) or None,
-        volume max or None, padding)``."""
+        volume max or None, padding, separate reference scan (C, H, W) or None)``."""
         path, layout, i = self.items[index]
         if layout == "fastmri":
             from mrirecon.io import FastMRIFile
@@ -130,7 +132,7 @@ class AcquiredMRISet:
                 vmax = f.attrs.get("max")
                 padding = f.padding
             ref = ks.reference[0] if ks.reference is not None else None
-            return ks.data[0], ks.mask, ref, vmax, padding
+            return ks.data[0], ks.mask, ref, vmax, padding, None
         if self._volume is None or self._volume[0] != path:
             from mrirecon.io import read_ismrmrd
 
@@ -139,14 +141,15 @@ class AcquiredMRISet:
         if vol.trajectory is not None:
             raise ValueError(f"AcquiredMRISet: {path} is non-Cartesian; SSDU here needs Cartesian data")
         mask = vol.mask if vol.mask is None or vol.mask.ndim == 1 else vol.mask[i]
-        return vol.data[i], mask, None, None, (0, vol.data.shape[-1])
+        cal = None if vol.calibration is None else vol.calibration[i]
+        return vol.data[i], mask, None, None, (0, vol.data.shape[-1]), cal
 
     def get(self, index: int, mask_seed: int | None = None) -> TrainingSample:
         """Slice ``index`` as acquired (``mask_seed`` is ignored: the data are fixed)."""
         if not 0 <= index < len(self):
             raise IndexError(f"AcquiredMRISet: index {index} out of range for {len(self)} slices")
         path, _, i = self.items[index]
-        kspace, mask, ref, vmax, padding = self._read(index)
+        kspace, mask, ref, vmax, padding, cal = self._read(index)
         kspace = kspace.to(torch.complex64)
         if mask is None:  # no stored mask: the columns that hold data
             mask = kspace.abs().sum(dim=(0, 1)) > 0
@@ -157,7 +160,7 @@ class AcquiredMRISet:
             mask = m.reshape(-1).bool()
         else:
             kspace = kspace * mask
-        maps = self._maps(kspace, mask, path.name, i)
+        maps = self._maps(kspace, mask, path.name, i, cal)
         target = ref.to(torch.float32).unsqueeze(0) if ref is not None else None
         if vmax is None and ref is not None:
             vmax = float(ref.max())
@@ -166,11 +169,21 @@ class AcquiredMRISet:
             max_value=torch.tensor([float("nan") if vmax is None else float(vmax)]),
             fname=path.name, slice_index=i, num_low_frequencies=centre_run(mask))
 
-    def _maps(self, kspace: Tensor, mask: Tensor, fname: str, i: int) -> Tensor:
+    def _maps(self, kspace: Tensor, mask: Tensor, fname: str, i: int,
+              calibration: Tensor | None = None) -> Tensor:
+        separate = calibration is not None and bool((calibration != 0).any())
         if self.maps == "learned":
+            if separate:
+                raise ValueError(f"AcquiredMRISet: {fname} slice {i}: the calibration lines are a "
+                                 "separate reference scan, and learned maps are estimated from "
+                                 "the data's own centre, which these imaging lines lack; use "
+                                 "data.maps: espirit or walsh (maps from the reference)")
             return torch.full_like(kspace, 1.0 / math.sqrt(kspace.shape[0]))
         key = (fname, i)
         if key not in self._maps_cache:
+            if separate:  # the reference's band, never mixed into the data
+                kspace = calibration.to(torch.complex64)
+                mask = (kspace != 0).any(dim=-2).any(dim=0)
             centre = centre_band(mask)
             width = int(centre.sum())
             if width < 3:

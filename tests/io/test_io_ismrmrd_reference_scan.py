@@ -264,3 +264,63 @@ def test_a_reference_told_apart_by_its_mismatch_reconstructs_alike(scans):
     torch.testing.assert_close(found, told)
     (note,) = [w for w in entry["warnings"] if "separate reference scan" in w]
     assert "differ from the imaging lines at the same 12 positions by" in note
+
+
+def test_self_supervised_training_samples_take_their_maps_from_the_reference(scans):
+    """AcquiredMRISet (SSDU on data as acquired) took its maps from the data's own centre band:
+    with a separate reference the imaging lines have none ("has 1 fully sampled centre
+    column(s)"). ESPIRiT maps now come from the reference (the same as the calibrate stage's
+    with crop 0, which MoDL's pipeline uses); learned maps are refused."""
+    from mrirecon.calib import centre_maps
+    from mrirecon.training.data_acquired import AcquiredMRISet
+
+    root, _ = scans
+    sample = AcquiredMRISet(root / "separate" / "scan.h5", maps="espirit").get(0)
+    k = read_ismrmrd(root / "separate" / "scan.h5")
+    assert sample.mask.tolist() == k.mask.tolist()  # the imaging lines alone
+    torch.testing.assert_close(sample.y[0], k.data[0] * k.mask)
+    band = torch.zeros(96, dtype=torch.bool)
+    band[36:60] = True
+    expected = centre_maps(k.calibration[0], band, crop=0.0)
+    torch.testing.assert_close(sample.maps[0], expected.to(torch.complex64))
+    with pytest.raises(ValueError, match=r"scan.h5 slice 0: the calibration lines are a separate "
+                                         r"reference scan.*use data.maps: espirit or walsh"):
+        AcquiredMRISet(root / "separate" / "scan.h5", maps="learned").get(0)
+
+
+def test_a_3d_reference_gets_the_datas_partition_transform_and_crop(tmp_path):
+    """3-D (4 partitions), readout oversampled, reversed odd lines: the reference comes back
+    exactly as its lines would as imaging data of their own (partition FFT, flip, crop), and
+    the data exactly as the imaging lines alone."""
+    from tests.io.test_io_ismrmrd import COILS, ENC_X, ENC_Y, acquisition, cplx, make_xml, write
+
+    z, rng = 4, np.random.default_rng(11)
+    xml = make_xml(enc_z=z, step1=(0, ENC_Y - 1, ENC_Y // 2), step2=(0, z - 1, z // 2), slices=1)
+    separate = xml.replace("</trajectory>", SEPARATE)
+
+    def lines(ky, flags=(), gain=1.0):
+        out = []
+        for part in range(z):
+            for line in ky:
+                data = cplx(rng, COILS, ENC_X) * gain
+                flip = line % 2 == 1
+                out.append(acquisition(data[:, ::-1] if flip else data, line, 0, part=part,
+                                       center=ENC_X // 2, slice_dir=(0.0, 0.0, -1.0),
+                                       flags=[*flags, *([ismrmrd.ACQ_IS_REVERSE] if flip else [])]))
+        return out
+
+    imaging = lines(range(0, ENC_Y, 3))
+    reference = lines(range(4, 8), [ismrmrd.ACQ_IS_PARALLEL_CALIBRATION], gain=3.0)
+    write(tmp_path / "both.h5", separate, imaging + reference)
+    write(tmp_path / "imaging.h5", xml, imaging)
+    for acq in reference:
+        acq.clear_flag(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION)
+    write(tmp_path / "reference.h5", xml, reference)
+    for crop in (False, True):
+        both = read_ismrmrd(tmp_path / "both.h5", crop_readout_oversampling=crop)
+        alone = read_ismrmrd(tmp_path / "imaging.h5", crop_readout_oversampling=crop)
+        ref = read_ismrmrd(tmp_path / "reference.h5", crop_readout_oversampling=crop)
+        assert both.data.shape == (z, COILS, ENC_X // 2 if crop else ENC_X, ENC_Y)
+        torch.testing.assert_close(both.data, alone.data)
+        torch.testing.assert_close(both.mask, alone.mask)
+        torch.testing.assert_close(both.calibration, ref.data)
