@@ -23,7 +23,8 @@ mrirecon also stores ``acquisition`` and the exact :class:`ImageGeometry` as
 ``userParameterString`` entries named ``mrirecon.acquisition`` / ``mrirecon.geometry`` (JSON)
 so that ``parse(write(h)) == h``. Without them the geometry is derived from the recon FOV
 and matrix: spacing ``(fov_z / z, fov_x / x, fov_y / y)`` mm for ``(slice, row, col)``, the
-default orientation and origin.
+default orientation and origin; an axis whose FOV is 0 gets 1 mm voxels, and
+``extra["fov_unknown_axes"]`` names it.
 """
 
 from __future__ import annotations
@@ -104,7 +105,9 @@ def parse_ismrmrd_header(xml: str | bytes, source: str | os.PathLike = "<xml str
         ``num_coils`` is ``receiverChannels`` (``None`` when absent); ``extra`` holds the raw
         ``encoding_limits_step_1``/``_2`` ``(minimum, maximum, center)``, the
         ``h1_frequency_hz``, ``patient_position`` and ``calibration_mode`` (parallel imaging:
-        ``embedded``, ``interleaved``, ``separate``, ...) when present.
+        ``embedded``, ``interleaved``, ``separate``, ...) when present, and
+        ``fov_unknown_axes`` (e.g. ``("x",)``) when the geometry came from a recon FOV of 0 on
+        those axes (1 mm voxels assumed there).
 
     Raises
     ------
@@ -230,6 +233,9 @@ def parse_ismrmrd_header(xml: str | bytes, source: str | os.PathLike = "<xml str
             ) from None
     if geometry is None:
         geometry = geometry_from_fov(recon_fov, recon_matrix)
+        unknown = tuple(axis for axis, fov in zip("xyz", recon_fov) if not fov > 0)
+        if unknown:  # 1 mm voxels along them: the pipeline warns when it exports NIfTI / DICOM
+            extra["fov_unknown_axes"] = unknown
 
     try:
         return Header(

@@ -146,6 +146,16 @@ def _geometry(
     )
 
 
+def _gap_known(header: Header, geometry: ImageGeometry) -> Header:
+    """``header`` without ``z`` in ``extra["fov_unknown_axes"]`` when ``geometry`` (from
+    :func:`_geometry`) took its slice spacing from the slice positions, not the FOV's 1 mm."""
+    unknown = header.extra.get("fov_unknown_axes", ())
+    if "z" not in unknown or geometry.spacing[0] == header.geometry.spacing[0]:
+        return header
+    return header.with_(extra={**header.extra,
+                               "fov_unknown_axes": tuple(a for a in unknown if a != "z")})
+
+
 def _partitions_before(head, partitions: int) -> int:
     """How many partitions of a slab lie before its centre (``position``) along the slice normal
     once the output is in normal order: ``partitions // 2``, or ``partitions - 1 - partitions //
@@ -491,7 +501,7 @@ def _read_ismrmrd(
 
     noise = _noise_scans(records, noise_sel, imaging, fail, dataset, channels)
     geometry = _geometry(heads[imaging[0]], header, num_slices, positions, partitions=enc_z)
-    header = header.with_(num_coils=channels, geometry=geometry)
+    header = _gap_known(header, geometry).with_(num_coils=channels, geometry=geometry)
     return KSpace(data=data, header=header, mask=mask, noise=noise, source=str(path),
                   calibration=calibration)
 
@@ -581,4 +591,5 @@ def _read_noncartesian(path, header, records, imaging, noise_sel, fail, dataset)
     if order is not None:  # slice index order is not position order: sort by position
         positions = {i: positions[int(s)] for i, s in enumerate(order)}
     geometry = _geometry(heads[imaging[0]], header, num_slices, positions)
-    return read_noncartesian(path, header, records, imaging, noise, geometry, fail, order)
+    return read_noncartesian(path, _gap_known(header, geometry), records, imaging, noise,
+                             geometry, fail, order)

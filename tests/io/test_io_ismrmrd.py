@@ -580,3 +580,26 @@ def test_repeats_that_disagree_are_noted(tmp_path):
         note = reader_notes(k.header)["repeats"]
         assert note.startswith("9 readouts were acquired up to 2 times (idx.average [0, 1])"), name
         assert f"differ by {share}" in note and "averaged anyway" in note, (name, note)
+
+
+def test_a_zero_recon_fov_is_recorded_unless_the_slice_positions_give_the_spacing(tmp_path):
+    """reconSpace/fieldOfView_mm x = z = 0: 1 mm voxels along them (nothing said before); the
+    header records which axes were assumed, so the pipeline can say so on NIfTI / DICOM export.
+    Two slices 6 mm apart give the slice spacing, so only x stays assumed."""
+    xml = make_xml()
+    start = xml.index("<reconSpace>")
+    recon = xml[start:xml.index("</reconSpace>")]
+    zeroed = recon.replace("<x>100.0</x>", "<x>0.0</x>").replace("<z>5.0</z>", "<z>0.0</z>")
+    assert zeroed.count("0.0</") == 3
+    xml = xml.replace(recon, zeroed)
+    header = parse_ismrmrd_header(xml)
+    assert header.extra["fov_unknown_axes"] == ("x", "z")
+    assert header.geometry.spacing == (1.0, 1.0, FOV_Y / ENC_Y)
+    assert "fov_unknown_axes" not in parse_ismrmrd_header(make_xml()).extra
+    rng = np.random.default_rng(0)
+    acqs = [acquisition(cplx(rng, COILS, ENC_X), line, s, center=ENC_X // 2,
+                        position=(0.0, 0.0, 6.0 * s)) for s in range(2) for line in range(9)]
+    write(tmp_path / "raw.h5", xml, acqs)
+    h = read_ismrmrd(tmp_path / "raw.h5").header
+    assert h.geometry.spacing == (6.0, 1.0, FOV_Y / ENC_Y)
+    assert h.extra["fov_unknown_axes"] == ("x",)

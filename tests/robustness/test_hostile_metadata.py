@@ -140,3 +140,54 @@ def test_a_reference_with_no_data_range_gives_no_metrics_and_keeps_the_output(
     assert msg.startswith(f"{path.name}: {field}: no metrics: the reference is ")
     assert list((tmp_path / "out" / "reconstructions").rglob("*.h5"))
     assert list((tmp_path / "out" / "figures").rglob("*.png"))
+
+
+def _zero_fov(xml: bytes, axes: str) -> bytes:
+    """``xml`` whose ``reconSpace/fieldOfView_mm`` is 0 on ``axes``, without the
+    ``mrirecon.geometry`` user parameter (as in fastMRI's headers: the geometry comes from the
+    FOV)."""
+    text = re.sub(r"<userParameterString>\s*<name>mrirecon.geometry</name>.*?"
+                  r"</userParameterString>", "", xml.decode(), flags=re.S)
+    recon = re.search(r"<reconSpace>.*?</reconSpace>", text, re.S)
+    assert recon is not None and "mrirecon.geometry" not in text
+    block = recon.group(0)
+    for axis in axes:
+        block = re.sub(rf"(<fieldOfView_mm>.*?<{axis}>)[^<]*(</{axis}>)", r"\g<1>0\g<2>", block,
+                       flags=re.S)
+    return (text[:recon.start()] + block + text[recon.end():]).encode()
+
+
+@pytest.mark.parametrize("formats", ["[hdf5,nifti]", "[hdf5,dicom]", "[hdf5]"])
+def test_a_header_field_of_view_of_zero_is_reported_when_nifti_or_dicom_is_written(
+        mri_file, tmp_path, formats):
+    """reconSpace/fieldOfView_mm x = 0: the NIfTI / DICOM voxel size along the rows silently
+    became 1 mm (10.5 mm in this file's header); now the run says so, naming the file and the
+    element. Without a NIfTI / DICOM output the spacing is written nowhere and nothing is said."""
+    from mrirecon.io import read_nifti
+
+    with h5py.File(mri_file) as h5:
+        xml = h5["ismrmrd_header"][()]
+    bad = clone_h5(mri_file, tmp_path / "nofov.h5", ismrmrd_header=_zero_fov(xml, "x"))
+    entry = run_one(mri_config(f"export.formats={formats}"), bad, tmp_path / "out")
+    assert entry["status"] == "ok", entry.get("error")
+    notes = [w for w in entry["warnings"] if "fieldOfView_mm" in w]
+    if formats == "[hdf5]":
+        assert notes == []
+        return
+    (msg,) = notes
+    fmt = formats[6:-1]
+    assert msg.startswith("nofov.h5: ismrmrd_header/encoding/reconSpace/fieldOfView_mm/x: is 0")
+    assert "voxel size 1 mm was assumed along x (rows)" in msg and f"the {fmt} output" in msg
+    if fmt == "nifti":  # what the warning speaks of: 1 mm rows, the FOV's y / 24 columns
+        (nii,) = (tmp_path / "out" / "nifti").rglob("*.nii*")
+        spacing = read_nifti(nii).geometry.spacing
+        assert spacing[1] == pytest.approx(1.0) and spacing[2] == pytest.approx(252.3168 / 24)
+    # y and z at 0 are named both; a valid FOV (the geometry from it) says nothing
+    both = clone_h5(mri_file, tmp_path / "noyz.h5", ismrmrd_header=_zero_fov(xml, "yz"))
+    entry = run_one(mri_config(f"export.formats={formats}"), both, tmp_path / "out_yz")
+    (msg,) = [w for w in entry["warnings"] if "fieldOfView_mm" in w]
+    assert ("fieldOfView_mm/y, ismrmrd_header/encoding/reconSpace/fieldOfView_mm/z: are 0" in msg
+            and "along y (columns) and z (slices)" in msg)
+    good = clone_h5(mri_file, tmp_path / "fov.h5", ismrmrd_header=_zero_fov(xml, ""))
+    entry = run_one(mri_config(f"export.formats={formats}"), good, tmp_path / "out_good")
+    assert entry["status"] == "ok" and not [w for w in entry["warnings"] if "fieldOfView" in w]
