@@ -38,11 +38,18 @@ PARTIAL_FOURIER_SYMMETRY = 0.85
 
 def _partial_fourier_limits(header) -> tuple[int, int, int, int, int] | None:
     """``(minimum, maximum, centre, before, after)`` of asymmetric phase-encoding limits, or
-    ``None`` for a symmetric (or unknown) acquisition."""
+    ``None`` for a symmetric (or unknown) acquisition.
+
+    The limits are first clamped to the lines the encoded matrix holds (line ``centre`` sits
+    at column ``y // 2``), as the reader clamps the acquired columns: limits 0..200 around 32
+    on 64 columns acquired lines 0..63, a symmetric acquisition, not 60 % of one."""
     limits = header.extra.get("encoding_limits_step_1") if header is not None else None
     if not limits or any(v is None for v in limits):
         return None
     minimum, maximum, centre = limits
+    columns = header.encoded_matrix[1]
+    minimum = max(minimum, centre - columns // 2)
+    maximum = min(maximum, centre + columns - columns // 2 - 1)
     before, after = centre - minimum, maximum - centre
     if min(before, after) < 0 or max(before, after) == 0 \
             or min(before, after) >= PARTIAL_FOURIER_SYMMETRY * max(before, after):
