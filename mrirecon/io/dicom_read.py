@@ -10,6 +10,7 @@ RescaleSlope/RescaleIntercept; CT series come back with ``kind="hu"`` when Resca
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -204,6 +205,35 @@ def _select_series(
     return next(iter(by_series.values()))
 
 
+def _one_frame_of_reference(items: list[tuple[Path, Dataset]], folder: Path) -> None:
+    """Refuse a series whose slices carry different FrameOfReferenceUID values: their
+    ImagePositionPatient / ImageOrientationPatient are in different patient coordinate systems,
+    so no one geometry places them (they were stacked into one volume). Slices without the
+    element are not counted."""
+    by_frame: dict[str, list[Path]] = {}
+    for path, ds in items:
+        try:
+            with warnings.catch_warnings():  # pydicom warns of an invalid UI value: shown below
+                warnings.simplefilter("ignore")
+                uid = _text(ds["FrameOfReferenceUID"].value if "FrameOfReferenceUID" in ds
+                            else None)
+        except Exception as err:  # noqa: BLE001 - a malformed element fails on access
+            raise DataFormatError(path, "FrameOfReferenceUID",
+                                  f"unreadable element ({err})") from None
+        uid = uid.strip(" \x00")  # UI values are padded with NUL
+        if uid:
+            by_frame.setdefault(uid, []).append(path)
+    if len(by_frame) > 1:
+        shown = ", ".join(f"{uid if uid.isprintable() else ascii(uid)} ({len(paths)} slice"
+                          f"{'s' * (len(paths) > 1)}, first: "
+                          f"{min(paths).name})" for uid, paths in sorted(by_frame.items()))
+        raise DataFormatError(
+            folder, "FrameOfReferenceUID",
+            f"the series' slices lie in {len(by_frame)} frames of reference: {shown}; slices "
+            "from different frames of reference have no common coordinate system and cannot be "
+            "stacked into one volume: put each frame of reference's slices in a folder of its own")
+
+
 # Enhanced (multi-frame) image storage: the geometry lives per frame in functional groups
 _ENHANCED = {
     "1.2.840.10008.5.1.4.1.1.2.1": "Enhanced CT Image Storage",
@@ -385,13 +415,15 @@ def read_dicom_series(
     DataFormatError
         (a ``ValueError``) naming the file and field on unreadable or truncated files,
         multi-frame (Enhanced) files, missing PixelData/geometry, empty CT or zero rescale
-        values, orientation, size, spacing or modality that differ between files, mixed
-        series, duplicate or non-collinear slice positions, non-uniform slice spacing, or
-        direction cosines further from orthonormal than rounding to 3 decimals (positions
-        and cosines within rounding are accepted: see :func:`_check_spacing`)
+        values, orientation, size, spacing, modality or FrameOfReferenceUID that differ
+        between files, mixed series, duplicate or non-collinear slice positions, non-uniform
+        slice spacing, or direction cosines further from orthonormal than rounding to 3
+        decimals (positions and cosines within rounding are accepted: see
+        :func:`_check_spacing`)
     """
     folder = Path(folder)
     items = _select_series(_read_headers(folder), folder, series_uid)
+    _one_frame_of_reference(items, folder)
     path0, ds0 = items[0]
     modality = str(_required(ds0, path0, "Modality"))
     if modality not in ("MR", "CT"):

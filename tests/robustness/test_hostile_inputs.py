@@ -221,6 +221,35 @@ def test_truncated_pixel_data_is_an_error(dicom_series, tmp_path):
         read_dicom_series(tmp_path / "s")
 
 
+def test_a_dicom_series_in_two_frames_of_reference_is_refused(dicom_series, tmp_path):
+    """One SeriesInstanceUID whose slices carry two FrameOfReferenceUID values (positions in two
+    patient coordinate systems) was stacked into one volume, exit 0; now the series is refused
+    naming the folder, the element and each value with its slice count. A slice without the
+    element is not counted."""
+    import pydicom
+
+    from mrirecon.io import read_dicom_series
+    from tests.helpers import rewrite_dicom
+
+    paths = dicom_series(tmp_path / "s", "CT")
+    frame = str(pydicom.dcmread(paths[0]).FrameOfReferenceUID)
+    other = "1.2.826.0.1.3680043.8.498.1"
+    rewrite_dicom(paths[2], FrameOfReferenceUID=other)
+    frames = sorted([(frame, f"2 slices, first: {paths[0].name}"),
+                     (other, f"1 slice, first: {paths[2].name}")])  # listed in UID order
+    expected = (f"{tmp_path / 's'}: FrameOfReferenceUID: the series' slices lie in 2 frames of "
+                "reference: " + ", ".join(f"{uid} ({n})" for uid, n in frames))
+    with pytest.raises(DataFormatError) as err:
+        read_dicom_series(tmp_path / "s")
+    assert expected in str(err.value) and "cannot be stacked into one volume" in str(err.value)
+    ct = load_pipeline("ct_fbp", ["export.formats=[hdf5,dicom]", "report.enabled=false"])[0]
+    entry = run_one(ct, tmp_path / "s", tmp_path / "out")
+    assert entry["status"] == "failed" and expected in entry["error"]
+    assert not (tmp_path / "out" / "dicom").exists()
+    rewrite_dicom(paths[2], FrameOfReferenceUID=None)  # absent: the other two agree
+    assert read_dicom_series(tmp_path / "s").data.shape == (3, 16, 16)
+
+
 def test_non_dicom_files_beside_a_series_are_ignored(dicom_series, tmp_path):
     from mrirecon.io import read_dicom_series
 
