@@ -288,3 +288,19 @@ def partial_fourier_file(folder: Path, *, size: int = 96, missing: int = 24) -> 
         k[..., :missing] = 0
         f["kspace"][...] = k
     return path
+
+
+def partial_echo_files(folder: Path) -> tuple[Path, Path]:
+    """``(full, pe)``: one simulated fastMRI slice (64 x 64, 2x readout oversampling, 8 coils,
+    seed 3) written as ISMRMRD raw data twice, with the full echo and with the first 32 of its
+    128 readout samples never sampled (a partial echo)."""
+    from mrirecon.data.simulate_mri import simulate_mri_dataset
+
+    (src,) = simulate_mri_dataset(folder / "sim", volumes=1, slices=1, coils=8, size=(64, 64),
+                                  seed=3, readout_oversampling=2)
+    paths = []
+    for name, first in (("full", 0), ("pe", 32)):
+        (folder / name).mkdir()
+        fastmri_to_ismrmrd(Path(src), folder / name / "scan.h5", first_sample=first)
+        paths.append(folder / name / "scan.h5")
+    return paths[0], paths[1]

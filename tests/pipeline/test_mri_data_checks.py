@@ -307,16 +307,11 @@ def test_partial_echo_is_filled_by_phase_constrained_cg_sense(tmp_path):
     measured zeros by every method (CG-SENSE 7 dB below the full echo on a 160 x 160 brain
     with 2x readout oversampling). cg_sense now fills it with the phase of the symmetric part of
     the echo, and every operator leaves those samples unsampled; the run says which."""
-    from mrirecon.data.simulate_mri import simulate_mri_dataset
     from mrirecon.metrics import psnr
-    from tests.helpers import fastmri_to_ismrmrd
+    from tests.helpers import partial_echo_files
 
     pytest.importorskip("ismrmrd")
-    (src,) = simulate_mri_dataset(tmp_path / "sim", volumes=1, slices=1, coils=8, size=(64, 64),
-                                  seed=3, readout_oversampling=2)
-    for name, first in (("full", 0), ("pe", 32)):  # 32 of 128 readout samples
-        (tmp_path / name).mkdir()
-        fastmri_to_ismrmrd(Path(src), tmp_path / name / "scan.h5", first_sample=first)
+    partial_echo_files(tmp_path)  # full/scan.h5, pe/scan.h5: 32 of 128 readout samples missing
 
     def run(name, *extra):
         config = load_pipeline("mri_cs", ["export.formats=[hdf5]", "report.enabled=false", *extra])[0]

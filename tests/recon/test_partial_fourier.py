@@ -105,16 +105,11 @@ def test_partial_echo_is_completed_for_the_kspace_methods(tmp_path):
     methods: zero-filled RSS of the fully sampled scan lost 11.7 dB to the zeros (35.8 against
     47.4 dB with POCS on a 160 x 160 brain), GRAPPA at 2x 1.2 dB. The run says how the side was
     filled, and ``preprocess.partial_fourier=none`` keeps the zeros."""
-    from mrirecon.data.simulate_mri import simulate_mri_dataset
     from mrirecon.metrics import psnr
-    from tests.helpers import fastmri_to_ismrmrd
+    from tests.helpers import partial_echo_files
 
     pytest.importorskip("ismrmrd")
-    (src,) = simulate_mri_dataset(tmp_path / "sim", volumes=1, slices=1, coils=8, size=(64, 64),
-                                  seed=3, readout_oversampling=2)
-    for name, first in (("full", 0), ("pe", 32)):  # 32 of 128 readout samples
-        (tmp_path / name).mkdir()
-        fastmri_to_ismrmrd(Path(src), tmp_path / name / "scan.h5", first_sample=first)
+    partial_echo_files(tmp_path)  # full/scan.h5, pe/scan.h5: 32 of 128 readout samples missing
     zf = ["reconstruct.method=zero_filled_rss", "reconstruct.params={}", "calibrate.method=none"]
     full, _ = _run(tmp_path, tmp_path / "full" / "scan.h5", "mri_cs", *zf)
     zeros, entry = _run(tmp_path, tmp_path / "pe" / "scan.h5", "mri_cs", *zf,
