@@ -153,20 +153,24 @@ def phase_constrained(s: MRISlice, cfg: ReconstructConfig, partial_fourier: str)
     """Whether :func:`reconstruct` runs phase-constrained CG-SENSE on slice ``s``: a Cartesian
     partial Fourier or partial echo slice, ``cg_sense`` without a learned model or a given
     phase, and ``preprocess.partial_fourier`` (``partial_fourier``) ``phase_constrained``."""
-    return (s.trajectory is None and cfg.method == "cg_sense" and "phase" not in cfg.params
-            and partial_fourier == "phase_constrained"
-            and (partial_fourier_band(s.header, s.kspace.shape[-1]) is not None
-                 or readout_support(s.header, s.kspace.shape[-2]) is not None))
+    return (cfg.method == "cg_sense" and "phase" not in cfg.params
+            and partial_fourier == "phase_constrained" and has_missing_side(s))
+
+
+def has_missing_side(s: MRISlice) -> bool:
+    """Whether Cartesian slice ``s`` has a never-sampled side: partial Fourier phase encoding
+    (:func:`partial_fourier_band`) or a partial echo (:func:`readout_support`)."""
+    return s.trajectory is None and (
+        partial_fourier_band(s.header, s.kspace.shape[-1]) is not None
+        or readout_support(s.header, s.kspace.shape[-2]) is not None)
 
 
 def pocs_applies(s: MRISlice, cfg: ReconstructConfig, partial_fourier: str) -> bool:
     """Whether :func:`reconstruct` fills the never-sampled side of a Cartesian partial Fourier
     or partial echo slice by POCS (:func:`complete_partial_fourier`): a k-space method
     (``zero_filled_rss``, ``grappa``) and ``preprocess.partial_fourier`` ``phase_constrained``."""
-    return (s.trajectory is None and cfg.method in POCS_METHODS
-            and partial_fourier == "phase_constrained"
-            and (partial_fourier_band(s.header, s.kspace.shape[-1]) is not None
-                 or readout_support(s.header, s.kspace.shape[-2]) is not None))
+    return (cfg.method in POCS_METHODS and partial_fourier == "phase_constrained"
+            and has_missing_side(s))
 
 
 #: The k-space methods whose never-sampled partial Fourier / partial echo side POCS fills.

@@ -160,7 +160,7 @@ def make_slice(ks, index: int, file_name: str, file_mask: Tensor | None) -> MRIS
                               "missing (one slice stored as (coils, H, W)) or swapped with the "
                               "coil axis?")
     ref = ks.reference[0] if ks.reference is not None else None
-    cal = getattr(ks, "calibration", None)
+    cal = ks.calibration
     cal = cal[0] if cal is not None and bool((cal[0] != 0).any()) else None
     return MRISlice(data, mask, ks.header, file_name, index, ref, ks.noise, notes=notes,
                     calibration=cal)
