@@ -19,15 +19,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from mrirecon.sampling.acs import acs_width
+from mrirecon.sampling.acs import acs_width, held_columns
 
 if TYPE_CHECKING:
     from mrirecon.pipeline.stages_mri import MRISlice
-
-
-def held_columns(kspace: Tensor) -> Tensor:
-    """``(W,)`` bool: the columns of ``kspace`` ``(coils, H, W)`` that hold data."""
-    return (kspace != 0).any(dim=-2).any(dim=0).cpu()
 
 
 def calibration_data(s: MRISlice) -> tuple[Tensor, Tensor]:

@@ -41,14 +41,14 @@ def acs_region(kspace: Tensor, acs_width: int, mask: Tensor | None = None) -> Te
     was, as for partial-Fourier rows); default: columns nonzero in some coil and row. Raises
     if the run is narrower than ``acs_width``.
     """
-    from mrirecon.sampling.acs import acs_bounds
+    from mrirecon.sampling.acs import acs_bounds, held_columns
 
     _check(kspace)
     W = kspace.shape[-1]
     if not 0 < acs_width <= W:
         raise ValueError(f"grappa: acs width must be in [1, {W}], got {acs_width}")
     if mask is None:
-        cols = (kspace != 0).any(dim=-2).any(dim=0)
+        cols = held_columns(kspace)
     else:
         cols = mask.to(device=kspace.device, dtype=torch.bool)
         cols = cols.any(dim=0) if cols.ndim == 2 else cols

@@ -51,6 +51,12 @@ def acs_bounds(columns: Tensor, num_low_frequencies: int | None = None, *,
     return cent - left, cent + right
 
 
+def held_columns(kspace: Tensor) -> Tensor:
+    """``(W,)`` bool: the columns of k-space ``(coils, H, W)`` that hold data in any coil and
+    row (the acquired columns of zero-filled k-space, on its device)."""
+    return (kspace != 0).any(dim=-2).any(dim=0)
+
+
 def acs_width(mask: Tensor) -> int:
     """Width of the contiguous run of sampled columns through the centre of a ``(W,)`` mask
     (0 when the centre column is not sampled): :func:`acs_bounds` with ``symmetric=False``."""

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from mrirecon.sampling import apply_mask, create_mask_for_mask_type, file_seed
+from mrirecon.sampling.acs import held_columns
 from mrirecon.training.config import MaskConfig
 from mrirecon.training.data import MAPS, TrainingSample, calibrate_maps
 
@@ -152,7 +153,7 @@ class AcquiredMRISet:
         kspace, mask, ref, vmax, padding, cal = self._read(index)
         kspace = kspace.to(torch.complex64)
         if mask is None:  # no stored mask: the columns that hold data
-            mask = kspace.abs().sum(dim=(0, 1)) > 0
+            mask = held_columns(kspace)
         mask = mask.reshape(-1).bool()
         if bool(mask.all()):  # fully sampled file: the study's fixed retrospective mask
             kspace, m, _ = apply_mask(kspace, self.mask_fn, seed=file_seed(path.name),
@@ -183,7 +184,7 @@ class AcquiredMRISet:
         if key not in self._maps_cache:
             if separate:  # the reference's band, never mixed into the data
                 kspace = calibration.to(torch.complex64)
-                mask = (kspace != 0).any(dim=-2).any(dim=0)
+                mask = held_columns(kspace)
             centre = centre_band(mask)
             width = int(centre.sum())
             if width < 3:
