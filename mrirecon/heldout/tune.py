@@ -44,7 +44,8 @@ def prepared_mri_slices(data_dir: str | Path, acceleration: float,
     from mrirecon.bench.methods import center_fraction_for
     from mrirecon.io import FastMRIFile
     from mrirecon.pipeline.schema import CalibrateConfig, PreprocessConfig, UndersampleConfig
-    from mrirecon.pipeline.stages_mri import calibrate, make_slice, preprocess, undersample
+    from mrirecon.pipeline.slice_mri import make_slice
+    from mrirecon.pipeline.stages_mri import calibrate, preprocess, undersample
 
     cf = center_fraction_for(acceleration)
     ucfg = UndersampleConfig(enabled=True, mask="equispaced_fraction", center_fractions=(cf,),

@@ -105,7 +105,7 @@ OWN_MAPS = ("adapt: {method!r} estimates its own coil sensitivities, but the ada
 def mri_pair(s) -> tuple:
     """``(y (1, C, H, W), sense(maps, mask))`` of a prepared (undersampled, calibrated) MRI
     slice, on the slice's device."""
-    from mrirecon.pipeline import stages_mri
+    from mrirecon.pipeline.slice_mri import operator
 
     if s.trajectory is not None:
         raise ValueError("adapt needs Cartesian k-space (non-Cartesian data have no SSDU split "
@@ -114,7 +114,7 @@ def mri_pair(s) -> tuple:
         raise ValueError("adapt needs calibrated coil maps (calibrate.method espirit or walsh) "
                          "and a model that reconstructs with them")
     y = s.kspace[None]
-    return y, stages_mri.operator(s, s.maps[None].to(y.device))
+    return y, operator(s, s.maps[None].to(y.device))
 
 
 def ct_pair(s, device: str) -> tuple:

@@ -22,7 +22,7 @@ from torch import Tensor
 from mrirecon.sampling.acs import acs_width, held_columns
 
 if TYPE_CHECKING:
-    from mrirecon.pipeline.stages_mri import MRISlice
+    from mrirecon.pipeline.slice_mri import MRISlice
 
 
 def calibration_data(s: MRISlice) -> tuple[Tensor, Tensor]:

@@ -28,7 +28,7 @@ from mrirecon.sampling.acs import acs_width
 
 if TYPE_CHECKING:
     from mrirecon.pipeline.schema import ReconstructConfig
-    from mrirecon.pipeline.stages_mri import MRISlice
+    from mrirecon.pipeline.slice_mri import MRISlice
 
 
 #: Phase-encoding lines on the short side of the centre below this fraction of the long side's

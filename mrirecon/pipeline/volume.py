@@ -40,7 +40,7 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
         for kind, msg in stages.data_warnings(s).items():
             suspicious.setdefault(kind, (msg, []))[1].append(i)
         if config.modality == "mri" and s.trajectory is None:  # sampled vs acquirable columns
-            from mrirecon.pipeline.stages_mri import column_counts
+            from mrirecon.pipeline.slice_mri import column_counts
 
             sampled, acquirable = column_counts(s)
             counts["acquired"] += acquirable

@@ -559,7 +559,7 @@ def test_repeats_that_disagree_are_noted(tmp_path):
     another echo, or empty, blended into the image without a word. Averages that differ by noise
     (a tenth of the signal's amplitude here) read without a note; disagreeing ones are named with their
     share, and the pipeline reports it (``reader_notes``)."""
-    from mrirecon.pipeline.stages_mri import reader_notes
+    from mrirecon.pipeline.slice_mri import reader_notes
 
     rng = np.random.default_rng(3)
     first = cplx(rng, 9, COILS, ENC_X) * np.float32(10)

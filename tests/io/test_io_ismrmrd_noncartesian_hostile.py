@@ -94,7 +94,7 @@ def test_trajectory_extent_fitting_no_unit_is_refused(radial, tmp_path, factor):
 def test_half_extent_is_accepted_with_a_note(radial, tmp_path):
     ks = read_ismrmrd(_with_traj(radial, tmp_path / "h.h5", _scaled(0.6)))
     assert "reaches 0.60 of the edge" in ks.header.extra["trajectory_note"]
-    from mrirecon.pipeline.stages_mri import make_slice
+    from mrirecon.pipeline.slice_mri import make_slice
 
     assert "reaches 0.60" in make_slice(ks, 0, "h.h5", None).notes["trajectory_extent"]
     assert "trajectory_note" not in read_ismrmrd(radial).header.extra

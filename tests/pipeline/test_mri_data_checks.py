@@ -276,7 +276,7 @@ def test_partial_echo_support_and_masks():
     from mrirecon.containers import Header
     from mrirecon.pipeline.sampling_mri import (READOUT_MARGIN, readout_support, sampling_mask,
                                                 symmetric_mask)
-    from mrirecon.pipeline.stages_mri import MRISlice, operator
+    from mrirecon.pipeline.slice_mri import MRISlice, operator
 
     base = Header(encoded_matrix=(64, 16, 1), recon_matrix=(32, 16, 1),
                   encoded_fov_mm=(200.0, 100.0, 3.0), recon_fov_mm=(100.0, 100.0, 3.0))

@@ -1,0 +1,187 @@
+"""The MRI slice that flows through the pipeline's stages (:mod:`mrirecon.pipeline.stages_mri`),
+how a reader's ``KSpace`` becomes one (:func:`make_slice`), its forward operator and the checks
+that refuse a slice no stage can use.
+
+Split from ``stages_mri`` (which had reached the project's 600-line limit); the stages import
+everything here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from mrirecon.containers import Header
+from mrirecon.core.checks import finite_and_nonzero
+from mrirecon.functional import ifft2c
+from mrirecon.operators import nufft_sense, sense
+from mrirecon.pipeline.sampling_mri import partial_fourier_note, sampling_mask
+from mrirecon.recon.mri import gridded_coil_images as recon_gridded
+
+
+@dataclass
+class MRISlice:
+    """The state of one slice as it flows through the stages.
+
+    Attributes
+    ----------
+    kspace
+        ``(coils, H, W)`` complex; after ``undersample`` only sampled columns are non-zero.
+    mask
+        ``(W,)`` bool sampled columns (all acquired columns for fully sampled data).
+    header
+        The volume's header (recon size, padding, geometry).
+    reference
+        ``(h, w)`` reference magnitude (``reconstruction_rss``) or ``None``.
+    noise
+        ``(coils, samples)`` noise scan or ``None``.
+    maps
+        ``(coils, H, W)`` sensitivities after ``calibrate`` (``None`` for methods that do not
+        need them).
+    image
+        ``(H, W)`` complex reconstruction after ``reconstruct``.
+    trajectory, density
+        Non-Cartesian only: ``(readouts, samples, 2)`` normalised coordinates and
+        ``(readouts, samples)`` density weights; ``kspace`` is then ``(coils, readouts,
+        samples)`` and ``mask`` is all true.
+    full_fov_maps
+        ``(coils, H, W)`` uncropped ESPIRiT maps for learned models trained with them (the
+        benchmark's per-method calibration, :class:`MRIStages`), else ``None``.
+    notes
+        What the reader found suspicious but not fatal (``{kind: message}``), e.g. columns the
+        mask marks sampled that hold no data; :meth:`MRIStages.data_warnings` reports them.
+    calibration
+        ``(coils, H, W)`` the lines of a separate reference scan (``KSpace.calibration``), zero
+        elsewhere, or ``None``: every preprocess transform of ``kspace`` is applied to it too,
+        and ``calibrate`` / GRAPPA calibrate from it (:mod:`mrirecon.pipeline.reference_mri`).
+    """
+
+    kspace: Tensor
+    mask: Tensor
+    header: Header
+    file_name: str
+    index: int
+    reference: Tensor | None = None
+    noise: Tensor | None = None
+    maps: Tensor | None = None
+    image: Tensor | None = None
+    num_low_frequencies: int | None = None
+    trajectory: Tensor | None = None
+    density: Tensor | None = None
+    full_fov_maps: Tensor | None = None
+    notes: dict[str, str] = field(default_factory=dict)
+    calibration: Tensor | None = None
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """``(H, W)`` of the image grid."""
+        if self.trajectory is None:
+            return tuple(self.kspace.shape[-2:])
+        return tuple(self.header.encoded_matrix[:2])
+
+
+def operator(s: MRISlice, maps: Tensor) -> torch.nn.Module:
+    """The forward operator of a slice for ``maps`` ``(..., coils, H, W)``: ``sense`` for
+    Cartesian data, ``nufft_sense`` for non-Cartesian data."""
+    if s.trajectory is None:  # (H, W) for a partial echo: its never-sampled rows stay unsampled
+        return sense(maps, sampling_mask(s))
+    return nufft_sense(maps, s.trajectory.to(maps.device))
+
+
+def gridded_coil_images(s: MRISlice) -> Tensor:
+    """Zero-filled (Cartesian) or density-compensated gridded (non-Cartesian) coil images."""
+    if s.trajectory is None:
+        return ifft2c(s.kspace)
+    return recon_gridded(s.kspace, s.trajectory, s.image_shape, s.density)
+
+
+def make_slice(ks, index: int, file_name: str, file_mask: Tensor | None) -> MRISlice:
+    """``KSpace`` (one slice) from a reader -> :class:`MRISlice`.
+
+    The mask is ``file_mask``, else the reader's mask, else the acquired (non-padding) columns;
+    a per-slice mask ``(slices, W)`` (ISMRMRD with slice-dependent sampling) gives row ``index``.
+    """
+    data = ks.data[0]
+    w = data.shape[-1]
+    if getattr(ks, "trajectory", None) is not None:
+        ref = ks.reference[0] if ks.reference is not None else None
+        from mrirecon.pipeline.checks_mri import trajectory_warnings
+
+        notes = {**reader_notes(ks.header),
+                 **trajectory_warnings(ks.trajectory, ks.header.encoded_matrix[:2])}
+        return MRISlice(data, torch.ones(w, dtype=torch.bool), ks.header, file_name, index, ref,
+                        ks.noise, trajectory=ks.trajectory, density=ks.density, notes=notes)
+    mask = file_mask if file_mask is not None else ks.mask
+    if mask is None:
+        mask = ks.header.acquired_columns(w)
+    elif mask.ndim == 2 and mask.shape[0] > 1:
+        if index >= mask.shape[0]:
+            raise ValueError(f"{file_name}: mask: {mask.shape[0]} per-slice rows, slice {index} "
+                             "has none")
+        mask = mask[index]
+    mask = mask.reshape(-1).bool()
+    if mask.numel() != w:
+        raise ValueError(f"{file_name}: mask: {mask.numel()} entries for {w} k-space columns")
+    from mrirecon.pipeline.checks_mri import check_kspace, reconcile_mask
+
+    where = f"{file_name}: slice {index}"
+    check_kspace(data, where)
+    mask, notes = reconcile_mask(data, mask, where, ks.header.acquired_columns(w))
+    notes.update(reader_notes(ks.header))
+    pf = partial_fourier_note(ks.header)
+    if pf:
+        notes["partial_fourier"] = pf
+    rc, slices = ks.header.extra.get("receiver_channels"), ks.header.extra.get("file_slices")
+    if rc and slices and rc == slices != data.shape[0]:  # (8, H, W) read as 8 single-coil slices
+        notes["coil_axis"] = (f"the header names {rc} receiver channels, but the k-space has "
+                              f"{data.shape[0]} coil(s) and {slices} slices: is the slice axis "
+                              "missing (one slice stored as (coils, H, W)) or swapped with the "
+                              "coil axis?")
+    ref = ks.reference[0] if ks.reference is not None else None
+    cal = ks.calibration
+    cal = cal[0] if cal is not None and bool((cal[0] != 0).any()) else None
+    return MRISlice(data, mask, ks.header, file_name, index, ref, ks.noise, notes=notes,
+                    calibration=cal)
+
+
+def reader_notes(header: Header) -> dict[str, str]:
+    """What a reader noted in ``header.extra["<kind>_note"]`` (a second encoding space, a partial
+    echo, a short trajectory, rescaled density weights), as ``{kind: message}``."""
+    kinds = {"trajectory": "trajectory_extent"}  # the non-Cartesian reader's name for it
+    return {kinds.get(key[: -len("_note")], key[: -len("_note")]): str(value)
+            for key, value in header.extra.items() if key.endswith("_note") and value}
+
+
+def column_counts(s: MRISlice) -> tuple[int, int]:
+    """``(sampled, acquirable)`` k-space columns of a Cartesian slice (padding excluded)."""
+    acquirable = s.header.acquired_columns(s.mask.numel())
+    return int((s.mask.reshape(-1).bool().cpu() & acquirable).sum()), int(acquirable.sum())
+
+
+def check_slice(s: MRISlice, stage: str, reference: bool = True) -> None:
+    """Refuse a slice that cannot give a meaningful image, naming the file, slice and reason:
+    non-finite or all-zero k-space, an empty mask, non-finite maps or reference."""
+    where = f"{s.file_name}: slice {s.index}"
+    if not bool(s.mask.any()):
+        raise ValueError(f"{where}: the sampling mask selects no k-space column ({stage}); "
+                         "nothing was acquired to reconstruct")
+    finite, nonzero = finite_and_nonzero(s.kspace)
+    if not finite:
+        raise ValueError(f"{where}: k-space holds NaN or Inf samples ({stage})")
+    if not nonzero:
+        raise ValueError(f"{where}: k-space is all zero ({stage}); the file holds no signal")
+    if s.maps is not None:
+        finite, nonzero = finite_and_nonzero(s.maps)
+        if not finite:
+            raise ValueError(f"{where}: coil maps hold NaN or Inf values (calibrate)")
+        if not nonzero:  # e.g. a noise-only edge slice: loud, but not fatal
+            import logging
+
+            logging.getLogger("mrirecon.pipeline").warning(
+                "%s: coil maps are all zero (calibrate: no signal above the ESPIRiT threshold); "
+                "this slice will be zero; try calibrate.crop=0 or calibrate.method=walsh", where)
+    if reference and s.reference is not None and not bool(torch.isfinite(s.reference).all()):
+        raise ValueError(f"{where}: the reference image holds NaN or Inf values; metrics would "
+                         "be meaningless (set evaluate.enabled=false to skip them)")
