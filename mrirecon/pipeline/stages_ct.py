@@ -52,16 +52,24 @@ class CTSlice:
     preview: Tensor | None = None
 
 
-def slice_seed(name: str, index: int) -> int:
-    """The noise seed of slice ``index`` of file ``name`` (stable across runs and machines)."""
-    return (sum((i + 1) * ord(c) for i, c in enumerate(name)) * 1009 + index) % (2**31 - 1)
+def slice_seed(name: str, index: int, cfg: UndersampleConfig | None = None) -> int:
+    """The noise seed of slice ``index`` of file ``name`` (stable across runs and machines).
+
+    With ``cfg.seed == "fixed"`` the file name is replaced by ``cfg.fixed_seed``, as the MRI
+    masks are: every file gets the same noise sequence (per slice index), and another
+    ``fixed_seed`` gives other noise."""
+    if cfg is not None and cfg.seed == "fixed":
+        base = cfg.fixed_seed + 1  # 0 .. 2**32 - 1, checked at load
+    else:
+        base = sum((i + 1) * ord(c) for i, c in enumerate(name))
+    return (base * 1009 + index) % (2**31 - 1)
 
 
 def undersample(s: CTSlice, cfg: UndersampleConfig) -> CTSlice:
     """Sparse views (``views``: every ``k``-th view, ``k = n // views``, about that many; see
     :func:`~mrirecon.sampling.view_factor`) and extra dose reduction
     (``photons``: Poisson noise on the transmission, seeded by :func:`slice_seed` of the
-    slice's file name and index) when ``enabled``."""
+    slice's file name, or ``fixed_seed`` with ``seed: fixed``, and index) when ``enabled``."""
     if not cfg.enabled:
         return s
     from mrirecon.sampling import low_dose_noise, sparse_view, view_factor
@@ -72,7 +80,7 @@ def undersample(s: CTSlice, cfg: UndersampleConfig) -> CTSlice:
         geometry, idx = sparse_view(geometry, factor)
         sino = sino[..., torch.as_tensor(idx), :]
     if cfg.photons is not None:
-        g = torch.Generator().manual_seed(slice_seed(s.file_name, s.index))
+        g = torch.Generator().manual_seed(slice_seed(s.file_name, s.index, cfg))
         sino = low_dose_noise(sino, cfg.photons, g)
     return replace(s, sinogram=sino, geometry=geometry, image=None, preview=None)
 

@@ -149,3 +149,26 @@ def test_a_reference_stored_in_another_layout_is_reported():
     msg = reference_orientation(torch.rot90(truth, 1, (-2, -1)), preview)
     assert msg is not None and "rotated 270 degrees" in msg
     assert "transposed" in reference_orientation(truth.T, preview)
+
+
+def test_ct_dose_noise_follows_undersample_seed():
+    """``undersample.seed: fixed`` seeds the simulated dose noise by ``fixed_seed`` instead of the
+    file name (it was ignored for CT): the same data under two file names get the same noise,
+    another ``fixed_seed`` other noise, and ``seed: file`` keeps noise per file."""
+    from mrirecon.pipeline.schema import UndersampleConfig
+    from mrirecon.pipeline.stages_ct import CTSlice, undersample
+
+    g = _geometry(30, n=32)
+    clean = _sinogram(g, photons=None)
+
+    def noisy(name, **seed):
+        cfg = UndersampleConfig(enabled=True, photons=1024.0, **seed)
+        return undersample(CTSlice(clean, g, file_name=name, index=3), cfg).sinogram
+
+    fixed = dict(seed="fixed", fixed_seed=7)
+    assert torch.equal(noisy("a.h5", **fixed), noisy("b.h5", **fixed))
+    assert not torch.equal(noisy("a.h5", **fixed), noisy("a.h5", seed="fixed", fixed_seed=8))
+    assert not torch.equal(noisy("a.h5"), noisy("b.h5"))
+    assert torch.equal(noisy("a.h5"), noisy("a.h5"))
+    # the noise is real noise at that dose, not a copy of the clean data
+    assert not torch.equal(noisy("a.h5", **fixed), clean)
