@@ -77,6 +77,22 @@ def method_record(run: VolumeRun, method: Method, used_calibration: bool) -> dic
     }
 
 
+def reference_notes(path: Path, reference, prediction) -> list[str]:
+    """Why the scores of ``prediction`` against ``reference`` (``(slices, h, w)`` arrays or
+    tensors) may say little: a reference on another scale or in another layout (the pipeline's
+    checks, :func:`mrirecon.pipeline.volume.reference_notes`). Each note is logged as a warning
+    naming the file; the records keep them under ``"reference_notes"``."""
+    import torch
+
+    from mrirecon.pipeline.volume import reference_notes as checks
+
+    notes = checks(torch.as_tensor(np.asarray(reference)), torch.as_tensor(np.asarray(prediction)),
+                   mri=True)
+    for note in notes:
+        log.warning("%s: %s", path.name, note)
+    return notes
+
+
 def run_plan(plan: BenchPlan, score: VolumeScorer, store: ResultsFile, *, persist: bool,
              progress: bool, on_record: RecordCallback | None = None) -> None:
     """Score every pending (method, acceleration, volume) of ``plan`` and store the records."""

@@ -28,6 +28,7 @@ from mrirecon.bench.core import (
     RecordCallback,
     check_accelerations,
     method_record,
+    reference_notes,
     run_benchmark,
 )
 from mrirecon.bench.methods import CT_DEFAULTS, build_methods, check_settings, weights_id
@@ -115,6 +116,7 @@ def _score_volume(path: Path, factor: float, methods: list[Method], bar, *, num_
         out[m.name] = {
             **method_record(run, m, used_calibration=False),
             **score_volume(reference.double(), pred.double(), crop=False),
+            "reference_notes": reference_notes(path, reference, pred),
             "mask_type": VIEW_MASK,
             "photons": photons,
             "mask_width": num_views,

@@ -41,6 +41,7 @@ from mrirecon.bench.core import (
     RecordCallback,
     check_accelerations,
     method_record,
+    reference_notes,
     run_benchmark,
 )
 from mrirecon.bench.methods import (
@@ -129,6 +130,7 @@ def _score_volume(path: Path, acceleration: float, methods: list[Method], bar, *
         out[m.name] = {
             **method_record(run, m, needs_maps(m.config.method, m.model)),
             **score_volume(target, pred, crop=True),
+            "reference_notes": reference_notes(path, target, pred),
             "mask_type": mask_type,
             "center_fraction": cf,
             "num_low_frequencies": sampling["num_low"],

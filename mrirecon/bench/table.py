@@ -63,6 +63,7 @@ VOLUME_COLUMNS = (
     "center_fraction",
     "num_low_frequencies",
     "sampled_columns",
+    "reference_notes",
 )
 
 
@@ -192,6 +193,11 @@ class BenchTable:
                 cells.append(f"{mean:{f}} ± {2 * std:{f}}" if math.isfinite(mean) else "n/a")
             cells += [f"{r.seconds_per_slice:.3f}", f"{r.num_params:,}"]
             lines.append("| " + " | ".join(cells) + " |")
+        notes = [f"- {rec['volume']} ({rec['method']}, {_fmt_acc(rec['acceleration'])}x): {n}"
+                 for rec in self.records for n in rec.get("reference_notes", [])]
+        if notes:  # the scores of these volumes compare against a doubtful reference
+            lines += ["", "Reference notes (the metrics above compare against these references "
+                      "as read):", *notes]
         return "\n".join(lines) + "\n"
 
     def to_csv(self) -> str:
@@ -230,6 +236,7 @@ class BenchTable:
             cols = decode_mask(rec["mask"], rec["mask_width"]).nonzero().flatten().tolist()
             row = {
                 **rec,
+                "reference_notes": " | ".join(rec.get("reference_notes", [])),
                 "sampled_columns": " ".join(map(str, cols)),
                 "acceleration": _fmt_acc(rec["acceleration"]),
             }

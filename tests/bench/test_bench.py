@@ -477,3 +477,29 @@ def test_learned_weights_from_card_state_dict_and_fastmri_checkpoint(varnet_weig
     assert set(mapped) == set(loaded)
     for k, v in mapped.items():
         torch.testing.assert_close(loaded[k], v, rtol=0, atol=0)
+
+
+def test_a_reference_in_another_layout_or_scale_is_noted(tmp_path, caplog):
+    """The pipeline's reference checks run in the benchmark too: a transposed or rescaled
+    ``reconstruction_rss`` (scored as read, a few dB with no word before) is noted in the
+    records, the volumes CSV, the Markdown table and the log; a correct one is not."""
+    import h5py
+
+    paths = _write_volumes(tmp_path / "data", 3)
+    with h5py.File(paths[1], "r+") as f:  # stored transposed
+        f["reconstruction_rss"][...] = np.swapaxes(f["reconstruction_rss"][()], -1, -2)
+    with h5py.File(paths[2], "r+") as f:  # another unit: a uint16-like magnitude
+        f["reconstruction_rss"][...] = f["reconstruction_rss"][()] * 1e5
+    with caplog.at_level("WARNING", logger="mrirecon.bench"):
+        table = run_bench(tmp_path / "data", "multicoil", (4,), ["zero_filled_rss"],
+                          output_dir=tmp_path / "out", progress=False, verbose=False)
+    notes = {r["volume"]: r["reference_notes"] for r in table.records}
+    assert notes[paths[0].name] == []
+    assert len(notes[paths[1].name]) == 1 and "transposed" in notes[paths[1].name][0]
+    assert len(notes[paths[2].name]) == 1 and "scale" in notes[paths[2].name][0]
+    md = table.to_markdown()
+    assert f"- {paths[1].name} (zero_filled_rss, 4x): the reference matches" in md
+    assert paths[0].name not in md
+    rows = {r["volume"]: r for r in csv.DictReader(io.StringIO(table.volumes_csv()))}
+    assert rows[paths[0].name]["reference_notes"] == "" and "scale" in rows[paths[2].name]["reference_notes"]
+    assert sum(paths[2].name in m for m in caplog.messages) == 1

@@ -33,6 +33,7 @@ def test_table_rows_metrics_and_files(ct_dir, tmp_path):
     vols = list(csv.DictReader(io.StringIO((tmp_path / "bench_volumes.csv").read_text())))
     assert [v["method"] for v in vols] == ["fbp", "sirt"]
     assert {v["mask_type"] for v in vols} == {"sparse_view"}
+    assert [v["reference_notes"] for v in vols] == ["", ""]  # the reference checks pass here
     # the record's mask is the kept views: every 3rd of 60
     assert vols[0]["sampled_columns"] == " ".join(str(i) for i in range(0, 60, 3))
     psnr = {v["method"]: float(v["PSNR"]) for v in vols}
