@@ -174,10 +174,57 @@ def validate_pipeline(config: PipelineConfig, source: str = "") -> PipelineConfi
                     "value) would be written as several; use '/' instead")
     if not config.export.formats:
         raise _fail(source, "export.formats", "needs at least one of hdf5, nifti, dicom, png")
+    _check_modality_settings(config, source)
     config = _canonical_reconstruct_params(config, source)
     _check_method(config, source)
     _check_adapt(config, source)
     return config
+
+
+#: Settings that only the MRI stages read (whole sections, or ``section.key``) and those only the
+#: CT stages read. Set away from their defaults in a pipeline of the other modality they changed
+#: nothing, without a word: ``undersample.accelerations=[6]`` in a CT pipeline kept every view
+#: (the metrics of the full sinogram, provenance saying 6x), ``undersample.views=30`` in an MRI
+#: pipeline drew the 4x mask.
+MRI_ONLY = ("preprocess", "calibrate", "postprocess", "undersample.mask",
+            "undersample.center_fractions", "undersample.accelerations", "undersample.seed",
+            "undersample.fixed_seed")
+CT_ONLY = ("undersample.views", "undersample.photons")
+
+
+def _changed(config: PipelineConfig, dotted: str) -> list[str]:
+    """The keys under ``dotted`` (a section or one key) whose values differ from the defaults."""
+    from dataclasses import fields
+
+    section, _, key = dotted.partition(".")
+    block = getattr(config, section)
+    default = type(block)()
+    names = [key] if key else [f.name for f in fields(block)]
+    return [f"{section}.{n}" for n in names if getattr(block, n) != getattr(default, n)]
+
+
+def _check_modality_settings(config: PipelineConfig, source: str) -> None:
+    """Refuse settings the pipeline's modality never reads, and a CT ``undersample.enabled``
+    with nothing to undersample (neither ``views`` nor ``photons``)."""
+    if config.modality == "ct":
+        for dotted in MRI_ONLY:
+            if changed := _changed(config, dotted):
+                hint = (" CT undersamples with undersample.views (sparse view) and "
+                        "undersample.photons (low dose)") if dotted.startswith("undersample") else ""
+                raise _fail(source, changed[0], "an MRI setting, which a CT pipeline does not read "
+                            f"(it would change nothing); remove it.{hint}")
+        und = config.undersample
+        if und.enabled and und.views is None and und.photons is None:
+            raise _fail(source, "undersample.enabled",
+                        "true, but neither undersample.views nor undersample.photons is set, so "
+                        "every view would be kept at the data's dose; set undersample.views=N "
+                        "and / or undersample.photons=I0, or undersample.enabled=false")
+    else:
+        for dotted in CT_ONLY:
+            if changed := _changed(config, dotted):
+                raise _fail(source, changed[0], "a CT setting, which an MRI pipeline does not read "
+                            "(it would change nothing); remove it. MRI undersamples k-space with "
+                            "undersample.accelerations, center_fractions and mask")
 
 
 def _check_adapt(config: PipelineConfig, source: str) -> None:

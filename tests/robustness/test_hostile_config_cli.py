@@ -79,6 +79,32 @@ def test_load_counters_are_refused_where_no_input_has_counters(mri_file, tmp_pat
         not any((tmp_path / "out" / "reconstructions").iterdir())
 
 
+@pytest.mark.parametrize("pipeline, override, message", [
+    # CT kept every view (24.35 dB, as with undersampling off) while provenance said 6x
+    ("ct_fbp", "undersample.accelerations=[6]", r"ct_fbp.yaml: undersample.accelerations: an MRI "
+                                               r"setting, which a CT pipeline does not read"),
+    ("ct_fbp", "undersample.enabled=true", r"ct_fbp.yaml: undersample.enabled: true, but neither "
+                                           r"undersample.views nor undersample.photons is set"),
+    ("ct_learned", "undersample.mask=random", r"undersample.mask: an MRI setting"),
+    ("ct_learned", "postprocess.crop=none", r"postprocess.crop: an MRI setting"),
+    ("ct_fbp", "calibrate.method=walsh", r"calibrate.method: an MRI setting"),
+    ("ct_fbp", "preprocess.coil_compression=4", r"preprocess.coil_compression: an MRI setting"),
+    # MRI drew its 4x mask
+    ("mri_cs", "undersample.views=30", r"mri_cs.yaml: undersample.views: a CT setting, which an "
+                                       r"MRI pipeline does not read"),
+    ("mri_retrospective", "undersample.photons=1000", r"undersample.photons: a CT setting"),
+])
+def test_settings_of_the_other_modality_are_refused(pipeline, override, message):
+    """Keys only the other modality's stages read changed nothing, without a word."""
+    with pytest.raises(ConfigError, match=message):
+        load_pipeline(pipeline, [override])
+    # what each modality does read still loads
+    assert load_pipeline("ct_fbp", ["undersample.enabled=true", "undersample.views=30"])[0]
+    assert load_pipeline("ct_fbp", ["undersample.enabled=true", "undersample.photons=1000"])[0]
+    assert load_pipeline("mri_cs", ["undersample.enabled=true", "undersample.accelerations=[8]",
+                                    "undersample.center_fractions=[0.04]"])[0]
+
+
 def test_an_error_in_an_overridden_key_names_the_override():
     """The message named only the pipeline file, where the key was never written."""
     with pytest.raises(ConfigError, match=r"^--set over .*mri_cs.yaml: postprocess.crop_size: expected a list"):
