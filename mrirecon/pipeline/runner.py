@@ -45,6 +45,22 @@ def _any_dicom(entries: list[Path]) -> bool:
     return any(looks_like_dicom(f) for f in entries)
 
 
+def _warn_dicom_beside(folder: Path, others: list[Path]) -> None:
+    """Say that the DICOM files among ``others`` (the non-HDF5 files of an input folder whose HDF5
+    files are the inputs) are not read: a series is read from a folder of its own, and a series
+    loose beside HDF5 files was dropped without a word (exit 0, one input fewer)."""
+    if not others:
+        return
+    from mrirecon.io.dicom_read import looks_like_dicom  # pydicom only when a folder needs it
+
+    dicom = [f.name for f in others if looks_like_dicom(f)]
+    if dicom:
+        log.warning("input folder %s: %d DICOM file(s) beside its HDF5 files are not read (%s): a "
+                    "DICOM series is read from a folder of its own; move them into a subfolder "
+                    "and pass that as an input too", folder, len(dicom),
+                    ", ".join(dicom[:3]) + (", ..." if len(dicom) > 3 else ""))
+
+
 def expand_inputs(inputs: list[str], exclude: Path | None = None) -> list[Path]:
     """Files, folders (their HDF5 files, or a DICOM series folder) and glob patterns -> paths.
 
@@ -74,6 +90,8 @@ def expand_inputs(inputs: list[str], exclude: Path | None = None) -> list[Path]:
                 others = [f.name for f in entries if f.is_file()]
                 if files:  # a dangling link stays in: it fails by name ("cannot read the input")
                     out.extend(files)
+                    _warn_dicom_beside(p, [f for f in entries if f.is_file() and f.suffix.lower()
+                                           not in (".h5", ".hdf5", ".mrd")])
                 elif subfolders and not _any_dicom(entries):
                     # a study folder (README, DICOMDIR, series in subfolders) is no series itself
                     raise FileNotFoundError(

@@ -161,6 +161,30 @@ def test_input_names_folders_and_links_are_taken_as_they_are(mri_file, tmp_path,
     assert expand_inputs([str(series)]) == [series]
 
 
+def test_a_dicom_series_loose_beside_hdf5_files_is_named(ct_dir, dicom_series, tmp_path, caplog):
+    """A folder holding LoDoPaB files and a CT series' slices ran the HDF5 files alone: the series
+    was dropped without a word (exit 0, one input fewer)."""
+    folder = tmp_path / "mixed"
+    shutil.copytree(ct_dir, folder)
+    slices = dicom_series(tmp_path / "series")
+    for f in slices:
+        shutil.copy(f, folder / f.name)
+    (folder / "IM0004").write_bytes((tmp_path / "series" / slices[0].name).read_bytes())  # no .dcm
+    (folder / "README.txt").write_text("scanner export")
+    files = expand_inputs([str(folder)])
+    assert files and all(f.suffix == ".hdf5" for f in files)
+    warning = [r.getMessage() for r in caplog.records if "DICOM file(s)" in r.getMessage()]
+    assert warning == [f"input folder {folder}: 4 DICOM file(s) beside its HDF5 files are not read "
+                       f"(IM0004, slice_0001.dcm, slice_0002.dcm, ...): a DICOM series is read from a "
+                       "folder of its own; move them into a subfolder and pass that as an input too"]
+    caplog.clear()
+    (folder / "IM0004").unlink()
+    for f in slices:
+        (folder / f.name).unlink()
+    expand_inputs([str(folder)])  # a README beside HDF5 files is no series
+    assert "DICOM file(s)" not in caplog.text
+
+
 @pytest.mark.parametrize("rank, world", [(3, 2), (0, 0)])
 def test_a_rank_outside_the_world_size_is_refused(mri_file, tmp_path, monkeypatch, rank, world):
     """RANK=3 WORLD_SIZE=2 left in the environment processed no file with exit 0."""
