@@ -350,6 +350,9 @@ class FastMRIFile:
         ds = self._file[key]
         if ds.ndim != 3 or ds.shape[0] != len(self):
             raise self._fail(key, f"expected ({len(self)}, h, w), got shape {ds.shape}")
+        if ds.dtype.kind not in "biuf":  # complex: the metrics took its real part, exit 0
+            raise self._fail(key, f"expected real magnitude images, got {ds.dtype}" + (
+                " (complex: store its magnitude, abs)" if ds.dtype.kind == "c" else ""))
         sel = slice(None) if index is None else self._check_index(index)
         return torch.from_numpy(np.ascontiguousarray(self._read(key, sel, key)))
 

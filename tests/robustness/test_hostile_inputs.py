@@ -80,6 +80,29 @@ def test_inputs_that_cannot_be_reconstructed_fail_with_the_reason(mri_file, tmp_
     assert f"{case}.h5" in entry["error"]
 
 
+def test_a_complex_reference_is_refused_not_scored_by_its_real_part(mri_file, tmp_path):
+    """A complex ``reconstruction_rss`` (the coil-combined image, not its magnitude) was cast to
+    its real part: exit 0, 32.15 instead of 40.39 dB on the simulated brain, and only torch's
+    warning about discarding the imaginary part, naming no file."""
+    from mrirecon.io import FastMRIFile
+
+    with h5py.File(mri_file) as h5:
+        ref = h5["reconstruction_rss"][()]
+    phase = np.exp(1j * np.linspace(0, np.pi, ref.size)).reshape(ref.shape)
+    bad = clone_h5(mri_file, tmp_path / "cref.h5",
+                   reconstruction_rss=(ref * phase).astype(np.complex64))
+    entry = run_one(mri_config(), bad, tmp_path / "out")
+    assert entry["status"] == "failed" and not entry["metrics"]
+    assert "cref.h5: reconstruction_rss: expected real magnitude images, got complex64 (complex: " \
+           "store its magnitude, abs)" in entry["error"]
+    with FastMRIFile(bad) as f, pytest.raises(DataFormatError, match="reconstruction_rss"):
+        f.reference(0)
+    # a real reference in any numeric storage is still read as stored
+    good = clone_h5(mri_file, tmp_path / "f64.h5", reconstruction_rss=ref.astype(">f8"))
+    with FastMRIFile(good) as f:
+        assert torch.equal(f.reference(1), torch.from_numpy(ref[1].astype(np.float64)))
+
+
 def test_all_zero_kspace_is_refused_by_the_library_too():
     import torch
 
