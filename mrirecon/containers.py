@@ -72,8 +72,16 @@ class ImageGeometry:
         r, c = np.array(self.orientation[:3]), np.array(self.orientation[3:])
         if abs(np.linalg.norm(r) - 1) > 1e-4 or abs(np.linalg.norm(c) - 1) > 1e-4 or abs(r @ c) > 1e-4:
             raise ValueError(f"ImageGeometry.orientation is not orthonormal: {self.orientation}")
+        # NaN compares false with every bound above: a NaN origin or cosine reached the NIfTI
+        # affine (exit 0) and the DICOM writer ("value nan is not finite", no field named)
+        for name in ("spacing", "origin", "orientation"):
+            if not np.isfinite(getattr(self, name)).all():
+                raise ValueError(f"ImageGeometry.{name} must be finite, got {getattr(self, name)}")
         if self.slice_thickness is None:
             object.__setattr__(self, "slice_thickness", self.spacing[0])
+        elif not (np.isfinite(self.slice_thickness) and self.slice_thickness > 0):
+            raise ValueError("ImageGeometry.slice_thickness must be finite and > 0, got "
+                             f"{self.slice_thickness}")
 
     @property
     def row_direction(self) -> np.ndarray:

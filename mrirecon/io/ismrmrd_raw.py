@@ -58,6 +58,7 @@ from mrirecon.io.errors import DataFormatError, require_regular_file
 from mrirecon.io.hdf5_vlen import check_vlen_references
 from mrirecon.io.ismrmrd_reference import CALIBRATION_MISMATCH, separate_reference  # noqa: F401
 from mrirecon.io.ismrmrd_header import parse_ismrmrd_header
+from mrirecon.io.ismrmrd_placement import check_placement
 
 # ISMRMRD acquisition flag numbers (bit ``n - 1`` of ``flags``).
 ACQ_IS_NOISE_MEASUREMENT = 19
@@ -387,6 +388,7 @@ def _read_ismrmrd(
     imaging = np.flatnonzero(keep)
     if imaging.size == 0:
         raise fail(f"{dataset}/data", "no imaging acquisition")
+    check_placement(heads, imaging, fail)  # NaN reached the NIfTI affine
     if int(heads["trajectory_dimensions"][imaging[0]]) > 0:  # radial / spiral readouts
         return _read_noncartesian(path, header, records, imaging, noise_sel, fail, dataset)
 

@@ -229,3 +229,56 @@ def test_encoding_limits_beyond_the_matrix_are_clamped_before_partial_fourier_de
     entry = run_one(config, pf, tmp_path / "out_pf")
     (note,) = [w for w in entry["warnings"] if "partial Fourier" in w]
     assert "lines 0..19 around the centre 12 (12 before, 7 after" in note
+
+
+@pytest.mark.parametrize("field", ["position", "read_dir"])
+def test_a_nan_acquisition_position_or_direction_is_refused(ismrmrd_file, tmp_path, field):
+    """NaN in an ISMRMRD acquisition's position (or a direction cosine) compared false with every
+    "is it set?" tolerance: the NIfTI was written with a NaN affine and exit 0 (the DICOM export
+    failed with "value nan is not finite", naming neither file nor field; a NaN read_dir gave
+    nibabel's "Could not decompose affine")."""
+    import numpy as np
+
+    from mrirecon.io.errors import DataFormatError
+    from mrirecon.io import read_ismrmrd
+
+    bad = tmp_path / "nan.h5"
+    shutil.copy(ismrmrd_file, bad)
+    with h5py.File(bad, "r+") as h5:
+        table = h5["dataset/data"]
+        record = table[0]  # the first imaging acquisition: its position and directions place slice 0
+        record["head"][field][0] = np.nan
+        table[0] = record
+    entry = run_one(mri_config("export.formats=[nifti]"), bad, tmp_path / "out")
+    assert entry["status"] == "failed"
+    assert f"nan.h5: data[0].head.{field}: [nan, " in entry["error"]
+    assert "is not finite (1 of " in entry["error"]
+    assert not (tmp_path / "out" / "nifti").exists() or not any((tmp_path / "out" / "nifti").iterdir())
+    with pytest.raises(DataFormatError, match=rf"data\[0\]\.head\.{field}"):
+        read_ismrmrd(bad)
+    assert np.isfinite(read_ismrmrd(ismrmrd_file).header.geometry.affine_lps()).all()
+
+
+def test_a_non_finite_geometry_is_refused_where_it_is_made(mri_file, tmp_path):
+    """The same for the geometry a header stores as JSON (``NaN`` is valid JSON to Python) and
+    for :class:`ImageGeometry` built in code: NaN passed its positivity and orthonormality tests."""
+    import math
+
+    from mrirecon.containers import ImageGeometry
+    from mrirecon.io import FastMRIFile
+    from mrirecon.io.errors import DataFormatError
+
+    for kwargs in ({"origin": (math.nan, 0, 0)}, {"spacing": (1, math.inf, 1)},
+                   {"orientation": (math.nan, 0, 0, 0, 1, 0)}, {"slice_thickness": math.nan},
+                   {"slice_thickness": -2.0}):
+        with pytest.raises(ValueError, match=f"ImageGeometry.{next(iter(kwargs))} must be finite"):
+            ImageGeometry(**kwargs)
+    with h5py.File(mri_file) as h5:
+        xml = h5["ismrmrd_header"][()].decode()
+    start = xml.index('"origin": [') + len('"origin": [')
+    bad = clone_h5(mri_file, tmp_path / "json.h5",
+                   ismrmrd_header=(xml[:start] + "NaN, " + xml[xml.index(",", start) + 2:]).encode())
+    with FastMRIFile(bad) as f, pytest.raises(DataFormatError, match=r"json.h5: ismrmrd_header/"
+                                              r"userParameters/mrirecon.geometry: invalid "
+                                              r"\(ImageGeometry.origin must be finite"):
+        f.header  # noqa: B018
