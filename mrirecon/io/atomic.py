@@ -46,5 +46,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> None:
-    """Write ``text`` to ``path`` atomically."""
-    atomic_write_bytes(path, text.encode(encoding))
+    """Write ``text`` to ``path`` atomically. Characters ``encoding`` cannot hold (the surrogate
+    escapes of a file name that is not UTF-8, e.g. in a benchmark table) are written as
+    backslash escapes rather than failing the write."""
+    atomic_write_bytes(path, text.encode(encoding, "backslashreplace"))

@@ -215,3 +215,28 @@ def test_input_that_cannot_be_read_fails_alone(mri_file, tmp_path, monkeypatch):
     assert [f["status"] for f in prov["files"]] == ["ok", "failed"]
     assert "cannot read the input (Permission denied)" in prov["files"][1]["error"]
     assert prov["inputs"][str(folder / "b.h5")] == "unreadable: Permission denied"
+
+
+def test_a_file_name_that_is_not_utf8_gets_its_report_and_metrics(mri_file, tmp_path):
+    """``Müller.h5`` named in Latin-1 (byte 0xfc: a Windows share, an old scanner export) was
+    reconstructed and exported, then the run died writing report.html ("'utf-8' codec can't
+    encode character '\\udcfc' … surrogates not allowed", exit 2, naming no file): no report,
+    no metrics.csv, and the same on every --resume (the input was finished)."""
+    from urllib.parse import unquote_to_bytes
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    name = os.fsdecode(b"M\xfcller.h5")
+    shutil.copy(mri_file, folder / name)
+    out = tmp_path / "out"
+    config = load_pipeline("mri_cs", FAST_MRI[:3] + ["export.formats=[hdf5,png]"])[0]
+    for resume in (False, True):
+        assert run_pipeline(config, [str(folder)], out, progress=False, resume=resume) == 0
+        rows = list(csv.reader((out / "metrics.csv").open(encoding="utf-8")))
+        assert [r[0] for r in rows[1:]] == ["M\\xfcller.h5"] and float(rows[1][2]) > 20
+        report = (out / "report.html").read_bytes().decode("utf-8")  # valid UTF-8
+        assert "M\\xfcller.h5</td>" in report
+        srcs = [s.split("'")[0] for s in report.split("<img src='")[1:]]
+        assert len(srcs) == 2  # the links reach the figures on disk (bytes percent-encoded)
+        assert all(os.path.isfile(os.path.join(os.fsencode(out), unquote_to_bytes(s))) for s in srcs)
+    assert (out / "reconstructions" / os.fsdecode(b"M\xfcller.h5")).is_file()
