@@ -12,6 +12,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+#: The longest file name (bytes) of the usual file systems (ext4, XFS, btrfs, NTFS, APFS).
+NAME_MAX = 255
+_RANDOM = 8  # characters mkstemp puts between prefix and suffix
+
+
+def cut_name(name: str, extra: int) -> str:
+    """``name`` cut (in bytes, as the file system counts) so that ``extra`` more bytes around it
+    still make a file name of at most :data:`NAME_MAX` bytes; at least one byte is kept."""
+    return os.fsdecode(os.fsencode(name)[:max(NAME_MAX - extra, 1)])
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it to ``path`` on success.
@@ -21,10 +32,11 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=(suffix if suffix is not None else target.suffix) + ".tmp",
-        dir=target.parent,
-    )
+    tail = (suffix if suffix is not None else target.suffix) + ".tmp"
+    # the temporary name holds the target's, cut so that it fits where the target fits: a
+    # 240-byte name failed with "File name too long" only because of these 17 bytes
+    short = cut_name(target.name, len(os.fsencode(tail)) + _RANDOM + 2)
+    fd, tmp = tempfile.mkstemp(prefix=f".{short}.", suffix=tail, dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     umask = os.umask(0)

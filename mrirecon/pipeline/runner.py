@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from mrirecon.core.device import resolve_device
-from mrirecon.io.atomic import atomic_write_text
+from mrirecon.io.atomic import NAME_MAX, atomic_write_text, cut_name
 from mrirecon.core.config import to_dict
 from mrirecon.pipeline.report import VolumeResult, display_name, printable, write_report
 from mrirecon.pipeline.run_state import (lock_output, paired_reference, previous_run, read_status,
@@ -140,6 +140,28 @@ def output_names(files: list[Path]) -> list[str]:
     return names
 
 
+def check_name_lengths(config: PipelineConfig, files: list[Path], names: list[str],
+                       output: Path) -> None:
+    """Refuse, before any work, an input whose outputs would have a file name longer than the
+    output folder's file system allows (the input's name plus ``.nii.gz``, ``.json`` of its
+    status record, ...): each failed with "File name too long" after its reconstruction."""
+    suffixes = [".json"]  # the status record, always
+    suffixes += [s for fmt, s in (("hdf5", ".h5"), ("nifti", ".nii.gz")) if fmt in config.export.formats]
+    if config.adapt.enabled and config.adapt.save_weights:
+        suffixes += [".yaml"]
+    longest = max(suffixes, key=len)
+    try:
+        limit = os.pathconf(output, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = NAME_MAX
+    for path, name in zip(files, names):
+        last = name.rsplit("/", 1)[-1] + longest
+        if len(os.fsencode(last)) > limit:
+            raise ValueError(f"input {path}: its outputs would be named {last[:24]}...{last[-24:]} "
+                             f"({len(os.fsencode(last))} bytes), longer than the {limit} bytes a "
+                             f"file name may have in {output}; rename the input (shorter)")
+
+
 def config_sha256(config: PipelineConfig) -> str:
     """Checksum of the effective configuration (after overrides): what ``--resume`` compares."""
     text = json.dumps(to_dict(config), sort_keys=True, default=str)
@@ -239,7 +261,8 @@ def _commit(stage: Path, output: Path, result: VolumeResult) -> None:
         dst = output / src.relative_to(stage)
         dst.parent.mkdir(parents=True, exist_ok=True)
         if src.is_dir() and dst.exists():
-            old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+            tag = f".old-{os.getpid()}"  # cut like a temporary file's name: it must fit too
+            old = dst.with_name(f".{cut_name(dst.name, len(tag) + 1)}{tag}")
             os.replace(dst, old)
             os.replace(src, dst)
             shutil.rmtree(old, ignore_errors=True)
@@ -298,6 +321,7 @@ def _run_locked(config: PipelineConfig, inputs: list[str], output: Path, *, resu
     dev = resolve_device(device or config.device)
     files = expand_inputs(inputs, exclude=output)
     names = output_names(files)
+    check_name_lengths(config, files, names, output)
     mine = list(zip(files, names))[rank::world]
     log.info("pipeline %s: %d input(s), %d on rank %d/%d, device %s", config.name, len(files),
              len(mine), rank, world, dev)

@@ -240,3 +240,35 @@ def test_a_file_name_that_is_not_utf8_gets_its_report_and_metrics(mri_file, tmp_
         assert len(srcs) == 2  # the links reach the figures on disk (bytes percent-encoded)
         assert all(os.path.isfile(os.path.join(os.fsencode(out), unquote_to_bytes(s))) for s in srcs)
     assert (out / "reconstructions" / os.fsdecode(b"M\xfcller.h5")).is_file()
+
+
+def test_long_input_names_run_or_are_refused_before_any_work(mri_file, tmp_path, monkeypatch):
+    """A 240-byte name (79 CJK characters and ``.h5``) failed after its reconstruction with "File
+    name too long": its outputs fit the file system's 255 bytes, the temporary files beside them
+    (``.NAME.xxxxxxxx.h5.tmp``, 17 bytes more) did not; a rerun moves the old DICOM folder aside
+    as ``.NAME.old-PID``, which must fit too. A name whose outputs cannot fit (``NAME.nii.gz``
+    over 255 bytes) failed the same way, after the work."""
+    import mrirecon.pipeline.volume as volume
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for fits in ("脳" * 79 + ".h5", "a" * 248 + ".h5"):  # NAME.nii.gz: 244 and 255 bytes
+        shutil.copy(mri_file, folder / fits)
+        out = tmp_path / f"out{len(fits)}"
+        for _ in range(2):  # the second run replaces the first one's outputs
+            assert run_pipeline(mri_config(), [str(folder / fits)], out, progress=False) == 0
+        stem = fits[:-3]
+        assert (out / "reconstructions" / fits).is_file()
+        assert (out / "nifti" / f"{stem}.nii.gz").is_file()
+        assert len(list((out / "dicom" / stem).glob("*.dcm"))) == 2
+        assert not [p for p in out.rglob("*") if p.name.startswith(".") and "old-" in p.name]
+    too_long = "a" * 250 + ".h5"  # NAME.nii.gz would be 257 bytes: refused up front
+    shutil.copy(mri_file, folder / too_long)
+    monkeypatch.setattr(volume, "process_volume", lambda *a, **k: pytest.fail("reconstructed"))
+    with pytest.raises(ValueError, match=r"its outputs would be named a{24}\.\.\.a{17}\.nii\.gz "
+                                         r"\(257 bytes\), longer than the 255 bytes"):
+        run_pipeline(mri_config(), [str(folder / too_long)], tmp_path / "out2", progress=False)
+    # without NIfTI the longest output is its status record NAME.json (255 bytes): it runs
+    monkeypatch.undo()
+    assert run_pipeline(mri_config("export.formats=[hdf5]"), [str(folder / too_long)],
+                        tmp_path / "out3", progress=False) == 0
