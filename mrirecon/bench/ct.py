@@ -28,7 +28,7 @@ from mrirecon.bench.core import (
     RecordCallback,
     check_accelerations,
     method_record,
-    reference_notes,
+    reference_warnings,
     run_benchmark,
 )
 from mrirecon.bench.methods import CT_DEFAULTS, build_methods, check_settings, weights_id
@@ -102,13 +102,15 @@ def _kept_views(num_views: int, factor: float) -> torch.Tensor:
 
 def _score_volume(path: Path, factor: float, methods: list[Method], bar, *, num_views: int,
                   photons: float | None, device: str) -> dict[str, dict]:
-    from mrirecon.io.lodopab import MU_MAX_PER_MM
+    from mrirecon.io.lodopab import MU_MAX_PER_MM, reference_file_name
 
     stages = CTStages(pipeline_config(num_views, factor, photons), device=device)
     run = stream.stream_volume(stages, path, methods, progress=False, bar=bar, previews=False)
     if run.reference is None:
         raise ValueError(f"run_ct_bench: {path} has no ground truth for every slice")
     reference = run.reference / MU_MAX_PER_MM
+    notes = reference_warnings(path, reference_file_name(path.name) or "ground truth", reference,
+                               {m.name: run.outputs[m.name] / MU_MAX_PER_MM for m in methods})
     mask = _kept_views(num_views, factor)
     out = {}
     for m in methods:
@@ -116,11 +118,11 @@ def _score_volume(path: Path, factor: float, methods: list[Method], bar, *, num_
         out[m.name] = {
             **method_record(run, m, used_calibration=False),
             **score_volume(reference.double(), pred.double(), crop=False),
-            "reference_notes": reference_notes(path, reference, pred),
             "mask_type": VIEW_MASK,
             "photons": photons,
             "mask_width": num_views,
             "mask": encode_mask(mask),
+            "reference_notes": notes,
             "prediction": pred.numpy(),
         }
     return out

@@ -41,7 +41,7 @@ from mrirecon.bench.core import (
     RecordCallback,
     check_accelerations,
     method_record,
-    reference_notes,
+    reference_warnings,
     run_benchmark,
 )
 from mrirecon.bench.methods import (
@@ -124,18 +124,23 @@ def _score_volume(path: Path, acceleration: float, methods: list[Method], bar, *
 
     run = stream.stream_volume(stages, path, methods, progress=False, bar=bar, on_slice=first_mask,
                         previews=False)
+    key = "reconstruction_rss" if challenge == "multicoil" else "reconstruction_esc"
+    if run.reference_dropped:  # was scored: the output's centre against a target of another grid
+        raise ValueError(f"run_bench: {path}: {key}: {run.reference_dropped}; the target must be "
+                         "the image on the output's grid (the header's recon size)")
+    notes = reference_warnings(path, key, target, {m.name: run.outputs[m.name] for m in methods})
     out = {}
     for m in methods:
         pred = run.outputs[m.name].numpy()
         out[m.name] = {
             **method_record(run, m, needs_maps(m.config.method, m.model)),
             **score_volume(target, pred, crop=True),
-            "reference_notes": reference_notes(path, target, pred),
             "mask_type": mask_type,
             "center_fraction": cf,
             "num_low_frequencies": sampling["num_low"],
             "mask_width": int(sampling["mask"].numel()),
             "mask": encode_mask(sampling["mask"]),
+            "reference_notes": notes,
             "prediction": pred,
         }
     return out

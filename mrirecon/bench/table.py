@@ -193,11 +193,10 @@ class BenchTable:
                 cells.append(f"{mean:{f}} ± {2 * std:{f}}" if math.isfinite(mean) else "n/a")
             cells += [f"{r.seconds_per_slice:.3f}", f"{r.num_params:,}"]
             lines.append("| " + " | ".join(cells) + " |")
-        notes = [f"- {rec['volume']} ({rec['method']}, {_fmt_acc(rec['acceleration'])}x): {n}"
-                 for rec in self.records for n in rec.get("reference_notes", [])]
+        notes = dict.fromkeys(n for rec in self.records for n in rec.get("reference_notes", []))
         if notes:  # the scores of these volumes compare against a doubtful reference
             lines += ["", "Reference notes (the metrics above compare against these references "
-                      "as read):", *notes]
+                      "as read):", *[f"- {n}" for n in notes]]
         return "\n".join(lines) + "\n"
 
     def to_csv(self) -> str:

@@ -480,9 +480,10 @@ def test_learned_weights_from_card_state_dict_and_fastmri_checkpoint(varnet_weig
 
 
 def test_a_reference_in_another_layout_or_scale_is_noted(tmp_path, caplog):
-    """The pipeline's reference checks run in the benchmark too: a transposed or rescaled
-    ``reconstruction_rss`` (scored as read, a few dB with no word before) is noted in the
-    records, the volumes CSV, the Markdown table and the log; a correct one is not."""
+    """The pipeline's reference checks run in the benchmark too (MRI here, CT in
+    test_bench_ct): a transposed or rescaled ``reconstruction_rss`` (scored as read, a few dB
+    with no word before) is noted in the records, the volumes CSV, the Markdown table and the
+    log, once per volume; a correct one is not."""
     import h5py
 
     paths = _write_volumes(tmp_path / "data", 3)
@@ -491,15 +492,20 @@ def test_a_reference_in_another_layout_or_scale_is_noted(tmp_path, caplog):
     with h5py.File(paths[2], "r+") as f:  # another unit: a uint16-like magnitude
         f["reconstruction_rss"][...] = f["reconstruction_rss"][()] * 1e5
     with caplog.at_level("WARNING", logger="mrirecon.bench"):
-        table = run_bench(tmp_path / "data", "multicoil", (4,), ["zero_filled_rss"],
+        table = run_bench(tmp_path / "data", "multicoil", (4,), ["zero_filled_rss", "cg_sense"],
                           output_dir=tmp_path / "out", progress=False, verbose=False)
-    notes = {r["volume"]: r["reference_notes"] for r in table.records}
-    assert notes[paths[0].name] == []
-    assert len(notes[paths[1].name]) == 1 and "transposed" in notes[paths[1].name][0]
-    assert len(notes[paths[2].name]) == 1 and "scale" in notes[paths[2].name][0]
+    notes = {(r["volume"], r["method"]): r["reference_notes"] for r in table.records}
+    for method in ("zero_filled_rss", "cg_sense"):
+        assert notes[paths[0].name, method] == []
+        (turned,) = notes[paths[1].name, method]
+        assert turned.startswith(f"{paths[1].name}: reconstruction_rss: the reference matches")
+        assert "transposed" in turned
+        (scaled,) = notes[paths[2].name, method]
+        assert "the reference's scale is" in scaled and scaled.endswith("(every method's output)")
     md = table.to_markdown()
-    assert f"- {paths[1].name} (zero_filled_rss, 4x): the reference matches" in md
+    assert md.count(f"- {turned}") == 1 and md.count(f"- {scaled}") == 1
     assert paths[0].name not in md
-    rows = {r["volume"]: r for r in csv.DictReader(io.StringIO(table.volumes_csv()))}
-    assert rows[paths[0].name]["reference_notes"] == "" and "scale" in rows[paths[2].name]["reference_notes"]
+    rows = {(r["volume"], r["method"]): r for r in csv.DictReader(io.StringIO(table.volumes_csv()))}
+    assert rows[paths[0].name, "cg_sense"]["reference_notes"] == ""
+    assert rows[paths[2].name, "cg_sense"]["reference_notes"] == scaled
     assert sum(paths[2].name in m for m in caplog.messages) == 1

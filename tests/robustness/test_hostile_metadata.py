@@ -282,3 +282,49 @@ def test_a_non_finite_geometry_is_refused_where_it_is_made(mri_file, tmp_path):
                                               r"userParameters/mrirecon.geometry: invalid "
                                               r"\(ImageGeometry.origin must be finite"):
         f.header  # noqa: B018
+
+
+@pytest.mark.parametrize("case", ["resized", "uint16", "flipped", "as_stored"])
+def test_bench_targets_of_another_grid_scale_or_layout(mri_file, tmp_path, caplog, case):
+    """``mrirecon bench`` scored what ``mrirecon run`` warns of or leaves unscored, with exit 0
+    and no word: a target resized to another grid (the output's centre crop against it: 12.0 dB
+    on a 48 x 48 brain resized to 40 x 40), stored as uint16 0..4095, or flipped left-right."""
+    import numpy as np
+
+    from mrirecon.bench.mri import run_bench
+
+    with h5py.File(mri_file) as h5:
+        ref = h5["reconstruction_rss"][()]
+    target = {"resized": ref[:, 2:-2, 2:-2], "uint16": np.round(ref / ref.max() * 4095),
+              "flipped": ref[:, :, ::-1], "as_stored": ref}[case]
+    data = tmp_path / "data"
+    clone_h5(mri_file, data / "scan.h5",
+             reconstruction_rss=np.ascontiguousarray(target).astype(np.float32))
+    records = []
+
+    def bench():
+        return run_bench(data, accelerations=[4], methods="zero_filled,cg_sense", progress=False,
+                         verbose=False, center_fractions={4.0: 0.16},
+                         on_record=lambda rec, _: records.append(rec))
+
+    if case == "resized":
+        with pytest.raises(ValueError, match=r"scan.h5: reconstruction_rss: the reference image of "
+                                             r"slice 0 is \(28, 20\), the postprocessed output is "
+                                             r"\(32, 24\); the target must be the image on the "
+                                             r"output's grid"):
+            bench()
+        return
+    bench()
+    assert [r["method"] for r in records] == ["zero_filled", "cg_sense"]
+    notes = {tuple(r["reference_notes"]) for r in records}
+    assert len(notes) == 1  # one volume: the same notes in every method's record
+    (notes,) = notes
+    expected = {"uint16": r"scan.h5: reconstruction_rss: the reference's scale is [0-9.e+]+x the "
+                          r"reconstruction's .* \(every method's output\)$",
+                "flipped": r"scan.h5: reconstruction_rss: the reference matches cg_sense's output "
+                           r"far better flipped left-right \(correlation 0.8\d\) than as read"}
+    if case == "as_stored":
+        assert notes == () and "bench:" not in caplog.text
+    else:
+        assert len(notes) == 1 and re.match(expected[case], notes[0]), notes
+        assert notes[0].split(": ", 1)[1] in caplog.text  # logged as it is recorded
