@@ -185,10 +185,10 @@ def validate_pipeline(config: PipelineConfig, source: str = "") -> PipelineConfi
 #: CT stages read. Set away from their defaults in a pipeline of the other modality they changed
 #: nothing, without a word: ``undersample.accelerations=[6]`` in a CT pipeline kept every view
 #: (the metrics of the full sinogram, provenance saying 6x), ``undersample.views=30`` in an MRI
-#: pipeline drew the 4x mask.
+#: pipeline drew the 4x mask. ``undersample.seed`` / ``fixed_seed`` are read by both (CT: the
+#: dose noise, :func:`mrirecon.pipeline.stages_ct.slice_seed`).
 MRI_ONLY = ("preprocess", "calibrate", "postprocess", "undersample.mask",
-            "undersample.center_fractions", "undersample.accelerations", "undersample.seed",
-            "undersample.fixed_seed")
+            "undersample.center_fractions", "undersample.accelerations")
 CT_ONLY = ("undersample.views", "undersample.photons")
 
 
