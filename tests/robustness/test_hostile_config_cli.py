@@ -101,6 +101,8 @@ def test_settings_of_the_other_modality_are_refused(pipeline, override, message)
     # what each modality does read still loads
     assert load_pipeline("ct_fbp", ["undersample.enabled=true", "undersample.views=30"])[0]
     assert load_pipeline("ct_fbp", ["undersample.enabled=true", "undersample.photons=1000"])[0]
+    assert load_pipeline("ct_fbp", ["undersample.enabled=true", "undersample.photons=1000",
+                                    "undersample.seed=fixed", "undersample.fixed_seed=3"])[0]
     assert load_pipeline("mri_cs", ["undersample.enabled=true", "undersample.accelerations=[8]",
                                     "undersample.center_fractions=[0.04]"])[0]
 
