@@ -417,6 +417,15 @@ class LoDoPaBFiles:
         return self._number_attr("photons", PHOTONS, finite=False)
 
     @property
+    def data_photons(self) -> float | None:
+        """Photons per bin of the Poisson noise the observations already hold: the ``photons``
+        attribute; the public dataset's 4096 for files in the public layout (no ``geometry``
+        attribute); ``None`` for files written here without ``photons`` (noise-free)."""
+        if "photons" in self.attrs or "geometry" not in self.attrs:
+            return self.photons
+        return None
+
+    @property
     def mu_water(self) -> float:
         """Water attenuation (1/mm) of the HU conversion."""
         return self._number_attr("mu_water_per_mm", MU_WATER_PER_M / 1000)

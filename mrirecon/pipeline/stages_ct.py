@@ -40,7 +40,8 @@ class CTSlice:
 
     ``file_name`` and ``index`` seed the dose simulation of :func:`undersample`; ``preview`` is
     the Hann-filtered FBP of the (undersampled) sinogram once computed (the report's input image
-    and the intensity scale of iterative methods); ``image`` the reconstruction in 1/mm.
+    and the intensity scale of iterative methods); ``image`` the reconstruction in 1/mm;
+    ``data_photons`` the dose of the noise the data already hold (``None``: noise-free or unknown).
     """
 
     sinogram: Tensor
@@ -50,6 +51,7 @@ class CTSlice:
     file_name: str = ""
     index: int = 0
     preview: Tensor | None = None
+    data_photons: float | None = None
 
 
 def slice_seed(name: str, index: int, cfg: UndersampleConfig | None = None) -> int:
@@ -83,6 +85,23 @@ def undersample(s: CTSlice, cfg: UndersampleConfig) -> CTSlice:
         g = torch.Generator().manual_seed(slice_seed(s.file_name, s.index, cfg))
         sino = low_dose_noise(sino, cfg.photons, g)
     return replace(s, sinogram=sino, geometry=geometry, image=None, preview=None)
+
+
+def added_dose_note(data_photons: float | None, cfg: UndersampleConfig) -> str | None:
+    """A message when ``undersample.photons`` adds Poisson noise to data that already hold
+    noise at ``data_photons`` per bin (a LoDoPaB observation: 4096): the variances add, so the
+    simulated dose is ``1 / (1 / N + 1 / X)``, below the ``X`` asked for (4096 on 4096-photon
+    data gives about 2048)."""
+    if not cfg.enabled or cfg.photons is None or not data_photons:
+        return None
+    n, x = float(data_photons), float(cfg.photons)
+    effective = 1.0 / (1.0 / n + 1.0 / x)
+    msg = (f"undersample.photons={x:g} adds noise to data that already hold Poisson noise at "
+           f"about {n:g} photons per bin, so the simulated dose is about {effective:.0f} photons "
+           f"(1 / (1/{n:g} + 1/{x:g})), not {x:g}")
+    if x >= n:
+        msg += "; a dose at or above the data's own cannot be simulated by adding noise"
+    return msg
 
 
 def reconstruct(s: CTSlice, cfg: ReconstructConfig, model: torch.nn.Module | None) -> CTSlice:
@@ -386,7 +405,7 @@ class _LoDoPaBSource:
         i = self._start + k
         ref = self._files.attenuation(i).data[0] if self._has_gt else None
         return CTSlice(self._files.sinogram(i).data[0], self._files.geometry, ref,
-                       file_name=self.path.name, index=k)
+                       file_name=self.path.name, index=k, data_photons=self._files.data_photons)
 
     def close(self) -> None:
         pass
@@ -422,6 +441,8 @@ class CTStages(Modality[CTSlice]):
 
     def data_warnings(self, s: CTSlice) -> dict[str, str]:
         out = data_warnings(s.sinogram, s.geometry)
+        if msg := added_dose_note(s.data_photons, self.config.undersample):
+            out["dose"] = msg
         if s.reference is not None and s.preview is not None:
             msg = reference_orientation(s.reference, s.preview)
             if msg:

@@ -172,3 +172,37 @@ def test_ct_dose_noise_follows_undersample_seed():
     assert torch.equal(noisy("a.h5"), noisy("a.h5"))
     # the noise is real noise at that dose, not a copy of the clean data
     assert not torch.equal(noisy("a.h5", **fixed), clean)
+
+
+@pytest.mark.parametrize("data_photons, asked, note", [
+    (4096.0, 1024.0, "simulated dose is about 819 photons (1 / (1/4096 + 1/1024)), not 1024"),
+    (4096.0, 4096.0, "about 2048 photons"),  # and the dose cannot be reached
+    (None, 1024.0, None),  # noise-free data: the dose is the one asked for
+    ("public", 1024.0, "at about 4096 photons per bin"),  # the public layout: LoDoPaB's dose
+])
+def test_added_dose_on_noisy_data_is_reported(tmp_path, data_photons, asked, note):
+    """``undersample.photons`` on LoDoPaB-like data (already noisy at 4096 photons) added its
+    noise on top: 1024 asked gave an effective 821 (measured), 4096 gave 2045, with provenance
+    recording the value asked for and no word."""
+    from mrirecon.data.simulate_ct import simulate_ct_dataset
+    from mrirecon.pipeline.definitions import load_pipeline
+    from mrirecon.pipeline.stages_ct import CTStages
+
+    photons = 4096.0 if data_photons == "public" else data_photons
+    simulate_ct_dataset(tmp_path, geometry="parallel", views=30, photons=photons, size=32, seed=1,
+                        samples=1, part="test", sources="phantom")
+    path = tmp_path / "observation_test_000.hdf5"
+    if data_photons == "public":  # the public files carry none of our attributes
+        with h5py.File(path, "r+") as h5:
+            for key in list(h5.attrs):
+                del h5.attrs[key]
+    config = load_pipeline("ct_fbp", ["undersample.enabled=true", f"undersample.photons={asked}"])[0]
+    stages = CTStages(config)
+    source = stages.load(path)
+    s = stages.undersample(stages.preprocess(source.read(0)))
+    got = stages.data_warnings(s).get("dose")
+    if note is None:
+        assert got is None
+    else:
+        assert got is not None and note in got, got
+        assert ("cannot be simulated" in got) == (asked >= 4096.0)
