@@ -27,6 +27,7 @@ from mrirecon.bench.core import (
     BenchPlan,
     RecordCallback,
     check_accelerations,
+    log,
     method_record,
     reference_warnings,
     run_benchmark,
@@ -35,7 +36,7 @@ from mrirecon.bench.methods import CT_DEFAULTS, build_methods, check_settings, w
 from mrirecon.bench.table import BenchTable, config_fingerprint, encode_mask
 from mrirecon.pipeline import stream
 from mrirecon.pipeline.schema import PipelineConfig, UndersampleConfig
-from mrirecon.pipeline.stages_ct import CTStages
+from mrirecon.pipeline.stages_ct import CTStages, added_dose_note
 from mrirecon.pipeline.stream import Method, score_volume
 
 #: What a CT record's ``mask_type`` says: every ``factor``-th view is kept, from view 0.
@@ -66,8 +67,9 @@ def pipeline_config(num_views: int, factor: float, photons: float | None) -> Pip
                           undersample=UndersampleConfig(enabled=True, views=views, photons=photons))
 
 
-def _volumes(root: Path, max_volumes: int | None) -> dict[Path, tuple[int, int]]:
-    """``{observation file: (slices, views)}`` of the files that have a ground truth, in order."""
+def _volumes(root: Path, max_volumes: int | None) -> dict[Path, tuple[int, int, float | None]]:
+    """``{observation file: (slices, views, data photons)}`` of the files that have a ground
+    truth, in order (``data photons``: the dose of the noise the data hold, ``None``: none)."""
     from mrirecon.io.lodopab import LoDoPaBFiles
 
     parts = sorted({p.name[len("observation_"):].rsplit("_", 1)[0]  # a part may hold "_"
@@ -80,7 +82,7 @@ def _volumes(root: Path, max_volumes: int | None) -> dict[Path, tuple[int, int]]
         if files.ground_truth_files is None:
             continue
         for path, count in zip(files.observation_files, files.counts):
-            out[Path(path)] = (int(count), files.geometry.num_views)
+            out[Path(path)] = (int(count), files.geometry.num_views, files.data_photons)
     if not out:
         raise FileNotFoundError(f"run_ct_bench: no ground_truth files next to the observations "
                                 f"in {root}")
@@ -160,6 +162,10 @@ def run_ct_bench(data_dir: str | os.PathLike, accelerations: Iterable[float] = (
                              f"{', '.join(recon.available())}; learned: shipped weight names or "
                              "--weights")
     volumes = _volumes(Path(data_dir), max_volumes)
+    added = UndersampleConfig(enabled=True, photons=photons)
+    for note in dict.fromkeys(added_dose_note(v[2], added) for v in volumes.values()):
+        if note:  # the same variance rule as `mrirecon run`'s note
+            log.warning("run_ct_bench: --photons: %s", note)
     device = resolve_device(device)
     run_methods = build_methods(names, recon.available(), weights, params, CT_DEFAULTS, device,
                                 "run_ct_bench", modality="ct")
@@ -171,7 +177,7 @@ def run_ct_bench(data_dir: str | os.PathLike, accelerations: Iterable[float] = (
 
     plan = BenchPlan("ct", run_methods, accs, list(volumes),
                      {(m, a): fingerprint(run_methods[m], a) for m in names for a in accs},
-                     {p: n for p, (n, _) in volumes.items()})
+                     {p: v[0] for p, v in volumes.items()})
 
     def score(path, factor, pending, bar):
         return _score_volume(path, factor, pending, bar, num_views=volumes[path][1],

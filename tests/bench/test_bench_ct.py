@@ -171,3 +171,16 @@ def test_photons_reach_the_records_and_the_noise(ct_dir, tmp_path):
     again = run_ct_bench(ct_dir, (1,), ["fbp"], photons=200.0, progress=False)
     assert again.row("fbp", 1).mean == low.row("fbp", 1).mean  # the noise is seeded
 
+
+
+def test_photons_on_noisy_data_warn_of_the_effective_dose(ct_dir, tmp_path, caplog):
+    """``--photons`` adds noise to observations that already hold noise (these at 4096 photons):
+    the run says which dose it simulates, once; without ``--photons`` it says nothing."""
+    with caplog.at_level("WARNING", logger="mrirecon.bench"):
+        run_ct_bench(ct_dir, (3,), "fbp", output_dir=tmp_path / "a", progress=False, photons=1024.0)
+    notes = [m for m in caplog.messages if "--photons" in m]
+    assert len(notes) == 1 and "simulated dose is about 819 photons" in notes[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mrirecon.bench"):
+        run_ct_bench(ct_dir, (3,), "fbp", output_dir=tmp_path / "b", progress=False)
+    assert not [m for m in caplog.messages if "photons" in m]
