@@ -12,10 +12,14 @@ from mrirecon.core.config import fail as _fail
 from mrirecon.core.config import signature_params as _signature
 
 
+#: What a model of each modality is built around (:data:`~mrirecon.models.registry.MODEL_MODALITY`).
+_NEEDS = {"mri": "a SENSE operator and k-space", "ct": "a projector and a sinogram"}
+
+
 def validate_training(cfg, source: str = ""):
     """Value checks of a :class:`~mrirecon.training.config.TrainConfig` (counts, rates, loss
     weights, model parameters), before any data is read; returns it unchanged."""
-    from mrirecon.models.registry import _MODELS
+    from mrirecon.models.registry import _MODELS, MODEL_MODALITY
 
     d, o, loss = cfg.data, cfg.optim, cfg.loss
     if not (math.isfinite(d.sample_rate) and 0 < d.sample_rate <= 1):
@@ -59,6 +63,15 @@ def validate_training(cfg, source: str = ""):
         _at_least(source, name, getattr(cfg, name), 0)
     _at_least(source, "val_max_slices", cfg.val_max_slices, 1)
     name = cfg.model.name.lower().replace("-", "_")
+    kind = MODEL_MODALITY.get(name)
+    if kind is not None and kind != d.modality:  # trained on the other's data, exit 0, then the
+        # weights refused every input of their own modality ("these CT weights got complex data")
+        raise _fail(source, "model.name",
+                    f"{cfg.model.name!r} is {'an' if kind == 'mri' else 'a'} {kind.upper()} model "
+                    f"(its data consistency needs {_NEEDS[kind]}), but data.modality is "
+                    f"{d.modality!r}; train {'an' if d.modality == 'mri' else 'a'} {d.modality.upper()} model "
+                    f"({', '.join(sorted(k for k, v in MODEL_MODALITY.items() if v == d.modality))}) "
+                    "or set data.modality")
     if name in _MODELS:
         cls, defaults = _MODELS[name]
         valid, takes_kwargs = _signature(cls, 0)

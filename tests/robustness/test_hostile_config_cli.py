@@ -373,3 +373,26 @@ def test_simulations_that_would_hold_no_information_are_refused(argv, message, t
     assert message in err
     written = [*tmp_path.rglob("*.h5"), *tmp_path.rglob("*.hdf5")]
     assert written == []  # nothing written
+
+
+@pytest.mark.parametrize("config, overrides, message", [
+    # both trained with exit 0; the weights then refused every input of the modality they were
+    # meant for ("these CT weights got complex data (MRI k-space?)")
+    ("train_varnet_brain_sim.yaml", ["model.name=primal_dual", "model.params={}"],
+     r"model.name: 'primal_dual' is a CT model .* but data.modality is 'mri'; train an MRI model "
+     r"\(.*modl.*\)"),
+    ("train_primal_dual_ct_sim.yaml", ["model.name=modl", "model.params={}"],
+     r"model.name: 'modl' is an MRI model .* but data.modality is 'ct'; train a CT model "
+     r"\(.*primal_dual.*\)"),
+])
+def test_training_a_model_of_the_other_modality_is_refused(config, overrides, message, monkeypatch):
+    import mrirecon.training.run as run
+    from mrirecon.pipeline.definitions import PIPELINES
+
+    monkeypatch.setattr(run, "build_datasets", lambda cfg: pytest.fail("data read before validation"))
+    with pytest.raises(ConfigError, match=message):
+        run.train_from_config(PIPELINES / config, overrides=overrides)
+    # models of no one modality (plug-and-play, backbones) still train on either
+    with pytest.raises(pytest.fail.Exception, match="data read before validation"):
+        run.train_from_config(PIPELINES / config, overrides=["model.name=pnp_hqs",
+                                                             "model.params={denoiser: dncnn}"])
