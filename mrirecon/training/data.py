@@ -150,18 +150,18 @@ class MRITrainingSet:
         self.indices = list(range(n))
         self.cache_maps = cache_maps
         self._maps_cache: dict[tuple[str, int], Tensor] = {}
+        self._volume_max: dict[int, float] = {}
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def volume_max(self, index: int) -> float:
-        """``max`` attribute of the volume holding sample ``index`` (reference maximum)."""
+        """``max`` attribute of the volume holding sample ``index`` (reference maximum), checked
+        against the volume's reference on first use (:func:`checked_volume_max`)."""
         volume, _ = self.dataset.samples[self.indices[index]]
-        info = self.dataset.volumes[volume]
-        value = info.attrs.get("max")
-        if value is None:
-            raise ValueError(f"MRITrainingSet: file {info.path.name} has no 'max' attribute")
-        return float(value)
+        if volume not in self._volume_max:
+            self._volume_max[volume] = checked_volume_max(self.dataset.volumes[volume].path)
+        return self._volume_max[volume]
 
     def get(self, index: int, mask_seed: int | tuple[int, ...] | None = None) -> TrainingSample:
         """Sample ``index``; training masks come from ``mask_seed``, validation masks from the
@@ -219,3 +219,54 @@ def calibrate_maps(kspace: Tensor, method: str, centre: Tensor) -> Tensor:
     if method not in ("espirit", "walsh"):
         raise ValueError(f"calibrate_maps: method must be 'espirit' or 'walsh', got {method!r}")
     return centre_maps(kspace.to(torch.complex64), centre, method=method, crop=0.0).to(torch.complex64)
+
+
+#: How far above its reference's maximum a file's ``max`` may lie: fastMRI's ``max`` is the
+#: reference volume's maximum, some converters take it before the crop to the recon size. At 2x
+#: the SSIM loss's gradient keeps 0.69 of its size (C1, C2 grow as max^2), at 10x 0.27, at 1000x
+#: 1e-4: nothing is learned.
+MAX_ATTR_ABOVE = 2.0
+
+
+def checked_volume_max(path: str | os.PathLike) -> float:
+    """The ``max`` attribute of a training file (the SSIM loss's data range), after checking it
+    and the reference it describes: the reference finite and somewhere positive, ``max`` at least
+    its maximum (float rounding aside) and at most :data:`MAX_ATTR_ABOVE` times it. A NaN
+    reference or ``max`` failed steps later as "cg: the right-hand side holds NaN" (the weights
+    had become NaN), naming no file; a ``max`` 1000x too large gave a loss of 3e-5 and exit 0."""
+    from mrirecon.io import FastMRIFile
+
+    with FastMRIFile(path) as f:
+        value, key = f.attrs.get("max"), f.reference_key
+        if value is None:
+            raise ValueError(f"MRITrainingSet: {path}: attrs/max: missing (the reference volume's "
+                             "maximum, the SSIM loss's data range)")
+        if key is None:
+            raise ValueError(f"MRITrainingSet: {path} has no reference (reconstruction_rss)")
+        ref = f.reference()
+    bad = ~torch.isfinite(ref)
+    if bool(bad.any()):
+        slices = torch.nonzero(bad.flatten(1).any(1)).flatten().tolist()
+        raise ValueError(f"MRITrainingSet: {path}: {key}: {int(bad.sum())} NaN or Inf values "
+                         f"(slice(s) {', '.join(map(str, slices[:5]))}): the training target and "
+                         "the loss would be NaN")
+    peak = float(ref.max())
+    if not peak > 0:
+        raise ValueError(f"MRITrainingSet: {path}: {key}: nowhere positive (maximum {peak:g}): no "
+                         "training target (a placeholder reference?)")
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"MRITrainingSet: {path}: attrs/max: {value!r} is not a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"MRITrainingSet: {path}: attrs/max: {value:g} is no data range (the "
+                         f"maximum of its {key} is {peak:.6g}): correct the attribute "
+                         f"(h5py: f.attrs['max'] = f['{key}'][()].max())")
+    if not peak * (1 - 1e-3) <= value <= MAX_ATTR_ABOVE * peak:
+        raise ValueError(
+            f"MRITrainingSet: {path}: attrs/max: {value:.6g} is {value / peak:.3g}x the maximum "
+            f"{peak:.6g} of its {key}; fastMRI's max is the reference volume's maximum, the SSIM "
+            "loss's data range (a range off by 1000x leaves a loss near 0 and nothing is learned; "
+            "below the maximum it is no range): correct the attribute "
+            f"(h5py: f.attrs['max'] = f['{key}'][()].max())")
+    return value
