@@ -178,6 +178,12 @@ def run(name: str, y: Tensor, op: LinearOperator | None = None, **params) -> Ten
     if entry.needs_op and op is None:
         raise TypeError(f"{name}: needs a forward operator op (got None)")
     if isinstance(y, Tensor):
+        if not y.is_complex() and _kspace_method(entry, op):
+            raise TypeError(
+                f"{name}: y is real ({y.dtype}, shape {tuple(y.shape)}), but MRI k-space is "
+                "complex: a real y has lost its phase (abs(), .real, or a cast such as "
+                "astype(float32)) and would give a wrong image without error; pass the complex "
+                "k-space (torch.view_as_complex for real pairs (..., 2))")
         finite, nonzero = finite_and_nonzero(y)
         if not finite:
             bad = ~torch.isfinite(torch.view_as_real(y) if y.is_complex() else y)
@@ -185,6 +191,14 @@ def run(name: str, y: Tensor, op: LinearOperator | None = None, **params) -> Ten
         if not nonzero:
             raise ValueError(f"{name}: y is empty or all zero; there is nothing to reconstruct")
     return entry.fn(y, op, **params)
+
+
+def _kspace_method(entry: Entry, op: LinearOperator | None) -> bool:
+    """Whether ``y`` is MRI k-space: an MRI-only reconstruction, or an MRI operator."""
+    from mrirecon.operators.mri import SenseOperator
+    from mrirecon.operators.nufft import NufftSense
+
+    return entry.summary.startswith("MRI:") or isinstance(op, (SenseOperator, NufftSense))
 
 
 def check_params(name: str, params: dict) -> dict:

@@ -285,3 +285,18 @@ def test_a_pickled_model_and_a_method_given_twice_are_named(tmp_path):
     with pytest.raises(ValueError, match="modl given twice"):
         parse_weights(["modl=a.pt", "modl=b.pt"])
     assert parse_weights(["modl=a.pt,varnet=b.pt", "modl=a.pt"]) == {"modl": "a.pt", "varnet": "b.pt"}
+
+
+@pytest.mark.parametrize("method, params", [("cg_sense", {}), ("zero_filled", {}),
+                                            ("l1_wavelet", {"lam": 1e-3}), ("zero_filled_rss", {})])
+def test_real_k_space_is_refused_by_mri_reconstructions(method, params):
+    """``y.real`` (or ``abs()``, or numpy's cast to float32) lost the phase: cg_sense returned an
+    image 60 % off (relative L2) where the complex data give 0.1 %, without a word."""
+    gt, op, y = shepp_sense_problem(n=32)
+    with pytest.raises(TypeError, match=rf"{method}: y is real \(torch.float64, shape \(4, 32, 32\)\).*MRI k-space is complex"):
+        recon.run(method, y.real, op, **params)
+    # an MRI/CT method meets the rule through the MRI operator; CT sinograms stay real
+    with pytest.raises(TypeError, match=r"tv: y is real"):
+        recon.run("tv", y.abs(), op, lam=1e-3)
+    image = recon.run(method, y, op, **params)
+    assert image.is_complex() or method == "zero_filled_rss"
