@@ -469,6 +469,7 @@ def write_dicom_series(
         (``kind="attenuation"``).
     folder
         Output folder (created). Files are named ``slice_0001.dcm``, ... in slice order.
+        ``slice_NNNN.dcm`` files of an earlier, longer series there are removed.
     series_description
         SeriesDescription (at most 64 characters).
     series_number
@@ -564,6 +565,11 @@ def write_dicom_series(
         path = folder / f"slice_{k + 1:04d}.dcm"
         save_part10(ds, path)
         paths.append(path)
+    # an earlier series written here had more slices: its slice_NNNN.dcm past ours would stay
+    # beside the new ones (two series in one folder, a viewer or PACS import shows both)
+    for stale in folder.glob("slice_[0-9][0-9][0-9][0-9].dcm"):
+        if int(stale.stem[6:]) > len(paths):
+            stale.unlink()
     return paths
 
 

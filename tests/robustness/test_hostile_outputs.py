@@ -272,3 +272,28 @@ def test_long_input_names_run_or_are_refused_before_any_work(mri_file, tmp_path,
     monkeypatch.undo()
     assert run_pipeline(mri_config("export.formats=[hdf5]"), [str(folder / too_long)],
                         tmp_path / "out3", progress=False) == 0
+
+
+def test_a_series_written_over_a_longer_one_leaves_only_its_own_slices(tmp_path):
+    """write_dicom_series twice into one folder (a notebook rerun on a shorter volume): slices 3-5
+    of the first series stayed beside the new 2, two SeriesInstanceUIDs in one folder that a
+    viewer or a PACS import takes as 5 images."""
+    import torch
+
+    from mrirecon import io
+    from tests.robustness.conftest import _image
+
+    folder = tmp_path / "series"
+    first = _image("MR", seed=1)
+    first = type(first)(torch.cat([first.data, first.data[:2]]), first.geometry, kind="magnitude",
+                        modality="MR")
+    assert len(io.write_dicom_series(first, folder)) == 5
+    (folder / "README.txt").write_text("notes")  # not ours: kept
+    second = _image("MR", seed=2)
+    second = type(second)(second.data[:2], second.geometry, kind="magnitude", modality="MR")
+    paths = io.write_dicom_series(second, folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["README.txt", "slice_0001.dcm", "slice_0002.dcm"]
+    back = io.read_dicom_series(folder)
+    assert back.data.shape == (2, 16, 16) and [p.name for p in paths] == ["slice_0001.dcm", "slice_0002.dcm"]
+    step = float(second.data.max()) / 4094.5  # 12-bit MR storage: error at most half a step
+    assert float((back.data - second.data).abs().max()) <= step / 2 * (1 + 1e-6)
