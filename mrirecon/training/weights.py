@@ -203,7 +203,8 @@ def load_pretrained(
                          f"{', '.join(sorted(available_models()))})")
     try:
         model = build_model(card["model"]["name"], **resolve_priors(card["model"]["name"], params))
-    except ValueError as err:  # a bad override or card value: say where the parameters came from
+    except (ValueError, TypeError) as err:  # a bad override or card value (TypeError: a key the
+        # model does not take, which was an "internal error" of the run): say where it came from
         given = f" and the overrides {dict(overrides)}" if overrides else ""
         raise ValueError(f"load_pretrained: {err} (model parameters of {pt.with_suffix('.yaml')}"
                          f"{given})") from err

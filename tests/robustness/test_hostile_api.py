@@ -300,3 +300,32 @@ def test_real_k_space_is_refused_by_mri_reconstructions(method, params):
         recon.run("tv", y.abs(), op, lam=1e-3)
     image = recon.run(method, y, op, **params)
     assert image.is_complex() or method == "zero_filled_rss"
+
+
+def test_a_card_with_a_parameter_the_model_does_not_take_is_named(tmp_path, capsys, mri_file):
+    """`featurs: 8` in a card's model.params: `mrirecon run` reported an "internal error:
+    TypeError: build_model('modl'): MoDL.__init__() got an unexpected keyword argument" (exit 1,
+    asking for a bug report) naming no card."""
+    import re
+    import shutil
+
+    import yaml
+
+    from mrirecon.cli import main
+    from mrirecon.io.weights import resolve_weights
+    from mrirecon.training.weights import load_pretrained, model_card
+
+    pt = tmp_path / "m.pt"
+    shutil.copy(resolve_weights("modl_brain_sim", "test"), pt)
+    card = model_card("modl_brain_sim")
+    card["model"]["params"] = {**card["model"]["params"], "featurs": 8}
+    pt.with_suffix(".yaml").write_text(yaml.safe_dump(card))
+    message = r"unexpected keyword argument 'featurs' \(model parameters of .*m\.yaml\)"
+    with pytest.raises(ValueError, match=message):
+        load_pretrained(pt)
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "mri_modl_brain_sim", "--input", str(mri_file), "--output",
+              str(tmp_path / "out"), "--set", f"reconstruct.weights={pt}"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "internal error" not in err
+    assert re.search(message, err.strip().splitlines()[-1])
