@@ -96,6 +96,9 @@ def write_nifti(image: Image, path: str | os.PathLike, *, dtype: str = "float32"
         array, slope, inter = _int16_scaling(array.astype(np.float64))
     else:
         array = array.astype(np.float32)
+    if not np.all(np.isfinite(array)):  # float64 data beyond float32's 3.4e38 became Inf
+        raise ValueError(f"write_nifti: Image.data reaches {np.abs(data).max():.3g}, beyond the "
+                         f"{np.finfo(np.float32).max:.3g} of float32 NIfTI data; rescale it")
     affine = image.geometry.affine_ras()
     header = nib.Nifti1Header()
     header.set_data_dtype(array.dtype)

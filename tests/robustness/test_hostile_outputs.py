@@ -297,3 +297,21 @@ def test_a_series_written_over_a_longer_one_leaves_only_its_own_slices(tmp_path)
     assert back.data.shape == (2, 16, 16) and [p.name for p in paths] == ["slice_0001.dcm", "slice_0002.dcm"]
     step = float(second.data.max()) / 4094.5  # 12-bit MR storage: error at most half a step
     assert float((back.data - second.data).abs().max()) <= step / 2 * (1 + 1e-6)
+
+
+def test_nifti_of_float64_data_beyond_float32_is_refused_not_written_as_inf(tmp_path):
+    """write_nifti cast float64 data to float32 after its NaN / Inf check: values of 1e39 were
+    written as Inf with no error (the file read back as Inf)."""
+    import torch
+
+    from mrirecon import io
+    from tests.robustness.conftest import _image
+
+    image = _image("MR")
+    big = type(image)(image.data.double() * 1e39, image.geometry, kind="magnitude", modality="MR")
+    with pytest.raises(ValueError, match=r"write_nifti: Image.data reaches [0-9.]+e\+3[89], beyond the 3.4e\+38"):
+        io.write_nifti(big, tmp_path / "big.nii.gz")
+    assert not (tmp_path / "big.nii.gz").exists()
+    fits = type(image)(image.data.double() * 1e38, image.geometry, kind="magnitude", modality="MR")
+    back = io.read_nifti(io.write_nifti(fits, tmp_path / "fits.nii.gz"))
+    assert bool(torch.isfinite(back.data).all())
