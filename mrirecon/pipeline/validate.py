@@ -39,7 +39,7 @@ def wrong_modality(method: str, wanted: str, model=None) -> str | None:
     from mrirecon.recon.registry import _lookup
 
     if model is None and method in recon.available():
-        kind, what = _lookup(method).summary.split(":", 1)[0].lower(), "reconstruction"
+        kind, what = _lookup(method).modality, "reconstruction"
     else:
         kind = model_modality(model) if model is not None else MODEL_MODALITY.get(method)
         what = "model"

@@ -31,6 +31,12 @@ class Entry:
     needs_op: bool
     summary: str
 
+    @property
+    def modality(self) -> str:
+        """``"mri"``, ``"ct"`` or ``"mri/ct"``: the summary's prefix (``"MRI: ..."``), the one
+        record of which data a reconstruction takes."""
+        return self.summary.split(":", 1)[0].strip().lower()
+
     def parameters(self) -> list[str]:
         """Keyword parameters accepted after ``(y, op)``."""
         params = list(inspect.signature(self.fn).parameters.values())[2:]
@@ -198,7 +204,7 @@ def _kspace_method(entry: Entry, op: LinearOperator | None) -> bool:
     from mrirecon.operators.mri import SenseOperator
     from mrirecon.operators.nufft import NufftSense
 
-    return entry.summary.startswith("MRI:") or isinstance(op, (SenseOperator, NufftSense))
+    return entry.modality == "mri" or isinstance(op, (SenseOperator, NufftSense))
 
 
 def check_params(name: str, params: dict) -> dict:
