@@ -57,8 +57,20 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
+def printable(text: str) -> str:
+    """``text`` with the bytes of a file name that is not UTF-8 (Python's surrogate escapes: a
+    Latin-1 ``ü`` from a Windows share or an old scanner export reads as ``\\udcfc``) written as
+    ``\\xfc``, so that reports, tables and ``metrics.csv`` naming it are valid UTF-8. Encoding
+    them failed at the end of the run: exit 2, no report and no metrics, again on every
+    ``--resume``."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate no file name decodes to
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> None:
-    """Write ``text`` to ``path`` atomically. Characters ``encoding`` cannot hold (the surrogate
-    escapes of a file name that is not UTF-8, e.g. in a benchmark table) are written as
-    backslash escapes rather than failing the write."""
-    atomic_write_bytes(path, text.encode(encoding, "backslashreplace"))
+    """Write ``text`` to ``path`` atomically; undecodable file-name bytes in it are written as
+    ``\\xNN`` (:func:`printable`), other characters ``encoding`` cannot hold as backslash
+    escapes, rather than failing the write."""
+    atomic_write_bytes(path, printable(text).encode(encoding, "backslashreplace"))

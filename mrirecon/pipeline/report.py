@@ -28,17 +28,6 @@ class VolumeResult:
     adapt: dict = field(default_factory=dict)  # the adapt stage's report (and weights sha256)
 
 
-def printable(text: str) -> str:
-    """``text`` with the bytes of a file name that is not UTF-8 (Python's surrogate escapes: a
-    Latin-1 ``ü`` from a Windows share or an old scanner export reads as ``\\udcfc``) written as
-    ``\\xfc``, so that ``report.html`` and ``metrics.csv`` are valid UTF-8. Encoding them failed
-    at the end of the run: exit 2, no report and no metrics, again on every ``--resume``."""
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # a surrogate no file name decodes to
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 def display_name(r: VolumeResult) -> str:
     """The input's file name, with its folder relative to the inputs' common folder when the
     run's inputs came from several folders (``a/same.h5``)."""
@@ -106,5 +95,5 @@ def write_report(path: str | Path, *, title: str, config_text: str,
 <table><tr><th class='l'>input</th><th class='l'>status</th><th>slices</th><th>seconds</th>{head}</tr>
 {''.join(rows)}</table>{summ}{''.join(figs)}
 <h2>Configuration</h2><pre>{html.escape(config_text)}</pre></body></html>"""
-    atomic_write_text(path, printable(doc))
+    atomic_write_text(path, doc)  # file-name bytes escaped there (io.atomic.printable)
     return path

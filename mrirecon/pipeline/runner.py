@@ -28,7 +28,7 @@ import numpy as np
 from mrirecon.core.device import resolve_device
 from mrirecon.io.atomic import NAME_MAX, atomic_write_text, cut_name
 from mrirecon.core.config import to_dict
-from mrirecon.pipeline.report import VolumeResult, display_name, printable, write_report
+from mrirecon.pipeline.report import VolumeResult, display_name, write_report
 from mrirecon.pipeline.run_state import (lock_output, paired_reference, previous_run, read_status,
                                          remove_orphans, remove_stale_file, remove_stale_outputs,
                                          sha256, status_path, status_record, weights_sha256)
@@ -494,5 +494,5 @@ def _sha256_or_error(path: Path) -> str:
 def csv_safe(text: str) -> str:
     """A cell that spreadsheets show as text: a leading ``= + - @`` or tab/CR (a formula in
     Excel/LibreOffice) gets a ``'`` prefix; control characters become ``?``."""
-    text = "".join(c if c >= " " or c == "\t" else "?" for c in printable(str(text)))
+    text = "".join(c if c >= " " or c == "\t" else "?" for c in str(text))
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
