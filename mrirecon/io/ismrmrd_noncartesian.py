@@ -176,7 +176,7 @@ def read_noncartesian(path: Path, header: Header, records: np.ndarray, imaging: 
                       order: np.ndarray | None = None) -> KSpace:
     """The non-Cartesian branch of :func:`mrirecon.io.read_ismrmrd` (see the module docstring).
 
-    ``order`` permutes the slices into position order (``ismrmrd_raw._slice_order``)."""
+    ``order`` permutes the slices into position order (``ismrmrd_placement.slice_order``)."""
     from mrirecon.functional.density import pipe_menon_density
     from mrirecon.io.ismrmrd_raw import _check_allocation, repeat_note
 

@@ -52,13 +52,14 @@ import h5py
 import numpy as np
 import torch
 
-from mrirecon.containers import Header, ImageGeometry, KSpace
+from mrirecon.containers import Header, KSpace
 from mrirecon.functional import center_crop, fft2c, ifft2c
 from mrirecon.io.errors import DataFormatError, require_regular_file
 from mrirecon.io.hdf5_vlen import check_vlen_references
 from mrirecon.io.ismrmrd_reference import CALIBRATION_MISMATCH, separate_reference  # noqa: F401
 from mrirecon.io.ismrmrd_header import parse_ismrmrd_header
-from mrirecon.io.ismrmrd_placement import check_placement
+from mrirecon.io.ismrmrd_placement import (acquisition_geometry, check_placement, gap_known,
+                                           partitions_reversed, slice_order)
 
 # ISMRMRD acquisition flag numbers (bit ``n - 1`` of ``flags``).
 ACQ_IS_NOISE_MEASUREMENT = 19
@@ -116,65 +117,6 @@ def _check_allocation(fail, field: str, shape: tuple[int, ...], readouts: int) -
                           "matrix size are corrupt")
 
 
-def _geometry(
-    head, header: Header, num_slices: int, positions: dict[int, np.ndarray], partitions: int = 1
-) -> ImageGeometry:
-    """Orientation and origin from the acquisition directions, spacing from the header.
-
-    ``position`` is the centre of a slice, or of a 3-D slab of ``partitions``: partition
-    ``partitions // 2`` after the centred FFT. The first partition lies ``partitions // 2``
-    partition thicknesses before it along the slice normal, or ``partitions - 1 -
-    partitions // 2`` when the partitions were reversed (:func:`_partitions_reversed`).
-    """
-    read, phase = np.asarray(head["read_dir"], float), np.asarray(head["phase_dir"], float)
-    base = header.geometry
-    if abs(np.linalg.norm(read) - 1) > 1e-3 or abs(np.linalg.norm(phase) - 1) > 1e-3 \
-            or abs(read @ phase) > 1e-3:
-        return base  # directions not set
-    spacing = list(base.spacing)
-    if partitions == 1 and num_slices > 1 and 0 in positions and 1 in positions:
-        gap = float(np.linalg.norm(positions[1] - positions[0]))
-        if gap > 0:
-            spacing[0] = gap
-    rows, cols = header.recon_matrix[0], header.recon_matrix[1]
-    centre = positions.get(0, np.asarray(head["position"], float))
-    normal = np.cross(phase, read)
-    origin = (centre - (rows // 2) * spacing[1] * read - (cols // 2) * spacing[2] * phase
-              - _partitions_before(head, partitions) * spacing[0] * normal / np.linalg.norm(normal))
-    return ImageGeometry(
-        spacing=tuple(spacing), origin=tuple(origin),
-        orientation=tuple(phase) + tuple(read), slice_thickness=base.slice_thickness,
-    )
-
-
-def _gap_known(header: Header, geometry: ImageGeometry) -> Header:
-    """``header`` without ``z`` in ``extra["fov_unknown_axes"]`` when ``geometry`` (from
-    :func:`_geometry`) took its slice spacing from the slice positions, not the FOV's 1 mm."""
-    unknown = header.extra.get("fov_unknown_axes", ())
-    if "z" not in unknown or geometry.spacing[0] == header.geometry.spacing[0]:
-        return header
-    return header.with_(extra={**header.extra,
-                               "fov_unknown_axes": tuple(a for a in unknown if a != "z")})
-
-
-def _partitions_before(head, partitions: int) -> int:
-    """How many partitions of a slab lie before its centre (``position``) along the slice normal
-    once the output is in normal order: ``partitions // 2``, or ``partitions - 1 - partitions //
-    2`` when the partitions were reversed (:func:`_partitions_reversed`)."""
-    return partitions - 1 - partitions // 2 if _partitions_reversed(head) else partitions // 2
-
-
-def _partitions_reversed(head) -> bool:
-    """Whether the acquisition's ``slice_dir`` (the direction of increasing partition index after
-    the FFT along ``kspace_encode_step_2``) points against ``phase_dir x read_dir``, the slice
-    normal of :class:`~mrirecon.containers.ImageGeometry` (then the partitions are reversed)."""
-    read, phase = np.asarray(head["read_dir"], float), np.asarray(head["phase_dir"], float)
-    slice_dir = np.asarray(head["slice_dir"], float)
-    if abs(np.linalg.norm(slice_dir) - 1) > 1e-3:
-        return False  # not set
-    return float(slice_dir @ np.cross(phase, read)) < 0
-
-
 def _check_limits(header: Header, idx, imaging: np.ndarray, fail, counters) -> None:
     """Refuse an acquisition whose counter exceeds the header's ``encodingLimits`` maximum."""
     for counter in counters:
@@ -186,58 +128,6 @@ def _check_limits(header: Header, idx, imaging: np.ndarray, fail, counters) -> N
             raise fail(f"data[{int(imaging[np.argmax(idx[counter][imaging])])}].idx.{counter}",
                        f"{found} exceeds the header's encodingLimits/"
                        f"{counter.replace('encode', 'encoding')}/maximum = {limit}")
-
-
-def _slice_order(head, positions: dict[int, np.ndarray], num_slices: int, fail,
-                 dataset: str, partitions: int = 1, thickness: float = 0.0) -> np.ndarray | None:
-    """The permutation that puts the slices in order along the slice normal (``phase x read``
-    of the first imaging acquisition), or ``None`` when they already are (or positions or
-    directions are not set). Slices stored in descending or interleaved index order were
-    written mirrored or at wrong positions. Unevenly spaced or coincident slices cannot be one
-    volume: refused.
-
-    3-D slabs of ``partitions`` partitions ``thickness`` mm apart (``positions`` are their
-    centres): the rule holds for every partition, placed as :func:`_geometry` places it, so
-    slabs must be contiguous; overlapping or gapped ones are refused naming the overlap or gap
-    (they were stacked as if contiguous: every slab after the first off by the sum of them)."""
-    read, phase = np.asarray(head["read_dir"], float), np.asarray(head["phase_dir"], float)
-    if num_slices < 2 or len(positions) != num_slices or abs(np.linalg.norm(read) - 1) > 1e-3:
-        return None
-    normal = np.cross(phase, read)
-    along = np.array([float(positions[s] @ normal) for s in range(num_slices)])
-    if np.ptp(along) == 0:
-        return None  # positions not set: the header's spacing stands
-    order = np.argsort(along, kind="stable")
-    offsets = (np.arange(partitions) - _partitions_before(head, partitions)) * thickness
-    gaps = np.diff((along[order][:, None] + offsets).ravel())  # every output slice, in order
-    if gaps.min() <= 0 or gaps.max() - gaps.min() > 0.01 * gaps.mean():
-        if partitions > 1:
-            raise fail(f"{dataset}/data[].idx.slice / head.position",
-                       _slab_problem(along, order, partitions, thickness))
-        raise fail(f"{dataset}/data[].head.position",
-                   f"the {num_slices} slices lie at {np.round(along[order], 3).tolist()} mm along "
-                   "the slice normal: not evenly spaced (or coinciding); one volume needs one "
-                   "slice spacing")
-    return None if (order == np.arange(num_slices)).all() else order
-
-
-def _slab_problem(along: np.ndarray, order: np.ndarray, partitions: int, thickness: float) -> str:
-    """Which neighbouring slabs overlap or leave a gap, by how many mm, and what to do."""
-    slab = partitions * thickness
-    junctions = [(int(a), int(b), float(step - slab))
-                 for a, b, step in zip(order[:-1], order[1:], np.diff(along[order]))]
-    worst = max(abs(off) for _, _, off in junctions)
-    named = [f"idx.slice {a} and {b} {'overlap by' if off < 0 else 'leave a gap of'} "
-             f"{abs(off):.3f} mm ({abs(off) / thickness:.3g} "
-             f"partition{'' if abs(off) == thickness else 's'})"
-             for a, b, off in junctions if abs(off) > min(0.005 * thickness, worst / 2)]
-    centres = ", ".join(f"{along[s]:.3f} (idx.slice {int(s)})" for s in order)
-    return (f"the {len(order)} slabs of {partitions} partitions x {thickness:g} mm = {slab:g} mm "
-            f"have their centres at {centres} mm along the slice normal: "
-            + "; ".join(named[:4]) + (f"; ... ({len(named)} junctions)" if len(named) > 4 else "")
-            + f". One volume needs contiguous slabs, {slab:g} mm apart (an overlap or a gap has "
-            "no place on one slice grid); reconstruct one slab at a time with --set "
-            "load.counters.slice=N (mrirecon run) or counters={'slice': N} (read_ismrmrd)")
 
 
 def read_ismrmrd(path: str | os.PathLike, dataset: str = "dataset", **kwargs) -> KSpace:
@@ -474,7 +364,7 @@ def _read_ismrmrd(
     if (acquired != (partitions[:, :, None] & columns[:, None, :])).any():
         raise fail(f"{dataset}/data",
                    "3-D ky-kz undersampling is not separable; cannot express it as a column mask")
-    order = _slice_order(heads[imaging[0]], positions, num_slices, fail, dataset,
+    order = slice_order(heads[imaging[0]], positions, num_slices, fail, dataset,
                          partitions=enc_z, thickness=header.geometry.spacing[0])
     if order is not None:  # slice index order is not position order: sort by position
         kspace, columns, partitions = kspace[order], columns[order], partitions[order]
@@ -491,7 +381,7 @@ def _read_ismrmrd(
                 encoded_matrix=(new_x, enc_y, enc_z),
                 encoded_fov_mm=(fx_rec,) + tuple(header.encoded_fov_mm[1:]),
             )
-    reversed_ = _partitions_reversed(heads[imaging[0]])
+    reversed_ = partitions_reversed(heads[imaging[0]])
     data = _to_slices(kspace, new_x, reversed_)
     if calibration is not None:  # the same placement, partition transform and crop
         calibration = _to_slices(calibration, new_x, reversed_)
@@ -502,8 +392,8 @@ def _read_ismrmrd(
         mask = None
 
     noise = _noise_scans(records, noise_sel, imaging, fail, dataset, channels)
-    geometry = _geometry(heads[imaging[0]], header, num_slices, positions, partitions=enc_z)
-    header = _gap_known(header, geometry).with_(num_coils=channels, geometry=geometry)
+    geometry = acquisition_geometry(heads[imaging[0]], header, num_slices, positions, partitions=enc_z)
+    header = gap_known(header, geometry).with_(num_coils=channels, geometry=geometry)
     return KSpace(data=data, header=header, mask=mask, noise=noise, source=str(path),
                   calibration=calibration)
 
@@ -511,7 +401,7 @@ def _read_ismrmrd(
 def _to_slices(grid: np.ndarray, new_x: int, reversed_: bool) -> torch.Tensor:
     """A k-space grid ``(slices, z, coils, x, y)`` as ``(slices * z, coils, x', y)``: inverse
     Fourier transformed along the partitions of a 3-D encoding (``z > 1``; flipped when they run
-    against the slice normal, :func:`_partitions_reversed`) and, for ``0 < new_x < x``, cropped
+    against the slice normal, :func:`partitions_reversed`) and, for ``0 < new_x < x``, cropped
     to ``new_x`` readout samples in image space (readout oversampling removal)."""
     num_slices, enc_z, channels, enc_x, enc_y = grid.shape
     data = torch.from_numpy(grid)
@@ -589,9 +479,9 @@ def _read_noncartesian(path, header, records, imaging, noise_sel, fail, dataset)
     for a in imaging:
         positions.setdefault(int(heads["idx"]["slice"][a]), np.asarray(heads[a]["position"], float))
     num_slices = int(heads["idx"]["slice"][imaging].max()) + 1
-    order = _slice_order(heads[imaging[0]], positions, num_slices, fail, dataset)
+    order = slice_order(heads[imaging[0]], positions, num_slices, fail, dataset)
     if order is not None:  # slice index order is not position order: sort by position
         positions = {i: positions[int(s)] for i, s in enumerate(order)}
-    geometry = _geometry(heads[imaging[0]], header, num_slices, positions)
-    return read_noncartesian(path, _gap_known(header, geometry), records, imaging, noise,
+    geometry = acquisition_geometry(heads[imaging[0]], header, num_slices, positions)
+    return read_noncartesian(path, gap_known(header, geometry), records, imaging, noise,
                              geometry, fail, order)
