@@ -1,5 +1,6 @@
 """Seeded sampling: fastMRI-compatible Cartesian masks, Poisson-disc and variable-density
-masks, radial / spiral / stack-of-stars trajectories, CT view selection and low-dose noise."""
+masks, radial / spiral / stack-of-stars trajectories, CT view selection, low-dose noise and
+binomial dose thinning."""
 
 from mrirecon.sampling.acs import acs_bounds, acs_width
 from mrirecon.sampling.cartesian import (
@@ -26,8 +27,8 @@ from mrirecon.sampling.nonuniform import (
     tiny_golden_angle,
     variable_density,
 )
-from mrirecon.sampling.views import (limited_angle, low_dose_noise, select_views, sparse_view,
-                                     view_factor)
+from mrirecon.sampling.views import (check_thinning, limited_angle, low_dose_noise, select_views,
+                                     sparse_view, thin_dose, view_factor)
 
 __all__ = [
     "acs_bounds",
@@ -43,6 +44,7 @@ __all__ = [
     "RandomMask",
     "apply_mask",
     "center_mask",
+    "check_thinning",
     "create_mask_for_mask_type",
     "file_seed",
     "golden_angle_radial",
@@ -55,6 +57,7 @@ __all__ = [
     "view_factor",
     "spiral_trajectory",
     "stack_of_stars",
+    "thin_dose",
     "tiny_golden_angle",
     "variable_density",
 ]

@@ -1,4 +1,6 @@
-"""CT view selection (sparse view, limited angle) and low-dose Poisson noise on sinograms."""
+"""CT view selection (sparse view, limited angle) and low-dose Poisson noise on sinograms:
+fresh noise on noise-free data (:func:`low_dose_noise`), binomial thinning of data that already
+hold Poisson noise (:func:`thin_dose`)."""
 
 from __future__ import annotations
 
@@ -183,3 +185,99 @@ def low_dose_noise(
     counts = torch.poisson(expected, generator=generator).clamp_min(min_counts)
     noisy = -torch.log(counts / photons) / attenuation_scale
     return noisy.to(sinogram.dtype)
+
+
+#: The largest median distance of the recovered counts ``N exp(-s p)`` from whole numbers that
+#: data holding Poisson counts at ``N`` photons show: float32 post-log values resolve a count
+#: of ``c`` photons to about ``c p 1.2e-7`` (below 0.05 up to ~1e6 photons per bin); counts of
+#: noise-free or rescaled data lie anywhere between integers (median distance 0.25).
+MAX_COUNT_RESIDUAL = 0.1
+
+
+def check_thinning(data_photons: float, photons: float, who: str) -> None:
+    """``photons <= data_photons`` or a ``ValueError`` naming ``who``: thinning keeps photons,
+    it cannot add any, and adding fresh noise to noisy data lowers the dose instead (to
+    ``1 / (1 / N + 1 / X)``), so a dose above the data's own cannot be simulated."""
+    if not (math.isfinite(data_photons) and data_photons > 0):
+        raise ValueError(f"{who}: the data's dose must be a positive number of photons per bin, "
+                         f"got {data_photons!r}")
+    if photons > data_photons:
+        raise ValueError(f"{who}={photons:g} is above the dose of the Poisson noise the data "
+                         f"already hold ({data_photons:g} photons per bin): a higher dose cannot "
+                         "be simulated from noisier data (added noise would lower the dose to "
+                         f"about {1 / (1 / data_photons + 1 / photons):.0f}); ask for at most "
+                         f"{data_photons:g}, or use noise-free data")
+
+
+def thin_dose(
+    sinogram: Tensor,
+    data_photons: float,
+    photons: float,
+    generator: torch.Generator,
+    *,
+    attenuation_scale: float = 1.0,
+    min_counts: float = 0.1,
+    who: str = "thin_dose",
+) -> Tensor:
+    """Lower the dose of post-log data that hold Poisson noise, exactly: binomial thinning.
+
+    The data were made as :func:`low_dose_noise` makes them, at ``N = data_photons``: counts
+    ``n ~ Poisson(N exp(-s p))``, floored at ``min_counts``, stored as
+    ``-log(max(n, min_counts) / N) / s`` (LoDoPaB-CT: ``N = 4096``, floor 0.1). The counts are
+    recovered (``N exp(-s y)``, rounded; a value at the floor is zero photons) and each photon is
+    kept with probability ``q = X / N``: ``n' ~ Binomial(n, q)`` is then exactly
+    ``Poisson(X exp(-s p))``, and the result ``-log(max(n', min_counts) / X) / s`` is the scan at
+    ``X = photons`` (adding fresh noise at ``X`` instead gives about ``1 / (1 / N + 1 / X)``).
+    A floored value stands for any count up to the floor; every thinned count of those stays at
+    or below it, so the floor keeps the result exact.
+
+    Parameters
+    ----------
+    sinogram
+        Real tensor of noisy post-log line integrals, any shape.
+    data_photons
+        ``N``, the incident photons per bin of the noise the data hold.
+    photons
+        ``X <= N``, the dose to simulate (``X = N`` returns the data unchanged).
+    generator
+        ``torch.Generator`` on the sinogram's device; the only source of randomness.
+    attenuation_scale, min_counts
+        As in :func:`low_dose_noise`: the data's scaling and its count floor (also the floor of
+        the result).
+    who
+        What the errors name (e.g. ``"file.hdf5: undersample.photons"``).
+
+    Raises
+    ------
+    ValueError
+        ``photons > data_photons`` (:func:`check_thinning`), or data whose recovered counts
+        are not whole numbers (median distance above :data:`MAX_COUNT_RESIDUAL`): noise-free or
+        rescaled data, or a wrong ``data_photons``.
+    """
+    if not isinstance(sinogram, Tensor) or sinogram.is_complex() or not sinogram.is_floating_point():
+        raise ValueError(f"{who}: the sinogram must be a real floating-point tensor")
+    if not attenuation_scale > 0:
+        raise ValueError(f"{who}: attenuation_scale must be > 0, got {attenuation_scale}")
+    check_photons(photons, min_counts, who)
+    check_thinning(data_photons, photons, who)
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"{who}: generator must be a torch.Generator (explicit seed)")
+    if photons == data_photons:  # every photon kept
+        return sinogram.clone()
+    counts = data_photons * torch.exp(-attenuation_scale * sinogram.detach().to(torch.float64))
+    at_floor = counts <= min_counts * (1 + 1e-4)
+    whole = torch.round(counts)
+    above = counts[~at_floor]
+    if above.numel() >= 16:
+        residual = float((above - torch.round(above)).abs().median())
+        if residual > MAX_COUNT_RESIDUAL:
+            raise ValueError(f"{who}: the data do not hold whole photon counts at "
+                             f"{data_photons:g} photons per bin (N exp(-y) lies a median "
+                             f"{residual:.2f} from an integer; Poisson data: ~0), so binomial "
+                             "thinning cannot lower their dose: are they noise-free or rescaled, "
+                             "or is their dose (the file's photons attribute) wrong?")
+    whole = torch.where(at_floor, torch.zeros_like(whole), whole.clamp_min(0))
+    kept = torch.binomial(whole, torch.full_like(whole, photons / data_photons),
+                          generator=generator)
+    thinned = -torch.log(kept.clamp_min(min_counts) / photons) / attenuation_scale
+    return thinned.to(sinogram.dtype)

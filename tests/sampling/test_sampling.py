@@ -19,6 +19,7 @@ from mrirecon.sampling import (
     EquispacedFractionMask,
     RandomMask,
     apply_mask,
+    check_thinning,
     create_mask_for_mask_type,
     file_seed,
     golden_angle_radial,
@@ -27,6 +28,7 @@ from mrirecon.sampling import (
     poisson_disc,
     radial_trajectory,
     sparse_view,
+    thin_dose,
     variable_density,
 )
 from mrirecon.sampling.nonuniform import GOLDEN_ANGLE_FULL, calibration_region
@@ -343,3 +345,32 @@ def test_low_dose_noise_statistics_and_seeding():
     assert isinstance(s2, Sinogram) and s2.photons == 4096.0 and s2.data.shape == s.data.shape
     with pytest.raises(ValueError, match="generator"):
         low_dose_noise(p, photons, None)
+
+
+def test_thin_dose_keeps_a_count_floor_exact_and_checks_its_inputs():
+    """Data floored at one photon (``simulate ct``'s default ``--min-count``) store 0 and 1
+    photons alike; every thinned count of either stays at or below the floor, so the share of
+    floored results is exactly P(Poisson(X exp(-p)) <= 1), within five standard errors of a
+    proportion over K bins."""
+    n_data, x, k = 4096.0, 1024.0, 100_000
+    p = torch.full((k,), math.log(n_data / 4.0), dtype=torch.float64)  # 4 photons at N, 1 at X
+    counts = torch.poisson(n_data * torch.exp(-p), generator=torch.Generator().manual_seed(3))
+    y = -torch.log(counts.clamp_min(1.0) / n_data)
+    out = thin_dose(y, n_data, x, torch.Generator().manual_seed(0), min_counts=1.0)
+    at_floor = float((out >= -math.log(1.0 / x) - 1e-9).double().mean())
+    lam = 1.0
+    expected = math.exp(-lam) * (1 + lam)
+    assert abs(at_floor - expected) < 5 * math.sqrt(expected * (1 - expected) / k), at_floor
+    assert torch.equal(thin_dose(y, n_data, x, torch.Generator().manual_seed(0), min_counts=1.0),
+                       out)  # seeded
+    assert torch.equal(thin_dose(y, n_data, n_data, torch.Generator().manual_seed(0)), y)
+    with pytest.raises(ValueError, match=r"f\.hdf5: undersample\.photons=5000 is above the dose "
+                                         r"of the Poisson noise the data already hold \(4096"):
+        thin_dose(y, n_data, 5000.0, torch.Generator(), who="f.hdf5: undersample.photons")
+    with pytest.raises(ValueError, match="generator"):
+        thin_dose(y, n_data, x, None)
+    with pytest.raises(ValueError, match="the data's dose must be a positive number"):
+        check_thinning(float("nan"), x, "who")
+    with pytest.raises(ValueError, match="whole photon counts"):  # noise-free data
+        thin_dose(torch.linspace(0.1, 3.0, 500, dtype=torch.float64), n_data, x,
+                  torch.Generator())
