@@ -426,6 +426,16 @@ class LoDoPaBFiles:
         return None
 
     @property
+    def min_photon_count(self) -> float:
+        """The count floor of the observations' noise (zero detections stored as this many
+        photons): the ``min_photon_count`` attribute, LoDoPaB's 0.1 without it."""
+        value = self._number_attr("min_photon_count", MIN_PHOTON_COUNT)
+        if not value > 0:
+            raise DataFormatError(self.observation_files[0], "attrs/min_photon_count",
+                                  f"expected a positive photon count, got {value!r}")
+        return value
+
+    @property
     def mu_water(self) -> float:
         """Water attenuation (1/mm) of the HU conversion."""
         return self._number_attr("mu_water_per_mm", MU_WATER_PER_M / 1000)
