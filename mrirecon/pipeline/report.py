@@ -25,6 +25,7 @@ class VolumeResult:
     error: str = ""
     name: str = ""  # output name (input path relative to the inputs' common folder)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the stages did to the data (CT: dose)
     adapt: dict = field(default_factory=dict)  # the adapt stage's report (and weights sha256)
 
 
@@ -66,6 +67,7 @@ def write_report(path: str | Path, *, title: str, config_text: str,
         err = f"<br><small>{html.escape(r.error)}</small>" if r.error else ""
         err += "".join(f"<br><small class='warn'>warning: {html.escape(w)}</small>"
                        for w in r.warnings)
+        err += "".join(f"<br><small>{html.escape(n)}</small>" for n in r.notes)
         rows.append(
             f"<tr><td class='l'>{html.escape(display_name(r))}</td>"
             f"<td class='l {cls}'>{r.status}{err}</td><td>{r.slices}</td>"

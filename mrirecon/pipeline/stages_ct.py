@@ -41,7 +41,9 @@ class CTSlice:
     ``file_name`` and ``index`` seed the dose simulation of :func:`undersample`; ``preview`` is
     the Hann-filtered FBP of the (undersampled) sinogram once computed (the report's input image
     and the intensity scale of iterative methods); ``image`` the reconstruction in 1/mm;
-    ``data_photons`` the dose of the noise the data already hold (``None``: noise-free or unknown).
+    ``data_photons`` the dose of the noise the data already hold (``None``: noise-free or unknown)
+    and ``data_min_counts`` their count floor (LoDoPaB: 0.1 photons), which lowering that dose
+    by thinning needs (:func:`undersample`).
     """
 
     sinogram: Tensor
@@ -52,6 +54,7 @@ class CTSlice:
     index: int = 0
     preview: Tensor | None = None
     data_photons: float | None = None
+    data_min_counts: float = 0.1
 
 
 def slice_seed(name: str, index: int, cfg: UndersampleConfig | None = None) -> int:
@@ -69,12 +72,18 @@ def slice_seed(name: str, index: int, cfg: UndersampleConfig | None = None) -> i
 
 def undersample(s: CTSlice, cfg: UndersampleConfig) -> CTSlice:
     """Sparse views (``views``: every ``k``-th view, ``k = n // views``, about that many; see
-    :func:`~mrirecon.sampling.view_factor`) and extra dose reduction
-    (``photons``: Poisson noise on the transmission, seeded by :func:`slice_seed` of the
-    slice's file name, or ``fixed_seed`` with ``seed: fixed``, and index) when ``enabled``."""
+    :func:`~mrirecon.sampling.view_factor`) and a lower dose (``photons``) when ``enabled``.
+
+    The dose: data that already hold Poisson noise at ``s.data_photons`` per bin (LoDoPaB
+    observations: 4096) are thinned binomially to exactly ``photons``
+    (:func:`~mrirecon.sampling.thin_dose`; more than the data's dose is refused, naming the
+    file and ``undersample.photons``); noise-free data (``data_photons`` ``None``) get Poisson
+    noise at ``photons`` (:func:`~mrirecon.sampling.low_dose_noise`). Either draw is seeded by
+    :func:`slice_seed` of the slice's file name (or ``fixed_seed`` with ``seed: fixed``) and
+    index."""
     if not cfg.enabled:
         return s
-    from mrirecon.sampling import low_dose_noise, sparse_view, view_factor
+    from mrirecon.sampling import low_dose_noise, sparse_view, thin_dose, view_factor
 
     sino, geometry = s.sinogram, s.geometry
     if cfg.views is not None and cfg.views < geometry.num_views:
@@ -83,25 +92,30 @@ def undersample(s: CTSlice, cfg: UndersampleConfig) -> CTSlice:
         sino = sino[..., torch.as_tensor(idx), :]
     if cfg.photons is not None:
         g = torch.Generator().manual_seed(slice_seed(s.file_name, s.index, cfg))
-        sino = low_dose_noise(sino, cfg.photons, g)
+        if s.data_photons is None:
+            sino = low_dose_noise(sino, cfg.photons, g)
+        else:
+            sino = thin_dose(sino, s.data_photons, cfg.photons, g, min_counts=s.data_min_counts,
+                             who=f"{s.file_name}: undersample.photons")
     return replace(s, sinogram=sino, geometry=geometry, image=None, preview=None)
 
 
-def added_dose_note(data_photons: float | None, cfg: UndersampleConfig) -> str | None:
-    """A message when ``undersample.photons`` adds Poisson noise to data that already hold
-    noise at ``data_photons`` per bin (a LoDoPaB observation: 4096): the variances add, so the
-    simulated dose is ``1 / (1 / N + 1 / X)``, below the ``X`` asked for (4096 on 4096-photon
-    data gives about 2048)."""
-    if not cfg.enabled or cfg.photons is None or not data_photons:
+def dose_note(data_photons: float | None, cfg: UndersampleConfig) -> str | None:
+    """How ``undersample.photons`` lowered the dose, for the provenance (``None`` without it):
+    binomial thinning of the data's Poisson counts at ``data_photons`` per bin (exact), or
+    Poisson noise at the dose asked for on noise-free data (:func:`undersample`)."""
+    if not cfg.enabled or cfg.photons is None:
         return None
-    n, x = float(data_photons), float(cfg.photons)
-    effective = 1.0 / (1.0 / n + 1.0 / x)
-    msg = (f"undersample.photons={x:g} adds noise to data that already hold Poisson noise at "
-           f"about {n:g} photons per bin, so the simulated dose is about {effective:.0f} photons "
-           f"(1 / (1/{n:g} + 1/{x:g})), not {x:g}")
+    x = float(cfg.photons)
+    if not data_photons:
+        return f"undersample.photons={x:g}: Poisson noise at {x:g} photons per bin on noise-free data"
+    n = float(data_photons)
     if x >= n:
-        msg += "; a dose at or above the data's own cannot be simulated by adding noise"
-    return msg
+        return (f"undersample.photons={x:g}: the data's own dose ({n:g} photons per bin); "
+                "the data are used unchanged")
+    return (f"undersample.photons={x:g}: binomial thinning of the data's Poisson counts at "
+            f"{n:g} photons per bin (each photon kept with probability {x / n:.4g}): the dose is "
+            f"exactly {x:g}")
 
 
 def reconstruct(s: CTSlice, cfg: ReconstructConfig, model: torch.nn.Module | None) -> CTSlice:
@@ -405,7 +419,8 @@ class _LoDoPaBSource:
         i = self._start + k
         ref = self._files.attenuation(i).data[0] if self._has_gt else None
         return CTSlice(self._files.sinogram(i).data[0], self._files.geometry, ref,
-                       file_name=self.path.name, index=k, data_photons=self._files.data_photons)
+                       file_name=self.path.name, index=k, data_photons=self._files.data_photons,
+                       data_min_counts=self._files.min_photon_count)
 
     def close(self) -> None:
         pass
@@ -441,13 +456,15 @@ class CTStages(Modality[CTSlice]):
 
     def data_warnings(self, s: CTSlice) -> dict[str, str]:
         out = data_warnings(s.sinogram, s.geometry)
-        if msg := added_dose_note(s.data_photons, self.config.undersample):
-            out["dose"] = msg
         if s.reference is not None and s.preview is not None:
             msg = reference_orientation(s.reference, s.preview)
             if msg:
                 out["reference_orientation"] = msg
         return out
+
+    def data_notes(self, s: CTSlice) -> dict[str, str]:
+        note = dose_note(s.data_photons, self.config.undersample)
+        return {"dose": note} if note else {}
 
     def reconstruct(self, s: CTSlice, method: Method) -> CTSlice:
         return reconstruct(s, method.config, method.model)

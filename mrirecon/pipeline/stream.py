@@ -106,6 +106,13 @@ class Modality(ABC, Generic[S]):
         runner collects them per volume into its log, ``provenance.json`` and the report."""
         return {}
 
+    def data_notes(self, s: S) -> dict[str, str]:
+        """What the stages did to one slice's data that the record must say, but that is no
+        warning (CT: how ``undersample.photons`` lowered the dose): ``{kind: message}``, empty by
+        default. The pipeline runner collects them per volume into ``provenance.json`` (the
+        file's ``notes``) and the report."""
+        return {}
+
     def reference(self, s: S) -> Tensor | None:
         """The slice's reference image on the output's scale, or ``None``."""
         return None

@@ -35,10 +35,13 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
     method = Method(config.reconstruct.method, config.reconstruct, model)
     counts = {"sampled": 0, "acquired": 0}  # k-space columns over all slices (MRI, Cartesian)
     suspicious: dict[str, tuple[str, list[int]]] = {}  # kind -> (first slice's message, slices)
+    notes: dict[str, tuple[str, list[int]]] = {}  # the same for the stages' notes
 
     def on_slice(i, s) -> None:
         for kind, msg in stages.data_warnings(s).items():
             suspicious.setdefault(kind, (msg, []))[1].append(i)
+        for kind, msg in stages.data_notes(s).items():
+            notes.setdefault(kind, (msg, []))[1].append(i)
         if config.modality == "mri" and s.trajectory is None:  # sampled vs acquirable columns
             from mrirecon.pipeline.slice_mri import column_counts
 
@@ -56,6 +59,10 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
         msg = f"{path.name}: {_slice_list(slices, run.slices)}: {msg}"
         log.warning("%s", msg)
         result.warnings.append(msg)
+    for msg, slices in notes.values():
+        msg = f"{path.name}: {_slice_list(slices, run.slices)}: {msg}"
+        log.info("%s", msg)
+        result.notes.append(msg)
     if config.modality == "mri":
         recon, reference = run.outputs[method.name], run.reference
         accel = counts["acquired"] / counts["sampled"] if counts["sampled"] else None

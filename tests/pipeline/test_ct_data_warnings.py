@@ -175,15 +175,20 @@ def test_ct_dose_noise_follows_undersample_seed():
 
 
 @pytest.mark.parametrize("data_photons, asked, note", [
-    (4096.0, 1024.0, "simulated dose is about 819 photons (1 / (1/4096 + 1/1024)), not 1024"),
-    (4096.0, 4096.0, "about 2048 photons"),  # and the dose cannot be reached
-    (None, 1024.0, None),  # noise-free data: the dose is the one asked for
-    ("public", 1024.0, "at about 4096 photons per bin"),  # the public layout: LoDoPaB's dose
+    (4096.0, 1024.0, "binomial thinning of the data's Poisson counts at 4096 photons per bin "
+                     "(each photon kept with probability 0.25): the dose is exactly 1024"),
+    (4096.0, 4096.0, "the data's own dose (4096 photons per bin); the data are used unchanged"),
+    (4096.0, 8192.0, None),  # refused: see the error
+    (None, 1024.0, "Poisson noise at 1024 photons per bin on noise-free data"),
+    ("public", 1024.0, "binomial thinning of the data's Poisson counts at 4096 photons"),
 ])
-def test_added_dose_on_noisy_data_is_reported(tmp_path, data_photons, asked, note):
-    """``undersample.photons`` on LoDoPaB-like data (already noisy at 4096 photons) added its
-    noise on top: 1024 asked gave an effective 821 (measured), 4096 gave 2045, with provenance
-    recording the value asked for and no word."""
+def test_dose_on_noisy_data_is_thinned_and_recorded(tmp_path, data_photons, asked, note):
+    """``undersample.photons`` on LoDoPaB-like data (already noisy at 4096 photons) used to add
+    its noise on top: 1024 asked gave an effective 821 (measured), 4096 gave 2045, first with
+    no word, then with a warning giving ``1 / (1/N + 1/X)``. Now noisy data are thinned to the
+    dose asked for (no warning; the note the provenance keeps says how), the data's own dose
+    keeps them, a higher one is refused naming the file and the setting, and noise-free data
+    get Poisson noise at the dose asked for, as before."""
     from mrirecon.data.simulate_ct import simulate_ct_dataset
     from mrirecon.pipeline.definitions import load_pipeline
     from mrirecon.pipeline.stages_ct import CTStages
@@ -199,10 +204,14 @@ def test_added_dose_on_noisy_data_is_reported(tmp_path, data_photons, asked, not
     config = load_pipeline("ct_fbp", ["undersample.enabled=true", f"undersample.photons={asked}"])[0]
     stages = CTStages(config)
     source = stages.load(path)
-    s = stages.undersample(stages.preprocess(source.read(0)))
-    got = stages.data_warnings(s).get("dose")
+    read = stages.preprocess(source.read(0))
     if note is None:
-        assert got is None
-    else:
-        assert got is not None and note in got, got
-        assert ("cannot be simulated" in got) == (asked >= 4096.0)
+        with pytest.raises(ValueError, match=r"observation_test_000\.hdf5: undersample\.photons="
+                                             r"8192 is above the dose .* \(4096 photons per bin\)"):
+            stages.undersample(read)
+        return
+    s = stages.undersample(read)
+    assert "dose" not in stages.data_warnings(s)
+    got = stages.data_notes(s).get("dose")
+    assert got is not None and note in got, got
+    assert torch.equal(s.sinogram, read.sinogram) == (asked == photons)
