@@ -4,7 +4,9 @@ Every ``observation_<part>_<NNN>.hdf5`` file with a matching ground truth is one
 samples (slices) run through the CT pipeline's stages
 (:class:`~mrirecon.pipeline.stages_ct.CTStages`) with the same streaming runner as ``mrirecon
 run``, from every ``factor``-th view (the acceleration), optionally at a lower dose
-(``photons``: Poisson noise seeded per file and slice, as in the pipeline). Metrics are the
+(``photons``: the pipeline's dose reduction, seeded per file and slice: binomial thinning of
+data that hold Poisson noise, e.g. LoDoPaB's 4096 photons, fresh Poisson noise on noise-free
+data; :func:`~mrirecon.pipeline.stages_ct.undersample`). Metrics are the
 fastMRI definitions per volume on attenuation normalised like LoDoPaB's ground truth
 (``mu / MU_MAX``, non-negative), computed as the pipeline computes them. Learned methods are
 shipped weight names or checkpoint paths; they see the unit-norm projector they were trained
@@ -36,7 +38,7 @@ from mrirecon.bench.methods import CT_DEFAULTS, build_methods, check_settings, w
 from mrirecon.bench.table import BenchTable, config_fingerprint, encode_mask
 from mrirecon.pipeline import stream
 from mrirecon.pipeline.schema import PipelineConfig, UndersampleConfig
-from mrirecon.pipeline.stages_ct import CTStages, added_dose_note
+from mrirecon.pipeline.stages_ct import CTStages, dose_note
 from mrirecon.pipeline.stream import Method, score_volume
 
 #: What a CT record's ``mask_type`` says: every ``factor``-th view is kept, from view 0.
@@ -103,7 +105,8 @@ def _kept_views(num_views: int, factor: float) -> torch.Tensor:
 
 
 def _score_volume(path: Path, factor: float, methods: list[Method], bar, *, num_views: int,
-                  photons: float | None, device: str) -> dict[str, dict]:
+                  photons: float | None, data_photons: float | None,
+                  device: str) -> dict[str, dict]:
     from mrirecon.io.lodopab import MU_MAX_PER_MM, reference_file_name
 
     stages = CTStages(pipeline_config(num_views, factor, photons), device=device)
@@ -114,6 +117,7 @@ def _score_volume(path: Path, factor: float, methods: list[Method], bar, *, num_
     notes = reference_warnings(path, reference_file_name(path.name) or "ground truth", reference,
                                {m.name: run.outputs[m.name] / MU_MAX_PER_MM for m in methods})
     mask = _kept_views(num_views, factor)
+    dose = dose_note(data_photons, UndersampleConfig(enabled=True, photons=photons))
     out = {}
     for m in methods:
         pred = run.outputs[m.name] / MU_MAX_PER_MM
@@ -122,6 +126,8 @@ def _score_volume(path: Path, factor: float, methods: list[Method], bar, *, num_
             **score_volume(reference.double(), pred.double(), crop=False),
             "mask_type": VIEW_MASK,
             "photons": photons,
+            "data_photons": data_photons,  # the dose of the noise the data hold (None: none)
+            "dose": dose,  # how photons was reached (binomial thinning / Poisson noise)
             "mask_width": num_views,
             "mask": encode_mask(mask),
             "reference_notes": notes,
@@ -140,8 +146,10 @@ def run_ct_bench(data_dir: str | os.PathLike, accelerations: Iterable[float] = (
                  on_record: RecordCallback | None = None) -> BenchTable:
     """Benchmark CT ``methods`` at sparse-view factors ``accelerations`` on ``data_dir``.
 
-    Arguments as :func:`~mrirecon.bench.mri.run_bench`; ``photons`` re-simulates that incident
-    photon count (lower dose). Classical parameters are merged over :data:`CT_DEFAULTS`.
+    Arguments as :func:`~mrirecon.bench.mri.run_bench`; ``photons`` lowers the dose to that
+    incident photon count as the pipeline does (binomial thinning of noisy data, refused above
+    a file's own dose before anything runs; Poisson noise on noise-free data). Classical
+    parameters are merged over :data:`CT_DEFAULTS`.
     Returns the :class:`~mrirecon.bench.table.BenchTable` (challenge ``"ct"``).
     """
     from mrirecon import recon
@@ -162,10 +170,15 @@ def run_ct_bench(data_dir: str | os.PathLike, accelerations: Iterable[float] = (
                              f"{', '.join(recon.available())}; learned: shipped weight names or "
                              "--weights")
     volumes = _volumes(Path(data_dir), max_volumes)
-    added = UndersampleConfig(enabled=True, photons=photons)
-    for note in dict.fromkeys(added_dose_note(v[2], added) for v in volumes.values()):
-        if note:  # the same variance rule as `mrirecon run`'s note
-            log.warning("run_ct_bench: --photons: %s", note)
+    if photons is not None:  # the pipeline's rule, checked for every file before any runs
+        from mrirecon.sampling import check_thinning
+
+        for path, v in volumes.items():
+            if v[2] is not None:
+                check_thinning(v[2], photons, f"run_ct_bench: {Path(path).name}: --photons")
+        added = UndersampleConfig(enabled=True, photons=photons)
+        for note in dict.fromkeys(dose_note(v[2], added) for v in volumes.values()):
+            log.info("run_ct_bench: --photons: %s", note)
     device = resolve_device(device)
     run_methods = build_methods(names, recon.available(), weights, params, CT_DEFAULTS, device,
                                 "run_ct_bench", modality="ct")
@@ -173,7 +186,9 @@ def run_ct_bench(data_dir: str | os.PathLike, accelerations: Iterable[float] = (
     def fingerprint(m: Method, factor: float) -> str:
         return config_fingerprint({"method": m.name, "params": m.config.params,
                                    "weights": weights_id(weights.get(m.name)), "challenge": "ct",
-                                   "factor": factor, "photons": photons})
+                                   "factor": factor, "photons": photons,
+                                   # noisy data: thinned, no longer given added noise
+                                   **({"dose": "thinning"} if photons is not None else {})})
 
     plan = BenchPlan("ct", run_methods, accs, list(volumes),
                      {(m, a): fingerprint(run_methods[m], a) for m in names for a in accs},
@@ -181,7 +196,7 @@ def run_ct_bench(data_dir: str | os.PathLike, accelerations: Iterable[float] = (
 
     def score(path, factor, pending, bar):
         return _score_volume(path, factor, pending, bar, num_views=volumes[path][1],
-                             photons=photons, device=device)
+                             photons=photons, data_photons=volumes[path][2], device=device)
 
     return run_benchmark(plan, score, output_dir=output_dir, resume=resume, progress=progress,
                          verbose=verbose, on_record=on_record)

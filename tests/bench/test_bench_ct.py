@@ -173,14 +173,41 @@ def test_photons_reach_the_records_and_the_noise(ct_dir, tmp_path):
 
 
 
-def test_photons_on_noisy_data_warn_of_the_effective_dose(ct_dir, tmp_path, caplog):
-    """``--photons`` adds noise to observations that already hold noise (these at 4096 photons):
-    the run says which dose it simulates, once; without ``--photons`` it says nothing."""
-    with caplog.at_level("WARNING", logger="mrirecon.bench"):
-        run_ct_bench(ct_dir, (3,), "fbp", output_dir=tmp_path / "a", progress=False, photons=1024.0)
+def test_photons_on_noisy_data_thin_them_as_the_pipeline_does(ct_dir, tmp_path, caplog):
+    """``--photons`` on observations that already hold noise (these at 4096 photons) used to
+    add noise on top (an effective ~819 photons for 1024, then warned of). The benchmark now
+    lowers the dose as ``mrirecon run`` does (the same stages: binomial thinning, the same
+    seeds), says so once, records how in every record, and refuses a dose above the data's
+    before running anything; without ``--photons`` it says nothing."""
+    from mrirecon.pipeline.definitions import load_pipeline
+    from mrirecon.pipeline.stages_ct import CTStages
+
+    seen = []
+    with caplog.at_level("INFO", logger="mrirecon.bench"):
+        run_ct_bench(ct_dir, (1,), "fbp", output_dir=tmp_path / "a", progress=False,
+                     photons=1024.0, on_record=lambda rec, pred: seen.append((rec, pred)))
     notes = [m for m in caplog.messages if "--photons" in m]
-    assert len(notes) == 1 and "simulated dose is about 819 photons" in notes[0]
+    assert len(notes) == 1 and "binomial thinning" in notes[0] and "exactly 1024" in notes[0]
+    assert all(r["data_photons"] == 4096.0 and "binomial thinning" in r["dose"] for r, _ in seen)
+    # the pipeline's FBP of the same file at the same dose is the benchmark's prediction
+    config = load_pipeline("ct_fbp", ["undersample.enabled=true", "undersample.photons=1024",
+                                      "reconstruct.params={filter: ram-lak}"])[0]
+    stages = CTStages(config)
+    rec, pred = seen[0]
+    source = stages.load(ct_dir / rec["volume"])
+    from mrirecon.io.lodopab import MU_MAX_PER_MM
+    from mrirecon.pipeline.stream import Method
+
+    method = Method("fbp", config.reconstruct, None)
+    first = stages.reconstruct(stages.undersample(source.read(0)), method).image
+    np.testing.assert_allclose(np.asarray(pred)[0], first.numpy() / MU_MAX_PER_MM, rtol=1e-5,
+                               atol=1e-6)
+    with pytest.raises(ValueError, match=r"run_ct_bench: observation_test_000\.hdf5: "
+                                         r"--photons=5000 is above the dose"):
+        run_ct_bench(ct_dir, (1,), "fbp", output_dir=tmp_path / "c", progress=False,
+                     photons=5000.0)
+    assert not (tmp_path / "c" / "results.jsonl").exists()
     caplog.clear()
-    with caplog.at_level("WARNING", logger="mrirecon.bench"):
+    with caplog.at_level("INFO", logger="mrirecon.bench"):
         run_ct_bench(ct_dir, (3,), "fbp", output_dir=tmp_path / "b", progress=False)
     assert not [m for m in caplog.messages if "photons" in m]
