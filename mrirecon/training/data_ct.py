@@ -2,9 +2,11 @@
 
 Each sample is one image (its own "volume" for the per-volume metrics). ``views`` keeps
 ``num_views // views``-spaced views (training draws the offset of that pattern from the mask
-seed, validation uses offset 0); ``photons`` re-simulates a lower dose from the stored
-(already noisy) sinogram with Poisson counts at ``photons`` incident photons per bin, seeded by
-the mask seed (training) or the sample index (validation), so validation data never change.
+seed, validation uses offset 0); ``photons`` lowers the dose as the pipeline does
+(:func:`~mrirecon.pipeline.stages_ct.undersample`): data that hold Poisson noise (LoDoPaB: 4096
+photons per bin) are thinned binomially to exactly ``photons`` (a higher dose is refused),
+noise-free data get Poisson noise at ``photons``; seeded by the mask seed (training) or the
+sample index (validation), so validation data never change.
 
 The model sees the operator scaled to unit norm, ``A / ||A||``, and data ``y / ||A||`` (the same
 least-squares problem, as in Adler & Oktem's learned primal-dual): then ``A^H y`` has the scale
@@ -96,8 +98,9 @@ class CTTrainingSet:
     views
         Keep about this many views (every ``num_views // views``-th), or all when ``None``.
     photons
-        Re-simulate a lower dose with this many incident photons per bin, or keep the stored
-        noise when ``None``.
+        Lower the dose to this many incident photons per bin (binomial thinning of noisy data,
+        at most their own dose; Poisson noise on noise-free data), or keep the stored noise
+        when ``None``.
     train
         Random view offset / noise from the mask seed (training) or fixed ones (validation).
     max_slices
@@ -133,6 +136,11 @@ class CTTrainingSet:
             raise ValueError(f"CTTrainingSet: views must be in [1, {full}], got {views}")
         if photons is not None and not photons > 0:
             raise ValueError(f"CTTrainingSet: photons must be > 0, got {photons}")
+        if photons is not None and self.files.data_photons is not None:
+            from mrirecon.sampling import check_thinning
+
+            check_thinning(self.files.data_photons, photons,
+                           f"CTTrainingSet: {self.files.observation_files[0].name}: photons")
         from mrirecon.sampling import view_factor  # 40 of 60 views kept all 60 here too
 
         self.factor = 1 if views is None else view_factor(full, int(views), "CTTrainingSet: views")
@@ -145,7 +153,7 @@ class CTTrainingSet:
 
     def get(self, index: int, mask_seed: int | None = None) -> CTSample:
         """Sample ``index``; training draws the view offset and noise from ``mask_seed``."""
-        from mrirecon.sampling import low_dose_noise, sparse_view
+        from mrirecon.sampling import low_dose_noise, sparse_view, thin_dose
 
         if not 0 <= index < len(self):
             raise IndexError(f"CTTrainingSet: index {index} out of range for {len(self)} images")
@@ -160,8 +168,12 @@ class CTTrainingSet:
             offset = int(torch.randint(self.factor, (1,), generator=g)) if self.train else 0
             geometry, kept = sparse_view(geometry, self.factor, offset)
             sino = sino[..., torch.as_tensor(kept), :]
-        if self.photons is not None:
+        if self.photons is not None and self.files.data_photons is None:
             sino = low_dose_noise(sino, self.photons, g)
+        elif self.photons is not None:  # noisy data: the pipeline's exact thinning
+            sino = thin_dose(sino, self.files.data_photons, self.photons, g,
+                             min_counts=self.files.min_photon_count,
+                             who=f"CTTrainingSet: {self.files.observation_files[0].name}: photons")
         target = (self.files.attenuation(i).data.to(torch.float32)
                   if self.files.ground_truth_files is not None else None)
         norm = self.operator_norm(geometry)

@@ -420,3 +420,26 @@ def test_resume_with_a_changed_config_is_refused_naming_the_keys(tmp_path):
                                           r"\(data.train: 'a' -> 'b'; optim.lr: 0.001 -> 0.5\)"):
         _check_resume_config(tmp_path / "config.yaml", changed, "t.yaml")
     _check_resume_config(tmp_path / "missing.yaml", changed, "t.yaml")  # a first run: nothing to compare
+
+
+def test_ct_samples_lower_the_dose_as_the_pipeline_does(tmp_path):
+    """``CTTrainingSet(photons=X)`` on data holding Poisson noise at N = 4096 photons thins them
+    to whole counts at X (the old path added fresh noise: dose ~1 / (1/N + 1/X), no whole counts
+    at X), refuses X above N naming the file, and still adds noise to noise-free data."""
+    from mrirecon.data.simulate_ct import simulate_ct_dataset
+    from mrirecon.training.data_ct import CTTrainingSet
+
+    common = {"geometry": "parallel", "views": 24, "size": 24, "sources": "phantom", "samples": 1,
+              "part": "train"}
+    simulate_ct_dataset(tmp_path / "noisy", seed=1, photons=4096.0, **common)
+    s = CTTrainingSet(tmp_path / "noisy", photons=512.0, train=False).get(0)
+    y = s.y[0].double() * s.norm  # line integrals -log(n / X)
+    counts = 512.0 * torch.exp(-y)
+    resolution = 512.0 * float(y.abs().max()) * 1e-6  # float32 y carried through exp, generously
+    assert float((counts - counts.round()).abs().max()) < max(resolution, 1e-3)
+    with pytest.raises(ValueError, match=r"observation_train_000\.hdf5: photons=8192"):
+        CTTrainingSet(tmp_path / "noisy", photons=8192.0)
+    simulate_ct_dataset(tmp_path / "clean", seed=1, photons=None, **common)
+    clean = CTTrainingSet(tmp_path / "clean", photons=512.0, train=False).get(0)
+    plain = CTTrainingSet(tmp_path / "clean", train=False).get(0)
+    assert not torch.equal(clean.y, plain.y)  # Poisson noise at 512 photons on noise-free data
