@@ -12,6 +12,8 @@ from mrirecon.core.config import fail as _fail
 from mrirecon.core.config import signature_params as _signature
 
 
+_FLOAT32_TINY = 1.1754943508222875e-38  # numpy.finfo(numpy.float32).tiny
+
 #: What a model of each modality is built around (:data:`~mrirecon.models.registry.MODEL_MODALITY`).
 _NEEDS = {"mri": "a SENSE operator and k-space", "ct": "a projector and a sinogram"}
 
@@ -39,7 +41,18 @@ def validate_training(cfg, source: str = ""):
     _at_least(source, "optim.batch_size", o.batch_size, 1)
     _at_least(source, "optim.max_steps", o.max_steps, 1)
     _at_least(source, "optim.lr_step", o.lr_step, 0)
-    _at_least(source, "optim.lr_gamma", o.lr_gamma, 0)
+    if not (math.isfinite(o.lr_gamma) and 0 < o.lr_gamma <= 1):  # 0: the rate is 0 after the
+        # first decay and training goes on doing nothing; > 1: the rate grows without bound
+        raise _fail(source, "optim.lr_gamma", f"must be in (0, 1], got {o.lr_gamma!r}")
+    if o.lr_step:  # the last step's rate must still move float32 parameters
+        decays = o.max_steps // o.lr_step
+        last = math.exp(math.log(o.lr) + decays * math.log(o.lr_gamma))
+        if last < _FLOAT32_TINY:
+            raise _fail(source, "optim.lr_gamma",
+                        f"{o.lr_gamma!r} decays optim.lr {o.lr!r} {decays} times (optim.max_steps "
+                        f"{o.max_steps} / optim.lr_step {o.lr_step}) to {last:.3g}, below float32's "
+                        f"smallest normal number {_FLOAT32_TINY:.3g}: training would stop moving "
+                        "the weights without an error")
     if o.grad_clip is not None and not (math.isfinite(o.grad_clip) and o.grad_clip > 0):
         raise _fail(source, "optim.grad_clip", f"must be a finite number > 0, got {o.grad_clip!r}")
     for name in ("ssim", "l1", "mse", "perceptual", "adversarial", "discriminator_lr"):
