@@ -8,6 +8,31 @@ import argparse
 from mrirecon.cli import (SIMULATE_HELP, _acceleration, _add_threads, _finite_float,
                           _int_at_least, _positive_float)
 
+#: ``|--snr-db|`` beyond this puts one of signal and noise below float32's rounding of the other
+#: (relative spacing 2^-23, i.e. 20 log10(2^23) = 138.5 dB): the written k-space would hold the
+#: signal without its noise (or noise without signal) while its attributes claim the SNR.
+SNR_DB_LIMIT = 138.0
+#: ``--fov-mm`` above 10 m is no scanner's; far above it the pixel size and the projector's
+#: coordinates leave float32's range (1e300 wrote a file whose geometry has 6e298 mm pixels).
+FOV_MM_LIMIT = 1e4
+
+
+def _snr_db(text: str) -> float:
+    value = _finite_float(text)
+    if abs(value) > SNR_DB_LIMIT:
+        raise argparse.ArgumentTypeError(
+            f"{text} dB is beyond +-{SNR_DB_LIMIT:g} dB, where float32 k-space cannot hold both "
+            "signal and noise (one is below the other's rounding); use --noise-free for data "
+            "without noise")
+    return value
+
+
+def _fov_mm(text: str) -> float:
+    value = _positive_float(text)
+    if value > FOV_MM_LIMIT:
+        raise argparse.ArgumentTypeError(f"{text} mm is larger than {FOV_MM_LIMIT:g} mm (10 m)")
+    return value
+
 
 def _noise_options(args: argparse.Namespace, flags: dict[str, str], defaults: dict[str, float]) -> None:
     """Fill the noise options' defaults; with ``--noise-free`` a noise option given as well is an
@@ -146,7 +171,7 @@ def add_simulate(subparsers: argparse._SubParsersAction) -> None:
     mri.add_argument("--seed", type=_int_at_least(0), default=0, help="dataset seed")
     mri.add_argument(
         "--snr-db",
-        type=_finite_float,
+        type=_snr_db,
         default=None,
         help="k-space SNR in dB: 10 log10(mean |k|^2 / noise variance) (default 30)",
     )
@@ -240,7 +265,7 @@ def add_simulate(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="detector bins (default: cover the image diagonal)",
     )
-    ct.add_argument("--fov-mm", type=_positive_float, default=260.0, help="field of view in mm")
+    ct.add_argument("--fov-mm", type=_fov_mm, default=260.0, help="field of view in mm (<= 10 m)")
     ct.add_argument(
         "--min-count",
         type=_positive_float,

@@ -131,6 +131,12 @@ def test_simulate_ct_matches_library(tmp_path, capsys):
             "--max-coils (4) must be >= --coils (8)",
         ),
         (["simulate", "mri", "--out", "x", "--snr-db", "inf"], "--snr-db: must be finite"),
+        # wrote files, exit 0: at 400 dB noise of 2e-24 on k-space of 5e-3, lost in float32
+        # rounding while the attrs said 400 dB; at -400 dB k-space of pure noise (peak 9e16)
+        (["simulate", "mri", "--out", "x", "--snr-db", "400"], "--snr-db: 400 dB is beyond +-138 dB"),
+        (["simulate", "mri", "--out", "x", "--snr-db", "-400"], "--snr-db: -400 dB is beyond +-138"),
+        # wrote a file whose geometry has 6e298 mm pixels, beyond float32
+        (["simulate", "ct", "--out", "x", "--fov-mm", "1e300"], "--fov-mm: 1e300 mm is larger than"),
         (["simulate", "ct", "--out", "x", "--geometry", "cone"], "invalid choice: 'cone'"),
         (["simulate", "ct", "--out", "x", "--photons", "-5"], "--photons: must be a positive"),
         (["simulate", "ct", "--out", "x", "--views", "0"], "--views: must be >= 1"),
@@ -164,3 +170,14 @@ def test_help_texts(capsys):
     code, captured = _exit(["simulate", "ct", "--help"], capsys)
     assert code == 0 and "LoDoPaB" in captured.out and "--photons" in captured.out
     assert "simulate" in build_parser().format_help()
+
+
+def test_snr_and_fov_limits_admit_what_float32_can_hold():
+    """The limits refuse only what float32 cannot represent: +-138 dB and 10 m still parse, and
+    at 138 dB the noise is still above float32's rounding of the signal (2^-23 relative)."""
+    import numpy as np
+
+    from mrirecon.cli_simulate import SNR_DB_LIMIT, _fov_mm, _snr_db
+
+    assert _snr_db("138") == 138.0 and _snr_db("-138") == -138.0 and _fov_mm("1e4") == 1e4
+    assert 10 ** (-SNR_DB_LIMIT / 20) > np.finfo(np.float32).eps
