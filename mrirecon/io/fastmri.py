@@ -440,7 +440,8 @@ def write_fastmri(
     if not np.iscomplexobj(ks):
         raise TypeError(f"write_fastmri: kspace must be complex, got {ks.dtype}")
     if not np.isfinite(ks).all():
-        raise ValueError("write_fastmri: kspace contains NaN or Inf samples")
+        bad = int(np.size(ks) - np.isfinite(ks).sum())
+        raise ValueError(f"write_fastmri: {path}: kspace has {bad} NaN or Inf samples; nothing written")
     xml = header if isinstance(header, str) else header_to_xml(header)
     parsed = parse_ismrmrd_header(xml, source=str(path))
 

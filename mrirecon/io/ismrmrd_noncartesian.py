@@ -108,11 +108,17 @@ def write_ismrmrd_noncartesian(
     traj = trajectory.detach().cpu().numpy().astype(np.float32)
     if density is not None:
         traj = np.concatenate([traj, density.detach().cpu().numpy().astype(np.float32)[..., None]], -1)
+    data = kspace.detach().cpu().to(torch.complex64).numpy()
+    for field, values in (("kspace", data), ("trajectory", traj[..., :2]),
+                          ("density", traj[..., 2:])):  # the reader refuses them; never write them
+        bad = int(np.size(values) - np.isfinite(values).sum())
+        if bad:
+            raise ValueError(f"write_ismrmrd_noncartesian: {path}: {field} has {bad} NaN or Inf "
+                             "values (in complex64); nothing written")
     dims = traj.shape[-1]
     g = header.geometry
     col, row = np.asarray(g.orientation[:3], float), np.asarray(g.orientation[3:], float)
     records = np.zeros(slices * readouts, dtype=ACQUISITION)
-    data = kspace.detach().cpu().to(torch.complex64).numpy()
     for s in range(slices):
         pos = np.asarray(g.slice_position(s), float) + (header.encoded_matrix[0] // 2) * g.spacing[1] * row \
             + (header.encoded_matrix[1] // 2) * g.spacing[2] * col

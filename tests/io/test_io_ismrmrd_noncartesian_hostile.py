@@ -266,3 +266,33 @@ def test_repeats_that_disagree_are_noted(radial, tmp_path):
                                                         lambda x: x)).header.extra
     note = read_ismrmrd(_repeated(radial, tmp_path / "empty.h5", np.zeros_like)).header.extra
     assert "differ by 50% of their energy" in note["repeats_note"]
+
+
+def test_non_finite_data_are_not_written(tmp_path):
+    """The writer refuses what the reader would refuse (NaN / Inf k-space or trajectory; it
+    wrote them, exit 0), naming the file and the field, and leaves no file behind."""
+    import torch
+
+    from mrirecon.containers import Header
+    from mrirecon.io.ismrmrd_noncartesian import write_ismrmrd_noncartesian
+
+    angles = torch.arange(4) * torch.pi / 4
+    r = torch.linspace(-0.5, 0.5, 8)
+    traj = torch.stack([r[None] * torch.cos(angles)[:, None], r[None] * torch.sin(angles)[:, None]], -1)
+    header = Header(encoded_matrix=(8, 8, 1), recon_matrix=(8, 8, 1), extra={"trajectory": "radial"})
+    ks = torch.ones(1, 2, 4, 8, dtype=torch.complex64)
+    ks[0, 1, 2, 3] = complex("nan")
+    path = tmp_path / "bad.h5"
+    with pytest.raises(ValueError, match=rf"{path}: kspace has 1 NaN or Inf"):
+        write_ismrmrd_noncartesian(path, ks, traj, header)
+    bad_traj = traj.clone()
+    bad_traj[1, 1, 0] = float("inf")
+    with pytest.raises(ValueError, match=rf"{path}: trajectory has 1 NaN or Inf"):
+        write_ismrmrd_noncartesian(path, torch.ones_like(ks), bad_traj, header)
+    density = torch.ones(4, 8)
+    density[3, 7] = float("nan")
+    with pytest.raises(ValueError, match=rf"{path}: density has 1 NaN or Inf"):
+        write_ismrmrd_noncartesian(path, torch.ones_like(ks), traj, header, density=density)
+    assert list(tmp_path.iterdir()) == []
+    write_ismrmrd_noncartesian(path, torch.ones_like(ks), traj, header)  # the same data, finite
+    assert tuple(read_ismrmrd(path).data.shape[-2:]) == (4, 8)

@@ -206,3 +206,11 @@ def test_write_errors(tmp_path):
         write_lodopab(tmp_path, "train", np.zeros((1, 4, 11)), np.zeros((2, 8, 8)), geometry=g)
     with pytest.raises(ValueError, match="part must be a word"):
         write_lodopab(tmp_path, "../x", np.zeros((1, 4, 11)), np.zeros((1, 8, 8)), geometry=g)
+    sino, mu = np.zeros((1, 4, 11)), np.zeros((1, 8, 8))
+    sino[0, 1, 2], mu[0, 3, 3] = np.nan, np.inf  # were written; only the reader refused them
+    out = tmp_path / "nan"
+    with pytest.raises(ValueError, match=rf"{out} \(train\): sinograms has 1 NaN or Inf values"):
+        write_lodopab(out, "train", sino, np.zeros((1, 8, 8)), geometry=g)
+    with pytest.raises(ValueError, match="attenuation has 1 NaN or Inf values"):
+        write_lodopab(out, "train", np.zeros((1, 4, 11)), mu, geometry=g)
+    assert not out.exists() or not any(out.iterdir())  # nothing written
