@@ -41,10 +41,18 @@ def _suffix(path: Path) -> str:
 def _int16_scaling(data: np.ndarray) -> tuple[np.ndarray, float, float]:
     """Quantise to int16 with ``value = stored * slope + inter``; error <= slope / 2."""
     lo, hi = float(data.min()), float(data.max())
-    inter = (lo + hi) / 2
-    slope = (hi - lo) / 65534 if hi > lo else 1.0
-    # slope and inter are stored as float32 in the header: quantise with those values
-    slope, inter = float(np.float32(slope)), float(np.float32(inter))
+    # slope and inter are stored as float32 in the header: quantise with those values, the
+    # slope rounded up, so that the range still fits +-32767 steps about the rounded centre
+    # (rounded to the nearest float32, it could fall short and clip the extremes by more than
+    # half a step)
+    inter = float(np.float32((lo + hi) / 2))
+    need = max(hi - inter, inter - lo) / 32767
+    if need <= 0:  # constant data
+        return np.zeros(data.shape, np.int16), 1.0, inter
+    slope32 = np.float32(need)
+    if float(slope32) < need:
+        slope32 = np.nextafter(slope32, np.float32(np.inf))
+    slope = float(slope32)
     stored = np.clip(np.round((data - inter) / slope), -32767, 32767).astype(np.int16)
     return stored, slope, inter
 

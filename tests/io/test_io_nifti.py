@@ -167,3 +167,22 @@ def test_a_geometry_without_a_position_is_written_as_unknown(tmp_path):
     torch.testing.assert_close(back.data, img.data, rtol=0, atol=0)
     placed = write_nifti(Image(img.data, ImageGeometry(spacing=g.spacing)), tmp_path / "y.nii")
     assert int(nib.load(placed).header["sform_code"]) == 1 and read_nifti(placed).geometry.placed
+
+
+@pytest.mark.parametrize("lo, hi", [(273.9233746429086, 273.9643481668448),
+                                    (37689.34611418802, 37690.69707923824), (0.0, 65534.001)])
+def test_int16_extremes_are_not_clipped_when_slope_and_inter_round_to_float32(tmp_path, lo, hi):
+    """The header stores scl_slope and scl_inter in float32. For data with an offset large
+    against their range the rounded centre moved by many steps, and the extremes needed more
+    than 32767 steps from it: they were clipped (273.92-273.96: by 22 steps). The slope now
+    covers the range about the rounded centre, rounded up, so every value comes back within
+    half a step (plus float64 rounding of stored * slope + inter)."""
+    data = torch.linspace(lo, hi, 60, dtype=torch.float64).reshape(1, 6, 10)
+    image = volume(shape=(1, 6, 10))
+    image = type(image)(data=data, geometry=image.geometry, kind=image.kind)
+    path = write_nifti(image, tmp_path / "q.nii", dtype="int16")
+    nii = nib.load(path)
+    slope = float(nii.dataobj.slope)
+    back = np.asarray(nii.dataobj, dtype=np.float64)  # stored * slope + inter, in float64
+    err = np.abs(np.transpose(back, (2, 1, 0)) - data.numpy()).max()
+    assert err <= slope / 2 + 4 * np.finfo(np.float64).eps * abs(hi)
