@@ -82,6 +82,7 @@ def train_primal_dual_ct(out: str | Path, *, budget_s: float = 4800.0, seed: int
     score is the one to beat (it is written first), so a continuation never ends below its
     start, and the card keeps the record of the run it continued (``training.first_run``)."""
     from mrirecon.models.unrolled.primal_dual import LearnedPrimalDual, _fbp
+    from mrirecon.training.init_card import check_init_card
 
     if threads is not None:
         torch.set_num_threads(threads)
@@ -92,6 +93,9 @@ def train_primal_dual_ct(out: str | Path, *, budget_s: float = 4800.0, seed: int
     model = LearnedPrimalDual(iterations=iterations, n_primal=n_primal, n_dual=n_dual,
                               features=features, fbp_start=True, init_seed=seed)
     first = read_init_card(init, "primal_dual_ct")  # before this run writes its card over it
+    check_init_card(init, "primal_dual_ct", "primal_dual", {
+        "iterations": iterations, "n_primal": n_primal, "n_dual": n_dual, "features": features,
+        "fbp_start": True}, LearnedPrimalDual)
     if init is not None:
         load_init(model, Path(init), "primal_dual_ct", "iterations / features / n_primal / n_dual")
     recipe, sim = CTImageRecipe(seed), SparseViewSimulator(seed)

@@ -335,6 +335,7 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
     ``hardware``: add a patient table / head holder around half / a third of the training images
     (:func:`~mrirecon.data.anatomy.add_scanner_hardware_hu`)."""
     from mrirecon.models.unrolled.staged_ct import StagedCTNet
+    from mrirecon.training.init_card import check_init_card
     from mrirecon.training.optim import cosine_step, require_steps
     from mrirecon.training.prefetch import Prefetch
 
@@ -351,6 +352,8 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
     torch.manual_seed(seed)
     model = StagedCTNet(stages=stages, chans=chans, num_pools=num_pools, lam=None, init_seed=seed)
     first = read_init_card(init)  # before this run writes its own card over it
+    check_init_card(init, "staged_ct", "staged_ct", {"chans": chans, "num_pools": num_pools,
+                                                    "filter": model.filter}, StagedCTNet)
     if init is not None:
         load_init(model, Path(init))
     recipe, sim = CTImageRecipe(seed, hardware=hardware), SparseViewSimulator(seed)

@@ -66,6 +66,25 @@ def test_init_of_another_architecture_names_the_file_and_the_options(tmp_path):
     assert not (tmp_path / "new.pt").exists()
 
 
+@pytest.mark.parametrize("edit, message", [
+    # the primal_dual_ct_sim card: no fbp_start, i.e. trained from A^T y; the shapes match, so
+    # it was continued as an FBP-start model without a word
+    (lambda m: m["params"].pop("fbp_start"),
+     r"model.params.fbp_start = False \(absent: LearnedPrimalDual's default\), this run True"),
+    (lambda m: m.update(name="staged_ct"), r"has model.name 'staged_ct', this run trains 'primal_dual'"),
+])
+def test_init_whose_card_describes_another_function_is_refused(tmp_path, edit, message):
+    init = tmp_path / "pd.pt"
+    _first_run(init)
+    card = yaml.safe_load(init.with_suffix(".yaml").read_text())
+    edit(card["model"])
+    init.with_suffix(".yaml").write_text(yaml.safe_dump(card))
+    with pytest.raises(ValueError, match=rf"train primal_dual_ct: --init {init}: its card .*{message}"):
+        train_primal_dual_ct(tmp_path / "new.pt", budget_s=5.0, init=str(init), log=lambda m: None,
+                             **TINY)
+    assert not (tmp_path / "new.pt").exists()
+
+
 def test_a_diverged_run_writes_nothing_and_says_so(tmp_path):
     # every validation score NaN / Inf: no card without weights, no "wrote" in the log
     out, logged = tmp_path / "pd.pt", []

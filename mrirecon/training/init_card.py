@@ -1,0 +1,54 @@
+"""The card beside an ``--init`` state dict against the run that continues it.
+
+A state dict holds the weights, not what they were trained to do: a learned primal-dual trained
+from ``A^T y`` (``fbp_start`` false, the ``primal_dual_ct_sim`` card) loads into one that starts
+from the FBP, and a staged CT net trained on a Hann FBP loads into one fed another filter; the
+shapes match, the run trains from weights that do not fit its input, and nothing says so. A
+continued run must therefore agree with its card on the model and on every parameter that
+changes the function without changing a shape.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+
+def check_init_card(init: str | os.PathLike | None, kind: str, model_name: str,
+                    params: Mapping[str, Any], model_cls: type | None = None) -> None:
+    """Refuse ``--init`` weights whose card (``<init>.yaml``) names another model or another
+    value of a parameter in ``params`` (the continued run's). A parameter the card omits takes
+    ``model_cls``'s default (older cards list only what differed from it). No card: nothing to
+    compare (a bare state dict, e.g. a run's checkpoint). Errors name ``mrirecon train KIND``,
+    the card, the field and both values."""
+    import yaml
+
+    card = None if init is None else Path(init).with_suffix(".yaml")
+    if card is None or not card.is_file():
+        return
+    try:
+        model = (yaml.safe_load(card.read_text()) or {}).get("model") or {}
+    except (yaml.YAMLError, OSError, AttributeError) as exc:
+        raise ValueError(f"train {kind}: {card} (the card of --init) is unreadable: {exc}") from exc
+    if not isinstance(model, dict):
+        raise ValueError(f"train {kind}: {card}: model: expected a mapping, got {model!r}")
+    name = model.get("name")
+    if name != model_name:
+        raise ValueError(f"train {kind}: --init {init}: its card {card} has model.name {name!r}, "
+                         f"this run trains {model_name!r}")
+    saved = model.get("params") or {}
+    defaults = {} if model_cls is None else {
+        k: p.default for k, p in inspect.signature(model_cls).parameters.items()
+        if p.default is not inspect.Parameter.empty}
+    for key, value in params.items():
+        theirs = saved.get(key, defaults.get(key))
+        if theirs != value:
+            where = "" if key in saved else f" (absent: {model_cls.__name__}'s default)"
+            raise ValueError(
+                f"train {kind}: --init {init}: its card {card} has model.params.{key} = "
+                f"{theirs!r}{where}, this run {value!r}; the weights were trained for the other "
+                "setting (same shapes, another function): start from scratch or from weights "
+                "trained with it")
