@@ -7,14 +7,8 @@ import argparse
 
 from mrirecon.cli import (SIMULATE_HELP, _acceleration, _add_threads, _finite_float,
                           _int_at_least, _positive_float)
-
-#: ``|--snr-db|`` beyond this puts one of signal and noise below float32's rounding of the other
-#: (relative spacing 2^-23, i.e. 20 log10(2^23) = 138.5 dB): the written k-space would hold the
-#: signal without its noise (or noise without signal) while its attributes claim the SNR.
-SNR_DB_LIMIT = 138.0
-#: ``--fov-mm`` above 10 m is no scanner's; far above it the pixel size and the projector's
-#: coordinates leave float32's range (1e300 wrote a file whose geometry has 6e298 mm pixels).
-FOV_MM_LIMIT = 1e4
+from mrirecon.data.simulate_ct import FOV_MM_LIMIT  # the limits (derived there) are the
+from mrirecon.data.simulate_mri import SNR_DB_LIMIT  # simulators', which refuse the same values
 
 
 def _snr_db(text: str) -> float:

@@ -33,6 +33,11 @@ HU_AIR, HU_MAX = -1024.0, 3071.0
 SOURCES = ("mixed", "dicom", "phantom")
 # clinical fan-beam distances (mm), e.g. a Siemens SOMATOM Definition
 SOURCE_ISOCENTER_MM, SOURCE_DETECTOR_MM = 595.0, 1085.6
+#: The largest field of view (mm) a simulation takes: 10 m is no scanner's, and far above it the
+#: pixel size and the projector's coordinates leave float32's range (1e40 and 1e300 wrote files
+#: whose geometry had 6e38 / 6e298 mm pixels; a fan beam at 1e300 made NaN sinograms; inf failed
+#: with "cannot convert float NaN to integer").
+FOV_MM_LIMIT = 1e4
 
 
 @dataclass
@@ -85,8 +90,9 @@ def ct_simulation_geometry(
         raise ValueError(f"simulate_ct: size must be an integer >= 8, got {size!r}")
     if isinstance(views, bool) or int(views) != views or views < 1:
         raise ValueError(f"simulate_ct: views must be an integer >= 1, got {views!r}")
-    if not fov_mm > 0:
-        raise ValueError(f"simulate_ct: fov_mm must be > 0, got {fov_mm!r}")
+    if not 0 < fov_mm <= FOV_MM_LIMIT:  # NaN and inf too
+        raise ValueError(f"simulate_ct: fov_mm must be in (0, {FOV_MM_LIMIT:g}] mm (10 m), "
+                         f"got {fov_mm!r}")
     size, views = int(size), int(views)
     if geometry == "parallel":
         n_det = detectors if detectors is not None else int(math.ceil(size * math.sqrt(2))) | 1

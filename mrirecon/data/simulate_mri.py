@@ -50,6 +50,13 @@ ORIENTATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, fl
 }
 _PREFIX = {"axial": "AX", "coronal": "COR", "sagittal": "SAG"}
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+#: ``|snr_db|`` beyond this puts one of signal and noise below float32's rounding of the other.
+#: The SNR is a power ratio, so the noise's RMS is ``10^(-snr_db / 20)`` of the signal's; float32
+#: spaces its values 2^-23 apart (relative), i.e. 20 log10(2^23) = 138.5 dB: beyond it the written
+#: k-space holds the signal without its noise (400 dB: noise 2e-24 on k-space of 3e-4, no sample
+#: changed) or noise without signal (-400 dB), while its attributes claim the SNR; far beyond,
+#: ``10 ** (snr_db / 10)`` overflows (4000 dB: OverflowError) or is 0 (-4000: ZeroDivisionError).
+SNR_DB_LIMIT = 138.0
 
 
 @dataclass(frozen=True)
@@ -203,7 +210,7 @@ def simulate_mri_volume(
         Slices per volume, receive coils (an int, or ``(lo, hi)`` for a random count per
         volume), recon size ``(H, W)`` in pixels.
     snr_db
-        k-space SNR in dB, or ``None`` for noise-free data.
+        k-space SNR in dB (within ``+-SNR_DB_LIMIT``, 138), or ``None`` for noise-free data.
     readout_oversampling
         Integer factor on the readout (rows): k-space has ``H * factor`` rows, the reference is
         cropped back to ``H`` (fastMRI brain files use 2).
@@ -227,8 +234,10 @@ def simulate_mri_volume(
     if len(tuple(size)) != 2:
         raise ValueError(f"simulate_mri: size must be (H, W), got {size!r}")
     h, w = (_check_positive_int("size", s, 4) for s in size)
-    if snr_db is not None and not math.isfinite(float(snr_db)):
-        raise ValueError(f"simulate_mri: snr_db must be finite or None, got {snr_db!r}")
+    if snr_db is not None and not (math.isfinite(float(snr_db)) and abs(snr_db) <= SNR_DB_LIMIT):
+        raise ValueError(f"simulate_mri: snr_db must be None or within +-{SNR_DB_LIMIT:g} dB "
+                         f"(beyond, float32 k-space cannot hold both signal and noise: one is "
+                         f"below the other's rounding), got {snr_db!r}")
     rng = np.random.default_rng([seed, index, 0])
     noise_rng = np.random.default_rng([seed, index, 1])
 

@@ -316,6 +316,28 @@ def test_mri_argument_errors(tmp_path):
         simulate_mri_volume(0, size=(8, 8), seed=-1)
 
 
+@pytest.mark.parametrize("snr_db", [400.0, -400.0, 4000.0, -4000.0, float("nan")])
+def test_an_snr_float32_cannot_hold_is_refused(snr_db):
+    """Beyond +-138 dB one of signal and noise is below float32's rounding of the other: at 400
+    dB the k-space came back without a sample changed by the noise, attrs saying 400 dB; at
+    -400 dB it was pure noise; 4000 / -4000 dB failed with a bare OverflowError /
+    ZeroDivisionError."""
+    with pytest.raises(ValueError, match=r"simulate_mri: snr_db must be None or within \+-138 dB"):
+        simulate_mri_volume(0, slices=1, coils=2, size=(8, 8), snr_db=snr_db)
+
+
+def test_the_snr_limit_is_where_float32_still_holds_the_noise():
+    """At the limit the noise's RMS, 10^(-138/20) of the signal's, is still above float32's
+    relative spacing (2^-23), so it changes nearly every k-space sample."""
+    from mrirecon.data.simulate_mri import SNR_DB_LIMIT
+
+    assert 10 ** (-SNR_DB_LIMIT / 20) > np.finfo(np.float32).eps
+    kw = dict(slices=1, coils=2, size=(16, 16), seed=0)
+    clean = simulate_mri_volume(0, snr_db=None, **kw).kspace
+    noisy = simulate_mri_volume(0, snr_db=SNR_DB_LIMIT, **kw).kspace
+    assert (noisy != clean).float().mean() > 0.9
+
+
 # ---- CT ------------------------------------------------------------------------------------
 
 ct = pytest.importorskip("mrirecon.operators.ct", reason="CT projector not available")
@@ -400,6 +422,19 @@ def test_ct_argument_errors():
         simulate_ct_samples(photons=-1.0)
     with pytest.raises(ValueError, match="sources"):
         simulate_ct_samples(sources="mayo")
+
+
+@pytest.mark.parametrize("geometry", ["parallel", "fan"])
+@pytest.mark.parametrize("fov_mm", [1e4 * (1 + 1e-12), 1e40, 1e300, float("inf"), float("nan"),
+                                    0.0])
+def test_a_field_of_view_beyond_10_m_is_refused(geometry, fov_mm):
+    """1e40 and 1e300 mm were simulated (pixels of 6e38 / 6e298 mm; the fan beam at 1e300 made
+    NaN sinograms); inf failed with 'cannot convert float NaN to integer'. 10 m is taken."""
+    from mrirecon.data.simulate_ct import ct_simulation_geometry
+
+    with pytest.raises(ValueError, match=r"simulate_ct: fov_mm must be in \(0, 10000\] mm"):
+        ct_simulation_geometry(geometry, 16, 4, None, fov_mm)
+    assert ct_simulation_geometry(geometry, 16, 4, None, 1e4).image_shape == (16, 16)
 
 
 def test_projector_follows_the_odl_convention_the_lodopab_layout_assumes():
