@@ -352,8 +352,8 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
     torch.manual_seed(seed)
     model = StagedCTNet(stages=stages, chans=chans, num_pools=num_pools, lam=None, init_seed=seed)
     first = read_init_card(init)  # before this run writes its own card over it
-    check_init_card(init, "staged_ct", "staged_ct", {"chans": chans, "num_pools": num_pools,
-                                                    "filter": model.filter}, StagedCTNet)
+    check_init_card(init, "staged_ct", "staged_ct", {"stages": stages, "chans": chans,  # shapes
+                    "num_pools": num_pools, "filter": model.filter}, StagedCTNet)  # named too
     if init is not None:
         load_init(model, Path(init))
     recipe, sim = CTImageRecipe(seed, hardware=hardware), SparseViewSimulator(seed)

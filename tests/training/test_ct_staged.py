@@ -126,6 +126,33 @@ def test_init_loads_a_state_dict_of_the_same_architecture_and_names_the_file_oth
         load_init(dst, tmp_path / "missing.pt")
 
 
+@pytest.mark.parametrize("card_params, message", [
+    # a state dict of another stage count failed in load_state_dict ("not a state dict of this
+    # architecture (stages / chans / num_pools must match): Missing key(s) ..."), no card named
+    ({"stages": 1}, r"model.params.stages = 1, this run 2"),
+    # another FBP filter: the same shapes, so the weights loaded and trained on another input
+    ({"stages": 2, "filter": "ramp"}, r"model.params.filter = 'ramp', this run 'hann'"),
+])
+def test_init_whose_card_describes_another_setup_is_refused_naming_the_card(tmp_path, card_params,
+                                                                            message):
+    import yaml
+
+    from mrirecon.models.unrolled.staged_ct import StagedCTNet
+    from mrirecon.training.ct_staged import train_staged_ct
+
+    stages = card_params["stages"]
+    init = tmp_path / "start.pt"
+    torch.save(StagedCTNet(stages=stages, chans=4, num_pools=2, lam=None).state_dict(), init)
+    init.with_suffix(".yaml").write_text(yaml.safe_dump({"model": {"name": "staged_ct", "params": {
+        "chans": 4, "num_pools": 2, **card_params}}}))
+    card = init.with_suffix(".yaml")
+    with pytest.raises(ValueError, match=rf"train staged_ct: --init {init}: its card {card} has "
+                                         rf"{message}"):
+        train_staged_ct(tmp_path / "new.pt", budget_s=121.0 * 2, stages=2, chans=4, num_pools=2,
+                        init=str(init), log=lambda m: None)
+    assert not (tmp_path / "new.pt").exists()
+
+
 def test_a_continued_run_keeps_the_first_runs_record_in_its_card(tmp_path):
     # `make weights` runs `--init X --out X`: the second run's card must still describe both
     # runs (the first run's card is read before it is overwritten), as the shipped card does
