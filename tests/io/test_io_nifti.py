@@ -170,7 +170,9 @@ def test_a_geometry_without_a_position_is_written_as_unknown(tmp_path):
 
 
 @pytest.mark.parametrize("lo, hi", [(273.9233746429086, 273.9643481668448),
-                                    (37689.34611418802, 37690.69707923824), (0.0, 65534.001)])
+                                    (37689.34611418802, 37690.69707923824), (0.0, 65534.001),
+                                    # the centre 16383.5 (1 + 2^-20) rounds in float32
+                                    (0.0, 32767 * (1 + 2**-20)), (1000.0, 32767 * (1 + 2**-20))])
 def test_int16_extremes_are_not_clipped_when_slope_and_inter_round_to_float32(tmp_path, lo, hi):
     """The header stores scl_slope and scl_inter in float32. For data with an offset large
     against their range the rounded centre moved by many steps, and the extremes needed more
