@@ -209,7 +209,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                    methods=args.methods, weights=args.weights, sets=args.set,
                    max_volumes=args.max_volumes, mask_type=args.mask_type, resume=not args.no_resume,
                    progress=not args.no_progress, device=args.device, center_fractions=fractions,
-                   photons=args.photons)
+                   photons=args.photons, remove_oversampling=args.remove_oversampling)
     return 0
 
 
@@ -252,6 +252,9 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--mask-type", default=None,
                        help="fastMRI mask type (default: equispaced_fraction multicoil, random "
                             "singlecoil); ct keeps every k-th view (sparse_view) and refuses others")
+    bench.add_argument("--remove-oversampling", action="store_true",
+                       help="MRI only: crop k-space to the header's recon rows first (exact; as "
+                            "the classical and plug-and-play pipelines do; default: as acquired)")
     bench.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
     bench.add_argument("--no-resume", action="store_true", help="recompute entries already in results.jsonl")
     bench.add_argument("--no-progress", action="store_true", help="hide progress bars")

@@ -58,6 +58,7 @@ def bench_from_cli(
     device: str = "cpu",
     center_fractions: Mapping[float, float] | None = None,
     photons: float | None = None,
+    remove_oversampling: bool = False,
 ) -> BenchTable:
     """The ``mrirecon bench`` subcommand with its string arguments (``--weights m=PATH``,
     ``--set method.param=value``, ``--methods a,b``) converted for :func:`run_bench` or, for
@@ -76,6 +77,8 @@ def bench_from_cli(
             raise ValueError("--center-fractions applies to MRI challenges, not --challenge ct")
         if calib:
             raise ValueError(f"--set calibrate.{next(iter(calib))}: CT has no coil calibration")
+        if remove_oversampling:
+            raise ValueError("--remove-oversampling crops MRI readouts; CT sinograms have none")
         return run_ct_bench(data, ct_accelerations(accelerations), methods,
                             weights=parse_weights(weights), params=params, output_dir=output,
                             photons=photons, max_volumes=max_volumes, resume=resume,
@@ -101,4 +104,5 @@ def bench_from_cli(
         calibration=calibration,
         device=device,
         center_fractions=center_fractions,
+        remove_oversampling=remove_oversampling,
     )

@@ -93,13 +93,14 @@ def _checked_target(path: Path, challenge: str) -> np.ndarray:
 
 
 def pipeline_config(challenge: str, acceleration: float, mask_type: str, center_fraction: float,
-                    calibration: CalibrateConfig) -> PipelineConfig:
+                    calibration: CalibrateConfig, remove_oversampling: bool = False) -> PipelineConfig:
     """The benchmark at one acceleration as a pipeline config: the data as acquired (no coil
-    compression, no readout cropping), fastMRI's mask seeded by the file name."""
+    compression; the readout cropped to the header's recon rows only with
+    ``remove_oversampling``), fastMRI's mask seeded by the file name."""
     return PipelineConfig(
         name=f"bench-{challenge}-{acceleration:g}x",
         modality="mri",
-        preprocess=PreprocessConfig(coil_compression=None, remove_oversampling=False),
+        preprocess=PreprocessConfig(coil_compression=None, remove_oversampling=remove_oversampling),
         calibrate=calibration,
         undersample=UndersampleConfig(enabled=True, mask=mask_type,
                                       center_fractions=(center_fraction,),
@@ -109,11 +110,11 @@ def pipeline_config(challenge: str, acceleration: float, mask_type: str, center_
 
 def _score_volume(path: Path, acceleration: float, methods: list[Method], bar, *, challenge: str,
                   mask_type: str, center_fractions, calibration: CalibrateConfig,
-                  device: str) -> dict[str, dict]:
+                  device: str, remove_oversampling: bool) -> dict[str, dict]:
     """Reconstruct one volume with every pending method; returns per-method records."""
     target = _checked_target(path, challenge)
     cf = center_fraction_for(acceleration, center_fractions)
-    config = pipeline_config(challenge, acceleration, mask_type, cf, calibration)
+    config = pipeline_config(challenge, acceleration, mask_type, cf, calibration, remove_oversampling)
     stages = MRIStages(config, device=device, classical=False, per_method_maps=True,
                        methods=tuple(methods), single_coil=challenge == "singlecoil")
     sampling: dict[str, Any] = {}
@@ -141,6 +142,7 @@ def _score_volume(path: Path, acceleration: float, methods: list[Method], bar, *
             "mask_width": int(sampling["mask"].numel()),
             "mask": encode_mask(sampling["mask"]),
             "reference_notes": notes,
+            "remove_oversampling": remove_oversampling,
             "prediction": pred,
         }
     return out
@@ -167,6 +169,7 @@ def run_bench(
     device: str | torch.device = "cpu",
     verbose: bool = True,
     on_record: RecordCallback | None = None,
+    remove_oversampling: bool = False,
 ) -> BenchTable:
     """Benchmark ``methods`` at ``accelerations`` on the fastMRI files of ``data_dir``.
 
@@ -211,6 +214,11 @@ def run_bench(
     on_record
         ``on_record(record, prediction)`` after each new record is stored; ``prediction`` is the
         ``(slices, h, w)`` reconstruction that was scored.
+    remove_oversampling
+        Crop k-space to the header's recon rows (an exact readout crop, as the classical and
+        plug-and-play pipelines do) before calibration, for every method of this run; default:
+        the data as acquired, as fastMRI's models and the learned pipelines see them. Records
+        made with it are marked (``remove_oversampling``) and fingerprinted apart.
 
     Returns
     -------
@@ -238,6 +246,8 @@ def run_bench(
             "mask_type": mask_type,
             "center_fraction": center_fraction_for(acc, center_fractions),
             "calibration": asdict(calibration) if needs_maps(m.name, m.model) else None,
+            # only when set, so that results of runs before the option existed still resume
+            **({"remove_oversampling": True} if remove_oversampling else {}),
         })
 
     plan = BenchPlan(challenge, run_methods, accs, files,
@@ -247,7 +257,7 @@ def run_bench(
     def score(path, acc, pending, bar):
         return _score_volume(path, acc, pending, bar, challenge=challenge, mask_type=mask_type,
                              center_fractions=center_fractions, calibration=calibration,
-                             device=device)
+                             device=device, remove_oversampling=remove_oversampling)
 
     return run_benchmark(plan, score, output_dir=output_dir, resume=resume, progress=progress,
                          verbose=verbose, on_record=on_record)
