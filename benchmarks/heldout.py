@@ -62,6 +62,7 @@ def _text(path: Path, text: str) -> None:
 
 def tune(work: Path, parts: list[str], weights: str | None, methods: list[str] | None = None) -> None:
     from mrirecon.heldout import tune as T
+    from mrirecon.heldout.protocol import readout_cropped
     from mrirecon.heldout.validation import validation_ct_slices, write_validation_mri
 
     out_path = work / "tuned.json"
@@ -92,7 +93,8 @@ def tune(work: Path, parts: list[str], weights: str | None, methods: list[str] |
         result.setdefault("models_mri", {})
         for name in methods or ["modl_brain_sim", "varnet_brain_sim"]:
             for acc in (4.0, 8.0):
-                score = T.score_mri(T.prepared_mri_slices(val, acc), "model", {}, load_model(name, {}, None))
+                prepared = T.prepared_mri_slices(val, acc, remove_oversampling=readout_cropped(name))
+                score = T.score_mri(prepared, "model", {}, load_model(name, {}, None))
                 result["models_mri"].setdefault(name, {})[str(acc)] = score
                 print(name, acc, score, flush=True)
             _json(out_path, result)
@@ -103,7 +105,8 @@ def tune(work: Path, parts: list[str], weights: str | None, methods: list[str] |
             val = work / "val_mri"
             if not any(val.glob("*.h5")):
                 write_validation_mri(val)
-            result[part] = T.tune_model_mri(val, load_model(name, {}, None), settings)
+            result[part] = T.tune_model_mri(val, load_model(name, {}, None), settings,
+                                            remove_oversampling=readout_cropped(name))
             _json(out_path, result)
             print(part, time.perf_counter() - t0, flush=True)
     if "pnp_mri" in parts or "pnp_ct" in parts:
@@ -112,7 +115,8 @@ def tune(work: Path, parts: list[str], weights: str | None, methods: list[str] |
         model = (load_model("pnp_dpir", {"depth": 8, "features": 32}, weights) if weights
                  else load_model("pnp_dncnn_diverse", {}, None))
         if "pnp_mri" in parts:
-            result["pnp_mri"] = T.tune_model_mri(work / "val_mri", model, PNP_SETTINGS, max_volumes=1)
+            result["pnp_mri"] = T.tune_model_mri(work / "val_mri", model, PNP_SETTINGS, max_volumes=1,
+                                                 remove_oversampling=readout_cropped("pnp_dncnn_diverse"))
             _json(out_path, result)
             print("pnp mri", time.perf_counter() - t0, flush=True)
         if "pnp_ct" in parts:

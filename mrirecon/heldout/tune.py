@@ -24,8 +24,18 @@ import torch
 #: the eight winners on an edge; these are their widened successors.
 MRI_GRID: dict[str, list[dict[str, Any]]] = {
     "cg_sense": [{"iterations": n} for n in (5, 10, 20, 40, 80, 160)],
-    "l1_wavelet": [{"lam": lam, "iterations": 100} for lam in (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)],
-    "tv": [{"lam": lam, "iterations": 30} for lam in (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)],
+    # L1-wavelet by FISTA: at small lam it needs many iterations (100, the first grid's only
+    # value, left it 2.4 / 3.1 dB short at 4x / 8x), so iterations are gridded too
+    "l1_wavelet": [{"lam": lam, "iterations": n} for n in (100, 300, 1000)
+                   for lam in (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)],
+    # TV by ADMM: with its default rho = 1 the PSNR still rose from 300 to 1000 iterations (30,
+    # the first grid's only value, left it 3-6 dB short); rho 0.03-0.1 reaches in 100
+    # iterations what rho 1 had not in 300 (4x: 33.89 vs 33.67 dB at lam 3e-3), so rho is gridded
+    # at 100 iterations
+    "tv": [{"lam": lam, "iterations": 100, "rho": rho} for rho in (0.03, 0.1, 0.3)
+           for lam in (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)]
+    + [{"lam": lam, "iterations": 100, "rho": 0.01} for lam in (1e-4, 3e-4, 1e-3)]
+    + [{"lam": 1e-4, "iterations": 100, "rho": 0.03}],
     # kernel (rows, columns): 3 columns is the narrowest window with acquired neighbours (a
     # 3-column winner is not an edge in the sense above); 11 columns lost at both accelerations
     # in a first grid (the 8x ACS band is only 13 columns wide)
@@ -34,13 +44,17 @@ MRI_GRID: dict[str, list[dict[str, Any]]] = {
 }
 CT_GRID: dict[str, list[dict[str, Any]]] = {
     "sirt": [{"iterations": n} for n in (30, 100, 300)],
-    "tv_ct": [{"lam": lam, "iterations": 100} for lam in (0.5, 1.0, 2.0, 5.0, 10.0)],
+    # TV by PDHG from zero converges slowly: at 30 views 100 iterations (the first grid's only
+    # value) left it 2 dB short; 300 and 1000 lost to 3000 at lam 5-10
+    "tv_ct": [{"lam": lam, "iterations": n} for n in (1000, 3000) for lam in (2.0, 5.0, 10.0, 20.0)],
 }
 
 
-def prepared_mri_slices(data_dir: str | Path, acceleration: float,
-                        max_volumes: int | None = None) -> list[tuple[Any, Any, np.ndarray, str]]:
-    """``(slice with ESPIRiT maps, slice with crop-0 maps, target, volume)`` per slice."""
+def prepared_mri_slices(data_dir: str | Path, acceleration: float, max_volumes: int | None = None,
+                        remove_oversampling: bool = False) -> list[tuple[Any, Any, np.ndarray, str]]:
+    """``(slice with ESPIRiT maps, slice with crop-0 maps, target, volume)`` per slice;
+    ``remove_oversampling``: k-space cropped to the recon rows first, as the held-out rows of
+    the methods whose pipelines crop it (:func:`~mrirecon.heldout.protocol.readout_cropped`)."""
     from mrirecon.bench.methods import center_fraction_for
     from mrirecon.io import FastMRIFile
     from mrirecon.pipeline.schema import CalibrateConfig, PreprocessConfig, UndersampleConfig
@@ -57,7 +71,8 @@ def prepared_mri_slices(data_dir: str | Path, acceleration: float,
             target = f.reference(key="reconstruction_rss").numpy()
             for i in range(len(f)):
                 s = make_slice(f.read_slice(i, with_reference=False), i, p.name, None)
-                s = undersample(preprocess(s, PreprocessConfig(coil_compression=None)), ucfg)
+                pcfg = PreprocessConfig(coil_compression=None, remove_oversampling=remove_oversampling)
+                s = undersample(preprocess(s, pcfg), ucfg)
                 s = calibrate(s, CalibrateConfig())
                 s0 = replace(s, maps=calibrate(s, replace(CalibrateConfig(), crop=0.0)).maps)
                 out.append((s, s0, target[i], p.name))
@@ -126,24 +141,31 @@ def _result(method: str, grid_scores: list[dict], where: str) -> dict:
 def tune_mri(data_dir: str | Path, accelerations: Sequence[float] = (4, 8),
              grid: Mapping[str, list[dict]] | None = None) -> dict:
     """``{acc: {method: {"best": params, "grid": [...]}}}`` for the classical MRI methods."""
+    from mrirecon.heldout.protocol import readout_cropped
+
     grid = MRI_GRID if grid is None else grid
     out: dict = {}
     for acc in accelerations:
-        slices = prepared_mri_slices(data_dir, float(acc))
+        prepared: dict[bool, list] = {}  # the data each method's held-out row sees
         res = {}
         for m, points in grid.items():
-            scores = [{"params": p, **score_mri(slices, m, p)} for p in points]
+            crop = readout_cropped(m)
+            if crop not in prepared:
+                prepared[crop] = prepared_mri_slices(data_dir, float(acc), remove_oversampling=crop)
+            scores = [{"params": p, **score_mri(prepared[crop], m, p)} for p in points]
             res[m] = _result(m, scores, f"MRI {acc}x")
         out[float(acc)] = res
     return out
 
 
 def tune_model_mri(data_dir: str | Path, model: torch.nn.Module, settings: list[dict[str, Any]],
-                   accelerations: Sequence[float] = (4, 8), max_volumes: int | None = None) -> dict:
-    """Score a learned model with attribute overrides ``settings`` (e.g. a PnP schedule)."""
+                   accelerations: Sequence[float] = (4, 8), max_volumes: int | None = None,
+                   remove_oversampling: bool = False) -> dict:
+    """Score a learned model with attribute overrides ``settings`` (e.g. a PnP schedule) on the
+    data its held-out row sees (``remove_oversampling``: as its pipeline crops the readout)."""
     out: dict = {}
     for acc in accelerations:
-        slices = prepared_mri_slices(data_dir, float(acc), max_volumes)
+        slices = prepared_mri_slices(data_dir, float(acc), max_volumes, remove_oversampling)
         scores = []
         for st in settings:
             for k, v in st.items():

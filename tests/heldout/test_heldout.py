@@ -203,3 +203,24 @@ def test_every_adaptation_pipeline_has_shipped_heldout_adaptation_results():
         assert abs(without - table[views][ct.reconstruct.weights]["PSNR"]) < 0.01, views
         for s in slices.values():  # adaptation keeps the initial state unless validation improved
             assert (s["best_step"] == 0) == (s["with"] == s["without"])
+
+
+def test_heldout_rows_see_the_readout_as_their_pipelines_do():
+    """A held-out MRI row runs on readout-cropped k-space exactly when its pipeline does
+    (``preprocess.remove_oversampling``; unset: classical methods crop, learned models do not),
+    so a row's score and time are those of the pipeline a user runs; the shipped rows say which."""
+    import json
+
+    from mrirecon.heldout.protocol import MRI_METHODS, PIPELINE_ROWS, readout_cropped
+    from mrirecon.pipeline.definitions import load_pipeline
+
+    for name, (part, row) in PIPELINE_ROWS.items():
+        if part == "mri":
+            config, _ = load_pipeline(name)
+            flag = config.preprocess.remove_oversampling
+            assert readout_cropped(row) == (config.reconstruct.weights is None if flag is None else flag), name
+    assert readout_cropped("pnp_dncnn_brain_sim") and not readout_cropped("modl_fastmri_diverse")
+    assert all(readout_cropped(m) for m in ("zero_filled", "tv", "grappa"))  # no pipeline of their own
+    rows = json.loads((PKG.parent / "benchmarks" / "heldout_results" / "heldout_mri.json").read_text())
+    for table in rows.values():
+        assert {m: r["readout_cropped"] for m, r in table.items()} == {m: readout_cropped(m) for m in MRI_METHODS}
