@@ -36,6 +36,12 @@ scale classical methods divide by, and so the meaning of ``lam`` (weights x 1000
 ``kx, ky, kz``, or stack-of-stars partitions in ``kspace_encode_step_2``) are refused, as are
 negative, non-finite or all-zero density weights.
 
+``center_sample`` is the sample nearest the k-space centre (the writer sets it so: ``n / 2``
+for a full spoke, earlier for a partial echo, 0 for spirals and centre-out spokes). The reader
+keeps it (``header.extra["center_sample"]``) and, for spokes through the centre whose two sides
+differ (a partial echo), records ``echo_samples = [before, after]`` with a note; the trajectory
+decides where the centre is (:func:`echo_centre`).
+
 The reader returns ``KSpace(data=(slices, coils, readouts, samples), trajectory=(readouts,
 samples, 2), density=(readouts, samples))``; without weights in the file the density is
 computed (Pipe-Menon) for the trajectory.
@@ -99,6 +105,9 @@ def write_ismrmrd_noncartesian(
         names the ISMRMRD trajectory (``radial``, ``spiral``).
     density
         Optional ``(readouts, samples)`` weights, stored as the third trajectory dimension.
+
+    Each readout's ``center_sample`` is its sample nearest the k-space centre (a partial echo:
+    the samples before the echo that were never acquired are absent from ``trajectory``).
     """
     kspace = torch.as_tensor(kspace)
     slices, coils, readouts, samples = kspace.shape
@@ -116,6 +125,9 @@ def write_ismrmrd_noncartesian(
             raise ValueError(f"write_ismrmrd_noncartesian: {path}: {field} has {bad} NaN or Inf "
                              "values (in complex64); nothing written")
     dims = traj.shape[-1]
+    # the sample nearest the k-space centre: n // 2 for a full spoke, earlier for a partial
+    # echo (the samples before the echo never acquired), 0 for a spiral or centre-out spoke
+    centre = np.argmin(np.linalg.norm(traj[..., :2], axis=-1), axis=-1)
     g = header.geometry
     col, row = np.asarray(g.orientation[:3], float), np.asarray(g.orientation[3:], float)
     records = np.zeros(slices * readouts, dtype=ACQUISITION)
@@ -129,7 +141,7 @@ def write_ismrmrd_noncartesian(
             head["scan_counter"] = s * readouts + r
             head["number_of_samples"] = samples
             head["available_channels"] = head["active_channels"] = coils
-            head["center_sample"] = samples // 2 if bool((traj[r, 0, :2] != 0).any()) else 0
+            head["center_sample"] = centre[r]
             head["trajectory_dimensions"] = dims
             head["sample_time_us"] = dwell_time_us
             head["position"] = pos
@@ -175,6 +187,50 @@ def trajectory_unit(peak: np.ndarray, matrix: tuple[int, int]) -> tuple[str, np.
         return None
     unit = next(iter(fits))
     return unit, fits[unit]
+
+
+#: Samples missing on one side of the echo, as a share of a symmetric readout, from which a
+#: readout through the centre counts as a partial echo (the Cartesian reader's 5 %).
+PARTIAL_ECHO_SHARE = 0.05
+
+
+def symmetric_length(before: int, after: int) -> int:
+    """Samples of the symmetric readout a partial echo was cut from: a full spoke of ``n``
+    samples has ``n / 2`` before its centre sample and ``n / 2 - 1`` after it."""
+    return 2 * max(before, after + 1)
+
+
+def echo_centre(coords: np.ndarray, centre: int, matrix: tuple[int, int], first: int) -> dict:
+    """``header.extra`` entries for the readouts' echo: ``center_sample`` (the file's, after
+    ``discard_pre``) and, for readouts through the k-space centre whose samples before and after
+    it differ (a partial echo: :data:`PARTIAL_ECHO_SHARE` or more of a symmetric readout never
+    sampled), ``echo_samples`` ``[before, after]`` and a ``partial_echo_note``. The trajectory
+    decides (it is what the operator uses): a ``center_sample`` more than a sample away from the
+    sample nearest the centre gets a ``center_sample_note`` (0, which writers leave when they do
+    not set it, gets none). Spirals and centre-out spokes (centre at sample 0) have no partial
+    echo."""
+    samples = coords.shape[1]
+    radius = np.linalg.norm(coords * np.asarray(matrix, float), axis=-1)  # in grid cells
+    nearest = np.argmin(radius, axis=-1)
+    through = radius[np.arange(len(radius)), nearest] <= 0.5  # readouts that pass the centre
+    out = {"center_sample": int(centre)}
+    if not through.all():
+        return out
+    found = int(np.median(nearest))
+    if centre > 0 and abs(found - centre) > 1:
+        out["center_sample_note"] = (
+            f"data[{first}].head.center_sample is {centre} (after discard_pre), but the trajectory "
+            f"passes the k-space centre at sample {found} of {samples}: the trajectory is used")
+    before, after = found, samples - 1 - found
+    full = symmetric_length(before, after)
+    missing = full - samples
+    if 0 < min(before, after) and missing >= max(2, PARTIAL_ECHO_SHARE * full):
+        out["echo_samples"] = [before, after]
+        out["partial_echo_note"] = (
+            f"partial echo: the readouts pass the k-space centre at sample {found} of {samples} "
+            f"({before} before, {after} after; {missing} of a symmetric {full}-sample "
+            f"readout, {missing / full:.0%}, never sampled)")
+    return out
 
 
 def read_noncartesian(path: Path, header: Header, records: np.ndarray, imaging: np.ndarray,
@@ -294,6 +350,7 @@ def read_noncartesian(path: Path, header: Header, records: np.ndarray, imaging: 
             f"{(h, w)}: the image has the resolution of a {round(reach * h)} x {round(reach * w)} "
             "matrix; is the header's encodedSpace matrix (or the trajectory's scale) off?")
     coords = np.clip(coords, -0.5, np.nextafter(0.5, 0))
+    extra.update(echo_centre(coords, int(heads["center_sample"][first]) - pre, (h, w), first))
     trajectory = torch.from_numpy(coords)
     if dims == 3:
         density = torch.from_numpy(traj[..., 2].astype(np.float64))

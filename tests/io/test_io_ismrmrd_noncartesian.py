@@ -30,7 +30,7 @@ def _xml():
     return X.ToXML(header)
 
 
-def _write(path, kspace, traj_per_readout, dims):
+def _write(path, kspace, traj_per_readout, dims, center_sample=0):
     with ismrmrd.Dataset(str(path), "dataset", create_if_needed=True) as ds:
         ds.write_xml_header(_xml())
         order = np.random.default_rng(0).permutation(kspace.shape[0] * kspace.shape[2])
@@ -39,7 +39,8 @@ def _write(path, kspace, traj_per_readout, dims):
             acq = ismrmrd.Acquisition.from_array(np.ascontiguousarray(kspace[s, :, r]),
                                                  trajectory=traj_per_readout[r].astype(np.float32),
                                                  read_dir=(0.0, 1.0, 0.0), phase_dir=(1.0, 0.0, 0.0),
-                                                 slice_dir=(0.0, 0.0, 1.0))
+                                                 slice_dir=(0.0, 0.0, 1.0),
+                                                 center_sample=center_sample)
             acq.idx.kspace_encode_step_1 = r
             acq.idx.slice = s
             ds.append_acquisition(acq)
@@ -93,3 +94,45 @@ def test_simulated_radial_file_round_trip(tmp_path):
     op = nufft_sense(torch.ones(1, 32, 32, dtype=torch.complex64), ks.trajectory)
     assert ks.header.encoded_matrix[:2] == (32, 32)
     assert op.H(ks.density.float() * ks.data[0, :1]).abs().max() > 0
+
+
+@pytest.mark.parametrize("missing", [0, 8])
+def test_writer_and_reader_keep_the_echo_centre(tmp_path, missing):
+    """Our writer sets center_sample to the sample nearest the k-space centre (16 of a full
+    32-sample spoke; 8 when the first 8 are never sampled: a partial echo; 0 for centre-out
+    spokes), the reference package reads it so, and our reader keeps it and says how much of a
+    symmetric readout a partial echo lacks (the writer wrote 16 for the partial echo too)."""
+    from mrirecon.data.simulate_mri import simulate_mri_volume
+    from mrirecon.io.ismrmrd_noncartesian import write_ismrmrd_noncartesian
+
+    header = simulate_mri_volume(0, slices=1, coils=COILS, size=(N, N), seed=0).header
+    traj = radial_trajectory(SPOKES, SAMPLES)[:, missing:]
+    k = torch.ones(1, COILS, SPOKES, SAMPLES - missing, dtype=torch.complex64)
+    path = write_ismrmrd_noncartesian(tmp_path / "pe.h5", k, traj, header)
+    with ismrmrd.Dataset(str(path), "dataset", create_if_needed=False) as ds:
+        assert ds.read_acquisition(3).center_sample == SAMPLES // 2 - missing
+    extra = read_ismrmrd(path).header.extra
+    assert extra["center_sample"] == SAMPLES // 2 - missing
+    if missing:
+        assert extra["echo_samples"] == [8, 15]  # 8 before the centre, 15 after
+        assert "sample 8 of 24 (8 before, 15 after" in extra["partial_echo_note"]
+        assert "25%" in extra["partial_echo_note"]
+    else:
+        assert "echo_samples" not in extra and "partial_echo_note" not in extra
+    out = write_ismrmrd_noncartesian(tmp_path / "co.h5", k[..., :16],
+                                     radial_trajectory(SPOKES, 16, center_out=True), header)
+    extra = read_ismrmrd(out).header.extra
+    assert extra["center_sample"] == 0 and "echo_samples" not in extra
+
+
+def test_center_sample_that_contradicts_the_trajectory_is_noted(tmp_path):
+    """A partial-echo file whose center_sample says the middle of the readout: the trajectory
+    decides where the echo is, and the header's value is reported naming the field."""
+    traj = radial_trajectory(SPOKES, SAMPLES)[:, 8:]
+    k = np.ones((1, COILS, SPOKES, SAMPLES - 8), np.complex64)
+    path = tmp_path / "pe.h5"
+    _write(path, k, traj.numpy(), 2, center_sample=(SAMPLES - 8) // 2)
+    extra = read_ismrmrd(path).header.extra
+    assert extra["center_sample"] == 12 and extra["echo_samples"] == [8, 15]
+    assert "head.center_sample is 12" in extra["center_sample_note"]
+    assert "at sample 8 of 24" in extra["center_sample_note"]
