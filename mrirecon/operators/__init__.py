@@ -3,7 +3,8 @@ differences, wavelets, patches, the TGV blocks)."""
 
 from mrirecon.operators.ct import FanBeam, ParallelBeam, ct_operator
 from mrirecon.operators.dense import DenseMatrix, gaussian_matrix
-from mrirecon.operators.generic import Diagonal, FiniteDifference, Identity, Wavelet
+from mrirecon.operators.generic import (Diagonal, FiniteDifference, Identity, PhaseConstrained,
+                                        Wavelet)
 from mrirecon.operators.mri import (
     Fourier,
     Sampling,
@@ -26,6 +27,7 @@ __all__ = [
     "NufftSense",
     "ParallelBeam",
     "Patches",
+    "PhaseConstrained",
     "Sampling",
     "SenseOperator",
     "Sensitivity",

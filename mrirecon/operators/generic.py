@@ -1,4 +1,5 @@
-"""Generic operators: identity, diagonal, finite-difference gradient, orthogonal wavelet."""
+"""Generic operators: identity, diagonal, phase constraint, finite-difference gradient,
+orthogonal wavelet."""
 
 from __future__ import annotations
 
@@ -65,6 +66,45 @@ class Diagonal(LinearOperator):
         w = self.weights
         safe = torch.where(w == 0, torch.ones_like(w), w)
         return torch.where(w == 0, torch.zeros((), dtype=y.dtype, device=y.device), y / safe)
+
+
+class PhaseConstrained(LinearOperator):
+    """A real image times a fixed phase: ``P x = p * x`` for real ``x``, ``P^H y = Re(p^* y)``.
+
+    The variable of phase-constrained (homodyne-type) reconstruction: the image is ``rho p``
+    with ``rho`` real and ``p`` a known (smooth, unit-modulus) phase, so ``A @ P`` for a
+    forward operator ``A`` acts on the real ``rho`` and the solver has half the unknowns. The
+    domain is real, so the adjoint is the one of the real inner product on the complex range,
+    ``<P x, y>_R = Re sum conj(p x) y = sum x Re(conj(p) y) = <x, P^H y>``.
+
+    Parameters
+    ----------
+    phase
+        Complex ``(..., *shape)``; its trailing ``ndim`` axes are the domain (leading axes
+        broadcast against the image's batch axes). Any complex weights are allowed; a phase
+        constraint passes a unit-modulus ``p`` (``P^H P = I`` then).
+    ndim
+        Image axes (2 for ``(H, W)`` images).
+    """
+
+    def __init__(self, phase: Tensor, ndim: int = 2) -> None:
+        if not isinstance(phase, Tensor) or not phase.is_complex() or phase.ndim < ndim:
+            raise ValueError("PhaseConstrained: phase must be a complex tensor with at least "
+                             f"{ndim} axes, got {getattr(phase, 'dtype', type(phase).__name__)}")
+        shape = tuple(phase.shape[phase.ndim - ndim:])
+        super().__init__(shape, shape)
+        self.register_buffer("phase", phase)
+
+    def _forward(self, x: Tensor) -> Tensor:
+        if x.is_complex():  # the domain is real: a complex x would lose its imaginary part in P^H
+            raise TypeError(f"PhaseConstrained: the image must be real (the phase is fixed), got {x.dtype}")
+        return self.phase * x
+
+    def _adjoint(self, y: Tensor) -> Tensor:
+        return (self.phase.conj() * y).real
+
+    def _gram(self, x: Tensor) -> Tensor:
+        return (self.phase.abs() ** 2) * x
 
 
 class FiniteDifference(LinearOperator):

@@ -24,7 +24,7 @@ from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.core.parallel import serial_if_small
 from mrirecon.functional import ifft2c, rss
 from mrirecon.functional.nufft import nufft_adjoint
-from mrirecon.operators import Wavelet
+from mrirecon.operators import PhaseConstrained, Wavelet
 from mrirecon.recon.variational import batch_dims_of, tv_least_squares
 from mrirecon.solvers import cg, fista, max_eigenvalue, soft_threshold
 
@@ -303,6 +303,7 @@ def tv(
     cg_iterations: int = 5,
     tolerance: float = 0.0,
     x0: Tensor | None = None,
+    phase: Tensor | None = None,
     callback: Callback | None = None,
 ) -> Tensor:
     """Isotropic total variation: ``argmin_x 1/2||A x - y||^2 + lam TV(x)``.
@@ -322,6 +323,12 @@ def tv(
         TV weight (absolute, in the units of ``y``).
     iterations, method, rho, cg_iterations, tolerance, x0, callback
         Solver settings.
+    phase
+        Optional unit-modulus image ``(..., H, W)``: the image is then ``rho * phase`` with
+        ``rho`` real, solved on ``A @ PhaseConstrained(phase)`` with ``lam TV(rho)`` (as
+        :func:`cg_sense`'s ``phase``: the samples a partial echo never measured are set by
+        conjugate symmetry once the smooth phase is known; ``x0`` loses its imaginary part
+        after removing the phase).
 
     Returns
     -------
@@ -331,6 +338,25 @@ def tv(
     _check_op(op, "tv")
     if lam < 0:
         raise ValueError(f"tv: lam must be >= 0, got {lam}")
+    if phase is not None:
+        p = unit_phase(phase, y.real.dtype, "tv")
+        real_op = op @ PhaseConstrained(p.to(y.device))
+        start = None if x0 is None else (p.conj() * x0.to(p.dtype)).real
+        rho_img = tv_least_squares(y, real_op, lam, method=method, iterations=iterations,
+                                   tolerance=tolerance, rho=rho, cg_iterations=cg_iterations,
+                                   x0=start, callback=callback)
+        return p.to(y.device) * rho_img
     return tv_least_squares(y, op, lam, method=method, iterations=iterations,
                             tolerance=tolerance, rho=rho, cg_iterations=cg_iterations, x0=x0,
                             callback=callback)
+
+
+def unit_phase(phase: Tensor, real: torch.dtype, who: str) -> Tensor:
+    """``phase / |phase|`` (1 where it is zero) as the complex dtype of ``real``; a tensor
+    that is not finite and complex is refused naming ``who``."""
+    cdtype = torch.complex128 if real == torch.float64 else torch.complex64
+    if not isinstance(phase, Tensor) or not bool(torch.isfinite(torch.view_as_real(
+            phase.to(cdtype))).all()):
+        raise ValueError(f"{who}: phase must be a finite complex tensor (unit modulus)")
+    p = phase.to(cdtype)
+    return torch.where(p.abs() > 0, p / p.abs().clamp_min(torch.finfo(real).tiny), 1)
