@@ -64,7 +64,9 @@ class PreprocessConfig:
     # partial Fourier (asymmetric header encoding limits) and partial echo: cg_sense solves for
     # a real image times the phase of the symmetric centre and zero_filled_rss / grappa fill the
     # missing side by POCS ("phase_constrained"), or the missing side stays unsampled / zero
-    # ("none"); other methods always leave it unsampled, with a note
+    # ("none"); other methods always leave it unsampled, with a note. A radial partial echo
+    # whose missing side no spoke measures (spokes over pi): tv and cg_sense solve for a real
+    # image times the phase of the symmetric part of the spokes (pipeline/echo_noncartesian.py)
     partial_fourier: Literal["phase_constrained", "none"] = "phase_constrained"
 
 

@@ -36,6 +36,7 @@ from mrirecon.pipeline.sampling_mri import (complete_partial_fourier, grappa_not
                                            partial_echo_note, partial_fourier_note,
                                            phase_constrained, pocs_applies,
                                            symmetric_mask, unreachable_share)
+from mrirecon.pipeline import echo_noncartesian as echo
 from mrirecon.pipeline.reference_mri import calibration_data, compress_coils, refuse_own_acs_model
 from mrirecon.pipeline.stream import Method, Modality, detect_format
 from mrirecon.recon.mri import data_scale as recon_data_scale
@@ -178,6 +179,8 @@ def reconstruct(s: MRISlice, cfg: ReconstructConfig, model: torch.nn.Module | No
             raise ValueError(f"reconstruct.method {cfg.method!r} needs coil maps: set calibrate.method "
                              "to 'espirit' or 'walsh'")
         params = dict(cfg.params)
+        if echo.applies(s, cfg, partial_fourier, learned=False):  # radial partial echo
+            params["phase"] = echo.symmetric_phase(s, y / scale)
         if phase_constrained(s, cfg, partial_fourier):  # the phase of the symmetric centre
             band = symmetric_mask(s)
             low = recon.run("cg_sense", y * band / scale, sense(s.maps, band),
@@ -396,7 +399,18 @@ class MRIStages(Modality[MRISlice]):
             notes["partial_fourier"] = partial_fourier_note(s.header, phase_constrained=pc, pocs=pocs)
         if "partial_echo" in notes and s.trajectory is None:  # and how this run fills it
             notes["partial_echo"] = partial_echo_note(s, rc.method, not self.classical, pc, pocs)
+        elif "partial_echo" in notes:  # radial: a warning unless filled or measured (data_notes)
+            del notes["partial_echo"]
+            notes.update(self._echo(s)[0])
         return {**notes, **coil_warnings(s.kspace)}
+
+    def data_notes(self, s: MRISlice) -> dict[str, str]:
+        return self._echo(s)[1]
+
+    def _echo(self, s: MRISlice) -> tuple[dict[str, str], dict[str, str]]:
+        rc, learned = self.config.reconstruct, not self.classical
+        phase = echo.applies(s, rc, self.config.preprocess.partial_fourier, learned)
+        return echo.echo_messages(s, rc.method, learned, phase)
 
     def to_device(self, s: MRISlice) -> MRISlice:
         def move(t):
