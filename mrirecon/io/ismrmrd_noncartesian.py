@@ -123,7 +123,7 @@ def write_ismrmrd_noncartesian(
         bad = int(np.size(values) - np.isfinite(values).sum())
         if bad:
             raise ValueError(f"write_ismrmrd_noncartesian: {path}: {field} has {bad} NaN or Inf "
-                             "values (in complex64); nothing written")
+                             "values; nothing written")
     dims = traj.shape[-1]
     # the sample nearest the k-space centre: n // 2 for a full spoke, earlier for a partial
     # echo (the samples before the echo never acquired), 0 for a spiral or centre-out spoke
