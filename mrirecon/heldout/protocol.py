@@ -123,6 +123,7 @@ def run_mri(data_dir: str | Path, accelerations: Sequence[float] = (4, 8),
     from mrirecon.io import FastMRIFile
 
     params = MRI_PARAMS if params is None else params
+    cropped = {m: readout_cropped(m) for m in methods}
     refs = {}
     for p in sorted(Path(data_dir).glob("*.h5")):
         f = FastMRIFile(p)
@@ -145,13 +146,13 @@ def run_mri(data_dir: str | Path, accelerations: Sequence[float] = (4, 8),
              for m in methods}
         p = {m: v for m, v in p.items() if v}
         for crop in (True, False):  # one run per preprocessing; rows keep the methods' order
-            group = [m for m in methods if readout_cropped(m) == crop]
+            group = [m for m in methods if cropped[m] == crop]
             if group:
                 run_bench(data_dir, "multicoil", (acc,), group,
                           params={m: v for m, v in p.items() if m in group}, output_dir=None,
                           resume=False, progress=progress, verbose=False, on_record=record,
                           remove_oversampling=crop)
-        results[float(acc)] = {m: {**_summary(r), "readout_cropped": readout_cropped(m)}
+        results[float(acc)] = {m: {**_summary(r), "readout_cropped": cropped[m]}
                                for m, r in rows.items() if r}
     if output_dir is not None:
         _write(results, Path(output_dir) / "heldout_mri.md", "acceleration")

@@ -80,3 +80,15 @@ def guard_reader(field: str):
         return inner
 
     return wrap
+
+
+def refuse_nonfinite(who: str, target: str | os.PathLike, field: str, values,
+                     noun: str = "values") -> None:
+    """A writer's check before it writes: NaN / Inf in ``values`` (an array, or ``None``) are
+    refused as ``"<who>: <target>: <field> has N NaN or Inf <noun>; nothing written"`` (the
+    readers refuse such files, so they are never written)."""
+    import numpy as np
+
+    bad = 0 if values is None else int(np.size(values) - np.count_nonzero(np.isfinite(values)))
+    if bad:
+        raise ValueError(f"{who}: {target}: {field} has {bad} NaN or Inf {noun}; nothing written")

@@ -30,7 +30,8 @@ import torch
 
 from mrirecon.containers import Header, KSpace
 from mrirecon.io.atomic import atomic_path
-from mrirecon.io.errors import DataFormatError, guard_reader, require_regular_file
+from mrirecon.io.errors import (DataFormatError, guard_reader, refuse_nonfinite,
+                                 require_regular_file)
 from mrirecon.io.hdf5_vlen import check_vlen_references
 from mrirecon.io.ismrmrd_header import header_to_xml, parse_ismrmrd_header
 
@@ -439,9 +440,7 @@ def write_fastmri(
             f"got {ks.shape}")
     if not np.iscomplexobj(ks):
         raise TypeError(f"write_fastmri: kspace must be complex, got {ks.dtype}")
-    if not np.isfinite(ks).all():
-        bad = int(np.size(ks) - np.isfinite(ks).sum())
-        raise ValueError(f"write_fastmri: {path}: kspace has {bad} NaN or Inf samples; nothing written")
+    refuse_nonfinite("write_fastmri", path, "kspace", ks, "samples")
     xml = header if isinstance(header, str) else header_to_xml(header)
     parsed = parse_ismrmrd_header(xml, source=str(path))
 

@@ -58,6 +58,7 @@ import torch
 
 from mrirecon.containers import Header, KSpace
 from mrirecon.io.atomic import atomic_path
+from mrirecon.io.errors import refuse_nonfinite
 from mrirecon.io.ismrmrd_header import header_to_xml
 
 # the ISMRMRD acquisition header, field by field (ISMRMRD specification, version 1)
@@ -118,12 +119,8 @@ def write_ismrmrd_noncartesian(
     if density is not None:
         traj = np.concatenate([traj, density.detach().cpu().numpy().astype(np.float32)[..., None]], -1)
     data = kspace.detach().cpu().to(torch.complex64).numpy()
-    for field, values in (("kspace", data), ("trajectory", traj[..., :2]),
-                          ("density", traj[..., 2:])):  # the reader refuses them; never write them
-        bad = int(np.size(values) - np.isfinite(values).sum())
-        if bad:
-            raise ValueError(f"write_ismrmrd_noncartesian: {path}: {field} has {bad} NaN or Inf "
-                             "values; nothing written")
+    for field, values in (("kspace", data), ("trajectory", traj[..., :2]), ("density", traj[..., 2:])):
+        refuse_nonfinite("write_ismrmrd_noncartesian", path, field, values)
     dims = traj.shape[-1]
     # the sample nearest the k-space centre: n // 2 for a full spoke, earlier for a partial
     # echo (the samples before the echo never acquired), 0 for a spiral or centre-out spoke

@@ -49,6 +49,7 @@ from mrirecon.io.errors import (
     CORRUPTION_ERRORS,
     DataFormatError,
     as_format_error,
+    refuse_nonfinite,
     require_regular_file,
 )
 from mrirecon.operators.ct_geometry import CTGeometry
@@ -244,10 +245,7 @@ def write_lodopab(
     if samples_per_file < 1:
         raise ValueError(f"write_lodopab: samples_per_file must be >= 1, got {samples_per_file}")
     for field, values in (("sinograms", sino), ("attenuation", mu), ("hu", hu)):
-        bad = 0 if values is None else int(np.size(values) - np.isfinite(values).sum())
-        if bad:  # the reader refuses them; never write them
-            raise ValueError(f"write_lodopab: {out_dir} ({part}): {field} has {bad} NaN or Inf "
-                             "values; nothing written")
+        refuse_nonfinite("write_lodopab", f"{out_dir} ({part})", field, values)
     root = {
         "geometry": geometry_to_json(geometry),
         "mu_max_per_m": MU_MAX_PER_M,

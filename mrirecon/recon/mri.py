@@ -169,12 +169,7 @@ def cg_sense(
     if phase is None:
         return cg(gram, aty, x0, iterations=iterations, tolerance=tolerance, batch_dims=nb,
                   callback=callback)
-    if not isinstance(phase, Tensor) or not bool(torch.isfinite(torch.view_as_real(
-            phase.to(aty.dtype))).all()):
-        raise ValueError("cg_sense: phase must be a finite complex tensor (unit modulus)")
-    p = phase.to(aty.dtype)
-    p = torch.where(p.abs() > 0, p / p.abs().clamp_min(torch.finfo(aty.real.dtype).tiny), 1)
-    p = torch.broadcast_to(p, aty.shape)
+    p = torch.broadcast_to(unit_phase(phase, aty.real.dtype, "cg_sense"), aty.shape)
     start = None if x0 is None else (p.conj() * x0.to(aty.dtype)).real
     rho = cg(lambda r: (p.conj() * gram(p * r)).real, (p.conj() * aty).real, start,
              iterations=iterations, tolerance=tolerance, batch_dims=nb, callback=callback)

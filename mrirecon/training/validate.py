@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from mrirecon.core.config import at_least as _at_least
 from mrirecon.core.config import check_params
 from mrirecon.core.config import deprecated_aliases as _deprecated_aliases
@@ -12,7 +14,7 @@ from mrirecon.core.config import fail as _fail
 from mrirecon.core.config import signature_params as _signature
 
 
-_FLOAT32_TINY = 1.1754943508222875e-38  # numpy.finfo(numpy.float32).tiny
+_FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 
 #: What a model of each modality is built around (:data:`~mrirecon.models.registry.MODEL_MODALITY`).
 _NEEDS = {"mri": "a SENSE operator and k-space", "ct": "a projector and a sinogram"}
