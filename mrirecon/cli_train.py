@@ -72,6 +72,20 @@ def cmd_train_function(args: argparse.Namespace) -> int:
     return 0
 
 
+def _learning_rate(text: str) -> float:
+    """An ``--lr`` value (:func:`~mrirecon.training.optim.lr_problem`)."""
+    from mrirecon.training.optim import lr_problem
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    problem = lr_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
 def _add_function_options(parser: argparse.ArgumentParser, fn: Callable[..., Any],
                           count: Callable[[str], int], positive_float: Callable[[str], float],
                           choices: dict[str, Sequence[str]] | None = None) -> list[str]:
@@ -90,7 +104,8 @@ def _add_function_options(parser: argparse.ArgumentParser, fn: Callable[..., Any
         elif isinstance(default, int):
             parser.add_argument(flag, type=int if "seed" in prm.name else count, default=default)
         elif isinstance(default, float):
-            parser.add_argument(flag, type=positive_float, default=default)
+            is_lr = prm.name == "lr" or prm.name.endswith("_lr")
+            parser.add_argument(flag, type=_learning_rate if is_lr else positive_float, default=default)
         elif isinstance(default, tuple):
             nargs = "+" if "..." in str(prm.annotation) else len(default)
             parser.add_argument(flag, type=count, nargs=nargs, default=default)

@@ -47,6 +47,12 @@ def resolve_weights(name_or_path: str | os.PathLike, who: str = "load_pretrained
     )
 
 
+def nonfinite_tensors(state: Mapping[str, Tensor]) -> list[str]:
+    """Names of the floating-point / complex tensors of ``state`` holding NaN or Inf."""
+    return [k for k, v in state.items() if isinstance(v, Tensor) and (v.is_floating_point() or v.is_complex())
+            and not bool(torch.isfinite(v.detach()).all())]
+
+
 def read_state_dict(name_or_path: str | os.PathLike, map_location: str | torch.device = "cpu",
                     who: str = "load_pretrained") -> dict[str, Tensor]:
     """The state dict in a shipped name's or a path's ``.pt`` file (weights only).
@@ -73,8 +79,7 @@ def read_state_dict(name_or_path: str | os.PathLike, map_location: str | torch.d
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(f"{who}: {path} holds no state dict (tensors by parameter name)")
-    bad = [k for k, v in state.items() if (v.is_floating_point() or v.is_complex())
-           and not bool(torch.isfinite(v).all())]
+    bad = nonfinite_tensors(state)
     if bad:  # diverged training: caught here, not blamed on every input the model then meets
         raise ValueError(f"{who}: {path} holds NaN or Inf values in {len(bad)} of its {len(state)} "
                          f"tensors ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})")
@@ -99,6 +104,13 @@ def write_weights(path: str | os.PathLike, state: Mapping[str, Tensor] | None, c
     """Write ``state`` to ``path`` (a ``.pt`` state dict, tensors detached and on the CPU) and
     ``card`` to ``<stem>.yaml`` beside it, each atomically; ``None`` skips that file."""
     path = Path(path)
+    if state is not None:  # checked before anything is written: the card would describe them
+        bad = nonfinite_tensors(state)
+        if bad:
+            raise ValueError(f"{path}: refusing to write weights with NaN or Inf values in {len(bad)} "
+                             f"of their {len(state)} tensors ({', '.join(bad[:3])}"
+                             f"{', ...' if len(bad) > 3 else ''}): the training diverged (a lower "
+                             "learning rate may help); nothing was written")
     path.parent.mkdir(parents=True, exist_ok=True)
     if state is not None:
         tensors = {k: v.detach().cpu().clone() for k, v in state.items()}

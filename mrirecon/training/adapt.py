@@ -52,6 +52,7 @@ from torch import Tensor, nn
 from mrirecon.functional import fftc, ifftc
 from mrirecon.operators.mri import SenseOperator, sense
 from mrirecon.sampling.split import centre_block, split_views, ssdu_split
+from mrirecon.training.optim import lr_problem
 from mrirecon.training.ssdu import kspace_loss, mri_split_loss
 
 
@@ -124,8 +125,8 @@ def check_adapt_config(cfg: AdaptConfig) -> None:
         problems.append(f"time_budget_s must be > 0 or null, got {cfg.time_budget_s!r}")
     if not 0 < cfg.validation_fraction < 1:
         problems.append(f"validation_fraction must be in (0, 1), got {cfg.validation_fraction!r}")
-    if not (math.isfinite(cfg.lr) and cfg.lr > 0):
-        problems.append(f"lr must be a finite number > 0, got {cfg.lr!r}")
+    if lr_problem(cfg.lr):
+        problems.append(f"lr {lr_problem(cfg.lr)}")
     if not 0 < cfg.ratio < 1:
         problems.append(f"ratio must be in (0, 1), got {cfg.ratio!r}")
     for name in ("val_every", "patience", "val_stripes"):

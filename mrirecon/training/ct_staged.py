@@ -339,6 +339,9 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
     from mrirecon.training.optim import cosine_step, require_steps
     from mrirecon.training.prefetch import Prefetch
 
+    if patch > CT_SIZE:  # refused before the setup: the crops would come out smaller or fail
+        raise ValueError(f"train staged_ct: --patch {patch} is larger than the {CT_SIZE} x {CT_SIZE} "
+                         f"training images; give at most {CT_SIZE}")
     tune_reserve = 60.0  # per stage: lam grid, self-ensemble choice, saving
     if budget_s <= tune_reserve * stages:  # refused at once, before a minute of setup
         require_steps("staged_ct", 0, f"--budget-s {budget_s:g} (each of the {stages} stages keeps "

@@ -106,6 +106,9 @@ def train_denoiser(
     from mrirecon.models.pnp.pnp import PnPADMM
     from mrirecon.training.optim import require_steps
 
+    if patch > min(size):  # refused before the simulation, not by torch.randint mid-training
+        raise ValueError(f"train denoiser: --patch {patch} is larger than the {size[0]} x {size[1]} "
+                         f"training slices (--size); give at most {min(size)}")
     if threads is not None:
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()

@@ -226,7 +226,7 @@ def _train_bands(model: torch.nn.Module, out: str | Path, *, seed: int, crop_row
         if rec["PSNR"] > best["PSNR"]:
             best = rec
             _save(model, out, half, None if card is None else _card(out, kind, *card, rec, step))
-        print(f"val step {step} PSNR {rec['PSNR']:.2f} SSIM {rec['SSIM']:.4f} best {best['step']}",
+        print(f"val step {step} PSNR {rec['PSNR']:.2f} SSIM {rec['SSIM']:.4f} best {best.get('step')}",
               flush=True)
 
     model.train()
@@ -248,6 +248,9 @@ def _train_bands(model: torch.nn.Module, out: str | Path, *, seed: int, crop_row
     require_steps(kind, step, f"--max-seconds {max_seconds:g} / --max-steps {max_steps}", out)
     if not history or history[-1]["step"] != step:
         validate()
+    if not math.isfinite(best["PSNR"]):  # every validation NaN / Inf: nothing was saved
+        raise ValueError(f"train {kind}: no validation score of the {step} steps was finite (the "
+                         f"training diverged: lower --lr, now {lr:g}); {out} was not written")
     wall = time.perf_counter() - t1
     return {"steps": step, "wall_time_s": round(wall, 1), "validation_data_s": round(t_val_data, 1),
             "final_loss": float(np.mean(losses[-100:])) if losses else None, "best": best,

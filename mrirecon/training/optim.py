@@ -8,6 +8,19 @@ import math
 import torch
 from torch import Tensor
 
+#: The largest learning rate accepted (every trainer uses Adam, whose step moves each weight by
+#: up to about ``lr``: above 1 that is more than the weights' own size, O(0.01-1), so training
+#: diverges to NaN / Inf; far above, Adam's update overflows float32 with a bare RuntimeError).
+MAX_LR = 1.0
+
+
+def lr_problem(lr: float) -> str | None:
+    """Why ``lr`` is not a usable learning rate (``None`` if it is): finite, > 0, <= ``MAX_LR``."""
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and 0 < lr <= MAX_LR):
+        return (f"must be in (0, {MAX_LR:g}] (Adam moves each weight by up to about lr per step; "
+                f"the weights are O(0.01-1)), got {lr!r}")
+    return None
+
 
 def cosine_step(opt: torch.optim.Optimizer, loss: Tensor, *, lr: float, frac: float,
                 clip: float | None = 1.0) -> float:

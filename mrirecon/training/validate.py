@@ -12,6 +12,7 @@ from mrirecon.core.config import check_params
 from mrirecon.core.config import deprecated_aliases as _deprecated_aliases
 from mrirecon.core.config import fail as _fail
 from mrirecon.core.config import signature_params as _signature
+from mrirecon.training.optim import lr_problem
 
 
 _FLOAT32_TINY = float(np.finfo(np.float32).tiny)
@@ -37,8 +38,8 @@ def validate_training(cfg, source: str = ""):
             raise _fail(source, f"data.mask.center_fractions[{i}]", f"must be in (0, 1], got {f!r}")
     for i, a in enumerate(d.mask.accelerations):
         _at_least(source, f"data.mask.accelerations[{i}]", a, 1)
-    if not (math.isfinite(o.lr) and o.lr > 0):
-        raise _fail(source, "optim.lr", f"must be a finite number > 0, got {o.lr!r}")
+    if lr_problem(o.lr):
+        raise _fail(source, "optim.lr", lr_problem(o.lr))
     _at_least(source, "optim.weight_decay", o.weight_decay, 0)
     _at_least(source, "optim.batch_size", o.batch_size, 1)
     _at_least(source, "optim.max_steps", o.max_steps, 1)
@@ -59,6 +60,8 @@ def validate_training(cfg, source: str = ""):
         raise _fail(source, "optim.grad_clip", f"must be a finite number > 0, got {o.grad_clip!r}")
     for name in ("ssim", "l1", "mse", "perceptual", "adversarial", "discriminator_lr"):
         _at_least(source, f"loss.{name}", getattr(loss, name), 0)
+    if loss.adversarial and lr_problem(loss.discriminator_lr):
+        raise _fail(source, "loss.discriminator_lr", lr_problem(loss.discriminator_lr))
     ssdu = getattr(loss, "ssdu", None)
     if ssdu is not None:
         if not (math.isfinite(ssdu.ratio) and 0 < ssdu.ratio < 1):

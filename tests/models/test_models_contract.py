@@ -69,6 +69,18 @@ def test_writer_round_trips_and_a_failed_write_keeps_the_previous_files(tmp_path
     with pytest.raises(OSError, match="disk full"):
         write_weights(path, None, {"model": {"name": "y"}})
     assert {p.name: p.read_bytes() for p in path.parent.iterdir()} == before  # no temp files left
+    monkeypatch.undo()
+    # diverged weights: refused before either file is touched (neither the .pt nor its card)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"m\.pt: refusing to write weights with NaN or Inf values "
+                                             r"in 1 of their 2 tensors \(b\).*nothing was written"):
+            write_weights(path, {"w": torch.zeros(3, 2), "b": torch.tensor([1.0, bad])},
+                          {"model": {"name": "y"}})
+    assert {p.name: p.read_bytes() for p in path.parent.iterdir()} == before
+    fresh = tmp_path / "new" / "m.pt"
+    with pytest.raises(ValueError, match="nothing was written"):
+        write_weights(fresh, {"w": torch.full((2,), float("nan"), dtype=torch.complex64)}, {"model": {}})
+    assert not fresh.parent.exists()
 
 
 def test_models_ask_for_capabilities_not_attributes():

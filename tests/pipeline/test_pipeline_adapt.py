@@ -29,7 +29,7 @@ def test_adapt_is_off_by_default_and_validated():
     assert config.adapt.enabled is False
     with pytest.raises(ConfigError, match=r"adapt\.enabled: adaptation fine-tunes a learned model"):
         load_pipeline("mri_cs", ["adapt.enabled=true"])
-    with pytest.raises(ConfigError, match=r"adapt\.lr: lr must be a finite number > 0"):
+    with pytest.raises(ConfigError, match=r"adapt\.lr: lr must be in \(0, 1\]"):
         load_pipeline("mri_learned_adapt", ["adapt.lr=-1"])
     with pytest.raises(ConfigError, match=r"adapt\.stpes: unknown key \(did you mean 'steps'\?\)"):
         load_pipeline("mri_learned_adapt", ["adapt.stpes=3"])

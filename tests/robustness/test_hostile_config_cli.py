@@ -344,13 +344,16 @@ def test_a_backslash_in_a_single_valued_dicom_string_is_not_a_value_delimiter(tm
 @pytest.mark.parametrize("override, message", [
     ("val_max_slices=-1", r"val_max_slices: must be >= 1, got -1"),
     ("optim.max_steps=0", r"optim.max_steps: must be >= 1, got 0"),
-    ("optim.lr=.nan", r"optim.lr: must be a finite number > 0"),
+    ("optim.lr=.nan", r"optim.lr: must be in \(0, 1\]"),
     ("loss.l1=-1", r"loss.l1: must be >= 0"),
     # gamma 0 stopped training after the first decay and gamma > 1 grew the rate, both exit 0;
     # 1e-300 decays the rate below what moves a float32 weight
     ("optim.lr_gamma=0", r"optim.lr_gamma: must be in \(0, 1\], got 0"),
     ("optim.lr_gamma=2", r"optim.lr_gamma: must be in \(0, 1\], got 2"),
     ("optim.lr_gamma=1e-300", r"optim.lr_gamma: 1e-300 decays optim.lr .* below float32's smallest"),
+    # 1e300 overflowed Adam's float32 update with a bare RuntimeError; 10 trained to NaN
+    ("optim.lr=10", r"optim.lr: must be in \(0, 1\] \(Adam moves each weight"),
+    ("optim.lr=1e300", r"optim.lr: must be in \(0, 1\]"),
     ("model.params.num_cascade=2", r"model.params.num_cascade: varnet has no parameter 'num_cascade' "
                                    r"\(did you mean 'num_cascades'\?\)"),
 ])

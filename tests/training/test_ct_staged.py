@@ -262,6 +262,15 @@ def test_shipped_ct_cards_describe_data_as_their_trainers_write_it():
     assert "lam grid" not in DATA_TEXT["validation"]  # the primal-dual model has no lam
 
 
+def test_a_patch_larger_than_the_training_images_is_refused_before_setup(tmp_path):
+    # was: np.clip with an upper bound below 0 gave negative corners, crops of other sizes
+    from mrirecon.training.ct_staged import train_staged_ct
+
+    with pytest.raises(ValueError, match=r"train staged_ct: --patch 400 is larger than the 362 x 362"):
+        train_staged_ct(tmp_path / "m.pt", patch=400, log=lambda m: None)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_budget_below_the_tuning_reserve_is_refused_before_setup(tmp_path):
     # was: the lam grid and self-ensemble tuning ran anyway and a card of 0 training steps was
     # written (`--budget-s 1e-9`); a budget spent by setup alone is refused inside the run too

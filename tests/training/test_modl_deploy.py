@@ -101,3 +101,30 @@ def test_trained_state_gets_a_card_that_loads_and_keeps_hand_written_sections(tm
     other = dict(spec, params=dict(spec["params"], features=16))
     fresh = _card(out, "modl", other, args, {"step": 1, "PSNR": 1.0, "SSIM": 0.1}, 1)
     assert "metrics_held_out" not in fresh and "loss" not in fresh["training"]
+
+
+def test_a_training_whose_every_validation_is_nan_writes_nothing(slice_, tmp_path, monkeypatch):
+    """All-NaN validation scores (a diverged run) ended in a bare ``KeyError: 'step'``; now the
+    run is refused by name and no file is written."""
+    import mrirecon.training.deploy_mri as deploy
+    import mrirecon.training.modl_deploy as md
+
+    band = row_band(slice_, 0, 32)
+
+    class Bands(torch.utils.data.IterableDataset):
+        def __init__(self, *args, **kwargs):
+            super().__init__()
+
+        def __iter__(self):
+            while True:
+                yield band
+
+    monkeypatch.setattr(deploy, "DeploymentBands", Bands)
+    monkeypatch.setattr(md, "validation_slices", lambda seed, count: [])
+    monkeypatch.setattr(md, "score_slices", lambda model, val: [{"PSNR": float("nan"), "SSIM": float("nan")}])
+    out = tmp_path / "m.pt"
+    with pytest.raises(ValueError, match=r"train modl: no validation score of the 2 steps was finite "
+                                         r"\(the training diverged: lower --lr, now 0\.001\); .*m\.pt was not written"):
+        md.train(out, iterations=1, layers=2, features=4, cg_iterations=2, max_steps=2, val_every=1,
+                 workers=0, threads=1)
+    assert list(tmp_path.iterdir()) == []

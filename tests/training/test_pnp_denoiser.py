@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 import yaml
@@ -130,3 +132,49 @@ def test_training_script_writes_loadable_state_dict(tmp_path, monkeypatch, capsy
               "--batch", "2", "--threads", "1"])
     assert exit_.value.code == 2 and not out.exists()
     assert "no training step fit in --max-seconds 1e-09" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    # was an internal error from torch.randint after the data were simulated
+    (["--size", "32", "32"], "--patch 64 is larger than the 32 x 32 training slices"),
+    # was an internal error: Adam's update overflowed float32
+    (["--lr", "1e300"], r"argument --lr: must be in \(0, 1\]"),
+    (["--lr", "0"], r"argument --lr: must be in \(0, 1\]"),
+])
+def test_bad_options_are_refused_by_name_before_training(argv, message, tmp_path, monkeypatch, capsys):
+    from mrirecon.cli import main
+    from mrirecon.training import denoiser as script
+
+    monkeypatch.setattr(script, "clean_images", lambda *a, **k: pytest.fail("data made before the check"))
+    out = tmp_path / "den.pt"
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "denoiser", "--out", str(out), "--threads", "1", *argv])
+    assert exit_.value.code == 2 and not out.exists()
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_a_diverged_training_writes_nothing(tmp_path, monkeypatch, capsys):
+    # lr 10 (accepted then) trained to NaN and wrote NaN weights with exit 0; the loader refused
+    # them only later, at the first reconstruction. Now every trainer's write_weights refuses them.
+    from mrirecon.cli import main
+    from mrirecon.training import denoiser as script
+
+    monkeypatch.setattr(script, "clean_images", lambda *a, **k: torch.ones(2, 32, 32, dtype=torch.complex64))
+    real_build = script.build_denoiser
+
+    def poisoned():
+        net = real_build()
+        with torch.no_grad():
+            next(net.parameters()).fill_(float("nan"))
+        return net
+
+    monkeypatch.setattr(script, "build_denoiser", poisoned)
+    out = tmp_path / "den.pt"
+    out.write_bytes(b"earlier weights")
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "denoiser", "--out", str(out), "--max-steps", "2", "--patch", "16",
+              "--batch", "2", "--threads", "1"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2, err
+    assert f"{out}: refusing to write weights with NaN or Inf values" in err and "nothing was written" in err
+    assert out.read_bytes() == b"earlier weights" and not out.with_suffix(".yaml").exists()
