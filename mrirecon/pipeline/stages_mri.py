@@ -38,6 +38,7 @@ from mrirecon.pipeline.sampling_mri import (complete_partial_fourier, grappa_not
                                            symmetric_mask, unreachable_share)
 from mrirecon.pipeline import echo_noncartesian as echo
 from mrirecon.pipeline.reference_mri import calibration_data, compress_coils, refuse_own_acs_model
+from mrirecon.pipeline.checks_mri import coil_warnings
 from mrirecon.pipeline.stream import Method, Modality, detect_format
 from mrirecon.recon.mri import data_scale as recon_data_scale
 from mrirecon.pipeline.slice_mri import (MRISlice, check_slice, column_counts,
@@ -71,9 +72,12 @@ def preprocess(s: MRISlice, cfg: PreprocessConfig, *, classical: bool = False) -
     if cfg.prewhiten and s.noise is not None:
         kspace = calib.prewhiten(kspace, noise=s.noise)
         ref = None if ref is None else calib.prewhiten(ref, noise=s.noise)
+    # the receiver channels as acquired (after prewhitening, which rescales a loud one): checked
+    # before compression, whose virtual coils hold most power in the first and no duplicates
+    notes = {**s.notes, **coil_warnings(kspace)}
     if cfg.coil_compression is not None and cfg.coil_compression < kspace.shape[0]:
         kspace, ref = compress_coils(kspace, ref, cfg.coil_compression, cfg.compression_method)
-    return replace(s, kspace=kspace, calibration=ref)
+    return replace(s, kspace=kspace, calibration=ref, notes=notes)
 
 
 def undersample(s: MRISlice, cfg: UndersampleConfig) -> MRISlice:
@@ -381,9 +385,7 @@ class MRIStages(Modality[MRISlice]):
         return s
 
     def data_warnings(self, s: MRISlice) -> dict[str, str]:
-        from mrirecon.pipeline.checks_mri import coil_warnings
-
-        notes = dict(s.notes)
+        notes = dict(s.notes)  # with preprocess's coil checks
         rc = self.config.reconstruct
         if rc.method == "grappa" and s.trajectory is None:  # columns its kernel cannot reach
             try:
@@ -402,7 +404,7 @@ class MRIStages(Modality[MRISlice]):
         elif "partial_echo" in notes:  # radial: a warning unless filled or measured (data_notes)
             del notes["partial_echo"]
             notes.update(self._echo(s)[0])
-        return {**notes, **coil_warnings(s.kspace)}
+        return notes
 
     def data_notes(self, s: MRISlice) -> dict[str, str]:
         return self._echo(s)[1]

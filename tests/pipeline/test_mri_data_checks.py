@@ -366,3 +366,20 @@ def test_grappa_says_what_its_kernel_cannot_reach(tmp_path):
         _, unfilled = grappa(k * mask, calib, (3, ky), mask=mask, return_unfilled=True)
         assert unfilled == pytest.approx(unreachable_share(mask, ky), abs=1e-12), ky
     assert unreachable_share(mask, 1) == 1.0 and unreachable_share(mask, 15) == 0.0
+
+
+def test_coils_are_checked_as_acquired_not_after_compression(tmp_path):
+    """mri_learned compresses 15 coils to 12; the coil checks ran on the virtual coils, whose
+    first holds most of the power, and warned on every such file that 'coil 0's power is
+    1.24e+04x the median coil's (a mis-scaled channel?)'. The channels as acquired are checked."""
+    from mrirecon.data.simulate_mri import simulate_mri_dataset
+
+    (path,) = simulate_mri_dataset(tmp_path / "in", volumes=1, slices=1, coils=15, size=(64, 48), seed=4)
+    path = Path(path)
+    compress = ["preprocess.coil_compression=12", "undersample.enabled=true"]
+    entry = _run(path, tmp_path, *compress)
+    assert entry["status"] == "ok" and not [w for w in entry["warnings"] if "coil" in w], entry["warnings"]
+    loud = _kspace(path)
+    loud[:, 9] *= 100  # a mis-scaled channel still named by its own index
+    entry = _run(clone_h5(path, tmp_path / "loud.h5", kspace=loud), tmp_path, *compress)
+    assert any("coil 9's power is" in w for w in entry["warnings"]), entry["warnings"]
