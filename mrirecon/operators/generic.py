@@ -3,6 +3,8 @@ orthogonal wavelet."""
 
 from __future__ import annotations
 
+import numbers
+
 from collections.abc import Sequence
 
 import torch
@@ -164,6 +166,14 @@ class Wavelet(LinearOperator):
             levels = 4
             while levels > 1 and min(h, w) >> levels < 2 * len(wavelet_filters(wavelet)[0]):
                 levels -= 1
+        if isinstance(levels, bool) or not isinstance(levels, numbers.Integral) or levels < 1:
+            raise ValueError(f"Wavelet: levels must be an integer >= 1, got {levels!r}")
+        levels = int(levels)
+        if 1 << levels > min(h, w):  # was: padded to a multiple of 2**levels without a word
+            # (levels 10 turned 32 x 32 into 1024 x 1024; 20 asked for 2**40 pixels)
+            raise ValueError(f"Wavelet: {levels} levels need at least 2**{levels} = {1 << levels} pixels "
+                             f"per side, the image is {h} x {w}; give at most "
+                             f"{max(min(h, w).bit_length() - 1, 1)}")
         step = 2**levels
         ph, pw = -(-h // step) * step, -(-w // step) * step
         super().__init__((h, w), (ph, pw))

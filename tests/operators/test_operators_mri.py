@@ -199,6 +199,21 @@ def test_algebra_adjoint_of_adjoint_and_scalars():
     assert torch.allclose((op / 2.0)(x), op(x) / 2)
 
 
+@pytest.mark.parametrize("shape, levels, message", [
+    # was: padded to a multiple of 2**levels without a word (32 x 32 at 10 levels ran on
+    # 1024 x 1024; l1_wavelet(levels=99) failed with "Overflow when unpacking long long")
+    ((32, 32), 6, r"6 levels need at least 2\*\*6 = 64 pixels per side, the image is 32 x 32; give at most 5"),
+    ((640, 368), 9, r"the image is 640 x 368; give at most 8"),
+    ((32, 32), 0, r"levels must be an integer >= 1, got 0"),
+    ((32, 32), True, r"levels must be an integer >= 1, got True"),
+])
+def test_wavelet_levels_beyond_the_image_are_refused(shape, levels, message):
+    with pytest.raises(ValueError, match=message):
+        Wavelet(shape, "db4", levels=levels)
+    top = Wavelet(shape, "haar", levels=np.int64(min(shape)).item().bit_length() - 1)  # the largest allowed
+    assert max(p / s for p, s in zip(top.padded, shape)) < 2  # pads by less than one doubling
+
+
 def test_wavelet_is_orthogonal_and_matches_pywt():
     pywt = pytest.importorskip("pywt")
     W = Wavelet((32, 32), "db2", levels=2)
