@@ -219,19 +219,29 @@ def load_pretrained(
 def _guard_modality(model: nn.Module, name: str, pt: Path) -> None:
     """Weights trained for one modality refuse the other's data when called: CT data are real
     sinograms, MRI k-space is complex (shipped CT weights on an MRI operator gave -7.4 dB with no
-    word; the pipeline refuses such a config, a notebook call did not)."""
+    word; the pipeline refuses such a config, a notebook call did not). Data in another precision
+    than the weights (numpy's complex128 k-space) are refused with the conversion to make: they
+    failed deep inside the first convolution ("Input type (double) and bias type (float)")."""
     from mrirecon.models.registry import MODEL_MODALITY
 
-    modality = MODEL_MODALITY.get(name)
-    if modality is None:  # plug-and-play priors serve both
-        return
+    modality = MODEL_MODALITY.get(name)  # None: plug-and-play priors serve both
 
     def check(module: nn.Module, args: tuple) -> None:
         y = args[0] if args else None
-        if isinstance(y, torch.Tensor) and y.is_complex() != (modality == "mri"):
+        if not isinstance(y, torch.Tensor):
+            return
+        if modality is not None and y.is_complex() != (modality == "mri"):
             kind = "complex (MRI k-space?)" if y.is_complex() else "real (a CT sinogram?)"
             raise TypeError(f"{pt.name}: these {modality.upper()} weights got {kind} data "
                             f"{tuple(y.shape)} {y.dtype}; use weights trained for that modality")
+        weight = next((p for p in module.parameters() if p.is_floating_point()), None)
+        real = y.real.dtype if y.is_complex() else y.dtype
+        if weight is not None and real.is_floating_point and real != weight.dtype:
+            want = {torch.float32: torch.complex64, torch.float64: torch.complex128}.get(weight.dtype)
+            target = want if y.is_complex() and want is not None else weight.dtype
+            raise TypeError(f"{pt.name}: the data are {y.dtype} but the weights are {weight.dtype}; "
+                            f"convert the data (y.to({target})) or the model "
+                            f"(model.to({real}))")
 
     model.register_forward_pre_hook(check)
 

@@ -210,6 +210,46 @@ def test_shipped_weights_refuse_the_other_modality():
         model(y[None].to(torch.complex64), sense(op.maps.to(torch.complex64), op.mask))
 
 
+def test_shipped_weights_name_the_conversion_for_data_in_another_precision():
+    """numpy's complex128 k-space failed inside the first convolution ("Input type (double) and
+    bias type (float) should be the same"); the refusal names both conversions, and each works."""
+    from mrirecon.training.weights import load_pretrained
+
+    model = load_pretrained("modl_brain_sim")
+    _, op, y = shepp_sense_problem(n=16)  # complex128
+    y = y[None]
+    with pytest.raises(TypeError, match=r"modl_brain_sim.pt: the data are torch.complex128 but the "
+                                        r"weights are torch.float32; convert the data "
+                                        r"\(y.to\(torch.complex64\)\) or the model \(model.to\(torch.float64\)\)"):
+        model(y, op)
+    op32 = sense(op.maps.to(torch.complex64), op.mask)
+    with torch.no_grad():
+        single = model(y.to(torch.complex64), op32)
+        double = model.to(torch.float64)(y, op)
+    assert single.dtype == torch.complex64 and double.dtype == torch.complex128
+    # the same network in two precisions: agree to float32's rounding through 5 unrolls
+    err = float((single.to(torch.complex128) - double).abs().max() / double.abs().max())
+    assert err < 1e3 * torch.finfo(torch.float32).eps, err
+
+
+def test_varnet_names_a_mask_without_its_centre():
+    """A mask that skips the DC column gave zero coil images, maps 0 / 0, and the operator's
+    "the coil maps hold NaN" (blaming a crop) instead of the mask."""
+    from mrirecon.models.unrolled.varnet import VarNet
+
+    model = VarNet(iterations=1, chans=2, pools=1, sens_chans=2, sens_pools=1, init_seed=0)
+    maps, x = coil_maps(4, 16, 16), torch.randn(16, 16, dtype=torch.complex64)
+    mask = torch.ones(16)
+    mask[::2] = 0  # every odd column: DC (column 8) unsampled
+    op = sense(maps[None], mask)
+    with pytest.raises(ValueError, match=r"VarNet: sample 0's k-space centre \(columns 8-8 of 16\) holds "
+                                         r"no data; .* must sample column 8 \(DC\)"):
+        model(op(x[None]), op)
+    mask[6:11] = 1  # with a centre band it runs
+    op = sense(maps[None], mask)
+    assert bool(torch.isfinite(model(op(x[None]), op)).all())
+
+
 def test_mask_offset_outside_its_period_is_refused():
     """offset 200 of a 4x mask on 128 columns sampled 10 columns (12.8x) without a word."""
     from mrirecon.sampling import EquispacedFractionMask, EquispacedMask

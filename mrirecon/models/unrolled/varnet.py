@@ -74,6 +74,13 @@ class SensitivityModel(nn.Module):
             cols = torch.arange(w, device=y.device)
             keep = (cols >= start[:, None]) & (cols < stop[:, None])  # (B, W)
             y = y * keep[:, None, None, :]
+            empty = (y.abs().flatten(1).amax(1) == 0).nonzero().flatten().tolist()
+            if empty:  # was: maps 0 / 0 and "the coil maps hold NaN" from the operator
+                i = empty[0]
+                raise ValueError(f"VarNet: sample {i}'s k-space centre (columns {int(start[i])}-"
+                                 f"{int(stop[i]) - 1} of {w}) holds no data; its coil sensitivities "
+                                 "are estimated from the fully sampled centre band, so the mask must "
+                                 f"sample column {w // 2} (DC) and the columns beside it")
         coil_images = self.fourier.H(y)
         maps = self.norm_unet(coil_images.reshape(b * c, 1, h, w)).reshape(b, c, h, w)
         return maps / rss(maps, dim=1).unsqueeze(1)
