@@ -56,6 +56,9 @@ class MRISlice:
         ``(coils, H, W)`` the lines of a separate reference scan (``KSpace.calibration``), zero
         elsewhere, or ``None``: every preprocess transform of ``kspace`` is applied to it too,
         and ``calibrate`` / GRAPPA calibrate from it (:mod:`mrirecon.pipeline.reference_mri`).
+    acquired_rows
+        Readout samples as acquired when ``preprocess`` cropped the readout oversampling (exact),
+        else ``None``: a learned model's training range is checked against the data as acquired.
     """
 
     kspace: Tensor
@@ -73,6 +76,7 @@ class MRISlice:
     full_fov_maps: Tensor | None = None
     notes: dict[str, str] = field(default_factory=dict)
     calibration: Tensor | None = None
+    acquired_rows: int | None = None
 
     @property
     def image_shape(self) -> tuple[int, int]:

@@ -77,7 +77,8 @@ def preprocess(s: MRISlice, cfg: PreprocessConfig, *, classical: bool = False) -
     notes = {**s.notes, **coil_warnings(kspace)}
     if cfg.coil_compression is not None and cfg.coil_compression < kspace.shape[0]:
         kspace, ref = compress_coils(kspace, ref, cfg.coil_compression, cfg.compression_method)
-    return replace(s, kspace=kspace, calibration=ref, notes=notes)
+    return replace(s, kspace=kspace, calibration=ref, notes=notes,
+                   acquired_rows=s.kspace.shape[-2] if rows is not None else s.acquired_rows)
 
 
 def undersample(s: MRISlice, cfg: UndersampleConfig) -> MRISlice:

@@ -156,9 +156,10 @@ def _warn_outside_range(config: PipelineConfig, model, s) -> list[str]:
         return warn_outside_range(model, matrix=tuple(s.image_shape), coils=int(s.kspace.shape[0]),
                                   spokes=int(s.trajectory.shape[0]),
                                   trajectory=s.header.extra.get("trajectory"))
-    if config.modality == "mri":
+    if config.modality == "mri":  # the matrix as acquired, before an exact readout crop
         acc = float(s.mask.numel()) / max(float(s.mask.sum()), 1.0)
-        return warn_outside_range(model, matrix=tuple(s.kspace.shape[-2:]),
+        matrix = (s.acquired_rows or s.kspace.shape[-2], s.kspace.shape[-1])
+        return warn_outside_range(model, matrix=matrix,
                                   coils=int(s.kspace.shape[0]), acceleration=acc)
     return warn_outside_range(model, matrix=tuple(s.geometry.image_shape),
                               views=s.geometry.num_views)

@@ -383,3 +383,34 @@ def test_coils_are_checked_as_acquired_not_after_compression(tmp_path):
     loud[:, 9] *= 100  # a mis-scaled channel still named by its own index
     entry = _run(clone_h5(path, tmp_path / "loud.h5", kspace=loud), tmp_path, *compress)
     assert any("coil 9's power is" in w for w in entry["warnings"]), entry["warnings"]
+
+
+def test_training_range_is_checked_on_the_matrix_as_acquired(tmp_path):
+    """mri_learned crops the readout oversampling (exact) before its model: the range check
+    compares the data as acquired (640 rows for fastMRI), not the cropped k-space, which would
+    warn on every file that it is outside the 640 x 320 training range."""
+    from types import SimpleNamespace
+
+    from mrirecon.data.simulate_mri import simulate_mri_dataset
+    from mrirecon.io import FastMRIFile
+    from mrirecon.pipeline.schema import PreprocessConfig
+    from mrirecon.pipeline.slice_mri import make_slice
+    from mrirecon.pipeline.stages_mri import preprocess
+    from mrirecon.pipeline.volume import _warn_outside_range
+
+    (path,) = simulate_mri_dataset(tmp_path, volumes=1, slices=1, coils=2, size=(32, 48), seed=1,
+                                   readout_oversampling=2)
+    f = FastMRIFile(path)
+    try:
+        s = make_slice(f.read_slice(0, with_reference=False), 0, Path(path).name, None)
+    finally:
+        f.close()
+    cropped = preprocess(s, PreprocessConfig(remove_oversampling=True))
+    assert tuple(cropped.kspace.shape[-2:]) == (32, 48) and cropped.acquired_rows == 64
+    assert preprocess(s, PreprocessConfig(remove_oversampling=False)).acquired_rows is None
+    card = {"model": {"name": "m"}, "training_range": {"matrix": {"min": [64, 48], "max": [64, 48]}}}
+    config = SimpleNamespace(modality="mri")
+    assert _warn_outside_range(config, SimpleNamespace(model_card=card), cropped) == []
+    card["training_range"]["matrix"] = {"min": [32, 48], "max": [32, 48]}  # the cropped size is not
+    (msg,) = _warn_outside_range(config, SimpleNamespace(model_card=card), cropped)  # what it saw
+    assert msg.startswith("matrix 64 x 48 is outside the m training range 32 x 48")
