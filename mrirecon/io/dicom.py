@@ -210,7 +210,7 @@ def _real_world_mapping(slope: str, top: int) -> Dataset:
     return item
 
 
-def _as_numpy(image: Image) -> np.ndarray:
+def _as_numpy(image: Image, folder: str | os.PathLike) -> np.ndarray:
     data = image.data
     if isinstance(data, torch.Tensor):
         if data.is_complex():
@@ -225,7 +225,8 @@ def _as_numpy(image: Image) -> np.ndarray:
     arr = arr.astype(np.float64)
     bad = int(np.count_nonzero(~np.isfinite(arr)))
     if bad:
-        raise ValueError(f"write_dicom_series: Image.data has {bad} NaN/inf values")
+        raise ValueError(f"write_dicom_series: {folder}: Image.data has {bad} NaN/inf values; "
+                         "nothing written")
     s, r, c = arr.shape
     if min(s, r, c) < 1 or max(r, c) > 65535:
         raise ValueError(
@@ -508,7 +509,7 @@ def write_dicom_series(
         )
     if not 0 <= int(series_number) < 10**12:
         raise ValueError(f"write_dicom_series: series_number must be >= 0, got {series_number}")
-    data = _as_numpy(image)
+    data = _as_numpy(image, folder)
     if image.modality == "MR" and image.kind not in ("magnitude",):
         raise ValueError(
             f"write_dicom_series: MR Image.kind must be 'magnitude', got {image.kind!r}"

@@ -495,6 +495,10 @@ def write_reconstruction(path: str | os.PathLike, volume: ArrayLike) -> Path:
         raise ValueError(
             f"write_reconstruction: volume must be real (slices, h, w), got {arr.dtype} {arr.shape}"
         )
+    refuse_nonfinite("write_reconstruction", path, "volume", arr)
+    arr = arr.astype(np.float32)
+    # float64 beyond float32's 3.4e38 would be written as Inf, which the readers refuse
+    refuse_nonfinite("write_reconstruction", path, "volume (as float32)", arr)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
-        h5.create_dataset("reconstruction", data=arr.astype(np.float32))
+        h5.create_dataset("reconstruction", data=arr)
     return Path(path)

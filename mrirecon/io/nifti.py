@@ -95,7 +95,8 @@ def write_nifti(image: Image, path: str | os.PathLike, *, dtype: str = "float32"
         )
     if not np.all(np.isfinite(data)):
         bad = int(np.sum(~np.isfinite(data)))
-        raise ValueError(f"write_nifti: Image.data has {bad} NaN/inf values")
+        raise ValueError(f"write_nifti: {path}: Image.data has {bad} NaN/inf values; "
+                         "nothing written")
     array = np.ascontiguousarray(np.transpose(data, (2, 1, 0)))  # (col, row, slice)
     slope, inter = 1.0, 0.0
     if complex_data:
@@ -105,7 +106,7 @@ def write_nifti(image: Image, path: str | os.PathLike, *, dtype: str = "float32"
     else:
         array = array.astype(np.float32)
     if not np.all(np.isfinite(array)):  # float64 data beyond float32's 3.4e38 became Inf
-        raise ValueError(f"write_nifti: Image.data reaches {np.abs(data).max():.3g}, beyond the "
+        raise ValueError(f"write_nifti: {path}: Image.data reaches {np.abs(data).max():.3g}, beyond the "
                          f"{np.finfo(np.float32).max:.3g} of float32 NIfTI data; rescale it")
     affine = image.geometry.affine_ras()
     header = nib.Nifti1Header()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -309,9 +310,50 @@ def test_nifti_of_float64_data_beyond_float32_is_refused_not_written_as_inf(tmp_
 
     image = _image("MR")
     big = type(image)(image.data.double() * 1e39, image.geometry, kind="magnitude", modality="MR")
-    with pytest.raises(ValueError, match=r"write_nifti: Image.data reaches [0-9.]+e\+3[89], beyond the 3.4e\+38"):
+    with pytest.raises(ValueError, match=r"write_nifti: .*big\.nii\.gz: Image.data reaches [0-9.]+e\+3[89], beyond the 3.4e\+38"):
         io.write_nifti(big, tmp_path / "big.nii.gz")
     assert not (tmp_path / "big.nii.gz").exists()
     fits = type(image)(image.data.double() * 1e38, image.geometry, kind="magnitude", modality="MR")
     back = io.read_nifti(io.write_nifti(fits, tmp_path / "fits.nii.gz"))
     assert bool(torch.isfinite(back.data).all())
+
+
+def test_write_reconstruction_refuses_nan_inf_and_float32_overflow(tmp_path):
+    """write_reconstruction (the fastMRI submission writer) had no NaN / Inf check: a library
+    caller wrote NaN and Inf into the file, and float64 1e39 was cast to Inf on the way."""
+    from mrirecon import io
+
+    volume = np.ones((2, 4, 4))
+    volume[0, 1, 2], volume[1, 0, 0] = np.nan, np.inf
+    target = tmp_path / "rec.h5"
+    with pytest.raises(ValueError, match=r"write_reconstruction: .*rec\.h5: volume has 2 NaN or Inf "
+                                         r"values; nothing written"):
+        io.write_reconstruction(target, volume)
+    big = np.full((1, 2, 2), 1e39)  # finite float64, beyond float32's largest value
+    with pytest.raises(ValueError, match=r"rec\.h5: volume \(as float32\) has 4 NaN or Inf"):
+        io.write_reconstruction(target, big)
+    assert list(tmp_path.iterdir()) == []
+    io.write_reconstruction(target, np.ones((1, 2, 2)))
+    with pytest.raises(ValueError, match="NaN or Inf"):  # an existing file is left as it was
+        io.write_reconstruction(target, volume)
+    with h5py.File(target) as h5:
+        assert np.array_equal(h5["reconstruction"][()], np.ones((1, 2, 2), np.float32))
+
+
+@pytest.mark.parametrize("writer", ["nifti", "dicom"])
+def test_nifti_and_dicom_nan_messages_name_the_output_path(writer, tmp_path):
+    """write_nifti / write_dicom_series refused NaN with "Image.data has 1 NaN/inf values",
+    which did not say which of several outputs was at fault."""
+    from mrirecon import io
+    from tests.robustness.conftest import _image
+
+    image = _image("MR")
+    data = image.data.clone()
+    data[1, 2, 3] = float("nan")
+    bad = type(image)(data, image.geometry, kind="magnitude", modality="MR")
+    target = tmp_path / ("vol.nii.gz" if writer == "nifti" else "series")
+    write = io.write_nifti if writer == "nifti" else io.write_dicom_series
+    with pytest.raises(ValueError, match=rf"write_\w+: {re.escape(str(target))}: Image.data has 1 "
+                                         r"NaN/inf values; nothing written"):
+        write(bad, target)
+    assert list(tmp_path.iterdir()) == []
