@@ -62,8 +62,15 @@ def data_scale(kspace: Tensor, trajectory: Tensor | None = None,
         if shape is None:
             raise ValueError("data_scale: non-Cartesian k-space needs the image shape")
         coils = gridded_coil_images(kspace, trajectory, shape, density)
-    m = float(rss(coils, dim=-3).max())
-    return m if m > 0 and m == m and m != float("inf") else 1.0
+    # |x|^2 underflows float32 below ~1e-19 (and overflows above ~1e19): take the RSS of the
+    # coil images divided by their peak, so that any scanner's units give a usable scale (a
+    # scale of 1 for k-space at 1e-20 left lam absolute, and l1_wavelet / cg_sense / the
+    # zero-filled RSS returned all-zero images)
+    peak = float(coils.abs().max())
+    if not 0 < peak < float("inf"):
+        return 1.0
+    m = float(rss(coils / peak, dim=-3).max()) * peak
+    return m if 0 < m < float("inf") else 1.0
 
 
 def zero_filled(y: Tensor, op: LinearOperator) -> Tensor:

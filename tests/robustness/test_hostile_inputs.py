@@ -491,3 +491,31 @@ def test_a_learned_pipeline_follows_any_kspace_scale(mri_file, tmp_path, factor)
     base = images[0] * factor
     np.testing.assert_allclose(images[1], base, rtol=0,
                                atol=1e3 * np.finfo(np.float32).eps * np.abs(base).max())
+
+
+@pytest.mark.parametrize("method", ["l1_wavelet", "cg_sense", "zero_filled_rss"])
+def test_a_classical_pipeline_follows_a_tiny_kspace_scale(mri_file, tmp_path, method):
+    # before: recon.data_scale squared the coil images, whose |x|^2 underflow float32 at
+    # ~1e-21 data, so the scale fell back to 1: lam stayed absolute and the CG / RSS ran on
+    # squares that underflow; every method wrote an all-zero image with exit 0 (NMSE 1)
+    from mrirecon.recon import data_scale
+
+    factor = 2.0 ** -70  # exact in binary: every sample keeps its mantissa
+    with h5py.File(mri_file, "r") as h5:
+        k = h5["kspace"][...]
+    assert data_scale(torch.from_numpy(k[0] * factor)) == data_scale(torch.from_numpy(k[0])) * factor
+    scaled = clone_h5(mri_file, tmp_path / "in" / "scaled.h5", kspace=(k * factor).astype(k.dtype))
+    params = "{lam: 0.001, iterations: 5}" if method == "l1_wavelet" else "{}"
+    config = load_pipeline("mri_cs", ["export.formats=[hdf5]", "report.enabled=false",
+                                      "evaluate.enabled=false", f"reconstruct.method={method}",
+                                      f"reconstruct.params={params}"])[0]
+    images = []
+    for name, path in (("base", mri_file), ("scaled", scaled)):
+        assert run_one(config, path, tmp_path / name)["status"] == "ok"
+        (rec,) = (tmp_path / name / "reconstructions").rglob("*.h5")
+        with h5py.File(rec, "r") as h5:
+            images.append(h5["reconstruction"][...].astype(np.float64))
+    base = images[0] * factor
+    assert np.abs(base).max() > 0
+    np.testing.assert_allclose(images[1], base, rtol=0,
+                               atol=1e3 * np.finfo(np.float32).eps * np.abs(base).max())
