@@ -215,6 +215,19 @@ MIN_PEAK_LINE_INTEGRAL = 0.01
 
 #: Below this many views every method's image is dominated by streaks.
 MIN_VIEWS = 8
+#: Angles closer than this (rad) measure the same direction (any real angular step is ~1e-3).
+SAME_ANGLE = 1e-6
+
+
+def distinct_directions(geometry: CTGeometry) -> int:
+    """How many different directions the views measure: angles modulo a half turn for a
+    parallel beam (the view at ``a + pi`` holds the same rays, mirrored), a full turn for fan."""
+    period = math.pi if geometry.beam == "parallel" else 2 * math.pi
+    a = np.mod(np.asarray(geometry.angles, dtype=np.float64), period)
+    a = np.sort(np.where(period - a < SAME_ANGLE, 0.0, a))
+    return 1 + int(np.count_nonzero(np.diff(a) > SAME_ANGLE))
+
+
 #: Parallel beam: every view sums to the same total (the object's integral times the detector
 #: pitch, Helgason-Ludwig order 0); the spread of the view sums over their mean above which the
 #: data cannot be a parallel-beam sinogram of this geometry. Noise and sparse views give ~0.002
@@ -265,9 +278,16 @@ def data_warnings(sinogram: Tensor, geometry: CTGeometry) -> dict[str, str]:
     sino = sinogram.double()
     out: dict[str, str] = {}
     views, n = sino.shape[-2:]
+    directions = distinct_directions(geometry)
     if views < MIN_VIEWS:
         out["views"] = (f"only {views} view{'s' * (views > 1)}: below {MIN_VIEWS} views every "
                         "method's image is dominated by streaks")
+    elif directions < MIN_VIEWS:  # 30 views all at one angle read as 30 views and gave 9 dB
+        out["views"] = (f"the geometry's {views} angles give only {directions} distinct "
+                        f"direction{'s' * (directions > 1)} (repeated angles"
+                        f"{', or views half a turn apart' if geometry.beam == 'parallel' else ''}"
+                        f"): below {MIN_VIEWS} directions every method's image is dominated by "
+                        "streaks; are the angles in attrs/geometry right?")
     k = max(2, int(round(EDGE_FRACTION * n)))
     p99 = float(torch.quantile(sino.abs().flatten()[:: max(1, sino.numel() // 100_000)], 0.99))
     edges = [float(sino[..., :k].mean()), float(sino[..., -k:].mean())]

@@ -76,6 +76,22 @@ def test_dead_detector_bin_and_too_few_views_are_reported():
     assert "only 3 views" in data_warnings(_sinogram(few), few)["views"]
 
 
+def test_repeated_angles_are_reported_as_too_few_directions():
+    # before: only the number of views was checked: a geometry whose 30 angles were all the
+    # same raised no warning, and ct_fbp wrote a 9 dB image with exit 0
+    g = _geometry(30)
+    y = _sinogram(g)
+    same = CTGeometry("parallel", g.image_shape, (g.angles[0],) * 30, num_detectors=91,
+                      pixel_size=2.0, detector_spacing=2.0)
+    msg = data_warnings(y, same)["views"]
+    assert msg.startswith("the geometry's 30 angles give only 1 distinct direction (repeated "
+                          "angles, or views half a turn apart): below 8 directions"), msg
+    assert "attrs/geometry" in msg
+    pairs = _geometry(8, 2 * math.pi)  # 8 views a full turn: a and a + pi hold the same rays
+    assert "only 4 distinct directions" in data_warnings(_sinogram(pairs), pairs)["views"]
+    assert "views" not in data_warnings(y, g)  # 30 different angles: nothing to say
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda g: {**g, "angles": list(np.degrees(g["angles"]))}, "angles span .* rad, more than two "
                                                                 "turns .*were degrees given"),
