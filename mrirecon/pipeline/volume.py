@@ -15,6 +15,9 @@ from mrirecon.pipeline.report import VolumeResult
 from mrirecon.pipeline.schema import PipelineConfig
 from mrirecon.pipeline.stream import Method, score_volume
 
+#: fastMRI's SSIM window (:func:`mrirecon.metrics.ssim`): smaller images have no SSIM.
+SSIM_WINDOW = 7
+
 log = logging.getLogger("mrirecon.pipeline")
 
 
@@ -100,6 +103,12 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
             log.warning("%s", msg)
             result.warnings.append(msg)
             display_ref = None  # nor a figure panel (a negative one failed the PNG export)
+        elif min(eval_ref.shape[-2:]) < SSIM_WINDOW:  # failed the input after reconstruction
+            msg = (f"{path.name}: {field_}: no metrics: the images are "
+                   f"{eval_ref.shape[-2]} x {eval_ref.shape[-1]}, smaller than the "
+                   f"{SSIM_WINDOW} x {SSIM_WINDOW} window of fastMRI's SSIM")
+            log.warning("%s", msg)
+            result.warnings.append(msg)
         else:
             for msg in reference_notes(eval_ref, eval_pred, mri=config.modality == "mri"):
                 msg = f"{path.name}: {field_}: {msg}"
