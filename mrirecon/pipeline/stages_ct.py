@@ -377,10 +377,14 @@ class _DicomSource:
         from mrirecon.io.lodopab import hu_to_attenuation
 
         series = read_dicom_series(path)
-        if series.modality != "CT" or series.kind != "hu":
+        if series.modality != "CT":
             raise ValueError(f"{path}: a CT pipeline needs a CT series in Hounsfield units, found "
                              f"Modality {series.modality!r} ({series.kind}); use an MRI pipeline "
                              "for MR data")
+        if series.kind != "hu":  # was told to "use an MRI pipeline for MR data"
+            raise ValueError(f"{path}: RescaleType: is not HU, so the CT values are read as "
+                             f"{series.kind}; a CT pipeline needs a series in Hounsfield units "
+                             "(RescaleType HU or absent): export it in HU")
         hu = series.data.double()
         self._mu = torch.as_tensor(hu_to_attenuation(hu.numpy())).float().clamp_min(0)
         _, h, w = self._mu.shape

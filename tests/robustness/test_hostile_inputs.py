@@ -124,6 +124,25 @@ def test_ct_pipeline_refuses_an_mr_series_and_mri_pipeline_refuses_ct(dicom_seri
     assert entry["status"] == "failed" and "MRI pipeline needs fastMRI or ISMRMRD" in entry["error"]
 
 
+def test_ct_pipeline_names_rescale_type_of_a_ct_series_not_in_hu(tmp_path):
+    # before: a CT series with RescaleType US (attenuation) was refused with "found Modality 'CT'
+    # (attenuation); use an MRI pipeline for MR data", advice for another case
+    from mrirecon.containers import Image
+    from mrirecon.io import write_dicom_series
+    from tests.robustness.conftest import _image
+
+    ct = _image("CT")
+    mu = Image(0.02 * (1 + ct.data / 1000), ct.geometry, kind="attenuation", modality="CT")
+    write_dicom_series(mu, tmp_path / "mu")
+    config = load_pipeline("ct_fbp", ["export.formats=[hdf5]", "report.enabled=false"])[0]
+    entry = run_one(config, tmp_path / "mu", tmp_path / "out")
+    assert entry["status"] == "failed"
+    assert entry["error"] == (f"ValueError: {tmp_path / 'mu'}: RescaleType: is not HU, so the CT "
+                              "values are read as attenuation; a CT pipeline needs a series in "
+                              "Hounsfield units (RescaleType HU or absent): export it in HU")
+    assert not (tmp_path / "out" / "reconstructions").exists()
+
+
 def test_a_damaged_lodopab_file_fails_alone(ct_dir, tmp_path):
     """One damaged observation file (or one of another detector count) beside a good one made
     every file of the folder fail: each input now reads only its own file and reference."""
