@@ -413,6 +413,12 @@ class LoDoPaBFiles:
                                   f"{air!r} is no attenuation of air in 1/mm beside water at "
                                   f"{water:g} (LoDoPaB {MU_AIR_PER_M / 1000:g}): the HU would be "
                                   "wrong")
+        if not self.mu_max_per_m > 1000 * water:  # was ignored: 81.35858 /m whatever it said
+            raise DataFormatError(self.observation_files[0], "attrs/mu_max_per_m",
+                                  f"{self.mu_max_per_m!r} is no MU_MAX in 1/m (the attenuation of "
+                                  f"the stored value 1, above water's {1000 * water:g} /m; "
+                                  f"LoDoPaB {MU_MAX_PER_M:g}): the line integrals and HU would "
+                                  "be wrong")
 
     @property
     def photons(self) -> float:
@@ -437,6 +443,12 @@ class LoDoPaBFiles:
             raise DataFormatError(self.observation_files[0], "attrs/min_photon_count",
                                   f"expected a positive photon count, got {value!r}")
         return value
+
+    @property
+    def mu_max_per_m(self) -> float:
+        """The scale of the stored values (1/m): observations are line integrals / MU_MAX and
+        ground truths mu / MU_MAX; the ``mu_max_per_m`` attribute, LoDoPaB's without it."""
+        return self._number_attr("mu_max_per_m", MU_MAX_PER_M)
 
     @property
     def mu_water(self) -> float:
@@ -511,7 +523,7 @@ class LoDoPaBFiles:
     def sinogram(self, index: int) -> Sinogram:
         """Sample ``index`` as a :class:`Sinogram` of line integrals ``-log(N/N0)``
         ``(1, views, detectors)``, float32."""
-        data = torch.from_numpy(self.observation(index).astype(np.float64) * MU_MAX_PER_M)
+        data = torch.from_numpy(self.observation(index).astype(np.float64) * self.mu_max_per_m)
         return Sinogram(
             data=data[None].float(),
             geometry=self.geometry,
@@ -521,7 +533,8 @@ class LoDoPaBFiles:
 
     def attenuation(self, index: int) -> Image:
         """Ground truth ``index`` as attenuation (1/mm), mrirecon orientation, ``(1, H, W)``."""
-        mu = from_lodopab_layout(self.ground_truth(index)).astype(np.float64) * MU_MAX_PER_MM
+        mu = (from_lodopab_layout(self.ground_truth(index)).astype(np.float64)
+              * (self.mu_max_per_m / 1000))
         p = self.geometry.pixel_size
         return Image(
             data=torch.from_numpy(mu[None]).float(),

@@ -47,6 +47,9 @@ def test_encoding_limits_that_exclude_the_centre_line_are_refused(mri_file, tmp_
     ("mu_water_per_mm", 0.0),  # NaN HU, reported as "method 'fbp' diverged?"
     ("mu_water_per_mm", "abc"),  # a bare "could not convert string to float", no field
     ("mu_air_per_mm", 0.015),  # air at 3/4 of water: HU scaled 4x
+    ("mu_max_per_m", 0.0),  # mu_max_per_m was never read (LoDoPaB's 81.35858 whatever it said)
+    ("mu_max_per_m", 0.08135858),  # the value per mm
+    ("mu_max_per_m", "abc"),
 ])
 def test_ct_unit_attributes_that_give_wrong_hu_are_refused(ct_dir, tmp_path, key, value):
     root = tmp_path / "part"
@@ -58,6 +61,26 @@ def test_ct_unit_attributes_that_give_wrong_hu_are_refused(ct_dir, tmp_path, key
     entry = run_one(config, obs, tmp_path / "out")
     assert entry["status"] == "failed", entry
     assert f"observation_test_000.hdf5: attrs/{key}:" in entry["error"]
+
+
+def test_ct_values_stored_with_another_mu_max_are_read_with_it(ct_dir, tmp_path):
+    """Observations and ground truths divided by another MU_MAX (its mu_max_per_m attribute)
+    were read with LoDoPaB's 81.35858 / m whatever the file said: stored with 2 MU_MAX, the line
+    integrals, the attenuation and the exported HU were off by 2x with exit 0."""
+    import numpy as np
+
+    from mrirecon.io.lodopab import LoDoPaBFiles
+
+    root = tmp_path / "part"
+    shutil.copytree(ct_dir, root)
+    for path in root.glob("*.hdf5"):
+        with h5py.File(path, "r+") as h5:  # a power of two: the stored values stay exact
+            h5["data"][...] = h5["data"][()] / 2
+            h5.attrs["mu_max_per_m"] = 2 * h5.attrs["mu_max_per_m"]
+    base, scaled = LoDoPaBFiles(ct_dir, "test"), LoDoPaBFiles(root, "test")
+    for i in range(len(base)):
+        assert np.array_equal(scaled.sinogram(i).data, base.sinogram(i).data)
+        assert np.array_equal(scaled.attenuation(i).data, base.attenuation(i).data)
 
 
 def test_ct_unit_attributes_of_other_energies_are_read(ct_dir, tmp_path):
