@@ -74,6 +74,10 @@ def _volumes(root: Path, max_volumes: int | None) -> dict[Path, tuple[int, int, 
     truth, in order (``data photons``: the dose of the noise the data hold, ``None``: none)."""
     from mrirecon.io.lodopab import LoDoPaBFiles
 
+    if not root.is_dir():  # was "no observation_<part>_NNN.hdf5 files in" a file, too
+        raise FileNotFoundError(f"run_ct_bench: data folder {root} "
+                                f"{'is a file' if root.exists() else 'does not exist'}; pass the "
+                                "folder that holds the observation_*.hdf5 files")
     parts = sorted({p.name[len("observation_"):].rsplit("_", 1)[0]  # a part may hold "_"
                     for p in root.glob("observation_*_[0-9][0-9][0-9].hdf5")})
     if not parts:

@@ -274,8 +274,12 @@ def _checked_mask_type(mask_type: str) -> str:
 
 
 def _volumes(data_dir: str | os.PathLike, max_volumes: int | None) -> list[Path]:
+    if not Path(data_dir).is_dir():  # was "no fastMRI .h5 files in scan.h5", for a file too
+        raise FileNotFoundError(f"run_bench: data folder {data_dir} "
+                                f"{'is a file' if Path(data_dir).exists() else 'does not exist'}; "
+                                "pass the folder that holds the .h5 files")
     files = sorted(Path(data_dir).glob("*.h5"))
-    if not Path(data_dir).is_dir() or not files:
+    if not files:
         raise FileNotFoundError(f"run_bench: no fastMRI .h5 files in {data_dir}")
     if max_volumes is not None:
         if max_volumes < 1:

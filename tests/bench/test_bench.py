@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -341,6 +342,13 @@ def test_errors_name_the_problem(multicoil_dir, tmp_path):
         )
     with pytest.raises(FileNotFoundError, match="no fastMRI .h5 files"):
         run_bench(tmp_path, methods="cg_sense", progress=False, verbose=False)
+    # a file or a missing path as the data folder said "no fastMRI .h5 files in X.h5"
+    one = next(iter(sorted(multicoil_dir.glob("*.h5"))))
+    with pytest.raises(FileNotFoundError, match=rf"run_bench: data folder {re.escape(str(one))} "
+                                                r"is a file; pass the folder that holds"):
+        run_bench(one, methods="cg_sense", progress=False, verbose=False)
+    with pytest.raises(FileNotFoundError, match=r"data folder .*missing does not exist"):
+        run_bench(tmp_path / "missing", methods="cg_sense", progress=False, verbose=False)
     undersampled = tmp_path / "test_set"
     undersampled.mkdir()
     src = next(iter(sorted(multicoil_dir.glob("*.h5"))))

@@ -137,6 +137,14 @@ def test_unknown_method_and_stray_settings(ct_dir):
         run_ct_bench(ct_dir, (2,), ["ct_magic"], progress=False)
     with pytest.raises(ValueError, match="not among the methods"):
         run_ct_bench(ct_dir, (2,), ["fbp"], params={"sirt": {"iterations": 3}}, progress=False)
+    # an observation file or a missing path as the data folder said "no observation_<part>_NNN
+    # .hdf5 files in observation_test_000.hdf5"
+    one = ct_dir / "observation_test_000.hdf5"
+    with pytest.raises(FileNotFoundError, match=r"run_ct_bench: data folder .*observation_test_000"
+                                                r"\.hdf5 is a file; pass the folder"):
+        run_ct_bench(one, (2,), ["fbp"], progress=False)
+    with pytest.raises(FileNotFoundError, match=r"data folder .*nowhere does not exist"):
+        run_ct_bench(ct_dir / "nowhere", (2,), ["fbp"], progress=False)
 
 
 def test_methods_of_the_other_modality_odd_factors_and_misspelled_settings_are_refused(ct_dir):
