@@ -255,6 +255,15 @@ def _commit(stage: Path, output: Path, result: VolumeResult) -> None:
     moved: set[Path] = set()
     units = [Path(p) for p in result.outputs.values()]
     units += sorted({Path(f).parent for f in result.figures})  # the figure folder as one unit
+    for src in units:  # everything in the way first: a failed move left the outputs moved before
+        dst = output / src.relative_to(stage)  # it in place (HDF5 beside a failed input)
+        blocked = next((p for p in (dst, *dst.parents) if p != output and output in p.parents
+                        and (p.is_file() if p != dst else src.is_file() and p.is_dir())), None)
+        if blocked is not None:
+            kind = "a folder" if blocked.is_dir() else "a file"
+            raise FileExistsError(f"{blocked}: {kind} is in the way of this input's output "
+                                  f"{dst.relative_to(output)}; move it away (none of this "
+                                  "input's outputs were written)")
     for src in units:
         if src in moved:
             continue

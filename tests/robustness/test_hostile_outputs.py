@@ -357,3 +357,29 @@ def test_nifti_and_dicom_nan_messages_name_the_output_path(writer, tmp_path):
                                          r"NaN/inf values; nothing written"):
         write(bad, target)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("blocker", ["folder", "parent_file"])
+def test_an_output_path_held_by_something_else_fails_the_input_before_any_move(mri_file, tmp_path,
+                                                                              blocker):
+    """A folder where the NIfTI file goes (or a file named nifti where its folder goes) failed
+    the input with a bare "IsADirectoryError: [Errno 21] …" / "FileExistsError: [Errno 17] …"
+    after the HDF5 had already been moved into place: a failed input with an output."""
+    out = tmp_path / "out"
+    stem = mri_file.stem
+    in_the_way = out / "nifti" / f"{stem}.nii.gz" if blocker == "folder" else out / "nifti"
+    if blocker == "folder":
+        in_the_way.mkdir(parents=True)
+        (in_the_way / "keep.txt").write_text("mine")
+    else:
+        out.mkdir()
+        in_the_way.write_text("mine")
+    assert run_pipeline(mri_config(), [str(mri_file)], out, progress=False) == 1
+    (entry,) = _prov(out)["files"]
+    kind = "a folder" if blocker == "folder" else "a file"
+    assert entry["status"] == "failed"
+    assert entry["error"] == (f"FileExistsError: {in_the_way}: {kind} is in the way of this "
+                              f"input's output nifti/{stem}.nii.gz; move it away (none of this "
+                              "input's outputs were written)")
+    assert not (out / "reconstructions").exists() and not (out / "dicom").exists()
+    assert (in_the_way / "keep.txt" if blocker == "folder" else in_the_way).read_text() == "mine"
