@@ -408,7 +408,13 @@ class MRIStages(Modality[MRISlice]):
         return notes
 
     def data_notes(self, s: MRISlice) -> dict[str, str]:
-        return self._echo(s)[1]
+        notes = self._echo(s)[1]
+        cc, coils = self.config.preprocess.coil_compression, s.kspace.shape[0]
+        if cc is not None and coils < cc:  # preprocess compresses to at most cc coils
+            notes["coil_compression"] = (f"preprocess.coil_compression={cc}: the data hold {coils} "
+                                         f"coil(s), fewer than {cc}, so all {coils} were kept "
+                                         "uncompressed")
+        return notes
 
     def _echo(self, s: MRISlice) -> tuple[dict[str, str], dict[str, str]]:
         rc, learned = self.config.reconstruct, not self.classical

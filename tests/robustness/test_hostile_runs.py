@@ -345,3 +345,19 @@ def test_ct_training_sets_use_the_same_view_rule(ct_dir):
     with pytest.raises(ValueError, match=r"CTTrainingSet: views: 16 of 24 views cannot be kept"):
         CTTrainingSet(ct_dir, views=16)
     assert CTTrainingSet(ct_dir, views=12).factor == 2
+
+
+def test_coil_compression_above_the_coil_count_is_noted(mri_file, tmp_path):
+    """preprocess.coil_compression=8 on 2-coil data compressed nothing (it compresses to at most
+    that many coils), and provenance recorded 8 with no word: notes and warnings were empty."""
+    out = tmp_path / "out"
+    assert run_pipeline(mri_config("preprocess.coil_compression=8"), [str(mri_file)], out,
+                        progress=False) == 0
+    entry = _prov(out)["files"][0]
+    assert entry["notes"] == [f"{mri_file.name}: all 2 slices: preprocess.coil_compression=8: the "
+                              "data hold 2 coil(s), fewer than 8, so all 2 were kept uncompressed"]
+    assert not any("coil_compression" in w for w in entry["warnings"])
+    for cc in (2, 1):  # as many coils as the data hold, or compressed: nothing to note
+        assert run_pipeline(mri_config(f"preprocess.coil_compression={cc}"), [str(mri_file)],
+                            tmp_path / f"o{cc}", progress=False) == 0
+        assert _prov(tmp_path / f"o{cc}")["files"][0]["notes"] == []
