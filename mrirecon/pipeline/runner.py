@@ -305,6 +305,7 @@ def run_pipeline(config: PipelineConfig, inputs: list[str], output: str | Path, 
                          "need 0 <= RANK < WORLD_SIZE")
     created = not output.exists()
     check_output(output)
+    check_run_files(output, "" if world == 1 else f".rank{rank}")
     lock = lock_output(output, rank)
     try:
         return _run_locked(config, inputs, output, resume=resume, device=device, progress=progress,
@@ -415,6 +416,21 @@ def check_output(output: Path) -> None:
                          "pass a writable location") from None
     if not os.access(output, os.W_OK | os.X_OK):
         raise ValueError(f"--output {output} is not writable; pass a writable folder")
+
+
+def check_run_files(output: Path, suffix: str = "") -> None:
+    """Nothing of another kind where the run files go (``provenance.json``, ``report.html``,
+    ``metrics.csv``, ``suffix`` ``.rankN`` when distributed; the ``.status`` folder), or a user
+    error before any input is read. A folder at ``report.html`` failed the run after every input
+    was processed, with a bare "[Errno 21] Is a directory" and no ``metrics.csv``."""
+    for name, label in ((f"provenance{suffix}.json", "provenance record"),
+                        (f"report{suffix}.html", "report"), (f"metrics{suffix}.csv", "metric table"),
+                        (".status", "status records' folder")):
+        path, folder = output / name, name == ".status"
+        if path.exists() and path.is_dir() != folder:
+            what = "a folder" if path.is_dir() else "a file"
+            raise ValueError(f"--output {output}: {what} named {name} is in the way of the run's "
+                             f"{label}; move it away (nothing was run)")
 
 
 def _load_model(config: PipelineConfig, device: str):

@@ -383,3 +383,39 @@ def test_an_output_path_held_by_something_else_fails_the_input_before_any_move(m
                               "input's outputs were written)")
     assert not (out / "reconstructions").exists() and not (out / "dicom").exists()
     assert (in_the_way / "keep.txt" if blocker == "folder" else in_the_way).read_text() == "mine"
+
+
+@pytest.mark.parametrize("name", ["report.html", "metrics.csv", "provenance.json"])
+def test_a_folder_where_a_run_file_goes_is_refused_before_any_input(mri_file, tmp_path, name):
+    """A folder at OUT/report.html: every input was reconstructed and committed, then the run
+    died writing the report with "[Errno 21] Is a directory: 'OUT/.report.html.*.tmp' ->
+    'OUT/report.html'" (exit 2), and metrics.csv was never written. Now it is refused up front,
+    naming the folder, and nothing is written."""
+    from mrirecon.cli import main
+
+    out = tmp_path / "out"
+    (out / name).mkdir(parents=True)
+    config = mri_config("report.enabled=true")
+    with pytest.raises(ValueError) as err:
+        run_pipeline(config, [str(mri_file)], out, progress=False)
+    label = {"report.html": "report", "metrics.csv": "metric table",
+             "provenance.json": "provenance record"}[name]
+    assert str(err.value) == (f"--output {out}: a folder named {name} is in the way of the run's "
+                              f"{label}; move it away (nothing was run)")
+    assert sorted(p.name for p in out.iterdir()) == [name]  # no input was processed
+    assert (out / name).is_dir()  # left as it was
+    with pytest.raises(SystemExit) as exc:  # the CLI: one line, exit 2
+        main(["run", "mri_cs", "-i", str(mri_file), "-o", str(out)])
+    assert exc.value.code == 2
+
+
+def test_a_file_named_status_is_refused_before_any_input(mri_file, tmp_path):
+    """A file at OUT/.status: the input was reconstructed and committed, then its status record
+    failed (mkdir: File exists) and ended the run with no provenance.json."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".status").write_text("x")
+    with pytest.raises(ValueError, match=r"a file named \.status is in the way of the run's "
+                                         r"status records' folder"):
+        run_pipeline(mri_config(), [str(mri_file)], out, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == [".status"]
