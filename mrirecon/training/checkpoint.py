@@ -49,3 +49,29 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         return torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # corrupt/truncated files, foreign pickles
         raise ValueError(f"checkpoint {p} cannot be read safely: {e}") from e
+
+
+def check_model_state(path: str | Path, ckpt: dict[str, Any], model: torch.nn.Module,
+                      name: str) -> None:
+    """Refuse a checkpoint whose ``model`` weights are not ``model``'s (``name``: the config's
+    ``model.name``) with a message naming the file and the field. Another architecture failed
+    inside ``load_state_dict`` as an internal error listing hundreds of keys."""
+    saved = ckpt.get("model_name")
+    if saved is not None and saved != name:
+        raise ValueError(f"checkpoint {path}: model_name: it holds a {saved!r} model, but the config "
+                         f"trains {name!r} (model.name): resume with the config of that run, or "
+                         "start a new output_dir")
+    state, own = ckpt.get("model"), model.state_dict()
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint {path}: model: missing (no weights to resume from)")
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    other = [k for k in own if k in state
+             and tuple(getattr(state[k], "shape", ())) != tuple(own[k].shape)]
+    if missing or unexpected or other:
+        first = (f"{other[0]}: {tuple(getattr(state[other[0]], 'shape', ()))} in the checkpoint, "
+                 f"{tuple(own[other[0]].shape)} here" if other else (missing or unexpected)[0])
+        raise ValueError(f"checkpoint {path}: model: its weights do not fit {name} with this "
+                         f"config's model.params ({len(missing)} missing, {len(unexpected)} "
+                         f"unexpected, {len(other)} of another shape; first: {first}): resume with "
+                         "the config it was trained with, or start a new output_dir")

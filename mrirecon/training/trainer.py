@@ -27,7 +27,8 @@ from torch import nn
 
 from mrirecon.core.device import resolve_device
 from mrirecon.functional import center_crop
-from mrirecon.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from mrirecon.training.checkpoint import (check_model_state, load_checkpoint, rng_state,
+                                           save_checkpoint, set_rng_state)
 from mrirecon.training.config import TrainConfig
 
 log = logging.getLogger("mrirecon.train")
@@ -170,6 +171,7 @@ class Trainer:
         if not self.checkpoint_path.is_file():
             return False
         ckpt = load_checkpoint(self.checkpoint_path, map_location=self.device)
+        check_model_state(self.checkpoint_path, ckpt, self.model, self.cfg.model.name)
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -241,9 +243,10 @@ class Trainer:
             total = float(t) / self.world
         return total
 
-    def fit(self, *, resume: bool = False) -> list[dict]:
-        """Train until ``optim.max_steps``; returns the logged history (rank 0)."""
-        resumed = self.resume() if resume else False
+    def fit(self, *, resume: bool = False, resumed: bool = False) -> list[dict]:
+        """Train until ``optim.max_steps``; returns the logged history (rank 0). ``resumed``:
+        :meth:`resume` was called already and found a checkpoint."""
+        resumed = self.resume() if resume else resumed
         self.out.mkdir(parents=True, exist_ok=True)
         writer = self._tensorboard()
         csv_path = self.out / "train_log.csv"

@@ -75,3 +75,42 @@ def test_a_nan_training_reference_is_refused_naming_the_file_and_slice(tmp_path,
     with pytest.raises(ValueError, match=r"reconstruction_rss: 1 NaN or Inf values \(slice\(s\) 1\)") as err:
         data.get(0, mask_seed=0)  # slice 0 is finite: the volume's reference is checked whole
     assert str(path) in str(err.value)
+
+
+def test_resume_from_a_checkpoint_of_another_model_is_refused_naming_it(tmp_path, mri_file):
+    """A checkpoint whose run left no config.yaml (copied in, or written by an older version)
+    resumed by another model: an internal error from load_state_dict listing some hundred keys
+    ("Missing key(s) in state_dict: ..."), or, same model with other model.params, "size mismatch
+    for ..." — and config.yaml had already been replaced by the refused config, so the next
+    --resume with the checkpoint's own config was refused as 'config differs'."""
+    import yaml
+
+    from tests.helpers import TINY_VARNET, TRAIN_MASK
+    from mrirecon.training.run import train_from_config
+
+    folder, _ = _folder(tmp_path, mri_file)
+    out, data = tmp_path / "out", str(folder)
+    cfg = {"name": "t", "output_dir": str(out), "seed": 0, "device": "cpu",
+           "data": {"train": data, "val": data, "mask": TRAIN_MASK},
+           "model": {"name": "varnet", "params": dict(TINY_VARNET)},
+           "optim": {"lr": 1e-3, "max_steps": 1, "batch_size": 1}, "val_every": 0,
+           "checkpoint_every": 1}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    train_from_config(path, progress=False)
+    (out / "config.yaml").unlink()
+    ckpt = out / "checkpoints" / "last.pt"
+    modl = ["model.name=modl", "model.params={iterations: 1, layers: 2, features: 4}"]
+    with pytest.raises(ValueError) as err:
+        train_from_config(path, modl, resume=True, progress=False)
+    assert str(err.value) == (f"checkpoint {ckpt}: model_name: it holds a 'varnet' model, but the "
+                              "config trains 'modl' (model.name): resume with the config of that "
+                              "run, or start a new output_dir")
+    with pytest.raises(ValueError, match=r"model: its weights do not fit varnet with this config's "
+                                         r"model.params \(0 missing, 0 unexpected, \d+ of another "
+                                         r"shape; first: .*\(4, 2, 3, 3\) in the checkpoint, "
+                                         r"\(2, 2, 3, 3\) here\)") as err:
+        train_from_config(path, ["model.params.chans=2"], resume=True, progress=False)
+    assert str(ckpt) in str(err.value)
+    assert not (out / "config.yaml").exists()  # neither refused config replaced the record
+    assert train_from_config(path, ["optim.max_steps=2"], resume=True, progress=False).steps == 2
