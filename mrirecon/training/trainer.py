@@ -168,7 +168,10 @@ class Trainer:
 
     def resume(self) -> bool:
         """Load ``last.pt`` when it exists; returns whether a checkpoint was found."""
-        if not self.checkpoint_path.is_file():
+        if not self.checkpoint_path.is_file():  # was silent: a mistyped output_dir trained afresh
+            if self.rank == 0:
+                log.warning("--resume: no checkpoint %s; training starts at step 0",
+                            self.checkpoint_path)
             return False
         ckpt = load_checkpoint(self.checkpoint_path, map_location=self.device)
         check_model_state(self.checkpoint_path, ckpt, self.model, self.cfg.model.name)

@@ -77,26 +77,33 @@ def test_a_nan_training_reference_is_refused_naming_the_file_and_slice(tmp_path,
     assert str(path) in str(err.value)
 
 
+def _train_config(tmp_path, mri_file):
+    """A 1-step tiny VarNet config on a copy of ``mri_file``: ``(config path, output_dir)``."""
+    import yaml
+
+    from tests.helpers import TINY_VARNET, TRAIN_MASK
+
+    folder, _ = _folder(tmp_path, mri_file)
+    out = tmp_path / "out"
+    cfg = {"name": "t", "output_dir": str(out), "seed": 0, "device": "cpu",
+           "data": {"train": str(folder), "val": str(folder), "mask": TRAIN_MASK},
+           "model": {"name": "varnet", "params": dict(TINY_VARNET)},
+           "optim": {"lr": 1e-3, "max_steps": 1, "batch_size": 1}, "val_every": 0,
+           "checkpoint_every": 1}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path, out
+
+
 def test_resume_from_a_checkpoint_of_another_model_is_refused_naming_it(tmp_path, mri_file):
     """A checkpoint whose run left no config.yaml (copied in, or written by an older version)
     resumed by another model: an internal error from load_state_dict listing some hundred keys
     ("Missing key(s) in state_dict: ..."), or, same model with other model.params, "size mismatch
     for ..." — and config.yaml had already been replaced by the refused config, so the next
     --resume with the checkpoint's own config was refused as 'config differs'."""
-    import yaml
-
-    from tests.helpers import TINY_VARNET, TRAIN_MASK
     from mrirecon.training.run import train_from_config
 
-    folder, _ = _folder(tmp_path, mri_file)
-    out, data = tmp_path / "out", str(folder)
-    cfg = {"name": "t", "output_dir": str(out), "seed": 0, "device": "cpu",
-           "data": {"train": data, "val": data, "mask": TRAIN_MASK},
-           "model": {"name": "varnet", "params": dict(TINY_VARNET)},
-           "optim": {"lr": 1e-3, "max_steps": 1, "batch_size": 1}, "val_every": 0,
-           "checkpoint_every": 1}
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path, out = _train_config(tmp_path, mri_file)
     train_from_config(path, progress=False)
     (out / "config.yaml").unlink()
     ckpt = out / "checkpoints" / "last.pt"
@@ -114,3 +121,17 @@ def test_resume_from_a_checkpoint_of_another_model_is_refused_naming_it(tmp_path
     assert str(ckpt) in str(err.value)
     assert not (out / "config.yaml").exists()  # neither refused config replaced the record
     assert train_from_config(path, ["optim.max_steps=2"], resume=True, progress=False).steps == 2
+
+
+def test_resume_without_a_checkpoint_says_it_starts_afresh(tmp_path, mri_file, caplog):
+    """--resume into an output_dir without checkpoints/last.pt (a mistyped output_dir, a deleted
+    checkpoint) trained from step 0 without a word, exit 0; now a warning names the path."""
+    import logging
+
+    from mrirecon.training.run import train_from_config
+
+    path, out = _train_config(tmp_path, mri_file)
+    with caplog.at_level(logging.WARNING, logger="mrirecon.train"):
+        assert train_from_config(path, resume=True, progress=False).steps == 1
+    assert [r.getMessage() for r in caplog.records if r.name == "mrirecon.train"] == [
+        f"--resume: no checkpoint {out / 'checkpoints' / 'last.pt'}; training starts at step 0"]
