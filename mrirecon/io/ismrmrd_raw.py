@@ -474,7 +474,8 @@ def _read_noncartesian(path, header, records, imaging, noise_sel, fail, dataset)
     heads = records["head"]
     _check_limits(header, heads["idx"], imaging, fail,
                   ("slice", "repetition", "contrast", "phase", "set", "average"))
-    noise = _noise_scans(records, noise_sel, imaging, fail, dataset)
+    noise = _noise_scans(records, noise_sel, imaging, fail, dataset,
+                         channels=int(heads["active_channels"][imaging[0]]))
     positions: dict[int, np.ndarray] = {}
     for a in imaging:
         positions.setdefault(int(heads["idx"]["slice"][a]), np.asarray(heads[a]["position"], float))

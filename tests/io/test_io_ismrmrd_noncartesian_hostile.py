@@ -296,3 +296,29 @@ def test_non_finite_data_are_not_written(tmp_path):
     assert list(tmp_path.iterdir()) == []
     write_ismrmrd_noncartesian(path, torch.ones_like(ks), traj, header)  # the same data, finite
     assert tuple(read_ismrmrd(path).data.shape[-2:]) == (4, 8)
+
+
+def test_a_noise_scan_with_another_coil_count_is_refused_naming_the_file(radial, tmp_path):
+    """A noise scan of 3 channels beside 2-channel radial readouts was read, and prewhitening
+    failed with "prewhiten: covariance is for 3 coils, data has 2 coils", naming no file (the
+    Cartesian branch checked it; the non-Cartesian one did not)."""
+    xml, records = _load(radial)
+    rng = np.random.default_rng(0)
+
+    def with_noise(channels):
+        scan = records[:1].copy()
+        head = scan[0]["head"]
+        head["flags"] = np.uint64(1) << np.uint64(18)  # ACQ_IS_NOISE_MEASUREMENT (flag 19)
+        head["active_channels"] = head["available_channels"] = channels
+        head["trajectory_dimensions"] = 0
+        n = int(head["number_of_samples"])
+        x = (rng.standard_normal((channels, n)) + 1j * rng.standard_normal((channels, n)))
+        scan[0] = (head, np.zeros(0, np.float32), x.astype(np.complex64).view(np.float32).reshape(-1))
+        return np.concatenate([scan, records])
+
+    ks = read_ismrmrd(_save(tmp_path / "ok.h5", xml, with_noise(2)))
+    assert tuple(ks.noise.shape) == (2, int(records[0]["head"]["number_of_samples"]))
+    path = _save(tmp_path / "bad.h5", xml, with_noise(3))
+    with pytest.raises(DataFormatError) as err:
+        read_ismrmrd(path)
+    assert str(err.value) == f"{path}: dataset/data: noise scans have [3] channels, imaging has 2"
