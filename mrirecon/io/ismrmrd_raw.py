@@ -79,6 +79,10 @@ SELECTABLE_COUNTERS = ("contrast", "phase", "repetition", "set", "slice")
 OPTIONAL_COUNTERS = ("slice",)
 
 
+#: ISMRMRD ``encoding/trajectory`` values whose readouts need their ``traj`` coordinates.
+NONCARTESIAN_KINDS = ("radial", "goldenangle", "spiral")
+
+
 def _flag(flags: np.ndarray, number: int) -> np.ndarray:
     return ((flags >> np.uint64(number - 1)) & np.uint64(1)).astype(bool)
 
@@ -281,6 +285,13 @@ def _read_ismrmrd(
     check_placement(heads, imaging, fail)  # NaN reached the NIfTI affine
     if int(heads["trajectory_dimensions"][imaging[0]]) > 0:  # radial / spiral readouts
         return _read_noncartesian(path, header, records, imaging, noise_sel, fail, dataset)
+    kind = str(header.extra.get("trajectory", "cartesian")).strip()
+    if kind.lower() in NONCARTESIAN_KINDS:  # readouts read as phase-encoding lines: garbage, exit 0
+        raise fail(f"data[{int(imaging[0])}].head.trajectory_dimensions",
+                   f"0: the acquisitions carry no k-space coordinates (traj), but the header's "
+                   f"encoding/trajectory is {kind!r}: {kind} readouts cannot be placed without "
+                   "them; write the trajectory into each acquisition (traj, "
+                   "trajectory_dimensions 2 or 3)")
 
     reverse = _flag(flags, ACQ_IS_REVERSE)
     enc_x, enc_y, enc_z = header.encoded_matrix

@@ -298,6 +298,30 @@ def test_non_finite_data_are_not_written(tmp_path):
     assert tuple(read_ismrmrd(path).data.shape[-2:]) == (4, 8)
 
 
+def test_radial_readouts_without_their_trajectory_are_refused(radial, tmp_path):
+    """A radial file whose acquisitions lost their traj (trajectory_dimensions 0; some converters
+    write none) was read as Cartesian: each spoke taken as a phase-encoding line. With as many
+    samples as the header's encoded x and no more spokes than its y, that gave a striped
+    image of nothing, exit 0; otherwise a message about sample counts that did not say why."""
+    xml, records = _load(radial)
+    records = records[records["head"]["idx"]["kspace_encode_step_1"] < N]  # spokes fit the y lines
+    for i in range(len(records)):
+        records[i]["head"]["trajectory_dimensions"] = 0
+        records[i]["traj"] = np.zeros(0, np.float32)
+    samples = int(records[0]["head"]["number_of_samples"])
+    fits = xml.replace(b"<x>%d</x>" % N, b"<x>%d</x>" % samples, 1)  # encodedSpace comes first
+    assert fits != xml
+    for name, text in (("fits.h5", fits), ("x.h5", xml)):
+        path = _save(tmp_path / name, text, records)
+        with pytest.raises(DataFormatError) as err:
+            read_ismrmrd(path)
+        assert str(err.value) == (
+            f"{path}: data[0].head.trajectory_dimensions: 0: the acquisitions carry no k-space "
+            "coordinates (traj), but the header's encoding/trajectory is 'radial': radial "
+            "readouts cannot be placed without them; write the trajectory into each acquisition "
+            "(traj, trajectory_dimensions 2 or 3)")
+
+
 def test_a_noise_scan_with_another_coil_count_is_refused_naming_the_file(radial, tmp_path):
     """A noise scan of 3 channels beside 2-channel radial readouts was read, and prewhitening
     failed with "prewhiten: covariance is for 3 coils, data has 2 coils", naming no file (the
