@@ -4,7 +4,6 @@ orthogonal wavelet."""
 from __future__ import annotations
 
 import numbers
-
 from collections.abc import Sequence
 
 import torch
