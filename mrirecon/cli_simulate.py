@@ -56,6 +56,10 @@ def cmd_simulate_mri(args: argparse.Namespace) -> int:
     coils = args.coils if args.max_coils is None else (args.coils, args.max_coils)
     if args.max_coils is not None and args.max_coils < args.coils:
         args._parser.error(f"--max-coils ({args.max_coils}) must be >= --coils ({args.coils})")
+    if args.trajectory == "cartesian" and args.readouts is not None:
+        # it was ignored without a word: fully sampled Cartesian files written, exit 0
+        args._parser.error("--readouts is a radial / spiral option (--trajectory radial or "
+                           "spiral); use --acceleration for Cartesian undersampling")
     if args.trajectory != "cartesian":
         from mrirecon.data.simulate_noncartesian import simulate_noncartesian_dataset
 

@@ -155,6 +155,18 @@ def test_bad_arguments_exit_2_with_a_message(argv, message, capsys):
     assert message in captured.err
 
 
+def test_readouts_with_a_cartesian_trajectory_is_refused(tmp_path, capsys):
+    # before: --readouts was ignored without a word, fully sampled Cartesian k-space was
+    # written and the command exited 0
+    out = tmp_path / "sim"
+    code, captured = _exit(["simulate", "mri", "--out", str(out), "--volumes", "1", "--slices",
+                            "1", "--coils", "1", "--size", "8", "8", "--readouts", "5"], capsys)
+    assert code == 2
+    assert ("--readouts is a radial / spiral option (--trajectory radial or spiral); use "
+            "--acceleration for Cartesian undersampling") in captured.err
+    assert not out.exists()  # nothing written
+
+
 def test_errors_from_the_simulator_are_reported(tmp_path, capsys):
     pytest.importorskip("mrirecon.operators.ct", reason="CT projector not available")
     code, captured = _exit(
