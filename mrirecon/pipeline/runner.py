@@ -286,6 +286,17 @@ def volume_stem(path: Path) -> str:
     return path.stem if path.is_file() else path.name
 
 
+def _env_int(name: str, default: int) -> int:
+    """An integer environment variable (``RANK``, ``WORLD_SIZE``); an error names it."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        return int(text)
+    except ValueError:  # was "invalid literal for int() with base 10: 'x'", naming no variable
+        raise ValueError(f"{name} in the environment must be an integer, got {text!r}") from None
+
+
 def run_pipeline(config: PipelineConfig, inputs: list[str], output: str | Path, *,
                  resume: bool = False, device: str | None = None, progress: bool = True,
                  config_text: str = "", rank: int | None = None, world: int | None = None) -> int:
@@ -298,8 +309,14 @@ def run_pipeline(config: PipelineConfig, inputs: list[str], output: str | Path, 
 
     config = validate_pipeline(config)  # also for configs built in code, before any input is read
     output = Path(output)
-    rank = int(os.environ.get("RANK", 0)) if rank is None else rank
-    world = int(os.environ.get("WORLD_SIZE", 1)) if world is None else world
+    if world is None:
+        world = _env_int("WORLD_SIZE", 1)
+        if rank is None and world > 1 and "RANK" not in os.environ:
+            # WORLD_SIZE=2 alone ran as rank 0: half of the inputs processed, exit 0
+            raise ValueError(f"WORLD_SIZE={world} is set in the environment but RANK is not (torchrun "
+                             "sets both): this process would take only its share of the inputs; "
+                             "unset WORLD_SIZE, or set RANK")
+    rank = _env_int("RANK", 0) if rank is None else rank
     if world < 1 or not 0 <= rank < world:  # RANK=3 WORLD_SIZE=2 left in the environment ran 0 files
         raise ValueError(f"rank {rank} of world size {world} (RANK / WORLD_SIZE in the environment?): "
                          "need 0 <= RANK < WORLD_SIZE")

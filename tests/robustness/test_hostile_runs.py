@@ -194,6 +194,25 @@ def test_a_rank_outside_the_world_size_is_refused(mri_file, tmp_path, monkeypatc
         run_pipeline(mri_config(), [str(mri_file)], tmp_path / "out", progress=False)
 
 
+@pytest.mark.parametrize("env, message", [
+    # was "invalid literal for int() with base 10: 'x'", naming no variable
+    ({"WORLD_SIZE": "x", "RANK": "0"}, r"^WORLD_SIZE in the environment must be an integer, got 'x'$"),
+    ({"WORLD_SIZE": "2", "RANK": "one"}, r"^RANK in the environment must be an integer, got 'one'$"),
+    # WORLD_SIZE=2 without RANK ran as rank 0 of 2: half of the inputs processed, exit 0
+    ({"WORLD_SIZE": "2"}, r"^WORLD_SIZE=2 is set in the environment but RANK is not \(torchrun sets "
+                          r"both\): this process would take only its share of the inputs; unset "
+                          r"WORLD_SIZE, or set RANK$"),
+])
+def test_distributed_variables_that_do_not_describe_a_rank_are_refused(mri_file, tmp_path,
+                                                                        monkeypatch, env, message):
+    monkeypatch.delenv("RANK", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=message):
+        run_pipeline(mri_config(), [str(mri_file)], tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
 def test_ct_views_that_every_kth_view_cannot_keep_are_refused(ct_dir, tmp_path):
     """views=40 of 60 kept all 60 (k = 60 // 40 = 1) and provenance said 40."""
     from mrirecon.sampling import view_factor
