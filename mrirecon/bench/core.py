@@ -169,4 +169,8 @@ def check_accelerations(accelerations: Sequence[float], where: str) -> list[floa
     accs = [float(a) for a in accelerations]
     if not accs or any(not a >= 1 for a in accs):
         raise ValueError(f"{where}: accelerations must be numbers >= 1, got {list(accelerations)}")
+    twice = sorted({a for a in accs if accs.count(a) > 1})
+    if twice:  # 4 4 scored each volume twice per row and printed the row twice, exit 0
+        raise ValueError(f"{where}: accelerations listed twice: {', '.join(f'{a:g}' for a in twice)} "
+                         f"in {[f'{a:g}' for a in accs]}")
     return accs

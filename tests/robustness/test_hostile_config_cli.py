@@ -383,6 +383,23 @@ def test_simulations_that_would_hold_no_information_are_refused(argv, message, t
     assert written == []  # nothing written
 
 
+@pytest.mark.parametrize("challenge, methods, accelerations, message", [
+    ("multicoil", "zero_filled", ["4", "4.0"], "run_bench: accelerations listed twice: 4 in ['4', '4']"),
+    ("ct", "fbp", ["2", "1", "2"], "run_ct_bench: accelerations listed twice: 2 in ['2', '1', '2']"),
+])
+def test_bench_accelerations_listed_twice_are_refused(challenge, methods, accelerations, message,
+                                                      mri_file, ct_dir, tmp_path, capsys):
+    # before: exit 0; every volume was scored twice into each of two identical table rows
+    # ("zero_filled | 4x | 2 volumes" for one volume, std 0) and bench_volumes.csv held 4 rows
+    data = ct_dir if challenge == "ct" else mri_file.parent
+    out = tmp_path / "bench"
+    err = _cli_error(["bench", "--data", str(data), "--output", str(out), "--challenge", challenge,
+                      "--methods", methods, "--no-progress", "--accelerations", *accelerations],
+                     capsys)
+    assert err == f"mrirecon bench: error: {message}"
+    assert not out.exists()  # refused before anything was scored
+
+
 @pytest.mark.parametrize("config, overrides, message", [
     # both trained with exit 0; the weights then refused every input of the modality they were
     # meant for ("these CT weights got complex data (MRI k-space?)")
