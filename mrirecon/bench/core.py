@@ -125,7 +125,13 @@ def run_plan(plan: BenchPlan, score: VolumeScorer, store: ResultsFile, *, persis
             for path in plan.files:
                 if not todo[path]:
                     continue
-                results = score(path, acc, [plan.methods[m] for m in todo[path]], bar)
+                try:
+                    results = score(path, acc, [plan.methods[m] for m in todo[path]], bar)
+                except ValueError as exc:  # "ESPIRiT needs ... got 1" named no file nor factor
+                    if path.name in str(exc):
+                        raise
+                    raise ValueError(f"bench {plan.challenge}: {path.name} at {acc:g}x "
+                                     f"({', '.join(todo[path])}): {exc}") from exc
                 for m in todo[path]:
                     rec = results[m]
                     pred = rec.pop("prediction")

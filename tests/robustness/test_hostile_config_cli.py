@@ -400,6 +400,18 @@ def test_bench_accelerations_listed_twice_are_refused(challenge, methods, accele
     assert not out.exists()  # refused before anything was scored
 
 
+def test_a_bench_volume_that_fails_is_named_with_its_acceleration(mri_file, tmp_path, capsys):
+    # before: "mrirecon bench: error: ESPIRiT needs a fully sampled centre band of at least 3
+    # columns, got 1 (...)", naming neither the file nor the acceleration (8x keeps
+    # round(24 * 0.04) = 1 centre column of this file's 24)
+    out = tmp_path / "bench"
+    err = _cli_error(["bench", "--data", str(mri_file.parent), "--output", str(out), "--methods",
+                      "zero_filled", "--no-progress", "--accelerations", "8"], capsys)
+    assert err.startswith(f"mrirecon bench: error: bench multicoil: {mri_file.name} at 8x "
+                          "(zero_filled): ESPIRiT needs a fully sampled centre band of at least 3 "
+                          "columns, got 1"), err
+
+
 @pytest.mark.parametrize("config, overrides, message", [
     # both trained with exit 0; the weights then refused every input of the modality they were
     # meant for ("these CT weights got complex data (MRI k-space?)")
