@@ -21,6 +21,7 @@ import torch
 
 from mrirecon.containers import Image, ImageGeometry
 from mrirecon.io.atomic import atomic_path
+from mrirecon.io.errors import require_regular_file
 
 __all__ = ["read_nifti", "write_nifti"]
 
@@ -181,6 +182,7 @@ def read_nifti(
     """
     path = Path(path)
     _suffix(path)
+    require_regular_file(path)  # a folder or FIFO named x.nii was reported as "does not exist"
     if not path.is_file():
         raise FileNotFoundError(f"read_nifti: {path} does not exist")
     try:

@@ -434,6 +434,24 @@ def test_fifo_input_is_refused_not_opened(tmp_path):
     assert isinstance(err, FileNotFoundError)
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_read_nifti_names_a_folder_or_fifo_in_place_of_the_file(tmp_path):
+    # before: both were reported as missing ("read_nifti: P does not exist", FileNotFoundError)
+    from mrirecon.io import read_nifti
+
+    (tmp_path / "folder.nii").mkdir()
+    os.mkfifo(tmp_path / "fifo.nii.gz")
+    err = _refused_quickly(read_nifti, tmp_path / "folder.nii")
+    assert isinstance(err, DataFormatError)
+    assert str(err) == f"{tmp_path / 'folder.nii'}: file: is a folder; pass a data file"
+    err = _refused_quickly(read_nifti, tmp_path / "fifo.nii.gz")
+    assert isinstance(err, DataFormatError)
+    assert str(err) == (f"{tmp_path / 'fifo.nii.gz'}: file: is not a regular file (FIFO, socket "
+                        "or device); pass a data file")
+    with pytest.raises(FileNotFoundError, match="does not exist"):  # a missing file stays so
+        read_nifti(tmp_path / "missing.nii")
+
+
 def test_simulate_with_absurd_sizes_fails_before_allocating(tmp_path):
     from mrirecon.data.simulate_ct import simulate_ct_dataset
     from mrirecon.data.simulate_mri import simulate_mri_dataset
