@@ -1,8 +1,10 @@
-"""Size checks of simulation requests before anything is allocated or written."""
+"""Checks of simulation requests before anything is allocated or written: size, and an output
+folder that holds another simulation."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -33,3 +35,20 @@ def check_budget(who: str, memory_bytes: float, disk_bytes: float, out_dir: str 
     if disk_bytes > free:
         raise ValueError(f"{who}: {what} writes about {disk_bytes / 2**30:.1f} GiB, but only "
                          f"{free / 2**30:.1f} GiB are free under {probe}; choose smaller sizes")
+
+
+def refuse_stale_files(who: str, out_dir: str | os.PathLike, pattern: str, names) -> None:
+    """Raise ``FileExistsError`` when ``out_dir`` holds files whose names match ``pattern`` (the
+    files of an earlier simulation) but are not among ``names`` (the files this run writes and
+    so replaces): the folder would mix two datasets. Nothing is deleted."""
+    out = Path(out_dir)
+    if not out.is_dir():
+        return
+    keep = set(names)
+    stale = sorted(p.name for p in out.iterdir() if re.fullmatch(pattern, p.name) and p.name not in keep)
+    if stale:
+        shown = ", ".join(stale[:3]) + (f" and {len(stale) - 3} more" if len(stale) > 3 else "")
+        raise FileExistsError(
+            f"{who}: {out} already holds {len(stale)} file(s) of another simulation that this run "
+            f"would not replace ({shown}); the folder would mix two datasets: write to a new "
+            "folder (or remove those files)")

@@ -285,6 +285,7 @@ def simulate_ct_dataset(
     samples_per_file: int = 128,
     mu_water: float = MU_WATER_70KEV_PER_MM,
     min_count: float = 1.0,
+    allow_other_files: bool = False,
     **options,
 ) -> list[Path]:
     """Simulate and write a LoDoPaB-layout dataset part; returns the written files.
@@ -293,14 +294,16 @@ def simulate_ct_dataset(
     ``MU_MAX`` and ``out_dir/ground_truth_{part}_{i:03d}.hdf5`` the attenuation divided by
     ``MU_MAX`` (in ``[0, 1]``) plus the HU images; geometry, photons, ``mu_water`` and
     ``min_count`` are recorded as attributes. Other keywords go to :func:`simulate_ct_samples`.
+    Files of the same part that this run would not replace (an earlier run with more samples)
+    make it raise ``FileExistsError`` naming them, unless ``allow_other_files``.
     """
     import re
 
-    from mrirecon.io.lodopab import write_lodopab
+    from mrirecon.io.lodopab import lodopab_file_name, write_lodopab
 
     if not re.fullmatch(r"\w+", str(part)):
         raise ValueError(f"simulate_ct: part must be a word (e.g. 'train'), got {part!r}")
-    from mrirecon.data.budget import check_budget
+    from mrirecon.data.budget import check_budget, refuse_stale_files
 
     try:
         n = float(size)
@@ -311,6 +314,13 @@ def simulate_ct_dataset(
                      f"--samples {samples} --size {size} --views {views}")
     except TypeError:
         pass  # non-numeric sizes: simulate_ct_samples names them
+    if (not allow_other_files and isinstance(samples, (int, np.integer)) and samples >= 1
+            and isinstance(samples_per_file, int)):
+        files = range(-(-int(samples) // max(samples_per_file, 1)))  # as write_lodopab splits
+        refuse_stale_files("simulate_ct", out_dir,
+                           rf"(observation|ground_truth)_{part}_\d{{3,}}\.hdf5",
+                           [lodopab_file_name(kind, part, i) for i in files
+                            for kind in ("observation", "ground_truth")])
     sim = simulate_ct_samples(
         samples,
         geometry,

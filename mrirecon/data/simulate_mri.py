@@ -179,6 +179,33 @@ def _choose(rng: np.random.Generator, options, given, index: int, what: str, all
     return given[index % len(given)]
 
 
+def _draw_choices(rng: np.random.Generator, index: int, coils, orientations,
+                  contrasts) -> tuple[int, str, str]:
+    """The first draws of a volume's stream: coil count, orientation, contrast."""
+    if isinstance(coils, (tuple, list)):
+        lo, hi = (_check_positive_int("coils", c) for c in coils)
+        if hi < lo:
+            raise ValueError(f"simulate_mri: coils range {coils} is empty")
+        num_coils = int(rng.integers(lo, hi + 1))
+    else:
+        num_coils = _check_positive_int("coils", coils)
+        rng.integers(1, 2)
+    orientation = _choose(rng, list(ORIENTATIONS), orientations, index, "orientation", ORIENTATIONS)
+    contrast = _choose(rng, list(CONTRASTS), contrasts, index, "contrast", CONTRASTS)
+    return num_coils, orientation, contrast
+
+
+def volume_acquisition(index: int, seed: int = 0, coils: int | tuple[int, int] = 8,
+                       contrasts=None, orientations=None) -> str:
+    """The ``acquisition`` (e.g. ``AXT1``) of volume ``index``, without simulating it: what
+    names its file (:func:`simulated_file_name`)."""
+    index = _check_positive_int("index", index, 0)
+    seed = _check_positive_int("seed", seed, 0)
+    rng = np.random.default_rng([seed, index, 0])
+    _, orientation, contrast = _draw_choices(rng, index, coils, orientations, contrasts)
+    return _PREFIX[orientation] + contrast
+
+
 def simulate_mri_volume(
     index: int,
     *,
@@ -241,16 +268,7 @@ def simulate_mri_volume(
     rng = np.random.default_rng([seed, index, 0])
     noise_rng = np.random.default_rng([seed, index, 1])
 
-    if isinstance(coils, (tuple, list)):
-        lo, hi = (_check_positive_int("coils", c) for c in coils)
-        if hi < lo:
-            raise ValueError(f"simulate_mri: coils range {coils} is empty")
-        num_coils = int(rng.integers(lo, hi + 1))
-    else:
-        num_coils = _check_positive_int("coils", coils)
-        rng.integers(1, 2)
-    orientation = _choose(rng, list(ORIENTATIONS), orientations, index, "orientation", ORIENTATIONS)
-    contrast = _choose(rng, list(CONTRASTS), contrasts, index, "contrast", CONTRASTS)
+    num_coils, orientation, contrast = _draw_choices(rng, index, coils, orientations, contrasts)
     brain = load_mni_brain(resolution)
 
     # ---- geometry (LPS, mm) -------------------------------------------------------------
@@ -399,6 +417,10 @@ def simulate_mri_volume(
     )
 
 
+SIMULATED_FILE_PATTERN = r"file_brain_\w+_sim\d+_\d{4}(_radial|_spiral)?\.h5"
+"""Names of the files :func:`simulate_mri_dataset` and the non-Cartesian simulation write."""
+
+
 def simulated_file_name(acquisition: str, seed: int, index: int) -> str:
     """``file_brain_{acquisition}_sim{seed}_{index:04d}.h5`` (fastMRI-like naming)."""
     return f"file_brain_{acquisition}_sim{seed}_{index:04d}.h5"
@@ -416,6 +438,7 @@ def simulate_mri_dataset(
     *,
     center_fraction: float | None = None,
     mask_type: str = "equispaced_fraction",
+    allow_other_files: bool = False,
     **options,
 ) -> list[Path]:
     """Write ``volumes`` simulated multi-coil brain files in the fastMRI layout.
@@ -437,6 +460,10 @@ def simulate_mri_dataset(
         See :func:`simulate_mri_volume` (``size`` is the recon size ``(H, W)``).
     acceleration
         ``None`` (fully sampled) or an undersampling factor >= 1.
+    allow_other_files
+        By default a ``FileExistsError`` (naming them) refuses a folder that holds simulated
+        files this run would not replace (another seed, more volumes, another contrast or
+        trajectory): the folder would mix two datasets. ``True`` writes beside them.
     **options
         Further keyword arguments of :func:`simulate_mri_volume`.
 
@@ -449,7 +476,7 @@ def simulate_mri_dataset(
     from mrirecon.sampling.cartesian import create_mask_for_mask_type, file_seed
 
     volumes = _check_positive_int("volumes", volumes)
-    from mrirecon.data.budget import check_budget
+    from mrirecon.data.budget import check_budget, refuse_stale_files
 
     try:
         n_coils = max(coils) if isinstance(coils, (tuple, list)) else int(coils)
@@ -468,6 +495,12 @@ def simulate_mri_dataset(
             )
         cf = 0.32 / float(acceleration) if center_fraction is None else float(center_fraction)
         mask_fn = create_mask_for_mask_type(mask_type, [cf], [float(acceleration)])
+    seed = _check_positive_int("seed", seed, 0)
+    names = [simulated_file_name(volume_acquisition(i, seed, coils, options.get("contrasts"),
+                                                    options.get("orientations")), seed, i)
+             for i in range(volumes)]
+    if not allow_other_files:
+        refuse_stale_files("simulate_mri", out_dir, SIMULATED_FILE_PATTERN, names)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import torch
 
-from mrirecon.data.simulate_mri import simulate_mri_volume, simulated_file_name
+from mrirecon.data.budget import refuse_stale_files
+from mrirecon.data.simulate_mri import (SIMULATED_FILE_PATTERN, simulate_mri_volume,
+                                       simulated_file_name, volume_acquisition)
 from mrirecon.functional.density import pipe_menon_density, radial_density
 from mrirecon.operators.nufft import nufft_sense
 from mrirecon.sampling.nonuniform import golden_angle_radial, spiral_trajectory
@@ -42,6 +44,10 @@ def make_trajectory(kind: str, size: tuple[int, int], readouts: int | None = Non
     raise ValueError(f"make_trajectory: trajectory must be one of {TRAJECTORIES}, got {kind!r}")
 
 
+def _file_name(acquisition: str, seed: int, index: int, trajectory: str) -> str:
+    return simulated_file_name(acquisition, seed, index).replace(".h5", f"_{trajectory}.h5")
+
+
 def simulate_noncartesian_dataset(
     out_dir: str | os.PathLike,
     trajectory: str = "radial",
@@ -66,6 +72,10 @@ def simulate_noncartesian_dataset(
     if options.get("readout_oversampling", 1) != 1:
         raise ValueError("simulate (non-Cartesian): readout oversampling is set by the trajectory")
     traj, density = make_trajectory(trajectory, size, readouts)
+    names = [_file_name(volume_acquisition(i, seed, coils, options.get("contrasts"),
+                                           options.get("orientations")), seed, i, trajectory)
+             for i in range(int(volumes))]
+    refuse_stale_files("simulate (non-Cartesian)", out_dir, SIMULATED_FILE_PATTERN, names)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -80,6 +90,6 @@ def simulate_noncartesian_dataset(
             noise = torch.complex(torch.randn(k.shape, generator=g), torch.randn(k.shape, generator=g))
             k = k + sigma * noise  # sigma per real / imaginary part, as the Cartesian files
         header = vol.header.with_(extra={**vol.header.extra, "trajectory": trajectory})
-        name = simulated_file_name(vol.header.acquisition, seed, index).replace(".h5", f"_{trajectory}.h5")
+        name = _file_name(vol.header.acquisition, seed, index, trajectory)
         paths.append(write_ismrmrd_noncartesian(out / name, k, traj, header, density))
     return paths

@@ -43,10 +43,11 @@ def run_demo(output: str | Path = "demo_out", *, quick: bool = False, progress: 
     # the geometry the demo models were trained at (their cards' training_range): 128 x 128,
     # 4-8 coils; CT 128 x 128 with 30 of 180 views
     mri_files = simulate_mri_dataset(out / "data" / "mri", volumes=1 if quick else 2,
-                                     slices=2 if quick else 4, coils=8, size=(128, 128), seed=2026)
+                                     slices=2 if quick else 4, coils=8, size=(128, 128), seed=2026,
+                                     allow_other_files=True)  # a rerun uses only these files
     ct_files = simulate_ct_dataset(out / "data" / "ct", geometry="parallel", views=180,
                                    photons=4096.0, size=128, seed=2026,
-                                   samples=2 if quick else 4, part="test")
+                                   samples=2 if quick else 4, part="test", allow_other_files=True)
     ct_obs = [str(p) for p in ct_files if Path(p).name.startswith("observation_")]
     # 4x with a 16 % centre band: the small demo matrix needs the wider band (fastMRI's 8 %
     # of 368 columns is 29 lines; of 128 it would be 10), and the demo models saw it in training

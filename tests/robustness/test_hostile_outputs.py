@@ -419,3 +419,62 @@ def test_a_file_named_status_is_refused_before_any_input(mri_file, tmp_path):
                                          r"status records' folder"):
         run_pipeline(mri_config(), [str(mri_file)], out, progress=False)
     assert sorted(p.name for p in out.iterdir()) == [".status"]
+
+
+def _exit(argv, capsys):
+    from mrirecon.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    return info.value.code, capsys.readouterr()
+
+
+def test_simulate_into_a_folder_of_a_larger_earlier_simulation_is_refused(tmp_path, capsys):
+    from mrirecon.cli import main
+
+    # before: --volumes 2 then --volumes 1 --size 12 8 exited 0 and left file 0001 of the first
+    # run (16 x 12) beside the new 0000 (12 x 8): one folder, two datasets, not a word
+    out = tmp_path / "sim"
+    small = ["--slices", "1", "--coils", "1", "--template-resolution", "2", "--contrast", "T1",
+             "--orientation", "axial"]
+    assert main(["simulate", "mri", "--out", str(out), "--volumes", "2", "--size", "16", "12",
+                 *small]) == 0
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(before) == [f"file_brain_AXT1_sim0_{i:04d}.h5" for i in range(2)]
+    code, captured = _exit(["simulate", "mri", "--out", str(out), "--volumes", "1", "--size",
+                            "12", "8", *small], capsys)
+    assert code == 2
+    assert (f"simulate_mri: {out} already holds 1 file(s) of another simulation that this run "
+            "would not replace (file_brain_AXT1_sim0_0001.h5); the folder would mix two datasets: "
+            "write to a new folder (or remove those files)") in captured.err
+    # another contrast renames the files (AXT2): those of the first run would stay, refused
+    code, captured = _exit(["simulate", "mri", "--out", str(out), "--volumes", "2", "--size",
+                            "16", "12", *small[:-4], "--contrast", "T2", "--orientation", "axial"],
+                           capsys)
+    assert code == 2 and "already holds 2 file(s)" in captured.err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing written or lost
+    # the same dataset again (all names replaced) and a fresh folder still work
+    assert main(["simulate", "mri", "--out", str(out), "--volumes", "2", "--size", "16", "12",
+                 *small]) == 0
+    assert main(["simulate", "mri", "--out", str(tmp_path / "new"), "--volumes", "1", "--size",
+                 "12", "8", *small]) == 0
+
+
+def test_simulate_ct_files_of_a_larger_earlier_simulation_are_refused(tmp_path):
+    # before: 3 samples then 1 (one sample per file) left files 001 and 002 of the first run
+    pytest.importorskip("mrirecon.operators.ct", reason="CT projector not available")
+    from mrirecon.data.simulate_ct import simulate_ct_dataset
+
+    kw = dict(geometry="parallel", views=4, photons=None, size=8, sources="phantom",
+              samples_per_file=1)
+    simulate_ct_dataset(tmp_path, samples=3, part="train", **kw)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(FileExistsError, match=re.escape(
+            f"simulate_ct: {tmp_path} already holds 4 file(s) of another simulation that this run "
+            "would not replace (ground_truth_train_001.hdf5, ground_truth_train_002.hdf5, "
+            "observation_train_001.hdf5 and 1 more)")):
+        simulate_ct_dataset(tmp_path, samples=1, part="train", **{**kw, "size": 12})
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    # another part beside it is the LoDoPaB layout (train / validation / test in one folder)
+    assert len(simulate_ct_dataset(tmp_path, samples=1, part="validation", **kw)) == 2
