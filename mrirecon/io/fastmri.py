@@ -93,11 +93,11 @@ class FastMRIFile:
             require_regular_file(self.path)
             try:
                 h5 = h5py.File(self.path, "r")
-            except FileNotFoundError:
-                raise
-            except OSError as err:
+            except OSError as err:  # h5py's "[Errno 2] Unable to synchronously open file …"
                 if not self.path.exists():
                     raise FileNotFoundError(f"{self.path}: no such fastMRI file") from None
+                if isinstance(err, FileNotFoundError):
+                    raise
                 raise self._fail("file", f"not a readable HDF5 file ({err})") from None
             try:
                 self._validate(h5)

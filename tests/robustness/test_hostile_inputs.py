@@ -452,6 +452,20 @@ def test_read_nifti_names_a_folder_or_fifo_in_place_of_the_file(tmp_path):
         read_nifti(tmp_path / "missing.nii")
 
 
+def test_a_missing_fastmri_file_is_named_like_a_missing_ismrmrd_file(tmp_path):
+    # before: h5py's raw "[Errno 2] Unable to synchronously open file (unable to open file: name =
+    # '…', errno = 2, error message = 'No such file or directory', flags = 0, o_flags = 0)"
+    from mrirecon.io import FastMRIFile, read_fastmri, read_ismrmrd
+
+    missing = tmp_path / "missing.h5"
+    for reader in (read_fastmri, lambda p: FastMRIFile(p).header):
+        with pytest.raises(FileNotFoundError) as info:
+            reader(missing)
+        assert str(info.value) == f"{missing}: no such fastMRI file"
+    with pytest.raises(FileNotFoundError, match=f"^{missing}: no such ISMRMRD file$"):
+        read_ismrmrd(missing)
+
+
 def test_simulate_with_absurd_sizes_fails_before_allocating(tmp_path):
     from mrirecon.data.simulate_ct import simulate_ct_dataset
     from mrirecon.data.simulate_mri import simulate_mri_dataset
