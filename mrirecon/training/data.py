@@ -139,14 +139,26 @@ class MRITrainingSet:
             raise ValueError(f"MRITrainingSet: no slices found in {folder} ({why})")
         from mrirecon.io import FastMRIFile
 
-        for info in self.dataset.volumes:  # a second mask on top would train on doubly masked data
+        n = len(self.dataset) if max_slices is None else min(max_slices, len(self.dataset))
+        used = {volume for volume, _ in self.dataset.samples[:n]}
+        no_reference = []
+        for v, info in enumerate(self.dataset.volumes):  # a second mask: doubly masked data
             with FastMRIFile(info.path) as f:
                 if f.mask is not None:
                     raise ValueError(
                         f"MRITrainingSet: {info.path} is already undersampled (it has a 'mask' "
                         f"dataset, acceleration {f.acceleration}); training draws its masks on "
                         "fully sampled k-space")
-        n = len(self.dataset) if max_slices is None else min(max_slices, len(self.dataset))
+                if f.reference_key is None and v in used:
+                    no_reference.append(str(info.path))
+        if no_reference:  # found up front, not when the sample is first drawn (many steps in)
+            shown = ", ".join(no_reference[:3]) + (
+                f" and {len(no_reference) - 3} more" if len(no_reference) > 3 else "")
+            raise ValueError(
+                f"MRITrainingSet: {len(no_reference)} of the {len(used)} file(s) used in "
+                f"{folder} have no reference (reconstruction_rss): {shown}; supervised training "
+                "and validation compare with it: remove them, or train self-supervised "
+                "(loss.ssdu), which needs no reference")
         self.indices = list(range(n))
         self.cache_maps = cache_maps
         self._maps_cache: dict[tuple[str, int], Tensor] = {}

@@ -135,3 +135,22 @@ def test_resume_without_a_checkpoint_says_it_starts_afresh(tmp_path, mri_file, c
         assert train_from_config(path, resume=True, progress=False).steps == 1
     assert [r.getMessage() for r in caplog.records if r.name == "mrirecon.train"] == [
         f"--resume: no checkpoint {out / 'checkpoints' / 'last.pt'}; training starts at step 0"]
+
+
+def test_training_files_without_references_are_named_before_training(tmp_path, mri_file):
+    # before: the set was built and training started; the file failed only when its slice was
+    # first drawn ("MRITrainingSet: b.h5 has no reference"), possibly many steps in
+    folder = tmp_path / "train"
+    folder.mkdir()
+    shutil.copy(mri_file, folder / "a.h5")
+    shutil.copy(mri_file, folder / "b.h5")
+    with h5py.File(folder / "b.h5", "r+") as h5:
+        del h5["reconstruction_rss"]
+    with pytest.raises(ValueError) as info:
+        MRITrainingSet(folder, MASK)
+    assert str(info.value) == (
+        f"MRITrainingSet: 1 of the 2 file(s) used in {folder} have no reference "
+        f"(reconstruction_rss): {folder / 'b.h5'}; supervised training and validation compare "
+        "with it: remove them, or train self-supervised (loss.ssdu), which needs no reference")
+    # validation limited to the first file's slices does not read b.h5's
+    assert len(MRITrainingSet(folder, MASK, train=False, max_slices=2)) == 2
