@@ -132,9 +132,11 @@ def choose_rescale(
     return stored, slope, intercept
 
 
-def choose_mr_scale(data: np.ndarray) -> tuple[np.ndarray, str]:
+def choose_mr_scale(data: np.ndarray, where: str = "MR DICOM export:") -> tuple[np.ndarray, str]:
     """Store an MR magnitude volume the way scanners do: unsigned integers in ``0..MR_MAX_STORED``
     (12 bits), the volume's maximum at the top, and no Modality LUT.
+
+    ``where`` begins the error for negative data (``write_dicom_series`` names its folder).
 
     Returns
     -------
@@ -145,7 +147,7 @@ def choose_mr_scale(data: np.ndarray) -> tuple[np.ndarray, str]:
     """
     x = np.asarray(data, dtype=np.float64)
     if x.size and float(x.min()) < 0:
-        raise ValueError(f"MR DICOM export: magnitude data must be >= 0, got minimum {x.min():.3g}")
+        raise ValueError(f"{where} magnitude data must be >= 0, got minimum {x.min():.3g}")
     hi = float(x.max()) if x.size else 0.0
     # margin below the top so the 16-character slope string cannot push values over
     slope = _ds(hi / (MR_MAX_STORED - 0.5) if hi > 0 else 1.0)
@@ -179,6 +181,8 @@ def quantisation_warning(data: np.ndarray, modality: str) -> str | None:
                     "(soft-tissue contrast is a few HU); the NIfTI and HDF5 outputs keep the "
                     "exact values")
         return None
+    if float(x.min()) < 0:
+        return None  # not magnitude data: write_dicom_series refuses it, naming the folder
     _, slope = choose_mr_scale(x)
     positive = x[x > 0]
     if positive.size == 0:
@@ -530,7 +534,7 @@ def write_dicom_series(
         base.RescaleType = "HU" if image.kind == "hu" else "US"
         center, width = _window(data, window)
     else:  # MR: no Modality LUT (identity); the units go to a Real World Value Mapping
-        stored, slope = choose_mr_scale(data)
+        stored, slope = choose_mr_scale(data, f"write_dicom_series: {folder}: MR")
         base.RealWorldValueMappingSequence = [_real_world_mapping(slope, MR_MAX_STORED)]
         base.BitsStored, base.HighBit = 12, 11
         scale = float(slope)

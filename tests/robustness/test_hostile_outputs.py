@@ -359,6 +359,26 @@ def test_nifti_and_dicom_nan_messages_name_the_output_path(writer, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_negative_mr_dicom_data_are_refused_naming_the_folder(tmp_path):
+    # before: "MR DICOM export: magnitude data must be >= 0, got minimum -1", from
+    # write_dicom_series and, in a pipeline, from quantisation_warning before it: no folder named
+    from mrirecon import io
+    from mrirecon.io.dicom import quantisation_warning
+    from tests.robustness.conftest import _image
+
+    image = _image("MR")
+    data = image.data.clone()
+    data[1, 2, 3] = -1.0
+    bad = type(image)(data, image.geometry, kind="magnitude", modality="MR")
+    target = tmp_path / "dicom" / "series"
+    with pytest.raises(ValueError) as info:
+        io.write_dicom_series(bad, target)
+    assert str(info.value) == (f"write_dicom_series: {target}: MR magnitude data must be >= 0, "
+                               "got minimum -1")
+    assert list(tmp_path.iterdir()) == []  # nothing written
+    assert quantisation_warning(data.numpy(), "MR") is None  # the writer names the problem
+
+
 @pytest.mark.parametrize("blocker", ["folder", "parent_file"])
 def test_an_output_path_held_by_something_else_fails_the_input_before_any_move(mri_file, tmp_path,
                                                                               blocker):
