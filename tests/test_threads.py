@@ -90,6 +90,9 @@ def test_cli_threads_option_before_and_after_the_command():
     assert p.parse_args(["--threads", "4", "run", "mri_cs", *tail]).threads == 4
     assert p.parse_args(["run", "mri_cs", *tail, "--threads", "3"]).threads == 3
     assert p.parse_args(["run", "mri_cs", *tail]).threads is None
+    # given twice, the one after the command counts, as the last value of any option (README)
+    args = p.parse_args(["--threads", "2", "run", "mri_cs", *tail, "--threads", "1", "-o", "o2"])
+    assert (args.threads, args.output) == (1, "o2")
     with pytest.raises(SystemExit):
         p.parse_args(["--threads", "0", "run", "mri_cs", *tail])
     # every command takes it after the command (simulate refused it: "unrecognized arguments")
