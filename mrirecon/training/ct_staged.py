@@ -493,15 +493,9 @@ RUN_KEYS = ("command", "seed", "steps_per_stage", "steps", "best_step", "wall_ti
 def read_init_card(init: str | os.PathLike | None, kind: str = "staged_ct") -> dict | None:
     """The ``training`` record of the card beside an ``--init`` state dict (read before the
     run overwrites it when ``--out`` is the same file), or ``None`` when there is none."""
-    import yaml
+    from mrirecon.training.init_card import load_init_card
 
-    card = None if init is None else Path(init).with_suffix(".yaml")
-    if card is None or not card.is_file():
-        return None
-    try:
-        training = (yaml.safe_load(card.read_text()) or {}).get("training")
-    except (yaml.YAMLError, OSError, AttributeError) as exc:
-        raise ValueError(f"train {kind}: {card} (the card of --init) is unreadable: {exc}") from exc
+    training = (load_init_card(init, kind) or {}).get("training")
     return {k: training[k] for k in RUN_KEYS if k in training} if isinstance(training, dict) else None
 
 

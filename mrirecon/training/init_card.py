@@ -17,6 +17,25 @@ from pathlib import Path
 from typing import Any
 
 
+def load_init_card(init: str | os.PathLike | None, kind: str) -> dict | None:
+    """The card (``<init>.yaml``) beside an ``--init`` state dict as a mapping, ``None`` when
+    there is none (a bare state dict, e.g. a run's checkpoint); an unreadable card is refused
+    naming ``mrirecon train KIND`` and the file."""
+    import yaml
+
+    card = None if init is None else Path(init).with_suffix(".yaml")
+    if card is None or not card.is_file():
+        return None
+    try:
+        text = yaml.safe_load(card.read_text()) or {}
+    except (yaml.YAMLError, OSError) as exc:
+        raise ValueError(f"train {kind}: {card} (the card of --init) is unreadable: {exc}") from exc
+    if not isinstance(text, dict):
+        raise ValueError(f"train {kind}: {card} (the card of --init) is unreadable: expected a "
+                         f"mapping, got {type(text).__name__}")
+    return text
+
+
 def check_init_card(init: str | os.PathLike | None, kind: str, model_name: str,
                     params: Mapping[str, Any], model_cls: type | None = None) -> None:
     """Refuse ``--init`` weights whose card (``<init>.yaml``) names another model or another
@@ -24,15 +43,11 @@ def check_init_card(init: str | os.PathLike | None, kind: str, model_name: str,
     ``model_cls``'s default (older cards list only what differed from it). No card: nothing to
     compare (a bare state dict, e.g. a run's checkpoint). Errors name ``mrirecon train KIND``,
     the card, the field and both values."""
-    import yaml
-
-    card = None if init is None else Path(init).with_suffix(".yaml")
-    if card is None or not card.is_file():
+    text = load_init_card(init, kind)
+    if text is None:
         return
-    try:
-        model = (yaml.safe_load(card.read_text()) or {}).get("model") or {}
-    except (yaml.YAMLError, OSError, AttributeError) as exc:
-        raise ValueError(f"train {kind}: {card} (the card of --init) is unreadable: {exc}") from exc
+    card = Path(init).with_suffix(".yaml")
+    model = text.get("model") or {}
     if not isinstance(model, dict):
         raise ValueError(f"train {kind}: {card}: model: expected a mapping, got {model!r}")
     name = model.get("name")

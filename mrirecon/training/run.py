@@ -205,11 +205,12 @@ def train_from_config(
     try:
         # a checkpoint that does not fit is refused before config.yaml is replaced (the next
         # --resume compared its config with the refused one's)
-        resumed = trainer.resume() if resume else False
+        if resume:
+            trainer.resume()
         if trainer.rank == 0:
             out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        history = trainer.fit(resumed=resumed)
+        history = trainer.fit()
         if trainer.rank == 0:
             save_model(trainer.model, out / "model.pt", cfg.model.name, dict(cfg.model.params))
     finally:

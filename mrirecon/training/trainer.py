@@ -125,6 +125,7 @@ class Trainer:
         self.disc_loss = float("nan")  # the discriminator's loss at the last step
         self.step = 0
         self.elapsed = 0.0  # training seconds over all runs (resumes included)
+        self.resumed = False  # a checkpoint was loaded (resume)
         self.out = Path(config.output_dir)
         self.history: list[dict] = []
 
@@ -182,6 +183,7 @@ class Trainer:
             self.critic.load_checkpoint_state(ckpt["critic"])
         self.step = int(ckpt["step"])
         self.elapsed = float(ckpt.get("elapsed_seconds", 0.0))
+        self.resumed = True
         set_rng_state(ckpt["rng"])
         if self.rank == 0:
             log.info("resumed from %s at step %d", self.checkpoint_path, self.step)
@@ -246,14 +248,15 @@ class Trainer:
             total = float(t) / self.world
         return total
 
-    def fit(self, *, resume: bool = False, resumed: bool = False) -> list[dict]:
-        """Train until ``optim.max_steps``; returns the logged history (rank 0). ``resumed``:
-        :meth:`resume` was called already and found a checkpoint."""
-        resumed = self.resume() if resume else resumed
+    def fit(self, *, resume: bool = False) -> list[dict]:
+        """Train until ``optim.max_steps``; returns the logged history (rank 0). ``resume``:
+        :meth:`resume` first (unless it was called already)."""
+        if resume and not self.resumed:
+            self.resume()
         self.out.mkdir(parents=True, exist_ok=True)
         writer = self._tensorboard()
         csv_path = self.out / "train_log.csv"
-        if not resumed and self.rank == 0 and csv_path.is_file():
+        if not self.resumed and self.rank == 0 and csv_path.is_file():
             csv_path.unlink()  # a fresh run starts a fresh log
         bar = _progress(self.cfg.optim.max_steps, self.step, self.progress, self.cfg.name)
         t0, start_elapsed = time.perf_counter(), self.elapsed
