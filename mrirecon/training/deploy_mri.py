@@ -54,6 +54,30 @@ SNR_DB = (28.0, 34.0)
 SOURCE_WEIGHTS = {"natural": 0.35, "procedural": 0.25, "mni": 0.35, "ct": 0.05}
 
 
+#: The phase-encoding column counts a training slice may have (the object is ``COLS`` wide).
+WIDTH_RANGE = (COLS, 2 * COLS)
+
+
+def recon_window(rows: int, cols: int) -> tuple[slice, slice]:
+    """The centre square scored like fastMRI's ``reconstruction_rss``: ``COLS x COLS`` (``320 x
+    320``) of a ``640 x 320`` or ``640 x 368`` slice, the largest centre square of a smaller one."""
+    side = min(rows, cols, COLS)
+    r0, c0 = (rows - side) // 2, (cols - side) // 2
+    return slice(r0, r0 + side), slice(c0, c0 + side)
+
+
+def check_widths(widths) -> tuple[int, ...]:
+    """``widths`` as a tuple of column counts, refused by value when one is not an integer in
+    ``WIDTH_RANGE`` (narrower slices would cut the ``COLS``-wide object)."""
+    widths = tuple(widths)
+    bad = [w for w in widths if isinstance(w, bool) or not isinstance(w, int)
+           or not WIDTH_RANGE[0] <= w <= WIDTH_RANGE[1]]
+    if not widths or bad:
+        raise ValueError(f"widths: expected one or more integer column counts in "
+                         f"[{WIDTH_RANGE[0]}, {WIDTH_RANGE[1]}], got {list(widths)}")
+    return widths
+
+
 def _support(rng: np.random.Generator, size: int) -> np.ndarray:
     """A random smooth object support (ellipse with a wobbly edge), soft edge, values in [0, 1]."""
     yy, xx = np.mgrid[:size, :size] / size - 0.5
@@ -185,7 +209,7 @@ def simulate_slice(rng: np.random.Generator, images: DeploymentImages, accelerat
     maps = centre_maps(km, centre_band(mask), crop=0.0).to(torch.complex64)
     s = float(sense(maps, mask).H(km).abs().max().clamp_min(1e-12))
     target = ifft2c(k).abs().pow(2).sum(0).sqrt() / s
-    centre = target[(rows - cols) // 2:(rows - cols) // 2 + cols] if rows > cols else target
+    centre = target[recon_window(rows, cols)]
     return {"kspace": km / s, "maps": maps, "mask": mask, "target": target.to(torch.float32),
             "max_value": float(centre.max()), "kind": kind, "acceleration": acceleration,
             "scale": s}
@@ -207,12 +231,17 @@ class DeploymentBands(torch.utils.data.IterableDataset):
 
     Band starts are drawn over the object's rows (the centre ``320`` rows and 32 rows either
     side) 85 % of the time and anywhere in the ``640`` rows otherwise. Accelerations 4 and 8 are
-    drawn with equal probability. With a ``DataLoader`` worker, each worker has its own seed.
+    drawn with equal probability, and so is each of ``widths``, the slice's phase-encoding
+    column count (fastMRI: 320 for most brain files, 368 for knee and some brain files; the
+    ``320 x 320`` object stays in the centre, the extra columns are background). With a
+    ``DataLoader`` worker, each worker has its own seed.
     """
 
-    def __init__(self, seed: int = 0, crop_rows: int = 96, bands: int = 2, mni_volumes: int = 8) -> None:
+    def __init__(self, seed: int = 0, crop_rows: int = 96, bands: int = 2, mni_volumes: int = 8,
+                 widths: tuple[int, ...] = (COLS,)) -> None:
         super().__init__()
         self.seed, self.crop_rows, self.bands, self.mni_volumes = seed, crop_rows, bands, mni_volumes
+        self.widths = check_widths(widths)
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -223,7 +252,9 @@ class DeploymentBands(torch.utils.data.IterableDataset):
         images = DeploymentImages(seed=self.seed, mni_volumes=self.mni_volumes)
         while True:
             acc = int(rng.choice([4, 8]))
-            sl = simulate_slice(rng, images, acc)
+            # the one-width default draws nothing: its stream is the one the shipped models saw
+            cols = self.widths[0] if len(self.widths) == 1 else int(rng.choice(self.widths))
+            sl = simulate_slice(rng, images, acc, cols=cols)
             for _ in range(self.bands):
                 lo, hi = (ROWS - COLS) // 2 - 32, (ROWS + COLS) // 2 + 32 - self.crop_rows
                 if rng.uniform() < 0.15:

@@ -40,6 +40,7 @@ def score_slices(model: torch.nn.Module, slices: list[dict]) -> list[dict]:
     """Deployed-model PSNR / SSIM on whole slices (data in their original units, centre crop)."""
     from mrirecon.metrics import psnr, ssim
     from mrirecon.operators import sense
+    from mrirecon.training.deploy_mri import recon_window
 
     was_training, was_norm = model.training, getattr(model, "normalize", None)
     model.eval()
@@ -51,9 +52,8 @@ def score_slices(model: torch.nn.Module, slices: list[dict]) -> list[dict]:
             for sl in slices:
                 y = sl["kspace"] * sl["scale"]  # the scanner's units: normalisation must undo them
                 x = model(y[None], sense(sl["maps"][None], sl["mask"]))[0].abs() / sl["scale"]
-                rows, cols = x.shape
-                r0 = (rows - cols) // 2
-                pred, ref = x[r0:r0 + cols].numpy()[None], sl["target"][r0:r0 + cols].numpy()[None]
+                win = recon_window(*x.shape)
+                pred, ref = x[win].numpy()[None], sl["target"][win].numpy()[None]
                 out.append({"acceleration": sl["acceleration"], "kind": sl["kind"],
                             "PSNR": float(psnr(ref, pred)), "SSIM": float(ssim(ref, pred)),
                             "mean_ratio": float(pred.mean() / ref.mean())})
@@ -78,14 +78,22 @@ def _save(model: torch.nn.Module, path: Path, half: bool = False, card: dict | N
 
 #: What every card written by ``mrirecon train modl / varnet`` says about the data and range
 #: (the shipped cards add the held-out figures and failures by hand; a rebuild keeps them).
-_CARD_DATA = ("mrirecon/training/deploy_mri.py (DeploymentBands): natural, procedural, deformed MNI152 "
-              "and allowed CT images at 640 x 320 (2x readout oversampling), 8 or 12 birdcage coils, "
-              "SNR 28-34 dB, fastMRI equispaced_fraction masks 4x / 0.08 and 8x / 0.04, ESPIRiT maps "
-              "(crop 0) from the acquired centre band; validated on whole 640 x 320 slices")
-_CARD_RANGE = {"matrix": {"min": [640, 320], "max": [640, 320]}, "coils": [8, 12],
-               "accelerations": [4, 8]}
+def _card_data(widths) -> str:
+    matrices = " / ".join(f"640 x {w}" for w in widths)
+    return ("mrirecon/training/deploy_mri.py (DeploymentBands): natural, procedural, deformed MNI152 "
+            f"and allowed CT images of 320 x 320 in a {matrices} field of view (2x readout oversampling), "
+            "8 or 12 birdcage coils, SNR 28-34 dB, fastMRI equispaced_fraction masks 4x / 0.08 and 8x / "
+            "0.04, ESPIRiT maps (crop 0) from the acquired centre band; validated on whole 640 x 320 slices")
+
+
+def _card_range(widths) -> dict:
+    return {"matrix": {"min": [640, min(widths)], "max": [640, max(widths)]}, "coils": [8, 12],
+            "accelerations": [4, 8]}
+
+
 _CARD_FAILURES = [
-    "Trained by mrirecon train (see training.command) on simulated data only, at 640 x 320 with 8-12 "
+    "Trained by mrirecon train (see training.command) on simulated data only, at the matrices of "
+    "training_range with 8-12 "
     "coils: other matrices, coil counts or accelerations are outside its training_range and mrirecon "
     "run warns; real coil maps, noise correlation and artefacts were never seen. Not scored on the "
     "held-out protocol (benchmarks/heldout.py eval) unless a section below says so."]
@@ -114,12 +122,15 @@ def _card(out: Path, kind: str, model_spec: dict, args: dict, rec: dict, steps: 
               "validation": {"PSNR": round(rec["PSNR"], 3), "SSIM": round(rec["SSIM"], 4)},
               "torch": str(torch.__version__), "date": time.strftime("%Y-%m-%d")}
     return {"description": f"{kind} trained by mrirecon train {kind} (see training)",
-            "data": _CARD_DATA, "training_range": _CARD_RANGE, "known_failures": _CARD_FAILURES,
+            "data": _card_data(args.get("widths", (320,))),
+            "training_range": _card_range(args.get("widths", (320,))),
+            "known_failures": _CARD_FAILURES,
             **old, "model": model_spec, "training": {**old.get("training", {}), **record}}
 
 
 def train(out: str | Path, *, seed: int = 0, crop_rows: int = 96, bands: int = 3,
-          iterations: int = 5, layers: int = 5, features: int = 32, cg_iterations: int = 8,
+          widths: tuple[int, ...] = (320,), iterations: int = 5, layers: int = 5,
+          features: int = 32, cg_iterations: int = 8,
           lr: float = 1e-3, l1_weight: float = 5.0, max_steps: int = 100000,
           max_seconds: float = 3000.0, val_every: int = 200, val_slices: int = 4,
           workers: int = 1, threads: int | None = None, log: int = 20) -> dict:
@@ -140,8 +151,8 @@ def train(out: str | Path, *, seed: int = 0, crop_rows: int = 96, bands: int = 3
     spec = {"name": "modl", "params": {"iterations": iterations, "layers": layers,
                                        "features": features, "batchnorm": False, "lam": 0.05,
                                        "cg_iterations": cg_iterations, "shared": True}}
-    summary = _train_bands(model, out, seed=seed, crop_rows=crop_rows, bands=bands, lr=lr,
-                           l1_weight=l1_weight, max_steps=max_steps, max_seconds=max_seconds,
+    summary = _train_bands(model, out, seed=seed, crop_rows=crop_rows, bands=bands, widths=widths,
+                           lr=lr, l1_weight=l1_weight, max_steps=max_steps, max_seconds=max_seconds,
                            val_every=val_every, val_slices=val_slices, workers=workers,
                            threads=threads, log=log, card=(spec, args))
     return {**summary, "iterations": iterations, "layers": layers, "features": features,
@@ -149,7 +160,8 @@ def train(out: str | Path, *, seed: int = 0, crop_rows: int = 96, bands: int = 3
 
 
 def train_varnet(out: str | Path, *, seed: int = 0, crop_rows: int = 128, bands: int = 3,
-                 cascades: int = 6, chans: int = 12, pools: int = 3, sens_chans: int = 4,
+                 widths: tuple[int, ...] = (320,), cascades: int = 6, chans: int = 12,
+                 pools: int = 3, sens_chans: int = 4,
                  sens_pools: int = 3, estimate_sensitivities: bool = True, lr: float = 1e-3,
                  l1_weight: float = 5.0, max_steps: int = 100000, max_seconds: float = 3000.0,
                  val_every: int = 200, val_slices: int = 4, workers: int = 1,
@@ -176,8 +188,8 @@ def train_varnet(out: str | Path, *, seed: int = 0, crop_rows: int = 128, bands:
               "sens_pools": sens_pools}
     if not estimate_sensitivities:
         params["estimate_sensitivities"] = False
-    summary = _train_bands(model, out, seed=seed, crop_rows=crop_rows, bands=bands, lr=lr,
-                           l1_weight=l1_weight, max_steps=max_steps, max_seconds=max_seconds,
+    summary = _train_bands(model, out, seed=seed, crop_rows=crop_rows, bands=bands, widths=widths,
+                           lr=lr, l1_weight=l1_weight, max_steps=max_steps, max_seconds=max_seconds,
                            val_every=val_every, val_slices=val_slices, workers=workers,
                            threads=threads, log=log, half=True, kind="varnet",
                            card=({"name": "varnet", "params": params}, args))
@@ -187,7 +199,8 @@ def train_varnet(out: str | Path, *, seed: int = 0, crop_rows: int = 128, bands:
 
 
 def _train_bands(model: torch.nn.Module, out: str | Path, *, seed: int, crop_rows: int, bands: int,
-                 lr: float, l1_weight: float, max_steps: int, max_seconds: float, val_every: int,
+                 widths: tuple[int, ...], lr: float, l1_weight: float, max_steps: int,
+                 max_seconds: float, val_every: int,
                  val_slices: int, workers: int, threads: int | None, log: int,
                  half: bool = False, kind: str = "modl",
                  card: tuple[dict, dict] | None = None) -> dict:
@@ -195,9 +208,10 @@ def _train_bands(model: torch.nn.Module, out: str | Path, *, seed: int, crop_row
     ``op`` is the band's SENSE operator with the pipeline's ESPIRiT maps."""
     from mrirecon.metrics import SSIMLoss
     from mrirecon.operators import sense
-    from mrirecon.training.deploy_mri import DeploymentBands
+    from mrirecon.training.deploy_mri import DeploymentBands, check_widths
     from mrirecon.training.optim import cosine_step, require_steps
 
+    widths = check_widths(widths)  # before the validation slices are simulated
     if threads is not None:
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
@@ -205,8 +219,8 @@ def _train_bands(model: torch.nn.Module, out: str | Path, *, seed: int, crop_row
     t0 = time.perf_counter()
     val = validation_slices(seed, val_slices)
     t_val_data = time.perf_counter() - t0
-    loader = torch.utils.data.DataLoader(DeploymentBands(seed, crop_rows, bands), batch_size=None,
-                                         num_workers=workers, prefetch_factor=4 if workers else None)
+    loader = torch.utils.data.DataLoader(DeploymentBands(seed, crop_rows, bands, widths=widths),
+                                         batch_size=None, num_workers=workers, prefetch_factor=4 if workers else None)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     ssim_loss = SSIMLoss()
     history, losses, best = [], [], {"PSNR": -math.inf}
@@ -255,5 +269,6 @@ def _train_bands(model: torch.nn.Module, out: str | Path, *, seed: int, crop_row
     return {"steps": step, "wall_time_s": round(wall, 1), "validation_data_s": round(t_val_data, 1),
             "final_loss": float(np.mean(losses[-100:])) if losses else None, "best": best,
             "history": [{k: v for k, v in h.items() if k != "slices"} for h in history],
-            "seed": seed, "crop_rows": crop_rows, "bands": bands, "lr": lr, "l1_weight": l1_weight,
+            "seed": seed, "crop_rows": crop_rows, "bands": bands, "widths": list(widths), "lr": lr,
+            "l1_weight": l1_weight,
             "threads": threads, "workers": workers}

@@ -128,3 +128,46 @@ def test_a_training_whose_every_validation_is_nan_writes_nothing(slice_, tmp_pat
         md.train(out, iterations=1, layers=2, features=4, cg_iterations=2, max_steps=2, val_every=1,
                  workers=0, threads=1)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_widths_train_on_each_fastmri_column_count(monkeypatch, tmp_path):
+    """``mrirecon train modl --widths 320 368`` draws both fastMRI phase-encoding widths (brain
+    640 x 320, knee 640 x 368); each band keeps a fastMRI mask of its own width, and the card's
+    training range and command say which widths were seen (the pipeline warns outside them)."""
+    import mrirecon.training.deploy_mri as deploy
+    from mrirecon.training.modl_deploy import _card
+
+    monkeypatch.setattr(deploy, "DeploymentImages", lambda seed, mni_volumes: _Disc())
+    torch.set_num_threads(1)
+    bands = deploy.DeploymentBands(seed=0, crop_rows=32, bands=1, widths=(320, 368))
+    seen = {}
+    for band, _ in zip(bands, range(6)):
+        cols = band.kspace.shape[-1]
+        seen[cols] = band
+        assert band.mask.shape == (cols,) and band.maps.shape[-1] == cols
+        acquired = int(band.mask.sum())
+        assert cols / band.acceleration * 0.9 < acquired < cols / band.acceleration * 1.25
+    assert set(seen) == {320, 368}
+
+    spec = {"name": "modl", "params": {"iterations": 2}}
+    card = _card(tmp_path / "m.pt", "modl", spec, {"seed": 0, "widths": [320, 368]},
+                 {"step": 1, "PSNR": 20.0, "SSIM": 0.5}, 1)
+    assert card["training_range"]["matrix"] == {"min": [640, 320], "max": [640, 368]}
+    assert "--widths 320 368" in card["training"]["command"] and "640 x 368" in card["data"]
+
+
+@pytest.mark.parametrize("widths", [(100,), (320, 700), (320.5,), (True,), ()])
+def test_widths_outside_the_object_are_refused(widths):
+    from mrirecon.training.deploy_mri import check_widths
+
+    with pytest.raises(ValueError, match=r"widths: expected one or more integer column counts in \[320, 640\]"):
+        check_widths(widths)
+
+
+def test_recon_window_is_fastmris_centre_crop():
+    """Scores and the SSIM data range use the centre 320 x 320, as fastMRI's reconstruction_rss."""
+    from mrirecon.training.deploy_mri import recon_window
+
+    assert recon_window(640, 368) == (slice(160, 480), slice(24, 344))
+    assert recon_window(640, 320) == (slice(160, 480), slice(0, 320))
+    assert recon_window(ROWS, COLS) == (slice((ROWS - COLS) // 2, (ROWS + COLS) // 2), slice(0, COLS))
