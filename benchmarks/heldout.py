@@ -2,6 +2,7 @@
 
     python benchmarks/heldout.py tune --work DIR        # validation split only -> DIR/tuned.json
     python benchmarks/heldout.py eval --work DIR        # held-out data -> DIR/heldout_{mri,ct}.md
+    python benchmarks/heldout.py eval --work DIR --parts mri368  # the knee-width part (640 x 368)
     python benchmarks/heldout.py tune --work DIR --parts models_mri --methods a,b  # shipped models
     python benchmarks/heldout.py tune --work DIR --parts mri --methods grappa  # one method's grid
     python benchmarks/heldout.py tune --work DIR --parts unrolls_mri  # MoDL's unroll count
@@ -140,10 +141,13 @@ def evaluate(work: Path, parts: list[str], methods: list[str] | None) -> None:
     from mrirecon.heldout.data import heldout_ct_slices, write_heldout_mri
 
     t0 = time.perf_counter()
-    if "mri" in parts:
-        data = work / "heldout_mri"
+    for part, width in (("mri", 320), ("mri368", 368)):  # mri368: the knee-width part
+        if part not in parts:
+            continue
+        stem = "heldout_mri" if width == 320 else f"heldout_mri{width}"
+        data = work / stem
         if not any(data.glob("*.h5")):
-            write_heldout_mri(data)
+            write_heldout_mri(data, width=width)
         ms = [m for m in (methods or P.MRI_METHODS) if m in P.MRI_METHODS]
         tuned = json.loads((work / "tuned.json").read_text()) if (work / "tuned.json").is_file() else {}
         if tuned.get("pnp_mri"):  # the schedule with the best PSNR summed over 4x and 8x
@@ -151,8 +155,8 @@ def evaluate(work: Path, parts: list[str], methods: list[str] | None) -> None:
             best = max(range(len(grids[0])), key=lambda i: sum(g[i]["PSNR"] for g in grids))
             P.MRI_MODEL_PARAMS["pnp_dncnn_diverse"] = grids[0][best]["params"]
         print("MRI model parameters", P.MRI_MODEL_PARAMS, flush=True)
-        res = _merge(work / "heldout_mri.json", P.run_mri(data, methods=ms))
-        _text(work / "heldout_mri.md", P.table(res, "acceleration"))
+        res = _merge(work / f"{stem}.json", P.run_mri(data, methods=ms))
+        _text(work / f"{stem}.md", P.table(res, "acceleration"))
         print(P.table(res, "acceleration"), f"{time.perf_counter() - t0:.0f} s", flush=True)
     if "ct" in parts:
         ms = [m for m in (methods or P.CT_METHODS) if m in P.CT_METHODS]
@@ -173,7 +177,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("mode", choices=("tune", "eval"))
     p.add_argument("--work", type=Path, required=True, help="folder for data and results")
-    p.add_argument("--parts", default="mri,ct", help="tune: mri,ct,pnp_mri,pnp_ct,models_mri,unrolls_mri,pnp_brain_mri; eval: mri,ct")
+    p.add_argument("--parts", default="mri,ct", help="tune: mri,ct,pnp_mri,pnp_ct,models_mri,unrolls_mri,pnp_brain_mri; eval: mri,ct,mri368")
     p.add_argument("--weights", default=None, help="tune: a pnp_dpir .pt instead of the shipped one")
     p.add_argument("--methods", default=None, help="eval: comma-separated subset of the protocol's "
                    "methods; tune --parts mri: classical methods to grid (merged into tuned.json); "

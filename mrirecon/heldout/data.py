@@ -2,7 +2,7 @@
 
 MRI (fastMRI multi-coil brain/knee-like geometry): each reserved magnitude image is zoomed to
 fill a ``320 x 320`` field of view, placed in a ``640 x 320`` image (2x readout oversampling,
-as fastMRI's ``kspace``), given a smooth random phase and 8 birdcage coil sensitivities (unit sum
+as fastMRI's ``kspace``; the knee-width part: ``640 x 368``, the object in the centre columns), given a smooth random phase and 8 birdcage coil sensitivities (unit sum
 of squares, random rotation and ring radius), Fourier transformed and measured with complex
 Gaussian noise at 28-34 dB k-space SNR. The reference is fastMRI's ``reconstruction_rss``: the
 root-sum-of-squares of the fully sampled noisy coil images, cropped to ``320 x 320``. Each image
@@ -63,7 +63,8 @@ def _smooth_phase(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarra
 
 @dataclass
 class HeldoutMRIVolume:
-    """One held-out volume: ``kspace (1, coils, 640, 320)`` complex64, ``reference (1, 320, 320)``."""
+    """One held-out volume: ``kspace (1, coils, 640, W)`` complex64 (``W`` 320, or 368 for the
+    knee-width part), ``reference (1, 320, 320)``."""
 
     name: str
     kspace: torch.Tensor
@@ -71,27 +72,38 @@ class HeldoutMRIVolume:
     snr_db: float
 
 
-def heldout_mri_name(source: str, variant: int) -> str:
-    """The name of variant ``variant`` of the reserved MR image ``source`` (its file is NAME.h5)."""
-    return f"heldout_{Path(source).name.split('.')[0].replace('-', '_')}_{variant}"
+#: The phase-encoding widths of the held-out MRI parts: fastMRI's brain (320) and knee (368).
+MRI_WIDTHS = (320, 368)
 
 
-def heldout_mri_volumes(variants: int = MRI_VARIANTS, seed: int = MRI_SEED) -> list[HeldoutMRIVolume]:
-    """The held-out MRI volumes (``len(HELDOUT_MR) * variants``), in a fixed order."""
+def heldout_mri_name(source: str, variant: int, width: int = MRI_RECON[1]) -> str:
+    """The name of variant ``variant`` of the reserved MR image ``source`` (its file is NAME.h5);
+    the knee-width part's names end in ``_w368``."""
+    stem = f"heldout_{Path(source).name.split('.')[0].replace('-', '_')}_{variant}"
+    return stem if width == MRI_RECON[1] else f"{stem}_w{width}"
+
+
+def heldout_mri_volumes(variants: int = MRI_VARIANTS, seed: int = MRI_SEED,
+                        width: int = MRI_RECON[1]) -> list[HeldoutMRIVolume]:
+    """The held-out MRI volumes (``len(HELDOUT_MR) * variants``), in a fixed order, at
+    ``640 x width`` (the ``320 x 320`` object in the centre columns; the draws do not depend on
+    ``width``, so the 368-wide part holds the same images, phases and noise levels)."""
     from mrirecon.data.simulate_mri import birdcage_maps
     from mrirecon.functional import fft2c, ifft2c
 
+    if width not in MRI_WIDTHS:
+        raise ValueError(f"held-out MRI width {width}: expected one of {MRI_WIDTHS}")
     h, w = MRI_RECON
-    H = 2 * h
+    H, c0 = 2 * h, (width - w) // 2
     out = []
     for si, name in enumerate(HELDOUT_MR):
         src = read_heldout_mr(name)
         for v in range(variants):
             rng = np.random.default_rng([seed, si, v])
             mag = _fit(src, (h, w), rng.uniform(0.85, 1.0), rng)
-            img = np.zeros((H, w), dtype=np.complex128)
-            img[h // 2:h // 2 + h] = mag * np.exp(1j * _smooth_phase(rng, (h, w)))
-            x = (np.arange(w) - w / 2) / (w / 2)
+            img = np.zeros((H, width), dtype=np.complex128)
+            img[h // 2:h // 2 + h, c0:c0 + w] = mag * np.exp(1j * _smooth_phase(rng, (h, w)))
+            x = (np.arange(width) - width / 2) / (w / 2)
             y = (np.arange(H) - H / 2) / (h / 2)
             yy, xx = np.meshgrid(y, x, indexing="ij")
             maps = birdcage_maps(MRI_COILS, xx, yy, radius=rng.uniform(1.3, 1.8),
@@ -102,13 +114,14 @@ def heldout_mri_volumes(variants: int = MRI_VARIANTS, seed: int = MRI_SEED) -> l
             noise = rng.standard_normal((2,) + tuple(k.shape))
             k = k + torch.from_numpy(sigma * (noise[0] + 1j * noise[1]))
             coil_images = ifft2c(k)
-            rss = coil_images.abs().pow(2).sum(0).sqrt()[h // 2:h // 2 + h]
-            out.append(HeldoutMRIVolume(heldout_mri_name(name, v), k[None].to(torch.complex64),
+            rss = coil_images.abs().pow(2).sum(0).sqrt()[h // 2:h // 2 + h, c0:c0 + w]
+            out.append(HeldoutMRIVolume(heldout_mri_name(name, v, width), k[None].to(torch.complex64),
                                         rss[None].numpy().astype(np.float32), snr))
     return out
 
 
-def write_heldout_mri(out_dir: str | Path, variants: int = MRI_VARIANTS, seed: int = MRI_SEED) -> list[Path]:
+def write_heldout_mri(out_dir: str | Path, variants: int = MRI_VARIANTS, seed: int = MRI_SEED,
+                      width: int = MRI_RECON[1]) -> list[Path]:
     """Write the held-out MRI volumes as fully sampled fastMRI files (for ``run_bench``)."""
     from mrirecon.containers import Header
     from mrirecon.io.fastmri import write_fastmri
@@ -117,9 +130,9 @@ def write_heldout_mri(out_dir: str | Path, variants: int = MRI_VARIANTS, seed: i
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     h, w = MRI_RECON
-    for vol in heldout_mri_volumes(variants, seed):
-        header = Header(encoded_matrix=(2 * h, w, 1), recon_matrix=(h, w, 1),
-                        encoded_fov_mm=(2 * h * 0.5, w * 0.5, 3.0), recon_fov_mm=(h * 0.5, w * 0.5, 3.0),
+    for vol in heldout_mri_volumes(variants, seed, width):
+        header = Header(encoded_matrix=(2 * h, width, 1), recon_matrix=(h, w, 1),
+                        encoded_fov_mm=(2 * h * 0.5, width * 0.5, 3.0), recon_fov_mm=(h * 0.5, w * 0.5, 3.0),
                         acquisition="HELDOUT", num_coils=MRI_COILS)
         paths.append(write_fastmri(out / f"{vol.name}.h5", vol.kspace, header,
                                    reference=vol.reference, attrs={"snr_db": vol.snr_db}))

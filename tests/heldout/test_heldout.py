@@ -95,6 +95,32 @@ def test_heldout_readers_return_scaled_images():
         read_heldout_ct(CT_SOURCES[0])
 
 
+def test_knee_width_part_holds_the_same_images_at_640_x_368():
+    """The held-out protocol's knee-width part (``eval --parts mri368``): the same reserved
+    images, phases and noise draws at fastMRI's 640 x 368 (the object in the centre columns),
+    references the 320 x 320 centre of the fully sampled RSS, as fastMRI's."""
+    pytest.importorskip("pydicom")
+    from mrirecon.functional import ifft2c
+    from mrirecon.heldout.data import heldout_mri_volumes
+
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    try:
+        narrow, wide = heldout_mri_volumes(width=320), heldout_mri_volumes(width=368)
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    for a, b in zip(narrow, wide):
+        assert b.name == a.name + "_w368" and tuple(b.kspace.shape) == (1, 8, 640, 368)
+        rss = ifft2c(b.kspace[0].to(torch.complex128)).abs().pow(2).sum(0).sqrt()[160:480, 24:344]
+        assert b.reference.shape == a.reference.shape == (1, 320, 320)
+        np.testing.assert_allclose(b.reference[0], rss.numpy(), rtol=4 * np.finfo(np.float32).eps,
+                                   atol=4 * np.finfo(np.float32).eps * float(rss.max()))
+        # two noisy copies of one object at >= 28 dB k-space SNR: correlation 1 - O(1e-2.8)
+        assert np.corrcoef(a.reference.ravel(), b.reference.ravel())[0, 1] > 0.99, b.name
+    with pytest.raises(ValueError, match="held-out MRI width 300"):
+        heldout_mri_volumes(width=300)
+
+
 def test_edge_parameters_flag_a_winner_on_the_grid_edge():
     from mrirecon.heldout.tune import _result, edge_parameters
 
