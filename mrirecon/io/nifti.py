@@ -70,7 +70,8 @@ def write_nifti(image: Image, path: str | os.PathLike, *, dtype: str = "float32"
         Target ending in ``.nii`` or ``.nii.gz`` (gzip-compressed).
     dtype
         ``"float32"`` (exact for float32 data) or ``"int16"`` (``scl_slope``/``scl_inter``
-        from the data range; error at most ``scl_slope / 2``).
+        from the data range; error at most ``scl_slope / 2``). float64 data beyond float32's
+        range (above 3.4e38, or with a peak below its smallest normal 1.2e-38) are refused.
 
     Returns
     -------
@@ -98,6 +99,12 @@ def write_nifti(image: Image, path: str | os.PathLike, *, dtype: str = "float32"
         bad = int(np.sum(~np.isfinite(data)))
         raise ValueError(f"write_nifti: {path}: Image.data has {bad} NaN/inf values; "
                          "nothing written")
+    peak = float(np.abs(data).max())
+    if data.dtype not in (np.float32, np.complex64) and 0 < peak < np.finfo(np.float32).tiny:
+        # float64 data at ~1e-40: the cast to float32 would flush them to (sub)normal zeros
+        raise ValueError(f"write_nifti: {path}: Image.data peaks at {peak:.3g}, below the "
+                         f"{np.finfo(np.float32).tiny:.3g} smallest normal float32 of NIfTI data "
+                         "(it would be written as zeros or a few bits); rescale it; nothing written")
     array = np.ascontiguousarray(np.transpose(data, (2, 1, 0)))  # (col, row, slice)
     slope, inter = 1.0, 0.0
     if complex_data:

@@ -318,6 +318,32 @@ def test_nifti_of_float64_data_beyond_float32_is_refused_not_written_as_inf(tmp_
     assert bool(torch.isfinite(back.data).all())
 
 
+@pytest.mark.parametrize("dtype", ["float32", "int16"])
+def test_nifti_of_float64_data_below_float32_normals_is_refused_not_written_as_zeros(dtype, tmp_path):
+    """write_nifti cast float64 data to float32 silently: an image peaking at 1e-50 was written
+    as all zeros (1e-40: float32 subnormals, a few bits), with no error."""
+    import torch
+
+    from mrirecon import io
+    from tests.robustness.conftest import _image
+
+    image = _image("MR")
+    for scale in (1e-40, 1e-50):
+        tiny = type(image)(image.data.double() * scale, image.geometry, kind="magnitude",
+                           modality="MR")
+        with pytest.raises(ValueError, match=r"write_nifti: .*tiny\.nii\.gz: Image.data peaks at "
+                                             r"[0-9.]+e-[45]\d, below the 1.18e-38 smallest normal"):
+            io.write_nifti(tiny, tmp_path / "tiny.nii.gz", dtype=dtype)
+    assert list(tmp_path.iterdir()) == []
+    zeros = type(image)(torch.zeros_like(image.data, dtype=torch.float64), image.geometry,
+                        kind="magnitude", modality="MR")  # all zeros: written as such
+    back = io.read_nifti(io.write_nifti(zeros, tmp_path / "zeros.nii.gz", dtype=dtype))
+    assert float(back.data.abs().max()) == 0.0
+    small = type(image)(image.data.double() * 1e-30, image.geometry, kind="magnitude", modality="MR")
+    back = io.read_nifti(io.write_nifti(small, tmp_path / "small.nii.gz", dtype=dtype))
+    assert torch.allclose(back.data.double(), small.data, rtol=1e-4, atol=1e-34)
+
+
 def test_write_reconstruction_refuses_nan_inf_and_float32_overflow(tmp_path):
     """write_reconstruction (the fastMRI submission writer) had no NaN / Inf check: a library
     caller wrote NaN and Inf into the file, and float64 1e39 was cast to Inf on the way."""
