@@ -244,6 +244,15 @@ def _skip_references(files: list[Path]) -> list[Path]:
     return [f for f in files if f not in refs]
 
 
+def _in_the_way(src: Path, dst: Path) -> bool:
+    """Whether ``dst`` holds something a move of ``src`` must not replace: a folder where a file
+    goes, or anything but a folder (a file, a link) where a folder goes (a user's file there was
+    renamed to a hidden ``.NAME.old-PID`` and kept out of sight)."""
+    if src.is_file():
+        return dst.is_dir()
+    return dst.is_symlink() or (dst.exists() and not dst.is_dir())
+
+
 def _commit(stage: Path, output: Path, result: VolumeResult) -> None:
     """Move one input's staged outputs into place (files by rename, folders replaced whole) and
     point ``result`` at them."""
@@ -258,7 +267,7 @@ def _commit(stage: Path, output: Path, result: VolumeResult) -> None:
     for src in units:  # everything in the way first: a failed move left the outputs moved before
         dst = output / src.relative_to(stage)  # it in place (HDF5 beside a failed input)
         blocked = next((p for p in (dst, *dst.parents) if p != output and output in p.parents
-                        and (p.is_file() if p != dst else src.is_file() and p.is_dir())), None)
+                        and (p.is_file() if p != dst else _in_the_way(src, p))), None)
         if blocked is not None:
             kind = "a folder" if blocked.is_dir() else "a file"
             raise FileExistsError(f"{blocked}: {kind} is in the way of this input's output "

@@ -431,6 +431,27 @@ def test_an_output_path_held_by_something_else_fails_the_input_before_any_move(m
     assert (in_the_way / "keep.txt" if blocker == "folder" else in_the_way).read_text() == "mine"
 
 
+def test_a_file_where_the_dicom_folder_goes_fails_the_input_and_is_kept_visible(mri_file, tmp_path):
+    """A plain file at OUT/dicom/NAME (where the input's DICOM series folder goes) was renamed to
+    the hidden OUT/dicom/.NAME.old-PID and kept there (rmtree of a file fails, quietly): the
+    user's file became invisible and the input counted as done. Now the input fails before any
+    move, naming the file, which is left as it was."""
+    out = tmp_path / "out"
+    stem = mri_file.stem
+    in_the_way = out / "dicom" / stem
+    in_the_way.parent.mkdir(parents=True)
+    in_the_way.write_text("mine")
+    assert run_pipeline(mri_config(), [str(mri_file)], out, progress=False) == 1
+    (entry,) = _prov(out)["files"]
+    assert entry["status"] == "failed"
+    assert entry["error"] == (f"FileExistsError: {in_the_way}: a file is in the way of this "
+                              f"input's output dicom/{stem}; move it away (none of this input's "
+                              "outputs were written)")
+    assert sorted(p.name for p in in_the_way.parent.iterdir()) == [stem]
+    assert in_the_way.read_text() == "mine"
+    assert not (out / "reconstructions").exists() and not (out / "nifti").exists()
+
+
 @pytest.mark.parametrize("name", ["report.html", "metrics.csv", "provenance.json"])
 def test_a_folder_where_a_run_file_goes_is_refused_before_any_input(mri_file, tmp_path, name):
     """A folder at OUT/report.html: every input was reconstructed and committed, then the run
