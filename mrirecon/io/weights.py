@@ -53,6 +53,29 @@ def nonfinite_tensors(state: Mapping[str, Tensor]) -> list[str]:
             and not bool(torch.isfinite(v.detach()).all())]
 
 
+def damage_note(path: str | os.PathLike, err: BaseException) -> str | None:
+    """Why ``torch.load`` failed on ``path`` with ``err``, in words, when the file is cut short
+    or damaged (torch says "[Errno 22] Invalid argument", "failed finding central directory"
+    or nothing at all); ``None`` for other failures."""
+    import zipfile
+
+    try:
+        size = os.stat(path).st_size
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return None
+    if size == 0:
+        what = "empty, 0 bytes"
+    elif head == b"PK\x03\x04" and not zipfile.is_zipfile(path):
+        what = f"a PyTorch archive of {size} bytes without its end, the zip central directory"
+    elif isinstance(err, EOFError) or "unexpected EOF" in str(err):
+        what = f"its data end early, after {size} bytes"
+    else:
+        return None
+    return f"is truncated or damaged: {what} (an interrupted save or copy?)"
+
+
 def read_state_dict(name_or_path: str | os.PathLike, map_location: str | torch.device = "cpu",
                     who: str = "load_pretrained") -> dict[str, Tensor]:
     """The state dict in a shipped name's or a path's ``.pt`` file (weights only).
@@ -73,6 +96,9 @@ def read_state_dict(name_or_path: str | os.PathLike, map_location: str | torch.d
                          "loaded: code inside them would run; save the state dict "
                          "(torch.save(model.state_dict(), PATH)) and load that") from None
     except Exception as e:
+        note = damage_note(path, e)
+        if note:
+            raise ValueError(f"{who}: {path} {note}; it cannot be read") from e
         raise ValueError(f"{who}: {path} cannot be read safely: {str(e) or type(e).__name__}") from e
     for key in ("model", "state_dict"):  # a training checkpoint
         if isinstance(state, dict) and isinstance(state.get(key), dict):

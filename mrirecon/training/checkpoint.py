@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from mrirecon.io.atomic import atomic_path
+from mrirecon.io.weights import damage_note
 
 
 def rng_state() -> dict[str, Any]:
@@ -48,7 +49,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         return torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # corrupt/truncated files, foreign pickles
-        raise ValueError(f"checkpoint {p} cannot be read safely: {e}") from e
+        note = damage_note(p, e)
+        if note:
+            raise ValueError(f"checkpoint {p} {note}; put a complete copy there, or start a "
+                             "new output_dir") from e
+        raise ValueError(f"checkpoint {p} cannot be read safely: {str(e) or type(e).__name__}") from e
 
 
 def check_model_state(path: str | Path, ckpt: dict[str, Any], model: torch.nn.Module,

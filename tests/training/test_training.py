@@ -402,6 +402,31 @@ def test_ct_training_run(tmp_path, ct_data):
         train_from_config(cfg, ["data.ct_views=1000"], progress=False)
 
 
+def test_a_truncated_checkpoint_is_named_as_truncated(tmp_path, sim_data, capsys):
+    """A checkpoint cut short (an interrupted copy) failed `train --resume` and read_state_dict
+    with "… cannot be read safely: [Errno 22] Invalid argument" (or miniz's "failed finding
+    central directory", or nothing for 0 bytes): it did not say the file was damaged."""
+    from mrirecon.cli import main
+    from mrirecon.io.weights import read_state_dict
+
+    cfg = write_config(tmp_path / "c.yaml", sim_data, tmp_path / "cli", val_every=0)
+    assert main(["train", str(cfg), "--set", "optim.max_steps=1"]) == 0
+    last = tmp_path / "cli" / "checkpoints" / "last.pt"
+    whole = last.read_bytes()
+    for cut in (len(whole) // 2, len(whole) - 1, 0):
+        last.write_bytes(whole[:cut])
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exc:
+            main(["train", str(cfg), "--resume", "--set", "optim.max_steps=2"])
+        err = capsys.readouterr().err
+        what = "empty, 0 bytes" if cut == 0 else f"a PyTorch archive of {cut} bytes without its end"
+        assert exc.value.code == 2 and f"checkpoint {last} is truncated or damaged: {what}" in err
+        assert "Errno" not in err
+        with pytest.raises(ValueError, match=rf"load_pretrained: .*last\.pt is truncated or "
+                                             rf"damaged: {what}"):
+            read_state_dict(last)
+
+
 def test_resume_with_a_changed_config_is_refused_naming_the_keys(tmp_path):
     # was: config.yaml rewritten with the new lr while the restored optimiser kept the old one,
     # other training data used silently, another architecture an internal size mismatch
