@@ -166,7 +166,10 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder")
     run.add_argument("--device", choices=["cpu", "cuda", "auto"], default=None,
                      help="compute device (default: the pipeline's `device`)")
-    run.add_argument("--resume", action="store_true", help="skip inputs finished by an earlier run")
+    run.add_argument("--resume", action="store_true",
+                     help="skip inputs finished by an earlier run into --output (same input, config "
+                          "and weights); refused when that folder holds outputs of inputs not "
+                          "given now: pass those again with the new inputs, or use another --output")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a pipeline value, e.g. reconstruct.params.lam=0.01 (repeatable)")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")

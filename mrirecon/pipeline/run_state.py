@@ -94,6 +94,32 @@ def previous_run(prev: dict | None, path: Path, input_hash: str, config_hash: st
     return prev
 
 
+def check_resume_inputs(output: Path, names: list[str]) -> None:
+    """Refuse ``--resume`` into ``output`` when it holds status records of inputs whose output
+    names are not ``names`` (all ranks' inputs): their outputs were kept while ``metrics.csv``,
+    ``report.html`` and ``provenance.json`` listed only this run's inputs."""
+    folder = output / ".status"
+    if not folder.is_dir():
+        return
+    mine = {status_path(output, n) for n in names}
+    others = []
+    for record in sorted(folder.rglob("*.json")):
+        if record in mine or not record.is_file():
+            continue
+        prev = read_status(record, output) or {}
+        name = record.relative_to(folder).with_suffix("").as_posix()
+        others.append(f"{prev.get('input')} ({name})" if isinstance(prev.get("input"), str) else name)
+    if others:
+        n = len(others)
+        listed = ", ".join(others[:5]) + (f", ... ({n - 5} more)" if n > 5 else "")
+        raise ValueError(
+            f"--resume into {output}: it holds the outputs of {n} input{'s' if n > 1 else ''} that "
+            f"{'are' if n > 1 else 'is'} not among this run's inputs: {listed}; --resume continues a "
+            "run on the same inputs, and metrics.csv, report.html and provenance.json list only "
+            f"this run's: pass {'them' if n > 1 else 'it'} again with the new inputs, or write to "
+            "another --output (nothing was run)")
+
+
 def remove_orphans(output: Path, before: float) -> int:
     """Delete temporary files (``.NAME.*.tmp`` of :mod:`mrirecon.io.atomic`) and staging folders
     that an interrupted run left under ``output``, if older than ``before`` (a time stamp);

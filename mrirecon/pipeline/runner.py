@@ -29,8 +29,9 @@ from mrirecon.core.device import resolve_device
 from mrirecon.io.atomic import NAME_MAX, atomic_write_text, cut_name
 from mrirecon.core.config import to_dict
 from mrirecon.pipeline.report import VolumeResult, display_name, write_report
-from mrirecon.pipeline.run_state import (lock_output, paired_reference, previous_run, read_status,
-                                         remove_orphans, remove_stale_file, remove_stale_outputs,
+from mrirecon.pipeline.run_state import (check_resume_inputs, lock_output, paired_reference,
+                                         previous_run, read_status, remove_orphans,
+                                         remove_stale_file, remove_stale_outputs,
                                          sha256, status_path, status_record, weights_sha256)
 from mrirecon.pipeline.schema import PipelineConfig
 
@@ -363,6 +364,7 @@ def _run_locked(config: PipelineConfig, inputs: list[str], output: Path, *, resu
              len(mine), rank, world, dev)
     t_start = time.time()
     if resume:
+        check_resume_inputs(output, names)
         remove_orphans(output, before=t_start)
     model = _load_model(config, dev)
     weights = weights_sha256(config)

@@ -152,6 +152,43 @@ def test_resume_reuses_only_same_input_and_same_config(mri_file, tmp_path, monke
     assert seen == ["vol.h5"] * 4
 
 
+def test_resume_into_a_folder_of_other_inputs_is_refused_naming_them(mri_file, tmp_path):
+    """`run --resume` with inputs b, c into a folder an earlier run wrote for a and b kept a's
+    reconstruction, NIfTI and DICOM while metrics.csv, report.html and provenance.json listed
+    only b and c: outputs listed nowhere. Now refused before any input is read, naming a."""
+    from mrirecon.cli import main
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for stem, scale in (("a", 1), ("b", 2), ("c", 3)):
+        shutil.copy(mri_file, folder / f"{stem}.h5")
+        with h5py.File(folder / f"{stem}.h5", "r+") as h5:
+            h5["kspace"][...] = h5["kspace"][()] * scale
+    a, b, c = (folder / f"{s}.h5" for s in "abc")
+    out = tmp_path / "out"
+    config = mri_config("export.formats=[hdf5]")
+    assert run_pipeline(config, [str(a), str(b)], out, progress=False) == 0
+    before = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    with pytest.raises(ValueError) as err:
+        run_pipeline(config, [str(b), str(c)], out, progress=False, resume=True)
+    assert str(err.value) == (
+        f"--resume into {out}: it holds the outputs of 1 input that is not among this run's "
+        f"inputs: {a} (a); --resume continues a run on the same inputs, and metrics.csv, "
+        "report.html and provenance.json list only this run's: pass it again with the new "
+        "inputs, or write to another --output (nothing was run)")
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == before
+    sets = [x for kv in [*FAST_MRI[:3], "export.formats=[hdf5]", FAST_MRI[4]] for x in ("--set", kv)]
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", "mri_cs", str(b), str(c), "--output", str(out), "--resume", *sets])
+    assert exit_.value.code == 2
+    # the earlier inputs with new ones: resumed (a and b skipped), every output listed
+    assert run_pipeline(config, [str(a), str(b), str(c)], out, progress=False, resume=True) == 0
+    rows = list(csv.reader((out / "metrics.csv").open()))
+    assert [r[0] for r in rows[1:]] == ["a.h5", "b.h5", "c.h5"]
+    # a plain run (no --resume) writes what it is asked to, as before
+    assert run_pipeline(config, [str(c)], out, progress=False) == 0
+
+
 def test_resume_remakes_an_input_whose_figure_was_deleted(mri_file, tmp_path):
     # was: skipped, and report.html linked to the missing PNG
     out = tmp_path / "out"
