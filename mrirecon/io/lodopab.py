@@ -169,9 +169,10 @@ def _open(path: Path):
     require_regular_file(path)
     try:
         h5 = h5py.File(path, "r")
-    except FileNotFoundError:
-        raise
-    except OSError as err:
+    except OSError as err:  # h5py's "[Errno 2] Unable to synchronously open file (…)"
+        if not path.exists():  # e.g. deleted or moved after the folder was listed
+            raise FileNotFoundError(f"{path}: no such LoDoPaB file (deleted or moved after "
+                                    "its folder was listed?)") from None
         raise DataFormatError(path, "file", f"not a readable HDF5 file ({err})") from None
     try:
         with h5:

@@ -125,6 +125,23 @@ def test_observation_only_part_and_errors(tmp_path):
         LoDoPaBFiles(tmp_path / "bad", "train")
 
 
+def test_a_file_deleted_after_listing_is_named_not_h5pys_raw_error(tmp_path):
+    """An observation or ground truth deleted (or moved) between the folder's listing and its
+    reading raised h5py's raw "[Errno 2] Unable to synchronously open file (unable to open
+    file: name = …, errno = 2, …)"; now a FileNotFoundError in the package's words."""
+    _write_public(tmp_path, "test", [2], shape=(16, 16), sino=(10, 23))
+    files = LoDoPaBFiles(tmp_path, "test")
+    for path, read in ((files.observation_files[0], files.observation),
+                       (files.ground_truth_paths[0], files.ground_truth)):
+        path.rename(path.with_name("moved.hdf5"))
+        with pytest.raises(FileNotFoundError) as err:
+            read(0)
+        assert str(err.value) == (f"{path}: no such LoDoPaB file (deleted or moved after its "
+                                  "folder was listed?)")
+        path.with_name("moved.hdf5").rename(path)
+    assert files.observation(1).shape == (10, 23)
+
+
 def test_inconsistent_ground_truth_and_integer_sinograms_are_refused(tmp_path):
     # a ground truth with fewer images than its observation file, or of another size than the
     # geometry's image, names the ground-truth file (not a late "index out of range")
