@@ -36,11 +36,13 @@ crop mask is identical and the time is 0.6x / 0.4x. ``coarse=1`` reproduces SigP
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor
 
 from mrirecon.calib._linalg import power_iteration
+from mrirecon.core.checks import finite_and_nonzero
 from mrirecon.core.magnitude import sum_abs2
 from mrirecon.core.parallel import map_tasks
 
@@ -203,10 +205,17 @@ def espirit_maps(
             "espirit_maps: max_iter, chunk_size and coarse must be >= 1, got "
             f"{max_iter}, {chunk_size}, {coarse}"
         )
+    # thresh >= 1 (or NaN) keeps no kernel: it failed inside an FFT of no kernels ("MKL FFT
+    # error: Inconsistent configuration parameters")
+    for name, value, meaning in (("thresh", thresh, "a fraction of the largest singular value"),):
+        if not (isinstance(value, numbers.Real) and 0 <= value < 1):
+            raise ValueError(f"espirit_maps: {name} must be a number in [0, 1) ({meaning}), "
+                             f"got {value!r}")
     lead = kspace.shape[:-3]
     flat = kspace.reshape((-1,) + tuple(kspace.shape[-3:]))
     maps, eigs = [], []
-    for sl in flat:
+    for i, sl in enumerate(flat):
+        _check_calibration(calibration_region(sl, _pair(calib_width, "calib_width")), i, len(flat))
         m, e = _espirit_slice(
             sl,
             _pair(calib_width, "calib_width"),
@@ -223,6 +232,21 @@ def espirit_maps(
     if return_eigenvalues:
         return maps_t, torch.stack(eigs).reshape(lead + tuple(kspace.shape[-2:]))
     return maps_t
+
+
+def _check_calibration(calib: Tensor, index: int, count: int) -> None:
+    """A calibration block with NaN / Inf or no data is refused naming the slice (both failed
+    inside an FFT of no kernels: "MKL FFT error: Inconsistent configuration parameters")."""
+    finite, nonzero = finite_and_nonzero(calib)
+    where = f"slice {index} of {count}: " if count > 1 else ""
+    if not finite:
+        bad = int((~torch.isfinite(torch.view_as_real(calib))).any(-1).sum())
+        raise ValueError(f"espirit_maps: {where}the {tuple(calib.shape[-2:])} calibration block "
+                         f"of kspace holds {bad} NaN or Inf samples")
+    if not nonzero:
+        raise ValueError(f"espirit_maps: {where}the {tuple(calib.shape[-2:])} calibration block "
+                         "of kspace is all zero: k-space must be centred (DC at (H // 2, W // 2), "
+                         "as fft2c gives) with a fully sampled centre")
 
 
 def _espirit_slice(

@@ -1,0 +1,35 @@
+"""Notebook calls of the public API with a plausible mistake, second sweep: a wrong result must not
+come back without an error, and the error must name the argument (not a torch or MKL internal)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mrirecon.functional import fft2c
+from tests.models.problems import coil_maps, phantom
+
+
+def _full_kspace(n: int = 32, coils: int = 4) -> torch.Tensor:
+    return fft2c(coil_maps(coils, n, n) * phantom(1, n, n)[0])
+
+
+@pytest.mark.parametrize("case, message", [
+    ("nan", r"the \(12, 12\) calibration block of kspace holds 1 NaN or Inf samples"),
+    ("zero", r"the \(12, 12\) calibration block of kspace is all zero: k-space must be centred"),
+    ("thresh", r"thresh must be a number in \[0, 1\) .*got 1.0"),
+    ("thresh_nan", r"thresh must be a number in \[0, 1\) .*got nan"),
+])
+def test_espirit_names_a_calibration_it_cannot_use(case, message):
+    """NaN or no data in the calibration block, or a thresh that keeps no kernel, failed inside
+    an FFT of no kernels: "MKL FFT error: Inconsistent configuration parameters"."""
+    from mrirecon.calib import espirit_maps
+
+    k = _full_kspace()
+    thresh = {"thresh": 1.0, "thresh_nan": float("nan")}.get(case, 0.02)
+    if case == "nan":
+        k[1, 16, 15] = float("nan")
+    elif case == "zero":
+        k = k * 0
+    with pytest.raises(ValueError, match="espirit_maps: " + message):
+        espirit_maps(k, calib_width=12, kernel_width=4, thresh=thresh)
