@@ -206,11 +206,15 @@ def espirit_maps(
             f"{max_iter}, {chunk_size}, {coarse}"
         )
     # thresh >= 1 (or NaN) keeps no kernel: it failed inside an FFT of no kernels ("MKL FFT
-    # error: Inconsistent configuration parameters")
-    for name, value, meaning in (("thresh", thresh, "a fraction of the largest singular value"),):
-        if not (isinstance(value, numbers.Real) and 0 <= value < 1):
-            raise ValueError(f"espirit_maps: {name} must be a number in [0, 1) ({meaning}), "
-                             f"got {value!r}")
+    # error: Inconsistent configuration parameters"); a crop >= 1 (or NaN) zeroes every pixel
+    # (the eigenvalue is about 1 where the coils see signal): all-zero maps came back
+    if not (isinstance(thresh, numbers.Real) and 0 <= thresh < 1):
+        raise ValueError("espirit_maps: thresh must be a number in [0, 1) (a fraction of the "
+                         f"largest singular value), got {thresh!r}")
+    if not (isinstance(crop, numbers.Real) and crop < 1):  # NaN fails too
+        raise ValueError("espirit_maps: crop must be a number below 1 (the eigenvalue at or "
+                         "below which maps are zeroed: it is about 1 where the coils see signal, "
+                         f"so {crop!r} would zero every map; 0 keeps all), got {crop!r}")
     lead = kspace.shape[:-3]
     flat = kspace.reshape((-1,) + tuple(kspace.shape[-3:]))
     maps, eigs = [], []

@@ -33,3 +33,14 @@ def test_espirit_names_a_calibration_it_cannot_use(case, message):
         k = k * 0
     with pytest.raises(ValueError, match="espirit_maps: " + message):
         espirit_maps(k, calib_width=12, kernel_width=4, thresh=thresh)
+
+
+@pytest.mark.parametrize("crop", [1.0, 1.5, float("nan")])
+def test_espirit_refuses_a_crop_that_zeroes_every_map(crop):
+    """The eigenvalue is about 1 where the coils see signal: crop 1.5 (or NaN) returned all-zero
+    maps without a word, and cg_sense on them an all-zero image."""
+    from mrirecon.calib import espirit_maps
+
+    with pytest.raises(ValueError, match=r"espirit_maps: crop must be a number below 1 .* zero every"):
+        espirit_maps(_full_kspace(), calib_width=12, kernel_width=4, crop=crop)
+    assert espirit_maps(_full_kspace(), calib_width=12, kernel_width=4, crop=0.95).abs().amax() > 0.9
