@@ -211,6 +211,9 @@ def variable_density(
     calib = _check_calib(calib, shape, "variable_density")
     if not acceleration >= 1:
         raise ValueError(f"variable_density: acceleration must be >= 1, got {acceleration}")
+    if not round(shape[0] * shape[1] / acceleration) >= 1:  # inf, 1e6: an all-zero mask came back
+        raise ValueError(f"variable_density: acceleration {acceleration} leaves no sample of the "
+                         f"{shape[0]} x {shape[1]} grid (at most {shape[0] * shape[1]})")
     if power < 0 or floor <= 0:
         raise ValueError(f"variable_density: need power >= 0 and floor > 0, got {power}, {floor}")
     ny, nx = shape

@@ -44,3 +44,15 @@ def test_espirit_refuses_a_crop_that_zeroes_every_map(crop):
     with pytest.raises(ValueError, match=r"espirit_maps: crop must be a number below 1 .* zero every"):
         espirit_maps(_full_kspace(), calib_width=12, kernel_width=4, crop=crop)
     assert espirit_maps(_full_kspace(), calib_width=12, kernel_width=4, crop=0.95).abs().amax() > 0.9
+
+
+@pytest.mark.parametrize("acceleration", [float("inf"), 1e6, 2049.0])
+def test_variable_density_refuses_an_acceleration_that_leaves_no_sample(acceleration):
+    """The docstring promises round(H W / acceleration) samples: inf or 1e6 gave an all-zero mask,
+    which sense() took and cg_sense reconstructed as an all-zero image."""
+    from mrirecon.sampling import variable_density
+
+    with pytest.raises(ValueError, match=r"variable_density: acceleration .* leaves no sample of "
+                                         r"the 32 x 32 grid \(at most 1024\)"):
+        variable_density((32, 32), acceleration, seed=0)
+    assert int(variable_density((32, 32), 1024.0, seed=0).sum()) == 1
