@@ -20,7 +20,7 @@ from torch import Tensor
 
 from mrirecon.core import LinearOperator
 from mrirecon.functional.nufft import default_eps, nufft, nufft_adjoint, point_spread_kernel
-from mrirecon.operators.mri import coil_reduce
+from mrirecon.operators.mri import _checked_maps, coil_reduce
 
 
 def _check_trajectory(trajectory: Tensor, shape: tuple[int, int]) -> Tensor:
@@ -66,6 +66,7 @@ class NufftSense(LinearOperator):
         if not isinstance(maps, Tensor) or maps.ndim < 3 or not maps.is_complex():
             raise ValueError(f"nufft_sense: maps must be complex (..., C, H, W), got "
                              f"{getattr(maps, 'shape', type(maps).__name__)}")
+        maps = _checked_maps(maps, "nufft_sense")  # NaN maps gave a NaN zero-filled image
         c, h, w = maps.shape[-3:]
         trajectory = _check_trajectory(trajectory, (h, w))
         kshape = tuple(trajectory.shape[:-1])

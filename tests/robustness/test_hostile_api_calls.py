@@ -82,3 +82,16 @@ def test_k_space_undersampled_with_another_mask_than_the_operator_is_refused(how
     full[..., -2:] = 0
     for data in (y, full):
         assert recon.run("cg_sense", data, op, iterations=3).shape == (32, 32)
+
+
+def test_nufft_sense_refuses_coil_maps_with_nan_as_the_cartesian_operator_does():
+    """sense() refused NaN maps; nufft_sense took them and zero_filled returned an image with
+    NaN pixels (192 of 1024 here), without a word."""
+    from mrirecon.operators import nufft_sense
+
+    maps = coil_maps(2, 16, 16)
+    maps[:, :3] = float("nan")
+    traj = (torch.rand(8, 20, 2, generator=torch.Generator().manual_seed(0)) - 0.5) * 0.99
+    with pytest.raises(ValueError, match=r"nufft_sense: the coil maps hold NaN or Inf values at 48 "
+                                         r"pixel\(s\)"):
+        nufft_sense(maps, traj)
