@@ -74,7 +74,11 @@ def mse(gt: ArrayLike, pred: ArrayLike) -> float | Tensor:
 def nmse(gt: ArrayLike, pred: ArrayLike) -> float | Tensor:
     """Normalised MSE ``||gt - pred||^2 / ||gt||^2`` (dimensionless)."""
     g, p, t = _as_pair(gt, pred, "nmse")
-    return _out(torch.sum((g - p) ** 2) / torch.sum(g**2), t)
+    norm = torch.sum(g**2)
+    if not float(norm) > 0:  # was inf (nan for an all-zero pred), as psnr / ssim refuse it
+        raise ValueError(f"nmse: gt of shape {tuple(g.shape)} is all zero; the error relative to "
+                         "its norm is undefined (swapped arguments, or an empty slice?)")
+    return _out(torch.sum((g - p) ** 2) / norm, t)
 
 
 def psnr(gt: ArrayLike, pred: ArrayLike, maxval: float | None = None) -> float | Tensor:

@@ -95,3 +95,16 @@ def test_nufft_sense_refuses_coil_maps_with_nan_as_the_cartesian_operator_does()
     with pytest.raises(ValueError, match=r"nufft_sense: the coil maps hold NaN or Inf values at 48 "
                                          r"pixel\(s\)"):
         nufft_sense(maps, traj)
+
+
+def test_nmse_refuses_an_all_zero_reference_as_psnr_and_ssim_do():
+    """psnr / ssim refused an all-zero gt; nmse returned inf (nan for an all-zero pred)."""
+    from mrirecon.metrics import nmse
+
+    gt = torch.zeros(2, 16, 16, dtype=torch.float64)
+    for pred in (gt + 0.1, gt):
+        with pytest.raises(ValueError, match=r"nmse: gt of shape \(2, 16, 16\) is all zero"):
+            nmse(gt, pred)
+        with pytest.raises(ValueError, match=r"nmse: gt of shape \(2, 16, 16\) is all zero"):
+            nmse(gt.numpy(), pred.numpy())
+    assert nmse(gt + 1, gt + 1) == 0.0
