@@ -17,6 +17,7 @@ import torch
 import yaml
 from torch import nn
 
+from mrirecon.core.checks import finite_and_nonzero
 from mrirecon.io.weights import WEIGHTS_DIR, read_state_dict, resolve_weights
 
 
@@ -230,6 +231,12 @@ def _guard_modality(model: nn.Module, name: str, pt: Path) -> None:
         y = args[0] if args else None
         if not isinstance(y, torch.Tensor):
             return
+        if modality is not None:  # a VarNet blamed NaN data on "the coil maps hold NaN or Inf"
+            finite, _ = finite_and_nonzero(y)
+            if not finite:
+                bad = int((~torch.isfinite(torch.view_as_real(y) if y.is_complex() else y)).sum())
+                raise ValueError(f"{pt.name}: the data y {tuple(y.shape)} hold {bad} NaN or Inf "
+                                 "values")
         if modality is not None and y.is_complex() != (modality == "mri"):
             kind = "complex (MRI k-space?)" if y.is_complex() else "real (a CT sinogram?)"
             raise TypeError(f"{pt.name}: these {modality.upper()} weights got {kind} data "

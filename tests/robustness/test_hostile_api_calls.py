@@ -108,3 +108,20 @@ def test_nmse_refuses_an_all_zero_reference_as_psnr_and_ssim_do():
         with pytest.raises(ValueError, match=r"nmse: gt of shape \(2, 16, 16\) is all zero"):
             nmse(gt.numpy(), pred.numpy())
     assert nmse(gt + 1, gt + 1) == 0.0
+
+
+@pytest.mark.parametrize("name", ["varnet_brain_sim", "modl_brain_sim"])
+def test_shipped_models_name_nan_data(name):
+    """A shipped VarNet called on k-space with a NaN or Inf sample said "SenseOperator: the coil
+    maps hold NaN or Inf values at 1024 pixel(s) (maps divided by a zero sum of squares outside a
+    crop?)": it blamed the maps the user never gave (MoDL: "cg: the right-hand side holds NaN")."""
+    from mrirecon.operators import sense
+    from mrirecon.training.weights import load_pretrained
+    from tests.models.problems import column_mask
+
+    op = sense(coil_maps(4, 32, 32), column_mask(32, acs=8))
+    y = op(phantom(1, 32, 32))
+    y[0, 1, 3, 16] = float("inf")
+    with torch.no_grad(), pytest.raises(ValueError, match=rf"{name}.pt: the data y \(1, 4, 32, 32\) "
+                                                           r"hold 1 NaN or Inf values"):
+        load_pretrained(name)(y, op)
