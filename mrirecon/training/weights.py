@@ -17,7 +17,9 @@ import torch
 import yaml
 from torch import nn
 
+from mrirecon.core import LinearOperator
 from mrirecon.core.checks import finite_and_nonzero
+from mrirecon.core.operator import check_trailing_shape
 from mrirecon.io.weights import WEIGHTS_DIR, read_state_dict, resolve_weights
 
 
@@ -237,6 +239,13 @@ def _guard_modality(model: nn.Module, name: str, pt: Path) -> None:
                 bad = int((~torch.isfinite(torch.view_as_real(y) if y.is_complex() else y)).sum())
                 raise ValueError(f"{pt.name}: the data y {tuple(y.shape)} hold {bad} NaN or Inf "
                                  "values")
+            op = args[1] if len(args) > 1 else None
+            if op is None and len(args) > 1:  # MoDL: "'NoneType' object has no attribute ..."
+                raise TypeError(f"{pt.name}: called as model(y, op) with op None; pass the "
+                                "forward operator of y")
+            if isinstance(op, LinearOperator):  # VarNet: "The size of tensor a (32) must match
+                # the size of tensor b (30) at non-singleton dimension 3"
+                check_trailing_shape(pt.name, f"the data y for {op.name}", y, op.range_shape)
         if modality is not None and y.is_complex() != (modality == "mri"):
             kind = "complex (MRI k-space?)" if y.is_complex() else "real (a CT sinogram?)"
             raise TypeError(f"{pt.name}: these {modality.upper()} weights got {kind} data "

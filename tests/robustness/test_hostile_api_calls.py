@@ -125,3 +125,23 @@ def test_shipped_models_name_nan_data(name):
     with torch.no_grad(), pytest.raises(ValueError, match=rf"{name}.pt: the data y \(1, 4, 32, 32\) "
                                                            r"hold 1 NaN or Inf values"):
         load_pretrained(name)(y, op)
+
+
+@pytest.mark.parametrize("name", ["varnet_brain_sim", "modl_brain_sim"])
+def test_shipped_models_name_data_that_do_not_fit_the_operator(name):
+    """k-space 30 columns wide for a 32-column operator failed inside the VarNet with "The size of
+    tensor a (32) must match the size of tensor b (30) at non-singleton dimension 3"; op=None in a
+    MoDL with "'NoneType' object has no attribute 'range_shape'"."""
+    from mrirecon.operators import sense
+    from mrirecon.training.weights import load_pretrained
+    from tests.models.problems import column_mask
+
+    op = sense(coil_maps(4, 32, 32), column_mask(32, acs=8))
+    y = op(phantom(1, 32, 32))
+    model = load_pretrained(name)
+    with torch.no_grad():
+        with pytest.raises(ValueError, match=rf"{name}.pt: the data y for SenseOperator must have "
+                                             r"shape \(\.\.\., 4, 32, 32\), got \(1, 4, 32, 30\)"):
+            model(y[..., :30], op)
+        with pytest.raises(TypeError, match=rf"{name}.pt: called as model\(y, op\) with op None"):
+            model(y, None)
