@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 
 import torch
 from torch import Tensor
@@ -166,7 +167,10 @@ def espirit_maps(
         :func:`mrirecon.functional.fft2c`), complex64 or complex128; only the central
         ``calib_width`` block is used. Leading axes are independent slices.
     calib_width
-        Side of the calibration block (int or ``(h, w)``), in samples.
+        Largest side of the calibration block (int or ``(h, w)``), in samples. Where k-space is
+        fully sampled over a smaller centred block (a fastMRI 8x mask of 320 columns acquires
+        13 centre columns), that block is used with a warning, as BART's ``ecalib`` does;
+        refused when it is smaller than ``kernel_width``.
     kernel_width
         Side of the k-space kernels (int or ``(kh, kw)``), in samples.
     thresh
@@ -217,13 +221,18 @@ def espirit_maps(
                          f"so {crop!r} would zero every map; 0 keeps all), got {crop!r}")
     lead = kspace.shape[:-3]
     flat = kspace.reshape((-1,) + tuple(kspace.shape[-3:]))
-    maps, eigs = [], []
+    asked, kernel = _pair(calib_width, "calib_width"), _pair(kernel_width, "kernel_width")
+    maps, eigs, shrunk = [], [], []
     for i, sl in enumerate(flat):
-        _check_calibration(calibration_region(sl, _pair(calib_width, "calib_width")), i, len(flat))
+        calib = calibration_region(sl, asked)
+        _check_calibration(calib, i, len(flat))
+        block = _acquired_block(calib, asked, kernel, i, len(flat))
+        if block != asked:
+            shrunk.append((i, block))
         m, e = _espirit_slice(
             sl,
-            _pair(calib_width, "calib_width"),
-            _pair(kernel_width, "kernel_width"),
+            block,
+            kernel,
             thresh,
             crop,
             max_iter,
@@ -232,6 +241,14 @@ def espirit_maps(
         )
         maps.append(m)
         eigs.append(e)
+    if shrunk:
+        i, block = shrunk[0]
+        where = f" (slice {i} of {len(flat)} and {len(shrunk) - 1} more)" if len(flat) > 1 else ""
+        warnings.warn(f"espirit_maps: kspace is fully sampled over a centred {block} block only"
+                      f"{where}, smaller than calib_width {asked} (unsampled zeros inside the "
+                      f"block spoil the maps): calibrated on the {block} block, as BART's ecalib "
+                      f"and the pipelines' calibration do; pass calib_width={block} to silence "
+                      "this", stacklevel=2)
     maps_t = torch.stack(maps).reshape(kspace.shape)
     if return_eigenvalues:
         return maps_t, torch.stack(eigs).reshape(lead + tuple(kspace.shape[-2:]))
@@ -251,6 +268,35 @@ def _check_calibration(calib: Tensor, index: int, count: int) -> None:
         raise ValueError(f"espirit_maps: {where}the {tuple(calib.shape[-2:])} calibration block "
                          "of kspace is all zero: k-space must be centred (DC at (H // 2, W // 2), "
                          "as fft2c gives) with a fully sampled centre")
+
+
+def _acquired_block(calib: Tensor, asked: tuple[int, int], kernel: tuple[int, int], index: int,
+                    count: int) -> tuple[int, int]:
+    """The largest centred block of ``calib`` ``(coils, h, w)`` whose every sample holds data in
+    some coil, grown one row or column at a time from the DC sample up to ``asked`` (BART's
+    ``ecalib`` does the same); refused when the kernel does not fit in it."""
+    held = (calib != 0).any(0)
+    size = [int(held[asked[0] // 2, asked[1] // 2]), int(held[asked[0] // 2, asked[1] // 2])]
+    growing = [size[0] > 0, size[1] > 0]
+    while any(growing):
+        for axis in (0, 1):
+            if not growing[axis]:
+                continue
+            trial = list(size)
+            trial[axis] += 1
+            if trial[axis] > asked[axis] or not bool(calibration_region(held, trial).all()):
+                growing[axis] = False
+            else:
+                size = trial
+    if size[0] < kernel[0] or size[1] < kernel[1]:
+        where = f"slice {index} of {count}: " if count > 1 else ""
+        centred = " (no data at DC: is k-space centred, DC at (H // 2, W // 2)?)" if 0 in size else ""
+        raise ValueError(f"espirit_maps: {where}kspace is fully sampled over a centred "
+                         f"{tuple(size)} block only{centred} (the auto-calibration region within "
+                         f"calib_width {asked}), smaller than kernel_width {kernel}; pass a smaller "
+                         "kernel_width (at most the band), or use Walsh maps or a mask with a "
+                         "wider fully sampled centre")
+    return (size[0], size[1])
 
 
 def _espirit_slice(

@@ -145,3 +145,24 @@ def test_shipped_models_name_data_that_do_not_fit_the_operator(name):
             model(y[..., :30], op)
         with pytest.raises(TypeError, match=rf"{name}.pt: called as model\(y, op\) with op None"):
             model(y, None)
+
+
+def test_espirit_calibrates_on_the_acquired_centre_when_calib_width_is_wider():
+    """A 10-column centre band with the default calib_width 24 (a fastMRI 8x mask at 320 columns
+    acquires 13): the block held 14 unsampled zero columns and the maps were poor, no word."""
+    from mrirecon.calib import espirit_maps
+
+    mask = torch.zeros(48, dtype=torch.bool)
+    mask[::4] = True
+    mask[19:29] = True  # columns 19..28: a band of 10 around DC (24)
+    y = _full_kspace(48) * mask
+    with pytest.warns(UserWarning, match=r"espirit_maps: kspace is fully sampled over a centred "
+                                         r"\(24, 10\) block only, smaller than calib_width \(24, 24\)"
+                                         r" .* pass calib_width=\(24, 10\)"):
+        maps = espirit_maps(y, kernel_width=4, crop=0.0)
+    assert torch.equal(maps, espirit_maps(y, calib_width=(24, 10), kernel_width=4, crop=0.0))
+    with pytest.raises(ValueError, match=r"espirit_maps: kspace is fully sampled over a centred "
+                                         r"\(24, 10\) block only .* smaller than kernel_width "
+                                         r"\(12, 12\); pass a smaller kernel_width"):
+        espirit_maps(y, kernel_width=12)
+
