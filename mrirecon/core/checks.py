@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 import re
 from typing import Any
 
@@ -70,9 +71,10 @@ def param_problem(name: str, value: Any, default: Any = _EMPTY) -> str | None:
 
 
 def check_iterations(who: str, **counts: int) -> None:
-    """Each keyword must be an integer >= 1 (e.g. ``check_iterations("cg", iterations=n)``)."""
+    """Each keyword must be an integer >= 1 (e.g. ``check_iterations("cg", iterations=n)``):
+    a Python or numpy integer (``np.arange`` / grid values), not a bool."""
     for name, n in counts.items():
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
             raise ValueError(f"{who}: {name} must be an integer >= 1, got {n!r}")
 
 

@@ -166,3 +166,22 @@ def test_espirit_calibrates_on_the_acquired_centre_when_calib_width_is_wider():
                                          r"\(12, 12\); pass a smaller kernel_width"):
         espirit_maps(y, kernel_width=12)
 
+
+def test_solvers_take_numpy_integer_iteration_counts():
+    """iterations=np.int64(3) (what np.arange and parameter grids give) was refused: "cg:
+    iterations must be an integer >= 1, got np.int64(3)". Bools stay refused."""
+    import numpy as np
+
+    from mrirecon import recon
+    from mrirecon.solvers import cg
+    from tests.helpers import shepp_sense_problem
+
+    _, op, y = shepp_sense_problem(n=32)
+    for n in np.arange(1, 3):
+        assert torch.equal(recon.run("cg_sense", y, op, iterations=n),
+                           recon.run("cg_sense", y, op, iterations=int(n)))
+    b = torch.ones(4)
+    assert torch.equal(cg(lambda x: 2 * x, b, iterations=np.int32(3)), cg(lambda x: 2 * x, b, iterations=3))
+    for bad in (True, np.int64(0)):
+        with pytest.raises(ValueError, match=r"cg: iterations must be an integer >= 1, got"):
+            cg(lambda x: 2 * x, b, iterations=bad)
