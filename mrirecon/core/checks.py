@@ -78,6 +78,20 @@ def check_iterations(who: str, **counts: int) -> None:
             raise ValueError(f"{who}: {name} must be an integer >= 1, got {n!r}")
 
 
+def check_start(who: str, x0: Any, image: Any, y: Any) -> None:
+    """A start ``x0`` must be a tensor of the shape of ``image`` (``A.H(y)``, the shape the solver
+    returns): another shape broadcast against it without a word (``cg_sense`` with ``x0`` of
+    shape ``(2, H, W)`` and one ``y`` returned 2 images)."""
+    if x0 is None:
+        return
+    shape = getattr(x0, "shape", None)
+    if not hasattr(x0, "clone") or shape is None:
+        raise TypeError(f"{who}: x0 must be a torch.Tensor, got {type(x0).__name__}")
+    if tuple(shape) != tuple(image.shape):
+        raise ValueError(f"{who}: x0 must have the shape {tuple(image.shape)} of the image of y "
+                         f"{tuple(y.shape)} (A.H(y)), got {tuple(shape)}")
+
+
 def check_nonnegative(who: str, **values: float) -> None:
     """Each keyword must be a finite number >= 0 (a Python or 0-dim tensor scalar)."""
     for name, v in values.items():

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from mrirecon.core import LinearOperator
+from mrirecon.core.checks import check_start
 from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.core.parallel import serial_if_small
 from mrirecon.functional import ifft2c, rss
@@ -171,6 +172,7 @@ def cg_sense(
     if lam < 0:
         raise ValueError(f"cg_sense: lam must be >= 0, got {lam}")
     aty = op.H(y)
+    check_start("cg_sense", x0, aty, y)
     gram = op.gram if lam == 0 else (lambda x: op.gram(x) + lam * x)
     nb = batch_dims_of(op, aty)
     if phase is None:
@@ -256,6 +258,7 @@ def l1_wavelet(
     if lam < 0:
         raise ValueError(f"l1_wavelet: lam must be >= 0, got {lam}")
     aty = op.H(y)
+    check_start("l1_wavelet", x0, aty, y)
     W = Wavelet(aty.shape[-2:], wavelet, levels).to(aty.device)
     if step is None:
         eig = op.gram_bound(aty) if power_iterations is None else None

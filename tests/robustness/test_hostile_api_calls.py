@@ -185,3 +185,21 @@ def test_solvers_take_numpy_integer_iteration_counts():
     for bad in (True, np.int64(0)):
         with pytest.raises(ValueError, match=r"cg: iterations must be an integer >= 1, got"):
             cg(lambda x: 2 * x, b, iterations=bad)
+
+
+@pytest.mark.parametrize("method", ["cg_sense", "l1_wavelet"])
+def test_a_start_image_of_another_shape_is_refused(method):
+    """x0 of shape (2, 32, 32) for one y (4, 32, 32) broadcast: cg_sense returned 2 images, no
+    word. An x0 of the image's shape still starts the solver."""
+    from mrirecon import recon
+    from tests.helpers import shepp_sense_problem
+
+    _, op, y = shepp_sense_problem(n=32)
+    lam = {"l1_wavelet": 1e-3}.get(method, 0.0)
+    x0 = torch.zeros(2, 32, 32, dtype=y.dtype)
+    with pytest.raises(ValueError, match=rf"{method}: x0 must have the shape \(32, 32\) of the "
+                                         r"image of y \(4, 32, 32\) \(A.H\(y\)\), got \(2, 32, 32\)"):
+        recon.run(method, y, op, lam=lam, iterations=2, x0=x0)
+    with pytest.raises(TypeError, match=rf"{method}: x0 must be a torch.Tensor, got ndarray"):
+        recon.run(method, y, op, lam=lam, iterations=2, x0=x0[0].numpy())
+    assert recon.run(method, y, op, lam=lam, iterations=2, x0=x0[0]).shape == (32, 32)
