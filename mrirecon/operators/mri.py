@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from mrirecon.core import LinearOperator
+from mrirecon.core.checks import finite_and_nonzero
 from mrirecon.core.magnitude import sum_abs2
 from mrirecon.functional import fft2c, ifft2c, uncentred_fft2, uncentred_ifft2
 
@@ -21,6 +22,7 @@ def _as_mask(mask: Tensor, who: str) -> Tensor:
         mask = torch.as_tensor(mask)
     if mask.is_complex() or mask.ndim == 0:
         raise ValueError(f"{who}: mask must be a real vector (W,) or array (..., H, W)")
+    given = tuple(mask.shape)
     if mask.ndim == 1:
         mask = mask[None, :]
     if mask.ndim == 4 and mask.shape[:2] == (1, 1) and mask.shape[-1] == 1 and mask.shape[-2] > 1:
@@ -29,7 +31,13 @@ def _as_mask(mask: Tensor, who: str) -> Tensor:
                          "column mask is (W,) or (1, W): pass mask.reshape(1, -1)")
     if not torch.all((mask == 0) | (mask == 1)):
         raise ValueError(f"{who}: mask must contain only 0 and 1")
-    return mask.bool()
+    mask = mask.bool()
+    empty = ~mask.reshape(-1, mask.shape[-2] * mask.shape[-1]).any(-1)
+    if bool(empty.any()):  # the operator is zero there: every reconstruction returned zeros
+        which = f": {int(empty.sum())} of its {empty.numel()} masks are" if empty.numel() > 1 else " is"
+        raise ValueError(f"{who}: mask {given}{which} all zero: no k-space sample is "
+                         "kept (an all-zero mask gives an all-zero image)")
+    return mask
 
 
 def _sum_of_squares_max(maps: Tensor) -> Tensor:
@@ -59,10 +67,16 @@ def _checked_maps(maps: Tensor, who: str) -> Tensor:
         if not maps.is_floating_point():
             raise ValueError(f"{who}: maps must be complex (or real floating point), got {maps.dtype}")
         maps = maps.to(torch.complex128 if maps.dtype == torch.float64 else torch.complex64)
-    if not maps.requires_grad and not bool(torch.isfinite(maps).all()):  # estimated maps: training's business
+    if maps.requires_grad:  # estimated maps: training's business
+        return maps
+    finite, nonzero = finite_and_nonzero(maps)
+    if not finite:
         bad = int((~torch.isfinite(maps)).any(dim=-3).sum())
         raise ValueError(f"{who}: the coil maps hold NaN or Inf values at {bad} pixel(s) (maps "
                          "divided by a zero sum of squares outside a crop?)")
+    if not nonzero:  # every reconstruction through them returned an all-zero image
+        raise ValueError(f"{who}: the coil maps {tuple(maps.shape)} are all zero (an ESPIRiT crop "
+                         "that zeroed every pixel?)")
     return maps
 
 

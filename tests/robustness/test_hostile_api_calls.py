@@ -203,3 +203,24 @@ def test_a_start_image_of_another_shape_is_refused(method):
     with pytest.raises(TypeError, match=rf"{method}: x0 must be a torch.Tensor, got ndarray"):
         recon.run(method, y, op, lam=lam, iterations=2, x0=x0[0].numpy())
     assert recon.run(method, y, op, lam=lam, iterations=2, x0=x0[0]).shape == (32, 32)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("mask", r"SenseOperator: mask \(32,\) is all zero: no k-space sample is kept"),
+    ("batch", r"SenseOperator: mask \(2, 1, 32\): 1 of its 2 masks are all zero"),
+    ("maps", r"SenseOperator: the coil maps \(4, 32, 32\) are all zero"),
+])
+def test_sense_refuses_an_all_zero_mask_or_all_zero_maps(case, message):
+    """sense(maps, mask) took an all-zero mask (or all-zero maps: an ESPIRiT crop that zeroed
+    every pixel) and cg_sense returned an all-zero image, no error."""
+    from mrirecon.operators import sense
+
+    maps, mask = coil_maps(4, 32, 32), torch.ones(32)
+    if case == "mask":
+        mask = mask * 0
+    elif case == "batch":
+        mask = torch.stack([mask, mask * 0])[:, None]
+    else:
+        maps = maps * 0
+    with pytest.raises(ValueError, match=message):
+        sense(maps, mask)
