@@ -78,6 +78,13 @@ def check_iterations(who: str, **counts: int) -> None:
             raise ValueError(f"{who}: {name} must be an integer >= 1, got {n!r}")
 
 
+def broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
+    """Whether ``shape`` broadcasts to ``target`` without widening it. (Not
+    ``torch.broadcast_shapes``: its first call imports SymPy, about 0.7 s of every process's
+    first reconstruction.)"""
+    return len(shape) <= len(target) and all(s in (1, t) for s, t in zip(reversed(shape), reversed(target)))
+
+
 def check_start(who: str, x0: Any, image: Any, y: Any) -> None:
     """A start ``x0`` must be a tensor of the shape of ``image`` (``A.H(y)``, the shape the solver
     returns): another shape broadcast against it without a word (``cg_sense`` with ``x0`` of

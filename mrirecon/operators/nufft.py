@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from mrirecon.core import LinearOperator
+from mrirecon.core.checks import broadcasts_to
 from mrirecon.functional.nufft import default_eps, nufft, nufft_adjoint, point_spread_kernel
 from mrirecon.operators.mri import _checked_maps, coil_reduce
 
@@ -80,6 +81,10 @@ class NufftSense(LinearOperator):
             weights = torch.as_tensor(weights, dtype=torch.float64)
             if weights.is_complex() or (weights < 0).any() or not torch.isfinite(weights).all():
                 raise ValueError("nufft_sense: weights must be real, finite and >= 0")
+            if not broadcasts_to(tuple(weights.shape), kshape):  # was a broadcast RuntimeError
+                raise ValueError(f"nufft_sense: weights must have the shape {kshape} of the "
+                                 f"trajectory's samples (trajectory {tuple(trajectory.shape)}) or "
+                                 f"broadcast to it, got {tuple(weights.shape)}")
             weights = torch.broadcast_to(weights, kshape).contiguous()
             self.register_buffer("weights", weights.to(maps.real.dtype))
             self.register_buffer("_sqrt_weights", weights.sqrt().to(maps.real.dtype))

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from mrirecon.core import LinearOperator
-from mrirecon.core.checks import check_start
+from mrirecon.core.checks import broadcasts_to, check_start
 from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.core.parallel import serial_if_small
 from mrirecon.functional import ifft2c, rss
@@ -178,7 +178,11 @@ def cg_sense(
     if phase is None:
         return cg(gram, aty, x0, iterations=iterations, tolerance=tolerance, batch_dims=nb,
                   callback=callback)
-    p = torch.broadcast_to(unit_phase(phase, aty.real.dtype, "cg_sense"), aty.shape)
+    p = unit_phase(phase, aty.real.dtype, "cg_sense")
+    if not broadcasts_to(tuple(p.shape), tuple(aty.shape)):  # was torch's "expanded size" error
+        raise ValueError(f"cg_sense: phase must have the shape {tuple(aty.shape)} of the image of "
+                         f"y {tuple(y.shape)} (or broadcast to it), got {tuple(p.shape)}")
+    p = torch.broadcast_to(p, aty.shape)
     start = None if x0 is None else (p.conj() * x0.to(aty.dtype)).real
     rho = cg(lambda r: (p.conj() * gram(p * r)).real, (p.conj() * aty).real, start,
              iterations=iterations, tolerance=tolerance, batch_dims=nb, callback=callback)

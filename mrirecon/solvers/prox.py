@@ -15,6 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from mrirecon.core.checks import broadcasts_to
 from mrirecon.core.magnitude import abs2
 
 Prox = Callable[[Tensor, float | Tensor], Tensor]
@@ -57,13 +58,6 @@ def soft_threshold(x: Tensor, threshold: float | Tensor) -> Tensor:
     return x * _shrink_factor(x.abs(), threshold)
 
 
-def _broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
-    """Whether ``shape`` broadcasts to ``target`` without widening it. (Not
-    ``torch.broadcast_shapes``: its first call imports SymPy, about 0.7 s of every process's
-    first reconstruction.)"""
-    return len(shape) <= len(target) and all(s in (1, t) for s, t in zip(reversed(shape), reversed(target)))
-
-
 def _in_place_ok(x: Tensor, threshold: float | Tensor) -> bool:
     """Soft thresholding may run in place on ``|x|``: no autograd graph to record, a threshold
     > 0 everywhere (0 would give 0 * inf) that neither widens the shape nor the dtype."""
@@ -72,7 +66,7 @@ def _in_place_ok(x: Tensor, threshold: float | Tensor) -> bool:
             return False
         real = x.real.dtype if x.is_complex() else x.dtype
         return (threshold.dtype == real and threshold.device == x.device
-                and _broadcasts_to(threshold.shape, x.shape)
+                and broadcasts_to(threshold.shape, x.shape)
                 and bool(torch.all(threshold > 0)))
     if torch.is_grad_enabled() and x.requires_grad:
         return False

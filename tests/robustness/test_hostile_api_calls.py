@@ -224,3 +224,24 @@ def test_sense_refuses_an_all_zero_mask_or_all_zero_maps(case, message):
         maps = maps * 0
     with pytest.raises(ValueError, match=message):
         sense(maps, mask)
+
+
+def test_a_phase_or_weights_of_another_shape_is_named():
+    """cg_sense(phase=<(32, 30)>) failed with torch's "The expanded size of the tensor (32) must
+    match the existing size (30)"; nufft_sense(weights=<(8, 19)>) with the same broadcast error,
+    naming neither argument."""
+    from mrirecon.operators import nufft_sense
+    from mrirecon.recon import cg_sense
+    from tests.helpers import shepp_sense_problem
+
+    _, op, y = shepp_sense_problem(n=32)
+    with pytest.raises(ValueError, match=r"cg_sense: phase must have the shape \(32, 32\) of the "
+                                         r"image of y \(4, 32, 32\) .*got \(32, 30\)"):
+        cg_sense(y, op, iterations=2, phase=torch.ones(32, 30, dtype=torch.complex64))
+    assert cg_sense(y, op, iterations=2, phase=torch.ones(1, 32, dtype=torch.complex64)).shape == (32, 32)
+    traj = (torch.rand(8, 20, 2, generator=torch.Generator().manual_seed(0)) - 0.5) * 0.99
+    with pytest.raises(ValueError, match=r"nufft_sense: weights must have the shape \(8, 20\) of "
+                                         r"the trajectory's samples \(trajectory \(8, 20, 2\)\) .*"
+                                         r"got \(8, 19\)"):
+        nufft_sense(coil_maps(2, 16, 16), traj, weights=torch.ones(8, 19))
+    assert nufft_sense(coil_maps(2, 16, 16), traj, weights=torch.ones(20)).weights.shape == (8, 20)

@@ -99,18 +99,18 @@ def test_soft_threshold_tensor_threshold_and_float32():
 def test_soft_threshold_threshold_shapes_as_broadcasting(thr_shape):
     """A threshold that widens x's shape gives the broadcast result (not in place), one that
     does not broadcast raises as torch would; both paths agree with torch.broadcast_shapes."""
-    from mrirecon.solvers.prox import _broadcasts_to
+    from mrirecon.core.checks import broadcasts_to
 
     x = torch.randn(6, 40, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     thr = torch.full(thr_shape, 0.5, dtype=torch.float64)
     try:
         expected = torch.broadcast_shapes(thr_shape, x.shape)
     except RuntimeError:
-        assert not _broadcasts_to(thr_shape, tuple(x.shape))
+        assert not broadcasts_to(thr_shape, tuple(x.shape))
         with pytest.raises(RuntimeError):
             soft_threshold(x, thr)
         return
-    assert _broadcasts_to(thr_shape, tuple(x.shape)) == (expected == x.shape)
+    assert broadcasts_to(thr_shape, tuple(x.shape)) == (expected == x.shape)
     out = soft_threshold(x, thr)
     assert out.shape == expected
     torch.testing.assert_close(out, torch.sign(x) * torch.clamp(x.abs() - thr, min=0))
