@@ -232,6 +232,12 @@ def _guard_modality(model: nn.Module, name: str, pt: Path) -> None:
     def check(module: nn.Module, args: tuple) -> None:
         y = args[0] if args else None
         if not isinstance(y, torch.Tensor):
+            if hasattr(y, "__array__"):  # MoDL: "must have a leading batch axis ... got (1, 4,
+                # 32, 32)" for a numpy array of that very shape; VarNet an AttributeError
+                raise TypeError(f"{pt.name}: the data y must be a torch.Tensor, got "
+                                f"{type(y).__module__}.{type(y).__name__} "
+                                f"{tuple(getattr(y, 'shape', ()))}; "
+                                "convert it with torch.from_numpy(y)")
             return
         if modality is not None:  # a VarNet blamed NaN data on "the coil maps hold NaN or Inf"
             finite, _ = finite_and_nonzero(y)

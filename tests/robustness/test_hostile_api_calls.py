@@ -245,3 +245,21 @@ def test_a_phase_or_weights_of_another_shape_is_named():
                                          r"got \(8, 19\)"):
         nufft_sense(coil_maps(2, 16, 16), traj, weights=torch.ones(8, 19))
     assert nufft_sense(coil_maps(2, 16, 16), traj, weights=torch.ones(20)).weights.shape == (8, 20)
+
+
+@pytest.mark.parametrize("name", ["varnet_brain_sim", "modl_brain_sim"])
+def test_shipped_models_name_numpy_data(name):
+    """A MoDL given numpy k-space said "data y must have a leading batch axis and at least 4 dims,
+    got (1, 4, 32, 32)" (the shape was right, the type wrong); a VarNet raised "'numpy.ndarray'
+    object has no attribute 'is_complex'"."""
+    from mrirecon.operators import sense
+    from mrirecon.training.weights import load_pretrained
+    from tests.models.problems import column_mask
+
+    op = sense(coil_maps(4, 32, 32), column_mask(32, acs=8))
+    y = op(phantom(1, 32, 32))
+    with torch.no_grad(), pytest.raises(TypeError, match=rf"{name}.pt: the data y must be a "
+                                                          r"torch.Tensor, got numpy.ndarray "
+                                                          r"\(1, 4, 32, 32\); convert it with "
+                                                          r"torch.from_numpy\(y\)"):
+        load_pretrained(name)(y.numpy(), op)
