@@ -23,6 +23,7 @@ tensor, shape, batch size, precision and device.
 from __future__ import annotations
 
 import math
+import numbers
 from collections import OrderedDict
 
 import numpy as np
@@ -39,6 +40,19 @@ _plans: OrderedDict = OrderedDict()
 def default_eps(dtype: torch.dtype) -> float:
     """The default backend tolerance for a complex ``dtype``."""
     return DEFAULT_EPS.get(dtype, 1e-5)
+
+
+def checked_eps(eps: float | None, dtype: torch.dtype, who: str) -> float:
+    """The backend tolerance: :func:`default_eps` for ``None``, else a number in ``(0, 1)``.
+
+    FINUFFT takes anything: 0 or a negative value is raised to machine precision with a warning,
+    1 or more gives its crudest kernel (2 points) and NaN some kernel without a word."""
+    if eps is None:
+        return default_eps(dtype)
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps < 1:
+        raise ValueError(f"{who}: eps must be a number in (0, 1) (the NUFFT's relative "
+                         f"tolerance, e.g. 1e-6), got {eps!r}")
+    return float(eps)
 
 
 def _check(coords: Tensor, who: str) -> None:
@@ -148,7 +162,7 @@ def _prepare(data: Tensor, coords: Tensor, eps: float | None, who: str):
         raise ValueError(f"{who}: data must be complex64 or complex128, got {data.dtype}")
     if coords.device != data.device:
         raise ValueError(f"{who}: trajectory on {coords.device}, data on {data.device}")
-    return default_eps(data.dtype) if eps is None else float(eps)
+    return checked_eps(eps, data.dtype, who)
 
 
 class _Nufft(torch.autograd.Function):

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from mrirecon.core import LinearOperator
 from mrirecon.core.checks import broadcasts_to
-from mrirecon.functional.nufft import default_eps, nufft, nufft_adjoint, point_spread_kernel
+from mrirecon.functional.nufft import checked_eps, nufft, nufft_adjoint, point_spread_kernel
 from mrirecon.operators.mri import _checked_maps, coil_reduce
 
 
@@ -74,7 +74,7 @@ class NufftSense(LinearOperator):
         super().__init__((h, w), (c, *kshape))
         self.image_shape = (h, w)
         self.kshape = kshape
-        self.eps = default_eps(maps.dtype) if eps is None else float(eps)
+        self.eps = checked_eps(eps, maps.dtype, "nufft_sense")
         self.register_buffer("maps", maps)
         self.register_buffer("trajectory", trajectory.to(maps.real.dtype))
         if weights is not None:

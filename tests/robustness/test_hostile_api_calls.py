@@ -263,3 +263,19 @@ def test_shipped_models_name_numpy_data(name):
                                                           r"\(1, 4, 32, 32\); convert it with "
                                                           r"torch.from_numpy\(y\)"):
         load_pretrained(name)(y.numpy(), op)
+
+
+@pytest.mark.parametrize("eps", [0.0, -1e-3, 1.0, float("nan"), "1e-6"])
+def test_nufft_refuses_a_tolerance_outside_0_1(eps):
+    """nufft_sense(eps=0) and eps=NaN were taken: FINUFFT raised 0 to machine precision with a
+    warning, took NaN (and 1 or more: its crudest 2-point kernel) without a word."""
+    from mrirecon.functional.nufft import nufft
+    from mrirecon.operators import nufft_sense
+
+    traj = (torch.rand(8, 20, 2, generator=torch.Generator().manual_seed(0)) - 0.5) * 0.99
+    message = r"eps must be a number in \(0, 1\) \(the NUFFT's relative tolerance, e.g. 1e-6\), got"
+    with pytest.raises(ValueError, match="nufft_sense: " + message):
+        nufft_sense(coil_maps(2, 16, 16), traj, eps=eps)
+    with pytest.raises(ValueError, match="nufft: " + message):
+        nufft(phantom(1, 16, 16), traj, eps=eps)
+    assert nufft_sense(coil_maps(2, 16, 16), traj, eps=1e-3).eps == 1e-3
