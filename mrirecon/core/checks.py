@@ -99,6 +99,26 @@ def check_start(who: str, x0: Any, image: Any, y: Any) -> None:
                          f"{tuple(y.shape)} (A.H(y)), got {tuple(shape)}")
 
 
+def check_seed(who: str, seed: Any, below: int | None = None) -> None:
+    """``seed`` must be ``None``, an integer ``>= 0`` (and ``< below``) or a sequence of them
+    (fastMRI's ``file_seed``): numpy said "Cannot cast scalar from dtype('float64') to
+    dtype('int64') according to the rule 'safe'" for ``seed=1.5``, naming no argument."""
+    if seed is None:
+        return
+    values = [seed]
+    if hasattr(seed, "__iter__") and not isinstance(seed, (str, bytes)):
+        try:
+            values = list(seed)
+        except TypeError:  # a 0-d array
+            pass
+    if not values or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in values):
+        raise TypeError(f"{who}: seed must be an integer or a tuple of integers (e.g. "
+                        f"file_seed(path)), got {seed!r}")
+    if any(v < 0 or (below is not None and v >= below) for v in values):
+        limit = f"in [0, {below})" if below is not None else ">= 0"
+        raise ValueError(f"{who}: seed must be an integer (or integers) {limit}, got {seed!r}")
+
+
 def check_nonnegative(who: str, **values: float) -> None:
     """Each keyword must be a finite number >= 0 (a Python or 0-dim tensor scalar)."""
     for name, v in values.items():

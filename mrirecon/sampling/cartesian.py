@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mrirecon.core.checks import check_seed
+
 Seed = int | tuple[int, ...] | None
 
 
@@ -42,11 +44,12 @@ def file_seed(file_name: str | os.PathLike) -> tuple[int, ...]:
 
 
 @contextlib.contextmanager
-def _temp_seed(rng: np.random.RandomState, seed: Seed) -> Iterator[None]:
+def _temp_seed(rng: np.random.RandomState, seed: Seed, who: str) -> Iterator[None]:
     """Reseed ``rng`` for the duration of the block and restore its state afterwards."""
     if seed is None:
         yield
         return
+    check_seed(who, seed, 2**32)
     state = rng.get_state()
     rng.seed(seed)
     try:
@@ -112,6 +115,7 @@ class MaskFunction:
         self.center_fractions = center_fractions
         self.accelerations = accelerations
         self.allow_any_combination = bool(allow_any_combination)
+        check_seed(type(self).__name__, seed, 2**32)
         self.rng = np.random.RandomState(seed)
 
     def __repr__(self) -> str:
@@ -144,7 +148,7 @@ class MaskFunction:
         num_cols = int(num_cols)
         if num_cols < 1:
             raise ValueError(f"{type(self).__name__}: num_cols must be >= 1, got {num_cols}")
-        with _temp_seed(self.rng, seed):
+        with _temp_seed(self.rng, seed, type(self).__name__):
             center, accel, num_low = self._sample(num_cols, offset)
         mask = np.logical_or(center != 0, accel != 0)
         return torch.from_numpy(mask), int(num_low)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mrirecon.core.checks import check_seed
 from mrirecon.core.names import accepts_deprecated_names
 
 GOLDEN_RATIO = (1 + math.sqrt(5)) / 2
@@ -142,6 +143,7 @@ def poisson_disc(
     region = calibration_region(shape, calib)
     allowed = (r < 1) if crop_corner else np.ones(shape, dtype=bool)
     allowed &= ~region
+    check_seed("poisson_disc", seed)
     rng = np.random.default_rng(seed)
     order = rng.permutation(np.flatnonzero(allowed))
     seeded = region & ((r < 1) if crop_corner else True)
@@ -229,6 +231,7 @@ def variable_density(
     weight = (1 - r / max(r.max(), 1e-12)) ** power + floor
     candidates = np.flatnonzero(~region)
     p = weight.reshape(-1)[candidates]
+    check_seed("variable_density", seed)
     rng = np.random.default_rng(seed)
     chosen = rng.choice(candidates, size=extra, replace=False, p=p / p.sum())
     mask = region.copy().reshape(-1)
@@ -249,7 +252,8 @@ def tiny_golden_angle(n: int, *, center_out: bool = False) -> float:
     return math.pi / (GOLDEN_RATIO + n - 1)
 
 
-def _rotation(seed: int | None) -> float:
+def _rotation(seed: int | None, who: str) -> float:
+    check_seed(who, seed)
     return 0.0 if seed is None else float(np.random.default_rng(seed).uniform(0, 2 * np.pi))
 
 
@@ -300,7 +304,7 @@ def radial_trajectory(
         step = tiny_golden_angle(tiny, center_out=center_out)
     else:
         step = (2 * np.pi if center_out else np.pi) / num_spokes
-    theta = k * step + _rotation(seed)
+    theta = k * step + _rotation(seed, "radial_trajectory")
     rho = j * (0.5 / num_samples) if center_out else (j - num_samples / 2) / num_samples
     coord = np.empty((num_spokes, num_samples, 2))
     coord[..., 1] = rho[None, :] * np.cos(theta)[:, None]
@@ -418,7 +422,7 @@ def spiral_trajectory(
     ts = np.arange(samples) * dwell_time
     k = np.interp(ts, t, curve.real) + 1j * np.interp(ts, t, curve.imag)
     k = k / kmax * 0.5  # normalised: k_max -> 0.5
-    arms = np.exp(1j * (2 * np.pi * np.arange(shots) / shots + _rotation(seed)))
+    arms = np.exp(1j * (2 * np.pi * np.arange(shots) / shots + _rotation(seed, "spiral_trajectory")))
     kk = arms[:, None] * k[None, :]
     coord = np.stack([kk.imag, kk.real], axis=-1)
     np.clip(coord, -0.5, np.nextafter(0.5, 0), out=coord)

@@ -279,3 +279,27 @@ def test_nufft_refuses_a_tolerance_outside_0_1(eps):
     with pytest.raises(ValueError, match="nufft: " + message):
         nufft(phantom(1, 16, 16), traj, eps=eps)
     assert nufft_sense(coil_maps(2, 16, 16), traj, eps=1e-3).eps == 1e-3
+
+
+def test_mask_functions_name_a_seed_that_is_no_integer():
+    """RandomMask(...)(64, seed=1.5) failed with numpy's "Cannot cast scalar from dtype('float64')
+    to dtype('int64') according to the rule 'safe'"; poisson_disc / variable_density with
+    "SeedSequence expects int or sequence of ints for entropy not 1.5"."""
+    import numpy as np
+
+    from mrirecon.sampling import RandomMask, file_seed, poisson_disc, variable_density
+
+    f = RandomMask([0.08], [4])
+    for call in (lambda: f(64, seed=1.5), lambda: RandomMask([0.08], [4], seed=1.5),
+                 lambda: f(64, seed=(1, 2.5))):
+        with pytest.raises(TypeError, match=r"RandomMask: seed must be an integer or a tuple of "
+                                            r"integers \(e.g. file_seed\(path\)\), got"):
+            call()
+    with pytest.raises(ValueError, match=r"RandomMask: seed must be an integer \(or integers\) in "
+                                         r"\[0, 4294967296\), got -1"):
+        f(64, seed=-1)
+    for fn in (poisson_disc, variable_density):
+        with pytest.raises(TypeError, match=rf"{fn.__name__}: seed must be an integer"):
+            fn((32, 32), 4, seed=1.5)
+    assert torch.equal(f(64, seed=np.int64(3)), f(64, seed=3))
+    assert f(64, seed=file_seed("a.h5")).shape == (64,)
