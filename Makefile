@@ -70,7 +70,7 @@ bench: setup-test benchdeps
 
 # Rebuild the generic PnP prior (mrirecon/weights/pnp_dncnn_diverse.pt; ~1 h on one CPU thread,
 # see its card), the deployment-geometry MoDL and E2E-VarNet (modl_fastmri_diverse.pt,
-# varnet_fastmri_diverse.pt; 80 / 90 min, one thread plus a data worker each) and the
+# varnet_fastmri_diverse.pt; 90 / 90 min, one thread plus a data worker each) and the
 # LoDoPaB-geometry CT models (staged_ct_lodopab.pt: two runs, the second continuing the first,
 # 59 + 50 min with sample prefetching on a second core, measured 2026-12-02; primal_dual_lodopab.pt:
 # two runs, the second continuing the first, 80 + 38 min, one thread). The other shipped weights: commands in mrirecon/weights/README.md.
@@ -78,7 +78,7 @@ weights: setup
 	OMP_NUM_THREADS=1 $(VENV)/bin/mrirecon train prior --out mrirecon/weights/pnp_dncnn_diverse.pt \
 	  --depth 8 --features 32 --batch 16 --patch 64 --seed 0 --max-seconds 3600 --threads 1
 	OMP_NUM_THREADS=1 $(VENV)/bin/mrirecon train modl --out mrirecon/weights/modl_fastmri_diverse.pt \
-	  --threads 1 --seed 0 --max-seconds 4840 --val-every 150 --val-slices 4
+	  --threads 1 --seed 0 --iterations 10 --widths 320 368 --max-seconds 5400 --val-every 150 --val-slices 4
 	OMP_NUM_THREADS=1 $(VENV)/bin/mrirecon train staged_ct --out mrirecon/weights/staged_ct_lodopab.pt \
 	  --stages 1 --budget-s 3560 --seed 0 --prefetch --threads 1
 	OMP_NUM_THREADS=1 $(VENV)/bin/mrirecon train staged_ct --out mrirecon/weights/staged_ct_lodopab.pt \

@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def _prepared(part: str, work: Path, volumes: int | None):
     from mrirecon.heldout.tune import prepared_mri_slices
+    from mrirecon.pipeline.definitions import load_pipeline
 
     if part == "heldout":
         from mrirecon.heldout.data import write_heldout_mri
@@ -52,7 +53,10 @@ def _prepared(part: str, work: Path, volumes: int | None):
         if not any(data.glob("*.h5")):  # the model card's test recipe (seed 13)
             simulate_mri_dataset(data, volumes=volumes or 2, slices=6, coils=(4, 8), size=(128, 128),
                                  seed=13)
-    return prepared_mri_slices(data, 4.0, max_volumes=volumes)
+    # the data as the adaptation pipeline's preprocess gives them (mri_learned_adapt crops the
+    # readout oversampling, as mri_learned): its unadapted rows are then the protocol's MoDL rows
+    crop = part == "heldout" and bool(load_pipeline("mri_learned_adapt")[0].preprocess.remove_oversampling)
+    return prepared_mri_slices(data, 4.0, max_volumes=volumes, remove_oversampling=crop)
 
 
 def _score(model, slices) -> dict[str, float]:

@@ -39,7 +39,7 @@ PNP_CT_SETTINGS = [
     for smax, smin, lam in ((0.1, 0.01, 1e-4), (0.1, 0.005, 1e-5), (0.1, 0.005, 3e-6))
 ]
 
-#: MoDL unroll counts tried at inference (modl_fastmri_diverse trained with 5; shared denoiser)
+#: MoDL unroll counts tried at inference (modl_fastmri_diverse trained with 10; shared denoiser)
 MODL_UNROLL_SETTINGS = [{"iterations": n} for n in (5, 8, 10, 12, 15, 20)]
 #: PnP-ADMM schedules of pnp_dncnn_brain_sim (its card's first choice, 30 / 0.005, was made on
 #: 128 x 128 simulated slices, not at the deployment geometry)

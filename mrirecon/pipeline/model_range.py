@@ -35,7 +35,7 @@ def _interval(value: Any) -> tuple[float, float] | None:
 def range_warnings(card: Mapping[str, Any] | None, *, matrix: tuple[int, int] | None = None,
                    coils: int | None = None, acceleration: float | None = None,
                    views: int | None = None, spokes: int | None = None,
-                   trajectory: str | None = None) -> list[str]:
+                   trajectory: str | None = None, maps_crop: float | None = None) -> list[str]:
     """Messages for every property outside ``card["training_range"]`` (empty if none, or no card)."""
     rng = (card or {}).get("training_range")
     if not isinstance(rng, Mapping):
@@ -53,10 +53,12 @@ def range_warnings(card: Mapping[str, Any] | None, *, matrix: tuple[int, int] | 
             trajectory.lower() not in {str(k).lower() for k in kinds}:
         out.append(f"trajectory {trajectory} is outside the {name} training range "
                    f"({', '.join(map(str, kinds))})")
-    given = {"coils": coils, "accelerations": acceleration, "views": views, "spokes": spokes}
+    given = {"coils": coils, "accelerations": acceleration, "views": views, "spokes": spokes,
+             "maps_crop": maps_crop}
     for key in RANGE_INTERVALS:
         value = given[key]
-        what = {"accelerations": "acceleration", "spokes": "readouts (spokes / interleaves)"}.get(key, key)
+        what = {"accelerations": "acceleration", "spokes": "readouts (spokes / interleaves)",
+                "maps_crop": "the coil maps' ESPIRiT crop (calibrate.crop)"}.get(key, key)
         iv = _interval(rng.get(key))
         # a mask's effective acceleration W / sampled columns differs from its nominal rate by
         # the rounding of the line count and the centre band (fastMRI's 4x on 368 columns

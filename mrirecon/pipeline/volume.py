@@ -168,10 +168,16 @@ def _warn_outside_range(config: PipelineConfig, model, s) -> list[str]:
     if config.modality == "mri":  # the matrix as acquired, before an exact readout crop
         acc = float(s.mask.numel()) / max(float(s.mask.sum()), 1.0)
         matrix = (s.acquired_rows or s.kspace.shape[-2], s.kspace.shape[-1])
-        return warn_outside_range(model, matrix=matrix,
-                                  coils=int(s.kspace.shape[0]), acceleration=acc)
+        return warn_outside_range(model, matrix=matrix, coils=int(s.kspace.shape[0]),
+                                  acceleration=acc, maps_crop=_maps_crop(config))
     return warn_outside_range(model, matrix=tuple(s.geometry.image_shape),
                               views=s.geometry.num_views)
+
+
+def _maps_crop(config: PipelineConfig) -> float | None:
+    """The ESPIRiT crop of the coil maps the model gets (``None``: no ESPIRiT maps)."""
+    cal = config.calibrate
+    return float(cal.crop) if cal.method == "espirit" else None
 
 
 def _slice_list(slices: list[int], total: int) -> str:

@@ -113,8 +113,9 @@ def model_card(name_or_path: str | os.PathLike) -> dict:
     return card
 
 
-#: The ``[min, max]`` entries of a card's ``training_range`` (besides ``matrix``).
-RANGE_INTERVALS = ("coils", "accelerations", "spokes", "views")
+#: The ``[min, max]`` entries of a card's ``training_range`` (besides ``matrix``); ``maps_crop``:
+#: the ESPIRiT ``calibrate.crop`` of the coil maps it was trained with.
+RANGE_INTERVALS = ("coils", "accelerations", "spokes", "views", "maps_crop")
 #: The lists of names in a card's ``training_range`` (the ISMRMRD trajectory kinds seen).
 RANGE_KINDS = ("trajectory",)
 

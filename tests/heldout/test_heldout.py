@@ -58,6 +58,12 @@ def test_range_warnings_name_each_property_outside_the_card():
     assert range_warnings(radial, spokes=40, trajectory=None) == []  # a header without the kind
     assert range_warnings(radial, spokes=40, trajectory="spiral") == [
         "trajectory spiral is outside the modl training range (radial)"]
+    # maps cropped by ESPIRiT for a model trained on crop-0 maps (modl_fastmri_diverse: 8.1 dB
+    # on a 2x scan with calibrate.crop=0.95, 23.3 dB with the pipeline's crop 0, no word)
+    cropped = {"model": {"name": "modl"}, "training_range": {"maps_crop": [0.0, 0.0]}}
+    assert range_warnings(cropped, maps_crop=0.0) == [] and range_warnings(cropped) == []
+    assert range_warnings(cropped, maps_crop=0.95) == [
+        "the coil maps' ESPIRiT crop (calibrate.crop) 0.95 is outside the modl training range 0 .. 0"]
 
 
 def test_warn_outside_range_logs_once_per_message(caplog):
@@ -164,7 +170,7 @@ def test_every_pipeline_has_a_heldout_row_in_the_shipped_results():
         assert len(tables[part]) == 2 and all(row in t for t in tables[part].values()), (name, row)
 
 
-@pytest.mark.parametrize("part", ["mri", "ct"])
+@pytest.mark.parametrize("part", ["mri", "mri368", "ct"])
 def test_shipped_rows_keep_per_volume_scores_that_make_their_means(part):
     """Every held-out row records its volumes / slices (what a 2- or 3-volume mean hides) and
     their mean is the row's (per-volume PSNR is stored to 3 decimals, SSIM and the intensity
@@ -174,8 +180,12 @@ def test_shipped_rows_keep_per_volume_scores_that_make_their_means(part):
     from mrirecon.heldout.data import CT_VARIANTS, MRI_VARIANTS, heldout_ct_name, heldout_mri_name
 
     rows = json.loads((PKG.parent / "benchmarks" / "heldout_results" / f"heldout_{part}.json").read_text())
-    if part == "mri":
-        names = {heldout_mri_name(n, v) + ".h5" for n in HELDOUT_MR for v in range(MRI_VARIANTS)}
+    if part.startswith("mri"):  # mri368: the knee-width part, every MRI method too
+        width = int(part[3:] or 320)
+        names = {heldout_mri_name(n, v, width) + ".h5" for n in HELDOUT_MR for v in range(MRI_VARIANTS)}
+        from mrirecon.heldout.protocol import MRI_METHODS
+
+        assert all(set(t) == set(MRI_METHODS) for t in rows.values()), part
     else:
         names = {heldout_ct_name(n, v) for n in HELDOUT_CT for v in range(CT_VARIANTS)}
     for setting, table in rows.items():
@@ -202,8 +212,8 @@ def test_range_check_accepts_the_effective_acceleration_of_nominal_fastmri_masks
 
 def test_every_adaptation_pipeline_has_shipped_heldout_adaptation_results():
     """The adaptation pipelines (excepted above) are measured by benchmarks/adapt_heldout.py on
-    the same held-out data: a result file for the pipeline's own weights, and (CT) its
-    unadapted scores are the protocol's row of those weights, slice for slice."""
+    the same held-out data: a result file for the pipeline's own weights whose unadapted scores
+    are the protocol's row of those weights, volume for volume (MRI at 4x) or slice for slice (CT)."""
     import json
 
     import numpy as np
@@ -214,7 +224,11 @@ def test_every_adaptation_pipeline_has_shipped_heldout_adaptation_results():
     names = sorted(p.stem for p in (PKG / "pipelines").glob("*_adapt.yaml"))
     assert names == ["ct_learned_adapt", "mri_learned_adapt"]
     mri, _ = load_pipeline("mri_learned_adapt")
-    assert (results / f"adapt_heldout_{mri.reconstruct.weights}.json").is_file()
+    adapted = json.loads((results / f"adapt_heldout_{mri.reconstruct.weights}.json").read_text())
+    row = json.loads((results / "heldout_mri.json").read_text())["4.0"][mri.reconstruct.weights]
+    assert set(adapted["without"]) == set(row["per_volume"])
+    for vol, r in adapted["without"].items():  # the data as mri_learned_adapt preprocesses them
+        assert abs(r["PSNR"] - row["per_volume"][vol]["PSNR"]) < 0.01, vol  # = the protocol's row
     ct, _ = load_pipeline("ct_learned_adapt")
     shipped = json.loads((results / f"adapt_heldout_ct_{ct.reconstruct.weights}.json").read_text())
     table = json.loads((results / "heldout_ct.json").read_text())

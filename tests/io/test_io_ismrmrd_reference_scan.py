@@ -234,11 +234,12 @@ def test_varnet_is_refused_and_modl_uses_the_reference_maps(scans):
     """E2E-VarNet estimates its coil maps from the k-space's own centre, which these imaging
     lines lack: refused, naming the file and the pipelines that can use the reference. MoDL
     reconstructs with the calibrate stage's ESPIRiT maps (from the reference); with mri_modl's
-    uncropped maps (crop 0) a plain every-2nd-line pattern is poorly conditioned (measured 20.4
-    dB, integrated ACS 35.8; cg_sense with crop-0 maps from the fully sampled centre band, no
-    reference involved: 33.8 vs 41.4), with calibrate.crop=0.95 25.7 dB (integrated 32.1; a
-    reference identical to the imaging lines gives the same 25.8: MoDL, trained at 4-8x with a
-    centre band, generalises poorly to a plain 2x pattern)."""
+    uncropped maps (crop 0) a plain every-2nd-line pattern is poorly conditioned (measured 23.3
+    dB with the 10-unroll weights, integrated ACS 41.3; the 5-unroll weights 20.4 / 35.8;
+    cg_sense with crop-0 maps from the fully sampled centre band, no reference involved: 33.8 vs
+    41.4). Cropped maps (calibrate.crop=0.95: 25.7 dB with the 5-unroll weights, 8.1 with the
+    10-unroll ones, which drift outside the maps' support) are outside the card's range: a
+    warning."""
     root, truth = scans
     image, entry = run(root, "separate", "mri_varnet")
     assert image is None and entry["status"] == "failed"
@@ -247,10 +248,13 @@ def test_varnet_is_refused_and_modl_uses_the_reference_maps(scans):
                                      "sampled centre")
     assert "separate reference scan" in entry["error"]
     assert "mri_cs" in entry["error"] and "mri_modl" in entry["error"]
-    image, entry = run(root, "separate", "mri_modl", "calibrate.crop=0.95")
+    image, entry = run(root, "separate", "mri_modl")
     assert image is not None, entry.get("error")
-    assert float(psnr(truth, image)) > 24.0  # measured 25.74
+    assert float(psnr(truth, image)) > 21.0  # measured 23.25 (10-unroll weights; 5-unroll 20.4)
     assert any("separate reference scan" in w for w in entry["warnings"])
+    # cropped maps, which the model never saw (8.1 dB here with the 10-unroll weights), warn
+    _, entry = run(root, "separate", "mri_modl", "calibrate.crop=0.95")
+    assert any("ESPIRiT crop (calibrate.crop) 0.95 is outside" in w for w in entry["warnings"])
 
 
 def test_a_reference_told_apart_by_its_mismatch_reconstructs_alike(scans):

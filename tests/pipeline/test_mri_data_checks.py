@@ -409,7 +409,7 @@ def test_training_range_is_checked_on_the_matrix_as_acquired(tmp_path):
     assert tuple(cropped.kspace.shape[-2:]) == (32, 48) and cropped.acquired_rows == 64
     assert preprocess(s, PreprocessConfig(remove_oversampling=False)).acquired_rows is None
     card = {"model": {"name": "m"}, "training_range": {"matrix": {"min": [64, 48], "max": [64, 48]}}}
-    config = SimpleNamespace(modality="mri")
+    config = SimpleNamespace(modality="mri", calibrate=SimpleNamespace(method="espirit", crop=0.0))
     assert _warn_outside_range(config, SimpleNamespace(model_card=card), cropped) == []
     card["training_range"]["matrix"] = {"min": [32, 48], "max": [32, 48]}  # the cropped size is not
     (msg,) = _warn_outside_range(config, SimpleNamespace(model_card=card), cropped)  # what it saw

@@ -4,6 +4,8 @@ zero-filled one on a simulated slice."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -45,7 +47,10 @@ def test_card_states_command_seed_data_geometry_and_failures(name):
     assert f"mrirecon train {kind}" in t["command"] and t["seed"] == 0
     assert t["wall_time_s"] <= 2 * 3600 and t["steps"] > 0
     assert {"natural", "procedural", "mni"} <= set(card["data"]["sources"])
-    assert card["training_range"]["matrix"]["max"] == [640, 320]
+    # the phase-encoding widths it saw (`--widths`, default 320) bound its matrix range
+    widths = re.search(r"--widths ((?:\d+ ?)+)", t["command"])
+    widths = [int(w) for w in widths.group(1).split()] if widths else [320]
+    assert card["training_range"]["matrix"] == {"min": [640, min(widths)], "max": [640, max(widths)]}
     assert card["known_failures"] and card["full_geometry"] and card["normalisation"]
     assert (WEIGHTS_DIR / f"{name}.pt").stat().st_size < 8_000_000
     yaml.safe_load((WEIGHTS_DIR / f"{name}.yaml").read_text())
@@ -101,9 +106,10 @@ def test_modl_runs_as_trained_and_its_card_records_the_unroll_grid():
     from mrirecon.training.weights import load_model
 
     card = model_card("modl_fastmri_diverse")
-    assert card["model"]["params"]["iterations"] == 5  # the `mrirecon train modl` default
+    trained = card["model"]["params"]["iterations"]
+    assert f"--iterations {trained}" in card["training"]["command"]
     grid = card["inference"]["grid"]
-    assert set(grid["4.0"]) == set(grid["8.0"]) and {5, 12} <= set(grid["4.0"])
-    assert card["inference"]["against"] and card["inference"]["held_out_12_unrolls"]
-    assert load_model("modl", {}, "modl_fastmri_diverse").iterations == 5
+    assert set(grid["4.0"]) == set(grid["8.0"]) and {trained, 12} <= set(grid["4.0"])
+    assert card["inference"]["against"]
+    assert load_model("modl", {}, "modl_fastmri_diverse").iterations == trained
     assert load_model("modl", {"iterations": 12}, "modl_fastmri_diverse").iterations == 12
