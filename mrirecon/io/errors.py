@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 
 class DataFormatError(ValueError):
@@ -46,6 +47,23 @@ def require_regular_file(path: str | os.PathLike) -> None:
     if not stat.S_ISREG(mode):
         kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (FIFO, socket or device)"
         raise DataFormatError(path, "file", f"is {kind}; pass a data file")
+
+
+def open_hdf5(path: Path, kind: str, hint: str = ""):
+    """``h5py.File(path, "r")`` for the readers: a FIFO or folder is refused first
+    (:func:`require_regular_file`); a missing file (also one deleted after its folder was listed)
+    is ``FileNotFoundError("PATH: no such KIND file" + hint)``, h5py's raw "[Errno 2] Unable to
+    synchronously open file" otherwise; any other failure to open is a :class:`DataFormatError`
+    of field ``file``."""
+    import h5py
+
+    require_regular_file(path)
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"{path}: no such {kind} file{hint}") from None
+        raise DataFormatError(path, "file", f"not a readable HDF5 file ({err})") from None
 
 
 # what h5py / pydicom / numpy raise on damaged bytes (HDF5 object headers, B-trees, filters,

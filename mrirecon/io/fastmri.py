@@ -30,8 +30,7 @@ import torch
 
 from mrirecon.containers import Header, KSpace
 from mrirecon.io.atomic import atomic_path
-from mrirecon.io.errors import (DataFormatError, guard_reader, refuse_nonfinite,
-                                 require_regular_file)
+from mrirecon.io.errors import DataFormatError, guard_reader, open_hdf5, refuse_nonfinite
 from mrirecon.io.hdf5_vlen import check_vlen_references
 from mrirecon.io.ismrmrd_header import header_to_xml, parse_ismrmrd_header
 
@@ -90,15 +89,7 @@ class FastMRIFile:
     @guard_reader('file')
     def _file(self) -> h5py.File:
         if self._h5 is None:
-            require_regular_file(self.path)
-            try:
-                h5 = h5py.File(self.path, "r")
-            except OSError as err:  # h5py's "[Errno 2] Unable to synchronously open file …"
-                if not self.path.exists():
-                    raise FileNotFoundError(f"{self.path}: no such fastMRI file") from None
-                if isinstance(err, FileNotFoundError):
-                    raise
-                raise self._fail("file", f"not a readable HDF5 file ({err})") from None
+            h5 = open_hdf5(self.path, "fastMRI")
             try:
                 self._validate(h5)
                 cache = self._chunk_cache_bytes(h5["kspace"])

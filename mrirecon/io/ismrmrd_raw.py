@@ -54,7 +54,7 @@ import torch
 
 from mrirecon.containers import Header, KSpace
 from mrirecon.functional import center_crop, fft2c, ifft2c
-from mrirecon.io.errors import DataFormatError, require_regular_file
+from mrirecon.io.errors import DataFormatError, open_hdf5
 from mrirecon.io.hdf5_vlen import check_vlen_references
 from mrirecon.io.ismrmrd_reference import CALIBRATION_MISMATCH, separate_reference  # noqa: F401
 from mrirecon.io.ismrmrd_header import parse_ismrmrd_header
@@ -201,13 +201,7 @@ def _read_ismrmrd(
     def fail(field: str, problem: str) -> DataFormatError:
         return DataFormatError(path, field, problem)
 
-    require_regular_file(path)
-    try:
-        h5 = h5py.File(path, "r")
-    except OSError as err:
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no such ISMRMRD file") from None
-        raise fail("file", f"not a readable HDF5 file ({err})") from None
+    h5 = open_hdf5(path, "ISMRMRD")
     with h5:
         if dataset not in h5 or not isinstance(h5[dataset], h5py.Group):
             raise fail(dataset, f"group missing (found {sorted(h5.keys())})")

@@ -49,8 +49,8 @@ from mrirecon.io.errors import (
     CORRUPTION_ERRORS,
     DataFormatError,
     as_format_error,
+    open_hdf5,
     refuse_nonfinite,
-    require_regular_file,
 )
 from mrirecon.operators.ct_geometry import CTGeometry
 
@@ -166,14 +166,7 @@ def geometry_from_json(text: str, source: str | os.PathLike = "<geometry attribu
 def _open(path: Path):
     """``h5py.File(path, "r")`` as a context; an unreadable, truncated or damaged file (also
     when the damage shows only while reading inside the block) is a :class:`DataFormatError`."""
-    require_regular_file(path)
-    try:
-        h5 = h5py.File(path, "r")
-    except OSError as err:  # h5py's "[Errno 2] Unable to synchronously open file (…)"
-        if not path.exists():  # e.g. deleted or moved after the folder was listed
-            raise FileNotFoundError(f"{path}: no such LoDoPaB file (deleted or moved after "
-                                    "its folder was listed?)") from None
-        raise DataFormatError(path, "file", f"not a readable HDF5 file ({err})") from None
+    h5 = open_hdf5(path, "LoDoPaB", " (deleted or moved after its folder was listed?)")
     try:
         with h5:
             yield h5
