@@ -58,12 +58,14 @@ SOURCE_WEIGHTS = {"natural": 0.35, "procedural": 0.25, "mni": 0.35, "ct": 0.05}
 WIDTH_RANGE = (COLS, 2 * COLS)
 
 
-def recon_window(rows: int, cols: int) -> tuple[slice, slice]:
-    """The centre square scored like fastMRI's ``reconstruction_rss``: ``COLS x COLS`` (``320 x
-    320``) of a ``640 x 320`` or ``640 x 368`` slice, the largest centre square of a smaller one."""
-    side = min(rows, cols, COLS)
-    r0, c0 = (rows - side) // 2, (cols - side) // 2
-    return slice(r0, r0 + side), slice(c0, c0 + side)
+def recon_crop(image: Tensor) -> Tensor:
+    """The centre square of ``image (..., rows, cols)`` scored like fastMRI's
+    ``reconstruction_rss``: ``COLS x COLS`` (``320 x 320``) of a ``640 x 320`` or ``640 x 368``
+    slice, the largest centre square of a smaller one (fastMRI's ``center_crop``)."""
+    from mrirecon.functional import center_crop
+
+    side = min(*image.shape[-2:], COLS)
+    return center_crop(image, (side, side))
 
 
 def check_widths(widths) -> tuple[int, ...]:
@@ -209,7 +211,7 @@ def simulate_slice(rng: np.random.Generator, images: DeploymentImages, accelerat
     maps = centre_maps(km, centre_band(mask), crop=0.0).to(torch.complex64)
     s = float(sense(maps, mask).H(km).abs().max().clamp_min(1e-12))
     target = ifft2c(k).abs().pow(2).sum(0).sqrt() / s
-    centre = target[recon_window(rows, cols)]
+    centre = recon_crop(target)
     return {"kspace": km / s, "maps": maps, "mask": mask, "target": target.to(torch.float32),
             "max_value": float(centre.max()), "kind": kind, "acceleration": acceleration,
             "scale": s}

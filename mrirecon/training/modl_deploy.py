@@ -40,7 +40,7 @@ def score_slices(model: torch.nn.Module, slices: list[dict]) -> list[dict]:
     """Deployed-model PSNR / SSIM on whole slices (data in their original units, centre crop)."""
     from mrirecon.metrics import psnr, ssim
     from mrirecon.operators import sense
-    from mrirecon.training.deploy_mri import recon_window
+    from mrirecon.training.deploy_mri import recon_crop
 
     was_training, was_norm = model.training, getattr(model, "normalize", None)
     model.eval()
@@ -52,8 +52,7 @@ def score_slices(model: torch.nn.Module, slices: list[dict]) -> list[dict]:
             for sl in slices:
                 y = sl["kspace"] * sl["scale"]  # the scanner's units: normalisation must undo them
                 x = model(y[None], sense(sl["maps"][None], sl["mask"]))[0].abs() / sl["scale"]
-                win = recon_window(*x.shape)
-                pred, ref = x[win].numpy()[None], sl["target"][win].numpy()[None]
+                pred, ref = recon_crop(x).numpy()[None], recon_crop(sl["target"]).numpy()[None]
                 out.append({"acceleration": sl["acceleration"], "kind": sl["kind"],
                             "PSNR": float(psnr(ref, pred)), "SSIM": float(ssim(ref, pred)),
                             "mean_ratio": float(pred.mean() / ref.mean())})

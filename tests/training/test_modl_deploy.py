@@ -166,8 +166,15 @@ def test_widths_outside_the_object_are_refused(widths):
 
 def test_recon_window_is_fastmris_centre_crop():
     """Scores and the SSIM data range use the centre 320 x 320, as fastMRI's reconstruction_rss."""
-    from mrirecon.training.deploy_mri import recon_window
+    from mrirecon.training.deploy_mri import recon_crop
 
-    assert recon_window(640, 368) == (slice(160, 480), slice(24, 344))
-    assert recon_window(640, 320) == (slice(160, 480), slice(0, 320))
-    assert recon_window(ROWS, COLS) == (slice((ROWS - COLS) // 2, (ROWS + COLS) // 2), slice(0, COLS))
+    def window(rows, cols):
+        x = torch.arange(rows * cols).reshape(rows, cols)
+        return recon_crop(x), x
+
+    crop, x = window(640, 368)
+    assert torch.equal(crop, x[160:480, 24:344])
+    crop, x = window(640, 320)
+    assert torch.equal(crop, x[160:480, 0:320])
+    crop, x = window(ROWS, COLS)
+    assert torch.equal(crop, x[(ROWS - COLS) // 2:(ROWS + COLS) // 2, 0:COLS])
