@@ -4,6 +4,7 @@ the dot-test helpers."""
 from mrirecon.core.capabilities import (
     CoilExpandReduce,
     HasFBP,
+    HasImageSupport,
     HasPseudoInverse,
     HasSamplingMask,
     capability,
@@ -26,6 +27,7 @@ from mrirecon.core.power import max_eigenvalue
 __all__ = [
     "CoilExpandReduce",
     "HasFBP",
+    "HasImageSupport",
     "HasPseudoInverse",
     "HasSamplingMask",
     "capability",

@@ -13,6 +13,7 @@ capability                    ``c * A`` (``ScaledOperator``)  ``A @ B`` (``Compo
                               ``conj(c) E^H``               ``B^H E_A^H``
 :class:`HasFBP`               ``fbp(y) / c``                not passed (no exact rule)
 :class:`HasPseudoInverse`     ``A^+ y / c``                 not passed (``(AB)^+ != B^+ A^+``)
+:class:`HasImageSupport`      support unchanged (``c != 0``)  not passed (``B`` may move pixels)
 ============================  ===========================  ================================
 
 Each entry is exact: ``(cA)^+ = A^+ / c`` for ``c != 0``; an FBP is a linear approximate
@@ -71,7 +72,18 @@ class HasPseudoInverse(Protocol):
     def pseudo_inverse(self, y: Tensor) -> Tensor: ...
 
 
-CAPABILITIES = (HasSamplingMask, CoilExpandReduce, HasFBP, HasPseudoInverse)
+@runtime_checkable
+class HasImageSupport(Protocol):
+    """The pixels the operator sees: ``support`` is boolean, broadcastable to the image
+    ``(..., H, W)``. A pixel outside it lies in the null space of ``A`` (for SENSE: every coil
+    map is zero there, as ESPIRiT's ``crop`` leaves the background), so no data constrain it
+    and a reconstruction that keeps a value there invents it."""
+
+    @property
+    def support(self) -> Tensor: ...
+
+
+CAPABILITIES = (HasSamplingMask, CoilExpandReduce, HasFBP, HasPseudoInverse, HasImageSupport)
 
 C = TypeVar("C")
 

@@ -209,6 +209,11 @@ class LinearOperator(torch.nn.Module):
         return torch.sqrt(lam.reshape(()))
 
 
+def _is_zero(c: Number | Tensor) -> bool:
+    """Whether the scalar ``c`` (or any entry of a tensor ``c``) is zero."""
+    return bool((c == 0).any()) if isinstance(c, Tensor) else c == 0
+
+
 def _same_shapes(a: Shape, b: Shape) -> Shape:
     """Merge two trailing-shape specs (``None`` entries are free)."""
     if a is None:
@@ -351,6 +356,8 @@ class ScaledOperator(LinearOperator):
             return caps.ScaledFBP(base, self.scalar)
         if cap is caps.HasPseudoInverse:
             return caps.ScaledPseudoInverse(base, self.scalar)
+        if cap is caps.HasImageSupport:  # c A x = 0 <=> A x = 0 for c != 0
+            return base if not _is_zero(self.scalar) else None
         return None
 
     def _adjoint(self, y: Tensor) -> Tensor:

@@ -80,6 +80,13 @@ def _checked_maps(maps: Tensor, who: str) -> Tensor:
     return maps
 
 
+def maps_support(maps: Tensor) -> Tensor:
+    """``(..., H, W)`` boolean: the pixels where at least one coil map ``(..., C, H, W)`` is
+    non-zero (capability :class:`~mrirecon.core.HasImageSupport` of the operators built on
+    maps: outside it a pixel is in their null space)."""
+    return (maps != 0).any(dim=-3)
+
+
 def _coil_mask(mask: Tensor, maps: Tensor, who: str) -> Tensor:
     """A full 2-D mask with an axis aligned to the coils (``mask = y != 0``, ``(C, H, W)``) -> one
     pattern for all coils; refused when the coils' patterns differ (it would broadcast as a batch
@@ -198,6 +205,11 @@ class Sensitivity(LinearOperator):
     def num_coils(self) -> int:
         return self.maps.shape[-3]
 
+    @property
+    def support(self) -> Tensor:
+        """Capability ``HasImageSupport``: :func:`maps_support` of the maps."""
+        return maps_support(self.maps)
+
     def _forward(self, x: Tensor) -> Tensor:
         return self.maps * x.unsqueeze(-3)
 
@@ -247,6 +259,11 @@ class SenseOperator(LinearOperator):
     @property
     def num_coils(self) -> int:
         return self.maps.shape[-3]
+
+    @property
+    def support(self) -> Tensor:
+        """Capability ``HasImageSupport``: :func:`maps_support` of the maps."""
+        return maps_support(self.maps)
 
     def _forward(self, x: Tensor) -> Tensor:
         return fft2c(self.maps * x.unsqueeze(-3)) * self.mask.unsqueeze(-3)

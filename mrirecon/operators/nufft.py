@@ -21,7 +21,7 @@ from torch import Tensor
 from mrirecon.core import LinearOperator
 from mrirecon.core.checks import broadcasts_to
 from mrirecon.functional.nufft import checked_eps, nufft, nufft_adjoint, point_spread_kernel
-from mrirecon.operators.mri import _checked_maps, coil_reduce
+from mrirecon.operators.mri import _checked_maps, coil_reduce, maps_support
 
 
 def _check_trajectory(trajectory: Tensor, shape: tuple[int, int]) -> Tensor:
@@ -101,6 +101,11 @@ class NufftSense(LinearOperator):
     @property
     def num_coils(self) -> int:
         return self.maps.shape[-3]
+
+    @property
+    def support(self) -> Tensor:
+        """Capability ``HasImageSupport``: the pixels where a coil map is non-zero."""
+        return maps_support(self.maps)
 
     def unweighted(self, y: Tensor) -> Tensor:
         """The samples without the operator's ``W^(1/2)`` weighting: ``y / sqrt(w)`` where
