@@ -468,12 +468,11 @@ def load_init(model, path: Path, kind: str = "staged_ct",
 
     if not path.exists():
         raise FileNotFoundError(f"train {kind}: --init {path} does not exist")
+    from mrirecon.training.weights import load_state_into
+
     state = read_state_dict(path, who=f"train {kind}: --init")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:  # missing / unexpected keys, shape mismatches
-        raise ValueError(f"train {kind}: --init {path} is not a state dict of this architecture "
-                         f"({must_match} must match): {exc}") from exc
+    load_state_into(model, state, f"train {kind}: --init {path} is not a state dict of this "
+                                  f"architecture ({must_match} must match)")
 
 
 def card_command(kind: str, out: Path, args: dict) -> str:

@@ -123,12 +123,9 @@ def load_feature_network(
     from mrirecon.io.weights import read_state_dict
 
     state = read_state_dict(pt, map_location, who="load_feature_network")
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(
-            f"FeatureNetwork: {pt} does not match channels {tuple(channels)}: missing keys "
-            f"{missing[:5]}, unexpected keys {unexpected[:5]}"
-        )
+    from mrirecon.training.weights import load_state_into
+
+    load_state_into(net, state, f"FeatureNetwork: {pt} does not match channels {tuple(channels)}")
     net.requires_grad_(False)
     return net.eval()
 

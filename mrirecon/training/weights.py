@@ -213,7 +213,7 @@ def load_pretrained(
         raise ValueError(f"load_pretrained: {err} (model parameters of {pt.with_suffix('.yaml')}"
                          f"{given})") from err
     state = read_state_dict(pt, map_location)  # also unwraps a training checkpoint's "model"
-    _load_into(model, state, f"load_pretrained: {pt} does not match {card['model']['name']} with "
+    load_state_into(model, state, f"load_pretrained: {pt} does not match {card['model']['name']} with "
                              f"the parameters of its card {pt.with_suffix('.yaml')}")
     model.model_card = card  # the pipeline checks data against card["training_range"]
     _guard_modality(model, card["model"]["name"], pt)
@@ -333,14 +333,16 @@ def load_model(
                 f"load_model: weights {path} are neither mrirecon nor fastMRI VarNet "
                 f"weights ({err.args[0]})"
             ) from None
-    _load_into(model, state, f"load_model: weights {path} do not match {method} with parameters "
+    load_state_into(model, state, f"load_model: weights {path} do not match {method} with parameters "
                              f"{dict(params)}")
     return model.eval()
 
 
-def _load_into(model: nn.Module, state: Mapping[str, torch.Tensor], mismatch: str) -> None:
+def load_state_into(model: nn.Module, state: Mapping[str, torch.Tensor], mismatch: str) -> None:
     """``model.load_state_dict(state)``; a key or shape mismatch raises ``ValueError(mismatch:
-    what differs)``, so the message names the weights file (and card) instead of the model class."""
+    what differs)``, so the message names the weights file (and card) instead of the model class.
+    The one state-dict fit check of the package (shipped weights, ``--init`` files, the
+    perceptual loss's feature network)."""
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shape mismatches

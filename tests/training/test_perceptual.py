@@ -67,6 +67,17 @@ def test_shipped_weights_and_card():
         load_feature_network("nowhere.pt")
 
 
+def test_feature_weights_of_other_channels_are_named(tmp_path):
+    """A card whose channels do not fit the state dict: the shapes differ, which escaped the
+    key check as torch's RuntimeError ("Error(s) in loading state_dict ... size mismatch")."""
+    channels = [8, 16]
+    torch.save(FeatureNetwork(channels).state_dict(), tmp_path / "f.pt")
+    (tmp_path / "f.yaml").write_text(yaml.safe_dump({"model": {"params": {"channels": [8, 32]}}}))
+    with pytest.raises(ValueError, match=r"FeatureNetwork: .*f\.pt does not match channels \(8, 32\): "
+                                         r"size mismatch for"):
+        load_feature_network(tmp_path / "f.pt")
+
+
 def test_zero_iff_equal_and_sensitivity(loss):
     t = _brain()
     m = torch.ones(1)
