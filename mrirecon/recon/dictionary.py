@@ -37,7 +37,7 @@ from mrirecon.functional import channels_to_complex, complex_to_channels
 from mrirecon.operators import Patches
 from mrirecon.recon.variational import batch_dims_of
 from mrirecon.solvers import cg, max_eigenvalue
-from mrirecon.core.checks import check_iterations
+from mrirecon.core.checks import check_iterations, check_start
 
 Callback = Callable[[int, Tensor, float], None]
 
@@ -224,6 +224,7 @@ def dlmri(
     aty = op.H(y)
     nb = batch_dims_of(op, aty)
     complex_ = aty.is_complex()
+    check_start("dlmri", x0, aty, y)
     x = x0.clone() if x0 is not None else (
         cg(op.gram, aty, iterations=init_iterations, batch_dims=nb) if init_iterations else aty)
     P = Patches(tuple(aty.shape[-2:]), patch_size, stride, border="drop").to(aty.device)

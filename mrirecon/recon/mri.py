@@ -347,6 +347,8 @@ def tv(
     _check_op(op, "tv")
     if lam < 0:
         raise ValueError(f"tv: lam must be >= 0, got {lam}")
+    if x0 is not None:
+        check_start("tv", x0, op.H(y), y)
     if phase is not None:
         p = unit_phase(phase, y.real.dtype, "tv")
         real_op = op @ PhaseConstrained(p.to(y.device))

@@ -41,7 +41,7 @@ from mrirecon.core import LinearOperator
 from mrirecon.recon.variational import batch_dims_of
 from mrirecon.solvers import cg, max_eigenvalue
 from mrirecon.solvers.pnp import pnp_admm_step, pnp_hqs_step
-from mrirecon.core.checks import check_iterations
+from mrirecon.core.checks import check_iterations, check_start
 
 Callback = Callable[[int, Tensor, float], None]
 Denoiser = Callable[[np.ndarray, float], np.ndarray]
@@ -211,6 +211,7 @@ def plug_and_play(
         raise ValueError(f"plug_and_play: need rho > 0 and gamma >= 1, got rho={rho}, gamma={gamma}")
     aty = op.H(y)
     nb = batch_dims_of(op, aty)
+    check_start("plug_and_play", x0, aty, y)
     if x0 is None:
         x0 = cg(op.gram, aty, iterations=init_iterations, batch_dims=nb) if init_iterations else aty
     x = x0.clone()

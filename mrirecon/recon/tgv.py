@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from mrirecon.core import LinearOperator
+from mrirecon.core.checks import check_start
 from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.operators import FiniteDifference
 from mrirecon.operators.tgv import TGVBlock
@@ -155,6 +156,7 @@ def tgv(
                          "complex images; use preconditioned=False")
     if step_ratio <= 0:
         raise ValueError(f"tgv: step_ratio must be > 0, got {step_ratio}")
+    check_start("tgv", x0, aty, y)
     x_start = torch.zeros_like(aty) if x0 is None else x0.to(aty.dtype)
     u0 = torch.cat([x_start.unsqueeze(-3), FiniteDifference(2)(x_start)], dim=-3)
     image = TGVBlock("image")

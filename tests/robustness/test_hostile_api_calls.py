@@ -303,3 +303,53 @@ def test_mask_functions_name_a_seed_that_is_no_integer():
             fn((32, 32), 4, seed=1.5)
     assert torch.equal(f(64, seed=np.int64(3)), f(64, seed=3))
     assert f(64, seed=file_seed("a.h5")).shape == (64,)
+
+
+def _x0_problems():
+    """``{"name [variant]": (y, op, params, who)}``: every method of ``recon.run`` that takes ``x0`` (bar
+    ``cg_sense`` and ``l1_wavelet`` above), on a SENSE problem and on a parallel-beam sinogram."""
+    from mrirecon import recon
+    from mrirecon.operators import ParallelBeam
+    from mrirecon.operators.ct_geometry import CTGeometry
+    from tests.helpers import shepp_sense_problem
+
+    _, op, y = shepp_sense_problem(n=32)
+    ct_op = ParallelBeam(CTGeometry.parallel((32, 32), num_views=24))
+    gt = torch.zeros(32, 32, dtype=torch.float64)
+    gt[8:24, 8:24] = 1
+    s = ct_op(gt)
+    short = {"iterations": 1, "init_iterations": 1}
+    cases = {"tv": (y, op, {"lam": 1e-3, "iterations": 2}, "tv"),
+             "tv phase": (y, op, {"lam": 1e-3, "iterations": 2, "phase": torch.ones(32, 32)}, "tv"),
+             "tgv": (y, op, {"lam": 1e-3, "iterations": 2}, "tgv"),
+             "pnp_nlm": (y, op, short, "plug_and_play"),
+             "dlmri": (y, op, short, "dlmri"),
+             "sirt": (s, ct_op, {"iterations": 2}, "sirt"),
+             "tv_ct": (s, ct_op, {"lam": 1e-3, "iterations": 2}, "tv_pdhg"),
+             "tgv ct": (s, ct_op, {"lam": 1e-3, "iterations": 2}, "tgv"),
+             "dlmri ct": (s, ct_op, short, "dlmri")}
+    if "pnp_bm3d" in recon.available():
+        cases["pnp_bm3d"] = (y, op, short, "plug_and_play")
+    return cases
+
+
+def test_every_start_image_of_another_shape_is_refused():
+    """x0 (2, 32, 32) for one y: tv, tgv, pnp_nlm / pnp_bm3d, dlmri, sirt, tv_ct returned 2
+    images, no word; an x0 (16, 16) failed inside torch ("The size of tensor a (32) must match
+    the size of tensor b (16)") or an operator; a numpy x0 with "'numpy.ndarray' object has no
+    attribute 'clone'". An x0 of the image's shape still starts each of them."""
+    from mrirecon import recon
+
+    for case, (y, op, params, who) in _x0_problems().items():
+        name = case.split()[0]  # "tgv ct": tgv on the sinogram
+        dtype = op.H(y).dtype
+        image = f"of the image of y \\({', '.join(map(str, y.shape))}\\) \\(A.H\\(y\\)\\)"
+        for shape in [(2, 32, 32), (16, 16)]:
+            got = ", ".join(map(str, shape))
+            with pytest.raises(ValueError, match=rf"{who}: x0 must have the shape \(32, 32\) "
+                                                 rf"{image}, got \({got}\)"):
+                recon.run(name, y, op, x0=torch.zeros(shape, dtype=dtype), **params)
+        with pytest.raises(TypeError, match=rf"{who}: x0 must be a torch.Tensor, got ndarray"):
+            recon.run(name, y, op, x0=torch.zeros(32, 32, dtype=dtype).numpy(), **params)
+        out = recon.run(name, y, op, x0=torch.zeros(32, 32, dtype=dtype), **params)
+        assert out.shape == (32, 32), case
