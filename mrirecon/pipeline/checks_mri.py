@@ -11,6 +11,8 @@ import math
 import torch
 from torch import Tensor
 
+from mrirecon.sampling.agreement import mask_disagreement
+
 #: A k-space sample this many times both its readout neighbours, and at least half the largest
 #: other sample, is a spike: no object's k-space has an isolated peak outside its centre.
 SPIKE_RATIO = 20.0
@@ -87,10 +89,8 @@ def reconcile_mask(data: Tensor, mask: Tensor, where: str,
     describe this k-space (reversed, transposed data), refused. ``acquired``: the header's
     acquirable columns; the zero padding outside them is left as the mask has it."""
     has_data = (data != 0).flatten(0, -2).any(0)
-    empty = mask & ~has_data
-    if acquired is not None:  # zero padding outside the acquirable columns: never "empty"
-        empty &= acquired.to(empty.device)
-    ignored = ~mask & has_data
+    # zero padding outside the acquirable columns: never "empty"
+    empty, ignored = mask_disagreement(has_data, mask, acquired)
     n_empty, n_ignored = int(empty.sum()), int(ignored.sum())
     if n_empty and n_ignored:
         raise ValueError(f"{where}: mask: {n_empty} column(s) marked sampled hold no data and "
