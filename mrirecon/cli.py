@@ -163,7 +163,10 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("pipeline", help="pipeline YAML path or shipped pipeline name")
     run.add_argument("--input", "-i", nargs="+", required=True, metavar="PATH",
                      help="input files, folders or glob patterns (quote globs)")
-    run.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder")
+    run.add_argument("--output", "-o", required=True, metavar="DIR",
+                     help="output folder; one that holds outputs of inputs not given now (an "
+                          "earlier run's) is refused, as metrics.csv and the report would not "
+                          "list them: use a new folder, or give those inputs again")
     run.add_argument("--device", choices=["cpu", "cuda", "auto"], default=None,
                      help="compute device (default: the pipeline's `device`)")
     run.add_argument("--resume", action="store_true",

@@ -71,7 +71,10 @@ def run_demo(output: str | Path = "demo_out", *, quick: bool = False, progress: 
     for label, name, overrides, inputs in runs:
         config, text = load_pipeline(name, overrides)
         log.info("running %s (%s) on %d input(s)", label, config.name, len(inputs))
-        code = run_pipeline(config, inputs, out / label, progress=progress, config_text=text)
+        # the demo owns its folders: a --quick rerun after a full one (1 of 2 volumes) replaces
+        # the full run's outputs rather than being refused for them
+        code = run_pipeline(config, inputs, out / label, progress=progress, config_text=text,
+                            replace_others=True)
         failures += code != 0
         prov = json.loads((out / label / "provenance.json").read_text())
         rows = [f for f in prov["files"] if f["metrics"]]

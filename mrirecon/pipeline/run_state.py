@@ -94,30 +94,50 @@ def previous_run(prev: dict | None, path: Path, input_hash: str, config_hash: st
     return prev
 
 
-def check_resume_inputs(output: Path, names: list[str]) -> None:
-    """Refuse ``--resume`` into ``output`` when it holds status records of inputs whose output
-    names are not ``names`` (all ranks' inputs): their outputs were kept while ``metrics.csv``,
-    ``report.html`` and ``provenance.json`` listed only this run's inputs."""
+def check_other_inputs(output: Path, names: list[str], *, resume: bool) -> None:
+    """Refuse a run into ``output`` when it holds status records of inputs whose output names are
+    not ``names`` (all ranks' inputs): their outputs would stay on disk while ``metrics.csv``,
+    ``report.html`` and ``provenance.json`` list only this run's inputs. A rerun of the same
+    inputs (or of more) replaces or adds to them as usual; ``resume`` only changes the advice."""
+    others = [f"{prev.get('input')} ({name})" if isinstance(prev.get("input"), str) else name
+              for _, name, prev in _other_records(output, names)]
+    if not others:
+        return
+    n = len(others)
+    listed = ", ".join(others[:5]) + (f", ... ({n - 5} more)" if n > 5 else "")
+    inputs, them = f"{n} input{'s' if n > 1 else ''}", "them" if n > 1 else "it"
+    not_here = f"{'are' if n > 1 else 'is'} not among this run's inputs: {listed}"
+    if resume:
+        raise ValueError(
+            f"--resume into {output}: it holds the outputs of {inputs} that {not_here}; --resume "
+            "continues a run on the same inputs, and metrics.csv, report.html and provenance.json "
+            f"list only this run's: pass {them} again with the new inputs, or write to another "
+            "--output (nothing was run)")
+    raise ValueError(
+        f"--output {output} holds the outputs of {inputs} of an earlier run that {not_here}; this "
+        f"run would leave {them} there while metrics.csv, report.html and provenance.json list "
+        "only its own inputs: write to another (or an empty) --output, or pass "
+        f"{them} again with the new inputs (with --resume, finished inputs are skipped) (nothing "
+        "was run)")
+
+
+def remove_other_inputs(output: Path, names: list[str]) -> None:
+    """Delete the outputs and status records of inputs not in ``names`` (the demo, which owns its
+    folders: a quick rerun after a full one keeps 1 of 2 volumes)."""
+    for record, name, prev in _other_records(output, names):
+        remove_stale_outputs(prev, VolumeResult(input="", name=name), output)
+        record.unlink(missing_ok=True)
+
+
+def _other_records(output: Path, names: list[str]) -> list[tuple[Path, str, dict]]:
+    """``(record, output name, status)`` of the inputs with a status record in ``output`` whose
+    output names are not ``names``."""
     folder = output / ".status"
     if not folder.is_dir():
-        return
+        return []
     mine = {status_path(output, n) for n in names}
-    others = []
-    for record in sorted(folder.rglob("*.json")):
-        if record in mine or not record.is_file():
-            continue
-        prev = read_status(record, output) or {}
-        name = record.relative_to(folder).with_suffix("").as_posix()
-        others.append(f"{prev.get('input')} ({name})" if isinstance(prev.get("input"), str) else name)
-    if others:
-        n = len(others)
-        listed = ", ".join(others[:5]) + (f", ... ({n - 5} more)" if n > 5 else "")
-        raise ValueError(
-            f"--resume into {output}: it holds the outputs of {n} input{'s' if n > 1 else ''} that "
-            f"{'are' if n > 1 else 'is'} not among this run's inputs: {listed}; --resume continues a "
-            "run on the same inputs, and metrics.csv, report.html and provenance.json list only "
-            f"this run's: pass {'them' if n > 1 else 'it'} again with the new inputs, or write to "
-            "another --output (nothing was run)")
+    return [(r, r.relative_to(folder).with_suffix("").as_posix(), read_status(r, output) or {})
+            for r in sorted(folder.rglob("*.json")) if r not in mine and r.is_file()]
 
 
 def remove_orphans(output: Path, before: float) -> int:

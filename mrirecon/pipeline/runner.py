@@ -29,8 +29,9 @@ from mrirecon.core.device import resolve_device
 from mrirecon.io.atomic import NAME_MAX, atomic_write_text, cut_name
 from mrirecon.core.config import to_dict
 from mrirecon.pipeline.report import VolumeResult, display_name, write_report
-from mrirecon.pipeline.run_state import (check_resume_inputs, lock_output, paired_reference,
+from mrirecon.pipeline.run_state import (check_other_inputs, lock_output, paired_reference,
                                          previous_run, read_status, remove_orphans,
+                                         remove_other_inputs,
                                          remove_stale_file, remove_stale_outputs,
                                          sha256, status_path, status_record, weights_sha256)
 from mrirecon.pipeline.schema import PipelineConfig
@@ -309,11 +310,14 @@ def _env_int(name: str, default: int) -> int:
 
 def run_pipeline(config: PipelineConfig, inputs: list[str], output: str | Path, *,
                  resume: bool = False, device: str | None = None, progress: bool = True,
-                 config_text: str = "", rank: int | None = None, world: int | None = None) -> int:
+                 config_text: str = "", rank: int | None = None, world: int | None = None,
+                 replace_others: bool = False) -> int:
     """Run ``config`` on ``inputs``, writing under ``output``; returns the exit code (0 = all ok).
 
     ``rank``/``world`` default to the ``torchrun`` environment (``RANK``, ``WORLD_SIZE``). The
-    output folder is locked for the run (per rank): a second run into it is refused.
+    output folder is locked for the run (per rank): a second run into it is refused. An output
+    folder that holds outputs of inputs not in ``inputs`` is refused, or, with
+    ``replace_others`` (the demo, which owns its folders), those outputs are deleted.
     """
     from mrirecon.pipeline.validate import validate_pipeline
 
@@ -336,7 +340,8 @@ def run_pipeline(config: PipelineConfig, inputs: list[str], output: str | Path, 
     lock = lock_output(output, rank)
     try:
         return _run_locked(config, inputs, output, resume=resume, device=device, progress=progress,
-                           config_text=config_text, rank=rank, world=world)
+                           config_text=config_text, rank=rank, world=world,
+                           replace_others=replace_others)
     except BaseException:
         held = Path(lock.name)
         if created and all(p.name == held.name for p in output.iterdir()):
@@ -348,7 +353,8 @@ def run_pipeline(config: PipelineConfig, inputs: list[str], output: str | Path, 
 
 
 def _run_locked(config: PipelineConfig, inputs: list[str], output: Path, *, resume: bool,
-                device: str | None, progress: bool, config_text: str, rank: int, world: int) -> int:
+                device: str | None, progress: bool, config_text: str, rank: int, world: int,
+                replace_others: bool = False) -> int:
     """:func:`run_pipeline` while it holds the output folder's lock."""
     import shutil
 
@@ -363,8 +369,10 @@ def _run_locked(config: PipelineConfig, inputs: list[str], output: Path, *, resu
     log.info("pipeline %s: %d input(s), %d on rank %d/%d, device %s", config.name, len(files),
              len(mine), rank, world, dev)
     t_start = time.time()
+    if replace_others:
+        remove_other_inputs(output, names)
+    check_other_inputs(output, names, resume=resume)
     if resume:
-        check_resume_inputs(output, names)
         remove_orphans(output, before=t_start)
     model = _load_model(config, dev)
     weights = weights_sha256(config)

@@ -185,8 +185,8 @@ def test_resume_into_a_folder_of_other_inputs_is_refused_naming_them(mri_file, t
     assert run_pipeline(config, [str(a), str(b), str(c)], out, progress=False, resume=True) == 0
     rows = list(csv.reader((out / "metrics.csv").open()))
     assert [r[0] for r in rows[1:]] == ["a.h5", "b.h5", "c.h5"]
-    # a plain run (no --resume) writes what it is asked to, as before
-    assert run_pipeline(config, [str(c)], out, progress=False) == 0
+    # a plain run of c alone is refused too (test_hostile_runs.py), one of all three runs
+    assert run_pipeline(config, [str(a), str(b), str(c)], out, progress=False) == 0
 
 
 def test_resume_remakes_an_input_whose_figure_was_deleted(mri_file, tmp_path):

@@ -380,3 +380,63 @@ def test_coil_compression_above_the_coil_count_is_noted(mri_file, tmp_path):
         assert run_pipeline(mri_config(f"preprocess.coil_compression={cc}"), [str(mri_file)],
                             tmp_path / f"o{cc}", progress=False) == 0
         assert _prov(tmp_path / f"o{cc}")["files"][0]["notes"] == []
+
+
+def test_a_plain_run_into_a_folder_of_other_inputs_is_refused_naming_them(mri_file, tmp_path,
+                                                                         capsys):
+    """`run` of c into a folder an earlier run wrote for a and b exited 0 and kept a's and b's
+    reconstructions and NIfTI files while metrics.csv, report.html and provenance.json listed
+    only c: the folder's files and its table disagreed without a word. Now refused before any
+    input is read, naming a and b; a rerun of the same inputs (or of more) still overwrites."""
+    import csv
+
+    from mrirecon.cli import main
+    from tests.robustness.test_hostile_outputs import FAST_MRI
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for stem in "abc":
+        shutil.copy(mri_file, folder / f"{stem}.h5")
+    a, b, c = (str(folder / f"{s}.h5") for s in "abc")
+    out = tmp_path / "out"
+    sets = [x for kv in [*FAST_MRI[:3], "export.formats=[hdf5,nifti]", FAST_MRI[4]]
+            for x in ("--set", kv)]
+
+    def run(*inputs: str) -> int:
+        try:
+            return main(["run", "mri_cs", "-i", *inputs, "--output", str(out), "--no-progress",
+                         *sets])
+        except SystemExit as e:
+            return e.code
+
+    def listed() -> list[str]:
+        return [r[0] for r in list(csv.reader((out / "metrics.csv").open()))[1:]]
+
+    def files() -> list[str]:
+        return sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+
+    assert run(a, b) == 0
+    before = files()
+    capsys.readouterr()
+    assert run(c) == 2
+    assert (f"--output {out} holds the outputs of 2 inputs of an earlier run that are not among "
+            f"this run's inputs: {a} (a), {b} (b); this run would leave them there while "
+            "metrics.csv, report.html and provenance.json list only its own inputs: write to "
+            "another (or an empty) --output, or pass them again with the new inputs (with "
+            "--resume, finished inputs are skipped) (nothing was run)") in capsys.readouterr().err
+    assert files() == before and listed() == ["a.h5", "b.h5"]
+    assert not (out / "nifti" / "c.nii.gz").exists()
+    assert run(a, b) == 0 and listed() == ["a.h5", "b.h5"]  # the same inputs: overwritten
+    assert run(a, b, c) == 0 and listed() == ["a.h5", "b.h5", "c.h5"]  # more: added
+    capsys.readouterr()
+    assert run(b) == 2
+    assert f"outputs of 2 inputs of an earlier run that are not among this run's inputs: {a} (a), " \
+           f"{c} (c);" in capsys.readouterr().err
+    assert listed() == ["a.h5", "b.h5", "c.h5"]
+    # the demo owns its folders: a --quick rerun after a full one replaces the other outputs
+    config = mri_config("export.formats=[hdf5,nifti]")
+    assert run_pipeline(config, [c], out, progress=False, replace_others=True) == 0
+    assert listed() == ["c.h5"]
+    assert [f for f in files() if not f.startswith(".")] == [
+        "metrics.csv", "nifti/c.nii.gz", "provenance.json", "reconstructions/c.h5"]
+    assert sorted(p.name for p in (out / ".status").iterdir()) == ["c.json"]
