@@ -85,18 +85,30 @@ def broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
     return len(shape) <= len(target) and all(s in (1, t) for s, t in zip(reversed(shape), reversed(target)))
 
 
-def check_start(who: str, x0: Any, image: Any, y: Any) -> None:
-    """A start ``x0`` must be a tensor of the shape of ``image`` (``A.H(y)``, the shape the solver
-    returns): another shape broadcast against it without a word (``cg_sense`` with ``x0`` of
-    shape ``(2, H, W)`` and one ``y`` returned 2 images)."""
+def check_start(who: str, x0: Any, image: Any, y: Any) -> Any:
+    """A start ``x0`` must be a tensor that broadcasts to the shape of ``image`` (``A.H(y)``, the
+    shape the solver returns) without changing it; returns ``x0`` at that shape (``None`` stays
+    ``None``). One ``(H, W)`` start for a batch of slices is fine; a start with more images than
+    ``y`` was broadcast the other way without a word (``cg_sense`` with ``x0`` of shape
+    ``(2, H, W)`` and one ``y`` returned 2 images)."""
     if x0 is None:
-        return
+        return None
     shape = getattr(x0, "shape", None)
     if not hasattr(x0, "clone") or shape is None:
         raise TypeError(f"{who}: x0 must be a torch.Tensor, got {type(x0).__name__}")
-    if tuple(shape) != tuple(image.shape):
-        raise ValueError(f"{who}: x0 must have the shape {tuple(image.shape)} of the image of y "
+    target = tuple(image.shape)
+    if tuple(shape) == target:
+        return x0
+    import torch
+
+    try:
+        fits = tuple(torch.broadcast_shapes(tuple(shape), target)) == target
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ValueError(f"{who}: x0 must have the shape {target} of the image of y "
                          f"{tuple(y.shape)} (A.H(y)), got {tuple(shape)}")
+    return x0.expand(target).clone()  # one start per image, writable in place
 
 
 def check_seed(who: str, seed: Any, below: int | None = None) -> None:

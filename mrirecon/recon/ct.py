@@ -89,7 +89,7 @@ def sirt(
     if not 0 < relaxation < 2:
         raise ValueError(f"sirt: relaxation must lie in (0, 2), got {relaxation}")
     image = op.H(y)
-    check_start("sirt", x0, image, y)
+    x0 = check_start("sirt", x0, image, y)
     ones_x = torch.ones(image.shape[-2:], dtype=y.dtype, device=y.device)
     row = op(ones_x)
     col = op.H(torch.ones_like(row))
@@ -162,7 +162,7 @@ def tv_pdhg(
     if lam < 0:
         raise ValueError(f"tv_pdhg: lam must be >= 0, got {lam}")
     if x0 is not None:
-        check_start("tv_pdhg", x0, op.H(y), y)
+        x0 = check_start("tv_pdhg", x0, op.H(y), y)
     return tv_least_squares(y, op, lam, method="pdhg", nonneg=nonneg,
                             preconditioned=preconditioned, iterations=iterations,
                             tolerance=tolerance, x0=x0, callback=callback)

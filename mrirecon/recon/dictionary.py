@@ -224,7 +224,7 @@ def dlmri(
     aty = op.H(y)
     nb = batch_dims_of(op, aty)
     complex_ = aty.is_complex()
-    check_start("dlmri", x0, aty, y)
+    x0 = check_start("dlmri", x0, aty, y)
     x = x0.clone() if x0 is not None else (
         cg(op.gram, aty, iterations=init_iterations, batch_dims=nb) if init_iterations else aty)
     P = Patches(tuple(aty.shape[-2:]), patch_size, stride, border="drop").to(aty.device)

@@ -172,7 +172,7 @@ def cg_sense(
     if lam < 0:
         raise ValueError(f"cg_sense: lam must be >= 0, got {lam}")
     aty = op.H(y)
-    check_start("cg_sense", x0, aty, y)
+    x0 = check_start("cg_sense", x0, aty, y)
     gram = op.gram if lam == 0 else (lambda x: op.gram(x) + lam * x)
     nb = batch_dims_of(op, aty)
     if phase is None:
@@ -262,7 +262,7 @@ def l1_wavelet(
     if lam < 0:
         raise ValueError(f"l1_wavelet: lam must be >= 0, got {lam}")
     aty = op.H(y)
-    check_start("l1_wavelet", x0, aty, y)
+    x0 = check_start("l1_wavelet", x0, aty, y)
     W = Wavelet(aty.shape[-2:], wavelet, levels).to(aty.device)
     if step is None:
         eig = op.gram_bound(aty) if power_iterations is None else None
@@ -348,7 +348,7 @@ def tv(
     if lam < 0:
         raise ValueError(f"tv: lam must be >= 0, got {lam}")
     if x0 is not None:
-        check_start("tv", x0, op.H(y), y)
+        x0 = check_start("tv", x0, op.H(y), y)
     if phase is not None:
         p = unit_phase(phase, y.real.dtype, "tv")
         real_op = op @ PhaseConstrained(p.to(y.device))

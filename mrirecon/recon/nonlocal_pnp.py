@@ -211,7 +211,7 @@ def plug_and_play(
         raise ValueError(f"plug_and_play: need rho > 0 and gamma >= 1, got rho={rho}, gamma={gamma}")
     aty = op.H(y)
     nb = batch_dims_of(op, aty)
-    check_start("plug_and_play", x0, aty, y)
+    x0 = check_start("plug_and_play", x0, aty, y)
     if x0 is None:
         x0 = cg(op.gram, aty, iterations=init_iterations, batch_dims=nb) if init_iterations else aty
     x = x0.clone()

@@ -156,7 +156,7 @@ def tgv(
                          "complex images; use preconditioned=False")
     if step_ratio <= 0:
         raise ValueError(f"tgv: step_ratio must be > 0, got {step_ratio}")
-    check_start("tgv", x0, aty, y)
+    x0 = check_start("tgv", x0, aty, y)
     x_start = torch.zeros_like(aty) if x0 is None else x0.to(aty.dtype)
     u0 = torch.cat([x_start.unsqueeze(-3), FiniteDifference(2)(x_start)], dim=-3)
     image = TGVBlock("image")

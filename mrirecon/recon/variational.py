@@ -100,7 +100,7 @@ def tv_least_squares(
     aty = op.H(y)
     if nonneg and aty.is_complex():
         raise ValueError("tv: nonneg=True needs a real-valued operator (CT), got complex images")
-    check_start("tv_least_squares", x0, aty, y)
+    x0 = check_start("tv_least_squares", x0, aty, y)
     x0 = torch.zeros_like(aty) if x0 is None else x0
     D = FiniteDifference(2)
     nb = batch_dims_of(op, aty)

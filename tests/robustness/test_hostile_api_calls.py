@@ -205,6 +205,27 @@ def test_a_start_image_of_another_shape_is_refused(method):
     assert recon.run(method, y, op, lam=lam, iterations=2, x0=x0[0]).shape == (32, 32)
 
 
+@pytest.mark.parametrize("method", ["cg_sense", "l1_wavelet", "tv"])
+def test_one_start_image_for_a_batch_of_slices_starts_each(method):
+    """One (H, W) start for y of 2 slices broadcasts to both (it did before the shape check,
+    which refused it for a while): each slice's image equals the one of that slice alone."""
+    from mrirecon import recon
+    from tests.helpers import shepp_sense_problem
+
+    x, op, y = shepp_sense_problem(n=32)
+    batch = torch.stack([y, 0.5 * op(torch.from_numpy(x.copy()).flip(-1).to(y.dtype))])
+    lam = {"l1_wavelet": 1e-3, "tv": 1e-3}.get(method, 0.0)
+    x0 = 0.3 * op.H(y)  # a start the result depends on after 2 iterations
+    both = recon.run(method, batch, op, lam=lam, iterations=2, x0=x0)
+    assert both.shape == (2, 32, 32)
+    for i in range(2):
+        alone = recon.run(method, batch[i], op, lam=lam, iterations=2, x0=x0)
+        eps = torch.finfo(alone.real.dtype).eps
+        assert float((both[i] - alone).abs().max()) <= 1e3 * eps * float(alone.abs().max())
+    zero = recon.run(method, batch, op, lam=lam, iterations=2)
+    assert float((both - zero).abs().max()) > 1e-3 * float(zero.abs().max())
+
+
 @pytest.mark.parametrize("case, message", [
     ("mask", r"SenseOperator: mask \(32,\) is all zero: no k-space sample is kept"),
     ("batch", r"SenseOperator: mask \(2, 1, 32\): 1 of its 2 masks are all zero"),
