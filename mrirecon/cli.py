@@ -128,7 +128,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config, text = load_pipeline(args.pipeline, args.set)
     return run_pipeline(config, args.input, args.output, resume=args.resume, device=args.device,
-                        progress=not args.no_progress, config_text=text)
+                        progress=not args.no_progress, config_text=text, replace_others=args.prune)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -166,13 +166,16 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--output", "-o", required=True, metavar="DIR",
                      help="output folder; one that holds outputs of inputs not given now (an "
                           "earlier run's) is refused, as metrics.csv and the report would not "
-                          "list them: use a new folder, or give those inputs again")
+                          "list them: use a new folder, give those inputs again, or --prune")
     run.add_argument("--device", choices=["cpu", "cuda", "auto"], default=None,
                      help="compute device (default: the pipeline's `device`)")
     run.add_argument("--resume", action="store_true",
                      help="skip inputs finished by an earlier run into --output (same input, config "
                           "and weights); refused when that folder holds outputs of inputs not "
                           "given now: pass those again with the new inputs, or use another --output")
+    run.add_argument("--prune", action="store_true",
+                     help="delete the outputs of inputs not given now from --output (e.g. a file "
+                          "removed from an input folder since the last run) instead of refusing")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a pipeline value, e.g. reconstruct.params.lam=0.01 (repeatable)")
     run.add_argument("--no-progress", action="store_true", help="hide progress bars")

@@ -111,22 +111,26 @@ def check_other_inputs(output: Path, names: list[str], *, resume: bool) -> None:
         raise ValueError(
             f"--resume into {output}: it holds the outputs of {inputs} that {not_here}; --resume "
             "continues a run on the same inputs, and metrics.csv, report.html and provenance.json "
-            f"list only this run's: pass {them} again with the new inputs, or write to another "
-            "--output (nothing was run)")
+            f"list only this run's: pass {them} again with the new inputs, write to another "
+            f"--output, or pass --prune to delete {them} (nothing was run)")
     raise ValueError(
         f"--output {output} holds the outputs of {inputs} of an earlier run that {not_here}; this "
         f"run would leave {them} there while metrics.csv, report.html and provenance.json list "
-        "only its own inputs: write to another (or an empty) --output, or pass "
-        f"{them} again with the new inputs (with --resume, finished inputs are skipped) (nothing "
-        "was run)")
+        "only its own inputs: write to another (or an empty) --output, pass "
+        f"{them} again with the new inputs (with --resume, finished inputs are skipped), or pass "
+        f"--prune to delete {them} (nothing was run)")
 
 
-def remove_other_inputs(output: Path, names: list[str]) -> None:
-    """Delete the outputs and status records of inputs not in ``names`` (the demo, which owns its
-    folders: a quick rerun after a full one keeps 1 of 2 volumes)."""
+def remove_other_inputs(output: Path, names: list[str]) -> list[str]:
+    """Delete the outputs and status records of inputs not in ``names`` (``run --prune``; the
+    demo, which owns its folders: a quick rerun after a full one keeps 1 of 2 volumes); returns
+    the output names deleted."""
+    removed = []
     for record, name, prev in _other_records(output, names):
         remove_stale_outputs(prev, VolumeResult(input="", name=name), output)
         record.unlink(missing_ok=True)
+        removed.append(name)
+    return removed
 
 
 def _other_records(output: Path, names: list[str]) -> list[tuple[Path, str, dict]]:

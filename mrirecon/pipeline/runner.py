@@ -317,7 +317,8 @@ def run_pipeline(config: PipelineConfig, inputs: list[str], output: str | Path, 
     ``rank``/``world`` default to the ``torchrun`` environment (``RANK``, ``WORLD_SIZE``). The
     output folder is locked for the run (per rank): a second run into it is refused. An output
     folder that holds outputs of inputs not in ``inputs`` is refused, or, with
-    ``replace_others`` (the demo, which owns its folders), those outputs are deleted.
+    ``replace_others`` (``run --prune``; the demo, which owns its folders), those outputs are
+    deleted.
     """
     from mrirecon.pipeline.validate import validate_pipeline
 
@@ -370,7 +371,10 @@ def _run_locked(config: PipelineConfig, inputs: list[str], output: Path, *, resu
              len(mine), rank, world, dev)
     t_start = time.time()
     if replace_others:
-        remove_other_inputs(output, names)
+        pruned = remove_other_inputs(output, names)
+        if pruned:
+            log.info("pruned the outputs of %d earlier input(s) not in this run: %s%s", len(pruned),
+                     ", ".join(pruned[:5]), " ..." if len(pruned) > 5 else "")
     check_other_inputs(output, names, resume=resume)
     if resume:
         remove_orphans(output, before=t_start)

@@ -175,7 +175,7 @@ def test_resume_into_a_folder_of_other_inputs_is_refused_naming_them(mri_file, t
         f"--resume into {out}: it holds the outputs of 1 input that is not among this run's "
         f"inputs: {a} (a); --resume continues a run on the same inputs, and metrics.csv, "
         "report.html and provenance.json list only this run's: pass it again with the new "
-        "inputs, or write to another --output (nothing was run)")
+        "inputs, write to another --output, or pass --prune to delete it (nothing was run)")
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == before
     sets = [x for kv in [*FAST_MRI[:3], "export.formats=[hdf5]", FAST_MRI[4]] for x in ("--set", kv)]
     with pytest.raises(SystemExit) as exit_:

@@ -422,8 +422,9 @@ def test_a_plain_run_into_a_folder_of_other_inputs_is_refused_naming_them(mri_fi
     assert (f"--output {out} holds the outputs of 2 inputs of an earlier run that are not among "
             f"this run's inputs: {a} (a), {b} (b); this run would leave them there while "
             "metrics.csv, report.html and provenance.json list only its own inputs: write to "
-            "another (or an empty) --output, or pass them again with the new inputs (with "
-            "--resume, finished inputs are skipped) (nothing was run)") in capsys.readouterr().err
+            "another (or an empty) --output, pass them again with the new inputs (with "
+            "--resume, finished inputs are skipped), or pass --prune to delete them (nothing was "
+            "run)") in capsys.readouterr().err
     assert files() == before and listed() == ["a.h5", "b.h5"]
     assert not (out / "nifti" / "c.nii.gz").exists()
     assert run(a, b) == 0 and listed() == ["a.h5", "b.h5"]  # the same inputs: overwritten
@@ -433,6 +434,10 @@ def test_a_plain_run_into_a_folder_of_other_inputs_is_refused_naming_them(mri_fi
     assert f"outputs of 2 inputs of an earlier run that are not among this run's inputs: {a} (a), " \
            f"{c} (c);" in capsys.readouterr().err
     assert listed() == ["a.h5", "b.h5", "c.h5"]
+    # --prune (a file removed from an input folder since the last run): the others' outputs go
+    assert run(a, c, "--prune") == 0 and listed() == ["a.h5", "c.h5"]
+    assert not (out / "nifti" / "b.nii.gz").exists() and not (out / "reconstructions" / "b.h5").exists()
+    assert (out / "nifti" / "a.nii.gz").exists()
     # the demo owns its folders: a --quick rerun after a full one replaces the other outputs
     config = mri_config("export.formats=[hdf5,nifti]")
     assert run_pipeline(config, [c], out, progress=False, replace_others=True) == 0
