@@ -40,9 +40,11 @@ def status_path(output: Path, stem: str) -> Path:
     return output / ".status" / f"{stem}.json"
 
 
-def read_status(status_file: Path, output: Path) -> dict | None:
+def read_status(status_file: Path, output: Path,
+                then: str = "the input is processed again") -> dict | None:
     """An earlier run's status record of one input, its output paths resolved against ``output``
-    (they are stored relative to it, so a copied or moved output folder stays consistent)."""
+    (they are stored relative to it, so a copied or moved output folder stays consistent); an
+    unreadable one is logged with what happens ``then``."""
     if not status_file.is_file():
         return None
     try:
@@ -50,7 +52,7 @@ def read_status(status_file: Path, output: Path) -> dict | None:
         if not isinstance(prev, dict):
             raise ValueError("not a JSON object")
     except (ValueError, OSError) as e:
-        log.warning("%s is unreadable (%s); the input is processed again", status_file, e)
+        log.warning("%s is unreadable (%s); %s", status_file, e, then)
         return None
     outputs, figures = prev.get("outputs", {}), prev.get("figures", [])
     if isinstance(outputs, dict) and isinstance(figures, list):
@@ -140,7 +142,9 @@ def _other_records(output: Path, names: list[str]) -> list[tuple[Path, str, dict
     if not folder.is_dir():
         return []
     mine = {status_path(output, n) for n in names}
-    return [(r, r.relative_to(folder).with_suffix("").as_posix(), read_status(r, output) or {})
+    then = "the input it records (not in this run) is named by its output name"
+    return [(r, r.relative_to(folder).with_suffix("").as_posix(),
+             read_status(r, output, then) or {})
             for r in sorted(folder.rglob("*.json")) if r not in mine and r.is_file()]
 
 

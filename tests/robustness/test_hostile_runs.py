@@ -445,3 +445,19 @@ def test_a_plain_run_into_a_folder_of_other_inputs_is_refused_naming_them(mri_fi
     assert [f for f in files() if not f.startswith(".")] == [
         "metrics.csv", "nifti/c.nii.gz", "provenance.json", "reconstructions/c.h5"]
     assert sorted(p.name for p in (out / ".status").iterdir()) == ["c.json"]
+
+
+def test_an_unreadable_record_of_another_input_is_named_without_promising_a_rerun(tmp_path, caplog):
+    """A damaged status record of an input not in this run: the refusal names it by its output
+    name, and the log said "the input is processed again", which no run would do."""
+    import logging
+
+    from mrirecon.pipeline.run_state import check_other_inputs
+
+    (tmp_path / ".status").mkdir()
+    (tmp_path / ".status" / "gone.json").write_text("{not json")
+    with caplog.at_level(logging.WARNING), pytest.raises(ValueError, match=r"1 input of an earlier "
+                                                         r"run that is not among this run's inputs: gone;"):
+        check_other_inputs(tmp_path, ["mine"], resume=False)
+    assert "gone.json is unreadable" in caplog.text and "processed again" not in caplog.text
+    assert "not in this run) is named by its output name" in caplog.text
