@@ -99,13 +99,7 @@ def check_start(who: str, x0: Any, image: Any, y: Any) -> Any:
     target = tuple(image.shape)
     if tuple(shape) == target:
         return x0
-    import torch
-
-    try:
-        fits = tuple(torch.broadcast_shapes(tuple(shape), target)) == target
-    except RuntimeError:
-        fits = False
-    if not fits:
+    if not broadcasts_to(tuple(shape), target):
         raise ValueError(f"{who}: x0 must have the shape {target} of the image of y "
                          f"{tuple(y.shape)} (A.H(y)), got {tuple(shape)}")
     return x0.expand(target).clone()  # one start per image, writable in place

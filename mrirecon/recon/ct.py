@@ -161,8 +161,6 @@ def tv_pdhg(
     _check(y, op, "tv_pdhg")
     if lam < 0:
         raise ValueError(f"tv_pdhg: lam must be >= 0, got {lam}")
-    if x0 is not None:
-        x0 = check_start("tv_pdhg", x0, op.H(y), y)
     return tv_least_squares(y, op, lam, method="pdhg", nonneg=nonneg,
                             preconditioned=preconditioned, iterations=iterations,
-                            tolerance=tolerance, x0=x0, callback=callback)
+                            tolerance=tolerance, x0=x0, callback=callback, who="tv_pdhg")

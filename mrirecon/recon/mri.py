@@ -347,19 +347,19 @@ def tv(
     _check_op(op, "tv")
     if lam < 0:
         raise ValueError(f"tv: lam must be >= 0, got {lam}")
-    if x0 is not None:
-        x0 = check_start("tv", x0, op.H(y), y)
     if phase is not None:
         p = unit_phase(phase, y.real.dtype, "tv")
         real_op = op @ PhaseConstrained(p.to(y.device))
+        if x0 is not None:  # checked before the phase multiplies it (broadcast otherwise)
+            x0 = check_start("tv", x0, op.H(y), y)
         start = None if x0 is None else (p.conj() * x0.to(p.dtype)).real
         rho_img = tv_least_squares(y, real_op, lam, method=method, iterations=iterations,
                                    tolerance=tolerance, rho=rho, cg_iterations=cg_iterations,
-                                   x0=start, callback=callback)
+                                   x0=start, callback=callback, who="tv")
         return p.to(y.device) * rho_img
     return tv_least_squares(y, op, lam, method=method, iterations=iterations,
                             tolerance=tolerance, rho=rho, cg_iterations=cg_iterations, x0=x0,
-                            callback=callback)
+                            callback=callback, who="tv")
 
 
 def unit_phase(phase: Tensor, real: torch.dtype, who: str) -> Tensor:

@@ -63,6 +63,7 @@ def tv_least_squares(
     cg_iterations: int = 5,
     x0: Tensor | None = None,
     callback: Callable[[int, Tensor, float], None] | None = None,
+    who: str = "tv_least_squares",
 ) -> Tensor:
     """Minimise ``1/2 ||A x - y||^2 + lam TV(x)`` (+ ``x >= 0`` when ``nonneg``).
 
@@ -89,6 +90,8 @@ def tv_least_squares(
         ADMM penalty and inner CG iterations.
     x0
         Start image (zeros by default).
+    who
+        The name a start image of the wrong shape is refused under (the public caller's).
 
     Returns
     -------
@@ -100,7 +103,7 @@ def tv_least_squares(
     aty = op.H(y)
     if nonneg and aty.is_complex():
         raise ValueError("tv: nonneg=True needs a real-valued operator (CT), got complex images")
-    x0 = check_start("tv_least_squares", x0, aty, y)
+    x0 = check_start(who, x0, aty, y)
     x0 = torch.zeros_like(aty) if x0 is None else x0
     D = FiniteDifference(2)
     nb = batch_dims_of(op, aty)
