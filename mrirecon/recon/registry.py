@@ -201,6 +201,13 @@ def run(name: str, y: Tensor, op: LinearOperator | None = None, **params) -> Ten
     return entry.fn(y, op, **params)
 
 
+#: A 2-D mask's samples inside ``y``'s span may hold exact zeros by chance (quantised k-space
+#: whose faint outer samples round to 0 in every coil) up to this share before ``y`` counts as
+#: undersampled with another mask (a Poisson-disc or variable-density mask of another seed,
+#: fftshifted or transposed, leaves 45-75 % of them empty). Column masks allow none.
+CHANCE_ZEROS = 0.01
+
+
 def _check_mask(name: str, y: Tensor, op: LinearOperator | None) -> None:
     """Refuse k-space undersampled with another mask than ``op``'s: data where the mask drops
     them while the mask keeps samples inside ``y``'s span that hold none (the pipeline's
@@ -217,57 +224,40 @@ def _check_mask(name: str, y: Tensor, op: LinearOperator | None) -> None:
     mask = None if found is None else found.mask
     if not isinstance(mask, Tensor) or mask.ndim < 2 or y.ndim < 2 or mask.shape[-1] != y.shape[-1]:
         return  # non-Cartesian operators: not judged here
-    if mask.shape[-2] != 1:
-        if mask.shape[-2] == y.shape[-2]:
-            _check_sample_mask(name, y, mask, isinstance(found, SenseOperator))
+    columns = mask.shape[-2] == 1
+    if not columns and mask.shape[-2] != y.shape[-2]:
         return
-    held = (y != 0).any(dim=-2)  # (..., [coils,] W)
-    if isinstance(found, SenseOperator) and held.ndim >= 2:
-        held = held.any(dim=-2)
-    held, keep = torch.broadcast_tensors(held, mask[..., 0, :].to(held.device).bool())
-    held, keep = held.reshape(-1, held.shape[-1]), keep.reshape(-1, keep.shape[-1])
-    empty, dropped = mask_disagreement(held, keep, held_span(held))
-    bad = (empty.any(-1) & dropped.any(-1)).nonzero().flatten()
-    if len(bad):
-        i = int(bad[0])
-        where = f" (sample {i} of {held.shape[0]})" if held.shape[0] > 1 else ""
-        raise ValueError(
-            f"{name}: y does not fit the operator's mask{where}: {int(dropped[i].sum())} column(s) "
-            f"of y hold data that the mask drops (first: {int(dropped[i].nonzero()[0])}) and "
-            f"{int(empty[i].sum())} column(s) the mask keeps hold none (first: "
-            f"{int(empty[i].nonzero()[0])}): y was undersampled with another mask (fftshifted, "
-            "flipped, another seed or acceleration?); build op with the mask of y")
-
-
-#: A 2-D mask's samples inside ``y``'s span may hold exact zeros by chance (quantised k-space
-#: whose faint outer samples round to 0 in every coil) up to this share before ``y`` counts as
-#: undersampled with another mask (a Poisson-disc or variable-density mask of another seed,
-#: fftshifted or transposed, leaves 45-75 % of them empty).
-CHANCE_ZEROS = 0.01
-
-
-def _check_sample_mask(name: str, y: Tensor, mask: Tensor, coils: bool) -> None:
-    """:func:`_check_mask` for a 2-D mask ``(..., H, W)``, sample by sample."""
     held = y != 0
-    if coils and held.ndim >= 3:
-        held = held.any(dim=-3)  # (..., H, W)
+    if columns:
+        held = held.any(dim=-2, keepdim=True)  # (..., [coils,] 1, W)
+    if isinstance(found, SenseOperator) and held.ndim >= 3:
+        held = held.any(dim=-3)  # any coil
     held, keep = torch.broadcast_tensors(held, mask.to(held.device).bool())
     h, w = held.shape[-2:]
     held, keep = held.reshape(-1, h, w), keep.reshape(-1, h, w)
-    span = held_span(held, dims=2)
+    span = held_span(held, dims=1 if columns else 2)
     empty, dropped = mask_disagreement(held, keep, span)
     n_empty, n_dropped = empty.sum((-2, -1)), dropped.sum((-2, -1))
-    bad = ((n_empty > CHANCE_ZEROS * (keep & span).sum((-2, -1))) & (n_dropped > 0)).nonzero()
-    if len(bad):
-        i = int(bad[0])
-        where = f" (sample {i} of {held.shape[0]})" if held.shape[0] > 1 else ""
+    allowed = 0 if columns else CHANCE_ZEROS * (keep & span).sum((-2, -1))
+    bad = ((n_empty > allowed) & (n_dropped > 0)).nonzero().flatten()
+    if not len(bad):
+        return
+    i = int(bad[0])
+    where = f" (sample {i} of {held.shape[0]})" if held.shape[0] > 1 else ""
+    if columns:
         raise ValueError(
-            f"{name}: y does not fit the operator's 2-D mask{where}: {int(n_dropped[i])} "
-            f"sample(s) of y hold data that the mask drops and {int(n_empty[i])} of the "
-            f"{int(keep[i].sum())} the mask keeps hold none: y is sampled at "
-            f"{float(held[i].float().mean()):.1%} of the {h} x {w} grid, the operator's mask at "
-            f"{float(keep[i].float().mean()):.1%}: y was undersampled with another mask "
-            "(fftshifted, transposed, another seed or acceleration?); build op with the mask of y")
+            f"{name}: y does not fit the operator's mask{where}: {int(n_dropped[i])} column(s) "
+            f"of y hold data that the mask drops (first: {int(dropped[i, 0].nonzero()[0])}) and "
+            f"{int(n_empty[i])} column(s) the mask keeps hold none (first: "
+            f"{int(empty[i, 0].nonzero()[0])}): y was undersampled with another mask (fftshifted, "
+            "flipped, another seed or acceleration?); build op with the mask of y")
+    raise ValueError(
+        f"{name}: y does not fit the operator's 2-D mask{where}: {int(n_dropped[i])} "
+        f"sample(s) of y hold data that the mask drops and {int(n_empty[i])} of the "
+        f"{int(keep[i].sum())} the mask keeps hold none: y is sampled at "
+        f"{float(held[i].float().mean()):.1%} of the {h} x {w} grid, the operator's mask at "
+        f"{float(keep[i].float().mean()):.1%}: y was undersampled with another mask "
+        "(fftshifted, transposed, another seed or acceleration?); build op with the mask of y")
 
 
 def _kspace_method(entry: Entry, op: LinearOperator | None) -> bool:
