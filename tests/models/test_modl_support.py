@@ -82,3 +82,23 @@ def test_modl_on_maps_without_zeros_is_unchanged(dtype):
     on, off = _modl(True).to(dtype.to_real()), _modl(False).to(dtype.to_real())
     with torch.no_grad():
         torch.testing.assert_close(on(y, op), off(y, op), rtol=0, atol=0)
+
+
+def test_the_constrained_data_consistency_is_the_plain_one_at_the_projected_input():
+    """ProximalDC(support=True) solves min ||A x - y||^2 + lam ||x - z||^2 with x = 0 where no
+    map reaches: as A P = A, that is the plain proximal point of P z, zero outside."""
+    from mrirecon.models import ProximalDC
+
+    maps = cropped_maps(torch.complex128)
+    op = sense(maps, column_mask())
+    y = op(phantom(2, dtype=torch.complex128))
+    z = torch.randn(2, H, W, dtype=torch.complex128, generator=torch.Generator().manual_seed(1))
+    inside = maps_support(maps)
+    with torch.no_grad():
+        on = ProximalDC(0.05, iterations=20, support=True).double()(z, y, op)
+        plain = ProximalDC(0.05, iterations=20).double()(z * inside, y, op)
+        off = ProximalDC(0.05, iterations=20).double()(z, y, op)
+    torch.testing.assert_close(on, plain, rtol=0, atol=0)
+    assert float(on[:, ~inside].abs().max()) == 0.0
+    # the plain step passes z through there (to CG's accuracy after 20 iterations, not exactly)
+    torch.testing.assert_close(off[:, ~inside], z[:, ~inside], rtol=1e-3, atol=1e-3 * float(z.abs().max()))

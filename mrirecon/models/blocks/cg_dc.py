@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from mrirecon.core import LinearOperator
+from mrirecon.core import HasImageSupport, LinearOperator, capability
 from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.solvers import cg, cg_solve
 
@@ -93,6 +93,13 @@ class ProximalDC(nn.Module):
         CG settings (MoDL uses 10 iterations).
     implicit
         Backward by a second CG solve instead of storing iterations.
+    support
+        Also constrain ``x`` to 0 outside the operator's image support (capability
+        :class:`~mrirecon.core.HasImageSupport`: pixels no coil map covers, as ESPIRiT's ``crop``
+        leaves them). There ``A`` sees nothing, so the plain proximal point returns ``z``
+        unchanged: whatever the network put there survives. Because ``A P = A`` for the
+        projection ``P`` onto the support, the constrained solution is the plain one at ``P z``.
+        Operators without the capability, and maps without zeros, leave it the plain one.
     """
 
     @accepts_deprecated_names
@@ -103,6 +110,7 @@ class ProximalDC(nn.Module):
         iterations: int = 10,
         tolerance: float = 0.0,
         implicit: bool = True,
+        support: bool = False,
     ) -> None:
         super().__init__()
         value = torch.tensor([float(lam)])
@@ -111,6 +119,7 @@ class ProximalDC(nn.Module):
         else:
             self.register_buffer("lam", value)
         self.iterations, self.tolerance, self.implicit = iterations, tolerance, implicit
+        self.support = bool(support)
 
     def forward(
         self,
@@ -123,6 +132,10 @@ class ProximalDC(nn.Module):
         """Images ``z`` ``(B, ...)`` (batch axis first), data ``y``: the proximal point ``x``."""
         if aty is None:
             aty = op.H(y)
+        if self.support:
+            seen = capability(op, HasImageSupport)
+            if seen is not None:
+                z = z * seen.support
         lam = self.lam.to(z.real.dtype)
         rhs = aty + lam * z
         return solve_proximal(

@@ -10,7 +10,8 @@ Works with any ``LinearOperator`` (MRI ``sense``, CT projectors).
 Outside the operator's image support (pixels where every coil map is zero, as ESPIRiT's
 ``crop`` leaves the background) ``A`` sees nothing, so the data-consistency step returns ``z``
 there unchanged: whatever the denoiser put into those pixels survives and feeds the next unroll.
-With ``support`` (default) ``z`` is set to 0 outside the support (capability
+With ``support`` (default) the data-consistency step also constrains the image to 0 there
+(:class:`~mrirecon.models.blocks.ProximalDC` ``support``; capability
 :class:`~mrirecon.core.HasImageSupport`), which keeps every iterate zero there, as ``A^H y`` is.
 Maps without zeros (what the shipped models trained on) make this the identity. Measured with
 the 10-unroll ``modl_fastmri_diverse`` on 0.95-cropped ESPIRiT maps: see
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from mrirecon.core import HasImageSupport, LinearOperator, capability
+from mrirecon.core import LinearOperator
 from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.models.backbones.complex import ComplexImageCNN
 from mrirecon.models.backbones.dncnn import DnCNN
@@ -54,7 +55,7 @@ class MoDL(UnrolledModel):
     init_seed
         Seed of the weight initialisation (:func:`~mrirecon.models.init.seeded_init`).
     support
-        Zero the denoiser's output outside the operator's image support (see the module
+        Data consistency constrained to the operator's image support (see the module
         docstring); operators without the capability are left alone.
     """
 
@@ -83,19 +84,13 @@ class MoDL(UnrolledModel):
                     for _ in range(count)
                 ]
             )
-        self.dc = ProximalDC(lam, iterations=cg_iterations, implicit=implicit)
+        self.dc = ProximalDC(lam, iterations=cg_iterations, implicit=implicit, support=support)
         self.iterations, self.shared = iterations, shared
         self.normalize, self.checkpointing = normalize, checkpointing
-        self.support = bool(support)
 
     def num_steps(self) -> int:
         return self.iterations
 
     def step(self, i: int, x: Tensor, y: Tensor, op: LinearOperator, aty: Tensor) -> Tensor:
         """``x <- (A^H A + lam I)^{-1} (A^H y + lam D(x))``."""
-        z = self.denoisers[0 if self.shared else i](x)
-        if self.support:
-            seen = capability(op, HasImageSupport)
-            if seen is not None:
-                z = z * seen.support
-        return self.dc(z, y, op, aty)
+        return self.dc(self.denoisers[0 if self.shared else i](x), y, op, aty)
