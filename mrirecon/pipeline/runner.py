@@ -375,7 +375,8 @@ def _run_locked(config: PipelineConfig, inputs: list[str], output: Path, *, resu
         if pruned:
             log.info("pruned the outputs of %d earlier input(s) not in this run: %s%s", len(pruned),
                      ", ".join(pruned[:5]), " ..." if len(pruned) > 5 else "")
-    check_other_inputs(output, names, resume=resume)
+    else:
+        check_other_inputs(output, names, resume=resume)
     if resume:
         remove_orphans(output, before=t_start)
     model = _load_model(config, dev)

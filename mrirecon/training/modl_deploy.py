@@ -120,9 +120,10 @@ def _card(out: Path, kind: str, model_spec: dict, args: dict, rec: dict, steps: 
               "steps_at_save": steps, "best_step": rec["step"],
               "validation": {"PSNR": round(rec["PSNR"], 3), "SSIM": round(rec["SSIM"], 4)},
               "torch": str(torch.__version__), "date": time.strftime("%Y-%m-%d")}
+    widths = args.get("widths", (320,))
     return {"description": f"{kind} trained by mrirecon train {kind} (see training)",
-            "data": _card_data(args.get("widths", (320,))),
-            "training_range": {**_card_range(args.get("widths", (320,))),  # MoDL: crop-0 ESPIRiT maps
+            "data": _card_data(widths),
+            "training_range": {**_card_range(widths),  # MoDL: crop-0 ESPIRiT maps
                                **({"maps_crop": [0.0, 0.0]} if kind == "modl" else {})},
             "known_failures": _CARD_FAILURES,
             **old, "model": model_spec, "training": {**old.get("training", {}), **record}}

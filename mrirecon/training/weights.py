@@ -213,8 +213,8 @@ def load_pretrained(
         raise ValueError(f"load_pretrained: {err} (model parameters of {pt.with_suffix('.yaml')}"
                          f"{given})") from err
     state = read_state_dict(pt, map_location)  # also unwraps a training checkpoint's "model"
-    load_state_into(model, state, f"load_pretrained: {pt} does not match {card['model']['name']} with "
-                             f"the parameters of its card {pt.with_suffix('.yaml')}")
+    load_state_into(model, state, f"load_pretrained: {pt} does not match {card['model']['name']} "
+                                  f"with the parameters of its card {pt.with_suffix('.yaml')}")
     model.model_card = card  # the pipeline checks data against card["training_range"]
     _guard_modality(model, card["model"]["name"], pt)
     return model.to(map_location).eval()
@@ -333,8 +333,8 @@ def load_model(
                 f"load_model: weights {path} are neither mrirecon nor fastMRI VarNet "
                 f"weights ({err.args[0]})"
             ) from None
-    load_state_into(model, state, f"load_model: weights {path} do not match {method} with parameters "
-                             f"{dict(params)}")
+    load_state_into(model, state, f"load_model: weights {path} do not match {method} with "
+                                  f"parameters {dict(params)}")
     return model.eval()
 
 
