@@ -43,6 +43,7 @@ from pydicom.valuerep import PersonName, format_number_as_ds
 
 from mrirecon.containers import Image, ImageGeometry
 from mrirecon.io.atomic import atomic_path
+from mrirecon.io.errors import refuse_nonfinite
 
 __all__ = ["SOP_CLASS", "choose_mr_scale", "choose_rescale", "quantisation_warning", "save_part10",
            "write_dicom_series"]
@@ -227,10 +228,7 @@ def _as_numpy(image: Image, folder: str | os.PathLike) -> np.ndarray:
     if np.iscomplexobj(arr):
         raise TypeError("write_dicom_series: Image.data is complex; pass a real image")
     arr = arr.astype(np.float64)
-    bad = int(np.count_nonzero(~np.isfinite(arr)))
-    if bad:
-        raise ValueError(f"write_dicom_series: {folder}: Image.data has {bad} NaN/inf values; "
-                         "nothing written")
+    refuse_nonfinite("write_dicom_series", folder, "Image.data", arr)
     s, r, c = arr.shape
     if min(s, r, c) < 1 or max(r, c) > 65535:
         raise ValueError(

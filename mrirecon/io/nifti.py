@@ -21,7 +21,7 @@ import torch
 
 from mrirecon.containers import Image, ImageGeometry
 from mrirecon.io.atomic import atomic_path
-from mrirecon.io.errors import require_regular_file
+from mrirecon.io.errors import refuse_nonfinite, require_regular_file
 
 __all__ = ["read_nifti", "write_nifti"]
 
@@ -95,10 +95,7 @@ def write_nifti(image: Image, path: str | os.PathLike, *, dtype: str = "float32"
         raise ValueError(
             f"write_nifti: Image.kind is {image.kind!r} but data dtype is {data.dtype}"
         )
-    if not np.all(np.isfinite(data)):
-        bad = int(np.sum(~np.isfinite(data)))
-        raise ValueError(f"write_nifti: {path}: Image.data has {bad} NaN/inf values; "
-                         "nothing written")
+    refuse_nonfinite("write_nifti", path, "Image.data", data)
     peak = float(np.abs(data).max())
     if data.dtype not in (np.float32, np.complex64) and 0 < peak < np.finfo(np.float32).tiny:
         # float64 data at ~1e-40: the cast to float32 would flush them to (sub)normal zeros

@@ -406,7 +406,8 @@ def test_write_reconstruction_refuses_nan_inf_and_float32_overflow(tmp_path):
 @pytest.mark.parametrize("writer", ["nifti", "dicom"])
 def test_nifti_and_dicom_nan_messages_name_the_output_path(writer, tmp_path):
     """write_nifti / write_dicom_series refused NaN with "Image.data has 1 NaN/inf values",
-    which did not say which of several outputs was at fault."""
+    which did not say which of several outputs was at fault; both now go through
+    io.errors.refuse_nonfinite, worded like the other writers ("NaN or Inf")."""
     from mrirecon import io
     from tests.robustness.conftest import _image
 
@@ -417,7 +418,7 @@ def test_nifti_and_dicom_nan_messages_name_the_output_path(writer, tmp_path):
     target = tmp_path / ("vol.nii.gz" if writer == "nifti" else "series")
     write = io.write_nifti if writer == "nifti" else io.write_dicom_series
     with pytest.raises(ValueError, match=rf"write_\w+: {re.escape(str(target))}: Image.data has 1 "
-                                         r"NaN/inf values; nothing written"):
+                                         r"NaN or Inf values; nothing written"):
         write(bad, target)
     assert list(tmp_path.iterdir()) == []
 
