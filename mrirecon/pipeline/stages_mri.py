@@ -386,7 +386,14 @@ class MRIStages(Modality[MRISlice]):
         return s
 
     def data_warnings(self, s: MRISlice) -> dict[str, str]:
-        notes = dict(s.notes)  # with preprocess's coil checks
+        return self.data_messages(s)[0]
+
+    def data_notes(self, s: MRISlice) -> dict[str, str]:
+        return self.data_messages(s)[1]
+
+    def data_messages(self, s: MRISlice) -> tuple[dict[str, str], dict[str, str]]:
+        echo_warnings, notes = self._echo(s)  # a radial partial echo's, once per slice
+        warned = dict(s.notes)  # with preprocess's coil checks
         rc = self.config.reconstruct
         if rc.method == "grappa" and s.trajectory is None:  # columns its kernel cannot reach
             try:
@@ -394,27 +401,23 @@ class MRIStages(Modality[MRISlice]):
             except ValueError:  # a band too narrow for any kernel: reconstruct refuses it
                 note = None
             if note:
-                notes["grappa_unfilled"] = note + "; cg_sense fills them"
+                warned["grappa_unfilled"] = note + "; cg_sense fills them"
         pf = self.config.preprocess.partial_fourier
         pc = phase_constrained(s, rc, pf)
         pocs = self.classical and pocs_applies(s, rc, pf)
-        if "partial_fourier" in notes:  # say how this run fills the missing side
-            notes["partial_fourier"] = partial_fourier_note(s.header, phase_constrained=pc, pocs=pocs)
-        if "partial_echo" in notes and s.trajectory is None:  # and how this run fills it
-            notes["partial_echo"] = partial_echo_note(s, rc.method, not self.classical, pc, pocs)
-        elif "partial_echo" in notes:  # radial: a warning unless filled or measured (data_notes)
-            del notes["partial_echo"]
-            notes.update(self._echo(s)[0])
-        return notes
-
-    def data_notes(self, s: MRISlice) -> dict[str, str]:
-        notes = self._echo(s)[1]
+        if "partial_fourier" in warned:  # say how this run fills the missing side
+            warned["partial_fourier"] = partial_fourier_note(s.header, phase_constrained=pc, pocs=pocs)
+        if "partial_echo" in warned and s.trajectory is None:  # and how this run fills it
+            warned["partial_echo"] = partial_echo_note(s, rc.method, not self.classical, pc, pocs)
+        elif "partial_echo" in warned:  # radial: a warning unless filled or measured (a note)
+            del warned["partial_echo"]
+            warned.update(echo_warnings)
         cc, coils = self.config.preprocess.coil_compression, s.kspace.shape[0]
         if cc is not None and coils < cc:  # preprocess compresses to at most cc coils
             notes["coil_compression"] = (f"preprocess.coil_compression={cc}: the data hold {coils} "
                                          f"coil(s), fewer than {cc}, so all {coils} were kept "
                                          "uncompressed")
-        return notes
+        return warned, notes
 
     def _echo(self, s: MRISlice) -> tuple[dict[str, str], dict[str, str]]:
         rc, learned = self.config.reconstruct, not self.classical

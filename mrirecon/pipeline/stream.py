@@ -113,6 +113,11 @@ class Modality(ABC, Generic[S]):
         file's ``notes``) and the report."""
         return {}
 
+    def data_messages(self, s: S) -> tuple[dict[str, str], dict[str, str]]:
+        """``(data_warnings(s), data_notes(s))``, what the pipeline runner collects of one slice;
+        a modality whose two share work (MRI: a radial partial echo) does that work once here."""
+        return self.data_warnings(s), self.data_notes(s)
+
     def reference(self, s: S) -> Tensor | None:
         """The slice's reference image on the output's scale, or ``None``."""
         return None

@@ -41,9 +41,10 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
     notes: dict[str, tuple[str, list[int]]] = {}  # the same for the stages' notes
 
     def on_slice(i, s) -> None:
-        for kind, msg in stages.data_warnings(s).items():
+        warned, told = stages.data_messages(s)
+        for kind, msg in warned.items():
             suspicious.setdefault(kind, (msg, []))[1].append(i)
-        for kind, msg in stages.data_notes(s).items():
+        for kind, msg in told.items():
             notes.setdefault(kind, (msg, []))[1].append(i)
         if config.modality == "mri" and s.trajectory is None:  # sampled vs acquirable columns
             from mrirecon.pipeline.slice_mri import column_counts

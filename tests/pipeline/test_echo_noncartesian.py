@@ -151,6 +151,25 @@ def test_radial_cs_leaves_spokes_over_2pi_alone(volume, tmp_path):
     assert not any("partial echo" in w for w in f["warnings"])
 
 
+def test_partial_echo_messages_are_worked_out_once_per_slice(volume, tmp_path, monkeypatch):
+    """The run's warnings and notes of a slice came from two calls that each worked out the
+    partial echo's messages (MRIStages.data_warnings, then data_notes); one call now serves
+    both, and the note is the same."""
+    path = _write(tmp_path / "pe", volume, _over_2pi(SPOKES, SAMPLES), SAMPLES // 4)
+    calls = []
+    real = echo.echo_messages
+
+    def counted(s, *args):
+        calls.append(s.index)
+        return real(s, *args)
+
+    monkeypatch.setattr(echo, "echo_messages", counted)
+    _, f = _run(path, tmp_path / "out", overrides=["reconstruct.params.iterations=2"])
+    assert calls == [0]  # the volume's one slice, once
+    (note,) = [n for n in f["notes"] if "partial echo" in n]
+    assert note.startswith("scan.h5: ") and "span 2 pi" in note and "no fill applied" in note
+
+
 def test_learned_radial_pipeline_warns_of_an_uncorrected_partial_echo(volume, tmp_path, caplog):
     """mri_radial_learned does not correct a partial echo over pi: a logged warning names the
     file and the share never sampled."""
