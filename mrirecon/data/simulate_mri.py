@@ -508,7 +508,7 @@ def simulate_mri_dataset(
         vol = simulate_mri_volume(
             index, slices=slices, coils=coils, size=size, seed=seed, snr_db=snr_db, **options
         )
-        path = out / simulated_file_name(vol.header.acquisition, seed, index)
+        path = out / names[index]  # the names refuse_stale_files was given
         attrs = {"simulation": json.dumps(vol.parameters, sort_keys=True)}
         kspace, mask = vol.kspace, None
         if mask_fn is not None:

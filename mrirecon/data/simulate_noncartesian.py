@@ -90,6 +90,5 @@ def simulate_noncartesian_dataset(
             noise = torch.complex(torch.randn(k.shape, generator=g), torch.randn(k.shape, generator=g))
             k = k + sigma * noise  # sigma per real / imaginary part, as the Cartesian files
         header = vol.header.with_(extra={**vol.header.extra, "trajectory": trajectory})
-        name = _file_name(vol.header.acquisition, seed, index, trajectory)
-        paths.append(write_ismrmrd_noncartesian(out / name, k, traj, header, density))
+        paths.append(write_ismrmrd_noncartesian(out / names[index], k, traj, header, density))
     return paths

@@ -291,6 +291,30 @@ def test_volumes_vary_and_choices_cycle():
     assert set(CONTRASTS) == {"T1", "T2", "PD", "FLAIR"}
 
 
+@pytest.mark.parametrize("trajectory", ["cartesian", "radial"])
+def test_the_files_written_are_the_names_checked_before_simulating(trajectory, tmp_path,
+                                                                   monkeypatch):
+    """The datasets drew each file's name twice: once (volume_acquisition) for the names the
+    stale-files check guards, again from the simulated volume's header for the file written.
+    The list drawn first is now the only source; here it is made to differ from the header's
+    draw, and the files written follow it."""
+    from mrirecon.data import simulate_mri as sim_mri
+    from mrirecon.data import simulate_noncartesian as sim_nc
+
+    module = sim_mri if trajectory == "cartesian" else sim_nc
+    monkeypatch.setattr(module, "volume_acquisition", lambda i, *args: f"AXTEST{i}")
+    small = dict(volumes=2, slices=1, coils=1, size=(12, 12), seed=3, resolution=2)
+    if trajectory == "cartesian":
+        paths = sim_mri.simulate_mri_dataset(tmp_path, **small)
+        tail = ""
+    else:
+        paths = sim_nc.simulate_noncartesian_dataset(tmp_path, trajectory, readouts=8, **small)
+        tail = f"_{trajectory}"
+    expected = [f"file_brain_AXTEST{i}_sim3_{i:04d}{tail}.h5" for i in range(2)]
+    assert [p.name for p in paths] == expected
+    assert sorted(p.name for p in tmp_path.iterdir()) == expected
+
+
 def test_accelerated_files_look_like_fastmri_test_files(tmp_path):
     paths = simulate_mri_dataset(
         tmp_path, volumes=1, slices=1, coils=2, size=(16, 32), seed=2, acceleration=4
