@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 import torch
 
-#: MRI methods: every Cartesian MRI pipeline's reconstruction (mri_cs: l1_wavelet,
+#: MRI methods: every Cartesian MRI pipeline's reconstruction (mri_cs: l1_wavelet, mri_tv: tv,
 #: mri_retrospective: cg_sense, mri_varnet: varnet_fastmri_diverse, mri_varnet_brain_sim:
 #: varnet_brain_sim, mri_learned / mri_modl:
 #: modl_fastmri_diverse, mri_modl_brain_sim: modl_brain_sim, mri_pnp: pnp_dncnn_diverse,
 #: mri_pnp_brain_sim: pnp_dncnn_brain_sim, mri_unrolled_em: patch_gmm, the unrolled EM its card
-#: defines) plus references (zero_filled, tv, grappa). The radial pipelines have their own
+#: defines) plus references (zero_filled, grappa). The radial pipelines have their own
 #: held-out numbers in their cards; :data:`PIPELINE_ROWS` is the map a test checks.
 MRI_METHODS = ("zero_filled", "cg_sense", "l1_wavelet", "tv", "grappa", "varnet_brain_sim",
                "varnet_fastmri_diverse", "modl_brain_sim", "modl_fastmri_diverse", "pnp_dncnn_brain_sim",
@@ -40,7 +40,7 @@ CT_METHODS = ("fbp", "sirt", "tv_ct", "primal_dual_ct_sim", "primal_dual_lodopab
 #: whose geometry the Cartesian protocol does not cover, excepted); the adaptation pipelines
 #: have their own held-out runs (``benchmarks/adapt_heldout.py``).
 PIPELINE_ROWS: dict[str, tuple[str, str]] = {
-    "mri_cs": ("mri", "l1_wavelet"), "mri_retrospective": ("mri", "cg_sense"),
+    "mri_cs": ("mri", "l1_wavelet"), "mri_tv": ("mri", "tv"), "mri_retrospective": ("mri", "cg_sense"),
     "mri_learned": ("mri", "modl_fastmri_diverse"), "mri_modl": ("mri", "modl_fastmri_diverse"),
     "mri_modl_brain_sim": ("mri", "modl_brain_sim"), "mri_varnet": ("mri", "varnet_fastmri_diverse"),
     "mri_varnet_brain_sim": ("mri", "varnet_brain_sim"),
@@ -101,7 +101,7 @@ def readout_cropped(method: str) -> bool:
     """Whether the held-out row of MRI ``method`` runs on k-space cropped to the header's recon
     rows (an exact readout crop): as the pipeline that runs it does (its
     ``preprocess.remove_oversampling``; unset, classical methods crop and learned models do not),
-    and the references without a pipeline (``zero_filled``, ``tv``, ``grappa``) as a classical
+    and the references without a pipeline (``zero_filled``, ``grappa``) as a classical
     pipeline would."""
     from mrirecon.pipeline.definitions import load_pipeline
     from mrirecon.recon import available

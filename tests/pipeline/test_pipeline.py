@@ -41,6 +41,8 @@ def _fast(name: str) -> list[str]:
                    "calibrate.kernel_width=4"],
         "mri_retrospective": ["reconstruct.params.iterations=5", "calibrate.calib_width=12",
                               "calibrate.kernel_width=4"],
+        "mri_tv": ["reconstruct.params.iterations=5", "calibrate.calib_width=12",
+                   "calibrate.kernel_width=4"],
         "mri_learned": ["undersample.enabled=true", "calibrate.calib_width=12", "calibrate.kernel_width=4"],
         "mri_varnet": ["undersample.enabled=true"],
         "mri_modl": ["undersample.enabled=true", "calibrate.calib_width=12", "calibrate.kernel_width=4"],
@@ -61,8 +63,8 @@ def test_every_shipped_pipeline_validates():
         assert config.name and config.modality in ("mri", "ct")
 
 
-@pytest.mark.parametrize("name", ["mri_cs", "mri_retrospective", "mri_learned", "mri_varnet", "mri_modl",
-                                  "mri_pnp"])
+@pytest.mark.parametrize("name", ["mri_cs", "mri_tv", "mri_retrospective", "mri_learned", "mri_varnet",
+                                  "mri_modl", "mri_pnp"])
 def test_mri_pipelines_end_to_end(name, mri_dir, tmp_path):
     from mrirecon.training.weights import available_weights
 
@@ -85,7 +87,7 @@ def test_mri_pipelines_end_to_end(name, mri_dir, tmp_path):
         assert rec.shape == ref.shape and rec.dtype == np.float32  # fastMRI submission layout
         # same scale as reconstruction_rss: the recon explains the reference well
         assert 0.5 < rec.max() / ref.max() < 2.0
-        if config.undersample.enabled or name == "mri_cs":
+        if config.undersample.enabled or name in ("mri_cs", "mri_tv"):
             assert f["metrics"]["ssim"] > 0.3 and f["metrics"]["nmse"] < 0.5
         if "nifti" in f["outputs"]:
             vol = nib.load(f["outputs"]["nifti"])
