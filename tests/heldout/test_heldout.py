@@ -267,21 +267,25 @@ def test_heldout_rows_see_the_readout_as_their_pipelines_do():
         assert {m: r["readout_cropped"] for m, r in table.items()} == {m: readout_cropped(m) for m in MRI_METHODS}
 
 
-def test_classical_pipelines_run_the_validated_parameters():
+def test_pipelines_run_the_parameters_of_their_heldout_rows():
     """A classical pipeline runs the parameters the validation split chose for its held-out row
-    (MRI: the 4x winner, the pipelines' one setting; CT: the 30-view one), so the README's row is
-    what ``mrirecon run`` gives. Until 2026-12-04 ``mri_cs`` ran lam 1e-3 / 50 FISTA iterations
+    (MRI: the 4x winner, the pipelines' one setting; CT: the 30-view one), and a learned one the
+    settings its row adds to the card's (the CT PnP's lam), so the README's
+    row is what ``mrirecon run`` gives. Until 2026-12-04 ``mri_cs`` ran lam 1e-3 / 50 FISTA iterations
     (validation split 29.2 dB at 4x against the row's 35.1) and ``mri_retrospective`` lam 0.01 /
     20 CG iterations, while their rows reported the tuned 1e-4 / 300 and 40 iterations."""
-    from mrirecon.heldout.protocol import CT_PARAMS, MRI_PARAMS, PIPELINE_ROWS
+    from mrirecon.heldout.protocol import CT_MODEL_PARAMS, CT_PARAMS, MRI_MODEL_PARAMS, MRI_PARAMS, PIPELINE_ROWS
     from mrirecon.pipeline.definitions import load_pipeline
     from mrirecon.recon import available
 
     checked = []
     for name, (part, row) in PIPELINE_ROWS.items():
         config, _ = load_pipeline(name)
-        if config.reconstruct.weights is not None or row not in available():
-            continue  # learned rows: their cards' settings (MRI_MODEL_PARAMS / CT_MODEL_PARAMS)
+        if config.reconstruct.weights is not None:  # a learned row: the card's settings and these
+            given = (MRI_MODEL_PARAMS if part == "mri" else CT_MODEL_PARAMS).get(row, {})
+            assert dict(config.reconstruct.params) == dict(given), name
+            continue
+        assert row in available(), name
         tuned = (MRI_PARAMS[4.0] if part == "mri" else CT_PARAMS[30]).get(row)
         assert tuned is not None, f"{name}: the protocol has no validated parameters for {row}"
         assert dict(config.reconstruct.params) == dict(tuned), name
