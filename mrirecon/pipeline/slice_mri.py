@@ -51,7 +51,7 @@ class MRISlice:
         benchmark's per-method calibration, :class:`MRIStages`), else ``None``.
     notes
         What the reader found suspicious but not fatal (``{kind: message}``), e.g. columns the
-        mask marks sampled that hold no data; :meth:`MRIStages.data_warnings` reports them.
+        mask marks sampled that hold no data; :meth:`MRIStages.data_messages` warns of them.
     calibration
         ``(coils, H, W)`` the lines of a separate reference scan (``KSpace.calibration``), zero
         elsewhere, or ``None``: every preprocess transform of ``kspace`` is applied to it too,

@@ -478,17 +478,14 @@ class CTStages(Modality[CTSlice]):
     def to_device(self, s: CTSlice) -> CTSlice:
         return replace(s, sinogram=s.sinogram.to(self.device))
 
-    def data_warnings(self, s: CTSlice) -> dict[str, str]:
+    def data_messages(self, s: CTSlice) -> tuple[dict[str, str], dict[str, str]]:
         out = data_warnings(s.sinogram, s.geometry)
         if s.reference is not None and s.preview is not None:
             msg = reference_orientation(s.reference, s.preview)
             if msg:
                 out["reference_orientation"] = msg
-        return out
-
-    def data_notes(self, s: CTSlice) -> dict[str, str]:
         note = dose_note(s.data_photons, self.config.undersample)
-        return {"dose": note} if note else {}
+        return out, ({"dose": note} if note else {})
 
     def reconstruct(self, s: CTSlice, method: Method) -> CTSlice:
         return reconstruct(s, method.config, method.model)

@@ -385,12 +385,6 @@ class MRIStages(Modality[MRISlice]):
         check_slice(s, "calibrate", False)
         return s
 
-    def data_warnings(self, s: MRISlice) -> dict[str, str]:
-        return self.data_messages(s)[0]
-
-    def data_notes(self, s: MRISlice) -> dict[str, str]:
-        return self.data_messages(s)[1]
-
     def data_messages(self, s: MRISlice) -> tuple[dict[str, str], dict[str, str]]:
         echo_warnings, notes = self._echo(s)  # a radial partial echo's, once per slice
         warned = dict(s.notes)  # with preprocess's coil checks

@@ -100,23 +100,14 @@ class Modality(ABC, Generic[S]):
     def postprocess(self, s: S) -> Tensor:
         """``(h, w)`` float32 output image of a reconstructed slice, on the CPU."""
 
-    def data_warnings(self, s: S) -> dict[str, str]:
-        """What is suspicious, but not fatal, about one undersampled slice's data (truncated
-        projections, duplicated coils, ...): ``{kind: message}``, empty by default. The pipeline
-        runner collects them per volume into its log, ``provenance.json`` and the report."""
-        return {}
-
-    def data_notes(self, s: S) -> dict[str, str]:
-        """What the stages did to one slice's data that the record must say, but that is no
-        warning (CT: how ``undersample.photons`` lowered the dose): ``{kind: message}``, empty by
-        default. The pipeline runner collects them per volume into ``provenance.json`` (the
-        file's ``notes``) and the report."""
-        return {}
-
     def data_messages(self, s: S) -> tuple[dict[str, str], dict[str, str]]:
-        """``(data_warnings(s), data_notes(s))``, what the pipeline runner collects of one slice;
-        a modality whose two share work (MRI: a radial partial echo) does that work once here."""
-        return self.data_warnings(s), self.data_notes(s)
+        """``(warnings, notes)`` of one undersampled slice, each ``{kind: message}``, empty by
+        default. Warnings: what is suspicious, but not fatal, about the data (truncated
+        projections, duplicated coils, ...). Notes: what the stages did to the data that the
+        record must say but that is no warning (CT: how ``undersample.photons`` lowered the dose).
+        The pipeline runner collects both per volume into its log (warnings), ``provenance.json``
+        and the report; one call, since the two can share work (MRI: a radial partial echo)."""
+        return {}, {}
 
     def reference(self, s: S) -> Tensor | None:
         """The slice's reference image on the output's scale, or ``None``."""

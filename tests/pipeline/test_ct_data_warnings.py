@@ -227,7 +227,7 @@ def test_dose_on_noisy_data_is_thinned_and_recorded(tmp_path, data_photons, aske
             stages.undersample(read)
         return
     s = stages.undersample(read)
-    assert "dose" not in stages.data_warnings(s)
-    got = stages.data_notes(s).get("dose")
+    assert "dose" not in stages.data_messages(s)[0]
+    got = stages.data_messages(s)[1].get("dose")
     assert got is not None and note in got, got
     assert torch.equal(s.sinogram, read.sinogram) == (asked == photons)

@@ -140,8 +140,8 @@ def test_pipeline_thins_a_lodopab_file_to_the_dose_asked_for(noisy_and_clean):
     z = []
     for k in range(len(source)):
         s = stages.undersample(stages.preprocess(source.read(k)))
-        assert "dose" not in stages.data_warnings(s)
-        note = stages.data_notes(s)["dose"]
+        assert "dose" not in stages.data_messages(s)[0]
+        note = stages.data_messages(s)[1]["dose"]
         assert "binomial thinning" in note and "4096" in note and "exactly 1024" in note
         lam = X * torch.exp(-truth.sinogram(k).data[0].double())
         keep = lam > 20  # normal enough for the variance's standard error
