@@ -87,6 +87,16 @@ def maps_support(maps: Tensor) -> Tensor:
     return (maps != 0).any(dim=-3)
 
 
+class MapsSupport:
+    """Capability :class:`~mrirecon.core.HasImageSupport` of an operator on coil maps
+    ``self.maps`` (:class:`Sensitivity`, :class:`SenseOperator`, ``NufftSense``):
+    :func:`maps_support` of its maps."""
+
+    @property
+    def support(self) -> Tensor:
+        return maps_support(self.maps)
+
+
 def _coil_mask(mask: Tensor, maps: Tensor, who: str) -> Tensor:
     """A full 2-D mask with an axis aligned to the coils (``mask = y != 0``, ``(C, H, W)``) -> one
     pattern for all coils; refused when the coils' patterns differ (it would broadcast as a batch
@@ -185,7 +195,7 @@ class Fourier(LinearOperator):
         return self.adjoint(y)
 
 
-class Sensitivity(LinearOperator):
+class Sensitivity(MapsSupport, LinearOperator):
     """``S``: image ``(..., H, W)`` -> coil images ``(..., C, H, W)`` by the coil maps.
 
     Parameters
@@ -205,11 +215,6 @@ class Sensitivity(LinearOperator):
     def num_coils(self) -> int:
         return self.maps.shape[-3]
 
-    @property
-    def support(self) -> Tensor:
-        """Capability ``HasImageSupport``: :func:`maps_support` of the maps."""
-        return maps_support(self.maps)
-
     def _forward(self, x: Tensor) -> Tensor:
         return self.maps * x.unsqueeze(-3)
 
@@ -224,7 +229,7 @@ class Sensitivity(LinearOperator):
         return _bound_shape(x, 2, _sum_of_squares_max(self.maps))
 
 
-class SenseOperator(LinearOperator):
+class SenseOperator(MapsSupport, LinearOperator):
     """Multi-coil Cartesian operator ``A = P F S`` with a closed-form normal operator.
 
     ``A^H A x = S^H F^H P F S x``; because a circular convolution commutes with the FFT shifts,
@@ -259,11 +264,6 @@ class SenseOperator(LinearOperator):
     @property
     def num_coils(self) -> int:
         return self.maps.shape[-3]
-
-    @property
-    def support(self) -> Tensor:
-        """Capability ``HasImageSupport``: :func:`maps_support` of the maps."""
-        return maps_support(self.maps)
 
     def _forward(self, x: Tensor) -> Tensor:
         return fft2c(self.maps * x.unsqueeze(-3)) * self.mask.unsqueeze(-3)

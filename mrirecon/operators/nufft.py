@@ -21,7 +21,7 @@ from torch import Tensor
 from mrirecon.core import LinearOperator
 from mrirecon.core.checks import broadcasts_to
 from mrirecon.functional.nufft import checked_eps, nufft, nufft_adjoint, point_spread_kernel
-from mrirecon.operators.mri import _checked_maps, coil_reduce, maps_support
+from mrirecon.operators.mri import MapsSupport, _checked_maps, coil_reduce
 
 
 def _check_trajectory(trajectory: Tensor, shape: tuple[int, int]) -> Tensor:
@@ -40,7 +40,7 @@ def _check_trajectory(trajectory: Tensor, shape: tuple[int, int]) -> Tensor:
     return trajectory.to(torch.float64).contiguous()
 
 
-class NufftSense(LinearOperator):
+class NufftSense(MapsSupport, LinearOperator):
     """Multi-coil non-Cartesian operator ``W^(1/2) N S``; see the module docstring.
 
     Parameters
@@ -101,11 +101,6 @@ class NufftSense(LinearOperator):
     @property
     def num_coils(self) -> int:
         return self.maps.shape[-3]
-
-    @property
-    def support(self) -> Tensor:
-        """Capability ``HasImageSupport``: the pixels where a coil map is non-zero."""
-        return maps_support(self.maps)
 
     def unweighted(self, y: Tensor) -> Tensor:
         """The samples without the operator's ``W^(1/2)`` weighting: ``y / sqrt(w)`` where
