@@ -4,7 +4,7 @@
 ``available()`` lists the names. The functions are also importable directly.
 """
 
-from mrirecon.recon.ct import fbp, sirt, tv_pdhg
+from mrirecon.recon.ct import fbp, sirt, tv_ct, tv_pdhg
 from mrirecon.recon.grappa import grappa
 from mrirecon.recon.mri import cg_sense, data_scale, l1_wavelet, tv, zero_filled, zero_filled_rss
 from mrirecon.recon.registry import (
@@ -35,6 +35,7 @@ __all__ = [
     "run",
     "sirt",
     "tv",
+    "tv_ct",
     "tv_least_squares",
     "tv_objective",
     "tv_pdhg",

@@ -17,11 +17,11 @@ from mrirecon.core import LinearOperator
 from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.operators.fbp import FILTERS, fbp
 from mrirecon.recon.variational import batch_dims_of, tv_least_squares
-from mrirecon.solvers import project_nonnegative
+from mrirecon.solvers import max_eigenvalue, project_nonnegative
 from mrirecon.solvers.stopping import per_system_ratio
 from mrirecon.core.checks import check_iterations, check_start
 
-__all__ = ["FILTERS", "fbp", "sirt", "tv_pdhg"]
+__all__ = ["FILTERS", "fbp", "sirt", "tv_ct", "tv_pdhg"]
 
 Callback = Callable[[int, Tensor, float], None]
 
@@ -113,6 +113,96 @@ def sirt(
         else:
             x = x_new
     return x
+
+
+#: ``tv_ct``'s ADMM penalty, relative to ``||A||^2`` (the CT validation split's winner at 30
+#: views; 0.005-0.02 converge alike), and its default x-update CG iterations
+ADMM_RHO, ADMM_CG_ITERATIONS = 0.01, 3
+
+
+def tv_ct(
+    y: Tensor,
+    op: LinearOperator,
+    lam: float,
+    iterations: int = 100,
+    nonneg: bool = True,
+    *,
+    method: str = "admm",
+    rho: float | None = None,
+    cg_iterations: int | None = None,
+    preconditioned: bool | None = None,
+    tolerance: float = 0.0,
+    x0: Tensor | None = None,
+    callback: Callback | None = None,
+) -> Tensor:
+    """TV-regularised least squares ``argmin_{x >= 0} 1/2||A x - y||^2 + lam TV(x)``: ADMM by
+    default, PDHG (:func:`tv_pdhg`) with ``method="pdhg"``.
+
+    ADMM splits ``z = D x`` and, with ``nonneg``, ``w = x``; each iteration runs
+    ``cg_iterations`` of CG on ``A^T A + rho' (D^T D + I)``, warm-started, with the absolute
+    penalty ``rho' = rho ||A||^2`` (one power iteration per call), so one ``rho`` suits every
+    geometry and view count. On two sparse-view validation slices (362 x 362, 31 views, ``lam``
+    10 on data scaled to an image peak of 1, one thread) the defaults reach in 100 iterations
+    (6 s) a lower objective than the preconditioned PDHG in 3000 (86 s), and in 300 (18 s) a
+    lower one than PDHG in 10000 (270 s).
+
+    Parameters
+    ----------
+    y
+        Sinogram ``(..., views, detectors)``.
+    op
+        Projector ``A``.
+    lam
+        TV weight (as :func:`tv_pdhg`'s).
+    iterations
+        Outer iterations (ADMM or PDHG).
+    nonneg
+        Constrain ``x >= 0``.
+    method
+        ``"admm"`` or ``"pdhg"``.
+    rho, cg_iterations
+        ADMM only: the penalty relative to ``||A||^2`` (default ``ADMM_RHO``) and the CG
+        iterations per x-update (default ``ADMM_CG_ITERATIONS``).
+    preconditioned
+        PDHG only: diagonal (default) or scalar steps.
+    tolerance, x0, callback
+        Solver settings.
+
+    Returns
+    -------
+    Tensor
+        Image ``(..., H, W)``.
+    """
+    _check(y, op, "tv_ct")
+    if method not in ("admm", "pdhg"):
+        raise ValueError(f"tv_ct: method must be 'admm' or 'pdhg', got {method!r}")
+    if lam < 0:
+        raise ValueError(f"tv_ct: lam must be >= 0, got {lam}")
+    other = "admm" if method == "pdhg" else "pdhg"
+    given = {"rho": rho, "cg_iterations": cg_iterations} if method == "pdhg" else \
+        {"preconditioned": preconditioned}
+    wrong = [k for k, v in given.items() if v is not None]
+    if wrong:
+        raise ValueError(f"tv_ct: {', '.join(wrong)} {'is a setting' if len(wrong) == 1 else 'are settings'} "
+                         f"of method={other!r}, not of method={method!r} (ADMM is the default since "
+                         f"2026-12-05); pass method={other!r} to use {'it' if len(wrong) == 1 else 'them'}")
+    if method == "pdhg":
+        return tv_least_squares(y, op, lam, method="pdhg", nonneg=nonneg,
+                                preconditioned=True if preconditioned is None else preconditioned,
+                                iterations=iterations, tolerance=tolerance, x0=x0,
+                                callback=callback, who="tv_ct")
+    rho = ADMM_RHO if rho is None else rho
+    cg_iterations = ADMM_CG_ITERATIONS if cg_iterations is None else cg_iterations
+    if not rho > 0:
+        raise ValueError(f"tv_ct: rho must be > 0, got {rho}")
+    check_iterations("tv_ct", iterations=iterations, cg_iterations=cg_iterations)
+    image = op.H(y)
+    nb = batch_dims_of(op, image)
+    norm2 = float(max_eigenvalue(op.gram, torch.zeros_like(image), batch_dims=nb, iterations=20,
+                                 tolerance=1e-3).max())
+    return tv_least_squares(y, op, lam, method="admm", nonneg=nonneg, rho=rho * norm2,
+                            cg_iterations=cg_iterations, iterations=iterations,
+                            tolerance=tolerance, x0=x0, callback=callback, who="tv_ct")
 
 
 @accepts_deprecated_names

@@ -99,7 +99,7 @@ _REGISTRY: dict[str, Entry] = {
     "grappa": Entry(grappa_rss, False, "MRI: GRAPPA k-space completion + RSS"),
     "fbp": Entry(ct.fbp, True, "CT: filtered back-projection"),
     "sirt": Entry(ct.sirt, True, "CT: SIRT with row/column-sum normalisation"),
-    "tv_ct": Entry(ct.tv_pdhg, True, "CT: TV-regularised least squares, x >= 0, by PDHG"),
+    "tv_ct": Entry(ct.tv_ct, True, "CT: TV-regularised least squares, x >= 0, by ADMM (or PDHG)"),
 }
 
 

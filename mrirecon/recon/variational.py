@@ -34,6 +34,24 @@ FINITE_DIFFERENCE_NORM = math.sqrt(8.0)
 METHODS = ("pdhg", "admm")
 
 
+class GradientAndImage(LinearOperator):
+    """``x -> (D_row x, D_col x, x)`` on axis ``-3``: TV's gradient and a copy of the image, the
+    split of ADMM for TV with ``x >= 0`` (``K^H K = D^H D + I``)."""
+
+    def __init__(self) -> None:
+        super().__init__((None, None), (3, None, None))
+        self.D = FiniteDifference(2)
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return torch.cat([self.D(x), x.unsqueeze(-3)], dim=-3)
+
+    def _adjoint(self, y: Tensor) -> Tensor:
+        return self.D.H(y[..., :2, :, :]) + y[..., 2, :, :]
+
+    def _gram(self, x: Tensor) -> Tensor:
+        return self.D.gram(x) + x
+
+
 def batch_dims_of(op: LinearOperator, x: Tensor) -> int:
     """Number of leading axes of the image ``x`` that are not part of ``op``'s domain."""
     if op.domain_shape is None:
@@ -77,9 +95,11 @@ def tv_least_squares(
         TV weight (absolute, in the units of ``y``).
     method
         ``"pdhg"``: Chambolle-Pock on the blocks ``[A, D]``; ``"admm"``: ADMM with ``z = D x``
-        and ``cg_iterations`` of CG on ``A^H A + rho D^H D`` per x-update.
+        and ``cg_iterations`` of CG on ``A^H A + rho D^H D`` per x-update (with ``nonneg``
+        also ``w = x``, projected onto ``x >= 0``: CG on ``A^H A + rho (D^H D + I)``).
     nonneg
-        Constrain ``x >= 0`` (real images only; PDHG).
+        Constrain ``x >= 0`` (real images only). ADMM returns its x-iterate projected onto
+        the constraint (equal to it at convergence).
     preconditioned
         PDHG with Pock-Chambolle diagonal steps (for non-negative ``A`` such as CT
         projectors); otherwise scalar steps from ``||A||`` (power iteration per batch item is
@@ -108,19 +128,18 @@ def tv_least_squares(
     D = FiniteDifference(2)
     nb = batch_dims_of(op, aty)
     if method == "admm":
-        if nonneg:
-            raise ValueError("tv: nonneg=True is supported with method='pdhg' only")
-        return admm(
-            least_squares_x_update(op, y, D, cg_iterations=cg_iterations, batch_dims=nb),
-            lambda v, t: group_soft_threshold(v, lam * t, dim=-3),
-            D,
-            x0,
-            rho,
-            iterations=iterations,
-            tolerance=tolerance,
-            batch_dims=nb,
-            callback=callback,
-        )
+        K = GradientAndImage() if nonneg else D
+
+        def prox(v: Tensor, t: float) -> Tensor:
+            if not nonneg:
+                return group_soft_threshold(v, lam * t, dim=-3)
+            return torch.cat([group_soft_threshold(v[..., :2, :, :], lam * t, dim=-3),
+                              project_nonnegative(v[..., 2:, :, :])], dim=-3)
+
+        x = admm(least_squares_x_update(op, y, K, cg_iterations=cg_iterations, batch_dims=nb),
+                 prox, K, x0, rho, iterations=iterations, tolerance=tolerance, batch_dims=nb,
+                 callback=callback)
+        return project_nonnegative(x) if nonneg else x
     prox_data = (lambda p, s: (p - s * y) / (1 + s))  # conjugate of 1/2||. - y||^2
     prox_tv = (lambda p, s: project_group_l2_ball(p, lam, dim=-3))  # conjugate of lam ||.||_2,1
     prox_g = (lambda v, t: project_nonnegative(v)) if nonneg else None

@@ -219,7 +219,7 @@ results["l1_lam_sweep"] = dict(zip(map(str, lams), sweep))
 #
 # * `fbp`: ramp-filtered back-projection (Hann window against the noise),
 # * `sirt`: the simultaneous iterative reconstruction technique (ASTRA's SIRT),
-# * `tv_ct`: `min_{x >= 0} 1/2 ||A x - y||^2 + lam TV(x)` by PDHG.
+# * `tv_ct`: `min_{x >= 0} 1/2 ||A x - y||^2 + lam TV(x)` by ADMM (default) or, as here, PDHG.
 #
 # FBP and SIRT do not care about units. TV does: `lam` weighs a data term in squared line
 # integrals against a TV term in attenuation per pixel. As for MRI we make it portable by
@@ -244,7 +244,7 @@ ct_runs = {
     "fbp": lambda: recon.run("fbp", sino, ct_op, filter="hann"),
     "sirt": lambda: recon.run("sirt", sino, ct_op, iterations=2 * ITERS),
     "tv_ct": lambda: mu_unit * recon.run("tv_ct", sino / (ct_norm * mu_unit), ct_op_n, lam=1e-3,
-                                         iterations=(100 if QUICK else 300), preconditioned=False,
+                                         iterations=(100 if QUICK else 300), method="pdhg", preconditioned=False,
                                          x0=ct_images["fbp"].clamp_min(0) / mu_unit),
 }
 ct_images, ct_metrics = {}, {}

@@ -125,7 +125,7 @@ def tv_reconstructor(lam: float = 1e-3, iterations: int = TV_ITERATIONS):
         # sample.y and sample.operator() are already scaled by 1/||A||
         x0 = recon.run("fbp", sample.y * sample.norm, ct_operator(sample.geometry), filter="hann")
         x = recon.run("tv_ct", sample.y.double() / MU_WATER_70KEV_PER_MM, sample.operator(), lam=lam,
-                      iterations=iterations, preconditioned=False,
+                      iterations=iterations, method="pdhg", preconditioned=False,
                       x0=x0.clamp_min(0).double() / MU_WATER_70KEV_PER_MM)
         return (x * MU_WATER_70KEV_PER_MM).float()
     return run

@@ -346,7 +346,8 @@ def _x0_problems():
              "pnp_nlm": (y, op, short, "plug_and_play"),
              "dlmri": (y, op, short, "dlmri"),
              "sirt": (s, ct_op, {"iterations": 2}, "sirt"),
-             "tv_ct": (s, ct_op, {"lam": 1e-3, "iterations": 2}, "tv_pdhg"),
+             "tv_ct": (s, ct_op, {"lam": 1e-3, "iterations": 2}, "tv_ct"),
+             "tv_ct pdhg": (s, ct_op, {"lam": 1e-3, "iterations": 2, "method": "pdhg"}, "tv_ct"),
              "tgv ct": (s, ct_op, {"lam": 1e-3, "iterations": 2}, "tgv"),
              "dlmri ct": (s, ct_op, short, "dlmri")}
     if "pnp_bm3d" in recon.available():
