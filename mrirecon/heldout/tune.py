@@ -27,7 +27,9 @@ MRI_GRID: dict[str, list[dict[str, Any]]] = {
     # L1-wavelet by FISTA: at small lam it needs many iterations (100, the first grid's only
     # value, left it 2.4 / 3.1 dB short at 4x / 8x), so iterations are gridded too
     "l1_wavelet": [{"lam": lam, "iterations": n} for n in (100, 300, 1000)
-                   for lam in (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)],
+                   for lam in (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)]
+    # 1000 iterations won at 8x on the grid's edge (2026-12-04): 3000 around its lam
+    + [{"lam": lam, "iterations": 3000} for lam in (3e-5, 1e-4, 3e-4)],
     # TV by ADMM: with its default rho = 1 the PSNR still rose from 300 to 1000 iterations (30,
     # the first grid's only value, left it 5.5-8.3 dB short); rho 0.03-0.1 reaches in 100
     # iterations what rho 1 had not in 300 (4x: 33.89 vs 33.67 dB at lam 3e-3), so rho is gridded
@@ -35,7 +37,10 @@ MRI_GRID: dict[str, list[dict[str, Any]]] = {
     "tv": [{"lam": lam, "iterations": 100, "rho": rho} for rho in (0.03, 0.1, 0.3)
            for lam in (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)]
     + [{"lam": lam, "iterations": 100, "rho": 0.01} for lam in (1e-4, 3e-4, 1e-3)]
-    + [{"lam": 1e-4, "iterations": 100, "rho": 0.03}],
+    + [{"lam": 1e-4, "iterations": 100, "rho": 0.03}]
+    # rho 0.01 won at both accelerations on the grid's edge (2026-12-04): three steps below it
+    + [{"lam": lam, "iterations": 100, "rho": rho} for rho in (0.003, 0.001, 0.0003)
+       for lam in (1e-4, 3e-4, 1e-3, 3e-3)],
     # kernel (rows, columns): 3 columns is the narrowest window with acquired neighbours (a
     # 3-column winner is not an edge in the sense above); 11 columns lost at both accelerations
     # in a first grid (the 8x ACS band is only 13 columns wide)
@@ -44,9 +49,15 @@ MRI_GRID: dict[str, list[dict[str, Any]]] = {
 }
 CT_GRID: dict[str, list[dict[str, Any]]] = {
     "sirt": [{"iterations": n} for n in (30, 100, 300)],
-    # TV by PDHG from zero converges slowly: at 30 views 100 iterations (the first grid's only
-    # value) left it 2 dB short; 300 and 1000 lost to 3000 at lam 5-10
-    "tv_ct": [{"lam": lam, "iterations": n} for n in (1000, 3000) for lam in (2.0, 5.0, 10.0, 20.0)],
+    # TV by ADMM (tv_ct's default since 2026-12-05; rho relative to ||A||^2): on the validation
+    # slices at 30 views 300 iterations at rho 0.005 reach a lower objective than PDHG's 3000
+    # (the grid of 2026-12-04, whose winner lam 10 / 3000 iterations was on its edge)
+    "tv_ct": [{"lam": lam, "iterations": n, "rho": rho} for n in (100, 300)
+              for rho in (0.002, 0.005, 0.01, 0.02) for lam in (3.0, 5.0, 10.0, 20.0)]
+    # around the first 32 points' winner (lam 10, 300 iterations, rho 0.01-0.02 within 0.01 dB):
+    # lam 7 / 14, and 1000 iterations to show that 300 have converged
+    + [{"lam": lam, "iterations": 300, "rho": rho} for rho in (0.01, 0.02) for lam in (7.0, 14.0)]
+    + [{"lam": 10.0, "iterations": 1000, "rho": 0.02}],
 }
 
 

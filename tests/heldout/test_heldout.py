@@ -290,4 +290,30 @@ def test_pipelines_run_the_parameters_of_their_heldout_rows():
         assert tuned is not None, f"{name}: the protocol has no validated parameters for {row}"
         assert dict(config.reconstruct.params) == dict(tuned), name
         checked.append(name)
-    assert sorted(checked) == ["ct_fbp", "mri_cs", "mri_retrospective", "mri_tv"]
+    assert sorted(checked) == ["ct_fbp", "ct_tv", "mri_cs", "mri_retrospective", "mri_tv"]
+
+
+def test_protocol_parameters_are_the_winners_of_the_shipped_tuning():
+    """``MRI_PARAMS`` / ``CT_PARAMS`` (what the held-out rows and the classical pipelines run)
+    are the ``best`` entries of ``benchmarks/heldout_results/tuned.json`` (the validation grids),
+    for every classical method and setting the tuning holds, and each of those winners is a point
+    of the current grid (``tune.MRI_GRID`` / ``CT_GRID``): a grid widened without re-tuning, or
+    a protocol edited by hand, fails here."""
+    import json
+
+    from mrirecon.heldout.protocol import CT_PARAMS, MRI_PARAMS
+    from mrirecon.heldout.tune import CT_GRID, MRI_GRID
+
+    def plain(p):  # JSON has lists where the protocol has tuples
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in p.items()}
+
+    tuned = json.loads((PKG.parent / "benchmarks" / "heldout_results" / "tuned.json").read_text())
+    checked = []
+    for part, params, grids, key in (("mri", MRI_PARAMS, MRI_GRID, float), ("ct", CT_PARAMS, CT_GRID, int)):
+        for setting, methods in tuned[part].items():
+            for method, res in methods.items():
+                assert plain(params[key(setting)][method]) == res["best"], (part, setting, method)
+                assert [plain(p) for p in grids[method]] == [g["params"] for g in res["grid"]], \
+                    (part, setting, method)
+                checked.append((part, setting, method))
+    assert ("ct", "30", "tv_ct") in checked and ("mri", "8.0", "tv") in checked

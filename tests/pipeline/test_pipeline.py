@@ -47,6 +47,7 @@ def _fast(name: str) -> list[str]:
         "mri_varnet": ["undersample.enabled=true"],
         "mri_modl": ["undersample.enabled=true", "calibrate.calib_width=12", "calibrate.kernel_width=4"],
         "ct_fbp": [],
+        "ct_tv": ["reconstruct.params.iterations=20"],
         "ct_learned": [],
         "ct_primal_dual": [],
         "mri_pnp": ["undersample.enabled=true", "calibrate.calib_width=12", "calibrate.kernel_width=4",
@@ -98,7 +99,7 @@ def test_mri_pipelines_end_to_end(name, mri_dir, tmp_path):
     assert "<table>" in html and ".png" in html and "SSIM" in html
 
 
-@pytest.mark.parametrize("name", ["ct_fbp", "ct_learned", "ct_primal_dual", "ct_pnp"])
+@pytest.mark.parametrize("name", ["ct_fbp", "ct_tv", "ct_learned", "ct_primal_dual", "ct_pnp"])
 def test_ct_pipelines_end_to_end(name, ct_dir, tmp_path, caplog):
     from mrirecon.training.weights import available_weights
 
