@@ -120,6 +120,7 @@ def sirt(
 ADMM_RHO, ADMM_CG_ITERATIONS = 0.01, 3
 
 
+@accepts_deprecated_names
 def tv_ct(
     y: Tensor,
     op: LinearOperator,
