@@ -70,6 +70,22 @@ def param_problem(name: str, value: Any, default: Any = _EMPTY) -> str | None:
     return None
 
 
+def check_method_settings(who: str, method: str, owners: dict[str, tuple[str, ...]],
+                          hint: str = "", **given: Any) -> None:
+    """Refuse the settings in ``given`` that were passed (not ``None``) but belong to another
+    method than ``method``: ``owners`` maps each method to the settings only it reads. A solver
+    that silently ignored them would run something else than the caller asked for."""
+    if method not in owners:
+        raise ValueError(f"{who}: method must be {' or '.join(map(repr, owners))}, got {method!r}")
+    for other, names in owners.items():
+        wrong = [n for n in names if other != method and given.get(n) is not None]
+        if wrong:
+            one = len(wrong) == 1
+            raise ValueError(f"{who}: {', '.join(wrong)} {'is a setting' if one else 'are settings'} of "
+                             f"method={other!r}, not of method={method!r}{hint}; pass method={other!r} "
+                             f"to use {'it' if one else 'them'}")
+
+
 def check_iterations(who: str, **counts: int) -> None:
     """Each keyword must be an integer >= 1 (e.g. ``check_iterations("cg", iterations=n)``):
     a Python or numpy integer (``np.arange`` / grid values), not a bool."""

@@ -19,7 +19,7 @@ from mrirecon.operators.fbp import FILTERS, fbp
 from mrirecon.recon.variational import batch_dims_of, tv_least_squares
 from mrirecon.solvers import max_eigenvalue, project_nonnegative
 from mrirecon.solvers.stopping import per_system_ratio
-from mrirecon.core.checks import check_iterations, check_start
+from mrirecon.core.checks import check_iterations, check_method_settings, check_start
 
 __all__ = ["FILTERS", "fbp", "sirt", "tv_ct", "tv_pdhg"]
 
@@ -175,18 +175,13 @@ def tv_ct(
         Image ``(..., H, W)``.
     """
     _check(y, op, "tv_ct")
-    if method not in ("admm", "pdhg"):
-        raise ValueError(f"tv_ct: method must be 'admm' or 'pdhg', got {method!r}")
+    check_method_settings("tv_ct", method, {"admm": ("rho", "cg_iterations"), "pdhg": ("preconditioned",)},
+                          " (ADMM is the default since 2026-12-05)", rho=rho, cg_iterations=cg_iterations,
+                          preconditioned=preconditioned)
     if lam < 0:
         raise ValueError(f"tv_ct: lam must be >= 0, got {lam}")
-    other = "admm" if method == "pdhg" else "pdhg"
-    given = {"rho": rho, "cg_iterations": cg_iterations} if method == "pdhg" else \
-        {"preconditioned": preconditioned}
-    wrong = [k for k, v in given.items() if v is not None]
-    if wrong:
-        raise ValueError(f"tv_ct: {', '.join(wrong)} {'is a setting' if len(wrong) == 1 else 'are settings'} "
-                         f"of method={other!r}, not of method={method!r} (ADMM is the default since "
-                         f"2026-12-05); pass method={other!r} to use {'it' if len(wrong) == 1 else 'them'}")
+    if preconditioned is not None and not isinstance(preconditioned, bool):
+        raise ValueError(f"tv_ct: preconditioned must be true or false, got {preconditioned!r}")
     if method == "pdhg":
         return tv_least_squares(y, op, lam, method="pdhg", nonneg=nonneg,
                                 preconditioned=True if preconditioned is None else preconditioned,

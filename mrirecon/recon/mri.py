@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from mrirecon.core import LinearOperator
-from mrirecon.core.checks import broadcasts_to, check_start
+from mrirecon.core.checks import broadcasts_to, check_method_settings, check_start
 from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.core.parallel import serial_if_small
 from mrirecon.functional import ifft2c, rss
@@ -308,8 +308,8 @@ def tv(
     *,
     iterations: int = 50,
     method: str = "admm",
-    rho: float = 1.0,
-    cg_iterations: int = 5,
+    rho: float | None = None,
+    cg_iterations: int | None = None,
     tolerance: float = 0.0,
     x0: Tensor | None = None,
     phase: Tensor | None = None,
@@ -330,8 +330,10 @@ def tv(
         k-space and forward operator.
     lam
         TV weight (absolute, in the units of ``y``).
-    iterations, method, rho, cg_iterations, tolerance, x0, callback
+    iterations, method, tolerance, x0, callback
         Solver settings.
+    rho, cg_iterations
+        ADMM only (default 1 and 5); refused with ``method="pdhg"``, which has no use for them.
     phase
         Optional unit-modulus image ``(..., H, W)``: the image is then ``rho * phase`` with
         ``rho`` real, solved on ``A @ PhaseConstrained(phase)`` with ``lam TV(rho)`` (as
@@ -345,6 +347,10 @@ def tv(
         Complex image ``(..., H, W)``.
     """
     _check_op(op, "tv")
+    check_method_settings("tv", method, {"admm": ("rho", "cg_iterations"), "pdhg": ()},
+                          rho=rho, cg_iterations=cg_iterations)
+    rho = 1.0 if rho is None else rho
+    cg_iterations = 5 if cg_iterations is None else cg_iterations
     if lam < 0:
         raise ValueError(f"tv: lam must be >= 0, got {lam}")
     if phase is not None:

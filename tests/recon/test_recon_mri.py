@@ -194,8 +194,16 @@ def test_tv_admm_and_pdhg_reach_the_same_minimum():
     for seed in range(3):
         d = 1e-3 * random_like_shape(a.shape, a.dtype, 50 + seed)
         assert float(tv_objective(y, op, a + d, lam)) > fa
-    with pytest.raises(ValueError, match="unknown method 'foo'; valid: pdhg, admm"):
+    with pytest.raises(ValueError, match="tv: method must be 'admm' or 'pdhg', got 'foo'"):
         tv(y, op, lam, method="foo")
+    # ADMM's settings under PDHG were ignored without a word (rho=0.01 ran PDHG unchanged)
+    with pytest.raises(ValueError, match=r"tv: rho is a setting of method='admm', not of method='pdhg'; "
+                                         r"pass method='admm' to use it"):
+        tv(y, op, lam, iterations=3, method="pdhg", rho=0.01)
+    with pytest.raises(ValueError, match=r"tv: rho, cg_iterations are settings of method='admm'"):
+        tv(y, op, lam, iterations=3, method="pdhg", rho=0.01, cg_iterations=3)
+    # the ADMM defaults are what they were (rho 1, 5 CG iterations)
+    torch.testing.assert_close(tv(y, op, lam, iterations=4), tv(y, op, lam, iterations=4, rho=1.0, cg_iterations=5))
 
 
 def test_single_coil_operator_works_too():
