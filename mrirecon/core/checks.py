@@ -11,6 +11,7 @@ import inspect
 import math
 import numbers
 import re
+from collections.abc import Mapping
 from typing import Any
 
 # parameter names that count iterations / stages / repeats / sizes of a network: integers >= 1
@@ -70,7 +71,15 @@ def param_problem(name: str, value: Any, default: Any = _EMPTY) -> str | None:
     return None
 
 
-def check_method_settings(who: str, method: str, owners: dict[str, tuple[str, ...]],
+def settings_of_other_methods(method: str, owners: Mapping[str, tuple[str, ...]],
+                              given: Mapping[str, Any]) -> list[str]:
+    """The settings in ``given`` (passed: not ``None``) that only another method than ``method``
+    reads (``owners``: each method's own settings)."""
+    return [n for other, names in owners.items() if other != method for n in names
+            if given.get(n) is not None]
+
+
+def check_method_settings(who: str, method: str, owners: Mapping[str, tuple[str, ...]],
                           hint: str = "", **given: Any) -> None:
     """Refuse the settings in ``given`` that were passed (not ``None``) but belong to another
     method than ``method``: ``owners`` maps each method to the settings only it reads. A solver
@@ -78,7 +87,7 @@ def check_method_settings(who: str, method: str, owners: dict[str, tuple[str, ..
     if method not in owners:
         raise ValueError(f"{who}: method must be {' or '.join(map(repr, owners))}, got {method!r}")
     for other, names in owners.items():
-        wrong = [n for n in names if other != method and given.get(n) is not None]
+        wrong = [n for n in settings_of_other_methods(method, owners, given) if n in names]
         if wrong:
             one = len(wrong) == 1
             raise ValueError(f"{who}: {', '.join(wrong)} {'is a setting' if one else 'are settings'} of "

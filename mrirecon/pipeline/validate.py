@@ -14,7 +14,7 @@ import inspect
 import math
 from dataclasses import replace
 
-from mrirecon.core.checks import param_problem
+from mrirecon.core.checks import check_method_settings, param_problem, settings_of_other_methods
 from mrirecon.core.names import DEPRECATED, canonical_params
 from mrirecon.core.config import (
     at_least as _at_least,
@@ -64,6 +64,15 @@ def _check_method(config: PipelineConfig, source: str) -> None:
         supplied = {"x0", "callback", "mask"} if method == "grappa" else {"x0", "callback"}
         check_params(method, rc.params, {k: v for k, v in valid.items() if k not in supplied},
                      source=source)
+        if entry.settings_by_method:  # e.g. tv_ct's preconditioned under its ADMM default
+            owners = entry.settings_by_method
+            chosen = rc.params.get("method", valid.get("method"))
+            given = {k: rc.params.get(k) for names in owners.values() for k in names}
+            try:
+                check_method_settings(method, chosen, owners, **given)
+            except ValueError as err:
+                wrong = settings_of_other_methods(chosen, owners, given) if chosen in owners else []
+                raise _fail(source, f"reconstruct.params.{wrong[0] if wrong else 'method'}", str(err)) from None
         missing = [p for p in entry.required() if p not in rc.params and p not in supplied]
         if missing:
             raise _fail(source, f"reconstruct.params.{missing[0]}",

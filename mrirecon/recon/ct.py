@@ -118,6 +118,8 @@ def sirt(
 #: ``tv_ct``'s ADMM penalty, relative to ``||A||^2`` (the CT validation split's winner at 30
 #: views; 0.005-0.02 converge alike), and its default x-update CG iterations
 ADMM_RHO, ADMM_CG_ITERATIONS = 0.01, 3
+#: The settings only one of ``tv_ct``'s solvers reads (the other refuses them)
+TV_CT_SETTINGS = {"admm": ("rho", "cg_iterations"), "pdhg": ("preconditioned",)}
 
 
 @accepts_deprecated_names
@@ -175,9 +177,8 @@ def tv_ct(
         Image ``(..., H, W)``.
     """
     _check(y, op, "tv_ct")
-    check_method_settings("tv_ct", method, {"admm": ("rho", "cg_iterations"), "pdhg": ("preconditioned",)},
-                          " (ADMM is the default since 2026-12-05)", rho=rho, cg_iterations=cg_iterations,
-                          preconditioned=preconditioned)
+    check_method_settings("tv_ct", method, TV_CT_SETTINGS, " (ADMM is the default since 2026-12-05)",
+                          rho=rho, cg_iterations=cg_iterations, preconditioned=preconditioned)
     if lam < 0:
         raise ValueError(f"tv_ct: lam must be >= 0, got {lam}")
     if preconditioned is not None and not isinstance(preconditioned, bool):

@@ -300,6 +300,10 @@ def l1_wavelet(
                  callback=callback, restart=restart)
 
 
+#: The settings only one of ``tv``'s solvers reads (the other refuses them)
+TV_SETTINGS = {"admm": ("rho", "cg_iterations"), "pdhg": ()}
+
+
 @accepts_deprecated_names
 def tv(
     y: Tensor,
@@ -347,8 +351,7 @@ def tv(
         Complex image ``(..., H, W)``.
     """
     _check_op(op, "tv")
-    check_method_settings("tv", method, {"admm": ("rho", "cg_iterations"), "pdhg": ()},
-                          rho=rho, cg_iterations=cg_iterations)
+    check_method_settings("tv", method, TV_SETTINGS, rho=rho, cg_iterations=cg_iterations)
     rho = 1.0 if rho is None else rho
     cg_iterations = 5 if cg_iterations is None else cg_iterations
     if lam < 0:

@@ -9,7 +9,7 @@ accept and ignore ``op``.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +31,9 @@ class Entry:
     fn: Callable[..., Tensor]
     needs_op: bool
     summary: str
+    #: settings only one value of the ``method`` parameter reads (``tv``, ``tv_ct``), so that a
+    #: pipeline refuses the others' at load (:func:`mrirecon.core.checks.check_method_settings`)
+    settings_by_method: Mapping[str, tuple[str, ...]] | None = None
 
     @property
     def modality(self) -> str:
@@ -95,11 +98,12 @@ _REGISTRY: dict[str, Entry] = {
     "zero_filled_rss": Entry(mri.zero_filled_rss, False, "MRI: RSS of the zero-filled coil images"),
     "cg_sense": Entry(mri.cg_sense, True, "MRI: CG on the (Tikhonov) normal equations"),
     "l1_wavelet": Entry(mri.l1_wavelet, True, "MRI: FISTA on 1/2||Ax-y||^2 + lam||Wx||_1"),
-    "tv": Entry(mri.tv, True, "MRI: isotropic TV-regularised least squares (ADMM/PDHG)"),
+    "tv": Entry(mri.tv, True, "MRI: isotropic TV-regularised least squares (ADMM/PDHG)", mri.TV_SETTINGS),
     "grappa": Entry(grappa_rss, False, "MRI: GRAPPA k-space completion + RSS"),
     "fbp": Entry(ct.fbp, True, "CT: filtered back-projection"),
     "sirt": Entry(ct.sirt, True, "CT: SIRT with row/column-sum normalisation"),
-    "tv_ct": Entry(ct.tv_ct, True, "CT: TV-regularised least squares, x >= 0, by ADMM (or PDHG)"),
+    "tv_ct": Entry(ct.tv_ct, True, "CT: TV-regularised least squares, x >= 0, by ADMM (or PDHG)",
+                   ct.TV_CT_SETTINGS),
 }
 
 

@@ -433,3 +433,24 @@ def test_training_a_model_of_the_other_modality_is_refused(config, overrides, me
     with pytest.raises(pytest.fail.Exception, match="data read before validation"):
         run.train_from_config(PIPELINES / config, overrides=["model.name=pnp_hqs",
                                                              "model.params={denoiser: dncnn}"])
+
+
+@pytest.mark.parametrize("name, settings, field, message", [
+    ("ct_tv", ["reconstruct.params.preconditioned=false"], "reconstruct.params.preconditioned",
+     "tv_ct: preconditioned is a setting of method='pdhg', not of method='admm'"),
+    ("ct_tv", ["reconstruct.params.method=pdhg"], "reconstruct.params.rho",
+     "tv_ct: rho is a setting of method='admm', not of method='pdhg'"),
+    ("mri_tv", ["reconstruct.params.method=pdhg"], "reconstruct.params.rho",
+     "tv: rho is a setting of method='admm', not of method='pdhg'"),
+    ("ct_tv", ["reconstruct.params.method=fista"], "reconstruct.params.method",
+     "tv_ct: method must be 'admm' or 'pdhg', got 'fista'"),
+])
+def test_a_setting_of_the_other_solver_is_refused_at_load(name, settings, field, message):
+    """tv / tv_ct settings that only the other solver reads: refused when the pipeline loads,
+    naming the file and the field (they would fail every input, one by one; MRI tv ignored
+    them without a word before 2026-12-05). The shipped settings load."""
+    with pytest.raises(ConfigError, match=rf"{name}.yaml: {field}: {message}"):
+        load_pipeline(name, settings)
+    load_pipeline(name)
+    load_pipeline(name, ["reconstruct.params.method=pdhg", "reconstruct.params.rho=null"]
+                  if name == "mri_tv" else ["reconstruct.params.rho=0.02"])
