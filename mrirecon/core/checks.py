@@ -86,13 +86,14 @@ def check_method_settings(who: str, method: str, owners: Mapping[str, tuple[str,
     that silently ignored them would run something else than the caller asked for."""
     if method not in owners:
         raise ValueError(f"{who}: method must be {' or '.join(map(repr, owners))}, got {method!r}")
-    for other, names in owners.items():
-        wrong = [n for n in settings_of_other_methods(method, owners, given) if n in names]
-        if wrong:
-            one = len(wrong) == 1
-            raise ValueError(f"{who}: {', '.join(wrong)} {'is a setting' if one else 'are settings'} of "
-                             f"method={other!r}, not of method={method!r}{hint}; pass method={other!r} "
-                             f"to use {'it' if one else 'them'}")
+    wrong = settings_of_other_methods(method, owners, given)
+    if wrong:  # named under the method that owns the first of them
+        other = next(m for m, names in owners.items() if wrong[0] in names)
+        wrong = [n for n in wrong if n in owners[other]]
+        one = len(wrong) == 1
+        raise ValueError(f"{who}: {', '.join(wrong)} {'is a setting' if one else 'are settings'} of "
+                         f"method={other!r}, not of method={method!r}{hint}; pass method={other!r} "
+                         f"to use {'it' if one else 'them'}")
 
 
 def check_iterations(who: str, **counts: int) -> None:
