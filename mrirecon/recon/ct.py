@@ -17,7 +17,7 @@ from mrirecon.core import LinearOperator
 from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.operators.fbp import FILTERS, fbp
 from mrirecon.recon.variational import batch_dims_of, tv_least_squares
-from mrirecon.solvers import max_eigenvalue, project_nonnegative
+from mrirecon.solvers import project_nonnegative
 from mrirecon.solvers.stopping import per_system_ratio
 from mrirecon.core.checks import check_iterations, check_method_settings, check_start
 
@@ -143,8 +143,8 @@ def tv_ct(
 
     ADMM splits ``z = D x`` and, with ``nonneg``, ``w = x``; each iteration runs
     ``cg_iterations`` of CG on ``A^T A + rho' (D^T D + I)``, warm-started, with the absolute
-    penalty ``rho' = rho ||A||^2`` (one power iteration per call), so one ``rho`` suits every
-    geometry and view count. On two sparse-view validation slices (362 x 362, 31 views, ``lam``
+    penalty ``rho' = rho ||A||^2`` (20 power-iteration steps on one image per call), so one
+    ``rho`` suits every geometry and view count. On two sparse-view validation slices (362 x 362, 31 views, ``lam``
     10 on data scaled to an image peak of 1, one thread) the defaults reach in 100 iterations
     (6 s) a lower objective than the preconditioned PDHG in 3000 (86 s), and in 300 (18 s) a
     lower one than PDHG in 10000 (270 s).
@@ -193,11 +193,7 @@ def tv_ct(
     if not rho > 0:
         raise ValueError(f"tv_ct: rho must be > 0, got {rho}")
     check_iterations("tv_ct", iterations=iterations, cg_iterations=cg_iterations)
-    image = op.H(y)
-    nb = batch_dims_of(op, image)
-    norm2 = float(max_eigenvalue(op.gram, torch.zeros_like(image), batch_dims=nb, iterations=20,
-                                 tolerance=1e-3).max())
-    return tv_least_squares(y, op, lam, method="admm", nonneg=nonneg, rho=rho * norm2,
+    return tv_least_squares(y, op, lam, method="admm", nonneg=nonneg, rho=rho, rho_relative=True,
                             cg_iterations=cg_iterations, iterations=iterations,
                             tolerance=tolerance, x0=x0, callback=callback, who="tv_ct")
 

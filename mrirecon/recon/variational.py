@@ -78,6 +78,7 @@ def tv_least_squares(
     iterations: int = 100,
     tolerance: float = 0.0,
     rho: float = 1.0,
+    rho_relative: bool = False,
     cg_iterations: int = 5,
     x0: Tensor | None = None,
     callback: Callable[[int, Tensor, float], None] | None = None,
@@ -108,6 +109,10 @@ def tv_least_squares(
         Passed to the solver.
     rho, cg_iterations
         ADMM penalty and inner CG iterations.
+    rho_relative
+        ``rho`` in units of ``||A||^2`` (20 power-iteration steps on one image, so every slice
+        of a batch gets the penalty it gets alone; for operators that act alike on every slice,
+        such as CT projectors).
     x0
         Start image (zeros by default).
     who
@@ -128,6 +133,9 @@ def tv_least_squares(
     D = FiniteDifference(2)
     nb = batch_dims_of(op, aty)
     if method == "admm":
+        if rho_relative:
+            one = torch.zeros_like(aty[(0,) * nb])
+            rho = rho * float(max_eigenvalue(op.gram, one, iterations=20, tolerance=1e-3))
         K = GradientAndImage() if nonneg else D
 
         def prox(v: Tensor, t: float) -> Tensor:
