@@ -26,6 +26,7 @@ from mrirecon.pipeline.definitions import load_pipeline
 from mrirecon.pipeline.runner import run_pipeline
 path, out, method = sys.argv[1:4]
 config, _ = load_pipeline("mri_retrospective", [f"reconstruct.method={method}", "reconstruct.params={}",
+                          "reconstruct.params_by_acceleration={}",
                           "calibrate.method=none", "export.formats=[hdf5]", "report.enabled=false"])
 t = time.perf_counter()
 code = run_pipeline(config, [path], out, progress=False)

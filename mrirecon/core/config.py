@@ -36,9 +36,11 @@ class ConfigError(ValueError):
 
     def blamed_on(self, overrides: typing.Iterable[str]) -> ConfigError:
         """The same error, its source ``--set over FILE`` when one of ``overrides`` set its key
-        (the message named only the pipeline file, where the key was never written)."""
+        or a key under it (the message named only the pipeline file, where the key was never
+        written)."""
         keys = [o.split("=", 1)[0].strip() for o in overrides if "=" in o]
-        if not any(self.key == k or self.key.startswith((k + ".", k + "[")) for k in keys):
+        if not any(self.key == k or self.key.startswith((k + ".", k + "[")) or k.startswith(self.key + ".")
+                   for k in keys if self.key):
             return self
         return ConfigError(f"--set over {self.source}" if self.source else "--set", self.key,
                            self.message)
@@ -207,6 +209,7 @@ def apply_overrides(data: dict, overrides: typing.Iterable[str], source: str = "
             raise ConfigError(source, path, "empty key in override")
         node = data
         for k in keys[:-1]:
+            k = _existing_key(node, k)
             child = node.get(k)
             if child is None:
                 child = node[k] = {}
@@ -218,12 +221,26 @@ def apply_overrides(data: dict, overrides: typing.Iterable[str], source: str = "
                               "by its defaults; set its keys instead (e.g. "
                               f"{path.strip()}.KEY=VALUE)")
         try:
-            node[keys[-1]] = load_yaml(raw) if raw.strip() else None
+            node[_existing_key(node, keys[-1])] = load_yaml(raw) if raw.strip() else None
         except yaml.YAMLError as e:
             problem = " ".join(str(e).split())
             raise ConfigError(source, path.strip(), f"value {raw!r} is not valid YAML ({problem}); "
                               "quote it, e.g. --set 'key=\"text\"'") from None
     return data
+
+
+def _existing_key(node: dict, key: str) -> Any:
+    """The key of ``node`` that dotted ``key`` names: itself, or a number of the same value (YAML
+    reads ``8:`` as the integer 8, a dotted ``--set ...params_by_acceleration.8.lam`` gives the
+    string "8"), so that an override replaces or extends that entry instead of adding a twin."""
+    if key in node:
+        return key
+    try:
+        value = float(key)
+    except ValueError:
+        return key
+    return next((k for k in node if isinstance(k, (int, float)) and not isinstance(k, bool)
+                 and float(k) == value), key)
 
 
 def read_yaml(path: str | Path) -> dict:

@@ -7,6 +7,7 @@ checkout; the checkout's top-level ``pipelines/`` is a link to that folder.
 
 from __future__ import annotations
 
+import logging
 from importlib.resources import files
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from mrirecon.pipeline.validate import canonical_method_params, validate_pipelin
 
 # installed packages are plain folders (pip unpacks wheels), so the resource is a real path
 PIPELINES = Path(str(files("mrirecon").joinpath("pipelines")))
+log = logging.getLogger("mrirecon.pipeline")
 
 
 def shipped_pipelines() -> list[str]:
@@ -85,12 +87,33 @@ def _canonical_names(raw: dict, overrides: list[str], source: str) -> tuple[dict
     return raw, renamed
 
 
+def _tables_of_the_method(raw: dict, overrides: list[str], source: str) -> dict:
+    """``raw`` without its per-acceleration / per-view tables when ``overrides`` change
+    ``reconstruct.method`` and set no table: the file's tables were tuned for its own method
+    (``mri_cs``'s L1-wavelet iterations are no CG-SENSE setting). Logged; ``params`` stay, as
+    they always did."""
+    from mrirecon.pipeline.param_tables import WHAT
+
+    own = raw.get("reconstruct") if isinstance(raw, dict) else None
+    if not isinstance(own, dict) or not any(own.get(t) for t in WHAT):
+        return raw
+    merged = apply_overrides(raw, overrides).get("reconstruct") or {}
+    if not isinstance(merged, dict) or merged.get("method") == own.get("method") or any(
+            item.strip().startswith(tuple(f"reconstruct.{t}" for t in WHAT)) for item in overrides):
+        return raw
+    dropped = [t for t in WHAT if own.get(t)]
+    log.warning("%s: reconstruct.%s: tuned for %s, not used with reconstruct.method=%s", source,
+                " / ".join(dropped), own.get("method"), merged.get("method"))
+    return {**raw, "reconstruct": {k: v for k, v in own.items() if k not in dropped}}
+
+
 def load_pipeline(name: str, overrides: list[str] = ()) -> tuple[PipelineConfig, str]:
     """``(config, yaml text)`` of a pipeline after ``key.path=value`` overrides; errors name the
     file and the key."""
     path = pipeline_path(name)
     raw = read_yaml(path)
     raw, overrides = _canonical_names(raw, list(overrides), str(path))
+    raw = _tables_of_the_method(raw, overrides, str(path))
     data = drop_removed_keys(apply_overrides(raw, overrides), str(path))
     try:
         config = validate_pipeline(from_dict(PipelineConfig, data, source=str(path)), str(path))

@@ -23,6 +23,7 @@ from mrirecon.core.config import (
     fail as _fail,
     signature_params as _signature,
 )
+from mrirecon.pipeline.param_tables import TABLE, WHAT, explain_shadowed, label, table_key, table_of
 from mrirecon.pipeline.schema import PipelineConfig
 
 #: The largest ``undersample.fixed_seed``: the mask functions seed a numpy ``RandomState``.
@@ -62,22 +63,33 @@ def _check_method(config: PipelineConfig, source: str) -> None:
         valid, _ = _signature(entry.fn, 2)
         # the stage passes these itself
         supplied = {"x0", "callback", "mask"} if method == "grappa" else {"x0", "callback"}
-        check_params(method, rc.params, {k: v for k, v in valid.items() if k not in supplied},
-                     source=source)
-        if entry.settings_by_method:  # e.g. tv_ct's preconditioned under its ADMM default
-            owners = entry.settings_by_method
-            chosen = rc.params.get("method", valid.get("method"))
-            given = {k: rc.params.get(k) for names in owners.values() for k in names}
-            try:
-                check_method_settings(method, chosen, owners, **given)
-            except ValueError as err:
-                wrong = settings_of_other_methods(chosen, owners, given) if chosen in owners else []
-                raise _fail(source, f"reconstruct.params.{wrong[0] if wrong else 'method'}", str(err)) from None
-        missing = [p for p in entry.required() if p not in rc.params and p not in supplied]
-        if missing:
-            raise _fail(source, f"reconstruct.params.{missing[0]}",
-                        f"{method} needs {', '.join(missing)} (e.g. --set "
-                        f"reconstruct.params.{missing[0]}=...)")
+        takes = {k: v for k, v in valid.items() if k not in supplied}
+        check_params(method, rc.params, takes, source=source)
+        found = table_of(rc)
+        # what a slice runs: params alone, or params on top of each entry of the table
+        cases = [("reconstruct.params", {})] if found is None else \
+            [(f"reconstruct.{found[0]}.{label(k)}", e) for k, e in found[1].items()]
+        for where, own in cases:
+            check_params(method, own, takes, source=source, prefix=where)
+            merged = {**own, **rc.params}
+
+            def blame(key: str) -> str:
+                return f"{'reconstruct.params' if key in rc.params else where}.{key}"
+
+            if entry.settings_by_method:  # e.g. tv_ct's preconditioned under its ADMM default
+                owners = entry.settings_by_method
+                chosen = merged.get("method", valid.get("method"))
+                given = {k: merged.get(k) for names in owners.values() for k in names}
+                try:
+                    check_method_settings(method, chosen, owners, **given)
+                except ValueError as err:
+                    wrong = settings_of_other_methods(chosen, owners, given) if chosen in owners else []
+                    raise _fail(source, blame(wrong[0] if wrong else "method"), str(err)) from None
+            missing = [p for p in entry.required() if p not in merged and p not in supplied]
+            if missing:
+                raise _fail(source, f"{where}.{missing[0]}",
+                            f"{method} needs {', '.join(missing)} (e.g. --set "
+                            f"{where}.{missing[0]}=...)")
         if rc.weights:
             raise _fail(source, "reconstruct.weights",
                         f"{method!r} is a classical method and takes no weights")
@@ -185,6 +197,7 @@ def validate_pipeline(config: PipelineConfig, source: str = "") -> PipelineConfi
         raise _fail(source, "export.formats", "needs at least one of hdf5, nifti, dicom, png")
     _check_modality_settings(config, source)
     config = _canonical_reconstruct_params(config, source)
+    config = _checked_tables(config, source)
     _check_method(config, source)
     _check_adapt(config, source)
     return config
@@ -299,3 +312,48 @@ def _canonical_reconstruct_params(config: PipelineConfig, source: str) -> Pipeli
     if params == rc.params:
         return config
     return replace(config, reconstruct=replace(rc, params=params))
+
+
+def _checked_tables(config: PipelineConfig, source: str) -> PipelineConfig:
+    """``reconstruct.params_by_acceleration`` / ``params_by_views``
+    (:mod:`mrirecon.pipeline.param_tables`) with numeric keys (``--set`` gives strings; ``8`` and
+    ``"8"`` merge, the later on top) and canonical parameter names; refused in a pipeline of the
+    other modality and for learned models, whose settings are fixed when they are built."""
+    from mrirecon import recon
+    from mrirecon.models.registry import available_models
+
+    rc = config.reconstruct
+    for name, what in WHAT.items():
+        table = getattr(rc, name)
+        if not table:
+            continue
+        if name != TABLE[config.modality]:
+            raise _fail(source, f"reconstruct.{name}",
+                        f"the data of {'an MRI' if config.modality == 'mri' else 'a CT'} pipeline have no {what}; use "
+                        f"reconstruct.{TABLE[config.modality]}")
+        if rc.method not in recon.available():
+            if rc.method not in available_models():
+                return config  # _check_method names the unknown method
+            raise _fail(source, f"reconstruct.{name}",
+                        f"{rc.method!r} is a learned model, whose settings are fixed when it is "
+                        f"built; settings per {what} are for classical methods (use "
+                        "reconstruct.params)")
+        out: dict = {}
+        for raw, entry in table.items():
+            where = f"reconstruct.{name}.{raw}"
+            key = table_key(raw)
+            if key is None or key < 1 or (what == "views" and key != int(key)):
+                kind = "a view count (an integer >= 1)" if what == "views" else "an acceleration (a number >= 1)"
+                raise _fail(source, where, f"a key must be {kind}, got {raw!r} (--set splits keys "
+                            f"at dots: give a fractional key in a mapping, reconstruct.{name}="
+                            "{5.5: {lam: 1.0e-3}})")
+            if not isinstance(entry, dict):
+                raise _fail(source, where, f"expected a mapping of {rc.method} settings (e.g. "
+                            f"{{lam: 1.0e-3}}), got {entry!r}")
+            key = int(key) if what == "views" else key
+            entry = canonical_method_params(rc.method, entry, source, prefix=f"reconstruct.{name}.{label(key)}")
+            out[key] = {**out.get(key, {}), **entry}
+        config = replace(config, reconstruct=replace(rc, **{name: out}))
+        rc = config.reconstruct
+    explain_shadowed(rc, source)
+    return config

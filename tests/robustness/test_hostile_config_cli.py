@@ -438,7 +438,7 @@ def test_training_a_model_of_the_other_modality_is_refused(config, overrides, me
 @pytest.mark.parametrize("name, settings, field, message", [
     ("ct_tv", ["reconstruct.params.preconditioned=false"], "reconstruct.params.preconditioned",
      "tv_ct: preconditioned is a setting of method='pdhg', not of method='admm'"),
-    ("ct_tv", ["reconstruct.params.method=pdhg"], "reconstruct.params.rho",
+    ("ct_tv", ["reconstruct.params.method=pdhg"], "reconstruct.params_by_views.30.rho",
      "tv_ct: rho is a setting of method='admm', not of method='pdhg'"),
     ("mri_tv", ["reconstruct.params.method=pdhg"], "reconstruct.params.rho",
      "tv: rho is a setting of method='admm', not of method='pdhg'"),
@@ -452,5 +452,5 @@ def test_a_setting_of_the_other_solver_is_refused_at_load(name, settings, field,
     with pytest.raises(ConfigError, match=rf"{name}.yaml: {field}: {message}"):
         load_pipeline(name, settings)
     load_pipeline(name)
-    load_pipeline(name, ["reconstruct.params.method=pdhg", "reconstruct.params.rho=null"]
-                  if name == "mri_tv" else ["reconstruct.params.rho=0.02"])
+    load_pipeline(name, ["reconstruct.params.method=pdhg", "reconstruct.params.rho=null"])
+    load_pipeline(name, ["reconstruct.params.rho=0.02"])

@@ -1,0 +1,161 @@
+"""Per-acceleration / per-view-count settings of classical pipelines
+(``reconstruct.params_by_acceleration`` / ``params_by_views``, :mod:`mrirecon.pipeline.param_tables`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from mrirecon.core.config import ConfigError
+from mrirecon.pipeline.definitions import load_pipeline
+from mrirecon.pipeline.param_tables import for_slice, nearest
+from mrirecon.pipeline.runner import run_pipeline
+from tests.helpers import simulated_ct_dir
+
+SMALL = ["calibrate.calib_width=12", "calibrate.kernel_width=4", "export.formats=[hdf5]",
+         "report.enabled=false", "undersample.enabled=true", "reconstruct.params.iterations=8"]
+
+
+@pytest.fixture(scope="module")
+def mri_file(tmp_path_factory) -> Path:
+    from mrirecon.data.simulate_mri import simulate_mri_dataset
+
+    out = tmp_path_factory.mktemp("mri")
+    simulate_mri_dataset(out, volumes=1, slices=1, coils=4, size=(64, 64), seed=5, resolution=2)
+    return next(out.glob("*.h5"))
+
+
+def _run(path: Path, out: Path, name: str, *extra: str) -> tuple[np.ndarray, dict]:
+    config, text = load_pipeline(name, list(extra))
+    assert run_pipeline(config, [str(path)], out, progress=False, config_text=text) == 0
+    (entry,) = json.loads((out / "provenance.json").read_text())["files"]
+    with h5py.File(out / "reconstructions" / f"{path.stem}.h5") as h5:
+        return h5["reconstruction"][()], entry
+
+
+def test_the_nearest_entry_on_a_log_scale():
+    assert nearest([4.0, 8.0], 5.6) == 4.0 and nearest([4.0, 8.0], 5.7) == 8.0  # meet at sqrt(32)
+    assert nearest([8.0, 4.0], 1.0) == 4.0 and nearest([4.0, 8.0], 12.0) == 8.0
+    assert nearest([30.0, 60.0], 31) == 30.0 and nearest([30.0, 60.0], 63) == 60.0
+    assert nearest([30.0, 60.0], 42) == 30.0 and nearest([30.0, 60.0], 43) == 60.0  # sqrt(1800) = 42.4
+    assert nearest([4.0, 8.0], math.sqrt(32.0)) == 4.0  # a tie goes to the smaller key
+
+
+def test_params_hold_for_every_slice_and_harder_data_warn():
+    config, _ = load_pipeline("mri_tv")
+    at8 = for_slice(config.reconstruct, 7.8)
+    assert at8.key == 8.0 and at8.config.params == {"iterations": 100, "rho": 0.001, "lam": 1e-3}
+    assert at8.warning is None and "params_by_acceleration: the settings of 8 (lam=0.001)" in at8.note
+    full = for_slice(config.reconstruct, 1.0)  # fully sampled: easier than 4x, no warning
+    assert full.config.params["lam"] == 3e-4 and full.warning is None
+    harder = for_slice(config.reconstruct, 12.0)
+    assert harder.config.params["lam"] == 1e-3 and "acceleration 12 is beyond" in harder.warning
+    assert for_slice(config.reconstruct, 8.3).warning is None  # a mask's rate within 5 % of 8x
+    mine, _ = load_pipeline("mri_tv", ["reconstruct.params.lam=2e-3"])
+    assert for_slice(mine.reconstruct, 8.0).config.params["lam"] == 2e-3
+    assert for_slice(mine.reconstruct, 4.0).config.params["lam"] == 2e-3
+    ct, _ = load_pipeline("ct_tv")
+    assert for_slice(ct.reconstruct, 63).config.params == {"iterations": 300, "lam": 14.0, "rho": 0.02}
+    assert for_slice(ct.reconstruct, 1000).warning is None  # every view: easier
+    assert "views 20 is beyond" in for_slice(ct.reconstruct, 20).warning
+
+
+def test_mri_slices_run_the_entry_of_their_acceleration(mri_file, tmp_path):
+    """The 8x slice runs exactly what one fixed setting of the 8x entry gives (the same image),
+    not the 4x entry's, and the record says which entry ran."""
+    at8 = ["undersample.accelerations=[8]", "undersample.center_fractions=[0.04]"]
+    table, entry = _run(mri_file, tmp_path / "table", "mri_tv", *SMALL, *at8)
+    fixed, _ = _run(mri_file, tmp_path / "fixed", "mri_tv", *SMALL, *at8,
+                    "reconstruct.params_by_acceleration={}", "reconstruct.params.lam=1e-3")
+    other, _ = _run(mri_file, tmp_path / "other", "mri_tv", *SMALL, *at8,
+                    "reconstruct.params_by_acceleration={}", "reconstruct.params.lam=3e-4")
+    np.testing.assert_array_equal(table, fixed)
+    assert np.abs(table - other).max() > 1e-3 * np.abs(fixed).max()
+    assert any("params_by_acceleration: the settings of 8 (lam=0.001)" in n for n in entry["notes"])
+    _, entry4 = _run(mri_file, tmp_path / "at4", "mri_tv", *SMALL)
+    assert any("the settings of 4 (lam=0.0003)" in n for n in entry4["notes"])
+    _, entry12 = _run(mri_file, tmp_path / "at12", "mri_tv", *SMALL, "undersample.accelerations=[12]",
+                      "undersample.center_fractions=[0.04]")
+    assert any("beyond reconstruct.params_by_acceleration's 4 .. 8" in w for w in entry12["warnings"])
+
+
+def test_ct_slices_run_the_entry_of_their_view_count(tmp_path):
+    ct_dir = simulated_ct_dir(tmp_path / "data", views=120, size=48, seed=4)
+    path = ct_dir / "observation_test_000.hdf5"
+    fast = ["reconstruct.params.iterations=10", "export.formats=[hdf5]", "report.enabled=false"]
+    table, entry = _run(path, tmp_path / "table", "ct_tv", *fast, "undersample.views=60")
+    fixed, _ = _run(path, tmp_path / "fixed", "ct_tv", *fast, "undersample.views=60",
+                    "reconstruct.params_by_views={}", "reconstruct.params.lam=14",
+                    "reconstruct.params.rho=0.02")
+    np.testing.assert_array_equal(table, fixed)
+    assert any("params_by_views: the settings of 60 (lam=14.0, rho=0.02)" in n for n in entry["notes"])
+    _, entry30 = _run(path, tmp_path / "at30", "ct_tv", *fast)
+    assert any("the settings of 30 (lam=7.0, rho=0.01)" in n for n in entry30["notes"])
+
+
+@pytest.mark.parametrize(("name", "override", "key", "text"), [
+    ("mri_tv", "reconstruct.params_by_acceleration.x.lam=1", "reconstruct.params_by_acceleration.x",
+     "must be an acceleration"),
+    ("mri_tv", "reconstruct.params_by_acceleration.8.lamm=1", "reconstruct.params_by_acceleration.8.lamm",
+     "did you mean 'lam'"),
+    ("mri_tv", "reconstruct.params_by_acceleration.8=3", "reconstruct.params_by_acceleration.8",
+     "expected a mapping"),
+    ("mri_tv", "reconstruct.params_by_acceleration.8.lam=-1", "reconstruct.params_by_acceleration.8.lam", ""),
+    ("mri_tv", "reconstruct.params_by_views={30: {lam: 1}}", "reconstruct.params_by_views",
+     "an MRI pipeline have no views"),
+    ("ct_tv", "reconstruct.params_by_views.30.preconditioned=true",
+     "reconstruct.params_by_views.30.preconditioned", "setting of method='pdhg'"),
+    ("ct_tv", "reconstruct.params_by_views.30.5.lam=3", "reconstruct.params_by_views.30.5", "no parameter '5'"),
+    ("ct_tv", "reconstruct.params_by_views={0: {lam: 3}}", "reconstruct.params_by_views.0", "view count"),
+    ("mri_learned", "reconstruct.params_by_acceleration={4: {iterations: 3}}",
+     "reconstruct.params_by_acceleration", "learned model"),
+    ("ct_tv", "reconstruct.params_by_views.30={}", "reconstruct.params_by_views.30.lam", "tv_ct needs lam"),
+])
+def test_bad_tables_are_refused_naming_the_entry(name, override, key, text):
+    with pytest.raises(ConfigError) as err:
+        load_pipeline(name, [override])
+    assert err.value.key == key and text in err.value.message
+    assert err.value.source.startswith("--set over") and err.value.source.endswith(f"{name}.yaml")
+
+
+def test_radial_data_with_a_table_are_refused(tmp_path):
+    from mrirecon.data.simulate_noncartesian import simulate_noncartesian_dataset
+
+    simulate_noncartesian_dataset(tmp_path / "data", "radial", volumes=1, slices=1, coils=4,
+                                  size=(32, 32), readouts=24, seed=1)
+    config, text = load_pipeline("mri_tv", ["export.formats=[hdf5]", "report.enabled=false",
+                                            "reconstruct.params.iterations=3"])
+    out = tmp_path / "out"
+    run_pipeline(config, [str(tmp_path / "data")], out, progress=False, config_text=text)
+    (entry,) = json.loads((out / "provenance.json").read_text())["files"]
+    assert entry["status"] != "ok"
+    assert "non-Cartesian data have no acceleration" in entry["error"]
+    assert "reconstruct.params_by_acceleration" in entry["error"]
+
+
+def test_a_new_method_leaves_the_files_tables_behind(caplog):
+    """``mri_cs``'s L1-wavelet iterations are no CG-SENSE setting: a ``--set`` of the method
+    drops the tables, with a log line, unless it sets a table too."""
+    with caplog.at_level(logging.WARNING, logger="mrirecon.pipeline"):
+        config, _ = load_pipeline("mri_cs", ["reconstruct.method=cg_sense"])
+    assert config.reconstruct.params_by_acceleration == {} and config.reconstruct.params == {"lam": 1e-4}
+    assert any("tuned for l1_wavelet, not used with reconstruct.method=cg_sense" in r.message
+               for r in caplog.records)
+    kept, _ = load_pipeline("mri_cs", ["reconstruct.method=cg_sense",
+                                       "reconstruct.params_by_acceleration.8.iterations=50"])
+    assert kept.reconstruct.params_by_acceleration == {4.0: {"iterations": 300}, 8.0: {"iterations": 50}}
+
+
+def test_a_dotted_override_replaces_or_extends_the_numbered_entry():
+    """YAML's ``30:`` is the integer 30, a dotted ``--set`` names it "30": the override must reach
+    that entry (replace it, or one of its settings), not add a twin that merges into it."""
+    config, _ = load_pipeline("ct_tv", ["reconstruct.params_by_views.60.lam=20"])
+    assert config.reconstruct.params_by_views == {30: {"lam": 7.0, "rho": 0.01}, 60: {"lam": 20, "rho": 0.02}}
+    config, _ = load_pipeline("ct_tv", ["reconstruct.params_by_views.60={lam: 20}"])
+    assert config.reconstruct.params_by_views[60] == {"lam": 20}
