@@ -299,7 +299,7 @@ def simulate_ct_dataset(
     """
     import re
 
-    from mrirecon.io.lodopab import lodopab_file_name, write_lodopab
+    from mrirecon.io.lodopab import lodopab_file_name, lodopab_file_splits, write_lodopab
 
     if not re.fullmatch(r"\w+", str(part)):
         raise ValueError(f"simulate_ct: part must be a word (e.g. 'train'), got {part!r}")
@@ -315,8 +315,8 @@ def simulate_ct_dataset(
     except TypeError:
         pass  # non-numeric sizes: simulate_ct_samples names them
     if (not allow_other_files and isinstance(samples, (int, np.integer)) and samples >= 1
-            and isinstance(samples_per_file, int)):
-        files = range(-(-int(samples) // max(samples_per_file, 1)))  # as write_lodopab splits
+            and isinstance(samples_per_file, int) and samples_per_file >= 1):
+        files = range(len(lodopab_file_splits(int(samples), samples_per_file)))
         refuse_stale_files("simulate_ct", out_dir,
                            rf"(observation|ground_truth)_{part}_\d{{3,}}\.hdf5",
                            [lodopab_file_name(kind, part, i) for i in files

@@ -137,6 +137,15 @@ def lodopab_file_name(kind: str, part: str, index: int) -> str:
     return f"{kind}_{part}_{int(index):03d}.hdf5"
 
 
+def lodopab_file_splits(samples: int, samples_per_file: int = SAMPLES_PER_FILE) -> list[slice]:
+    """The samples of each file :func:`write_lodopab` writes, in file order (LoDoPaB's layout:
+    ``samples_per_file`` per file, the last one partial)."""
+    if samples_per_file < 1:
+        raise ValueError(f"write_lodopab: samples_per_file must be >= 1, got {samples_per_file}")
+    return [slice(start, min(start + samples_per_file, samples))
+            for start in range(0, samples, samples_per_file)]
+
+
 def geometry_to_json(geometry: CTGeometry) -> str:
     """JSON of every :class:`CTGeometry` field (angles in radians)."""
     return json.dumps(asdict(geometry))
@@ -236,8 +245,7 @@ def write_lodopab(
         )
     if hu is not None and np.shape(hu) != mu.shape:
         raise ValueError(f"write_lodopab: hu must be {mu.shape}, got {np.shape(hu)}")
-    if samples_per_file < 1:
-        raise ValueError(f"write_lodopab: samples_per_file must be >= 1, got {samples_per_file}")
+    splits = lodopab_file_splits(n, samples_per_file)
     for field, values in (("sinograms", sino), ("attenuation", mu), ("hu", hu)):
         refuse_nonfinite("write_lodopab", f"{out_dir} ({part})", field, values)
     root = {
@@ -255,8 +263,7 @@ def write_lodopab(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     obs_paths, gt_paths = [], []
-    for i, start in enumerate(range(0, n, samples_per_file)):
-        sl = slice(start, min(start + samples_per_file, n))
+    for i, sl in enumerate(splits):
         obs = (sino[sl] / MU_MAX_PER_M).astype(np.float32)
         gt = to_lodopab_layout(np.clip(mu[sl] / MU_MAX_PER_MM, 0.0, 1.0)).astype(np.float32)
         for kind, data, extra, paths in (
