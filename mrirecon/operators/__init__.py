@@ -15,7 +15,7 @@ from mrirecon.operators.mri import (
 )
 from mrirecon.operators.nufft import NufftSense, nufft_sense, toeplitz_apply
 from mrirecon.operators.patches import Patches
-from mrirecon.operators.tgv import SymmetrizedGradient, TGVBlock
+from mrirecon.operators.tgv import SymmetrizedGradient, TGVBlock, TGVSplit
 
 __all__ = [
     "DenseMatrix",
@@ -33,6 +33,7 @@ __all__ = [
     "Sensitivity",
     "SymmetrizedGradient",
     "TGVBlock",
+    "TGVSplit",
     "Wavelet",
     "ct_operator",
     "gaussian_matrix",

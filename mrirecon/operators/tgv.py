@@ -4,9 +4,11 @@ used by :func:`mrirecon.recon.tgv`.
 * :class:`SymmetrizedGradient` ``E``: vector field ``(..., 2, H, W)`` -> symmetric matrix field
   ``(..., 3, H, W)``, from backward differences ``D^- = -(D^+)^H``;
 * :class:`TGVBlock`: the three blocks ``[x, grad x - v, E v]`` of PDHG on the stacked primal
-  variable ``u = (x, v_H, v_W)``.
+  variable ``u = (x, v_H, v_W)``;
+* :class:`TGVSplit`: the ``grad x - v`` and ``E v`` blocks (and ``x``) stacked, the split
+  ``z = K u`` of ADMM.
 
-``absolute=True`` on either gives the element-wise absolute value of its matrix, for the
+``absolute=True`` on the first two gives the element-wise absolute value of its matrix, for the
 Pock-Chambolle diagonal preconditioners. The difference kernels (signed and ``|D|``) are those of
 :mod:`mrirecon.functional.finite_differences`.
 """
@@ -121,3 +123,23 @@ class TGVBlock(LinearOperator):
         x = (forward_difference_adjoint(p[..., 0, :, :], -2, absolute=a)
              + forward_difference_adjoint(p[..., 1, :, :], -1, absolute=a))
         return torch.cat([x.unsqueeze(-3), p if a else -p], dim=-3)
+
+
+class TGVSplit(LinearOperator):
+    """The ADMM split of TGV² on ``u = (x, v_H, v_W)`` ``(..., 3, H, W)``: ``u -> (grad x - v,
+    E v)`` ``(..., 5, H, W)``, and with ``image=True`` also ``x`` ``(..., 6, H, W)`` (for the
+    constraint ``x >= 0``). The rows are those of :class:`TGVBlock` ``"grad"``, ``"sym"`` and
+    ``"image"`` stacked on axis ``-3``, so ``K^H K`` is the sum of their normal operators."""
+
+    def __init__(self, image: bool = False) -> None:
+        super().__init__((3, None, None), (6 if image else 5, None, None))
+        self.image = image
+        self.grad, self.sym, self.copy = TGVBlock("grad"), TGVBlock("sym"), TGVBlock("image")
+
+    def _forward(self, u: Tensor) -> Tensor:
+        parts = [self.grad(u), self.sym(u)] + ([u[..., :1, :, :]] if self.image else [])
+        return torch.cat(parts, dim=-3)
+
+    def _adjoint(self, z: Tensor) -> Tensor:
+        u = self.grad.H(z[..., :2, :, :]) + self.sym.H(z[..., 2:5, :, :])
+        return u + self.copy.H(z[..., 5, :, :]) if self.image else u

@@ -44,9 +44,10 @@ __all__ = [
 ]
 
 # -- classical priors of the review (issue 9, part A) --------------------------------------
-from mrirecon.recon.tgv import tgv, tgv_objective
+from mrirecon.recon.tgv import TGV_SETTINGS, tgv, tgv_objective
 
-register("tgv", tgv, summary="MRI/CT: TGV^2-regularised least squares by PDHG")
+register("tgv", tgv, summary="MRI/CT: TGV^2-regularised least squares by PDHG (or ADMM)",
+         settings_by_method=TGV_SETTINGS)
 __all__ += ["tgv", "tgv_objective"]
 
 # EPLL with a patch GMM prior (issue 9, part B)

@@ -31,8 +31,9 @@ class Entry:
     fn: Callable[..., Tensor]
     needs_op: bool
     summary: str
-    #: settings only one value of the ``method`` parameter reads (``tv``, ``tv_ct``), so that a
-    #: pipeline refuses the others' at load (:func:`mrirecon.core.checks.check_method_settings`)
+    #: settings only one value of the ``method`` parameter reads (``tv``, ``tv_ct``, ``tgv``), so
+    #: that a pipeline refuses the others' at load
+    #: (:func:`mrirecon.core.checks.check_method_settings`)
     settings_by_method: Mapping[str, tuple[str, ...]] | None = None
 
     @property
@@ -137,15 +138,18 @@ def describe(name: str) -> str:
 
 
 def register(name: str, fn: Callable[..., Tensor], *, needs_op: bool = True, summary: str = "",
-             overwrite: bool = False) -> None:
-    """Add a reconstruction ``fn(y, op, **params)`` under ``name``."""
+             overwrite: bool = False,
+             settings_by_method: Mapping[str, tuple[str, ...]] | None = None) -> None:
+    """Add a reconstruction ``fn(y, op, **params)`` under ``name`` (``settings_by_method``: as
+    :attr:`Entry.settings_by_method`, for a function with a ``method`` parameter)."""
     if not callable(fn):
         raise TypeError(f"register: fn for {name!r} must be callable, got {type(fn).__name__}")
     if name in _REGISTRY and not overwrite:
         raise ValueError(f"register: {name!r} is already registered (pass overwrite=True)")
     if len(inspect.signature(fn).parameters) < 2:
         raise ValueError(f"register: {name!r} must take (y, op, **params)")
-    _REGISTRY[name] = Entry(fn, needs_op, summary or (fn.__doc__ or "").strip().split("\n")[0])
+    _REGISTRY[name] = Entry(fn, needs_op, summary or (fn.__doc__ or "").strip().split("\n")[0],
+                            settings_by_method)
 
 
 def _lookup(name: str) -> Entry:

@@ -59,6 +59,14 @@ def batch_dims_of(op: LinearOperator, x: Tensor) -> int:
     return max(x.ndim - len(op.domain_shape), 0)
 
 
+def relative_penalty(op: LinearOperator, image: Tensor, batch_dims: int, rho: float) -> float:
+    """The ADMM penalty ``rho ||A||^2`` for a ``rho`` relative to ``||A||^2``: 20 power-iteration
+    steps on one image of the shape of ``image`` (the first of its ``batch_dims`` leading axes),
+    so every slice of a batch gets the penalty it gets alone."""
+    one = torch.zeros_like(image[(0,) * batch_dims])
+    return rho * float(max_eigenvalue(op.gram, one, iterations=20, tolerance=1e-3))
+
+
 def tv_objective(y: Tensor, op: LinearOperator, x: Tensor, lam: float) -> Tensor:
     """``1/2 ||A x - y||^2 + lam TV(x)`` (all batch items summed); for monitoring and tests."""
     g = FiniteDifference(2)(x)
@@ -134,8 +142,7 @@ def tv_least_squares(
     nb = batch_dims_of(op, aty)
     if method == "admm":
         if rho_relative:
-            one = torch.zeros_like(aty[(0,) * nb])
-            rho = rho * float(max_eigenvalue(op.gram, one, iterations=20, tolerance=1e-3))
+            rho = relative_penalty(op, aty, nb, rho)
         K = GradientAndImage() if nonneg else D
 
         def prox(v: Tensor, t: float) -> Tensor:

@@ -11,7 +11,7 @@ from scipy.optimize import minimize
 
 from mrirecon.operators import FiniteDifference, ParallelBeam, sense
 from mrirecon.operators.ct_geometry import CTGeometry
-from mrirecon.operators.tgv import SymmetrizedGradient, TGVBlock
+from mrirecon.operators.tgv import SymmetrizedGradient, TGVBlock, TGVSplit
 from mrirecon.recon import run, tv
 from mrirecon.recon.tgv import tgv, tgv_objective
 from mrirecon.solvers import group_soft_threshold
@@ -119,7 +119,8 @@ def test_tgv_objective_decreases_and_beats_tv(mri_problem):
         changes.append(rel)
 
     # PDHG is not a descent method; with step_ratio >= 0.75 the objective decreases monotonically
-    x, v = tgv(y, op, LAM, iterations=ITER, step_ratio=0.75, callback=record, return_v=True)
+    x, v = tgv(y, op, LAM, iterations=ITER, method="pdhg", step_ratio=0.75, callback=record,
+               return_v=True)
     obj = np.array(objective)
     assert len(obj) == ITER and v.shape == (2, N, N)
     assert np.all(np.diff(obj) <= 1e-9 * obj[0]), f"objective increased by {np.diff(obj).max():.3g}"
@@ -134,7 +135,7 @@ def test_tgv_objective_decreases_and_beats_tv(mri_problem):
 def test_tgv_large_ratio_approaches_tv(mri_problem):
     # alpha0 -> inf forces E v = 0 -> v = const; with Neumann boundary that is TV's v = 0
     _gt, op, y = mri_problem
-    x_tgv = tgv(y, op, LAM, ratio=1e4, iterations=200, preconditioned=False)
+    x_tgv = tgv(y, op, LAM, ratio=1e4, iterations=200, method="pdhg", preconditioned=False)
     x_tv = run("tv", y, op, lam=LAM, method="pdhg", iterations=200)
     assert _err(np.abs(x_tv.numpy()), x_tgv) < 0.02
 
@@ -151,3 +152,134 @@ def test_tgv_ct_nonneg_and_batched():
     assert torch.allclose(xb[1], x1, atol=1e-5)
     fbp_err = _err(gts[0].numpy(), run("fbp", y[:1], op)[0])
     assert _err(gts[0].numpy(), xb[0]) < 0.7 * fbp_err
+
+
+# ------------------------------------------------------------------------------------------
+# ADMM (method="admm") against PDHG
+# ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("image", [False, True])
+def test_tgv_split_operator(image, cdtype):
+    """ADMM's split ``u -> (grad x - v, E v[, x])``: the TGVBlock rows stacked."""
+    K = TGVSplit(image=image)
+    u = random_like_shape((2, 3, 5, 6), cdtype)
+    check_operator(K, u, norm=True)
+    torch.testing.assert_close(K(u)[..., :2, :, :], TGVBlock("grad")(u))
+    torch.testing.assert_close(K(u)[..., 2:5, :, :], TGVBlock("sym")(u))
+    assert K(u).shape[-3] == (6 if image else 5)
+
+
+def _u(x, v):
+    return torch.cat([x.unsqueeze(-3), v], dim=-3)
+
+
+def _objective(y, op, lam, **kw):
+    x, v = tgv(y, op, lam, return_v=True, **kw)
+    return float(tgv_objective(y, op, _u(x, v), lam))
+
+
+def _small_mri(n=20):
+    """4 random coils (normalised sum of squares), ~40 % of the lines, 1 % noise: complex."""
+    g = torch.Generator().manual_seed(0)
+    maps = torch.randn(4, n, n, dtype=torch.complex128, generator=g)
+    maps = maps / maps.abs().pow(2).sum(0, keepdim=True).sqrt()
+    mask = (torch.rand(n, generator=g) < 0.3).double()
+    mask[n // 2 - 3 : n // 2 + 3] = 1
+    op = sense(maps, mask)
+    y = op(torch.tensor(_affine_phantom(n), dtype=torch.complex128))
+    return op, y + 0.01 * mask * torch.randn(y.shape, dtype=torch.complex128, generator=g), 0.01
+
+
+def _small_ct(n=16, views=12):
+    """Real projector; a zero-mean perturbation of the data makes x >= 0 active."""
+    op = ParallelBeam(CTGeometry.parallel((n, n), num_views=views))
+    y = op(torch.tensor(_affine_phantom(n), dtype=torch.float64))
+    y = y - 0.5 * float(y.mean()) + 0.05 * random_like_shape(y.shape, y.dtype, 3)
+    return op, y, 0.5
+
+
+def _run(y, op, lam, iterations, checkpoints, nonneg, **kw):
+    """Objectives at ``checkpoints`` (1-based iteration counts) of one solver run; ADMM's
+    x-iterate is projected onto ``x >= 0`` first, as ``tgv`` returns it."""
+    seen = {}
+
+    def record(it, u, rel):
+        if it + 1 in checkpoints:
+            x = u[..., :1, :, :].clamp(min=0) if nonneg else u[..., :1, :, :]
+            seen[it + 1] = float(tgv_objective(y, op, torch.cat([x, u[..., 1:, :, :]], -3), lam))
+
+    tgv(y, op, lam, iterations=iterations, callback=record, **kw)
+    return seen
+
+
+@pytest.mark.parametrize("problem, rho", [(_small_mri, 1.0), (_small_ct, None)], ids=["mri", "ct"])
+def test_tgv_admm_reaches_the_pdhg_minimum_and_gets_there_first(problem, rho):
+    """ADMM and PDHG minimise the same objective (complex SENSE; real CT with x >= 0 active).
+
+    Each solver's remaining error is bounded by its own last halving, ``F(N/2) - F(N)``: both
+    objective errors fall at least like ``1/N`` (the ergodic rates of PDHG and ADMM), so
+    ``F(N) - F* <= F(N/2) - F(N)``; the two final objectives must agree to the sum of these
+    bounds. ``rho`` only changes the speed (1 suits the MRI problem's ``lam``, as measured).
+    After 30 iterations ADMM with the default settings is the closer of the two."""
+    op, y, lam = problem()
+    nonneg = not y.is_complex()
+    if nonneg:  # the constraint matters for these data
+        assert float(tgv(y, op, lam, iterations=200, nonneg=False).min()) < -1e-3
+    n, long_pdhg, long_admm = 30, 2000, 400
+    pdhg_f = _run(y, op, lam, long_pdhg, {n, long_pdhg // 2, long_pdhg}, nonneg, method="pdhg")
+    admm_f = _run(y, op, lam, long_admm, {long_admm // 2, long_admm}, nonneg, method="admm",
+                  rho=rho)
+    slack_pdhg = pdhg_f[long_pdhg // 2] - pdhg_f[long_pdhg]
+    slack_admm = admm_f[long_admm // 2] - admm_f[long_admm]
+    assert slack_pdhg >= 0 and slack_admm >= 0
+    assert abs(admm_f[long_admm] - pdhg_f[long_pdhg]) <= slack_pdhg + slack_admm, (admm_f, pdhg_f)
+    best = min(admm_f[long_admm] - slack_admm, pdhg_f[long_pdhg] - slack_pdhg)  # <= F*
+    admm_n = _run(y, op, lam, n, {n}, nonneg)[n]  # the default: ADMM, its default rho
+    assert admm_n - best < pdhg_f[n] - best, (admm_n, pdhg_f[n], best)
+
+
+@pytest.mark.parametrize("problem", [_small_mri, _small_ct], ids=["mri", "ct"])
+def test_tgv_admm_rho_is_relative_to_the_operator_norm(problem):
+    """``A -> cA, y -> cy, lam -> c^2 lam`` scales the objective by ``c^2``: with ``rho``
+    relative to ``||A||^2`` every ADMM iterate is the same image (up to float64 rounding, which
+    20 iterations do not amplify past ``1e-9``)."""
+    op, y, lam = problem()
+    c = 37.0
+    a = tgv(y, op, lam, iterations=20, method="admm")
+    b = tgv(c * y, op * c, lam * c * c, iterations=20, method="admm")
+    torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9 * float(a.abs().max()))
+
+
+def test_tgv_admm_batched_equals_one_by_one():
+    """Each slice of a batch gets its own CG steps and the penalty it gets alone."""
+    op, y, lam = _small_ct()
+    yb = torch.stack([y, 0.5 * y.flip(-1)]).float()
+    xb = run("tgv", yb, op, lam=lam, iterations=30, method="admm")
+    for k in range(2):
+        x1 = tgv(yb[k], op, lam, iterations=30, method="admm")
+        # float32: the batched reductions sum in another order; 30 iterations of rounding
+        torch.testing.assert_close(xb[k], x1, rtol=0, atol=1e3 * torch.finfo(torch.float32).eps
+                                   * float(x1.abs().max()))
+    mop, my, mlam = _small_mri()
+    myb = torch.stack([my, 2 * my])
+    torch.testing.assert_close(tgv(myb, mop, mlam, iterations=10, method="admm")[1],
+                               tgv(2 * my, mop, mlam, iterations=10, method="admm"))
+
+
+def test_tgv_refuses_the_other_methods_settings():
+    op, y, lam = _small_ct(n=8, views=6)
+    with pytest.raises(ValueError, match=r"tgv: rho is a setting of method='admm', not of "
+                                         r"method='pdhg' \(ADMM is the default since 2026-12-05\); "
+                                         r"pass method='admm' to use it"):
+        tgv(y, op, lam, iterations=2, method="pdhg", rho=0.01)
+    with pytest.raises(ValueError, match=r"tgv: preconditioned, step_ratio are settings of "
+                                         r"method='pdhg', not of method='admm'"):
+        tgv(y, op, lam, iterations=2, preconditioned=False, step_ratio=1.0)  # ADMM by default
+    with pytest.raises(ValueError, match="tgv: method must be 'admm' or 'pdhg', got 'fista'"):
+        tgv(y, op, lam, iterations=2, method="fista")
+    with pytest.raises(ValueError, match="tgv: rho must be > 0"):
+        tgv(y, op, lam, iterations=2, method="admm", rho=0.0)
+    with pytest.raises(ValueError, match="tgv: cg_iterations must be an integer >= 1"):
+        tgv(y, op, lam, iterations=2, method="admm", cg_iterations=0)
+    with pytest.raises(ValueError, match="tgv: step_ratio must be > 0"):
+        tgv(y, op, lam, iterations=2, method="pdhg", step_ratio=0.0)

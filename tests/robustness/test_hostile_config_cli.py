@@ -444,9 +444,14 @@ def test_training_a_model_of_the_other_modality_is_refused(config, overrides, me
      "tv: rho is a setting of method='admm', not of method='pdhg'"),
     ("ct_tv", ["reconstruct.params.method=fista"], "reconstruct.params.method",
      "tv_ct: method must be 'admm' or 'pdhg', got 'fista'"),
+    ("ct_tv", ["reconstruct.method=tgv", "reconstruct.params={lam: 5.0, preconditioned: false}"],
+     "reconstruct.params.preconditioned",
+     "tgv: preconditioned is a setting of method='pdhg', not of method='admm'"),
+    ("mri_tv", ["reconstruct.method=tgv", "reconstruct.params={lam: 0.001, method: pdhg, rho: 0.03}"],
+     "reconstruct.params.rho", "tgv: rho is a setting of method='admm', not of method='pdhg'"),
 ])
 def test_a_setting_of_the_other_solver_is_refused_at_load(name, settings, field, message):
-    """tv / tv_ct settings that only the other solver reads: refused when the pipeline loads,
+    """tv / tv_ct / tgv settings that only the other solver reads: refused when the pipeline loads,
     naming the file and the field (they would fail every input, one by one; MRI tv ignored
     them without a word before 2026-12-05). The shipped settings load."""
     with pytest.raises(ConfigError, match=rf"{name}.yaml: {field}: {message}"):
