@@ -1,0 +1,77 @@
+"""Tune the MRI bench defaults of the classical methods (``mrirecon.bench.methods.DEFAULT_PARAMS``)
+on training data, never on the bench's own (``--seed 21``).
+
+    python benchmarks/tune_bench_mri.py --work DIR [--methods tv,l1_wavelet,cg_sense,tgv]
+
+Simulates ``--seed 5`` brains as the bench's data are made (2 volumes x 3 slices, 4-8 coils,
+128 x 128), runs each grid point through :func:`mrirecon.bench.mri.run_bench` with the bench's
+masks (centre fractions 0.16 / 0.08 at 4x / 8x) and prints every point's PSNR / SSIM and the
+winner: the best PSNR summed over 4x and 8x, flagged when it lies on its grid's edge. One
+thread; results in ``DIR/tune_<method>.json``. The grids are the ones of 2026-12-05 (a first
+grid, then the points that its edge winners asked for).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from pathlib import Path
+
+GRIDS = {
+    "cg_sense": [{"iterations": i, "tolerance": 1e-6} for i in (5, 10, 20, 40, 80)],
+    "l1_wavelet": [{"lam": lam, "iterations": i}
+                   for lam, i in itertools.product((1e-4, 3e-4, 1e-3, 3e-3, 1e-2), (50, 300, 1000))],
+    "tv": [{"lam": lam, "iterations": 100, "rho": r}
+           for lam, r in itertools.product((1e-4, 3e-4, 1e-3, 3e-3, 1e-2),
+                                           (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 1.0))],
+    "tgv": [{"lam": lam, "iterations": 100} for lam in (3e-4, 1e-3, 3e-3, 1e-2)],
+}
+
+
+def on_edge(grid: list[dict], best: dict) -> list[str]:
+    """The settings of ``best`` at the smallest or largest value its grid tries."""
+    out = []
+    for key, value in best.items():
+        values = sorted({p[key] for p in grid})
+        if len(values) > 1 and value in (values[0], values[-1]):
+            out.append(key)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--methods", default=",".join(GRIDS))
+    args = ap.parse_args()
+    import torch
+
+    from mrirecon.bench.mri import run_bench
+    from mrirecon.data.simulate_mri import simulate_mri_dataset
+
+    torch.set_num_threads(1)
+    data = args.work / "data"
+    if not any(data.glob("*.h5")):
+        simulate_mri_dataset(data, volumes=2, slices=3, coils=(4, 8), size=(128, 128), seed=5)
+    for method in args.methods.split(","):
+        rows = []
+        for params in GRIDS[method]:
+            t = time.perf_counter()
+            table = run_bench(data, "multicoil", (4, 8), [method], params={method: params},
+                              output_dir=None, progress=False, verbose=False,
+                              center_fractions={4: 0.16, 8: 0.08})
+            r4, r8 = table.row(method, 4), table.row(method, 8)
+            rows.append({"params": params, "psnr4": r4.mean["PSNR"], "psnr8": r8.mean["PSNR"],
+                         "ssim4": r4.mean["SSIM"], "ssim8": r8.mean["SSIM"],
+                         "seconds": time.perf_counter() - t})
+            print(method, json.dumps(rows[-1]), flush=True)
+        best = max(rows, key=lambda r: r["psnr4"] + r["psnr8"])
+        edge = on_edge(GRIDS[method], best["params"])
+        print(f"{method}: best {best['params']} ({best['psnr4']:.2f} / {best['psnr8']:.2f} dB)"
+              + (f", on the grid's edge in {', '.join(edge)}" if edge else ""), flush=True)
+        (args.work / f"tune_{method}.json").write_text(json.dumps({"best": best, "grid": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
