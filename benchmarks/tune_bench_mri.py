@@ -27,6 +27,14 @@ GRIDS = {
            for lam, r in itertools.product((1e-4, 3e-4, 1e-3, 3e-3, 1e-2),
                                            (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 1.0))],
     "tgv": [{"lam": lam, "iterations": 100} for lam in (3e-4, 1e-3, 3e-3, 1e-2)],
+    # the review's other classical priors around their hand-set defaults (rho 1 / sigma_scale 3,
+    # noise_std 0.02, lam 0.03 / sparsity 5)
+    # (second pass: the smaller rho / noise_std / lam that the first grid's edge winners asked for)
+    "pnp_nlm": [{"rho": r, "sigma_scale": s} for r, s in itertools.product((0.3, 1.0, 3.0), (1.5, 3.0, 6.0))]
+    + [{"rho": 0.1, "sigma_scale": s} for s in (1.5, 3.0, 6.0)] + [{"rho": r, "sigma_scale": 3.0} for r in (0.03, 0.01, 0.003)],
+    "epll": [{"noise_std": s} for s in (0.005, 0.01, 0.02, 0.04, 0.0025, 0.00125)],
+    "dlmri": [{"lam": lam, "sparsity": k} for lam, k in itertools.product((0.01, 0.03, 0.1), (3, 5, 8))]
+    + [{"lam": lam, "sparsity": 5} for lam in (0.003, 0.001)],
 }
 
 
