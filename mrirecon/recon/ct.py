@@ -16,7 +16,7 @@ from torch import Tensor
 from mrirecon.core import LinearOperator
 from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.operators.fbp import FILTERS, fbp
-from mrirecon.recon.variational import batch_dims_of, tv_least_squares
+from mrirecon.recon.variational import admm_settings, batch_dims_of, tv_least_squares
 from mrirecon.solvers import project_nonnegative
 from mrirecon.solvers.stopping import per_system_ratio
 from mrirecon.core.checks import check_iterations, check_method_settings, check_start
@@ -188,11 +188,8 @@ def tv_ct(
                                 preconditioned=True if preconditioned is None else preconditioned,
                                 iterations=iterations, tolerance=tolerance, x0=x0,
                                 callback=callback, who="tv_ct")
-    rho = ADMM_RHO if rho is None else rho
-    cg_iterations = ADMM_CG_ITERATIONS if cg_iterations is None else cg_iterations
-    if not rho > 0:
-        raise ValueError(f"tv_ct: rho must be > 0, got {rho}")
-    check_iterations("tv_ct", iterations=iterations, cg_iterations=cg_iterations)
+    rho, cg_iterations = admm_settings("tv_ct", rho, cg_iterations, ADMM_RHO, ADMM_CG_ITERATIONS,
+                                       iterations)
     return tv_least_squares(y, op, lam, method="admm", nonneg=nonneg, rho=rho, rho_relative=True,
                             cg_iterations=cg_iterations, iterations=iterations,
                             tolerance=tolerance, x0=x0, callback=callback, who="tv_ct")

@@ -26,7 +26,7 @@ from mrirecon.core.parallel import serial_if_small
 from mrirecon.functional import ifft2c, rss
 from mrirecon.functional.nufft import nufft_adjoint
 from mrirecon.operators import PhaseConstrained, Wavelet
-from mrirecon.recon.variational import batch_dims_of, tv_least_squares
+from mrirecon.recon.variational import admm_settings, batch_dims_of, tv_least_squares
 from mrirecon.solvers import cg, fista, max_eigenvalue, soft_threshold
 
 Callback = Callable[[int, Tensor, float], None]
@@ -302,8 +302,9 @@ def l1_wavelet(
 
 #: The settings only one of ``tv``'s solvers reads (the other refuses them)
 TV_SETTINGS = {"admm": ("rho", "cg_iterations"), "pdhg": ()}
-#: ``tv``'s default ADMM penalty (absolute; 1 until 2026-12-05, see :func:`tv`)
-TV_RHO = 0.1
+#: ``tv``'s default ADMM penalty (absolute; 1 until 2026-12-05, see :func:`tv`) and CG
+#: iterations per x-update
+TV_RHO, TV_CG_ITERATIONS = 0.1, 5
 
 
 @accepts_deprecated_names
@@ -344,8 +345,8 @@ def tv(
     iterations, method, tolerance, x0, callback
         Solver settings.
     rho, cg_iterations
-        ADMM only (default ``TV_RHO`` and 5); refused with ``method="pdhg"``, which has no use
-        for them.
+        ADMM only (default ``TV_RHO`` and ``TV_CG_ITERATIONS``); refused with
+        ``method="pdhg"``, which has no use for them.
     phase
         Optional unit-modulus image ``(..., H, W)``: the image is then ``rho * phase`` with
         ``rho`` real, solved on ``A @ PhaseConstrained(phase)`` with ``lam TV(rho)`` (as
@@ -360,8 +361,9 @@ def tv(
     """
     _check_op(op, "tv")
     check_method_settings("tv", method, TV_SETTINGS, rho=rho, cg_iterations=cg_iterations)
-    rho = TV_RHO if rho is None else rho
-    cg_iterations = 5 if cg_iterations is None else cg_iterations
+    if method == "admm":
+        rho, cg_iterations = admm_settings("tv", rho, cg_iterations, TV_RHO, TV_CG_ITERATIONS,
+                                           iterations)
     if lam < 0:
         raise ValueError(f"tv: lam must be >= 0, got {lam}")
     if phase is not None:

@@ -36,11 +36,11 @@ import torch
 from torch import Tensor
 
 from mrirecon.core import LinearOperator
-from mrirecon.core.checks import check_iterations, check_method_settings, check_start
+from mrirecon.core.checks import check_method_settings, check_start
 from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.operators import FiniteDifference
 from mrirecon.operators.tgv import TGVBlock, TGVSplit
-from mrirecon.recon.variational import batch_dims_of, relative_penalty
+from mrirecon.recon.variational import admm_settings, batch_dims_of, relative_penalty
 from mrirecon.solvers import (
     admm,
     diagonal_preconditioners,
@@ -201,11 +201,8 @@ def tgv(
     x_start = torch.zeros_like(aty) if x0 is None else x0.to(aty.dtype)
     u0 = torch.cat([x_start.unsqueeze(-3), FiniteDifference(2)(x_start)], dim=-3)
     if method == "admm":
-        rho = ADMM_RHO if rho is None else rho
-        cg_iterations = ADMM_CG_ITERATIONS if cg_iterations is None else cg_iterations
-        if not rho > 0:
-            raise ValueError(f"tgv: rho must be > 0, got {rho}")
-        check_iterations("tgv", iterations=iterations, cg_iterations=cg_iterations)
+        rho, cg_iterations = admm_settings("tgv", rho, cg_iterations, ADMM_RHO,
+                                           ADMM_CG_ITERATIONS, iterations)
         u = _tgv_admm(y, op, aty, u0, lam, ratio, nonneg, rho, cg_iterations, iterations,
                       tolerance, callback)
     else:

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from mrirecon.core import LinearOperator
-from mrirecon.core.checks import check_start
+from mrirecon.core.checks import check_iterations, check_start
 from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.operators import FiniteDifference
 from mrirecon.solvers import (
@@ -57,6 +57,18 @@ def batch_dims_of(op: LinearOperator, x: Tensor) -> int:
     if op.domain_shape is None:
         return 0
     return max(x.ndim - len(op.domain_shape), 0)
+
+
+def admm_settings(who: str, rho: float | None, cg_iterations: int | None, default_rho: float,
+                  default_cg_iterations: int, iterations: int) -> tuple[float, int]:
+    """``(rho, cg_iterations)`` of an ADMM solve with CG x-updates (``tv``, ``tv_ct``, ``tgv``):
+    ``None`` takes the caller's default; both checked, the errors under ``who``'s name."""
+    rho = default_rho if rho is None else rho
+    cg_iterations = default_cg_iterations if cg_iterations is None else cg_iterations
+    if not rho > 0:
+        raise ValueError(f"{who}: rho must be > 0, got {rho}")
+    check_iterations(who, iterations=iterations, cg_iterations=cg_iterations)
+    return rho, cg_iterations
 
 
 def relative_penalty(op: LinearOperator, image: Tensor, batch_dims: int, rho: float) -> float:

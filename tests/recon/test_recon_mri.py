@@ -196,6 +196,11 @@ def test_tv_admm_and_pdhg_reach_the_same_minimum():
         assert float(tv_objective(y, op, a + d, lam)) > fa
     with pytest.raises(ValueError, match="tv: method must be 'admm' or 'pdhg', got 'foo'"):
         tv(y, op, lam, method="foo")
+    # ADMM's settings are checked under tv's name, as tv_ct's and tgv's (it was the solver's)
+    with pytest.raises(ValueError, match="tv: rho must be > 0, got 0.0"):
+        tv(y, op, lam, rho=0.0)
+    with pytest.raises(ValueError, match="tv: cg_iterations must be an integer >= 1"):
+        tv(y, op, lam, cg_iterations=0)
     # ADMM's settings under PDHG were ignored without a word (rho=0.01 ran PDHG unchanged)
     with pytest.raises(ValueError, match=r"tv: rho is a setting of method='admm', not of method='pdhg'; "
                                          r"pass method='admm' to use it"):
