@@ -28,7 +28,6 @@ from mrirecon.containers import ImageGeometry
 from mrirecon.operators import ct_operator
 from mrirecon.operators.ct import cached_ct_operator, projector_norm
 from mrirecon.operators.ct_geometry import CTGeometry
-from mrirecon.pipeline.param_tables import SliceSettings, for_slice
 from mrirecon.pipeline.schema import PipelineConfig, ReconstructConfig, UndersampleConfig
 from mrirecon.pipeline.stream import Method, Modality, VolumeRun, detect_format
 
@@ -486,24 +485,14 @@ class CTStages(Modality[CTSlice]):
             if msg:
                 out["reference_orientation"] = msg
         note = dose_note(s.data_photons, self.config.undersample)
-        notes = {"dose": note} if note else {}
-        chosen = self.slice_settings(s, self.config.reconstruct)
-        if chosen.note:
-            notes[f"params_{chosen.key:g}"] = chosen.note
-        if chosen.warning:
-            out["params_outside_table"] = chosen.warning
-        return out, notes
+        return out, ({"dose": note} if note else {})
 
-    @staticmethod
-    def slice_settings(s: CTSlice, cfg: ReconstructConfig, model: torch.nn.Module | None = None) -> SliceSettings:
-        """``cfg`` with the entry of ``reconstruct.params_by_views`` nearest to the slice's view
-        count under its params (:func:`~mrirecon.pipeline.param_tables.for_slice`)."""
-        if model is not None or not cfg.params_by_views:
-            return SliceSettings(cfg)
-        return for_slice(cfg, s.geometry.num_views)
+    def table_value(self, s: CTSlice) -> float:
+        """The slice's view count (after ``undersample``)."""
+        return s.geometry.num_views
 
     def reconstruct(self, s: CTSlice, method: Method) -> CTSlice:
-        return reconstruct(s, self.slice_settings(s, method.config, method.model).config, method.model)
+        return reconstruct(s, method.config, method.model)
 
     def postprocess(self, s: CTSlice) -> Tensor:
         return s.image

@@ -39,7 +39,6 @@ from mrirecon.pipeline.sampling_mri import (complete_partial_fourier, grappa_not
 from mrirecon.pipeline import echo_noncartesian as echo
 from mrirecon.pipeline.reference_mri import calibration_data, compress_coils, refuse_own_acs_model
 from mrirecon.pipeline.checks_mri import coil_warnings
-from mrirecon.pipeline.param_tables import SliceSettings, for_slice
 from mrirecon.pipeline.stream import Method, Modality, detect_format
 from mrirecon.recon.mri import data_scale as recon_data_scale
 from mrirecon.pipeline.slice_mri import (MRISlice, check_slice, column_counts,
@@ -386,30 +385,20 @@ class MRIStages(Modality[MRISlice]):
         check_slice(s, "calibrate", False)
         return s
 
-    def slice_settings(self, s: MRISlice, cfg: ReconstructConfig,
-                       model: torch.nn.Module | None = None) -> SliceSettings:
-        """``cfg`` with the entry of ``reconstruct.params_by_acceleration`` nearest to the slice's
-        acceleration (columns / sampled columns) under its params
-        (:func:`~mrirecon.pipeline.param_tables.for_slice`); ``cfg`` for a learned model."""
-        if model is not None or not cfg.params_by_acceleration:
-            return SliceSettings(cfg)
+    def table_value(self, s: MRISlice) -> float:
+        """The slice's acceleration, columns / sampled columns (Cartesian only)."""
         if s.trajectory is not None:
             raise ValueError(f"{s.file_name}: slice {s.index}: reconstruct.params_by_acceleration: "
                              "non-Cartesian data have no acceleration (columns / sampled columns) "
                              "to choose an entry by; set reconstruct.params_by_acceleration={} "
                              "and the settings in reconstruct.params (or run mri_radial_cs)")
         sampled, acquirable = column_counts(s)
-        return for_slice(cfg, acquirable / max(sampled, 1))
+        return acquirable / max(sampled, 1)
 
     def data_messages(self, s: MRISlice) -> tuple[dict[str, str], dict[str, str]]:
         echo_warnings, notes = self._echo(s)  # a radial partial echo's, once per slice
         warned = dict(s.notes)  # with preprocess's coil checks
-        chosen = self.slice_settings(s, self.config.reconstruct)
-        rc = chosen.config
-        if chosen.note:
-            notes[f"params_{chosen.key:g}"] = chosen.note
-        if chosen.warning:
-            warned["params_outside_table"] = chosen.warning
+        rc = self.settings(s, self.config.reconstruct).config  # the slice's table entry
         if rc.method == "grappa" and s.trajectory is None:  # columns its kernel cannot reach
             try:
                 note = grappa_note(s, grappa_params(s, rc.params))
@@ -453,8 +442,8 @@ class MRIStages(Modality[MRISlice]):
             elif (method.model is not None and s.full_fov_maps is not None
                   and getattr(method.model, "full_fov_maps", True)):
                 s = replace(s, maps=s.full_fov_maps)
-        cfg = self.slice_settings(s, method.config, method.model).config
-        return reconstruct(s, cfg, method.model, partial_fourier=self.config.preprocess.partial_fourier)
+        return reconstruct(s, method.config, method.model,
+                           partial_fourier=self.config.preprocess.partial_fourier)
 
     def postprocess(self, s: MRISlice) -> Tensor:
         self.image_grid = tuple(s.image.shape[-2:])

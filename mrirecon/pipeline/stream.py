@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from mrirecon.pipeline.param_tables import SliceSettings, for_slice, table_of
 from mrirecon.pipeline.schema import ReconstructConfig
 
 #: The stages in the order the code runs them (``mrirecon run --help`` lists them from here).
@@ -94,7 +95,22 @@ class Modality(ABC, Generic[S]):
 
     @abstractmethod
     def reconstruct(self, s: S, method: Method) -> S:
-        """The image of one slice by ``method``."""
+        """The image of one slice by ``method`` (its settings already those of the slice:
+        :meth:`settings`)."""
+
+    def table_value(self, s: S) -> float:
+        """What picks the slice's entry of ``reconstruct.params_by_acceleration`` (MRI: the
+        acceleration) / ``params_by_views`` (CT: the view count); asked only when the config
+        has such a table (:mod:`mrirecon.pipeline.param_tables`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no per-slice settings table")
+
+    def settings(self, s: S, cfg: ReconstructConfig, model: nn.Module | None = None) -> SliceSettings:
+        """``cfg`` with the table entry nearest to the slice under its ``params``
+        (:func:`~mrirecon.pipeline.param_tables.for_slice`); ``cfg`` itself for a learned model
+        or a config without a table."""
+        if model is not None or table_of(cfg) is None:
+            return SliceSettings(cfg)
+        return for_slice(cfg, self.table_value(s))
 
     @abstractmethod
     def postprocess(self, s: S) -> Tensor:
@@ -231,7 +247,8 @@ def stream_volume(modality: Modality[S], path: Path, methods: Sequence[Method], 
             for m in methods:
                 _sync(modality.device)
                 t0 = time.perf_counter()
-                out = modality.postprocess(modality.reconstruct(s, m))
+                own = modality.settings(s, m.config, m.model).config  # per-slice table entry
+                out = modality.postprocess(modality.reconstruct(s, replace(m, config=own)))
                 _sync(modality.device)
                 seconds[m.name] += time.perf_counter() - t0
                 outs[m.name].append(out.detach().cpu().clone())  # compact: no view pins a slice

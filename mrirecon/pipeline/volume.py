@@ -42,6 +42,11 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
 
     def on_slice(i, s) -> None:
         warned, told = stages.data_messages(s)
+        chosen = stages.settings(s, config.reconstruct, model)  # which table entry runs
+        if chosen.note:
+            told[f"params_{chosen.key:g}"] = chosen.note
+        if chosen.warning:
+            warned["params_outside_table"] = chosen.warning
         for kind, msg in warned.items():
             suspicious.setdefault(kind, (msg, []))[1].append(i)
         for kind, msg in told.items():
