@@ -87,24 +87,22 @@ def _canonical_names(raw: dict, overrides: list[str], source: str) -> tuple[dict
     return raw, renamed
 
 
-def _tables_of_the_method(raw: dict, overrides: list[str], source: str) -> dict:
-    """``raw`` without its per-acceleration / per-view tables when ``overrides`` change
-    ``reconstruct.method`` and set no table: the file's tables were tuned for its own method
-    (``mri_cs``'s L1-wavelet iterations are no CG-SENSE setting). Logged; ``params`` stay, as
-    they always did."""
+def _tables_of_the_method(raw: dict, data: dict, overrides: list[str], source: str) -> dict:
+    """``data`` (the file ``raw`` after ``overrides``) without the file's per-acceleration /
+    per-view tables when the overrides change ``reconstruct.method`` and set no table: the
+    file's tables were tuned for its own method (``mri_cs``'s L1-wavelet iterations are no
+    CG-SENSE setting). Logged; ``params`` stay, as they always did."""
     from mrirecon.pipeline.param_tables import WHAT
 
-    own = raw.get("reconstruct") if isinstance(raw, dict) else None
-    if not isinstance(own, dict) or not any(own.get(t) for t in WHAT):
-        return raw
-    merged = apply_overrides(raw, overrides).get("reconstruct") or {}
-    if not isinstance(merged, dict) or merged.get("method") == own.get("method") or any(
-            item.strip().startswith(tuple(f"reconstruct.{t}" for t in WHAT)) for item in overrides):
-        return raw
+    own, merged = (d.get("reconstruct") if isinstance(d, dict) else None for d in (raw, data))
+    if not isinstance(own, dict) or not isinstance(merged, dict) \
+            or not any(own.get(t) for t in WHAT) or merged.get("method") == own.get("method") \
+            or any(item.strip().startswith(tuple(f"reconstruct.{t}" for t in WHAT)) for item in overrides):
+        return data
     dropped = [t for t in WHAT if own.get(t)]
     log.warning("%s: reconstruct.%s: tuned for %s, not used with reconstruct.method=%s", source,
                 " / ".join(dropped), own.get("method"), merged.get("method"))
-    return {**raw, "reconstruct": {k: v for k, v in own.items() if k not in dropped}}
+    return {**data, "reconstruct": {k: v for k, v in merged.items() if k not in dropped}}
 
 
 def load_pipeline(name: str, overrides: list[str] = ()) -> tuple[PipelineConfig, str]:
@@ -113,8 +111,8 @@ def load_pipeline(name: str, overrides: list[str] = ()) -> tuple[PipelineConfig,
     path = pipeline_path(name)
     raw = read_yaml(path)
     raw, overrides = _canonical_names(raw, list(overrides), str(path))
-    raw = _tables_of_the_method(raw, overrides, str(path))
-    data = drop_removed_keys(apply_overrides(raw, overrides), str(path))
+    data = _tables_of_the_method(raw, apply_overrides(raw, overrides), overrides, str(path))
+    data = drop_removed_keys(data, str(path))
     try:
         config = validate_pipeline(from_dict(PipelineConfig, data, source=str(path)), str(path))
     except ConfigError as err:

@@ -90,16 +90,16 @@ def for_slice(cfg: ReconstructConfig, value: float) -> SliceSettings:
     if found is None:
         return SliceSettings(cfg)
     name, table = found
-    keys = [float(k) for k in table]
-    key = nearest(keys, value)
-    entry = next(v for k, v in table.items() if float(k) == key)
+    by_key = {float(k): v for k, v in table.items()}  # CT's keys are integers
+    key = nearest(list(by_key), value)
+    entry = by_key[key]
     chosen = {k: v for k, v in entry.items() if k not in cfg.params}
     what = WHAT[name]
     shown = ", ".join(f"{k}={v!r}" for k, v in chosen.items()) or "nothing beyond reconstruct.params"
     note = (f"reconstruct.{name}: the settings of {label(key)} ({shown}), the entry nearest "
             f"to the data's {what}")
     warning = None
-    lo, hi = min(keys), max(keys)
+    lo, hi = min(by_key), max(by_key)
     # harder data than any entry was chosen for (a mask's effective rate is within ~5 % of its
     # nominal one); easier data (fully sampled k-space, every view) take the nearest entry quietly
     if value > hi * 1.05 if what == "acceleration" else value < lo / 1.05:
@@ -109,18 +109,12 @@ def for_slice(cfg: ReconstructConfig, value: float) -> SliceSettings:
     return SliceSettings(replace(cfg, params={**entry, **cfg.params}), key, note, warning)
 
 
-def shadowed(cfg: ReconstructConfig) -> list[str]:
-    """The keys of ``params`` that replace a table's value at every entry (for a log line)."""
-    found = table_of(cfg)
-    if found is None:
-        return []
-    return sorted({k for entry in found[1].values() for k in entry if k in cfg.params})
-
-
 def explain_shadowed(cfg: ReconstructConfig, source: str) -> None:
-    """Log which of the table's settings ``params`` replaces (a ``--set`` does that on purpose)."""
-    keys = shadowed(cfg)
+    """Log which of the table's settings ``params`` replaces at every entry (a ``--set`` does that
+    on purpose)."""
+    found = table_of(cfg)
+    keys = sorted({k for entry in found[1].values() for k in entry if k in cfg.params}) if found else []
     if keys:
-        name = table_of(cfg)[0]
+        name = found[0]
         log.info("%s: reconstruct.params sets %s for every %s, in place of reconstruct.%s's values",
                  source or "pipeline", ", ".join(keys), WHAT[name], name)
