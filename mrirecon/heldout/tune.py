@@ -30,7 +30,7 @@ MRI_GRID: dict[str, list[dict[str, Any]]] = {
                    for lam in (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2)]
     # 1000 iterations won at 8x on the grid's edge (2026-12-04): 3000 around its lam
     + [{"lam": lam, "iterations": 3000} for lam in (3e-5, 1e-4, 3e-4)],
-    # TV by ADMM: with its default rho = 1 the PSNR still rose from 300 to 1000 iterations (30,
+    # TV by ADMM: with its then default rho = 1 (0.1 since 2026-12-05) the PSNR still rose from 300 to 1000 iterations (30,
     # the first grid's only value, left it 5.5-8.3 dB short); rho 0.03-0.1 reaches in 100
     # iterations what rho 1 had not in 300 (4x: 33.89 vs 33.67 dB at lam 3e-3), so rho is gridded
     # at 100 iterations
@@ -110,7 +110,8 @@ def score_mri(slices, method: str, params: Mapping[str, Any], model=None) -> dic
     return {"PSNR": float(np.mean(rep.values["PSNR"])), "SSIM": float(np.mean(rep.values["SSIM"]))}
 
 
-def _best(grid_scores: list[dict]) -> dict:
+def best_of(grid_scores: list[dict]) -> dict:
+    """The grid point with the best ``PSNR`` (to 0.01 dB), ties to the better ``SSIM``."""
     return max(grid_scores, key=lambda r: (round(r["PSNR"], 2), r["SSIM"]))
 
 
@@ -131,7 +132,7 @@ def edge_parameters(grid_scores: list[dict]) -> list[str]:
                 out[k] = v
         return out
 
-    best = flat(_best(grid_scores)["params"])
+    best = flat(best_of(grid_scores)["params"])
     points = [flat(r["params"]) for r in grid_scores]
     out = []
     for key in sorted({k for r in points for k in r}):
@@ -147,7 +148,7 @@ def _result(method: str, grid_scores: list[dict], where: str) -> dict:
     if edge:
         warnings.warn(f"{where} {method}: best {', '.join(edge)} at the edge of the grid; "
                       "widen the grid", stacklevel=3)
-    return {"best": _best(grid_scores)["params"], "grid": grid_scores, "at_edge": edge}
+    return {"best": best_of(grid_scores)["params"], "grid": grid_scores, "at_edge": edge}
 
 
 def tune_mri(data_dir: str | Path, accelerations: Sequence[float] = (4, 8),
