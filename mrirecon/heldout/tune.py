@@ -31,9 +31,9 @@ MRI_GRID: dict[str, list[dict[str, Any]]] = {
     # 1000 iterations won at 8x on the grid's edge (2026-12-04): 3000 around its lam
     + [{"lam": lam, "iterations": 3000} for lam in (3e-5, 1e-4, 3e-4)],
     # TV by ADMM: with its then default rho = 1 (0.1 since 2026-12-05) the PSNR still rose from
-    # 300 to 1000 iterations (30, the first grid's only value, left it 5.5-8.3 dB short); rho 0.03-0.1 reaches in 100
-    # iterations what rho 1 had not in 300 (4x: 33.89 vs 33.67 dB at lam 3e-3), so rho is gridded
-    # at 100 iterations
+    # 300 to 1000 iterations (30, the first grid's only value, left it 5.5-8.3 dB short); rho
+    # 0.03-0.1 reaches in 100 iterations what rho 1 had not in 300 (4x: 33.89 vs 33.67 dB at lam
+    # 3e-3), so rho is gridded at 100 iterations
     "tv": [{"lam": lam, "iterations": 100, "rho": rho} for rho in (0.03, 0.1, 0.3)
            for lam in (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)]
     + [{"lam": lam, "iterations": 100, "rho": 0.01} for lam in (1e-4, 3e-4, 1e-3)]
