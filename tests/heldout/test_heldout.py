@@ -198,6 +198,24 @@ def test_shipped_rows_keep_per_volume_scores_that_make_their_means(part):
                     (setting, method, key)
 
 
+@pytest.mark.parametrize("part", ["mri", "mri368", "ct"])
+def test_readme_tables_are_the_shipped_results(part):
+    """The README's held-out tables are ``heldout.protocol.table`` of the shipped JSON, line for
+    line and in order (the knee-width table without its times per slice, which were measured
+    beside training jobs), so a re-run that updates the JSON cannot leave the README behind."""
+    import json
+
+    from mrirecon.heldout.protocol import table
+
+    shipped = json.loads((PKG.parent / "benchmarks" / "heldout_results" / f"heldout_{part}.json").read_text())
+    rendered = table({float(k): v for k, v in shipped.items()}, "views" if part == "ct" else "acceleration")
+    lines = rendered.strip("\n").split("\n")
+    if part == "mri368":
+        lines = [line.rsplit("|", 2)[0] + "|" for line in lines]
+    readme = (PKG.parent / "README.md").read_text()
+    assert "\n".join(lines) + "\n" in readme, f"README's {part} table differs from heldout_{part}.json"
+
+
 def test_range_check_accepts_the_effective_acceleration_of_nominal_fastmri_masks():
     from mrirecon.pipeline.model_range import range_warnings
     from mrirecon.sampling import EquispacedFractionMask
