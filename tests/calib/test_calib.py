@@ -146,7 +146,11 @@ def test_espirit_coarse_warm_start_equals_full_power_method(monkeypatch, fine_st
 
 
 def test_espirit_chunks_on_threads_equal_the_serial_loop(monkeypatch):
-    """Row chunks on two task threads (mrirecon.core.parallel) write the same maps."""
+    """Row chunks on two task threads (mrirecon.core.parallel) write the same maps: the same
+    support, values equal up to float32 rounding. Not bit for bit: how many threads the BLAS
+    calls of a chunk get changes their summation order (on an Intel Xeon 8e-6 at most, 68 eps;
+    equal bits on an AMD EPYC); the bound is the warm-start test's, 64 eps over the 0.05
+    eigen-gap, for eigenvalues in [0, 1] 64 eps."""
     from mrirecon.core import parallel
 
     _, _, ksp = _phantom(96, 80, 6, seed=5)
@@ -159,8 +163,11 @@ def test_espirit_chunks_on_threads_equal_the_serial_loop(monkeypatch):
         serial = espirit_maps(k, chunk_size=300, return_eigenvalues=True)
     finally:
         torch.set_num_threads(before)
-    for a, b in zip(threaded, serial):
-        assert torch.equal(a, b)
+    eps = torch.finfo(torch.float32).eps
+    (maps_t, eig_t), (maps_s, eig_s) = threaded, serial
+    assert torch.equal(maps_t.abs().sum(0) > 0, maps_s.abs().sum(0) > 0)
+    torch.testing.assert_close(maps_t, maps_s, rtol=0, atol=64 * eps / 0.05)
+    torch.testing.assert_close(eig_t, eig_s, rtol=0, atol=64 * eps)
 
 
 def test_espirit_maps_reproduce_coil_images(phantom):

@@ -45,9 +45,12 @@ def test_maps_from_gridded_centre(radial_problem, method):
     assert float(corr[inside].mean()) > 0.99
 
 
-# (name, parameters): few iterations, lam in the units of y (maps with unit RSS)
+# (name, parameters): few iterations, lam in the units of y (maps with unit RSS). CG-SENSE
+# runs 20: at 10 its error is 0.835 of gridding's in complex128 but 0.856 in complex64 on an
+# Intel Xeon (the float32 Toeplitz gram's rounding, see below), across the 0.85 bound; at 20
+# it is 0.70.
 METHODS = [
-    ("cg_sense", {"iterations": 10}),
+    ("cg_sense", {"iterations": 20}),
     ("l1_wavelet", {"lam": 2e-3, "iterations": 30}),
     ("tv", {"lam": 3e-3, "iterations": 15}),
     ("tgv", {"lam": 3e-3, "iterations": 60}),
