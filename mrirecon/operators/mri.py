@@ -329,18 +329,19 @@ class SenseOperator(MapsSupport, LinearOperator):
             scaled = cached[1]
         scaled, conj_maps = scaled.unsqueeze(-3), self._conj_maps()
         maps, x = self.maps, x.unsqueeze(-3)
-        shape = torch.broadcast_shapes(maps.shape, x.shape)
-        out = torch.empty(shape[:-3] + shape[-2:], dtype=torch.promote_types(maps.dtype, x.dtype),
-                          device=x.device)
+        # one row's coil images: their broadcast shape and dtype (torch.broadcast_shapes
+        # would import SymPy, ~0.7 s of a fresh process)
+        first = maps[..., :1, :] * x[..., :1, :]
+        h, w = maps.shape[-2:]
+        out = first.new_empty(first.shape[:-3] + (h, w))
         # Rows are independent (1-D FFTs along W, a per-pixel coil sum), so on a CPU the gram
         # runs on blocks of rows whose coil images fit the L2 caches of the threads: the five
         # passes over them stay in cache, and no buffer is large enough for the allocator to
         # map fresh pages. The arithmetic per element is unchanged (bit-identical results).
-        rows = shape[-2]
+        rows = h
         if x.device.type == "cpu":
-            row_bytes = out[..., :1, :].numel() * shape[-3] * out.element_size()
-            rows = max(1, _GRAM_BLOCK_BYTES * torch.get_num_threads() // max(1, row_bytes))
-        for r in range(0, shape[-2], rows):
+            rows = max(1, _GRAM_BLOCK_BYTES * torch.get_num_threads() // (first.numel() * first.element_size()))
+        for r in range(0, h, rows):
             block = slice(r, r + rows)
             k = torch.fft.fft(maps[..., block, :] * x[..., block, :], dim=-1).mul_(scaled)
             coil_images = torch.fft.ifft(k, dim=-1, norm="forward").mul_(conj_maps[..., block, :])
