@@ -26,6 +26,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
@@ -173,7 +174,7 @@ def main() -> None:
         old_code.mkdir()
         archive = subprocess.run(["git", "-C", str(ROOT), "archive", a.baseline, "mrirecon"],
                                  capture_output=True, check=True).stdout
-        with tarfile.open(fileobj=__import__("io").BytesIO(archive)) as tar:
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
             tar.extractall(old_code, filter="data")
         commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                                 capture_output=True, text=True).stdout.strip()

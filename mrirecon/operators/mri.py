@@ -332,7 +332,7 @@ class SenseOperator(MapsSupport, LinearOperator):
         # one row's coil images: their broadcast shape and dtype (torch.broadcast_shapes
         # would import SymPy, ~0.7 s of a fresh process)
         first = maps[..., :1, :] * x[..., :1, :]
-        h, w = maps.shape[-2:]
+        h = maps.shape[-2]
         out = first.new_empty(first.shape[:-3] + (h, w))
         # Rows are independent (1-D FFTs along W, a per-pixel coil sum), so on a CPU the gram
         # runs on blocks of rows whose coil images fit the L2 caches of the threads: the five
