@@ -16,10 +16,13 @@ from mrirecon.core.checks import finite_and_nonzero
 from mrirecon.core.magnitude import sum_abs2
 from mrirecon.functional import fft2c, ifft2c, uncentred_fft2, uncentred_ifft2
 
-#: Coil-image bytes per thread in a block of rows of the no-grad column-mask gram (fits a CPU
+#: Coil-image bytes per block of rows of the no-grad column-mask gram on one thread (fits a CPU
 #: core's L2 cache): 8 x 320 x 320 complex64 gram 2.6 ms in 40-row blocks against 2.8 ms in one
-#: piece on one thread, and 6.5 ms whenever glibc had handed the 6.5 MB buffers back to the OS
-#: between calls (page faults); on two threads 1.4 ms in 80-row blocks, 1.6 in 40-row ones.
+#: piece, and 6.5 ms whenever glibc had handed the 6.5 MB buffers back to the OS between calls
+#: (page faults; inside the PnP-ADMM solve 1.63-1.71 s of grams per slice in blocks, 1.65-1.88 s
+#: in one piece). With more threads the gram stays in one piece: each block's operations are
+#: parallel regions that first wake the sleeping workers (``OMP_WAIT_POLICY=PASSIVE``, as the
+#: CLI sets), and on two threads the solve's grams took 1.85 s in blocks against 1.14 s.
 _GRAM_BLOCK_BYTES = 1 << 20
 
 
@@ -334,13 +337,13 @@ class SenseOperator(MapsSupport, LinearOperator):
         first = maps[..., :1, :] * x[..., :1, :]
         h = maps.shape[-2]
         out = first.new_empty(first.shape[:-3] + (h, w))
-        # Rows are independent (1-D FFTs along W, a per-pixel coil sum), so on a CPU the gram
-        # runs on blocks of rows whose coil images fit the L2 caches of the threads: the five
-        # passes over them stay in cache, and no buffer is large enough for the allocator to
-        # map fresh pages. The arithmetic per element is unchanged (bit-identical results).
+        # Rows are independent (1-D FFTs along W, a per-pixel coil sum), so on one CPU thread
+        # the gram runs on blocks of rows whose coil images fit the L2 cache: the five passes
+        # over them stay in cache, and no buffer is large enough for the allocator to map fresh
+        # pages. The arithmetic per element is unchanged (bit-identical results).
         rows = h
-        if x.device.type == "cpu":
-            rows = max(1, _GRAM_BLOCK_BYTES * torch.get_num_threads() // (first.numel() * first.element_size()))
+        if x.device.type == "cpu" and torch.get_num_threads() == 1:
+            rows = max(1, _GRAM_BLOCK_BYTES // (first.numel() * first.element_size()))
         for r in range(0, h, rows):
             block = slice(r, r + rows)
             k = torch.fft.fft(maps[..., block, :] * x[..., block, :], dim=-1).mul_(scaled)
