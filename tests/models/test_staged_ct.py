@@ -90,7 +90,11 @@ def test_self_ensembled_model_still_scales_with_the_data_and_differs_from_the_pl
     model = _small_model(ensemble=ensemble)
     with torch.no_grad():
         x = model(y, op)
-        torch.testing.assert_close(model(1e3 * y, op), 1e3 * x, rtol=1e-9, atol=0.0)
+        # as test_output_scales_with_the_data_exactly: float64 rounding relative to the image
+        # (per pixel with atol=0 a near-zero pixel failed on rounding alone, also before the
+        # CG and gram changes of bench_pnp.py)
+        xc = model(1e3 * y, op)
+        assert torch.linalg.norm(xc - 1e3 * x) <= 1e-9 * torch.linalg.norm(1e3 * x)
         model.ensemble = not ensemble
         assert not torch.allclose(model(y, op), x, rtol=1e-4)
 
