@@ -378,3 +378,33 @@ def test_nograd_column_gram_follows_an_in_place_change_of_the_mask():
     tol = 32 * torch.finfo(torch.float32).eps * float(want.abs().max())
     assert float((got - want).abs().max()) <= tol
 
+
+
+@pytest.mark.parametrize("batched_maps", [False, True])
+def test_nograd_column_gram_in_blocks_of_rows_is_bit_identical(monkeypatch, batched_maps):
+    """On one thread the no-grad gram runs on blocks of rows (cache-sized); rows are independent,
+    so any block size (here 3 rows of 13, the last block short) gives exactly the one-block
+    result, with maps shared by the batch or one set per sample."""
+    import mrirecon.operators.mri as mri
+
+    c, h, w = 4, 13, 16
+    maps = _maps(c, h, w, torch.complex64)
+    maps = torch.stack([maps, maps.flip(-1)]) if batched_maps else maps
+    x = random_like_shape((2, h, w), torch.complex64)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # blocks on one thread only
+        with torch.no_grad():
+            whole = sense(maps, _mask(w)).gram(x)
+            monkeypatch.setattr(mri, "_GRAM_BLOCK_BYTES", 3 * 2 * c * w * 8)  # 3 rows of 2 x c coil images
+            blocks = sense(maps, _mask(w)).gram(x)
+            torch.set_num_threads(2)
+            two_threads = sense(maps, _mask(w)).gram(x)  # one block
+    finally:
+        torch.set_num_threads(threads)
+    assert blocks.shape == whole.shape == (2, h, w)
+    assert torch.equal(blocks, whole)
+    torch.testing.assert_close(two_threads, whole)
+    slow = sense(maps, _mask(w)).gram(x.clone().requires_grad_(True)).detach()
+    tol = 8 * torch.finfo(torch.float32).eps * 4 * float(x.abs().max())  # as the no-grad test above
+    torch.testing.assert_close(blocks, slow, atol=tol, rtol=0)

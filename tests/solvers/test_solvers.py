@@ -410,3 +410,20 @@ def test_cg_solve_saves_no_iterations():
     assert calls["n"] == 2 * forward_calls  # backward = one more CG solve, nothing stored
     with pytest.raises(TypeError, match="lam must be real"):
         cg_solve(gram, rhs, torch.tensor(1j))
+
+
+def test_cg_dot_on_real_views_equals_the_complex_inner_product():
+    """CG's ``Re <a, b>`` sums the real views (one product pass); it equals the complex formula
+    for a batch axis, for all axes and for lazily conjugated inputs."""
+    from mrirecon.solvers.cg import _dot
+
+    a = random_like_shape((3, 5, 7), torch.complex128, 1)
+    b = random_like_shape((3, 5, 7), torch.complex128, 2)
+    want = (a.conj() * b).real.sum(dim=(1, 2), keepdim=True)
+    torch.testing.assert_close(_dot(a, b, (1, 2)), want, atol=1e-12, rtol=0)
+    torch.testing.assert_close(_dot(a, b, None), want.sum(), atol=1e-12, rtol=0)
+    torch.testing.assert_close(_dot(a.conj(), b, (1, 2)), (a * b).real.sum(dim=(1, 2), keepdim=True),
+                               atol=1e-12, rtol=0)
+    torch.testing.assert_close(_dot(a, b, ()), (a.conj() * b).real.sum(dim=(), keepdim=True))  # torch: all
+    real = a.real.contiguous()
+    torch.testing.assert_close(_dot(real, real, (1, 2)), real.square().sum(dim=(1, 2), keepdim=True))

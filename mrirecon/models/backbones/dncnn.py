@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from mrirecon.models.backbones.fused import sequential_conv_relu
+
 
 class DnCNN(nn.Module):
     """Plain CNN of ``depth`` 3x3 conv layers on real ``(N, in_chans, H, W)``.
@@ -52,5 +54,5 @@ class DnCNN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(N, in_chans, H, W) -> (N, out_chans, H, W)``."""
-        out = self.net(x)
+        out = sequential_conv_relu(self.net, x)  # conv + ReLU fused at inference on CPU
         return x + out if self.residual else out

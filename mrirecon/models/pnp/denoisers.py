@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from mrirecon.models.backbones.complex import flatten_image_batch, from_channels, to_channels
+from mrirecon.models.backbones.fused import sequential_conv_relu
 
 
 class NoiseLevelDenoiser(nn.Module):
@@ -51,6 +52,6 @@ class NoiseLevelDenoiser(nn.Module):
         s = s.expand(lead).reshape(n) if s.ndim else s.expand(n)
         chans = to_channels(flat)  # (N, 2, H, W)
         smap = s.reshape(n, 1, 1, 1).expand(n, 1, *chans.shape[-2:])
-        noise = self.net(torch.cat([chans, smap], dim=1))
+        noise = sequential_conv_relu(self.net, torch.cat([chans, smap], dim=1))
         out = from_channels(chans - noise, x.is_complex())
         return out.reshape(x.shape)
