@@ -422,6 +422,7 @@ def test_cg_dot_on_real_views_equals_the_complex_inner_product():
     want = (a.conj() * b).real.sum(dim=(1, 2), keepdim=True)
     torch.testing.assert_close(_dot(a, b, (1, 2)), want, atol=1e-12, rtol=0)
     torch.testing.assert_close(_dot(a, b, None), want.sum(), atol=1e-12, rtol=0)
+    torch.testing.assert_close(_dot(a, b, (-2, -1)), want, atol=1e-12, rtol=0)  # negative axes: the complex ones
     torch.testing.assert_close(_dot(a.conj(), b, (1, 2)), (a * b).real.sum(dim=(1, 2), keepdim=True),
                                atol=1e-12, rtol=0)
     torch.testing.assert_close(_dot(a, b, ()), (a.conj() * b).real.sum(dim=(), keepdim=True))  # torch: all
