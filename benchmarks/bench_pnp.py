@@ -88,7 +88,7 @@ def _child(cfg: dict) -> dict:
     from mrirecon.training.weights import load_model
 
     assert Path(sys.modules["mrirecon"].__file__).is_relative_to(cfg["code"])
-    data = torch.load(cfg["data"])
+    data = torch.load(cfg["data"], weights_only=True)
     y, maps = data["y"], data["maps"]
     model = ready_for_inference(load_model("pnp_admm", {}, "pnp_dncnn_brain_sim"), "cpu")
     if cfg["float64"]:
@@ -192,7 +192,7 @@ def main() -> None:
                     r = _run(code, data, out, threads, a.repeats)
                     times[which] += r["times_s"]
                     parts[which].append(r["parts_s"])
-                    outs[which] = torch.load(out)
+                    outs[which] = torch.load(out, weights_only=True)
             med = {k: statistics.median(v) for k, v in times.items()}
             print(f"threads={threads}: per slice old {med['old']:.2f} s, new {med['new']:.2f} s, "
                   f"ratio new/old {med['new'] / med['old']:.3f}; {_load()}")
@@ -206,7 +206,7 @@ def main() -> None:
               f"{'within' if diff <= TOLERANCE else 'EXCEEDED'})")
         if a.float64:
             _run(old_code, data, tmp / "f64.pt", a.threads[0], 1, float64=True)
-            ref = torch.load(tmp / "f64.pt")
+            ref = torch.load(tmp / "f64.pt", weights_only=True)
             print(f"float32 error against the old code in float64: old {_rel(outs['old'].to(ref.dtype), ref):.2e}, "
                   f"new {_rel(outs['new'].to(ref.dtype), ref):.2e}")
         print(f"# after: {_load()}")
