@@ -38,6 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _timing import best_time
+
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = "5844f4e"  # main before the blocked gram, the fused CG updates and the fused conv + ReLU
 
@@ -94,13 +96,8 @@ def _child(cfg: dict) -> dict:
     if cfg["float64"]:
         model, y, maps = model.double(), y.to(torch.complex128), maps.to(torch.complex128)
     op = sense(maps, data["mask"])
-    times = []
-    with torch.no_grad():
-        out = model(y, op)  # warm-up
-        for _ in range(cfg["repeats"]):
-            t0 = time.perf_counter()
-            out = model(y, op)
-            times.append(time.perf_counter() - t0)
+    with torch.no_grad():  # every timed call (the parent takes medians over children), one warm-up
+        times, out = best_time(lambda: model(y, op), cfg["repeats"], warmup=1, reduce=list)
         parts = _parts(model, op, y, implicit)
     torch.save(out, cfg["out"])
     return {"times_s": times, "parts_s": parts}
