@@ -1,5 +1,6 @@
-"""Settings of a classical method that follow the data: ``reconstruct.params_by_acceleration``
-(Cartesian MRI) and ``reconstruct.params_by_views`` (CT).
+"""Settings that follow the data: ``reconstruct.params_by_acceleration`` (Cartesian MRI) and
+``reconstruct.params_by_views`` (CT), for a classical method or a learned model's inference
+settings.
 
 A tuned regularisation weight or iteration count holds for one acceleration or view count: the
 held-out protocol's validation split chose TV ``lam`` 3e-4 at 4x and 1e-3 at 8x, L1-wavelet 300
@@ -24,12 +25,21 @@ holds for every slice (``--set reconstruct.params.lam=1e-3`` replaces the table'
 log line). Data harder than the table's range (a higher acceleration, fewer views) take its
 nearest end with a warning in the volume's record; easier data (fully sampled k-space, every
 view) take it quietly. Which entry ran is a note of the volume (``provenance.json``, the report).
+
+A learned model's table may set only what its model card lets a run change (``overridable``:
+a plug-and-play schedule, an unroll count) and what the built model holds as a plain attribute
+of that name (:func:`check_model_table`); the slice's values are set on the model for its
+reconstruction and the model's own restored after it (:func:`model_settings`), since the
+weights are loaded once per run. ``pipelines/mri_pnp_brain_sim.yaml`` runs more PnP-ADMM
+iterations at 8x than at 4x, each chosen on the validation split.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any, NamedTuple
 
@@ -118,3 +128,51 @@ def explain_shadowed(cfg: ReconstructConfig, source: str) -> None:
         name = found[0]
         log.info("%s: reconstruct.params sets %s for every %s, in place of reconstruct.%s's values",
                  source or "pipeline", ", ".join(keys), WHAT[name], name)
+
+
+def table_keys(cfg: ReconstructConfig) -> set[str]:
+    """The setting names any entry of ``cfg``'s table sets (empty without a table)."""
+    found = table_of(cfg)
+    return {k for entry in found[1].values() for k in entry} if found else set()
+
+
+def _scalar_attribute(model: Any, name: str) -> bool:
+    value = getattr(model, name, None)
+    return isinstance(value, (bool, int, float, str)) and name not in getattr(model, "_parameters", {})
+
+
+def check_model_table(model: Any, cfg: ReconstructConfig) -> None:
+    """Refuse a table that sets what the built learned ``model`` does not hold as a plain scalar
+    attribute (a setting used only when the model is built, e.g. a layer count)."""
+    found = table_of(cfg)
+    if found is None or model is None:
+        return
+    name, table = found
+    for key, entry in table.items():
+        for k in entry:
+            if not _scalar_attribute(model, k):
+                raise ValueError(f"reconstruct.{name}.{label(float(key))}.{k}: {type(model).__name__} "
+                                 f"uses {k!r} only when it is built, so it cannot change from "
+                                 f"slice to slice; set it in reconstruct.params")
+
+
+def _as_type(current: Any, value: Any) -> Any:
+    if isinstance(current, bool):
+        return bool(value)
+    return type(current)(value) if isinstance(current, (int, float, str)) else value
+
+
+@contextlib.contextmanager
+def model_settings(model: Any, cfg: ReconstructConfig) -> Iterator[None]:
+    """Within the block, ``model``'s attributes that ``cfg``'s table sets take their values in
+    ``cfg.params`` (a slice's settings, :func:`for_slice`); the model's own come back after it,
+    also on an error."""
+    keys = sorted(k for k in table_keys(cfg) if k in cfg.params) if model is not None else []
+    saved = {k: getattr(model, k) for k in keys}
+    try:
+        for k in keys:
+            setattr(model, k, _as_type(saved[k], cfg.params[k]))
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(model, k, v)

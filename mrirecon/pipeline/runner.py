@@ -495,7 +495,9 @@ def _load_model(config: PipelineConfig, device: str):
         log.warning("reconstruct.weights is empty: %s runs with untrained weights", method)
         model = build_model(method, **config.reconstruct.params)
     from mrirecon.models.inference import ready_for_inference
+    from mrirecon.pipeline.param_tables import check_model_table
 
+    check_model_table(model, config.reconstruct)  # each entry's settings change per slice
     return ready_for_inference(model, device)
 
 

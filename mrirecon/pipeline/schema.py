@@ -107,9 +107,9 @@ class ReconstructConfig:
     method: str = "cg_sense"
     params: dict[str, Any] = field(default_factory=dict)
     weights: str | None = None
-    #: classical methods: settings per nominal acceleration (Cartesian MRI) / view count (CT),
-    #: ``{8: {lam: 1.0e-3}}``; each slice takes the nearest entry, ``params`` on top of it
-    #: (:mod:`mrirecon.pipeline.param_tables`)
+    #: settings per nominal acceleration (Cartesian MRI) / view count (CT), ``{8: {lam: 1.0e-3}}``;
+    #: each slice takes the nearest entry, ``params`` on top of it; a learned model's entries
+    #: hold only its card's ``overridable`` settings (:mod:`mrirecon.pipeline.param_tables`)
     params_by_acceleration: dict[float, dict[str, Any]] = field(default_factory=dict)
     params_by_views: dict[int, dict[str, Any]] = field(default_factory=dict)
 

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mrirecon.pipeline.param_tables import SliceSettings, for_slice, table_of
+from mrirecon.pipeline.param_tables import SliceSettings, for_slice, model_settings, table_of
 from mrirecon.pipeline.schema import ReconstructConfig
 
 #: The stages in the order the code runs them (``mrirecon run --help`` lists them from here).
@@ -104,11 +104,10 @@ class Modality(ABC, Generic[S]):
         has such a table (:mod:`mrirecon.pipeline.param_tables`)."""
         raise NotImplementedError(f"{type(self).__name__} has no per-slice settings table")
 
-    def settings(self, s: S, cfg: ReconstructConfig, model: nn.Module | None = None) -> SliceSettings:
+    def settings(self, s: S, cfg: ReconstructConfig) -> SliceSettings:
         """``cfg`` with the table entry nearest to the slice under its ``params``
-        (:func:`~mrirecon.pipeline.param_tables.for_slice`); ``cfg`` itself for a learned model
-        or a config without a table."""
-        if model is not None or table_of(cfg) is None:
+        (:func:`~mrirecon.pipeline.param_tables.for_slice`); ``cfg`` itself without a table."""
+        if table_of(cfg) is None:
             return SliceSettings(cfg)
         return for_slice(cfg, self.table_value(s))
 
@@ -247,8 +246,9 @@ def stream_volume(modality: Modality[S], path: Path, methods: Sequence[Method], 
             for m in methods:
                 _sync(modality.device)
                 t0 = time.perf_counter()
-                own = modality.settings(s, m.config, m.model).config  # per-slice table entry
-                out = modality.postprocess(modality.reconstruct(s, replace(m, config=own)))
+                own = modality.settings(s, m.config).config  # per-slice table entry
+                with model_settings(m.model, own):  # a learned model's, set for this slice
+                    out = modality.postprocess(modality.reconstruct(s, replace(m, config=own)))
                 _sync(modality.device)
                 seconds[m.name] += time.perf_counter() - t0
                 outs[m.name].append(out.detach().cpu().clone())  # compact: no view pins a slice

@@ -318,7 +318,8 @@ def _checked_tables(config: PipelineConfig, source: str) -> PipelineConfig:
     """``reconstruct.params_by_acceleration`` / ``params_by_views``
     (:mod:`mrirecon.pipeline.param_tables`) with numeric keys (``--set`` gives strings; ``8`` and
     ``"8"`` merge, the later on top) and canonical parameter names; refused in a pipeline of the
-    other modality and for learned models, whose settings are fixed when they are built."""
+    other modality, and for a learned model beyond what its card lets a run change
+    (``overridable``)."""
     from mrirecon import recon
     from mrirecon.models.registry import available_models
 
@@ -331,13 +332,11 @@ def _checked_tables(config: PipelineConfig, source: str) -> PipelineConfig:
             raise _fail(source, f"reconstruct.{name}",
                         f"the data of {'an MRI' if config.modality == 'mri' else 'a CT'} pipeline have no {what}; use "
                         f"reconstruct.{TABLE[config.modality]}")
+        allowed = None  # a learned model's: the settings its card lets a run change
         if rc.method not in recon.available():
             if rc.method not in available_models():
                 return config  # _check_method names the unknown method
-            raise _fail(source, f"reconstruct.{name}",
-                        f"{rc.method!r} is a learned model, whose settings are fixed when it is "
-                        f"built; settings per {what} are for classical methods (use "
-                        "reconstruct.params)")
+            allowed = _overridable(rc, source, f"reconstruct.{name}", what)
         out: dict = {}
         for raw, entry in table.items():
             where = f"reconstruct.{name}.{raw}"
@@ -352,8 +351,29 @@ def _checked_tables(config: PipelineConfig, source: str) -> PipelineConfig:
                             f"{{lam: 1.0e-3}}), got {entry!r}")
             key = int(key) if what == "views" else key
             entry = canonical_method_params(rc.method, entry, source, prefix=f"reconstruct.{name}.{label(key)}")
+            for k in entry if allowed is not None else ():
+                if k not in allowed:
+                    raise _fail(source, f"reconstruct.{name}.{label(key)}.{k}",
+                                f"the model card of {rc.weights} lets a run change "
+                                f"{', '.join(sorted(allowed)) or 'nothing'} (overridable), not {k!r}")
             out[key] = {**out.get(key, {}), **entry}
         config = replace(config, reconstruct=replace(rc, **{name: out}))
         rc = config.reconstruct
     explain_shadowed(rc, source)
     return config
+
+
+def _overridable(rc, source: str, field: str, what: str) -> set[str]:
+    """The settings the card of a learned model's weights lets a run change (its
+    ``overridable``), for a table of them; refused without weights or a card."""
+    from mrirecon.training.weights import model_card
+
+    why = (f"{rc.method!r} is a learned model: settings per {what} must be among its model card's "
+           "overridable inference settings")
+    if not rc.weights:
+        raise _fail(source, field, f"{why}, and reconstruct.weights is empty")
+    try:
+        card = model_card(rc.weights)
+    except (FileNotFoundError, ValueError) as err:
+        raise _fail(source, field, f"{why}; {err}") from None
+    return set(card.get("overridable") or ())

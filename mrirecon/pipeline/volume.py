@@ -42,7 +42,7 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
 
     def on_slice(i, s) -> None:
         warned, told = stages.data_messages(s)
-        chosen = stages.settings(s, config.reconstruct, model)  # which table entry runs
+        chosen = stages.settings(s, config.reconstruct)  # which table entry runs
         if chosen.note:
             told[f"params_{chosen.key:g}"] = chosen.note
         if chosen.warning:

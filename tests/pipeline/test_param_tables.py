@@ -113,8 +113,8 @@ def test_ct_slices_run_the_entry_of_their_view_count(tmp_path):
      "reconstruct.params_by_views.30.preconditioned", "setting of method='pdhg'"),
     ("ct_tv", "reconstruct.params_by_views.30.5.lam=3", "reconstruct.params_by_views.30.5", "no parameter '5'"),
     ("ct_tv", "reconstruct.params_by_views={0: {lam: 3}}", "reconstruct.params_by_views.0", "view count"),
-    ("mri_learned", "reconstruct.params_by_acceleration={4: {iterations: 3}}",
-     "reconstruct.params_by_acceleration", "learned model"),
+    ("mri_learned", "reconstruct.params_by_acceleration={4: {lam: 0.1}}",
+     "reconstruct.params_by_acceleration.4.lam", "lets a run change iterations (overridable), not 'lam'"),
     ("ct_tv", "reconstruct.params_by_views.30={}", "reconstruct.params_by_views.30.lam", "tv_ct needs lam"),
 ])
 def test_bad_tables_are_refused_naming_the_entry(name, override, key, text):
@@ -159,3 +159,58 @@ def test_a_dotted_override_replaces_or_extends_the_numbered_entry():
     assert config.reconstruct.params_by_views == {30: {"lam": 7.0, "rho": 0.01}, 60: {"lam": 20, "rho": 0.02}}
     config, _ = load_pipeline("ct_tv", ["reconstruct.params_by_views.60={lam: 20}"])
     assert config.reconstruct.params_by_views[60] == {"lam": 20}
+
+
+def test_a_learned_table_needs_weights_with_a_card():
+    with pytest.raises(ConfigError) as err:
+        load_pipeline("mri_pnp_brain_sim", ["reconstruct.weights=null",
+                                            "reconstruct.params_by_acceleration={4: {iterations: 3}}"])
+    assert err.value.key == "reconstruct.params_by_acceleration" and "weights is empty" in err.value.message
+
+
+def test_a_learned_model_runs_the_entry_of_each_slice_and_keeps_its_own(mri_file, tmp_path):
+    """A learned model's table (its card's overridable inference settings) sets the slice's
+    values on the model for that slice only: the 8x slice gives exactly the image of the same
+    setting fixed in ``reconstruct.params``, not the other entry's, and the model's own values
+    come back after each slice (checked on the model object across two runs in one process)."""
+    from mrirecon.pipeline.param_tables import model_settings
+
+    quick = ["export.formats=[hdf5]", "report.enabled=false", "undersample.enabled=true",
+             "calibrate.calib_width=12", "calibrate.kernel_width=4",
+             "undersample.accelerations=[8]", "undersample.center_fractions=[0.04]"]
+    table = "reconstruct.params_by_acceleration={4: {iterations: 2}, 8: {iterations: 4, rho: 0.01}}"
+    by_table, entry = _run(mri_file, tmp_path / "table", "mri_pnp_brain_sim", *quick, table)
+    fixed, _ = _run(mri_file, tmp_path / "fixed", "mri_pnp_brain_sim", *quick,
+                    "reconstruct.params.iterations=4", "reconstruct.params.rho=0.01")
+    other, _ = _run(mri_file, tmp_path / "other", "mri_pnp_brain_sim", *quick,
+                    "reconstruct.params.iterations=2")
+    np.testing.assert_array_equal(by_table, fixed)
+    assert np.abs(by_table - other).max() > 1e-3 * np.abs(fixed).max()
+    assert any("the settings of 8 (iterations=4, rho=0.01)" in n for n in entry["notes"])
+
+    class Model:
+        iterations, rho = 40, 0.005
+
+    config, _ = load_pipeline("mri_pnp_brain_sim", [table])
+    model = Model()
+    with model_settings(model, for_slice(config.reconstruct, 8.0).config):
+        assert (model.iterations, model.rho) == (4, 0.01) and isinstance(model.iterations, int)
+    assert (model.iterations, model.rho) == (40, 0.005)
+    with pytest.raises(RuntimeError), model_settings(model, for_slice(config.reconstruct, 4.0).config):
+        assert model.iterations == 2
+        raise RuntimeError  # a failed slice restores them too
+    assert (model.iterations, model.rho) == (40, 0.005)
+
+
+def test_a_learned_table_of_a_build_time_setting_is_refused():
+    """An overridable setting the built model does not hold as an attribute under that name
+    cannot change per slice: refused naming the entry."""
+    from mrirecon.pipeline.param_tables import check_model_table
+    from mrirecon.pipeline.schema import ReconstructConfig
+
+    class Model:
+        iterations = 10
+
+    check_model_table(Model(), ReconstructConfig("modl", params_by_acceleration={8.0: {"iterations": 15}}))
+    with pytest.raises(ValueError, match=r"params_by_acceleration\.8\.cg_iterations: Model uses"):
+        check_model_table(Model(), ReconstructConfig("modl", params_by_acceleration={8.0: {"cg_iterations": 5}}))
