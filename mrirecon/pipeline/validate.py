@@ -103,9 +103,7 @@ def _check_method(config: PipelineConfig, source: str) -> None:
         raise _fail(source, "reconstruct.method",
                     f"unknown method {method!r}{hint}; classical: {', '.join(recon.available())}; "
                     f"learned: {', '.join(available_models())}")
-    cls, defaults = _MODELS[method]
-    valid, takes_kwargs = _signature(cls, 0)
-    valid = {**valid, **{k: v for k, v in defaults.items() if k not in valid}}
+    valid, takes_kwargs = _model_defaults(method), _signature(_MODELS[method][0], 0)[1]
     if takes_kwargs:  # cannot know the names; still check the values of the known ones
         for key, value in rc.params.items():
             problem = param_problem(str(key), value, valid.get(key, inspect.Parameter.empty))
@@ -351,11 +349,14 @@ def _checked_tables(config: PipelineConfig, source: str) -> PipelineConfig:
                             f"{{lam: 1.0e-3}}), got {entry!r}")
             key = int(key) if what == "views" else key
             entry = canonical_method_params(rc.method, entry, source, prefix=f"reconstruct.{name}.{label(key)}")
-            for k in entry if allowed is not None else ():
+            for k, v in entry.items() if allowed is not None else ():
                 if k not in allowed:
                     raise _fail(source, f"reconstruct.{name}.{label(key)}.{k}",
                                 f"the model card of {rc.weights} lets a run change "
                                 f"{', '.join(sorted(allowed)) or 'nothing'} (overridable), not {k!r}")
+                problem = param_problem(str(k), v, _model_defaults(rc.method).get(k, inspect.Parameter.empty))
+                if problem:  # as reconstruct.params are checked
+                    raise _fail(source, f"reconstruct.{name}.{label(key)}.{k}", problem)
             out[key] = {**out.get(key, {}), **entry}
         config = replace(config, reconstruct=replace(rc, **{name: out}))
         rc = config.reconstruct
@@ -377,3 +378,12 @@ def _overridable(rc, source: str, field: str, what: str) -> set[str]:
     except (FileNotFoundError, ValueError) as err:
         raise _fail(source, field, f"{why}; {err}") from None
     return set(card.get("overridable") or ())
+
+
+def _model_defaults(method: str) -> dict:
+    """``{parameter: default}`` of a learned model's constructor and its registry defaults."""
+    from mrirecon.models.registry import _MODELS
+
+    cls, defaults = _MODELS[method]
+    valid = _signature(cls, 0)[0]
+    return {**valid, **{k: v for k, v in defaults.items() if k not in valid}}

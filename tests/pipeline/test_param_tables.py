@@ -113,6 +113,10 @@ def test_ct_slices_run_the_entry_of_their_view_count(tmp_path):
      "reconstruct.params_by_views.30.preconditioned", "setting of method='pdhg'"),
     ("ct_tv", "reconstruct.params_by_views.30.5.lam=3", "reconstruct.params_by_views.30.5", "no parameter '5'"),
     ("ct_tv", "reconstruct.params_by_views={0: {lam: 3}}", "reconstruct.params_by_views.0", "view count"),
+    ("mri_pnp_brain_sim", "reconstruct.params_by_acceleration.8.iterations=abc",
+     "reconstruct.params_by_acceleration.8.iterations", "must be an integer >= 1, got 'abc'"),
+    ("mri_pnp_brain_sim", "reconstruct.params_by_acceleration.8.rho=-1",
+     "reconstruct.params_by_acceleration.8.rho", "must be finite and >= 0"),
     ("mri_learned", "reconstruct.params_by_acceleration={4: {lam: 0.1}}",
      "reconstruct.params_by_acceleration.4.lam", "lets a run change iterations (overridable), not 'lam'"),
     ("ct_tv", "reconstruct.params_by_views.30={}", "reconstruct.params_by_views.30.lam", "tv_ct needs lam"),
@@ -214,3 +218,21 @@ def test_a_learned_table_of_a_build_time_setting_is_refused():
     check_model_table(Model(), ReconstructConfig("modl", params_by_acceleration={8.0: {"iterations": 15}}))
     with pytest.raises(ValueError, match=r"params_by_acceleration\.8\.cg_iterations: Model uses"):
         check_model_table(Model(), ReconstructConfig("modl", params_by_acceleration={8.0: {"cg_iterations": 5}}))
+
+
+def test_every_shipped_overridable_setting_can_follow_the_data():
+    """What a shipped card lists as ``overridable`` is what a pipeline's table may set, so each
+    must be a plain attribute of the built model (else such a table is refused at load)."""
+    from mrirecon.pipeline.param_tables import check_model_table
+    from mrirecon.pipeline.schema import ReconstructConfig
+    from mrirecon.training.weights import available_weights, load_pretrained, model_card
+
+    checked = []
+    for name in available_weights():
+        settings = model_card(name).get("overridable") or []
+        if settings:
+            model = load_pretrained(name)
+            entry = {k: getattr(model, k, None) for k in settings}
+            check_model_table(model, ReconstructConfig(name, params_by_acceleration={8.0: entry}))
+            checked.append(name)
+    assert {"pnp_dncnn_brain_sim", "modl_fastmri_diverse", "staged_ct_lodopab"} <= set(checked)
