@@ -9,8 +9,10 @@
     python benchmarks/heldout.py tune --work DIR --parts pnp_brain_mri  # PnP-ADMM schedule
 
 ``tune`` writes the validation data (MNI152 brains and allowed CT images at the deployment
-geometry) and grids the classical parameters (and the PnP schedule with ``--pnp``); copy the
-winners into ``mrirecon/heldout/protocol.py`` (``MRI_PARAMS`` / ``CT_PARAMS``), the PnP card and
+geometry) and grids the classical parameters (and the PnP schedules with ``--parts
+pnp_mri,pnp_ct``); copy the winners into ``mrirecon/heldout/protocol.py`` (``MRI_PARAMS`` /
+``CT_PARAMS``; the DPIR schedules, after the diverse-slice check of the PnP card, into
+``MRI_MODEL_TABLES`` / ``CT_MODEL_PARAMS`` and ``mri_pnp.yaml`` / ``ct_pnp.yaml``), and
 (``unrolls_mri`` / ``pnp_brain_mri``, the best PSNR summed over 4x and 8x) the
 ``modl_fastmri_diverse`` / ``pnp_dncnn_brain_sim`` cards.
 ``eval`` writes the held-out data (reserved images, see ``mrirecon/heldout/data.py``) and runs
@@ -29,15 +31,29 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-# PnP schedules tried on the validation split (attributes of PnPDPIR)
-PNP_SETTINGS = [  # round 3; rounds 1-2 (card) favoured the smallest final rho = lam / sigma_min^2
-    {"iterations": 20, "sigma_max": smax, "sigma_min": smin, "lam": lam}
-    for smax, smin, lam in ((0.1, 0.005, 1e-5), (0.1, 0.005, 3e-6))
-]
-PNP_CT_SETTINGS = [
-    {"iterations": 20, "sigma_max": smax, "sigma_min": smin, "lam": lam}
-    for smax, smin, lam in ((0.1, 0.01, 1e-4), (0.1, 0.005, 1e-5), (0.1, 0.005, 3e-6))
-]
+# PnP-DPIR schedules of mri_pnp tried on the validation split per acceleration (attributes of
+# PnPDPIR; 2026-12-05, both validation volumes: the rounds before had used one volume and two
+# points, the card's 20 / 0.005 / 3e-6): an 18-point grid, then one widened past its edges.
+# Which point runs is chosen with the diverse slices too (the card's schedule_per_acceleration)
+def _dpir_grid(first: tuple, widened: tuple) -> list[dict]:
+    """The first grid, then the widened one's new points: ``(iterations, sigma_min, lam)`` values."""
+    points = [{"iterations": n, "sigma_max": 0.1, "sigma_min": smin, "lam": lam}
+              for grid in (first, widened) for n in grid[0] for smin in grid[1] for lam in grid[2]]
+    return [p for i, p in enumerate(points) if p not in points[:i]]
+
+
+_DPIR_FIRST = ((20, 40), (0.0025, 0.005, 0.01), (1e-6, 3e-6, 1e-5))
+PNP_SETTINGS = {4.0: _dpir_grid(_DPIR_FIRST, ((40, 60, 100), (0.005, 0.01, 0.02), (3e-7, 1e-6, 3e-6))),
+                8.0: _dpir_grid(_DPIR_FIRST, ((40, 60, 100), (0.01, 0.02, 0.04), (1e-7, 3e-7, 1e-6)))}
+# CT (2026-12-05, both validation slices; the first round's three points had used one slice):
+# the 36-point grid, then lam past its upper edge, then sigma_min past its lower edge
+PNP_CT_SETTINGS = (
+    [{"iterations": n, "sigma_max": 0.1, "sigma_min": smin, "lam": lam} for n in (20, 40, 60)
+     for smin in (0.005, 0.01, 0.02) for lam in (3e-6, 1e-5, 3e-5, 1e-4)]
+    + [{"iterations": n, "sigma_max": 0.1, "sigma_min": smin, "lam": lam} for n in (20, 40, 60)
+       for smin in (0.005, 0.01) for lam in (3e-4, 1e-3)]
+    + [{"iterations": n, "sigma_max": 0.1, "sigma_min": 0.0025, "lam": 1e-4} for n in (40, 60)]
+)
 
 #: MoDL unroll counts tried at inference (modl_fastmri_diverse trained with 10; shared denoiser)
 MODL_UNROLL_SETTINGS = [{"iterations": n} for n in (5, 8, 10, 12, 15, 20)]
@@ -116,12 +132,13 @@ def tune(work: Path, parts: list[str], weights: str | None, methods: list[str] |
         model = (load_model("pnp_dpir", {"depth": 8, "features": 32}, weights) if weights
                  else load_model("pnp_dncnn_diverse", {}, None))
         if "pnp_mri" in parts:
-            result["pnp_mri"] = T.tune_model_mri(work / "val_mri", model, PNP_SETTINGS, max_volumes=1,
-                                                 remove_oversampling=readout_cropped("pnp_dncnn_diverse"))
+            result["pnp_mri"] = {str(acc): T.tune_model_mri(
+                work / "val_mri", model, points, accelerations=(acc,),
+                remove_oversampling=readout_cropped("pnp_dncnn_diverse"))[acc] for acc, points in PNP_SETTINGS.items()}
             _json(out_path, result)
             print("pnp mri", time.perf_counter() - t0, flush=True)
         if "pnp_ct" in parts:
-            result["pnp_ct"] = T.tune_ct(validation_ct_slices(1), views=(30,), grid={}, model=model,
+            result["pnp_ct"] = T.tune_ct(validation_ct_slices(), views=(30,), grid={}, model=model,
                                          model_settings=PNP_CT_SETTINGS)
             _json(out_path, result)
             print("pnp ct", time.perf_counter() - t0, flush=True)
@@ -149,12 +166,7 @@ def evaluate(work: Path, parts: list[str], methods: list[str] | None) -> None:
         if not any(data.glob("*.h5")):
             write_heldout_mri(data, width=width)
         ms = [m for m in (methods or P.MRI_METHODS) if m in P.MRI_METHODS]
-        tuned = json.loads((work / "tuned.json").read_text()) if (work / "tuned.json").is_file() else {}
-        if tuned.get("pnp_mri"):  # the schedule with the best PSNR summed over 4x and 8x
-            grids = [r["grid"] for r in tuned["pnp_mri"].values()]
-            best = max(range(len(grids[0])), key=lambda i: sum(g[i]["PSNR"] for g in grids))
-            P.MRI_MODEL_PARAMS["pnp_dncnn_diverse"] = grids[0][best]["params"]
-        print("MRI model parameters", P.MRI_MODEL_PARAMS, flush=True)
+        print("MRI model parameters", P.MRI_MODEL_PARAMS, P.MRI_MODEL_TABLES, flush=True)
         res = _merge(work / f"{stem}.json", P.run_mri(data, methods=ms))
         _text(work / f"{stem}.md", P.table(res, "acceleration"))
         print(P.table(res, "acceleration"), f"{time.perf_counter() - t0:.0f} s", flush=True)
@@ -165,8 +177,6 @@ def evaluate(work: Path, parts: list[str], methods: list[str] | None) -> None:
         for v in (30, 60):  # winners of `tune` on the validation split at that view count
             for m, r in tuned.get("ct", {}).get(str(v), tuned.get("ct", {}).get("30", {})).items():
                 params[v][m] = r["best"]
-        if "model" in tuned.get("pnp_ct", {}).get("30", {}):
-            P.CT_MODEL_PARAMS["pnp_dncnn_diverse"] = tuned["pnp_ct"]["30"]["model"]["best"]
         print("CT parameters", params, P.CT_MODEL_PARAMS, flush=True)
         res = _merge(work / "heldout_ct.json", P.run_ct(heldout_ct_slices(), methods=ms, params=params))
         _text(work / "heldout_ct.md", P.table(res, "views"))

@@ -79,7 +79,19 @@ CT_PARAMS: dict[int, dict[str, dict[str, Any]]] = {  # tuned per view count
 }
 #: Inference settings of learned models on MRI (their cards' defaults) and CT (``ct_pnp.yaml``).
 MRI_MODEL_PARAMS: dict[str, dict[str, Any]] = {}
-CT_MODEL_PARAMS: dict[str, dict[str, Any]] = {"pnp_dncnn_diverse": {"lam": 1e-5}}  # = ct_pnp.yaml
+#: Per-acceleration inference settings of learned models (= their pipelines'
+#: ``reconstruct.params_by_acceleration``): ``mri_pnp``'s DPIR schedule, chosen on 2026-12-05 on
+#: the validation split and 16 diverse allowed-source slices (``tuned.json`` ``pnp_mri``: 4x
+#: gained there, 8x kept the card's schedule, as longer schedules lost on natural and procedural
+#: images)
+MRI_MODEL_TABLES: dict[str, dict[float, dict[str, Any]]] = {
+    "pnp_dncnn_diverse": {4.0: {"iterations": 40, "sigma_min": 0.005, "lam": 1e-6},
+                          8.0: {"iterations": 20, "sigma_min": 0.005, "lam": 3e-6}},
+}
+#: ``ct_pnp``'s DPIR schedule (= ``ct_pnp.yaml``), re-chosen on 2026-12-05 on both validation
+#: slices (the earlier lam 1e-5 / 20 iterations had been chosen on the first alone: 30.39 dB
+#: there, 21.07 on the second); sigma 0.1 -> 0.005 as the card
+CT_MODEL_PARAMS: dict[str, dict[str, Any]] = {"pnp_dncnn_diverse": {"iterations": 40, "lam": 1e-4}}
 
 
 def intensity_ratios(reference: np.ndarray, prediction: np.ndarray) -> tuple[float, float]:
@@ -146,7 +158,8 @@ def run_mri(data_dir: str | Path, accelerations: Sequence[float] = (4, 8),
                                         "mean_ratio": mr, "p99_ratio": pr,
                                         "seconds": rec["seconds_per_slice"]})
 
-        p = {m: {**dict(params.get(float(acc), {}).get(m, {})), **MRI_MODEL_PARAMS.get(m, {})}
+        p = {m: {**dict(params.get(float(acc), {}).get(m, {})),
+                 **MRI_MODEL_TABLES.get(m, {}).get(float(acc), {}), **MRI_MODEL_PARAMS.get(m, {})}
              for m in methods}
         p = {m: v for m, v in p.items() if v}
         for crop in (True, False):  # one run per preprocessing; rows keep the methods' order
