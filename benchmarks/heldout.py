@@ -45,15 +45,20 @@ def _dpir_grid(first: tuple, widened: tuple) -> list[dict]:
 _DPIR_FIRST = ((20, 40), (0.0025, 0.005, 0.01), (1e-6, 3e-6, 1e-5))
 PNP_SETTINGS = {4.0: _dpir_grid(_DPIR_FIRST, ((40, 60, 100), (0.005, 0.01, 0.02), (3e-7, 1e-6, 3e-6))),
                 8.0: _dpir_grid(_DPIR_FIRST, ((40, 60, 100), (0.01, 0.02, 0.04), (1e-7, 3e-7, 1e-6)))}
-# CT (2026-12-05, both validation slices; the first round's three points had used one slice):
-# the 36-point grid, then lam past its upper edge, then sigma_min past its lower edge
-PNP_CT_SETTINGS = (
-    [{"iterations": n, "sigma_max": 0.1, "sigma_min": smin, "lam": lam} for n in (20, 40, 60)
-     for smin in (0.005, 0.01, 0.02) for lam in (3e-6, 1e-5, 3e-5, 1e-4)]
-    + [{"iterations": n, "sigma_max": 0.1, "sigma_min": smin, "lam": lam} for n in (20, 40, 60)
-       for smin in (0.005, 0.01) for lam in (3e-4, 1e-3)]
-    + [{"iterations": n, "sigma_max": 0.1, "sigma_min": 0.0025, "lam": 1e-4} for n in (40, 60)]
-)
+# CT per view count (2026-12-05, both validation slices; the first round's three points had used
+# one slice at 30 views): the 36-point grid, then the winner's edges widened (lam, sigma_min;
+# at 60 views also 10 iterations)
+_CT_FIRST = [{"iterations": n, "sigma_max": 0.1, "sigma_min": smin, "lam": lam} for n in (20, 40, 60)
+             for smin in (0.005, 0.01, 0.02) for lam in (3e-6, 1e-5, 3e-5, 1e-4)]
+PNP_CT_SETTINGS = {
+    30: _CT_FIRST + [{"iterations": n, "sigma_max": 0.1, "sigma_min": smin, "lam": lam} for n in (20, 40, 60)
+                     for smin in (0.005, 0.01) for lam in (3e-4, 1e-3)]
+    + [{"iterations": n, "sigma_max": 0.1, "sigma_min": 0.0025, "lam": 1e-4} for n in (40, 60)],
+    60: _CT_FIRST + [{"iterations": 10, "sigma_max": 0.1, "sigma_min": smin, "lam": 1e-4} for smin in (0.005, 0.01)]
+    + [{"iterations": n, "sigma_max": 0.1, "sigma_min": smin, "lam": 3e-4}
+       for n, smin in ((10, 0.005), (20, 0.005), (20, 0.01))]
+    + [{"iterations": 20, "sigma_max": 0.1, "sigma_min": 0.0025, "lam": 1e-4}],
+}
 
 #: MoDL unroll counts tried at inference (modl_fastmri_diverse trained with 10; shared denoiser)
 MODL_UNROLL_SETTINGS = [{"iterations": n} for n in (5, 8, 10, 12, 15, 20)]
@@ -138,8 +143,9 @@ def tune(work: Path, parts: list[str], weights: str | None, methods: list[str] |
             _json(out_path, result)
             print("pnp mri", time.perf_counter() - t0, flush=True)
         if "pnp_ct" in parts:
-            result["pnp_ct"] = T.tune_ct(validation_ct_slices(), views=(30,), grid={}, model=model,
-                                         model_settings=PNP_CT_SETTINGS)
+            result["pnp_ct"] = {str(nv): T.tune_ct(validation_ct_slices(), views=(nv,), grid={}, model=model,
+                                                   model_settings=points)[nv]
+                                for nv, points in PNP_CT_SETTINGS.items()}
             _json(out_path, result)
             print("pnp ct", time.perf_counter() - t0, flush=True)
 

@@ -88,10 +88,13 @@ MRI_MODEL_TABLES: dict[str, dict[float, dict[str, Any]]] = {
     "pnp_dncnn_diverse": {4.0: {"iterations": 40, "sigma_min": 0.005, "lam": 1e-6},
                           8.0: {"iterations": 20, "sigma_min": 0.005, "lam": 3e-6}},
 }
-#: ``ct_pnp``'s DPIR schedule (= ``ct_pnp.yaml``), re-chosen on 2026-12-05 on both validation
-#: slices (the earlier lam 1e-5 / 20 iterations had been chosen on the first alone: 30.39 dB
-#: there, 21.07 on the second); sigma 0.1 -> 0.005 as the card
-CT_MODEL_PARAMS: dict[str, dict[str, Any]] = {"pnp_dncnn_diverse": {"iterations": 40, "lam": 1e-4}}
+#: ``ct_pnp``'s DPIR schedule (= ``ct_pnp.yaml``: ``params`` and ``params_by_views``), re-chosen
+#: on 2026-12-05 on both validation slices per view count (the earlier lam 1e-5 / 20 iterations had
+#: been chosen on the first slice alone at 30 views: 30.39 dB there, 21.07 on the second); sigma
+#: 0.1 -> 0.005 as the card
+CT_MODEL_PARAMS: dict[str, dict[str, Any]] = {"pnp_dncnn_diverse": {"lam": 1e-4}}
+CT_MODEL_TABLES: dict[str, dict[int, dict[str, Any]]] = {
+    "pnp_dncnn_diverse": {30: {"iterations": 40}, 60: {"iterations": 20}}}
 
 
 def intensity_ratios(reference: np.ndarray, prediction: np.ndarray) -> tuple[float, float]:
@@ -213,6 +216,9 @@ def run_ct(slices: Sequence, views: Sequence[int] = (30, 60), methods: Sequence[
            params: Mapping[int, Mapping[str, Mapping[str, Any]]] | None = None,
            output_dir: str | Path | None = None) -> dict:
     """``{views: {method: summary}}`` on ``slices`` (:func:`~mrirecon.heldout.data.heldout_ct_slices`)."""
+    from mrirecon.pipeline.param_tables import for_slice, model_settings
+    from mrirecon.pipeline.schema import ReconstructConfig
+
     params = CT_PARAMS if params is None else params
     models = _ct_models(methods)
     results: dict[int, dict[str, dict]] = {}
@@ -220,9 +226,13 @@ def run_ct(slices: Sequence, views: Sequence[int] = (30, 60), methods: Sequence[
         res = {}
         for m in methods:
             rows = []
-            for s in slices:
-                img, sec = reconstruct_ct(s, nv, m, params.get(nv, {}).get(m, {}), models.get(m))
-                rows.append({**score_ct(s, img), "seconds": sec, "volume": s.name})
+            # a learned model's entry for this view count, set as the pipeline sets it per slice
+            own = for_slice(ReconstructConfig(m, params=dict(CT_MODEL_PARAMS.get(m, {})),
+                                              params_by_views=CT_MODEL_TABLES.get(m, {})), nv).config
+            with model_settings(models.get(m), own):
+                for s in slices:
+                    img, sec = reconstruct_ct(s, nv, m, params.get(nv, {}).get(m, {}), models.get(m))
+                    rows.append({**score_ct(s, img), "seconds": sec, "volume": s.name})
             res[m] = _summary(rows)
         results[int(nv)] = res
     if output_dir is not None:

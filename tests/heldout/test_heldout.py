@@ -296,8 +296,8 @@ def test_pipelines_run_the_parameters_of_their_heldout_rows():
     rows reported the tuned 1e-4 / 300 and 40 iterations; until 2026-12-05 every classical
     pipeline ran its 4x (30-view) setting on 8x (60-view) data as well (on the validation split
     -0.74 dB for L1-wavelet at 8x, -1.13 dB for CT TV at 60 views)."""
-    from mrirecon.heldout.protocol import (CT_MODEL_PARAMS, CT_PARAMS, MRI_MODEL_PARAMS, MRI_MODEL_TABLES,
-                                           MRI_PARAMS, PIPELINE_ROWS)
+    from mrirecon.heldout.protocol import (CT_MODEL_PARAMS, CT_MODEL_TABLES, CT_PARAMS, MRI_MODEL_PARAMS,
+                                           MRI_MODEL_TABLES, MRI_PARAMS, PIPELINE_ROWS)
     from mrirecon.pipeline.definitions import load_pipeline
     from mrirecon.pipeline.param_tables import for_slice
     from mrirecon.recon import available
@@ -308,12 +308,12 @@ def test_pipelines_run_the_parameters_of_their_heldout_rows():
         if config.reconstruct.weights is not None:  # a learned row: the card's settings and these
             given = (MRI_MODEL_PARAMS if part == "mri" else CT_MODEL_PARAMS).get(row, {})
             assert dict(config.reconstruct.params) == dict(given), name
-            table = MRI_MODEL_TABLES.get(row, {}) if part == "mri" else {}
-            for acc in MRI_PARAMS if part == "mri" else ():  # its per-acceleration entries
-                for value in (acc, acc / 1.04, acc * 1.04):
+            table = (MRI_MODEL_TABLES if part == "mri" else CT_MODEL_TABLES).get(row, {})
+            for setting in MRI_PARAMS if part == "mri" else CT_PARAMS:  # its entry at each setting
+                for value in (setting, setting / 1.04, setting * 1.04):
                     chosen = for_slice(config.reconstruct, value)
                     assert chosen.warning is None, (name, value)
-                    assert dict(chosen.config.params) == {**table.get(acc, {}), **given}, (name, value)
+                    assert dict(chosen.config.params) == {**table.get(setting, {}), **given}, (name, value)
             tabled += [name] if table else []
             continue
         assert row in available(), name
@@ -326,7 +326,7 @@ def test_pipelines_run_the_parameters_of_their_heldout_rows():
                     (name, value)
         checked.append(name)
     assert sorted(checked) == ["ct_fbp", "ct_tv", "mri_cs", "mri_retrospective", "mri_tv"]
-    assert tabled == ["mri_pnp"]
+    assert sorted(tabled) == ["ct_pnp", "mri_pnp"]
 
 
 def test_protocol_parameters_are_the_winners_of_the_shipped_tuning():
@@ -379,20 +379,25 @@ def test_mri_pnp_runs_the_chosen_points_of_its_shipped_grids():
         assert [g["params"] for g in r["grid"]] == PNP_SETTINGS[float(acc)], acc
 
 
-def test_ct_pnp_runs_the_winner_of_its_shipped_grid():
-    """``ct_pnp``'s DPIR schedule (``CT_MODEL_PARAMS``, ``ct_pnp.yaml``) on top of the card is the
-    ``best`` of ``tuned.json``'s ``pnp_ct`` grid, whose points are ``PNP_CT_SETTINGS`` and whose
-    winner lies inside it (the first round had chosen among three points on one slice)."""
+def test_ct_pnp_runs_the_winners_of_its_shipped_grids():
+    """``ct_pnp``'s DPIR schedule per view count (``CT_MODEL_PARAMS`` / ``CT_MODEL_TABLES``,
+    ``ct_pnp.yaml``) on top of the card is the ``best`` of ``tuned.json``'s ``pnp_ct`` grid there,
+    whose points are ``PNP_CT_SETTINGS`` and whose winner lies inside it (the first round had
+    chosen among three points on one slice)."""
     import json
     import sys
 
-    from mrirecon.heldout.protocol import CT_MODEL_PARAMS
+    from mrirecon.heldout.protocol import CT_MODEL_PARAMS, CT_MODEL_TABLES
     from mrirecon.training.weights import model_card
 
     sys.path.insert(0, str(PKG.parent / "benchmarks"))
     from heldout import PNP_CT_SETTINGS
 
-    res = json.loads((PKG.parent / "benchmarks" / "heldout_results" / "tuned.json").read_text())["pnp_ct"]["30"]["model"]
-    runs = {**model_card("pnp_dncnn_diverse")["model"]["params"], **CT_MODEL_PARAMS["pnp_dncnn_diverse"]}
-    assert {k: runs[k] for k in res["best"]} == res["best"]
-    assert [g["params"] for g in res["grid"]] == PNP_CT_SETTINGS and res["at_edge"] == []
+    tuned = json.loads((PKG.parent / "benchmarks" / "heldout_results" / "tuned.json").read_text())["pnp_ct"]
+    assert sorted(int(v) for v in tuned) == sorted(PNP_CT_SETTINGS) == sorted(CT_MODEL_TABLES["pnp_dncnn_diverse"])
+    for views, entry in tuned.items():
+        res = entry["model"]
+        runs = {**model_card("pnp_dncnn_diverse")["model"]["params"], **CT_MODEL_PARAMS["pnp_dncnn_diverse"],
+                **CT_MODEL_TABLES["pnp_dncnn_diverse"][int(views)]}
+        assert {k: runs[k] for k in res["best"]} == res["best"], views
+        assert [g["params"] for g in res["grid"]] == PNP_CT_SETTINGS[int(views)] and res["at_edge"] == [], views
