@@ -97,6 +97,20 @@ CT_MODEL_TABLES: dict[str, dict[int, dict[str, Any]]] = {
     "pnp_dncnn_diverse": {30: {"iterations": 40}, 60: {"iterations": 20}}}
 
 
+def learned_settings(method: str, value: float, params: Mapping[str, Mapping[str, Any]],
+                     tables: Mapping[str, Mapping[float, Mapping[str, Any]]], table: str):
+    """The inference settings a learned ``method``'s row runs at acceleration / view count
+    ``value``: its ``params`` over its table's nearest entry, chosen as its pipeline chooses them
+    per slice (:func:`~mrirecon.pipeline.param_tables.for_slice`); ``table`` names the field
+    (``params_by_acceleration`` / ``params_by_views``). Empty for a method without either."""
+    from mrirecon.pipeline.param_tables import for_slice
+    from mrirecon.pipeline.schema import ReconstructConfig
+
+    cfg = ReconstructConfig(method, params=dict(params.get(method, {})),
+                            **{table: {k: dict(v) for k, v in tables.get(method, {}).items()}})
+    return for_slice(cfg, value).config
+
+
 def intensity_ratios(reference: np.ndarray, prediction: np.ndarray) -> tuple[float, float]:
     """``(mean ratio, 99th-percentile ratio)`` of ``prediction`` to ``reference`` (magnitudes)."""
     ref, pred = np.abs(np.asarray(reference, float)), np.abs(np.asarray(prediction, float))
@@ -161,8 +175,9 @@ def run_mri(data_dir: str | Path, accelerations: Sequence[float] = (4, 8),
                                         "mean_ratio": mr, "p99_ratio": pr,
                                         "seconds": rec["seconds_per_slice"]})
 
-        p = {m: {**dict(params.get(float(acc), {}).get(m, {})),
-                 **MRI_MODEL_TABLES.get(m, {}).get(float(acc), {}), **MRI_MODEL_PARAMS.get(m, {})}
+        p = {m: {**dict(params.get(float(acc), {}).get(m, {})),  # a run_bench per acceleration:
+                 **learned_settings(m, acc, MRI_MODEL_PARAMS, MRI_MODEL_TABLES,  # its settings load
+                                    "params_by_acceleration").params}  # with the model
              for m in methods}
         p = {m: v for m, v in p.items() if v}
         for crop in (True, False):  # one run per preprocessing; rows keep the methods' order
@@ -216,8 +231,7 @@ def run_ct(slices: Sequence, views: Sequence[int] = (30, 60), methods: Sequence[
            params: Mapping[int, Mapping[str, Mapping[str, Any]]] | None = None,
            output_dir: str | Path | None = None) -> dict:
     """``{views: {method: summary}}`` on ``slices`` (:func:`~mrirecon.heldout.data.heldout_ct_slices`)."""
-    from mrirecon.pipeline.param_tables import for_slice, model_settings
-    from mrirecon.pipeline.schema import ReconstructConfig
+    from mrirecon.pipeline.param_tables import model_settings
 
     params = CT_PARAMS if params is None else params
     models = _ct_models(methods)
@@ -226,9 +240,9 @@ def run_ct(slices: Sequence, views: Sequence[int] = (30, 60), methods: Sequence[
         res = {}
         for m in methods:
             rows = []
-            # a learned model's entry for this view count, set as the pipeline sets it per slice
-            own = for_slice(ReconstructConfig(m, params=dict(CT_MODEL_PARAMS.get(m, {})),
-                                              params_by_views=CT_MODEL_TABLES.get(m, {})), nv).config
+            # the models are loaded once: a learned one's entry for this view count is set on it
+            # as the pipeline sets it per slice
+            own = learned_settings(m, nv, CT_MODEL_PARAMS, CT_MODEL_TABLES, "params_by_views")
             with model_settings(models.get(m), own):
                 for s in slices:
                     img, sec = reconstruct_ct(s, nv, m, params.get(nv, {}).get(m, {}), models.get(m))

@@ -30,8 +30,9 @@ A learned model's table may set only what its model card lets a run change (``ov
 a plug-and-play schedule, an unroll count) and what the built model holds as a plain attribute
 of that name (:func:`check_model_table`); the slice's values are set on the model for its
 reconstruction and the model's own restored after it (:func:`model_settings`), since the
-weights are loaded once per run. ``pipelines/mri_pnp_brain_sim.yaml`` runs more PnP-ADMM
-iterations at 8x than at 4x, each chosen on the validation split.
+weights are loaded once per run. ``pipelines/mri_pnp.yaml`` runs 40 DPIR iterations at 4x and
+20 at 8x, ``pipelines/ct_pnp.yaml`` 40 at 30 views and 20 at 60, each chosen on the validation
+split.
 """
 
 from __future__ import annotations
