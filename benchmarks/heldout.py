@@ -12,7 +12,7 @@
 geometry) and grids the classical parameters (and the PnP schedules with ``--parts
 pnp_mri,pnp_ct``); copy the winners into ``mrirecon/heldout/protocol.py`` (``MRI_PARAMS`` /
 ``CT_PARAMS``; the DPIR schedules, after the diverse-slice check of the PnP card, into
-``MRI_MODEL_TABLES`` / ``CT_MODEL_PARAMS`` and ``mri_pnp.yaml`` / ``ct_pnp.yaml``), and
+``MRI_MODEL_TABLES`` / ``CT_MODEL_TABLES`` and ``mri_pnp.yaml`` / ``ct_pnp.yaml``), and
 (``unrolls_mri`` / ``pnp_brain_mri``, the best PSNR summed over 4x and 8x) the
 ``modl_fastmri_diverse`` / ``pnp_dncnn_brain_sim`` cards.
 ``eval`` writes the held-out data (reserved images, see ``mrirecon/heldout/data.py``) and runs
@@ -31,33 +31,29 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-# PnP-DPIR schedules of mri_pnp tried on the validation split per acceleration (attributes of
-# PnPDPIR; 2026-12-05, both validation volumes: the rounds before had used one volume and two
-# points, the card's 20 / 0.005 / 3e-6): an 18-point grid, then one widened past its edges.
-# Which point runs is chosen with the diverse slices too (the card's schedule_per_acceleration)
-def _dpir_grid(first: tuple, widened: tuple) -> list[dict]:
-    """The first grid, then the widened one's new points: ``(iterations, sigma_min, lam)`` values."""
+
+def _dpir_grid(*grids: tuple) -> list[dict]:
+    """DPIR schedules (``sigma_max`` 0.1): each grid's ``(iterations, sigma_min, lam)`` product in
+    turn, a point already listed skipped."""
     points = [{"iterations": n, "sigma_max": 0.1, "sigma_min": smin, "lam": lam}
-              for grid in (first, widened) for n in grid[0] for smin in grid[1] for lam in grid[2]]
+              for grid in grids for n in grid[0] for smin in grid[1] for lam in grid[2]]
     return [p for i, p in enumerate(points) if p not in points[:i]]
 
 
+# PnP-DPIR schedules tried on the validation split (attributes of PnPDPIR), 2026-12-05: the first
+# grid, then the winner's edges widened. mri_pnp per acceleration on both validation volumes (the
+# rounds before had used one volume and two points, the card's 20 / 0.005 / 3e-6); which point
+# runs is chosen with the diverse slices too (the card's schedule_per_acceleration)
 _DPIR_FIRST = ((20, 40), (0.0025, 0.005, 0.01), (1e-6, 3e-6, 1e-5))
 PNP_SETTINGS = {4.0: _dpir_grid(_DPIR_FIRST, ((40, 60, 100), (0.005, 0.01, 0.02), (3e-7, 1e-6, 3e-6))),
                 8.0: _dpir_grid(_DPIR_FIRST, ((40, 60, 100), (0.01, 0.02, 0.04), (1e-7, 3e-7, 1e-6)))}
-# CT per view count (2026-12-05, both validation slices; the first round's three points had used
-# one slice at 30 views): the 36-point grid, then the winner's edges widened (lam, sigma_min;
-# at 60 views also 10 iterations)
-_CT_FIRST = [{"iterations": n, "sigma_max": 0.1, "sigma_min": smin, "lam": lam} for n in (20, 40, 60)
-             for smin in (0.005, 0.01, 0.02) for lam in (3e-6, 1e-5, 3e-5, 1e-4)]
+# ct_pnp per view count on both validation slices (the first round's three points had used one
+# slice at 30 views)
+_CT_FIRST = ((20, 40, 60), (0.005, 0.01, 0.02), (3e-6, 1e-5, 3e-5, 1e-4))
 PNP_CT_SETTINGS = {
-    30: _CT_FIRST + [{"iterations": n, "sigma_max": 0.1, "sigma_min": smin, "lam": lam} for n in (20, 40, 60)
-                     for smin in (0.005, 0.01) for lam in (3e-4, 1e-3)]
-    + [{"iterations": n, "sigma_max": 0.1, "sigma_min": 0.0025, "lam": 1e-4} for n in (40, 60)],
-    60: _CT_FIRST + [{"iterations": 10, "sigma_max": 0.1, "sigma_min": smin, "lam": 1e-4} for smin in (0.005, 0.01)]
-    + [{"iterations": n, "sigma_max": 0.1, "sigma_min": smin, "lam": 3e-4}
-       for n, smin in ((10, 0.005), (20, 0.005), (20, 0.01))]
-    + [{"iterations": 20, "sigma_max": 0.1, "sigma_min": 0.0025, "lam": 1e-4}],
+    30: _dpir_grid(_CT_FIRST, ((20, 40, 60), (0.005, 0.01), (3e-4, 1e-3)), ((40, 60), (0.0025,), (1e-4,))),
+    60: _dpir_grid(_CT_FIRST, ((10,), (0.005, 0.01), (1e-4,)), ((10,), (0.005,), (3e-4,)),
+                   ((20,), (0.005, 0.01), (3e-4,)), ((20,), (0.0025,), (1e-4,))),
 }
 
 #: MoDL unroll counts tried at inference (modl_fastmri_diverse trained with 10; shared denoiser)
@@ -183,7 +179,7 @@ def evaluate(work: Path, parts: list[str], methods: list[str] | None) -> None:
         for v in (30, 60):  # winners of `tune` on the validation split at that view count
             for m, r in tuned.get("ct", {}).get(str(v), tuned.get("ct", {}).get("30", {})).items():
                 params[v][m] = r["best"]
-        print("CT parameters", params, P.CT_MODEL_PARAMS, flush=True)
+        print("CT parameters", params, P.CT_MODEL_PARAMS, P.CT_MODEL_TABLES, flush=True)
         res = _merge(work / "heldout_ct.json", P.run_ct(heldout_ct_slices(), methods=ms, params=params))
         _text(work / "heldout_ct.md", P.table(res, "views"))
         print(P.table(res, "views"), f"{time.perf_counter() - t0:.0f} s", flush=True)

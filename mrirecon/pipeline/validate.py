@@ -281,10 +281,7 @@ def accepted_params(method: str) -> set[str] | None:
         return set(_signature(_lookup(method).fn, 2)[0])
     from mrirecon.models.registry import _MODELS
 
-    if method not in _MODELS:
-        return None
-    cls, defaults = _MODELS[method]
-    return {*_signature(cls, 0)[0], *defaults}
+    return set(_model_defaults(method)) if method in _MODELS else None
 
 
 def canonical_method_params(method: str, params: dict, source: str,
@@ -335,6 +332,7 @@ def _checked_tables(config: PipelineConfig, source: str) -> PipelineConfig:
             if rc.method not in available_models():
                 return config  # _check_method names the unknown method
             allowed = _overridable(rc, source, f"reconstruct.{name}", what)
+            defaults = _model_defaults(rc.method)  # the values are checked as reconstruct.params
         out: dict = {}
         for raw, entry in table.items():
             where = f"reconstruct.{name}.{raw}"
@@ -354,8 +352,8 @@ def _checked_tables(config: PipelineConfig, source: str) -> PipelineConfig:
                     raise _fail(source, f"reconstruct.{name}.{label(key)}.{k}",
                                 f"the model card of {rc.weights} lets a run change "
                                 f"{', '.join(sorted(allowed)) or 'nothing'} (overridable), not {k!r}")
-                problem = param_problem(str(k), v, _model_defaults(rc.method).get(k, inspect.Parameter.empty))
-                if problem:  # as reconstruct.params are checked
+                problem = param_problem(str(k), v, defaults.get(k, inspect.Parameter.empty))
+                if problem:
                     raise _fail(source, f"reconstruct.{name}.{label(key)}.{k}", problem)
             out[key] = {**out.get(key, {}), **entry}
         config = replace(config, reconstruct=replace(rc, **{name: out}))
