@@ -131,17 +131,43 @@ def clone_h5(src: Path, dst: Path, **replace) -> Path:
     return dst
 
 
+def _package_of(path: Path) -> list[str]:
+    """The dotted package a source file belongs to, as parts (``mrirecon/training/x.py`` ->
+    ``["mrirecon", "training"]``; a package's ``__init__.py`` belongs to that package): the
+    folders above it that hold an ``__init__.py``."""
+    parts: list[str] = []
+    folder = Path(path).resolve().parent
+    while (folder / "__init__.py").is_file():
+        parts.insert(0, folder.name)
+        folder = folder.parent
+    return parts
+
+
 def imported_modules(path: Path) -> set[str]:
-    """Absolute module names a source file imports (``import a.b``, ``from a.b import c``;
-    imports inside functions count too), for the source-scan tests (layering, argv, held-out)."""
+    """Absolute module names a source file imports, for the source-scan tests (layering, argv,
+    held-out); imports inside functions count too.
+
+    ``import a.b`` gives ``a.b``; ``from a.b import c`` gives ``a.b`` and ``a.b.c`` (``c`` may be
+    a submodule: ``from mrirecon import heldout`` imports ``mrirecon.heldout``); a relative
+    ``from ..b import c`` is resolved against the file's package first (``from . import c`` in
+    package ``p`` gives ``p`` and ``p.c``)."""
     import ast
 
+    package = _package_of(path)
     names: set[str] = set()
     for node in ast.walk(ast.parse(Path(path).read_text(), str(path))):
         if isinstance(node, ast.Import):
             names.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                if node.level - 1 >= len(package):
+                    raise ValueError(f"{path}: relative import beyond the top-level package")
+                base = package[:len(package) - (node.level - 1)]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module
+            names.add(module)
+            names.update(f"{module}.{a.name}" for a in node.names if a.name != "*")
     return names
 
 

@@ -105,6 +105,53 @@ def test_identity_denoiser_limit_is_data_consistent_least_squares():
     assert (op(x) - y).norm() <= 1e-6 * y.norm()
 
 
+class _Shrink(torch.nn.Module):
+    """A known linear "denoiser": ``D(v, sigma) = v / 2`` (whatever sigma)."""
+
+    def forward(self, x, sigma):
+        return 0.5 * x
+
+
+@pytest.mark.parametrize("sigma", [0.125, 0.25])
+def test_one_iteration_is_the_data_step_with_rho_lam_over_sigma_squared(sigma):
+    """K = 1 (sigma_0 = sigma_min), D(v) = v / 2: the output is ``(A^H A + rho I)^{-1} (A^H y +
+    rho x0 / 2)`` with ``rho = lam / sigma^2`` and ``x0 = (A^H A + init_rho I)^{-1} A^H y``,
+    independent of the image scale ``s`` (every step is linear in the data), against dense
+    solves. CG on unit-RSS SENSE (||A|| <= 1): condition number at most ``(1 + rho) / rho``,
+    converged far below the float64 floor in the iteration counts used (checked below); rho =
+    lam / sigma or lam would miss by O(1)."""
+    from tests.helpers import dense_matrix
+
+    y, op = _mri_problem(n=12, coils=2, seed=3)
+    # dyadic weights (rho 1 and 0.25; lam / sigma 0.125 and 0.0625; lam 0.0156): solve_proximal
+    # makes a float weight a float32 tensor before the solve's dtype, which would shift a weight
+    # like 0.3 by 4e-8 relative, far above float64 rounding
+    lam = 2.0**-6
+    rho, init_rho = lam / sigma**2, 0.5
+    iters = 80
+    for r in (rho, init_rho):  # CG error bound 2 sqrt(kappa) q^k, q = (sqrt(kappa) - 1) / (sqrt(kappa) + 1)
+        kappa = (1 + r) / r
+        assert 2 * kappa**0.5 * ((kappa**0.5 - 1) / (kappa**0.5 + 1)) ** iters < EPS64
+    model = PnPDPIR(iterations=1, sigma_max=0.5, sigma_min=sigma, lam=lam, cg_iterations=iters,
+                    init_rho=init_rho, init_iterations=iters).double()
+    model.denoiser = _Shrink()
+    with torch.no_grad():
+        x = model(y, op)
+        aty = op.H(y)
+        A = dense_matrix(op, aty[0])
+    G, b = A.conj().T @ A, aty.reshape(-1)
+    eye = torch.eye(G.shape[0], dtype=G.dtype)
+    x0 = torch.linalg.solve(G + init_rho * eye, b)
+    ref = torch.linalg.solve(G + rho * eye, b + rho * 0.5 * x0)
+    # float64 rounding of two solves with condition numbers <= (1 + r) / r, size n = 144
+    tol = 10 * math.sqrt(ref.numel()) * EPS64 * ((1 + rho) / rho + (1 + init_rho) / init_rho)
+    assert x.shape == aty.shape
+    assert float((x.reshape(-1) - ref).norm()) <= tol * float(ref.norm())
+    # the schedule matters here: the solution with rho = lam / sigma is far from it
+    other = torch.linalg.solve(G + lam / sigma * eye, b + lam / sigma * 0.5 * x0)
+    assert float((other - ref).norm()) > 1e3 * tol * float(ref.norm())
+
+
 def test_registry_builds_pnp_dpir_and_robust_scale_is_a_quantile():
     m = build_model("pnp_dpir", iterations=4)
     assert isinstance(m, PnPDPIR) and m.iterations == 4

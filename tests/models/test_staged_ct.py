@@ -101,6 +101,48 @@ def test_self_ensembled_model_still_scales_with_the_data_and_differs_from_the_pl
         assert not torch.allclose(model(y, op), x, rtol=1e-4)
 
 
+def test_each_stage_solves_its_data_consistency_system():
+    """Stage ``k`` returns the solution of ``(A^H A + lam_k I) x = A^H y + lam_k z`` with ``z =
+    x_{k-1} + s U_k(x_{k-1} / s)`` the network's corrected image (``x_{-1}`` the FBP pulled to
+    the data by ``lam0``, which solves its own system with ``z`` = the FBP); a stage whose lam
+    is ``None`` returns ``z`` itself. CG on a unit-norm projector: condition number at most
+    ``kappa = (||A||^2 + lam) / lam``, residual ``<= 2 sqrt(kappa) q^k ||r_0||`` with ``q =
+    (sqrt(kappa) - 1) / (sqrt(kappa) + 1)`` after ``k`` iterations, down to float64 rounding
+    (``eps * kappa`` times sqrt(n), n = 32^2 unknowns)."""
+    full = ct_simulation_geometry("parallel", 32, 48, None, 60.0)
+    y, op = _data(_phantom(32, 0), full, 2, 1, torch.float64)
+    eps, n, iters = torch.finfo(torch.float64).eps, 32 * 32, 30
+    norm2 = float(op.operator_norm(torch.zeros(1, 32, 32, dtype=torch.float64), iterations=200,
+                                   tolerance=1e-12)) ** 2
+
+    def assert_solves(x, z, lam):
+        kappa = (1.01 * norm2 + lam) / lam  # 1 % above the power-iteration estimate of ||A||^2
+        q = (kappa**0.5 - 1) / (kappa**0.5 + 1)
+        b = aty + lam * z
+        r0 = op.gram(z) + lam * z - b  # CG is warm started at z
+        bound = 2 * kappa**0.5 * q**iters * float(r0.norm()) + 10 * n**0.5 * eps * kappa * float(b.norm())
+        assert float((op.gram(x) + lam * x - b).norm()) <= bound
+        # and z itself is far from solving it (the check is not vacuous)
+        assert float(r0.norm()) > 1e3 * bound
+
+    model = StagedCTNet(stages=2, chans=4, num_pools=2, lam=[1.0, 0.5], lam0=0.5, cg_iterations=iters,
+                        init_seed=0).double()
+    with torch.no_grad():
+        aty = op.H(y)
+        fbp = op.capability(HasFBP).fbp(y, filter="hann")
+        x0, s = model.initial(y, op, aty)
+        assert_solves(x0, fbp, model.lam0)
+        torch.testing.assert_close(model(y, op, stages=0), x0, rtol=0, atol=0)
+        for k in range(2):
+            prev = model(y, op, stages=k)
+            z = prev + s * model.nets[k]((prev / s).unsqueeze(1)).squeeze(1)
+            assert_solves(model(y, op, stages=k + 1), z, model.lam[k])
+        model.lam = [1.0, None]  # no data consistency in the second stage: its output is z
+        prev = model(y, op, stages=1)
+        z = prev + s * model.nets[1]((prev / s).unsqueeze(1)).squeeze(1)
+        torch.testing.assert_close(model(y, op), z, rtol=0, atol=0)
+
+
 def test_needs_an_operator_with_fbp_and_real_data():
     model = _small_model()
     with pytest.raises(TypeError, match="StagedCTNet"):

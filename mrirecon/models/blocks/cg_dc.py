@@ -62,8 +62,9 @@ def solve_proximal(
     Tensor
         ``x`` with the shape and dtype of ``rhs``.
     """
-    lam_t = lam if isinstance(lam, Tensor) else torch.tensor(float(lam), device=rhs.device)
-    lam_t = lam_t.to(rhs.real.dtype)
+    # a float goes straight to the solve's dtype (through float32 it was 4e-8 off in float64)
+    lam_t = lam.to(rhs.real.dtype) if isinstance(lam, Tensor) else \
+        torch.tensor(float(lam), dtype=rhs.real.dtype, device=rhs.device)
     if implicit:
         return cg_solve(
             gram, rhs, lam_t, params=tuple(params), x0=x0,
