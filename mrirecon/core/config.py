@@ -54,7 +54,29 @@ class ConfigLoader(yaml.SafeLoader):
     refused as "must be a number" and a string-typed check would have let it through. Here
     ``1e-3``, ``5E4`` and ``.5`` are floats, as in YAML 1.2 and JSON; ``nan`` / ``inf``
     without the dot stay strings (YAML's spelling is ``.nan`` / ``.inf``).
+
+    A key given twice in one mapping (``undersample:`` twice, or ``30:`` and ``30.0:`` in a
+    table) is refused with both lines: PyYAML keeps the last one without a word.
     """
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # unhashable: the base class says so
+                    continue
+                if first is not None:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        f"found the key {key!r} twice (first on line {first.line + 1}): the later "
+                        "one would silently replace the earlier; keep one", key_node.start_mark)
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep)
 
 
 ConfigLoader.yaml_implicit_resolvers = {

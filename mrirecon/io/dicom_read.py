@@ -475,8 +475,13 @@ def read_dicom_series(
         raise DataFormatError(path0, field, str(err)) from None
     data = np.stack([_pixels(ds, path) for _, _, path, ds in entries])
     kind = "magnitude"
-    if modality == "CT":
-        kind = "hu" if str(ds0.get("RescaleType", "HU") or "HU").upper() == "HU" else "attenuation"
+    if modality == "CT":  # every slice's: one slice in US beside HU ones was read as HU
+        types = {path: str(ds.get("RescaleType", "HU") or "HU").upper() for path, ds in items}
+        odd = next((p for p, t in types.items() if t != types[path0]), None)
+        if odd is not None:
+            raise DataFormatError(odd, "RescaleType", f"is {types[odd]!r}, {path0.name} has "
+                                  f"{types[path0]!r}: the slices' values are in different units")
+        kind = "hu" if types[path0] == "HU" else "attenuation"
     return Image(
         data=torch.from_numpy(data.astype(np.float32)),
         geometry=geometry,

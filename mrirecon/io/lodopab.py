@@ -32,8 +32,10 @@ public dataset's geometry and constants.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import math
+import operator
 import os
 import re
 from dataclasses import asdict
@@ -308,7 +310,8 @@ class LoDoPaBFiles:
     def __init__(self, root: str | os.PathLike, part: str, only: int | None = None) -> None:
         self.root = Path(root)
         self.part = part
-        files = sorted(self.root.glob(f"observation_{part}_[0-9][0-9][0-9].hdf5"))
+        # the part is a name, not a pattern ('t*' matched test and train alike)
+        files = sorted(self.root.glob(f"observation_{glob.escape(part)}_[0-9][0-9][0-9].hdf5"))
         if only is not None:
             files = [f for f in files if int(_NAME.match(f.name).group(3)) == int(only)]
         if not files:
@@ -346,8 +349,11 @@ class LoDoPaBFiles:
         self._starts = np.concatenate([[0], np.cumsum(self.counts)])
         self.geometry = self._geometry()
         self._check_units()
+        #: per file: the scale of its ground truth's stored values (1/m), its own attribute
+        self._gt_mu_max: list[float | None] = []
         for gt, obs, n in zip(self.ground_truth_paths, files, self.counts):
             if gt is None:
+                self._gt_mu_max.append(None)
                 continue
             with _open(gt) as h5:
                 data = self._data(h5, gt)
@@ -356,6 +362,9 @@ class LoDoPaBFiles:
                     raise DataFormatError(gt, "data", f"expected {want} floating-point images "
                                           f"(one per sinogram of {obs.name}, on its geometry), "
                                           f"got {data.dtype} {data.shape}")
+                # a ground truth stored / 2 with mu_max_per_m 162.7 was read at the
+                # observation's scale: the reference off by 2x, 12.8 instead of 25.2 dB, no word
+                self._gt_mu_max.append(self._scale_attr(dict(h5.attrs), gt, self.mu_max_per_m))
 
     @staticmethod
     def _data(h5: h5py.File, path: Path) -> h5py.Dataset:
@@ -386,21 +395,35 @@ class LoDoPaBFiles:
             )
         return geometry
 
-    def _number_attr(self, key: str, default: float, finite: bool = True) -> float:
-        value = self.attrs.get(key, default)
+    def _number_attr(self, key: str, default: float, finite: bool = True,
+                     attrs: dict | None = None, path: Path | None = None) -> float:
+        """Attribute ``key`` of the first observation file (or of ``attrs`` read from ``path``)
+        as a number, ``default`` when absent."""
+        attrs, path = (self.attrs, self.observation_files[0]) if attrs is None else (attrs, path)
+        value = attrs.get(key, default)
         try:
             number = float(value.item() if isinstance(value, np.ndarray) and value.size == 1
                            else value)
         except (TypeError, ValueError):
-            raise DataFormatError(self.observation_files[0], f"attrs/{key}",
-                                  f"expected a number, got {value!r}") from None
+            raise DataFormatError(path, f"attrs/{key}", f"expected a number, got {value!r}") from None
         if finite and not math.isfinite(number):
-            raise DataFormatError(self.observation_files[0], f"attrs/{key}",
-                                  f"expected a finite number, got {value!r}")
+            raise DataFormatError(path, f"attrs/{key}", f"expected a finite number, got {value!r}")
         return number
 
+    def _scale_attr(self, attrs: dict, path: Path, default: float) -> float:
+        """``mu_max_per_m`` of a file (``default`` without it), refused when it cannot be the
+        attenuation of the stored value 1 (not above water's)."""
+        value = self._number_attr("mu_max_per_m", default, attrs=attrs, path=path)
+        water = self.mu_water
+        if not value > 1000 * water:  # was ignored: 81.35858 /m whatever it said
+            raise DataFormatError(path, "attrs/mu_max_per_m",
+                                  f"{value!r} is no MU_MAX in 1/m (the attenuation of the stored "
+                                  f"value 1, above water's {1000 * water:g} /m; LoDoPaB "
+                                  f"{MU_MAX_PER_M:g}): the line integrals and HU would be wrong")
+        return value
+
     def _check_units(self) -> None:
-        """The attributes that enter the exported HU, checked at open: a water attenuation of
+        """The attributes that enter the exported HU and the dose, checked at open: a water attenuation of
         -1 / mm (or 20, its value per metre) put every voxel at about -1000 HU with exit 0, and
         0 made the HU NaN, reported as "method 'fbp' diverged?"."""
         water, air = self.mu_water, self.mu_air
@@ -414,12 +437,13 @@ class LoDoPaBFiles:
                                   f"{air!r} is no attenuation of air in 1/mm beside water at "
                                   f"{water:g} (LoDoPaB {MU_AIR_PER_M / 1000:g}): the HU would be "
                                   "wrong")
-        if not self.mu_max_per_m > 1000 * water:  # was ignored: 81.35858 /m whatever it said
-            raise DataFormatError(self.observation_files[0], "attrs/mu_max_per_m",
-                                  f"{self.mu_max_per_m!r} is no MU_MAX in 1/m (the attenuation of "
-                                  f"the stored value 1, above water's {1000 * water:g} /m; "
-                                  f"LoDoPaB {MU_MAX_PER_M:g}): the line integrals and HU would "
-                                  "be wrong")
+        self._scale_attr(self.attrs, self.observation_files[0], MU_MAX_PER_M)
+        photons = self.photons if "photons" in self.attrs else PHOTONS
+        if not (math.isfinite(photons) and photons > 0):  # NaN, 0, -5 were blamed on
+            # undersample.photons ("the data's dose must be a positive number ...")
+            raise DataFormatError(self.observation_files[0], "attrs/photons",
+                                  f"{photons!r} is no dose: expected a positive number of "
+                                  f"incident photons per bin (LoDoPaB {PHOTONS:g})")
 
     @property
     def photons(self) -> float:
@@ -464,6 +488,11 @@ class LoDoPaBFiles:
         return int(self._starts[-1])
 
     def _locate(self, index: int) -> tuple[int, int]:
+        try:  # a float (1.0 from np.linspace) failed inside h5py, reported as a corrupt file
+            index = operator.index(index)
+        except TypeError:
+            raise TypeError(f"LoDoPaBFiles({self.root}, {self.part!r}): a sample index must be an "
+                            f"integer, got {index!r}") from None
         n = len(self)
         if not -n <= index < n:
             raise IndexError(
@@ -535,7 +564,7 @@ class LoDoPaBFiles:
     def attenuation(self, index: int) -> Image:
         """Ground truth ``index`` as attenuation (1/mm), mrirecon orientation, ``(1, H, W)``."""
         mu = (from_lodopab_layout(self.ground_truth(index)).astype(np.float64)
-              * (self.mu_max_per_m / 1000))
+              * (self._gt_mu_max[self._locate(index)[0]] / 1000))
         p = self.geometry.pixel_size
         return Image(
             data=torch.from_numpy(mu[None]).float(),

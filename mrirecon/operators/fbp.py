@@ -264,8 +264,9 @@ def fbp(
         parts = torch.stack([sinogram.real, sinogram.imag])
         out = fbp(parts, geometry, filter, frequency_scaling, short_scan=short_scan)
         return torch.complex(out[0], out[1])
-    if not sinogram.is_floating_point():
-        raise TypeError(f"fbp: sinogram must be float32/float64 or complex, got {sinogram.dtype}")
+    if sinogram.dtype not in (torch.float32, torch.float64):  # float16 failed inside the FFT
+        raise TypeError(f"fbp: sinogram must be float32/float64 or complex, got {sinogram.dtype}"
+                        + (" (convert it with .float())" if sinogram.is_floating_point() else ""))
     lead = sinogram.shape[:-2]
     nv, nd = geometry.sinogram_shape
     p = sinogram.reshape(-1, nv, nd)

@@ -100,6 +100,15 @@ def undersample(s: CTSlice, cfg: UndersampleConfig) -> CTSlice:
     return replace(s, sinogram=sino, geometry=geometry, image=None, preview=None)
 
 
+def views_note(kept: int, cfg: UndersampleConfig) -> str | None:
+    """A note when ``undersample.views`` asks for more views than the data hold (all are kept;
+    provenance recorded the count asked for, without a word), else ``None``."""
+    if not cfg.enabled or cfg.views is None or cfg.views <= kept:
+        return None
+    return (f"undersample.views={cfg.views}: the data hold {kept} views, fewer, so all {kept} "
+            "were kept")
+
+
 def dose_note(data_photons: float | None, cfg: UndersampleConfig) -> str | None:
     """How ``undersample.photons`` lowered the dose, for the provenance (``None`` without it):
     binomial thinning of the data's Poisson counts at ``data_photons`` per bin (exact), or
@@ -370,7 +379,8 @@ def reference_orientation(reference: Tensor, fbp: Tensor) -> str | None:
 
 
 class _DicomSource:
-    """A CT DICOM series: the images are the reference, the sinogram is projected from them."""
+    """A CT DICOM series: the images are the reference, the sinogram is projected from them
+    (parallel beam, at ``views``: ``undersample.views`` when undersampling is on, else 360)."""
 
     def __init__(self, path: Path, views: int | None) -> None:
         from mrirecon.io import read_dicom_series
@@ -460,8 +470,9 @@ class CTStages(Modality[CTSlice]):
 
     def load(self, path: Path):
         fmt = detect_format(path, self.config.load.format)
-        if fmt == "dicom":
-            return _DicomSource(path, self.config.undersample.views)
+        if fmt == "dicom":  # projected at the views kept (was: also with undersampling off)
+            u = self.config.undersample
+            return _DicomSource(path, u.views if u.enabled else None)
         if fmt == "ct_hdf5":
             return _LoDoPaBSource(path)
         raise ValueError(f"{path}: a CT pipeline needs LoDoPaB-layout HDF5 or a DICOM series, "
@@ -479,13 +490,27 @@ class CTStages(Modality[CTSlice]):
         return replace(s, sinogram=s.sinogram.to(self.device))
 
     def data_messages(self, s: CTSlice) -> tuple[dict[str, str], dict[str, str]]:
+        from mrirecon.pipeline.ct_plausibility import image_warnings, starved_rays
+
         out = data_warnings(s.sinogram, s.geometry)
+        out.update(image_warnings(s.preview))
+        u = self.config.undersample  # the dose of the data reconstructed, and its count floor
+        lowered = u.enabled and u.photons is not None and (not s.data_photons or u.photons < s.data_photons)
+        photons = u.photons if lowered else s.data_photons
+        if (msg := starved_rays(s.sinogram.cpu(), photons, s.data_min_counts)) is not None:
+            out["starved"] = msg
         if s.reference is not None and s.preview is not None:
             msg = reference_orientation(s.reference, s.preview)
             if msg:
                 out["reference_orientation"] = msg
+        notes = {}
         note = dose_note(s.data_photons, self.config.undersample)
-        return out, ({"dose": note} if note else {})
+        if note:
+            notes["dose"] = note
+        note = views_note(s.geometry.num_views, self.config.undersample)
+        if note:
+            notes["views"] = note
+        return out, notes
 
     def table_value(self, s: CTSlice) -> float:
         """The slice's view count (after ``undersample``)."""

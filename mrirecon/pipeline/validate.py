@@ -346,6 +346,10 @@ def _checked_tables(config: PipelineConfig, source: str) -> PipelineConfig:
                 raise _fail(source, where, f"expected a mapping of {rc.method} settings (e.g. "
                             f"{{lam: 1.0e-3}}), got {entry!r}")
             key = int(key) if what == "views" else key
+            if key in out:  # '30' and 30: one entry would have been merged into the other
+                twin = next(k for k in table if k is not raw and table_key(k) == table_key(raw))
+                raise _fail(source, f"reconstruct.{name}", f"the keys {twin!r} and {raw!r} name the "
+                            f"same {what} ({label(key)}); give it one entry")
             entry = canonical_method_params(rc.method, entry, source, prefix=f"reconstruct.{name}.{label(key)}")
             for k, v in entry.items() if allowed is not None else ():
                 if k not in allowed:

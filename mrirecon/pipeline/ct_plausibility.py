@@ -1,0 +1,105 @@
+"""Checks that a CT slice's values are attenuation at a plausible scale, and how many of its rays
+detected no photon: warnings for the volume's record (:meth:`CTStages.data_messages`).
+
+A sinogram stored at another scale (line integrals not divided by LoDoPaB's MU_MAX, or divided
+twice; another length unit) or a DICOM series whose values are not HU (HU + 1024 without its
+intercept, attenuation labelled HU) passed every check of :func:`~mrirecon.pipeline.stages_ct.
+check_slice`: images of 85,000 HU, or of air only, with exit 0. The image's bulk tells: in a CT
+slice most of the object is soft tissue, near water's attenuation, whatever the anatomy (bone
+and lung are a minority of its pixels), so the mode of the object's values in the Hann FBP is
+compared with water's.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+#: Water's attenuation (1/mm) at diagnostic energies: LoDoPaB's 0.02 (0.015-0.03 from 120 to
+#: 40 keV effective)
+MU_WATER_NOMINAL = 0.02
+#: The object's most common value, relative to water, outside which the scale is doubted: fat
+#: reads 0.9x, muscle and organs 1.0-1.1x, brain 1.03x; a slice whose bulk were bone (1.5-3x)
+#: would still need more bone pixels than soft tissue ones. The data x 3 read 3x, / MU_MAX twice
+#: 0.012x, HU + 1024 stored without the intercept 2x.
+BULK_RANGE = (0.45, 1.8)
+#: Pixels above this fraction of the image's 99th percentile are the object (air, and lung
+#: beside soft tissue or bone, are below it); a scale-free choice.
+OBJECT_FRACTION = 0.3
+#: A slice whose FBP has fewer pixels than this fraction below half of water's attenuation holds
+#: no air around the patient (a CT field of view does: at least its corners).
+MIN_AIR_FRACTION = 1e-3
+#: Images with fewer pixels are not judged (a 16 x 16 phantom has no bulk to speak of; real CT
+#: slices have 256 x 256 or more)
+MIN_PIXELS = 64 * 64
+#: Rays at the count floor (no photon detected), as a fraction of the bins, above which streaks
+#: from photon starvation are to be expected.
+STARVED_FRACTION = 0.005
+
+
+def bulk_attenuation(preview: Tensor) -> float | None:
+    """The mode of the object's values (1/mm) in the FBP ``preview``, or ``None`` when the image
+    holds no object (its 99th percentile not positive)."""
+    x = preview.detach().double().flatten()
+    p99 = float(torch.quantile(x, 0.99))
+    if not p99 > 0:
+        return None
+    obj = x[x > OBJECT_FRACTION * p99]
+    top = float(torch.quantile(obj, 0.999)) if obj.numel() > 1 else p99
+    lo = OBJECT_FRACTION * p99
+    if not top > lo:
+        return float(obj.median())
+    bins = 64
+    hist = torch.histc(obj, bins=bins, min=lo, max=top)
+    hist = torch.nn.functional.conv1d(hist[None, None], torch.tensor([[[1.0, 2.0, 1.0]]],
+                                      dtype=hist.dtype), padding=1)[0, 0]  # noise: smoothed
+    k = int(hist.argmax())
+    return lo + (k + 0.5) * (top - lo) / bins
+
+
+def image_warnings(preview: Tensor | None) -> dict[str, str]:
+    """``{kind: message}`` for an FBP (attenuation, 1/mm) whose bulk is not near water's or that
+    holds no air."""
+    out: dict[str, str] = {}
+    if preview is None or preview.numel() < MIN_PIXELS:
+        return out
+    bulk = bulk_attenuation(preview)
+    if bulk is not None:
+        ratio = bulk / MU_WATER_NOMINAL
+        if not BULK_RANGE[0] <= ratio <= BULK_RANGE[1]:
+            hu = 1000 * (ratio - 1)
+            out["scale"] = (f"the object's most common value in the FBP is {bulk:.3g} / mm, "
+                            f"{ratio:.3g}x water's attenuation ({MU_WATER_NOMINAL:g} / mm; "
+                            f"{hu:+.0f} HU), where soft tissue reads 0.9-1.1x: are the data at "
+                            "another scale (LoDoPaB stores line integrals / MU_MAX, 81.35858 / m: "
+                            "its mu_max_per_m attribute; lengths in mm?), or is a DICOM series "
+                            "not in HU (RescaleIntercept, RescaleSlope)? The image's HU would be "
+                            "wrong")
+    x = preview.detach().double()
+    air = float((x < 0.5 * MU_WATER_NOMINAL).double().mean())
+    if air < MIN_AIR_FRACTION and float(x.max()) > 0:
+        out["no_air"] = (f"no part of the FBP reads air: {air:.2%} of its pixels are below half of "
+                         f"water's attenuation ({0.5 * MU_WATER_NOMINAL:g} / mm, -500 HU), where a "
+                         "CT field of view holds air around the patient; if the field of view "
+                         "lies inside the body this is expected, otherwise check the data's "
+                         "scale (DICOM: RescaleIntercept; HU + 1024 stored as HU?)")
+    return out
+
+
+def starved_rays(sinogram: Tensor, photons: float | None, min_counts: float | None) -> str | None:
+    """A warning when more than :data:`STARVED_FRACTION` of the rays sit at the count floor
+    ``log(photons / min_counts)`` (no photon detected: metal, a large patient, a low dose), else
+    ``None``; data without a known dose are not judged."""
+    if not photons or not min_counts or not photons > min_counts:
+        return None
+    floor = math.log(photons / min_counts)
+    at_floor = (sinogram.detach().double() - floor).abs() <= 1e-4 * floor
+    frac = float(at_floor.double().mean())
+    if frac <= STARVED_FRACTION:
+        return None
+    return (f"{frac:.1%} of the rays ({int(at_floor.sum())} bins) detected no photon (line "
+            f"integral at the count floor log({photons:g} / {min_counts:g}) = {floor:.3g}): photon "
+            "starvation (metal, a large patient or a low dose); expect streaks along those rays "
+            "in every method's image")

@@ -1,0 +1,208 @@
+"""CT inputs that passed every check with exit 0 and a wrong image, reference or record: the data
+at another scale, DICOM values not in HU, photon starvation, a ground truth at its own scale,
+settings the data cannot honour, and duplicated configuration keys."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from tests.helpers import simulated_ct_dir
+from mrirecon.core.config import ConfigError, load_yaml
+from mrirecon.io.errors import DataFormatError
+from mrirecon.io.lodopab import LoDoPaBFiles
+from mrirecon.pipeline.definitions import load_pipeline
+from mrirecon.pipeline.runner import run_pipeline
+
+FAST = ["export.formats=[hdf5]", "report.enabled=false"]
+
+
+def _phantom_sinogram(size: int = 128, views: int = 60):
+    """A water ellipse (0.02 / mm) with a bone ring and a fat layer in air, projected: its
+    ``(sinogram, geometry, attenuation)``."""
+    from mrirecon.data.simulate_ct import ct_simulation_geometry
+    from mrirecon.operators import ct_operator
+
+    g = ct_simulation_geometry("parallel", size, views, None, 200.0)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size, dtype=torch.float64),
+                            torch.linspace(-1, 1, size, dtype=torch.float64), indexing="ij")
+    r = (xx**2 + (yy / 0.8) ** 2).sqrt()
+    mu = 0.02 * ((r < 0.8) * 1.0 + (r > 0.7) * (r < 0.8) * (-0.1) + ((xx - 0.3) ** 2 + yy**2 < 0.01) * 1.5)
+    return ct_operator(g)(mu).float(), g, mu
+
+
+@pytest.mark.parametrize("scale, warned", [(1.0, False), (3.0, True), (0.1, True), (81.35858, True)])
+def test_fbp_of_data_at_another_scale_warns(scale, warned):
+    """x 3 (p99 2200 HU), x 81.4 (line integrals not divided by LoDoPaB's MU_MAX: 85,000 HU) and
+    x 0.1 (an image of air) ran with exit 0 and no word; the bulk of the object reads water."""
+    from mrirecon.operators.fbp import fbp
+    from mrirecon.pipeline.ct_plausibility import MU_WATER_NOMINAL, bulk_attenuation, image_warnings
+
+    sino, g, _ = _phantom_sinogram()
+    preview = fbp(sino * scale, g, filter="hann")
+    ratio = bulk_attenuation(preview) / MU_WATER_NOMINAL
+    assert ratio == pytest.approx(scale, rel=0.1)  # the mode is the water body, at any scale
+    msgs = image_warnings(preview)
+    assert ("scale" in msgs) == warned
+    assert "no_air" not in msgs
+    if warned:
+        assert f"{ratio:.3g}x water's attenuation" in msgs["scale"]
+
+
+def test_fbp_without_air_warns_and_tiny_images_are_not_judged():
+    """HU + 1024 stored without its intercept (air at +24 HU) or attenuation labelled HU (every
+    voxel near 0 HU) have no air anywhere; a 16 x 16 phantom has too few pixels to judge."""
+    from mrirecon.pipeline.ct_plausibility import image_warnings
+
+    _, _, mu = _phantom_sinogram()
+    shifted = (mu + 0.02 * 1.024).float()  # every voxel + 1024 HU
+    msgs = image_warnings(shifted)
+    assert "no_air" in msgs and "0.00% of its pixels" in msgs["no_air"]
+    # (its bulk is then the shifted air, 1.02x water: only the missing air tells)
+    assert image_warnings(torch.full((16, 16), 0.5)) == {}
+
+
+def test_starved_rays_are_counted_at_the_count_floor():
+    from mrirecon.pipeline.ct_plausibility import STARVED_FRACTION, starved_rays
+
+    floor = math.log(4096 / 0.1)
+    sino = torch.rand(100, 50)  # line integrals below the floor
+    assert starved_rays(sino, 4096, 0.1) is None
+    sino.view(-1)[: int(2 * STARVED_FRACTION * sino.numel())] = floor
+    msg = starved_rays(sino, 4096, 0.1)
+    assert msg is not None and "1.0% of the rays (50 bins) detected no photon" in msg
+    assert starved_rays(sino, None, 0.1) is None  # noise-free data: no floor to count
+    sino.view(-1)[: int(0.5 * STARVED_FRACTION * sino.numel())] = floor
+    sino.view(-1)[int(0.5 * STARVED_FRACTION * sino.numel()):] = 0.5
+    assert starved_rays(sino, 4096, 0.1) is None
+
+
+def test_starvation_is_reported_by_the_pipeline(tmp_path):
+    """Rays set to the file's count floor log(photons / min_photon_count) in a tenth of the
+    views: 25-43 % of such bins (a 1 m field of view) gave 16-21 dB images with no word."""
+    root = simulated_ct_dir(tmp_path / "src", views=24, size=16, seed=2)
+    obs = root / "observation_test_000.hdf5"
+    with h5py.File(obs, "r+") as h5:
+        data = h5["data"][...]
+        floor = math.log(float(h5.attrs["photons"]) / float(h5.attrs.get("min_photon_count", 0.1)))
+        data[:, ::10, 5:15] = floor / float(h5.attrs["mu_max_per_m"])  # 3 x 10 of 24 x 23 bins
+        h5["data"][...] = data
+    config = load_pipeline("ct_fbp", FAST)[0]
+    assert run_pipeline(config, [str(obs)], tmp_path / "out", progress=False) == 0
+    (entry,) = json.loads((tmp_path / "out" / "provenance.json").read_text())["files"]
+    assert any("detected no photon" in w for w in entry["warnings"]), entry["warnings"]
+
+
+@pytest.fixture
+def ct_copy(ct_dir, tmp_path) -> Path:
+    root = tmp_path / "ct"
+    shutil.copytree(ct_dir, root)
+    return root
+
+
+def test_a_ground_truth_is_read_at_its_own_scale(ct_copy):
+    """A ground truth stored / 2 with ``mu_max_per_m`` x 2 (valid by the layout's rule) was read at
+    the observation's scale: the reference off by 2x (12.8 instead of 25.2 dB), no word."""
+    want = LoDoPaBFiles(ct_copy, "test").attenuation(0).data
+    gt = ct_copy / "ground_truth_test_000.hdf5"
+    with h5py.File(gt, "r+") as h5:
+        h5["data"][...] = h5["data"][...] / 2
+        h5.attrs["mu_max_per_m"] = 2 * float(h5.attrs["mu_max_per_m"])
+    got = LoDoPaBFiles(ct_copy, "test").attenuation(0).data
+    torch.testing.assert_close(got, want, rtol=2 * torch.finfo(torch.float32).eps, atol=0)
+    with h5py.File(gt, "r+") as h5:
+        h5.attrs["mu_max_per_m"] = 0.0
+    with pytest.raises(DataFormatError, match=r"ground_truth_test_000.hdf5: attrs/mu_max_per_m: 0.0 is no MU_MAX"):
+        LoDoPaBFiles(ct_copy, "test")
+
+
+@pytest.mark.parametrize("value", [0.0, -5.0, float("nan"), float("inf")])
+def test_a_dose_attribute_that_is_no_dose_is_refused_at_open(ct_copy, value):
+    """``photons`` 0 / -5 / NaN was blamed on the user's ``undersample.photons``."""
+    with h5py.File(ct_copy / "observation_test_000.hdf5", "r+") as h5:
+        h5.attrs["photons"] = value
+    with pytest.raises(DataFormatError, match=r"observation_test_000.hdf5: attrs/photons: .* is no dose"):
+        LoDoPaBFiles(ct_copy, "test")
+
+
+def test_library_calls_with_a_float_index_or_a_pattern_part_name(ct_copy):
+    files = LoDoPaBFiles(ct_copy, "test")
+    torch.testing.assert_close(files.sinogram(np.int64(1)).data, files.sinogram(1).data)
+    with pytest.raises(TypeError, match="a sample index must be an integer, got 1.0"):
+        files.sinogram(1.0)  # was "data: corrupt or unreadable" about a healthy file
+    with pytest.raises(FileNotFoundError, match=r"no observation_t\*_###.hdf5 files"):
+        LoDoPaBFiles(ct_copy, "t*")  # a name, not a pattern (it matched test and train alike)
+
+
+def test_fbp_refuses_half_precision_by_name():
+    from mrirecon.operators.fbp import fbp
+
+    sino, g, _ = _phantom_sinogram(32, 12)
+    with pytest.raises(TypeError, match=r"float32/float64 or complex, got torch.float16 \(convert"):
+        fbp(sino.half(), g)
+
+
+def test_dicom_input_is_projected_at_the_views_kept(dicom_series, tmp_path):
+    """``undersample.enabled: false`` projected a DICOM series at ``undersample.views`` (30 for
+    ct_tv) all the same; the LoDoPaB path kept every view."""
+    from mrirecon.pipeline.stages_ct import CTStages
+
+    dicom_series(tmp_path / "s", "CT")
+    views = {}
+    for enabled in (False, True):
+        config = load_pipeline("ct_tv", [f"undersample.enabled={str(enabled).lower()}", *FAST])[0]
+        source = CTStages(config).load(tmp_path / "s")
+        views[enabled] = source.read(0).geometry.num_views
+    assert views == {False: 360, True: 30}
+
+
+def test_more_views_asked_than_held_is_noted(ct_dir, tmp_path):
+    config = load_pipeline("ct_fbp", ["undersample.enabled=true", "undersample.views=1000", *FAST])[0]
+    assert run_pipeline(config, [str(ct_dir / "observation_test_000.hdf5")], tmp_path, progress=False) == 0
+    (entry,) = json.loads((tmp_path / "provenance.json").read_text())["files"]
+    assert any("undersample.views=1000: the data hold 24 views, fewer, so all 24 were kept" in n
+               for n in entry["notes"]), entry["notes"]
+
+
+def test_rescale_type_is_read_from_every_slice(dicom_series, tmp_path):
+    """One slice in US beside HU ones was read as HU when it was not the first."""
+    import pydicom
+
+    from mrirecon.io import read_dicom_series
+
+    paths = dicom_series(tmp_path / "s", "CT")
+    ds = pydicom.dcmread(paths[1])
+    ds.RescaleType = "US"
+    ds.save_as(paths[1])
+    with pytest.raises(DataFormatError, match=rf"{paths[1].name}: RescaleType: is 'US', .* has 'HU'"):
+        read_dicom_series(tmp_path / "s")
+
+
+@pytest.mark.parametrize("text, line", [
+    ("name: x\nundersample: {views: 30}\nundersample: {views: 60}\n", 2),
+    ("t:\n  30: {lam: 1}\n  30.0: {lam: 2}\n", 2),
+])
+def test_a_key_given_twice_is_refused_with_its_lines(text, line):
+    with pytest.raises(Exception, match=rf"twice \(first on line {line}\)"):
+        load_yaml(text)
+
+
+def test_a_pipeline_file_with_a_key_twice_is_refused_naming_the_file(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text((Path(__file__).parents[2] / "pipelines" / "ct_fbp.yaml").read_text()
+                    + "\nevaluate: {enabled: false}\n")
+    with pytest.raises(ConfigError, match=r"dup.yaml.*found the key 'evaluate' twice"):
+        load_pipeline(str(path), [])
+
+
+def test_table_keys_naming_one_view_count_are_refused():
+    """'30' (a string key) and 30 were merged into one entry without a word."""
+    with pytest.raises(ConfigError, match=r"reconstruct.params_by_views: the keys .* name the same views \(30\)"):
+        load_pipeline("ct_tv", ["reconstruct.params_by_views={'30': {lam: 1.0}, 30: {lam: 2.0}}"])
