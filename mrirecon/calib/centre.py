@@ -84,7 +84,7 @@ def centre_maps(kspace: Tensor, centre: Tensor, *, method: Literal["espirit", "w
         else:
             maps, eig = espirit_maps(low, calib_width=block, kernel_width=kernel, thresh=thresh,
                                      crop=0.0, return_eigenvalues=True)
-            energy = ifft2c(low).abs().square().sum(-3)
+            energy = _band_energy(low)
             applied = safe_crop(eig, energy, crop, max_cropped_energy)
             maps = maps * (eig.double() > applied[..., None, None]).unsqueeze(-3)
         return (maps, applied) if return_crop else maps
@@ -95,6 +95,19 @@ def centre_maps(kspace: Tensor, centre: Tensor, *, method: Literal["espirit", "w
         none = torch.zeros(kspace.shape[:-3], dtype=torch.float64, device=kspace.device)
         return (maps, none) if return_crop else maps
     raise ValueError(f"centre_maps: method must be 'espirit' or 'walsh', got {method!r}")
+
+
+def _band_energy(low: Tensor) -> Tensor:
+    """``(..., H, W)``: the band's low-resolution image energy summed over coils, of each slice
+    scaled by the power of two at or above its peak magnitude. :func:`safe_crop` uses only its
+    shares, which an exact power-of-two scale leaves bit-identical; at the data's own scale the
+    squares underflowed (k-space at 1e-30: all 0) or overflowed (1e30: Inf) float32, and the crop
+    safeguard switched itself off without a word."""
+    magnitude = ifft2c(low).abs()
+    peak = magnitude.reshape(*magnitude.shape[:-3], -1).amax(-1)
+    _, exponent = torch.frexp(torch.where(peak > 0, peak, torch.ones_like(peak)))
+    scale = torch.ldexp(torch.ones_like(peak), exponent)[..., None, None, None]
+    return (magnitude / scale).square().sum(-3)
 
 
 def safe_crop(eigenvalues: Tensor, energy: Tensor, crop: float, max_share: float) -> Tensor:

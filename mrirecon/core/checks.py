@@ -24,6 +24,10 @@ NONNEGATIVE_NAMES = re.compile(
     r"relaxation|noise_std|sigma_start|sigma_end|sigma_scale|h|ratio|step_ratio|drop_prob|"
     r"frequency_scaling)$")
 
+# parameters whose None means something although their default is not None: ``init_seed``
+# (VN and ADMM-CSNet default to 0; None leaves the initialisation unseeded)
+NULLABLE_NAMES = frozenset({"init_seed"})
+
 _EMPTY = inspect.Parameter.empty
 
 
@@ -38,8 +42,17 @@ def param_problem(name: str, value: Any, default: Any = _EMPTY) -> str | None:
     sizes and tolerances (``lam``, ``rho``, ``tolerance``, ...) finite and >= 0; any number
     finite; and a value whose default is a number, a bool or a string must have that kind.
     Values of other types (tensors, modules, callables) are not judged.
+
+    ``None`` (YAML's ``null``) is a value only where the default is ``None`` itself (e.g. ``rho``:
+    the solver's own choice) or unknown, or for :data:`NULLABLE_NAMES`: elsewhere it reached the
+    solver, and every input failed with a bare ``TypeError`` naming no setting.
     """
-    if value is None or not isinstance(value, (int, float, str, list, tuple)):
+    if value is None:
+        if default is _EMPTY or default is None or name in NULLABLE_NAMES:
+            return None
+        return (f"must not be null (None): the default is {default!r}; remove the key to use "
+                "the default")
+    if not isinstance(value, (int, float, str, list, tuple)):
         return None  # tensors, arrays, modules, callables: the function's own business
     if _is_number(value) and not math.isfinite(value):
         return f"must be finite, got {value!r}"

@@ -359,7 +359,7 @@ def _run_locked(config: PipelineConfig, inputs: list[str], output: Path, *, resu
     """:func:`run_pipeline` while it holds the output folder's lock."""
     import shutil
 
-    from mrirecon.pipeline.volume import process_volume
+    from mrirecon.pipeline.volume import process_volume, warn_unscored
 
     release_memory()
     dev = resolve_device(device or config.device)
@@ -438,6 +438,7 @@ def _run_locked(config: PipelineConfig, inputs: list[str], output: Path, *, resu
         (output / ".staging").rmdir()  # only when empty (no other rank still working)
     except OSError:
         pass
+    warn_unscored(config, results)  # an input without a reference among scored ones
     _write_run_files(config, output, files, results, t_start, rank, world, config_text, dev,
                      hashes, references=references, weights=weights)
     failed = [r for r in results if r.status == "failed"]

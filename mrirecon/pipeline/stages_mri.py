@@ -130,6 +130,29 @@ def calibrate(s: MRISlice, cfg: CalibrateConfig) -> MRISlice:
     return replace(s, maps=maps)
 
 
+def kernel_note(s: MRISlice, cfg: CalibrateConfig) -> str | None:
+    """What :func:`calibrate` did with a ``calibrate.kernel_width`` its ESPIRiT band cannot hold
+    (:func:`mrirecon.calib.espirit_block` clamps it to the calibration rows along the readout and
+    to the band's width - 2 across it), or ``None``: provenance records the value asked for."""
+    if cfg.method != "espirit" or s.trajectory is not None or s.maps is None:
+        return None
+    from mrirecon import calib
+
+    kspace, columns = calibration_data(s)
+    band = int(_centre_window(columns.cpu(), min(cfg.calib_width, acs_width(columns))).sum())
+    try:
+        block, kernel = calib.espirit_block(band, kspace.shape[-2], calib_rows=cfg.calib_width,
+                                            kernel_width=cfg.kernel_width)
+    except ValueError:  # a band too narrow for ESPIRiT: calibrate has refused it
+        return None
+    if kernel == (cfg.kernel_width, cfg.kernel_width):
+        return None
+    return (f"calibrate.kernel_width={cfg.kernel_width}: ESPIRiT used {kernel[0]} x {kernel[1]} "
+            f"kernels (readout x phase encoding): a kernel spans at most the {block[0]} "
+            f"calibration rows, and at most {band - 2} columns across the {band}-column centre "
+            "band (3 kernel positions must fit across it)")
+
+
 def _centre_window(mask: Tensor, width: int) -> Tensor:
     w = mask.numel()
     win = torch.zeros(w, dtype=torch.bool)
@@ -416,6 +439,8 @@ class MRIStages(Modality[MRISlice]):
         elif "partial_echo" in warned:  # radial: a warning unless filled or measured (a note)
             del warned["partial_echo"]
             warned.update(echo_warnings)
+        if (note := kernel_note(s, self.config.calibrate)) is not None:
+            notes["espirit_kernel"] = note
         cc, coils = self.config.preprocess.coil_compression, s.kspace.shape[0]
         if cc is not None and coils < cc:  # preprocess compresses to at most cc coils
             notes["coil_compression"] = (f"preprocess.coil_compression={cc}: the data hold {coils} "

@@ -116,6 +116,12 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
             log.warning("%s", msg)
             result.warnings.append(msg)
         else:
+            if config.modality == "mri":  # placeholder slices of the reference are not scored
+                eval_ref, eval_pred, msg = _without_blank_reference_slices(eval_ref, eval_pred)
+                if msg:
+                    msg = f"{path.name}: {field_} {msg}"
+                    log.warning("%s", msg)
+                    result.warnings.append(msg)
             for msg in reference_notes(eval_ref, eval_pred, mri=config.modality == "mri"):
                 msg = f"{path.name}: {field_}: {msg}"
                 log.warning("%s", msg)
@@ -135,6 +141,37 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
         log.warning("%s", msg)
         result.warnings.append(msg)
     export(config, path, output, image, display_ref, preview, result, name=name)
+
+
+def warn_unscored(config: PipelineConfig, results: list[VolumeResult]) -> None:
+    """MRI inputs of a scoring run (``evaluate.enabled``) that finished without metrics while
+    others of the run have theirs get a warning (in place, in ``results``): they are missing
+    from ``metrics.csv`` and its mean, which silently became the mean of the others. An input
+    already warned about its reference (``no metrics: ...``, or a reference it could not use)
+    is not warned twice. A run where no input is scored (a fastMRI test set: no file holds a
+    reference) logs one line instead. Judged over this run's results, those resumed included
+    (their status records never hold this warning), and per rank when distributed."""
+    if config.modality != "mri" or not config.evaluate.enabled:
+        return
+    done = [r for r in results if r.status in ("ok", "skipped")]
+    scored = [r for r in done if r.metrics]
+    unscored = [r for r in done if not r.metrics
+                and not any(": no metrics: " in w for w in r.warnings)]
+    if not unscored:
+        return
+    if not scored:
+        if len(unscored) == len(done):
+            log.info("evaluate: none of the %d input(s) holds a reference image "
+                     "(reconstruction_rss / reconstruction_esc): nothing was scored and no "
+                     "metrics.csv written (a fastMRI test set?)", len(done))
+        return
+    for r in unscored:
+        msg = (f"{Path(r.input).name}: no metrics: the file holds no reference image "
+               f"(reconstruction_rss / reconstruction_esc), while {len(scored)} other input(s) of "
+               "this run have theirs; it is missing from metrics.csv and from the mean over "
+               "the inputs")
+        log.warning("%s", msg)
+        r.warnings.append(msg)
 
 
 def unknown_fov_note(header, formats: list[str]) -> str | None:
@@ -208,6 +245,32 @@ def reference_notes(reference: torch.Tensor, output: torch.Tensor, *, mri: bool)
     if mri:
         notes.append(orientation_note(reference, output, "the reconstruction"))
     return [n for n in notes if n]
+
+
+def _without_blank_reference_slices(reference: torch.Tensor, output: torch.Tensor
+                                    ) -> tuple[torch.Tensor, torch.Tensor, str | None]:
+    """``(reference, output, message)`` without the slices whose MRI reference is all zero while
+    the reconstruction's is not (``message``: which, or ``None``; some slice keeps a reference,
+    the caller has checked).
+
+    Left out rather than scored: an RSS reference of a real acquisition is never exactly zero
+    (its noise floor alone is not), so such a slice is a placeholder or a write that failed, and
+    the reconstruction of that slice cannot be judged against it. Scored, it added the slice's
+    whole energy to the volume's error without a word (a 3-slice volume 13.9 dB instead of
+    22.4); a fastMRI user reads the volume's figure as the quality of the method, which the
+    remaining slices still measure (with fastMRI's volume data range, that of the reference).
+    A slice both zero (a noise-only slice whose coil maps were all zero) matches and is kept."""
+    blank = (reference.flatten(1) == 0).all(1) & (output.flatten(1) != 0).any(1)
+    if not bool(blank.any()):
+        return reference, output, None
+    shown = [int(i) for i in blank.nonzero().flatten()]
+    keep = ~blank
+    which = (f"slice {shown[0]} is" if len(shown) == 1 else
+             f"slices {', '.join(map(str, shown[:8]))}{', ...' if len(shown) > 8 else ''} are")
+    return reference[keep], output[keep], (
+        f"{which} all zero while the reconstruction is not (a placeholder, or a reference that "
+        f"was not written?): left out of the metrics, which score the other {int(keep.sum())} of "
+        f"{len(blank)} slices")
 
 
 def sampled_all(acceleration: float | None) -> bool:

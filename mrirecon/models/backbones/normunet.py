@@ -1,12 +1,13 @@
 """Normalised U-Net of the E2E-VarNet: complex in, complex out, any image size.
 
 complex ``(B, C, H, W)`` -> channels ``(B, 2C, H, W)`` -> subtract mean / divide by std per
-real and imaginary group -> zero-pad to a multiple of 16 -> :class:`Unet` -> crop -> undo the
-normalisation -> complex. Module names follow ``fastmri.models.varnet.NormUnet`` (``unet.*``).
+real and imaginary group (a constant group, std 0, comes back as that constant) -> zero-pad to
+a multiple of 16 -> :class:`Unet` -> crop -> undo the normalisation -> complex. Module names follow ``fastmri.models.varnet.NormUnet`` (``unet.*``).
 """
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -51,7 +52,11 @@ class NormUnet(nn.Module):
         groups = z.reshape(b, 2, -1)
         mean = groups.mean(dim=2).reshape(b, 2, 1, 1, 1)
         std = groups.std(dim=2).reshape(b, 2, 1, 1, 1)
-        z = ((z.reshape(b, 2, c2 // 2, h, w) - mean) / std).reshape(b, c2, h, w)
+        # a constant group (an all-zero image: a dead coil in the sensitivity network) has std 0:
+        # divide by 1 there instead of 0 / 0 = NaN, and multiply back by its 0, so the output is
+        # the constant (fastMRI's NormUnet gave NaN); every other group as fastMRI, bit for bit
+        divisor = torch.where(std > 0, std, torch.ones_like(std))
+        z = ((z.reshape(b, 2, c2 // 2, h, w) - mean) / divisor).reshape(b, c2, h, w)
         top, bottom, hp = _pad_to_multiple(h)
         left, right, wp = _pad_to_multiple(w)
         z = F.pad(z, [left, right, top, bottom])

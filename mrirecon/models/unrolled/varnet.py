@@ -83,7 +83,10 @@ class SensitivityModel(nn.Module):
                                  f"sample column {w // 2} (DC) and the columns beside it")
         coil_images = self.fourier.H(y)
         maps = self.norm_unet(coil_images.reshape(b * c, 1, h, w)).reshape(b, c, h, w)
-        return maps / rss(maps, dim=1).unsqueeze(1)
+        # a pixel where every map is 0 (NormUnet keeps a dead coil's map 0) stays 0 instead of
+        # 0 / 0; every other pixel as fastMRI, bit for bit
+        norm = rss(maps, dim=1).unsqueeze(1)
+        return maps / torch.where(norm > 0, norm, torch.ones_like(norm))
 
 
 class VarNetBlock(nn.Module):
@@ -148,23 +151,40 @@ class VarNet(nn.Module):
         self, y: Tensor, op: SenseOperator, num_low_frequencies: int | None = None
     ) -> tuple[Tensor, SenseOperator]:
         """Final multi-coil k-space ``(B, C, H, W)`` and the operator carrying the maps used."""
+        k, op, scale = self._scaled_kspace(y, op, num_low_frequencies)
+        return k * scale, op
+
+    def _scaled_kspace(
+        self, y: Tensor, op: SenseOperator, num_low_frequencies: int | None = None
+    ) -> tuple[Tensor, SenseOperator, Tensor]:
+        """``(k / scale, op, scale)``: the final k-space of ``y / scale`` and ``scale``
+        ``(B, 1, 1, 1)``, the power of two just above each sample's ``max |y|``.
+
+        The network is scale-equivariant (NormUnet normalises, the rest is linear), and a power
+        of two scales every float exactly: the result is fastMRI's bit for bit. Run at the
+        data's own scale, the squares inside the NormUnet's std and the RSS underflowed (k-space
+        at 1e-30) or overflowed (1e30) float32: NaN maps or an all-zero image."""
         if not isinstance(op, SenseOperator):
             raise TypeError(f"VarNet needs a SenseOperator (sense(maps, mask)), got {type(op).__name__}")
         if y.ndim != 4 or not y.is_complex():
             raise ValueError(f"VarNet: y must be complex (B, coils, H, W), got {tuple(y.shape)} {y.dtype}")
         mask = kspace_mask(op)
         y = torch.where(mask, y, torch.zeros((), dtype=y.dtype, device=y.device))
+        peak = y.detach().abs().flatten(1).amax(1)
+        _, exponent = torch.frexp(torch.where(peak > 0, peak, torch.ones_like(peak)))
+        scale = torch.ldexp(torch.ones_like(peak), exponent).reshape(-1, 1, 1, 1)
+        y = y / scale
         if self.sensitivity is not None:
             op = op.with_maps(self.sensitivity(y, op, num_low_frequencies))
         k = y
         for cascade in self.cascades:
             k = run_stage(cascade, k, y, op, checkpointing=self.checkpointing)
-        return k, op
+        return k, op, scale
 
     def image(self, y: Tensor, op: SenseOperator, num_low_frequencies: int | None = None) -> Tensor:
         """Complex coil-combined image ``S^H F^H k`` ``(B, H, W)``."""
-        k, op = self.kspace(y, op, num_low_frequencies)
-        return op.reduce(k)
+        k, op, scale = self._scaled_kspace(y, op, num_low_frequencies)
+        return op.reduce(k) * scale.reshape(-1, 1, 1)
 
     def rss(self, y: Tensor, op: SenseOperator, num_low_frequencies: int | None = None) -> Tensor:
         """Masked k-space ``y`` ``(B, C, H, W)`` complex -> RSS magnitude ``(B, H, W)`` real.
@@ -172,8 +192,8 @@ class VarNet(nn.Module):
         Same quantity as ``fastmri.models.VarNet`` (no crop: crop with
         :func:`mrirecon.functional.center_crop` as the fastMRI evaluation does).
         """
-        k, _ = self.kspace(y, op, num_low_frequencies)
-        return rss_image(k)
+        k, _, scale = self._scaled_kspace(y, op, num_low_frequencies)
+        return rss_image(k) * scale.reshape(-1, 1, 1)
 
     def forward(self, y: Tensor, op: SenseOperator, num_low_frequencies: int | None = None) -> Tensor:
         """Masked k-space ``y`` ``(B, C, H, W)`` complex -> complex image ``(B, H, W)``.
@@ -182,8 +202,8 @@ class VarNet(nn.Module):
         ``S^H F^H k`` (a pixel where that is exactly 0 gets phase 0). The phase carries no
         gradient: training on magnitudes sees the RSS's gradient.
         """
-        k, op = self.kspace(y, op, num_low_frequencies)
+        k, op, scale = self._scaled_kspace(y, op, num_low_frequencies)
         combined = op.reduce(k).detach()
         one = torch.ones((), dtype=combined.dtype, device=combined.device)
         phase = torch.where(combined == 0, one, torch.sgn(combined))
-        return rss_image(k) * phase
+        return rss_image(k) * scale.reshape(-1, 1, 1) * phase
