@@ -106,6 +106,7 @@ class TrainConfig:
     device: Literal["cpu", "cuda", "auto"] = "auto"
     amp: bool = False
     checkpointing: bool = False
+    # steps between log rows, validations and checkpoints; 0: only at the last step
     log_every: int = 10
     val_every: int = 200
     checkpoint_every: int = 100

@@ -63,6 +63,14 @@ def magnitude_for_target(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return center_crop(mag, tuple(target.shape[-2:]))
 
 
+
+def _due(step: int, every: int) -> bool:
+    """Whether a periodic action (``log_every``, ``val_every``, ``checkpoint_every``) falls on
+    ``step``; ``every`` 0 means only at the last step (which the callers add). 0 passed the
+    config check and then stopped the run after its first step with "ZeroDivisionError: integer
+    modulo by zero", naming no key."""
+    return every > 0 and step % every == 0
+
 class Trainer:
     """Train ``model`` on ``train_set`` and validate on ``val_set`` following ``config``.
 
@@ -276,7 +284,7 @@ class Trainer:
             if self.critic is not None:
                 row["disc_loss"] = self.disc_loss
             if self.validate_fn is not None and (
-                self.step % self.cfg.val_every == 0 or self.step == self.cfg.optim.max_steps
+                _due(self.step, self.cfg.val_every) or self.step == self.cfg.optim.max_steps
             ):
                 if self.rank == 0:
                     row.update(
@@ -288,7 +296,7 @@ class Trainer:
                 if self.world > 1:
                     dist.barrier()
             if self.rank == 0 and (
-                self.step % self.cfg.log_every == 0
+                _due(self.step, self.cfg.log_every)
                 or any(k.startswith("val_") for k in row)
                 or self.step == self.cfg.optim.max_steps
             ):
@@ -298,7 +306,7 @@ class Trainer:
                     for k, v in row.items():
                         if k != "step":
                             writer.add_scalar(k, v, self.step)
-            if self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.optim.max_steps:
+            if _due(self.step, self.cfg.checkpoint_every) or self.step == self.cfg.optim.max_steps:
                 self.save()
         bar.close()
         if writer is not None:

@@ -154,3 +154,29 @@ def test_training_files_without_references_are_named_before_training(tmp_path, m
         "with it: remove them, or train self-supervised (loss.ssdu), which needs no reference")
     # validation limited to the first file's slices does not read b.h5's
     assert len(MRITrainingSet(folder, MASK, train=False, max_slices=2)) == 2
+
+
+def test_zero_periods_mean_only_at_the_last_step(tmp_path):
+    """``log_every: 0`` / ``checkpoint_every: 0`` passed the config check (>= 0, as ``val_every``,
+    whose 0 means "only at the end") and then stopped the run after its first step with
+    "ZeroDivisionError: integer modulo by zero", naming no key."""
+    import csv
+
+    import yaml
+
+    from tests.helpers import TINY_VARNET, TRAIN_MASK, simulated_mri_split
+    from mrirecon.training.run import train_from_config
+
+    data = simulated_mri_split(tmp_path / "data", val_slices=1)
+    out = tmp_path / "run"
+    cfg = {"name": "zero", "output_dir": str(out), "seed": 0, "device": "cpu",
+           "data": {"train": str(data["train"]), "val": str(data["val"]), "mask": TRAIN_MASK},
+           "model": {"name": "varnet", "params": dict(TINY_VARNET)},
+           "optim": {"lr": 1e-3, "max_steps": 3, "batch_size": 1},
+           "log_every": 0, "val_every": 0, "checkpoint_every": 0, "tensorboard": False}
+    path = tmp_path / "zero.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    train_from_config(path, progress=False)
+    rows = list(csv.DictReader((out / "train_log.csv").open()))
+    assert [int(r["step"]) for r in rows] == [3]  # the last step only
+    assert (out / "checkpoints" / "last.pt").is_file()
