@@ -238,7 +238,7 @@ def parse_ismrmrd_header(xml: str | bytes, source: str | os.PathLike = "<xml str
             extra["fov_unknown_axes"] = unknown
 
     try:
-        return Header(
+        header = Header(
             encoded_matrix=encoded_matrix,
             recon_matrix=recon_matrix,
             encoded_fov_mm=encoded_fov,
@@ -257,6 +257,47 @@ def parse_ismrmrd_header(xml: str | bytes, source: str | os.PathLike = "<xml str
         )
     except ValueError as err:
         raise DataFormatError(source, "ismrmrd_header", str(err)) from None
+    if _GEOMETRY_KEY not in user and (problem := readout_voxel_problem(header)):
+        # a warning, not a refusal: real headers this rule has not met (an interpolated recon
+        # matrix) still give their pixels, and the user learns the label may be wrong
+        header = header.with_(extra={**header.extra, "readout_voxel_note": f"{RECON_FOV_X}: {problem}"})
+    return header
+
+
+#: The element :func:`readout_voxel_problem` names.
+RECON_FOV_X = "ismrmrd_header/encoding/reconSpace/fieldOfView_mm/x"
+
+
+def readout_voxel_problem(header: Header) -> str | None:
+    """What is wrong when a Cartesian header's encoded and recon readout (``x``) voxel sizes
+    differ (``None`` when they agree, a FOV is 0, or the trajectory is not Cartesian): a
+    warning of the run naming :data:`RECON_FOV_X` (``header.extra["readout_voxel_note"]``, set
+    by :func:`parse_ismrmrd_header` when the header's FOV gives the voxel grid).
+
+    The readout is sampled on the encoded grid, ``encoded FOV x / x`` mm a row; readout
+    oversampling removal keeps the recon ``x`` rows (``stages_mri.readout_rows``) and the output
+    is labelled ``recon FOV x / x`` mm a row (:func:`geometry_from_fov`). Both hold only if the
+    two voxel sizes agree: fastMRI's 640 over 440 mm and 320 over 220 mm, 0.6875 mm each. A recon
+    FOV left at the encoded one with the matrix halved (128 over 512 mm, 64 over 512 mm) gave
+    rows labelled 8 mm that are 4 mm, exit 0. ``y`` is not checked (fastMRI's encoded y FOV
+    does not follow its matrix). Allowed: each FOV rounded to the mm (0.5 mm off each) and the
+    recon extent off by half a recon voxel; a FOV of 0 (unknown) is warned elsewhere. Not in
+    :func:`parse_ismrmrd_header`: a header is read before the data's own checks."""
+    kind = str(header.extra.get("trajectory", "cartesian")).strip().lower()
+    (ex, rx) = header.encoded_matrix[0], header.recon_matrix[0]
+    (fe, fr) = header.encoded_fov_mm[0], header.recon_fov_mm[0]
+    if kind != "cartesian" or not (fe > 0 and fr > 0):
+        return None
+    v_enc, v_rec = fe / ex, fr / rx
+    if abs(v_enc / v_rec - 1) <= 0.5 / fe + 0.5 / fr + 0.5 / rx:
+        return None
+    return (f"{fr:g} mm over the recon matrix x = {rx} is {v_rec:.4g} mm a readout row, but the "
+            f"encoded space samples {fe:g} mm over x = {ex}, {v_enc:.4g} mm a row: the header "
+            f"contradicts itself ({rx} rows of {v_enc:.4g} mm are {rx * v_enc:g} mm; {fr:g} mm "
+            f"are {round(ex * fr / fe)} rows): the output is labelled {v_rec:.4g} mm a row along "
+            "the readout and its oversampling crop keeps the recon matrix's rows, so its voxel "
+            "size or extent there is likely wrong (an interpolated recon matrix is not "
+            "supported); correct encodedSpace or reconSpace")
 
 
 def geometry_from_fov(

@@ -17,6 +17,19 @@ from mrirecon.containers import Header, ImageGeometry
 
 #: The acquisition-header fields that place the image in the patient.
 PLACEMENT_FIELDS = ("position", "read_dir", "phase_dir", "slice_dir")
+DIRECTION_FIELDS = ("read_dir", "phase_dir", "slice_dir")
+#: How far a direction cosine of one imaging acquisition may differ from the first's (as between
+#: the files of a DICOM series, ``dicom_read._ORIENTATION_TOL``): float32 rounding is 6e-8, a
+#: turned or tilted slice differs by sin(angle), 1.7e-2 for 1 degree.
+ORIENTATION_TOL = 1e-4
+#: Directions count as set when within 1e-3 of unit length (``acquisition_geometry``), so they may
+#: be rounded to 3 decimals, as DICOM cosines often are: each cosine off by up to 5e-4, the slice
+#: normal by up to 3 * sqrt(3) * 5e-4 = 2.6e-3 rad (``dicom_read._IOP_ROUNDED_ANGLE``). A slice
+#: position may leave the normal through the first slice by that angle times its distance.
+NORMAL_ANGLE_TOL = 3 * np.sqrt(3) * 5e-4
+#: Positions closer than this along the slice normal coincide, and the least any in-plane
+#: tolerance is (``dicom_read._POSITION_TOL_MM``).
+POSITION_TOL_MM = 1e-3
 
 
 def check_placement(heads: np.ndarray, imaging: np.ndarray, fail) -> None:
@@ -31,6 +44,57 @@ def check_placement(heads: np.ndarray, imaging: np.ndarray, fail) -> None:
                        f"{values[first].tolist()} is not finite ({int(bad.sum())} of "
                        f"{imaging.size} imaging acquisitions): the image's position and "
                        "orientation in the patient would be NaN in the NIfTI and DICOM outputs")
+
+
+def check_orientation(heads: np.ndarray, imaging: np.ndarray, fail) -> None:
+    """Refuse imaging acquisitions whose ``read_dir``, ``phase_dir`` or ``slice_dir`` differ from
+    the first imaging acquisition's by more than :data:`ORIENTATION_TOL`: the output takes its
+    orientation from the first, so a 3-plane localizer or a stack with one slice turned in its
+    plane was stacked as one volume of the first slice's orientation (exit 0)."""
+    first = int(imaging[0])
+    worst = None  # (acquisition, field) of the first acquisition that differs
+    for name in DIRECTION_FIELDS:
+        values = np.asarray(heads[name][imaging], dtype=np.float64)
+        off = np.abs(values - values[0]).max(axis=-1) > ORIENTATION_TOL
+        if off.any() and (worst is None or int(np.argmax(off)) < worst[0]):
+            worst = (int(np.argmax(off)), name)
+    if worst is None:
+        return
+    k, name = worst
+    a = int(imaging[k])
+    s_a, s_0 = int(heads["idx"]["slice"][a]), int(heads["idx"]["slice"][first])
+
+    def vec(i):
+        return np.round(np.asarray(heads[name][i], np.float64), 4).tolist()
+
+    where = (f"{vec(a)} (idx.slice {s_a}) differs from {vec(first)} of data[{first}] (idx.slice "
+             f"{s_0}), the first imaging acquisition, by more than {ORIENTATION_TOL:g}")
+    if s_a == s_0:
+        raise fail(f"data[{a}].head.{name}",
+                   f"{where}: acquisitions of one slice in different orientations (readouts "
+                   "turned from one to the next) cannot be placed on one k-space grid")
+    raise fail(f"data[{a}].head.{name}",
+               f"{where}: slices of different orientation (a 3-plane localizer, a slice turned "
+               "in its plane or tilted) are not one volume (it would be written in the first "
+               "slice's orientation); reconstruct one slice at a time with --set "
+               "load.counters.slice=N (mrirecon run) or counters={'slice': N} (read_ismrmrd)")
+
+
+def check_slice_indices(slices: np.ndarray, fail, dataset: str) -> None:
+    """Refuse ``idx.slice`` values (of the imaging acquisitions) that skip an index below their
+    maximum: the missing slice would be an empty slice of the volume (the run failed later on
+    "the sampling mask selects no k-space column", naming neither field nor index)."""
+    present = np.unique(slices)
+    num_slices = int(present.max()) + 1
+    if present.size == num_slices:
+        return
+    missing = sorted(set(range(num_slices)) - {int(v) for v in present})
+    listed = ", ".join(map(str, missing[:8])) + (", ..." if len(missing) > 8 else "")
+    raise fail(f"{dataset}/data[].idx.slice",
+               f"no imaging acquisition has idx.slice {listed} ({len(missing)} of 0.."
+               f"{num_slices - 1} missing; found {present.size} slice indices): a volume cannot "
+               "have an empty slice; reconstruct the slices there are one at a time with --set "
+               "load.counters.slice=N (mrirecon run) or counters={'slice': N} (read_ismrmrd)")
 
 
 def acquisition_geometry(
@@ -49,13 +113,15 @@ def acquisition_geometry(
             or abs(read @ phase) > 1e-3:
         return base  # directions not set
     spacing = list(base.spacing)
+    normal = np.cross(phase, read)
     if partitions == 1 and num_slices > 1 and 0 in positions and 1 in positions:
-        gap = float(np.linalg.norm(positions[1] - positions[0]))
+        # along the slice normal: an in-plane offset between slices is no slice spacing
+        # (slice_order refuses one beyond rounding)
+        gap = abs(float((positions[1] - positions[0]) @ normal)) / float(np.linalg.norm(normal))
         if gap > 0:
             spacing[0] = gap
     rows, cols = header.recon_matrix[0], header.recon_matrix[1]
     centre = positions.get(0, np.asarray(head["position"], float))
-    normal = np.cross(phase, read)
     origin = (centre - (rows // 2) * spacing[1] * read - (cols // 2) * spacing[2] * phase
               - partitions_before(head, partitions) * spacing[0] * normal / np.linalg.norm(normal))
     return ImageGeometry(
@@ -93,7 +159,8 @@ def partitions_reversed(head) -> bool:
 
 
 def slice_order(head, positions: dict[int, np.ndarray], num_slices: int, fail,
-                 dataset: str, partitions: int = 1, thickness: float = 0.0) -> np.ndarray | None:
+                 dataset: str, partitions: int = 1, thickness: float = 0.0,
+                 sources: dict[int, int] | None = None) -> np.ndarray | None:
     """The permutation that puts the slices in order along the slice normal (``phase x read``
     of the first imaging acquisition), or ``None`` when they already are (or positions or
     directions are not set). Slices stored in descending or interleaved index order were
@@ -103,15 +170,29 @@ def slice_order(head, positions: dict[int, np.ndarray], num_slices: int, fail,
     3-D slabs of ``partitions`` partitions ``thickness`` mm apart (``positions`` are their
     centres): the rule holds for every partition, placed as :func:`acquisition_geometry` places it, so
     slabs must be contiguous; overlapping or gapped ones are refused naming the overlap or gap
-    (they were stacked as if contiguous: every slab after the first off by the sum of them)."""
+    (they were stacked as if contiguous: every slab after the first off by the sum of them).
+
+    Coinciding positions that are not all zero (not set), and slices off the line along the
+    normal through the first (:func:`off_normal`) are refused too; ``sources`` maps a slice
+    to the acquisition its position came from, for the error message."""
     read, phase = np.asarray(head["read_dir"], float), np.asarray(head["phase_dir"], float)
     if num_slices < 2 or len(positions) != num_slices or abs(np.linalg.norm(read) - 1) > 1e-3:
         return None
     normal = np.cross(phase, read)
-    along = np.array([float(positions[s] @ normal) for s in range(num_slices)])
-    if np.ptp(along) == 0:
-        return None  # positions not set: the header's spacing stands
+    normal = normal / np.linalg.norm(normal)
+    points = np.array([positions[s] for s in range(num_slices)], dtype=np.float64)
+    if not points.any():
+        return None  # positions not set (all zero): the header's spacing stands
+    along = points @ normal
     order = np.argsort(along, kind="stable")
+    what = "slabs" if partitions > 1 else "slices"
+    if np.ptp(along) <= POSITION_TOL_MM:  # the same place: a series mislabelled as slices?
+        raise fail(f"{dataset}/data[].head.position",
+                   f"the {num_slices} {what} (idx.slice 0..{num_slices - 1}) all lie at "
+                   f"{along[0]:.3f} mm along the slice normal: coinciding {what} are not one "
+                   "volume (repetitions or echoes labelled as slices?); reconstruct one at a "
+                   "time with --set load.counters.slice=N (mrirecon run) or counters={'slice': "
+                   "N} (read_ismrmrd)")
     offsets = (np.arange(partitions) - partitions_before(head, partitions)) * thickness
     gaps = np.diff((along[order][:, None] + offsets).ravel())  # every output slice, in order
     if gaps.min() <= 0 or gaps.max() - gaps.min() > 0.01 * gaps.mean():
@@ -122,7 +203,40 @@ def slice_order(head, positions: dict[int, np.ndarray], num_slices: int, fail,
                    f"the {num_slices} slices lie at {np.round(along[order], 3).tolist()} mm along "
                    "the slice normal: not evenly spaced (or coinciding); one volume needs one "
                    "slice spacing")
+    off_normal(points, along, order, normal, gaps.mean(), fail, dataset, sources)
     return None if (order == np.arange(num_slices)).all() else order
+
+
+def off_normal(points: np.ndarray, along: np.ndarray, order: np.ndarray, normal: np.ndarray,
+               spacing: float, fail, dataset: str, sources: dict[int, int] | None = None) -> None:
+    """Refuse slice centres ``points`` ``(slices, 3)`` that leave the line along the unit
+    ``normal`` through the first slice (in position ``order``) by more than rounding, as the
+    DICOM reader refuses them (``dicom_read._check_spacing``): the volume is placed from the
+    first slice and stacked along the normal, so a slice shifted in its plane was exported where
+    it is not, and its offset taken into the slice spacing (a 10 mm shift per 5 mm slice gave
+    11.2 mm slices).
+
+    float32 positions are rounded to ``q = 2**-23 |p|``; as for DICOM a position may be off
+    the line by ``2 sqrt(3) q``, at least ``POSITION_TOL_MM`` or 1e-3 of the spacing and at most
+    a quarter of it, plus :data:`NORMAL_ANGLE_TOL` times its distance from the first slice."""
+    quantum = float(np.abs(points).max()) * 2.0 ** -23
+    tol = min(max(POSITION_TOL_MM, 1e-3 * spacing, 2 * np.sqrt(3) * quantum), spacing / 4)
+    first = int(order[0])
+    distance = along - along[first]
+    drift = np.linalg.norm(points - points[first] - distance[:, None] * normal, axis=1)
+    excess = drift - (tol + NORMAL_ANGLE_TOL * np.abs(distance))
+    if excess.max() <= 0:
+        return
+    s = int(np.argmax(excess))
+    field = f"data[{sources[s]}].head.position" if sources and s in sources else \
+        f"{dataset}/data[].head.position"
+    raise fail(field, f"idx.slice {s} at {np.round(points[s], 3).tolist()} lies {drift[s]:.3f} "
+               f"mm off the slice normal through idx.slice {first} at "
+               f"{np.round(points[first], 3).tolist()} "
+               f"(allowed {tol + NORMAL_ANGLE_TOL * abs(distance[s]):.3g} mm): slices shifted in "
+               "their plane are not one volume (stacked along the normal, they would be exported "
+               "where they are not); reconstruct one at a time with --set load.counters.slice=N "
+               "(mrirecon run) or counters={'slice': N} (read_ismrmrd)")
 
 
 def slab_problem(along: np.ndarray, order: np.ndarray, partitions: int, thickness: float) -> str:

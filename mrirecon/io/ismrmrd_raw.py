@@ -36,6 +36,12 @@ W = phase encoding)``:
   ``header.extra["readout_range"] = [start, stop, rows]``: rows ``start .. stop - 1`` of the
   ``rows``-sample readout hold data (the pipeline's operators then treat the others as
   unsampled, :func:`mrirecon.pipeline.sampling_mri.readout_support`);
+* readouts shorter than the others (a partial echo on some lines only) leave rows that are read
+  as measured zeros: noted in ``header.extra["short_lines_note"]`` (:func:`short_lines_note`);
+* refused (``io/ismrmrd_placement.py``): imaging acquisitions of another orientation than the
+  first, a missing ``idx.slice`` below the largest, coinciding non-zero slice positions, slices
+  off the line along the normal; a header whose encoded and recon readout voxel sizes differ is
+  warned (:func:`~mrirecon.io.ismrmrd_header.readout_voxel_problem`);
 * optionally, readout oversampling is removed by cropping the readout to
   ``x * recon_fov_x / encoded_fov_x`` samples in image space.
 
@@ -58,7 +64,8 @@ from mrirecon.io.errors import DataFormatError, open_hdf5
 from mrirecon.io.hdf5_vlen import check_vlen_references
 from mrirecon.io.ismrmrd_reference import CALIBRATION_MISMATCH, separate_reference  # noqa: F401
 from mrirecon.io.ismrmrd_header import parse_ismrmrd_header
-from mrirecon.io.ismrmrd_placement import (acquisition_geometry, check_placement, gap_known,
+from mrirecon.io.ismrmrd_placement import (acquisition_geometry, check_orientation,
+                                           check_placement, check_slice_indices, gap_known,
                                            partitions_reversed, slice_order)
 
 # ISMRMRD acquisition flag numbers (bit ``n - 1`` of ``flags``).
@@ -277,6 +284,7 @@ def _read_ismrmrd(
     if imaging.size == 0:
         raise fail(f"{dataset}/data", "no imaging acquisition")
     check_placement(heads, imaging, fail)  # NaN reached the NIfTI affine
+    check_orientation(heads, imaging, fail)  # a localizer was stacked in one orientation
     if int(heads["trajectory_dimensions"][imaging[0]]) > 0:  # radial / spiral readouts
         return _read_noncartesian(path, header, records, imaging, noise_sel, fail, dataset)
     kind = str(header.extra.get("trajectory", "cartesian")).strip()
@@ -298,10 +306,13 @@ def _read_ismrmrd(
                                                "kspace_encode_step_2"))
     _check_allocation(fail, f"{dataset}/data", (num_slices, enc_z, channels, enc_x, enc_y),
                       imaging.size)
+    check_slice_indices(idx["slice"][imaging], fail, dataset)  # an empty slice in the volume
     kspace = np.zeros((num_slices, enc_z, channels, enc_x, enc_y), np.complex64)
     count = np.zeros((num_slices, enc_z, enc_y), np.int64)
     energy = np.zeros((num_slices, enc_z, enc_y))  # sum over repeats of each line's |samples|^2
     positions: dict[int, np.ndarray] = {}
+    sources: dict[int, int] = {}  # the acquisition each slice's position came from
+    spans = []  # (acquisition, slice, partition, column, first row, stop row, calibration-only)
     # calibration-only lines (ACS outside the imaging pattern) go to a grid of their own first:
     # lines of the same scan then fill the positions no imaging line has (where an imaging line
     # exists it wins), a separate reference scan stays apart (KSpace.calibration)
@@ -342,10 +353,14 @@ def _read_ismrmrd(
         counts[s, part, col] += 1
         energies[s, part, col] += float(np.vdot(samples, samples).real)
         rows[0], rows[1] = min(rows[0], start), max(rows[1], start + n)
-        if not calib_only[a]:
-            positions.setdefault(s, np.asarray(head["position"], float))
+        spans.append((a, s, part, col, start, start + n, bool(calib_only[a])))
+        if not calib_only[a] and s not in positions:
+            positions[s], sources[s] = np.asarray(head["position"], float), int(a)
     for a in imaging[calib_only[imaging]]:  # slices with reference lines alone
-        positions.setdefault(int(idx["slice"][a]), np.asarray(heads[a]["position"], float))
+        if (s := int(idx["slice"][a])) not in positions:
+            positions[s], sources[s] = np.asarray(heads[a]["position"], float), int(a)
+    header = short_lines_note(header, spans, {k: g[3] for k, g in grids.items()}, enc_x,
+                              idx["kspace_encode_step_1"])
     calibration, header = separate_reference(header, grids)
     readout = grids[False][3]
     if not np.isfinite(kspace).all() or (calibration is not None
@@ -370,7 +385,7 @@ def _read_ismrmrd(
         raise fail(f"{dataset}/data",
                    "3-D ky-kz undersampling is not separable; cannot express it as a column mask")
     order = slice_order(heads[imaging[0]], positions, num_slices, fail, dataset,
-                         partitions=enc_z, thickness=header.geometry.spacing[0])
+                         partitions=enc_z, thickness=header.geometry.spacing[0], sources=sources)
     if order is not None:  # slice index order is not position order: sort by position
         kspace, columns, partitions = kspace[order], columns[order], partitions[order]
         calibration = None if calibration is None else calibration[order]
@@ -401,6 +416,37 @@ def _read_ismrmrd(
     header = gap_known(header, geometry).with_(num_coils=channels, geometry=geometry)
     return KSpace(data=data, header=header, mask=mask, noise=noise, source=str(path),
                   calibration=calibration)
+
+
+def short_lines_note(header: Header, spans: list, rows: dict, enc_x: int, steps) -> Header:
+    """``header`` with ``extra["short_lines_note"]`` when some readouts hold fewer samples than
+    the rows the others fill (``rows[calibration_only] = [first, stop]``, the union): a partial
+    echo on some lines only. The rows they lack stay zero on the grid and are reconstructed as
+    measured zeros (``readout_range`` marks one row range for every line, the union), so the run
+    says which lines and rows. Lines lacking fewer rows than a partial echo the reader would mark
+    (``max(2, 5 %)`` of the readout) are not named."""
+    least = max(2.0, 0.05 * enc_x)
+    short, lines, missing = [], set(), np.zeros(enc_x, bool)
+    for a, s, part, col, start, stop, calib in spans:
+        first, last = rows[calib]
+        lack = max(start - first, 0) + max(last - stop, 0)
+        lines.add((s, part, col))
+        if lack >= least:
+            short.append((a, s, part, col))
+            missing[first: start] = True
+            missing[stop: last] = True
+    if not short:
+        return header
+    cols = sorted({int(steps[a]) for a, *_ in short})
+    named = ", ".join(map(str, cols[:8])) + (", ..." if len(cols) > 8 else "")
+    where = np.flatnonzero(np.diff(np.r_[0, missing.astype(np.int8), 0]))
+    ranges = ", ".join(f"{lo}..{hi - 1}" for lo, hi in zip(where[::2], where[1::2]))
+    return header.with_(extra={**header.extra, "short_lines_note": (
+        f"{len({(s, p, c) for _, s, p, c in short})} of {len(lines)} k-space lines ("
+        f"{len({s for _, s, _, _ in short})} slice(s); idx."
+        f"kspace_encode_step_1 {named}; first data[{short[0][0]}]) hold fewer readout samples "
+        f"than the others (a partial echo on some lines only): their readout rows {ranges} of "
+        f"{enc_x} were never sampled and are reconstructed as measured zeros")})
 
 
 def _to_slices(grid: np.ndarray, new_x: int, reversed_: bool) -> torch.Tensor:
@@ -482,10 +528,12 @@ def _read_noncartesian(path, header, records, imaging, noise_sel, fail, dataset)
     noise = _noise_scans(records, noise_sel, imaging, fail, dataset,
                          channels=int(heads["active_channels"][imaging[0]]))
     positions: dict[int, np.ndarray] = {}
+    sources: dict[int, int] = {}
     for a in imaging:
-        positions.setdefault(int(heads["idx"]["slice"][a]), np.asarray(heads[a]["position"], float))
+        if (s := int(heads["idx"]["slice"][a])) not in positions:
+            positions[s], sources[s] = np.asarray(heads[a]["position"], float), int(a)
     num_slices = int(heads["idx"]["slice"][imaging].max()) + 1
-    order = slice_order(heads[imaging[0]], positions, num_slices, fail, dataset)
+    order = slice_order(heads[imaging[0]], positions, num_slices, fail, dataset, sources=sources)
     if order is not None:  # slice index order is not position order: sort by position
         positions = {i: positions[int(s)] for i, s in enumerate(order)}
     geometry = acquisition_geometry(heads[imaging[0]], header, num_slices, positions)
