@@ -52,7 +52,7 @@ def adapt_volume(config: PipelineConfig, model: nn.Module, slices: list, output:
     ad = config.adapt
     if not ad.enabled or model is None:
         return model
-    from mrirecon.training.adapt import adapt_model, column_mask
+    from mrirecon.training.adapt import adapt_model, column_mask, diverged_message
 
     if ad.rows is not None and not all(column_mask(op) for _, op in slices):
         log.info("%s: adapt: on whole slices, not %d-row readout stripes: with a partial echo the "
@@ -65,6 +65,10 @@ def adapt_volume(config: PipelineConfig, model: nn.Module, slices: list, output:
                f"{report.initial_val_loss:.3g} on the validation split, worse than predicting zero "
                "(2), so the loss cannot tell a better image from a worse one (coil maps "
                "cropped by calibrate.crop?); the shipped model reconstructs this volume")
+        log.warning("%s", msg)
+        result.warnings.append(msg)
+    elif report.diverged is not None:  # a too large adapt.lr: the best state before it is kept
+        msg = f"{name}: {diverged_message(report, ad.lr)}"
         log.warning("%s", msg)
         result.warnings.append(msg)
     elif report.best_step == 0:

@@ -42,14 +42,20 @@ def _partial_fourier_limits(header) -> tuple[int, int, int, int, int] | None:
 
     The limits are first clamped to the lines the encoded matrix holds (line ``centre`` sits
     at column ``y // 2``), as the reader clamps the acquired columns: limits 0..200 around 32
-    on 64 columns acquired lines 0..63, a symmetric acquisition, not 60 % of one."""
+    on 64 columns acquired lines 0..63, a symmetric acquisition, not 60 % of one.
+
+    Limits that then cover every column are never partial Fourier: a full even matrix has one
+    line more before its centre than after (``W / 2`` vs ``W / 2 - 1``), which the
+    :data:`PARTIAL_FOURIER_SYMMETRY` rule alone took for one up to ``W = 12`` (5/6 < 0.85)."""
     limits = header.extra.get("encoding_limits_step_1") if header is not None else None
     if not limits or any(v is None for v in limits):
         return None
     minimum, maximum, centre = limits
     columns = header.encoded_matrix[1]
-    minimum = max(minimum, centre - columns // 2)
-    maximum = min(maximum, centre + columns - columns // 2 - 1)
+    first, last = centre - columns // 2, centre + columns - columns // 2 - 1
+    minimum, maximum = max(minimum, first), min(maximum, last)
+    if minimum == first and maximum == last:  # the whole matrix was acquired
+        return None
     before, after = centre - minimum, maximum - centre
     if min(before, after) < 0 or max(before, after) == 0 \
             or min(before, after) >= PARTIAL_FOURIER_SYMMETRY * max(before, after):

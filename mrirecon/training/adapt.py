@@ -12,7 +12,10 @@ normalised L1 + L2 k-space loss (:func:`~mrirecon.training.ssdu.kspace_loss`). E
 ``Gamma`` - is computed over the volume; the best state is kept and adaptation stops after
 ``patience`` validations without improvement, at ``steps`` or at ``time_budget_s``. The returned
 model is the best state, which is the unchanged initial model when no step improved the
-validation loss (the guard against making a well-fitting model worse).
+validation loss (the guard against making a well-fitting model worse). A step that diverges (a
+non-finite loss, gradients or weights, or a forward pass refusing NaN / Inf values, as MoDL's CG
+does once too large a ``lr`` has blown the weights up) ends the adaptation there with the best
+state so far (``AdaptReport.diverged``, :func:`diverged_message`).
 
 ``time_budget_s`` counts from the start (the initial validation included); no step starts that
 would end after it, and a validation of the last state may follow. ``rows`` (Cartesian column
@@ -42,6 +45,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Literal
@@ -89,7 +93,14 @@ class AdaptReport:
     steps
         Steps taken; ``stopped`` says why (``"steps"``, ``"patience"``, ``"time_budget"``,
         ``"unreliable"``: MRI, the initial validation loss was clearly worse than an all-zero
-        prediction's, :data:`UNRELIABLE_LOSS`, so no step was taken).
+        prediction's, :data:`UNRELIABLE_LOSS`, so no step was taken; ``"diverged"``: see
+        ``diverged``).
+    diverged
+        ``None``, or ``{"step": k, "reason": ...}`` when step ``k`` diverged (its loss, its
+        gradients or the weights it produced non-finite, or a forward pass raising on NaN /
+        Inf values, such as MoDL's CG): the adaptation stopped there and the best state before
+        it was kept (:func:`diverged_message`). A diverged step is not counted in ``steps``
+        unless it was its validation that diverged.
     seconds
         Wall time of the whole adaptation (validations included).
     """
@@ -101,6 +112,7 @@ class AdaptReport:
     steps: int = 0
     stopped: str = "steps"
     seconds: float = 0.0
+    diverged: dict | None = None
 
     @property
     def initial_val_loss(self) -> float:
@@ -111,9 +123,28 @@ class AdaptReport:
         return min(self.val_losses) if self.val_losses else float("nan")
 
     def as_dict(self) -> dict:
-        return {"val_steps": self.val_steps, "val_losses": self.val_losses,
-                "train_losses": self.train_losses, "best_step": self.best_step,
-                "steps": self.steps, "stopped": self.stopped, "seconds": round(self.seconds, 3)}
+        out = {"val_steps": self.val_steps, "val_losses": self.val_losses,
+               "train_losses": self.train_losses, "best_step": self.best_step,
+               "steps": self.steps, "stopped": self.stopped, "seconds": round(self.seconds, 3)}
+        if self.diverged is not None:
+            out["diverged"] = dict(self.diverged)
+        return out
+
+
+def diverged_message(report: AdaptReport, lr: float) -> str | None:
+    """What the run says when the adaptation diverged (``None`` when it did not): the step and
+    why, the learning rate, which state was kept, and what to do."""
+    if report.diverged is None:
+        return None
+    at, reason = report.diverged["step"], report.diverged["reason"]
+    if at == 1 and not reason.startswith(("weights", "validation")):
+        # the first step's loss and gradients are the unchanged model's: not adapt.lr's doing
+        return (f"adapt: step 1 gave non-finite values ({reason}) before any update, so not "
+                "from adapt.lr: the adaptation stopped and the shipped model was kept; check "
+                "the input's k-space and coil maps")
+    kept = "the shipped model" if report.best_step == 0 else f"the state after step {report.best_step}"
+    return (f"adapt: step {at} diverged ({reason}) at adapt.lr={lr:g}: the adaptation stopped "
+            f"and the best state ({kept}) was kept; lower adapt.lr")
 
 
 def check_adapt_config(cfg: AdaptConfig) -> None:
@@ -309,6 +340,49 @@ ZERO_PREDICTION_LOSS = 2.0
 UNRELIABLE_LOSS = 1.1 * ZERO_PREDICTION_LOSS
 
 
+def _non_finite_name(value: float) -> str:
+    return "NaN" if math.isnan(value) else "Inf"
+
+
+def _non_finite_error(exc: Exception) -> bool:
+    """Whether ``exc`` is a forward pass refusing NaN / Inf values (MoDL's CG: "cg: the
+    right-hand side holds NaN or Inf values ..."), what diverged weights produce. The initial
+    validation is not guarded: there such an error is the data's and fails the input."""
+    return isinstance(exc, (ValueError, RuntimeError)) and re.search(r"\b(NaN|Inf)\b", str(exc)) is not None
+
+
+def _forward_reason(exc: Exception) -> str:
+    """The error's first clause (its guess at a cause, e.g. the data or coil maps, is wrong
+    here: the weights the adaptation made are)."""
+    return "the model's forward pass raised " + repr(str(exc).split(" (")[0])
+
+
+def _all_finite(tensors) -> bool:
+    flags = [torch.isfinite(t).all() for t in tensors if t is not None]
+    return not flags or bool(torch.stack(flags).all())
+
+
+def _take_step(step_loss, params: list, opt: torch.optim.Optimizer) -> float | str:
+    """One Adam step: its training loss, or why it diverged (a non-finite loss, gradients or
+    resulting weights, or a forward pass raising on NaN / Inf values)."""
+    try:
+        loss = step_loss()
+    except (ValueError, RuntimeError) as exc:
+        if not _non_finite_error(exc):
+            raise
+        return _forward_reason(exc)
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        return f"loss {_non_finite_name(value)}"
+    loss.backward()
+    if not _all_finite(p.grad for p in params):
+        return "gradients NaN or Inf"
+    opt.step()
+    if not _all_finite(params):
+        return "weights NaN or Inf after the update"
+    return value
+
+
 def adapt_model(model: nn.Module, slices: list[tuple[Tensor, object]], config: AdaptConfig | None = None,
                 *, progress=None) -> tuple[nn.Module, AdaptReport]:
     """Fine-tune a copy of ``model`` on one volume's own data (see the module docstring).
@@ -380,6 +454,27 @@ def adapt_model(model: nn.Module, slices: list[tuple[Tensor, object]], config: A
     report.stopped = "steps"
     if not is_ct and best > UNRELIABLE_LOSS:  # the loss cannot tell better from worse here
         report.stopped = "unreliable"
+
+    def diverge(at: int, reason: str) -> None:
+        report.diverged = {"step": at, "reason": reason}
+        report.stopped = "diverged"
+
+    def validated() -> float | None:
+        """The validation loss of the current state, or ``None`` when it diverged."""
+        try:
+            current = val_loss()
+        except (ValueError, RuntimeError) as exc:
+            if not _non_finite_error(exc):
+                raise
+            diverge(step, f"validation: {_forward_reason(exc)}")
+            return None
+        if not math.isfinite(current):
+            diverge(step, f"validation loss {_non_finite_name(current)}")
+            return None
+        report.val_steps.append(step)
+        report.val_losses.append(current)
+        return current
+
     while step < cfg.steps and report.stopped != "unreliable":
         # no step starts that would end past the budget (the validation closing the run, if
         # one is due, may add its own time)
@@ -389,17 +484,18 @@ def adapt_model(model: nn.Module, slices: list[tuple[Tensor, object]], config: A
             break
         ts = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss = step_loss()
-        loss.backward()
-        opt.step()
+        outcome = _take_step(step_loss, params, opt)
+        if isinstance(outcome, str):  # why it diverged; its state is discarded (best_state)
+            diverge(step + 1, outcome)
+            break
         step += 1
         step_seconds += (time.perf_counter() - ts - step_seconds) / step
-        report.train_losses.append(float(loss.detach()))
+        report.train_losses.append(outcome)
         current = None
         if step % cfg.val_every == 0 or step == cfg.steps:
-            current = val_loss()
-            report.val_steps.append(step)
-            report.val_losses.append(current)
+            current = validated()
+            if current is None:
+                break
             if current < best:
                 best, bad, report.best_step = current, 0, step
                 best_state = copy.deepcopy(adapted.state_dict())
@@ -410,11 +506,10 @@ def adapt_model(model: nn.Module, slices: list[tuple[Tensor, object]], config: A
         if bad >= cfg.patience:
             report.stopped = "patience"
             break
-    if report.val_steps[-1] != step:  # stopped between validations: score the last state too
-        current = val_loss()
-        report.val_steps.append(step)
-        report.val_losses.append(current)
-        if current < best:
+    if report.diverged is None and report.val_steps[-1] != step:
+        # stopped between validations: score the last state too
+        current = validated()
+        if current is not None and current < best:
             best, report.best_step = current, step
             best_state = copy.deepcopy(adapted.state_dict())
     report.steps = step
