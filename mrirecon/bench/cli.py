@@ -65,6 +65,7 @@ def bench_from_cli(
     ``challenge="ct"``, :func:`run_ct_bench`. Options that do not apply to the challenge are
     refused with an error naming them, never ignored."""
     from mrirecon.core.config import from_dict
+    from mrirecon.pipeline.validate import check_calibrate
 
     params, calib = parse_sets(sets)
     if challenge == "ct":
@@ -89,6 +90,7 @@ def bench_from_cli(
         raise ValueError("--photons applies to --challenge ct (a dose for CT sinograms), not "
                          f"--challenge {challenge}")
     calibration = from_dict(CalibrateConfig, calib, source="--set", prefix="calibrate")
+    check_calibrate(calibration, "--set")  # run's checks: crop=5 was lowered to 1 without a word
     return run_bench(
         data,
         challenge=challenge,

@@ -1,6 +1,7 @@
 """CT benchmark table: methods x sparse-view factors on LoDoPaB-layout data (``--challenge ct``).
 
-Every ``observation_<part>_<NNN>.hdf5`` file with a matching ground truth is one volume; its
+Every ``observation_<part>_<NNN>.hdf5`` file is one volume and must have its ground truth
+``ground_truth_<part>_<NNN>.hdf5`` (one without is refused naming the missing file); its
 samples (slices) run through the CT pipeline's stages
 (:class:`~mrirecon.pipeline.stages_ct.CTStages`) with the same streaming runner as ``mrirecon
 run``, from every ``factor``-th view (the acceleration), optionally at a lower dose
@@ -12,7 +13,9 @@ fastMRI definitions per volume on attenuation normalised like LoDoPaB's ground t
 shipped weight names or checkpoint paths; they see the unit-norm projector they were trained
 with. Records, resume and the table are those of the MRI benchmark (:mod:`mrirecon.bench.table`):
 ``results.jsonl``, ``bench_table.csv``, ``bench_table.md`` and ``bench_volumes.csv``, where
-the "mask" of a record is the kept views.
+the "mask" of a record is the kept views; the data warnings and notes ``mrirecon run`` gives per
+slice are logged and kept in each record (``data_warnings``, ``data_notes``,
+:mod:`mrirecon.bench.messages`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from mrirecon.bench.core import (
     reference_warnings,
     run_benchmark,
 )
+from mrirecon.bench.messages import SliceMessages, log_lines
 from mrirecon.bench.methods import CT_DEFAULTS, build_methods, check_settings, weights_id
 from mrirecon.bench.table import BenchTable, config_fingerprint, encode_mask
 from mrirecon.pipeline import stream
@@ -70,9 +74,14 @@ def pipeline_config(num_views: int, factor: float, photons: float | None) -> Pip
 
 
 def _volumes(root: Path, max_volumes: int | None) -> dict[Path, tuple[int, int, float | None]]:
-    """``{observation file: (slices, views, data photons)}`` of the files that have a ground
-    truth, in order (``data photons``: the dose of the noise the data hold, ``None``: none)."""
-    from mrirecon.io.lodopab import LoDoPaBFiles
+    """``{observation file: (slices, views, data photons)}`` of the first ``max_volumes``
+    observation files, in order (``data photons``: the dose of the noise the data hold,
+    ``None``: none). Every one must have its ground truth, as every MRI bench volume must have
+    its target: one without is refused naming the missing file (a part missing one was dropped
+    whole, exit 0, or refused with "no ground_truth files" while the others were there). A part
+    with no ground truth at all (LoDoPaB's challenge part beside the others) is left out with a
+    warning."""
+    from mrirecon.io.lodopab import LoDoPaBFiles, reference_file_name
 
     if not root.is_dir():  # was "no observation_<part>_NNN.hdf5 files in" a file, too
         raise FileNotFoundError(f"run_ct_bench: data folder {root} "
@@ -82,18 +91,46 @@ def _volumes(root: Path, max_volumes: int | None) -> dict[Path, tuple[int, int, 
                     for p in root.glob("observation_*_[0-9][0-9][0-9].hdf5")})
     if not parts:
         raise FileNotFoundError(f"run_ct_bench: no observation_<part>_NNN.hdf5 files in {root}")
-    out: dict[Path, tuple[int, int]] = {}
+    out: dict[Path, tuple[int, int, float | None]] = {}
+    missing: list[Path] = []
+    unscored: list[str] = []
     for part in parts:
+        if max_volumes is not None and len(out) >= max_volumes:
+            break
         files = LoDoPaBFiles(root, part)
-        if files.ground_truth_files is None:
+        if not any(files.has_ground_truth(i) for i in range(len(files.observation_files))):
+            unscored.append(part)  # a part without any (LoDoPaB's challenge part): not scored
             continue
-        for path, count in zip(files.observation_files, files.counts):
+        for i, (path, count) in enumerate(zip(files.observation_files, files.counts)):
+            if max_volumes is not None and len(out) >= max_volumes:
+                break
             out[Path(path)] = (int(count), files.geometry.num_views, files.data_photons)
+            if not files.has_ground_truth(i):
+                missing.append(Path(path))
+    if unscored and out:
+        log.warning("run_ct_bench: %s: part%s %s hold%s no ground_truth_<part>_NNN.hdf5 file at all "
+                    "(a challenge part?): not scored", root, "s" if len(unscored) > 1 else "",
+                    ", ".join(unscored), "" if len(unscored) > 1 else "s")
     if not out:
-        raise FileNotFoundError(f"run_ct_bench: no ground_truth files next to the observations "
-                                f"in {root}")
-    if max_volumes is not None:
-        out = dict(list(out.items())[:max_volumes])
+        raise FileNotFoundError(
+            f"run_ct_bench: none of the observation files in {root} has its ground truth (parts "
+            f"{', '.join(unscored)}); the benchmark scores against the "
+            "ground_truth_<part>_NNN.hdf5 files (a test set without them cannot be scored)")
+    if missing and len(missing) == len(out):
+        raise FileNotFoundError(
+            f"run_ct_bench: none of the {len(out)} observation file(s) in {root} has its "
+            f"ground truth (e.g. {reference_file_name(missing[0].name)}); the benchmark scores "
+            "against the ground_truth_<part>_NNN.hdf5 files (a test set without them cannot be "
+            "scored)")
+    if missing:
+        names = ", ".join(reference_file_name(p.name) for p in missing[:4])
+        many, have = len(missing) > 1, len(out) - len(missing)
+        raise FileNotFoundError(
+            f"run_ct_bench: {root}: {names}{', ...' if len(missing) > 4 else ''} "
+            f"{'are' if many else 'is'} missing, while the other {have} observation "
+            f"file{'s have' if have > 1 else ' has'} theirs; every volume is scored against its "
+            f"ground truth: add {'them' if many else 'it'}, or move {missing[0].name}"
+            f"{' and the others without one' if many else ''} out of the folder")
     return out
 
 
@@ -114,7 +151,11 @@ def _score_volume(path: Path, factor: float, methods: list[Method], bar, *, num_
     from mrirecon.io.lodopab import MU_MAX_PER_MM, reference_file_name
 
     stages = CTStages(pipeline_config(num_views, factor, photons), device=device)
-    run = stream.stream_volume(stages, path, methods, progress=False, bar=bar, previews=False)
+    said = SliceMessages()  # the data warnings of `mrirecon run` (the same for every method)
+    run = stream.stream_volume(stages, path, methods, progress=False, bar=bar, previews=False,
+                               on_slice=lambda i, s: said.add(i, *stages.data_messages(s)))
+    warned, told = said.lines(path.name, run.slices)
+    log_lines(f"bench ct {factor:g}x", {m.name: (warned, told) for m in methods})
     if run.reference is None:
         raise ValueError(f"run_ct_bench: {path} has no ground truth for every slice")
     reference = run.reference / MU_MAX_PER_MM
@@ -135,6 +176,8 @@ def _score_volume(path: Path, factor: float, methods: list[Method], bar, *, num_
             "mask_width": num_views,
             "mask": encode_mask(mask),
             "reference_notes": notes,
+            "data_warnings": warned,  # mrirecon run's per-slice data warnings
+            "data_notes": told,
             "prediction": pred.numpy(),
         }
     return out

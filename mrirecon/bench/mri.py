@@ -20,6 +20,10 @@ peak zero-filled RSS magnitude (:func:`~mrirecon.pipeline.stages_mri.data_scale`
 the image back, so the ``lam`` of ``l1_wavelet`` and ``tv`` is relative to the image peak and
 one default serves every data set.
 
+The per-slice data warnings and notes that ``mrirecon run`` with each method would give (a dead
+coil, ESPIRiT's crop lowered, GRAPPA's unfilled columns, partial Fourier) are logged and kept in
+the records (``data_warnings``, ``data_notes``; :mod:`mrirecon.bench.messages`).
+
 Results are stored per (method, acceleration, volume) in ``results.jsonl`` (see
 :mod:`mrirecon.bench.table`), so an interrupted run resumes where it stopped.
 """
@@ -44,6 +48,7 @@ from mrirecon.bench.core import (
     reference_warnings,
     run_benchmark,
 )
+from mrirecon.bench.messages import SliceMessages, log_lines, mri_method_messages
 from mrirecon.bench.methods import (
     CHALLENGES,
     DEFAULT_PARAMS,
@@ -66,6 +71,7 @@ from mrirecon.pipeline.schema import (
 )
 from mrirecon.pipeline.stages_mri import MRIStages
 from mrirecon.pipeline.stream import Method, score_volume
+from mrirecon.pipeline.validate import check_calibrate
 
 # ---- one volume -----------------------------------------------------------------------------
 
@@ -118,13 +124,18 @@ def _score_volume(path: Path, acceleration: float, methods: list[Method], bar, *
     stages = MRIStages(config, device=device, classical=False, per_method_maps=True,
                        methods=tuple(methods), single_coil=challenge == "singlecoil")
     sampling: dict[str, Any] = {}
+    said = {m.name: SliceMessages() for m in methods}  # what `mrirecon run` with m would say
 
-    def first_mask(i, s) -> None:
+    def on_slice(i, s) -> None:
         if i == 0:
             sampling.update(mask=s.mask.cpu().clone(), num_low=s.num_low_frequencies)
+        for m in methods:
+            said[m.name].add(i, *mri_method_messages(stages, s, m))
 
-    run = stream.stream_volume(stages, path, methods, progress=False, bar=bar, on_slice=first_mask,
-                        previews=False)
+    run = stream.stream_volume(stages, path, methods, progress=False, bar=bar, on_slice=on_slice,
+                               previews=False)
+    messages = {m: found.lines(path.name, run.slices) for m, found in said.items()}
+    log_lines(f"bench {challenge} {acceleration:g}x", messages)
     key = "reconstruction_rss" if challenge == "multicoil" else "reconstruction_esc"
     if run.reference_dropped:  # was scored: the output's centre against a target of another grid
         raise ValueError(f"run_bench: {path}: {key}: {run.reference_dropped}; the target must be "
@@ -142,6 +153,8 @@ def _score_volume(path: Path, acceleration: float, methods: list[Method], bar, *
             "mask_width": int(sampling["mask"].numel()),
             "mask": encode_mask(sampling["mask"]),
             "reference_notes": notes,
+            "data_warnings": messages[m.name][0],  # mrirecon run's per-slice data warnings
+            "data_notes": messages[m.name][1],
             "remove_oversampling": remove_oversampling,
             "prediction": pred,
         }
@@ -206,7 +219,10 @@ def run_bench(
     mask_type
         fastMRI mask function name; default :func:`default_mask_type` of the challenge.
     calibration
-        ESPIRiT settings (default :class:`~mrirecon.pipeline.schema.CalibrateConfig`).
+        ESPIRiT settings (default :class:`~mrirecon.pipeline.schema.CalibrateConfig`), checked
+        as ``mrirecon run`` checks its ``calibrate`` section; settings other than the defaults
+        are refused when no method reads them (only k-space methods or models that estimate
+        their own maps; single-coil data, which get constant maps).
     device
         ``"cpu"``, ``"cuda"``, ``"auto"`` or a device.
     verbose
@@ -235,7 +251,9 @@ def run_bench(
     files = _volumes(data_dir, max_volumes)
     device = resolve_device(device)
     calibration = calibration or CalibrateConfig()
+    check_calibrate(calibration, "run_bench")
     run_methods = build_methods(names, classical_methods(), weights, params, DEFAULT_PARAMS, device)
+    _check_calibration_used(calibration, run_methods, challenge)
 
     def fingerprint(m: Method, acc: float) -> str:
         return config_fingerprint({
@@ -261,6 +279,32 @@ def run_bench(
 
     return run_benchmark(plan, score, output_dir=output_dir, resume=resume, progress=progress,
                          verbose=verbose, on_record=on_record)
+
+
+def _check_calibration_used(calibration: CalibrateConfig, methods: Mapping[str, Method],
+                            challenge: str) -> None:
+    """Refuse ``calibrate`` settings that no method of the run reads, as settings for a method
+    that is not run are refused (:func:`~mrirecon.bench.methods.check_settings`): only k-space
+    methods (``zero_filled_rss``, ``grappa``) or models that estimate their own maps, or
+    single-coil data (constant maps). ``--set calibrate.crop=0.5`` changed nothing, exit 0."""
+    from dataclasses import fields
+
+    default = CalibrateConfig()
+    changed = [f.name for f in fields(calibration)
+               if getattr(calibration, f.name) != getattr(default, f.name)]
+    if not changed:
+        return
+    key = f"calibrate.{changed[0]}"
+    if challenge == "singlecoil":
+        why = "single-coil data are reconstructed with constant coil maps"
+    elif not any(needs_maps(m.config.method, m.model) for m in methods.values()):
+        why = f"none of the methods {list(methods)} reconstructs with coil maps"
+    else:
+        return
+    raise ValueError(f"run_bench: {key}: {why}, so the calibration settings would change "
+                     f"nothing; remove --set {key}" + ("" if challenge == "singlecoil" else
+                                                       ", or add a method that uses coil maps "
+                                                       "(cg_sense, l1_wavelet, ...)"))
 
 
 def _checked_mask_type(mask_type: str) -> str:

@@ -8,6 +8,10 @@ One *record* is the result of one method at one acceleration on one volume::
      "num_params": 0, "mask_type": "equispaced_fraction", "center_fraction": 0.08,
      "num_low_frequencies": 29, "mask_width": 368, "mask": "<hex of the packed column mask>"}
 
+Records also hold ``reference_notes``, ``data_warnings`` and ``data_notes`` (lists of lines:
+the reference checks, and the per-slice data warnings / notes ``mrirecon run`` gives,
+:mod:`mrirecon.bench.messages`); ``bench_volumes.csv`` joins each with `` | ``.
+
 Records are appended to ``results.jsonl`` by rewriting the file through a temporary file and a
 rename, so an interruption never leaves a half-written line. ``config`` is a fingerprint of
 everything that determines the result (method parameters, weights, mask settings, challenge);
@@ -64,6 +68,8 @@ VOLUME_COLUMNS = (
     "num_low_frequencies",
     "sampled_columns",
     "reference_notes",
+    "data_warnings",  # the per-slice data warnings / notes of `mrirecon run` (bench.messages)
+    "data_notes",
 )
 
 
@@ -235,7 +241,8 @@ class BenchTable:
             cols = decode_mask(rec["mask"], rec["mask_width"]).nonzero().flatten().tolist()
             row = {
                 **rec,
-                "reference_notes": " | ".join(rec.get("reference_notes", [])),
+                **{k: " | ".join(rec.get(k, [])) for k in ("reference_notes", "data_warnings",
+                                                           "data_notes")},
                 "sampled_columns": " ".join(map(str, cols)),
                 "acceleration": _fmt_acc(rec["acceleration"]),
             }

@@ -24,7 +24,7 @@ from mrirecon.core.config import (
     signature_params as _signature,
 )
 from mrirecon.pipeline.param_tables import TABLE, WHAT, explain_shadowed, label, table_key, table_of
-from mrirecon.pipeline.schema import PipelineConfig
+from mrirecon.pipeline.schema import CalibrateConfig, PipelineConfig
 
 #: The largest ``undersample.fixed_seed``: the mask functions seed a numpy ``RandomState``.
 MAX_MASK_SEED = 2**32 - 1
@@ -114,13 +114,31 @@ def _check_method(config: PipelineConfig, source: str) -> None:
                      extra=("denoiser_params", "init_seed", *_deprecated_aliases(valid)))
 
 
+def check_calibrate(cal: CalibrateConfig, source: str) -> None:
+    """The value checks of the ``calibrate`` section (none for ``method: none``), a
+    :class:`~mrirecon.core.config.ConfigError` naming ``source`` and ``calibrate.<key>``; the
+    same for ``mrirecon run`` and ``mrirecon bench --set calibrate.*``."""
+    if cal.method == "none":
+        return
+    _at_least(source, "calibrate.calib_width", cal.calib_width, 1)
+    _at_least(source, "calibrate.kernel_width", cal.kernel_width, 1)
+    if not (math.isfinite(cal.threshold) and 0 <= cal.threshold < 1):
+        raise _fail(source, "calibrate.threshold", f"must be in [0, 1), got {cal.threshold!r}")
+    if not (math.isfinite(cal.crop) and 0 <= cal.crop <= 1):
+        raise _fail(source, "calibrate.crop", f"must be in [0, 1], got {cal.crop!r}")
+    share = cal.max_cropped_energy
+    if share is not None and not (math.isfinite(share) and 0 <= share < 1):
+        raise _fail(source, "calibrate.max_cropped_energy",
+                    f"must be in [0, 1) or null, got {share!r}")
+
+
 def validate_pipeline(config: PipelineConfig, source: str = "") -> PipelineConfig:
     """Check the values of ``config`` (see the module docstring).
 
     Returns the config, with the deprecated parameter names of ``reconstruct.params`` renamed
     (:func:`canonical_method_params`); otherwise unchanged.
     """
-    pre, cal, und = config.preprocess, config.calibrate, config.undersample
+    pre, und = config.preprocess, config.undersample
     fmt = config.load.format
     if (config.modality == "mri" and fmt in ("ct_hdf5", "dicom")) or \
             (config.modality == "ct" and fmt in ("fastmri", "ismrmrd")):
@@ -139,17 +157,7 @@ def validate_pipeline(config: PipelineConfig, source: str = "") -> PipelineConfi
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise _fail(source, f"load.counters.{name}", f"must be an integer >= 0, got {value!r}")
     _at_least(source, "preprocess.coil_compression", pre.coil_compression, 1)
-    if cal.method != "none":
-        _at_least(source, "calibrate.calib_width", cal.calib_width, 1)
-        _at_least(source, "calibrate.kernel_width", cal.kernel_width, 1)
-        if not (math.isfinite(cal.threshold) and 0 <= cal.threshold < 1):
-            raise _fail(source, "calibrate.threshold", f"must be in [0, 1), got {cal.threshold!r}")
-        if not (math.isfinite(cal.crop) and 0 <= cal.crop <= 1):
-            raise _fail(source, "calibrate.crop", f"must be in [0, 1], got {cal.crop!r}")
-        share = cal.max_cropped_energy
-        if share is not None and not (math.isfinite(share) and 0 <= share < 1):
-            raise _fail(source, "calibrate.max_cropped_energy",
-                        f"must be in [0, 1) or null, got {share!r}")
+    check_calibrate(config.calibrate, source)
     if not und.center_fractions or not und.accelerations:
         raise _fail(source, "undersample.center_fractions", "needs at least one value")
     for i, f in enumerate(und.center_fractions):
