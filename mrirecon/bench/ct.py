@@ -37,13 +37,14 @@ from mrirecon.bench.core import (
     reference_warnings,
     run_benchmark,
 )
-from mrirecon.bench.messages import SliceMessages, log_lines
+from mrirecon.bench.messages import log_lines
 from mrirecon.bench.methods import CT_DEFAULTS, build_methods, check_settings, weights_id
 from mrirecon.bench.table import BenchTable, config_fingerprint, encode_mask
 from mrirecon.pipeline import stream
 from mrirecon.pipeline.schema import PipelineConfig, UndersampleConfig
 from mrirecon.pipeline.stages_ct import CTStages, dose_note
 from mrirecon.pipeline.stream import Method, score_volume
+from mrirecon.pipeline.volume import SliceMessages
 
 #: What a CT record's ``mask_type`` says: every ``factor``-th view is kept, from view 0.
 VIEW_MASK = "sparse_view"

@@ -5,43 +5,20 @@ coil, ESPIRiT's crop lowered, GRAPPA's unfilled columns, truncated CT projection
 they did to it (notes: partial Fourier, the dose), as ``{kind: message}``
 (:meth:`~mrirecon.pipeline.stream.Modality.data_messages`). ``mrirecon run`` collects them per
 volume, kind by kind, into one line per kind naming the file and the slices
-(``pipeline.volume.process_volume``); :class:`SliceMessages` is that collection, so that a
-benchmark table built on data the pipeline would warn about says so (the benchmark dropped
-every one of them). ``pipeline.volume`` could use it too.
+(``pipeline.volume.process_volume``, :class:`~mrirecon.pipeline.volume.SliceMessages`); the
+benchmark collects them alike, so that a table built on data the pipeline would warn about says
+so (the benchmark dropped every one of them).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from mrirecon.pipeline.stream import Method
-from mrirecon.pipeline.volume import _slice_list
 
 #: The pipeline's logger, as ``mrirecon run`` logs these lines (they are the stages' words).
 log = logging.getLogger("mrirecon.pipeline")
-
-
-@dataclass
-class SliceMessages:
-    """``kind -> (first slice's message, slices)`` of one volume's warnings and notes."""
-
-    warned: dict[str, tuple[str, list[int]]] = field(default_factory=dict)
-    told: dict[str, tuple[str, list[int]]] = field(default_factory=dict)
-
-    def add(self, i: int, warned: dict[str, str], told: dict[str, str]) -> None:
-        """Slice ``i``'s ``(warnings, notes)`` as :meth:`data_messages` gives them."""
-        for kind, msg in warned.items():
-            self.warned.setdefault(kind, (msg, []))[1].append(i)
-        for kind, msg in told.items():
-            self.told.setdefault(kind, (msg, []))[1].append(i)
-
-    def lines(self, name: str, total: int) -> tuple[list[str], list[str]]:
-        """``(warnings, notes)`` as ``mrirecon run`` logs them: ``"F.h5: all 2 slices: ..."``."""
-        def say(found):
-            return [f"{name}: {_slice_list(slices, total)}: {msg}" for msg, slices in found.values()]
-
-        return say(self.warned), say(self.told)
 
 
 def mri_method_messages(stages, s, method: Method) -> tuple[dict[str, str], dict[str, str]]:
@@ -76,4 +53,4 @@ def log_lines(where: str, found: dict[str, tuple[list[str], list[str]]]) -> None
                   f" ({', '.join(methods)})")
 
 
-__all__ = ["SliceMessages", "log_lines", "mri_method_messages"]
+__all__ = ["log_lines", "mri_method_messages"]

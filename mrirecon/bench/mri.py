@@ -48,7 +48,7 @@ from mrirecon.bench.core import (
     reference_warnings,
     run_benchmark,
 )
-from mrirecon.bench.messages import SliceMessages, log_lines, mri_method_messages
+from mrirecon.bench.messages import log_lines, mri_method_messages
 from mrirecon.bench.methods import (
     CHALLENGES,
     DEFAULT_PARAMS,
@@ -72,6 +72,7 @@ from mrirecon.pipeline.schema import (
 from mrirecon.pipeline.stages_mri import MRIStages
 from mrirecon.pipeline.stream import Method, score_volume
 from mrirecon.pipeline.validate import check_calibrate
+from mrirecon.pipeline.volume import SliceMessages
 
 # ---- one volume -----------------------------------------------------------------------------
 

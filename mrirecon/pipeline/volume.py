@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +38,7 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
             path.stem if path.is_file() else path.name), result)
     method = Method(config.reconstruct.method, config.reconstruct, model)
     counts = {"sampled": 0, "acquired": 0}  # k-space columns over all slices (MRI, Cartesian)
-    suspicious: dict[str, tuple[str, list[int]]] = {}  # kind -> (first slice's message, slices)
-    notes: dict[str, tuple[str, list[int]]] = {}  # the same for the stages' notes
+    messages = SliceMessages()  # the stages' warnings and notes, kind by kind
 
     def on_slice(i, s) -> None:
         warned, told = stages.data_messages(s)
@@ -47,10 +47,7 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
             told[f"params_{chosen.key:g}"] = chosen.note
         if chosen.warning:
             warned["params_outside_table"] = chosen.warning
-        for kind, msg in warned.items():
-            suspicious.setdefault(kind, (msg, []))[1].append(i)
-        for kind, msg in told.items():
-            notes.setdefault(kind, (msg, []))[1].append(i)
+        messages.add(i, warned, told)
         if config.modality == "mri" and s.trajectory is None:  # sampled vs acquirable columns
             from mrirecon.pipeline.slice_mri import column_counts
 
@@ -64,12 +61,11 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
     # the zero-filled / FBP previews only feed the PNG panels
     run = stream.stream_volume(stages, path, [method], progress=progress, on_slice=on_slice,
                                previews="png" in config.export.formats)
-    for msg, slices in suspicious.values():
-        msg = f"{path.name}: {_slice_list(slices, run.slices)}: {msg}"
+    warned, told = messages.lines(path.name, run.slices)
+    for msg in warned:
         log.warning("%s", msg)
         result.warnings.append(msg)
-    for msg, slices in notes.values():
-        msg = f"{path.name}: {_slice_list(slices, run.slices)}: {msg}"
+    for msg in told:
         log.info("%s", msg)
         result.notes.append(msg)
     if config.modality == "mri":
@@ -221,6 +217,30 @@ def _maps_crop(config: PipelineConfig) -> float | None:
     """The ESPIRiT crop of the coil maps the model gets (``None``: no ESPIRiT maps)."""
     cal = config.calibrate
     return float(cal.crop) if cal.method == "espirit" else None
+
+
+@dataclass
+class SliceMessages:
+    """One volume's per-slice warnings and notes (:meth:`~mrirecon.pipeline.stream.Modality.
+    data_messages`), kind by kind: ``kind -> (first slice's message, slices)``, said once per kind
+    naming the slices (``mrirecon run`` and ``mrirecon bench``)."""
+
+    warned: dict[str, tuple[str, list[int]]] = field(default_factory=dict)
+    told: dict[str, tuple[str, list[int]]] = field(default_factory=dict)
+
+    def add(self, i: int, warned: dict[str, str], told: dict[str, str]) -> None:
+        """Slice ``i``'s ``(warnings, notes)``."""
+        for kind, msg in warned.items():
+            self.warned.setdefault(kind, (msg, []))[1].append(i)
+        for kind, msg in told.items():
+            self.told.setdefault(kind, (msg, []))[1].append(i)
+
+    def lines(self, name: str, total: int) -> tuple[list[str], list[str]]:
+        """``(warnings, notes)`` as lines: ``"F.h5: all 2 slices: ..."``."""
+        def say(found):
+            return [f"{name}: {_slice_list(slices, total)}: {msg}" for msg, slices in found.values()]
+
+        return say(self.warned), say(self.told)
 
 
 def _slice_list(slices: list[int], total: int) -> str:
