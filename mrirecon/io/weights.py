@@ -13,9 +13,12 @@ atomically (a crash mid-write leaves the previous file), the card without YAML a
 
 from __future__ import annotations
 
+import codecs
 import io
 import os
 import pickle
+import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -28,21 +31,66 @@ from mrirecon.io.atomic import atomic_write_bytes, atomic_write_text
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 
-def resolve_weights(name_or_path: str | os.PathLike, who: str = "load_pretrained") -> Path:
-    """A ``.pt`` path for a shipped name (``mrirecon/weights/<name>.pt``) or an existing file."""
-    p = Path(name_or_path)
-    if p.is_dir():  # else "does not exist", or looked up as a shipped name
-        raise ValueError(f"{who}: {p} is a folder, not a .pt state dict")
-    if p.suffix == ".pt" or p.is_file():
-        if not p.is_file():
-            raise FileNotFoundError(f"{who}: weights file {p} does not exist")
-        return p
-    shipped = WEIGHTS_DIR / f"{p.name}.pt"
-    if shipped.is_file():
-        return shipped
+def _places(p: Path, base: Path | None) -> list[Path]:
+    """The absolute places a relative path ``p`` is looked for: beside ``base`` first (the
+    folder of the pipeline file that names it), then in the working directory."""
+    if p.is_absolute():
+        return [Path(os.path.abspath(p))]
+    roots = ([base] if base is not None else []) + [Path.cwd()]
+    return list(dict.fromkeys(Path(os.path.abspath(root / p)) for root in roots))
+
+
+def resolve_weights(name_or_path: str | os.PathLike, who: str = "load_pretrained",
+                    base: str | os.PathLike | None = None) -> Path:
+    """The absolute ``.pt`` path of a shipped name (``mrirecon/weights/<name>.pt``) or a file.
+
+    A value with a folder part (``/``, ``./``) or a suffix (``.pt``, ``.ckpt``) is a path and
+    nothing else: a missing one "does not exist", naming where it was looked for. A relative
+    path is looked for beside ``base`` (the folder of the pipeline file that names it), then in
+    the working directory; two different files there are refused. A bare name is a shipped
+    name; a file of that name there as well is refused as ambiguous (``./NAME`` is the file).
+    Folders are never weights (an ``--output`` folder named like shipped weights is no file).
+    """
+    text = os.fspath(name_or_path)
+    p = Path(text)
+    base = Path(base) if base is not None else None
+    places = _places(p, base)
+    labels = dict(zip(places, ["beside the pipeline file", "in the working directory"]
+                      if len(places) == 2 else ["in the working directory"]))
+    files: list[Path] = []
+    for q in places:
+        if q.is_file() and not any(os.path.samefile(q, f) for f in files):
+            files.append(q)
+    if len(files) > 1:
+        raise ValueError(f"{who}: {text!r} names two different files, {files[0]} (beside the "
+                         f"pipeline file) and {files[1]} (in the working directory); give the "
+                         "one you mean by its absolute path")
+    pathlike = p.is_absolute() or "/" in text or os.sep in text or bool(p.suffix)
+    shipped = WEIGHTS_DIR / f"{text}.pt"
+    if not pathlike and text and shipped.is_file():
+        if files:
+            raise ValueError(f"{who}: {text!r} is both the shipped weights {shipped} and the file "
+                             f"{files[0]} ({labels.get(files[0], 'here')}); write ./{text} (or "
+                             "its absolute path) for the file, or move it away for the shipped "
+                             "weights")
+        return shipped  # a folder of that name is no weights, so not in the way
+    if files:
+        return files[0]
+    folders = [q for q in places if q.is_dir()]
+    if folders:
+        raise ValueError(f"{who}: {folders[0]} is a folder, not a .pt state dict")
+    if pathlike:
+        if p.is_absolute():
+            raise FileNotFoundError(f"{who}: weights file {places[0]} does not exist")
+        looked = " and ".join(f"{q} ({labels[q]})" for q in places)
+        rule = ("a relative path is looked for beside the pipeline file, then in the working "
+                "directory" if base is not None else "a relative path is taken from the working "
+                "directory")
+        raise FileNotFoundError(f"{who}: weights file {text} does not exist: looked for {looked}; "
+                                f"{rule}")
     names = sorted(q.stem for q in WEIGHTS_DIR.glob("*.pt")) if WEIGHTS_DIR.is_dir() else []
     raise FileNotFoundError(
-        f"{who}: no weights named {str(name_or_path)!r}; shipped: {', '.join(names) or 'none'} "
+        f"{who}: no weights named {text!r}; shipped: {', '.join(names) or 'none'} "
         "(or give a path to a .pt file)"
     )
 
@@ -57,8 +105,6 @@ def damage_note(path: str | os.PathLike, err: BaseException) -> str | None:
     """Why ``torch.load`` failed on ``path`` with ``err``, in words, when the file is cut short
     or damaged (torch says "[Errno 22] Invalid argument", "failed finding central directory"
     or nothing at all); ``None`` for other failures."""
-    import zipfile
-
     try:
         size = os.stat(path).st_size
         with open(path, "rb") as f:
@@ -76,6 +122,68 @@ def damage_note(path: str | os.PathLike, err: BaseException) -> str | None:
     return f"is truncated or damaged: {what} (an interrupted save or copy?)"
 
 
+#: What a file that is no PyTorch weights starts with, and what to do about it.
+_LFS_POINTER = b"version https://git-lfs"
+_LEGACY_MAGIC = b"L119547037146038801333356"  # torch's legacy magic number, pickle protocol 0
+
+
+def _sniff(path: Path, who: str) -> str:
+    """``"zip"`` (torch's archive format), ``"pickle"`` (torch's legacy format) or ``"other"``
+    for the first bytes of ``path``; a Git LFS pointer or a text file (a model card, an HTML
+    page saved instead of the download) is refused here, naming what it is: ``torch.load``
+    called them "pickled Python objects … code inside them would run", or said "101"."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1024)
+    except OSError as err:
+        raise ValueError(f"{who}: {path} cannot be read ({err.strerror or err})") from None
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if head[:1] == b"\x80" or head.startswith(_LEGACY_MAGIC):
+        return "pickle"
+    if head.startswith(_LFS_POINTER):
+        raise ValueError(f"{who}: {path} is a Git LFS pointer, not the weights (a short text "
+                         "naming the file that LFS should have put there): run `git lfs pull` "
+                         "(or download the file itself)")
+    try:
+        text = codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return "other"
+    if text and all(c.isprintable() or c in "\t\n\r\f" for c in text):
+        if path.suffix in (".yaml", ".yml") and path.with_suffix(".pt").is_file():
+            raise ValueError(f"{who}: {path} is a model card (YAML text), not the weights: give "
+                             f"{path.with_suffix('.pt')}, which it describes")
+        first = " ".join(text.split())[:40]
+        raise ValueError(f"{who}: {path} is a text file, not PyTorch weights (a model card? an "
+                         f"HTML page saved instead of the download?): it begins {first!r}; give "
+                         "the .pt file")
+    return "other"
+
+
+def check_archive(path: Path, who: str) -> None:
+    """Refuse a torch zip archive whose members fail their CRC-32 check: ``torch.load`` does
+    not check it, so flipped bits load as other numbers (the shipped VarNet gave 4.7 dB for
+    18.7, exit 0). Reading the ~4 MB shipped files once costs a few milliseconds."""
+    if not zipfile.is_zipfile(path):  # cut short: torch.load fails, damage_note says why
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError) as err:
+        raise ValueError(f"{who}: {path} is damaged: its zip archive cannot be read ({err}); "
+                         "download or copy it again, or rebuild it (shipped weights: make "
+                         "weights)") from None
+    if not any(n.endswith("data.pkl") for n in names):
+        raise ValueError(f"{who}: {path} is a zip archive, but not PyTorch weights (no data.pkl "
+                         f"among its {len(names)} members, e.g. {names[0] if names else 'none'}; a "
+                         "NumPy .npz?): save the tensors with torch.save(state_dict, PATH)")
+    if bad is not None:
+        raise ValueError(f"{who}: {path}: member {bad}: CRC mismatch: the file is damaged (its "
+                         "bytes are not those written); download or copy it again, or rebuild "
+                         "it (shipped weights: make weights)")
+
+
 def read_state_dict(name_or_path: str | os.PathLike, map_location: str | torch.device = "cpu",
                     who: str = "load_pretrained") -> dict[str, Tensor]:
     """The state dict in a shipped name's or a path's ``.pt`` file (weights only).
@@ -85,12 +193,20 @@ def read_state_dict(name_or_path: str | os.PathLike, map_location: str | torch.d
     FileNotFoundError
         Unknown name or missing file.
     ValueError
-        The file cannot be read safely or holds no tensors by name (names the file).
+        The file cannot be read safely, is damaged (a member fails its CRC-32), is no PyTorch
+        file (a Git LFS pointer, a text file) or holds no tensors by name (names the file).
     """
     path = resolve_weights(name_or_path, who)
+    kind = _sniff(path, who)
+    if kind == "zip":
+        check_archive(path, who)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:  # torch's message advises the unsafe load, with escape codes
+    except pickle.UnpicklingError as e:  # torch's message advises the unsafe load, with escape codes
+        if kind == "other":
+            raise ValueError(f"{who}: {path} is not a PyTorch weights file (neither torch's zip "
+                             f"archive nor a pickle: {str(e).splitlines()[0][:80]}); give the "
+                             ".pt file") from None
         raise ValueError(f"{who}: {path} cannot be read safely: it holds pickled Python objects "
                          "(a whole model, or a checkpoint with custom classes), which are not "
                          "loaded: code inside them would run; save the state dict "

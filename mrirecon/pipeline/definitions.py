@@ -105,6 +105,34 @@ def _tables_of_the_method(raw: dict, data: dict, overrides: list[str], source: s
     return {**data, "reconstruct": {k: v for k, v in merged.items() if k not in dropped}}
 
 
+def _weights_beside(data: dict, overrides: list[str], path: Path) -> dict:
+    """``data`` with a relative ``reconstruct.weights`` written in the pipeline file ``path``
+    made absolute: looked for beside that file first, then in the working directory (a path in
+    a config file is relative to the file, as in most tools; it was taken from the working
+    directory alone, where a file of that name silently won). Shipped pipelines, shipped names,
+    absolute paths and ``--set reconstruct.weights=...`` (the working directory) are left as
+    they are; a missing file is refused naming both places looked in."""
+    from mrirecon import recon
+    from mrirecon.io.weights import WEIGHTS_DIR, resolve_weights
+
+    rc = data.get("reconstruct") if isinstance(data, dict) else None
+    value = rc.get("weights") if isinstance(rc, dict) else None
+    keys = [o.split("=", 1)[0].strip() for o in overrides]
+    if (not isinstance(value, str) or not value or Path(value).is_absolute()
+            or rc.get("method") in recon.available()  # refused by the validation, by name
+            or path.resolve().parent == PIPELINES.resolve()
+            or any(k in ("reconstruct", "reconstruct.weights") for k in keys)):
+        return data
+    try:
+        found = resolve_weights(value, "reconstruct.weights", base=path.resolve().parent)
+    except (FileNotFoundError, ValueError) as err:
+        message = str(err).removeprefix("reconstruct.weights: ")
+        raise ConfigError(str(path), "reconstruct.weights", message) from None
+    if found.parent == WEIGHTS_DIR and found.stem == value:
+        return data  # a shipped name stays a name (provenance, --resume)
+    return {**data, "reconstruct": {**rc, "weights": str(found)}}
+
+
 def load_pipeline(name: str, overrides: list[str] = ()) -> tuple[PipelineConfig, str]:
     """``(config, yaml text)`` of a pipeline after ``key.path=value`` overrides; errors name the
     file and the key."""
@@ -113,6 +141,7 @@ def load_pipeline(name: str, overrides: list[str] = ()) -> tuple[PipelineConfig,
     raw, overrides = _canonical_names(raw, list(overrides), str(path))
     data = _tables_of_the_method(raw, apply_overrides(raw, overrides), overrides, str(path))
     data = drop_removed_keys(data, str(path))
+    data = _weights_beside(data, overrides, path)
     try:
         config = validate_pipeline(from_dict(PipelineConfig, data, source=str(path)), str(path))
     except ConfigError as err:

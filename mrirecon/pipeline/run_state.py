@@ -216,7 +216,10 @@ def weights_sha256(config: PipelineConfig) -> dict[str, str]:
         pt = resolve_weights(name, "reconstruct.weights")
     except (FileNotFoundError, ValueError):
         return {}
-    files = [pt] + ([pt.with_suffix(".yaml")] if pt.with_suffix(".yaml").is_file() else [])
+    from mrirecon.training.weights import card_path
+
+    card = card_path(pt)  # beside a link's target too, as the card is read
+    files = [pt] + ([card] if card.is_file() else [])
     return {str(f): sha256(f) for f in files}
 
 

@@ -8,6 +8,7 @@ are read with ``torch.load(weights_only=True)``: no pickled code is executed.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +22,8 @@ from mrirecon.core import LinearOperator
 from mrirecon.core.checks import finite_and_nonzero
 from mrirecon.core.operator import check_trailing_shape
 from mrirecon.io.weights import WEIGHTS_DIR, read_state_dict, resolve_weights
+
+log = logging.getLogger("mrirecon.weights")
 
 
 def available_weights() -> list[str]:
@@ -93,24 +96,62 @@ def resolve_priors(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def card_path(pt: Path) -> Path:
+    """The card of the weights ``pt``: ``<stem>.yaml`` beside it, else beside the file a link
+    points to (a link to shipped weights was taken for weights without a card); the first
+    when neither exists."""
+    beside = pt.with_suffix(".yaml")
+    if beside.is_file() or not pt.is_symlink():
+        return beside
+    target = pt.resolve().with_suffix(".yaml")
+    return target if target.is_file() else beside
+
+
 def model_card(name_or_path: str | os.PathLike) -> dict:
-    """The card (``<stem>.yaml`` beside the ``.pt``) as a dict."""
+    """The card (``<stem>.yaml`` beside the ``.pt``, or beside the file it links to) as a dict."""
     pt = _resolve(name_or_path)
-    card_path = pt.with_suffix(".yaml")
-    if not card_path.is_file():
+    card_file = card_path(pt)
+    if not card_file.is_file():
         raise FileNotFoundError(
-            f"load_pretrained: model card {card_path} is missing beside {pt.name}"
+            f"load_pretrained: model card {card_file} is missing beside {pt.name}"
         )
-    card = _read_card(card_path)
+    card = _read_card(card_file)
     model = card.get("model") if isinstance(card, dict) else None
     if not isinstance(model, dict) or not isinstance(model.get("name"), str):
         raise ValueError(  # noqa: TRY004 (a malformed file, not a wrong argument type)
-            f"load_pretrained: {card_path}: 'model.name' is required in the model card"
+            f"load_pretrained: {card_file}: 'model.name' is required in the model card"
         )
     if not isinstance(model.get("params", {}), dict):
-        msg = f"load_pretrained: {card_path}: 'model.params' must be a mapping"
+        msg = f"load_pretrained: {card_file}: 'model.params' must be a mapping"
         raise ValueError(msg)  # noqa: TRY004
+    check_overridable(card.get("overridable"), model["name"], f"load_pretrained: {card_file}")
     return card
+
+
+def check_overridable(value: Any, name: str, where: str) -> None:
+    """Refuse a malformed ``overridable`` when its card is read, naming the card: a string
+    (``overridable: iterations``) was split into letters, and an entry that names no build
+    parameter of the model let a run "change" nothing, or failed when the model was built."""
+    if value is None:
+        return
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"{where}: overridable: expected a list of the model's parameter names "
+                         f"(e.g. [iterations]), got {value!r}")
+    from mrirecon.models.registry import _MODELS, MODEL_DEFAULTS
+
+    key = str(name).lower().replace("-", "_")
+    if key not in _MODELS:  # an unknown model is refused by name when it is built
+        return
+    import inspect
+
+    signature = inspect.signature(_MODELS[key][0]).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.values()):
+        return
+    known = set(signature) | set(MODEL_DEFAULTS[key])
+    unknown = [v for v in value if v not in known]
+    if unknown:
+        raise ValueError(f"{where}: overridable: {unknown[0]!r} is no parameter of {key} (one of "
+                         f"{', '.join(sorted(known))})")
 
 
 #: The ``[min, max]`` entries of a card's ``training_range`` (besides ``matrix``); ``maps_crop``:
@@ -188,7 +229,8 @@ def load_pretrained(
 
     pt = _resolve(name_or_path)
     card = model_card(pt)
-    check_training_range(card.get("training_range"), str(pt.with_suffix(".yaml")))
+    card_file = card_path(pt)
+    check_training_range(card.get("training_range"), str(card_file))
     params = dict(card["model"].get("params") or {})
     if overrides:
         allowed = set(card.get("overridable") or ())
@@ -202,7 +244,7 @@ def load_pretrained(
     from mrirecon.models.registry import available_models
 
     if str(card["model"]["name"]) not in available_models():
-        raise ValueError(f"load_pretrained: {pt.with_suffix('.yaml')}: model.name "
+        raise ValueError(f"load_pretrained: {card_file}: model.name "
                          f"{card['model']['name']!r} is no model of this mrirecon (one of "
                          f"{', '.join(sorted(available_models()))})")
     try:
@@ -210,11 +252,12 @@ def load_pretrained(
     except (ValueError, TypeError) as err:  # a bad override or card value (TypeError: a key the
         # model does not take, which was an "internal error" of the run): say where it came from
         given = f" and the overrides {dict(overrides)}" if overrides else ""
-        raise ValueError(f"load_pretrained: {err} (model parameters of {pt.with_suffix('.yaml')}"
+        raise ValueError(f"load_pretrained: {err} (model parameters of {card_file}"
                          f"{given})") from err
     state = read_state_dict(pt, map_location)  # also unwraps a training checkpoint's "model"
     load_state_into(model, state, f"load_pretrained: {pt} does not match {card['model']['name']} "
-                                  f"with the parameters of its card {pt.with_suffix('.yaml')}")
+                                  f"with the parameters of its card {card_file}",
+                    where=f"load_pretrained: {pt}")
     model.model_card = card  # the pipeline checks data against card["training_range"]
     _guard_modality(model, card["model"]["name"], pt)
     return model.to(map_location).eval()
@@ -292,10 +335,8 @@ def load_model(
             f"weights={{{method!r}: PATH}} (--weights {method}=PATH) or use a shipped weights "
             f"name ({shipped})"
         )
-    path = Path(weights)
-    card = None
-    if not path.is_file() or path.with_suffix(".yaml").is_file():
-        card = model_card(weights)  # shipped name or file with a card (raises if neither)
+    path = resolve_weights(weights, "load_model")  # a shipped name, a file (or refused)
+    card = model_card(path) if card_path(path).is_file() else None
     if card is not None:
         allowed = set(card.get("overridable") or ())
         if params and not set(params) <= allowed:
@@ -313,17 +354,15 @@ def load_model(
             raise ValueError(
                 f"load_model: weights {weights} are for model {card_name!r}, not {method!r}"
             )
-        if method in available_weights() and path.is_file():  # a shipped name, other weights
+        if method in available_weights() and path.resolve() != resolve_weights(method).resolve():
             shipped = str(model_card(method)["model"]["name"]).lower().replace("-", "_")
-            if card_name != shipped:
+            if card_name != shipped:  # a shipped name, other weights
                 raise ValueError(
                     f"load_model: {method} is a {shipped!r} model, but the weights {weights} are "
                     f"for model {card_name!r} (a result labelled {method} would come from "
                     f"another network)")
-        return load_pretrained(weights, overrides=params).eval()
+        return load_pretrained(path, overrides=params).eval()
     model = build_model(method, **dict(params))
-    if not path.is_file():
-        raise FileNotFoundError(f"load_model: weights file {path} does not exist")
     state = read_state_dict(path, who="load_model")  # a training checkpoint's "model" too
     if method == "varnet" and not set(state) & set(model.state_dict()):
         try:
@@ -333,16 +372,71 @@ def load_model(
                 f"load_model: weights {path} are neither mrirecon nor fastMRI VarNet "
                 f"weights ({err.args[0]})"
             ) from None
-    load_state_into(model, state, f"load_model: weights {path} do not match {method} with "
-                                  f"parameters {dict(params)}")
+    try:
+        load_state_into(model, state, f"load_model: weights {path} do not match {method} with "
+                                      f"parameters {dict(params)}", where=f"load_model: {path}")
+    except ValueError as err:
+        fit = fitting_parameter(method, params, state) if "mismatch" in str(err) else None
+        if fit is None:
+            raise
+        k, v = fit
+        raise ValueError(f"{str(err).rstrip('.')}; they fit {method} with {k}={v} (set reconstruct.params.{k}={v}, "
+                         "or write a model card beside them)") from None
+    log.warning("%s", cardless_note(path, method, params))
     return model.eval()
 
 
-def load_state_into(model: nn.Module, state: Mapping[str, torch.Tensor], mismatch: str) -> None:
+def fitting_parameter(method: str, params: Mapping[str, Any], state: Mapping[str, torch.Tensor],
+                      budget_s: float = 3.0) -> tuple[str, int] | None:
+    """The one integer build parameter of ``method`` (not in ``params``) and its value with which
+    the model's tensors have the names and shapes of ``state``, when weights without a card do
+    not fit the defaults (MoDL's ``features``); ``None`` when none is found within ``budget_s``."""
+    import re
+    import time
+
+    from mrirecon.models.registry import MODEL_DEFAULTS, build_model
+
+    want = {k: tuple(v.shape) for k, v in state.items()}
+    sizes = {d for shape in want.values() for d in shape} | {
+        int(i) + 1 for k in want for i in re.findall(r"\.(\d+)\.", k)}
+    deadline = time.monotonic() + budget_s
+    for name, default in MODEL_DEFAULTS.get(method, {}).items():
+        if name in params or not isinstance(default, int) or isinstance(default, bool):
+            continue
+        for value in sorted(v for v in sizes if v != default and 1 <= v <= 1024):
+            if time.monotonic() > deadline:
+                return None
+            try:
+                got = build_model(method, **{**params, name: value}).state_dict()
+            except (TypeError, ValueError):
+                continue
+            if {k: tuple(v.shape) for k, v in got.items()} == want:
+                return name, value
+    return None
+
+
+def cardless_note(pt: Path, method: str, params: Mapping[str, Any]) -> str:
+    """The warning for weights without a model card: what they were built as (settings such as
+    MoDL's unroll and CG counts that do not show in the tensors' shapes took the defaults: 20.84
+    dB where the settings it was trained with gave 21.65) and that no training range is
+    checked."""
+    from mrirecon.models.registry import MODEL_DEFAULTS
+
+    used = {**MODEL_DEFAULTS.get(method, {}), **dict(params)}
+    shown = ", ".join(f"{k}={v!r}" + ("" if k in params else " (default)") for k, v in used.items())
+    return (f"{pt} has no model card ({card_path(pt).name}): built as {method} with "
+            f"{shown or 'its defaults'}; no training range is checked; write a card "
+            "(model: {name, params}, training_range) beside it or pass reconstruct.params")
+
+
+def load_state_into(model: nn.Module, state: Mapping[str, torch.Tensor], mismatch: str,
+                    where: str | os.PathLike | None = None) -> None:
     """``model.load_state_dict(state)``; a key or shape mismatch raises ``ValueError(mismatch:
     what differs)``, so the message names the weights file (and card) instead of the model class.
     The one state-dict fit check of the package (shipped weights, ``--init`` files, the
-    perceptual loss's feature network)."""
+    perceptual loss's feature network). Tensors that the model's floating-point parameters
+    cannot hold are refused naming the tensor and ``where`` (the file; else ``mismatch``)."""
+    check_castable(model, state, str(where) if where is not None else mismatch)
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shape mismatches
@@ -350,3 +444,28 @@ def load_state_into(model: nn.Module, state: Mapping[str, torch.Tensor], mismatc
         raise ValueError(f"{mismatch}: {problem}") from None
     if missing or unexpected:
         raise ValueError(f"{mismatch}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
+
+
+def check_castable(model: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
+    """Refuse a tensor of ``state`` that ``load_state_dict`` would silently change when it casts
+    it to the dtype of the model's real floating-point tensor of that name: float64 values
+    beyond the target's range (1e39 became Inf in float32, and every input then failed as "the
+    reconstruction holds NaN or Inf values"), complex values (the imaginary part dropped) or
+    integers / booleans (no trained weights are)."""
+    targets = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    for key, value in state.items():
+        target = targets.get(key)
+        if not isinstance(value, torch.Tensor) or target is None or not target.is_floating_point():
+            continue
+        if value.is_complex() or not value.is_floating_point():
+            raise ValueError(f"{where}: tensor {key} is {value.dtype} where the model's is "
+                             f"real {target.dtype}: loading would "
+                             f"{'drop its imaginary part' if value.is_complex() else 'take integers for trained weights'}; "
+                             "these are not weights of this model (save them as real floats)")
+        if torch.finfo(value.dtype).max > torch.finfo(target.dtype).max and value.numel():
+            peak = float(value.detach().abs().max())
+            if peak > torch.finfo(target.dtype).max:
+                raise ValueError(f"{where}: tensor {key} reaches {peak:.3g}, beyond the "
+                                 f"{torch.finfo(target.dtype).max:.3g} of the model's "
+                                 f"{target.dtype}: it would load as Inf; these weights diverged "
+                                 "or were scaled wrongly (retrain or rescale them)")
