@@ -35,6 +35,64 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+# names whose value is one weight: a tensor or array of several is refused (per-slice weights
+# are not supported by any method); other names (``sigmas``, ``step``) are not judged
+_SCALAR_NAMES = re.compile(r"(^|_)(lam|lamda|lambda)$")
+
+
+def _array_like(v: Any) -> bool:
+    """A numpy scalar or array, or a torch tensor (not a Python number)."""
+    plain = isinstance(v, (bool, int, float, str))
+    return not plain and hasattr(v, "shape") and hasattr(v, "dtype")
+
+
+def _scalar_of(v: Any) -> Any:
+    """``float(v)`` for a numpy scalar or a one-element real array / tensor (``np.float32``,
+    ``torch.tensor(1e-3)``: what arithmetic on arrays gives); ``v`` itself otherwise."""
+    if not _array_like(v) or math.prod(v.shape) != 1:
+        return v
+    dtype = v.dtype
+    if hasattr(v, "is_complex"):  # torch
+        if v.is_complex() or str(dtype) == "torch.bool":
+            return v
+        kind = "f" if v.is_floating_point() else "i"
+    else:
+        kind = getattr(dtype, "kind", "O")
+    if kind not in "fiu":
+        return v
+    try:
+        return float(v) if kind == "f" else int(v)  # np.int64 iterations stay integers
+    except (TypeError, ValueError):
+        return v
+
+
+def _shape_problem(v: Any) -> str | None:
+    kind = "a tensor" if hasattr(v, "requires_grad") else "an array"
+    return f"must be a number, got {kind} of shape {tuple(v.shape)}"
+
+
+def checked_weight(who: str, name: str, value: Any) -> Any:
+    """A regularisation weight (``lam``) checked by the methods themselves (called directly,
+    not through :func:`mrirecon.recon.run`): a finite number ``>= 0``. A numpy scalar or a 0-d
+    (one-element) array or tensor counts as its number and is returned as a ``float`` (a tensor
+    that requires grad is returned as it is); several values are refused: "lam must be a number,
+    got a tensor of shape (2,)". The methods' own ``lam < 0`` let NaN and infinity through
+    (``np.float32('nan')``: an all-NaN image from ``l1_wavelet``, ``inf``: an all-zero one)."""
+    if isinstance(value, bool) or isinstance(value, str) or value is None:
+        raise ValueError(f"{who}: {name} must be a finite number >= 0, got {value!r}")
+    if _array_like(value) and math.prod(value.shape) != 1:
+        raise ValueError(f"{who}: {name} {_shape_problem(value)}")
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{who}: {name} must be a finite number >= 0, got {value!r}") from None
+    if not (math.isfinite(f) and f >= 0):
+        raise ValueError(f"{who}: {name} must be >= 0 and finite, got {value!r}")
+    if getattr(value, "requires_grad", False):
+        return value.reshape(())  # a learned weight: keep its graph
+    return f
+
+
 def param_problem(name: str, value: Any, default: Any = _EMPTY) -> str | None:
     """What is wrong with ``value`` for a parameter called ``name`` (``None`` when fine).
 
@@ -52,6 +110,9 @@ def param_problem(name: str, value: Any, default: Any = _EMPTY) -> str | None:
             return None
         return (f"must not be null (None): the default is {default!r}; remove the key to use "
                 "the default")
+    value = _scalar_of(value)  # np.float32(nan), torch.tensor(inf): judged as numbers
+    if _array_like(value) and _SCALAR_NAMES.search(name):
+        return _shape_problem(value)  # lam=torch.tensor([1e-3, 1e-3]): was a bare RuntimeError
     if not isinstance(value, (int, float, str, list, tuple)):
         return None  # tensors, arrays, modules, callables: the function's own business
     if _is_number(value) and not math.isfinite(value):

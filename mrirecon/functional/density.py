@@ -20,26 +20,57 @@ import torch
 from torch import Tensor
 
 from mrirecon.core.names import accepts_deprecated_names
-from mrirecon.functional.nufft import _execute, _plan
+from mrirecon.functional.nufft import _execute, _plan, checked_trajectory
 
 
-def _check(trajectory: Tensor, who: str) -> None:
-    if not isinstance(trajectory, Tensor) or trajectory.ndim < 2 or trajectory.shape[-1] != 2:
-        raise ValueError(f"{who}: trajectory must be a real tensor (..., 2), got "
-                         f"{getattr(trajectory, 'shape', type(trajectory).__name__)}")
+def _check(trajectory: Tensor, shape: tuple[int, int], who: str) -> Tensor:
+    """The shared trajectory check of :func:`~mrirecon.operators.nufft.nufft_sense` (real,
+    finite naming the readout, normalised): weights for a trajectory in radians or cycles/FOV
+    were returned for another k-space without a word."""
+    return checked_trajectory(trajectory, shape, who)
+
+
+def check_radial(trajectory: Tensor, who: str = "radial_density") -> None:
+    """Refuse a trajectory ``(readouts, samples, 2)`` whose readouts are not straight lines
+    through the k-space centre (radial spokes, full or centre-out). A sample may lie off its
+    readout's line through the centre by the rounding of single-precision coordinates (ISMRMRD
+    stores float32): 64 float32 ulps of the largest ``|k|``; a spiral interleave lies off by a
+    sizeable share of its radius (its ramp weights gave a gridded image at 0.144 of the
+    object's intensity)."""
+    t = trajectory.detach().to(torch.float64).cpu()
+    rho = torch.linalg.vector_norm(t, dim=-1)
+    far = t[torch.arange(t.shape[0]), rho.argmax(-1)]  # (readouts, 2): each readout's direction
+    length = torch.linalg.vector_norm(far, dim=-1, keepdim=True)
+    u = far / length.clamp_min(torch.finfo(t.dtype).tiny)
+    off = (t[..., 0] * u[:, None, 1] - t[..., 1] * u[:, None, 0]).abs()  # distance from the line
+    f32 = torch.finfo(torch.float32)
+    tol = 64 * f32.eps * max(float(rho.max()), f32.tiny)
+    worst = off.amax(-1)
+    if bool((worst > tol).any()):
+        bad = (worst > tol).nonzero().flatten()
+        r = int(bad[0])
+        raise ValueError(
+            f"{who}: {len(bad)} of {t.shape[0]} readouts are not straight lines through the "
+            f"k-space centre (first: readout {r}, a sample {float(worst[r]):.3g} off its line, "
+            f"allowed {tol:.2g}): the analytic ramp holds for radial spokes only; use "
+            "pipe_menon_density for spirals and other trajectories")
 
 
 def radial_density(trajectory: Tensor, shape: tuple[int, int]) -> Tensor:
     """Analytic ramp weights ``(spokes, samples)`` for a radial trajectory ``(spokes, samples, 2)``.
+
+    Every readout must be a straight line through the centre (:func:`check_radial`; spirals:
+    :func:`pipe_menon_density`), with finite, normalised coordinates.
 
     A sample at radius ``rho`` on one of ``S`` spokes stands for the ring sector
     ``rho * dphi * drho`` with ``dphi = pi / S`` for full spokes (each spoke is two half lines)
     or ``2 pi / S`` for centre-out spokes, ``drho`` the sample spacing along the spoke; the
     centre sample shares the disc ``pi (drho / 2)^2`` with the other spokes. Times ``H W``.
     """
-    _check(trajectory, "radial_density")
+    trajectory = _check(trajectory, shape, "radial_density")
     if trajectory.ndim != 3 or trajectory.shape[1] < 2:
         raise ValueError(f"radial_density: need (spokes, samples >= 2, 2), got {tuple(trajectory.shape)}")
+    check_radial(trajectory)
     t = trajectory.to(torch.float64)
     spokes = t.shape[0]
     rho = torch.linalg.vector_norm(t, dim=-1)
@@ -67,7 +98,7 @@ def pipe_menon_density(trajectory: Tensor, shape: tuple[int, int], *, iterations
     Tensor
         ``K``-shaped float64 weights.
     """
-    _check(trajectory, "pipe_menon_density")
+    trajectory = _check(trajectory, shape, "pipe_menon_density")
     h, w = int(shape[0]), int(shape[1])
     grid = (int(math.ceil(oversampling * h)), int(math.ceil(oversampling * w)))
     pts = trajectory.detach().reshape(-1, 2).to(torch.float64).cpu().contiguous()
@@ -97,6 +128,8 @@ def cached_pipe_menon_density(trajectory: Tensor, shape: tuple[int, int]) -> Ten
     """:func:`pipe_menon_density` of ``trajectory`` for an image ``shape``, computed once per
     trajectory tensor (the last four are kept): models call it on every forward pass with the
     operator's trajectory, which stays the same tensor across slices and training steps."""
+    if trajectory.is_inference():  # no version counter: an in-place edit would go unseen
+        return pipe_menon_density(trajectory, shape)
     key = (trajectory.data_ptr(), tuple(trajectory.shape), tuple(int(n) for n in shape),
            str(trajectory.device))
     hit = _CACHE.get(key)

@@ -17,7 +17,8 @@ Backend: FINUFFT (CPU, OpenMP threads = ``torch.get_num_threads()``), chosen by 
 (``benchmarks/bench_noncartesian.py``); on CUDA tensors cuFINUFFT is used when installed. Both
 sit behind :func:`_plan`, the only function that touches a backend, so another one (e.g. a
 GPU library) slots in there. Plans (which sort the points once) are cached per trajectory
-tensor, shape, batch size, precision and device.
+tensor (and its version: an in-place edit makes a new plan), shape, batch size, precision and
+device; inference tensors, which have no version counter, are not cached.
 """
 
 from __future__ import annotations
@@ -63,6 +64,38 @@ def _check(coords: Tensor, who: str) -> None:
         raise ValueError(f"{who}: trajectory must be real")
 
 
+def checked_trajectory(trajectory, shape: tuple[int, int], who: str) -> Tensor:
+    """``trajectory`` as a real tensor ``(*K, 2)`` of finite, normalised coordinates, else a
+    ``ValueError`` naming ``who``: non-finite coordinates name the first readout (the first
+    index of ``K``) holding one, and coordinates beyond ``[-0.5, 0.5]`` (radians, cycles/FOV)
+    are refused with the conversion. Shared by every public function that takes a trajectory
+    and an image grid (:func:`~mrirecon.operators.nufft.nufft_sense`, the density weights,
+    the non-Cartesian coil maps): in another unit they returned weights and maps for another
+    k-space without a word."""
+    if not isinstance(trajectory, Tensor):
+        trajectory = torch.as_tensor(trajectory)
+    if trajectory.ndim < 2 or trajectory.shape[-1] != 2 or trajectory.is_complex():
+        raise ValueError(f"{who}: trajectory must be real (*K, 2), got {tuple(trajectory.shape)}")
+    if not trajectory.is_floating_point():
+        trajectory = trajectory.to(torch.float64)
+    bad = ~torch.isfinite(trajectory).all(-1)
+    if bool(bad.any()):
+        where = bad.reshape(bad.shape[0], -1).any(-1)
+        first = int(where.nonzero()[0])
+        raise ValueError(f"{who}: trajectory has non-finite (NaN or Inf) coordinates in "
+                         f"{int(where.sum())} of {bad.shape[0]} readout(s) (first: readout {first} "
+                         f"of trajectory {tuple(trajectory.shape)}); drop those readouts and their "
+                         "samples")
+    peak = float(trajectory.abs().max()) if trajectory.numel() else 0.0
+    if peak > 0.5 + 1e-6:
+        h, w = int(shape[0]), int(shape[1])
+        raise ValueError(
+            f"{who}: trajectory must be normalised to [-0.5, 0.5) (cycles/FOV divided by the "
+            f"matrix size {(h, w)}); got max |k| = {peak:.4g}. Divide coordinates in cycles/FOV "
+            f"by (H, W), or in radians (max pi) by 2 pi.")
+    return trajectory
+
+
 def _plan(kind: int, coords: Tensor, shape: tuple[int, int], n_trans: int, dtype: torch.dtype,
           eps: float, **opts):
     """A cached backend plan with its points set: ``kind`` 2 (uniform -> points) or 1 (back).
@@ -79,13 +112,13 @@ def _plan(kind: int, coords: Tensor, shape: tuple[int, int], n_trans: int, dtype
     # (benchmarks/bench_noncartesian.py); at 1e-5 and below (the single-precision default) it
     # runs out of kernel width, so the 2x grid is used
     opts.setdefault("upsampfac", 1.25 if eps > 1e-5 else 2.0)
-    try:
-        version = coords._version
-    except RuntimeError:  # inference tensors (built under torch.inference_mode) have none
-        version = -1
-    key = (kind, coords.data_ptr(), version, tuple(coords.shape), shape, n_trans, dtype,
-           str(device), float(eps), threads, tuple(sorted(opts.items())))
-    hit = _plans.get(key)
+    # inference tensors (built under torch.inference_mode) carry no version counter, so an
+    # in-place edit of one cannot be told from the same coordinates: they are not cached (a
+    # cached plan gave the old coordinates' samples, error 1.27); NufftSense keeps a normal copy
+    cache = not coords.is_inference()
+    key = (kind, coords.data_ptr(), coords._version if cache else -1, tuple(coords.shape), shape,
+           n_trans, dtype, str(device), float(eps), threads, tuple(sorted(opts.items())))
+    hit = _plans.get(key) if cache else None
     if hit is not None:
         _plans.move_to_end(key)
         return hit[0]
@@ -109,6 +142,9 @@ def _plan(kind: int, coords: Tensor, shape: tuple[int, int], n_trans: int, dtype
                             nthreads=threads, **opts)
         x, y = (np.ascontiguousarray(pts[:, i].numpy()) for i in (0, 1))
     plan.setpts(x, y)
+    if not cache:
+        plan._mrirecon_points = (x, y)  # the backend reads them at execute
+        return plan
     # keep the coordinate tensor alive with its plan, so its data_ptr cannot be reused
     _plans[key] = (plan, coords, x, y)
     while len(_plans) > _CACHE_SIZE:

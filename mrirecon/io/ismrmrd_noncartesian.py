@@ -24,7 +24,10 @@ with a note (``header.extra["trajectory_note"]``): the image then has a coarser 
 the header's matrix.
 
 Per readout, ``discard_pre`` / ``discard_post`` samples (and their trajectory and weights) are
-dropped, as the Cartesian reader drops them. A readout acquired several times in one slice
+dropped, as the Cartesian reader drops them; so are samples at the start or end of every
+readout that are zero in every slice, coil and readout (not measured, written as zeros), with a
+note. (Readouts that hold no sample at all, lost spokes, are dropped per slice by the pipeline:
+``pipeline.checks_mri.lost_readouts``.) A readout acquired several times in one slice
 (``idx.average``, or stored twice) is averaged, as the Cartesian reader averages repeated lines;
 its copies must share the trajectory. Density weights stored in the file (a third trajectory
 dimension) keep their shape but, when their sum is not within 2x of :func:`pipe_menon_density`'s
@@ -230,6 +233,28 @@ def echo_centre(coords: np.ndarray, centre: int, matrix: tuple[int, int], first:
     return out
 
 
+def _drop_zero_samples(data: np.ndarray, traj: np.ndarray, header: Header, pre: int, stored: int):
+    """Drop the samples at the start or end of every readout that are zero in every slice,
+    coil and readout (``data`` ``(slices, coils, readouts, samples)``), as ``discard_pre`` /
+    ``discard_post`` would, with a note (``header.extra["zero_samples_note"]``): not measured
+    (a readout cut short, its end written as zeros), and taken as measured zeros they gave
+    ``mri_radial_cs`` 22.7 dB for 32 of 128 samples; dropped, the readouts are a partial echo
+    (:func:`echo_centre`). Returns ``(data, traj, leading samples dropped, header)``; all-zero
+    data, or fewer than 2 samples left, are returned as they are."""
+    held = np.flatnonzero((data != 0).reshape(-1, data.shape[-1]).any(0))
+    n = data.shape[-1]
+    if not held.size or (held[0] == 0 and held[-1] == n - 1) or held[-1] - held[0] < 1:
+        return data, traj, 0, header
+    a, b = int(held[0]), int(held[-1]) + 1
+    runs = [f"{pre}..{pre + a - 1}"] if a else []
+    runs += [f"{pre + b}..{pre + n - 1}"] if b < n else []
+    note = (f"readout samples {' and '.join(runs)} (of {stored}) are zero in every readout, coil "
+            "and slice: not measured? they were dropped as discard_pre / discard_post drop "
+            "samples (as measured zeros they pull the image towards zero k-space)")
+    header = header.with_(extra={**header.extra, "zero_samples_note": note})
+    return data[..., a:b], traj[:, a:b], a, header
+
+
 def read_noncartesian(path: Path, header: Header, records: np.ndarray, imaging: np.ndarray,
                       noise: torch.Tensor | None, geometry, fail,
                       order: np.ndarray | None = None) -> KSpace:
@@ -324,6 +349,8 @@ def read_noncartesian(path: Path, header: Header, records: np.ndarray, imaging: 
                          energy[repeated], idx["average"][imaging])
     if order is not None:
         data = data[order]
+    data, traj, cut, header = _drop_zero_samples(data, traj, header, pre,
+                                                 int(heads["number_of_samples"][first]))
     h, w = header.encoded_matrix[0], header.encoded_matrix[1]
     coords = traj[..., :2].astype(np.float64)
     peak = np.abs(coords).reshape(-1, 2).max(0)
@@ -347,8 +374,10 @@ def read_noncartesian(path: Path, header: Header, records: np.ndarray, imaging: 
             f"{(h, w)}: the image has the resolution of a {round(reach * h)} x {round(reach * w)} "
             "matrix; is the header's encodedSpace matrix (or the trajectory's scale) off?")
     coords = np.clip(coords, -0.5, np.nextafter(0.5, 0))
-    extra.update(echo_centre(coords, int(heads["center_sample"][first]) - pre, (h, w), first))
+    centre = max(int(heads["center_sample"][first]) - pre - cut, 0)
+    extra.update(echo_centre(coords, centre, (h, w), first))
     trajectory = torch.from_numpy(coords)
+    extra["density_source"] = "file" if dims == 3 else "pipe_menon"
     if dims == 3:
         density = torch.from_numpy(traj[..., 2].astype(np.float64))
         if not bool((density > 0).any()):

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from mrirecon.core import LinearOperator
-from mrirecon.core.checks import finite_and_nonzero
+from mrirecon.core.checks import broadcasts_to, finite_and_nonzero
 from mrirecon.core.magnitude import sum_abs2
 from mrirecon.functional import fft2c, ifft2c, uncentred_fft2, uncentred_ifft2
 
@@ -308,9 +308,9 @@ class SenseOperator(MapsSupport, LinearOperator):
         if self.mask.shape[-2] == 1:  # column mask: the FFT along H cancels
             # unnormalised forward + 1/W inverse == the orthonormal pair, one scaling pass fewer;
             # the mask is applied in place (the FFT's backward does not need its output)
-            k = torch.fft.fft(coil_images, dim=-1).mul_(mask)
+            k = _masked(torch.fft.fft(coil_images, dim=-1), mask)
             return coil_reduce(self.maps, torch.fft.ifft(k, dim=-1))
-        k = uncentred_fft2(coil_images).mul_(mask)
+        k = _masked(uncentred_fft2(coil_images), mask)
         return coil_reduce(self.maps, uncentred_ifft2(k))
 
     def _gram_columns_nograd(self, x: Tensor) -> Tensor:
@@ -334,7 +334,8 @@ class SenseOperator(MapsSupport, LinearOperator):
         maps, x = self.maps, x.unsqueeze(-3)
         # one row's coil images: their broadcast shape and dtype (torch.broadcast_shapes
         # would import SymPy, ~0.7 s of a fresh process)
-        first = maps[..., :1, :] * x[..., :1, :]
+        # (a batch of masks widens it: maps (C, H, W), masks (B, 1, W), one image (H, W))
+        first = maps[..., :1, :] * x[..., :1, :] * scaled[..., :1, :]
         h = maps.shape[-2]
         out = first.new_empty(first.shape[:-3] + (h, w))
         # Rows are independent (1-D FFTs along W, a per-pixel coil sum), so on one CPU thread
@@ -346,7 +347,7 @@ class SenseOperator(MapsSupport, LinearOperator):
             rows = max(1, _GRAM_BLOCK_BYTES // (first.numel() * first.element_size()))
         for r in range(0, h, rows):
             block = slice(r, r + rows)
-            k = torch.fft.fft(maps[..., block, :] * x[..., block, :], dim=-1).mul_(scaled)
+            k = _masked(torch.fft.fft(maps[..., block, :] * x[..., block, :], dim=-1), scaled)
             coil_images = torch.fft.ifft(k, dim=-1, norm="forward").mul_(conj_maps[..., block, :])
             torch.sum(coil_images, dim=-3, out=out[..., block, :])
         return out
@@ -364,6 +365,14 @@ class SenseOperator(MapsSupport, LinearOperator):
     def with_maps(self, maps: Tensor) -> SenseOperator:
         """Same sampling, new sensitivities (e.g. maps estimated by a network)."""
         return SenseOperator(maps, self.mask)
+
+
+def _masked(k: Tensor, mask: Tensor) -> Tensor:
+    """``k * mask``, in place unless the mask widens ``k`` (a batch of masks on one image's
+    coil k-space: ``A.gram`` raised torch's broadcast error where ``A.H(A(x))`` worked)."""
+    if broadcasts_to(tuple(mask.shape), tuple(k.shape)):
+        return k.mul_(mask)
+    return k * mask
 
 
 def sense(maps: Tensor, mask: Tensor) -> SenseOperator:

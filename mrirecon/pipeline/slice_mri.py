@@ -111,12 +111,13 @@ def make_slice(ks, index: int, file_name: str, file_mask: Tensor | None) -> MRIS
     w = data.shape[-1]
     if getattr(ks, "trajectory", None) is not None:
         ref = ks.reference[0] if ks.reference is not None else None
-        from mrirecon.pipeline.checks_mri import trajectory_warnings
+        from mrirecon.pipeline.checks_mri import lost_readouts, trajectory_warnings
 
-        notes = {**reader_notes(ks.header),
-                 **trajectory_warnings(ks.trajectory, ks.header.encoded_matrix[:2])}
+        data, trajectory, density, lost = lost_readouts(data, ks.trajectory, ks.density, ks.header)
+        notes = {**reader_notes(ks.header), **lost,
+                 **trajectory_warnings(trajectory, ks.header.encoded_matrix[:2])}
         return MRISlice(data, torch.ones(w, dtype=torch.bool), ks.header, file_name, index, ref,
-                        ks.noise, trajectory=ks.trajectory, density=ks.density, notes=notes)
+                        ks.noise, trajectory=trajectory, density=density, notes=notes)
     mask = file_mask if file_mask is not None else ks.mask
     if mask is None:
         mask = ks.header.acquired_columns(w)

@@ -19,7 +19,8 @@ from mrirecon.operators.fbp import FILTERS, fbp
 from mrirecon.recon.variational import admm_settings, batch_dims_of, tv_least_squares
 from mrirecon.solvers import project_nonnegative
 from mrirecon.solvers.stopping import per_system_ratio
-from mrirecon.core.checks import check_iterations, check_method_settings, check_start
+from mrirecon.core.checks import (check_iterations, check_method_settings, check_start,
+                                  checked_weight)
 
 __all__ = ["FILTERS", "fbp", "sirt", "tv_ct", "tv_pdhg"]
 
@@ -179,8 +180,7 @@ def tv_ct(
     _check(y, op, "tv_ct")
     check_method_settings("tv_ct", method, TV_CT_SETTINGS, " (ADMM is the default since 2026-12-05)",
                           rho=rho, cg_iterations=cg_iterations, preconditioned=preconditioned)
-    if lam < 0:
-        raise ValueError(f"tv_ct: lam must be >= 0, got {lam}")
+    lam = checked_weight("tv_ct", "lam", lam)  # NaN / inf passed `lam < 0`
     if preconditioned is not None and not isinstance(preconditioned, bool):
         raise ValueError(f"tv_ct: preconditioned must be true or false, got {preconditioned!r}")
     if method == "pdhg":
@@ -239,8 +239,7 @@ def tv_pdhg(
         Image ``(..., H, W)``.
     """
     _check(y, op, "tv_pdhg")
-    if lam < 0:
-        raise ValueError(f"tv_pdhg: lam must be >= 0, got {lam}")
+    lam = checked_weight("tv_pdhg", "lam", lam)  # NaN / inf passed `lam < 0`
     return tv_least_squares(y, op, lam, method="pdhg", nonneg=nonneg,
                             preconditioned=preconditioned, iterations=iterations,
                             tolerance=tolerance, x0=x0, callback=callback, who="tv_pdhg")

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from mrirecon.core import LinearOperator
-from mrirecon.core.checks import broadcasts_to, check_method_settings, check_start
+from mrirecon.core.checks import broadcasts_to, check_method_settings, check_start, checked_weight
 from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.core.parallel import serial_if_small
 from mrirecon.functional import ifft2c, rss
@@ -169,8 +169,7 @@ def cg_sense(
         Complex image ``(..., H, W)``.
     """
     _check_op(op, "cg_sense")
-    if lam < 0:
-        raise ValueError(f"cg_sense: lam must be >= 0, got {lam}")
+    lam = checked_weight("cg_sense", "lam", lam)  # NaN / inf passed `lam < 0`
     aty = op.H(y)
     x0 = check_start("cg_sense", x0, aty, y)
     gram = op.gram if lam == 0 else (lambda x: op.gram(x) + lam * x)
@@ -259,8 +258,7 @@ def l1_wavelet(
         Complex image ``(..., H, W)``.
     """
     _check_op(op, "l1_wavelet")
-    if lam < 0:
-        raise ValueError(f"l1_wavelet: lam must be >= 0, got {lam}")
+    lam = checked_weight("l1_wavelet", "lam", lam)  # NaN / inf passed `lam < 0`
     aty = op.H(y)
     x0 = check_start("l1_wavelet", x0, aty, y)
     W = Wavelet(aty.shape[-2:], wavelet, levels).to(aty.device)
@@ -364,8 +362,7 @@ def tv(
     if method == "admm":
         rho, cg_iterations = admm_settings("tv", rho, cg_iterations, TV_RHO, TV_CG_ITERATIONS,
                                            iterations)
-    if lam < 0:
-        raise ValueError(f"tv: lam must be >= 0, got {lam}")
+    lam = checked_weight("tv", "lam", lam)  # NaN / inf passed `lam < 0`
     if phase is not None:
         p = unit_phase(phase, y.real.dtype, "tv")
         real_op = op @ PhaseConstrained(p.to(y.device))

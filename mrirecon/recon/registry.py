@@ -9,6 +9,7 @@ accept and ignore ``op``.
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -206,7 +207,43 @@ def run(name: str, y: Tensor, op: LinearOperator | None = None, **params) -> Ten
         if not nonzero:
             raise ValueError(f"{name}: y is empty or all zero; there is nothing to reconstruct")
         _check_mask(name, y, op)
+        _check_readouts(name, y, op)
     return entry.fn(y, op, **params)
+
+
+def _check_readouts(name: str, y: Tensor, op: LinearOperator | None) -> None:
+    """Warn of readouts of ``y`` on a ``nufft_sense`` operator that hold no sample in any coil
+    (lost spokes written as zeros: 10 of 40 gave 28 % error, 0.03 % with them dropped, no word)
+    and of samples zero at the start or end of every readout: the operator takes them as
+    measured zeros. (The pipeline drops them; here ``op`` is the caller's.) Readouts the
+    operator's weights give no weight are measured by nothing and left alone. A Cartesian mask
+    column that holds no data passes ``_check_mask`` without a word."""
+    from mrirecon.operators.nufft import (NufftSense, empty_readouts, listed,
+                                          sample_runs_message)
+
+    if not isinstance(op, NufftSense) or len(op.kshape) < 2 or y.ndim < len(op.kshape) + 1:
+        return
+    if tuple(y.shape[-len(op.kshape):]) != tuple(op.kshape):
+        return  # the operator names the mismatch
+    flat = y.reshape(*y.shape[: y.ndim - len(op.kshape)], -1, op.kshape[-1])  # (..., C, R, S)
+    lost = empty_readouts(flat).reshape(-1, flat.shape[-2]).any(0)  # in any slice
+    if op.weights is not None:
+        lost &= (op.weights.reshape(-1, op.kshape[-1]) != 0).any(-1).to(lost.device)
+    n = int(lost.sum())
+    if n:
+        warnings.warn(
+            f"{name}: {n} of {lost.numel()} readouts of y hold no sample in any coil (readouts "
+            f"{listed(lost.nonzero().flatten())}): lost? nufft_sense takes them as measured zeros "
+            "(10 of 40 spokes: 28 % error, 0.03 % with them dropped); drop them from y and from "
+            "the trajectory (and weights): y[..., keep, :] with nufft_sense(maps, "
+            "trajectory[keep])",
+            stacklevel=3)
+    if n < lost.numel():
+        held = flat[..., ~lost.to(flat.device), :]
+        msg = sample_runs_message(held, "they are reconstructed as measured zeros; drop them from "
+                                        "y and from the trajectory")
+        if msg:
+            warnings.warn(f"{name}: {msg}", stacklevel=3)
 
 
 #: A 2-D mask's samples inside ``y``'s span may hold exact zeros by chance (quantised k-space

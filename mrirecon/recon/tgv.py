@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from mrirecon.core import LinearOperator
-from mrirecon.core.checks import check_method_settings, check_start
+from mrirecon.core.checks import check_method_settings, check_start, checked_weight
 from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.operators import FiniteDifference
 from mrirecon.operators.tgv import TGVBlock, TGVSplit
@@ -190,7 +190,9 @@ def tgv(
     check_method_settings("tgv", method, TGV_SETTINGS, " (ADMM is the default since 2026-12-05)",
                           rho=rho, cg_iterations=cg_iterations, preconditioned=preconditioned,
                           step_ratio=step_ratio)
-    if lam < 0 or ratio <= 0:
+    lam = checked_weight("tgv", "lam", lam)  # NaN / inf passed `lam < 0`
+    ratio = checked_weight("tgv", "ratio", ratio)
+    if ratio <= 0:
         raise ValueError(f"tgv: need lam >= 0 and ratio > 0, got lam={lam}, ratio={ratio}")
     aty = op.H(y)
     real = not aty.is_complex()
