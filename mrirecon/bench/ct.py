@@ -146,6 +146,15 @@ def _kept_views(num_views: int, factor: float) -> torch.Tensor:
     return mask
 
 
+def _scored(path: Path, method: str, reference, pred, *, crop: bool) -> dict[str, float]:
+    """:func:`score_volume` of one method, whose refusal (a NaN / Inf prediction) names the file
+    and the method: a diverged method was scored NaN and its row printed "n/a"."""
+    try:
+        return score_volume(reference, pred, crop=crop)
+    except ValueError as exc:
+        raise ValueError(f"run_ct_bench: {path}: method {method!r}: {exc}") from exc
+
+
 def _score_volume(path: Path, factor: float, methods: list[Method], bar, *, num_views: int,
                   photons: float | None, data_photons: float | None,
                   device: str) -> dict[str, dict]:
@@ -169,7 +178,7 @@ def _score_volume(path: Path, factor: float, methods: list[Method], bar, *, num_
         pred = run.outputs[m.name] / MU_MAX_PER_MM
         out[m.name] = {
             **method_record(run, m, used_calibration=False),
-            **score_volume(reference.double(), pred.double(), crop=False),
+            **_scored(path, m.name, reference.double(), pred.double(), crop=False),
             "mask_type": VIEW_MASK,
             "photons": photons,
             "data_photons": data_photons,  # the dose of the noise the data hold (None: none)

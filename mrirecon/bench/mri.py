@@ -115,6 +115,15 @@ def pipeline_config(challenge: str, acceleration: float, mask_type: str, center_
     )
 
 
+def _scored(path: Path, method: str, reference, pred, *, crop: bool) -> dict[str, float]:
+    """:func:`score_volume` of one method, whose refusal (a NaN / Inf prediction) names the file
+    and the method: a diverged method was scored NaN and its row printed "n/a"."""
+    try:
+        return score_volume(reference, pred, crop=crop)
+    except ValueError as exc:
+        raise ValueError(f"run_bench: {path}: method {method!r}: {exc}") from exc
+
+
 def _score_volume(path: Path, acceleration: float, methods: list[Method], bar, *, challenge: str,
                   mask_type: str, center_fractions, calibration: CalibrateConfig,
                   device: str, remove_oversampling: bool) -> dict[str, dict]:
@@ -147,7 +156,7 @@ def _score_volume(path: Path, acceleration: float, methods: list[Method], bar, *
         pred = run.outputs[m.name].numpy()
         out[m.name] = {
             **method_record(run, m, needs_maps(m.config.method, m.model)),
-            **score_volume(target, pred, crop=True),
+            **_scored(path, m.name, target, pred, crop=True),
             "mask_type": mask_type,
             "center_fraction": cf,
             "num_low_frequencies": sampling["num_low"],

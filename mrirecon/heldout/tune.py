@@ -106,7 +106,8 @@ def score_mri(slices, method: str, params: Mapping[str, Any], model=None) -> dic
         out = reconstruct(si, ReconstructConfig(method=method, params=dict(params)), model)
         preds.setdefault(vol, []).append(postprocess(out, PostprocessConfig()).numpy())
         refs.setdefault(vol, []).append(target)
-    rep = evaluate_volumes({k: np.stack(v) for k, v in refs.items()}, {k: np.stack(v) for k, v in preds.items()})
+    rep = evaluate_volumes({k: np.stack(v) for k, v in refs.items()}, {k: np.stack(v) for k, v in preds.items()},
+                           nonfinite="nan")  # a grid point that diverges ranks last
     return {"PSNR": float(np.mean(rep.values["PSNR"])), "SSIM": float(np.mean(rep.values["SSIM"]))}
 
 
@@ -210,7 +211,8 @@ def tune_ct(slices, views: Sequence[int] = (30, 60), grid: Mapping[str, list[dic
                 for s in slices:
                     img, _ = reconstruct_ct(s, nv, "model" if m == "model" else m,
                                             {} if m == "model" else p, model if m == "model" else None)
-                    rep = evaluate_volumes({s.name: s.reference.numpy()[None]}, {s.name: img.numpy()[None]}, crop=False)
+                    rep = evaluate_volumes({s.name: s.reference.numpy()[None]}, {s.name: img.numpy()[None]}, crop=False,
+                                           nonfinite="nan")
                     ps.append(float(rep.values["PSNR"][0]))
                     ss.append(float(rep.values["SSIM"][0]))
                 scores.append({"params": p, "PSNR": float(np.mean(ps)), "SSIM": float(np.mean(ss))})

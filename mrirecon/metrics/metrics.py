@@ -45,8 +45,11 @@ def _as_pair(gt: ArrayLike, pred: ArrayLike, who: str, volume: bool = False) -> 
         raise ValueError(f"{who}: expected volumes (slices, H, W), got shape {tuple(g.shape)}")
     if g.numel() == 0:
         raise ValueError(f"{who}: empty input of shape {tuple(g.shape)}")
-    if not bool(torch.isfinite(g).all()):
-        raise ValueError(f"{who}: gt holds {int((~torch.isfinite(g)).sum())} NaN or Inf values")
+    for name, t in (("gt", g), ("pred", p)):  # a NaN pred scored NaN, an Inf one -inf dB
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{who}: {name} holds {int((~torch.isfinite(t)).sum())} NaN or Inf "
+                             "values" + ("" if name == "gt" else
+                                         " (a diverged reconstruction?); it has no score"))
     return g, p.to(g.device), is_torch
 
 
@@ -163,6 +166,7 @@ def evaluate_volumes(
     *,
     crop: bool = True,
     metrics: Iterable[str] = ("MSE", "NMSE", "PSNR", "SSIM"),
+    nonfinite: str = "raise",
 ) -> MetricsReport:
     """Compute the fastMRI metrics per volume.
 
@@ -173,6 +177,10 @@ def evaluate_volumes(
         sequences of equal length.
     crop
         Centre-crop both to the target's width first (:func:`crop_to_target`), as fastMRI does.
+    nonfinite
+        A prediction holding NaN or Inf: ``"raise"`` (a ``ValueError`` naming the volume) or
+        ``"nan"`` (every metric of that volume NaN: what a training or tuning loop that ranks
+        states wants of a diverged one, which then is never the best).
     metrics
         Names among ``MSE``, ``NMSE``, ``PSNR``, ``SSIM``.
 
@@ -202,8 +210,16 @@ def evaluate_volumes(
         raise ValueError("evaluate_volumes: no volumes given")
     values: dict[str, list[float]] = {m: [] for m in metrics}
     with torch.no_grad():
-        for gt, pred in pairs:
-            g, p = crop_to_target(gt, pred) if crop else _as_pair(gt, pred, "evaluate_volumes")[:2]
+        if nonfinite not in ("raise", "nan"):
+            raise ValueError(f"evaluate_volumes: nonfinite must be 'raise' or 'nan', got {nonfinite!r}")
+        for name, (gt, pred) in zip(names, pairs):
+            who = f"evaluate_volumes: volume {name!r}"  # which of the volumes, not "mse"
+            p = pred if isinstance(pred, torch.Tensor) else torch.as_tensor(np.asarray(pred))
+            if nonfinite == "nan" and not bool(torch.isfinite(p).all()):
+                for m in metrics:
+                    values[m].append(float("nan"))
+                continue
+            g, p, _ = _as_pair(*crop_to_target(gt, pred), who) if crop else _as_pair(gt, pred, who)
             for m in metrics:
                 values[m].append(float(METRIC_FUNCS[m](g, p)))
     return MetricsReport(names, {m: np.asarray(v, dtype=np.float64) for m, v in values.items()})

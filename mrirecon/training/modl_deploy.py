@@ -53,8 +53,10 @@ def score_slices(model: torch.nn.Module, slices: list[dict]) -> list[dict]:
                 y = sl["kspace"] * sl["scale"]  # the scanner's units: normalisation must undo them
                 x = model(y[None], sense(sl["maps"][None], sl["mask"]))[0].abs() / sl["scale"]
                 pred, ref = recon_crop(x).numpy()[None], recon_crop(sl["target"]).numpy()[None]
+                ok = bool(np.isfinite(pred).all())  # a diverged state scores NaN: never the best
                 out.append({"acceleration": sl["acceleration"], "kind": sl["kind"],
-                            "PSNR": float(psnr(ref, pred)), "SSIM": float(ssim(ref, pred)),
+                            "PSNR": float(psnr(ref, pred)) if ok else float("nan"),
+                            "SSIM": float(ssim(ref, pred)) if ok else float("nan"),
                             "mean_ratio": float(pred.mean() / ref.mean())})
     finally:
         model.train(was_training)

@@ -162,7 +162,7 @@ def _metrics(samples, recon) -> dict[str, float]:
     gts = [s.target[0].numpy().astype(np.float64) for s in samples]
     preds = [recon(s).numpy().astype(np.float64) for s in samples]
     report = evaluate_volumes([np.stack(gts)], [np.stack(preds)], crop=False,
-                              metrics=("NMSE", "PSNR", "SSIM"))
+                              metrics=("NMSE", "PSNR", "SSIM"), nonfinite="nan")
     return {k: round(float(v[0]), 5) for k, v in report.values.items()}
 
 

@@ -84,7 +84,7 @@ def evaluate_reconstructor(reconstruct: Reconstructor, dataset: MRITrainingSet) 
         preds.setdefault(s.fname, {})[s.slice_index] = reconstruct(s)[0]
     stack = {f: torch.stack([v[k] for k in sorted(v)]) for f, v in targets.items()}
     pstack = {f: torch.stack([v[k] for k in sorted(v)]) for f, v in preds.items()}
-    return evaluate_volumes(stack, pstack, metrics=("NMSE", "PSNR", "SSIM"))
+    return evaluate_volumes(stack, pstack, metrics=("NMSE", "PSNR", "SSIM"), nonfinite="nan")  # a diverged state scores NaN
 
 
 def validate_model(
