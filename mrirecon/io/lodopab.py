@@ -153,6 +153,10 @@ def geometry_to_json(geometry: CTGeometry) -> str:
     return json.dumps(asdict(geometry))
 
 
+#: The keys a stored geometry must state (fan beam: also :data:`FAN_KEYS`); the CTGeometry
+#: defaults are for code, not for files.
+GEOMETRY_KEYS = ("beam", "image_shape", "angles", "num_detectors", "pixel_size", "detector_spacing")
+FAN_KEYS = ("source_isocenter", "source_detector", "detector")
 #: The widest angular range of one stored scan (rad): a full turn plus any overscan fits; the
 #: same scan in degrees spans 57x more (a half turn: 180).
 MAX_ANGLE_SPAN = 4 * math.pi
@@ -163,6 +167,13 @@ def geometry_from_json(text: str, source: str | os.PathLike = "<geometry attribu
     try:
         fields = json.loads(text)
         fields["image_shape"] = tuple(fields["image_shape"])
+        # every length is stated: a missing pixel_size or detector_spacing took the dataclass's
+        # 1.0 mm (4.0 dB and a NIfTI of 1 mm voxels for 4.06 mm, exit 0), a missing detector "flat"
+        needed = GEOMETRY_KEYS + (FAN_KEYS if fields.get("beam") == "fan" else ())
+        missing = [k for k in needed if k not in fields]
+        if missing:
+            raise ValueError(f"missing {', '.join(missing)} (every length in mm is stated; "
+                           f"geometry_to_json writes {', '.join(GEOMETRY_KEYS + FAN_KEYS)})")
         geometry = CTGeometry(**fields)
         span = max(geometry.angles) - min(geometry.angles)
         if span > MAX_ANGLE_SPAN:  # the operator takes any angles; a file holds one scan

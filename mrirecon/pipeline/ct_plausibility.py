@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -103,3 +104,45 @@ def starved_rays(sinogram: Tensor, photons: float | None, min_counts: float | No
             f"integral at the count floor log({photons:g} / {min_counts:g}) = {floor:.3g}): photon "
             "starvation (metal, a large patient or a low dose); expect streaks along those rays "
             "in every method's image")
+
+
+#: Parallel beam: a gap between neighbouring view directions larger than this many median steps
+#: (and :data:`MIN_GAP_DEG`) is missing coverage (sparse views keep their steps even; one view
+#: missing doubles one step).
+GAP_STEPS = 4.0
+MIN_GAP_DEG = 10.0
+
+
+def coverage_warning(geometry) -> str | None:
+    """A warning when the views do not cover what an exact image needs: a half turn of
+    directions (parallel beam), or for a fan beam short of a full turn, 180° plus the fan angle
+    the image subtends (Parker's short scan); ``None`` otherwise. A 0-90° parallel scan (13 dB)
+    and a 180° fan scan (Parker weights for views that do not exist: the object's mean 16 % low)
+    ran with exit 0 and no word."""
+    a = np.asarray(geometry.angles, dtype=np.float64)
+    if a.size < 3:
+        return None
+    if geometry.beam == "parallel":
+        d = np.sort(np.mod(a, math.pi))
+        gaps = np.diff(np.concatenate([d, [d[0] + math.pi]]))
+        k = int(np.argmax(gaps))
+        step = float(np.median(gaps))
+        if gaps[k] <= max(GAP_STEPS * step, math.radians(MIN_GAP_DEG)):
+            return None
+        start, end = math.degrees(d[k]), math.degrees(d[k] + gaps[k])
+        return (f"the views leave a gap of {math.degrees(gaps[k]):.0f}° in their directions (from "
+                f"{start:.0f}° to {end:.0f}°, modulo the half turn a parallel-beam image needs): "
+                "limited-angle data; every method's image is smeared along the missing "
+                "directions")
+    step = float(np.median(np.abs(np.diff(a))))
+    span = float(a.max() - a.min()) + step
+    if span >= 2 * math.pi - 0.5 * step:
+        return None
+    radius = 0.5 * geometry.pixel_size * math.hypot(*geometry.image_shape)
+    fan = 2 * math.asin(min(1.0, radius / geometry.source_isocenter))
+    if span >= math.pi + fan - 0.5 * step:
+        return None
+    return (f"the fan-beam views span {math.degrees(span):.0f}°, less than the 180° plus the "
+            f"{math.degrees(fan):.0f}° fan angle the image subtends ({math.degrees(math.pi + fan):.0f}°) "
+            "that a short scan needs: rays are missing, and FBP's short-scan (Parker) weights "
+            "assume views that do not exist (intensities low, streaks)")

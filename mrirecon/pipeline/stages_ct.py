@@ -490,10 +490,12 @@ class CTStages(Modality[CTSlice]):
         return replace(s, sinogram=s.sinogram.to(self.device))
 
     def data_messages(self, s: CTSlice) -> tuple[dict[str, str], dict[str, str]]:
-        from mrirecon.pipeline.ct_plausibility import image_warnings, starved_rays
+        from mrirecon.pipeline.ct_plausibility import coverage_warning, image_warnings, starved_rays
 
         out = data_warnings(s.sinogram, s.geometry)
         out.update(image_warnings(s.preview))
+        if (msg := coverage_warning(s.geometry)) is not None:
+            out["coverage"] = msg
         u = self.config.undersample  # the dose of the data reconstructed, and its count floor
         lowered = u.enabled and u.photons is not None and (not s.data_photons or u.photons < s.data_photons)
         photons = u.photons if lowered else s.data_photons

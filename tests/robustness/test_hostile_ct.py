@@ -206,3 +206,47 @@ def test_table_keys_naming_one_view_count_are_refused():
     """'30' (a string key) and 30 were merged into one entry without a word."""
     with pytest.raises(ConfigError, match=r"reconstruct.params_by_views: the keys .* name the same views \(30\)"):
         load_pipeline("ct_tv", ["reconstruct.params_by_views={'30': {lam: 1.0}, 30: {lam: 2.0}}"])
+
+
+def _fan(angles):
+    from mrirecon.operators.ct_geometry import CTGeometry
+
+    return CTGeometry("fan", (64, 64), tuple(angles), 96, pixel_size=2.0, detector_spacing=2.0,
+                      source_isocenter=300.0, source_detector=500.0)
+
+
+def test_views_that_do_not_cover_what_the_image_needs_warn():
+    """A 0-90° parallel scan (13 dB) and a 180° fan scan (Parker weights for views that do not
+    exist: the object's mean 16 % low) ran with exit 0 and no word; sparse views, a missing view,
+    a proper short scan and a full turn are no warning."""
+    from mrirecon.operators.ct_geometry import CTGeometry
+    from mrirecon.pipeline.ct_plausibility import coverage_warning
+
+    def parallel(angles):
+        return CTGeometry("parallel", (64, 64), tuple(angles), 96)
+
+    msg = coverage_warning(parallel(np.linspace(0, np.pi / 2, 45, endpoint=False)))
+    assert msg is not None and "gap of 92° in their directions (from 88° to 180°" in msg
+    assert coverage_warning(parallel(np.linspace(0, np.pi, 30, endpoint=False))) is None
+    assert coverage_warning(parallel(np.delete(np.linspace(0, np.pi, 90, endpoint=False), 40))) is None
+    assert coverage_warning(parallel(np.linspace(0, 2 * np.pi, 60, endpoint=False))) is None
+    # fan: the image's circumscribed radius 45.3 mm at 300 mm subtends 2 asin(0.151) = 17.4°
+    fan = 2 * np.degrees(np.arcsin(0.5 * 2.0 * np.hypot(64, 64) / 300.0))
+    step = np.pi / 180
+    msg = coverage_warning(_fan(np.arange(0, np.pi, step)))
+    assert msg is not None and f"the {fan:.0f}° fan angle the image subtends ({180 + fan:.0f}°)" in msg
+    assert coverage_warning(_fan(np.arange(0, np.pi + np.radians(fan), step))) is None
+    assert coverage_warning(_fan(np.arange(0, 2 * np.pi, step))) is None
+
+
+def test_a_stored_geometry_states_every_length(ct_copy):
+    """A geometry attribute without pixel_size or detector_spacing took the dataclass's 1.0 mm
+    (4.0 dB, a NIfTI of 1 mm voxels for 4.06 mm, exit 0)."""
+    obs = ct_copy / "observation_test_000.hdf5"
+    with h5py.File(obs, "r+") as h5:
+        geometry = json.loads(h5.attrs["geometry"])
+        del geometry["pixel_size"]
+        h5.attrs["geometry"] = json.dumps(geometry)
+    with pytest.raises(DataFormatError, match=r"attrs/geometry: not a valid CT geometry \(missing "
+                                              r"pixel_size \(every length in mm is stated"):
+        LoDoPaBFiles(ct_copy, "test")
