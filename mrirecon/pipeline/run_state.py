@@ -172,29 +172,76 @@ def remove_orphans(output: Path, before: float) -> int:
     return removed
 
 
-def lock_output(output: Path, rank: int):
-    """An exclusive lock on ``output`` for this run (rank): two runs writing into one folder mixed
-    their outputs, ``provenance.json`` and ``metrics.csv`` (a report with one run's metrics beside
-    the other's images). Released when the returned file is closed, or when the process dies."""
-    path = output / (".lock" if rank == 0 else f".lock.rank{rank}")
+class OutputLock:
+    """The lock files a run holds (:func:`lock_output`); ``close()`` releases them."""
+
+    def __init__(self, handles: list) -> None:
+        self.handles = handles
+        self.names = {Path(fh.name).name for fh in handles}
+
+    def close(self) -> None:
+        for fh in reversed(self.handles):
+            fh.close()
+
+
+def _flock(path: Path, mode: int, output: Path, holder_file: Path | None = None):
+    """``path`` opened and locked with ``mode`` (``fcntl.LOCK_EX`` / ``LOCK_SH``), or the refusal
+    naming the run that holds it (read from ``holder_file``, else ``path``)."""
     fh = open(path, "a+")  # noqa: SIM115 (held open for the run)
     try:
         import fcntl
     except ImportError:  # no POSIX locks (Windows): unlocked, as before
         return fh
     try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fh.fileno(), mode | fcntl.LOCK_NB)
     except OSError:
-        fh.seek(0)
-        holder = fh.read().strip() or "unknown"
         fh.close()
-        raise ValueError(f"--output {output}: another mrirecon run ({holder}) is writing into this "
-                         "folder; wait for it to finish or pass another --output") from None
-    fh.seek(0)
-    fh.truncate()
-    fh.write(f"pid {os.getpid()} on {platform.node()}\n")
-    fh.flush()
+        holder = ""
+        for f in (holder_file, path):
+            if f is not None and f.is_file():
+                holder = f.read_text().strip()
+                if holder:
+                    break
+        raise ValueError(f"--output {output}: another mrirecon run ({holder or 'a distributed run'}) "
+                         "is writing into this folder; wait for it to finish or pass another "
+                         "--output") from None
     return fh
+
+
+def lock_output(output: Path, rank: int, world: int = 1) -> OutputLock:
+    """Locks on ``output`` for this run (rank): two runs writing into one folder mixed their
+    outputs, ``provenance.json`` and ``metrics.csv`` (a report with one run's metrics beside the
+    other's images). A plain run holds ``.lock`` exclusively; each rank of a distributed run holds
+    ``.lock.rank<r>`` exclusively and ``.lock`` shared, so the ranks of one job run together while
+    a plain run and a distributed one refuse each other (rank 1 of a job beside a plain run took
+    only ``.lock.rank1``, and both wrote into the folder with exit 0), and two jobs refuse each
+    other on their ranks' files. Released when closed, or when the process dies."""
+    try:
+        import fcntl
+        exclusive, shared = fcntl.LOCK_EX, fcntl.LOCK_SH
+    except ImportError:  # no POSIX locks (Windows): unlocked, as before
+        exclusive = shared = 0
+    me = f"pid {os.getpid()} on {platform.node()}\n"
+    if world == 1:
+        fh = _flock(output / ".lock", exclusive, output)
+        fh.seek(0)
+        fh.truncate()
+        fh.write(me)
+        fh.flush()
+        return OutputLock([fh])
+    own = _flock(output / f".lock.rank{rank}", exclusive, output)
+    try:
+        common = _flock(output / ".lock", shared, output)
+    except ValueError:
+        own.close()
+        raise
+    writes = [(own, me)] + ([(common, f"a distributed run: rank 0 {me}")] if rank == 0 else [])
+    for fh, text in writes:
+        fh.seek(0)
+        fh.truncate()
+        fh.write(text)
+        fh.flush()
+    return OutputLock([common, own])
 
 
 def weights_sha256(config: PipelineConfig) -> dict[str, str]:

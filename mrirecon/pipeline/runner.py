@@ -14,6 +14,7 @@ import glob
 import hashlib
 import io
 import json
+import re
 import logging
 import os
 import platform
@@ -338,15 +339,15 @@ def run_pipeline(config: PipelineConfig, inputs: list[str], output: str | Path, 
     created = not output.exists()
     check_output(output)
     check_run_files(output, "" if world == 1 else f".rank{rank}")
-    lock = lock_output(output, rank)
+    lock = lock_output(output, rank, world)
     try:
         return _run_locked(config, inputs, output, resume=resume, device=device, progress=progress,
                            config_text=config_text, rank=rank, world=world,
                            replace_others=replace_others)
     except BaseException:
-        held = Path(lock.name)
-        if created and all(p.name == held.name for p in output.iterdir()):
-            held.unlink(missing_ok=True)  # a refused run leaves no empty folder behind
+        if created and all(p.name in lock.names for p in output.iterdir()):
+            for name in lock.names:  # a refused run leaves no empty folder behind
+                (output / name).unlink(missing_ok=True)
             output.rmdir()
         raise
     finally:
@@ -530,6 +531,7 @@ def _write_run_files(config, output: Path, files, results, t_start, rank, world,
         "files": [asdict(r) for r in results],
     }
     atomic_write_text(output / f"provenance{suffix}.json", json.dumps(provenance, indent=1))
+    _remove_other_worlds_run_files(output, rank, world)
     ok = [r for r in results if r.metrics and r.status in ("ok", "skipped")]
     summary = {}
     for m in sorted({k for r in ok for k in r.metrics}):
@@ -551,6 +553,32 @@ def _write_run_files(config, output: Path, files, results, t_start, rank, world,
             writer.writerow([csv_safe(display_name(r))] +
                             [f"{r.metrics.get(m, float('nan')):.6g}" for m in metric_names])
         atomic_write_text(output / f"metrics{suffix}.csv", buf.getvalue())
+
+
+#: The run files a run writes, ``{suffix}`` ``""`` (plain) or ``.rank<r>`` (distributed).
+RUN_FILES = ("provenance{suffix}.json", "report{suffix}.html", "metrics{suffix}.csv")
+
+
+def _remove_other_worlds_run_files(output: Path, rank: int, world: int) -> None:
+    """Delete the run files of runs of another world size, which describe outputs this run has
+    replaced (each beside the others, exit 0: a plain run's metrics.csv said cg_sense beside
+    rank files saying zero_filled for the same files, and a 3-rank run's ``.rank2`` files
+    listed an input a 2-rank resume also listed). A plain run removes every ``.rank<r>`` file;
+    rank 0 of a distributed run removes the plain ones and those of ranks >= its world size.
+    The output lock keeps runs of another world size out while this one runs."""
+    if world > 1 and rank != 0:
+        return
+    names = []
+    for pattern in RUN_FILES:
+        stem, ext = pattern.split("{suffix}")
+        for p in output.glob(pattern.format(suffix=".rank*")):
+            m = re.fullmatch(re.escape(stem) + r"\.rank(\d+)" + re.escape(ext), p.name)
+            if m and (world == 1 or int(m.group(1)) >= world):
+                names.append(p.name)
+        if world > 1:
+            names.append(pattern.format(suffix=""))
+    for name in names:
+        remove_stale_file(output / name)
 
 
 def _sha256_or_error(path: Path) -> str:

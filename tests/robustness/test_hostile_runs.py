@@ -42,6 +42,46 @@ def test_a_second_run_into_a_locked_output_folder_is_refused(mri_file, tmp_path)
     assert run_pipeline(mri_config(), [str(mri_file)], out, progress=False) == 0  # released
 
 
+def test_a_plain_run_and_a_rank_of_a_distributed_run_refuse_each_other(mri_file, tmp_path):
+    """Rank 1 of a job took only ``.lock.rank1``, so it and a plain run (``.lock``) wrote into one
+    folder together with exit 0: one run's images under the other's provenance and metrics."""
+    fcntl = pytest.importorskip("fcntl")
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / ".lock", "a+") as held:  # a plain run
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("pid 4242 on elsewhere\n")
+        held.flush()
+        with pytest.raises(ValueError, match=r"another mrirecon run \(pid 4242 on elsewhere\)"):
+            run_pipeline(mri_config(), [str(mri_file)], out, progress=False, rank=1, world=2)
+    (out / ".lock").write_text("")  # the plain run has ended
+    with open(out / ".lock", "a+") as held:  # a rank of a distributed job (shared)
+        fcntl.flock(held.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        with pytest.raises(ValueError, match=r"another mrirecon run \(a distributed run\)"):
+            run_pipeline(mri_config(), [str(mri_file)], out, progress=False)
+        # another rank of the same job runs beside it
+        assert run_pipeline(mri_config(), [str(mri_file)], out, progress=False, rank=1, world=2) == 0
+    assert (out / "provenance.rank1.json").is_file()
+
+
+def test_run_files_of_another_world_size_are_removed(mri_file, tmp_path):
+    """A plain run after a 2-rank run (or a 2-rank run after a 3-rank one) left the earlier run's
+    metrics / provenance / report beside its own, describing outputs it had replaced."""
+    out = tmp_path / "out"
+    names = [f"{stem}{suffix}{ext}" for suffix in (".rank0", ".rank1", ".rank2")
+             for stem, ext in (("provenance", ".json"), ("metrics", ".csv"), ("report", ".html"))]
+    out.mkdir()
+    for name in names + ["metrics.rankX.csv"]:  # not a run file: kept
+        (out / name).write_text("an earlier run\n")
+    assert run_pipeline(mri_config(), [str(mri_file)], out, progress=False) == 0
+    assert sorted(p.name for p in out.glob("*.rank*")) == ["metrics.rankX.csv"]
+    assert (out / "provenance.json").is_file()
+    (out / "provenance.rank2.json").write_text("a 3-rank run\n")
+    assert run_pipeline(mri_config(), [str(mri_file)], out, progress=False, rank=0, world=2) == 0
+    assert not (out / "provenance.json").exists() and not (out / "provenance.rank2.json").exists()
+    assert (out / "provenance.rank0.json").is_file()
+
+
 def test_resume_redoes_an_input_whose_weights_were_replaced(mri_file, tmp_path):
     """A replaced .pt at the same path was skipped by --resume (old images, old metrics)."""
     from mrirecon.models.unrolled.modl import MoDL
