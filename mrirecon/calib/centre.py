@@ -31,6 +31,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from mrirecon.core.magnitude import power_of_two_above
 from mrirecon.functional import ifft2c
 
 #: Largest share of the centre band's low-resolution image energy that the ESPIRiT crop may zero
@@ -105,8 +106,7 @@ def _band_energy(low: Tensor) -> Tensor:
     safeguard switched itself off without a word."""
     magnitude = ifft2c(low).abs()
     peak = magnitude.reshape(*magnitude.shape[:-3], -1).amax(-1)
-    _, exponent = torch.frexp(torch.where(peak > 0, peak, torch.ones_like(peak)))
-    scale = torch.ldexp(torch.ones_like(peak), exponent)[..., None, None, None]
+    scale = power_of_two_above(peak)[..., None, None, None]
     return (magnitude / scale).square().sum(-3)
 
 

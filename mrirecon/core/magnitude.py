@@ -32,3 +32,13 @@ def sum_abs2(x: Tensor, dim: int | Sequence[int], keepdim: bool = False) -> Tens
     rdims = tuple(d - 1 if d < 0 else d for d in dims)
     out = (r * r).sum(dim=(*rdims, -1), keepdim=keepdim)
     return out.squeeze(-1) if keepdim else out
+
+
+def power_of_two_above(peak: Tensor) -> Tensor:
+    """The power of two at or above each ``peak`` (``1`` where it is 0), same shape and dtype.
+
+    Dividing by it brings values of any magnitude near 1 exactly (a power of two rescales every
+    float without rounding), so squares computed afterwards neither underflow (data at 1e-30)
+    nor overflow (1e30) in float32, and results at ordinary scales stay bit for bit."""
+    _, exponent = torch.frexp(torch.where(peak > 0, peak, torch.ones_like(peak)))
+    return torch.ldexp(torch.ones_like(peak), exponent)
