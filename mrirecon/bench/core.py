@@ -21,7 +21,7 @@ import numpy as np
 
 from mrirecon.bench.table import (RESULTS_FILE, BenchTable, ResultsFile, build_table,
                                   config_fingerprint, write_table)
-from mrirecon.pipeline.stream import Method, VolumeRun
+from mrirecon.pipeline.stream import Method, VolumeRun, score_volume
 
 log = logging.getLogger("mrirecon.bench")
 
@@ -75,6 +75,16 @@ def method_record(run: VolumeRun, method: Method, used_calibration: bool) -> dic
         "calib_seconds": calib,
         "num_params": 0 if model is None else sum(p.numel() for p in model.parameters()),
     }
+
+
+def scored(who: str, path: Path, method: str, reference, pred, *, crop: bool) -> dict[str, float]:
+    """:func:`~mrirecon.pipeline.stream.score_volume` of one method's output, whose refusal (a
+    NaN / Inf prediction) names ``who``, the file and the method: a diverged method was scored
+    NaN and its table row printed "n/a"."""
+    try:
+        return score_volume(reference, pred, crop=crop)
+    except ValueError as exc:
+        raise ValueError(f"{who}: {path}: method {method!r}: {exc}") from exc
 
 
 def reference_warnings(path: Path, field: str, reference, outputs: dict[str, Any]) -> list[str]:

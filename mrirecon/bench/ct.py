@@ -36,6 +36,7 @@ from mrirecon.bench.core import (
     method_record,
     reference_warnings,
     run_benchmark,
+    scored,
 )
 from mrirecon.bench.messages import log_lines
 from mrirecon.bench.methods import CT_DEFAULTS, build_methods, check_settings, weights_id
@@ -43,7 +44,7 @@ from mrirecon.bench.table import BenchTable, config_fingerprint, encode_mask
 from mrirecon.pipeline import stream
 from mrirecon.pipeline.schema import PipelineConfig, UndersampleConfig
 from mrirecon.pipeline.stages_ct import CTStages, dose_note
-from mrirecon.pipeline.stream import Method, score_volume
+from mrirecon.pipeline.stream import Method
 from mrirecon.pipeline.volume import SliceMessages
 
 #: What a CT record's ``mask_type`` says: every ``factor``-th view is kept, from view 0.
@@ -146,15 +147,6 @@ def _kept_views(num_views: int, factor: float) -> torch.Tensor:
     return mask
 
 
-def _scored(path: Path, method: str, reference, pred, *, crop: bool) -> dict[str, float]:
-    """:func:`score_volume` of one method, whose refusal (a NaN / Inf prediction) names the file
-    and the method: a diverged method was scored NaN and its row printed "n/a"."""
-    try:
-        return score_volume(reference, pred, crop=crop)
-    except ValueError as exc:
-        raise ValueError(f"run_ct_bench: {path}: method {method!r}: {exc}") from exc
-
-
 def _score_volume(path: Path, factor: float, methods: list[Method], bar, *, num_views: int,
                   photons: float | None, data_photons: float | None,
                   device: str) -> dict[str, dict]:
@@ -178,7 +170,7 @@ def _score_volume(path: Path, factor: float, methods: list[Method], bar, *, num_
         pred = run.outputs[m.name] / MU_MAX_PER_MM
         out[m.name] = {
             **method_record(run, m, used_calibration=False),
-            **_scored(path, m.name, reference.double(), pred.double(), crop=False),
+            **scored("run_ct_bench", path, m.name, reference.double(), pred.double(), crop=False),
             "mask_type": VIEW_MASK,
             "photons": photons,
             "data_photons": data_photons,  # the dose of the noise the data hold (None: none)

@@ -47,6 +47,7 @@ from mrirecon.bench.core import (
     method_record,
     reference_warnings,
     run_benchmark,
+    scored,
 )
 from mrirecon.bench.messages import log_lines, mri_method_messages
 from mrirecon.bench.methods import (
@@ -70,7 +71,7 @@ from mrirecon.pipeline.schema import (
     UndersampleConfig,
 )
 from mrirecon.pipeline.stages_mri import MRIStages
-from mrirecon.pipeline.stream import Method, score_volume
+from mrirecon.pipeline.stream import Method
 from mrirecon.pipeline.validate import check_calibrate
 from mrirecon.pipeline.volume import SliceMessages
 
@@ -115,15 +116,6 @@ def pipeline_config(challenge: str, acceleration: float, mask_type: str, center_
     )
 
 
-def _scored(path: Path, method: str, reference, pred, *, crop: bool) -> dict[str, float]:
-    """:func:`score_volume` of one method, whose refusal (a NaN / Inf prediction) names the file
-    and the method: a diverged method was scored NaN and its row printed "n/a"."""
-    try:
-        return score_volume(reference, pred, crop=crop)
-    except ValueError as exc:
-        raise ValueError(f"run_bench: {path}: method {method!r}: {exc}") from exc
-
-
 def _score_volume(path: Path, acceleration: float, methods: list[Method], bar, *, challenge: str,
                   mask_type: str, center_fractions, calibration: CalibrateConfig,
                   device: str, remove_oversampling: bool) -> dict[str, dict]:
@@ -156,7 +148,7 @@ def _score_volume(path: Path, acceleration: float, methods: list[Method], bar, *
         pred = run.outputs[m.name].numpy()
         out[m.name] = {
             **method_record(run, m, needs_maps(m.config.method, m.model)),
-            **_scored(path, m.name, target, pred, crop=True),
+            **scored("run_bench", path, m.name, target, pred, crop=True),
             "mask_type": mask_type,
             "center_fraction": cf,
             "num_low_frequencies": sampling["num_low"],
