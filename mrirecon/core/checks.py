@@ -28,6 +28,12 @@ NONNEGATIVE_NAMES = re.compile(
 # (VN and ADMM-CSNet default to 0; None leaves the initialisation unseeded)
 NULLABLE_NAMES = frozenset({"init_seed"})
 
+class NonFiniteError(ValueError):
+    """NaN or Inf values met inside a computation (CG's right-hand side or ``A^H A p``, coil
+    maps): a ``ValueError`` whose type tells callers that rank states (test-time adaptation)
+    that the values went bad, without reading the message."""
+
+
 _EMPTY = inspect.Parameter.empty
 
 

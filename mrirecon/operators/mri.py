@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from mrirecon.core import LinearOperator
-from mrirecon.core.checks import broadcasts_to, finite_and_nonzero
+from mrirecon.core.checks import NonFiniteError, broadcasts_to, finite_and_nonzero
 from mrirecon.core.magnitude import sum_abs2
 from mrirecon.functional import fft2c, ifft2c, uncentred_fft2, uncentred_ifft2
 
@@ -81,7 +81,7 @@ def _checked_maps(maps: Tensor, who: str) -> Tensor:
     finite, nonzero = finite_and_nonzero(maps)
     if not finite:
         bad = int((~torch.isfinite(maps)).any(dim=-3).sum())
-        raise ValueError(f"{who}: the coil maps hold NaN or Inf values at {bad} pixel(s) (maps "
+        raise NonFiniteError(f"{who}: the coil maps hold NaN or Inf values at {bad} pixel(s) (maps "
                          "divided by a zero sum of squares outside a crop?)")
     if not nonzero:  # every reconstruction through them returned an all-zero image
         raise ValueError(f"{who}: the coil maps {tuple(maps.shape)} are all zero (an ESPIRiT crop "

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from mrirecon.core.checks import check_iterations, check_nonnegative
+from mrirecon.core.checks import NonFiniteError, check_iterations, check_nonnegative
 from mrirecon.core.names import accepts_deprecated_names
 
 
@@ -75,10 +75,10 @@ def cg(
     rr = _dot(r, r, dims)
     bb = _dot(rhs, rhs, dims)
     if not bool(torch.isfinite(bb).all()):  # NaN compares False: it looked converged, x = 0
-        raise ValueError("cg: the right-hand side holds NaN or Inf values (from the data or the "
+        raise NonFiniteError("cg: the right-hand side holds NaN or Inf values (from the data or the "
                          "operator, e.g. coil maps divided by a zero sum of squares)")
     if not bool(torch.isfinite(rr).all()):
-        raise ValueError("cg: the residual at x0 holds NaN or Inf values (x0 or the operator)")
+        raise NonFiniteError("cg: the residual at x0 holds NaN or Inf values (x0 or the operator)")
     # Systems whose residual reached ``tolerance`` -- or machine precision, where the
     # recurrences only amplify rounding (a tiny p^H A p gives a huge step) -- are frozen.
     eps = torch.finfo(rr.dtype).eps
@@ -92,7 +92,7 @@ def cg(
         ap = gram(p)
         pap = _dot(p, ap, dims)
         if not bool(torch.isfinite(pap).all()):
-            raise ValueError(f"cg: gram(p) holds NaN or Inf values at iteration {it} (the operator "
+            raise NonFiniteError(f"cg: gram(p) holds NaN or Inf values at iteration {it} (the operator "
                              "produced them, e.g. from NaN coil maps)")
         ok = active & (pap > 0)
         alpha = torch.where(ok, rr / torch.where(ok, pap, one), zero)

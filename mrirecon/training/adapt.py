@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import copy
 import math
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Literal
@@ -53,6 +52,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from mrirecon.core.checks import NonFiniteError
 from mrirecon.functional import fftc, ifftc
 from mrirecon.operators.mri import SenseOperator, sense
 from mrirecon.sampling.split import centre_block, split_views, ssdu_split
@@ -344,13 +344,6 @@ def _non_finite_name(value: float) -> str:
     return "NaN" if math.isnan(value) else "Inf"
 
 
-def _non_finite_error(exc: Exception) -> bool:
-    """Whether ``exc`` is a forward pass refusing NaN / Inf values (MoDL's CG: "cg: the
-    right-hand side holds NaN or Inf values ..."), what diverged weights produce. The initial
-    validation is not guarded: there such an error is the data's and fails the input."""
-    return isinstance(exc, (ValueError, RuntimeError)) and re.search(r"\b(NaN|Inf)\b", str(exc)) is not None
-
-
 def _forward_reason(exc: Exception) -> str:
     """The error's first clause (its guess at a cause, e.g. the data or coil maps, is wrong
     here: the weights the adaptation made are)."""
@@ -367,9 +360,7 @@ def _take_step(step_loss, params: list, opt: torch.optim.Optimizer) -> float | s
     resulting weights, or a forward pass raising on NaN / Inf values)."""
     try:
         loss = step_loss()
-    except (ValueError, RuntimeError) as exc:
-        if not _non_finite_error(exc):
-            raise
+    except NonFiniteError as exc:  # what diverged weights meet (MoDL's CG)
         return _forward_reason(exc)
     value = float(loss.detach())
     if not math.isfinite(value):
@@ -463,9 +454,7 @@ def adapt_model(model: nn.Module, slices: list[tuple[Tensor, object]], config: A
         """The validation loss of the current state, or ``None`` when it diverged."""
         try:
             current = val_loss()
-        except (ValueError, RuntimeError) as exc:
-            if not _non_finite_error(exc):
-                raise
+        except NonFiniteError as exc:
             diverge(step, f"validation: {_forward_reason(exc)}")
             return None
         if not math.isfinite(current):
