@@ -59,6 +59,10 @@ class MRISlice:
     acquired_rows
         Readout samples as acquired when ``preprocess`` cropped the readout oversampling (exact),
         else ``None``: a learned model's training range is checked against the data as acquired.
+    espirit
+        ``(band, block, kernel)`` of the Cartesian ESPIRiT calibration ``calibrate`` ran: the
+        centre band's columns, the calibration block and the kernel ``(readout, phase
+        encoding)`` it used (:func:`mrirecon.calib.espirit_block`), else ``None``.
     """
 
     kspace: Tensor
@@ -77,6 +81,7 @@ class MRISlice:
     notes: dict[str, str] = field(default_factory=dict)
     calibration: Tensor | None = None
     acquired_rows: int | None = None
+    espirit: tuple[int, tuple[int, int], tuple[int, int]] | None = None
 
     @property
     def image_shape(self) -> tuple[int, int]:

@@ -115,7 +115,8 @@ def calibrate(s: MRISlice, cfg: CalibrateConfig) -> MRISlice:
         return replace(s, maps=maps)
     kspace, columns = calibration_data(s)
     calib_width = min(cfg.calib_width, acs_width(columns))
-    maps, crop = calib.centre_maps(kspace, _centre_window(columns, calib_width),
+    window = _centre_window(columns.cpu(), calib_width)
+    maps, crop = calib.centre_maps(kspace, window.to(columns.device),
                                    method=cfg.method, calib_rows=cfg.calib_width,
                                    kernel_width=cfg.kernel_width, thresh=cfg.threshold,
                                    crop=cfg.crop, max_cropped_energy=cfg.max_cropped_energy,
@@ -128,6 +129,11 @@ def calibrate(s: MRISlice, cfg: CalibrateConfig) -> MRISlice:
                 f"{_printed_below(float(crop), cfg.crop)} "
                 "(calibrate.max_cropped_energy=null keeps it)")
         s = replace(s, notes={**s.notes, "espirit_crop": note})
+    if cfg.method == "espirit":  # what kernel_note / kernel_warning report (the band passed)
+        band = int(window.sum())
+        block, kernel = calib.espirit_block(band, kspace.shape[-2], calib_rows=cfg.calib_width,
+                                            kernel_width=cfg.kernel_width)
+        s = replace(s, espirit=(band, block, kernel))
     return replace(s, maps=maps)
 
 
@@ -153,23 +159,11 @@ def _printed_below(value: float, limit: float) -> str:
 MIN_KERNEL_COLUMNS = 2
 
 
-def espirit_kernel(s: MRISlice, cfg: CalibrateConfig
-                   ) -> tuple[int, tuple[int, int], tuple[int, int]] | None:
+def espirit_kernel(s: MRISlice) -> tuple[int, tuple[int, int], tuple[int, int]] | None:
     """``(band, block, kernel)`` of the Cartesian ESPIRiT calibration :func:`calibrate` ran on
-    ``s`` (:func:`mrirecon.calib.espirit_block`), or ``None``: no ESPIRiT maps, or a band too
-    narrow for ESPIRiT (which :func:`calibrate` refused)."""
-    if cfg.method != "espirit" or s.trajectory is not None or s.maps is None:
-        return None
-    from mrirecon import calib
-
-    kspace, columns = calibration_data(s)
-    band = int(_centre_window(columns.cpu(), min(cfg.calib_width, acs_width(columns))).sum())
-    try:
-        block, kernel = calib.espirit_block(band, kspace.shape[-2], calib_rows=cfg.calib_width,
-                                            kernel_width=cfg.kernel_width)
-    except ValueError:
-        return None
-    return band, block, kernel
+    ``s`` (recorded there, :attr:`MRISlice.espirit`), or ``None``: no ESPIRiT maps for this
+    slice's method."""
+    return s.espirit if s.maps is not None and s.trajectory is None else None
 
 
 def kernel_note(s: MRISlice, cfg: CalibrateConfig) -> str | None:
@@ -177,7 +171,7 @@ def kernel_note(s: MRISlice, cfg: CalibrateConfig) -> str | None:
     (:func:`mrirecon.calib.espirit_block` clamps it to the calibration rows along the readout and
     to the band's width - 2 across it), or ``None``: provenance records the value asked for.
     A kernel narrower than :data:`MIN_KERNEL_COLUMNS` is :func:`kernel_warning`'s."""
-    found = espirit_kernel(s, cfg)
+    found = espirit_kernel(s)
     if found is None or found[2] == (cfg.kernel_width, cfg.kernel_width):
         return None
     band, block, kernel = found
@@ -190,7 +184,7 @@ def kernel_note(s: MRISlice, cfg: CalibrateConfig) -> str | None:
 def kernel_warning(s: MRISlice, cfg: CalibrateConfig) -> str | None:
     """A warning when the band clamped ESPIRiT's kernels below :data:`MIN_KERNEL_COLUMNS` across
     phase encoding (a 3-column centre band), else ``None``."""
-    found = espirit_kernel(s, cfg)
+    found = espirit_kernel(s)
     if found is None or not found[2][1] < min(MIN_KERNEL_COLUMNS, cfg.kernel_width):
         return None  # wide enough, or as narrow as asked for
     band, _, kernel = found

@@ -166,7 +166,7 @@ class ScaleCheck:
     def __init__(self, config: PipelineConfig) -> None:
         self.on = config.modality == "mri"
         self.own = "png" not in config.export.formats  # else stream_volume makes them
-        self.calibrate, self.postprocess = config.calibrate, config.postprocess
+        self.postprocess = config.postprocess
         self.images: list[torch.Tensor] = []
         self.band: int | None = None  # the narrowest ESPIRiT centre band of the volume
 
@@ -181,7 +181,7 @@ class ScaleCheck:
 
         if self.own:
             self.images.append(zero_filled_preview(s, self.postprocess).cpu())
-        if (found := espirit_kernel(s, self.calibrate)) is not None:
+        if (found := espirit_kernel(s)) is not None:
             self.band = found[0] if self.band is None else min(self.band, found[0])
 
     def warning(self, output: torch.Tensor, preview: torch.Tensor | None, method: str) -> str | None:
