@@ -65,12 +65,10 @@ def adapt_volume(config: PipelineConfig, model: nn.Module, slices: list, output:
                f"{report.initial_val_loss:.3g} on the validation split, worse than predicting zero "
                "(2), so the loss cannot tell a better image from a worse one (coil maps "
                "cropped by calibrate.crop?); the shipped model reconstructs this volume")
-        log.warning("%s", msg)
-        result.warnings.append(msg)
+        result.warn(msg)
     elif report.diverged is not None:  # a too large adapt.lr: the best state before it is kept
         msg = f"{name}: {diverged_message(report, ad.lr)}"
-        log.warning("%s", msg)
-        result.warnings.append(msg)
+        result.warn(msg)
     elif report.best_step == 0:
         log.info("%s: adapt: no step of %d improved the validation loss (%.4g; %s): the shipped "
                  "model reconstructs this volume", name, report.steps, report.initial_val_loss,

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import html
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
 from mrirecon.io.atomic import atomic_write_text
+
+_log = logging.getLogger("mrirecon.pipeline")
 
 
 @dataclass
@@ -27,6 +30,16 @@ class VolumeResult:
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what the stages did to the data (CT: dose)
     adapt: dict = field(default_factory=dict)  # the adapt stage's report (and weights sha256)
+
+    def warn(self, msg: str) -> None:
+        """Log ``msg`` as a warning and keep it for ``provenance.json`` and the report."""
+        _log.warning("%s", msg)
+        self.warnings.append(msg)
+
+    def note(self, msg: str) -> None:
+        """Log ``msg`` at info level and keep it as a note (what the stages did to the data)."""
+        _log.info("%s", msg)
+        self.notes.append(msg)
 
 
 def display_name(r: VolumeResult) -> str:

@@ -65,11 +65,9 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
                                previews="png" in config.export.formats)
     warned, told = messages.lines(path.name, run.slices)
     for msg in warned:
-        log.warning("%s", msg)
-        result.warnings.append(msg)
+        result.warn(msg)
     for msg in told:
-        log.info("%s", msg)
-        result.notes.append(msg)
+        result.note(msg)
     if config.modality == "mri":
         recon, reference = run.outputs[method.name], run.reference
         accel = counts["acquired"] / counts["sampled"] if counts["sampled"] else None
@@ -77,8 +75,7 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
             msg = (f"{path.name}: the k-space is fully sampled and undersample.enabled is false, so "
                    "the metrics score a reconstruction of complete data against its own reference "
                    "(set undersample.enabled=true for a retrospective study)")
-            log.warning("%s", msg)
-            result.warnings.append(msg)
+            result.warn(msg)
         eval_ref, eval_pred, display_ref, preview = reference, recon, reference, run.preview
         image = Image(recon, stages.output_geometry(run.info["header"]), kind="magnitude", modality="MR",
                       description=f"mrirecon {config.reconstruct.method}")
@@ -93,14 +90,12 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
                          f"{config.reconstruct.method!r} diverged?); nothing was written")
     if (msg := scale.warning(recon, run.preview, method.name)) is not None:
         msg = f"{path.name}: {msg}"
-        log.warning("%s", msg)
-        result.warnings.append(msg)
+        result.warn(msg)
     result.slices = int(recon.shape[0])
     if config.evaluate.enabled and run.reference_dropped:
         field_ = run.info.get("reference_key") or "reference"
         msg = f"{path.name}: {field_}: no metrics: {run.reference_dropped}"
-        log.warning("%s", msg)
-        result.warnings.append(msg)
+        result.warn(msg)
     if config.evaluate.enabled and eval_ref is not None:
         field_ = run.info.get("reference_key") or "reference"
         peak = float(eval_ref.max())
@@ -108,26 +103,22 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
             msg = (f"{path.name}: {field_}: no metrics: the reference is "
                    f"{'all zero' if not eval_ref.any() else f'nowhere positive (maximum {peak:.3g})'}"
                    ", so PSNR / SSIM have no data range (a placeholder reference?)")
-            log.warning("%s", msg)
-            result.warnings.append(msg)
+            result.warn(msg)
             display_ref = None  # nor a figure panel (a negative one failed the PNG export)
         elif min(eval_ref.shape[-2:]) < SSIM_WINDOW:  # failed the input after reconstruction
             msg = (f"{path.name}: {field_}: no metrics: the images are "
                    f"{eval_ref.shape[-2]} x {eval_ref.shape[-1]}, smaller than the "
                    f"{SSIM_WINDOW} x {SSIM_WINDOW} window of fastMRI's SSIM")
-            log.warning("%s", msg)
-            result.warnings.append(msg)
+            result.warn(msg)
         else:
             if config.modality == "mri":  # placeholder slices of the reference are not scored
                 eval_ref, eval_pred, msg = _without_blank_reference_slices(eval_ref, eval_pred)
                 if msg:
                     msg = f"{path.name}: {field_} {msg}"
-                    log.warning("%s", msg)
-                    result.warnings.append(msg)
+                    result.warn(msg)
             for msg in reference_notes(eval_ref, eval_pred, mri=config.modality == "mri"):
                 msg = f"{path.name}: {field_}: {msg}"
-                log.warning("%s", msg)
-                result.warnings.append(msg)
+                result.warn(msg)
             result.metrics = evaluate(eval_ref, eval_pred, crop=config.modality == "mri")
     placed_formats = [f for f in ("dicom", "nifti") if f in config.export.formats]
     if placed_formats and not image.geometry.placed:
@@ -135,13 +126,11 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
                "LoDoPaB files do not), only voxel sizes: the " + " / ".join(placed_formats)
                + " output is placed axially at the origin (NIfTI xform codes 0, a DICOM "
                "ImageComments says so); do not overlay it on other series")
-        log.warning("%s", msg)
-        result.warnings.append(msg)
+        result.warn(msg)
     note = unknown_fov_note(run.info.get("header"), placed_formats)
     if note:
         msg = f"{path.name}: {note}"
-        log.warning("%s", msg)
-        result.warnings.append(msg)
+        result.warn(msg)
     export(config, path, output, image, display_ref, preview, result, name=name)
 
 
@@ -244,8 +233,7 @@ def warn_unscored(config: PipelineConfig, results: list[VolumeResult]) -> None:
                f"(reconstruction_rss / reconstruction_esc), while {len(scored)} other input(s) of "
                "this run have theirs; it is missing from metrics.csv and from the mean over "
                "the inputs")
-        log.warning("%s", msg)
-        r.warnings.append(msg)
+        r.warn(msg)
 
 
 def unknown_fov_note(header, formats: list[str]) -> str | None:
@@ -418,8 +406,7 @@ def export(config: PipelineConfig, path: Path, output: Path, image: Image,
         folder = output / "dicom" / stem
         if (msg := quantisation_warning(image.data.numpy(), image.modality)) is not None:
             msg = f"{path.name}: {msg}"
-            log.warning("%s", msg)
-            result.warnings.append(msg)
+            result.warn(msg)
         io.write_dicom_series(image, folder, series_description=config.export.series_description
                               or image.description, keep_identity=config.export.keep_identity)
         result.outputs["dicom"] = str(folder)
