@@ -30,6 +30,12 @@ def _dot(a: Tensor, b: Tensor, dims: tuple[int, ...] | None) -> Tensor:
     return prod.sum(dim=dims, keepdim=True)
 
 
+#: Directions whose Rayleigh quotient is below this many ``eps`` of the largest one met are
+#: taken as the gram's null space (see :func:`cg`): the computed ``p^H A p`` has an absolute error
+#: of a few ``eps * ||A|| * ||p||^2``.
+RAYLEIGH_FLOOR = 16
+
+
 @accepts_deprecated_names
 def cg(
     gram: Callable[[Tensor], Tensor],
@@ -85,8 +91,15 @@ def cg(
     threshold = torch.clamp(torch.as_tensor(tolerance**2, dtype=rr.dtype) * bb, min=0) + (eps**2) * bb
     zero = torch.zeros_like(rr)
     one = torch.ones_like(rr)
+    # The largest Rayleigh quotient p^H A p / p^H p met so far (a lower bound of ||A||): a
+    # direction whose quotient is below RAYLEIGH_FLOOR * eps of it lies in the gram's null space
+    # up to rounding (p^H A p is then rounding noise), so the step along it is noise divided by
+    # noise. A semi-definite gram (no regularisation: single coil, unsampled columns) met such
+    # directions once the residual was rounding noise, and x grew to 1e9 times the solution.
+    top = torch.zeros_like(rr)
+    stalled = torch.zeros_like(rr, dtype=torch.bool)
     for it in range(iterations):
-        active = rr > threshold
+        active = (rr > threshold) & ~stalled
         if not bool(torch.any(active)):
             break
         ap = gram(p)
@@ -94,7 +107,11 @@ def cg(
         if not bool(torch.isfinite(pap).all()):
             raise NonFiniteError(f"cg: gram(p) holds NaN or Inf values at iteration {it} (the operator "
                              "produced them, e.g. from NaN coil maps)")
-        ok = active & (pap > 0)
+        pp = _dot(p, p, dims)
+        top = torch.maximum(top, pap / torch.where(pp > 0, pp, one))
+        informative = pap > RAYLEIGH_FLOOR * eps * top * pp
+        stalled |= active & ~informative  # frozen: no step along the null space makes sense
+        ok = active & informative & (pap > 0)
         alpha = torch.where(ok, rr / torch.where(ok, pap, one), zero)
         # fused ``x + alpha p`` etc. (one pass instead of two; same values up to rounding)
         x = torch.addcmul(x, alpha, p)
