@@ -105,10 +105,20 @@ def test_wheel_ships_the_named_pipelines_and_weights(tmp_path):
     import subprocess
     import zipfile
 
+    import shutil
+
+    # built from a copy: setuptools writes build/ and *.egg-info beside the sources, which must
+    # not touch the checkout (read-only in some CI, shared by concurrent runs)
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(ROOT / name, source / name)
+    shutil.copytree(PACKAGE, source / "mrirecon",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     wheel_dir = tmp_path / "wheel"
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(wheel_dir), str(ROOT)], capture_output=True, text=True, timeout=600)
+         "-w", str(wheel_dir), str(source)], capture_output=True, text=True, timeout=600)
     assert build.returncode == 0, build.stderr[-2000:]
     (wheel,) = wheel_dir.glob("mrirecon-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())

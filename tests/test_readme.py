@@ -52,8 +52,11 @@ def run_cli(argv: list[str], cwd: Path) -> str:
 
 
 def make_dry_run(target: str) -> str:
-    """What ``make TARGET`` runs on a machine without the venv."""
-    res = subprocess.run(["make", "-n", target, "VENV=/nonexistent/venv"], cwd=ROOT,
+    """What ``make TARGET`` runs on a machine without the venv, with the Makefile's defaults (the
+    caller's ``TORCH_SPEC``, ``PYTHON`` or make flags, which a GPU user sets, are left out)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TORCH_SPEC", "PYTHON", "VENV", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    res = subprocess.run(["make", "-n", target, "VENV=/nonexistent/venv"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     return res.stdout

@@ -39,7 +39,9 @@ def test_a_continuation_never_ends_below_its_start_and_its_card_keeps_the_first_
     assert start.keys() == end.keys() and all(torch.equal(start[k], end[k]) for k in start)
     t = card["training"]
     assert t == yaml.safe_load(out.with_suffix(".yaml").read_text())["training"]
-    assert t["best_step"] == 0 and t["steps"] >= 3 and t["history"]  # it trained, and lost
+    # it trained, and lost: the budget leaves 1 s of steps, 3 of them on a fast machine and 1 on
+    # a loaded CI runner (the last step is always validated, so the history is never empty)
+    assert t["best_step"] == 0 and t["steps"] >= 1 and t["history"]
     assert all(min(h["val_psnr"].values()) < min(t["validation_psnr_db"].values())
                for h in t["history"])
     assert f"--out {out}" in t["command"] and f"--init {init}" in t["command"] and "--seed 1" in t["command"]
