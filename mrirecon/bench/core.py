@@ -6,6 +6,13 @@ a modality-specific ``score`` turns the :class:`~mrirecon.pipeline.stream.Volume
 record per method. Records go to ``results.jsonl`` (:class:`~mrirecon.bench.table.ResultsFile`)
 as they are made, so an interrupted run resumes where it stopped; at the end the records of this
 run's settings make the table (:func:`~mrirecon.bench.table.build_table`).
+
+A volume that cannot be scored (a ``ValueError`` of its reading, reconstruction or scoring: no
+target, a target on another grid, ESPIRiT's centre band too narrow at that acceleration, a
+diverged method) is skipped with a warning and listed under the table
+(:class:`SkippedVolume`); the others are still scored and tabled. Only a (method,
+acceleration) that no volume could be scored for fails the run, after the table of the others
+is written: one bad file among many aborted the benchmark and wrote no table.
 """
 
 from __future__ import annotations
@@ -91,14 +98,15 @@ def reference_warnings(path: Path, field: str, reference, outputs: dict[str, Any
     """What ``mrirecon run``'s reference checks (:mod:`mrirecon.pipeline.reference_checks`) say
     of ``reference`` against the methods' outputs ``(slices, h, w)``, logged as warnings naming
     the file and the dataset: a reference on another scale than every method's output, or one
-    that a flip / transpose matches far better than as read against any method's output (a poor
-    image cannot resemble a flipped reference better than the true one, but it can miss the
-    margin: zero-filled 4x of a transposed 48 x 48 target 0.19, CG-SENSE 0.34). The benchmark
-    scored such references without a word: 10.9 dB for a transposed ``reconstruction_rss``. The
-    records keep the notes (``reference_notes``), and the tables list them."""
+    that a flip / transpose, or another slice order, matches far better than as read against any
+    method's output (a poor image cannot resemble a flipped reference better than the true one,
+    but it can miss the margin: zero-filled 4x of a transposed 48 x 48 target 0.19, CG-SENSE
+    0.34). The benchmark scored such references without a word: 10.9 dB for a transposed
+    ``reconstruction_rss``. The records keep the notes (``reference_notes``), and the tables list
+    them."""
     import torch
 
-    from mrirecon.pipeline.reference_checks import orientation_note, scale_note
+    from mrirecon.pipeline.reference_checks import orientation_note, scale_note, slice_order_note
 
     ref = torch.as_tensor(np.asarray(reference))
     found = []
@@ -108,15 +116,35 @@ def reference_warnings(path: Path, field: str, reference, outputs: dict[str, Any
     turned = {m: orientation_note(ref, torch.as_tensor(np.asarray(o)), f"{m}'s output")
               for m, o in outputs.items()}
     found += [note for note in turned.values() if note][:1]
+    ordered = {m: slice_order_note(ref, torch.as_tensor(np.asarray(o))) for m, o in outputs.items()}
+    found += [note for note in ordered.values() if note][:1]
     for msg in found:
         log.warning("bench: %s: %s: %s", path.name, field, msg)
     return [f"{path.name}: {field}: {msg}" for msg in found]
 
 
+@dataclass(frozen=True)
+class SkippedVolume:
+    """A volume the benchmark could not score at one acceleration: ``error`` says why (it names
+    the file, and the acceleration and methods where its own words did not)."""
+
+    volume: str
+    acceleration: float
+    methods: tuple[str, ...]
+    error: ValueError
+    reason: str  # the words of the error that stopped it (without the file / factor prefix)
+
+    def line(self) -> str:
+        """``"b.h5 at 4x (zero_filled): <why>"`` (the table's note)."""
+        return f"{self.volume} at {self.acceleration:g}x ({', '.join(self.methods)}): {self.reason}"
+
+
 def run_plan(plan: BenchPlan, score: VolumeScorer, store: ResultsFile, *, persist: bool,
-             progress: bool, on_record: RecordCallback | None = None) -> None:
-    """Score every pending (method, acceleration, volume) of ``plan`` and store the records."""
+             progress: bool, on_record: RecordCallback | None = None) -> list[SkippedVolume]:
+    """Score every pending (method, acceleration, volume) of ``plan`` and store the records;
+    returns the volumes skipped because they could not be scored (each logged as a warning)."""
     names = list(plan.methods)
+    skipped: list[SkippedVolume] = []
     for acc in plan.accelerations:
         todo = {p: [m for m in names if store.find(m, acc, p.name, plan.config(m, acc, p)) is None]
                 for p in plan.files}
@@ -138,10 +166,14 @@ def run_plan(plan: BenchPlan, score: VolumeScorer, store: ResultsFile, *, persis
                 try:
                     results = score(path, acc, [plan.methods[m] for m in todo[path]], bar)
                 except ValueError as exc:  # "ESPIRiT needs ... got 1" named no file nor factor
-                    if path.name in str(exc):
-                        raise
-                    raise ValueError(f"bench {plan.challenge}: {path.name} at {acc:g}x "
-                                     f"({', '.join(todo[path])}): {exc}") from exc
+                    err = exc
+                    if path.name not in str(exc):
+                        err = ValueError(f"bench {plan.challenge}: {path.name} at {acc:g}x "
+                                         f"({', '.join(todo[path])}): {exc}")
+                        err.__cause__ = exc
+                    skipped.append(SkippedVolume(path.name, acc, tuple(todo[path]), err, str(exc)))
+                    log.warning("%s; skipped: the table scores the other volumes", err)
+                    continue
                 for m in todo[path]:
                     rec = results[m]
                     pred = rec.pop("prediction")
@@ -156,29 +188,55 @@ def run_plan(plan: BenchPlan, score: VolumeScorer, store: ResultsFile, *, persis
         finally:
             if bar is not None:
                 bar.close()
+    return skipped
 
 
 def finish_table(plan: BenchPlan, store: ResultsFile, output_dir: str | os.PathLike | None,
-                 verbose: bool) -> BenchTable:
-    """The table of this plan's records; written under ``output_dir`` and printed if asked."""
+                 verbose: bool, skipped: Sequence[SkippedVolume] = ()) -> BenchTable:
+    """The table of this plan's records, listing the ``skipped`` volumes; written under
+    ``output_dir`` and printed if asked (neither when it has no row)."""
     names = list(plan.methods)
     selected = [r for p in plan.files for a in plan.accelerations for m in names
                 if (r := store.find(m, a, p.name, plan.config(m, a, p))) is not None]
     table = build_table(selected, names, plan.accelerations, plan.challenge)
-    if output_dir is not None:
+    table.skipped = [s.line() for s in skipped]
+    if table.rows and output_dir is not None:
         write_table(table, output_dir)
-    if verbose:
+    if table.rows and verbose:
         print(table.to_markdown(), flush=True)
     return table
 
 
+def check_complete(plan: BenchPlan, table: BenchTable, skipped: Sequence[SkippedVolume],
+                   output_dir: str | os.PathLike | None) -> None:
+    """Fail when a (method, acceleration) of ``plan`` has no row because every volume was
+    skipped: with the one volume's own error, else naming the rows and the first error."""
+    empty = [(m, a) for a in plan.accelerations for m in plan.methods
+             if not any(r.method == m and r.acceleration == a for r in table.rows)]
+    if not empty or not skipped:
+        return
+    failed = [s for s in skipped if any(s.acceleration == a and m in s.methods for m, a in empty)]
+    if len(skipped) == 1:
+        raise failed[0].error
+    where = ", ".join(f"{m} at {a:g}x" for m, a in empty)
+    written = (f"; the table of the other rows is in {Path(output_dir) / 'bench_table.md'}"
+               if table.rows and output_dir is not None else "")
+    raise ValueError(f"bench {plan.challenge}: no volume could be scored for {where} "
+                     f"({len(failed)} skipped); the first: {failed[0].error}{written}"
+                     ) from failed[0].error
+
+
 def run_benchmark(plan: BenchPlan, score: VolumeScorer, *, output_dir, resume: bool,
                   progress: bool, verbose: bool, on_record: RecordCallback | None) -> BenchTable:
-    """:func:`run_plan` then :func:`finish_table`, with the results file of ``output_dir``."""
+    """:func:`run_plan` then :func:`finish_table` (the volumes that could not be scored
+    skipped and listed), with the results file of ``output_dir``; then
+    :func:`check_complete`."""
     store = open_store(output_dir, resume)
-    run_plan(plan, score, store, persist=output_dir is not None, progress=progress,
-             on_record=on_record)
-    return finish_table(plan, store, output_dir, verbose)
+    skipped = run_plan(plan, score, store, persist=output_dir is not None, progress=progress,
+                       on_record=on_record)
+    table = finish_table(plan, store, output_dir, verbose, skipped)
+    check_complete(plan, table, skipped, output_dir)
+    return table
 
 
 def check_accelerations(accelerations: Sequence[float], where: str) -> list[float]:

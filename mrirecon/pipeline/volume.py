@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -285,28 +286,101 @@ def _maps_crop(config: PipelineConfig) -> float | None:
     return float(cal.crop) if cal.method == "espirit" else None
 
 
+#: A message kind said for slices with other figures lists at most this many of them (grouped by
+#: identical text), then counts the rest.
+FIGURES_LISTED = 8
+#: Texts of one kind are said on one line (the first slice's, the others' differences listed)
+#: when they have the same words and figures in the same places and differ in figures and in at
+#: most this many words (the truncation warning's "first" / "last" detector bins); other
+#: wordings get lines of their own.
+WORDS_MERGED = 2
+#: A figure in a message: ``0.947``, ``-3``, ``1e-05``, ``128``, where no letter, digit, ``_``
+#: or ``.`` precedes it (not the digits of ``sim2026`` or ``128x128``'s second factor).
+_FIGURE = re.compile(r"(?:(?<![\w.])-|(?<![\w.]))\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+#: A message's tokens: figures, words and single punctuation marks.
+_TOKEN = re.compile(_FIGURE.pattern + r"|\w+|[^\w\s]")
+
+
 @dataclass
 class SliceMessages:
     """One volume's per-slice warnings and notes (:meth:`~mrirecon.pipeline.stream.Modality.
-    data_messages`), kind by kind: ``kind -> (first slice's message, slices)``, said once per kind
-    naming the slices (``mrirecon run`` and ``mrirecon bench``)."""
+    data_messages`), kind by kind: ``kind -> {message: slices}``, said once per kind and wording
+    naming the slices (``mrirecon run`` and ``mrirecon bench``). Messages of one kind that differ
+    only in their figures (an ESPIRiT crop lowered to 0.947 on slice 0, 0.92 on slice 1) and in
+    at most :data:`WORDS_MERGED` words are said once with the first slice's text, followed by
+    what differs on the other slices (at most :data:`FIGURES_LISTED` texts): no line claims a
+    figure for a slice that did not have it."""
 
-    warned: dict[str, tuple[str, list[int]]] = field(default_factory=dict)
-    told: dict[str, tuple[str, list[int]]] = field(default_factory=dict)
+    warned: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    told: dict[str, dict[str, list[int]]] = field(default_factory=dict)
 
     def add(self, i: int, warned: dict[str, str], told: dict[str, str]) -> None:
         """Slice ``i``'s ``(warnings, notes)``."""
         for kind, msg in warned.items():
-            self.warned.setdefault(kind, (msg, []))[1].append(i)
+            self.warned.setdefault(kind, {}).setdefault(msg, []).append(i)
         for kind, msg in told.items():
-            self.told.setdefault(kind, (msg, []))[1].append(i)
+            self.told.setdefault(kind, {}).setdefault(msg, []).append(i)
 
     def lines(self, name: str, total: int) -> tuple[list[str], list[str]]:
         """``(warnings, notes)`` as lines: ``"F.h5: all 2 slices: ..."``."""
-        def say(found):
-            return [f"{name}: {_slice_list(slices, total)}: {msg}" for msg, slices in found.values()]
+        def say(found: dict[str, dict[str, list[int]]]) -> list[str]:
+            return [line for texts in found.values() for line in _kind_lines(name, texts, total)]
 
         return say(self.warned), say(self.told)
+
+
+def _kind_lines(name: str, texts: dict[str, list[int]], total: int) -> list[str]:
+    """The lines of one kind's ``{message: slices}``: texts that differ only in figures and in
+    at most :data:`WORDS_MERGED` words are said once, naming all their slices, with the first
+    slice's text and what differs on the others; other wordings get a line each."""
+    merged: list[list[tuple[str, list[int]]]] = []  # [(text, slices), ...], first text first
+    for text, slices in sorted(texts.items(), key=lambda t: min(t[1])):
+        for group in merged:
+            if _differences(group[0][0], text) is not None:
+                group.append((text, slices))
+                break
+        else:
+            merged.append([(text, slices)])
+    out = []
+    for (first, first_slices), *others in merged:
+        every = sorted(i for _, slices in [(first, first_slices), *others] for i in slices)
+        line = f"{name}: {_slice_list(every, total)}: {first}"
+        if others:
+            diffs = [_differences(first, text) or [] for text, _ in others]
+            words = any(not _FIGURE.fullmatch(t) for d in diffs for t in d)
+            listed = [f"{_runs(slices)}: {', '.join(d)}"
+                      for (_, slices), d in zip(others[:FIGURES_LISTED], diffs)]
+            rest = sum(len(slices) for _, slices in others[FIGURES_LISTED:])
+            line += (f" ({'as on' if words else 'figures of'} {_runs(first_slices)}; "
+                     + "; ".join(listed)
+                     + (f"; {rest} more slice(s) with other {'words or ' * words}figures"
+                        if rest else "") + ")")
+        out.append(line)
+    return out
+
+
+def _differences(first: str, text: str) -> list[str] | None:
+    """The tokens of ``text`` that differ from ``first``'s (same count, figures where ``first``
+    has figures), or ``None`` when the texts are not one message with other figures / words."""
+    a, b = _TOKEN.findall(first), _TOKEN.findall(text)
+    if len(a) != len(b):
+        return None
+    pairs = [(x, y) for x, y in zip(a, b) if x != y]
+    words = sum(1 for x, y in pairs if not (_FIGURE.fullmatch(x) and _FIGURE.fullmatch(y)))
+    return [y for _, y in pairs] if words <= WORDS_MERGED else None
+
+
+def _runs(slices: list[int], limit: int = 4) -> str:
+    """``slice 3``, ``slices 0-2, 5`` (consecutive runs; at most ``limit`` runs, then ``...``)."""
+    runs: list[list[int]] = []
+    for i in sorted(slices):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    shown = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs[:limit])
+    return ("slice " if len(slices) == 1 else "slices ") + shown + (", ..." if len(runs) > limit
+                                                                    else "")
 
 
 def _slice_list(slices: list[int], total: int) -> str:
@@ -322,12 +396,13 @@ def _slice_list(slices: list[int], total: int) -> str:
 def reference_notes(reference: torch.Tensor, output: torch.Tensor, *, mri: bool) -> list[str]:
     """What makes the metrics of ``output`` against ``reference`` (same shape) meaningless:
     another scale (a uint16 ``reconstruction_rss`` scored 6.2 dB, a LoDoPaB ground truth in HU
-    2.5 dB, exit 0 and no word) or, for MRI, another orientation (a transposed reference: 9.3
-    instead of 41.0 dB). CT references are checked against the FBP slice by slice instead
-    (:func:`mrirecon.pipeline.stages_ct.reference_orientation`)."""
-    from mrirecon.pipeline.reference_checks import orientation_note, scale_note
+    2.5 dB, exit 0 and no word), another slice order (slices stored last to first: each slice
+    scored against another one's anatomy) or, for MRI, another orientation (a transposed
+    reference: 9.3 instead of 41.0 dB). CT references are checked for orientation against the
+    FBP slice by slice instead (:func:`mrirecon.pipeline.stages_ct.reference_orientation`)."""
+    from mrirecon.pipeline.reference_checks import orientation_note, scale_note, slice_order_note
 
-    notes = [scale_note(reference, output)]
+    notes = [scale_note(reference, output), slice_order_note(reference, output)]
     if mri:
         notes.append(orientation_note(reference, output, "the reconstruction"))
     return [n for n in notes if n]
@@ -416,6 +491,12 @@ def export(config: PipelineConfig, path: Path, output: Path, image: Image,
 
 
 def _figures(image: Image, reference, zero_filled, folder: Path, max_slices: int) -> list[str]:
+    """One PNG panel per picked slice: reconstruction, reference and ``|error|`` (when the input
+    has a reference), zero-filled / FBP input. MRI panels share the grey window ``0..max`` of
+    the reference slice; a reference slice that is blank (all zero, nowhere positive) or not
+    finite gives no window and no error map (a window of 0 drew the other panels black, and
+    ``|recon - 0|`` is no error): the window is then the reconstruction's own
+    (:func:`_display_max`) and the error panel says why it is not available."""
     from mrirecon.io.png import save_panel
 
     vol = image.data.numpy()
@@ -424,19 +505,58 @@ def _figures(image: Image, reference, zero_filled, folder: Path, max_slices: int
     paths = []
     for k in picks:
         imgs, titles, err_idx = [vol[k]], ["reconstruction"], None
-        vmax = float(vol[k].max())
+        vmax = _display_max(vol[k])
         if reference is not None:
             ref = reference[k].numpy()
-            vmax = float(ref.max())
-            imgs += [ref, np.abs(vol[k] - ref)]
-            titles += ["reference", "|error|"]
-            err_idx = 2
+            why = _unusable_reference(ref, mri=image.modality == "MR")
+            if why is None:
+                vmax = float(ref.max()) if image.modality == "MR" else vmax
+                imgs += [ref, np.abs(vol[k] - ref)]
+                titles += ["reference", "|error|"]
+                err_idx = 2
+            else:
+                gone = f"not available:\nreference slice {why}"
+                imgs += [ref if np.isfinite(ref).all() else gone, gone]
+                titles += [f"reference ({why})", "|error|"]
         if zero_filled is not None:
             imgs.append(zero_filled[k].numpy())
             titles.append("zero-filled input" if image.modality == "MR" else "FBP input")
         if image.modality == "CT":
-            imgs = [np.clip(i, -200, 400) + 200 if j != err_idx else i for j, i in enumerate(imgs)]
+            imgs = [np.clip(i, -200, 400) + 200 if j != err_idx and not isinstance(i, str) else i
+                    for j, i in enumerate(imgs)]
             vmax = 600
         paths.append(str(save_panel(imgs, titles, folder / f"slice_{k:03d}.png", vmax=vmax,
                                     error_index=err_idx, suptitle=f"slice {k}")))
     return paths
+
+
+#: The percentile of a slice's values that tops its own grey window (:func:`_display_max`): a
+#: few bright pixels (a flow artefact, an edge) do not darken the rest of the image.
+DISPLAY_PERCENTILE = 99.5
+
+
+def _display_max(values: np.ndarray) -> float | None:
+    """The top of the grey window of an image shown without a usable reference: the
+    :data:`DISPLAY_PERCENTILE` percentile of its finite values, else their maximum when that
+    percentile is not positive (a small bright object), else ``None`` (nothing positive: the
+    panel's own maximum, black)."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return None
+    top = float(np.percentile(finite, DISPLAY_PERCENTILE))
+    if top > 0:
+        return top
+    peak = float(finite.max())
+    return peak if peak > 0 else None
+
+
+def _unusable_reference(ref: np.ndarray, *, mri: bool) -> str | None:
+    """Why a reference slice cannot set the display window nor give an error map (``None``: it
+    can): NaN / Inf values; for MRI (magnitudes) also all zero or nowhere positive (a
+    placeholder slice, which the metrics leave out too)."""
+    bad = int(ref.size - np.count_nonzero(np.isfinite(ref)))
+    if bad:
+        return f"with {bad} NaN or Inf values"
+    if mri and not (ref > 0).any():
+        return "all zero" if not ref.any() else "nowhere positive"
+    return None

@@ -489,12 +489,14 @@ def test_learned_weights_from_card_state_dict_and_fastmri_checkpoint(varnet_weig
 
 def test_a_reference_in_another_layout_or_scale_is_noted(tmp_path, caplog):
     """The pipeline's reference checks run in the benchmark too (MRI here, CT in
-    test_bench_ct): a transposed or rescaled ``reconstruction_rss`` (scored as read, a few dB
+    test_bench_ct): a transposed, rescaled or slice-reversed ``reconstruction_rss`` (scored as read, a few dB
     with no word before) is noted in the records, the volumes CSV, the Markdown table and the
     log, once per volume; a correct one is not."""
     import h5py
 
-    paths = _write_volumes(tmp_path / "data", 3)
+    paths = _write_volumes(tmp_path / "data", 4)
+    with h5py.File(paths[3], "r+") as f:  # slices stored last to first
+        f["reconstruction_rss"][...] = f["reconstruction_rss"][()][::-1]
     with h5py.File(paths[1], "r+") as f:  # stored transposed
         f["reconstruction_rss"][...] = np.swapaxes(f["reconstruction_rss"][()], -1, -2)
     with h5py.File(paths[2], "r+") as f:  # another unit: a uint16-like magnitude
@@ -510,6 +512,8 @@ def test_a_reference_in_another_layout_or_scale_is_noted(tmp_path, caplog):
         assert "transposed" in turned
         (scaled,) = notes[paths[2].name, method]
         assert "the reference's scale is" in scaled and scaled.endswith("(every method's output)")
+        (reversed_,) = notes[paths[3].name, method]
+        assert "the reference slices match the output far better in reverse order" in reversed_
     md = table.to_markdown()
     assert md.count(f"- {turned}") == 1 and md.count(f"- {scaled}") == 1
     assert paths[0].name not in md
