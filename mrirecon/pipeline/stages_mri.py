@@ -151,7 +151,8 @@ def _printed_below(value: float, limit: float) -> str:
 #: (a 3-column centre band) does not constrain the maps across phase encoding at all: on an 8-coil
 #: oblique ISMRMRD scan (48 x 40) at 4x, CG-SENSE (lam 0, 40 iterations) with its 6 x 1 kernels
 #: wrote an image whose 99th percentile was 8.2e8 times the zero-filled one's (the same data as a
-#: fastMRI file: -155 dB, where Walsh maps of the band give 34.5 dB). Wider bands did not break
+#: fastMRI file: -155 dB, where Walsh maps of the band give 34.5 dB; since CG stops at the gram's
+#: null space, :data:`mrirecon.solvers.cg.RAYLEIGH_FLOOR`, 23.3 dB). Wider bands did not break
 #: that way: 4 columns (6 x 2 kernels) 0.91 (33.2 dB), 5 columns 6.6 (1.6 and 26.7 dB on the
 #: fastMRI copy), 6 columns 1.15; on simulated 8-coil brains ESPIRiT beat or matched Walsh with
 #: 3 / 4-column bands (15.7-19.2 dB against 11.9-17.2), so even the warning is a prompt to look,
