@@ -1,4 +1,5 @@
-"""Plotting helpers for notebooks and reports: image grids and point-spread functions.
+"""Helpers for notebooks and reports: image grids, point-spread functions, and the folder a
+notebook writes its results to (:func:`results_folder`).
 
 matplotlib is imported lazily inside the plotting functions, so importing this module costs
 nothing; :func:`point_spread_function` needs torch only.
@@ -7,7 +8,10 @@ nothing; :func:`point_spread_function` needs torch only.
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -139,3 +143,39 @@ def point_spread_function(mask: Tensor | np.ndarray, shape: tuple[int, int] | No
         raise ValueError("point_spread_function: the mask samples nothing")
     psf = ifft2c(m.to(torch.complex128)).abs()
     return psf / psf.max()
+
+
+def results_folder(value: str | os.PathLike | None, variable: str = "MRIRECON_NB_OUT") -> Path | None:
+    """The folder a notebook writes its results JSON to, checked at the notebook's start.
+
+    ``value`` is the environment variable's value (``os.environ.get(variable)``): unset or
+    empty gives ``None`` (no results file); otherwise the folder is created (with its parents)
+    when missing and checked to be writable, so that a bad path fails in the first cell, not
+    in the last one after minutes of work (a missing folder raised a bare ``FileNotFoundError``
+    there, notebook 04 after 402 s of benchmark).
+
+    Raises
+    ------
+    NotADirectoryError
+        The path, or one of its parents, is a file.
+    PermissionError
+        The folder cannot be created or written to.
+    """
+    if value is None or not str(value).strip():
+        return None
+    folder = Path(value).expanduser()
+    what = f"{variable}={str(value)!r}"
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{what}: {folder} is a file, not a folder for the notebook's "
+                                 "results; point it to a folder (it is created when missing)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):  # writable? (removed on closing)
+            pass
+    except (FileExistsError, NotADirectoryError) as err:  # a parent is a file
+        raise NotADirectoryError(f"{what}: cannot create the results folder {folder}: "
+                                 f"{err.strerror or err} (a parent is a file?)") from err
+    except OSError as err:
+        raise PermissionError(f"{what}: cannot create or write to the results folder {folder}: "
+                              f"{err.strerror or err}; point it to a writable folder") from err
+    return folder

@@ -179,6 +179,8 @@ class BenchTable:
     rows: list[BenchRow]
     records: list[dict[str, Any]] = field(default_factory=list)
     challenge: str = "multicoil"
+    #: the volumes the run could not score, one line each (``"b.h5 at 4x (zero_filled): why"``)
+    skipped: list[str] = field(default_factory=list)
 
     def row(self, method: str, acceleration: float) -> BenchRow:
         """The row of ``method`` at ``acceleration`` (``KeyError`` if absent)."""
@@ -203,6 +205,9 @@ class BenchTable:
         if notes:  # the scores of these volumes compare against a doubtful reference
             lines += ["", "Reference notes (the metrics above compare against these references "
                       "as read):", *[f"- {n}" for n in notes]]
+        if self.skipped:  # the rows above average over the other volumes only
+            lines += ["", "Skipped volumes (not scored, not in the rows above):",
+                      *[f"- {n}" for n in self.skipped]]
         return "\n".join(lines) + "\n"
 
     def to_csv(self) -> str:
@@ -253,7 +258,8 @@ class BenchTable:
         return self.to_markdown()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"challenge": self.challenge, "rows": [asdict(r) for r in self.rows]}
+        return {"challenge": self.challenge, "rows": [asdict(r) for r in self.rows],
+                "skipped": list(self.skipped)}
 
 
 def _fmt_acc(acc: float) -> str:

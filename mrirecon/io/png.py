@@ -1,13 +1,22 @@
-"""PNG figures (matplotlib, Agg backend), written atomically."""
+"""PNG figures (matplotlib, Agg backend), written atomically.
+
+The image writers take real 2-D arrays only and refuse, as the NIfTI, DICOM and HDF5 writers do,
+what a picture cannot show faithfully: complex images (pass the magnitude, ``np.abs(x)``, or a
+real part explicitly; the real part was written silently, with only numpy's ComplexWarning),
+NaN / Inf values (one NaN pixel made the whole PNG transparent, one Inf pixel made it black)
+and images that are not 2-D. The errors name the function, the file and the argument.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from mrirecon.io.atomic import atomic_path
+from mrirecon.io.errors import refuse_nonfinite
 
 
 def _plt():
@@ -19,33 +28,126 @@ def _plt():
     return plt
 
 
+def _checked_image(image, who: str, path, what: str) -> np.ndarray:
+    """``image`` (array or tensor) as a float64 ``(H, W)`` array, or a clear error naming
+    ``who``, ``path`` and the argument ``what``."""
+    if hasattr(image, "detach"):  # a torch tensor (io does not import torch for this)
+        image = image.detach().cpu().numpy()
+    a = np.asarray(image)
+    if np.iscomplexobj(a):
+        raise TypeError(f"{who}: {path}: {what} is complex ({a.dtype}); a PNG shows real values: "
+                        "pass the magnitude (np.abs) or the real part explicitly; nothing written")
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{who}: {path}: {what} must hold numbers, got dtype {a.dtype}; "
+                        "nothing written")
+    if a.ndim != 2 or a.size == 0:
+        raise ValueError(f"{who}: {path}: {what} must be a 2-D image (H, W), got shape "
+                         f"{a.shape}; nothing written")
+    a = a.astype(np.float64)
+    refuse_nonfinite(who, path, what, a)
+    return a
+
+
+def _checked_limit(value, who: str, path, name: str) -> float | None:
+    if value is None:
+        return None
+    if not math.isfinite(float(value)):
+        raise ValueError(f"{who}: {path}: {name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def display_range(image: np.ndarray, vmin: float | None, vmax: float | None) -> tuple[float, float]:
+    """The grey window ``(lo, hi)``, ``lo < hi``, of a finite image: ``vmin`` / ``vmax`` where
+    given, else the image's minimum / maximum. An all-constant image ``c`` (no contrast) gets the
+    window from 0 to ``c`` (``c > 0``: white; ``c <= 0``: black), never the zero-width window
+    that matplotlib draws black whatever the value; a given bound that leaves the whole image
+    on one side saturates it (black below ``vmin``, white above ``vmax``)."""
+    lo = float(image.min()) if vmin is None else vmin
+    hi = float(image.max()) if vmax is None else vmax
+    if lo < hi:
+        return lo, hi
+    if vmin is None and vmax is None:  # constant image
+        lo, hi = min(lo, 0.0), max(hi, 0.0)
+        return (lo, hi) if lo < hi else (0.0, 1.0)
+    if vmin is not None and vmax is None:  # the whole image lies below vmin: black
+        return vmin, vmin + (abs(vmin) or 1.0)
+    if vmax is not None and vmin is None:  # the whole image lies above vmax: white
+        return vmax - (abs(vmax) or 1.0), vmax
+    raise AssertionError("unreachable: both bounds given are checked by the caller")
+
+
 def save_png(image: np.ndarray, path: str | Path, *, vmin: float | None = None,
              vmax: float | None = None, cmap: str = "gray") -> Path:
-    """Save a 2-D array as a grey-scale PNG (one pixel per sample)."""
-    image = np.asarray(image, dtype=np.float32)
-    if image.ndim != 2:
-        raise ValueError(f"save_png: {path}: image must be 2-D, got shape {image.shape}")
+    """Save a real 2-D array as a grey-scale PNG (one pixel per sample), window
+    :func:`display_range`.
+
+    Raises
+    ------
+    TypeError
+        ``image`` is complex (pass ``np.abs(image)``) or not numeric.
+    ValueError
+        ``image`` is not 2-D or holds NaN / Inf; ``vmin`` / ``vmax`` not finite, or
+        ``vmin >= vmax``. Nothing is written.
+    """
+    image = _checked_image(image, "save_png", path, "image")
+    vmin = _checked_limit(vmin, "save_png", path, "vmin")
+    vmax = _checked_limit(vmax, "save_png", path, "vmax")
+    if vmin is not None and vmax is not None and not vmin < vmax:
+        raise ValueError(f"save_png: {path}: vmin ({vmin:g}) must be less than vmax ({vmax:g})")
+    lo, hi = display_range(image, vmin, vmax)
     plt = _plt()
     with atomic_path(path, suffix=".png") as tmp:
-        plt.imsave(tmp, image, cmap=cmap, vmin=vmin, vmax=vmax, format="png")
+        plt.imsave(tmp, image.astype(np.float32), cmap=cmap, vmin=lo, vmax=hi, format="png")
     return Path(path)
 
 
-def save_panel(images: Sequence[np.ndarray], titles: Sequence[str], path: str | Path, *,
+def save_panel(images: Sequence[np.ndarray | str], titles: Sequence[str], path: str | Path, *,
                vmax: float | None = None, error_index: int | None = None,
                suptitle: str = "") -> Path:
-    """Save images side by side with titles; ``error_index`` marks an error map (own scale)."""
-    plt = _plt()
+    """Save images side by side with titles.
+
+    Grey panels show values from 0 to ``vmax`` (below 0 black, above ``vmax`` white); without
+    ``vmax``, each image's own maximum (an image nowhere positive is black). ``error_index``
+    marks an error map, drawn on its own scale with a colour bar. A ``str`` in place of an image
+    draws an empty panel with that text (e.g. ``"not available: ..."`` for an error map that has
+    no usable reference).
+
+    Raises
+    ------
+    TypeError
+        An image is complex (pass ``np.abs(image)``) or not numeric.
+    ValueError
+        No images, a title count that differs from the image count, an image that is not 2-D
+        or holds NaN / Inf, ``vmax`` not a finite number > 0 (a ``vmax`` of 0 drew every grey
+        panel black), ``error_index`` out of range. Nothing is written.
+    """
     n = len(images)
+    if n == 0:
+        raise ValueError(f"save_panel: {path}: no images given")
+    if len(titles) != n:
+        raise ValueError(f"save_panel: {path}: {n} images but {len(titles)} titles")
+    if vmax is not None and not (math.isfinite(float(vmax)) and float(vmax) > 0):
+        raise ValueError(f"save_panel: {path}: vmax must be a finite number > 0 (the grey panels "
+                         f"show 0..vmax), got {vmax!r}")
+    if error_index is not None and not 0 <= error_index < n:
+        raise ValueError(f"save_panel: {path}: error_index {error_index} is outside the {n} images")
+    checked = [img if isinstance(img, str) else
+               _checked_image(img, "save_panel", path, f"images[{i}] ({titles[i]!r})")
+               for i, img in enumerate(images)]
+    plt = _plt()
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.4), squeeze=False)
-    for i, (img, title) in enumerate(zip(images, titles)):
+    for i, (img, title) in enumerate(zip(checked, titles)):
         ax = axes[0, i]
-        img = np.asarray(img, dtype=np.float32)
-        if error_index is not None and i == error_index:
-            im = ax.imshow(img, cmap="magma")
+        if isinstance(img, str):
+            ax.text(0.5, 0.5, img, ha="center", va="center", transform=ax.transAxes,
+                    fontsize=9, color="0.35", wrap=True)
+        elif error_index is not None and i == error_index:
+            lo, hi = display_range(img, None, None)
+            im = ax.imshow(img.astype(np.float32), cmap="magma", vmin=lo, vmax=hi)
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
         else:
-            ax.imshow(img, cmap="gray", vmin=0, vmax=vmax if vmax is not None else float(img.max()))
+            top = vmax if vmax is not None else float(img.max())
+            ax.imshow(img.astype(np.float32), cmap="gray", vmin=0, vmax=top if top > 0 else 1.0)
         ax.set_title(title, fontsize=9)
         ax.axis("off")
     if suptitle:

@@ -10,7 +10,8 @@ arrays or torch tensors) and returns one number per volume:
 
 NumPy inputs give Python floats; torch inputs give 0-dim tensors (differentiable in ``pred``).
 All computations run in float64. :func:`evaluate_volumes` reproduces fastMRI's report: both
-volumes centre-cropped to the target's width, then the mean and standard deviation over volumes.
+volumes centre-cropped to the target's width (:func:`fastmri_crop`; a target wider than tall,
+which fastMRI refuses, whole), then the mean and standard deviation over volumes.
 """
 
 from __future__ import annotations
@@ -107,14 +108,30 @@ def ssim(gt: ArrayLike, pred: ArrayLike, maxval: float | None = None) -> float |
 METRIC_FUNCS = {"MSE": mse, "NMSE": nmse, "PSNR": psnr, "SSIM": ssim}
 
 
-def crop_to_target(gt: ArrayLike, pred: ArrayLike) -> tuple[Tensor, Tensor]:
-    """Centre-crop target and prediction to ``(W_t, W_t)``, ``W_t`` the target's width, as
-    ``fastmri.evaluate`` does before comparing (e.g. 640 x 368 -> 320 x 320 needs a 320-wide target).
+def fastmri_crop(target_shape: Sequence[int]) -> tuple[int, int]:
+    """The ``(h, w)`` that target and prediction are centre-cropped to before scoring: the rule
+    of ``mrirecon run`` and ``mrirecon bench`` alike (:func:`crop_to_target`).
 
-    Returns float64 tensors ``(slices, W_t, W_t)``.
+    ``(W_t, W_t)``, ``W_t`` the target's width, as ``fastmri.evaluate`` crops (a 640 x 368 knee
+    target cropped to 368 x 368, a 320 x 320 one kept). A target wider than tall (``H_t < W_t``),
+    which fastMRI's ``center_crop`` refuses ("Invalid shapes."), is scored whole: the crop is its
+    own ``(H_t, W_t)`` (the prediction cropped to the target's shape). Either way the numbers are
+    those of fastMRI's metrics on the cropped volumes.
+    """
+    h, w = int(target_shape[-2]), int(target_shape[-1])
+    return (w, w) if h >= w else (h, w)
+
+
+def crop_to_target(gt: ArrayLike, pred: ArrayLike) -> tuple[Tensor, Tensor]:
+    """Centre-crop target and prediction to :func:`fastmri_crop` of the target's shape:
+    ``(W_t, W_t)``, ``W_t`` the target's width, as ``fastmri.evaluate`` does before comparing
+    (e.g. 640 x 368 -> 368 x 368), or the whole target when it is wider than tall (where
+    fastMRI fails).
+
+    Returns float64 tensors ``(slices, h, w)``.
     """
     g, p = (a if isinstance(a, Tensor) else torch.from_numpy(np.ascontiguousarray(a)) for a in (gt, pred))
-    size = (g.shape[-1], g.shape[-1])
+    size = fastmri_crop(g.shape)
     for name, a in (("target", g), ("prediction", p)):
         if a.is_complex():  # .to(float64) kept the real part only: PSNR 8.7 instead of 20.3 dB
             raise ValueError(f"crop_to_target: the {name} is complex ({a.dtype}); fastMRI scores "
@@ -122,7 +139,7 @@ def crop_to_target(gt: ArrayLike, pred: ArrayLike) -> tuple[Tensor, Tensor]:
         if a.shape[-2] < size[0] or a.shape[-1] < size[1]:
             raise ValueError(
                 f"crop_to_target: {name} of shape {tuple(a.shape)} is smaller than the crop {size} "
-                f"(the target's width)"
+                f"(fastmri_crop of the target's shape {tuple(g.shape)})"
             )
     return center_crop(g, size).to(torch.float64), center_crop(p, size).to(torch.float64)
 

@@ -36,10 +36,11 @@ from mrirecon.functional import ifft2c
 from mrirecon.metrics import nmse, psnr, ssim
 from mrirecon.operators import ct_operator, sense
 from mrirecon.sampling import create_mask_for_mask_type, poisson_disc
-from mrirecon.viz import image_grid, point_spread_function
+from mrirecon.viz import image_grid, point_spread_function, results_folder
 
 QUICK = os.environ.get("MRIRECON_NB_QUICK", "0") == "1"
-OUT = os.environ.get("MRIRECON_NB_OUT")  # folder for a results JSON (used by the tests)
+# folder for a results JSON (used by the tests): created, or a clear error, before any work
+OUT = results_folder(os.environ.get("MRIRECON_NB_OUT"))
 N = 96 if QUICK else 192          # MRI matrix (N x N)
 ITERS = 40 if QUICK else 150      # iterations of the iterative reconstructions
 CT_N = 64 if QUICK else 192       # CT image size

@@ -38,10 +38,11 @@ from mrirecon.training.validation import (
     zero_filled,
 )
 from mrirecon.training.weights import available_weights, load_pretrained, model_card
-from mrirecon.viz import image_grid
+from mrirecon.viz import image_grid, results_folder
 
 QUICK = os.environ.get("MRIRECON_NB_QUICK", "0") == "1"
-OUT = os.environ.get("MRIRECON_NB_OUT")  # folder for a results JSON (used by the tests)
+# folder for a results JSON (used by the tests): created, or a clear error, before any work
+OUT = results_folder(os.environ.get("MRIRECON_NB_OUT"))
 SIZE = 64 if QUICK else 128
 TRAIN_VOLUMES, VAL_VOLUMES, SLICES = (2, 1, 3) if QUICK else (12, 2, 6)
 STEPS = 40 if QUICK else 400

@@ -38,10 +38,11 @@ from mrirecon.training.data_ct import CTTrainingSet
 from mrirecon.training.run import train_from_config
 from mrirecon.training.validation import evaluate_reconstructor, model_reconstructor
 from mrirecon.training.weights import available_weights, load_pretrained
-from mrirecon.viz import image_grid
+from mrirecon.viz import image_grid, results_folder
 
 QUICK = os.environ.get("MRIRECON_NB_QUICK", "0") == "1"
-OUT = os.environ.get("MRIRECON_NB_OUT")  # folder for a results JSON (used by the tests)
+# folder for a results JSON (used by the tests): created, or a clear error, before any work
+OUT = results_folder(os.environ.get("MRIRECON_NB_OUT"))
 SIZE = 48 if QUICK else 128
 TRAIN_SAMPLES, VAL_SAMPLES = (16, 3) if QUICK else (64, 6)
 STEPS = 100 if QUICK else 600

@@ -27,9 +27,11 @@ from mrirecon.bench import run_bench
 from mrirecon.bench.methods import DEFAULT_PARAMS, available_methods
 from mrirecon.pipeline.schema import CalibrateConfig
 from mrirecon.training.weights import available_weights
+from mrirecon.viz import results_folder
 
 QUICK = os.environ.get("MRIRECON_NB_QUICK", "0") == "1"
-OUT = os.environ.get("MRIRECON_NB_OUT")  # folder for a results JSON (used by the tests)
+# folder for a results JSON (used by the tests): created, or a clear error, before any work
+OUT = results_folder(os.environ.get("MRIRECON_NB_OUT"))
 SIZE = 64 if QUICK else 128
 VOLUMES, SLICES = (2, 2) if QUICK else (4, 4)
 ACCELERATIONS = (4, 8) if QUICK else (2, 4, 6, 8)

@@ -40,10 +40,11 @@ from mrirecon.models.blocks import GradientDC
 from mrirecon.operators import ct_operator, sense
 from mrirecon.operators.fbp import fbp
 from mrirecon.sampling import create_mask_for_mask_type
-from mrirecon.viz import image_grid
+from mrirecon.viz import image_grid, results_folder
 
 QUICK = os.environ.get("MRIRECON_NB_QUICK", "0") == "1"
-OUT = os.environ.get("MRIRECON_NB_OUT")  # folder for a results JSON (used by the tests)
+# folder for a results JSON (used by the tests): created, or a clear error, before any work
+OUT = results_folder(os.environ.get("MRIRECON_NB_OUT"))
 SIZE = 48 if QUICK else 96
 STEPS = 40 if QUICK else 300
 torch.manual_seed(0)

@@ -33,10 +33,11 @@ from mrirecon.operators import nufft_sense
 from mrirecon.recon import run
 from mrirecon.sampling import golden_angle_radial, spiral_trajectory
 from mrirecon.training.weights import available_weights, load_pretrained
-from mrirecon.viz import image_grid
+from mrirecon.viz import image_grid, results_folder
 
 QUICK = os.environ.get("MRIRECON_NB_QUICK", "0") == "1"
-OUT = os.environ.get("MRIRECON_NB_OUT")  # folder for a results JSON (used by the tests)
+# folder for a results JSON (used by the tests): created, or a clear error, before any work
+OUT = results_folder(os.environ.get("MRIRECON_NB_OUT"))
 SIZE, SPOKES = 64, 40  # Nyquist for 64 x 64 is pi/2 * 64 = 100 spokes: 2.5x undersampled
 STEPS = 30 if QUICK else 200
 torch.manual_seed(0)

@@ -50,10 +50,11 @@ from mrirecon.training.validation import (
     zero_filled,
 )
 from mrirecon.training.weights import available_weights, load_pretrained
-from mrirecon.viz import image_grid
+from mrirecon.viz import image_grid, results_folder
 
 QUICK = os.environ.get("MRIRECON_NB_QUICK", "0") == "1"
-OUT = os.environ.get("MRIRECON_NB_OUT")  # folder for a results JSON (used by the tests)
+# folder for a results JSON (used by the tests): created, or a clear error, before any work
+OUT = results_folder(os.environ.get("MRIRECON_NB_OUT"))
 SIZE = 48 if QUICK else 64
 TRAIN_VOLUMES, TEST_VOLUMES, SLICES = (2, 1, 2) if QUICK else (4, 2, 4)
 STEPS = 12 if QUICK else 300
