@@ -61,21 +61,28 @@ def read_status(status_file: Path, output: Path,
     return prev
 
 
-def status_record(result: VolumeResult, output: Path, **hashes: str) -> dict:
-    """The status record of a finished input: paths relative to ``output``."""
+def status_record(result: VolumeResult, output: Path, **extra) -> dict:
+    """The status record of a finished input: paths relative to ``output``; ``extra``: the
+    input's and config's checksums, ``output_files`` (:func:`output_files.fingerprint`)."""
     def rel(p: str) -> str:
         return os.path.relpath(p, output)
 
     record = asdict(result)
     record["outputs"] = {k: rel(v) for k, v in result.outputs.items()}
     record["figures"] = [rel(f) for f in result.figures]
-    return {**record, **hashes}
+    return {**record, **extra}
 
 
-def previous_run(prev: dict | None, path: Path, input_hash: str, config_hash: str) -> dict | None:
+def previous_run(prev: dict | None, path: Path, input_hash: str, config_hash: str,
+                 output: Path) -> dict | None:
     """The status of an earlier run if it finished this input, from the same input file and
-    content and the same effective config (weights included), and its outputs still exist;
-    else ``None`` (the input reruns)."""
+    content and the same effective config (weights included), and its outputs in ``output`` are
+    as it wrote them (:func:`output_files.output_problems`: sizes and SHA-256 of their files;
+    existence for a record of an earlier version); else ``None`` (the input reruns). Outputs
+    deleted, cut short or emptied since were skipped by existence alone: an empty DICOM folder,
+    a 0-byte NIfTI and a truncated HDF5 listed in the report as finished."""
+    from mrirecon.pipeline.output_files import output_problems
+
     if prev is None or prev.get("status") != "ok":
         return None
     before = prev.get("input_abspath")  # absolute: a run from another folder compares alike
@@ -89,49 +96,118 @@ def previous_run(prev: dict | None, path: Path, input_hash: str, config_hash: st
     if prev.get("config_sha256") != config_hash:
         log.info("the config changed since the earlier run; processing %s again", prev.get("input"))
         return None
-    outputs, figures = prev.get("outputs", {}), prev.get("figures", [])
-    if not isinstance(outputs, dict) or not isinstance(figures, list) or \
-            not all(Path(p).exists() for p in [*outputs.values(), *figures]):
-        return None  # a deleted figure too: the report would link to a missing PNG
+    problems = output_problems(prev, output)
+    if problems:  # a deleted figure too: the report would link to a missing PNG
+        n = len(problems)
+        log.warning("%s: reprocessing %s", "; ".join(problems[:3]) + (
+            f"; ... ({n - 3} more)" if n > 3 else ""), path)
+        return None
     return prev
 
 
-def check_other_inputs(output: Path, names: list[str], *, resume: bool) -> None:
+def check_other_inputs(output: Path, names: list[str], *, resume: bool,
+                       files: list[Path] | None = None) -> None:
     """Refuse a run into ``output`` when it holds status records of inputs whose output names are
-    not ``names`` (all ranks' inputs): their outputs would stay on disk while ``metrics.csv``,
-    ``report.html`` and ``provenance.json`` list only this run's inputs. A rerun of the same
-    inputs (or of more) replaces or adds to them as usual; ``resume`` only changes the advice."""
-    others = [f"{prev.get('input')} ({name})" if isinstance(prev.get("input"), str) else name
-              for _, name, prev in _other_records(output, names)]
-    if not others:
+    not ``names`` (all ranks' inputs, ``files``): their outputs would stay on disk while
+    ``metrics.csv``, ``report.html`` and ``provenance.json`` list only this run's inputs. A rerun
+    of the same inputs (or of more) replaces or adds to them as usual; ``resume`` only changes the
+    advice.
+
+    A record whose input (by resolved path) is among ``files`` under another name is told apart:
+    output names are paths relative to the inputs' common folder, so ``d1/x.h5`` run alone is
+    ``x`` and run with ``d2/y.h5`` is ``d1/x`` (the refusal said ``d1/x.h5`` "is not among this
+    run's inputs" while it was passed). It is refused too, saying so, rather than written again
+    under its earlier name: a name kept from the folder's history would make the same command
+    lay out its outputs differently in a fresh folder and in an old one, and could collide with
+    the name of a new input (``x.h5`` beside ``d1/``). Nor are the earlier outputs moved to the
+    new name unasked: paths a user or a script already took from the folder (a PACS import, a
+    table of files) would stop pointing at them. ``--prune`` deletes the outputs under the
+    earlier name and writes the input again under the new one; another ``--output`` keeps them."""
+    records = _other_records(output, names)
+    if not records:
         return
+    now = {os.path.realpath(f): (str(f), n) for f, n in zip(files or [], names)}
+    renamed, others = [], []
+    for _, name, prev in records:
+        before = prev.get("input_abspath")
+        passed, new = now.get(os.path.realpath(before), (None, None)) if isinstance(
+            before, str) else (None, None)
+        if new is not None:  # (as passed now, earlier name, name now, earlier absolute path)
+            renamed.append((passed, name, new, before))
+        else:
+            others.append(f"{prev.get('input')} ({name})" if isinstance(prev.get("input"), str)
+                          else name)
+    where = f"--resume into {output}: it holds" if resume else f"--output {output} holds"
+    if renamed:
+        raise ValueError(_renamed_refusal(where, renamed, others, files or [], resume))
     n = len(others)
-    listed = ", ".join(others[:5]) + (f", ... ({n - 5} more)" if n > 5 else "")
+    listed = _listed(others)
     inputs, them = f"{n} input{'s' if n > 1 else ''}", "them" if n > 1 else "it"
     not_here = f"{'are' if n > 1 else 'is'} not among this run's inputs: {listed}"
     if resume:
         raise ValueError(
-            f"--resume into {output}: it holds the outputs of {inputs} that {not_here}; --resume "
+            f"{where} the outputs of {inputs} that {not_here}; --resume "
             "continues a run on the same inputs, and metrics.csv, report.html and provenance.json "
             f"list only this run's: pass {them} again with the new inputs, write to another "
             f"--output, or pass --prune to delete {them} (nothing was run)")
     raise ValueError(
-        f"--output {output} holds the outputs of {inputs} of an earlier run that {not_here}; this "
+        f"{where} the outputs of {inputs} of an earlier run that {not_here}; this "
         f"run would leave {them} there while metrics.csv, report.html and provenance.json list "
         "only its own inputs: write to another (or an empty) --output, pass "
         f"{them} again with the new inputs (with --resume, finished inputs are skipped), or pass "
         f"--prune to delete {them} (nothing was run)")
 
 
+def _listed(items: list[str]) -> str:
+    n = len(items)
+    return ", ".join(items[:5]) + (f", ... ({n - 5} more)" if n > 5 else "")
+
+
+def _renamed_refusal(where: str, renamed: list[tuple[str, str, str, str]], others: list[str],
+                     files: list[Path], resume: bool) -> str:
+    """The refusal of :func:`check_other_inputs` for inputs of this run that an earlier run wrote
+    under another output name (``renamed``: ``(input as passed, earlier name, name now, its
+    absolute path then)``)."""
+    path, old, new, then = renamed[0]
+    k = len(renamed)
+    parents = Path(then).parents  # the earlier run's common folder: the name's depth up
+    root_then = parents[min(len(Path(old).parts), len(parents)) - 1]
+    root_now = Path(os.path.commonpath([os.path.abspath(Path(f).parent) for f in files]))
+    spans = sorted({Path(os.path.abspath(f)).relative_to(root_now).parts[0] for f in files
+                    if Path(os.path.abspath(f)).parent != root_now})
+    span = f", as the inputs span {' and '.join(spans)}" if 1 < len(spans) <= 3 else ""
+    listed = _listed([f"{p} as {o} (now {n})" for p, o, n, _ in renamed])
+    what = (f"the outputs of {path}, written as {old} by an earlier run; this run would write it "
+            f"as {new}" if k == 1 else
+            f"the outputs of {k} of this run's inputs under the names an earlier run gave them, "
+            f"which this run would change: {listed}")
+    them = "it" if k == 1 else "them"
+    text = (f"{where} {what}, because output names are paths relative to the inputs' common "
+            f"folder, which was {root_then} and is now {root_now}{span}; the outputs under the "
+            f"earlier name{'s' if k > 1 else ''} would stay beside the new ones, listed nowhere"
+            + ("; --resume cannot reuse them under another name" if resume else ""))
+    if others:
+        text += f"; it also holds the outputs of {len(others)} input(s) not among this run's " \
+                f"inputs: {_listed(others)}"
+    again = f"again as {new}" if k == 1 else "again under the new names"
+    return (text + f": pass --prune to delete the earlier outputs (this run then writes {them} "
+            f"{again}), write to another --output, "
+            "or run the inputs of each folder into an --output of its own (nothing was run)")
+
+
 def remove_other_inputs(output: Path, names: list[str]) -> list[str]:
     """Delete the outputs and status records of inputs not in ``names`` (``run --prune``; the
-    demo, which owns its folders: a quick rerun after a full one keeps 1 of 2 volumes); returns
-    the output names deleted."""
+    demo, which owns its folders: a quick rerun after a full one keeps 1 of 2 volumes), and what
+    was set aside for them (``superseded/``); returns the output names deleted."""
+    from mrirecon.pipeline.output_files import drop_superseded, superseded_names
+
     removed = []
     for record, name, prev in _other_records(output, names):
         remove_stale_outputs(prev, VolumeResult(input="", name=name), output)
         record.unlink(missing_ok=True)
         removed.append(name)
+    for name in set(superseded_names(output)) - set(names):
+        drop_superseded(output, name, "--prune, and it is not an input of this run")
     return removed
 
 

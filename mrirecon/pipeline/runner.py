@@ -27,8 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from mrirecon.core.device import resolve_device
-from mrirecon.io.atomic import NAME_MAX, atomic_write_text, cut_name
+from mrirecon.io.atomic import NAME_MAX, atomic_write_text
 from mrirecon.core.config import to_dict
+from mrirecon.pipeline.output_files import (SUPERSEDED, commit_outputs, drop_superseded,
+                                            fingerprint, moved_by_commit, set_aside)
 from mrirecon.pipeline.report import VolumeResult, display_name, write_report
 from mrirecon.pipeline.run_state import (check_other_inputs, lock_output, paired_reference,
                                          previous_run, read_status, remove_orphans,
@@ -171,8 +173,6 @@ def config_sha256(config: PipelineConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-
-
 @functools.lru_cache(maxsize=1)
 def _git_commit() -> str:
     """The package's git commit for the provenance (once per process: a subprocess)."""
@@ -245,53 +245,6 @@ def _skip_references(files: list[Path]) -> list[Path]:
         log.info("%s: %d ground_truth_* reference file(s) beside their observations are not inputs",
                  refs[0].parent, len(refs))
     return [f for f in files if f not in refs]
-
-
-def _in_the_way(src: Path, dst: Path) -> bool:
-    """Whether ``dst`` holds something a move of ``src`` must not replace: a folder where a file
-    goes, or anything but a folder (a file, a link) where a folder goes (a user's file there was
-    renamed to a hidden ``.NAME.old-PID`` and kept out of sight)."""
-    if src.is_file():
-        return dst.is_dir()
-    return dst.is_symlink() or (dst.exists() and not dst.is_dir())
-
-
-def _commit(stage: Path, output: Path, result: VolumeResult) -> None:
-    """Move one input's staged outputs into place (files by rename, folders replaced whole) and
-    point ``result`` at them."""
-    import shutil
-
-    def final(p: str) -> Path:
-        return output / Path(p).relative_to(stage)
-
-    moved: set[Path] = set()
-    units = [Path(p) for p in result.outputs.values()]
-    units += sorted({Path(f).parent for f in result.figures})  # the figure folder as one unit
-    for src in units:  # everything in the way first: a failed move left the outputs moved before
-        dst = output / src.relative_to(stage)  # it in place (HDF5 beside a failed input)
-        blocked = next((p for p in (dst, *dst.parents) if p != output and output in p.parents
-                        and (p.is_file() if p != dst else _in_the_way(src, p))), None)
-        if blocked is not None:
-            kind = "a folder" if blocked.is_dir() else "a file"
-            raise FileExistsError(f"{blocked}: {kind} is in the way of this input's output "
-                                  f"{dst.relative_to(output)}; move it away (none of this "
-                                  "input's outputs were written)")
-    for src in units:
-        if src in moved:
-            continue
-        dst = output / src.relative_to(stage)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir() and dst.exists():
-            tag = f".old-{os.getpid()}"  # cut like a temporary file's name: it must fit too
-            old = dst.with_name(f".{cut_name(dst.name, len(tag) + 1)}{tag}")
-            os.replace(dst, old)
-            os.replace(src, dst)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(src, dst)
-        moved.add(src)
-    result.outputs = {k: str(final(v)) for k, v in result.outputs.items()}
-    result.figures = [str(final(f)) for f in result.figures]
 
 
 def volume_stem(path: Path) -> str:
@@ -374,10 +327,11 @@ def _run_locked(config: PipelineConfig, inputs: list[str], output: Path, *, resu
     if replace_others:
         pruned = remove_other_inputs(output, names)
         if pruned:
-            log.info("pruned the outputs of %d earlier input(s) not in this run: %s%s", len(pruned),
+            log.info("pruned the outputs of %d earlier input(s) under names this run does not "
+                     "write: %s%s", len(pruned),
                      ", ".join(pruned[:5]), " ..." if len(pruned) > 5 else "")
     else:
-        check_other_inputs(output, names, resume=resume)
+        check_other_inputs(output, names, resume=resume, files=files)
     if resume:
         remove_orphans(output, before=t_start)
     model = _load_model(config, dev)
@@ -403,10 +357,11 @@ def _run_locked(config: PipelineConfig, inputs: list[str], output: Path, *, resu
             hashes.setdefault(str(path), f"unreadable: {e.strerror or e}")
             result.status, result.error = "failed", f"{path}: cannot read the input ({e.strerror or e})"
             log.error("failed on %s: %s", path, result.error)
+            _set_aside(read_status(status_file, output), status_file, output, result)
             results.append(result)
             continue
         old = read_status(status_file, output)
-        prev = previous_run(old, path, input_hash, config_hash) if resume else None
+        prev = previous_run(old, path, input_hash, config_hash, output) if resume else None
         if prev is not None:
             log.info("skipping %s (finished in an earlier run)", path)
             known = {f.name for f in fields(VolumeResult)}
@@ -418,22 +373,27 @@ def _run_locked(config: PipelineConfig, inputs: list[str], output: Path, *, resu
             shutil.rmtree(stage, ignore_errors=True)
             process_volume(config, path, stage, result, model=model, device=dev, progress=progress,
                            name=name)
-            _commit(stage, output, result)
+            commit_outputs(stage, output, result)
             result.status = "ok"
             remove_stale_outputs(old, result, output)
+            drop_superseded(output, name, "this run wrote it again")
+            written = fingerprint([*result.outputs.values(), *result.figures], output)
         except Exception as e:  # one bad file must not stop the batch
             result.status = "failed"
             result.error = f"{type(e).__name__}: {e}"
-            result.metrics, result.outputs, result.figures = {}, {}, []
             log.error("failed on %s: %s", path, result.error)
             log.debug("%s", traceback.format_exc())
+            placed = moved_by_commit(stage, output, [*result.outputs.values(), *result.figures])
+            result.metrics, result.outputs, result.figures = {}, {}, []
+            _set_aside(old, status_file, output, result, placed)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         result.seconds = time.perf_counter() - t0
         results.append(result)
         if result.status == "ok":
-            record = status_record(result, output, input_sha256=input_hash, config_sha256=config_hash,
-                                    input_abspath=os.path.abspath(path))
+            record = status_record(result, output, input_sha256=input_hash,
+                                   config_sha256=config_hash, input_abspath=os.path.abspath(path),
+                                   output_files=written)
             atomic_write_text(status_file, json.dumps(record, indent=1))
     try:
         (output / ".staging").rmdir()  # only when empty (no other rank still working)
@@ -446,6 +406,24 @@ def _run_locked(config: PipelineConfig, inputs: list[str], output: Path, *, resu
     if failed:
         log.error("%d of %d file(s) failed", len(failed), len(results))
     return 1 if failed else 0
+
+
+def _set_aside(old: dict | None, status_file: Path, output: Path, result: VolumeResult,
+               placed: list[str] = ()) -> None:
+    """A failed input keeps no outputs under its usual names (:func:`output_files.set_aside`):
+    an earlier run's stayed as if current (the reconstruction of k-space since zeroed, beside
+    ``metrics.csv`` listing the input as failed); the warning names what moved."""
+    try:
+        moved = set_aside(old, status_file, output, result.name, result.error, placed)
+    except OSError as e:
+        moved = []
+        log.error("%s: could not set aside the outputs of %s (%s)", output, result.name, e)
+    if moved:
+        n = len(moved)
+        result.warn(f"{display_name(result)} failed, so the outputs under its name (written "
+                    "before this failure) were moved out of the way, to "
+                    f"{output / SUPERSEDED}, rather than stand as this run's: "
+                    + ", ".join(moved[:5]) + (f", ... ({n - 5} more)" if n > 5 else ""))
 
 
 def check_output(output: Path) -> None:
@@ -468,8 +446,9 @@ def check_run_files(output: Path, suffix: str = "") -> None:
     was processed, with a bare "[Errno 21] Is a directory" and no ``metrics.csv``."""
     for name, label in ((f"provenance{suffix}.json", "provenance record"),
                         (f"report{suffix}.html", "report"), (f"metrics{suffix}.csv", "metric table"),
-                        (".status", "status records' folder")):
-        path, folder = output / name, name == ".status"
+                        (".status", "status records' folder"),
+                        (SUPERSEDED, "folder of the outputs of failed inputs")):
+        path, folder = output / name, name in (".status", SUPERSEDED)
         if path.exists() and path.is_dir() != folder:
             what = "a folder" if path.is_dir() else "a file"
             raise ValueError(f"--output {output}: {what} named {name} is in the way of the run's "
