@@ -15,25 +15,63 @@ from torch import Tensor
 
 from mrirecon.core import LinearOperator
 from mrirecon.core.names import accepts_deprecated_names
-from mrirecon.operators.fbp import FILTERS, fbp
+from mrirecon.operators.fbp import FILTERS
+from mrirecon.operators.fbp import fbp as _fbp
+from mrirecon.recon.checks import check_measurements, sign_policy
 from mrirecon.recon.variational import admm_settings, batch_dims_of, tv_least_squares
 from mrirecon.solvers import project_nonnegative
 from mrirecon.solvers.stopping import per_system_ratio
-from mrirecon.core.checks import (check_iterations, check_method_settings, check_start,
-                                  checked_weight)
+from mrirecon.core.checks import (check_iterations, check_method_settings, check_nonnegative,
+                                  check_start, checked_weight)
 
 __all__ = ["FILTERS", "fbp", "sirt", "tv_ct", "tv_pdhg"]
 
 Callback = Callable[[int, Tensor, float], None]
 
 
-def _check(y: Tensor, op, who: str) -> None:
+def _check(y: Tensor, op, who: str, nonneg: bool | None = None) -> None:
+    """``op`` an operator, ``y`` a real sinogram without NaN / Inf, not all zero, and not
+    sign-flipped (refused with ``nonneg``: the projection onto ``x >= 0`` returned an all-zero
+    image from ``-y`` without a word; a warning without it: the image comes out negated), as
+    ``run`` and the pipeline check it (:func:`mrirecon.recon.checks.check_measurements`)."""
     if not isinstance(op, LinearOperator):
         raise TypeError(f"{who}: op must be a LinearOperator (e.g. ParallelBeam(geometry)), got "
                         f"{type(op).__name__}")
     if not isinstance(y, Tensor) or y.is_complex():
         raise TypeError(f"{who}: the sinogram must be a real tensor, got "
                         f"{getattr(y, 'dtype', type(y).__name__)}")
+    check_measurements(who, y, op, sinogram=sign_policy(nonneg))
+
+
+def fbp(
+    sinogram: Tensor,
+    geometry_or_operator,
+    filter: str = "ram-lak",
+    frequency_scaling: float = 1.0,
+    *,
+    short_scan: bool | None = None,
+) -> Tensor:
+    """Filtered back-projection as a reconstruction of measured line integrals: the sinogram is
+    checked first (NaN / Inf or all zero: ``ValueError``; a mean line integral below zero, as
+    the pipeline refuses it: a warning, the image comes out negated), then
+    :func:`mrirecon.operators.fbp.fbp` (same parameters and result), which takes any sinogram
+    (a residual, a difference) unchecked.
+
+    Parameters
+    ----------
+    sinogram
+        Line integrals ``(..., views, detectors)`` (real or complex; complex is filtered part
+        by part and not checked for its sign).
+    geometry_or_operator, filter, frequency_scaling, short_scan
+        As :func:`mrirecon.operators.fbp.fbp`.
+
+    Returns
+    -------
+    Tensor
+        Image ``(..., H, W)``.
+    """
+    check_measurements("fbp", sinogram, None, sinogram="warn", arg="sinogram")
+    return _fbp(sinogram, geometry_or_operator, filter, frequency_scaling, short_scan=short_scan)
 
 
 def _inverse(t: Tensor, eps: float) -> Tensor:
@@ -69,7 +107,8 @@ def sirt(
     iterations
         Number of iterations.
     nonneg
-        Clip negative attenuation after every update.
+        Clip negative attenuation after every update (a sinogram whose sign is flipped is then
+        refused: it gave an all-zero image; without ``nonneg``, a warning).
     relaxation
         Step multiplier in ``(0, 2)``.
     x0
@@ -85,8 +124,9 @@ def sirt(
     Tensor
         Image ``(..., H, W)``.
     """
-    _check(y, op, "sirt")
+    _check(y, op, "sirt", nonneg)
     check_iterations("sirt", iterations=iterations)
+    check_nonnegative("sirt", tolerance=tolerance)  # -1 and NaN ran without a word
     if not 0 < relaxation < 2:
         raise ValueError(f"sirt: relaxation must lie in (0, 2), got {relaxation}")
     image = op.H(y)
@@ -177,7 +217,7 @@ def tv_ct(
     Tensor
         Image ``(..., H, W)``.
     """
-    _check(y, op, "tv_ct")
+    _check(y, op, "tv_ct", nonneg)
     check_method_settings("tv_ct", method, TV_CT_SETTINGS, " (ADMM is the default since 2026-12-05)",
                           rho=rho, cg_iterations=cg_iterations, preconditioned=preconditioned)
     lam = checked_weight("tv_ct", "lam", lam)  # NaN / inf passed `lam < 0`
@@ -238,7 +278,7 @@ def tv_pdhg(
     Tensor
         Image ``(..., H, W)``.
     """
-    _check(y, op, "tv_pdhg")
+    _check(y, op, "tv_pdhg", nonneg)
     lam = checked_weight("tv_pdhg", "lam", lam)  # NaN / inf passed `lam < 0`
     return tv_least_squares(y, op, lam, method="pdhg", nonneg=nonneg,
                             preconditioned=preconditioned, iterations=iterations,

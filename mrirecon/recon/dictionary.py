@@ -38,6 +38,7 @@ from mrirecon.operators import Patches
 from mrirecon.recon.variational import batch_dims_of
 from mrirecon.solvers import cg, max_eigenvalue
 from mrirecon.core.checks import check_iterations, check_start
+from mrirecon.recon.checks import check_data
 
 Callback = Callable[[int, Tensor, float], None]
 
@@ -217,6 +218,7 @@ def dlmri(
     """
     if not isinstance(op, LinearOperator):
         raise TypeError(f"dlmri: op must be a LinearOperator, got {type(op).__name__}")
+    check_data("dlmri", y, op)  # as run: NaN, all zero, real k-space, a flipped sinogram
     check_iterations("dlmri", iterations=iterations, cg_iterations=cg_iterations)
     if lam <= 0 or sparsity < 1:
         raise ValueError(f"dlmri: need lam > 0 and sparsity >= 1, got lam={lam}, "

@@ -46,6 +46,7 @@ from mrirecon.models.gmm import (
     split_complex,
 )
 from mrirecon.operators import Patches
+from mrirecon.recon.checks import check_data
 from mrirecon.solvers import cg
 
 
@@ -172,6 +173,7 @@ def epll(
     Tensor
         Image ``(..., H, W)``: complex for MRI, real for CT.
     """
+    check_data("epll", y, op)  # as run: NaN, all zero, real k-space, a flipped sinogram
     if isinstance(gmm, PatchGMM):
         prior = gmm
     else:  # a shipped name or path, read by the one weights reader

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from mrirecon.core.names import accepts_deprecated_names
+from mrirecon.recon.checks import check_measurements
 
 
 def _check(kspace: Tensor) -> None:
@@ -131,6 +132,8 @@ def grappa(
         window holds no acquired sample stay zero.
     """
     _check(kspace)
+    # as run: one NaN sample spread to ~1500 estimated ones, all-zero k-space gave a bare ACS error
+    check_measurements("grappa", kspace, None, kspace=True, arg="kspace")
     c, H, W = kspace.shape
     kx, ky = int(kernel_size[0]), int(kernel_size[1])
     if kx < 1 or ky < 1:

@@ -26,16 +26,23 @@ from mrirecon.core.parallel import serial_if_small
 from mrirecon.functional import ifft2c, rss
 from mrirecon.functional.nufft import nufft_adjoint
 from mrirecon.operators import PhaseConstrained, Wavelet
+from mrirecon.recon.checks import check_data, check_measurements
 from mrirecon.recon.variational import admm_settings, batch_dims_of, tv_least_squares
 from mrirecon.solvers import cg, fista, max_eigenvalue, soft_threshold
 
 Callback = Callable[[int, Tensor, float], None]
 
 
-def _check_op(op, who: str) -> None:
+def _check_op(op, who: str, y: Tensor | None = None) -> None:
+    """``op`` must be an operator; ``y`` (when given) is checked as ``run`` checks it
+    (:func:`mrirecon.recon.checks.check_measurements`: NaN, all zero, real k-space, a mask
+    that does not fit it), so that a direct call refuses what ``run`` refuses. These methods are
+    odd in ``y``: a flipped sinogram (CT operator) gives the negated image, with a warning."""
     if not isinstance(op, LinearOperator):
         raise TypeError(f"{who}: op must be a LinearOperator (e.g. sense(maps, mask)), got "
                         f"{type(op).__name__}")
+    if y is not None:
+        check_data(who, y, op, nonneg=False)
 
 
 def gridded_coil_images(kspace: Tensor, trajectory: Tensor, shape: tuple[int, int],
@@ -92,7 +99,7 @@ def zero_filled(y: Tensor, op: LinearOperator) -> Tensor:
     Tensor
         Complex image ``(..., H, W)``.
     """
-    _check_op(op, "zero_filled")
+    _check_op(op, "zero_filled", y)
     return op.H(y)
 
 
@@ -116,6 +123,7 @@ def zero_filled_rss(kspace: Tensor, op: LinearOperator | None = None) -> Tensor:
             f"zero_filled_rss: kspace must be a tensor (..., coils, H, W), got "
             f"{getattr(kspace, 'shape', type(kspace).__name__)}"
         )
+    check_measurements("zero_filled_rss", kspace, None, kspace=True, arg="kspace")  # NaN: an all-NaN image
     return rss(ifft2c(kspace), dim=-3)
 
 
@@ -168,7 +176,7 @@ def cg_sense(
     Tensor
         Complex image ``(..., H, W)``.
     """
-    _check_op(op, "cg_sense")
+    _check_op(op, "cg_sense", y)
     lam = checked_weight("cg_sense", "lam", lam)  # NaN / inf passed `lam < 0`
     aty = op.H(y)
     x0 = check_start("cg_sense", x0, aty, y)
@@ -257,7 +265,7 @@ def l1_wavelet(
     Tensor
         Complex image ``(..., H, W)``.
     """
-    _check_op(op, "l1_wavelet")
+    _check_op(op, "l1_wavelet", y)
     lam = checked_weight("l1_wavelet", "lam", lam)  # NaN / inf passed `lam < 0`
     aty = op.H(y)
     x0 = check_start("l1_wavelet", x0, aty, y)
@@ -357,7 +365,7 @@ def tv(
     Tensor
         Complex image ``(..., H, W)``.
     """
-    _check_op(op, "tv")
+    _check_op(op, "tv", y)
     check_method_settings("tv", method, TV_SETTINGS, rho=rho, cg_iterations=cg_iterations)
     if method == "admm":
         rho, cg_iterations = admm_settings("tv", rho, cg_iterations, TV_RHO, TV_CG_ITERATIONS,

@@ -42,6 +42,7 @@ from mrirecon.recon.variational import batch_dims_of
 from mrirecon.solvers import cg, max_eigenvalue
 from mrirecon.solvers.pnp import pnp_admm_step, pnp_hqs_step
 from mrirecon.core.checks import check_iterations, check_start
+from mrirecon.recon.checks import check_data
 
 Callback = Callable[[int, Tensor, float], None]
 Denoiser = Callable[[np.ndarray, float], np.ndarray]
@@ -279,6 +280,7 @@ def pnp_nlm(
     Tensor
         Image ``(..., H, W)``.
     """
+    check_data("pnp_nlm", y, op)  # as run: NaN, all zero, real k-space, a flipped sinogram
     return plug_and_play(y, op, nlm_denoiser(h, patch_size, patch_distance), iterations=iterations,
                          method=method, rho=rho, gamma=gamma, sigma=sigma, sigma_scale=sigma_scale,
                          cg_iterations=cg_iterations, init_iterations=init_iterations,
@@ -306,6 +308,7 @@ def pnp_bm3d(
 
     See :func:`plug_and_play`; complex images: real and imaginary parts denoised separately.
     """
+    check_data("pnp_bm3d", y, op)  # as run: NaN, all zero, real k-space, a flipped sinogram
     return plug_and_play(y, op, bm3d_denoiser(), iterations=iterations, method=method, rho=rho,
                          gamma=gamma, sigma=sigma, sigma_scale=sigma_scale,
                          cg_iterations=cg_iterations, init_iterations=init_iterations,

@@ -9,7 +9,6 @@ accept and ignore ``op``.
 from __future__ import annotations
 
 import inspect
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -17,12 +16,12 @@ import torch
 from torch import Tensor
 
 from mrirecon.core import LinearOperator
-from mrirecon.core.checks import finite_and_nonzero, param_problem
+from mrirecon.core.checks import param_problem
 from mrirecon.core.names import accepts_deprecated_names, canonical_params
 from mrirecon.functional import ifft2c, rss
 from mrirecon.recon import ct, mri
+from mrirecon.recon.checks import check_measurements, measurements_checked
 from mrirecon.recon.grappa import grappa
-from mrirecon.sampling.agreement import held_span, mask_disagreement
 
 
 @dataclass(frozen=True)
@@ -187,122 +186,19 @@ def run(name: str, y: Tensor, op: LinearOperator | None = None, **params) -> Ten
         one is needed.
     ValueError
         A parameter value out of range (iteration counts < 1, NaN/Inf or negative ``lam``,
-        ``rho``, tolerances, ...), or ``y`` with NaN/Inf values, empty or all zero.
+        ``rho``, tolerances, ...), or ``y`` with NaN/Inf values, empty or all zero, k-space
+        undersampled with another mask than ``op``'s (:mod:`mrirecon.recon.checks`); a
+        sinogram whose sign is flipped is refused by the CT methods themselves (FBP and methods
+        that would return the negated image warn instead).
     """
     entry = _lookup(name)
     params = check_params(name, params)
     if entry.needs_op and op is None:
         raise TypeError(f"{name}: needs a forward operator op (got None)")
     if isinstance(y, Tensor):
-        if not y.is_complex() and _kspace_method(entry, op):
-            raise TypeError(
-                f"{name}: y is real ({y.dtype}, shape {tuple(y.shape)}), but MRI k-space is "
-                "complex: a real y has lost its phase (abs(), .real, or a cast such as "
-                "astype(float32)) and would give a wrong image without error; pass the complex "
-                "k-space (torch.view_as_complex for real pairs (..., 2))")
-        finite, nonzero = finite_and_nonzero(y)
-        if not finite:
-            bad = ~torch.isfinite(torch.view_as_real(y) if y.is_complex() else y)
-            raise ValueError(f"{name}: y holds {int(bad.sum())} NaN or Inf values")
-        if not nonzero:
-            raise ValueError(f"{name}: y is empty or all zero; there is nothing to reconstruct")
-        _check_mask(name, y, op)
-        _check_readouts(name, y, op)
-    return entry.fn(y, op, **params)
-
-
-def _check_readouts(name: str, y: Tensor, op: LinearOperator | None) -> None:
-    """Warn of readouts of ``y`` on a ``nufft_sense`` operator that hold no sample in any coil
-    (lost spokes written as zeros: 10 of 40 gave 28 % error, 0.03 % with them dropped, no word)
-    and of samples zero at the start or end of every readout: the operator takes them as
-    measured zeros. (The pipeline drops them; here ``op`` is the caller's.) Readouts the
-    operator's weights give no weight are measured by nothing and left alone. A Cartesian mask
-    column that holds no data passes ``_check_mask`` without a word."""
-    from mrirecon.operators.nufft import (NufftSense, empty_readouts, listed,
-                                          sample_runs_message)
-
-    if not isinstance(op, NufftSense) or len(op.kshape) < 2 or y.ndim < len(op.kshape) + 1:
-        return
-    if tuple(y.shape[-len(op.kshape):]) != tuple(op.kshape):
-        return  # the operator names the mismatch
-    flat = y.reshape(*y.shape[: y.ndim - len(op.kshape)], -1, op.kshape[-1])  # (..., C, R, S)
-    lost = empty_readouts(flat).reshape(-1, flat.shape[-2]).any(0)  # in any slice
-    if op.weights is not None:
-        lost &= (op.weights.reshape(-1, op.kshape[-1]) != 0).any(-1).to(lost.device)
-    n = int(lost.sum())
-    if n:
-        warnings.warn(
-            f"{name}: {n} of {lost.numel()} readouts of y hold no sample in any coil (readouts "
-            f"{listed(lost.nonzero().flatten())}): lost? nufft_sense takes them as measured zeros "
-            "(10 of 40 spokes: 28 % error, 0.03 % with them dropped); drop them from y and from "
-            "the trajectory (and weights): y[..., keep, :] with nufft_sense(maps, "
-            "trajectory[keep])",
-            stacklevel=3)
-    if n < lost.numel():
-        held = flat[..., ~lost.to(flat.device), :]
-        msg = sample_runs_message(held, "they are reconstructed as measured zeros; drop them from "
-                                        "y and from the trajectory")
-        if msg:
-            warnings.warn(f"{name}: {msg}", stacklevel=3)
-
-
-#: A 2-D mask's samples inside ``y``'s span may hold exact zeros by chance (quantised k-space
-#: whose faint outer samples round to 0 in every coil) up to this share before ``y`` counts as
-#: undersampled with another mask (a Poisson-disc or variable-density mask of another seed,
-#: fftshifted or transposed, leaves 45-75 % of them empty). Column masks allow none.
-CHANCE_ZEROS = 0.01
-
-
-def _check_mask(name: str, y: Tensor, op: LinearOperator | None) -> None:
-    """Refuse k-space undersampled with another mask than ``op``'s: data where the mask drops
-    them while the mask keeps samples inside ``y``'s span that hold none (the pipeline's
-    ``reconcile_mask`` rule, :func:`mrirecon.sampling.agreement.mask_disagreement`; the span
-    leaves out zero padding at the edges). Column masks ``(..., 1, W)`` are judged by column, 2-D
-    masks ``(..., H, W)`` (Poisson-disc, variable density) by sample. Fully sampled ``y``
-    (retrospective undersampling by ``op``) and ``y`` masked by ``op``'s own mask pass. An
-    fftshifted or flipped column mask gave 13-18 instead of 25 dB, a 2-D mask of another seed
-    or fftshifted 21 or 12 instead of 56 dB, no error."""
-    from mrirecon.core import HasSamplingMask, capability
-    from mrirecon.operators.mri import SenseOperator
-
-    found = None if op is None else capability(op, HasSamplingMask)
-    mask = None if found is None else found.mask
-    if not isinstance(mask, Tensor) or mask.ndim < 2 or y.ndim < 2 or mask.shape[-1] != y.shape[-1]:
-        return  # non-Cartesian operators: not judged here
-    columns = mask.shape[-2] == 1
-    if not columns and mask.shape[-2] != y.shape[-2]:
-        return
-    held = y != 0
-    if columns:
-        held = held.any(dim=-2, keepdim=True)  # (..., [coils,] 1, W)
-    if isinstance(found, SenseOperator) and held.ndim >= 3:
-        held = held.any(dim=-3)  # any coil
-    held, keep = torch.broadcast_tensors(held, mask.to(held.device).bool())
-    h, w = held.shape[-2:]
-    held, keep = held.reshape(-1, h, w), keep.reshape(-1, h, w)
-    span = held_span(held, dims=1 if columns else 2)
-    empty, dropped = mask_disagreement(held, keep, span)
-    n_empty, n_dropped = empty.sum((-2, -1)), dropped.sum((-2, -1))
-    allowed = 0 if columns else CHANCE_ZEROS * (keep & span).sum((-2, -1))
-    bad = ((n_empty > allowed) & (n_dropped > 0)).nonzero().flatten()
-    if not len(bad):
-        return
-    i = int(bad[0])
-    where = f" (sample {i} of {held.shape[0]})" if held.shape[0] > 1 else ""
-    if columns:
-        raise ValueError(
-            f"{name}: y does not fit the operator's mask{where}: {int(n_dropped[i])} column(s) "
-            f"of y hold data that the mask drops (first: {int(dropped[i, 0].nonzero()[0])}) and "
-            f"{int(n_empty[i])} column(s) the mask keeps hold none (first: "
-            f"{int(empty[i, 0].nonzero()[0])}): y was undersampled with another mask (fftshifted, "
-            "flipped, another seed or acceleration?); build op with the mask of y")
-    raise ValueError(
-        f"{name}: y does not fit the operator's 2-D mask{where}: {int(n_dropped[i])} "
-        f"sample(s) of y hold data that the mask drops and {int(n_empty[i])} of the "
-        f"{int(keep[i].sum())} the mask keeps hold none: y is sampled at "
-        f"{float(held[i].float().mean()):.1%} of the {h} x {w} grid, the operator's mask at "
-        f"{float(keep[i].float().mean()):.1%}: y was undersampled with another mask "
-        "(fftshifted, transposed, another seed or acceleration?); build op with the mask of y")
+        check_measurements(name, y, op, kspace=_kspace_method(entry, op))
+    with measurements_checked(y):  # the method's own checks of y: done (but for its sign rule)
+        return entry.fn(y, op, **params)
 
 
 def _kspace_method(entry: Entry, op: LinearOperator | None) -> bool:

@@ -37,6 +37,7 @@ from torch import Tensor
 
 from mrirecon.core import LinearOperator
 from mrirecon.core.checks import check_method_settings, check_start, checked_weight
+from mrirecon.recon.checks import check_data
 from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.operators import FiniteDifference
 from mrirecon.operators.tgv import TGVBlock, TGVSplit
@@ -187,6 +188,7 @@ def tgv(
     """
     if not isinstance(op, LinearOperator):
         raise TypeError(f"tgv: op must be a LinearOperator, got {type(op).__name__}")
+    check_data("tgv", y, op, nonneg=nonneg)  # as run: NaN, all zero, a flipped sinogram (x >= 0)
     check_method_settings("tgv", method, TGV_SETTINGS, " (ADMM is the default since 2026-12-05)",
                           rho=rho, cg_iterations=cg_iterations, preconditioned=preconditioned,
                           step_ratio=step_ratio)

@@ -12,6 +12,7 @@ from mrirecon.core.checks import check_iterations, check_nonnegative
 from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.solvers.cg import cg
 from mrirecon.solvers.prox import Prox
+from mrirecon.solvers.stopping import check_finite_start
 
 XUpdate = Callable[[Tensor, float, Tensor], Tensor]
 
@@ -75,6 +76,7 @@ def admm(
     check_nonnegative("admm", tolerance=tolerance)
     if not rho > 0:
         raise ValueError(f"admm: rho must be > 0, got {rho}")
+    check_finite_start("admm", x0)  # every iterate was NaN, without a word
     x = x0.clone()
     kx = K(x)
     z = kx.clone() if z0 is None else z0.clone()

@@ -12,7 +12,7 @@ from mrirecon.core.checks import check_iterations, check_nonnegative
 from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.core.parallel import serial_if_small
 from mrirecon.solvers.prox import Prox
-from mrirecon.solvers.stopping import per_system_ratio
+from mrirecon.solvers.stopping import check_finite_start, per_system_ratio
 
 
 def _real_inner(a: Tensor, b: Tensor) -> float:
@@ -27,6 +27,24 @@ def _step_batch(step: float | Tensor, x: Tensor) -> int:
     while lead < step.ndim and step.shape[lead] > 1:
         lead += 1
     return lead
+
+
+def _check_step(step: float | Tensor) -> None:
+    """A finite step ``> 0`` (each entry of a per-system tensor): ``inf`` made every iterate NaN,
+    a NaN or negative tensor step (only numbers were checked) NaN or diverging iterates."""
+    if isinstance(step, Tensor):
+        s = step.detach()
+        if s.is_complex() or s.numel() == 0 or not bool((torch.isfinite(s) & (s > 0)).all()):
+            shown = s.flatten()[:4].tolist() if not s.is_complex() else s.dtype
+            raise ValueError(f"fista: step must be finite and > 0 (every entry of a per-system "
+                             f"step), got a tensor of shape {tuple(s.shape)}: {shown}")
+        return
+    try:
+        ok = math.isfinite(float(step)) and float(step) > 0
+    except (TypeError, ValueError):
+        ok = False
+    if isinstance(step, bool) or not ok:
+        raise ValueError(f"fista: step must be a finite number > 0, got {step!r}")
 
 
 @accepts_deprecated_names
@@ -79,8 +97,8 @@ def fista(
     """
     check_iterations("fista", iterations=iterations)
     check_nonnegative("fista", tolerance=tolerance)
-    if isinstance(step, (int, float)) and not step > 0:
-        raise ValueError(f"fista: step must be > 0, got {step}")
+    _check_step(step)
+    check_finite_start("fista", x0)  # every iterate was NaN, without a word
     x = x0.clone()
     z = x
     t = 1.0

@@ -11,7 +11,7 @@ from mrirecon.core import LinearOperator, max_eigenvalue
 from mrirecon.core.checks import check_iterations, check_nonnegative
 from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.solvers.prox import Prox
-from mrirecon.solvers.stopping import per_system_ratio
+from mrirecon.solvers.stopping import check_finite_start, per_system_ratio
 
 #: safety factor on the step condition (power iteration approaches the norm from below)
 STEP_SAFETY = 0.99
@@ -217,6 +217,7 @@ def pdhg(
         raise ValueError(f"pdhg: {len(proxes)} prox_f_conj for {len(ops)} operator blocks")
     if not 0 <= theta <= 1:
         raise ValueError(f"pdhg: theta must lie in [0, 1], got {theta}")
+    check_finite_start("pdhg", x0)  # it returned zeros, without a word
     sigmas, tau = _steps(ops, x0, sigma, tau, norms)
     x = x0.clone()
     if y0 is None:

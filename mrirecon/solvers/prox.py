@@ -10,6 +10,7 @@ the complex modulus, so soft thresholding shrinks the magnitude and keeps the ph
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 
 import torch
@@ -27,6 +28,15 @@ def _real_only(x: Tensor, who: str) -> None:
             f"{who}: needs a real tensor, got {x.dtype}; a box is not defined on complex values "
             "(apply it to x.real or x.abs() explicitly)"
         )
+
+
+def _check_threshold(who: str, threshold: float | Tensor) -> None:
+    """A threshold that is a number must be ``>= 0`` (not NaN): a negative one grew every
+    magnitude (``x + |t| sgn x``) and NaN made every value NaN, without a word. Tensors (learned
+    or per-slice thresholds) are not judged: that would cost a device sync per call."""
+    number = isinstance(threshold, numbers.Real) and not isinstance(threshold, bool)
+    if number and not threshold >= 0:
+        raise ValueError(f"{who}: threshold must be >= 0, got {threshold!r}")
 
 
 def _shrink_factor(norm: Tensor, threshold: float | Tensor) -> Tensor:
@@ -51,6 +61,7 @@ def soft_threshold(x: Tensor, threshold: float | Tensor) -> Tensor:
         ``x * max(1 - threshold / |x|, 0)``; for real ``x`` this is ``sign(x) max(|x| - t, 0)``,
         for complex ``x`` the phase is kept.
     """
+    _check_threshold("soft_threshold", threshold)
     if _in_place_ok(x, threshold):  # one real buffer, in place (|x| = 0 -> 1/0 = inf -> 0)
         factor = abs2(x).sqrt_()  # |x| without the slow complex abs (mrirecon.core.magnitude)
         factor.reciprocal_().mul_(threshold).neg_().add_(1).clamp_(min=0)
@@ -88,6 +99,7 @@ def group_soft_threshold(x: Tensor, threshold: float | Tensor, dim: int | tuple[
     dim
         Axis or axes spanning one group.
     """
+    _check_threshold("group_soft_threshold", threshold)
     norm = torch.linalg.vector_norm(x, dim=dim, keepdim=True)
     return x * _shrink_factor(norm, threshold)
 

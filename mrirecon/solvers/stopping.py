@@ -1,4 +1,5 @@
-"""Relative-change stopping tests of the iterative solvers, per independent system.
+"""Relative-change stopping tests of the iterative solvers, per independent system, and the
+check of their starting point.
 
 A batch of slices solved together converges when its slowest slice has: one norm over the
 whole batch lets a bright slice stop a dim one early (``sirt`` with a 100x brighter slice beside
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from mrirecon.core.checks import finite_and_nonzero
 
 
 def per_system_ratio(num: Tensor, den: Tensor, batch: int = 0) -> float:
@@ -24,4 +27,14 @@ def per_system_ratio(num: Tensor, den: Tensor, batch: int = 0) -> float:
     return float(torch.where(scale > 0, change / torch.where(scale > 0, scale, 1), change).max())
 
 
-__all__ = ["per_system_ratio"]
+def check_finite_start(who: str, x0: Tensor) -> None:
+    """Refuse a start ``x0`` holding NaN or Inf (one pass over it, before the first iteration):
+    ``fista`` and ``admm`` returned all-NaN iterates from it, ``pdhg`` an image of zeros, without
+    a word (``cg`` names such a start by its residual)."""
+    if isinstance(x0, Tensor) and not finite_and_nonzero(x0)[0]:
+        bad = int((~torch.isfinite(torch.view_as_real(x0.detach()) if x0.is_complex()
+                                   else x0.detach())).sum())
+        raise ValueError(f"{who}: x0 holds {bad} NaN or Inf values")
+
+
+__all__ = ["check_finite_start", "per_system_ratio"]

@@ -1,0 +1,298 @@
+"""Checks of the measurements ``y`` that a reconstruction is given, shared by
+:func:`mrirecon.recon.run` and the reconstructions called directly (``cg_sense(y, op)``,
+``sirt(y, op)``, ...), so that both refuse or warn alike.
+
+* :func:`check_measurements`: NaN / Inf or all-zero ``y``; real or half-precision k-space; k-space
+  that does not fit the operator's sampling mask; lost non-Cartesian readouts; a sinogram whose
+  sign is flipped.
+* :func:`flipped_sign_message`: the sign rule of a CT slice, the one the pipeline's
+  ``check_slice`` applies (same threshold, same words after its ``FILE: slice k:`` prefix).
+
+``run`` checks once and calls the method inside :func:`measurements_checked`, where the method's
+own call of :func:`check_measurements` on the same ``y`` judges only the sign of a sinogram (which
+``run`` leaves to the method: only the method knows whether it keeps ``x >= 0``), with no second
+pass over the data for the rest and no warning twice.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+import torch
+from torch import Tensor
+
+from mrirecon.core import LinearOperator
+from mrirecon.core.checks import finite_and_nonzero
+from mrirecon.sampling.agreement import held_span, mask_disagreement
+
+#: A 2-D mask's samples inside ``y``'s span may hold exact zeros by chance (quantised k-space
+#: whose faint outer samples round to 0 in every coil) up to this share before ``y`` counts as
+#: undersampled with another mask (a Poisson-disc or variable-density mask of another seed,
+#: fftshifted or transposed, leaves 45-75 % of them empty). Column masks allow none.
+CHANCE_ZEROS = 0.01
+
+#: A sinogram slice whose mean line integral lies below ``-FLIPPED_SIGN_RMS`` times its rms is
+#: sign-flipped (``log(I / I0)`` stored instead of ``-log``): post-log data are >= 0 up to noise,
+#: and noise alone averages to ``|mean| ~ rms / sqrt(size)`` (the pipeline's rule).
+FLIPPED_SIGN_RMS = 0.05
+
+_CHECKED: ContextVar[object] = ContextVar("mrirecon_recon_checked", default=None)
+
+
+@contextmanager
+def measurements_checked(y: object) -> Iterator[None]:
+    """Inside this block :func:`check_measurements` skips ``y`` (``run`` has checked it)."""
+    token = _CHECKED.set(y)
+    try:
+        yield
+    finally:
+        _CHECKED.reset(token)
+
+
+def flipped_sign_message(sinogram: Tensor) -> str | None:
+    """Why the sinogram slice ``(views, detectors)`` (any leading axes count as one slice) looks
+    sign-flipped, or ``None``: its mean line integral is below ``-FLIPPED_SIGN_RMS`` x rms."""
+    sino = sinogram.detach().double()
+    mean, rms = float(sino.mean()), float(sino.square().mean().sqrt())
+    if not mean < -FLIPPED_SIGN_RMS * rms:
+        return None
+    return (f"the sinogram's mean line integral is negative ({mean:.3g}, rms {rms:.3g}); "
+            "post-log data are -log(I / I0) >= 0 up to noise: is the sign flipped "
+            "(log(I / I0) stored)?")
+
+
+def check_measurements(name: str, y: Tensor, op: LinearOperator | None, *, kspace: bool = False,
+                       sinogram: str | None = None, arg: str = "y") -> None:
+    """Refuse (or warn of) measurements ``y`` that the reconstruction ``name`` would turn into a
+    wrong image without a word.
+
+    Parameters
+    ----------
+    name
+        The reconstruction, named in every message.
+    y
+        k-space ``(..., coils, H, W)`` (``(..., coils, *K)`` non-Cartesian) or a sinogram
+        ``(..., views, detectors)``; anything but a tensor is left to the method.
+    op
+        The forward operator (its sampling mask is compared with ``y``), or ``None``.
+    kspace
+        ``y`` is MRI k-space: a real ``y`` (lost phase) and ``complex32`` are refused.
+    sinogram
+        ``"refuse"`` or ``"warn"``: a slice of ``y`` whose sign looks flipped
+        (:func:`flipped_sign_message`) is refused (a method that keeps ``x >= 0`` returns an
+        all-zero image; SIRT did, without a word) or warned of (a linear method such as FBP
+        returns the negated image; a residual or difference sinogram may be negative);
+        ``None``: not judged.
+    arg
+        The name of ``y`` in the caller's signature (``kspace``, ``sinogram``), for messages.
+
+    Raises
+    ------
+    TypeError
+        Real or half-precision (``complex32``) k-space.
+    ValueError
+        NaN / Inf values, empty or all-zero ``y``, k-space undersampled with another mask than
+        the operator's, a flipped sinogram (``sinogram="refuse"``).
+    """
+    if not isinstance(y, Tensor):
+        return
+    if _CHECKED.get() is y:  # run has checked the rest
+        if sinogram is not None and not y.is_complex():
+            _check_sign(name, y, sinogram, arg)
+        return
+    if kspace and not y.is_complex():
+        raise TypeError(
+            f"{name}: {arg} is real ({y.dtype}, shape {tuple(y.shape)}), but MRI k-space is "
+            f"complex: a real {arg} has lost its phase (abs(), .real, or a cast such as "
+            "astype(float32)) and would give a wrong image without error; pass the complex "
+            "k-space (torch.view_as_complex for real pairs (..., 2))")
+    if y.dtype == torch.complex32:  # real halves: the projectors and fbp name them
+        raise TypeError(f"{name}: {arg} is {y.dtype} (half precision), which the FFTs here do not "
+                        f"take; convert it: {arg}.to(torch.complex64)")
+    finite, nonzero = finite_and_nonzero(y)
+    if not finite:
+        bad = ~torch.isfinite(torch.view_as_real(y) if y.is_complex() else y)
+        raise ValueError(f"{name}: {arg} holds {int(bad.sum())} NaN or Inf values")
+    if not nonzero:
+        raise ValueError(f"{name}: {arg} is empty or all zero; there is nothing to reconstruct")
+    if sinogram is not None and not y.is_complex():
+        _check_sign(name, y, sinogram, arg)
+    _check_mask(name, y, op)
+    _check_readouts(name, y, op)
+
+
+def _warn(message: str) -> None:
+    """``warnings.warn`` attributed to the first caller outside ``mrirecon`` (the user's line,
+    whether the check ran in ``run`` or in the method called directly)."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, stacklevel=level)
+
+
+def check_data(name: str, y: Tensor, op: LinearOperator | None, *,
+                nonneg: bool | None = None) -> None:
+    """:func:`check_measurements` for a method that takes MRI k-space or a sinogram alike
+    (``tgv``, ``epll``, ``pnp_nlm``, ``cg_sense`` ...), telling them apart by ``op``: k-space for
+    a SENSE, NUFFT or masked operator, a sinogram (its sign judged by :func:`sign_policy` of
+    ``nonneg``) for a CT projector."""
+    check_measurements(name, y, op, kspace=is_kspace_operator(op),
+                       sinogram=sign_policy(nonneg) if is_ct_operator(op) else None)
+
+
+def is_kspace_operator(op: LinearOperator | None) -> bool:
+    """Whether ``op`` maps images to MRI k-space: a SENSE or NUFFT-SENSE operator (also scaled),
+    or any operator with a sampling mask (``single_coil``)."""
+    from mrirecon.core import HasSamplingMask, capability
+    from mrirecon.operators.mri import SenseOperator
+    from mrirecon.operators.nufft import NufftSense
+
+    if op is None:
+        return False
+    return (isinstance(op, (SenseOperator, NufftSense))
+            or capability(op, HasSamplingMask) is not None)
+
+
+def is_ct_operator(op: LinearOperator | None) -> bool:
+    """Whether ``op`` is a CT projector (it has an FBP: ``ParallelBeam``, ``FanBeam``, scaled)."""
+    from mrirecon.core import HasFBP, capability
+
+    return op is not None and capability(op, HasFBP) is not None
+
+
+def sign_policy(nonneg: bool | None) -> str:
+    """``"refuse"`` a flipped sinogram for a method that keeps ``x >= 0`` (``nonneg`` true or
+    ``None``: its default, or a method whose learned or patch prior expects such images: it
+    returned an all-zero image, or a wrong one), ``"warn"`` for ``nonneg=False`` and for methods
+    that are odd in ``y`` (FBP, CG, L1-wavelet, TV: the image comes out exactly negated)."""
+    return "warn" if nonneg is False else "refuse"
+
+
+def _check_sign(name: str, y: Tensor, policy: str, arg: str = "y") -> None:
+    if y.ndim < 2:
+        return
+    slices = y.reshape(-1, *y.shape[-2:])
+    for i, s in enumerate(slices):
+        msg = flipped_sign_message(s)
+        if msg is None:
+            continue
+        where = f" (slice {i} of {slices.shape[0]})" if slices.shape[0] > 1 else ""
+        if policy == "refuse":
+            raise ValueError(f"{name}: {arg}{where}: {msg} {name} keeps the image >= 0 (or has a "
+                             f"prior of such images) and would return an all-zero or wrong image; "
+                             f"negate it (-{arg})")
+        _warn(f"{name}: {arg}{where}: {msg} The image comes out negated (negate a measured "
+              f"sinogram: -{arg}; a residual or difference sinogram may be negative)")
+        return
+
+
+def _check_readouts(name: str, y: Tensor, op: LinearOperator | None) -> None:
+    """Warn of readouts of ``y`` on a ``nufft_sense`` operator that hold no sample in any coil
+    (lost spokes written as zeros: 10 of 40 gave 28 % error, 0.03 % with them dropped, no word)
+    and of samples zero at the start or end of every readout: the operator takes them as
+    measured zeros. (The pipeline drops them; here ``op`` is the caller's.) Readouts the
+    operator's weights give no weight are measured by nothing and left alone."""
+    from mrirecon.operators.nufft import (NufftSense, empty_readouts, listed,
+                                          sample_runs_message)
+
+    if not isinstance(op, NufftSense) or len(op.kshape) < 2 or y.ndim < len(op.kshape) + 1:
+        return
+    if tuple(y.shape[-len(op.kshape):]) != tuple(op.kshape):
+        return  # the operator names the mismatch
+    flat = y.reshape(*y.shape[: y.ndim - len(op.kshape)], -1, op.kshape[-1])  # (..., C, R, S)
+    lost = empty_readouts(flat).reshape(-1, flat.shape[-2]).any(0)  # in any slice
+    if op.weights is not None:
+        lost &= (op.weights.reshape(-1, op.kshape[-1]) != 0).any(-1).to(lost.device)
+    n = int(lost.sum())
+    if n:
+        _warn(
+            f"{name}: {n} of {lost.numel()} readouts of y hold no sample in any coil (readouts "
+            f"{listed(lost.nonzero().flatten())}): lost? nufft_sense takes them as measured zeros "
+            "(10 of 40 spokes: 28 % error, 0.03 % with them dropped); drop them from y and from "
+            "the trajectory (and weights): y[..., keep, :] with nufft_sense(maps, "
+            "trajectory[keep])")
+    if n < lost.numel():
+        held = flat[..., ~lost.to(flat.device), :]
+        msg = sample_runs_message(held, "they are reconstructed as measured zeros; drop them from "
+                                        "y and from the trajectory")
+        if msg:
+            _warn(f"{name}: {msg}")
+
+
+def _check_mask(name: str, y: Tensor, op: LinearOperator | None) -> None:
+    """k-space ``y`` against ``op``'s sampling mask, by the pipeline's ``reconcile_mask`` rule
+    (:func:`mrirecon.sampling.agreement.mask_disagreement`; the span of ``y`` leaves out zero
+    padding at the edges). Column masks ``(..., 1, W)`` are judged by column, 2-D masks
+    ``(..., H, W)`` (Poisson-disc, variable density) by sample.
+
+    * Data where the mask drops them *and* kept samples that hold none: ``y`` was undersampled
+      with another mask (fftshifted, flipped, another seed): refused, as the pipeline refuses a
+      mask that does not describe its k-space (13-18 instead of 25 dB, 21 or 12 instead of
+      56 dB, no error).
+    * Kept samples that hold no data alone (``y`` undersampled, ``op`` built with a denser or
+      all-ones mask): a warning, as the pipeline notes them; it drops them from its mask, the
+      library cannot (``op`` is the caller's), and the method takes them as measured zeros.
+    * Data the mask drops alone: fully sampled ``y`` undersampled by ``op`` (retrospective), or
+      by a subset of its mask: ordinary, no word.
+    """
+    from mrirecon.core import HasSamplingMask, capability
+    from mrirecon.operators.mri import SenseOperator
+
+    found = None if op is None else capability(op, HasSamplingMask)
+    mask = None if found is None else found.mask
+    if not isinstance(mask, Tensor) or mask.ndim < 2 or y.ndim < 2 or mask.shape[-1] != y.shape[-1]:
+        return  # non-Cartesian operators: not judged here
+    columns = mask.shape[-2] == 1
+    if not columns and mask.shape[-2] != y.shape[-2]:
+        return
+    held = y != 0
+    if columns:
+        held = held.any(dim=-2, keepdim=True)  # (..., [coils,] 1, W)
+    if isinstance(found, SenseOperator) and held.ndim >= 3:
+        held = held.any(dim=-3)  # any coil
+    held, keep = torch.broadcast_tensors(held, mask.to(held.device).bool())
+    h, w = held.shape[-2:]
+    held, keep = held.reshape(-1, h, w), keep.reshape(-1, h, w)
+    span = held_span(held, dims=1 if columns else 2)
+    empty, dropped = mask_disagreement(held, keep, span)
+    n_empty, n_dropped = empty.sum((-2, -1)), dropped.sum((-2, -1))
+    allowed = 0 if columns else CHANCE_ZEROS * (keep & span).sum((-2, -1))
+    bad = ((n_empty > allowed) & (n_dropped > 0)).nonzero().flatten()
+    if len(bad):
+        i = int(bad[0])
+        where = f" (sample {i} of {held.shape[0]})" if held.shape[0] > 1 else ""
+        if columns:
+            raise ValueError(
+                f"{name}: y does not fit the operator's mask{where}: {int(n_dropped[i])} "
+                f"column(s) of y hold data that the mask drops (first: "
+                f"{int(dropped[i, 0].nonzero()[0])}) and {int(n_empty[i])} column(s) the mask "
+                f"keeps hold none (first: {int(empty[i, 0].nonzero()[0])}): y was undersampled "
+                "with another mask (fftshifted, flipped, another seed or acceleration?); build "
+                "op with the mask of y")
+        raise ValueError(
+            f"{name}: y does not fit the operator's 2-D mask{where}: {int(n_dropped[i])} "
+            f"sample(s) of y hold data that the mask drops and {int(n_empty[i])} of the "
+            f"{int(keep[i].sum())} the mask keeps hold none: y is sampled at "
+            f"{float(held[i].float().mean()):.1%} of the {h} x {w} grid, the operator's mask at "
+            f"{float(keep[i].float().mean()):.1%}: y was undersampled with another mask "
+            "(fftshifted, transposed, another seed or acceleration?); build op with the mask of y")
+    unheld = (n_empty > allowed).nonzero().flatten()
+    if not len(unheld):
+        return
+    i = int(unheld[0])
+    where = f" (sample {i} of {held.shape[0]})" if held.shape[0] > 1 else ""
+    if columns:
+        what = (f"{int(n_empty[i])} of the {int(keep[i].sum())} column(s) the operator's mask "
+                f"keeps hold no data in any coil of y{where} (first: "
+                f"{int(empty[i, 0].nonzero()[0])})")
+    else:
+        what = (f"{int(n_empty[i])} of the {int(keep[i].sum())} sample(s) the operator's 2-D mask "
+                f"keeps hold no data in any coil of y{where}")
+    _warn(f"{name}: {what}: they are reconstructed as measured zeros (y undersampled, op built "
+          "with a denser or all-ones mask?); build op with the mask of y")
