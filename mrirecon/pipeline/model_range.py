@@ -10,6 +10,8 @@ A card's optional ``training_range`` mapping lists what the model saw in trainin
       spokes: [min, max]                    # non-Cartesian MRI: readouts (spokes, interleaves)
       trajectory: [radial, ...]             # non-Cartesian MRI: ISMRMRD encoding/trajectory
       views: [min, max]                     # CT projection angles
+      geometry: [parallel, ...]             # CT beam types (parallel, fan)
+      detectors: [min, max]                 # CT detector elements per view
 
 :func:`range_warnings` compares one slice's properties with it and returns readable messages;
 :func:`warn_outside_range` logs each distinct message once per model.
@@ -21,9 +23,15 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from mrirecon.training.weights import RANGE_INTERVALS
+from mrirecon.training.weights import RANGE_INTERVALS, RANGE_KINDS
 
 log = logging.getLogger("mrirecon.pipeline")
+
+#: The ``[min, max]`` keys compared (the card keys :func:`~mrirecon.training.weights.
+#: check_training_range` validates, and the CT detector count).
+INTERVALS = tuple(dict.fromkeys(RANGE_INTERVALS + ("detectors",)))
+#: The lists of names compared: ISMRMRD trajectory kinds, CT beam types.
+KINDS = tuple(dict.fromkeys(RANGE_KINDS + ("geometry",)))
 
 
 def _interval(value: Any) -> tuple[float, float] | None:
@@ -35,8 +43,12 @@ def _interval(value: Any) -> tuple[float, float] | None:
 def range_warnings(card: Mapping[str, Any] | None, *, matrix: tuple[int, int] | None = None,
                    coils: int | None = None, acceleration: float | None = None,
                    views: int | None = None, spokes: int | None = None,
-                   trajectory: str | None = None, maps_crop: float | None = None) -> list[str]:
-    """Messages for every property outside ``card["training_range"]`` (empty if none, or no card)."""
+                   trajectory: str | None = None, maps_crop: float | None = None,
+                   beam: str | None = None, detectors: int | None = None) -> list[str]:
+    """Messages for every property outside ``card["training_range"]`` (empty if none, or no card).
+
+    ``beam`` (CT: ``"parallel"`` / ``"fan"``) is compared with the card's ``geometry`` list,
+    ``detectors`` (CT detector elements per view) with its ``detectors`` interval."""
     rng = (card or {}).get("training_range")
     if not isinstance(rng, Mapping):
         return []
@@ -48,17 +60,21 @@ def range_warnings(card: Mapping[str, Any] | None, *, matrix: tuple[int, int] | 
         if not all(lo[i] <= matrix[i] <= hi[i] for i in range(2)):
             out.append(f"matrix {matrix[0]} x {matrix[1]} is outside the {name} training range "
                        f"{lo[0]} x {lo[1]} .. {hi[0]} x {hi[1]}")
-    kinds = rng.get("trajectory")
-    if trajectory and isinstance(kinds, (list, tuple)) and kinds and \
-            trajectory.lower() not in {str(k).lower() for k in kinds}:
-        out.append(f"trajectory {trajectory} is outside the {name} training range "
-                   f"({', '.join(map(str, kinds))})")
+    named = {"trajectory": trajectory, "geometry": beam}
+    for key in KINDS:
+        value, kinds = named.get(key), rng.get(key)
+        if value and isinstance(kinds, (list, tuple)) and kinds and \
+                value.lower() not in {str(k).lower() for k in kinds}:
+            what = f"{value}-beam geometry" if key == "geometry" else f"{key} {value}"
+            out.append(f"{what} is outside the {name} training range "
+                       f"({', '.join(map(str, kinds))})")
     given = {"coils": coils, "accelerations": acceleration, "views": views, "spokes": spokes,
-             "maps_crop": maps_crop}
-    for key in RANGE_INTERVALS:
-        value = given[key]
+             "maps_crop": maps_crop, "detectors": detectors}
+    for key in INTERVALS:
+        value = given.get(key)
         what = {"accelerations": "acceleration", "spokes": "readouts (spokes / interleaves)",
-                "maps_crop": "the coil maps' ESPIRiT crop (calibrate.crop)"}.get(key, key)
+                "maps_crop": "the coil maps' ESPIRiT crop (calibrate.crop)",
+                "detectors": "detector count"}.get(key, key)
         iv = _interval(rng.get(key))
         # a mask's effective acceleration W / sampled columns differs from its nominal rate by
         # the rounding of the line count and the centre band (fastMRI's 4x on 368 columns

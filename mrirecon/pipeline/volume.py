@@ -276,8 +276,9 @@ def _warn_outside_range(config: PipelineConfig, model, s) -> list[str]:
         matrix = (s.acquired_rows or s.kspace.shape[-2], s.kspace.shape[-1])
         return warn_outside_range(model, matrix=matrix, coils=int(s.kspace.shape[0]),
                                   acceleration=acc, maps_crop=_maps_crop(config))
-    return warn_outside_range(model, matrix=tuple(s.geometry.image_shape),
-                              views=s.geometry.num_views)
+    g = s.geometry  # CT: the image grid, the views kept, the beam and the detector
+    return warn_outside_range(model, matrix=tuple(g.image_shape), views=g.num_views, beam=g.beam,
+                              detectors=g.num_detectors)
 
 
 def _maps_crop(config: PipelineConfig) -> float | None:

@@ -32,6 +32,7 @@ import torch
 
 from mrirecon.training.ct_staged import (
     CARD_TEXT,
+    CT_DETECTORS,
     CT_SIZE,
     CTImageRecipe,
     SparseViewSimulator,
@@ -55,8 +56,8 @@ DATA_TEXT = {
 }
 KNOWN_FAILURES = [
     ("Trained only at 362 x 362 pixels over 26 cm, parallel beam, 513 detectors, 30-63 views, "
-     "4096 photons: `mrirecon run` warns outside matrix 362 x 362 or 30-63 views. Other "
-     "matrices, fan beam, limited angle or much higher / lower dose are untested."),
+     "4096 photons: `mrirecon run` warns outside matrix 362 x 362, 30-63 views, parallel beam "
+     "or 513 detectors. Limited angle or much higher / lower dose are untested."),
     ("A short CPU training on one shared thread (see `training`): fine textures of anatomy unlike "
      "the training images come out smoothed and small low-contrast details can be lost; the "
      "3 x 3 CNNs of each iteration see a small neighbourhood, so long streaks at 30 views are "
@@ -197,7 +198,8 @@ def save(model, out: Path, args: dict, steps: int, history: list, best: dict, fb
         },
         "data": DATA_TEXT,
         "training_range": {"matrix": {"min": [CT_SIZE, CT_SIZE], "max": [CT_SIZE, CT_SIZE]},
-                           "views": [30, 63]},
+                           "views": [30, 63], "geometry": ["parallel"],
+                           "detectors": [CT_DETECTORS, CT_DETECTORS]},
         "known_failures": KNOWN_FAILURES,
     }
     write_weights(out, None if model is None else model.state_dict(), card, width=100)

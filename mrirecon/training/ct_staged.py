@@ -79,8 +79,8 @@ CARD_TEXT = {
     },
     "known_failures": [
         "Trained only at 362 x 362 pixels over 26 cm, parallel beam, 513 detectors, 30-63 views, "
-        "4096 photons: `mrirecon run` warns outside matrix 362 x 362 or 30-63 views. Other "
-        "matrices, fan beam, limited angle or much higher / lower dose are untested.",
+        "4096 photons: `mrirecon run` warns outside matrix 362 x 362, 30-63 views, parallel beam "
+        "or 513 detectors. Limited angle or much higher / lower dose are untested.",
         "A short CPU training ({steps} steps of batch {batch} in {minutes} minutes): fine "
         "textures of anatomy unlike the training images come out smoothed, and small low-contrast "
         "details can be lost, as with any sparse-view prior; read it as a sparse-view image, not a "
@@ -577,7 +577,8 @@ def save(model, out: Path, done: int, args: dict, steps: list[int], history: lis
         },
         "data": card_data(bool(args.get("hardware"))),
         "training_range": {"matrix": {"min": [CT_SIZE, CT_SIZE], "max": [CT_SIZE, CT_SIZE]},
-                           "views": [30, 63]},
+                           "views": [30, 63], "geometry": ["parallel"],
+                           "detectors": [CT_DETECTORS, CT_DETECTORS]},
         "known_failures": failures,
     }
     write_weights(out, state, card, width=100)

@@ -155,10 +155,13 @@ def check_overridable(value: Any, name: str, where: str) -> None:
 
 
 #: The ``[min, max]`` entries of a card's ``training_range`` (besides ``matrix``); ``maps_crop``:
-#: the ESPIRiT ``calibrate.crop`` of the coil maps it was trained with.
-RANGE_INTERVALS = ("coils", "accelerations", "spokes", "views", "maps_crop")
-#: The lists of names in a card's ``training_range`` (the ISMRMRD trajectory kinds seen).
-RANGE_KINDS = ("trajectory",)
+#: the ESPIRiT ``calibrate.crop`` of the coil maps it was trained with; ``detectors``: CT
+#: detector elements per view.
+RANGE_INTERVALS = ("coils", "accelerations", "spokes", "views", "maps_crop", "detectors")
+#: The lists of names in a card's ``training_range``: the ISMRMRD trajectory kinds seen, the CT
+#: beam types (``geometry``, one of :data:`BEAM_TYPES` each).
+RANGE_KINDS = ("trajectory", "geometry")
+BEAM_TYPES = ("parallel", "fan")
 
 
 def check_training_range(rng: Any, where: str) -> None:
@@ -188,6 +191,9 @@ def check_training_range(rng: Any, where: str) -> None:
         if key in rng and not (isinstance(value, (list, tuple)) and value
                                and all(isinstance(v, str) and v for v in value)):
             raise bad(f".{key}", "a list of names (e.g. [radial])", value)
+    beams = rng.get("geometry") or ()
+    if any(str(b).lower() not in BEAM_TYPES for b in beams):
+        raise bad(".geometry", "a list of CT beam types (" + ", ".join(BEAM_TYPES) + ")", beams)
     for key in RANGE_INTERVALS:
         if key in rng:
             pair(f".{key}", rng[key])

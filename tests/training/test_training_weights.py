@@ -55,7 +55,8 @@ def test_card_and_size(name):
 
 CARDS = sorted(p.stem for p in WEIGHTS_DIR.glob("*.yaml"))
 #: what `mrirecon run` checks against a card (mrirecon/pipeline/model_range.py)
-RANGE_KEYS = {"matrix", "coils", "accelerations", "spokes", "views", "trajectory", "maps_crop"}
+RANGE_KEYS = {"matrix", "coils", "accelerations", "spokes", "views", "trajectory", "maps_crop",
+              "geometry", "detectors"}
 
 
 @pytest.mark.parametrize("name", CARDS)
@@ -72,7 +73,7 @@ def test_every_card_says_where_the_model_fails_and_what_it_saw(name):
     rng = card["training_range"]
     assert rng and set(rng) <= RANGE_KEYS, (name, set(rng) - RANGE_KEYS)
     for key, iv in rng.items():
-        if key == "trajectory":
+        if key in ("trajectory", "geometry"):
             assert iv and all(isinstance(k, str) for k in iv), (name, iv)
             continue
         lo, hi = (iv["min"], iv["max"]) if key == "matrix" else ([iv[0]], [iv[1]])
@@ -270,6 +271,10 @@ def test_pnp_brain_schedule_is_the_winner_of_its_deployment_grid():
     ([30, 63], r"training_range: expected a mapping"),
     ({"trajectory": "radial"}, r"training_range\.trajectory: expected a list of names"),
     ({"trajectory": []}, r"training_range\.trajectory: expected a list of names"),
+    ({"geometry": "parallel"}, r"training_range\.geometry: expected a list of names"),
+    ({"geometry": ["cone"]}, r"training_range\.geometry: expected a list of CT beam types"),
+    ({"detectors": 513}, r"training_range\.detectors: expected \[min, max\] numbers"),
+    ({"detectors": [1025, 513]}, r"training_range\.detectors: .*min <= max"),
 ])
 def test_malformed_training_range_names_the_card_and_field(tmp_path, rng, field):
     from mrirecon.models import build_model
