@@ -43,6 +43,23 @@ log = logging.getLogger("mrirecon.pipeline")
 SUPERSEDED = "superseded"
 
 
+def remove_inside(path: str | os.PathLike, root: str) -> bool:
+    """Delete the file, link or folder tree at ``path`` if it lies strictly inside the folder
+    ``root`` (an absolute path); whether something was removed. A record naming a path outside
+    the output folder (edited, or of a moved folder) never deletes it."""
+    p = os.path.abspath(path)
+    if os.path.commonpath([p, root]) != root or p == root:
+        return False
+    target = Path(p)
+    if target.is_dir() and not target.is_symlink():
+        shutil.rmtree(target, ignore_errors=True)
+    elif target.exists() or target.is_symlink():
+        target.unlink(missing_ok=True)
+    else:
+        return False
+    return True
+
+
 def in_the_way(src: Path, dst: Path) -> bool:
     """Whether ``dst`` holds something a move of ``src`` must not replace: a folder where a file
     goes, or anything but a folder (a file, a link) where a folder goes (a user's file there was
@@ -278,17 +295,8 @@ def drop_superseded(output: Path, name: str, why: str) -> list[str]:
     root = os.path.abspath(dest)
     removed = []
     for rel in moved if isinstance(moved, list) else []:
-        p = os.path.abspath(dest / str(rel))
-        if os.path.commonpath([p, root]) != root or p == root:
-            continue
-        target = Path(p)
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target, ignore_errors=True)
-        elif target.exists() or target.is_symlink():
-            target.unlink(missing_ok=True)
-        else:
-            continue
-        removed.append(rel)
+        if remove_inside(dest / str(rel), root):
+            removed.append(rel)
     record.unlink(missing_ok=True)
     if removed:
         log.info("removed %s under %s (set aside when %s failed in an earlier run): %s",

@@ -359,24 +359,16 @@ def remove_stale_outputs(old: dict | None, result: VolumeResult, output: Path) -
     """Delete what an earlier run wrote for this input and this run did not write again (a format
     no longer exported, figures of slices no longer shown, adapted weights not saved): they stayed
     under their usual names, listed nowhere."""
-    import shutil
+    from mrirecon.pipeline.output_files import remove_inside
 
     if not old:
         return
     now = {os.path.abspath(p) for p in [*result.outputs.values(), *result.figures]}
     root = os.path.abspath(output)
     for p in [*old.get("outputs", {}).values(), *old.get("figures", [])]:
-        a = os.path.abspath(p)
-        if a in now or os.path.commonpath([a, root]) != root or a == root:
-            continue
-        target = Path(a)
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target, ignore_errors=True)
-        elif target.exists() or target.is_symlink():
-            target.unlink(missing_ok=True)
-        else:
-            continue
-        log.info("removed %s (written for %s by an earlier run, not by this one)", p, result.name)
+        if os.path.abspath(p) not in now and remove_inside(p, root):
+            log.info("removed %s (written for %s by an earlier run, not by this one)", p,
+                     result.name)
 
 
 def remove_stale_file(path: Path) -> None:
