@@ -9,6 +9,7 @@ workers) are never used or closed in the child: each worker opens its own.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -97,10 +98,50 @@ class VolumeInfo:
     attrs: dict = field(default_factory=dict, compare=False)
 
 
-def _list_files(paths_or_folder, pattern: str) -> list[Path]:
+#: Suffixes (any case) of the data files a folder holds: what ``mrirecon run`` takes from an input
+#: folder (:func:`mrirecon.pipeline.runner.expand_inputs`) and what training reads from one.
+DATA_SUFFIXES = (".h5", ".hdf5", ".mrd")
+
+#: A reference whose L2 norm differs from the image it is compared with by more than this factor
+#: (either way) is on another scale: undersampled zero-filled MRI is within 1.2x of its
+#: reference, FBP within 1.1x. ``mrirecon run`` warns
+#: (:func:`mrirecon.pipeline.reference_checks.scale_note`); training refuses such a file
+#: (:func:`mrirecon.training.data.check_reference_scale`: its loss would compare images this far
+#: apart and learn nothing).
+REFERENCE_SCALE_FACTOR = 10.0
+
+
+def list_data_files(folder: str | os.PathLike, *, log: logging.Logger | None = None,
+                    advice: str = "only its top-level files are read") -> list[Path]:
+    """The data files of ``folder`` by ``mrirecon run``'s rule for an input folder: its top-level
+    entries whose suffix is one of :data:`DATA_SUFFIXES` in any case (``a.h5``, ``b.hdf5``,
+    ``c.H5``, ``d.mrd``), sorted; a dangling link stays in (it fails by name when read);
+    LoDoPaB-layout references (``ground_truth_<part>_NNN.hdf5``) beside their
+    ``observation_<part>_NNN.hdf5`` are left out. Subfolders are not searched: when the folder
+    holds data files and subfolders, ``log`` (default: the ``mrirecon.data`` logger) warns
+    "data folder F: N subfolder(s) not searched (names); ``advice``"."""
+    from mrirecon.io.lodopab import reference_file_name
+
+    root = Path(folder)
+    entries = sorted(root.iterdir())
+    files = [f for f in entries if f.suffix.lower() in DATA_SUFFIXES
+             and (f.is_file() or (f.is_symlink() and not f.exists()))]
+    paired = {reference_file_name(f.name) for f in files} - {None}
+    files = [f for f in files if f.name not in paired]
+    subfolders = [f.name for f in entries if f.is_dir()]
+    if subfolders and files:  # never searched: say so rather than drop them unseen
+        (log or logging.getLogger("mrirecon.data")).warning(
+            "data folder %s: %d subfolder(s) not searched (%s); %s", root, len(subfolders),
+            ", ".join(subfolders[:5]) + (", ..." if len(subfolders) > 5 else ""), advice)
+    return files
+
+
+def _list_files(paths_or_folder, pattern: str | None) -> list[Path]:
     if isinstance(paths_or_folder, (str, os.PathLike)):
         root = Path(paths_or_folder)
         if root.is_dir():
+            if pattern is None:
+                return list_data_files(root)
             return sorted(p for p in root.glob(pattern) if p.is_file())
         if root.is_file():
             return [root]
@@ -141,7 +182,8 @@ class SliceDataset(torch.utils.data.Dataset):
         Seed of the generator that draws the subsets (the same seed gives the same subset
         on every machine).
     pattern
-        Glob for files in a folder.
+        Glob for files in a folder; ``None``: the files ``mrirecon run`` takes from a folder
+        (:func:`list_data_files`: ``.h5`` / ``.hdf5`` / ``.mrd`` in any case, top level only).
     max_open_files
         Handles kept open per process (least recently used are closed).
     """
@@ -155,7 +197,7 @@ class SliceDataset(torch.utils.data.Dataset):
         volume_sample_rate: float | None = None,
         volume_filter: Callable[[VolumeInfo], bool] | None = None,
         seed: int = 0,
-        pattern: str = "*.h5",
+        pattern: str | None = None,
         max_open_files: int = 16,
     ) -> None:
         from mrirecon.io.fastmri import FastMRIFile

@@ -131,11 +131,13 @@ class MRITrainingSet:
         self.mask_fn = create_mask_for_mask_type(cfg.type, cfg.center_fractions, cfg.accelerations)
         self.maps, self.train = maps, bool(train)
         rate = None if sample_rate >= 1.0 else sample_rate
-        self.dataset = SliceDataset(folder, sample_rate=rate, seed=seed)
+        files = fastmri_files(folder)
+        self.dataset = SliceDataset(files, sample_rate=rate, seed=seed)
         if len(self.dataset) == 0:
-            files = len(list(Path(folder).glob("*.h5"))) if Path(folder).is_dir() else 0
-            why = (f"sample_rate {sample_rate:g} kept none of its {files} .h5 files"
-                   if rate is not None and files else "expected fastMRI *.h5 files")
+            kinds = "/".join(sorted({f.suffix.lower() for f in files}))
+            why = (f"sample_rate {sample_rate:g} kept none of its {len(files)} {kinds} files"
+                   if rate is not None and files else
+                   "expected fastMRI-layout .h5 / .hdf5 files")
             raise ValueError(f"MRITrainingSet: no slices found in {folder} ({why})")
         from mrirecon.io import FastMRIFile
 
@@ -151,6 +153,8 @@ class MRITrainingSet:
                         "fully sampled k-space")
                 if f.reference_key is None and v in used:
                     no_reference.append(str(info.path))
+                elif v in used:
+                    check_reference_scale(f)
         if no_reference:  # found up front, not when the sample is first drawn (many steps in)
             shown = ", ".join(no_reference[:3]) + (
                 f" and {len(no_reference) - 3} more" if len(no_reference) > 3 else "")
@@ -166,6 +170,36 @@ class MRITrainingSet:
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    def source_files(self) -> list[Path]:
+        """The files whose slices this set uses (after ``sample_rate`` and ``max_slices``)."""
+        used = sorted({self.dataset.samples[i][0] for i in self.indices})
+        return [self.dataset.volumes[v].path for v in used]
+
+    def training_range(self) -> dict:
+        """What a model trained on this set saw, in a model card's ``training_range`` schema
+        (:mod:`mrirecon.pipeline.model_range`): the k-space matrices ``(H, W)`` and coil counts of
+        the files used, the masks' accelerations on their widths (nominal and as drawn:
+        ``W / sampled columns``), and ``maps_crop: [0, 0]`` for ESPIRiT maps (crop 0 here)."""
+        volumes = [self.dataset.volumes[v] for v in
+                   sorted({self.dataset.samples[i][0] for i in self.indices})]
+        shapes = [tuple(int(n) for n in info.shape) for info in volumes]
+        widths = sorted({s[-1] for s in shapes})
+        cfg = self.mask_config
+        accelerations = [float(a) for a in cfg.accelerations]
+        for cf, acc in zip(cfg.center_fractions, cfg.accelerations):
+            fn = create_mask_for_mask_type(cfg.type, (cf,), (acc,))
+            for w in widths:
+                for seed in range(4):  # random masks differ by seed; regular ones by offset
+                    mask = fn(w, seed=seed)
+                    accelerations.append(w / max(int(mask.sum()), 1))
+        out = {"matrix": {"min": [min(s[-2] for s in shapes), min(s[-1] for s in shapes)],
+                          "max": [max(s[-2] for s in shapes), max(s[-1] for s in shapes)]},
+               "coils": [min(s[1] for s in shapes), max(s[1] for s in shapes)],
+               "accelerations": [round(min(accelerations), 4), round(max(accelerations), 4)]}
+        if self.maps == "espirit":
+            out["maps_crop"] = [0.0, 0.0]
+        return out
 
     def volume_max(self, index: int) -> float:
         """``max`` attribute of the volume holding sample ``index`` (reference maximum), checked
@@ -231,6 +265,63 @@ def calibrate_maps(kspace: Tensor, method: str, centre: Tensor) -> Tensor:
     if method not in ("espirit", "walsh"):
         raise ValueError(f"calibrate_maps: method must be 'espirit' or 'walsh', got {method!r}")
     return centre_maps(kspace.to(torch.complex64), centre, method=method, crop=0.0).to(torch.complex64)
+
+
+def fastmri_files(folder: str | os.PathLike) -> list[Path]:
+    """The files of a supervised training folder: those ``mrirecon run`` reads from it
+    (:func:`mrirecon.data.dataset.list_data_files`: ``.h5`` / ``.hdf5`` / ``.mrd`` in any case,
+    a warning naming subfolders, which are not searched), each of them fastMRI-layout k-space.
+    A glob of ``*.h5`` dropped ``b.hdf5`` and ``c.H5`` without a word; a file of another layout
+    (ISMRMRD raw data, a CT sinogram) is refused naming it rather than left out."""
+    import logging
+
+    from mrirecon.data.dataset import list_data_files
+    from mrirecon.io.probe import hdf5_layout
+
+    files = list_data_files(folder, log=logging.getLogger("mrirecon.train"),
+                            advice="training reads the files at the top of data.train / data.val "
+                                   "only: move theirs up to train on them")
+    for p in files:
+        layout = hdf5_layout(p)
+        if layout != "fastmri":
+            raise ValueError(
+                f"MRITrainingSet: {p} holds {layout} data, not fastMRI-layout k-space with a "
+                "reference (kspace, reconstruction_rss): supervised training reads only those; "
+                + ("train self-supervised (loss.ssdu), which reads ISMRMRD files, or " if
+                   layout == "ismrmrd" else "") + f"move it out of {Path(folder)}")
+    return files
+
+
+def check_reference_scale(f) -> None:
+    """Refuse a fastMRI file (an open :class:`~mrirecon.io.FastMRIFile`) whose reference is on
+    another scale than its k-space: the L2 norm of the reference of its middle slice against that
+    of the zero-filled RSS image of the fully sampled k-space, centre-cropped to the grid they
+    share, differ by more than :data:`~mrirecon.data.dataset.REFERENCE_SCALE_FACTOR` (the factor
+    at which ``mrirecon run`` warns; a reference and ``max`` multiplied by 1e-3 trained with the
+    loss stuck at 0.99999, exit 0: the network sees the k-space's scale, the loss the
+    reference's). One slice per volume; an all-zero slice is not judged."""
+    from mrirecon.data.dataset import REFERENCE_SCALE_FACTOR
+    from mrirecon.functional import center_crop, ifft2c, rss
+
+    key, i = f.reference_key, len(f) // 2
+    sample = f.read_slice(i)
+    ref = sample.reference[0].double()
+    image = rss(ifft2c(sample.data[0].to(torch.complex128)))
+    grid = (min(ref.shape[-2], image.shape[-2]), min(ref.shape[-1], image.shape[-1]))
+    a = float(center_crop(ref, grid).norm())
+    b = float(center_crop(image, grid).norm())
+    if not (a > 0 and b > 0 and math.isfinite(a) and math.isfinite(b)):
+        return
+    ratio = a / b
+    if 1 / REFERENCE_SCALE_FACTOR <= ratio <= REFERENCE_SCALE_FACTOR:
+        return
+    raise ValueError(
+        f"MRITrainingSet: {f.path}: {key}: its scale is {ratio:.3g}x that of the zero-filled image "
+        f"of its k-space (L2 norms of slice {i} on the {grid[0]} x {grid[1]} grid; fastMRI's "
+        "reconstruction_rss of the same k-space is 1.0x): the model sees the k-space's scale "
+        "and the loss compares it with the reference's, so nothing is learned (the loss stays "
+        "near its start): store the reference (and attrs/max) on the k-space's scale, or scale "
+        f"the k-space by {ratio:.3g}")
 
 
 #: How far above its reference's maximum a file's ``max`` may lie: fastMRI's ``max`` is the

@@ -24,12 +24,13 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from mrirecon.data.dataset import DATA_SUFFIXES
 from mrirecon.sampling import apply_mask, create_mask_for_mask_type, file_seed
 from mrirecon.sampling.acs import held_columns
 from mrirecon.training.config import MaskConfig
 from mrirecon.training.data import MAPS, TrainingSample, calibrate_maps
 
-SUFFIXES = (".h5", ".mrd")
+SUFFIXES = DATA_SUFFIXES  # the files mrirecon run reads from a folder
 
 
 def centre_band(mask: Tensor) -> Tensor:
@@ -83,21 +84,32 @@ class AcquiredMRISet:
         root = Path(folder)
         if root.is_file():
             files = [root]
-        elif root.is_dir():
-            files = sorted(p for p in root.iterdir() if p.suffix.lower() in SUFFIXES and p.is_file())
+        elif root.is_dir():  # mrirecon run's rule: .h5 / .hdf5 / .mrd in any case, top level
+            import logging
+
+            from mrirecon.data.dataset import list_data_files
+
+            files = list_data_files(root, log=logging.getLogger("mrirecon.train"),
+                                    advice="training reads the files at the top of data.train / "
+                                           "data.val only: move theirs up to train on them")
         else:
             raise FileNotFoundError(f"AcquiredMRISet: data folder {root} does not exist")
         cfg = mask or MaskConfig()
         self.mask_fn = create_mask_for_mask_type(cfg.type, cfg.center_fractions, cfg.accelerations)
         self.maps, self.train = maps, bool(train)
         self.items: list[tuple[Path, str, int]] = []
+        #: per file: ``(H, W)``, coils, accelerations of its acquired columns (per slice where
+        #: the mask is; ``None``: fully sampled, the retrospective mask of ``mask`` applies)
+        self._shapes: dict[Path, tuple[tuple[int, int], int, tuple[float, ...] | None]] = {}
         for p in files:
             layout = hdf5_layout(p)
             if layout not in ("fastmri", "ismrmrd"):
                 raise ValueError(f"AcquiredMRISet: {p} holds {layout} data, not MRI k-space")
-            self.items += [(p, layout, i) for i in range(self._num_slices(p, layout))]
+            count, self._shapes[p] = self._scan(p, layout)
+            self.items += [(p, layout, i) for i in range(count)]
         if not self.items:
-            raise ValueError(f"AcquiredMRISet: no k-space files (*.h5, *.mrd) in {root}")
+            raise ValueError(f"AcquiredMRISet: no k-space files (.h5, .hdf5, .mrd) in {root}")
+        self.mask_config = cfg
         if sample_rate < 1.0:
             g = torch.Generator().manual_seed(seed)
             keep = torch.randperm(len(self.items), generator=g)[:max(1, round(sample_rate * len(self.items)))]
@@ -108,18 +120,51 @@ class AcquiredMRISet:
         self._maps_cache: dict[tuple[str, int], Tensor] = {}
 
     @staticmethod
-    def _num_slices(path: Path, layout: str) -> int:
+    def _scan(path: Path, layout: str) -> tuple[int, tuple]:
+        """``(slices, ((H, W), coils, acceleration or None))`` of a file (read once here)."""
+        def acceleration(mask, width: int) -> tuple[float, ...] | None:
+            if mask is None:
+                return None
+            m = torch.as_tensor(mask).reshape(-1, width).bool()
+            if bool(m.all()):
+                return None
+            return tuple(float(width) / max(float(k), 1.0) for k in m.sum(-1).tolist())
+
         if layout == "fastmri":
             from mrirecon.io import FastMRIFile
 
             with FastMRIFile(path) as f:
-                return len(f)
+                n, coils, h, w = f.shape
+                return len(f), ((int(h), int(w)), int(coils), acceleration(f.sampling_mask(), w))
         from mrirecon.io import read_ismrmrd
 
-        return int(read_ismrmrd(path).data.shape[0])
+        data = read_ismrmrd(path)
+        n, coils, h, w = data.data.shape
+        mask = data.mask if data.mask is not None else torch.stack(
+            [held_columns(data.data[i]) for i in range(n)])  # what get() takes as acquired
+        return int(n), ((int(h), int(w)), int(coils), acceleration(mask, w))
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def source_files(self) -> list[Path]:
+        """The files whose slices this set uses (after ``sample_rate`` and ``max_slices``)."""
+        return list(dict.fromkeys(p for p, _, _ in self.items))
+
+    def training_range(self) -> dict:
+        """A model card's ``training_range`` for this set: matrices, coils and accelerations of
+        the files used (their own masks; fully sampled files: ``mask``'s nominal rates)."""
+        info = [self._shapes[p] for p in self.source_files()]
+        accelerations = [a for _, _, acc in info if acc is not None for a in acc]
+        if any(a is None for _, _, a in info):
+            accelerations += [float(a) for a in self.mask_config.accelerations]
+        out = {"matrix": {"min": [min(s[0] for s, _, _ in info), min(s[1] for s, _, _ in info)],
+                          "max": [max(s[0] for s, _, _ in info), max(s[1] for s, _, _ in info)]},
+               "coils": [min(c for _, c, _ in info), max(c for _, c, _ in info)],
+               "accelerations": [round(min(accelerations), 4), round(max(accelerations), 4)]}
+        if self.maps == "espirit":
+            out["maps_crop"] = [0.0, 0.0]
+        return out
 
     def _read(self, index: int):
         """``(kspace (C, H, W), acquired columns (W,) or None, reference (h, w) or None,

@@ -151,6 +151,29 @@ class CTTrainingSet:
     def __len__(self) -> int:
         return len(self.indices)
 
+    def source_files(self) -> list[Path]:
+        """The observation files whose images this set uses (``max_slices``), each followed by
+        its ground truth where there is one."""
+        out = []
+        for k, obs in enumerate(self.files.observation_files):
+            start = int(self.files._starts[k])
+            if any(start <= i < start + self.files.counts[k] for i in self.indices):
+                gt = self.files.ground_truth_paths[k]
+                out += [obs] + ([gt] if gt is not None else [])
+        return out
+
+    def training_range(self) -> dict:
+        """A model card's ``training_range`` for this set: the image grid, the views kept (over
+        every offset training draws), the beam type and the detector count."""
+        from mrirecon.sampling import sparse_view
+
+        g = self.files.geometry
+        views = [sparse_view(g, self.factor, o)[0].num_views
+                 for o in range(min(self.factor, g.num_views))]
+        shape = [int(n) for n in g.image_shape]
+        return {"matrix": {"min": shape, "max": shape}, "views": [min(views), max(views)],
+                "geometry": [str(g.beam)], "detectors": [int(g.num_detectors)] * 2}
+
     def get(self, index: int, mask_seed: int | None = None) -> CTSample:
         """Sample ``index``; training draws the view offset and noise from ``mask_seed``."""
         from mrirecon.sampling import low_dose_noise, sparse_view, thin_dose

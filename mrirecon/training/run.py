@@ -3,7 +3,11 @@
 Outputs in ``output_dir``: ``config.yaml`` (the resolved configuration, overrides applied),
 ``checkpoints/last.pt`` (resumable, weights-only), ``train_log.csv``, ``tensorboard/`` (when
 installed) and, at the end, ``model.pt`` (the model's ``state_dict`` only) with ``model.yaml``
-(name and parameters), loadable by :func:`mrirecon.training.weights.load_pretrained`.
+(its card: name and parameters, data, command and config, and the ``training_range`` measured
+on the training data, :mod:`mrirecon.training.run_card`), loadable by
+:func:`mrirecon.training.weights.load_pretrained`. A fresh run into a folder holding another
+run's checkpoint or model is refused, training and validation files that coincide too
+(:mod:`mrirecon.training.run_checks`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ from mrirecon.io.weights import write_weights
 from mrirecon.training.config import TrainConfig
 from mrirecon.training.data import MRITrainingSet
 from mrirecon.training.losses import ReconstructionLoss
+from mrirecon.training.run_checks import (RESUMABLE_CHANGES, check_fresh_output,  # noqa: F401
+                                          check_resume_config, check_validation_overlap,
+                                          replace_outputs)
 from mrirecon.training.trainer import Trainer
 from mrirecon.training.validation import make_validate_fn
 
@@ -111,41 +118,15 @@ def build_datasets(cfg: TrainConfig):
     return train, val
 
 
-#: What a resumed run may change: how long it trains and how it logs, not what it learns from.
-RESUMABLE_CHANGES = frozenset({"optim.max_steps", "log_every", "val_every", "checkpoint_every",
-                               "val_max_slices", "tensorboard", "device", "output_dir", "name"})
-
-
-def _check_resume_config(previous: Path, now: dict, source: str) -> None:
+def _check_resume_config(previous: Path | dict | str, now: dict, source: str,
+                         where: Path | None = None) -> None:
     """Refuse ``--resume`` when the config differs from the run being resumed in anything but
     :data:`RESUMABLE_CHANGES` (a changed learning rate was written to ``config.yaml`` while the
     checkpoint's optimiser state kept the old one; changed data trained on other files; another
-    architecture failed with an internal size mismatch)."""
-    if not previous.is_file():
-        return
-    try:
-        before = yaml.safe_load(previous.read_text())
-    except (OSError, yaml.YAMLError):
-        return  # unreadable: the checkpoint itself decides
-    if not isinstance(before, dict):
-        return
-
-    def flat(d: dict, prefix: str = "") -> dict:
-        out = {}
-        for k, v in d.items():
-            key = f"{prefix}{k}"
-            out.update(flat(v, key + ".") if isinstance(v, dict) and v else {key: v})
-        return out
-
-    old, new = flat(before), flat(yaml.safe_load(yaml.safe_dump(now, sort_keys=False)))
-    changed = sorted(k for k in old.keys() | new.keys()
-                     if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
-    if changed:
-        shown = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:6])
-        raise ConfigError(source, changed[0],
-                          f"--resume continues the run in {previous.parent} whose config differs "
-                          f"({shown}); only {', '.join(sorted(RESUMABLE_CHANGES - {'name', 'output_dir'}))} "
-                          "may change: resume with the same config or start a new output_dir")
+    architecture failed with an internal size mismatch). ``previous``: the config the checkpoint
+    records (dict or YAML text), or a ``config.yaml`` path
+    (:func:`~mrirecon.training.run_checks.check_resume_config`)."""
+    check_resume_config(previous, now, source, where)
 
 
 def train_from_config(
@@ -176,13 +157,21 @@ def train_from_config(
     """
     from mrirecon.training.validate import validate_training
 
+    overrides = list(overrides)
     cfg = validate_training(load_config(TrainConfig, path, overrides), str(path))
+    out = Path(cfg.output_dir)
+    now = to_dict(cfg)
     try:
         train_set, val_set = build_datasets(cfg)
+        if cfg.val_every > 0:  # validation runs: it must not score training data
+            check_validation_overlap(train_set, val_set, "")
         torch.manual_seed(cfg.seed)  # model initialisation
         model = build_model_from_config(cfg)
     except ConfigError as e:
         raise ConfigError(str(path), e.key, str(e).split(": ", 1)[-1]) from e
+    stale = []  # a fresh run into another run's outputs: refused before anything is written
+    if not (resume and (out / "checkpoints" / "last.pt").is_file()):
+        stale = check_fresh_output(out, now, str(path))
     if cfg.loss.ssdu is not None:  # self-supervised: k-space / sinogram loss, no reference
         from mrirecon.training.ssdu import SelfSupervisedLoss, make_ssdu_validate_fn
 
@@ -199,20 +188,27 @@ def train_from_config(
         progress=progress,
         **losses,
     )
-    out = Path(cfg.output_dir)
-    if resume:
-        _check_resume_config(out / "config.yaml", to_dict(cfg), str(path))
     try:
         # a checkpoint that does not fit is refused before config.yaml is replaced (the next
-        # --resume compared its config with the refused one's)
+        # --resume compared its config with the refused one's); the config compared is the one
+        # the checkpoint records (a fresh run into the folder had replaced config.yaml), else
+        # config.yaml (checkpoints of older versions)
         if resume:
-            trainer.resume()
+            trainer.resume(check=lambda ckpt: _check_resume_config(
+                ckpt.get("config") or out / "config.yaml", now, str(path), out))
         if trainer.rank == 0:
+            replace_outputs(out, stale)
             out.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(out / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+            atomic_write_text(out / "config.yaml", yaml.safe_dump(now, sort_keys=False))
         history = trainer.fit()
         if trainer.rank == 0:
-            save_model(trainer.model, out / "model.pt", cfg.model.name, dict(cfg.model.params))
+            from mrirecon.training.run_card import training_card
+
+            card = training_card(cfg, train_set, val_set, source=str(path), overrides=overrides,
+                                 resume=resume, steps=trainer.step, seconds=trainer.elapsed,
+                                 resumed_at=trainer.resumed_at, device=str(trainer.device))
+            save_model(trainer.model, out / "model.pt", cfg.model.name, dict(cfg.model.params),
+                       card)
     finally:
         trainer.close()
     return TrainResult(cfg, trainer.model, history, out, trainer.step, trainer.elapsed)

@@ -134,6 +134,7 @@ class Trainer:
         self.step = 0
         self.elapsed = 0.0  # training seconds over all runs (resumes included)
         self.resumed = False  # a checkpoint was loaded (resume)
+        self.resumed_at: int | None = None  # the step it was loaded at
         self.out = Path(config.output_dir)
         self.history: list[dict] = []
 
@@ -166,8 +167,21 @@ class Trainer:
             "elapsed_seconds": self.elapsed,
             "rng": rng_state(),
             "model_name": self.cfg.model.name,
+            "config": self._config_text(),  # what --resume compares with (not config.yaml)
             **({"critic": self.critic.checkpoint_state()} if self.critic is not None else {}),
         }
+
+    def _config_text(self) -> str:
+        """The run's config as YAML (recorded in each checkpoint); empty if not a dataclass."""
+        import dataclasses
+
+        import yaml
+
+        from mrirecon.core.config import to_dict
+
+        if not dataclasses.is_dataclass(self.cfg):
+            return ""
+        return yaml.safe_dump(to_dict(self.cfg), sort_keys=False)
 
     def save(self) -> None:
         if self.rank == 0:
@@ -175,8 +189,12 @@ class Trainer:
         if self.world > 1:
             dist.barrier()
 
-    def resume(self) -> bool:
-        """Load ``last.pt`` when it exists; returns whether a checkpoint was found."""
+    def resume(self, check: Callable[[dict], None] | None = None) -> bool:
+        """Load ``last.pt`` when it exists; returns whether a checkpoint was found.
+
+        ``check(checkpoint)`` may refuse it (the config it records) after its weights were found
+        to fit the model and before anything is loaded. A checkpoint past ``optim.max_steps`` is
+        refused: the loop would not run and ``model.pt`` would be the longer run's weights."""
         if not self.checkpoint_path.is_file():  # was silent: a mistyped output_dir trained afresh
             if self.rank == 0:
                 log.warning("--resume: no checkpoint %s; training starts at step 0",
@@ -184,12 +202,21 @@ class Trainer:
             return False
         ckpt = load_checkpoint(self.checkpoint_path, map_location=self.device)
         check_model_state(self.checkpoint_path, ckpt, self.model, self.cfg.model.name)
+        if check is not None:
+            check(ckpt)
+        steps, limit = int(ckpt["step"]), self.cfg.optim.max_steps
+        if steps > limit:  # was: the loop skipped, model.pt the longer run's weights, no word
+            raise ValueError(
+                f"checkpoint {self.checkpoint_path}: step: {steps} is past optim.max_steps "
+                f"{limit}: the run being resumed trained {steps} steps already, so nothing would "
+                f"be trained and model.pt would be its {steps}-step weights: resume with "
+                f"optim.max_steps >= {steps}, or train {limit} steps into a new output_dir")
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if self.critic is not None and "critic" in ckpt:
             self.critic.load_checkpoint_state(ckpt["critic"])
-        self.step = int(ckpt["step"])
+        self.step = self.resumed_at = int(ckpt["step"])
         self.elapsed = float(ckpt.get("elapsed_seconds", 0.0))
         self.resumed = True
         set_rng_state(ckpt["rng"])

@@ -189,8 +189,9 @@ def small_sets(tmp_path_factory):
     kw = {"coils": 4, "size": (64, 64), "acceleration": 4, "center_fraction": 0.16, "mask_type": "random",
               "resolution": 2}
     train = simulate_mri_dataset(root / "train_ref", volumes=3, slices=4, seed=3, **kw)
-    simulate_mri_dataset(root / "heldout", volumes=2, slices=3, seed=4, **kw)
+    heldout = simulate_mri_dataset(root / "heldout", volumes=2, slices=3, seed=4, **kw)
     _undersampled_only(train, root / "train")
+    _undersampled_only(heldout, root / "heldout_us")  # validation without references either
     return root
 
 
@@ -202,7 +203,7 @@ def test_training_from_undersampled_files_without_reference(small_sets, tmp_path
     f = next((small_sets / "train").glob("*.h5"))
     with FastMRIFile(f) as h5:
         assert h5.reference_key is None and h5.mask is not None
-    cfg = _train_yaml(tmp_path, small_sets / "train", small_sets / "train",
+    cfg = _train_yaml(tmp_path, small_sets / "train", small_sets / "heldout_us",
                       "loss: {ssdu: {ratio: 0.4, selection: uniform, splits: 2}}", steps=3)
     result = train_from_config(cfg, progress=False)
     assert result.steps == 3 and (result.output_dir / "model.pt").is_file()
@@ -335,7 +336,8 @@ def test_ct_view_splitting_training_from_observations_only(tmp_path):
 
     for part, folder in (("train", "train"), ("validation", "val")):
         simulate_ct_dataset(tmp_path / folder, geometry="parallel", views=60, photons=4096.0,
-                            size=32, seed=3, samples=2, part=part, sources="phantom")
+                            size=32, seed=3 if part == "train" else 4, samples=2, part=part,
+                            sources="phantom")  # other images: validation must not be training
         for p in (tmp_path / folder).glob("ground_truth_*"):
             p.unlink()  # observations only
     cfg = tmp_path / "ct.yaml"

@@ -1,0 +1,247 @@
+"""Checks of ``mrirecon train`` around its data and its output folder, before anything is trained.
+
+* :func:`check_fresh_output`: a fresh run into an ``output_dir`` that holds another run's
+  checkpoint or model is refused (a restart of the same config replaces them), the way
+  ``mrirecon run`` refuses an output folder holding other inputs' outputs;
+* :func:`check_resume_config`: ``--resume`` compares the config with the one the checkpoint was
+  made with (recorded in it), not with a ``config.yaml`` a later run may have replaced;
+* :func:`check_validation_overlap`: validation files that are also training files (the same
+  file, or the same bytes) are refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from mrirecon.core.config import ConfigError
+
+log = logging.getLogger("mrirecon.train")
+
+#: What a resumed run may change: how long it trains and how it logs, not what it learns from.
+RESUMABLE_CHANGES = frozenset({"optim.max_steps", "log_every", "val_every", "checkpoint_every",
+                               "val_max_slices", "tensorboard", "device", "output_dir", "name"})
+#: What a run leaves in ``output_dir`` that belongs to it: another run must not mix with them.
+RUN_OUTPUTS = ("checkpoints/last.pt", "model.pt", "model.yaml")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(_flat(v, key + ".") if isinstance(v, dict) and v else {key: v})
+    return out
+
+
+def config_changes(before: dict, now: dict) -> list[tuple[str, object, object]]:
+    """``(key, before, now)`` for every dotted key whose value differs, except
+    :data:`RESUMABLE_CHANGES` (sorted by key)."""
+    old = _flat(before)
+    new = _flat(yaml.safe_load(yaml.safe_dump(now, sort_keys=False)))
+    return [(k, old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys())
+            if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES]
+
+
+def _shown(changes: list[tuple[str, object, object]]) -> str:
+    return "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changes[:6]) + (
+        f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
+
+
+def _parse(text: object) -> dict | None:
+    if isinstance(text, dict):
+        return text
+    if not isinstance(text, str):
+        return None
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def checkpoint_config(path: Path) -> dict | None:
+    """The config recorded in the training checkpoint ``path`` (``None`` when it records none:
+    written by an older version; or when it cannot be read: the resume itself says why)."""
+    import torch
+
+    try:  # memory-mapped: the weights are not read
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001  (damaged: resume names it, a fresh run replaces or refuses)
+        return None
+    return _parse(ckpt.get("config")) if isinstance(ckpt, dict) else None
+
+
+def recorded_config(out: Path) -> tuple[dict | None, str]:
+    """The config of the run whose outputs ``out`` holds, and where it was found: the
+    checkpoint's own record, else ``config.yaml`` (``(None, "")`` when neither has one)."""
+    ckpt = out / "checkpoints" / "last.pt"
+    if ckpt.is_file():
+        cfg = checkpoint_config(ckpt)
+        if cfg is not None:
+            return cfg, str(ckpt)
+    path = out / "config.yaml"
+    if path.is_file():
+        try:
+            cfg = _parse(path.read_text())
+        except OSError:
+            cfg = None
+        if cfg is not None:
+            return cfg, str(path)
+    return None, ""
+
+
+def check_resume_config(previous: Path | dict | str, now: dict, source: str,
+                        where: Path | str | None = None) -> None:
+    """Refuse ``--resume`` when the config ``now`` differs from the run being resumed (its
+    config: a dict or YAML text recorded in the checkpoint, or a ``config.yaml`` path) in
+    anything but :data:`RESUMABLE_CHANGES`. ``where``: the run's folder (default: the path's
+    parent)."""
+    if isinstance(previous, (str, dict)) and not isinstance(previous, Path):
+        before = _parse(previous)
+    else:
+        path = Path(previous)
+        where = where or path.parent
+        if not path.is_file():
+            return
+        try:
+            before = _parse(path.read_text())
+        except OSError:
+            return  # unreadable: the checkpoint itself decides
+    if before is None:
+        return
+    changed = config_changes(before, now)
+    if changed:
+        allowed = ", ".join(sorted(RESUMABLE_CHANGES - {"name", "output_dir"}))
+        raise ConfigError(source, changed[0][0],
+                          f"--resume continues the run in {where} whose config differs "
+                          f"({_shown(changed)}); only {allowed} may change: resume with the same "
+                          "config or start a new output_dir")
+
+
+def check_fresh_output(out: Path, now: dict, source: str) -> list[Path]:
+    """Before a fresh run (no ``--resume``, or ``--resume`` without a checkpoint) into ``out``:
+    refuse when it holds :data:`RUN_OUTPUTS` of a run with another config (or one that recorded
+    none), naming them: the new ``config.yaml`` would sit beside the old ``model.pt`` and
+    ``model.yaml``, and a ``--resume`` after an interruption continued the old run's checkpoint
+    with its optimiser state (logged as the new config). A restart of the same config (only
+    :data:`RESUMABLE_CHANGES` differ) replaces them, as a rerun of ``mrirecon run`` on the same
+    inputs does: returns the checkpoint it replaces (remove it when training starts,
+    :func:`replace_outputs`); ``model.pt`` and ``model.yaml`` stay until the run writes its own."""
+    present = [out / name for name in RUN_OUTPUTS if (out / name).is_file()]
+    if not present:
+        return []
+    names = ", ".join(p.relative_to(out).as_posix() for p in present)
+    before, where = recorded_config(out)
+    changes = None if before is None else config_changes(before, now)
+    if before is None or changes:
+        what = (f"a config that differs ({_shown(changes)}; recorded in {where})" if changes else
+                "no recorded config (no config.yaml, no config in its checkpoint)")
+        raise ConfigError(source, "output_dir",
+                          f"{out} holds the outputs of an earlier training run with {what}: "
+                          f"{names}; a fresh run would leave them beside its own config.yaml, and "
+                          "a --resume after an interruption would continue the earlier run: "
+                          "continue that run with --resume (and its config), write to another "
+                          "output_dir, or delete them to start over here (nothing was trained)")
+    return [p for p in present if p.name == "last.pt"]
+
+
+def replace_outputs(out: Path, stale: list[Path]) -> None:
+    """Remove the earlier checkpoint a fresh run of the same config replaces, logging it."""
+    for p in stale:
+        if p.is_file():
+            p.unlink()
+            log.info("%s: a fresh run of the same config: the earlier run's %s was removed (its "
+                     "model.pt / model.yaml are replaced at the end)", out,
+                     p.relative_to(out).as_posix())
+
+
+# -- validation data -----------------------------------------------------------------------------
+
+#: Bytes read per sample of a file's fingerprint (9 samples: start, end and 7 between).
+_CHUNK = 1 << 16
+
+
+def _fingerprint(path: Path, size: int) -> str:
+    h = hashlib.sha256(str(size).encode())
+    with path.open("rb") as f:
+        for k in range(9):
+            f.seek(max(size - _CHUNK, 0) * k // 8)
+            h.update(f.read(_CHUNK))
+    return h.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def overlapping_files(train: Sequence[Path], val: Sequence[Path]) -> list[tuple[Path, Path, str]]:
+    """``(validation file, training file, how)`` for each validation file that is a training
+    file: the same file (``how = "the same file"``: one path, a link, a hard link) or the same
+    bytes (``"the same content"``). Cheap: only files of equal size are compared, by a
+    fingerprint of 9 x 64 KiB first and a full SHA-256 when that matches."""
+    def stat(p: Path):
+        try:
+            return os.stat(p)
+        except OSError:
+            return None
+
+    tstats = [(p, stat(p)) for p in train]
+    by_size: dict[int, list[Path]] = {}
+    for p, st in tstats:
+        if st is not None:
+            by_size.setdefault(st.st_size, []).append(p)
+    cache: dict[tuple[Path, str], str] = {}
+
+    def digest(p: Path, size: int, kind: str) -> str:
+        key = (p, kind)
+        if key not in cache:
+            cache[key] = _fingerprint(p, size) if kind == "fp" else _sha256(p)
+        return cache[key]
+
+    out = []
+    for v in val:
+        sv = stat(v)
+        if sv is None:
+            continue
+        same = next((p for p, st in tstats if st is not None
+                     and (st.st_ino, st.st_dev) == (sv.st_ino, sv.st_dev)), None)
+        if same is not None:
+            out.append((v, same, "the same file"))
+            continue
+        for p in by_size.get(sv.st_size, ()):
+            if (digest(p, sv.st_size, "fp") == digest(v, sv.st_size, "fp")
+                    and digest(p, sv.st_size, "sha") == digest(v, sv.st_size, "sha")):
+                out.append((v, p, "the same content"))
+                break
+    return out
+
+
+def check_validation_overlap(train_set, val_set, source: str) -> None:
+    """Refuse validation data that are also training data (``data.val`` the folder of
+    ``data.train``, a link to it, or copies of its files), naming them: validation on training
+    data cannot show overfitting, and its metrics read as held-out ones."""
+    train, val = train_set.source_files(), val_set.source_files()
+    overlap = overlapping_files(train, val)
+    if not overlap:
+        return
+    def pair(v: Path, t: Path, how: str) -> str:
+        if how == "the same content":
+            return f"{v} has the content of {t}"
+        return str(v) if os.path.abspath(v) == os.path.abspath(t) else f"{v} is {t}"
+
+    shown = "; ".join(pair(*o) for o in overlap[:4]) + (
+        f"; and {len(overlap) - 4} more" if len(overlap) > 4 else "")
+    raise ConfigError(source, "data.val",
+                      f"{len(overlap)} of the {len(val)} validation file(s) are also training "
+                      f"files (data.train): {shown}; validation must score data the model does "
+                      "not train on (on training data it cannot show overfitting): use files "
+                      "that are not in data.train, or set val_every: 0 (no validation)")
