@@ -122,13 +122,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     """``mrirecon run``: one pipeline over many inputs; exit 1 when any input failed."""
     import logging
 
-    from mrirecon.pipeline.definitions import load_pipeline
+    from mrirecon.pipeline.definitions import load_pipeline_warned
     from mrirecon.pipeline.runner import run_pipeline
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    config, text = load_pipeline(args.pipeline, args.set)
+    config, text, warned = load_pipeline_warned(args.pipeline, args.set)
     return run_pipeline(config, args.input, args.output, resume=args.resume, device=args.device,
-                        progress=not args.no_progress, config_text=text, replace_others=args.prune)
+                        progress=not args.no_progress, config_text=text, replace_others=args.prune,
+                        config_warnings=warned)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -112,27 +112,32 @@ REFERENCE_SCALE_FACTOR = 10.0
 
 
 def list_data_files(folder: str | os.PathLike, *, log: logging.Logger | None = None,
-                    advice: str = "only its top-level files are read") -> list[Path]:
+                    advice: str = "only its top-level files are read",
+                    what: str = "data folder") -> list[Path]:
     """The data files of ``folder`` by ``mrirecon run``'s rule for an input folder: its top-level
     entries whose suffix is one of :data:`DATA_SUFFIXES` in any case (``a.h5``, ``b.hdf5``,
     ``c.H5``, ``d.mrd``), sorted; a dangling link stays in (it fails by name when read);
     LoDoPaB-layout references (``ground_truth_<part>_NNN.hdf5``) beside their
     ``observation_<part>_NNN.hdf5`` are left out. Subfolders are not searched: when the folder
     holds data files and subfolders, ``log`` (default: the ``mrirecon.data`` logger) warns
-    "data folder F: N subfolder(s) not searched (names); ``advice``"."""
+    "``what`` F: N subfolder(s) not searched (names); ``advice``". A folder of references alone
+    keeps them (a clear error follows if they are read)."""
     from mrirecon.io.lodopab import reference_file_name
 
+    log = log or logging.getLogger("mrirecon.data")
     root = Path(folder)
     entries = sorted(root.iterdir())
     files = [f for f in entries if f.suffix.lower() in DATA_SUFFIXES
              and (f.is_file() or (f.is_symlink() and not f.exists()))]
     paired = {reference_file_name(f.name) for f in files} - {None}
-    files = [f for f in files if f.name not in paired]
+    if refs := [f for f in files if f.name in paired]:
+        log.info("%s: %d ground_truth_* reference file(s) beside their observations are not inputs",
+                 root, len(refs))
+        files = [f for f in files if f not in refs]
     subfolders = [f.name for f in entries if f.is_dir()]
     if subfolders and files:  # never searched: say so rather than drop them unseen
-        (log or logging.getLogger("mrirecon.data")).warning(
-            "data folder %s: %d subfolder(s) not searched (%s); %s", root, len(subfolders),
-            ", ".join(subfolders[:5]) + (", ..." if len(subfolders) > 5 else ""), advice)
+        log.warning("%s %s: %d subfolder(s) not searched (%s); %s", what, root, len(subfolders),
+                    ", ".join(subfolders[:5]) + (", ..." if len(subfolders) > 5 else ""), advice)
     return files
 
 

@@ -135,7 +135,18 @@ def _weights_beside(data: dict, overrides: list[str], path: Path) -> dict:
 
 def load_pipeline(name: str, overrides: list[str] = ()) -> tuple[PipelineConfig, str]:
     """``(config, yaml text)`` of a pipeline after ``key.path=value`` overrides; errors name the
-    file and the key."""
+    file and the key; settings that change nothing are logged (:func:`load_pipeline_warned`)."""
+    config, text, _ = load_pipeline_warned(name, overrides)
+    return config, text
+
+
+def load_pipeline_warned(name: str, overrides: list[str] = ()
+                         ) -> tuple[PipelineConfig, str, list[str]]:
+    """:func:`load_pipeline` and its config-level warnings, each also logged: the settings the
+    user chose that change nothing under the rest of the config
+    (:func:`mrirecon.pipeline.inert.inert_warnings`), for ``provenance.json``."""
+    from mrirecon.pipeline.inert import inert_warnings
+
     path = pipeline_path(name)
     raw = read_yaml(path)
     raw, overrides = _canonical_names(raw, list(overrides), str(path))
@@ -146,4 +157,8 @@ def load_pipeline(name: str, overrides: list[str] = ()) -> tuple[PipelineConfig,
         config = validate_pipeline(from_dict(PipelineConfig, data, source=str(path)), str(path))
     except ConfigError as err:
         raise err.blamed_on(overrides) from None
-    return config, yaml.safe_dump(data, sort_keys=False)
+    shipped = path.resolve().parent == PIPELINES.resolve()
+    warned = inert_warnings(config, overrides, str(path), shipped)
+    for msg in warned:
+        log.warning("%s", msg)
+    return config, yaml.safe_dump(data, sort_keys=False), warned

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mrirecon.data.dataset import DATA_SUFFIXES, list_data_files
 from mrirecon.core.device import resolve_device
 from mrirecon.io.atomic import NAME_MAX, atomic_write_text
 from mrirecon.core.config import to_dict
@@ -85,18 +86,15 @@ def expand_inputs(inputs: list[str], exclude: Path | None = None) -> list[Path]:
                 continue  # the output folder this run created matched the pattern
             if p.is_dir():
                 entries = sorted(p.iterdir())
-                files = _skip_references([f for f in entries if f.suffix.lower() in (".h5", ".hdf5", ".mrd")
-                                          and (f.is_file() or (f.is_symlink() and not f.exists()))])
+                # a dangling link stays in: it fails by name ("cannot read the input")
+                files = list_data_files(p, log=log, what="input folder",
+                                        advice=f"pass them as inputs too, e.g. '{p}/*'")
                 subfolders = [f.name for f in entries if f.is_dir()]
-                if subfolders and files:  # never searched: say so rather than drop them unseen
-                    log.warning("input folder %s: %d subfolder(s) not searched (%s); pass them as "
-                                "inputs too, e.g. '%s/*'", p, len(subfolders),
-                                ", ".join(subfolders[:5]) + (", ..." if len(subfolders) > 5 else ""), p)
                 others = [f.name for f in entries if f.is_file()]
-                if files:  # a dangling link stays in: it fails by name ("cannot read the input")
+                if files:
                     out.extend(files)
                     _warn_dicom_beside(p, [f for f in entries if f.is_file() and f.suffix.lower()
-                                           not in (".h5", ".hdf5", ".mrd")])
+                                           not in DATA_SUFFIXES])
                 elif subfolders and not _any_dicom(entries):
                     # a study folder (README, DICOMDIR, series in subfolders) is no series itself
                     raise FileNotFoundError(
@@ -233,20 +231,6 @@ def release_memory() -> bool:
         return False
 
 
-def _skip_references(files: list[Path]) -> list[Path]:
-    """Leave out LoDoPaB-layout references (``ground_truth_<part>_NNN.hdf5``) that sit beside
-    their ``observation_<part>_NNN.hdf5``: they are what the CT pipeline scores against, not
-    inputs. A folder of references alone keeps them (a clear error follows if they are read)."""
-    from mrirecon.io.lodopab import reference_file_name
-
-    paired = {reference_file_name(f.name) for f in files} - {None}
-    refs = [f for f in files if f.name in paired]
-    if refs:
-        log.info("%s: %d ground_truth_* reference file(s) beside their observations are not inputs",
-                 refs[0].parent, len(refs))
-    return [f for f in files if f not in refs]
-
-
 def volume_stem(path: Path) -> str:
     return path.stem if path.is_file() else path.name
 
@@ -265,14 +249,14 @@ def _env_int(name: str, default: int) -> int:
 def run_pipeline(config: PipelineConfig, inputs: list[str], output: str | Path, *,
                  resume: bool = False, device: str | None = None, progress: bool = True,
                  config_text: str = "", rank: int | None = None, world: int | None = None,
-                 replace_others: bool = False) -> int:
+                 replace_others: bool = False, config_warnings: list[str] = ()) -> int:
     """Run ``config`` on ``inputs``, writing under ``output``; returns the exit code (0 = all ok).
 
     ``rank``/``world`` default to the ``torchrun`` environment (``RANK``, ``WORLD_SIZE``). The
     output folder is locked for the run (per rank): a second run into it is refused. An output
     folder that holds outputs of inputs not in ``inputs`` is refused, or, with
     ``replace_others`` (``run --prune``; the demo, which owns its folders), those outputs are
-    deleted.
+    deleted. ``config_warnings`` (the config's, logged at load) go into ``provenance.json``.
     """
     from mrirecon.pipeline.validate import validate_pipeline
 
@@ -296,7 +280,7 @@ def run_pipeline(config: PipelineConfig, inputs: list[str], output: str | Path, 
     try:
         return _run_locked(config, inputs, output, resume=resume, device=device, progress=progress,
                            config_text=config_text, rank=rank, world=world,
-                           replace_others=replace_others)
+                           replace_others=replace_others, config_warnings=list(config_warnings))
     except BaseException:
         if created and all(p.name in lock.names for p in output.iterdir()):
             for name in lock.names:  # a refused run leaves no empty folder behind
@@ -309,7 +293,7 @@ def run_pipeline(config: PipelineConfig, inputs: list[str], output: str | Path, 
 
 def _run_locked(config: PipelineConfig, inputs: list[str], output: Path, *, resume: bool,
                 device: str | None, progress: bool, config_text: str, rank: int, world: int,
-                replace_others: bool = False) -> int:
+                replace_others: bool = False, config_warnings: list[str] = ()) -> int:
     """:func:`run_pipeline` while it holds the output folder's lock."""
     import shutil
 
@@ -401,7 +385,7 @@ def _run_locked(config: PipelineConfig, inputs: list[str], output: Path, *, resu
         pass
     warn_unscored(config, results)  # an input without a reference among scored ones
     _write_run_files(config, output, files, results, t_start, rank, world, config_text, dev,
-                     hashes, references=references, weights=weights)
+                     hashes, references=references, weights=weights, config_warnings=config_warnings)
     failed = [r for r in results if r.status == "failed"]
     if failed:
         log.error("%d of %d file(s) failed", len(failed), len(results))
@@ -490,13 +474,14 @@ def _progress(items, enabled: bool, desc: str):
 
 def _write_run_files(config, output: Path, files, results, t_start, rank, world, config_text, dev,
                      hashes: dict[str, str] | None = None, *, references: dict[str, str] | None = None,
-                     weights: dict[str, str] | None = None):
+                     weights: dict[str, str] | None = None, config_warnings: list[str] = ()):
     suffix = "" if world == 1 else f".rank{rank}"
     hashes = hashes or {}
     provenance = {
         "pipeline": config.name,
         "config": to_dict(config),
         "config_sha256": config_sha256(config),
+        "config_warnings": list(config_warnings),  # settings that change nothing (pipeline/inert.py)
         "device": dev,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t_start)),
         "seconds": round(time.time() - t_start, 3),

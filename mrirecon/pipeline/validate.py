@@ -265,11 +265,10 @@ def _check_adapt(config: PipelineConfig, source: str) -> None:
     if config.reconstruct.method in recon.available():
         raise _fail(source, "adapt.enabled", f"adaptation fine-tunes a learned model; "
                     f"{config.reconstruct.method!r} is a classical method")
-    from mrirecon.pipeline.adapt_stage import OWN_MAPS, model_architecture
+    from mrirecon.pipeline.adapt_stage import OWN_MAPS
+    from mrirecon.pipeline.inert import own_maps_model
 
-    name, params, _ = model_architecture(config)  # the weights' card, the pipeline's params on top
-    if config.modality == "mri" and (name == "learned_maps" or (
-            name == "varnet" and params.get("estimate_sensitivities", True))):
+    if (name := own_maps_model(config)) is not None:  # the weights' card, the params on top
         raise _fail(source, "adapt.enabled", OWN_MAPS.format(method=name).removeprefix("adapt: "))
     from mrirecon.training.adapt import check_adapt_config
 
