@@ -6,6 +6,7 @@ A failed or interrupted write never leaves a partial file under the final name.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -74,3 +75,18 @@ def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8
     ``\\xNN`` (:func:`printable`), other characters ``encoding`` cannot hold as backslash
     escapes, rather than failing the write."""
     atomic_write_bytes(path, printable(text).encode(encoding, "backslashreplace"))
+
+
+def feed_file(h, path: str | os.PathLike) -> None:
+    """Feed the bytes of the file ``path`` to the hash ``h``, streamed in 1 MiB blocks."""
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of the file ``path`` (hex), streamed: the checksum of outputs and inputs that
+    ``--resume`` and the training checks compare."""
+    h = hashlib.sha256()
+    feed_file(h, path)
+    return h.hexdigest()

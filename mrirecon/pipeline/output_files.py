@@ -26,7 +26,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -34,7 +33,7 @@ import shutil
 import time
 from pathlib import Path
 
-from mrirecon.io.atomic import atomic_write_text, cut_name
+from mrirecon.io.atomic import atomic_write_text, cut_name, file_sha256
 from mrirecon.pipeline.report import VolumeResult
 
 log = logging.getLogger("mrirecon.pipeline")
@@ -106,14 +105,6 @@ def commit_outputs(stage: Path, output: Path, result: VolumeResult) -> None:
     result.figures = [str(final(f)) for f in result.figures]
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _files_under(folder: Path) -> list[Path]:
     """The files of an output folder (a DICOM series), hidden dot-files left out."""
     return sorted(p for p in folder.rglob("*") if p.is_file()
@@ -131,7 +122,7 @@ def fingerprint(paths: list[str], output: Path) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for p in map(Path, paths):
         for f in _files_under(p) if p.is_dir() else [p]:
-            out[_rel(f, output)] = {"bytes": f.stat().st_size, "sha256": _file_sha256(f)}
+            out[_rel(f, output)] = {"bytes": f.stat().st_size, "sha256": file_sha256(f)}
     return out
 
 
@@ -182,7 +173,7 @@ def output_problems(prev: dict, output: Path) -> list[str]:
     if problems:  # contents only when everything else is as written (sizes are cheap)
         return problems
     return [f"{output / k}: its content changed since it was written ({f.stat().st_size} bytes, "
-            "another SHA-256)" for f, k in to_hash if _file_sha256(f) != recorded[k].get("sha256")]
+            "another SHA-256)" for f, k in to_hash if file_sha256(f) != recorded[k].get("sha256")]
 
 
 def _few(items: list[str], n: int = 3) -> str:

@@ -18,6 +18,7 @@ import platform
 from dataclasses import asdict
 from pathlib import Path
 
+from mrirecon.io.atomic import feed_file
 from mrirecon.pipeline.report import VolumeResult
 from mrirecon.pipeline.schema import PipelineConfig
 
@@ -30,9 +31,7 @@ def sha256(path: Path) -> str:
     files = sorted(path.iterdir()) if path.is_dir() else [path]
     for f in files:
         if f.is_file():
-            with f.open("rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
+            feed_file(h, f)
     return h.hexdigest()
 
 

@@ -41,13 +41,15 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     return Path(path)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True``: no pickled code is ever executed."""
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", *,
+                    mmap: bool = False) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``: no pickled code is ever executed.
+    ``mmap``: memory-mapped, so tensors are read only when touched (a look at its config)."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"checkpoint {p} does not exist")
     try:
-        return torch.load(p, map_location=map_location, weights_only=True)
+        return torch.load(p, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:  # corrupt/truncated files, foreign pickles
         note = damage_note(p, e)
         if note:

@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from mrirecon.core.config import ConfigError
+from mrirecon.io.atomic import file_sha256
 
 log = logging.getLogger("mrirecon.train")
 
@@ -67,11 +68,11 @@ def _parse(text: object) -> dict | None:
 def checkpoint_config(path: Path) -> dict | None:
     """The config recorded in the training checkpoint ``path`` (``None`` when it records none:
     written by an older version; or when it cannot be read: the resume itself says why)."""
-    import torch
+    from mrirecon.training.checkpoint import load_checkpoint
 
     try:  # memory-mapped: the weights are not read
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001  (damaged: resume names it, a fresh run replaces or refuses)
+        ckpt = load_checkpoint(path, mmap=True)
+    except (OSError, ValueError):  # damaged: resume names it, a fresh run replaces or refuses
         return None
     return _parse(ckpt.get("config")) if isinstance(ckpt, dict) else None
 
@@ -175,14 +176,6 @@ def _fingerprint(path: Path, size: int) -> str:
     return h.hexdigest()
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def overlapping_files(train: Sequence[Path], val: Sequence[Path]) -> list[tuple[Path, Path, str]]:
     """``(validation file, training file, how)`` for each validation file that is a training
     file: the same file (``how = "the same file"``: one path, a link, a hard link) or the same
@@ -204,7 +197,7 @@ def overlapping_files(train: Sequence[Path], val: Sequence[Path]) -> list[tuple[
     def digest(p: Path, size: int, kind: str) -> str:
         key = (p, kind)
         if key not in cache:
-            cache[key] = _fingerprint(p, size) if kind == "fp" else _sha256(p)
+            cache[key] = _fingerprint(p, size) if kind == "fp" else file_sha256(p)
         return cache[key]
 
     out = []
