@@ -17,7 +17,8 @@ Only keys the user set are judged (:func:`user_keys`): the ``--set`` overrides o
 pipeline, and for a pipeline file of one's own also every key whose value differs from the
 schema's default. Cases that need the data (``max_cropped_energy`` on radial data, a
 ``calib_width`` wider than the centre band, ``fbp`` ``short_scan`` on parallel-beam data) are
-not judged here: the config alone cannot tell.
+not judged here: the config alone cannot tell. The stages note them per input
+(:func:`mrirecon.pipeline.stages_mri.calibration_notes`, ``CTStages.data_messages``).
 """
 
 from __future__ import annotations

@@ -551,6 +551,11 @@ class CTStages(Modality[CTSlice]):
             notes["views"] = note
         if s.views_sorted:
             notes["view_order"] = VIEWS_SORTED_NOTE
+        rc = self.settings(s, self.config.reconstruct).config
+        if rc.method == "fbp" and "short_scan" in rc.params and s.geometry.beam == "parallel":
+            notes["short_scan"] = (f"reconstruct.params.short_scan={rc.params['short_scan']}: has "
+                                   "no effect on parallel-beam data (Parker's short-scan weights "
+                                   "are for fan beams)")
         return out, notes
 
     def table_value(self, s: CTSlice) -> float:
