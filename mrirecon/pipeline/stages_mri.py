@@ -463,7 +463,9 @@ class MRIStages(Modality[MRISlice]):
 
     def calibrate(self, s: MRISlice) -> MRISlice:
         if not self.per_method_maps:
-            s = calibrate(s, self.config.calibrate)
+            if self.classical and not needs_maps(self.config.reconstruct.method, None):
+                return s  # zero_filled_rss, GRAPPA: no maps to make (ESPIRiT failed them by
+            s = calibrate(s, self.config.calibrate)  # a band too narrow for its kernels)
         elif not self.need_maps:
             return s
         elif self.single_coil:

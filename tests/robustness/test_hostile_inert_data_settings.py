@@ -63,3 +63,14 @@ def test_fbp_short_scan_on_parallel_beam_data_is_noted(ct_dir, tmp_path, value):
     (note,) = [m for m in said if "short_scan" in m]
     assert f"reconstruct.params.short_scan={value.capitalize()}: has no effect on parallel-beam" in note
     assert not [m for m in quiet if "short_scan" in m]
+
+
+def test_a_method_without_coil_maps_is_not_failed_by_their_calibration(mri_file, tmp_path):
+    """24 columns at 4x (centre fraction 0.08) keep a 2-column band, too narrow for ESPIRiT:
+    zero-filled RSS, which uses no coil maps, failed the input with ESPIRiT's "needs a fully
+    sampled centre band of at least 3 columns". The maps are no longer made for a classical
+    method that uses none (zero-filled RSS, GRAPPA): the image is the one without calibration."""
+    sets = ["reconstruct.method=zero_filled_rss", "reconstruct.params_by_acceleration={}"]
+    image, _ = _run(mri_file, tmp_path / "a", "mri_retrospective", sets)
+    bare, _ = _run(mri_file, tmp_path / "b", "mri_retrospective", [*sets, "calibrate.method=none"])
+    np.testing.assert_array_equal(image, bare)
