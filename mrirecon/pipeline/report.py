@@ -67,8 +67,10 @@ def _fmt(v: float) -> str:
 
 
 def write_report(path: str | Path, *, title: str, config_text: str,
-                 results: list[VolumeResult], summary: dict[str, tuple[float, float]]) -> Path:
-    """Write the HTML report (figure paths are made relative to the report's folder)."""
+                 results: list[VolumeResult], summary: dict[str, tuple[float, float]],
+                 config_warnings: list[str] = ()) -> Path:
+    """Write the HTML report (figure paths are made relative to the report's folder);
+    ``config_warnings`` (settings that change nothing, :mod:`mrirecon.pipeline.inert`) head it."""
     path = Path(path)
     base = path.parent
     metric_names = sorted({k for r in results for k in r.metrics})
@@ -107,6 +109,7 @@ def write_report(path: str | Path, *, title: str, config_text: str,
             figs.append(f"<p>Outputs — {outs}</p>")
     doc = f"""<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>
 <style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>
+{''.join(f"<p class='warn'>warning: {html.escape(w)}</p>" for w in config_warnings)}
 <table><tr><th class='l'>input</th><th class='l'>status</th><th>slices</th><th>seconds</th>{head}</tr>
 {''.join(rows)}</table>{summ}{''.join(figs)}
 <h2>Configuration</h2><pre>{html.escape(config_text)}</pre></body></html>"""

@@ -503,7 +503,8 @@ def _write_run_files(config, output: Path, files, results, t_start, rank, world,
         summary[m] = (float(vals.mean()), float(vals.std(ddof=1)) if vals.size > 1 else 0.0)
     if config.report.enabled:
         write_report(output / f"report{suffix}.html", title=f"mrirecon — {config.name}",
-                     config_text=config_text, results=results, summary=summary)
+                     config_text=config_text, results=results, summary=summary,
+                     config_warnings=list(config_warnings))
     else:
         remove_stale_file(output / f"report{suffix}.html")
     if not ok:  # an earlier run's table must not stand for this one

@@ -6,6 +6,7 @@ value, where it came from and why (``pipeline/inert.py``), in the log and ``prov
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 
@@ -139,13 +140,14 @@ def test_the_warning_reaches_the_log_and_provenance(ct_dir, tmp_path, caplog):
     out = tmp_path / "inert"
     with caplog.at_level(logging.WARNING, logger="mrirecon.pipeline"):
         assert main(["run", "ct_fbp", "-i", str(ct_dir / "observation_test_000.hdf5"), "-o",
-                     str(out), "--set", "undersample.views=12", *fast]) == 0
+                     str(out), "--set", "undersample.views=12", *fast[:2], "--no-progress"]) == 0
     said = (f"--set over {PIPELINES / 'ct_fbp'}.yaml: undersample.views=12 has no effect: "
             "undersample.enabled is false (set undersample.enabled=true to keep 12 views)")
     assert said in caplog.messages
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["config_warnings"] == [said]
     assert provenance["config"]["undersample"]["views"] == 12  # recorded as given, now with a word
+    assert f"<p class='warn'>warning: {html.escape(said)}</p>" in (out / "report.html").read_text()
     plain = tmp_path / "plain"
     assert main(["run", "ct_fbp", "-i", str(ct_dir / "observation_test_000.hdf5"), "-o",
                  str(plain), *fast]) == 0
