@@ -444,8 +444,8 @@ def evaluate(reference: torch.Tensor, recon: torch.Tensor, *, crop: bool = False
     """fastMRI NMSE / PSNR / SSIM of one volume (shapes must already agree), in float64.
 
     ``crop``: first centre-crop both to ``(w, w)``, ``w`` the reference's width, as
-    ``fastmri.evaluate`` does (MRI; a reference wider than tall is scored whole, where fastMRI
-    would fail). Uncropped, a 192 x 160 volume scored 26.66 dB where fastMRI says 25.90."""
+    ``fastmri.evaluate`` does (MRI; :func:`mrirecon.metrics.fastmri_crop`, whose rule scores a
+    reference wider than tall whole, where fastMRI would fail). Uncropped, a 192 x 160 volume scored 26.66 dB where fastMRI says 25.90."""
     if tuple(reference.shape) != tuple(recon.shape):
         raise ValueError(f"evaluate: reference {tuple(reference.shape)} and reconstruction "
                          f"{tuple(recon.shape)} differ")
@@ -455,7 +455,6 @@ def evaluate(reference: torch.Tensor, recon: torch.Tensor, *, crop: bool = False
     if not bool(torch.isfinite(recon).all()):
         raise ValueError("evaluate: the reconstruction holds NaN or Inf values (diverged?); try "
                          "a smaller step or more regularisation")
-    crop = crop and reference.shape[-2] >= reference.shape[-1]
     scores = score_volume(reference.double(), recon.double(), crop=crop)
     return {k.lower(): scores[k] for k in ("NMSE", "PSNR", "SSIM")}
 
