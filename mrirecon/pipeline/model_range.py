@@ -27,11 +27,6 @@ from mrirecon.training.weights import RANGE_INTERVALS, RANGE_KINDS
 
 log = logging.getLogger("mrirecon.pipeline")
 
-#: The ``[min, max]`` keys compared (the card keys :func:`~mrirecon.training.weights.
-#: check_training_range` validates, and the CT detector count).
-INTERVALS = tuple(dict.fromkeys(RANGE_INTERVALS + ("detectors",)))
-#: The lists of names compared: ISMRMRD trajectory kinds, CT beam types.
-KINDS = tuple(dict.fromkeys(RANGE_KINDS + ("geometry",)))
 
 
 def _interval(value: Any) -> tuple[float, float] | None:
@@ -61,7 +56,7 @@ def range_warnings(card: Mapping[str, Any] | None, *, matrix: tuple[int, int] | 
             out.append(f"matrix {matrix[0]} x {matrix[1]} is outside the {name} training range "
                        f"{lo[0]} x {lo[1]} .. {hi[0]} x {hi[1]}")
     named = {"trajectory": trajectory, "geometry": beam}
-    for key in KINDS:
+    for key in RANGE_KINDS:
         value, kinds = named.get(key), rng.get(key)
         if value and isinstance(kinds, (list, tuple)) and kinds and \
                 value.lower() not in {str(k).lower() for k in kinds}:
@@ -70,7 +65,7 @@ def range_warnings(card: Mapping[str, Any] | None, *, matrix: tuple[int, int] | 
                        f"({', '.join(map(str, kinds))})")
     given = {"coils": coils, "accelerations": acceleration, "views": views, "spokes": spokes,
              "maps_crop": maps_crop, "detectors": detectors}
-    for key in INTERVALS:
+    for key in RANGE_INTERVALS:
         value = given.get(key)
         what = {"accelerations": "acceleration", "spokes": "readouts (spokes / interleaves)",
                 "maps_crop": "the coil maps' ESPIRiT crop (calibrate.crop)",
