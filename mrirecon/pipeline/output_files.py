@@ -158,10 +158,10 @@ def output_problems(prev: dict, output: Path) -> list[str]:
         if lost:
             count = (f"all {len(lost)} of its files" if len(lost) == len(expected)
                      else f"{len(lost)} of its {len(expected)} files")
-            problems.append(f"{p}: {count} missing ({_few([Path(x).name for x in lost])})")
+            problems.append(f"{p}: {count} missing ({few([Path(x).name for x in lost])})")
         if gained:
             problems.append(f"{p}: {len(gained)} file(s) the earlier run did not write "
-                            f"({_few([Path(x).name for x in gained])})")
+                            f"({few([Path(x).name for x in gained])})")
         for k in sorted(set(expected) & now):
             want, f = expected[k], output / k
             size = f.stat().st_size
@@ -176,8 +176,9 @@ def output_problems(prev: dict, output: Path) -> list[str]:
             "another SHA-256)" for f, k in to_hash if file_sha256(f) != recorded[k].get("sha256")]
 
 
-def _few(items: list[str], n: int = 3) -> str:
-    return ", ".join(items[:n]) + (f", ... ({len(items) - n} more)" if len(items) > n else "")
+def few(items: list[str], n: int = 3, sep: str = ", ") -> str:
+    """The first ``n`` of ``items`` joined by ``sep``, then ``... (k more)``."""
+    return sep.join(items[:n]) + (f"{sep}... ({len(items) - n} more)" if len(items) > n else "")
 
 
 def moved_by_commit(stage: Path, output: Path, outputs: list[str]) -> list[str]:
@@ -291,7 +292,7 @@ def drop_superseded(output: Path, name: str, why: str) -> list[str]:
     record.unlink(missing_ok=True)
     if removed:
         log.info("removed %s under %s (set aside when %s failed in an earlier run): %s",
-                 _few(removed, 5), dest, name, why)
+                 few(removed, 5), dest, name, why)
     for d, _, _ in sorted(os.walk(dest), key=lambda t: -len(t[0])):  # empty folders, deepest first
         _rmdir_empty(Path(d))
     return removed

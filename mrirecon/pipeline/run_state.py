@@ -19,6 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from mrirecon.io.atomic import feed_file
+from mrirecon.pipeline.output_files import few
 from mrirecon.pipeline.report import VolumeResult
 from mrirecon.pipeline.schema import PipelineConfig
 
@@ -97,9 +98,7 @@ def previous_run(prev: dict | None, path: Path, input_hash: str, config_hash: st
         return None
     problems = output_problems(prev, output)
     if problems:  # a deleted figure too: the report would link to a missing PNG
-        n = len(problems)
-        log.warning("%s: reprocessing %s", "; ".join(problems[:3]) + (
-            f"; ... ({n - 3} more)" if n > 3 else ""), path)
+        log.warning("%s: reprocessing %s", few(problems, 3, sep="; "), path)
         return None
     return prev
 
@@ -140,7 +139,7 @@ def check_other_inputs(output: Path, names: list[str], *, resume: bool,
     if renamed:
         raise ValueError(_renamed_refusal(where, renamed, others, files or [], resume))
     n = len(others)
-    listed = _listed(others)
+    listed = few(others, 5)
     inputs, them = f"{n} input{'s' if n > 1 else ''}", "them" if n > 1 else "it"
     not_here = f"{'are' if n > 1 else 'is'} not among this run's inputs: {listed}"
     if resume:
@@ -157,11 +156,6 @@ def check_other_inputs(output: Path, names: list[str], *, resume: bool,
         f"--prune to delete {them} (nothing was run)")
 
 
-def _listed(items: list[str]) -> str:
-    n = len(items)
-    return ", ".join(items[:5]) + (f", ... ({n - 5} more)" if n > 5 else "")
-
-
 def _renamed_refusal(where: str, renamed: list[tuple[str, str, str, str]], others: list[str],
                      files: list[Path], resume: bool) -> str:
     """The refusal of :func:`check_other_inputs` for inputs of this run that an earlier run wrote
@@ -175,7 +169,7 @@ def _renamed_refusal(where: str, renamed: list[tuple[str, str, str, str]], other
     spans = sorted({Path(os.path.abspath(f)).relative_to(root_now).parts[0] for f in files
                     if Path(os.path.abspath(f)).parent != root_now})
     span = f", as the inputs span {' and '.join(spans)}" if 1 < len(spans) <= 3 else ""
-    listed = _listed([f"{p} as {o} (now {n})" for p, o, n, _ in renamed])
+    listed = few([f"{p} as {o} (now {n})" for p, o, n, _ in renamed], 5)
     what = (f"the outputs of {path}, written as {old} by an earlier run; this run would write it "
             f"as {new}" if k == 1 else
             f"the outputs of {k} of this run's inputs under the names an earlier run gave them, "
@@ -187,7 +181,7 @@ def _renamed_refusal(where: str, renamed: list[tuple[str, str, str, str]], other
             + ("; --resume cannot reuse them under another name" if resume else ""))
     if others:
         text += f"; it also holds the outputs of {len(others)} input(s) not among this run's " \
-                f"inputs: {_listed(others)}"
+                f"inputs: {few(others, 5)}"
     again = f"again as {new}" if k == 1 else "again under the new names"
     return (text + f": pass --prune to delete the earlier outputs (this run then writes {them} "
             f"{again}), write to another --output, "
@@ -259,9 +253,9 @@ class OutputLock:
             fh.close()
 
 
-def _flock(path: Path, mode: int, output: Path, holder_file: Path | None = None):
+def _flock(path: Path, mode: int, output: Path):
     """``path`` opened and locked with ``mode`` (``fcntl.LOCK_EX`` / ``LOCK_SH``), or the refusal
-    naming the run that holds it (read from ``holder_file``, else ``path``)."""
+    naming the run that holds it (read from ``path``)."""
     fh = open(path, "a+")  # noqa: SIM115 (held open for the run)
     try:
         import fcntl
@@ -271,12 +265,7 @@ def _flock(path: Path, mode: int, output: Path, holder_file: Path | None = None)
         fcntl.flock(fh.fileno(), mode | fcntl.LOCK_NB)
     except OSError:
         fh.close()
-        holder = ""
-        for f in (holder_file, path):
-            if f is not None and f.is_file():
-                holder = f.read_text().strip()
-                if holder:
-                    break
+        holder = path.read_text().strip() if path.is_file() else ""
         raise ValueError(f"--output {output}: another mrirecon run ({holder or 'a distributed run'}) "
                          "is writing into this folder; wait for it to finish or pass another "
                          "--output") from None

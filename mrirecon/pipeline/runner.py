@@ -31,7 +31,7 @@ from mrirecon.core.device import resolve_device
 from mrirecon.io.atomic import NAME_MAX, atomic_write_text
 from mrirecon.core.config import to_dict
 from mrirecon.pipeline.output_files import (SUPERSEDED, commit_outputs, drop_superseded,
-                                            fingerprint, moved_by_commit, set_aside)
+                                            few, fingerprint, moved_by_commit, set_aside)
 from mrirecon.pipeline.report import VolumeResult, display_name, write_report
 from mrirecon.pipeline.run_state import (check_other_inputs, lock_output, paired_reference,
                                          previous_run, read_status, remove_orphans,
@@ -403,11 +403,10 @@ def _set_aside(old: dict | None, status_file: Path, output: Path, result: Volume
         moved = []
         log.error("%s: could not set aside the outputs of %s (%s)", output, result.name, e)
     if moved:
-        n = len(moved)
         result.warn(f"{display_name(result)} failed, so the outputs under its name (written "
                     "before this failure) were moved out of the way, to "
                     f"{output / SUPERSEDED}, rather than stand as this run's: "
-                    + ", ".join(moved[:5]) + (f", ... ({n - 5} more)" if n > 5 else ""))
+                    + few(moved, 5))
 
 
 def check_output(output: Path) -> None:
