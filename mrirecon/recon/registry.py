@@ -20,7 +20,7 @@ from mrirecon.core.checks import param_problem
 from mrirecon.core.names import accepts_deprecated_names, canonical_params
 from mrirecon.functional import ifft2c, rss
 from mrirecon.recon import ct, mri
-from mrirecon.recon.checks import check_measurements, measurements_checked
+from mrirecon.recon.checks import check_measurements, is_kspace_operator, measurements_checked
 from mrirecon.recon.grappa import grappa
 
 
@@ -203,10 +203,7 @@ def run(name: str, y: Tensor, op: LinearOperator | None = None, **params) -> Ten
 
 def _kspace_method(entry: Entry, op: LinearOperator | None) -> bool:
     """Whether ``y`` is MRI k-space: an MRI-only reconstruction, or an MRI operator."""
-    from mrirecon.operators.mri import SenseOperator
-    from mrirecon.operators.nufft import NufftSense
-
-    return entry.modality == "mri" or isinstance(op, (SenseOperator, NufftSense))
+    return entry.modality == "mri" or is_kspace_operator(op)
 
 
 def check_params(name: str, params: dict) -> dict:
