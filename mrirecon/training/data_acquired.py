@@ -24,13 +24,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from mrirecon.data.dataset import DATA_SUFFIXES
 from mrirecon.sampling import apply_mask, create_mask_for_mask_type, file_seed
 from mrirecon.sampling.acs import held_columns
 from mrirecon.training.config import MaskConfig
 from mrirecon.training.data import MAPS, TrainingSample, calibrate_maps
-
-SUFFIXES = DATA_SUFFIXES  # the files mrirecon run reads from a folder
 
 
 def centre_band(mask: Tensor) -> Tensor:
