@@ -111,6 +111,17 @@ DATA_SUFFIXES = (".h5", ".hdf5", ".mrd")
 REFERENCE_SCALE_FACTOR = 10.0
 
 
+def off_scale(reference: torch.Tensor, image: torch.Tensor) -> float | None:
+    """``||reference|| / ||image||`` (L2 norms) when it lies outside
+    ``1 / REFERENCE_SCALE_FACTOR .. REFERENCE_SCALE_FACTOR``, else ``None`` (also when either norm
+    is 0 or not finite): the rule of ``mrirecon run``'s reference check and of training's."""
+    a, b = float(reference.double().norm()), float(image.double().norm())
+    if not (0 < a < float("inf") and 0 < b < float("inf")):
+        return None
+    ratio = a / b
+    return None if 1 / REFERENCE_SCALE_FACTOR <= ratio <= REFERENCE_SCALE_FACTOR else ratio
+
+
 def list_data_files(folder: str | os.PathLike, *, log: logging.Logger | None = None,
                     advice: str = "only its top-level files are read",
                     what: str = "data folder") -> list[Path]:

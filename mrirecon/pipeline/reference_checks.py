@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from mrirecon.data.dataset import REFERENCE_SCALE_FACTOR
+from mrirecon.data.dataset import REFERENCE_SCALE_FACTOR, off_scale
 
 #: A reference whose best-matching flip / rotation correlates with the compared image this much
 #: better than the reference as read is reported (correct ones: the identity wins by far).
@@ -58,11 +58,7 @@ def orientation_note(reference: Tensor, image: Tensor, against: str, hint: str =
 def scale_note(reference: Tensor, output: Tensor) -> str | None:
     """A message when the L2 norms of ``reference`` and ``output`` differ by more than
     :data:`SCALE_FACTOR`, else ``None`` (also when either is all zero)."""
-    ref, out = float(reference.double().norm()), float(output.double().norm())
-    if not (ref > 0 and out > 0):
-        return None
-    ratio = ref / out
-    if 1 / SCALE_FACTOR <= ratio <= SCALE_FACTOR:
+    if (ratio := off_scale(reference, output)) is None:
         return None
     return (f"the reference's scale is {ratio:.3g}x the reconstruction's (L2 norms over the "
             "volume): a reference stored in other units (integers, a rescaled DICOM magnitude, "

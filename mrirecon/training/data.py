@@ -300,7 +300,7 @@ def check_reference_scale(f) -> None:
     at which ``mrirecon run`` warns; a reference and ``max`` multiplied by 1e-3 trained with the
     loss stuck at 0.99999, exit 0: the network sees the k-space's scale, the loss the
     reference's). One slice per volume; an all-zero slice is not judged."""
-    from mrirecon.data.dataset import REFERENCE_SCALE_FACTOR
+    from mrirecon.data.dataset import off_scale
     from mrirecon.functional import center_crop, ifft2c, rss
 
     key, i = f.reference_key, len(f) // 2
@@ -308,12 +308,7 @@ def check_reference_scale(f) -> None:
     ref = sample.reference[0].double()
     image = rss(ifft2c(sample.data[0].to(torch.complex128)))
     grid = (min(ref.shape[-2], image.shape[-2]), min(ref.shape[-1], image.shape[-1]))
-    a = float(center_crop(ref, grid).norm())
-    b = float(center_crop(image, grid).norm())
-    if not (a > 0 and b > 0 and math.isfinite(a) and math.isfinite(b)):
-        return
-    ratio = a / b
-    if 1 / REFERENCE_SCALE_FACTOR <= ratio <= REFERENCE_SCALE_FACTOR:
+    if (ratio := off_scale(center_crop(ref, grid), center_crop(image, grid))) is None:
         return
     raise ValueError(
         f"MRITrainingSet: {f.path}: {key}: its scale is {ratio:.3g}x that of the zero-filled image "
