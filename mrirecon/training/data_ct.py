@@ -147,6 +147,11 @@ class CTTrainingSet:
         self.photons, self.train = photons, bool(train)
         n = len(self.files) if max_slices is None else min(max_slices, len(self.files))
         self.indices = list(range(n))
+        if self.files.ground_truth_files is not None:
+            starts = [int(s) for s in self.files._starts[:-1]]
+            for k, start in enumerate(starts):  # one image per file, as MRI training's check
+                if start < n and self.files.ground_truth_paths[k] is not None:
+                    check_ct_reference_scale(self.files, start)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -215,3 +220,37 @@ class CTTrainingSet:
         from mrirecon.operators.ct import projector_norm
 
         return projector_norm(geometry)
+
+
+#: Views projected by :func:`check_ct_reference_scale` (about this many, evenly spaced): enough to
+#: judge a factor of 10, at a small fraction of one full projection's cost.
+SCALE_CHECK_VIEWS = 8
+
+
+def check_ct_reference_scale(files, index: int) -> None:
+    """Refuse a LoDoPaB-layout image (``files``: :class:`~mrirecon.io.lodopab.LoDoPaBFiles`)
+    whose ground truth is on another scale than its sinogram: the projection of the ground truth
+    at about :data:`SCALE_CHECK_VIEWS` of the views against the measured line integrals there
+    (L2 norms; the rule and factor of :func:`mrirecon.data.dataset.off_scale`, which MRI training
+    and ``mrirecon run`` use). A ground truth x 1000 (hand-made files whose ``data`` is in other
+    units than the sinogram's, with the same ``mu_max_per_m``) trained before with exit 0; a
+    model trained so maps data to images 1000x too bright."""
+    from mrirecon.data.dataset import off_scale
+    from mrirecon.operators.ct import ct_operator
+    from mrirecon.sampling import sparse_view
+
+    geometry = files.geometry
+    geometry_kept, kept = sparse_view(geometry, max(1, geometry.num_views // SCALE_CHECK_VIEWS), 0)
+    sino = files.sinogram(index).data.to(torch.float64)[..., torch.as_tensor(kept), :]
+    image = files.attenuation(index).data.to(torch.float32)
+    projected = ct_operator(geometry_kept)(image).to(torch.float64)
+    if (ratio := off_scale(projected, sino)) is None:
+        return
+    file, local = files._locate(index)
+    raise ValueError(
+        f"CTTrainingSet: {files.ground_truth_paths[file]}: data: image {local} projects to "
+        f"{ratio:.3g}x the line integrals of its sinogram in "
+        f"{files.observation_files[file].name} (L2 norms over {len(kept)} of its "
+        f"{geometry.num_views} views; a ground truth on the sinogram's scale gives 1.0x): the "
+        "model would learn to map the data to images on another scale: store the ground truth "
+        f"in the sinogram's units (attenuation / mu_max, as LoDoPaB), or scale it by {1 / ratio:.3g}")

@@ -194,6 +194,29 @@ def test_a_reference_on_another_scale_is_refused_naming_the_file_and_factor(tmp_
     assert len(MRITrainingSet(data["train"], MaskConfig(**MASK))) == 4  # honest files pass
 
 
+@pytest.mark.parametrize("factor, shown", [(1e-3, "0.001"), (1e3, "1e+03")])
+def test_a_ct_ground_truth_on_another_scale_is_refused_naming_the_file(tmp_path, factor, shown):
+    """A LoDoPaB-layout ground truth x 1000 beside its sinogram (same ``mu_max_per_m``): a
+    primal-dual model trained on it with exit 0 (4 steps, loss 0.45-0.64), learning to map data
+    to images 1000x too bright. The check projects the ground truth at a few views."""
+    from mrirecon.data.simulate_ct import simulate_ct_dataset
+    from mrirecon.training.data_ct import CTTrainingSet
+
+    common = {"views": 24, "size": 24, "sources": "phantom", "samples": 2}
+    for geometry in ("parallel", "fan"):  # honest files pass, at the dose of each
+        simulate_ct_dataset(tmp_path / geometry, geometry=geometry, seed=1, part="train",
+                            photons=64, **common)
+        assert len(CTTrainingSet(tmp_path / geometry, views=8, photons=32)) == 2
+    bad = tmp_path / "parallel" / "ground_truth_train_000.hdf5"
+    with h5py.File(bad, "r+") as h5:
+        h5["data"][...] = h5["data"][()] * factor  # a conversion in other units: every image
+    with pytest.raises(ValueError) as err:
+        CTTrainingSet(tmp_path / "parallel", views=8)
+    assert str(err.value).startswith(
+        f"CTTrainingSet: {bad}: data: image 0 projects to ")
+    assert "observation_train_000.hdf5" in str(err.value)
+
+
 # ---- 4. validation data that are training data --------------------------------------------------
 
 
