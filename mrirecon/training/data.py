@@ -292,7 +292,7 @@ def fastmri_files(folder: str | os.PathLike) -> list[Path]:
     return files
 
 
-def check_reference_scale(f) -> None:
+def check_reference_scale(f, who: str = "MRITrainingSet") -> None:
     """Refuse a fastMRI file (an open :class:`~mrirecon.io.FastMRIFile`) whose reference is on
     another scale than its k-space: the L2 norm of the reference of its middle slice against that
     of the zero-filled RSS image of the fully sampled k-space, centre-cropped to the grid they
@@ -311,7 +311,7 @@ def check_reference_scale(f) -> None:
     if (ratio := off_scale(center_crop(ref, grid), center_crop(image, grid))) is None:
         return
     raise ValueError(
-        f"MRITrainingSet: {f.path}: {key}: its scale is {ratio:.3g}x that of the zero-filled image "
+        f"{who}: {f.path}: {key}: its scale is {ratio:.3g}x that of the zero-filled image "
         f"of its k-space (L2 norms of slice {i} on the {grid[0]} x {grid[1]} grid; fastMRI's "
         "reconstruction_rss of the same k-space is 1.0x): the model sees the k-space's scale "
         "and the loss compares it with the reference's, so nothing is learned (the loss stays "

@@ -113,8 +113,27 @@ class AcquiredMRISet:
             self.items = [self.items[i] for i in sorted(keep.tolist())]
         if max_slices is not None:
             self.items = self.items[:max_slices]
+        if not self.train:  # validation scores against the references; training ignores them
+            self._check_reference_scales()
         self._volume: tuple[Path, object] | None = None  # last ISMRMRD volume read
         self._maps_cache: dict[tuple[str, int], Tensor] = {}
+
+    def _check_reference_scales(self) -> None:
+        """Refuse a fastMRI file used for validation whose reference is on another scale than
+        its k-space (:func:`~mrirecon.training.data.check_reference_scale`, by the zero-filled
+        image of the data as acquired): validation NMSE / PSNR compared the model's output with
+        a reference x 1000 and were reported as scores (-60 dB PSNR, exit 0)."""
+        from mrirecon.io import FastMRIFile
+        from mrirecon.training.data import check_reference_scale
+
+        for p in self.source_files():
+            if self._layout(p) == "fastmri":
+                with FastMRIFile(p) as f:
+                    if f.reference_key is not None:
+                        check_reference_scale(f, "AcquiredMRISet")
+
+    def _layout(self, path: Path) -> str:
+        return next(layout for p, layout, _ in self.items if p == path)
 
     @staticmethod
     def _scan(path: Path, layout: str) -> tuple[int, tuple]:
