@@ -259,6 +259,8 @@ def _read_ismrmrd(
     keep = ~noise_sel & (heads["encoding_space_ref"] == 0)
     for number in IGNORED_FLAGS:
         keep &= ~_flag(flags, number)
+    calibration = keep & _flag(flags, ACQ_IS_PARALLEL_CALIBRATION)  # what the switch leaves out
+    header = header.with_(extra={**header.extra, "calibration_lines": int(calibration.sum())})
     if not include_calibration:
         keep &= ~_flag(flags, ACQ_IS_PARALLEL_CALIBRATION)
     chosen = dict(counters or {})

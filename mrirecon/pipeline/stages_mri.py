@@ -39,6 +39,7 @@ from mrirecon.pipeline.sampling_mri import (complete_partial_fourier, grappa_not
 from mrirecon.pipeline import echo_noncartesian as echo
 from mrirecon.pipeline.reference_mri import calibration_data, compress_coils, refuse_own_acs_model
 from mrirecon.pipeline.checks_mri import coil_warnings
+from mrirecon.pipeline.inert_data import calibration_notes, preprocess_notes
 from mrirecon.pipeline.stream import Method, Modality, detect_format
 from mrirecon.recon.mri import data_scale as recon_data_scale
 from mrirecon.pipeline.slice_mri import (MRISlice, check_slice, column_counts,
@@ -195,30 +196,6 @@ def kernel_warning(s: MRISlice, cfg: CalibrateConfig) -> str | None:
             "constrain the coil maps there; on some data SENSE-type reconstructions with such "
             "maps amplify noise by orders of magnitude: use a wider centre band "
             "(undersample.center_fractions, or a lower acceleration) or calibrate.method=walsh")
-
-
-def calibration_notes(s: MRISlice, cfg: CalibrateConfig) -> dict[str, str]:
-    """Notes for ``calibrate`` settings, changed from their defaults, that this slice's data
-    leave without effect (the cases the config alone shows are :mod:`mrirecon.pipeline.inert`'s):
-    a ``calib_width`` beyond both the readout rows and the centre band (ESPIRiT calibrates on all
-    of them: 64 and 500 gave the same image, provenance saying 500), and ``max_cropped_energy``
-    on non-Cartesian data (their ESPIRiT keeps ``crop`` as given)."""
-    notes = {}
-    default = CalibrateConfig()
-    if s.espirit is not None and cfg.calib_width != default.calib_width:
-        band, block, _ = s.espirit
-        if cfg.calib_width > max(block[0], band):
-            notes["calib_width"] = (
-                f"calibrate.calib_width={cfg.calib_width}: ESPIRiT calibrated on the whole "
-                f"{block[0]} x {band} block the data hold ({block[0]} readout rows, the "
-                f"{band}-column centre band); any calib_width of {max(block[0], band)} or more "
-                "gives this image")
-    if (s.trajectory is not None and cfg.method == "espirit"
-            and cfg.max_cropped_energy != default.max_cropped_energy):
-        notes["max_cropped_energy"] = (
-            f"calibrate.max_cropped_energy={cfg.max_cropped_energy}: has no effect on "
-            "non-Cartesian data, whose ESPIRiT maps keep calibrate.crop as given")
-    return notes
 
 
 def _centre_window(mask: Tensor, width: int) -> Tensor:
@@ -514,6 +491,7 @@ class MRIStages(Modality[MRISlice]):
         elif (note := kernel_note(s, self.config.calibrate)) is not None:
             notes["espirit_kernel"] = note
         notes.update(calibration_notes(s, self.config.calibrate))
+        notes.update(preprocess_notes(s, self.config, classical=self.classical))
         cc, coils = self.config.preprocess.coil_compression, s.kspace.shape[0]
         if cc is not None and coils < cc:  # preprocess compresses to at most cc coils
             notes["coil_compression"] = (f"preprocess.coil_compression={cc}: the data hold {coils} "

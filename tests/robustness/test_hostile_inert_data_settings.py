@@ -74,3 +74,57 @@ def test_a_method_without_coil_maps_is_not_failed_by_their_calibration(mri_file,
     image, _ = _run(mri_file, tmp_path / "a", "mri_retrospective", sets)
     bare, _ = _run(mri_file, tmp_path / "b", "mri_retrospective", [*sets, "calibrate.method=none"])
     np.testing.assert_array_equal(image, bare)
+
+
+@pytest.mark.parametrize("setting, said", [
+    ("preprocess.prewhiten=false", "preprocess.prewhiten=false: the file holds no noise scan"),
+    ("load.include_calibration=false", "load.include_calibration=false: the file holds no "
+                                       "calibration lines (fastMRI files have no acquisition flags)"),
+    ("preprocess.partial_fourier=none", "preprocess.partial_fourier=none: the slice has no "
+                                        "never-sampled side"),
+    ("preprocess.remove_oversampling=false", "preprocess.remove_oversampling=false: the default "
+                                             "gives the same image: the data have no readout"),
+])
+def test_preprocess_and_load_settings_the_file_leaves_inert_are_noted(mri_file, tmp_path, setting,
+                                                                      said):
+    """A fastMRI file without a noise scan, calibration flags, partial Fourier or readout
+    oversampling: each setting gave the default's image, byte for byte, with no word."""
+    sets = ["reconstruct.params.iterations=3", "undersample.center_fractions=[0.2]"]
+    asked, messages = _run(mri_file, tmp_path / "a", "mri_retrospective", [*sets, setting])
+    plain, quiet = _run(mri_file, tmp_path / "b", "mri_retrospective", sets)
+    np.testing.assert_array_equal(asked, plain)  # inert indeed
+    key = setting.split("=")[0].split(".")[-1]
+    assert [m for m in messages if said in m], messages
+    assert not [m for m in quiet if key in m]  # the default: no word
+
+
+def test_remove_oversampling_where_it_acts_is_not_noted(tmp_path):
+    """2x readout oversampling: `false` on a classical method keeps the 64 rows (another image),
+    `true` crops them; neither is inert, so neither is noted."""
+    from mrirecon.data.simulate_mri import simulate_mri_dataset
+
+    (path,) = simulate_mri_dataset(tmp_path / "sim", volumes=1, slices=1, coils=2, size=(32, 24),
+                                   seed=5, resolution=2, readout_oversampling=2)
+    sets = ["reconstruct.params.iterations=3", "undersample.center_fractions=[0.2]"]
+    kept, said_kept = _run(Path(path), tmp_path / "a", "mri_retrospective",
+                           [*sets, "preprocess.remove_oversampling=false"])
+    cut, said_cut = _run(Path(path), tmp_path / "b", "mri_retrospective",
+                         [*sets, "preprocess.remove_oversampling=true"])
+    assert not np.array_equal(kept, cut)
+    assert not [m for m in said_kept + said_cut if "remove_oversampling" in m]
+
+
+def test_include_calibration_on_ismrmrd_without_calibration_lines_is_noted(tmp_path):
+    from mrirecon.io import read_ismrmrd
+    from mrirecon.data.simulate_noncartesian import simulate_noncartesian_dataset
+
+    (path,) = simulate_noncartesian_dataset(tmp_path / "sim", "radial", volumes=1, slices=1,
+                                            coils=2, size=(32, 32), seed=3)
+    assert read_ismrmrd(path).header.extra["calibration_lines"] == 0
+    sets = ["reconstruct.params.iterations=3"]
+    asked, said = _run(Path(path), tmp_path / "a", "mri_radial_cs",
+                       [*sets, "load.include_calibration=false"])
+    plain, _ = _run(Path(path), tmp_path / "b", "mri_radial_cs", sets)
+    np.testing.assert_array_equal(asked, plain)
+    assert [m for m in said if "load.include_calibration=false: the file holds no calibration "
+                               "lines (ISMRMRD ACQ_IS_PARALLEL_CALIBRATION)" in m], said
