@@ -133,6 +133,23 @@ def _bound_shape(x: Tensor, domain_ndim: int, value: Tensor) -> Tensor:
     return value.expand(x.shape[:b] + (1,) * domain_ndim).clone()
 
 
+def check_batch_axes(op: LinearOperator, v: Tensor, core: int, who: str) -> None:
+    """Refuse an input whose batch axes (before its last ``core``) do not broadcast with the
+    leading axes of ``op.maps`` ``(..., C, H, W)`` (and of ``op.mask`` ``(..., H, W)``): maps
+    for 2 slices applied to 3 failed in torch with "einsum(): dimension 0 covered by ellipsis
+    ...", naming neither the operator nor a shape."""
+    batch = tuple(v.shape[: max(v.ndim - core, 0)])
+    mask = getattr(op, "mask", None)
+    for what, own in (("maps", op.maps), ("mask", mask)):
+        if own is None:
+            continue
+        lead = tuple(own.shape[: own.ndim - (3 if what == "maps" else 2)])
+        if not all(a == b or 1 in (a, b) for a, b in zip(reversed(batch), reversed(lead))):
+            raise ValueError(f"{who}: input {tuple(v.shape)} has batch axes {batch}, which do not "
+                             f"match the {what} {tuple(own.shape)} (batch axes {lead}): give one "
+                             f"{'set of maps' if what == 'maps' else 'mask'} per slice or one for all")
+
+
 def _mask_shape(mask: Tensor) -> tuple[int | None, int | None]:
     h, w = mask.shape[-2], mask.shape[-1]
     return (None if h == 1 else h, None if w == 1 else w)
@@ -225,12 +242,15 @@ class Sensitivity(MapsSupport, LinearOperator):
         return self.maps.shape[-3]
 
     def _forward(self, x: Tensor) -> Tensor:
+        check_batch_axes(self, x, 2, self.name)
         return self.maps * x.unsqueeze(-3)
 
     def _adjoint(self, y: Tensor) -> Tensor:
+        check_batch_axes(self, y, 3, f"{self.name}.H")
         return coil_reduce(self.maps, y)
 
     def _gram(self, x: Tensor) -> Tensor:
+        check_batch_axes(self, x, 2, f"{self.name}.gram")
         return torch.sum(self.maps.abs() ** 2, dim=-3) * x
 
     def gram_bound(self, x: Tensor) -> Tensor:
@@ -275,6 +295,7 @@ class SenseOperator(MapsSupport, LinearOperator):
         return self.maps.shape[-3]
 
     def _forward(self, x: Tensor) -> Tensor:
+        check_batch_axes(self, x, 2, self.name)
         return fft2c(self.maps * x.unsqueeze(-3)) * self.mask.unsqueeze(-3)
 
     def gram_bound(self, x: Tensor) -> Tensor:
@@ -285,6 +306,7 @@ class SenseOperator(MapsSupport, LinearOperator):
         return _bound_shape(x, 2, _sum_of_squares_max(self.maps))
 
     def _adjoint(self, y: Tensor) -> Tensor:
+        check_batch_axes(self, y, 3, f"{self.name}.H")
         return coil_reduce(self.maps, ifft2c(y * self.mask.unsqueeze(-3)))
 
     def _conj_maps(self) -> Tensor:
@@ -300,6 +322,7 @@ class SenseOperator(MapsSupport, LinearOperator):
         return cached[1]
 
     def _gram(self, x: Tensor) -> Tensor:
+        check_batch_axes(self, x, 2, f"{self.name}.gram")
         if self.mask.shape[-2] == 1 and not (torch.is_grad_enabled()
                                              and (x.requires_grad or self.maps.requires_grad)):
             return self._gram_columns_nograd(x)
@@ -320,7 +343,9 @@ class SenseOperator(MapsSupport, LinearOperator):
         batched-matrix einsum at 15 x 320 x 368, one thread; see benchmarks/README.md), in
         blocks of rows of ``_GRAM_BLOCK_BYTES`` coil-image bytes."""
         w = self.maps.shape[-1]
-        real = self.maps.real.dtype
+        # the scale in the precision of the result: complex128 data through complex64 maps
+        # had 1/W rounded to float32 (1.5e-8 from A.H(A(x)), and in cg_sense's result)
+        real = torch.promote_types(self.maps.dtype, x.dtype).to_real()
         m = self._mask_unshifted
         if m.is_inference():  # no version counter to key a cache on
             scaled = m.to(real) / w

@@ -192,11 +192,13 @@ def plug_and_play(
     init_iterations
         CG iterations of the least-squares start image (``0``: start from ``A^H y``).
     tolerance
-        Stop when the relative change of ``x`` falls below it (``0`` disables).
+        Stop when every slice has converged to it (``0`` disables): ADMM's primal residual
+        ``||x - z||`` and change of ``z`` relative to ``max(||x||, ||z||)`` (not before the
+        second iteration), HQS's relative change of ``x``.
     x0
         Start image (overrides the least-squares start).
     callback
-        ``callback(iteration, x, relative_change)``.
+        ``callback(iteration, x, relative_change)`` (of ``x``, over the whole batch).
 
     Returns
     -------
@@ -226,7 +228,7 @@ def plug_and_play(
 
     for it in range(iterations):
         sig_k = sig0 * gamma ** (-it / 2)
-        x_old = x
+        x_old, z_old = x, z
 
         def prox(v: Tensor, start: Tensor, r: Tensor = rho_k) -> Tensor:
             return data_step(v, r, start)
@@ -245,9 +247,33 @@ def plug_and_play(
         rel = float(torch.linalg.vector_norm(x - x_old)) / scale if scale > 0 else 0.0
         if callback is not None:
             callback(it, x, rel)
-        if tolerance > 0 and rel <= tolerance:
+        if tolerance > 0 and _converged(method, it, x, x_old, z, z_old, nb, tolerance):
             break
     return x
+
+
+def _converged(method: str, it: int, x: Tensor, x_old: Tensor, z: Tensor, z_old: Tensor,
+               batch_dims: int, tolerance: float) -> bool:
+    """Whether every slice (the axes after ``batch_dims``) meets ``tolerance``.
+
+    ADMM: the primal residual ``||x - z||`` and the change of ``z`` below ``tolerance`` times
+    ``max(||x||, ||z||)``, as :func:`~mrirecon.solvers.admm` tests, and never on the first
+    iteration: from ``z = x0``, ``u = 0`` its x-update reproduces ``x0`` (a relative change of
+    2e-5), so any tolerance above that returned the start image. HQS: the relative change of
+    ``x``. Per slice, so a bright slice does not stop a dim one of its batch early."""
+    dims = tuple(range(batch_dims, x.ndim))
+
+    def norm(v: Tensor) -> Tensor:
+        return torch.linalg.vector_norm(v, dim=dims)
+
+    if method == "admm":
+        if it == 0:
+            return False
+        scale = torch.maximum(norm(x), norm(z))
+        change = torch.maximum(norm(x - z), norm(z - z_old))
+    else:
+        scale, change = norm(x), norm(x - x_old)
+    return bool((change <= tolerance * scale).all())
 
 
 def pnp_nlm(

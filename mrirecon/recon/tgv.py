@@ -149,7 +149,8 @@ def tgv(
         ``alpha0 / alpha1``.
     iterations, tolerance
         Solver limits (PDHG: ``tolerance`` on the relative change of ``u``; ADMM: on its
-        primal residual and the change of ``z``, relative to ``||K u||``).
+        primal residual and the change of ``z``, relative to ``||K u||``), each slice of a
+        batch by itself: the batch stops when its slowest slice has converged.
     nonneg
         Constrain ``x >= 0``; default: for real images (CT) yes, complex (MRI) no. ADMM returns
         its x-iterate projected onto the constraint (equal to it at convergence).
@@ -258,13 +259,14 @@ def _tgv_pdhg(y, op, aty, u0, lam, ratio, nonneg, preconditioned, step_ratio, it
         lambda p, s: prox_group_l21_conjugate(p, s, ratio * lam, dim=-3),
     ]
     g = (lambda u, t: _with_image(u, project_nonnegative)) if nonneg else None
+    # the tolerance holds per slice (a bright slice stopped a dim one of its batch early)
+    nb = batch_dims_of(op, aty)
     if preconditioned:
         abs_ops = [op @ image, TGVBlock("grad", True), TGVBlock("sym", True)]
         sigmas, tau = diagonal_preconditioners(blocks, u0, abs_ops)
         return pdhg(blocks, proxes, g, u0, sigmas, tau, iterations=iterations,
-                    tolerance=tolerance, callback=callback)
-    nb = batch_dims_of(op, aty)
+                    tolerance=tolerance, batch_dims=nb, callback=callback)
     norm_a = float(max_eigenvalue(op.gram, aty, batch_dims=nb).max()) ** 0.5
     sigmas = [step_ratio / max(n, 1e-30) for n in (norm_a, GRAD_MINUS_V_NORM, SYM_GRAD_NORM)]
     return pdhg(blocks, proxes, g, u0, sigmas, iterations=iterations, tolerance=tolerance,
-                callback=callback)
+                batch_dims=nb, callback=callback)
