@@ -293,6 +293,8 @@ class Trainer:
         csv_path = self.out / "train_log.csv"
         if not self.resumed and self.rank == 0 and csv_path.is_file():
             csv_path.unlink()  # a fresh run starts a fresh log
+        elif self.rank == 0 and csv_path.is_file():  # the steps after the checkpoint run again:
+            _truncate_csv(csv_path, self.step)  # their rows were logged twice (51-77 of 300)
         bar = _progress(self.cfg.optim.max_steps, self.step, self.progress, self.cfg.name)
         t0, start_elapsed = time.perf_counter(), self.elapsed
         while self.step < self.cfg.optim.max_steps:
@@ -348,7 +350,9 @@ class Trainer:
         except ImportError:  # tensorboard not installed: CSV logging still runs
             log.warning("tensorboard is not installed; logging to CSV only")
             return None
-        return SummaryWriter(log_dir=str(self.out / "tensorboard"))
+        # resumed: events after the checkpoint's step are dropped, as the CSV's rows
+        return SummaryWriter(log_dir=str(self.out / "tensorboard"),
+                             purge_step=self.step + 1 if self.resumed else None)
 
     def close(self) -> None:
         if self._owns_pg and dist.is_initialized():
@@ -369,6 +373,20 @@ def _progress(total: int, initial: int, enabled: bool, desc: str):
     return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, unit="step")
 
 
+def _truncate_csv(path: Path, step: int) -> None:
+    """Keep the rows of ``path`` up to ``step`` (the resumed checkpoint's): an interrupted run
+    had logged the steps after its last checkpoint, which the resumed run trains and logs again."""
+    with path.open() as f:
+        reader = csv.DictReader(f)
+        keys, rows = reader.fieldnames or [], list(reader)
+    kept = [r for r in rows if r.get("step", "").isdigit() and int(r["step"]) <= step]
+    if len(kept) == len(rows):
+        return
+    _write_csv(path, keys, kept)
+    log.info("%s: %d row(s) after step %d dropped (logged by the interrupted run; trained again "
+             "now)", path, len(rows) - len(kept), step)
+
+
 def _append_csv(path: Path, row: dict) -> None:
     """Append one row; the header is the union of keys seen so far (rewritten when it grows)."""
     rows = []
@@ -379,14 +397,18 @@ def _append_csv(path: Path, row: dict) -> None:
     keys: list[str] = []
     for r in rows:
         keys += [k for k in r if k not in keys]
+    _write_csv(path, keys, rows)
+
+
+def _write_csv(path: Path, keys: list[str], rows: list[dict]) -> None:
     from io import StringIO
+
+    from mrirecon.io.atomic import atomic_write_text
 
     buf = StringIO()
     w = csv.DictWriter(buf, fieldnames=keys)
     w.writeheader()
     w.writerows(rows)
-    from mrirecon.io.atomic import atomic_write_text
-
     atomic_write_text(path, buf.getvalue())
 
 

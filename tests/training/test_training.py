@@ -264,6 +264,25 @@ def test_resume_is_bit_for_bit(tmp_path, sim_data):
     assert [r["loss"] for r in la] == [r["loss"] for r in lb]
 
 
+def test_resume_after_an_interruption_logs_each_step_once(tmp_path, sim_data):
+    """A run killed after its step-3 checkpoint had logged steps 4-5 (here: copied from an
+    uninterrupted run's log); resumed, it trains them again and logged them twice (327 rows for
+    300 steps). The log now holds each step once, as the uninterrupted run's."""
+    straight = write_config(tmp_path / "a.yaml", sim_data, tmp_path / "a", val_every=0)
+    train_from_config(straight, progress=False)
+    la = list(csv.DictReader((tmp_path / "a" / "train_log.csv").open()))
+    split = write_config(tmp_path / "b.yaml", sim_data, tmp_path / "b", val_every=0)
+    train_from_config(split, ["optim.max_steps=3"], progress=False)
+    log_b = tmp_path / "b" / "train_log.csv"
+    with log_b.open("a", newline="") as f:  # what the killed run had logged past step 3
+        csv.DictWriter(f, fieldnames=list(la[0])).writerows(la[3:5])
+    assert [r["step"] for r in csv.DictReader(log_b.open())] == ["1", "2", "3", "4", "5"]
+    train_from_config(split, resume=True, progress=False)
+    lb = list(csv.DictReader(log_b.open()))
+    assert [r["step"] for r in lb] == [r["step"] for r in la] == [str(i) for i in range(1, 7)]
+    assert [r["loss"] for r in lb] == [r["loss"] for r in la]
+
+
 DDP_SCRIPT = """
 import sys
 from mrirecon.training.run import train_from_config
