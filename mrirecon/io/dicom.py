@@ -11,13 +11,25 @@ header, written atomically. Pixels are 16-bit integers chosen from the data rang
 * CT: signed, with RescaleSlope/RescaleIntercept so that ``stored * slope + intercept``
   reproduces the data to within ``slope / 2``. Integer-valued data inside the int16 range are stored as is (slope 1,
   intercept 0); otherwise ``intercept = 0`` and ``max |data|`` maps to (almost) 32767.
-  ``kind == "hu"`` gives RescaleType ``HU``; ``"attenuation"`` (1/mm) gives ``US``.
+  ``kind == "hu"`` gives RescaleType ``HU``; ``"attenuation"`` (1/mm) gives ``US``. The window
+  is the 0.5-99.5 percentiles of all voxels (a few diverged pixels at -2,900 or +4,000 HU made
+  the full range 6,800 HU wide); ImageType value 3 is ``AXIAL`` in every orientation (the CT
+  Image Module's defined terms are AXIAL, "any cross-sectional image, ... coronal, sagittal and
+  oblique", and LOCALIZER; dciodvfy warns on any other).
 
 De-identification is the default: nothing that identifies the patient (name, ID, birth date,
-sex, age), no study dates/times, accession number or study UID is copied from
-``source_dataset`` unless ``keep_identity=True``; only acquisition technique (field strength,
-TR/TE, sequence, kVp, ...) and the manufacturer are copied. The reader lives in
-:mod:`mrirecon.io.dicom_read`.
+sex, age), no study dates/times, accession number, study UID or frame-of-reference UID is
+copied from ``source_dataset`` unless ``keep_identity=True``; only acquisition technique (field
+strength, TR/TE, sequence, kVp, patient position, ...) and the manufacturer are copied. The
+frame of reference follows the identity (PS3.15's basic profile replaces it as it does the
+study UID: a source UID links the series back to the patient's records), so only a series that
+keeps the identity can be overlaid on its source in a viewer; it is kept only when the image
+is placed (its positions are then the source's patient coordinates). Laterality (type 2C) is
+copied when the source has it, left out for a body part known to be unpaired
+(:data:`UNPAIRED_BODY_PARTS`) and written empty ("unknown") otherwise: leaving it out without
+a body part is an error for dciodvfy. Decimal strings carry no float32 noise (``4.33``, not
+``4.32999992370605``: :func:`_ds`). The reader lives in :mod:`mrirecon.io.dicom_read`; string
+clean-up in :mod:`mrirecon.io.dicom_strings`.
 """
 
 from __future__ import annotations
@@ -29,9 +41,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import torch
-from pydicom.datadict import dictionary_VM
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.multival import MultiValue
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
     CTImageStorage,
@@ -39,10 +49,11 @@ from pydicom.uid import (
     MRImageStorage,
     generate_uid,
 )
-from pydicom.valuerep import PersonName, format_number_as_ds
+from pydicom.valuerep import format_number_as_ds
 
 from mrirecon.containers import Image, ImageGeometry
 from mrirecon.io.atomic import atomic_path
+from mrirecon.io.dicom_strings import _clean_text, _has_non_ascii, sanitise_strings  # noqa: F401
 from mrirecon.io.errors import refuse_nonfinite
 
 __all__ = ["SOP_CLASS", "choose_mr_scale", "choose_rescale", "quantisation_warning", "save_part10",
@@ -60,6 +71,7 @@ IDENTITY_KEYWORDS = PATIENT_KEYWORDS + (
     "StudyDate", "StudyTime", "AccessionNumber", "StudyID", "ReferringPhysicianName",
     "StudyDescription", "SeriesDate", "SeriesTime", "AcquisitionDate", "AcquisitionTime",
     "ContentDate", "ContentTime", "InstitutionName", "StationName",
+    "PatientIdentityRemoved", "DeidentificationMethod",  # a source de-identified already
 )
 #: Non-identifying technique attributes copied from a source of the same modality.
 TECHNIQUE_KEYWORDS = {
@@ -72,22 +84,48 @@ TECHNIQUE_KEYWORDS = {
     ),
     "CT": (
         "Manufacturer", "ManufacturerModelName", "BodyPartExamined", "PatientPosition",
-        "Laterality", "KVP", "ConvolutionKernel", "ExposureTime", "XRayTubeCurrent", "Exposure",
+        "Laterality", "KVP", "ExposureTime", "XRayTubeCurrent", "Exposure",
         "FilterType", "GantryDetectorTilt", "DataCollectionDiameter",
         "ReconstructionDiameter",
-    ),
+    ),  # not ConvolutionKernel: the source's reconstruction kernel is not ours
 }
+#: BodyPartExamined values of unpaired parts (dciodvfy's, checked one by one): Laterality is then
+#: left out, as PS3.3 wants; for other parts and an unknown part it is written empty (unknown).
+UNPAIRED_BODY_PARTS = frozenset(
+    "HEAD BRAIN SKULL NECK CHEST ABDOMEN PELVIS ABDOMENPELVIS SPINE CSPINE TSPINE LSPINE SSPINE "
+    "COCCYX HEART WHOLEBODY JAW CHESTABDOMEN CHESTABDPELVIS HEADNECK NECKCHEST NECKCHESTABDPELV "
+    "AORTA LIVER PANCREAS SPLEEN BLADDER PROSTATE UTERUS STOMACH COLON RECTUM ESOPHAGUS TRACHEA "
+    "LARYNX PHARYNX FACE NOSE GALLBLADDER CTSPINE TLSPINE LSSPINE CIRCLEOFWILLIS MEDIASTINUM "
+    "STERNUM".split())
 _MAX_STORED = {"MR": 65535, "CT": 32767}
 #: MR images are stored in 12 bits (0..4095), as scanners do.
 MR_MAX_STORED = 4095
 _SOFTWARE = "mrirecon"
 
 
-def _ds(value: float) -> str:
-    """Format ``value`` as a DICOM decimal string (at most 16 characters)."""
+#: A value within this relative distance of a decimal of at most :data:`_SHORT_DIGITS`
+#: significant digits is that decimal seen through float32 (ISMRMRD headers and positions are
+#: float32: 4.33 arrives as 4.32999992370605): float32 keeps 24 bits.
+_FLOAT32_REL = 2.0**-24
+_SHORT_DIGITS = 6
+
+
+def _ds(value: float, *, exact: bool = False) -> str:
+    """Format ``value`` as a DICOM decimal string (at most 16 characters).
+
+    A value that is a decimal of at most 6 significant digits up to float32 rounding is
+    written as that decimal (``4.33``, not ``4.32999992370605``): its other digits are noise of
+    a float32 source. ``exact`` writes every digit (direction cosines, which readers check for
+    orthonormality)."""
     if not np.isfinite(value):
         raise ValueError(f"DICOM decimal string: value {value} is not finite")
-    return format_number_as_ds(float(value))
+    value = float(value)
+    if not exact and value != 0:
+        for digits in range(1, _SHORT_DIGITS + 1):
+            short = float(f"{value:.{digits}g}")
+            if abs(short - value) <= _FLOAT32_REL * abs(value):
+                return format_number_as_ds(short)
+    return format_number_as_ds(value)
 
 
 def choose_rescale(
@@ -288,7 +326,9 @@ def _base_dataset(
         if keep_identity:
             _copy(ds, source, IDENTITY_KEYWORDS)
             study_uid = study_uid or source.get("StudyInstanceUID")
-            frame_of_reference_uid = frame_of_reference_uid or source.get("FrameOfReferenceUID")
+            if image.geometry.placed:  # positions in the source's patient coordinates
+                frame_of_reference_uid = (frame_of_reference_uid
+                                          or source.get("FrameOfReferenceUID"))
     if patient:
         for kw, value in patient.items():
             if kw not in PATIENT_KEYWORDS:
@@ -296,7 +336,8 @@ def _base_dataset(
                     f"write_dicom_series: patient key {kw!r} is not one of {PATIENT_KEYWORDS}"
                 )
             setattr(ds, kw, value)
-    identity_given = keep_identity or bool(patient)
+    # keep_identity without a source keeps nothing: the series is de-identified (was: said not)
+    identity_given = (keep_identity and source is not None) or bool(patient)
     if not identity_given:
         ds.PatientIdentityRemoved = "YES"
         ds.DeidentificationMethod = "mrirecon: identity not copied from source"
@@ -309,7 +350,9 @@ def _base_dataset(
         ds.SeriesDescription = series_description
     if "PatientPosition" not in ds:
         ds.PatientPosition = ""
-    ds.Laterality = ds.get("Laterality", "")  # Type 2C: unknown for derived images
+    if "Laterality" not in ds and str(ds.get("BodyPartExamined", "")).upper() not in \
+            UNPAIRED_BODY_PARTS:  # type 2C: empty = unknown; absent only for an unpaired part
+        ds.Laterality = ""
     # Frame of Reference
     ds.FrameOfReferenceUID = (
         str(frame_of_reference_uid) if frame_of_reference_uid else generate_uid()
@@ -319,7 +362,8 @@ def _base_dataset(
     if "Manufacturer" not in ds:
         ds.Manufacturer = ""
     ds.SoftwareVersions = _SOFTWARE
-    # General Image
+    # General Image (CT: AXIAL is any cross-section, coronal and oblique ones too, PS3.3
+    # C.8.2.1.1.1; OTHER or REFORMATTED are unrecognised defined terms for dciodvfy)
     ds.ImageType = ["DERIVED", "PRIMARY", "AXIAL" if modality == "CT" else "OTHER"]
     ds.DerivationDescription = "Reconstructed by mrirecon"
     if not image.geometry.placed:
@@ -328,9 +372,12 @@ def _base_dataset(
     ds.BurnedInAnnotation = "NO"
     # Image Plane
     g: ImageGeometry = image.geometry
-    ds.ImageOrientationPatient = [_ds(v) for v in g.orientation]
+    ds.ImageOrientationPatient = [_ds(v, exact=True) for v in g.orientation]
     ds.PixelSpacing = [_ds(g.spacing[1]), _ds(g.spacing[2])]
     ds.SliceThickness = _ds(g.slice_thickness)
+    # CT too: a one-slice series has no positions to give the spacing, and dcm2niix then took
+    # SliceThickness (2 mm) where our NIfTI has the spacing (5 mm); dciodvfy accepts it in CT
+    ds.SpacingBetweenSlices = _ds(g.spacing[0])
     # Image Pixel
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
@@ -340,7 +387,6 @@ def _base_dataset(
     ds.HighBit = 15
     ds.PixelRepresentation = 1 if modality == "CT" else 0
     if modality == "MR":
-        ds.SpacingBetweenSlices = _ds(g.spacing[0])
         ds.ScanningSequence = ds.get("ScanningSequence", "RM")  # research mode unless known
         ds.SequenceVariant = ds.get("SequenceVariant", "NONE")
         for kw in ("ScanOptions", "MRAcquisitionType", "EchoTime", "EchoTrainLength"):
@@ -361,88 +407,16 @@ def _base_dataset(
     return ds
 
 
-def _has_non_ascii(ds: Dataset) -> bool:
-    """Whether any string value of ``ds``, of a multi-valued element or inside a sequence,
-    needs a character set beyond ASCII (the default repertoire)."""
-    for elem in ds:
-        if elem.VR == "SQ":
-            if any(_has_non_ascii(item) for item in elem.value or []):
-                return True
-            continue
-        values = elem.value if isinstance(elem.value, (list, tuple, MultiValue)) else [elem.value]
-        if any(isinstance(v, (str, PersonName)) and not str(v).isascii() for v in values):
-            return True
-    return False
-
-
-# Maximum value lengths of the string VRs (PS3.5 table 6.2-1; PN: per component group)
-_VR_MAX = {"AE": 16, "AS": 4, "CS": 16, "DA": 8, "DS": 16, "DT": 26, "IS": 12, "LO": 64,
-           "LT": 10240, "PN": 64, "SH": 16, "ST": 1024, "TM": 14, "UI": 64}
-_TEXT_VRS = ("LT", "ST", "UT", "UC")  # free text: CR, LF, FF and TAB are allowed
-
-
-def _single_valued(elem) -> bool:
-    """An element of VM 1 whose VR splits values at ``\\`` (not LT/ST/UT, where a backslash
-    is text); private and unknown tags are left alone."""
-    if elem.VR in _TEXT_VRS:
-        return False
-    try:
-        return dictionary_VM(elem.tag) == "1"
-    except KeyError:
-        return False
-
-
-def _clean_text(value: str, vr: str) -> str:
-    allowed = "\r\n\f\t" if vr in _TEXT_VRS else ""
-    text = "".join(c for c in value if (c >= " " and c != "\x7f") or c in allowed)
-    if vr == "PN":
-        return "=".join(g[: _VR_MAX["PN"]] for g in text.split("=")[:3])
-    limit = _VR_MAX.get(vr)
-    return text[:limit].rstrip() if limit else text
-
-
-def sanitise_strings(ds: Dataset) -> Dataset:
-    """Strip NUL and control characters from every string element of ``ds`` (values copied
-    from a source file or given by the user) and cut values to their VR's maximum length, so
-    the written file is valid and no viewer sees hidden characters. In an element of VM 1 the
-    value delimiter ``\\`` becomes ``/`` (``T1\\T2`` was written as two values of
-    SeriesDescription). Works in place."""
-    for elem in ds:
-        if elem.VR == "SQ":
-            for item in elem.value or []:
-                sanitise_strings(item)
-            continue
-        if elem.VR not in _VR_MAX and elem.VR not in _TEXT_VRS:
-            continue
-        value = elem.value
-        if value is None:
-            continue
-        single = _single_valued(elem)
-        if isinstance(value, (list, tuple, MultiValue)):
-            if single and len(value) > 1:
-                elem.value = _clean_text("/".join(str(v) for v in value), elem.VR)
-                continue
-            cleaned = [_clean_text(str(v), elem.VR) for v in value]
-            if cleaned != [str(v) for v in value]:
-                elem.value = cleaned
-        elif isinstance(value, (str, PersonName)):
-            cleaned = _clean_text(str(value), elem.VR)
-            if single:
-                cleaned = cleaned.replace("\\", "/")
-            if cleaned != str(value):
-                elem.value = cleaned
-    return ds
-
-
 def _window(data: np.ndarray, window: tuple[float, float] | None,
-            robust: bool = False) -> tuple[float, float]:
+            tissue: bool = False) -> tuple[float, float]:
+    """``(center, width)``: ``window``, checked, or the 0.5-99.5 percentiles of the data, as
+    viewers do: MR (``tissue``, stored integers) of the non-background voxels, with a width of
+    at least 1; CT of all voxels (air is part of a CT image; HU of a few diverged pixels do not
+    widen it: ct_pnp's -2862 .. 3960 HU had a 6822 HU window, its percentiles span 2135)."""
     if window is None:
-        if robust:  # MR: 0.5-99.5 percentile of the non-background voxels, as viewers do
-            values = data[data > 0] if np.any(data > 0) else data.ravel()
-            lo, hi = (float(v) for v in np.percentile(values, (0.5, 99.5)))
-        else:
-            lo, hi = float(data.min()), float(data.max())
-        return (lo + hi) / 2, max(hi - lo, 1.0 if robust else np.finfo(np.float32).tiny)
+        values = data[data > 0] if tissue and np.any(data > 0) else data.ravel()
+        lo, hi = (float(v) for v in np.percentile(values, (0.5, 99.5)))
+        return (lo + hi) / 2, max(hi - lo, 1.0 if tissue else np.finfo(np.float32).tiny)
     center, width = (float(v) for v in window)
     if not width > 0:
         raise ValueError(f"write_dicom_series: window width must be > 0, got {width}")
@@ -484,13 +458,18 @@ def write_dicom_series(
         UIDs to reuse (e.g. to add a series to an existing study); generated otherwise.
         One study, series and frame-of-reference UID is shared by all files of the call.
     source_dataset
-        A DICOM dataset (or file path) of the acquisition. Its technique attributes are
-        copied; identifying attributes (patient, study dates, study UID, frame of reference)
-        only with ``keep_identity=True``.
+        A DICOM dataset (or file path) of the acquisition, e.g. the header of a series read by
+        :func:`~mrirecon.io.dicom_read.read_dicom_series_and_header`. Its technique attributes
+        (:data:`TECHNIQUE_KEYWORDS`) are copied; identifying attributes (patient, study dates,
+        study UID, and the frame of reference when ``image.geometry.placed``) only with
+        ``keep_identity=True``.
     keep_identity
-        Copy identity from ``source_dataset`` instead of de-identifying.
+        Copy identity from ``source_dataset`` instead of de-identifying. Without a
+        ``source_dataset`` there is nothing to copy, and the series is de-identified as
+        without it (PatientIdentityRemoved ``YES``).
     window
-        ``(center, width)`` in output units; default: the data range.
+        ``(center, width)`` in output units; default: the 0.5-99.5 percentiles (MR: of the
+        voxels above 0).
 
     Returns
     -------
@@ -531,6 +510,8 @@ def write_dicom_series(
         base.RescaleSlope = slope
         base.RescaleType = "HU" if image.kind == "hu" else "US"
         center, width = _window(data, window)
+        if window is None:  # 4 digits: -468.9 HU, not -468.91218040466
+            center, width = float(f"{center:.4g}"), float(f"{width:.4g}")
     else:  # MR: no Modality LUT (identity); the units go to a Real World Value Mapping
         stored, slope = choose_mr_scale(data, f"write_dicom_series: {folder}: MR")
         base.RealWorldValueMappingSequence = [_real_world_mapping(slope, MR_MAX_STORED)]
@@ -538,7 +519,7 @@ def write_dicom_series(
         scale = float(slope)
         if window is not None:  # given in output units; stored values are what viewers window
             window = (float(window[0]) / scale, float(window[1]) / scale)
-        center, width = _window(stored, window, robust=True)
+        center, width = _window(stored, window, tissue=True)
     base.WindowCenter = _ds(center)
     base.WindowWidth = _ds(width)
     if width < 1:  # LINEAR requires width >= 1; LINEAR_EXACT allows any positive width

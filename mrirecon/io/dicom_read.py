@@ -23,7 +23,7 @@ from pydicom.multival import MultiValue
 from mrirecon.containers import Image, ImageGeometry
 from mrirecon.io.errors import DataFormatError
 
-__all__ = ["read_dicom_series"]
+__all__ = ["read_dicom_series", "read_dicom_series_and_header"]
 
 _ORIENTATION_TOL = 1e-4  # direction cosines: difference between the files of a series
 # Direction cosines written to 3 decimals are each off by up to 5e-4: a unit vector's norm by up
@@ -41,6 +41,7 @@ _POSITION_TOL_MM = 1e-3  # duplicate positions; PixelSpacing differences between
 # ImagePositionPatient is a DS (16 characters at most) and scanners round it: to 0.01 mm, or to
 # 6 significant digits (a step of at most 1e-5 * |coordinate|). See _check_spacing.
 _POSITION_QUANTUM_MM = 0.01
+_PIXEL_DATA = 0x7FE00010
 _POSITION_DIGITS_REL = 1e-5
 
 
@@ -392,6 +393,14 @@ def _check_spacing(entries: list, normal: np.ndarray, folder: Path, angle: float
 def read_dicom_series(
     folder: str | os.PathLike, *, series_uid: str | None = None
 ) -> Image:
+    """Read one DICOM series (see :func:`read_dicom_series_and_header`, which also returns the
+    header of its first slice)."""
+    return read_dicom_series_and_header(folder, series_uid=series_uid)[0]
+
+
+def read_dicom_series_and_header(
+    folder: str | os.PathLike, *, series_uid: str | None = None
+) -> tuple[Image, Dataset]:
     """Read one DICOM series into an :class:`Image` ``(slices, rows, cols)`` float32.
 
     Parameters
@@ -403,8 +412,11 @@ def read_dicom_series(
 
     Returns
     -------
-    Image
-        Rescaled data (``stored * RescaleSlope + RescaleIntercept``; for images without a
+    image, header
+        ``header``: the data set of the first slice (after sorting) without its pixel data,
+        for :func:`~mrirecon.io.dicom.write_dicom_series`'s ``source_dataset`` (technique,
+        and identity when kept, of the series written from it). ``image``: the
+        rescaled data (``stored * RescaleSlope + RescaleIntercept``; for images without a
         Modality LUT the first linear Real World Value Mapping), geometry from
         ImagePositionPatient (first slice after sorting along the normal),
         ImageOrientationPatient, PixelSpacing, the slice-position spacing and
@@ -482,7 +494,9 @@ def read_dicom_series(
             raise DataFormatError(odd, "RescaleType", f"is {types[odd]!r}, {path0.name} has "
                                   f"{types[path0]!r}: the slices' values are in different units")
         kind = "hu" if types[path0] == "HU" else "attenuation"
-    return Image(
+    first = entries[0][3]
+    header = Dataset({tag: elem for tag, elem in first.items() if tag != _PIXEL_DATA})
+    image = Image(
         data=torch.from_numpy(data.astype(np.float32)),
         geometry=geometry,
         kind=kind,
@@ -490,3 +504,4 @@ def read_dicom_series(
         description=_text(ds0.get("SeriesDescription", "")),
         source=str(folder),
     )
+    return image, header

@@ -1,5 +1,7 @@
 """Checks that a CT slice's values are attenuation at a plausible scale, and how many of its rays
-detected no photon: warnings for the volume's record (:meth:`CTStages.data_messages`).
+detected no photon: warnings for the volume's record (:meth:`CTStages.data_messages`); and of the
+reconstruction, how many of its pixels read impossibly far below air (:func:`below_air_note`, a
+note of the volume: these checks of the input never see the output).
 
 A sinogram stored at another scale (line integrals not divided by LoDoPaB's MU_MAX, or divided
 twice; another length unit) or a DICOM series whose values are not HU (HU + 1024 without its
@@ -146,3 +148,36 @@ def coverage_warning(geometry) -> str | None:
             f"{math.degrees(fan):.0f}° fan angle the image subtends ({math.degrees(math.pi + fan):.0f}°) "
             "that a short scan needs: rays are missing, and FBP's short-scan (Parker) weights "
             "assume views that do not exist (intensities low, streaks)")
+
+
+#: HU below which a reconstruction's value is impossible and beyond its noise: attenuation below
+#: minus half of water's (air is -1000 HU, and nothing attenuates less). On simulated
+#: LoDoPaB-geometry slices (362 x 362, 1000 views, 4096 photons) the shipped pipelines stayed
+#: above it: ct_fbp down to -1251 HU (its noise in the air, all views), ct_learned -1100, ct_tv
+#: -1000 (x >= 0); ct_pnp at 30 views reached -2862 HU (52 pixels below -1500).
+BELOW_AIR_HU = -1500.0
+#: A slice with more pixels than this below :data:`BELOW_AIR_HU` gets the volume a note; a
+#: handful are noise.
+BELOW_AIR_PIXELS = 10
+
+
+def below_air_note(hu: Tensor, method: str) -> str | None:
+    """A note naming how many pixels of the reconstruction ``hu`` ``(slices, rows, cols)`` read
+    impossibly far below air, and down to what, when a slice has more than
+    :data:`BELOW_AIR_PIXELS` of them; ``None`` otherwise. Such values (negative attenuation)
+    come from the method, not the patient: streaks, or a denoiser outside its range (ct_pnp's
+    -2862 HU passed without a word)."""
+    x = hu.detach().double()
+    low = x < BELOW_AIR_HU
+    per_slice = low.flatten(1).sum(1)
+    if not bool((per_slice > BELOW_AIR_PIXELS).any()):
+        return None
+    count, total = int(low.sum()), x.numel()
+    slices = [int(i) for i in (per_slice > 0).nonzero().flatten()]
+    shown = ", ".join(map(str, slices[:8])) + (", ..." if len(slices) > 8 else "")
+    where = f"slice {slices[0]}" if len(slices) == 1 else f"{len(slices)} slices ({shown})"
+    return (f"{count} pixels ({count / total:.2%}; {where}) read {float(x[low].min()):.0f} to "
+            f"{float(x[low].max()):.0f} HU, below {BELOW_AIR_HU:.0f} HU: values below air "
+            f"(-1000 HU) are impossible (negative attenuation), so these are artefacts of "
+            f"reconstruct.method {method!r} (streaks, or a denoiser outside its range), kept in "
+            "the outputs as reconstructed")

@@ -22,6 +22,8 @@
   or the result of a transient failure (full disk, lost GPU) of the same data and config, which
   must not be lost. One earlier generation is kept per input: :func:`drop_superseded` deletes it
   when the input is written again (as a rerun replaces outputs) or pruned (``run --prune``).
+* :func:`dicom_identity`: what an input's DICOM series keeps of its identity under
+  ``export.keep_identity`` when the input is no DICOM series, and what the run says about it.
 """
 
 from __future__ import annotations
@@ -304,3 +306,25 @@ def superseded_names(output: Path) -> list[str]:
     if not folder.is_dir():
         return []
     return sorted(r.relative_to(folder).with_suffix("").as_posix() for r in folder.rglob("*.json"))
+
+
+def dicom_identity(keep: bool, name: str, source_dataset, patient_id: str = ""
+                   ) -> tuple[dict[str, str] | None, str | None, str | None]:
+    """``(patient, warning, note)`` for the DICOM export of input ``name`` under
+    ``export.keep_identity`` (``keep``). A DICOM input's ``source_dataset`` keeps its identity in
+    the writer (nothing said here). Other inputs (fastMRI, ISMRMRD, LoDoPaB) hold no DICOM
+    patient or study attributes: an MRI header's ``patient_id`` is kept as PatientID (a note
+    says what is not), and without one the setting has nothing to keep (a warning: the series is
+    de-identified as without it). Was: the setting was silently ignored for every input."""
+    if not keep or source_dataset is not None:
+        return None, None, None
+    if patient_id:
+        return {"PatientID": patient_id}, None, (
+            f"{name}: export.keep_identity: the input is no DICOM series; of its identity the "
+            f"DICOM series keeps its patient ID {patient_id!r} (PatientID), the only one it "
+            "holds: patient name, study and frame-of-reference UIDs are new or empty")
+    return None, (
+        f"{name}: export.keep_identity=true has nothing to keep: the input is no DICOM series "
+        "and holds no patient or study attributes, so its DICOM series is de-identified as "
+        "without the setting (PatientIdentityRemoved YES, new study and frame-of-reference "
+        "UIDs)"), None

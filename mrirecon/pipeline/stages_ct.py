@@ -418,10 +418,10 @@ class _DicomSource:
     (parallel beam, at ``views``: ``undersample.views`` when undersampling is on, else 360)."""
 
     def __init__(self, path: Path, views: int | None) -> None:
-        from mrirecon.io import read_dicom_series
+        from mrirecon.io.dicom_read import read_dicom_series_and_header
         from mrirecon.io.lodopab import hu_to_attenuation
 
-        series = read_dicom_series(path)
+        series, header = read_dicom_series_and_header(path)
         if series.modality != "CT":
             raise ValueError(f"{path}: a CT pipeline needs a CT series in Hounsfield units, found "
                              f"Modality {series.modality!r} ({series.kind}); use an MRI pipeline "
@@ -441,7 +441,8 @@ class _DicomSource:
         self._geometry = CTGeometry.parallel((h, w), num_views=views or 360, pixel_size=pixel)
         self._op = ct_operator(self._geometry)
         self.path = path
-        self.info = {"image_geometry": series.geometry, "hu_units": {}}
+        # the first slice's header travels to the DICOM export (technique; identity when kept)
+        self.info = {"image_geometry": series.geometry, "hu_units": {}, "source_dataset": header}
 
     def __len__(self) -> int:
         return self._mu.shape[0]

@@ -89,6 +89,11 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
     if not bool(torch.isfinite(recon).all()):
         raise ValueError(f"{path}: the reconstruction holds NaN or Inf values (method "
                          f"{config.reconstruct.method!r} diverged?); nothing was written")
+    if config.modality == "ct":  # values impossibly far below air: the method's artefacts
+        from mrirecon.pipeline.ct_plausibility import below_air_note
+
+        if (msg := below_air_note(recon, config.reconstruct.method)) is not None:
+            result.note(f"{path.name}: {msg}")
     if (msg := scale.warning(recon, run.preview, method.name)) is not None:
         msg = f"{path.name}: {msg}"
         result.warn(msg)
@@ -132,7 +137,9 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
     if note:
         msg = f"{path.name}: {note}"
         result.warn(msg)
-    export(config, path, output, image, display_ref, preview, result, name=name)
+    export(config, path, output, image, display_ref, preview, result, name=name,
+           source_dataset=run.info.get("source_dataset"),
+           patient_id=getattr(run.info.get("header"), "patient_id", ""))
 
 
 #: Bounds on an MRI output's 99th percentile over that of the zero-filled RSS image of the same
@@ -461,8 +468,13 @@ def evaluate(reference: torch.Tensor, recon: torch.Tensor, *, crop: bool = False
 
 def export(config: PipelineConfig, path: Path, output: Path, image: Image,
            reference: torch.Tensor | None, zero_filled: torch.Tensor | None,
-           result: VolumeResult, name: str | None = None) -> None:
-    """Write the configured formats for one volume; records the output paths in ``result``."""
+           result: VolumeResult, name: str | None = None, source_dataset=None,
+           patient_id: str = "") -> None:
+    """Write the configured formats for one volume; records the output paths in ``result``.
+
+    ``source_dataset``: the header of a DICOM input's first slice (``run.info``), whose
+    technique (and identity, with ``export.keep_identity``) the DICOM series copies;
+    ``patient_id``: an MRI header's, kept as PatientID with ``export.keep_identity``."""
     from mrirecon import io
 
     stem = name or (path.stem if path.is_file() else path.name)
@@ -482,8 +494,17 @@ def export(config: PipelineConfig, path: Path, output: Path, image: Image,
         if (msg := quantisation_warning(image.data.numpy(), image.modality)) is not None:
             msg = f"{path.name}: {msg}"
             result.warn(msg)
+        from mrirecon.pipeline.output_files import dicom_identity
+
+        patient, warning, note = dicom_identity(config.export.keep_identity, path.name,
+                                                source_dataset, patient_id)
+        if warning:
+            result.warn(warning)
+        if note:
+            result.note(note)
         io.write_dicom_series(image, folder, series_description=config.export.series_description
-                              or image.description, keep_identity=config.export.keep_identity)
+                              or image.description, keep_identity=config.export.keep_identity,
+                              source_dataset=source_dataset, patient=patient)
         result.outputs["dicom"] = str(folder)
     if "png" in formats:
         result.figures = _figures(image, reference, zero_filled, output / "figures" / stem,
