@@ -362,6 +362,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
     prog = getattr(args, "_parser", parser).prog
     try:
+        if getattr(args, "set", None):  # run, train CONFIG, bench: one key given twice
+            from mrirecon.core.config import check_repeated
+
+            check_repeated(args.set)
         configure_threads(args.threads)
         return int(args.func(args))
     except USER_ERRORS as err:

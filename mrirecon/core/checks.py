@@ -99,13 +99,26 @@ def checked_weight(who: str, name: str, value: Any) -> Any:
     return f
 
 
-def param_problem(name: str, value: Any, default: Any = _EMPTY) -> str | None:
+_SEQUENCE_ANNOTATION = re.compile(r"\b(Sequence|list|tuple|List|Tuple|Iterable|Collection)\b")
+
+
+def _admits_sequence(annotation: Any, default: Any) -> bool:
+    """Whether a parameter takes a list (per-stage weights): its annotation says so
+    (``float | Sequence[float]``), its default is one, or its annotation is unknown."""
+    if isinstance(default, (list, tuple)) or annotation is _EMPTY:
+        return True
+    return bool(_SEQUENCE_ANNOTATION.search(str(annotation)))
+
+
+def param_problem(name: str, value: Any, default: Any = _EMPTY,
+                  annotation: Any = _EMPTY) -> str | None:
     """What is wrong with ``value`` for a parameter called ``name`` (``None`` when fine).
 
     Counts (``iterations``, ``cg_iterations``, ...) must be integers >= 1; weights, step
-    sizes and tolerances (``lam``, ``rho``, ``tolerance``, ...) finite and >= 0; any number
-    finite; and a value whose default is a number, a bool or a string must have that kind.
-    Values of other types (tensors, modules, callables) are not judged.
+    sizes and tolerances (``lam``, ``rho``, ``tolerance``, ...) finite and >= 0 (not
+    ``true`` / ``false``, and one number unless ``annotation``, the signature's, admits a
+    sequence); any number finite; and a value whose default is a number, a bool or a string
+    must have that kind. Values of other types (tensors, modules, callables) are not judged.
 
     ``None`` (YAML's ``null``) is a value only where the default is ``None`` itself (e.g. ``rho``:
     the solver's own choice) or unknown, or for :data:`NULLABLE_NAMES`: elsewhere it reached the
@@ -129,6 +142,11 @@ def param_problem(name: str, value: Any, default: Any = _EMPTY) -> str | None:
         return None
     if NONNEGATIVE_NAMES.search(name) and isinstance(value, str) and not isinstance(default, str):
         return f"must be a number, got {value!r}"  # e.g. `lam=nan` in YAML is the string 'nan'
+    if NONNEGATIVE_NAMES.search(name) and isinstance(value, bool) and not isinstance(default, bool):
+        return f"must be a number, got {value!r}"  # `lam=yes` is YAML's true: failed per input
+    if NONNEGATIVE_NAMES.search(name) and isinstance(value, (list, tuple)) \
+            and not _admits_sequence(annotation, default):
+        return f"must be one number, got the list {value!r}"  # lam=[0.1]: failed per input
     if NONNEGATIVE_NAMES.search(name) and (_is_number(value) or isinstance(value, (list, tuple))):
         for v in value if isinstance(value, (list, tuple)) else [value]:
             if v is None:  # only reached inside a list: a per-stage list may skip a stage

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import logging
 import math
 import re
 import types
@@ -24,6 +25,17 @@ from mrirecon.core.checks import param_problem
 from mrirecon.core.names import DEPRECATED
 
 T = TypeVar("T")
+log = logging.getLogger("mrirecon.config")
+
+#: ``dataclasses.field(metadata={INTERNAL: True})``: a field the program records on a config
+#: (where it was loaded from, ...), not a key of the YAML file: :func:`from_dict` refuses it as
+#: unknown and :func:`to_dict` leaves it out (``provenance.json``'s config, its checksum).
+INTERNAL = "mrirecon_internal"
+
+
+def _yaml_fields(cls: Any) -> list[dataclasses.Field]:
+    """The fields of dataclass ``cls`` that a YAML file sets (``init`` and not :data:`INTERNAL`)."""
+    return [f for f in dataclasses.fields(cls) if f.init and not f.metadata.get(INTERNAL)]
 
 
 class ConfigError(ValueError):
@@ -38,7 +50,7 @@ class ConfigError(ValueError):
         """The same error, its source ``--set over FILE`` when one of ``overrides`` set its key
         or a key under it (the message named only the pipeline file, where the key was never
         written)."""
-        keys = [o.split("=", 1)[0].strip() for o in overrides if "=" in o]
+        keys = [k for o in overrides if isinstance(o, str) for k in override_targets(o, str)]
         if not any(self.key == k or self.key.startswith((k + ".", k + "[")) or k.startswith(self.key + ".")
                    for k in keys if self.key):
             return self
@@ -126,8 +138,10 @@ def _convert(value: Any, tp: Any, source: str, key: str) -> Any:
             raise ConfigError(source, key, f"must be one of {choices}, got {value!r}")
         return value
     if dataclasses.is_dataclass(tp):
-        if value is None:
-            value = {}
+        if value is None:  # `reconstruct:` with every key under it commented out
+            raise ConfigError(source, key, "the section is empty (null: are all its keys commented "
+                              "out?), which would silently run its defaults; give its keys, or "
+                              "delete the line to mean the defaults")
         if not isinstance(value, dict):
             raise ConfigError(source, key, f"expected a mapping for {tp.__name__}, got {value!r}")
         return from_dict(tp, value, source=source, prefix=key)
@@ -178,7 +192,7 @@ def from_dict(cls: type[T], data: dict, *, source: str = "", prefix: str = "") -
     if not isinstance(data, dict):
         raise ConfigError(source, prefix, f"expected a mapping, got {type(data).__name__}")
     hints = get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    fields = {f.name: f for f in _yaml_fields(cls)}
     for k in data:
         if k not in fields:
             close = difflib.get_close_matches(str(k), list(fields), n=1)
@@ -207,7 +221,8 @@ def _join(prefix: str, name: str) -> str:
 def to_dict(obj: Any) -> Any:
     """Dataclass tree -> plain YAML/JSON-able structure."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if not f.metadata.get(INTERNAL)}
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     if isinstance(obj, dict):
@@ -217,37 +232,249 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-def apply_overrides(data: dict, overrides: typing.Iterable[str], source: str = "--set") -> dict:
-    """Apply ``key.path=value`` overrides (values parsed as YAML) to a nested dict copy."""
+def _part(key: Any) -> str:
+    """One dotted-key component, numbers in one spelling (``8``, ``"8"``, ``8.0`` name one
+    table entry)."""
+    try:
+        value = float(key) if not isinstance(key, bool) else None
+    except (TypeError, ValueError):
+        value = None
+    if value is None or not math.isfinite(value):
+        return str(key)
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def _targets(value: Any, path: tuple[str, ...], part=_part) -> list[tuple[tuple[str, ...], bool]]:
+    """``[(dotted key parts, clears)]`` one override value sets: a non-empty mapping each key in
+    it (it is merged), anything else ``path`` itself (``clears``: an empty mapping)."""
+    if isinstance(value, dict) and value:
+        return [t for k, v in value.items() for t in _targets(v, (*path, part(k)), part)]
+    return [(path, value == {})]
+
+
+def override_targets(item: str, part=_part) -> list[str]:
+    """The dotted keys one ``key.path=value`` override sets (a mapping value: each key in it,
+    as it is merged; numbers in one spelling unless ``part`` is ``str``); ``[]`` for one that
+    is no override."""
+    path, sep, raw = item.partition("=")
+    if not sep:
+        return []
+    try:
+        value = load_yaml(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = None
+    keys = tuple(part(k.strip()) for k in path.strip().split("."))
+    return [".".join(p) for p, _ in _targets(value, keys, part)]
+
+
+def check_repeated(overrides: typing.Iterable[str], source: str = "--set") -> None:
+    """Refuse two ``--set`` overrides of one command line that set one key, or a later one that
+    replaces what an earlier one set (``lam=5`` and later ``params={}``): the later won without
+    a word, where a key twice in a YAML file is refused. An empty mapping followed by keys
+    under it (clear, then fill) is one meaning. (A list of overrides built in code, defaults
+    then specifics, is applied in order by :func:`apply_overrides`.)"""
+    parsed = []
+    for item in overrides:
+        try:
+            parsed.append((item, _parse_override(item, source)[2]))
+        except (ConfigError, TypeError):
+            continue  # refused by apply_overrides, with its own message
+    seen: list[tuple[tuple[str, ...], bool, int]] = []
+    for i, (item, value) in enumerate(parsed):
+        path = tuple(_part(k.strip()) for k in item.split("=", 1)[0].strip().split("."))
+        for key, clears in _targets(value, path):
+            for earlier, earlier_clears, j in seen:
+                n = min(len(key), len(earlier))
+                if j == i or key[:n] != earlier[:n] or (earlier_clears and len(earlier) < len(key)):
+                    continue  # another key, or keys filled into a mapping cleared before
+                raise ConfigError(source, ".".join(key if len(key) <= len(earlier) else earlier),
+                                  f"set twice, by {parsed[j][0]!r} and then {item!r}: the later "
+                                  "would silently replace the earlier; keep one")
+            seen.append((key, clears, i))
+
+
+def _comment_dropped(raw: str, value: Any) -> bool:
+    """Whether YAML read part of ``raw`` as a comment (`` #`` and after): fewer ``#`` in the
+    parsed value (its strings and keys) than in the text."""
+    if not re.search(r"(^|\s)#", raw):
+        return False
+
+    def count(v: Any) -> int:
+        if isinstance(v, dict):
+            return sum(count(k) + count(x) for k, x in v.items())
+        if isinstance(v, (list, tuple)):
+            return sum(count(x) for x in v)
+        return str(v).count("#") if isinstance(v, str) else 0
+
+    return count(value) < raw.count("#")
+
+
+def _parse_override(item: Any, source: str) -> tuple[list[str], str, Any]:
+    if not isinstance(item, str):
+        raise TypeError(f"overrides: each must be a 'key.path=value' string, got "
+                        f"{type(item).__name__} {item!r}")
+    if "=" not in item:
+        raise ConfigError(source, item, "override must look like key.path=value")
+    path, raw = item.split("=", 1)
+    keys = path.strip().split(".")
+    if not all(k.strip() for k in keys):
+        raise ConfigError(source, path, "empty key in override")
+    keys = [k.strip() for k in keys]
+    try:
+        value = load_yaml(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        problem = " ".join(str(e).split())
+        raise ConfigError(source, path.strip(), f"value {raw!r} is not valid YAML ({problem}); "
+                          "quote it, e.g. --set 'key=\"text\"'") from None
+    if _comment_dropped(raw, value):  # `Scan #2` was the string 'Scan'
+        raise ConfigError(source, path.strip(), f"value {raw!r} holds ' #', which YAML reads as the "
+                          f"start of a comment (the value would be {value!r}); quote it, e.g. "
+                          f"--set '{path.strip()}=\"{raw.strip()}\"'")
+    return keys, raw, value
+
+
+def _field_type(tp: Any, key: str) -> Any:
+    """The type of field ``key`` of dataclass ``tp`` (``None``: unknown), through ``Optional``."""
+    if tp is None:
+        return None
+    kinds = [a for a in get_args(tp) if a is not type(None)] \
+        if get_origin(tp) in (Union, types.UnionType) else [tp]
+    tp = kinds[0] if len(kinds) == 1 else None
+    if tp is None or not dataclasses.is_dataclass(tp):
+        return None
+    hints = get_type_hints(tp)
+    return hints.get(key) if key in {f.name for f in _yaml_fields(tp)} else None
+
+
+def _is_list_type(tp: Any) -> bool:
+    return tp in (list, tuple) or get_origin(tp) in (list, tuple)
+
+
+#: Keys that name a section's method (``reconstruct.method``, ``model.name``): the section's
+#: ``params*`` mappings are that method's settings.
+METHOD_KEYS = ("method", "name")
+
+
+def _method_changes(data: dict, parsed: list) -> dict[tuple[str, ...], tuple[Any, Any]]:
+    """``{section: (old, new)}`` of the sections of ``data`` whose method the overrides change."""
+    def leaves(value: Any, path: tuple[str, ...]):
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                yield from leaves(v, (*path, str(k)))
+        else:
+            yield path, value
+
+    out: dict[tuple[str, ...], tuple[Any, Any]] = {}
+    for keys, _, value in parsed:
+        for path, new in leaves(value, tuple(keys)):
+            if len(path) < 2 or path[-1] not in METHOD_KEYS:
+                continue
+            node: Any = data
+            for k in path[:-1]:
+                node = node.get(_existing_key(node, k)) if isinstance(node, dict) else None
+            old = node.get(path[-1]) if isinstance(node, dict) else None
+            if old is not None and new != old:
+                out[path[:-1]] = (old, new)
+    return out
+
+
+def _replaces(path: tuple[str, ...], key: Any, changes: dict) -> bool:
+    """Whether a mapping for ``key`` of section ``path`` replaces instead of merging: it holds
+    the settings (``params``, ``params_by_...``) of a method the overrides change."""
+    return path in changes and str(key).startswith("params")
+
+
+def _merged(current: dict, value: dict, path: tuple[str, ...] = (), changes: dict | None = None
+            ) -> dict:
+    """``value`` merged into a copy of ``current`` (the section at ``path``): nested non-empty
+    mappings recursively, other values (an empty mapping too: it clears) replace, and so do the
+    settings of a method that ``changes`` (:func:`_method_changes`)."""
+    out = dict(current)
+    spellings = [_part(k) for k in value]  # '30' and 30 in one mapping: left for the validation
+    for k, v in value.items():
+        one = spellings.count(_part(k)) == 1
+        key = _existing_key(out, k) if isinstance(k, str) and one else k
+        if isinstance(v, dict) and v and isinstance(out.get(key), dict) \
+                and not _replaces(path, key, changes or {}):
+            out[key] = _merged(out[key], v, (*path, str(key)), changes)
+        else:
+            out[key] = v
+    return out
+
+
+def overrides_list(overrides: Any, who: str) -> list:
+    """``overrides`` as a list; a single string is refused naming ``who``'s argument (it was
+    taken apart character by character: "--set: e: override must look like key.path=value")."""
+    if isinstance(overrides, (str, bytes)):
+        raise TypeError(f"{who}: overrides must be a list of 'key.path=value' strings, got the "
+                        f"string {overrides!r}; write [{overrides!r}]")
+    if overrides is None:
+        return []
+    return list(overrides)
+
+
+def apply_overrides(data: dict, overrides: typing.Iterable[str], source: str = "--set", *,
+                    schema: Any = None, quiet: bool = False) -> dict:
+    """Apply ``key.path=value`` overrides (values parsed as YAML) to a nested dict copy.
+
+    Overrides apply in order (the command line refuses a key given twice:
+    :func:`check_repeated`). A mapping given for a key whose value is a mapping is merged into
+    it, recursively: keys it does not name keep their values (logged; ``--set
+    calibrate={calib_width: 20}`` had reset ``crop`` to its default), except that the settings
+    of a method that the overrides change (``reconstruct.params`` / ``params_by_...`` with
+    ``reconstruct.method``, ``model.params`` with ``model.name``) are replaced: they belonged to
+    the old method. An empty mapping clears a mapping (``reconstruct.params={}``); an empty value or an empty mapping for a section of
+    ``schema`` (the config's dataclass), which would reset it to its defaults, is refused, as are
+    an element of a list set by index and a value that YAML would cut at a `` #`` comment.
+    """
     import copy
 
+    overrides = overrides_list(overrides, "apply_overrides")
     data = copy.deepcopy(data)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(source, item, "override must look like key.path=value")
-        path, raw = item.split("=", 1)
-        keys = path.strip().split(".")
-        if not all(keys):
-            raise ConfigError(source, path, "empty key in override")
-        node = data
-        for k in keys[:-1]:
+    parsed = [_parse_override(item, source) for item in overrides]
+    changes = _method_changes(data, parsed)
+    for keys, raw, value in parsed:
+        path = ".".join(keys)
+        node, tp = data, schema
+        for i, k in enumerate(keys):
             k = _existing_key(node, k)
+            tp = _field_type(tp, str(k))
+            if i == len(keys) - 1:
+                break
             child = node.get(k)
+            if isinstance(child, list) or (child is None and _is_list_type(tp)):
+                where = ".".join(keys[:i + 1])
+                raise ConfigError(source, where, f"is a list: its elements cannot be set by index "
+                                  f"({path}); give the whole list, e.g. --set {where}=[...]")
             if child is None:
                 child = node[k] = {}
             if not isinstance(child, dict):
                 raise ConfigError(source, path, f"{k!r} is not a section")
             node = child
-        if not raw.strip() and isinstance(node.get(keys[-1]), dict):  # reset to defaults, silently
-            raise ConfigError(source, path.strip(), "an empty value would replace the whole section "
-                              "by its defaults; set its keys instead (e.g. "
-                              f"{path.strip()}.KEY=VALUE)")
-        try:
-            node[_existing_key(node, keys[-1])] = load_yaml(raw) if raw.strip() else None
-        except yaml.YAMLError as e:
-            problem = " ".join(str(e).split())
-            raise ConfigError(source, path.strip(), f"value {raw!r} is not valid YAML ({problem}); "
-                              "quote it, e.g. --set 'key=\"text\"'") from None
+        current = node.get(k)
+        section = dataclasses.is_dataclass(tp) or isinstance(current, dict)
+        if (section and not raw.strip()) or (value == {} and dataclasses.is_dataclass(tp)):
+            what = "an empty value" if not raw.strip() else "an empty mapping"
+            raise ConfigError(source, path, f"{what} would replace the whole section by its "
+                              f"defaults; set its keys instead (e.g. {path}.KEY=VALUE)")
+        section_of = tuple(keys[:-1])
+        if isinstance(value, dict) and value and isinstance(current, dict) \
+                and _replaces(section_of, keys[-1], changes):
+            node[k] = value  # the settings of the method the overrides replace
+            if not quiet:
+                old, new = changes[section_of]
+                log.info("%s %s=%s: replaces %s, which held the settings of %s (the overrides "
+                         "change %s to %s)", source, path, raw.strip(), path, old,
+                         ".".join(section_of) + "." + next(m for m in METHOD_KEYS
+                                                          if m in node), new)
+        elif isinstance(value, dict) and value and isinstance(current, dict):
+            node[k] = _merged(current, value, tuple(keys), changes)
+            kept = [str(c) for c in current if _part(c) not in {_part(v) for v in value}]
+            if not quiet:
+                log.info("%s %s=%s: merged into %s: the keys it does not name keep their values%s",
+                         source, path, raw.strip(), path, f" ({', '.join(kept)})" if kept else "")
+        else:
+            node[k] = value
     return data
 
 
@@ -281,8 +508,9 @@ def read_yaml(path: str | Path) -> dict:
     except yaml.YAMLError as e:
         raise ConfigError(str(p), "", f"invalid YAML (tags such as !!python/... are refused): "
                                       f"{' '.join(str(e).split())}") from None
-    if data is None:
-        data = {}
+    if data is None:  # was "name: is required" (a pipeline) or a missing training key
+        raise ConfigError(str(p), "", "the file is empty (or holds only comments); a config is a "
+                          "YAML mapping of its sections")
     if not isinstance(data, dict):
         raise ConfigError(str(p), "", "the top level must be a mapping")
     return data
@@ -290,7 +518,7 @@ def read_yaml(path: str | Path) -> dict:
 
 def load_config(cls: type[T], path: str | Path, overrides: typing.Iterable[str] = ()) -> T:
     """Read ``path``, apply overrides and build ``cls``; the one way configs enter the program."""
-    data = apply_overrides(read_yaml(path), overrides)
+    data = apply_overrides(read_yaml(path), overrides, schema=cls)
     try:
         return from_dict(cls, data, source=str(path))
     except ConfigError as err:
@@ -316,9 +544,18 @@ def signature_params(fn, skip: int) -> tuple[dict[str, Any], bool]:
     return named, any(p.kind is p.VAR_KEYWORD for p in params)
 
 
+def signature_annotations(fn, skip: int) -> dict[str, Any]:
+    """``{name: annotation}`` of ``fn``'s parameters after its first ``skip`` (as written: a
+    string under ``from __future__ import annotations``), for :func:`check_params`."""
+    params = list(inspect.signature(fn).parameters.values())[skip:]
+    return {p.name: p.annotation for p in params}
+
+
 def check_params(method: str, params: dict, valid: dict[str, Any], *, source: str = "",
-                 prefix: str = "reconstruct.params", extra: tuple[str, ...] = ()) -> None:
-    """Names of ``params`` against ``valid`` (did-you-mean) and their values (:func:`mrirecon.core.checks.param_problem`)."""
+                 prefix: str = "reconstruct.params", extra: tuple[str, ...] = (),
+                 annotations: dict[str, Any] | None = None) -> None:
+    """Names of ``params`` against ``valid`` (did-you-mean) and their values
+    (:func:`mrirecon.core.checks.param_problem`, with the signature's ``annotations``)."""
     for key, value in params.items():
         if key not in valid and key not in extra:
             close = difflib.get_close_matches(str(key), list(valid) + list(extra), n=1)
@@ -326,7 +563,8 @@ def check_params(method: str, params: dict, valid: dict[str, Any], *, source: st
             names = ", ".join(sorted(valid)) or "(none)"
             raise fail(source, f"{prefix}.{key}",
                         f"{method} has no parameter {key!r}{hint}; valid: {names}")
-        problem = param_problem(str(key), value, valid.get(key, inspect.Parameter.empty))
+        problem = param_problem(str(key), value, valid.get(key, inspect.Parameter.empty),
+                                (annotations or {}).get(key, inspect.Parameter.empty))
         if problem:
             raise fail(source, f"{prefix}.{key}", problem)
 

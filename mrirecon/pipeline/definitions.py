@@ -8,14 +8,19 @@ checkout; the checkout's top-level ``pipelines/`` is a link to that folder.
 from __future__ import annotations
 
 import logging
+import os
+import re
+from dataclasses import replace
 from importlib.resources import files
 from pathlib import Path
 
 import yaml
 
-from mrirecon.core.config import ConfigError, apply_overrides, from_dict, read_yaml
+from mrirecon.core.config import (ConfigError, apply_overrides, from_dict, load_yaml,
+                                  override_targets, overrides_list, read_yaml)
 from mrirecon.pipeline.schema import PipelineConfig, drop_removed_keys
-from mrirecon.pipeline.validate import canonical_method_params, validate_pipeline
+from mrirecon.pipeline.validate import (accepted_params, canonical_method_params,
+                                        validate_pipeline)
 
 # installed packages are plain folders (pip unpacks wheels), so the resource is a real path
 PIPELINES = Path(str(files("mrirecon").joinpath("pipelines")))
@@ -46,20 +51,40 @@ def training_config_path(name: str) -> Path:
                             f"config ({known})")
 
 
-def pipeline_path(name: str) -> Path:
-    """A pipeline definition: an existing YAML path, or a shipped one by name (``mri_cs``,
-    ``mri_cs.yaml`` and ``pipelines/mri_cs.yaml`` all name the shipped file)."""
-    p = Path(name)
-    if p.suffix in (".yaml", ".yml") and p.is_file():
-        return p
-    stem = p.stem if p.suffix in (".yaml", ".yml") else p.name
+def pipeline_path(name: str | os.PathLike) -> Path:
+    """A pipeline definition: a YAML file, or a shipped one by name (``mri_cs``, ``mri_cs.yaml``
+    and ``pipelines/mri_cs.yaml`` all name the shipped file). Such a name is refused as
+    ambiguous when a YAML file of that name is in the working directory too (``mri_cs`` ran the
+    shipped file, ``mri_cs.yaml`` the local one, and no record said which): ``./mri_cs.yaml``,
+    or any path with another folder, is the file."""
+    text = os.path.expanduser(os.fspath(name))
+    p = Path(text)
+    suffixed = p.suffix in (".yaml", ".yml")
+    stem = p.stem if suffixed else p.name
+    by_name = (not p.is_absolute() and not text.startswith(("./", "../"))
+               and p.parent in (Path("."), Path("pipelines")))
+    shipped = PIPELINES / f"{stem}.yaml" if by_name and stem in shipped_pipelines() else None
+    if suffixed:
+        local = [p] if p.is_file() else []
+    else:  # a bare name is a shipped name; a YAML file of that name is in its way
+        local = [q for q in (p.with_name(f"{p.name}.yaml"), p.with_name(f"{p.name}.yml"))
+                 if shipped is not None and q.is_file()]
+    local = [q for q in local if shipped is None or not os.path.samefile(q, shipped)]
+    if shipped is not None and local:
+        raise ValueError(f"pipeline {text!r} names both the shipped pipeline {shipped} and the file "
+                         f"{os.path.abspath(local[0])} (in the working directory); write "
+                         f"./{local[0].as_posix()} (or its absolute path) for the file, or rename "
+                         "it (or move it away) for the shipped pipeline")
+    if local or shipped is not None:
+        return local[0] if local else shipped
+    if p.is_file():  # was "pipeline 'pl/mine.txt' not found"
+        raise ValueError(f"pipeline file {text!r} is not a .yaml / .yml file; rename it "
+                         f"({p.with_suffix('.yaml')}) or give a shipped pipeline by name")
     q = PIPELINES / f"{stem}.yaml"
-    if stem in shipped_pipelines() and (p.parent == Path(".") or p.parent.name == "pipelines"):
-        return q
     if stem.startswith("train_") and q.is_file():
         raise FileNotFoundError(f"{name!r} is a training config: run it with `mrirecon train {q}`")
     known = ", ".join(shipped_pipelines())
-    raise FileNotFoundError(f"pipeline {name!r} not found: give a YAML file or a shipped pipeline "
+    raise FileNotFoundError(f"pipeline {text!r} not found: give a YAML file or a shipped pipeline "
                             f"({known})")
 
 
@@ -67,7 +92,7 @@ def _canonical_names(raw: dict, overrides: list[str], source: str) -> tuple[dict
     """Deprecated parameter names renamed separately in the file and in ``--set`` overrides
     (each warning names its source), so that an old-name override replaces a new-name value of
     the file instead of colliding with it."""
-    merged = apply_overrides(raw, overrides)
+    merged = apply_overrides(raw, overrides, quiet=True)
     rc = merged.get("reconstruct") if isinstance(merged, dict) else None
     method = rc.get("method") if isinstance(rc, dict) else None
     if not isinstance(method, str):
@@ -83,6 +108,12 @@ def _canonical_names(raw: dict, overrides: list[str], source: str) -> tuple[dict
         if sep and len(parts) == 3 and parts[:2] == ["reconstruct", "params"]:
             new = next(iter(canonical_method_params(method, {parts[2]: None}, "--set")))
             item = f"reconstruct.params.{new}={value}"
+        elif sep and parts == ["reconstruct", "params"] and isinstance(load_yaml(value), dict):
+            given = load_yaml(value)  # merged into the file's params: renamed likewise
+            params = canonical_method_params(method, given, "--set")
+            if list(params) != list(given):
+                item = "reconstruct.params=" + yaml.safe_dump(
+                    params, default_flow_style=True, width=10**6).strip()
         renamed.append(item)
     return raw, renamed
 
@@ -91,13 +122,15 @@ def _tables_of_the_method(raw: dict, data: dict, overrides: list[str], source: s
     """``data`` (the file ``raw`` after ``overrides``) without the file's per-acceleration /
     per-view tables when the overrides change ``reconstruct.method`` and set no table: the
     file's tables were tuned for its own method (``mri_cs``'s L1-wavelet iterations are no
-    CG-SENSE setting). Logged; ``params`` stay, as they always did."""
+    CG-SENSE setting). Logged; ``params`` stay, as they always did. (A table the overrides set
+    as a mapping replaces the file's: :func:`mrirecon.core.config.apply_overrides`.)"""
     from mrirecon.pipeline.param_tables import WHAT
 
     own, merged = (d.get("reconstruct") if isinstance(d, dict) else None for d in (raw, data))
     if not isinstance(own, dict) or not isinstance(merged, dict) \
             or not any(own.get(t) for t in WHAT) or merged.get("method") == own.get("method") \
-            or any(item.strip().startswith(tuple(f"reconstruct.{t}" for t in WHAT)) for item in overrides):
+            or any(k.split(".")[:2] in (["reconstruct", t] for t in WHAT)
+                   for item in overrides for k in override_targets(item)):
         return data
     dropped = [t for t in WHAT if own.get(t)]
     log.warning("%s: reconstruct.%s: tuned for %s, not used with reconstruct.method=%s", source,
@@ -117,7 +150,11 @@ def _weights_beside(data: dict, overrides: list[str], path: Path) -> dict:
 
     rc = data.get("reconstruct") if isinstance(data, dict) else None
     value = rc.get("weights") if isinstance(rc, dict) else None
-    keys = [o.split("=", 1)[0].strip() for o in overrides]
+    keys = [k for o in overrides for k in override_targets(o)]
+    if isinstance(value, str) and value.startswith("~"):  # weights: ~/x.pt (was not expanded)
+        value = os.path.expanduser(value)
+        data = {**data, "reconstruct": {**rc, "weights": value}}
+        rc = data["reconstruct"]
     if (not isinstance(value, str) or not value or Path(value).is_absolute()
             or rc.get("method") in recon.available()  # refused by the validation, by name
             or path.resolve().parent == PIPELINES.resolve()
@@ -133,30 +170,48 @@ def _weights_beside(data: dict, overrides: list[str], path: Path) -> dict:
     return {**data, "reconstruct": {**rc, "weights": str(found)}}
 
 
-def load_pipeline(name: str, overrides: list[str] = ()) -> tuple[PipelineConfig, str]:
+def load_pipeline(name: str | os.PathLike, overrides: list[str] = ()) -> tuple[PipelineConfig, str]:
     """``(config, yaml text)`` of a pipeline after ``key.path=value`` overrides; errors name the
     file and the key; settings that change nothing are logged (:func:`load_pipeline_warned`)."""
-    config, text, _ = load_pipeline_warned(name, overrides)
+    config, text, _ = load_pipeline_warned(name, overrides_list(overrides, "load_pipeline"))
     return config, text
 
 
-def load_pipeline_warned(name: str, overrides: list[str] = ()
+def _unknown_key_hint(err: ConfigError, data: dict) -> ConfigError:
+    """``err`` with a hint when its unknown key ``reconstruct.NAME`` is a parameter of the
+    method (``reconstruct: {lam: 0.01}``): it belongs under ``reconstruct.params``."""
+    m = re.fullmatch(r"reconstruct\.([^.]+)", err.key or "")
+    rc = data.get("reconstruct") if isinstance(data, dict) else None
+    method = rc.get("method", "cg_sense") if isinstance(rc, dict) else None
+    if m is None or not err.message.startswith("unknown key") or not isinstance(method, str) \
+            or m.group(1) not in (accepted_params(method) or ()):
+        return err
+    return ConfigError(err.source, err.key, f"{err.message}; {m.group(1)} is a parameter of "
+                       f"{method}: give it under reconstruct.params (reconstruct.params."
+                       f"{m.group(1)})")
+
+
+def load_pipeline_warned(name: str | os.PathLike, overrides: list[str] = ()
                          ) -> tuple[PipelineConfig, str, list[str]]:
     """:func:`load_pipeline` and its config-level warnings, each also logged: the settings the
     user chose that change nothing under the rest of the config
-    (:func:`mrirecon.pipeline.inert.inert_warnings`), for ``provenance.json``."""
+    (:func:`mrirecon.pipeline.inert.inert_warnings`), for ``provenance.json``. The config
+    records the file it was read from (``pipeline_file``)."""
     from mrirecon.pipeline.inert import inert_warnings
 
+    overrides = overrides_list(overrides, "load_pipeline")
     path = pipeline_path(name)
     raw = read_yaml(path)
-    raw, overrides = _canonical_names(raw, list(overrides), str(path))
-    data = _tables_of_the_method(raw, apply_overrides(raw, overrides), overrides, str(path))
+    raw, overrides = _canonical_names(raw, overrides, str(path))
+    data = apply_overrides(raw, overrides, schema=PipelineConfig)
+    data = _tables_of_the_method(raw, data, overrides, str(path))
     data = drop_removed_keys(data, str(path))
     data = _weights_beside(data, overrides, path)
     try:
         config = validate_pipeline(from_dict(PipelineConfig, data, source=str(path)), str(path))
     except ConfigError as err:
-        raise err.blamed_on(overrides) from None
+        raise _unknown_key_hint(err, data).blamed_on(overrides) from None
+    config = replace(config, pipeline_file=str(path.resolve()))
     shipped = path.resolve().parent == PIPELINES.resolve()
     warned = inert_warnings(config, overrides, str(path), shipped)
     for msg in warned:

@@ -18,7 +18,7 @@ pipeline, and for a pipeline file of one's own also every key whose value differ
 schema's default. Cases that need the data (``max_cropped_energy`` on radial data, a
 ``calib_width`` wider than the centre band, ``fbp`` ``short_scan`` on parallel-beam data) are
 not judged here: the config alone cannot tell. The stages note them per input
-(:func:`mrirecon.pipeline.stages_mri.calibration_notes`, ``CTStages.data_messages``).
+(:func:`mrirecon.pipeline.inert_data.calibration_notes`, ``CTStages.data_messages``).
 """
 
 from __future__ import annotations
@@ -224,11 +224,17 @@ def _override_keys(item: str) -> list[str]:
 
 
 def user_keys(config: PipelineConfig, overrides: list[str], source: str,
-              shipped: bool) -> dict[str, str]:
+              shipped: bool, base: PipelineConfig | None = None) -> dict[str, str]:
     """``{dotted key: where it came from}`` of the settings the user chose: the ``--set``
-    overrides (``--set over <source>``) and, when ``source`` is not a shipped pipeline, every
-    key of the file whose value differs from the schema's default (``source``)."""
+    overrides (``--set over <source>``), the keys whose values differ from ``base`` (the
+    pipeline as loaded, for a config changed in code: ``source``) and, when ``source`` is not a
+    shipped pipeline, every key of the file whose value differs from the schema's default
+    (``source``)."""
     said = {k: f"--set over {source}" for item in overrides for k in _override_keys(item)}
+    if base is not None:
+        theirs = _leaves(to_dict(base), "")
+        said.update({k: source for k, v in _leaves(to_dict(config), "").items()
+                     if k not in said and theirs.get(k, object()) != v})
     if shipped:
         return said
     default = _leaves(to_dict(PipelineConfig(name=config.name, modality=config.modality)), "")
@@ -287,10 +293,10 @@ def inert_rule(config: PipelineConfig, key: str) -> Rule | None:
 
 
 def inert_warnings(config: PipelineConfig, overrides: list[str], source: str,
-                   shipped: bool) -> list[str]:
+                   shipped: bool, base: PipelineConfig | None = None) -> list[str]:
     """One warning per setting the user chose (:func:`user_keys`) that changes nothing under
     the rest of ``config`` (:data:`RULES`, :data:`PARAM_RULES`), in the config's order."""
-    chosen = user_keys(config, overrides, source, shipped)
+    chosen = user_keys(config, overrides, source, shipped, base)
     out = []
     for key, value in _leaves(to_dict(config), "").items() if chosen else ():
         if key not in chosen:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import glob
 import hashlib
 import io
 import json
@@ -26,10 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mrirecon.data.dataset import DATA_SUFFIXES, list_data_files
 from mrirecon.core.device import resolve_device
-from mrirecon.io.atomic import NAME_MAX, atomic_write_text
+from mrirecon.io.atomic import atomic_write_text
 from mrirecon.core.config import to_dict
+from mrirecon.pipeline.inputs import (INPUT_SUFFIXES, _warn_dicom_beside,  # noqa: F401
+                                      check_name_lengths, expand_inputs, input_list, output_names)
 from mrirecon.pipeline.output_files import (SUPERSEDED, commit_outputs, drop_superseded,
                                             few, fingerprint, moved_by_commit, set_aside)
 from mrirecon.pipeline.report import VolumeResult, display_name, write_report
@@ -41,128 +41,6 @@ from mrirecon.pipeline.run_state import (check_other_inputs, lock_output, paired
 from mrirecon.pipeline.schema import PipelineConfig
 
 log = logging.getLogger("mrirecon.pipeline")
-
-INPUT_SUFFIXES = (".h5", ".hdf5", ".mrd", ".dcm")
-
-
-def _any_dicom(entries: list[Path]) -> bool:
-    from mrirecon.io.dicom_read import looks_like_dicom  # pydicom only when a folder needs it
-
-    return any(looks_like_dicom(f) for f in entries)
-
-
-def _warn_dicom_beside(folder: Path, others: list[Path]) -> None:
-    """Say that the DICOM files among ``others`` (the non-HDF5 files of an input folder whose HDF5
-    files are the inputs) are not read: a series is read from a folder of its own, and a series
-    loose beside HDF5 files was dropped without a word (exit 0, one input fewer)."""
-    if not others:
-        return
-    from mrirecon.io.dicom_read import looks_like_dicom  # pydicom only when a folder needs it
-
-    dicom = [f.name for f in others if looks_like_dicom(f)]
-    if dicom:
-        log.warning("input folder %s: %d DICOM file(s) beside its HDF5 files are not read (%s): a "
-                    "DICOM series is read from a folder of its own; move them into a subfolder "
-                    "and pass that as an input too", folder, len(dicom),
-                    ", ".join(dicom[:3]) + (", ..." if len(dicom) > 3 else ""))
-
-
-def expand_inputs(inputs: list[str], exclude: Path | None = None) -> list[Path]:
-    """Files, folders (their HDF5 files, or a DICOM series folder) and glob patterns -> paths.
-
-    ``exclude``: the run's output folder, which a pattern may match (``--input 'in/*' --output
-    in/out``) and which is never an input."""
-    out: list[Path] = []
-    skip = None if exclude is None else Path(os.path.abspath(exclude))
-    for item in inputs:
-        pattern = any(c in item for c in "*?[") and not os.path.lexists(item)  # 'scan[1].h5' is a name
-        matches = sorted(glob.glob(item)) if pattern else [item]
-        if not matches:
-            raise FileNotFoundError(f"input {item!r} matches no file")
-        for m in matches:
-            p = Path(m)
-            if pattern and skip is not None and (Path(os.path.abspath(p)) == skip
-                                                 or skip in Path(os.path.abspath(p)).parents):
-                continue  # the output folder this run created matched the pattern
-            if p.is_dir():
-                entries = sorted(p.iterdir())
-                # a dangling link stays in: it fails by name ("cannot read the input")
-                files = list_data_files(p, log=log, what="input folder",
-                                        advice=f"pass them as inputs too, e.g. '{p}/*'")
-                subfolders = [f.name for f in entries if f.is_dir()]
-                others = [f.name for f in entries if f.is_file()]
-                if files:
-                    out.extend(files)
-                    _warn_dicom_beside(p, [f for f in entries if f.is_file() and f.suffix.lower()
-                                           not in DATA_SUFFIXES])
-                elif subfolders and not _any_dicom(entries):
-                    # a study folder (README, DICOMDIR, series in subfolders) is no series itself
-                    raise FileNotFoundError(
-                        f"input folder {p} holds no HDF5 or DICOM files, only "
-                        + (f"{len(others)} other file(s) ({', '.join(others[:3])}) and " if others else "")
-                        + f"subfolders ({', '.join(subfolders[:5])}), which are not searched: pass "
-                        f"them as inputs, e.g. '{p}/*'")
-                elif others:
-                    out.append(p)  # a DICOM series folder
-                else:
-                    raise FileNotFoundError(f"input folder {p} holds no HDF5 or DICOM files")
-            elif p.is_file():
-                out.append(p)
-            elif p.exists():  # a FIFO, socket or device would block or never end: never open it
-                raise ValueError(f"input {p} is not a regular file or folder (FIFO, socket or "
-                                 "device); pass the data files themselves")
-            else:
-                raise FileNotFoundError(f"input {p} does not exist")
-    seen, unique = set(), []
-    for p in out:
-        if p.resolve() not in seen:
-            seen.add(p.resolve())
-            unique.append(p)
-    return unique
-
-
-def output_names(files: list[Path]) -> list[str]:
-    """One output name per input: its path relative to the inputs' common folder, without the
-    file suffix (``a/same.h5``, ``b/same.h5`` -> ``a/same``, ``b/same``; a single folder's files
-    -> their stems). Two inputs that would still share a name are refused before any work."""
-    if not files:
-        return []
-    absolute = [Path(os.path.abspath(p)) for p in files]
-    root = Path(os.path.commonpath([str(p.parent) for p in absolute]))
-    names = []
-    for p in absolute:
-        rel = p.relative_to(root)
-        rel = rel if p.is_dir() else rel.with_name(p.stem)
-        names.append(rel.as_posix())
-    seen: dict[str, Path] = {}
-    for name, p in zip(names, files):
-        if name in seen:
-            raise ValueError(f"inputs {seen[name]} and {p} would both write outputs named {name!r}; "
-                             "rename one or run them separately")
-        seen[name] = p
-    return names
-
-
-def check_name_lengths(config: PipelineConfig, files: list[Path], names: list[str],
-                       output: Path) -> None:
-    """Refuse, before any work, an input whose outputs would have a file name longer than the
-    output folder's file system allows (the input's name plus ``.nii.gz``, ``.json`` of its
-    status record, ...): each failed with "File name too long" after its reconstruction."""
-    suffixes = [".json"]  # the status record, always
-    suffixes += [s for fmt, s in (("hdf5", ".h5"), ("nifti", ".nii.gz")) if fmt in config.export.formats]
-    if config.adapt.enabled and config.adapt.save_weights:
-        suffixes += [".yaml"]
-    longest = max(suffixes, key=len)
-    try:
-        limit = os.pathconf(output, "PC_NAME_MAX")
-    except (OSError, ValueError):
-        limit = NAME_MAX
-    for path, name in zip(files, names):
-        last = name.rsplit("/", 1)[-1] + longest
-        if len(os.fsencode(last)) > limit:
-            raise ValueError(f"input {path}: its outputs would be named {last[:24]}...{last[-24:]} "
-                             f"({len(os.fsencode(last))} bytes), longer than the {limit} bytes a "
-                             f"file name may have in {output}; rename the input (shorter)")
 
 
 def config_sha256(config: PipelineConfig) -> str:
@@ -246,21 +124,41 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"{name} in the environment must be an integer, got {text!r}") from None
 
 
-def run_pipeline(config: PipelineConfig, inputs: list[str], output: str | Path, *,
-                 resume: bool = False, device: str | None = None, progress: bool = True,
-                 config_text: str = "", rank: int | None = None, world: int | None = None,
-                 replace_others: bool = False, config_warnings: list[str] = ()) -> int:
+def run_pipeline(config: PipelineConfig, inputs: list[str] | str | os.PathLike,
+                 output: str | Path, *, resume: bool = False, device: str | None = None,
+                 progress: bool = True, config_text: str = "", rank: int | None = None,
+                 world: int | None = None, replace_others: bool = False,
+                 config_warnings: list[str] | None = None) -> int:
     """Run ``config`` on ``inputs``, writing under ``output``; returns the exit code (0 = all ok).
 
     ``rank``/``world`` default to the ``torchrun`` environment (``RANK``, ``WORLD_SIZE``). The
     output folder is locked for the run (per rank): a second run into it is refused. An output
     folder that holds outputs of inputs not in ``inputs`` is refused, or, with
     ``replace_others`` (``run --prune``; the demo, which owns its folders), those outputs are
-    deleted. ``config_warnings`` (the config's, logged at load) go into ``provenance.json``.
+    deleted. ``config_warnings`` (the config's, logged at load) go into ``provenance.json``;
+    without them (a call from Python) the settings that change nothing are judged here, as at
+    load. ``config_text`` (the report's Configuration) defaults to the config as YAML.
     """
-    from mrirecon.pipeline.validate import validate_pipeline
+    from mrirecon.pipeline.validate import tables_of_the_method, validate_pipeline
 
+    if not isinstance(config, PipelineConfig):  # a dict: AttributeError deep inside
+        raise TypeError(f"run_pipeline: config must be a PipelineConfig, got "
+                        f"{type(config).__name__}: load one with mrirecon.pipeline.definitions."
+                        "load_pipeline(name_or_path, overrides)[0], or build it from the "
+                        "dataclasses of mrirecon.pipeline.schema")
+    inputs = input_list(inputs)
+    # a method changed in code after loading: its tables dropped, with a warning in the record
+    config, dropped = tables_of_the_method(config)
     config = validate_pipeline(config)  # also for configs built in code, before any input is read
+    if config_warnings is None:
+        config_warnings = _code_config_warnings(config)
+    config_warnings = [*dropped, *config_warnings]
+    for msg in dropped:
+        log.warning("%s", msg)
+    if not config_text:
+        import yaml
+
+        config_text = yaml.safe_dump(to_dict(config), sort_keys=False)
     output = Path(output)
     if world is None:
         world = _env_int("WORLD_SIZE", 1)
@@ -291,6 +189,27 @@ def run_pipeline(config: PipelineConfig, inputs: list[str], output: str | Path, 
         lock.close()
 
 
+def _code_config_warnings(config: PipelineConfig) -> list[str]:
+    """The settings of a config passed from Python (without the warnings of
+    ``load_pipeline_warned``, which the CLI hands over) that change nothing, logged
+    (:func:`mrirecon.pipeline.inert.inert_warnings`): those that differ from the shipped
+    pipeline it was loaded from, or, for a file of one's own or a config built in code, from
+    the schema's defaults, as ``mrirecon run`` judges them."""
+    from mrirecon.pipeline.definitions import PIPELINES, load_pipeline
+    from mrirecon.pipeline.inert import inert_warnings
+
+    source, base = config.pipeline_file, None
+    shipped = source is not None and Path(source).parent == PIPELINES.resolve()
+    if shipped:
+        base = load_pipeline(source)[0]
+    origin = (f"the config passed to run_pipeline (loaded from {source})" if shipped
+              else source or "the config passed to run_pipeline")
+    warned = inert_warnings(config, [], origin, shipped, base)
+    for msg in warned:
+        log.warning("%s", msg)
+    return warned
+
+
 def _run_locked(config: PipelineConfig, inputs: list[str], output: Path, *, resume: bool,
                 device: str | None, progress: bool, config_text: str, rank: int, world: int,
                 replace_others: bool = False, config_warnings: list[str] = ()) -> int:
@@ -305,8 +224,9 @@ def _run_locked(config: PipelineConfig, inputs: list[str], output: Path, *, resu
     names = output_names(files)
     check_name_lengths(config, files, names, output)
     mine = list(zip(files, names))[rank::world]
-    log.info("pipeline %s: %d input(s), %d on rank %d/%d, device %s", config.name, len(files),
-             len(mine), rank, world, dev)
+    log.info("pipeline %s (%s): %d input(s), %d on rank %d/%d, device %s", config.name,
+             config.pipeline_file or "a config built in code", len(files), len(mine), rank,
+             world, dev)
     t_start = time.time()
     if replace_others:
         pruned = remove_other_inputs(output, names)
@@ -478,6 +398,7 @@ def _write_run_files(config, output: Path, files, results, t_start, rank, world,
     hashes = hashes or {}
     provenance = {
         "pipeline": config.name,
+        "pipeline_file": config.pipeline_file,  # the file that ran (None: built in code)
         "config": to_dict(config),
         "config_sha256": config_sha256(config),
         "config_warnings": list(config_warnings),  # settings that change nothing (pipeline/inert.py)

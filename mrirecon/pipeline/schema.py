@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from mrirecon.core.config import INTERNAL
 from mrirecon.training.adapt import AdaptConfig as AdaptSettings
 
 #: ``{dotted key: why it went}``: accepted with a FutureWarning for one release, then refused.
@@ -112,6 +113,11 @@ class ReconstructConfig:
     #: hold only its card's ``overridable`` settings (:mod:`mrirecon.pipeline.param_tables`)
     params_by_acceleration: dict[float, dict[str, Any]] = field(default_factory=dict)
     params_by_views: dict[int, dict[str, Any]] = field(default_factory=dict)
+    #: not a YAML key: ``(method, tables)`` the tables above were validated with, so that a
+    #: config whose method was changed in code (``dataclasses.replace``) does not run the old
+    #: method's tables (:func:`mrirecon.pipeline.validate.tables_of_the_method`)
+    tables_tuned_for: tuple | None = field(default=None, compare=False, repr=False,
+                                           metadata={INTERNAL: True})
 
 
 @dataclass(frozen=True)
@@ -176,3 +182,7 @@ class PipelineConfig:
     export: ExportConfig = field(default_factory=ExportConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     device: Literal["cpu", "cuda", "auto"] = "cpu"
+    #: not a YAML key: the pipeline file this config was loaded from (``load_pipeline``), for
+    #: the run log and ``provenance.json``; ``None`` for a config built in code
+    pipeline_file: str | None = field(default=None, compare=False, repr=False,
+                                      metadata={INTERNAL: True})

@@ -22,7 +22,7 @@ import torch
 import yaml
 from torch import nn
 
-from mrirecon.core.config import ConfigError, load_config, to_dict
+from mrirecon.core.config import ConfigError, load_config, overrides_list, to_dict
 from mrirecon.io.atomic import atomic_write_text
 from mrirecon.io.weights import write_weights
 from mrirecon.training.config import TrainConfig
@@ -157,7 +157,7 @@ def train_from_config(
     """
     from mrirecon.training.validate import validate_training
 
-    overrides = list(overrides)
+    overrides = overrides_list(overrides, "train_from_config")  # a string: a TypeError
     cfg = validate_training(load_config(TrainConfig, path, overrides), str(path))
     out = Path(cfg.output_dir)
     now = to_dict(cfg)

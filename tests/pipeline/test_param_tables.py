@@ -165,11 +165,12 @@ def test_a_new_method_leaves_the_files_tables_behind(caplog):
 
 def test_a_dotted_override_replaces_or_extends_the_numbered_entry():
     """YAML's ``30:`` is the integer 30, a dotted ``--set`` names it "30": the override must reach
-    that entry (replace it, or one of its settings), not add a twin that merges into it."""
+    that entry (one of its settings, or a mapping merged into it), not add a twin that merges
+    into it."""
     config, _ = load_pipeline("ct_tv", ["reconstruct.params_by_views.60.lam=20"])
     assert config.reconstruct.params_by_views == {30: {"lam": 7.0, "rho": 0.01}, 60: {"lam": 20, "rho": 0.02}}
     config, _ = load_pipeline("ct_tv", ["reconstruct.params_by_views.60={lam: 20}"])
-    assert config.reconstruct.params_by_views[60] == {"lam": 20}
+    assert config.reconstruct.params_by_views[60] == {"lam": 20, "rho": 0.02}  # merged
 
 
 def test_a_learned_table_needs_weights_with_a_card():

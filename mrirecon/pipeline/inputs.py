@@ -1,0 +1,160 @@
+"""The inputs of a run: paths, folders and glob patterns -> input files, and their output names.
+
+:func:`expand_inputs` turns ``--input`` values (files, folders of HDF5 files, DICOM series
+folders, glob patterns; one path from Python) into input paths, :func:`output_names` gives each
+its output name, and :func:`check_name_lengths` refuses names the output file system cannot
+hold, all before any input is read (:func:`mrirecon.pipeline.runner.run_pipeline`).
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from pathlib import Path
+
+from mrirecon.data.dataset import DATA_SUFFIXES, list_data_files
+from mrirecon.io.atomic import NAME_MAX
+from mrirecon.pipeline.schema import PipelineConfig
+
+log = logging.getLogger("mrirecon.pipeline")
+
+INPUT_SUFFIXES = (".h5", ".hdf5", ".mrd", ".dcm")
+
+
+def _any_dicom(entries: list[Path]) -> bool:
+    from mrirecon.io.dicom_read import looks_like_dicom  # pydicom only when a folder needs it
+
+    return any(looks_like_dicom(f) for f in entries)
+
+
+def _warn_dicom_beside(folder: Path, others: list[Path]) -> None:
+    """Say that the DICOM files among ``others`` (the non-HDF5 files of an input folder whose HDF5
+    files are the inputs) are not read: a series is read from a folder of its own, and a series
+    loose beside HDF5 files was dropped without a word (exit 0, one input fewer)."""
+    if not others:
+        return
+    from mrirecon.io.dicom_read import looks_like_dicom  # pydicom only when a folder needs it
+
+    dicom = [f.name for f in others if looks_like_dicom(f)]
+    if dicom:
+        log.warning("input folder %s: %d DICOM file(s) beside its HDF5 files are not read (%s): a "
+                    "DICOM series is read from a folder of its own; move them into a subfolder "
+                    "and pass that as an input too", folder, len(dicom),
+                    ", ".join(dicom[:3]) + (", ..." if len(dicom) > 3 else ""))
+
+
+def input_list(inputs, who: str = "run_pipeline") -> list[str]:
+    """``inputs`` as a list of path strings: one path (``"data/ct"``, ``Path(...)``) is a list
+    of one (a string was taken apart character by character: "input d does not exist");
+    anything else that is no path is a ``TypeError`` naming the argument."""
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    try:
+        items = list(inputs)
+    except TypeError:
+        raise TypeError(f"{who}: inputs must be a path or a list of paths (files, folders or glob "
+                        f"patterns), got {type(inputs).__name__}") from None
+    bad = [i for i in items if not isinstance(i, (str, os.PathLike))]
+    if bad:
+        raise TypeError(f"{who}: inputs must be paths (str or pathlib.Path), got "
+                        f"{type(bad[0]).__name__} {bad[0]!r}")
+    return [os.fspath(i) for i in items]
+
+
+def expand_inputs(inputs: list[str], exclude: Path | None = None) -> list[Path]:
+    """Files, folders (their HDF5 files, or a DICOM series folder) and glob patterns -> paths.
+
+    ``exclude``: the run's output folder, which a pattern may match (``--input 'in/*' --output
+    in/out``) and which is never an input."""
+    out: list[Path] = []
+    skip = None if exclude is None else Path(os.path.abspath(exclude))
+    for item in input_list(inputs, "expand_inputs"):
+        pattern = any(c in item for c in "*?[") and not os.path.lexists(item)  # 'scan[1].h5' is a name
+        matches = sorted(glob.glob(item)) if pattern else [item]
+        if not matches:
+            raise FileNotFoundError(f"input {item!r} matches no file")
+        for m in matches:
+            p = Path(m)
+            if pattern and skip is not None and (Path(os.path.abspath(p)) == skip
+                                                 or skip in Path(os.path.abspath(p)).parents):
+                continue  # the output folder this run created matched the pattern
+            if p.is_dir():
+                entries = sorted(p.iterdir())
+                # a dangling link stays in: it fails by name ("cannot read the input")
+                files = list_data_files(p, log=log, what="input folder",
+                                        advice=f"pass them as inputs too, e.g. '{p}/*'")
+                subfolders = [f.name for f in entries if f.is_dir()]
+                others = [f.name for f in entries if f.is_file()]
+                if files:
+                    out.extend(files)
+                    _warn_dicom_beside(p, [f for f in entries if f.is_file() and f.suffix.lower()
+                                           not in DATA_SUFFIXES])
+                elif subfolders and not _any_dicom(entries):
+                    # a study folder (README, DICOMDIR, series in subfolders) is no series itself
+                    raise FileNotFoundError(
+                        f"input folder {p} holds no HDF5 or DICOM files, only "
+                        + (f"{len(others)} other file(s) ({', '.join(others[:3])}) and " if others else "")
+                        + f"subfolders ({', '.join(subfolders[:5])}), which are not searched: pass "
+                        f"them as inputs, e.g. '{p}/*'")
+                elif others:
+                    out.append(p)  # a DICOM series folder
+                else:
+                    raise FileNotFoundError(f"input folder {p} holds no HDF5 or DICOM files")
+            elif p.is_file():
+                out.append(p)
+            elif p.exists():  # a FIFO, socket or device would block or never end: never open it
+                raise ValueError(f"input {p} is not a regular file or folder (FIFO, socket or "
+                                 "device); pass the data files themselves")
+            else:
+                raise FileNotFoundError(f"input {p} does not exist")
+    seen, unique = set(), []
+    for p in out:
+        if p.resolve() not in seen:
+            seen.add(p.resolve())
+            unique.append(p)
+    return unique
+
+
+def output_names(files: list[Path]) -> list[str]:
+    """One output name per input: its path relative to the inputs' common folder, without the
+    file suffix (``a/same.h5``, ``b/same.h5`` -> ``a/same``, ``b/same``; a single folder's files
+    -> their stems). Two inputs that would still share a name are refused before any work."""
+    if not files:
+        return []
+    absolute = [Path(os.path.abspath(p)) for p in files]
+    root = Path(os.path.commonpath([str(p.parent) for p in absolute]))
+    names = []
+    for p in absolute:
+        rel = p.relative_to(root)
+        rel = rel if p.is_dir() else rel.with_name(p.stem)
+        names.append(rel.as_posix())
+    seen: dict[str, Path] = {}
+    for name, p in zip(names, files):
+        if name in seen:
+            raise ValueError(f"inputs {seen[name]} and {p} would both write outputs named {name!r}; "
+                             "rename one or run them separately")
+        seen[name] = p
+    return names
+
+
+def check_name_lengths(config: PipelineConfig, files: list[Path], names: list[str],
+                       output: Path) -> None:
+    """Refuse, before any work, an input whose outputs would have a file name longer than the
+    output folder's file system allows (the input's name plus ``.nii.gz``, ``.json`` of its
+    status record, ...): each failed with "File name too long" after its reconstruction."""
+    suffixes = [".json"]  # the status record, always
+    suffixes += [s for fmt, s in (("hdf5", ".h5"), ("nifti", ".nii.gz")) if fmt in config.export.formats]
+    if config.adapt.enabled and config.adapt.save_weights:
+        suffixes += [".yaml"]
+    longest = max(suffixes, key=len)
+    try:
+        limit = os.pathconf(output, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = NAME_MAX
+    for path, name in zip(files, names):
+        last = name.rsplit("/", 1)[-1] + longest
+        if len(os.fsencode(last)) > limit:
+            raise ValueError(f"input {path}: its outputs would be named {last[:24]}...{last[-24:]} "
+                             f"({len(os.fsencode(last))} bytes), longer than the {limit} bytes a "
+                             f"file name may have in {output}; rename the input (shorter)")
