@@ -2,9 +2,9 @@
 
 ``mrirecon train CONFIG.yaml`` trains a reconstruction network from a YAML config (short for
 ``mrirecon train config CONFIG.yaml``). The other subcommands rebuild the shipped priors and
-helper networks that are not trained from a config; each writes a ``.pt`` (``gmm``, ``perceptual``,
-``radial``, ``staged_ct`` and ``primal_dual_ct`` also its card; the shipped cards of the others
-record their commands):
+helper networks that are not trained from a config; each writes a ``.pt`` and its card beside it
+(``.yaml``: the command, seed, steps, wall time and threads of the run; rebuilt over an earlier
+card, only that card's descriptive sections are kept, :func:`mrirecon.training.run_card.rebuilt_card`):
 
 ==============================  ===========================================================
 ``mrirecon train denoiser``     ``pnp_dncnn_brain_sim``: residual DnCNN on noisy MNI152 slices
@@ -180,9 +180,9 @@ def add_train(subparsers: argparse._SubParsersAction,
 
     for kind, fn, help_, out_help, show, choices in (
             ("denoiser", train_denoiser, "the PnP denoiser pnp_dncnn_brain_sim",
-             "output .pt (state_dict of a PnPADMM)", None, None),
+             "output .pt (state_dict of a PnPADMM; the card is written as .yaml beside it)", None, None),
             ("prior", train_prior, "the generic DPIR prior pnp_dncnn_diverse",
-             "output .pt (state_dict of a PnPDPIR)", None, None),
+             "output .pt (state_dict of a PnPDPIR; the card is written as .yaml beside it)", None, None),
             ("gmm", fit_and_save, "the EPLL patch mixture patch_gmm (EM)",
              "output .pt (the card is written as .yaml beside it)", "training", None),
             ("perceptual", train_and_save, "the perceptual loss's feature network",
@@ -191,11 +191,11 @@ def add_train(subparsers: argparse._SubParsersAction,
              "output stem (writes STEM.pt and STEM.yaml)", "metrics_held_out",
              {"model": sorted(RADIAL_MODELS), "maps": RADIAL_MAPS}),
             ("modl", train_modl, "MoDL at the fastMRI deployment geometry (modl_fastmri_diverse)",
-             "output .pt (the best-on-validation state_dict, written as training runs)", None,
+             "output .pt (the best-on-validation state_dict, written as training runs, and its card)", None,
              None),
             ("varnet", train_varnet,
              "E2E-VarNet at the fastMRI deployment geometry (varnet_fastmri_diverse)",
-             "output .pt (the best-on-validation state_dict in float16, written as training runs)", None,
+             "output .pt (the best-on-validation state_dict in float16, written as training runs, and its card)", None,
              None),
             ("staged_ct", train_staged_ct, "the sparse-view CT model staged_ct_lodopab",
              "output .pt (the card is written as .yaml beside it)", "training", None),

@@ -26,7 +26,7 @@ class DataConfig:
     modality: Literal["mri", "ct"] = "mri"
     mask: MaskConfig = field(default_factory=MaskConfig)
     sample_rate: float = 1.0
-    num_workers: int = 0
+    num_workers: int = 0  # has no effect (the trainer loads in-process); warned at load
     maps: Literal["espirit", "walsh", "learned"] = "learned"
     ct_views: int | None = None
     ct_photons: float | None = None

@@ -477,12 +477,14 @@ def load_init(model, path: Path, kind: str = "staged_ct",
 
 def card_command(kind: str, out: Path, args: dict) -> str:
     """The ``mrirecon train KIND`` command line of a run with keyword arguments ``args`` (for its
-    card); ``True`` becomes a bare flag, a tuple its items."""
-    def value(v) -> str:
-        return "" if v is True else " " + (" ".join(map(str, v)) if isinstance(v, (tuple, list)) else str(v))
+    card); ``True`` becomes a bare flag, ``False`` ``--no-FLAG``, a tuple its items."""
+    def option(k, v) -> str:
+        flag = k.replace("_", "-")
+        if isinstance(v, bool):
+            return f"--{flag}" if v else f"--no-{flag}"
+        return f"--{flag} " + (" ".join(map(str, v)) if isinstance(v, (tuple, list)) else str(v))
 
-    return f"mrirecon train {kind} --out {out} " + " ".join(
-        f"--{k.replace('_', '-')}" + value(v) for k, v in args.items())
+    return f"mrirecon train {kind} --out {out} " + " ".join(option(k, v) for k, v in args.items())
 
 
 #: What a continued run's card keeps of the run it started from (``training.first_run``).

@@ -10,8 +10,10 @@ phase), rescaled so that their peak magnitude is ``U(0.6, 1.2)`` (PnP models sca
 per real and imaginary part. Loss: mean squared error on random ``patch x patch`` crops.
 
 Run ``mrirecon train denoiser --out mrirecon/weights/pnp_dncnn_brain_sim.pt``; it saves the ``state_dict`` of a :class:`~mrirecon.models.pnp.PnPADMM` (its only
-parameters are the denoiser's) and prints a JSON summary (steps, wall time, final loss). The
-model card is written separately (it records held-out metrics from ``run_bench``).
+parameters are the denoiser's) with its card beside it (``.yaml``: command, steps, wall time; the
+descriptive sections and ADMM settings of a card already there for the same denoiser,
+:func:`~mrirecon.training.run_card.rebuilt_card`; held-out metrics are added after an
+evaluation) and prints a JSON summary (steps, wall time, final loss).
 """
 
 from __future__ import annotations
@@ -103,9 +105,12 @@ def train_denoiser(
     (data simulation not counted), whichever comes first; the learning rate drops tenfold at
     80 % of the time budget. Returns a summary dict (steps, wall times, loss, data).
     """
+    args = {k: v for k, v in locals().items() if k not in ("out", "threads")}  # for the card
     from mrirecon.models.pnp.pnp import PnPADMM
     from mrirecon.training.optim import require_steps
+    from mrirecon.training.run_card import earlier_card
 
+    earlier = earlier_card(out)  # before this run replaces the weights it describes
     if patch > min(size):  # refused before the simulation, not by torch.randint mid-training
         raise ValueError(f"train denoiser: --patch {patch} is larger than the {size[0]} x {size[1]} "
                          f"training slices (--size); give at most {min(size)}")
@@ -139,8 +144,7 @@ def train_denoiser(
     wall = time.perf_counter() - t1
     require_steps("denoiser", step, f"--max-seconds {max_seconds:g} / --max-steps {max_steps}", out)
     model = PnPADMM(denoiser.eval())
-    write_weights(out, model.state_dict(), None)
-    return {
+    summary = {
         "steps": step,
         "wall_time_s": round(wall, 1),
         "data_time_s": round(t_data, 1),
@@ -149,3 +153,53 @@ def train_denoiser(
         "volumes": volumes, "slices": slices, "size": list(size), "data_seed": data_seed,
         "seed": seed, "batch": batch, "patch": patch, "lr": lr, "threads": threads,
     }
+    write_weights(out, model.state_dict(), _card(out, {"threads": threads, **args}, summary, earlier))
+    return summary
+
+
+def _card(out, args: dict, summary: dict, earlier: dict | None) -> dict:
+    """The card of a ``train denoiser`` run (:func:`~mrirecon.training.run_card.rebuilt_card`:
+    an ``earlier`` card of the same denoiser keeps its descriptive sections and ADMM settings,
+    never its run record, tuning or metrics)."""
+    import inspect
+    import platform
+
+    from mrirecon.models.backbones.dncnn import DnCNN
+    from mrirecon.training.ct_staged import card_command
+    from mrirecon.training.run_card import trainer_card
+
+    a = args
+    defaults = {k: p.default for k, p in inspect.signature(DnCNN).parameters.items()}
+    # as the shipped card writes them: the settings that differ from DnCNN's defaults
+    dncnn = {k: v for k, v in DENOISER_PARAMS.items() if defaults.get(k) != v}
+    training = {
+        "command": card_command("denoiser", Path(out), args), "seed": a["seed"],
+        "steps": summary["steps"], "wall_time_s": summary["wall_time_s"],
+        "data_time_s": summary["data_time_s"], "final_loss_mse": float(f"{summary['final_loss']:.4g}"),
+        "optimizer": {"name": "adam", "lr": a["lr"], "lr_drop": "x0.1 at 80 % of the time budget",
+                      "batch_size": a["batch"]},
+        "hardware": f"{platform.machine()} CPU, {a['threads']} thread(s)",
+        "torch": str(torch.__version__), "date": time.strftime("%Y-%m-%d")}
+    fresh = {"model": {"name": "pnp_admm", "params": {"denoiser": "dncnn", "denoiser_params": dncnn}},
+             "training": training}
+    size = list(a["size"])
+    text = {
+        "overridable": ["iterations", "rho"],
+        "description": (
+            f"PnP-ADMM with a residual DnCNN denoiser ({DENOISER_PARAMS['depth']} conv layers, "
+            f"{DENOISER_PARAMS['features']} features, 2 channels [Re, Im]) trained by mrirecon train denoiser "
+            "for Gaussian denoising only (see training); the ADMM settings are PnPADMM's defaults "
+            "(model.params), not tuned for these weights."),
+        "data": (
+            f"noise-free complex images of mrirecon.data.simulate_mri.simulate_mri_volume "
+            f"({a['volumes']} volumes x {a['slices']} slices, {size[0]} x {size[1]}, seed "
+            f"{a['data_seed']}; {summary['train_slices']} slices kept), peak {PEAK_RANGE[0]}-"
+            f"{PEAK_RANGE[1]}, complex white noise of sigma {SIGMA_RANGE[0]}-{SIGMA_RANGE[1]} x peak; "
+            f"{a['patch']} x {a['patch']} crops"),
+        "training_range": {"matrix": {"min": size, "max": size}},
+        "known_failures": [
+            "Trained by mrirecon train denoiser (see training) on simulated brain slices only, for "
+            "Gaussian denoising: other anatomy and matrices are outside its training and mrirecon run "
+            "warns; its ADMM settings were not tuned for these weights and they are not scored on "
+            "the held-out protocol."]}
+    return trainer_card(train_denoiser, fresh, earlier, args, ("max_steps", "max_seconds"), text)

@@ -10,7 +10,9 @@ inference it sees whole images of any size (fastMRI 640 x 368, CT 362 x 362) and
 stays exact in the data step.
 
 ``mrirecon train prior --out mrirecon/weights/pnp_dncnn_diverse.pt``
-saves the ``state_dict`` of a :class:`PnPDPIR` and prints a JSON summary.
+saves the ``state_dict`` of a :class:`PnPDPIR` with its card beside it (``.yaml``: command,
+steps, wall time; the descriptive sections of a card already there for the same architecture,
+:func:`~mrirecon.training.run_card.rebuilt_card`) and prints a JSON summary.
 """
 
 from __future__ import annotations
@@ -67,9 +69,12 @@ def train(out: str | Path, *, pool_size: int = 6000, patch: int = 64, seed: int 
     The learning rate follows a cosine decay over the time budget (step budget if it ends
     first), so the schedule is complete whichever limit applies.
     """
+    args = {k: v for k, v in locals().items() if k not in ("out", "threads", "log")}  # for the card
     from mrirecon.models.pnp.dpir import PnPDPIR
     from mrirecon.training.optim import cosine_step, require_steps
+    from mrirecon.training.run_card import earlier_card
 
+    earlier = earlier_card(out)  # before this run replaces the weights it describes
     if threads is not None:
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
@@ -98,8 +103,57 @@ def train(out: str | Path, *, pool_size: int = 6000, patch: int = 64, seed: int 
                   flush=True)
     wall = time.perf_counter() - t1
     require_steps("prior", step, f"--max-seconds {max_seconds:g} / --max-steps {max_steps}", out)
-    write_weights(out, model.state_dict(), None)
-    return {"steps": step, "wall_time_s": round(wall, 1), "data_time_s": round(t_data, 1),
-            "final_loss_l1_over_sigma": float(np.mean(losses[-200:])), "pool_size": pool_size,
-            "patch": patch, "seed": seed, "batch": batch, "lr": lr, "depth": depth,
-            "features": features, "threads": threads, "sigma_range": list(SIGMA_RANGE)}
+    summary = {"steps": step, "wall_time_s": round(wall, 1), "data_time_s": round(t_data, 1),
+               "final_loss_l1_over_sigma": float(np.mean(losses[-200:])), "pool_size": pool_size,
+               "patch": patch, "seed": seed, "batch": batch, "lr": lr, "depth": depth,
+               "features": features, "threads": threads, "sigma_range": list(SIGMA_RANGE)}
+    write_weights(out, model.state_dict(), _card(out, {"threads": threads, **args}, summary, earlier))
+    # the snapshot goes once the finished weights and their card exist (it was left beside them,
+    # under make weights in the package folder)
+    Path(out).with_suffix(".partial.pt").unlink(missing_ok=True)
+    return summary
+
+
+def _card(out, args: dict, summary: dict, earlier: dict | None) -> dict:
+    """The card of a ``train prior`` run (:func:`~mrirecon.training.run_card.rebuilt_card`:
+    an ``earlier`` card of the same architecture keeps its descriptive sections and PnP
+    schedule, never its run record, tuning or metrics)."""
+    import platform
+
+    from mrirecon.training.ct_staged import card_command
+    from mrirecon.training.run_card import trainer_card
+
+    a = args
+    training = {
+        "command": card_command("prior", Path(out), args), "seed": a["seed"],
+        "loss": "L1 of the denoising error divided by sigma (every noise level weighs alike)",
+        "optimizer": {"name": "adam", "lr": a["lr"], "batch_size": a["batch"],
+                      "schedule": "cosine to 0 over the time budget (step budget if it ends first)"},
+        "steps": summary["steps"], "wall_time_s": summary["wall_time_s"],
+        "data_time_s": summary["data_time_s"],
+        "final_loss": round(summary["final_loss_l1_over_sigma"], 4),
+        "hardware": f"{platform.machine()} CPU, {a['threads']} thread(s)",
+        "torch": str(torch.__version__), "date": time.strftime("%Y-%m-%d")}
+    fresh = {"model": {"name": "pnp_dpir", "params": {"depth": a["depth"], "features": a["features"]}},
+             "training": training}
+    lo, hi = SIGMA_RANGE
+    defaults = {
+        "overridable": ["iterations", "sigma_max", "sigma_min", "lam", "cg_iterations", "init_rho",
+                        "init_iterations"],
+        "description": (
+            "Plug-and-play HQS with an annealed noise schedule (DPIR) around a bias-free, "
+            f"noise-level-conditioned DnCNN ({a['depth']} conv layers, {a['features']} features) "
+            "trained by mrirecon train prior for Gaussian denoising only (see training), with "
+            "exact CG data consistency on the pipeline's operator. The schedule is PnPDPIR's "
+            "default (model.params), not tuned for these weights."),
+        "data": (
+            f"mrirecon/training/prior_images.py (PriorImageBank, seed {a['seed']}): a pool of "
+            f"{a['pool_size']} clean {a['patch']} x {a['patch']} complex patches of natural, "
+            "procedural, deformed MNI152 and allowed CT images drawn once, then a random scale "
+            f"(peak 0.5-2), transpose, phase and white Gaussian noise (sigma {lo}-{hi} x peak, "
+            "log-uniform) per step"),
+        "known_failures": [
+            "Trained by mrirecon train prior (see training) for Gaussian denoising only: coherent "
+            "aliasing the data step cannot resolve stays in the image; the PnP schedule was not "
+            "tuned for these weights and they are not scored on the held-out protocol."]}
+    return trainer_card(train, fresh, earlier, args, ("max_steps", "max_seconds"), defaults)

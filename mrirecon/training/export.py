@@ -2,7 +2,9 @@
 
 The card records the model (name, parameters), the training data, steps, wall time, the full
 training configuration, and held-out metrics (volumes never seen in training, validation masks
-seeded by file name) per acceleration for the model, zero-filled and CG-SENSE.
+seeded by file name) per acceleration for the model, zero-filled and CG-SENSE. A card already
+there keeps only its descriptive sections, when it describes the same model
+(:func:`~mrirecon.training.run_card.rebuilt_card`).
 """
 
 from __future__ import annotations
@@ -99,8 +101,11 @@ def export_weights(
         Repository path of the training config that reproduces the weights.
     """
     from mrirecon.core.config import from_dict
+    from mrirecon.training.run_card import earlier_card, rebuilt_card
 
     run = Path(run_dir)
+    out = Path(out_dir) / f"{name}.pt"
+    earlier = earlier_card(out)  # before the new weights replace the ones it describes
     cfg_dict = yaml.safe_load((run / "config.yaml").read_text())
     cfg = from_dict(TrainConfig, cfg_dict, source=str(run / "config.yaml"))
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
@@ -108,8 +113,9 @@ def export_weights(
     model = build_model_from_config(cfg)
     model.load_state_dict(ckpt["model"])
     metrics = held_out_metrics(model, cfg, test_folder)
-    extra = {
-        "description": notes,
+    fresh = {
+        "model": {"name": cfg.model.name, "params": dict(cfg.model.params)},
+        **({"description": notes} if notes else {}),
         "data": data,
         "training": {
             "steps": int(ckpt["step"]),
@@ -122,8 +128,9 @@ def export_weights(
         },
         "metrics_held_out": metrics,
     }
-    path = save_model(
-        model, Path(out_dir) / f"{name}.pt", cfg.model.name, dict(cfg.model.params), extra
-    )
+    card = rebuilt_card(fresh, earlier, who=f"mrirecon.training.export_weights of {run}",
+                        defaults={"description": notes})
+    path = save_model(model, out, cfg.model.name, card["model"]["params"],
+                      {k: v for k, v in card.items() if k != "model"})
     load_pretrained(path)  # the shipped pair must load
     return path

@@ -17,6 +17,7 @@ state with the best mean PSNR is kept.
 from __future__ import annotations
 
 import math
+import platform
 import time
 from pathlib import Path
 
@@ -77,8 +78,8 @@ def _save(model: torch.nn.Module, path: Path, half: bool = False, card: dict | N
     write_weights(path, state, card, width=100)
 
 
-#: What every card written by ``mrirecon train modl / varnet`` says about the data and range
-#: (the shipped cards add the held-out figures and failures by hand; a rebuild keeps them).
+#: What a card written by ``mrirecon train modl / varnet`` says about the data and range where
+#: the card it rebuilds has no hand-written text of its own (:func:`_card`).
 def _card_data(widths) -> str:
     matrices = " / ".join(f"640 x {w}" for w in widths)
     return ("mrirecon/training/deploy_mri.py (DeploymentBands): natural, procedural, deformed MNI152 "
@@ -99,36 +100,39 @@ _CARD_FAILURES = [
     "run warns; real coil maps, noise correlation and artefacts were never seen. Not scored on the "
     "held-out protocol (benchmarks/heldout.py eval) unless a section below says so."]
 
+#: The training record of a card written at a validation, before the run has ended.
+_UNFINISHED = ("written at a validation during training (steps_at_save); a finished run adds steps, "
+               "wall_time_s and validation_history")
 
-def _card(out: Path, kind: str, model_spec: dict, args: dict, rec: dict, steps: int) -> dict:
-    """The card of a ``train modl`` / ``train varnet`` state: ``model`` (what loading needs) and a
-    ``training`` record (command, seed, validation of the saved state). A card already beside
-    ``out`` for the same model keeps its other sections and training keys (the shipped cards'
-    hand-written held-out figures survive ``make weights``); one for another model is replaced."""
-    import yaml
 
+def _card(out: Path, kind: str, model_spec: dict, args: dict, rec: dict, steps: int,
+          earlier: dict | None = None, final: dict | None = None) -> dict:
+    """The card of a ``train modl`` / ``train varnet`` state: ``model`` (what loading needs), a
+    ``training`` record (command with the threads it ran on, seed, validation of the saved state;
+    ``final``: the whole run's steps, wall time and validation curve, added when it ends) and
+    the training range of its widths. ``earlier``
+    (:func:`~mrirecon.training.run_card.earlier_card`, read when the run started): a card of the
+    same model, range and recipe gives its hand-written descriptive sections, never its run
+    record or metrics (:func:`~mrirecon.training.run_card.rebuilt_card`)."""
     from mrirecon.training.ct_staged import card_command
+    from mrirecon.training.run_card import trainer_card
 
-    old = {}
-    path = out.with_suffix(".yaml")
-    if path.is_file():
-        try:
-            old = yaml.safe_load(path.read_text()) or {}
-        except (yaml.YAMLError, OSError):
-            old = {}
-        if not isinstance(old, dict) or old.get("model") != model_spec:
-            old = {}
     record = {"command": card_command(kind, out, args), "seed": args["seed"],
               "steps_at_save": steps, "best_step": rec["step"],
               "validation": {"PSNR": round(rec["PSNR"], 3), "SSIM": round(rec["SSIM"], 4)},
               "torch": str(torch.__version__), "date": time.strftime("%Y-%m-%d")}
+    if "threads" in args:
+        record["hardware"] = (f"{platform.machine()} CPU, {args['threads']} thread(s) plus "
+                              f"{args.get('workers', 0)} data worker(s)")
+    record.update(final if final is not None else {"note": _UNFINISHED})
     widths = args.get("widths", (320,))
-    return {"description": f"{kind} trained by mrirecon train {kind} (see training)",
-            "data": _card_data(widths),
-            "training_range": {**_card_range(widths),  # MoDL: crop-0 ESPIRiT maps
-                               **({"maps_crop": [0.0, 0.0]} if kind == "modl" else {})},
-            "known_failures": _CARD_FAILURES,
-            **old, "model": model_spec, "training": {**old.get("training", {}), **record}}
+    fresh = {"model": model_spec, "training": record,
+             "training_range": {**_card_range(widths),  # MoDL: crop-0 ESPIRiT maps
+                                **({"maps_crop": [0.0, 0.0]} if kind == "modl" else {})}}
+    defaults = {"description": f"{kind} trained by mrirecon train {kind} (see training)",
+                "data": _card_data(widths), "known_failures": _CARD_FAILURES}
+    return trainer_card(train if kind == "modl" else train_varnet, fresh, earlier, args,
+                        ("max_steps", "max_seconds", "val_every", "val_slices", "workers"), defaults)
 
 
 def train(out: str | Path, *, seed: int = 0, crop_rows: int = 96, bands: int = 3,
@@ -213,12 +217,16 @@ def _train_bands(model: torch.nn.Module, out: str | Path, *, seed: int, crop_row
     from mrirecon.operators import sense
     from mrirecon.training.deploy_mri import DeploymentBands, check_widths
     from mrirecon.training.optim import cosine_step, require_steps
+    from mrirecon.training.run_card import earlier_card
 
     widths = check_widths(widths)  # before the validation slices are simulated
     if threads is not None:
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
     out = Path(out).with_suffix(".pt")
+    earlier = earlier_card(out)  # before this run's first save replaces it
+    if card is not None:  # the command records the threads it ran on (after --out)
+        card = (card[0], {"threads": threads, **card[1]})
     t0 = time.perf_counter()
     val = validation_slices(seed, val_slices)
     t_val_data = time.perf_counter() - t0
@@ -242,7 +250,7 @@ def _train_bands(model: torch.nn.Module, out: str | Path, *, seed: int, crop_row
         history.append(rec)
         if rec["PSNR"] > best["PSNR"]:
             best = rec
-            _save(model, out, half, None if card is None else _card(out, kind, *card, rec, step))
+            _save(model, out, half, None if card is None else _card(out, kind, *card, rec, step, earlier))
         print(f"val step {step} PSNR {rec['PSNR']:.2f} SSIM {rec['SSIM']:.4f} best {best.get('step')}",
               flush=True)
 
@@ -269,9 +277,17 @@ def _train_bands(model: torch.nn.Module, out: str | Path, *, seed: int, crop_row
         raise ValueError(f"train {kind}: no validation score of the {step} steps was finite (the "
                          f"training diverged: lower --lr, now {lr:g}); {out} was not written")
     wall = time.perf_counter() - t1
+    curve = [{k: v for k, v in h.items() if k != "slices"} for h in history]
+    if card is not None:  # the whole run's record: the card beside the best state, nothing else
+        from mrirecon.io.weights import write_weights
+
+        final = {"steps": step, "wall_time_s": round(wall, 1), "validation_history": [
+            {"step": h["step"], "PSNR": round(h["PSNR"], 2), "SSIM": round(h["SSIM"], 4),
+             **({"lam": round(h["lam"], 4)} if "lam" in h else {})} for h in curve]}
+        write_weights(out, None, _card(out, kind, *card, best, best["step"], earlier, final), width=100)
     return {"steps": step, "wall_time_s": round(wall, 1), "validation_data_s": round(t_val_data, 1),
             "final_loss": float(np.mean(losses[-100:])) if losses else None, "best": best,
-            "history": [{k: v for k, v in h.items() if k != "slices"} for h in history],
+            "history": curve,
             "seed": seed, "crop_rows": crop_rows, "bands": bands, "widths": list(widths), "lr": lr,
             "l1_weight": l1_weight,
             "threads": threads, "workers": workers}

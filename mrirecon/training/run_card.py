@@ -8,6 +8,15 @@ matrices, coils and accelerations for MRI; image grid, views, beam and detectors
 ``mrirecon run`` compares every input with (:mod:`mrirecon.pipeline.model_range`), and
 ``known_failures``. A card with ``model`` only made ``run`` check nothing: a model trained at
 32 x 32 with 2 coils at 4x ran on 48 x 40 at 8x without a word.
+
+A trainer that writes over an earlier card (``train modl / varnet / prior / denoiser``,
+:func:`~mrirecon.training.export.export_weights`) follows :func:`rebuilt_card`: a rebuild keeps
+only the descriptive sections of the old card (:data:`DESCRIPTIVE`), and only when it describes
+the same model and recipe; its run record and its metrics belong to other weights and are
+dropped (``make weights`` kept the shipped cards' steps, wall time, validation curve and held-out
+scores over newly trained weights). The CT trainers (``ct_staged.save``, ``ct_primal_dual.save``)
+write every section from the run and read nothing of an earlier card but the ``--init`` run's
+record (``training.first_run``, the history of these very weights): the same outcome.
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ from __future__ import annotations
 import platform
 import shlex
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -23,9 +32,13 @@ import torch
 from mrirecon.core.config import to_dict
 
 
-def card_command(path: str, overrides: Iterable[str], resume: bool) -> str:
-    """The ``mrirecon train`` command line of a run of ``path`` with ``--set`` ``overrides``."""
+def card_command(path: str, overrides: Iterable[str], resume: bool,
+                 threads: int | None = None) -> str:
+    """The ``mrirecon train`` command line of a run of ``path`` with ``--set`` ``overrides``
+    (``threads``: the CPU threads it ran on, as ``--threads``)."""
     words = ["mrirecon", "train", str(path)]
+    if threads is not None:
+        words += ["--threads", str(int(threads))]
     for o in overrides:
         words += ["--set", str(o)]
     if resume:
@@ -64,20 +77,26 @@ def training_card(cfg, train_set, val_set, *, source: str, overrides: Iterable[s
         data["masks"] = (f"{m.type}, accelerations {', '.join(map(str, m.accelerations))} (centre "
                          f"fractions {', '.join(map(str, m.center_fractions))}); "
                          f"{d.maps} coil maps")
+    from mrirecon.training.validate import inert_settings
+
     self_supervised = getattr(cfg.loss, "ssdu", None) is not None
+    threads = torch.get_num_threads()
     training = {
-        "command": card_command(source, overrides, resume),
+        "command": card_command(source, overrides, resume, threads),
         "config_file": str(source),
         "config": to_dict(cfg),
         "steps": int(steps),
         "wall_time_s": round(float(seconds), 1),
-        "hardware": f"{platform.machine()}, device {device}",
+        "hardware": f"{platform.machine()}, device {device}, {threads} thread(s)",
         "torch": str(torch.__version__),
         "date": time.strftime("%Y-%m-%d"),
         "loss": "self-supervised (loss.ssdu)" if self_supervised else "supervised",
     }
     if resumed_at is not None:
         training["resumed_at_step"] = int(resumed_at)
+    warnings = inert_settings(cfg)
+    if warnings:
+        training["config_warnings"] = warnings
     return {
         "description": f"{cfg.model.name} trained by mrirecon train {source} (see training)",
         "data": data,
@@ -89,3 +108,179 @@ def training_card(cfg, train_set, val_set, *, source: str, overrides: Iterable[s
             "detectors) are outside its training range and mrirecon run warns; not scored on "
             "held-out data unless a section below says so."],
     }
+
+
+# ---- the card of a rebuild: what an earlier card beside the output keeps ----------------------
+
+#: Sections of an earlier card that a rebuild of the same model keeps: written by hand, they
+#: describe the recipe, the model's design, its range and where it fails. Every other section
+#: (``training``, ``metrics_held_out``, ``validation_split``, tuning and inference grids, ...)
+#: records a run or scores the weights the earlier card described, and is dropped.
+DESCRIPTIVE = ("kind", "description", "full_geometry", "normalisation", "data", "overridable",
+               "training_range", "known_failures")
+
+#: Key order of a written card (other sections follow in the order they come).
+_ORDER = ("kind", "model", "overridable", "description", "full_geometry", "normalisation", "data",
+          "training", "training_range", "known_failures", "rebuilt")
+
+#: The first words of the known failure a rebuild adds (a later rebuild replaces it).
+REBUILT_NOTE = "Rebuilt by "
+
+
+def earlier_card(out: str | Path) -> dict | None:
+    """The card beside ``out`` (``<stem>.yaml``) as it is before a run writes over it, with the
+    SHA-256 of the weights it describes (``<stem>.pt``, ``None`` when absent): ``{"card": ...,
+    "sha256": ...}``, or ``None`` when there is no readable card. Read once at the start of a
+    run: the run's own saves replace both files."""
+    import yaml
+
+    from mrirecon.io.atomic import file_sha256
+
+    path = Path(out).with_suffix(".yaml")
+    if not path.is_file():
+        return None
+    try:
+        card = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+        return None
+    if not isinstance(card, dict):
+        return None
+    pt = Path(out).with_suffix(".pt")
+    return {"card": card, "sha256": file_sha256(pt) if pt.is_file() else None}
+
+
+def _command_options(command: str) -> dict[str, str]:
+    """``{"seed": "0", "widths": "320 368", "prefetch": "True"}`` of a ``mrirecon train KIND
+    --opt value ...`` command line (a bare ``--flag`` is ``"True"``, ``--no-flag`` ``"False"``;
+    ``--out`` and ``--threads`` left out)."""
+    opts, key = {}, None
+    for word in shlex.split(command):
+        if word.startswith("--"):
+            key = word[2:].replace("-", "_")
+            opts[key] = ""
+        elif key is not None:
+            opts[key] = f"{opts[key]} {word}".strip()
+    for key in [k for k, v in opts.items() if v == ""]:
+        flag = key[3:] if key.startswith("no_") else key
+        opts[flag] = str(flag == key)
+        if flag != key:
+            del opts[key]
+    return {k: v for k, v in opts.items() if k not in ("out", "threads")}
+
+
+def _word(value) -> str:
+    """``value`` as :func:`~mrirecon.training.ct_staged.card_command` writes it after its option
+    (a flag as ``True`` / ``False``, as :func:`_command_options` reads it)."""
+    if isinstance(value, bool):
+        return str(value)
+    return " ".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+
+
+def _same_value(text: str, value) -> bool:
+    """The words ``text`` of a command line say ``value`` (``1e-3`` is ``0.001``)."""
+    words, values = text.split(), _word(value).split()
+    if len(words) != len(values):
+        return False
+    for w, v in zip(words, values):
+        try:
+            if float(w) != float(v):
+                return False
+        except ValueError:
+            if w != v:
+                return False
+    return True
+
+
+def _same_run(old: Mapping, fresh: Mapping, recipe: Mapping | None, defaults: Mapping) -> bool:
+    """``old`` describes the model of ``fresh`` and the recipe that trained it: the same name,
+    every parameter of the run the same (the old card may list more: inference settings the run
+    does not set), the same training range where the run measures one and, given ``recipe``
+    (the options of ``fresh``'s ``training.command`` that descriptive text may state: data,
+    seed, sizes; not the budget), the same options in the old card's command (an option it
+    omits had its default in ``defaults``)."""
+    model, new = old.get("model"), fresh.get("model") or {}
+    if not isinstance(model, dict) or model.get("name") != new.get("name"):
+        return False
+    params = model.get("params") or {}
+    if not isinstance(params, dict) or any(
+            k not in params or params[k] != v for k, v in (new.get("params") or {}).items()):
+        return False
+    if "training_range" in fresh and old.get("training_range") not in (None, fresh["training_range"]):
+        return False
+    if recipe is None:
+        return True
+    training = old.get("training") if isinstance(old.get("training"), dict) else {}
+    command, now = training.get("command"), fresh["training"]["command"]
+    if not isinstance(command, str) or command.split(" --")[0] != now.split(" --")[0]:
+        return False  # no command, or another trainer's
+    given = _command_options(command)
+    for key, value in recipe.items():
+        if key in given:
+            if not _same_value(given[key], value):
+                return False
+        elif key not in defaults or _word(defaults[key]) != _word(value):
+            return False
+    return True
+
+
+def rebuilt_card(fresh: Mapping, earlier: Mapping | None, *, who: str,
+                 defaults: Mapping | None = None, recipe: Mapping | None = None,
+                 recipe_defaults: Mapping | None = None) -> dict:
+    """The card a training run writes: ``fresh`` (what the run knows: ``model``, its
+    ``training`` record, a measured ``training_range``, ...) always wins; an ``earlier`` card
+    (:func:`earlier_card`) of the same model, training range and ``recipe`` (the run's options
+    besides its budget; ``recipe_defaults``: the trainer's defaults, for options an older
+    command omits) gives its :data:`DESCRIPTIVE`
+    sections the run does not write (its ``model.params`` that the run does not set stay too);
+    ``defaults`` (the recipe's generic text) fill what neither has. The rest of the earlier
+    card is dropped, and a kept card says so: a ``rebuilt`` section (what was kept and dropped,
+    the SHA-256 of the weights the kept text was written for) and a first known failure
+    warning that figures in the kept text are those weights'. ``who``: what wrote it
+    (``mrirecon train modl``)."""
+    old = dict((earlier or {}).get("card") or {})
+    if not _same_run(old, fresh, recipe, recipe_defaults or {}):
+        old = {}
+    card = dict(defaults or {})
+    kept = [k for k in DESCRIPTIVE if k in old and k not in fresh]
+    card.update({k: old[k] for k in kept})
+    card.update(fresh)
+    params = dict(fresh["model"].get("params") or {})
+    kept_params = [k for k in (old.get("model") or {}).get("params") or {} if k not in params]
+    if old:  # the earlier card's other parameters (inference settings) stay
+        card["model"] = {**fresh["model"], "params": {**old["model"]["params"], **params}}
+    if kept or kept_params:
+        kept += [f"model.params.{k}" for k in kept_params]
+        previous = old.get("rebuilt") if isinstance(old.get("rebuilt"), dict) else {}
+        written_for = previous.get("kept_text_written_for_sha256", (earlier or {}).get("sha256"))
+        dropped = [k for k in old if k not in DESCRIPTIVE and k not in ("model", "rebuilt")]
+        date = time.strftime("%Y-%m-%d")
+        card["rebuilt"] = {"by": who, "date": date, "kept": kept,
+                           "dropped": dropped, "kept_text_written_for_sha256": written_for}
+        failures = card.get("known_failures", [])
+        failures = [f for f in (failures if isinstance(failures, list) else [failures])
+                    if not (isinstance(f, str) and f.startswith(REBUILT_NOTE))]
+        weights = f"sha256 {written_for[:12]}" if written_for else "no .pt beside it"
+        card["known_failures"] = [
+            f"{REBUILT_NOTE}{who} on {date} over the card of earlier weights ({weights}): "
+            f"{', '.join(kept)} were kept from it, so any figure in them was measured on those "
+            f"weights, not on these; its run record and metrics ({', '.join(dropped) or 'none'}) "
+            "were dropped (see rebuilt).", *failures]
+    order = [k for k in _ORDER if k in card] + [k for k in card if k not in _ORDER]
+    return {k: card[k] for k in order}
+
+
+def trainer_card(fn, fresh: Mapping, earlier: Mapping | None, args: Mapping,
+                 budget: Iterable[str] = (), defaults: Mapping | None = None) -> dict:
+    """:func:`rebuilt_card` of a run of the training function ``fn`` (``mrirecon train KIND``,
+    named by ``fresh``'s ``training.command``) with the options ``args``: its recipe is every
+    option but ``budget`` (steps, time, validation cadence, workers, threads: they change how
+    long and how fast, not what a card's text describes), an option an older command omits
+    having ``fn``'s default."""
+    import inspect
+
+    skip = {"threads", "log", *budget}
+    recipe_defaults = {k: p.default for k, p in inspect.signature(fn).parameters.items()
+                       if p.default is not inspect.Parameter.empty}
+    return rebuilt_card(fresh, earlier, who=fresh["training"]["command"].split(" --")[0],
+                        defaults=defaults, recipe={k: v for k, v in args.items() if k not in skip},
+                        recipe_defaults=recipe_defaults)

@@ -21,15 +21,33 @@ _FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 _NEEDS = {"mri": "a SENSE operator and k-space", "ct": "a projector and a sinogram"}
 
 
+def inert_settings(cfg) -> list[str]:
+    """One line per setting of ``cfg`` that is accepted but changes nothing: ``data.num_workers``
+    above 0 (the trainer reads its samples in the training process; no DataLoader workers)."""
+    n = cfg.data.num_workers
+    if not n:
+        return []
+    return [f"data.num_workers: {n} has no effect: `mrirecon train CONFIG` reads its samples in "
+            "the training process (no DataLoader workers), so the weights are those of 0; parallel "
+            "data loading exists only in `train modl` / `train varnet` (--workers) and `train "
+            "staged_ct` (--prefetch). Delete the key: it will be refused in a later release"]
+
+
 def validate_training(cfg, source: str = ""):
     """Value checks of a :class:`~mrirecon.training.config.TrainConfig` (counts, rates, loss
-    weights, model parameters), before any data is read; returns it unchanged."""
+    weights, model parameters), before any data is read; returns it unchanged. Settings that
+    change nothing (:func:`inert_settings`) are warned about (``FutureWarning``, naming the
+    file) and recorded in the card (``training.config_warnings``)."""
+    import warnings
+
     from mrirecon.models.registry import _MODELS, MODEL_MODALITY
 
     d, o, loss = cfg.data, cfg.optim, cfg.loss
     if not (math.isfinite(d.sample_rate) and 0 < d.sample_rate <= 1):
         raise _fail(source, "data.sample_rate", f"must be in (0, 1], got {d.sample_rate!r}")
     _at_least(source, "data.num_workers", d.num_workers, 0)
+    for line in inert_settings(cfg):
+        warnings.warn(f"{source}: {line}" if source else line, FutureWarning, stacklevel=2)
     _at_least(source, "data.ct_views", d.ct_views, 1)
     if d.ct_photons is not None and not (math.isfinite(d.ct_photons) and d.ct_photons > 0):
         raise _fail(source, "data.ct_photons", f"must be a finite number > 0, got {d.ct_photons!r}")

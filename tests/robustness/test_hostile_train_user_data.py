@@ -308,7 +308,8 @@ def test_the_card_states_the_training_range_and_run_warns_outside_it(tmp_path, d
     assert rng["maps_crop"] == [0.0, 0.0]  # trained on crop-0 ESPIRiT maps
     assert card["data"]["train"] == {"folder": str(data["train"].resolve()), "volumes": 2,
                                      "slices": 4}
-    assert card["training"]["command"] == f"mrirecon train {path} --set optim.max_steps=2"
+    assert card["training"]["command"] == (f"mrirecon train {path} --threads "
+                                           f"{torch.get_num_threads()} --set optim.max_steps=2")
     assert card["training"]["config"]["optim"]["lr"] == 0.001 and card["training"]["steps"] == 2
     assert range_warnings(card, matrix=(32, 32), coils=2, acceleration=4.0, maps_crop=0.0) == []
 

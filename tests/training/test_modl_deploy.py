@@ -70,11 +70,13 @@ def test_trained_state_gets_a_card_that_loads_and_keeps_hand_written_sections(tm
     """`mrirecon train modl --features 8` wrote a bare .pt: loading it for a pipeline failed
     with a size mismatch against the default architecture. The trainer now writes the card
     (model, command, validation) with each saved state; a card already there for the same model
-    keeps its other sections (the shipped cards' held-out figures survive `make weights`)."""
+    keeps its hand-written descriptive sections, never its metrics or run record
+    (tests/training/test_card_records.py)."""
     import yaml
 
     from mrirecon.models.unrolled.modl import MoDL
     from mrirecon.training.modl_deploy import _card, _save
+    from mrirecon.training.run_card import earlier_card
     from mrirecon.training.weights import load_pretrained
 
     out = tmp_path / "m.pt"
@@ -94,13 +96,16 @@ def test_trained_state_gets_a_card_that_loads_and_keeps_hand_written_sections(tm
 
     card["metrics_held_out"] = {"PSNR": 30.0}  # added by hand after an evaluation
     card["training"]["loss"] = "by hand"
+    card["known_failures"] = ["fails on knees (by hand)"]
     out.with_suffix(".yaml").write_text(yaml.safe_dump(card))
-    again = _card(out, "modl", spec, args, {"step": 9, "PSNR": 21.0, "SSIM": 0.6}, 9)
-    assert again["metrics_held_out"] == {"PSNR": 30.0} and again["training"]["loss"] == "by hand"
+    again = _card(out, "modl", spec, args, {"step": 9, "PSNR": 21.0, "SSIM": 0.6}, 9, earlier_card(out))
+    assert "metrics_held_out" not in again and "loss" not in again["training"]
+    assert again["known_failures"][1:] == ["fails on knees (by hand)"]
     assert again["training"]["best_step"] == 9
     other = dict(spec, params=dict(spec["params"], features=16))
-    fresh = _card(out, "modl", other, args, {"step": 1, "PSNR": 1.0, "SSIM": 0.1}, 1)
-    assert "metrics_held_out" not in fresh and "loss" not in fresh["training"]
+    fresh = _card(out, "modl", other, args, {"step": 1, "PSNR": 1.0, "SSIM": 0.1}, 1, earlier_card(out))
+    assert "metrics_held_out" not in fresh and "rebuilt" not in fresh
+    assert not any("by hand" in f for f in fresh["known_failures"])
 
 
 def test_a_training_whose_every_validation_is_nan_writes_nothing(slice_, tmp_path, monkeypatch):
