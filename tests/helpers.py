@@ -251,6 +251,21 @@ class DiscSource:
         return np.clip(mag, 0, None) / np.clip(mag, 0, None).max(), "procedural"
 
 
+def endless_bands(band):
+    """A stand-in for ``training.deploy_mri.DeploymentBands`` (same constructor arguments) that
+    yields ``band`` forever: the deployment trainers' loop and card, not their data."""
+
+    class Bands(torch.utils.data.IterableDataset):
+        def __init__(self, *args, **kwargs):
+            super().__init__()
+
+        def __iter__(self):
+            while True:
+                yield band
+
+    return Bands
+
+
 def rewrite_dicom(path, **changes) -> None:
     """Set (``None``: delete) elements of the DICOM file ``path`` in place."""
     import pydicom

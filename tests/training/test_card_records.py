@@ -19,7 +19,7 @@ import torch
 import yaml
 
 from mrirecon.training.weights import WEIGHTS_DIR
-from tests.helpers import DISC_COLS as COLS, DISC_ROWS as ROWS, DiscSource
+from tests.helpers import DISC_COLS as COLS, DISC_ROWS as ROWS, DiscSource, endless_bands
 
 #: What a rebuild keeps of an earlier card (mrirecon.training.run_card.DESCRIPTIVE).
 DESCRIPTIVE = ("kind", "description", "full_geometry", "normalisation", "data", "overridable",
@@ -37,16 +37,8 @@ def _tiny_modl(monkeypatch, scores):
     band = deploy.row_band(deploy.simulate_slice(np.random.default_rng(0), DiscSource(), 4, coils=4,
                                                  rows=ROWS, cols=COLS), 0, 32)
 
-    class Bands(torch.utils.data.IterableDataset):
-        def __init__(self, *args, **kwargs):
-            super().__init__()
-
-        def __iter__(self):
-            while True:
-                yield band
-
     scores = iter(scores)
-    monkeypatch.setattr(deploy, "DeploymentBands", Bands)
+    monkeypatch.setattr(deploy, "DeploymentBands", endless_bands(band))
     monkeypatch.setattr(md, "validation_slices", lambda seed, count: [])
 
     def score(model, val):

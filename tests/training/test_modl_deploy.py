@@ -9,7 +9,7 @@ import torch
 
 from mrirecon.operators import sense
 from mrirecon.training.deploy_mri import CENTRE_FRACTIONS, centre_band, row_band, simulate_slice
-from tests.helpers import DISC_COLS as COLS, DISC_ROWS as ROWS, DiscSource as _Disc
+from tests.helpers import DISC_COLS as COLS, DISC_ROWS as ROWS, DiscSource as _Disc, endless_bands
 
 @pytest.fixture(scope="module", params=[4, 8])
 def slice_(request):
@@ -116,15 +116,7 @@ def test_a_training_whose_every_validation_is_nan_writes_nothing(slice_, tmp_pat
 
     band = row_band(slice_, 0, 32)
 
-    class Bands(torch.utils.data.IterableDataset):
-        def __init__(self, *args, **kwargs):
-            super().__init__()
-
-        def __iter__(self):
-            while True:
-                yield band
-
-    monkeypatch.setattr(deploy, "DeploymentBands", Bands)
+    monkeypatch.setattr(deploy, "DeploymentBands", endless_bands(band))
     monkeypatch.setattr(md, "validation_slices", lambda seed, count: [])
     monkeypatch.setattr(md, "score_slices", lambda model, val: [{"PSNR": float("nan"), "SSIM": float("nan")}])
     out = tmp_path / "m.pt"
