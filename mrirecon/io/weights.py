@@ -50,8 +50,11 @@ def resolve_weights(name_or_path: str | os.PathLike, who: str = "load_pretrained
     the working directory; two different files there are refused. A bare name is a shipped
     name; a file of that name there as well is refused as ambiguous (``./NAME`` is the file).
     Folders are never weights (an ``--output`` folder named like shipped weights is no file).
+    A leading ``~`` is the home folder (``load_pretrained("~/x.pt")`` looked for ``./~/x.pt``).
     """
     text = os.fspath(name_or_path)
+    if text.startswith("~"):
+        text = os.path.expanduser(text)
     p = Path(text)
     base = Path(base) if base is not None else None
     places = _places(p, base)

@@ -18,14 +18,16 @@ from torch import nn
 
 from mrirecon.pipeline.report import VolumeResult
 from mrirecon.pipeline.schema import PipelineConfig
+from mrirecon.training.weights import INHERITED_CARD_KEYS
 
 log = logging.getLogger("mrirecon.pipeline")
 
 
 #: What the adapted weights' card keeps of the original card: the data checks and the settings
 #: a user may change (without them the adapted weights ran outside their range without a word,
-#: and ``reconstruct.params.iterations`` was refused).
-INHERITED = ("training_range", "overridable", "known_failures")
+#: and ``reconstruct.params.iterations`` was refused). The one list that ``save_model`` also
+#: keeps for weights fine-tuned from a loaded model.
+INHERITED = INHERITED_CARD_KEYS
 
 
 def model_architecture(config: PipelineConfig) -> tuple[str, dict, dict]:

@@ -219,7 +219,17 @@ def save_model(
 ) -> Path:
     """Write ``state_dict`` to ``path`` (``.pt``) and the card ``<stem>.yaml`` beside it.
 
-    The card holds ``model: {name, params}`` plus ``extra`` (data, steps, metrics, ...).
+    The card holds ``model: {name, params}`` plus ``extra`` (data, steps, metrics, ...). A
+    model loaded with :func:`~mrirecon.training.weights.load_pretrained` (fine-tuned in a
+    notebook, adapted by the pipeline) carries its card: the new card keeps that card's
+    ``training_range``, ``overridable`` and ``known_failures``
+    (:data:`~mrirecon.training.weights.INHERITED_CARD_KEYS`, the sections the ``adapt:`` stage
+    keeps) and records ``fine_tuned_from``: the shipped ``name`` or the ``path`` of the weights
+    it was loaded from, their ``sha256``, and their own ``fine_tuned_from`` if any. Without
+    them the fine-tuned weights ran outside the training range without a warning. ``extra``
+    wins over what is inherited (a run's measured ``training_range``).
     """
-    card = {"model": {"name": name, "params": params}, **(extra or {})}
+    from mrirecon.training.weights import inherited_card
+
+    card = {"model": {"name": name, "params": params}, **inherited_card(model), **(extra or {})}
     return write_weights(path, model.state_dict(), card)

@@ -206,6 +206,43 @@ def check_training_range(rng: Any, where: str) -> None:
                 isinstance(m[k], (list, tuple)) and len(m[k]) == 2 for k in ("min", "max")) else None)
 
 
+#: The sections of a model card that weights fine-tuned from it keep: the data checks and the
+#: settings a user may change. Shared by :func:`mrirecon.training.run.save_model` (a model loaded
+#: with :func:`load_pretrained` and fine-tuned in a notebook) and the pipeline's ``adapt:``
+#: stage; without them the new weights ran outside their range without a word, and
+#: ``reconstruct.params.iterations`` was refused.
+INHERITED_CARD_KEYS = ("training_range", "overridable", "known_failures")
+
+
+def weights_origin(name_or_path: str | os.PathLike, pt: Path, card: Mapping) -> dict:
+    """Where loaded weights came from, for the ``fine_tuned_from`` entry of the card of weights
+    fine-tuned from them: the shipped name or the file's path, the sha256 of the ``.pt``, and
+    that card's own ``fine_tuned_from`` (a chain of fine-tunings stays traceable)."""
+    from mrirecon.io.atomic import file_sha256
+
+    text = os.fspath(name_or_path)
+    shipped = pt.parent == WEIGHTS_DIR and text == pt.stem
+    origin = {"name": text} if shipped else {"path": str(pt)}
+    origin["sha256"] = file_sha256(pt)
+    if isinstance(card.get("fine_tuned_from"), Mapping):
+        origin["fine_tuned_from"] = dict(card["fine_tuned_from"])
+    return origin
+
+
+def inherited_card(model: nn.Module) -> dict:
+    """The card sections that weights saved from ``model`` keep of the card it was loaded with
+    (:data:`INHERITED_CARD_KEYS`, and ``fine_tuned_from``: name / path and sha256 of the loaded
+    weights); empty for a model that carries no card (built, not loaded)."""
+    card = getattr(model, "model_card", None)
+    if not isinstance(card, Mapping):
+        return {}
+    out = {k: card[k] for k in INHERITED_CARD_KEYS if k in card}
+    origin = getattr(model, "weights_origin", None)
+    if isinstance(origin, Mapping):
+        out["fine_tuned_from"] = dict(origin)
+    return out
+
+
 def load_pretrained(
     name_or_path: str | os.PathLike, map_location: str | torch.device = "cpu",
     overrides: Mapping[str, Any] | None = None,
@@ -265,57 +302,101 @@ def load_pretrained(
                                   f"with the parameters of its card {card_file}",
                     where=f"load_pretrained: {pt}")
     model.model_card = card  # the pipeline checks data against card["training_range"]
+    model.weights_origin = weights_origin(name_or_path, pt, card)  # save_model's fine_tuned_from
     _guard_modality(model, card["model"]["name"], pt)
     return model.to(map_location).eval()
 
 
 def _guard_modality(model: nn.Module, name: str, pt: Path) -> None:
-    """Weights trained for one modality refuse the other's data when called: CT data are real
-    sinograms, MRI k-space is complex (shipped CT weights on an MRI operator gave -7.4 dB with no
-    word; the pipeline refuses such a config, a notebook call did not). Data in another precision
-    than the weights (numpy's complex128 k-space) are refused with the conversion to make: they
-    failed deep inside the first convolution ("Input type (double) and bias type (float)")."""
+    """Register the :class:`ModalityGuard` of weights ``pt`` (model ``name``) on ``model``."""
     from mrirecon.models.registry import MODEL_MODALITY
 
-    modality = MODEL_MODALITY.get(name)  # None: plug-and-play priors serve both
+    model.register_forward_pre_hook(ModalityGuard(pt.name, MODEL_MODALITY.get(name)))
 
-    def check(module: nn.Module, args: tuple) -> None:
+
+#: The complex dtype of each real precision (the data and operators of float32 weights).
+_COMPLEX_OF = {torch.float32: torch.complex64, torch.float64: torch.complex128}
+_REAL_OF = {torch.complex64: torch.float32, torch.complex128: torch.float64,
+            torch.complex32: torch.float16}
+
+
+class ModalityGuard:
+    """The forward pre-hook of loaded weights. Weights trained for one modality refuse the
+    other's data when called: CT data are real sinograms, MRI k-space is complex (shipped CT
+    weights on an MRI operator gave -7.4 dB with no word; the pipeline refuses such a config, a
+    notebook call did not). Data in another precision than the weights (numpy's complex128
+    k-space) are refused with the conversion to make: they failed deep inside the first
+    convolution ("Input type (double) and bias type (float)"); so is an operator whose complex
+    tensors (coil maps, phases) are wider than the weights (complex128 maps from NumPy with
+    complex64 data: the same error), naming both dtypes.
+
+    A module-level class holding only the file's name and the modality, so that a loaded model
+    pickles (``torch.save(model)``, spawned workers): a closure gave "Can't pickle local
+    object '_guard_modality.<locals>.check'"."""
+
+    def __init__(self, label: str, modality: str | None) -> None:
+        self.label = label  # the weights file's name, for the messages
+        self.modality = modality  # "mri", "ct" or None (plug-and-play priors serve both)
+
+    def __call__(self, module: nn.Module, args: tuple) -> None:
+        label, modality = self.label, self.modality
         y = args[0] if args else None
         if not isinstance(y, torch.Tensor):
             if hasattr(y, "__array__"):  # MoDL: "must have a leading batch axis ... got (1, 4,
                 # 32, 32)" for a numpy array of that very shape; VarNet an AttributeError
-                raise TypeError(f"{pt.name}: the data y must be a torch.Tensor, got "
+                raise TypeError(f"{label}: the data y must be a torch.Tensor, got "
                                 f"{type(y).__module__}.{type(y).__name__} "
                                 f"{tuple(getattr(y, 'shape', ()))}; "
                                 "convert it with torch.from_numpy(y)")
             return
+        op = args[1] if len(args) > 1 else None
         if modality is not None:  # a VarNet blamed NaN data on "the coil maps hold NaN or Inf"
             finite, _ = finite_and_nonzero(y)
             if not finite:
                 bad = int((~torch.isfinite(torch.view_as_real(y) if y.is_complex() else y)).sum())
-                raise ValueError(f"{pt.name}: the data y {tuple(y.shape)} hold {bad} NaN or Inf "
+                raise ValueError(f"{label}: the data y {tuple(y.shape)} hold {bad} NaN or Inf "
                                  "values")
-            op = args[1] if len(args) > 1 else None
             if op is None and len(args) > 1:  # MoDL: "'NoneType' object has no attribute ..."
-                raise TypeError(f"{pt.name}: called as model(y, op) with op None; pass the "
+                raise TypeError(f"{label}: called as model(y, op) with op None; pass the "
                                 "forward operator of y")
             if isinstance(op, LinearOperator):  # VarNet: "The size of tensor a (32) must match
                 # the size of tensor b (30) at non-singleton dimension 3"
-                check_trailing_shape(pt.name, f"the data y for {op.name}", y, op.range_shape)
+                check_trailing_shape(label, f"the data y for {op.name}", y, op.range_shape)
         if modality is not None and y.is_complex() != (modality == "mri"):
             kind = "complex (MRI k-space?)" if y.is_complex() else "real (a CT sinogram?)"
-            raise TypeError(f"{pt.name}: these {modality.upper()} weights got {kind} data "
+            raise TypeError(f"{label}: these {modality.upper()} weights got {kind} data "
                             f"{tuple(y.shape)} {y.dtype}; use weights trained for that modality")
         weight = next((p for p in module.parameters() if p.is_floating_point()), None)
         real = y.real.dtype if y.is_complex() else y.dtype
         if weight is not None and real.is_floating_point and real != weight.dtype:
-            want = {torch.float32: torch.complex64, torch.float64: torch.complex128}.get(weight.dtype)
+            want = _COMPLEX_OF.get(weight.dtype)
             target = want if y.is_complex() and want is not None else weight.dtype
-            raise TypeError(f"{pt.name}: the data are {y.dtype} but the weights are {weight.dtype}; "
+            raise TypeError(f"{label}: the data are {y.dtype} but the weights are {weight.dtype}; "
                             f"convert the data (y.to({target})) or the model "
                             f"(model.to({real}))")
+        if weight is not None and isinstance(op, nn.Module):
+            check_operator_precision(label, op, weight.dtype)
 
-    model.register_forward_pre_hook(check)
+
+def check_operator_precision(label: str, op: nn.Module, weights: torch.dtype) -> None:
+    """Refuse an operator holding a complex tensor (buffer or parameter: coil maps, phases) of
+    more precision than the ``weights``' dtype: its results are promoted to that precision and
+    reach the network as such ("Input type (double) and bias type (float)" in MoDL's first
+    convolution). Real tensors are not compared: operators cast masks, trajectories and
+    density weights to the data (the CT projectors' interpolation tables are float64 by
+    design), and an operator of less precision is promoted to the data's."""
+    tensors = [*op.named_parameters(), *op.named_buffers()]
+    for key, t in tensors:
+        real = _REAL_OF.get(t.dtype)
+        if real is None or torch.promote_types(real, weights) == weights:
+            continue
+        want = _COMPLEX_OF.get(weights, weights)
+        name = getattr(op, "name", type(op).__name__)
+        raise TypeError(f"{label}: the operator {name} holds {key} as {t.dtype} but the weights "
+                        f"are {weights}: its results would reach the network's layers as "
+                        f"{t.dtype}; convert the operator "
+                        f"(op.to({want})), build it from {key.rsplit('.', 1)[-1]}.to({want}), or "
+                        f"convert the model (model.to({real}))")
 
 
 def load_model(
@@ -368,7 +449,8 @@ def load_model(
                     f"for model {card_name!r} (a result labelled {method} would come from "
                     f"another network)")
         return load_pretrained(path, overrides=params).eval()
-    model = build_model(method, **dict(params))
+    method, params = shipped_architecture(method, params, path)
+    model = build_model(method, **resolve_priors(method, params))
     state = read_state_dict(path, who="load_model")  # a training checkpoint's "model" too
     if method == "varnet" and not set(state) & set(model.state_dict()):
         try:
@@ -390,6 +472,31 @@ def load_model(
                          "or write a model card beside them)") from None
     log.warning("%s", cardless_note(path, method, params))
     return model.eval()
+
+
+def shipped_architecture(method: str, params: Mapping[str, Any],
+                         path: Path) -> tuple[str, dict[str, Any]]:
+    """``(model name, parameters)`` to build for weights without a card: ``method`` and
+    ``params`` themselves, or, for a shipped weights name (``"modl_brain_sim"``: a state dict
+    fine-tuned from those weights and saved with ``torch.save(model.state_dict())``), the model
+    and parameters of that name's card, with ``params`` on top where the card lets them be
+    changed (it was a raw "KeyError: unknown model 'modl_brain_sim'")."""
+    from mrirecon.models.registry import available_models
+
+    if method in available_models() or method not in available_weights():
+        return method, dict(params)
+    card = model_card(method)
+    allowed = set(card.get("overridable") or ())
+    if not set(params) <= allowed:
+        raise ValueError(
+            f"load_model: {method}: parameters {sorted(set(params) - allowed)} given, but the "
+            f"weights {path} (no model card) are built as the shipped {method} card describes "
+            f"(overridable: {sorted(allowed) or 'none'}); name the model instead "
+            f"(load_model({card['model']['name']!r}, params, PATH))")
+    name = str(card["model"]["name"]).lower().replace("-", "_")
+    log.info("load_model: %s has no model card: built as %s with the parameters of the shipped "
+             "%s card", path, name, method)
+    return name, {**dict(card["model"].get("params") or {}), **dict(params)}
 
 
 def fitting_parameter(method: str, params: Mapping[str, Any], state: Mapping[str, torch.Tensor],
