@@ -238,8 +238,13 @@ def reconstruct(s: MRISlice, cfg: ReconstructConfig, model: torch.nn.Module | No
         # no_grad, not inference_mode: inference tensors carry no version counter, so the
         # operator's cache of the conjugate maps would be rebuilt on every one of the model's
         # gram calls
+        # a fastMRI checkpoint gets the centre width the mask function drew, as fastMRI's
+        # validation feeds it (load_model sets acs_given); files with a stored mask, and models
+        # trained here (which estimate it from the mask), get none
+        band = ({"num_low_frequencies": s.num_low_frequencies}
+                if getattr(model, "acs_given", False) and s.num_low_frequencies else {})
         with torch.no_grad():
-            image = model(y.unsqueeze(0), operator(s, maps.unsqueeze(0)))[0]
+            image = model(y.unsqueeze(0), operator(s, maps.unsqueeze(0)), **band)[0]
         return replace(s, image=image)
     needs_op = recon.registry.needs_operator(cfg.method)
     if s.trajectory is not None and not needs_op:

@@ -455,6 +455,9 @@ def load_model(
     if method == "varnet" and not set(state) & set(model.state_dict()):
         try:
             state = fastmri_varnet_state_dict(state)  # a fastmri.models.VarNet checkpoint
+            # trained as fastMRI's data transform feeds it: the mask function's centre width
+            # (odd at 368 columns, 4x), not the symmetric band the mask shows
+            model.acs_given = True
         except KeyError as err:
             raise ValueError(
                 f"load_model: weights {path} are neither mrirecon nor fastMRI VarNet "
