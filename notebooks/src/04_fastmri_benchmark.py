@@ -143,13 +143,16 @@ print(f"rerun: {second_run:.2f} s (first run {first_run:.1f} s); entries recompu
 #
 # ```python
 # table = run_bench("/data/fastmri/knee/multicoil_val", accelerations=(4, 8),
+#                   mask_type="random",  # fastMRI's knee baselines; brain: equispaced_fraction
 #                   methods=["zero_filled_rss", "cg_sense", "l1_wavelet", "varnet"],
 #                   weights={"varnet": "/path/to/varnet_knee_mc.pt"},
 #                   params={"l1_wavelet": {"lam": 0.002}}, output_dir="bench_knee")
 # ```
 #
-# The masks are the challenge's (`equispaced_fraction`, centre fraction 0.08 at 4x and 0.04
-# at 8x, seeded by the file name), targets are centre-cropped to 320 x 320, and the official
+# The masks are fastMRI's (centre fraction 0.08 at 4x and 0.04 at 8x, seeded by the file name as
+# its validation does; `random` columns for knee as its knee baselines, `equispaced_fraction`
+# for brain: without `mask_type` the benchmark picks by coil count, not anatomy), targets are
+# centre-cropped to 320 x 320, and the official
 # fastMRI VarNet / U-Net checkpoints load directly. Use `max_volumes=` for a first look; the
 # full knee validation set (199 volumes) takes hours on a CPU for the iterative methods, and
 # an interrupted run resumes where it stopped. For reference, the published E2E-VarNet reaches
