@@ -15,10 +15,14 @@
    range see the same scale whatever the scanner's units;
 3. ``state = initial_state(...)``, then ``state = step(i, state, ...)`` for every step, each
    recomputed in backward when ``checkpointing`` is set;
-4. the image ``output(state)`` is multiplied by ``s`` again.
+4. the image ``output(state)`` is multiplied by ``s`` again (by 0 for a sample whose ``A^H y``
+   is all zero: :func:`~mrirecon.models.common.zero_blank`).
 
 Because ``A`` is linear and ``s`` scales with the data, a normalised model is scale equivariant:
-``model(c y, op) = c model(y, op)`` for ``c > 0`` (up to rounding).
+``model(c y, op) = c model(y, op)`` for ``c > 0`` (up to rounding), for any ``c`` that keeps the
+data finite and normal (1e-30 .. 1e30 on float32 data: ``s`` has no floor). ``s`` is
+differentiable in ``y`` (the gradient w.r.t. the data is that of ``s f(y / s)``), not in the
+weights (see :func:`~mrirecon.models.common.sample_scale`).
 
 Output contract: every reconstruction model returns the image ``(B, H, W)`` in the data's
 units, complex for MRI and real for CT; the magnitude (or, for VarNet, the root-sum-of-squares
@@ -32,7 +36,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from mrirecon.core import LinearOperator
-from mrirecon.models.common import normalized_data, require_batch, run_stage
+from mrirecon.models.common import normalized_data, require_batch, run_stage, zero_blank
 
 State = Any  # a tensor, or a tuple of tensors for models with auxiliary variables
 
@@ -74,9 +78,11 @@ class UnrolledModel(nn.Module):
         return y, op.H(y), None
 
     def iterate(self, y: Tensor, op: LinearOperator) -> tuple[State, Tensor | None]:
-        """Run all steps; returns the final state and the scale ``s`` (or ``None``)."""
+        """Run all steps; returns the final state and the scale ``s`` to multiply the output by
+        (or ``None``): ``prepare``'s, with 0 for a sample whose ``A^H y`` is all zero."""
         y, aty, scale = self.prepare(y, op)
-        return self.run_steps(self.initial_state(y, op, aty), y, op, aty), scale
+        state = self.run_steps(self.initial_state(y, op, aty), y, op, aty)
+        return state, None if scale is None else zero_blank(scale, aty)
 
     def run_steps(self, state: State, y: Tensor, op: LinearOperator, aty: Tensor) -> State:
         """Every step from ``state`` (each checkpointed with ``checkpointing``)."""

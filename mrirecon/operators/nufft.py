@@ -22,8 +22,9 @@ from torch import Tensor
 
 from mrirecon.core import LinearOperator
 from mrirecon.core.checks import broadcasts_to
-from mrirecon.functional.nufft import (checked_eps, checked_trajectory, nufft, nufft_adjoint,
-                                       point_spread_kernel)
+from mrirecon.functional.nufft import (checked_eps, checked_trajectory, default_eps, nufft,
+                                       nufft_adjoint, point_spread_kernel)
+from mrirecon.operators.kinds import KeepsBufferKinds
 from mrirecon.operators.mri import MapsSupport, _checked_maps, check_batch_axes, coil_reduce
 
 
@@ -36,7 +37,7 @@ def _owned(t: Tensor, dtype: torch.dtype) -> Tensor:
         return t.to(dtype, copy=True).contiguous()
 
 
-class NufftSense(MapsSupport, LinearOperator):
+class NufftSense(KeepsBufferKinds, MapsSupport, LinearOperator):
     """Multi-coil non-Cartesian operator ``W^(1/2) N S``; see the module docstring.
 
     Parameters
@@ -56,6 +57,13 @@ class NufftSense(MapsSupport, LinearOperator):
         Use the Toeplitz-embedded gram (default); ``False`` falls back to ``A^H A``.
 
     Shapes: image ``(..., H, W)``, k-space ``(..., C, *K)``.
+
+    ``op.to(torch.complex128)`` moves the maps to complex128 and the trajectory, weights and
+    Toeplitz kernel to float64 (:mod:`mrirecon.operators.kinds`; they became complex and
+    ``A x`` failed with "nufft: trajectory must be real"), and a default ``eps`` to the new
+    precision's; the trajectory and kernel keep the values they were stored with (float32 for
+    complex64 maps), so for results accurate to complex128 build the operator from
+    ``maps.to(torch.complex128)``.
     """
 
     def __init__(self, maps: Tensor, trajectory: Tensor, weights: Tensor | None = None, *,
@@ -98,6 +106,15 @@ class NufftSense(MapsSupport, LinearOperator):
     @property
     def num_coils(self) -> int:
         return self.maps.shape[-3]
+
+    def _apply(self, fn, recurse: bool = True):
+        """Real buffers stay real (:class:`~mrirecon.operators.kinds.KeepsBufferKinds`); a
+        default ``eps`` follows the maps' new precision."""
+        before = self.maps.dtype
+        out = super()._apply(fn, recurse)
+        if self.maps.dtype != before and self.eps == default_eps(before):
+            self.eps = default_eps(self.maps.dtype)
+        return out
 
     def unweighted(self, y: Tensor) -> Tensor:
         """The samples without the operator's ``W^(1/2)`` weighting: ``y / sqrt(w)`` where

@@ -10,9 +10,21 @@ Scaling (what makes the model transfer): the data are divided by ``s``, the 99.5
 of ``|x0|`` for the regularised least-squares start ``x0 = (A^H A + rho_0 I)^{-1} A^H y``, so
 ``sigma`` and ``lam`` are relative to the image, not to the scanner's k-space units, the matrix
 size, the coil count or the number of CT views. The operator is expected near unit norm (the
-MRI SENSE operator with unit sum-of-squares maps is; CT pipelines pass ``A / ||A||``). Because
-the denoiser is bias-free, ``model(c y, op) = c model(y, op)`` for ``c > 0`` holds exactly up to
-rounding, whatever ``s`` is.
+MRI SENSE operator with unit sum-of-squares maps is; CT pipelines pass ``A / ||A||``).
+
+Scale equivariance: ``model(c y, op) = c model(y, op)`` for ``c > 0`` up to float rounding,
+because everything the denoiser sees is divided by ``s``, which is proportional to the data:
+``s`` has no floor (:func:`~mrirecon.models.common.sample_scale`; a 1e-12 floor froze the
+output below it: 1.3e9 off at ``c = 1e-20``), and ``A^H y`` is first divided by the power of two
+nearest above its peak (exact, so results are bit for bit those without it) so that the CG of
+``x0`` neither underflows nor overflows float32: it holds from ``c = 1e-30`` to ``1e30``. An
+all-zero ``A^H y`` gives 0 (the noise-level input made the denoiser return an image of its own
+there). ``s`` is differentiable in ``y`` (network-made coil maps: the stop-gradient of
+:func:`~mrirecon.models.common.scale_operator`). The CG solves are differentiated implicitly
+(:func:`~mrirecon.models.blocks.solve_proximal`: the gradient of the *converged* solve), so
+autograd's derivative is that of the computed map only as far as CG converged: along ``y``
+itself ``pnp_dncnn_diverse`` (4 iterations, 10 / 8 CG steps, float64) is 3.9e-3 off (1.2e-14
+with the iterations differentiated; 1.1, i.e. of the wrong sign, with the detached scale before).
 """
 
 from __future__ import annotations
@@ -23,19 +35,19 @@ import torch
 from torch import Tensor, nn
 
 from mrirecon.core import LinearOperator
+from mrirecon.core.magnitude import power_of_two_above
 from mrirecon.models.blocks.cg_dc import operator_tensors_with_grad, solve_proximal
-from mrirecon.models.common import require_batch
+from mrirecon.models.common import require_batch, sample_scale, scale_operator, zero_blank
 from mrirecon.models.init import seeded_init
 from mrirecon.models.pnp.denoisers import NoiseLevelDenoiser
 from mrirecon.solvers.pnp import pnp_hqs_step
 
 
-def robust_scale(x: Tensor, q: float = 0.995, eps: float = 1e-12) -> Tensor:
-    """Per-sample ``q`` quantile of ``|x|`` over all axes but the first, shaped like ``x``."""
-    a = x.detach().abs().reshape(x.shape[0], -1).float()
-    s = torch.quantile(a, q, dim=1) if a.shape[1] <= 16_000_000 else a.amax(dim=1)
-    s = s.clamp_min(eps).to(x.real.dtype if x.is_complex() else x.dtype)
-    return s.reshape((-1,) + (1,) * (x.ndim - 1))
+def robust_scale(x: Tensor, q: float = 0.995) -> Tensor:
+    """Per-sample ``q`` quantile of ``|x|`` over all axes but the first, shaped like ``x``, in
+    ``x``'s precision (float64 stays float64); ``max |x|`` where it is 0, 1 for an all-zero
+    sample: :func:`~mrirecon.models.common.sample_scale` (no floor, differentiable)."""
+    return sample_scale(x, q)
 
 
 class PnPDPIR(nn.Module):
@@ -96,11 +108,19 @@ class PnPDPIR(nn.Module):
         """Data ``y`` ``(B, ...)`` -> image ``(B, H, W)`` in the units of ``y``."""
         require_batch("PnPDPIR", y)
         aty = op.H(y)
+        # an exact rescale (a power of two) before the first CG: its squares underflowed (1e-30)
+        # or overflowed (1e30) float32 at the data's own scale
+        p = power_of_two_above(aty.detach().abs().reshape(aty.shape[0], -1).amax(dim=1))
+        p = p.reshape((-1,) + (1,) * (aty.ndim - 1))
+        aty = aty / p
         x0 = self._prox(op, aty, torch.zeros_like(aty), self.init_rho, self.init_iterations)
-        s = robust_scale(x0)
+        sop = scale_operator(op, y)  # network-made maps: see scale_operator's stop-gradient
+        s = robust_scale(x0 if sop is op else
+                         self._prox(sop, sop.H(y) / p, torch.zeros_like(aty), self.init_rho,
+                                    self.init_iterations))
         aty, x = aty / s, x0 / s
         for sigma in self.sigmas():  # HQS (mrirecon.solvers.pnp), CG started at z
             rho = self.lam / sigma**2
             x = pnp_hqs_step(x, lambda v, _x, r=rho: self._prox(op, aty, v, r, self.cg_iterations),
                              lambda v, s=sigma: self.denoiser(v, s))[0]
-        return x * s
+        return zero_blank(x * s * p, aty)

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from mrirecon.core import HasFBP, HasPseudoInverse, LinearOperator, capability, require_capability
 from mrirecon.models.backbones.complex import ComplexImageCNN
 from mrirecon.models.backbones.unet import Unet
-from mrirecon.models.common import batch_scale, require_batch
+from mrirecon.models.common import batch_scale, require_batch, zero_blank
 from mrirecon.models.init import seeded_init
 
 INITIAL = ("auto", "fbp", "pseudo_inverse", "adjoint")
@@ -62,7 +62,8 @@ class FBPConvNet(nn.Module):
         ``"auto"``, ``"fbp"``, ``"pseudo_inverse"``, ``"adjoint"`` or a callable
         ``initial(y, op) -> x_0`` (module docstring).
     normalize
-        Divide ``x_0`` by its per-sample maximum magnitude before the U-Net; undone on output.
+        Divide ``x_0`` by its per-sample maximum magnitude before the U-Net; undone on output
+        (an all-zero ``x_0`` gives 0).
     init_seed
         Seed of the weight initialisation (:func:`~mrirecon.models.init.seeded_init`).
     """
@@ -101,4 +102,4 @@ class FBPConvNet(nn.Module):
         if not self.normalize:
             return self.cnn(x0)
         scale = batch_scale(x0)
-        return self.cnn(x0 / scale) * scale
+        return zero_blank(self.cnn(x0 / scale) * scale, x0)

@@ -17,11 +17,24 @@ short CPU training started from random maps and stayed behind ESPIRiT).
 The operator must be a :class:`~mrirecon.operators.nufft.NufftSense`; it carries the trajectory,
 its Toeplitz kernel (reused by ``with_maps``) and optional data weights, and its own maps are
 ignored (only their coil count is used). Gradients reach the sensitivity network through every
-use of the maps (``A^H y``, the gram in the inner model's data consistency, including MoDL's
-implicit CG backward), so both train end to end (``mrirecon train radial --maps learned``).
+use of the maps in the reconstruction (``A^H y``, the gram in the inner model's data
+consistency, including MoDL's implicit CG backward), so both train end to end (``mrirecon train
+radial --maps learned``), except one: when the data ``y`` do not require a gradient (as in
+training), the inner model's normalisation scale (``max |A^H y|`` for MoDL, the start's quantile
+for DPIR) is computed on ``maps.detach()`` (:func:`~mrirecon.models.common.scale_operator`): a
+stop-gradient that keeps the weight gradients the shipped ``modl_radial_learned_maps_sim`` was
+trained with, bit for bit (the scale's path would change the sensitivity network's gradient by
+0.04-0.35 %). When ``y`` requires a gradient nothing is cut: the gradient w.r.t. ``y`` (and the
+weights') is that of the computed map (3.6e-9 from central differences in float64).
 
 The maps are invariant to the scale of ``y`` (NormUnet normalises its input and the RSS
-division removes the rest), so a scale-equivariant inner model stays scale equivariant.
+division removes the rest), so a scale-equivariant inner model stays scale equivariant. The
+sensitivity network works on ``y`` divided by the power of two at or above its peak (exact: the
+maps are bit for bit those of ``y``); at the data's own scale the squares of the NormUnet's
+statistics and of the RSS under- or overflowed float32: ``modl_radial_learned_maps_sim`` was
+1.5e-3 off at ``c = 1e-17``, returned an image of 1e-37 at 1e-18, was 1.0 off at 1e23 and
+refused the data as "all-zero maps" from 1e25 (now 1.3e-6 .. 1.7e-6 from 1e-30 to 1e30, its
+rounding at ``c = 3``).
 """
 
 from __future__ import annotations
@@ -32,6 +45,7 @@ import torch
 from torch import Tensor, nn
 
 from mrirecon.calib.noncartesian import gridded_calibration_images
+from mrirecon.core.magnitude import power_of_two_above
 from mrirecon.functional.density import cached_pipe_menon_density
 from mrirecon.models.backbones.normunet import NormUnet
 from mrirecon.models.init import seeded_init
@@ -73,6 +87,9 @@ class NonCartesianSensitivityModel(nn.Module):
         if y.ndim != 2 + len(op.kshape) or not y.is_complex():
             raise ValueError(f"NonCartesianSensitivityModel: y must be complex (B, coils, *K) with K = "
                              f"{op.kshape}, got {tuple(y.shape)} {y.dtype}")
+        # an exact rescale (module docstring)
+        peak = y.detach().abs().reshape(y.shape[0], -1).amax(dim=1)
+        y = y / power_of_two_above(peak).reshape((-1,) + (1,) * (y.ndim - 1))
         images = self.calibration_images(y, op)
         b, c, h, w = images.shape
         refined = self.norm_unet(images.reshape(b * c, 1, h, w)).reshape(b, c, h, w)

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from mrirecon.core import HasFBP, LinearOperator, require_capability
 from mrirecon.models.backbones.complex import from_channels, to_channels
-from mrirecon.models.common import require_batch
+from mrirecon.models.common import require_batch, zero_blank
 from mrirecon.models.init import seeded_init
 from mrirecon.models.template import UnrolledModel
 from mrirecon.models.unrolled.staged_ct import robust_scale
@@ -81,7 +81,10 @@ class LearnedPrimalDual(UnrolledModel):
         memory channel from the FBP ``/ s``. Unlike ``max |A^H y|``, ``s`` is the image's own
         intensity whatever the matrix, view count or ``||A||``, so the network always sees
         images of unit scale (``normalize`` is then ignored). The last convolution of each
-        primal CNN starts at zero, so an untrained model returns the FBP.
+        primal CNN starts at zero, so an untrained model returns the FBP. ``s`` has no floor
+        (``model(c y) = c model(y)`` to rounding for ``c`` from 1e-30 to 1e30 on float32 data;
+        an all-zero sample gives 0) and is differentiable in ``y``
+        (:func:`~mrirecon.models.common.sample_scale`).
     checkpointing
         Recompute each iteration in backward.
     init_seed
@@ -139,7 +142,7 @@ class LearnedPrimalDual(UnrolledModel):
         if not self.fbp_start:
             return super().iterate(y, op)
         y, aty, s, x = self._fbp_prepare(y, op)
-        return self.run_steps(self.initial_state(y, op, aty, fbp=x), y, op, aty), s
+        return self.run_steps(self.initial_state(y, op, aty, fbp=x), y, op, aty), zero_blank(s, x)
 
     def initial_state(self, y: Tensor, op: LinearOperator, aty: Tensor,
                       fbp: Tensor | None = None) -> tuple[Tensor, Tensor]:

@@ -8,7 +8,11 @@
 2. ``s`` = the 99th percentile of that FBP per sample; with ``lam0`` the FBP is then pulled to
    the data by one data-consistency step (below) of weight ``lam0``: the network sees ``x / s`` and its output
    is multiplied by ``s`` again, so ``model(c y, op) = c model(y, op)`` for ``c > 0`` and the
-   scale never depends on the operator's norm, view count or image size;
+   scale never depends on the operator's norm, view count or image size. ``s`` has no floor
+   and is differentiable in ``y`` (:func:`~mrirecon.models.common.sample_scale`); ``forward``
+   first divides ``y`` by the power of two nearest above its peak (exact: the result is bit
+   for bit that of ``y``) so that CG's squares neither underflow nor overflow float32, which
+   keeps the equivariance from ``c = 1e-30`` to ``1e30``; an all-zero sample gives 0;
 3. for each stage ``k``: ``z = x + s U_k(x / s)`` (a bias-free-input residual U-Net without
    normalisation layers, so that patch training transfers to whole images), then, when
    ``lam[k]`` is not ``None``, the exact proximal data-consistency step
@@ -36,7 +40,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from mrirecon.core import HasFBP, LinearOperator, require_capability
-from mrirecon.models.common import dihedral_mean, require_batch
+from mrirecon.core.magnitude import power_of_two_above
+from mrirecon.models.common import dihedral_mean, require_batch, sample_scale, zero_blank
 from mrirecon.models.init import seeded_init
 from mrirecon.solvers import cg
 
@@ -78,15 +83,11 @@ class PlainUNet(nn.Module):
         return self.out(x)[..., :h, :w]
 
 
-def robust_scale(x: Tensor, q: float = 0.99, eps: float = 1e-12) -> Tensor:
+def robust_scale(x: Tensor, q: float = 0.99) -> Tensor:
     """Per-sample ``q``-quantile of ``x`` ``(B, H, W)`` -> ``(B, 1, 1)`` (``max |x|`` if that is
-    not positive), detached."""
-    flat = x.detach().reshape(x.shape[0], -1)
-    if flat.dtype not in (torch.float32, torch.float64):
-        flat = flat.float()
-    s = torch.quantile(flat, q, dim=1)  # in the data's precision: exactly proportional to x
-    s = torch.where(s > 0, s, flat.abs().amax(dim=1))
-    return s.clamp_min(eps).to(x.dtype).reshape(-1, 1, 1)
+    not positive, 1 for an all-zero sample): :func:`~mrirecon.models.common.sample_scale` with
+    ``signed``; no floor, differentiable."""
+    return sample_scale(x, q, signed=True)
 
 
 class StagedCTNet(nn.Module):
@@ -179,8 +180,13 @@ class StagedCTNet(nn.Module):
         require_batch(type(self).__name__, y, 3)
         if y.is_complex():
             raise TypeError("StagedCTNet: CT data must be real")
-        aty = op.H(y) if any(v is not None for v in self.lam + [self.lam0]) else None
-        x, s = self.initial(y, op, aty)
+        # an exact rescale (a power of two): at 1e-30 CG's <r, r> underflowed to 0 and the
+        # data-consistency steps returned their start unchanged; at 1e30 they overflowed
+        p = power_of_two_above(y.detach().abs().reshape(y.shape[0], -1).amax(dim=1))
+        p = p.reshape(-1, 1, 1)
+        yp = y / p
+        aty = op.H(yp) if any(v is not None for v in self.lam + [self.lam0]) else None
+        x, s = self.initial(yp, op, aty)
         for k in range(len(self.nets) if stages is None else stages):
-            x = self.stage(k, x, s, y, op, aty)
-        return x
+            x = self.stage(k, x, s, yp, op, aty)
+        return zero_blank(x * p, y)

@@ -1,0 +1,54 @@
+"""Dtype moves of operators that keep each buffer real or complex.
+
+``nn.Module.to(dtype)`` casts every floating-point and complex buffer to ``dtype`` itself.
+For an operator that mixed real and complex constants this was wrong both ways:
+``op.to(torch.complex128)`` (the move ``docs/architecture.md`` gives) made the NUFFT's real
+trajectory, density weights and Toeplitz kernel complex, and ``A x`` then failed with
+"nufft: trajectory must be real" (the shipped radial models with
+"pipe_menon_density: trajectory must be real (*K, 2)"); CT projectors' interpolation tables and
+the patch counts became complex too (twice the memory, torch's "Casting complex values to real
+discards the imaginary part" at use). ``op.to(torch.float64)`` dropped the imaginary part of
+coil maps and phases: SENSE and NUFFT-SENSE gave results 65-78 % off with only that warning.
+
+With :class:`KeepsBufferKinds` a dtype move sets the precision and leaves the kind:
+``complex128`` and ``float64`` both mean double precision (real buffers become ``float64``,
+complex ones ``complex128``), ``complex64`` and ``float32`` single. Device moves and every other
+``_apply`` (``cuda()``, ``double()``, ``share_memory()``) are unchanged; integer and boolean
+buffers are never cast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+
+def kind_keeping(fn: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """``fn`` (a tensor conversion of ``nn.Module._apply``) made to keep real tensors real and
+    complex ones complex, at the precision ``fn`` chose."""
+
+    def apply(t: Tensor) -> Tensor:
+        if not (t.is_floating_point() or t.is_complex()):
+            return fn(t)
+        # what fn makes of this dtype, on an empty tensor (which casts without torch's one-time
+        # "Casting complex values to real" warning, so that stays for the user's own casts)
+        probe = fn(t.new_empty((0,)))
+        if not isinstance(probe, Tensor) or probe.is_complex() == t.is_complex():
+            return fn(t)
+        if t.is_complex():  # a move to a real dtype: the complex dtype of its precision
+            if probe.dtype not in (torch.float32, torch.float64):  # no complex half here
+                return t.to(device=probe.device)
+            return torch.complex(fn(t.real.contiguous()), fn(t.imag.contiguous()))
+        return t.to(device=probe.device, dtype=probe.real.dtype)  # real at the complex precision
+
+    return apply
+
+
+class KeepsBufferKinds:
+    """Mixin for ``nn.Module`` operators: dtype moves keep real buffers real and complex ones
+    complex (module docstring). List it before the ``nn.Module`` base."""
+
+    def _apply(self, fn, recurse: bool = True):
+        return super()._apply(kind_keeping(fn), recurse)
