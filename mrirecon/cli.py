@@ -21,6 +21,7 @@ Commands
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
 from collections.abc import Sequence
@@ -205,7 +206,12 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """``mrirecon bench``: benchmark table (see :mod:`mrirecon.bench`)."""
+    import logging
+
     from mrirecon.bench.cli import bench_from_cli
+
+    # as ``run``: "N finished entries reused from results.jsonl" and the skips are INFO lines
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     fractions = None
     if args.center_fractions is not None:
@@ -334,6 +340,8 @@ USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, IsADirectoryError
 def _one_line(err: BaseException) -> str:
     if isinstance(err, OSError) and err.filename is not None and str(err.filename) not in str(err):
         text = f"{err.filename}: {err.strerror or err}"
+    elif isinstance(err, OSError) and err.errno is not None and err.strerror:
+        text = err.strerror  # "PATH: No such file or directory" (io.atomic), not "[Errno 2] ..."
     else:
         text = str(err) if not isinstance(err, KeyError) else str(err.args[0] if err.args else err)
     return " ".join(text.split())  # one line, even for multi-line messages
@@ -361,6 +369,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
     prog = getattr(args, "_parser", parser).prog
+    from mrirecon.io.errors import Terminated, disk_error
+
+    previous = _on_sigterm_raise(Terminated)
     try:
         if getattr(args, "set", None):  # run, train CONFIG, bench: one key given twice
             from mrirecon.core.config import check_repeated
@@ -371,17 +382,72 @@ def main(argv: Sequence[str] | None = None) -> int:
     except USER_ERRORS as err:
         if debug:
             raise
+        _end_progress_bars()
         print(f"{prog}: error: {_one_line(err)}", file=sys.stderr)
         raise SystemExit(2) from None
+    except Terminated:  # SIGTERM (kill, a scheduler): cleaned up as for Ctrl-C
+        _end_progress_bars()
+        print(f"{prog}: terminated", file=sys.stderr)
+        raise SystemExit(143) from None
     except KeyboardInterrupt:
+        _end_progress_bars()
         print(f"{prog}: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
     except Exception as err:
         if debug:
             raise
+        _end_progress_bars()
+        disk = disk_error(err)  # a full disk, a quota, a read-only file system: the user's
+        if disk is not None:
+            print(f"{prog}: error: {disk}", file=sys.stderr)
+            raise SystemExit(2) from None
         print(f"{prog}: internal error: {type(err).__name__}: {_one_line(err)} (run with --debug "
               "for the traceback and report it)", file=sys.stderr)
         raise SystemExit(1) from None
+    finally:
+        if previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _on_sigterm_raise(exc: type[BaseException]):
+    """Raise ``exc`` on SIGTERM in this process (as Ctrl-C raises ``KeyboardInterrupt``), so that
+    a terminated run removes its temporary files and writes its run files; returns the handler
+    it replaced (``None`` when none was installed: not the main thread, or a handler of the
+    caller's own). A forked child (a data-loader worker) dies of the signal as before."""
+    import os
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous not in (signal.SIG_DFL, None):
+        return None
+    pid = os.getpid()
+
+    def handler(signum, frame):
+        if os.getpid() != pid:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise exc()
+
+    signal.signal(signal.SIGTERM, handler)
+    return previous
+
+
+def _end_progress_bars() -> None:
+    """Close the progress bars still on the terminal before a message, so that it starts on a
+    line of its own (it was glued to the end of the bar's line)."""
+    tqdm = sys.modules.get("tqdm.std")
+    bars = list(getattr(getattr(tqdm, "tqdm", None), "_instances", ()) or ())
+    for bar in bars:
+        with contextlib.suppress(Exception):  # a message matters more than a bar
+            bar.close()
+    if bars:
+        sys.stderr.flush()
 
 
 if __name__ == "__main__":  # pragma: no cover

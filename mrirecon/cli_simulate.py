@@ -40,6 +40,21 @@ def _noise_options(args: argparse.Namespace, flags: dict[str, str], defaults: di
             setattr(args, dest, value)
 
 
+def _remove_orphans(out: str) -> None:
+    """Delete the temporary files (``.NAME.XXXXXXXX.h5.tmp``) that a simulation killed while
+    writing left in ``out``: they stayed after any later run (a plain ``run`` removed only its
+    own output folder's, and only with ``--resume``)."""
+    import logging
+    import time
+
+    from mrirecon.io.atomic import remove_temp_files
+
+    removed = remove_temp_files(out, before=time.time())
+    if removed:
+        logging.getLogger("mrirecon.data").info(
+            "removed %d temporary file(s) an interrupted simulation left in %s", len(removed), out)
+
+
 def cmd_simulate_mri(args: argparse.Namespace) -> int:
     """``mrirecon simulate mri``: write fastMRI-layout files; prints one path per line."""
     from mrirecon.data.simulate_mri import simulate_mri_dataset
@@ -60,6 +75,7 @@ def cmd_simulate_mri(args: argparse.Namespace) -> int:
         # it was ignored without a word: fully sampled Cartesian files written, exit 0
         args._parser.error("--readouts is a radial / spiral option (--trajectory radial or "
                            "spiral); use --acceleration for Cartesian undersampling")
+    _remove_orphans(args.out)
     if args.trajectory != "cartesian":
         from mrirecon.data.simulate_noncartesian import simulate_noncartesian_dataset
 
@@ -96,6 +112,7 @@ def cmd_simulate_ct(args: argparse.Namespace) -> int:
 
     _noise_options(args, {"--photons": "photons", "--min-count": "min_count"},
                    {"photons": 4096.0, "min_count": 1.0})
+    _remove_orphans(args.out)
     paths = simulate_ct_dataset(
         args.out,
         geometry=args.geometry,

@@ -6,12 +6,13 @@ A failed or interrupted write never leaves a partial file under the final name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-
 
 #: The longest file name (bytes) of the usual file systems (ext4, XFS, btrfs, NTFS, APFS).
 NAME_MAX = 255
@@ -46,10 +47,74 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     try:
         yield tmp_path
         os.replace(tmp_path, target)
-    except BaseException:
+    except BaseException as err:
+        named = _naming_target(err, target, tmp_path)  # before the unlink frees the space
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
-        raise
+        if named is None:
+            raise
+        raise named from err
+
+
+def _naming_target(err: BaseException, target: Path, tmp: Path) -> OSError | None:
+    """The error to raise for ``err`` met while writing ``target`` (through ``tmp``): an
+    ``OSError`` of the same errno (and class) whose message names the target, as
+    ``"TARGET: No space left on device"``; ``None`` to raise ``err`` itself. A disk filled up
+    while writing surfaced as "[Errno 28] No space left on device" naming no file, or as the
+    temporary file's name; ``torch.save`` and h5py report it as a ``RuntimeError`` or an
+    ``OSError`` without errno, taken for a full disk when the target's file system has (almost)
+    no space left."""
+    if isinstance(err, OSError) and err.errno is not None:
+        if str(target) in str(err):
+            return None
+        why = err.strerror or str(err)
+        if err.filename is not None and os.fspath(err.filename) not in (str(tmp), str(target)):
+            why = f"{why} ({err.filename})"  # another file than the target: keep its name
+        return OSError(err.errno, f"{target}: {why}")
+    if isinstance(err, (OSError, RuntimeError)) and _no_space_left(target.parent):
+        return OSError(errno.ENOSPC, f"{target}: {os.strerror(errno.ENOSPC)} "
+                                     f"({type(err).__name__}: {' '.join(str(err).split())[:200]})")
+    return None
+
+
+def _no_space_left(folder: Path) -> bool:
+    """Whether the file system of ``folder`` has less than 1 MiB left for this user."""
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):  # no statvfs (Windows)
+        return False
+    return st.f_bavail * st.f_frsize < (1 << 20)
+
+
+#: The name of a temporary file of :func:`atomic_path`: ``.NAME.`` + 8 random characters of
+#: ``tempfile.mkstemp`` + the suffix + ``.tmp``.
+TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}(\.[^./]*)*\.tmp")
+
+
+def remove_temp_files(folder: str | os.PathLike, before: float, recursive: bool = False
+                      ) -> list[Path]:
+    """Delete the temporary files of :func:`atomic_path` (:data:`TEMP_NAME`) in ``folder``
+    (and its subfolders with ``recursive``) last modified before ``before`` (a time stamp, the
+    start of the calling run): files that an interrupted (killed) write left behind. Returns
+    the paths removed; a file another process removes meanwhile is skipped."""
+    removed = []
+    root = Path(folder)
+    if not root.is_dir():
+        return removed
+    walk = os.walk(root) if recursive else [(str(root), [], [p.name for p in root.iterdir()])]
+    for dirpath, _, filenames in walk:
+        for f in filenames:
+            p = Path(dirpath) / f
+            if not TEMP_NAME.fullmatch(f):
+                continue
+            try:
+                if p.is_symlink() or not p.is_file() or p.lstat().st_mtime >= before:
+                    continue
+                p.unlink()
+            except OSError:
+                continue
+            removed.append(p)
+    return removed
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

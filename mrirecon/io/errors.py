@@ -1,9 +1,38 @@
-"""The one error type raised by the readers in :mod:`mrirecon.io` for malformed input."""
+"""The one error type raised by the readers in :mod:`mrirecon.io` for malformed input, and the
+words for what is no fault of the data: a full (or read-only) disk, a termination signal."""
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
+
+#: What to do about an ``OSError`` of a write that is the file system's, not the program's.
+DISK_ERRORS = {
+    errno.ENOSPC: "the disk is full: free space there (or write to another location) and run again",
+    errno.EDQUOT: "the disk quota is exceeded: free space there (or write to another location) "
+                  "and run again",
+    errno.EROFS: "the file system is read-only: write to another location",
+}
+
+
+def disk_error(err: BaseException) -> str | None:
+    """One line for an ``OSError`` of a full disk, an exceeded quota or a read-only file system
+    (``"OUT/metrics.csv: No space left on device (the disk is full: ...)"``), naming the file
+    when the error does; ``None`` for any other error. These are the user's to fix, not internal
+    errors (``mrirecon`` said "internal error: OSError: [Errno 28] ..." naming no file)."""
+    if not isinstance(err, OSError) or err.errno not in DISK_ERRORS:
+        return None
+    why = err.strerror or os.strerror(err.errno)
+    text = f"{err.filename}: {why}" if err.filename is not None and str(err.filename) not in why \
+        else why
+    return " ".join(f"{text} ({DISK_ERRORS[err.errno]})".split())
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised by the command line's SIGTERM handler (a scheduler's or ``kill``'s stop): handled
+    as Ctrl-C is (temporary files removed, the run files written for what finished), then exit
+    143. A ``KeyboardInterrupt``, so every ``except KeyboardInterrupt`` cleans up for it too."""
 
 
 class DataFormatError(ValueError):

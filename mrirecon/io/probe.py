@@ -15,7 +15,13 @@ def hdf5_layout(path: str | Path) -> str:
     p = Path(path)
     require_regular_file(p)
     try:
-        with h5py.File(p, "r") as f:
+        f = h5py.File(p, "r")
+    except OSError as e:
+        if not p.exists():  # deleted since it was listed: h5py's raw errno text said so
+            raise FileNotFoundError(f"{p}: no such file") from None
+        raise DataFormatError(str(p), "<file>", f"not a readable HDF5 file ({e})") from e
+    try:
+        with f:
             keys = set(f.keys())
             if "kspace" in keys:
                 return "fastmri"

@@ -27,13 +27,29 @@ log = logging.getLogger("mrirecon.pipeline")
 
 
 def sha256(path: Path) -> str:
-    """Checksum of a file (or of the sorted files of a folder), streamed in 1 MiB blocks."""
+    """Checksum of a file (or of the sorted files of a folder), streamed in 1 MiB blocks. A
+    missing file raises ``FileNotFoundError`` (it was skipped: the SHA-256 of zero bytes,
+    e3b0c442..., stood in ``provenance.json`` for an input deleted during the run)."""
     h = hashlib.sha256()
-    files = sorted(path.iterdir()) if path.is_dir() else [path]
+    files = [f for f in sorted(path.iterdir()) if f.is_file()] if path.is_dir() else [path]
     for f in files:
-        if f.is_file():
-            feed_file(h, f)
+        feed_file(h, f)
     return h.hexdigest()
+
+
+def file_state(path: Path) -> tuple:
+    """What tells whether an input changed on disk: size, modification time (ns) and inode of
+    the file, or of each file of a folder (a DICOM series); ``()`` when it is gone."""
+    def one(p: Path) -> tuple:
+        st = p.stat()
+        return st.st_size, st.st_mtime_ns, st.st_ino
+
+    try:
+        if path.is_dir():
+            return tuple((f.name, *one(f)) for f in sorted(path.iterdir()) if f.is_file())
+        return one(path)
+    except OSError:
+        return ()
 
 
 def status_path(output: Path, stem: str) -> Path:
@@ -217,28 +233,73 @@ def _other_records(output: Path, names: list[str]) -> list[tuple[Path, str, dict
             for r in sorted(folder.rglob("*.json")) if r not in mine and r.is_file()]
 
 
-def remove_orphans(output: Path, before: float) -> int:
-    """Delete temporary files (``.NAME.*.tmp`` of :mod:`mrirecon.io.atomic`) and staging folders
-    that an interrupted run left under ``output``, if older than ``before`` (a time stamp);
-    returns how many were removed."""
+def remove_orphans(output: Path, before: float, rank: int = 0, world: int = 1) -> int:
+    """Delete what interrupted (killed) runs left under ``output``: temporary files of atomic
+    writes (``.NAME.*.tmp`` of :mod:`mrirecon.io.atomic`) and staging folders older than
+    ``before`` (a time stamp: this run's start), and the ``.NAME.old-PID`` folders in which a
+    commit moved an earlier output aside (:func:`output_files.commit_outputs`) when process PID is
+    no longer alive (a kill between its two renames left the old DICOM series there for good,
+    beside the new one). A plain run holds the output folder's lock alone, so everything of that
+    kind is an orphan; a rank of a distributed run removes the staging folders of its own rank
+    (rank 0 also those of ranks beyond the world size), as the other ranks are working. Returns
+    how many were removed."""
     import shutil
 
     removed = 0
     staging = output / ".staging"
     if staging.is_dir():
         for d in staging.iterdir():
+            owner = d.name.split("-", 1)[0]
+            if world > 1 and not (owner == str(rank) or (rank == 0 and owner.isdigit()
+                                                         and int(owner) >= world)):
+                continue
             if d.lstat().st_mtime < before:
                 shutil.rmtree(d, ignore_errors=True) if d.is_dir() else d.unlink(missing_ok=True)
                 removed += 1
-    for dirpath, _, filenames in os.walk(output):
+    for dirpath, dirnames, filenames in os.walk(output):
         for f in filenames:
             p = Path(dirpath) / f
             if f.startswith(".") and f.endswith(".tmp") and p.lstat().st_mtime < before:
                 p.unlink(missing_ok=True)
                 removed += 1
+        for d in list(dirnames):
+            pid = _old_pid(d)
+            p = Path(dirpath) / d
+            if pid is not None and pid != os.getpid() and not _alive(pid) and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+                dirnames.remove(d)  # not walked
+                removed += 1
+                log.info("removed %s: an earlier output moved aside by a run (pid %d) that was "
+                         "stopped before it could delete it", p, pid)
     if removed:
-        log.info("removed %d orphaned temporary file(s) under %s", removed, output)
+        log.info("removed %d leftover(s) of interrupted runs (temporary files, staging or "
+                 "moved-aside folders) under %s", removed, output)
     return removed
+
+
+def _old_pid(name: str) -> int | None:
+    """PID of a ``.NAME.old-PID`` folder name, else ``None``."""
+    head, sep, pid = name.rpartition(".old-")
+    return int(pid) if name.startswith(".") and sep and head and pid.isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (on this machine; one of another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True
+    return True
+
+
+def has_other_inputs(output: Path, names: list[str]) -> bool:
+    """Whether ``output`` holds outputs (or set-aside outputs) of inputs not in ``names``: what
+    ``run --prune`` deletes."""
+    from mrirecon.pipeline.output_files import superseded_names
+
+    return bool(_other_records(output, names)) or bool(set(superseded_names(output)) - set(names))
 
 
 class OutputLock:
@@ -288,10 +349,7 @@ def lock_output(output: Path, rank: int, world: int = 1) -> OutputLock:
     me = f"pid {os.getpid()} on {platform.node()}\n"
     if world == 1:
         fh = _flock(output / ".lock", exclusive, output)
-        fh.seek(0)
-        fh.truncate()
-        fh.write(me)
-        fh.flush()
+        _holder([(fh, me)], [fh])
         return OutputLock([fh])
     own = _flock(output / f".lock.rank{rank}", exclusive, output)
     try:
@@ -300,12 +358,24 @@ def lock_output(output: Path, rank: int, world: int = 1) -> OutputLock:
         own.close()
         raise
     writes = [(own, me)] + ([(common, f"a distributed run: rank 0 {me}")] if rank == 0 else [])
-    for fh, text in writes:
-        fh.seek(0)
-        fh.truncate()
-        fh.write(text)
-        fh.flush()
+    _holder(writes, [common, own])
     return OutputLock([common, own])
+
+
+def _holder(writes: list, handles: list) -> None:
+    """Write who holds each lock file (``writes``: ``(file, text)``); on a failure (a full disk:
+    "[Errno 28] No space left on device" naming no file) the locks are released and the error
+    names the lock file."""
+    for fh, text in writes:
+        try:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(text)
+            fh.flush()
+        except OSError as e:
+            for h in handles:
+                h.close()
+            raise OSError(e.errno, f"{fh.name}: {e.strerror or e}") from e
 
 
 def weights_sha256(config: PipelineConfig) -> dict[str, str]:

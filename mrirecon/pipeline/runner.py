@@ -8,75 +8,36 @@ Under ``torchrun`` the inputs are sharded across ranks (same command, more proce
 
 from __future__ import annotations
 
-import csv
+import errno
 import functools
 import hashlib
-import io
 import json
-import re
 import logging
 import os
-import platform
-import subprocess
 import time
 import traceback
-from dataclasses import asdict, fields
+from dataclasses import fields
 from pathlib import Path
 
-import numpy as np
-
+from mrirecon.core.config import to_dict
 from mrirecon.core.device import resolve_device
 from mrirecon.io.atomic import atomic_write_text
-from mrirecon.core.config import to_dict
+from mrirecon.io.errors import disk_error
 from mrirecon.pipeline.inputs import (INPUT_SUFFIXES, _warn_dicom_beside,  # noqa: F401
                                       check_name_lengths, expand_inputs, input_list, output_names)
 from mrirecon.pipeline.output_files import (SUPERSEDED, commit_outputs, drop_superseded,
                                             few, fingerprint, moved_by_commit, set_aside)
-from mrirecon.pipeline.report import VolumeResult, display_name, write_report
-from mrirecon.pipeline.run_state import (check_other_inputs, lock_output, paired_reference,
-                                         previous_run, read_status, remove_orphans,
-                                         remove_other_inputs,
-                                         remove_stale_file, remove_stale_outputs,
-                                         sha256, status_path, status_record, weights_sha256)
+from mrirecon.pipeline.report import VolumeResult, display_name
+from mrirecon.pipeline.run_files import (RUN_FILES, RunFiles, config_sha256,  # noqa: F401
+                                         csv_safe)
+from mrirecon.pipeline.run_state import (check_other_inputs, file_state, has_other_inputs,
+                                         lock_output, paired_reference, previous_run, read_status,
+                                         remove_orphans, remove_other_inputs,
+                                         remove_stale_outputs, sha256, status_path, status_record,
+                                         weights_sha256)
 from mrirecon.pipeline.schema import PipelineConfig
 
 log = logging.getLogger("mrirecon.pipeline")
-
-
-def config_sha256(config: PipelineConfig) -> str:
-    """Checksum of the effective configuration (after overrides): what ``--resume`` compares."""
-    text = json.dumps(to_dict(config), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-@functools.lru_cache(maxsize=1)
-def _git_commit() -> str:
-    """The package's git commit for the provenance (once per process: a subprocess)."""
-    try:
-        root = Path(__file__).resolve().parents[2]
-        return subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                              text=True, timeout=5).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-@functools.lru_cache(maxsize=1)
-def _versions_cached() -> tuple[tuple[str, str], ...]:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version(), "platform": platform.platform()}
-    for name in ("mrirecon", "torch", "numpy", "h5py", "pydicom", "nibabel", "sigpy"):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            out[name] = "not installed"
-    return tuple(out.items())
-
-
-def _versions() -> dict[str, str]:
-    """Versions for the provenance; read once per process (the package metadata scan cost
-    ~70 ms per run, paid per file by a script that runs one file at a time)."""
-    return dict(_versions_cached())
 
 
 @functools.lru_cache(maxsize=1)
@@ -213,11 +174,14 @@ def _code_config_warnings(config: PipelineConfig) -> list[str]:
 def _run_locked(config: PipelineConfig, inputs: list[str], output: Path, *, resume: bool,
                 device: str | None, progress: bool, config_text: str, rank: int, world: int,
                 replace_others: bool = False, config_warnings: list[str] = ()) -> int:
-    """:func:`run_pipeline` while it holds the output folder's lock."""
-    import shutil
+    """:func:`run_pipeline` while it holds the output folder's lock.
 
-    from mrirecon.pipeline.volume import process_volume, warn_unscored
-
+    The run files never describe outputs that are no longer there: before this run first
+    changes the output folder (a commit, a set-aside, a prune) they are replaced by this run's,
+    marked ``"status": "running"`` (:meth:`RunFiles.invalidate`; a SIGKILL cannot be caught);
+    a run that stops early (Ctrl-C, SIGTERM, an error) writes them for what finished, marked
+    ``"interrupted"``. An interrupted rerun left the earlier run's ``metrics.csv``, report and
+    provenance describing images it had replaced (32.2 dB listed for a 24.1 dB image)."""
     release_memory()
     dev = resolve_device(device or config.device)
     files = expand_inputs(inputs, exclude=output)
@@ -228,40 +192,125 @@ def _run_locked(config: PipelineConfig, inputs: list[str], output: Path, *, resu
              config.pipeline_file or "a config built in code", len(files), len(mine), rank,
              world, dev)
     t_start = time.time()
-    if replace_others:
-        pruned = remove_other_inputs(output, names)
-        if pruned:
-            log.info("pruned the outputs of %d earlier input(s) under names this run does not "
-                     "write: %s%s", len(pruned),
-                     ", ".join(pruned[:5]), " ..." if len(pruned) > 5 else "")
-    else:
+    if not replace_others:
         check_other_inputs(output, names, resume=resume, files=files)
-    if resume:
-        remove_orphans(output, before=t_start)
-    model = _load_model(config, dev)
-    weights = weights_sha256(config)
+    run = RunFiles(config, output, files, t_start, rank, world, config_text, dev,
+                   list(config_warnings))
+    try:
+        if replace_others and has_other_inputs(output, names):
+            run.invalidate()
+            pruned = remove_other_inputs(output, names)
+            if pruned:
+                log.info("pruned the outputs of %d earlier input(s) under names this run does "
+                         "not write: %s%s", len(pruned),
+                         ", ".join(pruned[:5]), " ..." if len(pruned) > 5 else "")
+        # every run: a killed one's leftovers stayed after a plain rerun (only --resume did this)
+        remove_orphans(output, before=t_start, rank=rank, world=world)
+        _run_inputs(config, mine, output, run, resume=resume, device=dev, progress=progress)
+        from mrirecon.pipeline.volume import warn_unscored
+
+        warn_unscored(config, run.results)  # an input without a reference among scored ones
+    except BaseException as err:
+        run.stopped(err)
+        raise
+    run.write("complete")
+    failed = [r for r in run.results if r.status == "failed"]
+    if failed:
+        log.error("%d of %d file(s) failed", len(failed), len(run.results))
+    return 1 if failed else 0
+
+
+class _InputProblem(Exception):
+    """An input's failure whose message is the whole error (no exception type before it)."""
+
+
+def _gone(path: Path) -> str:
+    return f"{path}: no such file (deleted or moved after the run listed its inputs?)"
+
+
+def _changed(path: Path, ref: Path | None, state: tuple) -> str:
+    """The error for an input (or its paired reference) whose size, modification time or inode
+    differ from ``state`` (taken before it was read); ``""`` when they do not."""
+    for p, before in zip((path, ref), state):
+        if p is not None and file_state(p) != before:
+            return (f"{p} changed while it was being read (overwritten or replaced?); run again "
+                    "(none of this input's outputs were written)")
+    return ""
+
+
+def _input_error(err: Exception, path: Path, ref: Path | None, state: tuple, stage: Path,
+                 output: Path) -> str:
+    """The error of an input that failed with ``err``: a file deleted or overwritten meanwhile
+    is said to be so (h5py's raw "errno = 2" text, or a mask check blaming the data layout for
+    a volume mixing old and new slices), a full disk names the output file (not its staged
+    copy)."""
+    if not os.path.lexists(path):
+        return _gone(path)
+    changed = _changed(path, ref, state)
+    if changed:
+        return changed
+    if isinstance(err, _InputProblem):
+        return str(err)
+    disk = disk_error(err)
+    if disk:
+        return disk.replace(str(stage), str(output))
+    return f"{type(err).__name__}: {err}"
+
+
+def _run_inputs(config: PipelineConfig, mine: list[tuple[Path, str]], output: Path,
+                run: RunFiles, *, resume: bool, device: str, progress: bool) -> None:
+    """Process this rank's inputs (``(path, output name)``), appending to ``run.results``."""
+    rank = run.rank
+    model = _load_model(config, device)
+    weights = run.weights = weights_sha256(config)
     # replaced weights (same path, other content) must not count as the same run
     config_hash = config_sha256(config) if not weights else hashlib.sha256(
         (config_sha256(config) + json.dumps(weights, sort_keys=True)).encode()).hexdigest()
-    results: list[VolumeResult] = []
-    hashes: dict[str, str] = {}
-    references: dict[str, str] = {}
     staging = output / ".staging" / f"{rank}-{os.getpid()}"
+    try:
+        _each_input(config, mine, output, run, resume=resume, device=device, progress=progress,
+                    model=model, config_hash=config_hash, staging=staging)
+        run.current = None
+    finally:
+        try:
+            (output / ".staging").rmdir()  # only when empty (no other rank still working)
+        except OSError:
+            pass
+
+
+def _each_input(config: PipelineConfig, mine: list[tuple[Path, str]], output: Path,
+                run: RunFiles, *, resume: bool, device: str, progress: bool, model,
+                config_hash: str, staging: Path) -> None:
+    """The loop of :func:`_run_inputs`."""
+    import shutil
+
+    from mrirecon.pipeline.volume import process_volume
+
+    results, hashes = run.results, run.hashes
     for path, name in _progress(mine, progress, "files"):
+        run.current = path
         status_file = status_path(output, name)
         result = VolumeResult(input=str(path), name=name)
         t0 = time.perf_counter()
+        ref = paired_reference(path)
+        # size, mtime and inode before the first read: compared after the last (F7)
+        state = (file_state(path), file_state(ref) if ref is not None else None)
         try:
             input_hash = hashes[str(path)] = sha256(path)
-            ref = paired_reference(path)
             if ref is not None:  # a replaced reference changes the metrics: part of the input
-                references[str(ref)] = sha256(ref)
-                input_hash = hashlib.sha256((input_hash + references[str(ref)]).encode()).hexdigest()
+                run.references[str(ref)] = sha256(ref)
+                input_hash = hashlib.sha256((input_hash + run.references[str(ref)]).encode()
+                                            ).hexdigest()
         except OSError as e:
             hashes.setdefault(str(path), f"unreadable: {e.strerror or e}")
-            result.status, result.error = "failed", f"{path}: cannot read the input ({e.strerror or e})"
+            result.status = "failed"
+            result.error = (_gone(path) if not os.path.lexists(path)
+                            else f"{path}: cannot read the input ({e.strerror or e})")
             log.error("failed on %s: %s", path, result.error)
-            _set_aside(read_status(status_file, output), status_file, output, result)
+            old = read_status(status_file, output)
+            if old:
+                run.invalidate()
+            _set_aside(old, status_file, output, result)
             results.append(result)
             continue
         old = read_status(status_file, output)
@@ -275,8 +324,12 @@ def _run_locked(config: PipelineConfig, inputs: list[str], output: Path, *, resu
         stage = staging / "v"
         try:
             shutil.rmtree(stage, ignore_errors=True)
-            process_volume(config, path, stage, result, model=model, device=dev, progress=progress,
-                           name=name)
+            process_volume(config, path, stage, result, model=model, device=device,
+                           progress=progress, name=name)
+            changed = _changed(path, ref, state)
+            if changed:  # overwritten in place while read: a volume of old and new slices
+                raise _InputProblem(changed)
+            run.invalidate()  # before the first change to the output folder
             commit_outputs(stage, output, result)
             result.status = "ok"
             remove_stale_outputs(old, result, output)
@@ -284,11 +337,15 @@ def _run_locked(config: PipelineConfig, inputs: list[str], output: Path, *, resu
             written = fingerprint([*result.outputs.values(), *result.figures], output)
         except Exception as e:  # one bad file must not stop the batch
             result.status = "failed"
-            result.error = f"{type(e).__name__}: {e}"
+            result.error = _input_error(e, path, ref, state, stage, output)
+            if not os.path.lexists(path):
+                hashes[str(path)] = f"unreadable: {os.strerror(errno.ENOENT)}"
             log.error("failed on %s: %s", path, result.error)
             log.debug("%s", traceback.format_exc())
             placed = moved_by_commit(stage, output, [*result.outputs.values(), *result.figures])
             result.metrics, result.outputs, result.figures = {}, {}, []
+            if old or placed:
+                run.invalidate()
             _set_aside(old, status_file, output, result, placed)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -299,17 +356,6 @@ def _run_locked(config: PipelineConfig, inputs: list[str], output: Path, *, resu
                                    config_sha256=config_hash, input_abspath=os.path.abspath(path),
                                    output_files=written)
             atomic_write_text(status_file, json.dumps(record, indent=1))
-    try:
-        (output / ".staging").rmdir()  # only when empty (no other rank still working)
-    except OSError:
-        pass
-    warn_unscored(config, results)  # an input without a reference among scored ones
-    _write_run_files(config, output, files, results, t_start, rank, world, config_text, dev,
-                     hashes, references=references, weights=weights, config_warnings=config_warnings)
-    failed = [r for r in results if r.status == "failed"]
-    if failed:
-        log.error("%d of %d file(s) failed", len(failed), len(results))
-    return 1 if failed else 0
 
 
 def _set_aside(old: dict | None, status_file: Path, output: Path, result: VolumeResult,
@@ -389,92 +435,3 @@ def _progress(items, enabled: bool, desc: str):
     from tqdm.auto import tqdm
 
     return tqdm(items, desc=desc, unit="file", disable=not enabled, leave=False)
-
-
-def _write_run_files(config, output: Path, files, results, t_start, rank, world, config_text, dev,
-                     hashes: dict[str, str] | None = None, *, references: dict[str, str] | None = None,
-                     weights: dict[str, str] | None = None, config_warnings: list[str] = ()):
-    suffix = "" if world == 1 else f".rank{rank}"
-    hashes = hashes or {}
-    provenance = {
-        "pipeline": config.name,
-        "pipeline_file": config.pipeline_file,  # the file that ran (None: built in code)
-        "config": to_dict(config),
-        "config_sha256": config_sha256(config),
-        "config_warnings": list(config_warnings),  # settings that change nothing (pipeline/inert.py)
-        "device": dev,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t_start)),
-        "seconds": round(time.time() - t_start, 3),
-        "versions": _versions(),
-        "git_commit": _git_commit(),
-        "rank": rank,
-        "world_size": world,
-        "inputs": {str(p): hashes.get(str(p)) or _sha256_or_error(p) for p in files[rank::world]},
-        "references": references or {},
-        "weights": weights or {},
-        "files": [asdict(r) for r in results],
-    }
-    atomic_write_text(output / f"provenance{suffix}.json", json.dumps(provenance, indent=1))
-    _remove_other_worlds_run_files(output, rank, world)
-    ok = [r for r in results if r.metrics and r.status in ("ok", "skipped")]
-    summary = {}
-    for m in sorted({k for r in ok for k in r.metrics}):
-        vals = np.array([r.metrics[m] for r in ok if m in r.metrics])
-        summary[m] = (float(vals.mean()), float(vals.std(ddof=1)) if vals.size > 1 else 0.0)
-    if config.report.enabled:
-        write_report(output / f"report{suffix}.html", title=f"mrirecon — {config.name}",
-                     config_text=config_text, results=results, summary=summary,
-                     config_warnings=list(config_warnings))
-    else:
-        remove_stale_file(output / f"report{suffix}.html")
-    if not ok:  # an earlier run's table must not stand for this one
-        remove_stale_file(output / f"metrics{suffix}.csv")
-    else:
-        metric_names = sorted(summary)
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["file", *metric_names])
-        for r in ok:
-            writer.writerow([csv_safe(display_name(r))] +
-                            [f"{r.metrics.get(m, float('nan')):.6g}" for m in metric_names])
-        atomic_write_text(output / f"metrics{suffix}.csv", buf.getvalue())
-
-
-#: The run files a run writes, ``{suffix}`` ``""`` (plain) or ``.rank<r>`` (distributed).
-RUN_FILES = ("provenance{suffix}.json", "report{suffix}.html", "metrics{suffix}.csv")
-
-
-def _remove_other_worlds_run_files(output: Path, rank: int, world: int) -> None:
-    """Delete the run files of runs of another world size, which describe outputs this run has
-    replaced (each beside the others, exit 0: a plain run's metrics.csv said cg_sense beside
-    rank files saying zero_filled for the same files, and a 3-rank run's ``.rank2`` files
-    listed an input a 2-rank resume also listed). A plain run removes every ``.rank<r>`` file;
-    rank 0 of a distributed run removes the plain ones and those of ranks >= its world size.
-    The output lock keeps runs of another world size out while this one runs."""
-    if world > 1 and rank != 0:
-        return
-    names = []
-    for pattern in RUN_FILES:
-        stem, ext = pattern.split("{suffix}")
-        for p in output.glob(pattern.format(suffix=".rank*")):
-            m = re.fullmatch(re.escape(stem) + r"\.rank(\d+)" + re.escape(ext), p.name)
-            if m and (world == 1 or int(m.group(1)) >= world):
-                names.append(p.name)
-        if world > 1:
-            names.append(pattern.format(suffix=""))
-    for name in names:
-        remove_stale_file(output / name)
-
-
-def _sha256_or_error(path: Path) -> str:
-    try:
-        return sha256(path)
-    except OSError as e:
-        return f"unreadable: {e.strerror or e}"
-
-
-def csv_safe(text: str) -> str:
-    """A cell that spreadsheets show as text: a leading ``= + - @`` or tab/CR (a formula in
-    Excel/LibreOffice) gets a ``'`` prefix; control characters become ``?``."""
-    text = "".join(c if c >= " " or c == "\t" else "?" for c in str(text))
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

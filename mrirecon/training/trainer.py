@@ -194,7 +194,18 @@ class Trainer:
 
         ``check(checkpoint)`` may refuse it (the config it records) after its weights were found
         to fit the model and before anything is loaded. A checkpoint past ``optim.max_steps`` is
-        refused: the loop would not run and ``model.pt`` would be the longer run's weights."""
+        refused: the loop would not run and ``model.pt`` would be the longer run's weights.
+        Temporary files that a killed run's atomic writes left (``checkpoints/.last.pt.*.tmp``,
+        ``.train_log.csv.*.tmp``) are deleted first: they stayed after every resume."""
+        if self.rank == 0:
+            from mrirecon.io.atomic import remove_temp_files
+
+            now = time.time()
+            gone = [p for d in (self.out, self.checkpoint_path.parent)
+                    for p in remove_temp_files(d, before=now)]
+            if gone:
+                log.info("removed %d temporary file(s) an interrupted run left: %s", len(gone),
+                         ", ".join(str(p) for p in gone[:3]) + (" ..." if len(gone) > 3 else ""))
         if not self.checkpoint_path.is_file():  # was silent: a mistyped output_dir trained afresh
             if self.rank == 0:
                 log.warning("--resume: no checkpoint %s; training starts at step 0",
