@@ -18,7 +18,7 @@ import yaml
 
 from mrirecon.core.config import (ConfigError, apply_overrides, from_dict, load_yaml,
                                   override_targets, overrides_list, read_yaml)
-from mrirecon.pipeline.schema import PipelineConfig, drop_removed_keys
+from mrirecon.pipeline.schema import PipelineConfig, config_sha256, drop_removed_keys
 from mrirecon.pipeline.validate import (accepted_params, canonical_method_params,
                                         validate_pipeline)
 
@@ -216,4 +216,5 @@ def load_pipeline_warned(name: str | os.PathLike, overrides: list[str] = ()
     warned = inert_warnings(config, overrides, str(path), shipped)
     for msg in warned:
         log.warning("%s", msg)
+    config = replace(config, load_warnings=(config_sha256(config), tuple(warned)))
     return config, yaml.safe_dump(data, sort_keys=False), warned

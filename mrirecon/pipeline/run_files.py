@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import hashlib
 import io
 import json
 import logging
@@ -28,15 +27,9 @@ from mrirecon.io.atomic import atomic_write_text
 from mrirecon.io.errors import Terminated, disk_error
 from mrirecon.pipeline.report import VolumeResult, display_name, write_report
 from mrirecon.pipeline.run_state import remove_stale_file, sha256
-from mrirecon.pipeline.schema import PipelineConfig
+from mrirecon.pipeline.schema import PipelineConfig, config_sha256  # noqa: F401
 
 log = logging.getLogger("mrirecon.pipeline")
-
-
-def config_sha256(config: PipelineConfig) -> str:
-    """Checksum of the effective configuration (after overrides): what ``--resume`` compares."""
-    text = json.dumps(to_dict(config), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @functools.lru_cache(maxsize=1)

@@ -111,7 +111,10 @@ def run_pipeline(config: PipelineConfig, inputs: list[str] | str | os.PathLike,
     # a method changed in code after loading: its tables dropped, with a warning in the record
     config, dropped = tables_of_the_method(config)
     config = validate_pipeline(config)  # also for configs built in code, before any input is read
-    if config_warnings is None:
+    loaded = config.load_warnings
+    if config_warnings is None and loaded is not None and loaded[0] == config_sha256(config):
+        config_warnings = list(loaded[1])  # logged by load_pipeline, as loaded: not again
+    elif config_warnings is None:
         config_warnings = _code_config_warnings(config)
     config_warnings = [*dropped, *config_warnings]
     for msg in dropped:

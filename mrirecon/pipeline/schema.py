@@ -8,10 +8,12 @@ the file and key (:func:`drop_removed_keys`) and will be refused in the next rel
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from mrirecon.core.config import INTERNAL
+from mrirecon.core.config import INTERNAL, to_dict
 from mrirecon.training.adapt import AdaptConfig as AdaptSettings
 
 #: ``{dotted key: why it went}``: accepted with a FutureWarning for one release, then refused.
@@ -186,3 +188,14 @@ class PipelineConfig:
     #: the run log and ``provenance.json``; ``None`` for a config built in code
     pipeline_file: str | None = field(default=None, compare=False, repr=False,
                                       metadata={INTERNAL: True})
+    #: not a YAML key: ``(config_sha256 of the config judged, warnings)`` of ``load_pipeline``,
+    #: which logged them; ``run_pipeline`` records them without logging them again (a run from
+    #: Python said every inert setting twice), unless the config was changed since
+    load_warnings: tuple[str, tuple[str, ...]] | None = field(default=None, compare=False,
+                                                              repr=False, metadata={INTERNAL: True})
+
+
+def config_sha256(config: PipelineConfig) -> str:
+    """Checksum of the effective configuration (after overrides): what ``--resume`` compares."""
+    text = json.dumps(to_dict(config), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -71,6 +71,19 @@ def test_a_run_from_python_records_the_settings_that_change_nothing(ct_dir, tmp_
     assert "undersample.views=30 has no effect: undersample.enabled is false" in said
 
 
+def test_a_loaded_configs_inert_settings_are_said_once(ct_dir, tmp_path, caplog):
+    """``load_pipeline`` logs the settings that change nothing; ``run_pipeline`` of the same
+    config judged them again and logged each a second time. Now it records the load's warnings
+    (``provenance.json``) without saying them again; a config changed since is judged anew."""
+    caplog.set_level(logging.WARNING)
+    cfg = load_pipeline("ct_fbp", QUICK_CT + ["report.enabled=false", "undersample.views=12"])[0]
+    assert run_pipeline(cfg, [ct_dir], tmp_path / "o", progress=False) == 0
+    said = [r.getMessage() for r in caplog.records if "undersample.views=12" in r.getMessage()]
+    assert len(said) == 1, said
+    (recorded,) = _prov(tmp_path / "o")["config_warnings"]
+    assert "undersample.views=12 has no effect" in recorded
+
+
 # ---- 2: a mapping given to --set for a section ----------------------------------------------
 
 
