@@ -27,7 +27,7 @@ from torch import Tensor
 from mrirecon.sampling.acs import acs_width
 
 if TYPE_CHECKING:
-    from mrirecon.pipeline.schema import ReconstructConfig
+    from mrirecon.pipeline.schema import ReconstructConfig, UndersampleConfig
     from mrirecon.pipeline.slice_mri import MRISlice
 
 
@@ -327,3 +327,24 @@ def grappa_note(s: MRISlice, params: dict) -> str | None:
             f"spans {ky} columns and the gaps between acquired columns are up to {gap} wide (it "
             f"must span {2 * math.ceil(gap / 2) + 1} and fit in the {calibration_width(s)}-column "
             f"{'reference' if s.calibration is not None else 'centre'} band)")
+
+
+def drawn_mask_note(s: MRISlice, cfg: UndersampleConfig) -> str | None:
+    """Which of several configured ``(center_fraction, acceleration)`` pairs the retrospective
+    mask of Cartesian slice ``s`` drew (fastMRI's mask functions pick one per file, seeded by its
+    name), and the acceleration its columns give; ``None`` for one pair, no undersampling or
+    non-Cartesian data. With ``accelerations: [4, 8]`` (fastMRI's validation mask) nothing in
+    ``metrics.csv``, ``provenance.json`` or the report said which factor a file got."""
+    pairs = list(dict.fromkeys(zip(cfg.center_fractions, cfg.accelerations)))
+    if not cfg.enabled or s.trajectory is not None or len(pairs) < 2 \
+            or s.num_low_frequencies is None:
+        return None
+    from mrirecon.pipeline.slice_mri import column_counts
+
+    width = s.mask.numel()
+    drawn = [(cf, acc) for cf, acc in pairs if round(width * cf) == s.num_low_frequencies]
+    sampled, acquirable = column_counts(s)
+    said = (f"{drawn[0][1]:g}x with centre fraction {drawn[0][0]:g}" if len(drawn) == 1
+            else f"one of {len(pairs)} configured pairs")
+    return (f"undersample: the mask drew {said} ({s.num_low_frequencies} centre columns): "
+            f"{sampled} of {acquirable} acquirable columns, {acquirable / max(sampled, 1):.2f}x")

@@ -32,7 +32,8 @@ from mrirecon.pipeline.schema import (
     ReconstructConfig,
     UndersampleConfig,
 )
-from mrirecon.pipeline.sampling_mri import (complete_partial_fourier, grappa_note, grappa_params,
+from mrirecon.pipeline.sampling_mri import (complete_partial_fourier, drawn_mask_note,
+                                           grappa_note, grappa_params,
                                            partial_echo_note, partial_fourier_note,
                                            phase_constrained, pocs_applies,
                                            symmetric_mask, unreachable_share)
@@ -497,6 +498,8 @@ class MRIStages(Modality[MRISlice]):
             notes["espirit_kernel"] = note
         notes.update(calibration_notes(s, self.config.calibrate))
         notes.update(preprocess_notes(s, self.config, classical=self.classical))
+        if (drawn := drawn_mask_note(s, self.config.undersample)) is not None:
+            notes["undersample_drawn"] = drawn
         cc, coils = self.config.preprocess.coil_compression, s.kspace.shape[0]
         if cc is not None and coils < cc:  # preprocess compresses to at most cc coils
             notes["coil_compression"] = (f"preprocess.coil_compression={cc}: the data hold {coils} "
