@@ -63,12 +63,24 @@ def sample_patches(images: list[np.ndarray], patch_size: int, per_image: int, se
 def fit_and_save(out: str | Path, *, components: int = 20, patch_size: int = 8,
                  mri_volumes: int = 10, mri_slices: int = 4, ct_samples: int = 20,
                  size: int = 128, patches_per_image: int = 1000, iterations: int = 40,
-                 seed: int = 2011) -> dict:
+                 seed: int = 2011, threads: int | None = None) -> dict:
     """Fit the mixture and write ``out`` (state dict) and ``out.yaml`` (card); returns the card
-    (``mrirecon train gmm --components 20 ...``)."""
+    (``mrirecon train gmm --components 20 ...``).
+
+    The card records this run (``training``: the command with ``--threads``, seed, EM
+    iterations run, wall time, threads); over an earlier card of the same mixture and recipe
+    (all options but ``iterations``) only that card's descriptive sections stay
+    (:func:`~mrirecon.training.run_card.rebuilt_card`: ``training_range``, ``known_failures``
+    of the shipped card), never its run record."""
+    from mrirecon.training.run_card import earlier_card
+
     opts = dict(components=components, patch_size=patch_size, mri_volumes=mri_volumes,
                 mri_slices=mri_slices, ct_samples=ct_samples, size=size,
                 patches_per_image=patches_per_image, iterations=iterations, seed=seed)
+    earlier = earlier_card(out)  # before this run replaces the weights it describes
+    if threads is not None:
+        torch.set_num_threads(threads)
+    threads = torch.get_num_threads()
     torch.manual_seed(opts["seed"])
     t0 = time.perf_counter()
     images = training_images(mri_volumes=opts["mri_volumes"], mri_slices=opts["mri_slices"],
@@ -93,8 +105,48 @@ def fit_and_save(out: str | Path, *, components: int = 20, patch_size: int = 8,
     for key in ("means", "covs", "weights"):
         getattr(model.gmm, key).copy_(getattr(gmm, key).to(torch.float32))
     out = Path(out)
-    card = {
+    summary = {"images": len(images), "patches": int(patches.shape[0]), "history": history,
+               "wall_time_s": round(t2 - t0, 1), "data_time_s": round(t1 - t0, 1)}
+    card = _card(out, {"threads": threads, **opts}, params, summary, earlier)
+    write_weights(out, model.state_dict(), card)
+    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB) in {t2 - t0:.0f} s")
+    return card
+
+
+def _card(out: Path, args: dict, params: dict, summary: dict, earlier: dict | None) -> dict:
+    """The card of a ``train gmm`` run (``args``: its options with the threads it ran on):
+    :func:`~mrirecon.training.run_card.trainer_card`, an ``earlier`` card of the same mixture
+    and recipe keeping its descriptive sections, never its run record."""
+    from mrirecon.training.ct_staged import card_command
+    from mrirecon.training.run_card import trainer_card
+
+    opts = {k: v for k, v in args.items() if k != "threads"}
+    history = summary["history"]
+    fresh = {
         "model": {"name": "unrolled_em", "params": params},
+        "data": {
+            "source": "noise-free simulated brain MRI magnitudes (MNI152 template via nilearn) and "
+                      "CT attenuation maps (allowed DICOM slices and random-ellipse phantoms); "
+                      "Shepp-Logan and all other package images excluded (held out)",
+            "images": summary["images"],
+            "patches": summary["patches"],
+            **opts,
+        },
+        "training": {
+            "command": card_command("gmm", out, args),
+            "seed": opts["seed"],
+            "algorithm": "EM, float64, deterministic initialisation (std quantile x gradient orientation)",
+            "iterations": opts["iterations"],
+            "steps": len(history),  # EM iterations run
+            "mean_log_likelihood_first_last": [round(history[0], 4), round(history[-1], 4)],
+            "wall_time_s": summary["wall_time_s"],
+            "data_time_s": summary["data_time_s"],
+            "hardware": f"{platform.machine()} CPU, {args['threads']} thread(s)",
+            "torch": str(torch.__version__),
+            "date": time.strftime("%Y-%m-%d"),
+        },
+    }
+    defaults = {
         "description": (
             f"Patch GMM prior (Zoran & Weiss 2011 style): {opts['components']} zero-mean "
             f"full-covariance components over DC-removed {opts['patch_size']}x{opts['patch_size']} "
@@ -103,26 +155,9 @@ def fit_and_save(out: str | Path, *, components: int = 20, patch_size: int = 8,
             "per-iteration parameters are untrained defaults). "
             "Used by recon 'epll' and as the initial prior of 'unrolled_em'. Not for clinical use."
         ),
-        "data": {
-            "source": "noise-free simulated brain MRI magnitudes (MNI152 template via nilearn) and "
-                      "CT attenuation maps (allowed DICOM slices and random-ellipse phantoms); "
-                      "Shepp-Logan and all other package images excluded (held out)",
-            "command": "mrirecon train gmm --out mrirecon/weights/patch_gmm.pt",
-            "images": len(images),
-            "patches": int(patches.shape[0]),
-            **opts,
-        },
-        "training": {
-            "algorithm": "EM, float64, deterministic initialisation (std quantile x gradient orientation)",
-            "iterations": opts["iterations"],
-            "mean_log_likelihood_first_last": [round(history[0], 4), round(history[-1], 4)],
-            "wall_time_s": round(t2 - t0, 1),
-            "data_time_s": round(t1 - t0, 1),
-            "hardware": f"{platform.machine()} CPU, {torch.get_num_threads()} thread(s)",
-            "torch": str(torch.__version__),
-        },
+        "known_failures": [
+            "Fitted by mrirecon train gmm (see training) on [0, 1]-scaled simulated MNI152 "
+            "magnitudes and CT images only; the unrolled parameters (sigma schedule, noise level) "
+            "are untrained defaults, and these weights are not scored on the held-out protocol."],
     }
-    write_weights(out, model.state_dict(), card)
-    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB) in {t2 - t0:.0f} s")
-    return card
-
+    return trainer_card(fit_and_save, fresh, earlier, args, ("iterations",), defaults)

@@ -330,15 +330,26 @@ def save_feature_network(net: FeatureNetwork, path: str | os.PathLike, card: dic
 
 
 def train_and_save(out: str, *, steps: int = 1000, batch_size: int = 16, size: int = 64,
-                   slices: int = 600, held_out: int = 64, lr: float = 1e-3, seed: int = 0) -> dict:
+                   slices: int = 600, held_out: int = 64, lr: float = 1e-3, seed: int = 0,
+                   threads: int | None = None) -> dict:
     """Train the feature network and write ``out`` (.pt) with its card; returns the card.
 
-    ``mrirecon train perceptual --out mrirecon/weights/perceptual_features.pt``.
+    ``mrirecon train perceptual --out mrirecon/weights/perceptual_features.pt``. The card
+    records this run (``training``: the command with every option and ``--threads``, seed,
+    steps, wall time, threads); over an earlier card of the same network and recipe (all options
+    but ``steps``) only that card's descriptive sections stay
+    (:func:`~mrirecon.training.run_card.rebuilt_card`), never its run record.
     """
+    from mrirecon.training.run_card import earlier_card
+
     if not str(out).endswith(".pt"):
         raise ValueError(f"out must end in .pt, got {out}")
     args = _Options(out=str(out), steps=steps, batch_size=batch_size, size=size, slices=slices,
                     held_out=held_out, lr=lr, seed=seed)
+    earlier = earlier_card(out)  # before this run replaces the weights it describes
+    if threads is not None:
+        torch.set_num_threads(threads)
+    threads = torch.get_num_threads()
     net, summary = train_feature_network(
         steps=args.steps,
         batch_size=args.batch_size,
@@ -348,14 +359,24 @@ def train_and_save(out: str, *, steps: int = 1000, batch_size: int = 16, size: i
         lr=args.lr,
         seed=args.seed,
     )
-    card = {
+    card = _card(args, threads, list(net.channels), summary, earlier)
+    save_feature_network(net, args.out, card)
+    return card
+
+
+def _card(args: _Options, threads: int, channels: list[int], summary: dict,
+          earlier: dict | None) -> dict:
+    """The card of a ``train perceptual`` run: :func:`~mrirecon.training.run_card.trainer_card`,
+    an ``earlier`` card of the same network and recipe keeping its descriptive sections."""
+    from mrirecon.training.ct_staged import card_command
+    from mrirecon.training.run_card import trainer_card
+
+    options = {"threads": threads, "steps": args.steps, "batch_size": args.batch_size,
+               "size": args.size, "slices": args.slices, "held_out": args.held_out, "lr": args.lr,
+               "seed": args.seed}
+    fresh = {
         "kind": "feature_network",
-        "model": {"name": WEIGHTS_NAME, "params": {"channels": list(net.channels)}},
-        "description": (
-            "Encoder of a denoising autoencoder (3 stages, 16/32/64 channels, leaky ReLU) used "
-            "by mrirecon.training.perceptual.PerceptualLoss; trained here on CPU, no downloaded "
-            "network. Not a reconstruction model."
-        ),
+        "model": {"name": WEIGHTS_NAME, "params": {"channels": channels}},
         "data": {
             "source": "MNI152 2009 template via nilearn (mrirecon.data.anatomy, 2 mm): random "
             "contrast T1/T2/PD/FLAIR, axis, slice, flips, skull and scalp shells",
@@ -366,19 +387,31 @@ def train_and_save(out: str, *, steps: int = 1000, batch_size: int = 16, size: i
             "(acceleration 2-8, centre 0.04-0.16), zero-filled magnitude",
         },
         "training": {
+            "command": card_command("perceptual", Path(args.out), options),
             **summary,
             "batch_size": args.batch_size,
             "lr": args.lr,
             "schedule": "Adam, cosine annealing",
             "seed": args.seed,
             "loss": "L1(decoded, clean)",
-            "command": "mrirecon train perceptual --out " + args.out,
-            "hardware": f"{platform.machine()} CPU, {torch.get_num_threads()} thread(s)",
+            "hardware": f"{platform.machine()} CPU, {threads} thread(s)",
             "torch": str(torch.__version__),
+            "date": time.strftime("%Y-%m-%d"),
         },
     }
-    save_feature_network(net, args.out, card)
-    return card
+    defaults = {
+        "description": (
+            "Encoder of a denoising autoencoder (3 stages, 16/32/64 channels, leaky ReLU) used "
+            "by mrirecon.training.perceptual.PerceptualLoss; trained here on CPU, no downloaded "
+            "network. Not a reconstruction model."
+        ),
+        "known_failures": [
+            "Not a reconstruction model: the feature encoder of mrirecon.training.perceptual."
+            f"PerceptualLoss, trained by mrirecon train perceptual (see training) on {args.size} x "
+            f"{args.size} zero-filled magnitudes of MNI152 slices only; on other anatomy, other "
+            "image sizes or CT its feature scales (feature_scale) are untested."],
+    }
+    return trainer_card(train_and_save, fresh, earlier, options, ("steps",), defaults)
 
 
 @dataclass(frozen=True)

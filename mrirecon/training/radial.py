@@ -189,7 +189,7 @@ def _known_failures(args: _Options, metrics: Mapping[str, Mapping[str, float]]) 
 def train_radial(out: str | Path, *, model: str = "modl", maps: str = "espirit",
                  weighting: str = "density", steps: int = 6000, size: tuple[int, ...] = (64,),
                  spokes: tuple[int, ...] = (40,), volumes: int = 40, slices: int = 4,
-                 lr: float = 1e-3, seed: int = 0) -> dict:
+                 lr: float = 1e-3, seed: int = 0, threads: int | None = None) -> dict:
     """Train, evaluate on held-out slices and write ``<out>.pt`` + ``<out>.yaml``; returns the card.
 
     ``size`` and ``spokes`` pair up into geometries (``--size 64 128 --spokes 40 96``: 64 x 64
@@ -199,7 +199,15 @@ def train_radial(out: str | Path, *, model: str = "modl", maps: str = "espirit",
     ``metrics_held_out`` are the first geometry's, ``metrics_held_out_by_geometry`` all of them.
     Adam at ``lr`` with a cosine decay to 0 over ``steps``. ``seed`` sets the weight
     initialisation and the order of the training slices (the data are fixed: training seed 21,
-    held-out seed 23)."""
+    held-out seed 23). The card records this run (``training``: the command with ``--threads``,
+    seed, steps, wall time, threads) and its own held-out scores; over an earlier card of the
+    same model, training range and recipe (all options but ``steps``) only that card's
+    descriptive sections the run does not write stay
+    (:func:`~mrirecon.training.run_card.rebuilt_card`), never its run record or metrics."""
+    options = {k: v for k, v in locals().items() if k not in ("out", "threads")}  # for the card
+    from mrirecon.training.ct_staged import card_command
+    from mrirecon.training.run_card import earlier_card, trainer_card
+
     if model not in MODELS:
         raise ValueError(f"train_radial: model must be one of {sorted(MODELS)}, got {model!r}")
     name, card_params = radial_architecture(model, maps, weighting)  # checks maps / weighting
@@ -207,6 +215,13 @@ def train_radial(out: str | Path, *, model: str = "modl", maps: str = "espirit",
     args = _Options(out=str(out), model=model, steps=steps, size=tuple(n for n, _ in geoms),
                     spokes=tuple(k for _, k in geoms), volumes=volumes, slices=slices, lr=lr)
     learned_maps = maps == "learned"
+    earlier = earlier_card(Path(args.out).with_suffix(".pt"))  # before this run replaces it
+    if threads is not None:
+        torch.set_num_threads(threads)
+    threads = torch.get_num_threads()
+    # the command records the pairs of geometries as run (a single --size 64 is a tuple)
+    options = {"threads": threads, **options, "size": args.size, "spokes": args.spokes}
+    command = card_command("radial", Path(args.out), options)
     torch.manual_seed(seed)
     t0 = time.time()
     train, tests = [], {}
@@ -282,16 +297,12 @@ def train_radial(out: str | Path, *, model: str = "modl", maps: str = "espirit",
             "train": {"volumes": args.volumes * len(geoms), "slices": len(train), "seed": 21},
             "test_held_out": {"volumes": 2 * len(geoms), "slices": sum(map(len, tests.values())),
                               "seed": 23},
-            "reproduce": f"OMP_NUM_THREADS=1 mrirecon train radial --model {args.model} --maps {maps} "
-                         f"--weighting {weighting} --out {args.out} --steps {args.steps} "
-                         f"--size {' '.join(map(str, args.size))} "
-                         f"--spokes {' '.join(map(str, args.spokes))} "
-                         f"--volumes {args.volumes} --slices {args.slices} --lr {args.lr}"
-                         + (f" --seed {seed}" if seed else ""),
+            "reproduce": command,
         },
-        "training": {"steps": args.steps, "wall_time_s": round(wall, 1), "loss": "relative L1 of magnitudes",
+        "training": {"command": command, "seed": seed, "steps": args.steps,
+                     "wall_time_s": round(wall, 1), "loss": "relative L1 of magnitudes",
                      "optimizer": f"Adam lr {args.lr}, cosine decay to 0, batch 1",
-                     "hardware": f"{platform.machine()} CPU, {torch.get_num_threads()} thread(s), shared",
+                     "hardware": f"{platform.machine()} CPU, {threads} thread(s)",
                      "torch": str(torch.__version__), "date": time.strftime("%Y-%m-%d")},
         "metrics_held_out": metrics,
         **({"metrics_held_out_by_geometry": by_geometry} if len(geoms) > 1 else {}),
@@ -301,6 +312,7 @@ def train_radial(out: str | Path, *, model: str = "modl", maps: str = "espirit",
                            "trajectory": ["radial"]},
         "known_failures": _known_failures(args, metrics),
     }
+    card = trainer_card(train_radial, card, earlier, options, ("steps",))
     write_weights(out, net.state_dict(), card)
     return card
 

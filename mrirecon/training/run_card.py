@@ -9,8 +9,9 @@ matrices, coils and accelerations for MRI; image grid, views, beam and detectors
 ``known_failures``. A card with ``model`` only made ``run`` check nothing: a model trained at
 32 x 32 with 2 coils at 4x ran on 48 x 40 at 8x without a word.
 
-A trainer that writes over an earlier card (``train modl / varnet / prior / denoiser``,
-:func:`~mrirecon.training.export.export_weights`) follows :func:`rebuilt_card`: a rebuild keeps
+A trainer that writes over an earlier card (``train modl / varnet / prior / denoiser / gmm /
+perceptual / radial``, :func:`~mrirecon.training.export.export_weights`) follows
+:func:`rebuilt_card`: a rebuild keeps
 only the descriptive sections of the old card (:data:`DESCRIPTIVE`), and only when it describes
 the same model and recipe; its run record and its metrics belong to other weights and are
 dropped (``make weights`` kept the shipped cards' steps, wall time, validation curve and held-out
@@ -197,7 +198,8 @@ def _same_run(old: Mapping, fresh: Mapping, recipe: Mapping | None, defaults: Ma
     does not set), the same training range where the run measures one and, given ``recipe``
     (the options of ``fresh``'s ``training.command`` that descriptive text may state: data,
     seed, sizes; not the budget), the same options in the old card's command (an option it
-    omits had its default in ``defaults``)."""
+    omits had its default in ``defaults``; cards of ``train gmm`` recorded it as
+    ``data.command``)."""
     model, new = old.get("model"), fresh.get("model") or {}
     if not isinstance(model, dict) or model.get("name") != new.get("name"):
         return False
@@ -211,6 +213,8 @@ def _same_run(old: Mapping, fresh: Mapping, recipe: Mapping | None, defaults: Ma
         return True
     training = old.get("training") if isinstance(old.get("training"), dict) else {}
     command, now = training.get("command"), fresh["training"]["command"]
+    if command is None and isinstance(old.get("data"), dict):
+        command = old["data"].get("command")  # where cards of train gmm recorded it before
     if not isinstance(command, str) or command.split(" --")[0] != now.split(" --")[0]:
         return False  # no command, or another trainer's
     given = _command_options(command)

@@ -298,3 +298,103 @@ def test_descriptive_sections_of_the_shipped_cards_hold_no_scores():
         bad = [k for s in DESCRIPTIVE if s in card for k in keys(card[s], s)
                if DESCRIPTIVE_METRIC_KEYS.search(k.rsplit(".", 1)[-1])]
         assert not bad, (path.name, bad[:3])
+
+
+# ---- train gmm / perceptual / radial (the trainers that wrote their cards from scratch) --------
+
+
+def _parsed(command):
+    """``command`` (a card's ``training.command``) as the command line parses it."""
+    from mrirecon import cli
+    from mrirecon.cli_train import normalise_argv
+
+    return cli.build_parser().parse_args(normalise_argv(shlex.split(command)[1:]))
+
+
+def _shipped_pair(name, out):
+    for suffix in (".pt", ".yaml"):
+        shutil.copy(WEIGHTS_DIR / f"{name}{suffix}", out.with_suffix(suffix))
+    return yaml.safe_load(out.with_suffix(".yaml").read_text())
+
+
+def test_train_gmm_over_the_shipped_card_records_its_own_run(monkeypatch, tmp_path):
+    """`train gmm` wrote `data.command: mrirecon train gmm --out mrirecon/weights/patch_gmm.pt`
+    whatever its --out and options, no --threads, and, over the shipped card, dropped its
+    hand-written training_range and known_failures (`mrirecon run` then checked no range)."""
+    import mrirecon.training.fit_gmm as fit
+
+    rng = np.random.default_rng(0)
+    monkeypatch.setattr(fit, "training_images",  # the recipe's options, 2 images of noise
+                        lambda **k: [rng.random((k["size"], k["size"])) for _ in range(2)])
+    out = tmp_path / "patch_gmm.pt"
+    shipped = _shipped_pair("patch_gmm", out)
+    card = fit.fit_and_save(out, iterations=1, threads=1)
+    assert yaml.safe_load(out.with_suffix(".yaml").read_text()) == card
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["patch_gmm.pt", "patch_gmm.yaml"]
+    t = card["training"]
+    run = _parsed(t["command"])
+    assert (run.out, run.threads, run.iterations, run.components, run.seed) == (str(out), 1, 1, 20, 2011)
+    assert t["steps"] == 1 and t["seed"] == 2011 and t["wall_time_s"] < 60 and "1 thread(s)" in t["hardware"]
+    assert "command" not in card["data"] and card["data"]["images"] == 2
+    # the same recipe (iterations are the budget): the descriptive text stays, flagged
+    assert card["training_range"] == shipped["training_range"]
+    assert card["known_failures"][1:] == shipped["known_failures"]
+    assert card["known_failures"][0].startswith("Rebuilt by mrirecon train gmm on ")
+    assert card["rebuilt"]["dropped"] == ["training"]
+    # another seed over it: a card of its own, nothing of the shipped weights' scores
+    card = fit.fit_and_save(out, iterations=1, seed=5, threads=1)
+    assert "rebuilt" not in card and "training_range" not in card and "30.58" not in yaml.safe_dump(card)
+    assert card["training"]["seed"] == 5 and " --seed 5" in card["training"]["command"]
+
+
+def test_train_perceptual_over_the_shipped_card_records_its_own_run(monkeypatch, tmp_path):
+    """`train perceptual` recorded `mrirecon train perceptual --out OUT` whatever its options
+    (`--steps 2 --seed 3 --size 32` read as the 1000-step recipe) and no --threads; over the
+    shipped card it dropped the hand-written known_failures."""
+    import mrirecon.training.perceptual as perceptual
+
+    monkeypatch.setattr(perceptual, "brain_slices", lambda count, size, seed: torch.rand(
+        count, size, size, generator=torch.Generator().manual_seed(seed)))
+    out = tmp_path / "perceptual_features.pt"
+    shipped = _shipped_pair("perceptual_features", out)
+    card = perceptual.train_and_save(str(out), steps=2, threads=1)
+    t = card["training"]
+    run = _parsed(t["command"])
+    assert (run.steps, run.threads, run.size, run.seed, run.batch_size) == (2, 1, 64, 0, 16)
+    assert t["steps"] == 2 and t["wall_time_s"] < 60 and "1 thread(s)" in t["hardware"]
+    assert card["known_failures"][1:] == shipped["known_failures"]
+    assert card["known_failures"][0].startswith("Rebuilt by mrirecon train perceptual on ")
+    assert card["rebuilt"]["dropped"] == ["training"]
+    assert perceptual.load_feature_network(out).channels == tuple(shipped["model"]["params"]["channels"])
+    card = perceptual.train_and_save(str(out), steps=2, size=32, seed=3, threads=1)
+    assert "rebuilt" not in card and "1000 steps" not in yaml.safe_dump(card)
+    assert "--size 32 " in card["training"]["command"] and "--seed 3" in card["training"]["command"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name, out.with_suffix(".yaml").name]
+
+
+def test_train_radial_records_its_command_and_keeps_no_earlier_scores(tmp_path):
+    """`train radial` recorded no command (`data.reproduce` said `OMP_NUM_THREADS=1` whatever
+    the threads), no seed, and `1 thread(s), shared` for any machine; a rebuild of the same
+    recipe goes through the shared rule (its run record and pipeline scores dropped)."""
+    from mrirecon.training.radial import train_radial
+
+    out = tmp_path / "modl_radial_sim"
+    _shipped_pair("modl_radial_sim", out.with_suffix(".pt"))
+    kw = dict(size=32, spokes=16, volumes=1, slices=1, threads=1)
+    card = train_radial(out, steps=2, **kw)
+    t = card["training"]
+    run = _parsed(t["command"])
+    assert (run.steps, run.threads, run.size, run.spokes, run.seed) == (2, 1, [32], [16], 0)
+    assert t["seed"] == 0 and t["hardware"].endswith(" 1 thread(s)") and t["wall_time_s"] < 60
+    assert card["data"]["reproduce"] == t["command"] and "rebuilt" not in card
+    for key in ("metrics_pipeline", "tried_not_shipped", "metrics_held_out_by_geometry"):
+        assert key not in card
+    # scores and a note added by hand, a descriptive section too; rebuilt with another budget
+    card.update(metrics_pipeline={"x": {"PSNR": 47.4}}, normalisation="by hand")
+    card["training"]["note"] = "by hand"
+    out.with_suffix(".yaml").write_text(yaml.safe_dump(card))
+    new = train_radial(out, steps=1, **kw)
+    assert new["training"]["steps"] == 1 and "note" not in new["training"]
+    assert "metrics_pipeline" not in new and new["normalisation"] == "by hand"
+    assert set(new["rebuilt"]["dropped"]) == {"training", "metrics_held_out", "metrics_pipeline"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["modl_radial_sim.pt", "modl_radial_sim.yaml"]
