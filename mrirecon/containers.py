@@ -132,6 +132,15 @@ class Header:
     Matrix sizes are ISMRMRD ``(x, y, z)``: ``x`` is the readout (k-space ``H`` axis in
     fastMRI's layout), ``y`` phase encoding (``W``). ``padding_left/right`` bound the
     acquired phase-encoding columns ``[padding_left, padding_right)``.
+
+    ``field_strength_t``, ``repetition_time_ms``, ``echo_time_ms`` (the first ``TE``) and
+    ``flip_angle_deg`` are ``None`` when absent, malformed, NaN or not positive. ``technique``
+    holds the rest of the acquisition technique in the header's units, each key only when the
+    header gives a usable value (:func:`~mrirecon.io.ismrmrd_header.parse_ismrmrd_header`):
+    ``vendor``, ``model``, ``institution``, ``protocol_name``, ``sequence_type`` (``str``),
+    ``echo_times_ms`` (``tuple`` of every ``TE`` when there are several: multi-echo),
+    ``inversion_time_ms``, ``echo_spacing_ms``, ``imaging_frequency_hz`` (``float``). DICOM
+    export writes it as the MR technique attributes (:mod:`mrirecon.io.dicom_technique`).
     """
 
     encoded_matrix: tuple[int, int, int]
@@ -149,6 +158,7 @@ class Header:
     geometry: ImageGeometry = field(default_factory=ImageGeometry)
     patient_id: str = ""
     extra: dict = field(default_factory=dict, compare=False)
+    technique: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("encoded_matrix", "recon_matrix"):

@@ -24,7 +24,10 @@ strength, TR/TE, sequence, kVp, patient position, ...) and the manufacturer are 
 frame of reference follows the identity (PS3.15's basic profile replaces it as it does the
 study UID: a source UID links the series back to the patient's records), so only a series that
 keeps the identity can be overlaid on its source in a viewer; it is kept only when the image
-is placed (its positions are then the source's patient coordinates). Laterality (type 2C) is
+is placed (its positions are then the source's patient coordinates). Without a source, an MR
+volume's raw-data ``header`` gives the technique (:mod:`mrirecon.io.dicom_technique`; the site
+and protocol name, like the source's InstitutionName and ProtocolName, only with
+``keep_identity``). Laterality (type 2C) is
 copied when the source has it, left out for a body part known to be unpaired
 (:data:`UNPAIRED_BODY_PARTS`) and written empty ("unknown") otherwise: leaving it out without
 a body part is an error for dciodvfy. Decimal strings carry no float32 noise (``4.33``, not
@@ -49,11 +52,12 @@ from pydicom.uid import (
     MRImageStorage,
     generate_uid,
 )
-from pydicom.valuerep import format_number_as_ds
 
-from mrirecon.containers import Image, ImageGeometry
+from mrirecon.containers import Header, Image, ImageGeometry
 from mrirecon.io.atomic import atomic_path
-from mrirecon.io.dicom_strings import _clean_text, _has_non_ascii, sanitise_strings  # noqa: F401
+from mrirecon.io.dicom_strings import (  # noqa: F401 - _ds, _clean_text re-exported
+    _FLOAT32_REL, _SHORT_DIGITS, _clean_text, _ds, _has_non_ascii, sanitise_strings)
+from mrirecon.io.dicom_technique import mr_technique
 from mrirecon.io.errors import refuse_nonfinite
 
 __all__ = ["SOP_CLASS", "choose_mr_scale", "choose_rescale", "quantisation_warning", "save_part10",
@@ -71,6 +75,7 @@ IDENTITY_KEYWORDS = PATIENT_KEYWORDS + (
     "StudyDate", "StudyTime", "AccessionNumber", "StudyID", "ReferringPhysicianName",
     "StudyDescription", "SeriesDate", "SeriesTime", "AcquisitionDate", "AcquisitionTime",
     "ContentDate", "ContentTime", "InstitutionName", "StationName",
+    "ProtocolName",  # a descriptor a site types: PS3.15's basic profile removes it
     "PatientIdentityRemoved", "DeidentificationMethod",  # a source de-identified already
 )
 #: Non-identifying technique attributes copied from a source of the same modality.
@@ -101,31 +106,6 @@ _MAX_STORED = {"MR": 65535, "CT": 32767}
 #: MR images are stored in 12 bits (0..4095), as scanners do.
 MR_MAX_STORED = 4095
 _SOFTWARE = "mrirecon"
-
-
-#: A value within this relative distance of a decimal of at most :data:`_SHORT_DIGITS`
-#: significant digits is that decimal seen through float32 (ISMRMRD headers and positions are
-#: float32: 4.33 arrives as 4.32999992370605): float32 keeps 24 bits.
-_FLOAT32_REL = 2.0**-24
-_SHORT_DIGITS = 6
-
-
-def _ds(value: float, *, exact: bool = False) -> str:
-    """Format ``value`` as a DICOM decimal string (at most 16 characters).
-
-    A value that is a decimal of at most 6 significant digits up to float32 rounding is
-    written as that decimal (``4.33``, not ``4.32999992370605``): its other digits are noise of
-    a float32 source. ``exact`` writes every digit (direction cosines, which readers check for
-    orthonormality)."""
-    if not np.isfinite(value):
-        raise ValueError(f"DICOM decimal string: value {value} is not finite")
-    value = float(value)
-    if not exact and value != 0:
-        for digits in range(1, _SHORT_DIGITS + 1):
-            short = float(f"{value:.{digits}g}")
-            if abs(short - value) <= _FLOAT32_REL * abs(value):
-                return format_number_as_ds(short)
-    return format_number_as_ds(value)
 
 
 def choose_rescale(
@@ -300,6 +280,7 @@ def _base_dataset(
     frame_of_reference_uid: str | None,
     source: Dataset | None,
     keep_identity: bool,
+    header: Header | None = None,
 ) -> Dataset:
     """Attributes shared by every slice of the series (all but position, number, pixels)."""
     modality = image.modality
@@ -329,6 +310,9 @@ def _base_dataset(
             if image.geometry.placed:  # positions in the source's patient coordinates
                 frame_of_reference_uid = (frame_of_reference_uid
                                           or source.get("FrameOfReferenceUID"))
+    elif header is not None and modality == "MR":  # a source, when given, describes it instead
+        for kw, value in mr_technique(header, keep_identity).items():
+            setattr(ds, kw, value)
     if patient:
         for kw, value in patient.items():
             if kw not in PATIENT_KEYWORDS:
@@ -337,7 +321,8 @@ def _base_dataset(
                 )
             setattr(ds, kw, value)
     # keep_identity without a source keeps nothing: the series is de-identified (was: said not)
-    identity_given = (keep_identity and source is not None) or bool(patient)
+    identity_given = (keep_identity and (source is not None or "InstitutionName" in ds
+                                         or "ProtocolName" in ds)) or bool(patient)
     if not identity_given:
         ds.PatientIdentityRemoved = "YES"
         ds.DeidentificationMethod = "mrirecon: identity not copied from source"
@@ -435,6 +420,7 @@ def write_dicom_series(
     source_dataset: Dataset | str | os.PathLike | None = None,
     keep_identity: bool = False,
     window: tuple[float, float] | None = None,
+    header: Header | None = None,
 ) -> list[Path]:
     """Write ``image`` ``(slices, rows, cols)`` as one DICOM series, one file per slice.
 
@@ -470,6 +456,12 @@ def write_dicom_series(
     window
         ``(center, width)`` in output units; default: the 0.5-99.5 percentiles (MR: of the
         voxels above 0).
+    header
+        The acquisition header of an MR volume read from raw data (ISMRMRD, fastMRI): its
+        technique (manufacturer, field strength, TR/TE/TI, flip angle, frequency, patient
+        position, ...) is written as the MR attributes (:func:`~mrirecon.io.dicom_technique.
+        mr_technique`; InstitutionName and ProtocolName only with ``keep_identity``). Not
+        used with a ``source_dataset``, whose technique is copied instead, nor for CT.
 
     Returns
     -------
@@ -502,7 +494,7 @@ def write_dicom_series(
     source = _load_source(source_dataset)
     base = _base_dataset(
         image, series_description, series_number, patient, study_uid, frame_of_reference_uid,
-        source, keep_identity,
+        source, keep_identity, header,
     )
     if image.modality == "CT":
         stored, slope, intercept = choose_rescale(data, "CT")

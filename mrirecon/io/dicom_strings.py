@@ -2,17 +2,45 @@
 
 :func:`sanitise_strings` strips control characters and cuts values to their VR's length (the
 value delimiter ``\\`` of an element of VM 1 becomes ``/``); :func:`_has_non_ascii` tells whether
-a data set needs SpecificCharacterSet ``ISO_IR 192``. Used by :mod:`mrirecon.io.dicom`.
+a data set needs SpecificCharacterSet ``ISO_IR 192``; :func:`_ds` formats decimal strings. Used
+by :mod:`mrirecon.io.dicom`.
 """
 
 from __future__ import annotations
 
+import math
+
 from pydicom.datadict import dictionary_VM
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
-from pydicom.valuerep import PersonName
+from pydicom.valuerep import PersonName, format_number_as_ds
 
 __all__ = ["sanitise_strings"]
+
+
+#: A value within this relative distance of a decimal of at most :data:`_SHORT_DIGITS`
+#: significant digits is that decimal seen through float32 (ISMRMRD headers and positions are
+#: float32: 4.33 arrives as 4.32999992370605): float32 keeps 24 bits.
+_FLOAT32_REL = 2.0**-24
+_SHORT_DIGITS = 6
+
+
+def _ds(value: float, *, exact: bool = False) -> str:
+    """Format ``value`` as a DICOM decimal string (at most 16 characters).
+
+    A value that is a decimal of at most 6 significant digits up to float32 rounding is
+    written as that decimal (``4.33``, not ``4.32999992370605``): its other digits are noise of
+    a float32 source. ``exact`` writes every digit (direction cosines, which readers check for
+    orthonormality)."""
+    if not math.isfinite(value):
+        raise ValueError(f"DICOM decimal string: value {value} is not finite")
+    value = float(value)
+    if not exact and value != 0:
+        for digits in range(1, _SHORT_DIGITS + 1):
+            short = float(f"{value:.{digits}g}")
+            if abs(short - value) <= _FLOAT32_REL * abs(value):
+                return format_number_as_ds(short)
+    return format_number_as_ds(value)
 
 
 def _has_non_ascii(ds: Dataset) -> bool:

@@ -19,6 +19,18 @@ Field mapping (first ``<encoding>`` only)::
     subjectInformation/patientID                       -> patient_id
     measurementInformation/protocolName                -> acquisition (fallback)
 
+The acquisition technique is descriptive: a missing, malformed, NaN, zero or negative value is
+left out (``None`` / no key), never an error. Besides the typed fields above it goes to
+``Header.technique``::
+
+    acquisitionSystemInformation/{systemVendor,systemModel,institutionName}
+                                                -> vendor, model, institution
+    measurementInformation/protocolName         -> protocol_name
+    sequenceParameters/sequence_type            -> sequence_type
+    sequenceParameters/TE (several: multi-echo) -> echo_times_ms   (ms, every value)
+    sequenceParameters/{TI,echo_spacing} (first)-> inversion_time_ms, echo_spacing_ms (ms)
+    experimentalConditions/H1resonanceFrequency_Hz -> imaging_frequency_hz (Hz)
+
 mrirecon also stores ``acquisition`` and the exact :class:`ImageGeometry` as
 ``userParameterString`` entries named ``mrirecon.acquisition`` / ``mrirecon.geometry`` (JSON)
 so that ``parse(write(h)) == h``. Without them the geometry is derived from the recon FOV
@@ -74,6 +86,46 @@ def _number(root: ET.Element, path: str, source: str, kind: type, required: bool
         raise DataFormatError(source, f"ismrmrd_header/{path}",
                               f"expected an integer, got {text!r}")
     return value
+
+
+def _loose_numbers(root: ET.Element, path: str) -> list[float | None]:
+    """Every value of the repeatable element ``path`` in order, ``None`` for one that is
+    malformed, not finite or not positive (technique values are descriptive: never an
+    error)."""
+    out: list[float | None] = []
+    for el in root.findall("/".join(_NS + p for p in path.split("/"))):
+        try:
+            value = float((el.text or "").strip())
+        except (ValueError, OverflowError):
+            value = None
+        out.append(value if value is not None and math.isfinite(value) and value > 0 else None)
+    return out
+
+
+def _loose_first(root: ET.Element, path: str) -> float | None:
+    values = _loose_numbers(root, path)
+    return values[0] if values else None
+
+
+def _technique(root: ET.Element, source: str) -> dict:
+    """``Header.technique`` (see the module docstring): only usable values."""
+    out: dict = {}
+    for key, path in (("vendor", "acquisitionSystemInformation/systemVendor"),
+                      ("model", "acquisitionSystemInformation/systemModel"),
+                      ("institution", "acquisitionSystemInformation/institutionName"),
+                      ("protocol_name", "measurementInformation/protocolName"),
+                      ("sequence_type", "sequenceParameters/sequence_type")):
+        if (text := _text(root, path, source)) is not None:
+            out[key] = text
+    echoes = _loose_numbers(root, "sequenceParameters/TE")
+    if len(echoes) > 1:
+        out["echo_times_ms"] = tuple(v for v in echoes if v is not None)
+    for key, path in (("inversion_time_ms", "sequenceParameters/TI"),
+                      ("echo_spacing_ms", "sequenceParameters/echo_spacing"),
+                      ("imaging_frequency_hz", "experimentalConditions/H1resonanceFrequency_Hz")):
+        if (value := _loose_first(root, path)) is not None:
+            out[key] = value
+    return out
 
 
 def _triple(root: ET.Element, path: str, source: str, kind: type) -> tuple:
@@ -205,15 +257,15 @@ def parse_ismrmrd_header(xml: str | bytes, source: str | os.PathLike = "<xml str
         if maximum is not None:
             extra[f"encoding_limits_{counter}"] = maximum
 
-    def top(path, kind):
-        return _number(root, path, source, kind)
-
-    first = {}
-    for key in ("TR", "TE", "flipAngle_deg"):
-        first[key] = top(f"sequenceParameters/{key}", float)
-    h1 = top("experimentalConditions/H1resonanceFrequency_Hz", int)
-    if h1 is not None:
-        extra["h1_frequency_hz"] = h1
+    first = {key: _loose_first(root, f"sequenceParameters/{key}")
+             for key in ("TR", "TE", "flipAngle_deg")}
+    try:  # kept for header_to_xml (0 is its placeholder); malformed: left out
+        h1 = float(_text(root, "experimentalConditions/H1resonanceFrequency_Hz", source) or "nan")
+    except ValueError:
+        h1 = math.nan
+    if math.isfinite(h1) and h1 >= 0:
+        extra["h1_frequency_hz"] = round(h1)
+    channels = _loose_first(root, "acquisitionSystemInformation/receiverChannels")
     position = _text(root, "measurementInformation/patientPosition", source)
     if position is not None:
         extra["patient_position"] = position
@@ -246,14 +298,16 @@ def parse_ismrmrd_header(xml: str | bytes, source: str | os.PathLike = "<xml str
             padding_left=padding_left,
             padding_right=padding_right,
             acquisition=acquisition,
-            field_strength_t=top("acquisitionSystemInformation/systemFieldStrength_T", float),
+            field_strength_t=_loose_first(root, "acquisitionSystemInformation/"
+                                                "systemFieldStrength_T"),
             repetition_time_ms=first["TR"],
             echo_time_ms=first["TE"],
             flip_angle_deg=first["flipAngle_deg"],
-            num_coils=top("acquisitionSystemInformation/receiverChannels", int),
+            num_coils=int(channels) if channels is not None and channels == int(channels) else None,
             geometry=geometry,
             patient_id=_text(root, "subjectInformation/patientID", source) or "",
             extra=extra,
+            technique=_technique(root, source),
         )
     except ValueError as err:
         raise DataFormatError(source, "ismrmrd_header", str(err)) from None
@@ -335,28 +389,33 @@ def header_to_xml(header: Header) -> str:
     """Serialise a :class:`Header` as an ISMRMRD XML document (schema-valid).
 
     ``H1resonanceFrequency_Hz`` (required by the schema) is taken from
-    ``header.extra["h1_frequency_hz"]``, else from the field strength, else 0.
+    ``header.extra["h1_frequency_hz"]``, else ``header.technique["imaging_frequency_hz"]``,
+    else from the field strength, else 0. ``header.technique`` is written back.
     ``parse_ismrmrd_header(header_to_xml(h)) == h``.
     """
     ET.register_namespace("", NAMESPACE)
     root = ET.Element(_NS + "ismrmrdHeader")
     if header.patient_id:
         _sub(_sub(root, "subjectInformation"), "patientID", header.patient_id)
-    if "patient_position" in header.extra:
+    tech = header.technique
+    if "patient_position" in header.extra:  # the schema's one required element there
         meas = _sub(root, "measurementInformation")
         _sub(meas, "patientPosition", header.extra["patient_position"])
-        if header.acquisition:
-            _sub(meas, "protocolName", header.acquisition)
-    if header.field_strength_t is not None or header.num_coils is not None:
-        system = _sub(root, "acquisitionSystemInformation")
-        if header.field_strength_t is not None:
-            _sub(system, "systemFieldStrength_T", float(header.field_strength_t))
-        if header.num_coils is not None:
-            _sub(system, "receiverChannels", int(header.num_coils))
-    h1 = header.extra.get("h1_frequency_hz")
+        if protocol := tech.get("protocol_name", header.acquisition):
+            _sub(meas, "protocolName", protocol)
+    system = [(tag, value) for tag, value in (
+        ("systemVendor", tech.get("vendor")), ("systemModel", tech.get("model")),
+        ("systemFieldStrength_T", header.field_strength_t), ("receiverChannels", header.num_coils),
+        ("institutionName", tech.get("institution"))) if value is not None]
+    if system:
+        el = _sub(root, "acquisitionSystemInformation")
+        for tag, value in system:
+            _sub(el, tag, int(value) if tag == "receiverChannels" else
+                 float(value) if tag == "systemFieldStrength_T" else value)
+    h1 = header.extra.get("h1_frequency_hz", tech.get("imaging_frequency_hz"))
     if h1 is None:
         h1 = round((header.field_strength_t or 0.0) * _GYROMAGNETIC_HZ_PER_T)
-    _sub(_sub(root, "experimentalConditions"), "H1resonanceFrequency_Hz", int(h1))
+    _sub(_sub(root, "experimentalConditions"), "H1resonanceFrequency_Hz", round(h1))
 
     enc = _sub(root, "encoding")
     for space, matrix, fov in (("encodedSpace", header.encoded_matrix, header.encoded_fov_mm),
@@ -371,12 +430,17 @@ def header_to_xml(header: Header) -> str:
     _sub(step1, "center", header.encoded_matrix[1] // 2 - header.padding_left)
     _sub(enc, "trajectory", str(header.extra.get("trajectory", "cartesian")))
 
-    seq = [(k, v) for k, v in (("TR", header.repetition_time_ms), ("TE", header.echo_time_ms),
-                               ("flipAngle_deg", header.flip_angle_deg)) if v is not None]
-    if seq:
+    echoes = tech.get("echo_times_ms") or (header.echo_time_ms,)
+    seq = [(k, v) for k, v in (("TR", header.repetition_time_ms),
+                               *(("TE", te) for te in echoes),
+                               ("TI", tech.get("inversion_time_ms")),
+                               ("flipAngle_deg", header.flip_angle_deg),
+                               ("sequence_type", tech.get("sequence_type")),
+                               ("echo_spacing", tech.get("echo_spacing_ms"))) if v is not None]
+    if seq:  # in the schema's order
         el = _sub(root, "sequenceParameters")
         for key, value in seq:
-            _sub(el, key, float(value))
+            _sub(el, key, value if key == "sequence_type" else float(value))
 
     user = _sub(root, "userParameters")
     geometry = {"spacing": list(header.geometry.spacing), "origin": list(header.geometry.origin),

@@ -308,21 +308,31 @@ def superseded_names(output: Path) -> list[str]:
     return sorted(r.relative_to(folder).with_suffix("").as_posix() for r in folder.rglob("*.json"))
 
 
-def dicom_identity(keep: bool, name: str, source_dataset, patient_id: str = ""
+def dicom_identity(keep: bool, name: str, source_dataset, header=None
                    ) -> tuple[dict[str, str] | None, str | None, str | None]:
     """``(patient, warning, note)`` for the DICOM export of input ``name`` under
     ``export.keep_identity`` (``keep``). A DICOM input's ``source_dataset`` keeps its identity in
     the writer (nothing said here). Other inputs (fastMRI, ISMRMRD, LoDoPaB) hold no DICOM
-    patient or study attributes: an MRI header's ``patient_id`` is kept as PatientID (a note
-    says what is not), and without one the setting has nothing to keep (a warning: the series is
-    de-identified as without it). Was: the setting was silently ignored for every input."""
+    patient or study attributes: an MRI ``header``'s ``patient_id`` is kept as PatientID, and its
+    site and protocol name as InstitutionName / ProtocolName (written by the writer from the
+    header); a note says what is kept and what is not, and without any of them the setting has
+    nothing to keep (a warning: the series is de-identified as without it). Was: the setting
+    was silently ignored for every input."""
     if not keep or source_dataset is not None:
         return None, None, None
-    if patient_id:
-        return {"PatientID": patient_id}, None, (
+    from mrirecon.io.dicom_technique import mr_technique
+
+    patient_id = getattr(header, "patient_id", "") or ""
+    kept = [f"its patient ID {patient_id!r} (PatientID)"] if patient_id else []
+    if header is not None:
+        technique = mr_technique(header, keep_identity=True)
+        kept += [f"its {what} {technique[kw]!r} ({kw})" for what, kw in (
+            ("site", "InstitutionName"), ("protocol name", "ProtocolName")) if kw in technique]
+    if kept:
+        return ({"PatientID": patient_id} if patient_id else None), None, (
             f"{name}: export.keep_identity: the input is no DICOM series; of its identity the "
-            f"DICOM series keeps its patient ID {patient_id!r} (PatientID), the only one it "
-            "holds: patient name, study and frame-of-reference UIDs are new or empty")
+            f"DICOM series keeps {' and '.join(kept)}, all it holds: patient name, study and "
+            "frame-of-reference UIDs are new or empty")
     return None, (
         f"{name}: export.keep_identity=true has nothing to keep: the input is no DICOM series "
         "and holds no patient or study attributes, so its DICOM series is de-identified as "

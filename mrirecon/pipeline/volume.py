@@ -138,8 +138,7 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
         msg = f"{path.name}: {note}"
         result.warn(msg)
     export(config, path, output, image, display_ref, preview, result, name=name,
-           source_dataset=run.info.get("source_dataset"),
-           patient_id=getattr(run.info.get("header"), "patient_id", ""))
+           source_dataset=run.info.get("source_dataset"), header=run.info.get("header"))
 
 
 #: Bounds on an MRI output's 99th percentile over that of the zero-filled RSS image of the same
@@ -469,12 +468,14 @@ def evaluate(reference: torch.Tensor, recon: torch.Tensor, *, crop: bool = False
 def export(config: PipelineConfig, path: Path, output: Path, image: Image,
            reference: torch.Tensor | None, zero_filled: torch.Tensor | None,
            result: VolumeResult, name: str | None = None, source_dataset=None,
-           patient_id: str = "") -> None:
+           header=None) -> None:
     """Write the configured formats for one volume; records the output paths in ``result``.
 
     ``source_dataset``: the header of a DICOM input's first slice (``run.info``), whose
     technique (and identity, with ``export.keep_identity``) the DICOM series copies;
-    ``patient_id``: an MRI header's, kept as PatientID with ``export.keep_identity``."""
+    ``header``: an MRI volume's acquisition header, whose technique the DICOM series carries
+    (``io.dicom_technique``) and whose ``patient_id`` (and site and protocol name) it keeps with
+    ``export.keep_identity``."""
     from mrirecon import io
 
     stem = name or (path.stem if path.is_file() else path.name)
@@ -497,14 +498,15 @@ def export(config: PipelineConfig, path: Path, output: Path, image: Image,
         from mrirecon.pipeline.output_files import dicom_identity
 
         patient, warning, note = dicom_identity(config.export.keep_identity, path.name,
-                                                source_dataset, patient_id)
+                                                source_dataset, header)
         if warning:
             result.warn(warning)
         if note:
             result.note(note)
         io.write_dicom_series(image, folder, series_description=config.export.series_description
                               or image.description, keep_identity=config.export.keep_identity,
-                              source_dataset=source_dataset, patient=patient)
+                              source_dataset=source_dataset, patient=patient,
+                              header=header if image.modality == "MR" else None)
         result.outputs["dicom"] = str(folder)
     if "png" in formats:
         result.figures = _figures(image, reference, zero_filled, output / "figures" / stem,
