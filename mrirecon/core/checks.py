@@ -111,7 +111,7 @@ def _admits_sequence(annotation: Any, default: Any) -> bool:
 
 
 def param_problem(name: str, value: Any, default: Any = _EMPTY,
-                  annotation: Any = _EMPTY) -> str | None:
+                  annotation: Any = _EMPTY, *, required: bool = False) -> str | None:
     """What is wrong with ``value`` for a parameter called ``name`` (``None`` when fine).
 
     Counts (``iterations``, ``cg_iterations``, ...) must be integers >= 1; weights, step
@@ -122,9 +122,13 @@ def param_problem(name: str, value: Any, default: Any = _EMPTY,
 
     ``None`` (YAML's ``null``) is a value only where the default is ``None`` itself (e.g. ``rho``:
     the solver's own choice) or unknown, or for :data:`NULLABLE_NAMES`: elsewhere it reached the
-    solver, and every input failed with a bare ``TypeError`` naming no setting.
+    solver, and every input failed with a bare ``TypeError`` naming no setting. ``required``: the
+    signature has the parameter without a default (``l1_wavelet``'s ``lam``): ``null`` is
+    refused there too (it passed the load check as "unknown", and every input failed).
     """
     if value is None:
+        if required and name not in NULLABLE_NAMES:
+            return "must not be null (None): the method needs it (it has no default)"
         if default is _EMPTY or default is None or name in NULLABLE_NAMES:
             return None
         return (f"must not be null (None): the default is {default!r}; remove the key to use "

@@ -563,8 +563,10 @@ def check_params(method: str, params: dict, valid: dict[str, Any], *, source: st
             names = ", ".join(sorted(valid)) or "(none)"
             raise fail(source, f"{prefix}.{key}",
                         f"{method} has no parameter {key!r}{hint}; valid: {names}")
-        problem = param_problem(str(key), value, valid.get(key, inspect.Parameter.empty),
-                                (annotations or {}).get(key, inspect.Parameter.empty))
+        default = valid.get(key, inspect.Parameter.empty)
+        problem = param_problem(str(key), value, default,
+                                (annotations or {}).get(key, inspect.Parameter.empty),
+                                required=key in valid and default is inspect.Parameter.empty)
         if problem:
             raise fail(source, f"{prefix}.{key}", problem)
 

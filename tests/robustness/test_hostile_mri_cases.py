@@ -45,6 +45,21 @@ def test_null_for_a_method_setting_is_refused_at_load(override, key, default):
         load_pipeline("mri_retrospective", [override])
 
 
+@pytest.mark.parametrize("pipeline, override, key", [
+    ("mri_cs", "reconstruct.params.lam=null", "reconstruct.params.lam"),
+    ("mri_tv", "reconstruct.params_by_acceleration.4.lam=null",
+     "reconstruct.params_by_acceleration.4.lam"),
+    ("ct_tv", "reconstruct.params_by_views.30.lam=null", "reconstruct.params_by_views.30.lam"),
+])
+def test_null_for_a_setting_without_a_default_is_refused_at_load(pipeline, override, key):
+    """A required `lam` (l1_wavelet, tv, tv_ct have none by default) took null as "unknown":
+    the config loaded, then every input failed with "l1_wavelet: lam must be a finite number
+    >= 0, got None", exit 1, where the docs promise a refusal before any input is read."""
+    with pytest.raises(ConfigError, match=rf"{key}: must not be null \(None\): the method needs "
+                                          r"it \(it has no default\)"):
+        load_pipeline(pipeline, [override])
+
+
 def test_null_is_kept_where_it_is_the_default_and_checked_in_learned_tables(mri_file, tmp_path):
     """None stays a value where the method's default is None (tv's rho: the solver's choice);
     a learned model's table entry (its card's overridable settings) is checked alike; the CLI
