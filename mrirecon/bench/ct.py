@@ -14,7 +14,8 @@ shipped weight names or checkpoint paths; they see the unit-norm projector they 
 with. Records, resume and the table are those of the MRI benchmark (:mod:`mrirecon.bench.table`):
 ``results.jsonl``, ``bench_table.csv``, ``bench_table.md`` and ``bench_volumes.csv``, where
 the "mask" of a record is the kept views; the data warnings and notes ``mrirecon run`` gives per
-slice are logged and kept in each record (``data_warnings``, ``data_notes``,
+slice, and a learned model's data outside its card's training range, are logged and kept in each
+record (``data_warnings``, ``data_notes``,
 :mod:`mrirecon.bench.messages`).
 """
 
@@ -38,7 +39,7 @@ from mrirecon.bench.core import (
     run_benchmark,
     scored,
 )
-from mrirecon.bench.messages import log_lines
+from mrirecon.bench.messages import RangeMessages, log_lines
 from mrirecon.bench.methods import CT_DEFAULTS, build_methods, check_settings, weights_id
 from mrirecon.bench.table import BenchTable, config_fingerprint, encode_mask
 from mrirecon.pipeline import stream
@@ -152,10 +153,17 @@ def _score_volume(path: Path, factor: float, methods: list[Method], bar, *, num_
                   device: str) -> dict[str, dict]:
     from mrirecon.io.lodopab import MU_MAX_PER_MM, reference_file_name
 
-    stages = CTStages(pipeline_config(num_views, factor, photons), device=device)
+    config = pipeline_config(num_views, factor, photons)
+    stages = CTStages(config, device=device)
     said = SliceMessages()  # the data warnings of `mrirecon run` (the same for every method)
+    ranges = RangeMessages(config, methods)  # learned models: data outside the card's range
+
+    def on_slice(i, s) -> None:
+        said.add(i, *stages.data_messages(s))
+        ranges.add(i, s)
+
     run = stream.stream_volume(stages, path, methods, progress=False, bar=bar, previews=False,
-                               on_slice=lambda i, s: said.add(i, *stages.data_messages(s)))
+                               on_slice=on_slice)
     warned, told = said.lines(path.name, run.slices)
     log_lines(f"bench ct {factor:g}x", {m.name: (warned, told) for m in methods})
     if run.reference is None:
@@ -178,7 +186,8 @@ def _score_volume(path: Path, factor: float, methods: list[Method], bar, *, num_
             "mask_width": num_views,
             "mask": encode_mask(mask),
             "reference_notes": notes,
-            "data_warnings": warned,  # mrirecon run's per-slice data warnings
+            # mrirecon run's warnings: the model card's training range, per-slice data warnings
+            "data_warnings": ranges.lines(path.name, m.name) + warned,
             "data_notes": told,
             "prediction": pred.numpy(),
         }

@@ -7,7 +7,12 @@ they did to it (notes: partial Fourier, the dose), as ``{kind: message}``
 volume, kind by kind, into one line per kind naming the file and the slices
 (``pipeline.volume.process_volume``, :class:`~mrirecon.pipeline.volume.SliceMessages`); the
 benchmark collects them alike, so that a table built on data the pipeline would warn about says
-so (the benchmark dropped every one of them).
+so (the benchmark dropped every one of them). So does a learned model's card: data outside its
+``training_range`` are warned per volume and method (:class:`RangeMessages`), by the check
+``mrirecon run`` makes (:func:`mrirecon.pipeline.model_range.warn_slice_outside_range`; the
+benchmark scored a 96 x 96, 12-coil volume through models trained on 320 x 320 and 16 coils
+without a word, where ``run`` warned). Notes about a setting the benchmark chose itself, not
+the user (:data:`BENCH_OWN_NOTES`), are left out.
 """
 
 from __future__ import annotations
@@ -21,11 +26,20 @@ from mrirecon.pipeline.stream import Method
 log = logging.getLogger("mrirecon.pipeline")
 
 
+#: Note kinds of :meth:`~mrirecon.pipeline.stages_mri.MRIStages.data_messages` about a setting
+#: that the MRI benchmark's config holds by its own choice, never the user's: it passes
+#: ``preprocess.remove_oversampling=false`` for the data as acquired unless asked to crop, and
+#: ``run`` notes an explicit ``false`` ("the default gives the same image") on every volume
+#: without readout oversampling and for every learned method.
+BENCH_OWN_NOTES = ("remove_oversampling",)
+
+
 def mri_method_messages(stages, s, method: Method) -> tuple[dict[str, str], dict[str, str]]:
     """What ``mrirecon run`` with ``method`` would say of MRI slice ``s`` (the benchmark's
     stages run every method at once): its partial Fourier / echo and GRAPPA messages, and the
     ESPIRiT messages only for a method that reconstructs with those maps (as
-    ``MRIStages.reconstruct`` hands them out)."""
+    ``MRIStages.reconstruct`` hands them out). Notes about the benchmark's own settings
+    (:data:`BENCH_OWN_NOTES`) are left out."""
     from mrirecon.pipeline.stages_mri import MRIStages, needs_maps
 
     own = MRIStages(replace(stages.config, reconstruct=method.config), device=stages.device,
@@ -36,7 +50,33 @@ def mri_method_messages(stages, s, method: Method) -> tuple[dict[str, str], dict
         s = replace(s, maps=None, notes={k: v for k, v in s.notes.items() if k != "espirit_crop"})
     elif full_fov:  # uncropped maps: ESPIRiT's crop was not applied to them
         s = replace(s, notes={k: v for k, v in s.notes.items() if k != "espirit_crop"})
-    return own.data_messages(s)
+    warned, told = own.data_messages(s)
+    return warned, {k: v for k, v in told.items() if k not in BENCH_OWN_NOTES}
+
+
+class RangeMessages:
+    """Per learned method, what :func:`~mrirecon.pipeline.model_range.warn_slice_outside_range`
+    says of one volume's first slice (``mrirecon run`` checks each input's first slice): logged
+    once per model and message, as ``run`` logs it, and kept for the method's
+    ``data_warnings`` in ``run``'s words (:meth:`lines`)."""
+
+    def __init__(self, config, methods: list[Method]) -> None:
+        self.config = config
+        self.methods = [m for m in methods if m.model is not None]
+        self.found: dict[str, list[str]] = {}
+
+    def add(self, i: int, s) -> None:
+        """Check slice ``s`` (only the first, ``i == 0``) against every learned method's card."""
+        from mrirecon.pipeline.model_range import warn_slice_outside_range
+
+        if i == 0:
+            for m in self.methods:
+                self.found[m.name] = warn_slice_outside_range(self.config, m.model, s)
+
+    def lines(self, name: str, method: str) -> list[str]:
+        """``method``'s warnings for volume ``name``, as ``run`` records them."""
+        return [f"{name}: {msg} (see the model card's 'known failures')"
+                for msg in self.found.get(method, [])]
 
 
 def log_lines(where: str, found: dict[str, tuple[list[str], list[str]]]) -> None:
@@ -53,4 +93,4 @@ def log_lines(where: str, found: dict[str, tuple[list[str], list[str]]]) -> None
                   f" ({', '.join(methods)})")
 
 
-__all__ = ["log_lines", "mri_method_messages"]
+__all__ = ["BENCH_OWN_NOTES", "RangeMessages", "log_lines", "mri_method_messages"]

@@ -21,8 +21,9 @@ the image back, so the ``lam`` of ``l1_wavelet`` and ``tv`` is relative to the i
 one default serves every data set.
 
 The per-slice data warnings and notes that ``mrirecon run`` with each method would give (a dead
-coil, ESPIRiT's crop lowered, GRAPPA's unfilled columns, partial Fourier) are logged and kept in
-the records (``data_warnings``, ``data_notes``; :mod:`mrirecon.bench.messages`).
+coil, ESPIRiT's crop lowered, GRAPPA's unfilled columns, partial Fourier) and, for a learned
+model, data outside its card's training range are logged and kept in the records
+(``data_warnings``, ``data_notes``; :mod:`mrirecon.bench.messages`).
 
 Results are stored per (method, acceleration, volume) in ``results.jsonl`` (see
 :mod:`mrirecon.bench.table`), so an interrupted run resumes where it stopped.
@@ -49,7 +50,7 @@ from mrirecon.bench.core import (
     run_benchmark,
     scored,
 )
-from mrirecon.bench.messages import log_lines, mri_method_messages
+from mrirecon.bench.messages import RangeMessages, log_lines, mri_method_messages
 from mrirecon.bench.methods import (
     CHALLENGES,
     DEFAULT_PARAMS,
@@ -127,10 +128,12 @@ def _score_volume(path: Path, acceleration: float, methods: list[Method], bar, *
                        methods=tuple(methods), single_coil=challenge == "singlecoil")
     sampling: dict[str, Any] = {}
     said = {m.name: SliceMessages() for m in methods}  # what `mrirecon run` with m would say
+    ranges = RangeMessages(config, methods)  # learned models: data outside the card's range
 
     def on_slice(i, s) -> None:
         if i == 0:
             sampling.update(mask=s.mask.cpu().clone(), num_low=s.num_low_frequencies)
+        ranges.add(i, s)
         for m in methods:
             said[m.name].add(i, *mri_method_messages(stages, s, m))
 
@@ -155,7 +158,8 @@ def _score_volume(path: Path, acceleration: float, methods: list[Method], bar, *
             "mask_width": int(sampling["mask"].numel()),
             "mask": encode_mask(sampling["mask"]),
             "reference_notes": notes,
-            "data_warnings": messages[m.name][0],  # mrirecon run's per-slice data warnings
+            # mrirecon run's warnings: the model card's training range, per-slice data warnings
+            "data_warnings": ranges.lines(path.name, m.name) + messages[m.name][0],
             "data_notes": messages[m.name][1],
             "remove_oversampling": remove_oversampling,
             "prediction": pred,

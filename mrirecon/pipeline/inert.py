@@ -5,7 +5,8 @@ reconstructed all 180 views, ``calibrate.kernel_width`` with Walsh maps or ``ada
 adaptation off gave byte-identical outputs, with exit 0, no word, and ``provenance.json``
 recording the value as if applied. This module holds the one table of such cases,
 :data:`RULES` (``(keys, condition on the config under which they are inert, reason, fix)``) and
-:data:`PARAM_RULES` for method parameters that another parameter cancels;
+:data:`PARAM_RULES` for method parameters that another parameter cancels, and a table entry's
+setting that ``reconstruct.params`` replaces at every entry (:func:`_shadowed_warning`);
 :func:`inert_warnings` evaluates them once per run after the config is loaded and validated
 (:func:`mrirecon.pipeline.definitions.load_pipeline_warned`), one warning per inert key the
 user set, naming the key, its value, where it came from and why it has no effect::
@@ -283,6 +284,58 @@ def _param_warning(config: PipelineConfig, key: str, value: Any, origin: str) ->
     return None
 
 
+def _set_arg(item: str) -> str:
+    """``--set item``, quoted for a shell where it holds a space, brackets or braces."""
+    return f"--set '{item}'" if any(c in item for c in " []{}#'\"") else f"--set {item}"
+
+
+def _entry_set(name: str, key: float, setting: str, value: Any) -> str:
+    """The ``--set`` that gives ``setting`` in table ``name``'s entry ``key`` (a fractional key
+    as a mapping: ``--set`` splits keys at dots)."""
+    if key == int(key):
+        return _set_arg(f"reconstruct.{name}.{label(key)}.{setting}={_shown(value)}")
+    return _set_arg(f"reconstruct.{name}={{{label(key)}: {{{setting}: {_shown(value)}}}}}")
+
+
+def _shadowed_warning(config: PipelineConfig, key: str, value: Any,
+                      chosen: dict[str, str]) -> str | None:
+    """The user's ``reconstruct.<table>.<k>.<name>`` that ``reconstruct.params.<name>`` replaces
+    at every entry (:func:`~mrirecon.pipeline.param_tables.for_slice`: ``params`` on top):
+    ``--set reconstruct.params_by_acceleration.4.lam=1e-3`` over ``mri_cs`` (whose ``params``
+    hold ``lam``) gave the shipped image byte for byte. The fix names what makes the entry's
+    value run: clearing ``params`` and giving the entries the user did not set the value they
+    ran with, or, when the user set ``params``'s value too, removing one of the two."""
+    rc, parts = config.reconstruct, key.split(".")
+    if len(parts) != 4 or parts[0] != "reconstruct" or parts[1] not in WHAT \
+            or parts[3] not in rc.params:
+        return None
+    found = table_of(rc)
+    if found is None or found[0] != parts[1]:
+        return None
+    name, setting, table = parts[1], parts[3], found[1]
+    what = {"views": "view count"}.get(WHAT[name], WHAT[name])
+    shadow, pkey = rc.params[setting], f"reconstruct.params.{setting}"
+    if pkey in chosen:  # both the user's: one of the two is a mistake
+        why = (f"{pkey}={_shown(shadow)} ({chosen[pkey]}) holds for every {what}, in place of "
+               f"each entry's {setting} (reconstruct.params win over reconstruct.{name})")
+        fix = f"remove {pkey} to run the entries' {setting}, or this entry's {setting}"
+        return _said(chosen[key], key, value, why, fix)
+    why = (f"the pipeline's {pkey}={_shown(shadow)} holds for every {what}, in place of each "
+           f"entry's {setting} (reconstruct.params win over reconstruct.{name})")
+    mine = {label(float(k)) for k in table if f"reconstruct.{name}.{label(float(k))}.{setting}" in chosen}
+    theirs = [f"reconstruct.params.{k}" for k in rc.params if f"reconstruct.params.{k}" in chosen]
+    keep = [_set_arg(f"reconstruct.params.{k}={_shown(v)}") for k, v in rc.params.items()
+            if k != setting and f"reconstruct.params.{k}" not in chosen]
+    rest = [_entry_set(name, float(k), setting, shadow) for k in sorted(map(float, table))
+            if label(k) not in mine]
+    fix = ("to use it, add --set 'reconstruct.params={}'"
+           + (f" (before your {', '.join(theirs)})" if theirs else "")
+           + (f", then {' '.join(keep)} to keep reconstruct.params' other settings" if keep else "")
+           + (f", and {' '.join(rest)} to keep {setting}={_shown(shadow)} where you set no "
+              f"{setting}" if rest else ""))
+    return _said(chosen[key], key, value, why, fix)
+
+
 def _said(origin: str, key: str, value: Any, why: str, fix: str) -> str:
     return f"{origin}: {key}={_shown(value)} has no effect: {why}" + (f" ({fix})" if fix else "")
 
@@ -295,7 +348,8 @@ def inert_rule(config: PipelineConfig, key: str) -> Rule | None:
 def inert_warnings(config: PipelineConfig, overrides: list[str], source: str,
                    shipped: bool, base: PipelineConfig | None = None) -> list[str]:
     """One warning per setting the user chose (:func:`user_keys`) that changes nothing under
-    the rest of ``config`` (:data:`RULES`, :data:`PARAM_RULES`), in the config's order."""
+    the rest of ``config`` (:data:`RULES`, a table entry's setting that ``reconstruct.params``
+    replaces, :data:`PARAM_RULES`), in the config's order."""
     chosen = user_keys(config, overrides, source, shipped, base)
     out = []
     for key, value in _leaves(to_dict(config), "").items() if chosen else ():
@@ -304,6 +358,8 @@ def inert_warnings(config: PipelineConfig, overrides: list[str], source: str,
         if (rule := inert_rule(config, key)) is not None:
             out.append(_said(chosen[key], key, value, _why(rule.why, config, key, value),
                              _why(rule.fix, config, key, value)))
+        elif (msg := _shadowed_warning(config, key, value, chosen)) is not None:
+            out.append(msg)
         elif (msg := _param_warning(config, key, value, chosen[key])) is not None:
             out.append(msg)
     return out

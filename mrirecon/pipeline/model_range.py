@@ -14,7 +14,10 @@ A card's optional ``training_range`` mapping lists what the model saw in trainin
       detectors: [min, max]                 # CT detector elements per view
 
 :func:`range_warnings` compares one slice's properties with it and returns readable messages;
-:func:`warn_outside_range` logs each distinct message once per model.
+:func:`warn_outside_range` logs each distinct message once per model;
+:func:`warn_slice_outside_range` reads the properties off a slice of the pipeline's stages, the
+one check of ``mrirecon run`` (first slice of each input) and ``mrirecon bench`` (first slice of
+each volume, per learned method).
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from typing import Any
 from mrirecon.training.weights import RANGE_INTERVALS, RANGE_KINDS
 
 log = logging.getLogger("mrirecon.pipeline")
-
 
 
 def _interval(value: Any) -> tuple[float, float] | None:
@@ -91,3 +93,30 @@ def warn_outside_range(model: Any, **properties: Any) -> list[str]:
             seen.add(msg)
             log.warning("%s (see the model card's 'known failures'); results may be unreliable", msg)
     return msgs
+
+
+def warn_slice_outside_range(config: Any, model: Any, s: Any) -> list[str]:
+    """:func:`warn_outside_range` of ``model`` for slice ``s`` of the stages of ``config`` (a
+    :class:`~mrirecon.pipeline.schema.PipelineConfig`): non-Cartesian MRI its image grid, coils,
+    readouts and trajectory; Cartesian MRI the matrix as acquired (before an exact readout
+    crop), coils, acceleration and the ESPIRiT crop of the maps; CT the image grid, the views
+    kept, the beam and the detector count. Logged once per model and message; returns the
+    messages (for ``provenance.json``, the report, the benchmark's records)."""
+    if config.modality == "mri" and s.trajectory is not None:  # the image grid, the readouts
+        return warn_outside_range(model, matrix=tuple(s.image_shape), coils=int(s.kspace.shape[0]),
+                                  spokes=int(s.trajectory.shape[0]),
+                                  trajectory=s.header.extra.get("trajectory"))
+    if config.modality == "mri":  # the matrix as acquired, before an exact readout crop
+        acc = float(s.mask.numel()) / max(float(s.mask.sum()), 1.0)
+        matrix = (s.acquired_rows or s.kspace.shape[-2], s.kspace.shape[-1])
+        return warn_outside_range(model, matrix=matrix, coils=int(s.kspace.shape[0]),
+                                  acceleration=acc, maps_crop=_maps_crop(config))
+    g = s.geometry  # CT: the image grid, the views kept, the beam and the detector
+    return warn_outside_range(model, matrix=tuple(g.image_shape), views=g.num_views, beam=g.beam,
+                              detectors=g.num_detectors)
+
+
+def _maps_crop(config: Any) -> float | None:
+    """The ESPIRiT crop of the coil maps the model gets (``None``: no ESPIRiT maps)."""
+    cal = config.calibrate
+    return float(cal.crop) if cal.method == "espirit" else None

@@ -22,7 +22,10 @@ count (the projection angles left after ``undersample``) to settings::
 Each slice takes the entry whose key is nearest to its own value on a log scale (4x and 8x meet
 at 5.66x; 31 views take the 30-view entry) and ``params`` on top of it: a key set in ``params``
 holds for every slice (``--set reconstruct.params.lam=1e-3`` replaces the table's ``lam``, with a
-log line). Data harder than the table's range (a higher acceleration, fewer views) take its
+log line). So an entry's setting that ``params`` also holds never runs: one the user gave (``--set
+reconstruct.params_by_acceleration.4.lam=1e-3`` over ``mri_cs``, whose ``params`` hold ``lam``)
+is a warning of :func:`mrirecon.pipeline.inert.inert_warnings` naming the fix (``--set
+'reconstruct.params={}'`` and the setting in every entry). Data harder than the table's range (a higher acceleration, fewer views) take its
 nearest end with a warning in the volume's record; easier data (fully sampled k-space, every
 view) take it quietly. Which entry ran is a note of the volume (``provenance.json``, the report).
 
@@ -121,8 +124,10 @@ def for_slice(cfg: ReconstructConfig, value: float) -> SliceSettings:
 
 
 def explain_shadowed(cfg: ReconstructConfig, source: str) -> None:
-    """Log which of the table's settings ``params`` replaces at every entry (a ``--set`` does that
-    on purpose)."""
+    """Log which of the table's settings ``params`` replaces at every entry (a ``--set`` of
+    ``params`` does that on purpose). An entry's setting the user gave that ``params`` replaces
+    (the user's table under the file's ``params``) changes nothing: that is a warning of
+    :func:`mrirecon.pipeline.inert.inert_warnings`, which knows which keys the user set."""
     found = table_of(cfg)
     keys = sorted({k for entry in found[1].values() for k in entry if k in cfg.params}) if found else []
     if keys:

@@ -257,6 +257,15 @@ def unknown_fov_note(header, formats: list[str]) -> str | None:
             + " / ".join(formats) + " output's voxel spacing there is not the scanner's")
 
 
+def _warn_outside_range(config: PipelineConfig, model, s) -> list[str]:
+    """Log when the first slice lies outside what the learned model was trained on; returns
+    the messages (for ``provenance.json`` and the report). The one check of ``mrirecon run``
+    and ``mrirecon bench``: :func:`mrirecon.pipeline.model_range.warn_slice_outside_range`."""
+    from mrirecon.pipeline.model_range import warn_slice_outside_range
+
+    return warn_slice_outside_range(config, model, s)
+
+
 def modality_for(config: PipelineConfig, device: str, *, classical: bool):
     """The stage protocol of ``config.modality`` (:class:`~mrirecon.pipeline.stream.Modality`)."""
     if config.modality == "mri":
@@ -266,31 +275,6 @@ def modality_for(config: PipelineConfig, device: str, *, classical: bool):
     from mrirecon.pipeline.stages_ct import CTStages
 
     return CTStages(config, device=device)
-
-
-def _warn_outside_range(config: PipelineConfig, model, s) -> list[str]:
-    """Log when the first slice lies outside what the learned model was trained on; returns
-    the messages (for ``provenance.json`` and the report)."""
-    from mrirecon.pipeline.model_range import warn_outside_range
-
-    if config.modality == "mri" and s.trajectory is not None:  # the image grid, the readouts
-        return warn_outside_range(model, matrix=tuple(s.image_shape), coils=int(s.kspace.shape[0]),
-                                  spokes=int(s.trajectory.shape[0]),
-                                  trajectory=s.header.extra.get("trajectory"))
-    if config.modality == "mri":  # the matrix as acquired, before an exact readout crop
-        acc = float(s.mask.numel()) / max(float(s.mask.sum()), 1.0)
-        matrix = (s.acquired_rows or s.kspace.shape[-2], s.kspace.shape[-1])
-        return warn_outside_range(model, matrix=matrix, coils=int(s.kspace.shape[0]),
-                                  acceleration=acc, maps_crop=_maps_crop(config))
-    g = s.geometry  # CT: the image grid, the views kept, the beam and the detector
-    return warn_outside_range(model, matrix=tuple(g.image_shape), views=g.num_views, beam=g.beam,
-                              detectors=g.num_detectors)
-
-
-def _maps_crop(config: PipelineConfig) -> float | None:
-    """The ESPIRiT crop of the coil maps the model gets (``None``: no ESPIRiT maps)."""
-    cal = config.calibrate
-    return float(cal.crop) if cal.method == "espirit" else None
 
 
 #: A message kind said for slices with other figures lists at most this many of them (grouped by
