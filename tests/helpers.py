@@ -266,6 +266,35 @@ def endless_bands(band):
     return Bands
 
 
+def ct_slice_dataset(k: int, series: str, words: np.ndarray, *, thickness: str = "2.5",
+                     bits_stored: int = 12, signed: bool = False, intercept: str = "-1024",
+                     **attributes):
+    """Slice ``k`` of an axial CT Image Storage series ``series`` (0.8 mm pixels, 2.5 mm apart),
+    ``words`` its stored pixel values (little endian, 16 bits allocated); ``attributes`` are set
+    first (patient, technique ...). Save it with ``mrirecon.io.dicom.save_part10``."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    ds = Dataset()
+    for kw, value in attributes.items():
+        setattr(ds, kw, value)
+    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, generate_uid()
+    ds.SeriesInstanceUID, ds.Modality = series, "CT"
+    ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
+    ds.ImagePositionPatient = ["-100", "-120", f"{-50 + 2.5 * k:g}"]
+    ds.PixelSpacing, ds.SliceThickness = ["0.8", "0.8"], thickness
+    ds.InstanceNumber = k + 1
+    ds.Rows, ds.Columns = words.shape[-2:]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits_stored, bits_stored - 1
+    ds.PixelRepresentation = int(signed)
+    ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = intercept, "1", "HU"
+    ds.PixelData = words.astype("<i2" if signed else "<u2").tobytes()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return ds
+
+
 def rewrite_dicom(path, **changes) -> None:
     """Set (``None``: delete) elements of the DICOM file ``path`` in place."""
     import pydicom

@@ -55,8 +55,15 @@ from pydicom.uid import (
 
 from mrirecon.containers import Header, Image, ImageGeometry
 from mrirecon.io.atomic import atomic_path
+from mrirecon.io.dicom_pixels import LOSSY_KEYWORDS
 from mrirecon.io.dicom_strings import (  # noqa: F401 - _ds, _clean_text re-exported
-    _FLOAT32_REL, _SHORT_DIGITS, _clean_text, _ds, _has_non_ascii, sanitise_strings)
+    _FLOAT32_REL,
+    _SHORT_DIGITS,
+    _clean_text,
+    _ds,
+    _has_non_ascii,
+    sanitise_strings,
+)
 from mrirecon.io.dicom_technique import mr_technique
 from mrirecon.io.errors import refuse_nonfinite
 
@@ -304,6 +311,8 @@ def _base_dataset(
                 f"is {modality!r}"
             )
         _copy(ds, source, TECHNIQUE_KEYWORDS[modality])
+        if str(source.get("LossyImageCompression", "") or "").strip() == "01":
+            _copy(ds, source, LOSSY_KEYWORDS)  # PS3.3 C.7.6.1.1.5: once 01, never reset
         if keep_identity:
             _copy(ds, source, IDENTITY_KEYWORDS)
             study_uid = study_uid or source.get("StudyInstanceUID")
@@ -446,9 +455,10 @@ def write_dicom_series(
     source_dataset
         A DICOM dataset (or file path) of the acquisition, e.g. the header of a series read by
         :func:`~mrirecon.io.dicom_read.read_dicom_series_and_header`. Its technique attributes
-        (:data:`TECHNIQUE_KEYWORDS`) are copied; identifying attributes (patient, study dates,
-        study UID, and the frame of reference when ``image.geometry.placed``) only with
-        ``keep_identity=True``.
+        (:data:`TECHNIQUE_KEYWORDS`) are copied, and LossyImageCompression 01 with its ratio
+        and method (a series derived from lossy images says so); identifying attributes
+        (patient, study dates, study UID, and the frame of reference when
+        ``image.geometry.placed``) only with ``keep_identity=True``.
     keep_identity
         Copy identity from ``source_dataset`` instead of de-identifying. Without a
         ``source_dataset`` there is nothing to copy, and the series is de-identified as

@@ -5,6 +5,14 @@ Slices are sorted by the projection of ImagePositionPatient on the slice normal
 :attr:`ImageGeometry.slice_direction`. Stored values are rescaled with
 RescaleSlope/RescaleIntercept; CT series come back with ``kind="hu"`` when RescaleType is
 ``HU`` (or absent), else ``"attenuation"``.
+
+Which files are slices: :mod:`mrirecon.io.dicom_files` (bare data sets are read; an empty or
+cut-off file fails the series). The stored words: :mod:`mrirecon.io.dicom_pixels` (CT padding
+read as air, bits above HighBit, lossy compression). CT localizers (ImageType value 3
+``LOCALIZER``) are left out with a warning, or refused when nothing else is there. What the
+reader says without failing is a :class:`~mrirecon.io.errors.DataWarning` or
+:class:`~mrirecon.io.errors.DataNote` (:func:`read_dicom_series_and_messages` returns them
+for a run's record).
 """
 
 from __future__ import annotations
@@ -14,16 +22,29 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import torch
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 
 from mrirecon.containers import Image, ImageGeometry
-from mrirecon.io.errors import DataFormatError
+from mrirecon.io.dicom_files import (
+    is_candidate,
+    localizer,
+    localizer_problem,
+    looks_like_dicom,
+    read_candidate,
+)
+from mrirecon.io.dicom_pixels import (
+    PixelFacts,
+    decode,
+    lossy_compression,
+    padding_as_air,
+    warn_high_bits,
+)
+from mrirecon.io.errors import DataFormatError, DataNote, DataWarning
 
-__all__ = ["read_dicom_series", "read_dicom_series_and_header"]
+__all__ = ["looks_like_dicom", "read_dicom_series", "read_dicom_series_and_header",
+           "read_dicom_series_and_messages"]
 
 _ORIENTATION_TOL = 1e-4  # direction cosines: difference between the files of a series
 # Direction cosines written to 3 decimals are each off by up to 5e-4: a unit vector's norm by up
@@ -119,56 +140,26 @@ def _text(value) -> str:
     return "" if value is None else str(value)
 
 
-def looks_like_dicom(path: Path) -> bool:
-    """Whether :func:`read_dicom_series` would take ``path`` as a slice: a ``.dcm`` name, or a
-    DICOM Part 10 file (``DICM`` at byte 128) other than a ``DICOMDIR`` index. Reads 132 bytes."""
-    if not _is_candidate(path):
-        return False
-    if path.suffix.lower() == ".dcm":
-        return True
-    try:
-        with open(path, "rb") as f:
-            head = f.read(132)
-    except OSError:
-        return False
-    return head[128:132] == b"DICM"
-
-
-def _is_candidate(path: Path) -> bool:
-    """A file the series reader parses: no hidden file, no ``DICOMDIR`` index."""
-    return path.is_file() and not path.name.startswith(".") and path.name.upper() != "DICOMDIR"
-
-
 def _candidate_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"read_dicom_series: {folder} is not a folder")
-    return sorted(p for p in folder.iterdir() if _is_candidate(p))
+    return sorted(p for p in folder.iterdir() if is_candidate(p))
 
 
 def _read_headers(folder: Path) -> list[tuple[Path, Dataset]]:
-    """Parse every candidate file. A file that is not DICOM at all (no ``DICM`` prefix, no
-    ``.dcm`` suffix, e.g. a README) is ignored; a ``.dcm`` or ``DICM`` file that cannot be
-    parsed (truncated, corrupt) makes the whole series an error: reconstructing the remaining
-    slices would silently lose data."""
+    """Parse every candidate file (:func:`mrirecon.io.dicom_files.read_candidate`). A file that
+    is clearly not DICOM (text such as a README, a known other format) is ignored; any other
+    file that cannot be read as a data set with a SOPClassUID (empty, truncated, corrupt)
+    makes the whole series an error: reconstructing the remaining slices would silently lose
+    data. Bare data sets (no preamble and ``DICM`` prefix) are read."""
     candidates = _candidate_files(folder)
     found, broken = [], []
     for path in candidates:
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=False)
-        except InvalidDicomError as err:
-            if path.suffix.lower() == ".dcm":
-                broken.append((path, f"not a DICOM file ({err})"))
-            continue  # not a DICOM file (no preamble/prefix): ignore, e.g. a README
-        except Exception as err:  # noqa: BLE001 - truncated/corrupt files fail in many ways
-            broken.append((path, f"{type(err).__name__}: {err}"))
-            continue
-        if "SOPClassUID" not in ds:
-            # pydicom stops quietly at a truncation: a DICOM file whose data set ends before
-            # its SOPClassUID is a damaged file of the series, not something to skip
-            if path.suffix.lower() == ".dcm" or "MediaStorageSOPClassUID" in getattr(ds, "file_meta", {}):
-                broken.append((path, "no SOPClassUID (truncated?)"))
-            continue
-        found.append((path, ds))
+        ds, why = read_candidate(path)
+        if why is not None:
+            broken.append((path, why))
+        elif ds is not None:
+            found.append((path, ds))
     if broken:
         path, why = broken[0]
         raise DataFormatError(
@@ -186,6 +177,34 @@ def _read_headers(folder: Path) -> list[tuple[Path, Dataset]]:
 def _select_series(
     found: list[tuple[Path, Dataset]], folder: Path, series_uid: str | None
 ) -> list[tuple[Path, Dataset]]:
+    """The files of one series; CT localizers are left out with a warning naming them (a lone
+    localizer, or a series of them only, is refused)."""
+    scouts = [(path, ds) for path, ds in found if localizer(ds)]
+    if scouts and series_uid is None:
+        if len(scouts) == len(found):
+            path, ds = scouts[0]
+            raise DataFormatError(path, "ImageType", localizer_problem(ds) + (
+                f" (nor can the other {len(scouts) - 1} localizer(s))" if len(scouts) > 1 else "")
+                + "; pass the folder of the axial series")
+        found = [item for item in found if not localizer(item[1])]
+    items = _one_series(found, folder, series_uid)
+    if series_uid is not None:
+        scouts = [item for item in items if localizer(item[1])]
+        if len(scouts) == len(items):
+            raise DataFormatError(scouts[0][0], "ImageType", localizer_problem(scouts[0][1]))
+        items = [item for item in items if not localizer(item[1])]
+    if scouts:
+        names = ", ".join(p.name for p, _ in scouts[:3]) + (", ..." if len(scouts) > 3 else "")
+        warnings.warn(DataWarning(folder, "ImageType", (
+            f"{len(scouts)} localizer image(s) left out ({names}): "
+            + localizer_problem(scouts[0][1]) + f"; the volume holds the other {len(items)} "
+            "image(s)"), kind="localizer"), stacklevel=3)
+    return items
+
+
+def _one_series(
+    found: list[tuple[Path, Dataset]], folder: Path, series_uid: str | None
+) -> list[tuple[Path, Dataset]]:
     by_series: dict[str, list[tuple[Path, Dataset]]] = {}
     for path, ds in found:
         by_series.setdefault(str(_required(ds, path, "SeriesInstanceUID")), []).append((path, ds))
@@ -200,8 +219,9 @@ def _select_series(
                              for uid, items in sorted(by_series.items()))
         raise DataFormatError(
             folder, "SeriesInstanceUID",
-            f"mixes {len(by_series)} series: {examples}; put each series in its own folder "
-            "(or pass series_uid= to pick one)"
+            f"mixes {len(by_series)} series: {examples}; move each series' files into a folder "
+            "of its own and pass those folders as inputs (`mrirecon run` reads one series per "
+            "folder; from Python, read_dicom_series(folder, series_uid=...) reads one of them)"
         )
     return next(iter(by_series.values()))
 
@@ -266,7 +286,9 @@ def _single_frame(ds: Dataset, path: Path) -> None:
                               + (convert if frames > 1 else ""))
 
 
-def _pixels(ds: Dataset, path: Path) -> np.ndarray:
+def _pixels(ds: Dataset, path: Path) -> tuple[np.ndarray, PixelFacts]:
+    """The slice's values (``stored * slope + intercept``) and what its stored words held
+    (:func:`mrirecon.io.dicom_pixels.decode`: padding, bits above HighBit)."""
     if "PixelData" not in ds:
         raise DataFormatError(path, "PixelData", "missing")
     try:
@@ -275,15 +297,10 @@ def _pixels(ds: Dataset, path: Path) -> np.ndarray:
         raise DataFormatError(path, "SamplesPerPixel", f"not an integer ({err})") from None
     if samples != 1:
         raise DataFormatError(path, "SamplesPerPixel", f"is {samples}, expected 1")
-    try:
-        arr = ds.pixel_array
-    except Exception as err:  # noqa: BLE001 - decoder errors vary with the transfer syntax
-        syntax = ds.file_meta.get("TransferSyntaxUID", "?") if "file_meta" in dir(ds) else "?"
-        raise DataFormatError(path, "PixelData",
-                              f"cannot be decoded (TransferSyntaxUID {syntax}): {err}") from None
+    ct = ds.get("Modality") == "CT"
+    arr, facts = decode(ds, path, ct)
     if arr.ndim != 2:
         raise DataFormatError(path, "PixelData", f"expected one 2-D frame, got shape {arr.shape}")
-    ct = ds.get("Modality") == "CT"
     if ct and ("RescaleIntercept" not in ds or "RescaleSlope" not in ds):
         missing = [k for k in ("RescaleIntercept", "RescaleSlope") if k not in ds]
         raise DataFormatError(path, "/".join(missing),
@@ -313,7 +330,8 @@ def _pixels(ds: Dataset, path: Path) -> np.ndarray:
         if slope == 0:
             raise DataFormatError(path, "RealWorldValueSlope",
                                   "is 0: every pixel would map to the intercept")
-    return arr.astype(np.float64) * slope + intercept
+    facts.scale = (slope, intercept)
+    return arr.astype(np.float64) * slope + intercept, facts
 
 
 def _orthonormal(iop: np.ndarray, path: Path) -> tuple[np.ndarray, float]:
@@ -362,9 +380,16 @@ def _check_spacing(entries: list, normal: np.ndarray, folder: Path, angle: float
     steps = np.diff(distances)
     if steps.min() <= _POSITION_TOL_MM:
         k = int(np.argmin(steps))
+        uids = [str(entries[i][3].get("SOPInstanceUID", "") or "").strip(" \x00")
+                for i in (k, k + 1)]
+        why = (f"the same image twice (both SOPInstanceUID {uids[0]}: a copied file); remove "
+               "the copy" if uids[0] and uids[0] == uids[1] else
+               "two images at one position (SOPInstanceUIDs differ: two acquisitions or "
+               "reconstructions, or an image exported twice under new UIDs); keep the one you "
+               "mean in the folder")
         raise DataFormatError(entries[k][2], "ImagePositionPatient",
                               f"same position along the slice normal as {entries[k + 1][2]} "
-                              "(same ImagePositionPatient)")
+                              f"(same ImagePositionPatient): {why}")
     spacing = float(distances[-1] - distances[0]) / (len(entries) - 1)
     quantum = max(_POSITION_QUANTUM_MM, _POSITION_DIGITS_REL * float(np.abs(positions).max()))
     tol = min(max(_POSITION_TOL_MM, 1e-3 * spacing, 2 * np.sqrt(3) * quantum), spacing / 4)
@@ -390,6 +415,32 @@ def _check_spacing(entries: list, normal: np.ndarray, folder: Path, angle: float
     return spacing
 
 
+def _one_orientation(iops: list[tuple[Path, np.ndarray]]) -> None:
+    """Refuse slices of other orientations, naming the files that differ from the most common
+    orientation (a coronal image among axial ones named the axial slice the odd one when it
+    came first)."""
+    groups: list[tuple[np.ndarray, list[Path]]] = []
+    for path, iop in iops:
+        for ref, members in groups:
+            if np.max(np.abs(iop - ref)) <= _ORIENTATION_TOL:
+                members.append(path)
+                break
+        else:
+            groups.append((iop, [path]))
+    if len(groups) == 1:
+        return
+    ref, main = max(groups, key=lambda g: len(g[1]))  # ties: the first file's
+    odd = [(p, iop) for p, iop in iops if p not in main]
+    path, iop = odd[0]
+    where = (f"the other {len(main)} slices' {ref.tolist()} (first: {main[0].name})"
+             if len(main) > len(odd) else f"{main[0].name} {ref.tolist()}")
+    more = (f"; so do {len(odd) - 1} more file(s) ("
+            + ", ".join(p.name for p, _ in odd[1:4]) + (", ..." if len(odd) > 4 else "") + ")"
+            if len(odd) > 1 else "")
+    raise DataFormatError(path, "ImageOrientationPatient",
+                          f"{iop.tolist()} differs from {where}{more}")
+
+
 def read_dicom_series(
     folder: str | os.PathLike, *, series_uid: str | None = None
 ) -> Image:
@@ -406,7 +457,8 @@ def read_dicom_series_and_header(
     Parameters
     ----------
     folder
-        Folder of single-frame MR or CT image files (other files are ignored).
+        Folder of single-frame MR or CT image files (text and files of other known formats
+        are ignored).
     series_uid
         SeriesInstanceUID to read when the folder holds several series.
 
@@ -420,18 +472,26 @@ def read_dicom_series_and_header(
         Modality LUT the first linear Real World Value Mapping), geometry from
         ImagePositionPatient (first slice after sorting along the normal),
         ImageOrientationPatient, PixelSpacing, the slice-position spacing and
-        SliceThickness; ``description`` is SeriesDescription.
+        SliceThickness; ``description`` is SeriesDescription. CT padding pixels
+        (PixelPaddingValue) read as air (-1024 HU). When a slice was lossy compressed the
+        header says LossyImageCompression 01 whatever the first slice says.
+
+    Warns
+    -----
+    DataWarning, DataNote
+        (``mrirecon.io.errors``) CT localizers left out, bits set above HighBit, padding read
+        as air, lossy compression.
 
     Raises
     ------
     DataFormatError
-        (a ``ValueError``) naming the file and field on unreadable or truncated files,
-        multi-frame (Enhanced) files, missing PixelData/geometry, empty CT or zero rescale
-        values, orientation, size, spacing, modality or FrameOfReferenceUID that differ
-        between files, mixed series, duplicate or non-collinear slice positions, non-uniform
-        slice spacing, or direction cosines further from orthonormal than rounding to 3
-        decimals (positions and cosines within rounding are accepted: see
-        :func:`_check_spacing`)
+        (a ``ValueError``) naming the file and field on unreadable, empty or truncated files,
+        a folder of CT localizers only, multi-frame (Enhanced) files, missing
+        PixelData/geometry, empty CT or zero rescale values, orientation, size, spacing,
+        modality or FrameOfReferenceUID that differ between files, mixed series, duplicate or
+        non-collinear slice positions, non-uniform slice spacing, or direction cosines further
+        from orthonormal than rounding to 3 decimals (positions and cosines within rounding
+        are accepted: see :func:`_check_spacing`)
     """
     folder = Path(folder)
     items = _select_series(_read_headers(folder), folder, series_uid)
@@ -447,16 +507,14 @@ def read_dicom_series_and_header(
     spacing0 = _floats(ds0, path0, "PixelSpacing", 2)
     size0 = (_int(ds0, path0, "Rows"), _int(ds0, path0, "Columns"))
     normal = np.cross(orientation[:3], orientation[3:])
+    for path, ds in items:
+        if str(ds.get("Modality", "")) != modality:
+            raise DataFormatError(path, "Modality",
+                                  f"is {ds.get('Modality')!r}, {path0.name} has {modality!r}")
+    _one_orientation([(path, _floats(ds, path, "ImageOrientationPatient", 6))
+                      for path, ds in items])
     entries = []
     for path, ds in items:
-        for keyword, expected in (("Modality", modality),):
-            if str(ds.get(keyword, "")) != expected:
-                raise DataFormatError(path, keyword,
-                                      f"is {ds.get(keyword)!r}, {path0.name} has {expected!r}")
-        iop = _floats(ds, path, "ImageOrientationPatient", 6)
-        if np.max(np.abs(iop - iop0)) > _ORIENTATION_TOL:
-            raise DataFormatError(path, "ImageOrientationPatient",
-                                  f"{iop.tolist()} differs from {path0.name} {iop0.tolist()}")
         size = (_int(ds, path, "Rows"), _int(ds, path, "Columns"))
         if size != size0:
             raise DataFormatError(path, "(Rows, Columns)", f"= {size}, {path0.name} has {size0}")
@@ -485,7 +543,9 @@ def read_dicom_series_and_header(
         field = ("ImageOrientationPatient" if "orientation" in str(err)
                  else "PixelSpacing" if "spacing" in str(err) else "ImagePositionPatient")
         raise DataFormatError(path0, field, str(err)) from None
-    data = np.stack([_pixels(ds, path) for _, _, path, ds in entries])
+    pixels = [_pixels(ds, path) for _, _, path, ds in entries]
+    data = np.stack([values for values, _ in pixels])
+    facts, paths = [f for _, f in pixels], [e[2] for e in entries]
     kind = "magnitude"
     if modality == "CT":  # every slice's: one slice in US beside HU ones was read as HU
         types = {path: str(ds.get("RescaleType", "HU") or "HU").upper() for path, ds in items}
@@ -494,8 +554,11 @@ def read_dicom_series_and_header(
             raise DataFormatError(odd, "RescaleType", f"is {types[odd]!r}, {path0.name} has "
                                   f"{types[path0]!r}: the slices' values are in different units")
         kind = "hu" if types[path0] == "HU" else "attenuation"
+    padding_as_air(data, facts, paths, kind, folder)
+    warn_high_bits(facts, paths, modality)
     first = entries[0][3]
     header = Dataset({tag: elem for tag, elem in first.items() if tag != _PIXEL_DATA})
+    lossy_compression(items, header, folder)
     image = Image(
         data=torch.from_numpy(data.astype(np.float32)),
         geometry=geometry,
@@ -505,3 +568,31 @@ def read_dicom_series_and_header(
         source=str(folder),
     )
     return image, header
+
+
+def read_dicom_series_and_messages(
+    folder: str | os.PathLike, *, series_uid: str | None = None
+) -> tuple[Image, Dataset, tuple[tuple[str, str, str], ...]]:
+    """:func:`read_dicom_series_and_header`, with the reader's :class:`DataWarning` and
+    :class:`DataNote` messages returned instead of emitted, for a run's record: ``(level, kind,
+    text)`` with level ``"warning"`` or ``"note"`` and the text without the folder
+    (``"slice_0001.dcm: BitsStored: ..."``, ``"PixelPaddingValue: ..."``). Other warnings
+    (pydicom's) are emitted as before."""
+    messages: list[tuple[str, str, str]] = []
+    caught: list = []
+    done = False
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DataWarning)
+            image, header = read_dicom_series_and_header(folder, series_uid=series_uid)
+        done = True
+    finally:
+        for w in caught:  # other warnings (pydicom's), and all of them on an error: shown
+            m = w.message
+            if done and isinstance(m, DataWarning):
+                where = "" if Path(m.file) == Path(folder) else f"{Path(m.file).name}: "
+                messages.append(("note" if isinstance(m, DataNote) else "warning", m.kind,
+                                 f"{where}{m.field}: {m.problem}"))
+            else:
+                warnings.warn_explicit(m, w.category, w.filename, w.lineno, source=w.source)
+    return image, header, tuple(messages)

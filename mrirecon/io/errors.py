@@ -61,6 +61,27 @@ class DataFormatError(ValueError):
         return (type(self), (self.file, self.field, self.problem))
 
 
+class DataWarning(UserWarning):
+    """A reader's warning: the file was read, but something in it may make the result wrong
+    (bits above HighBit, images left out). Named like :class:`DataFormatError`: the message
+    reads ``"<file>: <field>: <problem>"``; ``kind`` is a short key for the record
+    (``mrirecon run`` says each kind once per input)."""
+
+    def __init__(self, file: str | os.PathLike, field: str, problem: str,
+                 kind: str = "data") -> None:
+        self.file, self.field, self.problem, self.kind = str(file), field, problem, kind
+        super().__init__(f"{self.file}: {field}: {problem}")
+
+    def __reduce__(self):
+        return (type(self), (self.file, self.field, self.problem, self.kind))
+
+
+class DataNote(DataWarning):
+    """What a reader did to the data that is no fault of the file (padding read as air, a
+    lossy-compressed source): a note in ``mrirecon run``'s record, a warning of this category
+    for a library caller (``warnings.simplefilter("ignore", DataNote)`` silences it)."""
+
+
 def require_regular_file(path: str | os.PathLike) -> None:
     """Refuse a FIFO, socket or device before opening it (opening a FIFO blocks forever).
 

@@ -56,6 +56,8 @@ class CTSlice:
     data_photons: float | None = None
     data_min_counts: float = 0.1
     views_sorted: bool = False  # the file stored its views out of angle order (sort_views)
+    # a DICOM series reader's (level, kind, text): padding read as air, bits above HighBit, ...
+    reader_messages: tuple[tuple[str, str, str], ...] = ()
 
 
 def slice_seed(name: str, index: int, cfg: UndersampleConfig | None = None) -> int:
@@ -418,10 +420,10 @@ class _DicomSource:
     (parallel beam, at ``views``: ``undersample.views`` when undersampling is on, else 360)."""
 
     def __init__(self, path: Path, views: int | None) -> None:
-        from mrirecon.io.dicom_read import read_dicom_series_and_header
+        from mrirecon.io.dicom_read import read_dicom_series_and_messages
         from mrirecon.io.lodopab import hu_to_attenuation
 
-        series, header = read_dicom_series_and_header(path)
+        series, header, self._messages = read_dicom_series_and_messages(path)
         if series.modality != "CT":
             raise ValueError(f"{path}: a CT pipeline needs a CT series in Hounsfield units, found "
                              f"Modality {series.modality!r} ({series.kind}); use an MRI pipeline "
@@ -450,7 +452,7 @@ class _DicomSource:
     def read(self, k: int) -> CTSlice:
         mu = self._mu[k]
         return CTSlice(self._op(mu.double()).float(), self._geometry, mu, file_name=self.path.name,
-                       index=k)
+                       index=k, reader_messages=self._messages)
 
     def close(self) -> None:
         pass
@@ -544,6 +546,8 @@ class CTStages(Modality[CTSlice]):
             if msg:
                 out["reference_orientation"] = msg
         notes = {}
+        for level, kind, text in s.reader_messages:  # the DICOM reader's, said once per input
+            (notes if level == "note" else out)[f"dicom_{kind}"] = text
         note = dose_note(s.data_photons, self.config.undersample)
         if note:
             notes["dose"] = note

@@ -15,9 +15,10 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 
+from tests.helpers import ct_slice_dataset
 from mrirecon.containers import Image, ImageGeometry
 from mrirecon.io.dicom import save_part10, write_dicom_series
 from mrirecon.io.dicom_read import read_dicom_series
@@ -41,22 +42,7 @@ def scanner_ct_series(folder: Path, slices: int = 3, size: int = 32) -> list[Pat
     series = generate_uid()
     paths = []
     for k in range(slices):
-        ds = Dataset()
-        for kw, value in SOURCE.items():
-            setattr(ds, kw, value)
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, generate_uid()
-        ds.SeriesInstanceUID, ds.Modality = series, "CT"
-        ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
-        ds.ImagePositionPatient = ["-100", "-120", f"{-50 + 2.5 * k:g}"]
-        ds.PixelSpacing, ds.SliceThickness = ["0.8", "0.8"], "5"
-        ds.InstanceNumber = k + 1
-        ds.Rows = ds.Columns = size
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "-1024", "1", "HU"
-        ds.PixelData = (hu + 1024 + 10 * k).astype("<u2").tobytes()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = ct_slice_dataset(k, series, hu + 1024 + 10 * k, thickness="5", **SOURCE)
         paths.append(save_part10(ds, folder / f"IM{k:04d}.dcm"))
     return paths
 

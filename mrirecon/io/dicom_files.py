@@ -1,0 +1,174 @@
+"""Which files of a DICOM series folder are slices (:mod:`mrirecon.io.dicom_read`).
+
+A file is parsed unless it is clearly something else: hidden files, a ``DICOMDIR`` index, text
+(a README, notes, JSON), and files of known other formats (by their first bytes, or by a
+suffix such as ``.png`` or ``.h5``). Everything else must be read: a Part 10 file (``DICM`` at
+byte 128), or else a bare data set without the 128-byte preamble and file meta (older scanners
+and PACS exports), read with pydicom's ``force=True`` and kept when it holds a SOPClassUID.
+A file that is neither (empty, a few bytes, a data set cut short) makes the series an error:
+its slice would be missing from the volume. (Files that were not Part 10 and had no ``.dcm``
+suffix were skipped: an empty last slice or a bare data set was silently left out.)
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.multival import MultiValue
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+#: First bytes of formats that are not DICOM (images, archives, HDF5, PDF, TIFF).
+_OTHER_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"%PDF", b"PK\x03\x04", b"\x1f\x8b",
+                b"BZh", b"\xfd7zXZ", b"7z\xbc\xaf", b"\x89HDF", b"II*\x00", b"MM\x00*",
+                b"\x93NUMPY", b"<?xml")
+#: Suffixes of files that are not slices (text, images, archives, other data formats).
+_OTHER_SUFFIXES = frozenset((
+    ".txt", ".md", ".rst", ".json", ".xml", ".html", ".htm", ".csv", ".tsv", ".log", ".yaml",
+    ".yml", ".ini", ".cfg", ".py", ".sh", ".bat", ".pdf", ".png", ".jpg", ".jpeg", ".gif", ".bmp",
+    ".tif", ".tiff", ".zip", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".tar", ".h5", ".hdf5", ".mrd",
+    ".nii", ".nrrd", ".mha", ".mhd", ".npy", ".npz", ".pt", ".mat"))
+_HEAD = 1024  # bytes read to recognise a file
+
+
+def is_candidate(path: Path) -> bool:
+    """A file the series reader looks at: no hidden file, no ``DICOMDIR`` index."""
+    return path.is_file() and not path.name.startswith(".") and path.name.upper() != "DICOMDIR"
+
+
+def head(path: Path, n: int = _HEAD) -> bytes | None:
+    """The first ``n`` bytes of ``path``; ``None`` when it cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError:
+        return None
+
+
+def _is_text(data: bytes) -> bool:
+    if not data or b"\x00" in data:
+        return False
+    for cut in range(4):  # the head may end inside a multi-byte character
+        try:
+            data[:len(data) - cut].decode("utf-8")
+            return True
+        except UnicodeDecodeError:
+            continue
+    return False
+
+
+def bare_data_set_start(data: bytes) -> bool:
+    """Whether ``data`` starts like a DICOM data set without preamble: the tag of a file meta
+    (group 0002) or identifying (group 0008) element, little or big endian."""
+    if len(data) < 8:
+        return False
+    return data[:2] in (b"\x02\x00", b"\x08\x00") or data[:2] == b"\x00\x08"
+
+
+def clearly_not_dicom(path: Path, data: bytes) -> bool:
+    """Text, or a file of another known format (first bytes, suffix, a NIfTI header); never a
+    Part 10 file or a ``.dcm`` name."""
+    if data[128:132] == b"DICM" or path.suffix.lower() == ".dcm":
+        return False
+    if path.suffix.lower() in _OTHER_SUFFIXES or data.startswith(_OTHER_MAGIC):
+        return True
+    nifti = len(data) >= 348 and (data[:4] in (b"\x5c\x01\x00\x00", b"\x00\x00\x01\x5c")
+                                  or data[344:348] in (b"n+1\x00", b"ni1\x00"))
+    return nifti or _is_text(data)
+
+
+def looks_like_dicom(path: Path) -> bool:
+    """Whether :func:`~mrirecon.io.dicom_read.read_dicom_series` would take ``path`` as a slice:
+    a ``.dcm`` name, a DICOM Part 10 file (``DICM`` at byte 128) or a bare data set (a group
+    0002 / 0008 tag at byte 0), other than a ``DICOMDIR`` index. Reads 1 KiB."""
+    if not is_candidate(path):
+        return False
+    if path.suffix.lower() == ".dcm":
+        return True
+    data = head(path)
+    if data is None:
+        return False
+    return data[128:132] == b"DICM" or (bare_data_set_start(data)
+                                        and not clearly_not_dicom(path, data))
+
+
+def _with_transfer_syntax(ds: Dataset) -> Dataset:
+    """A bare data set has no file meta: its transfer syntax is the encoding pydicom found
+    (implicit / explicit VR, byte order), which the pixel decoder needs."""
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" in meta:
+        return ds
+    implicit, little = getattr(ds, "original_encoding", (True, True))
+    if implicit is None:
+        return ds
+    if meta is None:
+        ds.file_meta = meta = FileMetaDataset()
+    meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+                              if little else ExplicitVRBigEndian)
+    return ds
+
+
+def read_candidate(path: Path) -> tuple[Dataset | None, str | None]:
+    """``(data set, None)`` for a slice; ``(None, None)`` for a file that is not DICOM (it is
+    ignored); ``(None, why)`` for a damaged one (the series is then an error). Data sets
+    without a SOPClassUID are damaged when the file is DICOM by name or bytes."""
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        return None, f"cannot be read ({err.strerror or err})"
+    if size == 0:
+        return None, "empty (0 bytes): a slice cut off when the series was copied or exported?"
+    data = head(path)
+    if data is None:
+        return None, "cannot be read"
+    dcm, part10 = path.suffix.lower() == ".dcm", data[128:132] == b"DICM"
+    if not part10 and clearly_not_dicom(path, data):
+        return None, None  # e.g. a README
+    bare = bare_data_set_start(data)
+    try:
+        if part10:
+            ds = pydicom.dcmread(path)
+        else:  # no preamble: a bare data set, or something else that pydicom may parse
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # guesses of the encoding of unknown bytes
+                ds = _with_transfer_syntax(pydicom.dcmread(path, force=True))
+    except Exception as err:  # noqa: BLE001 - truncated/corrupt files fail in many ways
+        if part10 or dcm or bare or size < 132:
+            return None, (f"{type(err).__name__}: {err}" if part10 else
+                          f"not a DICOM file ({type(err).__name__}: {err})")
+        return None, None  # an unknown binary file, no DICOM data set
+    if "SOPClassUID" in ds:
+        return ds, None
+    # pydicom stops quietly at a truncation: a DICOM file whose data set ends before its
+    # SOPClassUID is a damaged file of the series, not something to skip
+    if part10 or dcm or bare or "MediaStorageSOPClassUID" in getattr(ds, "file_meta", {}):
+        return None, "no SOPClassUID (truncated?)"
+    if size < 132:
+        return None, f"only {size} bytes, no DICOM data set: a slice cut off (truncated?)"
+    return None, None
+
+
+def _image_type(ds: Dataset) -> list[str]:
+    try:
+        value = ds.get("ImageType")
+    except Exception:  # noqa: BLE001 - a malformed element fails on access
+        return []
+    if value is None:
+        return []
+    values = list(value) if isinstance(value, (list, tuple, MultiValue)) else str(value).split("\\")
+    return [str(v).strip().upper() for v in values]
+
+
+def localizer(ds: Dataset) -> bool:
+    """A CT localizer (scout, topogram): ImageType value 3 ``LOCALIZER``, a projection
+    radiograph rather than a cross-section (the CT Image Module's defined terms)."""
+    types = _image_type(ds)
+    return str(ds.get("Modality", "")) == "CT" and len(types) >= 3 and types[2] == "LOCALIZER"
+
+
+def localizer_problem(ds: Dataset) -> str:
+    types = "\\".join(_image_type(ds))
+    return (f"{types}: a projection radiograph (localizer, scout or topogram), not a "
+            "cross-section of the patient; it cannot be read as a CT slice")
