@@ -34,6 +34,13 @@ log = logging.getLogger("mrirecon.pipeline")
 BENCH_OWN_NOTES = ("remove_oversampling",)
 
 
+def gets_full_fov_maps(s, method: Method) -> bool:
+    """Whether the benchmark hands ``method`` uncropped (crop 0) coil maps for MRI slice ``s``
+    (``MRIStages.reconstruct``: a learned model that takes them); a CT slice has none."""
+    return (method.model is not None and getattr(s, "full_fov_maps", None) is not None
+            and getattr(method.model, "full_fov_maps", True))
+
+
 def mri_method_messages(stages, s, method: Method) -> tuple[dict[str, str], dict[str, str]]:
     """What ``mrirecon run`` with ``method`` would say of MRI slice ``s`` (the benchmark's
     stages run every method at once): its partial Fourier / echo and GRAPPA messages, and the
@@ -44,8 +51,7 @@ def mri_method_messages(stages, s, method: Method) -> tuple[dict[str, str], dict
 
     own = MRIStages(replace(stages.config, reconstruct=method.config), device=stages.device,
                     classical=method.model is None)
-    full_fov = (method.model is not None and s.full_fov_maps is not None
-                and getattr(method.model, "full_fov_maps", True))
+    full_fov = gets_full_fov_maps(s, method)
     if not needs_maps(method.config.method, method.model):
         s = replace(s, maps=None, notes={k: v for k, v in s.notes.items() if k != "espirit_crop"})
     elif full_fov:  # uncropped maps: ESPIRiT's crop was not applied to them
@@ -71,7 +77,8 @@ class RangeMessages:
 
         if i == 0:
             for m in self.methods:
-                self.found[m.name] = warn_slice_outside_range(self.config, m.model, s)
+                self.found[m.name] = warn_slice_outside_range(
+                    self.config, m.model, s, full_fov_maps=gets_full_fov_maps(s, m))
 
     def lines(self, name: str, method: str) -> list[str]:
         """``method``'s warnings for volume ``name``, as ``run`` records them."""

@@ -95,13 +95,16 @@ def warn_outside_range(model: Any, **properties: Any) -> list[str]:
     return msgs
 
 
-def warn_slice_outside_range(config: Any, model: Any, s: Any) -> list[str]:
+def warn_slice_outside_range(config: Any, model: Any, s: Any, *,
+                             full_fov_maps: bool = False) -> list[str]:
     """:func:`warn_outside_range` of ``model`` for slice ``s`` of the stages of ``config`` (a
     :class:`~mrirecon.pipeline.schema.PipelineConfig`): non-Cartesian MRI its image grid, coils,
     readouts and trajectory; Cartesian MRI the matrix as acquired (before an exact readout
     crop), coils, acceleration and the ESPIRiT crop of the maps; CT the image grid, the views
     kept, the beam and the detector count. Logged once per model and message; returns the
-    messages (for ``provenance.json``, the report, the benchmark's records)."""
+    messages (for ``provenance.json``, the report, the benchmark's records). ``full_fov_maps``:
+    the model gets uncropped (crop 0) maps, as the benchmark hands a learned model that takes
+    them, whatever ``calibrate.crop`` says."""
     if config.modality == "mri" and s.trajectory is not None:  # the image grid, the readouts
         return warn_outside_range(model, matrix=tuple(s.image_shape), coils=int(s.kspace.shape[0]),
                                   spokes=int(s.trajectory.shape[0]),
@@ -110,7 +113,8 @@ def warn_slice_outside_range(config: Any, model: Any, s: Any) -> list[str]:
         acc = float(s.mask.numel()) / max(float(s.mask.sum()), 1.0)
         matrix = (s.acquired_rows or s.kspace.shape[-2], s.kspace.shape[-1])
         return warn_outside_range(model, matrix=matrix, coils=int(s.kspace.shape[0]),
-                                  acceleration=acc, maps_crop=_maps_crop(config))
+                                  acceleration=acc,
+                                  maps_crop=0.0 if full_fov_maps else _maps_crop(config))
     g = s.geometry  # CT: the image grid, the views kept, the beam and the detector
     return warn_outside_range(model, matrix=tuple(g.image_shape), views=g.num_views, beam=g.beam,
                               detectors=g.num_detectors)

@@ -233,16 +233,24 @@ def _other_records(output: Path, names: list[str]) -> list[tuple[Path, str, dict
             for r in sorted(folder.rglob("*.json")) if r not in mine and r.is_file()]
 
 
+#: The folders under ``--output`` that a run writes into (and only these are searched for the
+#: leftovers of killed runs, besides the output folder's own files and ``.staging``).
+RUN_FOLDERS = ("reconstructions", "nifti", "dicom", "figures", "adapted", "superseded", ".status")
+
+
 def remove_orphans(output: Path, before: float, rank: int = 0, world: int = 1) -> int:
     """Delete what interrupted (killed) runs left under ``output``: temporary files of atomic
     writes (``.NAME.*.tmp`` of :mod:`mrirecon.io.atomic`) and staging folders older than
     ``before`` (a time stamp: this run's start), and the ``.NAME.old-PID`` folders in which a
     commit moved an earlier output aside (:func:`output_files.commit_outputs`) when process PID is
     no longer alive (a kill between its two renames left the old DICOM series there for good,
-    beside the new one). A plain run holds the output folder's lock alone, so everything of that
-    kind is an orphan; a rank of a distributed run removes the staging folders of its own rank
-    (rank 0 also those of ranks beyond the world size), as the other ranks are working. Returns
-    how many were removed."""
+    beside the new one). Only the folders a run writes (:data:`RUN_FOLDERS`, the output folder's
+    own files) are searched, and only for names the writers make: a user's `.notes.tmp` or
+    `.draft.old-12` folder elsewhere under ``output`` is theirs. A plain run holds the output
+    folder's lock alone, so everything of that kind is an orphan; a rank of a distributed run
+    removes the staging folders of its own rank (rank 0 also those of ranks beyond the world
+    size), as the other ranks are working, and no ``.old-PID`` folder (another node's process
+    cannot be judged from this machine). Returns how many were removed."""
     import shutil
 
     removed = 0
@@ -256,14 +264,17 @@ def remove_orphans(output: Path, before: float, rank: int = 0, world: int = 1) -
             if d.lstat().st_mtime < before:
                 shutil.rmtree(d, ignore_errors=True) if d.is_dir() else d.unlink(missing_ok=True)
                 removed += 1
-    for dirpath, dirnames, filenames in os.walk(output):
-        for f in filenames:
-            p = Path(dirpath) / f
-            if f.startswith(".") and f.endswith(".tmp") and p.lstat().st_mtime < before:
-                p.unlink(missing_ok=True)
-                removed += 1
-        for d in list(dirnames):
-            pid = _old_pid(d)
+    from mrirecon.io.atomic import remove_temp_files
+
+    # only where a run writes (the folder may hold a user's own files: `.notes.tmp`, a
+    # `.chapter1.old-12` folder), and only names the writers make (io.atomic.TEMP_NAME)
+    removed += len(remove_temp_files(output, before))
+    for sub in RUN_FOLDERS:
+        removed += len(remove_temp_files(output / sub, before, recursive=True))
+    for dirpath, dirnames, _ in (w for sub in RUN_FOLDERS if world == 1
+                                 for w in os.walk(output / sub)):
+        for d in list(dirnames):  # a distributed run leaves them: another node's PID is not
+            pid = _old_pid(d)     # one this machine can judge
             p = Path(dirpath) / d
             if pid is not None and pid != os.getpid() and not _alive(pid) and not p.is_symlink():
                 shutil.rmtree(p, ignore_errors=True)

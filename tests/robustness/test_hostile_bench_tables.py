@@ -194,6 +194,19 @@ def test_mri_bench_warns_learned_models_outside_their_training_range(mri_full, t
     assert ran == [w for w in recs["modl_brain_sim"]["data_warnings"] if "training range" in w]
 
 
+def test_bench_judges_the_maps_crop_a_learned_model_is_given(mri_full, tmp_path):
+    """The benchmark hands a learned model that takes them uncropped (crop 0) ESPIRiT maps; the
+    range check judged the bench's ``calibrate.crop`` (0.95) instead, so `modl_fastmri_diverse`
+    (trained on crop-0 maps) was warned "the coil maps' ESPIRiT crop 0.95 is outside the modl
+    training range 0 .. 0" on every volume."""
+    out = tmp_path / "b"
+    assert main(["--threads", "1", "bench", "--no-progress", "--data", str(mri_full),
+                 "--output", str(out), "--accelerations", "4", "--center-fractions", "0.16",
+                 "--methods", "modl_fastmri_diverse"]) == 0
+    (rec,) = map(json.loads, (out / "results.jsonl").read_text().splitlines())
+    assert rec["data_warnings"] and not [w for w in rec["data_warnings"] if "ESPIRiT crop" in w]
+
+
 def test_ct_bench_warns_a_learned_model_outside_its_training_range(tmp_path):
     from mrirecon.bench import run_ct_bench
 

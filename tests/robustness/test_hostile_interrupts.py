@@ -352,14 +352,23 @@ def test_a_plain_run_removes_what_killed_runs_left(mri_file, tmp_path):
     tmp = out / "reconstructions" / ".a.h5.abcd1234.h5.tmp"
     staged = out / ".staging" / f"0-{DEAD_PID}" / "v" / "reconstructions" / ".x.h5.k2j3h4g5.h5.tmp"
     dead = out / "dicom" / f".a.old-{DEAD_PID}"
-    alive = out / "dicom" / f".b.old-{os.getpid()}"  # a running process's: not touched
-    for p in (tmp, staged, dead / "slice_0001.dcm", alive / "slice_0001.dcm"):
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(b"partial")
-    _aged(tmp, staged, *staged.parents[:4], dead, alive)
-    assert run_pipeline(config(), [str(inp)], out, progress=False) == 0
-    assert not tmp.exists() and not (out / ".staging").exists()
-    assert not dead.exists() and alive.is_dir()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    alive = out / "dicom" / f".b.old-{child.pid}"  # another running process's: not touched
+    # a user's own files in the output folder, outside what a run writes or of other names
+    users = [out / "notes" / ".draft.tmp", out / ".notes.tmp",
+             out / "thesis" / f".chapter1.old-{DEAD_PID}" / "draft.tex"]
+    try:
+        for p in (tmp, staged, dead / "slice_0001.dcm", alive / "slice_0001.dcm", *users):
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(b"partial")
+        _aged(tmp, staged, *staged.parents[:4], dead, alive, *users, users[2].parent)
+        assert run_pipeline(config(), [str(inp)], out, progress=False) == 0
+        assert not tmp.exists() and not (out / ".staging").exists()
+        assert not dead.exists() and alive.is_dir()
+        assert all(p.exists() for p in users)  # was: all three deleted by every plain run
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_simulate_removes_the_temporary_files_of_a_killed_simulation(tmp_path):

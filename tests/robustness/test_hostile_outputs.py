@@ -108,7 +108,7 @@ def test_failed_export_leaves_no_output_and_no_metrics_row(mri_file, tmp_path, m
 
 def test_resume_removes_orphaned_temp_files(mri_file, tmp_path):
     out = tmp_path / "out"
-    orphan = out / "reconstructions" / ".vol.h5.abc123.h5.tmp"
+    orphan = out / "reconstructions" / ".vol.h5.abc12345.h5.tmp"  # mkstemp: 8 characters
     staged = out / ".staging" / "0-99999" / "v" / "reconstructions" / "vol.h5"
     for p in (orphan, staged):
         p.parent.mkdir(parents=True, exist_ok=True)
