@@ -280,3 +280,15 @@ def finite_and_nonzero(t) -> tuple[bool, bool]:
         return True, False
     lo, hi = (float(v) for v in torch.aminmax(r.detach()))
     return math.isfinite(lo) and math.isfinite(hi), lo != 0 or hi != 0
+
+
+def require_floating(x: Any, who: str) -> None:
+    """Refuse an integer or boolean tensor given to a transform that computes in floating point
+    (``who`` names it), as the CT projectors do: the wavelet wrote float coefficients into a copy
+    of the input, so int16 truncated them and uint8 wrapped around; finite differences of a
+    uint8 image wrapped by 256."""
+    import torch
+
+    if isinstance(x, torch.Tensor) and not (x.is_floating_point() or x.is_complex()):
+        raise TypeError(f"{who}: input must be float32/float64 or complex, got {x.dtype}; "
+                        "convert it first, e.g. x.float()")

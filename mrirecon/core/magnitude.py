@@ -42,3 +42,11 @@ def power_of_two_above(peak: Tensor) -> Tensor:
     nor overflow (1e30) in float32, and results at ordinary scales stay bit for bit."""
     _, exponent = torch.frexp(torch.where(peak > 0, peak, torch.ones_like(peak)))
     return torch.ldexp(torch.ones_like(peak), exponent)
+
+
+def sample_power_of_two(x: Tensor) -> Tensor:
+    """:func:`power_of_two_above` the peak ``|x|`` of each sample (all axes but the first),
+    shaped ``(B, 1, ..., 1)`` to divide ``x`` by; computed without gradient (an exact rescale
+    the models undo, so it carries none)."""
+    peak = x.detach().abs().reshape(x.shape[0], -1).amax(dim=1)
+    return power_of_two_above(peak).reshape((-1,) + (1,) * (x.ndim - 1))

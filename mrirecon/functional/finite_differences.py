@@ -7,13 +7,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-
-def _check_dtype(x: Tensor, who: str) -> None:
-    """Refuse integer and boolean tensors, as the CT projectors do: differences of a uint8
-    image wrapped around (an error of 256), and TV / TGV steps need floating point anyway."""
-    if not (x.is_floating_point() or x.is_complex()):
-        raise TypeError(f"{who} (operators.FiniteDifference): input must be float32/float64 or "
-                        f"complex, got {x.dtype}; convert it first, e.g. x.float()")
+from mrirecon.core.checks import require_floating
 
 
 def forward_difference(x: Tensor, dim: int, *, absolute: bool = False) -> Tensor:
@@ -21,7 +15,7 @@ def forward_difference(x: Tensor, dim: int, *, absolute: bool = False) -> Tensor
 
     ``absolute=True`` applies ``|D|`` instead: ``d[i] = x[i+1] + x[i]`` (same zero last entry).
     """
-    _check_dtype(x, "forward_difference")
+    require_floating(x, "forward_difference (operators.FiniteDifference)")
     d = torch.zeros_like(x)
     n = x.shape[dim]
     nxt, cur = x.narrow(dim, 1, n - 1), x.narrow(dim, 0, n - 1)
@@ -32,7 +26,7 @@ def forward_difference(x: Tensor, dim: int, *, absolute: bool = False) -> Tensor
 def forward_difference_adjoint(d: Tensor, dim: int, *, absolute: bool = False) -> Tensor:
     """Adjoint of :func:`forward_difference`: ``x[i] = d[i-1] - d[i]`` with the boundary rows
     (``absolute=True``: ``|D|^T``, ``x[i] = d[i-1] + d[i]``)."""
-    _check_dtype(d, "forward_difference_adjoint")
+    require_floating(d, "forward_difference_adjoint (operators.FiniteDifference)")
     n = d.shape[dim]
     x = torch.zeros_like(d)
     inner = d.narrow(dim, 0, n - 1)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mrirecon.core.checks import require_floating
 from mrirecon.core.parallel import serial_if_small
 
 
@@ -170,18 +171,9 @@ def _check_sizes(x: Tensor, levels: int, who: str) -> None:
                          f"{h} x {w}; pad the image (operators.Wavelet pads and crops for you)")
 
 
-def _check_dtype(x: Tensor, who: str) -> None:
-    """Refuse integer and boolean tensors, as the CT projectors do: the transform wrote its
-    float coefficients into a copy of the input, so int64 / int16 truncated them (``||W x||``
-    1711.97 for the isometry's 1720.76) and uint8 wrapped around."""
-    if isinstance(x, Tensor) and not (x.is_floating_point() or x.is_complex()):
-        raise TypeError(f"{who} (operators.Wavelet): input must be float32/float64 or complex, "
-                        f"got {x.dtype}; convert it first, e.g. x.float()")
-
-
 def dwt2(x: Tensor, name: str = "db4", levels: int = 3) -> Tensor:
     """Multi-level orthogonal 2-D DWT of ``(..., H, W)``; sizes divisible by ``2**levels``."""
-    _check_dtype(x, "dwt2")
+    require_floating(x, "dwt2 (operators.Wavelet)")
     _check_sizes(x, levels, "dwt2")
     if _use_fast(x) and levels > 0:
         with serial_if_small(x):
@@ -191,7 +183,7 @@ def dwt2(x: Tensor, name: str = "db4", levels: int = 3) -> Tensor:
 
 def idwt2(c: Tensor, name: str = "db4", levels: int = 3) -> Tensor:
     """Inverse (= adjoint) of :func:`dwt2`."""
-    _check_dtype(c, "idwt2")
+    require_floating(c, "idwt2 (operators.Wavelet)")
     _check_sizes(c, levels, "idwt2")
     if _use_fast(c) and levels > 0:
         with serial_if_small(c):

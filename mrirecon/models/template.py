@@ -16,7 +16,8 @@
 3. ``state = initial_state(...)``, then ``state = step(i, state, ...)`` for every step, each
    recomputed in backward when ``checkpointing`` is set;
 4. the image ``output(state)`` is multiplied by ``s`` again (by 0 for a sample whose ``A^H y``
-   is all zero: :func:`~mrirecon.models.common.zero_blank`).
+   is all zero: :func:`~mrirecon.models.common.zero_blank`; a model built with
+   ``normalize=False`` has no ``s`` and returns what its network makes of a blank sample).
 
 Because ``A`` is linear and ``s`` scales with the data, a normalised model is scale equivariant:
 ``model(c y, op) = c model(y, op)`` for ``c > 0`` (up to rounding), for any ``c`` that keeps the

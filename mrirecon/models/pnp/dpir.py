@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from mrirecon.core import LinearOperator
-from mrirecon.core.magnitude import power_of_two_above
+from mrirecon.core.magnitude import sample_power_of_two
 from mrirecon.models.blocks.cg_dc import operator_tensors_with_grad, solve_proximal
 from mrirecon.models.common import require_batch, sample_scale, scale_operator, zero_blank
 from mrirecon.models.init import seeded_init
@@ -110,8 +110,7 @@ class PnPDPIR(nn.Module):
         aty = op.H(y)
         # an exact rescale (a power of two) before the first CG: its squares underflowed (1e-30)
         # or overflowed (1e30) float32 at the data's own scale
-        p = power_of_two_above(aty.detach().abs().reshape(aty.shape[0], -1).amax(dim=1))
-        p = p.reshape((-1,) + (1,) * (aty.ndim - 1))
+        p = sample_power_of_two(aty)
         aty = aty / p
         x0 = self._prox(op, aty, torch.zeros_like(aty), self.init_rho, self.init_iterations)
         sop = scale_operator(op, y)  # network-made maps: see scale_operator's stop-gradient

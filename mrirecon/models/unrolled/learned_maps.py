@@ -45,7 +45,7 @@ import torch
 from torch import Tensor, nn
 
 from mrirecon.calib.noncartesian import gridded_calibration_images
-from mrirecon.core.magnitude import power_of_two_above
+from mrirecon.core.magnitude import sample_power_of_two
 from mrirecon.functional.density import cached_pipe_menon_density
 from mrirecon.models.backbones.normunet import NormUnet
 from mrirecon.models.init import seeded_init
@@ -88,8 +88,7 @@ class NonCartesianSensitivityModel(nn.Module):
             raise ValueError(f"NonCartesianSensitivityModel: y must be complex (B, coils, *K) with K = "
                              f"{op.kshape}, got {tuple(y.shape)} {y.dtype}")
         # an exact rescale (module docstring)
-        peak = y.detach().abs().reshape(y.shape[0], -1).amax(dim=1)
-        y = y / power_of_two_above(peak).reshape((-1,) + (1,) * (y.ndim - 1))
+        y = y / sample_power_of_two(y)
         images = self.calibration_images(y, op)
         b, c, h, w = images.shape
         refined = self.norm_unet(images.reshape(b * c, 1, h, w)).reshape(b, c, h, w)

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from mrirecon.core import HasFBP, LinearOperator, require_capability
-from mrirecon.core.magnitude import power_of_two_above
+from mrirecon.core.magnitude import sample_power_of_two
 from mrirecon.models.common import dihedral_mean, require_batch, sample_scale, zero_blank
 from mrirecon.models.init import seeded_init
 from mrirecon.solvers import cg
@@ -182,8 +182,7 @@ class StagedCTNet(nn.Module):
             raise TypeError("StagedCTNet: CT data must be real")
         # an exact rescale (a power of two): at 1e-30 CG's <r, r> underflowed to 0 and the
         # data-consistency steps returned their start unchanged; at 1e30 they overflowed
-        p = power_of_two_above(y.detach().abs().reshape(y.shape[0], -1).amax(dim=1))
-        p = p.reshape(-1, 1, 1)
+        p = sample_power_of_two(y)
         yp = y / p
         aty = op.H(yp) if any(v is not None for v in self.lam + [self.lam0]) else None
         x, s = self.initial(yp, op, aty)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mrirecon.core.magnitude import power_of_two_above
+from mrirecon.core.magnitude import sample_power_of_two
 from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.functional import rss
 from mrirecon.models.backbones.normunet import NormUnet
@@ -171,8 +171,7 @@ class VarNet(nn.Module):
             raise ValueError(f"VarNet: y must be complex (B, coils, H, W), got {tuple(y.shape)} {y.dtype}")
         mask = kspace_mask(op)
         y = torch.where(mask, y, torch.zeros((), dtype=y.dtype, device=y.device))
-        peak = y.detach().abs().flatten(1).amax(1)
-        scale = power_of_two_above(peak).reshape(-1, 1, 1, 1)
+        scale = sample_power_of_two(y)
         y = y / scale
         if self.sensitivity is not None:
             op = op.with_maps(self.sensitivity(y, op, num_low_frequencies))
