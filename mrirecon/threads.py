@@ -99,3 +99,14 @@ def configure_threads(requested: int | None = None) -> int:
     for var in _ENV_VARS:
         os.environ.setdefault(var, str(n))
     return n
+
+
+def use_threads(requested: int | None) -> int:
+    """Set torch's intra-op threads to ``requested`` when given (a trainer's ``--threads``) and
+    return the count it runs with (recorded in model cards), leaving the process's own setting
+    (the CLI's :func:`configure_threads`) when ``None``."""
+    import torch
+
+    if requested is not None:
+        torch.set_num_threads(requested)
+    return torch.get_num_threads()

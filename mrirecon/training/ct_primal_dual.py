@@ -44,6 +44,7 @@ from mrirecon.training.ct_staged import (
     validation_set,
 )
 from mrirecon.training.optim import cosine_step
+from mrirecon.threads import use_threads
 
 # the staged model's data, validated on the same split; no lam grid or self-ensemble here
 DATA_TEXT = {
@@ -85,9 +86,7 @@ def train_primal_dual_ct(out: str | Path, *, budget_s: float = 4800.0, seed: int
     from mrirecon.models.unrolled.primal_dual import LearnedPrimalDual, _fbp
     from mrirecon.training.init_card import check_init_card
 
-    if threads is not None:
-        torch.set_num_threads(threads)
-    threads = torch.get_num_threads()
+    threads = use_threads(threads)
     out = Path(out).with_suffix(".pt")
     t_start, load_start = time.time(), os.getloadavg()
     torch.manual_seed(seed)

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from mrirecon.data.simulate_mri import simulate_mri_volume
 from mrirecon.io.weights import write_weights
+from mrirecon.threads import use_threads
 
 #: DnCNN of the shipped denoiser (bias-only: no batch norm, so ``D`` does not depend on the batch).
 DENOISER_PARAMS = {"in_chans": 2, "out_chans": 2, "depth": 8, "features": 32, "batchnorm": False,
@@ -114,9 +115,7 @@ def train_denoiser(
     if patch > min(size):  # refused before the simulation, not by torch.randint mid-training
         raise ValueError(f"train denoiser: --patch {patch} is larger than the {size[0]} x {size[1]} "
                          f"training slices (--size); give at most {min(size)}")
-    if threads is not None:
-        torch.set_num_threads(threads)
-    threads = torch.get_num_threads()
+    threads = use_threads(threads)
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     images = clean_images(volumes, slices, size, data_seed)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from mrirecon.io.weights import write_weights
+from mrirecon.threads import use_threads
 
 SIGMA_RANGE = (0.003, 0.25)
 
@@ -75,9 +76,7 @@ def train(out: str | Path, *, pool_size: int = 6000, patch: int = 64, seed: int 
     from mrirecon.training.run_card import earlier_card
 
     earlier = earlier_card(out)  # before this run replaces the weights it describes
-    if threads is not None:
-        torch.set_num_threads(threads)
-    threads = torch.get_num_threads()
+    threads = use_threads(threads)
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     pool, real = build_pool(pool_size, patch, seed)

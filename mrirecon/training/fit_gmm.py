@@ -23,6 +23,7 @@ import torch
 
 from mrirecon.io.weights import write_weights
 from mrirecon.models.gmm import PatchGMM
+from mrirecon.threads import use_threads
 
 
 
@@ -78,9 +79,7 @@ def fit_and_save(out: str | Path, *, components: int = 20, patch_size: int = 8,
                 mri_slices=mri_slices, ct_samples=ct_samples, size=size,
                 patches_per_image=patches_per_image, iterations=iterations, seed=seed)
     earlier = earlier_card(out)  # before this run replaces the weights it describes
-    if threads is not None:
-        torch.set_num_threads(threads)
-    threads = torch.get_num_threads()
+    threads = use_threads(threads)
     torch.manual_seed(opts["seed"])
     t0 = time.perf_counter()
     images = training_images(mri_volumes=opts["mri_volumes"], mri_slices=opts["mri_slices"],

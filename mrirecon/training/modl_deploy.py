@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from mrirecon.threads import use_threads
 
 #: Rows left out of the loss at either end of a band (zero padding of the CNN at the cut).
 LOSS_MARGIN = 8
@@ -220,9 +221,7 @@ def _train_bands(model: torch.nn.Module, out: str | Path, *, seed: int, crop_row
     from mrirecon.training.run_card import earlier_card
 
     widths = check_widths(widths)  # before the validation slices are simulated
-    if threads is not None:
-        torch.set_num_threads(threads)
-    threads = torch.get_num_threads()
+    threads = use_threads(threads)
     out = Path(out).with_suffix(".pt")
     earlier = earlier_card(out)  # before this run's first save replaces it
     if card is not None:  # the command records the threads it ran on (after --out)

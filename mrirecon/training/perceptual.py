@@ -29,6 +29,7 @@ import yaml
 from torch import Tensor, nn
 
 from mrirecon.functional import fft2c, ifft2c
+from mrirecon.threads import use_threads
 
 WEIGHTS_NAME = "perceptual_features"
 CHANNELS = (16, 32, 64)
@@ -347,9 +348,7 @@ def train_and_save(out: str, *, steps: int = 1000, batch_size: int = 16, size: i
     args = _Options(out=str(out), steps=steps, batch_size=batch_size, size=size, slices=slices,
                     held_out=held_out, lr=lr, seed=seed)
     earlier = earlier_card(out)  # before this run replaces the weights it describes
-    if threads is not None:
-        torch.set_num_threads(threads)
-    threads = torch.get_num_threads()
+    threads = use_threads(threads)
     net, summary = train_feature_network(
         steps=args.steps,
         batch_size=args.batch_size,

@@ -55,6 +55,7 @@ from mrirecon.models.registry import build_model
 from mrirecon.models.unrolled.density_weighted import density_weighted
 from mrirecon.operators import nufft_sense
 from mrirecon.recon import data_scale, run
+from mrirecon.threads import use_threads
 
 #: small CPU-sized settings per model. The regularisers of gram_varnet normalise their input
 #: (NormUnet), which matters here: max |A^H y| of radial data is dominated by the oversampled
@@ -216,9 +217,7 @@ def train_radial(out: str | Path, *, model: str = "modl", maps: str = "espirit",
                     spokes=tuple(k for _, k in geoms), volumes=volumes, slices=slices, lr=lr)
     learned_maps = maps == "learned"
     earlier = earlier_card(Path(args.out).with_suffix(".pt"))  # before this run replaces it
-    if threads is not None:
-        torch.set_num_threads(threads)
-    threads = torch.get_num_threads()
+    threads = use_threads(threads)
     # the command records the pairs of geometries as run (a single --size 64 is a tuple)
     options = {"threads": threads, **options, "size": args.size, "spokes": args.spokes}
     command = card_command("radial", Path(args.out), options)
