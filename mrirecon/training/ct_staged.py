@@ -50,6 +50,7 @@ from mrirecon.data.simulate_ct import (HARDWARE_BLUR, MU_WATER_70KEV_PER_MM, _re
                                        ct_simulation_geometry, poisson_postlog)
 from mrirecon.io.lodopab import IMAGE_SHAPE, NUM_ANGLES, NUM_DETECTORS
 from mrirecon.sampling import view_factor
+from mrirecon.threads import use_threads
 
 CT_SIZE, CT_FULL_VIEWS, CT_DETECTORS = IMAGE_SHAPE[0], NUM_ANGLES, NUM_DETECTORS
 CT_PHOTONS = 4096.0  # LoDoPaB's incident photons per detector bin
@@ -346,9 +347,7 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
     if budget_s <= tune_reserve * stages:  # refused at once, before a minute of setup
         require_steps("staged_ct", 0, f"--budget-s {budget_s:g} (each of the {stages} stages keeps "
                       f"{tune_reserve:g} s for its lam grid and saving)", out)
-    if threads is not None:
-        torch.set_num_threads(threads)
-    threads = torch.get_num_threads()
+    threads = use_threads(threads)
     out = Path(out)
     t_start = time.time()
     load_start = os.getloadavg()
@@ -478,11 +477,13 @@ def load_init(model, path: Path, kind: str = "staged_ct",
 def card_command(kind: str, out: Path, args: dict) -> str:
     """The ``mrirecon train KIND`` command line of a run with keyword arguments ``args`` (for its
     card); ``True`` becomes a bare flag, ``False`` ``--no-FLAG``, a tuple its items."""
+    from mrirecon.training.run_card import option_words
+
     def option(k, v) -> str:
         flag = k.replace("_", "-")
         if isinstance(v, bool):
             return f"--{flag}" if v else f"--no-{flag}"
-        return f"--{flag} " + (" ".join(map(str, v)) if isinstance(v, (tuple, list)) else str(v))
+        return f"--{flag} {option_words(v)}"
 
     return f"mrirecon train {kind} --out {out} " + " ".join(option(k, v) for k, v in args.items())
 

@@ -169,9 +169,10 @@ def _command_options(command: str) -> dict[str, str]:
     return {k: v for k, v in opts.items() if k not in ("out", "threads")}
 
 
-def _word(value) -> str:
-    """``value`` as :func:`~mrirecon.training.ct_staged.card_command` writes it after its option
-    (a flag as ``True`` / ``False``, as :func:`_command_options` reads it)."""
+def option_words(value) -> str:
+    """``value`` as a command line gives it after its option (a tuple its items;
+    :func:`~mrirecon.training.ct_staged.card_command` writes them so; a flag as ``True`` /
+    ``False``, as :func:`_command_options` reads it)."""
     if isinstance(value, bool):
         return str(value)
     return " ".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
@@ -179,7 +180,7 @@ def _word(value) -> str:
 
 def _same_value(text: str, value) -> bool:
     """The words ``text`` of a command line say ``value`` (``1e-3`` is ``0.001``)."""
-    words, values = text.split(), _word(value).split()
+    words, values = text.split(), option_words(value).split()
     if len(words) != len(values):
         return False
     for w, v in zip(words, values):
@@ -222,7 +223,7 @@ def _same_run(old: Mapping, fresh: Mapping, recipe: Mapping | None, defaults: Ma
         if key in given:
             if not _same_value(given[key], value):
                 return False
-        elif key not in defaults or _word(defaults[key]) != _word(value):
+        elif key not in defaults or option_words(defaults[key]) != option_words(value):
             return False
     return True
 
