@@ -34,20 +34,13 @@ log = logging.getLogger("mrirecon.pipeline")
 BENCH_OWN_NOTES = ("remove_oversampling",)
 
 
-def gets_full_fov_maps(s, method: Method) -> bool:
-    """Whether the benchmark hands ``method`` uncropped (crop 0) coil maps for MRI slice ``s``
-    (``MRIStages.reconstruct``: a learned model that takes them); a CT slice has none."""
-    return (method.model is not None and getattr(s, "full_fov_maps", None) is not None
-            and getattr(method.model, "full_fov_maps", True))
-
-
 def mri_method_messages(stages, s, method: Method) -> tuple[dict[str, str], dict[str, str]]:
     """What ``mrirecon run`` with ``method`` would say of MRI slice ``s`` (the benchmark's
     stages run every method at once): its partial Fourier / echo and GRAPPA messages, and the
     ESPIRiT messages only for a method that reconstructs with those maps (as
     ``MRIStages.reconstruct`` hands them out). Notes about the benchmark's own settings
     (:data:`BENCH_OWN_NOTES`) are left out."""
-    from mrirecon.pipeline.stages_mri import MRIStages, needs_maps
+    from mrirecon.pipeline.stages_mri import MRIStages, gets_full_fov_maps, needs_maps
 
     own = MRIStages(replace(stages.config, reconstruct=method.config), device=stages.device,
                     classical=method.model is None)
@@ -74,6 +67,7 @@ class RangeMessages:
     def add(self, i: int, s) -> None:
         """Check slice ``s`` (only the first, ``i == 0``) against every learned method's card."""
         from mrirecon.pipeline.model_range import warn_slice_outside_range
+        from mrirecon.pipeline.stages_mri import gets_full_fov_maps
 
         if i == 0:
             for m in self.methods:

@@ -395,6 +395,13 @@ class _MRISource:
             self._file.close()
 
 
+def gets_full_fov_maps(s: MRISlice, method: Method) -> bool:
+    """Whether ``method`` reconstructs slice ``s`` with its uncropped (crop 0) maps when the
+    stages make them (``per_method_maps``, the benchmark): a learned model that takes them."""
+    return (method.model is not None and getattr(s, "full_fov_maps", None) is not None
+            and getattr(method.model, "full_fov_maps", True))
+
+
 class MRIStages(Modality[MRISlice]):
     """The MRI stage protocol (:class:`~mrirecon.pipeline.stream.Modality`) over this module's
     stage functions, configured by a pipeline config.
@@ -523,8 +530,7 @@ class MRIStages(Modality[MRISlice]):
         if self.per_method_maps:
             if not needs_maps(method.config.method, method.model):
                 s = replace(s, maps=None)
-            elif (method.model is not None and s.full_fov_maps is not None
-                  and getattr(method.model, "full_fov_maps", True)):
+            elif gets_full_fov_maps(s, method):
                 s = replace(s, maps=s.full_fov_maps)
         return reconstruct(s, method.config, method.model,
                            partial_fourier=self.config.preprocess.partial_fourier)
