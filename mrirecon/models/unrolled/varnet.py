@@ -124,7 +124,15 @@ class VarNet(nn.Module):
         Recompute each cascade in backward (``torch.utils.checkpoint``) to save memory.
     init_seed
         Seed of the weight initialisation (:func:`~mrirecon.models.init.seeded_init`).
+
+    ``acs_given``: the weights were trained with the centre width the mask function drew passed
+    as ``num_low_frequencies`` (fastMRI's data transform; ``load_model`` sets it for converted
+    fastMRI checkpoints), so the pipeline passes it; models trained here read the band from the
+    mask (``False``).
     """
+
+    #: see the class docstring; an attribute, not a parameter: the weights do not record it
+    acs_given: bool = False
 
     @accepts_deprecated_names
     def __init__(
