@@ -132,6 +132,28 @@ def _triple(root: ET.Element, path: str, source: str, kind: type) -> tuple:
     return tuple(_number(root, f"{path}/{a}", source, kind, required=True) for a in "xyz")
 
 
+#: ``encoding/trajectoryDescription`` parameters that say an EPI readout samples on its ramps.
+RAMP_PARAMETERS = ("rampUpTime", "rampDownTime")
+
+
+def _ramp_times(enc: ET.Element) -> tuple:
+    """``((name, value), ...)`` of the :data:`RAMP_PARAMETERS` in ``trajectoryDescription``
+    (``userParameterLong`` or ``userParameterDouble``); NaN for a value that is not a number
+    (then it cannot be said to be 0)."""
+    out = []
+    for kind in ("userParameterLong", "userParameterDouble"):
+        for el in enc.findall(f"{_NS}trajectoryDescription/{_NS}{kind}"):
+            name, value = el.find(f"{_NS}name"), el.find(f"{_NS}value")
+            if name is None or (name.text or "").strip() not in RAMP_PARAMETERS:
+                continue
+            try:
+                number = float((value.text if value is not None else "") or "nan")
+            except (ValueError, OverflowError):
+                number = math.nan
+            out.append(((name.text or "").strip(), number))
+    return tuple(out)
+
+
 def _user_strings(encoding_root: ET.Element) -> dict[str, str]:
     out = {}
     for el in encoding_root.findall(f"{_NS}userParameters/{_NS}userParameterString"):
@@ -157,7 +179,9 @@ def parse_ismrmrd_header(xml: str | bytes, source: str | os.PathLike = "<xml str
         ``num_coils`` is ``receiverChannels`` (``None`` when absent); ``extra`` holds the raw
         ``encoding_limits_step_1``/``_2`` ``(minimum, maximum, center)``, the
         ``h1_frequency_hz``, ``patient_position`` and ``calibration_mode`` (parallel imaging:
-        ``embedded``, ``interleaved``, ``separate``, ...) when present, and
+        ``embedded``, ``interleaved``, ``separate``, ...) when present,
+        ``trajectory_ramp_times`` (``(("rampUpTime", us), ...)`` of a ``trajectoryDescription``)
+        when present, and
         ``fov_unknown_axes`` (e.g. ``("x",)``) when the geometry came from a recon FOV of 0 on
         those axes (1 mm voxels assumed there).
 
@@ -249,6 +273,8 @@ def parse_ismrmrd_header(xml: str | bytes, source: str | os.PathLike = "<xml str
     kind = _text(enc, "trajectory", source)  # cartesian, radial, spiral, ...
     if kind:
         extra["trajectory"] = kind
+    if ramps := _ramp_times(enc):  # EPI ramp sampling (ismrmrd_encoding.check_epi)
+        extra["trajectory_ramp_times"] = ramps
     mode = _text(enc, "parallelImaging/calibrationMode", source)
     if mode:
         extra["calibration_mode"] = mode.strip()

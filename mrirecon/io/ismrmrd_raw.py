@@ -38,6 +38,11 @@ W = phase encoding)``:
   unsampled, :func:`mrirecon.pipeline.sampling_mri.readout_support`);
 * readouts shorter than the others (a partial echo on some lines only) leave rows that are read
   as measured zeros: noted in ``header.extra["short_lines_note"]`` (:func:`short_lines_note`);
+* refused or noted (``io/ismrmrd_encoding.py``): partitions missing between acquired ones or
+  inside the ``kspace_encoding_step_2`` limits (kz undersampling; kz partial Fourier outside the
+  limits is zero-filled and noted), several ``kspace_encode_step_2`` under ``z = 1``, ``epi``
+  with ramp sampling or phase-correction lines; a reference scan taken once (``repetition`` 0)
+  serves the counter value selected, as a separate reference;
 * refused (``io/ismrmrd_placement.py``): imaging acquisitions of another orientation than the
   first, a missing ``idx.slice`` below the largest, coinciding non-zero slice positions, slices
   off the line along the normal; a header whose encoded and recon readout voxel sizes differ is
@@ -62,6 +67,8 @@ from mrirecon.containers import Header, KSpace
 from mrirecon.functional import center_crop, fft2c, ifft2c
 from mrirecon.io.errors import DataFormatError, open_hdf5
 from mrirecon.io.hdf5_vlen import check_vlen_references
+from mrirecon.io.ismrmrd_encoding import (check_epi, check_partition_counter, check_partitions,
+                                          select_counters)
 from mrirecon.io.ismrmrd_reference import CALIBRATION_MISMATCH, separate_reference  # noqa: F401
 from mrirecon.io.ismrmrd_header import parse_ismrmrd_header
 from mrirecon.io.ismrmrd_placement import (acquisition_geometry, check_orientation,
@@ -268,17 +275,11 @@ def _read_ismrmrd(
     if unknown:
         raise ValueError(
             f"read_ismrmrd: counters must be among {SELECTABLE_COUNTERS}, got {sorted(unknown)}")
-    for name in SELECTABLE_COUNTERS:
-        values = np.unique(idx[name][keep])
-        if name in chosen:
-            if chosen[name] not in values:
-                raise fail(f"idx.{name}", f"no acquisition with {name}={chosen[name]} "
-                                          f"(found {values.tolist()})")
-            keep &= idx[name] == chosen[name]
-        elif values.size > 1 and name not in OPTIONAL_COUNTERS:
-            raise fail(f"idx.{name}", f"found values {values.tolist()}; select one with "
-                                      f"--set load.counters.{name}=VALUE (mrirecon run) or "
-                                      f"counters={{{name!r}: value}} (read_ismrmrd)")
+    calib_only = _flag(flags, ACQ_IS_PARALLEL_CALIBRATION) & \
+        ~_flag(flags, ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING)
+    # a reference scan taken once (repetition 0) serves the other repetitions: never dropped
+    keep, header, borrowed = select_counters(idx, keep, calib_only, chosen, fail,
+                                             SELECTABLE_COUNTERS, OPTIONAL_COUNTERS, header)
     if "slice" in chosen:  # one slice or slab read alone is slice 0 of its volume (idx views
         # the records: the non-Cartesian reader sees it too)
         idx["slice"][keep] = 0
@@ -287,6 +288,9 @@ def _read_ismrmrd(
         raise fail(f"{dataset}/data", "no imaging acquisition")
     check_placement(heads, imaging, fail)  # NaN reached the NIfTI affine
     check_orientation(heads, imaging, fail)  # a localizer was stacked in one orientation
+    # EPI read as Cartesian lines: ramps not regridded, ghosts not corrected (exit 0, 11 dB)
+    header = check_epi(header, heads, flags, ~noise_sel & (heads["encoding_space_ref"] == 0),
+                       int(imaging[0]), fail)
     if int(heads["trajectory_dimensions"][imaging[0]]) > 0:  # radial / spiral readouts
         return _read_noncartesian(path, header, records, imaging, noise_sel, fail, dataset)
     kind = str(header.extra.get("trajectory", "cartesian")).strip()
@@ -299,6 +303,7 @@ def _read_ismrmrd(
 
     reverse = _flag(flags, ACQ_IS_REVERSE)
     enc_x, enc_y, enc_z = header.encoded_matrix
+    check_partition_counter(idx, imaging, enc_z, fail)  # 3-D partitions averaged into one slice
     shift_y = enc_y // 2 - header.extra.get("encoding_limits_step_1", (0, 0, enc_y // 2))[2]
     shift_z = enc_z // 2 - header.extra.get("encoding_limits_step_2", (0, 0, enc_z // 2))[2]
     channels = int(heads["active_channels"][imaging[0]])
@@ -318,8 +323,6 @@ def _read_ismrmrd(
     # calibration-only lines (ACS outside the imaging pattern) go to a grid of their own first:
     # lines of the same scan then fill the positions no imaging line has (where an imaging line
     # exists it wins), a separate reference scan stays apart (KSpace.calibration)
-    calib_only = _flag(flags, ACQ_IS_PARALLEL_CALIBRATION) & \
-        ~_flag(flags, ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING)
     grids = {False: (kspace, count, energy, [enc_x, 0])}  # the rows any line fills
     if calib_only[imaging].any():
         grids[True] = (np.zeros_like(kspace), np.zeros_like(count), np.zeros_like(energy),
@@ -363,7 +366,7 @@ def _read_ismrmrd(
             positions[s], sources[s] = np.asarray(heads[a]["position"], float), int(a)
     header = short_lines_note(header, spans, {k: g[3] for k, g in grids.items()}, enc_x,
                               idx["kspace_encode_step_1"])
-    calibration, header = separate_reference(header, grids)
+    calibration, header = separate_reference(header, grids, borrowed)
     readout = grids[False][3]
     if not np.isfinite(kspace).all() or (calibration is not None
                                          and not np.isfinite(calibration).all()):
@@ -383,6 +386,8 @@ def _read_ismrmrd(
 
     columns = acquired.any(axis=1)  # (slices, W)
     partitions = acquired.any(axis=2)  # (slices, z)
+    # missing partitions: kz undersampling aliases (refused), kz partial Fourier blurs (noted)
+    header = check_partitions(header, partitions, shift_z, fail)
     if (acquired != (partitions[:, :, None] & columns[:, None, :])).any():
         raise fail(f"{dataset}/data",
                    "3-D ky-kz undersampling is not separable; cannot express it as a column mask")

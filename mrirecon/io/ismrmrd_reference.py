@@ -20,7 +20,8 @@ from mrirecon.containers import Header
 CALIBRATION_MISMATCH = 0.3
 
 
-def separate_reference(header: Header, grids: dict) -> tuple[np.ndarray | None, Header]:
+def separate_reference(header: Header, grids: dict,
+                       borrowed: str | None = None) -> tuple[np.ndarray | None, Header]:
     """Sort the calibration-only lines (``grids[True]``: sum, count, energy, rows, like the
     imaging lines' ``grids[False]``, whose arrays are updated in place).
 
@@ -30,7 +31,10 @@ def separate_reference(header: Header, grids: dict) -> tuple[np.ndarray | None, 
     that differ from the imaging lines at the same positions by more than
     :data:`CALIBRATION_MISMATCH`: another contrast or gain) is returned apart, ``(slices, z,
     coils, x, y)`` averaged over repeats and zero elsewhere, and ``header.extra
-    ["calibration_note"]`` says so; it never enters the image data."""
+    ["calibration_note"]`` says so; it never enters the image data. Lines taken from another
+    counter value than the image's (``borrowed``, e.g. ``"repetition 0"``: a reference scan
+    acquired once for the series, :func:`~mrirecon.io.ismrmrd_encoding.select_counters`) are
+    always a separate reference: another repetition's lines must not fill this one's gaps."""
     if True not in grids:
         return None, header
     kspace, count, energy, rows = grids[False]
@@ -42,8 +46,8 @@ def separate_reference(header: Header, grids: dict) -> tuple[np.ndarray | None, 
         ref = np.moveaxis(kspace, 4, 2)[overlap] / count[overlap][:, None, None]
         mismatch = float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-30))
     mode = header.extra.get("calibration_mode", "")
-    if mode not in ("separate", "external") and (mismatch is None
-                                                  or mismatch <= CALIBRATION_MISMATCH):
+    same_scan = mismatch is None or mismatch <= CALIBRATION_MISMATCH
+    if borrowed is None and mode not in ("separate", "external") and same_scan:
         gap = (count == 0) & (ccount > 0)
         kspace += ck * gap[:, :, None, None, :]
         count += ccount * gap
@@ -56,7 +60,8 @@ def separate_reference(header: Header, grids: dict) -> tuple[np.ndarray | None, 
     per_slice = held.any(axis=1).sum(axis=-1)
     span = (f"columns {cols[0]}..{cols[-1]}" if cols[-1] - cols[0] + 1 == cols.size
             else f"columns {cols.tolist()}")
-    why = (f"header calibrationMode {mode!r}" if mode in ("separate", "external") else
+    why = (f"taken from {borrowed}" if borrowed is not None else
+           f"header calibrationMode {mode!r}" if mode in ("separate", "external") else
            "their calibration-only lines (ACQ_IS_PARALLEL_CALIBRATION) differ from the imaging "
            f"lines at the same {int(overlap.sum())} positions by {mismatch:.0%}: another contrast "
            "or gain")

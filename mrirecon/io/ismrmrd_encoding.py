@@ -1,0 +1,209 @@
+"""Encodings that the Cartesian ISMRMRD reader (:mod:`mrirecon.io.ismrmrd_raw`) cannot place as
+they are, and the counter selection that must not lose a reference scan.
+
+Each case below was read with exit 0 and gave a wrong image without a word:
+
+* :func:`check_partitions`: a 3-D encoding (``encodedSpace`` ``z > 1``) whose slab lacks
+  partitions. Gaps between acquired partitions (3-D acceleration along kz, every R-th
+  partition) alias along z once the missing partitions are zero-filled and transformed (19 dB
+  for 43 at R_z = 2) and are refused; partitions the header's
+  ``encodingLimits/kspace_encoding_step_2`` says were acquired but that have no line are refused
+  too. A contiguous block missing at one edge outside those limits (partial Fourier along kz)
+  only blurs along z: it is zero-filled and noted (``header.extra["kz_partial_fourier_note"]``).
+* :func:`check_partition_counter`: ``kspace_encode_step_2`` values that differ under a 2-D
+  header (``z = 1``): the partitions of a 3-D scan were averaged into one slice.
+* :func:`check_epi`: header ``encoding/trajectory`` ``epi`` with ramp sampling
+  (``trajectoryDescription`` ``rampUpTime`` / ``rampDownTime``) or phase-correction lines
+  (``ACQ_IS_PHASECORR_DATA``) was reconstructed as plain Cartesian lines: no regridding of the
+  ramps (11 dB), no Nyquist-ghost correction (23 dB). Refused; an ``epi`` header without ramps
+  and without phase-correction lines is read with a note, and phase-correction lines in a
+  Cartesian file are noted as ignored.
+* :func:`select_counters`: ``counters={"repetition": 1}`` (or ``contrast``, ``phase``, ``set``)
+  also selected the calibration-only lines, so a reference scan acquired once, under repetition
+  0, was dropped without a word (with Walsh maps 11.5 dB for 34.2). Calibration-only lines of
+  one other value are now kept (as a separate reference, never mixed into the image) and noted;
+  references under several other values are refused.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mrirecon.containers import Header
+
+ACQ_IS_PHASECORR_DATA = 24
+#: Counters whose calibration-only lines may come from another value (a reference scan taken
+#: once for the whole series); never ``slice``: another slice's reference is another place.
+SHARED_REFERENCE_COUNTERS = ("contrast", "phase", "repetition", "set")
+STEP_2 = "idx.kspace_encode_step_2"
+LIMITS_2 = "ismrmrd_header/encoding/encodingLimits/kspace_encoding_step_2"
+
+
+def _flag(flags: np.ndarray, number: int) -> np.ndarray:
+    return ((flags >> np.uint64(number - 1)) & np.uint64(1)).astype(bool)
+
+
+def _numbers(values) -> str:
+    values = [int(v) for v in values]
+    if len(values) > 2 and values == list(range(values[0], values[-1] + 1)):
+        return f"{values[0]}..{values[-1]}"
+    return ", ".join(map(str, values[:12])) + (", ..." if len(values) > 12 else "")
+
+
+def select_counters(idx, keep: np.ndarray, calib_only: np.ndarray, chosen: dict, fail,
+                    counters: tuple, optional: tuple, header: Header):
+    """Narrow ``keep`` (acquisitions still read) to the ``chosen`` counter values; refuse a
+    counter with several values that was not chosen (``optional`` ones excepted).
+
+    Calibration-only lines (``calib_only``) with none at a chosen value of a
+    :data:`SHARED_REFERENCE_COUNTERS` counter are taken from the one other value that holds
+    them (a reference scan acquired once, before the first repetition), with
+    ``header.extra["reference_counter_note"]``; several other values are refused. Returns
+    ``(keep, header, borrowed)``, ``borrowed`` naming where the reference came from (``None``
+    when it came from the chosen values)."""
+    borrowed = []
+    for name in counters:
+        values = np.unique(idx[name][keep])
+        if name in chosen:
+            value = chosen[name]
+            if value not in values:
+                raise fail(f"idx.{name}", f"no acquisition with {name}={value} "
+                                          f"(found {values.tolist()})")
+            ref = keep & calib_only
+            here = idx[name] == value
+            others = np.unique(idx[name][ref & ~here]).tolist()
+            keep = keep & here
+            if name in SHARED_REFERENCE_COUNTERS and others and not (ref & here).any():
+                if len(others) > 1:
+                    raise fail(f"idx.{name}", (
+                        f"no calibration-only line (ACQ_IS_PARALLEL_CALIBRATION) has {name}="
+                        f"{value}, and those of {name} {others} are {len(others)} reference "
+                        f"scans: which one belongs to {name}={value} is unknown; select a "
+                        f"{name} that has its own, or read without them (--set "
+                        "load.include_calibration=false)"))
+                keep = keep | (ref & (idx[name] == others[0]))
+                borrowed.append(f"{name} {others[0]}")
+        elif values.size > 1 and name not in optional:
+            raise fail(f"idx.{name}", f"found values {values.tolist()}; select one with "
+                                      f"--set load.counters.{name}=VALUE (mrirecon run) or "
+                                      f"counters={{{name!r}: value}} (read_ismrmrd)")
+    if not borrowed:
+        return keep, header, None
+    where = ", ".join(borrowed)
+    selected = ", ".join(f"{k}={v}" for k, v in chosen.items() if k != "slice")
+    lines = int((keep & calib_only).sum())
+    return keep, header.with_(extra={**header.extra, "reference_counter_note": (
+        f"the reference scan was taken from {where}: no calibration-only line "
+        f"(ACQ_IS_PARALLEL_CALIBRATION) was acquired at {selected}, so the {lines} "
+        f"calibration-only lines of {where} (a reference acquired once for the series) are used "
+        "for calibration only, never in the image")}), where
+
+
+def check_epi(header: Header, heads: np.ndarray, flags: np.ndarray, keep_space: np.ndarray,
+              first: int, fail) -> Header:
+    """Refuse an ``epi`` encoding that needs ramp-sampling regridding or Nyquist-ghost correction
+    (see the module docstring); note phase-correction lines that are left out. ``keep_space``
+    marks the acquisitions of encoding space 0 that are not noise; ``first`` is the first
+    imaging acquisition."""
+    phasecorr = int((keep_space & _flag(flags, ACQ_IS_PHASECORR_DATA)).sum())
+    kind = str(header.extra.get("trajectory", "cartesian")).strip()
+    if kind.lower() != "epi":
+        if not phasecorr:
+            return header
+        return header.with_(extra={**header.extra, "phasecorr_note": (
+            f"{phasecorr} phase-correction acquisitions (ACQ_IS_PHASECORR_DATA) were ignored: "
+            "no Nyquist-ghost correction is done (the header's encoding/trajectory is "
+            f"{kind!r}; if these lines are EPI, odd/even echo misalignment stays as N/2 ghosts)")})
+    carries_traj = int(heads["trajectory_dimensions"][first]) > 0
+    ramps = dict(header.extra.get("trajectory_ramp_times", ()))
+    ramped = {k: v for k, v in ramps.items() if not v == 0}  # NaN (unreadable): not flat
+    problems = []
+    if ramped and not carries_traj:
+        problems.append("ramp sampling (trajectoryDescription " + ", ".join(
+            f"{k} {v:g}" for k, v in ramped.items()) + ")")
+    if phasecorr:
+        problems.append(f"{phasecorr} phase-correction acquisitions (ACQ_IS_PHASECORR_DATA)")
+    if problems:
+        raise fail("ismrmrd_header/encoding/trajectory", (
+            f"'epi' with {' and '.join(problems)}: mrirecon reads EPI lines as Cartesian "
+            "k-space lines only; it does no ramp-sampling regridding and no Nyquist-ghost "
+            "(phase-correction) correction, so the image would be blurred and ghosted; convert "
+            "the data to Cartesian k-space first, regridded and ghost-corrected (e.g. with the "
+            "scanner's or Gadgetron's EPI reconstruction), and write it with encoding/trajectory "
+            "'cartesian'"))
+    return header.with_(extra={**header.extra, "epi_note": (
+        "header encoding/trajectory 'epi' read as Cartesian lines (no ramp sampling described, "
+        "no phase-correction lines): lines flagged ACQ_IS_REVERSE are flipped back, but no "
+        "Nyquist-ghost correction is done: an odd/even echo misalignment would stay as N/2 "
+        "ghosts")})
+
+
+def check_partition_counter(idx, imaging: np.ndarray, enc_z: int, fail) -> None:
+    """Refuse several ``kspace_encode_step_2`` values under ``encodedSpace`` ``z = 1``: the
+    reader places every line on partition 0, so a 3-D scan's partitions were averaged into one
+    slice (with a misleading note about disagreeing averages)."""
+    steps = idx["kspace_encode_step_2"][imaging]
+    if enc_z > 1 or np.unique(steps).size < 2:
+        return
+    k = int(np.argmax(steps != steps.min()))
+    raise fail(f"data[{int(imaging[k])}].{STEP_2}", (
+        f"{int(steps[k])} (the imaging acquisitions hold partitions {_numbers(np.unique(steps))}"
+        "), but the header's encoding/encodedSpace/matrixSize/z = 1 (a 2-D encoding): the "
+        "partitions of a 3-D scan would be averaged into one slice; the header's z or the "
+        "acquisitions' kspace_encode_step_2 is wrong"))
+
+
+def check_partitions(header: Header, partitions: np.ndarray, shift_z: int, fail) -> Header:
+    """Refuse partitions missing from a 3-D slab, or note kz partial Fourier (see the module
+    docstring). ``partitions`` ``(slices, z)`` marks the acquired grid partitions, grid
+    partition ``p`` holding ``kspace_encode_step_2 = p - shift_z``; the k-space centre is grid
+    partition ``z // 2``."""
+    slabs, enc_z = partitions.shape
+    if enc_z < 2 or partitions.all():
+        return header
+    limits = header.extra.get("encoding_limits_step_2")
+    lo = hi = None
+    if isinstance(limits, tuple) and limits[1] is not None:
+        lo = max((limits[0] or 0) + shift_z, 0)
+        hi = min(limits[1] + shift_z, enc_z - 1)
+    centre = enc_z // 2
+    runs = set()
+    for s in range(slabs):
+        got = np.flatnonzero(partitions[s])
+        if not got.size:
+            continue
+        steps = got - shift_z
+        slab = f"idx.slice {s}: partitions (kspace_encode_step_2) {_numbers(steps)} of {enc_z}"
+        gaps = sorted(set(range(got[0], got[-1] + 1)) - set(got.tolist()))
+        if gaps:
+            raise fail(f"data[].{STEP_2}", (
+                f"{slab}: {len(gaps)} partitions between them ({_numbers(np.array(gaps) - shift_z)}"
+                ") hold no line: partition undersampling (3-D acceleration along kz) is not "
+                "supported: the missing partitions would be zero-filled and the slices alias "
+                "along z"))
+        if lo is not None and (got[0] > lo or got[-1] < hi):
+            missing = [p for p in range(lo, hi + 1) if not partitions[s, p]]
+            raise fail(f"data[].{STEP_2}", (
+                f"{slab}: the header's {LIMITS_2} minimum..maximum = {limits[0]}..{limits[1]} "
+                f"says {_numbers(np.array(missing) - shift_z)} were acquired too, but they hold "
+                "no line (a truncated file, or partition undersampling, which is not "
+                "supported): zero-filled they would blur or alias the slices along z"))
+        if not got[0] <= centre <= got[-1]:
+            raise fail(f"data[].{STEP_2}", (
+                f"{slab}: the k-space centre partition (kspace_encode_step_2 "
+                f"{centre - shift_z}) holds no line, so the slices cannot be reconstructed"))
+        runs.add((int(got[0]), int(got[-1])))
+    if not runs:
+        return header
+    counts = sorted({b - a + 1 for a, b in runs})
+    one_edge = all(a == 0 or b == enc_z - 1 for a, b in runs)
+    where = "; ".join(f"{a - shift_z}..{b - shift_z}" for a, b in sorted(runs)[:4])
+    acquired = (f"{_numbers(counts)} of {enc_z} partitions acquired (kspace_encode_step_2 {where}"
+                f"{' in different slabs' if len(runs) > 1 else ''}, missing at "
+                f"{'one edge' if one_edge else 'both edges'})")
+    note = (f"kz partial Fourier is zero-filled: {acquired}: the missing partitions are "
+            "zero-filled (no partial-Fourier reconstruction along kz), so the slices are blurred "
+            "along z" if one_edge else
+            f"kz is zero-filled beyond the acquired partitions: {acquired}: the slices are "
+            "interpolated, their resolution along z is that of the acquired partitions")
+    return header.with_(extra={**header.extra, "kz_partial_fourier_note": note})
