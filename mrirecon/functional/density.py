@@ -9,18 +9,21 @@ region, at the right intensity (with the orthonormal scaling of
 * :func:`radial_density`: the analytic ramp ``|k|`` for radial spokes (uniform or golden).
 * :func:`pipe_menon_density`: Pipe and Menon's fixed-point iteration ``w <- w / (G G^T w)`` with
   a positive spreading kernel ``G`` (any trajectory); the kernel's integral sets the scale.
+* :func:`gridding_gain`: the intensity that weights give a gridded image (1 at this scale).
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from collections import OrderedDict
 
 import torch
 from torch import Tensor
 
 from mrirecon.core.names import accepts_deprecated_names
-from mrirecon.functional.nufft import _execute, _plan, checked_trajectory
+from mrirecon.functional.nufft import (_execute, _plan, _same_values, checked_eps,
+                                       checked_trajectory)
 
 
 def _check(trajectory: Tensor, shape: tuple[int, int], who: str) -> Tensor:
@@ -93,12 +96,19 @@ def pipe_menon_density(trajectory: Tensor, shape: tuple[int, int], *, iterations
     ``k_i`` divided by the kernel's integral, which is measured once (a unit sample spread onto
     the grid) to give the weights the scale of :func:`radial_density`.
 
+    ``iterations`` must be an integer >= 1 (0 or less returned the starting weights, all 1: a
+    gridded image 150x too bright) and ``oversampling`` a number >= 2 (1 and below failed in the
+    backend with a bare RuntimeError; 1.25 and 1.5 gave weights that grid a smooth object with
+    17 % and 7 % error, 0.4 % at 2).
+
     Returns
     -------
     Tensor
         ``K``-shaped float64 weights.
     """
     trajectory = _check(trajectory, shape, "pipe_menon_density")
+    iterations, oversampling = _checked_settings(iterations, oversampling)
+    eps = 1e-3 if eps is None else checked_eps(eps, torch.complex128, "pipe_menon_density")
     h, w = int(shape[0]), int(shape[1])
     grid = (int(math.ceil(oversampling * h)), int(math.ceil(oversampling * w)))
     pts = trajectory.detach().reshape(-1, 2).to(torch.float64).cpu().contiguous()
@@ -120,6 +130,43 @@ def pipe_menon_density(trajectory: Tensor, shape: tuple[int, int], *, iterations
     return (weights.real * integral * h * w).reshape(trajectory.shape[:-1])
 
 
+def _checked_settings(iterations, oversampling) -> tuple[int, float]:
+    """``iterations`` (an integer >= 1) and ``oversampling`` (a finite number >= 2) of
+    :func:`pipe_menon_density`, else a ``ValueError`` naming the argument."""
+    whole = isinstance(iterations, numbers.Integral) or (
+        isinstance(iterations, numbers.Real) and float(iterations).is_integer())
+    if isinstance(iterations, bool) or not whole or iterations < 1:
+        raise ValueError(f"pipe_menon_density: iterations must be an integer >= 1 (the fixed-point "
+                         f"iterations; default 30), got {iterations!r}")
+    if isinstance(oversampling, bool) or not isinstance(oversampling, numbers.Real) \
+            or not 2 <= float(oversampling) < math.inf:
+        raise ValueError(f"pipe_menon_density: oversampling must be a number >= 2 (the fine "
+                         f"grid's size over the image's; default 2: at 1.5 the weights grid a "
+                         f"smooth object with 7 % error, at 1.25 17 %), got {oversampling!r}")
+    return int(iterations), float(oversampling)
+
+
+def gridding_gain(weights: Tensor, trajectory: Tensor, shape: tuple[int, int]) -> float:
+    """The intensity that ``weights`` give a gridded image: ``N^H (w * N x)`` at the centre of
+    a smooth object ``x`` (a Gaussian of ``min(H, W) / 6`` pixels, whose spectrum falls to
+    ``1 / e`` within 1.35 grid cells), divided by ``x`` there; 1 for weights of this module's
+    scale. The object's spectrum is taken analytically (the samples of an isotropic Gaussian):
+    ``2 pi s^2 / (H W) sum_j w_j exp(-2 pi^2 s^2 |k_j|^2)`` with ``s`` in pixels and ``k`` in
+    normalised units.
+
+    It is set by the samples near the k-space centre, which every usable trajectory samples
+    densely: unlike the weights' sum, which also counts the sparse periphery (Pipe-Menon's
+    weights saturate there on undersampled radial spokes and sum to 0.39 of the analytic ramp
+    on 40 spokes at 128 x 128, where both grid a smooth object at its intensity within 1 %)."""
+    h, w = int(shape[0]), int(shape[1])
+    s = min(h, w) / 6
+    k = torch.as_tensor(trajectory).detach().to(torch.float64).cpu().reshape(-1, 2)
+    wt = torch.as_tensor(weights).detach().to(torch.float64).cpu()
+    wt = torch.broadcast_to(wt, trajectory.shape[:-1]).reshape(-1)
+    spectrum = torch.exp(-2 * math.pi**2 * s**2 * (k**2).sum(-1))
+    return float(2 * math.pi * s**2 / (h * w) * (wt * spectrum).sum())
+
+
 _CACHE: OrderedDict = OrderedDict()
 _CACHE_SIZE = 4
 
@@ -127,17 +174,20 @@ _CACHE_SIZE = 4
 def cached_pipe_menon_density(trajectory: Tensor, shape: tuple[int, int]) -> Tensor:
     """:func:`pipe_menon_density` of ``trajectory`` for an image ``shape``, computed once per
     trajectory tensor (the last four are kept): models call it on every forward pass with the
-    operator's trajectory, which stays the same tensor across slices and training steps."""
+    operator's trajectory, which stays the same tensor across slices and training steps. A
+    cached result is returned only while the tensor holds the coordinates it was computed for
+    (a snapshot is compared: writes through a numpy view of the tensor bump no version)."""
     if trajectory.is_inference():  # no version counter: an in-place edit would go unseen
         return pipe_menon_density(trajectory, shape)
     key = (trajectory.data_ptr(), tuple(trajectory.shape), tuple(int(n) for n in shape),
            str(trajectory.device))
     hit = _CACHE.get(key)
-    if hit is not None and hit[0] is trajectory and hit[1] == trajectory._version:
+    if hit is not None and hit[0] is trajectory and hit[1] == trajectory._version \
+            and _same_values(hit[2], trajectory.detach()):
         _CACHE.move_to_end(key)
-        return hit[2]
+        return hit[3]
     w = pipe_menon_density(trajectory, shape)
-    _CACHE[key] = (trajectory, trajectory._version, w)
+    _CACHE[key] = (trajectory, trajectory._version, trajectory.detach().clone(), w)
     while len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
     return w

@@ -18,7 +18,13 @@ Backend: FINUFFT (CPU, OpenMP threads = ``torch.get_num_threads()``), chosen by 
 sit behind :func:`_plan`, the only function that touches a backend, so another one (e.g. a
 GPU library) slots in there. Plans (which sort the points once) are cached per trajectory
 tensor (and its version: an in-place edit makes a new plan), shape, batch size, precision and
-device; inference tensors, which have no version counter, are not cached.
+device, and a cached plan is used only while the tensor still holds the coordinates it was made
+for (one O(M) comparison: a numpy buffer refilled in place and wrapped again with
+``torch.from_numpy`` keeps its address and version, and got the first trajectory's plan, error
+1.4); inference tensors, which have no version counter, are not cached. A trajectory that a plan
+is made for is checked first (:func:`checked_trajectory`: finite, normalised): NaN or Inf
+coordinates crashed the process (FINUFFT segfaults) or gave NaN images, and coordinates in
+radians or cycles/FOV were wrapped into the band silently (errors 1.4).
 """
 
 from __future__ import annotations
@@ -96,13 +102,25 @@ def checked_trajectory(trajectory, shape: tuple[int, int], who: str) -> Tensor:
     return trajectory
 
 
+def _same_values(a: Tensor, b: Tensor) -> bool:
+    """``a`` and ``b`` (same shape and device) hold the same values: ``numpy.array_equal`` on
+    the CPU (10 us for 100 000 points against 110 us for ``torch.equal`` on one thread; a plan's
+    execution takes milliseconds)."""
+    if a.device.type == "cpu" and a.dtype == b.dtype and a.shape == b.shape:
+        return bool(np.array_equal(a.numpy(), b.numpy()))
+    return a.dtype == b.dtype and torch.equal(a, b)
+
+
 def _plan(kind: int, coords: Tensor, shape: tuple[int, int], n_trans: int, dtype: torch.dtype,
-          eps: float, **opts):
+          eps: float, *, check=None, **opts):
     """A cached backend plan with its points set: ``kind`` 2 (uniform -> points) or 1 (back).
 
     ``coords`` ``(M, 2)`` normalised; the plan's ``execute`` maps ``(n_trans, H, W)`` to
     ``(n_trans, M)`` (type 2) or back (type 1), unnormalised, with sign ``-1`` for type 2 and
-    ``+1`` for type 1.
+    ``+1`` for type 1. ``check`` (a callable, or ``None`` where the caller checked the
+    coordinates) is called before a new plan's points are set: what the backend cannot take
+    (NaN, Inf) must never reach it. A cached plan is returned only while ``coords`` holds the
+    values it was made for (a snapshot is kept with it).
     """
     device = coords.device
     # small transforms run faster on one thread (no OpenMP start-up and wake-ups)
@@ -120,8 +138,14 @@ def _plan(kind: int, coords: Tensor, shape: tuple[int, int], n_trans: int, dtype
            n_trans, dtype, str(device), float(eps), threads, tuple(sorted(opts.items())))
     hit = _plans.get(key) if cache else None
     if hit is not None:
-        _plans.move_to_end(key)
-        return hit[0]
+        # the same address and version but other values: a numpy buffer refilled in place (its
+        # writes bump no version) and wrapped again; the old plan gave the old trajectory's samples
+        if _same_values(hit[1], coords.detach()):
+            _plans.move_to_end(key)
+            return hit[0]
+        del _plans[key]
+    if check is not None:
+        check()
     isign = -1 if kind == 2 else 1
     cdtype = "complex64" if dtype == torch.complex64 else "complex128"
     rdtype = torch.float32 if dtype == torch.complex64 else torch.float64
@@ -145,8 +169,9 @@ def _plan(kind: int, coords: Tensor, shape: tuple[int, int], n_trans: int, dtype
     if not cache:
         plan._mrirecon_points = (x, y)  # the backend reads them at execute
         return plan
-    # keep the coordinate tensor alive with its plan, so its data_ptr cannot be reused
-    _plans[key] = (plan, coords, x, y)
+    # a snapshot of the coordinates to compare a later hit with; the tensor itself stays alive
+    # with its plan, so its data_ptr cannot be reused by another tensor
+    _plans[key] = (plan, coords.detach().clone(), coords, x, y)
     while len(_plans) > _CACHE_SIZE:
         _plans.popitem(last=False)
     return plan
@@ -161,7 +186,13 @@ def _execute(plan, data: Tensor, out_shape: tuple[int, ...]) -> Tensor:
     return torch.from_numpy(plan.execute(data.numpy()).reshape(out_shape))
 
 
-def _type2(x: Tensor, coords: Tensor, eps: float) -> Tensor:
+def _checker(coords: Tensor, shape: tuple[int, int], who: str):
+    """:func:`checked_trajectory` of ``coords`` ``(*K, 2)``, for :func:`_plan` to call before
+    it sets a new plan's points (a cached plan's points were checked when it was made)."""
+    return lambda: checked_trajectory(coords.detach(), shape, who)
+
+
+def _type2(x: Tensor, coords: Tensor, eps: float, who: str = "nufft") -> Tensor:
     h, w = x.shape[-2:]
     batch = x.shape[:-2]
     b = math.prod(batch)
@@ -169,13 +200,14 @@ def _type2(x: Tensor, coords: Tensor, eps: float) -> Tensor:
     m = pts.shape[0]
     if b == 0:
         return x.new_zeros((*batch, *coords.shape[:-1]))
-    plan = _plan(2, pts, (h, w), b, x.dtype, eps)
+    plan = _plan(2, pts, (h, w), b, x.dtype, eps, check=_checker(coords, (h, w), who))
     data = x.reshape(b, h, w) if b > 1 else x.reshape(h, w)
     out = _execute(plan, data, (b, m) if b > 1 else (m,))
     return out.reshape(*batch, *coords.shape[:-1]) / math.sqrt(h * w)
 
 
-def _type1(y: Tensor, coords: Tensor, shape: tuple[int, int], eps: float) -> Tensor:
+def _type1(y: Tensor, coords: Tensor, shape: tuple[int, int], eps: float,
+           who: str = "nufft_adjoint") -> Tensor:
     h, w = shape
     kdims = coords.ndim - 1
     batch = y.shape[: y.ndim - kdims]
@@ -184,7 +216,7 @@ def _type1(y: Tensor, coords: Tensor, shape: tuple[int, int], eps: float) -> Ten
     m = pts.shape[0]
     if b == 0:
         return y.new_zeros((*batch, h, w))
-    plan = _plan(1, pts, (h, w), b, y.dtype, eps)
+    plan = _plan(1, pts, (h, w), b, y.dtype, eps, check=_checker(coords, (h, w), who))
     data = y.reshape(b, m) if b > 1 else y.reshape(m)
     out = _execute(plan, data, (b, h, w) if b > 1 else (h, w))
     return out.reshape(*batch, h, w) / math.sqrt(h * w)
@@ -292,6 +324,7 @@ def point_spread_kernel(trajectory: Tensor, shape: tuple[int, int], weights: Ten
     """
     _check(trajectory, "point_spread_kernel")
     h, w = int(shape[0]), int(shape[1])
+    checked_trajectory(trajectory.detach(), (h, w), "point_spread_kernel")
     pts = trajectory.detach().reshape(-1, 2).to(torch.float64).cpu()
     if weights is None:
         c = torch.ones(pts.shape[0], dtype=torch.complex128)

@@ -30,14 +30,18 @@ note. (Readouts that hold no sample at all, lost spokes, are dropped per slice b
 ``pipeline.checks_mri.lost_readouts``.) A readout acquired several times in one slice
 (``idx.average``, or stored twice) is averaged, as the Cartesian reader averages repeated lines;
 its copies must share the trajectory. Density weights stored in the file (a third trajectory
-dimension) keep their shape but, when their sum is not within 2x of :func:`pipe_menon_density`'s
-(the library's convention, ``H W`` times the k-space area a sample stands for; its analytic
-radial ramp sums 14 % apart on 40 spokes), are scaled to that sum, with a note: ISMRMRD fixes no
-scale, and a constant factor would otherwise change the gridded image's intensity, the data
-scale classical methods divide by, and so the meaning of ``lam`` (weights x 1000 gave TV
-16.1 dB instead of 32.1). 3-D data (``encodedSpace`` ``z > 1``: a 3-D trajectory
-``kx, ky, kz``, or stack-of-stars partitions in ``kspace_encode_step_2``) are refused, as are
-negative, non-finite or all-zero density weights.
+dimension) keep their shape but, when the intensity they give a gridded image
+(:func:`~mrirecon.functional.density.gridding_gain`, set by the samples near the k-space
+centre) is not within 2x of what :func:`pipe_menon_density`'s give (the library's convention,
+``H W`` times the k-space area a sample stands for; the analytic radial ramp grids 1.2 %
+brighter), are scaled to it, with a note: ISMRMRD fixes no scale, and a constant factor would
+otherwise change the gridded image's intensity, the data scale classical methods divide by, and
+so the meaning of ``lam`` (weights x 1000 gave TV 16.1 dB instead of 32.1). (The weights' sums
+were compared before: Pipe-Menon's weights saturate in the sparse periphery of undersampled
+radial spokes, and the correct ramp of 40 spokes at 128 x 128, which sums to 2.6x theirs, was
+multiplied by 0.39: ``mri_radial_cs`` 39.9 / 38.8 dB instead of 42.0 / 40.8 dB.) 3-D data
+(``encodedSpace`` ``z > 1``: a 3-D trajectory ``kx, ky, kz``, or stack-of-stars partitions in
+``kspace_encode_step_2``) are refused, as are negative, non-finite or all-zero density weights.
 
 ``center_sample`` is the sample nearest the k-space centre (the writer sets it so: ``n / 2``
 for a full spoke, earlier for a partial echo, 0 for spirals and centre-out spokes). The reader
@@ -261,7 +265,7 @@ def read_noncartesian(path: Path, header: Header, records: np.ndarray, imaging: 
     """The non-Cartesian branch of :func:`mrirecon.io.read_ismrmrd` (see the module docstring).
 
     ``order`` permutes the slices into position order (``ismrmrd_placement.slice_order``)."""
-    from mrirecon.functional.density import pipe_menon_density
+    from mrirecon.functional.density import gridding_gain, pipe_menon_density
     from mrirecon.io.ismrmrd_raw import _check_allocation, repeat_note
 
     heads = records["head"]
@@ -385,13 +389,19 @@ def read_noncartesian(path: Path, header: Header, records: np.ndarray, imaging: 
                                       "zero: every sample would be ignored")
         # ISMRMRD fixes no scale for weights; the gridded image's intensity (which sets the
         # pipeline's data scale, and with it what lam means) follows it: take the shape from
-        # the file and the scale from the library's convention (module docstring)
-        factor = float(pipe_menon_density(trajectory, (h, w)).sum() / density.sum())
+        # the file and the scale from the library's convention (module docstring), judged by
+        # the intensity each set of weights gives a gridded image, not by their sums
+        reference = pipe_menon_density(trajectory, (h, w))
+        own = gridding_gain(density, trajectory, (h, w))
+        want = gridding_gain(reference, trajectory, (h, w))
+        factor = want / own if own > 0 else float(reference.sum() / density.sum())
         if not 0.5 <= factor <= 2:  # another convention (within 2x: the library's own ramps)
             density = density * factor
             extra["density_scale_note"] = (
                 f"the file's density weights were multiplied by {factor:.3g} to the library's "
-                "scale (H W times the k-space area of a sample); their shape is the file's")
+                f"scale (H W times the k-space area of a sample: they gridded an image at "
+                f"{own:.3g} of its intensity, Pipe-Menon weights at {want:.3g}); their shape "
+                "is the file's")
     else:
         density = pipe_menon_density(trajectory, (h, w))
     header = header.with_(num_coils=channels, geometry=geometry, extra=extra)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -83,8 +84,15 @@ class NufftSense(KeepsBufferKinds, MapsSupport, LinearOperator):
         self.register_buffer("maps", maps)
         self.register_buffer("trajectory", _owned(trajectory, maps.real.dtype))
         if weights is not None:
+            # complex weights are refused before the cast to float64, which kept their real part
+            # (numpy: without a word)
+            if weights.is_complex() if isinstance(weights, Tensor) else np.iscomplexobj(weights):
+                raise ValueError(f"nufft_sense: weights must be real, finite and >= 0, got "
+                                 f"{getattr(weights, 'dtype', 'complex')} values (the imaginary "
+                                 "part would be dropped; pass weights.real or weights.abs() if "
+                                 "that is meant)")
             weights = torch.as_tensor(weights, dtype=torch.float64)
-            if weights.is_complex() or (weights < 0).any() or not torch.isfinite(weights).all():
+            if (weights < 0).any() or not torch.isfinite(weights).all():
                 raise ValueError("nufft_sense: weights must be real, finite and >= 0")
             if not broadcasts_to(tuple(weights.shape), kshape):  # was a broadcast RuntimeError
                 raise ValueError(f"nufft_sense: weights must have the shape {kshape} of the "

@@ -12,6 +12,13 @@ A card's optional ``training_range`` mapping lists what the model saw in trainin
       views: [min, max]                     # CT projection angles
       geometry: [parallel, ...]             # CT beam types (parallel, fan)
       detectors: [min, max]                 # CT detector elements per view
+      nyquist_fraction: [min, max]          # radial MRI: spokes / (pi/2 max(H, W))
+
+``nyquist_fraction`` (radial MRI) is a ratio of two of these: spokes / (pi/2 max(H, W)), the
+share of Nyquist's spoke count (centre-out spokes count half). The intervals are checked one by
+one, so a model trained at 64 x 64 with 40 spokes and at 128 x 128 with 96 (``modl_radial_sim``:
+0.40 and 0.48 of Nyquist's spokes) took 128 x 128 with 40 spokes (0.20) for inside its range, and
+lost 5.8-8 dB to TV without a word; the ratio says how undersampled the data are.
 
 :func:`range_warnings` compares one slice's properties with it and returns readable messages;
 :func:`warn_outside_range` logs each distinct message once per model;
@@ -23,12 +30,21 @@ each volume, per learned method).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
 from mrirecon.training.weights import RANGE_INTERVALS, RANGE_KINDS
 
 log = logging.getLogger("mrirecon.pipeline")
+
+def nyquist_fraction(spokes: float, matrix: tuple[int, int], *, centre_out: bool = False) -> float:
+    """Radial undersampling: ``spokes`` over Nyquist's spoke count ``pi/2 max(H, W)`` for an
+    image grid ``matrix`` (centre-out spokes, half lines, count half). The same formula makes
+    the ``nyquist_fraction`` of the cards ``mrirecon train radial`` writes
+    (:mod:`mrirecon.training.radial`, which may not import the pipeline)."""
+    full = spokes / 2 if centre_out else spokes
+    return float(full) / (math.pi / 2 * max(int(matrix[0]), int(matrix[1])))
 
 
 def _interval(value: Any) -> tuple[float, float] | None:
@@ -41,11 +57,15 @@ def range_warnings(card: Mapping[str, Any] | None, *, matrix: tuple[int, int] | 
                    coils: int | None = None, acceleration: float | None = None,
                    views: int | None = None, spokes: int | None = None,
                    trajectory: str | None = None, maps_crop: float | None = None,
-                   beam: str | None = None, detectors: int | None = None) -> list[str]:
+                   beam: str | None = None, detectors: int | None = None,
+                   nyquist_fraction: float | None = None) -> list[str]:
     """Messages for every property outside ``card["training_range"]`` (empty if none, or no card).
 
     ``beam`` (CT: ``"parallel"`` / ``"fan"``) is compared with the card's ``geometry`` list,
-    ``detectors`` (CT detector elements per view) with its ``detectors`` interval."""
+    ``detectors`` (CT detector elements per view) with its ``detectors`` interval.
+    ``nyquist_fraction`` (radial MRI) is compared with the card's interval of that name; when not
+    given it is computed from ``spokes`` and ``matrix`` (full spokes) unless ``trajectory``
+    names another kind than radial."""
     rng = (card or {}).get("training_range")
     if not isinstance(rng, Mapping):
         return []
@@ -66,7 +86,7 @@ def range_warnings(card: Mapping[str, Any] | None, *, matrix: tuple[int, int] | 
             out.append(f"{what} is outside the {name} training range "
                        f"({', '.join(map(str, kinds))})")
     given = {"coils": coils, "accelerations": acceleration, "views": views, "spokes": spokes,
-             "maps_crop": maps_crop, "detectors": detectors}
+             "maps_crop": maps_crop, "detectors": detectors}  # nyquist_fraction: below
     for key in RANGE_INTERVALS:
         value = given.get(key)
         what = {"accelerations": "acceleration", "spokes": "readouts (spokes / interleaves)",
@@ -80,7 +100,30 @@ def range_warnings(card: Mapping[str, Any] | None, *, matrix: tuple[int, int] | 
         if value is not None and iv is not None and not iv[0] - slack <= float(value) <= iv[1] + slack:
             out.append(f"{what} {float(value):g} is outside the {name} training range "
                        f"{iv[0]:g} .. {iv[1]:g}")
+    out += _undersampling_warnings(rng, name, matrix, spokes, trajectory, nyquist_fraction)
     return out
+
+
+def _undersampling_warnings(rng: Mapping[str, Any], name: str, matrix: tuple[int, int] | None,
+                            spokes: int | None, trajectory: str | None,
+                            fraction: float | None) -> list[str]:
+    """The message when the slice's share of Nyquist's spokes (``fraction``, or computed from
+    ``spokes`` and ``matrix`` for radial data) is outside the card's ``nyquist_fraction``
+    (checked, like every interval of ``training_range``, when the card is read)."""
+    iv = _interval(rng.get("nyquist_fraction"))
+    if iv is None:
+        return []
+    radial = trajectory is None or str(trajectory).lower() == "radial"
+    if fraction is None and radial and spokes is not None and matrix is not None:
+        fraction = nyquist_fraction(spokes, matrix)
+    if fraction is None or iv[0] - 1e-6 <= fraction <= iv[1] + 1e-6:
+        return []
+    n = max(int(matrix[0]), int(matrix[1])) if matrix is not None else None
+    what = (f"{spokes} spokes on a {matrix[0]} x {matrix[1]} grid, {fraction:.3g} of Nyquist's "
+            f"{int(math.pi / 2 * n)} (pi/2 x {n}),") if spokes is not None and n else \
+        f"{fraction:.3g} of Nyquist's spoke count"
+    return [f"undersampling: {what} is outside the {name} training range {iv[0]:g} .. {iv[1]:g} "
+            "of Nyquist (spokes / (pi/2 x matrix))"]
 
 
 def warn_outside_range(model: Any, **properties: Any) -> list[str]:
@@ -99,16 +142,20 @@ def warn_slice_outside_range(config: Any, model: Any, s: Any, *,
                              full_fov_maps: bool = False) -> list[str]:
     """:func:`warn_outside_range` of ``model`` for slice ``s`` of the stages of ``config`` (a
     :class:`~mrirecon.pipeline.schema.PipelineConfig`): non-Cartesian MRI its image grid, coils,
-    readouts and trajectory; Cartesian MRI the matrix as acquired (before an exact readout
-    crop), coils, acceleration and the ESPIRiT crop of the maps; CT the image grid, the views
-    kept, the beam and the detector count. Logged once per model and message; returns the
-    messages (for ``provenance.json``, the report, the benchmark's records). ``full_fov_maps``:
-    the model gets uncropped (crop 0) maps, as the benchmark hands a learned model that takes
-    them, whatever ``calibrate.crop`` says."""
+    readouts, trajectory and (radial) the share of Nyquist's spokes; Cartesian MRI the matrix as
+    acquired (before an exact readout crop), coils, acceleration and the ESPIRiT crop of the
+    maps; CT the image grid, the views kept, the beam and the detector count. Logged once per
+    model and message; returns the messages (for ``provenance.json``, the report, the
+    benchmark's records). ``full_fov_maps``: the model gets uncropped (crop 0) maps, as the
+    benchmark hands a learned model that takes them, whatever ``calibrate.crop`` says."""
     if config.modality == "mri" and s.trajectory is not None:  # the image grid, the readouts
+        kind = s.header.extra.get("trajectory")
+        radial = kind is None or str(kind).lower() == "radial"
         return warn_outside_range(model, matrix=tuple(s.image_shape), coils=int(s.kspace.shape[0]),
-                                  spokes=int(s.trajectory.shape[0]),
-                                  trajectory=s.header.extra.get("trajectory"))
+                                  spokes=int(s.trajectory.shape[0]), trajectory=kind,
+                                  nyquist_fraction=nyquist_fraction(
+                                      int(s.trajectory.shape[0]), tuple(s.image_shape),
+                                      centre_out=_centre_out(s.trajectory)) if radial else None)
     if config.modality == "mri":  # the matrix as acquired, before an exact readout crop
         acc = float(s.mask.numel()) / max(float(s.mask.sum()), 1.0)
         matrix = (s.acquired_rows or s.kspace.shape[-2], s.kspace.shape[-1])
@@ -118,6 +165,15 @@ def warn_slice_outside_range(config: Any, model: Any, s: Any, *,
     g = s.geometry  # CT: the image grid, the views kept, the beam and the detector
     return warn_outside_range(model, matrix=tuple(g.image_shape), views=g.num_views, beam=g.beam,
                               detectors=g.num_detectors)
+
+
+def _centre_out(trajectory: Any) -> bool:
+    """Every readout of ``trajectory`` ``(readouts, samples, 2)`` starts at the k-space centre
+    (centre-out spokes: half lines, two to a full spoke)."""
+    if trajectory.ndim != 3 or trajectory.shape[1] < 2:
+        return False
+    rho = trajectory.detach().double().norm(dim=-1)
+    return bool((rho.argmin(-1) == 0).all())
 
 
 def _maps_crop(config: Any) -> float | None:

@@ -37,6 +37,7 @@ training point.
 
 from __future__ import annotations
 
+import math
 import platform
 import time
 from collections.abc import Mapping
@@ -174,9 +175,10 @@ def _known_failures(args: _Options, metrics: Mapping[str, Mapping[str, float]]) 
     m, tv = metrics["model"]["PSNR"], metrics["tv_mri_radial_cs"]["PSNR"]
     where = "one geometry only" if len(geoms) == 1 else f"{len(geoms)} geometries only"
     out = [f"Trained at {where} ({_geometry_text(geoms)}, {COILS[0]}-{COILS[1]} simulated "
-           "birdcage coils, white noise at 30 dB): other matrices, spoke counts or coil counts are "
-           "outside its training_range and mrirecon run warns; real coil maps, noise correlation, "
-           "gradient delays and off-resonance were never seen.",
+           "birdcage coils, white noise at 30 dB): other matrices, spoke counts, undersampling "
+           "(spokes per Nyquist's pi/2 N) or coil counts are outside its training_range and "
+           "mrirecon run warns; real coil maps, noise correlation, gradient delays and "
+           "off-resonance were never seen.",
            f"Simulated MNI152 brains only ({args.steps} steps on {args.volumes} volumes per "
            "geometry): other anatomy is untested."]
     if m < tv:
@@ -308,12 +310,26 @@ def train_radial(out: str | Path, *, model: str = "modl", maps: str = "espirit",
         # what `mrirecon run` checks (mrirecon/pipeline/model_range.py): image grid, coils, spokes
         "training_range": {"matrix": {"min": [min(args.size)] * 2, "max": [max(args.size)] * 2},
                            "coils": list(COILS), "spokes": [min(args.spokes), max(args.spokes)],
+                           # the undersampling of the geometries (matrix and spokes, checked
+                           # one by one, cannot say it)
+                           "nyquist_fraction": nyquist_fraction_range(geoms),
                            "trajectory": ["radial"]},
         "known_failures": _known_failures(args, metrics),
     }
     card = trainer_card(train_radial, card, earlier, options, ("steps",))
     write_weights(out, net.state_dict(), card)
     return card
+
+
+def nyquist_fraction_range(geoms) -> list[float]:
+    """``[min, max]`` of the training geometries' ``spokes / (pi/2 N)`` (``geoms``: pairs
+    ``(N, spokes)``), rounded outward to 3 decimals: the card's ``training_range.nyquist_fraction``,
+    which ``mrirecon run`` checks
+    (:func:`mrirecon.pipeline.model_range.nyquist_fraction`, the same formula). The card's
+    intervals of matrix and spokes, checked one by one, let 128 x 128 with 40 spokes (0.20 of
+    Nyquist) pass for a model trained at 0.40 and 0.48."""
+    fractions = [k / (np.pi / 2 * n) for n, k in geoms]
+    return [math.floor(min(fractions) * 1000) / 1000, math.ceil(max(fractions) * 1000) / 1000]
 
 
 @dataclass(frozen=True)
