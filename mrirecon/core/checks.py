@@ -24,6 +24,9 @@ NONNEGATIVE_NAMES = re.compile(
     r"relaxation|noise_std|sigma_start|sigma_end|sigma_scale|h|ratio|step_ratio|drop_prob|"
     r"frequency_scaling)$")
 
+# relative tolerances (a fraction of a norm): also < 1, as ``check_tolerance`` requires
+TOLERANCE_NAMES = re.compile(r"(^|_)(tol|tolerance)$")
+
 # parameters whose None means something although their default is not None: ``init_seed``
 # (VN and ADMM-CSNet default to 0; None leaves the initialisation unseeded)
 NULLABLE_NAMES = frozenset({"init_seed"})
@@ -32,6 +35,12 @@ class NonFiniteError(ValueError):
     """NaN or Inf values met inside a computation (CG's right-hand side or ``A^H A p``, coil
     maps): a ``ValueError`` whose type tells callers that rank states (test-time adaptation)
     that the values went bad, without reading the message."""
+
+
+class LearnedWeightError(ValueError):
+    """A learned weight outside the range its layer needs (MoDL's negative ``lam``): like
+    :class:`NonFiniteError`, what diverged weights meet, so test-time adaptation counts it as
+    a diverged step rather than a failed input."""
 
 
 _EMPTY = inspect.Parameter.empty
@@ -159,6 +168,8 @@ def param_problem(name: str, value: Any, default: Any = _EMPTY,
                 return f"must be a number, got {value!r}"
             if not math.isfinite(v) or v < 0:
                 return f"must be finite and >= 0, got {value!r}"
+            if TOLERANCE_NAMES.search(name) and v >= 1:
+                return TOLERANCE_PROBLEM.format(value=value)
         return None
     if default in (_EMPTY, None):
         return None
@@ -262,6 +273,31 @@ def check_nonnegative(who: str, **values: float) -> None:
             continue  # tensors of per-element weights are the caller's business
         if not (math.isfinite(f) and f >= 0):
             raise ValueError(f"{who}: {name} must be finite and >= 0, got {v!r}")
+
+
+#: Why a tolerance >= 1 is refused (:func:`check_tolerance`, :func:`param_problem`)
+TOLERANCE_PROBLEM = ("must be a finite number >= 0 and < 1 (relative to a norm: 1e-4 stops at a "
+                     "0.01 % change; 0 runs every iteration), got {value!r}: a solver stops "
+                     "before its first iteration at 1 or more and returns its start (zeros)")
+
+
+def check_tolerance(who: str, **values: float) -> None:
+    """Each keyword is a relative stopping tolerance: a finite number ``>= 0`` and ``< 1``. At
+    ``1`` or more every solver met it before its first step (``cg_sense(tolerance=1)`` returned
+    zeros after 0 iterations, exit 0). A tensor of several values is the caller's business."""
+    for name, v in values.items():
+        if isinstance(v, bool):
+            raise ValueError(f"{who}: {name} must be a number, got {v!r}")
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            if isinstance(v, (str, type(None))):
+                raise ValueError(f"{who}: {name} must be a number, got {v!r}") from None
+            continue
+        if not (math.isfinite(f) and f >= 0):
+            raise ValueError(f"{who}: {name} must be finite and >= 0, got {v!r}")
+        if f >= 1:
+            raise ValueError(f"{who}: {name} " + TOLERANCE_PROBLEM.format(value=v))
 
 
 def finite_and_nonzero(t) -> tuple[bool, bool]:

@@ -86,3 +86,17 @@ def max_eigenvalue(
         if done:
             break
     return estimate
+
+
+def max_eigenvalue_per_item(gram: Callable[[Tensor], Tensor], like: Tensor, *, batch_dims: int,
+                            iterations: int = 30, generator: torch.Generator | None = None
+                            ) -> Tensor:
+    """:func:`max_eigenvalue` of each of ``like``'s ``batch_dims`` leading items under a
+    ``gram`` that holds a batch of its own (per-slice coil maps), every item started from the
+    vector one item alone gets (one item's start, broadcast over the batch), so a batch gets
+    each slice's figure alone; no tolerance (with one, the slowest item would decide for all).
+    Same shape as :func:`max_eigenvalue`'s."""
+    start = like[(slice(0, 1),) * batch_dims]  # only its shape is read
+    return max_eigenvalue(lambda v: gram(v.expand(like.shape)), start, batch_dims=batch_dims,
+                          iterations=iterations, generator=generator)
+

@@ -26,19 +26,18 @@ Files written here add, without changing the public layout: a ``hu`` dataset (Ho
 units, same layout as ``data``) in ground-truth files, and root attributes ``geometry``
 (JSON of the :class:`CTGeometry`), ``mu_max_per_m``, ``mu_water_per_mm``,
 ``mu_air_per_mm``, ``photons`` and ``min_photon_count``. Files without them are read with the
-public dataset's geometry and constants.
+public dataset's constants, and with its geometry only at its public shape (another file without
+``geometry`` is refused); the observation files of a part must say the same
+(:mod:`mrirecon.io.lodopab_attrs`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import glob
-import json
-import math
 import operator
 import os
 import re
-from dataclasses import asdict
 from pathlib import Path
 
 import h5py
@@ -46,6 +45,7 @@ import numpy as np
 import torch
 
 from mrirecon.containers import Image, ImageGeometry, Sinogram
+from mrirecon.io import lodopab_attrs as _attrs
 from mrirecon.io.atomic import atomic_path
 from mrirecon.io.errors import (
     CORRUPTION_ERRORS,
@@ -56,46 +56,34 @@ from mrirecon.io.errors import (
 )
 from mrirecon.operators.ct_geometry import CTGeometry
 
-MU_WATER_PER_M = 20.0
-MU_AIR_PER_M = 0.02
-MU_MAX_PER_M = 3071 * (MU_WATER_PER_M - MU_AIR_PER_M) / 1000 + MU_WATER_PER_M  # 81.35858
-MU_MAX_PER_MM = MU_MAX_PER_M / 1000.0
-PHOTONS = 4096
-MIN_PHOTON_COUNT = 0.1
-NUM_ANGLES = 1000
-NUM_DETECTORS = 513
-IMAGE_SHAPE = (362, 362)
-HALF_FOV_MM = 130.0
+# the public dataset's constants and geometry, and the geometry attribute's JSON, live beside the
+# rules for each file's attributes (mrirecon.io.lodopab_attrs); they are read from here
+from mrirecon.io.lodopab_attrs import (  # noqa: F401
+    FAN_KEYS,
+    GEOMETRY_KEYS,
+    HALF_FOV_MM,
+    IMAGE_SHAPE,
+    MAX_ANGLE_SPAN,
+    MIN_PHOTON_COUNT,
+    MU_AIR_PER_M,
+    MU_MAX_PER_M,
+    MU_MAX_PER_MM,
+    MU_WATER_PER_M,
+    NUM_ANGLES,
+    NUM_DETECTORS,
+    PHOTONS,
+    geometry_from_json,
+    geometry_to_json,
+    lodopab_geometry,
+)
+
 SAMPLES_PER_FILE = 128
 PARTS = ("train", "validation", "test")
 _NAME = re.compile(r"^(observation|ground_truth)_(\w+?)_(\d{3})\.hdf5$")
-
-
-def lodopab_geometry(
-    image_shape: tuple[int, int] = IMAGE_SHAPE,
-    num_angles: int = NUM_ANGLES,
-    num_detectors: int = NUM_DETECTORS,
-    half_fov_mm: float = HALF_FOV_MM,
-) -> CTGeometry:
-    """The LoDoPaB-CT parallel-beam geometry (defaults: the public dataset), lengths in mm.
-
-    Pixel ``2 half_fov / H`` (square pixels); ``num_angles`` angles
-    ``(i + 1/2) pi / num_angles``; ``num_detectors`` bins covering the distance of the domain's
-    corners, ``[-sqrt 2, sqrt 2] * half_fov`` for a square image (ODL's
-    ``parallel_beam_geometry``).
-    """
-    h, w = (int(s) for s in image_shape)
-    pixel = 2 * half_fov_mm / h
-    angles = (np.arange(num_angles) + 0.5) * math.pi / num_angles
-    reach = 0.5 * pixel * math.hypot(h, w)  # distance of the domain's corners from the centre
-    return CTGeometry(
-        "parallel",
-        (h, w),
-        tuple(angles),
-        int(num_detectors),
-        pixel_size=pixel,
-        detector_spacing=2 * reach / num_detectors,
-    )
+#: The most one cached slab of samples may hold (bytes): a dataset compressed in chunks of many
+#: samples is decompressed once per chunk, not once per sample (one gzip chunk spanning a
+#: 128-sample file cost 501 ms per sample read, 84 s to read the file)
+SLAB_CACHE_BYTES = 1 << 29
 
 
 def to_lodopab_layout(image: np.ndarray) -> np.ndarray:
@@ -146,42 +134,6 @@ def lodopab_file_splits(samples: int, samples_per_file: int = SAMPLES_PER_FILE) 
         raise ValueError(f"write_lodopab: samples_per_file must be >= 1, got {samples_per_file}")
     return [slice(start, min(start + samples_per_file, samples))
             for start in range(0, samples, samples_per_file)]
-
-
-def geometry_to_json(geometry: CTGeometry) -> str:
-    """JSON of every :class:`CTGeometry` field (angles in radians)."""
-    return json.dumps(asdict(geometry))
-
-
-#: The keys a stored geometry must state (fan beam: also :data:`FAN_KEYS`); the CTGeometry
-#: defaults are for code, not for files.
-GEOMETRY_KEYS = ("beam", "image_shape", "angles", "num_detectors", "pixel_size", "detector_spacing")
-FAN_KEYS = ("source_isocenter", "source_detector", "detector")
-#: The widest angular range of one stored scan (rad): a full turn plus any overscan fits; the
-#: same scan in degrees spans 57x more (a half turn: 180).
-MAX_ANGLE_SPAN = 4 * math.pi
-
-
-def geometry_from_json(text: str, source: str | os.PathLike = "<geometry attribute>") -> CTGeometry:
-    """:class:`CTGeometry` from its JSON form; a malformed one is a :class:`DataFormatError`."""
-    try:
-        fields = json.loads(text)
-        fields["image_shape"] = tuple(fields["image_shape"])
-        # every length is stated: a missing pixel_size or detector_spacing took the dataclass's
-        # 1.0 mm (4.0 dB and a NIfTI of 1 mm voxels for 4.06 mm, exit 0), a missing detector "flat"
-        needed = GEOMETRY_KEYS + (FAN_KEYS if fields.get("beam") == "fan" else ())
-        missing = [k for k in needed if k not in fields]
-        if missing:
-            raise ValueError(f"missing {', '.join(missing)} (every length in mm is stated; "
-                           f"geometry_to_json writes {', '.join(GEOMETRY_KEYS + FAN_KEYS)})")
-        geometry = CTGeometry(**fields)
-        span = max(geometry.angles) - min(geometry.angles)
-        if span > MAX_ANGLE_SPAN:  # the operator takes any angles; a file holds one scan
-            raise ValueError(f"angles span {span:.6g} rad, more than two turns (4 pi): angles "
-                             "are in radians (were degrees given?)")
-        return geometry
-    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as err:
-        raise DataFormatError(source, "attrs/geometry", f"not a valid CT geometry ({err})") from None
 
 
 @contextlib.contextmanager
@@ -314,6 +266,8 @@ class LoDoPaBFiles:
     Notes
     -----
     Sample ``k`` is found by the per-file counts read from the files (not assumed to be 128).
+    Every file is read with the attributes of the first one, and refused where its own differ
+    (:func:`~mrirecon.io.lodopab_attrs.check_same_attrs`).
     Observations are returned as stored (``-log(N/N0) / MU_MAX``) by :meth:`observation`;
     :meth:`sinogram` and :meth:`attenuation` return mrirecon containers in physical units.
     """
@@ -336,7 +290,7 @@ class LoDoPaBFiles:
         gts = [self.root / lodopab_file_name("ground_truth", part, i) for i in self.file_numbers]
         #: per file: its ground truth, or ``None`` where it is missing
         self.ground_truth_paths: list[Path | None] = [p if p.exists() else None for p in gts]
-        self.counts = []
+        self.counts, attrs = [], []
         for path in files:
             with _open(path) as h5:
                 data = self._data(h5, path)
@@ -353,13 +307,14 @@ class LoDoPaBFiles:
                 self.counts.append(data.shape[0])
                 if path == files[0]:
                     self.sinogram_shape = tuple(data.shape[1:])
-                    try:
-                        self.attrs = dict(h5.attrs)
-                    except (OSError, RuntimeError, ValueError, TypeError) as err:
-                        raise DataFormatError(path, "attrs", f"unreadable ({err})") from None
+                attrs.append(_attrs.root_attrs(h5, path))
+        #: the root attributes of the first observation file, which every file is read with
+        self.attrs = attrs[0]
         self._starts = np.concatenate([[0], np.cumsum(self.counts)])
         self.geometry = self._geometry()
-        self._check_units()
+        _attrs.check_units(self.attrs, files[0])
+        for path, own in zip(files[1:], attrs[1:]):  # each file of the part says the same
+            _attrs.check_same_attrs(files[0], self.attrs, self.geometry, path, own)
         #: per file: the scale of its ground truth's stored values (1/m), its own attribute
         self._gt_mu_max: list[float | None] = []
         for gt, obs, n in zip(self.ground_truth_paths, files, self.counts):
@@ -375,7 +330,9 @@ class LoDoPaBFiles:
                                           f"got {data.dtype} {data.shape}")
                 # a ground truth stored / 2 with mu_max_per_m 162.7 was read at the
                 # observation's scale: the reference off by 2x, 12.8 instead of 25.2 dB, no word
-                self._gt_mu_max.append(self._scale_attr(dict(h5.attrs), gt, self.mu_max_per_m))
+                self._gt_mu_max.append(_attrs.scale_attr(dict(h5.attrs), gt, self.mu_max_per_m,
+                                                         self.mu_water))
+        self._slabs: dict = {}  # decompressed chunks of samples (see _read)
 
     @staticmethod
     def _data(h5: h5py.File, path: Path) -> h5py.Dataset:
@@ -384,19 +341,16 @@ class LoDoPaBFiles:
         return h5["data"]
 
     def _geometry(self) -> CTGeometry:
-        if "geometry" in self.attrs:
-            text = self.attrs["geometry"]
-            if isinstance(text, bytes):
-                text = text.decode("utf-8", "replace")
-            geometry = geometry_from_json(str(text), self.observation_files[0])
-        else:
-            shape = IMAGE_SHAPE
+        geometry = _attrs.stored_geometry(self.attrs, self.observation_files[0])
+        if geometry is None:  # LoDoPaB's, and only at its public shape
+            shape = None
             first = next((p for p in self.ground_truth_paths if p is not None), None)
             if first is not None:
                 with _open(first) as h5:
                     # stored in the ODL (x, y) layout: the image is (rows, cols) = (y, x)
                     shape = tuple(self._data(h5, first).shape[1:])[::-1]
-            geometry = lodopab_geometry(shape, *self.sinogram_shape)
+            geometry = _attrs.public_geometry(self.observation_files[0], self.sinogram_shape,
+                                              shape, first)
         if geometry.sinogram_shape != self.sinogram_shape:
             raise DataFormatError(
                 self.observation_files[0],
@@ -406,75 +360,27 @@ class LoDoPaBFiles:
             )
         return geometry
 
-    def _number_attr(self, key: str, default: float, finite: bool = True,
-                     attrs: dict | None = None, path: Path | None = None) -> float:
-        """Attribute ``key`` of the first observation file (or of ``attrs`` read from ``path``)
-        as a number, ``default`` when absent."""
-        attrs, path = (self.attrs, self.observation_files[0]) if attrs is None else (attrs, path)
-        value = attrs.get(key, default)
-        try:
-            number = float(value.item() if isinstance(value, np.ndarray) and value.size == 1
-                           else value)
-        except (TypeError, ValueError):
-            raise DataFormatError(path, f"attrs/{key}", f"expected a number, got {value!r}") from None
-        if finite and not math.isfinite(number):
-            raise DataFormatError(path, f"attrs/{key}", f"expected a finite number, got {value!r}")
-        return number
-
-    def _scale_attr(self, attrs: dict, path: Path, default: float) -> float:
-        """``mu_max_per_m`` of a file (``default`` without it), refused when it cannot be the
-        attenuation of the stored value 1 (not above water's)."""
-        value = self._number_attr("mu_max_per_m", default, attrs=attrs, path=path)
-        water = self.mu_water
-        if not value > 1000 * water:  # was ignored: 81.35858 /m whatever it said
-            raise DataFormatError(path, "attrs/mu_max_per_m",
-                                  f"{value!r} is no MU_MAX in 1/m (the attenuation of the stored "
-                                  f"value 1, above water's {1000 * water:g} /m; LoDoPaB "
-                                  f"{MU_MAX_PER_M:g}): the line integrals and HU would be wrong")
-        return value
-
-    def _check_units(self) -> None:
-        """The attributes that enter the exported HU and the dose, checked at open: a water attenuation of
-        -1 / mm (or 20, its value per metre) put every voxel at about -1000 HU with exit 0, and
-        0 made the HU NaN, reported as "method 'fbp' diverged?"."""
-        water, air = self.mu_water, self.mu_air
-        if not 1e-3 <= water <= 1.0:
-            raise DataFormatError(self.observation_files[0], "attrs/mu_water_per_mm",
-                                  f"{water!r} is no attenuation of water in 1/mm (0.015-0.08 at "
-                                  f"diagnostic energies, LoDoPaB {MU_WATER_PER_M / 1000:g}"
-                                  f"{'; per metre?' if water > 1 else ''}): the HU would be wrong")
-        if not 0 <= air < water / 10:
-            raise DataFormatError(self.observation_files[0], "attrs/mu_air_per_mm",
-                                  f"{air!r} is no attenuation of air in 1/mm beside water at "
-                                  f"{water:g} (LoDoPaB {MU_AIR_PER_M / 1000:g}): the HU would be "
-                                  "wrong")
-        self._scale_attr(self.attrs, self.observation_files[0], MU_MAX_PER_M)
-        photons = self.photons if "photons" in self.attrs else PHOTONS
-        if not (math.isfinite(photons) and photons > 0):  # NaN, 0, -5 were blamed on
-            # undersample.photons ("the data's dose must be a positive number ...")
-            raise DataFormatError(self.observation_files[0], "attrs/photons",
-                                  f"{photons!r} is no dose: expected a positive number of "
-                                  f"incident photons per bin (LoDoPaB {PHOTONS:g})")
+    def __getstate__(self) -> dict:  # pickled (worker processes): without the cached samples
+        return {**self.__dict__, "_slabs": {}}
 
     @property
     def photons(self) -> float:
         """Incident photons per bin as recorded (informational: the data are post-log)."""
-        return self._number_attr("photons", PHOTONS, finite=False)
+        return _attrs.photons(self.attrs, self.observation_files[0])
 
     @property
     def data_photons(self) -> float | None:
         """Photons per bin of the Poisson noise the observations already hold: the ``photons``
         attribute; the public dataset's 4096 for files in the public layout (no ``geometry``
         attribute); ``None`` for files written here without ``photons`` (noise-free)."""
-        if "photons" in self.attrs or "geometry" not in self.attrs:
-            return self.photons
-        return None
+        return _attrs.data_photons(self.attrs, self.observation_files[0])
 
     @property
     def min_photon_count(self) -> float:
         """The count floor of the observations' noise (zero detections stored as this many
         photons): the ``min_photon_count`` attribute, LoDoPaB's 0.1 without it."""
-        value = self._number_attr("min_photon_count", MIN_PHOTON_COUNT)
+        value = _attrs.number_attr(self.attrs, "min_photon_count", MIN_PHOTON_COUNT,
+                                   self.observation_files[0])
         if not value > 0:
             raise DataFormatError(self.observation_files[0], "attrs/min_photon_count",
                                   f"expected a positive photon count, got {value!r}")
@@ -484,16 +390,17 @@ class LoDoPaBFiles:
     def mu_max_per_m(self) -> float:
         """The scale of the stored values (1/m): observations are line integrals / MU_MAX and
         ground truths mu / MU_MAX; the ``mu_max_per_m`` attribute, LoDoPaB's without it."""
-        return self._number_attr("mu_max_per_m", MU_MAX_PER_M)
+        return _attrs.number_attr(self.attrs, "mu_max_per_m", MU_MAX_PER_M,
+                                  self.observation_files[0])
 
     @property
     def mu_water(self) -> float:
         """Water attenuation (1/mm) of the HU conversion."""
-        return self._number_attr("mu_water_per_mm", MU_WATER_PER_M / 1000)
+        return _attrs.mu_water(self.attrs, self.observation_files[0])
 
     @property
     def mu_air(self) -> float:
-        return self._number_attr("mu_air_per_mm", MU_AIR_PER_M / 1000)
+        return _attrs.mu_air(self.attrs, self.observation_files[0])
 
     def __len__(self) -> int:
         return int(self._starts[-1])
@@ -527,13 +434,35 @@ class LoDoPaBFiles:
                 raise DataFormatError(files[f], key, f"expected (n > {k}, H, W) real numbers, "
                                       f"got {ds.dtype} {ds.shape}")
             try:
-                out = np.asarray(ds[k])
+                out = self._sample(files is self.observation_files, files[f], ds, k)
             except (OSError, RuntimeError, ValueError) as err:
                 raise DataFormatError(files[f], f"{key}[{k}]", f"unreadable ({err})") from None
         if not np.isfinite(out).all():
             bad = int(out.size - np.isfinite(out).sum())
             raise DataFormatError(files[f], f"{key}[{k}]", f"{bad} NaN or Inf values")
         return out
+
+    def _sample(self, observed: bool, path: Path, ds: h5py.Dataset, k: int) -> np.ndarray:
+        """``ds[k]``. Of a dataset compressed in chunks of several samples, the samples of
+        ``k``'s chunk are decompressed once and kept (one slab per kind of dataset, at most
+        :data:`SLAB_CACHE_BYTES`) for the next reads of the same file."""
+        chunks = ds.chunks
+        if not chunks or chunks[0] < 2 or ds.id.get_create_plist().get_nfilters() == 0:
+            return np.asarray(ds[k])
+        start = k - k % chunks[0]
+        stop = min(start + chunks[0], ds.shape[0])
+        if (stop - start) * ds.shape[1] * ds.shape[2] * ds.dtype.itemsize > SLAB_CACHE_BYTES:
+            return np.asarray(ds[k])
+        st = os.stat(path)  # a file rewritten since is read again
+        tag = (str(path), st.st_ino, st.st_size, st.st_mtime_ns, start)
+        slot = (observed, ds.name)
+        entry = self._slabs.get(slot)
+        if entry is None or entry[0] != tag:  # (kept in a local: another thread may replace it)
+            entry = None
+            self._slabs.pop(slot, None)  # the old slab freed before the next one is read
+            entry = (tag, np.asarray(ds[start:stop]))
+            self._slabs[slot] = entry
+        return entry[1][k - start].copy()
 
     def observation(self, index: int) -> np.ndarray:
         """Stored observation ``(views, detectors)`` float32 (``-log(N/N0) / MU_MAX``)."""

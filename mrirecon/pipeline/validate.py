@@ -92,6 +92,8 @@ def _check_method(config: PipelineConfig, source: str) -> None:
                 except ValueError as err:
                     wrong = settings_of_other_methods(chosen, owners, given) if chosen in owners else []
                     raise _fail(source, blame(wrong[0] if wrong else "method"), str(err)) from None
+            if entry.settings_problem and (bad := entry.settings_problem(merged)):
+                raise _fail(source, blame(bad[0]), bad[1])  # fbp's filter=hamming failed each input
             missing = [p for p in entry.required() if p not in merged and p not in supplied]
             if missing:
                 raise _fail(source, f"{where}.{missing[0]}",

@@ -20,9 +20,10 @@ from mrirecon.operators.fbp import fbp as _fbp
 from mrirecon.recon.checks import check_measurements, sign_policy
 from mrirecon.recon.variational import admm_settings, batch_dims_of, tv_least_squares
 from mrirecon.solvers import project_nonnegative
+from mrirecon.solvers.convergence import report_unconverged
 from mrirecon.solvers.stopping import per_system_ratio
-from mrirecon.core.checks import (check_iterations, check_method_settings, check_nonnegative,
-                                  check_start, checked_weight)
+from mrirecon.core.checks import (check_iterations, check_method_settings, check_start,
+                                  check_tolerance, checked_weight)
 
 __all__ = ["FILTERS", "fbp", "sirt", "tv_ct", "tv_pdhg"]
 
@@ -74,6 +75,22 @@ def fbp(
     return _fbp(sinogram, geometry_or_operator, filter, frequency_scaling, short_scan=short_scan)
 
 
+def fbp_settings_problem(params: dict) -> tuple[str, str] | None:
+    """``(setting, what is wrong)`` for an ``fbp`` ``filter`` or ``frequency_scaling`` that
+    :func:`fbp` refuses (``None``: fine), so that a pipeline refuses it at load: ``filter=hamming``
+    or ``frequency_scaling=2`` failed every input instead (exit 1)."""
+    filt = params.get("filter")
+    if filt is not None and filt not in FILTERS:
+        return "filter", (f"fbp has no filter {filt!r}; valid: {', '.join(FILTERS)} (ram-lak: the "
+                          "pure ramp; the others window it)")
+    scaling = params.get("frequency_scaling")
+    if isinstance(scaling, (int, float)) and not isinstance(scaling, bool) \
+            and not 0 < scaling <= 1:
+        return "frequency_scaling", (f"must be in (0, 1] (the fraction of the Nyquist frequency "
+                                     f"where the filter ends), got {scaling!r}")
+    return None
+
+
 def _inverse(t: Tensor, eps: float) -> Tensor:
     """``1 / t`` where ``t > eps``, else ``0`` (rays that miss the image, pixels no ray sees)."""
     return torch.where(t > eps, 1.0 / torch.where(t > eps, t, torch.ones_like(t)), torch.zeros_like(t))
@@ -114,8 +131,9 @@ def sirt(
     x0
         Start image (zeros by default).
     tolerance
-        Stop when ``||x_new - x|| <= tolerance ||x_new||`` (``0`` disables), for every slice
-        of a batch.
+        Stop when ``||x_new - x|| <= tolerance ||x_new||`` (``0`` disables; ``< 1``), for every
+        slice of a batch; stopping at ``iterations`` above it is reported
+        (:mod:`mrirecon.solvers.convergence`).
     callback
         ``callback(iteration, x, relative_change)``.
 
@@ -126,7 +144,7 @@ def sirt(
     """
     _check(y, op, "sirt", nonneg)
     check_iterations("sirt", iterations=iterations)
-    check_nonnegative("sirt", tolerance=tolerance)  # -1 and NaN ran without a word
+    check_tolerance("sirt", tolerance=tolerance)  # -1, NaN and >= 1 ran without a word
     if not 0 < relaxation < 2:
         raise ValueError(f"sirt: relaxation must lie in (0, 2), got {relaxation}")
     image = op.H(y)
@@ -153,6 +171,9 @@ def sirt(
                 break
         else:
             x = x_new
+    else:
+        if tolerance > 0:
+            report_unconverged("sirt", iterations, rel, tolerance, "relative change")
     return x
 
 
@@ -221,6 +242,7 @@ def tv_ct(
     check_method_settings("tv_ct", method, TV_CT_SETTINGS, " (ADMM is the default since 2026-12-05)",
                           rho=rho, cg_iterations=cg_iterations, preconditioned=preconditioned)
     lam = checked_weight("tv_ct", "lam", lam)  # NaN / inf passed `lam < 0`
+    check_tolerance("tv_ct", tolerance=tolerance)  # >= 1: zeros, or the start
     if preconditioned is not None and not isinstance(preconditioned, bool):
         raise ValueError(f"tv_ct: preconditioned must be true or false, got {preconditioned!r}")
     if method == "pdhg":
@@ -280,6 +302,7 @@ def tv_pdhg(
     """
     _check(y, op, "tv_pdhg", nonneg)
     lam = checked_weight("tv_pdhg", "lam", lam)  # NaN / inf passed `lam < 0`
+    check_tolerance("tv_pdhg", tolerance=tolerance)  # >= 1: zeros, or the start
     return tv_least_squares(y, op, lam, method="pdhg", nonneg=nonneg,
                             preconditioned=preconditioned, iterations=iterations,
                             tolerance=tolerance, x0=x0, callback=callback, who="tv_pdhg")

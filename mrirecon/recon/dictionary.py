@@ -182,6 +182,12 @@ def dlmri(
 ) -> Tensor:
     """DLMRI-style dictionary-learning reconstruction (module docstring) for MRI or CT.
 
+    A stack of slices (leading axes of ``y`` beyond ``op``'s) is not reconstructed slice by
+    slice: the slices learn one dictionary from all their patches (and ``lam``'s scale is the
+    largest ``||A||^2`` of the batch), so a batched call differs from calls per slice (a slice
+    10x dimmer than its neighbour: 43.1 dB batched, 44.3 dB alone). Call it per slice for
+    per-slice dictionaries, as the pipeline does.
+
     Parameters
     ----------
     y

@@ -47,6 +47,7 @@ from mrirecon.models.gmm import (
 )
 from mrirecon.operators import Patches
 from mrirecon.recon.checks import check_data
+from mrirecon.recon.variational import batch_dims_of
 from mrirecon.solvers import cg
 
 
@@ -64,7 +65,8 @@ class EPLLProblem:
     stride
         Patch stride (1 = all overlapping patches).
     batch_dims
-        Leading axes of ``y`` that are independent problems (each gets its own scale).
+        Leading axes of ``y`` that are independent problems (each gets its own scale and
+        ``||A||^2``).
     """
 
     def __init__(self, y: Tensor, op: LinearOperator, gmm: PatchGMM, *, noise_std: float = 0.02,
@@ -90,9 +92,15 @@ class EPLLProblem:
         return 0.5 * beta * (zhat - z).square().sum(-1) - self.mu * self.gmm.log_likelihood(z)
 
     def cost(self, x: Tensor, z: Tensor, beta: float) -> float:
-        """``E_beta(x, z)``; ``z`` is the real patch tensor from :meth:`z_step`."""
+        """``E_beta(x, z)`` (summed over a batch); ``z`` is the real patch tensor from
+        :meth:`z_step`."""
         r = self.op(x) - self.y
-        data = 0.5 * float(torch.linalg.vector_norm(r) ** 2) / float(self.lip)
+        if self.batch_dims == 0:
+            data = 0.5 * float(torch.linalg.vector_norm(r) ** 2) / float(self.lip)
+        else:  # each item over its own ||A||^2
+            bd = self.batch_dims
+            rr = torch.linalg.vector_norm(r, dim=tuple(range(bd, r.ndim))) ** 2
+            data = 0.5 * float((rr / self.lip.reshape(self.lip.shape[:bd])).sum())
         return data + float(self._patch_terms(split_complex(self.patches(x)), z, beta).sum())
 
     @torch.no_grad()
@@ -133,7 +141,7 @@ def epll(
     stage_iterations: int = 1,
     cg_iterations: int = 10,
     stride: int = 1,
-    batch_dims: int = 0,
+    batch_dims: int | None = None,
     callback: Callable[[int, int, Tensor], None] | None = None,
 ) -> Tensor:
     """EPLL reconstruction with a patch GMM prior (see the module docstring).
@@ -164,7 +172,11 @@ def epll(
     stride
         Patch stride (1: every overlapping patch, as published; 2-4 is 4-16x faster).
     batch_dims
-        Leading independent axes (e.g. 1 for a stack of slices).
+        Leading independent axes, each slice with its own scale and ``||A||^2``; default: the
+        axes of ``y`` beyond ``op``'s (a stack of slices), as ``tv`` and ``dlmri`` take them, so
+        a batched call gives each slice its reconstruction alone. ``0`` treats the whole tensor
+        as one problem (one scale: was the default, and a slice 10x dimmer than its neighbour
+        scored 19.2 dB in the batch, 38.7 dB alone).
     callback
         ``callback(stage, iteration, x)`` after every x-step (``x`` normalised).
 
@@ -181,6 +193,8 @@ def epll(
 
         prior = patch_gmm_from_state_dict(read_state_dict(gmm, who="epll"), where=str(gmm))
     prior = prior.to(y.device)
+    if batch_dims is None:
+        batch_dims = batch_dims_of(op, op.H(y))
     problem = EPLLProblem(y, op, prior, noise_std=noise_std, stride=stride, batch_dims=batch_dims)
     schedule = list(sigmas) if sigmas is not None else default_sigmas(iterations)
     if not schedule or any(s <= 0 for s in schedule):

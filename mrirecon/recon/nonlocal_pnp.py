@@ -40,8 +40,9 @@ from torch import Tensor
 from mrirecon.core import LinearOperator
 from mrirecon.recon.variational import batch_dims_of
 from mrirecon.solvers import cg, max_eigenvalue
+from mrirecon.solvers.convergence import report_unconverged
 from mrirecon.solvers.pnp import pnp_admm_step, pnp_hqs_step
-from mrirecon.core.checks import check_iterations, check_start
+from mrirecon.core.checks import check_iterations, check_start, check_tolerance
 from mrirecon.recon.checks import check_data
 
 Callback = Callable[[int, Tensor, float], None]
@@ -208,6 +209,7 @@ def plug_and_play(
     if not isinstance(op, LinearOperator):
         raise TypeError(f"plug_and_play: op must be a LinearOperator, got {type(op).__name__}")
     check_iterations("plug_and_play", iterations=iterations, cg_iterations=cg_iterations)
+    check_tolerance("plug_and_play", tolerance=tolerance)
     if method not in METHODS:
         raise ValueError(f"plug_and_play: unknown method {method!r}; valid: {', '.join(METHODS)}")
     if not rho > 0 or gamma < 1:
@@ -249,6 +251,13 @@ def plug_and_play(
             callback(it, x, rel)
         if tolerance > 0 and _converged(method, it, x, x_old, z, z_old, nb, tolerance):
             break
+    else:
+        if tolerance > 0:  # stopped at the limit: say so (as the solvers do)
+            change, scale = _change_and_scale(method, x, x_old, z, z_old, nb)
+            worst = float(torch.where(scale > 0, change / torch.where(scale > 0, scale, 1),
+                                      change).max())
+            report_unconverged(f"plug_and_play ({method})", iterations, worst, tolerance,
+                               "relative change")
     return x
 
 
@@ -261,19 +270,23 @@ def _converged(method: str, it: int, x: Tensor, x_old: Tensor, z: Tensor, z_old:
     iteration: from ``z = x0``, ``u = 0`` its x-update reproduces ``x0`` (a relative change of
     2e-5), so any tolerance above that returned the start image. HQS: the relative change of
     ``x``. Per slice, so a bright slice does not stop a dim one of its batch early."""
+    if method == "admm" and it == 0:
+        return False
+    change, scale = _change_and_scale(method, x, x_old, z, z_old, batch_dims)
+    return bool((change <= tolerance * scale).all())
+
+
+def _change_and_scale(method: str, x: Tensor, x_old: Tensor, z: Tensor, z_old: Tensor,
+                      batch_dims: int) -> tuple[Tensor, Tensor]:
+    """Per slice: what :func:`_converged` compares with ``tolerance`` times what."""
     dims = tuple(range(batch_dims, x.ndim))
 
     def norm(v: Tensor) -> Tensor:
         return torch.linalg.vector_norm(v, dim=dims)
 
     if method == "admm":
-        if it == 0:
-            return False
-        scale = torch.maximum(norm(x), norm(z))
-        change = torch.maximum(norm(x - z), norm(z - z_old))
-    else:
-        scale, change = norm(x), norm(x - x_old)
-    return bool((change <= tolerance * scale).all())
+        return torch.maximum(norm(x - z), norm(z - z_old)), torch.maximum(norm(x), norm(z))
+    return norm(x - x_old), norm(x)
 
 
 def pnp_nlm(

@@ -22,6 +22,7 @@ from mrirecon.functional import ifft2c, rss
 from mrirecon.recon import ct, mri
 from mrirecon.recon.checks import check_measurements, is_kspace_operator, measurements_checked
 from mrirecon.recon.grappa import grappa
+from mrirecon.solvers.convergence import reported
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,9 @@ class Entry:
     #: that a pipeline refuses the others' at load
     #: (:func:`mrirecon.core.checks.check_method_settings`)
     settings_by_method: Mapping[str, tuple[str, ...]] | None = None
+    #: ``(setting, problem)`` of values the function refuses that a pipeline refuses at load
+    #: (``fbp``'s filter names); ``None`` when fine
+    settings_problem: Callable[[dict], tuple[str, str] | None] | None = None
 
     @property
     def modality(self) -> str:
@@ -101,7 +105,8 @@ _REGISTRY: dict[str, Entry] = {
     "l1_wavelet": Entry(mri.l1_wavelet, True, "MRI: FISTA on 1/2||Ax-y||^2 + lam||Wx||_1"),
     "tv": Entry(mri.tv, True, "MRI: isotropic TV-regularised least squares (ADMM/PDHG)", mri.TV_SETTINGS),
     "grappa": Entry(grappa_rss, False, "MRI: GRAPPA k-space completion + RSS"),
-    "fbp": Entry(ct.fbp, True, "CT: filtered back-projection"),
+    "fbp": Entry(ct.fbp, True, "CT: filtered back-projection",
+                 settings_problem=ct.fbp_settings_problem),
     "sirt": Entry(ct.sirt, True, "CT: SIRT with row/column-sum normalisation"),
     "tv_ct": Entry(ct.tv_ct, True, "CT: TV-regularised least squares, x >= 0, by ADMM (or PDHG)",
                    ct.TV_CT_SETTINGS),
@@ -176,6 +181,9 @@ def run(name: str, y: Tensor, op: LinearOperator | None = None, **params) -> Ten
         Keyword parameters of that reconstruction (e.g. ``lam``, ``iterations``). The
         deprecated spellings of :mod:`mrirecon.core.names` (``max_iterations``, ``lamda``, ...)
         are renamed with a ``FutureWarning``; giving an old and a new name together is an error.
+        With a ``tolerance > 0``, a solver that stops at its iteration limit short of it logs
+        one warning (logger ``mrirecon.solvers``) for the reconstruction
+        (:mod:`mrirecon.solvers.convergence`).
 
     Raises
     ------
@@ -186,7 +194,7 @@ def run(name: str, y: Tensor, op: LinearOperator | None = None, **params) -> Ten
         one is needed.
     ValueError
         A parameter value out of range (iteration counts < 1, NaN/Inf or negative ``lam``,
-        ``rho``, tolerances, ...), or ``y`` with NaN/Inf values, empty or all zero, k-space
+        ``rho``, tolerances outside ``[0, 1)``, ...), or ``y`` with NaN/Inf values, empty or all zero, k-space
         undersampled with another mask than ``op``'s (:mod:`mrirecon.recon.checks`); a
         sinogram whose sign is flipped is refused by the CT methods themselves (FBP and methods
         that would return the negated image warn instead).
@@ -197,7 +205,10 @@ def run(name: str, y: Tensor, op: LinearOperator | None = None, **params) -> Ten
         raise TypeError(f"{name}: needs a forward operator op (got None)")
     if isinstance(y, Tensor):
         check_measurements(name, y, op, kspace=_kspace_method(entry, op))
-    with measurements_checked(y):  # the method's own checks of y: done (but for its sign rule)
+    # the method's own checks of y: done (but for its sign rule); solves that stop at their
+    # iteration limit short of a tolerance: one warning for the reconstruction, or the record
+    # of an enclosing convergence_record (the pipeline's)
+    with measurements_checked(y), reported(name):
         return entry.fn(y, op, **params)
 
 

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from mrirecon.core import LinearOperator
-from mrirecon.core.checks import check_method_settings, check_start, checked_weight
+from mrirecon.core.checks import check_method_settings, check_start, check_tolerance, checked_weight
 from mrirecon.recon.checks import check_data
 from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.operators import FiniteDifference
@@ -158,7 +158,8 @@ def tgv(
         ``"admm"`` or ``"pdhg"`` (module docstring).
     rho, cg_iterations
         ADMM only: the penalty relative to ``||A||^2`` (20 power-iteration steps on one image
-        per call; default ``ADMM_RHO``) and the CG iterations per u-update (default
+        per call, per slice with per-slice coil maps: :func:`~mrirecon.recon.variational.
+        relative_penalty`; default ``ADMM_RHO``) and the CG iterations per u-update (default
         ``ADMM_CG_ITERATIONS``).
     preconditioned
         PDHG only: Pock & Chambolle diagonal steps from ``|K|`` (needs a non-negative ``A``, as
@@ -194,6 +195,7 @@ def tgv(
                           rho=rho, cg_iterations=cg_iterations, preconditioned=preconditioned,
                           step_ratio=step_ratio)
     lam = checked_weight("tgv", "lam", lam)  # NaN / inf passed `lam < 0`
+    check_tolerance("tgv", tolerance=tolerance)  # >= 1: zeros, or the start
     ratio = checked_weight("tgv", "ratio", ratio)
     if ratio <= 0:
         raise ValueError(f"tgv: need lam >= 0 and ratio > 0, got lam={lam}, ratio={ratio}")

@@ -17,6 +17,7 @@ from torch import Tensor
 from mrirecon.core import LinearOperator
 from mrirecon.core.checks import check_iterations, check_start
 from mrirecon.core.names import accepts_deprecated_names
+from mrirecon.core.power import max_eigenvalue_per_item
 from mrirecon.operators import FiniteDifference
 from mrirecon.solvers import (
     admm,
@@ -71,12 +72,37 @@ def admm_settings(who: str, rho: float | None, cg_iterations: int | None, defaul
     return rho, cg_iterations
 
 
-def relative_penalty(op: LinearOperator, image: Tensor, batch_dims: int, rho: float) -> float:
-    """The ADMM penalty ``rho ||A||^2`` for a ``rho`` relative to ``||A||^2``: 20 power-iteration
-    steps on one image of the shape of ``image`` (the first of its ``batch_dims`` leading axes),
-    so every slice of a batch gets the penalty it gets alone."""
+class _BatchedOperator(Exception):
+    """``op.gram`` of one image came back with leading axes: the operator holds a batch."""
+
+
+def relative_penalty(op: LinearOperator, image: Tensor, batch_dims: int,
+                     rho: float) -> float | Tensor:
+    """The ADMM penalty ``rho ||A||^2`` for a ``rho`` relative to ``||A||^2``, so every slice of
+    a batch gets the penalty it gets alone (with per-slice maps exactly as with its own
+    ``(1, C, H, W)`` maps; with its ``(C, H, W)`` maps to the shared path's tolerance, 1e-3).
+
+    An operator that acts alike on every slice (shared coil maps, a CT projector): 20
+    power-iteration steps (relative tolerance 1e-3) on one image of the shape of ``image`` (the
+    first of its ``batch_dims`` leading axes); a number. An operator with a batch of its own
+    (per-slice coil maps ``(B, C, H, W)``): 20 steps per slice, each from the start vector one
+    slice alone gets, so a tensor of shape ``image.shape[:batch_dims]`` (one penalty per slice,
+    :func:`~mrirecon.solvers.admm` takes it). Was: the per-slice case failed with "only one
+    element tensors can be converted to Python scalars"."""
     one = torch.zeros_like(image[(0,) * batch_dims])
-    return rho * float(max_eigenvalue(op.gram, one, iterations=20, tolerance=1e-3))
+
+    def gram_of_one(v: Tensor) -> Tensor:
+        out = op.gram(v)
+        if out.shape != v.shape:
+            raise _BatchedOperator
+        return out
+
+    try:
+        return rho * float(max_eigenvalue(gram_of_one, one, iterations=20, tolerance=1e-3))
+    except _BatchedOperator:
+        pass
+    eig = max_eigenvalue_per_item(op.gram, image, batch_dims=batch_dims, iterations=20)
+    return rho * eig.reshape(image.shape[:batch_dims])
 
 
 def tv_objective(y: Tensor, op: LinearOperator, x: Tensor, lam: float) -> Tensor:
@@ -130,9 +156,8 @@ def tv_least_squares(
     rho, cg_iterations
         ADMM penalty and inner CG iterations.
     rho_relative
-        ``rho`` in units of ``||A||^2`` (20 power-iteration steps on one image, so every slice
-        of a batch gets the penalty it gets alone; for operators that act alike on every slice,
-        such as CT projectors).
+        ``rho`` in units of ``||A||^2`` (:func:`relative_penalty`: every slice of a batch gets
+        the penalty it gets alone, also with an operator of per-slice coil maps).
     x0
         Start image (zeros by default).
     who

@@ -8,13 +8,14 @@ import torch
 from torch import Tensor
 
 from mrirecon.core import LinearOperator
-from mrirecon.core.checks import check_iterations, check_nonnegative
+from mrirecon.core.checks import check_iterations, check_tolerance
 from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.solvers.cg import cg
+from mrirecon.solvers.convergence import quiet, report_unconverged
 from mrirecon.solvers.prox import Prox
 from mrirecon.solvers.stopping import check_finite_start
 
-XUpdate = Callable[[Tensor, float, Tensor], Tensor]
+XUpdate = Callable[[Tensor, "float | Tensor", Tensor], Tensor]
 
 
 @accepts_deprecated_names
@@ -23,7 +24,7 @@ def admm(
     prox_g: Prox,
     K: LinearOperator | Callable[[Tensor], Tensor],
     x0: Tensor,
-    rho: float = 1.0,
+    rho: float | Tensor = 1.0,
     *,
     z0: Tensor | None = None,
     iterations: int = 50,
@@ -53,14 +54,18 @@ def admm(
     x0
         Starting point.
     rho
-        Penalty parameter ``> 0``.
+        Penalty parameter ``> 0``: a number, or a tensor of one penalty per problem (shape
+        ``x0.shape[:batch_dims]``, e.g. a penalty relative to each slice's ``||A||^2``), which
+        ``x_update`` receives shaped to broadcast against ``x`` and ``prox_g``'s step against
+        ``K x``.
     z0
         Starting split variable (``K x0`` by default); the scaled dual starts at zero.
     iterations
         Iteration limit.
     tolerance
         Stop when the primal residual ``||K x - z||`` and the change of ``z`` both drop below
-        ``tolerance`` times ``max(||K x||, ||z||)`` (``0`` disables).
+        ``tolerance`` times ``max(||K x||, ||z||)`` (``0`` disables; ``< 1``). Stopping at
+        ``iterations`` above it is reported (:mod:`mrirecon.solvers.convergence`).
     batch_dims
         Leading axes of ``x`` (and of ``K x``) that index independent problems: the tolerance
         then holds for each of them (the slowest decides).
@@ -73,19 +78,18 @@ def admm(
         The last ``x``.
     """
     check_iterations("admm", iterations=iterations)
-    check_nonnegative("admm", tolerance=tolerance)
-    if not rho > 0:
-        raise ValueError(f"admm: rho must be > 0, got {rho}")
+    check_tolerance("admm", tolerance=tolerance)
     check_finite_start("admm", x0)  # every iterate was NaN, without a word
     x = x0.clone()
     kx = K(x)
+    rho_x, rho_z = _penalties(rho, x, kx, batch_dims)
     z = kx.clone() if z0 is None else z0.clone()
     u = torch.zeros_like(z)
     for it in range(iterations):
-        x = x_update(z - u, rho, x)
+        x = x_update(z - u, rho_x, x)
         kx = K(x)
         z_old = z
-        z = prox_g(kx + u, 1.0 / rho)
+        z = prox_g(kx + u, 1.0 / rho_z)
         r = kx - z
         u = u + r
         if tolerance > 0 or callback is not None:
@@ -99,7 +103,31 @@ def admm(
             if tolerance > 0 and bool(ok.all()) and bool(
                     (torch.maximum(primal, dual) <= tolerance * scale).all()):
                 break
+    else:
+        if tolerance > 0:
+            worst = torch.maximum(primal, dual) / torch.where(ok, scale, 1)
+            report_unconverged("admm", iterations, float(worst.max()), tolerance,
+                               "primal residual or change of z (relative to ||K x||)")
     return x
+
+
+def _penalties(rho: float | Tensor, x: Tensor, kx: Tensor, batch: int) -> tuple:
+    """``rho`` checked, as it multiplies ``x`` (the x-update) and ``K x`` (the prox's step): a
+    number as it is, a per-problem tensor shaped ``batch`` axes + ones."""
+    if not isinstance(rho, Tensor):
+        if not rho > 0:
+            raise ValueError(f"admm: rho must be > 0, got {rho}")
+        return rho, rho
+    r = rho.detach()
+    if r.is_complex() or r.numel() == 0 or not bool((torch.isfinite(r) & (r > 0)).all()):
+        raise ValueError(f"admm: rho must be finite and > 0 (every entry of a per-problem "
+                         f"tensor), got a tensor of shape {tuple(r.shape)}")
+    if r.ndim > batch:
+        raise ValueError(f"admm: a tensor rho holds one penalty per problem: shape "
+                         f"{tuple(x.shape[:batch])} (batch_dims={batch}), got {tuple(r.shape)}")
+    lead = (1,) * (batch - rho.ndim) + tuple(rho.shape)
+    return (rho.reshape(lead + (1,) * (x.ndim - batch)).to(x.real.dtype),
+            rho.reshape(lead + (1,) * (kx.ndim - batch)).to(kx.real.dtype))
 
 
 def _norms(v: Tensor, batch: int) -> Tensor:
@@ -133,15 +161,16 @@ def least_squares_x_update(
     """
     aty = A.H(y)
 
-    def update(v: Tensor, rho: float, x_prev: Tensor) -> Tensor:
+    def update(v: Tensor, rho: float | Tensor, x_prev: Tensor) -> Tensor:
         rhs = aty + rho * K.H(v)
-        return cg(
-            lambda x: A.gram(x) + rho * K.gram(x),
-            rhs,
-            x_prev,
-            iterations=cg_iterations,
-            tolerance=cg_tolerance,
-            batch_dims=batch_dims,
-        )
+        with quiet():  # an inexact x-update is ADMM's design: its outer tolerance is reported
+            return cg(
+                lambda x: A.gram(x) + rho * K.gram(x),
+                rhs,
+                x_prev,
+                iterations=cg_iterations,
+                tolerance=cg_tolerance,
+                batch_dims=batch_dims,
+            )
 
     return update

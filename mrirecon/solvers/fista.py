@@ -8,9 +8,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from mrirecon.core.checks import check_iterations, check_nonnegative
+from mrirecon.core.checks import check_iterations, check_tolerance
 from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.core.parallel import serial_if_small
+from mrirecon.solvers.convergence import report_unconverged
 from mrirecon.solvers.prox import Prox
 from mrirecon.solvers.stopping import check_finite_start, per_system_ratio
 
@@ -80,8 +81,9 @@ def fista(
     iterations
         Iteration limit.
     tolerance
-        Stop when ``||x_{k+1} - x_k|| <= tolerance * ||x_{k+1}||`` (``0`` disables); with a
-        per-system ``step`` (``(B, 1, ..., 1)``) for every one of the ``B`` systems.
+        Stop when ``||x_{k+1} - x_k|| <= tolerance * ||x_{k+1}||`` (``0`` disables; ``< 1``);
+        with a per-system ``step`` (``(B, 1, ..., 1)``) for every one of the ``B`` systems.
+        Stopping at ``iterations`` above it is reported (:mod:`mrirecon.solvers.convergence`).
     callback
         ``callback(iteration, x, relative_change)`` after each iteration.
     restart
@@ -96,13 +98,14 @@ def fista(
         The last iterate ``x``.
     """
     check_iterations("fista", iterations=iterations)
-    check_nonnegative("fista", tolerance=tolerance)
+    check_tolerance("fista", tolerance=tolerance)
     _check_step(step)
     check_finite_start("fista", x0)  # every iterate was NaN, without a word
     x = x0.clone()
     z = x
     t = 1.0
     batch = _step_batch(step, x0)
+    rel = math.nan
     for it in range(iterations):
         g = grad_f(z)
         # the updates are short elementwise passes: one intra-op thread for a small image
@@ -127,4 +130,7 @@ def fista(
             callback(it, x, rel)
         if tolerance > 0 and rel <= tolerance:
             break
+    else:
+        if tolerance > 0:
+            report_unconverged("fista", iterations, rel, tolerance, "relative change")
     return x

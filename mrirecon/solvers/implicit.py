@@ -24,6 +24,7 @@ from torch.autograd.function import once_differentiable
 
 from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.solvers.cg import cg
+from mrirecon.solvers.convergence import quiet
 
 
 def _sum_to_shape(t: Tensor, shape: torch.Size) -> Tensor:
@@ -58,7 +59,7 @@ class _CGSolve(torch.autograd.Function):
         def system(v: Tensor) -> Tensor:
             return gram(v) + lam * v
 
-        with torch.no_grad():
+        with torch.no_grad(), quiet():  # the forward solve's report stands for both
             v = cg(system, grad_x, iterations=options["iterations"],
                    tolerance=options["tolerance"], batch_dims=options["batch_dims"])
         grad_rhs = v if ctx.needs_input_grad[2] else None

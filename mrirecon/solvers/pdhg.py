@@ -8,8 +8,9 @@ import torch
 from torch import Tensor
 
 from mrirecon.core import LinearOperator, max_eigenvalue
-from mrirecon.core.checks import check_iterations, check_nonnegative
+from mrirecon.core.checks import check_iterations, check_tolerance
 from mrirecon.core.names import accepts_deprecated_names
+from mrirecon.solvers.convergence import report_unconverged
 from mrirecon.solvers.prox import Prox
 from mrirecon.solvers.stopping import check_finite_start, per_system_ratio
 
@@ -197,7 +198,9 @@ def pdhg(
     norms
         Known ``||K_i||`` to skip power iterations.
     iterations, tolerance
-        Stop after ``iterations`` or when ``||x_new - x|| <= tolerance ||x_new||``.
+        Stop after ``iterations`` or when ``||x_new - x|| <= tolerance ||x_new||`` (``0 <=
+        tolerance < 1``; stopping at ``iterations`` above a ``tolerance > 0`` is reported,
+        :mod:`mrirecon.solvers.convergence`).
     batch_dims
         Leading axes of ``x`` that index independent problems: the tolerance then holds for
         each of them (the slowest decides).
@@ -210,7 +213,7 @@ def pdhg(
         The last primal iterate.
     """
     check_iterations("pdhg", iterations=iterations)
-    check_nonnegative("pdhg", tolerance=tolerance)
+    check_tolerance("pdhg", tolerance=tolerance)
     ops = [K] if isinstance(K, LinearOperator) else list(K)
     proxes = list(prox_f_conj) if isinstance(prox_f_conj, (list, tuple)) else [prox_f_conj]
     if len(proxes) != len(ops):
@@ -242,4 +245,7 @@ def pdhg(
                 callback(it, x, rel)
             if tolerance > 0 and rel <= tolerance:
                 break
+    else:
+        if tolerance > 0:
+            report_unconverged("pdhg", iterations, rel, tolerance, "relative change")
     return x

@@ -52,7 +52,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from mrirecon.core.checks import NonFiniteError
+from mrirecon.core.checks import LearnedWeightError, NonFiniteError
 from mrirecon.functional import fftc, ifftc
 from mrirecon.operators.mri import SenseOperator, sense
 from mrirecon.sampling.split import centre_block, split_views, ssdu_split
@@ -360,7 +360,7 @@ def _take_step(step_loss, params: list, opt: torch.optim.Optimizer) -> float | s
     resulting weights, or a forward pass raising on NaN / Inf values)."""
     try:
         loss = step_loss()
-    except NonFiniteError as exc:  # what diverged weights meet (MoDL's CG)
+    except (NonFiniteError, LearnedWeightError) as exc:  # what diverged weights meet (MoDL)
         return _forward_reason(exc)
     value = float(loss.detach())
     if not math.isfinite(value):
@@ -454,7 +454,7 @@ def adapt_model(model: nn.Module, slices: list[tuple[Tensor, object]], config: A
         """The validation loss of the current state, or ``None`` when it diverged."""
         try:
             current = val_loss()
-        except NonFiniteError as exc:
+        except (NonFiniteError, LearnedWeightError) as exc:
             diverge(step, f"validation: {_forward_reason(exc)}")
             return None
         if not math.isfinite(current):

@@ -15,6 +15,7 @@ from mrirecon.io.lodopab import (
     LoDoPaBFiles,
     attenuation_to_hu,
     from_lodopab_layout,
+    geometry_to_json,
     hu_to_attenuation,
     lodopab_file_name,
     lodopab_geometry,
@@ -24,15 +25,23 @@ from mrirecon.io.lodopab import (
 from mrirecon.operators.ct_geometry import CTGeometry
 
 
-def _write_public(root, part, counts, shape=(362, 362), sino=(1000, 513), with_gt=True, seed=0):
-    """Files exactly as the public dataset has them: one float32 ``data`` dataset, no attrs."""
+def _write_public(root, part, counts, shape=(362, 362), sino=(1000, 513), with_gt=True, seed=0,
+                  state_geometry=None):
+    """Files exactly as the public dataset has them: one float32 ``data`` dataset, no attrs.
+    At another shape than the public one (small test files) the observations state the
+    geometry (``lodopab_geometry`` of that shape; ``state_geometry=False``: none), since a
+    file of another shape without it is refused."""
     rng = np.random.default_rng(seed)
     obs, gts = [], []
+    if state_geometry is None:
+        state_geometry = (shape, sino) != ((362, 362), (1000, 513))
     for i, n in enumerate(counts):
         o = rng.uniform(0, 0.05, size=(n,) + sino).astype(np.float32)
         g = rng.uniform(0, 1, size=(n,) + shape).astype(np.float32)
         with h5py.File(root / lodopab_file_name("observation", part, i), "w") as h5:
             h5.create_dataset("data", data=o)
+            if state_geometry:  # the ground truth is stored in the ODL (x, y) layout
+                h5.attrs["geometry"] = geometry_to_json(lodopab_geometry(shape[::-1], *sino))
         if with_gt:
             with h5py.File(root / lodopab_file_name("ground_truth", part, i), "w") as h5:
                 h5.create_dataset("data", data=g)
@@ -158,10 +167,12 @@ def test_inconsistent_ground_truth_and_integer_sinograms_are_refused(tmp_path):
         # stored in the ODL (x, y) layout: (cols, rows)
         with pytest.raises(DataFormatError, match=r"ground_truth_test_000.hdf5.*\(2, 10, 12\)"):
             LoDoPaBFiles(root, "test")
-    # without geometry attributes (the public files) the ground truth defines the image grid,
-    # in the same (x, y) layout
-    _write_public(tmp_path, "pub", [1], shape=(16, 12), sino=(10, 29))
-    assert LoDoPaBFiles(tmp_path, "pub").geometry.image_shape == (12, 16)
+    # without geometry attributes (the public files) only the public shape is read, with
+    # LoDoPaB's geometry: a ground-truth grid and detector count of the file's own were turned
+    # into an invented half-turn parallel geometry (tests/robustness/test_hostile_lodopab_files.py)
+    _write_public(tmp_path, "pub", [1], shape=(16, 12), sino=(10, 29), state_geometry=False)
+    with pytest.raises(DataFormatError, match=r"observation_pub_000.hdf5: attrs/geometry: missing"):
+        LoDoPaBFiles(tmp_path, "pub")
     # post-log line integrals stored as integers are not data this reader can scale
     root = tmp_path / "int"
     root.mkdir()
