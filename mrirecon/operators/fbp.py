@@ -6,12 +6,14 @@ mm). Steps:
 
 1. fan beam: cosine pre-weighting (``D cos γ`` for the equi-angular detector, ``D / sqrt(D² +
    s²)`` on the flat detector rescaled to the isocentre, ``s = u D / SDD``), and Parker weights
-   for short scans;
+   for short scans, each view's from its angle after the scan's start (:func:`scan_offsets`:
+   wherever the scan starts, however its angles are written);
 2. ramp filtering along the detector after zero padding to ``max(64, 2^ceil(log2(2 D)))``
    samples (as scikit-image does); the ramp is the band-limited Ram-Lak filter built from its
    spatial samples (no DC offset), scaled to the detector pitch in mm (or radians for the
    equi-angular detector), optionally apodised by a Shepp-Logan, cosine or Hann window;
-3. back-projection weighted by the angular step of each view. Parallel beam runs on the
+3. back-projection weighted by the angular step of each view (a gap where the views end
+   counts as one step: :func:`angular_weights`). Parallel beam runs on the
    :class:`~mrirecon.operators.ct.ParallelBeam` shear kernel: every virtual ray of a view
    interpolates the filtered projection linearly at its detector position, and the kernel's
    row step interpolates those virtual rays linearly at every pixel (they are one pixel apart
@@ -118,39 +120,116 @@ def ramp_filter(
     return np.where(nu <= 0.5, response, 0.0)
 
 
+#: Gaps between folded angles smaller than this (rad) are rounding (views half a turn apart).
+_ROUNDING = 1e-9
+#: A gap between folded angles inside the sorted run ends the scan (instead of the wrap-around
+#: from the largest angle to the smallest) when it is the largest gap, wider than the
+#: wrap-around, and a missing sector: at least this many typical steps and this fraction of the
+#: period. Views missing inside a covered arc (the interleaved view splits of scan-specific
+#: adaptation leave holes of 1-1.5 typical steps) are no end.
+_END_STEPS, _END_FRACTION = 4.0, 1 / 8
+
+
+def _scan_gaps(angles: np.ndarray, period: float):
+    """``(order, sorted folded angles, gaps, end, typical)``: the gaps between consecutive
+    sorted folded angles followed by the wrap-around gap (``gaps[-1]``), the index in ``gaps``
+    of the one where the scan ends (the wrap-around unless a missing sector lies inside the
+    sorted run: a scan through 0 / period) and the median gap, rounding left out."""
+    a = np.mod(np.asarray(angles, dtype=np.float64), period)
+    order = np.argsort(a, kind="stable")
+    s = a[order]
+    gaps = np.append(np.diff(s), period - (s[-1] - s[0]))
+    moving = gaps[:-1][gaps[:-1] > _ROUNDING]  # not the rounding between views half a turn apart
+    typical = float(np.median(moving)) if moving.size else period / a.size
+    end = gaps.size - 1
+    if gaps.size > 1:
+        k = int(np.argmax(gaps[:-1]))
+        if gaps[k] > gaps[-1] and gaps[k] >= max(_END_STEPS * typical, _END_FRACTION * period):
+            end = k
+    return order, s, gaps, end, typical
+
+
+def scan_offsets(angles: np.ndarray, period: float = 2 * math.pi) -> np.ndarray:
+    """Each view's angle measured from the start of the scan, in ``[0, period)``.
+
+    The start is the view after the gap where the scan ends: the wrap-around from the largest
+    folded angle to the smallest, or a missing sector between them (see :func:`_scan_gaps`), so
+    a scan has the same offsets wherever it starts and however its angles are written:
+    unwrapped (230°..459°), modulo a turn (230°..359°, 0°..99°), or sorted after folding
+    (0°..99°, 230°..359°). Angles stored ascending over less than a period that end at the
+    wrap-around are returned as ``angles - angles[0]``, exactly.
+    """
+    a = np.asarray(angles, dtype=np.float64)
+    if a.size < 2:
+        return np.zeros_like(a)
+    order, s, gaps, end, _ = _scan_gaps(a, period)
+    if end == gaps.size - 1 and bool(np.all(np.diff(a) >= 0)) and a[-1] - a[0] < period:
+        return a - a[0]
+    start = s[(end + 1) % s.size]
+    out = np.mod(np.mod(a, period) - start, period)
+    return np.where(out > period - _ROUNDING, 0.0, out)
+
+
+def scan_order(angles: np.ndarray, period: float = 2 * math.pi) -> np.ndarray | None:
+    """The stable permutation that puts the views in scan order (ascending
+    :func:`scan_offsets`), or ``None`` when they are in it already.
+
+    Angles stored ascending over a period or more (several turns) are in order; stored in
+    another order over a period or more they are sorted as stored (each turn after the last).
+    """
+    a = np.asarray(angles, dtype=np.float64)
+    if a.size < 2:
+        return None
+    ascending = bool(np.all(np.diff(a) >= 0))
+    if float(a.max() - a.min()) >= period:
+        return None if ascending else np.argsort(a, kind="stable")
+    order = np.argsort(scan_offsets(a, period), kind="stable")
+    return None if bool(np.all(order == np.arange(a.size))) else order
+
+
+def scan_coverage(angles: np.ndarray, period: float = 2 * math.pi) -> tuple[float, float]:
+    """``(span, step)`` of a scan: the angle its views cover (``period`` minus the gap where
+    the scan ends, plus one step) and the typical (median) step between them, in radians;
+    wherever the scan starts and however its angles are written."""
+    a = np.asarray(angles, dtype=np.float64)
+    if a.size < 2:
+        return 0.0, 0.0
+    _, _, gaps, end, typical = _scan_gaps(a, period)
+    return min(period, period - float(gaps[end]) + typical), typical
+
+
 def angular_weights(angles: np.ndarray, period: float) -> np.ndarray:
     """Integration weight (radians) of each view: half the angular gap to its neighbours.
 
-    Angles are taken modulo ``period`` (π for parallel beam, 2π for fan beam). The wrap-around
-    gap counts only where the views cover the period (it is replaced by the median gap for
-    limited-angle and short scans).
+    Angles are taken modulo ``period`` (π for parallel beam, 2π for fan beam). The gap where
+    the scan ends (the wrap-around, or a missing sector inside the sorted folded angles: a scan
+    through 0 / period, see :func:`_scan_gaps`) counts as one typical step when it is wider than
+    1.5 of them (limited-angle and short scans), so the weights do not depend on where the scan
+    starts: a scan over 230°..459° folds to two runs with the gap in the middle, whose edge
+    views got 1.28 rad each.
     """
-    a = np.mod(np.asarray(angles, dtype=np.float64), period)
+    a = np.asarray(angles, dtype=np.float64)
     n = a.size
     if n == 1:
         return np.array([period])
-    order = np.argsort(a, kind="stable")
-    s = a[order]
-    gaps = np.diff(s)
-    wrap = period - (s[-1] - s[0])
-    interior = gaps[gaps > 0]
-    typical = float(np.median(interior)) if interior.size else period / n
-    if wrap > 1.5 * typical:
-        wrap = typical
-    before = np.concatenate([[wrap], gaps])
-    after = np.concatenate([gaps, [wrap]])
+    order, _, gaps, end, typical = _scan_gaps(a, period)
+    if gaps[end] > 1.5 * typical:
+        gaps[end] = typical
+    before = np.concatenate([gaps[-1:], gaps[:-1]])
     weights = np.empty(n)
-    weights[order] = 0.5 * (before + after)
+    weights[order] = 0.5 * (before + gaps)
     return weights
 
 
 def parker_weights(angles: np.ndarray, fan_angles: np.ndarray) -> np.ndarray:
-    """Parker short-scan weights ``(views, detectors)`` for increasing ``angles``.
+    """Parker short-scan weights ``(views, detectors)``, views in any order.
 
-    With ``β = θ - θ_0`` over ``[0, π + 2δ]`` (``δ`` = half the over-scan, at least the largest
-    fan angle) the weights of a ray and its conjugate ``(β + π - 2γ, -γ)`` sum to one.
+    With ``β`` the view's :func:`scan_offsets` (its angle from the start of the scan, wherever
+    it starts and however the angles are written) over ``[0, π + 2δ]`` (``δ`` = half the
+    over-scan, at least the largest fan angle) the weights of a ray and its conjugate
+    ``(β + π - 2γ, -γ)`` sum to one.
     """
-    beta = np.asarray(angles, dtype=np.float64) - float(angles[0])
+    beta = scan_offsets(angles)
     span = float(beta.max())
     gam = np.asarray(fan_angles, dtype=np.float64)[None, :]
     delta = max((span - math.pi) / 2, float(np.abs(gam).max()))
@@ -181,8 +260,8 @@ def _is_short_scan(geometry: CTGeometry) -> bool:
     a = np.asarray(geometry.angles)
     if a.size < 2:
         return False
-    step = float(np.median(np.abs(np.diff(a))))
-    return float(a.max() - a.min()) + step < 2 * math.pi - 0.5 * step
+    span, step = scan_coverage(a)  # wherever the scan starts, however its angles are written
+    return span < 2 * math.pi - 0.5 * step
 
 
 def _backproject(q: Tensor, geometry: CTGeometry, view_weights: Tensor) -> Tensor:
@@ -349,9 +428,7 @@ def _weights(geometry: CTGeometry, filter: str, frequency_scaling: float, short_
             spacing, equiangular = geometry.detector_spacing * sid / sdd, False
         if short_scan is None:
             short_scan = _is_short_scan(geometry)
-        if short_scan:
-            if np.any(np.diff(angles) <= 0):
-                raise ValueError("fbp: short-scan (Parker) weighting needs increasing angles")
+        if short_scan:  # Parker weights of each view from its offset in the scan: any order
             pre = pre * 2 * parker_weights(angles, gam)
     response = ramp_filter(nd, spacing, filter, frequency_scaling, equiangular=equiangular)
     if geometry.beam == "fan" and not equiangular:

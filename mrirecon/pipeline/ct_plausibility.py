@@ -136,8 +136,9 @@ def coverage_warning(geometry) -> str | None:
                 f"{start:.0f}° to {end:.0f}°, modulo the half turn a parallel-beam image needs): "
                 "limited-angle data; every method's image is smeared along the missing "
                 "directions")
-    step = float(np.median(np.abs(np.diff(a))))
-    span = float(a.max() - a.min()) + step
+    from mrirecon.operators.fbp import scan_coverage
+
+    span, step = scan_coverage(a)  # circular: wherever the scan starts, however it is written
     if span >= 2 * math.pi - 0.5 * step:
         return None
     radius = 0.5 * geometry.pixel_size * math.hypot(*geometry.image_shape)

@@ -16,6 +16,12 @@ from mrirecon.data.dataset import REFERENCE_SCALE_FACTOR, off_scale
 #: A reference whose best-matching flip / rotation correlates with the compared image this much
 #: better than the reference as read is reported (correct ones: the identity wins by far).
 ORIENTATION_MARGIN = 0.2
+#: ... and correlates with it at least this much (a transform that anti-correlates less than
+#: the reference as read matches nothing).
+ORIENTATION_MATCH = 0.2
+#: A correlation as read at or below minus this, with no flip or rotation matching, is reported
+#: as an inverted image (pre-log CT transmission data: -0.85 to -0.91).
+INVERTED_CORRELATION = 0.5
 #: The 7 transforms ``t`` of :func:`mrirecon.models.common.dihedral` other than the identity
 DIHEDRAL_NAMES = {1: "flipped up-down", 2: "flipped left-right", 3: "rotated 180 degrees",
                   4: "transposed", 5: "rotated 90 degrees", 6: "rotated 270 degrees",
@@ -37,8 +43,10 @@ def _correlation(a: Tensor, b: Tensor) -> float:
 def orientation_note(reference: Tensor, image: Tensor, against: str, hint: str = "") -> str | None:
     """A message when a flip / rotation of ``reference`` matches ``image`` (same shape, the
     last two axes are rows and columns; leading axes are slices) far better than the reference
-    as read, else ``None``. Non-square images try the flips only (a transpose changes the
-    shape). ``against`` names ``image`` in the message; ``hint`` is appended to the question."""
+    as read (and correlates positively with it), or when ``image`` looks inverted (strongly
+    anti-correlated as read, no transform matching), else ``None``. Non-square images try the
+    flips only (a transpose changes the shape). ``against`` names ``image`` in the message;
+    ``hint`` is appended to the layout question."""
     if reference.shape != image.shape or reference.ndim < 2:
         return None
     from mrirecon.models.common import dihedral
@@ -48,10 +56,19 @@ def orientation_note(reference: Tensor, image: Tensor, against: str, hint: str =
               for t in DIHEDRAL_NAMES if square or t < 4}
     best = max(scores, key=scores.__getitem__)
     as_read = _correlation(reference, image)
-    if scores[best] > as_read + ORIENTATION_MARGIN:
+    # a flip or rotation is named only where it matches: a positive correlation (pre-log CT
+    # transmission data give an image that is the reference's negative, -0.90 as read, and a
+    # rotation "matched" at -0.49)
+    if scores[best] > as_read + ORIENTATION_MARGIN and scores[best] >= ORIENTATION_MATCH:
         return (f"the reference matches {against} far better {DIHEDRAL_NAMES[best]} (correlation "
                 f"{scores[best]:.2f}) than as read ({as_read:.2f}): is it stored in another "
                 f"layout{hint}? The metrics compare against it as read")
+    if as_read <= -INVERTED_CORRELATION and scores[best] < ORIENTATION_MATCH:
+        return (f"{against} looks inverted against the reference: their correlation is "
+                f"{as_read:.2f} as read, and no flip or rotation of the reference correlates "
+                f"positively (best {scores[best]:.2f}): was the input stored as something else "
+                "than the method expects (CT: pre-log transmission I / I0 instead of line "
+                "integrals -log(I / I0); a sign flip)? The metrics compare against it as read")
     return None
 
 
@@ -127,7 +144,9 @@ def slice_order_note(reference: Tensor, output: Tensor) -> str | None:
     # alike, a collapsed model, matches one reference slice best from every slice)
     _, order = linear_sum_assignment(c.numpy(), maximize=True)
     matched = float(c.numpy()[range(n), order].mean())
-    if not matched > stored + SLICE_ORDER_MARGIN:
+    # the better order must itself match (correlate positively): an output that is the
+    # reference's negative (pre-log CT data) "matched" reversed at -0.05 against -0.69 as stored
+    if not matched > stored + SLICE_ORDER_MARGIN or not matched >= SLICE_ORDER_MARGIN:
         return None
     reversed_ = float(c.flip(1).diagonal().mean())
     # said reversed when reversing gains most of what the best order gains (a shuffled

@@ -28,6 +28,9 @@ from mrirecon.containers import ImageGeometry
 from mrirecon.operators import ct_operator
 from mrirecon.operators.ct import cached_ct_operator, projector_norm
 from mrirecon.operators.ct_geometry import CTGeometry
+from mrirecon.pipeline.ct_consistency import (OPPOSITE_MISMATCH, missing_rays,
+                                              opposite_view_mismatch, fan_geometry_warning,
+                                              transmission_warning)
 from mrirecon.pipeline.schema import PipelineConfig, ReconstructConfig, UndersampleConfig
 from mrirecon.pipeline.stream import Method, Modality, VolumeRun, detect_format
 
@@ -116,11 +119,12 @@ def angle_order(geometry: CTGeometry) -> np.ndarray | None:
     keeps its views at ``a >= pi`` (that at ``a - pi`` with the detector reversed). Rows in
     ascending angle order form a sinogram that varies smoothly from row to row over any span, as
     the learned primal-dual's dual CNN (3 x 3 convolutions over (views, detectors)) saw in
-    training; a shuffled, interleaved or golden-angle order cost it 3-4 dB with no word."""
-    a = np.asarray(geometry.angles, dtype=np.float64)
-    if bool(np.all(np.diff(a) >= 0)):
-        return None
-    return np.argsort(a, kind="stable")
+    training; a shuffled, interleaved or golden-angle order cost it 3-4 dB with no word. The
+    order is circular (:func:`~mrirecon.operators.fbp.scan_order`): a scan over 230°..459°
+    written modulo a turn stays one run from 230°, not two sorted from 0°."""
+    from mrirecon.operators.fbp import scan_order
+
+    return scan_order(geometry.angles)
 
 
 def sort_views(s: CTSlice) -> CTSlice:
@@ -282,40 +286,10 @@ def distinct_directions(geometry: CTGeometry) -> int:
 MASS_SPREAD = 0.1
 
 
-#: Parallel beam: the relative difference between views half a turn apart (one mirrored, both
-#: box-averaged along the detector) above which the angles cannot be right. Photon noise gives
-#: 0.01 / 0.10 / 0.19 at 4096 / 64 / 16 photons per bin; a half-turn scan labelled as a full
-#: turn 0.34-0.38 (fan-beam data labelled parallel: only ~0.06, not detected).
-OPPOSITE_MISMATCH = 0.25
-
-
-def _opposite_view_mismatch(sino: Tensor, geometry: CTGeometry) -> float | None:
-    """``||p(a + pi, s) - p(a, -s)|| / ||p||`` over the views that have a partner half a turn
-    away (within a quarter of the angular step); ``None`` when no view has one or the beam is
-    fan."""
-    if geometry.beam != "parallel" or geometry.num_views < 2:
-        return None
-    a = np.mod(np.asarray(geometry.angles), 2 * np.pi)
-    step = np.median(np.abs(np.diff(np.sort(a)))) if len(a) > 1 else 0.0
-    if step <= 0:
-        return None
-    gap = np.abs(np.angle(np.exp(1j * (a[None, :] - a[:, None] - np.pi))))  # (i, j): a_j - a_i - pi
-    j = gap.argmin(1)
-    pairs = np.nonzero(gap[np.arange(len(a)), j] < step / 4)[0]
-    if len(pairs) == 0:
-        return None
-    i, j = torch.as_tensor(pairs), torch.as_tensor(j[pairs])
-    width = max(1, sino.shape[-1] // 16)  # a box average along the detector: photon noise
-    smooth = torch.nn.functional.avg_pool1d(  # falls by ~sqrt(width), a geometric mismatch stays
-        sino[None], width, stride=1, padding=width // 2, count_include_pad=False)[0]
-    first, second = smooth[..., i, :], smooth[..., j, :].flip(-1)
-    return float((second - first).norm() / first.norm().clamp_min(1e-30))
-
-
 def data_warnings(sinogram: Tensor, geometry: CTGeometry) -> dict[str, str]:
     """What looks wrong in a post-log sinogram ``(views, detectors)`` but may be real: truncated
     projections, too few views, a dead detector bin, views whose sums disagree (parallel beam),
-    a near-empty sinogram.
+    conjugate rays that disagree (fan beam), pre-log transmission data, a near-empty sinogram.
 
     No method here models an object wider than the detector: its rays through the body miss
     the outer bins, and every reconstruction gets a bright rim and shading (TV: pixels of
@@ -338,6 +312,8 @@ def data_warnings(sinogram: Tensor, geometry: CTGeometry) -> dict[str, str]:
     p99 = float(torch.quantile(sino.abs().flatten()[:: max(1, sino.numel() // 100_000)], 0.99))
     edges = [float(sino[..., :k].mean()), float(sino[..., -k:].mean())]
     truncated = p99 > 0 and max(edges) > TRUNCATION_LEVEL * p99
+    if (pre_log := transmission_warning(sino, k)) is not None:  # not line integrals: no more
+        return {**out, "transmission": pre_log}
     sums = sino.sum(-1)
     spread = float(sums.std() / sums.mean().abs()) if views > 1 and float(sums.mean()) else 0.0
     if geometry.beam == "parallel" and spread > MASS_SPREAD:
@@ -346,12 +322,14 @@ def data_warnings(sinogram: Tensor, geometry: CTGeometry) -> dict[str, str]:
             "views), where every view of a parallel-beam sinogram sums to the same total: is "
             "the sinogram transposed (detectors x views), from another geometry (fan beam)"
             + (", or truncated (its outer bins do not read air)" if truncated else "") + "?")
-    mirror = _opposite_view_mismatch(sino, geometry)
+    mirror = opposite_view_mismatch(sino, geometry)
     if mirror is not None and mirror > OPPOSITE_MISMATCH and "inconsistent" not in out:
         out["inconsistent"] = (
             f"views half a turn apart disagree ({mirror:.0%} relative difference), where a "
             "parallel-beam view at angle + pi is the one at angle, mirrored: are the angles "
             "wrong (a half-turn scan labelled as a full turn), or is this fan-beam data?")
+    if "inconsistent" not in out and (msg := fan_geometry_warning(sino, geometry)) is not None:
+        out["inconsistent"] = msg
     inside = sino[..., 1:-1]
     neighbours = torch.minimum(sino[..., :-2], sino[..., 2:])
     dead = ((inside == 0).all(-2) & (neighbours.median(-2).values > TRUNCATION_LEVEL * p99))
@@ -368,7 +346,7 @@ def data_warnings(sinogram: Tensor, geometry: CTGeometry) -> dict[str, str]:
                             f"{max(edges) / p99:.0%} of the sinogram's 99th percentile "
                             f"{p99:.3g} (air reads ~0); if the object extends beyond the "
                             "detector, expect a bright rim and shading in every method's image")
-    miss = _missing_rays(sino, geometry)
+    miss = missing_rays(sino, geometry)
     if miss is not None and p99 > 0 and miss[1] > TRUNCATION_LEVEL * p99:
         out["geometry"] = (f"of the {miss[0]} detector bins whose rays miss the image (beyond its "
                            f"circumscribed circle, {miss[2]:.0f} mm) one reads a mean line integral of "
@@ -381,23 +359,6 @@ def data_warnings(sinogram: Tensor, geometry: CTGeometry) -> dict[str, str]:
                         "on any ray: an air scan, or a sinogram scaled down (the image will be "
                         "air, -1000 HU)")
     return out
-
-
-def _missing_rays(sino: Tensor, geometry: CTGeometry) -> tuple[int, float, float] | None:
-    """Parallel beam: ``(bins, line integral, radius mm)`` for the detector bins whose rays miss
-    the image's circumscribed circle (by more than a pixel): how many, and the largest of their
-    means over the views; ``None`` when fewer than 4 bins miss it.
-    They can only read air; a geometry off by 2x (detector spacing, pixel size) left 10-14 dB
-    images with exit 0 while such bins read up to 81 % of the 99th percentile."""
-    if geometry.beam != "parallel":
-        return None
-    h, w = geometry.image_shape
-    radius = 0.5 * geometry.pixel_size * math.hypot(h, w)
-    outside = torch.from_numpy(np.abs(geometry.detector_positions) > radius + geometry.pixel_size)
-    if int(outside.sum()) < 4:
-        return None
-    # the brightest such bin, averaged over the views (noise averages out; air reads ~0)
-    return int(outside.sum()), float(sino[..., outside].mean(-2).max()), radius
 
 
 def reference_orientation(reference: Tensor, fbp: Tensor) -> str | None:
@@ -533,7 +494,8 @@ class CTStages(Modality[CTSlice]):
         from mrirecon.pipeline.ct_plausibility import coverage_warning, image_warnings, starved_rays
 
         out = data_warnings(s.sinogram, s.geometry)
-        out.update(image_warnings(s.preview))
+        if "transmission" not in out:  # pre-log data: their image's scale says nothing more
+            out.update(image_warnings(s.preview))
         if (msg := coverage_warning(s.geometry)) is not None:
             out["coverage"] = msg
         u = self.config.undersample  # the dose of the data reconstructed, and its count floor
