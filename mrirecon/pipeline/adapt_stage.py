@@ -138,8 +138,10 @@ def volume_hook(config: PipelineConfig, output: Path, name: str, result: VolumeR
     def prepare_model(model: nn.Module, slices) -> nn.Module:
         if config.modality == "mri" and getattr(model, "sensitivity", None) is not None:
             raise ValueError(OWN_MAPS.format(method=config.reconstruct.method))
-        if config.modality == "mri":
-            pairs = [mri_pair(s) for s in slices]
+        if config.modality == "mri":  # an all-zero slice is written as zeros, not adapted to
+            from mrirecon.pipeline.slice_mri import is_blank
+
+            pairs = [mri_pair(s) for s in slices if not is_blank(s)]
         else:
             pairs = [ct_pair(s, s.sinogram.device.type) for s in slices]
         return adapt_volume(config, model, pairs, output, name, result)

@@ -8,7 +8,7 @@ everything here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
@@ -172,16 +172,16 @@ def column_counts(s: MRISlice) -> tuple[int, int]:
 
 def check_slice(s: MRISlice, stage: str, reference: bool = True) -> None:
     """Refuse a slice that cannot give a meaningful image, naming the file, slice and reason:
-    non-finite or all-zero k-space, an empty mask, non-finite maps or reference."""
+    non-finite k-space, an empty mask, non-finite maps or reference. All-zero k-space is
+    :class:`BlankSlices`' to judge (one blank slice of a volume is written as zeros)."""
     where = f"{s.file_name}: slice {s.index}"
     if not bool(s.mask.any()):
         raise ValueError(f"{where}: the sampling mask selects no k-space column ({stage}); "
                          "nothing was acquired to reconstruct")
-    finite, nonzero = finite_and_nonzero(s.kspace)
+    finite, _ = finite_and_nonzero(s.kspace)
     if not finite:
         raise ValueError(f"{where}: k-space holds NaN or Inf samples ({stage})")
-    if not nonzero:
-        raise ValueError(f"{where}: k-space is all zero ({stage}); the file holds no signal")
+    # an all-zero slice is BlankSlices' (written as zeros; refused when every slice is)
     if s.maps is not None:
         finite, nonzero = finite_and_nonzero(s.maps)
         if not finite:
@@ -195,3 +195,48 @@ def check_slice(s: MRISlice, stage: str, reference: bool = True) -> None:
     if reference and s.reference is not None and not bool(torch.isfinite(s.reference).all()):
         raise ValueError(f"{where}: the reference image holds NaN or Inf values; metrics would "
                          "be meaningless (set evaluate.enabled=false to skip them)")
+
+
+#: The warning of a blank slice (``SliceMessages`` prefixes ``FILE: slice N of M:``).
+BLANK_NOTE = ("k-space is all zero; written as zeros (no calibration or reconstruction ran on "
+              "it; the other slices are reconstructed as usual)")
+
+
+def is_blank(s: MRISlice) -> bool:
+    """Whether slice ``s``'s k-space is all zero (a slice the scanner or an export left empty)."""
+    return not bool((s.kspace != 0).any())
+
+
+def blank_image(s: MRISlice) -> MRISlice:
+    """A blank slice's reconstruction: zeros on the image grid, as no method is run on it."""
+    return replace(s, image=torch.zeros(s.image_shape, dtype=s.kspace.dtype,
+                                        device=s.kspace.device))
+
+
+class BlankSlices:
+    """The all-zero slices of one volume of ``slices`` slices (``None``: not known, each blank
+    slice is refused). A blank slice among others is written as zeros with a warning naming it
+    (:data:`BLANK_NOTE`) and is kept from calibration and reconstruction: ESPIRiT would
+    calibrate from no data, CG and the networks would reconstruct none, and no estimate of the
+    volume sees it. Was: one blank slice failed the whole volume ("slice 0: k-space is all
+    zero"), exit 1, no output. Only a volume blank in every slice is refused."""
+
+    def __init__(self, slices: int | None = None) -> None:
+        self.slices, self.found = slices, set()
+
+    def mark(self, s: MRISlice, stage: str) -> MRISlice:
+        """``s``, with the blank-slice warning (instead of one dead coil per coil) when it is
+        blank; raises when every slice of the volume is."""
+        if not is_blank(s):
+            return s
+        self.found.add(s.index)
+        if self.slices is None or len(self.found) >= self.slices:
+            where = (f"slice {s.index}" if self.slices in (None, 1) else
+                     f"all {self.slices} slices")
+            raise ValueError(f"{s.file_name}: {where}: k-space is all zero ({stage}); the file "
+                             "holds no signal")
+        notes = {k: v for k, v in s.notes.items() if k != "dead_coils"}
+        note = BLANK_NOTE
+        if s.reference is not None and bool((s.reference != 0).any()):  # scored as fastMRI does
+            note += "; its reference image is not blank: the metrics score the zeros against it"
+        return replace(s, notes={**notes, "blank_slice": note})

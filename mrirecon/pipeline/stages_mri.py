@@ -43,8 +43,9 @@ from mrirecon.pipeline.checks_mri import coil_warnings
 from mrirecon.pipeline.inert_data import calibration_notes, preprocess_notes
 from mrirecon.pipeline.stream import Method, Modality, detect_format
 from mrirecon.recon.mri import data_scale as recon_data_scale
-from mrirecon.pipeline.slice_mri import (MRISlice, check_slice, column_counts,
-                                       gridded_coil_images, make_slice, operator)
+from mrirecon.pipeline.slice_mri import (BlankSlices, MRISlice, blank_image, check_slice,
+                                       column_counts, gridded_coil_images, is_blank, make_slice,
+                                       operator)
 
 
 def readout_rows(header: Header, rows: int) -> int | None:
@@ -296,8 +297,30 @@ def recon_size(header: Header, cfg: PostprocessConfig, shape: tuple[int, int]) -
     if cfg.crop == "recon_size" and size[0] > shape[0]:
         raise ValueError(f"ismrmrd_header reconSpace matrixSize x = {size[0]} exceeds the "
                          f"{shape[0]} k-space rows; the header does not match the data")
-    # recon y > W happens in real fastMRI brain files (narrow FLAIR); like fastMRI, crop to W
+    if _narrow_fastmri(header, cfg, shape):  # as fastMRI (VarNetModule.test_step): (W, W); was
+        # (recon x, W), refused against a W x W target. ISMRMRD keeps it: no readout FOV cut
+        return (min(shape[1], shape[0]), shape[1])
     return (min(size[0], shape[0]), min(size[1], shape[1]))
+
+
+def _narrow_fastmri(header: Header, cfg: PostprocessConfig, shape: tuple[int, int]) -> bool:
+    """Whether ``crop: recon_size`` meets a fastMRI file (its reader's ``file_slices`` mark)
+    whose k-space is narrower than its recon matrix (fastMRI brain's "FLAIR 203" files)."""
+    return (cfg.crop == "recon_size" and header.recon_size[1] > shape[1]
+            and "file_slices" in header.extra)
+
+
+def scored_reference(reference: Tensor | None, header: Header, cfg: PostprocessConfig,
+                     shape: tuple[int, int] | None) -> Tensor | None:
+    """The reference to score the output of image grid ``shape`` against: a narrow fastMRI
+    file's ``(recon x, W)`` one centre-cropped to its ``(W, W)`` output, as ``fastmri.evaluate``
+    crops both (scored so while the output was ``(recon x, W)``); else as it is."""
+    if reference is None or shape is None or not _narrow_fastmri(header, cfg, shape):
+        return reference
+    h, w = recon_size(header, cfg, shape)
+    if reference.shape[-1] == w and reference.shape[-2] > h:
+        return center_crop(reference, (h, w))
+    return reference
 
 
 def output_offset(header: Header, cfg: PostprocessConfig, shape: tuple[int, int]) -> tuple[int, int]:
@@ -427,7 +450,9 @@ class MRIStages(Modality[MRISlice]):
         fmt = detect_format(path, self.config.load.format)
         if fmt not in ("fastmri", "ismrmrd"):
             raise ValueError(f"{path}: an MRI pipeline needs fastMRI or ISMRMRD data, found {fmt}")
-        return _MRISource(path, fmt, self.config.load)
+        source = _MRISource(path, fmt, self.config.load)
+        self.blank = BlankSlices(len(source))  # the volume's all-zero slices
+        return source
 
     def preprocess(self, s: MRISlice) -> MRISlice:
         return preprocess(s, self.config.preprocess, classical=self.classical)
@@ -449,9 +474,11 @@ class MRIStages(Modality[MRISlice]):
                              f"{list(und.center_fractions)} keep no column of the "
                              f"{s.mask.numel()}: lower the acceleration")
         check_slice(s, "undersample", self.config.evaluate.enabled)
-        return s
+        return getattr(self, "blank", BlankSlices()).mark(s, "undersample")
 
     def calibrate(self, s: MRISlice) -> MRISlice:
+        if is_blank(s):  # no data to calibrate from: written as zeros (BlankSlices)
+            return s
         if not self.per_method_maps:
             if self.classical and not needs_maps(self.config.reconstruct.method, None):
                 return s  # zero_filled_rss, GRAPPA: no maps to make (ESPIRiT failed them by
@@ -527,6 +554,8 @@ class MRIStages(Modality[MRISlice]):
                        full_fov_maps=move(s.full_fov_maps), calibration=move(s.calibration))
 
     def reconstruct(self, s: MRISlice, method: Method) -> MRISlice:
+        if is_blank(s):  # no method sees a blank slice (BlankSlices)
+            return blank_image(s)
         if self.per_method_maps:
             if not needs_maps(method.config.method, method.model):
                 s = replace(s, maps=None)
@@ -548,7 +577,8 @@ class MRIStages(Modality[MRISlice]):
         return header.geometry.shifted(*output_offset(header, self.config.postprocess, grid))
 
     def reference(self, s: MRISlice) -> Tensor | None:
-        return s.reference
+        return scored_reference(s.reference, s.header, self.config.postprocess,
+                                getattr(self, "image_grid", None))
 
     def preview(self, s: MRISlice) -> Tensor | None:
         return zero_filled_preview(s, self.config.postprocess).cpu()
