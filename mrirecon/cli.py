@@ -89,6 +89,28 @@ def _acceleration(text: str) -> float:
     return value
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with each option's default after its help, only where it says something: not
+    for required options, flags, options whose default is ``None`` (their help says what
+    happens), help that names its default itself, nor for options without help. Lists are
+    shown as typed (``4 8``). (``(default: None)`` stood beside "(default 30)" and after
+    required options.)"""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if isinstance(action, argparse.BooleanOptionalAction) and text and "default" not in text:
+            return f"{text} (default: {action.option_strings[0 if default else -1]})"
+        if (not text or action.required or not action.option_strings or default is None
+                or default is False or default is argparse.SUPPRESS or "default" in text
+                or default == []):
+            return text
+        if isinstance(default, (list, tuple)):
+            shown = " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default)
+            return f"{text} (default: {shown.replace('%', '%%')})"
+        return super()._get_help_string(action)
+
+
 def _add_threads(parser: argparse.ArgumentParser) -> None:
     """``--threads`` after the command too (``mrirecon run ... --threads 2``)."""
     parser.add_argument("--threads", type=_int_at_least(1), default=argparse.SUPPRESS, metavar="N",
@@ -235,7 +257,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     bench = subparsers.add_parser(
         "bench", help="fastMRI-style benchmark: NMSE/PSNR/SSIM per method and acceleration",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         description="Undersample every fully sampled fastMRI volume in --data with fastMRI's mask "
                     "for its file name (--challenge ct: every LoDoPaB-layout observation file, "
                     "keeping every k-th view), reconstruct it slice by slice with each method "
@@ -256,25 +278,31 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
                             "factors (keep every k-th view)")
     bench.add_argument("--photons", type=_positive_float, default=None,
                        help="ct only: re-simulate this incident photon count (lower dose)")
-    bench.add_argument("--accelerations", type=_acceleration, nargs="+", default=[4.0, 8.0])
+    bench.add_argument("--accelerations", type=_acceleration, nargs="+", default=[4.0, 8.0],
+                       metavar="R",
+                       help="undersampling factors to score each method at (ct: keep every R-th "
+                            "view)")
     bench.add_argument("--center-fractions", type=_fraction, nargs="+", default=None,
                        metavar="F",
                        help="fully sampled centre fraction per acceleration, in the order of "
-                            "--accelerations (default: fastMRI's, 0.08 at 4x and 0.04 at 8x)")
+                            "--accelerations (default: fastMRI's, 0.08 at 4x and 0.04 at 8x, "
+                            "0.32 / R at another factor R)")
     bench.add_argument("--methods", default="zero_filled,cg_sense,l1_wavelet",
                        help="comma-separated reconstruction methods and learned models")
     bench.add_argument("--weights", action="append", default=[], metavar="METHOD=PATH",
                        help="weights of a learned method (repeatable)")
     bench.add_argument("--set", action="append", default=[], metavar="METHOD.PARAM=VALUE",
                        help="method parameter, e.g. l1_wavelet.lam=0.002 or calibrate.crop=0 (repeatable)")
-    bench.add_argument("--max-volumes", type=_int_at_least(1), default=None, help="use the first N files")
+    bench.add_argument("--max-volumes", type=_int_at_least(1), default=None,
+                       help="use the first N files (default: all)")
     bench.add_argument("--mask-type", default=None,
                        help="fastMRI mask type (default: equispaced_fraction multicoil, random "
                             "singlecoil); ct keeps every k-th view (sparse_view) and refuses others")
     bench.add_argument("--remove-oversampling", action="store_true",
                        help="MRI only: crop k-space to the header's recon rows first (exact; as "
                             "the classical and plug-and-play pipelines do; default: as acquired)")
-    bench.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
+    bench.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu",
+                       help="compute device (auto: cuda when available)")
     bench.add_argument("--no-resume", action="store_true", help="recompute entries already in results.jsonl")
     bench.add_argument("--no-progress", action="store_true", help="hide progress bars")
     _add_threads(bench)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from mrirecon.cli import (SIMULATE_HELP, _acceleration, _add_threads, _finite_float,
-                          _int_at_least, _positive_float)
+from mrirecon.cli import (SIMULATE_HELP, HelpFormatter, _acceleration, _add_threads,
+                          _finite_float, _int_at_least, _positive_float)
 from mrirecon.data.simulate_ct import FOV_MM_LIMIT  # the limits (derived there) are the
 from mrirecon.data.simulate_mri import SNR_DB_LIMIT  # simulators', which refuse the same values
 
@@ -149,7 +149,7 @@ def add_simulate(subparsers: argparse._SubParsersAction) -> None:
     mri = kinds.add_parser(
         "mri",
         help="multi-coil brain k-space (fastMRI HDF5)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         description="Simulate multi-coil brain MRI volumes from the MNI152 template: random "
         "slab position, orientation, contrast (T1/T2/PD/FLAIR), elastic "
         "deformation, bias and phase; birdcage coil maps; complex Gaussian noise. "
@@ -173,7 +173,8 @@ def add_simulate(subparsers: argparse._SubParsersAction) -> None:
         "--max-coils",
         type=_int_at_least(1),
         default=None,
-        help="draw the coil count per volume uniformly in [--coils, --max-coils]",
+        help="draw the coil count per volume uniformly in [--coils, --max-coils] (default: "
+        "--coils for every volume)",
     )
     mri.add_argument(
         "--size",
@@ -195,7 +196,8 @@ def add_simulate(subparsers: argparse._SubParsersAction) -> None:
         "--acceleration",
         type=_acceleration,
         default=None,
-        help="undersample like fastMRI test files (mask dataset, zeroed columns)",
+        help="undersample like fastMRI test files (mask dataset, zeroed columns; default: fully "
+        "sampled)",
     )
     mri.add_argument(
         "--readout-oversampling",
@@ -241,7 +243,7 @@ def add_simulate(subparsers: argparse._SubParsersAction) -> None:
     ct = kinds.add_parser(
         "ct",
         help="low-dose CT sinograms (LoDoPaB-CT HDF5)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         description="Simulate low-dose CT: ground truths from the allowed CT DICOM images and "
         "random ellipse phantoms (HU -> mu = 0.0192/mm (1 + HU/1000)), projected "
         "with the package's CT operator, Poisson noise with --photons incident "

@@ -86,31 +86,112 @@ def _learning_rate(text: str) -> float:
     return value
 
 
+#: ``--help`` of the training functions' options (:func:`_add_function_options`), by parameter
+#: name; :data:`_KIND_HELP` where a name means something else for one subcommand.
+_OPTION_HELP = {
+    "seed": "seed of the weight initialisation and of the training samples' draws",
+    "data_seed": "seed of the simulated training data",
+    "lr": "learning rate (Adam)",
+    "max_steps": "stop after this many training steps (or at --max-seconds)",
+    "max_seconds": "stop after this many seconds of training (or at --max-steps)",
+    "budget_s": "wall-time budget of the whole training, in seconds",
+    "steps": "training steps",
+    "batch": "samples per training step",
+    "batch_size": "samples per training step",
+    "patch": "side of the square training patches, in pixels",
+    "volumes": "simulated MNI152 training volumes",
+    "slices": "slices per simulated volume",
+    "size": "image size in pixels",
+    "features": "feature channels per layer",
+    "layers": "convolutional layers of the denoiser in each iteration",
+    "iterations": "unrolled iterations",
+    "cg_iterations": "conjugate-gradient iterations of each data-consistency step",
+    "val_every": "validate (and keep the best state) every this many steps",
+    "val_slices": "simulated validation slices",
+    "workers": "data-loader worker processes (0: in this process)",
+    "crop_rows": "image rows of each training band (an exact smaller SENSE problem)",
+    "bands": "training bands drawn from each simulated slice",
+    "widths": "phase-encoding column counts of the simulated slices (one drawn per slice)",
+    "l1_weight": "weight of the L1 term of the loss (1 - SSIM + l1_weight * L1)",
+    "pool": "training samples held in memory, refreshed as training runs",
+    "pool_size": "clean training patches drawn into the pool",
+    "refresh_every": "replace one pooled sample every this many steps",
+    "init": "a state dict of the same architecture to continue from (default: a fresh start)",
+    "depth": "convolutional layers of the denoiser",
+    "chans": "feature channels of the first U-Net level",
+    "num_pools": "U-Net poolings (down / up levels)",
+    "pools": "U-Net poolings (down / up levels)",
+    "stages": "stages, each trained in turn",
+    "cascades": "unrolled cascades",
+    "sens_chans": "feature channels of the sensitivity-map U-Net",
+    "sens_pools": "poolings of the sensitivity-map U-Net",
+    "estimate_sensitivities": "estimate the coil maps with the network (else the operator's, ESPIRiT's)",
+    "n_primal": "primal memory channels",
+    "n_dual": "dual memory channels",
+    "prefetch": "make the refresh samples on a background thread (one more core)",
+    "hardware": "add a patient table / head holder around some training images",
+    "components": "Gaussian components of the mixture",
+    "patch_size": "side of the square patches, in pixels",
+    "mri_volumes": "simulated MRI volumes the patches are drawn from",
+    "mri_slices": "slices per simulated MRI volume",
+    "ct_samples": "simulated CT images the patches are drawn from",
+    "patches_per_image": "patches drawn from each image",
+    "held_out": "held-out slices scored for the card",
+    "model": "unrolled model to train",
+    "maps": "coil maps the model is given",
+    "weighting": "data-consistency weighting: density (density-compensated) or none",
+    "spokes": "radial spokes of each geometry (pairs with --size)",
+}
+_KIND_HELP = {
+    ("gmm", "iterations"): "EM iterations",
+    ("gmm", "seed"): "seed of the simulated images and of the patch draws",
+    ("gmm", "size"): "side of the simulated images, in pixels",
+    ("perceptual", "slices"): "simulated training slices",
+    ("perceptual", "size"): "side of the training slices, in pixels",
+    ("radial", "size"): "image sizes, one geometry each (pairs with --spokes)",
+    ("radial", "volumes"): "simulated training volumes per geometry",
+    ("primal_dual_ct", "iterations"): "unrolled primal-dual iterations",
+    ("primal_dual_ct", "features"): "feature channels of the primal and dual networks",
+    ("denoiser", "size"): "image size in pixels (rows columns)",
+}
+
+
+def _option_help(kind: str, name: str) -> str:
+    return _KIND_HELP.get((kind, name)) or _OPTION_HELP.get(name) or name.replace("_", " ")
+
+
 def _add_function_options(parser: argparse.ArgumentParser, fn: Callable[..., Any],
                           count: Callable[[str], int], positive_float: Callable[[str], float],
-                          choices: dict[str, Sequence[str]] | None = None) -> list[str]:
+                          choices: dict[str, Sequence[str]] | None = None,
+                          kind: str = "") -> list[str]:
     """One option per keyword parameter of ``fn`` with a default (``max_steps`` ->
     ``--max-steps``), typed by the default: counts (integers >= 1; seeds any integer), positive
     floats, tuples of counts (any number of them where annotated ``tuple[int, ...]``), strings
-    (``choices`` where given). The function's defaults are the
+    (``choices`` where given); its help from :data:`_OPTION_HELP` (subcommand ``kind``), the
+    default shown after it. The function's defaults are the
     command line's: one home for them. Returns the parameter names."""
     names = []
     for prm in inspect.signature(fn).parameters.values():
         if prm.kind is not prm.KEYWORD_ONLY or prm.name in ("threads", "log"):
             continue
         flag, default = "--" + prm.name.replace("_", "-"), prm.default
+        text = _option_help(kind, prm.name)
         if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
+                                help=text)
         elif isinstance(default, int):
-            parser.add_argument(flag, type=int if "seed" in prm.name else count, default=default)
+            parser.add_argument(flag, type=int if "seed" in prm.name else count, default=default,
+                                help=text)
         elif isinstance(default, float):
             is_lr = prm.name == "lr" or prm.name.endswith("_lr")
-            parser.add_argument(flag, type=_learning_rate if is_lr else positive_float, default=default)
+            parser.add_argument(flag, type=_learning_rate if is_lr else positive_float,
+                                default=default, help=text)
         elif isinstance(default, tuple):
             nargs = "+" if "..." in str(prm.annotation) else len(default)
-            parser.add_argument(flag, type=count, nargs=nargs, default=default)
+            parser.add_argument(flag, type=count, nargs=nargs, default=default, help=text)
         else:
-            parser.add_argument(flag, default=default, choices=(choices or {}).get(prm.name))
+            parser.add_argument(flag, default=default, choices=(choices or {}).get(prm.name),
+                                help=text)
         names.append(prm.name)
     return names
 
@@ -120,6 +201,8 @@ def add_train(subparsers: argparse._SubParsersAction,
               positive_float: Callable[[str], float],
               add_threads: Callable[[argparse.ArgumentParser], None]) -> None:
     """Register ``mrirecon train`` and its subcommands (argument types come from the CLI)."""
+    from mrirecon.cli import HelpFormatter
+
     count = int_at_least(1)
     train = subparsers.add_parser(
         "train",
@@ -202,9 +285,9 @@ def add_train(subparsers: argparse._SubParsersAction,
             ("primal_dual_ct", train_primal_dual_ct,
              "the learned primal-dual primal_dual_lodopab at the LoDoPaB geometry",
              "output .pt (the card is written as .yaml beside it)", "training", None)):
-        sub = kinds.add_parser(kind, help=help_)
+        sub = kinds.add_parser(kind, help=help_, formatter_class=HelpFormatter)
         common(sub, out_help=out_help)
-        names = _add_function_options(sub, fn, count, positive_float, choices)
+        names = _add_function_options(sub, fn, count, positive_float, choices, kind)
         sub.set_defaults(func=cmd_train_function, _parser=sub, _train=fn, _options=names,
                          _show=show)
 

@@ -72,16 +72,35 @@ def thread_count(requested: int | None = None, *, local_world_size: int | None =
         requested, source = int(own), "MRIRECON_THREADS"
     if requested is None and os.environ.get("OMP_NUM_THREADS", "").strip().isdigit():
         requested, source = int(os.environ["OMP_NUM_THREADS"]), "OMP_NUM_THREADS"
+    if local_world_size is None:
+        local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    local_world_size = max(1, local_world_size)
     if requested is not None:
         if requested < 1:
             raise ValueError(f"{source} must be >= 1, got {requested}")
         if requested > MAX_THREADS:  # 20000: "libgomp: Thread creation failed"; 100000: a segfault
             raise ValueError(f"{source} {requested} is more than {MAX_THREADS} threads; this process "
                              f"may use {available_cpus(cgroup_root)} core(s)")
+        _warn_oversubscribed(int(requested), source, available_cpus(cgroup_root), local_world_size)
         return int(requested)
-    if local_world_size is None:
-        local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
-    return max(1, available_cpus(cgroup_root) // max(1, local_world_size))
+    return max(1, available_cpus(cgroup_root) // local_world_size)
+
+
+def _warn_oversubscribed(requested: int, source: str, cores: int, local_world_size: int) -> None:
+    """One warning when ``requested`` threads exceed this process's cores (its share of them
+    under ``torchrun``: ``cores // LOCAL_WORLD_SIZE``): the threads then take turns on the cores,
+    slower than fewer threads (``--threads 64`` on 2 cores ran 2-3x slower, without a word)."""
+    share = max(1, cores // local_world_size)
+    if requested <= share:
+        return
+    import logging
+
+    mine = f"the {share} core(s) this process may use" + (
+        "" if local_world_size == 1 else
+        f" (its share of {cores} among LOCAL_WORLD_SIZE={local_world_size} processes on this node)")
+    logging.getLogger("mrirecon.threads").warning(
+        "%s %d is more than %s; its threads take turns on them, which is slower than %d "
+        "thread(s): pass --threads %d or fewer", source, requested, mine, share, share)
 
 
 def set_wait_policy() -> None:

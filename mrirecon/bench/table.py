@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mrirecon.pipeline.run_files import csv_safe
 from mrirecon.io.atomic import atomic_write_text
 from mrirecon.metrics import MetricsReport
 
@@ -251,6 +252,8 @@ class BenchTable:
                 "sampled_columns": " ".join(map(str, cols)),
                 "acceleration": _fmt_acc(rec["acceleration"]),
             }
+            for key in ("volume", "reference_notes", "data_warnings", "data_notes"):
+                row[key] = csv_safe(row.get(key, ""))  # file names: no formulas, one per file
             w.writerow([row.get(c, "") for c in VOLUME_COLUMNS])
         return buf.getvalue()
 

@@ -478,9 +478,11 @@ def write_fastmri(
     return Path(path)
 
 
-def write_reconstruction(path: str | os.PathLike, volume: ArrayLike) -> Path:
+def write_reconstruction(path: str | os.PathLike, volume: ArrayLike, *,
+                         units: str | None = None) -> Path:
     """Write a reconstruction ``(slices, h, w)`` (real, magnitude) in the fastMRI submission
-    layout: one float32 dataset ``reconstruction``; atomically. Returns ``path``."""
+    layout: one float32 dataset ``reconstruction``; atomically. ``units`` (``"HU"`` for CT)
+    becomes the dataset's ``units`` attribute, which fastMRI's readers ignore. Returns ``path``."""
     arr = _numpy("volume", volume)
     if np.iscomplexobj(arr) or arr.ndim != 3:
         raise ValueError(
@@ -491,5 +493,7 @@ def write_reconstruction(path: str | os.PathLike, volume: ArrayLike) -> Path:
     # float64 beyond float32's 3.4e38 would be written as Inf, which the readers refuse
     refuse_nonfinite("write_reconstruction", path, "volume (as float32)", arr)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
-        h5.create_dataset("reconstruction", data=arr)
+        dataset = h5.create_dataset("reconstruction", data=arr)
+        if units:
+            dataset.attrs["units"] = units
     return Path(path)

@@ -31,14 +31,19 @@ ArrayLike = np.ndarray | Tensor
 
 
 def _as_pair(gt: ArrayLike, pred: ArrayLike, who: str, volume: bool = False) -> tuple[Tensor, Tensor, bool]:
-    """float64 tensors and whether to return tensors (any input was a tensor)."""
+    """The two inputs as tensors and whether to return tensors (any input was a tensor).
+
+    Floating-point inputs keep their precision: each metric converts them to float64 a chunk of
+    slices at a time (:func:`_float64_chunks`); a whole-volume float64 copy of each, and the
+    float64 temporaries of the sums over it, took 7 times a float32 volume. Integer and boolean
+    inputs are converted here."""
     is_torch = isinstance(gt, Tensor) or isinstance(pred, Tensor)
     tensors = []
     for name, a in (("gt", gt), ("pred", pred)):
         t = a if isinstance(a, Tensor) else torch.from_numpy(np.ascontiguousarray(a))
         if t.is_complex():
             raise ValueError(f"{who}: {name} is complex; pass magnitude images")
-        tensors.append(t.to(torch.float64))
+        tensors.append(t if t.is_floating_point() else t.to(torch.float64))
     g, p = tensors
     if g.shape != p.shape:
         raise ValueError(f"{who}: gt shape {tuple(g.shape)} does not match pred shape {tuple(p.shape)}")
@@ -47,11 +52,49 @@ def _as_pair(gt: ArrayLike, pred: ArrayLike, who: str, volume: bool = False) -> 
     if g.numel() == 0:
         raise ValueError(f"{who}: empty input of shape {tuple(g.shape)}")
     for name, t in (("gt", g), ("pred", p)):  # a NaN pred scored NaN, an Inf one -inf dB
-        if not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{who}: {name} holds {int((~torch.isfinite(t)).sum())} NaN or Inf "
+        bad = nonfinite_count(t)
+        if bad:
+            raise ValueError(f"{who}: {name} holds {bad} NaN or Inf "
                              "values" + ("" if name == "gt" else
                                          " (a diverged reconstruction?); it has no score"))
     return g, p.to(g.device), is_torch
+
+
+def nonfinite_count(t: Tensor) -> int:
+    """How many NaN / Inf values ``t`` holds, counted a chunk of slices at a time
+    (``torch.isfinite`` of a whole float32 volume makes a float32 ``abs`` copy of it)."""
+    if not t.is_floating_point() or t.ndim == 0:
+        return int((~torch.isfinite(t)).sum())
+    rows = max(1, CHUNK_ELEMENTS // max(1, t[0].numel()))
+    return sum(int((~torch.isfinite(t[i : i + rows])).sum()) for i in range(0, t.shape[0], rows))
+
+
+#: Elements per chunk of the sums over a volume (8 MiB in float64): the float64 temporaries of
+#: a metric then do not grow with the volume.
+CHUNK_ELEMENTS = 1 << 20
+
+
+def _float64_chunks(g: Tensor, p: Tensor):
+    """``(gt, pred)`` in float64, a chunk of slices (rows of the first axis) at a time."""
+    if g.ndim == 0:
+        yield g.to(torch.float64), p.to(torch.float64)
+        return
+    rows = max(1, CHUNK_ELEMENTS // max(1, g[0].numel()))
+    for i in range(0, g.shape[0], rows):
+        yield g[i : i + rows].to(torch.float64), p[i : i + rows].to(torch.float64)
+
+
+def _sums(g: Tensor, p: Tensor, norm: bool = False) -> tuple[Tensor, Tensor | None]:
+    """``sum((gt - pred)^2)`` and, with ``norm``, ``sum(gt^2)``, in float64, accumulated over
+    chunks of slices (:func:`_float64_chunks`)."""
+    err = ref = None
+    for a, b in _float64_chunks(g, p):
+        e = torch.sum((a - b) ** 2)
+        err = e if err is None else err + e
+        if norm:
+            r = torch.sum(a**2)
+            ref = r if ref is None else ref + r
+    return err, ref
 
 
 def _out(value: Tensor, is_torch: bool) -> float | Tensor:
@@ -60,8 +103,8 @@ def _out(value: Tensor, is_torch: bool) -> float | Tensor:
 
 def _maxval(g: Tensor, maxval, who: str = "metrics") -> Tensor:
     """The data range ``L``: ``maxval`` or ``gt.max()``; must be finite and > 0."""
-    L = g.detach().max() if maxval is None else torch.as_tensor(maxval, dtype=torch.float64,
-                                                                   device=g.device)
+    L = g.detach().max().to(torch.float64) if maxval is None else torch.as_tensor(
+        maxval, dtype=torch.float64, device=g.device)
     if L.numel() != 1 or not bool(torch.isfinite(L)) or not float(L) > 0:
         what = "gt.max()" if maxval is None else "maxval"
         raise ValueError(f"{who}: the data range {what} must be finite and > 0, got {L.tolist()}"
@@ -72,24 +115,24 @@ def _maxval(g: Tensor, maxval, who: str = "metrics") -> Tensor:
 def mse(gt: ArrayLike, pred: ArrayLike) -> float | Tensor:
     """Mean squared error ``mean((gt - pred)^2)`` over all voxels."""
     g, p, t = _as_pair(gt, pred, "mse")
-    return _out(torch.mean((g - p) ** 2), t)
+    return _out(_sums(g, p)[0] / g.numel(), t)
 
 
 def nmse(gt: ArrayLike, pred: ArrayLike) -> float | Tensor:
     """Normalised MSE ``||gt - pred||^2 / ||gt||^2`` (dimensionless)."""
     g, p, t = _as_pair(gt, pred, "nmse")
-    norm = torch.sum(g**2)
+    err, norm = _sums(g, p, norm=True)
     if not float(norm) > 0:  # was inf (nan for an all-zero pred), as psnr / ssim refuse it
         raise ValueError(f"nmse: gt of shape {tuple(g.shape)} is all zero; the error relative to "
                          "its norm is undefined (swapped arguments, or an empty slice?)")
-    return _out(torch.sum((g - p) ** 2) / norm, t)
+    return _out(err / norm, t)
 
 
 def psnr(gt: ArrayLike, pred: ArrayLike, maxval: float | None = None) -> float | Tensor:
     """Peak SNR in dB, ``10 log10(maxval^2 / MSE)``; ``maxval`` defaults to ``gt.max()``."""
     g, p, t = _as_pair(gt, pred, "psnr")
     L = _maxval(g, maxval, "psnr")
-    return _out(10 * torch.log10(L**2 / torch.mean((g - p) ** 2)), t)
+    return _out(10 * torch.log10(L**2 / (_sums(g, p)[0] / g.numel())), t)
 
 
 def ssim(gt: ArrayLike, pred: ArrayLike, maxval: float | None = None) -> float | Tensor:
@@ -101,7 +144,8 @@ def ssim(gt: ArrayLike, pred: ArrayLike, maxval: float | None = None) -> float |
     g, p, t = _as_pair(gt, pred, "ssim", volume=True)
     L = _maxval(g, maxval, "ssim")
     # a few slices at a time: the float64 box-filter temporaries then do not grow with the volume
-    per_slice = [ssim_map(g[i : i + 4], p[i : i + 4], L).mean(dim=(-2, -1)) for i in range(0, g.shape[0], 4)]
+    per_slice = [ssim_map(g[i : i + 4].to(torch.float64), p[i : i + 4].to(torch.float64),
+                          L).mean(dim=(-2, -1)) for i in range(0, g.shape[0], 4)]
     return _out(torch.cat(per_slice).mean(), t)
 
 
@@ -130,6 +174,13 @@ def crop_to_target(gt: ArrayLike, pred: ArrayLike) -> tuple[Tensor, Tensor]:
 
     Returns float64 tensors ``(slices, h, w)``.
     """
+    g, p = _cropped(gt, pred)
+    return g.to(torch.float64), p.to(torch.float64)
+
+
+def _cropped(gt: ArrayLike, pred: ArrayLike) -> tuple[Tensor, Tensor]:
+    """:func:`crop_to_target` in the inputs' own precision (views of them): the metrics convert
+    a chunk of slices at a time."""
     g, p = (a if isinstance(a, Tensor) else torch.from_numpy(np.ascontiguousarray(a)) for a in (gt, pred))
     size = fastmri_crop(g.shape)
     for name, a in (("target", g), ("prediction", p)):
@@ -141,7 +192,7 @@ def crop_to_target(gt: ArrayLike, pred: ArrayLike) -> tuple[Tensor, Tensor]:
                 f"crop_to_target: {name} of shape {tuple(a.shape)} is smaller than the crop {size} "
                 f"(fastmri_crop of the target's shape {tuple(g.shape)})"
             )
-    return center_crop(g, size).to(torch.float64), center_crop(p, size).to(torch.float64)
+    return center_crop(g, size), center_crop(p, size)
 
 
 @dataclass
@@ -232,11 +283,11 @@ def evaluate_volumes(
         for name, (gt, pred) in zip(names, pairs):
             who = f"evaluate_volumes: volume {name!r}"  # which of the volumes, not "mse"
             p = pred if isinstance(pred, torch.Tensor) else torch.as_tensor(np.asarray(pred))
-            if nonfinite == "nan" and not bool(torch.isfinite(p).all()):
+            if nonfinite == "nan" and nonfinite_count(p):
                 for m in metrics:
                     values[m].append(float("nan"))
                 continue
-            g, p, _ = _as_pair(*crop_to_target(gt, pred), who) if crop else _as_pair(gt, pred, who)
+            g, p, _ = _as_pair(*_cropped(gt, pred), who) if crop else _as_pair(gt, pred, who)
             for m in metrics:
                 values[m].append(float(METRIC_FUNCS[m](g, p)))
     return MetricsReport(names, {m: np.asarray(v, dtype=np.float64) for m, v in values.items()})

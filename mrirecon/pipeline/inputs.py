@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import re
 from pathlib import Path
 
 from mrirecon.data.dataset import DATA_SUFFIXES, list_data_files
@@ -62,23 +63,63 @@ def input_list(inputs, who: str = "run_pipeline") -> list[str]:
     return [os.fspath(i) for i in items]
 
 
+def run_writes(path: str | Path, output: Path) -> bool:
+    """Whether ``path`` is something a run into ``output`` writes: the output folder itself, a
+    run file at its top level (``provenance.json``, ``report.html``, ``metrics.csv``, their
+    ``.rank<r>`` forms, the ``.lock`` files) or anything inside the folders a run writes
+    (:data:`~mrirecon.pipeline.run_state.RUN_FOLDERS`, ``.staging``). A user's files beside them
+    (the data of ``--input 'IN/*.h5' --output IN``) are not: every one of them was dropped
+    ("0 input(s)", exit 0, and ``--prune`` then deleted every earlier output)."""
+    from mrirecon.pipeline.run_state import RUN_FOLDERS
+
+    p = Path(os.path.abspath(path))
+    for root in {Path(os.path.abspath(output)), Path(os.path.realpath(output))}:
+        for here in {p, Path(os.path.realpath(p.parent)) / p.name}:
+            if here == root:
+                return True
+            if root not in here.parents:
+                continue
+            rel = here.relative_to(root).parts
+            if rel[0] in (*RUN_FOLDERS, ".staging") or (len(rel) == 1
+                                                         and _RUN_FILE.fullmatch(rel[0])):
+                return True
+    return False
+
+
+#: The files a run writes at the top of its output folder (``run_files.RUN_FILES``, the lock).
+_RUN_FILE = re.compile(r"(provenance(\.rank\d+)?\.json|report(\.rank\d+)?\.html"
+                       r"|metrics(\.rank\d+)?\.csv|\.lock(\.rank\d+|\.join)?)")
+
+
 def expand_inputs(inputs: list[str], exclude: Path | None = None) -> list[Path]:
     """Files, folders (their HDF5 files, or a DICOM series folder) and glob patterns -> paths.
 
-    ``exclude``: the run's output folder, which a pattern may match (``--input 'in/*' --output
-    in/out``) and which is never an input."""
+    ``exclude``: the run's output folder; what a pattern matches there that the run writes
+    (:func:`run_writes`: ``--input 'in/*' --output in/out`` matches ``in/out``; ``--input
+    'IN/*/*.h5' --output IN`` the run's own ``reconstructions/*.h5``) is never an input, and a
+    pattern that matches nothing else is refused, saying so. The user's files beside those
+    folders are inputs."""
     out: list[Path] = []
-    skip = None if exclude is None else Path(os.path.abspath(exclude))
     for item in input_list(inputs, "expand_inputs"):
         pattern = any(c in item for c in "*?[") and not os.path.lexists(item)  # 'scan[1].h5' is a name
         matches = sorted(glob.glob(item)) if pattern else [item]
         if not matches:
             raise FileNotFoundError(f"input {item!r} matches no file")
+        own = [m for m in matches if pattern and exclude is not None and run_writes(m, exclude)]
+        if own and len(own) == len(matches):
+            raise ValueError(
+                f"input {item!r} matches only what this run writes into --output {exclude} "
+                f"({len(own)} match(es): {', '.join(own[:3])}{', ...' if len(own) > 3 else ''}): "
+                "a run's outputs are never its inputs; pass the data's own files or folder "
+                "(nothing was run)")
+        if own:
+            log.info("input %r: %d match(es) that this run writes into --output %s are not "
+                     "inputs: %s%s", item, len(own), exclude, ", ".join(own[:3]),
+                     " ..." if len(own) > 3 else "")
         for m in matches:
             p = Path(m)
-            if pattern and skip is not None and (Path(os.path.abspath(p)) == skip
-                                                 or skip in Path(os.path.abspath(p)).parents):
-                continue  # the output folder this run created matched the pattern
+            if m in own:
+                continue
             if p.is_dir():
                 entries = sorted(p.iterdir())
                 # a dangling link stays in: it fails by name ("cannot read the input")

@@ -52,9 +52,10 @@ def display_name(r: VolumeResult) -> str:
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}
 table{border-collapse:collapse;margin:12px 0}td,th{border:1px solid #ccc;padding:4px 8px;
-text-align:right}th{background:#f3f3f3}td.l,th.l{text-align:left}.failed{color:#b00}
+text-align:right}th{background:#f3f3f3}td.l,th.l{text-align:left}td.l{overflow-wrap:anywhere}
+.failed{color:#b00}h2{overflow-wrap:anywhere}
 .ok{color:#070}.warn{color:#a60}img{max-width:100%;border:1px solid #ddd;margin:6px 0}h2{margin-top:32px}
-code{background:#f6f6f6;padding:1px 4px}
+code{background:#f6f6f6;padding:1px 4px;overflow-wrap:anywhere}
 """
 
 
@@ -67,10 +68,12 @@ def _fmt(v: float) -> str:
 
 
 def write_report(path: str | Path, *, title: str, config_text: str,
-                 results: list[VolumeResult], summary: dict[str, tuple[float, float]],
-                 config_warnings: list[str] = ()) -> Path:
+                 results: list[VolumeResult], summary: dict[str, tuple],
+                 config_warnings: list[str] = (), metrics_note: str = "") -> Path:
     """Write the HTML report (figure paths are made relative to the report's folder);
-    ``config_warnings`` (settings that change nothing, :mod:`mrirecon.pipeline.inert`) head it."""
+    ``config_warnings`` (settings that change nothing, :mod:`mrirecon.pipeline.inert`) head it;
+    ``summary``: ``{metric: (mean, std, n volumes)}``; ``metrics_note``: what the metrics
+    measure, at which scale (under the table)."""
     path = Path(path)
     base = path.parent
     metric_names = sorted({k for r in results for k in r.metrics})
@@ -91,12 +94,18 @@ def write_report(path: str | Path, *, title: str, config_text: str,
     head = "".join(f"<th>{m.upper()}</th>" for m in metric_names)
     summ = ""
     if summary:
-        summ = "<h2>Summary (mean ± 2 std over volumes)</h2><table><tr>" + "".join(
+        counts = {v[2] if len(v) > 2 else None for v in summary.values()}
+        n = counts.pop() if len(counts) == 1 else None
+        over = f"{n} volume{'s' if n != 1 else ''}" if n is not None else "volumes"
+        summ = (f"<h2>Summary (mean ± 2 std over {over})</h2><table><tr>" + "".join(
             f"<th>{m.upper()}</th>" for m in summary) + "</tr><tr>" + "".join(
-            f"<td>{_fmt(mu)} ± {_fmt(2 * sd)}</td>" for mu, sd in summary.values()) + "</tr></table>"
+            f"<td>{_fmt(v[0])} ± {_fmt(2 * v[1])}</td>" if len(v) < 3 or v[2] > 1
+            else f"<td>{_fmt(v[0])} (n = 1)</td>" for v in summary.values()) + "</tr></table>")
+    if metrics_note and metric_names:
+        summ += f"<p><small>{html.escape(metrics_note)}</small></p>"
     figs = []
     for r in results:
-        if not r.figures:
+        if not r.figures and not r.outputs:
             continue
         figs.append(f"<h2>{html.escape(display_name(r))}</h2>")
         for f in r.figures:

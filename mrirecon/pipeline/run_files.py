@@ -13,6 +13,7 @@ import functools
 import io
 import json
 import logging
+import os
 import platform
 import re
 import subprocess
@@ -27,7 +28,7 @@ from mrirecon.io.atomic import atomic_write_text
 from mrirecon.io.errors import Terminated, disk_error
 from mrirecon.pipeline.report import VolumeResult, display_name, write_report
 from mrirecon.pipeline.run_state import remove_stale_file, sha256
-from mrirecon.pipeline.schema import PipelineConfig, config_sha256  # noqa: F401
+from mrirecon.pipeline.schema import PipelineConfig, config_sha256  # noqa: F401 (runner)
 
 log = logging.getLogger("mrirecon.pipeline")
 
@@ -105,9 +106,11 @@ class RunFiles:
         if not self.invalidated:
             return
         try:
-            self.write("interrupted", how)
-            log.warning("the run was interrupted (%s): %s list the %d input(s) it finished",
-                        how, ", ".join(n.format(suffix=self.suffix) for n in RUN_FILES),
+            written = self.write("interrupted", how)
+            names = [n.format(suffix=self.suffix) for n in RUN_FILES]  # only those written
+            names = [n for n in names if n in written]
+            log.warning("the run was interrupted (%s): %s list%s the %d input(s) it finished",
+                        how, ", ".join(names), "s" if len(names) == 1 else "",
                         len(self.results))
         except BaseException as e:  # noqa: BLE001 (a second Ctrl-C, a full disk: err is raised)
             log.error("could not write the run files of the interrupted run (%s)",
@@ -117,12 +120,13 @@ class RunFiles:
     def suffix(self) -> str:
         return "" if self.world == 1 else f".rank{self.rank}"
 
-    def write(self, status: str = "complete", how: str = "") -> None:
+    def write(self, status: str = "complete", how: str = "") -> list[str]:
         """Write the run files; ``status`` ``complete``, ``running`` or ``interrupted`` (by
-        ``how``). When a write fails (a full disk) once this run changes the folder, the report
-        and metric table it did not write are removed (the earlier run's, or this run's
-        "running" ones), and so is the earlier run's ``provenance.json`` when the "running"
-        one could not be written."""
+        ``how``); returns the names written (no ``report.html`` when the report is off, no
+        ``metrics.csv`` when no input was scored). When a write fails (a full disk) once this
+        run changes the folder, the report and metric table it did not write are removed (the
+        earlier run's, or this run's "running" ones), and so is the earlier run's
+        ``provenance.json`` when the "running" one could not be written."""
         written: list[str] = []
         try:
             _write_run_files(self.config, self.output, self.files, self.results, self.t_start,
@@ -137,6 +141,7 @@ class RunFiles:
                     if name not in written:
                         (self.output / name).unlink(missing_ok=True)
             raise
+        return written
 
     def _stop_note(self, status: str, how: str) -> dict:
         """``{"how", "while", "message"}`` of a run that has not finished (empty when it has)."""
@@ -169,11 +174,17 @@ def _write_run_files(config, output: Path, files, results, t_start, rank, world,
     hashes = hashes or {}
     written = [] if written is None else written
     unread = "not read: the run stopped before this input"
+    absolute = _absolute_inputs(files, results)
     provenance = {
         "status": status,  # complete | running | interrupted
         "pipeline": config.name,
         "pipeline_file": config.pipeline_file,  # the file that ran (None: built in code)
-        "config": to_dict(config),
+        # outputs and figures relative to the output folder (this file's), as in the status
+        # records and the report: they stay valid when the folder is moved or copied
+        "paths": PROVENANCE_PATHS,
+        "output_folder": os.path.abspath(output),
+        "working_directory": os.getcwd(),
+        "config": _recorded_config(config),
         "config_sha256": config_sha256(config),
         "config_warnings": list(config_warnings),  # settings that change nothing (pipeline/inert.py)
         "device": dev,
@@ -183,11 +194,11 @@ def _write_run_files(config, output: Path, files, results, t_start, rank, world,
         "git_commit": _git_commit(),
         "rank": rank,
         "world_size": world,
-        "inputs": {str(p): hashes.get(str(p)) or (_sha256_or_error(p) if status == "complete"
-                                                  else unread) for p in files[rank::world]},
-        "references": references or {},
+        "inputs": {os.path.abspath(p): hashes.get(str(p)) or (
+            _sha256_or_error(p) if status == "complete" else unread) for p in files[rank::world]},
+        "references": {os.path.abspath(k): v for k, v in (references or {}).items()},
         "weights": weights or {},
-        "files": [asdict(r) for r in results],
+        "files": [_provenance_entry(r, output, absolute) for r in results],
     }
     if stop:
         provenance["interrupted" if status == "interrupted" else "running"] = stop
@@ -195,18 +206,21 @@ def _write_run_files(config, output: Path, files, results, t_start, rank, world,
     summary = {}
     for m in sorted({k for r in ok for k in r.metrics}):
         vals = np.array([r.metrics[m] for r in ok if m in r.metrics])
-        summary[m] = (float(vals.mean()), float(vals.std(ddof=1)) if vals.size > 1 else 0.0)
+        summary[m] = (float(vals.mean()), float(vals.std(ddof=1)) if vals.size > 1 else 0.0,
+                      int(vals.size))
     if config.report.enabled:
         banner = [stop["message"]] if stop else []
         write_report(output / f"report{suffix}.html", title=f"mrirecon — {config.name}"
                      + ("" if status == "complete" else f" ({status}, incomplete)"),
                      config_text=config_text, results=results, summary=summary,
-                     config_warnings=banner + list(config_warnings))
+                     config_warnings=banner + list(config_warnings),
+                     metrics_note=metrics_note(config) if config.evaluate.enabled else "")
         written.append(f"report{suffix}.html")
     else:
         remove_stale_file(output / f"report{suffix}.html")
     if not ok:  # an earlier run's table must not stand for this one
-        remove_stale_file(output / f"metrics{suffix}.csv")
+        remove_stale_file(output / f"metrics{suffix}.csv", _NO_TABLE[
+            status if config.evaluate.enabled else "off"])
     else:
         metric_names = sorted(summary)
         buf = io.StringIO()
@@ -225,6 +239,89 @@ def _write_run_files(config, output: Path, files, results, t_start, rank, world,
 
 #: The run files a run writes, ``{suffix}`` ``""`` (plain) or ``.rank<r>`` (distributed).
 RUN_FILES = ("provenance{suffix}.json", "report{suffix}.html", "metrics{suffix}.csv")
+
+#: Why an earlier run's ``metrics.csv`` is removed, by this run's status when it writes none
+#: (a run that has not ended may still write its own: "this run writes none" was logged by
+#: every rerun, which then wrote one at its end).
+_NO_TABLE = {
+    "complete": "and this run writes none (none of its inputs was scored)",
+    "running": "whose outputs this run replaces; this run writes its own when it ends (if it "
+               "scores an input)",
+    "interrupted": "and this run, interrupted, had scored none of its inputs",
+    "off": "and this run writes none (evaluate.enabled is false)",
+}
+
+#: ``provenance.json`` ``paths``: how its paths are to be read.
+PROVENANCE_PATHS = ("inputs, references and files[].input are absolute; files[].outputs and "
+                    "files[].figures are relative to the output folder (the folder of this file); "
+                    "config_sha256 is the checksum of the whole effective config, where config "
+                    "leaves out the other modality's settings at their defaults")
+
+
+def _absolute_inputs(files, results) -> dict[str, str]:
+    """``{output name: absolute input path}`` of this run's inputs (an input skipped by
+    ``--resume`` holds its path as the earlier run was given it, perhaps from another
+    working directory)."""
+    from mrirecon.pipeline.inputs import output_names
+
+    names = {r.name for r in results}
+    try:
+        return {n: os.path.abspath(f) for f, n in zip(files, output_names(list(files)))
+                if n in names}
+    except (ValueError, OSError):  # refused before any input ran; not reached
+        return {}
+
+
+def _provenance_entry(r: VolumeResult, output: Path, absolute: dict[str, str]) -> dict:
+    """One input's entry of ``provenance.json``: its input path absolute, its outputs and
+    figures relative to ``output`` (they were relative to the working directory, unrecorded:
+    a moved folder, or a run from elsewhere, left none of them pointing at a file)."""
+    entry = asdict(r)
+    entry["input"] = absolute.get(r.name) or os.path.abspath(r.input)
+    entry["outputs"] = {k: _relative(v, output) for k, v in r.outputs.items()}
+    entry["figures"] = [_relative(f, output) for f in r.figures]
+    return entry
+
+
+def _relative(path: str, output: Path) -> str:
+    return Path(os.path.relpath(path, output)).as_posix()
+
+
+def _recorded_config(config) -> dict:
+    """The config for ``provenance.json`` without the other modality's settings at their
+    defaults (a CT run listed MRI's ``accelerations``, ``center_fractions``, ``mask``,
+    ``preprocess``, ... that it never reads; validation refuses them changed, so nothing is
+    lost: leaving them out and loading the record gives the same config)."""
+    from mrirecon.pipeline.validate import CT_ONLY, MRI_ONLY
+
+    recorded = to_dict(config)
+    default = to_dict(PipelineConfig(name=config.name, modality=config.modality))
+    other = MRI_ONLY + ("reconstruct.params_by_acceleration",) if config.modality == "ct" else \
+        CT_ONLY + ("reconstruct.params_by_views",)
+    for dotted in other:
+        section, _, key = dotted.partition(".")
+        block, base = recorded.get(section), default.get(section)
+        if not key and block == base:
+            recorded.pop(section, None)
+        elif key and isinstance(block, dict) and key in block and block[key] == (base or {}).get(key):
+            del block[key]
+    return recorded
+
+
+def metrics_note(config) -> str:
+    """The sentence of ``report.html`` that says what the metrics measure, at which scale."""
+    if config.modality == "ct":
+        from mrirecon.io.lodopab import MU_MAX_PER_MM
+
+        return ("Metrics: NMSE, PSNR (in dB) and SSIM of each volume against its ground truth, "
+                f"computed on the attenuation divided by MU_MAX = {MU_MAX_PER_MM:.6g} / mm "
+                "(LoDoPaB's normalised scale: 0 is vacuum, 1 is 3071 HU), with the ground truth "
+                "volume's maximum as the data range; the images (reconstructions/*.h5, NIfTI, "
+                "DICOM, figures) are in HU. Scores in HU would differ.")
+    return ("Metrics: fastMRI's NMSE, PSNR (in dB) and SSIM of each volume against its "
+            "reference (reconstruction_rss / reconstruction_esc), on magnitude images "
+            "centre-cropped to the reference's width (w x w), with the reference volume's maximum "
+            "as the data range; the images are at the data's own (arbitrary) scale.")
 
 
 def _remove_other_worlds_run_files(output: Path, rank: int, world: int) -> None:
@@ -257,7 +354,43 @@ def _sha256_or_error(path: Path) -> str:
 
 
 def csv_safe(text: str) -> str:
-    """A cell that spreadsheets show as text: a leading ``= + - @`` or tab/CR (a formula in
-    Excel/LibreOffice) gets a ``'`` prefix; control characters become ``?``."""
-    text = "".join(c if c >= " " or c == "\t" else "?" for c in str(text))
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+    """A ``metrics.csv`` name that spreadsheets show as text, one per input and reversible
+    (:func:`csv_name`): a backslash is written ``\\\\``, a control character (tab, CR, newline,
+    DEL) and a byte of a name that is not UTF-8 ``\\xNN``; then a leading ``= + - @`` (a
+    formula in Excel / LibreOffice) or ``'`` gets a ``'`` prefix. (``-minus.h5`` and
+    ``'-minus.h5`` were both ``'-minus.h5``, ``new\\nline.h5`` and ``new?line.h5`` both
+    ``new?line.h5``.)"""
+    out = []
+    for c in str(text):
+        o = ord(c)
+        if c == "\\":
+            out.append("\\\\")
+        elif o < 0x20 or o == 0x7F:
+            out.append(f"\\x{o:02x}")
+        elif 0xDC80 <= o <= 0xDCFF:  # a file-name byte that is not UTF-8 (surrogateescape)
+            out.append(f"\\x{o - 0xDC00:02x}")
+        elif 0xD800 <= o <= 0xDFFF:  # a lone surrogate no file name decodes to
+            out.append(f"\\u{o:04x}")
+        else:
+            out.append(c)
+    text = "".join(out)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "'") else text
+
+
+_ESCAPE = re.compile(r"\\(\\|x[0-9a-f]{2}|u[0-9a-f]{4})")
+
+
+def csv_name(cell: str) -> str:
+    """The name :func:`csv_safe` wrote as ``cell`` (the input's file name, with its folder
+    relative to the inputs' common folder when the run's inputs came from several folders;
+    non-UTF-8 bytes as Python's surrogate escapes, as :func:`os.fsdecode` gives them)."""
+    cell = cell[1:] if cell.startswith("'") else cell
+
+    def one(m: re.Match) -> str:
+        code = m.group(1)
+        if code == "\\":
+            return "\\"
+        value = int(code[1:], 16)
+        return chr(0xDC00 + value) if code[0] == "x" and value >= 0x80 else chr(value)
+
+    return _ESCAPE.sub(one, cell)

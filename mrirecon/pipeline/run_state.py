@@ -1,6 +1,7 @@
 """What a pipeline run knows about earlier runs into the same output folder, and its lock.
 
-* the output folder's lock (two runs into one folder mixed their outputs);
+* the output folder's lock (two runs into one folder mixed their outputs): :func:`lock_output`,
+  from :mod:`mrirecon.io.output_lock`;
 * per-input status records (``.status/<name>.json``, paths relative to the output folder) and the
   ``--resume`` decision: same input file and content (its LoDoPaB reference included), same
   effective config and weights (:func:`weights_sha256`), outputs still there;
@@ -14,11 +15,12 @@ import hashlib
 import json
 import logging
 import os
-import platform
 from dataclasses import asdict
 from pathlib import Path
 
 from mrirecon.io.atomic import feed_file
+from mrirecon.io.output_lock import (OutputLock, job_identity, lock_output,  # noqa: F401
+                                     locked_output)  # the output folder's lock (runner)
 from mrirecon.pipeline.output_files import few
 from mrirecon.pipeline.report import VolumeResult
 from mrirecon.pipeline.schema import PipelineConfig
@@ -102,7 +104,7 @@ def previous_run(prev: dict | None, path: Path, input_hash: str, config_hash: st
     if prev is None or prev.get("status") != "ok":
         return None
     before = prev.get("input_abspath")  # absolute: a run from another folder compares alike
-    if isinstance(before, str) and before != os.path.abspath(path):
+    if isinstance(before, str) and not same_file(before, path):
         log.warning("the outputs named %s came from %s; processing %s replaces them",
                     prev.get("name"), before, path)
         return None
@@ -117,6 +119,19 @@ def previous_run(prev: dict | None, path: Path, input_hash: str, config_hash: st
         log.warning("%s: reprocessing %s", few(problems, 3, sep="; "), path)
         return None
     return prev
+
+
+def same_file(before: str, path: Path) -> bool:
+    """Whether ``before`` (an input's absolute path recorded by an earlier run) names the file
+    ``path`` names now: the same absolute path, the same resolved path (an input folder reached
+    through a symbolic link: ``--resume`` reprocessed every input), or the same file on disk
+    (device and inode: a bind mount, a hard link), as :func:`check_other_inputs` compares."""
+    if before == os.path.abspath(path) or os.path.realpath(before) == os.path.realpath(path):
+        return True
+    try:
+        return os.path.samefile(before, path)
+    except (OSError, ValueError):
+        return False
 
 
 def check_other_inputs(output: Path, names: list[str], *, resume: bool,
@@ -146,6 +161,9 @@ def check_other_inputs(output: Path, names: list[str], *, resume: bool,
         before = prev.get("input_abspath")
         passed, new = now.get(os.path.realpath(before), (None, None)) if isinstance(
             before, str) else (None, None)
+        if new is None and isinstance(before, str):  # a bind mount, a hard link: same_file's rule
+            passed, new = next(((str(f), n) for f, n in zip(files or [], names)
+                                if same_file(before, f)), (None, None))
         if new is not None:  # (as passed now, earlier name, name now, earlier absolute path)
             renamed.append((passed, name, new, before))
         else:
@@ -313,82 +331,6 @@ def has_other_inputs(output: Path, names: list[str]) -> bool:
     return bool(_other_records(output, names)) or bool(set(superseded_names(output)) - set(names))
 
 
-class OutputLock:
-    """The lock files a run holds (:func:`lock_output`); ``close()`` releases them."""
-
-    def __init__(self, handles: list) -> None:
-        self.handles = handles
-        self.names = {Path(fh.name).name for fh in handles}
-
-    def close(self) -> None:
-        for fh in reversed(self.handles):
-            fh.close()
-
-
-def _flock(path: Path, mode: int, output: Path):
-    """``path`` opened and locked with ``mode`` (``fcntl.LOCK_EX`` / ``LOCK_SH``), or the refusal
-    naming the run that holds it (read from ``path``)."""
-    fh = open(path, "a+")  # noqa: SIM115 (held open for the run)
-    try:
-        import fcntl
-    except ImportError:  # no POSIX locks (Windows): unlocked, as before
-        return fh
-    try:
-        fcntl.flock(fh.fileno(), mode | fcntl.LOCK_NB)
-    except OSError:
-        fh.close()
-        holder = path.read_text().strip() if path.is_file() else ""
-        raise ValueError(f"--output {output}: another mrirecon run ({holder or 'a distributed run'}) "
-                         "is writing into this folder; wait for it to finish or pass another "
-                         "--output") from None
-    return fh
-
-
-def lock_output(output: Path, rank: int, world: int = 1) -> OutputLock:
-    """Locks on ``output`` for this run (rank): two runs writing into one folder mixed their
-    outputs, ``provenance.json`` and ``metrics.csv`` (a report with one run's metrics beside the
-    other's images). A plain run holds ``.lock`` exclusively; each rank of a distributed run holds
-    ``.lock.rank<r>`` exclusively and ``.lock`` shared, so the ranks of one job run together while
-    a plain run and a distributed one refuse each other (rank 1 of a job beside a plain run took
-    only ``.lock.rank1``, and both wrote into the folder with exit 0), and two jobs refuse each
-    other on their ranks' files. Released when closed, or when the process dies."""
-    try:
-        import fcntl
-        exclusive, shared = fcntl.LOCK_EX, fcntl.LOCK_SH
-    except ImportError:  # no POSIX locks (Windows): unlocked, as before
-        exclusive = shared = 0
-    me = f"pid {os.getpid()} on {platform.node()}\n"
-    if world == 1:
-        fh = _flock(output / ".lock", exclusive, output)
-        _holder([(fh, me)], [fh])
-        return OutputLock([fh])
-    own = _flock(output / f".lock.rank{rank}", exclusive, output)
-    try:
-        common = _flock(output / ".lock", shared, output)
-    except ValueError:
-        own.close()
-        raise
-    writes = [(own, me)] + ([(common, f"a distributed run: rank 0 {me}")] if rank == 0 else [])
-    _holder(writes, [common, own])
-    return OutputLock([common, own])
-
-
-def _holder(writes: list, handles: list) -> None:
-    """Write who holds each lock file (``writes``: ``(file, text)``); on a failure (a full disk:
-    "[Errno 28] No space left on device" naming no file) the locks are released and the error
-    names the lock file."""
-    for fh, text in writes:
-        try:
-            fh.seek(0)
-            fh.truncate()
-            fh.write(text)
-            fh.flush()
-        except OSError as e:
-            for h in handles:
-                h.close()
-            raise OSError(e.errno, f"{fh.name}: {e.strerror or e}") from e
-
-
 def weights_sha256(config: PipelineConfig) -> dict[str, str]:
     """``{path: sha256}`` of the learned method's weights file and its card (empty for classical
     methods and untrained models): part of what ``--resume`` compares and of ``provenance.json``."""
@@ -438,10 +380,20 @@ def remove_stale_outputs(old: dict | None, result: VolumeResult, output: Path) -
         if os.path.abspath(p) not in now and remove_inside(p, root):
             log.info("removed %s (written for %s by an earlier run, not by this one)", p,
                      result.name)
+    name, top = old.get("name") or result.name, os.path.abspath(output / "figures")
+    figures = Path(os.path.abspath(output / "figures" / str(name)))
+    if (name and old.get("figures") and figures.parent.is_relative_to(top) and figures.is_dir()
+            and not figures.is_symlink()):
+        try:  # its folder too, when no figure is left in it (--prune; png no longer exported)
+            figures.rmdir()
+        except OSError:  # not empty: this run's figures, or a user's files
+            pass
 
 
-def remove_stale_file(path: Path) -> None:
-    """Delete a run file an earlier run wrote and this one does not (it described that run)."""
+def remove_stale_file(path: Path, why: str = "and this run writes none") -> None:
+    """Delete a run file an earlier run wrote and this one does not (it described that run);
+    ``why``, logged, says what this run writes instead (a run that has not ended yet may still
+    write its own)."""
     if path.exists():
         path.unlink()
-        log.info("removed %s: it described an earlier run, and this run writes none", path.name)
+        log.info("removed %s: it described an earlier run, %s", path.name, why)

@@ -138,7 +138,7 @@ def run_pipeline(config: PipelineConfig, inputs: list[str] | str | os.PathLike,
     created = not output.exists()
     check_output(output)
     check_run_files(output, "" if world == 1 else f".rank{rank}")
-    lock = lock_output(output, rank, world)
+    lock = lock_output(output, rank, world, job=config_sha256(config))  # ranks of one job join
     try:
         return _run_locked(config, inputs, output, resume=resume, device=device, progress=progress,
                            config_text=config_text, rank=rank, world=world,
@@ -188,6 +188,9 @@ def _run_locked(config: PipelineConfig, inputs: list[str], output: Path, *, resu
     release_memory()
     dev = resolve_device(device or config.device)
     files = expand_inputs(inputs, exclude=output)
+    if not files:  # ran with "0 input(s)", exit 0 and a "complete" provenance (--prune: emptied)
+        raise ValueError(f"no inputs (inputs={inputs!r}): pass the data files, folders or glob "
+                         "patterns to reconstruct (nothing was run)")
     names = output_names(files)
     check_name_lengths(config, files, names, output)
     mine = list(zip(files, names))[rank::world]

@@ -16,6 +16,7 @@ from mrirecon.pipeline import stream
 from mrirecon.pipeline.report import VolumeResult
 from mrirecon.pipeline.schema import PipelineConfig
 from mrirecon.pipeline.stream import Method, score_volume
+from mrirecon.solvers.convergence import ConvergenceRecord, convergence_record
 
 #: fastMRI's SSIM window (:func:`mrirecon.metrics.ssim`): smaller images have no SSIM.
 SSIM_WINDOW = 7
@@ -41,8 +42,10 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
     counts = {"sampled": 0, "acquired": 0}  # k-space columns over all slices (MRI, Cartesian)
     scale = ScaleCheck(config)  # the zero-filled images the output's scale is checked against
     messages = SliceMessages()  # the stages' warnings and notes, kind by kind
+    solves = ConvergenceRecord()  # solves that stopped short of their tolerance, by slice
 
     def on_slice(i, s) -> None:
+        solves.label = i  # the solvers' reports until the next slice are slice i's
         warned, told = stages.data_messages(s)
         chosen = stages.settings(s, config.reconstruct)  # which table entry runs
         if chosen.note:
@@ -62,8 +65,15 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
                                    for msg in _warn_outside_range(config, model, s))
 
     # the zero-filled / FBP previews only feed the PNG panels
-    run = stream.stream_volume(stages, path, [method], progress=progress, on_slice=on_slice,
-                               previews="png" in config.export.formats)
+    with convergence_record(solves):
+        run = stream.stream_volume(stages, path, [method], progress=progress, on_slice=on_slice,
+                                   previews="png" in config.export.formats)
+    for i in solves.labels():  # said once per input, naming the slices (not once per slice)
+        what = f"reconstruct.method {config.reconstruct.method!r}: " + "; ".join(solves.lines(i))
+        if i is None:  # before the first slice (a volume-level hook)
+            result.warn(f"{path.name}: {what}")
+        else:
+            messages.add(i, {"unconverged": what}, {})
     warned, told = messages.lines(path.name, run.slices)
     for msg in warned:
         result.warn(msg)
@@ -214,14 +224,16 @@ def output_scale(output: torch.Tensor, zero_filled: torch.Tensor) -> float | Non
 
 
 def warn_unscored(config: PipelineConfig, results: list[VolumeResult]) -> None:
-    """MRI inputs of a scoring run (``evaluate.enabled``) that finished without metrics while
-    others of the run have theirs get a warning (in place, in ``results``): they are missing
-    from ``metrics.csv`` and its mean, which silently became the mean of the others. An input
-    already warned about its reference (``no metrics: ...``, or a reference it could not use)
-    is not warned twice. A run where no input is scored (a fastMRI test set: no file holds a
-    reference) logs one line instead. Judged over this run's results, those resumed included
-    (their status records never hold this warning), and per rank when distributed."""
-    if config.modality != "mri" or not config.evaluate.enabled:
+    """Inputs of a scoring run (``evaluate.enabled``) that finished without metrics while others
+    of the run have theirs get a warning (in place, in ``results``): they are missing from
+    ``metrics.csv`` and its mean, which silently became the mean of the others (MRI: no
+    ``reconstruction_rss`` / ``_esc``; CT: no ``ground_truth_<part>_NNN.hdf5`` beside the
+    observation). An input already warned about its reference (``no metrics: ...``, or a
+    reference it could not use) is not warned twice. A run where no input is scored (a fastMRI
+    test set: no file holds a reference) logs one line instead. Judged over this run's results,
+    those resumed included (their status records never hold this warning), and per rank when
+    distributed."""
+    if not config.evaluate.enabled:
         return
     done = [r for r in results if r.status in ("ok", "skipped")]
     scored = [r for r in done if r.metrics]
@@ -229,18 +241,26 @@ def warn_unscored(config: PipelineConfig, results: list[VolumeResult]) -> None:
                 and not any(": no metrics: " in w for w in r.warnings)]
     if not unscored:
         return
+    ct = config.modality == "ct"
+    what = ("a ground truth (ground_truth_<part>_NNN.hdf5 beside its observation_<part>_NNN.hdf5)"
+            if ct else "a reference image (reconstruction_rss / reconstruction_esc)")
     if not scored:
         if len(unscored) == len(done):
-            log.info("evaluate: none of the %d input(s) holds a reference image "
-                     "(reconstruction_rss / reconstruction_esc): nothing was scored and no "
-                     "metrics.csv written (a fastMRI test set?)", len(done))
+            log.info("evaluate: none of the %d input(s) %s %s: nothing was scored and no "
+                     "metrics.csv written%s", len(done), "has" if ct else "holds", what,
+                     "" if ct else " (a fastMRI test set?)")
         return
+    from mrirecon.io.lodopab import reference_file_name  # the LoDoPaB pairing rule
+
     for r in unscored:
-        msg = (f"{Path(r.input).name}: no metrics: the file holds no reference image "
-               f"(reconstruction_rss / reconstruction_esc), while {len(scored)} other input(s) of "
-               "this run have theirs; it is missing from metrics.csv and from the mean over "
-               "the inputs")
-        r.warn(msg)
+        name = Path(r.input).name
+        gt = reference_file_name(name) if ct else None
+        why = ((f"its ground truth {gt} is not beside it" if gt else
+                "no ground truth is beside it (ground_truth_<part>_NNN.hdf5 beside "
+                "observation_<part>_NNN.hdf5: its name is not LoDoPaB's)") if ct
+               else "the file holds no reference image (reconstruction_rss / reconstruction_esc)")
+        r.warn(f"{name}: no metrics: {why}, while {len(scored)} other input(s) of this run have "
+               "theirs; it is missing from metrics.csv and from the mean over the inputs")
 
 
 def unknown_fov_note(header, formats: list[str]) -> str | None:
@@ -445,7 +465,7 @@ def evaluate(reference: torch.Tensor, recon: torch.Tensor, *, crop: bool = False
     if not bool(torch.isfinite(recon).all()):
         raise ValueError("evaluate: the reconstruction holds NaN or Inf values (diverged?); try "
                          "a smaller step or more regularisation")
-    scores = score_volume(reference.double(), recon.double(), crop=crop)
+    scores = score_volume(reference, recon, crop=crop)  # float64 per chunk: no .double() copies
     return {k.lower(): scores[k] for k in ("NMSE", "PSNR", "SSIM")}
 
 
@@ -466,7 +486,8 @@ def export(config: PipelineConfig, path: Path, output: Path, image: Image,
     formats = config.export.formats
     if "hdf5" in formats:
         target = output / "reconstructions" / f"{stem}.h5"
-        io.write_reconstruction(target, image.data.numpy())
+        io.write_reconstruction(target, image.data.numpy(),  # CT in HU; MRI magnitudes at
+                                units="HU" if image.kind == "hu" else "a.u.")  # the data's scale
         result.outputs["hdf5"] = str(target)
     if "nifti" in formats:
         target = output / "nifti" / f"{stem}.nii.gz"

@@ -30,7 +30,7 @@ from mrirecon.training.data import MRITrainingSet
 from mrirecon.training.losses import ReconstructionLoss
 from mrirecon.training.run_checks import (RESUMABLE_CHANGES, check_fresh_output,  # noqa: F401
                                           check_resume_config, check_validation_overlap,
-                                          replace_outputs)
+                                          lock_output_dir, replace_outputs)
 from mrirecon.training.trainer import Trainer
 from mrirecon.training.validation import make_validate_fn
 
@@ -169,6 +169,15 @@ def train_from_config(
         model = build_model_from_config(cfg)
     except ConfigError as e:
         raise ConfigError(str(path), e.key, str(e).split(": ", 1)[-1]) from e
+    with lock_output_dir(out):  # a second run into output_dir is refused while this one runs
+        return _train(cfg, path, overrides, resume, progress, now, train_set, val_set, model)
+
+
+def _train(cfg: TrainConfig, path, overrides: list[str], resume: bool, progress: bool, now: dict,
+           train_set, val_set, model: nn.Module) -> TrainResult:
+    """:func:`train_from_config` once the datasets and model are built, holding the lock of
+    ``output_dir`` (rank 0)."""
+    out = Path(cfg.output_dir)
     stale = []  # a fresh run into another run's outputs: refused before anything is written
     if not (resume and (out / "checkpoints" / "last.pt").is_file()):
         stale = check_fresh_output(out, now, str(path))

@@ -6,7 +6,8 @@
 * :func:`check_resume_config`: ``--resume`` compares the config with the one the checkpoint was
   made with (recorded in it), not with a ``config.yaml`` a later run may have replaced;
 * :func:`check_validation_overlap`: validation files that are also training files (the same
-  file, or the same bytes) are refused.
+  file, or the same bytes) are refused;
+* :func:`lock_output_dir`: a second run into a folder another one is writing into is refused.
 """
 
 from __future__ import annotations
@@ -149,6 +150,30 @@ def check_fresh_output(out: Path, now: dict, source: str) -> list[Path]:
                           "continue that run with --resume (and its config), write to another "
                           "output_dir, or delete them to start over here (nothing was trained)")
     return [p for p in present if p.name == "last.pt"]
+
+
+def lock_output_dir(out: Path):
+    """A context manager: ``output_dir`` created and locked for this training run on rank 0 (the
+    rank that writes there; :func:`~mrirecon.io.output_lock.locked_output`, the lock of
+    ``mrirecon run``), nothing on the other ranks. Two runs into one folder interleaved their
+    rows in one ``train_log.csv`` and left one run's ``config.yaml`` beside the other's weights
+    and card; the second is refused, naming the first ("output_dir OUT: another mrirecon run
+    (pid N on HOST, mrirecon train) is writing into this folder")."""
+    import contextlib
+
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        rank = dist.get_rank()
+    else:  # before the trainer sets up the process group: torchrun's environment
+        world = os.environ.get("WORLD_SIZE", "1").strip()
+        rank_text = os.environ.get("RANK", "0").strip()
+        rank = int(rank_text) if world.isdigit() and int(world) > 1 and rank_text.isdigit() else 0
+    if rank != 0:
+        return contextlib.nullcontext()
+    from mrirecon.io.output_lock import locked_output
+
+    return locked_output(out, option="output_dir", who="mrirecon train")
 
 
 def replace_outputs(out: Path, stale: list[Path]) -> None:

@@ -91,10 +91,10 @@ def test_mri_pipelines_end_to_end(name, mri_dir, tmp_path):
         if config.undersample.enabled or name in ("mri_cs", "mri_tv"):
             assert f["metrics"]["ssim"] > 0.3 and f["metrics"]["nmse"] < 0.5
         if "nifti" in f["outputs"]:
-            vol = nib.load(f["outputs"]["nifti"])
+            vol = nib.load(out / f["outputs"]["nifti"])  # relative to the output folder
             np.testing.assert_allclose(np.asarray(vol.dataobj).transpose(2, 1, 0), rec, rtol=1e-6)
         for fig in f["figures"]:
-            assert Path(fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            assert (out / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     html = (out / "report.html").read_text()
     assert "<table>" in html and ".png" in html and "SSIM" in html
 
@@ -127,7 +127,7 @@ def test_ct_pipelines_end_to_end(name, ct_dir, tmp_path, caplog):
         assert "is outside the" in (out / "report.html").read_text()
     from mrirecon.io import read_dicom_series
 
-    series = read_dicom_series(f["outputs"]["dicom"])
+    series = read_dicom_series(out / f["outputs"]["dicom"])
     assert series.modality == "CT" and series.kind == "hu" and series.data.shape == (2, 48, 48)
     assert float(series.data.min()) < -500  # air in HU
 

@@ -66,7 +66,7 @@ def test_mri_adapt_pipeline_saves_and_hashes_the_adapted_weights(mri_dir, tmp_pa
     assert f["status"] == "ok" and f["metrics"]["ssim"] > 0.3
     adapt = f["adapt"]
     assert adapt["method"] == "zs_ssl" and adapt["steps"] == 2 and adapt["val_steps"] == [0, 1, 2]
-    weights = Path(f["outputs"]["adapted_weights"])
+    weights = out / f["outputs"]["adapted_weights"]  # relative to the output folder
     assert weights.parent == out / "adapted" and weights.is_file()
     assert adapt["weights_sha256"] == _sha(weights)
     load_model("modl", {}, weights)  # a loadable state dict with its card

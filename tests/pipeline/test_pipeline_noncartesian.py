@@ -105,7 +105,7 @@ def test_radial_pipelines_end_to_end(name, overrides, radial_dir, tmp_path, capl
     with h5py.File(out / "reconstructions" / f"{stem}.h5", "r") as h5:
         rec = h5["reconstruction"][()]
     assert rec.shape == (2, 48, 48) and rec.dtype == np.float32
-    vol = nib.load(f["outputs"]["nifti"])
+    vol = nib.load(out / f["outputs"]["nifti"])  # relative to the output folder
     np.testing.assert_allclose(np.asarray(vol.dataobj).transpose(2, 1, 0), rec, rtol=1e-6)
     assert len(list((out / "dicom" / stem).glob("*.dcm"))) == 2
     assert (out / "report.html").exists()

@@ -194,8 +194,8 @@ def test_resume_remakes_an_input_whose_figure_was_deleted(mri_file, tmp_path):
     out = tmp_path / "out"
     config = mri_config("export.formats=[hdf5,png]")
     assert run_pipeline(config, [str(mri_file)], out, progress=False) == 0
-    (figure, *_) = _prov(out)["files"][0]["figures"]
-    Path(figure).unlink()
+    figure = out / _prov(out)["files"][0]["figures"][0]  # relative to the output folder
+    figure.unlink()
     assert run_pipeline(config, [str(mri_file)], out, progress=False, resume=True) == 0
     assert Path(figure).is_file()
 
