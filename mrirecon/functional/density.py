@@ -78,11 +78,22 @@ def radial_density(trajectory: Tensor, shape: tuple[int, int]) -> Tensor:
     spokes = t.shape[0]
     rho = torch.linalg.vector_norm(t, dim=-1)
     drho = float(torch.linalg.vector_norm(t[0, 1] - t[0, 0]))
-    center_out = bool(torch.all(rho[:, 0] < drho / 2))
+    center_out = centre_out_spokes(t)
     dphi = (2 * math.pi if center_out else math.pi) / spokes
     w = rho * dphi * drho
     w = torch.where(rho < drho / 2, torch.full_like(w, math.pi * drho**2 / 4 / spokes), w)
     return w * (int(shape[0]) * int(shape[1]))
+
+
+def centre_out_spokes(trajectory: Tensor) -> bool:
+    """Every readout of ``trajectory`` ``(readouts, samples, 2)`` starts at the k-space centre
+    (within half the first readout's sample step): centre-out spokes, half lines, two to a full
+    spoke (the radial density's angular step, the undersampling a card's range is read in)."""
+    if trajectory.ndim != 3 or trajectory.shape[1] < 2:
+        return False
+    t = trajectory.detach().to(torch.float64)
+    drho = float(torch.linalg.vector_norm(t[0, 1] - t[0, 0]))
+    return bool(torch.all(torch.linalg.vector_norm(t[:, 0], dim=-1) < drho / 2))
 
 
 @accepts_deprecated_names

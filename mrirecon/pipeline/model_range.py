@@ -34,18 +34,11 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from mrirecon.functional.density import centre_out_spokes
+from mrirecon.sampling.nonuniform import nyquist_fraction
 from mrirecon.training.weights import RANGE_INTERVALS, RANGE_KINDS
 
 log = logging.getLogger("mrirecon.pipeline")
-
-def nyquist_fraction(spokes: float, matrix: tuple[int, int], *, centre_out: bool = False) -> float:
-    """Radial undersampling: ``spokes`` over Nyquist's spoke count ``pi/2 max(H, W)`` for an
-    image grid ``matrix`` (centre-out spokes, half lines, count half). The same formula makes
-    the ``nyquist_fraction`` of the cards ``mrirecon train radial`` writes
-    (:mod:`mrirecon.training.radial`, which may not import the pipeline)."""
-    full = spokes / 2 if centre_out else spokes
-    return float(full) / (math.pi / 2 * max(int(matrix[0]), int(matrix[1])))
-
 
 def _interval(value: Any) -> tuple[float, float] | None:
     if isinstance(value, (list, tuple)) and len(value) == 2:
@@ -155,7 +148,7 @@ def warn_slice_outside_range(config: Any, model: Any, s: Any, *,
                                   spokes=int(s.trajectory.shape[0]), trajectory=kind,
                                   nyquist_fraction=nyquist_fraction(
                                       int(s.trajectory.shape[0]), tuple(s.image_shape),
-                                      centre_out=_centre_out(s.trajectory)) if radial else None)
+                                      centre_out=centre_out_spokes(s.trajectory)) if radial else None)
     if config.modality == "mri":  # the matrix as acquired, before an exact readout crop
         acc = float(s.mask.numel()) / max(float(s.mask.sum()), 1.0)
         matrix = (s.acquired_rows or s.kspace.shape[-2], s.kspace.shape[-1])
@@ -165,15 +158,6 @@ def warn_slice_outside_range(config: Any, model: Any, s: Any, *,
     g = s.geometry  # CT: the image grid, the views kept, the beam and the detector
     return warn_outside_range(model, matrix=tuple(g.image_shape), views=g.num_views, beam=g.beam,
                               detectors=g.num_detectors)
-
-
-def _centre_out(trajectory: Any) -> bool:
-    """Every readout of ``trajectory`` ``(readouts, samples, 2)`` starts at the k-space centre
-    (centre-out spokes: half lines, two to a full spoke)."""
-    if trajectory.ndim != 3 or trajectory.shape[1] < 2:
-        return False
-    rho = trajectory.detach().double().norm(dim=-1)
-    return bool((rho.argmin(-1) == 0).all())
 
 
 def _maps_crop(config: Any) -> float | None:

@@ -257,6 +257,15 @@ def _rotation(seed: int | None, who: str) -> float:
     return 0.0 if seed is None else float(np.random.default_rng(seed).uniform(0, 2 * np.pi))
 
 
+def nyquist_fraction(spokes: float, matrix: tuple[int, int], *, centre_out: bool = False) -> float:
+    """Radial undersampling: ``spokes`` over Nyquist's spoke count ``pi/2 max(H, W)`` for an
+    image grid ``matrix`` (centre-out spokes, half lines, count half): the
+    ``training_range.nyquist_fraction`` a radial model's card states (written by ``mrirecon
+    train radial``) and ``mrirecon run`` checks."""
+    full = spokes / 2 if centre_out else spokes
+    return float(full) / (math.pi / 2 * max(int(matrix[0]), int(matrix[1])))
+
+
 def radial_trajectory(
     num_spokes: int,
     num_samples: int,

@@ -56,6 +56,7 @@ from mrirecon.models.registry import build_model
 from mrirecon.models.unrolled.density_weighted import density_weighted
 from mrirecon.operators import nufft_sense
 from mrirecon.recon import data_scale, run
+from mrirecon.sampling.nonuniform import nyquist_fraction
 from mrirecon.threads import use_threads
 
 #: small CPU-sized settings per model. The regularisers of gram_varnet normalise their input
@@ -324,11 +325,10 @@ def train_radial(out: str | Path, *, model: str = "modl", maps: str = "espirit",
 def nyquist_fraction_range(geoms) -> list[float]:
     """``[min, max]`` of the training geometries' ``spokes / (pi/2 N)`` (``geoms``: pairs
     ``(N, spokes)``), rounded outward to 3 decimals: the card's ``training_range.nyquist_fraction``,
-    which ``mrirecon run`` checks
-    (:func:`mrirecon.pipeline.model_range.nyquist_fraction`, the same formula). The card's
+    which ``mrirecon run`` checks (:func:`mrirecon.sampling.nonuniform.nyquist_fraction`). The card's
     intervals of matrix and spokes, checked one by one, let 128 x 128 with 40 spokes (0.20 of
     Nyquist) pass for a model trained at 0.40 and 0.48."""
-    fractions = [k / (np.pi / 2 * n) for n, k in geoms]
+    fractions = [nyquist_fraction(k, (n, n)) for n, k in geoms]
     return [math.floor(min(fractions) * 1000) / 1000, math.ceil(max(fractions) * 1000) / 1000]
 
 
