@@ -67,7 +67,8 @@ from mrirecon.containers import Header, KSpace
 from mrirecon.functional import center_crop, fft2c, ifft2c
 from mrirecon.io.errors import DataFormatError, open_hdf5
 from mrirecon.io.hdf5_vlen import check_vlen_references
-from mrirecon.io.ismrmrd_encoding import (check_epi, check_partition_counter, check_partitions,
+from mrirecon.io.ismrmrd_encoding import (SHARED_REFERENCE_COUNTERS, check_epi,
+                                          check_partition_counter, check_partitions,
                                           select_counters)
 from mrirecon.io.ismrmrd_reference import CALIBRATION_MISMATCH, separate_reference  # noqa: F401
 from mrirecon.io.ismrmrd_header import parse_ismrmrd_header
@@ -292,6 +293,15 @@ def _read_ismrmrd(
     header = check_epi(header, heads, flags, ~noise_sel & (heads["encoding_space_ref"] == 0),
                        int(imaging[0]), fail)
     if int(heads["trajectory_dimensions"][imaging[0]]) > 0:  # radial / spiral readouts
+        if borrowed is not None:  # this reader keeps no reference apart: another repetition's
+            # calibration lines would be averaged into the image (repeats of a readout)
+            other = np.zeros_like(keep)
+            for name in SHARED_REFERENCE_COUNTERS:
+                if name in chosen:
+                    other |= idx[name] != chosen[name]
+            imaging = np.flatnonzero(keep & ~(calib_only & other))
+            header = header.with_(extra={k: v for k, v in header.extra.items()
+                                         if k != "reference_counter_note"})
         return _read_noncartesian(path, header, records, imaging, noise_sel, fail, dataset)
     kind = str(header.extra.get("trajectory", "cartesian")).strip()
     if kind.lower() in NONCARTESIAN_KINDS:  # readouts read as phase-encoding lines: garbage, exit 0

@@ -356,3 +356,36 @@ def test_the_run_of_a_later_repetition_uses_the_first_ones_reference(tmp_path):
         mse = ((scale * image - truth) ** 2).mean()
         scores.append(10 * np.log10(truth.max() ** 2 / mse))
     assert scores[0] > 25 and abs(scores[1] - scores[0]) < 1.0, scores
+
+
+def test_a_radial_scan_never_averages_another_repetitions_reference_into_its_image(tmp_path):
+    """The non-Cartesian reader keeps no reference apart: calibration-only readouts of
+    repetition 0, borrowed for repetition 1, were averaged into repetition 1's spokes (repeats
+    of a readout). They are left out there, without the Cartesian reader's note."""
+    from mrirecon.sampling import radial_trajectory
+
+    spokes, samples = 12, 2 * NX
+    traj = radial_trajectory(spokes, samples).numpy().astype(np.float32)  # (spokes, samples, 2)
+    rng = np.random.default_rng(4)
+    data = {rep: (rng.standard_normal((spokes, COILS, samples))
+                  + 1j * rng.standard_normal((spokes, COILS, samples))).astype(np.complex64)
+            for rep in (0, 1)}
+    acqs = []
+    for rep in (0, 1):
+        for r in range(spokes):
+            acq = ismrmrd.Acquisition.from_array(
+                np.ascontiguousarray(data[rep][r]), trajectory=traj[r], read_dir=(0.0, 1.0, 0.0),
+                phase_dir=(1.0, 0.0, 0.0), slice_dir=(0.0, 0.0, 1.0))
+            acq.idx.kspace_encode_step_1, acq.idx.repetition = r, rep
+            acqs.append(acq)
+    for r in range(4):  # a reference acquired once, in repetition 0, on spokes 0..3: x 100
+        acq = ismrmrd.Acquisition.from_array(
+            np.ascontiguousarray(100 * data[0][r]), trajectory=traj[r], read_dir=(0.0, 1.0, 0.0),
+            phase_dir=(1.0, 0.0, 0.0), slice_dir=(0.0, 0.0, 1.0))
+        acq.idx.kspace_encode_step_1, acq.idx.repetition = r, 0
+        acq.set_flag(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION)
+        acqs.append(acq)
+    path = _write(tmp_path / "radial.h5", _xml(trajectory="radial"), acqs)
+    ks = read_ismrmrd(path, counters={"repetition": 1})
+    np.testing.assert_array_equal(ks.data[0].numpy(), data[1].transpose(1, 0, 2))
+    assert "reference_counter_note" not in ks.header.extra
