@@ -15,8 +15,9 @@ import h5py
 import numpy as np
 import pytest
 
-from mrirecon.io import DataFormatError, read_ismrmrd
+from mrirecon.io import read_ismrmrd
 from tests.robustness.test_hostile_inputs import mri_config, run_one
+from tests.robustness.test_hostile_ismrmrd_geometry import _refused
 
 ismrmrd = pytest.importorskip("ismrmrd")
 X = ismrmrd.xsd
@@ -98,14 +99,6 @@ def _coil_images(depth: int) -> np.ndarray:
     maps = np.stack([np.exp(-((x - 0.9 * np.cos(a)) ** 2 + (y - 0.9 * np.sin(a)) ** 2) / 0.8)
                      * np.exp(1j * a) for a in angles])
     return (obj[:, None] * maps[None]).astype(np.complex64)
-
-
-def _refused(path: Path, **kwargs) -> str:
-    with pytest.raises(DataFormatError) as err:
-        read_ismrmrd(path, **kwargs)
-    message = str(err.value)
-    assert message.startswith(f"{path}: "), message
-    return message
 
 
 # F1 / F4: a 3-D slab that lacks partitions ------------------------------------------------------
