@@ -201,7 +201,7 @@ def fan_rays(geometry: CTGeometry) -> tuple[np.ndarray, np.ndarray]:
     eu = np.stack([np.cos(th), np.sin(th)], axis=-1)
     sid, sdd = geometry.source_isocenter, geometry.source_detector
     if geometry.detector == "curved":
-        gam = (u / sdd)[..., None]
+        gam = geometry.fan_angles[None, :, None]
         directions = np.cos(gam) * cen + np.sin(gam) * eu
     else:
         directions = sdd * cen + u[..., None] * eu

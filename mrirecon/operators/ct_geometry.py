@@ -97,6 +97,13 @@ class CTGeometry:
         n = self.num_detectors
         return (np.arange(n) - (n - 1) / 2) * self.detector_spacing
 
+    @property
+    def fan_angles(self) -> np.ndarray:
+        """Fan beam: each detector element's angle from the central ray, ``(detectors,)`` in
+        radians (``u / source_detector`` on a curved detector, ``arctan`` of it on a flat one)."""
+        u = self.detector_positions / self.source_detector
+        return u if self.detector == "curved" else np.arctan(u)
+
     @classmethod
     def parallel(
         cls,

@@ -417,13 +417,12 @@ def _weights(geometry: CTGeometry, filter: str, frequency_scaling: float, short_
     else:
         period = 2 * math.pi
         sid, sdd = geometry.source_isocenter, geometry.source_detector
+        gam = geometry.fan_angles
         if geometry.detector == "curved":
-            gam = u / sdd
             pre = (sid * np.cos(gam))[None, :]
             spacing, equiangular = geometry.detector_spacing / sdd, True
         else:
             s = u * sid / sdd
-            gam = np.arctan(u / sdd)
             pre = (sid / np.sqrt(sid**2 + s**2))[None, :]
             spacing, equiangular = geometry.detector_spacing * sid / sdd, False
         if short_scan is None:

@@ -97,13 +97,6 @@ FAN_MISMATCH = 0.3
 FAN_MIN_PAIRS = 0.2
 
 
-def _fan_angles(geometry: CTGeometry) -> np.ndarray:
-    u = geometry.detector_positions
-    if geometry.detector == "curved":
-        return u / geometry.source_detector
-    return np.arctan(u / geometry.source_detector)
-
-
 def _box(x: np.ndarray, width: int) -> np.ndarray:
     """Sums of ``x`` over ``width`` (odd) neighbouring columns, centred, zero outside."""
     half = width // 2
@@ -132,7 +125,7 @@ class _Conjugates:
         self.b, self.mirror = b, p[:, ::-1]
         self.src = np.arange(views)[:: max(1, -(-views // self.MAX_SOURCES))]
         self.p = p[self.src]
-        self.gam = _fan_angles(geometry)
+        self.gam = geometry.fan_angles
         self.width = max(1, bins // 16) | 1  # odd: the box is symmetric about each bin
 
     def differences(self, scale: float) -> tuple[np.ndarray, np.ndarray]:
