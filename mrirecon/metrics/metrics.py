@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mrirecon.core.checks import finite_and_nonzero
 from mrirecon.functional import center_crop
 from mrirecon.metrics.ssim_loss import ssim_map
 
@@ -52,8 +53,8 @@ def _as_pair(gt: ArrayLike, pred: ArrayLike, who: str, volume: bool = False) -> 
     if g.numel() == 0:
         raise ValueError(f"{who}: empty input of shape {tuple(g.shape)}")
     for name, t in (("gt", g), ("pred", p)):  # a NaN pred scored NaN, an Inf one -inf dB
-        bad = nonfinite_count(t)
-        if bad:
+        if not finite_and_nonzero(t)[0]:  # one pass; the count only for the message
+            bad = nonfinite_count(t)
             raise ValueError(f"{who}: {name} holds {bad} NaN or Inf "
                              "values" + ("" if name == "gt" else
                                          " (a diverged reconstruction?); it has no score"))
@@ -283,7 +284,7 @@ def evaluate_volumes(
         for name, (gt, pred) in zip(names, pairs):
             who = f"evaluate_volumes: volume {name!r}"  # which of the volumes, not "mse"
             p = pred if isinstance(pred, torch.Tensor) else torch.as_tensor(np.asarray(pred))
-            if nonfinite == "nan" and nonfinite_count(p):
+            if nonfinite == "nan" and not finite_and_nonzero(p)[0]:
                 for m in metrics:
                     values[m].append(float("nan"))
                 continue
