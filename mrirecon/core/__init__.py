@@ -1,5 +1,5 @@
 """Operator core: the LinearOperator base, its algebra, typed capabilities, power iteration and
-the dot-test helpers."""
+the dot-test helpers (``check_operator``: adjoint and gram of an operator you wrote)."""
 
 from mrirecon.core.capabilities import (
     CoilExpandReduce,
@@ -22,6 +22,7 @@ from mrirecon.core.operator import (
     inner,
     relative_adjoint_error,
 )
+from mrirecon.core.operator_check import check_operator
 from mrirecon.core.power import max_eigenvalue
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "LinearOperator",
     "ScaledOperator",
     "SumOperator",
+    "check_operator",
     "check_trailing_shape",
     "dot_test",
     "inner",

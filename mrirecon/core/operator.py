@@ -68,6 +68,11 @@ class LinearOperator(torch.nn.Module):
     ``A(x)`` and ``A.forward(x)`` apply the operator, ``A.H(y)`` / ``A.adjoint(y)`` its adjoint,
     ``A.gram(x)`` the normal operator ``A^H A``. ``A @ B`` composes, ``A @ x`` applies,
     ``A + B``, ``A - B``, ``c * A`` and ``-A`` build new operators.
+
+    A subclass you write must make ``_adjoint`` the conjugate transpose of ``_forward`` and a
+    closed-form ``_gram`` equal ``_adjoint(_forward(x))``: test it with
+    :func:`~mrirecon.core.check_operator` (the data-consistency blocks of the learned models run
+    it on the first operator of a class defined outside mrirecon and refuse a wrong one).
     """
 
     def __init__(self, domain_shape: Shape = None, range_shape: Shape = None) -> None:

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from mrirecon.core import LinearOperator
+from mrirecon.core.checks import NonFiniteError
 
 
 def reconstruct_slices(
@@ -29,6 +30,17 @@ def reconstruct_slices(
     -------
     Tensor
         The reconstructions stacked along a new first (slice) axis.
+
+    Raises
+    ------
+    ValueError
+        The model broke the output contract of :mod:`mrirecon.models.template` on a slice
+        (the message names the model class and the slice): for data ``y[None]`` it must return
+        the image ``(1, *op.domain_shape)`` (``None`` sizes free), of the data's dtype (complex
+        k-space: a complex image of its precision, not the magnitude; a real sinogram: a real
+        image), finite (:class:`~mrirecon.core.checks.NonFiniteError`, which also says whether
+        the data held NaN / Inf). A model that writes into its input ``y`` in place is refused
+        too; it is given a copy of each slice, so the caller's ``ys`` stay as they were.
     """
     n = len(ys)
     if isinstance(ops, LinearOperator):
@@ -37,12 +49,51 @@ def reconstruct_slices(
         raise ValueError(f"reconstruct_slices: {n} slices of data but {len(ops)} operators")
     was_training = model.training
     model.eval()
+    out = []
     try:
-        with torch.inference_mode():
-            out = [model(ys[i].unsqueeze(0), ops[i])[0] for i in range(n)]
+        for i in range(n):
+            # a copy made outside inference mode, so that its version counter tells whether
+            # the model wrote into it (slices of a stacked tensor are views of the caller's)
+            y = ys[i].detach().unsqueeze(0).clone()
+            version = y._version
+            with torch.inference_mode():
+                x = model(y, ops[i])
+            if y._version != version:
+                raise ValueError(f"reconstruct_slices: {type(model).__name__} wrote into its input "
+                                 f"y in place (slice {i}): a model must not modify its data "
+                                 "(the caller's data were not changed: the model was given a copy)")
+            out.append(_checked_output(model, x, y, ops[i], i))
     finally:
         model.train(was_training)
     return torch.stack(out)
+
+
+def _checked_output(model: nn.Module, x: object, y: Tensor, op: LinearOperator, i: int) -> Tensor:
+    """``x[0]`` where ``x`` keeps the output contract (see :func:`reconstruct_slices`)."""
+    who = f"reconstruct_slices: {type(model).__name__}"
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{who} returned a {type(x).__name__} for slice {i}, not an image tensor")
+    dom = op.domain_shape
+    sizes = "..." if dom is None else ", ".join("*" if s is None else str(s) for s in dom)
+    want = f"(1, {sizes})"
+    fits = x.ndim >= 1 and x.shape[0] == 1 and (dom is None or (
+        x.ndim == 1 + len(dom) and all(d is None or d == s for d, s in zip(dom, x.shape[1:]))))
+    if not fits:
+        raise ValueError(f"{who} returned shape {tuple(x.shape)} for slice {i} (data "
+                         f"{tuple(y.shape)}): a model maps data (1, ...) to the image {want} of "
+                         f"{op.name}'s domain, with the batch axis kept and nothing added")
+    if x.dtype != y.dtype:
+        kind = ("a magnitude or real part? return the complex image and take its magnitude "
+                "afterwards (mrirecon.models.output)" if y.is_complex() and not x.is_complex()
+                else "the image has the dtype of the data: complex for k-space, real for "
+                     "sinograms, in the data's precision")
+        raise ValueError(f"{who} returned {x.dtype} for {y.dtype} data (slice {i}): {kind}")
+    if not bool(torch.isfinite(x).all()):
+        bad_data = not bool(torch.isfinite(y).all())
+        raise NonFiniteError(f"{who} returned NaN or Inf for slice {i}: " + (
+            "the data of that slice hold NaN or Inf" if bad_data else
+            "from finite data (weights with NaN / Inf, or a diverging iteration)"))
+    return x[0]
 
 
 def channels_last_convs(model: nn.Module) -> nn.Module:

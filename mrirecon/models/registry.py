@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -127,6 +127,10 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     ``init_seed`` (see :mod:`mrirecon.models.init`) is accepted for every name: models take it
     themselves; backbones and plug-and-play models with a denoiser built by name are built
     inside :func:`~mrirecon.models.init.seeded_init`.
+
+    The model records how it was built: ``model.build_params == {"name": name, "params":
+    kwargs}`` (the keywords as given, old spellings renamed, defaults not filled in), which
+    :func:`~mrirecon.training.run.save_model` writes into the card (:func:`card_params`).
     """
     key = name.lower().replace("-", "_")
     if key not in _MODELS:
@@ -149,6 +153,196 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
         if isinstance(params.get("denoiser"), str):
             params["denoiser"] = ComplexImageCNN(build_model(params["denoiser"], **(denoiser_params or {})))
         try:
-            return cls(**params)
+            model = cls(**params)
         except TypeError as err:
             raise TypeError(f"build_model({name!r}): {err}") from err
+    # what save_model writes into the card and checks a card against (see card_params)
+    model.build_params = {"name": key, "params": dict(kwargs)}
+    return model
+
+
+#: build parameters that change how a model trains, not what it computes: neither compared nor
+#: written into a card by :func:`card_params`
+TRAINING_ONLY_PARAMS = frozenset({"init_seed", "checkpointing"})
+
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def _plain(v: Any) -> bool:
+    """A value a YAML card holds and equality compares: scalars, lists and dicts of them."""
+    if isinstance(v, (list, tuple)):
+        return all(_plain(e) for e in v)
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and _plain(e) for k, e in v.items())
+    return isinstance(v, _PLAIN)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal plain values: lists and tuples alike, NaN equal to NaN."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
+        return True
+    return bool(a == b)
+
+
+def _default(key: str, k: str) -> Any:
+    """The value ``build_model(key)`` uses for parameter ``k`` when it is not given."""
+    cls, defaults = _MODELS[key]
+    if k in defaults:
+        return defaults[k]
+    p = inspect.signature(cls).parameters.get(k)
+    return None if p is None or p.default is inspect.Parameter.empty else p.default
+
+
+def card_params(model: nn.Module, name: str | None = None, params: Mapping[str, Any] | None = None,
+                *, resolve: Callable[[str, dict], dict] | None = None,
+                who: str = "save_model") -> tuple[str, dict]:
+    """The ``model: {name, params}`` of a card for ``model``, checked to rebuild it.
+
+    A card is read back with ``build_model(name, **params)`` (then the weights are loaded), so
+    parameters it leaves out take their defaults: MoDL saved with ``{features, layers}`` only
+    came back with 10 iterations and 10 CG steps instead of 2 and 3 (6.7 % off, no warning).
+
+    Parameters
+    ----------
+    model
+        The model. One made by :func:`build_model` (also by ``load_pretrained``) records its
+        name and parameters (``model.build_params``).
+    name, params
+        What the caller wants written; ``None``: the recorded ones, less
+        :data:`TRAINING_ONLY_PARAMS` (objects such as a loaded ``gmm`` are written as the
+        model's own card names them).
+    resolve
+        ``resolve(name, params)`` turns names of priors into objects before the rebuild
+        (``mrirecon.training.weights.resolve_priors``).
+
+    Returns
+    -------
+    (name, params)
+        ``name`` as given (else the recorded one) and the parameters to write.
+
+    Raises
+    ------
+    ValueError
+        ``name`` is no model of :func:`available_models` (the card could never load); ``params``
+        disagree with those the model was built with (the message names the parameter); or
+        ``build_model(name, **params)`` is not this model: another class, other state-dict keys
+        or shapes, or another value of a scalar setting (``iterations``, ``dc.iterations``, ...).
+    TypeError
+        ``name`` / ``params`` are ``None`` for a model that records none (not made by
+        :func:`build_model`).
+    """
+    recorded = getattr(model, "build_params", None)
+    rec_name, rec_params = None, None
+    if isinstance(recorded, Mapping) and isinstance(recorded.get("name"), str):
+        rec_name, rec_params = recorded["name"], dict(recorded.get("params") or {})
+    if name is None:
+        if rec_name is None:
+            raise TypeError(f"{who}: name and params are needed: the {type(model).__name__} was "
+                            "not made by build_model, so what rebuilds it is not recorded")
+        name = rec_name
+    key = str(name).lower().replace("-", "_")
+    if key not in _MODELS:
+        raise ValueError(f"{who}: model name {name!r} is no model of this mrirecon (one of "
+                         f"{', '.join(available_models())}): the card would never load; nothing "
+                         "was written")
+    if rec_name is not None and rec_name != key:
+        raise ValueError(f"{who}: the model was built as {rec_name!r}, not {name!r}")
+    if params is None:
+        if rec_params is None:
+            raise TypeError(f"{who}: params are needed: the {type(model).__name__} was not made by "
+                            "build_model, so its parameters are not recorded")
+        params = _recorded_card_params(model, rec_params, who)
+    else:
+        cls = _MODELS[key][0]
+        params = canonical_params(dict(params), inspect.signature(cls).parameters,
+                                  f"{who}({name!r})")
+        objects = sorted(k for k, v in params.items() if not _plain(v))
+        if objects:
+            raise ValueError(f"{who}: params {objects} are objects a card cannot hold; give them "
+                             "by name (e.g. denoiser='dncnn', gmm='patch_gmm')")
+        if rec_params is not None:
+            _check_agree(key, params, rec_params, who)
+    _check_rebuilds(model, key, name, params, resolve, who)
+    return name, params
+
+
+def _recorded_card_params(model: nn.Module, rec: dict, who: str) -> dict:
+    """The recorded parameters, less training-only ones; objects by the loaded card's names."""
+    card = getattr(model, "model_card", None)
+    card = (card.get("model") or {}).get("params") or {} if isinstance(card, Mapping) else {}
+    out = {}
+    for k, v in rec.items():
+        if k in TRAINING_ONLY_PARAMS:
+            continue
+        if not _plain(v):
+            if not _plain(card.get(k, v)):
+                raise ValueError(f"{who}: parameter {k!r} of the model is a {type(v).__name__} "
+                                 "object, which a card cannot hold; pass params with it given by "
+                                 "name (e.g. gmm='patch_gmm', or denoiser='dncnn' and "
+                                 "denoiser_params)")
+            v = card[k]
+        out[k] = v
+    return out
+
+
+def _check_agree(key: str, params: dict, rec: dict, who: str) -> None:
+    for k in sorted((set(params) | set(rec)) - TRAINING_ONLY_PARAMS):
+        mine = params[k] if k in params else _default(key, k)
+        built = rec[k] if k in rec else _default(key, k)
+        if _plain(built) and not _same(mine, built):
+            said = "given" if k in params else "left out, so the default"
+            raise ValueError(f"{who}: params[{k!r}] is {mine!r} ({said}), but the model was built "
+                             f"with {k}={built!r}: the card would rebuild another model; pass the "
+                             f"parameters it was built with (params=None writes them); nothing "
+                             "was written")
+
+
+def _check_rebuilds(model: nn.Module, key: str, name: str, params: dict,
+                    resolve: Callable[[str, dict], dict] | None, who: str) -> None:
+    """Refuse unless ``build_model(name, **params)`` is ``model``'s class with its state-dict
+    keys and shapes and its scalar settings (built on the CPU; the random state is kept)."""
+    import torch
+
+    call = f"build_model({name!r}, **{params!r})"
+    try:
+        with torch.random.fork_rng(devices=[]):
+            rebuilt = build_model(key, **(resolve(key, params) if resolve else params))
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{who}: the card could not be loaded: {call} fails: {err}") from err
+    if type(rebuilt) is not type(model):
+        raise ValueError(f"{who}: the model is a {type(model).__qualname__}, but {call} makes a "
+                         f"{type(rebuilt).__qualname__}: the card would load another network")
+    mine, theirs = model.state_dict(), rebuilt.state_dict()
+    missing, extra = sorted(set(theirs) - set(mine)), sorted(set(mine) - set(theirs))
+    shapes = sorted(k for k in set(mine) & set(theirs)
+                    if tuple(mine[k].shape) != tuple(theirs[k].shape))
+    if missing or extra or shapes:
+        parts = [f"{what} {keys[:3]}{' ...' if len(keys) > 3 else ''}" for what, keys in
+                 (("missing", missing), ("unexpected", extra), ("of other shapes", shapes)) if keys]
+        raise ValueError(f"{who}: the model's weights do not fit {call} (state-dict keys "
+                         f"{'; '.join(parts)}): the card would not load; pass the parameters the "
+                         "model was built with")
+    built = dict(rebuilt.named_modules())
+    takes = inspect.signature(type(model)).parameters
+    for path, m in model.named_modules():
+        other = built.get(path)
+        if type(other) is not type(m):
+            got = "nothing" if other is None else f"a {type(other).__qualname__}"
+            raise ValueError(f"{who}: {path or 'the model'} is a {type(m).__qualname__}, but "
+                             f"{call} has {got} there: the card would load another network")
+        for attr, v in vars(m).items():
+            if attr.startswith("_") or attr == "training" or attr in TRAINING_ONLY_PARAMS:
+                continue
+            w = getattr(other, attr, v)  # a class-level default too (VarNet.acs_given)
+            if _plain(v) and not isinstance(v, dict) and not _same(v, w):
+                where = f"{path}.{attr}" if path else attr
+                hint = (f"pass {attr}={v!r} in params" if not path and attr in takes else
+                        "pass the parameters that build it so (params=None: those build_model "
+                        "recorded); a setting changed after building cannot be recorded in a card")
+                raise ValueError(f"{who}: the model has {where}={v!r}, but {call} gives "
+                                 f"{where}={w!r}: the card would rebuild another model; {hint}; "
+                                 "nothing was written")

@@ -28,6 +28,8 @@ weights (see :func:`~mrirecon.models.common.sample_scale`).
 Output contract: every reconstruction model returns the image ``(B, H, W)`` in the data's
 units, complex for MRI and real for CT; the magnitude (or, for VarNet, the root-sum-of-squares
 of its coil images) is a separate step, see :mod:`mrirecon.models.output`.
+:func:`~mrirecon.models.reconstruct_slices` holds any ``model(y, op)`` to it: ``(1, *domain)``
+for one slice of data, the data's dtype, finite values, ``y`` left unmodified.
 """
 
 from __future__ import annotations

@@ -167,4 +167,5 @@ def _refuse_negative(pap: Tensor, pp: Tensor, top: Tensor, negative: Tensor, it:
         f"cg: the system is not positive definite: p^H A p / p^H p = {quotient:.3g} at iteration "
         f"{it}{where}, where the largest p^H A p / p^H p met was {scale:.3g}; CG solves Hermitian "
         "positive (semi-)definite systems only (a negative regularisation weight such as "
-        "lam < 0, or a gram with a sign error?)")
+        "lam < 0, a gram with a sign error, or an operator whose adjoint or closed-form gram does "
+        "not match its forward? mrirecon.core.check_operator(op) tests both)")

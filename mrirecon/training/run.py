@@ -224,12 +224,24 @@ def _train(cfg: TrainConfig, path, overrides: list[str], resume: bool, progress:
 
 
 def save_model(
-    model: nn.Module, path: str | os.PathLike, name: str, params: dict, extra: dict | None = None
+    model: nn.Module, path: str | os.PathLike, name: str | None = None, params: dict | None = None,
+    extra: dict | None = None,
 ) -> Path:
     """Write ``state_dict`` to ``path`` (``.pt``) and the card ``<stem>.yaml`` beside it.
 
-    The card holds ``model: {name, params}`` plus ``extra`` (data, steps, metrics, ...). A
-    model loaded with :func:`~mrirecon.training.weights.load_pretrained` (fine-tuned in a
+    The card holds ``model: {name, params}`` plus ``extra`` (data, steps, metrics, ...).
+    ``name`` / ``params`` ``None`` (default): those :func:`~mrirecon.models.build_model`
+    recorded when it made the model (``model.build_params``; ``load_pretrained`` makes its
+    models with it too). Either way they are checked first
+    (:func:`~mrirecon.models.registry.card_params`): a name that is no model of
+    :func:`~mrirecon.models.available_models`, params that disagree with those the model was
+    built with (a parameter left out means its default), or params with which
+    ``build_model(name, **params)`` makes another class, other weights or other settings
+    (``iterations``, CG steps, ...) raise ``ValueError`` naming the parameter, and nothing is
+    written. Before, such a card loaded another model without a word (MoDL saved with only
+    ``{features, layers}`` came back with 10 iterations instead of 2: 6.7 % off).
+
+    A model loaded with :func:`~mrirecon.training.weights.load_pretrained` (fine-tuned in a
     notebook, adapted by the pipeline) carries its card: the new card keeps that card's
     ``training_range``, ``overridable`` and ``known_failures``
     (:data:`~mrirecon.training.weights.INHERITED_CARD_KEYS`, the sections the ``adapt:`` stage
@@ -238,7 +250,9 @@ def save_model(
     them the fine-tuned weights ran outside the training range without a warning. ``extra``
     wins over what is inherited (a run's measured ``training_range``).
     """
-    from mrirecon.training.weights import inherited_card
+    from mrirecon.models.registry import card_params
+    from mrirecon.training.weights import inherited_card, resolve_priors
 
+    name, params = card_params(model, name, params, resolve=resolve_priors)
     card = {"model": {"name": name, "params": params}, **inherited_card(model), **(extra or {})}
     return write_weights(path, model.state_dict(), card)

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from mrirecon.core import HasImageSupport, LinearOperator, capability
 from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.core.checks import LearnedWeightError
+from mrirecon.core.operator_check import check_operator_once
 from mrirecon.solvers import cg, cg_solve
 
 
@@ -121,6 +122,15 @@ class ProximalDC(nn.Module):
         unchanged: whatever the network put there survives. Because ``A P = A`` for the
         projection ``P`` onto the support, the constrained solution is the plain one at ``P z``.
         Operators without the capability, and maps without zeros, leave it the plain one.
+
+    Notes
+    -----
+    The solve trusts ``op.gram`` to be ``A^H A`` and ``op.H`` to be ``A``'s adjoint. An operator
+    holding a class defined outside mrirecon (or a :class:`~mrirecon.core.FunctionOperator`) is
+    tested by :func:`~mrirecon.core.check_operator` the first time it is met (see
+    :func:`~mrirecon.core.operator_check.check_operator_once`): a wrong adjoint or closed-form
+    gram raises ``ValueError`` naming the operator instead of a wrong image. mrirecon's own
+    operators are not tested here (no cost).
     """
 
     @accepts_deprecated_names
@@ -151,6 +161,7 @@ class ProximalDC(nn.Module):
         x0: Tensor | None = None,
     ) -> Tensor:
         """Images ``z`` ``(B, ...)`` (batch axis first), data ``y``: the proximal point ``x``."""
+        check_operator_once(op, z)
         if aty is None:
             aty = op.H(y)
         if self.support:

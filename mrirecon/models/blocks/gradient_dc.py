@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from mrirecon.core import LinearOperator
+from mrirecon.core.operator_check import check_operator_once
 
 
 class GradientDC(nn.Module):
@@ -22,6 +23,12 @@ class GradientDC(nn.Module):
     -----
     Uses ``A.gram`` (closed form where the operator has one) and ``A^H y``; pass ``aty`` to
     reuse a precomputed ``A^H y`` across cascades.
+
+    A wrong adjoint or closed-form gram makes the steps diverge or settle on a wrong image
+    without a word, so an operator holding a class defined outside mrirecon (or a
+    :class:`~mrirecon.core.FunctionOperator`) is tested by
+    :func:`~mrirecon.core.check_operator` the first time it is met; mrirecon's own operators
+    are not (no cost).
     """
 
     def __init__(self, eta: float = 1.0, learnable: bool = True) -> None:
@@ -34,6 +41,7 @@ class GradientDC(nn.Module):
 
     def residual_gradient(self, x: Tensor, y: Tensor, op: LinearOperator, aty: Tensor | None = None) -> Tensor:
         """``A^H (A x - y)`` for images ``x`` in the domain and data ``y`` in the range."""
+        check_operator_once(op, x)
         if aty is None:
             aty = op.H(y)
         return op.gram(x) - aty
