@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from mrirecon.calib._linalg import box_smooth
+from mrirecon.core.checks import finite_and_nonzero
 from mrirecon.functional import fft2c, ifft2c
 
 
@@ -34,6 +35,18 @@ def _check(name: str, kspace: Tensor, num_virtual: int, ndim: int | None = None)
         raise ValueError(
             f"{name}: num_virtual must be in [1, {kspace.shape[0]}], got {num_virtual}"
         )
+
+
+def _check_finite(name: str, data: Tensor, what: str) -> None:
+    """Refuse NaN / Inf in ``data`` ``(coils, ...)``, naming the coils: the covariance's
+    eigendecomposition failed with a raw ``LinAlgError`` ("failed to converge ...")."""
+    if finite_and_nonzero(data)[0]:
+        return
+    bad = (~torch.isfinite(data)).reshape(data.shape[0], -1)
+    coils = bad.any(-1).nonzero().flatten().tolist()
+    n = int(bad.sum())
+    raise ValueError(f"{name}: {what} holds {n} NaN or Inf sample{'s' * (n > 1)} (coil"
+                     f"{'s' * (len(coils) > 1)} {', '.join(map(str, coils))})")
 
 
 def _fix_phase(vecs: Tensor) -> Tensor:
@@ -80,6 +93,9 @@ def svd_compress(
         raise ValueError(
             f"svd_compress: calib has {src.shape[0]} coils, kspace has {kspace.shape[0]}"
         )
+    _check_finite("svd_compress", kspace, "kspace")
+    if calib is not None:
+        _check_finite("svd_compress", calib, "calib")
     x = src.reshape(src.shape[0], -1).to(torch.complex128)
     _, vecs = _principal(x @ x.mH, num_virtual)
     matrix = _fix_phase(vecs).mH.to(kspace.dtype)
@@ -121,6 +137,7 @@ def gcc_matrices(calib: Tensor, num_virtual: int, window: int = 5, align: bool =
     _check("gcc_matrices", calib, num_virtual, ndim=3)
     if window < 1:
         raise ValueError(f"gcc_matrices: window must be >= 1, got {window}")
+    _check_finite("gcc_matrices", calib, "calib")
     # ifft2c = ifft along the readout (the hybrid space GCC needs) times a unitary transform
     # along the calibration columns, which leaves the per-position covariance unchanged.
     hybrid = ifft2c(calib.to(torch.complex128))
@@ -164,6 +181,7 @@ def gcc_compress(
         ``y[:, x, ky] = matrices[x] @ data[:, x, ky]``.
     """
     _check("gcc_compress", kspace, num_virtual, ndim=3)
+    _check_finite("gcc_compress", kspace, "kspace")
     if isinstance(calib, int):
         W = kspace.shape[-1]
         if not 0 < calib <= W:

@@ -9,8 +9,13 @@ must be estimated from (or transformed with) the same whitened data.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
+
+#: What the errors below offer the pipeline's user.
+_REMEDY = "or set preprocess.prewhiten=false to reconstruct without prewhitening"
 
 
 def noise_covariance(noise: Tensor) -> Tensor:
@@ -48,13 +53,43 @@ def whitening_matrix(cov: Tensor) -> Tensor:
         Hermitian positive definite noise covariance ``(coils, coils)``.
     """
     _check_cov(cov)
+    dead = _check_channels("whitening_matrix", cov)
+    if dead:
+        raise ValueError(f"whitening_matrix: coil{'s' * (len(dead) > 1)} "
+                         f"{', '.join(map(str, dead))} of {cov.shape[0]} have no noise (zero "
+                         "variance: dead channels), so no whitening matrix exists; prewhiten() "
+                         "whitens the other coils and leaves dead ones zero")
     chol, info = torch.linalg.cholesky_ex(cov)
-    if int(info) != 0:
-        raise ValueError(
-            f"whitening_matrix: noise covariance is not positive definite (failed at {int(info)})"
-        )
+    _check_info("whitening_matrix", int(info), list(range(cov.shape[0])))
     eye = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
     return torch.linalg.solve_triangular(chol, eye, upper=False)
+
+
+def _check_channels(name: str, cov: Tensor) -> list[int]:
+    """Channels whose noise variance (``cov``'s diagonal) is zero: a dead channel, whose zero
+    row and column failed the Cholesky factorisation as "not positive definite (failed at 6)".
+    NaN / Inf are refused naming the channels (they failed the same way)."""
+    finite = torch.isfinite(cov)
+    if not bool(finite.all()):
+        bad = (~finite.diagonal()).nonzero().flatten().tolist() or \
+            (~finite.all(1)).nonzero().flatten().tolist()
+        raise ValueError(f"{name}: the noise covariance holds NaN or Inf (the noise samples of "
+                         f"coil{'s' * (len(bad) > 1)} {', '.join(map(str, bad))}): a damaged "
+                         f"noise scan; repair it, {_REMEDY}")
+    return (cov.diagonal().real == 0).nonzero().flatten().tolist()
+
+
+def _check_info(name: str, info: int, channels: list[int]) -> None:
+    """Refuse a covariance of ``channels`` whose Cholesky factorisation failed (``info``: the
+    order of the first leading minor not positive definite), naming the coil whose noise the
+    coils before it explain."""
+    if info == 0:
+        return
+    coil = channels[info - 1]
+    why = (f"the noise of coil {coil} is (within rounding) a combination of the noise of the "
+           "coils before it (duplicated channels, or too short a noise scan)" if info > 1 else
+           f"coil {coil}'s noise variance is not positive")
+    raise ValueError(f"{name}: noise covariance is not positive definite: {why}; {_REMEDY}")
 
 
 def _check_cov(cov: Tensor) -> None:
@@ -78,7 +113,10 @@ def prewhiten(kspace: Tensor, cov: Tensor | None = None, *, noise: Tensor | None
     Returns
     -------
     Tensor
-        ``L^-1 kspace`` over the coil axis, same shape and dtype as ``kspace``.
+        ``L^-1 kspace`` over the coil axis, same shape and dtype as ``kspace``. A channel
+        without noise (zero variance) and without data (a dead coil) is left zero and the
+        others are whitened, with a warning; one without noise but with data is refused, as
+        are NaN / Inf noise and fewer noise samples per coil than coils (a singular covariance).
     """
     if (cov is None) == (noise is None):
         raise ValueError("prewhiten: give exactly one of cov= and noise=")
@@ -88,10 +126,41 @@ def prewhiten(kspace: Tensor, cov: Tensor | None = None, *, noise: Tensor | None
     c = kspace.shape[0]
     if cov.shape[0] != c:
         raise ValueError(f"prewhiten: covariance is for {cov.shape[0]} coils, data has {c} coils")
-    chol, info = torch.linalg.cholesky_ex(cov.to(kspace.dtype))
-    if int(info) != 0:
-        raise ValueError(
-            f"prewhiten: noise covariance is not positive definite (failed at {int(info)})"
-        )
+    dead = _check_channels("prewhiten", cov)
+    live = [i for i in range(c) if i not in dead]
     flat = kspace.reshape(c, -1)
-    return torch.linalg.solve_triangular(chol, flat, upper=False).reshape(kspace.shape)
+    if dead:
+        _dead_channels(flat, dead, c)
+    samples = None if noise is None else noise[0].numel()
+    if samples is not None and samples < len(live):  # rank <= samples: always singular
+        raise ValueError(f"prewhiten: the noise scan holds {samples} samples per coil for "
+                         f"{len(live)}{' live' * bool(dead)} coils: a covariance of fewer "
+                         "samples than coils is singular (at least as many are needed, tens of "
+                         f"times more for a good estimate); acquire a longer noise scan, {_REMEDY}")
+    if not dead:  # as before: the data's every channel whitened
+        chol, info = torch.linalg.cholesky_ex(cov.to(kspace.dtype))
+        _check_info("prewhiten", int(info), live)
+        return torch.linalg.solve_triangular(chol, flat, upper=False).reshape(kspace.shape)
+    index = torch.tensor(live, dtype=torch.long, device=cov.device)
+    chol, info = torch.linalg.cholesky_ex(cov[index][:, index].to(kspace.dtype))
+    _check_info("prewhiten", int(info), live)
+    out = torch.zeros_like(flat)  # the dead channels stay all zero, as the pipeline reports them
+    out[index.to(flat.device)] = torch.linalg.solve_triangular(chol, flat[index.to(flat.device)],
+                                                              upper=False)
+    return out.reshape(kspace.shape)
+
+
+def _dead_channels(flat: Tensor, dead: list[int], coils: int) -> None:
+    """Channels without noise are whitened away (left zero) where the data hold nothing in
+    them either (a dead channel: warned), and refused where they do (their noise is unknown)."""
+    named = ", ".join(map(str, dead))
+    held = [i for i in dead if bool((flat[i] != 0).any())]
+    if held:
+        raise ValueError(f"prewhiten: coil{'s' * (len(held) > 1)} {', '.join(map(str, held))} of "
+                         f"{coils} hold{'s' * (len(held) == 1)} data but no noise in the noise "
+                         f"scan (all zero there), so their noise cannot be whitened; {_REMEDY}")
+    one = len(dead) == 1
+    warnings.warn(f"prewhiten: coil{'s' * (not one)} {named} of {coils} hold{'s' * one} no noise "
+                  f"and no data (dead channel{'s' * (not one)}): the other coils are whitened, "
+                  f"and {'it stays' if one else 'they stay'} zero",
+                  stacklevel=3)

@@ -518,6 +518,10 @@ def _noise_scans(records, noise_sel, imaging, fail, dataset: str,
     if not noise_idx.size:
         return None
     blocks = [_samples(records[a], fail, a) for a in noise_idx]
+    if bad := [int(a) for a, b in zip(noise_idx, blocks) if not np.isfinite(b).all()]:
+        raise fail(f"{dataset}/data", f"NaN or Inf samples in the noise scan (acquisition"
+                                      f"{'s' * (len(bad) > 1)} {', '.join(map(str, bad[:5]))}"
+                                      f"{f' and {len(bad) - 5} more' * (len(bad) > 5)})")
     if channels is not None and any(b.shape[0] != channels for b in blocks):
         raise fail(f"{dataset}/data", f"noise scans have {[b.shape[0] for b in blocks]} channels, "
                                       f"imaging has {channels}")

@@ -58,12 +58,13 @@ def compress_coils(kspace: Tensor, calibration: Tensor | None, num_virtual: int,
     """Coil compression of ``kspace`` ``(coils, H, W)`` to ``num_virtual`` virtual coils, and of
     the separate reference ``calibration`` (or ``None``) with the same matrix: SVD from the
     imaging data (as without a reference), GCC from the reference's centre band (the imaging data
-    then have none; without a reference, from the imaging data's central 24 columns)."""
+    then have none; without a reference, from the imaging data's central 24 columns, or all of
+    them when fewer: gcc_compress refused a 20-column matrix for its default 24)."""
     from mrirecon import calib
 
     if method == "gcc":
         if calibration is None:
-            return calib.gcc_compress(kspace, num_virtual)[0], None
+            return calib.gcc_compress(kspace, num_virtual, min(24, kspace.shape[-1]))[0], None
         columns = held_columns(calibration)
         from mrirecon.recon.grappa import acs_region
 
