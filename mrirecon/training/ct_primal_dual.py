@@ -64,9 +64,13 @@ KNOWN_FAILURES = [
      "3 x 3 CNNs of each iteration see a small neighbourhood, so long streaks at 30 views are "
      "removed less completely than by the staged U-Net model (`staged_ct_lodopab`)."),
     "No metal, beam hardening or photon starvation beyond the 0.1-count floor in training.",
-    ("Needs an operator with a filtered back-projection (mrirecon's CT operators, scaled or not); "
-     "the FBP's 99th percentile sets the scale, so an image that is nearly all air (p99 at 0) "
-     "falls back to max |FBP|."),
+    ("Needs mrirecon's CT projector (it has a filtered back-projection): the bare "
+     "ct_operator(geometry), scaled to unit norm with its data by the model itself, or the "
+     "unit-norm A / ||A|| with data y / ||A|| that the pipeline and the training pass. A projector "
+     "scaled otherwise (c A) is used as given: the CNNs, trained at unit norm, then see data-space "
+     "values c ||A|| times off their training scale and the image is wrong. The FBP's 99th "
+     "percentile sets the image scale, so an image that is nearly all air (p99 at 0) falls back "
+     "to max |FBP|."),
     ("No non-negativity constraint: air may hold small negative values (the held-out protocol "
      "clips at 0, as for every method)."),
 ]
@@ -178,8 +182,11 @@ def save(model, out: Path, args: dict, steps: int, history: list, best: dict, fb
             f"{args['n_dual']} dual memories, {args['features']}-feature CNNs) for sparse-view "
             "low-dose CT at the LoDoPaB-CT geometry, trained on whole 362 x 362 images with the "
             "exact projector; starts from the Hann FBP and sees the data divided by the FBP's "
-            "99th percentile, so its output scales with the data and does not depend on view "
-            f"count, matrix or operator norm. Trained {how}."),
+            "99th percentile, so its output scales with the data whatever the view count or "
+            "matrix. Its CNNs work on the unit-norm projector A / ||A|| and data y / ||A||, as in "
+            "training: the pipeline passes them, and the model scales a bare CT projector "
+            "(ct_operator(geometry)) and its data so itself; any other operator is used as given. "
+            f"Trained {how}."),
         "model": {"name": "primal_dual", "params": {
             "iterations": args["iterations"], "n_primal": args["n_primal"],
             "n_dual": args["n_dual"], "features": args["features"], "fbp_start": True}},

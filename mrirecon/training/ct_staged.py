@@ -63,8 +63,11 @@ CARD_TEXT = {
         "Sparse-view low-dose CT at the LoDoPaB-CT geometry: Hann FBP, one CG data-consistency "
         "step, then {nets} ({chans} features, {pools} poolings, no normalisation layers), each "
         "followed by an exact CG data-consistency step with the projector; the network sees the "
-        "image divided by the FBP's 99th percentile, so the output scales with the data and does "
-        "not depend on view count or operator norm. Trained {how}, {cpu}."),
+        "image divided by the FBP's 99th percentile, so the output scales with the data whatever "
+        "the view count. The data-consistency weights are relative to the unit-norm projector "
+        "A / ||A|| and data y / ||A||, as in training: the pipeline passes them, and the model "
+        "scales a bare CT projector (ct_operator(geometry)) and its data so itself. Trained {how}, "
+        "{cpu}."),
     "data": {
         "source": "simulated on the fly (mrirecon.training.ct_staged): allowed CT DICOM images "
                   "(random pose, zoom, contrast x0.8-1.2), ellipse body phantoms, and body outlines "
@@ -91,8 +94,10 @@ CARD_TEXT = {
         "keeps these edges sharper (its error is noise spread over the body).",
         "No metal, beam hardening or photon starvation beyond the 0.1-count floor in training; "
         "streaks from such data are not removed.",
-        "lam is relative to the unit-norm projector A / ||A|| that mrirecon's CT pipeline passes; "
-        "called with the raw projector from a script, the data-consistency weight changes.",
+        "lam is relative to the unit-norm projector A / ||A||: the pipeline passes it, and the "
+        "model scales a bare CT projector (ct_operator(geometry)) and its data to it itself; a "
+        "projector scaled otherwise (c A) is used as given, and its data-consistency steps then "
+        "act as if lam were lam / (c ||A||)^2.",
         "No non-negativity constraint: air may hold small negative values (the held-out "
         "protocol clips at 0, as for every method).",
     ],

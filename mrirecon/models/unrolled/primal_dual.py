@@ -10,6 +10,11 @@ and the output is ``f[0]``. Each CNN is conv(3x3, 32)-PReLU-conv(32)-PReLU-conv;
 defaults: 10 iterations, 5 primal and 5 dual memory channels, unshared weights. The CNNs convolve
 over the last two axes of their variables; extra axes (MRI coils in k-space) fold into the
 batch, complex variables use [real, imag] channels, real ones a zero imaginary channel.
+
+CT: the CNNs are trained on the unit-norm projector ``A / ||A||`` and data ``y / ||A||``; given
+the bare projector of a geometry (``model(y, ct_operator(geometry))``) the model applies that
+scaling itself (:func:`~mrirecon.models.ct_scale.unit_norm_ct`, the pipeline's expressions: the
+same output bit for bit); any other operator is used as given.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from torch import Tensor, nn
 
 from mrirecon.core import HasFBP, LinearOperator, require_capability
 from mrirecon.models.backbones.complex import from_channels, to_channels
+from mrirecon.models.ct_scale import unit_norm_ct
 from mrirecon.models.common import require_batch, zero_blank
 from mrirecon.models.init import seeded_init
 from mrirecon.models.template import UnrolledModel
@@ -90,6 +96,10 @@ class LearnedPrimalDual(UnrolledModel):
     init_seed
         Seed of the weight initialisation (:func:`~mrirecon.models.init.seeded_init`).
 
+    A bare CT projector (:func:`~mrirecon.operators.ct.ct_operator`) is replaced by ``A / ||A||``
+    and the data by ``y / ||A||`` (:func:`~mrirecon.models.ct_scale.unit_norm_ct`), as the
+    pipeline and the training pass them; other operators are used as given.
+
     The unrolled iterations are the module list ``self.iterations`` (its state-dict keys
     ``iterations.<i>.*`` are those of the shipped weights).
     """
@@ -138,7 +148,9 @@ class LearnedPrimalDual(UnrolledModel):
         return y, op.H(y), s, x / s.reshape((-1,) + (1,) * (x.ndim - 1))
 
     def iterate(self, y: Tensor, op: LinearOperator) -> tuple[tuple[Tensor, Tensor], Tensor | None]:
-        """With ``fbp_start`` the FBP gives both the scale and the primal start, computed once."""
+        """A bare CT projector and its data scaled to unit norm first (:func:`unit_norm_ct`).
+        With ``fbp_start`` the FBP gives both the scale and the primal start, computed once."""
+        y, op = unit_norm_ct(y, op)
         if not self.fbp_start:
             return super().iterate(y, op)
         y, aty, s, x = self._fbp_prepare(y, op)

@@ -17,9 +17,11 @@
    normalisation layers, so that patch training transfers to whole images), then, when
    ``lam[k]`` is not ``None``, the exact proximal data-consistency step
    ``x = argmin ||A x - y||^2 + lam_k ||x - z||^2`` by ``cg_iterations`` CG iterations warm
-   started at ``z``; ``lam`` is relative to ``||A||^2``, i.e. the model expects the unit-norm
+   started at ``z``; ``lam`` is relative to ``||A||^2``, i.e. the model works on the unit-norm
    projector ``A / ||A||`` and data ``y / ||A||`` (as :mod:`mrirecon.pipeline.stages_ct` and
-   the training pass them);
+   the training pass them; ``forward`` scales a bare CT projector and its data so itself,
+   :func:`~mrirecon.models.ct_scale.unit_norm_ct`, bit for bit as the pipeline does, and uses
+   any other operator as given);
 4. the output is real, in the units of ``x_0``.
 
 With ``ensemble`` each U-Net correction is the geometric self-ensemble
@@ -41,6 +43,7 @@ from torch.nn import functional as F
 
 from mrirecon.core import HasFBP, LinearOperator, require_capability
 from mrirecon.core.magnitude import sample_power_of_two
+from mrirecon.models.ct_scale import unit_norm_ct
 from mrirecon.models.common import dihedral_mean, require_batch, sample_scale, zero_blank
 from mrirecon.models.init import seeded_init
 from mrirecon.solvers import cg
@@ -176,10 +179,12 @@ class StagedCTNet(nn.Module):
 
     def forward(self, y: Tensor, op: LinearOperator, stages: int | None = None) -> Tensor:
         """Data ``(B, views, detectors)`` -> image ``(B, H, W)``; ``stages`` runs only the first
-        that many stages (used by the stage-wise training)."""
+        that many stages (used by the stage-wise training). A bare CT projector and its data
+        are scaled to unit norm first (:func:`~mrirecon.models.ct_scale.unit_norm_ct`)."""
         require_batch(type(self).__name__, y, 3)
         if y.is_complex():
             raise TypeError("StagedCTNet: CT data must be real")
+        y, op = unit_norm_ct(y, op)  # the scale the weights were trained at (lam, the U-Net)
         # an exact rescale (a power of two): at 1e-30 CG's <r, r> underflowed to 0 and the
         # data-consistency steps returned their start unchanged; at 1e30 they overflowed
         p = sample_power_of_two(y)
