@@ -89,6 +89,18 @@ def _acceleration(text: str) -> float:
     return value
 
 
+def _folder(text: str) -> str:
+    """An output folder: not empty (``--output "$OUT"`` with ``OUT`` unset wrote into the
+    current directory without a word)."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path (an unset shell variable?); give a folder "
+                                         "(. for the current one)")
+    return text
+
+
+_folder.__name__ = "folder"
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """``--help`` with each option's default after its help, only where it says something: not
     for required options, flags, options whose default is ``None`` (their help says what
@@ -187,7 +199,7 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("pipeline", help="pipeline YAML path or shipped pipeline name")
     run.add_argument("--input", "-i", nargs="+", required=True, metavar="PATH",
                      help="input files, folders or glob patterns (quote globs)")
-    run.add_argument("--output", "-o", required=True, metavar="DIR",
+    run.add_argument("--output", "-o", required=True, metavar="DIR", type=_folder,
                      help="output folder; one that holds outputs of inputs not given now (an "
                           "earlier run's) is refused, as metrics.csv and the report would not "
                           "list them: use a new folder, give those inputs again, or --prune")
@@ -216,7 +228,7 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
             "DICOM, NIfTI, HDF5, PNG figures, report.html and metrics.md under --output."
         ),
     )
-    demo.add_argument("--output", "-o", default="demo_out", metavar="DIR",
+    demo.add_argument("--output", "-o", default="demo_out", metavar="DIR", type=_folder,
                       help="output folder (default: ./demo_out)")
     demo.add_argument("--quick", action="store_true", help="smaller data (for tests)")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -272,7 +284,8 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--data", required=True, metavar="DIR",
                        help="folder of fastMRI .h5 files (ct: LoDoPaB-layout observation_*.hdf5 "
                             "with their ground_truth_*.hdf5)")
-    bench.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder")
+    bench.add_argument("--output", "-o", required=True, metavar="DIR", type=_folder,
+                       help="output folder")
     bench.add_argument("--challenge", choices=("multicoil", "singlecoil", "ct"), default="multicoil",
                        help="ct: LoDoPaB-layout sinograms; --accelerations are then sparse-view "
                             "factors (keep every k-th view)")
@@ -367,8 +380,12 @@ USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, IsADirectoryError
 
 
 def _one_line(err: BaseException) -> str:
-    if isinstance(err, OSError) and err.filename is not None and str(err.filename) not in str(err):
-        text = f"{err.filename}: {err.strerror or err}"
+    why = getattr(err, "strerror", None) or ""
+    if isinstance(err, OSError) and err.filename is not None and f"{err.filename}:" not in why:
+        # "sim_file: File exists", not a bare "File exists": str(err) always holds the name
+        # ("[Errno 17] File exists: 'sim_file'"), so testing it dropped the path every time
+        two = f" -> {err.filename2}" if err.filename2 is not None else ""
+        text = f"{err.filename}{two}: {why or err}"
     elif isinstance(err, OSError) and err.errno is not None and err.strerror:
         text = err.strerror  # "PATH: No such file or directory" (io.atomic), not "[Errno 2] ..."
     else:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from mrirecon.cli import (SIMULATE_HELP, HelpFormatter, _acceleration, _add_threads,
-                          _finite_float, _int_at_least, _positive_float)
+                          _finite_float, _folder, _int_at_least, _positive_float)
 from mrirecon.data.simulate_ct import FOV_MM_LIMIT  # the limits (derived there) are the
 from mrirecon.data.simulate_mri import SNR_DB_LIMIT  # simulators', which refuse the same values
 
@@ -38,6 +38,49 @@ def _noise_options(args: argparse.Namespace, flags: dict[str, str], defaults: di
     for dest, value in defaults.items():
         if getattr(args, dest) is None:
             setattr(args, dest, value)
+
+
+def _check_out(out: str) -> None:
+    """``--out`` is a folder or can be created as one, or a user error naming it before any
+    work: a file there failed after the simulation with a bare "error: File exists" (a file
+    above it: "error: Not a directory"), naming neither the path nor the option. Nothing is
+    created here (the simulators create the folder once their checks passed)."""
+    import os
+    from pathlib import Path
+
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder; pass a folder path")
+    above = path.parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not path.exists() and not above.is_dir():
+        raise ValueError(f"--out {out}: cannot create the folder ({above} is a file, not a "
+                         "folder); pass a folder path")
+    where = path if path.exists() else above
+    if not os.access(where, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: cannot write {'into' if where == path else 'under'} "
+                         f"{where} (permission denied); pass a writable location")
+
+
+def _check_readouts(args: argparse.Namespace) -> None:
+    """``--readouts`` a radial / spiral scan can hold, and the memory and disk they need, checked
+    before the trajectory is built: 100000000 radial spokes were "internal error: MemoryError",
+    100000 spiral arms a numpy gradient error naming no option."""
+    from mrirecon.data.simulate_mri import check_mri_budget
+    from mrirecon.sampling.nonuniform import max_spiral_interleaves
+
+    n = max(args.size)
+    if args.trajectory == "spiral" and args.readouts is not None:
+        most = max_spiral_interleaves(n)
+        if args.readouts > most:
+            args._parser.error(f"--readouts {args.readouts}: a spiral of --size {args.size[0]} "
+                               f"{args.size[1]} takes at most {most} interleaves (more reach the "
+                               f"edge of k-space in one step of the design); {max(n // 8, 1)} "
+                               "is the default")
+    check_mri_budget("simulate_mri", args.out, args.volumes, args.slices,
+                     args.coils if args.max_coils is None else (args.coils, args.max_coils),
+                     tuple(args.size), trajectory=args.trajectory, readouts=args.readouts)
 
 
 def _remove_orphans(out: str) -> None:
@@ -75,13 +118,17 @@ def cmd_simulate_mri(args: argparse.Namespace) -> int:
         # it was ignored without a word: fully sampled Cartesian files written, exit 0
         args._parser.error("--readouts is a radial / spiral option (--trajectory radial or "
                            "spiral); use --acceleration for Cartesian undersampling")
+    if args.trajectory != "cartesian" and (args.acceleration is not None
+                                           or args.readout_oversampling != 1):
+        args._parser.error("--acceleration and --readout-oversampling are Cartesian options; "
+                           "use --readouts for radial / spiral undersampling")
+    _check_out(args.out)
+    if args.trajectory != "cartesian":
+        _check_readouts(args)
     _remove_orphans(args.out)
     if args.trajectory != "cartesian":
         from mrirecon.data.simulate_noncartesian import simulate_noncartesian_dataset
 
-        if args.acceleration is not None or args.readout_oversampling != 1:
-            args._parser.error("--acceleration and --readout-oversampling are Cartesian options; "
-                               "use --readouts for radial / spiral undersampling")
         options.pop("readout_oversampling")
         paths = simulate_noncartesian_dataset(
             args.out, args.trajectory, volumes=args.volumes, slices=args.slices, coils=coils,
@@ -112,6 +159,7 @@ def cmd_simulate_ct(args: argparse.Namespace) -> int:
 
     _noise_options(args, {"--photons": "photons", "--min-count": "min_count"},
                    {"photons": 4096.0, "min_count": 1.0})
+    _check_out(args.out)
     _remove_orphans(args.out)
     paths = simulate_ct_dataset(
         args.out,
@@ -158,7 +206,7 @@ def add_simulate(subparsers: argparse._SubParsersAction) -> None:
         epilog="example: mrirecon simulate mri --out sim_mri --volumes 4 --slices 8 --coils 8 "
         "--size 320 320 --seed 0",
     )
-    mri.add_argument("--out", required=True, help="output folder (created)")
+    mri.add_argument("--out", required=True, type=_folder, help="output folder (created)")
     mri.add_argument(
         "--volumes", type=_int_at_least(1), default=4, help="number of volumes (files)"
     )
@@ -252,7 +300,7 @@ def add_simulate(subparsers: argparse._SubParsersAction) -> None:
         epilog="example: mrirecon simulate ct --out sim_ct --geometry parallel --views 180 "
         "--photons 4096 --size 128 --seed 0",
     )
-    ct.add_argument("--out", required=True, help="output folder (created)")
+    ct.add_argument("--out", required=True, type=_folder, help="output folder (created)")
     ct.add_argument(
         "--geometry", choices=("parallel", "fan"), default="parallel", help="beam geometry"
     )

@@ -311,7 +311,9 @@ def simulate_ct_dataset(
         per_sample = float(views) * bins + 2 * n * n
         check_budget("simulate_ct", 8 * per_sample * float(samples) + 8 * 4 * n * n * float(views),
                      4 * per_sample * float(samples), out_dir,
-                     f"--samples {samples} --size {size} --views {views}")
+                     f"--samples {samples} --size {size} --views {views} --detectors "
+                     + (str(options["detectors"]) if options.get("detectors") else
+                        f"{int(math.ceil(n * math.sqrt(2))) | 1} (the default)"))
     except TypeError:
         pass  # non-numeric sizes: simulate_ct_samples names them
     if (not allow_other_files and isinstance(samples, (int, np.integer)) and samples >= 1

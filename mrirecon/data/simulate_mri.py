@@ -426,6 +426,52 @@ def simulated_file_name(acquisition: str, seed: int, index: int) -> str:
     return f"file_brain_{acquisition}_sim{seed}_{index:04d}.h5"
 
 
+#: make_trajectory's spiral (:mod:`mrirecon.data.simulate_noncartesian`): field of view in
+#: metres and the undersampling at the edge of k-space
+_SPIRAL_FOV, _SPIRAL_EDGE = 0.24, 2.0
+
+
+def check_mri_budget(who: str, out_dir: str | os.PathLike, volumes: int, slices: int,
+                     coils: int | tuple[int, int], size: tuple[int, int], *,
+                     readout_oversampling: int = 1, trajectory: str = "cartesian",
+                     readouts: int | None = None) -> None:
+    """Refuse (``ValueError`` naming the options) a simulation that needs more than half the RAM
+    or more disk than is free: a volume's images and coil maps and, for radial / spiral scans,
+    its ``readouts`` x samples per readout of k-space and the trajectory (``--readouts
+    100000000`` radial spokes were an "internal error: MemoryError" for a 95 GiB trajectory).
+    Malformed sizes pass: :func:`simulate_mri_volume` names them."""
+    from mrirecon.data.budget import check_budget
+
+    try:
+        n_coils = max(coils) if isinstance(coils, (tuple, list)) else int(coils)
+        ro = int(readout_oversampling or 1)
+        voxels = float(slices) * n_coils * float(size[0]) * ro * float(size[1])
+        n = max(int(size[0]), int(size[1]))
+    except (TypeError, ValueError, IndexError):
+        return
+    what = f"--slices {slices} --coils {coils} --size {size[0]} {size[1]}"
+    if trajectory not in ("radial", "spiral"):
+        check_budget(who, 8 * voxels * 6, 8 * voxels * volumes, out_dir,
+                     f"{what} x {volumes} volume(s)")
+        return
+    if trajectory == "radial":
+        shots, per = int(readouts or n), 2 * n  # golden-angle spokes of 2 n samples
+    else:
+        from mrirecon.sampling.nonuniform import spiral_samples
+
+        shots = int(readouts or max(n // 8, 1))
+        per = spiral_samples(n, _SPIRAL_FOV, shots, undersampling_edge=_SPIRAL_EDGE)
+    points = float(shots) * per  # trajectory points of one slice
+    kspace = float(slices) * n_coils * points
+    # images and maps as Cartesian; k-space complex64 with its noise (4 copies); the trajectory
+    # in float64 with its density weights and the NUFFT's sorted copies (~64 bytes a point)
+    memory = 8 * voxels * 6 + 8 * kspace * 4 + 64 * points
+    disk = (8 * kspace + 12 * float(slices) * points) * volumes  # data, float32 (kx, ky, w)
+    check_budget(who, memory, disk, out_dir,
+                 f"{what} --trajectory {trajectory} --readouts {shots} ({per} samples each) x "
+                 f"{volumes} volume(s)")
+
+
 def simulate_mri_dataset(
     out_dir: str | os.PathLike,
     volumes: int = 4,
@@ -476,17 +522,10 @@ def simulate_mri_dataset(
     from mrirecon.sampling.cartesian import create_mask_for_mask_type, file_seed
 
     volumes = _check_positive_int("volumes", volumes)
-    from mrirecon.data.budget import check_budget, refuse_stale_files
+    from mrirecon.data.budget import refuse_stale_files
 
-    try:
-        n_coils = max(coils) if isinstance(coils, (tuple, list)) else int(coils)
-        ro = int(options.get("readout_oversampling", 1) or 1)
-        voxels = float(slices) * n_coils * float(size[0]) * ro * float(size[1])
-    except (TypeError, ValueError, IndexError):
-        voxels = 0.0  # malformed sizes: simulate_mri_volume names them
-    check_budget("simulate_mri", 8 * voxels * 6, 8 * voxels * volumes, out_dir,
-                 f"--slices {slices} --coils {coils} --size {size[0]} {size[1]} "
-                 f"x {volumes} volume(s)")
+    check_mri_budget("simulate_mri", out_dir, volumes, slices, coils, size,
+                     readout_oversampling=options.get("readout_oversampling", 1))
     mask_fn = None
     if acceleration is not None:
         if not float(acceleration) >= 1:

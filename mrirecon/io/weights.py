@@ -187,6 +187,44 @@ def check_archive(path: Path, who: str) -> None:
                          "it (shipped weights: make weights)")
 
 
+def check_map_location(map_location, who: str = "load_pretrained") -> None:
+    """Refuse a ``map_location`` device that torch cannot load onto here, naming it: ``"cuda"``
+    without a GPU, ``"gpu"`` or ``"CPU"`` (not torch's names) and ``"meta"`` (no values) all
+    read "the weights file cannot be read safely", blaming the file. A dict or a function
+    (``torch.load``'s other forms) is left to torch."""
+    if not isinstance(map_location, (str, torch.device)):
+        return
+    text = str(map_location)
+    try:
+        device = torch.device(map_location)
+    except (RuntimeError, TypeError, ValueError):
+        low = text.strip().lower()
+        hint = "no device torch knows"
+        if low.startswith("gpu"):
+            hint = "torch's name of an NVIDIA GPU is 'cuda'"
+        elif low != text and low.split(":")[0] in ("cpu", "cuda", "mps"):
+            hint = f"device names are lower case: {low!r}"
+        raise ValueError(f"{who}: map_location {text!r} is not a device ({hint}); use 'cpu' or "
+                         "'cuda' (or 'cuda:N')") from None
+    if device.type == "meta":
+        raise ValueError(f"{who}: map_location {text!r} loads no values (meta tensors hold none); "
+                         "load on 'cpu', then model.to('meta') if a model without data is wanted")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"{who}: map_location {text!r}: no CUDA GPU is available to torch "
+                             "here; use map_location='cpu'")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"{who}: map_location {text!r}: torch sees {count} CUDA GPU(s) here "
+                             f"(cuda:0 to cuda:{count - 1})")
+    elif device.type != "cpu":
+        backend = getattr(torch.backends, device.type, None) or getattr(torch, device.type, None)
+        available = getattr(backend, "is_available", None)
+        if not callable(available) or not available():  # no such backend installed: "xla"
+            raise ValueError(f"{who}: map_location {text!r}: no {device.type} device is available "
+                             "to torch here; use map_location='cpu'")
+
+
 def read_state_dict(name_or_path: str | os.PathLike, map_location: str | torch.device = "cpu",
                     who: str = "load_pretrained") -> dict[str, Tensor]:
     """The state dict in a shipped name's or a path's ``.pt`` file (weights only).
@@ -199,6 +237,7 @@ def read_state_dict(name_or_path: str | os.PathLike, map_location: str | torch.d
         The file cannot be read safely, is damaged (a member fails its CRC-32), is no PyTorch
         file (a Git LFS pointer, a text file) or holds no tensors by name (names the file).
     """
+    check_map_location(map_location, who)
     path = resolve_weights(name_or_path, who)
     kind = _sniff(path, who)
     if kind == "zip":

@@ -391,23 +391,74 @@ def spiral_trajectory(
         ``(interleaves, samples, 2)`` in ``[-0.5, 0.5)``; the readout lasts
         ``samples * dwell_time``.
     """
+    shots = int(num_interleaves)
+    k = _spiral_arm(matrix_size, fov, shots, undersampling_edge, density_power, max_gradient,
+                    max_slew, dwell_time)
+    arms = np.exp(1j * (2 * np.pi * np.arange(shots) / shots + _rotation(seed, "spiral_trajectory")))
+    kk = arms[:, None] * k[None, :]
+    coord = np.stack([kk.imag, kk.real], axis=-1)
+    np.clip(coord, -0.5, np.nextafter(0.5, 0), out=coord)
+    return torch.from_numpy(coord).to(dtype)
+
+
+#: the spiral's design curve holds one point every 1 / _SPIRAL_STEPS of a turn
+_SPIRAL_STEPS = 2000
+
+
+def max_spiral_interleaves(matrix_size: int, undersampling_edge: float = 1.0,
+                           density_power: float = 2.0) -> int:
+    """The most arms :func:`spiral_trajectory` designs for ``matrix_size`` (about 1000 per pixel
+    of ``matrix_size``): an arm's design curve needs at least three points (one every 1/2000 of
+    a turn) before it reaches ``k_max``; with more arms its first step is already there, too few
+    points to shape it. Far fewer are usual (``matrix_size // 8`` in the simulations)."""
+    edge0 = float(undersampling_edge) if density_power == 0 else 1.0  # FOV(0) = fov / edge0
+    return max(math.ceil(_SPIRAL_STEPS / 2 * int(matrix_size) / edge0) - 1, 1)
+
+
+def _too_many_arms(shots: int, n: int, most: int) -> str:
+    return (f"spiral_trajectory: num_interleaves {shots} is too many arms for matrix_size {n}: "
+            f"each would reach the edge of k-space within one step of its design curve (1/"
+            f"{_SPIRAL_STEPS} of a turn), too few points to shape it; use at most {most} "
+            f"(matrix_size // 8 = {max(n // 8, 1)} is usual)")
+
+
+def spiral_samples(matrix_size: int, fov: float, num_interleaves: int, *,
+                   undersampling_edge: float = 1.0, density_power: float = 2.0,
+                   max_gradient: float = 40e-3, max_slew: float = 150.0,
+                   dwell_time: float = 4e-6) -> int:
+    """Samples per arm of :func:`spiral_trajectory` with these arguments, without building the
+    ``(interleaves, samples, 2)`` array (for memory estimates); raises as it does."""
+    return int(_spiral_arm(matrix_size, fov, num_interleaves, undersampling_edge, density_power,
+                           max_gradient, max_slew, dwell_time).size)
+
+
+def _spiral_arm(matrix_size, fov, num_interleaves, undersampling_edge, density_power,
+                max_gradient, max_slew, dwell_time) -> np.ndarray:
+    """The first arm of :func:`spiral_trajectory` (complex, ``k_max`` -> 0.5), arguments checked."""
     n, fov, shots = int(matrix_size), float(fov), int(num_interleaves)
     if n < 2 or fov <= 0 or shots < 1:
         raise ValueError(f"spiral_trajectory: need matrix_size >= 2, fov > 0, interleaves >= 1; "
                          f"got {n}, {fov}, {shots}")
-    if undersampling_edge < 1 or max_gradient <= 0 or max_slew <= 0 or dwell_time <= 0:
-        raise ValueError("spiral_trajectory: need undersampling_edge >= 1 and positive limits")
+    if (undersampling_edge < 1 or density_power < 0 or max_gradient <= 0 or max_slew <= 0
+            or dwell_time <= 0):
+        raise ValueError("spiral_trajectory: need undersampling_edge >= 1, density_power >= 0 "
+                         "and positive limits")
+    most = max_spiral_interleaves(n, undersampling_edge, density_power)
+    if shots > most:  # numpy's "Shape of array too small to calculate a numerical gradient"
+        raise ValueError(_too_many_arms(shots, n, most))
     kmax = n / (2 * fov)  # cycles / m
     # in k units / s and / s^2; 2 % margin so that the sampled waveform keeps the limits too
     gmax, smax = 0.98 * GAMMA_HZ_PER_T * max_gradient, 0.98 * GAMMA_HZ_PER_T * max_slew
 
     # the curve: integrate dr/dtheta on a fine theta grid up to k_max
-    dtheta = 2 * np.pi / 2000
+    dtheta = 2 * np.pi / _SPIRAL_STEPS
     rs, r = [0.0], 0.0
     while r < kmax:
         fov_r = fov / (1 + (undersampling_edge - 1) * (r / kmax) ** density_power)
         r += shots / (2 * np.pi * fov_r) * dtheta
         rs.append(r)
+    if len(rs) < 3:  # the limit's rounding at its very edge
+        raise ValueError(_too_many_arms(shots, n, shots - 1))
     rad = np.minimum(np.asarray(rs), kmax)
     theta = np.arange(rad.size) * dtheta
     curve = rad * np.exp(1j * theta)
@@ -428,14 +479,14 @@ def spiral_trajectory(
     dt = seg / np.maximum(0.5 * (v[1:] + v[:-1]), 1e-12)
     t = np.concatenate([[0.0], np.cumsum(dt)])
     samples = int(np.floor(t[-1] / dwell_time))
+    if samples < 2:  # was an empty trajectory (interleaves, 0, 2), or one point per arm
+        raise ValueError(f"spiral_trajectory: dwell_time {dwell_time:g} s gives {samples} "
+                         f"sample(s) per arm over its {t[-1]:.3g} s readout; at least 2 are "
+                         "needed: use a shorter dwell_time")
     ts = np.arange(samples) * dwell_time
     k = np.interp(ts, t, curve.real) + 1j * np.interp(ts, t, curve.imag)
     k = k / kmax * 0.5  # normalised: k_max -> 0.5
-    arms = np.exp(1j * (2 * np.pi * np.arange(shots) / shots + _rotation(seed, "spiral_trajectory")))
-    kk = arms[:, None] * k[None, :]
-    coord = np.stack([kk.imag, kk.real], axis=-1)
-    np.clip(coord, -0.5, np.nextafter(0.5, 0), out=coord)
-    return torch.from_numpy(coord).to(dtype)
+    return k
 
 
 def stack_of_stars(

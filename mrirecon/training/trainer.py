@@ -261,6 +261,11 @@ class Trainer:
             ctx = model.no_sync() if (self.ddp is not None and not sync) else _null()
             with ctx:
                 amp = self.cfg.amp and self.device.type == "cuda"
+                if self.cfg.amp and not amp and not getattr(self, "_amp_said", False):
+                    self._amp_said = True  # once per run; it was ignored without a word
+                    if self.rank == 0:
+                        log.warning("amp: true has no effect on %s (bfloat16 autocast is CUDA's); "
+                                    "training in float32", self.device.type)
                 if self.sample_loss is not None:  # self-supervised: no target
                     from mrirecon.training.ssdu import split_seed
 

@@ -363,11 +363,18 @@ class ModalityGuard:
             if isinstance(op, LinearOperator):  # VarNet: "The size of tensor a (32) must match
                 # the size of tensor b (30) at non-singleton dimension 3"
                 check_trailing_shape(label, f"the data y for {op.name}", y, op.range_shape)
+        weight = next((p for p in module.parameters() if p.is_floating_point()), None)
+        if weight is not None and weight.dtype not in _COMPLEX_OF:  # float16, bfloat16: the
+            # advice "convert the data (y.to(torch.float16))" dropped k-space's imaginary part,
+            # and no operator or FBP here runs in half precision
+            raise TypeError(f"{label}: the weights are {weight.dtype}; half-precision weights are "
+                            "not supported for inference here (the operators, complex k-space "
+                            "and FBP need float32 / float64): convert the model back with "
+                            "model.float()")
         if modality is not None and y.is_complex() != (modality == "mri"):
             kind = "complex (MRI k-space?)" if y.is_complex() else "real (a CT sinogram?)"
             raise TypeError(f"{label}: these {modality.upper()} weights got {kind} data "
                             f"{tuple(y.shape)} {y.dtype}; use weights trained for that modality")
-        weight = next((p for p in module.parameters() if p.is_floating_point()), None)
         real = y.real.dtype if y.is_complex() else y.dtype
         if weight is not None and real.is_floating_point and real != weight.dtype:
             want = _COMPLEX_OF.get(weight.dtype)
