@@ -52,7 +52,7 @@ from mrirecon.core.parallel import map_tasks
 FINE_STEPS = 4
 
 #: Least share of the strongest coil's calibration-block energy that coil 0 must hold to be the
-#: phase reference (SigPy's and BART's convention); below it the strongest coil is. A dead coil 0
+#: phase reference (SigPy's convention, kept); below it the strongest coil is. A dead coil 0
 #: (all zero) zeroed every map (``sgn(0) = 0``), and a noise-only one gave every map a random
 #: phase (L1-wavelet 21.2 against 23.2 dB referenced to a live coil). On simulated birdcage
 #: brains (4-16 coils, SNR 5-30 dB, 96 x 80 to 320 x 320, ring radius 1.2-2.0, axial offset
