@@ -15,8 +15,9 @@ from pathlib import Path
 import torch
 
 from mrirecon.data.budget import refuse_stale_files
-from mrirecon.data.simulate_mri import (SIMULATED_FILE_PATTERN, simulate_mri_volume,
-                                       simulated_file_name, volume_acquisition)
+from mrirecon.data.simulate_mri import (SIMULATED_FILE_PATTERN, check_mri_budget,
+                                       simulate_mri_volume, simulated_file_name,
+                                       volume_acquisition)
 from mrirecon.functional.density import pipe_menon_density, radial_density
 from mrirecon.operators.nufft import nufft_sense
 from mrirecon.sampling.nonuniform import golden_angle_radial, spiral_trajectory
@@ -71,6 +72,9 @@ def simulate_noncartesian_dataset(
 
     if options.get("readout_oversampling", 1) != 1:
         raise ValueError("simulate (non-Cartesian): readout oversampling is set by the trajectory")
+    # before the trajectory is made: 1e8 spokes were a MemoryError (the command line checked it)
+    check_mri_budget("simulate_noncartesian_dataset", out_dir, volumes, slices, coils, size,
+                     trajectory=trajectory, readouts=readouts)
     traj, density = make_trajectory(trajectory, size, readouts)
     names = [_file_name(volume_acquisition(i, seed, coils, options.get("contrasts"),
                                            options.get("orientations")), seed, i, trajectory)

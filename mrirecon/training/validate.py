@@ -43,6 +43,8 @@ def validate_training(cfg, source: str = ""):
     from mrirecon.models.registry import _MODELS, MODEL_MODALITY
 
     d, o, loss = cfg.data, cfg.optim, cfg.loss
+    if not str(cfg.output_dir).strip():  # `--set output_dir=$OUT` unset: the working directory
+        raise _fail(source, "output_dir", "an empty path (an unset shell variable?); give a folder")
     if not (math.isfinite(d.sample_rate) and 0 < d.sample_rate <= 1):
         raise _fail(source, "data.sample_rate", f"must be in (0, 1], got {d.sample_rate!r}")
     _at_least(source, "data.num_workers", d.num_workers, 0)

@@ -74,6 +74,15 @@ def test_train_output_dir_blocked_by_a_file_names_the_path(train_data, tmp_path,
     assert err.endswith(f"error: {afile}: File exists"), err
 
 
+def test_train_with_an_empty_output_dir_is_refused(train_data, tmp_path, capsys, monkeypatch):
+    """`--set output_dir=$OUT` with OUT unset trained into the working directory."""
+    monkeypatch.chdir(tmp_path)
+    err = _cli_error(["train", "train_modl_brain_sim", "--set", "output_dir=''",
+                      *_data(train_data)], capsys)
+    assert "output_dir: an empty path" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("argv", [
     ["run", "mri_cs", "-i", "x.h5", "--output", ""],
     ["run", "mri_cs", "-i", "x.h5", "-o", ""],
@@ -99,6 +108,17 @@ def test_radial_readouts_beyond_memory_are_refused_naming_readouts(tmp_path, cap
                       "--out", str(tmp_path / "r")], capsys)
     assert "--readouts 100000000" in err and "GiB of memory" in err, err
     assert "MemoryError" not in err and not (tmp_path / "r").exists()
+
+
+def test_the_library_simulation_checks_the_readout_budget_too(tmp_path):
+    """`simulate_noncartesian_dataset` called from Python made the 95 GiB trajectory before any
+    check (a MemoryError): it runs the command line's budget check first, writing nothing."""
+    from mrirecon.data.simulate_noncartesian import simulate_noncartesian_dataset
+
+    with pytest.raises(ValueError, match=r"GiB of memory"):
+        simulate_noncartesian_dataset(tmp_path / "r", "radial", volumes=1, slices=1, coils=4,
+                                      size=(32, 32), readouts=100_000_000)
+    assert not (tmp_path / "r").exists()
 
 
 def test_spiral_with_too_many_arms_is_refused(tmp_path, capsys):
