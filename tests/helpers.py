@@ -374,3 +374,15 @@ def partial_echo_files(folder: Path) -> tuple[Path, Path]:
         fastmri_to_ismrmrd(Path(src), folder / name / "scan.h5", first_sample=first)
         paths.append(folder / name / "scan.h5")
     return paths[0], paths[1]
+
+
+def cli_exit(*argv: str) -> int:
+    """``mrirecon --threads 1 ARGV``'s exit status, as the shell sees it (argparse and the
+    commands' refusals exit through ``SystemExit``)."""
+    from mrirecon.cli import main
+
+    try:
+        return main(["--threads", "1", *argv])
+    except SystemExit as exc:
+        return int(exc.code)
+

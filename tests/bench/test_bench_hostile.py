@@ -16,7 +16,7 @@ import pytest
 from mrirecon.bench import run_bench, run_ct_bench
 from mrirecon.cli import main
 from mrirecon.pipeline.schema import CalibrateConfig
-from tests.helpers import simulated_ct_dir
+from tests.helpers import cli_exit, simulated_ct_dir
 
 DEAD = "coil 2 of 4 hold no signal"
 
@@ -50,10 +50,7 @@ def _ct_folder(src: Path, dst: Path, files: dict[str, str]) -> Path:
 
 
 def _bench(argv: list[str]) -> int:
-    try:
-        return main(["--threads", "1", "bench", "--no-progress", *argv])
-    except SystemExit as exc:
-        return int(exc.code)
+    return cli_exit("bench", "--no-progress", *argv)
 
 
 # ---- F2: a LoDoPaB observation without its ground truth -------------------------------------

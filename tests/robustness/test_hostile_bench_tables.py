@@ -27,7 +27,7 @@ import yaml
 
 from mrirecon.cli import main
 from mrirecon.pipeline.definitions import PIPELINES, load_pipeline_warned
-from tests.helpers import simulated_ct_dir
+from tests.helpers import cli_exit, simulated_ct_dir
 
 SHADOWED = "has no effect: the pipeline's reconstruct.params.{0} holds for every {1}"
 
@@ -55,10 +55,7 @@ def mri_full(tmp_path_factory) -> Path:
 
 
 def _run(argv: list[str]) -> int:
-    try:
-        return main(["--threads", "1", "run", "--no-progress", *argv])
-    except SystemExit as exc:
-        return int(exc.code)
+    return cli_exit("run", "--no-progress", *argv)
 
 
 def _recon(out: Path) -> np.ndarray:

@@ -16,12 +16,11 @@ import pytest
 import torch
 import yaml
 
-from mrirecon.cli import main
 from mrirecon.io.output_lock import job_identity, lock_output
 from mrirecon.pipeline.definitions import PIPELINES
 from mrirecon.pipeline.runner import run_pipeline
 from mrirecon.pipeline.schema import config_sha256
-from tests.helpers import simulated_ct_dir
+from tests.helpers import cli_exit, simulated_ct_dir
 from tests.robustness.test_hostile_outputs import mri_config
 
 fcntl = pytest.importorskip("fcntl")
@@ -33,10 +32,7 @@ def _prov(out: Path, suffix: str = "") -> dict:
 
 
 def _main(argv: list[str]) -> int:
-    try:
-        return main(["--threads", "1", *argv])
-    except SystemExit as exc:
-        return int(exc.code)
+    return cli_exit(*argv)
 
 
 @pytest.fixture
