@@ -292,19 +292,18 @@ def _recorded_config(config) -> dict:
     defaults (a CT run listed MRI's ``accelerations``, ``center_fractions``, ``mask``,
     ``preprocess``, ... that it never reads; validation refuses them changed, so nothing is
     lost: leaving them out and loading the record gives the same config)."""
-    from mrirecon.pipeline.validate import CT_ONLY, MRI_ONLY
+    from mrirecon.pipeline.validate import CT_ONLY, MRI_ONLY, changed_from_defaults
 
     recorded = to_dict(config)
-    default = to_dict(PipelineConfig(name=config.name, modality=config.modality))
     other = MRI_ONLY + ("reconstruct.params_by_acceleration",) if config.modality == "ct" else \
         CT_ONLY + ("reconstruct.params_by_views",)
     for dotted in other:
-        section, _, key = dotted.partition(".")
-        block, base = recorded.get(section), default.get(section)
-        if not key and block == base:
-            recorded.pop(section, None)
-        elif key and isinstance(block, dict) and key in block and block[key] == (base or {}).get(key):
-            del block[key]
+        if not changed_from_defaults(config, dotted):  # validation's rule of "changed"
+            section, _, key = dotted.partition(".")
+            if key:
+                recorded.get(section, {}).pop(key, None)
+            else:
+                recorded.pop(section, None)
     return recorded
 
 

@@ -264,7 +264,7 @@ MRI_ONLY = ("preprocess", "calibrate", "postprocess", "undersample.mask",
 CT_ONLY = ("undersample.views", "undersample.photons")
 
 
-def _changed(config: PipelineConfig, dotted: str) -> list[str]:
+def changed_from_defaults(config: PipelineConfig, dotted: str) -> list[str]:
     """The keys under ``dotted`` (a section or one key) whose values differ from the defaults."""
     from dataclasses import fields
 
@@ -280,7 +280,7 @@ def _check_modality_settings(config: PipelineConfig, source: str) -> None:
     with nothing to undersample (neither ``views`` nor ``photons``)."""
     if config.modality == "ct":
         for dotted in MRI_ONLY:
-            if changed := _changed(config, dotted):
+            if changed := changed_from_defaults(config, dotted):
                 hint = (" CT undersamples with undersample.views (sparse view) and "
                         "undersample.photons (low dose)") if dotted.startswith("undersample") else ""
                 raise _fail(source, changed[0], "an MRI setting, which a CT pipeline does not read "
@@ -293,7 +293,7 @@ def _check_modality_settings(config: PipelineConfig, source: str) -> None:
                         "and / or undersample.photons=I0, or undersample.enabled=false")
     else:
         for dotted in CT_ONLY:
-            if changed := _changed(config, dotted):
+            if changed := changed_from_defaults(config, dotted):
                 raise _fail(source, changed[0], "a CT setting, which an MRI pipeline does not read "
                             "(it would change nothing); remove it. MRI undersamples k-space with "
                             "undersample.accelerations, center_fractions and mask")
