@@ -23,6 +23,7 @@ from typing import TypeVar
 import torch
 from torch import Tensor
 
+from mrirecon.core.kinds import kind_keeping
 from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.core.power import max_eigenvalue
 from mrirecon.core import capabilities as caps
@@ -74,6 +75,11 @@ class LinearOperator(torch.nn.Module):
     :func:`~mrirecon.core.check_operator` (the data-consistency blocks of the learned models run
     it on the first operator of a class defined outside mrirecon and refuse a wrong one).
     """
+
+    def _apply(self, fn, recurse: bool = True):
+        """Dtype moves keep real buffers real and complex ones complex, at the precision asked
+        for (:mod:`mrirecon.core.kinds`); device moves are unchanged."""
+        return super()._apply(kind_keeping(fn), recurse)
 
     def __init__(self, domain_shape: Shape = None, range_shape: Shape = None) -> None:
         super().__init__()

@@ -34,7 +34,6 @@ from mrirecon.functional.radon import (
     shear_tables,
 )
 from mrirecon.operators.ct_geometry import CTGeometry
-from mrirecon.operators.kinds import KeepsBufferKinds
 
 
 class _Project(torch.autograd.Function):
@@ -63,7 +62,7 @@ class _Backproject(torch.autograd.Function):
         return _Project.apply(grad.contiguous(), ctx.op), None
 
 
-class _CTProjector(KeepsBufferKinds, LinearOperator):
+class _CTProjector(LinearOperator):
     """Shared plumbing: dtype checks, complex split, batch flattening, autograd."""
 
     beam = ""

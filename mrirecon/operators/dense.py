@@ -9,10 +9,9 @@ import torch
 from torch import Tensor
 
 from mrirecon.core import LinearOperator
-from mrirecon.operators.kinds import KeepsBufferKinds
 
 
-class DenseMatrix(KeepsBufferKinds, LinearOperator):
+class DenseMatrix(LinearOperator):
     """``x (..., *domain_shape) -> M x.flatten() (..., m)`` for a dense ``(m, n)`` matrix.
 
     Parameters

@@ -20,7 +20,6 @@ from mrirecon.functional import (
     max_levels,
 )
 from mrirecon.functional.wavelet import wavelet_filters
-from mrirecon.operators.kinds import KeepsBufferKinds
 
 
 class Identity(LinearOperator):
@@ -43,7 +42,7 @@ class Identity(LinearOperator):
         return y
 
 
-class Diagonal(KeepsBufferKinds, LinearOperator):
+class Diagonal(LinearOperator):
     """Element-wise multiplication by ``weights`` (broadcast over leading axes).
 
     The trailing shape of ``weights`` is the operator's domain and range.
@@ -70,7 +69,7 @@ class Diagonal(KeepsBufferKinds, LinearOperator):
         return torch.where(w == 0, torch.zeros((), dtype=y.dtype, device=y.device), y / safe)
 
 
-class PhaseConstrained(KeepsBufferKinds, LinearOperator):
+class PhaseConstrained(LinearOperator):
     """A real image times a fixed phase: ``P x = p * x`` for real ``x``, ``P^H y = Re(p^* y)``.
 
     The variable of phase-constrained (homodyne-type) reconstruction: the image is ``rho p``

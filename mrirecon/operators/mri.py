@@ -15,7 +15,6 @@ from mrirecon.core import LinearOperator
 from mrirecon.core.checks import NonFiniteError, broadcasts_to, finite_and_nonzero
 from mrirecon.core.magnitude import sum_abs2
 from mrirecon.functional import fft2c, ifft2c, uncentred_fft2, uncentred_ifft2
-from mrirecon.operators.kinds import KeepsBufferKinds
 
 #: Coil-image bytes per block of rows of the no-grad column-mask gram on one thread (fits a CPU
 #: core's L2 cache): 8 x 320 x 320 complex64 gram 2.6 ms in 40-row blocks against 2.8 ms in one
@@ -222,7 +221,7 @@ class Fourier(LinearOperator):
         return self.adjoint(y)
 
 
-class Sensitivity(KeepsBufferKinds, MapsSupport, LinearOperator):
+class Sensitivity(MapsSupport, LinearOperator):
     """``S``: image ``(..., H, W)`` -> coil images ``(..., C, H, W)`` by the coil maps.
 
     Parameters
@@ -259,7 +258,7 @@ class Sensitivity(KeepsBufferKinds, MapsSupport, LinearOperator):
         return _bound_shape(x, 2, _sum_of_squares_max(self.maps))
 
 
-class SenseOperator(KeepsBufferKinds, MapsSupport, LinearOperator):
+class SenseOperator(MapsSupport, LinearOperator):
     """Multi-coil Cartesian operator ``A = P F S`` with a closed-form normal operator.
 
     ``A^H A x = S^H F^H P F S x``; because a circular convolution commutes with the FFT shifts,

@@ -25,7 +25,6 @@ from mrirecon.core import LinearOperator
 from mrirecon.core.checks import broadcasts_to
 from mrirecon.functional.nufft import (checked_eps, checked_trajectory, default_eps, nufft,
                                        nufft_adjoint, point_spread_kernel)
-from mrirecon.operators.kinds import KeepsBufferKinds
 from mrirecon.operators.mri import MapsSupport, _checked_maps, check_batch_axes, coil_reduce
 
 
@@ -38,7 +37,7 @@ def _owned(t: Tensor, dtype: torch.dtype) -> Tensor:
         return t.to(dtype, copy=True).contiguous()
 
 
-class NufftSense(KeepsBufferKinds, MapsSupport, LinearOperator):
+class NufftSense(MapsSupport, LinearOperator):
     """Multi-coil non-Cartesian operator ``W^(1/2) N S``; see the module docstring.
 
     Parameters
@@ -60,7 +59,7 @@ class NufftSense(KeepsBufferKinds, MapsSupport, LinearOperator):
     Shapes: image ``(..., H, W)``, k-space ``(..., C, *K)``.
 
     ``op.to(torch.complex128)`` moves the maps to complex128 and the trajectory, weights and
-    Toeplitz kernel to float64 (:mod:`mrirecon.operators.kinds`; they became complex and
+    Toeplitz kernel to float64 (:mod:`mrirecon.core.kinds`; they became complex and
     ``A x`` failed with "nufft: trajectory must be real"), and a default ``eps`` to the new
     precision's; the trajectory and kernel keep the values they were stored with (float32 for
     complex64 maps), so for results accurate to complex128 build the operator from
@@ -116,7 +115,7 @@ class NufftSense(KeepsBufferKinds, MapsSupport, LinearOperator):
         return self.maps.shape[-3]
 
     def _apply(self, fn, recurse: bool = True):
-        """Real buffers stay real (:class:`~mrirecon.operators.kinds.KeepsBufferKinds`); a
+        """Real buffers stay real (``LinearOperator._apply``, :mod:`mrirecon.core.kinds`); a
         default ``eps`` follows the maps' new precision."""
         before = self.maps.dtype
         out = super()._apply(fn, recurse)

@@ -7,10 +7,9 @@ from torch import Tensor
 
 from mrirecon.core import LinearOperator
 from mrirecon.functional.patches import extract_patches, fold_patches, patch_counts, patch_index
-from mrirecon.operators.kinds import KeepsBufferKinds
 
 
-class Patches(KeepsBufferKinds, LinearOperator):
+class Patches(LinearOperator):
     """Overlapping patch extraction ``P: (..., H, W) -> (..., L, p*p)``.
 
     Parameters

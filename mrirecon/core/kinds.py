@@ -10,7 +10,9 @@ the patch counts became complex too (twice the memory, torch's "Casting complex 
 discards the imaginary part" at use). ``op.to(torch.float64)`` dropped the imaginary part of
 coil maps and phases: SENSE and NUFFT-SENSE gave results 65-78 % off with only that warning.
 
-With :class:`KeepsBufferKinds` a dtype move sets the precision and leaves the kind:
+Every :class:`~mrirecon.core.LinearOperator` (``LinearOperator._apply``, so also the ones a
+user writes and the sums and products of operators) makes a dtype move set the precision and
+leave the kind:
 ``complex128`` and ``float64`` both mean double precision (real buffers become ``float64``,
 complex ones ``complex128``), ``complex64`` and ``float32`` single. Device moves and every other
 ``_apply`` (``cuda()``, ``double()``, ``share_memory()``) are unchanged; integer and boolean
@@ -45,10 +47,3 @@ def kind_keeping(fn: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
 
     return apply
 
-
-class KeepsBufferKinds:
-    """Mixin for ``nn.Module`` operators: dtype moves keep real buffers real and complex ones
-    complex (module docstring). List it before the ``nn.Module`` base."""
-
-    def _apply(self, fn, recurse: bool = True):
-        return super()._apply(kind_keeping(fn), recurse)
