@@ -31,6 +31,12 @@ from mrirecon.io.atomic import atomic_write_bytes, atomic_write_text
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 
+def is_shipped_weights(pt: Path, name: str) -> bool:
+    """Whether ``pt`` is the shipped weights file that the name ``name`` (as the user wrote it)
+    stands for: a shipped name stays a name in cards and provenance."""
+    return pt.parent == WEIGHTS_DIR and name == pt.stem
+
+
 def _places(p: Path, base: Path | None) -> list[Path]:
     """The absolute places a relative path ``p`` is looked for: beside ``base`` first (the
     folder of the pipeline file that names it), then in the working directory."""

@@ -24,6 +24,11 @@ from mrirecon.pipeline.validate import (accepted_params, canonical_method_params
 
 # installed packages are plain folders (pip unpacks wheels), so the resource is a real path
 PIPELINES = Path(str(files("mrirecon").joinpath("pipelines")))
+
+
+def is_shipped_pipeline(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is one of the pipelines shipped in :data:`PIPELINES`."""
+    return Path(path).resolve().parent == PIPELINES.resolve()
 log = logging.getLogger("mrirecon.pipeline")
 
 
@@ -146,7 +151,7 @@ def _weights_beside(data: dict, overrides: list[str], path: Path) -> dict:
     absolute paths and ``--set reconstruct.weights=...`` (the working directory) are left as
     they are; a missing file is refused naming both places looked in."""
     from mrirecon import recon
-    from mrirecon.io.weights import WEIGHTS_DIR, resolve_weights
+    from mrirecon.io.weights import is_shipped_weights, resolve_weights
 
     rc = data.get("reconstruct") if isinstance(data, dict) else None
     value = rc.get("weights") if isinstance(rc, dict) else None
@@ -157,7 +162,7 @@ def _weights_beside(data: dict, overrides: list[str], path: Path) -> dict:
         rc = data["reconstruct"]
     if (not isinstance(value, str) or not value or Path(value).is_absolute()
             or rc.get("method") in recon.available()  # refused by the validation, by name
-            or path.resolve().parent == PIPELINES.resolve()
+            or is_shipped_pipeline(path)
             or any(k in ("reconstruct", "reconstruct.weights") for k in keys)):
         return data
     try:
@@ -165,7 +170,7 @@ def _weights_beside(data: dict, overrides: list[str], path: Path) -> dict:
     except (FileNotFoundError, ValueError) as err:
         message = str(err).removeprefix("reconstruct.weights: ")
         raise ConfigError(str(path), "reconstruct.weights", message) from None
-    if found.parent == WEIGHTS_DIR and found.stem == value:
+    if is_shipped_weights(found, value):
         return data  # a shipped name stays a name (provenance, --resume)
     return {**data, "reconstruct": {**rc, "weights": str(found)}}
 
@@ -212,7 +217,7 @@ def load_pipeline_warned(name: str | os.PathLike, overrides: list[str] = ()
     except ConfigError as err:
         raise _unknown_key_hint(err, data).blamed_on(overrides) from None
     config = replace(config, pipeline_file=str(path.resolve()))
-    shipped = path.resolve().parent == PIPELINES.resolve()
+    shipped = is_shipped_pipeline(path)
     warned = inert_warnings(config, overrides, str(path), shipped)
     for msg in warned:
         log.warning("%s", msg)

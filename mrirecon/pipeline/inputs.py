@@ -20,8 +20,6 @@ from mrirecon.pipeline.schema import PipelineConfig
 
 log = logging.getLogger("mrirecon.pipeline")
 
-INPUT_SUFFIXES = (".h5", ".hdf5", ".mrd", ".dcm")
-
 
 def _any_dicom(entries: list[Path]) -> bool:
     from mrirecon.io.dicom_read import looks_like_dicom  # pydicom only when a folder needs it

@@ -23,13 +23,12 @@ from mrirecon.core.config import to_dict
 from mrirecon.core.device import resolve_device
 from mrirecon.io.atomic import atomic_write_text
 from mrirecon.io.errors import disk_error
-from mrirecon.pipeline.inputs import (INPUT_SUFFIXES, _warn_dicom_beside,  # noqa: F401
-                                      check_name_lengths, expand_inputs, input_list, output_names)
+from mrirecon.pipeline.inputs import (check_name_lengths, expand_inputs, input_list,
+                                      output_names)
 from mrirecon.pipeline.output_files import (SUPERSEDED, commit_outputs, drop_superseded,
                                             few, fingerprint, moved_by_commit, set_aside)
 from mrirecon.pipeline.report import VolumeResult, display_name
-from mrirecon.pipeline.run_files import (RUN_FILES, RunFiles, config_sha256,  # noqa: F401
-                                         csv_safe)
+from mrirecon.pipeline.run_files import RunFiles, config_sha256
 from mrirecon.pipeline.run_state import (check_other_inputs, file_state, has_other_inputs,
                                          lock_output, paired_reference, previous_run, read_status,
                                          remove_orphans, remove_other_inputs,
@@ -159,11 +158,11 @@ def _code_config_warnings(config: PipelineConfig) -> list[str]:
     (:func:`mrirecon.pipeline.inert.inert_warnings`): those that differ from the shipped
     pipeline it was loaded from, or, for a file of one's own or a config built in code, from
     the schema's defaults, as ``mrirecon run`` judges them."""
-    from mrirecon.pipeline.definitions import PIPELINES, load_pipeline
+    from mrirecon.pipeline.definitions import is_shipped_pipeline, load_pipeline
     from mrirecon.pipeline.inert import inert_warnings
 
     source, base = config.pipeline_file, None
-    shipped = source is not None and Path(source).parent == PIPELINES.resolve()
+    shipped = source is not None and is_shipped_pipeline(source)
     if shipped:
         base = load_pipeline(source)[0]
     origin = (f"the config passed to run_pipeline (loaded from {source})" if shipped

@@ -21,7 +21,7 @@ from torch import nn
 from mrirecon.core import LinearOperator
 from mrirecon.core.checks import finite_and_nonzero
 from mrirecon.core.operator import check_trailing_shape
-from mrirecon.io.weights import WEIGHTS_DIR, read_state_dict, resolve_weights
+from mrirecon.io.weights import WEIGHTS_DIR, is_shipped_weights, read_state_dict, resolve_weights
 
 log = logging.getLogger("mrirecon.weights")
 
@@ -222,7 +222,7 @@ def weights_origin(name_or_path: str | os.PathLike, pt: Path, card: Mapping) -> 
     from mrirecon.io.atomic import file_sha256
 
     text = os.fspath(name_or_path)
-    shipped = pt.parent == WEIGHTS_DIR and text == pt.stem
+    shipped = is_shipped_weights(pt, text)
     origin = {"name": text} if shipped else {"path": str(pt)}
     origin["sha256"] = file_sha256(pt)
     if isinstance(card.get("fine_tuned_from"), Mapping):
