@@ -286,19 +286,16 @@ def check_tolerance(who: str, **values: float) -> None:
     ``1`` or more every solver met it before its first step (``cg_sense(tolerance=1)`` returned
     zeros after 0 iterations, exit 0). A tensor of several values is the caller's business."""
     for name, v in values.items():
-        if isinstance(v, bool):
+        if isinstance(v, (bool, str, type(None))):
             raise ValueError(f"{who}: {name} must be a number, got {v!r}")
+    check_nonnegative(who, **values)
+    for name, v in values.items():
         try:
             f = float(v)
         except (TypeError, ValueError):
-            if isinstance(v, (str, type(None))):
-                raise ValueError(f"{who}: {name} must be a number, got {v!r}") from None
-            continue
-        if not (math.isfinite(f) and f >= 0):
-            raise ValueError(f"{who}: {name} must be finite and >= 0, got {v!r}")
+            continue  # a tensor of several values is the caller's business
         if f >= 1:
             raise ValueError(f"{who}: {name} " + TOLERANCE_PROBLEM.format(value=v))
-
 
 def finite_and_nonzero(t) -> tuple[bool, bool]:
     """``(every value finite, some value nonzero)`` for a real or complex tensor, in one pass.

@@ -24,7 +24,7 @@ import weakref
 import torch
 from torch import Tensor
 
-from mrirecon.core.operator import FunctionOperator, LinearOperator, inner
+from mrirecon.core.operator import FunctionOperator, LinearOperator, adjoint_error_of
 
 __all__ = ["check_operator", "check_operator_once", "operator_tolerance"]
 
@@ -136,8 +136,7 @@ def check_operator(op: LinearOperator, x: Tensor | None = None, *,
         if not all(isinstance(t, Tensor) and _finite(t) for t in results):
             raise ValueError(f"check_operator: {name} returned NaN or Inf (or no tensor) for "
                              f"finite random input of shape {tuple(u.shape)} ({u.dtype})")
-        scale = (_norm(au) * _norm(v) + _norm(u) * _norm(ahv)) / 2
-        adj = float(torch.abs(inner(au, v) - inner(u, ahv))) / (scale or 1.0)
+        adj = adjoint_error_of(u, au, v, ahv)
         gram_err = _norm(gram - ref) / (_norm(ref) or 1.0)
     found = {"adjoint": adj, "gram": gram_err, "tolerance": float(tolerance)}
     problems = []
