@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from mrirecon.calib._linalg import box_smooth, power_iteration, symmetric_index
-from mrirecon.core.checks import finite_and_nonzero
+from mrirecon.core.checks import finite_and_nonzero, nonfinite_count
 
 
 def _check(name: str, images: Tensor) -> None:
@@ -25,7 +25,7 @@ def _check(name: str, images: Tensor) -> None:
         got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
         raise ValueError(f"{name}: coil_images must be a complex tensor (coils, H, W), got {got}")
     if not finite_and_nonzero(images)[0]:  # one NaN pixel gave NaN maps over its box
-        bad = int((~torch.isfinite(images)).sum())
+        bad = nonfinite_count(images)
         raise ValueError(f"{name}: coil_images hold {bad} NaN or Inf value{'s' * (bad > 1)}")
 
 

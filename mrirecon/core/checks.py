@@ -297,6 +297,14 @@ def check_tolerance(who: str, **values: float) -> None:
         if f >= 1:
             raise ValueError(f"{who}: {name} " + TOLERANCE_PROBLEM.format(value=v))
 
+def nonfinite_count(t) -> int:
+    """How many values of tensor ``t`` are NaN or Inf (a complex value counts once): the figure
+    of an error message, after :func:`finite_and_nonzero` found one."""
+    import torch
+
+    return int((~torch.isfinite(t.detach())).sum())
+
+
 def finite_and_nonzero(t) -> tuple[bool, bool]:
     """``(every value finite, some value nonzero)`` for a real or complex tensor, in one pass.
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mrirecon.core.checks import finite_and_nonzero
+from mrirecon.core.checks import finite_and_nonzero, nonfinite_count
 from mrirecon.functional import center_crop
 from mrirecon.metrics.ssim_loss import ssim_map
 
@@ -59,15 +59,6 @@ def _as_pair(gt: ArrayLike, pred: ArrayLike, who: str, volume: bool = False) -> 
                              "values" + ("" if name == "gt" else
                                          " (a diverged reconstruction?); it has no score"))
     return g, p.to(g.device), is_torch
-
-
-def nonfinite_count(t: Tensor) -> int:
-    """How many NaN / Inf values ``t`` holds, counted a chunk of slices at a time
-    (``torch.isfinite`` of a whole float32 volume makes a float32 ``abs`` copy of it)."""
-    if not t.is_floating_point() or t.ndim == 0:
-        return int((~torch.isfinite(t)).sum())
-    rows = max(1, CHUNK_ELEMENTS // max(1, t[0].numel()))
-    return sum(int((~torch.isfinite(t[i : i + rows])).sum()) for i in range(0, t.shape[0], rows))
 
 
 #: Elements per chunk of the sums over a volume (8 MiB in float64): the float64 temporaries of

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from mrirecon.core.checks import finite_and_nonzero
+from mrirecon.core.checks import finite_and_nonzero, nonfinite_count
 
 
 def per_system_ratio(num: Tensor, den: Tensor, batch: int = 0) -> float:
@@ -32,8 +32,7 @@ def check_finite_start(who: str, x0: Tensor) -> None:
     ``fista`` and ``admm`` returned all-NaN iterates from it, ``pdhg`` an image of zeros, without
     a word (``cg`` names such a start by its residual)."""
     if isinstance(x0, Tensor) and not finite_and_nonzero(x0)[0]:
-        bad = int((~torch.isfinite(torch.view_as_real(x0.detach()) if x0.is_complex()
-                                   else x0.detach())).sum())
+        bad = nonfinite_count(x0)
         raise ValueError(f"{who}: x0 holds {bad} NaN or Inf values")
 
 
