@@ -37,7 +37,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from mrirecon.core.device import resolve_device
@@ -79,8 +78,9 @@ from mrirecon.pipeline.volume import SliceMessages
 # ---- one volume -----------------------------------------------------------------------------
 
 
-def _checked_target(path: Path, challenge: str) -> np.ndarray:
-    """The volume's target ``(slices, h, w)`` after checking the file suits the benchmark."""
+def _check_file(path: Path, challenge: str) -> None:
+    """Check the file suits the benchmark (its target is read slice by slice with the k-space,
+    by the stream)."""
     from mrirecon.io import FastMRIFile
 
     with FastMRIFile(path) as f:
@@ -95,10 +95,8 @@ def _checked_target(path: Path, challenge: str) -> np.ndarray:
                 f"acceleration {f.acceleration}); the benchmark needs fully sampled files"
             )
         key = "reconstruction_rss" if challenge == "multicoil" else "reconstruction_esc"
-        target = f.reference(key=key) if f.reference_key == key else None
-        if target is None:
+        if f.reference_key != key:
             raise ValueError(f"run_bench: {path} has no target {key!r} (test files cannot be scored)")
-        return target.numpy()
 
 
 def pipeline_config(challenge: str, acceleration: float, mask_type: str, center_fraction: float,
@@ -121,7 +119,7 @@ def _score_volume(path: Path, acceleration: float, methods: list[Method], bar, *
                   mask_type: str, center_fractions, calibration: CalibrateConfig,
                   device: str, remove_oversampling: bool) -> dict[str, dict]:
     """Reconstruct one volume with every pending method; returns per-method records."""
-    target = _checked_target(path, challenge)
+    _check_file(path, challenge)
     cf = center_fraction_for(acceleration, center_fractions)
     config = pipeline_config(challenge, acceleration, mask_type, cf, calibration, remove_oversampling)
     stages = MRIStages(config, device=device, classical=False, per_method_maps=True,
@@ -145,8 +143,9 @@ def _score_volume(path: Path, acceleration: float, methods: list[Method], bar, *
     if run.reference_dropped:  # was scored: the output's centre against a target of another grid
         raise ValueError(f"run_bench: {path}: {key}: {run.reference_dropped}; the target must be "
                          "the image on the output's grid (the header's recon size)")
-    if run.reference is not None and tuple(run.reference.shape) != target.shape:
-        target = run.reference.numpy()  # a narrow file's (recon x, W) target cropped to (W, W)
+    if run.reference is None:
+        raise ValueError(f"run_bench: {path}: {key}: not read with the k-space")
+    target = run.reference.numpy()  # as stored; a narrow file's (recon x, W) cropped to (W, W)
     notes = reference_warnings(path, key, target, {m.name: run.outputs[m.name] for m in methods})
     out = {}
     for m in methods:
