@@ -43,20 +43,6 @@ def parse_sets(items: Iterable[str]) -> tuple[dict[str, dict[str, Any]], dict[st
     return tree, calib
 
 
-def locked(output: str):
-    """The ``--output`` folder created and locked for this benchmark
-    (:func:`~mrirecon.io.output_lock.locked_output`, the lock of ``mrirecon run``): two
-    benchmarks into one folder each rewrote ``results.jsonl`` from what they had read, losing
-    the other's records, and a second process is refused naming the first."""
-    from pathlib import Path
-
-    from mrirecon.pipeline.run_state import locked_output
-    from mrirecon.pipeline.runner import check_output
-
-    return locked_output(Path(output), option="--output", who="mrirecon bench",
-                         prepare=check_output)
-
-
 def bench_from_cli(
     data: str,
     output: str,
@@ -94,11 +80,10 @@ def bench_from_cli(
             raise ValueError(f"--set calibrate.{next(iter(calib))}: CT has no coil calibration")
         if remove_oversampling:
             raise ValueError("--remove-oversampling crops MRI readouts; CT sinograms have none")
-        with locked(output):
-            return run_ct_bench(data, ct_accelerations(accelerations), methods,
-                                weights=parse_weights(weights), params=params, output_dir=output,
-                                photons=photons, max_volumes=max_volumes, resume=resume,
-                                progress=progress, device=device, verbose=True)
+        return run_ct_bench(data, ct_accelerations(accelerations), methods,
+                            weights=parse_weights(weights), params=params, output_dir=output,
+                            photons=photons, max_volumes=max_volumes, resume=resume,
+                            progress=progress, device=device, verbose=True)
     from mrirecon.bench.mri import run_bench
 
     if photons is not None:
@@ -106,21 +91,20 @@ def bench_from_cli(
                          f"--challenge {challenge}")
     calibration = from_dict(CalibrateConfig, calib, source="--set", prefix="calibrate")
     check_calibrate(calibration, "--set")  # run's checks: crop=5 was lowered to 1 without a word
-    with locked(output):
-        return run_bench(
-            data,
-            challenge=challenge,
-            accelerations=accelerations,
-            methods=methods,
-            weights=parse_weights(weights),
-            params=params,
-            output_dir=output,
-            max_volumes=max_volumes,
-            resume=resume,
-            progress=progress,
-            mask_type=mask_type,
-            calibration=calibration,
-            device=device,
-            center_fractions=center_fractions,
-            remove_oversampling=remove_oversampling,
-        )
+    return run_bench(
+        data,
+        challenge=challenge,
+        accelerations=accelerations,
+        methods=methods,
+        weights=parse_weights(weights),
+        params=params,
+        output_dir=output,
+        max_volumes=max_volumes,
+        resume=resume,
+        progress=progress,
+        mask_type=mask_type,
+        calibration=calibration,
+        device=device,
+        center_fractions=center_fractions,
+        remove_oversampling=remove_oversampling,
+    )

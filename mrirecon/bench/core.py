@@ -62,14 +62,27 @@ class BenchPlan:
 
 def open_store(output_dir: str | os.PathLike | None, resume: bool) -> ResultsFile:
     """The results file under ``output_dir`` (``None``: in memory only, no resume); the folder
-    is checked as ``mrirecon run`` checks ``--output``, before any volume is scored (an output
-    that is a file failed after the first volume, with a bare errno)."""
-    if output_dir is not None:
-        from mrirecon.pipeline.runner import check_output
-
-        check_output(Path(output_dir))
+    is created, checked and locked by :func:`bench_output` first."""
     path = Path(output_dir) / RESULTS_FILE if output_dir is not None else os.devnull
     return ResultsFile(path, fresh=not resume or output_dir is None)
+
+
+def bench_output(output_dir: str | os.PathLike | None):
+    """A context manager: ``output_dir`` checked as ``mrirecon run`` checks ``--output`` (an
+    output that is a file failed after the first volume, with a bare errno), created, and
+    locked for this benchmark (:func:`~mrirecon.io.output_lock.locked_output`, the lock of
+    ``mrirecon run``). Two benchmarks into one folder each rewrote ``results.jsonl`` from what
+    they had read, losing the other's records; a second process is refused naming the first,
+    whether it came from the command line or from a library call. ``None``: nothing to lock."""
+    if output_dir is None:
+        from contextlib import nullcontext
+
+        return nullcontext()
+    from mrirecon.pipeline.run_state import locked_output
+    from mrirecon.pipeline.runner import check_output
+
+    return locked_output(Path(output_dir), option="--output", who="mrirecon bench",
+                         prepare=check_output)
 
 
 def method_record(run: VolumeRun, method: Method, used_calibration: bool) -> dict[str, Any]:
@@ -235,13 +248,14 @@ def check_complete(plan: BenchPlan, table: BenchTable, skipped: Sequence[Skipped
 def run_benchmark(plan: BenchPlan, score: VolumeScorer, *, output_dir, resume: bool,
                   progress: bool, verbose: bool, on_record: RecordCallback | None) -> BenchTable:
     """:func:`run_plan` then :func:`finish_table` (the volumes that could not be scored
-    skipped and listed), with the results file of ``output_dir``; then
-    :func:`check_complete`."""
-    store = open_store(output_dir, resume)
-    skipped = run_plan(plan, score, store, persist=output_dir is not None, progress=progress,
-                       on_record=on_record)
-    table = finish_table(plan, store, output_dir, verbose, skipped)
-    check_complete(plan, table, skipped, output_dir)
+    skipped and listed), with the results file of ``output_dir`` (locked: :func:`bench_output`);
+    then :func:`check_complete`."""
+    with bench_output(output_dir):
+        store = open_store(output_dir, resume)
+        skipped = run_plan(plan, score, store, persist=output_dir is not None, progress=progress,
+                           on_record=on_record)
+        table = finish_table(plan, store, output_dir, verbose, skipped)
+        check_complete(plan, table, skipped, output_dir)
     return table
 
 

@@ -197,6 +197,26 @@ def test_a_second_bench_into_one_output_is_refused(tmp_path, capsys):
     assert not fresh.exists()
 
 
+def test_a_library_bench_into_a_held_output_is_refused(tmp_path):
+    """The lock was taken by the command line only: run_ct_bench called from a notebook wrote
+    results.jsonl beside a running `mrirecon bench` into the same folder."""
+    from mrirecon.bench.ct import run_ct_bench
+
+    data = simulated_ct_dir(tmp_path / "ct", views=60, size=32, seed=3)
+    out = tmp_path / "out"
+    out.mkdir()
+    held = lock_output(out, 0, 1, who="mrirecon bench")
+    try:
+        with pytest.raises(ValueError, match="is writing into this folder"):
+            run_ct_bench(data, [2], "fbp", output_dir=out, progress=False)
+        assert not (out / "results.jsonl").exists()
+    finally:
+        held.close()
+    table = run_ct_bench(data, [2], "fbp", output_dir=out, progress=False)
+    assert table.rows and (out / "results.jsonl").is_file()
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".lock")) == [".lock"]
+
+
 def test_a_second_training_into_one_output_dir_is_refused(tmp_path):
     """Two `mrirecon train` into one output_dir interleaved train_log.csv and left one run's
     config.yaml beside the other's weights and card."""
