@@ -276,12 +276,12 @@ def check_repeated(overrides: typing.Iterable[str], source: str = "--set") -> No
     parsed = []
     for item in overrides:
         try:
-            parsed.append((item, _parse_override(item, source)[2]))
+            keys, _, value = _parse_override(item, source)
         except (ConfigError, TypeError):
             continue  # refused by apply_overrides, with its own message
+        parsed.append((item, tuple(_part(k) for k in keys), value))
     seen: list[tuple[tuple[str, ...], bool, int]] = []
-    for i, (item, value) in enumerate(parsed):
-        path = tuple(_part(k.strip()) for k in item.split("=", 1)[0].strip().split("."))
+    for i, (item, path, value) in enumerate(parsed):
         for key, clears in _targets(value, path):
             for earlier, earlier_clears, j in seen:
                 n = min(len(key), len(earlier))
