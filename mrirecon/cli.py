@@ -418,6 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mrirecon.io.errors import Terminated, disk_error
 
     previous = _on_sigterm_raise(Terminated)
+    shown = _warnings_as_log_lines()
     try:
         if getattr(args, "set", None):  # run, train CONFIG, bench: one key given twice
             from mrirecon.core.config import check_repeated
@@ -451,10 +452,43 @@ def main(argv: Sequence[str] | None = None) -> int:
               "for the traceback and report it)", file=sys.stderr)
         raise SystemExit(1) from None
     finally:
+        import warnings
+
+        warnings.showwarning = shown
         if previous is not None:
             import signal
 
             signal.signal(signal.SIGTERM, previous)
+
+
+def _warnings_as_log_lines():
+    """Under the command line, a ``warnings.warn`` is one log line like every other line of a
+    run (``WARNING mrirecon.calib.prewhiten: prewhiten: coil 5 of 8 holds no noise ...``), not
+    Python's ``FILE:LINE: UserWarning: ...`` with the warning's source line quoted under it, the
+    one raw entry in a run's log. A warning from outside the package keeps its category and
+    place. Returns the ``warnings.showwarning`` it replaced (restored by :func:`main`)."""
+    import logging
+    import os
+    import warnings
+
+    package = os.path.dirname(os.path.abspath(__file__))
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        path = os.path.abspath(filename)
+        kind = "" if category is UserWarning else f"{category.__name__}: "
+        if path.startswith(package + os.sep) and path.endswith(".py"):
+            module = os.path.relpath(path[:-3], os.path.dirname(package)).replace(os.sep, ".")
+            logging.getLogger(module).warning("%s%s", kind, message)
+        elif filename.startswith("<") or path == os.path.abspath(sys.argv[0]):
+            # a check's warning attributed to its caller outside the package (recon.checks):
+            # under the command line that is the ``mrirecon`` script or runpy, no place to show
+            logging.getLogger("mrirecon").warning("%s%s", kind, message)
+        else:
+            logging.getLogger("py.warnings").warning("%s: %s (%s:%d)", category.__name__, message,
+                                                     filename, lineno)
+
+    previous, warnings.showwarning = warnings.showwarning, show
+    return previous
 
 
 def _on_sigterm_raise(exc: type[BaseException]):

@@ -196,6 +196,23 @@ def test_user_errors_exit_2_with_one_line(mri_file, tmp_path, capsys):
     assert "no_such_pipeline" in err
 
 
+def test_library_warnings_are_log_lines_under_the_command_line(tmp_path, capsys, caplog):
+    """A warnings.warn (a deprecated key, a dead coil in the noise scan) was the one raw entry
+    in a run's log: Python's "FILE:LINE: FutureWarning: ..." with the source line quoted under
+    it; it is now a WARNING line of the module that warned, as every other line."""
+    import warnings
+
+    before = warnings.showwarning
+    with caplog.at_level("WARNING"):
+        _cli_error(["run", "mri_cs", "-i", str(tmp_path / "missing.h5"), "-o", str(tmp_path / "o"),
+                    "--set", "reconstruct.params.max_iterations=5"], capsys)
+    lines = [(r.name, r.getMessage()) for r in caplog.records if "deprecated" in r.getMessage()]
+    assert lines == [("mrirecon.pipeline.definitions", "FutureWarning: --set: reconstruct.params: "
+                      "'max_iterations' is deprecated, use 'iterations' (the old name goes away "
+                      "in the next release)")]
+    assert warnings.showwarning is before  # restored for the caller of main()
+
+
 @pytest.mark.skipif(hasattr(__import__("os"), "geteuid") and __import__("os").geteuid() == 0,
                     reason="root writes into read-only folders")
 def test_read_only_output_is_a_user_error(mri_file, tmp_path, capsys):
