@@ -280,7 +280,7 @@ def test_weights_cards_are_checked_where_results_are_labelled_and_reused(tmp_pat
 
     import yaml
 
-    from mrirecon.bench.core import open_store
+    from mrirecon.bench.core import bench_output
     from mrirecon.bench.methods import weights_id
     from mrirecon.pipeline.adapt_stage import model_architecture
     from mrirecon.pipeline.definitions import load_pipeline
@@ -309,8 +309,9 @@ def test_weights_cards_are_checked_where_results_are_labelled_and_reused(tmp_pat
     assert inherited["training_range"] == card["training_range"]
 
     (tmp_path / "file").write_text("x")
-    with pytest.raises(ValueError, match="is a file, not a folder"):
-        open_store(tmp_path / "file", resume=True)
+    with pytest.raises(ValueError, match="is a file, not a folder"), \
+            bench_output(tmp_path / "file"):
+        pass
 
 
 def test_a_pickled_model_and_a_method_given_twice_are_named(tmp_path):
