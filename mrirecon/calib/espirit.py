@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from mrirecon.calib._linalg import power_iteration
-from mrirecon.core.checks import finite_and_nonzero
+from mrirecon.core.checks import finite_and_nonzero, nonfinite_count
 from mrirecon.core.magnitude import sum_abs2
 from mrirecon.core.parallel import map_tasks
 
@@ -275,9 +275,8 @@ def _check_calibration(calib: Tensor, index: int, count: int) -> None:
     finite, nonzero = finite_and_nonzero(calib)
     where = f"slice {index} of {count}: " if count > 1 else ""
     if not finite:
-        bad = int((~torch.isfinite(torch.view_as_real(calib))).any(-1).sum())
         raise ValueError(f"espirit_maps: {where}the {tuple(calib.shape[-2:])} calibration block "
-                         f"of kspace holds {bad} NaN or Inf samples")
+                         f"of kspace holds {nonfinite_count(calib)} NaN or Inf samples")
     if not nonzero:
         raise ValueError(f"espirit_maps: {where}the {tuple(calib.shape[-2:])} calibration block "
                          "of kspace is all zero: k-space must be centred (DC at (H // 2, W // 2), "

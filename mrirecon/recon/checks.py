@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from mrirecon.core import LinearOperator
-from mrirecon.core.checks import finite_and_nonzero
+from mrirecon.core.checks import finite_and_nonzero, nonfinite_count
 from mrirecon.sampling.agreement import held_span, mask_disagreement
 
 #: A 2-D mask's samples inside ``y``'s span may hold exact zeros by chance (quantised k-space
@@ -116,8 +116,7 @@ def check_measurements(name: str, y: Tensor, op: LinearOperator | None, *, kspac
                         f"take; convert it: {arg}.to(torch.complex64)")
     finite, nonzero = finite_and_nonzero(y)
     if not finite:
-        bad = ~torch.isfinite(torch.view_as_real(y) if y.is_complex() else y)
-        raise ValueError(f"{name}: {arg} holds {int(bad.sum())} NaN or Inf values")
+        raise ValueError(f"{name}: {arg} holds {nonfinite_count(y)} NaN or Inf values")
     if not nonzero:
         raise ValueError(f"{name}: {arg} is empty or all zero; there is nothing to reconstruct")
     if sinogram is not None and not y.is_complex():

@@ -19,7 +19,7 @@ import yaml
 from torch import nn
 
 from mrirecon.core import LinearOperator
-from mrirecon.core.checks import finite_and_nonzero
+from mrirecon.core.checks import finite_and_nonzero, nonfinite_count
 from mrirecon.core.operator import check_trailing_shape
 from mrirecon.io.weights import WEIGHTS_DIR, is_shipped_weights, read_state_dict, resolve_weights
 
@@ -354,9 +354,8 @@ class ModalityGuard:
         if modality is not None:  # a VarNet blamed NaN data on "the coil maps hold NaN or Inf"
             finite, _ = finite_and_nonzero(y)
             if not finite:
-                bad = int((~torch.isfinite(torch.view_as_real(y) if y.is_complex() else y)).sum())
-                raise ValueError(f"{label}: the data y {tuple(y.shape)} hold {bad} NaN or Inf "
-                                 "values")
+                raise ValueError(f"{label}: the data y {tuple(y.shape)} hold "
+                                 f"{nonfinite_count(y)} NaN or Inf values")
             if op is None and len(args) > 1:  # MoDL: "'NoneType' object has no attribute ..."
                 raise TypeError(f"{label}: called as model(y, op) with op None; pass the "
                                 "forward operator of y")
