@@ -254,6 +254,30 @@ def test_check_operator_passes_mrirecon_operators():
     assert check_operator(UserOp())["adjoint"] < 1e-6
 
 
+def test_check_operator_takes_the_real_inner_product_between_a_real_and_a_complex_space():
+    """PhaseConstrained (real image in, complex k-space out, real A^H y), and sense composed with
+    it, were refused with dot tests of 5e-2 / 4e-2 and "fix _adjoint": the complex inner product
+    does not hold for a real-linear operator, Re <A u, v> = <u, A^H v> does. A real sample into
+    a complex-linear operator still checks the imaginary part of A^H v."""
+    from mrirecon.operators import PhaseConstrained
+
+    g = torch.Generator().manual_seed(1)
+    phase = torch.exp(1j * torch.rand(N, N, generator=g, dtype=torch.float64))
+    real = torch.zeros(N, N, dtype=torch.float64)
+    pc = PhaseConstrained(phase)
+    maps = torch.randn(2, N, N, dtype=torch.complex128, generator=g)
+    for op in (pc, sense(maps, torch.rand(N, generator=g) < 0.5) @ pc):
+        found = check_operator(op, real)
+        assert found["adjoint"] < 1e-12 and found["gram"] < 1e-12
+    off = FunctionOperator(pc, lambda v: 1.01 * pc.H(v), (N, N), (N, N))  # 1 % wrong adjoint
+    with pytest.raises(ValueError, match="its adjoint is not the conjugate transpose"):
+        check_operator(off, real)
+    f = FunctionOperator(lambda x: torch.fft.fft2(x, norm="ortho"),  # complex-linear, A^H y's
+                         lambda y: torch.fft.ifft2(y, norm="ortho").conj(), (N, N), (N, N))
+    with pytest.raises(ValueError, match="its adjoint is not the conjugate transpose"):
+        check_operator(f, real)  # the imaginary part of A^H v negated
+
+
 @pytest.mark.parametrize("variant, match", [
     ("shift", r"UserOp: its adjoint is not the conjugate transpose of its forward"),
     ("noconj", r"UserOp: its adjoint is not the conjugate transpose"),
