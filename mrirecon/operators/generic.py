@@ -17,7 +17,6 @@ from mrirecon.functional import (
     forward_difference,
     forward_difference_adjoint,
     idwt2,
-    max_levels,
 )
 from mrirecon.functional.wavelet import wavelet_filters
 
@@ -178,8 +177,6 @@ class Wavelet(LinearOperator):
         super().__init__((h, w), (ph, pw))
         self.wavelet, self.levels = wavelet, int(levels)
         self.shape, self.padded = (h, w), (ph, pw)
-        if max_levels(self.padded, wavelet) < 1:
-            raise ValueError(f"Wavelet: image {shape} is too small for {wavelet!r}")
 
     def _forward(self, x: Tensor) -> Tensor:
         if self.padded != self.shape:

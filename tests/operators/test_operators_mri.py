@@ -214,6 +214,23 @@ def test_wavelet_levels_beyond_the_image_are_refused(shape, levels, message):
     assert max(p / s for p, s in zip(top.padded, shape)) < 2  # pads by less than one doubling
 
 
+@pytest.mark.parametrize("shape, name", [((8, 8), "db4"), ((2, 2), "haar"), ((4, 6), "db8"),
+                                         ((16, 16), "sym8")])
+def test_wavelet_takes_images_shorter_than_twice_its_filter(shape, name):
+    """Wavelet((8, 8), "db4") was refused as "too small for 'db4'" although the periodised
+    transform it runs is orthogonal there and equals pywt's (filters wrap around)."""
+    pywt = pytest.importorskip("pywt")
+    W = Wavelet(shape, name)
+    assert W.levels == 1 and W.padded == shape
+    x = random_like_shape(shape, torch.float64)
+    c = W(x)
+    torch.testing.assert_close(W.H(c), x, atol=1e-11, rtol=0)  # sym8's taps: orthonormal to 1e-13
+    (lo, (da, ad, dd)) = pywt.wavedec2(x.numpy(), name, mode="periodization", level=1)
+    h, w = lo.shape
+    for block, ref in ((c[:h, :w], lo), (c[h:, :w], da), (c[:h, w:], ad), (c[h:, w:], dd)):
+        np.testing.assert_allclose(block.numpy(), ref, atol=1e-12)
+
+
 def test_wavelet_is_orthogonal_and_matches_pywt():
     pywt = pytest.importorskip("pywt")
     W = Wavelet((32, 32), "db2", levels=2)
