@@ -143,9 +143,9 @@ def build_methods(names: Iterable[str], classical: Iterable[str],
     and moved to ``device``. A method of the other ``modality`` (an MRI reconstruction in the
     CT bench, a CT model in the MRI bench) or a parameter the method does not take is a
     ``ValueError`` naming it, before any data are read."""
-    from mrirecon.core.config import check_params, signature_params
+    from mrirecon.core.config import check_params
     from mrirecon.pipeline.validate import wrong_modality
-    from mrirecon.recon.registry import _lookup
+    from mrirecon.recon.registry import settable_parameters
 
     classical = set(classical)
     out: dict[str, Method] = {}
@@ -156,7 +156,7 @@ def build_methods(names: Iterable[str], classical: Iterable[str],
             if (why := wrong_modality(m, modality)) is not None:
                 raise ValueError(f"{where}: {why}; this benchmark is {modality.upper()}")
             given = canonical_parameters(m, params.get(m, {}))  # old names: renamed, warned
-            check_params(m, given, signature_params(_lookup(m).fn, 2)[0], source=where)
+            check_params(m, given, settable_parameters(m), source=where)
             p = {**defaults.get(m, {}), **given}
             out[m] = Method(m, ReconstructConfig(method=m, params=p))
         else:

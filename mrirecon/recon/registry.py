@@ -129,6 +129,18 @@ def parameters(name: str) -> list[str]:
     return _lookup(name).parameters()
 
 
+def settable_parameters(name: str) -> dict:
+    """``{name: default}`` of the parameters of reconstruction ``name`` that a config or
+    ``--set`` may give: its keyword parameters less those the reconstruct stage supplies itself
+    (``x0``, ``callback``; GRAPPA's ``mask``). ``mrirecon run`` and ``mrirecon bench`` check
+    against this one list: the bench listed ``callback`` as valid and then failed with an
+    internal error on ``--set l1_wavelet.callback=1``."""
+    from mrirecon.core.config import signature_params
+
+    supplied = {"x0", "callback", "mask"} if name == "grappa" else {"x0", "callback"}
+    return {k: v for k, v in signature_params(_lookup(name).fn, 2)[0].items() if k not in supplied}
+
+
 def canonical_parameters(name: str, params: dict) -> dict:
     """``params`` of the reconstruction ``name`` with the deprecated spellings of
     :mod:`mrirecon.core.names` renamed (``FutureWarning``), e.g. before merging them with

@@ -418,6 +418,21 @@ def test_bench_accelerations_listed_twice_are_refused(challenge, methods, accele
     assert not out.exists()  # refused before anything was scored
 
 
+@pytest.mark.parametrize("key", ["callback", "x0"])
+def test_bench_refuses_parameters_the_stage_supplies_as_run_does(key, mri_file, tmp_path, capsys):
+    """`bench --set l1_wavelet.lamb=1` listed callback and x0 as valid; following that,
+    `--set l1_wavelet.callback=1` ended in "internal error: TypeError: 'int' object is not
+    callable" (exit 1) where `run` refuses the key at load."""
+    out = tmp_path / "bench"
+    err = _cli_error(["bench", "--data", str(mri_file.parent), "--output", str(out),
+                      "--methods", "l1_wavelet", "--no-progress", "--accelerations", "4",
+                      "--set", f"l1_wavelet.{key}=1"], capsys)
+    assert err.startswith("mrirecon bench: error: ") and key in err and "internal" not in err
+    valid = err.split("valid: ")[-1]
+    assert "lam" in valid and "callback" not in valid and "x0" not in valid
+    assert not out.exists()
+
+
 def test_a_bench_volume_that_fails_is_named_with_its_acceleration(mri_file, tmp_path, capsys):
     # before: "mrirecon bench: error: ESPIRiT needs a fully sampled centre band of at least 3
     # columns, got 1 (...)", naming neither the file nor the acceleration (8x keeps
