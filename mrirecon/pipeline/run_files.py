@@ -332,17 +332,21 @@ def _remove_other_worlds_run_files(output: Path, rank: int, world: int) -> None:
     The output lock keeps runs of another world size out while this one runs."""
     if world > 1 and rank != 0:
         return
-    names = []
+    stale = []  # (name, what this run writes in its place), as logged
     for pattern in RUN_FILES:
         stem, ext = pattern.split("{suffix}")
+        plain = pattern.format(suffix="")
         for p in output.glob(pattern.format(suffix=".rank*")):
             m = re.fullmatch(re.escape(stem) + r"\.rank(\d+)" + re.escape(ext), p.name)
-            if m and (world == 1 or int(m.group(1)) >= world):
-                names.append(p.name)
+            if m and world == 1:
+                stale.append((p.name, f"and this run writes {plain} in its place"))
+            elif m and int(m.group(1)) >= world:
+                stale.append((p.name, f"and this run has {world} ranks (0 to {world - 1})"))
         if world > 1:
-            names.append(pattern.format(suffix=""))
-    for name in names:
-        remove_stale_file(output / name)
+            stale.append((plain, f"and this run of {world} ranks writes "
+                                 f"{pattern.format(suffix='.rank<r>')} in its place"))
+    for name, why in stale:
+        remove_stale_file(output / name, why)
 
 
 def _sha256_or_error(path: Path) -> str:

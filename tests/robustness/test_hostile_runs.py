@@ -64,9 +64,11 @@ def test_a_plain_run_and_a_rank_of_a_distributed_run_refuse_each_other(mri_file,
     assert (out / "provenance.rank1.json").is_file()
 
 
-def test_run_files_of_another_world_size_are_removed(mri_file, tmp_path):
+def test_run_files_of_another_world_size_are_removed(mri_file, tmp_path, caplog):
     """A plain run after a 2-rank run (or a 2-rank run after a 3-rank one) left the earlier run's
-    metrics / provenance / report beside its own, describing outputs it had replaced."""
+    metrics / provenance / report beside its own, describing outputs it had replaced. The log
+    said "removed report.rank0.html: ..., and this run writes none" of a run writing report.html."""
+    caplog.set_level("INFO", logger="mrirecon")
     out = tmp_path / "out"
     names = [f"{stem}{suffix}{ext}" for suffix in (".rank0", ".rank1", ".rank2")
              for stem, ext in (("provenance", ".json"), ("metrics", ".csv"), ("report", ".html"))]
@@ -76,10 +78,19 @@ def test_run_files_of_another_world_size_are_removed(mri_file, tmp_path):
     assert run_pipeline(mri_config(), [str(mri_file)], out, progress=False) == 0
     assert sorted(p.name for p in out.glob("*.rank*")) == ["metrics.rankX.csv"]
     assert (out / "provenance.json").is_file()
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("removed ")]
+    assert ("removed report.rank0.html: it described an earlier run, and this run writes "
+            "report.html in its place") in said and not any("writes none" in m for m in said)
+    caplog.clear()
     (out / "provenance.rank2.json").write_text("a 3-rank run\n")
     assert run_pipeline(mri_config(), [str(mri_file)], out, progress=False, rank=0, world=2) == 0
     assert not (out / "provenance.json").exists() and not (out / "provenance.rank2.json").exists()
     assert (out / "provenance.rank0.json").is_file()
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("removed ")]
+    assert ("removed provenance.rank2.json: it described an earlier run, and this run has 2 "
+            "ranks (0 to 1)") in said
+    assert ("removed provenance.json: it described an earlier run, and this run of 2 ranks "
+            "writes provenance.rank<r>.json in its place") in said
 
 
 def test_resume_redoes_an_input_whose_weights_were_replaced(mri_file, tmp_path):
