@@ -149,9 +149,14 @@ class CTTrainingSet:
         self.indices = list(range(n))
         if self.files.ground_truth_files is not None:
             starts = [int(s) for s in self.files._starts[:-1]]
-            for k, start in enumerate(starts):  # one image per file, as MRI training's check
+            for k, start in enumerate(starts):  # per file: its first (and last) image used
                 if start < n and self.files.ground_truth_paths[k] is not None:
+                    last = min(start + int(self.files.counts[k]), n) - 1
                     check_ct_reference_scale(self.files, start)
+                    check_ct_reference_orientation(self.files, sorted({start, last}))
+            if not self.train:  # validation scores every image: each needs a target (train: get)
+                for i in self.indices:
+                    check_ct_target(self.files, i, self.files.attenuation(i).data)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -204,6 +209,8 @@ class CTTrainingSet:
                              who=f"CTTrainingSet: {self.files.observation_files[0].name}: photons")
         target = (self.files.attenuation(i).data.to(torch.float32)
                   if self.files.ground_truth_files is not None else None)
+        if target is not None:  # the SSIM / PSNR data range is its maximum
+            check_ct_target(self.files, i, target)
         norm = self.operator_norm(geometry)
         return CTSample(
             y=(sino / norm).to(torch.float32),
@@ -243,6 +250,7 @@ def check_ct_reference_scale(files, index: int) -> None:
     geometry_kept, kept = sparse_view(geometry, max(1, geometry.num_views // SCALE_CHECK_VIEWS), 0)
     sino = files.sinogram(index).data.to(torch.float64)[..., torch.as_tensor(kept), :]
     image = files.attenuation(index).data.to(torch.float32)
+    check_ct_target(files, index, image)
     projected = ct_operator(geometry_kept)(image).to(torch.float64)
     if (ratio := off_scale(projected, sino)) is None:
         return
@@ -254,3 +262,65 @@ def check_ct_reference_scale(files, index: int) -> None:
         f"{geometry.num_views} views; a ground truth on the sinogram's scale gives 1.0x): the "
         "model would learn to map the data to images on another scale: store the ground truth "
         f"in the sinogram's units (attenuation / mu_max, as LoDoPaB), or scale it by {1 / ratio:.3g}")
+
+
+def check_ct_target(files, index: int, target: Tensor) -> None:
+    """Refuse image ``index`` of ``files`` whose ground truth ``target`` is nowhere positive
+    (all zero: a blank placeholder): its maximum is the SSIM / PSNR data range, so the loss was
+    NaN ("training loss became nan at step 2", no file named) and validation failed with "nmse:
+    gt of shape (1, 32, 32) is all zero", no file named either."""
+    peak = float(target.max())
+    if peak > 0:
+        return
+    file, local = files._locate(index)
+    raise ValueError(
+        f"CTTrainingSet: {files.ground_truth_paths[file]}: data: image {local} is nowhere "
+        f"positive (maximum {peak:g}): no training target (a blank placeholder?), and its "
+        "maximum is the loss's data range: remove the image (and its sinogram in "
+        f"{files.observation_files[file].name}) or store its ground truth")
+
+
+#: Views of the FBP that :func:`check_ct_reference_orientation` compares with the ground truth
+#: (about this many, evenly spaced): streaks do not move the correlation of a 362 x 362 image by
+#: the 0.2 margin, and the FBP costs an eighth of a full one for LoDoPaB's 1000 views.
+ORIENTATION_CHECK_VIEWS = 128
+
+
+def check_ct_reference_orientation(files, indices: list[int]) -> None:
+    """Refuse ground truths of images ``indices`` (of one file of ``files``, a
+    :class:`~mrirecon.io.lodopab.LoDoPaBFiles`) that match the FBP of their sinograms far better
+    flipped, transposed or rotated than as read, or (two images) in the other order
+    (:func:`~mrirecon.training.reference_checks.orientation_note` and ``slice_order_note``, the
+    rules of ``mrirecon run`` and ``bench``). A ground truth without the rotation the LoDoPaB
+    layout requires trained with exit 0 and no word: the model learns to rotate its images."""
+    from mrirecon.operators.fbp import fbp
+    from mrirecon.sampling import sparse_view
+    from mrirecon.training.reference_checks import orientation_note, slice_order_note
+
+    geometry = files.geometry
+    factor = max(1, geometry.num_views // ORIENTATION_CHECK_VIEWS)
+    kept_geometry, kept = sparse_view(geometry, factor, 0)
+    file, _ = files._locate(indices[0])
+    where = f"CTTrainingSet: {files.ground_truth_paths[file]}: data"
+    consequence = ("Training would teach the model to map the data to the reference as read: "
+                   "store the ground truth in the layout of the sinogram's images")
+    refs, images = [], []
+    for index in indices:
+        sino = files.sinogram(index).data.to(torch.float64)[..., torch.as_tensor(kept), :]
+        image = fbp(sino, kept_geometry, filter="hann").to(torch.float32)
+        ref = files.attenuation(index).data.to(torch.float32)
+        check_ct_target(files, index, ref)
+        against = f"the FBP of its sinogram in {files.observation_files[file].name}"
+        note = orientation_note(ref, image, against, " (LoDoPaB ground truths are ODL (x, y), "
+                                "not (rows, cols))", consequence=consequence)
+        if note is not None:
+            raise ValueError(f"{where}: image {files._locate(index)[1]}: {note}")
+        refs.append(ref[0])
+        images.append(image[0])
+    if len(indices) > 1:
+        note = slice_order_note(torch.stack(refs), torch.stack(images), consequence=(
+            "image i of the ground truth is the target of sinogram i: " + consequence))
+        if note is not None:
+            shown = ", ".join(str(files._locate(i)[1]) for i in indices)
+            raise ValueError(f"{where}: images {shown} against the FBPs of their sinograms in "
+                             f"{files.observation_files[file].name}: {note}")

@@ -29,8 +29,9 @@ from mrirecon.training.config import TrainConfig
 from mrirecon.training.data import MRITrainingSet
 from mrirecon.training.losses import ReconstructionLoss
 from mrirecon.training.run_checks import (RESUMABLE_CHANGES, check_fresh_output,  # noqa: F401
-                                          check_resume_config, check_validation_overlap,
-                                          lock_output_dir, replace_outputs)
+                                          check_resume_config, check_resume_files,
+                                          check_validation_overlap, lock_output_dir,
+                                          replace_outputs)
 from mrirecon.training.trainer import Trainer
 from mrirecon.training.validation import make_validate_fn
 
@@ -84,6 +85,9 @@ def build_datasets(cfg: TrainConfig):
     :class:`MRITrainingSet` s for ``modality: mri``, :class:`CTTrainingSet` s for ``ct``."""
     d = cfg.data
     for key, folder in (("data.train", d.train), ("data.val", d.val)):
+        if Path(folder).is_file():
+            raise ConfigError("", key, f"{folder} is a file, not a folder: give the folder that "
+                              f"holds it ({Path(folder).parent})")
         if not Path(folder).is_dir():
             raise ConfigError("", key, f"folder {folder} does not exist")
     ssdu = getattr(cfg.loss, "ssdu", None) is not None  # self-supervised: references optional
@@ -203,8 +207,12 @@ def _train(cfg: TrainConfig, path, overrides: list[str], resume: bool, progress:
         # the checkpoint records (a fresh run into the folder had replaced config.yaml), else
         # config.yaml (checkpoints of older versions)
         if resume:
-            trainer.resume(check=lambda ckpt: _check_resume_config(
-                ckpt.get("config") or out / "config.yaml", now, str(path), out))
+            def check(ckpt: dict) -> None:
+                _check_resume_config(ckpt.get("config") or out / "config.yaml", now, str(path), out)
+                check_resume_files(ckpt.get("train_files"), trainer.train_files, str(path), out,
+                                   str(cfg.data.train))
+
+            trainer.resume(check=check)
         if trainer.rank == 0:
             replace_outputs(out, stale)
             out.mkdir(parents=True, exist_ok=True)

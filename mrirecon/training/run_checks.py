@@ -5,8 +5,11 @@
   ``mrirecon run`` refuses an output folder holding other inputs' outputs;
 * :func:`check_resume_config`: ``--resume`` compares the config with the one the checkpoint was
   made with (recorded in it), not with a ``config.yaml`` a later run may have replaced;
+* :func:`check_resume_files`: ``--resume`` compares the training files with those the
+  checkpoint records (:func:`file_records`);
 * :func:`check_validation_overlap`: validation files that are also training files (the same
-  file, or the same bytes) are refused;
+  file, the same bytes, or the same data stored otherwise) are refused, files of the same
+  ``patient_id`` reported;
 * :func:`lock_output_dir`: a second run into a folder another one is writing into is refused.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -123,6 +127,62 @@ def check_resume_config(previous: Path | dict | str, now: dict, source: str,
                           f"--resume continues the run in {where} whose config differs "
                           f"({_shown(changed)}); only {allowed} may change: resume with the same "
                           "config or start a new output_dir")
+
+
+def file_records(train_set) -> list[dict]:
+    """``{name, size, mtime_ns}`` of each file the training set ``train_set`` reads
+    (``source_files()``; ``[]`` for a set without it), recorded in every checkpoint."""
+    out = []
+    for p in getattr(train_set, "source_files", list)():
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        out.append({"name": Path(p).name, "size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)})
+    return out
+
+
+def _names(records: list[dict]) -> str:
+    names = [r["name"] for r in records]
+    return ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+
+
+def check_resume_files(before: object, now: list[dict], source: str, where: Path | str,
+                       folder: str) -> None:
+    """Refuse ``--resume`` when the training files (:func:`file_records` of the set built now)
+    are not those the checkpoint recorded (``before``: its ``train_files``; nothing is checked
+    for a checkpoint of an older version, which records none): files added, removed or of
+    another size. The epoch order is a permutation of the sample count, so the resumed run
+    repeated some samples and skipped others, and its card listed files the earlier steps never
+    saw, with no word. The config check cannot see it: ``data.train`` names the same folder. A
+    demanding user wants the run's record to hold (a refusal, as for a changed config), and can
+    start a new ``output_dir`` to train on the new files. Files whose size is the same but whose
+    modification time changed (copied, touched, rewritten) are only reported."""
+    if not isinstance(before, list) or not all(isinstance(r, dict) and "name" in r for r in before):
+        return
+    old = {r["name"]: r for r in before}
+    new = {r["name"]: r for r in now}
+    added = [new[k] for k in sorted(new.keys() - old.keys())]
+    removed = [old[k] for k in sorted(old.keys() - new.keys())]
+    both = sorted(old.keys() & new.keys())
+    resized = [new[k] for k in both if old[k].get("size") != new[k]["size"]]
+    touched = [new[k] for k in both if old[k].get("size") == new[k]["size"]
+               and old[k].get("mtime_ns") != new[k]["mtime_ns"]]
+    if added or removed or resized:
+        what = "; ".join(f"{label}: {_names(r)}" for label, r in (
+            ("added", added), ("removed", removed), ("another size", resized)) if r)
+        raise ConfigError(source, "data.train",
+                          f"--resume continues the run in {where}, which trained on other files "
+                          f"of {folder} ({what}; {len(old)} file(s) then, {len(new)} now): the "
+                          "order of the samples in each epoch depends on their number, so the "
+                          "resumed run would repeat some and skip others, and its model card "
+                          "would list files that the earlier steps never saw: put the files back "
+                          "as they were, or start a new output_dir to train on these")
+    if touched:
+        log.warning("--resume: %d training file(s) of %s were modified since the checkpoint in "
+                    "%s was written (same size, another modification time: %s): if their data "
+                    "changed, the earlier steps trained on the old data", len(touched), folder,
+                    where, _names(touched))
 
 
 def check_fresh_output(out: Path, now: dict, source: str) -> list[Path]:
@@ -243,17 +303,99 @@ def overlapping_files(train: Sequence[Path], val: Sequence[Path]) -> list[tuple[
     return out
 
 
+_OBSERVATION = re.compile(r"^observation_(\w+?)_(\d{3})\.hdf5$")
+
+
+def _data_signature(path: Path):
+    """``(shape key, read, patient_id)`` of a training file's data: the shape of its k-space
+    (fastMRI) or sinograms (a LoDoPaB observation file), a function returning the bytes of its
+    middle slice's centre k-space row (:meth:`~mrirecon.io.FastMRIFile.data_line`) or middle
+    sinogram as read (decompressed: whatever the chunks and filters) and its
+    ``patient_id`` attribute; ``None`` for others (LoDoPaB ground truths: their observation is
+    compared; ISMRMRD files) and files that cannot be read (the data sets were built from them,
+    so only an unusual file gets here; it is compared by its bytes alone)."""
+    try:
+        if (m := _OBSERVATION.match(path.name)) is not None:
+            from mrirecon.io.lodopab import LoDoPaBFiles
+
+            files = LoDoPaBFiles(path.parent, m.group(1), only=int(m.group(2)))
+            n = len(files)
+            return (("sinograms", n, *files.sinogram_shape),
+                    lambda: files.observation(n // 2).tobytes(), None)
+        if path.name.startswith("ground_truth_") or path.suffix.lower() == ".mrd":
+            return None
+        from mrirecon.io import FastMRIFile
+
+        with FastMRIFile(path) as f:
+            key = ("kspace", *f.shape)
+            pid = f.patient_id
+
+        def read() -> bytes:  # the centre row of one coil: whole slices of a fastMRI training
+            with FastMRIFile(path) as f:  # set of one shape were 28 MB per file
+                return f.data_line()
+
+        return key, read, (str(pid) if pid not in (None, "") else None)
+    except Exception:  # noqa: BLE001 - best effort: the byte comparison still applies
+        return None
+
+
+def same_data_files(train: Sequence[Path], val: Sequence[Path]
+                    ) -> tuple[list[tuple[Path, Path, str]], list[tuple[Path, Path, str]]]:
+    """``(same data, same patient)``: ``(validation file, training file, detail)`` for each
+    validation file whose data are a training file's stored otherwise (the same k-space /
+    sinogram shape and the same middle slice: a volume re-saved with other chunks, compression
+    or attributes under another name; detail: what matched) and, of the rest, each with a
+    training file's ``patient_id`` (detail: the id). Only files of equal shape are read."""
+    sig = {p: _data_signature(Path(p)) for p in list(val) + list(train)}
+    digests: dict[Path, str] = {}
+
+    def digest(p: Path) -> str:
+        if p not in digests:
+            key, read, _ = sig[p]
+            digests[p] = hashlib.sha256(repr(key).encode() + read()).hexdigest()
+        return digests[p]
+
+    same, patient = [], []
+    for v in val:
+        if (sv := sig[v]) is None:
+            continue
+        match = next((t for t in train if (st := sig[t]) is not None and st[0] == sv[0]
+                      and digest(t) == digest(v)), None)
+        if match is not None:
+            what = "k-space" if sv[0][0] == "kspace" else "sinograms"
+            same.append((v, match, f"{what} {tuple(sv[0][1:])}"))
+            continue
+        if sv[2] is not None:
+            t = next((t for t in train if (st := sig[t]) is not None and st[2] == sv[2]), None)
+            if t is not None:
+                patient.append((v, t, sv[2]))
+    return same, patient
+
+
 def check_validation_overlap(train_set, val_set, source: str) -> None:
     """Refuse validation data that are also training data (``data.val`` the folder of
-    ``data.train``, a link to it, or copies of its files), naming them: validation on training
-    data cannot show overfitting, and its metrics read as held-out ones."""
+    ``data.train``, a link to it, copies of its files, or its data re-saved otherwise), naming
+    them: validation on training data cannot show overfitting, and its metrics read as held-out
+    ones. A validation file with a training file's ``patient_id`` (other data) is reported: the
+    same patient's other scan is a milder leak, and anonymised ids may repeat."""
     train, val = train_set.source_files(), val_set.source_files()
     overlap = overlapping_files(train, val)
+    seen = {v for v, _, _ in overlap}
+    same, patient = same_data_files(train, [v for v in val if v not in seen])
+    overlap += [(v, t, "the same data") for v, t, _ in same]
+    detail = {v: d for v, _, d in same}
+    for v, t, pid in patient:
+        log.warning("data.val: %s has the patient_id %r of the training file %s (data.train): "
+                    "validation on another scan of a training patient reads better than on new "
+                    "patients", v, pid, t)
     if not overlap:
         return
     def pair(v: Path, t: Path, how: str) -> str:
         if how == "the same content":
             return f"{v} has the content of {t}"
+        if how == "the same data":
+            return (f"{v} holds the data of {t} (the same {detail[v]} and middle slice, stored "
+                    "otherwise)")
         return str(v) if os.path.abspath(v) == os.path.abspath(t) else f"{v} is {t}"
 
     shown = "; ".join(pair(*o) for o in overlap[:4]) + (

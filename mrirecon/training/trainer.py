@@ -114,6 +114,10 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
         self.train_set = train_set
+        from mrirecon.training.run_checks import file_records
+
+        #: the files trained on, recorded in each checkpoint (``--resume`` compares them)
+        self.train_files = file_records(train_set)
         if (loss_fn is None) == (sample_loss is None):
             raise ValueError("Trainer: give exactly one of loss_fn and sample_loss")
         self.loss_fn, self.sample_loss = loss_fn, sample_loss
@@ -168,6 +172,7 @@ class Trainer:
             "rng": rng_state(),
             "model_name": self.cfg.model.name,
             "config": self._config_text(),  # what --resume compares with (not config.yaml)
+            "train_files": self.train_files,  # ... and these: {name, size, mtime_ns}
             **({"critic": self.critic.checkpoint_state()} if self.critic is not None else {}),
         }
 
