@@ -5,7 +5,10 @@ model to reconstruct that volume with (an adapted copy: the loaded model, and so
 disk, never change). With ``save_weights`` the adapted state dict and a model card are written
 (atomically) to ``adapted/<name>.pt`` / ``.yaml`` beside the other outputs; the adaptation report
 (validation-loss curve, stopping step, seconds) and the weights' sha256 are recorded in the
-volume's result, hence in ``provenance.json``.
+volume's result, hence in ``provenance.json``. A volume whose data cannot give the adaptation's
+splits with these settings (:class:`~mrirecon.training.adapt.CannotAdapt`: e.g. too few acquired
+columns outside ``adapt.acs_block``) is reconstructed by the unadapted model with a warning that
+names the settings and counts (``adapt.stopped: skipped``, ``adapt.skipped``: why).
 """
 
 from __future__ import annotations
@@ -54,15 +57,27 @@ def adapt_volume(config: PipelineConfig, model: nn.Module, slices: list, output:
     ad = config.adapt
     if not ad.enabled or model is None:
         return model
-    from mrirecon.training.adapt import adapt_model, column_mask, diverged_message
+    from mrirecon.training.adapt import (AdaptReport, CannotAdapt, adapt_model, column_mask,
+                                         diverged_message)
 
     if ad.rows is not None and not all(column_mask(op) for _, op in slices):
         log.info("%s: adapt: on whole slices, not %d-row readout stripes: with a partial echo the "
                  "readout is not fully sampled, so its rows are not separate problems", name, ad.rows)
         ad = dataclasses.replace(ad, rows=None)
-    adapted, report = adapt_model(model, slices, ad)
+    skipped = None
+    try:
+        adapted, report = adapt_model(model, slices, ad)
+    except CannotAdapt as exc:  # this scan's data cannot give the splits with these settings:
+        # the input is still reconstructed, by the unadapted model (it failed: "too few acquired
+        # columns outside the centre for a validation set", no key, no counts)
+        adapted, report, skipped = model, AdaptReport(stopped="skipped"), str(exc).removeprefix("adapt: ")
     info = {"method": ad.method, **report.as_dict()}
-    if report.stopped == "unreliable":
+    for note in report.warnings:  # settings the data could not honour as asked
+        result.warn(f"{name}: {note}")
+    if skipped is not None:
+        info["skipped"] = skipped
+        result.warn(f"{name}: adapt skipped: {skipped}; the unadapted model reconstructs this volume")
+    elif report.stopped == "unreliable":
         msg = (f"{name}: adapt skipped: the model's k-space prediction scores "
                f"{report.initial_val_loss:.3g} on the validation split, worse than predicting zero "
                "(2), so the loss cannot tell a better image from a worse one (coil maps "

@@ -14,7 +14,9 @@ For CT, :func:`split_views` partitions the acquired views into disjoint subsets 
 Noise2Inverse's angular splits, or random); each subset's reconstruction is scored against the
 other subsets' measurements through the projector restricted to those views.
 
-Every draw comes from an explicit ``torch.Generator``.
+Every draw comes from an explicit ``torch.Generator``. A split that the acquired points or views
+cannot give with the settings asked raises :class:`SplitError`, which names the parameter to
+change; callers add their own key (``loss.ssdu.ratio``, ``adapt.acs_block``) and the file.
 """
 
 from __future__ import annotations
@@ -25,6 +27,17 @@ import torch
 from torch import Tensor
 
 Selection = Literal["uniform", "gaussian"]
+
+
+class SplitError(ValueError):
+    """No split of these acquired points / views can be drawn with these settings (the data
+    are valid; a setting is not, for them). ``setting`` is the parameter to change (``ratio``,
+    ``acs_block``, ``parts``) and ``reason`` starts with its value, so that a caller can write
+    ``f"{its key} {reason}"`` (``loss.ssdu.ratio 0.0001 of the 832 acquired points ...``)."""
+
+    def __init__(self, where: str, setting: str, reason: str) -> None:
+        super().__init__(f"{where}: {setting} {reason}")
+        self.setting, self.reason = setting, reason
 
 
 def _points_mask(mask: Tensor, shape: tuple[int, int]) -> Tensor:
@@ -50,6 +63,25 @@ def centre_block(shape: tuple[int, int], block: tuple[int, int]) -> Tensor:
     r0, c0 = h // 2 - bh // 2, w // 2 - bw // 2
     out[r0:r0 + bh, c0:c0 + bw] = True
     return out
+
+
+def loss_count(omega: Tensor, candidates: Tensor, ratio: float, acs_block: tuple[int, int]) -> int:
+    """Points :func:`ssdu_split` moves to the loss set: ``round(ratio * |omega|)``, at most the
+    acquired points outside the ACS block (``candidates``). :class:`SplitError` when that is 0,
+    saying why: no point outside the block (``acs_block``), or a ``ratio`` that rounds to no
+    point (before, both read "no acquired point outside the ACS block", also when hundreds were)."""
+    acquired, outside = int(omega.sum()), int(candidates.sum())
+    if outside < 1:
+        raise SplitError("ssdu_split", "acs_block", f"{tuple(acs_block)} leaves none of the "
+                         f"{acquired} acquired points outside the central block (rows, columns) "
+                         "that always stays in the data-consistency set: no point is left to hold "
+                         "out; lower it")
+    count = round(float(ratio) * acquired)
+    if count < 1:
+        raise SplitError("ssdu_split", "ratio", f"{float(ratio):g} of the {acquired} acquired "
+                         f"points rounds to {count} points to hold out ({outside} lie outside the "
+                         f"ACS block {tuple(acs_block)}); at least {1.0 / acquired:.2g} holds out one")
+    return min(count, outside)
 
 
 def ssdu_split(
@@ -96,10 +128,7 @@ def ssdu_split(
     omega = _points_mask(mask.cpu() if isinstance(mask, Tensor) else mask, shape)
     candidates = omega & ~centre_block(shape, acs_block)
     idx = torch.nonzero(candidates.reshape(-1)).reshape(-1)
-    count = min(round(float(ratio) * int(omega.sum())), idx.numel())
-    if count < 1:
-        raise ValueError(f"ssdu_split: no acquired point outside the ACS block {acs_block} to hold "
-                         f"out ({int(omega.sum())} acquired); lower acs_block or raise ratio")
+    count = loss_count(omega, candidates, ratio, acs_block)
     if selection == "uniform":
         weights = torch.ones(idx.numel(), dtype=torch.float64)
     else:
@@ -140,7 +169,8 @@ def split_views(num_views: int, parts: int = 2, *, generator: torch.Generator | 
     """
     n, k = int(num_views), int(parts)
     if k < 2 or n < k:
-        raise ValueError(f"split_views: need 2 <= parts <= views, got {k} parts of {n} views")
+        raise SplitError("split_views", "parts", f"{k} for {n} views: need 2 <= parts <= views "
+                         "(each part at least one view)")
     if interleaved:
         offset = 0 if generator is None else int(torch.randint(k, (1,), generator=generator))
         labels = (torch.arange(n) + offset) % k

@@ -54,6 +54,18 @@ def centre_run(mask: Tensor) -> int:
     return int(centre_band(mask).sum())
 
 
+def fully_sampled(mask: Tensor, padding: tuple[int, int]) -> bool:
+    """Whether every column inside the scanner's acquired range ``[padding_left, padding_right)``
+    is sampled in every row of ``mask`` (``(W,)`` or ``(rows, W)``): a fully sampled file. The
+    columns outside the range were never acquired (fastMRI knee files: zero padding), so the
+    file's own mask excludes them; judging the whole width took such a file for undersampled
+    data, and SSDU trained on nearly complete k-space (56 of 64 columns, "acceleration 1.14")."""
+    m = torch.as_tensor(mask).bool()
+    m = m.reshape(-1, m.shape[-1])
+    left, right = max(int(padding[0]), 0), min(int(padding[1]), m.shape[-1])
+    return right > left and bool(m[:, left:right].all())
+
+
 class AcquiredMRISet:
     """Slices of a folder of fastMRI-layout or ISMRMRD files, used as acquired.
 
@@ -138,11 +150,11 @@ class AcquiredMRISet:
     @staticmethod
     def _scan(path: Path, layout: str) -> tuple[int, tuple]:
         """``(slices, ((H, W), coils, acceleration or None))`` of a file (read once here)."""
-        def acceleration(mask, width: int) -> tuple[float, ...] | None:
+        def acceleration(mask, width: int, padding: tuple[int, int]) -> tuple[float, ...] | None:
             if mask is None:
                 return None
             m = torch.as_tensor(mask).reshape(-1, width).bool()
-            if bool(m.all()):
+            if fully_sampled(m, padding):  # get() gives it the retrospective mask
                 return None
             return tuple(float(width) / max(float(k), 1.0) for k in m.sum(-1).tolist())
 
@@ -151,14 +163,15 @@ class AcquiredMRISet:
 
             with FastMRIFile(path) as f:
                 n, coils, h, w = f.shape
-                return len(f), ((int(h), int(w)), int(coils), acceleration(f.sampling_mask(), w))
+                return len(f), ((int(h), int(w)), int(coils),
+                                acceleration(f.sampling_mask(), w, f.padding))
         from mrirecon.io import read_ismrmrd
 
         data = read_ismrmrd(path)
         n, coils, h, w = data.data.shape
         mask = data.mask if data.mask is not None else torch.stack(
             [held_columns(data.data[i]) for i in range(n)])  # what get() takes as acquired
-        return int(n), ((int(h), int(w)), int(coils), acceleration(mask, w))
+        return int(n), ((int(h), int(w)), int(coils), acceleration(mask, w, (0, w)))
 
     def __len__(self) -> int:
         return len(self.items)
@@ -216,7 +229,9 @@ class AcquiredMRISet:
         if mask is None:  # no stored mask: the columns that hold data
             mask = held_columns(kspace)
         mask = mask.reshape(-1).bool()
-        if bool(mask.all()):  # fully sampled file: the study's fixed retrospective mask
+        if fully_sampled(mask, padding):  # fully sampled file: the study's fixed retrospective
+            # mask, inside the acquired range (the padding stays unsampled)
+            padding = (max(int(padding[0]), 0), min(int(padding[1]), mask.numel()))
             kspace, m, _ = apply_mask(kspace, self.mask_fn, seed=file_seed(path.name),
                                       padding=padding)
             mask = m.reshape(-1).bool()

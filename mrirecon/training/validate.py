@@ -88,8 +88,23 @@ def validate_training(cfg, source: str = ""):
             raise _fail(source, "loss.ssdu.ratio", f"must be in (0, 1), got {ssdu.ratio!r}")
         _at_least(source, "loss.ssdu.splits", ssdu.splits, 1)
         _at_least(source, "loss.ssdu.view_parts", ssdu.view_parts, 2)
+        if d.modality == "ct" and d.ct_views is not None and ssdu.view_parts > d.ct_views:
+            raise _fail(source, "loss.ssdu.view_parts",
+                        f"{ssdu.view_parts} view subsets of the data.ct_views {d.ct_views} views "
+                        "kept: each subset needs at least one view; use at most data.ct_views")
         for i, b in enumerate(ssdu.acs_block):
             _at_least(source, f"loss.ssdu.acs_block[{i}]", b, 0)
+        from mrirecon.training.ssdu import estimates_own_maps
+
+        if d.modality == "mri" and estimates_own_maps(cfg.model.name, cfg.model.params):
+            # the rule of the pipeline's adapt stage (OWN_MAPS): the loss reads the sample's maps
+            own = "model.name" if cfg.model.name.lower().replace("-", "_") == "learned_maps" \
+                else "model.params.estimate_sensitivities"
+            raise _fail(source, own, f"{cfg.model.name!r} estimates its own coil sensitivities, "
+                        "but loss.ssdu scores its image through the sample's coil maps (F S x on "
+                        "the held-out k-space), a loss it can lower while the image worsens; "
+                        "train a model that reconstructs with the sample's maps (modl, vn, "
+                        "cascade, ...) or set model.params.estimate_sensitivities: false")
         if d.modality == "mri" and d.maps == "learned":
             raise _fail(source, "data.maps", "loss.ssdu scores the model's image through the "
                         "sample's coil maps (F S x on the held-out k-space); use espirit or walsh")

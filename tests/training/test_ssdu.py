@@ -59,7 +59,7 @@ def test_ssdu_split_refuses_bad_input():
         ssdu_split(_column_mask(16), (8, 16), g, ratio=1.0)
     with pytest.raises(ValueError, match="does not fit"):
         ssdu_split(torch.ones(5, 7), (8, 16), g)
-    with pytest.raises(ValueError, match="no acquired point outside the ACS"):
+    with pytest.raises(ValueError, match=r"acs_block \(4, 4\) leaves none of the 4 acquired points"):
         ssdu_split(centre_block((8, 16), (2, 2)), (8, 16), g, acs_block=(4, 4))
 
 
