@@ -70,9 +70,11 @@ from mrirecon.pipeline.schema import (
     PreprocessConfig,
     UndersampleConfig,
 )
+from mrirecon.pipeline.slice_mri import column_counts
 from mrirecon.pipeline.stages_mri import MRIStages
 from mrirecon.pipeline.stream import Method
 from mrirecon.pipeline.validate import check_calibrate
+from mrirecon.sampling.cartesian import acceleration_problem, center_fraction_problem
 from mrirecon.pipeline.volume import SliceMessages
 
 # ---- one volume -----------------------------------------------------------------------------
@@ -130,7 +132,8 @@ def _score_volume(path: Path, acceleration: float, methods: list[Method], bar, *
 
     def on_slice(i, s) -> None:
         if i == 0:
-            sampling.update(mask=s.mask.cpu().clone(), num_low=s.num_low_frequencies)
+            sampling.update(mask=s.mask.cpu().clone(), num_low=s.num_low_frequencies,
+                            acquirable=column_counts(s)[1])
         ranges.add(i, s)
         for m in methods:
             said[m.name].add(i, *mri_method_messages(stages, s, m))
@@ -157,6 +160,7 @@ def _score_volume(path: Path, acceleration: float, methods: list[Method], bar, *
             "center_fraction": cf,
             "num_low_frequencies": sampling["num_low"],
             "mask_width": int(sampling["mask"].numel()),
+            "acquirable_columns": sampling["acquirable"],  # the achieved rate's numerator
             "mask": encode_mask(sampling["mask"]),
             "reference_notes": notes,
             # mrirecon run's warnings: the model card's training range, per-slice data warnings
@@ -252,6 +256,7 @@ def run_bench(
         raise ValueError(f"run_bench: challenge must be one of {CHALLENGES}, got {challenge!r}")
     names = parse_methods(methods)
     accs = check_accelerations(list(accelerations), "run_bench")
+    _check_mask_pairs(accs, center_fractions)
     mask_type = _checked_mask_type(mask_type or default_mask_type(challenge))
     weights, params = dict(weights or {}), {k: dict(v) for k, v in (params or {}).items()}
     check_settings(names, weights, params)
@@ -286,6 +291,21 @@ def run_bench(
 
     return run_benchmark(plan, score, output_dir=output_dir, resume=resume, progress=progress,
                          verbose=verbose, on_record=on_record)
+
+
+def _check_mask_pairs(accelerations: Sequence[float],
+                      center_fractions: Mapping[float, float] | None) -> None:
+    """Refuse what ``mrirecon run`` refuses at load (:func:`acceleration_problem`,
+    :func:`center_fraction_problem`): ``--accelerations 8 --center-fractions 0.5`` kept 32 of 64
+    columns in a row labelled 8x, exit 0; 0.25 at 4x failed every volume in
+    ``EquispacedFractionMask``'s words; 1 gave a "1x" row from 63 of 64 columns."""
+    for acc in accelerations:
+        if (why := acceleration_problem(acc)) is not None:
+            raise ValueError(f"run_bench: accelerations: {why}; the benchmark scores "
+                             "undersampled data, so leave it out")
+        cf = center_fraction_for(acc, center_fractions)
+        if (why := center_fraction_problem(cf, acc)) is not None:
+            raise ValueError(f"run_bench: center_fractions: {cf:g} at acceleration {acc:g}: {why}")
 
 
 def _check_calibration_used(calibration: CalibrateConfig, methods: Mapping[str, Method],

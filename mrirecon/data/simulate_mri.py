@@ -505,7 +505,8 @@ def simulate_mri_dataset(
     volumes, slices, coils, size, seed, snr_db
         See :func:`simulate_mri_volume` (``size`` is the recon size ``(H, W)``).
     acceleration
-        ``None`` (fully sampled) or an undersampling factor >= 1.
+        ``None`` (fully sampled) or an undersampling factor above 1 and at most ``size[1]``
+        (the k-space columns).
     allow_other_files
         By default a ``FileExistsError`` (naming them) refuses a folder that holds simulated
         files this run would not replace (another seed, more volumes, another contrast or
@@ -519,7 +520,8 @@ def simulate_mri_dataset(
         The written files, in volume order.
     """
     from mrirecon.io.fastmri import write_fastmri
-    from mrirecon.sampling.cartesian import create_mask_for_mask_type, file_seed
+    from mrirecon.sampling.cartesian import (acceleration_problem, center_fraction_problem,
+                                             create_mask_for_mask_type, file_seed)
 
     volumes = _check_positive_int("volumes", volumes)
     from mrirecon.data.budget import refuse_stale_files
@@ -528,11 +530,16 @@ def simulate_mri_dataset(
                      readout_oversampling=options.get("readout_oversampling", 1))
     mask_fn = None
     if acceleration is not None:
-        if not float(acceleration) >= 1:
-            raise ValueError(
-                f"simulate_mri: acceleration must be >= 1 or None, got {acceleration!r}"
-            )
+        if (why := acceleration_problem(acceleration)) is not None:
+            raise ValueError(f"simulate_mri: acceleration (--acceleration): {why}; for fully "
+                             "sampled files leave it out (acceleration=None)")
+        if acceleration > size[-1]:  # 1e20: "high is out of bounds for int64"; 1e308: OverflowError
+            raise ValueError(f"simulate_mri: acceleration (--acceleration) {acceleration:g} is "
+                             f"above the {size[-1]} k-space columns (--size); a mask keeps about "
+                             f"columns / acceleration of them: use at most {size[-1]}")
         cf = 0.32 / float(acceleration) if center_fraction is None else float(center_fraction)
+        if (why := center_fraction_problem(cf, acceleration)) is not None:
+            raise ValueError(f"simulate_mri: center_fraction {cf:g}: {why}")
         mask_fn = create_mask_for_mask_type(mask_type, [cf], [float(acceleration)])
     seed = _check_positive_int("seed", seed, 0)
     names = [simulated_file_name(volume_acquisition(i, seed, coils, options.get("contrasts"),

@@ -6,7 +6,7 @@ A card's optional ``training_range`` mapping lists what the model saw in trainin
       matrix: {min: [H, W], max: [H, W]}   # Cartesian MRI k-space (readout x phase), the
                                             # non-Cartesian MRI image grid, or CT image size
       coils: [min, max]
-      accelerations: [min, max]             # Cartesian MRI: columns / acquired columns
+      accelerations: [min, max]             # Cartesian MRI: acquirable / sampled columns
       spokes: [min, max]                    # non-Cartesian MRI: readouts (spokes, interleaves)
       trajectory: [radial, ...]             # non-Cartesian MRI: ISMRMRD encoding/trajectory
       views: [min, max]                     # CT projection angles
@@ -86,8 +86,8 @@ def range_warnings(card: Mapping[str, Any] | None, *, matrix: tuple[int, int] | 
                 "maps_crop": "the coil maps' ESPIRiT crop (calibrate.crop)",
                 "detectors": "detector count"}.get(key, key)
         iv = _interval(rng.get(key))
-        # a mask's effective acceleration W / sampled columns differs from its nominal rate by
-        # the rounding of the line count and the centre band (fastMRI's 4x on 368 columns
+        # a mask's effective acceleration acquirable / sampled columns differs from its nominal
+        # rate by the rounding of the line count and the centre band (fastMRI's 4x on 368 columns
         # samples 93: 3.96); 5 % slack keeps such masks inside a card's "4 .. 8"
         slack = 0.05 * float(value) if key == "accelerations" and value is not None else 1e-6
         if value is not None and iv is not None and not iv[0] - slack <= float(value) <= iv[1] + slack:
@@ -150,7 +150,10 @@ def warn_slice_outside_range(config: Any, model: Any, s: Any, *,
                                       int(s.trajectory.shape[0]), tuple(s.image_shape),
                                       centre_out=centre_out_spokes(s.trajectory)) if radial else None)
     if config.modality == "mri":  # the matrix as acquired, before an exact readout crop
-        acc = float(s.mask.numel()) / max(float(s.mask.sum()), 1.0)
+        from mrirecon.pipeline.slice_mri import column_counts
+
+        sampled, acquirable = column_counts(s)  # padding columns are not undersampled ones
+        acc = acquirable / max(sampled, 1)
         matrix = (s.acquired_rows or s.kspace.shape[-2], s.kspace.shape[-1])
         return warn_outside_range(model, matrix=matrix, coils=int(s.kspace.shape[0]),
                                   acceleration=acc,

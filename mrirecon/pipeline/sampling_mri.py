@@ -330,21 +330,40 @@ def grappa_note(s: MRISlice, params: dict) -> str | None:
 
 
 def drawn_mask_note(s: MRISlice, cfg: UndersampleConfig) -> str | None:
-    """Which of several configured ``(center_fraction, acceleration)`` pairs the retrospective
-    mask of Cartesian slice ``s`` drew (fastMRI's mask functions pick one per file, seeded by its
-    name), and the acceleration its columns give; ``None`` for one pair, no undersampling or
-    non-Cartesian data. With ``accelerations: [4, 8]`` (fastMRI's validation mask) nothing in
-    ``metrics.csv``, ``provenance.json`` or the report said which factor a file got."""
+    """The retrospective mask of Cartesian slice ``s``: the configured ``(center_fraction,
+    acceleration)`` pair it drew (fastMRI's mask functions pick one per file, seeded by its
+    name; with ``accelerations: [4, 8]`` nothing in ``metrics.csv``, ``provenance.json`` or the
+    report said which factor a file got) and the acceleration its columns achieve, acquirable /
+    sampled columns (the nominal factor is fastMRI's label: its centre band and rounding keep
+    more columns, "8x" is 5.8x on 64 columns; one pair said nothing of it); ``None`` without
+    undersampling or for non-Cartesian data."""
     pairs = list(dict.fromkeys(zip(cfg.center_fractions, cfg.accelerations)))
-    if not cfg.enabled or s.trajectory is not None or len(pairs) < 2 \
-            or s.num_low_frequencies is None:
+    if not cfg.enabled or s.trajectory is not None or s.num_low_frequencies is None:
         return None
     from mrirecon.pipeline.slice_mri import column_counts
 
     width = s.mask.numel()
     drawn = [(cf, acc) for cf, acc in pairs if round(width * cf) == s.num_low_frequencies]
     sampled, acquirable = column_counts(s)
+    achieved = (f"{sampled} of {acquirable} acquirable columns, {acquirable / max(sampled, 1):.2f}x "
+                "achieved")
+    if len(pairs) == 1:
+        return (f"undersample: the {pairs[0][1]:g}x mask (nominal) with centre fraction "
+                f"{pairs[0][0]:g} ({s.num_low_frequencies} centre columns): {achieved}")
     said = (f"{drawn[0][1]:g}x with centre fraction {drawn[0][0]:g}" if len(drawn) == 1
             else f"one of {len(pairs)} configured pairs")
     return (f"undersample: the mask drew {said} ({s.num_low_frequencies} centre columns): "
-            f"{sampled} of {acquirable} acquirable columns, {acquirable / max(sampled, 1):.2f}x")
+            f"{achieved}")
+
+
+def fully_sampled_warning(name: str, cfg: UndersampleConfig) -> str:
+    """The warning of a volume of file ``name`` whose k-space holds every acquirable column
+    while its metrics are computed, in the words of ``cfg.enabled`` (a mask that kept every
+    column was said to come from ``undersample.enabled`` false)."""
+    why = ("undersample.enabled is false" if not cfg.enabled else
+           f"the undersample.mask={cfg.mask} mask at undersample.accelerations="
+           f"{list(cfg.accelerations)} kept every acquirable column")
+    fix = ("set undersample.enabled=true for a retrospective study" if not cfg.enabled else
+           "raise undersample.accelerations or lower undersample.center_fractions")
+    return (f"{name}: the k-space is fully sampled and {why}, so the metrics score a "
+            f"reconstruction of complete data against its own reference ({fix})")

@@ -59,6 +59,7 @@ class CTSlice:
     data_photons: float | None = None
     data_min_counts: float = 0.1
     views_sorted: bool = False  # the file stored its views out of angle order (sort_views)
+    views_message: str | None = None  # how undersample.views was met (views_note)
     # a DICOM series reader's (level, kind, text): padding read as air, bits above HighBit, ...
     reader_messages: tuple[tuple[str, str, str], ...] = ()
 
@@ -92,10 +93,12 @@ def undersample(s: CTSlice, cfg: UndersampleConfig) -> CTSlice:
     from mrirecon.sampling import low_dose_noise, sparse_view, thin_dose, view_factor
 
     sino, geometry = s.sinogram, s.geometry
+    factor = 1
     if cfg.views is not None and cfg.views < geometry.num_views:
         factor = view_factor(geometry.num_views, cfg.views, f"{s.file_name}: undersample.views")
         geometry, idx = sparse_view(geometry, factor)
         sino = sino[..., torch.as_tensor(idx), :]
+    message = views_note(s.geometry.num_views, factor, geometry.num_views, cfg)
     if cfg.photons is not None:
         g = torch.Generator().manual_seed(slice_seed(s.file_name, s.index, cfg))
         if s.data_photons is None:
@@ -103,7 +106,8 @@ def undersample(s: CTSlice, cfg: UndersampleConfig) -> CTSlice:
         else:
             sino = thin_dose(sino, s.data_photons, cfg.photons, g, min_counts=s.data_min_counts,
                              who=f"{s.file_name}: undersample.photons")
-    return replace(s, sinogram=sino, geometry=geometry, image=None, preview=None)
+    return replace(s, sinogram=sino, geometry=geometry, image=None, preview=None,
+                   views_message=message)
 
 
 #: The note of a slice whose views :func:`sort_views` put in angle order.
@@ -140,13 +144,21 @@ def sort_views(s: CTSlice) -> CTSlice:
                    geometry=replace(g, angles=tuple(g.angles[i] for i in order)))
 
 
-def views_note(kept: int, cfg: UndersampleConfig) -> str | None:
-    """A note when ``undersample.views`` asks for more views than the data hold (all are kept;
-    provenance recorded the count asked for, without a word), else ``None``."""
-    if not cfg.enabled or cfg.views is None or cfg.views <= kept:
+def views_note(held: int, factor: int, kept: int, cfg: UndersampleConfig) -> str | None:
+    """How ``undersample.views`` was met on data of ``held`` views, keeping every ``factor``-th
+    (``kept`` views): a note when the count kept is not the count asked for, more than the data
+    hold (all are kept) or another count "every k-th view" gives (21 of 60: every 3rd, 20), else
+    ``None``. Provenance recorded the count asked for, without a word; built by
+    :func:`undersample`, which knows ``held`` (21 of 60 was said "the data hold 20 views")."""
+    if not cfg.enabled or cfg.views is None or cfg.views == kept:
         return None
-    return (f"undersample.views={cfg.views}: the data hold {kept} views, fewer, so all {kept} "
-            "were kept")
+    if cfg.views >= held:
+        return (f"undersample.views={cfg.views}: the data hold {held} views, fewer, so all "
+                f"{held} were kept")
+    nth = {1: "st", 2: "nd", 3: "rd"}.get(factor % 10 if factor % 100 not in (11, 12, 13) else 0,
+                                          "th")
+    return (f"undersample.views={cfg.views}: every {factor}{nth} of the {held} views kept: "
+            f"{kept} views ({cfg.views} asked)")
 
 
 def dose_note(data_photons: float | None, cfg: UndersampleConfig) -> str | None:
@@ -513,9 +525,8 @@ class CTStages(Modality[CTSlice]):
         note = dose_note(s.data_photons, self.config.undersample)
         if note:
             notes["dose"] = note
-        note = views_note(s.geometry.num_views, self.config.undersample)
-        if note:
-            notes["views"] = note
+        if s.views_message:
+            notes["views"] = s.views_message
         if s.views_sorted:
             notes["view_order"] = VIEWS_SORTED_NOTE
         rc = self.settings(s, self.config.reconstruct).config

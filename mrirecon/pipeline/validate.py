@@ -29,6 +29,7 @@ from mrirecon.core.config import (
 )
 from mrirecon.pipeline.param_tables import TABLE, WHAT, explain_shadowed, label, table_key, table_of
 from mrirecon.pipeline.schema import CalibrateConfig, PipelineConfig
+from mrirecon.sampling.cartesian import acceleration_problem, center_fraction_problem
 
 log = logging.getLogger("mrirecon.pipeline")
 
@@ -190,10 +191,11 @@ def validate_pipeline(config: PipelineConfig, source: str = "") -> PipelineConfi
                         f"{len(und.center_fractions)} value(s) for {len(und.accelerations)} "
                         "accelerations; give one centre fraction per acceleration")
         for i, (f, a) in enumerate(zip(und.center_fractions, und.accelerations)):
-            if f * a >= 1:
-                raise _fail(source, f"undersample.center_fractions[{i}]",
-                            f"{f!r} keeps at least 1 / {a} of the columns in the centre band alone, "
-                            f"so no mask reaches acceleration {a}; use a fraction below {1 / a:.3g}")
+            if (why := acceleration_problem(a)) is not None:
+                raise _fail(source, f"undersample.accelerations[{i}]",
+                            f"{why}; for fully sampled data set undersample.enabled=false")
+            if (why := center_fraction_problem(f, a)) is not None:
+                raise _fail(source, f"undersample.center_fractions[{i}]", f"{f!r} {why}")
     _at_least(source, "undersample.views", und.views, 1)
     if und.photons is not None:
         from mrirecon.sampling.views import check_photons

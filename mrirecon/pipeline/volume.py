@@ -83,10 +83,9 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
         recon, reference = run.outputs[method.name], run.reference
         accel = counts["acquired"] / counts["sampled"] if counts["sampled"] else None
         if config.evaluate.enabled and reference is not None and sampled_all(accel):
-            msg = (f"{path.name}: the k-space is fully sampled and undersample.enabled is false, so "
-                   "the metrics score a reconstruction of complete data against its own reference "
-                   "(set undersample.enabled=true for a retrospective study)")
-            result.warn(msg)
+            from mrirecon.pipeline.sampling_mri import fully_sampled_warning
+
+            result.warn(fully_sampled_warning(path.name, config.undersample))
         eval_ref, eval_pred, display_ref, preview = reference, recon, reference, run.preview
         image = Image(recon, stages.output_geometry(run.info["header"]), kind="magnitude", modality="MR",
                       description=f"mrirecon {config.reconstruct.method}")

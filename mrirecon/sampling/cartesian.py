@@ -14,9 +14,9 @@ acceleration) choice, then the draw of the acceleration mask.
 
 from __future__ import annotations
 
-import math
-
 import contextlib
+import math
+import numbers
 import os
 from collections.abc import Iterator, Sequence
 
@@ -64,6 +64,33 @@ def _check_offset(who: str, offset, period: int) -> None:
     if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)) or not 0 <= offset < period:
         raise ValueError(f"{who}: offset must be an integer in [0, {period}) for this acceleration, "
                          f"got {offset!r}")
+
+
+def acceleration_problem(acceleration: float) -> str | None:
+    """Why a retrospective Cartesian mask cannot be drawn at ``acceleration``, or ``None``. 1
+    keeps every column (fastMRI's ``equispaced_fraction`` mask then drops the last one: 32 of 33
+    columns, labelled 1x; ``run`` warned that ``undersample.enabled`` was false). The rule of
+    ``mrirecon run`` (:func:`~mrirecon.pipeline.validate.validate_pipeline`), ``mrirecon bench``
+    and ``simulate mri``."""
+    if not (isinstance(acceleration, numbers.Real) and math.isfinite(acceleration)
+            and acceleration > 1):
+        return (f"must be a finite number above 1, got {acceleration!r} (1 would keep every "
+                "column, which is no undersampling)")
+    return None
+
+
+def center_fraction_problem(fraction: float, acceleration: float) -> str | None:
+    """Why centre fraction ``fraction`` cannot go with ``acceleration`` (said after the
+    fraction), or ``None``: the centre band alone keeps ``1 / acceleration`` of the columns or
+    more, so the mask keeps more than the factor says (the bench labelled a 2x mask "8x"). The
+    rule of :func:`~mrirecon.pipeline.validate.validate_pipeline` and ``mrirecon bench``."""
+    if not (isinstance(fraction, numbers.Real) and math.isfinite(fraction) and 0 < fraction <= 1):
+        return f"must be in (0, 1], got {fraction!r}"
+    if fraction * acceleration >= 1:
+        return (f"keeps at least 1 / {acceleration:g} of the columns in the centre band alone, so "
+                f"no mask reaches acceleration {acceleration:g}; use a fraction below "
+                f"{1 / acceleration:.3g}")
+    return None
 
 
 class MaskFunction:
@@ -148,6 +175,12 @@ class MaskFunction:
         num_cols = int(num_cols)
         if num_cols < 1:
             raise ValueError(f"{type(self).__name__}: num_cols must be >= 1, got {num_cols}")
+        too_high = [a for a in self.accelerations if a > num_cols]
+        if too_high:  # 1e20: numpy's "high is out of bounds for int64", or an all-zero mask
+            raise ValueError(f"{type(self).__name__}: acceleration {too_high[0]:g} is above the "
+                             f"number of k-space columns, {num_cols}: a mask keeps about "
+                             f"num_cols / acceleration of them, so the acceleration must be at "
+                             f"most {num_cols}")
         with _temp_seed(self.rng, seed, type(self).__name__):
             center, accel, num_low = self._sample(num_cols, offset)
         mask = np.logical_or(center != 0, accel != 0)

@@ -47,10 +47,20 @@ def _check_calib(calib, shape, who: str) -> tuple[int, int]:
 
 
 def calibration_region(shape: tuple[int, int], calib: tuple[int, int]) -> np.ndarray:
-    """Boolean ``(H, W)`` with the centred ``calib`` block set (rows ``int(H/2 - h/2)`` on)."""
+    """Boolean ``(H, W)`` with the ``calib`` block ``(h, w)`` set around the DC sample
+    ``(H // 2, W // 2)`` of the centred FFT: rows ``H // 2 - h // 2`` on, as the other centre
+    rules (:func:`~mrirecon.sampling.cartesian.center_mask`, ESPIRiT's
+    :func:`~mrirecon.calib.espirit.calibration_region`, the SSDU ``centre_block``).
+
+    ``sigpy.mri.poisson`` starts at ``int(H / 2 - h / 2)``: the same rows except for an odd
+    block on an even grid, which it puts one row (column) lower, off DC: its ``(1, 1)`` block
+    on 32 x 32 was ``(15, 15)``, leaving DC unsampled in 9 of 20 :func:`variable_density` masks,
+    and its ``(5, 5)`` block rows 13-17 where ESPIRiT calibrates on 14-18. Masks of even blocks,
+    or of any block on an odd grid, are sigpy's."""
     (ny, nx), (cy, cx) = shape, calib
     region = np.zeros((ny, nx), dtype=bool)
-    region[int(ny / 2 - cy / 2) : int(ny / 2 + cy / 2), int(nx / 2 - cx / 2) : int(nx / 2 + cx / 2)] = True
+    top, left = ny // 2 - cy // 2, nx // 2 - cx // 2
+    region[top : top + cy, left : left + cx] = True
     return region
 
 

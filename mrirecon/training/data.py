@@ -51,7 +51,8 @@ class TrainingSample:
     fname, slice_index
         Source file name and slice number.
     acceleration
-        Nominal acceleration of the drawn mask (``W / sampled columns`` is its measured value).
+        Nominal acceleration of the drawn mask (acquirable / sampled columns is its
+        measured value).
     num_low_frequencies
         Fully sampled centre columns of the mask.
     """
@@ -180,19 +181,23 @@ class MRITrainingSet:
         """What a model trained on this set saw, in a model card's ``training_range`` schema
         (:mod:`mrirecon.pipeline.model_range`): the k-space matrices ``(H, W)`` and coil counts of
         the files used, the masks' accelerations on their widths (nominal and as drawn:
-        ``W / sampled columns``), and ``maps_crop: [0, 0]`` for ESPIRiT maps (crop 0 here)."""
+        acquirable / sampled columns, the header's padding columns left out as :meth:`get`
+        leaves them out of the mask and ``mrirecon run`` counts them), and ``maps_crop: [0, 0]``
+        for ESPIRiT maps (crop 0 here)."""
         volumes = [self.dataset.volumes[v] for v in
                    sorted({self.dataset.samples[i][0] for i in self.indices})]
         shapes = [tuple(int(n) for n in info.shape) for info in volumes]
-        widths = sorted({s[-1] for s in shapes})
+        columns = sorted({(int(info.shape[-1]), info.header.padding_left,
+                           info.header.padding_right) for info in volumes})
         cfg = self.mask_config
         accelerations = [float(a) for a in cfg.accelerations]
         for cf, acc in zip(cfg.center_fractions, cfg.accelerations):
             fn = create_mask_for_mask_type(cfg.type, (cf,), (acc,))
-            for w in widths:
+            for w, left, right in columns:
+                acquirable = max(min(right, w) - left, 1)
                 for seed in range(4):  # random masks differ by seed; regular ones by offset
-                    mask = fn(w, seed=seed)
-                    accelerations.append(w / max(int(mask.sum()), 1))
+                    sampled = int(fn(w, seed=seed)[left:right].sum())
+                    accelerations.append(acquirable / max(sampled, 1))
         out = {"matrix": {"min": [min(s[-2] for s in shapes), min(s[-1] for s in shapes)],
                           "max": [max(s[-2] for s in shapes), max(s[-1] for s in shapes)]},
                "coils": [min(s[1] for s in shapes), max(s[1] for s in shapes)],

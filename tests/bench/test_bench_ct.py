@@ -29,7 +29,7 @@ def test_table_rows_metrics_and_files(ct_dir, tmp_path):
     assert [(r.method, r.acceleration, r.volumes) for r in table.rows] == [("fbp", 3.0, 1),
                                                                            ("sirt", 3.0, 1)]
     md = (tmp_path / "bench_table.md").read_text()
-    assert md == table.to_markdown() and "| fbp | 3x | 1 |" in md
+    assert md == table.to_markdown() and "| fbp | 3x | 3.00x | 1 |" in md
     vols = list(csv.DictReader(io.StringIO((tmp_path / "bench_volumes.csv").read_text())))
     assert [v["method"] for v in vols] == ["fbp", "sirt"]
     assert {v["mask_type"] for v in vols} == {"sparse_view"}
@@ -113,7 +113,7 @@ def test_cli_ct_device_resume_and_refused_options(ct_dir, tmp_path, capsys):
             "--accelerations", "2", "--methods", "fbp", "--no-progress", "--device", "cpu"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "| fbp | 2x | 1 |" in printed and (out / "bench_table.md").read_text() in printed
+    assert "| fbp | 2x | 2.00x | 1 |" in printed and (out / "bench_table.md").read_text() in printed
     before = (out / "results.jsonl").read_text()
     assert main(argv) == 0 and (out / "results.jsonl").read_text() == before  # resumed
     assert main(argv + ["--no-resume"]) == 0

@@ -417,7 +417,10 @@ def test_each_file_says_which_of_several_masks_it_drew(mri_dir, tmp_path):
         acc, cf = (4, 0.16) if int(num_low) == round(48 * 0.16) else (8, 0.08)
         (note,) = [n for n in entry["notes"] if "the mask drew" in n]
         assert f"the mask drew {acc}x with centre fraction {cf:g} ({int(num_low)} centre" in note
-    single = load_pipeline("mri_retrospective", [*sets[:1], *sets[3:]])[0]  # one pair: no note
+    single = load_pipeline("mri_retrospective", [*sets[:1], *sets[3:]])[0]  # one pair: its rate
     assert run_pipeline(single, [str(mri_dir)], tmp_path / "one", progress=False) == 0
     files = json.loads((tmp_path / "one" / "provenance.json").read_text())["files"]
     assert not [n for f in files for n in f.get("notes", []) if "the mask drew" in n]
+    for f in files:
+        (note,) = [n for n in f["notes"] if "undersample: the 4x mask (nominal)" in n]
+        assert "acquirable columns" in note and note.endswith("x achieved")

@@ -388,7 +388,8 @@ def test_training_config_values_are_checked_before_any_data_is_read(override, me
     # each wrote files with no information, exit 0: an all-zero mask and k-space, a constant
     # sinogram (every count clamped to the floor), counts wrapped past int64
     (["simulate", "mri", "--volumes", "1", "--slices", "1", "--coils", "2", "--size", "32", "32",
-      "--acceleration", "100"], "acceleration 100 keeps 0 of 32 k-space columns"),
+      "--acceleration", "100"], "acceleration (--acceleration) 100 is above the 32 k-space "
+                                "columns (--size)"),
     (["simulate", "ct", "--samples", "1", "--size", "16", "--views", "8", "--photons", "100",
       "--min-count", "1e6"], "the count floor (1000000.0) must be > 0 and below the incident"),
     (["simulate", "ct", "--samples", "1", "--size", "16", "--views", "8", "--photons", "1e20"],
