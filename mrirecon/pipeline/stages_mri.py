@@ -98,7 +98,11 @@ def undersample(s: MRISlice, cfg: UndersampleConfig) -> MRISlice:
     mask_fn = create_mask_for_mask_type(cfg.mask, cfg.center_fractions, cfg.accelerations)
     seed = file_seed(s.file_name) if cfg.seed == "file" else cfg.fixed_seed
     padding = (s.header.padding_left, s.header.padding_right)
-    masked, mask, num_low = apply_mask(s.kspace, mask_fn, seed=seed, padding=padding)
+    try:
+        masked, mask, num_low = apply_mask(s.kspace, mask_fn, seed=seed, padding=padding)
+    except ValueError as err:  # the mask function's words, without the file or the option
+        raise ValueError(f"{s.file_name}: slice {s.index}: undersample.accelerations "
+                         f"{list(cfg.accelerations)}: {err}") from None
     return replace(s, kspace=masked, mask=mask.reshape(-1), num_low_frequencies=num_low)
 
 
