@@ -110,7 +110,8 @@ def test_padding_outside_the_field_of_view_is_read_as_air_not_as_tissue(tmp_path
 
     entry = ct_run(padded, tmp_path / "out_padded")
     reference = ct_run(air, tmp_path / "out_air")
-    assert entry["status"] == "ok" and not entry["warnings"]
+    assert entry["status"] == "ok"  # the one warning: metrics of a noise-free 360-view projection
+    assert [w for w in entry["warnings"] if "projected from the series' images" not in w] == []
     assert any("padded: all 3 slices: PixelPaddingValue: " in n for n in entry["notes"])
     np.testing.assert_array_equal(reconstruction(tmp_path / "out_padded", "padded"),
                                   reconstruction(tmp_path / "out_air", "air"))
