@@ -192,6 +192,8 @@ def test_run_help_lists_the_stages_in_the_order_the_code_runs_them(capsys):
     text = " ".join(capsys.readouterr().out.split())
     positions = [text.index(f" {stage}") for stage in STAGES]
     assert positions == sorted(positions)
+    # the per-volume adapt stage of mri_learned_adapt / ct_learned_adapt is named too, in its place
+    assert "optional adapt stage" in text and "after calibrate and before reconstruct" in text
     from mrirecon.pipeline.schema import PipelineConfig
 
     sections = [f for f in PipelineConfig.__dataclass_fields__ if f in STAGES]
