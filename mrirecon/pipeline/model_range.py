@@ -13,6 +13,7 @@ A card's optional ``training_range`` mapping lists what the model saw in trainin
       geometry: [parallel, ...]             # CT beam types (parallel, fan)
       detectors: [min, max]                 # CT detector elements per view
       nyquist_fraction: [min, max]          # radial MRI: spokes / (pi/2 max(H, W))
+      noise_levels: [min, max]              # a noise-conditioned denoiser's sigma (PnP-DPIR)
 
 ``nyquist_fraction`` (radial MRI) is a ratio of two of these: spokes / (pi/2 max(H, W)), the
 share of Nyquist's spoke count (centre-out spokes count half). The intervals are checked one by
@@ -51,14 +52,18 @@ def range_warnings(card: Mapping[str, Any] | None, *, matrix: tuple[int, int] | 
                    views: int | None = None, spokes: int | None = None,
                    trajectory: str | None = None, maps_crop: float | None = None,
                    beam: str | None = None, detectors: int | None = None,
-                   nyquist_fraction: float | None = None) -> list[str]:
+                   nyquist_fraction: float | None = None,
+                   noise_schedule: tuple[float, float] | None = None) -> list[str]:
     """Messages for every property outside ``card["training_range"]`` (empty if none, or no card).
 
     ``beam`` (CT: ``"parallel"`` / ``"fan"``) is compared with the card's ``geometry`` list,
     ``detectors`` (CT detector elements per view) with its ``detectors`` interval.
     ``nyquist_fraction`` (radial MRI) is compared with the card's interval of that name; when not
     given it is computed from ``spokes`` and ``matrix`` (full spokes) unless ``trajectory``
-    names another kind than radial."""
+    names another kind than radial. ``noise_schedule`` ``(sigma_min, sigma_max)`` of a PnP
+    schedule is compared with the card's ``noise_levels``: a denoiser without biases extrapolates
+    linearly in its sigma input, so ``mri_pnp`` with ``sigma_max`` 100 (trained to 0.25) gave an
+    image 55x too bright at -23 dB, with only a plausibility warning blaming the coil maps."""
     rng = (card or {}).get("training_range")
     if not isinstance(rng, Mapping):
         return []
@@ -94,6 +99,13 @@ def range_warnings(card: Mapping[str, Any] | None, *, matrix: tuple[int, int] | 
             out.append(f"{what} {float(value):g} is outside the {name} training range "
                        f"{iv[0]:g} .. {iv[1]:g}")
     out += _undersampling_warnings(rng, name, matrix, spokes, trajectory, nyquist_fraction)
+    iv = _interval(rng.get("noise_levels"))
+    if noise_schedule is not None and iv is not None and not (
+            iv[0] * (1 - 1e-6) <= min(noise_schedule) and max(noise_schedule) <= iv[1] * (1 + 1e-6)):
+        out.append(f"the noise schedule sigma_max {max(noise_schedule):g} .. sigma_min "
+                   f"{min(noise_schedule):g} (reconstruct.params) is outside the noise levels "
+                   f"{name}'s denoiser was trained on, {iv[0]:g} .. {iv[1]:g}: it extrapolates "
+                   "there")
     return out
 
 
@@ -157,10 +169,19 @@ def warn_slice_outside_range(config: Any, model: Any, s: Any, *,
         matrix = (s.acquired_rows or s.kspace.shape[-2], s.kspace.shape[-1])
         return warn_outside_range(model, matrix=matrix, coils=int(s.kspace.shape[0]),
                                   acceleration=acc,
-                                  maps_crop=0.0 if full_fov_maps else _maps_crop(config))
+                                  maps_crop=0.0 if full_fov_maps else _maps_crop(config),
+                                  noise_schedule=_noise_schedule(model))
     g = s.geometry  # CT: the image grid, the views kept, the beam and the detector
     return warn_outside_range(model, matrix=tuple(g.image_shape), views=g.num_views, beam=g.beam,
-                              detectors=g.num_detectors)
+                              detectors=g.num_detectors, noise_schedule=_noise_schedule(model))
+
+
+def _noise_schedule(model: Any) -> tuple[float, float] | None:
+    """``(sigma_min, sigma_max)`` of a PnP schedule model (DPIR), ``None`` for other models."""
+    lo, hi = getattr(model, "sigma_min", None), getattr(model, "sigma_max", None)
+    if isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
+        return float(lo), float(hi)
+    return None
 
 
 def _maps_crop(config: Any) -> float | None:

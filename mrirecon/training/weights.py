@@ -156,9 +156,9 @@ def check_overridable(value: Any, name: str, where: str) -> None:
 
 #: The ``[min, max]`` entries of a card's ``training_range`` (besides ``matrix``); ``maps_crop``:
 #: the ESPIRiT ``calibrate.crop`` of the coil maps it was trained with; ``detectors``: CT
-#: detector elements per view.
+#: detector elements per view; ``noise_levels``: a noise-conditioned denoiser's sigmas.
 RANGE_INTERVALS = ("coils", "accelerations", "spokes", "views", "maps_crop", "detectors",
-                   "nyquist_fraction")
+                   "nyquist_fraction", "noise_levels")
 #: The lists of names in a card's ``training_range``: the ISMRMRD trajectory kinds seen, the CT
 #: beam types (``geometry``, one of :data:`BEAM_TYPES` each).
 RANGE_KINDS = ("trajectory", "geometry")

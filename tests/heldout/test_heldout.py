@@ -91,6 +91,23 @@ def test_range_warnings_name_each_property_outside_the_card():
         "the coil maps' ESPIRiT crop (calibrate.crop) 0.95 is outside the modl training range 0 .. 0"]
 
 
+def test_a_pnp_noise_schedule_outside_the_denoisers_training_is_warned():
+    """mri_pnp with sigma_max 100 / sigma_min 50 (the denoiser saw 0.003 .. 0.25 of the peak)
+    gave an image 55x too bright at -23 dB, with only a plausibility warning blaming the coil
+    maps: the bias-free denoiser extrapolates linearly in its sigma input."""
+    from mrirecon.pipeline.model_range import _noise_schedule
+    from mrirecon.training.weights import load_model
+
+    shipped = load_model("pnp_dncnn_diverse", {}, "pnp_dncnn_diverse")
+    assert shipped.model_card["training_range"]["noise_levels"] == [0.003, 0.25]
+    assert warn_outside_range(shipped, noise_schedule=_noise_schedule(shipped)) == []  # 0.1 .. 0.005
+    loud = load_model("pnp_dncnn_diverse", {"sigma_max": 100, "sigma_min": 50}, "pnp_dncnn_diverse")
+    assert range_warnings(loud.model_card, noise_schedule=_noise_schedule(loud)) == [
+        "the noise schedule sigma_max 100 .. sigma_min 50 (reconstruct.params) is outside the noise "
+        "levels pnp_dpir's denoiser was trained on, 0.003 .. 0.25: it extrapolates there"]
+    assert _noise_schedule(load_model("modl_brain_sim", {}, "modl_brain_sim")) is None
+
+
 def test_warn_outside_range_logs_once_per_message(caplog):
     class M:
         model_card = {"model": {"name": "m"}, "training_range": {"coils": [4, 8]}}
