@@ -58,7 +58,7 @@ def wrong_modality(method: str, wanted: str, model=None) -> str | None:
 
 def _check_method(config: PipelineConfig, source: str) -> None:
     from mrirecon import recon
-    from mrirecon.recon.registry import _lookup
+    from mrirecon.recon.registry import _lookup, settable_parameters
 
     rc = config.reconstruct
     method = rc.method
@@ -69,9 +69,7 @@ def _check_method(config: PipelineConfig, source: str) -> None:
         entry = _lookup(method)
         valid, _ = _signature(entry.fn, 2)
         kinds = signature_annotations(entry.fn, 2)  # lam: float takes no list
-        # the stage passes these itself
-        supplied = {"x0", "callback", "mask"} if method == "grappa" else {"x0", "callback"}
-        takes = {k: v for k, v in valid.items() if k not in supplied}
+        takes = settable_parameters(method)  # less what the stage passes itself (x0, ...)
         check_params(method, rc.params, takes, source=source, annotations=kinds)
         found = table_of(rc)
         # what a slice runs: params alone, or params on top of each entry of the table
@@ -95,7 +93,7 @@ def _check_method(config: PipelineConfig, source: str) -> None:
                     raise _fail(source, blame(wrong[0] if wrong else "method"), str(err)) from None
             if entry.settings_problem and (bad := entry.settings_problem(merged)):
                 raise _fail(source, blame(bad[0]), bad[1])  # fbp's filter=hamming failed each input
-            missing = [p for p in entry.required() if p not in merged and p not in supplied]
+            missing = [p for p in entry.required() if p not in merged and p in takes]
             if missing:
                 raise _fail(source, f"{where}.{missing[0]}",
                             f"{method} needs {', '.join(missing)} (e.g. --set "
