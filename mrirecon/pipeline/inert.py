@@ -178,6 +178,9 @@ PARAM_RULES: tuple[ParamRule, ...] = (
     ParamRule(("pnp_nlm", "pnp_bm3d"), "sigma_scale", lambda p: p.get("sigma") is not None,
               "sigma is given (sigma={sigma}); sigma_scale scales only the noise level estimated "
               "from the data"),
+    ParamRule(("epll",), "iterations", lambda p: p.get("sigmas") is not None,
+              "sigmas is given (sigmas={sigmas}), one stage per value; iterations sets only the "
+              "length of the default schedule", "drop it, or drop sigmas"),
 )
 
 

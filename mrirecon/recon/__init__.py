@@ -44,25 +44,31 @@ __all__ = [
 ]
 
 # -- classical priors of the review (issue 9, part A) --------------------------------------
-from mrirecon.recon.tgv import TGV_SETTINGS, tgv, tgv_objective
+from mrirecon.recon.tgv import TGV_SETTINGS, tgv, tgv_objective, tgv_settings_problem
 
+# each settings_problem: the values the method refuses, refused by a pipeline at load (they
+# loaded and failed every input)
 register("tgv", tgv, summary="MRI/CT: TGV^2-regularised least squares by PDHG (or ADMM)",
-         settings_by_method=TGV_SETTINGS)
+         settings_by_method=TGV_SETTINGS, settings_problem=tgv_settings_problem)
 __all__ += ["tgv", "tgv_objective"]
 
 # EPLL with a patch GMM prior (issue 9, part B)
-from mrirecon.recon.epll import epll  # noqa: E402
+from mrirecon.recon.epll import epll, epll_settings_problem  # noqa: E402
 
 register("epll", epll, needs_op=True,
-         summary="MRI/CT: EPLL by half-quadratic splitting with the shipped 8x8 patch GMM prior")
+         summary="MRI/CT: EPLL by half-quadratic splitting with the shipped 8x8 patch GMM prior",
+         settings_problem=epll_settings_problem)
 __all__.append("epll")
-from mrirecon.recon.nonlocal_pnp import HAS_BM3D, pnp_bm3d, pnp_nlm
+from mrirecon.recon.nonlocal_pnp import HAS_BM3D, pnp_bm3d, pnp_nlm, pnp_settings_problem
 
-register("pnp_nlm", pnp_nlm, summary="MRI/CT: plug-and-play ADMM/HQS with non-local means")
+register("pnp_nlm", pnp_nlm, summary="MRI/CT: plug-and-play ADMM/HQS with non-local means",
+         settings_problem=pnp_settings_problem)
 if HAS_BM3D:
-    register("pnp_bm3d", pnp_bm3d, summary="MRI/CT: plug-and-play ADMM/HQS with BM3D")
+    register("pnp_bm3d", pnp_bm3d, summary="MRI/CT: plug-and-play ADMM/HQS with BM3D",
+             settings_problem=pnp_settings_problem)
 __all__ += ["pnp_bm3d", "pnp_nlm"]
-from mrirecon.recon.dictionary import dlmri
+from mrirecon.recon.dictionary import dlmri, dlmri_settings_problem
 
-register("dlmri", dlmri, summary="MRI/CT: DLMRI-style patch dictionary learning (OMP + K-SVD + CG)")
+register("dlmri", dlmri, summary="MRI/CT: DLMRI-style patch dictionary learning (OMP + K-SVD + CG)",
+         settings_problem=dlmri_settings_problem)
 __all__ += ["dlmri"]

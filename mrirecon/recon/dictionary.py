@@ -26,6 +26,7 @@ batch share one dictionary.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 
 import torch
@@ -49,7 +50,17 @@ def overcomplete_dct(patch_size: int, atoms_per_axis: int, dtype=torch.float64) 
     1-D atoms ``cos(pi j i / k)`` for ``i < p``, ``j < k`` (mean removed for ``j > 0``), as in
     Elad & Aharon's K-SVD denoising; the 2-D atoms are their Kronecker products (row-major
     patches). The first atom is constant.
+
+    Raises
+    ------
+    ValueError
+        ``patch_size < 2``: a 1-pixel patch has no variation, every atom but the constant one
+        is 0 after the mean removal and its unit norm divides by 0 (dlmri then failed with a
+        NaN "right-hand side" blamed on the data or the coil maps); ``atoms_per_axis < 1``.
     """
+    if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 2:
+        raise ValueError(f"overcomplete_dct: patch_size must be an integer >= 2, got {patch_size!r}")
+    check_iterations("overcomplete_dct", atoms_per_axis=atoms_per_axis)
     i = torch.arange(patch_size, dtype=dtype)[:, None]
     j = torch.arange(atoms_per_axis, dtype=dtype)[None, :]
     d1 = torch.cos(math.pi * i * j / atoms_per_axis)
@@ -82,31 +93,35 @@ def omp(signals: Tensor, dictionary: Tensor, sparsity: int, tolerance: float = 0
     Tensor
         Codes ``(n, K)``, at most ``sparsity`` non-zeros per row.
     """
-    n, _d = signals.shape
+    n, d = signals.shape
     k = dictionary.shape[1]
     gram = dictionary.T @ dictionary
     xd = signals @ dictionary  # (n, K) correlations with the signals
     codes = torch.zeros(n, k, dtype=signals.dtype, device=signals.device)
     support = torch.zeros(n, 0, dtype=torch.long, device=signals.device)
-    residual = signals
+    residual = signals.clone()
     norm_x = torch.linalg.vector_norm(signals, dim=1)
     active = norm_x > 0
-    rows = torch.arange(n, device=signals.device)
     eps = 1e-12 * torch.diagonal(gram).max()
-    for _ in range(min(sparsity, k)):
-        corr = (residual @ dictionary).abs()
-        corr[rows[:, None], support] = -1.0
-        new = corr.argmax(dim=1)
-        cand = torch.cat([support, new[:, None]], dim=1)
+    # a residual at the dtype's rounding level is done: picking atoms on it (float32: 1e-12
+    # added to the Gram diagonal is lost) made the Gram of the support singular
+    stop = max(tolerance, 1e-14, math.sqrt(d) * torch.finfo(signals.dtype).eps)
+    # d independent atoms fit any signal exactly: more steps only pick dependent atoms
+    for _ in range(min(sparsity, k, d)):
+        rows = active.nonzero().squeeze(1)  # finished rows keep their codes
+        corr = (residual[rows] @ dictionary).abs()
+        corr[torch.arange(rows.numel(), device=rows.device)[:, None], support[rows]] = -1.0
+        cand = torch.cat([support[rows], corr.argmax(dim=1)[:, None]], dim=1)
         g = gram[cand[:, :, None], cand[:, None, :]]
         g = g + eps * torch.eye(cand.shape[1], dtype=g.dtype, device=g.device)
         coef = torch.linalg.solve(g, xd[rows[:, None], cand].unsqueeze(-1)).squeeze(-1)
-        support = cand  # finished rows keep their codes; their support is no longer used
-        codes[active] = 0
-        codes[rows[active, None], cand[active]] = coef[active]
-        residual = signals - codes @ dictionary.T
-        rnorm = torch.linalg.vector_norm(residual, dim=1)
-        active = active & (rnorm > max(tolerance, 1e-14) * norm_x)
+        support = torch.cat([support, support.new_zeros(n, 1)], dim=1)
+        support[rows] = cand  # the other rows' support is no longer used
+        codes[rows] = 0
+        codes[rows[:, None], cand] = coef
+        residual[rows] = signals[rows] - codes[rows] @ dictionary.T
+        rnorm = torch.linalg.vector_norm(residual[rows], dim=1)
+        active[rows] = rnorm > stop * norm_x[rows]
         if not bool(active.any()):
             break
     return codes
@@ -163,6 +178,40 @@ def dlmri_objective(y: Tensor, op: LinearOperator, x: Tensor, patches: Patches,
     return 0.5 * (op(x) - y).abs().pow(2).sum() + 0.5 * lam * fit
 
 
+def _patch_dim(patch_size: int, complex_: bool) -> int:
+    """The real dimension of a patch: ``p*p`` pixels, twice that for complex images."""
+    return (2 if complex_ else 1) * patch_size * patch_size
+
+
+def dlmri_settings_problem(params: dict, complex_: bool | None = None) -> tuple[str, str] | None:
+    """``(setting, what is wrong)`` for a :func:`dlmri` setting it refuses, or ``None``.
+
+    The registry's ``settings_problem`` of ``dlmri``, so a pipeline refuses these at load
+    (``lam=0`` loaded and failed every input), and the check :func:`dlmri` runs. Without the
+    data it cannot tell real (CT) from complex (MRI) patches: ``sparsity`` is judged against
+    the larger, complex dimension ``2 p^2`` unless ``complex_`` says which (:func:`dlmri`
+    does)."""
+    lam = params.get("lam")
+    if isinstance(lam, numbers.Real) and not isinstance(lam, bool) and not lam > 0:
+        return "lam", f"must be > 0 (the weight of the patch fit), got {lam!r}"
+    p = params.get("patch_size", 6)  # dlmri's default
+    if isinstance(p, bool) or not isinstance(p, int) or p < 2:
+        return "patch_size", ("must be an integer >= 2 (a 1-pixel patch has nothing for the "
+                              f"dictionary's atoms to describe), got {p!r}")
+    stride = params.get("stride")
+    if stride is not None and (isinstance(stride, bool) or not isinstance(stride, int)
+                               or stride < 1):
+        return "stride", f"must be an integer >= 1 (the patch step in pixels), got {stride!r}"
+    sparsity = params.get("sparsity")
+    d = _patch_dim(p, complex_ is not False)
+    if isinstance(sparsity, int) and not isinstance(sparsity, bool) and sparsity >= d:
+        kind = "real (CT)" if complex_ is False else "complex (MRI)"
+        return "sparsity", (f"must be below {d}, the dimension of a {p} x {p} {kind} patch: "
+                            f"with {d} atoms a patch can be fit exactly and the "
+                            f"dictionary prior does nothing; got {sparsity}")
+    return None
+
+
 @accepts_deprecated_names
 def dlmri(
     y: Tensor,
@@ -203,7 +252,8 @@ def dlmri(
     atoms_per_axis
         The initial DCT dictionary has ``atoms_per_axis^2`` atoms (twice that for complex).
     sparsity
-        Non-zeros per patch code.
+        Non-zeros per patch code, below the patch dimension (``p*p``, ``2 p*p`` for complex
+        images; :func:`dlmri_settings_problem`).
     iterations
         Alternations of coding, dictionary update and image update.
     cg_iterations
@@ -225,11 +275,12 @@ def dlmri(
     if not isinstance(op, LinearOperator):
         raise TypeError(f"dlmri: op must be a LinearOperator, got {type(op).__name__}")
     check_data("dlmri", y, op)  # as run: NaN, all zero, real k-space, a flipped sinogram
-    check_iterations("dlmri", iterations=iterations, cg_iterations=cg_iterations)
-    if lam <= 0 or sparsity < 1:
-        raise ValueError(f"dlmri: need lam > 0 and sparsity >= 1, got lam={lam}, "
-                         f"sparsity={sparsity}")
+    check_iterations("dlmri", iterations=iterations, cg_iterations=cg_iterations,
+                     sparsity=sparsity, atoms_per_axis=atoms_per_axis)
     aty = op.H(y)
+    if (bad := dlmri_settings_problem(dict(lam=lam, patch_size=patch_size, stride=stride,
+                                           sparsity=sparsity), aty.is_complex())):
+        raise ValueError(f"dlmri: {bad[0]} {bad[1]}")
     nb = batch_dims_of(op, aty)
     complex_ = aty.is_complex()
     x0 = check_start("dlmri", x0, aty, y)

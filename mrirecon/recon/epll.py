@@ -30,6 +30,8 @@ whatever the stride, as in Zoran & Weiss' denoising schedule.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -37,6 +39,7 @@ import torch
 from torch import Tensor
 
 from mrirecon.core import LinearOperator
+from mrirecon.core.checks import check_iterations
 from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.models.gmm import (
     PatchGMM,
@@ -122,6 +125,38 @@ class EPLLProblem:
                   iterations=iterations, batch_dims=self.batch_dims)
 
 
+def _positive(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) \
+        and math.isfinite(value) and value > 0
+
+
+def epll_settings_problem(params: dict) -> tuple[str, str] | None:
+    """``(setting, what is wrong)`` for an :func:`epll` setting it refuses, or ``None``.
+
+    The registry's ``settings_problem`` of ``epll``, so a pipeline refuses these at load, and the
+    check :func:`epll` runs first: ``sigmas=[]``, ``noise_std=0`` and ``stride=0`` loaded and
+    failed every input, ``sigmas=0.05`` with "TypeError: 'float' object is not iterable"."""
+    if "noise_std" in params and not _positive(params["noise_std"]):
+        return "noise_std", (f"must be > 0 (the prior weight mu = noise_std^2 / patches per "
+                             f"pixel), got {params['noise_std']!r}")
+    sigmas = params.get("sigmas")
+    if sigmas is not None:
+        scalar = isinstance(sigmas, (int, float, str)) or getattr(sigmas, "ndim", 1) == 0
+        values = [] if scalar else list(sigmas)
+        if scalar or not values or not all(_positive(v.item() if hasattr(v, "item") else v)
+                                           for v in values):
+            return "sigmas", ("must be a non-empty list of finite patch noise levels > 0, one "
+                              f"per stage (e.g. [0.1, 0.05, 0.02]), or null, got {sigmas!r}")
+    stride = params.get("stride")
+    if stride is not None and (isinstance(stride, bool) or not isinstance(stride, int)
+                               or stride < 1):
+        return "stride", f"must be an integer >= 1 (the patch step in pixels), got {stride!r}"
+    bd = params.get("batch_dims")
+    if bd is not None and (isinstance(bd, bool) or not isinstance(bd, int) or bd < 0):
+        return "batch_dims", f"must be an integer >= 0 or None, got {bd!r}"
+    return None
+
+
 @accepts_deprecated_names
 def default_sigmas(iterations: int = 6, sigma_start: float = 0.1,
                    sigma_end: float = 0.01) -> list[float]:
@@ -160,7 +195,8 @@ def epll(
         image relative to its maximum (larger: smoother).
     sigmas
         Decreasing patch noise levels, one per stage (default :func:`default_sigmas` with
-        ``iterations`` stages from 0.1 to 0.01; when given, ``iterations`` is ignored).
+        ``iterations`` stages from 0.1 to 0.01; when given, ``iterations`` is ignored, and a
+        pipeline that sets both says so at load: :mod:`mrirecon.pipeline.inert`).
     iterations
         Outer iterations: the stages of the default ``sigmas`` schedule (was ``stages``,
         still accepted with a ``FutureWarning``).
@@ -186,6 +222,11 @@ def epll(
         Image ``(..., H, W)``: complex for MRI, real for CT.
     """
     check_data("epll", y, op)  # as run: NaN, all zero, real k-space, a flipped sinogram
+    if (bad := epll_settings_problem(dict(noise_std=noise_std, sigmas=sigmas, stride=stride,
+                                          batch_dims=batch_dims))) is not None:
+        raise ValueError(f"epll: {bad[0]} {bad[1]}")
+    check_iterations("epll", iterations=iterations, stage_iterations=stage_iterations,
+                     cg_iterations=cg_iterations)  # iterations=0: no stage, the start image
     if isinstance(gmm, PatchGMM):
         prior = gmm
     else:  # a shipped name or path, read by the one weights reader
@@ -193,12 +234,14 @@ def epll(
 
         prior = patch_gmm_from_state_dict(read_state_dict(gmm, who="epll"), where=str(gmm))
     prior = prior.to(y.device)
+    image_ndim = (aty := op.H(y)).ndim
     if batch_dims is None:
-        batch_dims = batch_dims_of(op, op.H(y))
+        batch_dims = batch_dims_of(op, aty)
+    elif batch_dims > image_ndim - 2:  # 3 on one slice: "IndexError: too many indices"
+        raise ValueError(f"epll: batch_dims {batch_dims} leaves no (H, W) image: the images of "
+                         f"y have {image_ndim} axes, so at most {image_ndim - 2}")
     problem = EPLLProblem(y, op, prior, noise_std=noise_std, stride=stride, batch_dims=batch_dims)
-    schedule = list(sigmas) if sigmas is not None else default_sigmas(iterations)
-    if not schedule or any(s <= 0 for s in schedule):
-        raise ValueError(f"epll: sigmas must be a non-empty list of positive values, got {schedule}")
+    schedule = [float(s) for s in sigmas] if sigmas is not None else default_sigmas(iterations)
     x, z = problem.x_init, None
     for stage, sigma in enumerate(schedule):
         beta = problem.beta(sigma)

@@ -31,6 +31,7 @@ pulls weakly towards the data on most components and a strong denoiser then over
 from __future__ import annotations
 
 import importlib.util
+import numbers
 from collections.abc import Callable
 
 import numpy as np
@@ -48,6 +49,11 @@ from mrirecon.recon.checks import check_data
 Callback = Callable[[int, Tensor, float], None]
 Denoiser = Callable[[np.ndarray, float], np.ndarray]
 METHODS = ("admm", "hqs")
+#: The smallest NLM ``patch_size``: scikit-image runs 0 as 1, and 1-pixel patches compare single
+#: noisy values, which pulls a flat region's mean down by 4 % (0.960 on a unit square with
+#: noise 0.05; 0.998 with 3 x 3 patches); PnP compounded it to 14.6 dB on a 4x brain slice
+#: (5 x 5 patches: 24.7 dB, zero-filled 19.0 dB). An even size runs as the next odd one.
+MIN_NLM_PATCH = 2
 
 #: ``True`` when the ``bm3d`` package (PyPI ``bm3d``) is importable
 HAS_BM3D = importlib.util.find_spec("bm3d") is not None
@@ -62,6 +68,49 @@ def _from_channels(x: np.ndarray, complex_: bool) -> np.ndarray:
     return x[..., 0] + 1j * x[..., 1] if complex_ else x
 
 
+def _count_problem(value: object, least: int, what: str) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        return f"must be an integer >= {least} ({what}), got {value!r}"
+    return None
+
+
+def pnp_settings_problem(params: dict) -> tuple[str, str] | None:
+    """``(setting, what is wrong)`` for a ``pnp_nlm`` / ``pnp_bm3d`` setting that
+    :func:`plug_and_play` or :func:`nlm_denoiser` refuses, as far as the settings alone tell
+    (a ``patch_size`` larger than the image is refused when the image is known), or ``None``.
+
+    The registry's ``settings_problem`` of both methods, so a pipeline refuses these at load
+    (``rho=0``, ``gamma=0.5``, ``method=foo`` loaded and failed every input), and the check the
+    functions run. A noise level of 0 (``sigma``, ``sigma_scale``) made the denoiser return its
+    input, a prior that does nothing (the plain least-squares image, no word); ``patch_size=0``
+    ran as 1 and ``patch_distance=0`` searched no neighbour."""
+    method = params.get("method")
+    if method is not None and method not in METHODS:
+        return "method", f"must be one of {', '.join(METHODS)}, got {method!r}"
+    for key, what in (("rho", "the data step's penalty relative to ||A||^2"),
+                      ("sigma", "the denoiser's first noise level; 0 switches the prior off; "
+                                "null estimates it from the data"),
+                      ("sigma_scale", "multiplies the estimated noise level; 0 switches the "
+                                      "prior off")):
+        value = params.get(key)
+        if isinstance(value, numbers.Real) and not isinstance(value, bool) and not value > 0:
+            return key, f"must be > 0 ({what}), got {value!r}"
+    gamma = params.get("gamma")
+    if isinstance(gamma, numbers.Real) and not isinstance(gamma, bool) and not gamma >= 1:
+        return "gamma", f"must be >= 1 (the continuation factor of rho), got {gamma!r}"
+    for key, least, what in (("patch_size", MIN_NLM_PATCH, "the NLM patch side in pixels; 1 "
+                              "compares single pixels and biases the image"),
+                             ("patch_distance", 1, "the NLM search radius in pixels")):
+        if key in params and (problem := _count_problem(params[key], least, what)):
+            return key, problem
+    return None
+
+
+def _check_settings(who: str, **params: object) -> None:
+    if (bad := pnp_settings_problem(params)) is not None:
+        raise ValueError(f"{who}: {bad[0]} {bad[1]}")
+
+
 def nlm_denoiser(h: float = 0.8, patch_size: int = 5, patch_distance: int = 6) -> Denoiser:
     """Non-local means (``skimage.restoration.denoise_nl_means``, fast mode) as ``f(img, sigma)``.
 
@@ -74,8 +123,16 @@ def nlm_denoiser(h: float = 0.8, patch_size: int = 5, patch_distance: int = 6) -
     h
         Filter strength relative to ``sigma``.
     patch_size, patch_distance
-        Patch side (pixels) and search radius (pixels).
+        Patch side (pixels, ``>= 2`` and at most the image's smaller side) and search radius
+        (pixels, ``>= 1``).
+
+    Raises
+    ------
+    ValueError
+        ``patch_size < 2`` or ``patch_distance < 1`` (:func:`pnp_settings_problem`); a
+        ``patch_size`` larger than the image, when called on it.
     """
+    _check_settings("nlm_denoiser", patch_size=patch_size, patch_distance=patch_distance)
     # imported on use: scikit-image's restoration pulls in scipy.stats, seconds of start-up for
     # every pipeline that never calls NLM
     from skimage.restoration import denoise_nl_means
@@ -83,6 +140,9 @@ def nlm_denoiser(h: float = 0.8, patch_size: int = 5, patch_distance: int = 6) -
     def denoise(img: np.ndarray, sigma: float) -> np.ndarray:
         if sigma <= 0:
             return img
+        if patch_size > min(img.shape[-2:]):  # 200 on 128 x 128 ran: 15.8 dB, zero-filled 17.5
+            raise ValueError(f"nlm_denoiser: patch_size {patch_size} exceeds the image size "
+                             f"{img.shape[-2]} x {img.shape[-1]}")
         chan = _to_channels(img)
         out = denoise_nl_means(chan, h=h * sigma, sigma=sigma, patch_size=patch_size,
                                patch_distance=patch_distance, fast_mode=True,
@@ -210,10 +270,8 @@ def plug_and_play(
         raise TypeError(f"plug_and_play: op must be a LinearOperator, got {type(op).__name__}")
     check_iterations("plug_and_play", iterations=iterations, cg_iterations=cg_iterations)
     check_tolerance("plug_and_play", tolerance=tolerance)
-    if method not in METHODS:
-        raise ValueError(f"plug_and_play: unknown method {method!r}; valid: {', '.join(METHODS)}")
-    if not rho > 0 or gamma < 1:
-        raise ValueError(f"plug_and_play: need rho > 0 and gamma >= 1, got rho={rho}, gamma={gamma}")
+    _check_settings("plug_and_play", method=method, rho=rho, gamma=gamma, sigma=sigma,
+                    sigma_scale=sigma_scale)
     aty = op.H(y)
     nb = batch_dims_of(op, aty)
     x0 = check_start("plug_and_play", x0, aty, y)
@@ -320,6 +378,12 @@ def pnp_nlm(
         Image ``(..., H, W)``.
     """
     check_data("pnp_nlm", y, op)  # as run: NaN, all zero, real k-space, a flipped sinogram
+    _check_settings("pnp_nlm", method=method, rho=rho, gamma=gamma, sigma=sigma,
+                    sigma_scale=sigma_scale, patch_size=patch_size, patch_distance=patch_distance)
+    image = getattr(op, "domain_shape", None)  # else the denoiser says so on the first image
+    if image is not None and len(image) >= 2 and patch_size > min(image[-2:]):
+        raise ValueError(f"pnp_nlm: patch_size {patch_size} exceeds the image size "
+                         f"{image[-2]} x {image[-1]}")
     return plug_and_play(y, op, nlm_denoiser(h, patch_size, patch_distance), iterations=iterations,
                          method=method, rho=rho, gamma=gamma, sigma=sigma, sigma_scale=sigma_scale,
                          cg_iterations=cg_iterations, init_iterations=init_iterations,
@@ -348,6 +412,8 @@ def pnp_bm3d(
     See :func:`plug_and_play`; complex images: real and imaginary parts denoised separately.
     """
     check_data("pnp_bm3d", y, op)  # as run: NaN, all zero, real k-space, a flipped sinogram
+    _check_settings("pnp_bm3d", method=method, rho=rho, gamma=gamma, sigma=sigma,
+                    sigma_scale=sigma_scale)
     return plug_and_play(y, op, bm3d_denoiser(), iterations=iterations, method=method, rho=rho,
                          gamma=gamma, sigma=sigma, sigma_scale=sigma_scale,
                          cg_iterations=cg_iterations, init_iterations=init_iterations,

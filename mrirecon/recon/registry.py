@@ -129,15 +129,23 @@ def parameters(name: str) -> list[str]:
     return _lookup(name).parameters()
 
 
+#: Parameters of a reconstruction that the reconstruct stage decides, not a config, beyond
+#: ``x0`` and ``callback``: GRAPPA's ``mask`` (the operator's), EPLL's ``batch_dims`` (each
+#: slice is its own problem; ``batch_dims=3`` loaded and failed every input with "IndexError:
+#: too many indices for tensor of dimension 2")
+STAGE_SUPPLIED: dict[str, tuple[str, ...]] = {"grappa": ("mask",), "epll": ("batch_dims",)}
+
+
 def settable_parameters(name: str) -> dict:
     """``{name: default}`` of the parameters of reconstruction ``name`` that a config or
     ``--set`` may give: its keyword parameters less those the reconstruct stage supplies itself
-    (``x0``, ``callback``; GRAPPA's ``mask``). ``mrirecon run`` and ``mrirecon bench`` check
-    against this one list: the bench listed ``callback`` as valid and then failed with an
-    internal error on ``--set l1_wavelet.callback=1``."""
+    (``x0``, ``callback`` and :data:`STAGE_SUPPLIED`: GRAPPA's ``mask``, EPLL's ``batch_dims``).
+    ``mrirecon run`` and ``mrirecon bench`` check against this one list: the bench listed
+    ``callback`` as valid and then failed with an internal error on
+    ``--set l1_wavelet.callback=1``."""
     from mrirecon.core.config import signature_params
 
-    supplied = {"x0", "callback", "mask"} if name == "grappa" else {"x0", "callback"}
+    supplied = {"x0", "callback", *STAGE_SUPPLIED.get(name, ())}
     return {k: v for k, v in signature_params(_lookup(name).fn, 2)[0].items() if k not in supplied}
 
 
@@ -156,9 +164,15 @@ def describe(name: str) -> str:
 
 def register(name: str, fn: Callable[..., Tensor], *, needs_op: bool = True, summary: str = "",
              overwrite: bool = False,
-             settings_by_method: Mapping[str, tuple[str, ...]] | None = None) -> None:
+             settings_by_method: Mapping[str, tuple[str, ...]] | None = None,
+             settings_problem: Callable[[dict], tuple[str, str] | None] | None = None) -> None:
     """Add a reconstruction ``fn(y, op, **params)`` under ``name`` (``settings_by_method``: as
-    :attr:`Entry.settings_by_method`, for a function with a ``method`` parameter)."""
+    :attr:`Entry.settings_by_method`, for a function with a ``method`` parameter;
+    ``settings_problem``: as :attr:`Entry.settings_problem`, ``(setting, problem)`` of the
+    values ``fn`` refuses, so that a pipeline refuses them at load, not per input)."""
+    if settings_problem is not None and not callable(settings_problem):
+        raise TypeError(f"register: settings_problem for {name!r} must be callable, got "
+                        f"{type(settings_problem).__name__}")
     if not callable(fn):
         raise TypeError(f"register: fn for {name!r} must be callable, got {type(fn).__name__}")
     if name in _REGISTRY and not overwrite:
@@ -166,7 +180,7 @@ def register(name: str, fn: Callable[..., Tensor], *, needs_op: bool = True, sum
     if len(inspect.signature(fn).parameters) < 2:
         raise ValueError(f"register: {name!r} must take (y, op, **params)")
     _REGISTRY[name] = Entry(fn, needs_op, summary or (fn.__doc__ or "").strip().split("\n")[0],
-                            settings_by_method)
+                            settings_by_method, settings_problem)
 
 
 def _lookup(name: str) -> Entry:

@@ -30,6 +30,7 @@ Both solvers work on the stacked primal variable ``u = (x, v_H, v_W)`` of shape
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 
 import torch
@@ -69,6 +70,20 @@ STEP_RATIO = 0.5
 TGV_SETTINGS = {"admm": ("rho", "cg_iterations"), "pdhg": ("preconditioned", "step_ratio")}
 
 Callback = Callable[[int, Tensor, float], None]
+
+
+def tgv_settings_problem(params: dict) -> tuple[str, str] | None:
+    """``(setting, what is wrong)`` for a :func:`tgv` ``ratio``, ``rho`` or ``step_ratio`` it
+    refuses (0: the finite, non-negative values :func:`~mrirecon.core.checks.param_problem`
+    lets through), or ``None``: the registry's ``settings_problem``, so a pipeline refuses them
+    at load (``ratio=0`` loaded and failed every input), and the check :func:`tgv` runs."""
+    for key, what in (("ratio", "alpha0 / alpha1, the second-order weight relative to lam"),
+                      ("rho", "ADMM's penalty relative to ||A||^2"),
+                      ("step_ratio", "PDHG's dual/primal step balance")):
+        value = params.get(key)
+        if isinstance(value, numbers.Real) and not isinstance(value, bool) and not value > 0:
+            return key, f"must be > 0 ({what}), got {value!r}"
+    return None
 
 
 # ------------------------------------------------------------------------------------------
@@ -197,8 +212,8 @@ def tgv(
     lam = checked_weight("tgv", "lam", lam)  # NaN / inf passed `lam < 0`
     check_tolerance("tgv", tolerance=tolerance)  # >= 1: zeros, or the start
     ratio = checked_weight("tgv", "ratio", ratio)
-    if ratio <= 0:
-        raise ValueError(f"tgv: need lam >= 0 and ratio > 0, got lam={lam}, ratio={ratio}")
+    if (bad := tgv_settings_problem(dict(ratio=ratio, rho=rho, step_ratio=step_ratio))):
+        raise ValueError(f"tgv: {bad[0]} {bad[1]}")
     aty = op.H(y)
     real = not aty.is_complex()
     nonneg = real if nonneg is None else nonneg
@@ -218,8 +233,6 @@ def tgv(
         if preconditioned and not real:
             raise ValueError("tgv: preconditioned=True needs a non-negative real operator (CT), "
                              "got complex images; use preconditioned=False")
-        if step_ratio <= 0:
-            raise ValueError(f"tgv: step_ratio must be > 0, got {step_ratio}")
         u = _tgv_pdhg(y, op, aty, u0, lam, ratio, nonneg, preconditioned, step_ratio,
                       iterations, tolerance, callback)
     x = u[..., 0, :, :]

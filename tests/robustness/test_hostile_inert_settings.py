@@ -83,6 +83,9 @@ CASES = [
     ("mri_cs", ["reconstruct.method=pnp_nlm", "reconstruct.params={sigma: 0.1, sigma_scale: 2.0}"],
      "reconstruct.params.sigma_scale", "2.0", "pnp_nlm: sigma is given (sigma=0.1)",
      ["reconstruct.method=pnp_nlm", "reconstruct.params={sigma_scale: 2.0}"]),
+    ("mri_cs", ["reconstruct.method=epll", "reconstruct.params={sigmas: [0.1, 0.05], iterations: 20}"],
+     "reconstruct.params.iterations", "20", "epll: sigmas is given (sigmas=[0.1, 0.05])",
+     ["reconstruct.method=epll", "reconstruct.params={iterations: 20}"]),
 ]
 
 
