@@ -143,9 +143,9 @@ def build_methods(names: Iterable[str], classical: Iterable[str],
     and moved to ``device``. A method of the other ``modality`` (an MRI reconstruction in the
     CT bench, a CT model in the MRI bench) or a parameter the method does not take is a
     ``ValueError`` naming it, before any data are read."""
-    from mrirecon.core.config import check_params
+    from mrirecon.core.config import ConfigError, check_params
     from mrirecon.pipeline.validate import wrong_modality
-    from mrirecon.recon.registry import settable_parameters
+    from mrirecon.recon.registry import settable_parameters, settings_problem
 
     classical = set(classical)
     out: dict[str, Method] = {}
@@ -158,6 +158,8 @@ def build_methods(names: Iterable[str], classical: Iterable[str],
             given = canonical_parameters(m, params.get(m, {}))  # old names: renamed, warned
             check_params(m, given, settable_parameters(m), source=where)
             p = {**defaults.get(m, {}), **given}
+            if (bad := settings_problem(m, p)) is not None:  # values run refuses at load
+                raise ConfigError(where, f"{m}.{bad[0]}", bad[1])
             out[m] = Method(m, ReconstructConfig(method=m, params=p))
         else:
             model = ready_for_inference(load_model(m, dict(params.get(m, {})), weights.get(m)),

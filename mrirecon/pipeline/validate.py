@@ -58,7 +58,7 @@ def wrong_modality(method: str, wanted: str, model=None) -> str | None:
 
 def _check_method(config: PipelineConfig, source: str) -> None:
     from mrirecon import recon
-    from mrirecon.recon.registry import _lookup, settable_parameters
+    from mrirecon.recon.registry import _lookup, settable_parameters, settings_problem
 
     rc = config.reconstruct
     method = rc.method
@@ -91,7 +91,7 @@ def _check_method(config: PipelineConfig, source: str) -> None:
                 except ValueError as err:
                     wrong = settings_of_other_methods(chosen, owners, given) if chosen in owners else []
                     raise _fail(source, blame(wrong[0] if wrong else "method"), str(err)) from None
-            if entry.settings_problem and (bad := entry.settings_problem(merged)):
+            if (bad := settings_problem(method, merged)) is not None:
                 raise _fail(source, blame(bad[0]), bad[1])  # fbp's filter=hamming failed each input
             missing = [p for p in entry.required() if p not in merged and p in takes]
             if missing:

@@ -149,6 +149,15 @@ def settable_parameters(name: str) -> dict:
     return {k: v for k, v in signature_params(_lookup(name).fn, 2)[0].items() if k not in supplied}
 
 
+def settings_problem(name: str, params: dict) -> tuple[str, str] | None:
+    """``(setting, problem)`` of the first value in ``params`` (the settings a run merges for
+    one slice) that reconstruction ``name`` refuses, known before any data are read; ``None``
+    when fine. ``mrirecon run`` asks it at load and ``mrirecon bench`` before it scores (the
+    bench took ``--set epll.sigmas=0.05`` and failed every volume)."""
+    entry = _lookup(name)
+    return entry.settings_problem(params) if entry.settings_problem is not None else None
+
+
 def canonical_parameters(name: str, params: dict) -> dict:
     """``params`` of the reconstruction ``name`` with the deprecated spellings of
     :mod:`mrirecon.core.names` renamed (``FutureWarning``), e.g. before merging them with

@@ -434,6 +434,23 @@ def test_bench_refuses_parameters_the_stage_supplies_as_run_does(key, mri_file, 
     assert not out.exists()
 
 
+@pytest.mark.parametrize("challenge, method, setting, message", [
+    ("multicoil", "epll", "sigmas=0.05", "epll.sigmas: "),
+    ("ct", "fbp", "filter=hamming", "fbp.filter: fbp has no filter 'hamming'"),
+])
+def test_bench_refuses_setting_values_run_refuses_at_load(challenge, method, setting, message,
+                                                          mri_file, ct_dir, tmp_path, capsys):
+    """`bench --set epll.sigmas=0.05` (or fbp's filter=hamming) passed the name check and failed
+    every volume, where `run` refuses the value at load."""
+    out = tmp_path / "bench"
+    data = ct_dir if challenge == "ct" else mri_file.parent
+    err = _cli_error(["bench", "--data", str(data), "--output", str(out), "--challenge", challenge,
+                      "--methods", method, "--no-progress", "--accelerations", "4",
+                      "--set", f"{method}.{setting}"], capsys)
+    assert err.startswith("mrirecon bench: error: run_") and message in err, err
+    assert not out.exists()
+
+
 def test_a_bench_volume_that_fails_is_named_with_its_acceleration(mri_file, tmp_path, capsys):
     # before: "mrirecon bench: error: ESPIRiT needs a fully sampled centre band of at least 3
     # columns, got 1 (...)", naming neither the file nor the acceleration (8x keeps
