@@ -65,13 +65,12 @@ def own_maps_model(config: PipelineConfig) -> str | None:
     ``estimate_sensitivities: false``, ``learned_maps``), or ``None``."""
     from mrirecon import recon
     from mrirecon.pipeline.adapt_stage import model_architecture
+    from mrirecon.training.ssdu import estimates_own_maps
 
     if config.modality != "mri" or config.reconstruct.method in recon.available():
         return None
     name, params, _ = model_architecture(config)
-    own = name == "learned_maps" or (name == "varnet"
-                                      and params.get("estimate_sensitivities", True))
-    return name if own else None
+    return name if estimates_own_maps(name, params) else None  # training's loss.ssdu rule too
 
 
 def maps_unused(config: PipelineConfig) -> str | None:
