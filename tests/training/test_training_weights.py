@@ -56,7 +56,7 @@ def test_card_and_size(name):
 CARDS = sorted(p.stem for p in WEIGHTS_DIR.glob("*.yaml"))
 #: what `mrirecon run` checks against a card (mrirecon/pipeline/model_range.py)
 RANGE_KEYS = {"matrix", "coils", "accelerations", "spokes", "views", "trajectory", "maps_crop",
-              "geometry", "detectors", "nyquist_fraction"}  # what model_range checks
+              "geometry", "detectors", "nyquist_fraction", "noise_levels"}  # what model_range checks
 
 
 @pytest.mark.parametrize("name", CARDS)
