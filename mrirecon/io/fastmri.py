@@ -310,6 +310,15 @@ class FastMRIFile:
             data = data.astype(data.dtype.newbyteorder("="))
         return data
 
+    def centre_samples(self) -> np.ndarray:
+        """The k-space sample at the grid centre ``(H // 2, W // 2)`` of every slice and coil,
+        ``(slices, coils)`` (``(slices, 1)`` single-coil): one value per coil image, so that a
+        training set can find all-zero slices without reading whole slices."""
+        n, h, w = len(self), self.shape[-2], self.shape[-1]
+        index = (slice(None), slice(None), h // 2, w // 2) if self.is_multicoil else \
+            (slice(None), h // 2, w // 2)
+        return self._read("kspace", index, "kspace").reshape(n, -1)
+
     def data_line(self) -> bytes:
         """The centre k-space row of the first coil of the middle slice, as stored values in
         native byte order: a few kilobytes that tell two volumes' data apart whatever their

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -142,9 +143,10 @@ class MRITrainingSet:
             raise ValueError(f"MRITrainingSet: no slices found in {folder} ({why})")
         from mrirecon.io import FastMRIFile
 
+        self.folder = folder
         n = len(self.dataset) if max_slices is None else min(max_slices, len(self.dataset))
         used = {volume for volume, _ in self.dataset.samples[:n]}
-        no_reference = []
+        no_reference, blank = [], set()
         for v, info in enumerate(self.dataset.volumes):  # a second mask: doubly masked data
             with FastMRIFile(info.path) as f:
                 if f.mask is not None:
@@ -152,10 +154,15 @@ class MRITrainingSet:
                         f"MRITrainingSet: {info.path} is already undersampled (it has a 'mask' "
                         f"dataset, acceleration {f.acceleration}); training draws its masks on "
                         "fully sampled k-space")
-                if f.reference_key is None and v in used:
+                if v not in used:
+                    continue
+                self._check_width(info)  # up front: these failed when first drawn, steps in
+                if f.reference_key is None:
                     no_reference.append(str(info.path))
-                elif v in used:
-                    check_reference_scale(f)
+                    continue
+                empty = blank_slices(f, f"MRITrainingSet: {info.path}")
+                blank |= {(v, i) for i in empty}
+                check_reference_layout(f, checked_slices(len(f), empty))
         if no_reference:  # found up front, not when the sample is first drawn (many steps in)
             shown = ", ".join(no_reference[:3]) + (
                 f" and {len(no_reference) - 3} more" if len(no_reference) > 3 else "")
@@ -164,7 +171,11 @@ class MRITrainingSet:
                 f"{folder} have no reference (reconstruction_rss): {shown}; supervised training "
                 "and validation compare with it: remove them, or train self-supervised "
                 "(loss.ssdu), which needs no reference")
-        self.indices = list(range(n))
+        # all-zero slices (a zeroed disk block): ESPIRiT, the operator or VarNet failed on
+        # them when first drawn, naming no file; `mrirecon run` writes them as zeros
+        self.indices = [i for i in range(n) if self.dataset.samples[i] not in blank]
+        if not self.indices:
+            raise ValueError(f"MRITrainingSet: every slice used in {folder} has all-zero k-space")
         self.cache_maps = cache_maps
         self._maps_cache: dict[tuple[str, int], Tensor] = {}
         self._volume_max: dict[int, float] = {}
@@ -195,9 +206,8 @@ class MRITrainingSet:
             fn = create_mask_for_mask_type(cfg.type, (cf,), (acc,))
             for w, left, right in columns:
                 acquirable = max(min(right, w) - left, 1)
-                for seed in range(4):  # random masks differ by seed; regular ones by offset
-                    sampled = int(fn(w, seed=seed)[left:right].sum())
-                    accelerations.append(acquirable / max(sampled, 1))
+                for m in drawable_masks(fn, w):
+                    accelerations.append(acquirable / max(int(m[left:right].sum()), 1))
         out = {"matrix": {"min": [min(s[-2] for s in shapes), min(s[-1] for s in shapes)],
                           "max": [max(s[-2] for s in shapes), max(s[-1] for s in shapes)]},
                "coils": [min(s[1] for s in shapes), max(s[1] for s in shapes)],
@@ -219,16 +229,26 @@ class MRITrainingSet:
         file name."""
         if not 0 <= index < len(self):
             raise IndexError(f"MRITrainingSet: index {index} out of range for {len(self)} slices")
-        s = self.dataset[self.indices[index]]
+        if self.train and mask_seed is None:
+            raise ValueError("MRITrainingSet.get: training samples need a mask_seed")
+        volume, slice_index = self.dataset.samples[self.indices[index]]
+        where = (self.dataset.volumes[volume].path, slice_index)
+        with _naming(*where, f"remove the file from {self.folder} or repair it"):
+            s = self.dataset[self.indices[index]]
         if s.reference is None:
             raise ValueError(f"MRITrainingSet: {s.file_name} has no reference (reconstruction_rss)")
         seed = mask_seed if self.train else file_seed(s.file_name)
-        if self.train and seed is None:
-            raise ValueError("MRITrainingSet.get: training samples need a mask_seed")
         padding = (s.header.padding_left, s.header.padding_right)
         kspace = s.kspace.to(torch.complex64)
-        y, mask, num_low = apply_mask(kspace, self.mask_fn, seed=seed, padding=padding)
-        maps = self._maps(kspace, s.file_name, s.slice_index)
+        cfg = self.mask_config
+        with _naming(*where, f"drawing its mask (data.mask: {cfg.type}, center_fractions "
+                             f"{list(cfg.center_fractions)}, accelerations {list(cfg.accelerations)})"):
+            y, mask, num_low = apply_mask(kspace, self.mask_fn, seed=seed, padding=padding)
+        band = int(self.common_center(kspace.shape[-1]).sum())
+        with _naming(*where, f"calibrating its coil maps (data.maps: {self.maps}, from the {band} "
+                             "centre columns every mask acquires, data.mask.center_fractions; "
+                             "data.maps: learned needs none)"):
+            maps = self._maps(kspace, s.file_name, s.slice_index)
         return TrainingSample(
             y=y.unsqueeze(0),
             maps=maps.unsqueeze(0),
@@ -245,6 +265,55 @@ class MRITrainingSet:
         num_low = round(width * min(self.mask_config.center_fractions))
         return torch.from_numpy(center_mask(width, num_low)).bool()
 
+    def _check_width(self, info) -> None:
+        """Refuse a file (:class:`~mrirecon.data.dataset.VolumeInfo`) whose k-space is too narrow
+        for the masks of the configuration (each pair of centre fraction and acceleration must
+        draw a mask that keeps a column inside the header's padding) or for the coil maps
+        (ESPIRiT's minimum band; Walsh needs one centre column). A 12 x 8 file among 32 x 32
+        ones trained until it was drawn, then stopped with "ESPIRiT needs a fully sampled centre
+        band of at least 3 columns, got 1 (use calibrate.method=walsh, ...)", a pipeline key."""
+        from mrirecon.calib.centre import espirit_block
+
+        height, width = (int(n) for n in info.shape[-2:])
+        left, right = info.header.padding_left, info.header.padding_right
+        right = width if right is None else right
+        cfg = self.mask_config
+        where = f"MRITrainingSet: {info.path}: kspace is {height} x {width}"
+        for cf, acc in zip(cfg.center_fractions, cfg.accelerations):
+            try:
+                kept = int(create_mask_for_mask_type(cfg.type, (cf,), (acc,))(width, seed=0)
+                           [left:right].sum())
+            except ValueError as err:
+                raise ValueError(f"{where}: data.mask ({cfg.type}, center fraction {cf:g}, "
+                                 f"acceleration {acc:g}) draws no mask on its {width} columns: "
+                                 f"{err}: change data.mask or remove the file") from None
+            if kept == 0:
+                raise ValueError(f"{where}: the masks of data.mask ({cfg.type}, center fraction "
+                                 f"{cf:g}, acceleration {acc:g}) keep none of the columns "
+                                 f"{left}..{right - 1} its header says were acquired: change "
+                                 "data.mask or remove the file")
+        band = int(self.common_center(width).sum())
+        fix = "widen data.mask.center_fractions"
+        if self.maps == "espirit":
+            try:
+                espirit_block(band, height)
+            except ValueError:
+                least = next((b for b in range(band + 1, width + 1) if _espirit_fits(b, height)),
+                             None)
+                if least is not None:
+                    fix += f" to at least {math.ceil(1000 * least / width) / 1000:g}"
+                raise ValueError(
+                    f"{where}: data.maps: espirit calibrates from the centre columns that every "
+                    f"mask acquires, here {band} (round({width} x {min(cfg.center_fractions):g}), "
+                    f"data.mask.center_fractions), fewer than ESPIRiT needs"
+                    + (f" ({least})" if least is not None else "")
+                    + f": {fix}, use data.maps: walsh or learned, or remove the file") from None
+        elif self.maps == "walsh" and band == 0:
+            raise ValueError(f"{where}: data.maps: walsh calibrates from the centre columns that "
+                             f"every mask acquires, here none (round({width} x "
+                             f"{min(cfg.center_fractions):g})): {fix}, use data.maps: learned, "
+                             "or remove the file")
+
     def _maps(self, kspace: Tensor, fname: str, slice_index: int) -> Tensor:
         c = kspace.shape[0]
         if self.maps == "learned":
@@ -253,6 +322,9 @@ class MRITrainingSet:
         if key in self._maps_cache:
             return self._maps_cache[key]
         maps = calibrate_maps(kspace, self.maps, self.common_center(kspace.shape[-1]))
+        if not bool((maps != 0).any()):  # sense() refused them later, naming no file
+            raise ValueError(f"the {self.maps} coil maps {tuple(maps.shape)} are all zero (no "
+                             "signal in the centre columns?)")
         if self.cache_maps:
             self._maps_cache[key] = maps
         return maps
@@ -299,29 +371,157 @@ def fastmri_files(folder: str | os.PathLike) -> list[Path]:
 
 def check_reference_scale(f, who: str = "MRITrainingSet") -> None:
     """Refuse a fastMRI file (an open :class:`~mrirecon.io.FastMRIFile`) whose reference is on
-    another scale than its k-space: the L2 norm of the reference of its middle slice against that
-    of the zero-filled RSS image of the fully sampled k-space, centre-cropped to the grid they
-    share, differ by more than :data:`~mrirecon.data.dataset.REFERENCE_SCALE_FACTOR` (the factor
-    at which ``mrirecon run`` warns; a reference and ``max`` multiplied by 1e-3 trained with the
-    loss stuck at 0.99999, exit 0: the network sees the k-space's scale, the loss the
-    reference's). One slice per volume; an all-zero slice is not judged."""
-    from mrirecon.data.dataset import off_scale
-    from mrirecon.functional import center_crop, ifft2c, rss
+    another scale than its k-space, judged on its middle slice (:func:`_check_scale`)."""
+    from mrirecon.functional import ifft2c, rss
 
-    key, i = f.reference_key, len(f) // 2
+    i = len(f) // 2
     sample = f.read_slice(i)
-    ref = sample.reference[0].double()
     image = rss(ifft2c(sample.data[0].to(torch.complex128)))
-    grid = (min(ref.shape[-2], image.shape[-2]), min(ref.shape[-1], image.shape[-1]))
-    if (ratio := off_scale(center_crop(ref, grid), center_crop(image, grid))) is None:
+    _check_scale(f, who, [i], sample.reference.double(), image.unsqueeze(0))
+
+
+def _check_scale(f, who: str, slices: list[int], refs: Tensor, images: Tensor) -> None:
+    """Refuse references ``refs`` (slices ``slices`` of ``f``) on another scale than the
+    zero-filled RSS images ``images`` of the fully sampled k-space: their L2 norms, centre-cropped
+    to the grid they share, differ by more than
+    :data:`~mrirecon.data.dataset.REFERENCE_SCALE_FACTOR` (the factor at which ``mrirecon run``
+    warns; a reference and ``max`` multiplied by 1e-3 trained with the loss stuck at 0.99999,
+    exit 0: the network sees the k-space's scale, the loss the reference's). All-zero slices are
+    not judged."""
+    from mrirecon.data.dataset import off_scale
+    from mrirecon.functional import center_crop
+
+    grid = (min(refs.shape[-2], images.shape[-2]), min(refs.shape[-1], images.shape[-1]))
+    if (ratio := off_scale(center_crop(refs, grid), center_crop(images, grid))) is None:
         return
+    shown = "slice" + ("s " if len(slices) > 1 else " ") + " and ".join(map(str, slices))
     raise ValueError(
-        f"{who}: {f.path}: {key}: its scale is {ratio:.3g}x that of the zero-filled image "
-        f"of its k-space (L2 norms of slice {i} on the {grid[0]} x {grid[1]} grid; fastMRI's "
+        f"{who}: {f.path}: {f.reference_key}: its scale is {ratio:.3g}x that of the zero-filled "
+        f"image of its k-space (L2 norms of {shown} on the {grid[0]} x {grid[1]} grid; fastMRI's "
         "reconstruction_rss of the same k-space is 1.0x): the model sees the k-space's scale "
         "and the loss compares it with the reference's, so nothing is learned (the loss stays "
         "near its start): store the reference (and attrs/max) on the k-space's scale, or scale "
         f"the k-space by {ratio:.3g}")
+
+
+def checked_slices(n: int, blank: set[int]) -> list[int]:
+    """The slices :func:`check_reference_layout` reads of a volume of ``n`` slices: two placed
+    symmetrically, ``n // 4`` and ``n - 1 - n // 4`` (a reversed reference swaps them; the
+    edges of a brain volume hold little anatomy), all-zero ones (``blank``) left out, else the
+    middle non-blank slice."""
+    pair = sorted({n // 4, n - 1 - n // 4} - blank)
+    live = [i for i in range(n) if i not in blank]
+    return pair or live[len(live) // 2:len(live) // 2 + 1]
+
+
+def check_reference_layout(f, slices: list[int], who: str = "MRITrainingSet") -> None:
+    """Refuse a training file (an open :class:`~mrirecon.io.FastMRIFile`) whose reference does
+    not describe its k-space, judged on ``slices`` (one or two, :func:`checked_slices`; only
+    they are read) against the zero-filled RSS of the fully sampled k-space: a reference larger
+    than the k-space's image grid (the target is the model's output centre-cropped to it: "
+    center_crop: crop size (48, 48) does not fit input (32, 32)" when first drawn), on another
+    scale (:func:`_check_scale`), flipped, transposed or rotated, or (two slices) in reverse
+    order (:func:`~mrirecon.training.reference_checks.orientation_note` / ``slice_order_note``,
+    the rules of ``mrirecon run`` and ``bench``; a rotated reference trained with exit 0 and no
+    word, the model learning to rotate its images)."""
+    from mrirecon.functional import center_crop, ifft2c, rss
+    from mrirecon.training.reference_checks import orientation_note, slice_order_note
+
+    key, (height, width) = f.reference_key, f.shape[-2:]
+    where = f"{who}: {f.path}: {key}"
+    consequence = ("Training would teach the model to map the data to the reference as read: "
+                   f"store {key} as the RSS image of its k-space (rows and columns as the inverse "
+                   "FFT gives them, slices in k-space order), or remove the file")
+    read, refs, images = [], [], []
+    for i in slices:
+        sample = f.read_slice(i)
+        ref = sample.reference[0].double()
+        if ref.shape[-2] > height or ref.shape[-1] > width:
+            raise ValueError(
+                f"{where}: its images are {ref.shape[-2]} x {ref.shape[-1]}, larger than the "
+                f"{height} x {width} image grid of its k-space: the training target must be the "
+                "image of that k-space (the model's output) centre-cropped to the recon size; "
+                "a reference on another grid (resampled, or of other data) cannot be compared "
+                "with it: store the RSS image of this k-space, or remove the file")
+        if not bool(torch.isfinite(ref).all()):  # refused by checked_volume_max on first use
+            continue
+        read.append(i)
+        refs.append(ref)
+        images.append(center_crop(rss(ifft2c(sample.data[0].to(torch.complex64))), ref.shape))
+    if not read:
+        return
+    _check_scale(f, who, read, torch.stack(refs), torch.stack(images))
+    against = "the RSS image of its k-space"
+    for i, ref, image in zip(read, refs, images):
+        if note := orientation_note(ref, image, against, consequence=consequence):
+            raise ValueError(f"{where}: slice {i}: {note}")
+    if len(read) == 2 and (note := slice_order_note(torch.stack(refs), torch.stack(images),
+                                                    consequence=consequence)):
+        raise ValueError(f"{where}: slices {read[0]} and {read[1]} against the RSS images of "
+                         f"their k-space: {note}")
+
+
+def blank_slices(f, who: str) -> set[int]:
+    """The slices of ``f`` (an open :class:`~mrirecon.io.FastMRIFile`) whose k-space is all zero,
+    with a warning naming them; a file blank in every slice is refused (``who`` starts the
+    message). Reads the k-space centre sample of every slice and coil (``slices x coils``
+    values: a real slice's DC is never zero in every coil) and, only where that is zero, the
+    whole slice to confirm."""
+    n = len(f)
+    dc = f.centre_samples()
+    found = {i for i in range(n) if not bool((dc[i] != 0).any())
+             and not bool((f.read_slice(i, with_reference=False).data != 0).any())}
+    if len(found) == n:
+        raise ValueError(f"{who}: kspace: all {n} slices are all zero: the file holds no "
+                         "signal: remove it")
+    if found:
+        import logging
+
+        shown = ", ".join(map(str, sorted(found)))
+        logging.getLogger("mrirecon.train").warning(
+            "%s: slice(s) %s of %d: k-space is all zero (a zeroed block of the file?); left out "
+            "of the data set: there is nothing to learn from or score on them", who, shown, n)
+    return found
+
+
+def drawable_masks(fn, width: int, random_seeds: int = 64) -> list[Tensor]:
+    """The masks ``fn`` (one pair of centre fraction and acceleration) draws on ``width``
+    columns: every offset of a regular pattern (equispaced and magic masks: offsets 0, 1, ...
+    until the mask function refuses one, its period), ``random_seeds`` seeds of a random mask.
+    Four seeds gave one offset of a 4x mask on 32 columns, so the model card's range (4 ..
+    4.5714) missed the 3.5556x masks that training drew 142 of 450 times."""
+    if fn.name == "random":
+        return [fn(width, seed=seed) for seed in range(random_seeds)]
+    masks = [fn(width, seed=0, offset=0)]
+    for offset in range(1, 100 * width):
+        try:  # sampling._check_offset: an offset at or past the period is refused
+            masks.append(fn(width, seed=0, offset=offset))
+        except ValueError:
+            break
+    return masks
+
+
+def _espirit_fits(band: int, rows: int) -> bool:
+    from mrirecon.calib.centre import espirit_block
+
+    try:
+        espirit_block(band, rows)
+    except ValueError:
+        return False
+    return True
+
+
+@contextmanager
+def _naming(path, slice_index: int, doing: str):
+    """Re-raise a ``ValueError`` of the block prefixed with the file, the slice and what was
+    being done (with the training key to change): ESPIRiT's "calibration block of kspace is all
+    zero" or a mask function's refusal stopped training steps in, naming neither."""
+    try:
+        yield
+    except ValueError as err:
+        text = str(err)
+        text = text[len(f"{path}: "):] if text.startswith(f"{path}: ") else text
+        raise ValueError(f"MRITrainingSet: {path}: slice {slice_index}: {text} ({doing})") from err
 
 
 #: How far above its reference's maximum a file's ``max`` may lie: fastMRI's ``max`` is the
