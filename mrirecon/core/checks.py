@@ -209,12 +209,30 @@ def check_method_settings(who: str, method: str, owners: Mapping[str, tuple[str,
                          f"to use {'it' if one else 'them'}")
 
 
+def count_problem(value: Any, least: int) -> str | None:
+    """What is wrong with ``value`` as a count ``>= least`` (``None``: fine): a Python or numpy
+    integer (``np.arange`` / grid values), not a bool. The settings checks of the prior
+    reconstructions use it (``isinstance(value, int)`` there refused ``np.int64(4)``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+        return f"must be an integer >= {least}, got {value!r}"
+    return None
+
+
+def positive_problem(value: Any) -> str | None:
+    """What is wrong with ``value`` as a finite number ``> 0`` (``None``: fine; a value that is no
+    number at all is left to :func:`param_problem`, which names its type)."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) \
+            and not (math.isfinite(value) and value > 0):
+        return f"must be {'' if math.isnan(value) or value <= 0 else 'finite and '}> 0, got {value!r}"
+    return None
+
+
 def check_iterations(who: str, **counts: int) -> None:
     """Each keyword must be an integer >= 1 (e.g. ``check_iterations("cg", iterations=n)``):
     a Python or numpy integer (``np.arange`` / grid values), not a bool."""
     for name, n in counts.items():
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-            raise ValueError(f"{who}: {name} must be an integer >= 1, got {n!r}")
+        if (problem := count_problem(n, 1)) is not None:
+            raise ValueError(f"{who}: {name} {problem}")
 
 
 def broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:

@@ -25,8 +25,8 @@ batch share one dictionary.
 
 from __future__ import annotations
 
+import inspect
 import math
-import numbers
 from collections.abc import Callable
 
 import torch
@@ -38,10 +38,15 @@ from mrirecon.functional import channels_to_complex, complex_to_channels
 from mrirecon.operators import Patches
 from mrirecon.recon.variational import batch_dims_of
 from mrirecon.solvers import cg, max_eigenvalue
-from mrirecon.core.checks import check_iterations, check_start
+from mrirecon.core.checks import check_iterations, check_start, count_problem, positive_problem
 from mrirecon.recon.checks import check_data
 
 Callback = Callable[[int, Tensor, float], None]
+
+
+#: The smallest patch side: a 1-pixel patch has no variation, so every atom but the constant
+#: one is 0 after the mean removal (and its unit norm divides by 0).
+MIN_PATCH = 2
 
 
 def overcomplete_dct(patch_size: int, atoms_per_axis: int, dtype=torch.float64) -> Tensor:
@@ -58,8 +63,8 @@ def overcomplete_dct(patch_size: int, atoms_per_axis: int, dtype=torch.float64) 
         is 0 after the mean removal and its unit norm divides by 0 (dlmri then failed with a
         NaN "right-hand side" blamed on the data or the coil maps); ``atoms_per_axis < 1``.
     """
-    if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 2:
-        raise ValueError(f"overcomplete_dct: patch_size must be an integer >= 2, got {patch_size!r}")
+    if (problem := count_problem(patch_size, MIN_PATCH)) is not None:
+        raise ValueError(f"overcomplete_dct: patch_size {problem}")
     check_iterations("overcomplete_dct", atoms_per_axis=atoms_per_axis)
     i = torch.arange(patch_size, dtype=dtype)[:, None]
     j = torch.arange(atoms_per_axis, dtype=dtype)[None, :]
@@ -191,20 +196,18 @@ def dlmri_settings_problem(params: dict, complex_: bool | None = None) -> tuple[
     data it cannot tell real (CT) from complex (MRI) patches: ``sparsity`` is judged against
     the larger, complex dimension ``2 p^2`` unless ``complex_`` says which (:func:`dlmri`
     does)."""
-    lam = params.get("lam")
-    if isinstance(lam, numbers.Real) and not isinstance(lam, bool) and not lam > 0:
-        return "lam", f"must be > 0 (the weight of the patch fit), got {lam!r}"
-    p = params.get("patch_size", 6)  # dlmri's default
-    if isinstance(p, bool) or not isinstance(p, int) or p < 2:
-        return "patch_size", ("must be an integer >= 2 (a 1-pixel patch has nothing for the "
-                              f"dictionary's atoms to describe), got {p!r}")
+    if (problem := positive_problem(params.get("lam"))) is not None:
+        return "lam", f"{problem} (the weight of the patch fit)"
+    p = params.get("patch_size", inspect.signature(dlmri).parameters["patch_size"].default)
+    if (problem := count_problem(p, MIN_PATCH)) is not None:
+        return "patch_size", (f"{problem} (a 1-pixel patch has nothing for the dictionary's "
+                              "atoms to describe)")
     stride = params.get("stride")
-    if stride is not None and (isinstance(stride, bool) or not isinstance(stride, int)
-                               or stride < 1):
-        return "stride", f"must be an integer >= 1 (the patch step in pixels), got {stride!r}"
+    if stride is not None and (problem := count_problem(stride, 1)) is not None:
+        return "stride", f"{problem} (the patch step in pixels)"
     sparsity = params.get("sparsity")
     d = _patch_dim(p, complex_ is not False)
-    if isinstance(sparsity, int) and not isinstance(sparsity, bool) and sparsity >= d:
+    if count_problem(sparsity, 1) is None and sparsity >= d:
         kind = "real (CT)" if complex_ is False else "complex (MRI)"
         return "sparsity", (f"must be below {d}, the dimension of a {p} x {p} {kind} patch: "
                             f"with {d} atoms a patch can be fit exactly and the "

@@ -30,7 +30,6 @@ whatever the stride, as in Zoran & Weiss' denoising schedule.
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Callable, Sequence
 
@@ -39,7 +38,7 @@ import torch
 from torch import Tensor
 
 from mrirecon.core import LinearOperator
-from mrirecon.core.checks import check_iterations
+from mrirecon.core.checks import check_iterations, count_problem, positive_problem
 from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.models.gmm import (
     PatchGMM,
@@ -125,9 +124,8 @@ class EPLLProblem:
                   iterations=iterations, batch_dims=self.batch_dims)
 
 
-def _positive(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) \
-        and math.isfinite(value) and value > 0
+def _positive(value: object) -> bool:  # a finite number > 0 (numpy scalars included)
+    return isinstance(value, numbers.Real) and positive_problem(value) is None
 
 
 def epll_settings_problem(params: dict) -> tuple[str, str] | None:
@@ -148,12 +146,11 @@ def epll_settings_problem(params: dict) -> tuple[str, str] | None:
             return "sigmas", ("must be a non-empty list of finite patch noise levels > 0, one "
                               f"per stage (e.g. [0.1, 0.05, 0.02]), or null, got {sigmas!r}")
     stride = params.get("stride")
-    if stride is not None and (isinstance(stride, bool) or not isinstance(stride, int)
-                               or stride < 1):
-        return "stride", f"must be an integer >= 1 (the patch step in pixels), got {stride!r}"
+    if stride is not None and (problem := count_problem(stride, 1)) is not None:
+        return "stride", f"{problem} (the patch step in pixels)"
     bd = params.get("batch_dims")
-    if bd is not None and (isinstance(bd, bool) or not isinstance(bd, int) or bd < 0):
-        return "batch_dims", f"must be an integer >= 0 or None, got {bd!r}"
+    if bd is not None and (problem := count_problem(bd, 0)) is not None:
+        return "batch_dims", f"{problem} or None"
     return None
 
 

@@ -43,7 +43,8 @@ from mrirecon.recon.variational import batch_dims_of
 from mrirecon.solvers import cg, max_eigenvalue
 from mrirecon.solvers.convergence import report_unconverged
 from mrirecon.solvers.pnp import pnp_admm_step, pnp_hqs_step
-from mrirecon.core.checks import check_iterations, check_start, check_tolerance
+from mrirecon.core.checks import (check_iterations, check_start, check_tolerance, count_problem,
+                                   positive_problem)
 from mrirecon.recon.checks import check_data
 
 Callback = Callable[[int, Tensor, float], None]
@@ -68,12 +69,6 @@ def _from_channels(x: np.ndarray, complex_: bool) -> np.ndarray:
     return x[..., 0] + 1j * x[..., 1] if complex_ else x
 
 
-def _count_problem(value: object, least: int, what: str) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        return f"must be an integer >= {least} ({what}), got {value!r}"
-    return None
-
-
 def pnp_settings_problem(params: dict) -> tuple[str, str] | None:
     """``(setting, what is wrong)`` for a ``pnp_nlm`` / ``pnp_bm3d`` setting that
     :func:`plug_and_play` or :func:`nlm_denoiser` refuses, as far as the settings alone tell
@@ -92,17 +87,16 @@ def pnp_settings_problem(params: dict) -> tuple[str, str] | None:
                                 "null estimates it from the data"),
                       ("sigma_scale", "multiplies the estimated noise level; 0 switches the "
                                       "prior off")):
-        value = params.get(key)
-        if isinstance(value, numbers.Real) and not isinstance(value, bool) and not value > 0:
-            return key, f"must be > 0 ({what}), got {value!r}"
+        if (problem := positive_problem(params.get(key))) is not None:
+            return key, f"{problem} ({what})"
     gamma = params.get("gamma")
     if isinstance(gamma, numbers.Real) and not isinstance(gamma, bool) and not gamma >= 1:
         return "gamma", f"must be >= 1 (the continuation factor of rho), got {gamma!r}"
     for key, least, what in (("patch_size", MIN_NLM_PATCH, "the NLM patch side in pixels; 1 "
                               "compares single pixels and biases the image"),
                              ("patch_distance", 1, "the NLM search radius in pixels")):
-        if key in params and (problem := _count_problem(params[key], least, what)):
-            return key, problem
+        if key in params and (problem := count_problem(params[key], least)):
+            return key, f"{problem} ({what})"
     return None
 
 

@@ -30,14 +30,14 @@ Both solvers work on the stacked primal variable ``u = (x, v_H, v_W)`` of shape
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from mrirecon.core import LinearOperator
-from mrirecon.core.checks import check_method_settings, check_start, check_tolerance, checked_weight
+from mrirecon.core.checks import (check_method_settings, check_start, check_tolerance,
+                                   checked_weight, positive_problem)
 from mrirecon.recon.checks import check_data
 from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.operators import FiniteDifference
@@ -80,9 +80,8 @@ def tgv_settings_problem(params: dict) -> tuple[str, str] | None:
     for key, what in (("ratio", "alpha0 / alpha1, the second-order weight relative to lam"),
                       ("rho", "ADMM's penalty relative to ||A||^2"),
                       ("step_ratio", "PDHG's dual/primal step balance")):
-        value = params.get(key)
-        if isinstance(value, numbers.Real) and not isinstance(value, bool) and not value > 0:
-            return key, f"must be > 0 ({what}), got {value!r}"
+        if (problem := positive_problem(params.get(key))) is not None:
+            return key, f"{problem} ({what})"
     return None
 
 

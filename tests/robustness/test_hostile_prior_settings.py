@@ -208,3 +208,28 @@ def test_omp_with_as_many_atoms_as_dimensions_fits_exactly_without_a_singular_so
             assert float(rel.max()) <= exact
         else:  # one atom short: the random rows keep a residual, the 3-sparse ones none
             assert float(rel[:50].max()) <= exact < float(rel[50:].median())
+
+
+def test_numpy_integers_and_floats_from_parameter_grids_are_accepted():
+    """The settings checks used isinstance(value, int): a sweep over np.arange(2, 8) stopped
+    with "dlmri: patch_size must be an integer >= 2, got np.int64(4)"; the solvers' own
+    check_iterations has always taken numpy integers."""
+    import numpy as np
+
+    from mrirecon.recon.dictionary import dlmri_settings_problem, overcomplete_dct
+    from mrirecon.recon.epll import epll_settings_problem
+    from mrirecon.recon.nonlocal_pnp import pnp_settings_problem
+    from mrirecon.recon.tgv import tgv_settings_problem
+
+    assert dlmri_settings_problem({"patch_size": np.int64(4), "stride": np.int32(2),
+                                   "sparsity": np.int64(5), "lam": np.float32(0.1)}) is None
+    assert epll_settings_problem({"stride": np.int64(2), "batch_dims": np.int64(0),
+                                  "noise_std": np.float64(0.02)}) is None
+    assert pnp_settings_problem({"patch_size": np.int64(5), "patch_distance": np.int16(3),
+                                 "rho": np.float32(0.1)}) is None
+    assert tgv_settings_problem({"ratio": np.float64(1.5)}) is None
+    assert overcomplete_dct(np.int64(4), 6).shape == (16, 36)
+    # and the refusals still hold for numpy values and non-finite ones
+    assert dlmri_settings_problem({"patch_size": np.int64(1)})[0] == "patch_size"
+    assert tgv_settings_problem({"ratio": float("nan")})[0] == "ratio"
+    assert pnp_settings_problem({"rho": float("inf")})[0] == "rho"
