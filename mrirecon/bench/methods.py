@@ -143,9 +143,9 @@ def build_methods(names: Iterable[str], classical: Iterable[str],
     and moved to ``device``. A method of the other ``modality`` (an MRI reconstruction in the
     CT bench, a CT model in the MRI bench) or a parameter the method does not take is a
     ``ValueError`` naming it, before any data are read."""
-    from mrirecon.core.config import ConfigError, check_params
-    from mrirecon.pipeline.validate import wrong_modality
-    from mrirecon.recon.registry import settable_parameters, settings_problem
+    from mrirecon.core.config import check_params, signature_annotations
+    from mrirecon.pipeline.validate import check_classical_settings, wrong_modality
+    from mrirecon.recon.registry import _lookup, settable_parameters
 
     classical = set(classical)
     out: dict[str, Method] = {}
@@ -156,10 +156,10 @@ def build_methods(names: Iterable[str], classical: Iterable[str],
             if (why := wrong_modality(m, modality)) is not None:
                 raise ValueError(f"{where}: {why}; this benchmark is {modality.upper()}")
             given = canonical_parameters(m, params.get(m, {}))  # old names: renamed, warned
-            check_params(m, given, settable_parameters(m), source=where)
+            check_params(m, given, settable_parameters(m), source=where, prefix=m,
+                         annotations=signature_annotations(_lookup(m).fn, 2))
             p = {**defaults.get(m, {}), **given}
-            if (bad := settings_problem(m, p)) is not None:  # values run refuses at load
-                raise ConfigError(where, f"{m}.{bad[0]}", bad[1])
+            check_classical_settings(m, p, where, m, lambda key, m=m: f"{m}.{key}")  # as run
             out[m] = Method(m, ReconstructConfig(method=m, params=p))
         else:
             model = ready_for_inference(load_model(m, dict(params.get(m, {})), weights.get(m)),

@@ -15,6 +15,7 @@ import inspect
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import replace
 
 from mrirecon.core.checks import check_method_settings, param_problem, settings_of_other_methods
@@ -56,9 +57,39 @@ def wrong_modality(method: str, wanted: str, model=None) -> str | None:
     return f"{method!r} is {'an' if kind == 'mri' else 'a'} {kind.upper()} {what}"
 
 
+def check_classical_settings(method: str, merged: dict, source: str, where: str,
+                             blame: Callable[[str], str]) -> None:
+    """The load checks of classical method ``method``'s settings for one slice, ``merged`` (its
+    parameters on top of a table entry's) after :func:`~mrirecon.core.config.check_params` took
+    the names and kinds: settings of another ``method`` value (``tgv`` ``rho`` with
+    ``method=pdhg``), values the method refuses (:func:`~mrirecon.recon.registry.settings_problem`)
+    and required ones; errors name ``source`` and ``blame(key)`` (``where.key`` for a missing
+    one). ``mrirecon run`` (:func:`validate`) and ``mrirecon bench`` (its ``--set``) share it: the
+    bench took ``tgv`` ``rho`` beside ``method=pdhg`` and failed every volume."""
+    from mrirecon.recon.registry import _lookup, settable_parameters, settings_problem
+
+    entry = _lookup(method)
+    if entry.settings_by_method:  # e.g. tv_ct's preconditioned under its ADMM default
+        owners = entry.settings_by_method
+        chosen = merged.get("method", _signature(entry.fn, 2)[0].get("method"))
+        given = {k: merged.get(k) for names in owners.values() for k in names}
+        try:
+            check_method_settings(method, chosen, owners, **given)
+        except ValueError as err:
+            wrong = settings_of_other_methods(chosen, owners, given) if chosen in owners else []
+            raise _fail(source, blame(wrong[0] if wrong else "method"), str(err)) from None
+    if (bad := settings_problem(method, merged)) is not None:
+        raise _fail(source, blame(bad[0]), bad[1])  # fbp's filter=hamming failed each input
+    takes = settable_parameters(method)
+    missing = [p for p in entry.required() if p not in merged and p in takes]
+    if missing:
+        raise _fail(source, f"{where}.{missing[0]}", f"{method} needs {', '.join(missing)} (e.g. "
+                    f"--set {where}.{missing[0]}=...)")
+
+
 def _check_method(config: PipelineConfig, source: str) -> None:
     from mrirecon import recon
-    from mrirecon.recon.registry import _lookup, settable_parameters, settings_problem
+    from mrirecon.recon.registry import _lookup, settable_parameters
 
     rc = config.reconstruct
     method = rc.method
@@ -66,9 +97,7 @@ def _check_method(config: PipelineConfig, source: str) -> None:
         raise _fail(source, "reconstruct.method",
                     f"{why}; this pipeline's modality is {config.modality!r}")
     if method in recon.available():
-        entry = _lookup(method)
-        valid, _ = _signature(entry.fn, 2)
-        kinds = signature_annotations(entry.fn, 2)  # lam: float takes no list
+        kinds = signature_annotations(_lookup(method).fn, 2)  # lam: float takes no list
         takes = settable_parameters(method)  # less what the stage passes itself (x0, ...)
         check_params(method, rc.params, takes, source=source, annotations=kinds)
         found = table_of(rc)
@@ -77,27 +106,8 @@ def _check_method(config: PipelineConfig, source: str) -> None:
             [(f"reconstruct.{found[0]}.{label(k)}", e) for k, e in found[1].items()]
         for where, own in cases:
             check_params(method, own, takes, source=source, prefix=where, annotations=kinds)
-            merged = {**own, **rc.params}
-
-            def blame(key: str) -> str:
-                return f"{'reconstruct.params' if key in rc.params else where}.{key}"
-
-            if entry.settings_by_method:  # e.g. tv_ct's preconditioned under its ADMM default
-                owners = entry.settings_by_method
-                chosen = merged.get("method", valid.get("method"))
-                given = {k: merged.get(k) for names in owners.values() for k in names}
-                try:
-                    check_method_settings(method, chosen, owners, **given)
-                except ValueError as err:
-                    wrong = settings_of_other_methods(chosen, owners, given) if chosen in owners else []
-                    raise _fail(source, blame(wrong[0] if wrong else "method"), str(err)) from None
-            if (bad := settings_problem(method, merged)) is not None:
-                raise _fail(source, blame(bad[0]), bad[1])  # fbp's filter=hamming failed each input
-            missing = [p for p in entry.required() if p not in merged and p in takes]
-            if missing:
-                raise _fail(source, f"{where}.{missing[0]}",
-                            f"{method} needs {', '.join(missing)} (e.g. --set "
-                            f"{where}.{missing[0]}=...)")
+            check_classical_settings(method, {**own, **rc.params}, source, where, lambda key, w=where:
+                                     f"{'reconstruct.params' if key in rc.params else w}.{key}")
         if rc.weights:
             raise _fail(source, "reconstruct.weights",
                         f"{method!r} is a classical method and takes no weights")

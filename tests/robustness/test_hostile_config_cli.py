@@ -437,11 +437,14 @@ def test_bench_refuses_parameters_the_stage_supplies_as_run_does(key, mri_file, 
 @pytest.mark.parametrize("challenge, method, setting, message", [
     ("multicoil", "epll", "sigmas=0.05", "epll.sigmas: "),
     ("ct", "fbp", "filter=hamming", "fbp.filter: fbp has no filter 'hamming'"),
+    ("multicoil", "l1_wavelet", "lam=[0.1,0.2]", "l1_wavelet.lam: must be one number"),
+    ("multicoil", "tgv", "step_ratio=2", "tgv.step_ratio: tgv: step_ratio is a setting of method='pdhg'"),
 ])
 def test_bench_refuses_setting_values_run_refuses_at_load(challenge, method, setting, message,
                                                           mri_file, ct_dir, tmp_path, capsys):
-    """`bench --set epll.sigmas=0.05` (or fbp's filter=hamming) passed the name check and failed
-    every volume, where `run` refuses the value at load."""
+    """`bench --set epll.sigmas=0.05` (or fbp's filter=hamming, a list for l1_wavelet's lam, tgv's
+    PDHG step_ratio beside its default ADMM) passed the name check and failed every volume, where `run`
+    refuses the value at load: both now run validate.check_classical_settings."""
     out = tmp_path / "bench"
     data = ct_dir if challenge == "ct" else mri_file.parent
     err = _cli_error(["bench", "--data", str(data), "--output", str(out), "--challenge", challenge,
