@@ -199,8 +199,8 @@ def validate_pipeline(config: PipelineConfig, source: str = "") -> PipelineConfi
                         f"{len(und.center_fractions)} value(s) for {len(und.accelerations)} "
                         "accelerations; give one centre fraction per acceleration")
         for i, (f, a) in enumerate(zip(und.center_fractions, und.accelerations)):
-            if (why := acceleration_problem(a)) is not None:
-                raise _fail(source, f"undersample.accelerations[{i}]",
+            if und.enabled and (why := acceleration_problem(a)) is not None:  # 1: no mask to
+                raise _fail(source, f"undersample.accelerations[{i}]",  # draw (off: not read)
                             f"{why}; for fully sampled data set undersample.enabled=false")
             if (why := center_fraction_problem(f, a)) is not None:
                 raise _fail(source, f"undersample.center_fractions[{i}]", f"{f!r} {why}")

@@ -298,6 +298,10 @@ def test_run_refuses_acceleration_1_at_load():
                                           r"number above 1, got 1 .*set undersample.enabled=false"):
         load_pipeline("mri_retrospective", ["undersample.accelerations=[1]",
                                             "undersample.mask=random"])
+    # with undersampling off the factor is never read: a config that says 1 loads as before
+    config = load_pipeline("mri_cs", ["undersample.enabled=false", "undersample.accelerations=[1]",
+                                      "undersample.center_fractions=[0.08]"])[0]
+    assert list(config.undersample.accelerations) == [1]
 
 
 def test_a_mask_that_keeps_every_column_is_not_said_to_be_undersampling_off(tmp_path):
