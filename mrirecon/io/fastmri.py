@@ -310,10 +310,14 @@ class FastMRIFile:
             data = data.astype(data.dtype.newbyteorder("="))
         return data
 
-    def centre_samples(self) -> np.ndarray:
+    def centre_samples(self) -> np.ndarray | None:
         """The k-space sample at the grid centre ``(H // 2, W // 2)`` of every slice and coil,
         ``(slices, coils)`` (``(slices, 1)`` single-coil): one value per coil image, so that a
-        training set can find all-zero slices without reading whole slices."""
+        training set can find all-zero slices without reading whole slices. ``None`` when the
+        k-space is stored in chunks: each sample would decompress its whole chunk (2.9 s per
+        12-slice gzip file of 15 coils at 640 x 368, the whole k-space)."""
+        if self._file["kspace"].chunks is not None:
+            return None
         n, h, w = len(self), self.shape[-2], self.shape[-1]
         index = (slice(None), slice(None), h // 2, w // 2) if self.is_multicoil else \
             (slice(None), h // 2, w // 2)

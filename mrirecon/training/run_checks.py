@@ -345,14 +345,18 @@ def same_data_files(train: Sequence[Path], val: Sequence[Path]
     validation file whose data are a training file's stored otherwise (the same k-space /
     sinogram shape and the same middle slice: a volume re-saved with other chunks, compression
     or attributes under another name; detail: what matched) and, of the rest, each with a
-    training file's ``patient_id`` (detail: the id). Only files of equal shape are read."""
+    training file's ``patient_id`` (detail: the id). Only files of equal shape are read; a
+    middle slice that is all zero there proves nothing (two blanked volumes matched) and is not
+    compared."""
     sig = {p: _data_signature(Path(p)) for p in list(val) + list(train)}
     digests: dict[Path, str] = {}
 
-    def digest(p: Path) -> str:
+    def digest(p: Path) -> str | None:  # None: an all-zero line tells no two volumes apart
         if p not in digests:
             key, read, _ = sig[p]
-            digests[p] = hashlib.sha256(repr(key).encode() + read()).hexdigest()
+            data = read()
+            digests[p] = hashlib.sha256(repr(key).encode() + data).hexdigest() \
+                if any(data) else None
         return digests[p]
 
     same, patient = [], []
@@ -360,7 +364,7 @@ def same_data_files(train: Sequence[Path], val: Sequence[Path]
         if (sv := sig[v]) is None:
             continue
         match = next((t for t in train if (st := sig[t]) is not None and st[0] == sv[0]
-                      and digest(t) == digest(v)), None)
+                      and digest(v) is not None and digest(t) == digest(v)), None)
         if match is not None:
             what = "k-space" if sv[0][0] == "kspace" else "sinograms"
             same.append((v, match, f"{what} {tuple(sv[0][1:])}"))

@@ -197,6 +197,25 @@ def test_a_training_volume_resaved_for_validation_is_refused(mri, tmp_path, capl
                                          f"training file {train[0]}") for r in caplog.records)
 
 
+def test_different_volumes_with_a_blank_middle_slice_are_not_taken_for_one(mri, tmp_path):
+    """The fingerprint is the middle slice's centre k-space row: two different volumes whose
+    middle slice is all zero gave equal bytes and the validation one was refused as "holds the
+    data of" the training one."""
+    from mrirecon.training.run_checks import same_data_files
+
+    a, b = sorted(mri["train"].glob("*.h5"))[:2]
+    blanked = []
+    for src in (a, b):
+        dst = tmp_path / src.name
+        shutil.copy(src, dst)
+        with h5py.File(dst, "r+") as h5:
+            h5["kspace"][h5["kspace"].shape[0] // 2] = 0
+        blanked.append(dst)
+    assert same_data_files([blanked[0]], [blanked[1]]) == ([], [])
+    copy = _resave(a, tmp_path / "copy.h5")  # a true re-save is still found
+    assert [v for v, _, _ in same_data_files([a], [copy])[0]] == [copy]
+
+
 # ---- --resume after the training files changed ---------------------------------------------------
 
 

@@ -82,6 +82,29 @@ def test_a_blank_slice_is_left_out_with_a_warning_naming_it(sim, tmp_path, caplo
     assert (path.name, 2) not in drawn and (path.name, 3) in drawn
 
 
+def test_blank_slices_of_compressed_kspace_are_screened_by_the_reference(sim, tmp_path, caplog):
+    """The centre sample of every slice and coil, read from gzip-chunked k-space, decompressed
+    all of it (2.9 s per 12-slice file of 15 coils at 640 x 368: hours before the first step
+    on a fastMRI folder stored so); such files are screened by their (small) reference."""
+    from mrirecon.io import FastMRIFile
+
+    def edit(h5):
+        k = h5["kspace"][()]
+        k[2] = 0
+        del h5["kspace"]
+        h5.create_dataset("kspace", data=k, chunks=(1, *k.shape[1:]), compression="gzip")
+        h5["reconstruction_rss"][2] = 0
+
+    folder, path = _copy(sim, tmp_path, edit)
+    with FastMRIFile(path) as f:
+        assert f.centre_samples() is None
+    with caplog.at_level(logging.WARNING, logger="mrirecon.train"):
+        data = MRITrainingSet(folder, MASK, train=True)
+    assert len(data) == 2 * 5 - 1
+    assert any(f"{path}: slice(s) 2 of 5: k-space is all zero" in r.getMessage()
+               for r in caplog.records)
+
+
 def test_a_file_blank_in_every_slice_is_refused(sim, tmp_path):
     folder, path = _copy(sim, tmp_path, lambda h5: h5["kspace"].__setitem__(slice(None), 0))
     with pytest.raises(ValueError) as err:
