@@ -101,8 +101,9 @@ def undersample(s: MRISlice, cfg: UndersampleConfig) -> MRISlice:
     try:
         masked, mask, num_low = apply_mask(s.kspace, mask_fn, seed=seed, padding=padding)
     except ValueError as err:  # the mask function's words, without the file or the option
-        raise ValueError(f"{s.file_name}: slice {s.index}: undersample.accelerations "
-                         f"{list(cfg.accelerations)}: {err}") from None
+        raise ValueError(f"{s.file_name}: slice {s.index}: undersample (mask {cfg.mask}, "
+                         f"accelerations {list(cfg.accelerations)}, center_fractions "
+                         f"{list(cfg.center_fractions)}): {err}") from None
     return replace(s, kspace=masked, mask=mask.reshape(-1), num_low_frequencies=num_low)
 
 

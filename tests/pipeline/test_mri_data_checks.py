@@ -183,7 +183,8 @@ def test_an_acceleration_that_keeps_no_column_names_the_options(clean, tmp_path)
     assert entry["status"] == "failed"
     # the mask function refuses an acceleration above the column count before drawing (with a
     # centre fraction of 0.04 it drew the 2-column centre band alone, 24x labelled 200x)
-    assert ": slice 0: undersample.accelerations [200]: EquispacedFractionMask: acceleration " \
+    assert ": slice 0: undersample (mask equispaced_fraction, accelerations [200], " \
+           "center_fractions [0.001]): EquispacedFractionMask: acceleration " \
            "200 is above the number of k-space columns, 48: a mask keeps about num_cols / " \
            "acceleration of them, so the acceleration must be at most 48" in entry["error"]
 
