@@ -25,8 +25,9 @@ the mean reconstruction time per slice (s) and the number of parameters (0 for c
 methods). The row's label is the *nominal* factor of the mask function (fastMRI's convention);
 beside it the *achieved* acceleration, the mean over volumes of acquirable / sampled columns
 (MRI records' ``acquirable_columns``: the header's padding left out) or views / kept views (CT):
-the centre band and the rounding keep more columns than ``1 / R``, so fastMRI's "8x" is about
-6.2x on 320 columns and 5.8x on 64. Records written before ``acquirable_columns`` existed give
+the centre band and the rounding move the rate off ``R``: fastMRI's ``equispaced`` "8x" keeps
+more columns (about 6.2x on 320 columns, 5.8x on 64), an equispaced-fraction mask more or fewer
+(3.95x / 4.05x for 4x on 320 columns, 9.14x for 8x on 64). Records written before ``acquirable_columns`` existed give
 ``n/a`` (rerun with ``--no-resume`` to fill it).
 """
 
