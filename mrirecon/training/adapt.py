@@ -395,15 +395,13 @@ def _ct_setup(slices, cfg: AdaptConfig):
                               "validation (adapt.validation_fraction) leaves at most one, and each "
                               "training step needs two halves of at least one view each; CT "
                               "adaptation needs 3 views or more")
-        if k // 2 >= n:  # e.g. 0.01 of 30 views: every 100th view, none held back
-            raise ValueError(f"adapt: validation_fraction {cfg.validation_fraction!r} holds back every "
-                             f"{k}th view, but the sinogram has {n} views: none would be held back "
-                             f"(use at least {1 / n:.3g})")
-        val = torch.arange(n)[torch.arange(n) % k == k // 2]
-        train = torch.arange(n)[torch.arange(n) % k != k // 2]
-        if train.numel() < 2:  # not reached for 3 views or more; the steps' halves need two
-            raise CannotAdapt(f"adapt: adapt.validation_fraction {cfg.validation_fraction!r} of "
-                              f"{n} views leaves {train.numel()} view(s) for training, which needs 2")
+        if k // 2 >= n:  # e.g. 0.01 of 30 views: every 100th view, none held back (this
+            # sinogram's doing, as a scan too narrow to split: skipped with a warning)
+            raise CannotAdapt(f"adapt: adapt.validation_fraction {cfg.validation_fraction!r} "
+                              f"holds back every {k}th view, but the sinogram has {n} views: none "
+                              f"would be held back (use at least {1 / n:.3g})")
+        val = torch.arange(n)[torch.arange(n) % k == k // 2]  # k >= 2 and n >= 3: one view or
+        train = torch.arange(n)[torch.arange(n) % k != k // 2]  # more held back, two or more kept
         views.append((y, geometry, train, val))
     return views
 

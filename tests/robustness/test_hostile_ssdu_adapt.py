@@ -297,11 +297,9 @@ def test_ct_adaptation_of_two_views_cannot_split_and_says_so(fraction):
 def test_every_ct_hold_out_that_is_accepted_leaves_two_views_to_train_on(views, fraction):
     try:
         (_, _, train, val), = _ct_setup(_ct_scan(views), _quick(validation_fraction=fraction))
-    except CannotAdapt as exc:  # 2 views: the adapt stage skips with a warning
-        assert views == 2 and "needs 3 views or more" in str(exc)
-        return
-    except ValueError as exc:  # a setting refused up front (none held back)
-        assert "none would be held back" in str(exc)
+    except CannotAdapt as exc:  # the adapt stage skips with a warning: 2 views, or none held back
+        assert (views == 2 and "needs 3 views or more" in str(exc)) or \
+            (views < round(1 / fraction) // 2 + 1 and "none would be held back" in str(exc))
         return
     assert val.numel() >= 1 and train.numel() >= 2
     assert sorted(train.tolist() + val.tolist()) == list(range(views))
