@@ -12,6 +12,7 @@ from mrirecon.core.config import check_params
 from mrirecon.core.config import deprecated_aliases as _deprecated_aliases
 from mrirecon.core.config import fail as _fail
 from mrirecon.core.config import signature_params as _signature
+from mrirecon.sampling.cartesian import acceleration_problem, center_fraction_problem
 from mrirecon.training.optim import lr_problem
 
 
@@ -58,6 +59,11 @@ def validate_training(cfg, source: str = ""):
             raise _fail(source, f"data.mask.center_fractions[{i}]", f"must be in (0, 1], got {f!r}")
     for i, a in enumerate(d.mask.accelerations):
         _at_least(source, f"data.mask.accelerations[{i}]", a, 1)
+        if (why := acceleration_problem(a)) is not None:  # run's, bench's and simulate's rule
+            raise _fail(source, f"data.mask.accelerations[{i}]", why)
+    for i, (f, a) in enumerate(zip(d.mask.center_fractions, d.mask.accelerations)):
+        if (why := center_fraction_problem(f, a)) is not None:  # a "4x" set drawn at 2x
+            raise _fail(source, f"data.mask.center_fractions[{i}]", f"{f!r} {why}")
     if lr_problem(o.lr):
         raise _fail(source, "optim.lr", lr_problem(o.lr))
     _at_least(source, "optim.weight_decay", o.weight_decay, 0)

@@ -374,6 +374,11 @@ def test_a_backslash_in_a_single_valued_dicom_string_is_not_a_value_delimiter(tm
     ("optim.lr=1e300", r"optim.lr: must be in \(0, 1\]"),
     ("model.params.num_cascade=2", r"model.params.num_cascade: varnet has no parameter 'num_cascade' "
                                    r"\(did you mean 'num_cascades'\?\)"),
+    # run's, bench's and simulate's mask-rate rules: a "4x" training set drawn at 2x, and 1x
+    ("data.mask.center_fractions=[0.5, 0.08]", r"data.mask.center_fractions\[0\]: 0.5 keeps at "
+                                                r"least 1 / 4 of the columns in the centre band"),
+    ("data.mask.accelerations=[1, 8]", r"data.mask.accelerations\[0\]: must be a finite number "
+                                       r"above 1, got 1"),
 ])
 def test_training_config_values_are_checked_before_any_data_is_read(override, message, monkeypatch):
     import mrirecon.training.run as run
