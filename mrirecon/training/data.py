@@ -52,8 +52,9 @@ class TrainingSample:
     fname, slice_index
         Source file name and slice number.
     acceleration
-        Nominal acceleration of the drawn mask (acquirable / sampled columns is its
-        measured value).
+        Columns over sampled columns of the drawn mask (a property): the achieved rate, header
+        padding included (:meth:`MRITrainingSet.training_range` and ``mrirecon run`` leave it
+        out; the two agree on files without padding).
     num_low_frequencies
         Fully sampled centre columns of the mask.
     """
