@@ -405,7 +405,15 @@ class LoDoPaBFiles:
     def __len__(self) -> int:
         return int(self._starts[-1])
 
-    def _locate(self, index: int) -> tuple[int, int]:
+    @property
+    def file_starts(self) -> list[int]:
+        """The sample index of each observation file's first image (``[0, 128, 256, ...]``)."""
+        return [int(v) for v in self._starts[:-1]]
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """``(file, image)`` of sample ``index``: which observation file (0-based, in
+        :attr:`observation_files` order) and which image in it; a negative index counts from
+        the end; an index out of range or not an integer is refused naming the part."""
         try:  # a float (1.0 from np.linspace) failed inside h5py, reported as a corrupt file
             index = operator.index(index)
         except TypeError:
@@ -422,7 +430,7 @@ class LoDoPaBFiles:
         return f, index - int(self._starts[f])
 
     def _read(self, files: list[Path], index: int, key: str = "data") -> np.ndarray:
-        f, k = self._locate(index)
+        f, k = self.locate(index)
         with _open(files[f]) as h5:
             if key not in h5 or not isinstance(h5[key], h5py.Dataset):
                 raise DataFormatError(files[f], key, "missing dataset")
@@ -470,7 +478,7 @@ class LoDoPaBFiles:
 
     def ground_truth(self, index: int) -> np.ndarray:
         """Stored ground truth ``(x, y)`` float32 in ``[0, 1]`` (ODL layout)."""
-        f, _ = self._locate(index)
+        f, _ = self.locate(index)
         if self.ground_truth_paths[f] is None:
             raise FileNotFoundError(
                 f"LoDoPaBFiles: {self.observation_files[f].name} in {self.root} has no "
@@ -498,26 +506,26 @@ class LoDoPaBFiles:
             data=data[None].float(),
             geometry=self.geometry,
             photons=self.photons,
-            source=str(self.observation_files[self._locate(index)[0]]),
+            source=str(self.observation_files[self.locate(index)[0]]),
         )
 
     def attenuation(self, index: int) -> Image:
         """Ground truth ``index`` as attenuation (1/mm), mrirecon orientation, ``(1, H, W)``."""
         mu = (from_lodopab_layout(self.ground_truth(index)).astype(np.float64)
-              * (self._gt_mu_max[self._locate(index)[0]] / 1000))
+              * (self._gt_mu_max[self.locate(index)[0]] / 1000))
         p = self.geometry.pixel_size
         return Image(
             data=torch.from_numpy(mu[None]).float(),
             geometry=ImageGeometry(spacing=(p, p, p), placed=False),
             kind="attenuation",
             modality="CT",
-            source=str(self.ground_truth_paths[self._locate(index)[0]]),
+            source=str(self.ground_truth_paths[self.locate(index)[0]]),
         )
 
     def hu(self, index: int) -> np.ndarray:
         """Hounsfield units ``(H, W)`` (mrirecon orientation): the stored ``hu`` dataset when
         present, else converted from the (clipped) ground truth."""
-        f, _ = self._locate(index)
+        f, _ = self.locate(index)
         if self.ground_truth_paths[f] is not None:
             with _open(self.ground_truth_paths[f]) as h5:
                 if "hu" in h5:

@@ -148,7 +148,7 @@ class CTTrainingSet:
         n = len(self.files) if max_slices is None else min(max_slices, len(self.files))
         self.indices = list(range(n))
         if self.files.ground_truth_files is not None:
-            starts = [int(s) for s in self.files._starts[:-1]]
+            starts = self.files.file_starts
             for k, start in enumerate(starts):  # per file: its first (and last) image used
                 if start < n and self.files.ground_truth_paths[k] is not None:
                     last = min(start + int(self.files.counts[k]), n) - 1
@@ -166,7 +166,7 @@ class CTTrainingSet:
         its ground truth where there is one."""
         out = []
         for k, obs in enumerate(self.files.observation_files):
-            start = int(self.files._starts[k])
+            start = self.files.file_starts[k]
             if any(start <= i < start + self.files.counts[k] for i in self.indices):
                 gt = self.files.ground_truth_paths[k]
                 out += [obs] + ([gt] if gt is not None else [])
@@ -254,7 +254,7 @@ def check_ct_reference_scale(files, index: int) -> None:
     projected = ct_operator(geometry_kept)(image).to(torch.float64)
     if (ratio := off_scale(projected, sino)) is None:
         return
-    file, local = files._locate(index)
+    file, local = files.locate(index)
     raise ValueError(
         f"CTTrainingSet: {files.ground_truth_paths[file]}: data: image {local} projects to "
         f"{ratio:.3g}x the line integrals of its sinogram in "
@@ -272,7 +272,7 @@ def check_ct_target(files, index: int, target: Tensor) -> None:
     peak = float(target.max())
     if peak > 0:
         return
-    file, local = files._locate(index)
+    file, local = files.locate(index)
     raise ValueError(
         f"CTTrainingSet: {files.ground_truth_paths[file]}: data: image {local} is nowhere "
         f"positive (maximum {peak:g}): no training target (a blank placeholder?), and its "
@@ -300,7 +300,7 @@ def check_ct_reference_orientation(files, indices: list[int]) -> None:
     geometry = files.geometry
     factor = max(1, geometry.num_views // ORIENTATION_CHECK_VIEWS)
     kept_geometry, kept = sparse_view(geometry, factor, 0)
-    file, _ = files._locate(indices[0])
+    file, _ = files.locate(indices[0])
     where = f"CTTrainingSet: {files.ground_truth_paths[file]}: data"
     consequence = ("Training would teach the model to map the data to the reference as read: "
                    "store the ground truth in the layout of the sinogram's images")
@@ -314,13 +314,13 @@ def check_ct_reference_orientation(files, indices: list[int]) -> None:
         note = orientation_note(ref, image, against, " (LoDoPaB ground truths are ODL (x, y), "
                                 "not (rows, cols))", consequence=consequence)
         if note is not None:
-            raise ValueError(f"{where}: image {files._locate(index)[1]}: {note}")
+            raise ValueError(f"{where}: image {files.locate(index)[1]}: {note}")
         refs.append(ref[0])
         images.append(image[0])
     if len(indices) > 1:
         note = slice_order_note(torch.stack(refs), torch.stack(images), consequence=(
             "image i of the ground truth is the target of sinogram i: " + consequence))
         if note is not None:
-            shown = ", ".join(str(files._locate(i)[1]) for i in indices)
+            shown = ", ".join(str(files.locate(i)[1]) for i in indices)
             raise ValueError(f"{where}: images {shown} against the FBPs of their sinograms in "
                              f"{files.observation_files[file].name}: {note}")
