@@ -95,8 +95,11 @@ def kernel_env(tmp_path_factory):
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "mrirecon tests", "language": "python"}))
     pythonpath = os.pathsep.join([str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    # torch's own compile cache (created in the temp folder by torch.optim) stays out of TMPDIR,
+    # which execute() checks is left empty
     return {"JUPYTER_PATH": str(root), "PYTHONPATH": pythonpath, "MRIRECON_NB_QUICK": "1",
-            "MPLBACKEND": "Agg", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+            "MPLBACKEND": "Agg", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+            "TORCHINDUCTOR_CACHE_DIR": str(root / "torchinductor")}
 
 
 def execute(name: str, env: dict, monkeypatch, tmp_path) -> tuple[dict, float]:
@@ -104,7 +107,9 @@ def execute(name: str, env: dict, monkeypatch, tmp_path) -> tuple[dict, float]:
 
     out = tmp_path / "out"
     out.mkdir()
-    for key, value in {**env, "MRIRECON_NB_OUT": str(out)}.items():
+    temp = tmp_path / "tmp"  # the kernel's temporary folder: empty again when the notebook ends
+    temp.mkdir()
+    for key, value in {**env, "MRIRECON_NB_OUT": str(out), "TMPDIR": str(temp)}.items():
         monkeypatch.setenv(key, value)
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     work = tmp_path / "cwd"  # the kernel's working directory: nothing may be written elsewhere
@@ -115,6 +120,9 @@ def execute(name: str, env: dict, monkeypatch, tmp_path) -> tuple[dict, float]:
     client.execute()  # raises CellExecutionError naming the failing cell
     seconds = time.perf_counter() - start
     assert list(work.iterdir()) == [], f"{name} wrote into its working directory"
+    # the notebooks' working folders (simulated data, checkpoints: 292 MB in 212 folders had
+    # piled up in /tmp) are removed by their last cell
+    assert sorted(p.name for p in temp.iterdir()) == [], f"{name} left files in its temporary folder"
     result = out / f"{name}.json"
     assert result.is_file(), f"{name} did not write {result.name} to MRIRECON_NB_OUT"
     return json.loads(result.read_text()), seconds
@@ -168,15 +176,14 @@ def check_04(r: dict) -> None:
     for method, by_acc in summary.items():  # more acceleration, lower SSIM
         ssims = [by_acc[str(a)]["SSIM"] for a in accs]
         assert all(a > b for a, b in itertools.pairwise(ssims)), (method, ssims)
+    # every classical method beats zero filling in SSIM too: CG-SENSE, unregularised, had run the
+    # bench's 40 iterations (tuned with ESPIRiT maps), which fit the noise with the notebook's
+    # Walsh maps: SSIM below zero filling at every acceleration of the default run (0.647
+    # against 0.823 at 2x) and 0.537 against 0.540 at 4x here; the notebook now stops it at 10
     for a in map(str, accs):
         zf = summary["zero_filled_rss"][a]
         for method in ("cg_sense", "l1_wavelet", "tv"):
             assert summary[method][a]["NMSE"] < zf["NMSE"], (method, a)
-        # SSIM only for the regularised methods: unregularised CG-SENSE's iteration count is its
-        # regulariser, and the bench's 40 (tuned at 128 x 128 with ESPIRiT maps, 2026-12-05;
-        # 10 before) fit the noise of this 64 x 64 Walsh-map run: SSIM 0.537 against
-        # zero-filled's 0.540 at 4x (0.609 at 10 iterations), its NMSE still below
-        for method in ("l1_wavelet", "tv"):
             assert summary[method][a]["SSIM"] > zf["SSIM"], (method, a)
     assert r["rerun_identical"] and r["rerun_recomputed"] == 0  # resumed: nothing recomputed
 

@@ -9,8 +9,9 @@ fixed retrospective undersampling of a study; never a fresh mask per epoch, whic
 full data into training). A reference found in a file is kept as ``target`` for validation
 metrics only; the loss never reads it.
 
-Coil maps: ``espirit`` / ``walsh`` from the fully sampled centre band of the slice's own mask
-(cached per slice), or unit maps (``learned``). An ISMRMRD scan whose calibration lines are a
+Coil maps: ``espirit`` / ``walsh`` from the fully sampled centre band of the slice's own mask,
+the columns the pipeline's ``calibrate`` stage takes (cached per slice), or unit maps
+(``learned``). An ISMRMRD scan whose calibration lines are a
 separate reference scan (``KSpace.calibration``) takes ``espirit`` / ``walsh`` maps from the
 reference's band; ``learned`` maps (estimated from the data's own centre) are refused for it.
 """
@@ -62,8 +63,13 @@ def fully_sampled(mask: Tensor, padding: tuple[int, int]) -> bool:
     data, and SSDU trained on nearly complete k-space (56 of 64 columns, "acceleration 1.14")."""
     m = torch.as_tensor(mask).bool()
     m = m.reshape(-1, m.shape[-1])
-    left, right = max(int(padding[0]), 0), min(int(padding[1]), m.shape[-1])
+    left, right = acquired_range(padding, m.shape[-1])
     return right > left and bool(m[:, left:right].all())
+
+
+def acquired_range(padding: tuple[int, int], width: int) -> tuple[int, int]:
+    """``[left, right)``: the header's acquired columns ``padding`` clamped to ``width``."""
+    return max(int(padding[0]), 0), min(int(padding[1]), int(width))
 
 
 class AcquiredMRISet:
@@ -149,14 +155,21 @@ class AcquiredMRISet:
 
     @staticmethod
     def _scan(path: Path, layout: str) -> tuple[int, tuple]:
-        """``(slices, ((H, W), coils, acceleration or None))`` of a file (read once here)."""
+        """``(slices, ((H, W), coils, acceleration or None))`` of a file (read once here).
+
+        Accelerations are acquirable / sampled columns, the header's padding left out of both
+        (the rule of ``mrirecon run``'s model range, ``slice_mri.column_counts``, and of
+        ``MRITrainingSet.training_range``): full width / sampled columns overstated it in the
+        model card's training range (14 of 56 acquirable columns in a 64-column file: 4.57x)."""
         def acceleration(mask, width: int, padding: tuple[int, int]) -> tuple[float, ...] | None:
             if mask is None:
                 return None
             m = torch.as_tensor(mask).reshape(-1, width).bool()
             if fully_sampled(m, padding):  # get() gives it the retrospective mask
                 return None
-            return tuple(float(width) / max(float(k), 1.0) for k in m.sum(-1).tolist())
+            left, right = acquired_range(padding, width)
+            return tuple(max(right - left, 1) / max(float(k), 1.0)
+                         for k in m[:, left:right].sum(-1).tolist())
 
         if layout == "fastmri":
             from mrirecon.io import FastMRIFile
@@ -231,7 +244,7 @@ class AcquiredMRISet:
         mask = mask.reshape(-1).bool()
         if fully_sampled(mask, padding):  # fully sampled file: the study's fixed retrospective
             # mask, inside the acquired range (the padding stays unsampled)
-            padding = (max(int(padding[0]), 0), min(int(padding[1]), mask.numel()))
+            padding = acquired_range(padding, mask.numel())
             kspace, m, _ = apply_mask(kspace, self.mask_fn, seed=file_seed(path.name),
                                       padding=padding)
             mask = m.reshape(-1).bool()
@@ -258,10 +271,16 @@ class AcquiredMRISet:
             return torch.full_like(kspace, 1.0 / math.sqrt(kspace.shape[0]))
         key = (fname, i)
         if key not in self._maps_cache:
+            from mrirecon.training.deploy_mri import centre_band as calibration_columns
+
             if separate:  # the reference's band, never mixed into the data
                 kspace = calibration.to(torch.complex64)
                 mask = held_columns(kspace)
-            centre = centre_band(mask)
+            # the pipeline's calibration columns (at most 24, centred on W // 2), so that the
+            # maps are those the model meets in mrirecon run; the whole acquired run through the
+            # centre was lop-sided where a random column touched the band (26-36 of 64: ESPIRiT
+            # warned "pass calib_width=(24, 10)", an argument no training key sets)
+            centre = calibration_columns(mask)
             width = int(centre.sum())
             if width < 3:
                 raise ValueError(f"AcquiredMRISet: {fname} slice {i} has {width} fully sampled "

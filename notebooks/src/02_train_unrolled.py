@@ -47,7 +47,9 @@ SIZE = 64 if QUICK else 128
 TRAIN_VOLUMES, VAL_VOLUMES, SLICES = (2, 1, 3) if QUICK else (12, 2, 6)
 STEPS = 40 if QUICK else 400
 VAL_EVERY = 10 if QUICK else 50
-work = Path(tempfile.mkdtemp(prefix="mrirecon_nb02_"))  # data, checkpoints and logs go here
+# data, checkpoints and logs go here; the last cell removes it (so does the kernel's exit)
+work_dir = tempfile.TemporaryDirectory(prefix="mrirecon_nb02_", ignore_cleanup_errors=True)
+work = Path(work_dir.name)
 print(f"quick={QUICK}: {SIZE}x{SIZE}, {TRAIN_VOLUMES}+{VAL_VOLUMES} volumes x {SLICES} slices, "
       f"{STEPS} steps; working folder {work}")
 
@@ -120,11 +122,13 @@ steps = [r["step"] for r in history]
 losses = [r["loss"] for r in history]
 val = [(r["step"], r["val_SSIM"]) for r in history if "val_SSIM" in r]
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3))
-ax1.plot(steps, losses, alpha=0.4, label="per step")
+LOG_EVERY = config["log_every"]  # one logged row (the loss of that step) per LOG_EVERY steps
+ax1.plot(steps, losses, alpha=0.4, label="every step" if LOG_EVERY == 1 else f"every {LOG_EVERY}th step")
 window = max(1, len(losses) // 10)
 if len(losses) > window:
     smooth = torch.tensor(losses).unfold(0, window, 1).mean(1)
-    ax1.plot(steps[window - 1:], smooth, label=f"mean of {window}")
+    span = f"{window} steps" if LOG_EVERY == 1 else f"{window} logged steps ({window * LOG_EVERY} steps)"
+    ax1.plot(steps[window - 1:], smooth, label=f"moving mean of {span}")
 ax1.set_xlabel("step")
 ax1.set_ylabel("training loss (1 - SSIM)")
 ax1.legend()
@@ -198,3 +202,5 @@ results = {
 if OUT:
     Path(OUT, "02_train_unrolled.json").write_text(json.dumps(results, indent=1))
 print(json.dumps(results["metrics"], indent=1))
+work_dir.cleanup()  # simulated data, checkpoints, logs and model.pt (copy it out first to keep it)
+print(f"removed the working folder {work}")

@@ -10,8 +10,9 @@
 #
 # 1. a **data-consistency block** from `mrirecon.models.blocks` (gradient step, CG proximal
 #    step, soft k-space DC, hard projection),
-# 2. a **backbone** CNN from `mrirecon.models.backbones` (U-Net, NormUnet, DnCNN, ResNet),
-#    wrapped in `ComplexImageCNN` so that complex MRI images and real CT images both work,
+# 2. a **backbone** CNN from `mrirecon.models.backbones` (U-Net, DnCNN, ResNet: real
+#    2-channel networks), wrapped in `ComplexImageCNN` so that complex MRI images and real CT
+#    images both work (`NormUnet` takes complex images itself: see the last section),
 # 3. an **operator**: `mrirecon.operators.sense(maps, mask)` or
 #    `mrirecon.operators.ct_operator(geometry)`.
 #
@@ -248,11 +249,47 @@ image_grid(mri_show + ct_show, ["MRI truth", "MRI A^H y", "MRI network",
 # parts is one line each:
 #
 # * `ProximalDC(lam=0.05)` (CG on `A^H A + lam I`, as in MoDL) instead of `GradientDC`;
-# * `NormUnet(chans=8, num_pools=2)` or `ResNet(...)` instead of `DnCNN`;
+# * `ComplexImageCNN(ResNet())` (or another real 2-in / 2-out network) instead of
+#   `ComplexImageCNN(DnCNN(...))`;
 # * `op` from any other `LinearOperator`: fan-beam CT, single-coil MRI, a composition `A @ B`.
+#
+# `NormUnet` (E2E-VarNet's normalised U-Net) is different: it takes complex `(B, C, H, W)`
+# images, splits them into channels itself and returns complex images, so it goes in without
+# `ComplexImageCNN` (which refuses it) and with a channel axis added and removed. It suits
+# MRI only: for a real CT image it would return a complex one. The cell below runs each swap
+# once on the MRI test slice (untrained: shapes and dtypes only).
 #
 # The package's own models (`mrirecon.models.MoDL`, `VarNet`, `LearnedPrimalDual`, ...) are
 # built the same way.
+
+# %%
+from mrirecon.models.backbones import NormUnet, ResNet
+from mrirecon.models.blocks import ProximalDC
+
+
+class NormUnetStep(nn.Module):
+    """NormUnet as the learned step of an MRI model: (B, H, W) complex -> (B, H, W) complex."""
+
+    def __init__(self, chans: int = 8, num_pools: int = 2):
+        super().__init__()
+        self.unet = NormUnet(chans=chans, num_pools=num_pools)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.unet(x.unsqueeze(-3)).squeeze(-3)
+
+
+y, op, x_true = mri_problem(*test_mri, index=SLICES // 2, seed=123)
+x0 = op.H(y)
+with torch.no_grad():
+    swaps = {"ProximalDC(lam=0.05)": ProximalDC(lam=0.05)(x0, y, op, x0),
+             "ComplexImageCNN(ResNet())": ComplexImageCNN(ResNet())(x0),
+             "NormUnetStep()": NormUnetStep()(x0)}
+for name, out in swaps.items():
+    print(f"{name:26s} {tuple(x0.shape)} {x0.dtype} -> {tuple(out.shape)} {out.dtype}")
+try:
+    ComplexImageCNN(NormUnet(chans=8, num_pools=2))
+except TypeError as err:
+    print("refused:", err)
 
 # %%
 results["train_loss"] = {

@@ -62,7 +62,9 @@ VAL_EVERY = 6 if QUICK else 50
 PARAMS = {"iterations": 2, "layers": 3, "features": 8, "cg_iterations": 3, "batchnorm": False} if QUICK \
     else {"iterations": 3, "layers": 4, "features": 16, "cg_iterations": 5, "batchnorm": False}
 torch.set_num_threads(1 if QUICK else max(1, torch.get_num_threads()))
-work = Path(tempfile.mkdtemp(prefix="mrirecon_nb07_"))  # data, checkpoints and logs go here
+# data, checkpoints and logs go here; the last cell removes it (so does the kernel's exit)
+work_dir = tempfile.TemporaryDirectory(prefix="mrirecon_nb07_", ignore_cleanup_errors=True)
+work = Path(work_dir.name)
 print(f"quick={QUICK}: {SIZE}x{SIZE}, {TRAIN_VOLUMES} training / {TEST_VOLUMES} held-out volumes, "
       f"{STEPS} steps; working folder {work}")
 
@@ -225,3 +227,5 @@ results = {
 if OUT:
     Path(OUT, "07_self_supervised.json").write_text(json.dumps(results, indent=1))
 print(json.dumps(results["metrics"], indent=1))
+work_dir.cleanup()  # simulated data, checkpoints, logs and model.pt (copy it out first to keep it)
+print(f"removed the working folder {work}")

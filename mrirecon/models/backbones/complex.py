@@ -53,10 +53,22 @@ class ComplexImageCNN(nn.Module):
     Notes
     -----
     Input and output have the same shape and dtype: complex in, complex out; real in, real out.
+    :class:`~mrirecon.models.backbones.NormUnet` is refused: it takes complex ``(B, C, H, W)``
+    images and splits them into channels itself, so wrapped here it met a 4-channel input and
+    failed inside its first convolution ("expected input[1, 4, 48, 48] to have 2 channels").
     """
 
     def __init__(self, cnn: nn.Module, residual: bool = False) -> None:
         super().__init__()
+        from mrirecon.models.backbones.normunet import NormUnet  # it imports this module
+
+        if isinstance(cnn, NormUnet):
+            raise TypeError(
+                "ComplexImageCNN: NormUnet takes complex (B, C, H, W) images and returns complex "
+                "ones (it splits real and imaginary channels itself), so it needs no "
+                "ComplexImageCNN; use it directly on a batch of images (B, H, W) with a channel "
+                "axis: NormUnet(...)(x.unsqueeze(-3)).squeeze(-3), for complex (MRI) images "
+                "only, as it returns complex output for a real (CT) image")
         self.cnn = cnn
         self.residual = residual
 
