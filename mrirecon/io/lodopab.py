@@ -80,6 +80,16 @@ from mrirecon.io.lodopab_attrs import (  # noqa: F401
 SAMPLES_PER_FILE = 128
 PARTS = ("train", "validation", "test")
 _NAME = re.compile(r"^(observation|ground_truth)_(\w+?)_(\d{3})\.hdf5$")
+
+
+def parse_name(name: str) -> tuple[str, str, int] | None:
+    """``(kind, part, number)`` of a LoDoPaB file name (``observation_test_007.hdf5`` ->
+    ``("observation", "test", 7)``; ``kind`` ``observation`` or ``ground_truth``), ``None`` for
+    another name: the one reading of the layout's names (the pipeline, the training sets and the
+    overlap check each had a regex of their own, one of them taking part names the reader
+    refused)."""
+    m = _NAME.match(name)
+    return None if m is None else (m.group(1), m.group(2), int(m.group(3)))
 #: The most one cached slab of samples may hold (bytes): a dataset compressed in chunks of many
 #: samples is decompressed once per chunk, not once per sample (one gzip chunk spanning a
 #: 128-sample file cost 501 ms per sample read, 84 s to read the file)

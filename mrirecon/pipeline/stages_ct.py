@@ -16,7 +16,6 @@ non-negative, so fastMRI's ``data_range = gt.max()`` convention is meaningful); 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -34,7 +33,6 @@ from mrirecon.pipeline.ct_consistency import (OPPOSITE_MISMATCH, missing_rays,
 from mrirecon.pipeline.schema import PipelineConfig, ReconstructConfig, UndersampleConfig
 from mrirecon.pipeline.stream import Method, Modality, VolumeRun, detect_format
 
-_OBS = re.compile(r"^observation_(?P<part>.+)_(?P<index>\d{3})\.hdf5$")
 
 
 @dataclass
@@ -451,14 +449,14 @@ class _LoDoPaBSource:
     """One ``observation_<part>_<NNN>.hdf5`` file (and its ground truth, when present)."""
 
     def __init__(self, path: Path) -> None:
-        from mrirecon.io.lodopab import LoDoPaBFiles, reference_file_name
+        from mrirecon.io.lodopab import LoDoPaBFiles, parse_name, reference_file_name
 
-        m = _OBS.match(path.name)
-        if m is None:
+        name = parse_name(path.name)
+        if name is None or name[0] != "observation":
             raise ValueError(f"{path}: CT HDF5 input must be an observation_<part>_<NNN>.hdf5 file "
                              "in the LoDoPaB-CT layout")
         # this file alone: a damaged sibling (or one of another geometry) failed every input
-        self._files = files = LoDoPaBFiles(path.parent, m.group("part"), only=int(m.group("index")))
+        self._files = files = LoDoPaBFiles(path.parent, name[1], only=name[2])
         self._start, self._n = 0, files.counts[0]
         self._has_gt = files.has_ground_truth(0)  # per file: one missing reference spoiled all
         self.path = path
@@ -467,8 +465,8 @@ class _LoDoPaBSource:
                                                    "mu_air": files.mu_air}
         self.info = {"image_geometry": ImageGeometry(spacing=(p, p, p), placed=False),
                      "hu_units": units,
-                     "reference_key": "ground_truth_" + m.group("part")}
-        siblings = path.parent.glob(f"ground_truth_{m.group('part')}_[0-9][0-9][0-9].hdf5")
+                     "reference_key": "ground_truth_" + name[1]}
+        siblings = path.parent.glob(f"ground_truth_{name[1]}_[0-9][0-9][0-9].hdf5")
         if not self._has_gt and any(True for _ in siblings):
             gt = reference_file_name(path.name)
             self.info["reference_missing"] = f"{gt} is missing, while other files of its part have theirs"

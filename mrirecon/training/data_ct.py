@@ -17,7 +17,6 @@ view pattern by power iteration.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -26,7 +25,6 @@ from torch import Tensor
 
 from mrirecon.operators.ct_geometry import CTGeometry
 
-_PART = re.compile(r"^observation_(\w+?)_000\.hdf5$")
 
 
 @dataclass
@@ -77,8 +75,11 @@ class CTSample:
 
 
 def _find_part(folder: Path) -> str:
+    from mrirecon.io.lodopab import parse_name
+
     parts = sorted(
-        {m.group(1) for p in folder.glob("observation_*_000.hdf5") if (m := _PART.match(p.name))}
+        {n[1] for p in folder.glob("observation_*_000.hdf5")
+         if (n := parse_name(p.name)) is not None and n[2] == 0}
     )
     if len(parts) != 1:
         raise ValueError(

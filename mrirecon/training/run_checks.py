@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -303,7 +302,6 @@ def overlapping_files(train: Sequence[Path], val: Sequence[Path]) -> list[tuple[
     return out
 
 
-_OBSERVATION = re.compile(r"^observation_(\w+?)_(\d{3})\.hdf5$")
 
 
 def _data_signature(path: Path):
@@ -315,10 +313,10 @@ def _data_signature(path: Path):
     compared; ISMRMRD files) and files that cannot be read (the data sets were built from them,
     so only an unusual file gets here; it is compared by its bytes alone)."""
     try:
-        if (m := _OBSERVATION.match(path.name)) is not None:
-            from mrirecon.io.lodopab import LoDoPaBFiles
+        from mrirecon.io.lodopab import LoDoPaBFiles, parse_name
 
-            files = LoDoPaBFiles(path.parent, m.group(1), only=int(m.group(2)))
+        if (name := parse_name(path.name)) is not None and name[0] == "observation":
+            files = LoDoPaBFiles(path.parent, name[1], only=name[2])
             n = len(files)
             return (("sinograms", n, *files.sinogram_shape),
                     lambda: files.observation(n // 2).tobytes(), None)
