@@ -39,6 +39,17 @@ from mrirecon.functional import ifft2c
 MAX_CROPPED_ENERGY = 0.005
 
 
+def centre_window(columns: Tensor, width: int) -> Tensor:
+    """The acquired ``columns`` (boolean ``(W,)``) among the ``width`` columns centred on DC
+    (``W // 2 - width // 2`` on, as ESPIRiT's ``calibration_region`` places its block): the
+    calibration columns of ``mrirecon run``'s calibrate stage and of the training data alike (the
+    rule was written in both)."""
+    n = columns.numel()
+    win = torch.zeros(n, dtype=torch.bool, device=columns.device)
+    win[n // 2 - width // 2: n // 2 - width // 2 + width] = True
+    return win & columns.reshape(-1).bool()
+
+
 def espirit_block(centre_columns: int, rows: int, *, calib_rows: int = 24,
                   kernel_width: int = 6) -> tuple[tuple[int, int], tuple[int, int]]:
     """``(block, kernel)`` shapes of the ESPIRiT calibration for a band of ``centre_columns``."""

@@ -123,7 +123,7 @@ def calibrate(s: MRISlice, cfg: CalibrateConfig) -> MRISlice:
         return replace(s, maps=maps)
     kspace, columns = calibration_data(s)
     calib_width = min(cfg.calib_width, acs_width(columns))
-    window = _centre_window(columns.cpu(), calib_width)
+    window = calib.centre_window(columns.cpu(), calib_width)
     maps, crop = calib.centre_maps(kspace, window.to(columns.device),
                                    method=cfg.method, calib_rows=cfg.calib_width,
                                    kernel_width=cfg.kernel_width, thresh=cfg.threshold,
@@ -203,13 +203,6 @@ def kernel_warning(s: MRISlice, cfg: CalibrateConfig) -> str | None:
             "constrain the coil maps there; on some data SENSE-type reconstructions with such "
             "maps amplify noise by orders of magnitude: use a wider centre band "
             "(undersample.center_fractions, or a lower acceleration) or calibrate.method=walsh")
-
-
-def _centre_window(mask: Tensor, width: int) -> Tensor:
-    w = mask.numel()
-    win = torch.zeros(w, dtype=torch.bool)
-    win[w // 2 - width // 2 : w // 2 - width // 2 + width] = True
-    return win & mask
 
 
 def data_scale(kspace: Tensor, s: MRISlice | None = None) -> float:

@@ -170,13 +170,11 @@ def _coil_maps(rng: np.random.Generator, coils: int, rows: int, cols: int) -> np
 
 def centre_band(mask: Tensor, width: int = 24) -> Tensor:
     """The calibration columns the pipeline uses: the acquired centre band, at most ``width``."""
+    from mrirecon.calib.centre import centre_window
     from mrirecon.sampling.acs import acs_width
 
     m = mask.reshape(-1).bool()
-    w = min(width, acs_width(m))
-    win = torch.zeros(m.numel(), dtype=torch.bool)
-    win[m.numel() // 2 - w // 2: m.numel() // 2 - w // 2 + w] = True
-    return win & m
+    return centre_window(m, min(width, acs_width(m)))
 
 
 def simulate_slice(rng: np.random.Generator, images: DeploymentImages, acceleration: int,
