@@ -106,7 +106,7 @@ DATA_SUFFIXES = (".h5", ".hdf5", ".mrd")
 #: (either way) is on another scale: undersampled zero-filled MRI is within 1.2x of its
 #: reference, FBP within 1.1x. ``mrirecon run`` warns
 #: (:func:`mrirecon.pipeline.reference_checks.scale_note`); training refuses such a file
-#: (:func:`mrirecon.training.data.check_reference_scale`: its loss would compare images this far
+#: (:func:`mrirecon.training.data.check_reference_layout`: its loss would compare images this far
 #: apart and learn nothing).
 REFERENCE_SCALE_FACTOR = 10.0
 

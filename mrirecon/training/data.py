@@ -370,17 +370,6 @@ def fastmri_files(folder: str | os.PathLike) -> list[Path]:
     return files
 
 
-def check_reference_scale(f, who: str = "MRITrainingSet") -> None:
-    """Refuse a fastMRI file (an open :class:`~mrirecon.io.FastMRIFile`) whose reference is on
-    another scale than its k-space, judged on its middle slice (:func:`_check_scale`)."""
-    from mrirecon.functional import ifft2c, rss
-
-    i = len(f) // 2
-    sample = f.read_slice(i)
-    image = rss(ifft2c(sample.data[0].to(torch.complex128)))
-    _check_scale(f, who, [i], sample.reference.double(), image.unsqueeze(0))
-
-
 def _check_scale(f, who: str, slices: list[int], refs: Tensor, images: Tensor) -> None:
     """Refuse references ``refs`` (slices ``slices`` of ``f``) on another scale than the
     zero-filled RSS images ``images`` of the fully sampled k-space: their L2 norms, centre-cropped
@@ -415,7 +404,8 @@ def checked_slices(n: int, blank: set[int]) -> list[int]:
     return pair or live[len(live) // 2:len(live) // 2 + 1]
 
 
-def check_reference_layout(f, slices: list[int], who: str = "MRITrainingSet") -> None:
+def check_reference_layout(f, slices: list[int], who: str = "MRITrainingSet", *,
+                           consequence: str | None = None) -> None:
     """Refuse a training file (an open :class:`~mrirecon.io.FastMRIFile`) whose reference does
     not describe its k-space, judged on ``slices`` (one or two, :func:`checked_slices`; only
     they are read) against the zero-filled RSS of the fully sampled k-space: a reference larger
@@ -424,15 +414,17 @@ def check_reference_layout(f, slices: list[int], who: str = "MRITrainingSet") ->
     scale (:func:`_check_scale`), flipped, transposed or rotated, or (two slices) in reverse
     order (:func:`~mrirecon.training.reference_checks.orientation_note` / ``slice_order_note``,
     the rules of ``mrirecon run`` and ``bench``; a rotated reference trained with exit 0 and no
-    word, the model learning to rotate its images)."""
+    word, the model learning to rotate its images). ``consequence``: what the caller does with a
+    reference as read (a validation set scores against it)."""
     from mrirecon.functional import center_crop, ifft2c, rss
     from mrirecon.training.reference_checks import orientation_note, slice_order_note
 
     key, (height, width) = f.reference_key, f.shape[-2:]
     where = f"{who}: {f.path}: {key}"
-    consequence = ("Training would teach the model to map the data to the reference as read: "
-                   f"store {key} as the RSS image of its k-space (rows and columns as the inverse "
-                   "FFT gives them, slices in k-space order), or remove the file")
+    consequence = (consequence or "Training would teach the model to map the data to the "
+                   "reference as read") + (f": store {key} as the RSS image of its k-space (rows "
+                   "and columns as the inverse FFT gives them, slices in k-space order), or "
+                   "remove the file")
     read, refs, images = [], [], []
     for i in slices:
         sample = f.read_slice(i)

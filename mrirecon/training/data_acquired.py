@@ -137,18 +137,22 @@ class AcquiredMRISet:
         self._maps_cache: dict[tuple[str, int], Tensor] = {}
 
     def _check_reference_scales(self) -> None:
-        """Refuse a fastMRI file used for validation whose reference is on another scale than
-        its k-space (:func:`~mrirecon.training.data.check_reference_scale`, by the zero-filled
-        image of the data as acquired): validation NMSE / PSNR compared the model's output with
-        a reference x 1000 and were reported as scores (-60 dB PSNR, exit 0)."""
+        """Refuse a fastMRI file used for validation whose reference does not describe its
+        k-space (:func:`~mrirecon.training.data.check_reference_layout`, judged by the zero-filled
+        image of the data as acquired, as ``mrirecon bench`` judges it): on another scale
+        (validation NMSE / PSNR compared the model's output with a reference x 1000 and were
+        reported as scores, -60 dB PSNR, exit 0), on a larger grid, rotated or transposed, or
+        its slices in reverse order (scores of a model against the wrong image, no word)."""
         from mrirecon.io import FastMRIFile
-        from mrirecon.training.data import check_reference_scale
+        from mrirecon.training.data import check_reference_layout, checked_slices
 
         for p in self.source_files():
             if self._layout(p) == "fastmri":
                 with FastMRIFile(p) as f:
                     if f.reference_key is not None:
-                        check_reference_scale(f, "AcquiredMRISet")
+                        check_reference_layout(f, checked_slices(len(f), set()), "AcquiredMRISet",
+                                               consequence="Validation would score the model "
+                                               "against the reference as read")
 
     def _layout(self, path: Path) -> str:
         return next(layout for p, layout, _ in self.items if p == path)

@@ -192,6 +192,26 @@ def test_a_reference_in_another_layout_is_refused_naming_the_file(sim, tmp_path,
     assert "Training would teach the model" in msg
 
 
+def test_a_rotated_reference_in_a_self_supervised_validation_set_is_refused(sim, tmp_path):
+    """AcquiredMRISet (loss.ssdu) validated against a rotated reference without a word: it
+    checked the scale only. It now runs the training set's layout check, judged by the image of
+    the k-space as acquired."""
+    from mrirecon.training.data_acquired import AcquiredMRISet
+
+    def edit(h5):
+        h5["reconstruction_rss"][...] = np.ascontiguousarray(
+            np.rot90(h5["reconstruction_rss"][()], 1, axes=(-2, -1)))
+
+    folder, path = _copy(sim, tmp_path, edit)
+    AcquiredMRISet(folder, MASK, train=True)  # training never reads the references
+    with pytest.raises(ValueError) as err:
+        AcquiredMRISet(folder, MASK, train=False)
+    assert str(err.value).startswith(f"AcquiredMRISet: {path}: reconstruction_rss: slice 1: the "
+                                     "reference matches the RSS image of its k-space far better "
+                                     "rotated 270 degrees")
+    assert "Validation would score the model against the reference as read" in str(err.value)
+
+
 def test_reference_slices_in_reverse_order_are_refused(sim, tmp_path):
     """Was: trained with exit 0; `bench` said "... match the output far better in reverse order
     (0.54) than as stored (0.22)"."""
