@@ -209,6 +209,41 @@ def simulated_mri_split(root: Path, val_slices: int = 2) -> dict[str, Path]:
     return {"train": root / "train", "val": root / "val"}
 
 
+#: The smallest MoDL and its mask of the tests that train on a user's folders.
+TINY_MODL = {"iterations": 2, "layers": 3, "features": 8, "lam": 0.05, "cg_iterations": 3,
+             "shared": True}
+TINY_MODL_MASK = {"type": "equispaced_fraction", "center_fractions": [0.16], "accelerations": [4]}
+
+
+def tiny_mri_folders(root: Path) -> dict[str, Path]:
+    """32 x 32, 2 coils: training (2 volumes x 2 slices) and validation (1 volume) folders."""
+    from mrirecon.data.simulate_mri import simulate_mri_dataset
+
+    kw = {"slices": 2, "coils": 2, "size": (32, 32), "resolution": 2}
+    simulate_mri_dataset(root / "train", volumes=2, seed=1, **kw)
+    simulate_mri_dataset(root / "val", volumes=1, seed=2, **kw)
+    return {"train": root / "train", "val": root / "val"}
+
+
+def tiny_modl_config(tmp_path: Path, train: Path, val: Path, out: Path, *, max_steps: int = 4,
+                     checkpoint_every: int = 2, **changes) -> Path:
+    """A tiny MoDL training config (:data:`TINY_MODL`, ESPIRiT maps) as ``tmp_path/t.yaml``;
+    ``changes`` replace top-level keys."""
+    import yaml
+
+    cfg = {"name": "t", "output_dir": str(out), "seed": 0, "device": "cpu",
+           "data": {"train": str(train), "val": str(val), "maps": "espirit",
+                    "mask": TINY_MODL_MASK},
+           "model": {"name": "modl", "params": dict(TINY_MODL)},
+           "optim": {"lr": 1e-3, "max_steps": max_steps, "batch_size": 1}, "loss": {"ssim": 1.0},
+           "log_every": 1, "val_every": 2, "checkpoint_every": checkpoint_every,
+           "tensorboard": False}
+    cfg.update(changes)
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
 def simulated_ct_dir(out: Path, *, views: int, size: int, seed: int) -> Path:
     """Two parallel-beam phantom observations at 4096 photons in the LoDoPaB layout."""
     from mrirecon.data.simulate_ct import simulate_ct_dataset

@@ -12,27 +12,17 @@ from pathlib import Path
 import h5py
 import pytest
 import torch
-import yaml
 
 from mrirecon.core.config import ConfigError
 from mrirecon.training.run import train_from_config
+from tests.helpers import tiny_mri_folders, tiny_modl_config
 
-MODL = {"iterations": 2, "layers": 3, "features": 8, "lam": 0.05, "cg_iterations": 3,
-        "shared": True}
-MASK = {"type": "equispaced_fraction", "center_fractions": [0.16], "accelerations": [4]}
 CT = {"geometry": "parallel", "views": 48, "size": 32, "sources": "phantom", "photons": 4096.0}
 
 
 @pytest.fixture(scope="module")
 def mri(tmp_path_factory) -> dict[str, Path]:
-    """32 x 32, 2 coils: training (2 volumes x 2 slices) and validation (1 volume) folders."""
-    from mrirecon.data.simulate_mri import simulate_mri_dataset
-
-    root = tmp_path_factory.mktemp("own_mri")
-    kw = {"slices": 2, "coils": 2, "size": (32, 32), "resolution": 2}
-    simulate_mri_dataset(root / "train", volumes=2, seed=1, **kw)
-    simulate_mri_dataset(root / "val", volumes=1, seed=2, **kw)
-    return {"train": root / "train", "val": root / "val"}
+    return tiny_mri_folders(tmp_path_factory.mktemp("own_mri"))
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +36,7 @@ def ct(tmp_path_factory) -> Path:
 
 
 def _mri_config(tmp_path: Path, train: Path, val: Path, out: Path, **changes) -> Path:
-    cfg = {"name": "t", "output_dir": str(out), "seed": 0, "device": "cpu",
-           "data": {"train": str(train), "val": str(val), "maps": "espirit", "mask": MASK},
-           "model": {"name": "modl", "params": dict(MODL)},
-           "optim": {"lr": 1e-3, "max_steps": 2, "batch_size": 1}, "loss": {"ssim": 1.0},
-           "log_every": 1, "val_every": 2, "checkpoint_every": 1, "tensorboard": False}
-    cfg.update(changes)
-    path = tmp_path / "t.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return tiny_modl_config(tmp_path, train, val, out, max_steps=2, checkpoint_every=1, **changes)
 
 
 def _hostile_ct(ct: Path, tmp_path: Path, change) -> Path:

@@ -16,37 +16,20 @@ import yaml
 from mrirecon.core.config import ConfigError
 from mrirecon.training.config import MaskConfig
 from mrirecon.training.run import train_from_config
+from tests.helpers import TINY_MODL, TINY_MODL_MASK, tiny_mri_folders, tiny_modl_config
 
-MODL = {"iterations": 2, "layers": 3, "features": 8, "lam": 0.05, "cg_iterations": 3,
-        "shared": True}
-MASK = {"type": "equispaced_fraction", "center_fractions": [0.16], "accelerations": [4]}
+MODL, MASK = TINY_MODL, TINY_MODL_MASK
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> dict[str, Path]:
-    """32 x 32, 2 coils: training (2 volumes x 2 slices) and validation (1 volume) folders."""
-    from mrirecon.data.simulate_mri import simulate_mri_dataset
-
-    root = tmp_path_factory.mktemp("train_user_data")
-    kw = {"slices": 2, "coils": 2, "size": (32, 32), "resolution": 2}
-    simulate_mri_dataset(root / "train", volumes=2, seed=1, **kw)
-    simulate_mri_dataset(root / "val", volumes=1, seed=2, **kw)
-    return {"train": root / "train", "val": root / "val"}
+    return tiny_mri_folders(tmp_path_factory.mktemp("train_user_data"))
 
 
 def _config(tmp_path: Path, folders: dict, out: Path, val: Path | None = None,
             **changes) -> Path:
     """A 4-step tiny MoDL config (``val``: another validation folder) as ``tmp_path/t.yaml``."""
-    cfg = {"name": "t", "output_dir": str(out), "seed": 0, "device": "cpu",
-           "data": {"train": str(folders["train"]), "val": str(val or folders["val"]),
-                    "maps": "espirit", "mask": MASK},
-           "model": {"name": "modl", "params": dict(MODL)},
-           "optim": {"lr": 1e-3, "max_steps": 4, "batch_size": 1}, "loss": {"ssim": 1.0},
-           "log_every": 1, "val_every": 2, "checkpoint_every": 2, "tensorboard": False}
-    cfg.update(changes)
-    path = tmp_path / "t.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return tiny_modl_config(tmp_path, folders["train"], val or folders["val"], out, **changes)
 
 
 def _step(out: Path) -> int:
