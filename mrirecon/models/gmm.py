@@ -378,19 +378,15 @@ def normalise_problem(
     over the batch, so a slice whose coil maps were 3x weaker than its neighbour's took 9x
     smaller steps and scored 33.6 dB in the batch, 40.9 dB alone.
     """
-    from mrirecon.core.power import max_eigenvalue_per_item
     from mrirecon.solvers import cg, max_eigenvalue
 
     aty = op.H(y)
     tiny = torch.finfo(aty.real.dtype).tiny
     generator = torch.Generator(device=aty.device).manual_seed(0)
+    lip = max_eigenvalue(op.gram, aty, batch_dims=batch_dims, iterations=power_iterations,
+                         generator=generator).clamp_min(tiny)  # per slice, as each alone
     if batch_dims == 0:
-        lip = max_eigenvalue(op.gram, aty, iterations=power_iterations, generator=generator)
-        lip = lip.max().clamp_min(tiny)
-    else:  # per slice, each from the start one slice alone gets
-        lip = max_eigenvalue_per_item(op.gram, aty, batch_dims=batch_dims,
-                                      iterations=power_iterations,
-                                      generator=generator).clamp_min(tiny)
+        lip = lip.reshape(())
     x_ls = cg(lambda v: op.gram(v) / lip + damping * v, aty / lip, iterations=ls_iterations,
               batch_dims=batch_dims)
     dims = tuple(range(batch_dims, x_ls.ndim))

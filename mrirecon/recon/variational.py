@@ -17,7 +17,6 @@ from torch import Tensor
 from mrirecon.core import LinearOperator
 from mrirecon.core.checks import check_iterations, check_start
 from mrirecon.core.names import accepts_deprecated_names
-from mrirecon.core.power import max_eigenvalue_per_item
 from mrirecon.operators import FiniteDifference
 from mrirecon.solvers import (
     admm,
@@ -101,7 +100,7 @@ def relative_penalty(op: LinearOperator, image: Tensor, batch_dims: int,
         return rho * float(max_eigenvalue(gram_of_one, one, iterations=20, tolerance=1e-3))
     except _BatchedOperator:
         pass
-    eig = max_eigenvalue_per_item(op.gram, image, batch_dims=batch_dims, iterations=20)
+    eig = max_eigenvalue(op.gram, image, batch_dims=batch_dims, iterations=20)
     return rho * eig.reshape(image.shape[:batch_dims])
 
 
