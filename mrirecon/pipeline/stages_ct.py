@@ -25,7 +25,7 @@ from torch import Tensor
 
 from mrirecon.containers import ImageGeometry
 from mrirecon.operators import ct_operator
-from mrirecon.operators.ct import cached_ct_operator, projector_norm
+from mrirecon.operators.ct import cached_ct_operator
 from mrirecon.operators.ct_geometry import CTGeometry
 from mrirecon.pipeline.ct_consistency import (OPPOSITE_MISMATCH, missing_rays,
                                               opposite_view_mismatch, fan_geometry_warning,
@@ -197,10 +197,11 @@ def reconstruct(s: CTSlice, cfg: ReconstructConfig, model: torch.nn.Module | Non
             and s.preview is not None:
         return replace(stored, image=s.preview.cpu().float())  # the same FBP, once
     op = cached_ct_operator(s.geometry, device)  # built once per geometry, not per slice
-    if model is not None:
-        norm = projector_norm(s.geometry)
+    if model is not None:  # the unit-norm projector the models were trained with
+        from mrirecon.models.ct_scale import unit_norm_ct
+
         with torch.inference_mode():
-            image = model((y / norm).unsqueeze(0), op * (1.0 / norm))[0]
+            image = model(*unit_norm_ct(y.unsqueeze(0), op))[0]
     elif cfg.method == "fbp":
         image = recon.run(cfg.method, y, op, **cfg.params)
     else:

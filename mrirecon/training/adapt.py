@@ -367,12 +367,11 @@ def _mri_step_loss(model: nn.Module, v: _View, cfg: AdaptConfig, g: torch.Genera
 
 
 def _ct_recon_loss(model: nn.Module, y: Tensor, geometry, inp: Tensor, out: Tensor) -> Tensor:
-    from mrirecon.operators.ct import ct_operator, projector_norm
+    from mrirecon.models.ct_scale import unit_norm_ct
+    from mrirecon.operators.ct import ct_operator
     from mrirecon.sampling.views import select_views
 
-    g_in = select_views(geometry, inp.tolist())
-    norm = projector_norm(g_in)
-    x = model(y[..., inp, :] / norm, ct_operator(g_in) * (1.0 / norm))
+    x = model(*unit_norm_ct(y[..., inp, :], ct_operator(select_views(geometry, inp.tolist()))))
     x = x.real if x.is_complex() else x
     pred = ct_operator(select_views(geometry, out.tolist()))(x)
     return kspace_loss(pred, y[..., out, :])

@@ -107,7 +107,8 @@ def ct_view_loss(model: nn.Module, sample, generator: torch.Generator, cfg: SSDU
     model saw in supervised training) and its image is projected onto the complementary views,
     where the normalised L1 + L2 distance to the measured line integrals is the loss.
     """
-    from mrirecon.operators.ct import ct_operator, projector_norm
+    from mrirecon.models.ct_scale import unit_norm_ct
+    from mrirecon.operators.ct import ct_operator
     from mrirecon.sampling.views import select_views
 
     measured = sample.y * sample.norm  # (1, views, detectors) line integrals
@@ -117,9 +118,8 @@ def ct_view_loss(model: nn.Module, sample, generator: torch.Generator, cfg: SSDU
     for j, idx in enumerate(subsets):
         rest = torch.cat([s for k, s in enumerate(subsets) if k != j])
         rest = torch.sort(rest).values
-        g_in = select_views(sample.geometry, idx.tolist())
-        norm = projector_norm(g_in)
-        x = model(measured[..., idx.to(measured.device), :] / norm, ct_operator(g_in) * (1.0 / norm))
+        op = ct_operator(select_views(sample.geometry, idx.tolist()))
+        x = model(*unit_norm_ct(measured[..., idx.to(measured.device), :], op))  # as trained
         x = x.real if x.is_complex() else x
         predicted = ct_operator(select_views(sample.geometry, rest.tolist()))(x)
         total = total + kspace_loss(predicted, measured[..., rest.to(measured.device), :])
