@@ -199,16 +199,15 @@ class MRITrainingSet:
         volumes = [self.dataset.volumes[v] for v in
                    sorted({self.dataset.samples[i][0] for i in self.indices})]
         shapes = [tuple(int(n) for n in info.shape) for info in volumes]
-        columns = sorted({(int(info.shape[-1]), info.header.padding_left,
-                           info.header.padding_right) for info in volumes})
+        grids = {(int(info.shape[-1]), info.header.padding_left, info.header.padding_right):
+                 info.header.acquired_columns(int(info.shape[-1])) for info in volumes}
         cfg = self.mask_config
         accelerations = [float(a) for a in cfg.accelerations]
         for cf, acc in zip(cfg.center_fractions, cfg.accelerations):
             fn = create_mask_for_mask_type(cfg.type, (cf,), (acc,))
-            for w, left, right in columns:
-                acquirable = max(min(right, w) - left, 1)
+            for (w, _, _), cols in sorted(grids.items(), key=lambda kv: kv[0]):
                 for m in drawable_masks(fn, w):
-                    accelerations.append(acquirable / max(int(m[left:right].sum()), 1))
+                    accelerations.append(max(int(cols.sum()), 1) / max(int((m & cols).sum()), 1))
         out = {"matrix": {"min": [min(s[-2] for s in shapes), min(s[-1] for s in shapes)],
                           "max": [max(s[-2] for s in shapes), max(s[-1] for s in shapes)]},
                "coils": [min(s[1] for s in shapes), max(s[1] for s in shapes)],
@@ -273,17 +272,15 @@ class MRITrainingSet:
         (ESPIRiT's minimum band; Walsh needs one centre column). A 12 x 8 file among 32 x 32
         ones trained until it was drawn, then stopped with "ESPIRiT needs a fully sampled centre
         band of at least 3 columns, got 1 (use calibrate.method=walsh, ...)", a pipeline key."""
-        from mrirecon.calib.centre import espirit_block
-
         height, width = (int(n) for n in info.shape[-2:])
-        left, right = info.header.padding_left, info.header.padding_right
-        right = width if right is None else right
+        cols = info.header.acquired_columns(width)
+        left, right = info.header.padding_left, min(info.header.padding_right, width)
         cfg = self.mask_config
         where = f"MRITrainingSet: {info.path}: kspace is {height} x {width}"
         for cf, acc in zip(cfg.center_fractions, cfg.accelerations):
             try:
-                kept = int(create_mask_for_mask_type(cfg.type, (cf,), (acc,))(width, seed=0)
-                           [left:right].sum())
+                kept = int((create_mask_for_mask_type(cfg.type, (cf,), (acc,))(width, seed=0)
+                            & cols).sum())
             except ValueError as err:
                 raise ValueError(f"{where}: data.mask ({cfg.type}, center fraction {cf:g}, "
                                  f"acceleration {acc:g}) draws no mask on its {width} columns: "
@@ -295,20 +292,16 @@ class MRITrainingSet:
                                  "data.mask or remove the file")
         band = int(self.common_center(width).sum())
         fix = "widen data.mask.center_fractions"
-        if self.maps == "espirit":
-            try:
-                espirit_block(band, height)
-            except ValueError:
-                least = next((b for b in range(band + 1, width + 1) if _espirit_fits(b, height)),
-                             None)
-                if least is not None:
-                    fix += f" to at least {math.ceil(1000 * least / width) / 1000:g}"
-                raise ValueError(
-                    f"{where}: data.maps: espirit calibrates from the centre columns that every "
-                    f"mask acquires, here {band} (round({width} x {min(cfg.center_fractions):g}), "
-                    f"data.mask.center_fractions), fewer than ESPIRiT needs"
-                    + (f" ({least})" if least is not None else "")
-                    + f": {fix}, use data.maps: walsh or learned, or remove the file") from None
+        if self.maps == "espirit" and not _espirit_fits(band, height):
+            least = next((b for b in range(band + 1, width + 1) if _espirit_fits(b, height)), None)
+            if least is not None:
+                fix += f" to at least {math.ceil(1000 * least / width) / 1000:g}"
+            raise ValueError(
+                f"{where}: data.maps: espirit calibrates from the centre columns that every "
+                f"mask acquires, here {band} (round({width} x {min(cfg.center_fractions):g}), "
+                f"data.mask.center_fractions), fewer than ESPIRiT needs"
+                + (f" ({least})" if least is not None else "")
+                + f": {fix}, use data.maps: walsh or learned, or remove the file")
         elif self.maps == "walsh" and band == 0:
             raise ValueError(f"{where}: data.maps: walsh calibrates from the centre columns that "
                              f"every mask acquires, here none (round({width} x "
