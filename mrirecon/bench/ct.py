@@ -84,14 +84,14 @@ def _volumes(root: Path, max_volumes: int | None) -> dict[Path, tuple[int, int, 
     whole, exit 0, or refused with "no ground_truth files" while the others were there). A part
     with no ground truth at all (LoDoPaB's challenge part beside the others) is left out with a
     warning."""
-    from mrirecon.io.lodopab import LoDoPaBFiles, reference_file_name
+    from mrirecon.io.lodopab import LoDoPaBFiles, parse_name, reference_file_name
 
     if not root.is_dir():  # was "no observation_<part>_NNN.hdf5 files in" a file, too
         raise FileNotFoundError(f"run_ct_bench: data folder {root} "
                                 f"{'is a file' if root.exists() else 'does not exist'}; pass the "
                                 "folder that holds the observation_*.hdf5 files")
-    parts = sorted({p.name[len("observation_"):].rsplit("_", 1)[0]  # a part may hold "_"
-                    for p in root.glob("observation_*_[0-9][0-9][0-9].hdf5")})
+    parts = sorted({n[1] for p in root.glob("observation_*_[0-9][0-9][0-9].hdf5")
+                    if (n := parse_name(p.name)) is not None})  # the reader's reading
     if not parts:
         raise FileNotFoundError(f"run_ct_bench: no observation_<part>_NNN.hdf5 files in {root}")
     out: dict[Path, tuple[int, int, float | None]] = {}

@@ -286,16 +286,19 @@ class LoDoPaBFiles:
         self.root = Path(root)
         self.part = part
         # the part is a name, not a pattern ('t*' matched test and train alike)
-        files = sorted(self.root.glob(f"observation_{glob.escape(part)}_[0-9][0-9][0-9].hdf5"))
-        if only is not None:
-            files = [f for f in files if int(_NAME.match(f.name).group(3)) == int(only)]
+        named = {f: parse_name(f.name) for f in
+                 self.root.glob(f"observation_{glob.escape(part)}_[0-9][0-9][0-9].hdf5")}
+        # a name the layout does not read ("a-b" as a part) is no file of the part (was: an
+        # AttributeError on its number); the numbers come from the same reading
+        files = sorted(f for f, n in named.items() if n is not None and n[1] == part
+                       and (only is None or n[2] == int(only)))
         if not files:
             raise FileNotFoundError(
                 f"LoDoPaBFiles: no observation_{part}_###.hdf5 files in {self.root}"
             )
         # any numbers: one file copied out of a part (observation_test_005.hdf5) or a part
         # with a file missing reads like the rest (they were refused, every file of the part)
-        self.file_numbers = [int(_NAME.match(f.name).group(3)) for f in files]
+        self.file_numbers = [named[f][2] for f in files]
         self.observation_files = files
         gts = [self.root / lodopab_file_name("ground_truth", part, i) for i in self.file_numbers]
         #: per file: its ground truth, or ``None`` where it is missing

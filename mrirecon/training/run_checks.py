@@ -320,7 +320,7 @@ def _data_signature(path: Path):
             n = len(files)
             return (("sinograms", n, *files.sinogram_shape),
                     lambda: files.observation(n // 2).tobytes(), None)
-        if path.name.startswith("ground_truth_") or path.suffix.lower() == ".mrd":
+        if name is not None or path.suffix.lower() == ".mrd":  # a ground truth: its observation
             return None
         from mrirecon.io import FastMRIFile
 

@@ -250,3 +250,22 @@ def test_fbp_settings_it_refuses_fail_the_config_not_each_input(ct_dir, tmp_path
     assert not (tmp_path / "o" / "reconstructions").exists()
     for fine in ("reconstruct.params.filter=cosine", "reconstruct.params.frequency_scaling=0.5"):
         load_pipeline("ct_fbp", [fine])
+
+
+def test_a_part_name_the_layout_does_not_read_is_no_part(ct_dir, tmp_path):
+    """``observation_a-b_000.hdf5`` matched the reader's glob but not its name rule, and
+    LoDoPaBFiles(d, "a-b") failed with "AttributeError: 'NoneType' object has no attribute
+    'group'"; the bench took "a-b" for a part and met the same error. Names are read once
+    (io.lodopab.parse_name): such a file is no file of any part."""
+    from mrirecon.bench.ct import run_ct_bench
+
+    src = sorted(ct_dir.glob("observation_*_000.hdf5"))[0]
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    shutil.copy(src, odd / "observation_a-b_000.hdf5")
+    shutil.copy(ct_dir / src.name.replace("observation_", "ground_truth_"),
+                odd / "ground_truth_a-b_000.hdf5")
+    with pytest.raises(FileNotFoundError, match=r"no observation_a-b_###.hdf5 files"):
+        LoDoPaBFiles(odd, "a-b")
+    with pytest.raises(FileNotFoundError, match=r"run_ct_bench: no observation_<part>_NNN.hdf5"):
+        run_ct_bench(odd, [2], "fbp", progress=False)
