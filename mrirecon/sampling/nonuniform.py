@@ -57,11 +57,9 @@ def calibration_region(shape: tuple[int, int], calib: tuple[int, int]) -> np.nda
     on 32 x 32 was ``(15, 15)``, leaving DC unsampled in 9 of 20 :func:`variable_density` masks,
     and its ``(5, 5)`` block rows 13-17 where ESPIRiT calibrates on 14-18. Masks of even blocks,
     or of any block on an odd grid, are sigpy's."""
-    (ny, nx), (cy, cx) = shape, calib
-    region = np.zeros((ny, nx), dtype=bool)
-    top, left = ny // 2 - cy // 2, nx // 2 - cx // 2
-    region[top : top + cy, left : left + cx] = True
-    return region
+    from mrirecon.sampling.split import centre_block
+
+    return centre_block(tuple(shape), tuple(calib)).numpy()
 
 
 def _normalised_radius(shape: tuple[int, int], calib: tuple[int, int]) -> np.ndarray:
