@@ -150,9 +150,7 @@ def param_problem(name: str, value: Any, default: Any = _EMPTY,
     if _is_number(value) and not math.isfinite(value):
         return f"must be finite, got {value!r}"
     if COUNT_NAMES.search(name) and (_is_number(default) or default in (_EMPTY, None)):
-        if not (isinstance(value, int) and not isinstance(value, bool)) or value < 1:
-            return f"must be an integer >= 1, got {value!r}"
-        return None
+        return count_problem(value, 1)
     if NONNEGATIVE_NAMES.search(name) and isinstance(value, str) and not isinstance(default, str):
         return f"must be a number, got {value!r}"  # e.g. `lam=nan` in YAML is the string 'nan'
     if NONNEGATIVE_NAMES.search(name) and isinstance(value, bool) and not isinstance(default, bool):
