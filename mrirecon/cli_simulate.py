@@ -64,10 +64,10 @@ def _check_out(out: str) -> None:
 
 
 def _check_readouts(args: argparse.Namespace) -> None:
-    """``--readouts`` a radial / spiral scan can hold, and the memory and disk they need, checked
-    before the trajectory is built: 100000000 radial spokes were "internal error: MemoryError",
-    100000 spiral arms a numpy gradient error naming no option."""
-    from mrirecon.data.simulate_mri import check_mri_budget
+    """``--readouts`` a spiral can hold, named by its option (100000 spiral arms were a numpy
+    gradient error naming no option). The memory and disk they need are checked by the library
+    (``check_mri_budget`` in :func:`simulate_noncartesian_dataset`, before the trajectory is
+    built: 100000000 radial spokes were "internal error: MemoryError"), once."""
     from mrirecon.sampling.nonuniform import max_spiral_interleaves
 
     n = max(args.size)
@@ -78,9 +78,6 @@ def _check_readouts(args: argparse.Namespace) -> None:
                                f"{args.size[1]} takes at most {most} interleaves (more reach the "
                                f"edge of k-space in one step of the design); {max(n // 8, 1)} "
                                "is the default")
-    check_mri_budget("simulate_mri", args.out, args.volumes, args.slices,
-                     args.coils if args.max_coils is None else (args.coils, args.max_coils),
-                     tuple(args.size), trajectory=args.trajectory, readouts=args.readouts)
 
 
 def _remove_orphans(out: str) -> None:
