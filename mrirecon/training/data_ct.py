@@ -153,8 +153,7 @@ class CTTrainingSet:
             for k, start in enumerate(starts):  # per file: its first (and last) image used
                 if start < n and self.files.ground_truth_paths[k] is not None:
                     last = min(start + int(self.files.counts[k]), n) - 1
-                    check_ct_reference_scale(self.files, start)
-                    check_ct_reference_orientation(self.files, sorted({start, last}))
+                    check_ct_references(self.files, sorted({start, last}))
             if not self.train:  # validation scores every image: each needs a target (train: get)
                 for i in self.indices:
                     check_ct_target(self.files, i, self.files.attenuation(i).data)
@@ -235,9 +234,24 @@ class CTTrainingSet:
 SCALE_CHECK_VIEWS = 8
 
 
-def check_ct_reference_scale(files, index: int) -> None:
+def check_ct_references(files, indices: list[int]) -> None:
+    """The checks of the ground truths of images ``indices`` (one or two of one file of
+    ``files``) when a CT data set is built, each image and sinogram read once: a target
+    (:func:`check_ct_target`), the scale of the first (:func:`check_ct_reference_scale`), the
+    layout and order of all (:func:`check_ct_reference_orientation`)."""
+    read = {}
+    for index in indices:
+        ref = files.attenuation(index).data.to(torch.float32)
+        check_ct_target(files, index, ref)
+        read[index] = (files.sinogram(index).data.to(torch.float64), ref)
+    check_ct_reference_scale(files, indices[0], *read[indices[0]])
+    check_ct_reference_orientation(files, read)
+
+
+def check_ct_reference_scale(files, index: int, sinogram: Tensor, image: Tensor) -> None:
     """Refuse a LoDoPaB-layout image (``files``: :class:`~mrirecon.io.lodopab.LoDoPaBFiles`)
-    whose ground truth is on another scale than its sinogram: the projection of the ground truth
+    whose ground truth ``image`` is on another scale than its ``sinogram`` (both as read, in
+    float32 / float64): the projection of the ground truth
     at about :data:`SCALE_CHECK_VIEWS` of the views against the measured line integrals there
     (L2 norms; the rule and factor of :func:`mrirecon.data.dataset.off_scale`, which MRI training
     and ``mrirecon run`` use). A ground truth x 1000 (hand-made files whose ``data`` is in other
@@ -249,9 +263,7 @@ def check_ct_reference_scale(files, index: int) -> None:
 
     geometry = files.geometry
     geometry_kept, kept = sparse_view(geometry, max(1, geometry.num_views // SCALE_CHECK_VIEWS), 0)
-    sino = files.sinogram(index).data.to(torch.float64)[..., torch.as_tensor(kept), :]
-    image = files.attenuation(index).data.to(torch.float32)
-    check_ct_target(files, index, image)
+    sino = sinogram[..., torch.as_tensor(kept), :]
     projected = ct_operator(geometry_kept)(image).to(torch.float64)
     if (ratio := off_scale(projected, sino)) is None:
         return
@@ -287,9 +299,9 @@ def check_ct_target(files, index: int, target: Tensor) -> None:
 ORIENTATION_CHECK_VIEWS = 128
 
 
-def check_ct_reference_orientation(files, indices: list[int]) -> None:
-    """Refuse ground truths of images ``indices`` (of one file of ``files``, a
-    :class:`~mrirecon.io.lodopab.LoDoPaBFiles`) that match the FBP of their sinograms far better
+def check_ct_reference_orientation(files, read: dict[int, tuple[Tensor, Tensor]]) -> None:
+    """Refuse ground truths of images ``read`` (``{index: (sinogram, ground truth)}`` as read,
+    of one file of ``files``, a :class:`~mrirecon.io.lodopab.LoDoPaBFiles`) that match the FBP of their sinograms far better
     flipped, transposed or rotated than as read, or (two images) in the other order
     (:func:`~mrirecon.training.reference_checks.orientation_note` and ``slice_order_note``, the
     rules of ``mrirecon run`` and ``bench``). A ground truth without the rotation the LoDoPaB
@@ -301,16 +313,15 @@ def check_ct_reference_orientation(files, indices: list[int]) -> None:
     geometry = files.geometry
     factor = max(1, geometry.num_views // ORIENTATION_CHECK_VIEWS)
     kept_geometry, kept = sparse_view(geometry, factor, 0)
+    indices = list(read)
     file, _ = files.locate(indices[0])
     where = f"CTTrainingSet: {files.ground_truth_paths[file]}: data"
     consequence = ("Training would teach the model to map the data to the reference as read: "
                    "store the ground truth in the layout of the sinogram's images")
     refs, images = [], []
-    for index in indices:
-        sino = files.sinogram(index).data.to(torch.float64)[..., torch.as_tensor(kept), :]
-        image = fbp(sino, kept_geometry, filter="hann").to(torch.float32)
-        ref = files.attenuation(index).data.to(torch.float32)
-        check_ct_target(files, index, ref)
+    for index, (sinogram, ref) in read.items():
+        image = fbp(sinogram[..., torch.as_tensor(kept), :], kept_geometry,
+                    filter="hann").to(torch.float32)
         against = f"the FBP of its sinogram in {files.observation_files[file].name}"
         note = orientation_note(ref, image, against, " (LoDoPaB ground truths are ODL (x, y), "
                                 "not (rows, cols))", consequence=consequence)
