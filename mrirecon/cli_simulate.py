@@ -40,6 +40,7 @@ def _noise_options(args: argparse.Namespace, flags: dict[str, str], defaults: di
             setattr(args, dest, value)
 
 
+# not runner.check_output: that one creates the folder; simulate creates none before its checks
 def _check_out(out: str) -> None:
     """``--out`` is a folder or can be created as one, or a user error naming it before any
     work: a file there failed after the simulation with a bare "error: File exists" (a file

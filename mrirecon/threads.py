@@ -86,6 +86,18 @@ def thread_count(requested: int | None = None, *, local_world_size: int | None =
     return max(1, available_cpus(cgroup_root) // local_world_size)
 
 
+def env_int(name: str, default: int) -> int:
+    """An integer environment variable (``torchrun``'s ``RANK``, ``WORLD_SIZE``); unset or blank
+    gives ``default``, anything else that is not an integer an error that names the variable."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        return int(text)
+    except ValueError:  # was "invalid literal for int() with base 10: 'x'", naming no variable
+        raise ValueError(f"{name} in the environment must be an integer, got {text!r}") from None
+
+
 def _warn_oversubscribed(requested: int, source: str, cores: int, local_world_size: int) -> None:
     """One warning when ``requested`` threads exceed this process's cores (its share of them
     under ``torchrun``: ``cores // LOCAL_WORLD_SIZE``): the threads then take turns on the cores,

@@ -198,6 +198,13 @@ def scan_coverage(angles: np.ndarray, period: float = 2 * math.pi) -> tuple[floa
     return min(period, period - float(gaps[end]) + typical), typical
 
 
+def is_full_turn(span: float, step: float) -> bool:
+    """Whether fan-beam views covering ``span`` at a typical ``step`` (:func:`scan_coverage`)
+    make a full turn: ``2π`` less at most half a step. Short of it, a short scan (Parker
+    weights); the pipeline's coverage warning takes the same rule."""
+    return span >= 2 * math.pi - 0.5 * step
+
+
 def angular_weights(angles: np.ndarray, period: float) -> np.ndarray:
     """Integration weight (radians) of each view: half the angular gap to its neighbours.
 
@@ -260,8 +267,7 @@ def _is_short_scan(geometry: CTGeometry) -> bool:
     a = np.asarray(geometry.angles)
     if a.size < 2:
         return False
-    span, step = scan_coverage(a)  # wherever the scan starts, however its angles are written
-    return span < 2 * math.pi - 0.5 * step
+    return not is_full_turn(*scan_coverage(a))  # wherever the scan starts, however written
 
 
 def _backproject(q: Tensor, geometry: CTGeometry, view_weights: Tensor) -> Tensor:

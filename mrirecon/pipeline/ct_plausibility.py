@@ -136,10 +136,10 @@ def coverage_warning(geometry) -> str | None:
                 f"{start:.0f}° to {end:.0f}°, modulo the half turn a parallel-beam image needs): "
                 "limited-angle data; every method's image is smeared along the missing "
                 "directions")
-    from mrirecon.operators.fbp import scan_coverage
+    from mrirecon.operators.fbp import is_full_turn, scan_coverage
 
     span, step = scan_coverage(a)  # circular: wherever the scan starts, however it is written
-    if span >= 2 * math.pi - 0.5 * step:
+    if is_full_turn(span, step):
         return None
     radius = 0.5 * geometry.pixel_size * math.hypot(*geometry.image_shape)
     fan = 2 * math.asin(min(1.0, radius / geometry.source_isocenter))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from mrirecon.data.dataset import DATA_SUFFIXES, list_data_files
 from mrirecon.io.atomic import NAME_MAX
+from mrirecon.pipeline.run_files import RUN_FILES
 from mrirecon.pipeline.schema import PipelineConfig
 
 log = logging.getLogger("mrirecon.pipeline")
@@ -85,8 +86,8 @@ def run_writes(path: str | Path, output: Path) -> bool:
 
 
 #: The files a run writes at the top of its output folder (``run_files.RUN_FILES``, the lock).
-_RUN_FILE = re.compile(r"(provenance(\.rank\d+)?\.json|report(\.rank\d+)?\.html"
-                       r"|metrics(\.rank\d+)?\.csv|\.lock(\.rank\d+|\.join)?)")
+_RUN_FILE = re.compile("|".join([*(r"(\.rank\d+)?".join(map(re.escape, name.split("{suffix}")))
+                                   for name in RUN_FILES), r"\.lock(\.rank\d+|\.join)?"]))
 
 
 def expand_inputs(inputs: list[str], exclude: Path | None = None) -> list[Path]:

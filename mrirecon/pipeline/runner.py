@@ -35,6 +35,7 @@ from mrirecon.pipeline.run_state import (check_other_inputs, file_state, has_oth
                                          remove_stale_outputs, sha256, status_path, status_record,
                                          weights_sha256)
 from mrirecon.pipeline.schema import PipelineConfig
+from mrirecon.threads import env_int
 
 log = logging.getLogger("mrirecon.pipeline")
 
@@ -71,17 +72,6 @@ def release_memory() -> bool:
 
 def volume_stem(path: Path) -> str:
     return path.stem if path.is_file() else path.name
-
-
-def _env_int(name: str, default: int) -> int:
-    """An integer environment variable (``RANK``, ``WORLD_SIZE``); an error names it."""
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        return int(text)
-    except ValueError:  # was "invalid literal for int() with base 10: 'x'", naming no variable
-        raise ValueError(f"{name} in the environment must be an integer, got {text!r}") from None
 
 
 def run_pipeline(config: PipelineConfig, inputs: list[str] | str | os.PathLike,
@@ -124,13 +114,13 @@ def run_pipeline(config: PipelineConfig, inputs: list[str] | str | os.PathLike,
         config_text = yaml.safe_dump(to_dict(config), sort_keys=False)
     output = Path(output)
     if world is None:
-        world = _env_int("WORLD_SIZE", 1)
+        world = env_int("WORLD_SIZE", 1)
         if rank is None and world > 1 and "RANK" not in os.environ:
             # WORLD_SIZE=2 alone ran as rank 0: half of the inputs processed, exit 0
             raise ValueError(f"WORLD_SIZE={world} is set in the environment but RANK is not (torchrun "
                              "sets both): this process would take only its share of the inputs; "
                              "unset WORLD_SIZE, or set RANK")
-    rank = _env_int("RANK", 0) if rank is None else rank
+    rank = env_int("RANK", 0) if rank is None else rank
     if world < 1 or not 0 <= rank < world:  # RANK=3 WORLD_SIZE=2 left in the environment ran 0 files
         raise ValueError(f"rank {rank} of world size {world} (RANK / WORLD_SIZE in the environment?): "
                          "need 0 <= RANK < WORLD_SIZE")

@@ -105,6 +105,14 @@ def _check_settings(who: str, **params: object) -> None:
         raise ValueError(f"{who}: {bad[0]} {bad[1]}")
 
 
+def _check_patch_fits(who: str, patch_size: int, shape) -> None:
+    """An NLM patch at most the image's smaller side (``shape``'s last two axes): 200 on
+    128 x 128 ran, 15.8 dB against the zero-filled image's 17.5."""
+    if patch_size > min(shape[-2:]):
+        raise ValueError(f"{who}: patch_size {patch_size} exceeds the image size "
+                         f"{shape[-2]} x {shape[-1]}")
+
+
 def nlm_denoiser(h: float = 0.8, patch_size: int = 5, patch_distance: int = 6) -> Denoiser:
     """Non-local means (``skimage.restoration.denoise_nl_means``, fast mode) as ``f(img, sigma)``.
 
@@ -134,9 +142,7 @@ def nlm_denoiser(h: float = 0.8, patch_size: int = 5, patch_distance: int = 6) -
     def denoise(img: np.ndarray, sigma: float) -> np.ndarray:
         if sigma <= 0:
             return img
-        if patch_size > min(img.shape[-2:]):  # 200 on 128 x 128 ran: 15.8 dB, zero-filled 17.5
-            raise ValueError(f"nlm_denoiser: patch_size {patch_size} exceeds the image size "
-                             f"{img.shape[-2]} x {img.shape[-1]}")
+        _check_patch_fits("nlm_denoiser", patch_size, img.shape)
         chan = _to_channels(img)
         out = denoise_nl_means(chan, h=h * sigma, sigma=sigma, patch_size=patch_size,
                                patch_distance=patch_distance, fast_mode=True,
@@ -375,9 +381,8 @@ def pnp_nlm(
     _check_settings("pnp_nlm", method=method, rho=rho, gamma=gamma, sigma=sigma,
                     sigma_scale=sigma_scale, patch_size=patch_size, patch_distance=patch_distance)
     image = getattr(op, "domain_shape", None)  # else the denoiser says so on the first image
-    if image is not None and len(image) >= 2 and patch_size > min(image[-2:]):
-        raise ValueError(f"pnp_nlm: patch_size {patch_size} exceeds the image size "
-                         f"{image[-2]} x {image[-1]}")
+    if image is not None and len(image) >= 2:  # before the start-up iterations, not after them
+        _check_patch_fits("pnp_nlm", patch_size, image)
     return plug_and_play(y, op, nlm_denoiser(h, patch_size, patch_distance), iterations=iterations,
                          method=method, rho=rho, gamma=gamma, sigma=sigma, sigma_scale=sigma_scale,
                          cg_iterations=cg_iterations, init_iterations=init_iterations,

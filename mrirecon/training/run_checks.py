@@ -25,6 +25,7 @@ import yaml
 
 from mrirecon.core.config import ConfigError
 from mrirecon.io.atomic import file_sha256
+from mrirecon.threads import env_int
 
 log = logging.getLogger("mrirecon.train")
 
@@ -225,9 +226,7 @@ def lock_output_dir(out: Path):
     if dist.is_available() and dist.is_initialized():
         rank = dist.get_rank()
     else:  # before the trainer sets up the process group: torchrun's environment
-        world = os.environ.get("WORLD_SIZE", "1").strip()
-        rank_text = os.environ.get("RANK", "0").strip()
-        rank = int(rank_text) if world.isdigit() and int(world) > 1 and rank_text.isdigit() else 0
+        rank = env_int("RANK", 0) if env_int("WORLD_SIZE", 1) > 1 else 0
     if rank != 0:
         return contextlib.nullcontext()
     from mrirecon.io.output_lock import locked_output

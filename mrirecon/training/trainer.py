@@ -27,6 +27,7 @@ from torch import nn
 
 from mrirecon.core.device import resolve_device
 from mrirecon.functional import center_crop
+from mrirecon.threads import env_int
 from mrirecon.training.checkpoint import (check_model_state, load_checkpoint, rng_state,
                                            save_checkpoint, set_rng_state)
 from mrirecon.training.config import TrainConfig
@@ -36,7 +37,7 @@ log = logging.getLogger("mrirecon.train")
 
 def distributed_context() -> tuple[int, int, bool]:
     """``(rank, world_size, initialised_here)``; initialises the process group under torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = env_int("WORLD_SIZE", 1)
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend=backend)
