@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,20 +117,24 @@ def reference_warnings(path: Path, field: str, reference, outputs: dict[str, Any
     but it can miss the margin: zero-filled 4x of a transposed 48 x 48 target 0.19, CG-SENSE
     0.34). The benchmark scored such references without a word: 10.9 dB for a transposed
     ``reconstruction_rss``. The records keep the notes (``reference_notes``), and the tables list
-    them."""
+    them. ``reference`` may be a mapping ``{method: reference}`` (the slices each method is
+    scored on, :func:`~mrirecon.bench.mri._scored_slices`)."""
     import torch
 
     from mrirecon.pipeline.reference_checks import orientation_note, scale_note, slice_order_note
 
-    ref = torch.as_tensor(np.asarray(reference))
+    def tensor(a):
+        return torch.as_tensor(np.asarray(a))
+
+    refs = ({m: tensor(reference[m]) for m in outputs} if isinstance(reference, Mapping)
+            else dict.fromkeys(outputs, tensor(reference)))
     found = []
-    scale = {m: scale_note(ref, torch.as_tensor(np.asarray(o))) for m, o in outputs.items()}
+    scale = {m: scale_note(refs[m], tensor(o)) for m, o in outputs.items()}
     if scale and all(scale.values()):
         found.append(f"{next(iter(scale.values()))} (every method's output)")
-    turned = {m: orientation_note(ref, torch.as_tensor(np.asarray(o)), f"{m}'s output")
-              for m, o in outputs.items()}
+    turned = {m: orientation_note(refs[m], tensor(o), f"{m}'s output") for m, o in outputs.items()}
     found += [note for note in turned.values() if note][:1]
-    ordered = {m: slice_order_note(ref, torch.as_tensor(np.asarray(o))) for m, o in outputs.items()}
+    ordered = {m: slice_order_note(refs[m], tensor(o)) for m, o in outputs.items()}
     found += [note for note in ordered.values() if note][:1]
     for msg in found:
         log.warning("bench: %s: %s: %s", path.name, field, msg)

@@ -20,7 +20,8 @@ a restart skips a (method, acceleration, volume) only when a record with the sam
 exists.
 
 The table has one row per (method, acceleration): NMSE, PSNR (dB) and SSIM as mean and
-``2 std`` over volumes (sample standard deviation, ``ddof = 1``, as fastMRI's evaluation),
+``2 std`` over volumes (sample standard deviation, ``ddof = 1``, as fastMRI's evaluation; the
+Markdown says ``(n = 1)`` instead for a row of one volume, the CSV's ``2std`` is 0 there),
 the mean reconstruction time per slice (s) and the number of parameters (0 for classical
 methods). The row's label is the *nominal* factor of the mask function (fastMRI's convention);
 beside it the *achieved* acceleration, the mean over volumes of acquirable / sampled columns
@@ -51,6 +52,7 @@ import torch
 from mrirecon.pipeline.run_files import csv_safe
 from mrirecon.io.atomic import atomic_write_text
 from mrirecon.metrics import MetricsReport
+from mrirecon.metrics.metrics import mean_spread
 
 METRICS = ("NMSE", "PSNR", "SSIM")
 _DIGITS = {"NMSE": ".5f", "PSNR": ".2f", "SSIM": ".4f"}
@@ -231,7 +233,7 @@ class BenchTable:
             for m in METRICS:
                 f = _DIGITS[m]
                 mean, std = r.mean[m], r.std[m]
-                cells.append(f"{mean:{f}} ± {2 * std:{f}}" if math.isfinite(mean) else "n/a")
+                cells.append(mean_spread(mean, std, r.volumes, f) if math.isfinite(mean) else "n/a")
             cells += [f"{r.seconds_per_slice:.3f}", f"{r.num_params:,}"]
             lines.append("| " + " | ".join(cells) + " |")
         notes = dict.fromkeys(n for rec in self.records for n in rec.get("reference_notes", []))

@@ -217,7 +217,17 @@ class MetricsReport:
 
     def __str__(self) -> str:
         mean, std = self.mean(), self.std()
-        return " ".join(f"{k} = {mean[k]:.4g} +/- {2 * std[k]:.4g}" for k in sorted(mean))
+        return " ".join(f"{k} = {mean_spread(mean[k], std[k], self.num_volumes, '.4g', '+/-')}"
+                        for k in sorted(mean))
+
+
+def mean_spread(mean: float, std: float, volumes: int, fmt: str, pm: str = "±") -> str:
+    """``"mean ± 2 std"`` of a metric over ``volumes`` volumes, each formatted with ``fmt``; one
+    volume has no spread: ``"mean (n = 1)"``, as ``report.html`` says (the tables printed
+    "± 0.00000", a spread of zero that was never measured)."""
+    if volumes == 1:
+        return f"{mean:{fmt}} (n = 1)"
+    return f"{mean:{fmt}} {pm} {2 * std:{fmt}}"
 
 
 def evaluate_volumes(
@@ -247,7 +257,8 @@ def evaluate_volumes(
     Returns
     -------
     MetricsReport
-        ``str(report)`` prints ``"NAME = mean +/- 2 std"`` like ``fastmri.evaluate``.
+        ``str(report)`` prints ``"NAME = mean +/- 2 std"`` like ``fastmri.evaluate``
+        (``"NAME = mean (n = 1)"`` for one volume).
     """
     metrics = list(metrics)
     unknown = [m for m in metrics if m not in METRIC_FUNCS]
@@ -286,7 +297,8 @@ def evaluate_volumes(
 
 
 def metrics_table(reports: Mapping[str, MetricsReport], metrics: Sequence[str] = ("NMSE", "PSNR", "SSIM")) -> str:
-    """A Markdown table, one row per method: ``mean ± 2 std`` of each metric over volumes."""
+    """A Markdown table, one row per method: ``mean ± 2 std`` of each metric over volumes
+    (:func:`mean_spread`: ``mean (n = 1)`` for one volume)."""
     digits = {"MSE": ".4g", "NMSE": ".5f", "PSNR": ".2f", "SSIM": ".4f"}
     lines = ["| method | volumes | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
     for method, rep in reports.items():
@@ -296,6 +308,7 @@ def metrics_table(reports: Mapping[str, MetricsReport], metrics: Sequence[str] =
             if m not in mean:
                 raise ValueError(f"metrics_table: report {method!r} has no metric {m!r}")
             f = digits.get(m, ".4g")
-            cells.append(f"{mean[m]:{f}} ± {2 * std[m]:{f}}" if math.isfinite(mean[m]) else "n/a")
+            cells.append(mean_spread(mean[m], std[m], rep.num_volumes, f)
+                         if math.isfinite(mean[m]) else "n/a")
         lines.append(f"| {method} | {rep.num_volumes} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

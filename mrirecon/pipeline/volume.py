@@ -127,7 +127,7 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
             result.warn(msg)
         else:
             if config.modality == "mri":  # placeholder slices of the reference are not scored
-                eval_ref, eval_pred, msg = _without_blank_reference_slices(eval_ref, eval_pred)
+                eval_ref, eval_pred, msg = without_blank_reference_slices(eval_ref, eval_pred)
                 if msg:
                     msg = f"{path.name}: {field_} {msg}"
                     result.warn(msg)
@@ -418,7 +418,7 @@ def reference_notes(reference: torch.Tensor, output: torch.Tensor, *, mri: bool)
     return [n for n in notes if n]
 
 
-def _without_blank_reference_slices(reference: torch.Tensor, output: torch.Tensor
+def without_blank_reference_slices(reference: torch.Tensor, output: torch.Tensor
                                     ) -> tuple[torch.Tensor, torch.Tensor, str | None]:
     """``(reference, output, message)`` without the slices whose MRI reference is all zero while
     the reconstruction's is not (``message``: which, or ``None``; some slice keeps a reference,
