@@ -169,10 +169,23 @@ def photons(attrs: dict, path: Path) -> float:
 def data_photons(attrs: dict, path: Path) -> float | None:
     """Photons per bin of the Poisson noise the observations hold: the ``photons`` attribute;
     the public dataset's 4096 for files in the public layout (no ``geometry`` attribute);
-    ``None`` for files written here without ``photons`` (noise-free)."""
+    ``None`` for files written here without ``photons``: noise-free, or noise of an unknown dose
+    (:func:`unknown_dose`), to which no noise may be added."""
     if "photons" in attrs or "geometry" not in attrs:
         return photons(attrs, path)
     return None
+
+
+def unknown_dose(attrs: dict) -> str | None:
+    """Why a file without a dose (:func:`data_photons` ``None``) still holds noise, as its
+    attributes tell (``None`` when they do not): a ``min_photon_count``, which
+    :func:`~mrirecon.io.lodopab.write_lodopab` writes only for noisy data (``simulate ct``
+    without ``--noise-free``). Such a file was taken as noise-free, and ``undersample.photons``
+    added a second dose of noise (an effective 1948 photons for 4096 asked)."""
+    if "photons" in attrs or "geometry" not in attrs or "min_photon_count" not in attrs:
+        return None
+    return ("attrs/min_photon_count is set, which only data holding photon noise carry, and "
+            "attrs/photons is missing")
 
 
 def scale_attr(attrs: dict, path: Path, default: float, water: float) -> float:

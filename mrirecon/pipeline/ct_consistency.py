@@ -264,10 +264,33 @@ def transmission_warning(sino: Tensor, edge_bins: int) -> str | None:
         kind = "pre-log transmission data (I / I0, air at 1)"
     elif 80 <= air <= 120:
         kind = "pre-log transmission data in percent (100 I / I0, air at 100)"
-    else:  # another scale: not said (a post-log sinogram truncated on both sides may read so)
-        return None
+    else:  # air is the top at another scale: counts (I, air at I0), or I / I0 rescaled; a
+        # truncated post-log sinogram reads more inside than at its edges (counts at <= 1000
+        # photons were said "truncated" or "another scale", never pre-log)
+        kind = f"pre-log counts or transmission at another scale (air at I0 = {air:.3g}?)"
     return (f"these look like {kind}: the outer detector bins read {air:.3g} on both sides, "
             f"{air / peak:.0%} of the sinogram's 99th percentile {peak:.3g}, and the object less "
             f"(1st percentile {low:.3g}), where post-log line integrals -log(I / I0) read ~0 in "
             "air and more through the object. Store -log(I / I0) (of I / 100 for percent): "
             "every method's image of these data is the object's negative, off scale")
+
+
+def above_count_floor(peak: float, photons: float | None, min_counts: float | None) -> str | None:
+    """Why a sinogram whose largest line integral is ``peak`` cannot be post-log data of a file
+    that states ``photons`` per bin and the count floor ``min_counts`` (``None`` when it can, or
+    either is unknown): no ray reads above ``log(photons / min_counts)`` (no photon detected),
+    beyond the rounding of the stored floor (:data:`~mrirecon.pipeline.ct_plausibility.
+    FLOOR_RTOL`). Pre-log counts at 500, 256 or 10 photons per bin (peaks 516, 264, 10 above a
+    floor of 8.3) gave images of +-260,000 HU with exit 0."""
+    from mrirecon.pipeline.ct_plausibility import FLOOR_RTOL
+
+    if not photons or not min_counts or not photons > min_counts:
+        return None
+    floor = math.log(photons / min_counts)
+    if not peak > floor * (1 + FLOOR_RTOL):
+        return None
+    return (f"the sinogram reaches {peak:.4g}, above log(photons / min_photon_count) = "
+            f"log({photons:g} / {min_counts:g}) = {floor:.4g}, the largest line integral the "
+            "file's attributes allow (attrs/photons, attrs/min_photon_count: no photon "
+            "detected): pre-log counts (or I / I0) stored where -log(I / I0) belongs are the "
+            "likely cause; otherwise these attributes are wrong")

@@ -27,7 +27,7 @@ from mrirecon.containers import ImageGeometry
 from mrirecon.operators import ct_operator
 from mrirecon.operators.ct import cached_ct_operator
 from mrirecon.operators.ct_geometry import CTGeometry
-from mrirecon.pipeline.ct_consistency import (OPPOSITE_MISMATCH, missing_rays,
+from mrirecon.pipeline.ct_consistency import (OPPOSITE_MISMATCH, above_count_floor, missing_rays,
                                               opposite_view_mismatch, fan_geometry_warning,
                                               transmission_warning)
 from mrirecon.pipeline.schema import PipelineConfig, ReconstructConfig, UndersampleConfig
@@ -56,6 +56,7 @@ class CTSlice:
     preview: Tensor | None = None
     data_photons: float | None = None
     data_min_counts: float = 0.1
+    data_noise: str | None = None  # why data without a dose hold noise (lodopab_attrs.unknown_dose)
     views_sorted: bool = False  # the file stored its views out of angle order (sort_views)
     views_message: str | None = None  # how undersample.views was met (views_note)
     # a DICOM series reader's (level, kind, text): padding read as air, bits above HighBit, ...
@@ -89,6 +90,7 @@ def undersample(s: CTSlice, cfg: UndersampleConfig) -> CTSlice:
     if not cfg.enabled:
         return s
     from mrirecon.sampling import low_dose_noise, sparse_view, thin_dose, view_factor
+    from mrirecon.sampling.views import check_noise_free
 
     sino, geometry = s.sinogram, s.geometry
     factor = 1
@@ -99,11 +101,13 @@ def undersample(s: CTSlice, cfg: UndersampleConfig) -> CTSlice:
     message = views_note(s.geometry.num_views, factor, geometry.num_views, cfg)
     if cfg.photons is not None:
         g = torch.Generator().manual_seed(slice_seed(s.file_name, s.index, cfg))
-        if s.data_photons is None:
+        who = f"{s.file_name}: undersample.photons"
+        if s.data_photons is None:  # refused for data that hold noise of an unknown dose
+            check_noise_free(sino, who, s.data_noise)
             sino = low_dose_noise(sino, cfg.photons, g)
         else:
             sino = thin_dose(sino, s.data_photons, cfg.photons, g, min_counts=s.data_min_counts,
-                             who=f"{s.file_name}: undersample.photons")
+                             who=who, source=s.file_name)
     return replace(s, sinogram=sino, geometry=geometry, image=None, preview=None,
                    views_message=message)
 
@@ -249,6 +253,8 @@ def check_slice(s: CTSlice, path: Path, k: int, reference: bool) -> None:
                          f"integrals -log(I / I0) stay below {MAX_LINE_INTEGRAL:g} (a transmission "
                          f"of e^-{MAX_LINE_INTEGRAL:g} leaves no photon): are these pre-log counts "
                          "or a rescaled sinogram?")
+    if (why := above_count_floor(float(sino.max()), s.data_photons, s.data_min_counts)):
+        raise ValueError(f"{path}: slice {k}: {why}")
     g = s.geometry
     chord = g.pixel_size * math.hypot(*g.image_shape)  # the longest ray through the image, mm
     if peak / chord > MAX_MEAN_ATTENUATION:
@@ -376,12 +382,12 @@ def reference_orientation(reference: Tensor, fbp: Tensor) -> str | None:
     """A message when a flip / rotation of the (square) reference matches the data's FBP much
     better than the reference as read: a LoDoPaB ground truth stored as (rows, cols) instead of
     ODL's (x, y) was scored rotated (15.0 dB, SSIM 0.48 instead of 28.0 / 0.83), with no word."""
-    from mrirecon.pipeline.reference_checks import orientation_note
+    from mrirecon.pipeline.reference_checks import ct_orientation_note
 
     if reference.shape[-1] != reference.shape[-2]:
         return None
-    return orientation_note(reference, fbp, "the data's FBP",
-                            " (LoDoPaB ground truths are ODL (x, y), not (rows, cols))")
+    return ct_orientation_note(reference, fbp,
+                               " (LoDoPaB ground truths are ODL (x, y), not (rows, cols))")
 
 
 # ---- the stage protocol -----------------------------------------------------------------------
@@ -476,11 +482,14 @@ class _LoDoPaBSource:
         return self._n
 
     def read(self, k: int) -> CTSlice:
+        from mrirecon.io.lodopab_attrs import unknown_dose
+
         i = self._start + k
         ref = self._files.attenuation(i).data[0] if self._has_gt else None
         return CTSlice(self._files.sinogram(i).data[0], self._files.geometry, ref,
                        file_name=self.path.name, index=k, data_photons=self._files.data_photons,
-                       data_min_counts=self._files.min_photon_count)
+                       data_min_counts=self._files.min_photon_count,
+                       data_noise=unknown_dose(self._files.attrs))
 
     def close(self) -> None:
         pass
@@ -519,7 +528,7 @@ class CTStages(Modality[CTSlice]):
         return replace(s, sinogram=s.sinogram.to(self.device))
 
     def data_messages(self, s: CTSlice) -> tuple[dict[str, str], dict[str, str]]:
-        from mrirecon.pipeline.ct_plausibility import coverage_warning, image_warnings, starved_rays
+        from mrirecon.pipeline.ct_plausibility import coverage_warning, floor_warnings, image_warnings
 
         out = data_warnings(s.sinogram, s.geometry)
         if "transmission" not in out:  # pre-log data: their image's scale says nothing more
@@ -529,8 +538,8 @@ class CTStages(Modality[CTSlice]):
         u = self.config.undersample  # the dose of the data reconstructed, and its count floor
         lowered = u.enabled and u.photons is not None and (not s.data_photons or u.photons < s.data_photons)
         photons = u.photons if lowered else s.data_photons
-        if (msg := starved_rays(s.sinogram.cpu(), photons, s.data_min_counts)) is not None:
-            out["starved"] = msg
+        floor = floor_warnings(s.sinogram.cpu(), photons, s.data_min_counts)  # dead bins too
+        out.update({k: v for k, v in floor.items() if k not in out})
         if s.reference is not None and s.preview is not None:
             msg = reference_orientation(s.reference, s.preview)
             if msg:

@@ -218,6 +218,7 @@ def thin_dose(
     attenuation_scale: float = 1.0,
     min_counts: float = 0.1,
     who: str = "thin_dose",
+    source: str | None = None,
 ) -> Tensor:
     """Lower the dose of post-log data that hold Poisson noise, exactly: binomial thinning.
 
@@ -246,13 +247,18 @@ def thin_dose(
         the result).
     who
         What the errors name (e.g. ``"file.hdf5: undersample.photons"``).
+    source
+        The file the data and ``data_photons`` (its ``photons`` attribute) come from, if any:
+        a dose their noise contradicts is then a :class:`~mrirecon.io.errors.DataFormatError`
+        naming it and ``attrs/photons``.
 
     Raises
     ------
     ValueError
-        ``photons > data_photons`` (:func:`check_thinning`), or data whose recovered counts
+        ``photons > data_photons`` (:func:`check_thinning`), data whose recovered counts
         are not whole numbers (median distance above :data:`MAX_COUNT_RESIDUAL`): noise-free or
-        rescaled data, or a wrong ``data_photons``.
+        rescaled data, or a wrong ``data_photons``; or a ``data_photons`` the noise of the air
+        bins contradicts (:func:`check_air_dose`).
     """
     if not isinstance(sinogram, Tensor) or sinogram.is_complex() or not sinogram.is_floating_point():
         raise ValueError(f"{who}: the sinogram must be a real floating-point tensor")
@@ -277,7 +283,102 @@ def thin_dose(
                              "thinning cannot lower their dose: are they noise-free or rescaled, "
                              "or is their dose (the file's photons attribute) wrong?")
     whole = torch.where(at_floor, torch.zeros_like(whole), whole.clamp_min(0))
+    check_air_dose(sinogram.detach().to(torch.float64) * attenuation_scale, whole, data_photons,
+                   who, source)
     kept = torch.binomial(whole, torch.full_like(whole, photons / data_photons),
                           generator=generator)
     thinned = -torch.log(kept.clamp_min(min_counts) / photons) / attenuation_scale
     return thinned.to(sinogram.dtype)
+
+
+#: Air bins, for the dose their noise tells: detector columns whose mean line integral over the
+#: views is below this (0.5 mm of water; true air reads 0, its mean noise ~1 / (2 N)).
+AIR_LINE_INTEGRAL = 0.01
+#: How many standard errors of the air-bin estimate a dose attribute may be off before it is
+#: refused; the check runs only where that margin is within a factor 2 (enough air bins to tell
+#: a dose off by 2x). Correct simulated files (``simulate ct``: parallel and fan, 64 / 128
+#: pixels, 60 / 360 views, 16 to 1e5 photons, 94 slices) stayed within 3.7 standard errors (the
+#: tail: air columns that graze the object at 1e5 photons); 1024-photon data labelled 4096 read
+#: 4x, 80 and more standard errors off.
+DOSE_SIGMAS = 8.0
+
+
+def air_dose_ratio(line_integrals: Tensor, counts: Tensor) -> tuple[float, float] | None:
+    """``(D, sigma)``: the dispersion ``var / mean`` of the recovered whole ``counts`` in the
+    air columns of a post-log sinogram ``(..., views, detectors)`` (line integrals: air reads 0)
+    and its relative standard error; ``None`` without air columns or fewer than two views.
+    Poisson counts recovered at their own dose give ``D = 1``; at a dose attribute ``k`` times
+    theirs the recovered counts are ``k`` times the true ones and ``D = k``. Views are taken in
+    disjoint pairs and differenced (a slowly varying mean cancels): ``D = sum (n_a - n_b)^2 /
+    sum (n_a + n_b)``, whose relative error over ``m`` pairs is ``sqrt(2 / m)``."""
+    y = line_integrals.reshape(-1, *line_integrals.shape[-2:])
+    n = counts.reshape(y.shape).to(torch.float64)
+    views = y.shape[-2] // 2 * 2
+    if views < 2:
+        return None
+    air = y.mean(-2) < AIR_LINE_INTEGRAL  # (slices, detectors)
+    a, b = n[:, 0:views:2, :], n[:, 1:views:2, :]
+    mask = air[:, None, :].expand_as(a)
+    m = int(mask.sum())
+    total = float((a + b)[mask].sum())
+    if m == 0 or not total > 0:
+        return None
+    return float(((a - b)[mask] ** 2).sum()) / total, math.sqrt(2.0 / m)
+
+
+def check_air_dose(line_integrals: Tensor, counts: Tensor, data_photons: float, who: str,
+                   source: str | None = None) -> None:
+    """Refuse a dose ``data_photons`` that the noise of the air bins contradicts
+    (:func:`air_dose_ratio`) by more than :data:`DOSE_SIGMAS` standard errors, when there are
+    air bins enough to tell a factor 2: 1024-photon data labelled 4096 were "thinned exactly
+    to 1024" into an effective 546, and noted exact. A :class:`DataFormatError` naming
+    ``source`` and ``attrs/photons`` where given, else a ``ValueError`` naming ``who``."""
+    found = air_dose_ratio(line_integrals, counts)
+    if found is None:
+        return
+    ratio, sigma = found
+    margin = math.log1p(DOSE_SIGMAS * sigma)
+    if margin > math.log(2.0) or abs(math.log(max(ratio, 1e-30))) <= margin:
+        return
+    said = (f"the data's noise says about {data_photons / ratio:.0f} photons per bin (the "
+            f"variance of the recovered counts N exp(-y) in their air bins is {ratio:.3g}x their "
+            f"mean, 1 at the dose of the noise), not the {data_photons:g} stated")
+    fix = ("the dose of the noise the data hold must be stated right for thinning to lower it "
+           "exactly: correct the file's photons attribute")
+    if source is not None:
+        from mrirecon.io.errors import DataFormatError
+
+        raise DataFormatError(source, "attrs/photons", f"{said}; {fix} ({who})")
+    raise ValueError(f"{who}: {said} (the file's photons attribute, attrs/photons); {fix}")
+
+
+#: Noise-free post-log data are non-negative up to the rounding of the projector's sums: a bin
+#: below ``-NEGATIVE_ULPS * eps * detectors * peak`` (eps of the data's dtype) is noise.
+NEGATIVE_ULPS = 4.0
+#: ... and more than this fraction of such bins is the data's noise (air bins of noisy data:
+#: about half of them), not a stray value.
+NEGATIVE_FRACTION = 1e-3
+
+
+def check_noise_free(sinogram: Tensor, who: str, noisy: str | None = None) -> None:
+    """Refuse adding Poisson noise (:func:`low_dose_noise`) to data said to be noise-free (no
+    dose stated) that hold noise: ``noisy`` (why the file's attributes say so, e.g. a
+    ``min_photon_count``, written only with noise), or clearly negative line integrals, which
+    no projection of an object gives. Fresh noise on noisy data lowers the dose to about
+    ``1 / (1 / N + 1 / X)`` (1948 for 4096 asked) while the record says ``X``."""
+    x = sinogram.detach()
+    if noisy is None and x.numel():
+        eps = torch.finfo(x.dtype).eps if x.is_floating_point() else 0.0
+        peak = float(x.abs().max())
+        limit = NEGATIVE_ULPS * eps * x.shape[-1] * peak
+        neg = x < -limit
+        share = float(neg.double().mean())
+        if share > NEGATIVE_FRACTION:
+            noisy = (f"{share:.1%} of the line integrals are negative, down to "
+                     f"{float(x.min()):.3g}, which only noise gives")
+    if noisy is not None:
+        raise ValueError(f"{who}: the data hold noise but their dose is unknown ({noisy}): "
+                         "set the file's photons attribute (attrs/photons: the incident photons "
+                         "per bin of the noise they hold), and the dose is lowered exactly by "
+                         "thinning; Poisson noise added to noisy data would give another dose "
+                         "than the one asked for")
