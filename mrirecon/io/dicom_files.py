@@ -12,6 +12,7 @@ suffix were skipped: an empty last slice or a bare data set was silently left ou
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -19,6 +20,8 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from mrirecon.io.errors import DataFormatError, DataWarning
 
 #: First bytes of formats that are not DICOM (images, archives, HDF5, PDF, TIFF).
 _OTHER_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"%PDF", b"PK\x03\x04", b"\x1f\x8b",
@@ -172,3 +175,71 @@ def localizer_problem(ds: Dataset) -> str:
     types = "\\".join(_image_type(ds))
     return (f"{types}: a projection radiograph (localizer, scout or topogram), not a "
             "cross-section of the patient; it cannot be read as a CT slice")
+
+
+def not_a_series_folder(path: Path) -> Exception:
+    """The error for a ``path`` given where a DICOM series folder is expected: a DICOM slice file
+    (``.dcm``, Part 10 or a bare data set, with or without a suffix) is named as one slice of the
+    series in its folder; another file as no folder; a missing path is a ``FileNotFoundError``.
+    (A slice was "FileNotFoundError: ... is not a folder", or, without ``.dcm``, "not a readable
+    HDF5 file (file signature not found)".)"""
+    path = Path(path)
+    if not os.path.lexists(path):
+        return FileNotFoundError(f"read_dicom_series: {path} does not exist")
+    if looks_like_dicom(path):
+        return DataFormatError(path, "file", "is one DICOM slice; pass the folder of its series "
+                                             f"({path.parent})")
+    return DataFormatError(path, "file", "is a file, not a DICOM series folder; pass the folder "
+                                         "that holds the series' slice files")
+
+
+def _series_uid(path: Path) -> str | None:
+    """SeriesInstanceUID of a DICOM file (its header only); ``None`` when it cannot be read."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True,
+                                 specific_tags=["SeriesInstanceUID"])
+            return str(ds.SeriesInstanceUID).strip(" \x00") if "SeriesInstanceUID" in ds else None
+    except Exception:  # noqa: BLE001 - damaged files of another series are not this reader's
+        return None
+
+
+def check_subfolders(folder: Path, uid: str, count: int) -> None:
+    """Look in the subfolders of a series folder (all depths, hidden ones and links to folders
+    left out) for DICOM files of series ``uid``, of which ``folder`` holds ``count`` slices: any
+    is refused naming them (a series continued in a subfolder was read with half its slices,
+    without a word); subfolders holding other files are named in a :class:`DataWarning`
+    ("N subfolder(s) not read"), as ``mrirecon run`` says for the subfolders of an HDF5 folder."""
+    mine: list[Path] = []
+    others: list[str] = []
+    for sub in sorted(folder.iterdir()):
+        if sub.name.startswith(".") or sub.is_symlink() or not sub.is_dir():
+            continue
+        found, files = [], 0
+        for root, dirs, names in os.walk(sub):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(names):
+                f = Path(root) / name
+                if not is_candidate(f):
+                    continue
+                files += 1
+                if looks_like_dicom(f) and _series_uid(f) == uid:
+                    found.append(f)
+        mine += found
+        if files and not found:
+            others.append(sub.name)
+    if mine:
+        where = sorted({str(f.parent.relative_to(folder)) for f in mine})
+        raise DataFormatError(
+            folder, "SeriesInstanceUID",
+            f"{len(mine)} more slice file(s) of this series ({uid}) lie in subfolder(s) "
+            f"{', '.join(where[:5])}{', ...' if len(where) > 5 else ''} (first: "
+            f"{mine[0].relative_to(folder)}) beside its {count} here: a series is read from one "
+            "folder and subfolders are not read; move its slice files into one folder")
+    if others:
+        warnings.warn(DataWarning(folder, "<subfolders>", (
+            f"{len(others)} subfolder(s) not read ({', '.join(others[:5])}"
+            f"{', ...' if len(others) > 5 else ''}): they hold no slice of this series (other "
+            "series or files); pass them as inputs of their own to read them"),
+            kind="subfolders"), stacklevel=4)

@@ -27,13 +27,8 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from mrirecon.containers import Image, ImageGeometry
-from mrirecon.io.dicom_files import (
-    is_candidate,
-    localizer,
-    localizer_problem,
-    looks_like_dicom,
-    read_candidate,
-)
+from mrirecon.io.dicom_files import (check_subfolders, is_candidate, localizer, localizer_problem,
+                                     looks_like_dicom, not_a_series_folder, read_candidate)
 from mrirecon.io.dicom_pixels import (
     PixelFacts,
     decode,
@@ -141,8 +136,8 @@ def _text(value) -> str:
 
 
 def _candidate_files(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        raise FileNotFoundError(f"read_dicom_series: {folder} is not a folder")
+    if not folder.is_dir():  # a slice file: "is one DICOM slice; pass the folder of its series"
+        raise not_a_series_folder(folder)
     return sorted(p for p in folder.iterdir() if is_candidate(p))
 
 
@@ -495,6 +490,7 @@ def read_dicom_series_and_header(
     """
     folder = Path(folder)
     items = _select_series(_read_headers(folder), folder, series_uid)
+    check_subfolders(folder, str(items[0][1].SeriesInstanceUID).strip(" \x00"), len(items))
     _one_frame_of_reference(items, folder)
     path0, ds0 = items[0]
     modality = str(_required(ds0, path0, "Modality"))

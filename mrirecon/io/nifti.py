@@ -21,13 +21,17 @@ import torch
 
 from mrirecon.containers import Image, ImageGeometry
 from mrirecon.io.atomic import atomic_path
-from mrirecon.io.errors import refuse_nonfinite, require_regular_file
+from mrirecon.io.errors import DataFormatError, refuse_nonfinite, require_regular_file
 
 __all__ = ["read_nifti", "write_nifti"]
 
 _SCANNER = 1
 _UNKNOWN = 0
 _ORTHO_TOL = 1e-4
+#: Millimetres per space unit of ``xyzt_units`` (its low 3 bits: 0 unknown, read as mm; 1 meter;
+#: 2 mm; 3 micron)
+_MM_PER_UNIT = {0: 1.0, 1: 1000.0, 2: 1.0, 3: 0.001}
+_F32_MAX, _F32_TINY = float(np.finfo(np.float32).max), float(np.finfo(np.float32).tiny)
 
 
 def _suffix(path: Path) -> str:
@@ -181,8 +185,16 @@ def read_nifti(
     Image
         float32 (or complex64) data with ``scl_slope``/``scl_inter`` applied. The geometry
         comes from the sform (code > 0), else the qform (code > 0), else the pixdim-only
-        affine. A left-handed affine (``k`` against ``i x j`` in LPS) is turned into our
+        affine, in mm whatever the header's xyz units (meter, micron; "unknown" is taken as
+        mm). A left-handed affine (``k`` against ``i x j`` in LPS) is turned into our
         right-handed convention by reversing the slice order.
+
+    Raises
+    ------
+    DataFormatError
+        (a ``ValueError``) naming the file and field: a truncated data block, RGB / structured voxels, NaN / Inf in the fields of the affine (``srow_x``,
+        ``quatern_b``, ``pixdim[1]``, ...), values float32 cannot hold (beyond 3.4e38, or a
+        nonzero peak below 1.2e-38).
     """
     path = Path(path)
     _suffix(path)
@@ -201,24 +213,28 @@ def read_nifti(
     if len(shape) != 3:
         raise ValueError(f"read_nifti: {path} has shape {nii.shape}; expected one 3-D volume")
     header = nii.header
-    sform, scode = header.get_sform(coded=True)
-    qform, qcode = header.get_qform(coded=True)
-    if scode and scode > 0:
-        affine = sform
-    elif qcode and qcode > 0:
-        affine = qform
-    else:  # no xform (NIfTI "method 1"): voxel sizes along the array axes, no position
-        zooms = [abs(float(z)) for z in header.get_zooms()[:3]]
-        affine = np.diag(zooms + [1.0] * (4 - len(zooms)))
-    geometry, flip = _geometry_from_affine(np.asarray(affine, dtype=np.float64), path)
-    if not ((scode and scode > 0) or (qcode and qcode > 0)):
+    stored = header.get_data_dtype()
+    if stored.fields is not None or stored.kind not in "biufc":  # RGB24 / RGBA32: numpy's error
+        raise DataFormatError(path, "datatype", f"is {header.get_value_label('datatype')} "
+                              f"({int(header['datatype'])}, {len(stored.fields or ()) or '?'} "
+                              "channels per voxel): read_nifti reads one value per voxel (grey "
+                              "levels or complex); convert the colour image to one channel")
+    affine, placed = _affine_mm(header, path)
+    geometry, flip = _geometry_from_affine(affine, path)
+    if not placed:
         geometry = replace(geometry, placed=False)
-    raw = np.asanyarray(nii.dataobj)
-    complex_data = np.iscomplexobj(raw)
-    array = raw.reshape(shape) if complex_data else nii.get_fdata(dtype=np.float64).reshape(shape)
+    complex_data = np.issubdtype(stored, np.complexfloating)
+    try:  # nib.load reads the header only: a truncated file fails here
+        array = np.asanyarray(nii.dataobj) if complex_data else nii.get_fdata(dtype=np.float64)
+    except Exception as err:  # noqa: BLE001 - EOFError, OSError, zlib.error, ...
+        raise DataFormatError(path, "data", f"truncated or damaged: the voxels of shape "
+                              f"{nii.shape} cannot be read ({type(err).__name__}: "
+                              f"{' '.join(str(err).split())})") from err
+    array = array.reshape(shape)
+    _check_float32_range(array, path)
     if flip:
         array = array[:, :, ::-1]
-        last = np.asarray(affine, dtype=np.float64) @ np.array([0, 0, shape[2] - 1, 1.0])
+        last = affine @ np.array([0, 0, shape[2] - 1, 1.0])
         lps_last = np.array([-last[0], -last[1], last[2]])
         geometry = replace(geometry, origin=tuple(float(v) for v in lps_last))
     data = np.ascontiguousarray(np.transpose(array, (2, 1, 0)))
@@ -230,3 +246,61 @@ def read_nifti(
         description=header["descrip"].item().decode("ascii", "replace").strip("\x00 "),
         source=str(path),
     )
+
+
+def _affine_mm(header, path: Path) -> tuple[np.ndarray, bool]:
+    """The header's voxel -> RAS affine in mm, and whether it places the volume: the sform
+    (code > 0), else the qform (code > 0), else the pixdim-only affine (no position). Lengths in
+    the header's xyz units (meter, micron) are turned into mm; a NaN / Inf in the fields that
+    give the affine is refused naming them (it was "ImageGeometry.spacing must be finite")."""
+    sform, scode = header.get_sform(coded=True)
+    qform, qcode = header.get_qform(coded=True)
+    pixdim = np.asarray(header["pixdim"][1:4], dtype=np.float64)
+    if scode and scode > 0:
+        affine, placed = np.asarray(sform, dtype=np.float64), True
+        bad = [f"srow_{'xyz'[r]}" for r in range(3) if not np.isfinite(affine[r]).all()]
+        fields = ", ".join(bad) + f" (sform, code {int(scode)})"
+    elif qcode and qcode > 0:
+        affine, placed = np.asarray(qform, dtype=np.float64), True
+        names = ("quatern_b", "quatern_c", "quatern_d", "qoffset_x", "qoffset_y", "qoffset_z")
+        bad = [n for n in names if not np.isfinite(float(header[n]))]
+        bad += [f"pixdim[{i + 1}]" for i in range(3) if not np.isfinite(pixdim[i])]
+        fields = ", ".join(bad or ["quatern_b..d / qoffset_x..z / pixdim"]) + \
+            f" (qform, code {int(qcode)})"
+    else:  # no xform (NIfTI "method 1"): voxel sizes along the array axes, no position
+        affine, placed = np.diag([*np.abs(pixdim), 1.0]), False
+        fields = ", ".join(f"pixdim[{i + 1}]" for i in range(3) if not np.isfinite(pixdim[i]))
+    if not np.isfinite(affine).all():
+        raise DataFormatError(path, fields, "holds NaN or Inf: the voxel-to-patient affine "
+                              f"{np.round(affine, 6).tolist()} gives no voxel size or position")
+    code = int(header["xyzt_units"]) & 0x07  # the space unit's bits (the time unit's: 0x38)
+    if code not in _MM_PER_UNIT:
+        raise DataFormatError(path, "xyzt_units", f"space unit code {code} is none of NIfTI's "
+                              "(0 unknown, 1 meter, 2 mm, 3 micron)")
+    scale = _MM_PER_UNIT[code]
+    affine = affine.copy()
+    affine[:3, :] *= scale  # the 3x3 and the translation: positions and sizes in mm
+    return affine, placed
+
+
+def _check_float32_range(array: np.ndarray, path: Path) -> None:
+    """Refuse data that float32 (complex64) cannot hold: finite values beyond 3.4e38 (read as
+    Inf) or a nonzero peak below the smallest normal 1.2e-38 (read as zeros or a few bits); the
+    limits :func:`write_nifti` refuses to write. NaN / Inf stored in the file are left as they
+    are."""
+    if array.dtype in (np.float32, np.complex64) or array.dtype.kind in "iub" or array.size == 0:
+        return
+    parts = (array.real, array.imag) if np.iscomplexobj(array) else (array,)
+    peak = 0.0
+    for part in parts:
+        finite = np.abs(part[np.isfinite(part)])
+        if finite.size:
+            peak = max(peak, float(finite.max()))
+    if peak > _F32_MAX:
+        raise DataFormatError(path, "data", f"reaches {peak:.3g}, beyond the {_F32_MAX:.3g} of "
+                              "float32, the data type read_nifti returns (it would be read as "
+                              "Inf); rescale it")
+    if 0 < peak < _F32_TINY:
+        raise DataFormatError(path, "data", f"peaks at {peak:.3g}, below the {_F32_TINY:.3g} "
+                              "smallest normal float32 of the data read_nifti returns (it would "
+                              "be read as zeros or a few bits); rescale it")

@@ -153,7 +153,45 @@ def expand_inputs(inputs: list[str], exclude: Path | None = None) -> list[Path]:
         if p.resolve() not in seen:
             seen.add(p.resolve())
             unique.append(p)
+    _check_dicom_slices(unique)
     return unique
+
+
+def _check_dicom_slices(files: list[Path]) -> None:
+    """Say once that inputs which are DICOM slice files (``'SERIES/*.dcm'``, or the shell's
+    expansion of it) are no inputs: a series is read from its folder. When they are all the
+    inputs, the run is refused naming the folders (each slice failed with "... is not a
+    folder"); beside other inputs they fail one by one, naming their folder."""
+    maybe = [p for p in files if p.suffix.lower() not in DATA_SUFFIXES and p.is_file()]
+    if not maybe:
+        return
+    from mrirecon.io.dicom_read import looks_like_dicom  # pydicom only when an input needs it
+
+    folders: dict[Path, list[str]] = {}
+    for p in maybe:
+        if looks_like_dicom(p):
+            folders.setdefault(p.parent, []).append(p.name)
+    if not folders:
+        return
+    count = sum(len(names) for names in folders.values())
+    if count == 1:
+        from mrirecon.io.dicom_files import not_a_series_folder
+
+        folder, (name,) = next(iter(folders.items()))
+        text = f"input {not_a_series_folder(folder / name)}"
+        if len(files) == 1:
+            raise ValueError(text + " (nothing was run)")
+        log.warning("%s; it fails as an input", text)
+        return
+    shown = "; ".join(f"{folder}: {len(names)} ({', '.join(names[:3])}"
+                      f"{', ...' if len(names) > 3 else ''})"
+                      for folder, names in list(folders.items())[:5])
+    text = (f"{count} input(s) are DICOM slice files, one file per slice of a series ({shown}"
+            f"{'; ...' if len(folders) > 5 else ''}): a DICOM series is read from its folder; "
+            f"pass the folder instead, e.g. --input {next(iter(folders))}")
+    if count == len(files):
+        raise ValueError(text + " (nothing was run)")
+    log.warning("%s; each of them fails as an input", text)
 
 
 def output_names(files: list[Path]) -> list[str]:

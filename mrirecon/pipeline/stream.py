@@ -171,14 +171,28 @@ class VolumeRun:
 
 def detect_format(path: Path, wanted: str) -> str:
     """The reader of an input: explicit ``load.format``, else by content (HDF5 groups) or a
-    DICOM folder / ``.dcm`` file."""
+    DICOM folder. A DICOM slice file (``.dcm``, or a file that is not HDF5 but DICOM by its
+    bytes) is refused as one slice of the series in its folder (it was "FileNotFoundError: ... is
+    not a folder", or "not a readable HDF5 file" without the suffix)."""
     if wanted != "auto":
         return wanted
-    if path.is_dir() or path.suffix.lower() == ".dcm":
+    if path.is_dir():
         return "dicom"
+    from mrirecon.io.errors import DataFormatError
     from mrirecon.io.probe import hdf5_layout
 
-    return hdf5_layout(path)
+    if path.suffix.lower() == ".dcm":
+        from mrirecon.io.dicom_files import not_a_series_folder
+
+        raise not_a_series_folder(path)
+    try:
+        return hdf5_layout(path)
+    except DataFormatError:  # pydicom is imported only for a file that is not HDF5
+        from mrirecon.io.dicom_files import looks_like_dicom, not_a_series_folder
+
+        if looks_like_dicom(path):
+            raise not_a_series_folder(path) from None
+        raise
 
 
 def score_volume(reference, recon, *, crop: bool) -> dict[str, float]:
