@@ -38,8 +38,8 @@ def reconstruct_slices(
         (the message names the model class and the slice): for data ``y[None]`` it must return
         the image ``(1, *op.domain_shape)`` (``None`` sizes free), of the data's dtype (complex
         k-space: a complex image of its precision, not the magnitude; a real sinogram: a real
-        image), finite (:class:`~mrirecon.core.checks.NonFiniteError`, which also says whether
-        the data held NaN / Inf). A model that writes into its input ``y`` in place is refused
+        image), finite (:class:`~mrirecon.core.checks.NonFiniteError`; data holding NaN / Inf are
+        refused before the call, naming the slice). A model that writes into its input ``y`` in place is refused
         too; it is given a copy of each slice, so the caller's ``ys`` stay as they were.
     """
     n = len(ys)
@@ -55,6 +55,10 @@ def reconstruct_slices(
             # a copy made outside inference mode, so that its version counter tells whether
             # the model wrote into it (slices of a stacked tensor are views of the caller's)
             y = ys[i].detach().unsqueeze(0).clone()
+            bad = int((~torch.isfinite(y)).sum())
+            if bad:  # said with the slice, before the model's own input check (which has no index)
+                raise NonFiniteError(f"reconstruct_slices: {type(model).__name__}: the data of slice {i} "
+                                     f"hold {bad} NaN or Inf value(s)")
             version = y._version
             with torch.inference_mode():
                 x = model(y, ops[i])
@@ -88,11 +92,9 @@ def _checked_output(model: nn.Module, x: object, y: Tensor, op: LinearOperator, 
                 else "the image has the dtype of the data: complex for k-space, real for "
                      "sinograms, in the data's precision")
         raise ValueError(f"{who} returned {x.dtype} for {y.dtype} data (slice {i}): {kind}")
-    if not bool(torch.isfinite(x).all()):
-        bad_data = not bool(torch.isfinite(y).all())
-        raise NonFiniteError(f"{who} returned NaN or Inf for slice {i}: " + (
-            "the data of that slice hold NaN or Inf" if bad_data else
-            "from finite data (weights with NaN / Inf, or a diverging iteration)"))
+    if not bool(torch.isfinite(x).all()):  # the data were checked finite before the call
+        raise NonFiniteError(f"{who} returned NaN or Inf for slice {i} from finite data "
+                             "(weights with NaN / Inf, or a diverging iteration)")
     return x[0]
 
 

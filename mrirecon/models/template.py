@@ -9,7 +9,10 @@
 
 ``forward(y, op)``:
 
-1. ``y`` must have a leading batch axis (``ValueError`` naming the model otherwise);
+1. ``y`` and ``op`` pass :func:`~mrirecon.models.input_checks.check_model_input` (a tensor of
+   finite values, of the operator's trailing shape, complex for an MRI operator and real for a
+   CT one, of the weights' precision, sampled with the operator's mask) and ``y`` must have a
+   leading batch axis (``ValueError`` naming the model otherwise);
 2. with ``normalize`` the data are divided per sample by ``s = max |A^H y|`` (see
    :func:`~mrirecon.models.common.normalized_data`), so thresholds and activations of fixed
    range see the same scale whatever the scanner's units;
@@ -39,7 +42,8 @@ from typing import Any
 from torch import Tensor, nn
 
 from mrirecon.core import LinearOperator
-from mrirecon.models.common import normalized_data, require_batch, run_stage, zero_blank
+from mrirecon.models.common import normalized_data, run_stage, zero_blank
+from mrirecon.models.input_checks import check_model_input
 
 State = Any  # a tensor, or a tuple of tensors for models with auxiliary variables
 
@@ -74,8 +78,9 @@ class UnrolledModel(nn.Module):
     # -- the template -------------------------------------------------------------------
     def prepare(self, y: Tensor, op: LinearOperator) -> tuple[Tensor, Tensor, Tensor | None]:
         """``(y / s, A^H y / s, s)`` with ``normalize``, else ``(y, A^H y, None)``."""
-        rank = len(op.range_shape) if op.range_shape is not None else 1
-        require_batch(type(self).__name__, y, rank + 1)  # (C, H, W) k-space failed deep inside
+        shape = op.range_shape if isinstance(op, LinearOperator) else None
+        rank = len(shape) if shape is not None else 1  # (C, H, W) k-space failed deep inside
+        check_model_input(type(self).__name__, self, y, op, batch_ndim=rank + 1)
         if self.normalize:
             return normalized_data(y, op)
         return y, op.H(y), None

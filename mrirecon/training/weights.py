@@ -18,10 +18,9 @@ import torch
 import yaml
 from torch import nn
 
-from mrirecon.core import LinearOperator
-from mrirecon.core.checks import finite_and_nonzero, nonfinite_count
-from mrirecon.core.operator import check_trailing_shape
 from mrirecon.io.weights import WEIGHTS_DIR, is_shipped_weights, read_state_dict, resolve_weights
+# also the name of the guard of loaded models pickled before it moved to models/
+from mrirecon.models.input_checks import ModalityGuard
 
 log = logging.getLogger("mrirecon.weights")
 
@@ -313,97 +312,6 @@ def _guard_modality(model: nn.Module, name: str, pt: Path) -> None:
     from mrirecon.models.registry import MODEL_MODALITY
 
     model.register_forward_pre_hook(ModalityGuard(pt.name, MODEL_MODALITY.get(name)))
-
-
-#: The complex dtype of each real precision (the data and operators of float32 weights).
-_COMPLEX_OF = {torch.float32: torch.complex64, torch.float64: torch.complex128}
-_REAL_OF = {torch.complex64: torch.float32, torch.complex128: torch.float64,
-            torch.complex32: torch.float16}
-
-
-class ModalityGuard:
-    """The forward pre-hook of loaded weights. Weights trained for one modality refuse the
-    other's data when called: CT data are real sinograms, MRI k-space is complex (shipped CT
-    weights on an MRI operator gave -7.4 dB with no word; the pipeline refuses such a config, a
-    notebook call did not). Data in another precision than the weights (numpy's complex128
-    k-space) are refused with the conversion to make: they failed deep inside the first
-    convolution ("Input type (double) and bias type (float)"); so is an operator whose complex
-    tensors (coil maps, phases) are wider than the weights (complex128 maps from NumPy with
-    complex64 data: the same error), naming both dtypes.
-
-    A module-level class holding only the file's name and the modality, so that a loaded model
-    pickles (``torch.save(model)``, spawned workers): a closure gave "Can't pickle local
-    object '_guard_modality.<locals>.check'"."""
-
-    def __init__(self, label: str, modality: str | None) -> None:
-        self.label = label  # the weights file's name, for the messages
-        self.modality = modality  # "mri", "ct" or None (plug-and-play priors serve both)
-
-    def __call__(self, module: nn.Module, args: tuple) -> None:
-        label, modality = self.label, self.modality
-        y = args[0] if args else None
-        if not isinstance(y, torch.Tensor):
-            if hasattr(y, "__array__"):  # MoDL: "must have a leading batch axis ... got (1, 4,
-                # 32, 32)" for a numpy array of that very shape; VarNet an AttributeError
-                raise TypeError(f"{label}: the data y must be a torch.Tensor, got "
-                                f"{type(y).__module__}.{type(y).__name__} "
-                                f"{tuple(getattr(y, 'shape', ()))}; "
-                                "convert it with torch.from_numpy(y)")
-            return
-        op = args[1] if len(args) > 1 else None
-        if modality is not None:  # a VarNet blamed NaN data on "the coil maps hold NaN or Inf"
-            finite, _ = finite_and_nonzero(y)
-            if not finite:
-                raise ValueError(f"{label}: the data y {tuple(y.shape)} hold "
-                                 f"{nonfinite_count(y)} NaN or Inf values")
-            if op is None and len(args) > 1:  # MoDL: "'NoneType' object has no attribute ..."
-                raise TypeError(f"{label}: called as model(y, op) with op None; pass the "
-                                "forward operator of y")
-            if isinstance(op, LinearOperator):  # VarNet: "The size of tensor a (32) must match
-                # the size of tensor b (30) at non-singleton dimension 3"
-                check_trailing_shape(label, f"the data y for {op.name}", y, op.range_shape)
-        weight = next((p for p in module.parameters() if p.is_floating_point()), None)
-        if weight is not None and weight.dtype not in _COMPLEX_OF:  # float16, bfloat16: the
-            # advice "convert the data (y.to(torch.float16))" dropped k-space's imaginary part,
-            # and no operator or FBP here runs in half precision
-            raise TypeError(f"{label}: the weights are {weight.dtype}; half-precision weights are "
-                            "not supported for inference here (the operators, complex k-space "
-                            "and FBP need float32 / float64): convert the model back with "
-                            "model.float()")
-        if modality is not None and y.is_complex() != (modality == "mri"):
-            kind = "complex (MRI k-space?)" if y.is_complex() else "real (a CT sinogram?)"
-            raise TypeError(f"{label}: these {modality.upper()} weights got {kind} data "
-                            f"{tuple(y.shape)} {y.dtype}; use weights trained for that modality")
-        real = y.real.dtype if y.is_complex() else y.dtype
-        if weight is not None and real.is_floating_point and real != weight.dtype:
-            want = _COMPLEX_OF.get(weight.dtype)
-            target = want if y.is_complex() and want is not None else weight.dtype
-            raise TypeError(f"{label}: the data are {y.dtype} but the weights are {weight.dtype}; "
-                            f"convert the data (y.to({target})) or the model "
-                            f"(model.to({real}))")
-        if weight is not None and isinstance(op, nn.Module):
-            check_operator_precision(label, op, weight.dtype)
-
-
-def check_operator_precision(label: str, op: nn.Module, weights: torch.dtype) -> None:
-    """Refuse an operator holding a complex tensor (buffer or parameter: coil maps, phases) of
-    more precision than the ``weights``' dtype: its results are promoted to that precision and
-    reach the network as such ("Input type (double) and bias type (float)" in MoDL's first
-    convolution). Real tensors are not compared: operators cast masks, trajectories and
-    density weights to the data (the CT projectors' interpolation tables are float64 by
-    design), and an operator of less precision is promoted to the data's."""
-    tensors = [*op.named_parameters(), *op.named_buffers()]
-    for key, t in tensors:
-        real = _REAL_OF.get(t.dtype)
-        if real is None or torch.promote_types(real, weights) == weights:
-            continue
-        want = _COMPLEX_OF.get(weights, weights)
-        name = getattr(op, "name", type(op).__name__)
-        raise TypeError(f"{label}: the operator {name} holds {key} as {t.dtype} but the weights "
-                        f"are {weights}: its results would reach the network's layers as "
-                        f"{t.dtype}; convert the operator "
-                        f"(op.to({want})), build it from {key.rsplit('.', 1)[-1]}.to({want}), or "
-                        f"convert the model (model.to({real}))")
 
 
 def load_model(

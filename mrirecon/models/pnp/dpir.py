@@ -37,7 +37,8 @@ from torch import Tensor, nn
 from mrirecon.core import LinearOperator
 from mrirecon.core.magnitude import sample_power_of_two
 from mrirecon.models.blocks.cg_dc import operator_tensors_with_grad, solve_proximal
-from mrirecon.models.common import require_batch, sample_scale, scale_operator, zero_blank
+from mrirecon.models.common import sample_scale, scale_operator, zero_blank
+from mrirecon.models.input_checks import check_model_input
 from mrirecon.models.init import seeded_init
 from mrirecon.models.pnp.denoisers import NoiseLevelDenoiser
 from mrirecon.solvers.pnp import pnp_hqs_step
@@ -106,7 +107,7 @@ class PnPDPIR(nn.Module):
 
     def forward(self, y: Tensor, op: LinearOperator) -> Tensor:
         """Data ``y`` ``(B, ...)`` -> image ``(B, H, W)`` in the units of ``y``."""
-        require_batch("PnPDPIR", y)
+        check_model_input("PnPDPIR", self, y, op, batch_ndim=2)
         aty = op.H(y)
         # an exact rescale (a power of two) before the first CG: its squares underflowed (1e-30)
         # or overflowed (1e30) float32 at the data's own scale

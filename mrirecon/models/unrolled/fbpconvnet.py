@@ -24,7 +24,8 @@ from torch import Tensor, nn
 from mrirecon.core import HasFBP, HasPseudoInverse, LinearOperator, capability, require_capability
 from mrirecon.models.backbones.complex import ComplexImageCNN
 from mrirecon.models.backbones.unet import Unet
-from mrirecon.models.common import batch_scale, require_batch, zero_blank
+from mrirecon.models.common import batch_scale, zero_blank
+from mrirecon.models.input_checks import check_model_input
 from mrirecon.models.init import seeded_init
 
 INITIAL = ("auto", "fbp", "pseudo_inverse", "adjoint")
@@ -97,7 +98,7 @@ class FBPConvNet(nn.Module):
 
     def forward(self, y: Tensor, op: LinearOperator) -> Tensor:
         """Data ``y`` ``(B, ...)`` -> image ``(B, H, W)``."""
-        require_batch("FBPConvNet", y)
+        check_model_input("FBPConvNet", self, y, op, batch_ndim=2)
         x0 = self.start(y, op)
         if not self.normalize:
             return self.cnn(x0)

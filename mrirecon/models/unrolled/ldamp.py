@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from mrirecon.core import LinearOperator
 from mrirecon.models.backbones.dncnn import DnCNN
-from mrirecon.models.common import require_batch
+from mrirecon.models.input_checks import check_model_input
 from mrirecon.operators.dense import DenseMatrix
 from mrirecon.models.init import seeded_init
 
@@ -194,7 +194,7 @@ class LDAMP(nn.Module):
         also the list of ``(r_t, sigma_t, x_{t+1})`` per iteration (denoiser input, its noise
         estimate ``(B,)`` and output)."""
         check_valid(op)
-        require_batch("LDAMP", y)
+        check_model_input("LDAMP", self, y, op, batch_ndim=2)
         if y.is_complex():
             raise TypeError("LDAMP: complex measurements are not supported (real AMP)")
         gen = torch.Generator(device=y.device).manual_seed(self.seed)

@@ -25,7 +25,8 @@ from torch import Tensor, nn
 from mrirecon.core import HasFBP, LinearOperator, require_capability
 from mrirecon.models.backbones.complex import from_channels, to_channels
 from mrirecon.models.ct_scale import unit_norm_ct
-from mrirecon.models.common import require_batch, zero_blank
+from mrirecon.models.common import zero_blank
+from mrirecon.models.input_checks import check_model_input
 from mrirecon.models.init import seeded_init
 from mrirecon.models.template import UnrolledModel
 from mrirecon.models.unrolled.staged_ct import robust_scale
@@ -141,7 +142,7 @@ class LearnedPrimalDual(UnrolledModel):
 
     def _fbp_prepare(self, y: Tensor, op: LinearOperator) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(y / s, A^H y / s, s, FBP(y) / s)`` from one FBP (it is linear in ``y``)."""
-        require_batch(type(self).__name__, y)
+        check_model_input(type(self).__name__, self, y, op, batch_ndim=2)
         x = _fbp(op, y)
         s = robust_scale(x)
         y = y / s.reshape((-1,) + (1,) * (y.ndim - 1))

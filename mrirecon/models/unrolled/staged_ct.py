@@ -44,7 +44,8 @@ from torch.nn import functional as F
 from mrirecon.core import HasFBP, LinearOperator, require_capability
 from mrirecon.core.magnitude import sample_power_of_two
 from mrirecon.models.ct_scale import unit_norm_ct
-from mrirecon.models.common import dihedral_mean, require_batch, sample_scale, zero_blank
+from mrirecon.models.common import dihedral_mean, sample_scale, zero_blank
+from mrirecon.models.input_checks import check_model_input
 from mrirecon.models.init import seeded_init
 from mrirecon.solvers import cg
 
@@ -178,12 +179,15 @@ class StagedCTNet(nn.Module):
         return self.data_consistency(k, self.correct(k, x, s), y, op, aty)
 
     def forward(self, y: Tensor, op: LinearOperator, stages: int | None = None) -> Tensor:
-        """Data ``(B, views, detectors)`` -> image ``(B, H, W)``; ``stages`` runs only the first
-        that many stages (used by the stage-wise training). A bare CT projector and its data
+        """Data ``(..., B, views, detectors)`` -> image ``(..., B, H, W)``; ``stages`` runs only
+        the first that many stages (used by the stage-wise training). A bare CT projector and its data
         are scaled to unit norm first (:func:`~mrirecon.models.ct_scale.unit_norm_ct`)."""
-        require_batch(type(self).__name__, y, 3)
+        check_model_input(type(self).__name__, self, y, op, batch_ndim=3)
         if y.is_complex():
             raise TypeError("StagedCTNet: CT data must be real")
+        lead = y.shape[:-2]  # (..., B): one batch axis through the U-Nets (their conv2d took
+        # (1, 1, 1, H, W) for "Expected 3D (unbatched) or 4D (batched) input"), restored at the end
+        y = y.reshape(-1, *y.shape[-2:])
         y, op = unit_norm_ct(y, op)  # the scale the weights were trained at (lam, the U-Net)
         # an exact rescale (a power of two): at 1e-30 CG's <r, r> underflowed to 0 and the
         # data-consistency steps returned their start unchanged; at 1e30 they overflowed
@@ -193,4 +197,5 @@ class StagedCTNet(nn.Module):
         x, s = self.initial(yp, op, aty)
         for k in range(len(self.nets) if stages is None else stages):
             x = self.stage(k, x, s, yp, op, aty)
-        return zero_blank(x * p, y)
+        x = zero_blank(x * p, y)
+        return x.reshape(*lead, *x.shape[-2:])

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from mrirecon.core import LinearOperator
 from mrirecon.models.blocks.cg_dc import operator_tensors_with_grad, solve_proximal
-from mrirecon.models.common import require_batch
+from mrirecon.models.input_checks import check_model_input
 from mrirecon.operators.patches import Patches
 from mrirecon.models.gmm import (
     PatchGMM,
@@ -124,7 +124,7 @@ class UnrolledEM(nn.Module):
 
     def forward(self, y: Tensor, op: LinearOperator) -> Tensor:
         """Data ``y`` ``(B, ...)`` -> image ``(B, H, W)`` (complex for MRI, real for CT)."""
-        require_batch("UnrolledEM", y)
+        check_model_input("UnrolledEM", self, y, op, batch_ndim=2)
         x_ls, scale, lip = normalise_problem(y, op, batch_dims=1)
         y_n = y / scale.reshape((-1,) + (1,) * (y.ndim - 1))
         aty = op.H(y_n) / lip

@@ -33,6 +33,7 @@ from mrirecon.models.backbones.normunet import NormUnet
 from mrirecon.models.blocks.soft_dc import SoftKspaceDC, kspace_mask
 from mrirecon.models.common import run_stage
 from mrirecon.models.init import seeded_init
+from mrirecon.models.input_checks import check_model_input
 from mrirecon.models.output import rss_image
 from mrirecon.operators.mri import Fourier, SenseOperator
 from mrirecon.sampling.acs import acs_bounds
@@ -175,6 +176,7 @@ class VarNet(nn.Module):
         at 1e-30) or overflowed (1e30) float32: NaN maps or an all-zero image."""
         if not isinstance(op, SenseOperator):
             raise TypeError(f"VarNet needs a SenseOperator (sense(maps, mask)), got {type(op).__name__}")
+        check_model_input("VarNet", self, y, op)  # the rules of every model (also the mask's)
         if y.ndim != 4 or not y.is_complex():
             raise ValueError(f"VarNet: y must be complex (B, coils, H, W), got {tuple(y.shape)} {y.dtype}")
         mask = kspace_mask(op)
