@@ -202,6 +202,12 @@ class CTTrainingSet:
             geometry, kept = sparse_view(geometry, self.factor, offset)
             sino = sino[..., torch.as_tensor(kept), :]
         if self.photons is not None and self.files.data_photons is None:
+            from mrirecon.io.lodopab_attrs import unknown_dose
+            from mrirecon.sampling.views import check_noise_free
+
+            # as the pipeline: noise added to data that already hold it gives another dose
+            check_noise_free(sino, f"CTTrainingSet: {self.files.observation_files[0].name}: photons",
+                             unknown_dose(self.files.attrs))
             sino = low_dose_noise(sino, self.photons, g)
         elif self.photons is not None:  # noisy data: the pipeline's exact thinning
             sino = thin_dose(sino, self.files.data_photons, self.photons, g,

@@ -123,6 +123,23 @@ def test_noise_of_an_unknown_dose_gets_no_second_dose(ct_copy, tmp_path, keep_fl
     assert _run(obs, tmp_path / "plain")["status"] == "ok"
 
 
+def test_the_ct_training_set_refuses_a_second_dose_on_noise_of_an_unknown_dose(ct_copy):
+    """The training set adds ``photons`` noise as the pipeline does, so it keeps its rule: a
+    noisy file without attrs/photons is refused, not given a second, unrecorded dose."""
+    from mrirecon.training.data_ct import CTTrainingSet
+
+    obs = ct_copy / "observation_test_000.hdf5"
+    def strip(data, attrs):
+        del attrs["photons"]
+
+    _edit(obs, strip)
+    ds = CTTrainingSet(ct_copy, photons=4096, train=False)
+    with pytest.raises(ValueError, match=r"CTTrainingSet: observation_test_000.hdf5: photons: "
+                                         r"the data hold noise but their dose is unknown"):
+        ds.get(0)
+    assert CTTrainingSet(ct_copy, train=False).get(0) is not None  # as stored
+
+
 def test_noise_free_files_still_get_the_dose_asked_for(tmp_path):
     from mrirecon.sampling.views import check_noise_free
 
