@@ -10,10 +10,15 @@ Older names (``max_iterations``, ``outer_iterations``, ``num_stages``, ``num_pha
 ``num_cascades``, ``stages``, ``lamda``, ``nu``) are still accepted where the canonical name is,
 with a ``FutureWarning``; they go away in the next release. A call or config that gives both the
 old and the new name is an error, not a silent choice.
+
+Names the user typed that match nothing (a model, a reconstruction, weights, a parameter) get a
+did-you-mean hint from :func:`closest_name` / :func:`did_you_mean`; unknown names of a registry
+raise :class:`UnknownNameError`.
 """
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
 import warnings
@@ -36,6 +41,28 @@ DEPRECATED: Mapping[str, str] = {
 }
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class UnknownNameError(KeyError, ValueError):
+    """A name that no registry entry has (a model, a reconstruction): a ``ValueError`` (a value
+    the caller gave is wrong) that stays a ``KeyError`` for callers that catch that, with the
+    message printed as it is (a ``KeyError`` prints its repr, in quotes)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def closest_name(name: object, choices: Iterable[str]) -> str | None:
+    """The one of ``choices`` closest to ``name`` (``difflib``'s rule, as the config loader's
+    hints), or ``None`` when none is close."""
+    close = difflib.get_close_matches(str(name), list(choices), n=1)
+    return close[0] if close else None
+
+
+def did_you_mean(name: object, choices: Iterable[str]) -> str:
+    """``" (did you mean 'x'?)"`` for the closest of ``choices`` to ``name``, else ``""``."""
+    close = closest_name(name, choices)
+    return f" (did you mean {close!r}?)" if close is not None else ""
 
 
 def canonical_params(params: Mapping[str, Any], accepted: Iterable[str], where: str) -> dict[str, Any]:

@@ -26,6 +26,7 @@ import torch
 import yaml
 from torch import Tensor
 
+from mrirecon.core.names import did_you_mean
 from mrirecon.io.atomic import atomic_write_bytes, atomic_write_text
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -57,7 +58,12 @@ def resolve_weights(name_or_path: str | os.PathLike, who: str = "load_pretrained
     name; a file of that name there as well is refused as ambiguous (``./NAME`` is the file).
     Folders are never weights (an ``--output`` folder named like shipped weights is no file).
     A leading ``~`` is the home folder (``load_pretrained("~/x.pt")`` looked for ``./~/x.pt``).
+    An unknown name suggests the closest shipped one; anything but a str or ``os.PathLike`` is a
+    ``TypeError`` (``None`` was "expected str, bytes or os.PathLike object, not NoneType").
     """
+    if not isinstance(name_or_path, (str, os.PathLike)) or isinstance(os.fspath(name_or_path), bytes):
+        raise TypeError(f"{who}: name_or_path must be a shipped weights name or a path to a .pt "
+                        f"file (a str or os.PathLike), got {type(name_or_path).__name__}")
     text = os.fspath(name_or_path)
     if text.startswith("~"):
         text = os.path.expanduser(text)
@@ -99,7 +105,8 @@ def resolve_weights(name_or_path: str | os.PathLike, who: str = "load_pretrained
                                 f"{rule}")
     names = sorted(q.stem for q in WEIGHTS_DIR.glob("*.pt")) if WEIGHTS_DIR.is_dir() else []
     raise FileNotFoundError(
-        f"{who}: no weights named {text!r}; shipped: {', '.join(names) or 'none'} "
+        f"{who}: no weights named {text!r}{did_you_mean(text, names)}; shipped: "
+        f"{', '.join(names) or 'none'} "
         "(or give a path to a .pt file)"
     )
 

@@ -10,7 +10,7 @@ from typing import Any
 from torch import nn
 
 from mrirecon.core.checks import param_problem
-from mrirecon.core.names import canonical_params
+from mrirecon.core.names import UnknownNameError, canonical_params, closest_name, did_you_mean
 from mrirecon.models.init import seeded_init
 from mrirecon.models.backbones.complex import ComplexImageCNN
 from mrirecon.models.backbones.dncnn import DnCNN
@@ -119,10 +119,12 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
 
     Raises
     ------
-    KeyError
-        Unknown name (the message lists the known ones).
+    UnknownNameError
+        Unknown name (a ``ValueError`` and a ``KeyError``; the message suggests the closest
+        name and lists the known ones).
     TypeError
-        A keyword the model does not take (names the model and the keyword).
+        ``name`` is no string; a keyword the model does not take (names the model and the
+        keyword, suggests the closest parameter and lists the valid ones).
 
     ``init_seed`` (see :mod:`mrirecon.models.init`) is accepted for every name: models take it
     themselves; backbones and plug-and-play models with a denoiser built by name are built
@@ -132,14 +134,19 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     kwargs}`` (the keywords as given, old spellings renamed, defaults not filled in), which
     :func:`~mrirecon.training.run.save_model` writes into the card (:func:`card_params`).
     """
+    if not isinstance(name, str):  # None.lower() was an AttributeError
+        raise TypeError(f"build_model: name must be a model name (a str, one of "
+                        f"available_models()), got {type(name).__name__}")
     key = name.lower().replace("-", "_")
     if key not in _MODELS:
-        raise KeyError(f"unknown model {name!r}; available: {', '.join(available_models())}")
+        raise UnknownNameError(f"unknown model {name!r}{did_you_mean(key, _MODELS)}; available: "
+                               f"{', '.join(available_models())}")
     cls, defaults = _MODELS[key]
     # old spellings (num_cascades, nu, ...) are renamed before they meet the defaults
     kwargs = canonical_params(kwargs, inspect.signature(cls).parameters, f"build_model({name!r})")
     params = {**defaults, **kwargs}
     signature = inspect.signature(cls).parameters
+    _check_keywords(name, key, kwargs, signature, defaults)
     for k, v in kwargs.items():  # the checks the pipeline's config validation makes, for API callers
         default = signature[k].default if k in signature else defaults.get(k, inspect.Parameter.empty)
         problem = param_problem(k, v, default)
@@ -159,6 +166,25 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     # what save_model writes into the card and checks a card against (see card_params)
     model.build_params = {"name": key, "params": dict(kwargs)}
     return model
+
+
+def _check_keywords(name: str, key: str, kwargs: Mapping[str, Any],
+                    signature: Mapping[str, inspect.Parameter], defaults: Mapping[str, Any]) -> None:
+    """Refuse a keyword model ``key`` does not take, suggesting the closest one and listing the
+    valid ones (``MoDL.__init__() got an unexpected keyword argument 'featurs'`` listed none).
+    The words end on the keyword, as ``TypeError`` s of Python, for callers that add a source."""
+    if any(p.kind is p.VAR_KEYWORD for p in signature.values()):
+        return  # the model takes any keyword: it names its own
+    valid = {p.name for p in signature.values()
+             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} | set(defaults) | {"init_seed"}
+    if "denoiser" in valid:
+        valid.add("denoiser_params")
+    for k in kwargs:
+        if k not in valid:
+            close = closest_name(k, valid)
+            hint = f"did you mean {close!r}? " if close is not None else ""
+            raise TypeError(f"build_model({name!r}): {hint}{key} takes {', '.join(sorted(valid))}; "
+                            f"got the unexpected keyword argument {k!r}")
 
 
 #: build parameters that change how a model trains, not what it computes: neither compared nor

@@ -69,9 +69,12 @@ def coil_reduce(maps: Tensor, coil_images: Tensor) -> Tensor:
 def _checked_maps(maps: Tensor, who: str) -> Tensor:
     """Coil maps ``(..., C, H, W)``: real maps become complex (the adjoint's ``einsum`` needs one
     dtype); NaN / Inf are refused (CG took a NaN right-hand side for converged and returned 0)."""
-    if not isinstance(maps, Tensor) or maps.ndim < 3:
-        raise ValueError(f"{who}: maps must be a tensor (..., coils, H, W), got "
-                         f"{getattr(maps, 'shape', type(maps).__name__)}")
+    if not isinstance(maps, Tensor):  # a numpy array was told its shape was wrong
+        raise TypeError(f"{who}: maps must be a torch.Tensor (..., coils, H, W), got "
+                        f"{type(maps).__name__} (torch.from_numpy(maps) for a numpy array)")
+    if maps.ndim < 3:
+        raise ValueError(f"{who}: maps must have the shape (..., coils, H, W), got "
+                         f"{tuple(maps.shape)}")
     if not maps.is_complex():
         if not maps.is_floating_point():
             raise ValueError(f"{who}: maps must be complex (or real floating point), got {maps.dtype}")

@@ -94,7 +94,8 @@ def check_measurements(name: str, y: Tensor, op: LinearOperator | None, *, kspac
     Raises
     ------
     TypeError
-        Real or half-precision (``complex32``) k-space.
+        Real or half-precision (``complex32``) k-space; a real ``y`` with a CT projector ``op``
+        for an MRI method (``kspace``): the method is named as the mistake, not the data.
     ValueError
         NaN / Inf values, empty or all-zero ``y``, k-space undersampled with another mask than
         the operator's, a flipped sinogram (``sinogram="refuse"``).
@@ -106,6 +107,12 @@ def check_measurements(name: str, y: Tensor, op: LinearOperator | None, *, kspac
             _check_sign(name, y, sinogram, arg)
         return
     if kspace and not y.is_complex():
+        if is_ct_operator(op):  # was "a real y has lost its phase": the mistake is the method
+            raise TypeError(
+                f"{name}: is an MRI reconstruction, but op is a CT projector "
+                f"({type(op).__name__}) and {arg} a real sinogram {tuple(y.shape)}: use a CT "
+                "reconstruction (fbp, sirt, tv_ct; recon.describe(name) tells which data a "
+                "method takes), or an MRI operator (sense(maps, mask)) with complex k-space")
         raise TypeError(
             f"{name}: {arg} is real ({y.dtype}, shape {tuple(y.shape)}), but MRI k-space is "
             f"complex: a real {arg} has lost its phase (abs(), .real, or a cast such as "

@@ -17,7 +17,7 @@ from mrirecon.core import LinearOperator
 from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.operators.fbp import FILTERS
 from mrirecon.operators.fbp import fbp as _fbp
-from mrirecon.recon.checks import check_measurements, sign_policy
+from mrirecon.recon.checks import check_measurements, is_kspace_operator, sign_policy
 from mrirecon.recon.variational import admm_settings, batch_dims_of, tv_least_squares
 from mrirecon.solvers import project_nonnegative
 from mrirecon.solvers.convergence import report_unconverged
@@ -38,10 +38,21 @@ def _check(y: Tensor, op, who: str, nonneg: bool | None = None) -> None:
     if not isinstance(op, LinearOperator):
         raise TypeError(f"{who}: op must be a LinearOperator (e.g. ParallelBeam(geometry)), got "
                         f"{type(op).__name__}")
+    _check_real(y, who, op)
+    check_measurements(who, y, op, sinogram=sign_policy(nonneg))
+
+
+def _check_real(y: Tensor, who: str, op) -> None:
+    """Measured line integrals are a real tensor (a complex one is MRI data or a cast); with an
+    MRI operator the method is named as the mistake, as MRI methods name a CT projector."""
+    if isinstance(y, Tensor) and y.is_complex() and is_kspace_operator(op):
+        raise TypeError(f"{who}: is a CT reconstruction, but op is an MRI operator "
+                        f"({type(op).__name__}) and y complex k-space {tuple(y.shape)}: use an "
+                        "MRI reconstruction (zero_filled, cg_sense, l1_wavelet, ...), or a CT "
+                        "projector (ct_operator(geometry)) with a real sinogram")
     if not isinstance(y, Tensor) or y.is_complex():
         raise TypeError(f"{who}: the sinogram must be a real tensor, got "
                         f"{getattr(y, 'dtype', type(y).__name__)}")
-    check_measurements(who, y, op, sinogram=sign_policy(nonneg))
 
 
 def fbp(
@@ -61,8 +72,9 @@ def fbp(
     Parameters
     ----------
     sinogram
-        Line integrals ``(..., views, detectors)`` (real or complex; complex is filtered part
-        by part and not checked for its sign).
+        Line integrals ``(..., views, detectors)``, a real tensor as :func:`sirt` and
+        :func:`tv_ct` take (a complex one, which was filtered part by part into a complex
+        image, is refused; :func:`mrirecon.operators.fbp.fbp` takes it).
     geometry_or_operator, filter, frequency_scaling, short_scan
         As :func:`mrirecon.operators.fbp.fbp`.
 
@@ -71,6 +83,7 @@ def fbp(
     Tensor
         Image ``(..., H, W)``.
     """
+    _check_real(sinogram, "fbp", geometry_or_operator)
     check_measurements("fbp", sinogram, None, sinogram="warn", arg="sinogram")
     return _fbp(sinogram, geometry_or_operator, filter, frequency_scaling, short_scan=short_scan)
 

@@ -17,7 +17,8 @@ from torch import Tensor
 
 from mrirecon.core import LinearOperator
 from mrirecon.core.checks import param_problem
-from mrirecon.core.names import accepts_deprecated_names, canonical_params
+from mrirecon.core.names import (UnknownNameError, accepts_deprecated_names, canonical_params,
+                                 closest_name, did_you_mean)
 from mrirecon.functional import ifft2c, rss
 from mrirecon.recon import ct, mri
 from mrirecon.recon.checks import check_measurements, is_kspace_operator, measurements_checked
@@ -193,8 +194,12 @@ def register(name: str, fn: Callable[..., Tensor], *, needs_op: bool = True, sum
 
 
 def _lookup(name: str) -> Entry:
+    if not isinstance(name, str):  # None was "unknown reconstruction None", a list unhashable
+        raise TypeError(f"name must be a reconstruction name (a str, one of recon.available()), "
+                        f"got {type(name).__name__}")
     if name not in _REGISTRY:
-        raise KeyError(f"unknown reconstruction {name!r}; available: {', '.join(available())}")
+        raise UnknownNameError(f"unknown reconstruction {name!r}{did_you_mean(name, _REGISTRY)}; "
+                               f"available: {', '.join(available())}")
     return _REGISTRY[name]
 
 
@@ -222,11 +227,12 @@ def run(name: str, y: Tensor, op: LinearOperator | None = None, **params) -> Ten
 
     Raises
     ------
-    KeyError
-        Unknown name (the message lists the available ones).
+    UnknownNameError
+        Unknown name (a ``ValueError`` and a ``KeyError``; the message suggests the closest
+        name and lists the available ones).
     TypeError
-        Unknown or missing parameter (the message lists the valid ones), or no ``op`` where
-        one is needed.
+        ``name`` is no string; unknown or missing parameter (the message suggests the closest
+        and lists the valid ones), or no ``op`` where one is needed.
     ValueError
         A parameter value out of range (iteration counts < 1, NaN/Inf or negative ``lam``,
         ``rho``, tolerances outside ``[0, 1)``, ...), or ``y`` with NaN/Inf values, empty or all zero, k-space
@@ -260,8 +266,11 @@ def check_params(name: str, params: dict) -> dict:
     params = canonical_params(params, valid, name)
     unknown = sorted(set(params) - set(valid))
     if unknown:
+        close = [(closest_name(u, valid), u) for u in unknown]
+        hints = ", ".join(f"{c!r} for {u!r}" for c, u in close if c is not None)
         raise TypeError(
             f"{name}: unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(valid) or '(none)'}"
+            + (f"; did you mean {hints}?" if hints else "")
         )
     missing = [p for p in entry.required() if p not in params]
     if missing:

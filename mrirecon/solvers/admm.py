@@ -10,7 +10,7 @@ from torch import Tensor
 from mrirecon.core import LinearOperator
 from mrirecon.core.checks import check_iterations, check_tolerance
 from mrirecon.core.names import accepts_deprecated_names
-from mrirecon.solvers.cg import cg
+from mrirecon.solvers.cg import cg, start_at
 from mrirecon.solvers.convergence import quiet, report_unconverged
 from mrirecon.solvers.prox import Prox
 from mrirecon.solvers.stopping import check_finite_start
@@ -59,7 +59,8 @@ def admm(
         ``x_update`` receives shaped to broadcast against ``x`` and ``prox_g``'s step against
         ``K x``.
     z0
-        Starting split variable (``K x0`` by default); the scaled dual starts at zero.
+        Starting split variable (``K x0`` by default): the shape of ``K(x0)``, or one that
+        broadcasts to it; the scaled dual starts at zero.
     iterations
         Iteration limit.
     tolerance
@@ -79,11 +80,14 @@ def admm(
     """
     check_iterations("admm", iterations=iterations)
     check_tolerance("admm", tolerance=tolerance)
+    if not isinstance(x0, Tensor):  # a numpy array: "object has no attribute 'clone'"
+        raise TypeError(f"admm: x0 must be a torch.Tensor, got {type(x0).__name__}")
     check_finite_start("admm", x0)  # every iterate was NaN, without a word
     x = x0.clone()
     kx = K(x)
     rho_x, rho_z = _penalties(rho, x, kx, batch_dims)
-    z = kx.clone() if z0 is None else z0.clone()
+    # a z0 of another shape failed on torch's "The size of tensor a (32) must match ..."
+    z = kx.clone() if z0 is None else start_at("admm", "z0", z0, tuple(kx.shape), "K(x0)")
     u = torch.zeros_like(z)
     for it in range(iterations):
         x = x_update(z - u, rho_x, x)

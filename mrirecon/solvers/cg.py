@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from mrirecon.core.checks import NonFiniteError, check_iterations, check_tolerance
+from mrirecon.core.checks import (NonFiniteError, broadcasts_to, check_iterations,
+                                  check_tolerance)
 from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.solvers.convergence import report_unconverged
 
@@ -29,6 +31,40 @@ def _dot(a: Tensor, b: Tensor, dims: tuple[int, ...] | None) -> Tensor:
     if dims is None:
         return prod.sum()
     return prod.sum(dim=dims, keepdim=True)
+
+
+def start_at(who: str, arg: str, start: object, shape: tuple[int, ...], of: str) -> Tensor:
+    """A solver's start ``arg`` (``x0``, ``z0``, ``y0``) checked against ``shape`` (that of
+    ``of``, which sets the shape the solver works at) and returned as a writable copy of that
+    shape: one that broadcasts to it without changing it is expanded (one start for a stack of
+    problems); a start of more or other axes is refused (``cg`` returned two images for one
+    ``rhs``; ``admm`` and ``pdhg`` failed on torch's "The size of tensor a (32) must match"), as
+    is anything but a tensor (a numpy array: "'numpy.ndarray' object has no attribute 'clone'").
+    :func:`mrirecon.core.checks.check_start` is the rule of the reconstructions' ``x0``."""
+    if not isinstance(start, Tensor):
+        raise TypeError(f"{who}: {arg} must be a torch.Tensor, got {type(start).__name__}")
+    got = tuple(start.shape)
+    if got == shape:
+        return start.clone()
+    if not broadcasts_to(got, shape):
+        raise ValueError(f"{who}: {arg} must have the shape {shape} of {of}, got {got}")
+    return start.expand(shape).clone()
+
+
+def _batch_axes(who: str, batch_dims: object, rhs_shape: tuple[int, ...]) -> int:
+    """``batch_dims`` as an int in ``[0, ndim)`` (``0`` for a 0-d ``rhs``): -1 failed as "dim 1
+    appears multiple times", one beyond the axes of ``rhs`` was taken without a word."""
+    ndim = len(rhs_shape)
+    try:
+        n = operator.index(batch_dims)  # numpy integers too; not 1.0, not True
+    except TypeError:
+        n = None
+    if n is None or isinstance(batch_dims, bool):
+        raise TypeError(f"{who}: batch_dims must be an integer, got {batch_dims!r}")
+    if n < 0 or (n and n >= ndim):
+        raise ValueError(f"{who}: batch_dims must be in [0, {ndim}): the number of leading axes "
+                         f"of rhs {tuple(rhs_shape)} that index independent systems, got {n}")
+    return n
 
 
 #: Directions whose Rayleigh quotient is below this many ``eps`` of the largest one met are
@@ -65,14 +101,15 @@ def cg(
     rhs
         Right-hand side; defines shape, dtype and device.
     x0
-        Starting point (zeros by default).
+        Starting point (zeros by default): the shape of ``rhs``, or one that broadcasts to it
+        (one start for every system); a start of more or other axes is refused.
     iterations
         Iteration limit.
     tolerance
         Stop when ``||r|| <= tolerance * ||rhs||`` (for every batch item).
     batch_dims
         Number of leading axes holding independent systems (each gets its own step sizes).
-        ``0`` treats the whole tensor as one system.
+        ``0`` treats the whole tensor as one system; at most ``rhs.ndim - 1``.
     callback
         Called as ``callback(iteration, x, residual_norm)`` after each iteration.
 
@@ -87,7 +124,8 @@ def cg(
         ``gram`` is not positive semi-definite: some ``p^H gram(p)`` is negative beyond rounding
         (:data:`NEGATIVE_FLOOR`), naming the iteration (was: CG froze there and returned zeros
         or a wrong ``x`` without a word); :class:`~mrirecon.core.checks.NonFiniteError` for NaN
-        or Inf values; a ``tolerance`` outside ``[0, 1)``.
+        or Inf values; a ``tolerance`` outside ``[0, 1)``; an ``x0`` of another shape than
+        ``rhs`` (``TypeError``: no tensor); ``batch_dims`` outside ``[0, rhs.ndim)``.
 
     Notes
     -----
@@ -98,8 +136,11 @@ def cg(
     """
     check_iterations("cg", iterations=iterations)
     check_tolerance("cg", tolerance=tolerance)
+    batch_dims = _batch_axes("cg", batch_dims, tuple(rhs.shape))
     dims = None if batch_dims == 0 else tuple(range(batch_dims, rhs.ndim))
-    x = torch.zeros_like(rhs) if x0 is None else x0.clone()
+    if x0 is not None:
+        x0 = start_at("cg", "x0", x0, tuple(rhs.shape), "rhs (which sets the solution's shape)")
+    x = torch.zeros_like(rhs) if x0 is None else x0
     r = rhs - gram(x) if x0 is not None else rhs.clone()
     p = r.clone()
     rr = _dot(r, r, dims)

@@ -10,6 +10,7 @@ from torch import Tensor
 from mrirecon.core import LinearOperator, max_eigenvalue
 from mrirecon.core.checks import check_iterations, check_tolerance
 from mrirecon.core.names import accepts_deprecated_names
+from mrirecon.solvers.cg import start_at
 from mrirecon.solvers.convergence import report_unconverged
 from mrirecon.solvers.prox import Prox
 from mrirecon.solvers.stopping import check_finite_start, per_system_ratio
@@ -194,7 +195,8 @@ def pdhg(
     theta
         Extrapolation parameter in ``[0, 1]``.
     y0
-        Starting dual variables (zeros by default).
+        Starting dual variables (zeros by default): one per block, each of the shape of
+        ``K_i(x0)`` or one that broadcasts to it.
     norms
         Known ``||K_i||`` to skip power iterations.
     iterations, tolerance
@@ -220,13 +222,15 @@ def pdhg(
         raise ValueError(f"pdhg: {len(proxes)} prox_f_conj for {len(ops)} operator blocks")
     if not 0 <= theta <= 1:
         raise ValueError(f"pdhg: theta must lie in [0, 1], got {theta}")
+    if not isinstance(x0, Tensor):  # a numpy array: "object has no attribute 'clone'"
+        raise TypeError(f"pdhg: x0 must be a torch.Tensor, got {type(x0).__name__}")
     check_finite_start("pdhg", x0)  # it returned zeros, without a word
     sigmas, tau = _steps(ops, x0, sigma, tau, norms)
     x = x0.clone()
     if y0 is None:
         ys = [k(x).zero_() for k in ops]
     else:
-        ys = [v.clone() for v in ([y0] if isinstance(y0, Tensor) else y0)]
+        ys = _dual_starts(y0, ops, x)
     xbar = x
     for it in range(iterations):
         ys = [p(y + s * k(xbar), s) for p, y, s, k in zip(proxes, ys, sigmas, ops)]
@@ -249,3 +253,18 @@ def pdhg(
         if tolerance > 0:
             report_unconverged("pdhg", iterations, rel, tolerance, "relative change")
     return x
+
+
+def _dual_starts(y0: Sequence[Tensor] | Tensor, ops: list[LinearOperator], x: Tensor) -> list:
+    """``y0`` checked against the blocks: one start per block (a single tensor for two blocks
+    started only the first and dropped the second from every iteration, without a word), each of
+    the shape of ``K_i(x0)`` (another one failed on torch's "The size of tensor a (3) must
+    match")."""
+    given = list(y0) if isinstance(y0, (list, tuple)) else [y0]
+    if len(given) != len(ops):
+        raise ValueError(f"pdhg: y0 has {len(given)} start(s) for {len(ops)} operator blocks "
+                         "(one dual start per block of K)")
+    if len(ops) == 1:
+        return [start_at("pdhg", "y0", given[0], tuple(ops[0](x).shape), "K(x0)")]
+    return [start_at("pdhg", f"y0[{i}]", v, tuple(k(x).shape), f"K[{i}](x0)")
+            for i, (v, k) in enumerate(zip(given, ops))]

@@ -413,3 +413,146 @@ def test_k_space_undersampled_with_another_2d_mask_than_the_operator_is_refused(
     chance[:, r, c] = 0  # one kept sample exactly zero in every coil (below 1 % of them)
     for data in (full * m, full, padded, ellipse, chance):
         assert recon.run("cg_sense", data, op, iterations=3).shape == (32, 32)
+
+
+def _solver_problem():
+    """One SENSE slice (image (32, 32), k-space (4, 32, 32)) and its Tikhonov gram."""
+    from tests.helpers import shepp_sense_problem
+
+    _, op, y = shepp_sense_problem(n=32)
+    return op, y, op.H(y), lambda v: op.gram(v) + 0.01 * v
+
+
+@pytest.mark.parametrize("case, error, message", [
+    ("stack", ValueError, r"cg: x0 must have the shape \(32, 32\) of rhs .*, got \(2, 32, 32\)"),
+    ("numpy", TypeError, r"cg: x0 must be a torch.Tensor, got ndarray"),
+    ("batch -1", ValueError, r"cg: batch_dims must be in \[0, 2\): .* rhs \(32, 32\) .*got -1"),
+    ("batch 2", ValueError, r"cg: batch_dims must be in \[0, 2\): .*got 2"),
+    ("batch 7", ValueError, r"cg: batch_dims must be in \[0, 2\): .*got 7"),
+    ("batch 1.0", TypeError, r"cg: batch_dims must be an integer, got 1.0"),
+])
+def test_cg_refuses_a_start_or_batch_axes_that_do_not_fit_rhs(case, error, message):
+    """rhs sets cg's shape: x0 (2, 32, 32) for a (32, 32) rhs returned two images, no word; a
+    numpy x0 failed on "'numpy.ndarray' object has no attribute 'clone'"; batch_dims=-1 on
+    "dim 1 appears multiple times"; batch_dims=7 (or 2: no axis left per system) was taken."""
+    from mrirecon.solvers import cg
+
+    _, _, aty, gram = _solver_problem()
+    x0 = {"stack": torch.zeros(2, 32, 32, dtype=aty.dtype), "numpy": aty.numpy()}.get(case)
+    batch = {"batch -1": -1, "batch 2": 2, "batch 7": 7, "batch 1.0": 1.0}.get(case, 0)
+    with pytest.raises(error, match=message):
+        cg(gram, aty, x0, iterations=2, batch_dims=batch)
+
+
+def test_admm_and_pdhg_name_split_and_dual_starts_of_another_shape():
+    """z0 / y0 of another shape than K(x0) failed on torch's "The size of tensor a (32) must
+    match the size of tensor b (31)"; one y0 tensor for two blocks of K started the first block
+    and dropped the second from every iteration, without a word. What stays: starts of the
+    right shape run as the defaults do, one cg start for a stack of systems starts each."""
+    import numpy as np
+
+    from mrirecon.operators import FiniteDifference
+    from mrirecon.solvers import admm, cg, pdhg
+    from mrirecon.solvers.admm import least_squares_x_update
+    from mrirecon.solvers.prox import conjugate_prox, prox_l2_squared, soft_threshold
+
+    op, y, aty, _ = _solver_problem()
+    D = FiniteDifference()
+    update, prox = least_squares_x_update(op, y, D), lambda v, s: soft_threshold(v, 1e-3 * s)
+    with pytest.raises(ValueError, match=r"admm: z0 must have the shape \(2, 32, 32\) of K\(x0\), "
+                                         r"got \(2, 31, 32\)"):
+        admm(update, prox, D, aty, 1.0, z0=torch.zeros(2, 31, 32, dtype=aty.dtype), iterations=2)
+    with pytest.raises(TypeError, match=r"admm: x0 must be a torch.Tensor, got ndarray"):
+        admm(update, prox, D, aty.numpy(), 1.0, iterations=2)
+    pf = conjugate_prox(lambda v, s: prox_l2_squared(v, s, y))
+    with pytest.raises(ValueError, match=r"pdhg: y0 must have the shape \(4, 32, 32\) of K\(x0\), "
+                                         r"got \(3, 32, 32\)"):
+        pdhg(op, pf, None, aty, y0=torch.zeros(3, 32, 32, dtype=aty.dtype), iterations=2)
+    with pytest.raises(ValueError, match=r"pdhg: y0 has 1 start\(s\) for 2 operator blocks"):
+        pdhg([op, D], [pf, pf], None, aty, y0=torch.zeros_like(y), iterations=2)
+    with pytest.raises(ValueError, match=r"pdhg: y0\[1\] must have the shape \(2, 32, 32\) of "
+                                         r"K\[1\]\(x0\), got \(4, 32, 32\)"):
+        pdhg([op, D], [pf, pf], None, aty, y0=[torch.zeros_like(y)] * 2, iterations=2)
+    # starts of K(x0)'s shape run as the defaults do
+    z = admm(update, prox, D, aty, 1.0, z0=D(aty), iterations=2)
+    torch.testing.assert_close(z, admm(update, prox, D, aty, 1.0, iterations=2), rtol=0, atol=0)
+    p = pdhg(op, pf, None, aty, y0=torch.zeros_like(y), iterations=2)
+    torch.testing.assert_close(p, pdhg(op, pf, None, aty, iterations=2), rtol=0, atol=0)
+    gram, rhs = (lambda v: op.gram(v) + 0.01 * v), torch.stack([aty, 2 * aty])
+    one = cg(gram, rhs, 0.5 * aty, iterations=3, batch_dims=np.int64(1))
+    torch.testing.assert_close(one, cg(gram, rhs, (0.5 * aty).expand(2, 32, 32), iterations=3,
+                                       batch_dims=1), rtol=0, atol=0)
+
+
+def test_unknown_names_suggest_the_closest_and_stay_key_errors():
+    """build_model("mdol"), recon.run("l1_wavlet") and load_pretrained("modl_brain_sm") listed
+    the names without a hint (a KeyError, quoted); build_model("modl", featurs=8) said "MoDL.
+    __init__() got an unexpected keyword argument 'featurs'" listing none; recon.run(lamb=1)
+    listed the valid ones without a hint; None as a name gave "expected str, bytes or
+    os.PathLike object, not NoneType" or "'NoneType' object has no attribute 'lower'"."""
+    from mrirecon import recon
+    from mrirecon.models import build_model
+    from mrirecon.training.weights import load_pretrained
+
+    from tests.helpers import shepp_sense_problem
+
+    _, op, y = shepp_sense_problem(n=16)
+    for call, message in [(lambda: build_model("mdol"), r"^unknown model 'mdol' \(did you mean "
+                                                        r"'modl'\?\); available: admm_csnet, "),
+                          (lambda: recon.run("l1_wavlet", y, op), r"^unknown reconstruction "
+                           r"'l1_wavlet' \(did you mean 'l1_wavelet'\?\); available: cg_sense")]:
+        with pytest.raises(ValueError, match=message) as err:
+            call()
+        assert isinstance(err.value, KeyError)  # callers that catch KeyError still do
+    with pytest.raises(FileNotFoundError, match=r"load_pretrained: no weights named 'modl_brain_sm'"
+                                                r" \(did you mean 'modl_brain_sim'\?\); shipped: "):
+        load_pretrained("modl_brain_sm")
+    with pytest.raises(TypeError, match=r"build_model\('modl'\): did you mean 'features'\? modl "
+                                        r"takes .*layers.*; got the unexpected keyword argument "
+                                        r"'featurs'$"):
+        build_model("modl", featurs=8)
+    with pytest.raises(TypeError, match=r"cg_sense: unknown parameter\(s\) lamb; valid: lam, .*; "
+                                        r"did you mean 'lam' for 'lamb'\?"):
+        recon.run("cg_sense", y, op, lamb=1)
+    for call, message in [(lambda: load_pretrained(None), r"load_pretrained: name_or_path must be "
+                           r"a shipped weights name or a path .*got NoneType"),
+                          (lambda: build_model(None), r"build_model: name must be a model name "
+                                                      r"\(a str.*got NoneType"),
+                          (lambda: recon.run(None, y, op), r"name must be a reconstruction name "
+                                                           r"\(a str.*got NoneType")]:
+        with pytest.raises(TypeError, match=message):
+            call()
+
+
+def test_messages_name_the_wrong_type_or_the_wrong_modality():
+    """sense(numpy maps) said "maps must be a tensor (..., coils, H, W), got (4, 32, 32)" (the
+    shape was right); an MRI method given a CT projector and its sinogram said "y is real ...
+    has lost its phase"; fbp took a complex sinogram and returned a complex image where sirt and
+    tv_ct refuse it."""
+    from mrirecon import recon
+    from mrirecon.operators import ParallelBeam, sense
+    from mrirecon.operators.ct_geometry import CTGeometry
+    from tests.helpers import shepp_sense_problem
+
+    _, op, y = shepp_sense_problem(n=32)
+    with pytest.raises(TypeError, match=r"SenseOperator: maps must be a torch.Tensor \(\.\.\., "
+                                        r"coils, H, W\), got ndarray"):
+        sense(op.maps.numpy(), torch.ones(1, 32))
+    ct_op = ParallelBeam(CTGeometry.parallel((32, 32), num_views=24))
+    s = ct_op(torch.ones(32, 32, dtype=torch.float64))
+    for name in ("cg_sense", "l1_wavelet", "grappa"):
+        params = {"lam": 1e-3} if name == "l1_wavelet" else {}
+        with pytest.raises(TypeError, match=rf"{name}: is an MRI reconstruction, but op is a CT "
+                                            r"projector \(ParallelBeam\) and y a real sinogram "
+                                            r"\(24, \d+\): use a CT reconstruction"):
+            recon.run(name, s, ct_op, **params)
+    for name in ("fbp", "sirt"):
+        with pytest.raises(TypeError, match=rf"{name}: the sinogram must be a real tensor, got "
+                                            r"torch.complex128"):
+            recon.run(name, s.to(torch.complex128), ct_op)
+        with pytest.raises(TypeError, match=rf"{name}: is a CT reconstruction, but op is an MRI "
+                                            r"operator \(SenseOperator\) and y complex k-space"):
+            recon.run(name, y, op)
+    with pytest.raises(TypeError, match=r"fbp: the sinogram must be a real tensor"):
+        recon.fbp(s.to(torch.complex128), ct_op)
+    assert not recon.run("fbp", s, ct_op).is_complex()
