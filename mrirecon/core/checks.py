@@ -240,24 +240,39 @@ def broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
     return len(shape) <= len(target) and all(s in (1, t) for s, t in zip(reversed(shape), reversed(target)))
 
 
+def start_at(who: str, arg: str, start: object, shape: tuple[int, ...], of: str, *,
+             copy: bool = True) -> Any:
+    """A start ``arg`` (a solver's ``x0``, ``z0``, ``y0``; a reconstruction's ``x0``) checked
+    against ``shape`` (that of ``of``, which sets the shape the solver works at) and returned at
+    that shape: one that broadcasts to it without changing it is expanded into a writable copy
+    (one start for a stack of problems); a start of more or other axes is refused (``cg``
+    returned two images for one ``rhs``; ``admm`` and ``pdhg`` failed on torch's "The size of
+    tensor a (32) must match"), as is anything but a tensor (a numpy array: "'numpy.ndarray'
+    object has no attribute 'clone'"). A start of the very shape is returned as a copy
+    (``copy``: the solvers write into it) or itself."""
+    import torch
+
+    if not isinstance(start, torch.Tensor):
+        raise TypeError(f"{who}: {arg} must be a torch.Tensor, got {type(start).__name__}")
+    got = tuple(start.shape)
+    if got == shape:
+        return start.clone() if copy else start
+    if not broadcasts_to(got, shape):
+        raise ValueError(f"{who}: {arg} must have the shape {shape} of {of}, got {got}")
+    return start.expand(shape).clone()
+
+
 def check_start(who: str, x0: Any, image: Any, y: Any) -> Any:
     """A start ``x0`` must be a tensor that broadcasts to the shape of ``image`` (``A.H(y)``, the
     shape the solver returns) without changing it; returns ``x0`` at that shape (``None`` stays
-    ``None``). One ``(H, W)`` start for a batch of slices is fine; a start with more images than
-    ``y`` was broadcast the other way without a word (``cg_sense`` with ``x0`` of shape
-    ``(2, H, W)`` and one ``y`` returned 2 images)."""
+    ``None``; :func:`start_at`, ``x0`` itself when of that shape). One ``(H, W)`` start for a
+    batch of slices is fine; a start with more images than ``y`` was broadcast the other way
+    without a word (``cg_sense`` with ``x0`` of shape ``(2, H, W)`` and one ``y`` returned 2
+    images)."""
     if x0 is None:
         return None
-    shape = getattr(x0, "shape", None)
-    if not hasattr(x0, "clone") or shape is None:
-        raise TypeError(f"{who}: x0 must be a torch.Tensor, got {type(x0).__name__}")
-    target = tuple(image.shape)
-    if tuple(shape) == target:
-        return x0
-    if not broadcasts_to(tuple(shape), target):
-        raise ValueError(f"{who}: x0 must have the shape {target} of the image of y "
-                         f"{tuple(y.shape)} (A.H(y)), got {tuple(shape)}")
-    return x0.expand(target).clone()  # one start per image, writable in place
+    return start_at(who, "x0", x0, tuple(image.shape), f"the image of y {tuple(y.shape)} (A.H(y))",
+                    copy=False)
 
 
 def check_seed(who: str, seed: Any, below: int | None = None) -> None:

@@ -9,7 +9,6 @@ and name the file and the dotted key.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import inspect
 import logging
 import math
@@ -22,7 +21,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 import yaml
 
 from mrirecon.core.checks import param_problem
-from mrirecon.core.names import DEPRECATED
+from mrirecon.core.names import DEPRECATED, did_you_mean
 
 T = TypeVar("T")
 log = logging.getLogger("mrirecon.config")
@@ -195,8 +194,7 @@ def from_dict(cls: type[T], data: dict, *, source: str = "", prefix: str = "") -
     fields = {f.name: f for f in _yaml_fields(cls)}
     for k in data:
         if k not in fields:
-            close = difflib.get_close_matches(str(k), list(fields), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(k, fields)
             valid = ", ".join(sorted(fields))
             raise ConfigError(source, _join(prefix, str(k)), f"unknown key{hint}; valid keys: {valid}")
     kwargs = {}
@@ -558,8 +556,7 @@ def check_params(method: str, params: dict, valid: dict[str, Any], *, source: st
     (:func:`mrirecon.core.checks.param_problem`, with the signature's ``annotations``)."""
     for key, value in params.items():
         if key not in valid and key not in extra:
-            close = difflib.get_close_matches(str(key), list(valid) + list(extra), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(key, [*valid, *extra])
             names = ", ".join(sorted(valid)) or "(none)"
             raise fail(source, f"{prefix}.{key}",
                         f"{method} has no parameter {key!r}{hint}; valid: {names}")

@@ -22,17 +22,12 @@ from mrirecon.core import CoilExpandReduce, HasFBP, HasSamplingMask, LinearOpera
 from mrirecon.core.checks import finite_and_nonzero, nonfinite_count
 from mrirecon.core.operator import check_trailing_shape
 from mrirecon.models.common import require_batch
-from mrirecon.sampling.agreement import held_span, mask_disagreement
+from mrirecon.sampling.agreement import judge_mask
 
 #: The complex dtype of each real precision (the data and operators of float32 weights).
 COMPLEX_OF = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 REAL_OF = {torch.complex64: torch.float32, torch.complex128: torch.float64,
            torch.complex32: torch.float16}
-
-#: A 2-D mask's samples inside ``y``'s span that may hold exact zeros by chance before ``y``
-#: counts as undersampled with another mask: the value of ``recon.checks.CHANCE_ZEROS`` (the
-#: same rule; column masks allow none).
-CHANCE_ZEROS = 0.01
 
 _ABSENT = object()  # no ``op`` argument given (a denoiser's ``model(x)``)
 
@@ -156,63 +151,27 @@ def check_mask_fits(label: str, y: Tensor, op: LinearOperator) -> None:
 
 def mask_mismatch(y: Tensor, op: LinearOperator) -> str | None:
     """Why k-space ``y`` was undersampled with another mask than ``op``'s sampling mask, in
-    ``recon.run``'s words (after its ``name: ``), or ``None``.
+    ``recon.run``'s words (after its ``name: ``), or ``None``: the rule and wording of
+    :func:`mrirecon.sampling.agreement.judge_mask` and its ``MaskFit.mismatch``.
 
-    The rule of :func:`mrirecon.sampling.agreement.mask_disagreement`: ``y`` holds data where
-    the mask drops them *and* the mask keeps samples where ``y`` holds none (inside ``y``'s
-    span: zero padding at the edges is no sample) — fftshifted, flipped, transposed, another
-    seed (``modl_brain_sim``: 6.8 dB with the fftshifted mask's operator, 18 dB with another
-    seed's, 25 dB with its own). Either alone is ordinary: fully sampled ``y`` undersampled by
-    the operator (SSDU's and ZS-SSL's splits: ``y`` restricted to a subset of the mask, ``op`` of
-    that subset), or ``y`` undersampled and ``op`` denser (``recon.run`` warns of it; a model
-    takes those samples as measured zeros). Column masks ``(..., 1, W)`` are judged by column
-    (no empty column allowed), 2-D masks by sample (:data:`CHANCE_ZEROS`). Operators without a
-    Cartesian mask (non-Cartesian, CT) and masks that do not match ``y``'s trailing axes are
-    not judged. One pass over ``y``.
+    ``y`` holds data where the mask drops them *and* the mask keeps samples where ``y`` holds
+    none (inside ``y``'s span: zero padding at the edges is no sample) — fftshifted, flipped,
+    transposed, another seed (``modl_brain_sim``: 6.8 dB with the fftshifted mask's operator,
+    18 dB with another seed's, 25 dB with its own). Either alone is ordinary: fully sampled
+    ``y`` undersampled by the operator (SSDU's and ZS-SSL's splits: ``y`` restricted to a
+    subset of the mask, ``op`` of that subset), or ``y`` undersampled and ``op`` denser
+    (``recon.run`` warns of it; a model takes those samples as measured zeros). Real ``y``,
+    operators without a Cartesian mask (non-Cartesian, CT), masks that do not match ``y``'s
+    trailing axes and per-sample masks of another batch (the operator names it) are not judged.
+    One pass over ``y``.
     """
-    from mrirecon.operators.mri import SenseOperator
-
-    found = capability(op, HasSamplingMask)
-    mask = None if found is None else found.mask
-    if (not isinstance(mask, Tensor) or mask.ndim < 2 or y.ndim < 2 or not y.is_complex()
-            or mask.shape[-1] != y.shape[-1]):
+    if y.ndim < 2 or not y.is_complex():
         return None
-    columns = mask.shape[-2] == 1
-    if not columns and mask.shape[-2] != y.shape[-2]:
-        return None
-    held = y.detach() != 0
-    if columns:
-        held = held.any(dim=-2, keepdim=True)  # (..., [coils,] 1, W)
-    if isinstance(found, SenseOperator) and held.ndim >= 3:
-        held = held.any(dim=-3)  # any coil
     try:
-        held, keep = torch.broadcast_tensors(held, mask.detach().to(held.device).bool())
+        fit = judge_mask(y, op)
     except RuntimeError:  # per-sample masks of another batch: the operator names it
         return None
-    h, w = held.shape[-2:]
-    held, keep = held.reshape(-1, h, w), keep.reshape(-1, h, w)
-    span = held_span(held, dims=1 if columns else 2)
-    empty, dropped = mask_disagreement(held, keep, span)
-    n_empty, n_dropped = empty.sum((-2, -1)), dropped.sum((-2, -1))
-    allowed = 0 if columns else CHANCE_ZEROS * (keep & span).sum((-2, -1))
-    bad = ((n_empty > allowed) & (n_dropped > 0)).nonzero().flatten()
-    if not len(bad):
-        return None
-    i = int(bad[0])
-    where = f" (sample {i} of {held.shape[0]})" if held.shape[0] > 1 else ""
-    if columns:
-        return (f"y does not fit the operator's mask{where}: {int(n_dropped[i])} "
-                f"column(s) of y hold data that the mask drops (first: "
-                f"{int(dropped[i, 0].nonzero()[0])}) and {int(n_empty[i])} column(s) the mask "
-                f"keeps hold none (first: {int(empty[i, 0].nonzero()[0])}): y was undersampled "
-                "with another mask (fftshifted, flipped, another seed or acceleration?); build "
-                "op with the mask of y")
-    return (f"y does not fit the operator's 2-D mask{where}: {int(n_dropped[i])} "
-            f"sample(s) of y hold data that the mask drops and {int(n_empty[i])} of the "
-            f"{int(keep[i].sum())} the mask keeps hold none: y is sampled at "
-            f"{float(held[i].float().mean()):.1%} of the {h} x {w} grid, the operator's mask at "
-            f"{float(keep[i].float().mean()):.1%}: y was undersampled with another mask "
-            "(fftshifted, transposed, another seed or acceleration?); build op with the mask of y")
+    return None if fit is None else fit.mismatch()
 
 
 class ModalityGuard:

@@ -10,7 +10,6 @@ Every problem is a :class:`~mrirecon.core.config.ConfigError` naming the dotted 
 from __future__ import annotations
 
 import copy
-import difflib
 import inspect
 import logging
 import math
@@ -19,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from mrirecon.core.checks import check_method_settings, param_problem, settings_of_other_methods
-from mrirecon.core.names import DEPRECATED, canonical_params
+from mrirecon.core.names import DEPRECATED, canonical_params, did_you_mean
 from mrirecon.core.config import (
     at_least as _at_least,
     check_params,
@@ -116,8 +115,7 @@ def _check_method(config: PipelineConfig, source: str) -> None:
 
     if method not in available_models():
         names = recon.available() + available_models()
-        close = difflib.get_close_matches(method, names, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(method, names)
         raise _fail(source, "reconstruct.method",
                     f"unknown method {method!r}{hint}; classical: {', '.join(recon.available())}; "
                     f"learned: {', '.join(available_models())}")

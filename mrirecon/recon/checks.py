@@ -28,13 +28,7 @@ from torch import Tensor
 
 from mrirecon.core import LinearOperator
 from mrirecon.core.checks import finite_and_nonzero, nonfinite_count
-from mrirecon.sampling.agreement import held_span, mask_disagreement
-
-#: A 2-D mask's samples inside ``y``'s span may hold exact zeros by chance (quantised k-space
-#: whose faint outer samples round to 0 in every coil) up to this share before ``y`` counts as
-#: undersampled with another mask (a Poisson-disc or variable-density mask of another seed,
-#: fftshifted or transposed, leaves 45-75 % of them empty). Column masks allow none.
-CHANCE_ZEROS = 0.01
+from mrirecon.sampling.agreement import judge_mask
 
 #: A sinogram slice whose mean line integral lies below ``-FLIPPED_SIGN_RMS`` times its rms is
 #: sign-flipped (``log(I / I0)`` stored instead of ``-log``): post-log data are >= 0 up to noise,
@@ -233,7 +227,7 @@ def _check_readouts(name: str, y: Tensor, op: LinearOperator | None) -> None:
 
 def _check_mask(name: str, y: Tensor, op: LinearOperator | None) -> None:
     """k-space ``y`` against ``op``'s sampling mask, by the pipeline's ``reconcile_mask`` rule
-    (:func:`mrirecon.sampling.agreement.mask_disagreement`; the span of ``y`` leaves out zero
+    (:func:`mrirecon.sampling.agreement.judge_mask`; the span of ``y`` leaves out zero
     padding at the edges). Column masks ``(..., 1, W)`` are judged by column, 2-D masks
     ``(..., H, W)`` (Poisson-disc, variable density) by sample.
 
@@ -247,58 +241,23 @@ def _check_mask(name: str, y: Tensor, op: LinearOperator | None) -> None:
     * Data the mask drops alone: fully sampled ``y`` undersampled by ``op`` (retrospective), or
       by a subset of its mask: ordinary, no word.
     """
-    from mrirecon.core import HasSamplingMask, capability
-    from mrirecon.operators.mri import SenseOperator
-
-    found = None if op is None else capability(op, HasSamplingMask)
-    mask = None if found is None else found.mask
-    if not isinstance(mask, Tensor) or mask.ndim < 2 or y.ndim < 2 or mask.shape[-1] != y.shape[-1]:
+    fit = judge_mask(y, op)
+    if fit is None:
         return  # non-Cartesian operators: not judged here
-    columns = mask.shape[-2] == 1
-    if not columns and mask.shape[-2] != y.shape[-2]:
-        return
-    held = y != 0
-    if columns:
-        held = held.any(dim=-2, keepdim=True)  # (..., [coils,] 1, W)
-    if isinstance(found, SenseOperator) and held.ndim >= 3:
-        held = held.any(dim=-3)  # any coil
-    held, keep = torch.broadcast_tensors(held, mask.to(held.device).bool())
-    h, w = held.shape[-2:]
-    held, keep = held.reshape(-1, h, w), keep.reshape(-1, h, w)
-    span = held_span(held, dims=1 if columns else 2)
-    empty, dropped = mask_disagreement(held, keep, span)
-    n_empty, n_dropped = empty.sum((-2, -1)), dropped.sum((-2, -1))
-    allowed = 0 if columns else CHANCE_ZEROS * (keep & span).sum((-2, -1))
-    bad = ((n_empty > allowed) & (n_dropped > 0)).nonzero().flatten()
-    if len(bad):
-        i = int(bad[0])
-        where = f" (sample {i} of {held.shape[0]})" if held.shape[0] > 1 else ""
-        if columns:
-            raise ValueError(
-                f"{name}: y does not fit the operator's mask{where}: {int(n_dropped[i])} "
-                f"column(s) of y hold data that the mask drops (first: "
-                f"{int(dropped[i, 0].nonzero()[0])}) and {int(n_empty[i])} column(s) the mask "
-                f"keeps hold none (first: {int(empty[i, 0].nonzero()[0])}): y was undersampled "
-                "with another mask (fftshifted, flipped, another seed or acceleration?); build "
-                "op with the mask of y")
-        raise ValueError(
-            f"{name}: y does not fit the operator's 2-D mask{where}: {int(n_dropped[i])} "
-            f"sample(s) of y hold data that the mask drops and {int(n_empty[i])} of the "
-            f"{int(keep[i].sum())} the mask keeps hold none: y is sampled at "
-            f"{float(held[i].float().mean()):.1%} of the {h} x {w} grid, the operator's mask at "
-            f"{float(keep[i].float().mean()):.1%}: y was undersampled with another mask "
-            "(fftshifted, transposed, another seed or acceleration?); build op with the mask of y")
-    unheld = (n_empty > allowed).nonzero().flatten()
+    message = fit.mismatch()
+    if message is not None:
+        raise ValueError(f"{name}: {message}")
+    unheld = (fit.n_empty > fit.allowed).nonzero().flatten()
     if not len(unheld):
         return
     i = int(unheld[0])
-    where = f" (sample {i} of {held.shape[0]})" if held.shape[0] > 1 else ""
-    if columns:
-        what = (f"{int(n_empty[i])} of the {int(keep[i].sum())} column(s) the operator's mask "
+    where, n_empty, n_keep = fit.where(i), int(fit.n_empty[i]), int(fit.keep[i].sum())
+    if fit.columns:
+        what = (f"{n_empty} of the {n_keep} column(s) the operator's mask "
                 f"keeps hold no data in any coil of y{where} (first: "
-                f"{int(empty[i, 0].nonzero()[0])})")
+                f"{int(fit.empty[i, 0].nonzero()[0])})")
     else:
-        what = (f"{int(n_empty[i])} of the {int(keep[i].sum())} sample(s) the operator's 2-D mask "
+        what = (f"{n_empty} of the {n_keep} sample(s) the operator's 2-D mask "
                 f"keeps hold no data in any coil of y{where}")
     _warn(f"{name}: {what}: they are reconstructed as measured zeros (y undersampled, op built "
           "with a denser or all-ones mask?); build op with the mask of y")

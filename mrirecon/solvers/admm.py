@@ -8,9 +8,9 @@ import torch
 from torch import Tensor
 
 from mrirecon.core import LinearOperator
-from mrirecon.core.checks import check_iterations, check_tolerance
+from mrirecon.core.checks import check_iterations, check_tolerance, start_at
 from mrirecon.core.names import accepts_deprecated_names
-from mrirecon.solvers.cg import cg, start_at
+from mrirecon.solvers.cg import cg
 from mrirecon.solvers.convergence import quiet, report_unconverged
 from mrirecon.solvers.prox import Prox
 from mrirecon.solvers.stopping import check_finite_start

@@ -8,8 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from mrirecon.core.checks import (NonFiniteError, broadcasts_to, check_iterations,
-                                  check_tolerance)
+from mrirecon.core.checks import NonFiniteError, check_iterations, check_tolerance, start_at
 from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.solvers.convergence import report_unconverged
 
@@ -31,24 +30,6 @@ def _dot(a: Tensor, b: Tensor, dims: tuple[int, ...] | None) -> Tensor:
     if dims is None:
         return prod.sum()
     return prod.sum(dim=dims, keepdim=True)
-
-
-def start_at(who: str, arg: str, start: object, shape: tuple[int, ...], of: str) -> Tensor:
-    """A solver's start ``arg`` (``x0``, ``z0``, ``y0``) checked against ``shape`` (that of
-    ``of``, which sets the shape the solver works at) and returned as a writable copy of that
-    shape: one that broadcasts to it without changing it is expanded (one start for a stack of
-    problems); a start of more or other axes is refused (``cg`` returned two images for one
-    ``rhs``; ``admm`` and ``pdhg`` failed on torch's "The size of tensor a (32) must match"), as
-    is anything but a tensor (a numpy array: "'numpy.ndarray' object has no attribute 'clone'").
-    :func:`mrirecon.core.checks.check_start` is the rule of the reconstructions' ``x0``."""
-    if not isinstance(start, Tensor):
-        raise TypeError(f"{who}: {arg} must be a torch.Tensor, got {type(start).__name__}")
-    got = tuple(start.shape)
-    if got == shape:
-        return start.clone()
-    if not broadcasts_to(got, shape):
-        raise ValueError(f"{who}: {arg} must have the shape {shape} of {of}, got {got}")
-    return start.expand(shape).clone()
 
 
 def _batch_axes(who: str, batch_dims: object, rhs_shape: tuple[int, ...]) -> int:

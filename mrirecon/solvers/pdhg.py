@@ -8,9 +8,8 @@ import torch
 from torch import Tensor
 
 from mrirecon.core import LinearOperator, max_eigenvalue
-from mrirecon.core.checks import check_iterations, check_tolerance
+from mrirecon.core.checks import check_iterations, check_tolerance, start_at
 from mrirecon.core.names import accepts_deprecated_names
-from mrirecon.solvers.cg import start_at
 from mrirecon.solvers.convergence import report_unconverged
 from mrirecon.solvers.prox import Prox
 from mrirecon.solvers.stopping import check_finite_start, per_system_ratio
