@@ -193,6 +193,9 @@ def estimate_noise_level(x: Tensor) -> Tensor:
     arr = x.detach().cpu().numpy().reshape(-1, *x.shape[-2:])
     out = []
     for img in arr:
+        if not np.any(img != img.flat[0]):  # constant: no noise (skimage gives NaN and a warning)
+            out.append(0.0)
+            continue
         chan = _to_channels(img)
         out.append(float(estimate_sigma(chan, channel_axis=-1 if chan.ndim == 3 else None,
                                         average_sigmas=True)))
@@ -279,6 +282,11 @@ def plug_and_play(
         x0 = cg(op.gram, aty, iterations=init_iterations, batch_dims=nb) if init_iterations else aty
     x = x0.clone()
     sig0 = estimate_noise_level(x) * sigma_scale if sigma is None else torch.full(x.shape[:-2], float(sigma))
+    if sigma is None and not bool((sig0 > 0).all()):
+        # a constant start (x0 of zeros) gave NaN, which turned the denoiser off without a word
+        raise ValueError("plug_and_play: the noise level cannot be estimated from the start image "
+                         "(constant in some slice, e.g. an x0 of zeros): give sigma, or leave "
+                         "x0 unset to start from the CG solution")
     rho_k = rho * max_eigenvalue(op.gram, aty, batch_dims=nb)  # (..., 1, 1)
     z, u = x.clone(), torch.zeros_like(x)
 

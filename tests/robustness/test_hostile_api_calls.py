@@ -373,8 +373,26 @@ def test_every_start_image_of_another_shape_is_refused():
                 recon.run(name, y, op, x0=torch.zeros(shape, dtype=dtype), **params)
         with pytest.raises(TypeError, match=rf"{who}: x0 must be a torch.Tensor, got ndarray"):
             recon.run(name, y, op, x0=torch.zeros(32, 32, dtype=dtype).numpy(), **params)
-        out = recon.run(name, y, op, x0=torch.zeros(32, 32, dtype=dtype), **params)
+        start = torch.randn(32, 32, dtype=dtype, generator=torch.Generator().manual_seed(0))
+        out = recon.run(name, y, op, x0=start, **params)
         assert out.shape == (32, 32), case
+
+
+def test_pnp_refuses_a_start_whose_noise_level_cannot_be_estimated():
+    """pnp_nlm / pnp_bm3d estimate sigma from the start image: an x0 of zeros gave NaN (and
+    numpy's "Mean of empty slice"), which turned the denoiser off, so the result was plain data
+    consistency without a word. Refused now, naming sigma; with sigma given it runs."""
+    from mrirecon import recon
+    from mrirecon.recon.nonlocal_pnp import estimate_noise_level
+
+    assert float(estimate_noise_level(torch.zeros(8, 8))) == 0.0
+    y, op, params, _ = _x0_problems()["pnp_nlm"]
+    zeros = torch.zeros(32, 32, dtype=op.H(y).dtype)
+    with pytest.raises(ValueError, match=r"plug_and_play: the noise level cannot be estimated "
+                                         r"from the start image .* give sigma"):
+        recon.run("pnp_nlm", y, op, x0=zeros, **params)
+    out = recon.run("pnp_nlm", y, op, x0=zeros, sigma=0.05, **params)
+    assert bool(torch.isfinite(out).all())
 
 
 @pytest.mark.parametrize("kind", ["poisson_disc", "variable_density"])
