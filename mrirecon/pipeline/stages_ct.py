@@ -566,7 +566,11 @@ class CTStages(Modality[CTSlice]):
         return s.geometry.num_views
 
     def reconstruct(self, s: CTSlice, method: Method) -> CTSlice:
-        return reconstruct(s, method.config, method.model)
+        from mrirecon.pipeline.ct_plausibility import log_bulk_shift
+
+        out = reconstruct(s, method.config, method.model)  # its mean HU against the FBP's
+        log_bulk_shift(out.image, s, method.config.method, self.__dict__.setdefault("told", set()))
+        return out
 
     def postprocess(self, s: CTSlice) -> Tensor:
         return s.image

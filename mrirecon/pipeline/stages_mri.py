@@ -41,6 +41,7 @@ from mrirecon.pipeline import echo_noncartesian as echo
 from mrirecon.pipeline.reference_mri import calibration_data, compress_coils, refuse_own_acs_model
 from mrirecon.pipeline.checks_mri import coil_warnings
 from mrirecon.pipeline.inert_data import calibration_notes, preprocess_notes
+from mrirecon.pipeline.model_range import refuse_other_trajectory
 from mrirecon.pipeline.stream import Method, Modality, detect_format
 from mrirecon.recon.mri import data_scale as recon_data_scale
 from mrirecon.pipeline.slice_mri import (BlankSlices, MRISlice, blank_image, check_slice,
@@ -115,11 +116,12 @@ def calibrate(s: MRISlice, cfg: CalibrateConfig) -> MRISlice:
         return s
     from mrirecon import calib
 
-    if s.trajectory is not None:  # ESPIRiT / Walsh on the gridded centre
+    if s.trajectory is not None:  # ESPIRiT / Walsh on the gridded centre, at most the grid
         options = ({"kernel_width": cfg.kernel_width, "thresh": cfg.threshold, "crop": cfg.crop}
                    if cfg.method == "espirit" else {})
         maps = calib.noncartesian_maps(s.kspace, s.trajectory, s.image_shape, method=cfg.method,
-                                       calib_width=cfg.calib_width, weights=s.density, **options)
+                                       calib_width=gridded_calib_width(s, cfg), weights=s.density,
+                                       **options)
         return replace(s, maps=maps)
     kspace, columns = calibration_data(s)
     calib_width = min(cfg.calib_width, acs_width(columns))
@@ -143,6 +145,13 @@ def calibrate(s: MRISlice, cfg: CalibrateConfig) -> MRISlice:
                                             kernel_width=cfg.kernel_width)
         s = replace(s, espirit=(band, block, kernel))
     return replace(s, maps=maps)
+
+
+def gridded_calib_width(s: MRISlice, cfg: CalibrateConfig) -> int:
+    """``calibrate.calib_width`` of a non-Cartesian slice, clamped to its image grid as the
+    Cartesian one is to the data (a note says so when set): 24 on a 16 x 16 radial grid failed,
+    "calibration size (24, 24) does not fit k-space (16, 16)", naming no setting."""
+    return min(int(cfg.calib_width), *(int(n) for n in s.image_shape))
 
 
 def _printed_below(value: float, limit: float) -> str:
@@ -529,6 +538,12 @@ class MRIStages(Modality[MRISlice]):
         elif (note := kernel_note(s, self.config.calibrate)) is not None:
             notes["espirit_kernel"] = note
         notes.update(calibration_notes(s, self.config.calibrate))
+        cal = self.config.calibrate
+        if s.trajectory is not None and cal.method != "none" and cal.calib_width != \
+                CalibrateConfig().calib_width and gridded_calib_width(s, cal) < cal.calib_width:
+            notes["calib_width"] = (f"calibrate.calib_width={cal.calib_width}: the calibration "
+                                    f"used the whole {s.image_shape[0]} x {s.image_shape[1]} grid "
+                                    f"({gridded_calib_width(s, cal)} wide)")
         notes.update(preprocess_notes(s, self.config, classical=self.classical))
         if (drawn := drawn_mask_note(s, self.config.undersample)) is not None:
             notes["undersample_drawn"] = drawn
@@ -554,6 +569,7 @@ class MRIStages(Modality[MRISlice]):
     def reconstruct(self, s: MRISlice, method: Method) -> MRISlice:
         if is_blank(s):  # no method sees a blank slice (BlankSlices)
             return blank_image(s)
+        refuse_other_trajectory(self.config, method.model, s)  # VarNet on radial data, ...
         if self.per_method_maps:
             if not needs_maps(method.config.method, method.model):
                 s = replace(s, maps=None)

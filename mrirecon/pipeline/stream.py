@@ -177,9 +177,12 @@ def detect_format(path: Path, wanted: str) -> str:
     if wanted != "auto":
         return wanted
     if path.is_dir():
+        _refuse_nifti(path, folder=True)
         return "dicom"
     from mrirecon.io.errors import DataFormatError
     from mrirecon.io.probe import hdf5_layout
+
+    _refuse_nifti(path, folder=False)
 
     if path.suffix.lower() == ".dcm":
         from mrirecon.io.dicom_files import not_a_series_folder
@@ -193,6 +196,32 @@ def detect_format(path: Path, wanted: str) -> str:
         if looks_like_dicom(path):
             raise not_a_series_folder(path) from None
         raise
+
+
+def _refuse_nifti(path: Path, *, folder: bool) -> None:
+    """Refuse a NIfTI file, or a folder holding NIfTI files and no DICOM file, as an input:
+    NIfTI is one of mrirecon's output formats, not an input one. Such a folder was taken for a
+    DICOM series ("needs fastMRI or ISMRMRD data, found dicom", "no DICOM image files among its
+    1 files"), a file for broken HDF5."""
+    from mrirecon.io.errors import DataFormatError
+
+    def nifti(p: Path) -> bool:
+        return p.name.lower().endswith((".nii", ".nii.gz"))
+
+    if not folder and not nifti(path):
+        return
+    found = sorted(p for p in path.rglob("*") if nifti(p)) if folder else [path]
+    if not found:
+        return
+    from mrirecon.io.dicom_files import looks_like_dicom
+
+    if folder and any(p.is_file() and looks_like_dicom(p) for p in path.rglob("*")):
+        return  # a DICOM series with a NIfTI copy beside it: the series is read
+    what = (f"the folder holds no DICOM file but NIfTI file(s) ({found[0].name}"
+            f"{', ...' if len(found) > 1 else ''})" if folder else "a NIfTI file")
+    raise DataFormatError(path, "input", f"{what}; NIfTI is an output format of mrirecon, not an "
+                          "input one: give fastMRI / ISMRMRD or LoDoPaB-layout HDF5 files, or a "
+                          "folder of DICOM files")
 
 
 def score_volume(reference, recon, *, crop: bool) -> dict[str, float]:
