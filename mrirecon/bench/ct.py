@@ -165,7 +165,13 @@ def _score_volume(path: Path, factor: float, methods: list[Method], bar, *, num_
     run = stream.stream_volume(stages, path, methods, progress=False, bar=bar, previews=False,
                                on_slice=on_slice)
     warned, told = said.lines(path.name, run.slices)
-    log_lines(f"bench ct {factor:g}x", {m.name: (warned, told) for m in methods})
+    outputs = stages.output_messages()  # per method: its reconstructions' warnings
+    own = {m.name: SliceMessages() for m in methods}
+    for m in methods:
+        for i, w in outputs.get(m.name, {}).items():
+            own[m.name].add(i, w, {})
+    own_lines = {name: msgs.lines(path.name, run.slices)[0] for name, msgs in own.items()}
+    log_lines(f"bench ct {factor:g}x", {m.name: (own_lines[m.name] + warned, told) for m in methods})
     if run.reference is None:
         raise ValueError(f"run_ct_bench: {path} has no ground truth for every slice")
     reference = run.reference / MU_MAX_PER_MM
@@ -187,7 +193,7 @@ def _score_volume(path: Path, factor: float, methods: list[Method], bar, *, num_
             "mask": encode_mask(mask),
             "reference_notes": notes,
             # mrirecon run's warnings: the model card's training range, per-slice data warnings
-            "data_warnings": ranges.lines(path.name, m.name) + warned,
+            "data_warnings": ranges.lines(path.name, m.name) + own_lines[m.name] + warned,
             "data_notes": told,
             "prediction": pred.numpy(),
         }

@@ -14,7 +14,6 @@ compared with water's.
 
 from __future__ import annotations
 
-import logging
 import math
 
 import numpy as np
@@ -325,14 +324,3 @@ def bulk_shift_warning(image: Tensor, preview: Tensor | None, method: str) -> st
             f"per pixel ({bound:.0f} HU), which a data-consistent method's mean over the object "
             "stays well within: its HU values are biased (a learned model off what its "
             "training constrained? see its card's known failures); compare with ct_fbp or ct_tv")
-
-
-def log_bulk_shift(image: Tensor, s, method: str, told: set[str]) -> None:
-    """Log :func:`bulk_shift_warning` for CT slice ``s`` (its ``preview``) reconstructed as
-    ``image`` by ``method``, naming the file and the slice, once per file (``told``: the file
-    names said, kept by the caller for its run)."""
-    if s.file_name in told or (msg := bulk_shift_warning(image, s.preview, method)) is None:
-        return
-    told.add(s.file_name)
-    logging.getLogger("mrirecon.pipeline").warning(
-        "%s: slice %d: %s (said for the first such slice of the input)", s.file_name, s.index, msg)

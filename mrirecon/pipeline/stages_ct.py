@@ -30,9 +30,10 @@ from mrirecon.operators.ct_geometry import CTGeometry
 from mrirecon.pipeline.ct_consistency import (OPPOSITE_MISMATCH, above_count_floor, missing_rays,
                                               opposite_view_mismatch, fan_geometry_warning,
                                               transmission_warning)
+from mrirecon.pipeline.ct_plausibility import (bulk_shift_warning, coverage_warning, floor_warnings,
+                                               image_warnings)
 from mrirecon.pipeline.schema import PipelineConfig, ReconstructConfig, UndersampleConfig
 from mrirecon.pipeline.stream import Method, Modality, VolumeRun, detect_format
-
 
 
 @dataclass
@@ -502,6 +503,7 @@ class CTStages(Modality[CTSlice]):
 
     def __init__(self, config: PipelineConfig, *, device: str = "cpu") -> None:
         self.config, self.device = config, device
+        self._said: dict[str, dict[int, dict[str, str]]] = {}  # output_messages since the last call
 
     def load(self, path: Path):
         fmt = detect_format(path, self.config.load.format)
@@ -528,8 +530,6 @@ class CTStages(Modality[CTSlice]):
         return replace(s, sinogram=s.sinogram.to(self.device))
 
     def data_messages(self, s: CTSlice) -> tuple[dict[str, str], dict[str, str]]:
-        from mrirecon.pipeline.ct_plausibility import coverage_warning, floor_warnings, image_warnings
-
         out = data_warnings(s.sinogram, s.geometry)
         if "transmission" not in out:  # pre-log data: their image's scale says nothing more
             out.update(image_warnings(s.preview))
@@ -566,11 +566,14 @@ class CTStages(Modality[CTSlice]):
         return s.geometry.num_views
 
     def reconstruct(self, s: CTSlice, method: Method) -> CTSlice:
-        from mrirecon.pipeline.ct_plausibility import log_bulk_shift
-
         out = reconstruct(s, method.config, method.model)  # its mean HU against the FBP's
-        log_bulk_shift(out.image, s, method.config.method, self.__dict__.setdefault("told", set()))
+        if (msg := bulk_shift_warning(out.image, s.preview, method.config.method)) is not None:
+            self._said.setdefault(method.name, {}).setdefault(s.index, {})["bulk_shift"] = msg
         return out
+
+    def output_messages(self) -> dict[str, dict[int, dict[str, str]]]:
+        said, self._said = self._said, {}
+        return said
 
     def postprocess(self, s: CTSlice) -> Tensor:
         return s.image

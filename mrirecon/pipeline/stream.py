@@ -115,6 +115,13 @@ class Modality(ABC, Generic[S]):
     def postprocess(self, s: S) -> Tensor:
         """``(h, w)`` float32 output image of a reconstructed slice, on the CPU."""
 
+    def output_messages(self) -> dict[str, dict[int, dict[str, str]]]:
+        """Warnings about the reconstructions made since the last call, ``{method name: {slice:
+        {kind: message}}}`` (CT: a bulk attenuation off the FBP preview's); each call empties
+        it. ``mrirecon run`` and ``mrirecon bench`` add them to the volume's
+        :meth:`data_messages` record of that method. Empty by default."""
+        return {}
+
     def data_messages(self, s: S) -> tuple[dict[str, str], dict[str, str]]:
         """``(warnings, notes)`` of one undersampled slice, each ``{kind: message}``, empty by
         default. Warnings: what is suspicious, but not fatal, about the data (truncated

@@ -68,6 +68,8 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
     with convergence_record(solves):
         run = stream.stream_volume(stages, path, [method], progress=progress, on_slice=on_slice,
                                    previews="png" in config.export.formats)
+    for i, warned in stages.output_messages().get(method.name, {}).items():  # the outputs'
+        messages.add(i, warned, {})
     for i in solves.labels():  # said once per input, naming the slices (not once per slice)
         what = f"reconstruct.method {config.reconstruct.method!r}: " + "; ".join(solves.lines(i))
         if i is None:  # before the first slice (a volume-level hook)
