@@ -378,7 +378,24 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, IsADirectoryError,
-               NotADirectoryError, FileExistsError)
+               NotADirectoryError, FileExistsError, TimeoutError)
+
+#: pip names of the dependencies imported under another name
+PIP_NAMES = {"yaml": "pyyaml", "pywt": "PyWavelets", "skimage": "scikit-image",
+             "sklearn": "scikit-learn", "PIL": "pillow"}
+
+
+def missing_package(err: ImportError) -> str | None:
+    """The one line for a dependency that is not installed (``err`` a ``ModuleNotFoundError``
+    of a package outside mrirecon), naming it and its install line; ``None`` otherwise (an
+    internal error). A missing yaml was a raw traceback, a missing tqdm or nilearn "internal
+    error: ... (report it)"."""
+    top = (getattr(err, "name", None) or "").split(".")[0]
+    if not isinstance(err, ModuleNotFoundError) or not top or top == "mrirecon":
+        return None
+    pip = PIP_NAMES.get(top, top)
+    return (f"the Python package {pip} (import {top}), which this command needs, is not "
+            f"installed: pip install {pip}")
 
 
 def _one_line(err: BaseException) -> str:
@@ -406,11 +423,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mrirecon.threads import configure_threads, set_wait_policy
 
     set_wait_policy()  # before torch loads OpenMP (build_parser may import it)
-    from mrirecon.cli_train import normalise_argv
-
-    argv = normalise_argv(list(sys.argv[1:] if argv is None else argv))
-    parser = build_parser(command_of(argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # accepted anywhere on the line, e.g. after the command's options
+    try:  # the parsers import the commands' modules (yaml: a raw traceback when missing)
+        from mrirecon.cli_train import normalise_argv
+
+        argv = normalise_argv(argv)
+        parser = build_parser(command_of(argv))
+    except ModuleNotFoundError as err:
+        if debug or (line := missing_package(err)) is None:
+            raise
+        print(f"mrirecon: error: {line}", file=sys.stderr)
+        raise SystemExit(2) from None
     args = parser.parse_args([a for a in argv if a != "--debug"])
     if debug:
         import logging
@@ -446,6 +470,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         _end_progress_bars()
+        if (line := missing_package(err)) is not None:
+            print(f"{prog}: error: {line}", file=sys.stderr)
+            raise SystemExit(2) from None
         disk = disk_error(err)  # a full disk, a quota, a read-only file system: the user's
         if disk is not None:
             print(f"{prog}: error: {disk}", file=sys.stderr)

@@ -67,13 +67,15 @@ def thread_count(requested: int | None = None, *, local_world_size: int | None =
     source = "--threads"
     own = os.environ.get("MRIRECON_THREADS", "").strip()
     if requested is None and own:
-        if not own.lstrip("-").isdigit():  # 'abc' and '-3' were ignored without a word
-            raise ValueError(f"MRIRECON_THREADS must be an integer >= 1, got {own!r}")
-        requested, source = int(own), "MRIRECON_THREADS"
-    if requested is None and os.environ.get("OMP_NUM_THREADS", "").strip().isdigit():
-        requested, source = int(os.environ["OMP_NUM_THREADS"]), "OMP_NUM_THREADS"
-    if local_world_size is None:
-        local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+        try:  # 'abc' and '-3' were ignored without a word, '--3' "invalid literal for int()"
+            requested, source = int(own), "MRIRECON_THREADS"
+        except ValueError:
+            raise ValueError(f"MRIRECON_THREADS must be an integer >= 1, got {own!r}") from None
+    if requested is None:
+        requested = _omp_num_threads()
+        source = "OMP_NUM_THREADS"
+    if local_world_size is None:  # 'abc' broke every command with "invalid literal for int()"
+        local_world_size = env_int("LOCAL_WORLD_SIZE", 1)
     local_world_size = max(1, local_world_size)
     if requested is not None:
         if requested < 1:
@@ -96,6 +98,44 @@ def env_int(name: str, default: int) -> int:
         return int(text)
     except ValueError:  # was "invalid literal for int() with base 10: 'x'", naming no variable
         raise ValueError(f"{name} in the environment must be an integer, got {text!r}") from None
+
+
+def _omp_num_threads() -> int | None:
+    """The thread count of an ``OMP_NUM_THREADS`` the user set (OpenMP's list ``4,2``: its first,
+    outermost level), ``None`` when unset; ``0`` is returned (and refused by the caller). Any other
+    value (``-2``, ``garbage``) is ignored with a warning naming the variable: it was ignored
+    without a word (libgomp's own "Invalid value" line at most), while ``MRIRECON_THREADS=-3`` is
+    refused."""
+    text = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if not text:
+        return None
+    first = text.split(",")[0].strip()
+    if all(part.strip().isascii() and part.strip().isdigit() for part in text.split(",")):
+        return int(first)
+    import logging
+
+    logging.getLogger("mrirecon.threads").warning(
+        "OMP_NUM_THREADS=%r in the environment is not a thread count (an integer >= 1), so it is "
+        "ignored: this process uses the cores available to it; set OMP_NUM_THREADS to a positive "
+        "integer, unset it, or pass --threads N", text)
+    return None
+
+
+def rank_and_world() -> tuple[int, int]:
+    """``(RANK, WORLD_SIZE)`` of a ``torchrun``-style environment (``(0, 1)`` without one),
+    refused unless ``0 <= RANK < WORLD_SIZE`` and, with ``WORLD_SIZE > 1``, ``RANK`` is set too:
+    ``RANK=3 WORLD_SIZE=2`` left in the environment ran no input (``mrirecon run``) or waited for
+    peers that never come (``mrirecon train``)."""
+    world = env_int("WORLD_SIZE", 1)
+    if world > 1 and not os.environ.get("RANK", "").strip():
+        raise ValueError(f"WORLD_SIZE={world} is set in the environment but RANK is not (torchrun "
+                         "sets both): this process would take only its share of the work; "
+                         "unset WORLD_SIZE, or set RANK")
+    rank = env_int("RANK", 0)
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"rank {rank} of world size {world} (RANK / WORLD_SIZE in the "
+                         "environment?): need 0 <= RANK < WORLD_SIZE")
+    return rank, world
 
 
 def _warn_oversubscribed(requested: int, source: str, cores: int, local_world_size: int) -> None:

@@ -68,6 +68,7 @@ def check_classical_settings(method: str, merged: dict, source: str, where: str,
     from mrirecon.recon.registry import _lookup, settable_parameters, settings_problem
 
     entry = _lookup(method)
+    check_installed(method, source, "reconstruct.method" if where.startswith("reconstruct") else where)
     if entry.settings_by_method:  # e.g. tv_ct's preconditioned under its ADMM default
         owners = entry.settings_by_method
         chosen = merged.get("method", _signature(entry.fn, 2)[0].get("method"))
@@ -86,6 +87,16 @@ def check_classical_settings(method: str, merged: dict, source: str, where: str,
                     f"--set {where}.{missing[0]}=...)")
 
 
+def check_installed(method: str, source: str, key: str) -> None:
+    """Refuse the classical ``method`` when a package it imports is not installed
+    (:func:`~mrirecon.recon.registry.package_problem`), naming ``source`` and ``key``: each
+    input was read and reconstructed first, then failed."""
+    from mrirecon.recon.registry import package_problem
+
+    if (why := package_problem(method)) is not None:
+        raise _fail(source, key, f"{why}, or choose another method")
+
+
 def _check_method(config: PipelineConfig, source: str) -> None:
     from mrirecon import recon
     from mrirecon.recon.registry import _lookup, settable_parameters
@@ -96,6 +107,7 @@ def _check_method(config: PipelineConfig, source: str) -> None:
         raise _fail(source, "reconstruct.method",
                     f"{why}; this pipeline's modality is {config.modality!r}")
     if method in recon.available():
+        check_installed(method, source, "reconstruct.method")  # before its parameters' names
         kinds = signature_annotations(_lookup(method).fn, 2)  # lam: float takes no list
         takes = settable_parameters(method)  # less what the stage passes itself (x0, ...)
         check_params(method, rc.params, takes, source=source, annotations=kinds)
@@ -233,10 +245,38 @@ def validate_pipeline(config: PipelineConfig, source: str = "") -> PipelineConfi
     config = _checked_tables(config, source)
     _check_method(config, source)
     _check_adapt(config, source)
+    _check_packages(config, source)
     rc = config.reconstruct
     tables = {t: getattr(rc, t) for t in WHAT if getattr(rc, t)}
     return replace(config, reconstruct=replace(
         rc, tables_tuned_for=(rc.method, copy.deepcopy(tables)) if tables else None))
+
+
+#: The packages the stages import when a config enables them, ``(key, value, import name, pip
+#: name)``: ``export.formats`` ``dicom`` needs pydicom, and so on (a reconstruction's own:
+#: :func:`mrirecon.recon.registry.package_problem`). Without one, each input was read and
+#: reconstructed before the export failed it ("ModuleNotFoundError: ... pydicom"), its metrics
+#: discarded.
+STAGE_PACKAGES = (("export.formats", "dicom", "pydicom", "pydicom"),
+                  ("export.formats", "nifti", "nibabel", "nibabel"),
+                  ("export.formats", "png", "matplotlib", "matplotlib"),
+                  ("load.format", "dicom", "pydicom", "pydicom"))
+
+
+def _check_packages(config: PipelineConfig, source: str) -> None:
+    """Refuse at load a config whose stages need a package that is not installed, naming the
+    key, the package and the way out (install it, or do without what needs it)."""
+    from mrirecon.recon.registry import installed
+
+    for key, value, module, pip in STAGE_PACKAGES:
+        section, _, name = key.partition(".")
+        setting = getattr(getattr(config, section), name)
+        if value in (setting if isinstance(setting, (tuple, list)) else (setting,)) \
+                and not installed(module):
+            way = (f"remove {value} from {key}" if key == "export.formats" else
+                   "convert the data to another format")
+            raise _fail(source, key, f"{value} needs the Python package {pip}, which is not "
+                        f"installed: pip install {pip}, or {way}")
 
 
 def tables_of_the_method(config: PipelineConfig, source: str = "") -> tuple[PipelineConfig, list[str]]:

@@ -40,6 +40,9 @@ class Entry:
     #: ``(setting, problem)`` of values the function refuses that a pipeline refuses at load
     #: (``fbp``'s filter names); ``None`` when fine
     settings_problem: Callable[[dict], tuple[str, str] | None] | None = None
+    #: ``(import name, pip name)`` of the optional packages the function imports when it runs
+    #: (:func:`package_problem`)
+    needs: tuple[tuple[str, str], ...] = ()
 
     @property
     def modality(self) -> str:
@@ -103,7 +106,8 @@ _REGISTRY: dict[str, Entry] = {
     "zero_filled": Entry(mri.zero_filled, True, "MRI: A^H y (coil-combined with the maps)"),
     "zero_filled_rss": Entry(mri.zero_filled_rss, False, "MRI: RSS of the zero-filled coil images"),
     "cg_sense": Entry(mri.cg_sense, True, "MRI: CG on the (Tikhonov) normal equations"),
-    "l1_wavelet": Entry(mri.l1_wavelet, True, "MRI: FISTA on 1/2||Ax-y||^2 + lam||Wx||_1"),
+    "l1_wavelet": Entry(mri.l1_wavelet, True, "MRI: FISTA on 1/2||Ax-y||^2 + lam||Wx||_1",
+                        needs=(("pywt", "PyWavelets"),)),
     "tv": Entry(mri.tv, True, "MRI: isotropic TV-regularised least squares (ADMM/PDHG)", mri.TV_SETTINGS),
     "grappa": Entry(grappa_rss, False, "MRI: GRAPPA k-space completion + RSS"),
     "fbp": Entry(ct.fbp, True, "CT: filtered back-projection",
@@ -172,14 +176,40 @@ def describe(name: str) -> str:
     return f"{name}: {entry.summary}; parameters: {', '.join(entry.parameters()) or '(none)'}"
 
 
+def installed(module: str) -> bool:
+    """Whether the package ``module`` (an import name) can be imported, without importing it."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package missing; a module without a spec
+        return False
+
+
+def package_problem(name: str) -> str | None:
+    """Why the reconstruction ``name`` cannot run here: an optional package it imports is not
+    installed (``pnp_bm3d`` without ``bm3d``, ``l1_wavelet`` without PyWavelets), with the
+    install line; ``None`` when it can. ``mrirecon run`` and ``mrirecon bench`` ask it at load,
+    :func:`run` first: ``pnp_bm3d`` was left out of the registry without ``bm3d`` ("unknown
+    method 'pnp_bm3d' (did you mean 'pnp_nlm'?)") and a missing PyWavelets failed each input
+    after it was read."""
+    missing = [(m, pip) for m, pip in _lookup(name).needs if not installed(m)]
+    if not missing:
+        return None
+    return (f"{name} needs the Python package {', '.join(pip for _, pip in missing)}, which is "
+            f"not installed (pip install {' '.join(pip for _, pip in missing)})")
+
+
 def register(name: str, fn: Callable[..., Tensor], *, needs_op: bool = True, summary: str = "",
              overwrite: bool = False,
              settings_by_method: Mapping[str, tuple[str, ...]] | None = None,
-             settings_problem: Callable[[dict], tuple[str, str] | None] | None = None) -> None:
+             settings_problem: Callable[[dict], tuple[str, str] | None] | None = None,
+             needs: tuple[tuple[str, str], ...] = ()) -> None:
     """Add a reconstruction ``fn(y, op, **params)`` under ``name`` (``settings_by_method``: as
     :attr:`Entry.settings_by_method`, for a function with a ``method`` parameter;
     ``settings_problem``: as :attr:`Entry.settings_problem`, ``(setting, problem)`` of the
-    values ``fn`` refuses, so that a pipeline refuses them at load, not per input)."""
+    values ``fn`` refuses, so that a pipeline refuses them at load, not per input; ``needs``:
+    ``(import name, pip name)`` of the optional packages ``fn`` imports, :func:`package_problem`)."""
     if settings_problem is not None and not callable(settings_problem):
         raise TypeError(f"register: settings_problem for {name!r} must be callable, got "
                         f"{type(settings_problem).__name__}")
@@ -190,7 +220,7 @@ def register(name: str, fn: Callable[..., Tensor], *, needs_op: bool = True, sum
     if len(inspect.signature(fn).parameters) < 2:
         raise ValueError(f"register: {name!r} must take (y, op, **params)")
     _REGISTRY[name] = Entry(fn, needs_op, summary or (fn.__doc__ or "").strip().split("\n")[0],
-                            settings_by_method, settings_problem)
+                            settings_by_method, settings_problem, tuple(needs))
 
 
 def _lookup(name: str) -> Entry:
@@ -230,6 +260,8 @@ def run(name: str, y: Tensor, op: LinearOperator | None = None, **params) -> Ten
     UnknownNameError
         Unknown name (a ``ValueError`` and a ``KeyError``; the message suggests the closest
         name and lists the available ones).
+    ImportError
+        An optional package the reconstruction needs is not installed (:func:`package_problem`).
     TypeError
         ``name`` is no string; unknown or missing parameter (the message suggests the closest
         and lists the valid ones), or no ``op`` where one is needed.
@@ -241,6 +273,8 @@ def run(name: str, y: Tensor, op: LinearOperator | None = None, **params) -> Ten
         that would return the negated image warn instead).
     """
     entry = _lookup(name)
+    if (missing := package_problem(name)) is not None:
+        raise ImportError(missing)
     params = check_params(name, params)
     if entry.needs_op and op is None:
         raise TypeError(f"{name}: needs a forward operator op (got None)")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import yaml
 from torch import nn
 
@@ -32,7 +33,7 @@ from mrirecon.training.run_checks import (RESUMABLE_CHANGES, check_fresh_output,
                                           check_resume_config, check_resume_files,
                                           check_validation_overlap, lock_output_dir,
                                           replace_outputs)
-from mrirecon.training.trainer import Trainer
+from mrirecon.training.trainer import Trainer, distributed_context
 from mrirecon.training.validation import make_validate_fn
 
 log = logging.getLogger("mrirecon.train")
@@ -164,7 +165,36 @@ def train_from_config(
     overrides = overrides_list(overrides, "train_from_config")  # a string: a TypeError
     cfg = validate_training(load_config(TrainConfig, path, overrides), str(path))
     out = Path(cfg.output_dir)
+    try:
+        _check_output_dir(out, str(path))
+    except ConfigError as err:  # --set output_dir=...: named as the override's
+        raise err.blamed_on(overrides) from None
     now = to_dict(cfg)
+    # under torchrun: meet the other processes before the data are read and the output_dir is
+    # created and locked (a rank whose peers never came left both behind when it was stopped)
+    _, _, owned = distributed_context()
+    try:
+        return _built_and_trained(cfg, path, overrides, resume, progress, out, now)
+    finally:
+        if owned and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _check_output_dir(out: Path, source: str) -> None:
+    """``output_dir`` is a folder or can become one: a file there (or above it) is refused
+    naming the key, before any work ("OUT: File exists" named neither)."""
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise ConfigError(source, "output_dir", f"{p} is a file, not a folder"
+                                  + ("" if p == out else f" (it is above {out})")
+                                  + "; give a folder path")
+            return
+
+
+def _built_and_trained(cfg: TrainConfig, path, overrides: list[str], resume: bool,
+                       progress: bool, out: Path, now: dict) -> TrainResult:
+    """:func:`train_from_config` once the config is checked and the process group joined."""
     try:
         train_set, val_set = build_datasets(cfg)
         if cfg.val_every > 0:  # validation runs: it must not score training data

@@ -35,16 +35,84 @@ from mrirecon.training.config import TrainConfig
 log = logging.getLogger("mrirecon.train")
 
 
+#: Seconds every ``WORLD_SIZE`` process has to arrive at the rendezvous
+#: (``MRIRECON_RENDEZVOUS_TIMEOUT`` overrides it): ``torchrun``'s own ``join_timeout``. torch's
+#: default, 30 minutes, kept a rank whose peers never came waiting that long.
+RENDEZVOUS_TIMEOUT_S = 600
+
+
 def distributed_context() -> tuple[int, int, bool]:
-    """``(rank, world_size, initialised_here)``; initialises the process group under torchrun."""
+    """``(rank, world_size, initialised_here)``; initialises the process group under torchrun
+    (:func:`rendezvous`)."""
     world = env_int("WORLD_SIZE", 1)
     if world > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
+        rendezvous()
         return dist.get_rank(), world, True
     if dist.is_initialized():
         return dist.get_rank(), dist.get_world_size(), False
     return 0, 1, False
+
+
+def rendezvous() -> None:
+    """Join the ``torchrun``-style job of the environment (``RANK``, ``WORLD_SIZE``,
+    ``MASTER_ADDR``, ``MASTER_PORT``): checked first (``RANK=3 WORLD_SIZE=2`` and a missing
+    ``MASTER_ADDR`` waited for peers forever), then given ``MRIRECON_RENDEZVOUS_TIMEOUT`` seconds
+    (default :data:`RENDEZVOUS_TIMEOUT_S`) for every process to arrive, a :class:`TimeoutError`
+    naming the address otherwise. SIGTERM and Ctrl-C stop the process meanwhile: torch waits in
+    C++, where Python's handlers never ran, so only SIGKILL stopped it (nothing is written yet).
+    The process group then keeps torch's default timeout for its collectives (rank 0 validates
+    while the others wait)."""
+    from datetime import timedelta
+
+    from mrirecon.threads import rank_and_world
+
+    rank, world = rank_and_world()
+    for var in ("MASTER_ADDR", "MASTER_PORT"):
+        if not os.environ.get(var, "").strip():
+            raise ValueError(f"WORLD_SIZE={world} is set in the environment but {var} is not "
+                             "(torchrun sets MASTER_ADDR and MASTER_PORT, the address of rank 0): "
+                             f"set {var}, launch with torchrun, or unset WORLD_SIZE")
+    port = env_int("MASTER_PORT", 0)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"MASTER_PORT in the environment must be a port number in [1, 65535], "
+                         f"got {port}")
+    seconds = env_int("MRIRECON_RENDEZVOUS_TIMEOUT", RENDEZVOUS_TIMEOUT_S)
+    if seconds < 1:
+        raise ValueError(f"MRIRECON_RENDEZVOUS_TIMEOUT in the environment must be >= 1 (seconds), "
+                         f"got {seconds}")
+    where = f"{os.environ['MASTER_ADDR'].strip()}:{port}"
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    with _default_stop_signals():
+        try:
+            store, rank, world = next(dist.rendezvous("env://", rank, world,
+                                                      timeout=timedelta(seconds=seconds)))
+            store.set_timeout(timedelta(seconds=seconds))  # the group's set-up talks through it
+            dist.init_process_group(backend=backend, store=dist.PrefixStore("default_pg", store),
+                                    rank=rank, world_size=world)
+        except dist.DistError as err:  # a timeout, an unreachable or busy address
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0].rstrip(".")
+            raise TimeoutError(
+                f"rank {rank} of {world}: the rendezvous at MASTER_ADDR:MASTER_PORT={where} "
+                f"failed within {seconds} s (MRIRECON_RENDEZVOUS_TIMEOUT): {first}; start all "
+                f"{world} processes (torchrun --nproc-per-node / --nnodes) with the same "
+                "MASTER_ADDR and MASTER_PORT") from None
+    store.set_timeout(dist.constants.default_pg_timeout)  # later store use: as torch's default
+
+
+def _default_stop_signals():
+    """A context in which SIGTERM and SIGINT have their default action (the process ends), in
+    the main thread; the handlers are restored after."""
+    import contextlib
+    import signal
+    import threading
+
+    stack = contextlib.ExitStack()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous = signal.signal(sig, signal.SIG_DFL)
+            if previous is not None:
+                stack.callback(signal.signal, sig, previous)
+    return stack
 
 
 def epoch_order(num_items: int, seed: int, epoch: int) -> list[int]:

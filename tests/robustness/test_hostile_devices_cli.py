@@ -71,7 +71,8 @@ def test_train_output_dir_blocked_by_a_file_names_the_path(train_data, tmp_path,
     afile.write_text("hi")
     err = _cli_error(["train", "train_modl_brain_sim", "--set", f"output_dir={afile}",
                       *_data(train_data)], capsys)
-    assert err.endswith(f"error: {afile}: File exists"), err
+    assert f"output_dir: {afile} is a file, not a folder" in err, err
+    assert afile.read_text() == "hi"
 
 
 def test_train_with_an_empty_output_dir_is_refused(train_data, tmp_path, capsys, monkeypatch):
