@@ -60,8 +60,14 @@ def _check_out(out: str) -> None:
                          "folder); pass a folder path")
     where = path if path.exists() else above
     if not os.access(where, os.W_OK | os.X_OK):
+        why = "permission denied"
+        try:  # os.access says no on a read-only file system too, where no permission helps
+            if os.statvfs(where).f_flag & os.ST_RDONLY:
+                why = "the file system is read-only"
+        except (OSError, AttributeError):  # no statvfs (Windows)
+            pass
         raise ValueError(f"--out {out}: cannot write {'into' if where == path else 'under'} "
-                         f"{where} (permission denied); pass a writable location")
+                         f"{where} ({why}); pass a writable location")
 
 
 def _check_readouts(args: argparse.Namespace) -> None:

@@ -17,14 +17,23 @@ def physical_memory() -> int:
         return 1 << 36
 
 
+def size_text(nbytes: float) -> str:
+    """``nbytes`` for a message, in the unit that shows it: "3.2 GiB", "12.0 MiB", "3 KiB" (a
+    small request said "writes about 0.0 GiB, but only 0.0 GiB are free")."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes / 2**10:.0f} KiB" if nbytes >= 2**10 else f"{nbytes:.0f} bytes"
+
+
 def check_budget(who: str, memory_bytes: float, disk_bytes: float, out_dir: str | os.PathLike,
                  what: str) -> None:
     """Raise ``ValueError`` (naming ``what``, e.g. the options) when a request would need more
     than half the RAM, or more disk than is free under ``out_dir``."""
     ram = physical_memory()
     if memory_bytes > ram / 2:
-        raise ValueError(f"{who}: {what} needs about {memory_bytes / 2**30:.1f} GiB of memory, more "
-                         f"than half of the {ram / 2**30:.1f} GiB here; choose smaller sizes")
+        raise ValueError(f"{who}: {what} needs about {size_text(memory_bytes)} of memory, more "
+                         f"than half of the {size_text(ram)} here; choose smaller sizes")
     probe = Path(out_dir)
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
@@ -33,8 +42,8 @@ def check_budget(who: str, memory_bytes: float, disk_bytes: float, out_dir: str 
     except OSError:
         return
     if disk_bytes > free:
-        raise ValueError(f"{who}: {what} writes about {disk_bytes / 2**30:.1f} GiB, but only "
-                         f"{free / 2**30:.1f} GiB are free under {probe}; choose smaller sizes")
+        raise ValueError(f"{who}: {what} writes about {size_text(disk_bytes)}, but only "
+                         f"{size_text(free)} are free under {probe}; choose smaller sizes")
 
 
 def refuse_stale_files(who: str, out_dir: str | os.PathLike, pattern: str, names) -> None:

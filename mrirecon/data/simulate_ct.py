@@ -309,7 +309,13 @@ def simulate_ct_dataset(
         n = float(size)
         bins = float(options.get("detectors") or 1.5 * n)
         per_sample = float(views) * bins + 2 * n * n
-        check_budget("simulate_ct", 8 * per_sample * float(samples) + 8 * 4 * n * n * float(views),
+        memory = 8 * per_sample * float(samples) + 8 * 4 * n * n * float(views)
+        if (geometry if isinstance(geometry, str) else getattr(geometry, "beam", "")) == "fan":
+            # the fan-beam projector's ray tables and their construction (float64, ~100 bytes
+            # per ray measured) and one view's sampling grid and samples (n points per ray):
+            # --detectors 1000000 needed 20x what was counted
+            memory += 128 * float(views) * bins + 48 * n * bins
+        check_budget("simulate_ct", memory,
                      4 * per_sample * float(samples), out_dir,
                      f"--samples {samples} --size {size} --views {views} --detectors "
                      + (str(options["detectors"]) if options.get("detectors") else

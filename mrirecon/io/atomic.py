@@ -11,8 +11,12 @@ import hashlib
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import h5py
 
 #: The longest file name (bytes) of the usual file systems (ext4, XFS, btrfs, NTFS, APFS).
 NAME_MAX = 255
@@ -53,6 +57,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
             tmp_path.unlink()
         if named is None:
             raise
+        named.atomic_target = target  # an enclosing atomic write passes it on as it is
         raise named from err
 
 
@@ -62,8 +67,11 @@ def _naming_target(err: BaseException, target: Path, tmp: Path) -> OSError | Non
     ``"TARGET: No space left on device"``; ``None`` to raise ``err`` itself. A disk filled up
     while writing surfaced as "[Errno 28] No space left on device" naming no file, or as the
     temporary file's name; ``torch.save`` and h5py report it as a ``RuntimeError`` or an
-    ``OSError`` without errno, taken for a full disk when the target's file system has (almost)
-    no space left."""
+    ``OSError`` without errno: the errno HDF5 writes into its text (``errno = 27``) is taken
+    when it is a disk error's, else ENOSPC when the target's file system has (almost) no space
+    left."""
+    if getattr(err, "atomic_target", None) is not None:  # named by an inner atomic write
+        return None
     if isinstance(err, OSError) and err.errno is not None:
         if str(target) in str(err):
             return None
@@ -71,9 +79,28 @@ def _naming_target(err: BaseException, target: Path, tmp: Path) -> OSError | Non
         if err.filename is not None and os.fspath(err.filename) not in (str(tmp), str(target)):
             why = f"{why} ({err.filename})"  # another file than the target: keep its name
         return OSError(err.errno, f"{target}: {why}")
-    if isinstance(err, (OSError, RuntimeError)) and _no_space_left(target.parent):
-        return OSError(errno.ENOSPC, f"{target}: {os.strerror(errno.ENOSPC)} "
-                                     f"({type(err).__name__}: {' '.join(str(err).split())[:200]})")
+    if not isinstance(err, (OSError, RuntimeError)):
+        return None
+    # h5py states the errno of the failed write only in its text ("..., errno = 27, error
+    # message = 'File too large'"): a file-size limit was "internal error: RuntimeError"
+    code = _errno_in_text(str(err))
+    if code is None and _no_space_left(target.parent):
+        code = errno.ENOSPC
+    if code is None:
+        return None
+    return OSError(code, f"{target}: {os.strerror(code)} "
+                         f"({type(err).__name__}: {' '.join(str(err).split())[:200]})")
+
+
+def _errno_in_text(text: str) -> int | None:
+    """The errno of a full disk, quota, file-size limit or read-only file system
+    (:data:`~mrirecon.io.errors.DISK_ERRORS`) that HDF5 writes into its message as
+    ``errno = 28``; ``None`` when it names none of those."""
+    from mrirecon.io.errors import DISK_ERRORS
+
+    for found in re.findall(r"errno\s*=\s*(\d+)", text):
+        if int(found) in DISK_ERRORS:
+            return int(found)
     return None
 
 
@@ -117,10 +144,52 @@ def remove_temp_files(folder: str | os.PathLike, before: float, recursive: bool 
     return removed
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def hdf5_image(fill: Callable[[h5py.File], object]) -> memoryview:
+    """The bytes of the HDF5 file that ``fill(h5)`` writes into ``h5``, built in memory (the
+    image costs its size in memory, beside the arrays it is made of). Write them with
+    :func:`atomic_write_bytes` or :func:`atomic_write_together`: then a full disk or a
+    file-size limit is a plain ``OSError`` of Python's write naming the target. HDF5 writing the
+    file itself failed inside ``H5Fclose`` there, and freeing the half-closed file's ids later
+    crashed Python (segmentation fault, exit 139)."""
+    import io
+
+    import h5py
+
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as h5:
+        fill(h5)
+    return buffer.getbuffer()
+
+
+@contextlib.contextmanager
+def atomic_hdf5(path: str | os.PathLike) -> Iterator[h5py.File]:
+    """``with atomic_hdf5(path) as h5:`` an HDF5 file opened for writing, built in memory
+    (:func:`hdf5_image`) and written to ``path`` atomically when the block ends without an
+    exception (nothing is written when it raises)."""
+    import io
+
+    import h5py
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)  # as atomic_path: before the work
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as h5:
+        yield h5
+    atomic_write_bytes(path, buffer.getbuffer())
+
+
+def atomic_write_together(items: Iterable[tuple[str | os.PathLike, bytes | memoryview]]) -> None:
+    """Write each ``(path, data)`` to a temporary file beside its path, and rename them into
+    place only once all were written: files that belong together (a LoDoPaB observation and its
+    ground truth) are all written or none (the earlier files under those names stay)."""
+    with contextlib.ExitStack() as stack:
+        for path, data in items:
+            stack.enter_context(atomic_path(path)).write_bytes(data)
 
 
 def printable(text: str) -> str:

@@ -13,12 +13,15 @@ DISK_ERRORS = {
     errno.EDQUOT: "the disk quota is exceeded: free space there (or write to another location) "
                   "and run again",
     errno.EROFS: "the file system is read-only: write to another location",
+    errno.EFBIG: "the file outgrows the largest this process or file system allows, a limit "
+                 "set by ulimit -f or FAT32's 4 GiB: raise the limit or write to another location",
 }
 
 
 def disk_error(err: BaseException) -> str | None:
-    """One line for an ``OSError`` of a full disk, an exceeded quota or a read-only file system
-    (``"OUT/metrics.csv: No space left on device (the disk is full: ...)"``), naming the file
+    """One line for an ``OSError`` of a full disk, an exceeded quota, a file-size limit or a
+    read-only file system (``"OUT/metrics.csv: No space left on device (the disk is full:
+    ...)"``), naming the file
     when the error does; ``None`` for any other error. These are the user's to fix, not internal
     errors (``mrirecon`` said "internal error: OSError: [Errno 28] ..." naming no file)."""
     if not isinstance(err, OSError) or err.errno not in DISK_ERRORS:

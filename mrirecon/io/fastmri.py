@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from mrirecon.containers import Header, KSpace
-from mrirecon.io.atomic import atomic_path
+from mrirecon.io.atomic import atomic_hdf5
 from mrirecon.io.errors import DataFormatError, guard_reader, open_hdf5, refuse_nonfinite
 from mrirecon.io.hdf5_vlen import check_vlen_references
 from mrirecon.io.ismrmrd_header import header_to_xml, parse_ismrmrd_header
@@ -488,7 +488,7 @@ def write_fastmri(
         root_attrs["norm"] = float(np.linalg.norm(first.astype(np.float64)))
     root_attrs.update(attrs or {})
 
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+    with atomic_hdf5(path) as h5:
         h5.create_dataset("kspace", data=ks.astype(np.complex64))
         for key, arr in refs.items():
             h5.create_dataset(key, data=arr)
@@ -514,7 +514,7 @@ def write_reconstruction(path: str | os.PathLike, volume: ArrayLike, *,
     arr = arr.astype(np.float32)
     # float64 beyond float32's 3.4e38 would be written as Inf, which the readers refuse
     refuse_nonfinite("write_reconstruction", path, "volume (as float32)", arr)
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+    with atomic_hdf5(path) as h5:
         dataset = h5.create_dataset("reconstruction", data=arr)
         if units:
             dataset.attrs["units"] = units

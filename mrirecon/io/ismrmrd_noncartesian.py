@@ -64,7 +64,7 @@ import numpy as np
 import torch
 
 from mrirecon.containers import Header, KSpace
-from mrirecon.io.atomic import atomic_path
+from mrirecon.io.atomic import atomic_hdf5
 from mrirecon.io.errors import refuse_nonfinite
 from mrirecon.io.ismrmrd_header import header_to_xml
 
@@ -158,7 +158,7 @@ def write_ismrmrd_noncartesian(
             records[s * readouts + r] = (head, traj[r].reshape(-1),
                                          np.ascontiguousarray(data[s, :, r]).view(np.float32).reshape(-1))
     xml = header_to_xml(header)
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+    with atomic_hdf5(path) as h5:
         grp = h5.create_group("dataset")
         grp.create_dataset("xml", data=np.array([xml.encode()], dtype=h5py.string_dtype("utf-8")))
         grp.create_dataset("data", data=records, maxshape=(None,), chunks=True)

@@ -46,7 +46,7 @@ import torch
 
 from mrirecon.containers import Image, ImageGeometry, Sinogram
 from mrirecon.io import lodopab_attrs as _attrs
-from mrirecon.io.atomic import atomic_path
+from mrirecon.io.atomic import atomic_write_together, hdf5_image
 from mrirecon.io.errors import (
     CORRUPTION_ERRORS,
     DataFormatError,
@@ -241,21 +241,26 @@ def write_lodopab(
     for i, sl in enumerate(splits):
         obs = (sino[sl] / MU_MAX_PER_M).astype(np.float32)
         gt = to_lodopab_layout(np.clip(mu[sl] / MU_MAX_PER_MM, 0.0, 1.0)).astype(np.float32)
-        for kind, data, extra, paths in (
-            ("observation", obs, None, obs_paths),
-            ("ground_truth", gt, hu, gt_paths),
-        ):
-            path = out / lodopab_file_name(kind, part, i)
-            with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
-                h5.create_dataset("data", data=data)
-                if extra is not None:
-                    h5.create_dataset(
-                        "hu", data=to_lodopab_layout(np.asarray(extra)[sl]).astype(np.float32)
-                    )
-                for key, value in root.items():
-                    h5.attrs[key] = value
-            paths.append(path)
+        hu_part = None if hu is None else to_lodopab_layout(np.asarray(hu)[sl]).astype(np.float32)
+        pair = [(out / lodopab_file_name(kind, part, i), hdf5_image(_filler(data, extra, root)))
+                for kind, data, extra in (("observation", obs, None), ("ground_truth", gt, hu_part))]
+        # an observation and its ground truth are written together or not at all: a full disk
+        # left observation_*_000 without its reference (and crashed Python, exit 139)
+        atomic_write_together(pair)
+        obs_paths.append(pair[0][0])
+        gt_paths.append(pair[1][0])
     return obs_paths + gt_paths
+
+
+def _filler(data: np.ndarray, hu: np.ndarray | None, attrs: dict):
+    """What :func:`write_lodopab` writes into one file: ``data``, ``hu`` and the attributes."""
+    def fill(h5: h5py.File) -> None:
+        h5.create_dataset("data", data=data)
+        if hu is not None:
+            h5.create_dataset("hu", data=hu)
+        for key, value in attrs.items():
+            h5.attrs[key] = value
+    return fill
 
 
 class LoDoPaBFiles:

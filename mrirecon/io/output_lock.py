@@ -10,6 +10,7 @@ import ``pipeline``), so that one lock serves every command.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 from collections.abc import Callable
@@ -132,8 +133,9 @@ def lock_output(output: Path, rank: int, world: int = 1, *, job: str = "",
         exclusive = shared = 0
     me = f"pid {os.getpid()} on {platform.node()}" + (f", {who}" if who else "") + "\n"
     if world == 1:
+        made = () if (output / ".lock").exists() else (output / ".lock",)
         fh = _flock(output / ".lock", exclusive, output, option)
-        _holder([(fh, me)], [fh])
+        _holder([(fh, me)], [fh], made)
         return OutputLock([fh])
     ident = job_identity(world, job)
     gate = _join_gate(output, option) if exclusive else open(os.devnull)  # noqa: SIM115
@@ -144,7 +146,9 @@ def lock_output(output: Path, rank: int, world: int = 1, *, job: str = "",
             name, holder, theirs = other[0]
             raise ValueError(_refusal(output, f"{holder}: rank {name[10:]} of another distributed "
                                       f"job ({theirs}; this one: {ident})", option))
-        own = _flock(output / f".lock.rank{rank}", exclusive, output, option)
+        mine = output / f".lock.rank{rank}"
+        made = () if mine.exists() else (mine,)  # .lock stays: other ranks may hold it
+        own = _flock(mine, exclusive, output, option)
         try:
             common = _flock(output / ".lock", shared, output, option)
         except ValueError:
@@ -152,7 +156,7 @@ def lock_output(output: Path, rank: int, world: int = 1, *, job: str = "",
             raise
         writes = [(own, me + ident + "\n")] + (
             [(common, f"a distributed run: rank 0 {me}")] if rank == 0 else [])
-        _holder(writes, [common, own])
+        _holder(writes, [common, own], made)
     finally:
         gate.close()
     return OutputLock([common, own], (".lock.join",))
@@ -173,7 +177,13 @@ def locked_output(output: Path, *, option: str, who: str,
             prepare(output)
         else:
             output.mkdir(parents=True, exist_ok=True)
-        lock = lock_output(output, 0, 1, option=option, who=who)
+        try:
+            lock = lock_output(output, 0, 1, option=option, who=who)
+        except BaseException:
+            with contextlib.suppress(OSError):  # refused, or a full disk: no folder left behind
+                if created:
+                    output.rmdir()  # only when empty: the lock removed its own file
+            raise
         try:
             yield lock
         except BaseException:
@@ -188,17 +198,23 @@ def locked_output(output: Path, *, option: str, who: str,
     return held()
 
 
-def _holder(writes: list, handles: list) -> None:
+def _holder(writes: list, handles: list, made: tuple[Path, ...] = ()) -> None:
     """Write who holds each lock file (``writes``: ``(file, text)``); on a failure (a full disk:
-    "[Errno 28] No space left on device" naming no file) the locks are released and the error
-    names the lock file."""
+    "[Errno 28] No space left on device" naming no file) the locks are released, the lock files
+    this run made (``made``) removed, and the error names the lock file. The text is written
+    with ``os.write``, unbuffered: a buffered write left the text in the buffer, and closing the
+    handle flushed it again, whose second, unnamed ``OSError`` escaped first."""
     for fh, text in writes:
         try:
-            fh.seek(0)
-            fh.truncate()
-            fh.write(text)
-            fh.flush()
+            fd = fh.fileno()
+            os.ftruncate(fd, 0)
+            data = text.encode()
+            while data:  # opened for appending: each write goes to the (new) end
+                data = data[os.write(fd, data):]
         except OSError as e:
+            for path in made:
+                path.unlink(missing_ok=True)
             for h in handles:
-                h.close()
+                with contextlib.suppress(OSError):
+                    h.close()
             raise OSError(e.errno, f"{fh.name}: {e.strerror or e}") from e
