@@ -35,7 +35,7 @@ from mrirecon.pipeline.run_state import (check_other_inputs, file_state, has_oth
                                          remove_stale_outputs, sha256, status_path, status_record,
                                          weights_sha256)
 from mrirecon.pipeline.schema import PipelineConfig
-from mrirecon.threads import env_int
+from mrirecon.threads import env_int, rank_and_world
 
 log = logging.getLogger("mrirecon.pipeline")
 
@@ -113,33 +113,33 @@ def run_pipeline(config: PipelineConfig, inputs: list[str] | str | os.PathLike,
 
         config_text = yaml.safe_dump(to_dict(config), sort_keys=False)
     output = Path(output)
-    if world is None:
+    if rank is None:  # the environment's, by the rule train uses too
+        rank, env_world = rank_and_world()
+        world = env_world if world is None else world
+    elif world is None:
         world = env_int("WORLD_SIZE", 1)
-        if rank is None and world > 1 and "RANK" not in os.environ:
-            # WORLD_SIZE=2 alone ran as rank 0: half of the inputs processed, exit 0
-            raise ValueError(f"WORLD_SIZE={world} is set in the environment but RANK is not (torchrun "
-                             "sets both): this process would take only its share of the inputs; "
-                             "unset WORLD_SIZE, or set RANK")
-    rank = env_int("RANK", 0) if rank is None else rank
     if world < 1 or not 0 <= rank < world:  # RANK=3 WORLD_SIZE=2 left in the environment ran 0 files
         raise ValueError(f"rank {rank} of world size {world} (RANK / WORLD_SIZE in the environment?): "
                          "need 0 <= RANK < WORLD_SIZE")
     created = not output.exists()
     check_output(output)
     check_run_files(output, "" if world == 1 else f".rank{rank}")
-    lock = lock_output(output, rank, world, job=config_sha256(config))  # ranks of one job join
+    lock = None
     try:
+        lock = lock_output(output, rank, world, job=config_sha256(config))  # ranks of one job join
         return _run_locked(config, inputs, output, resume=resume, device=device, progress=progress,
                            config_text=config_text, rank=rank, world=world,
                            replace_others=replace_others, config_warnings=list(config_warnings))
     except BaseException:
-        if created and all(p.name in lock.names for p in output.iterdir()):
-            for name in lock.names:  # a refused run leaves no empty folder behind
+        names = lock.names if lock is not None else ()  # no lock: taking it failed (a full disk)
+        if created and output.is_dir() and all(p.name in names for p in output.iterdir()):
+            for name in names:  # a refused run leaves no empty folder behind
                 (output / name).unlink(missing_ok=True)
             output.rmdir()
         raise
     finally:
-        lock.close()
+        if lock is not None:
+            lock.close()
 
 
 def _code_config_warnings(config: PipelineConfig) -> list[str]:

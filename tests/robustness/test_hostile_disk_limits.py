@@ -114,6 +114,22 @@ def test_lock_on_a_full_disk_names_the_lock_file_and_leaves_no_folder(tmp_path):
     assert not (tmp_path / "out").exists()  # was: an empty folder with a 0-byte .lock
 
 
+def test_run_whose_lock_fails_leaves_no_folder(mri_file, tmp_path, monkeypatch):
+    """``mrirecon run`` took its lock before the clean-up that removes a folder it created, so
+    a lock failing on a full disk left an empty output folder behind."""
+    from mrirecon.pipeline import runner
+    from mrirecon.pipeline.definitions import load_pipeline
+
+    def full(output, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(output / ".lock"))
+
+    monkeypatch.setattr(runner, "lock_output", full)
+    config = load_pipeline("mri_retrospective", ["report.enabled=false"])[0]
+    with pytest.raises(OSError, match="No space left"):
+        runner.run_pipeline(config, [str(mri_file)], tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
 def test_small_sizes_are_said_in_a_unit_that_shows_them(tmp_path, monkeypatch):
     import shutil
     from collections import namedtuple

@@ -251,7 +251,7 @@ def test_a_rank_outside_the_world_size_is_refused(mri_file, tmp_path, monkeypatc
     ({"WORLD_SIZE": "2", "RANK": "one"}, r"^RANK in the environment must be an integer, got 'one'$"),
     # WORLD_SIZE=2 without RANK ran as rank 0 of 2: half of the inputs processed, exit 0
     ({"WORLD_SIZE": "2"}, r"^WORLD_SIZE=2 is set in the environment but RANK is not \(torchrun sets "
-                          r"both\): this process would take only its share of the inputs; unset "
+                          r"both\): this process would take only its share of the work; unset "
                           r"WORLD_SIZE, or set RANK$"),
 ])
 def test_distributed_variables_that_do_not_describe_a_rank_are_refused(mri_file, tmp_path,
