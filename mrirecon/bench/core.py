@@ -118,7 +118,7 @@ def reference_warnings(path: Path, field: str, reference, outputs: dict[str, Any
     0.34). The benchmark scored such references without a word: 10.9 dB for a transposed
     ``reconstruction_rss``. The records keep the notes (``reference_notes``), and the tables list
     them. ``reference`` may be a mapping ``{method: reference}`` (the slices each method is
-    scored on, :func:`~mrirecon.bench.mri._scored_slices`)."""
+    scored on, :func:`~mrirecon.pipeline.volume.without_blank_reference_slices`)."""
     import torch
 
     from mrirecon.pipeline.reference_checks import orientation_note, scale_note, slice_order_note

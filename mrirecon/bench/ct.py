@@ -165,10 +165,9 @@ def _score_volume(path: Path, factor: float, methods: list[Method], bar, *, num_
     run = stream.stream_volume(stages, path, methods, progress=False, bar=bar, previews=False,
                                on_slice=on_slice)
     warned, told = said.lines(path.name, run.slices)
-    outputs = stages.output_messages()  # per method: its reconstructions' warnings
-    own = {m.name: SliceMessages() for m in methods}
+    own = {m.name: SliceMessages() for m in methods}  # per method: its reconstructions' warnings
     for m in methods:
-        for i, w in outputs.get(m.name, {}).items():
+        for i, w in run.output_messages.get(m.name, {}).items():
             own[m.name].add(i, w, {})
     own_lines = {name: msgs.lines(path.name, run.slices)[0] for name, msgs in own.items()}
     log_lines(f"bench ct {factor:g}x", {m.name: (own_lines[m.name] + warned, told) for m in methods})

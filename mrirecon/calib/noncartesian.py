@@ -3,7 +3,8 @@
 The samples within ``calib_width / 2`` grid units of the k-space centre are density
 compensated, tapered by a Hann window (no ringing in the low-resolution images) and gridded
 with the adjoint NUFFT, per coil. Walsh's method runs on those coil images; ESPIRiT on their
-centred Cartesian k-space, whose central ``calib_width`` block is then fully populated.
+centred Cartesian k-space, whose central ``calib_width`` block is then fully populated. A
+``calib_width`` beyond the image grid calibrates on the whole grid (:func:`gridded_calib_width`).
 """
 
 from __future__ import annotations
@@ -58,6 +59,14 @@ def gridded_calibration_images(kspace: Tensor, trajectory: Tensor, shape: tuple[
     return nufft_adjoint(kspace * wt, trajectory.to(kspace.device), (h, w))
 
 
+def gridded_calib_width(calib_width: int, shape: tuple[int, int]) -> int:
+    """``calib_width`` clamped to the ``(H, W)`` image grid, as :func:`noncartesian_maps` uses
+    it (Cartesian calibration is clamped to the data's centre band the same way): the default 24
+    on a 16 x 16 radial grid failed, "calibration_region: calibration size (24, 24) does not fit
+    k-space (16, 16)"."""
+    return min(int(calib_width), *(int(n) for n in shape))
+
+
 def noncartesian_maps(kspace: Tensor, trajectory: Tensor, shape: tuple[int, int], *,
                       method: str = "espirit", calib_width: int = 24, weights: Tensor | None = None,
                       **options) -> Tensor:
@@ -65,8 +74,10 @@ def noncartesian_maps(kspace: Tensor, trajectory: Tensor, shape: tuple[int, int]
 
     ``method="espirit"`` (default; ``options`` go to
     :func:`~mrirecon.calib.espirit.espirit_maps`, e.g. ``crop``) or ``"walsh"`` (to
-    :func:`~mrirecon.calib.walsh.walsh_maps`, per slice).
+    :func:`~mrirecon.calib.walsh.walsh_maps`, per slice). ``calib_width`` is clamped to the
+    grid (:func:`gridded_calib_width`).
     """
+    calib_width = gridded_calib_width(calib_width, shape)
     images = gridded_calibration_images(kspace, trajectory, shape, calib_width, weights)
     if method == "espirit":
         return espirit_maps(fft2c(images), calib_width, **options)

@@ -16,8 +16,9 @@ from mrirecon.pipeline.slice_mri import MRISlice
 def calibration_notes(s: MRISlice, cfg: CalibrateConfig) -> dict[str, str]:
     """Notes for ``calibrate`` settings: a ``calib_width`` beyond both the readout rows and the
     centre band (ESPIRiT calibrates on all of them: 64 and 500 gave the same image, provenance
-    saying 500), and ``max_cropped_energy`` on non-Cartesian data (their ESPIRiT keeps ``crop``
-    as given)."""
+    saying 500), or on non-Cartesian data beyond the image grid (calibrated on the whole grid,
+    :func:`~mrirecon.calib.noncartesian.gridded_calib_width`), and ``max_cropped_energy`` on
+    non-Cartesian data (their ESPIRiT keeps ``crop`` as given)."""
     notes = {}
     default = CalibrateConfig()
     if s.espirit is not None and cfg.calib_width != default.calib_width:
@@ -33,6 +34,14 @@ def calibration_notes(s: MRISlice, cfg: CalibrateConfig) -> dict[str, str]:
         notes["max_cropped_energy"] = (
             f"calibrate.max_cropped_energy={cfg.max_cropped_energy}: has no effect on "
             "non-Cartesian data, whose ESPIRiT maps keep calibrate.crop as given")
+    if (s.trajectory is not None and cfg.method != "none"
+            and cfg.calib_width != default.calib_width):
+        from mrirecon.calib.noncartesian import gridded_calib_width
+
+        if (width := gridded_calib_width(cfg.calib_width, s.image_shape)) < cfg.calib_width:
+            notes["calib_width"] = (f"calibrate.calib_width={cfg.calib_width}: the calibration "
+                                    f"used the whole {s.image_shape[0]} x {s.image_shape[1]} "
+                                    f"grid ({width} wide)")
     return notes
 
 

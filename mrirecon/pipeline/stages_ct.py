@@ -381,14 +381,14 @@ def data_warnings(sinogram: Tensor, geometry: CTGeometry) -> dict[str, str]:
 
 def reference_orientation(reference: Tensor, fbp: Tensor) -> str | None:
     """A message when a flip / rotation of the (square) reference matches the data's FBP much
-    better than the reference as read: a LoDoPaB ground truth stored as (rows, cols) instead of
-    ODL's (x, y) was scored rotated (15.0 dB, SSIM 0.48 instead of 28.0 / 0.83), with no word."""
-    from mrirecon.pipeline.reference_checks import ct_orientation_note
+    better than as read, naming the data too where they would explain it: a LoDoPaB ground truth
+    stored as (rows, cols) was scored rotated (15.0 dB, SSIM 0.48 instead of 28.0 / 0.83)."""
+    from mrirecon.pipeline.reference_checks import CT_DATA_CAUSES, orientation_note
 
     if reference.shape[-1] != reference.shape[-2]:
         return None
-    return ct_orientation_note(reference, fbp,
-                               " (LoDoPaB ground truths are ODL (x, y), not (rows, cols))")
+    return orientation_note(reference, fbp, "the data's FBP", " (LoDoPaB ground truths are ODL "
+                            "(x, y), not (rows, cols))", causes=CT_DATA_CAUSES)
 
 
 # ---- the stage protocol -----------------------------------------------------------------------
@@ -472,8 +472,7 @@ class _LoDoPaBSource:
         units = {} if files.mu_water is None else {"mu_water": files.mu_water,
                                                    "mu_air": files.mu_air}
         self.info = {"image_geometry": ImageGeometry(spacing=(p, p, p), placed=False),
-                     "hu_units": units,
-                     "reference_key": "ground_truth_" + name[1]}
+                     "hu_units": units, "reference_key": "ground_truth_" + name[1]}
         siblings = path.parent.glob(f"ground_truth_{name[1]}_[0-9][0-9][0-9].hdf5")
         if not self._has_gt and any(True for _ in siblings):
             gt = reference_file_name(path.name)

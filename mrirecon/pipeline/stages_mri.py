@@ -120,8 +120,7 @@ def calibrate(s: MRISlice, cfg: CalibrateConfig) -> MRISlice:
         options = ({"kernel_width": cfg.kernel_width, "thresh": cfg.threshold, "crop": cfg.crop}
                    if cfg.method == "espirit" else {})
         maps = calib.noncartesian_maps(s.kspace, s.trajectory, s.image_shape, method=cfg.method,
-                                       calib_width=gridded_calib_width(s, cfg), weights=s.density,
-                                       **options)
+                                       calib_width=cfg.calib_width, weights=s.density, **options)
         return replace(s, maps=maps)
     kspace, columns = calibration_data(s)
     calib_width = min(cfg.calib_width, acs_width(columns))
@@ -145,13 +144,6 @@ def calibrate(s: MRISlice, cfg: CalibrateConfig) -> MRISlice:
                                             kernel_width=cfg.kernel_width)
         s = replace(s, espirit=(band, block, kernel))
     return replace(s, maps=maps)
-
-
-def gridded_calib_width(s: MRISlice, cfg: CalibrateConfig) -> int:
-    """``calibrate.calib_width`` of a non-Cartesian slice, clamped to its image grid as the
-    Cartesian one is to the data (a note says so when set): 24 on a 16 x 16 radial grid failed,
-    "calibration size (24, 24) does not fit k-space (16, 16)", naming no setting."""
-    return min(int(cfg.calib_width), *(int(n) for n in s.image_shape))
 
 
 def _printed_below(value: float, limit: float) -> str:
@@ -538,12 +530,6 @@ class MRIStages(Modality[MRISlice]):
         elif (note := kernel_note(s, self.config.calibrate)) is not None:
             notes["espirit_kernel"] = note
         notes.update(calibration_notes(s, self.config.calibrate))
-        cal = self.config.calibrate
-        if s.trajectory is not None and cal.method != "none" and cal.calib_width != \
-                CalibrateConfig().calib_width and gridded_calib_width(s, cal) < cal.calib_width:
-            notes["calib_width"] = (f"calibrate.calib_width={cal.calib_width}: the calibration "
-                                    f"used the whole {s.image_shape[0]} x {s.image_shape[1]} grid "
-                                    f"({gridded_calib_width(s, cal)} wide)")
         notes.update(preprocess_notes(s, self.config, classical=self.classical))
         if (drawn := drawn_mask_note(s, self.config.undersample)) is not None:
             notes["undersample_drawn"] = drawn

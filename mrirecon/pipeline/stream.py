@@ -118,8 +118,9 @@ class Modality(ABC, Generic[S]):
     def output_messages(self) -> dict[str, dict[int, dict[str, str]]]:
         """Warnings about the reconstructions made since the last call, ``{method name: {slice:
         {kind: message}}}`` (CT: a bulk attenuation off the FBP preview's); each call empties
-        it. ``mrirecon run`` and ``mrirecon bench`` add them to the volume's
-        :meth:`data_messages` record of that method. Empty by default."""
+        it. :func:`stream_volume` calls it once after the volume's slices
+        (:attr:`VolumeRun.output_messages`), and ``mrirecon run`` and ``mrirecon bench`` add
+        them to the volume's :meth:`data_messages` record of that method. Empty by default."""
         return {}
 
     def data_messages(self, s: S) -> tuple[dict[str, str], dict[str, str]]:
@@ -163,7 +164,9 @@ class VolumeRun:
     its reconstruct + postprocess time; ``calib_seconds`` the calibration time shared by the
     methods; ``reference`` and ``preview`` are ``(slices, h, w)`` when every slice had one of the
     output's shape (else ``None``); ``reference_dropped`` says why a reference the input had is
-    not used (empty when it is used or there was none).
+    not used (empty when it is used or there was none); ``output_messages`` are the modality's
+    :meth:`Modality.output_messages` after the last slice, ``{method name: {slice: {kind:
+    message}}}``.
     """
 
     slices: int
@@ -174,6 +177,7 @@ class VolumeRun:
     preview: Tensor | None = None
     info: dict[str, Any] = field(default_factory=dict)
     reference_dropped: str = ""
+    output_messages: dict[str, dict[int, dict[str, str]]] = field(default_factory=dict)
 
 
 def detect_format(path: Path, wanted: str) -> str:
@@ -312,6 +316,7 @@ def stream_volume(modality: Modality[S], path: Path, methods: Sequence[Method], 
                 bar.update(len(methods))
             del s
             release_memory()  # per-slice buffers back to the OS: peak RSS stays flat
+        said = modality.output_messages()  # the reconstructions' warnings, drained once
         info = dict(getattr(source, "info", {}))
     finally:
         source.close()
@@ -328,4 +333,4 @@ def stream_volume(modality: Modality[S], path: Path, methods: Sequence[Method], 
     elif refs:
         reference = torch.stack(refs)
     preview = torch.stack(views) if len(views) == n else None
-    return VolumeRun(n, stacked, seconds, calib, reference, preview, info, dropped)
+    return VolumeRun(n, stacked, seconds, calib, reference, preview, info, dropped, said)

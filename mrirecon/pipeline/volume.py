@@ -68,7 +68,7 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
     with convergence_record(solves):
         run = stream.stream_volume(stages, path, [method], progress=progress, on_slice=on_slice,
                                    previews="png" in config.export.formats)
-    for i, warned in stages.output_messages().get(method.name, {}).items():  # the outputs'
+    for i, warned in run.output_messages.get(method.name, {}).items():  # the outputs'
         messages.add(i, warned, {})
     for i in solves.labels():  # said once per input, naming the slices (not once per slice)
         what = f"reconstruct.method {config.reconstruct.method!r}: " + "; ".join(solves.lines(i))
@@ -423,8 +423,9 @@ def reference_notes(reference: torch.Tensor, output: torch.Tensor, *, mri: bool)
 def without_blank_reference_slices(reference: torch.Tensor, output: torch.Tensor
                                     ) -> tuple[torch.Tensor, torch.Tensor, str | None]:
     """``(reference, output, message)`` without the slices whose MRI reference is all zero while
-    the reconstruction's is not (``message``: which, or ``None``; some slice keeps a reference,
-    the caller has checked).
+    the reconstruction's is not (``message``: which, or ``None``). A reference nowhere positive
+    is returned whole, for the caller to refuse (it has no norm and no data range: ``mrirecon
+    run`` says so, :func:`~mrirecon.bench.core.scored` raises).
 
     Left out rather than scored: an RSS reference of a real acquisition is never exactly zero
     (its noise floor alone is not), so such a slice is a placeholder or a write that failed, and
@@ -433,6 +434,8 @@ def without_blank_reference_slices(reference: torch.Tensor, output: torch.Tensor
     22.4); a fastMRI user reads the volume's figure as the quality of the method, which the
     remaining slices still measure (with fastMRI's volume data range, that of the reference).
     A slice both zero (a noise-only slice whose coil maps were all zero) matches and is kept."""
+    if not float(reference.max()) > 0:
+        return reference, output, None
     blank = (reference.flatten(1) == 0).all(1) & (output.flatten(1) != 0).any(1)
     if not bool(blank.any()):
         return reference, output, None

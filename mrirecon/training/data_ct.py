@@ -310,11 +310,13 @@ def check_ct_reference_orientation(files, read: dict[int, tuple[Tensor, Tensor]]
     of one file of ``files``, a :class:`~mrirecon.io.lodopab.LoDoPaBFiles`) that match the FBP of their sinograms far better
     flipped, transposed or rotated than as read, or (two images) in the other order
     (:func:`~mrirecon.training.reference_checks.orientation_note` and ``slice_order_note``, the
-    rules of ``mrirecon run`` and ``bench``). A ground truth without the rotation the LoDoPaB
+    rules of ``mrirecon run`` and ``bench``; a matching 180-degree rotation or mirror also names
+    the sinogram as a cause, ``CT_DATA_CAUSES``). A ground truth without the rotation the LoDoPaB
     layout requires trained with exit 0 and no word: the model learns to rotate its images."""
     from mrirecon.operators.fbp import fbp
     from mrirecon.sampling import sparse_view
-    from mrirecon.training.reference_checks import orientation_note, slice_order_note
+    from mrirecon.training.reference_checks import (CT_DATA_CAUSES, orientation_note,
+                                                    slice_order_note)
 
     geometry = files.geometry
     factor = max(1, geometry.num_views // ORIENTATION_CHECK_VIEWS)
@@ -330,7 +332,8 @@ def check_ct_reference_orientation(files, read: dict[int, tuple[Tensor, Tensor]]
                     filter="hann").to(torch.float32)
         against = f"the FBP of its sinogram in {files.observation_files[file].name}"
         note = orientation_note(ref, image, against, " (LoDoPaB ground truths are ODL (x, y), "
-                                "not (rows, cols))", consequence=consequence)
+                                "not (rows, cols))", consequence=consequence,
+                                causes=CT_DATA_CAUSES)
         if note is not None:
             raise ValueError(f"{where}: image {files.locate(index)[1]}: {note}")
         refs.append(ref[0])

@@ -10,6 +10,8 @@ training (which never imports ``pipeline``) applies the same rules.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from torch import Tensor
 
 #: A reference whose best-matching flip / rotation correlates with the compared image this much
@@ -25,6 +27,17 @@ INVERTED_CORRELATION = 0.5
 DIHEDRAL_NAMES = {1: "flipped up-down", 2: "flipped left-right", 3: "rotated 180 degrees",
                   4: "transposed", 5: "rotated 90 degrees", 6: "rotated 270 degrees",
                   7: "transposed and rotated 180 degrees"}
+#: What a CT sinogram stored otherwise does to its image, for a reference that matches the FBP
+#: of the data transformed (the ``causes`` of :func:`orientation_note` for CT): parallel-beam
+#: views over a half turn with the detector reversed are those of the object rotated 180
+#: degrees; views in reverse angle order (a -> -a) those of its mirror image.
+CT_DATA_CAUSES = {
+    "rotated 180 degrees": "; or is the sinogram's detector axis reversed (the output is then "
+                           "rotated 180 degrees)",
+    **dict.fromkeys(("flipped up-down", "flipped left-right", "transposed",
+                     "transposed and rotated 180 degrees"),
+                    "; or are the views in reverse angle order (the output is then mirrored)"),
+}
 
 
 def _correlation(a: Tensor, b: Tensor) -> float:
@@ -36,14 +49,17 @@ def _correlation(a: Tensor, b: Tensor) -> float:
 
 
 def orientation_note(reference: Tensor, image: Tensor, against: str, hint: str = "", *,
-                     consequence: str = "The metrics compare against it as read") -> str | None:
+                     consequence: str = "The metrics compare against it as read",
+                     causes: Mapping[str, str] = {}) -> str | None:
     """A message when a flip / rotation of ``reference`` matches ``image`` (same shape, the
     last two axes are rows and columns; leading axes are slices) far better than the reference
     as read (and correlates positively with it), or when ``image`` looks inverted (strongly
     anti-correlated as read, no transform matching), else ``None``. Non-square images try the
     flips only (a transpose changes the shape). ``against`` names ``image`` in the message;
-    ``hint`` is appended to the layout question, ``consequence`` ends the message (what the
-    caller does with a reference as read)."""
+    ``hint`` is appended to the layout question, then ``causes[name]`` of the matching
+    transform's name (:data:`DIHEDRAL_NAMES`; another cause than the reference's layout, CT:
+    :data:`CT_DATA_CAUSES`); ``consequence`` ends the message (what the caller does with a
+    reference as read)."""
     if reference.shape != image.shape or reference.ndim < 2:
         return None
     from mrirecon.models.common import dihedral
@@ -59,7 +75,7 @@ def orientation_note(reference: Tensor, image: Tensor, against: str, hint: str =
     if scores[best] > as_read + ORIENTATION_MARGIN and scores[best] >= ORIENTATION_MATCH:
         return (f"the reference matches {against} far better {DIHEDRAL_NAMES[best]} (correlation "
                 f"{scores[best]:.2f}) than as read ({as_read:.2f}): is it stored in another "
-                f"layout{hint}? {consequence}")
+                f"layout{hint}{causes.get(DIHEDRAL_NAMES[best], '')}? {consequence}")
     if as_read <= -INVERTED_CORRELATION and scores[best] < ORIENTATION_MATCH:
         return (f"{against} looks inverted against the reference: their correlation is "
                 f"{as_read:.2f} as read, and no flip or rotation of the reference correlates "
