@@ -100,12 +100,9 @@ def write_nifti(image: Image, path: str | os.PathLike, *, dtype: str = "float32"
             f"write_nifti: Image.kind is {image.kind!r} but data dtype is {data.dtype}"
         )
     refuse_nonfinite("write_nifti", path, "Image.data", data)
-    peak = float(np.abs(data).max())
-    if data.dtype not in (np.float32, np.complex64) and 0 < peak < np.finfo(np.float32).tiny:
-        # float64 data at ~1e-40: the cast to float32 would flush them to (sub)normal zeros
-        raise ValueError(f"write_nifti: {path}: Image.data peaks at {peak:.3g}, below the "
-                         f"{np.finfo(np.float32).tiny:.3g} smallest normal float32 of NIfTI data "
-                         "(it would be written as zeros or a few bits); rescale it; nothing written")
+    problem = _float32_range_problem(data, reading=False)
+    if problem:  # float64 data at ~1e-40 or 1e39: the cast to float32 made zeros or Inf
+        raise ValueError(f"write_nifti: {path}: Image.data {problem}")
     array = np.ascontiguousarray(np.transpose(data, (2, 1, 0)))  # (col, row, slice)
     slope, inter = 1.0, 0.0
     if complex_data:
@@ -114,9 +111,6 @@ def write_nifti(image: Image, path: str | os.PathLike, *, dtype: str = "float32"
         array, slope, inter = _int16_scaling(array.astype(np.float64))
     else:
         array = array.astype(np.float32)
-    if not np.all(np.isfinite(array)):  # float64 data beyond float32's 3.4e38 became Inf
-        raise ValueError(f"write_nifti: {path}: Image.data reaches {np.abs(data).max():.3g}, beyond the "
-                         f"{np.finfo(np.float32).max:.3g} of float32 NIfTI data; rescale it")
     affine = image.geometry.affine_ras()
     header = nib.Nifti1Header()
     header.set_data_dtype(array.dtype)
@@ -231,7 +225,9 @@ def read_nifti(
                               f"{nii.shape} cannot be read ({type(err).__name__}: "
                               f"{' '.join(str(err).split())})") from err
     array = array.reshape(shape)
-    _check_float32_range(array, path)
+    problem = _float32_range_problem(array, reading=True)
+    if problem:
+        raise DataFormatError(path, "data", problem)
     if flip:
         array = array[:, :, ::-1]
         last = affine @ np.array([0, 0, shape[2] - 1, 1.0])
@@ -283,13 +279,15 @@ def _affine_mm(header, path: Path) -> tuple[np.ndarray, bool]:
     return affine, placed
 
 
-def _check_float32_range(array: np.ndarray, path: Path) -> None:
-    """Refuse data that float32 (complex64) cannot hold: finite values beyond 3.4e38 (read as
-    Inf) or a nonzero peak below the smallest normal 1.2e-38 (read as zeros or a few bits); the
-    limits :func:`write_nifti` refuses to write. NaN / Inf stored in the file are left as they
-    are."""
+def _float32_range_problem(array: np.ndarray, *, reading: bool) -> str | None:
+    """What float32 (complex64, part by part) cannot hold in ``array``, or ``None``: finite
+    values beyond 3.4e38 (Inf after the cast) or a nonzero peak below the smallest normal
+    1.2e-38 (zeros or a few bits). The one rule of :func:`write_nifti` (``reading=False``: it
+    would write them so) and :func:`read_nifti` (``reading=True``: it would return them so).
+    float32 / complex64 and integer arrays pass as they are; NaN / Inf already there are left
+    to the caller."""
     if array.dtype in (np.float32, np.complex64) or array.dtype.kind in "iub" or array.size == 0:
-        return
+        return None
     parts = (array.real, array.imag) if np.iscomplexobj(array) else (array,)
     peak = 0.0
     for part in parts:
@@ -297,10 +295,12 @@ def _check_float32_range(array: np.ndarray, path: Path) -> None:
         if finite.size:
             peak = max(peak, float(finite.max()))
     if peak > _F32_MAX:
-        raise DataFormatError(path, "data", f"reaches {peak:.3g}, beyond the {_F32_MAX:.3g} of "
-                              "float32, the data type read_nifti returns (it would be read as "
-                              "Inf); rescale it")
+        return (f"reaches {peak:.3g}, beyond the {_F32_MAX:.3g} of float32"
+                + (", the data type read_nifti returns (it would be read as Inf); rescale it"
+                   if reading else " NIfTI data; rescale it"))
     if 0 < peak < _F32_TINY:
-        raise DataFormatError(path, "data", f"peaks at {peak:.3g}, below the {_F32_TINY:.3g} "
-                              "smallest normal float32 of the data read_nifti returns (it would "
-                              "be read as zeros or a few bits); rescale it")
+        return (f"peaks at {peak:.3g}, below the {_F32_TINY:.3g} smallest normal float32 of "
+                + ("the data read_nifti returns (it would be read as zeros or a few bits); "
+                   "rescale it" if reading else "NIfTI data (it would be written as zeros or a "
+                   "few bits); rescale it; nothing written"))
+    return None

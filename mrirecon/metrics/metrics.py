@@ -17,7 +17,7 @@ which fastMRI refuses, whole), then the mean and standard deviation over volumes
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -221,13 +221,16 @@ class MetricsReport:
                         for k in sorted(mean))
 
 
-def mean_spread(mean: float, std: float, volumes: int, fmt: str, pm: str = "±") -> str:
-    """``"mean ± 2 std"`` of a metric over ``volumes`` volumes, each formatted with ``fmt``; one
-    volume has no spread: ``"mean (n = 1)"``, as ``report.html`` says (the tables printed
-    "± 0.00000", a spread of zero that was never measured)."""
+def mean_spread(mean: float, std: float, volumes: int | None, fmt: str | Callable[[float], str],
+                pm: str = "±") -> str:
+    """``"mean ± 2 std"`` of a metric over ``volumes`` volumes (``None``: a count not given),
+    each formatted with ``fmt`` (a format spec, or a function of the value, as ``report.html``'s);
+    one volume has no spread: ``"mean (n = 1)"`` (the tables printed "± 0.00000", a spread of
+    zero that was never measured)."""
+    show = fmt if callable(fmt) else (lambda v: f"{v:{fmt}}")
     if volumes == 1:
-        return f"{mean:{fmt}} (n = 1)"
-    return f"{mean:{fmt}} {pm} {2 * std:{fmt}}"
+        return f"{show(mean)} (n = 1)"
+    return f"{show(mean)} {pm} {show(2 * std)}"
 
 
 def evaluate_volumes(

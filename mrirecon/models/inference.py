@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from mrirecon.core import LinearOperator
-from mrirecon.core.checks import NonFiniteError
+from mrirecon.core.checks import NonFiniteError, finite_and_nonzero, nonfinite_count
 
 
 def reconstruct_slices(
@@ -55,10 +55,10 @@ def reconstruct_slices(
             # a copy made outside inference mode, so that its version counter tells whether
             # the model wrote into it (slices of a stacked tensor are views of the caller's)
             y = ys[i].detach().unsqueeze(0).clone()
-            bad = int((~torch.isfinite(y)).sum())
-            if bad:  # said with the slice, before the model's own input check (which has no index)
+            if not finite_and_nonzero(y)[0]:  # said with the slice, before the model's own
+                # input check (which has no index)
                 raise NonFiniteError(f"reconstruct_slices: {type(model).__name__}: the data of slice {i} "
-                                     f"hold {bad} NaN or Inf value(s)")
+                                     f"hold {nonfinite_count(y)} NaN or Inf value(s)")
             version = y._version
             with torch.inference_mode():
                 x = model(y, ops[i])

@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from mrirecon.io.atomic import atomic_write_text
+from mrirecon.metrics.metrics import mean_spread
 
 _log = logging.getLogger("mrirecon.pipeline")
 
@@ -99,8 +100,8 @@ def write_report(path: str | Path, *, title: str, config_text: str,
         over = f"{n} volume{'s' if n != 1 else ''}" if n is not None else "volumes"
         summ = (f"<h2>Summary (mean ± 2 std over {over})</h2><table><tr>" + "".join(
             f"<th>{m.upper()}</th>" for m in summary) + "</tr><tr>" + "".join(
-            f"<td>{_fmt(v[0])} ± {_fmt(2 * v[1])}</td>" if len(v) < 3 or v[2] > 1
-            else f"<td>{_fmt(v[0])} (n = 1)</td>" for v in summary.values()) + "</tr></table>")
+            f"<td>{mean_spread(v[0], v[1], v[2] if len(v) > 2 else None, _fmt)}</td>"
+            for v in summary.values()) + "</tr></table>")
     if metrics_note and metric_names:
         summ += f"<p><small>{html.escape(metrics_note)}</small></p>"
     figs = []

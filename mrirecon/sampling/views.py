@@ -270,7 +270,8 @@ def thin_dose(
         raise ValueError(f"{who}: generator must be a torch.Generator (explicit seed)")
     if photons == data_photons:  # every photon kept
         return sinogram.clone()
-    counts = data_photons * torch.exp(-attenuation_scale * sinogram.detach().to(torch.float64))
+    line = sinogram.detach().to(torch.float64) * attenuation_scale  # line integrals, float64
+    counts = data_photons * torch.exp(-line)
     at_floor = counts <= min_counts * (1 + 1e-4)
     whole = torch.round(counts)
     above = counts[~at_floor]
@@ -283,8 +284,7 @@ def thin_dose(
                              "thinning cannot lower their dose: are they noise-free or rescaled, "
                              "or is their dose (the file's photons attribute) wrong?")
     whole = torch.where(at_floor, torch.zeros_like(whole), whole.clamp_min(0))
-    check_air_dose(sinogram.detach().to(torch.float64) * attenuation_scale, whole, data_photons,
-                   who, source)
+    check_air_dose(line, whole, data_photons, who, source)
     kept = torch.binomial(whole, torch.full_like(whole, photons / data_photons),
                           generator=generator)
     thinned = -torch.log(kept.clamp_min(min_counts) / photons) / attenuation_scale

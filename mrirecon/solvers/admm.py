@@ -80,8 +80,6 @@ def admm(
     """
     check_iterations("admm", iterations=iterations)
     check_tolerance("admm", tolerance=tolerance)
-    if not isinstance(x0, Tensor):  # a numpy array: "object has no attribute 'clone'"
-        raise TypeError(f"admm: x0 must be a torch.Tensor, got {type(x0).__name__}")
     check_finite_start("admm", x0)  # every iterate was NaN, without a word
     x = x0.clone()
     kx = K(x)

@@ -221,8 +221,6 @@ def pdhg(
         raise ValueError(f"pdhg: {len(proxes)} prox_f_conj for {len(ops)} operator blocks")
     if not 0 <= theta <= 1:
         raise ValueError(f"pdhg: theta must lie in [0, 1], got {theta}")
-    if not isinstance(x0, Tensor):  # a numpy array: "object has no attribute 'clone'"
-        raise TypeError(f"pdhg: x0 must be a torch.Tensor, got {type(x0).__name__}")
     check_finite_start("pdhg", x0)  # it returned zeros, without a word
     sigmas, tau = _steps(ops, x0, sigma, tau, norms)
     x = x0.clone()
@@ -263,7 +261,7 @@ def _dual_starts(y0: Sequence[Tensor] | Tensor, ops: list[LinearOperator], x: Te
     if len(given) != len(ops):
         raise ValueError(f"pdhg: y0 has {len(given)} start(s) for {len(ops)} operator blocks "
                          "(one dual start per block of K)")
-    if len(ops) == 1:
-        return [start_at("pdhg", "y0", given[0], tuple(ops[0](x).shape), "K(x0)")]
-    return [start_at("pdhg", f"y0[{i}]", v, tuple(k(x).shape), f"K[{i}](x0)")
+    one = len(ops) == 1  # a single block is named "y0" / "K(x0)", as the caller wrote it
+    return [start_at("pdhg", "y0" if one else f"y0[{i}]", v, tuple(k(x).shape),
+                     "K(x0)" if one else f"K[{i}](x0)")
             for i, (v, k) in enumerate(zip(given, ops))]

@@ -30,8 +30,11 @@ def per_system_ratio(num: Tensor, den: Tensor, batch: int = 0) -> float:
 def check_finite_start(who: str, x0: Tensor) -> None:
     """Refuse a start ``x0`` holding NaN or Inf (one pass over it, before the first iteration):
     ``fista`` and ``admm`` returned all-NaN iterates from it, ``pdhg`` an image of zeros, without
-    a word (``cg`` names such a start by its residual)."""
-    if isinstance(x0, Tensor) and not finite_and_nonzero(x0)[0]:
+    a word (``cg`` names such a start by its residual). A start that is no tensor (a numpy
+    array) is refused by its type: it failed on "object has no attribute 'clone'"."""
+    if not isinstance(x0, Tensor):
+        raise TypeError(f"{who}: x0 must be a torch.Tensor, got {type(x0).__name__}")
+    if not finite_and_nonzero(x0)[0]:
         bad = nonfinite_count(x0)
         raise ValueError(f"{who}: x0 holds {bad} NaN or Inf values")
 

@@ -170,7 +170,7 @@ class Trainer:
         self.rank, self.world, self._owns_pg = distributed_context()
         dev = resolve_device(config.device)
         if dev == "cuda":
-            local = int(os.environ.get("LOCAL_RANK", "0"))
+            local = env_int("LOCAL_RANK", 0)  # "x": int()'s message named no variable
             torch.cuda.set_device(local)
             self.device = torch.device("cuda", local)
         else:

@@ -91,6 +91,28 @@ def test_float64_data_within_float32_range_read_as_before(tmp_path):
     assert np.array_equal(image.data.numpy(), expect)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "int16"])
+def test_written_data_beyond_float32_are_refused_by_the_readers_rule(tmp_path, dtype):
+    """int16 output of float64 data beyond float32's 3.4e38 escaped as nibabel's HeaderDataError
+    "Slope cannot be 0 or infinite", naming no file; float32 output warned of an overflow in
+    the cast first. Both are refused by the rule read_nifti applies, before any cast."""
+    import torch
+
+    from mrirecon.containers import Image
+    from mrirecon.io.nifti import write_nifti
+
+    data = torch.from_numpy(VOL.astype(np.float64) * 1e36)  # peak 9.6e38
+    path = tmp_path / "big.nii"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning on the way to the error
+        with pytest.raises(ValueError, match=r"write_nifti: .*big\.nii: Image.data reaches "
+                                             r"9.6e\+38, beyond the 3.4e\+38 of float32 NIfTI"):
+            write_nifti(Image(data=data, kind="magnitude"), path, dtype=dtype)
+    assert not path.exists()
+    within = write_nifti(Image(data=data * 1e-3, kind="magnitude"), path, dtype=dtype)
+    assert bool(torch.isfinite(read_nifti(within).data).all())
+
+
 def test_a_truncated_file_is_refused_naming_file_and_data(tmp_path):
     """The data block is read after the header: a cut-off file escaped as a raw EOFError
     (.nii.gz) or OSError (.nii), not naming the file."""

@@ -253,7 +253,8 @@ def test_fista_refuses_a_step_that_is_no_step(step):
 @pytest.mark.parametrize("solver", ["fista", "admm", "pdhg"])
 def test_solvers_refuse_a_start_with_nan(solver):
     """fista and admm returned all-NaN iterates, pdhg zeros, without a word (cg refused such a
-    start by its residual)."""
+    start by its residual). A numpy start failed in fista on "'numpy.ndarray' object has no
+    attribute 'clone'"."""
     from mrirecon.operators import Identity
     from mrirecon.solvers import admm, fista, pdhg
 
@@ -265,6 +266,8 @@ def test_solvers_refuse_a_start_with_nan(solver):
                                      iterations=50)}
     x0 = torch.zeros(4, dtype=torch.float64)
     assert float((calls[solver](x0) - b).abs().max()) < 1e-3  # min 1/2||x - b||^2: x = b
+    with pytest.raises(TypeError, match=rf"{solver}: x0 must be a torch.Tensor, got ndarray"):
+        calls[solver](x0.numpy())
     x0[1] = float("nan")
     with pytest.raises(ValueError, match=rf"{solver}: x0 holds 1 NaN or Inf values"):
         calls[solver](x0)

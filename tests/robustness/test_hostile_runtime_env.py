@@ -168,6 +168,25 @@ def test_local_world_size_that_is_no_integer_names_the_variable(clean_env, tmp_p
     assert threads.thread_count(cgroup_root=tmp_path) >= 1
 
 
+def test_local_rank_that_is_no_integer_names_the_variable(monkeypatch, tmp_path):
+    """A trainer on cuda read LOCAL_RANK with int(): 'abc' failed with "invalid literal for
+    int() with base 10: 'abc'", naming no variable (LOCAL_WORLD_SIZE and RANK were named)."""
+    from torch import nn
+
+    from mrirecon.training import trainer
+    from mrirecon.training.config import DataConfig, ModelConfig, TrainConfig
+
+    for var in LAUNCHER:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("LOCAL_RANK", "abc")
+    monkeypatch.setattr(trainer, "resolve_device", lambda *a, **k: "cuda")  # no GPU needed
+    cfg = TrainConfig(name="r", output_dir=str(tmp_path / "r"), data=DataConfig(train="", val=""),
+                      model=ModelConfig("modl", {}), device="cuda", tensorboard=False)
+    with pytest.raises(ValueError, match=r"^LOCAL_RANK in the environment must be an integer, "
+                                         r"got 'abc'$"):
+        trainer.Trainer(cfg, nn.Linear(1, 1), [], loss_fn=None)
+
+
 @pytest.mark.parametrize("value", ["--3", "²", "1.5"])
 def test_mrirecon_threads_that_is_no_integer_names_the_variable(clean_env, tmp_path, value):
     from mrirecon import threads
