@@ -209,8 +209,10 @@ def check_subfolders(folder: Path, uid: str, count: int) -> None:
     """Look in the subfolders of a series folder (all depths, hidden ones and links to folders
     left out) for DICOM files of series ``uid``, of which ``folder`` holds ``count`` slices: any
     is refused naming them (a series continued in a subfolder was read with half its slices,
-    without a word); subfolders holding other files are named in a :class:`DataWarning`
-    ("N subfolder(s) not read"), as ``mrirecon run`` says for the subfolders of an HDF5 folder."""
+    without a word); subfolders holding DICOM files of other series only are named in a
+    :class:`DataWarning` ("N subfolder(s) not read"), as ``mrirecon run`` says for the subfolders
+    of an HDF5 folder. Subfolders without DICOM files (PNG exports, JPEG thumbnails, a report)
+    are not named: the warning said they held "other series or files"."""
     mine: list[Path] = []
     others: list[str] = []
     for sub in sorted(folder.iterdir()):
@@ -221,10 +223,10 @@ def check_subfolders(folder: Path, uid: str, count: int) -> None:
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for name in sorted(names):
                 f = Path(root) / name
-                if not is_candidate(f):
+                if not looks_like_dicom(f):  # PNG exports, thumbnails, a report: no series
                     continue
                 files += 1
-                if looks_like_dicom(f) and _series_uid(f) == uid:
+                if _series_uid(f) == uid:
                     found.append(f)
         mine += found
         if files and not found:
@@ -240,6 +242,6 @@ def check_subfolders(folder: Path, uid: str, count: int) -> None:
     if others:
         warnings.warn(DataWarning(folder, "<subfolders>", (
             f"{len(others)} subfolder(s) not read ({', '.join(others[:5])}"
-            f"{', ...' if len(others) > 5 else ''}): they hold no slice of this series (other "
-            "series or files); pass them as inputs of their own to read them"),
+            f"{', ...' if len(others) > 5 else ''}): they hold DICOM files of other series, "
+            "no slice of this one; pass them as inputs of their own to read them"),
             kind="subfolders"), stacklevel=4)

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from mrirecon.operators.ct_geometry import CTGeometry
+from mrirecon.pipeline.ct_plausibility import FLOOR_RTOL, count_floor
 
 # ---- parallel beam ----------------------------------------------------------------------------
 
@@ -237,12 +238,21 @@ OBJECT_DARKER = 0.8
 #: ... and the 99th percentile at most this many noise standard deviations above the outer
 #: bins (air is the top of pre-log data; the percentile of photon noise over all bins is ~2.3).
 AIR_NOISE_MARGIN = 3.0
+#: The largest line integral post-log data can hold without a stated dose: one count out of
+#: ~1e13 photons per bin (the premise of ``stages_ct.MAX_LINE_INTEGRAL``; clinical doses of
+#: 1e4-1e6 photons per bin reach 9-14, LoDoPaB's log(4096 / 0.1) 10.6). Outer bins at the top
+#: of the sinogram but below it may be post-log data whose edges graze something dense (a scan
+#: inside a pipe's wall: 2.3), so only air above it is called counts at another scale.
+POST_LOG_REACH = math.log(1e13)
 
 
-def transmission_warning(sino: Tensor, edge_bins: int) -> str | None:
+def transmission_warning(sino: Tensor, edge_bins: int, floor: float | None = None) -> str | None:
     """A warning when the sinogram looks like pre-log transmission (``I / I0``, or percent):
     its ``edge_bins`` outer bins on both sides (air) read near its top and the object less,
-    where post-log line integrals read ~0 in air and more through the object; else ``None``."""
+    where post-log line integrals read ~0 in air and more through the object; else ``None``.
+    Air at another level is called counts only above what post-log data can reach: the count
+    floor ``floor`` (:func:`~mrirecon.pipeline.ct_plausibility.count_floor`) when the dose is
+    known, else :data:`POST_LOG_REACH`."""
     x = sino.detach().double()
     sample = x.flatten()[:: max(1, x.numel() // 100_000)]
     peak, low = (float(q) for q in torch.quantile(sample, torch.tensor([0.99, 0.01],
@@ -264,10 +274,14 @@ def transmission_warning(sino: Tensor, edge_bins: int) -> str | None:
         kind = "pre-log transmission data (I / I0, air at 1)"
     elif 80 <= air <= 120:
         kind = "pre-log transmission data in percent (100 I / I0, air at 100)"
-    else:  # air is the top at another scale: counts (I, air at I0), or I / I0 rescaled; a
-        # truncated post-log sinogram reads more inside than at its edges (counts at <= 1000
-        # photons were said "truncated" or "another scale", never pre-log)
+    elif air > (floor or POST_LOG_REACH):  # air is the top at another scale: counts (I, air at
+        # I0), or I / I0 rescaled; a truncated post-log sinogram reads more inside than at its
+        # edges (counts at <= 1000 photons were said "truncated" or "another scale", never
+        # pre-log). Below it: post-log data of a scan inside a dense ring (its outer bins graze
+        # the wall) were called counts, hiding their truncation warning
         kind = f"pre-log counts or transmission at another scale (air at I0 = {air:.3g}?)"
+    else:
+        return None
     return (f"these look like {kind}: the outer detector bins read {air:.3g} on both sides, "
             f"{air / peak:.0%} of the sinogram's 99th percentile {peak:.3g}, and the object less "
             f"(1st percentile {low:.3g}), where post-log line integrals -log(I / I0) read ~0 in "
@@ -282,12 +296,7 @@ def above_count_floor(peak: float, photons: float | None, min_counts: float | No
     beyond the rounding of the stored floor (:data:`~mrirecon.pipeline.ct_plausibility.
     FLOOR_RTOL`). Pre-log counts at 500, 256 or 10 photons per bin (peaks 516, 264, 10 above a
     floor of 8.3) gave images of +-260,000 HU with exit 0."""
-    from mrirecon.pipeline.ct_plausibility import FLOOR_RTOL
-
-    if not photons or not min_counts or not photons > min_counts:
-        return None
-    floor = math.log(photons / min_counts)
-    if not peak > floor * (1 + FLOOR_RTOL):
+    if (floor := count_floor(photons, min_counts)) is None or not peak > floor * (1 + FLOOR_RTOL):
         return None
     return (f"the sinogram reaches {peak:.4g}, above log(photons / min_photon_count) = "
             f"log({photons:g} / {min_counts:g}) = {floor:.4g}, the largest line integral the "

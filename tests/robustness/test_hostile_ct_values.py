@@ -243,3 +243,73 @@ def test_a_rotated_or_mirrored_match_names_the_sinogram_too():
     mirrored = reference_orientation(image.flip(-1), image)
     assert mirrored is not None and "views in reverse angle order" in mirrored
     assert "detector axis" not in mirrored
+
+
+# ---- 6: post-log data of a scan inside a pipe; one count-floor rule ------------------------
+
+
+def _pipe_scan(fill: float, wall: bool = True):
+    """A parallel-beam scan (128 px, 180 views) of a disc of attenuation ``fill`` inside a
+    bone-like wall (twice water) just outside the detector span (or no wall, the disc well
+    inside it): post-log line integrals and the geometry."""
+    from mrirecon.operators import ct_operator
+    from mrirecon.operators.ct_geometry import CTGeometry
+
+    n, px, water = 128, 260 / 128, 0.0192
+    yy, xx = np.mgrid[:n, :n]
+    r = np.hypot(yy - (n - 1) / 2, xx - (n - 1) / 2) * px
+    half = 0.4 * n * px  # the detector's half width, mm
+    inside = r < (1.03 if wall else 0.7) * half
+    mu = fill * inside + 2 * water * (wall & (r >= 1.03 * half) & (r < 1.15 * half))
+    g = CTGeometry(beam="parallel", image_shape=(n, n),
+                   angles=tuple(np.linspace(0, math.pi, 180, endpoint=False)), num_detectors=104,
+                   pixel_size=px, detector_spacing=2 * half / 104)
+    return ct_operator(g)(torch.as_tensor(mu, dtype=torch.float32)[None])[0].double(), g
+
+
+def test_post_log_data_inside_a_pipe_are_truncated_not_counts():
+    """Review rev16b: a region-of-interest scan inside an air-filled pipe reads ~2.3 in its
+    outer bins (they graze the wall), the sinogram's top: it was called "pre-log counts or
+    transmission at another scale (air at I0 = 2.31?) ... the object's negative", and that
+    hid the (right) truncation warning. Post-log data reach at most log(photons /
+    min_photon_count), or ~30 (one count of 1e13 photons): air below that is no count."""
+    from mrirecon.pipeline.ct_consistency import POST_LOG_REACH, transmission_warning
+    from mrirecon.pipeline.ct_plausibility import count_floor
+    from mrirecon.pipeline.stages_ct import data_warnings
+
+    sino, g = _pipe_scan(0.0)
+    counts = torch.poisson(4096 * torch.exp(-sino), generator=torch.Generator().manual_seed(0))
+    noisy = -torch.log(counts.clamp_min(1.0) / 4096)
+    for y in (sino, noisy):
+        assert float(y[:, :2].mean()) > 0.8 * float(y.quantile(0.99))  # the edges are the top
+        msgs = data_warnings(y.float(), g)
+        assert "transmission" not in msgs and "truncated" in msgs, msgs
+    # pre-log counts of an object inside the field of view: air (500) is the top, named
+    body, g = _pipe_scan(0.0192, wall=False)
+    pre = torch.poisson(500 * torch.exp(-body), generator=torch.Generator().manual_seed(1))
+    assert 500 > POST_LOG_REACH
+    assert "pre-log counts" in data_warnings(pre.float(), g)["transmission"]
+    # I / I0 at 4096 photons stored x 20: air below POST_LOG_REACH is not judged without a
+    # dose, and named against the stated count floor log(4096 / 0.1) = 10.6
+    scaled = 20 * torch.poisson(4096 * torch.exp(-body),
+                                generator=torch.Generator().manual_seed(2)) / 4096
+    assert transmission_warning(scaled, 2) is None
+    assert "another scale (air at I0 = 20" in transmission_warning(scaled, 2, count_floor(4096, 0.1))
+
+
+def test_one_count_floor_rule():
+    """The count floor log(photons / min_counts) had two copies (the starvation / dead-element
+    checks and the refusal of values above it); the refusal and the bins at the floor agree."""
+    from mrirecon.pipeline.ct_consistency import above_count_floor
+    from mrirecon.pipeline.ct_plausibility import FLOOR_RTOL, count_floor, floor_warnings
+
+    assert count_floor(4096, 0.1) == math.log(40960)
+    assert count_floor(None, 0.1) is None and count_floor(4096, None) is None
+    assert count_floor(0.1, 0.1) is None
+    floor = count_floor(4096, 0.1)
+    assert above_count_floor(floor, 4096, 0.1) is None
+    assert above_count_floor(floor * (1 + 2 * FLOOR_RTOL), 4096, 0.1) is not None
+    x = torch.linspace(-1, 1, 101, dtype=torch.float64)
+    sino = (4.0 * (1 - x**2).clamp_min(0).sqrt())[None].repeat(60, 1)
+    sino[:, 45:55] = floor * (1 + 0.5 * FLOOR_RTOL)  # starved, within the stored floor's rounding
+    assert set(floor_warnings(sino, 4096, 0.1)) == {"starved"}

@@ -50,7 +50,8 @@ def test_a_series_continued_in_a_subfolder_is_refused_naming_it(dicom_series, tm
 
 def test_subfolders_of_other_series_are_named_and_the_series_read_whole(dicom_series, tmp_path):
     """A series beside subfolders of another series and of other files: read as when the
-    subfolders are not there, with one warning naming the subfolders not read."""
+    subfolders are not there, with one warning naming the subfolder of the other series (the
+    one of notes holds no DICOM file: not named)."""
     alone = tmp_path / "alone"
     _series(dicom_series, alone)
     src = tmp_path / "study"
@@ -66,12 +67,42 @@ def test_subfolders_of_other_series_are_named_and_the_series_read_whole(dicom_se
         image = read_dicom_series(src)
     assert np.array_equal(image.data.numpy(), read_dicom_series(alone).data.numpy())
     shown = [str(w.message) for w in caught if isinstance(w.message, DataWarning)]
-    assert shown == [f"{src}: <subfolders>: 2 subfolder(s) not read (notes, other_series): they "
-                     "hold no slice of this series (other series or files); pass them as inputs "
-                     "of their own to read them"]
+    assert shown == [f"{src}: <subfolders>: 1 subfolder(s) not read (other_series): they hold "
+                     "DICOM files of other series, no slice of this one; pass them as inputs of "
+                     "their own to read them"]
     # a run's record keeps it (read_dicom_series_and_messages)
     *_, messages = read_dicom_series_and_messages(src)
     assert [(level, kind) for level, kind, _ in messages] == [("warning", "subfolders")]
+
+
+def test_subfolders_without_dicom_files_are_not_named(dicom_series, tmp_path):
+    """A viewer's export beside the slices: PNG renderings, JPEG thumbnails, a report. They were
+    named "N subfolder(s) not read ...: they hold no slice of this series (other series or
+    files); pass them as inputs of their own" - inputs that cannot be read. A DICOM file of
+    another series among them (without a suffix) still names its subfolder."""
+    alone = tmp_path / "alone"
+    _series(dicom_series, alone)
+    src = tmp_path / "export"
+    shutil.copytree(alone, src)
+    for sub, name, data in (("png", "slice0.png", b"\x89PNG\r\n\x1a\n" + bytes(64)),
+                            ("thumbnails", "t1.jpg", b"\xff\xd8\xff\xe0fakejpeg"),
+                            ("thumbnails", "t2", b"\xff\xd8\xff\xe0fakejpeg"),
+                            ("report", "readme.txt", b"hi\n"), ("report", "data.bin", bytes(300))):
+        (src / sub).mkdir(exist_ok=True)
+        (src / sub / name).write_bytes(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        image = read_dicom_series(src)
+    assert np.array_equal(image.data.numpy(), read_dicom_series(alone).data.numpy())
+    *_, messages = read_dicom_series_and_messages(src)
+    assert not messages
+    other = _series(dicom_series, tmp_path / "other", seed=1)[0]
+    shutil.copy(other, src / "thumbnails" / "IM0001")  # a slice of another series, no suffix
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        read_dicom_series(src)
+    shown = [str(w.message) for w in caught if isinstance(w.message, DataWarning)]
+    assert len(shown) == 1 and "1 subfolder(s) not read (thumbnails)" in shown[0], shown
 
 
 def test_a_series_without_subfolders_reads_without_a_warning(dicom_series, tmp_path):
