@@ -8,7 +8,7 @@
 ``ct``: the ``ct_learned_adapt`` pipeline as shipped (its weights and ``adapt:`` settings, read
 from ``pipelines/ct_learned_adapt.yaml``; ``--weights`` swaps in another shipped CT model) on the
 held-out protocol's CT slices at 30 and 60 views, scored as the protocol scores CT (PSNR / SSIM
-of ``mu / MU_MAX`` clipped at 0, intensity ratios); writes ``DIR/adapt_heldout_ct_<weights>.json``.
+of ``mu / MU_MAX`` as the model writes it, not clipped; intensity ratios); writes ``DIR/adapt_heldout_ct_<weights>.json``.
 
 ``heldout``: the held-out protocol's MRI volumes (:mod:`mrirecon.heldout.data`: reserved images at
 fastMRI size, 640 x 320 with 2x readout oversampling, 8 coils; 4x equispaced-fraction masks with

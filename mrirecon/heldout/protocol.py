@@ -118,10 +118,12 @@ def intensity_ratios(reference: np.ndarray, prediction: np.ndarray) -> tuple[flo
 
 
 def _summary(rows: list[dict]) -> dict[str, Any]:
+    """Mean and 2 sample standard deviations (``ddof = 1``, as fastMRI's ``runstats`` and
+    :meth:`MetricsReport.std`; 0 for one volume) over the volumes of ``rows``."""
     out: dict[str, Any] = {}
     for key in ("NMSE", "PSNR", "SSIM", "mean_ratio", "p99_ratio", "seconds"):
         v = np.array([r[key] for r in rows], float)
-        out[key], out[key + "_2std"] = float(v.mean()), float(2 * v.std())
+        out[key], out[key + "_2std"] = float(v.mean()), float(2 * v.std(ddof=1)) if v.size > 1 else 0.0
     out["volumes"] = len(rows)
     if all("volume" in r for r in rows):  # per-volume scores, to see what a mean hides
         out["per_volume"] = {r["volume"]: {"PSNR": round(r["PSNR"], 3), "SSIM": round(r["SSIM"], 4),
@@ -205,7 +207,9 @@ def _ct_models(methods: Sequence[str]) -> dict[str, torch.nn.Module]:
 
 
 def reconstruct_ct(s, views: int, method: str, params: Mapping[str, Any], model) -> tuple[torch.Tensor, float]:
-    """Reconstruct slice ``s`` from ``views`` of its views: ``(mu / MU_MAX, seconds)``."""
+    """Reconstruct slice ``s`` from ``views`` of its views: ``(mu / MU_MAX, seconds)``. The image
+    is scored as the pipeline writes it (not clipped at 0, as ``mrirecon run`` and ``mrirecon
+    bench`` score it: a method that wants ``mu >= 0`` enforces it itself, as SIRT and TV do)."""
     from mrirecon.io.lodopab import MU_MAX_PER_MM
     from mrirecon.pipeline.schema import ReconstructConfig, UndersampleConfig
     from mrirecon.pipeline.stages_ct import CTSlice, reconstruct, undersample
@@ -213,7 +217,7 @@ def reconstruct_ct(s, views: int, method: str, params: Mapping[str, Any], model)
     cs = undersample(CTSlice(s.sinogram, s.geometry, s.reference), UndersampleConfig(enabled=True, views=views))
     t0 = time.perf_counter()
     out = reconstruct(cs, ReconstructConfig(method=method, params=dict(params)), model)
-    return out.image.clamp_min(0) / MU_MAX_PER_MM, time.perf_counter() - t0
+    return out.image / MU_MAX_PER_MM, time.perf_counter() - t0
 
 
 def score_ct(s, image: torch.Tensor) -> dict[str, float]:
