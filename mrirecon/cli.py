@@ -393,6 +393,10 @@ def missing_package(err: ImportError) -> str | None:
     top = (getattr(err, "name", None) or "").split(".")[0]
     if not isinstance(err, ModuleNotFoundError) or not top or top == "mrirecon":
         return None
+    from mrirecon.recon.registry import installed
+
+    if top in sys.modules or installed(top):  # a submodule of an installed package: a broken install
+        return None
     pip = PIP_NAMES.get(top, top)
     return (f"the Python package {pip} (import {top}), which this command needs, is not "
             f"installed: pip install {pip}")

@@ -144,7 +144,7 @@ def build_methods(names: Iterable[str], classical: Iterable[str],
     CT bench, a CT model in the MRI bench) or a parameter the method does not take is a
     ``ValueError`` naming it, before any data are read."""
     from mrirecon.core.config import check_params, signature_annotations
-    from mrirecon.pipeline.validate import check_classical_settings, wrong_modality
+    from mrirecon.pipeline.validate import check_classical_settings, check_installed, wrong_modality
     from mrirecon.recon.registry import _lookup, settable_parameters
 
     classical = set(classical)
@@ -155,6 +155,7 @@ def build_methods(names: Iterable[str], classical: Iterable[str],
                 raise ValueError(f"{where}: {m} is a classical method; it takes no weights")
             if (why := wrong_modality(m, modality)) is not None:
                 raise ValueError(f"{where}: {why}; this benchmark is {modality.upper()}")
+            check_installed(m, where, m)  # before its parameters' names, as run
             given = canonical_parameters(m, params.get(m, {}))  # old names: renamed, warned
             check_params(m, given, settable_parameters(m), source=where, prefix=m,
                          annotations=signature_annotations(_lookup(m).fn, 2))

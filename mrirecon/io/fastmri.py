@@ -489,7 +489,7 @@ def write_fastmri(
     root_attrs.update(attrs or {})
 
     with atomic_hdf5(path) as h5:
-        h5.create_dataset("kspace", data=ks.astype(np.complex64))
+        h5.create_dataset("kspace", data=ks.astype(np.complex64, copy=False))  # the image is a copy
         for key, arr in refs.items():
             h5.create_dataset(key, data=arr)
         if mask_arr is not None:
@@ -511,7 +511,7 @@ def write_reconstruction(path: str | os.PathLike, volume: ArrayLike, *,
             f"write_reconstruction: volume must be real (slices, h, w), got {arr.dtype} {arr.shape}"
         )
     refuse_nonfinite("write_reconstruction", path, "volume", arr)
-    arr = arr.astype(np.float32)
+    arr = arr.astype(np.float32, copy=False)
     # float64 beyond float32's 3.4e38 would be written as Inf, which the readers refuse
     refuse_nonfinite("write_reconstruction", path, "volume (as float32)", arr)
     with atomic_hdf5(path) as h5:

@@ -246,13 +246,13 @@ AIR_NOISE_MARGIN = 3.0
 POST_LOG_REACH = math.log(1e13)
 
 
-def transmission_warning(sino: Tensor, edge_bins: int, floor: float | None = None) -> str | None:
+def transmission_warning(sino: Tensor, edge_bins: int) -> str | None:
     """A warning when the sinogram looks like pre-log transmission (``I / I0``, or percent):
     its ``edge_bins`` outer bins on both sides (air) read near its top and the object less,
     where post-log line integrals read ~0 in air and more through the object; else ``None``.
-    Air at another level is called counts only above what post-log data can reach: the count
-    floor ``floor`` (:func:`~mrirecon.pipeline.ct_plausibility.count_floor`) when the dose is
-    known, else :data:`POST_LOG_REACH`."""
+    Air at another level is called counts only above what post-log data can reach
+    (:data:`POST_LOG_REACH`); data of a stated dose are refused above their count floor before
+    (:func:`above_count_floor`)."""
     x = sino.detach().double()
     sample = x.flatten()[:: max(1, x.numel() // 100_000)]
     peak, low = (float(q) for q in torch.quantile(sample, torch.tensor([0.99, 0.01],
@@ -274,7 +274,7 @@ def transmission_warning(sino: Tensor, edge_bins: int, floor: float | None = Non
         kind = "pre-log transmission data (I / I0, air at 1)"
     elif 80 <= air <= 120:
         kind = "pre-log transmission data in percent (100 I / I0, air at 100)"
-    elif air > (floor or POST_LOG_REACH):  # air is the top at another scale: counts (I, air at
+    elif air > POST_LOG_REACH:  # air is the top at another scale: counts (I, air at
         # I0), or I / I0 rescaled; a truncated post-log sinogram reads more inside than at its
         # edges (counts at <= 1000 photons were said "truncated" or "another scale", never
         # pre-log). Below it: post-log data of a scan inside a dense ring (its outer bins graze

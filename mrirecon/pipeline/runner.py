@@ -113,9 +113,10 @@ def run_pipeline(config: PipelineConfig, inputs: list[str] | str | os.PathLike,
 
         config_text = yaml.safe_dump(to_dict(config), sort_keys=False)
     output = Path(output)
-    if rank is None:  # the environment's, by the rule train uses too
-        rank, env_world = rank_and_world()
-        world = env_world if world is None else world
+    if rank is None and world is None:  # the environment's, by the rule train uses too
+        rank, world = rank_and_world()
+    elif rank is None:  # a world given in code: only the rank from the environment
+        rank = env_int("RANK", 0)
     elif world is None:
         world = env_int("WORLD_SIZE", 1)
     if world < 1 or not 0 <= rank < world:  # RANK=3 WORLD_SIZE=2 left in the environment ran 0 files

@@ -68,7 +68,6 @@ def check_classical_settings(method: str, merged: dict, source: str, where: str,
     from mrirecon.recon.registry import _lookup, settable_parameters, settings_problem
 
     entry = _lookup(method)
-    check_installed(method, source, "reconstruct.method" if where.startswith("reconstruct") else where)
     if entry.settings_by_method:  # e.g. tv_ct's preconditioned under its ADMM default
         owners = entry.settings_by_method
         chosen = merged.get("method", _signature(entry.fn, 2)[0].get("method"))

@@ -174,7 +174,10 @@ def train_from_config(
     # created and locked (a rank whose peers never came left both behind when it was stopped)
     _, _, owned = distributed_context()
     try:
-        return _built_and_trained(cfg, path, overrides, resume, progress, out, now)
+        result = _built_and_trained(cfg, path, overrides, resume, progress, out, now)
+        if owned and dist.is_initialized():  # every rank done before any tears the group down:
+            dist.barrier()  # rank 0 hosts the store; a rank still using it aborted (SIGABRT)
+        return result
     finally:
         if owned and dist.is_initialized():
             dist.destroy_process_group()

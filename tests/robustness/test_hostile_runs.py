@@ -264,6 +264,19 @@ def test_distributed_variables_that_do_not_describe_a_rank_are_refused(mri_file,
     assert not (tmp_path / "out").exists()  # nothing written
 
 
+def test_a_world_given_in_code_is_not_overridden_by_the_environment(mri_file, tmp_path,
+                                                                    monkeypatch):
+    """``run_pipeline(world=1)`` with ``WORLD_SIZE=2`` (no RANK) left in the environment: the
+    caller's world stands, as before the environment's rule was shared with ``train``."""
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    code = run_pipeline(mri_config(), [str(mri_file)], tmp_path / "out", progress=False, world=1)
+    assert code == 0 and (tmp_path / "out" / "provenance.json").exists()
+    monkeypatch.setenv("RANK", "3")  # the error names the world the caller gave, not the environment's
+    with pytest.raises(ValueError, match=r"rank 3 of world size 3 .*need 0 <= RANK"):
+        run_pipeline(mri_config(), [str(mri_file)], tmp_path / "o2", progress=False, world=3)
+
+
 def test_ct_views_that_every_kth_view_cannot_keep_are_refused(ct_dir, tmp_path):
     """views=40 of 60 kept all 60 (k = 60 // 40 = 1) and provenance said 40."""
     from mrirecon.sampling import view_factor

@@ -306,11 +306,21 @@ def test_a_missing_package_of_an_enabled_stage_is_refused_at_load(without, mri_f
 def test_a_missing_import_at_the_top_level_is_one_line_naming_the_package(monkeypatch, capsys):
     """A missing yaml was a raw traceback (run, bench, train), a missing tqdm or nilearn
     "internal error: ... (report it)"."""
+    import sys
+
     from mrirecon import cli
+    from mrirecon.recon import registry
+
+    def absent(*names):  # as if these packages were not installed
+        for name in names:
+            monkeypatch.delitem(sys.modules, name, raising=False)
+        real = registry.installed
+        monkeypatch.setattr(registry, "installed", lambda m: m not in names and real(m))
 
     def build_parser(command=None):
         raise ModuleNotFoundError("No module named 'yaml'", name="yaml")
 
+    absent("yaml")
     monkeypatch.setattr(cli, "build_parser", build_parser)
     with pytest.raises(SystemExit) as exc:
         cli.main(["run", "mri_cs", "-i", "x", "-o", "y"])
@@ -323,6 +333,7 @@ def test_a_missing_import_at_the_top_level_is_one_line_naming_the_package(monkey
     def cmd(args):
         raise ModuleNotFoundError("No module named 'nilearn.datasets'", name="nilearn.datasets")
 
+    absent("nilearn")
     monkeypatch.setattr(cli, "cmd_run", cmd)  # the command's own import fails
     with pytest.raises(SystemExit) as exc:
         cli.main(["run", "mri_cs", "-i", "x", "-o", "y"])
@@ -331,6 +342,9 @@ def test_a_missing_import_at_the_top_level_is_one_line_naming_the_package(monkey
            "installed: pip install nilearn" in capsys.readouterr().err
     # an import of mrirecon itself that fails is a bug: an internal error, as before
     assert cli.missing_package(ModuleNotFoundError("x", name="mrirecon.nothing")) is None
+    monkeypatch.undo()
+    # a submodule missing from an installed package is a broken install, not "pip install scipy"
+    assert cli.missing_package(ModuleNotFoundError("x", name="scipy.no_such_submodule")) is None
 
 
 # ---- C3: an output_dir that is a file ----------------------------------------------------------
