@@ -380,11 +380,6 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, IsADirectoryError,
                NotADirectoryError, FileExistsError, TimeoutError)
 
-#: pip names of the dependencies imported under another name
-PIP_NAMES = {"yaml": "pyyaml", "pywt": "PyWavelets", "skimage": "scikit-image",
-             "sklearn": "scikit-learn", "PIL": "pillow"}
-
-
 def missing_package(err: ImportError) -> str | None:
     """The one line for a dependency that is not installed (``err`` a ``ModuleNotFoundError``
     of a package outside mrirecon), naming it and its install line; ``None`` otherwise (an
@@ -393,11 +388,12 @@ def missing_package(err: ImportError) -> str | None:
     top = (getattr(err, "name", None) or "").split(".")[0]
     if not isinstance(err, ModuleNotFoundError) or not top or top == "mrirecon":
         return None
+    from mrirecon.core.names import pip_name
     from mrirecon.recon.registry import installed
 
     if top in sys.modules or installed(top):  # a submodule of an installed package: a broken install
         return None
-    pip = PIP_NAMES.get(top, top)
+    pip = pip_name(top)
     return (f"the Python package {pip} (import {top}), which this command needs, is not "
             f"installed: pip install {pip}")
 

@@ -49,15 +49,18 @@ def _check_out(out: str) -> None:
     import os
     from pathlib import Path
 
+    from mrirecon.io.atomic import file_in_the_way
+
     path = Path(out)
-    if path.exists() and not path.is_dir():
+    blocked = file_in_the_way(path)
+    if blocked == path:
         raise ValueError(f"--out {out} is a file, not a folder; pass a folder path")
+    if blocked is not None:
+        raise ValueError(f"--out {out}: cannot create the folder ({blocked} is a file, not a "
+                         "folder); pass a folder path")
     above = path.parent
     while not above.exists() and above != above.parent:
         above = above.parent
-    if not path.exists() and not above.is_dir():
-        raise ValueError(f"--out {out}: cannot create the folder ({above} is a file, not a "
-                         "folder); pass a folder path")
     where = path if path.exists() else above
     if not os.access(where, os.W_OK | os.X_OK):
         why = "permission denied"

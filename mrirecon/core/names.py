@@ -14,6 +14,10 @@ old and the new name is an error, not a silent choice.
 Names the user typed that match nothing (a model, a reconstruction, weights, a parameter) get a
 did-you-mean hint from :func:`closest_name` / :func:`did_you_mean`; unknown names of a registry
 raise :class:`UnknownNameError`.
+
+Packages: :func:`pip_name` is the name ``pip install`` takes for an import name
+(:data:`PIP_NAMES`), for every "not installed" message (the CLI's, the registry's, the
+pipeline validation's).
 """
 
 from __future__ import annotations
@@ -27,6 +31,15 @@ from typing import Any, TypeVar
 
 ITERATIONS = "iterations"
 WEIGHT = "lam"
+
+#: pip names of the dependencies imported under another name
+PIP_NAMES = {"yaml": "pyyaml", "pywt": "PyWavelets", "skimage": "scikit-image",
+             "sklearn": "scikit-learn", "PIL": "pillow"}
+
+
+def pip_name(module: str) -> str:
+    """The name ``pip install`` takes for the package imported as ``module``."""
+    return PIP_NAMES.get(module, module)
 
 # old name -> canonical name
 DEPRECATED: Mapping[str, str] = {

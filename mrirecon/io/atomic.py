@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import io
 import os
 import re
 import tempfile
@@ -118,6 +119,17 @@ def _no_space_left(folder: Path) -> bool:
 TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}(\.[^./]*)*\.tmp")
 
 
+def file_in_the_way(folder: str | os.PathLike) -> Path | None:
+    """The file at ``folder`` or at its nearest existing parent, which keeps it from being or
+    becoming a folder (``None``: the nearest existing path is a folder). Each caller words the
+    refusal with its own option name, before any work ("File exists" named neither)."""
+    path = Path(folder)
+    for p in (path, *path.parents):
+        if p.exists():
+            return None if p.is_dir() else p
+    return None
+
+
 def remove_temp_files(folder: str | os.PathLike, before: float, recursive: bool = False
                       ) -> list[Path]:
     """Delete the temporary files of :func:`atomic_path` (:data:`TEMP_NAME`) in ``folder``
@@ -157,12 +169,7 @@ def hdf5_image(fill: Callable[[h5py.File], object]) -> memoryview:
     file-size limit is a plain ``OSError`` of Python's write naming the target. HDF5 writing the
     file itself failed inside ``H5Fclose`` there, and freeing the half-closed file's ids later
     crashed Python (segmentation fault, exit 139)."""
-    import io
-
-    import h5py
-
-    buffer = io.BytesIO()
-    with h5py.File(buffer, "w") as h5:
+    with _hdf5_in_memory() as (h5, buffer):
         fill(h5)
     return buffer.getbuffer()
 
@@ -172,15 +179,21 @@ def atomic_hdf5(path: str | os.PathLike) -> Iterator[h5py.File]:
     """``with atomic_hdf5(path) as h5:`` an HDF5 file opened for writing, built in memory
     (:func:`hdf5_image`) and written to ``path`` atomically when the block ends without an
     exception (nothing is written when it raises)."""
-    import io
-
-    import h5py
-
     Path(path).parent.mkdir(parents=True, exist_ok=True)  # as atomic_path: before the work
-    buffer = io.BytesIO()
-    with h5py.File(buffer, "w") as h5:
+    with _hdf5_in_memory() as (h5, buffer):
         yield h5
     atomic_write_bytes(path, buffer.getbuffer())
+
+
+@contextlib.contextmanager
+def _hdf5_in_memory() -> Iterator[tuple[h5py.File, io.BytesIO]]:
+    """An HDF5 file opened for writing into a ``BytesIO``, yielded with it; the buffer holds
+    the whole file once the block ends (the file is closed)."""
+    import h5py
+
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as h5:
+        yield h5, buffer
 
 
 def atomic_write_together(items: Iterable[tuple[str | os.PathLike, bytes | memoryview]]) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 from torch import nn
 
 from mrirecon.core.checks import param_problem
+from mrirecon.core.config import signature_params
 from mrirecon.core.names import UnknownNameError, canonical_params, closest_name, did_you_mean
 from mrirecon.models.init import seeded_init
 from mrirecon.models.backbones.complex import ComplexImageCNN
@@ -146,7 +147,7 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     kwargs = canonical_params(kwargs, inspect.signature(cls).parameters, f"build_model({name!r})")
     params = {**defaults, **kwargs}
     signature = inspect.signature(cls).parameters
-    _check_keywords(name, key, kwargs, signature, defaults)
+    _check_keywords(name, key, kwargs)
     for k, v in kwargs.items():  # the checks the pipeline's config validation makes, for API callers
         default = signature[k].default if k in signature else defaults.get(k, inspect.Parameter.empty)
         problem = param_problem(k, v, default)
@@ -168,17 +169,29 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     return model
 
 
-def _check_keywords(name: str, key: str, kwargs: Mapping[str, Any],
-                    signature: Mapping[str, inspect.Parameter], defaults: Mapping[str, Any]) -> None:
+def model_keywords(key: str) -> set[str] | None:
+    """The keywords ``build_model(key)`` takes (``key`` one of :func:`available_models`): the
+    constructor's named parameters, the registry defaults, ``init_seed`` and, for a model with a
+    ``denoiser``, ``denoiser_params``; ``None`` where the constructor takes ``**kwargs`` (it
+    names its own). The pipeline's and the training config's validation refuse at load what
+    this refuses."""
+    cls, defaults = _MODELS[key]
+    named, takes_any = signature_params(cls, 0)
+    if takes_any:
+        return None
+    valid = set(named) | set(defaults) | {"init_seed"}
+    if "denoiser" in valid:
+        valid.add("denoiser_params")
+    return valid
+
+
+def _check_keywords(name: str, key: str, kwargs: Mapping[str, Any]) -> None:
     """Refuse a keyword model ``key`` does not take, suggesting the closest one and listing the
     valid ones (``MoDL.__init__() got an unexpected keyword argument 'featurs'`` listed none).
     The words end on the keyword, as ``TypeError`` s of Python, for callers that add a source."""
-    if any(p.kind is p.VAR_KEYWORD for p in signature.values()):
+    valid = model_keywords(key)
+    if valid is None:
         return  # the model takes any keyword: it names its own
-    valid = {p.name for p in signature.values()
-             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} | set(defaults) | {"init_seed"}
-    if "denoiser" in valid:
-        valid.add("denoiser_params")
     for k in kwargs:
         if k not in valid:
             close = closest_name(k, valid)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from mrirecon.core.config import to_dict
 from mrirecon.core.device import resolve_device
-from mrirecon.io.atomic import atomic_write_text
+from mrirecon.io.atomic import atomic_write_text, file_in_the_way
 from mrirecon.io.errors import disk_error
 from mrirecon.pipeline.inputs import (check_name_lengths, expand_inputs, input_list,
                                       output_names)
@@ -373,7 +373,7 @@ def _set_aside(old: dict | None, status_file: Path, output: Path, result: Volume
 
 def check_output(output: Path) -> None:
     """The output folder exists (created) and is writable, or a user error naming it."""
-    if output.exists() and not output.is_dir():
+    if file_in_the_way(output) == output:  # a file above: mkdir's error names it
         raise ValueError(f"--output {output} is a file, not a folder; pass a folder path")
     try:
         output.mkdir(parents=True, exist_ok=True)

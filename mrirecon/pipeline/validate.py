@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from mrirecon.core.checks import check_method_settings, param_problem, settings_of_other_methods
-from mrirecon.core.names import DEPRECATED, canonical_params, did_you_mean
+from mrirecon.core.names import DEPRECATED, canonical_params, did_you_mean, pip_name
 from mrirecon.core.config import (
     at_least as _at_least,
     check_params,
@@ -122,7 +122,7 @@ def _check_method(config: PipelineConfig, source: str) -> None:
             raise _fail(source, "reconstruct.weights",
                         f"{method!r} is a classical method and takes no weights")
         return
-    from mrirecon.models.registry import _MODELS, available_models
+    from mrirecon.models.registry import _MODELS, available_models, model_keywords
 
     if method not in available_models():
         names = recon.available() + available_models()
@@ -130,9 +130,9 @@ def _check_method(config: PipelineConfig, source: str) -> None:
         raise _fail(source, "reconstruct.method",
                     f"unknown method {method!r}{hint}; classical: {', '.join(recon.available())}; "
                     f"learned: {', '.join(available_models())}")
-    valid, takes_kwargs = _model_defaults(method), _signature(_MODELS[method][0], 0)[1]
+    valid, keywords = _model_defaults(method), model_keywords(method)
     kinds = signature_annotations(_MODELS[method][0], 0)
-    if takes_kwargs:  # cannot know the names; still check the values of the known ones
+    if keywords is None:  # cannot know the names; still check the values of the known ones
         for key, value in rc.params.items():
             problem = param_problem(str(key), value, valid.get(key, inspect.Parameter.empty),
                                     kinds.get(key, inspect.Parameter.empty))
@@ -140,7 +140,7 @@ def _check_method(config: PipelineConfig, source: str) -> None:
                 raise _fail(source, f"reconstruct.params.{key}", problem)
     else:
         check_params(method, rc.params, valid, source=source, annotations=kinds,
-                     extra=("denoiser_params", "init_seed", *_deprecated_aliases(valid)))
+                     extra=(*sorted(keywords - set(valid)), *_deprecated_aliases(valid)))
 
 
 def check_calibrate(cal: CalibrateConfig, source: str) -> None:
@@ -251,15 +251,16 @@ def validate_pipeline(config: PipelineConfig, source: str = "") -> PipelineConfi
         rc, tables_tuned_for=(rc.method, copy.deepcopy(tables)) if tables else None))
 
 
-#: The packages the stages import when a config enables them, ``(key, value, import name, pip
-#: name)``: ``export.formats`` ``dicom`` needs pydicom, and so on (a reconstruction's own:
+#: The packages the stages import when a config enables them, ``(key, value, import name)``
+#: (the pip name: :func:`mrirecon.core.names.pip_name`): ``export.formats`` ``dicom`` needs
+#: pydicom, and so on (a reconstruction's own:
 #: :func:`mrirecon.recon.registry.package_problem`). Without one, each input was read and
 #: reconstructed before the export failed it ("ModuleNotFoundError: ... pydicom"), its metrics
 #: discarded.
-STAGE_PACKAGES = (("export.formats", "dicom", "pydicom", "pydicom"),
-                  ("export.formats", "nifti", "nibabel", "nibabel"),
-                  ("export.formats", "png", "matplotlib", "matplotlib"),
-                  ("load.format", "dicom", "pydicom", "pydicom"))
+STAGE_PACKAGES = (("export.formats", "dicom", "pydicom"),
+                  ("export.formats", "nifti", "nibabel"),
+                  ("export.formats", "png", "matplotlib"),
+                  ("load.format", "dicom", "pydicom"))
 
 
 def _check_packages(config: PipelineConfig, source: str) -> None:
@@ -267,7 +268,8 @@ def _check_packages(config: PipelineConfig, source: str) -> None:
     key, the package and the way out (install it, or do without what needs it)."""
     from mrirecon.recon.registry import installed
 
-    for key, value, module, pip in STAGE_PACKAGES:
+    for key, value, module in STAGE_PACKAGES:
+        pip = pip_name(module)
         section, _, name = key.partition(".")
         setting = getattr(getattr(config, section), name)
         if value in (setting if isinstance(setting, (tuple, list)) else (setting,)) \

@@ -64,11 +64,11 @@ __all__.append("epll")
 from mrirecon.recon.nonlocal_pnp import pnp_bm3d, pnp_nlm, pnp_settings_problem
 
 register("pnp_nlm", pnp_nlm, summary="MRI/CT: plug-and-play ADMM/HQS with non-local means",
-         settings_problem=pnp_settings_problem, needs=(("skimage", "scikit-image"),))
+         settings_problem=pnp_settings_problem, needs=("skimage",))
 # registered without bm3d too (it was left out: "unknown method 'pnp_bm3d'"); run and bench
 # refuse it at load naming the package (registry.package_problem)
 register("pnp_bm3d", pnp_bm3d, summary="MRI/CT: plug-and-play ADMM/HQS with BM3D",
-         settings_problem=pnp_settings_problem, needs=(("bm3d", "bm3d"),))
+         settings_problem=pnp_settings_problem, needs=("bm3d",))
 __all__ += ["pnp_bm3d", "pnp_nlm"]
 from mrirecon.recon.dictionary import dlmri, dlmri_settings_problem
 

@@ -30,7 +30,6 @@ pulls weakly towards the data on most components and a strong denoiser then over
 
 from __future__ import annotations
 
-import importlib.util
 import numbers
 from collections.abc import Callable
 
@@ -46,6 +45,7 @@ from mrirecon.solvers.pnp import pnp_admm_step, pnp_hqs_step
 from mrirecon.core.checks import (check_iterations, check_start, check_tolerance, count_problem,
                                    positive_problem)
 from mrirecon.recon.checks import check_data
+from mrirecon.recon.registry import package_problem
 
 Callback = Callable[[int, Tensor, float], None]
 Denoiser = Callable[[np.ndarray, float], np.ndarray]
@@ -55,9 +55,6 @@ METHODS = ("admm", "hqs")
 #: noise 0.05; 0.998 with 3 x 3 patches); PnP compounded it to 14.6 dB on a 4x brain slice
 #: (5 x 5 patches: 24.7 dB, zero-filled 19.0 dB). An even size runs as the next odd one.
 MIN_NLM_PATCH = 2
-
-#: ``True`` when the ``bm3d`` package (PyPI ``bm3d``) is importable
-HAS_BM3D = importlib.util.find_spec("bm3d") is not None
 
 
 def _to_channels(x: np.ndarray) -> np.ndarray:
@@ -162,8 +159,8 @@ def bm3d_denoiser() -> Denoiser:
     ImportError
         If the ``bm3d`` package is not installed.
     """
-    if not HAS_BM3D:
-        raise ImportError("pnp_bm3d needs the 'bm3d' package (pip install bm3d)")
+    if (why := package_problem("pnp_bm3d")) is not None:
+        raise ImportError(why)
     import bm3d
 
     def one(part: np.ndarray, sigma: float) -> np.ndarray:

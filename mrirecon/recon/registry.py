@@ -9,7 +9,7 @@ accept and ignore ``op``.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -18,7 +18,7 @@ from torch import Tensor
 from mrirecon.core import LinearOperator
 from mrirecon.core.checks import param_problem
 from mrirecon.core.names import (UnknownNameError, accepts_deprecated_names, canonical_params,
-                                 closest_name, did_you_mean)
+                                 closest_name, did_you_mean, pip_name)
 from mrirecon.functional import ifft2c, rss
 from mrirecon.recon import ct, mri
 from mrirecon.recon.checks import check_measurements, is_kspace_operator, measurements_checked
@@ -40,9 +40,9 @@ class Entry:
     #: ``(setting, problem)`` of values the function refuses that a pipeline refuses at load
     #: (``fbp``'s filter names); ``None`` when fine
     settings_problem: Callable[[dict], tuple[str, str] | None] | None = None
-    #: ``(import name, pip name)`` of the optional packages the function imports when it runs
-    #: (:func:`package_problem`)
-    needs: tuple[tuple[str, str], ...] = ()
+    #: import names of the optional packages the function imports when it runs
+    #: (:func:`package_problem`; the pip names: :func:`mrirecon.core.names.pip_name`)
+    needs: tuple[str, ...] = ()
 
     @property
     def modality(self) -> str:
@@ -107,7 +107,7 @@ _REGISTRY: dict[str, Entry] = {
     "zero_filled_rss": Entry(mri.zero_filled_rss, False, "MRI: RSS of the zero-filled coil images"),
     "cg_sense": Entry(mri.cg_sense, True, "MRI: CG on the (Tikhonov) normal equations"),
     "l1_wavelet": Entry(mri.l1_wavelet, True, "MRI: FISTA on 1/2||Ax-y||^2 + lam||Wx||_1",
-                        needs=(("pywt", "PyWavelets"),)),
+                        needs=("pywt",)),
     "tv": Entry(mri.tv, True, "MRI: isotropic TV-regularised least squares (ADMM/PDHG)", mri.TV_SETTINGS),
     "grappa": Entry(grappa_rss, False, "MRI: GRAPPA k-space completion + RSS"),
     "fbp": Entry(ct.fbp, True, "CT: filtered back-projection",
@@ -193,26 +193,30 @@ def package_problem(name: str) -> str | None:
     :func:`run` first: ``pnp_bm3d`` was left out of the registry without ``bm3d`` ("unknown
     method 'pnp_bm3d' (did you mean 'pnp_nlm'?)") and a missing PyWavelets failed each input
     after it was read."""
-    missing = [(m, pip) for m, pip in _lookup(name).needs if not installed(m)]
+    missing = [pip_name(m) for m in _lookup(name).needs if not installed(m)]
     if not missing:
         return None
-    return (f"{name} needs the Python package {', '.join(pip for _, pip in missing)}, which is "
-            f"not installed (pip install {' '.join(pip for _, pip in missing)})")
+    return (f"{name} needs the Python package {', '.join(missing)}, which is "
+            f"not installed (pip install {' '.join(missing)})")
 
 
 def register(name: str, fn: Callable[..., Tensor], *, needs_op: bool = True, summary: str = "",
              overwrite: bool = False,
              settings_by_method: Mapping[str, tuple[str, ...]] | None = None,
              settings_problem: Callable[[dict], tuple[str, str] | None] | None = None,
-             needs: tuple[tuple[str, str], ...] = ()) -> None:
+             needs: Iterable[str] = ()) -> None:
     """Add a reconstruction ``fn(y, op, **params)`` under ``name`` (``settings_by_method``: as
     :attr:`Entry.settings_by_method`, for a function with a ``method`` parameter;
     ``settings_problem``: as :attr:`Entry.settings_problem`, ``(setting, problem)`` of the
     values ``fn`` refuses, so that a pipeline refuses them at load, not per input; ``needs``:
-    ``(import name, pip name)`` of the optional packages ``fn`` imports, :func:`package_problem`)."""
+    import names of the optional packages ``fn`` imports, :func:`package_problem`)."""
     if settings_problem is not None and not callable(settings_problem):
         raise TypeError(f"register: settings_problem for {name!r} must be callable, got "
                         f"{type(settings_problem).__name__}")
+    names = () if isinstance(needs, str) else tuple(needs)
+    if isinstance(needs, str) or not all(isinstance(m, str) for m in names):
+        raise TypeError(f"register: needs for {name!r} must be import names (e.g. "
+                        f"needs=(\"pywt\",)), got {needs!r}")
     if not callable(fn):
         raise TypeError(f"register: fn for {name!r} must be callable, got {type(fn).__name__}")
     if name in _REGISTRY and not overwrite:
@@ -220,7 +224,7 @@ def register(name: str, fn: Callable[..., Tensor], *, needs_op: bool = True, sum
     if len(inspect.signature(fn).parameters) < 2:
         raise ValueError(f"register: {name!r} must take (y, op, **params)")
     _REGISTRY[name] = Entry(fn, needs_op, summary or (fn.__doc__ or "").strip().split("\n")[0],
-                            settings_by_method, settings_problem, tuple(needs))
+                            settings_by_method, settings_problem, names)
 
 
 def _lookup(name: str) -> Entry:

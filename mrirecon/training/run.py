@@ -24,7 +24,7 @@ import yaml
 from torch import nn
 
 from mrirecon.core.config import ConfigError, load_config, overrides_list, to_dict
-from mrirecon.io.atomic import atomic_write_text
+from mrirecon.io.atomic import atomic_write_text, file_in_the_way
 from mrirecon.io.weights import write_weights
 from mrirecon.training.config import TrainConfig
 from mrirecon.training.data import MRITrainingSet
@@ -186,13 +186,10 @@ def train_from_config(
 def _check_output_dir(out: Path, source: str) -> None:
     """``output_dir`` is a folder or can become one: a file there (or above it) is refused
     naming the key, before any work ("OUT: File exists" named neither)."""
-    for p in (out, *out.parents):
-        if p.exists():
-            if not p.is_dir():
-                raise ConfigError(source, "output_dir", f"{p} is a file, not a folder"
-                                  + ("" if p == out else f" (it is above {out})")
-                                  + "; give a folder path")
-            return
+    p = file_in_the_way(out)
+    if p is not None:
+        raise ConfigError(source, "output_dir", f"{p} is a file, not a folder"
+                          + ("" if p == out else f" (it is above {out})") + "; give a folder path")
 
 
 def _built_and_trained(cfg: TrainConfig, path, overrides: list[str], resume: bool,

@@ -41,7 +41,7 @@ def validate_training(cfg, source: str = ""):
     file) and recorded in the card (``training.config_warnings``)."""
     import warnings
 
-    from mrirecon.models.registry import _MODELS, MODEL_MODALITY
+    from mrirecon.models.registry import _MODELS, MODEL_MODALITY, model_keywords
 
     d, o, loss = cfg.data, cfg.optim, cfg.loss
     if not str(cfg.output_dir).strip():  # `--set output_dir=$OUT` unset: the working directory
@@ -131,11 +131,11 @@ def validate_training(cfg, source: str = ""):
                     f"{d.modality!r}; train {'an' if d.modality == 'mri' else 'a'} {d.modality.upper()} model "
                     f"({', '.join(sorted(k for k, v in MODEL_MODALITY.items() if v == d.modality))}) "
                     "or set data.modality")
-    if name in _MODELS:
+    keywords = model_keywords(name) if name in _MODELS else None
+    if keywords is not None:
         cls, defaults = _MODELS[name]
-        valid, takes_kwargs = _signature(cls, 0)
+        valid = _signature(cls, 0)[0]
         valid = {**valid, **{k: v for k, v in defaults.items() if k not in valid}}
-        if not takes_kwargs:
-            check_params(name, cfg.model.params, valid, source=source, prefix="model.params",
-                         extra=("denoiser_params", "init_seed", *_deprecated_aliases(valid)))
+        check_params(name, cfg.model.params, valid, source=source, prefix="model.params",
+                     extra=(*sorted(keywords - set(valid)), *_deprecated_aliases(valid)))
     return cfg
