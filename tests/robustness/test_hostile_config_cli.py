@@ -518,3 +518,11 @@ def test_a_setting_of_the_other_solver_is_refused_at_load(name, settings, field,
     load_pipeline(name)
     load_pipeline(name, ["reconstruct.params.method=pdhg", "reconstruct.params.rho=null"])
     load_pipeline(name, ["reconstruct.params.rho=0.02"])
+
+
+def test_denoiser_params_only_for_a_model_with_a_denoiser():
+    """``reconstruct.params.denoiser_params`` for MoDL loaded, then ``build_model`` raised a
+    TypeError at the first input: one rule (``model_keywords``) for the loader and the builder."""
+    with pytest.raises(ConfigError, match=r"has no parameter 'denoiser_params'"):
+        load_pipeline("mri_modl_brain_sim", ["reconstruct.params.denoiser_params={features: 8}"])
+    load_pipeline("mri_pnp_brain_sim", ["reconstruct.params.init_seed=3"])  # every model takes it
