@@ -106,6 +106,9 @@ class CTTrainingSet:
         Random view offset / noise from the mask seed (training) or fixed ones (validation).
     max_slices
         Keep at most this many images.
+    sample_rate, seed
+        Keep this fraction of the images, drawn with ``seed`` (the rule of
+        :class:`~mrirecon.training.data.MRITrainingSet` for slices), before ``max_slices``.
     require_reference
         Refuse a folder without ``ground_truth_<part>_###.hdf5`` (supervised training); with
         ``False`` samples carry ``target = None`` when it is missing.
@@ -120,6 +123,8 @@ class CTTrainingSet:
         *,
         max_slices: int | None = None,
         require_reference: bool = True,
+        sample_rate: float = 1.0,
+        seed: int = 0,
     ) -> None:
         from mrirecon.io.lodopab import LoDoPaBFiles
 
@@ -146,14 +151,24 @@ class CTTrainingSet:
 
         self.factor = 1 if views is None else view_factor(full, int(views), "CTTrainingSet: views")
         self.photons, self.train = photons, bool(train)
-        n = len(self.files) if max_slices is None else min(max_slices, len(self.files))
-        self.indices = list(range(n))
+        kept = list(range(len(self.files)))
+        if sample_rate < 1.0:  # MRITrainingSet's (SliceDataset's) seeded draw, of images
+            import numpy as np
+
+            from mrirecon.data.dataset import _subsample
+
+            kept = [int(i) for i in _subsample(len(kept), sample_rate, np.random.default_rng(seed),
+                                               "sample_rate")]
+            if not kept:
+                raise ValueError(f"CTTrainingSet: sample_rate {sample_rate:g} kept none of the "
+                                 f"{len(self.files)} images in {folder}")
+        self.indices = kept if max_slices is None else kept[:max_slices]
         if self.files.ground_truth_files is not None:
             starts = self.files.file_starts
             for k, start in enumerate(starts):  # per file: its first (and last) image used
-                if start < n and self.files.ground_truth_paths[k] is not None:
-                    last = min(start + int(self.files.counts[k]), n) - 1
-                    check_ct_references(self.files, sorted({start, last}))
+                used = [i for i in self.indices if start <= i < start + int(self.files.counts[k])]
+                if used and self.files.ground_truth_paths[k] is not None:
+                    check_ct_references(self.files, sorted({used[0], used[-1]}))
             if not self.train:  # validation scores every image: each needs a target (train: get)
                 for i in self.indices:
                     check_ct_target(self.files, i, self.files.attenuation(i).data)

@@ -97,7 +97,8 @@ def build_datasets(cfg: TrainConfig):
 
         try:
             train = CTTrainingSet(d.train, d.ct_views, d.ct_photons, train=True,
-                                  require_reference=not ssdu)
+                                  require_reference=not ssdu, sample_rate=d.sample_rate,
+                                  seed=cfg.seed)
             val = CTTrainingSet(
                 d.val, d.ct_views, d.ct_photons, train=False, max_slices=cfg.val_max_slices,
                 require_reference=not ssdu,
@@ -253,7 +254,15 @@ def _train(cfg: TrainConfig, path, overrides: list[str], resume: bool, progress:
 
             card = training_card(cfg, train_set, val_set, source=str(path), overrides=overrides,
                                  resume=resume, steps=trainer.step, seconds=trainer.elapsed,
-                                 resumed_at=trainer.resumed_at, device=str(trainer.device))
+                                 resumed_at=trainer.resumed_at, device=str(trainer.device),
+                                 history=history)
+            from mrirecon.training.run_card import validation_problem
+
+            problem = validation_problem(card["training"].get("validation"), cfg.optim.lr)
+            if problem:  # written all the same (the card says so): the weights of max_steps
+                import warnings
+
+                warnings.warn(f"{path}: {problem}", RuntimeWarning, stacklevel=2)
             save_model(trainer.model, out / "model.pt", cfg.model.name, dict(cfg.model.params),
                        card)
     finally:

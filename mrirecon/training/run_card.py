@@ -22,6 +22,7 @@ record (``training.first_run``, the history of these very weights): the same out
 
 from __future__ import annotations
 
+import math
 import platform
 import shlex
 import time
@@ -60,10 +61,14 @@ def _data_entry(folder: str, dataset, modality: str) -> dict:
 
 def training_card(cfg, train_set, val_set, *, source: str, overrides: Iterable[str] = (),
                   resume: bool = False, steps: int = 0, seconds: float = 0.0,
-                  resumed_at: int | None = None, device: str = "cpu") -> dict:
+                  resumed_at: int | None = None, device: str = "cpu",
+                  history: Iterable[Mapping] = ()) -> dict:
     """The card's sections besides ``model`` (passed to :func:`~mrirecon.training.run.save_model`
     as ``extra``) for a run of ``cfg`` that trained on ``train_set`` (and validated on
-    ``val_set`` when ``val_every > 0``)."""
+    ``val_set`` when ``val_every > 0``). ``history``: the trainer's logged rows; their
+    validation curve is summarised in ``training.validation`` (:func:`validation_summary`), and
+    a run that made the model worse (:func:`validation_problem`) gets a ``known_failures``
+    note."""
     d = cfg.data
     data = {"train": _data_entry(d.train, train_set, d.modality)}
     if cfg.val_every > 0:
@@ -98,6 +103,10 @@ def training_card(cfg, train_set, val_set, *, source: str, overrides: Iterable[s
     warnings = inert_settings(cfg)
     if warnings:
         training["config_warnings"] = warnings
+    summary = validation_summary(history)
+    if summary:
+        training["validation"] = summary
+    problem = validation_problem(summary, cfg.optim.lr)
     return {
         "description": f"{cfg.model.name} trained by mrirecon train {source} (see training)",
         "data": data,
@@ -107,8 +116,40 @@ def training_card(cfg, train_set, val_set, *, source: str, overrides: Iterable[s
             "Trained by mrirecon train on the files of data.train only (see data and "
             "training_range): other matrices, coil counts, accelerations (CT: views, beam, "
             "detectors) are outside its training range and mrirecon run warns; not scored on "
-            "held-out data unless a section below says so."],
+            "held-out data unless a section below says so."] + ([problem] if problem else []),
     }
+
+
+def validation_summary(history: Iterable[Mapping]) -> dict:
+    """``{metric: {first, best, last: {step, value}}}`` of the ``val_PSNR`` / ``val_SSIM`` of
+    the logged rows ``history`` (a NaN score is never the best); ``{}`` without validation
+    (self-supervised runs validate their loss, ``val_ssdu_loss``: not summarised)."""
+    out = {}
+    for name in ("psnr", "ssim"):
+        key = f"val_{name.upper()}"
+        points = [{"step": int(r["step"]), "value": float(r[key])} for r in history if key in r]
+        if points:
+            best = max(points, key=lambda p: p["value"] if math.isfinite(p["value"]) else -math.inf)
+            out[name] = {"first": points[0], "best": best, "last": points[-1]}
+    return out
+
+
+def validation_problem(summary: Mapping, lr: float) -> str | None:
+    """A line when the last validation PSNR of ``summary`` (:func:`validation_summary`) is not
+    finite, below 0 dB (worse than an all-zero image: its error is the target's own energy,
+    at most its maximum squared) or below the first validation's; else ``None``."""
+    psnr = summary.get("psnr") if summary else None
+    if not psnr:
+        return None
+    first, last = psnr["first"], psnr["last"]
+    if not math.isfinite(last["value"]) or last["value"] < 0:
+        worse = f"{last['value']:.3g} dB < 0 dB (an all-zero image scores more)"
+    elif last["step"] > first["step"] and last["value"] < first["value"]:
+        worse = f"{last['value']:.3g} dB < {first['value']:.3g} dB at step {first['step']}"
+    else:
+        return None
+    return (f"training diverged or made the model worse: final val PSNR (step {last['step']}) "
+            f"{worse}; lower optim.lr (now {lr:g})")
 
 
 # ---- the card of a rebuild: what an earlier card beside the output keeps ----------------------

@@ -391,7 +391,12 @@ class Trainer:
             loss = self._train_step()
             self.elapsed = start_elapsed + time.perf_counter() - t0
             if not math.isfinite(loss):
-                raise FloatingPointError(f"training loss became {loss} at step {self.step}")
+                o = self.cfg.optim  # the user's settings, not a bug: a ValueError (exit 2)
+                raise ValueError(
+                    f"training loss became {loss} at step {self.step}: the training diverged; "
+                    f"lower optim.lr (now {o.lr:g}) or {'lower' if o.grad_clip else 'set'} "
+                    f"optim.grad_clip (now {o.grad_clip}); "
+                    "model.pt was not written")
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}")
             row = {

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from mrirecon.core.checks import check_seed
 from mrirecon.core.config import at_least as _at_least
 from mrirecon.core.config import check_params
 from mrirecon.core.config import deprecated_aliases as _deprecated_aliases
@@ -23,15 +24,53 @@ _NEEDS = {"mri": "a SENSE operator and k-space", "ct": "a projector and a sinogr
 
 
 def inert_settings(cfg) -> list[str]:
-    """One line per setting of ``cfg`` that is accepted but changes nothing: ``data.num_workers``
-    above 0 (the trainer reads its samples in the training process; no DataLoader workers)."""
-    n = cfg.data.num_workers
-    if not n:
-        return []
-    return [f"data.num_workers: {n} has no effect: `mrirecon train CONFIG` reads its samples in "
-            "the training process (no DataLoader workers), so the weights are those of 0; parallel "
-            "data loading exists only in `train modl` / `train varnet` (--workers) and `train "
-            "staged_ct` (--prefetch). Delete the key: it will be refused in a later release"]
+    """One line per setting of ``cfg`` that is accepted but changes nothing, set away from its
+    schema default: ``data.num_workers`` above 0 (the trainer reads its samples in the training
+    process); the other modality's data keys (``data.mask`` / ``data.maps`` for CT,
+    ``data.ct_views`` / ``data.ct_photons`` for MRI); image-loss weights with ``loss.ssdu``;
+    ``loss.discriminator_lr`` without ``loss.adversarial``; ``optim.lr_gamma`` without a decay
+    (``optim.lr_step`` 0 or at least ``optim.max_steps``)."""
+    from mrirecon.training.config import DataConfig, LossConfig, MaskConfig, OptimConfig
+
+    d, o, loss, lines = cfg.data, cfg.optim, cfg.loss, []
+    if d.num_workers:
+        lines.append(
+            f"data.num_workers: {d.num_workers} has no effect: `mrirecon train CONFIG` reads its "
+            "samples in the training process (no DataLoader workers), so the weights are those of "
+            "0; parallel data loading exists only in `train modl` / `train varnet` (--workers) and "
+            "`train staged_ct` (--prefetch). Delete the key: it will be refused in a later release")
+    if d.modality == "ct":
+        mask = MaskConfig()
+        for name in ("type", "center_fractions", "accelerations"):
+            if getattr(d.mask, name) != getattr(mask, name):
+                lines.append(f"data.mask.{name}: has no effect with data.modality ct (CT keeps "
+                             "views: data.ct_views); delete the key")
+        if d.maps != DataConfig("", "").maps:
+            lines.append(f"data.maps: {d.maps!r} has no effect with data.modality ct (no coil "
+                         "maps); delete the key")
+    else:
+        for name in ("ct_views", "ct_photons"):
+            if getattr(d, name) is not None:
+                lines.append(f"data.{name}: has no effect with data.modality {d.modality} (the "
+                             "MRI data are undersampled by data.mask); delete the key")
+    plain = LossConfig()
+    if getattr(loss, "ssdu", None) is not None:
+        for name in ("ssim", "l1", "mse"):
+            if getattr(loss, name) and getattr(loss, name) != getattr(plain, name):
+                lines.append(f"loss.{name}: {getattr(loss, name)!r} has no effect with loss.ssdu "
+                             "(the self-supervised loss replaces the image terms); delete the key")
+    if not loss.adversarial and loss.discriminator_lr != plain.discriminator_lr:
+        lines.append(f"loss.discriminator_lr: {loss.discriminator_lr!r} has no effect with "
+                     "loss.adversarial 0 (no discriminator is trained); delete the key")
+    if o.lr_gamma != OptimConfig().lr_gamma and not o.lr_step:
+        lines.append(f"optim.lr_gamma: {o.lr_gamma!r} has no effect with optim.lr_step 0 (the "
+                     "rate never decays)")
+    if o.lr_step and o.lr_step >= o.max_steps:  # the shipped train_*_sim.yaml do this (their
+        # weights were trained so): the rate stays optim.lr to the end
+        lines.append(f"optim.lr_step: {o.lr_step} >= optim.max_steps {o.max_steps}: the rate "
+                     f"never decays (optim.lr_gamma {o.lr_gamma!r} is never applied); the run "
+                     f"trains at optim.lr {o.lr:g} throughout")
+    return lines
 
 
 def validate_training(cfg, source: str = ""):
@@ -61,6 +100,11 @@ def validate_training(cfg, source: str = ""):
         _at_least(source, f"data.mask.accelerations[{i}]", a, 1)
         if (why := acceleration_problem(a)) is not None:  # run's, bench's and simulate's rule
             raise _fail(source, f"data.mask.accelerations[{i}]", why)
+    nf, na = len(d.mask.center_fractions), len(d.mask.accelerations)
+    if nf != na:  # zip below kept the shorter; the mask function refused it naming no key
+        raise _fail(source, "data.mask.center_fractions",
+                    f"{nf} value{'s' if nf != 1 else ''} for {na} data.mask.accelerations; give "
+                    "one per acceleration")
     for i, (f, a) in enumerate(zip(d.mask.center_fractions, d.mask.accelerations)):
         if (why := center_fraction_problem(f, a)) is not None:  # a "4x" set drawn at 2x
             raise _fail(source, f"data.mask.center_fractions[{i}]", f"{f!r} {why}")
@@ -86,6 +130,11 @@ def validate_training(cfg, source: str = ""):
         raise _fail(source, "optim.grad_clip", f"must be a finite number > 0, got {o.grad_clip!r}")
     for name in ("ssim", "l1", "mse", "perceptual", "adversarial", "discriminator_lr"):
         _at_least(source, f"loss.{name}", getattr(loss, name), 0)
+    weights = ("ssim", "l1", "mse", "perceptual", "adversarial")  # ReconstructionLoss's terms
+    if getattr(loss, "ssdu", None) is None and not sum(getattr(loss, w) for w in weights) > 0:
+        raise _fail(source, "loss", "the weights " + ", ".join(f"loss.{w}" for w in weights)
+                    + " are all 0: there is nothing to train on; give at least one a weight > 0 "
+                    "(or set loss.ssdu for self-supervised training)")
     if loss.adversarial and lr_problem(loss.discriminator_lr):
         raise _fail(source, "loss.discriminator_lr", lr_problem(loss.discriminator_lr))
     ssdu = getattr(loss, "ssdu", None)
@@ -118,6 +167,12 @@ def validate_training(cfg, source: str = ""):
             if getattr(loss, name):
                 raise _fail(source, f"loss.{name}", "needs reference images; it cannot be "
                                                     "combined with loss.ssdu (self-supervised)")
+    try:  # the mask functions' rule (undersample.fixed_seed's bound): they seed a numpy
+        # RandomState; the epoch order seed * 1_000_003 overflowed torch's int64 at step 1 (2**45)
+        check_seed("seed", cfg.seed, 2**32)
+    except (TypeError, ValueError):
+        raise _fail(source, "seed", f"must be an integer in [0, {2**32 - 1}] (2**32 - 1, the "
+                    f"seeds of fastMRI's mask functions), got {cfg.seed!r}") from None
     for name in ("log_every", "val_every", "checkpoint_every"):
         _at_least(source, name, getattr(cfg, name), 0)
     _at_least(source, "val_max_slices", cfg.val_max_slices, 1)

@@ -1,0 +1,224 @@
+"""Hostile `mrirecon train CONFIG` settings: a CT sample_rate that did nothing, a seed the trainer
+could not use, mask lists of different lengths, all loss weights 0 (each refused at load, naming
+the key), a diverged run reported as an internal error, and a run that made the model worse
+written with exit 0 and a card that recorded no validation score."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from mrirecon.core.config import ConfigError, load_config
+from mrirecon.training.config import TrainConfig
+from mrirecon.training.validate import validate_training
+from tests.helpers import tiny_modl_config, tiny_mri_folders
+
+CT = {"geometry": "parallel", "views": 48, "size": 32, "sources": "phantom", "photons": 4096.0}
+
+
+@pytest.fixture(scope="module")
+def mri(tmp_path_factory) -> dict[str, Path]:
+    return tiny_mri_folders(tmp_path_factory.mktemp("cfg_mri"))
+
+
+@pytest.fixture(scope="module")
+def ct(tmp_path_factory) -> Path:
+    """A LoDoPaB-layout part of 6 phantom images, 32 x 32, 48 views."""
+    from mrirecon.data.simulate_ct import simulate_ct_dataset
+
+    root = tmp_path_factory.mktemp("cfg_ct") / "train"
+    simulate_ct_dataset(root, seed=3, part="train", samples=6, **CT)
+    return root
+
+
+def _checked(tmp_path: Path, **changes) -> TrainConfig:
+    """``validate_training`` of a config file whose keys are ``changes`` over a minimal one (no
+    data are read at load)."""
+    cfg = {"name": "t", "output_dir": str(tmp_path / "out"),
+           "data": {"train": str(tmp_path / "tr"), "val": str(tmp_path / "va")},
+           "model": {"name": "modl"}}
+    for key, value in changes.items():
+        section, _, name = key.rpartition("__")
+        where = cfg
+        for part in section.split("__") if section else ():
+            where = where.setdefault(part, {})
+        where[name] = value
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return validate_training(load_config(TrainConfig, path), str(path))
+
+
+# ---- F1: data.sample_rate with data.modality: ct --------------------------------------------------
+
+
+def test_ct_sample_rate_keeps_a_seeded_fraction_of_the_images(ct, tmp_path):
+    """sample_rate 0.5 trained on all images (the card said 0.5 and counted them all)."""
+    from mrirecon.training.run import build_datasets
+
+    cfg = _checked(tmp_path, seed=7, data__train=str(ct), data__val=str(ct), data__modality="ct",
+                   data__sample_rate=0.5, model__name="primal_dual")
+    train, val = build_datasets(cfg)
+    # MRITrainingSet's rule (SliceDataset): round(n * rate) of n drawn by default_rng(seed)
+    expected = np.sort(np.random.default_rng(7).choice(6, size=3, replace=False)).tolist()
+    assert train.indices == expected
+    assert len(val) == 6  # validation scores every image, as for MRI
+    assert [train.get(k, mask_seed=0).fname for k in range(len(train))] == [
+        f"train_{i:05d}" for i in expected]  # the images trained on are the ones drawn
+
+
+def test_a_ct_sample_rate_that_keeps_no_image_is_refused(ct):
+    from mrirecon.training.data_ct import CTTrainingSet
+
+    with pytest.raises(ValueError, match=r"sample_rate 0.01 kept none of the 6 images"):
+        CTTrainingSet(ct, sample_rate=0.01)
+
+
+# ---- F4, F5, F6: refused at load, naming the key --------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 2**45])
+def test_a_seed_outside_0_to_2_32_is_refused_at_load(seed, tmp_path):
+    """-1: numpy's "expected non-negative integer" naming no key; 2**45: accepted, then
+    "Overflow when unpacking long long" at step 1 after config.yaml was written."""
+    with pytest.raises(ConfigError, match=r"c\.yaml: seed: must be an integer in "
+                                          r"\[0, 4294967295\] .*, got " + str(seed)):
+        _checked(tmp_path, seed=seed)
+
+
+def test_the_largest_seed_is_accepted(tmp_path):
+    assert _checked(tmp_path, seed=2**32 - 1).seed == 2**32 - 1
+
+
+def test_mask_lists_of_different_lengths_are_refused_at_load(tmp_path):
+    """zip() kept the shorter list; the mask function then failed naming no key."""
+    with pytest.raises(ConfigError, match=r"data\.mask\.center_fractions: 1 value for 2 "
+                                          r"data\.mask\.accelerations; give one per acceleration"):
+        _checked(tmp_path, data__mask__center_fractions=[0.08], data__mask__accelerations=[4, 8])
+
+
+def test_all_loss_weights_zero_are_refused_at_load(tmp_path):
+    """ReconstructionLoss refused them after the data sets were built, dumping a dataclass."""
+    with pytest.raises(ConfigError, match=r"c\.yaml: loss: the weights loss\.ssim, .* are all 0"):
+        _checked(tmp_path, loss__ssim=0.0)
+
+
+def test_zero_image_weights_with_ssdu_are_accepted(tmp_path):
+    cfg = _checked(tmp_path, loss__ssim=0.0, loss__ssdu={"ratio": 0.4}, data__maps="espirit")
+    assert cfg.loss.ssdu is not None
+
+
+# ---- F3: a run diverging to NaN -------------------------------------------------------------------
+
+
+def test_a_diverged_run_is_a_user_error_naming_the_rate(mri, tmp_path, monkeypatch):
+    """Was: FloatingPointError, printed as "internal error ... report it", exit 1."""
+    from mrirecon.training.run import train_from_config
+    from mrirecon.training.trainer import Trainer
+
+    monkeypatch.setattr(Trainer, "_train_step", lambda self: (setattr(self, "step", self.step + 1),
+                                                              float("nan"))[1])
+    out = tmp_path / "out"
+    path = tiny_modl_config(tmp_path, mri["train"], mri["val"], out, max_steps=2)
+    with pytest.raises(ValueError, match=r"loss became nan at step 1: the training diverged; "
+                                         r"lower optim\.lr \(now 0\.001\) or set optim\.grad_clip "
+                                         r"\(now None\)") as err:
+        train_from_config(path, progress=False)
+    assert not isinstance(err.value, ArithmeticError)
+    assert not (out / "model.pt").exists()
+
+
+# ---- F2: a run that made the model worse ----------------------------------------------------------
+
+
+def _run_with_scores(mri, tmp_path, monkeypatch, scores):
+    """A tiny run whose successive validations score ``scores`` dB: (card, warnings)."""
+    from mrirecon.training import run
+
+    calls = iter(scores)
+    monkeypatch.setattr(run, "make_validate_fn", lambda val_set: lambda model, device: {
+        "NMSE": 0.1, "PSNR": next(calls), "SSIM": 0.5})  # validate_model(...).mean()
+    out = tmp_path / "out"
+    path = tiny_modl_config(tmp_path, mri["train"], mri["val"], out, max_steps=4)  # val at 2, 4
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run.train_from_config(path, progress=False)
+    card = yaml.safe_load((out / "model.yaml").read_text())
+    return card, [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+
+
+@pytest.mark.parametrize("scores, worse", [
+    ([20.0, 12.5], r"final val PSNR \(step 4\) 12.5 dB < 20 dB at step 2"),
+    ([-30.0, -218.0], r"final val PSNR \(step 4\) -218 dB < 0 dB \(an all-zero image"),
+])
+def test_a_run_that_made_the_model_worse_is_warned_and_noted(mri, tmp_path, monkeypatch, scores,
+                                                             worse):
+    """Was: model.pt and a card with no validation score, exit 0, no word (CT lr 0.1: -218 dB)."""
+    card, caught = _run_with_scores(mri, tmp_path, monkeypatch, scores)
+    val = card["training"]["validation"]["psnr"]
+    assert val["first"] == {"step": 2, "value": scores[0]}
+    assert val["last"] == {"step": 4, "value": scores[1]}
+    assert val["best"] == {"step": 2, "value": scores[0]}
+    assert len(caught) == 1
+    assert re.search(worse, caught[0])
+    assert "lower optim.lr (now 0.001)" in caught[0]
+    assert any("made the model worse" in k for k in card["known_failures"])
+
+
+def test_a_run_that_improved_records_its_curve_without_a_warning(mri, tmp_path, monkeypatch):
+    card, caught = _run_with_scores(mri, tmp_path, monkeypatch, [18.0, 21.0])
+    val = card["training"]["validation"]
+    assert val["psnr"]["best"] == {"step": 4, "value": 21.0}
+    assert val["ssim"]["last"] == {"step": 4, "value": 0.5}
+    assert caught == []
+    assert not any("made the model worse" in k for k in card["known_failures"])
+
+
+# ---- F7: settings that change nothing -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("changes, key", [
+    ({"data__modality": "ct", "model__name": "primal_dual", "data__mask__accelerations": [8],
+      "data__mask__center_fractions": [0.04]}, "data.mask.accelerations"),
+    ({"data__modality": "ct", "model__name": "primal_dual", "data__maps": "espirit"}, "data.maps"),
+    ({"data__ct_views": 30}, "data.ct_views"),
+    ({"data__ct_photons": 1000.0}, "data.ct_photons"),
+    ({"loss__ssdu": {"ratio": 0.4}, "loss__l1": 1.0, "data__maps": "espirit"}, "loss.l1"),
+    ({"loss__discriminator_lr": 0.5}, "loss.discriminator_lr"),
+    ({"optim__lr_gamma": 0.5}, "optim.lr_gamma"),
+    ({"optim__lr_step": 100, "optim__max_steps": 50}, "optim.lr_step"),
+])
+def test_a_setting_that_changes_nothing_is_warned_naming_the_key(changes, key, tmp_path):
+    """Each was accepted without a word (data.num_workers alone warned)."""
+    with pytest.warns(FutureWarning) as caught:
+        _checked(tmp_path, **changes)
+    lines = [str(w.message) for w in caught if issubclass(w.category, FutureWarning)]
+    assert [line for line in lines if f"c.yaml: {key}: " in line and "no" in line], lines
+
+
+@pytest.mark.parametrize("changes", [
+    {},
+    {"data__modality": "ct", "model__name": "primal_dual", "data__ct_views": 30},
+    {"optim__lr_step": 10, "optim__max_steps": 50, "optim__lr_gamma": 0.5},
+    {"loss__adversarial": 0.01, "loss__discriminator_lr": 0.5},
+    {"loss__ssdu": {"ratio": 0.4}, "loss__ssim": 0.0, "data__maps": "espirit"},
+])
+def test_settings_that_act_are_not_warned(changes, tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        _checked(tmp_path, **changes)
+
+
+def test_the_shipped_config_whose_rate_never_decays_says_so():
+    """train_modl_brain_sim.yaml: lr_step 480 over max_steps 350 (its weights were trained so)."""
+    from mrirecon.training.validate import inert_settings
+
+    path = Path(__file__).parents[2] / "mrirecon" / "pipelines" / "train_modl_brain_sim.yaml"
+    lines = inert_settings(load_config(TrainConfig, path))
+    assert lines == ["optim.lr_step: 480 >= optim.max_steps 350: the rate never decays "
+                     "(optim.lr_gamma 0.1 is never applied); the run trains at optim.lr 0.001 "
+                     "throughout"]
