@@ -198,6 +198,13 @@ def _built_and_trained(cfg: TrainConfig, path, overrides: list[str], resume: boo
     """:func:`train_from_config` once the config is checked and the process group joined."""
     try:
         train_set, val_set = build_datasets(cfg)
+        if cfg.optim.batch_size > len(train_set):  # each step then draws slices more than once
+            import warnings
+
+            warnings.warn(f"{path}: optim.batch_size: {cfg.optim.batch_size} is more than the "
+                          f"{len(train_set)} training slices: every step repeats slices (one step "
+                          f"is {cfg.optim.batch_size / len(train_set):.1f} epochs); lower it to "
+                          f"{len(train_set)} or less", RuntimeWarning, stacklevel=2)
         if cfg.val_every > 0:  # validation runs: it must not score training data
             check_validation_overlap(train_set, val_set, "")
         torch.manual_seed(cfg.seed)  # model initialisation

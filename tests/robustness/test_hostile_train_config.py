@@ -222,3 +222,18 @@ def test_the_shipped_config_whose_rate_never_decays_says_so():
     assert lines == ["optim.lr_step: 480 >= optim.max_steps 350: the rate never decays "
                      "(optim.lr_gamma 0.1 is never applied); the run trains at optim.lr 0.001 "
                      "throughout"]
+
+
+def test_a_batch_larger_than_the_training_slices_is_warned(mri, tmp_path):
+    """``optim.batch_size: 50`` on a handful of training slices trained with each slice drawn
+    many times per step, without a word (it needs the data, so it is said once they are read)."""
+    from mrirecon.training import run
+
+    out = tmp_path / "out"
+    path = tiny_modl_config(tmp_path, mri["train"], mri["val"], out, max_steps=1,
+                            optim={"lr": 1e-3, "max_steps": 1, "batch_size": 50})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run.train_from_config(path, progress=False)
+    said = [str(w.message) for w in caught if "optim.batch_size: 50 is more than the" in str(w.message)]
+    assert len(said) == 1 and "training slices: every step repeats slices" in said[0], said
