@@ -225,6 +225,16 @@ def tiny_mri_folders(root: Path) -> dict[str, Path]:
     return {"train": root / "train", "val": root / "val"}
 
 
+def tiny_ct_part(root: Path, samples: int) -> Path:
+    """A LoDoPaB-layout training part ``root/train`` of ``samples`` phantom images, 32 x 32, 48
+    parallel views, 4096 photons (seed 3)."""
+    from mrirecon.data.simulate_ct import simulate_ct_dataset
+
+    simulate_ct_dataset(root / "train", seed=3, part="train", samples=samples, geometry="parallel",
+                        views=48, size=32, sources="phantom", photons=4096.0)
+    return root / "train"
+
+
 def tiny_modl_config(tmp_path: Path, train: Path, val: Path, out: Path, *, max_steps: int = 4,
                      checkpoint_every: int = 2, **changes) -> Path:
     """A tiny MoDL training config (:data:`TINY_MODL`, ESPIRiT maps) as ``tmp_path/t.yaml``;

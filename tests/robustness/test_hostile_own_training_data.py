@@ -15,10 +15,7 @@ import torch
 
 from mrirecon.core.config import ConfigError
 from mrirecon.training.run import train_from_config
-from tests.helpers import tiny_mri_folders, tiny_modl_config
-
-CT = {"geometry": "parallel", "views": 48, "size": 32, "sources": "phantom", "photons": 4096.0}
-
+from tests.helpers import tiny_ct_part, tiny_mri_folders, tiny_modl_config
 
 @pytest.fixture(scope="module")
 def mri(tmp_path_factory) -> dict[str, Path]:
@@ -28,11 +25,7 @@ def mri(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def ct(tmp_path_factory) -> Path:
     """A LoDoPaB-layout training part: one file of 3 phantom images, 32 x 32, 48 views."""
-    from mrirecon.data.simulate_ct import simulate_ct_dataset
-
-    root = tmp_path_factory.mktemp("own_ct") / "train"
-    simulate_ct_dataset(root, seed=3, part="train", samples=3, **CT)
-    return root
+    return tiny_ct_part(tmp_path_factory.mktemp("own_ct"), 3)
 
 
 def _mri_config(tmp_path: Path, train: Path, val: Path, out: Path, **changes) -> Path:

@@ -55,6 +55,13 @@ def _replace(h5, key: str, value: np.ndarray) -> None:
     h5[key] = value
 
 
+def _reference_edit(change):
+    """An ``edit(h5)`` for :func:`_copy` writing ``change(reconstruction_rss)`` in place."""
+    def edit(h5):
+        h5["reconstruction_rss"][...] = np.ascontiguousarray(change(h5["reconstruction_rss"][()]))
+    return edit
+
+
 # ---- all-zero k-space slices ---------------------------------------------------------------
 
 
@@ -180,10 +187,7 @@ def test_a_reference_in_another_layout_is_refused_naming_the_file(sim, tmp_path,
     """Was: trained with exit 0 and no word (validation PSNR 20.2 dB, unremarkable), while
     `bench` on the same file said "the reference matches zero_filled's output far better
     rotated 270 degrees (correlation 0.88) than as read (0.35)"."""
-    def edit(h5):
-        h5["reconstruction_rss"][...] = np.ascontiguousarray(change(h5["reconstruction_rss"][()]))
-
-    folder, path = _copy(sim, tmp_path, edit)
+    folder, path = _copy(sim, tmp_path, _reference_edit(change))
     with pytest.raises(ValueError) as err:
         MRITrainingSet(folder, MASK, maps="learned")
     msg = str(err.value)
@@ -198,11 +202,8 @@ def test_a_rotated_reference_in_a_self_supervised_validation_set_is_refused(sim,
     the k-space as acquired."""
     from mrirecon.training.data_acquired import AcquiredMRISet
 
-    def edit(h5):
-        h5["reconstruction_rss"][...] = np.ascontiguousarray(
-            np.rot90(h5["reconstruction_rss"][()], 1, axes=(-2, -1)))
-
-    folder, path = _copy(sim, tmp_path, edit)
+    folder, path = _copy(sim, tmp_path,
+                         _reference_edit(lambda ref: np.rot90(ref, 1, axes=(-2, -1))))
     AcquiredMRISet(folder, MASK, train=True)  # training never reads the references
     with pytest.raises(ValueError) as err:
         AcquiredMRISet(folder, MASK, train=False)
@@ -215,10 +216,7 @@ def test_a_rotated_reference_in_a_self_supervised_validation_set_is_refused(sim,
 def test_reference_slices_in_reverse_order_are_refused(sim, tmp_path):
     """Was: trained with exit 0; `bench` said "... match the output far better in reverse order
     (0.54) than as stored (0.22)"."""
-    def edit(h5):
-        h5["reconstruction_rss"][...] = h5["reconstruction_rss"][()][::-1].copy()
-
-    folder, path = _copy(sim, tmp_path, edit)
+    folder, path = _copy(sim, tmp_path, _reference_edit(lambda ref: ref[::-1]))
     with pytest.raises(ValueError) as err:
         MRITrainingSet(folder, MASK, maps="learned")
     assert str(err.value).startswith(

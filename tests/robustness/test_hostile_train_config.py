@@ -16,10 +16,7 @@ import yaml
 from mrirecon.core.config import ConfigError, load_config
 from mrirecon.training.config import TrainConfig
 from mrirecon.training.validate import validate_training
-from tests.helpers import tiny_modl_config, tiny_mri_folders
-
-CT = {"geometry": "parallel", "views": 48, "size": 32, "sources": "phantom", "photons": 4096.0}
-
+from tests.helpers import tiny_ct_part, tiny_modl_config, tiny_mri_folders
 
 @pytest.fixture(scope="module")
 def mri(tmp_path_factory) -> dict[str, Path]:
@@ -29,11 +26,7 @@ def mri(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def ct(tmp_path_factory) -> Path:
     """A LoDoPaB-layout part of 6 phantom images, 32 x 32, 48 views."""
-    from mrirecon.data.simulate_ct import simulate_ct_dataset
-
-    root = tmp_path_factory.mktemp("cfg_ct") / "train"
-    simulate_ct_dataset(root, seed=3, part="train", samples=6, **CT)
-    return root
+    return tiny_ct_part(tmp_path_factory.mktemp("cfg_ct"), 6)
 
 
 def _checked(tmp_path: Path, **changes) -> TrainConfig:
