@@ -169,7 +169,9 @@ def _list_files(paths_or_folder, pattern: str | None) -> list[Path]:
     return files
 
 
-def _subsample(n: int, rate: float | None, rng: np.random.Generator, what: str) -> np.ndarray:
+def subsample_indices(n: int, rate: float | None, rng: np.random.Generator, what: str) -> np.ndarray:
+    """The seeded ``rate`` share of ``range(n)`` that :class:`SliceDataset` keeps (of volumes or
+    slices); the CT training set keeps its images by the same rule."""
     if rate is None:
         return np.arange(n)
     if not 0 < rate <= 1:
@@ -232,12 +234,12 @@ class SliceDataset(torch.utils.data.Dataset):
             if volume_filter is None or volume_filter(info):
                 volumes.append(info)
         rng = np.random.default_rng(seed)
-        volumes = [volumes[i] for i in _subsample(len(volumes), volume_sample_rate, rng,
+        volumes = [volumes[i] for i in subsample_indices(len(volumes), volume_sample_rate, rng,
                                                   "volume_sample_rate")]
         samples = [(v, s) for v, info in enumerate(volumes) for s in range(info.num_slices)]
         self.volumes: list[VolumeInfo] = volumes
         self.samples: list[tuple[int, int]] = [
-            samples[i] for i in _subsample(len(samples), sample_rate, rng, "sample_rate")]
+            samples[i] for i in subsample_indices(len(samples), sample_rate, rng, "sample_rate")]
         self._reset_handles()
 
     # ---- per-process file handles --------------------------------------------------------

@@ -155,10 +155,10 @@ class CTTrainingSet:
         if sample_rate < 1.0:  # MRITrainingSet's (SliceDataset's) seeded draw, of images
             import numpy as np
 
-            from mrirecon.data.dataset import _subsample
+            from mrirecon.data.dataset import subsample_indices
 
-            kept = [int(i) for i in _subsample(len(kept), sample_rate, np.random.default_rng(seed),
-                                               "sample_rate")]
+            kept = [int(i) for i in subsample_indices(len(kept), sample_rate,
+                                                      np.random.default_rng(seed), "sample_rate")]
             if not kept:
                 raise ValueError(f"CTTrainingSet: sample_rate {sample_rate:g} kept none of the "
                                  f"{len(self.files)} images in {folder}")
