@@ -169,6 +169,14 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     return model
 
 
+def model_defaults(key: str) -> dict[str, Any]:
+    """``{parameter: default}`` of model ``key``'s constructor and its registry defaults (the
+    values the config validators check ``model.params`` / ``reconstruct.params`` against)."""
+    cls, defaults = _MODELS[key]
+    named = signature_params(cls, 0)[0]
+    return {**named, **{k: v for k, v in defaults.items() if k not in named}}
+
+
 def model_keywords(key: str) -> set[str] | None:
     """The keywords ``build_model(key)`` takes (``key`` one of :func:`available_models`): the
     constructor's named parameters, the registry defaults, ``init_seed`` and, for a model with a

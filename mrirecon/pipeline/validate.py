@@ -29,12 +29,10 @@ from mrirecon.core.config import (
 )
 from mrirecon.pipeline.param_tables import TABLE, WHAT, explain_shadowed, label, table_key, table_of
 from mrirecon.pipeline.schema import CalibrateConfig, PipelineConfig
-from mrirecon.sampling.cartesian import acceleration_problem, center_fraction_problem
+from mrirecon.sampling.cartesian import (MAX_MASK_SEED, acceleration_problem,
+                                         center_fraction_problem)
 
 log = logging.getLogger("mrirecon.pipeline")
-
-#: The largest ``undersample.fixed_seed``: the mask functions seed a numpy ``RandomState``.
-MAX_MASK_SEED = 2**32 - 1
 
 
 def wrong_modality(method: str, wanted: str, model=None) -> str | None:
@@ -122,7 +120,7 @@ def _check_method(config: PipelineConfig, source: str) -> None:
             raise _fail(source, "reconstruct.weights",
                         f"{method!r} is a classical method and takes no weights")
         return
-    from mrirecon.models.registry import _MODELS, available_models, model_keywords
+    from mrirecon.models.registry import _MODELS, available_models, model_defaults, model_keywords
 
     if method not in available_models():
         names = recon.available() + available_models()
@@ -130,7 +128,7 @@ def _check_method(config: PipelineConfig, source: str) -> None:
         raise _fail(source, "reconstruct.method",
                     f"unknown method {method!r}{hint}; classical: {', '.join(recon.available())}; "
                     f"learned: {', '.join(available_models())}")
-    valid, keywords = _model_defaults(method), model_keywords(method)
+    valid, keywords = model_defaults(method), model_keywords(method)
     kinds = signature_annotations(_MODELS[method][0], 0)
     if keywords is None:  # cannot know the names; still check the values of the known ones
         for key, value in rc.params.items():
@@ -379,9 +377,9 @@ def accepted_params(method: str) -> set[str] | None:
 
     if method in recon.available():
         return set(_signature(_lookup(method).fn, 2)[0])
-    from mrirecon.models.registry import _MODELS
+    from mrirecon.models.registry import _MODELS, model_defaults
 
-    return set(_model_defaults(method)) if method in _MODELS else None
+    return set(model_defaults(method)) if method in _MODELS else None
 
 
 def canonical_method_params(method: str, params: dict, source: str,
@@ -432,8 +430,9 @@ def _checked_tables(config: PipelineConfig, source: str) -> PipelineConfig:
             if rc.method not in available_models():
                 return config  # _check_method names the unknown method
             allowed = _overridable(rc, source, f"reconstruct.{name}", what)
-            defaults = _model_defaults(rc.method)  # the values are checked as reconstruct.params
-            from mrirecon.models.registry import _MODELS
+            from mrirecon.models.registry import _MODELS, model_defaults
+
+            defaults = model_defaults(rc.method)  # the values are checked as reconstruct.params
 
             kinds = signature_annotations(_MODELS[rc.method][0], 0)
         out: dict = {}
@@ -484,12 +483,3 @@ def _overridable(rc, source: str, field: str, what: str) -> set[str]:
     except (FileNotFoundError, ValueError) as err:
         raise _fail(source, field, f"{why}; {err}") from None
     return set(card.get("overridable") or ())
-
-
-def _model_defaults(method: str) -> dict:
-    """``{parameter: default}`` of a learned model's constructor and its registry defaults."""
-    from mrirecon.models.registry import _MODELS
-
-    cls, defaults = _MODELS[method]
-    valid = _signature(cls, 0)[0]
-    return {**valid, **{k: v for k, v in defaults.items() if k not in valid}}

@@ -28,6 +28,10 @@ from mrirecon.core.checks import check_seed
 
 Seed = int | tuple[int, ...] | None
 
+#: The largest mask seed: the mask functions seed a numpy ``RandomState`` (as fastMRI's), which
+#: takes ``[0, 2**32 - 1]``; ``undersample.fixed_seed`` and a training config's ``seed`` too.
+MAX_MASK_SEED = 2**32 - 1
+
 
 def file_seed(file_name: str | os.PathLike) -> tuple[int, ...]:
     """The fastMRI seed of a file: ``tuple(map(ord, name))`` of its base name.
@@ -49,7 +53,7 @@ def _temp_seed(rng: np.random.RandomState, seed: Seed, who: str) -> Iterator[Non
     if seed is None:
         yield
         return
-    check_seed(who, seed, 2**32)
+    check_seed(who, seed, MAX_MASK_SEED + 1)
     state = rng.get_state()
     rng.seed(seed)
     try:
@@ -142,7 +146,7 @@ class MaskFunction:
         self.center_fractions = center_fractions
         self.accelerations = accelerations
         self.allow_any_combination = bool(allow_any_combination)
-        check_seed(type(self).__name__, seed, 2**32)
+        check_seed(type(self).__name__, seed, MAX_MASK_SEED + 1)
         self.rng = np.random.RandomState(seed)
 
     def __repr__(self) -> str:

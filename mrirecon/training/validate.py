@@ -12,8 +12,8 @@ from mrirecon.core.config import at_least as _at_least
 from mrirecon.core.config import check_params
 from mrirecon.core.config import deprecated_aliases as _deprecated_aliases
 from mrirecon.core.config import fail as _fail
-from mrirecon.core.config import signature_params as _signature
-from mrirecon.sampling.cartesian import acceleration_problem, center_fraction_problem
+from mrirecon.sampling.cartesian import (MAX_MASK_SEED, acceleration_problem,
+                                         center_fraction_problem)
 from mrirecon.training.optim import lr_problem
 
 
@@ -80,7 +80,7 @@ def validate_training(cfg, source: str = ""):
     file) and recorded in the card (``training.config_warnings``)."""
     import warnings
 
-    from mrirecon.models.registry import _MODELS, MODEL_MODALITY, model_keywords
+    from mrirecon.models.registry import _MODELS, MODEL_MODALITY, model_defaults, model_keywords
 
     d, o, loss = cfg.data, cfg.optim, cfg.loss
     if not str(cfg.output_dir).strip():  # `--set output_dir=$OUT` unset: the working directory
@@ -169,9 +169,9 @@ def validate_training(cfg, source: str = ""):
                                                     "combined with loss.ssdu (self-supervised)")
     try:  # the mask functions' rule (undersample.fixed_seed's bound): they seed a numpy
         # RandomState; the epoch order seed * 1_000_003 overflowed torch's int64 at step 1 (2**45)
-        check_seed("seed", cfg.seed, 2**32)
+        check_seed("seed", cfg.seed, MAX_MASK_SEED + 1)
     except (TypeError, ValueError):
-        raise _fail(source, "seed", f"must be an integer in [0, {2**32 - 1}] (2**32 - 1, the "
+        raise _fail(source, "seed", f"must be an integer in [0, {MAX_MASK_SEED}] (2**32 - 1, the "
                     f"seeds of fastMRI's mask functions), got {cfg.seed!r}") from None
     for name in ("log_every", "val_every", "checkpoint_every"):
         _at_least(source, name, getattr(cfg, name), 0)
@@ -188,9 +188,7 @@ def validate_training(cfg, source: str = ""):
                     "or set data.modality")
     keywords = model_keywords(name) if name in _MODELS else None
     if keywords is not None:
-        cls, defaults = _MODELS[name]
-        valid = _signature(cls, 0)[0]
-        valid = {**valid, **{k: v for k, v in defaults.items() if k not in valid}}
+        valid = model_defaults(name)
         check_params(name, cfg.model.params, valid, source=source, prefix="model.params",
                      extra=(*sorted(keywords - set(valid)), *_deprecated_aliases(valid)))
     return cfg
