@@ -174,14 +174,13 @@ def _dead_columns(x: Tensor, floor, photons: float | None, min_counts: float | N
                   "every method's image")
 
 
-def starved_rays(sinogram: Tensor, photons: float | None, min_counts: float | None,
-                 dead: list[int] | tuple[int, ...] = ()) -> str | None:
+def starved_rays(sinogram: Tensor, photons: float | None, min_counts: float | None) -> str | None:
     """A warning when more than :data:`STARVED_FRACTION` of the rays sit at the count floor
     ``log(photons / min_counts)`` (no photon detected: metal, a large patient, a low dose), else
-    ``None``; data without a known dose are not judged, nor the columns ``dead`` (dead detector
-    elements: :func:`dead_columns`, not starvation)."""
+    ``None``; data without a known dose are not judged (:func:`floor_warnings` leaves dead
+    detector columns out of the share)."""
     x = sinogram.detach().double()
-    return _starved_rays(_at_floor(x, photons, min_counts), photons, min_counts, dead)
+    return _starved_rays(_at_floor(x, photons, min_counts), photons, min_counts, ())
 
 
 def _starved_rays(found, photons: float | None, min_counts: float | None,

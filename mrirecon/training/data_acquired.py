@@ -26,33 +26,9 @@ import torch
 from torch import Tensor
 
 from mrirecon.sampling import apply_mask, create_mask_for_mask_type, file_seed
-from mrirecon.sampling.acs import held_columns
+from mrirecon.sampling.acs import acs_width, held_columns
 from mrirecon.training.config import MaskConfig
 from mrirecon.training.data import MAPS, TrainingSample, calibrate_maps
-
-
-def centre_band(mask: Tensor) -> Tensor:
-    """``(W,)`` bool: the contiguous run of acquired columns through the centre column
-    ``W // 2`` (the fully sampled ACS band of a fastMRI-style mask; empty if the centre is not
-    acquired)."""
-    m = mask.reshape(-1).bool()
-    out = torch.zeros_like(m)
-    c = m.numel() // 2
-    if not bool(m[c]):
-        return out
-    lo = c
-    while lo > 0 and bool(m[lo - 1]):
-        lo -= 1
-    hi = c
-    while hi < m.numel() - 1 and bool(m[hi + 1]):
-        hi += 1
-    out[lo:hi + 1] = True
-    return out
-
-
-def centre_run(mask: Tensor) -> int:
-    """Width of :func:`centre_band`."""
-    return int(centre_band(mask).sum())
 
 
 def fully_sampled(mask: Tensor, padding: tuple[int, int]) -> bool:
@@ -261,7 +237,7 @@ class AcquiredMRISet:
         return TrainingSample(
             y=kspace.unsqueeze(0), maps=maps.unsqueeze(0), mask=mask, target=target,
             max_value=torch.tensor([float("nan") if vmax is None else float(vmax)]),
-            fname=path.name, slice_index=i, num_low_frequencies=centre_run(mask))
+            fname=path.name, slice_index=i, num_low_frequencies=acs_width(mask))
 
     def _maps(self, kspace: Tensor, mask: Tensor, fname: str, i: int,
               calibration: Tensor | None = None) -> Tensor:
@@ -275,7 +251,7 @@ class AcquiredMRISet:
             return torch.full_like(kspace, 1.0 / math.sqrt(kspace.shape[0]))
         key = (fname, i)
         if key not in self._maps_cache:
-            from mrirecon.training.deploy_mri import centre_band as calibration_columns
+            from mrirecon.training.deploy_mri import centre_band
 
             if separate:  # the reference's band, never mixed into the data
                 kspace = calibration.to(torch.complex64)
@@ -284,7 +260,7 @@ class AcquiredMRISet:
             # maps are those the model meets in mrirecon run; the whole acquired run through the
             # centre was lop-sided where a random column touched the band (26-36 of 64: ESPIRiT
             # warned "pass calib_width=(24, 10)", an argument no training key sets)
-            centre = calibration_columns(mask)
+            centre = centre_band(mask)
             width = int(centre.sum())
             if width < 3:
                 raise ValueError(f"AcquiredMRISet: {fname} slice {i} has {width} fully sampled "
