@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import torch
 
 from mrirecon.containers import Image, ImageGeometry
 from mrirecon.io.atomic import atomic_path
-from mrirecon.io.errors import DataFormatError, refuse_nonfinite, require_regular_file
+from mrirecon.io.errors import DataFormatError, DataWarning, refuse_nonfinite, require_regular_file
 
 __all__ = ["read_nifti", "write_nifti"]
 
@@ -188,7 +189,8 @@ def read_nifti(
     DataFormatError
         (a ``ValueError``) naming the file and field: a truncated data block, RGB / structured voxels, NaN / Inf in the fields of the affine (``srow_x``,
         ``quatern_b``, ``pixdim[1]``, ...), values float32 cannot hold (beyond 3.4e38, or a
-        nonzero peak below 1.2e-38).
+        nonzero peak below 1.2e-38), a NaN / Inf ``scl_inter`` beside a usable ``scl_slope``.
+        An infinite ``scl_slope`` is read unscaled (nibabel's rule) with a ``DataWarning``.
     """
     path = Path(path)
     _suffix(path)
@@ -198,6 +200,10 @@ def read_nifti(
     try:
         nii = nib.load(path)
     except Exception as err:  # noqa: BLE001 - nibabel raises many kinds
+        if "invalid intercept" in str(err):  # nibabel's HeaderDataError names no field
+            raise DataFormatError(path, "scl_inter", f"is not finite while scl_slope is: the "
+                                  "intensities (stored x scl_slope + scl_inter) cannot be "
+                                  f"computed ({err})") from err
         raise ValueError(f"read_nifti: {path} is not a readable NIfTI file: {err}") from err
     shape = nii.shape
     if len(shape) == 4 and shape[3] == 1:
@@ -218,6 +224,7 @@ def read_nifti(
     if not placed:
         geometry = replace(geometry, placed=False)
     complex_data = np.issubdtype(stored, np.complexfloating)
+    _check_slope(nii, path)
     try:  # nib.load reads the header only: a truncated file fails here
         array = np.asanyarray(nii.dataobj) if complex_data else nii.get_fdata(dtype=np.float64)
     except Exception as err:  # noqa: BLE001 - EOFError, OSError, zlib.error, ...
@@ -242,6 +249,20 @@ def read_nifti(
         description=header["descrip"].item().decode("ascii", "replace").strip("\x00 "),
         source=str(path),
     )
+
+
+def _check_slope(nii, path: Path) -> None:
+    """Warn, naming ``scl_slope``, where the file's slope is infinite: nibabel then reads the
+    stored values unscaled, as it does for the slopes 0 and NaN that mean "no scaling" (the
+    NIfTI standard's 0; nibabel writes NaN for it), which pass without a word. ``nib.load``
+    replaces the slope in ``nii.header``, so the file's own header is read again (348 bytes).
+    A NaN / Inf intercept beside a usable slope fails in ``nib.load`` (named there)."""
+    with nib.openers.ImageOpener(path) as f:
+        slope = float(type(nii.header).from_fileobj(f)["scl_slope"])
+    if np.isinf(slope):
+        warnings.warn(DataWarning(path, "scl_slope", (
+            f"is {slope}: no scaling can be applied, so the stored values are read unscaled "
+            "(as nibabel reads them); check the intensities against the source")), stacklevel=3)
 
 
 def _affine_mm(header, path: Path) -> tuple[np.ndarray, bool]:

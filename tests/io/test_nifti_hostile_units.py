@@ -158,3 +158,40 @@ def test_nan_or_inf_in_the_affine_is_refused_naming_the_field(tmp_path, offset, 
     path = _patch(_save(tmp_path / "x.nii", codes=codes), offset, bad)
     with pytest.raises(DataFormatError, match=rf"x.nii: {re.escape(field)}.*holds NaN or Inf"):
         read_nifti(path)
+
+
+def _scaled(path, slope, inter):
+    """int16 voxels 0..99 with ``scl_slope`` / ``scl_inter`` (header bytes 112 / 116) set."""
+    data = (np.arange(VOL.size).reshape(VOL.shape) % 100).astype(np.int16)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    _patch(path, 112, slope)
+    return _patch(path, 116, inter), data
+
+
+@pytest.mark.parametrize("slope", [float("inf"), float("-inf")])
+def test_infinite_slope_is_read_unscaled_with_a_warning_naming_it(tmp_path, slope):
+    """nibabel reads an infinite ``scl_slope`` as "no scaling" (like 0 and NaN); that passed
+    without a word, so a damaged header gave intensities off by the lost factor."""
+    path, data = _scaled(tmp_path / "s.nii", slope, 0.0)
+    with pytest.warns(UserWarning, match=r"s.nii: scl_slope: is -?inf: .*read unscaled"):
+        image = read_nifti(path)
+    np.testing.assert_array_equal(image.data.numpy(), np.transpose(data, (2, 1, 0)))
+
+
+@pytest.mark.parametrize("slope, scale", [(float("nan"), 1.0), (0.0, 1.0), (2.0, 2.0)])
+def test_slopes_that_mean_no_scaling_or_a_factor_pass_quietly(tmp_path, slope, scale):
+    """NaN (what nibabel writes for "unset") and 0 (the standard's "no scaling") are no damage;
+    a finite slope is applied."""
+    path, data = _scaled(tmp_path / "s.nii", slope, 0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        image = read_nifti(path)
+    np.testing.assert_array_equal(image.data.numpy(), scale * np.transpose(data, (2, 1, 0)))
+
+
+@pytest.mark.parametrize("inter", [float("nan"), float("inf")])
+def test_non_finite_intercept_beside_a_slope_is_refused_naming_it(tmp_path, inter):
+    """Was "x.nii is not a readable NIfTI file: Valid slope but invalid intercept nan"."""
+    path, _ = _scaled(tmp_path / "s.nii", 1.0, inter)
+    with pytest.raises(DataFormatError, match=r"s.nii: scl_inter: is not finite"):
+        read_nifti(path)
