@@ -179,6 +179,17 @@ class Header:
         """``(rows, cols)`` of the reconstruction (fastMRI crop size)."""
         return (self.recon_matrix[0], self.recon_matrix[1])
 
+    @property
+    def fov_centre(self) -> tuple[int, int]:
+        """``(row, col)`` of the recon-grid voxel at the centre of the field of view (where an
+        ISMRMRD acquisition's ``position`` lies): the encoded grid's voxel ``N // 2`` (the
+        centred FFT's centre) on the recon grid, which is the encoded grid centre-cropped as
+        fastMRI crops it (first row ``(N - R) // 2``, :func:`~mrirecon.functional.center_crop`):
+        ``N // 2 - (N - R) // 2``. That is ``R // 2`` unless ``N`` is even and ``R`` odd (254
+        readout samples, 127 recon rows: voxel 64, not 63)."""
+        e, r = self.encoded_matrix[:2], self.recon_matrix[:2]
+        return (e[0] // 2 - (e[0] - r[0]) // 2, e[1] // 2 - (e[1] - r[1]) // 2)
+
     def acquired_columns(self, width: int | None = None) -> torch.Tensor:
         """``(width,)`` bool: the phase-encoding columns the scanner acquires (inside
         ``[padding_left, padding_right)``), whether or not they were sampled; ``width``

@@ -136,8 +136,8 @@ def write_ismrmrd_noncartesian(
     col, row = np.asarray(g.orientation[:3], float), np.asarray(g.orientation[3:], float)
     records = np.zeros(slices * readouts, dtype=ACQUISITION)
     for s in range(slices):
-        pos = np.asarray(g.slice_position(s), float) + (header.encoded_matrix[0] // 2) * g.spacing[1] * row \
-            + (header.encoded_matrix[1] // 2) * g.spacing[2] * col
+        pos = np.asarray(g.slice_position(s), float) + header.fov_centre[0] * g.spacing[1] * row \
+            + header.fov_centre[1] * g.spacing[2] * col  # as acquisition_geometry reads it back
         for r in range(readouts):
             rec = records[s * readouts + r]
             head = rec["head"]

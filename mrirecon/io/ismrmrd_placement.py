@@ -120,9 +120,9 @@ def acquisition_geometry(
         gap = abs(float((positions[1] - positions[0]) @ normal)) / float(np.linalg.norm(normal))
         if gap > 0:
             spacing[0] = gap
-    rows, cols = header.recon_matrix[0], header.recon_matrix[1]
+    rows, cols = header.fov_centre  # the recon-grid voxel at ``position``
     centre = positions.get(0, np.asarray(head["position"], float))
-    origin = (centre - (rows // 2) * spacing[1] * read - (cols // 2) * spacing[2] * phase
+    origin = (centre - rows * spacing[1] * read - cols * spacing[2] * phase
               - partitions_before(head, partitions) * spacing[0] * normal / np.linalg.norm(normal))
     return ImageGeometry(
         spacing=tuple(spacing), origin=tuple(origin),

@@ -326,14 +326,18 @@ def output_offset(header: Header, cfg: PostprocessConfig, shape: tuple[int, int]
     """``(rows, cols)`` of the postprocessed image's voxel ``[0, 0]`` on the header's recon
     grid (whose geometry the header holds) for an image grid ``shape`` before the crop.
 
-    Both grids are centred on the k-space grid: the crop starts at ``(N - n) // 2``
-    (:func:`~mrirecon.functional.center_crop`), the recon grid's centre voxel ``R // 2`` sits at
-    ``N // 2``. Zero for ``crop: recon_size`` unless the recon grid is wider than the image.
+    The recon grid is the encoded grid centre-cropped as fastMRI crops it (first row
+    ``(N - R) // 2``, :func:`~mrirecon.functional.center_crop`; :attr:`Header.fov_centre`), and
+    so is the crop of ``shape`` to the output: ``(n - h) // 2 - (n - R) // 2``. The same for an
+    image grid still ``N`` rows and for one that ``preprocess`` already cut to the recon rows
+    (``remove_oversampling``: ``n = R``, its first row the recon grid's): the two placed the
+    same pixels one row apart when ``N`` was even and ``R`` odd. Zero for ``crop: recon_size``
+    unless the recon grid is wider than the image.
     """
     h, w = recon_size(header, cfg, shape)
     rows, cols = header.recon_size
-    return ((shape[0] - h) // 2 - (shape[0] // 2 - rows // 2),
-            (shape[1] - w) // 2 - (shape[1] // 2 - cols // 2))
+    return ((shape[0] - h) // 2 - (shape[0] - rows) // 2,
+            (shape[1] - w) // 2 - (shape[1] - cols) // 2)
 
 
 def to_magnitude(image: Tensor) -> Tensor:

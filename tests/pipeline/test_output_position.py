@@ -1,0 +1,89 @@
+"""Where the exported voxels lie: a point at the centre of an ISMRMRD acquisition's field of view
+(constant k-space: the centred FFT puts it on the encoded grid's voxel ``N // 2``) must come out
+at the acquisition's ``position`` in the NIfTI geometry, whichever path the readout took. With an
+even readout (``N`` = 30) and an odd recon matrix (``R`` = 15), the recon grid, fastMRI's centre
+crop of the encoded grid, has that voxel at row 8, not ``R // 2`` = 7: the pipeline placed it one
+row off on one of its two paths (``preprocess.remove_oversampling`` true or false)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mrirecon.containers import Header
+from mrirecon.io import read_ismrmrd
+from mrirecon.io.nifti import read_nifti
+from tests.robustness.test_hostile_inputs import mri_config, run_one
+
+ismrmrd = pytest.importorskip("ismrmrd")
+X = ismrmrd.xsd
+
+ENC_X, RECON_X, LINES, VOXEL = 30, 15, 12, 2.0
+POSITION = (3.0, -7.0, 11.0)  # LPS mm, the acquisition's field-of-view centre
+READ, PHASE, NORMAL = (0.0, 1.0, 0.0), (1.0, 0.0, 0.0), (0.0, 0.0, 1.0)
+
+
+def _point_at_centre(path: Path, enc_x: int = ENC_X, recon_x: int = RECON_X) -> Path:
+    def space(x):
+        return X.encodingSpaceType(matrixSize=X.matrixSizeType(x=x, y=LINES, z=1),
+                                   fieldOfView_mm=X.fieldOfViewMm(x=VOXEL * x, y=VOXEL * LINES,
+                                                                  z=5.0))
+
+    xml = X.ToXML(X.ismrmrdHeader(
+        acquisitionSystemInformation=X.acquisitionSystemInformationType(receiverChannels=2),
+        experimentalConditions=X.experimentalConditionsType(H1resonanceFrequency_Hz=127_732_435),
+        encoding=[X.encodingType(
+            encodedSpace=space(enc_x), reconSpace=space(recon_x),
+            encodingLimits=X.encodingLimitsType(
+                kspace_encoding_step_1=X.limitType(minimum=0, maximum=LINES - 1,
+                                                   center=LINES // 2)),
+            trajectory=X.trajectoryType.CARTESIAN)]))
+    with ismrmrd.Dataset(str(path), "dataset", create_if_needed=True) as ds:
+        ds.write_xml_header(xml)
+        for line in range(LINES):
+            acq = ismrmrd.Acquisition.from_array(
+                np.ones((2, enc_x), np.complex64), center_sample=enc_x // 2, read_dir=READ,
+                phase_dir=PHASE, slice_dir=NORMAL, position=POSITION)
+            acq.idx.kspace_encode_step_1 = line
+            ds.append_acquisition(acq)
+    return path
+
+
+@pytest.mark.parametrize("enc_x, recon_x, centre", [(30, 15, 8), (30, 16, 8), (31, 15, 7),
+                                                    (31, 16, 8), (16, 16, 8)])
+def test_fov_centre_is_the_encoded_centre_voxel_on_the_cropped_grid(enc_x, recon_x, centre):
+    header = Header(encoded_matrix=(enc_x, LINES, 1), recon_matrix=(recon_x, LINES, 1))
+    assert header.fov_centre == (centre, LINES // 2)
+
+
+@pytest.mark.parametrize("remove", ["true", "false"])
+@pytest.mark.parametrize("crop", [[], ["postprocess.crop=fixed", "postprocess.crop_size=[8, 12]"]])
+def test_a_point_at_the_fov_centre_is_exported_at_the_acquisition_position(tmp_path, remove,
+                                                                            crop):
+    src = _point_at_centre(tmp_path / "point.h5")
+    config = mri_config("export.formats=[nifti]", "undersample.enabled=false",
+                        f"preprocess.remove_oversampling={remove}", *crop)
+    entry = run_one(config, src, tmp_path / "out")
+    assert entry["status"] == "ok", entry.get("error")
+    (nii,) = (tmp_path / "out").rglob("*.nii*")
+    image = read_nifti(nii)
+    data = image.data.abs().numpy()
+    s, r, c = np.unravel_index(int(np.argmax(data)), data.shape)
+    assert data[s, r, c] > 2 * np.partition(data.ravel(), -2)[-2]  # one point, no tie
+    g = image.geometry
+    found = (np.asarray(g.slice_position(s)) + r * g.spacing[1] * np.asarray(g.column_direction)
+             + c * g.spacing[2] * np.asarray(g.row_direction))
+    # float32 positions and NIfTI's float32 affine: rounding of a few 1e-6 mm
+    np.testing.assert_allclose(found, POSITION, atol=1e-3)
+
+
+def test_the_reader_places_the_recon_grid_so(tmp_path):
+    """``read_ismrmrd``'s origin is ``position`` minus the centre voxel's rows along the
+    readout (8 voxels of 2 mm; it subtracted ``R // 2`` = 7)."""
+    ks = read_ismrmrd(_point_at_centre(tmp_path / "point.h5"))
+    g = ks.header.geometry
+    expected = np.asarray(POSITION) - 8 * VOXEL * np.asarray(READ) \
+        - (LINES // 2) * VOXEL * np.asarray(PHASE)
+    np.testing.assert_allclose(g.origin, expected, atol=1e-4)
