@@ -514,9 +514,34 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
-def load_config(cls: type[T], path: str | Path, overrides: typing.Iterable[str] = ()) -> T:
-    """Read ``path``, apply overrides and build ``cls``; the one way configs enter the program."""
-    data = apply_overrides(read_yaml(path), overrides, schema=cls)
+#: Top-level keys only a pipeline (``mrirecon run``) or only a training config (``mrirecon
+#: train``) has: both kinds live in ``pipelines/``, and one given to the other command was
+#: refused for its first key ("output_dir: unknown key; valid keys: adapt, ...").
+_OWN_KEYS = {"run": ("modality", "reconstruct", "undersample", "export", "postprocess"),
+             "train": ("output_dir", "optim", "model", "loss")}
+
+
+def refuse_other_kind(data: dict, path: str | Path, command: str) -> None:
+    """Refuse, naming the right command, a config mapping ``data`` (from ``path``) that is the
+    other kind of file than ``command`` (``"run"`` or ``"train"``) reads: none of its own
+    top-level keys and at least two of the other's."""
+    other = "train" if command == "run" else "run"
+    found = [k for k in _OWN_KEYS[other] if k in data]
+    if len(found) < 2 or any(k in data for k in _OWN_KEYS[command]):
+        return
+    kind = "a training config" if other == "train" else "a pipeline definition"
+    raise ConfigError(str(path), "", f"is {kind} (top-level keys {', '.join(found)}), not what "
+                      f"mrirecon {command} reads: run it with `mrirecon {other} {path}`")
+
+
+def load_config(cls: type[T], path: str | Path, overrides: typing.Iterable[str] = (),
+                command: str | None = None) -> T:
+    """Read ``path``, apply overrides and build ``cls``; the one way configs enter the program.
+    ``command`` (``"train"``): refuse a file of the other kind naming it (:func:`refuse_other_kind`)."""
+    raw = read_yaml(path)
+    if command is not None:
+        refuse_other_kind(raw, path, command)
+    data = apply_overrides(raw, overrides, schema=cls)
     try:
         return from_dict(cls, data, source=str(path))
     except ConfigError as err:

@@ -17,7 +17,8 @@ from pathlib import Path
 import yaml
 
 from mrirecon.core.config import (ConfigError, apply_overrides, from_dict, load_yaml,
-                                  override_targets, overrides_list, read_yaml)
+                                  override_targets, overrides_list, read_yaml,
+                                  refuse_other_kind)
 from mrirecon.pipeline.schema import PipelineConfig, config_sha256, drop_removed_keys
 from mrirecon.pipeline.validate import (accepted_params, canonical_method_params,
                                         validate_pipeline)
@@ -207,6 +208,7 @@ def load_pipeline_warned(name: str | os.PathLike, overrides: list[str] = ()
     overrides = overrides_list(overrides, "load_pipeline")
     path = pipeline_path(name)
     raw = read_yaml(path)
+    refuse_other_kind(raw, path, "run")
     raw, overrides = _canonical_names(raw, overrides, str(path))
     data = apply_overrides(raw, overrides, schema=PipelineConfig)
     data = _tables_of_the_method(raw, data, overrides, str(path))

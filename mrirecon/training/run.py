@@ -164,7 +164,8 @@ def train_from_config(
     from mrirecon.training.validate import validate_training
 
     overrides = overrides_list(overrides, "train_from_config")  # a string: a TypeError
-    cfg = validate_training(load_config(TrainConfig, path, overrides), str(path))
+    cfg = validate_training(load_config(TrainConfig, path, overrides, command="train"),
+                              str(path))
     out = Path(cfg.output_dir)
     try:
         _check_output_dir(out, str(path))

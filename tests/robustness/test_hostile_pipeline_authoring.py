@@ -292,3 +292,23 @@ def test_apply_overrides_alone_merges_and_refuses():
     assert apply_overrides(data, ["model.params={}"])["model"]["params"] == {}
     with pytest.raises(TypeError, match="overrides must be a list"):
         apply_overrides(data, "model.params.lam=1")
+
+
+@pytest.mark.parametrize("command, given, other", [
+    ("run", "train_modl_brain_sim.yaml", "train"), ("train", "mri_cs.yaml", "run"),
+    ("train", "ct_fbp.yaml", "run")])
+def test_a_file_of_the_other_kind_by_path_names_the_right_command(tmp_path, capsys, command,
+                                                                 given, other):
+    """``pipelines/`` holds both kinds. By path, a training config given to ``run`` was refused
+    for its first key ("output_dir: unknown key; valid keys: adapt, ..."), a pipeline given to
+    ``train`` for "modality: unknown key (did you mean 'model'?)"; by name the first already got
+    the hint. Nothing is created."""
+    path = PIPELINES / given
+    argv = [command, str(path)] + (["--input", str(tmp_path), "--output", str(tmp_path / "o")]
+                                   if command == "run" else [])
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"run it with `mrirecon {other} {path}`" in err and "unknown key" not in err
+    assert not (tmp_path / "o").exists()
