@@ -104,6 +104,10 @@ def training_card(cfg, train_set, val_set, *, source: str, overrides: Iterable[s
     if warnings:
         training["config_warnings"] = warnings
     summary = validation_summary(history)
+    if summary.get("psnr"):  # the bar: the same validation slices without a model
+        from mrirecon.training.validation import input_baseline
+
+        summary["baseline"] = input_baseline(val_set, d.modality)
     if summary:
         training["validation"] = summary
     problem = validation_problem(summary, cfg.optim.lr)
@@ -137,7 +141,9 @@ def validation_summary(history: Iterable[Mapping]) -> dict:
 def validation_problem(summary: Mapping, lr: float) -> str | None:
     """A line when the last validation PSNR of ``summary`` (:func:`validation_summary`) is not
     finite, below 0 dB (worse than an all-zero image: its error is the target's own energy,
-    at most its maximum squared) or below the first validation's; else ``None``."""
+    at most its maximum squared), below the first validation's, or no higher than the
+    model-free ``baseline`` (zero-filled / FBP on the same slices, when recorded); else
+    ``None``."""
     psnr = summary.get("psnr") if summary else None
     if not psnr:
         return None
@@ -146,6 +152,11 @@ def validation_problem(summary: Mapping, lr: float) -> str | None:
         worse = f"{last['value']:.3g} dB < 0 dB (an all-zero image scores more)"
     elif last["step"] > first["step"] and last["value"] < first["value"]:
         worse = f"{last['value']:.3g} dB < {first['value']:.3g} dB at step {first['step']}"
+    elif (base := summary.get("baseline")) and last["value"] <= base["PSNR"]:
+        return (f"the model is no better than its input: final val PSNR (step {last['step']}) "
+                f"{last['value']:.4g} dB <= {base['PSNR']:.4g} dB of {base['method']} on the same "
+                "validation slices; train longer (optim.max_steps), check the data, or use a "
+                "classical method")
     else:
         return None
     return (f"training diverged or made the model worse: final val PSNR (step {last['step']}) "

@@ -49,6 +49,15 @@ def zero_filled(sample: TrainingSample) -> Tensor:
     return _magnitude(rss(ifft2c(sample.y), dim=-3), sample.target)
 
 
+def input_baseline(dataset, modality: str) -> dict:
+    """The validation set's mean score without a model, the bar a trained model must clear:
+    ``{"method", "PSNR", "SSIM"}`` of the zero-filled RSS (MRI) or the Ram-Lak FBP (CT) on the
+    same slices and masks as the trainer's validation (:func:`make_validate_fn`)."""
+    method, fn = ("fbp", fbp_reconstructor) if modality == "ct" else ("zero_filled", zero_filled)
+    mean = evaluate_reconstructor(fn, dataset).mean()
+    return {"method": method, "PSNR": float(mean["PSNR"]), "SSIM": float(mean["SSIM"])}
+
+
 def cg_sense_reconstructor(
     dataset: MRITrainingSet, lam: float = 0.01, iterations: int = 20
 ) -> Reconstructor:

@@ -163,12 +163,27 @@ def test_a_run_that_made_the_model_worse_is_warned_and_noted(mri, tmp_path, monk
 
 
 def test_a_run_that_improved_records_its_curve_without_a_warning(mri, tmp_path, monkeypatch):
-    card, caught = _run_with_scores(mri, tmp_path, monkeypatch, [18.0, 21.0])
+    card, caught = _run_with_scores(mri, tmp_path, monkeypatch, [38.0, 41.0])
     val = card["training"]["validation"]
-    assert val["psnr"]["best"] == {"step": 4, "value": 21.0}
+    assert val["psnr"]["best"] == {"step": 4, "value": 41.0}
     assert val["ssim"]["last"] == {"step": 4, "value": 0.5}
+    # the zero-filled images of the 4x validation slices (19.0 dB on this data)
+    assert 10 < val["baseline"]["PSNR"] < 38.0
     assert caught == []
     assert not any("made the model worse" in k for k in card["known_failures"])
+
+
+def test_a_run_no_better_than_its_input_is_warned_and_noted(mri, tmp_path, monkeypatch):
+    """A model that improved (1 -> 2 dB) but stays below the zero-filled image of the same
+    validation slices passed as trained: the card recorded its curve, nothing said that the
+    input scored more (E2E-VarNet after 90 CPU minutes: 0.05 dB above zero-filled)."""
+    card, caught = _run_with_scores(mri, tmp_path, monkeypatch, [1.0, 2.0])
+    base = card["training"]["validation"]["baseline"]
+    assert base["method"] == "zero_filled" and base["PSNR"] > 10 and 0 < base["SSIM"] <= 1
+    assert len(caught) == 1
+    assert re.search(r"no better than its input: final val PSNR \(step 4\) 2 dB <= "
+                     rf"{base['PSNR']:.4g} dB of zero_filled", caught[0])
+    assert any("no better than its input" in k for k in card["known_failures"])
 
 
 # ---- F7: settings that change nothing -------------------------------------------------------------
