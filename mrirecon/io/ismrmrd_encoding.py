@@ -18,6 +18,12 @@ Each case below was read with exit 0 and gave a wrong image without a word:
   ramps (11 dB), no Nyquist-ghost correction (23 dB). Refused; an ``epi`` header without ramps
   and without phase-correction lines is read with a note, and phase-correction lines in a
   Cartesian file are noted as ignored.
+* :func:`interpolate_phase`: a recon matrix finer than the encoded one along phase encoding
+  over the same field of view (``reconSpace`` y 256 over 240 mm, ``encodedSpace`` y 192 over
+  240 mm: Siemens' phase resolution below 100 %). The image was reconstructed on the 192
+  acquired columns and labelled with the recon voxel (0.94 mm where they are 1.25 mm: features
+  25 % too close to the centre). The k-space is zero-padded to the recon columns, as the
+  scanner interpolates, and noted.
 * :func:`select_counters`: ``counters={"repetition": 1}`` (or ``contrast``, ``phase``, ``set``)
   also selected the calibration-only lines, so a reference scan acquired once, under repetition
   0, was dropped without a word (with Walsh maps 11.5 dB for 34.2). Calibration-only lines of
@@ -207,3 +213,38 @@ def check_partitions(header: Header, partitions: np.ndarray, shift_z: int, fail)
             f"kz is zero-filled beyond the acquired partitions: {acquired}: the slices are "
             "interpolated, their resolution along z is that of the acquired partitions")
     return header.with_(extra={**header.extra, "kz_partial_fourier_note": note})
+
+
+def interpolate_phase(header, data, columns, calibration):
+    """``(header, data, columns, calibration)`` zero-padded along phase encoding to the recon
+    matrix's ``y`` when that matrix is finer than the encoded one over the same field of view
+    (an interpolated phase matrix), else as given. ``data`` / ``calibration`` are ``(..., W)``
+    tensors, ``columns`` a ``(..., W)`` bool array of the acquired columns; the padded columns
+    are never acquired (outside the header's ``padding_left`` / ``padding_right``), the k-space
+    centre moves from column ``W // 2`` to ``y // 2``, and ``header.extra`` gets a
+    ``phase_interpolation_note``. Field-of-view widths within rounding (0.5 mm each) count as
+    equal; other disagreements are left alone (fastMRI's headers, read by another reader, give
+    a y FOV that does not follow its matrix)."""
+    import torch
+
+    ey, ry = header.encoded_matrix[1], header.recon_matrix[1]
+    fe, fr = header.encoded_fov_mm[1], header.recon_fov_mm[1]
+    width = data.shape[-1]
+    if not (ry > ey == width and fe > 0 and fr > 0 and abs(fe - fr) <= 1.0):
+        return header, data, columns, calibration
+    left = ry // 2 - ey // 2
+    pad = (left, ry - ey - left)
+    data = torch.nn.functional.pad(data, pad)
+    calibration = None if calibration is None else torch.nn.functional.pad(calibration, pad)
+    columns = np.pad(columns, [(0, 0)] * (columns.ndim - 1) + [pad])
+    note = (f"reconSpace y = {ry} over {fr:g} mm is finer than the {ey} encoded lines over "
+            f"{fe:g} mm (an interpolated phase matrix, e.g. a phase resolution below 100 %): "
+            f"the k-space is zero-padded to {ry} columns, as the scanner interpolates, so the "
+            f"image columns are {fr / ry:.4g} mm as labelled (the acquired resolution is "
+            f"{fe / ey:.4g} mm)")
+    header = header.with_(encoded_matrix=(header.encoded_matrix[0], ry, header.encoded_matrix[2]),
+                          padding_left=header.padding_left + left,
+                          padding_right=header.padding_right + left,
+                          extra={**header.extra, "phase_interpolation_note": note})
+    return header, data, columns, calibration
+

@@ -69,7 +69,7 @@ from mrirecon.io.errors import DataFormatError, open_hdf5
 from mrirecon.io.hdf5_vlen import check_vlen_references
 from mrirecon.io.ismrmrd_encoding import (SHARED_REFERENCE_COUNTERS, check_epi,
                                           check_partition_counter, check_partitions,
-                                          select_counters)
+                                          interpolate_phase, select_counters)
 from mrirecon.io.ismrmrd_reference import CALIBRATION_MISMATCH, separate_reference  # noqa: F401
 from mrirecon.io.ismrmrd_header import parse_ismrmrd_header
 from mrirecon.io.ismrmrd_placement import (acquisition_geometry, check_orientation,
@@ -422,6 +422,9 @@ def _read_ismrmrd(
     data = _to_slices(kspace, new_x, reversed_)
     if calibration is not None:  # the same placement, partition transform and crop
         calibration = _to_slices(calibration, new_x, reversed_)
+    header, data, columns, calibration = interpolate_phase(header, data, columns, calibration)
+    x, _, z = acquired_header.encoded_matrix  # placed on the padded columns (y) too
+    acquired_header = acquired_header.with_(encoded_matrix=(x, header.encoded_matrix[1], z))
 
     mask = torch.from_numpy(columns)
     mask = mask[0] if bool((mask == mask[0]).all()) else mask
