@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from mrirecon.solvers.convergence import quiet
 from mrirecon.bench.table import (RESULTS_FILE, BenchTable, ResultsFile, build_table,
@@ -95,6 +96,8 @@ def method_record(run: VolumeRun, method: Method, used_calibration: bool) -> dic
         "recon_seconds": run.seconds[method.name],
         "calib_seconds": calib,
         "num_params": 0 if model is None else sum(p.numel() for p in model.parameters()),
+        # times (and scores, at rounding level) depend on it: recorded beside them
+        "threads": torch.get_num_threads(),
     }
 
 

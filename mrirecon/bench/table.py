@@ -74,6 +74,7 @@ VOLUME_COLUMNS = (
     "recon_seconds",
     "calib_seconds",
     "num_params",
+    "threads",  # CPU threads of the process that measured the row
     "mask_type",
     "center_fraction",
     "num_low_frequencies",
@@ -236,6 +237,10 @@ class BenchTable:
                 cells.append(mean_spread(mean, std, r.volumes, f) if math.isfinite(mean) else "n/a")
             cells += [f"{r.seconds_per_slice:.3f}", f"{r.num_params:,}"]
             lines.append("| " + " | ".join(cells) + " |")
+        threads = sorted({int(rec["threads"]) for rec in self.records if "threads" in rec})
+        if threads:  # the times above are of these; the scores move with it at rounding level
+            lines += ["", f"Measured with {' / '.join(map(str, threads))} CPU thread(s) "
+                      "(`--threads`)."]
         notes = dict.fromkeys(n for rec in self.records for n in rec.get("reference_notes", []))
         if notes:  # the scores of these volumes compare against a doubtful reference
             lines += ["", "Reference notes (the metrics above compare against these references "

@@ -22,6 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from mrirecon.core.config import to_dict
 from mrirecon.io.atomic import atomic_write_text
@@ -188,6 +189,9 @@ def _write_run_files(config, output: Path, files, results, t_start, rank, world,
         "config_sha256": config_sha256(config),
         "config_warnings": list(config_warnings),  # settings that change nothing (pipeline/inert.py)
         "device": dev,
+        # the CPU threads of this process: results differ with it at rounding level (summation
+        # order), more after many iterations; rerun with --threads N to reproduce them exactly
+        "threads": torch.get_num_threads(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t_start)),
         "seconds": round(time.time() - t_start, 3),
         "versions": _versions(),

@@ -32,13 +32,20 @@ from pathlib import Path
 import torch
 
 from mrirecon.core.config import to_dict
+from mrirecon.threads import env_int
 
 
 def card_command(path: str, overrides: Iterable[str], resume: bool,
-                 threads: int | None = None) -> str:
+                 threads: int | None = None, world: int = 1, local: int | None = None) -> str:
     """The ``mrirecon train`` command line of a run of ``path`` with ``--set`` ``overrides``
-    (``threads``: the CPU threads it ran on, as ``--threads``)."""
+    (``threads``: the CPU threads it ran on, as ``--threads``). A run of ``world`` > 1
+    processes (``local`` per node) is recorded as its ``torchrun`` launch: its global batch is
+    ``world x optim.batch_size``, so the plain command trained another model."""
     words = ["mrirecon", "train", str(path)]
+    if world > 1:
+        local = local or world
+        nodes = [f"--nnodes={world // local}"] if world > local else []
+        words = ["torchrun", *nodes, f"--nproc-per-node={local}", "-m", *words]
     if threads is not None:
         words += ["--threads", str(int(threads))]
     for o in overrides:
@@ -87,13 +94,17 @@ def training_card(cfg, train_set, val_set, *, source: str, overrides: Iterable[s
 
     self_supervised = getattr(cfg.loss, "ssdu", None) is not None
     threads = torch.get_num_threads()
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    local = env_int("LOCAL_WORLD_SIZE", world)
     training = {
-        "command": card_command(source, overrides, resume, threads),
+        "command": card_command(source, overrides, resume, threads, world, local),
         "config_file": str(source),
         "config": to_dict(cfg),
         "steps": int(steps),
         "wall_time_s": round(float(seconds), 1),
-        "hardware": f"{platform.machine()}, device {device}, {threads} thread(s)",
+        "hardware": f"{platform.machine()}, device {device}, {threads} thread(s)" + (
+            f" per process, {world} processes (global batch {world * cfg.optim.batch_size})"
+            if world > 1 else ""),
         "torch": str(torch.__version__),
         "date": time.strftime("%Y-%m-%d"),
         "loss": "self-supervised (loss.ssdu)" if self_supervised else "supervised",

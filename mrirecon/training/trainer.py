@@ -182,6 +182,10 @@ class Trainer:
             self.ddp = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
+        from mrirecon.training.batchnorm_order import RunningStatsInOrder
+
+        #: batch-norm running statistics as a 1-process run with the global batch updates them
+        self.bn_order = RunningStatsInOrder(self.model, self.world)
         self.train_set = train_set
         from mrirecon.training.run_checks import file_records
 
@@ -328,7 +332,12 @@ class Trainer:
         items = self._positions(self.step)
         total = 0.0
         fakes = []  # (prediction, target, max_value) for the discriminator's step
+        order = self.bn_order if self.bn_order.applies() else None
+        if order is not None:
+            order.start()
         for i, (index, epoch, pos) in enumerate(items):
+            if order is not None:
+                order.next_sample()
             sample = self.train_set.get(index, mask_seed=sample_seed(self.cfg.seed, epoch, pos))
             sample = sample.to(self.device)
             sync = self.ddp is None or i == len(items) - 1
@@ -360,6 +369,8 @@ class Trainer:
                 loss = loss / len(items)
                 loss.backward()
             total += float(loss.detach())
+        if order is not None:
+            order.finish()
         if self.cfg.optim.grad_clip:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
         self.optimizer.step()

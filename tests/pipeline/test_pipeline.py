@@ -12,6 +12,7 @@ import h5py
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from tests.helpers import fastmri_to_ismrmrd, simulated_ct_dir
 from mrirecon.cli import main
@@ -79,6 +80,7 @@ def test_mri_pipelines_end_to_end(name, mri_dir, tmp_path):
     assert [f["status"] for f in prov["files"]] == ["ok", "ok"]
     assert set(prov["inputs"]) == {str(p) for p in sorted(mri_dir.glob("*.h5"))}
     assert prov["versions"]["torch"] and prov["git_commit"]
+    assert prov["threads"] == torch.get_num_threads()  # results move with it at rounding level
     for f in prov["files"]:
         stem = Path(f["input"]).stem
         with h5py.File(out / "reconstructions" / f"{stem}.h5", "r") as h5, \
