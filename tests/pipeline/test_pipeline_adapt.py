@@ -74,6 +74,36 @@ def test_mri_adapt_pipeline_saves_and_hashes_the_adapted_weights(mri_dir, tmp_pa
 
 
 @pytest.mark.skipif("modl_fastmri_diverse" not in available_weights(), reason="weights not shipped")
+def test_an_adaptation_cut_by_its_time_budget_says_how_to_repeat_it(mri_dir, tmp_path):
+    """How many steps fit in ``time_budget_s`` depends on the machine and its load (the shipped
+    60 s allowed 7-8 of 200 steps at fastMRI size; a busy core halved them, and the image moved
+    by 2 % relative): provenance records the settings that repeat the run's adaptation, and
+    they give the same image bit for bit."""
+    import h5py
+
+    sets = ["undersample.enabled=true", "calibrate.calib_width=12", "calibrate.kernel_width=4",
+            "adapt.steps=500", "adapt.val_every=2", "adapt.rows=null", "adapt.patience=1000",
+            "adapt.time_budget_s=3", "export.formats=[hdf5]"]
+    runs = {}
+    for name, extra in (("budget", []), ("again", None)):
+        if extra is None:  # the recorded line, as --set pairs
+            words = runs["budget"]["adapt"]["reproduce"].split()
+            extra = [w for w in words if w != "--set"]
+        config, text = load_pipeline("mri_learned_adapt", sets + extra)
+        out = tmp_path / name
+        assert run_pipeline(config, [str(mri_dir)], out, progress=False, config_text=text) == 0
+        (runs[name],) = json.loads((out / "provenance.json").read_text())["files"]
+        with h5py.File(next((out / "reconstructions").glob("*.h5"))) as f:
+            runs[name]["image"] = f["reconstruction"][()]
+    first = runs["budget"]["adapt"]
+    assert first["stopped"] == "time_budget" and 0 < first["steps"] < 500, first
+    assert first["reproduce"] == (f"--set adapt.time_budget_s=null --set adapt.steps="
+                                  f"{first['steps']}")
+    assert runs["again"]["adapt"]["steps"] == first["steps"]
+    assert (runs["again"]["image"] == runs["budget"]["image"]).all()
+
+
+@pytest.mark.skipif("modl_fastmri_diverse" not in available_weights(), reason="weights not shipped")
 def test_a_partial_echo_is_adapted_on_whole_slices(mri_dir, tmp_path, caplog):
     """With a partial echo the operator's mask is (H, W), and readout stripes (adapt.rows) are
     no longer separate problems: the adaptation stopped with "rows (readout stripes) needs a
