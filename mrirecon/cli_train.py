@@ -94,6 +94,8 @@ _OPTION_HELP = {
     "lr": "learning rate (Adam)",
     "max_steps": "stop after this many training steps (or at --max-seconds)",
     "max_seconds": "stop after this many seconds of training (or at --max-steps)",
+    "lr_drop_step": "the step at which the learning rate drops tenfold (default: at 80 %% of "
+                    "--max-steps or --max-seconds, whichever comes first)",
     "budget_s": "wall-time budget of the whole training, in seconds",
     "steps": "training steps",
     "batch": "samples per training step",
@@ -186,6 +188,8 @@ def _add_function_options(parser: argparse.ArgumentParser, fn: Callable[..., Any
             is_lr = prm.name == "lr" or prm.name.endswith("_lr")
             parser.add_argument(flag, type=_learning_rate if is_lr else positive_float,
                                 default=default, help=text)
+        elif default is None and str(prm.annotation).replace(" ", "") == "int|None":
+            parser.add_argument(flag, type=count, default=None, help=text)  # unset: the rule
         elif isinstance(default, tuple):
             nargs = "+" if "..." in str(prm.annotation) else len(default)
             parser.add_argument(flag, type=count, nargs=nargs, default=default, help=text)

@@ -18,6 +18,7 @@ evaluation) and prints a JSON summary (steps, wall time, final loss).
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -98,13 +99,17 @@ def train_denoiser(
     lr: float = 1e-3,
     max_steps: int = 20000,
     max_seconds: float = 420.0,
+    lr_drop_step: int | None = None,
     threads: int | None = None,
 ) -> dict:
     """Train the denoiser and save a :class:`PnPADMM` ``state_dict`` to ``out``.
 
     Training stops after ``max_steps`` steps or ``max_seconds`` of training wall time
     (data simulation not counted), whichever comes first; the learning rate drops tenfold at
-    80 % of the time budget. Returns a summary dict (steps, wall times, loss, data).
+    step ``lr_drop_step``, by default at 80 % of whichever limit comes first (of the time
+    budget: a step that depends on the machine and its load). The card records the step of the
+    drop and ``command_same_steps``, the command that repeats the run's steps and drop on any
+    machine. Returns a summary dict (steps, wall times, loss, data, ``lr_drop_step``).
     """
     args = {k: v for k, v in locals().items() if k not in ("out", "threads")}  # for the card
     from mrirecon.models.pnp.pnp import PnPADMM
@@ -124,12 +129,14 @@ def train_denoiser(
     denoiser = build_denoiser()
     opt = torch.optim.Adam(denoiser.parameters(), lr=lr)
     t1 = time.perf_counter()
-    step, losses, dropped = 0, [], False
+    step, losses, dropped = 0, [], None  # dropped: the step the rate dropped at
+    drop_at = lr_drop_step if lr_drop_step is not None else math.ceil(0.8 * max_steps)
     while step < max_steps and time.perf_counter() - t1 < max_seconds:
-        if not dropped and time.perf_counter() - t1 > 0.8 * max_seconds:
+        if dropped is None and (step >= drop_at or (lr_drop_step is None and
+                                                    time.perf_counter() - t1 > 0.8 * max_seconds)):
             for g in opt.param_groups:
                 g["lr"] = lr / 10
-            dropped = True
+            dropped = step
         noisy, clean = noisy_batch(images, batch, patch, gen)
         loss = (denoiser(noisy) - clean).abs().pow(2).mean()
         opt.zero_grad()
@@ -151,6 +158,7 @@ def train_denoiser(
         "train_slices": int(images.shape[0]),
         "volumes": volumes, "slices": slices, "size": list(size), "data_seed": data_seed,
         "seed": seed, "batch": batch, "patch": patch, "lr": lr, "threads": threads,
+        "lr_drop_step": dropped,
     }
     write_weights(out, model.state_dict(), _card(out, {"threads": threads, **args}, summary, earlier))
     return summary
@@ -175,8 +183,15 @@ def _card(out, args: dict, summary: dict, earlier: dict | None) -> dict:
         "command": card_command("denoiser", Path(out), args), "seed": a["seed"],
         "steps": summary["steps"], "wall_time_s": summary["wall_time_s"],
         "data_time_s": summary["data_time_s"], "final_loss_mse": float(f"{summary['final_loss']:.4g}"),
-        "optimizer": {"name": "adam", "lr": a["lr"], "lr_drop": "x0.1 at 80 % of the time budget",
-                      "batch_size": a["batch"]},
+        "optimizer": {"name": "adam", "lr": a["lr"], "batch_size": a["batch"],
+                      "lr_drop": (f"x0.1 at step {summary['lr_drop_step']}"
+                                  if summary["lr_drop_step"] is not None else "none")},
+        # the same steps and drop on any machine (a time budget ends the run and places the drop
+        # where the machine's speed and load put them; no drop: past the last step)
+        "command_same_steps": card_command("denoiser", Path(out), {
+            **args, "max_steps": summary["steps"], "max_seconds": 1e9,
+            "lr_drop_step": (summary["lr_drop_step"] if summary["lr_drop_step"] is not None
+                             else summary["steps"] + 1)}),
         "hardware": f"{platform.machine()} CPU, {a['threads']} thread(s)",
         "torch": str(torch.__version__), "date": time.strftime("%Y-%m-%d")}
     fresh = {"model": {"name": "pnp_admm", "params": {"denoiser": "dncnn", "denoiser_params": dncnn}},

@@ -178,3 +178,34 @@ def test_a_diverged_training_writes_nothing(tmp_path, monkeypatch, capsys):
     assert exit_.value.code == 2, err
     assert f"{out}: refusing to write weights with NaN or Inf values" in err and "nothing was written" in err
     assert out.read_bytes() == b"earlier weights" and not out.with_suffix(".yaml").exists()
+
+
+def test_a_time_bound_run_records_the_command_that_repeats_it(tmp_path, monkeypatch):
+    """The rate dropped at 80 % of --max-seconds, a step the machine's speed and load decide:
+    two runs of one command with one seed and one step count differed in every tensor (3e-3),
+    and the card's hand-written command_same_steps ran without the drop. The card now records
+    the drop's step and a command_same_steps that repeats the run bit for bit."""
+    import shlex
+
+    from mrirecon.cli import main
+    from mrirecon.training import denoiser as script
+
+    images = torch.randn(4, 32, 32, generator=torch.Generator().manual_seed(0),
+                         dtype=torch.complex64)
+    monkeypatch.setattr(script, "clean_images", lambda *a, **k: images)
+    first = tmp_path / "first.pt"
+    assert main(["train", "denoiser", "--out", str(first), "--max-seconds", "1.5", "--patch", "16",
+                 "--batch", "2", "--threads", "1"]) == 0
+    training = yaml.safe_load(first.with_suffix(".yaml").read_text())["training"]
+    steps = training["steps"]
+    drop = int(training["optimizer"]["lr_drop"].removeprefix("x0.1 at step "))
+    assert 0 < drop < steps  # the budget, not the 20000 steps, ended it and placed the drop
+    words = shlex.split(training["command_same_steps"])
+    assert words[:3] == ["mrirecon", "train", "denoiser"]
+    assert f"--max-steps {steps}" in training["command_same_steps"]
+    assert f"--lr-drop-step {drop}" in training["command_same_steps"]
+    again = tmp_path / "again.pt"
+    words[words.index("--out") + 1] = str(again)
+    assert main(words[1:]) == 0  # the command without its program name
+    a, b = torch.load(first, weights_only=True), torch.load(again, weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
