@@ -409,7 +409,7 @@ def _read_ismrmrd(
         positions = {i: positions[int(s)] for i, s in enumerate(order)}
     if enc_z > 1:
         columns = np.repeat(columns, enc_z, axis=0)
-    new_x, acquired_header = enc_x, header  # the grid the FOV centre (position) is placed on
+    new_x = enc_x
     if crop_readout_oversampling:
         fx_enc, fx_rec = header.encoded_fov_mm[0], header.recon_fov_mm[0]
         new_x = int(round(enc_x * fx_rec / fx_enc)) if fx_enc > 0 and fx_rec > 0 else enc_x
@@ -423,8 +423,6 @@ def _read_ismrmrd(
     if calibration is not None:  # the same placement, partition transform and crop
         calibration = _to_slices(calibration, new_x, reversed_)
     header, data, columns, calibration = interpolate_phase(header, data, columns, calibration)
-    x, _, z = acquired_header.encoded_matrix  # placed on the padded columns (y) too
-    acquired_header = acquired_header.with_(encoded_matrix=(x, header.encoded_matrix[1], z))
 
     mask = torch.from_numpy(columns)
     mask = mask[0] if bool((mask == mask[0]).all()) else mask
@@ -432,13 +430,15 @@ def _read_ismrmrd(
         mask = None
 
     noise = _noise_scans(records, noise_sel, imaging, fail, dataset, channels)
-    geometry = acquisition_geometry(heads[imaging[0]], acquired_header, num_slices, positions,
-                                    partitions=enc_z)
-    # the readout crop kept rows (N - n) // 2 on, and the pipeline's recon crop of those n rows
+    # placed on the readout as acquired (N rows; the columns as returned, padded or not): the
+    # readout crop kept rows (N - n) // 2 on, and the pipeline's recon crop of those n rows
     # starts (n - R) // 2 further: recon row 0 of the returned header, where the acquired
-    # header's starts (N - R) // 2 in (one row apart for an even N cropped to an odd n)
-    recon_x = header.recon_matrix[0]
-    geometry = geometry.shifted((enc_x - new_x) // 2 + (new_x - recon_x) // 2
+    # grid's starts (N - R) // 2 in (one row apart for an even N cropped to an odd n)
+    acquired = header.with_(encoded_matrix=(enc_x, *header.encoded_matrix[1:]))
+    geometry = acquisition_geometry(heads[imaging[0]], acquired, num_slices, positions,
+                                    partitions=enc_z)
+    kept, recon_x = header.encoded_matrix[0], header.recon_matrix[0]  # kept: n, or N uncropped
+    geometry = geometry.shifted((enc_x - kept) // 2 + (kept - recon_x) // 2
                                 - (enc_x - recon_x) // 2, 0)
     header = gap_known(header, geometry).with_(num_coils=channels, geometry=geometry)
     return KSpace(data=data, header=header, mask=mask, noise=noise, source=str(path),

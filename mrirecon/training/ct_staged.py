@@ -490,7 +490,9 @@ def card_command(kind: str, out: Path, args: dict) -> str:
             return f"--{flag}" if v else f"--no-{flag}"
         return f"--{flag} {option_words(v)}"
 
-    return f"mrirecon train {kind} --out {out} " + " ".join(option(k, v) for k, v in args.items())
+    # an unset option (None: the trainer's rule) is left out: "--lr-drop-step None" was refused
+    return f"mrirecon train {kind} --out {out} " + " ".join(option(k, v) for k, v in args.items()
+                                                            if v is not None)
 
 
 #: What a continued run's card keeps of the run it started from (``training.first_run``).

@@ -216,4 +216,4 @@ def _card(out, args: dict, summary: dict, earlier: dict | None) -> dict:
             "Gaussian denoising: other anatomy and matrices are outside its training and mrirecon run "
             "warns; its ADMM settings were not tuned for these weights and they are not scored on "
             "the held-out protocol."]}
-    return trainer_card(train_denoiser, fresh, earlier, args, ("max_steps", "max_seconds"), text)
+    return trainer_card(train_denoiser, fresh, earlier, args, ("max_steps", "max_seconds", "lr_drop_step"), text)

@@ -263,7 +263,7 @@ def _train(cfg: TrainConfig, path, overrides: list[str], resume: bool, progress:
             card = training_card(cfg, train_set, val_set, source=str(path), overrides=overrides,
                                  resume=resume, steps=trainer.step, seconds=trainer.elapsed,
                                  resumed_at=trainer.resumed_at, device=str(trainer.device),
-                                 history=history)
+                                 history=history, world=trainer.world)
             from mrirecon.training.run_card import validation_problem
 
             problem = validation_problem(card["training"].get("validation"), cfg.optim.lr)

@@ -36,14 +36,13 @@ from mrirecon.threads import env_int
 
 
 def card_command(path: str, overrides: Iterable[str], resume: bool,
-                 threads: int | None = None, world: int = 1, local: int | None = None) -> str:
+                 threads: int | None = None, world: int = 1, local: int = 1) -> str:
     """The ``mrirecon train`` command line of a run of ``path`` with ``--set`` ``overrides``
     (``threads``: the CPU threads it ran on, as ``--threads``). A run of ``world`` > 1
     processes (``local`` per node) is recorded as its ``torchrun`` launch: its global batch is
     ``world x optim.batch_size``, so the plain command trained another model."""
     words = ["mrirecon", "train", str(path)]
     if world > 1:
-        local = local or world
         nodes = [f"--nnodes={world // local}"] if world > local else []
         words = ["torchrun", *nodes, f"--nproc-per-node={local}", "-m", *words]
     if threads is not None:
@@ -69,7 +68,7 @@ def _data_entry(folder: str, dataset, modality: str) -> dict:
 def training_card(cfg, train_set, val_set, *, source: str, overrides: Iterable[str] = (),
                   resume: bool = False, steps: int = 0, seconds: float = 0.0,
                   resumed_at: int | None = None, device: str = "cpu",
-                  history: Iterable[Mapping] = ()) -> dict:
+                  history: Iterable[Mapping] = (), world: int = 1) -> dict:
     """The card's sections besides ``model`` (passed to :func:`~mrirecon.training.run.save_model`
     as ``extra``) for a run of ``cfg`` that trained on ``train_set`` (and validated on
     ``val_set`` when ``val_every > 0``). ``history``: the trainer's logged rows; their
@@ -94,8 +93,7 @@ def training_card(cfg, train_set, val_set, *, source: str, overrides: Iterable[s
 
     self_supervised = getattr(cfg.loss, "ssdu", None) is not None
     threads = torch.get_num_threads()
-    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-    local = env_int("LOCAL_WORLD_SIZE", world)
+    local = env_int("LOCAL_WORLD_SIZE", world)  # processes per node (torchrun sets it)
     training = {
         "command": card_command(source, overrides, resume, threads, world, local),
         "config_file": str(source),

@@ -185,7 +185,9 @@ class Trainer:
         from mrirecon.training.batchnorm_order import RunningStatsInOrder
 
         #: batch-norm running statistics as a 1-process run with the global batch updates them
+        #: (``None``: one process, or no batch-norm layer)
         self.bn_order = RunningStatsInOrder(self.model, self.world)
+        self.bn_order = self.bn_order if self.bn_order.applies() else None
         self.train_set = train_set
         from mrirecon.training.run_checks import file_records
 
@@ -332,7 +334,7 @@ class Trainer:
         items = self._positions(self.step)
         total = 0.0
         fakes = []  # (prediction, target, max_value) for the discriminator's step
-        order = self.bn_order if self.bn_order.applies() else None
+        order = self.bn_order
         if order is not None:
             order.start()
         for i, (index, epoch, pos) in enumerate(items):

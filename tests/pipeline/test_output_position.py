@@ -26,20 +26,21 @@ READ, PHASE, NORMAL = (0.0, 1.0, 0.0), (1.0, 0.0, 0.0), (0.0, 0.0, 1.0)
 
 
 def _point_at_centre(path: Path, enc_x: int = ENC_X, recon_x: int = RECON_X, lines: int = LINES,
-                     recon_lines: int = LINES, along_phase: tuple[float, ...] = (0.0,)) -> Path:
+                     recon_lines: int = LINES, along_phase: tuple[float, ...] = (0.0,),
+                     recon_fov_x: float | None = None) -> Path:
     """Points ``along_phase`` mm from ``POSITION`` along the phase direction (0: the FOV
     centre, constant k-space), amplitudes 1, 0.7, ...; both encoding spaces span
     ``VOXEL x lines`` mm along phase (``recon_lines`` > ``lines``: an interpolated matrix)."""
-    def space(x, y):
+    def space(x, y, fov_x=None):
         return X.encodingSpaceType(matrixSize=X.matrixSizeType(x=x, y=y, z=1),
-                                   fieldOfView_mm=X.fieldOfViewMm(x=VOXEL * x, y=VOXEL * lines,
-                                                                  z=5.0))
+                                   fieldOfView_mm=X.fieldOfViewMm(x=fov_x or VOXEL * x,
+                                                                  y=VOXEL * lines, z=5.0))
 
     xml = X.ToXML(X.ismrmrdHeader(
         acquisitionSystemInformation=X.acquisitionSystemInformationType(receiverChannels=2),
         experimentalConditions=X.experimentalConditionsType(H1resonanceFrequency_Hz=127_732_435),
         encoding=[X.encodingType(
-            encodedSpace=space(enc_x, lines), reconSpace=space(recon_x, recon_lines),
+            encodedSpace=space(enc_x, lines), reconSpace=space(recon_x, recon_lines, recon_fov_x),
             encodingLimits=X.encodingLimitsType(
                 kspace_encoding_step_1=X.limitType(minimum=0, maximum=lines - 1,
                                                    center=lines // 2)),
@@ -96,14 +97,17 @@ def test_the_reader_places_the_recon_grid_so(tmp_path):
     np.testing.assert_allclose(g.origin, expected, atol=1e-4)
 
 
-@pytest.mark.parametrize("enc_x, recon_x", [(30, 15), (32, 16), (31, 15)])
-def test_the_reader_s_own_readout_crop_keeps_the_position(tmp_path, enc_x, recon_x):
+@pytest.mark.parametrize("enc_x, recon_x, recon_fov_x", [(30, 15, None), (32, 16, None),
+                                                        (31, 15, None), (32, 32, 66.0)])
+def test_the_reader_s_own_readout_crop_keeps_the_position(tmp_path, enc_x, recon_x, recon_fov_x):
     """``read_ismrmrd(crop_readout_oversampling=True)`` placed its geometry with the cropped
     header, whose centre voxel ``n // 2`` is not where the crop put the FOV centre for an even
-    ``N`` cropped to an odd ``n`` (1 row, 2 mm, off)."""
+    ``N`` cropped to an odd ``n`` (1 row, 2 mm, off). A recon FOV a little wider than the
+    encoded one (66 mm over 64: nothing to crop) keeps the uncropped placement."""
     from mrirecon.functional import ifft2c
 
-    path = _point_at_centre(tmp_path / "point.h5", enc_x=enc_x, recon_x=recon_x)
+    path = _point_at_centre(tmp_path / "point.h5", enc_x=enc_x, recon_x=recon_x,
+                            recon_fov_x=recon_fov_x)
     for crop in (False, True):
         ks = read_ismrmrd(path, crop_readout_oversampling=crop)
         image = ifft2c(ks.data[0]).abs().sum(0).numpy()

@@ -200,6 +200,8 @@ def test_a_time_bound_run_records_the_command_that_repeats_it(tmp_path, monkeypa
     steps = training["steps"]
     drop = int(training["optimizer"]["lr_drop"].removeprefix("x0.1 at step "))
     assert 0 < drop < steps  # the budget, not the 20000 steps, ended it and placed the drop
+    # the run's own command leaves the unset option out ("--lr-drop-step None" was refused)
+    assert "--lr-drop-step" not in training["command"] and "None" not in training["command"]
     words = shlex.split(training["command_same_steps"])
     assert words[:3] == ["mrirecon", "train", "denoiser"]
     assert f"--max-steps {steps}" in training["command_same_steps"]
