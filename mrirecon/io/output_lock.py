@@ -162,32 +162,34 @@ def lock_output(output: Path, rank: int, world: int = 1, *, job: str = "",
     return OutputLock([common, own], (".lock.join",))
 
 
-def locked_output(output: Path, *, option: str, who: str,
-                  prepare: Callable[[Path], None] | None = None):
+def locked_output(output: Path, *, option: str = "--output", who: str = "",
+                  prepare: Callable[[Path], None] | None = None, rank: int = 0, world: int = 1,
+                  job: str = ""):
     """A context manager: ``output`` created (``prepare``: a check that also creates it, e.g.
-    ``runner.check_output``) and locked for a process that writes into it alone
-    (:func:`lock_output`: ``mrirecon bench``, rank 0 of ``mrirecon train``); a process that fails
-    before it wrote anything there leaves no folder it created."""
+    ``runner.check_output``) and locked (:func:`lock_output`: by a process that writes into it
+    alone, ``mrirecon bench`` and rank 0 of ``mrirecon train``, or by rank ``rank`` of a
+    ``world``-process ``mrirecon run`` job ``job``); a process that fails before it wrote
+    anything there leaves no folder it created."""
     from contextlib import contextmanager
 
     @contextmanager
     def held():
         created = not output.exists()
-        if prepare is not None:
-            prepare(output)
-        else:
-            output.mkdir(parents=True, exist_ok=True)
         try:
-            lock = lock_output(output, 0, 1, option=option, who=who)
-        except BaseException:
-            with contextlib.suppress(OSError):  # refused, or a full disk: no folder left behind
+            if prepare is not None:
+                prepare(output)
+            else:
+                output.mkdir(parents=True, exist_ok=True)
+            lock = lock_output(output, rank, world, job=job, option=option, who=who)
+        except BaseException:  # refused, or a full disk: no folder left behind
+            with contextlib.suppress(OSError):
                 if created:
                     output.rmdir()  # only when empty: the lock removed its own file
             raise
         try:
             yield lock
         except BaseException:
-            if created and all(p.name in lock.names for p in output.iterdir()):
+            if created and output.is_dir() and all(p.name in lock.names for p in output.iterdir()):
                 for name in lock.names:
                     (output / name).unlink(missing_ok=True)
                 output.rmdir()

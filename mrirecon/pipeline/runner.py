@@ -30,7 +30,7 @@ from mrirecon.pipeline.output_files import (SUPERSEDED, commit_outputs, drop_sup
 from mrirecon.pipeline.report import VolumeResult, display_name
 from mrirecon.pipeline.run_files import RunFiles, config_sha256
 from mrirecon.pipeline.run_state import (check_other_inputs, file_state, has_other_inputs,
-                                         lock_output, paired_reference, previous_run, read_status,
+                                         locked_output, paired_reference, previous_run, read_status,
                                          remove_orphans, remove_other_inputs,
                                          remove_stale_outputs, sha256, status_path, status_record,
                                          weights_sha256)
@@ -122,25 +122,16 @@ def run_pipeline(config: PipelineConfig, inputs: list[str] | str | os.PathLike,
     if world < 1 or not 0 <= rank < world:  # RANK=3 WORLD_SIZE=2 left in the environment ran 0 files
         raise ValueError(f"rank {rank} of world size {world} (RANK / WORLD_SIZE in the environment?): "
                          "need 0 <= RANK < WORLD_SIZE")
-    created = not output.exists()
-    check_output(output)
-    check_run_files(output, "" if world == 1 else f".rank{rank}")
-    lock = None
-    try:
-        lock = lock_output(output, rank, world, job=config_sha256(config))  # ranks of one job join
+    def prepare(folder: Path) -> None:  # checked (and created) before the lock is taken
+        check_output(folder)
+        check_run_files(folder, "" if world == 1 else f".rank{rank}")
+
+    # ranks of one job (one config) join; a refused run leaves no empty folder behind
+    with locked_output(output, prepare=prepare, rank=rank, world=world,
+                       job=config_sha256(config)):
         return _run_locked(config, inputs, output, resume=resume, device=device, progress=progress,
                            config_text=config_text, rank=rank, world=world,
                            replace_others=replace_others, config_warnings=list(config_warnings))
-    except BaseException:
-        names = lock.names if lock is not None else ()  # no lock: taking it failed (a full disk)
-        if created and output.is_dir() and all(p.name in names for p in output.iterdir()):
-            for name in names:  # a refused run leaves no empty folder behind
-                (output / name).unlink(missing_ok=True)
-            output.rmdir()
-        raise
-    finally:
-        if lock is not None:
-            lock.close()
 
 
 def _code_config_warnings(config: PipelineConfig) -> list[str]:

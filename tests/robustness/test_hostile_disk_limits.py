@@ -117,13 +117,14 @@ def test_lock_on_a_full_disk_names_the_lock_file_and_leaves_no_folder(tmp_path):
 def test_run_whose_lock_fails_leaves_no_folder(mri_file, tmp_path, monkeypatch):
     """``mrirecon run`` took its lock before the clean-up that removes a folder it created, so
     a lock failing on a full disk left an empty output folder behind."""
+    from mrirecon.io import output_lock
     from mrirecon.pipeline import runner
     from mrirecon.pipeline.definitions import load_pipeline
 
     def full(output, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(output / ".lock"))
 
-    monkeypatch.setattr(runner, "lock_output", full)
+    monkeypatch.setattr(output_lock, "lock_output", full)  # what the runner's locked_output takes
     config = load_pipeline("mri_retrospective", ["report.enabled=false"])[0]
     with pytest.raises(OSError, match="No space left"):
         runner.run_pipeline(config, [str(mri_file)], tmp_path / "out", progress=False)
