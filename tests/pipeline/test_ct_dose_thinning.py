@@ -172,3 +172,17 @@ def test_run_records_the_thinning_and_refuses_a_higher_dose(noisy_and_clean, tmp
     (f,) = json.loads((tmp_path / "b" / "provenance.json").read_text())["files"]
     assert f["status"] == "failed"
     assert "observation_test_000.hdf5: undersample.photons=5000 is above the dose" in f["error"]
+
+
+def test_every_file_name_gets_its_own_noise_stream():
+    """The seed was a weighted character sum: the 280 LoDoPaB train names had 136 seeds, and
+    observation_train_020 / _101 drew the same dose noise. Now the name is hashed."""
+    from mrirecon.pipeline.stages_ct import slice_seed
+
+    names = [f"observation_train_{i:03d}.hdf5" for i in range(280)]
+    assert len({slice_seed(n, 0) for n in names}) == len(names)
+    p = torch.linspace(0.1, 3.0, 40 * 30, dtype=torch.float64).reshape(40, 30).float()
+    cfg = UndersampleConfig(enabled=True, photons=X)
+    a, b = (undersample(_slice(p, name=n, data_photons=None), cfg).sinogram
+            for n in ("observation_train_020.hdf5", "observation_train_101.hdf5"))
+    assert not torch.equal(a, b)
