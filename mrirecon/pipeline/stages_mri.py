@@ -322,22 +322,32 @@ def scored_reference(reference: Tensor | None, header: Header, cfg: PostprocessC
     return reference
 
 
+def _crop_starts(header: Header, cfg: PostprocessConfig, shape: tuple[int, int]):
+    """``((rows, cols) of the crop, (first row, first col) in the image grid shape)``. A crop
+    inside the recon grid is taken from the recon grid (the encoded grid's fastMRI centre crop,
+    first row ``(n - R) // 2``), so a grid still ``N`` rows and one ``preprocess`` cut to the
+    ``R`` recon rows (``remove_oversampling``) give the same pixels (``crop: fixed`` took them
+    one row apart for an even ``N`` and odd ``R``); any other crop is centred on the image grid."""
+    size = recon_size(header, cfg, shape)
+    starts = tuple((n - r) // 2 + (r - h) // 2 if h <= r <= n else (n - h) // 2
+                   for n, r, h in zip(shape, header.recon_size, size))
+    return size, starts
+
+
+def crop_output(image: Tensor, header: Header, cfg: PostprocessConfig) -> Tensor:
+    """``image`` ``(..., n, m)`` cropped as ``postprocess.crop`` says (:func:`_crop_starts`)."""
+    (h, w), (top, left) = _crop_starts(header, cfg, tuple(image.shape[-2:]))
+    return image[..., top:top + h, left:left + w]
+
+
 def output_offset(header: Header, cfg: PostprocessConfig, shape: tuple[int, int]) -> tuple[int, int]:
     """``(rows, cols)`` of the postprocessed image's voxel ``[0, 0]`` on the header's recon
-    grid (whose geometry the header holds) for an image grid ``shape`` before the crop.
-
-    The recon grid is the encoded grid centre-cropped as fastMRI crops it (first row
-    ``(N - R) // 2``, :func:`~mrirecon.functional.center_crop`; :attr:`Header.fov_centre`), and
-    so is the crop of ``shape`` to the output: ``(n - h) // 2 - (n - R) // 2``. The same for an
-    image grid still ``N`` rows and for one that ``preprocess`` already cut to the recon rows
-    (``remove_oversampling``: ``n = R``, its first row the recon grid's): the two placed the
-    same pixels one row apart when ``N`` was even and ``R`` odd. Zero for ``crop: recon_size``
-    unless the recon grid is wider than the image.
-    """
-    h, w = recon_size(header, cfg, shape)
-    rows, cols = header.recon_size
-    return ((shape[0] - h) // 2 - (shape[0] - rows) // 2,
-            (shape[1] - w) // 2 - (shape[1] - cols) // 2)
+    grid (whose geometry the header holds; its first row is the image grid's ``(n - R) // 2``,
+    :attr:`Header.fov_centre`) for an image grid ``shape`` before the crop
+    (:func:`_crop_starts`). Zero for ``crop: recon_size`` unless the recon grid is wider than
+    the image."""
+    _, starts = _crop_starts(header, cfg, shape)
+    return tuple(start - (n - r) // 2 for start, n, r in zip(starts, shape, header.recon_size))
 
 
 def to_magnitude(image: Tensor) -> Tensor:
@@ -351,15 +361,12 @@ def to_magnitude(image: Tensor) -> Tensor:
 
 def postprocess(s: MRISlice, cfg: PostprocessConfig) -> Tensor:
     """Magnitude cropped to the recon size: ``(h, w)`` float32 on the reference's scale."""
-    mag = to_magnitude(s.image)
-    out = center_crop(mag, recon_size(s.header, cfg, tuple(mag.shape[-2:])))
-    return out.float()
+    return crop_output(to_magnitude(s.image), s.header, cfg).float()
 
 
 def zero_filled_preview(s: MRISlice, cfg: PostprocessConfig) -> Tensor:
     """RSS of the zero-filled undersampled data, cropped like the output (for the report)."""
-    img = rss(gridded_coil_images(s), dim=0)
-    return center_crop(img, recon_size(s.header, cfg, tuple(img.shape[-2:]))).float()
+    return crop_output(rss(gridded_coil_images(s), dim=0), s.header, cfg).float()
 
 
 # ---- the stage protocol -----------------------------------------------------------------------

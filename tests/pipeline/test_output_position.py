@@ -152,3 +152,27 @@ def test_an_interpolated_phase_matrix_is_zero_padded_and_placed(tmp_path, lines,
         # the parabola's bias on a sampled Dirichlet kernel stays below 0.2 voxel; the old
         # label missed by 25 % of the offset (3-4 voxels here)
         assert r == pytest.approx(row) and abs(found - col) < 0.2, (r, found, row, col)
+
+
+def test_a_fixed_crop_takes_the_same_pixels_on_both_readout_paths(tmp_path):
+    """``crop: fixed`` inside the recon grid: an image still ``N`` rows was cropped around its
+    own centre, one cut to the ``R`` recon rows around that, one row apart for an even ``N`` and
+    odd ``R`` (62 / 31 here), so the two paths wrote different pixels (each placed right). Now
+    both crop the recon grid: the same pixels in the same place."""
+    from mrirecon.data.simulate_mri import simulate_mri_dataset
+
+    (src,) = simulate_mri_dataset(tmp_path / "sim", volumes=1, slices=1, coils=2, size=(31, 32),
+                                  seed=0, resolution=2, readout_oversampling=2)
+    images, origins = [], []
+    for remove in ("true", "false"):
+        config = mri_config("export.formats=[nifti]", "undersample.enabled=false",
+                            f"preprocess.remove_oversampling={remove}",
+                            "postprocess.crop=fixed", "postprocess.crop_size=[20, 32]")
+        entry = run_one(config, Path(src), tmp_path / remove)
+        assert entry["status"] == "ok", entry.get("error")
+        image = read_nifti(next((tmp_path / remove).rglob("*.nii*")))
+        images.append(image.data.numpy())
+        origins.append(np.asarray(image.geometry.origin))
+    # the readout crop in hybrid space is exact: float32 rounding apart
+    np.testing.assert_allclose(images[0], images[1], rtol=0, atol=1e-5 * float(images[0].max()))
+    np.testing.assert_allclose(origins[0], origins[1], atol=1e-4)
