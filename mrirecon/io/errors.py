@@ -112,11 +112,60 @@ def open_hdf5(path: Path, kind: str, hint: str = ""):
 
     require_regular_file(path)
     try:
-        return h5py.File(path, "r")
+        h5 = h5py.File(path, "r")
     except OSError as err:
         if not Path(path).exists():
             raise FileNotFoundError(f"{path}: no such {kind} file{hint}") from None
         raise DataFormatError(path, "file", f"not a readable HDF5 file ({err})") from None
+    try:
+        refuse_outside_data(h5, path)
+    except BaseException:
+        h5.close()
+        raise
+    return h5
+
+
+def refuse_outside_data(h5, path: str | os.PathLike) -> None:
+    """Refuse an HDF5 file any of whose objects keeps its data outside the file: an external
+    link, a virtual dataset mapping other files, external raw storage. h5py follows them
+    without a word, so a 1-KiB ``kspace`` link read another file (or ``/etc/passwd`` as raw
+    storage, or a FIFO that hung the run) with exit 0, and ``provenance.json``'s checksum, which
+    ``--resume`` trusts, covered only the link. Soft links inside the file are fine."""
+    import h5py
+
+    def walk(group, prefix: str, depth: int, seen: list[int]) -> None:
+        for name in group:
+            full = f"{prefix}{name}"
+            seen[0] += 1
+            if seen[0] > 100_000:  # a file of this many objects is no raw-data file we read
+                return
+            link = group.get(name, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                raise DataFormatError(path, full, f"is an external link to {link.filename}:"
+                                      f"{link.path}: {_OUTSIDE}")
+            if isinstance(link, h5py.SoftLink):
+                continue  # its target is an object of this file, met under its own name
+            obj = group.get(name)
+            if isinstance(obj, h5py.Dataset):
+                if obj.is_virtual and any(v.file_name != "." for v in obj.virtual_sources()):
+                    files = sorted({v.file_name for v in obj.virtual_sources()})
+                    raise DataFormatError(path, full, f"is a virtual dataset mapping "
+                                          f"{', '.join(files[:3])}: {_OUTSIDE}")
+                if obj.id.get_create_plist().get_external_count() > 0:
+                    raise DataFormatError(path, full, f"keeps its bytes in external raw "
+                                          f"storage: {_OUTSIDE}")
+            elif isinstance(obj, h5py.Group) and depth < 16:
+                walk(obj, f"{full}/", depth + 1, seen)
+
+    try:
+        walk(h5, "", 0, [0])
+    except CORRUPTION_ERRORS as err:  # a damaged object header met on the way
+        raise as_format_error(path, "file", err) from None
+
+
+_OUTSIDE = ("its data lie outside this file, which mrirecon does not read (the checksum in "
+            "provenance.json, which --resume trusts, covers this file only); copy the data into "
+            "the file (h5py copy, or h5repack)")
 
 
 # what h5py / pydicom / numpy raise on damaged bytes (HDF5 object headers, B-trees, filters,
