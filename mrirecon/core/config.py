@@ -103,9 +103,37 @@ ConfigLoader.add_implicit_resolver(
     list("-+0123456789."))
 
 
+class AliasBomb(yaml.YAMLError):
+    """A YAML document that expands past :data:`MAX_EXPANDED_VALUES` (:func:`load_yaml`)."""
+
+
+#: Values a config may expand to through YAML anchors and aliases; a shipped pipeline holds
+#: a few hundred. Nine nested anchors of nine aliases each (1.3 KB) expand to 387 million.
+MAX_EXPANDED_VALUES = 100_000
+
+
 def load_yaml(text: str) -> Any:
-    """Parse YAML text with :class:`ConfigLoader` (safe: no Python tags)."""
-    return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 (a SafeLoader subclass)
+    """Parse YAML text with :class:`ConfigLoader` (safe: no Python tags). A document whose
+    anchors and aliases expand to more than :data:`MAX_EXPANDED_VALUES` values (a "billion
+    laughs" alias bomb) is refused: its first check formatted the whole expansion into an error
+    message (37 s, 2.7 GB, then "internal error: MemoryError")."""
+    data = yaml.load(text, Loader=ConfigLoader)  # noqa: S506 (a SafeLoader subclass)
+    sizes: dict[int, int] = {}
+
+    def expanded(node) -> int:  # values the node stands for, each shared node counted once
+        if not isinstance(node, (dict, list)):
+            return 1
+        if id(node) not in sizes:
+            sizes[id(node)] = 0  # a cycle (an alias inside its own anchor) counts as 0 here
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            sizes[id(node)] = 1 + sum(expanded(v) for _, v in items)
+        return sizes[id(node)]
+
+    if (count := expanded(data)) > MAX_EXPANDED_VALUES:
+        raise AliasBomb(f"its anchors and aliases expand to {count:,} values (a config "
+                             f"holds a few hundred; at most {MAX_EXPANDED_VALUES:,} are read): an "
+                             "alias bomb, or aliases nested far deeper than a config needs")
+    return data
 
 
 def _describe(tp: Any) -> str:
@@ -130,11 +158,11 @@ def _convert(value: Any, tp: Any, source: str, key: str) -> Any:
                 return _convert(value, arg, source, key)
             except ConfigError:
                 continue
-        raise ConfigError(source, key, f"expected {_describe(tp)}, got {value!r}")
+        raise ConfigError(source, key, f"expected {_describe(tp)}, got {shown(value)}")
     if origin is Literal:
         if value not in get_args(tp):
             choices = ", ".join(repr(a) for a in get_args(tp))
-            raise ConfigError(source, key, f"must be one of {choices}, got {value!r}")
+            raise ConfigError(source, key, f"must be one of {choices}, got {shown(value)}")
         return value
     if dataclasses.is_dataclass(tp):
         if value is None:  # `reconstruct:` with every key under it commented out
@@ -142,14 +170,14 @@ def _convert(value: Any, tp: Any, source: str, key: str) -> Any:
                               "out?), which would silently run its defaults; give its keys, or "
                               "delete the line to mean the defaults")
         if not isinstance(value, dict):
-            raise ConfigError(source, key, f"expected a mapping for {tp.__name__}, got {value!r}")
+            raise ConfigError(source, key, f"expected a mapping for {tp.__name__}, got {shown(value)}")
         return from_dict(tp, value, source=source, prefix=key)
     if origin in (list, tuple) or tp in (list, tuple):
         variadic = origin is tuple and get_args(tp)[-1:] == (Ellipsis,)
         if not isinstance(value, (list, tuple)):  # one value for a list: --set accelerations=8
             value = [value] if origin is list or tp is list or variadic else value
             if not isinstance(value, (list, tuple)):
-                raise ConfigError(source, key, f"expected a list, got {value!r}")
+                raise ConfigError(source, key, f"expected a list, got {shown(value)}")
         args = get_args(tp)
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
@@ -161,28 +189,28 @@ def _convert(value: Any, tp: Any, source: str, key: str) -> Any:
         return tuple(items) if (origin is tuple or tp is tuple) else list(items)
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise ConfigError(source, key, f"expected a mapping, got {value!r}")
+            raise ConfigError(source, key, f"expected a mapping, got {shown(value)}")
         return dict(value)
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(source, key, f"expected true/false, got {value!r}")
+        raise ConfigError(source, key, f"expected true/false, got {shown(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise ConfigError(source, key, f"expected an integer, got {value!r}")
+        raise ConfigError(source, key, f"expected an integer, got {shown(value)}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        raise ConfigError(source, key, f"expected a number, got {value!r}")
+        raise ConfigError(source, key, f"expected a number, got {shown(value)}")
     if tp is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(source, key, f"expected a string, got {value!r}")
+        raise ConfigError(source, key, f"expected a string, got {shown(value)}")
     if tp is Path:
         if isinstance(value, (str, Path)):
             return Path(value)
-        raise ConfigError(source, key, f"expected a path, got {value!r}")
+        raise ConfigError(source, key, f"expected a path, got {shown(value)}")
     return value
 
 
@@ -490,6 +518,17 @@ def _existing_key(node: dict, key: str) -> Any:
                  and float(k) == value), key)
 
 
+def shown(value) -> str:
+    """``repr(value)`` for a message, bounded: a YAML alias bomb (nine nested anchors, 1.3 KB)
+    expands to billions of items, and its full repr in "expected a string, got ..." took 37 s
+    and 2.7 GB before a MemoryError."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxdict, r.maxtuple, r.maxstring, r.maxother = 3, 6, 6, 6, 80, 80
+    return r.repr(value)
+
+
 def read_yaml(path: str | Path) -> dict:
     """Read a YAML mapping; errors name the file."""
     p = Path(path)
@@ -503,6 +542,8 @@ def read_yaml(path: str | Path) -> dict:
         raise ConfigError(str(p), "", f"cannot read config: {e.strerror or e}") from e
     try:
         data = load_yaml(text)
+    except AliasBomb as e:
+        raise ConfigError(str(p), "", str(e)) from None
     except yaml.YAMLError as e:
         raise ConfigError(str(p), "", f"invalid YAML (tags such as !!python/... are refused): "
                                       f"{' '.join(str(e).split())}") from None
@@ -601,4 +642,4 @@ def deprecated_aliases(valid: dict[str, Any]) -> tuple[str, ...]:
 
 def at_least(source: str, key: str, value, minimum) -> None:
     if value is not None and not (_is_number(value) and math.isfinite(value) and value >= minimum):
-        raise fail(source, key, f"must be >= {minimum}, got {value!r}")
+        raise fail(source, key, f"must be >= {minimum}, got {shown(value)}")

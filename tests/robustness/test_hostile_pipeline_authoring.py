@@ -312,3 +312,45 @@ def test_a_file_of_the_other_kind_by_path_names_the_right_command(tmp_path, caps
     err = " ".join(capsys.readouterr().err.split())
     assert f"run it with `mrirecon {other} {path}`" in err and "unknown key" not in err
     assert not (tmp_path / "o").exists()
+
+
+def _bomb(levels: int = 9) -> str:
+    """Nine nested anchors of nine aliases each: 1.3 KB, 387 million values expanded."""
+    parts = ["&a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    parts += [f"&a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "[" + ", ".join(parts) + "]"
+
+
+@pytest.mark.parametrize("key", ["description", "reconstruct.params.lam"])
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path, key):
+    """Its first check formatted the whole expansion into "expected a string, got ..." (37 s,
+    2.7 GB, then "internal error: MemoryError"); one level more ran out of memory."""
+    import time
+
+    text = (PIPELINES / "mri_cs.yaml").read_text()
+    path = tmp_path / "bomb.yaml"
+    if key == "description":
+        text = re.sub(r"(?m)^description: .*$", f"description: {_bomb()}", text)
+    else:
+        text = re.sub(r"(?m)^  params: \{lam: .*\}$", f"  params: {{lam: {_bomb()}}}", text)
+    path.write_text(text)
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"bomb.yaml: <root>: its anchors and aliases expand to "
+                                          r"[\d,]+ values"):
+        load_pipeline(str(path))
+    assert time.perf_counter() - start < 30  # the refusal costs one pass over the shared nodes
+
+
+def test_anchors_a_config_may_use_are_read_and_messages_stay_bounded(tmp_path):
+    """An anchor reused a few times is fine; a wrong value's message shows a bounded repr."""
+    text = (PIPELINES / "mri_cs.yaml").read_text()
+    text = re.sub(r"(?m)^description: .*$", "description: &d plain words\nx_note: *d", text)
+    path = tmp_path / "anchors.yaml"
+    path.write_text(text.replace("x_note: *d\n", ""))
+    load_pipeline(str(path))
+    long = tmp_path / "long.yaml"
+    long.write_text(re.sub(r"(?m)^description: .*$", "description: [" + ", ".join(["w"] * 5000)
+                           + "]", (PIPELINES / "mri_cs.yaml").read_text()))
+    with pytest.raises(ConfigError, match=r"description: expected a string, got \['w', 'w'") as err:
+        load_pipeline(str(long))
+    assert len(str(err.value)) < 400
