@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import math
 import sys
 from collections.abc import Sequence
@@ -101,6 +102,30 @@ def _folder(text: str) -> str:
 _folder.__name__ = "folder"
 
 
+class SafeLogFormatter(logging.Formatter):
+    """Log lines with the control characters of their text (an input file's name, a header
+    string) written ``\\xNN``, and a message's later lines indented: a name holding ESC
+    sequences recoloured the terminal, and one holding ``\\nINFO fake.h5`` forged a log line.
+    Tabs and the message's own line breaks stay."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = "".join(f"\\x{ord(c):02x}" if (ord(c) < 0x20 and c not in "\n\t")
+                       or 0x7F <= ord(c) < 0xA0 else c for c in super().format(record))
+        return text.replace("\n", "\n    ")
+
+
+def log_to_stderr(level: int, fmt: str = "%(levelname)s %(name)s: %(message)s") -> None:
+    """``logging.basicConfig`` of the commands (the first call configures), through
+    :class:`SafeLogFormatter`."""
+    root = logging.getLogger()
+    if root.handlers:  # configured already (--debug, or the caller's own logging)
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(SafeLogFormatter(fmt))
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """``--help`` with each option's default after its help, only where it says something: not
     for required options, flags, options whose default is ``None`` (their help says what
@@ -160,7 +185,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from mrirecon.pipeline.definitions import load_pipeline_warned
     from mrirecon.pipeline.runner import run_pipeline
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    log_to_stderr(logging.INFO)
     config, text, warned = load_pipeline_warned(args.pipeline, args.set)
     return run_pipeline(config, args.input, args.output, resume=args.resume, device=args.device,
                         progress=not args.no_progress, config_text=text, replace_others=args.prune,
@@ -173,7 +198,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from mrirecon.pipeline.demo import run_demo
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    log_to_stderr(logging.INFO)
     result = run_demo(args.output, quick=args.quick, progress=not args.no_progress)
     return 1 if result["failures"] else 0
 
@@ -248,7 +273,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from mrirecon.bench.cli import bench_from_cli
 
     # as ``run``: "N finished entries reused from results.jsonl" and the skips are INFO lines
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    log_to_stderr(logging.INFO)
 
     fractions = None
     if args.center_fractions is not None:
@@ -439,7 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if debug:
         import logging
 
-        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
+        log_to_stderr(logging.DEBUG)
     prog = getattr(args, "_parser", parser).prog
     from mrirecon.io.errors import Terminated, disk_error
 

@@ -55,7 +55,9 @@ def cmd_train_config(args: argparse.Namespace) -> int:
     from mrirecon.pipeline.definitions import training_config_path
     from mrirecon.training.run import train_from_config
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from mrirecon.cli import log_to_stderr
+
+    log_to_stderr(logging.INFO, "%(asctime)s %(name)s: %(message)s")
     path = training_config_path(args.config)
     result = train_from_config(path, overrides=args.set, resume=args.resume)
     print(result.output_dir / "model.pt")

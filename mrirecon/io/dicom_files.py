@@ -130,6 +130,8 @@ def read_candidate(path: Path) -> tuple[Dataset | None, str | None]:
     if not part10 and clearly_not_dicom(path, data):
         return None, None  # e.g. a README
     bare = bare_data_set_start(data)
+    if part10 and (why := _deflate_bomb(path, data)):
+        return None, why
     try:
         if part10:
             ds = pydicom.dcmread(path)
@@ -245,3 +247,41 @@ def check_subfolders(folder: Path, uid: str, count: int) -> None:
             f"{', ...' if len(others) > 5 else ''}): they hold DICOM files of other series, "
             "no slice of this one; pass them as inputs of their own to read them"),
             kind="subfolders"), stacklevel=4)
+
+
+#: The Deflated Explicit VR Little Endian transfer syntax: the data set after the file meta is
+#: one raw deflate stream, which pydicom inflates whole before parsing.
+_DEFLATED = b"1.2.840.10008.1.2.1.99"
+
+
+def _deflate_bomb(path: Path, head: bytes) -> str | None:
+    """Why a deflated Part 10 file is refused before pydicom inflates it, or ``None``: its
+    data set inflates past a quarter of the memory (a 1.75-MB file of 30000 x 30000 zero pixels
+    took 9.7 GB, then a raw MemoryError). The stream is inflated in 1-MiB pieces and counted,
+    never kept. The file meta's group length (0002,0000) says where the stream starts."""
+    import struct
+    import zlib
+
+    from mrirecon.io.errors import memory_bytes
+
+    if _DEFLATED not in head[:1024] or head[132:136] != b"\x02\x00\x00\x00":
+        return None
+    start = 132 + 12 + struct.unpack("<I", head[140:144])[0]
+    limit, total = memory_bytes() / 4, 0
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        with path.open("rb") as f:
+            f.seek(start)
+            while chunk := f.read(1 << 20):
+                while chunk:
+                    total += len(inflater.decompress(chunk, 1 << 24))
+                    chunk = inflater.unconsumed_tail
+                    if total > limit:
+                        return (f"TransferSyntaxUID: the deflated data set inflates past "
+                                f"{limit / 2**30:.1f} GiB (a quarter of the memory here) from "
+                                f"{path.stat().st_size / 2**20:.1f} MiB: corrupt, or a "
+                                "decompression bomb; not read")
+    except (OSError, zlib.error):
+        return None  # pydicom's own reading names what is wrong
+    return None
+

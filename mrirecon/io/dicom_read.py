@@ -36,7 +36,7 @@ from mrirecon.io.dicom_pixels import (
     padding_as_air,
     warn_high_bits,
 )
-from mrirecon.io.errors import DataFormatError, DataNote, DataWarning
+from mrirecon.io.errors import DataFormatError, DataNote, DataWarning, refuse_oversized
 
 __all__ = ["looks_like_dicom", "read_dicom_series", "read_dicom_series_and_header",
            "read_dicom_series_and_messages"]
@@ -293,6 +293,12 @@ def _pixels(ds: Dataset, path: Path) -> tuple[np.ndarray, PixelFacts]:
     if samples != 1:
         raise DataFormatError(path, "SamplesPerPixel", f"is {samples}, expected 1")
     ct = ds.get("Modality") == "CT"
+    try:  # decoded, then float64 and float32 copies: bounded first (malformed: decode says)
+        rows, cols, frames = int(ds.Rows), int(ds.Columns), int(ds.get("NumberOfFrames", 1) or 1)
+    except (AttributeError, TypeError, ValueError):
+        rows = cols = frames = 0
+    refuse_oversized(path, "Rows/Columns", 12.0 * rows * cols * max(frames, 1),
+                     f"a {rows} x {cols} x {frames}-frame image")
     arr, facts = decode(ds, path, ct)
     if arr.ndim != 2:
         raise DataFormatError(path, "PixelData", f"expected one 2-D frame, got shape {arr.shape}")

@@ -85,6 +85,25 @@ class DataNote(DataWarning):
     for a library caller (``warnings.simplefilter("ignore", DataNote)`` silences it)."""
 
 
+def memory_bytes() -> int:
+    """Bytes of RAM (64 GiB if the system does not say): the readers refuse a declared size
+    above a quarter of it before reading anything (a corrupt or hostile shape)."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 1 << 36
+
+
+def refuse_oversized(path: str | os.PathLike, field: str, nbytes: float, what: str) -> None:
+    """A :class:`DataFormatError` naming ``field`` when ``what`` (e.g. "a (2, 60000, 60000)
+    float32 reference") would need more than a quarter of the RAM: a 300-KiB file declaring
+    one raised "MemoryError: Unable to allocate 13.4 GiB", naming nothing."""
+    if nbytes > memory_bytes() / 4:
+        raise DataFormatError(path, field, f"{what} would need {nbytes / 2**30:.1f} GiB, more "
+                              f"than a quarter of the {memory_bytes() / 2**30:.0f} GiB of memory "
+                              "here; the declared size is corrupt (or the data must be split)")
+
+
 def require_regular_file(path: str | os.PathLike) -> None:
     """Refuse a FIFO, socket or device before opening it (opening a FIFO blocks forever).
 

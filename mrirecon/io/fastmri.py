@@ -30,7 +30,8 @@ import torch
 
 from mrirecon.containers import Header, KSpace
 from mrirecon.io.atomic import atomic_hdf5
-from mrirecon.io.errors import DataFormatError, guard_reader, open_hdf5, refuse_nonfinite
+from mrirecon.io.errors import (DataFormatError, guard_reader, memory_bytes, open_hdf5,
+                                refuse_nonfinite, refuse_oversized)
 from mrirecon.io.hdf5_vlen import check_vlen_references
 from mrirecon.io.ismrmrd_header import header_to_xml, parse_ismrmrd_header
 
@@ -38,13 +39,6 @@ ArrayLike = np.ndarray | torch.Tensor
 REFERENCE_KEYS = ("reconstruction_rss", "reconstruction_esc")
 log = logging.getLogger("mrirecon.io")
 _COMPLEX = (np.complex64, np.complex128)
-
-
-def _memory_bytes() -> int:
-    try:
-        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return 1 << 36
 
 
 def _attr_value(value):
@@ -115,7 +109,7 @@ class FastMRIFile:
         chunk = int(np.prod(ks.chunks, dtype=np.float64)) * ks.dtype.itemsize
         if chunk <= 1 << 20:
             return 0
-        if chunk > _memory_bytes() // 4:
+        if chunk > memory_bytes() // 4:
             raise self._fail("kspace", f"stored in chunks {ks.chunks} of {chunk / 2**30:.1f} GiB, "
                                        "more than a quarter of the memory here; rechunk it per slice "
                                        f"(h5repack -l kspace:CHUNK=1x{'x'.join(map(str, ks.shape[1:]))})")
@@ -140,7 +134,7 @@ class FastMRIFile:
         if ks.shape[0] < 1 or min(ks.shape[1:]) < 1:
             raise self._fail("kspace", f"empty dataset of shape {ks.shape}")
         slice_bytes = int(np.prod(ks.shape[1:], dtype=np.float64)) * ks.dtype.itemsize
-        if slice_bytes > _memory_bytes() // 4:
+        if slice_bytes > memory_bytes() // 4:
             raise self._fail("kspace", f"one slice of shape {ks.shape[1:]} would need "
                                        f"{slice_bytes / 2**30:.1f} GiB; the shape is corrupt")
 
@@ -210,6 +204,10 @@ class FastMRIFile:
                 if isinstance(ds, h5py.Dataset) and (bad := check_vlen_references(
                         self.path, h5, ds)):  # before HDF5 follows it (it can hang)
                     raise self._fail("ismrmrd_header", bad)
+                if isinstance(ds, h5py.Dataset):  # a header is kilobytes: not a 9-GiB array
+                    refuse_oversized(self.path, "ismrmrd_header", ds.size * (
+                        64 if ds.dtype.kind == "O" else ds.dtype.itemsize),  # vlen: 64 B each
+                        f"a {ds.shape} {ds.dtype} header")
                 raw = ds[()]
             except (OSError, RuntimeError, KeyError) as err:
                 raise self._fail("ismrmrd_header", f"unreadable ({err})") from None
@@ -262,8 +260,12 @@ class FastMRIFile:
         h5 = self._file
         if "mask" not in h5:
             return None
+        ds = h5["mask"]
+        if isinstance(ds, h5py.Dataset):  # one value per column: not a (1e10,) array
+            refuse_oversized(self.path, "mask", ds.size * ds.dtype.itemsize,
+                             f"a {ds.shape} {ds.dtype} mask")
         try:
-            mask = np.asarray(h5["mask"][()])
+            mask = np.asarray(ds[()])
         except (OSError, RuntimeError) as err:
             raise self._fail("mask", f"unreadable ({err})") from None
         width = self.shape[-1]
@@ -367,6 +369,8 @@ class FastMRIFile:
         if ds.dtype.kind not in "biuf":  # complex: the metrics took its real part, exit 0
             raise self._fail(key, f"expected real magnitude images, got {ds.dtype}" + (
                 " (complex: store its magnitude, abs)" if ds.dtype.kind == "c" else ""))
+        refuse_oversized(self.path, key, float(np.prod(ds.shape[1:], dtype=np.float64)) * 4 * (
+            ds.shape[0] if index is None else 1), f"a {ds.shape} {ds.dtype} reference")
         sel = slice(None) if index is None else self._check_index(index)
         return torch.from_numpy(np.ascontiguousarray(self._read(key, sel, key)))
 

@@ -65,7 +65,7 @@ import torch
 
 from mrirecon.containers import Header, KSpace
 from mrirecon.functional import center_crop, fft2c, ifft2c
-from mrirecon.io.errors import DataFormatError, open_hdf5
+from mrirecon.io.errors import DataFormatError, memory_bytes, open_hdf5
 from mrirecon.io.hdf5_vlen import check_vlen_references
 from mrirecon.io.ismrmrd_encoding import (SHARED_REFERENCE_COUNTERS, check_epi,
                                           check_partition_counter, check_partitions,
@@ -116,20 +116,13 @@ def _samples(record, fail, index: int) -> np.ndarray:
 MAX_GRID_PER_READOUT = 4096  # grid lines per acquired readout that a real scan never exceeds
 
 
-def _memory_bytes() -> int:
-    try:
-        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return 1 << 36
-
-
 def _check_allocation(fail, field: str, shape: tuple[int, ...], readouts: int) -> None:
     """Refuse a k-space grid that the acquisitions cannot justify or memory cannot hold, before
     allocating it (a corrupt index or matrix size would otherwise ask for many GiB)."""
     slices, parts, channels, enc_x, enc_y = shape
     nbytes = 8 * slices * parts * channels * enc_x * enc_y
     lines = slices * parts * enc_y
-    if nbytes > _memory_bytes() // 2 or (lines > MAX_GRID_PER_READOUT * max(readouts, 1)
+    if nbytes > memory_bytes() // 2 or (lines > MAX_GRID_PER_READOUT * max(readouts, 1)
                                          and nbytes > 1 << 28):
         raise fail(field, f"{readouts} readouts would fill a k-space grid of shape {shape} "
                           f"({nbytes / 2**30:.1f} GiB); the slice/encoding indices or the header's "
@@ -233,7 +226,7 @@ def _read_ismrmrd(
             table = group["data"]
             if not isinstance(table, h5py.Dataset) or table.ndim != 1:
                 raise fail(f"{dataset}/data", "expected a 1-D table of acquisitions")
-            if table.shape[0] * max(table.dtype.itemsize, 1) > _memory_bytes() // 4:
+            if table.shape[0] * max(table.dtype.itemsize, 1) > memory_bytes() // 4:
                 raise fail(f"{dataset}/data", f"{table.shape[0]} acquisitions do not fit memory")
             if bad := check_vlen_references(path, h5, table):
                 raise fail(f"{dataset}/data", bad)

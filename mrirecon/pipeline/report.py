@@ -50,6 +50,18 @@ def display_name(r: VolumeResult) -> str:
     return Path(r.input).name if str(parent) == "." else f"{parent.as_posix()}/{Path(r.input).name}"
 
 
+def _esc(text: str) -> str:
+    """``html.escape`` of ``text`` with its control characters but tabs and line breaks
+    written ``\\xNN``: an input name's ESC sequences reached the page raw, in the table and in
+    every warning that names the input."""
+    return html.escape("".join(f"\\x{ord(c):02x}" if (ord(c) < 0x20 and c not in "\n\t")
+                               or 0x7F <= ord(c) < 0xA0 else c for c in str(text)))
+
+
+def _html_name(r: VolumeResult) -> str:
+    return _esc(display_name(r))
+
+
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}
 table{border-collapse:collapse;margin:12px 0}td,th{border:1px solid #ccc;padding:4px 8px;
@@ -83,12 +95,12 @@ def write_report(path: str | Path, *, title: str, config_text: str,
         cls = {"ok": "ok", "skipped": "ok"}.get(r.status, "failed")  # skipped = finished before
         cells = "".join(f"<td>{_fmt(r.metrics[m])}</td>" if m in r.metrics else "<td>–</td>"
                         for m in metric_names)
-        err = f"<br><small>{html.escape(r.error)}</small>" if r.error else ""
-        err += "".join(f"<br><small class='warn'>warning: {html.escape(w)}</small>"
+        err = f"<br><small>{_esc(r.error)}</small>" if r.error else ""
+        err += "".join(f"<br><small class='warn'>warning: {_esc(w)}</small>"
                        for w in r.warnings)
-        err += "".join(f"<br><small>{html.escape(n)}</small>" for n in r.notes)
+        err += "".join(f"<br><small>{_esc(n)}</small>" for n in r.notes)
         rows.append(
-            f"<tr><td class='l'>{html.escape(display_name(r))}</td>"
+            f"<tr><td class='l'>{_html_name(r)}</td>"
             f"<td class='l {cls}'>{r.status}{err}</td><td>{r.slices}</td>"
             f"<td>{r.seconds:.1f}</td>{cells}</tr>"
         )
@@ -103,25 +115,25 @@ def write_report(path: str | Path, *, title: str, config_text: str,
             f"<td>{mean_spread(v[0], v[1], v[2] if len(v) > 2 else None, _fmt)}</td>"
             for v in summary.values()) + "</tr></table>")
     if metrics_note and metric_names:
-        summ += f"<p><small>{html.escape(metrics_note)}</small></p>"
+        summ += f"<p><small>{_esc(metrics_note)}</small></p>"
     figs = []
     for r in results:
         if not r.figures and not r.outputs:
             continue
-        figs.append(f"<h2>{html.escape(display_name(r))}</h2>")
+        figs.append(f"<h2>{_html_name(r)}</h2>")
         for f in r.figures:
             # '#', '?', '%' in file names; the bytes of a name that is not UTF-8, as on disk
             rel = quote(os.fsencode(Path(os.path.relpath(f, base)).as_posix()))
-            figs.append(f"<img src='{html.escape(rel)}' alt='{html.escape(Path(f).stem)}'>")
-        outs = ", ".join(f"{k}: <code>{html.escape(os.path.relpath(v, base))}</code>"
+            figs.append(f"<img src='{html.escape(rel)}' alt='{_esc(Path(f).stem)}'>")
+        outs = ", ".join(f"{k}: <code>{_esc(os.path.relpath(v, base))}</code>"
                          for k, v in r.outputs.items())
         if outs:
             figs.append(f"<p>Outputs — {outs}</p>")
-    doc = f"""<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>
-<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>
-{''.join(f"<p class='warn'>warning: {html.escape(w)}</p>" for w in config_warnings)}
+    doc = f"""<!doctype html><html><head><meta charset='utf-8'><title>{_esc(title)}</title>
+<style>{_CSS}</style></head><body><h1>{_esc(title)}</h1>
+{''.join(f"<p class='warn'>warning: {_esc(w)}</p>" for w in config_warnings)}
 <table><tr><th class='l'>input</th><th class='l'>status</th><th>slices</th><th>seconds</th>{head}</tr>
 {''.join(rows)}</table>{summ}{''.join(figs)}
-<h2>Configuration</h2><pre>{html.escape(config_text)}</pre></body></html>"""
+<h2>Configuration</h2><pre>{_esc(config_text)}</pre></body></html>"""
     atomic_write_text(path, doc)  # file-name bytes escaped there (io.atomic.printable)
     return path

@@ -125,6 +125,26 @@ def test_metrics_csv_names_one_row_per_input(mri_file, tmp_path):
     assert "''-minus.h5" in cells and "'-minus.h5" in cells and "new\\x0aline.h5" in cells
 
 
+def test_control_characters_of_a_name_reach_no_log_line_or_page_raw(mri_file, tmp_path):
+    """A name holding ESC sequences recoloured the terminal through the log, and one holding
+    "\\nINFO fake.h5" forged a log line; report.html held the raw bytes too."""
+    from mrirecon.cli import SafeLogFormatter
+
+    record = logging.LogRecord("mrirecon.pipeline", logging.WARNING, __file__, 1,
+                               "%s: fully sampled", ("\x1b[31mRED\x1b[0m\nINFO fake.h5",), None)
+    line = SafeLogFormatter("%(levelname)s %(name)s: %(message)s").format(record)
+    assert "\x1b" not in line and "\\x1b[31mRED\\x1b[0m" in line
+    assert all(not row.startswith("INFO") for row in line.splitlines()[1:])  # indented
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(mri_file, folder / "\x1b[31mRED.h5")
+    out = tmp_path / "out"
+    config = mri_config("undersample.enabled=true", "report.enabled=true")
+    assert run_pipeline(config, [str(folder)], out, progress=False) == 0
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "\x1b" not in page and "\\x1b[31mRED.h5" in page
+
+
 def test_provenance_paths_survive_a_moved_output_folder(ct_dir, tmp_path, monkeypatch):
     """provenance.json held outputs and figures relative to the working directory, which it did
     not record: after `mv out moved` none of them pointed at a file."""
