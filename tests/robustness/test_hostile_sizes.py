@@ -127,3 +127,18 @@ def test_a_deflated_dicom_bomb_is_refused_before_it_is_inflated(tmp_path):
     with pytest.raises(DataFormatError, match=r"IM0001.dcm: Rows/Columns: a 2400 x 2400 x "
                                               r"1-frame image would need"):
         _pixels(pydicom.dcmread(small), small)
+
+
+def test_a_volume_whose_outputs_cannot_be_held_is_refused_after_its_first_slice(source, tmp_path,
+                                                                               monkeypatch):
+    """A 1.7-MB file whose 5000 virtual slices mapped one 320 x 320 slice grew to 24 GB until
+    the kernel killed the run: the volume's outputs are held for its exports. Pretending 32 KiB
+    of memory, this 32 x 32 file's slice is refused after the first slice, naming the count."""
+    from mrirecon.io import errors
+    from tests.robustness.test_hostile_inputs import mri_config, run_one
+
+    monkeypatch.setattr(errors, "memory_bytes", lambda: 32 << 10)
+    entry = run_one(mri_config(), source, tmp_path / "out")
+    assert entry["status"] == "failed"
+    assert "kspace: 1 slices of (32, 32) outputs would hold" in entry["error"]
+    assert "split the volume into files of fewer slices" in entry["error"]
