@@ -109,9 +109,9 @@ class SafeLogFormatter(logging.Formatter):
     Tabs and the message's own line breaks stay."""
 
     def format(self, record: logging.LogRecord) -> str:
-        text = "".join(f"\\x{ord(c):02x}" if (ord(c) < 0x20 and c not in "\n\t")
-                       or 0x7F <= ord(c) < 0xA0 else c for c in super().format(record))
-        return text.replace("\n", "\n    ")
+        from mrirecon.io.atomic import control_escaped
+
+        return control_escaped(super().format(record)).replace("\n", "\n    ")
 
 
 def log_to_stderr(level: int, fmt: str = "%(levelname)s %(name)s: %(message)s") -> None:
@@ -180,8 +180,6 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``mrirecon run``: one pipeline over many inputs; exit 1 when any input failed."""
-    import logging
-
     from mrirecon.pipeline.definitions import load_pipeline_warned
     from mrirecon.pipeline.runner import run_pipeline
 
@@ -194,8 +192,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``mrirecon demo``: the main job on bundled anatomy (about 3 minutes on 2 CPU cores)."""
-    import logging
-
     from mrirecon.pipeline.demo import run_demo
 
     log_to_stderr(logging.INFO)
@@ -268,8 +264,6 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """``mrirecon bench``: benchmark table (see :mod:`mrirecon.bench`)."""
-    import logging
-
     from mrirecon.bench.cli import bench_from_cli
 
     # as ``run``: "N finished entries reused from results.jsonl" and the skips are INFO lines
@@ -462,8 +456,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(2) from None
     args = parser.parse_args([a for a in argv if a != "--debug"])
     if debug:
-        import logging
-
         log_to_stderr(logging.DEBUG)
     prog = getattr(args, "_parser", parser).prog
     from mrirecon.io.errors import Terminated, disk_error
@@ -521,7 +513,6 @@ def _warnings_as_log_lines():
     Python's ``FILE:LINE: UserWarning: ...`` with the warning's source line quoted under it, the
     one raw entry in a run's log. A warning from outside the package keeps its category and
     place. Returns the ``warnings.showwarning`` it replaced (restored by :func:`main`)."""
-    import logging
     import os
     import warnings
 

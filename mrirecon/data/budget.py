@@ -8,13 +8,7 @@ import re
 import shutil
 from pathlib import Path
 
-
-def physical_memory() -> int:
-    """Bytes of RAM (64 GiB if the system does not say)."""
-    try:
-        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return 1 << 36
+from mrirecon.io.errors import memory_bytes as physical_memory  # noqa: F401 (Bytes of RAM)
 
 
 def size_text(nbytes: float) -> str:

@@ -205,6 +205,14 @@ def atomic_write_together(items: Iterable[tuple[str | os.PathLike, bytes | memor
             stack.enter_context(atomic_path(path)).write_bytes(data)
 
 
+def control_escaped(text: str) -> str:
+    """``text`` with its control characters but tabs and line breaks written ``\\xNN`` (C0,
+    DEL and C1): for log lines and the report, where an input name's ESC sequences recoloured
+    the terminal and its line breaks forged log lines."""
+    return "".join(f"\\x{ord(c):02x}" if (ord(c) < 0x20 and c not in "\n\t")
+                   or 0x7F <= ord(c) < 0xA0 else c for c in text)
+
+
 def printable(text: str) -> str:
     """``text`` with the bytes of a file name that is not UTF-8 (Python's surrogate escapes: a
     Latin-1 ``ü`` from a Windows share or an old scanner export reads as ``\\udcfc``) written as

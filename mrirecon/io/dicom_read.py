@@ -293,12 +293,6 @@ def _pixels(ds: Dataset, path: Path) -> tuple[np.ndarray, PixelFacts]:
     if samples != 1:
         raise DataFormatError(path, "SamplesPerPixel", f"is {samples}, expected 1")
     ct = ds.get("Modality") == "CT"
-    try:  # decoded, then float64 and float32 copies: bounded first (malformed: decode says)
-        rows, cols, frames = int(ds.Rows), int(ds.Columns), int(ds.get("NumberOfFrames", 1) or 1)
-    except (AttributeError, TypeError, ValueError):
-        rows = cols = frames = 0
-    refuse_oversized(path, "Rows/Columns", 12.0 * rows * cols * max(frames, 1),
-                     f"a {rows} x {cols} x {frames}-frame image")
     arr, facts = decode(ds, path, ct)
     if arr.ndim != 2:
         raise DataFormatError(path, "PixelData", f"expected one 2-D frame, got shape {arr.shape}")
@@ -508,6 +502,9 @@ def read_dicom_series_and_header(
     orientation, angle = _orthonormal(iop0, path0)
     spacing0 = _floats(ds0, path0, "PixelSpacing", 2)
     size0 = (_int(ds0, path0, "Rows"), _int(ds0, path0, "Columns"))
+    # decoded slice by slice into float64, stacked, then a float32 copy: about 20 bytes a voxel
+    refuse_oversized(path0, "Rows/Columns", 20.0 * len(items) * size0[0] * size0[1],
+                     f"{len(items)} slice(s) of {size0[0]} x {size0[1]}")
     normal = np.cross(orientation[:3], orientation[3:])
     for path, ds in items:
         if str(ds.get("Modality", "")) != modality:

@@ -133,10 +133,8 @@ class FastMRIFile:
             raise self._fail("kspace", f"expected complex64 samples, got dtype {ks.dtype}")
         if ks.shape[0] < 1 or min(ks.shape[1:]) < 1:
             raise self._fail("kspace", f"empty dataset of shape {ks.shape}")
-        slice_bytes = int(np.prod(ks.shape[1:], dtype=np.float64)) * ks.dtype.itemsize
-        if slice_bytes > memory_bytes() // 4:
-            raise self._fail("kspace", f"one slice of shape {ks.shape[1:]} would need "
-                                       f"{slice_bytes / 2**30:.1f} GiB; the shape is corrupt")
+        refuse_oversized(self.path, "kspace", float(np.prod(ks.shape[1:], dtype=np.float64))
+                         * ks.dtype.itemsize, f"one slice of shape {ks.shape[1:]}")
 
     def close(self) -> None:
         """Close the HDF5 handle (reopened on next use)."""

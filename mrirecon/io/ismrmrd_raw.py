@@ -65,7 +65,7 @@ import torch
 
 from mrirecon.containers import Header, KSpace
 from mrirecon.functional import center_crop, fft2c, ifft2c
-from mrirecon.io.errors import DataFormatError, memory_bytes, open_hdf5
+from mrirecon.io.errors import DataFormatError, memory_bytes, open_hdf5, refuse_oversized
 from mrirecon.io.hdf5_vlen import check_vlen_references
 from mrirecon.io.ismrmrd_encoding import (SHARED_REFERENCE_COUNTERS, check_epi,
                                           check_partition_counter, check_partitions,
@@ -226,8 +226,8 @@ def _read_ismrmrd(
             table = group["data"]
             if not isinstance(table, h5py.Dataset) or table.ndim != 1:
                 raise fail(f"{dataset}/data", "expected a 1-D table of acquisitions")
-            if table.shape[0] * max(table.dtype.itemsize, 1) > memory_bytes() // 4:
-                raise fail(f"{dataset}/data", f"{table.shape[0]} acquisitions do not fit memory")
+            refuse_oversized(path, f"{dataset}/data", float(table.shape[0]) * max(
+                table.dtype.itemsize, 1), f"a table of {table.shape[0]} acquisitions")
             if bad := check_vlen_references(path, h5, table):
                 raise fail(f"{dataset}/data", bad)
             records = table[()]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mrirecon.io.errors import DataFormatError, memory_bytes
+from mrirecon.io.errors import DataFormatError, refuse_oversized
 from mrirecon.operators.ct_geometry import CTGeometry
 
 MU_WATER_PER_M = 20.0
@@ -92,18 +92,18 @@ def geometry_from_json(text: str,
             raise ValueError(f"missing {', '.join(missing)} (every length in mm is stated; "
                            f"geometry_to_json writes {', '.join(GEOMETRY_KEYS + FAN_KEYS)})")
         geometry = CTGeometry(**fields)
-        pixels = float(np.prod(geometry.image_shape, dtype=np.float64))
-        if pixels * 4 * 8 > memory_bytes():  # an image and its working copies past 1/4 of RAM
-            raise ValueError(f"image_shape {list(geometry.image_shape)} would need "
-                             f"{pixels * 4 / 2**30:.1f} GiB per image; the shape is corrupt")
         span = max(geometry.angles) - min(geometry.angles)
         if span > MAX_ANGLE_SPAN:  # the operator takes any angles; a file holds one scan
             raise ValueError(f"angles span {span:.6g} rad, more than two turns (4 pi): angles "
                              "are in radians (were degrees given?)")
-        return geometry
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError) as err:
         # RecursionError: JSON nested thousands deep (json.loads recurses)
         raise DataFormatError(source, "attrs/geometry", f"not a valid CT geometry ({err})") from None
+    # an image and its working copies (float32: 8 of them): a 40000 x 40000 image_shape raised
+    # torch's "tried to allocate 6400000000 bytes"
+    refuse_oversized(source, "attrs/geometry", 32.0 * np.prod(geometry.image_shape, dtype=np.float64),
+                     f"image_shape {list(geometry.image_shape)}")
+    return geometry
 
 
 def root_attrs(h5, path: Path) -> dict:

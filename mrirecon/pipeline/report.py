@@ -51,15 +51,12 @@ def display_name(r: VolumeResult) -> str:
 
 
 def _esc(text: str) -> str:
-    """``html.escape`` of ``text`` with its control characters but tabs and line breaks
-    written ``\\xNN``: an input name's ESC sequences reached the page raw, in the table and in
-    every warning that names the input."""
-    return html.escape("".join(f"\\x{ord(c):02x}" if (ord(c) < 0x20 and c not in "\n\t")
-                               or 0x7F <= ord(c) < 0xA0 else c for c in str(text)))
+    """``html.escape`` of ``text`` with its control characters written ``\\xNN``
+    (:func:`~mrirecon.io.atomic.control_escaped`): an input name's ESC sequences reached the
+    page raw, in the table and in every warning that names the input."""
+    from mrirecon.io.atomic import control_escaped
 
-
-def _html_name(r: VolumeResult) -> str:
-    return _esc(display_name(r))
+    return html.escape(control_escaped(str(text)))
 
 
 _CSS = """
@@ -100,7 +97,7 @@ def write_report(path: str | Path, *, title: str, config_text: str,
                        for w in r.warnings)
         err += "".join(f"<br><small>{_esc(n)}</small>" for n in r.notes)
         rows.append(
-            f"<tr><td class='l'>{_html_name(r)}</td>"
+            f"<tr><td class='l'>{_esc(display_name(r))}</td>"
             f"<td class='l {cls}'>{r.status}{err}</td><td>{r.slices}</td>"
             f"<td>{r.seconds:.1f}</td>{cells}</tr>"
         )
@@ -120,7 +117,7 @@ def write_report(path: str | Path, *, title: str, config_text: str,
     for r in results:
         if not r.figures and not r.outputs:
             continue
-        figs.append(f"<h2>{_html_name(r)}</h2>")
+        figs.append(f"<h2>{_esc(display_name(r))}</h2>")
         for f in r.figures:
             # '#', '?', '%' in file names; the bytes of a name that is not UTF-8, as on disk
             rel = quote(os.fsencode(Path(os.path.relpath(f, base)).as_posix()))

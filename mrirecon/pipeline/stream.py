@@ -272,7 +272,7 @@ def _check_volume_memory(path: Path, n: int, first: list[Tensor]) -> None:
     # and reference are 0.8 MB), then stacked once more
     need = 4.0 * n * sum(t.numel() * t.element_size() for t in first)
     if need > memory_bytes() / 2:
-        raise ValueError(f"{path}: kspace: {n} slices of {tuple(first[0].shape)} outputs would "
+        raise ValueError(f"{path}: {n} slices of {tuple(first[0].shape)} outputs would "
                          f"hold {need / 2**30:.1f} GiB for the volume's exports, more than half "
                          f"of the {memory_bytes() / 2**30:.0f} GiB of memory here; split the "
                          "volume into files of fewer slices")
