@@ -22,6 +22,8 @@ import yaml
 
 from mrirecon.core.checks import param_problem
 from mrirecon.core.names import DEPRECATED, did_you_mean
+from mrirecon.core.yaml_loader import (MAX_EXPANDED_VALUES, AliasBomb,  # noqa: F401
+                                       ConfigLoader, load_yaml)
 
 T = TypeVar("T")
 log = logging.getLogger("mrirecon.config")
@@ -55,85 +57,6 @@ class ConfigError(ValueError):
             return self
         return ConfigError(f"--set over {self.source}" if self.source else "--set", self.key,
                            self.message)
-
-
-class ConfigLoader(yaml.SafeLoader):
-    """PyYAML's safe loader with YAML 1.2's float syntax.
-
-    PyYAML implements YAML 1.1, where a float needs a dot: ``1e-3`` (what everyone writes for a
-    learning rate or a weight) is the *string* '1e-3' there, so ``--set adapt.lr=1e-3`` was
-    refused as "must be a number" and a string-typed check would have let it through. Here
-    ``1e-3``, ``5E4`` and ``.5`` are floats, as in YAML 1.2 and JSON; ``nan`` / ``inf``
-    without the dot stay strings (YAML's spelling is ``.nan`` / ``.inf``).
-
-    A key given twice in one mapping (``undersample:`` twice, or ``30:`` and ``30.0:`` in a
-    table) is refused with both lines: PyYAML keeps the last one without a word.
-    """
-
-    def construct_mapping(self, node, deep=False):
-        if isinstance(node, yaml.MappingNode):
-            seen: dict = {}
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    continue
-                key = self.construct_object(key_node, deep=True)
-                try:
-                    first = seen.get(key)
-                except TypeError:  # unhashable: the base class says so
-                    continue
-                if first is not None:
-                    raise yaml.constructor.ConstructorError(
-                        "while constructing a mapping", node.start_mark,
-                        f"found the key {key!r} twice (first on line {first.line + 1}): the later "
-                        "one would silently replace the earlier; keep one", key_node.start_mark)
-                seen[key] = key_node.start_mark
-        return super().construct_mapping(node, deep)
-
-
-ConfigLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:float"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-ConfigLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-                 |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
-                 |[-+]?\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
-                 |[-+]?\.(?:inf|Inf|INF)
-                 |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."))
-
-
-class AliasBomb(yaml.YAMLError):
-    """A YAML document that expands past :data:`MAX_EXPANDED_VALUES` (:func:`load_yaml`)."""
-
-
-#: Values a config may expand to through YAML anchors and aliases; a shipped pipeline holds
-#: a few hundred. Nine nested anchors of nine aliases each (1.3 KB) expand to 387 million.
-MAX_EXPANDED_VALUES = 100_000
-
-
-def load_yaml(text: str) -> Any:
-    """Parse YAML text with :class:`ConfigLoader` (safe: no Python tags). A document whose
-    anchors and aliases expand to more than :data:`MAX_EXPANDED_VALUES` values (a "billion
-    laughs" alias bomb) is refused: its first check formatted the whole expansion into an error
-    message (37 s, 2.7 GB, then "internal error: MemoryError")."""
-    data = yaml.load(text, Loader=ConfigLoader)  # noqa: S506 (a SafeLoader subclass)
-    sizes: dict[int, int] = {}
-
-    def expanded(node) -> int:  # values the node stands for, each shared node counted once
-        if not isinstance(node, (dict, list)):
-            return 1
-        if id(node) not in sizes:
-            sizes[id(node)] = 0  # a cycle (an alias inside its own anchor) counts as 0 here
-            items = node.items() if isinstance(node, dict) else enumerate(node)
-            sizes[id(node)] = 1 + sum(expanded(v) for _, v in items)
-        return sizes[id(node)]
-
-    if (count := expanded(data)) > MAX_EXPANDED_VALUES:
-        raise AliasBomb(f"its anchors and aliases expand to {count:,} values (a config "
-                             f"holds a few hundred; at most {MAX_EXPANDED_VALUES:,} are read): an "
-                             "alias bomb, or aliases nested far deeper than a config needs")
-    return data
 
 
 def _describe(tp: Any) -> str:

@@ -354,3 +354,12 @@ def test_anchors_a_config_may_use_are_read_and_messages_stay_bounded(tmp_path):
     with pytest.raises(ConfigError, match=r"description: expected a string, got \['w', 'w'") as err:
         load_pipeline(str(long))
     assert len(str(err.value)) < 400
+
+
+def test_a_yaml_nested_thousands_deep_is_refused_by_name(tmp_path):
+    """PyYAML's parser recursed past Python's limit: "internal error: RecursionError"."""
+    path = tmp_path / "deep.yaml"
+    path.write_text("name: x\nmodality: mri\ndescription: " + "[" * 3000 + "]" * 3000 + "\n")
+    with pytest.raises(ConfigError, match=r"deep.yaml: <root>: it nests lists or mappings "
+                                          r"thousands deep"):
+        load_pipeline(str(path))
