@@ -67,10 +67,8 @@ class CTSlice:
 
 def slice_seed(name: str, index: int, cfg: UndersampleConfig | None = None) -> int:
     """The noise seed of slice ``index`` of file ``name`` (stable across runs and machines).
-
     With ``cfg.seed == "fixed"`` the file name is replaced by ``cfg.fixed_seed``, as the MRI
-    masks are: every file gets the same noise sequence (per slice index), and another
-    ``fixed_seed`` gives other noise."""
+    masks are: every file gets the same noise sequence (per slice index)."""
     if cfg is not None and cfg.seed == "fixed":
         base = cfg.fixed_seed + 1  # 0 .. 2**32 - 1, checked at load
     else:  # the name hashed (a weighted character sum gave 280 LoDoPaB names 136 seeds)
