@@ -8,7 +8,7 @@ import re
 import shutil
 from pathlib import Path
 
-from mrirecon.io.errors import memory_bytes as physical_memory  # noqa: F401 (Bytes of RAM)
+from mrirecon.io.errors import memory_bytes as physical_memory  # bytes of RAM: one rule
 
 
 def size_text(nbytes: float) -> str:

@@ -130,7 +130,7 @@ def read_candidate(path: Path) -> tuple[Dataset | None, str | None]:
     if not part10 and clearly_not_dicom(path, data):
         return None, None  # e.g. a README
     bare = bare_data_set_start(data)
-    if part10 and (why := _deflate_bomb(path, data)):
+    if part10 and (why := _deflate_bomb(path, data, size)):
         return None, why
     try:
         if part10:
@@ -254,11 +254,12 @@ def check_subfolders(folder: Path, uid: str, count: int) -> None:
 _DEFLATED = b"1.2.840.10008.1.2.1.99"
 
 
-def _deflate_bomb(path: Path, head: bytes) -> str | None:
+def _deflate_bomb(path: Path, head: bytes, size: int) -> str | None:
     """Why a deflated Part 10 file is refused before pydicom inflates it, or ``None``: its
     data set inflates past a quarter of the memory (a 1.75-MB file of 30000 x 30000 zero pixels
     took 9.7 GB, then a raw MemoryError). The stream is inflated in 1-MiB pieces and counted,
-    never kept. The file meta's group length (0002,0000) says where the stream starts."""
+    never kept. The file meta's group length (0002,0000) says where the stream starts;
+    ``size``: the file's bytes, as the caller read them."""
     import struct
     import zlib
 
@@ -279,7 +280,7 @@ def _deflate_bomb(path: Path, head: bytes) -> str | None:
                     if total > limit:
                         return (f"TransferSyntaxUID: the deflated data set inflates past "
                                 f"{limit / 2**30:.1f} GiB (a quarter of the memory here) from "
-                                f"{path.stat().st_size / 2**20:.1f} MiB: corrupt, or a "
+                                f"{size / 2**20:.1f} MiB: corrupt, or a "
                                 "decompression bomb; not read")
     except (OSError, zlib.error):
         return None  # pydicom's own reading names what is wrong
