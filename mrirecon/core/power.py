@@ -25,7 +25,6 @@ from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.core.checks import check_iterations
 
 
-@torch.no_grad()
 @accepts_deprecated_names
 def max_eigenvalue(
     gram: Callable[[Tensor], Tensor],
@@ -35,6 +34,7 @@ def max_eigenvalue(
     iterations: int = 30,
     tolerance: float = 0.0,
     generator: torch.Generator | None = None,
+    differentiable: bool = False,
 ) -> Tensor:
     """Power iteration for ``lambda_max(gram)`` (``= ||A||_2^2`` for ``gram = A^H A``).
 
@@ -57,6 +57,12 @@ def max_eigenvalue(
         (relative; ``0`` runs all iterations).
     generator
         Random generator for the start vector (seed 0 on ``x0``'s device by default).
+    differentiable
+        ``False`` (default): run under ``torch.no_grad`` (a step size for a solver).
+        ``True``: record the iterations when grad mode is on, so the estimate is differentiable
+        in the tensors ``gram`` holds (coil maps that require a gradient): autograd gives the
+        derivative of the ``iterations`` steps taken, which costs the memory of that many
+        ``gram`` applications. The values are the same either way.
 
     Returns
     -------
@@ -65,6 +71,13 @@ def max_eigenvalue(
         broadcast against ``x0``); for ``batch_dims = 0`` all ``x0.ndim`` axes have size 1.
     """
     check_iterations("max_eigenvalue", iterations=iterations)
+    with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
+        return _power_iteration(gram, x0, batch_dims, iterations, tolerance, generator)
+
+
+def _power_iteration(gram: Callable[[Tensor], Tensor], x0: Tensor, batch_dims: int,
+                     iterations: int, tolerance: float,
+                     generator: torch.Generator | None) -> Tensor:
     if generator is None:
         generator = torch.Generator(device=x0.device).manual_seed(0)
     dims = tuple(range(batch_dims, x0.ndim))

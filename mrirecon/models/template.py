@@ -25,8 +25,11 @@
 Because ``A`` is linear and ``s`` scales with the data, a normalised model is scale equivariant:
 ``model(c y, op) = c model(y, op)`` for ``c > 0`` (up to rounding), for any ``c`` that keeps the
 data finite and normal (1e-30 .. 1e30 on float32 data: ``s`` has no floor). ``s`` is
-differentiable in ``y`` (the gradient w.r.t. the data is that of ``s f(y / s)``), not in the
-weights (see :func:`~mrirecon.models.common.sample_scale`).
+differentiable in ``y`` (the gradient w.r.t. the data is that of ``s f(y / s)``) and in coil
+maps that require a gradient, not in the weights (see
+:func:`~mrirecon.models.common.sample_scale`); a model inside
+:class:`~mrirecon.models.unrolled.learned_maps.LearnedMapsModel` computes it on the detached
+network-made maps (``maps_scale_stop_gradient``, :func:`~mrirecon.models.common.scale_operator`).
 
 Output contract: every reconstruction model returns the image ``(B, H, W)`` in the data's
 units, complex for MRI and real for CT; the magnitude (or, for VarNet, the root-sum-of-squares
@@ -57,6 +60,9 @@ class UnrolledModel(nn.Module):
 
     normalize: bool = False
     checkpointing: bool = False
+    #: the scale on detached coil maps, for maps a wrapping network makes
+    #: (:func:`~mrirecon.models.common.scale_operator`; set by ``LearnedMapsModel``)
+    maps_scale_stop_gradient: bool = False
 
     # -- what a model implements --------------------------------------------------------
     def num_steps(self) -> int:
@@ -82,7 +88,7 @@ class UnrolledModel(nn.Module):
         rank = len(shape) if shape is not None else 1  # (C, H, W) k-space failed deep inside
         check_model_input(type(self).__name__, self, y, op, batch_ndim=rank + 1)
         if self.normalize:
-            return normalized_data(y, op)
+            return normalized_data(y, op, stop_maps_gradient=self.maps_scale_stop_gradient)
         return y, op.H(y), None
 
     def iterate(self, y: Tensor, op: LinearOperator) -> tuple[State, Tensor | None]:

@@ -54,3 +54,25 @@ def test_a_batch_gets_each_items_estimate_alone():
                                torch.zeros(1, 16, 16, dtype=torch.float64), batch_dims=1,
                                iterations=5)
         torch.testing.assert_close(batched[i], alone[0], rtol=1e-12, atol=0)
+
+
+def test_differentiable_estimate_is_that_of_the_steps_taken():
+    """``differentiable=True`` records the iterations: autograd's derivative of the estimate in
+    a tensor the gram holds is that of the computed value (central differences, float64), and
+    the value is bit for bit the default's, which carries no gradient."""
+    g = torch.Generator().manual_seed(1)
+    m0 = torch.randn(7, 5, dtype=torch.float64, generator=g)
+    d = torch.randn(7, 5, dtype=torch.float64, generator=g)
+    x0 = torch.zeros(2, 5, dtype=torch.float64)
+
+    def estimate(m, **kw):  # 4 steps: far from converged, so the iterates' derivative matters
+        return max_eigenvalue(lambda v: (v @ m.T) @ m, x0, batch_dims=1, iterations=4, **kw)
+
+    m = m0.clone().requires_grad_()
+    value = estimate(m, differentiable=True)
+    assert torch.equal(value.detach(), estimate(m)) and not estimate(m).requires_grad
+    (grad,) = torch.autograd.grad(value.sum(), m)
+    h = 1e-6
+    fd = float((estimate(m0 + h * d).sum() - estimate(m0 - h * d).sum()) / (2 * h))
+    eps = torch.finfo(torch.float64).eps
+    assert abs(float((grad * d).sum()) - fd) <= 10 * eps**0.5 * abs(fd)

@@ -51,7 +51,8 @@ def solve_proximal(
     iterations, tolerance, batch_dims
         Passed to :func:`mrirecon.solvers.cg`.
     x0
-        Warm start (not differentiated through).
+        Warm start: detached with ``implicit`` (the gradient of the converged solve does not
+        depend on it); differentiated through with ``implicit=False``, like the iterations.
     implicit
         ``True``: backward by a second CG solve (memory independent of the iterations).
         ``False``: autograd through the unrolled iterations.
@@ -79,7 +80,9 @@ def solve_proximal(
 
 
 def operator_tensors_with_grad(op: LinearOperator) -> list[Tensor]:
-    """The operator's buffers/parameters that require a gradient (e.g. network-made maps)."""
+    """The operator's buffers/parameters that require a gradient (e.g. network-made maps, or
+    the tensor factor ``c`` of ``c * A``, which :class:`~mrirecon.core.operator.ScaledOperator`
+    holds as a buffer)."""
     return [t for t in list(op.buffers()) + list(op.parameters()) if t.requires_grad]
 
 

@@ -19,8 +19,9 @@ output below it: 1.3e9 off at ``c = 1e-20``), and ``A^H y`` is first divided by 
 nearest above its peak (exact, so results are bit for bit those without it) so that the CG of
 ``x0`` neither underflows nor overflows float32: it holds from ``c = 1e-30`` to ``1e30``. An
 all-zero ``A^H y`` gives 0 (the noise-level input made the denoiser return an image of its own
-there). ``s`` is differentiable in ``y`` (network-made coil maps: the stop-gradient of
-:func:`~mrirecon.models.common.scale_operator`). The CG solves are differentiated implicitly
+there). ``s`` is differentiable in ``y`` and in coil maps that require a gradient (except
+inside :class:`~mrirecon.models.unrolled.learned_maps.LearnedMapsModel`, whose network-made maps
+get the stop-gradient of :func:`~mrirecon.models.common.scale_operator`). The CG solves are differentiated implicitly
 (:func:`~mrirecon.models.blocks.solve_proximal`: the gradient of the *converged* solve), so
 autograd's derivative is that of the computed map only as far as CG converged: along ``y``
 itself ``pnp_dncnn_diverse`` (4 iterations, 10 / 8 CG steps, float64) is 3.9e-3 off (1.2e-14
@@ -54,6 +55,10 @@ def robust_scale(x: Tensor, q: float = 0.995) -> Tensor:
 class PnPDPIR(nn.Module):
     """DPIR-style plug-and-play HQS ``model(y, op) -> x``.
 
+    ``maps_scale_stop_gradient`` (attribute, default ``False``): compute the scale on detached
+    coil maps (:func:`~mrirecon.models.common.scale_operator`; set by
+    :class:`~mrirecon.models.unrolled.learned_maps.LearnedMapsModel`).
+
     Parameters
     ----------
     iterations
@@ -75,6 +80,8 @@ class PnPDPIR(nn.Module):
     #: The denoiser never saw coil maps: use the pipeline's cropped ESPIRiT maps, not the
     #: whole-field-of-view maps end-to-end models were trained with (see ``run_bench``).
     full_fov_maps = False
+    #: scale on detached coil maps (:func:`~mrirecon.models.common.request_maps_scale_stop_gradient`)
+    maps_scale_stop_gradient = False
 
     def __init__(self, iterations: int = 12, sigma_max: float = 0.1, sigma_min: float = 0.01,
                  lam: float = 1e-4, cg_iterations: int = 8, init_rho: float = 0.01,
@@ -114,7 +121,7 @@ class PnPDPIR(nn.Module):
         p = sample_power_of_two(aty)
         aty = aty / p
         x0 = self._prox(op, aty, torch.zeros_like(aty), self.init_rho, self.init_iterations)
-        sop = scale_operator(op, y)  # network-made maps: see scale_operator's stop-gradient
+        sop = scale_operator(op, y, stop_maps_gradient=self.maps_scale_stop_gradient)
         s = robust_scale(x0 if sop is op else
                          self._prox(sop, sop.H(y) / p, torch.zeros_like(aty), self.init_rho,
                                     self.init_iterations))

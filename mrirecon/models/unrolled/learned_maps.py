@@ -21,7 +21,9 @@ use of the maps in the reconstruction (``A^H y``, the gram in the inner model's 
 consistency, including MoDL's implicit CG backward), so both train end to end (``mrirecon train
 radial --maps learned``), except one: when the data ``y`` do not require a gradient (as in
 training), the inner model's normalisation scale (``max |A^H y|`` for MoDL, the start's quantile
-for DPIR) is computed on ``maps.detach()`` (:func:`~mrirecon.models.common.scale_operator`): a
+for DPIR) is computed on ``maps.detach()`` (the model asks every model it wraps for it,
+:func:`~mrirecon.models.common.request_maps_scale_stop_gradient`; outside this wrapper the scale
+stays attached to maps that require a gradient): a
 stop-gradient that keeps the weight gradients the shipped ``modl_radial_learned_maps_sim`` was
 trained with, bit for bit (the scale's path would change the sensitivity network's gradient by
 0.04-0.35 %). When ``y`` requires a gradient nothing is cut: the gradient w.r.t. ``y`` (and the
@@ -48,6 +50,7 @@ from mrirecon.calib.noncartesian import gridded_calibration_images
 from mrirecon.core.magnitude import sample_power_of_two
 from mrirecon.functional.density import cached_pipe_menon_density
 from mrirecon.models.backbones.normunet import NormUnet
+from mrirecon.models.common import request_maps_scale_stop_gradient
 from mrirecon.models.init import seeded_init
 from mrirecon.operators.nufft import NufftSense
 
@@ -123,6 +126,7 @@ class LearnedMapsModel(nn.Module):
         with seeded_init(init_seed):
             self.sensitivity = NonCartesianSensitivityModel(sens_chans, sens_pools, calib_width)
             self.model = build_model(model, **dict(model_params or {}))
+        request_maps_scale_stop_gradient(self.model)  # the scale on detached maps (module doc)
 
     def maps(self, y: Tensor, op: NufftSense) -> Tensor:
         """The estimated maps ``(B, C, H, W)``."""

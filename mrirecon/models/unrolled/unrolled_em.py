@@ -68,7 +68,9 @@ class UnrolledEM(nn.Module):
     cg_iterations
         CG iterations of each data step.
     implicit
-        Backward of the data step by a second CG solve (memory independent of iterations).
+        Backward of the data step by a second CG solve (memory independent of iterations;
+        the gradient of the converged solve, with its warm start detached). ``False``: autograd
+        through the CG iterations, warm start included (the gradient of the computed map).
     """
 
     def __init__(
@@ -142,7 +144,7 @@ class UnrolledEM(nn.Module):
             rhs = aty + beta * patches.H(z)
             x = solve_proximal(
                 gram, rhs, beta * counts, iterations=self.cg_iterations, batch_dims=1,
-                x0=x.detach(), implicit=self.implicit,
+                x0=x.detach() if self.implicit else x, implicit=self.implicit,
                 params=operator_tensors_with_grad(op) if self.implicit else (),
             )
         return x * scale
