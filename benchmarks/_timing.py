@@ -1,5 +1,5 @@
-"""The one timing helper of the benchmark scripts (imported as ``from _timing import best_time``:
-each script runs from this folder)."""
+"""The one timing helper of the benchmark scripts and their one ratio format (imported as
+``from _timing import best_time, ratio_text``: each script runs from this folder)."""
 
 from __future__ import annotations
 
@@ -25,3 +25,12 @@ def best_time(fn: Callable[[], Any], repeats: int, *, warmup: int = 0,
             sync()
         times.append(time.perf_counter() - t0)
     return reduce(times), out
+
+
+def ratio_text(ours: float, peer: float) -> str:
+    """The house ratio of every benchmark, ``ours / peer`` (below 1: ours is faster), with the
+    factor in words: ``"0.37 (2.7x faster)"``, ``"1.32 (1.3x slower)"``."""
+    r = ours / peer
+    if r == 1:
+        return f"{r:.2f} (as fast)"
+    return f"{r:.2f} ({1 / r:.1f}x faster)" if r < 1 else f"{r:.2f} ({r:.1f}x slower)"

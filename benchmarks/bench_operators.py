@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mrirecon.operators import ParallelBeam, sense
 from mrirecon.operators.ct_geometry import CTGeometry
-from _timing import best_time  # noqa: E402 (benchmarks/ is on sys.path)
+from _timing import best_time, ratio_text  # noqa: E402 (benchmarks/ is on sys.path)
 
 
 def cpu_model() -> str:
@@ -54,7 +54,7 @@ def timeit(fn, repeats: int, warmup: int = 1) -> float:
 
 
 def _row(name: str, seconds: float, ours: float | None = None) -> str:
-    ratio = "" if ours is None else f"{ours / seconds:8.2f}x"
+    ratio = "" if ours is None else f"ratio ours/peer {ratio_text(ours, seconds)}"
     return f"  {name:<44s} {seconds * 1e3:10.1f} ms  {ratio}"
 
 
@@ -176,13 +176,10 @@ def main(argv: list[str] | None = None) -> None:
         "\nsummary (targets: gram <= 1.3x the two-FFT floor; CT >= 10x faster than "
         "scikit-image and no slower than ASTRA CPU)"
     )
-    print(f"  gram / two-FFT floor : {s['ours'] / s['floor']:.2f}")
-    print(f"  gram / SigPy         : {s['ours'] / s['sigpy']:.2f}")
-    print(
-        f"  CT / scikit-image    : {c['ours'] / c['skimage']:.3f} "
-        f"({c['skimage'] / c['ours']:.1f}x faster)"
-    )
-    print(f"  CT / ASTRA CPU       : {c['ours'] / c['astra']:.2f}")
+    print(f"  gram / two-FFT floor : {ratio_text(s['ours'], s['floor'])}")
+    print(f"  gram / SigPy         : {ratio_text(s['ours'], s['sigpy'])}")
+    print(f"  CT / scikit-image    : {ratio_text(c['ours'], c['skimage'])}")
+    print(f"  CT / ASTRA CPU       : {ratio_text(c['ours'], c['astra'])}")
 
 
 if __name__ == "__main__":

@@ -56,13 +56,13 @@ def write_volume(path: Path, slices: int, coils: int, shape: tuple[int, int]) ->
         f.attrs["max"] = 1.0
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--slices", type=int, nargs="+", default=[4, 40])
     ap.add_argument("--coils", type=int, default=15)
     ap.add_argument("--shape", type=int, nargs=2, default=[640, 368])
     ap.add_argument("--method", default="zero_filled_rss")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.slices:

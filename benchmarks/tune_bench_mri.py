@@ -49,6 +49,7 @@ def main() -> None:
     from mrirecon.bench.mri import run_bench
     from mrirecon.data.simulate_mri import simulate_mri_dataset
     from mrirecon.heldout.tune import best_of, edge_parameters
+    from mrirecon.io.atomic import atomic_write_text
 
     torch.set_num_threads(1)
     data = args.work / "data"
@@ -71,7 +72,8 @@ def main() -> None:
         best, edge = best_of(rows), edge_parameters(rows)  # the held-out tuning's rules
         print(f"{method}: best {best['params']} ({best['psnr4']:.2f} / {best['psnr8']:.2f} dB)"
               + (f", on the grid's edge in {', '.join(edge)}" if edge else ""), flush=True)
-        (args.work / f"tune_{method}.json").write_text(json.dumps({"best": best, "grid": rows}, indent=1))
+        atomic_write_text(args.work / f"tune_{method}.json",
+                          json.dumps({"best": best, "grid": rows}, indent=1))
 
 
 if __name__ == "__main__":

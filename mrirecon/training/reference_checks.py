@@ -40,12 +40,51 @@ CT_DATA_CAUSES = {
 }
 
 
-def _correlation(a: Tensor, b: Tensor) -> float:
-    a = a.double().flatten()
-    b = b.double().flatten()
-    a, b = a - a.mean(), b - b.mean()
-    den = float(a.norm() * b.norm())
-    return float(a @ b) / den if den > 0 else 0.0
+#: Elements per chunk of slices of the correlations (2 MiB in float64; a few such temporaries are
+#: alive at once): they do not grow with the volume (the evaluated volume of every ``mrirecon
+#: run``), and the chunk loop costs nothing measurable next to the sums.
+CHUNK_ELEMENTS = 1 << 18
+
+
+def _slice_chunks(reference: Tensor, image: Tensor):
+    """``(reference, image)`` views, a chunk of slices (the first axis) at a time; the last two
+    axes (rows, columns) are never cut, so a flip or rotation of a chunk is the chunk of the
+    flipped volume. A 2-D image is one chunk."""
+    if reference.ndim == 2:
+        yield reference, image
+        return
+    rows = max(1, CHUNK_ELEMENTS // max(1, reference[0].numel()))
+    for i in range(0, reference.shape[0], rows):
+        yield reference[i : i + rows], image[i : i + rows]
+
+
+def _correlations(reference: Tensor, image: Tensor, transforms) -> dict[int, float]:
+    """``{t: correlation of dihedral(reference, t) with image}`` over the whole volumes (Pearson,
+    float64; 0 where either is constant), summed a chunk of slices at a time
+    (:func:`_slice_chunks`): the float64 temporaries are a few chunks, not whole-volume copies.
+    A flip or rotation permutes the values, so the reference's mean and norm are those of every
+    transform."""
+    import torch
+
+    from mrirecon.models.common import dihedral
+
+    n = reference.numel()
+    mean_a = mean_b = 0.0
+    for a, b in _slice_chunks(reference, image):
+        mean_a += float(a.detach().double().sum())
+        mean_b += float(b.detach().double().sum())
+    mean_a, mean_b = mean_a / n, mean_b / n
+    aa = bb = 0.0
+    ab = dict.fromkeys(transforms, 0.0)
+    for a, b in _slice_chunks(reference, image):
+        a = a.detach().double().sub_(mean_a)
+        b = b.detach().double().sub_(mean_b).reshape(-1)
+        aa += float(torch.dot(a.reshape(-1), a.reshape(-1)))
+        bb += float(torch.dot(b, b))
+        for t in transforms:
+            ab[t] += float(torch.dot(dihedral(a, t).contiguous().reshape(-1), b))
+    den = (aa * bb) ** 0.5
+    return {t: ab[t] / den if den > 0 else 0.0 for t in transforms}
 
 
 def orientation_note(reference: Tensor, image: Tensor, against: str, hint: str = "", *,
@@ -62,13 +101,10 @@ def orientation_note(reference: Tensor, image: Tensor, against: str, hint: str =
     reference as read)."""
     if reference.shape != image.shape or reference.ndim < 2:
         return None
-    from mrirecon.models.common import dihedral
-
     square = reference.shape[-1] == reference.shape[-2]
-    scores = {t: _correlation(dihedral(reference, t), image)
-              for t in DIHEDRAL_NAMES if square or t < 4}
+    scores = _correlations(reference, image, [0, *(t for t in DIHEDRAL_NAMES if square or t < 4)])
+    as_read = scores.pop(0)
     best = max(scores, key=scores.__getitem__)
-    as_read = _correlation(reference, image)
     # a flip or rotation is named only where it matches: a positive correlation (pre-log CT
     # transmission data give an image that is the reference's negative, -0.90 as read, and a
     # rotation "matched" at -0.49)
