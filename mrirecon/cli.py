@@ -401,17 +401,22 @@ USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, IsADirectoryError
 
 def missing_package(err: ImportError) -> str | None:
     """The one line for a dependency that is not installed (``err`` a ``ModuleNotFoundError``
-    of a package outside mrirecon), naming it and its install line; ``None`` otherwise (an
+    of a package outside mrirecon), naming it and its install line, or, when an installed
+    package's own code imported it, naming that package to upgrade; ``None`` otherwise (an
     internal error). A missing yaml was a raw traceback, a missing tqdm or nilearn "internal
     error: ... (report it)"."""
     top = (getattr(err, "name", None) or "").split(".")[0]
     if not isinstance(err, ModuleNotFoundError) or not top or top == "mrirecon":
         return None
-    from mrirecon.core.names import pip_name
+    from mrirecon.core.names import importing_distribution, pip_name
     from mrirecon.recon.registry import installed
 
     if top in sys.modules or installed(top):  # a submodule of an installed package: a broken install
         return None
+    if (owner := importing_distribution(err)) is not None:  # pydicom 2.4's pkg_resources
+        dist, version = owner
+        return (f"the installed package {dist} {version} failed to import its dependency {top}, "
+                f"which is missing: upgrade it (pip install --upgrade {dist})")
     pip = pip_name(top)
     return (f"the Python package {pip} (import {top}), which this command needs, is not "
             f"installed: pip install {pip}")

@@ -17,7 +17,8 @@ raise :class:`UnknownNameError`.
 
 Packages: :func:`pip_name` is the name ``pip install`` takes for an import name
 (:data:`PIP_NAMES`), for every "not installed" message (the CLI's, the registry's, the
-pipeline validation's).
+pipeline validation's); :func:`importing_distribution` names the installed package whose own
+import of a missing module failed.
 """
 
 from __future__ import annotations
@@ -40,6 +41,39 @@ PIP_NAMES = {"yaml": "pyyaml", "pywt": "PyWavelets", "skimage": "scikit-image",
 def pip_name(module: str) -> str:
     """The name ``pip install`` takes for the package imported as ``module``."""
     return PIP_NAMES.get(module, module)
+
+
+def importing_distribution(err: BaseException) -> tuple[str, str] | None:
+    """``(distribution, version)`` of the installed package (not mrirecon, not the standard
+    library) whose code raised ``err``, its innermost such frame; ``None`` when mrirecon's own
+    code (or a script's) did. A ``ModuleNotFoundError`` raised there is a dependency of that
+    package that is missing (nilearn 0.10.0 and pydicom 2.4 import ``pkg_resources``, which
+    setuptools 81 dropped): the package is too old for the environment, and ``pip install``
+    of the missing module's name would not help."""
+    import importlib.metadata as md
+    import sys
+    from pathlib import Path
+
+    frames = []
+    tb = err.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):
+        top = str(frame.f_globals.get("__name__") or "").split(".")[0]
+        if not top or top in sys.stdlib_module_names:
+            continue
+        if top == "mrirecon":
+            return None
+        here = Path(frame.f_code.co_filename).resolve()
+        for name in md.packages_distributions().get(top, []):
+            dist = md.distribution(name)  # the frame's file must be one the package installed
+            if any(f.parts[0] == top and Path(dist.locate_file(f)).resolve() == here
+                   for f in dist.files or ()):
+                return dist.metadata["Name"], dist.version
+        return None  # a script's or a test's own module
+    return None
+
 
 # old name -> canonical name
 DEPRECATED: Mapping[str, str] = {

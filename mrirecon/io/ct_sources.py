@@ -65,18 +65,38 @@ def ct_source_path(name: str) -> str:
         raise ValueError(
             f"ct_source_path: {name!r} is not an allowed CT source; allowed: {CT_SOURCES}"
         )
-    from pydicom.data import get_testdata_file
-
-    try:
-        path = get_testdata_file(name, download=False)
-    except TypeError:  # older pydicom without the download flag
-        path = get_testdata_file(name)
+    path = packaged_dicom_file(name)
     if path is None:
         raise FileNotFoundError(
             f"ct_source_path: {name} is not installed; pip install {_PACKAGE[name]} (and the "
             f"pylibjpeg, pylibjpeg-openjpeg, pylibjpeg-libjpeg decoders)"
         )
-    return str(path)
+    return path
+
+
+def packaged_dicom_file(name: str) -> str | None:
+    """Path of the DICOM file ``name`` that pydicom (``pydicom/data/test_files``) or
+    pydicom-data installed, in that order (``get_testdata_file(name, download=False)``'s);
+    ``None`` when neither did. Nothing is downloaded.
+
+    Looked up here, not through ``get_testdata_file``: pydicom 2.4 finds pydicom-data through
+    ``pkg_resources`` entry points, a module setuptools 81 no longer ships (and a Python 3.12
+    venv has no setuptools), so it failed with ``ModuleNotFoundError: pkg_resources``."""
+    import importlib.metadata as md
+    from pathlib import Path
+
+    from pydicom.data.data_manager import DATA_ROOT
+
+    for match in sorted((Path(DATA_ROOT) / "test_files").rglob(name)):
+        return str(match)
+    try:
+        files = md.distribution("pydicom-data").files or ()
+    except md.PackageNotFoundError:
+        return None
+    for file in files:  # data_store/data/<name>
+        if file.name == name and file.parts[0] == "data_store":
+            return str(Path(file.locate()).resolve())
+    return None
 
 
 def _first(seq, name: str):

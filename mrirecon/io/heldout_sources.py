@@ -22,15 +22,12 @@ HELDOUT_CT: tuple[str, ...] = ("693_UNCR.dcm", "explicit_VR-UN.dcm")
 
 
 def _dicom_path(name: str) -> str:
-    from pydicom.data import get_testdata_file
+    from mrirecon.io.ct_sources import packaged_dicom_file
 
-    try:
-        path = get_testdata_file(name, download=False)
-    except TypeError:  # older pydicom without the download flag
-        path = get_testdata_file(name)
+    path = packaged_dicom_file(name)
     if path is None:
         raise FileNotFoundError(f"held-out image {name} is not installed; pip install pydicom-data")
-    return str(path)
+    return path
 
 
 def _dicom_pixels(name: str) -> np.ndarray:

@@ -36,13 +36,58 @@ log = logging.getLogger("mrirecon.pipeline")
 
 @functools.lru_cache(maxsize=1)
 def _git_commit() -> str:
-    """The package's git commit for the provenance (once per process: a subprocess)."""
+    """The commit of the mrirecon code that runs, for the provenance (once per process)."""
+    return _source_commit(Path(__file__).resolve().parents[2])
+
+
+def _source_commit(root: Path) -> str:
+    """The commit of the mrirecon code whose package folder lies in ``root``.
+
+    Asked of git only when ``root`` is an mrirecon checkout (a ``.git`` beside a
+    ``pyproject.toml`` naming the project): ``HEAD``'s commit, ``<commit>-dirty`` when a tracked
+    file differs from it (what ``git describe --always --dirty`` prints, read with
+    ``rev-parse`` and ``status``, which with ``GIT_OPTIONAL_LOCKS=0`` write nothing into the
+    checkout: ``describe`` rewrites its index). An installed package lies in site-packages,
+    where git would report whatever repository encloses it (a user's analysis project); it
+    reports the commit pip recorded for a VCS install (``direct_url.json``'s
+    ``vcs_info.commit_id``), else ``"unknown"``."""
+    if (root / ".git").exists() and _names_mrirecon(root / "pyproject.toml"):
+        commit, changes = (_git(root, "rev-parse", "--verify", "HEAD"),
+                           _git(root, "status", "--porcelain", "--untracked-files=no"))
+        if commit and changes is not None:
+            return commit + ("-dirty" if changes else "")
+    return _recorded_vcs_commit() or "unknown"
+
+
+def _git(root: Path, *args: str) -> str | None:
+    """``git -C root args``' output, stripped; ``None`` when git fails or is missing."""
     try:
-        root = Path(__file__).resolve().parents[2]
-        return subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], check=False,
-                              capture_output=True, text=True, timeout=5).stdout.strip() or "unknown"
+        out = subprocess.run(["git", "-C", str(root), *args], check=False, capture_output=True,
+                             text=True, timeout=5, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _names_mrirecon(pyproject: Path) -> bool:
+    try:
+        text = pyproject.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return re.search(r'^name\s*=\s*"mrirecon"\s*$', text, re.MULTILINE) is not None
+
+
+def _recorded_vcs_commit() -> str | None:
+    """``vcs_info.commit_id`` of the installed mrirecon's ``direct_url.json`` (PEP 610: written
+    by pip for ``pip install git+https://...``), ``None`` for an index or local install."""
+    import importlib.metadata as md
+
+    try:
+        text = md.distribution("mrirecon").read_text("direct_url.json")
+        commit = json.loads(text)["vcs_info"]["commit_id"] if text else None
+    except (md.PackageNotFoundError, ValueError, KeyError, TypeError, OSError):
+        return None
+    return commit if isinstance(commit, str) and commit else None
 
 
 @functools.lru_cache(maxsize=1)

@@ -365,3 +365,47 @@ def test_train_into_a_file_names_output_dir(train_config, tmp_path, below):
     assert exc.value.key == "output_dir"
     assert str(exc.value).startswith("--set over ")
     assert afile.read_text() == "a user file"
+
+
+def test_a_dependency_missing_inside_an_installed_package_names_that_package(
+        tmp_path, monkeypatch, capsys):
+    """nilearn 0.10.0 and pydicom 2.4 import pkg_resources, which setuptools 81 dropped; the CLI
+    said "pip install pkg_resources", which installs nothing that helps. The package whose own
+    code made the import is named, to upgrade."""
+    from mrirecon import cli
+
+    site = tmp_path / "site"  # an installed distribution: its files are listed in its RECORD
+    (site / "fakescan").mkdir(parents=True)
+    (site / "fakescan" / "__init__.py").write_text(
+        "def load_sources():\n    import no_such_module_f17  # noqa: F401\n")
+    info = site / "fakescan-2.4.4.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fakescan\nVersion: 2.4.4\n")
+    (info / "RECORD").write_text("fakescan/__init__.py,,\nfakescan-2.4.4.dist-info/METADATA,,\n"
+                                 "fakescan-2.4.4.dist-info/RECORD,,\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.delitem(__import__("sys").modules, "fakescan", raising=False)
+
+    def cmd(args):
+        import fakescan
+
+        fakescan.load_sources()
+
+    monkeypatch.setattr(cli, "cmd_run", cmd)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["run", "mri_cs", "-i", "x", "-o", "y"])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "error: the installed package fakescan 2.4.4 failed to import its dependency "
+        "no_such_module_f17, which is missing: upgrade it (pip install --upgrade fakescan)")
+
+    # the same import made by code that no installed package owns (mrirecon's, a script's):
+    # the missing module itself is what to install
+    def own(args):
+        import no_such_module_f17  # noqa: F401
+
+    monkeypatch.setattr(cli, "cmd_run", own)
+    with pytest.raises(SystemExit):
+        cli.main(["run", "mri_cs", "-i", "x", "-o", "y"])
+    assert "the Python package no_such_module_f17 (import no_such_module_f17), which this " \
+           "command needs, is not installed" in capsys.readouterr().err
