@@ -8,6 +8,7 @@ skews multi-threaded timings. Paste the output into benchmarks/README.md with th
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +19,11 @@ SCRIPTS = ["bench_operators.py", "bench_recon.py", "bench_calib.py", "bench_mode
            "bench_partial_fourier.py"]
 
 
-def main() -> int:
-    quick = "--quick" in sys.argv[1:]
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run every benchmark script in turn (make bench).")
+    parser.add_argument("--quick", action="store_true",
+                        help="each script at its small setting (minutes, not half an hour)")
+    quick = parser.parse_args(argv).quick
     failed = []
     for name in SCRIPTS:
         args = [sys.executable, str(HERE / name)]

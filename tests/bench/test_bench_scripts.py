@@ -212,3 +212,26 @@ def test_bench_pipeline_without_bart_skips_its_rows_and_writes_the_run(scripts, 
     assert run["threads"] == [1] and set(run["load"]) == {"before", "after 1 thread(s)", "after"}
     assert [r["peer"] for r in run["rows"]] == ["fastMRI VarNet, same weights", "fastMRI VarNet"]
     assert run["rows"][0]["ratio_ours_per_peer"] == 0.5
+
+
+def test_run_all_parses_its_options_before_starting_anything(scripts, monkeypatch, capsys):
+    """``run_all.py --help`` and a mistyped option start no benchmark (they had started the
+    half-hour full-size suite: the arguments were searched for ``--quick`` only)."""
+    run_all = scripts("run_all")
+    started = []
+    monkeypatch.setattr(run_all.subprocess, "run", lambda *a, **k: started.append(a))
+    with pytest.raises(SystemExit) as help_exit:
+        run_all.main(["--help"])
+    assert help_exit.value.code == 0 and "--quick" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as typo_exit:
+        run_all.main(["--quik"])
+    assert typo_exit.value.code == 2 and "unrecognized arguments: --quik" in capsys.readouterr().err
+    assert started == []
+
+    class Done:
+        returncode = 0
+
+    monkeypatch.setattr(run_all.subprocess, "run", lambda args: started.append(args) or Done())
+    assert run_all.main(["--quick"]) == 0
+    assert len(started) == len(run_all.SCRIPTS)
+    assert all("--quick" in a or "--slices" in a for a in started)
