@@ -126,6 +126,26 @@ def log_to_stderr(level: int, fmt: str = "%(levelname)s %(name)s: %(message)s") 
     root.setLevel(level)
 
 
+def add_progress(parser: argparse.ArgumentParser) -> None:
+    """``--progress`` / ``--no-progress`` of a command that draws progress bars."""
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="show progress bars (default: only when stderr is a terminal, so "
+                             "that a log redirected to a file holds only log records)")
+
+
+def progress_wanted(args: argparse.Namespace) -> bool:
+    """Whether the command draws progress bars: as ``--progress`` / ``--no-progress`` say,
+    else only when stderr is a terminal. Redirected to a file (nohup, Slurm, cron), the bars'
+    ``\\r`` and cursor-up frames made 400 of a 200-input log's lines, and a warning logged
+    while a bar was open started after its escapes (``grep '^WARNING'`` missed it)."""
+    if getattr(args, "progress", None) is not None:
+        return bool(args.progress)
+    try:
+        return bool(sys.stderr.isatty())
+    except (AttributeError, ValueError):  # replaced by an object without isatty, or closed
+        return False
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """``--help`` with each option's default after its help, only where it says something: not
     for required options, flags, options whose default is ``None`` (their help says what
@@ -186,7 +206,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     log_to_stderr(logging.INFO)
     config, text, warned = load_pipeline_warned(args.pipeline, args.set)
     return run_pipeline(config, args.input, args.output, resume=args.resume, device=args.device,
-                        progress=not args.no_progress, config_text=text, replace_others=args.prune,
+                        progress=progress_wanted(args), config_text=text, replace_others=args.prune,
                         config_warnings=warned)
 
 
@@ -195,7 +215,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from mrirecon.pipeline.demo import run_demo
 
     log_to_stderr(logging.INFO)
-    result = run_demo(args.output, quick=args.quick, progress=not args.no_progress)
+    result = run_demo(args.output, quick=args.quick, progress=progress_wanted(args))
     return 1 if result["failures"] else 0
 
 
@@ -237,7 +257,7 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
                           "removed from an input folder since the last run) instead of refusing")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a pipeline value, e.g. reconstruct.params.lam=0.01 (repeatable)")
-    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_progress(run)
     _add_threads(run)
     run.set_defaults(func=cmd_run, _parser=run)
 
@@ -254,7 +274,7 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--output", "-o", default="demo_out", metavar="DIR", type=_folder,
                       help="output folder (default: ./demo_out)")
     demo.add_argument("--quick", action="store_true", help="smaller data (for tests)")
-    demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_progress(demo)
     _add_threads(demo)
     demo.set_defaults(func=cmd_demo, _parser=demo)
 
@@ -280,7 +300,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     table = bench_from_cli(
         args.data, args.output, challenge=args.challenge, accelerations=args.accelerations,
         methods=args.methods, weights=args.weights, sets=args.set, max_volumes=args.max_volumes,
-        mask_type=args.mask_type, resume=not args.no_resume, progress=not args.no_progress,
+        mask_type=args.mask_type, resume=not args.no_resume, progress=progress_wanted(args),
         device=args.device, center_fractions=fractions, photons=args.photons,
         remove_oversampling=args.remove_oversampling)
     # as ``run`` does when an input fails: the table stands, its means are over fewer volumes
@@ -338,7 +358,7 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu",
                        help="compute device (auto: cuda when available)")
     bench.add_argument("--no-resume", action="store_true", help="recompute entries already in results.jsonl")
-    bench.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_progress(bench)
     _add_threads(bench)
     bench.set_defaults(func=cmd_bench, _parser=bench)
 

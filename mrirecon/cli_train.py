@@ -55,11 +55,12 @@ def cmd_train_config(args: argparse.Namespace) -> int:
     from mrirecon.pipeline.definitions import training_config_path
     from mrirecon.training.run import train_from_config
 
-    from mrirecon.cli import log_to_stderr
+    from mrirecon.cli import log_to_stderr, progress_wanted
 
     log_to_stderr(logging.INFO, "%(asctime)s %(name)s: %(message)s")
     path = training_config_path(args.config)
-    result = train_from_config(path, overrides=args.set, resume=args.resume)
+    result = train_from_config(path, overrides=args.set, resume=args.resume,
+                               progress=progress_wanted(args))
     print(result.output_dir / "model.pt")
     return 0
 
@@ -242,6 +243,9 @@ def add_train(subparsers: argparse._SubParsersAction,
                      help="continue from output_dir/checkpoints/last.pt when it exists")
     cfg.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config value, e.g. optim.lr=1e-3 (repeatable)")
+    from mrirecon.cli import add_progress
+
+    add_progress(cfg)
     add_threads(cfg)
     cfg.set_defaults(func=cmd_train_config, _parser=cfg)
 

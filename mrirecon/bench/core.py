@@ -208,7 +208,7 @@ def run_plan(plan: BenchPlan, score: VolumeScorer, store: ResultsFile, *, persis
                     if persist:
                         store.append(rec)
                     else:
-                        store.records.append(rec)
+                        store.add(rec)
                     if on_record is not None:
                         on_record(dict(rec), pred)
         finally:

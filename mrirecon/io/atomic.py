@@ -1,6 +1,7 @@
 """Atomic file writes: write to a temporary file beside the target, then rename.
 
-A failed or interrupted write never leaves a partial file under the final name.
+A failed or interrupted write never leaves a partial file under the final name. Logs that grow
+by one record at a time append it instead (:func:`append_text`), cut back when the write fails.
 """
 
 from __future__ import annotations
@@ -230,6 +231,37 @@ def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8
     ``\\xNN`` (:func:`printable`), other characters ``encoding`` cannot hold as backslash
     escapes, rather than failing the write."""
     atomic_write_bytes(path, printable(text).encode(encoding, "backslashreplace"))
+
+
+def append_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> None:
+    """Append ``text`` (one or more whole lines) to the existing file ``path``: one ``O_APPEND``
+    write, flushed to disk (``fsync``), so that a log of many records costs each record its own
+    bytes (rewriting the file through :func:`atomic_write_text` for every record cost the whole
+    file each time: O(n^2) over a long benchmark or training). A write that fails or is
+    interrupted (a full disk, Ctrl-C) is cut back: the file keeps its earlier bytes, never part
+    of ``text``, and the error names ``path``. A kill (SIGKILL, power loss) can still leave a
+    torn last line; the readers drop it. Characters are written as :func:`atomic_write_text`
+    writes them."""
+    data = printable(text).encode(encoding, "backslashreplace")
+    target = Path(path)
+    fd = os.open(target, os.O_WRONLY | os.O_APPEND)
+    try:
+        start = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except BaseException as err:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+            named = _naming_target(err, target, target)
+            if named is None:
+                raise
+            named.atomic_target = target
+            raise named from err
+    finally:
+        os.close(fd)
 
 
 def feed_file(h, path: str | os.PathLike) -> None:

@@ -1,4 +1,10 @@
-"""PNG figures (matplotlib, Agg backend), written atomically.
+"""PNG figures (matplotlib), written atomically.
+
+The writers draw without pyplot: a :class:`matplotlib.figure.Figure` of their own, saved as PNG
+(the Agg canvas is picked for that one call), and :func:`matplotlib.image.imsave`. They leave
+the process's backend and pyplot's figures as they were: switching to Agg
+(``matplotlib.use``) stopped a notebook's ``%matplotlib inline`` figures after the first
+``run_pipeline`` with PNG export, with no word.
 
 The image writers take real 2-D arrays only and refuse, as the NIfTI, DICOM and HDF5 writers do,
 what a picture cannot show faithfully: complex images (pass the magnitude, ``np.abs(x)``, or a
@@ -19,13 +25,18 @@ from mrirecon.io.atomic import atomic_path
 from mrirecon.io.errors import refuse_nonfinite
 
 
-def _plt():
-    import matplotlib
+def _figure(width: float, height: float):
+    """A matplotlib figure of ``width`` x ``height`` inches that pyplot does not know of."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    return Figure(figsize=(width, height))
 
-    return plt
+
+def _save_figure(fig, path: str | Path) -> Path:
+    """``fig`` as a 100 dpi PNG at ``path``, written atomically."""
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    return Path(path)
 
 
 def _checked_image(image, who: str, path, what: str) -> np.ndarray:
@@ -95,9 +106,10 @@ def save_png(image: np.ndarray, path: str | Path, *, vmin: float | None = None,
     if vmin is not None and vmax is not None and not vmin < vmax:
         raise ValueError(f"save_png: {path}: vmin ({vmin:g}) must be less than vmax ({vmax:g})")
     lo, hi = display_range(image, vmin, vmax)
-    plt = _plt()
+    from matplotlib.image import imsave
+
     with atomic_path(path, suffix=".png") as tmp:
-        plt.imsave(tmp, image.astype(np.float32), cmap=cmap, vmin=lo, vmax=hi, format="png")
+        imsave(tmp, image.astype(np.float32), cmap=cmap, vmin=lo, vmax=hi, format="png")
     return Path(path)
 
 
@@ -134,8 +146,8 @@ def save_panel(images: Sequence[np.ndarray | str], titles: Sequence[str], path: 
     checked = [img if isinstance(img, str) else
                _checked_image(img, "save_panel", path, f"images[{i}] ({titles[i]!r})")
                for i, img in enumerate(images)]
-    plt = _plt()
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.4), squeeze=False)
+    fig = _figure(3.2 * n, 3.4)
+    axes = fig.subplots(1, n, squeeze=False)
     for i, (img, title) in enumerate(zip(checked, titles)):
         ax = axes[0, i]
         if isinstance(img, str):
@@ -153,19 +165,14 @@ def save_panel(images: Sequence[np.ndarray | str], titles: Sequence[str], path: 
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
-    try:
-        with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=100, format="png")
-    finally:
-        plt.close(fig)
-    return Path(path)
+    return _save_figure(fig, path)
 
 
 def save_line_plot(x: Sequence[float], ys: dict[str, Sequence[float]], path: str | Path, *,
                    xlabel: str = "", ylabel: str = "", title: str = "") -> Path:
     """A small line plot (e.g. SSIM against acceleration per method)."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig = _figure(5, 3.5)
+    ax = fig.subplots()
     for name, y in ys.items():
         ax.plot(list(x), list(y), marker="o", label=name)
     ax.set_xlabel(xlabel)
@@ -174,9 +181,4 @@ def save_line_plot(x: Sequence[float], ys: dict[str, Sequence[float]], path: str
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    try:
-        with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=100, format="png")
-    finally:
-        plt.close(fig)
-    return Path(path)
+    return _save_figure(fig, path)

@@ -1,0 +1,66 @@
+"""The PNG writers leave the caller's matplotlib alone: writing a figure switched the process's
+backend to Agg (``matplotlib.use``), so a notebook's ``%matplotlib inline`` showed no figure
+after the first ``run_pipeline`` with PNG export, and pyplot tracked (and closed) the library's
+figures among the user's. Each check runs in a fresh interpreter: the backend is process-wide."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import ROOT
+
+_SCRIPT = r"""
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+import matplotlib
+matplotlib.use("svg")                  # the user's backend (inline, QtAgg, ipympl ...)
+import matplotlib.pyplot as plt
+plt.figure(); plt.plot([1, 2, 3])      # a figure the user is still working on
+before = {"backend": matplotlib.get_backend(), "figures": plt.get_fignums()}
+import numpy as np
+from mrirecon.io.png import save_line_plot, save_panel, save_png
+img = np.linspace(0, 1, 12 * 10).reshape(12, 10)
+save_png(img, out / "a.png")
+save_panel([img, img, "not available: test"], ["x", "y", "z"], out / "b.png", error_index=1)
+save_line_plot([4, 8], {"m": [0.9, 0.8]}, out / "c.png", xlabel="R")
+after_writers = {"backend": matplotlib.get_backend(), "figures": plt.get_fignums()}
+from mrirecon.data.simulate_mri import simulate_mri_dataset
+from mrirecon.pipeline.definitions import load_pipeline
+from mrirecon.pipeline.runner import run_pipeline
+(src,) = simulate_mri_dataset(out / "src", volumes=1, slices=1, coils=2, size=(24, 16), seed=3,
+                              resolution=2)
+cfg, text = load_pipeline("mri_cs", ["reconstruct.method=zero_filled_rss", "reconstruct.params={}",
+                                     "calibrate.method=none", "export.formats=[png]"])
+code = run_pipeline(cfg, [src], out / "run", progress=False, config_text=text)
+after_run = {"backend": matplotlib.get_backend(), "figures": plt.get_fignums()}
+print(json.dumps({"before": before, "writers": after_writers, "run": after_run, "code": code,
+                  "pngs": sorted(p.name for p in (out / "run").rglob("*.png"))}))
+"""
+
+
+def test_png_writers_keep_the_callers_backend_and_figures(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env.pop("MPLBACKEND", None)
+    done = subprocess.run([sys.executable, "-c", _SCRIPT, str(tmp_path)], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = json.loads(done.stdout.strip().splitlines()[-1])
+    assert state["before"] == {"backend": "svg", "figures": [1]}
+    assert state["writers"] == state["before"]  # was: backend Agg (matplotlib.use)
+    assert state["run"] == state["before"]
+    assert state["code"] == 0 and state["pngs"]  # the run did write its figures
+
+    from matplotlib.image import imread
+
+    a = imread(tmp_path / "a.png")  # one pixel per sample, the grey window of the image
+    assert a.shape[:2] == (12, 10)
+    assert a[0, 0, 0] == pytest.approx(0.0, abs=1 / 255) and a[-1, -1, 0] == pytest.approx(1.0, abs=1 / 255)
+    b = imread(tmp_path / "b.png")
+    assert b.shape[:2] == (340, 960)  # figsize 3.2 x 3 panels by 3.4 inches at 100 dpi
+    assert imread(tmp_path / "c.png").shape[:2] == (350, 500)
