@@ -4,7 +4,7 @@ from mrirecon.calib.centre import centre_maps, centre_window, espirit_block
 from mrirecon.calib.compression import gcc_apply, gcc_compress, gcc_matrices, svd_compress
 from mrirecon.calib.espirit import calibration_region, espirit_kernels, espirit_maps
 from mrirecon.calib.noncartesian import gridded_calibration_images, noncartesian_maps
-from mrirecon.calib.prewhiten import noise_covariance, prewhiten, whitening_matrix
+from mrirecon.calib.prewhiten import noise_covariance, prewhiten, prewhiten_scan, whitening_matrix
 from mrirecon.calib.walsh import inati_combine, walsh_maps
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "noise_covariance",
     "noncartesian_maps",
     "prewhiten",
+    "prewhiten_scan",
     "svd_compress",
     "walsh_maps",
     "whitening_matrix",

@@ -150,6 +150,33 @@ def prewhiten(kspace: Tensor, cov: Tensor | None = None, *, noise: Tensor | None
     return out.reshape(kspace.shape)
 
 
+def prewhiten_scan(kspace: Tensor, reference: Tensor | None = None, *, noise: Tensor
+                   ) -> tuple[Tensor, Tensor | None]:
+    """Prewhiten a scan's k-space and its separate parallel-imaging reference with the same
+    noise scan: the one prewhitening rule of ``mrirecon run``'s ``preprocess`` stage and of
+    training on acquired data (:class:`~mrirecon.training.data_acquired.AcquiredMRISet`), so
+    that a model trained on a file's slices meets them whitened alike at inference.
+
+    Parameters
+    ----------
+    kspace
+        ``(coils, ...)`` complex k-space of the imaging lines.
+    reference
+        ``(coils, ...)`` the separate reference scan (``KSpace.calibration``), or ``None``. It
+        gets the data's whitening (a reference left out of it no longer matches the data's
+        coils: the maps and GRAPPA kernel from it mix the channels wrongly).
+    noise
+        ``(coils, samples)`` noise scan (:func:`prewhiten`'s ``noise``).
+
+    Returns
+    -------
+    tuple
+        ``(L^-1 kspace, L^-1 reference or None)``, shapes and dtypes kept.
+    """
+    white = prewhiten(kspace, noise=noise)
+    return white, None if reference is None else prewhiten(reference, noise=noise)
+
+
 def _dead_channels(flat: Tensor, dead: list[int], coils: int) -> None:
     """Channels without noise are whitened away (left zero) where the data hold nothing in
     them either (a dead channel: warned), and refused where they do (their noise is unknown)."""

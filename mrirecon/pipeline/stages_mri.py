@@ -73,9 +73,8 @@ def preprocess(s: MRISlice, cfg: PreprocessConfig, *, classical: bool = False) -
     if rows is not None:
         kspace = crop_readout(kspace, rows)
         ref = None if ref is None else crop_readout(ref, rows)
-    if cfg.prewhiten and s.noise is not None:
-        kspace = calib.prewhiten(kspace, noise=s.noise)
-        ref = None if ref is None else calib.prewhiten(ref, noise=s.noise)
+    if cfg.prewhiten and s.noise is not None:  # training on acquired data whitens alike
+        kspace, ref = calib.prewhiten_scan(kspace, ref, noise=s.noise)
     # the receiver channels as acquired (after prewhitening, which rescales a loud one): checked
     # before compression, whose virtual coils hold most power in the first and no duplicates
     notes = {**s.notes, **coil_warnings(kspace)}

@@ -9,6 +9,13 @@ fixed retrospective undersampling of a study; never a fresh mask per epoch, whic
 full data into training). A reference found in a file is kept as ``target`` for validation
 metrics only; the loss never reads it.
 
+An ISMRMRD file with a noise scan is prewhitened with it, its separate reference scan too
+(:func:`~mrirecon.calib.prewhiten_scan`, the rule of ``mrirecon run``'s ``preprocess`` stage,
+whose ``prewhiten`` is on by default and in every shipped pipeline): the model trains on the
+channels it meets at inference (unit, uncorrelated noise), and the maps are estimated from them.
+The readout is kept as acquired and the coils are not compressed (a learned model's pipeline
+defaults: ``remove_oversampling`` off, no ``coil_compression``).
+
 Coil maps: ``espirit`` / ``walsh`` from the fully sampled centre band of the slice's own mask,
 the columns the pipeline's ``calibrate`` stage takes (cached per slice), or unit maps
 (``learned``). An ISMRMRD scan whose calibration lines are a
@@ -190,7 +197,8 @@ class AcquiredMRISet:
 
     def _read(self, index: int):
         """``(kspace (C, H, W), acquired columns (W,) or None, reference (h, w) or None,
-        volume max or None, padding, separate reference scan (C, H, W) or None)``."""
+        volume max or None, padding, separate reference scan (C, H, W) or None)``; ISMRMRD
+        k-space and reference prewhitened with the file's noise scan when it has one."""
         path, layout, i = self.items[index]
         if layout == "fastmri":
             from mrirecon.io import FastMRIFile
@@ -209,8 +217,17 @@ class AcquiredMRISet:
         if vol.trajectory is not None:
             raise ValueError(f"AcquiredMRISet: {path} is non-Cartesian; SSDU here needs Cartesian data")
         mask = vol.mask if vol.mask is None or vol.mask.ndim == 1 else vol.mask[i]
-        cal = None if vol.calibration is None else vol.calibration[i]
-        return vol.data[i], mask, None, None, (0, vol.data.shape[-1]), cal
+        data, cal = vol.data[i], None if vol.calibration is None else vol.calibration[i]
+        if vol.noise is not None:  # mrirecon run's preprocess: the data and the reference
+            from mrirecon.calib import prewhiten_scan  # whitened with the file's noise scan
+
+            try:
+                data, cal = prewhiten_scan(data, cal, noise=vol.noise)
+            except ValueError as err:  # mrirecon run refuses the file alike
+                raise ValueError(f"AcquiredMRISet: {path} slice {i}: {err} (training always "
+                                 "prewhitens a file with a noise scan, as mrirecon run does "
+                                 "by default: move the file out of the data folder)") from None
+        return data, mask, None, None, (0, vol.data.shape[-1]), cal
 
     def get(self, index: int, mask_seed: int | None = None) -> TrainingSample:
         """Slice ``index`` as acquired (``mask_seed`` is ignored: the data are fixed)."""

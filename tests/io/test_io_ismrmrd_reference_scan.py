@@ -278,18 +278,19 @@ def test_self_supervised_training_samples_take_their_maps_from_the_reference(sca
     """AcquiredMRISet (SSDU on data as acquired) took its maps from the data's own centre band:
     with a separate reference the imaging lines have none ("has 1 fully sampled centre
     column(s)"). ESPIRiT maps now come from the reference (the same as the calibrate stage's
-    with crop 0, which MoDL's pipeline uses); learned maps are refused."""
-    from mrirecon.calib import centre_maps
+    with crop 0, which MoDL's pipeline uses), prewhitened with the data's noise scan as the
+    preprocess stage whitens it; learned maps are refused."""
+    from mrirecon.calib import centre_maps, prewhiten
     from mrirecon.training.data_acquired import AcquiredMRISet
 
     root, _ = scans
     sample = AcquiredMRISet(root / "separate" / "scan.h5", maps="espirit").get(0)
     k = read_ismrmrd(root / "separate" / "scan.h5")
     assert sample.mask.tolist() == k.mask.tolist()  # the imaging lines alone
-    torch.testing.assert_close(sample.y[0], k.data[0] * k.mask)
+    torch.testing.assert_close(sample.y[0], prewhiten(k.data[0], noise=k.noise) * k.mask)
     band = torch.zeros(96, dtype=torch.bool)
     band[36:60] = True
-    expected = centre_maps(k.calibration[0], band, crop=0.0)
+    expected = centre_maps(prewhiten(k.calibration[0], noise=k.noise), band, crop=0.0)
     torch.testing.assert_close(sample.maps[0], expected.to(torch.complex64))
     with pytest.raises(ValueError, match=r"scan.h5 slice 0: the calibration lines are a separate "
                                          r"reference scan.*use data.maps: espirit or walsh"):
