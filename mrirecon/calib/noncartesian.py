@@ -52,7 +52,10 @@ def gridded_calibration_images(kspace: Tensor, trajectory: Tensor, shape: tuple[
     taper = torch.where(radius < r, 0.5 + 0.5 * torch.cos(math.pi * radius / r), torch.zeros_like(radius))
     if not bool((taper > 0).any()):
         raise ValueError("gridded_calibration_images: no samples within the calibration disc")
-    wt = (torch.as_tensor(weights, dtype=torch.float64) * taper).to(kspace.real.dtype).to(kspace.device)
+    # the weights on the trajectory's device: Pipe-Menon's are computed on the host (finufft),
+    # and a CPU tensor times the CUDA taper failed ("Expected all tensors to be on the same device")
+    wt = torch.as_tensor(weights, dtype=torch.float64, device=traj.device) * taper
+    wt = wt.to(kspace.real.dtype).to(kspace.device)
     if not bool((wt != 0).any()):  # ESPIRiT would fail on all-zero images (a bare MKL error)
         raise ValueError("gridded_calibration_images: every sample within the calibration disc "
                          "has density weight 0")

@@ -52,6 +52,14 @@ def complex_to_channels(x: Tensor, dim: int = 1) -> Tensor:
 
 
 def channels_to_complex(x: Tensor, dim: int = 1) -> Tensor:
-    """Inverse of :func:`complex_to_channels`."""
+    """Inverse of :func:`complex_to_channels`.
+
+    Half-precision channels (a CNN's output under ``torch.autocast``, bfloat16 with the trainer's
+    ``amp: true``) give ``complex64``, not ``complex32``: bfloat16 has no complex type (the
+    training step failed in ``torch.complex``) and float16's ``complex32`` lacks most operators.
+    The cast is differentiable, so gradients reach the CNN in its own precision.
+    """
     re, im = torch.chunk(x, 2, dim=dim)
+    if re.dtype in (torch.float16, torch.bfloat16):
+        re, im = re.float(), im.float()
     return torch.complex(re.contiguous(), im.contiguous())

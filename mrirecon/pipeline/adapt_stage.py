@@ -165,7 +165,8 @@ def volume_hook(config: PipelineConfig, output: Path, name: str, result: VolumeR
 
             pairs = [mri_pair(s) for s in slices if not is_blank(s)]
         else:
-            pairs = [ct_pair(s, s.sinogram.device.type) for s in slices]
+            # the full device ("cuda:1"): its type alone put the data on cuda:0, the model on cuda:1
+            pairs = [ct_pair(s, str(s.sinogram.device)) for s in slices]
         return adapt_volume(config, model, pairs, output, name, result)
 
     return prepare_model

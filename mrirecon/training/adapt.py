@@ -368,12 +368,16 @@ def _mri_step_loss(model: nn.Module, v: _View, cfg: AdaptConfig, g: torch.Genera
 
 def _ct_recon_loss(model: nn.Module, y: Tensor, geometry, inp: Tensor, out: Tensor) -> Tensor:
     from mrirecon.models.ct_scale import unit_norm_ct
-    from mrirecon.operators.ct import ct_operator
+    from mrirecon.operators.ct import cached_ct_operator
     from mrirecon.sampling.views import select_views
 
-    x = model(*unit_norm_ct(y[..., inp, :], ct_operator(select_views(geometry, inp.tolist()))))
+    # the projectors of the halves on the sinogram's device (built on the host, they failed on
+    # CUDA data), cached: a slice has four view sets (two halves, training and validation views)
+    device = str(y.device)
+    op_in = cached_ct_operator(select_views(geometry, inp.tolist()), device)
+    x = model(*unit_norm_ct(y[..., inp, :], op_in))
     x = x.real if x.is_complex() else x
-    pred = ct_operator(select_views(geometry, out.tolist()))(x)
+    pred = cached_ct_operator(select_views(geometry, out.tolist()), device)(x)
     return kspace_loss(pred, y[..., out, :])
 
 
