@@ -112,8 +112,17 @@ def learned_settings(method: str, value: float, params: Mapping[str, Mapping[str
 
 
 def intensity_ratios(reference: np.ndarray, prediction: np.ndarray) -> tuple[float, float]:
-    """``(mean ratio, 99th-percentile ratio)`` of ``prediction`` to ``reference`` (magnitudes)."""
-    ref, pred = np.abs(np.asarray(reference, float)), np.abs(np.asarray(prediction, float))
+    """``(mean ratio, 99th-percentile ratio)`` of ``prediction`` to ``reference``.
+
+    Real images are taken with their sign (CT's ``mu``: an undershoot below 0 in the air lowers
+    the mean, as it lowers the image's total attenuation), complex ones as magnitudes. Until
+    2026-12-06 real images were taken as magnitudes too, which counted FBP's negative streaks as
+    extra intensity (mean ratio 1.336 at 30 views for a signed mean of 1.001)."""
+    def values(a) -> np.ndarray:
+        a = np.asarray(a)
+        return np.abs(a).astype(float) if np.iscomplexobj(a) else a.astype(float)
+
+    ref, pred = values(reference), values(prediction)
     return float(pred.mean() / ref.mean()), float(np.percentile(pred, 99) / np.percentile(ref, 99))
 
 
@@ -153,7 +162,9 @@ def run_mri(data_dir: str | Path, accelerations: Sequence[float] = (4, 8),
             methods: Sequence[str] = MRI_METHODS,
             params: Mapping[float, Mapping[str, Mapping[str, Any]]] | None = None,
             output_dir: str | Path | None = None, progress: bool = False) -> dict:
-    """``{acc: {method: summary}}`` on the fastMRI files of ``data_dir``."""
+    """``{acc: {method: summary}}`` on the fastMRI files of ``data_dir``; each summary records
+    the ``params`` its method ran with (``params`` / :data:`MRI_PARAMS` at that acceleration, a
+    learned model's table entry) and whether the readout was cropped."""
     from mrirecon.bench.mri import run_bench
     from mrirecon.io import FastMRIFile
 
@@ -189,7 +200,7 @@ def run_mri(data_dir: str | Path, accelerations: Sequence[float] = (4, 8),
                           params={m: v for m, v in p.items() if m in group}, output_dir=None,
                           resume=False, progress=progress, verbose=False, on_record=record,
                           remove_oversampling=crop)
-        results[float(acc)] = {m: {**_summary(r), "readout_cropped": cropped[m]}
+        results[float(acc)] = {m: {**_summary(r), "readout_cropped": cropped[m], "params": p.get(m, {})}
                                for m, r in rows.items() if r}
     if output_dir is not None:
         _write(results, Path(output_dir) / "heldout_mri.md", "acceleration")
@@ -234,7 +245,9 @@ def score_ct(s, image: torch.Tensor) -> dict[str, float]:
 def run_ct(slices: Sequence, views: Sequence[int] = (30, 60), methods: Sequence[str] = CT_METHODS,
            params: Mapping[int, Mapping[str, Mapping[str, Any]]] | None = None,
            output_dir: str | Path | None = None) -> dict:
-    """``{views: {method: summary}}`` on ``slices`` (:func:`~mrirecon.heldout.data.heldout_ct_slices`)."""
+    """``{views: {method: summary}}`` on ``slices`` (:func:`~mrirecon.heldout.data.heldout_ct_slices`);
+    ``params`` (default :data:`CT_PARAMS`) per view count and method; each summary records the
+    ``params`` that ran (a learned model's: its :data:`CT_MODEL_PARAMS` and table entry)."""
     from mrirecon.pipeline.param_tables import model_settings
 
     params = CT_PARAMS if params is None else params
@@ -247,11 +260,14 @@ def run_ct(slices: Sequence, views: Sequence[int] = (30, 60), methods: Sequence[
             # the models are loaded once: a learned one's entry for this view count is set on it
             # as the pipeline sets it per slice
             own = learned_settings(m, nv, CT_MODEL_PARAMS, CT_MODEL_TABLES, "params_by_views")
+            given = dict(params.get(nv, {}).get(m, {}))
             with model_settings(models.get(m), own):
                 for s in slices:
-                    img, sec = reconstruct_ct(s, nv, m, params.get(nv, {}).get(m, {}), models.get(m))
+                    img, sec = reconstruct_ct(s, nv, m, given, models.get(m))
                     rows.append({**score_ct(s, img), "seconds": sec, "volume": s.name})
-            res[m] = _summary(rows)
+            # the settings that ran: a classical method's parameters, a learned one's inference
+            # settings beyond its card (CT_MODEL_PARAMS with this view count's table entry)
+            res[m] = {**_summary(rows), "params": {**given, **dict(own.params)}}
         results[int(nv)] = res
     if output_dir is not None:
         _write(results, Path(output_dir) / "heldout_ct.md", "views")

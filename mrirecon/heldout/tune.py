@@ -41,12 +41,16 @@ MRI_GRID: dict[str, list[dict[str, Any]]] = {
     # rho 0.01 won at both accelerations on the grid's edge (2026-12-04): three steps below it
     + [{"lam": lam, "iterations": 100, "rho": rho} for rho in (0.003, 0.001, 0.0003)
        for lam in (1e-4, 3e-4, 1e-3, 3e-3)],
-    # kernel (rows, columns): 3 columns is the narrowest window with acquired neighbours (a
-    # 3-column winner is not an edge in the sense above); 11 columns lost at both accelerations
-    # in a first grid (the 8x ACS band is only 13 columns wide)
+    # kernel (rows, columns): 3 columns is the narrowest window with acquired neighbours, the end
+    # of the parameter's range rather than of the grid (GRID_BOUNDS: a 3-column winner is not
+    # flagged); 11 columns lost at both accelerations in a first grid (the 8x ACS band is only 13
+    # columns wide)
     "grappa": [{"kernel_size": (kx, ky), "lam": lam} for kx in (3, 5, 7, 9) for ky in (3, 5, 7, 9)
                for lam in (1e-4, 1e-3, 1e-2, 1e-1)],
 }
+#: Per method, values at which a parameter's range itself ends (components named as in
+#: :func:`edge_parameters`): a winner there is not on the grid's edge, as no wider grid exists.
+GRID_BOUNDS: dict[str, dict[str, tuple]] = {"grappa": {"kernel_size[1]": (3,)}}
 CT_GRID: dict[str, list[dict[str, Any]]] = {
     "sirt": [{"iterations": n} for n in (30, 100, 300)],
     # TV by ADMM (tv_ct's default since 2026-12-05; rho relative to ||A||^2): on the validation
@@ -76,8 +80,12 @@ def prepared_mri_slices(data_dir: str | Path, acceleration: float, max_volumes: 
     cf = center_fraction_for(acceleration)
     ucfg = UndersampleConfig(enabled=True, mask="equispaced_fraction", center_fractions=(cf,),
                              accelerations=(acceleration,), seed="file")
+    files = sorted(Path(data_dir).glob("*.h5"))[:max_volumes]
+    if not files:  # was: "evaluate_volumes: no volumes given", naming no folder
+        raise FileNotFoundError(f"{data_dir}: no fastMRI .h5 files to tune on (write the validation "
+                                "split there first: heldout.validation.write_validation_mri)")
     out = []
-    for p in sorted(Path(data_dir).glob("*.h5"))[:max_volumes]:
+    for p in files:
         f = FastMRIFile(p)
         try:
             target = f.reference(key="reconstruction_rss").numpy()
@@ -116,13 +124,15 @@ def best_of(grid_scores: list[dict]) -> dict:
     return max(grid_scores, key=lambda r: (round(r["PSNR"], 2), r["SSIM"]))
 
 
-def edge_parameters(grid_scores: list[dict]) -> list[str]:
+def edge_parameters(grid_scores: list[dict], bounds: Mapping[str, Sequence] | None = None) -> list[str]:
     """Names of the varied parameters whose best value is the grid's smallest or largest.
 
     Sequence-valued parameters count per component (``kernel_size[0]``, ``kernel_size[1]``).
 
     A parameter counts as varied when the grid holds more than one value of it; a winner at
     either end means the optimum may lie outside the grid, so the tuned baseline may be unfair.
+    ``bounds`` (:data:`GRID_BOUNDS` of the method): per parameter, the values where its range
+    ends; a winner there is not flagged.
     """
     def flat(params: Mapping[str, Any]) -> dict[str, Any]:  # a tuple / list: one per component
         out = {}
@@ -138,14 +148,15 @@ def edge_parameters(grid_scores: list[dict]) -> list[str]:
     out = []
     for key in sorted({k for r in points for k in r}):
         values = sorted({r[key] for r in points if key in r})
-        if len(values) > 1 and key in best and best[key] in (values[0], values[-1]):
+        if (len(values) > 1 and key in best and best[key] in (values[0], values[-1])
+                and best[key] not in tuple((bounds or {}).get(key, ()))):
             out.append(key)
     return out
 
 
 def _result(method: str, grid_scores: list[dict], where: str) -> dict:
     """``{"best", "grid", "at_edge"}``, warning when the winner sits on the grid's edge."""
-    edge = edge_parameters(grid_scores)
+    edge = edge_parameters(grid_scores, GRID_BOUNDS.get(method))
     if edge:
         warnings.warn(f"{where} {method}: best {', '.join(edge)} at the edge of the grid; "
                       "widen the grid", stacklevel=3)
