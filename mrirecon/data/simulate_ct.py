@@ -3,8 +3,12 @@
 For each sample a ground truth in Hounsfield units is made either from one of the allowed CT
 DICOM frames (:mod:`mrirecon.io.ct_sources`: random rotation, flip, shift and a zoom that
 makes the object (pixels above -500 HU) span 60-100 % of the field of view, so physical sizes
-are *not* kept) or from a random
-ellipse phantom (:func:`~mrirecon.data.anatomy.random_ellipses_hu`). It is converted to linear
+are *not* kept) or from a random ellipse phantom
+(:func:`~mrirecon.data.anatomy.random_ellipses_hu`). Two of the five DICOM frames
+(``eCT_Supplemental.dcm``) are a perfusion map in unspecified units (US), not HU anatomy: their
+rescaled values are used as if they were HU (a skull-less head texture with air-filled sulci),
+and :attr:`SimulatedCT.origins` / ``units`` say so for each sample drawn from them (so does the
+ground-truth file's ``origins`` attribute). The image is converted to linear
 attenuation ``mu = mu_water (1 + HU / 1000)`` (clipped at 0; ``mu_water = 0.0192 /mm`` at about
 70 keV), projected with :func:`mrirecon.operators.ct.ct_operator` to line integrals ``p``, and
 measured with Poisson noise: ``counts ~ Poisson(I0 exp(-p))``, ``counts >= min_count``,
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +51,8 @@ class SimulatedCT:
     Attributes
     ----------
     hu
-        ``(N, H, W)`` float64 Hounsfield units, clipped to ``[-1024, 3071]``.
+        ``(N, H, W)`` float64 Hounsfield units, clipped to ``[-1024, 3071]``; a sample whose
+        ``units`` is ``"US"`` holds a perfusion map's rescaled values instead.
     attenuation
         ``(N, H, W)`` float64 linear attenuation (1/mm).
     clean
@@ -58,7 +63,12 @@ class SimulatedCT:
     geometry
         The acquisition geometry.
     origins
-        Source of each sample: ``"<file>#<frame>"`` or ``"phantom"``.
+        Source of each sample: ``"<file>#<frame>"`` or ``"phantom"``; a frame that is not CT
+        anatomy in HU adds what it is: ``"eCT_Supplemental.dcm#0 (perfusion map, US: not HU
+        anatomy)"``.
+    units
+        Units of each sample's source: ``"HU"`` (CT anatomy, phantoms) or the frame's
+        RescaleType (``"US"`` for the perfusion map).
     """
 
     hu: np.ndarray
@@ -67,6 +77,7 @@ class SimulatedCT:
     sinogram: np.ndarray
     geometry: CTGeometry
     origins: list[str]
+    units: list[str] = field(default_factory=list)
 
 
 def ct_simulation_geometry(
@@ -202,18 +213,21 @@ def simulate_ct_samples(
     shape = geom.image_shape
     slices = load_ct_sources() if sources != "phantom" else []
     hu = np.empty((int(samples),) + shape)
-    origins = []
+    origins, units = [], []
     for i in range(int(samples)):
         rng = np.random.default_rng([int(seed), i, 0])
         use_dicom = sources == "dicom" or (sources == "mixed" and rng.uniform() < dicom_fraction)
         if use_dicom:
             src = slices[int(rng.integers(len(slices)))]
             # display orientation (row = posterior) -> physical (row = -y), as LoDoPaB stores it
-            img = _resample_source(src.hu[::-1], shape, rng)
-            origins.append(f"{src.name}#{src.frame}")
+            img = _resample_source(src.values[::-1], shape, rng)
+            label = "" if src.is_hu_anatomy else f" ({src.kind} map, {src.units}: not HU anatomy)"
+            origins.append(f"{src.name}#{src.frame}{label}")
+            units.append(src.units)
         else:
             img = random_ellipses_hu(shape, rng)
             origins.append("phantom")
+            units.append("HU")
         hu[i] = np.clip(img, HU_AIR, HU_MAX)
     mu = np.maximum(mu_water * (1.0 + hu / 1000.0), 0.0)
     op = ct_operator(geom)
@@ -226,7 +240,8 @@ def simulate_ct_samples(
                 clean[i], float(photons), np.random.default_rng([int(seed), i, 1]), min_count
             )
     return SimulatedCT(
-        hu=hu, attenuation=mu, clean=clean, sinogram=noisy, geometry=geom, origins=origins
+        hu=hu, attenuation=mu, clean=clean, sinogram=noisy, geometry=geom, origins=origins,
+        units=units,
     )
 
 

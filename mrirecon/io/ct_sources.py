@@ -1,11 +1,18 @@
-"""Read the CT DICOM images that simulations may use, in Hounsfield units.
+"""Read the CT DICOM images that simulations may use, each with what it is.
 
-Only these four files are allowed as CT anatomy (everything else shipped with a package is
+Only these four files are allowed as CT sources (everything else shipped with a package is
 reserved for evaluation):
 
 * ``CT_small.dcm`` and ``J2K_pixelrep_mismatch.dcm`` (inside pydicom),
 * ``eCT_Supplemental.dcm`` (enhanced multi-frame CT, two frames) and ``bad_sequence.dcm``
   (JPEG lossless) from the ``pydicom-data`` package.
+
+Three of the five frames are CT anatomy in Hounsfield units. The two frames of
+``eCT_Supplemental.dcm`` are not: they are a derived rCBF perfusion map (ImageType DERIVED /
+PRIMARY / PERFUSION / RCBF, RescaleType ``US``), skull-stripped, with CSF and vessels at -1024.
+The training recipes and simulations draw them as attenuation *textures* (their rescaled values
+read as if they were HU); :attr:`CTSlice.units` and :attr:`CTSlice.kind` say which is which,
+and :attr:`CTSlice.hu` refuses a frame that is not in Hounsfield units.
 
 The JPEG 2000 / JPEG files need the ``pylibjpeg`` decoders (``pylibjpeg``,
 ``pylibjpeg-openjpeg``, ``pylibjpeg-libjpeg``). Nothing is downloaded: a file that is not
@@ -36,27 +43,63 @@ HU_MIN, HU_MAX = -1024.0, 3071.0
 
 @dataclass(frozen=True)
 class CTSlice:
-    """One CT image.
+    """One CT image and what it is.
 
     Attributes
     ----------
-    hu
-        ``(rows, cols)`` float32 Hounsfield units, clipped to ``[-1024, 3071]`` (values
-        outside the reconstruction circle become air).
+    values
+        ``(rows, cols)`` float32 pixel values after the DICOM rescale (slope, intercept),
+        clipped to ``[-1024, 3071]`` (values outside the reconstruction circle become air):
+        Hounsfield units when ``units == "HU"``. The training recipes use these numbers as
+        attenuation textures for every frame, perfusion maps included.
     pixel_spacing
         ``(row, col)`` spacing in mm (DICOM PixelSpacing).
     name
         Source file name; ``frame`` is the frame index within it.
+    units
+        The rescale's output units, DICOM RescaleType: ``"HU"`` (also when absent, as the CT
+        Image module defines it) or what the file says (``"US"``: unspecified).
+    image_type
+        The frame's DICOM ImageType (FrameType of an enhanced multi-frame image), e.g.
+        ``("DERIVED", "PRIMARY", "PERFUSION", "RCBF")``.
     """
 
-    hu: np.ndarray
+    values: np.ndarray
     pixel_spacing: tuple[float, float]
     name: str
     frame: int = 0
+    units: str = "HU"
+    image_type: tuple[str, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        """``"perfusion"`` (ImageType names PERFUSION: a parameter map, not anatomy),
+        ``"derived"`` (another DERIVED image) or ``"anatomy"``."""
+        if "PERFUSION" in self.image_type:
+            return "perfusion"
+        return "derived" if self.image_type[:1] == ("DERIVED",) else "anatomy"
+
+    @property
+    def is_hu_anatomy(self) -> bool:
+        """Whether the image is CT anatomy in Hounsfield units."""
+        return self.units == "HU" and self.kind == "anatomy"
+
+    @property
+    def hu(self) -> np.ndarray:
+        """:attr:`values` of an image in Hounsfield units; any other is refused (a perfusion
+        map's values are no HU: read :attr:`values` to use them as a texture)."""
+        if self.units != "HU":
+            raise ValueError(
+                f"CTSlice: {self.name} frame {self.frame} is a {self.kind} image in "
+                f"{self.units} (RescaleType), not Hounsfield units; its values are "
+                f"CTSlice.values (the training recipes use them as an attenuation texture)"
+            )
+        return self.values
 
     @property
     def field_of_view_mm(self) -> tuple[float, float]:
-        return (self.hu.shape[0] * self.pixel_spacing[0], self.hu.shape[1] * self.pixel_spacing[1])
+        return (self.values.shape[0] * self.pixel_spacing[0],
+                self.values.shape[1] * self.pixel_spacing[1])
 
 
 def ct_source_path(name: str) -> str:
@@ -119,7 +162,8 @@ def _frame_value(ds, frame: int, group: str, attribute: str):
 
 
 def read_ct_slices(name: str) -> list[CTSlice]:
-    """All frames of one allowed CT file as :class:`CTSlice` (HU, spacing).
+    """All frames of one allowed CT file as :class:`CTSlice` (rescaled values, spacing, units
+    and image type).
 
     Raises
     ------
@@ -161,16 +205,24 @@ def read_ct_slices(name: str) -> list[CTSlice]:
             raise ValueError(
                 f"read_ct_slices: {name} frame {i} has no RescaleSlope/RescaleIntercept"
             )
-        hu = frame.astype(np.float64) * float(slope) + float(intercept)
-        hu = np.clip(hu, HU_MIN, HU_MAX).astype(np.float32)
+        units = ds.get(
+            "RescaleType", _frame_value(ds, i, "PixelValueTransformationSequence", "RescaleType")
+        )
+        image_type = _frame_value(ds, i, "CTImageFrameTypeSequence", "FrameType")
+        image_type = ds.get("ImageType") if image_type is None else image_type
+        values = frame.astype(np.float64) * float(slope) + float(intercept)
+        values = np.clip(values, HU_MIN, HU_MAX).astype(np.float32)
         out.append(
-            CTSlice(hu=hu, pixel_spacing=(float(spacing[0]), float(spacing[1])), name=name, frame=i)
+            CTSlice(values=values, pixel_spacing=(float(spacing[0]), float(spacing[1])),
+                    name=name, frame=i, units=str(units or "HU").strip().upper(),
+                    image_type=tuple(str(v).upper() for v in (image_type or ())))
         )
     return out
 
 
 def load_ct_sources(names: tuple[str, ...] | None = None) -> list[CTSlice]:
-    """Every frame of the allowed CT files (default: all four), in a fixed order."""
+    """Every frame of the allowed CT files (default: all four), in a fixed order, each with
+    its units and kind (the two ``eCT_Supplemental.dcm`` frames: ``"US"``, ``"perfusion"``)."""
     names = CT_SOURCES if names is None else tuple(names)
     slices: list[CTSlice] = []
     for name in names:

@@ -8,13 +8,16 @@ Data recipe (simulated on the fly, never the reserved held-out images of
 
 * ``ct`` (30 %): the allowed CT DICOM images (:mod:`mrirecon.io.ct_sources`) with the random
   rotation / flip / shift / zoom of :mod:`mrirecon.data.simulate_ct` and a random HU contrast
-  scaling of 0.8-1.2;
+  scaling of 0.8-1.2 (two of the five frames, ``eCT_Supplemental.dcm``'s, are a perfusion map
+  in US drawn as a texture as if in HU);
 * ``phantom`` (20 %): random ellipse body phantoms (:func:`~mrirecon.data.anatomy.random_ellipses_hu`);
 * ``textured`` (50 %): a random body outline (ellipse or smooth blob, 45-95 % of the field)
   filled with soft tissue plus a texture of :class:`~mrirecon.training.prior_images.PriorImageBank`
   (natural photographs of scikit-image / matplotlib, procedural shapes and fractal noise,
   deformed MNI152 anatomy, allowed CT) of random contrast (50-1500 HU), sometimes with bright
-  bone-like and dark lung-like inserts.
+  bone-like and dark lung-like inserts. The bank cuts them at 362 x 362 with the zoom ranges of
+  the 64-pixel prior, so most natural, MNI and CT textures are reflect-padded (mirror-tiled):
+  the fractions are in :data:`CARD_TEXT`.
 
 Each image is projected in parallel beam on the LoDoPaB geometry (513 detectors) at 30 or 60
 sparse views (every 33rd / 16th of 1000 angles, random offset) and measured with Poisson noise
@@ -73,7 +76,16 @@ CARD_TEXT = {
                   "(random pose, zoom, contrast x0.8-1.2), ellipse body phantoms, and body outlines "
                   "filled with natural photographs (scikit-image, matplotlib), procedural images, "
                   "deformed MNI152 slices or allowed CT textures (random HU contrast, bone / lung "
-                  "inserts); 30 % / 20 % / 50 %. No reserved (held-out) image is read.",
+                  "inserts); 30 % / 20 % / 50 %. Two of the five CT DICOM frames "
+                  "(eCT_Supplemental.dcm) are a derived rCBF perfusion map (RescaleType US, "
+                  "skull-stripped, CSF and vessels at -1024), drawn as an attenuation texture as if "
+                  "in HU, not HU anatomy: 40 % of the CT draws (12 % of all images, 2 % more as "
+                  "textures). The textures are cut at 362 x 362 with the zoom ranges of the 64-pixel "
+                  "prior (prior_images._crop), so a zoomed source smaller than 362 on a side is "
+                  "reflect-padded (mirror-tiled: mirrored copies with straight symmetric seams, CT "
+                  "heads as kaleidoscopes) in natural 62 %, MNI 91-100 % (by slice size) and CT 66 % "
+                  "of the texture draws, about 26 % of all training images. No reserved (held-out) "
+                  "image is read.",
         "geometry": "parallel beam, 362 x 362 over 260 mm, 513 detectors, 30 or 60 of 1000 views "
                     "(every 33rd / 16th angle, random offset), Poisson noise at 4096 photons per "
                     "bin, counts floored at 0.1",
@@ -179,7 +191,7 @@ class CTImageRecipe:
         kind = str(rng.choice(list(SOURCE_P), p=list(SOURCE_P.values())))
         if kind == "ct":
             src = self.ct[int(rng.integers(len(self.ct)))]
-            hu = _resample_source(src.hu[::-1], shape, rng)
+            hu = _resample_source(src.values[::-1], shape, rng)  # perfusion maps too
             hu = (hu + 1000.0) * rng.uniform(0.8, 1.2) - 1000.0
         elif kind == "phantom":
             hu = random_ellipses_hu(shape, rng)

@@ -14,7 +14,10 @@ image rows for cheap training steps:
    SNR of 28-34 dB;
 4. a fastMRI equispaced-fraction mask, 4x with centre fraction 0.08 or 8x with 0.04;
 5. coil maps estimated the way the pipeline estimates them
-   (:func:`mrirecon.calib.centre.centre_maps`, ESPIRiT on the acquired centre band, ``crop=0``);
+   (:func:`mrirecon.calib.centre.centre_maps`, ESPIRiT on the acquired centre band, ``crop=0``).
+   A VarNet with its own sensitivity network ignores them, but they stay for it too: the scale
+   ``s`` of step 6 is computed with them (without them ``s`` moves by 4e-5 to 1.3e-4 relative,
+   so the shipped models' samples would not be reproduced bit for bit);
 6. the scale ``s = max |A^H y|`` of the whole ``640 x 320`` slice -- what
    :class:`~mrirecon.models.template.UnrolledModel`'s normalisation computes at inference -- and
    the target: the root-sum-of-squares of the fully sampled noisy coil images (fastMRI's
@@ -206,6 +209,7 @@ def simulate_slice(rng: np.random.Generator, images: DeploymentImages, accelerat
                                    (acceleration,))
     km, mask, _ = apply_mask(k, fn, seed=int(rng.integers(2**31)))
     mask = mask.reshape(-1).to(torch.float32)
+    # also for models that estimate their own maps: s below depends on these (see step 5)
     maps = centre_maps(km, centre_band(mask), crop=0.0).to(torch.complex64)
     s = float(sense(maps, mask).H(km).abs().max().clamp_min(1e-12))
     target = ifft2c(k).abs().pow(2).sum(0).sqrt() / s

@@ -4,7 +4,8 @@
 The data are :mod:`mrirecon.training.deploy_mri`'s: fastMRI multi-coil geometry (``640 x 320``,
 2x readout oversampling), 8 or 12 simulated coils, 28-34 dB noise, fastMRI equispaced-fraction
 masks at 4x (centre 0.08) and 8x (0.04), ESPIRiT maps estimated like the pipeline (crop 0), and
-diverse images. Steps run on bands of ``crop_rows`` image rows (an exact smaller SENSE problem,
+diverse images. (``varnet_fastmri_diverse`` estimates its own maps with its sensitivity network:
+the ESPIRiT maps in its operator are ignored, and serve only the scale ``s`` below.) Steps run on bands of ``crop_rows`` image rows (an exact smaller SENSE problem,
 see :func:`~mrirecon.training.deploy_mri.row_band`), each already divided by the scale
 ``s = max |A^H y|`` of its whole slice; the model is therefore trained with its internal
 normalisation switched off and deployed with it on, which computes the same ``s`` on the whole
@@ -16,6 +17,7 @@ state with the best mean PSNR is kept.
 
 from __future__ import annotations
 
+import inspect
 import math
 import platform
 import time
@@ -81,12 +83,23 @@ def _save(model: torch.nn.Module, path: Path, half: bool = False, card: dict | N
 
 #: What a card written by ``mrirecon train modl / varnet`` says about the data and range where
 #: the card it rebuilds has no hand-written text of its own (:func:`_card`).
-def _card_data(widths) -> str:
+def _card_data(widths, kind: str = "modl", crop_rows: int = 96,
+               estimate_sensitivities: bool = True) -> str:
+    """The recipe line of a ``kind`` card: a VarNet with its own sensitivity network ignores the
+    ESPIRiT maps the operator carries (they set only the slice scale ``s``); the loss covers band
+    rows ``LOSS_MARGIN..crop_rows - LOSS_MARGIN``."""
     matrices = " / ".join(f"640 x {w}" for w in widths)
+    if kind == "varnet" and estimate_sensitivities:
+        maps = ("coil maps from the model's own sensitivity network on the auto-calibration lines "
+                "(the ESPIRiT maps (crop 0) in the operator are ignored; they set only the slice "
+                "scale s = max |A^H y|)")
+    else:
+        maps = "ESPIRiT maps (crop 0) from the acquired centre band"
     return ("mrirecon/training/deploy_mri.py (DeploymentBands): natural, procedural, deformed MNI152 "
             f"and allowed CT images of 320 x 320 in a {matrices} field of view (2x readout oversampling), "
             "8 or 12 birdcage coils, SNR 28-34 dB, fastMRI equispaced_fraction masks 4x / 0.08 and 8x / "
-            "0.04, ESPIRiT maps (crop 0) from the acquired centre band; validated on whole 640 x 320 slices")
+            f"0.04, {maps}; bands of {crop_rows} rows, loss on the band's rows "
+            f"{LOSS_MARGIN}..{crop_rows - LOSS_MARGIN}; validated on whole 640 x 320 slices")
 
 
 def _card_range(widths) -> dict:
@@ -130,9 +143,14 @@ def _card(out: Path, kind: str, model_spec: dict, args: dict, rec: dict, steps: 
     fresh = {"model": model_spec, "training": record,
              "training_range": {**_card_range(widths),  # MoDL: crop-0 ESPIRiT maps
                                 **({"maps_crop": [0.0, 0.0]} if kind == "modl" else {})}}
+    fn = train if kind == "modl" else train_varnet
+    default = {k: p.default for k, p in inspect.signature(fn).parameters.items()}
+    data = _card_data(widths, kind, int(args.get("crop_rows", default["crop_rows"])),
+                      bool(args.get("estimate_sensitivities",
+                                    default.get("estimate_sensitivities", False))))
     defaults = {"description": f"{kind} trained by mrirecon train {kind} (see training)",
-                "data": _card_data(widths), "known_failures": _CARD_FAILURES}
-    return trainer_card(train if kind == "modl" else train_varnet, fresh, earlier, args,
+                "data": data, "known_failures": _CARD_FAILURES}
+    return trainer_card(fn, fresh, earlier, args,
                         ("max_steps", "max_seconds", "val_every", "val_slices", "workers"), defaults)
 
 
@@ -213,7 +231,8 @@ def _train_bands(model: torch.nn.Module, out: str | Path, *, seed: int, crop_row
                  half: bool = False, kind: str = "modl",
                  card: tuple[dict, dict] | None = None) -> dict:
     """The loop of :func:`train` / :func:`train_varnet` for any ``model(y, op)`` whose
-    ``op`` is the band's SENSE operator with the pipeline's ESPIRiT maps."""
+    ``op`` is the band's SENSE operator with the pipeline's ESPIRiT maps (a VarNet with its
+    own sensitivity network ignores them)."""
     from mrirecon.metrics import SSIMLoss
     from mrirecon.operators import sense
     from mrirecon.training.deploy_mri import DeploymentBands, check_widths

@@ -16,8 +16,9 @@ mixed with the probabilities of :data:`SOURCE_WEIGHTS`:
     contrast, then a strong random elastic warp (up to ~8 % of the field of view), a random
     piecewise-linear intensity remap (contrast inversion included) and a random zoom.
 ``ct``
-    The four allowed CT DICOM images of :mod:`mrirecon.io.ct_sources` (attenuation, rotated,
-    zoomed), real valued.
+    The five frames of the four allowed CT DICOM files of :mod:`mrirecon.io.ct_sources`
+    (attenuation, rotated, zoomed), real valued: three CT images in HU and the two frames of
+    ``eCT_Supplemental.dcm``, a perfusion map (units US) drawn as an attenuation texture.
 
 Every non-CT image then gets a random smooth phase (none, a linear ramp, or a smooth random
 field of up to ``3 pi`` peak to peak); CT images stay real. No other medical image is read:
@@ -62,10 +63,11 @@ def natural_sources() -> list[np.ndarray]:
 
 
 def ct_sources() -> list[np.ndarray]:
-    """The allowed CT images as non-negative attenuation-like images in [0, 1]."""
+    """The allowed CT images as non-negative attenuation-like images in [0, 1] (the rescaled
+    values of every frame, the two perfusion-map frames of ``eCT_Supplemental.dcm`` included)."""
     from mrirecon.io.ct_sources import load_ct_sources
 
-    return [np.clip((s.hu + 1024.0) / 3000.0, 0.0, 1.0) for s in load_ct_sources()]
+    return [np.clip((s.values + 1024.0) / 3000.0, 0.0, 1.0) for s in load_ct_sources()]
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, sigma: float) -> np.ndarray:

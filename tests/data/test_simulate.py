@@ -96,7 +96,7 @@ def test_ct_sources_match_pydicom_modality_lut():
         CT_SOURCES[3],
     ]
     for s in slices:
-        assert s.hu.dtype == np.float32 and s.hu.min() >= -1024 and s.hu.max() <= 3071
+        assert s.values.dtype == np.float32 and s.values.min() >= -1024 and s.values.max() <= 3071
         assert 0.2 < s.pixel_spacing[0] < 1.0
     ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     expected = np.clip(apply_modality_lut(ds.pixel_array, ds), -1024, 3071)
