@@ -281,6 +281,45 @@ def fresh_python(code: str, timeout: float | None = None) -> str:
     return out.stdout.strip()
 
 
+def peak_rss_growth(setup: str, warm_up: str, measure: str) -> tuple[float, str]:
+    """Peak RSS growth, in MiB, of the statement ``measure`` in a fresh interpreter (one torch
+    thread), after ``setup`` and a ``warm_up`` statement (imports, the allocator's first pools);
+    and what ``measure`` evaluates to, as text. ``/proc``'s VmHWM is reset to the current RSS
+    just before ``measure`` (``clear_refs`` 5); skips the test where that cannot be done."""
+    import subprocess
+    import sys
+    import textwrap
+
+    import pytest
+
+    code = "\n".join([
+        "import torch", "torch.set_num_threads(1)", textwrap.dedent(setup), warm_up,
+        "def status(field):",
+        "    with open('/proc/self/status') as f:",
+        "        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field))",
+        "try:",
+        "    with open('/proc/self/clear_refs', 'w') as f:",
+        "        f.write('5')",
+        "except OSError:",
+        "    raise SystemExit(print('skip: cannot write /proc/self/clear_refs'))",
+        "before = status('VmRSS')",
+        "if status('VmHWM') > before + 2**20:",
+        "    raise SystemExit(print('skip: VmHWM was not reset'))",
+        f"result = {measure}",
+        "print((status('VmHWM') - before) / 2**20)",
+        "print(result)",
+    ])
+    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
+                          text=True, timeout=120,
+                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin",
+                               "PYTHONPATH": ":".join(sys.path)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    if proc.stdout.startswith("skip"):
+        pytest.skip(proc.stdout.strip())
+    growth, result = proc.stdout.split("\n", 1)
+    return float(growth), result.strip()
+
+
 DISC_ROWS, DISC_COLS = 128, 64  # a tiny deployment-style MRI slice: 2x readout oversampling
 
 

@@ -6,12 +6,10 @@ grow with the slices)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
-
 import pytest
 import torch
+
+from tests.helpers import peak_rss_growth
 
 
 def _direct(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -61,57 +59,26 @@ def test_off_scale_norms_equal_the_whole_volume_definition(monkeypatch):
     assert dataset.off_scale(torch.tensor(3.0), torch.tensor(0.1)) == pytest.approx(30.0)
 
 
-_MEMORY_SCRIPT = textwrap.dedent(
-    """
-    import sys
-    import torch
-    from mrirecon.data.dataset import off_scale
-    from mrirecon.training.reference_checks import orientation_note
-    check = {"orientation_note": lambda r, i: orientation_note(r, i, "it"),
-             "off_scale": lambda r, i: off_scale(r, 30 * i)}[sys.argv[1]]
-
-    def status(field):
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field):
-                    return int(line.split()[1]) * 1024
-        raise RuntimeError(field)
-
-    torch.set_num_threads(1)
-    g = torch.Generator().manual_seed(0)
-    reference = torch.rand(64, 256, 256, generator=g)
-    image = reference.flip(-1).contiguous()  # noted: the reference matches flipped left-right
-    check(reference[:2], image[:2])  # warm up imports and the allocator
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset VmHWM to the current RSS
-    except OSError:
-        raise SystemExit(print("skip cannot write /proc/self/clear_refs"))
-    before = status("VmRSS")
-    if status("VmHWM") > before + 2**20:
-        raise SystemExit(print("skip VmHWM was not reset"))
-    note = check(reference, image)
-    print((status("VmHWM") - before) / 2**20, str(note)[:20].replace(" ", "_"))
-    """
-)
+_VOLUMES = """
+from mrirecon.data.dataset import off_scale
+from mrirecon.training.reference_checks import orientation_note
+g = torch.Generator().manual_seed(0)
+reference = torch.rand(64, 256, 256, generator=g)
+image = reference.flip(-1).contiguous()  # noted: the reference matches flipped left-right
+"""
+_CHECKS = {"orientation_note": "orientation_note({r}, {i}, 'it')", "off_scale": "off_scale({r}, 30 * {i})"}
 
 
-@pytest.mark.parametrize("check, result", [("orientation_note", "the_reference_matche"),
+@pytest.mark.parametrize("check, result", [("orientation_note", "the reference matche"),
                                            ("off_scale", "0.0333")])
 def test_the_reference_checks_memory_does_not_grow_with_the_volume(check, result):
     """Peak RSS growth of ``orientation_note`` and ``off_scale`` on a 64 x 256 x 256 float32
     volume (16 MiB) stays under two such volumes: whole-volume float64 copies (two per
     correlation, nine correlations; one per norm) grew it by up to 9x the volume, so ``mrirecon
     run``'s peak grew with the slice count (40 slices of 320 x 320: 841 instead of 553 MiB)."""
-    proc = subprocess.run(
-        [sys.executable, "-c", _MEMORY_SCRIPT, check], check=False, capture_output=True, text=True,
-        timeout=120,
-        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)},
-    )
-    assert proc.returncode == 0, proc.stderr
-    if proc.stdout.startswith("skip"):
-        pytest.skip(proc.stdout.strip())
-    growth_mib, found = proc.stdout.split()
-    assert found.startswith(result), found
+    growth_mib, note = peak_rss_growth(
+        _VOLUMES, _CHECKS[check].format(r="reference[:2]", i="image[:2]"),  # the warm-up
+        _CHECKS[check].format(r="reference", i="image"))
+    assert note.startswith(result), note
     volume_mib = 64 * 256 * 256 * 4 / 2**20
-    assert float(growth_mib) < 2 * volume_mib, growth_mib
+    assert growth_mib < 2 * volume_mib, growth_mib
