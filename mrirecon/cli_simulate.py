@@ -244,9 +244,9 @@ def add_simulate(subparsers: argparse._SubParsersAction) -> None:
         "--snr-db",
         type=_snr_db,
         default=None,
-        help="k-space SNR in dB: 10 log10(mean |k|^2 / noise variance) of the object's "
-        "Cartesian k-space; radial / spiral samples get that noise per sample, so their own "
-        "SNR is higher (the centre is sampled densely) (default 30)",
+        help="SNR in dB of the object's Cartesian k-space (radial / spiral samples get that "
+        "scan's noise per sample, so their own SNR is higher: the centre is sampled densely): "
+        "10 log10(mean |k|^2 / noise variance) (default 30)",
     )
     mri.add_argument("--noise-free", action="store_true", help="write noise-free k-space")
     mri.add_argument(
