@@ -25,6 +25,7 @@ from torch import Tensor
 
 from mrirecon.core import LinearOperator
 from mrirecon.functional.radon import (
+    BAND_TABLES,
     grid_backproject,
     grid_project,
     ray_tables,
@@ -78,6 +79,24 @@ class _CTProjector(LinearOperator):
             )
         super().__init__(geometry.image_shape, geometry.sinogram_shape)
         self.geometry = geometry
+        self._cast: dict = {}  # the float64 tables cast to a dtype, see _cast_once
+
+    def _cast_once(self, key: tuple, build):
+        """``build()`` (tables cast to a dtype) once per ``key`` and device, then kept: the
+        float64 tables were cast at every call (12 casts per parallel-beam gram, 14,000 per
+        ``tv_ct`` slice). Built as normal tensors even inside ``inference_mode`` (a
+        differentiable FBP or a training step may use them later); ``.to()`` / ``.float()``
+        on the module clears the cache (:meth:`_apply`)."""
+        key = (*key, next(self.buffers()).device)
+        out = self._cast.get(key)
+        if out is None:
+            with torch.inference_mode(False):
+                out = self._cast[key] = build()
+        return out
+
+    def _apply(self, fn, recurse: bool = True):
+        self._cast = {}  # buffers are replaced: cast afresh
+        return super()._apply(fn, recurse)
 
     def extra_repr(self) -> str:
         g = self.geometry
@@ -141,8 +160,10 @@ class ParallelBeam(_CTProjector):
     Domain ``(..., H, W)`` (attenuation per mm), range ``(..., views, detectors)`` (line
     integrals, mm x attenuation). Each view is a Joseph projection onto a virtual detector of
     pitch ``pixel_size * max(|cos θ|, |sin θ|)`` followed by a two-tap linear resampling onto the
-    real detector (see :mod:`mrirecon.functional.radon`). Tables take about
-    ``24 * views * max(H, W)`` bytes; temporaries are bounded by processing views in chunks.
+    real detector (see :mod:`mrirecon.functional.radon`; the forward projection sums the rows
+    in bands, each over the virtual rays it meets). Tables take about
+    ``120 * views * max(H, W)`` bytes (43 MB at 362 x 362, 1000 views), plus their cast to
+    float32 once used; temporaries are bounded by processing views in chunks.
     """
 
     beam = "parallel"
@@ -160,15 +181,21 @@ class ParallelBeam(_CTProjector):
         for i, g in enumerate(groups):
             self.register_buffer(f"_views{i}", torch.from_numpy(g.views.astype(np.int64)))
             for key, arr in shear_group_tensors(g).items():
-                self.register_buffer(f"_{key}{i}", torch.from_numpy(np.ascontiguousarray(arr)))
+                self.register_buffer(f"_{key}{i}", torch.from_numpy(np.ascontiguousarray(arr)),
+                                     persistent=key not in BAND_TABLES)
 
     def _group(self, i: int, dtype: torch.dtype) -> dict:
-        out = {"num_virtual": self._num_virtual[i]}
-        for key in ("shift_offset", "back_offset", "det_index"):
-            out[key] = getattr(self, f"_{key}{i}")
-        for key in ("taps", "taps_t", "det_weight"):
-            out[key] = getattr(self, f"_{key}{i}").to(dtype)
-        return out
+        """Group ``i``'s tables, the weights in ``dtype`` (cast once, :meth:`_cast_once`)."""
+
+        def build() -> dict:
+            out = {"num_virtual": self._num_virtual[i]}
+            for name in ("shift_offset", "back_offset", "det_index", "band_offset", "band_start"):
+                out[name] = getattr(self, f"_{name}{i}")
+            for name in ("taps", "taps_t", "det_weight", "band_taps"):
+                out[name] = getattr(self, f"_{name}{i}").to(dtype)
+            return out
+
+        return self._cast_once((i, dtype), build)
 
     def _project(self, x: Tensor) -> Tensor:
         v, d = self.geometry.sinogram_shape
@@ -237,7 +264,8 @@ class FanBeam(_CTProjector):
         self.register_buffer("_weight", torch.from_numpy(np.ascontiguousarray(weight)))
 
     def _tables(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
-        return self._start.to(dtype), self._step.to(dtype), self._weight.to(dtype)
+        return self._cast_once((dtype,), lambda: (self._start.to(dtype), self._step.to(dtype),
+                                                  self._weight.to(dtype)))
 
     def _project(self, x: Tensor) -> Tensor:
         return grid_project(x, *self._tables(x.dtype))

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from mrirecon.core.checks import broadcasts_to
-from mrirecon.core.magnitude import abs2
+from mrirecon.core.magnitude import abs2, sum_abs2
 
 Prox = Callable[[Tensor, float | Tensor], Tensor]
 
@@ -84,6 +84,20 @@ def _in_place_ok(x: Tensor, threshold: float | Tensor) -> bool:
     return isinstance(threshold, (int, float)) and threshold > 0
 
 
+def group_norm(x: Tensor, dim: int | tuple[int, ...]) -> Tensor:
+    """``||x_group||_2`` of every group along ``dim`` (kept as size-1 axes), a real tensor.
+
+    ``sqrt(sum |x|^2)`` (:func:`~mrirecon.core.magnitude.sum_abs2`): torch's ``vector_norm``
+    over a short axis that is not the last (TV's two gradient components, ``dim=-3``) took
+    ~100x the time on the CPU (11 ms against 0.1 ms at 2 x 362 x 362 float32, one thread; a
+    quarter of ``tv_ct``'s time). Same values to float32 rounding, and the same range: neither
+    rescales (both overflow above ~1e19 and underflow below ~1e-19 in float32). While autograd
+    records, ``vector_norm`` (its gradient at a zero group is 0; that of ``sqrt`` is NaN)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return torch.linalg.vector_norm(x, dim=dim, keepdim=True)
+    return sum_abs2(x, dim, keepdim=True).sqrt_()
+
+
 def group_soft_threshold(x: Tensor, threshold: float | Tensor, dim: int | tuple[int, ...]) -> Tensor:
     """Prox of ``threshold * sum_groups ||x_group||_2`` (the L2,1 norm), groups along ``dim``.
 
@@ -100,8 +114,7 @@ def group_soft_threshold(x: Tensor, threshold: float | Tensor, dim: int | tuple[
         Axis or axes spanning one group.
     """
     _check_threshold("group_soft_threshold", threshold)
-    norm = torch.linalg.vector_norm(x, dim=dim, keepdim=True)
-    return x * _shrink_factor(norm, threshold)
+    return x * _shrink_factor(group_norm(x, dim), threshold)
 
 
 def project_group_l2_ball(x: Tensor, radius: float | Tensor, dim: int | tuple[int, ...]) -> Tensor:
@@ -110,8 +123,7 @@ def project_group_l2_ball(x: Tensor, radius: float | Tensor, dim: int | tuple[in
     This is the prox of the conjugate of ``radius * ||.||_{2,1}`` (for any step), the dual step
     of isotropic TV in PDHG.
     """
-    norm = torch.linalg.vector_norm(x, dim=dim, keepdim=True)
-    return x / torch.clamp(norm / radius, min=1)
+    return x / torch.clamp(group_norm(x, dim) / radius, min=1)
 
 
 def project_box(x: Tensor, lower: float | Tensor | None = None, upper: float | Tensor | None = None) -> Tensor:
