@@ -283,7 +283,20 @@ def ct_operator(geometry: CTGeometry) -> ParallelBeam | FanBeam:
     return ParallelBeam(geometry) if geometry.beam == "parallel" else FanBeam(geometry)
 
 
+def built_as_normal_tensors(fn):
+    """``fn`` run outside ``inference_mode``, for builders whose results are cached and shared
+    (:func:`cached_ct_operator`, the FBP's tables): built first inside ``inference_mode`` (a
+    pipeline's FBP or forward pass), they were inference tensors, which a later call under
+    autograd cannot save for backward ("Inference tensors cannot be saved for backward")."""
+    @functools.wraps(fn)
+    def build(*args, **kwargs):
+        with torch.inference_mode(False):
+            return fn(*args, **kwargs)
+    return build
+
+
 @functools.lru_cache(maxsize=8)
+@built_as_normal_tensors
 def cached_ct_operator(geometry: CTGeometry, device: str = "cpu") -> ParallelBeam | FanBeam:
     """:func:`ct_operator` built once per ``(geometry, device)`` and shared.
 

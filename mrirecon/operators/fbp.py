@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mrirecon.core import check_trailing_shape
+from mrirecon.operators.ct import built_as_normal_tensors
 from mrirecon.operators.ct_geometry import CTGeometry
 
 FILTERS = ("ram-lak", "shepp-logan", "cosine", "hann")
@@ -384,6 +385,7 @@ def _shear_backproject(q: Tensor, geometry: CTGeometry, view_weights: Tensor) ->
 
 
 @functools.lru_cache(maxsize=8)
+@built_as_normal_tensors
 def _interpolation_tables(geometry: CTGeometry, dtype: torch.dtype, device: str) -> list:
     """Per shear group: detector index/weight of every virtual ray ``(Vg, 2, M)`` and the
     inverse step length ``(Vg,)`` that turns the row step's line weight into interpolation."""
@@ -409,6 +411,7 @@ def _interpolation_tables(geometry: CTGeometry, dtype: torch.dtype, device: str)
 
 
 @functools.lru_cache(maxsize=32)
+@built_as_normal_tensors
 def _weights(geometry: CTGeometry, filter: str, frequency_scaling: float, short_scan: bool | None,
              dtype: torch.dtype, device: str) -> tuple[Tensor | None, Tensor, Tensor]:
     """Pre-weights ``(views, detectors)`` (``None`` for parallel beam), the filter response

@@ -125,3 +125,32 @@ def test_tables_first_cast_in_inference_mode_are_normal_tensors():
     x = torch.rand(11, 11, requires_grad=True)
     (op.H(op(x)) ** 2).sum().backward()
     assert torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("beam", ["parallel", "fan"])
+def test_cached_ct_tables_first_built_in_inference_mode_serve_autograd(beam):
+    """The shared projector (``cached_ct_operator``) and the FBP's cached weights and tables,
+    first built inside ``inference_mode`` (a pipeline's FBP), serve a later FBP / projection
+    under autograd: they had been inference tensors ("Inference tensors cannot be saved for
+    backward"). A geometry of its own, so that this test builds them first."""
+    from mrirecon.operators.ct import cached_ct_operator
+    from mrirecon.operators.fbp import fbp
+
+    g = (CTGeometry.parallel((22, 22), 19, 37) if beam == "parallel" else
+         CTGeometry.fan((22, 22), 19, 37, source_isocenter=57.0, source_detector=113.0))
+    y = torch.rand(1, 19, 37, dtype=torch.float64)
+    with torch.inference_mode():
+        first = fbp(y, g)
+        cached_ct_operator(g)(torch.rand(1, 22, 22, dtype=torch.float64))
+    y.requires_grad_()
+    out = fbp(y, g)
+    out.sum().backward()
+    torch.testing.assert_close(out.detach(), first)
+    # FBP is linear: its gradient of the sum is the adjoint of ones, the same at every call
+    grad = y.grad.clone()
+    y.grad = None
+    fbp(y, g).sum().backward()
+    torch.testing.assert_close(y.grad, grad)
+    x = torch.rand(1, 22, 22, dtype=torch.float64, requires_grad=True)
+    cached_ct_operator(g)(x).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
