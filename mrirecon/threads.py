@@ -88,6 +88,21 @@ def thread_count(requested: int | None = None, *, local_world_size: int | None =
     return max(1, available_cpus(cgroup_root) // local_world_size)
 
 
+def load_average() -> tuple[float, float, float] | None:
+    """The system's 1-, 5- and 15-minute load averages (``os.getloadavg``), or ``None`` where
+    the platform has none (Windows: ``os.getloadavg`` is Unix-only, and ``mrirecon train
+    primal_dual_ct`` / ``staged_ct`` died at their first line with "AttributeError: module 'os'
+    has no attribute 'getloadavg'") or cannot tell (``OSError``). Callers leave the load out of
+    their logs and cards when it is ``None``."""
+    getloadavg = getattr(os, "getloadavg", None)
+    if getloadavg is None:
+        return None
+    try:
+        return tuple(float(v) for v in getloadavg())  # type: ignore[return-value]
+    except OSError:
+        return None
+
+
 def env_int(name: str, default: int) -> int:
     """An integer environment variable (``torchrun``'s ``RANK``, ``WORLD_SIZE``); unset or blank
     gives ``default``, anything else that is not an integer an error that names the variable."""

@@ -453,12 +453,15 @@ def shown(value) -> str:
 
 
 def read_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping; errors name the file."""
+    """Read a YAML mapping; errors name the file. The file is read as UTF-8 whatever the
+    locale (a byte-order mark, which Notepad and PowerShell 5 write, is dropped): read in the
+    locale's encoding, cp1252 on a Western Windows turned "ü" into "Ã¼" in a DICOM series
+    description without a word, and refused valid UTF-8 holding byte 0x81 ("ρ")."""
     p = Path(path)
     if p.exists() and not (p.is_file() or p.is_dir()):
         raise ConfigError(str(p), "", "not a regular file (FIFO, socket or device)")
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise ConfigError(str(p), "", f"not a UTF-8 text file ({e})") from None
     except OSError as e:

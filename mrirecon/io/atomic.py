@@ -244,7 +244,8 @@ def append_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> 
     writes them."""
     data = printable(text).encode(encoding, "backslashreplace")
     target = Path(path)
-    fd = os.open(target, os.O_WRONLY | os.O_APPEND)
+    # O_BINARY (Windows): text mode wrote each "\n" as "\r\n" (csv rows "\r\r\n")
+    fd = os.open(target, os.O_WRONLY | os.O_APPEND | getattr(os, "O_BINARY", 0))
     try:
         start = os.fstat(fd).st_size
         try:

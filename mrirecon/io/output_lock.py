@@ -30,21 +30,103 @@ class OutputLock:
             fh.close()
 
 
-def _flock(path: Path, mode: int, output: Path, option: str = "--output"):
-    """``path`` opened and locked with ``mode`` (``fcntl.LOCK_EX`` / ``LOCK_SH``), or the refusal
-    naming the run that holds it (the first line of ``path``)."""
-    fh = open(path, "a+")  # noqa: SIM115 (held open for the run)
+#: Windows (``msvcrt.locking``): where the locked bytes lie. Windows' byte-range locks are
+#: mandatory (no other handle may read a locked byte), so they lie far past the holder's line,
+#: which a refused run reads to name the run holding the folder. An exclusive lock takes
+#: ``LOCK_SPAN`` bytes from ``LOCK_OFFSET``, a shared one (a rank's hold on ``.lock``) the one
+#: byte ``LOCK_OFFSET + rank % LOCK_SPAN``: shared holds of other ranks never meet, and an
+#: exclusive one meets them all (msvcrt has no shared locks). The C runtime's ``_locking``
+#: takes 32-bit positions, so both stay below 2**31.
+LOCK_OFFSET, LOCK_SPAN = 2**30, 2**20
+
+
+class _Flock:
+    """POSIX ``flock`` locks (Linux, macOS): released when the handle closes or the process
+    dies."""
+
+    def __init__(self, fcntl) -> None:
+        self.fcntl = fcntl
+
+    def lock(self, fh, slot: int | None = None) -> bool:
+        """Lock ``fh`` exclusively (``slot`` None) or shared (a rank's ``slot``) without
+        waiting; ``False`` when another handle holds it."""
+        f = self.fcntl
+        try:
+            f.flock(fh.fileno(), (f.LOCK_EX if slot is None else f.LOCK_SH) | f.LOCK_NB)
+        except OSError:
+            return False
+        return True
+
+    def held(self, fh) -> bool:
+        """Whether another handle holds ``fh`` exclusively (tried shared, then released)."""
+        f = self.fcntl
+        try:
+            f.flock(fh.fileno(), f.LOCK_SH | f.LOCK_NB)
+        except OSError:
+            return True
+        f.flock(fh.fileno(), f.LOCK_UN)
+        return False
+
+
+class _Msvcrt(_Flock):
+    """Windows' ``msvcrt.locking`` byte-range locks (:data:`LOCK_OFFSET`): held by the handle,
+    released when it closes or the process dies; ``LK_NBLCK`` fails at once when held."""
+
+    def __init__(self, msvcrt) -> None:
+        self.msvcrt = msvcrt
+
+    def _region(self, fh, slot: int | None, mode: int) -> bool:
+        start, size = (LOCK_OFFSET, LOCK_SPAN) if slot is None else (LOCK_OFFSET + slot % LOCK_SPAN, 1)
+        os.lseek(fh.fileno(), start, os.SEEK_SET)  # msvcrt locks from the current position
+        try:
+            self.msvcrt.locking(fh.fileno(), mode, size)
+        except OSError:
+            return False
+        return True
+
+    def lock(self, fh, slot: int | None = None) -> bool:
+        return self._region(fh, slot, self.msvcrt.LK_NBLCK)
+
+    def held(self, fh) -> bool:
+        if not self.lock(fh):
+            return True
+        self._region(fh, None, self.msvcrt.LK_UNLCK)
+        return False
+
+
+def _locker() -> _Flock | None:
+    """The file locks of this platform: ``fcntl.flock`` (POSIX), ``msvcrt.locking`` (Windows),
+    or ``None`` where there are neither (the folder is then not locked, with a warning)."""
     try:
         import fcntl
-    except ImportError:  # no POSIX locks (Windows): unlocked, as before
-        return fh
+    except ImportError:
+        pass
+    else:
+        return _Flock(fcntl)
     try:
-        fcntl.flock(fh.fileno(), mode | fcntl.LOCK_NB)
-    except OSError:
-        fh.close()
-        holder = path.read_text().strip().split("\n")[0] if path.is_file() else ""
-        raise ValueError(_refusal(output, holder or "a distributed run", option)) from None
-    return fh
+        import msvcrt
+    except ImportError:
+        return None
+    return _Msvcrt(msvcrt)
+
+
+def _open_lock_file(path: Path):
+    """``path`` opened for appending (created if missing) and reading; its text is UTF-8."""
+    return open(path, "a+", encoding="utf-8", errors="replace")  # noqa: SIM115 (held open)
+
+
+def _take(locker: _Flock | None, path: Path, output: Path, option: str = "--output",
+          slot: int | None = None):
+    """``path`` opened and locked (exclusively, or shared as rank ``slot``), or the refusal
+    naming the run that holds it (the first line of ``path``). The refused handle is closed
+    before anything else (Windows deletes no open file)."""
+    fh = _open_lock_file(path)
+    if locker is None or locker.lock(fh, slot):
+        return fh
+    fh.close()
+    holder = (path.read_text(encoding="utf-8", errors="replace").strip().split("\n")[0]
+              if path.is_file() else "")
+    raise ValueError(_refusal(output, holder or "a distributed run", option)) from None
 
 
 def _refusal(output: Path, holder: str, option: str) -> str:
@@ -66,44 +148,36 @@ def job_identity(world: int, config_sha: str = "") -> str:
     return ", ".join(parts + ([f"config {config_sha[:12]}"] if config_sha else []))
 
 
-def _ranks_held(output: Path, rank: int) -> list[tuple[str, str, str]]:
+def _ranks_held(locker: _Flock, output: Path, rank: int) -> list[tuple[str, str, str]]:
     """``(rank file, its holder, its job identity)`` of the other ranks' lock files held now
-    (tried with a shared lock, released at once; a file no process holds is a finished run's)."""
-    import fcntl
-
+    (tried with a lock, released at once; a file no process holds is a finished run's)."""
     held = []
     for path in sorted(output.glob(".lock.rank*")):
         if path.name == f".lock.rank{rank}" or not path.name[10:].isdigit():
             continue
-        with open(path, "a+") as fh:
-            try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
-                continue  # not held
-            except OSError:
-                fh.seek(0)
-                lines = fh.read().strip().split("\n")
+        with _open_lock_file(path) as fh:
+            if not locker.held(fh):
+                continue
+            fh.seek(0)
+            lines = fh.read().strip().split("\n")
         held.append((path.name, lines[0], lines[1] if len(lines) > 1 else "an unknown job"))
     return held
 
 
-def _join_gate(output: Path, option: str, timeout: float = 60.0):
+def _join_gate(locker: _Flock, output: Path, option: str, timeout: float = 60.0):
     """``.lock.join`` locked exclusively: the ranks of distributed jobs check who holds the
     folder and take their locks one at a time (a few milliseconds each)."""
-    import fcntl
     import time
 
-    fh = open(output / ".lock.join", "a+")  # noqa: SIM115 (closed by the caller)
+    fh = _open_lock_file(output / ".lock.join")
     end = time.monotonic() + timeout
-    while True:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fh
-        except OSError:
-            if time.monotonic() > end:
-                fh.close()
-                raise ValueError(_refusal(output, f"a process holding {output / '.lock.join'} for "
-                                          f"over {timeout:.0f} s", option)) from None
-            time.sleep(0.02)
+    while not locker.lock(fh):
+        if time.monotonic() > end:
+            fh.close()
+            raise ValueError(_refusal(output, f"a process holding {output / '.lock.join'} for "
+                                      f"over {timeout:.0f} s", option)) from None
+        time.sleep(0.02)
+    return fh
 
 
 def lock_output(output: Path, rank: int, world: int = 1, *, job: str = "",
@@ -125,22 +199,25 @@ def lock_output(output: Path, rank: int, world: int = 1, *, job: str = "",
     by the launcher's identity (torchrun's run id, Slurm's job id, the master's address and
     port) or another config; without them a new job of the same world size and config joins
     beside it, and only its rank of the straggler's number is refused. Released when closed, or
-    when the process dies."""
-    try:
-        import fcntl
-        exclusive, shared = fcntl.LOCK_EX, fcntl.LOCK_SH
-    except ImportError:  # no POSIX locks (Windows): unlocked, as before
-        exclusive = shared = 0
+    when the process dies. The locks are ``fcntl.flock`` locks (Linux, macOS), or on Windows
+    ``msvcrt.locking`` byte ranges (:data:`LOCK_OFFSET`; without fcntl the folder was left
+    unlocked without a word); where neither exists a WARNING says that the folder is not
+    locked."""
+    locker = _locker()
+    if locker is None:
+        _log().warning("%s is not locked: this platform has neither fcntl nor msvcrt file locks, "
+                       "so another run into the same folder is not refused; make sure none "
+                       "writes there at the same time", output)
     me = f"pid {os.getpid()} on {platform.node()}" + (f", {who}" if who else "") + "\n"
     if world == 1:
         made = () if (output / ".lock").exists() else (output / ".lock",)
-        fh = _flock(output / ".lock", exclusive, output, option)
+        fh = _take(locker, output / ".lock", output, option)
         _holder([(fh, me)], [fh], made)
         return OutputLock([fh])
     ident = job_identity(world, job)
-    gate = _join_gate(output, option) if exclusive else open(os.devnull)  # noqa: SIM115
+    gate = _join_gate(locker, output, option) if locker else None
     try:
-        other = [h for h in (_ranks_held(output, rank) if exclusive else [])
+        other = [h for h in (_ranks_held(locker, output, rank) if locker else [])
                  if h[2] != ident]
         if other:
             name, holder, theirs = other[0]
@@ -148,18 +225,27 @@ def lock_output(output: Path, rank: int, world: int = 1, *, job: str = "",
                                       f"job ({theirs}; this one: {ident})", option))
         mine = output / f".lock.rank{rank}"
         made = () if mine.exists() else (mine,)  # .lock stays: other ranks may hold it
-        own = _flock(mine, exclusive, output, option)
+        own = _take(locker, mine, output, option)
         try:
-            common = _flock(output / ".lock", shared, output, option)
+            common = _take(locker, output / ".lock", output, option, slot=rank)
         except ValueError:
-            own.close()
+            own.close()  # closed first: Windows deletes no open file
+            for path in made:
+                path.unlink(missing_ok=True)
             raise
         writes = [(own, me + ident + "\n")] + (
             [(common, f"a distributed run: rank 0 {me}")] if rank == 0 else [])
         _holder(writes, [common, own], made)
     finally:
-        gate.close()
+        if gate is not None:
+            gate.close()
     return OutputLock([common, own], (".lock.join",))
+
+
+def _log():
+    import logging
+
+    return logging.getLogger("mrirecon.io")
 
 
 def locked_output(output: Path, *, option: str = "--output", who: str = "",
@@ -190,6 +276,7 @@ def locked_output(output: Path, *, option: str = "--output", who: str = "",
             yield lock
         except BaseException:
             if created and output.is_dir() and all(p.name in lock.names for p in output.iterdir()):
+                lock.close()  # first: Windows deletes no open file (the error became WinError 32)
                 for name in lock.names:
                     (output / name).unlink(missing_ok=True)
                 output.rmdir()
@@ -214,9 +301,10 @@ def _holder(writes: list, handles: list, made: tuple[Path, ...] = ()) -> None:
             while data:  # opened for appending: each write goes to the (new) end
                 data = data[os.write(fd, data):]
         except OSError as e:
-            for path in made:
-                path.unlink(missing_ok=True)
-            for h in handles:
+            for h in handles:  # closed first: Windows deletes no open file
                 with contextlib.suppress(OSError):
                     h.close()
+            for path in made:
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
             raise OSError(e.errno, f"{fh.name}: {e.strerror or e}") from e

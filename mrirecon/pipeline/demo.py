@@ -91,7 +91,7 @@ def run_demo(output: str | Path = "demo_out", *, quick: bool = False, progress: 
         code = run_pipeline(config, inputs, out / label, progress=progress, config_text=text,
                             replace_others=True)
         failures += code != 0
-        prov = json.loads((out / label / "provenance.json").read_text())
+        prov = json.loads((out / label / "provenance.json").read_text(encoding="utf-8"))
         rows = [f for f in prov["files"] if f["metrics"]]
         if rows:
             keys = sorted(rows[0]["metrics"])

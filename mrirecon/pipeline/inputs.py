@@ -197,7 +197,10 @@ def _check_dicom_slices(files: list[Path]) -> None:
 def output_names(files: list[Path]) -> list[str]:
     """One output name per input: its path relative to the inputs' common folder, without the
     file suffix (``a/same.h5``, ``b/same.h5`` -> ``a/same``, ``b/same``; a single folder's files
-    -> their stems). Two inputs that would still share a name are refused before any work."""
+    -> their stems). Two inputs that would still share a name are refused before any work, and
+    so are names that differ only in case (``T1.h5``, ``t1.h5`` from a case-sensitive share):
+    on the case-insensitive disks of macOS and Windows the second overwrote the first's outputs
+    (compared case-folded: ``str.casefold``)."""
     if not files:
         return []
     absolute = [Path(os.path.abspath(p)) for p in files]
@@ -207,12 +210,16 @@ def output_names(files: list[Path]) -> list[str]:
         rel = p.relative_to(root)
         rel = rel if p.is_dir() else rel.with_name(p.stem)
         names.append(rel.as_posix())
-    seen: dict[str, Path] = {}
+    seen: dict[str, tuple[str, Path]] = {}
     for name, p in zip(names, files):
-        if name in seen:
-            raise ValueError(f"inputs {seen[name]} and {p} would both write outputs named {name!r}; "
+        key = name.casefold()
+        if key in seen:
+            first, other = seen[key]
+            named = (f"{name!r}" if first == name else f"{first!r} and {name!r} (one name on a "
+                     "case-insensitive disk: macOS, Windows)")
+            raise ValueError(f"inputs {other} and {p} would both write outputs named {named}; "
                              "rename one or run them separately")
-        seen[name] = p
+        seen[key] = (name, p)
     return names
 
 
@@ -226,8 +233,9 @@ def check_name_lengths(config: PipelineConfig, files: list[Path], names: list[st
     if config.adapt.enabled and config.adapt.save_weights:
         suffixes += [".yaml"]
     longest = max(suffixes, key=len)
+    pathconf = getattr(os, "pathconf", None)  # Unix-only: every run died on Windows without it
     try:
-        limit = os.pathconf(output, "PC_NAME_MAX")
+        limit = NAME_MAX if pathconf is None else pathconf(output, "PC_NAME_MAX")
     except (OSError, ValueError):
         limit = NAME_MAX
     for path, name in zip(files, names):

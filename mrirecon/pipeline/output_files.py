@@ -97,14 +97,31 @@ def commit_outputs(stage: Path, output: Path, result: VolumeResult) -> None:
         if src.is_dir() and dst.exists():
             tag = f".old-{os.getpid()}"  # cut like a temporary file's name: it must fit too
             old = dst.with_name(f".{cut_name(dst.name, len(tag) + 1)}{tag}")
+            if os.path.lexists(old):  # this process's own, left by a failed delete
+                remove_old_folder(old)
             os.replace(dst, old)
             os.replace(src, dst)
-            shutil.rmtree(old, ignore_errors=True)
+            remove_old_folder(old)
         else:
             os.replace(src, dst)
         moved.add(src)
     result.outputs = {k: str(final(v)) for k, v in result.outputs.items()}
     result.figures = [str(final(f)) for f in result.figures]
+
+
+def remove_old_folder(old: Path) -> bool:
+    """Delete ``old``, an earlier output moved aside (``.NAME.old-PID``); where that fails (a
+    file in it held open by a viewer or a virus scanner, common on Windows) a warning names it,
+    and a later run deletes it once this process has ended (``run_state.remove_orphans``): it
+    failed without a word, and the stale series stayed beside the new one (Windows shows
+    dot-folders, so a recursive PACS import of ``dicom/`` took both). Returns whether it is gone."""
+    shutil.rmtree(old, ignore_errors=True)
+    if not os.path.lexists(old):
+        return True
+    log.warning("%s: the earlier output moved aside could not be deleted (is a file in it open in "
+                "a viewer or a virus scanner?); a later run deletes it, or delete it yourself",
+                old)
+    return False
 
 
 def _files_under(folder: Path) -> list[Path]:
@@ -239,7 +256,7 @@ def set_aside(old: dict | None, status_file: Path, output: Path, name: str, reas
         if os.path.abspath(src.parent) == os.path.abspath(output / "figures" / name):  # its own
             _rmdir_empty(src.parent)
     try:
-        earlier = json.loads(status_file.read_text()) if status_file.is_file() else None
+        earlier = json.loads(status_file.read_text(encoding="utf-8")) if status_file.is_file() else None
     except (ValueError, OSError):
         earlier = None
     record = {"name": name, "input": (old or {}).get("input"), "set_aside": time.strftime(
@@ -283,7 +300,7 @@ def drop_superseded(output: Path, name: str, why: str) -> list[str]:
     if not record.is_file():
         return []
     try:
-        moved = json.loads(record.read_text()).get("moved", [])
+        moved = json.loads(record.read_text(encoding="utf-8")).get("moved", [])
     except (ValueError, OSError, AttributeError):
         moved = []
     root = os.path.abspath(dest)

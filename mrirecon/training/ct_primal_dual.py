@@ -22,7 +22,6 @@ its card (so a stopped run leaves a usable model).
 from __future__ import annotations
 
 import math
-import os
 import platform
 import time
 from pathlib import Path
@@ -38,13 +37,14 @@ from mrirecon.training.ct_staged import (
     SparseViewSimulator,
     card_command,
     earlier_runs,
+    load_fields,
     load_init,
     read_init_card,
     score,
     validation_set,
 )
 from mrirecon.training.optim import cosine_step
-from mrirecon.threads import use_threads
+from mrirecon.threads import load_average, use_threads
 
 # the staged model's data, validated on the same split; no lam grid or self-ensemble here
 DATA_TEXT = {
@@ -92,7 +92,7 @@ def train_primal_dual_ct(out: str | Path, *, budget_s: float = 4800.0, seed: int
 
     threads = use_threads(threads)
     out = Path(out).with_suffix(".pt")
-    t_start, load_start = time.time(), os.getloadavg()
+    t_start, load_start = time.time(), load_average()
     torch.manual_seed(seed)
     model = LearnedPrimalDual(iterations=iterations, n_primal=n_primal, n_dual=n_dual,
                               features=features, fbp_start=True, init_seed=seed)
@@ -148,9 +148,12 @@ def train_primal_dual_ct(out: str | Path, *, budget_s: float = 4800.0, seed: int
             model.train()
             m = float(np.mean(list(v.values())))
             rec = {"step": step, "loss": float(np.mean(losses[-val_every:])), "val_psnr": v,
-                   "elapsed_s": round(time.time() - t_start), "load": round(os.getloadavg()[0], 1)}
+                   "elapsed_s": round(time.time() - t_start)}
+            load = load_average()  # None on Windows: the record and the line leave it out
+            rec.update({} if load is None else {"load": round(load[0], 1)})
             history.append(rec)
-            log(f"step {step} loss {rec['loss']:.3e} val {v} ({rec['elapsed_s']} s, load {rec['load']})")
+            log(f"step {step} loss {rec['loss']:.3e} val {v} ({rec['elapsed_s']} s"
+                + ("" if load is None else f", load {rec['load']}") + ")")
             if m > best["mean"]:
                 best = {"mean": m, "step": step, "val_psnr": v}
                 save(model, out, args, step, history, best, fbp_val, time.time() - t_start, load_start,
@@ -194,8 +197,7 @@ def save(model, out: Path, args: dict, steps: int, history: list, best: dict, fb
             "command": command, "seed": args["seed"], "steps": steps, "best_step": best.get("step"),
             "wall_time_s": round(wall_s, 1),
             "hardware": f"{platform.machine()} CPU, {args['threads']} thread(s), shared",
-            "load_average_start": [round(v, 2) for v in load_start],
-            "load_average_end": [round(v, 2) for v in os.getloadavg()],
+            **load_fields(load_start),
             "torch": str(torch.__version__), "date": time.strftime("%Y-%m-%d"),
             "validation_psnr_db": best.get("val_psnr"), "validation_psnr_db_hann_fbp": fbp_val,
             "history": history,

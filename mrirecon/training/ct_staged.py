@@ -53,7 +53,7 @@ from mrirecon.data.simulate_ct import (HARDWARE_BLUR, MU_WATER_70KEV_PER_MM, _re
                                        ct_simulation_geometry, poisson_postlog)
 from mrirecon.io.lodopab import IMAGE_SHAPE, NUM_ANGLES, NUM_DETECTORS
 from mrirecon.sampling import view_factor
-from mrirecon.threads import use_threads
+from mrirecon.threads import load_average, use_threads
 
 CT_SIZE, CT_FULL_VIEWS, CT_DETECTORS = IMAGE_SHAPE[0], NUM_ANGLES, NUM_DETECTORS
 CT_PHOTONS = 4096.0  # LoDoPaB's incident photons per detector bin
@@ -367,7 +367,7 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
     threads = use_threads(threads)
     out = Path(out)
     t_start = time.time()
-    load_start = os.getloadavg()
+    load_start = load_average()
     torch.manual_seed(seed)
     model = StagedCTNet(stages=stages, chans=chans, num_pools=num_pools, lam=None, init_seed=seed)
     first = read_init_card(init)  # before this run writes its own card over it
@@ -441,7 +441,7 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
                     history.append({"stage": k, "step": step, "loss": float(loss.detach()), "val_psnr": v,
                                     "elapsed_s": round(time.time() - t_start)})
                     log(f"stage {k} step {step} loss {float(loss.detach()):.3e} val {v} "
-                        f"({time.time() - t_start:.0f} s, load {os.getloadavg()[0]:.1f})")
+                        f"({time.time() - t_start:.0f} s{load_text()})")
                     if m > best:
                         best, best_state = m, {n: p.detach().clone() for n, p in net.state_dict().items()}
         finally:  # the producer thread ends with its stage
@@ -512,6 +512,20 @@ def card_command(kind: str, out: Path, args: dict) -> str:
 # (steps_per_stage: staged_ct; steps, best_step: primal_dual_ct)
 RUN_KEYS = ("command", "seed", "steps_per_stage", "steps", "best_step", "wall_time_s", "hardware",
             "load_average_start", "load_average_end", "validation_psnr_db", "history", "date", "first_run")
+
+
+def load_text() -> str:
+    """``", load 1.2"`` (the 1-minute load average) for a progress line; empty where the
+    platform has none (Windows: :func:`mrirecon.threads.load_average`)."""
+    load = load_average()
+    return "" if load is None else f", load {load[0]:.1f}"
+
+
+def load_fields(load_start: tuple[float, ...] | None) -> dict:
+    """A card's ``load_average_start`` / ``load_average_end`` (now), each left out where the
+    platform gives no load average (Windows)."""
+    fields = {"load_average_start": load_start, "load_average_end": load_average()}
+    return {k: [round(v, 2) for v in load] for k, load in fields.items() if load is not None}
 
 
 def read_init_card(init: str | os.PathLike | None, kind: str = "staged_ct") -> dict | None:
@@ -590,8 +604,7 @@ def save(model, out: Path, done: int, args: dict, steps: list[int], history: lis
             "command": command, "seed": args["seed"], "steps_per_stage": steps,
             "wall_time_s": round(wall_s, 1),
             "hardware": f"{platform.machine()} CPU, {args['threads']} thread(s), shared",
-            "load_average_start": [round(v, 2) for v in load_start],
-            "load_average_end": [round(v, 2) for v in os.getloadavg()],
+            **load_fields(load_start),
             "torch": str(torch.__version__), "date": time.strftime("%Y-%m-%d"),
             "storage": "float16 state dict (loaded into float32 parameters)",
             "validation_psnr_db": val, "history": history,

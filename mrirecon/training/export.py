@@ -106,7 +106,7 @@ def export_weights(
     run = Path(run_dir)
     out = Path(out_dir) / f"{name}.pt"
     earlier = earlier_card(out)  # before the new weights replace the ones it describes
-    cfg_dict = yaml.safe_load((run / "config.yaml").read_text())
+    cfg_dict = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8-sig"))
     cfg = from_dict(TrainConfig, cfg_dict, source=str(run / "config.yaml"))
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
     torch.manual_seed(cfg.seed)

@@ -27,7 +27,7 @@ def load_init_card(init: str | os.PathLike | None, kind: str) -> dict | None:
     if card is None or not card.is_file():
         return None
     try:
-        text = yaml.safe_load(card.read_text()) or {}
+        text = yaml.safe_load(card.read_text(encoding="utf-8-sig")) or {}
     except (yaml.YAMLError, OSError) as exc:
         raise ValueError(f"train {kind}: {card} (the card of --init) is unreadable: {exc}") from exc
     if not isinstance(text, dict):

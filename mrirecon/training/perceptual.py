@@ -118,7 +118,7 @@ def load_feature_network(
     channels: Sequence[int] = CHANNELS
     card_path = pt.with_suffix(".yaml")
     if card_path.is_file():
-        card = yaml.safe_load(card_path.read_text()) or {}
+        card = yaml.safe_load(card_path.read_text(encoding="utf-8-sig")) or {}
         channels = card.get("model", {}).get("params", {}).get("channels", CHANNELS)
     net = FeatureNetwork(channels)
     from mrirecon.io.weights import read_state_dict

@@ -202,7 +202,7 @@ def earlier_card(out: str | Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        card = yaml.safe_load(path.read_text())
+        card = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
     except (yaml.YAMLError, OSError, UnicodeDecodeError):
         return None
     if not isinstance(card, dict):

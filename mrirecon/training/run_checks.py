@@ -93,7 +93,7 @@ def recorded_config(out: Path) -> tuple[dict | None, str]:
     path = out / "config.yaml"
     if path.is_file():
         try:
-            cfg = _parse(path.read_text())
+            cfg = _parse(path.read_text(encoding="utf-8-sig"))
         except OSError:
             cfg = None
         if cfg is not None:
@@ -115,7 +115,7 @@ def check_resume_config(previous: Path | dict | str, now: dict, source: str,
         if not path.is_file():
             return
         try:
-            before = _parse(path.read_text())
+            before = _parse(path.read_text(encoding="utf-8-sig"))
         except OSError:
             return  # unreadable: the checkpoint itself decides
     if before is None:

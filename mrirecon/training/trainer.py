@@ -540,7 +540,7 @@ def _append_csv(path: Path, row: dict) -> None:
         return
     rows = []
     if path.is_file():
-        with path.open() as f:
+        with path.open(encoding="utf-8", newline="") as f:  # as append_text writes it
             rows = list(csv.DictReader(f))
     rows.append(cells)
     keys = []
