@@ -190,6 +190,13 @@ class Header:
         e, r = self.encoded_matrix[:2], self.recon_matrix[:2]
         return (e[0] // 2 - (e[0] - r[0]) // 2, e[1] // 2 - (e[1] - r[1]) // 2)
 
+    def oversampled_readout_rows(self, rows: int) -> int | None:
+        """The recon readout rows of k-space with ``rows`` readout rows when the header says
+        that readout is oversampled (encoded rows ``rows`` above the recon rows), else ``None``:
+        the one rule for the preprocess stage's crop and the training cards' record of it."""
+        encoded, recon = self.encoded_matrix[0], self.recon_matrix[0]
+        return recon if recon < encoded == rows else None
+
     def acquired_columns(self, width: int | None = None) -> torch.Tensor:
         """``(width,)`` bool: the phase-encoding columns the scanner acquires (inside
         ``[padding_left, padding_right)``), whether or not they were sampled; ``width``

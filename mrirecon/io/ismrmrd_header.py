@@ -355,7 +355,7 @@ def readout_voxel_problem(header: Header) -> str | None:
     by :func:`parse_ismrmrd_header` when the header's FOV gives the voxel grid).
 
     The readout is sampled on the encoded grid, ``encoded FOV x / x`` mm a row; readout
-    oversampling removal keeps the recon ``x`` rows (``stages_mri.readout_rows``) and the output
+    oversampling removal keeps the recon ``x`` rows (``Header.oversampled_readout_rows``) and the output
     is labelled ``recon FOV x / x`` mm a row (:func:`geometry_from_fov`). Both hold only if the
     two voxel sizes agree: fastMRI's 640 over 440 mm and 320 over 220 mm, 0.6875 mm each. A recon
     FOV left at the encoded one with the matrix halved (128 over 512 mm, 64 over 512 mm) gave

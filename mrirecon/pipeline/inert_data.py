@@ -58,7 +58,6 @@ def preprocess_notes(s: MRISlice, config: PipelineConfig, *, classical: bool) ->
       no acquisition flags; ISMRMRD files without ``ACQ_IS_PARALLEL_CALIBRATION``).
     """
     from mrirecon.pipeline.sampling_mri import has_missing_side
-    from mrirecon.pipeline.stages_mri import readout_rows
 
     pre, default, notes = config.preprocess, PreprocessConfig(), {}
     if pre.prewhiten != default.prewhiten and s.noise is None:
@@ -66,7 +65,8 @@ def preprocess_notes(s: MRISlice, config: PipelineConfig, *, classical: bool) ->
                               "nothing is prewhitened with the default either")
     if pre.remove_oversampling is False:  # (true is the learned pipelines' shipped value:
         # "nothing to remove" would be said on every file without oversampling)
-        croppable = s.trajectory is None and readout_rows(s.header, s.kspace.shape[-2]) is not None
+        croppable = (s.trajectory is None
+                     and s.header.oversampled_readout_rows(s.kspace.shape[-2]) is not None)
         if not croppable or not classical:
             notes["remove_oversampling"] = (
                 "preprocess.remove_oversampling=false: the default gives the same image: "

@@ -16,6 +16,20 @@ A card's optional ``training_range`` mapping lists what the model saw in trainin
       detectors: [min, max]                 # CT detector elements per view
       nyquist_fraction: [min, max]          # radial MRI: spokes / (pi/2 max(H, W))
       noise_levels: [min, max]              # a noise-conditioned denoiser's sigma (PnP-DPIR)
+      photons: [min, max]                   # CT dose, incident photons per bin (.inf: noise-free)
+      readout_oversampling: [min, max]      # Cartesian MRI: encoded / recon readout rows (1: none)
+      maps: [espirit, ...]                  # MRI: the coil maps trained with (data.maps)
+
+The matrix is compared with the one the model gets: after ``preprocess.remove_oversampling``'s
+exact readout crop that is the recon grid, and a card that states ``readout_oversampling``
+accepts its training matrix and that matrix's recon grid (weights trained on 32 x 32 k-space,
+run on 2x-oversampled 64 x 32 data that the crop brings to 32 x 32, warned "matrix 64 x 32 is
+outside ... 32 x 32"). A card without it (the shipped ones) is checked on the data as acquired.
+Coils compressed by ``preprocess.coil_compression`` are named so, with the acquired count (a
+15-coil model on a 15-coil file warned of "coils 12"). ``maps`` is compared with
+``calibrate.method`` (``none``: unit maps, ``data.maps: learned``) for a model that uses the
+sample's maps; ``photons`` with ``undersample.photons``, else the data's own dose (noise-free
+data are not checked: less noise than in training).
 
 ``nyquist_fraction`` (radial MRI) is a ratio of two of these: spokes / (pi/2 max(H, W)), the
 share of Nyquist's spoke count (centre-out spokes count half). The intervals are checked one by
@@ -61,7 +75,11 @@ def range_warnings(card: Mapping[str, Any] | None, *, matrix: tuple[int, int] | 
                    trajectory: str | None = None, maps_crop: float | None = None,
                    beam: str | None = None, detectors: int | None = None,
                    nyquist_fraction: float | None = None,
-                   noise_schedule: tuple[float, float] | None = None) -> list[str]:
+                   noise_schedule: tuple[float, float] | None = None,
+                   acquired_rows: int | None = None, recon_rows: int | None = None,
+                   acquired_coils: int | None = None, maps: str | None = None,
+                   photons: float | None = None, dose_setting: str = "undersample.photons",
+                   ) -> list[str]:
     """Messages for every property outside ``card["training_range"]`` (empty if none, or no card).
 
     ``beam`` (CT: ``"parallel"`` / ``"fan"``) is compared with the card's ``geometry`` list,
@@ -71,18 +89,19 @@ def range_warnings(card: Mapping[str, Any] | None, *, matrix: tuple[int, int] | 
     names another kind than radial. ``noise_schedule`` ``(sigma_min, sigma_max)`` of a PnP
     schedule is compared with the card's ``noise_levels``: a denoiser without biases extrapolates
     linearly in its sigma input, so ``mri_pnp`` with ``sigma_max`` 100 (trained to 0.25) gave an
-    image 55x too bright at -23 dB, with only a plausibility warning blaming the coil maps."""
+    image 55x too bright at -23 dB, with only a plausibility warning blaming the coil maps.
+
+    ``matrix`` is what the model gets; ``acquired_rows`` the readout rows as acquired when the
+    pipeline cropped the oversampling, ``recon_rows`` the rows that crop would keep of
+    oversampled data left uncropped (:func:`_matrix_warnings`). ``acquired_coils``: the coils
+    acquired when ``preprocess.coil_compression`` made ``coils`` of them. ``maps``: the run's
+    ``calibrate.method``, compared with the card's ``maps``. ``photons``: the CT dose the model
+    gets, ``dose_setting`` where it comes from."""
     rng = (card or {}).get("training_range")
     if not isinstance(rng, Mapping):
         return []
     name = (card.get("model") or {}).get("name", "model")
-    out = []
-    m = rng.get("matrix")
-    if matrix is not None and isinstance(m, Mapping) and "min" in m and "max" in m:
-        lo, hi = [int(v) for v in m["min"]], [int(v) for v in m["max"]]
-        if not all(lo[i] <= matrix[i] <= hi[i] for i in range(2)):
-            out.append(f"matrix {matrix[0]} x {matrix[1]} is outside the {name} training range "
-                       f"{lo[0]} x {lo[1]} .. {hi[0]} x {hi[1]}")
+    out = _matrix_warnings(rng, name, matrix, acquired_rows, recon_rows)
     named = {"trajectory": trajectory, "geometry": beam}
     for key in RANGE_KINDS:
         value, kinds = named.get(key), rng.get(key)
@@ -105,8 +124,13 @@ def range_warnings(card: Mapping[str, Any] | None, *, matrix: tuple[int, int] | 
         # samples 93: 3.96); 5 % slack keeps such masks inside a card's "4 .. 8"
         slack = 0.05 * float(value) if key == "accelerations" and value is not None else 1e-6
         if value is not None and iv is not None and not iv[0] - slack <= float(value) <= iv[1] + slack:
+            if key == "coils" and acquired_coils is not None:
+                out.append(_compressed_coils_warning(name, int(value), acquired_coils, iv))
+                continue
             out.append(f"{what} {float(value):g} is outside the {name} training range "
                        f"{iv[0]:g} .. {iv[1]:g}")
+    out += _maps_warnings(card, rng, name, maps)
+    out += _dose_warnings(rng, name, photons, dose_setting)
     out += _undersampling_warnings(rng, name, matrix, spokes, trajectory, nyquist_fraction)
     iv = _interval(rng.get("noise_levels"))
     if noise_schedule is not None and iv is not None and not (
@@ -116,6 +140,103 @@ def range_warnings(card: Mapping[str, Any] | None, *, matrix: tuple[int, int] | 
                    f"{name}'s denoiser was trained on, {iv[0]:g} .. {iv[1]:g}: it extrapolates "
                    "there")
     return out
+
+
+def _matrix_warnings(rng: Mapping[str, Any], name: str, matrix: tuple[int, int] | None,
+                     acquired_rows: int | None, recon_rows: int | None) -> list[str]:
+    """The message when ``matrix`` (what the model gets) is outside the card's matrix, naming
+    ``preprocess.remove_oversampling`` where the other setting would give the model a matrix
+    it was trained on. A card with ``readout_oversampling`` accepts its matrix (as acquired in
+    training, which never crops) and that matrix's recon grid (rows / oversampling: the crop is
+    an exact smaller problem, 20.22 vs 20.19 dB for weights trained on 2x-oversampled files);
+    a card without it is checked on the rows as acquired (``acquired_rows``), as before."""
+    m = rng.get("matrix")
+    if matrix is None or not (isinstance(m, Mapping) and "min" in m and "max" in m):
+        return []
+    lo, hi = [int(v) for v in m["min"]], [int(v) for v in m["max"]]
+    cols = int(matrix[1])
+    trained = f"{lo[0]} x {lo[1]} .. {hi[0]} x {hi[1]}"
+    over = _interval(rng.get("readout_oversampling"))
+    if over is None:  # the rows as acquired
+        rows = int(acquired_rows or matrix[0])
+        if lo[0] <= rows <= hi[0] and lo[1] <= cols <= hi[1]:
+            return []
+        return [f"matrix {rows} x {cols} is outside the {name} training range {trained}"]
+
+    def fits(rows: int) -> bool:  # as trained, or its recon grid
+        return lo[1] <= cols <= hi[1] and (
+            lo[0] <= rows <= hi[0] or lo[0] / over[1] - 1e-6 <= rows <= hi[0] / over[0] + 1e-6)
+
+    if fits(int(matrix[0])):
+        return []
+    if acquired_rows is not None:
+        msg = (f"matrix {matrix[0]} x {cols} (the {acquired_rows} x {cols} acquired, its readout "
+               f"oversampling removed: preprocess.remove_oversampling) is outside the {name} "
+               f"training range {trained}")
+        if fits(int(acquired_rows)):
+            msg += (f": set preprocess.remove_oversampling=false (it was trained on "
+                    f"{acquired_rows} rows as acquired)")
+        return [msg]
+    msg = f"matrix {matrix[0]} x {cols} is outside the {name} training range {trained}"
+    if recon_rows is not None and fits(int(recon_rows)):
+        msg += (f": the readout is oversampled ({matrix[0]} rows for a recon grid of "
+                f"{recon_rows}); set preprocess.remove_oversampling=true")
+    return [msg]
+
+
+def _compressed_coils_warning(name: str, coils: int, acquired: int,
+                              iv: tuple[float, float]) -> str:
+    """The message when the ``coils`` virtual coils ``preprocess.coil_compression`` made of the
+    ``acquired`` ones are outside the card's coil interval ``iv`` (training never compresses)."""
+    msg = (f"coils {coils} (preprocess.coil_compression={coils} of the {acquired} acquired) is "
+           f"outside the {name} training range {iv[0]:g} .. {iv[1]:g}")
+    if iv[0] <= acquired <= iv[1]:
+        return msg + (f": it was trained on uncompressed coils; set "
+                      f"preprocess.coil_compression=null (or at least {iv[0]:g})")
+    if acquired > iv[1]:
+        return msg + f": set preprocess.coil_compression to {iv[0]:g} .. {iv[1]:g}"
+    return msg
+
+
+def _maps_warnings(card: Mapping[str, Any], rng: Mapping[str, Any], name: str,
+                   method: str | None) -> list[str]:
+    """The message when ``calibrate.method`` (``method``; ``none`` gives unit maps, the
+    training's ``data.maps: learned``) gives a model that uses the sample's coil maps other maps
+    than the card's ``maps``. Models that estimate their own (E2E-VarNet) are not checked."""
+    from mrirecon.training.ssdu import estimates_own_maps
+
+    kinds = [str(k).lower() for k in rng.get("maps") or ()]
+    if method is None or not kinds:
+        return []
+    model = card.get("model") or {}
+    if estimates_own_maps(str(model.get("name", "")), model.get("params") or {}):
+        return []
+    kind = method if method in ("espirit", "walsh") else "learned"
+    if kind in kinds:
+        return []
+    unit = ": unit maps 1/sqrt(C), a coil sum" if kinds == ["learned"] else ""
+    fix = "none" if kinds[0] == "learned" else kinds[0]
+    msg = (f"coil maps {method} (calibrate.method) are outside the {name} training range "
+           f"({', '.join(kinds)}, data.maps{unit}): set calibrate.method={fix}")
+    return [msg + (", or retrain with data.maps: espirit" if unit else "")]
+
+
+def _dose_warnings(rng: Mapping[str, Any], name: str, photons: float | None,
+                   setting: str) -> list[str]:
+    """The message when the CT dose the model gets (``photons`` per bin, from ``setting``) is
+    outside the card's ``photons`` (``inf``: trained on noise-free data)."""
+    iv = _interval(rng.get("photons"))
+    if photons is None or iv is None or \
+            iv[0] * (1 - 1e-6) <= float(photons) <= iv[1] * (1 + 1e-6):
+        return []
+
+    def dose(v: float) -> str:
+        return "noise-free" if math.isinf(v) else f"{v:g}"
+
+    trained = "noise-free" if math.isinf(iv[0]) else f"{dose(iv[0])} .. {dose(iv[1])}"
+    return [f"dose {float(photons):g} photons per bin ({setting}) is outside the {name} "
+            f"training range {trained}: retrain with data.ct_photons={float(photons):g}, or use "
+            "ct_fbp / ct_tv"]
 
 
 #: What a card states only for a model trained on non-Cartesian data.
@@ -176,9 +297,11 @@ def warn_slice_outside_range(config: Any, model: Any, s: Any, *,
                              full_fov_maps: bool = False) -> list[str]:
     """:func:`warn_outside_range` of ``model`` for slice ``s`` of the stages of ``config`` (a
     :class:`~mrirecon.pipeline.schema.PipelineConfig`): non-Cartesian MRI its image grid, coils,
-    readouts, trajectory and (radial) the share of Nyquist's spokes; Cartesian MRI the matrix as
-    acquired (before an exact readout crop), coils, acceleration and the ESPIRiT crop of the
-    maps; CT the image grid, the views kept, the beam and the detector count. Logged once per
+    readouts, trajectory and (radial) the share of Nyquist's spokes; Cartesian MRI the matrix the
+    model gets and the rows as acquired (before an exact readout crop), coils (and those
+    acquired, when compressed), acceleration, ``calibrate.method`` and the ESPIRiT crop of the
+    maps; CT the image grid, the views kept, the beam, the detector count and the dose
+    (``undersample.photons``, else the data's own). Logged once per
     model and message; returns the messages (for ``provenance.json``, the report, the
     benchmark's records). ``full_fov_maps``: the model gets uncropped (crop 0) maps, as the
     benchmark hands a learned model that takes them, whatever ``calibrate.crop`` says."""
@@ -186,23 +309,33 @@ def warn_slice_outside_range(config: Any, model: Any, s: Any, *,
         kind = s.header.extra.get("trajectory")
         radial = kind is None or str(kind).lower() == "radial"
         return warn_outside_range(model, matrix=tuple(s.image_shape), coils=int(s.kspace.shape[0]),
+                                  acquired_coils=s.header.extra.get("acquired_coils"),
+                                  maps=_maps_given(config, s),
                                   spokes=int(s.trajectory.shape[0]), trajectory=kind,
                                   nyquist_fraction=nyquist_fraction(
                                       int(s.trajectory.shape[0]), tuple(s.image_shape),
                                       centre_out=centre_out_spokes(s.trajectory)) if radial else None)
-    if config.modality == "mri":  # the matrix as acquired, before an exact readout crop
+    if config.modality == "mri":  # the matrix the model gets, and the rows as acquired
         from mrirecon.pipeline.slice_mri import column_counts
 
         sampled, acquirable = column_counts(s)  # padding columns are not undersampled ones
         acc = acquirable / max(sampled, 1)
-        matrix = (s.acquired_rows or s.kspace.shape[-2], s.kspace.shape[-1])
-        return warn_outside_range(model, matrix=matrix, coils=int(s.kspace.shape[0]),
-                                  acceleration=acc,
+        rows = int(s.kspace.shape[-2])
+        recon_rows = None if s.acquired_rows else s.header.oversampled_readout_rows(rows)
+        return warn_outside_range(model, matrix=(rows, int(s.kspace.shape[-1])),
+                                  coils=int(s.kspace.shape[0]), acquired_rows=s.acquired_rows,
+                                  recon_rows=recon_rows,
+                                  acquired_coils=s.header.extra.get("acquired_coils"),
+                                  maps=_maps_given(config, s), acceleration=acc,
                                   maps_crop=0.0 if full_fov_maps else _maps_crop(config),
                                   noise_schedule=_noise_schedule(model))
-    g = s.geometry  # CT: the image grid, the views kept, the beam and the detector
+    g = s.geometry  # CT: the image grid, the views kept, the beam, the detector and the dose
+    u, own = config.undersample, getattr(s, "data_photons", None)  # (tests pass bare geometry)
+    lowered = u.enabled and u.photons is not None and (not own or u.photons < own)
     return warn_outside_range(model, matrix=tuple(g.image_shape), views=g.num_views, beam=g.beam,
-                              detectors=g.num_detectors, noise_schedule=_noise_schedule(model))
+                              detectors=g.num_detectors, noise_schedule=_noise_schedule(model),
+                              photons=u.photons if lowered else own,
+                              dose_setting="undersample.photons" if lowered else "the data's own")
 
 
 def refuse_other_trajectory(config: Any, model: Any, s: Any) -> None:
@@ -240,6 +373,12 @@ def _noise_schedule(model: Any) -> tuple[float, float] | None:
     if isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
         return float(lo), float(hi)
     return None
+
+
+def _maps_given(config: Any, s: Any) -> str | None:
+    """``calibrate.method`` of a multi-coil slice (one coil: the maps are ones whatever it
+    says), compared with the card's ``maps``."""
+    return None if int(s.kspace.shape[0]) == 1 else str(config.calibrate.method)
 
 
 def _maps_crop(config: Any) -> float | None:

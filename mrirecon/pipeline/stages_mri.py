@@ -49,12 +49,6 @@ from mrirecon.pipeline.slice_mri import (BlankSlices, MRISlice, blank_image, che
                                        operator)
 
 
-def readout_rows(header: Header, rows: int) -> int | None:
-    """Rows to keep when the header says the readout is oversampled (``None``: not)."""
-    encoded, recon = header.encoded_matrix[0], header.recon_matrix[0]
-    return recon if recon < encoded == rows else None
-
-
 def preprocess(s: MRISlice, cfg: PreprocessConfig, *, classical: bool = False) -> MRISlice:
     """Readout oversampling removal, noise prewhitening (with a noise scan), coil compression.
 
@@ -62,14 +56,15 @@ def preprocess(s: MRISlice, cfg: PreprocessConfig, *, classical: bool = False) -
     recon rows in hybrid space (:func:`~mrirecon.functional.crop_readout`) before anything
     else, halving the work of calibration and reconstruction for fastMRI's 2x oversampled
     readouts; the cropped output is unchanged in layout (``postprocess`` crops to the recon
-    size either way).
+    size either way). Coil compression records the acquired coil count in
+    ``header.extra["acquired_coils"]``, which the training-range check names.
     """
     from mrirecon import calib
 
     kspace, ref = s.kspace, s.calibration  # a separate reference gets every transform too
     remove = classical if cfg.remove_oversampling is None else cfg.remove_oversampling
     cartesian = s.trajectory is None  # non-Cartesian readouts are not cropped on a grid
-    rows = readout_rows(s.header, kspace.shape[-2]) if remove and cartesian else None
+    rows = s.header.oversampled_readout_rows(kspace.shape[-2]) if remove and cartesian else None
     if rows is not None:
         kspace = crop_readout(kspace, rows)
         ref = None if ref is None else crop_readout(ref, rows)
@@ -78,9 +73,12 @@ def preprocess(s: MRISlice, cfg: PreprocessConfig, *, classical: bool = False) -
     # the receiver channels as acquired (after prewhitening, which rescales a loud one): checked
     # before compression, whose virtual coils hold most power in the first and no duplicates
     notes = {**s.notes, **coil_warnings(kspace)}
+    header = s.header
     if cfg.coil_compression is not None and cfg.coil_compression < kspace.shape[0]:
+        # the acquired count, for the training-range check (training never compresses)
+        header = header.with_(extra={**header.extra, "acquired_coils": int(kspace.shape[0])})
         kspace, ref = compress_coils(kspace, ref, cfg.coil_compression, cfg.compression_method)
-    return replace(s, kspace=kspace, calibration=ref, notes=notes,
+    return replace(s, kspace=kspace, calibration=ref, notes=notes, header=header,
                    acquired_rows=s.kspace.shape[-2] if rows is not None else s.acquired_rows)
 
 

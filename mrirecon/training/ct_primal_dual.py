@@ -32,6 +32,7 @@ import torch
 from mrirecon.training.ct_staged import (
     CARD_TEXT,
     CT_DETECTORS,
+    CT_PHOTONS,
     CT_SIZE,
     CTImageRecipe,
     SparseViewSimulator,
@@ -207,7 +208,8 @@ def save(model, out: Path, args: dict, steps: int, history: list, best: dict, fb
         "data": DATA_TEXT,
         "training_range": {"matrix": {"min": [CT_SIZE, CT_SIZE], "max": [CT_SIZE, CT_SIZE]},
                            "views": [30, 63], "geometry": ["parallel"],
-                           "detectors": [CT_DETECTORS, CT_DETECTORS]},
+                           "detectors": [CT_DETECTORS, CT_DETECTORS],
+                           "photons": [int(CT_PHOTONS), int(CT_PHOTONS)]},
         "known_failures": KNOWN_FAILURES,
     }
     write_weights(out, None if model is None else model.state_dict(), card, width=100)

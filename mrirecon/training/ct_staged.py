@@ -613,7 +613,8 @@ def save(model, out: Path, done: int, args: dict, steps: list[int], history: lis
         "data": card_data(bool(args.get("hardware"))),
         "training_range": {"matrix": {"min": [CT_SIZE, CT_SIZE], "max": [CT_SIZE, CT_SIZE]},
                            "views": [30, 63], "geometry": ["parallel"],
-                           "detectors": [CT_DETECTORS, CT_DETECTORS]},
+                           "detectors": [CT_DETECTORS, CT_DETECTORS],
+                           "photons": [int(CT_PHOTONS), int(CT_PHOTONS)]},
         "known_failures": failures,
     }
     write_weights(out, state, card, width=100)

@@ -32,6 +32,13 @@ from mrirecon.training.config import MaskConfig
 MAPS = ("learned", "espirit", "walsh")
 
 
+def _readout_oversampling(header, rows: int) -> float:
+    """Encoded / recon readout rows of k-space with ``rows`` rows, 1 when the header states no
+    oversampling (``Header.oversampled_readout_rows``, the preprocess stage's crop rule)."""
+    recon = header.oversampled_readout_rows(rows)
+    return rows / recon if recon else 1.0
+
+
 @dataclass
 class TrainingSample:
     """One slice ready for ``model(y, operator())`` and the loss.
@@ -194,11 +201,16 @@ class MRITrainingSet:
         (:mod:`mrirecon.pipeline.model_range`): the k-space matrices ``(H, W)`` and coil counts of
         the files used, the masks' accelerations on their widths (nominal and as drawn:
         acquirable / sampled columns, the header's padding columns left out as :meth:`get`
-        leaves them out of the mask and ``mrirecon run`` counts them), and ``maps_crop: [0, 0]``
-        for ESPIRiT maps (crop 0 here)."""
+        leaves them out of the mask and ``mrirecon run`` counts them), ``maps_crop: [0, 0]``
+        for ESPIRiT maps (crop 0 here), the kind of coil maps (``maps``: ``data.maps``, which
+        ``mrirecon run`` compares with ``calibrate.method``) and the files' readout oversampling
+        (``readout_oversampling``: encoded / recon rows, 1 for none; the matrix is as acquired,
+        and ``mrirecon run`` compares the matrix the model gets, after
+        ``preprocess.remove_oversampling``, with it and with its recon grid)."""
         volumes = [self.dataset.volumes[v] for v in
                    sorted({self.dataset.samples[i][0] for i in self.indices})]
         shapes = [tuple(int(n) for n in info.shape) for info in volumes]
+        ratios = [_readout_oversampling(info.header, s[-2]) for s, info in zip(shapes, volumes)]
         grids = {(int(info.shape[-1]), info.header.padding_left, info.header.padding_right):
                  info.header.acquired_columns(int(info.shape[-1])) for info in volumes}
         cfg = self.mask_config
@@ -211,7 +223,9 @@ class MRITrainingSet:
         out = {"matrix": {"min": [min(s[-2] for s in shapes), min(s[-1] for s in shapes)],
                           "max": [max(s[-2] for s in shapes), max(s[-1] for s in shapes)]},
                "coils": [min(s[1] for s in shapes), max(s[1] for s in shapes)],
-               "accelerations": [round(min(accelerations), 4), round(max(accelerations), 4)]}
+               "accelerations": [round(min(accelerations), 4), round(max(accelerations), 4)],
+               "readout_oversampling": [round(min(ratios), 4), round(max(ratios), 4)],
+               "maps": [self.maps]}
         if self.maps == "espirit":
             out["maps_crop"] = [0.0, 0.0]
         return out

@@ -30,7 +30,7 @@ def inert_settings(cfg) -> list[str]:
     ``data.ct_views`` / ``data.ct_photons`` for MRI); image-loss weights with ``loss.ssdu``;
     ``loss.discriminator_lr`` without ``loss.adversarial``; ``optim.lr_gamma`` without a decay
     (``optim.lr_step`` 0 or at least ``optim.max_steps``)."""
-    from mrirecon.training.config import DataConfig, LossConfig, MaskConfig, OptimConfig
+    from mrirecon.training.config import LossConfig, MaskConfig, OptimConfig
 
     d, o, loss, lines = cfg.data, cfg.optim, cfg.loss, []
     if d.num_workers:
@@ -45,7 +45,7 @@ def inert_settings(cfg) -> list[str]:
             if getattr(d.mask, name) != getattr(mask, name):
                 lines.append(f"data.mask.{name}: has no effect with data.modality ct (CT keeps "
                              "views: data.ct_views); delete the key")
-        if d.maps != DataConfig("", "").maps:
+        if d.maps not in (None, "learned"):  # "learned": the default of CT configs
             lines.append(f"data.maps: {d.maps!r} has no effect with data.modality ct (no coil "
                          "maps); delete the key")
     else:

@@ -156,13 +156,20 @@ def check_overridable(value: Any, name: str, where: str) -> None:
 
 #: The ``[min, max]`` entries of a card's ``training_range`` (besides ``matrix``); ``maps_crop``:
 #: the ESPIRiT ``calibrate.crop`` of the coil maps it was trained with; ``detectors``: CT
-#: detector elements per view; ``noise_levels``: a noise-conditioned denoiser's sigmas.
+#: detector elements per view; ``noise_levels``: a noise-conditioned denoiser's sigmas;
+#: ``photons``: the CT dose trained on, incident photons per bin (``.inf``: noise-free data);
+#: ``readout_oversampling``: Cartesian MRI encoded / recon readout rows of the training files
+#: (1: none), which tells the matrix the model saw from its recon grid.
 RANGE_INTERVALS = ("coils", "accelerations", "spokes", "views", "maps_crop", "detectors",
-                   "nyquist_fraction", "noise_levels")
+                   "nyquist_fraction", "noise_levels", "photons", "readout_oversampling")
 #: The lists of names in a card's ``training_range``: the ISMRMRD trajectory kinds seen, the CT
-#: beam types (``geometry``, one of :data:`BEAM_TYPES` each).
-RANGE_KINDS = ("trajectory", "geometry")
+#: beam types (``geometry``, one of :data:`BEAM_TYPES` each), the coil maps a model that uses
+#: the sample's maps was trained with (``maps``, one of :data:`MAP_KINDS` each: ``data.maps``).
+RANGE_KINDS = ("trajectory", "geometry", "maps")
 BEAM_TYPES = ("parallel", "fan")
+#: ``data.maps`` of ``mrirecon train``: ESPIRiT, Walsh, or unit maps 1/sqrt(C) (``learned``: the
+#: model combines the coils itself; for a model that uses the sample's maps, a coil sum).
+MAP_KINDS = ("espirit", "walsh", "learned")
 
 
 def check_training_range(rng: Any, where: str) -> None:
@@ -195,6 +202,9 @@ def check_training_range(rng: Any, where: str) -> None:
     beams = rng.get("geometry") or ()
     if any(str(b).lower() not in BEAM_TYPES for b in beams):
         raise bad(".geometry", "a list of CT beam types (" + ", ".join(BEAM_TYPES) + ")", beams)
+    maps = rng.get("maps") or ()
+    if any(str(m).lower() not in MAP_KINDS for m in maps):
+        raise bad(".maps", "a list of coil map kinds (" + ", ".join(MAP_KINDS) + ")", maps)
     for key in RANGE_INTERVALS:
         if key in rng:
             pair(f".{key}", rng[key])
@@ -355,7 +365,8 @@ def load_model(
             and card_name != method
         ):
             raise ValueError(
-                f"load_model: weights {weights} are for model {card_name!r}, not {method!r}"
+                f"load_model: weights {weights} are for model {card_name!r}, not {method!r}: "
+                f"{_runs_model(card_name, card['model'].get('params') or {})}"
             )
         if method in available_weights() and path.resolve() != resolve_weights(method).resolve():
             shipped = str(model_card(method)["model"]["name"]).lower().replace("-", "_")
@@ -391,6 +402,28 @@ def load_model(
                          "or write a model card beside them)") from None
     log.warning("%s", cardless_note(path, method, params))
     return model.eval()
+
+
+def _runs_model(name: str, params: Mapping[str, Any]) -> str:
+    """What runs weights of model ``name``: the shipped pipelines whose ``reconstruct.method``
+    it is, or ``--set reconstruct.method`` (with ``calibrate.method=none`` for a model that
+    estimates its own coil maps, as ``mri_varnet`` does)."""
+    from mrirecon.training.ssdu import estimates_own_maps
+
+    runs = []  # the shipped pipeline files (pipeline.definitions.PIPELINES, read, not imported:
+    # training sits below pipeline), the training configs train_*.yaml left out
+    for path in sorted((Path(__file__).resolve().parent.parent / "pipelines").glob("*.yaml")):
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        method = (raw.get("reconstruct") or {}).get("method") if isinstance(raw, dict) else None
+        if not path.stem.startswith("train_") and str(method) == name:
+            runs.append(path.stem)
+    own = " calibrate.method=none" if estimates_own_maps(name, params) else ""
+    given = f"run them with pipeline {' or '.join(runs[:2])} (reconstruct.weights=...), or " \
+        if runs else "run them with "
+    return f"{given}--set reconstruct.method={name}{own}"
 
 
 def shipped_architecture(method: str, params: Mapping[str, Any],

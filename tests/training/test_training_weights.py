@@ -56,7 +56,8 @@ def test_card_and_size(name):
 CARDS = sorted(p.stem for p in WEIGHTS_DIR.glob("*.yaml"))
 #: what `mrirecon run` checks against a card (mrirecon/pipeline/model_range.py)
 RANGE_KEYS = {"matrix", "coils", "accelerations", "spokes", "views", "trajectory", "maps_crop",
-              "geometry", "detectors", "nyquist_fraction", "noise_levels"}  # what model_range checks
+              "geometry", "detectors", "nyquist_fraction", "noise_levels", "photons",
+              "readout_oversampling", "maps"}  # what model_range checks
 
 
 @pytest.mark.parametrize("name", CARDS)
@@ -73,7 +74,7 @@ def test_every_card_says_where_the_model_fails_and_what_it_saw(name):
     rng = card["training_range"]
     assert rng and set(rng) <= RANGE_KEYS, (name, set(rng) - RANGE_KEYS)
     for key, iv in rng.items():
-        if key in ("trajectory", "geometry"):
+        if key in ("trajectory", "geometry", "maps"):
             assert iv and all(isinstance(k, str) for k in iv), (name, iv)
             continue
         lo, hi = (iv["min"], iv["max"]) if key == "matrix" else ([iv[0]], [iv[1]])
