@@ -23,12 +23,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import math
 import sys
 from collections.abc import Sequence
 
-# ---- argument types ------------------------------------------------------------------------
-
+from mrirecon.cli_types import acceleration, folder, fraction, int_at_least, positive_float
 
 #: ``mrirecon --help`` examples: data at fastMRI's geometry (640 x 320 k-space, 8 coils), the
 #: training range of the model ``mri_learned`` runs
@@ -42,64 +40,6 @@ MAIN_EXAMPLES = (
     "--help` for training examples with their data.")
 
 
-def _int_at_least(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-
-    parse.__name__ = f"integer >= {minimum}"
-    return parse
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
-    return value
-
-
-def _finite_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be finite, got {text}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = _positive_float(text)
-    if value >= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
-    return value
-
-
-def _acceleration(text: str) -> float:
-    value = _positive_float(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
-
-
-def _folder(text: str) -> str:
-    """An output folder: not empty (``--output "$OUT"`` with ``OUT`` unset wrote into the
-    current directory without a word)."""
-    if not text:
-        raise argparse.ArgumentTypeError("an empty path (an unset shell variable?); give a folder "
-                                         "(. for the current one)")
-    return text
-
-
-_folder.__name__ = "folder"
 
 
 class SafeLogFormatter(logging.Formatter):
@@ -170,7 +110,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def _add_threads(parser: argparse.ArgumentParser) -> None:
     """``--threads`` after the command too (``mrirecon run ... --threads 2``)."""
-    parser.add_argument("--threads", type=_int_at_least(1), default=argparse.SUPPRESS, metavar="N",
+    parser.add_argument("--threads", type=int_at_least(1), default=argparse.SUPPRESS, metavar="N",
                         help="CPU threads (default: the cores available to this process)")
 
 
@@ -192,7 +132,7 @@ def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
     from mrirecon.cli_train import add_train
 
-    add_train(subparsers, _int_at_least, _positive_float, _add_threads)
+    add_train(subparsers, int_at_least, positive_float, _add_threads)
 
 
 # ---- run / demo ----------------------------------------------------------------------------
@@ -242,7 +182,7 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("pipeline", help="pipeline YAML path or shipped pipeline name")
     run.add_argument("--input", "-i", nargs="+", required=True, metavar="PATH",
                      help="input files, folders or glob patterns (quote globs)")
-    run.add_argument("--output", "-o", required=True, metavar="DIR", type=_folder,
+    run.add_argument("--output", "-o", required=True, metavar="DIR", type=folder,
                      help="output folder; one that holds outputs of inputs not given now (an "
                           "earlier run's) is refused, as metrics.csv and the report would not "
                           "list them: use a new folder, give those inputs again, or --prune")
@@ -271,7 +211,7 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
             "DICOM, NIfTI, HDF5, PNG figures, report.html and metrics.md under --output."
         ),
     )
-    demo.add_argument("--output", "-o", default="demo_out", metavar="DIR", type=_folder,
+    demo.add_argument("--output", "-o", default="demo_out", metavar="DIR", type=folder,
                       help="output folder (default: ./demo_out)")
     demo.add_argument("--quick", action="store_true", help="smaller data (for tests)")
     add_progress(demo)
@@ -325,18 +265,18 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     bench.add_argument("--data", required=True, metavar="DIR",
                        help="folder of fastMRI .h5 files (ct: LoDoPaB-layout observation_*.hdf5 "
                             "with their ground_truth_*.hdf5)")
-    bench.add_argument("--output", "-o", required=True, metavar="DIR", type=_folder,
+    bench.add_argument("--output", "-o", required=True, metavar="DIR", type=folder,
                        help="output folder")
     bench.add_argument("--challenge", choices=("multicoil", "singlecoil", "ct"), default="multicoil",
                        help="ct: LoDoPaB-layout sinograms; --accelerations are then sparse-view "
                             "factors (keep every k-th view)")
-    bench.add_argument("--photons", type=_positive_float, default=None,
+    bench.add_argument("--photons", type=positive_float, default=None,
                        help="ct only: re-simulate this incident photon count (lower dose)")
-    bench.add_argument("--accelerations", type=_acceleration, nargs="+", default=[4.0, 8.0],
+    bench.add_argument("--accelerations", type=acceleration, nargs="+", default=[4.0, 8.0],
                        metavar="R",
                        help="undersampling factors to score each method at (ct: keep every R-th "
                             "view)")
-    bench.add_argument("--center-fractions", type=_fraction, nargs="+", default=None,
+    bench.add_argument("--center-fractions", type=fraction, nargs="+", default=None,
                        metavar="F",
                        help="fully sampled centre fraction per acceleration, in the order of "
                             "--accelerations (default: fastMRI's, 0.08 at 4x and 0.04 at 8x, "
@@ -347,7 +287,7 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
                        help="weights of a learned method (repeatable)")
     bench.add_argument("--set", action="append", default=[], metavar="METHOD.PARAM=VALUE",
                        help="method parameter, e.g. l1_wavelet.lam=0.002 or calibrate.crop=0 (repeatable)")
-    bench.add_argument("--max-volumes", type=_int_at_least(1), default=None,
+    bench.add_argument("--max-volumes", type=int_at_least(1), default=None,
                        help="use the first N files (default: all)")
     bench.add_argument("--mask-type", default=None,
                        help="fastMRI mask type (default: equispaced_fraction multicoil, random "
@@ -401,7 +341,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mrirecon {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of an error (and debug logs)")
-    parser.add_argument("--threads", type=_int_at_least(1), default=None, metavar="N",
+    parser.add_argument("--threads", type=int_at_least(1), default=None, metavar="N",
                         help="CPU threads (default: the cores available to this process, from its "
                              "affinity and cgroup quota, shared among torchrun ranks; see "
                              "mrirecon/threads.py)")

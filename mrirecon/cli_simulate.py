@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import argparse
 
-from mrirecon.cli import (SIMULATE_HELP, HelpFormatter, _acceleration, _add_threads,
-                          _finite_float, _folder, _int_at_least, _positive_float)
+from mrirecon.cli import SIMULATE_HELP, HelpFormatter, _add_threads
+from mrirecon.cli_types import acceleration, finite_float, folder, int_at_least, positive_float
 from mrirecon.data.simulate_ct import FOV_MM_LIMIT  # the limits (derived there) are the
 from mrirecon.data.simulate_mri import SNR_DB_LIMIT  # simulators', which refuse the same values
 
 
 def _snr_db(text: str) -> float:
-    value = _finite_float(text)
+    value = finite_float(text)
     if abs(value) > SNR_DB_LIMIT:
         raise argparse.ArgumentTypeError(
             f"{text} dB is beyond +-{SNR_DB_LIMIT:g} dB, where float32 k-space cannot hold both "
@@ -22,7 +22,7 @@ def _snr_db(text: str) -> float:
 
 
 def _fov_mm(text: str) -> float:
-    value = _positive_float(text)
+    value = positive_float(text)
     if value > FOV_MM_LIMIT:
         raise argparse.ArgumentTypeError(f"{text} mm is larger than {FOV_MM_LIMIT:g} mm (10 m)")
     return value
@@ -213,33 +213,33 @@ def add_simulate(subparsers: argparse._SubParsersAction) -> None:
         epilog="example: mrirecon simulate mri --out sim_mri --volumes 4 --slices 8 --coils 8 "
         "--size 320 320 --seed 0",
     )
-    mri.add_argument("--out", required=True, type=_folder, help="output folder (created)")
+    mri.add_argument("--out", required=True, type=folder, help="output folder (created)")
     mri.add_argument(
-        "--volumes", type=_int_at_least(1), default=4, help="number of volumes (files)"
+        "--volumes", type=int_at_least(1), default=4, help="number of volumes (files)"
     )
-    mri.add_argument("--slices", type=_int_at_least(1), default=8, help="slices per volume")
+    mri.add_argument("--slices", type=int_at_least(1), default=8, help="slices per volume")
     mri.add_argument(
         "--coils",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         default=8,
         help="receive coils (the minimum when --max-coils is given)",
     )
     mri.add_argument(
         "--max-coils",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         default=None,
         help="draw the coil count per volume uniformly in [--coils, --max-coils] (default: "
         "--coils for every volume)",
     )
     mri.add_argument(
         "--size",
-        type=_int_at_least(4),
+        type=int_at_least(4),
         nargs=2,
         metavar=("H", "W"),
         default=[320, 320],
         help="recon size in pixels (rows = readout, columns = phase encoding)",
     )
-    mri.add_argument("--seed", type=_int_at_least(0), default=0, help="dataset seed")
+    mri.add_argument("--seed", type=int_at_least(0), default=0, help="dataset seed")
     mri.add_argument(
         "--snr-db",
         type=_snr_db,
@@ -251,14 +251,14 @@ def add_simulate(subparsers: argparse._SubParsersAction) -> None:
     mri.add_argument("--noise-free", action="store_true", help="write noise-free k-space")
     mri.add_argument(
         "--acceleration",
-        type=_acceleration,
+        type=acceleration,
         default=None,
         help="undersample like fastMRI test files (mask dataset, zeroed columns; default: fully "
         "sampled)",
     )
     mri.add_argument(
         "--readout-oversampling",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         default=1,
         help="readout oversampling factor (fastMRI brain data: 2)",
     )
@@ -283,7 +283,7 @@ def add_simulate(subparsers: argparse._SubParsersAction) -> None:
     )
     mri.add_argument(
         "--readouts",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         default=None,
         help="radial spokes (default: max(size)) or spiral interleaves (default: max(size) // 8)",
     )
@@ -309,23 +309,23 @@ def add_simulate(subparsers: argparse._SubParsersAction) -> None:
         epilog="example: mrirecon simulate ct --out sim_ct --geometry parallel --views 180 "
         "--photons 4096 --size 128 --seed 0",
     )
-    ct.add_argument("--out", required=True, type=_folder, help="output folder (created)")
+    ct.add_argument("--out", required=True, type=folder, help="output folder (created)")
     ct.add_argument(
         "--geometry", choices=("parallel", "fan"), default="parallel", help="beam geometry"
     )
-    ct.add_argument("--views", type=_int_at_least(1), default=180, help="projection angles")
+    ct.add_argument("--views", type=int_at_least(1), default=180, help="projection angles")
     ct.add_argument(
         "--photons",
-        type=_positive_float,
+        type=positive_float,
         default=None,
         help="incident photons per detector bin I0 (default and LoDoPaB: 4096)",
     )
     ct.add_argument("--noise-free", action="store_true", help="write noise-free sinograms")
     ct.add_argument(
-        "--size", type=_int_at_least(8), default=128, help="image size N (N x N pixels)"
+        "--size", type=int_at_least(8), default=128, help="image size N (N x N pixels)"
     )
-    ct.add_argument("--seed", type=_int_at_least(0), default=0, help="dataset seed")
-    ct.add_argument("--samples", type=_int_at_least(1), default=8, help="number of images")
+    ct.add_argument("--seed", type=int_at_least(0), default=0, help="dataset seed")
+    ct.add_argument("--samples", type=int_at_least(1), default=8, help="number of images")
     ct.add_argument("--part", default="train", help="dataset part name in the file names")
     ct.add_argument(
         "--sources",
@@ -335,14 +335,14 @@ def add_simulate(subparsers: argparse._SubParsersAction) -> None:
     )
     ct.add_argument(
         "--detectors",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         default=None,
         help="detector bins (default: cover the image diagonal)",
     )
     ct.add_argument("--fov-mm", type=_fov_mm, default=260.0, help="field of view in mm (<= 10 m)")
     ct.add_argument(
         "--min-count",
-        type=_positive_float,
+        type=positive_float,
         default=None,
         help="floor of the photon counts before the log (default 1; LoDoPaB: 0.1)",
     )

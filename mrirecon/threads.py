@@ -103,6 +103,20 @@ def load_average() -> tuple[float, float, float] | None:
         return None
 
 
+def load_text() -> str:
+    """``", load 1.2"`` (the 1-minute load average) for a progress line; empty where the
+    platform has none (Windows: :func:`load_average`)."""
+    load = load_average()
+    return "" if load is None else f", load {load[0]:.1f}"
+
+
+def load_fields(load_start: tuple[float, ...] | None) -> dict:
+    """A card's ``load_average_start`` / ``load_average_end`` (now), each left out where the
+    platform gives no load average (Windows)."""
+    fields = {"load_average_start": load_start, "load_average_end": load_average()}
+    return {k: [round(v, 2) for v in load] for k, load in fields.items() if load is not None}
+
+
 def env_int(name: str, default: int) -> int:
     """An integer environment variable (``torchrun``'s ``RANK``, ``WORLD_SIZE``); unset or blank
     gives ``default``, anything else that is not an integer an error that names the variable."""

@@ -23,7 +23,7 @@ PACKAGE = Path(cli.__file__).resolve().parent
 def test_only_the_command_line_parses_argv():
     parsers = [path.relative_to(PACKAGE).as_posix() for path in PACKAGE.rglob("*.py")
                if "argparse" in imported_modules(path)]
-    assert sorted(parsers) == ["cli.py", "cli_simulate.py", "cli_train.py"]
+    assert sorted(parsers) == ["cli.py", "cli_simulate.py", "cli_train.py", "cli_types.py"]
 
 
 def test_short_form_is_the_config_subcommand():

@@ -37,15 +37,13 @@ from mrirecon.training.ct_staged import (
     CTImageRecipe,
     SparseViewSimulator,
     card_command,
-    earlier_runs,
-    load_fields,
     load_init,
-    read_init_card,
     score,
     validation_set,
 )
 from mrirecon.training.optim import cosine_step
-from mrirecon.threads import load_average, use_threads
+from mrirecon.threads import load_average, load_fields, use_threads
+from mrirecon.training.init_card import earlier_runs, read_init_card
 
 # the staged model's data, validated on the same split; no lam grid or self-ensemble here
 DATA_TEXT = {

@@ -39,7 +39,6 @@ weights and a model card are written after every stage, so a stopped run leaves 
 from __future__ import annotations
 
 import math
-import os
 import platform
 import re
 import time
@@ -53,7 +52,8 @@ from mrirecon.data.simulate_ct import (HARDWARE_BLUR, MU_WATER_70KEV_PER_MM, _re
                                        ct_simulation_geometry, poisson_postlog)
 from mrirecon.io.lodopab import IMAGE_SHAPE, NUM_ANGLES, NUM_DETECTORS
 from mrirecon.sampling import view_factor
-from mrirecon.threads import load_average, use_threads
+from mrirecon.threads import load_average, load_fields, load_text, use_threads
+from mrirecon.training.init_card import check_init_card, earlier_runs, read_init_card
 
 CT_SIZE, CT_FULL_VIEWS, CT_DETECTORS = IMAGE_SHAPE[0], NUM_ANGLES, NUM_DETECTORS
 CT_PHOTONS = 4096.0  # LoDoPaB's incident photons per detector bin
@@ -353,7 +353,6 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
     ``hardware``: add a patient table / head holder around half / a third of the training images
     (:func:`~mrirecon.data.anatomy.add_scanner_hardware_hu`)."""
     from mrirecon.models.unrolled.staged_ct import StagedCTNet
-    from mrirecon.training.init_card import check_init_card
     from mrirecon.training.optim import cosine_step, require_steps
     from mrirecon.training.prefetch import Prefetch
 
@@ -507,46 +506,6 @@ def card_command(kind: str, out: Path, args: dict) -> str:
                                                             if v is not None)
 
 
-#: What a continued run's card keeps of the run it started from (``training.first_run``).
-# the history too: a continued card keeps its first run's validation curve (loss spikes, drops)
-# (steps_per_stage: staged_ct; steps, best_step: primal_dual_ct)
-RUN_KEYS = ("command", "seed", "steps_per_stage", "steps", "best_step", "wall_time_s", "hardware",
-            "load_average_start", "load_average_end", "validation_psnr_db", "history", "date", "first_run")
-
-
-def load_text() -> str:
-    """``", load 1.2"`` (the 1-minute load average) for a progress line; empty where the
-    platform has none (Windows: :func:`mrirecon.threads.load_average`)."""
-    load = load_average()
-    return "" if load is None else f", load {load[0]:.1f}"
-
-
-def load_fields(load_start: tuple[float, ...] | None) -> dict:
-    """A card's ``load_average_start`` / ``load_average_end`` (now), each left out where the
-    platform gives no load average (Windows)."""
-    fields = {"load_average_start": load_start, "load_average_end": load_average()}
-    return {k: [round(v, 2) for v in load] for k, load in fields.items() if load is not None}
-
-
-def read_init_card(init: str | os.PathLike | None, kind: str = "staged_ct") -> dict | None:
-    """The ``training`` record of the card beside an ``--init`` state dict (read before the
-    run overwrites it when ``--out`` is the same file), or ``None`` when there is none."""
-    from mrirecon.training.init_card import load_init_card
-
-    training = (load_init_card(init, kind) or {}).get("training")
-    return {k: training[k] for k in RUN_KEYS if k in training} if isinstance(training, dict) else None
-
-
-def earlier_runs(first: dict | None) -> list[dict]:
-    """The training records of the runs a continued run started from (``read_init_card`` and
-    their ``first_run`` chain), oldest first."""
-    runs = []
-    while isinstance(first, dict):
-        runs.insert(0, first)
-        first = first.get("first_run")
-    return runs
-
-
 def _card_text(args: dict, done: int, steps: list[int], wall_s: float, first: dict | None) -> tuple:
     """The run-dependent sentences of the card: ``(description, known_failures)``."""
     patch = f"{args['patch']} x {args['patch']} patches"
@@ -585,7 +544,7 @@ def card_data(hardware: bool) -> dict:
 def save(model, out: Path, done: int, args: dict, steps: list[int], history: list,
          wall_s: float, load_start, val: dict, first: dict | None = None) -> dict:
     """Write ``out`` (``.pt``: the first ``done`` stages) and its card (``.yaml`` beside it);
-    ``first``: the training record of the run this one continued (:func:`read_init_card`)."""
+    ``first``: the training record of the run this one continued (``init_card.read_init_card``)."""
     from mrirecon.io.weights import write_weights
 
     # stored as float16 (half the size; load_state_dict casts back to the float32 parameters)

@@ -5,7 +5,8 @@ from ``A^T y`` (``fbp_start`` false, the ``primal_dual_ct_sim`` card) loads into
 from the FBP, and a staged CT net trained on a Hann FBP loads into one fed another filter; the
 shapes match, the run trains from weights that do not fit its input, and nothing says so. A
 continued run must therefore agree with its card on the model and on every parameter that
-changes the function without changing a shape.
+changes the function without changing a shape. A continued run's card also keeps the record of
+the run it started from (:func:`read_init_card`, :func:`earlier_runs`).
 """
 
 from __future__ import annotations
@@ -67,3 +68,27 @@ def check_init_card(init: str | os.PathLike | None, kind: str, model_name: str,
                 f"{theirs!r}{where}, this run {value!r}; the weights were trained for the other "
                 "setting (same shapes, another function): start from scratch or from weights "
                 "trained with it")
+
+
+#: What a continued run's card keeps of the run it started from (``training.first_run``).
+# the history too: a continued card keeps its first run's validation curve (loss spikes, drops)
+# (steps_per_stage: staged_ct; steps, best_step: primal_dual_ct)
+RUN_KEYS = ("command", "seed", "steps_per_stage", "steps", "best_step", "wall_time_s", "hardware",
+            "load_average_start", "load_average_end", "validation_psnr_db", "history", "date", "first_run")
+
+
+def read_init_card(init: str | os.PathLike | None, kind: str = "staged_ct") -> dict | None:
+    """The ``training`` record of the card beside an ``--init`` state dict (read before the
+    run overwrites it when ``--out`` is the same file), or ``None`` when there is none."""
+    training = (load_init_card(init, kind) or {}).get("training")
+    return {k: training[k] for k in RUN_KEYS if k in training} if isinstance(training, dict) else None
+
+
+def earlier_runs(first: dict | None) -> list[dict]:
+    """The training records of the runs a continued run started from (``read_init_card`` and
+    their ``first_run`` chain), oldest first."""
+    runs = []
+    while isinstance(first, dict):
+        runs.insert(0, first)
+        first = first.get("first_run")
+    return runs

@@ -159,7 +159,8 @@ def test_a_continued_run_keeps_the_first_runs_record_in_its_card(tmp_path):
     import yaml
 
     from mrirecon.models.unrolled.staged_ct import StagedCTNet
-    from mrirecon.training.ct_staged import read_init_card, save
+    from mrirecon.training.ct_staged import save
+    from mrirecon.training.init_card import read_init_card
 
     model = StagedCTNet(stages=1, chans=4, num_pools=2, lam=[0.3], init_seed=1)
     out = tmp_path / "m.pt"
