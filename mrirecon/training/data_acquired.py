@@ -182,7 +182,9 @@ class AcquiredMRISet:
 
     def training_range(self) -> dict:
         """A model card's ``training_range`` for this set: matrices, coils and accelerations of
-        the files used (their own masks; fully sampled files: ``mask``'s nominal rates)."""
+        the files used (their own masks; fully sampled files: ``mask``'s nominal rates) and the
+        kind of coil maps (``maps``: ``data.maps``, which ``mrirecon run`` compares with
+        ``calibrate.method``, as for supervised cards)."""
         info = [self._shapes[p] for p in self.source_files()]
         accelerations = [a for _, _, acc in info if acc is not None for a in acc]
         if any(a is None for _, _, a in info):
@@ -190,7 +192,8 @@ class AcquiredMRISet:
         out = {"matrix": {"min": [min(s[0] for s, _, _ in info), min(s[1] for s, _, _ in info)],
                           "max": [max(s[0] for s, _, _ in info), max(s[1] for s, _, _ in info)]},
                "coils": [min(c for _, c, _ in info), max(c for _, c, _ in info)],
-               "accelerations": [round(min(accelerations), 4), round(max(accelerations), 4)]}
+               "accelerations": [round(min(accelerations), 4), round(max(accelerations), 4)],
+               "maps": [self.maps]}
         if self.maps == "espirit":
             out["maps_crop"] = [0.0, 0.0]
         return out

@@ -259,6 +259,8 @@ def test_ismrmrd_undersampled_file_is_a_training_sample(tmp_path):
     s = data.get(0)
     assert len(data) == 1 and s.target is None and torch.equal(s.mask, mask)
     assert s.y.shape == (1, 4, n, n) and float(s.y[..., ~mask].abs().max()) == 0.0
+    # the card records the maps trained with, which `mrirecon run` compares with calibrate.method
+    assert data.training_range()["maps"] == ["espirit"]
     model = build_model("modl", iterations=1, layers=2, features=4, cg_iterations=2)
     loss = SelfSupervisedLoss(SSDUConfig())(model, s, 0)
     loss.backward()
