@@ -223,11 +223,19 @@ def _host_function(fn, returns_tensor: bool, originals: dict, log: list):
 
 
 def _clear_caches():
-    """mrirecon's caches of tensors, so that what a test gets was made inside the context."""
+    """mrirecon's caches of tensors, so that what a test gets was made inside the context: every
+    ``functools`` cache of a mrirecon function (the shared CT projector, the FBP's tables and
+    weights, the FFT's checkerboards, the wavelet filters ...; one filled by an earlier test,
+    outside the context, would hide an escape in the code that builds it) and the dict caches."""
     from mrirecon.functional import density, nufft
-    from mrirecon.operators import ct
 
-    ct.cached_ct_operator.cache_clear()
+    for mod in list(sys.modules.values()):
+        if not getattr(mod, "__name__", "").startswith("mrirecon"):
+            continue
+        for value in list(vars(mod).values()):
+            if getattr(value, "__module__", "").startswith("mrirecon") and callable(
+                    getattr(value, "cache_clear", None)):
+                value.cache_clear()
     density._CACHE.clear()
     nufft._plans.clear()
 

@@ -286,6 +286,7 @@ def peak_rss_growth(setup: str, warm_up: str, measure: str) -> tuple[float, str]
     thread), after ``setup`` and a ``warm_up`` statement (imports, the allocator's first pools);
     and what ``measure`` evaluates to, as text. ``/proc``'s VmHWM is reset to the current RSS
     just before ``measure`` (``clear_refs`` 5); skips the test where that cannot be done."""
+    import os
     import subprocess
     import sys
     import textwrap
@@ -295,8 +296,12 @@ def peak_rss_growth(setup: str, warm_up: str, measure: str) -> tuple[float, str]
     code = "\n".join([
         "import torch", "torch.set_num_threads(1)", textwrap.dedent(setup), warm_up,
         "def status(field):",
-        "    with open('/proc/self/status') as f:",
-        "        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field))",
+        "    try:",
+        "        with open('/proc/self/status') as f:",
+        "            return next(int(line.split()[1]) * 1024 for line in f",
+        "                        if line.startswith(field + ':'))",
+        "    except (OSError, StopIteration, ValueError, IndexError):",
+        "        raise SystemExit(print(f'skip: no {field} in /proc/self/status'))",
         "try:",
         "    with open('/proc/self/clear_refs', 'w') as f:",
         "        f.write('5')",
@@ -309,10 +314,11 @@ def peak_rss_growth(setup: str, warm_up: str, measure: str) -> tuple[float, str]
         "print((status('VmHWM') - before) / 2**20)",
         "print(result)",
     ])
+    # the caller's environment (HOME, TMPDIR, the loader's and Python's variables) with one
+    # OpenMP thread and this process's import path (the repository, the tests package)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
-                          text=True, timeout=120,
-                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin",
-                               "PYTHONPATH": ":".join(sys.path)})
+                          text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     if proc.stdout.startswith("skip"):
         pytest.skip(proc.stdout.strip())

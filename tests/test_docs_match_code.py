@@ -22,14 +22,14 @@ def test_recon_run_docstring_lists_every_method():
 
 
 def test_readme_pipeline_table_lists_every_shipped_pipeline():
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
     section = readme.split("## Pipelines", 1)[1].split("\n## ", 1)[0]
     missing = [p for p in shipped_pipelines() if f"`{p}`" not in section]
     assert not missing, f"README's pipeline table lacks {missing}"
 
 
 def test_architecture_table_names_every_package():
-    text = (ROOT / "docs" / "architecture.md").read_text()
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
     table = text.split("## The picture", 1)[1].split("\n## ", 1)[0]
     pkg = ROOT / "mrirecon"
     packages = sorted(p.name for p in pkg.iterdir() if (p / "__init__.py").is_file())
@@ -83,12 +83,12 @@ def test_layering_as_the_architecture_says():
 def test_robustness_rows_cite_tests_that_exist():
     """Every ``file.py::test_name`` that docs/robustness.md cites as a row's evidence is a test
     of that name in a file of that name under tests/ (a renamed test left a row citing nothing)."""
-    text = (ROOT / "docs" / "robustness.md").read_text()
+    text = (ROOT / "docs" / "robustness.md").read_text(encoding="utf-8")
     cited = re.findall(r"`(test_[a-z0-9_]+\.py)::(test_[A-Za-z0-9_]+)", text)
     assert len(cited) > 50  # the pattern still matches how rows cite tests
     sources: dict[str, str] = {}
     for path in (ROOT / "tests").rglob("test_*.py"):
-        sources[path.name] = sources.get(path.name, "") + path.read_text()
+        sources[path.name] = sources.get(path.name, "") + path.read_text(encoding="utf-8")
     missing = sorted({(f, t) for f, t in cited
                       if not re.search(rf"def {t}\b", sources.get(f, ""))})
     assert not missing, f"docs/robustness.md cites tests that do not exist: {missing}"
@@ -135,7 +135,7 @@ def test_code_names_the_docs_give_exist():
     checked, missing = 0, []
     for doc in ("docs/robustness.md", "README.md", "benchmarks/README.md",
                 "mrirecon/weights/README.md"):
-        text = (ROOT / doc).read_text()
+        text = (ROOT / doc).read_text(encoding="utf-8")
         for token in set(re.findall(r"`([A-Za-z_]\w*(?:(?:\.py::|::|[./])[A-Za-z_]\w*)+"
                                     r"(?:\.py)?(?:\(\))?)`", text)):
             found = _code_name_resolves(token)

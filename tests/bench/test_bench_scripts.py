@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -154,12 +155,17 @@ def test_bench_models_peak_delta_counts_reused_memory():
     for it: the high-water mark already held the freed 200 MiB)."""
     if not Path("/proc/self/clear_refs").exists():
         pytest.skip("no /proc/self/clear_refs")
-    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path),
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path),
            "MALLOC_MMAP_THRESHOLD_": "1048576"}  # as bench_models runs its children
     deltas = {}
     for case in ("fresh", "freed"):
         proc = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(BENCH), case],
-                              capture_output=True, text=True, timeout=120, env=env)
+                              capture_output=True, text=True, timeout=300, env=env)
+        # clear_refs present but not writable (read-only /proc, no CAP_SYS_RESOURCE in some
+        # sandboxes) or a kernel that does not reset VmHWM: bench_models exits saying so
+        if proc.returncode != 0 and ("cannot reset the peak RSS" in proc.stderr
+                                     or "did not reset VmHWM" in proc.stderr):
+            pytest.skip(proc.stderr.strip().splitlines()[-1])
         assert proc.returncode == 0, proc.stderr
         deltas[case] = float(proc.stdout.split()[-1])
     # 64 MiB allocated and touched, plus allocator noise of a few MiB

@@ -70,7 +70,7 @@ def test_ct_eval_runs_the_protocol_parameters_and_each_row_records_them(heldout_
     heldout_cli.evaluate(work, ["ct"], ["fbp"])
     out = capsys.readouterr().out
     assert "fbp at 30: {'filter': 'ram-lak'}" in out and "eval runs the protocol's parameters" in out
-    rows = json.loads((work / "heldout_ct.json").read_text())
+    rows = json.loads((work / "heldout_ct.json").read_text(encoding="utf-8"))
     assert sorted(rows) == ["30", "60"]
     for views, table in rows.items():
         assert list(table) == ["fbp"]
@@ -100,7 +100,7 @@ def test_tune_pnp_mri_writes_the_validation_split_on_a_fresh_folder(heldout_cli,
     work.mkdir()
     heldout_cli.tune(work, ["pnp_mri"], None)
     assert len(list((work / "val_mri").glob("*.h5"))) == 1
-    res = json.loads((work / "tuned.json").read_text())["pnp_mri"]["4.0"]
+    res = json.loads((work / "tuned.json").read_text(encoding="utf-8"))["pnp_mri"]["4.0"]
     assert res["best"] == point and res["grid"][0]["PSNR"] > 10
 
 
@@ -129,7 +129,8 @@ def test_shipped_edge_flags_follow_the_edge_rule():
     which winners those are."""
     from mrirecon.heldout.tune import GRID_BOUNDS, edge_parameters
 
-    tuned = json.loads((ROOT / "benchmarks" / "heldout_results" / "tuned.json").read_text())
+    tuned = json.loads((ROOT / "benchmarks" / "heldout_results" / "tuned.json")
+                       .read_text(encoding="utf-8"))
     flagged = []
     for part in ("mri", "ct"):
         for setting, methods in tuned[part].items():
@@ -137,6 +138,6 @@ def test_shipped_edge_flags_follow_the_edge_rule():
                 assert res["at_edge"] == edge_parameters(res["grid"], GRID_BOUNDS.get(method)), (part, setting, method)
                 flagged += [(part, setting, method)] if res["at_edge"] else []
     assert flagged == [("mri", "4.0", "grappa"), ("ct", "60", "tv_ct")]
-    readme = " ".join((ROOT / "README.md").read_text().split())
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
     assert ("flags a winner on the edge of its grid (now GRAPPA's 9 kernel rows at 4× and `ct_tv`'s "
             "`rho` at 60 views, both noted in `protocol.py`;") in readme

@@ -15,11 +15,11 @@ RESULTS = ROOT / "benchmarks" / "heldout_results"
 
 
 def _shipped(part: str) -> dict:
-    return json.loads((RESULTS / f"heldout_{part}.json").read_text())
+    return json.loads((RESULTS / f"heldout_{part}.json").read_text(encoding="utf-8"))
 
 
 def _readme() -> str:
-    return " ".join((ROOT / "README.md").read_text().split())  # line breaks as spaces
+    return " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())  # line breaks as spaces
 
 
 def test_intensity_ratios_of_a_real_image_keep_its_sign():
@@ -44,7 +44,10 @@ def test_intensity_ratios_of_a_real_image_keep_its_sign():
     assert np.abs(pred).mean() / ref.mean() > 1.05  # what the magnitudes had reported
     phase = np.exp(1j * rng.uniform(-np.pi, np.pi, ref.shape))
     mr_c, pr_c = intensity_ratios(ref, pred * phase)  # complex: |pred * phase| = |pred|
-    rel = 4 * np.finfo(np.float64).eps
+    # |pred * phase| is |pred| to a few roundings per pixel (|phase| = 1 to one ulp, the product,
+    # the hypot); a sum (pairwise, in an order that differs with the CPU's vector width) adds
+    # up to log2(n) more
+    rel = (3 + np.log2(ref.size)) * np.finfo(np.float64).eps
     assert mr_c == pytest.approx(np.abs(pred).mean() / ref.mean(), rel=rel)
     assert pr_c == pytest.approx(np.percentile(np.abs(pred), 99) / np.percentile(ref, 99), rel=rel)
 
@@ -57,7 +60,7 @@ def test_readme_target_table_is_rendered_from_the_shipped_results():
     from mrirecon.heldout.targets import target_table
 
     table = target_table(_shipped("mri"), _shipped("mri368"), _shipped("ct"))
-    assert table in (ROOT / "README.md").read_text()
+    assert table in (ROOT / "README.md").read_text(encoding="utf-8")
     assert "MR_SIEMENS_DICOM_WithOverlays, 640 × 320" in table and "693_UNCR" in table
 
 
@@ -84,7 +87,7 @@ def test_readme_heldout_prose_figures_are_the_shipped_results():
     from mrirecon.heldout.targets import CT_CLASSICAL, MRI_CLASSICAL, _pipeline, rows_meeting_intensity
 
     mri, m368, ct = _shipped("mri"), _shipped("mri368"), _shipped("ct")
-    adapt = json.loads((RESULTS / "adapt_heldout_ct_primal_dual_lodopab.json").read_text())["60"]["slices"]
+    adapt = json.loads((RESULTS / "adapt_heldout_ct_primal_dual_lodopab.json").read_text(encoding="utf-8"))["60"]["slices"]
 
     def g(table, setting, method, key="PSNR"):
         return table[setting][method][key]

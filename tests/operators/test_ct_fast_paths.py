@@ -132,10 +132,14 @@ def test_cached_ct_tables_first_built_in_inference_mode_serve_autograd(beam):
     """The shared projector (``cached_ct_operator``) and the FBP's cached weights and tables,
     first built inside ``inference_mode`` (a pipeline's FBP), serve a later FBP / projection
     under autograd: they had been inference tensors ("Inference tensors cannot be saved for
-    backward"). A geometry of its own, so that this test builds them first."""
+    backward"). A geometry of its own, and the caches emptied, so that this test builds them
+    first whatever ran before it in this process."""
+    from mrirecon.operators import fbp as fbp_module
     from mrirecon.operators.ct import cached_ct_operator
     from mrirecon.operators.fbp import fbp
 
+    for cache in (cached_ct_operator, fbp_module._interpolation_tables, fbp_module._weights):
+        cache.cache_clear()
     g = (CTGeometry.parallel((22, 22), 19, 37) if beam == "parallel" else
          CTGeometry.fan((22, 22), 19, 37, source_isocenter=57.0, source_detector=113.0))
     y = torch.rand(1, 19, 37, dtype=torch.float64)

@@ -4,6 +4,7 @@ repository the installed package happens to lie in (a user's analysis project wi
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,9 +19,12 @@ pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not 
 
 
 def _git(root: Path, *args: str) -> str:
+    # the machine's git configuration left out: a global commit.gpgsign, hooks path or template
+    # would make the commit fail or differ from one machine to the next
+    env = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
     return subprocess.run(["git", "-C", str(root), "-c", "user.email=u@example.org", "-c",
-                           "user.name=u", *args], check=True, capture_output=True,
-                          text=True).stdout.strip()
+                           "user.name=u", "-c", "commit.gpgsign=false", *args], check=True,
+                          capture_output=True, text=True, env=env).stdout.strip()
 
 
 def _repo(root: Path, project: str) -> str:

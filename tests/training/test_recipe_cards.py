@@ -21,7 +21,7 @@ ZOOM = {"natural": (0.35, 1.2), "mni": (0.7, 2.0), "ct": (0.3, 1.0)}
 
 
 def _card(name: str) -> dict:
-    return yaml.safe_load((WEIGHTS_DIR / f"{name}.yaml").read_text())
+    return yaml.safe_load((WEIGHTS_DIR / f"{name}.yaml").read_text(encoding="utf-8"))
 
 
 def _padded_fraction(shapes, size: int, zoom: tuple[float, float]) -> float:
@@ -150,7 +150,7 @@ def test_the_shipped_varnet_card_says_what_the_model_uses():
 
 def test_weights_readme_quotes_the_modl_cards_held_out_rows_and_margins():
     card = _card("modl_fastmri_diverse")["metrics_held_out"]
-    text = " ".join((WEIGHTS_DIR / "README.md").read_text().split())
+    text = " ".join((WEIGHTS_DIR / "README.md").read_text(encoding="utf-8").split())
     for grid in ("640x320", "640x368"):
         rows = {a: card[grid][a] for a in ("4x", "8x")}
         modl = [rows[a]["modl_fastmri_diverse"]["PSNR"] for a in ("4x", "8x")]

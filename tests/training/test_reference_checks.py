@@ -65,20 +65,25 @@ from mrirecon.training.reference_checks import orientation_note
 g = torch.Generator().manual_seed(0)
 reference = torch.rand(64, 256, 256, generator=g)
 image = reference.flip(-1).contiguous()  # noted: the reference matches flipped left-right
+scaled = 30 * image  # made here: a 16 MiB temporary inside the measured call would count
 """
-_CHECKS = {"orientation_note": "orientation_note({r}, {i}, 'it')", "off_scale": "off_scale({r}, 30 * {i})"}
+_CHECKS = {"orientation_note": "orientation_note({r}, {i}, 'it')", "off_scale": "off_scale({r}, {s})"}
+#: the growth allowed, in volumes: the regressions held 9 float64 copies (orientation) and one
+#: float64 copy (2 volumes, off_scale); the chunked code holds a few MiB plus the allocator's
+#: run-to-run noise (4-17 MiB measured for off_scale)
+_BOUND = {"orientation_note": 2.0, "off_scale": 1.5}
 
 
 @pytest.mark.parametrize("check, result", [("orientation_note", "the reference matche"),
                                            ("off_scale", "0.0333")])
 def test_the_reference_checks_memory_does_not_grow_with_the_volume(check, result):
     """Peak RSS growth of ``orientation_note`` and ``off_scale`` on a 64 x 256 x 256 float32
-    volume (16 MiB) stays under two such volumes: whole-volume float64 copies (two per
+    volume (16 MiB) stays under two such volumes (1.5 for ``off_scale``): whole-volume float64 copies (two per
     correlation, nine correlations; one per norm) grew it by up to 9x the volume, so ``mrirecon
     run``'s peak grew with the slice count (40 slices of 320 x 320: 841 instead of 553 MiB)."""
     growth_mib, note = peak_rss_growth(
-        _VOLUMES, _CHECKS[check].format(r="reference[:2]", i="image[:2]"),  # the warm-up
-        _CHECKS[check].format(r="reference", i="image"))
+        _VOLUMES, _CHECKS[check].format(r="reference[:2]", i="image[:2]", s="scaled[:2]"),
+        _CHECKS[check].format(r="reference", i="image", s="scaled"))  # warm-up, then measured
     assert note.startswith(result), note
     volume_mib = 64 * 256 * 256 * 4 / 2**20
-    assert growth_mib < 2 * volume_mib, growth_mib
+    assert growth_mib < _BOUND[check] * volume_mib, growth_mib
