@@ -33,7 +33,7 @@ from mrirecon.training.run_checks import (RESUMABLE_CHANGES, check_fresh_output,
                                           check_resume_config, check_resume_files,
                                           check_validation_overlap, lock_output_dir,
                                           replace_outputs)
-from mrirecon.training.trainer import Trainer, distributed_context
+from mrirecon.training.trainer import Trainer, distributed_context, leave_group
 from mrirecon.training.validation import make_validate_fn
 
 log = logging.getLogger("mrirecon.train")
@@ -179,6 +179,7 @@ def train_from_config(
         result = _built_and_trained(cfg, path, overrides, resume, progress, out, now)
         if owned and dist.is_initialized():  # every rank done before any tears the group down:
             dist.barrier()  # rank 0 hosts the store; a rank still using it aborted (SIGABRT)
+            leave_group()  # and rank 0 the last to leave it
         return result
     finally:
         if owned and dist.is_initialized():

@@ -54,6 +54,36 @@ def distributed_context() -> tuple[int, int, bool]:
     return 0, 1, False
 
 
+#: The rendezvous store of the group this process initialised (rank 0 hosts it), kept for
+#: :func:`leave_group`'s last handshake.
+_RENDEZVOUS_STORE = None
+
+
+def leave_group() -> None:
+    """Tear down the process group this process initialised, every rank done with it first,
+    rank 0 (which hosts the store) last: each other rank destroys its group, then tells rank 0
+    through the store, and rank 0 waits (at most a minute) for all of them before it destroys
+    its own and, exiting, closes the store. Called after a barrier on the success path. Without
+    the handshake a rank still tearing down when rank 0 exited aborted ("terminate called
+    without an active exception", SIGABRT), so torchrun reported a finished training failed."""
+    from datetime import timedelta
+
+    global _RENDEZVOUS_STORE
+    store, _RENDEZVOUS_STORE = _RENDEZVOUS_STORE, None
+    rank, world = dist.get_rank(), dist.get_world_size()
+    dist.destroy_process_group()  # rank 0's store lives on in ``store`` until the others left
+    if store is None or world < 2:
+        return
+    try:
+        if rank == 0:
+            store.set_timeout(timedelta(seconds=60))
+            store.wait([f"mrirecon/left/{r}" for r in range(1, world)])
+        else:
+            store.set(f"mrirecon/left/{rank}", "1")
+    except (RuntimeError, dist.DistError) as err:  # a peer gone already: nothing to wait for
+        log.debug("leave_group: %s", err)
+
+
 def rendezvous() -> None:
     """Join the ``torchrun``-style job of the environment (``RANK``, ``WORLD_SIZE``,
     ``MASTER_ADDR``, ``MASTER_PORT``): checked first (``RANK=3 WORLD_SIZE=2`` and a missing
@@ -98,6 +128,8 @@ def rendezvous() -> None:
                 f"{world} processes (torchrun --nproc-per-node / --nnodes) with the same "
                 "MASTER_ADDR and MASTER_PORT") from None
     store.set_timeout(dist.constants.default_pg_timeout)  # later store use: as torch's default
+    global _RENDEZVOUS_STORE
+    _RENDEZVOUS_STORE = store
 
 
 def _default_stop_signals():
