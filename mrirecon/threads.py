@@ -103,10 +103,10 @@ def load_average() -> tuple[float, float, float] | None:
         return None
 
 
-def load_text() -> str:
-    """``", load 1.2"`` (the 1-minute load average) for a progress line; empty where the
-    platform has none (Windows: :func:`load_average`)."""
-    load = load_average()
+def load_text(load: tuple[float, ...] | None = None) -> str:
+    """``", load 1.2"`` (the 1-minute load average, ``load`` or now) for a progress line; empty
+    where the platform has none (Windows: :func:`load_average`)."""
+    load = load_average() if load is None else load
     return "" if load is None else f", load {load[0]:.1f}"
 
 

@@ -207,7 +207,6 @@ class ResultsFile:
         else:
             if self._cut is not None:
                 os.truncate(self.path, self._cut)
-                self._cut = None
             append_text(self.path, ("\n" if self._end_line else "") + _line(record))
         self._replace = self._end_line = False
         self._cut = None

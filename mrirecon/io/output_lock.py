@@ -11,10 +11,13 @@ import ``pipeline``), so that one lock serves every command.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import platform
 from collections.abc import Callable
 from pathlib import Path
+
+log = logging.getLogger("mrirecon.io")
 
 
 class OutputLock:
@@ -205,7 +208,7 @@ def lock_output(output: Path, rank: int, world: int = 1, *, job: str = "",
     locked."""
     locker = _locker()
     if locker is None:
-        _log().warning("%s is not locked: this platform has neither fcntl nor msvcrt file locks, "
+        log.warning("%s is not locked: this platform has neither fcntl nor msvcrt file locks, "
                        "so another run into the same folder is not refused; make sure none "
                        "writes there at the same time", output)
     me = f"pid {os.getpid()} on {platform.node()}" + (f", {who}" if who else "") + "\n"
@@ -229,9 +232,7 @@ def lock_output(output: Path, rank: int, world: int = 1, *, job: str = "",
         try:
             common = _take(locker, output / ".lock", output, option, slot=rank)
         except ValueError:
-            own.close()  # closed first: Windows deletes no open file
-            for path in made:
-                path.unlink(missing_ok=True)
+            _discard([own], made)
             raise
         writes = [(own, me + ident + "\n")] + (
             [(common, f"a distributed run: rank 0 {me}")] if rank == 0 else [])
@@ -240,12 +241,6 @@ def lock_output(output: Path, rank: int, world: int = 1, *, job: str = "",
         if gate is not None:
             gate.close()
     return OutputLock([common, own], (".lock.join",))
-
-
-def _log():
-    import logging
-
-    return logging.getLogger("mrirecon.io")
 
 
 def locked_output(output: Path, *, option: str = "--output", who: str = "",
@@ -301,10 +296,17 @@ def _holder(writes: list, handles: list, made: tuple[Path, ...] = ()) -> None:
             while data:  # opened for appending: each write goes to the (new) end
                 data = data[os.write(fd, data):]
         except OSError as e:
-            for h in handles:  # closed first: Windows deletes no open file
-                with contextlib.suppress(OSError):
-                    h.close()
-            for path in made:
-                with contextlib.suppress(OSError):
-                    path.unlink(missing_ok=True)
+            _discard(handles, made)
             raise OSError(e.errno, f"{fh.name}: {e.strerror or e}") from e
+
+
+def _discard(handles: list, made: tuple[Path, ...]) -> None:
+    """Release the lock ``handles`` and remove the lock files this run made (``made``): the
+    handles closed first (Windows deletes no open file), neither step's failure hiding the
+    error being raised."""
+    for h in handles:
+        with contextlib.suppress(OSError):
+            h.close()
+    for path in made:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)

@@ -90,8 +90,7 @@ class _CTProjector(LinearOperator):
         key = (*key, next(self.buffers()).device)
         out = self._cast.get(key)
         if out is None:
-            with torch.inference_mode(False):
-                out = self._cast[key] = build()
+            out = self._cast[key] = built_as_normal_tensors(build)()
         return out
 
     def _apply(self, fn, recurse: bool = True):

@@ -23,7 +23,7 @@ from pathlib import Path
 from mrirecon.io.atomic import feed_file
 from mrirecon.io.output_lock import (OutputLock, job_identity, lock_output,  # noqa: F401
                                      locked_output)  # the output folder's lock (runner)
-from mrirecon.pipeline.output_files import few
+from mrirecon.pipeline.output_files import few, remove_old_folder
 from mrirecon.pipeline.report import VolumeResult
 from mrirecon.pipeline.schema import PipelineConfig
 
@@ -297,8 +297,6 @@ def remove_orphans(output: Path, before: float, rank: int = 0, world: int = 1) -
             pid = _old_pid(d)     # one this machine can judge
             p = Path(dirpath) / d
             if pid is not None and pid != os.getpid() and not _alive(pid) and not p.is_symlink():
-                from mrirecon.pipeline.output_files import remove_old_folder
-
                 dirnames.remove(d)  # not walked
                 if not remove_old_folder(p):
                     continue

@@ -30,10 +30,8 @@ import numpy as np
 import torch
 
 from mrirecon.training.ct_staged import (
+    CARD_RANGE,
     CARD_TEXT,
-    CT_DETECTORS,
-    CT_PHOTONS,
-    CT_SIZE,
     CTImageRecipe,
     SparseViewSimulator,
     card_command,
@@ -42,7 +40,7 @@ from mrirecon.training.ct_staged import (
     validation_set,
 )
 from mrirecon.training.optim import cosine_step
-from mrirecon.threads import load_average, load_fields, use_threads
+from mrirecon.threads import load_average, load_fields, load_text, use_threads
 from mrirecon.training.init_card import earlier_runs, read_init_card
 
 # the staged model's data, validated on the same split; no lam grid or self-ensemble here
@@ -151,8 +149,7 @@ def train_primal_dual_ct(out: str | Path, *, budget_s: float = 4800.0, seed: int
             load = load_average()  # None on Windows: the record and the line leave it out
             rec.update({} if load is None else {"load": round(load[0], 1)})
             history.append(rec)
-            log(f"step {step} loss {rec['loss']:.3e} val {v} ({rec['elapsed_s']} s"
-                + ("" if load is None else f", load {rec['load']}") + ")")
+            log(f"step {step} loss {rec['loss']:.3e} val {v} ({rec['elapsed_s']} s{load_text(load)})")
             if m > best["mean"]:
                 best = {"mean": m, "step": step, "val_psnr": v}
                 save(model, out, args, step, history, best, fbp_val, time.time() - t_start, load_start,
@@ -204,10 +201,7 @@ def save(model, out: Path, args: dict, steps: int, history: list, best: dict, fb
                                          "total_wall_time_s": round(total_s, 1)}),
         },
         "data": DATA_TEXT,
-        "training_range": {"matrix": {"min": [CT_SIZE, CT_SIZE], "max": [CT_SIZE, CT_SIZE]},
-                           "views": [30, 63], "geometry": ["parallel"],
-                           "detectors": [CT_DETECTORS, CT_DETECTORS],
-                           "photons": [int(CT_PHOTONS), int(CT_PHOTONS)]},
+        "training_range": CARD_RANGE,
         "known_failures": KNOWN_FAILURES,
     }
     write_weights(out, None if model is None else model.state_dict(), card, width=100)

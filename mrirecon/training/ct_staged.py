@@ -57,6 +57,10 @@ from mrirecon.training.init_card import check_init_card, earlier_runs, read_init
 
 CT_SIZE, CT_FULL_VIEWS, CT_DETECTORS = IMAGE_SHAPE[0], NUM_ANGLES, NUM_DETECTORS
 CT_PHOTONS = 4096.0  # LoDoPaB's incident photons per detector bin
+#: The cards' ``training_range`` of both LoDoPaB-geometry trainers (staged, primal-dual).
+CARD_RANGE = {"matrix": {"min": [CT_SIZE, CT_SIZE], "max": [CT_SIZE, CT_SIZE]},
+              "views": [30, 63], "geometry": ["parallel"], "detectors": [CT_DETECTORS, CT_DETECTORS],
+              "photons": [int(CT_PHOTONS), int(CT_PHOTONS)]}
 VAL_SAMPLES, VAL_SEED = 2, 77  # = mrirecon.heldout.validation.validation_ct_slices()
 
 VIEWS = (30, 60)
@@ -570,10 +574,7 @@ def save(model, out: Path, done: int, args: dict, steps: list[int], history: lis
             **({} if first is None else {"first_run": first}),
         },
         "data": card_data(bool(args.get("hardware"))),
-        "training_range": {"matrix": {"min": [CT_SIZE, CT_SIZE], "max": [CT_SIZE, CT_SIZE]},
-                           "views": [30, 63], "geometry": ["parallel"],
-                           "detectors": [CT_DETECTORS, CT_DETECTORS],
-                           "photons": [int(CT_PHOTONS), int(CT_PHOTONS)]},
+        "training_range": CARD_RANGE,
         "known_failures": failures,
     }
     write_weights(out, state, card, width=100)
