@@ -3,10 +3,11 @@
     python benchmarks/adapt_heldout.py heldout --work DIR [--setting rows=64,steps=40,...]
     python benchmarks/adapt_heldout.py indist  --work DIR [--setting ...]
     python benchmarks/adapt_heldout.py heldout --work DIR --weights modl_fastmri_diverse
-    python benchmarks/adapt_heldout.py ct      --work DIR [--weights staged_ct_lodopab]
+    python benchmarks/adapt_heldout.py ct      --work DIR [--weights staged_ct_lodopab] [--setting ...]
 
 ``ct``: the ``ct_learned_adapt`` pipeline as shipped (its weights and ``adapt:`` settings, read
-from ``pipelines/ct_learned_adapt.yaml``; ``--weights`` swaps in another shipped CT model) on the
+from ``pipelines/ct_learned_adapt.yaml``; ``--weights`` swaps in another shipped CT model, one
+``--setting`` changes some of its ``adapt:`` fields, recorded as ``setting``) on the
 held-out protocol's CT slices at 30 and 60 views, scored as the protocol scores CT (PSNR / SSIM
 of ``mu / MU_MAX`` as the model writes it, not clipped; intensity ratios); writes ``DIR/adapt_heldout_ct_<weights>.json``.
 
@@ -15,7 +16,10 @@ fastMRI size, 640 x 320 with 2x readout oversampling, 8 coils; 4x equispaced-fra
 centre fraction 0.08, seeded by file name; ESPIRiT crop-0 maps as ``mri_modl``), scored as the
 protocol does (crop to 320 x 320, fastMRI metrics per volume). ``indist``: where the model fits,
 its card's held-out test recipe (simulated brains, 128 x 128, 4-8 coils, seed 13; first
-``--volumes`` volumes), 4x. Each setting is an :class:`~mrirecon.training.adapt.AdaptConfig`;
+``--volumes`` volumes), 4x. Each setting is an :class:`~mrirecon.training.adapt.AdaptConfig`
+(``key=value`` pairs, comma-separated, values read as the pipelines' ``--set`` reads them:
+``acs_block=[8,8]``, ``rows=none``; an unknown field or a value of the wrong type is refused
+naming it);
 results (and each run's validation curve) go to ``DIR/adapt_<part>.json``
 (``DIR/adapt_<part>_<weights>.json`` for shipped weights other than ``modl_brain_sim``, the model
 of the first runs; ``mri_learned_adapt`` now adapts ``modl_fastmri_diverse``).
@@ -25,9 +29,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -76,16 +80,19 @@ def _score(model, slices) -> dict[str, float]:
             for v, p, s in zip(rep.names, rep.values["PSNR"], rep.values["SSIM"])}
 
 
-def _setting(text: str):
+def _setting(text: str, base=None):
+    """``base`` (default ``AdaptConfig()``) with the fields of ``text`` (``k=v,k=v``; a comma
+    inside brackets belongs to the value) set, typed and checked as the pipelines' ``--set``
+    (:func:`~mrirecon.core.config.apply_overrides`, :func:`~mrirecon.core.config.from_dict`):
+    raises :class:`~mrirecon.core.config.ConfigError` naming an unknown field or a bad value."""
+    from mrirecon.core.config import apply_overrides, from_dict, to_dict
     from mrirecon.training.adapt import AdaptConfig
 
-    cfg = AdaptConfig()
-    for item in filter(None, text.split(",")):
-        k, v = item.split("=")
-        cur = getattr(cfg, k)
-        cfg = replace(cfg, **{k: None if v == "none" else type(cur if cur is not None else 1)(v)
-                              if not isinstance(cur, float) else float(v)})
-    return cfg
+    base = AdaptConfig() if base is None else base
+    items = [re.sub(r"=\s*none\s*$", "=null", item) for item in re.split(r",(?![^\[]*\])", text)
+             if item.strip()]
+    data = apply_overrides(to_dict(base), items, source="--setting", schema=type(base))
+    return from_dict(type(base), data, source="--setting")
 
 
 def run(part: str, work: Path, settings: list[str], volumes: int | None,
@@ -127,8 +134,10 @@ def run(part: str, work: Path, settings: list[str], volumes: int | None,
     return results
 
 
-def run_ct(work: Path, weights: str | None = None, views: tuple[int, ...] = (30, 60)) -> dict:
-    """``ct_learned_adapt`` on the held-out CT slices: each slice without and with adaptation."""
+def run_ct(work: Path, weights: str | None = None, views: tuple[int, ...] = (30, 60),
+           setting: str = "") -> dict:
+    """``ct_learned_adapt`` on the held-out CT slices: each slice without and with adaptation;
+    ``setting``: fields of the pipeline's ``adapt:`` changed (:func:`_setting`)."""
     from mrirecon.heldout.data import heldout_ct_slices
     from mrirecon.heldout.protocol import reconstruct_ct, score_ct
     from mrirecon.io.atomic import atomic_write_text
@@ -141,17 +150,20 @@ def run_ct(work: Path, weights: str | None = None, views: tuple[int, ...] = (30,
     from mrirecon.training.weights import load_pretrained
 
     cfg, _ = load_pipeline("ct_learned_adapt")
+    adapt = _setting(setting, cfg.adapt)  # checked before any slice is made
     weights = weights or cfg.reconstruct.weights
     model = ready_for_inference(load_pretrained(weights), "cpu")
 
-    settings = {k: getattr(cfg.adapt, k) for k in ("steps", "time_budget_s", "validation_fraction", "lr")}
+    settings = {k: getattr(adapt, k) for k in ("steps", "time_budget_s", "validation_fraction", "lr")}
     results: dict = {"weights": weights, "adapt": settings, "threads": torch.get_num_threads()}
+    if setting:
+        results["setting"] = setting
     for nv in views:
         rows = {}
         for s in heldout_ct_slices():
             img, _ = reconstruct_ct(s, nv, weights, {}, model)  # a model: the name is a label
             cs = undersample(CTSlice(s.sinogram, s.geometry, s.reference), UndersampleConfig(enabled=True, views=nv))
-            adapted, report = adapt_model(model, [ct_pair(cs, "cpu")], cfg.adapt)
+            adapted, report = adapt_model(model, [ct_pair(cs, "cpu")], adapt)
             img_a, _ = reconstruct_ct(s, nv, weights, {}, adapted)
             rows[s.name] = {"without": score_ct(s, img), "with": score_ct(s, img_a), **report.as_dict()}
             r = rows[s.name]
@@ -163,22 +175,32 @@ def run_ct(work: Path, weights: str | None = None, views: tuple[int, ...] = (30,
     return results
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("part", choices=("heldout", "indist", "ct"))
     p.add_argument("--work", type=Path, required=True)
     p.add_argument("--setting", action="append", default=[],
-                   help="AdaptConfig fields, e.g. rows=64,steps=40,lr=3e-4 (repeatable)")
+                   help="AdaptConfig fields, e.g. rows=64,steps=40,lr=3e-4 (repeatable; ct: once, "
+                        "over the pipeline's adapt: settings)")
     p.add_argument("--volumes", type=int, default=None)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--weights", default=None,
                    help="shipped weights to adapt (MRI: a MoDL, default modl_brain_sim; ct: default "
                         "the ct_learned_adapt pipeline's)")
-    a = p.parse_args()
+    a = p.parse_args(argv)
+    if a.part == "ct" and len(a.setting) > 1:
+        p.error("ct: one --setting (it changes the ct_learned_adapt pipeline's adapt: fields)")
+    from mrirecon.core.config import ConfigError
+
+    try:  # checked before any folder or data is written
+        for text in a.setting:
+            _setting(text)
+    except ConfigError as e:
+        p.error(str(e))
     torch.set_num_threads(a.threads)
     a.work.mkdir(parents=True, exist_ok=True)
     if a.part == "ct":
-        run_ct(a.work, a.weights)
+        run_ct(a.work, a.weights, setting=a.setting[0] if a.setting else "")
     else:
         run(a.part, a.work, a.setting or [""], a.volumes, a.weights or "modl_brain_sim")
 

@@ -8,8 +8,11 @@ Simulates ``--seed 5`` brains as the bench's data are made (2 volumes x 3 slices
 masks (centre fractions 0.16 / 0.08 at 4x / 8x) and prints every point's PSNR / SSIM and the
 winner: the best PSNR summed over 4x and 8x (ties to 0.01 dB by the SSIM sum), flagged when it
 lies on its grid's edge, by :mod:`mrirecon.heldout.tune`'s rules. One
-thread; results in ``DIR/tune_<method>.json``. The grids are the ones of 2026-12-05 (a first
-grid, then the points that its edge winners asked for).
+thread; results in ``DIR/tune_<method>.json`` (``{"best": row, "grid": [row, ...]}``, each row
+``params``, ``psnr4`` / ``psnr8`` / ``ssim4`` / ``ssim8``, their sums ``PSNR`` / ``SSIM`` and
+``seconds``; written whole or not at all). Data already in ``DIR/data`` are reused. Unknown
+``--methods`` are refused (exit 2) before anything is simulated. The grids are the ones of
+2026-12-05 (a first grid, then the points that its edge winners asked for).
 """
 
 from __future__ import annotations
@@ -39,11 +42,15 @@ GRIDS = {
 }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, required=True)
-    ap.add_argument("--methods", default=",".join(GRIDS))
-    args = ap.parse_args()
+    ap.add_argument("--methods", default=",".join(GRIDS), help=f"comma-separated, of {', '.join(GRIDS)}")
+    args = ap.parse_args(argv)
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = [m for m in methods if m not in GRIDS]
+    if unknown or not methods:  # was a KeyError after the data had been simulated
+        ap.error(f"--methods {','.join(unknown) or '(none)'}: no grid; valid: {', '.join(GRIDS)}")
     import torch
 
     from mrirecon.bench.mri import run_bench
@@ -55,7 +62,7 @@ def main() -> None:
     data = args.work / "data"
     if not any(data.glob("*.h5")):
         simulate_mri_dataset(data, volumes=2, slices=3, coils=(4, 8), size=(128, 128), seed=5)
-    for method in args.methods.split(","):
+    for method in methods:
         rows = []
         for params in GRIDS[method]:
             t = time.perf_counter()
