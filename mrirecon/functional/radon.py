@@ -79,8 +79,7 @@ class ShearGroup:
     y_length: int  # Ylen
     origin: np.ndarray | None = None  # (Vg,) virtual coordinate of virtual ray 0
     slope: np.ndarray | None = None  # (Vg,) virtual coordinate per mm of detector position
-    band_rows: int = 0  # rows per band of the forward projection (the last padded with 0 taps)
-    band_window: int = 0  # window length of every band (virtual rays + 1)
+    band_window: int = 0  # window length of every band of rows (virtual rays + 1)
     band_start: np.ndarray | None = None  # (Vg, bands) first virtual ray of each band's window
 
 
@@ -152,7 +151,7 @@ def shear_tables(
         padded_width = pad_left + max(lat, int(shift.max()) + m_max + 1)
         y_left = max(int(shift.max()) + 1, 0)
         y_length = max(y_left + m_max, y_left - int(shift.min()) + lat)
-        band_rows, band_window, band_start = _bands(shift, lat, num_virtual)
+        band_window, band_start = _bands(shift, lat, num_virtual)
         groups.append(
             ShearGroup(
                 transpose,
@@ -170,7 +169,6 @@ def shear_tables(
                 y_length,
                 lo,
                 slope_u,
-                band_rows,
                 band_window,
                 band_start,
             )
@@ -188,8 +186,8 @@ def _band_rows(shift: np.ndarray) -> np.ndarray:
     return np.concatenate([shift, pad], axis=1).reshape(vg, bands, rows)
 
 
-def _bands(shift: np.ndarray, lateral: int, num_virtual: np.ndarray) -> tuple[int, int, np.ndarray]:
-    """Row bands of the forward projection: ``(rows per band, window, start (Vg, bands))``.
+def _bands(shift: np.ndarray, lateral: int, num_virtual: np.ndarray) -> tuple[int, np.ndarray]:
+    """Row bands of the forward projection (:func:`_band_rows`): ``(window, start (Vg, bands))``.
 
     Row ``k`` of a view meets virtual rays ``m`` in ``[-n_k - 1, L - 1 - n_k]`` (the windows
     are zero elsewhere), so a band's rays lie in ``[max(-max n - 1, 0), min(L - 1 - min n,
@@ -198,13 +196,12 @@ def _bands(shift: np.ndarray, lateral: int, num_virtual: np.ndarray) -> tuple[in
     the whole windows' end ``M + 1`` (group maximum ``M``): every read stays in the row's
     padded range that whole windows read."""
     banded = _band_rows(shift)
-    rows = banded.shape[-1]
     first = np.maximum(-banded.max(-1) - 1, 0)
     last = np.minimum(lateral - 1 - banded.min(-1), num_virtual[:, None] - 1)
     window = int(max((last - first + 2).max(), 2))
     m_max = int(num_virtual.max())
     start = np.minimum(first, m_max + 1 - window)
-    return rows, window, np.maximum(start, 0).astype(np.int64)
+    return window, np.maximum(start, 0).astype(np.int64)
 
 
 def _chunks(num_views: int, per_view: int) -> list[tuple[int, int]]:
@@ -237,7 +234,7 @@ def shear_project(x: Tensor, group: dict[str, Tensor], meta: ShearGroup) -> Tens
     vg = len(num_v)
     det = group["det_index"].shape[-1]
     offsets_all, taps_all = group["band_offset"], group["band_taps"]
-    bands, rows, win = offsets_all.shape[1], meta.band_rows, meta.band_window
+    (bands, rows), win = offsets_all.shape[1:], meta.band_window
     out = x.new_empty((b, vg, det))
     m_max = max(num_v)
     ray = torch.arange(win - 1, device=x.device)
@@ -330,18 +327,19 @@ def shear_interpolate_backproject(y: Tensor, group: dict[str, Tensor], meta: She
 
 
 def shear_group_tensors(meta: ShearGroup) -> dict[str, np.ndarray]:
-    """The per-group arrays the kernels index, ready to become module buffers."""
-    rows = np.arange(meta.steps, dtype=np.int64) * meta.padded_width
-    shift_offset = rows[None, :] + meta.pad_left + meta.shift
+    """The per-group arrays the kernels index, ready to become module buffers: the forward
+    projection's ``band_*`` (row ``k`` of band ``b`` is image row ``b * rows + k``, its window
+    starting at the band's first ray in the padded image; the last band padded with zero taps)
+    and the transpose's ``back_offset`` / ``taps_t``, both with the detector resampling's
+    ``det_index`` / ``det_weight``."""
     vg, k = meta.shift.shape
-    band_offset = _band_rows(shift_offset) + meta.band_start[..., None]
+    row_start = np.arange(k, dtype=np.int64) * meta.padded_width + meta.pad_left + meta.shift
+    band_offset = _band_rows(row_start) + meta.band_start[..., None]
     bands, per = band_offset.shape[1:]
     taps = np.concatenate([meta.taps, np.zeros((vg, 2, bands * per - k))], axis=-1)
     band_taps = taps.reshape(vg, 2, bands, per).transpose(0, 2, 1, 3)
     return {
-        "shift_offset": shift_offset,
         "back_offset": meta.y_left - 1 - meta.shift,
-        "taps": meta.taps,
         "taps_t": np.ascontiguousarray(meta.taps.transpose(2, 1, 0)),
         "det_index": meta.det_index,
         "det_weight": meta.det_weight,
@@ -352,7 +350,7 @@ def shear_group_tensors(meta: ShearGroup) -> dict[str, np.ndarray]:
 
 
 #: The tables only the forward projection reads (module buffers outside the state dict: they
-#: are derived, and checkpoints that hold a projector keep their keys)
+#: are derived)
 BAND_TABLES = ("band_offset", "band_taps", "band_start")
 
 

@@ -69,28 +69,34 @@ def test_bands_trim_the_forward_work_at_the_lodopab_geometry():
     op = ParallelBeam(g)
     for meta, i in zip(op._meta, range(2)):
         whole = meta.steps * (int(meta.num_virtual.max()) + 1)
-        banded = getattr(op, f"_band_offset{i}").shape[1] * meta.band_rows * meta.band_window
+        bands, rows = getattr(op, f"_band_offset{i}").shape[1:]
+        banded = bands * rows * meta.band_window
         assert banded < 0.65 * whole
     x = torch.rand(362, 362, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     ref = _whole_windows(x.numpy(), op)
     np.testing.assert_allclose(op(x).numpy(), ref, rtol=0, atol=1e-12 * np.abs(ref).max())
 
 
-def test_band_tables_stay_out_of_the_state_dict():
-    """The band tables are derived buffers (moved by .to()) outside the state dict, whose keys
-    stay those of earlier versions."""
+def test_the_projector_keeps_only_the_tables_its_kernels_read():
+    """The band tables are derived buffers (moved by .to()) outside the state dict; the state
+    dict holds the transpose's and the detector resampling's tables. The whole windows'
+    ``shift_offset`` and the forward ``taps`` (a fifth of the tables, and a float32 copy of the
+    taps once cast) stayed after the banded forward projection had replaced their only reader."""
     op = ParallelBeam(CTGeometry.parallel((9, 8), 7, 13))
-    keys = set(op.state_dict())
-    assert not any(k.startswith("_band") for k in keys)
-    assert {"_taps0", "_taps_t0", "_shift_offset0", "_det_index0"} <= keys
-    assert any(n.startswith("_band_taps") for n, _ in op.named_buffers())
+    per_group = ("views", "back_offset", "taps_t", "det_index", "det_weight")
+    assert set(op.state_dict()) == {f"_{n}{i}" for n in per_group for i in range(len(op._meta))}
+    bands = {"band_offset", "band_taps", "band_start"}
+    assert {n for n, _ in op.named_buffers() if n.startswith("_band")} == \
+        {f"_{n}{i}" for n in bands for i in range(len(op._meta))}
+    op.H(op(torch.rand(2, 9, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)))
+    assert set(op._group(0, torch.float64)) == {"num_virtual", *per_group[1:], *bands}
 
 
 def test_parallel_tables_are_cast_once_and_equal_the_buffers():
     op = ParallelBeam(CTGeometry.parallel((12, 10), 9, 17))
     first = op._group(0, torch.float32)
     assert op._group(0, torch.float32) is first  # was: three casts per group and call
-    for name in ("taps", "taps_t", "det_weight"):
+    for name in ("taps_t", "det_weight", "band_taps"):
         buf = getattr(op, f"_{name}0")
         assert first[name].dtype == torch.float32
         assert torch.equal(first[name], buf.to(torch.float32))
