@@ -68,10 +68,11 @@ def _host_functions():
 
 
 def _host_branches():
-    """Code objects whose CPU branch exists only for host data (CUDA data take cufinufft)."""
+    """Code objects whose CPU branch exists only for host data (CUDA data take cufinufft; the
+    cached trajectories' comparison ``torch.equal``)."""
     from mrirecon.functional import nufft
 
-    return {nufft._plan.__code__, nufft._execute.__code__}
+    return {nufft._plan.__code__, nufft._execute.__code__, nufft._same_values.__code__}
 
 
 HOST_FUNCTIONS = _host_functions()

@@ -183,13 +183,15 @@ _CACHE_SIZE = 4
 
 
 def cached_pipe_menon_density(trajectory: Tensor, shape: tuple[int, int]) -> Tensor:
-    """:func:`pipe_menon_density` of ``trajectory`` for an image ``shape``, computed once per
-    trajectory tensor (the last four are kept): models call it on every forward pass with the
-    operator's trajectory, which stays the same tensor across slices and training steps. A
-    cached result is returned only while the tensor holds the coordinates it was computed for
-    (a snapshot is compared: writes through a numpy view of the tensor bump no version)."""
+    """:func:`pipe_menon_density` of ``trajectory`` for an image ``shape`` on the trajectory's
+    device, computed (on the host) and moved there once per trajectory tensor (the last four
+    are kept): models call it on every forward pass with the operator's trajectory, which stays
+    the same tensor across slices and training steps (the cache held the host weights, and each
+    use copied them to the device again). A cached result is returned only while the tensor
+    holds the coordinates it was computed for (a snapshot is compared: writes through a numpy
+    view of the tensor bump no version)."""
     if trajectory.is_inference():  # no version counter: an in-place edit would go unseen
-        return pipe_menon_density(trajectory, shape)
+        return pipe_menon_density(trajectory, shape).to(trajectory.device)
     key = (trajectory.data_ptr(), tuple(trajectory.shape), tuple(int(n) for n in shape),
            str(trajectory.device))
     hit = _CACHE.get(key)
@@ -197,7 +199,7 @@ def cached_pipe_menon_density(trajectory: Tensor, shape: tuple[int, int]) -> Ten
             and _same_values(hit[2], trajectory.detach()):
         _CACHE.move_to_end(key)
         return hit[3]
-    w = pipe_menon_density(trajectory, shape)
+    w = pipe_menon_density(trajectory, shape).to(trajectory.device)
     _CACHE[key] = (trajectory, trajectory._version, trajectory.detach().clone(), w)
     while len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)

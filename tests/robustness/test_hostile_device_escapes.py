@@ -139,6 +139,25 @@ def test_learned_maps_inference_and_radial_calibration_stay_on_the_data_device()
             assert not is_stray(maps) and maps.shape == (2, 16, 16)
 
 
+def test_density_weights_are_moved_to_the_data_device_once():
+    """The Pipe-Menon weights (computed on the host) are cached on the trajectory's device: the
+    cache held the host weights, and learned_maps' calibration and density_weighted copied them
+    to the device again at every forward pass."""
+    from mrirecon.functional.density import cached_pipe_menon_density
+    from mrirecon.models.unrolled.density_weighted import density_weighted
+
+    _, y, op = tiny_problem("radial_own_maps")
+    model = tiny_model("learned_maps").eval()
+    with device_escapes():
+        w = cached_pipe_menon_density(op.trajectory, op.image_shape)
+        assert not is_stray(w)  # on the device
+        assert cached_pipe_menon_density(op.trajectory, op.image_shape) is w  # no second copy
+        assert model.sensitivity.density(op) is w
+        assert not is_stray(density_weighted(y, op)[1].weights)
+    torch.testing.assert_close(w, cached_pipe_menon_density(op.trajectory, op.image_shape),
+                               rtol=0, atol=0)  # the same weights outside the harness
+
+
 # ---- scan-specific adaptation -----------------------------------------------------------------
 
 

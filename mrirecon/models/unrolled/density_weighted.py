@@ -38,7 +38,7 @@ def density_weighted(y: Tensor, op: NufftSense) -> tuple[Tensor, NufftSense]:
                         f"spiral data; it reads the trajectory), got {type(op).__name__}")
     if op.weights is not None:
         return y, op
-    w = cached_pipe_menon_density(op.trajectory, op.image_shape).to(op.trajectory.device)
+    w = cached_pipe_menon_density(op.trajectory, op.image_shape)
     weighted = NufftSense(op.maps, op.trajectory, w, eps=op.eps, toeplitz=op.toeplitz)
     return y * w.sqrt().to(y.real.dtype), weighted
 

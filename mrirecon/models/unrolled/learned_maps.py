@@ -75,8 +75,8 @@ class NonCartesianSensitivityModel(nn.Module):
 
     def density(self, op: NufftSense) -> Tensor:
         """Pipe-Menon weights of ``op``'s trajectory on its device, computed once per
-        trajectory tensor (on the host, with finufft)."""
-        return cached_pipe_menon_density(op.trajectory, op.image_shape).to(op.trajectory.device)
+        trajectory tensor (on the host, with finufft) and moved there once."""
+        return cached_pipe_menon_density(op.trajectory, op.image_shape)
 
     def calibration_images(self, y: Tensor, op: NufftSense) -> Tensor:
         """Density-compensated, tapered gridding of the central samples per coil ``(B, C, H, W)``."""
