@@ -35,7 +35,7 @@ from torch import Tensor
 from mrirecon.sampling import apply_mask, create_mask_for_mask_type, file_seed
 from mrirecon.sampling.acs import acs_width, held_columns
 from mrirecon.training.config import MaskConfig
-from mrirecon.training.data import MAPS, TrainingSample, calibrate_maps
+from mrirecon.training.data import MAPS, TrainingSample, _readout_oversampling, calibrate_maps
 
 
 def fully_sampled(mask: Tensor, padding: tuple[int, int]) -> bool:
@@ -97,8 +97,9 @@ class AcquiredMRISet:
         self.maps, self.train = maps, bool(train)
         self.items: list[tuple[Path, str, int]] = []
         #: per file: ``(H, W)``, coils, accelerations of its acquired columns (per slice where
-        #: the mask is; ``None``: fully sampled, the retrospective mask of ``mask`` applies)
-        self._shapes: dict[Path, tuple[tuple[int, int], int, tuple[float, ...] | None]] = {}
+        #: the mask is; ``None``: fully sampled, the retrospective mask of ``mask`` applies),
+        #: readout oversampling (encoded / recon rows)
+        self._shapes: dict[Path, tuple[tuple[int, int], int, tuple[float, ...] | None, float]] = {}
         for p in files:
             layout = hdf5_layout(p)
             if layout not in ("fastmri", "ismrmrd"):
@@ -142,7 +143,8 @@ class AcquiredMRISet:
 
     @staticmethod
     def _scan(path: Path, layout: str) -> tuple[int, tuple]:
-        """``(slices, ((H, W), coils, acceleration or None))`` of a file (read once here).
+        """``(slices, ((H, W), coils, acceleration or None, readout oversampling))`` of a file
+        (read once here; the oversampling is the supervised set's rule, ``_readout_oversampling``).
 
         Accelerations are acquirable / sampled columns, the header's padding left out of both
         (the rule of ``mrirecon run``'s model range, ``slice_mri.column_counts``, and of
@@ -164,14 +166,16 @@ class AcquiredMRISet:
             with FastMRIFile(path) as f:
                 n, coils, h, w = f.shape
                 return len(f), ((int(h), int(w)), int(coils),
-                                acceleration(f.sampling_mask(), w, f.padding))
+                                acceleration(f.sampling_mask(), w, f.padding),
+                                _readout_oversampling(f.header, int(h)))
         from mrirecon.io import read_ismrmrd
 
         data = read_ismrmrd(path)
         n, coils, h, w = data.data.shape
         mask = data.mask if data.mask is not None else torch.stack(
             [held_columns(data.data[i]) for i in range(n)])  # what get() takes as acquired
-        return int(n), ((int(h), int(w)), int(coils), acceleration(mask, w, (0, w)))
+        return int(n), ((int(h), int(w)), int(coils), acceleration(mask, w, (0, w)),
+                        _readout_oversampling(data.header, int(h)))
 
     def __len__(self) -> int:
         return len(self.items)
@@ -182,17 +186,21 @@ class AcquiredMRISet:
 
     def training_range(self) -> dict:
         """A model card's ``training_range`` for this set: matrices, coils and accelerations of
-        the files used (their own masks; fully sampled files: ``mask``'s nominal rates) and the
-        kind of coil maps (``maps``: ``data.maps``, which ``mrirecon run`` compares with
-        ``calibrate.method``, as for supervised cards)."""
+        the files used (their own masks; fully sampled files: ``mask``'s nominal rates), their
+        readout oversampling (``readout_oversampling``, encoded / recon rows: the matrix is as
+        acquired, and ``mrirecon run`` accepts it and its recon grid) and the kind of coil maps
+        (``maps``: ``data.maps``, which ``mrirecon run`` compares with ``calibrate.method``), as
+        for supervised cards (:meth:`~mrirecon.training.data.MRITrainingSet.training_range`)."""
         info = [self._shapes[p] for p in self.source_files()]
-        accelerations = [a for _, _, acc in info if acc is not None for a in acc]
-        if any(a is None for _, _, a in info):
+        accelerations = [a for _, _, acc, _ in info if acc is not None for a in acc]
+        if any(a is None for _, _, a, _ in info):
             accelerations += [float(a) for a in self.mask_config.accelerations]
-        out = {"matrix": {"min": [min(s[0] for s, _, _ in info), min(s[1] for s, _, _ in info)],
-                          "max": [max(s[0] for s, _, _ in info), max(s[1] for s, _, _ in info)]},
-               "coils": [min(c for _, c, _ in info), max(c for _, c, _ in info)],
+        shapes, coils, ratios = [i[0] for i in info], [i[1] for i in info], [i[3] for i in info]
+        out = {"matrix": {"min": [min(s[0] for s in shapes), min(s[1] for s in shapes)],
+                          "max": [max(s[0] for s in shapes), max(s[1] for s in shapes)]},
+               "coils": [min(coils), max(coils)],
                "accelerations": [round(min(accelerations), 4), round(max(accelerations), 4)],
+               "readout_oversampling": [round(min(ratios), 4), round(max(ratios), 4)],
                "maps": [self.maps]}
         if self.maps == "espirit":
             out["maps_crop"] = [0.0, 0.0]

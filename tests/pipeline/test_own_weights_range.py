@@ -222,6 +222,36 @@ def test_the_card_records_readout_oversampling(tmp_path):
         assert rng["matrix"]["min"] == [32 * r, 32]
 
 
+def test_self_supervised_cards_record_readout_oversampling_too(tmp_path):
+    """SSDU's training set (``AcquiredMRISet``: the data as acquired, fastMRI layout or ISMRMRD)
+    states the files' readout oversampling as the supervised set does, so its card accepts the
+    recon grid of its training matrix. Was: no ``readout_oversampling`` on self-supervised
+    cards, so the as-acquired rule: weights trained on 2x-oversampled 64 x 32 files warned
+    "matrix 32 x 32 is outside ... 64 x 32 .. 64 x 32" on the same scan without oversampling."""
+    pytest.importorskip("ismrmrd")
+    from mrirecon.data.simulate_mri import simulate_mri_dataset
+    from mrirecon.pipeline.stages_mri import preprocess
+    from mrirecon.training.config import MaskConfig
+    from mrirecon.training.data_acquired import AcquiredMRISet
+    from tests.helpers import fastmri_to_ismrmrd
+
+    mask = MaskConfig(**TINY_MODL_MASK)
+    for r in (1, 2):
+        (src,) = simulate_mri_dataset(tmp_path / str(r), volumes=1, slices=1, coils=2,
+                                      size=(32, 32), seed=1, readout_oversampling=r)
+        fastmri_to_ismrmrd(Path(src), tmp_path / f"scan{r}.h5")
+        for path in (Path(src), tmp_path / f"scan{r}.h5"):
+            rng = AcquiredMRISet(path, mask).training_range()
+            assert rng["readout_oversampling"] == [float(r)] * 2, path
+            assert rng["matrix"]["min"] == [32 * r, 32]
+    config = load_pipeline("mri_modl", [*FAST, "preprocess.remove_oversampling=false"])[0]
+    s = preprocess(_mri_slice(tmp_path / "run", coils=2, oversampling=1), config.preprocess)
+    card = _card("modl", matrix=rng["matrix"], readout_oversampling=rng["readout_oversampling"])
+    assert _warn_outside_range(config, card, s) == []
+    (msg,) = _warn_outside_range(config, _card("modl", matrix=rng["matrix"]), s)
+    assert msg == "matrix 32 x 32 is outside the modl training range 64 x 32 .. 64 x 32"
+
+
 @pytest.mark.parametrize("trained, acquired, remove, warned", [
     (1, 2, True, None),   # trained 32 x 32, the crop gives it 32 x 32: no warning (was one)
     (1, 2, False, "set preprocess.remove_oversampling=true"),
