@@ -40,16 +40,15 @@ def _by_setting(results: Mapping) -> dict[float, Mapping]:
     return {float(k): v for k, v in results.items()}
 
 
+def _ratios(row: Mapping[str, Any]) -> list[tuple[str, str, float]]:
+    """``(volume, "mean" / "p99", ratio)`` of every per-volume ratio of ``row``."""
+    return [(vol, key.split("_")[0], v[key]) for vol, v in row["per_volume"].items()
+            for key in ("mean_ratio", "p99_ratio")]
+
+
 def ratio_misses(row: Mapping[str, Any], tolerance: float = INTENSITY_TOLERANCE) -> list[tuple[str, str, float]]:
     """``(volume, "mean" / "p99", ratio)`` of each per-volume ratio of ``row`` outside 1 +/- tolerance."""
-    return [(vol, key.split("_")[0], v[key]) for vol, v in row["per_volume"].items()
-            for key in ("mean_ratio", "p99_ratio") if abs(v[key] - 1) > tolerance]
-
-
-def ratio_range(rows: list[Mapping[str, Any]], key: str) -> tuple[float, float]:
-    """Smallest and largest per-volume ``key`` (``mean_ratio`` / ``p99_ratio``) over ``rows``."""
-    values = [v[key] for r in rows for v in r["per_volume"].values()]
-    return min(values), max(values)
+    return [r for r in _ratios(row) if abs(r[2] - 1) > tolerance]
 
 
 def _short(volume: str) -> str:
@@ -77,15 +76,19 @@ def _ct_row(label: str, res: Mapping[str, Mapping[str, Any]], target: float | No
 
 
 def _intensity_row(label: str, rows: list[tuple[str, str, Mapping[str, Any]]], method: str) -> str:
-    """``rows``: ``(setting label, part label, row)`` of ``method``, judged per volume."""
-    mean, p99 = ratio_range([r for _, _, r in rows], "mean_ratio"), ratio_range([r for _, _, r in rows], "p99_ratio")
-    verdicts = {}
+    """``rows``: ``(setting label, part label, row)`` of ``method``, judged per volume (one
+    pass over the per-volume ratios gives the ranges and the misses)."""
+    values, verdicts = {"mean": [], "p99": []}, {}
     for setting, part, r in rows:
-        misses = [f"{kind} {v:.3f} ({_short(vol)}{', ' + part if part else ''})" for vol, kind, v in ratio_misses(r)]
-        verdicts.setdefault(setting, []).extend(misses)
+        misses = verdicts.setdefault(setting, [])
+        for vol, kind, v in _ratios(r):
+            values[kind].append(v)
+            if abs(v - 1) > INTENSITY_TOLERANCE:
+                misses.append(f"{kind} {v:.3f} ({_short(vol)}{', ' + part if part else ''})")
     met = "; ".join(f"{s}: **no**, {', '.join(m)}" if m else f"{s}: yes" for s, m in verdicts.items())
-    return (f"| {label} | {_pipeline(method)} per volume: mean {mean[0]:.3f}-{mean[1]:.3f}, "
-            f"p99 {p99[0]:.3f}-{p99[1]:.3f} | | | {met} |")
+    mean, p99 = values["mean"], values["p99"]
+    return (f"| {label} | {_pipeline(method)} per volume: mean {min(mean):.3f}-{max(mean):.3f}, "
+            f"p99 {min(p99):.3f}-{max(p99):.3f} | | | {met} |")
 
 
 def target_table(mri: Mapping, mri368: Mapping, ct: Mapping) -> str:
@@ -99,7 +102,8 @@ def target_table(mri: Mapping, mri368: Mapping, ct: Mapping) -> str:
              _mri_row("MRI at 640 × 368, 8×: the same", mri368[8.0]),
              _ct_row("CT 30 views: +3 dB PSNR over TV / SIRT", ct[30.0], 3.0),
              _ct_row("(CT 60 views, no target)", ct[60.0], None)]
-    best_mri = _best(_learned(mri[4.0], MRI_CLASSICAL), "PSNR")
+    learned = _learned(mri[4.0], MRI_CLASSICAL)
+    best_mri = _best(learned, "PSNR")
     lines.append(_intensity_row(
         "MRI: mean and p99 of every volume within 5 % of the reference's",
         [(f"{acc:g}×", part, tables[acc][best_mri]) for acc in (4.0, 8.0)
@@ -107,7 +111,6 @@ def target_table(mri: Mapping, mri368: Mapping, ct: Mapping) -> str:
     best_ct = _best(_learned(ct[30.0], CT_CLASSICAL), "PSNR")
     lines.append(_intensity_row("CT: the same", [(f"{v:g} views", "", ct[v][best_ct]) for v in (30.0, 60.0)],
                                 best_ct))
-    learned = _learned(mri[4.0], MRI_CLASSICAL)
     best4, best8 = _best(learned, "SSIM"), _best(_learned(mri[8.0], MRI_CLASSICAL), "SSIM")
     s4, s8 = mri[4.0][best4]["SSIM"], mri[8.0][best8]["SSIM"]
     slack = min((s4 - 0.90, "4×"), (s8 - 0.85, "8×"))

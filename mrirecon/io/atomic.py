@@ -226,11 +226,17 @@ def printable(text: str) -> str:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def _text_bytes(text: str, encoding: str) -> bytes:
+    """``text`` as the text writers write it: undecodable file-name bytes as ``\\xNN``
+    (:func:`printable`), other characters ``encoding`` cannot hold as backslash escapes."""
+    return printable(text).encode(encoding, "backslashreplace")
+
+
 def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> None:
     """Write ``text`` to ``path`` atomically; undecodable file-name bytes in it are written as
     ``\\xNN`` (:func:`printable`), other characters ``encoding`` cannot hold as backslash
     escapes, rather than failing the write."""
-    atomic_write_bytes(path, printable(text).encode(encoding, "backslashreplace"))
+    atomic_write_bytes(path, _text_bytes(text, encoding))
 
 
 def append_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> None:
@@ -242,7 +248,7 @@ def append_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> 
     of ``text``, and the error names ``path``. A kill (SIGKILL, power loss) can still leave a
     torn last line; the readers drop it. Characters are written as :func:`atomic_write_text`
     writes them."""
-    data = printable(text).encode(encoding, "backslashreplace")
+    data = _text_bytes(text, encoding)
     target = Path(path)
     # O_BINARY (Windows): text mode wrote each "\n" as "\r\n" (csv rows "\r\r\n")
     fd = os.open(target, os.O_WRONLY | os.O_APPEND | getattr(os, "O_BINARY", 0))

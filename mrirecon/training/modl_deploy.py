@@ -17,7 +17,6 @@ state with the best mean PSNR is kept.
 
 from __future__ import annotations
 
-import inspect
 import math
 import platform
 import time
@@ -129,7 +128,7 @@ def _card(out: Path, kind: str, model_spec: dict, args: dict, rec: dict, steps: 
     same model, range and recipe gives its hand-written descriptive sections, never its run
     record or metrics (:func:`~mrirecon.training.run_card.rebuilt_card`)."""
     from mrirecon.training.ct_staged import card_command
-    from mrirecon.training.run_card import trainer_card
+    from mrirecon.training.run_card import option_defaults, trainer_card
 
     record = {"command": card_command(kind, out, args), "seed": args["seed"],
               "steps_at_save": steps, "best_step": rec["step"],
@@ -139,15 +138,13 @@ def _card(out: Path, kind: str, model_spec: dict, args: dict, rec: dict, steps: 
         record["hardware"] = (f"{platform.machine()} CPU, {args['threads']} thread(s) plus "
                               f"{args.get('workers', 0)} data worker(s)")
     record.update(final if final is not None else {"note": _UNFINISHED})
-    widths = args.get("widths", (320,))
-    fresh = {"model": model_spec, "training": record,
-             "training_range": {**_card_range(widths),  # MoDL: crop-0 ESPIRiT maps
-                                **({"maps_crop": [0.0, 0.0]} if kind == "modl" else {})}}
     fn = train if kind == "modl" else train_varnet
-    default = {k: p.default for k, p in inspect.signature(fn).parameters.items()}
-    data = _card_data(widths, kind, int(args.get("crop_rows", default["crop_rows"])),
-                      bool(args.get("estimate_sensitivities",
-                                    default.get("estimate_sensitivities", False))))
+    opts = {**option_defaults(fn), **args}  # the trainer's defaults for what args omit
+    fresh = {"model": model_spec, "training": record,
+             "training_range": {**_card_range(opts["widths"]),  # MoDL: crop-0 ESPIRiT maps
+                                **({"maps_crop": [0.0, 0.0]} if kind == "modl" else {})}}
+    data = _card_data(opts["widths"], kind, int(opts["crop_rows"]),
+                      bool(opts.get("estimate_sensitivities", False)))
     defaults = {"description": f"{kind} trained by mrirecon train {kind} (see training)",
                 "data": data, "known_failures": _CARD_FAILURES}
     return trainer_card(fn, fresh, earlier, args,

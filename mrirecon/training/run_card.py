@@ -335,18 +335,23 @@ def rebuilt_card(fresh: Mapping, earlier: Mapping | None, *, who: str,
     return {k: card[k] for k in order}
 
 
+def option_defaults(fn) -> dict:
+    """``{option: default}`` of the training function ``fn`` (``mrirecon train KIND``): what an
+    option that a card's command or a trainer's ``args`` omit was."""
+    import inspect
+
+    return {k: p.default for k, p in inspect.signature(fn).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
 def trainer_card(fn, fresh: Mapping, earlier: Mapping | None, args: Mapping,
                  budget: Iterable[str] = (), defaults: Mapping | None = None) -> dict:
     """:func:`rebuilt_card` of a run of the training function ``fn`` (``mrirecon train KIND``,
     named by ``fresh``'s ``training.command``) with the options ``args``: its recipe is every
     option but ``budget`` (steps, time, validation cadence, workers, threads: they change how
     long and how fast, not what a card's text describes), an option an older command omits
-    having ``fn``'s default."""
-    import inspect
-
+    having ``fn``'s default (:func:`option_defaults`)."""
     skip = {"threads", "log", *budget}
-    recipe_defaults = {k: p.default for k, p in inspect.signature(fn).parameters.items()
-                       if p.default is not inspect.Parameter.empty}
     return rebuilt_card(fresh, earlier, who=fresh["training"]["command"].split(" --")[0],
                         defaults=defaults, recipe={k: v for k, v in args.items() if k not in skip},
-                        recipe_defaults=recipe_defaults)
+                        recipe_defaults=option_defaults(fn))

@@ -45,7 +45,7 @@ def inert_settings(cfg) -> list[str]:
             if getattr(d.mask, name) != getattr(mask, name):
                 lines.append(f"data.mask.{name}: has no effect with data.modality ct (CT keeps "
                              "views: data.ct_views); delete the key")
-        if d.maps not in (None, "learned"):  # "learned": the default of CT configs
+        if d.maps != "learned":  # the default of CT configs (TrainConfig sets it)
             lines.append(f"data.maps: {d.maps!r} has no effect with data.modality ct (no coil "
                          "maps); delete the key")
     else:
