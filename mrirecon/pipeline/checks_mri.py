@@ -19,6 +19,14 @@ SPIKE_RATIO = 20.0
 #: The same inside the central 5 x 5 samples, where the DC of a flat object can stand ~10x above
 #: its neighbours (a scanner spike replacing DC stands 1e6x or more).
 CENTRE_SPIKE_RATIO = 1e4
+#: Inside the central 5 x 5 a sample this many times the median over the coils of the same
+#: position, each coil's magnitude divided by the median of its own central 5 x 5, is a spike in
+#: its coil (if it also passes the other bars: half the largest other sample, 100x the median):
+#: an object's centre differs from coil to coil by a smooth sensitivity. On simulated brains (4-16
+#: coils, 15-40 dB, fully and 4-8x undersampled, the demo's) central samples above half the
+#: largest stood at most 2.9x (any central sample 5.3x); one coil's sample set to 10x the k-space
+#: maximum beside DC stood 8.7x (64 x 48) and 15x (128 x 128).
+CROSS_COIL_SPIKE_RATIO = 5.0
 #: A spike also stands this far above the median sample magnitude (the largest of 10^6 noise
 #: samples is ~5x their median, so a noise-only slice never holds one).
 SPIKE_OVER_MEDIAN = 100.0
@@ -33,8 +41,12 @@ def check_kspace(data: Tensor, where: str) -> None:
     too bright, exit 0), or energy peaking far from the centre (DC at the corner: k-space
     stored without the centring shift gave 7 dB images, exit 0), or more than half the readout
     rows empty (undersampled along the readout: transposed data). Inside the central 5 x 5
-    samples only a far larger ratio counts (:data:`CENTRE_SPIKE_RATIO`: the DC of a flat object
-    filling the field of view stands above its neighbours)."""
+    samples the readout neighbours are large, so only a far larger ratio to them counts
+    (:data:`CENTRE_SPIKE_RATIO`: the DC of a flat object filling the field of view stands above
+    its neighbours), or, with 3 coils or more, standing :data:`CROSS_COIL_SPIKE_RATIO` above the
+    other coils at the same position, each coil scaled by its own centre
+    (:func:`cross_coil_ratio`): a spike of 10-1000x the k-space maximum at or beside DC in one
+    coil passed the first rule (exit 0 at -12 to -33 dB)."""
     if not bool(torch.isfinite(data).all()) or not bool((data != 0).any()):
         return  # check_slice names NaN / Inf samples and all-zero k-space
     rows = data.shape[-2]
@@ -51,7 +63,10 @@ def check_kspace(data: Tensor, where: str) -> None:
         neighbours = torch.maximum(padded[..., :-2, :], padded[..., 2:, :])
         isolated = mag > SPIKE_RATIO * neighbours
         centre = (..., slice(max(h // 2 - 2, 0), h // 2 + 3), slice(max(w // 2 - 2, 0), w // 2 + 3))
+        coils = cross_coil_ratio(mag[centre])  # (coils, <=5, <=5), or None below 3 coils
         isolated[centre] = mag[centre] > CENTRE_SPIKE_RATIO * neighbours[centre]
+        if coils is not None:
+            isolated[centre] |= coils > CROSS_COIL_SPIKE_RATIO
         if bool(isolated.any()):
             others = float(torch.where(isolated, torch.zeros_like(mag), mag).max())
             nonzero = mag[mag > 0]
@@ -61,9 +76,15 @@ def check_kspace(data: Tensor, where: str) -> None:
             if bool(spikes.any()):
                 c, r, k = (int(i) for i in torch.nonzero(spikes)[0])
                 v, n = float(mag[c, r, k]), float(neighbours[c, r, k])
+                standing = f"{v / max(n, 1e-300):.3g}x its readout neighbours"
+                r0, k0 = r - max(h // 2 - 2, 0), k - max(w // 2 - 2, 0)
+                if coils is not None and 0 <= r0 < coils.shape[-2] and 0 <= k0 < coils.shape[-1] \
+                        and v <= CENTRE_SPIKE_RATIO * n:  # the other coils said it
+                    standing = (f"{float(coils[c, r0, k0]):.3g}x the other coils' median there "
+                                "(each scaled by its coil's centre)")
                 raise ValueError(
                     f"{where}: k-space sample (coil {c}, row {r}, column {k}) is {v:.3g}, "
-                    f"{v / max(n, 1e-300):.3g}x its readout neighbours and {v / max(others, 1e-300):.3g}x "
+                    f"{standing} and {v / max(others, 1e-300):.3g}x "
                     f"the largest other sample: a spike (RF interference, a corrupted sample; "
                     f"{int(spikes.sum())} such sample(s)); remove it (e.g. by its neighbours' "
                     "mean) and run again")
@@ -77,6 +98,26 @@ def check_kspace(data: Tensor, where: str) -> None:
                          f"the centre ({h // 2}, {w // 2}): every method here expects DC at the "
                          "centre (fastMRI layout); is the k-space stored without the centring "
                          "shift (DC at the corner: apply fftshift over the last two axes)?")
+
+
+def cross_coil_ratio(centre: Tensor) -> Tensor | None:
+    """``(coils, h, w)`` magnitudes of the central k-space samples -> each sample over the median,
+    across the coils, of the same position, every coil divided first by the median of its own
+    non-zero samples there (a coil's gain and sensitivity set its scale, not the position); 0
+    where no coil reads anything, ``None`` below 3 coils (no median to stand above)."""
+    if centre.shape[0] < 3:
+        return None
+    flat = centre.reshape(centre.shape[0], -1).double()
+    scale = torch.stack([row[row > 0].median() if bool((row > 0).any()) else row.new_tensor(0.0)
+                         for row in flat])
+    live = scale > 0  # a dead coil has no scale and stays out of the median
+    if int(live.sum()) < 3:
+        return None
+    scaled = torch.where(live[:, None], flat / scale.clamp_min(1e-300)[:, None], 0.0)
+    median = scaled[live].median(0).values
+    ratio = torch.where(median > 0, scaled / median.clamp_min(1e-300),
+                        torch.where(scaled > 0, torch.inf, 0.0))
+    return ratio.reshape(centre.shape)
 
 
 def reconcile_mask(data: Tensor, mask: Tensor, where: str,
@@ -115,17 +156,86 @@ DUPLICATE_CORRELATION = 1 - 1e-4
 LOUD_COIL_RATIO = 1e3
 
 
-def coil_warnings(kspace: Tensor) -> dict[str, str]:
+#: Share of the k-space rows on each side of the readout whose mean estimates a coil's receiver
+#: DC offset (:func:`dc_offsets`): the object's k-space there averages to ~0.
+DC_OFFSET_BAND = 1 / 8
+#: A coil's offset estimate must stand this many standard errors above zero (noise alone: a
+#: Rayleigh tail, P ~ exp(-z^2) = 1e-11; clean simulated brains reached z 3.5 at 8x
+#: undersampling, 2.2 fully sampled) ...
+DC_OFFSET_Z = 5.0
+#: ... and be at least this share of the per-sample noise std (the object's k-space in the band
+#: left a mean of at most 0.23 of it on undersampled files, 0.05 on fully sampled ones).
+DC_OFFSET_NOISE = 0.5
+
+
+def dc_offsets(kspace: Tensor) -> tuple[Tensor, Tensor]:
+    """The receiver DC offset of each coil of Cartesian k-space ``(coils, H, W)``: a constant
+    added to every sample of a coil (an uncorrected ADC offset), which puts a bright dot at the
+    centre of the field of view (5x the noise std in one coil: ``mri_cs`` 29.4 -> 3.0 dB).
+
+    Estimated as the mean of the coil's non-zero samples in the outer :data:`DC_OFFSET_BAND` of
+    the readout rows on each side (unsampled columns and never-sampled rows are zero and left
+    out), where an object's k-space averages to ~0; its standard error is the samples' std over
+    the square root of their count. Returns ``(offsets, size)``: ``(coils,)`` complex offsets, 0
+    where the estimate is not :data:`DC_OFFSET_Z` standard errors and :data:`DC_OFFSET_NOISE`
+    stds above zero, and ``(coils,)`` each estimate over the per-component std of those samples
+    (the noise std, or a little more where the object's k-space adds to it: 4.5 for 5)."""
+    coils, h = kspace.shape[0], kspace.shape[-2]
+    offsets = torch.zeros(coils, dtype=torch.complex128)
+    size = torch.zeros(coils, dtype=torch.float64)
+    b = max(1, int(h * DC_OFFSET_BAND))
+    if kspace.ndim != 3 or h < 2 * b + 1:
+        return offsets, size
+    band = torch.cat([kspace[:, :b], kspace[:, -b:]], 1).reshape(coils, -1).to(torch.complex128)
+    for c in range(coils):
+        v = band[c][band[c] != 0].cpu()
+        if v.numel() < 16:
+            continue
+        mean = v.mean()
+        std = float((v - mean).abs().square().mean().div(2).sqrt())  # per component
+        if std == 0:
+            continue
+        size[c] = float(mean.abs()) / std
+        standard_error = std * (2 / v.numel()) ** 0.5  # of the complex mean's magnitude
+        if float(mean.abs()) > DC_OFFSET_Z * standard_error and size[c] > DC_OFFSET_NOISE:
+            offsets[c] = mean
+    return offsets, size
+
+
+def remove_dc_offsets(kspace: Tensor) -> Tensor:
+    """``kspace`` ``(coils, H, W)`` with each coil's DC offset (:func:`dc_offsets`) subtracted
+    from its non-zero samples (unsampled ones stay zero); ``kspace`` itself when none."""
+    offsets, _ = dc_offsets(kspace)
+    if not bool((offsets != 0).any()):
+        return kspace
+    shift = offsets.to(device=kspace.device, dtype=kspace.dtype)[:, None, None]
+    return torch.where(kspace != 0, kspace - shift, kspace)
+
+
+def coil_warnings(kspace: Tensor, cartesian: bool = True) -> dict[str, str]:
     """Dead (all-zero), mis-scaled and duplicated coils of ``(coils, ...)`` k-space. A duplicate
     adds no information, yet counts as a coil everywhere (a learned model's range check saw 8
-    coils where 2 were distinct); noise alone keeps distinct coils far below the threshold."""
+    coils where 2 were distinct); noise alone keeps distinct coils far below the threshold.
+    A ``cartesian`` coil's receiver DC offset (:func:`dc_offsets`, which ``preprocess``
+    subtracts with :func:`remove_dc_offsets`)."""
+    out: dict[str, str] = {}
+    if cartesian:
+        offsets, size = dc_offsets(kspace)
+        found = (offsets != 0).nonzero().flatten().tolist()
+        if found:
+            shown = ", ".join(f"coil {c}: {float(size[c]):.3g}x" for c in found)
+            out["dc_offset"] = (
+                f"{len(found)} of {kspace.shape[0]} coils hold a receiver DC offset (a constant "
+                f"added to every k-space sample of the coil; {shown} the std of its outer "
+                "readout rows, where an object's k-space averages to zero): it puts a bright dot "
+                "at the centre of the field of view, so it was estimated there and subtracted "
+                "from the coil's samples")
     coils = kspace.shape[0]
     if coils < 2:
-        return {}
+        return out
     flat = kspace.reshape(coils, -1)
     flat = flat[:, :: max(1, flat.shape[1] // 131072)].to(torch.complex128)  # <= 2^17 samples
     power = flat.abs().square().sum(1)
-    out: dict[str, str] = {}
     dead = (power == 0).nonzero().flatten().tolist()
     if dead:
         out["dead_coils"] = (f"coil{'s' * (len(dead) > 1)} {', '.join(map(str, dead))} of {coils} "

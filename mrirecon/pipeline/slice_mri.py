@@ -17,7 +17,7 @@ from mrirecon.containers import Header
 from mrirecon.core.checks import finite_and_nonzero
 from mrirecon.functional import ifft2c
 from mrirecon.operators import nufft_sense, sense
-from mrirecon.pipeline.sampling_mri import partial_fourier_note, sampling_mask
+from mrirecon.pipeline.sampling_mri import partial_fourier_note, sampling_mask, zero_rows_echo
 from mrirecon.recon.mri import gridded_coil_images as recon_gridded
 
 
@@ -138,12 +138,13 @@ def make_slice(ks, index: int, file_name: str, file_mask: Tensor | None) -> MRIS
 
     where = f"{file_name}: slice {index}"
     check_kspace(data, where)
-    mask, notes = reconcile_mask(data, mask, where, ks.header.acquired_columns(w))
-    notes.update(reader_notes(ks.header))
-    pf = partial_fourier_note(ks.header)
+    header = zero_rows_echo(ks.header, data)  # a fastMRI file's partial echo, as ISMRMRD's
+    mask, notes = reconcile_mask(data, mask, where, header.acquired_columns(w))
+    notes.update(reader_notes(header))
+    pf = partial_fourier_note(header)
     if pf:
         notes["partial_fourier"] = pf
-    rc, slices = ks.header.extra.get("receiver_channels"), ks.header.extra.get("file_slices")
+    rc, slices = header.extra.get("receiver_channels"), header.extra.get("file_slices")
     if rc and slices and rc == slices != data.shape[0]:  # (8, H, W) read as 8 single-coil slices
         notes["coil_axis"] = (f"the header names {rc} receiver channels, but the k-space has "
                               f"{data.shape[0]} coil(s) and {slices} slices: is the slice axis "
@@ -152,7 +153,7 @@ def make_slice(ks, index: int, file_name: str, file_mask: Tensor | None) -> MRIS
     ref = ks.reference[0] if ks.reference is not None else None
     cal = ks.calibration
     cal = cal[0] if cal is not None and bool((cal[0] != 0).any()) else None
-    return MRISlice(data, mask, ks.header, file_name, index, ref, ks.noise, notes=notes,
+    return MRISlice(data, mask, header, file_name, index, ref, ks.noise, notes=notes,
                     calibration=cal)
 
 

@@ -27,7 +27,9 @@ from mrirecon.containers import ImageGeometry
 from mrirecon.operators import ct_operator
 from mrirecon.operators.ct import cached_ct_operator
 from mrirecon.operators.ct_geometry import CTGeometry
-from mrirecon.pipeline.ct_consistency import (OPPOSITE_MISMATCH, above_count_floor, missing_rays,
+from mrirecon.pipeline.ct_consistency import (OPPOSITE_MISMATCH, above_count_floor,
+                                              dead_views_message, drop_dead_views,
+                                              mark_dead_views, missing_rays,
                                               opposite_view_mismatch, fan_geometry_warning,
                                               transmission_warning)
 from mrirecon.pipeline.ct_plausibility import (bulk_shift_warning, coverage_warning, floor_warnings,
@@ -63,6 +65,8 @@ class CTSlice:
     views_message: str | None = None  # how undersample.views was met (views_note)
     # a DICOM series reader's (level, kind, text): padding read as air, bits above HighBit, ...
     reader_messages: tuple[tuple[str, str, str], ...] = ()
+    dead: Tensor | None = None  # views read as dropped projections: file index, else -1
+    dropped: tuple[int, ...] = ()  # the file indices of those left out after undersample
 
 
 def slice_seed(name: str, index: int, cfg: UndersampleConfig | None = None) -> int:
@@ -98,6 +102,7 @@ def undersample(s: CTSlice, cfg: UndersampleConfig) -> CTSlice:
         factor = view_factor(geometry.num_views, cfg.views, f"{s.file_name}: undersample.views")
         geometry, idx = sparse_view(geometry, factor)
         sino = sino[..., torch.as_tensor(idx), :]
+        s = s if s.dead is None else replace(s, dead=s.dead[torch.as_tensor(idx)])
     message = views_note(s.geometry.num_views, factor, geometry.num_views, cfg)
     if cfg.photons is not None:
         g = torch.Generator().manual_seed(slice_seed(s.file_name, s.index, cfg))
@@ -143,7 +148,8 @@ def sort_views(s: CTSlice) -> CTSlice:
     g = s.geometry
     rows = torch.as_tensor(order, device=s.sinogram.device)
     return replace(s, sinogram=s.sinogram.index_select(-2, rows), views_sorted=True,
-                   geometry=replace(g, angles=tuple(g.angles[i] for i in order)))
+                   geometry=replace(g, angles=tuple(g.angles[i] for i in order)),
+                   dead=None if s.dead is None else s.dead[torch.as_tensor(order)])
 
 
 def views_note(held: int, factor: int, kept: int, cfg: UndersampleConfig) -> str | None:
@@ -515,20 +521,22 @@ class CTStages(Modality[CTSlice]):
                          f"found {fmt}")
 
     def preprocess(self, s: CTSlice) -> CTSlice:
-        """Check the slice; put its views in angle order (before ``undersample``, whose every
-        ``k``-th view is then every ``k``-th by angle)."""
+        """Check the slice; mark its dropped projections; put its views in angle order (before
+        ``undersample``, whose every ``k``-th view is then every ``k``-th by angle)."""
         check_slice(s, Path(s.file_name), s.index, self.config.evaluate.enabled)
-        return sort_views(s)
+        return sort_views(mark_dead_views(s))
 
     def undersample(self, s: CTSlice) -> CTSlice:
-        s = undersample(s, self.config.undersample)
+        s = drop_dead_views(undersample(s, self.config.undersample))  # kept by the views' rule
         return replace(s, preview=fbp_preview(s))
 
     def to_device(self, s: CTSlice) -> CTSlice:
         return replace(s, sinogram=s.sinogram.to(self.device))
 
     def data_messages(self, s: CTSlice) -> tuple[dict[str, str], dict[str, str]]:
-        out = data_warnings(s.sinogram, s.geometry)
+        out = data_warnings(s.sinogram, s.geometry)  # without the dropped projections
+        if s.dropped:
+            out["dead_views"] = dead_views_message(list(s.dropped), s.geometry.num_views)
         if "transmission" not in out:  # pre-log data: their image's scale says nothing more
             out.update(image_warnings(s.preview))
         if (msg := coverage_warning(s.geometry)) is not None:

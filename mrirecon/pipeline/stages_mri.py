@@ -39,7 +39,7 @@ from mrirecon.pipeline.sampling_mri import (complete_partial_fourier, drawn_mask
                                            symmetric_mask, unreachable_share)
 from mrirecon.pipeline import echo_noncartesian as echo
 from mrirecon.pipeline.reference_mri import calibration_data, compress_coils, refuse_own_acs_model
-from mrirecon.pipeline.checks_mri import coil_warnings
+from mrirecon.pipeline.checks_mri import coil_warnings, remove_dc_offsets
 from mrirecon.pipeline.inert_data import calibration_notes, preprocess_notes
 from mrirecon.pipeline.model_range import refuse_other_trajectory
 from mrirecon.pipeline.stream import Method, Modality, detect_format
@@ -72,7 +72,8 @@ def preprocess(s: MRISlice, cfg: PreprocessConfig, *, classical: bool = False) -
         kspace, ref = calib.prewhiten_scan(kspace, ref, noise=s.noise)
     # the receiver channels as acquired (after prewhitening, which rescales a loud one): checked
     # before compression, whose virtual coils hold most power in the first and no duplicates
-    notes = {**s.notes, **coil_warnings(kspace)}
+    notes = {**s.notes, **coil_warnings(kspace, cartesian)}
+    kspace = remove_dc_offsets(kspace) if cartesian else kspace  # as coil_warnings said
     header = s.header
     if cfg.coil_compression is not None and cfg.coil_compression < kspace.shape[0]:
         # the acquired count, for the training-range check (training never compresses)

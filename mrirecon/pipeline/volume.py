@@ -13,7 +13,7 @@ import torch
 
 from mrirecon.containers import Image
 from mrirecon.pipeline import stream
-from mrirecon.pipeline.report import VolumeResult
+from mrirecon.pipeline.report import VolumeResult, display_name
 from mrirecon.pipeline.schema import PipelineConfig
 from mrirecon.pipeline.stream import Method, score_volume
 from mrirecon.solvers.convergence import ConvergenceRecord, convergence_record
@@ -33,6 +33,7 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
     name) is where the outputs go under ``output``; it may contain ``/``.
     """
     stages = modality_for(config, device, classical=model is None)
+    shown = display_name(result)  # as metrics.csv and the ERROR lines name the input
     if model is not None and config.adapt.enabled:  # adapt: the per-volume prepare_model hook
         from mrirecon.pipeline.adapt_stage import volume_hook
 
@@ -61,7 +62,7 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
             counts["sampled"] += sampled
         scale.add(stages, s)
         if model is not None and i == 0:  # logged once per run; recorded for every input
-            result.warnings.extend(f"{path.name}: {msg} (see the model card's 'known failures')"
+            result.warnings.extend(f"{shown}: {msg} (see the model card's 'known failures')"
                                    for msg in _warn_outside_range(config, model, s))
 
     # the zero-filled / FBP previews only feed the PNG panels
@@ -73,10 +74,10 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
     for i in solves.labels():  # said once per input, naming the slices (not once per slice)
         what = f"reconstruct.method {config.reconstruct.method!r}: " + "; ".join(solves.lines(i))
         if i is None:  # before the first slice (a volume-level hook)
-            result.warn(f"{path.name}: {what}")
+            result.warn(f"{shown}: {what}")
         else:
             messages.add(i, {"unconverged": what}, {})
-    warned, told = messages.lines(path.name, run.slices)
+    warned, told = messages.lines(shown, run.slices)
     for msg in warned:
         result.warn(msg)
     for msg in told:
@@ -87,7 +88,7 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
         if config.evaluate.enabled and reference is not None and sampled_all(accel):
             from mrirecon.pipeline.sampling_mri import fully_sampled_warning
 
-            result.warn(fully_sampled_warning(path.name, config.undersample))
+            result.warn(fully_sampled_warning(shown, config.undersample))
         eval_ref, eval_pred, display_ref, preview = reference, recon, reference, run.preview
         image = Image(recon, stages.output_geometry(run.info["header"]), kind="magnitude", modality="MR",
                       description=f"mrirecon {config.reconstruct.method}")
@@ -104,26 +105,26 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
         from mrirecon.pipeline.ct_plausibility import below_air_note
 
         if (msg := below_air_note(recon, config.reconstruct.method)) is not None:
-            result.note(f"{path.name}: {msg}")
+            result.note(f"{shown}: {msg}")
     if (msg := scale.warning(recon, run.preview, method.name)) is not None:
-        msg = f"{path.name}: {msg}"
+        msg = f"{shown}: {msg}"
         result.warn(msg)
     result.slices = int(recon.shape[0])
     if config.evaluate.enabled and run.reference_dropped:
         field_ = run.info.get("reference_key") or "reference"
-        msg = f"{path.name}: {field_}: no metrics: {run.reference_dropped}"
+        msg = f"{shown}: {field_}: no metrics: {run.reference_dropped}"
         result.warn(msg)
     if config.evaluate.enabled and eval_ref is not None:
         field_ = run.info.get("reference_key") or "reference"
         peak = float(eval_ref.max())
         if peak <= 0:  # the input failed after reconstruction, in psnr, naming no dataset
-            msg = (f"{path.name}: {field_}: no metrics: the reference is "
+            msg = (f"{shown}: {field_}: no metrics: the reference is "
                    f"{'all zero' if not eval_ref.any() else f'nowhere positive (maximum {peak:.3g})'}"
                    ", so PSNR / SSIM have no data range (a placeholder reference?)")
             result.warn(msg)
             display_ref = None  # nor a figure panel (a negative one failed the PNG export)
         elif min(eval_ref.shape[-2:]) < SSIM_WINDOW:  # failed the input after reconstruction
-            msg = (f"{path.name}: {field_}: no metrics: the images are "
+            msg = (f"{shown}: {field_}: no metrics: the images are "
                    f"{eval_ref.shape[-2]} x {eval_ref.shape[-1]}, smaller than the "
                    f"{SSIM_WINDOW} x {SSIM_WINDOW} window of fastMRI's SSIM")
             result.warn(msg)
@@ -131,22 +132,22 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
             if config.modality == "mri":  # placeholder slices of the reference are not scored
                 eval_ref, eval_pred, msg = without_blank_reference_slices(eval_ref, eval_pred)
                 if msg:
-                    msg = f"{path.name}: {field_} {msg}"
+                    msg = f"{shown}: {field_} {msg}"
                     result.warn(msg)
             for msg in reference_notes(eval_ref, eval_pred, mri=config.modality == "mri"):
-                msg = f"{path.name}: {field_}: {msg}"
+                msg = f"{shown}: {field_}: {msg}"
                 result.warn(msg)
             result.metrics = evaluate(eval_ref, eval_pred, crop=config.modality == "mri")
     placed_formats = [f for f in ("dicom", "nifti") if f in config.export.formats]
     if placed_formats and not image.geometry.placed:
-        msg = (f"{path.name}: the file holds no patient position or orientation (fastMRI and "
+        msg = (f"{shown}: the file holds no patient position or orientation (fastMRI and "
                "LoDoPaB files do not), only voxel sizes: the " + " / ".join(placed_formats)
                + " output is placed axially at the origin (NIfTI xform codes 0, a DICOM "
                "ImageComments says so); do not overlay it on other series")
         result.warn(msg)
     note = unknown_fov_note(run.info.get("header"), placed_formats)
     if note:
-        msg = f"{path.name}: {note}"
+        msg = f"{shown}: {note}"
         result.warn(msg)
     export(config, path, output, image, display_ref, preview, result, name=name,
            source_dataset=run.info.get("source_dataset"), header=run.info.get("header"))
@@ -502,11 +503,11 @@ def export(config: PipelineConfig, path: Path, output: Path, image: Image,
 
         folder = output / "dicom" / stem
         if (msg := quantisation_warning(image.data.numpy(), image.modality)) is not None:
-            msg = f"{path.name}: {msg}"
+            msg = f"{display_name(result)}: {msg}"
             result.warn(msg)
         from mrirecon.pipeline.output_files import dicom_identity
 
-        patient, warning, note = dicom_identity(config.export.keep_identity, path.name,
+        patient, warning, note = dicom_identity(config.export.keep_identity, display_name(result),
                                                 source_dataset, header)
         if warning:
             result.warn(warning)
