@@ -202,11 +202,24 @@ def dc_offsets(kspace: Tensor) -> tuple[Tensor, Tensor]:
     return offsets, size
 
 
+def removable_dc_offsets(kspace: Tensor) -> tuple[Tensor, Tensor, bool]:
+    """:func:`dc_offsets` and whether they are subtracted. A constant in one coil's k-space is a
+    receiver offset or a point-like object at the exact centre of the field of view: one coil
+    cannot tell them apart. An object is seen through every coil's sensitivity, so it shows in
+    most coils; a receiver offset belongs to its channel. So the offsets are subtracted only
+    when fewer than half of the coils hold one (the TOF slab of a test, a bright profile at the
+    centre, showed in 3 of 3 coils); otherwise they are only named."""
+    offsets, size = dc_offsets(kspace)
+    found = int((offsets != 0).sum())
+    return offsets, size, 0 < 2 * found < kspace.shape[0]
+
+
 def remove_dc_offsets(kspace: Tensor) -> Tensor:
     """``kspace`` ``(coils, H, W)`` with each coil's DC offset (:func:`dc_offsets`) subtracted
-    from its non-zero samples (unsampled ones stay zero); ``kspace`` itself when none."""
-    offsets, _ = dc_offsets(kspace)
-    if not bool((offsets != 0).any()):
+    from its non-zero samples (unsampled ones stay zero) when :func:`removable_dc_offsets` says
+    so; ``kspace`` itself otherwise."""
+    offsets, _, subtract = removable_dc_offsets(kspace)
+    if not subtract:
         return kspace
     shift = offsets.to(device=kspace.device, dtype=kspace.dtype)[:, None, None]
     return torch.where(kspace != 0, kspace - shift, kspace)
@@ -217,19 +230,22 @@ def coil_warnings(kspace: Tensor, cartesian: bool = True) -> dict[str, str]:
     adds no information, yet counts as a coil everywhere (a learned model's range check saw 8
     coils where 2 were distinct); noise alone keeps distinct coils far below the threshold.
     A ``cartesian`` coil's receiver DC offset (:func:`dc_offsets`, which ``preprocess``
-    subtracts with :func:`remove_dc_offsets`)."""
+    subtracts with :func:`remove_dc_offsets` where :func:`removable_dc_offsets` allows)."""
     out: dict[str, str] = {}
     if cartesian:
-        offsets, size = dc_offsets(kspace)
+        offsets, size, subtract = removable_dc_offsets(kspace)
         found = (offsets != 0).nonzero().flatten().tolist()
         if found:
             shown = ", ".join(f"coil {c}: {float(size[c]):.3g}x" for c in found)
-            out["dc_offset"] = (
-                f"{len(found)} of {kspace.shape[0]} coils hold a receiver DC offset (a constant "
-                f"added to every k-space sample of the coil; {shown} the std of its outer "
-                "readout rows, where an object's k-space averages to zero): it puts a bright dot "
-                "at the centre of the field of view, so it was estimated there and subtracted "
-                "from the coil's samples")
+            held = (f"{len(found)} of {kspace.shape[0]} coils hold a receiver DC offset (a "
+                    f"constant added to every k-space sample of the coil; {shown} the std of its "
+                    "outer readout rows, where an object's k-space averages to zero): it puts a "
+                    "bright dot at the centre of the field of view, ")
+            out["dc_offset"] = held + (
+                "so it was estimated there and subtracted from the coil's samples" if subtract else
+                "or it is a point-like bright structure at that centre, which shows in every coil "
+                "alike: held by most coils, it was not subtracted (that would remove such a "
+                "structure); if the image shows a lone bright dot at its centre, it is the offset")
     coils = kspace.shape[0]
     if coils < 2:
         return out
