@@ -64,7 +64,15 @@ def read_status(status_file: Path, output: Path,
                 then: str = "the input is processed again") -> dict | None:
     """An earlier run's status record of one input, its output paths resolved against ``output``
     (they are stored relative to it, so a copied or moved output folder stays consistent); an
-    unreadable one is logged with what happens ``then``."""
+    unreadable one is logged with what happens ``then`` and is ``None``.
+
+    Unreadable is also valid JSON whose fields are not of the types a run writes
+    (:func:`status_problem`): the record is the one place its fields are checked, so every
+    consumer (``--resume``'s decision, the skipped input's result, the removal and setting aside
+    of its earlier outputs, the run files) gets a record it can use. ``"outputs": 5`` stopped
+    the whole batch with "internal error: AttributeError: 'int' object has no attribute
+    'values'", ``"metrics": "bad"`` or ``"name": 7`` under ``--resume`` ended the run with an
+    internal ``TypeError`` after every input was processed."""
     if not status_file.is_file():
         return None
     try:
@@ -74,11 +82,83 @@ def read_status(status_file: Path, output: Path,
     except (ValueError, OSError) as e:
         log.warning("%s is unreadable (%s); %s", status_file, e, then)
         return None
-    outputs, figures = prev.get("outputs", {}), prev.get("figures", [])
-    if isinstance(outputs, dict) and isinstance(figures, list):
-        prev["outputs"] = {k: str(output / v) for k, v in outputs.items() if isinstance(v, str)}
-        prev["figures"] = [str(output / f) for f in figures if isinstance(f, str)]
+    folder = output / ".status"
+    name = (status_file.relative_to(folder).as_posix().removesuffix(".json")
+            if status_file.is_relative_to(folder) else None)
+    problem = status_problem(prev, name)
+    if problem:
+        log.warning("%s is unreadable (%s); %s", status_file, problem, then)
+        return None
+    prev["outputs"] = {k: str(output / v) for k, v in prev.get("outputs", {}).items()}
+    prev["figures"] = [str(output / f) for f in prev.get("figures", [])]
     return prev
+
+
+def _number(v, *, integer: bool = False) -> bool:
+    """A JSON number (not ``true`` / ``false``), not NaN."""
+    kinds = (int,) if integer else (int, float)
+    return isinstance(v, kinds) and not isinstance(v, bool) and v == v
+
+
+def _strings(v) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def _fingerprint(v) -> bool:  # an output_files entry (output_files.fingerprint)
+    return isinstance(v, dict) and _number(v.get("bytes"), integer=True) and v["bytes"] >= 0 \
+        and isinstance(v.get("sha256"), str)
+
+
+#: The fields of a status record that a run reads, what they must be (each may be missing: the
+#: records of earlier versions lack some), and the check. Metrics may be +-inf (an exact
+#: reconstruction's PSNR), not NaN; ``seconds`` and ``slices`` not negative.
+_STATUS_FIELDS = {
+    "input": ("a string", lambda v: isinstance(v, str)),
+    "input_abspath": ("a string", lambda v: isinstance(v, str)),
+    "status": ("a string", lambda v: isinstance(v, str)),
+    "error": ("a string", lambda v: isinstance(v, str)),
+    "input_sha256": ("a string", lambda v: isinstance(v, str)),
+    "config_sha256": ("a string", lambda v: isinstance(v, str)),
+    "seconds": ("a number >= 0", lambda v: _number(v) and 0 <= v < float("inf")),
+    "slices": ("an integer >= 0", lambda v: _number(v, integer=True) and v >= 0),
+    "warnings": ("a list of strings", _strings),
+    "notes": ("a list of strings", _strings),
+    "figures": ("a list of paths", _strings),
+    "adapt": ("a mapping", lambda v: isinstance(v, dict)),
+    "name": ("a string", lambda v: isinstance(v, str)),
+}
+_STATUS_MAPS = {  # field: (what each value must be, what the field must be, the check)
+    "outputs": ("a path", "a mapping of formats to paths", lambda v: isinstance(v, str)),
+    "metrics": ("a number (not NaN)", "a mapping of metric names to numbers", _number),
+    "output_files": ("{\"bytes\": size, \"sha256\": checksum}",
+                     "a mapping of paths to sizes and checksums", _fingerprint),
+}
+
+
+def status_problem(record: dict, name: str | None = None) -> str | None:
+    """What makes the fields of a status record (parsed JSON) unusable, naming the field, or
+    ``None``; ``name``: the output name the record is filed under (``.status/NAME.json``),
+    which its ``name`` field must be (``"../../x"`` skipped the input under another name)."""
+    def shown(v) -> str:
+        text = json.dumps(v) if not isinstance(v, float) else repr(v)
+        return (text if len(text) <= 40 else text[:37] + "...") + f" ({type(v).__name__})"
+
+    for field, (want, ok) in _STATUS_FIELDS.items():
+        if field in record and not ok(record[field]):
+            return f"field {field} is {shown(record[field])}, expected {want}"
+    for field, (want, whole, ok) in _STATUS_MAPS.items():
+        if field not in record:
+            continue
+        if not isinstance(record[field], dict):
+            return f"field {field} is {shown(record[field])}, expected {whole}"
+        bad = next((k for k, v in record[field].items() if not ok(v)), None)
+        if bad is not None:
+            return (f"field {field}[{json.dumps(bad)}] is {shown(record[field][bad])}, "
+                    f"expected {want}")
+    if name is not None and "name" in record and record["name"] != name:
+        return (f"field name is {json.dumps(record['name'])}, not {json.dumps(name)}, the output "
+                "name the record is filed under")
+    return None
 
 
 def status_record(result: VolumeResult, output: Path, **extra) -> dict:

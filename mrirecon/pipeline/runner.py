@@ -305,7 +305,9 @@ def _each_input(config: PipelineConfig, mine: list[tuple[Path, str]], output: Pa
         if prev is not None:
             log.info("skipping %s (finished in an earlier run)", path)
             known = {f.name for f in fields(VolumeResult)}
-            results.append(VolumeResult(**{**{k: v for k, v in prev.items() if k in known},
+            # fields checked by read_status; a record of an earlier version may lack some
+            results.append(VolumeResult(**{"input": str(path), "name": name,
+                                           **{k: v for k, v in prev.items() if k in known},
                                            "status": "skipped"}))
             continue
         stage = staging / "v"

@@ -316,3 +316,93 @@ def test_renamed_and_absent_inputs_are_told_apart_in_one_refusal(mri_file, tmp_p
     assert f"; it also holds the outputs of 1 input(s) not among this run's inputs: " \
            f"{d1 / 'w.h5'} (w): pass --prune" in text
     assert sorted(_tree(out)) == ["reconstructions/w.h5", "reconstructions/x.h5"]  # nothing run
+
+
+# -- 4. a status record of valid JSON whose fields have other types -----------------------------
+
+_RECORD = {"input": "/d/vol.h5", "status": "ok", "metrics": {"PSNR": 31.5, "SSIM": 0.9},
+           "figures": ["figures/vol/slice_000.png"], "outputs": {"hdf5": "reconstructions/vol.h5"},
+           "seconds": 1.5, "slices": 2, "error": "", "name": "vol", "warnings": [], "notes": [],
+           "adapt": {}, "input_sha256": "ab", "config_sha256": "cd", "input_abspath": "/d/vol.h5",
+           "output_files": {"reconstructions/vol.h5": {"bytes": 10, "sha256": "ef"}}}
+
+#: the fuzzing audit's mutants (s18): (field changed, value) -> the field the warning names
+_BAD_FIELDS = [("outputs", 5, "outputs"), ("outputs", {"hdf5": 5}, 'outputs["hdf5"]'),
+               ("figures", "figures/vol/slice_000.png", "figures"), ("figures", [1, 2], "figures"),
+               ("name", 7, "name"), ("name", "../../../x", "name"),
+               ("metrics", "bad", "metrics"), ("metrics", {"PSNR": "NaN"}, 'metrics["PSNR"]'),
+               ("metrics", {"PSNR": float("nan")}, 'metrics["PSNR"]'),
+               ("metrics", {"PSNR": True}, 'metrics["PSNR"]'),
+               ("output_files", [1], "output_files"),
+               ("output_files", {"reconstructions/vol.h5": "x"},
+                'output_files["reconstructions/vol.h5"]'),
+               ("input_sha256", 5, "input_sha256"), ("config_sha256", None, "config_sha256"),
+               ("status", 1, "status"), ("seconds", "x", "seconds"), ("slices", -1, "slices"),
+               ("slices", 2.5, "slices"), ("warnings", "abc", "warnings"),
+               ("notes", {"a": 1}, "notes"), ("adapt", [1], "adapt"), ("input", 3, "input")]
+
+
+@pytest.mark.parametrize("key, value, field", _BAD_FIELDS)
+def test_a_status_record_with_a_wrong_typed_field_is_unreadable_naming_it(tmp_path, caplog,
+                                                                          key, value, field):
+    from mrirecon.pipeline.run_state import read_status, status_path
+
+    out = tmp_path / "out"
+    record = status_path(out, "vol")
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({**_RECORD, key: value}))
+    with caplog.at_level(logging.WARNING, "mrirecon.pipeline"):
+        assert read_status(record, out) is None
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith(f"{record} is unreadable (field {field} is ")
+    assert line.endswith("; the input is processed again")
+
+
+@pytest.mark.parametrize("change", [{}, {"zzz": 1}, {"output_files": None}, {"adapt": None},
+                                    {"metrics": {"PSNR": float("inf")}}, {"slices": 0}])
+def test_status_records_as_runs_write_them_are_read(tmp_path, caplog, change):
+    """Extra keys, the fields an earlier version did not write, an exact reconstruction's
+    infinite PSNR: read, the paths resolved against the output folder, no warning."""
+    from mrirecon.pipeline.run_state import read_status, status_path
+
+    out = tmp_path / "out"
+    record = status_path(out, "vol")
+    record.parent.mkdir(parents=True)
+    written = {k: v for k, v in {**_RECORD, **change}.items() if v is not None}
+    record.write_text(json.dumps(written))
+    with caplog.at_level(logging.WARNING, "mrirecon.pipeline"):
+        prev = read_status(record, out)
+    assert not caplog.records
+    assert prev == {**written, "outputs": {"hdf5": str(out / "reconstructions" / "vol.h5")},
+                    "figures": [str(out / "figures" / "vol" / "slice_000.png")]}
+
+
+@pytest.mark.parametrize("resume", [False, True])
+@pytest.mark.parametrize("key, value", [("outputs", 5), ("metrics", {"PSNR": "NaN"}),
+                                        ("name", 7), ("seconds", "x")])
+def test_a_run_over_a_wrong_typed_status_record_reprocesses_the_input(
+        mri_file, tmp_path, counted, caplog, resume, key, value):
+    """``"outputs": 5`` stopped the batch (plain or --resume) with "internal error:
+    AttributeError: 'int' object has no attribute 'values'", provenance listing 0 inputs;
+    under --resume ``"metrics": {"PSNR": "NaN"}`` and ``"name": 7`` ended in an internal
+    TypeError, ``"seconds": "x"`` in "error: Unknown format code 'f'", naming no file."""
+    from mrirecon.pipeline.run_state import read_status
+
+    src = _vol(mri_file, tmp_path)
+    out = tmp_path / "out"
+    config = mri_config("export.formats=[hdf5,png]")
+    assert run_pipeline(config, [str(src)], out, progress=False) == 0
+    status = out / ".status" / "vol.json"
+    written = _tree(out)
+    status.write_text(json.dumps({**json.loads(status.read_text()), key: value}))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, "mrirecon.pipeline"):
+        assert run_pipeline(config, [str(src)], out, progress=False, resume=resume) == 0
+    assert counted == ["vol.h5", "vol.h5"]  # processed again
+    (line,) = [r.getMessage() for r in caplog.records if str(status) in r.getMessage()]
+    assert line.startswith(f"{status} is unreadable (field {key}")
+    assert not [r for r in caplog.records if r.levelno > logging.WARNING]
+    prov = json.loads((out / "provenance.json").read_text())
+    assert [f["status"] for f in prov["files"]] == ["ok"] and prov["status"] == "complete"
+    assert read_status(status, out)["name"] == "vol"  # a valid record written again
+    assert _tree(out) == written
