@@ -470,9 +470,12 @@ def read_yaml(path: str | Path) -> dict:
         data = load_yaml(text)
     except AliasBomb as e:
         raise ConfigError(str(p), "", str(e)) from None
-    except yaml.YAMLError as e:
-        raise ConfigError(str(p), "", f"invalid YAML (tags such as !!python/... are refused): "
-                                      f"{' '.join(str(e).split())}") from None
+    except yaml.YAMLError as e:  # the safe loader's word on tags only where a tag was the cause
+        tag = isinstance(e, yaml.constructor.ConstructorError) and "constructor for the tag" in (
+            e.problem or "")
+        raise ConfigError(str(p), "", "invalid YAML" + (
+            " (tags such as !!python/... are refused)" if tag else "")
+            + f": {' '.join(str(e).split())}") from None
     if data is None:  # was "name: is required" (a pipeline) or a missing training key
         raise ConfigError(str(p), "", "the file is empty (or holds only comments); a config is a "
                           "YAML mapping of its sections")

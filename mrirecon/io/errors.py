@@ -144,6 +144,27 @@ def open_hdf5(path: Path, kind: str, hint: str = ""):
     return h5
 
 
+def hdf5_dataset(h5, path: str | os.PathLike, key: str, *, required: bool = True):
+    """The dataset ``key`` of the open HDF5 file ``h5`` (at ``path``): the one check of every
+    dataset the fastMRI and LoDoPaB readers read. A missing one is ``None`` unless ``required``
+    (then a :class:`DataFormatError` "dataset missing (found [...])"); a group or a named
+    datatype stored under that name is a :class:`DataFormatError` "is a group, expected a
+    dataset" (``reconstruction_rss`` stored as a group raised "AttributeError: 'Group' object
+    has no attribute 'ndim'", naming neither; a ``mask`` or header group "corrupt or unreadable
+    (TypeError: Accessing a group is done with bytes or str ...)")."""
+    import h5py
+
+    if key not in h5:
+        if not required:
+            return None
+        raise DataFormatError(path, key, f"dataset missing (found {sorted(h5.keys())})")
+    obj = h5[key]
+    if not isinstance(obj, h5py.Dataset):
+        kind = "a group" if isinstance(obj, h5py.Group) else f"a {type(obj).__name__}"
+        raise DataFormatError(path, key, f"is {kind}, expected a dataset")
+    return obj
+
+
 def refuse_outside_data(h5, path: str | os.PathLike) -> None:
     """Refuse an HDF5 file any of whose objects keeps its data outside the file: an external
     link, a virtual dataset mapping other files, external raw storage. h5py follows them

@@ -30,8 +30,8 @@ import torch
 
 from mrirecon.containers import Header, KSpace
 from mrirecon.io.atomic import atomic_hdf5
-from mrirecon.io.errors import (DataFormatError, guard_reader, memory_bytes, open_hdf5,
-                                refuse_nonfinite, refuse_oversized)
+from mrirecon.io.errors import (DataFormatError, guard_reader, hdf5_dataset, memory_bytes,
+                                open_hdf5, refuse_nonfinite, refuse_oversized)
 from mrirecon.io.hdf5_vlen import check_vlen_references
 from mrirecon.io.ismrmrd_header import header_to_xml, parse_ismrmrd_header
 
@@ -119,11 +119,7 @@ class FastMRIFile:
         return int(chunk * 1.05) + (1 << 20)
 
     def _validate(self, h5: h5py.File) -> None:
-        if "kspace" not in h5:
-            raise self._fail("kspace", f"dataset missing (found {sorted(h5.keys())})")
-        ks = h5["kspace"]
-        if not isinstance(ks, h5py.Dataset):
-            raise self._fail("kspace", "is a group, expected a dataset")
+        ks = hdf5_dataset(h5, self.path, "kspace")
         if ks.ndim not in (3, 4):
             raise self._fail(
                 "kspace",
@@ -195,17 +191,14 @@ class FastMRIFile:
         present and ``num_coils`` from the k-space shape."""
         if self._header is None:
             h5 = self._file
-            if "ismrmrd_header" not in h5:
-                raise self._fail("ismrmrd_header", "dataset missing")
             try:
-                ds = h5["ismrmrd_header"]
-                if isinstance(ds, h5py.Dataset) and (bad := check_vlen_references(
-                        self.path, h5, ds)):  # before HDF5 follows it (it can hang)
-                    raise self._fail("ismrmrd_header", bad)
-                if isinstance(ds, h5py.Dataset):  # a header is kilobytes: not a 9-GiB array
-                    refuse_oversized(self.path, "ismrmrd_header", ds.size * (
-                        64 if ds.dtype.kind == "O" else ds.dtype.itemsize),  # vlen: 64 B each
-                        f"a {ds.shape} {ds.dtype} header")
+                ds = hdf5_dataset(h5, self.path, "ismrmrd_header")
+                if bad := check_vlen_references(self.path, h5, ds):  # before HDF5 follows it
+                    raise self._fail("ismrmrd_header", bad)  # (it can hang)
+                # a header is kilobytes: not a 9-GiB array
+                refuse_oversized(self.path, "ismrmrd_header", ds.size * (
+                    64 if ds.dtype.kind == "O" else ds.dtype.itemsize),  # vlen: 64 B each
+                    f"a {ds.shape} {ds.dtype} header")
                 raw = ds[()]
             except (OSError, RuntimeError, KeyError) as err:
                 raise self._fail("ismrmrd_header", f"unreadable ({err})") from None
@@ -256,12 +249,11 @@ class FastMRIFile:
     def mask(self) -> torch.Tensor | None:
         """The stored ``mask`` dataset ``(W,)`` bool (test files), as stored, else ``None``."""
         h5 = self._file
-        if "mask" not in h5:
+        ds = hdf5_dataset(h5, self.path, "mask", required=False)
+        if ds is None:
             return None
-        ds = h5["mask"]
-        if isinstance(ds, h5py.Dataset):  # one value per column: not a (1e10,) array
-            refuse_oversized(self.path, "mask", ds.size * ds.dtype.itemsize,
-                             f"a {ds.shape} {ds.dtype} mask")
+        refuse_oversized(self.path, "mask", ds.size * ds.dtype.itemsize,  # one value per column:
+                         f"a {ds.shape} {ds.dtype} mask")  # not a (1e10,) array
         try:
             mask = np.asarray(ds[()])
         except (OSError, RuntimeError) as err:
@@ -359,9 +351,7 @@ class FastMRIFile:
         key = key or self.reference_key
         if key is None:
             return None
-        if key not in self._file:
-            raise self._fail(key, "dataset missing")
-        ds = self._file[key]
+        ds = hdf5_dataset(self._file, self.path, key)
         if ds.ndim != 3 or ds.shape[0] != len(self):
             raise self._fail(key, f"expected ({len(self)}, h, w), got shape {ds.shape}")
         if ds.dtype.kind not in "biuf":  # complex: the metrics took its real part, exit 0

@@ -97,8 +97,38 @@ def check_slice_indices(slices: np.ndarray, fail, dataset: str) -> None:
                "load.counters.slice=N (mrirecon run) or counters={'slice': N} (read_ismrmrd)")
 
 
+def directions_set(head, fail, acquisition: int | None = None) -> bool:
+    """Whether the acquisition header ``head`` (``data[acquisition]``, the first imaging
+    acquisition) sets ``read_dir`` and ``phase_dir``: ``False`` when both are all zero (not set:
+    the image stays unplaced), ``True`` when they are unit vectors (within 1e-3) at right
+    angles (within 1e-3); any other pair is refused with ``fail(field, problem)`` naming them.
+    The one check of :func:`acquisition_geometry` and :func:`slice_order`: parallel directions
+    had no slice normal ``phase x read`` (0 / 0, "lies nan mm off the slice normal (allowed nan
+    mm)" after a numpy "invalid value" warning for 2 slices; 1 slice read as unplaced, no word)."""
+    read, phase = np.asarray(head["read_dir"], float), np.asarray(head["phase_dir"], float)
+    if not read.any() and not phase.any():
+        return False
+    where = f"data[{acquisition}].head" if acquisition is not None else "data[].head"
+    for name, v in (("read_dir", read), ("phase_dir", phase)):
+        length = float(np.linalg.norm(v))
+        if abs(length - 1) > 1e-3:
+            raise fail(f"{where}.{name}",
+                       f"{np.round(v, 4).tolist()} has length {length:.4g}, not 1: direction "
+                       "cosines are unit vectors (read_dir and phase_dir both all zero when "
+                       "the orientation is not known)")
+    cos = float(read @ phase)
+    if abs(cos) > 1e-3:
+        raise fail(f"{where}.read_dir / phase_dir",
+                   f"{np.round(read, 4).tolist()} and {np.round(phase, 4).tolist()} are not "
+                   f"orthogonal (cosine {cos:.4g}{', parallel' if abs(cos) > 1 - 1e-3 else ''}):"
+                   " they define no slice plane (a broken export?); both all zero when the "
+                   "orientation is not known")
+    return True
+
+
 def acquisition_geometry(
-    head, header: Header, num_slices: int, positions: dict[int, np.ndarray], partitions: int = 1
+    head, header: Header, num_slices: int, positions: dict[int, np.ndarray], partitions: int = 1,
+    *, fail, acquisition: int | None = None
 ) -> ImageGeometry:
     """Orientation and origin from the acquisition directions, spacing from the header.
 
@@ -106,12 +136,14 @@ def acquisition_geometry(
     ``partitions // 2`` after the centred FFT. The first partition lies ``partitions // 2``
     partition thicknesses before it along the slice normal, or ``partitions - 1 -
     partitions // 2`` when the partitions were reversed (:func:`partitions_reversed`).
+
+    Directions all zero leave the header's placeholder geometry; directions set but not
+    orthonormal are refused (:func:`directions_set`; ``fail``, ``acquisition`` as there).
     """
     read, phase = np.asarray(head["read_dir"], float), np.asarray(head["phase_dir"], float)
     base = header.geometry
-    if abs(np.linalg.norm(read) - 1) > 1e-3 or abs(np.linalg.norm(phase) - 1) > 1e-3 \
-            or abs(read @ phase) > 1e-3:
-        return base  # directions not set
+    if not directions_set(head, fail, acquisition):
+        return base
     spacing = list(base.spacing)
     normal = np.cross(phase, read)
     if partitions == 1 and num_slices > 1 and 0 in positions and 1 in positions:
@@ -160,7 +192,8 @@ def partitions_reversed(head) -> bool:
 
 def slice_order(head, positions: dict[int, np.ndarray], num_slices: int, fail,
                  dataset: str, partitions: int = 1, thickness: float = 0.0,
-                 sources: dict[int, int] | None = None) -> np.ndarray | None:
+                 sources: dict[int, int] | None = None,
+                 acquisition: int | None = None) -> np.ndarray | None:
     """The permutation that puts the slices in order along the slice normal (``phase x read``
     of the first imaging acquisition), or ``None`` when they already are (or positions or
     directions are not set). Slices stored in descending or interleaved index order were
@@ -174,9 +207,11 @@ def slice_order(head, positions: dict[int, np.ndarray], num_slices: int, fail,
 
     Coinciding positions that are not all zero (not set), and slices off the line along the
     normal through the first (:func:`off_normal`) are refused too; ``sources`` maps a slice
-    to the acquisition its position came from, for the error message."""
+    to the acquisition its position came from, for the error message. Directions set but not
+    orthonormal are refused (:func:`directions_set`, ``head`` being ``data[acquisition]``)."""
     read, phase = np.asarray(head["read_dir"], float), np.asarray(head["phase_dir"], float)
-    if num_slices < 2 or len(positions) != num_slices or abs(np.linalg.norm(read) - 1) > 1e-3:
+    if not directions_set(head, fail, acquisition) or num_slices < 2 \
+            or len(positions) != num_slices:
         return None
     normal = np.cross(phase, read)
     normal = normal / np.linalg.norm(normal)

@@ -395,7 +395,8 @@ def _read_ismrmrd(
         raise fail(f"{dataset}/data",
                    "3-D ky-kz undersampling is not separable; cannot express it as a column mask")
     order = slice_order(heads[imaging[0]], positions, num_slices, fail, dataset,
-                         partitions=enc_z, thickness=header.geometry.spacing[0], sources=sources)
+                         partitions=enc_z, thickness=header.geometry.spacing[0], sources=sources,
+                         acquisition=int(imaging[0]))
     if order is not None:  # slice index order is not position order: sort by position
         kspace, columns, partitions = kspace[order], columns[order], partitions[order]
         calibration = None if calibration is None else calibration[order]
@@ -429,7 +430,7 @@ def _read_ismrmrd(
     # grid's starts (N - R) // 2 in (one row apart for an even N cropped to an odd n)
     acquired = header.with_(encoded_matrix=(enc_x, *header.encoded_matrix[1:]))
     geometry = acquisition_geometry(heads[imaging[0]], acquired, num_slices, positions,
-                                    partitions=enc_z)
+                                    partitions=enc_z, fail=fail, acquisition=int(imaging[0]))
     kept, recon_x = header.encoded_matrix[0], header.recon_matrix[0]  # kept: n, or N uncropped
     geometry = geometry.shifted((enc_x - kept) // 2 + (kept - recon_x) // 2
                                 - (enc_x - recon_x) // 2, 0)
@@ -557,9 +558,11 @@ def _read_noncartesian(path, header, records, imaging, noise_sel, fail, dataset)
         if (s := int(heads["idx"]["slice"][a])) not in positions:
             positions[s], sources[s] = np.asarray(heads[a]["position"], float), int(a)
     num_slices = int(heads["idx"]["slice"][imaging].max()) + 1
-    order = slice_order(heads[imaging[0]], positions, num_slices, fail, dataset, sources=sources)
+    order = slice_order(heads[imaging[0]], positions, num_slices, fail, dataset, sources=sources,
+                        acquisition=int(imaging[0]))
     if order is not None:  # slice index order is not position order: sort by position
         positions = {i: positions[int(s)] for i, s in enumerate(order)}
-    geometry = acquisition_geometry(heads[imaging[0]], header, num_slices, positions)
+    geometry = acquisition_geometry(heads[imaging[0]], header, num_slices, positions, fail=fail,
+                                    acquisition=int(imaging[0]))
     return read_noncartesian(path, gap_known(header, geometry), records, imaging, noise,
                              geometry, fail, order)

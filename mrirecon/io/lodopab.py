@@ -51,6 +51,7 @@ from mrirecon.io.errors import (
     CORRUPTION_ERRORS,
     DataFormatError,
     as_format_error,
+    hdf5_dataset,
     open_hdf5,
     refuse_nonfinite,
 )
@@ -354,9 +355,7 @@ class LoDoPaBFiles:
 
     @staticmethod
     def _data(h5: h5py.File, path: Path) -> h5py.Dataset:
-        if "data" not in h5 or not isinstance(h5["data"], h5py.Dataset):
-            raise DataFormatError(path, "data", f"missing dataset; found {sorted(h5.keys())}")
-        return h5["data"]
+        return hdf5_dataset(h5, path, "data")
 
     def _geometry(self) -> CTGeometry:
         geometry = _attrs.stored_geometry(self.attrs, self.observation_files[0])
@@ -396,12 +395,25 @@ class LoDoPaBFiles:
     @property
     def min_photon_count(self) -> float:
         """The count floor of the observations' noise (zero detections stored as this many
-        photons): the ``min_photon_count`` attribute, LoDoPaB's 0.1 without it."""
-        value = _attrs.number_attr(self.attrs, "min_photon_count", MIN_PHOTON_COUNT,
-                                   self.observation_files[0])
+        photons): the ``min_photon_count`` attribute, LoDoPaB's 0.1 without it. Refused unless
+        positive and below the dose the data hold (:attr:`data_photons`, when known): a floor of
+        1e6 beside ``photons`` 4096 was accepted without a word, and the count-floor checks
+        (``log(photons / min_photon_count)``) were off for the file."""
+        path = self.observation_files[0]
+        value = _attrs.number_attr(self.attrs, "min_photon_count", MIN_PHOTON_COUNT, path)
         if not value > 0:
-            raise DataFormatError(self.observation_files[0], "attrs/min_photon_count",
+            raise DataFormatError(path, "attrs/min_photon_count",
                                   f"expected a positive photon count, got {value!r}")
+        dose = self.data_photons
+        if dose is not None and not value < dose:
+            given = "" if "photons" in self.attrs else " (LoDoPaB's, the file states none)"
+            raise DataFormatError(path, "attrs/min_photon_count",
+                                  f"{value!r} is not below attrs/photons {dose!r}{given}: the "
+                                  "count floor (zero detections stored as this many photons) "
+                                  "lies below the incident photons per bin (at or above them "
+                                  "every count, air included, is clamped to it, as "
+                                  "sampling.views.check_photons says); one of the two "
+                                  "attributes is wrong")
         return value
 
     @property
@@ -450,9 +462,7 @@ class LoDoPaBFiles:
     def _read(self, files: list[Path], index: int, key: str = "data") -> np.ndarray:
         f, k = self.locate(index)
         with _open(files[f]) as h5:
-            if key not in h5 or not isinstance(h5[key], h5py.Dataset):
-                raise DataFormatError(files[f], key, "missing dataset")
-            ds = h5[key]
+            ds = hdf5_dataset(h5, files[f], key)
             if ds.ndim == 3 and float(ds.shape[1]) * ds.shape[2] * ds.dtype.itemsize > 1 << 33:
                 raise DataFormatError(files[f], key, f"one sample of shape {ds.shape[1:]} exceeds "
                                       "8 GiB; the shape is corrupt")

@@ -136,18 +136,38 @@ def write_nifti(image: Image, path: str | os.PathLike, *, dtype: str = "float32"
     return path
 
 
-def _geometry_from_affine(affine_ras: np.ndarray, path: Path) -> tuple[ImageGeometry, bool]:
-    """ImageGeometry of an ``(i=col, j=row, k=slice)`` grid; ``True`` if k must be reversed."""
+def _affine_field(source: tuple[str, int], axis: int | None = None) -> str:
+    """The header fields that give the affine from ``source`` (``("sform", code)``,
+    ``("qform", code)`` or ``("pixdim", 0)``, :func:`_affine_mm`), or its axis ``axis``'s
+    length (0, 1, 2: i, j, k), for a :class:`DataFormatError`."""
+    kind, code = source
+    if kind == "sform":
+        return f"srow_x, srow_y, srow_z (sform, code {code})"
+    length = f"pixdim[{axis + 1}]" if axis is not None else None
+    if kind == "qform":
+        return f"{length or 'quatern_b, quatern_c, quatern_d'} (qform, code {code})"
+    return length or "pixdim"
+
+
+def _geometry_from_affine(affine_ras: np.ndarray, path: Path,
+                          source: tuple[str, int]) -> tuple[ImageGeometry, bool]:
+    """ImageGeometry of an ``(i=col, j=row, k=slice)`` grid; ``True`` if k must be reversed.
+    An axis of length 0 or axes not at right angles are refused naming the header fields that
+    gave the affine (``source``, :func:`_affine_field`)."""
     lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine_ras
     m = lps[:3, :3]
     zooms = np.linalg.norm(m, axis=0)
     if np.any(zooms <= 0):
-        raise ValueError(f"read_nifti: {path} affine has a zero-length axis: {zooms.tolist()}")
+        axis = int(np.argmin(zooms))
+        raise DataFormatError(path, _affine_field(source, axis),
+                              f"axis {'ijk'[axis]} has length 0 (voxel sizes {zooms.tolist()} "
+                              f"mm): the affine {np.round(affine_ras, 6).tolist()} gives no voxel "
+                              "size along it")
     axes = m / zooms
     if np.max(np.abs(axes.T @ axes - np.eye(3))) > _ORTHO_TOL:
-        raise ValueError(
-            f"read_nifti: {path} affine is sheared (axes not orthogonal): {affine_ras.tolist()}"
-        )
+        raise DataFormatError(path, _affine_field(source),
+                              "the affine is sheared (axes not orthogonal): "
+                              f"{np.round(affine_ras, 6).tolist()}")
     origin = lps[:3, 3].copy()
     flip = float(np.dot(np.cross(axes[:, 0], axes[:, 1]), axes[:, 2])) < 0
     return (
@@ -188,7 +208,11 @@ def read_nifti(
     Raises
     ------
     DataFormatError
-        (a ``ValueError``) naming the file and field: a truncated data block, RGB / structured voxels, NaN / Inf in the fields of the affine (``srow_x``,
+        (a ``ValueError``) naming the file and field, for every refusal: a file nibabel
+        cannot load (``file``), more than one volume or an empty one (``dim``), an affine with
+        an axis of length 0 or axes not at right angles (``srow_x, srow_y, srow_z (sform, code
+        N)``, or the qform's fields), a truncated data block, RGB / structured voxels, NaN /
+        Inf in the fields of the affine (``srow_x``,
         ``quatern_b``, ``pixdim[1]``, ...), values float32 cannot hold (beyond 3.4e38, or a
         nonzero peak below 1.2e-38), a NaN / Inf ``scl_inter`` beside a usable ``scl_slope``.
         An infinite ``scl_slope`` is read unscaled (nibabel's rule) with a ``DataWarning``.
@@ -205,14 +229,18 @@ def read_nifti(
             raise DataFormatError(path, "scl_inter", f"is not finite while scl_slope is: the "
                                   "intensities (stored x scl_slope + scl_inter) cannot be "
                                   f"computed ({err})") from err
-        raise ValueError(f"read_nifti: {path} is not a readable NIfTI file: {err}") from err
+        raise DataFormatError(path, "file", f"not a readable NIfTI file "
+                              f"({type(err).__name__}: {' '.join(str(err).split())})") from err
     shape = nii.shape
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
     if len(shape) == 2:
         shape = shape + (1,)
     if len(shape) != 3:
-        raise ValueError(f"read_nifti: {path} has shape {nii.shape}; expected one 3-D volume")
+        raise DataFormatError(path, "dim", f"has shape {nii.shape}; expected one 3-D volume "
+                              "(a 4-D file of one volume is read)")
+    if 0 in shape:  # every other reader refuses empty data
+        raise DataFormatError(path, "dim", f"empty volume of shape {nii.shape}: no voxels")
     header = nii.header
     stored = header.get_data_dtype()
     if stored.fields is not None or stored.kind not in "biufc":  # RGB24 / RGBA32: numpy's error
@@ -220,8 +248,8 @@ def read_nifti(
                               f"({int(header['datatype'])}, {len(stored.fields or ()) or '?'} "
                               "channels per voxel): read_nifti reads one value per voxel (grey "
                               "levels or complex); convert the colour image to one channel")
-    affine, placed = _affine_mm(header, path)
-    geometry, flip = _geometry_from_affine(affine, path)
+    affine, placed, source = _affine_mm(header, path)
+    geometry, flip = _geometry_from_affine(affine, path, source)
     if not placed:
         geometry = replace(geometry, placed=False)
     complex_data = np.issubdtype(stored, np.complexfloating)
@@ -270,8 +298,9 @@ def _check_slope(nii, path: Path) -> None:
             "(as nibabel reads them); check the intensities against the source")), stacklevel=3)
 
 
-def _affine_mm(header, path: Path) -> tuple[np.ndarray, bool]:
-    """The header's voxel -> RAS affine in mm, and whether it places the volume: the sform
+def _affine_mm(header, path: Path) -> tuple[np.ndarray, bool, tuple[str, int]]:
+    """The header's voxel -> RAS affine in mm, whether it places the volume, and where it came
+    from (``("sform", code)``, ``("qform", code)``, ``("pixdim", 0)``): the sform
     (code > 0), else the qform (code > 0), else the pixdim-only affine (no position). Lengths in
     the header's xyz units (meter, micron) are turned into mm; a NaN / Inf in the fields that
     give the affine is refused naming them (it was "ImageGeometry.spacing must be finite")."""
@@ -279,18 +308,18 @@ def _affine_mm(header, path: Path) -> tuple[np.ndarray, bool]:
     qform, qcode = header.get_qform(coded=True)
     pixdim = np.asarray(header["pixdim"][1:4], dtype=np.float64)
     if scode and scode > 0:
-        affine, placed = np.asarray(sform, dtype=np.float64), True
+        affine, placed, source = np.asarray(sform, dtype=np.float64), True, ("sform", int(scode))
         bad = [f"srow_{'xyz'[r]}" for r in range(3) if not np.isfinite(affine[r]).all()]
         fields = ", ".join(bad) + f" (sform, code {int(scode)})"
     elif qcode and qcode > 0:
-        affine, placed = np.asarray(qform, dtype=np.float64), True
+        affine, placed, source = np.asarray(qform, dtype=np.float64), True, ("qform", int(qcode))
         names = ("quatern_b", "quatern_c", "quatern_d", "qoffset_x", "qoffset_y", "qoffset_z")
         bad = [n for n in names if not np.isfinite(float(header[n]))]
         bad += [f"pixdim[{i + 1}]" for i in range(3) if not np.isfinite(pixdim[i])]
         fields = ", ".join(bad or ["quatern_b..d / qoffset_x..z / pixdim"]) + \
             f" (qform, code {int(qcode)})"
     else:  # no xform (NIfTI "method 1"): voxel sizes along the array axes, no position
-        affine, placed = np.diag([*np.abs(pixdim), 1.0]), False
+        affine, placed, source = np.diag([*np.abs(pixdim), 1.0]), False, ("pixdim", 0)
         fields = ", ".join(f"pixdim[{i + 1}]" for i in range(3) if not np.isfinite(pixdim[i]))
     if not np.isfinite(affine).all():
         raise DataFormatError(path, fields, "holds NaN or Inf: the voxel-to-patient affine "
@@ -302,7 +331,7 @@ def _affine_mm(header, path: Path) -> tuple[np.ndarray, bool]:
     scale = _MM_PER_UNIT[code]
     affine = affine.copy()
     affine[:3, :] *= scale  # the 3x3 and the translation: positions and sizes in mm
-    return affine, placed
+    return affine, placed, source
 
 
 def _float32_range_problem(array: np.ndarray, *, reading: bool) -> str | None:

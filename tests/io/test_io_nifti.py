@@ -11,6 +11,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from mrirecon.data import Image, ImageGeometry
+from mrirecon.io.errors import DataFormatError
 from mrirecon.io.nifti import read_nifti, write_nifti
 
 
@@ -143,13 +144,14 @@ def test_bad_inputs(tmp_path):
     sheared = np.eye(4)
     sheared[0, 1] = 0.5
     nib.save(nib.Nifti1Image(np.zeros((2, 2, 2), np.float32), sheared), tmp_path / "shear.nii")
-    with pytest.raises(ValueError, match="shear.nii affine is sheared"):
+    with pytest.raises(DataFormatError, match=r"shear.nii: srow_x, srow_y, srow_z \(sform, code "
+                       r"2\): the affine is sheared"):
         read_nifti(tmp_path / "shear.nii")
     nib.save(nib.Nifti1Image(np.zeros((2, 2, 2, 3), np.float32), np.eye(4)), tmp_path / "t.nii")
-    with pytest.raises(ValueError, match=r"t.nii has shape \(2, 2, 2, 3\)"):
+    with pytest.raises(DataFormatError, match=r"t.nii: dim: has shape \(2, 2, 2, 3\)"):
         read_nifti(tmp_path / "t.nii")
     (tmp_path / "junk.nii").write_bytes(b"not a nifti file")
-    with pytest.raises(ValueError, match="junk.nii is not a readable NIfTI"):
+    with pytest.raises(DataFormatError, match="junk.nii: file: not a readable NIfTI"):
         read_nifti(tmp_path / "junk.nii")
 
 

@@ -195,3 +195,39 @@ def test_non_finite_intercept_beside_a_slope_is_refused_naming_it(tmp_path, inte
     path, _ = _scaled(tmp_path / "s.nii", 1.0, inter)
     with pytest.raises(DataFormatError, match=r"s.nii: scl_inter: is not finite"):
         read_nifti(path)
+
+
+def _sheared():
+    a = np.diag([*SIZES, 1.0])
+    a[0, 1] = 0.5
+    return a
+
+
+@pytest.mark.parametrize("case, field, problem", [
+    ("4d", "dim", "has shape (16, 12, 5, 2); expected one 3-D volume"),
+    ("zero_slices", "dim", "empty volume of shape (16, 12, 0)"),
+    ("sheared_sform", "srow_x, srow_y, srow_z (sform, code 1)", "sheared (axes not orthogonal)"),
+    ("flat_sform", "srow_x, srow_y, srow_z (sform, code 1)", "axis k has length 0"),
+    ("junk", "file", "not a readable NIfTI file"),
+])
+def test_every_refusal_of_read_nifti_is_a_data_format_error_naming_the_field(tmp_path, case,
+                                                                              field, problem):
+    """The docstring promises a DataFormatError naming the file and field: a 4-D file, a sheared
+    or zero-length affine and a file nibabel cannot load raised a plain ValueError (callers that
+    catch DataFormatError missed it); an empty volume (16, 12, 0) was returned as an empty
+    Image where every other reader refuses empty data."""
+    path = tmp_path / "x.nii"
+    if case == "4d":
+        _save(path, data=np.stack([VOL, VOL], axis=-1))
+    elif case == "zero_slices":
+        _save(path, data=VOL[:, :, :0])
+    elif case == "sheared_sform":
+        _save(path, affine=_sheared(), codes=(1, 0))
+    elif case == "flat_sform":  # (a zero pixdim nibabel sets to 1 itself, with a log line)
+        _patch(_save(path, codes=(1, 0)), 320, 0.0)  # srow_z[2] (NIfTI-1 header byte 320)
+    else:
+        path.write_bytes(b"not a nifti file")
+    with pytest.raises(DataFormatError) as info:
+        read_nifti(path)
+    assert (info.value.file, info.value.field) == (str(path), field), str(info.value)
+    assert problem in info.value.problem, str(info.value)

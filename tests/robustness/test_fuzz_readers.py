@@ -16,6 +16,7 @@ import signal
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -359,3 +360,61 @@ def test_dicom_reader_on_wrong_header_values(dicom_series, tmp_path, victim, edi
         assert image.data.shape[0] == 3 and finite(image.data)
 
     check(read)
+
+
+# ---- a dataset stored as an HDF5 group (h5py's create_group by accident) ---------------------
+
+def _group_in_place_of(path: Path, key: str) -> None:
+    import h5py
+
+    with h5py.File(path, "r+") as h5:
+        if key in h5:
+            del h5[key]
+        h5.create_group(key).create_dataset("0", data=[1.0])
+
+
+def _assert_group_error(err, path: Path, key: str) -> None:
+    assert (err.file, err.field) == (str(path), key), str(err)
+    assert err.problem == "is a group, expected a dataset", str(err)
+
+
+@pytest.mark.parametrize("key", ["kspace", "ismrmrd_header", "mask", "reconstruction_rss",
+                                 "reconstruction_esc"])
+def test_fastmri_dataset_stored_as_a_group_is_named(mri_file, tmp_path, key):
+    """Every dataset the fastMRI reader reads, stored as a group: a DataFormatError naming the
+    file and the key. ``reconstruction_rss`` raised "AttributeError: 'Group' object has no
+    attribute 'ndim'"; ``mask`` / ``ismrmrd_header`` "corrupt or unreadable (TypeError: ...)"."""
+    import h5py
+
+    from mrirecon.io import FastMRIFile, write_fastmri
+
+    path = tmp_path / "g.h5"
+    if key == "reconstruction_esc":  # a single-coil file (its reference key)
+        with FastMRIFile(mri_file) as f:
+            k = f.read_volume()
+            xml = h5py.File(mri_file)["ismrmrd_header"][()].decode()
+        write_fastmri(path, k.data[:, 0].numpy(), xml,
+                      reference={key: k.reference.numpy()})
+    else:
+        shutil.copy(mri_file, path)
+    _group_in_place_of(path, key)
+    with pytest.raises(DataFormatError) as info:
+        read_fastmri_all(path)
+    _assert_group_error(info.value, path, key)
+
+
+@pytest.mark.parametrize("which, key", [("observation", "data"), ("ground_truth", "data"),
+                                        ("ground_truth", "hu")])
+def test_lodopab_dataset_stored_as_a_group_is_named(ct_dir, tmp_path, which, key):
+    """The same for LoDoPaB: a ground truth's ``data`` as a group said "missing dataset; found
+    ['data', 'hu']"."""
+    from mrirecon.io.lodopab import LoDoPaBFiles
+
+    root = tmp_path / "ct"
+    shutil.copytree(ct_dir, root)
+    target = root / f"{which}_test_000.hdf5"
+    _group_in_place_of(target, key)
+    with pytest.raises(DataFormatError) as info:
+        files = LoDoPaBFiles(root, "test")
+        files.sinogram(0), files.attenuation(0), files.hu(0)
+    _assert_group_error(info.value, target, key)

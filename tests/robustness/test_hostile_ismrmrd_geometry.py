@@ -118,6 +118,39 @@ def test_directions_within_rounding_of_each_other_are_one_volume(tmp_path):
     assert f"data[{ENC_Y}].head.phase_dir" in message
 
 
+@pytest.mark.parametrize("slices", [1, 2])
+@pytest.mark.parametrize("read, phase, field, problem", [
+    # parallel unit vectors (a broken export): no slice normal phase x read
+    ((0.0, 1.0, 0.0), (0.0, 1.0, 0.0), "read_dir / phase_dir", "not orthogonal"),
+    ((0.0, 0.5, 0.0), (1.0, 0.0, 0.0), "read_dir", "length 0.5, not 1"),
+    ((0.0, 1.0, 0.0), (0.0, 0.0, 0.0), "phase_dir", "length 0, not 1"),
+])
+def test_directions_that_are_set_but_not_orthonormal_are_refused(tmp_path, slices, read, phase,
+                                                                 field, problem):
+    """Parallel ``read_dir`` and ``phase_dir``: 2 slices were refused as lying "nan mm off the
+    slice normal (allowed nan mm)" after a bare numpy "RuntimeWarning: invalid value encountered
+    in divide"; 1 slice was read as unplaced without a word. One check for both functions
+    (``ismrmrd_placement.directions_set``)."""
+    import warnings
+
+    path = _write(tmp_path / "dirs.h5", slices=range(slices), dirs=[(read, phase, AXIAL[2])] * 2,
+                  xml=_xml(fov_x=10.0 * ENC_X, slices=slices))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy warning on the way
+        message = _refused(path)
+    assert f": data[0].head.{field}: " in message and problem in message, message
+    assert "nan" not in message
+
+
+def test_directions_all_zero_are_not_set(tmp_path):
+    """All-zero directions mean "not set" (what writers without a geometry store): the image is
+    unplaced, its spacing the header's."""
+    zero = ((0.0, 0.0, 0.0),) * 3
+    ks = read_ismrmrd(_write(tmp_path / "zero.h5", dirs=[zero] * SLICES))
+    assert ks.data.shape[0] == SLICES and not ks.header.geometry.placed
+    assert ks.header.geometry.spacing[0] == DZ
+
+
 # 2. slices at one non-zero position ---------------------------------------------------------
 
 def test_slices_at_one_nonzero_position_are_refused(tmp_path):

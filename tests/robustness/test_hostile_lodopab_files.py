@@ -269,3 +269,27 @@ def test_a_part_name_the_layout_does_not_read_is_no_part(ct_dir, tmp_path):
         LoDoPaBFiles(odd, "a-b")
     with pytest.raises(FileNotFoundError, match=r"run_ct_bench: no observation_<part>_NNN.hdf5"):
         run_ct_bench(odd, [2], "fbp", progress=False)
+
+
+@pytest.mark.parametrize("floor, said", [
+    (1e6, "1000000.0 is not below attrs/photons 4096.0"),
+    (4096.0, "4096.0 is not below attrs/photons 4096.0"),
+    (0.0, "expected a positive photon count, got 0.0"),
+])
+def test_a_count_floor_not_below_the_dose_is_refused_naming_both(ct_dir, tmp_path, floor, said):
+    """``min_photon_count`` 1e6 beside ``photons`` 4096 was accepted without a word, and the
+    count-floor checks (log(photons / min_photon_count), :func:`ct_plausibility.count_floor`)
+    were off for the file. Refused where the floor is used, as a floor of 0 is."""
+    root = _copy(ct_dir, tmp_path / "ct")
+    obs = root / "observation_test_000.hdf5"
+    with h5py.File(obs, "r+") as h5:
+        assert float(h5.attrs["photons"]) == 4096.0
+        h5.attrs["min_photon_count"] = floor
+    files = LoDoPaBFiles(root, "test")
+    with pytest.raises(DataFormatError) as err:
+        files.min_photon_count
+    assert (err.value.file, err.value.field) == (str(obs), "attrs/min_photon_count")
+    assert said in err.value.problem, str(err.value)
+    with h5py.File(obs, "r+") as h5:
+        h5.attrs["min_photon_count"] = 4095.0  # below the dose: read
+    assert LoDoPaBFiles(root, "test").min_photon_count == 4095.0

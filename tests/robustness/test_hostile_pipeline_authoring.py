@@ -363,3 +363,28 @@ def test_a_yaml_nested_thousands_deep_is_refused_by_name(tmp_path):
     with pytest.raises(ConfigError, match=r"deep.yaml: <root>: it nests lists or mappings "
                                           r"thousands deep"):
         load_pipeline(str(path))
+
+
+# ---- a YAML syntax error names its cause, tags only when a tag was it -------------------------
+
+@pytest.mark.parametrize("text, cause, tag", [
+    ("name: x\nreconstruct: {method: cg_sense}\nreconstruct: {method: tv}\n",
+     "found the key 'reconstruct' twice", False),
+    ("name: x\nreconstruct:\n\tmethod: cg_sense\n", "found character '\\t'", False),
+    ("name: x\ndevice: [cpu\n", "expected ',' or ']'", False),
+    ("name: x\ndevice: !!python/object/apply:os.system ['true']\n",
+     "could not determine a constructor for the tag", True),
+    ("name: x\ndevice: !custom cpu\n", "could not determine a constructor for the tag", True),
+])
+def test_a_yaml_error_says_tags_are_refused_only_when_a_tag_caused_it(tmp_path, text, cause, tag):
+    """"(tags such as !!python/... are refused)" followed every YAML error, a key given twice or
+    a tab indent too, pointing the user at a tag they never wrote."""
+    from mrirecon.core.config import read_yaml
+
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        read_yaml(path)
+    message = str(info.value)
+    assert str(path) in message and "invalid YAML" in message and cause in message, message
+    assert ("tags such as !!python/... are refused" in message) == tag, message
