@@ -43,8 +43,9 @@ from mrirecon.bench.messages import RangeMessages, log_lines
 from mrirecon.bench.methods import CT_DEFAULTS, build_methods, check_settings, weights_id
 from mrirecon.bench.table import BenchTable, config_fingerprint, encode_mask
 from mrirecon.pipeline import stream
+from mrirecon.pipeline.ct_consistency import dose_note
 from mrirecon.pipeline.schema import PipelineConfig, UndersampleConfig
-from mrirecon.pipeline.stages_ct import CTStages, dose_note
+from mrirecon.pipeline.stages_ct import CTStages
 from mrirecon.pipeline.stream import Method
 from mrirecon.pipeline.volume import SliceMessages
 

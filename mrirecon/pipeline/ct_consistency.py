@@ -30,6 +30,7 @@ from mrirecon.operators.ct_geometry import CTGeometry
 from mrirecon.pipeline.ct_plausibility import FLOOR_RTOL, count_floor
 
 if TYPE_CHECKING:
+    from mrirecon.pipeline.schema import UndersampleConfig
     from mrirecon.pipeline.stages_ct import CTSlice
 
 # ---- parallel beam ----------------------------------------------------------------------------
@@ -363,3 +364,41 @@ def drop_dead_views(s: CTSlice) -> CTSlice:
     return replace(s, sinogram=s.sinogram.index_select(-2, keep.to(s.sinogram.device)), dead=None,
                    geometry=replace(g, angles=tuple(g.angles[int(i)] for i in keep)),
                    dropped=tuple(sorted(int(i) for i in s.dead[~live])))
+
+
+# ---- the notes of undersample (views kept, dose) ---------------------------------------------
+
+
+def views_note(held: int, factor: int, kept: int, cfg: UndersampleConfig) -> str | None:
+    """How ``undersample.views`` was met on data of ``held`` views, keeping every ``factor``-th
+    (``kept`` views): a note when the count kept is not the count asked for, more than the data
+    hold (all are kept) or another count "every k-th view" gives (21 of 60: every 3rd, 20), else
+    ``None``. Provenance recorded the count asked for, without a word; built by
+    :func:`~mrirecon.pipeline.stages_ct.undersample`, which knows ``held`` (21 of 60 was said "the data hold 20 views")."""
+    if not cfg.enabled or cfg.views is None or cfg.views == kept:
+        return None
+    if cfg.views >= held:
+        return (f"undersample.views={cfg.views}: the data hold {held} views, fewer, so all "
+                f"{held} were kept")
+    nth = {1: "st", 2: "nd", 3: "rd"}.get(factor % 10 if factor % 100 not in (11, 12, 13) else 0,
+                                          "th")
+    return (f"undersample.views={cfg.views}: every {factor}{nth} of the {held} views kept: "
+            f"{kept} views ({cfg.views} asked)")
+
+
+def dose_note(data_photons: float | None, cfg: UndersampleConfig) -> str | None:
+    """How ``undersample.photons`` lowered the dose, for the provenance (``None`` without it):
+    binomial thinning of the data's Poisson counts at ``data_photons`` per bin (exact), or
+    Poisson noise at the dose asked for on noise-free data (:func:`~mrirecon.pipeline.stages_ct.undersample`)."""
+    if not cfg.enabled or cfg.photons is None:
+        return None
+    x = float(cfg.photons)
+    if not data_photons:
+        return f"undersample.photons={x:g}: Poisson noise at {x:g} photons per bin on noise-free data"
+    n = float(data_photons)
+    if x >= n:
+        return (f"undersample.photons={x:g}: the data's own dose ({n:g} photons per bin); "
+                "the data are used unchanged")
+    return (f"undersample.photons={x:g}: binomial thinning of the data's Poisson counts at "
+            f"{n:g} photons per bin (each photon kept with probability {x / n:.4g}): the dose is "
+            f"exactly {x:g}")

@@ -263,7 +263,7 @@ def test_ct_views_note_says_what_was_kept_of_what(tmp_path):
 
 def test_ct_views_note_is_silent_when_the_count_is_met():
     from mrirecon.pipeline.schema import UndersampleConfig
-    from mrirecon.pipeline.stages_ct import views_note
+    from mrirecon.pipeline.ct_consistency import views_note
 
     assert views_note(60, 2, 30, UndersampleConfig(enabled=True, views=30)) is None
     assert views_note(60, 1, 60, UndersampleConfig(enabled=True, views=100)) == (
