@@ -5,6 +5,7 @@
 #   make demo     runtime dependencies only (no reference packages, no system packages)
 #   make test     adds the `test` extra (reference packages) and runs `make sysdeps`
 #   make sysdeps  installs the Debian tools the tests use (see the line it prints)
+#   make test-floors  the declared minimum versions (.ci/floors; not part of make test)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -12,8 +13,9 @@ TORCH_SPEC ?= torch==2.13.0
 RUNTIME_STAMP := $(VENV)/.mrirecon-runtime
 TEST_STAMP := $(VENV)/.mrirecon-test
 SYSDEPS := dicom3tools dcm2niix chromium
+FLOORS_VENV ?= .venv-floors
 
-.PHONY: demo test setup setup-test sysdeps benchdeps bench clean weights
+.PHONY: demo test test-floors setup setup-test sysdeps benchdeps bench clean weights
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +67,12 @@ demo: setup
 test: setup-test sysdeps
 	$(PY) -m pytest -q tests
 
+# Every runtime dependency at its pyproject.toml floor (pins derived from pyproject.toml), then
+# numpy 2.0.0 with the lowest releases that allow it, each in a fresh venv ($(FLOORS_VENV),
+# $(FLOORS_VENV)-numpy2): demo --quick and tests/io, tests/operators. Minutes; needs the network.
+test-floors:
+	PYTHON=$(PYTHON) VENV=$(FLOORS_VENV) TORCH_SPEC="$(TORCH_SPEC)" .ci/floors
+
 bench: setup-test benchdeps
 	$(PY) benchmarks/run_all.py
 
@@ -93,4 +101,4 @@ weights: setup
 	  --lr 0.0003 --threads 1
 
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache
+	rm -rf $(VENV) $(FLOORS_VENV) $(FLOORS_VENV)-numpy2 demo_out .pytest_cache
