@@ -24,6 +24,16 @@ Each case below was read with exit 0 and gave a wrong image without a word:
   acquired columns and labelled with the recon voxel (0.94 mm where they are 1.25 mm: features
   25 % too close to the centre). The k-space is zero-padded to the recon columns, as the
   scanner interpolates, and noted.
+* :func:`check_centre`: a slice whose k-space centre line (grid column ``y // 2``, where the
+  header's ``encodingLimits`` centre puts it) no line of the data or of a separate reference
+  holds (a lost centre line; :func:`check_centre_lines`), or a slab without its centre partition:
+  refused naming ``idx.kspace_encode_step_1`` / ``_2`` and the centre's value.
+* :func:`shift_note`: a line the header's ``encodingLimits`` centre moves off the grid is refused
+  naming that header field and the shift it applied, not the acquisition alone.
+* :func:`traj_ignored`: a header ``encoding/trajectory`` ``cartesian`` or ``epi`` whose
+  acquisitions carry ``traj`` (some exporters write each line's grid coordinates) was read as
+  non-Cartesian. ``traj`` on the Cartesian lines is ignored with a note (as Gadgetron ignores it);
+  ``cartesian`` with readouts off those lines is refused naming both fields.
 * :func:`select_counters`: ``counters={"repetition": 1}`` (or ``contrast``, ``phase``, ``set``)
   also selected the calibration-only lines, so a reference scan acquired once, under repetition
   0, was dropped without a word (with Walsh maps 11.5 dB for 34.2). Calibration-only lines of
@@ -105,12 +115,13 @@ def select_counters(idx, keep: np.ndarray, calib_only: np.ndarray, chosen: dict,
         "for calibration only, never in the image")}), where
 
 
-def check_epi(header: Header, heads: np.ndarray, flags: np.ndarray, keep_space: np.ndarray,
-              first: int, fail) -> Header:
+def check_epi(header: Header, flags: np.ndarray, keep_space: np.ndarray, carries_traj: bool,
+              fail) -> Header:
     """Refuse an ``epi`` encoding that needs ramp-sampling regridding or Nyquist-ghost correction
     (see the module docstring); note phase-correction lines that are left out. ``keep_space``
-    marks the acquisitions of encoding space 0 that are not noise; ``first`` is the first
-    imaging acquisition."""
+    marks the acquisitions of encoding space 0 that are not noise; ``carries_traj`` whether the
+    readouts are read by their ``traj`` (which regrids ramps; not when :func:`traj_ignored`
+    ignores it)."""
     phasecorr = int((keep_space & _flag(flags, ACQ_IS_PHASECORR_DATA)).sum())
     kind = str(header.extra.get("trajectory", "cartesian")).strip()
     if kind.lower() != "epi":
@@ -120,7 +131,6 @@ def check_epi(header: Header, heads: np.ndarray, flags: np.ndarray, keep_space: 
             f"{phasecorr} phase-correction acquisitions (ACQ_IS_PHASECORR_DATA) were ignored: "
             "no Nyquist-ghost correction is done (the header's encoding/trajectory is "
             f"{kind!r}; if these lines are EPI, odd/even echo misalignment stays as N/2 ghosts)")})
-    carries_traj = int(heads["trajectory_dimensions"][first]) > 0
     ramps = dict(header.extra.get("trajectory_ramp_times", ()))
     ramped = {k: v for k, v in ramps.items() if not v == 0}  # NaN (unreadable): not flat
     problems = []
@@ -172,7 +182,6 @@ def check_partitions(header: Header, partitions: np.ndarray, shift_z: int, fail)
     if isinstance(limits, tuple) and limits[1] is not None:
         lo = max((limits[0] or 0) + shift_z, 0)
         hi = min(limits[1] + shift_z, enc_z - 1)
-    centre = enc_z // 2
     runs = set()
     for s in range(slabs):
         got = np.flatnonzero(partitions[s])
@@ -194,10 +203,7 @@ def check_partitions(header: Header, partitions: np.ndarray, shift_z: int, fail)
                 f"says {_numbers(np.array(missing) - shift_z)} were acquired too, but they hold "
                 "no line (a truncated file, or partition undersampling, which is not "
                 "supported): zero-filled they would blur or alias the slices along z"))
-        if not got[0] <= centre <= got[-1]:
-            raise fail(f"data[].{STEP_2}", (
-                f"{slab}: the k-space centre partition (kspace_encode_step_2 "
-                f"{centre - shift_z}) holds no line, so the slices cannot be reconstructed"))
+        check_centre(partitions[s], shift_z, 2, fail, slab, limits)
         runs.add((int(got[0]), int(got[-1])))
     if not runs:
         return header
@@ -213,6 +219,127 @@ def check_partitions(header: Header, partitions: np.ndarray, shift_z: int, fail)
             f"kz is zero-filled beyond the acquired partitions: {acquired}: the slices are "
             "interpolated, their resolution along z is that of the acquired partitions")
     return header.with_(extra={**header.extra, "kz_partial_fourier_note": note})
+
+
+def check_centre(held: np.ndarray, shift: int, step: int, fail, where: str, limits) -> None:
+    """Refuse a slice (or 3-D slab) whose k-space centre holds no line: ``held`` ``(n,)`` marks
+    the grid lines (``step`` 1: phase-encoding columns) or partitions (``step`` 2) that hold one,
+    grid line ``g`` holding ``kspace_encode_step_<step> = g - shift``; the centre is grid line
+    ``n // 2``, where the header's ``encodingLimits`` centre (``limits``: ``(minimum, maximum,
+    center)`` or ``None``) put it. ``where`` names the slice and what it holds. A lost centre
+    line (31 of 32 lines acquired) was read without a word and then refused as "ESPIRiT needs a
+    fully sampled centre band ..., got 0"; zero-filled it gave 9.2 dB."""
+    centre = held.size // 2
+    if held[centre]:
+        return
+    noun = "partition" if step == 2 else "line"
+    axis = "z" if step == 2 else "y"
+    source = (f"the header's encodingLimits/kspace_encoding_step_{step}/center = {limits[2]}"
+              if isinstance(limits, tuple) and limits[2] is not None else
+              f"encodedSpace/matrixSize/{axis} = {held.size} halved: the header gives no "
+              "encodingLimits centre")
+    raise fail(f"data[].idx.kspace_encode_step_{step}", (
+        f"{where}: the k-space centre {noun} (kspace_encode_step_{step} {centre - shift}) "
+        f"{'holds no line' if step == 2 else 'was not acquired'} (the centre by {source}), so "
+        f"the slices cannot be reconstructed (the centre {noun} was lost, or the header's centre "
+        "is wrong)"))
+
+
+def check_centre_lines(held: np.ndarray, shift: int, fail, limits) -> None:
+    """:func:`check_centre` of the phase-encoding lines of each slice: ``held`` ``(slices, y)``
+    marks the grid columns that hold a line (of the data or of a separate reference, which GRAPPA
+    fills the data's centre from)."""
+    for s, row in enumerate(held):
+        edges = np.flatnonzero(np.diff(np.r_[0, row.astype(np.int8), 0]))
+        runs = [f"{a - shift}..{b - 1 - shift}" if b - a > 1 else f"{a - shift}"
+                for a, b in zip(edges[::2], edges[1::2])]
+        got = ", ".join(runs[:6]) + (f", ... ({len(runs)} runs)" if len(runs) > 6 else "")
+        check_centre(row, shift, 1, fail, f"idx.slice {s}: lines (kspace_encode_step_1) {got} of "
+                     f"{row.size}", limits)
+
+
+def shift_note(header: Header, step: int, line: int, shift: int) -> str:
+    """Why line ``line`` of ``kspace_encode_step_<step>`` left the grid when the header's
+    ``encodingLimits`` centre moved it by ``shift`` (``""`` when it did not move): the refusal
+    named the acquisition alone ("column 32 outside the 32 encoded lines"), not the header field
+    that moved it."""
+    if not shift:
+        return ""
+    centre = header.extra.get(f"encoding_limits_step_{step}", (0, 0, 0))[2]
+    return (f" (line {line} was moved by {shift:+d}, to put the header's encodingLimits/"
+            f"kspace_encoding_step_{step}/center = {centre} at the grid centre {centre + shift}: "
+            "is the header's center wrong?)")
+
+
+def traj_ignored(header: Header, records: np.ndarray, imaging: np.ndarray,
+                 fail) -> tuple[Header, bool]:
+    """Whether the acquisitions that carry ``traj`` under a header ``encoding/trajectory``
+    ``cartesian`` or ``epi`` are read by their counters, as Gadgetron reads them: ``(header with
+    extra["cartesian_traj_note"], True)`` when every ``traj`` lies on a Cartesian line (evenly
+    spaced along the readout, one phase-encoding coordinate per readout, affine in
+    ``kspace_encode_step_1``: the two agree, whatever the unit); ``(header, False)`` (read by
+    ``traj``, :mod:`~mrirecon.io.ismrmrd_noncartesian`) for other headers and for ``epi``
+    readouts off the grid (ramp sampling, which their ``traj`` regrid). ``cartesian`` with
+    readouts off the grid is refused naming both fields: which of the two is wrong is unknown.
+    Was: every such file read as non-Cartesian ("non-Cartesian data have no acceleration", "slice
+    0 has no readout 1 ...", or refused as a trajectory of no known unit)."""
+    kind = str(header.extra.get("trajectory", "")).strip().lower()
+    if kind not in ("cartesian", "epi"):
+        return header, False
+    heads = records["head"]
+    carrying = imaging[heads["trajectory_dimensions"][imaging] > 0]
+    rows = []  # (acquisition, mean ky, |kx step|, float32 rounding, carries ky)
+    problem = None
+    for a in carrying:
+        n, dims = int(heads["number_of_samples"][a]), int(heads["trajectory_dimensions"][a])
+        t = np.asarray(records[a]["traj"], np.float64)
+        if t.size != n * dims or not np.isfinite(t).all() or n < 2:
+            problem = (int(a), f"{t.size} values for {n} samples x {dims} dimensions, or not finite")
+            break
+        t = t.reshape(n, dims)
+        kx, ky = t[:, 0], (t[:, 1] if dims > 1 else np.zeros(n))
+        step = np.diff(kx)
+        eps = 4 * np.finfo(np.float32).eps * float(np.abs(t[:, :2]).max())
+        if np.ptp(ky) > 0.01 * abs(step.mean()) + eps:
+            problem = (int(a), f"ky varies by {np.ptp(ky):.4g} along the readout, whose kx steps "
+                               f"by {abs(step.mean()):.4g}: a readout that is no line along kx")
+            break
+        if abs(step.mean()) <= eps or np.ptp(step) > 0.01 * abs(step.mean()) + eps:
+            problem = (int(a), f"kx steps {step.min():.4g}..{step.max():.4g} along the readout: "
+                               "not evenly spaced (ramp sampling?)")
+            break
+        rows.append((int(a), float(ky.mean()), abs(float(step.mean())), eps, dims > 1))
+    if problem is None and rows:
+        acq, ky, dx, eps, has_ky = (np.array([r[i] for r in rows]) for i in range(5))
+        acq, ky = acq[has_ky], ky[has_ky]  # a 1-D traj (kx alone) says nothing of the lines
+        lines = heads["idx"]["kspace_encode_step_1"][acq].astype(np.float64)
+        if np.ptp(dx) > 0.01 * dx.mean() + eps.max():
+            k = int(np.argmax(np.abs(dx - dx[0])))
+            problem = (rows[k][0], f"kx steps by {dx[k]:.4g} here, by {dx[0]:.4g} in "
+                                   f"data[{rows[0][0]}]")
+        elif lines.size and np.ptp(lines) > 0:
+            slope, offset = np.polyfit(lines, ky, 1)
+            off = np.abs(ky - (slope * lines + offset))
+            if abs(slope) <= eps.max() or off.max() > 0.01 * abs(slope) + eps.max():
+                k = int(np.argmax(off))
+                problem = (int(acq[k]), (
+                    f"ky {ky[k]:.4g} is not the line kspace_encode_step_1 {int(lines[k])} gives: "
+                    "the readouts' ky are not affine in their line numbers"))
+    if problem is None:
+        dims = sorted({int(d) for d in heads["trajectory_dimensions"][carrying]})
+        return header.with_(extra={**header.extra, "cartesian_traj_note": (
+            f"the acquisitions carry traj (trajectory_dimensions {_numbers(dims)}) under the "
+            f"header's encoding/trajectory {kind!r}: they lie on the Cartesian lines their "
+            "counters give, so the lines are placed by kspace_encode_step_1 (as Gadgetron "
+            "reads them) and traj is ignored")}), True
+    if kind == "epi":  # ramp-sampled EPI readouts: their traj regrid them
+        return header, False
+    a, why = problem
+    raise fail(f"ismrmrd_header/encoding/trajectory / data[{a}].traj", (
+        f"'cartesian', but the acquisitions carry a traj that is not a Cartesian line ({why}): "
+        "whether the header or the trajectory is wrong is unknown; write the header's "
+        "trajectory (radial, spiral, other) for non-Cartesian readouts, or no traj "
+        "(trajectory_dimensions 0) for Cartesian lines"))
 
 
 def interpolate_phase(header, data, columns, calibration):

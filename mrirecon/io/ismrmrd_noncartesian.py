@@ -110,13 +110,22 @@ def write_ismrmrd_noncartesian(
         ``(readouts, samples, 2)`` normalised coordinates (``[..., 0]`` along the readout).
     header
         Header of the image grid (``encoded_matrix``, FOV, geometry); ``extra["trajectory"]``
-        names the ISMRMRD trajectory (``radial``, ``spiral``).
+        names the ISMRMRD trajectory (``radial``, ``spiral``; ``other`` is written when it is
+        missing; ``cartesian`` / ``epi`` are refused: the reader reads a Cartesian header's
+        ``traj`` as Cartesian lines, :func:`~mrirecon.io.ismrmrd_encoding.traj_ignored`).
     density
         Optional ``(readouts, samples)`` weights, stored as the third trajectory dimension.
 
     Each readout's ``center_sample`` is its sample nearest the k-space centre (a partial echo:
     the samples before the echo that were never acquired are absent from ``trajectory``).
     """
+    kind = str(header.extra.get("trajectory", "")).strip().lower()
+    if kind in ("cartesian", "epi"):
+        raise ValueError(f"write_ismrmrd_noncartesian: header.extra['trajectory'] is {kind!r}; "
+                         "name the non-Cartesian trajectory (radial, spiral, goldenangle, "
+                         "other): a Cartesian header's traj is read as Cartesian lines")
+    if not kind:  # the header's trajectory element would say cartesian
+        header = header.with_(extra={**header.extra, "trajectory": "other"})
     kspace = torch.as_tensor(kspace)
     slices, coils, readouts, samples = kspace.shape
     if tuple(trajectory.shape) != (readouts, samples, 2):

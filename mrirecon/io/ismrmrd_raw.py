@@ -31,7 +31,10 @@ W = phase encoding)``:
   ``KSpace.calibration``, placed, transformed and cropped like the imaging data, and never enters
   ``data`` (noted in ``header.extra["calibration_note"]``);
 * unacquired lines stay zero; ``KSpace.mask`` ``(W,)`` (or ``(slices, W)`` when slices
-  differ) marks acquired columns, ``None`` when all columns were acquired;
+  differ) marks acquired columns, ``None`` when all columns were acquired; a slice whose
+  k-space centre line neither the data nor a separate reference holds is refused;
+* acquisitions that carry ``traj`` under a ``cartesian`` / ``epi`` header are placed by their
+  counters when ``traj`` lies on those lines (noted), refused under ``cartesian`` otherwise;
 * a partial (asymmetric) echo, one side of every readout never sampled, is recorded as
   ``header.extra["readout_range"] = [start, stop, rows]``: rows ``start .. stop - 1`` of the
   ``rows``-sample readout hold data (the pipeline's operators then treat the others as
@@ -67,9 +70,10 @@ from mrirecon.containers import Header, KSpace
 from mrirecon.functional import center_crop, fft2c, ifft2c
 from mrirecon.io.errors import DataFormatError, memory_bytes, open_hdf5, refuse_oversized
 from mrirecon.io.hdf5_vlen import check_vlen_references
-from mrirecon.io.ismrmrd_encoding import (SHARED_REFERENCE_COUNTERS, check_epi,
-                                          check_partition_counter, check_partitions,
-                                          interpolate_phase, select_counters)
+from mrirecon.io.ismrmrd_encoding import (SHARED_REFERENCE_COUNTERS, check_centre_lines,
+                                          check_epi, check_partition_counter, check_partitions,
+                                          interpolate_phase, select_counters, shift_note,
+                                          traj_ignored)
 from mrirecon.io.ismrmrd_reference import CALIBRATION_MISMATCH, separate_reference  # noqa: F401
 from mrirecon.io.ismrmrd_header import parse_ismrmrd_header
 from mrirecon.io.ismrmrd_placement import (acquisition_geometry, check_orientation,
@@ -182,8 +186,10 @@ def _read_ismrmrd(
         Crop the readout (``H``) to the recon field of view in image space; the returned
         header's encoded ``x`` matrix and FOV are updated accordingly.
     include_calibration
-        Keep acquisitions flagged as parallel-imaging calibration only (ACS lines; a separate
-        reference scan's lines go to ``KSpace.calibration``).
+        Keep the calibration-only acquisitions (``ACQ_IS_PARALLEL_CALIBRATION`` without
+        ``..._AND_IMAGING``: ACS lines outside the imaging pattern; a separate reference scan's
+        lines go to ``KSpace.calibration``). Lines flagged ``..._AND_IMAGING`` are imaging lines
+        and are always kept.
     counters
         Values to select for ``contrast``, ``phase``, ``repetition``, ``set`` when the file
         has several (e.g. ``{"repetition": 2}``); ``slice`` reads that slice or 3-D slab
@@ -260,17 +266,18 @@ def _read_ismrmrd(
     keep = ~noise_sel & (heads["encoding_space_ref"] == 0)
     for number in IGNORED_FLAGS:
         keep &= ~_flag(flags, number)
-    calibration = keep & _flag(flags, ACQ_IS_PARALLEL_CALIBRATION)  # what the switch leaves out
+    # calibration only: lines flagged ..._AND_IMAGING too (Siemens' PATREFANDIMASCAN) are imaging
+    calib_only = _flag(flags, ACQ_IS_PARALLEL_CALIBRATION) & \
+        ~_flag(flags, ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING)
+    calibration = keep & calib_only  # what the switch leaves out
     header = header.with_(extra={**header.extra, "calibration_lines": int(calibration.sum())})
     if not include_calibration:
-        keep &= ~_flag(flags, ACQ_IS_PARALLEL_CALIBRATION)
+        keep &= ~calib_only
     chosen = dict(counters or {})
     unknown = set(chosen) - set(SELECTABLE_COUNTERS)
     if unknown:
         raise ValueError(
             f"read_ismrmrd: counters must be among {SELECTABLE_COUNTERS}, got {sorted(unknown)}")
-    calib_only = _flag(flags, ACQ_IS_PARALLEL_CALIBRATION) & \
-        ~_flag(flags, ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING)
     # a reference scan taken once (repetition 0) serves the other repetitions: never dropped
     keep, header, borrowed = select_counters(idx, keep, calib_only, chosen, fail,
                                              SELECTABLE_COUNTERS, OPTIONAL_COUNTERS, header)
@@ -282,10 +289,14 @@ def _read_ismrmrd(
         raise fail(f"{dataset}/data", "no imaging acquisition")
     check_placement(heads, imaging, fail)  # NaN reached the NIfTI affine
     check_orientation(heads, imaging, fail)  # a localizer was stacked in one orientation
+    by_traj = int(heads["trajectory_dimensions"][imaging[0]]) > 0
+    if by_traj:  # a Cartesian header's traj on the Cartesian lines: read by the counters
+        header, ignored = traj_ignored(header, records, imaging, fail)
+        by_traj = not ignored
     # EPI read as Cartesian lines: ramps not regridded, ghosts not corrected (exit 0, 11 dB)
-    header = check_epi(header, heads, flags, ~noise_sel & (heads["encoding_space_ref"] == 0),
-                       int(imaging[0]), fail)
-    if int(heads["trajectory_dimensions"][imaging[0]]) > 0:  # radial / spiral readouts
+    header = check_epi(header, flags, ~noise_sel & (heads["encoding_space_ref"] == 0), by_traj,
+                       fail)
+    if by_traj:  # radial / spiral readouts
         if borrowed is not None:  # this reader keeps no reference apart: another repetition's
             # calibration lines would be averaged into the image (repeats of a readout)
             other = np.zeros_like(keep)
@@ -295,7 +306,8 @@ def _read_ismrmrd(
             imaging = np.flatnonzero(keep & ~(calib_only & other))
             header = header.with_(extra={k: v for k, v in header.extra.items()
                                          if k != "reference_counter_note"})
-        return _read_noncartesian(path, header, records, imaging, noise_sel, fail, dataset)
+        return _read_noncartesian(path, header, records, imaging, noise_sel, calib_only, fail,
+                                  dataset)
     kind = str(header.extra.get("trajectory", "cartesian")).strip()
     if kind.lower() in NONCARTESIAN_KINDS:  # readouts read as phase-encoding lines: garbage, exit 0
         raise fail(f"data[{int(imaging[0])}].head.trajectory_dimensions",
@@ -351,10 +363,12 @@ def _read_ismrmrd(
         part = int(idx["kspace_encode_step_2"][a]) + shift_z if enc_z > 1 else 0
         if not 0 <= col < enc_y:
             raise fail(f"data[{a}].idx.kspace_encode_step_1",
-                       f"column {col} outside the {enc_y} encoded lines")
+                       f"column {col} outside the {enc_y} encoded lines"
+                       + shift_note(header, 1, col - shift_y, shift_y))
         if not 0 <= part < enc_z:
             raise fail(f"data[{a}].idx.kspace_encode_step_2",
-                       f"partition {part} outside the {enc_z} encoded partitions")
+                       f"partition {part} outside the {enc_z} encoded partitions"
+                       + shift_note(header, 2, part - shift_z, shift_z))
         s = int(idx["slice"][a])
         grid, counts, energies, rows = grids[bool(calib_only[a])]
         grid[s, part, :, start: start + n, col] += samples
@@ -388,6 +402,10 @@ def _read_ismrmrd(
                          energy[repeated], idx["average"][imaging])
 
     columns = acquired.any(axis=1)  # (slices, W)
+    # the k-space centre line, held by the data or a separate reference (GRAPPA fills it from
+    # that): lost, the run failed on ESPIRiT's "centre band ... got 0" (9.2 dB zero-filled)
+    check_centre_lines(columns if calibration is None else columns | grids[True][1].any(axis=1),
+                       shift_y, fail, header.extra.get("encoding_limits_step_1"))
     partitions = acquired.any(axis=2)  # (slices, z)
     # missing partitions: kz undersampling aliases (refused), kz partial Fourier blurs (noted)
     header = check_partitions(header, partitions, shift_z, fail)
@@ -423,7 +441,7 @@ def _read_ismrmrd(
     if bool(mask.all()):
         mask = None
 
-    noise = _noise_scans(records, noise_sel, imaging, fail, dataset, channels)
+    noise = _noise_scans(records, noise_sel, imaging, calib_only, fail, dataset, channels)
     # placed on the readout as acquired (N rows; the columns as returned, padded or not): the
     # readout crop kept rows (N - n) // 2 on, and the pipeline's recon crop of those n rows
     # starts (n - R) // 2 further: recon row 0 of the returned header, where the acquired
@@ -512,12 +530,15 @@ def repeat_note(header: Header, lines: np.ndarray, counts: np.ndarray, energies:
         "they are different echoes, contrasts or a corrupted repeat, the image mixes them")})
 
 
-def _noise_scans(records, noise_sel, imaging, fail, dataset: str,
+def _noise_scans(records, noise_sel, imaging, calib_only, fail, dataset: str,
                  channels: int | None = None) -> torch.Tensor | None:
     """The noise-measurement samples ``(coils, samples)``, each scan scaled to the imaging
     bandwidth: noise variance grows with the bandwidth ``1 / dwell``, so samples taken at dwell
     ``t_noise`` are multiplied by ``sqrt(t_noise / t_imaging)`` (as Gadgetron does; a scan at
-    2.5 us beside imaging at 5 us made the prewhitened image 1.41x too dark)."""
+    2.5 us beside imaging at 5 us made the prewhitened image 1.41x too dark). ``t_imaging`` is
+    the dwell of the first acquisition of ``imaging`` that is not calibration-only
+    (``calib_only``): a separate reference scan written first, at its own bandwidth, set it and
+    scaled the noise 1.41x wrong (10 us reference, 5 us imaging)."""
     noise_idx = np.flatnonzero(noise_sel)
     if not noise_idx.size:
         return None
@@ -530,7 +551,8 @@ def _noise_scans(records, noise_sel, imaging, fail, dataset: str,
         raise fail(f"{dataset}/data", f"noise scans have {[b.shape[0] for b in blocks]} channels, "
                                       f"imaging has {channels}")
     dwell = records["head"]["sample_time_us"].astype(np.float64)
-    t_image = float(dwell[imaging[0]])
+    image_lines = imaging[~calib_only[imaging]]
+    t_image = float(dwell[image_lines[0] if image_lines.size else imaging[0]])
     scaled = []
     for a, block in zip(noise_idx, blocks):
         t_noise = float(dwell[a])
@@ -540,7 +562,8 @@ def _noise_scans(records, noise_sel, imaging, fail, dataset: str,
     return torch.from_numpy(np.concatenate(scaled, axis=1))
 
 
-def _read_noncartesian(path, header, records, imaging, noise_sel, fail, dataset) -> KSpace:
+def _read_noncartesian(path, header, records, imaging, noise_sel, calib_only, fail,
+                       dataset) -> KSpace:
     """Acquisitions that carry ``traj``: see :mod:`mrirecon.io.ismrmrd_noncartesian`. Slices are
     put in position order as in the Cartesian branch; the readout numbers
     (``kspace_encode_step_1``) are not checked against ``encodingLimits``, which our writer and
@@ -550,7 +573,7 @@ def _read_noncartesian(path, header, records, imaging, noise_sel, fail, dataset)
     heads = records["head"]
     _check_limits(header, heads["idx"], imaging, fail,
                   ("slice", "repetition", "contrast", "phase", "set", "average"))
-    noise = _noise_scans(records, noise_sel, imaging, fail, dataset,
+    noise = _noise_scans(records, noise_sel, imaging, calib_only, fail, dataset,
                          channels=int(heads["active_channels"][imaging[0]]))
     positions: dict[int, np.ndarray] = {}
     sources: dict[int, int] = {}

@@ -191,11 +191,25 @@ def check_slice(s: MRISlice, stage: str, reference: bool = True) -> None:
             import logging
 
             logging.getLogger("mrirecon.pipeline").warning(
-                "%s: coil maps are all zero (calibrate: no signal above the ESPIRiT threshold); "
-                "this slice will be zero; try calibrate.crop=0 or calibrate.method=walsh", where)
+                "%s: coil maps are all zero (%s); this slice will be zero", where, _zero_maps(s))
     if reference and s.reference is not None and not bool(torch.isfinite(s.reference).all()):
         raise ValueError(f"{where}: the reference image holds NaN or Inf values; metrics would "
                          "be meaningless (set evaluate.enabled=false to skip them)")
+
+
+def _zero_maps(s: MRISlice) -> str:
+    """Why ``calibrate`` may have given all-zero maps, for the method it ran: ESPIRiT when it
+    recorded its block (``s.espirit``), Walsh for other Cartesian maps (the two methods that
+    make them); a non-Cartesian slice does not record which. The warning blamed ESPIRiT's
+    threshold and advised calibrate.method=walsh when Walsh was in use."""
+    if s.espirit is not None:
+        return ("calibrate.method=espirit: no signal above the ESPIRiT threshold; try "
+                "calibrate.crop=0 or calibrate.method=walsh")
+    if s.trajectory is None:
+        return ("calibrate.method=walsh: the calibration centre band holds no signal; was the "
+                "k-space centre acquired?")
+    return ("calibrate: no signal in the gridded k-space centre; with ESPIRiT, try "
+            "calibrate.crop=0 or calibrate.method=walsh")
 
 
 #: The warning of a blank slice (``SliceMessages`` prefixes ``FILE: slice N of M:``).
