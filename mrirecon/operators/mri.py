@@ -88,7 +88,7 @@ def _checked_maps(maps: Tensor, who: str) -> Tensor:
                          "divided by a zero sum of squares outside a crop?)")
     if not nonzero:  # every reconstruction through them returned an all-zero image
         raise ValueError(f"{who}: the coil maps {tuple(maps.shape)} are all zero (an ESPIRiT crop "
-                         "that zeroed every pixel?)")
+                         "that zeroed every pixel, or a calibration band without signal?)")
     return maps
 
 

@@ -55,7 +55,8 @@ def preprocess_notes(s: MRISlice, config: PipelineConfig, *, classical: bool) ->
     * ``preprocess.partial_fourier: none`` on a slice with no never-sampled side (a symmetric
       phase encoding and a full echo);
     * ``load.include_calibration: false`` on a file without calibration lines (fastMRI files have
-      no acquisition flags; ISMRMRD files without ``ACQ_IS_PARALLEL_CALIBRATION``).
+      no acquisition flags; ISMRMRD files without calibration-only lines: ``ACQ_IS_PARALLEL_CALIBRATION`` without
+      ``..._AND_IMAGING``).
     """
     from mrirecon.pipeline.sampling_mri import has_missing_side
 
@@ -82,6 +83,6 @@ def preprocess_notes(s: MRISlice, config: PipelineConfig, *, classical: bool) ->
         if not lines:
             notes["include_calibration"] = (
                 "load.include_calibration=false: the file holds no calibration lines ("
-                + ("ISMRMRD ACQ_IS_PARALLEL_CALIBRATION" if "calibration_lines" in s.header.extra
+                + ("ISMRMRD calibration-only ACQ_IS_PARALLEL_CALIBRATION" if "calibration_lines" in s.header.extra
                    else "fastMRI files have no acquisition flags") + "), so nothing was left out")
     return notes

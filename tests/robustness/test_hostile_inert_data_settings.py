@@ -127,4 +127,4 @@ def test_include_calibration_on_ismrmrd_without_calibration_lines_is_noted(tmp_p
     plain, _ = _run(Path(path), tmp_path / "b", "mri_radial_cs", sets)
     np.testing.assert_array_equal(asked, plain)
     assert [m for m in said if "load.include_calibration=false: the file holds no calibration "
-                               "lines (ISMRMRD ACQ_IS_PARALLEL_CALIBRATION)" in m], said
+                               "lines (ISMRMRD calibration-only ACQ_IS_PARALLEL_CALIBRATION)" in m], said
