@@ -19,6 +19,8 @@ A card's optional ``training_range`` mapping lists what the model saw in trainin
       photons: [min, max]                   # CT dose, incident photons per bin (.inf: noise-free)
       readout_oversampling: [min, max]      # Cartesian MRI: encoded / recon readout rows (1: none)
       maps: [espirit, ...]                  # MRI: the coil maps trained with (data.maps)
+      acs_columns: [min, max]               # Cartesian MRI: contiguous sampled columns through DC
+      snr_db: [min, max]                    # Cartesian MRI: k-space SNR trained / tuned at (dB)
 
 The matrix is compared with the one the model gets: after ``preprocess.remove_oversampling``'s
 exact readout crop that is the recon grid, and a card that states ``readout_oversampling``
@@ -30,6 +32,14 @@ Coils compressed by ``preprocess.coil_compression`` are named so, with the acqui
 ``calibrate.method`` (``none``: unit maps, ``data.maps: learned``) for a model that uses the
 sample's maps; ``photons`` with ``undersample.photons``, else the data's own dose (noise-free
 data are not checked: less noise than in training).
+
+``acs_columns`` is the width of the run of sampled columns through the k-space centre (the
+calibration band ESPIRiT and E2E-VarNet estimate coil maps from), padding columns left out:
+``mri_pnp_brain_sim`` (trained and tuned on 10-21 columns) got 5 columns from fastMRI's 8x
+centre fraction 0.04 on 128 columns and lost ~5 dB to TV without a word, its acceleration in
+range. ``snr_db`` is compared with :func:`kspace_snr_db`'s estimate, on its lower end only and
+with :data:`SNR_DB_MARGIN` (see there): ``mri_pnp`` (its lam tuned on 28-34 dB data) lost 7.5 dB
+to TV on 15 dB k-space without a word.
 
 ``nyquist_fraction`` (radial MRI) is a ratio of two of these: spokes / (pi/2 max(H, W)), the
 share of Nyquist's spoke count (centre-out spokes count half). The intervals are checked one by
@@ -79,7 +89,8 @@ def range_warnings(card: Mapping[str, Any] | None, *, matrix: tuple[int, int] | 
                    acquired_rows: int | None = None, recon_rows: int | None = None,
                    acquired_coils: int | None = None, maps: str | None = None,
                    photons: float | None = None, dose_setting: str = "undersample.photons",
-                   ) -> list[str]:
+                   acs_columns: int | None = None, snr_db: float | None = None,
+                   snr_source: str = "the outer k-space") -> list[str]:
     """Messages for every property outside ``card["training_range"]`` (empty if none, or no card).
 
     ``beam`` (CT: ``"parallel"`` / ``"fan"``) is compared with the card's ``geometry`` list,
@@ -96,7 +107,9 @@ def range_warnings(card: Mapping[str, Any] | None, *, matrix: tuple[int, int] | 
     oversampled data left uncropped (:func:`_matrix_warnings`). ``acquired_coils``: the coils
     acquired when ``preprocess.coil_compression`` made ``coils`` of them. ``maps``: the run's
     ``calibrate.method``, compared with the card's ``maps``. ``photons``: the CT dose the model
-    gets, ``dose_setting`` where it comes from."""
+    gets, ``dose_setting`` where it comes from. ``acs_columns``: the Cartesian slice's contiguous
+    sampled columns through DC; ``snr_db``: its k-space SNR estimate (:func:`kspace_snr_db`,
+    ``snr_source`` what it was estimated from), checked by :func:`_snr_warnings`."""
     rng = (card or {}).get("training_range")
     if not isinstance(rng, Mapping):
         return []
@@ -112,12 +125,15 @@ def range_warnings(card: Mapping[str, Any] | None, *, matrix: tuple[int, int] | 
                        f"({', '.join(map(str, kinds))})")
     out += _cartesian_card_warnings(rng, name, trajectory, spokes)
     given = {"coils": coils, "accelerations": acceleration, "views": views, "spokes": spokes,
-             "maps_crop": maps_crop, "detectors": detectors}  # nyquist_fraction: below
+             "maps_crop": maps_crop, "detectors": detectors,
+             "acs_columns": acs_columns}  # nyquist_fraction, snr_db: below
     for key in RANGE_INTERVALS:
         value = given.get(key)
         what = {"accelerations": "acceleration", "spokes": "readouts (spokes / interleaves)",
                 "maps_crop": "the coil maps' ESPIRiT crop (calibrate.crop)",
-                "detectors": "detector count"}.get(key, key)
+                "detectors": "detector count",
+                "acs_columns": "centre band (contiguous sampled columns through the k-space "
+                               "centre, which the coil maps are calibrated from)"}.get(key, key)
         iv = _interval(rng.get(key))
         # a mask's effective acceleration acquirable / sampled columns differs from its nominal
         # rate by the rounding of the line count and the centre band (fastMRI's 4x on 368 columns
@@ -131,6 +147,7 @@ def range_warnings(card: Mapping[str, Any] | None, *, matrix: tuple[int, int] | 
                        f"{iv[0]:g} .. {iv[1]:g}")
     out += _maps_warnings(card, rng, name, maps)
     out += _dose_warnings(rng, name, photons, dose_setting)
+    out += _snr_warnings(rng, name, snr_db, snr_source)
     out += _undersampling_warnings(rng, name, matrix, spokes, trajectory, nyquist_fraction)
     iv = _interval(rng.get("noise_levels"))
     if noise_schedule is not None and iv is not None and not (
@@ -234,9 +251,98 @@ def _dose_warnings(rng: Mapping[str, Any], name: str, photons: float | None,
         return "noise-free" if math.isinf(v) else f"{v:g}"
 
     trained = "noise-free" if math.isinf(iv[0]) else f"{dose(iv[0])} .. {dose(iv[1])}"
+    fix = ("tune reconstruct.params (lam, sigma_min) for this dose" if _plug_and_play(name) else
+           f"retrain with data.ct_photons={float(photons):g}")
     return [f"dose {float(photons):g} photons per bin ({setting}) is outside the {name} "
-            f"training range {trained}: retrain with data.ct_photons={float(photons):g}, or use "
-            "ct_fbp / ct_tv"]
+            f"training range {trained}: {fix}, or use ct_fbp / ct_tv"]
+
+
+def _plug_and_play(name: str) -> bool:
+    """Whether model ``name`` is a plug-and-play prior, whose card's dose / SNR are those its
+    schedule was tuned at (the denoiser saw neither): retuning, not retraining, fits it."""
+    return str(name).lower().startswith(("pnp", "red"))
+
+
+#: dB below a card's ``snr_db`` before :func:`kspace_snr_db` warns. The outer k-space corners it
+#: reads also hold the object's own high frequencies, which count as noise, so the estimate
+#: reads low on clean data: 20.0-22.8 dB for 30 dB simulated brains at 96 x 96 / 128 x 128,
+#: 28.4 at 256 x 256 and 320 x 320 (2x readout oversampling), 21.4-21.7 for 50 dB at 128 x 128;
+#: where noise dominates it is close, 13.9-14.1 dB for 15 dB and 17.4-19.8 for 20 dB data.
+#: With 10 dB a 28 dB lower bound warns below an estimate of 18 dB.
+SNR_DB_MARGIN = 10.0
+
+
+def _snr_warnings(rng: Mapping[str, Any], name: str, snr_db: float | None,
+                  source: str) -> list[str]:
+    """The message when the slice's k-space SNR estimate ``snr_db`` lies more than
+    :data:`SNR_DB_MARGIN` below the card's ``snr_db``. Above the interval is not checked: less
+    noise than in training (``mri_pnp`` stayed level with TV at 40 and 50 dB), as noise-free
+    CT data are not checked against ``photons``."""
+    iv = _interval(rng.get("snr_db"))
+    if snr_db is None or iv is None or not snr_db < iv[0] - SNR_DB_MARGIN:
+        return []
+    fix = ("its schedule (reconstruct.params.lam) was tuned at that SNR: retune it for these "
+           "data (lam 3e-5 brought mri_pnp level with TV at 10-15 dB)" if _plug_and_play(name)
+           else "retrain on data of this SNR")
+    return [f"k-space SNR about {snr_db:.1f} dB (estimated from {source}) is below the {name} "
+            f"training range {iv[0]:g} .. {iv[1]:g} dB: {fix}, or use mri_tv / mri_cs"]
+
+
+def kspace_snr_db(config: Any, s: Any) -> tuple[float, str] | None:
+    """``(SNR in dB, what the noise was estimated from)`` of Cartesian MRI slice ``s`` as the
+    model gets it, in ``mrirecon simulate mri --snr-db``'s terms: mean signal power per sample
+    of the fully sampled acquired grid over the noise power per sample. ``None`` when too few
+    samples tell the noise.
+
+    The noise power per sample (mean over the coils) is the noise scan's covariance when the
+    slice has one (1 when ``preprocess.prewhiten`` whitened the data with it, coil compression
+    keeping it white), else :func:`~mrirecon.calib.noise_covariance` of the sampled samples in
+    the outer corners of k-space (the outer :data:`~mrirecon.pipeline.checks_mri.DC_OFFSET_BAND`
+    of readout rows on each side, the outer quarter of columns on each side), where an object's
+    k-space is weakest (:data:`SNR_DB_MARGIN` says how weak). The signal power counts the centre
+    band once and the other sampled columns for the acquirable ones they stand for (an
+    undersampled mask samples the bright centre densely), on the rows as acquired (a readout
+    crop keeps the signal on fewer rows)."""
+    import torch
+
+    from mrirecon.calib.prewhiten import noise_covariance
+    from mrirecon.pipeline.checks_mri import DC_OFFSET_BAND
+    from mrirecon.sampling.acs import acs_bounds
+
+    k = s.kspace
+    if k.ndim != 3:
+        return None
+    coils, h, w = k.shape
+    acquirable = s.header.acquired_columns(w).cpu()
+    sampled = s.mask.reshape(-1).bool().cpu() & acquirable
+    start, stop = (int(v) for v in acs_bounds(sampled[None], symmetric=False))
+    band = torch.zeros(w, dtype=torch.bool)
+    band[start:stop] = True
+    k = k.detach().cpu().to(torch.complex128)
+    power = k[..., band].abs().square().sum()
+    outer, stands_for = sampled & ~band, acquirable & ~band
+    if bool(outer.any()):
+        power = power + k[..., outer].abs().square().sum() * (stands_for.sum() / outer.sum())
+    rows = int(s.acquired_rows or h)
+    power = float(power) / (coils * rows * max(int(acquirable.sum()), 1))
+    noise, source = None, "the noise scan"
+    if s.noise is not None and config.preprocess.prewhiten:
+        noise = 1.0  # whitened with it: unit complex variance per channel
+    elif s.noise is not None and s.header.extra.get("acquired_coils") is None \
+            and int(s.noise.shape[0]) == coils:
+        noise = float(noise_covariance(s.noise.to(torch.complex128)).diagonal().real.mean())
+    else:
+        source = "the outer k-space corners"
+        b, q = max(1, int(h * DC_OFFSET_BAND)), w // 4
+        edge = torch.zeros(w, dtype=torch.bool)
+        edge[:q], edge[w - q:] = True, True
+        corners = torch.cat([k[:, :b][..., sampled & edge], k[:, -b:][..., sampled & edge]], 1)
+        if corners[0].numel() < 16:
+            return None
+        noise = float(noise_covariance(corners).diagonal().real.mean())
+    if not noise > 0:
+        return None  # noise-free
+    return 10 * math.log10(max(power - noise, 1e-30 * noise) / noise), source
 
 
 #: What a card states only for a model trained on non-Cartesian data.
@@ -299,8 +405,9 @@ def warn_slice_outside_range(config: Any, model: Any, s: Any, *,
     :class:`~mrirecon.pipeline.schema.PipelineConfig`): non-Cartesian MRI its image grid, coils,
     readouts, trajectory and (radial) the share of Nyquist's spokes; Cartesian MRI the matrix the
     model gets and the rows as acquired (before an exact readout crop), coils (and those
-    acquired, when compressed), acceleration, ``calibrate.method`` and the ESPIRiT crop of the
-    maps; CT the image grid, the views kept, the beam, the detector count and the dose
+    acquired, when compressed), acceleration, the centre band (``acs_columns``), the k-space
+    SNR (:func:`kspace_snr_db`, for a card that states ``snr_db``), ``calibrate.method`` and
+    the ESPIRiT crop of the maps; CT the image grid, the views kept, the beam, the detector count and the dose
     (``undersample.photons``, else the data's own). Logged once per
     model and message; returns the messages (for ``provenance.json``, the report, the
     benchmark's records). ``full_fov_maps``: the model gets uncropped (crop 0) maps, as the
@@ -318,8 +425,13 @@ def warn_slice_outside_range(config: Any, model: Any, s: Any, *,
     if config.modality == "mri":  # the matrix the model gets, and the rows as acquired
         from mrirecon.pipeline.slice_mri import column_counts
 
+        from mrirecon.sampling.acs import acs_width
+
         sampled, acquirable = column_counts(s)  # padding columns are not undersampled ones
         acc = acquirable / max(sampled, 1)
+        acs = acs_width(s.mask.reshape(-1).bool().cpu() & s.header.acquired_columns(
+            s.mask.numel()).cpu())
+        snr = kspace_snr_db(config, s) if _states(model, "snr_db") else None
         rows = int(s.kspace.shape[-2])
         recon_rows = None if s.acquired_rows else s.header.oversampled_readout_rows(rows)
         return warn_outside_range(model, matrix=(rows, int(s.kspace.shape[-1])),
@@ -328,7 +440,9 @@ def warn_slice_outside_range(config: Any, model: Any, s: Any, *,
                                   acquired_coils=s.header.extra.get("acquired_coils"),
                                   maps=_maps_given(config, s), acceleration=acc,
                                   maps_crop=0.0 if full_fov_maps else _maps_crop(config),
-                                  noise_schedule=_noise_schedule(model))
+                                  noise_schedule=_noise_schedule(model), acs_columns=acs,
+                                  snr_db=None if snr is None else snr[0],
+                                  **({} if snr is None else {"snr_source": snr[1]}))
     g = s.geometry  # CT: the image grid, the views kept, the beam, the detector and the dose
     u, own = config.undersample, getattr(s, "data_photons", None)  # (tests pass bare geometry)
     lowered = u.enabled and u.photons is not None and (not own or u.photons < own)
@@ -365,6 +479,13 @@ def refuse_other_trajectory(config: Any, model: Any, s: Any) -> None:
     raise ValueError(f"pipeline {pipeline} takes Cartesian k-space (E2E-VarNet "
                      f"estimates its coil maps from the sampled centre columns); {s.file_name} is "
                      f"{kind} k-space: use mri_radial_cs or mri_radial_learned")
+
+
+def _states(model: Any, key: str) -> bool:
+    """Whether ``model``'s card states ``training_range[key]`` (what is costly to measure is
+    measured only then)."""
+    rng = (getattr(model, "model_card", None) or {}).get("training_range")
+    return isinstance(rng, Mapping) and key in rng
 
 
 def _noise_schedule(model: Any) -> tuple[float, float] | None:

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from mrirecon.operators.mri import SenseOperator, sense
 from mrirecon.sampling import apply_mask, center_mask, create_mask_for_mask_type, file_seed
+from mrirecon.sampling.acs import acs_width
 from mrirecon.training.config import MaskConfig
 
 MAPS = ("learned", "espirit", "walsh")
@@ -206,7 +207,9 @@ class MRITrainingSet:
         ``mrirecon run`` compares with ``calibrate.method``) and the files' readout oversampling
         (``readout_oversampling``: encoded / recon rows, 1 for none; the matrix is as acquired,
         and ``mrirecon run`` compares the matrix the model gets, after
-        ``preprocess.remove_oversampling``, with it and with its recon grid)."""
+        ``preprocess.remove_oversampling``, with it and with its recon grid) and the masks'
+        centre bands (``acs_columns``: contiguous sampled acquirable columns through DC, as
+        ``mrirecon run`` counts them)."""
         volumes = [self.dataset.volumes[v] for v in
                    sorted({self.dataset.samples[i][0] for i in self.indices})]
         shapes = [tuple(int(n) for n in info.shape) for info in volumes]
@@ -215,17 +218,19 @@ class MRITrainingSet:
                  info.header.acquired_columns(int(info.shape[-1])) for info in volumes}
         cfg = self.mask_config
         accelerations = [float(a) for a in cfg.accelerations]
+        bands = []
         for cf, acc in zip(cfg.center_fractions, cfg.accelerations):
             fn = create_mask_for_mask_type(cfg.type, (cf,), (acc,))
             for (w, _, _), cols in sorted(grids.items(), key=lambda kv: kv[0]):
                 for m in drawable_masks(fn, w):
                     accelerations.append(max(int(cols.sum()), 1) / max(int((m & cols).sum()), 1))
+                    bands.append(acs_width(m & cols))
         out = {"matrix": {"min": [min(s[-2] for s in shapes), min(s[-1] for s in shapes)],
                           "max": [max(s[-2] for s in shapes), max(s[-1] for s in shapes)]},
                "coils": [min(s[1] for s in shapes), max(s[1] for s in shapes)],
                "accelerations": [round(min(accelerations), 4), round(max(accelerations), 4)],
                "readout_oversampling": [round(min(ratios), 4), round(max(ratios), 4)],
-               "maps": [self.maps]}
+               "maps": [self.maps], "acs_columns": [min(bands), max(bands)]}
         if self.maps == "espirit":
             out["maps_crop"] = [0.0, 0.0]
         return out
@@ -506,6 +511,16 @@ def drawable_masks(fn, width: int, random_seeds: int = 64) -> list[Tensor]:
         except ValueError:
             break
     return masks
+
+
+def acs_column_range(mask_type: str, pairs, widths) -> list[int]:
+    """``[min, max]`` of the centre bands (:func:`~mrirecon.sampling.acs.acs_width`: contiguous
+    sampled columns through DC) of every mask that ``mask_type`` with the ``(centre fraction,
+    acceleration)`` ``pairs`` draws on each of ``widths`` columns (:func:`drawable_masks`): a
+    model card's ``training_range.acs_columns`` for a recipe that draws such masks."""
+    bands = [acs_width(m) for cf, acc in pairs for w in widths
+             for m in drawable_masks(create_mask_for_mask_type(mask_type, (cf,), (acc,)), int(w))]
+    return [min(bands), max(bands)]
 
 
 def _espirit_fits(band: int, rows: int) -> bool:

@@ -102,15 +102,24 @@ def _card_data(widths, kind: str = "modl", crop_rows: int = 96,
 
 
 def _card_range(widths) -> dict:
+    """The cards' ``training_range`` of the deployment recipe on ``widths`` columns: its centre
+    bands (``acs_columns``) those of every equispaced-fraction mask it draws
+    (:data:`~mrirecon.training.deploy_mri.CENTRE_FRACTIONS`)."""
+    from mrirecon.training.data import acs_column_range
+    from mrirecon.training.deploy_mri import CENTRE_FRACTIONS
+
     return {"matrix": {"min": [640, min(widths)], "max": [640, max(widths)]}, "coils": [8, 12],
-            "accelerations": [4, 8]}
+            "accelerations": [4, 8],
+            "acs_columns": acs_column_range("equispaced_fraction",
+                                            [(cf, acc) for acc, cf in CENTRE_FRACTIONS.items()],
+                                            widths)}
 
 
 _CARD_FAILURES = [
     "Trained by mrirecon train (see training.command) on simulated data only, at the matrices of "
     "training_range with 8-12 "
-    "coils: other matrices, coil counts or accelerations are outside its training_range and mrirecon "
-    "run warns; real coil maps, noise correlation and artefacts were never seen. Not scored on the "
+    "coils: other matrices, coil counts, accelerations or centre bands are outside its "
+    "training_range and mrirecon run warns; real coil maps, noise correlation and artefacts were never seen. Not scored on the "
     "held-out protocol (benchmarks/heldout.py eval) unless a section below says so."]
 
 #: The training record of a card written at a validation, before the run has ended.

@@ -159,9 +159,14 @@ def check_overridable(value: Any, name: str, where: str) -> None:
 #: detector elements per view; ``noise_levels``: a noise-conditioned denoiser's sigmas;
 #: ``photons``: the CT dose trained on, incident photons per bin (``.inf``: noise-free data);
 #: ``readout_oversampling``: Cartesian MRI encoded / recon readout rows of the training files
-#: (1: none), which tells the matrix the model saw from its recon grid.
+#: (1: none), which tells the matrix the model saw from its recon grid; ``acs_columns``:
+#: Cartesian MRI, the contiguous sampled columns through the k-space centre (DC) of the training
+#: masks (the band the coil maps are calibrated from); ``snr_db``: Cartesian MRI k-space SNR in
+#: dB (mean signal power over noise power per sample, ``mrirecon simulate mri --snr-db``) the
+#: model was trained or its schedule tuned at.
 RANGE_INTERVALS = ("coils", "accelerations", "spokes", "views", "maps_crop", "detectors",
-                   "nyquist_fraction", "noise_levels", "photons", "readout_oversampling")
+                   "nyquist_fraction", "noise_levels", "photons", "readout_oversampling",
+                   "acs_columns", "snr_db")
 #: The lists of names in a card's ``training_range``: the ISMRMRD trajectory kinds seen, the CT
 #: beam types (``geometry``, one of :data:`BEAM_TYPES` each), the coil maps a model that uses
 #: the sample's maps was trained with (``maps``, one of :data:`MAP_KINDS` each: ``data.maps``).

@@ -57,7 +57,7 @@ CARDS = sorted(p.stem for p in WEIGHTS_DIR.glob("*.yaml"))
 #: what `mrirecon run` checks against a card (mrirecon/pipeline/model_range.py)
 RANGE_KEYS = {"matrix", "coils", "accelerations", "spokes", "views", "trajectory", "maps_crop",
               "geometry", "detectors", "nyquist_fraction", "noise_levels", "photons",
-              "readout_oversampling", "maps"}  # what model_range checks
+              "readout_oversampling", "maps", "acs_columns", "snr_db"}  # what model_range checks
 
 
 @pytest.mark.parametrize("name", CARDS)
