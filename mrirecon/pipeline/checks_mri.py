@@ -7,6 +7,7 @@ that set them: ``docs/robustness.md``."""
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -58,36 +59,9 @@ def check_kspace(data: Tensor, where: str) -> None:
                          "transposed?")
     mag = data.abs()
     h, w = mag.shape[-2:]
-    if h >= 3:
-        padded = torch.nn.functional.pad(mag[None], (0, 0, 1, 1), mode="replicate")[0]
-        neighbours = torch.maximum(padded[..., :-2, :], padded[..., 2:, :])
-        isolated = mag > SPIKE_RATIO * neighbours
-        centre = (..., slice(max(h // 2 - 2, 0), h // 2 + 3), slice(max(w // 2 - 2, 0), w // 2 + 3))
-        coils = cross_coil_ratio(mag[centre])  # (coils, <=5, <=5), or None below 3 coils
-        isolated[centre] = mag[centre] > CENTRE_SPIKE_RATIO * neighbours[centre]
-        if coils is not None:
-            isolated[centre] |= coils > CROSS_COIL_SPIKE_RATIO
-        if bool(isolated.any()):
-            others = float(torch.where(isolated, torch.zeros_like(mag), mag).max())
-            nonzero = mag[mag > 0]
-            typical = float(nonzero[:: max(1, nonzero.numel() // 1_000_000)].median())
-            # noise alone reaches ~5x its median: a spike must also stand far above it
-            spikes = isolated & (mag > 0.5 * others) & (mag > SPIKE_OVER_MEDIAN * typical)
-            if bool(spikes.any()):
-                c, r, k = (int(i) for i in torch.nonzero(spikes)[0])
-                v, n = float(mag[c, r, k]), float(neighbours[c, r, k])
-                standing = f"{v / max(n, 1e-300):.3g}x its readout neighbours"
-                r0, k0 = r - max(h // 2 - 2, 0), k - max(w // 2 - 2, 0)
-                if coils is not None and 0 <= r0 < coils.shape[-2] and 0 <= k0 < coils.shape[-1] \
-                        and v <= CENTRE_SPIKE_RATIO * n:  # the other coils said it
-                    standing = (f"{float(coils[c, r0, k0]):.3g}x the other coils' median there "
-                                "(each scaled by its coil's centre)")
-                raise ValueError(
-                    f"{where}: k-space sample (coil {c}, row {r}, column {k}) is {v:.3g}, "
-                    f"{standing} and {v / max(others, 1e-300):.3g}x "
-                    f"the largest other sample: a spike (RF interference, a corrupted sample; "
-                    f"{int(spikes.sum())} such sample(s)); remove it (e.g. by its neighbours' "
-                    "mean) and run again")
+    centre = torch.zeros((h, w), dtype=torch.bool, device=mag.device)  # the central 5 x 5
+    centre[max(h // 2 - 2, 0):h // 2 + 3, max(w // 2 - 2, 0):w // 2 + 3] = True
+    refuse_spikes(mag, centre, where)
     energy = mag.double().square().sum(0)
     rows_e, cols_e = energy.sum(1), energy.sum(0)
     row, col = int(rows_e.argmax()), int(cols_e.argmax())
@@ -98,6 +72,49 @@ def check_kspace(data: Tensor, where: str) -> None:
                          f"the centre ({h // 2}, {w // 2}): every method here expects DC at the "
                          "centre (fastMRI layout); is the k-space stored without the centring "
                          "shift (DC at the corner: apply fftshift over the last two axes)?")
+
+
+def refuse_spikes(mag: Tensor, centre: Tensor, where: str,
+                  position: Callable[[int, int], str] = lambda r, k: f"row {r}, column {k}"
+                  ) -> None:
+    """Refuse an isolated sample among k-space magnitudes ``mag`` ``(coils, R, L)`` whose
+    columns are readouts (the neighbours of a sample are the samples before and after it along
+    ``R``): the isolated-sample rule of :func:`check_kspace`, shared with the non-Cartesian
+    readouts (:func:`mrirecon.pipeline.checks_noncart.check_readouts`). ``centre`` ``(R, L)``
+    bool marks the positions near DC, where :data:`CENTRE_SPIKE_RATIO` and, with 3 coils or
+    more, :data:`CROSS_COIL_SPIKE_RATIO` (:func:`cross_coil_ratio` over those positions) apply
+    instead of :data:`SPIKE_RATIO`. ``position(r, k)`` names a sample in the message."""
+    if mag.shape[-2] < 3:
+        return
+    padded = torch.nn.functional.pad(mag[None], (0, 0, 1, 1), mode="replicate")[0]
+    neighbours = torch.maximum(padded[..., :-2, :], padded[..., 2:, :])
+    isolated = mag > SPIKE_RATIO * neighbours
+    coils = cross_coil_ratio(mag[:, centre][:, None])  # (coils, 1, centre), or None below 3
+    isolated[:, centre] = mag[:, centre] > CENTRE_SPIKE_RATIO * neighbours[:, centre]
+    if coils is not None:
+        isolated[:, centre] |= coils[:, 0] > CROSS_COIL_SPIKE_RATIO
+    if not bool(isolated.any()):
+        return
+    others = float(torch.where(isolated, torch.zeros_like(mag), mag).max())
+    nonzero = mag[mag > 0]
+    typical = float(nonzero[:: max(1, nonzero.numel() // 1_000_000)].median())
+    # noise alone reaches ~5x its median: a spike must also stand far above it
+    spikes = isolated & (mag > 0.5 * others) & (mag > SPIKE_OVER_MEDIAN * typical)
+    if not bool(spikes.any()):
+        return
+    c, r, k = (int(i) for i in torch.nonzero(spikes)[0])
+    v, n = float(mag[c, r, k]), float(neighbours[c, r, k])
+    standing = f"{v / max(n, 1e-300):.3g}x its readout neighbours"
+    if coils is not None and bool(centre[r, k]) and v <= CENTRE_SPIKE_RATIO * n:  # the coils said it
+        at = int(centre[:r].sum()) + int(centre[r, :k].sum())  # its place among the centre's
+        standing = (f"{float(coils[c, 0, at]):.3g}x the other coils' median there "
+                    "(each scaled by its coil's centre)")
+    raise ValueError(
+        f"{where}: k-space sample (coil {c}, {position(r, k)}) is {v:.3g}, "
+        f"{standing} and {v / max(others, 1e-300):.3g}x "
+        f"the largest other sample: a spike (RF interference, a corrupted sample; "
+        f"{int(spikes.sum())} such sample(s)); remove it (e.g. by its neighbours' "
+        "mean) and run again")
 
 
 def cross_coil_ratio(centre: Tensor) -> Tensor | None:
@@ -120,6 +137,39 @@ def cross_coil_ratio(centre: Tensor) -> Tensor | None:
     return ratio.reshape(centre.shape)
 
 
+#: Share of the samples of the columns that hold data which may be exactly zero in every coil,
+#: outside rows zero in all of them (a partial echo, readout padding), before the k-space is
+#: taken for a 2-D sampling pattern (:func:`check_column_sampling`): acquired samples are exactly
+#: zero in every coil at once only where nothing was measured.
+SCATTERED_ZERO_SHARE = 0.01
+
+
+def check_column_sampling(data: Tensor, has_data: Tensor, where: str) -> None:
+    """Refuse k-space ``(coils, H, W)`` whose columns that hold data (``has_data`` ``(W,)``) have
+    samples exactly zero in every coil scattered over their rows (above
+    :data:`SCATTERED_ZERO_SHARE`): a 2-D (Poisson-disc, variable-density) sampling pattern. A
+    fastMRI column mask cannot describe it and its zeros were taken as measured: read as fully
+    sampled, ~20 dB, and a learned model's range warning blamed "acceleration 1.00787". The
+    SENSE operators take a 2-D mask, but the slice's column mask also sets the acceleration, the
+    ESPIRiT / GRAPPA centre band, retrospective undersampling and what the learned models were
+    trained on: refused, not reconstructed through a 2-D mask (docs/robustness.md)."""
+    cols = has_data.reshape(-1).bool()
+    if data.ndim < 3 or not bool(cols.any()):
+        return
+    zero = (data == 0).flatten(0, -3).all(0)[:, cols]  # (H, sampled columns)
+    scattered = zero & ~zero.all(1, keepdim=True)  # whole zero rows: a partial echo, padding
+    share = float(scattered.sum()) / zero.numel()
+    if share > SCATTERED_ZERO_SHARE:
+        rows = int(scattered.any(1).sum())
+        raise ValueError(
+            f"{where}: {100 * share:.1f} % of the samples of the {int(cols.sum())} column(s) that "
+            f"hold data are exactly zero in every coil, scattered over {rows} of {zero.shape[0]} "
+            "rows: a 2-D (Poisson-disc / variable-density) sampling pattern, which a column mask "
+            "cannot describe (its zeros would be taken as measured). The Cartesian pipelines "
+            "take data undersampled along phase encoding only (whole columns); reconstruct "
+            "2-D-undersampled k-space with its 2-D mask through mrirecon.operators.sense")
+
+
 def reconcile_mask(data: Tensor, mask: Tensor, where: str,
                    acquired: Tensor | None = None) -> tuple[Tensor, dict[str, str]]:
     """The sampling mask checked against the columns that hold data (``(coils, H, W)``): columns
@@ -130,6 +180,7 @@ def reconcile_mask(data: Tensor, mask: Tensor, where: str,
     describe this k-space (reversed, transposed data), refused. ``acquired``: the header's
     acquirable columns; the zero padding outside them is left as the mask has it."""
     has_data = (data != 0).flatten(0, -2).any(0)
+    check_column_sampling(data, has_data, where)
     # zero padding outside the acquirable columns: never "empty"
     empty, ignored = mask_disagreement(has_data, mask, acquired)
     n_empty, n_ignored = int(empty.sum()), int(ignored.sum())
@@ -168,13 +219,17 @@ DC_OFFSET_Z = 5.0
 DC_OFFSET_NOISE = 0.5
 
 
-def dc_offsets(kspace: Tensor) -> tuple[Tensor, Tensor]:
-    """The receiver DC offset of each coil of Cartesian k-space ``(coils, H, W)``: a constant
-    added to every sample of a coil (an uncorrected ADC offset), which puts a bright dot at the
-    centre of the field of view (5x the noise std in one coil: ``mri_cs`` 29.4 -> 3.0 dB).
+def dc_offsets(kspace: Tensor, trajectory: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The receiver DC offset of each coil of Cartesian k-space ``(coils, H, W)``, or of
+    non-Cartesian k-space ``(coils, readouts, samples)`` on ``trajectory`` ``(readouts,
+    samples, 2)``: a constant added to every sample of a coil (an uncorrected ADC offset),
+    which puts a bright dot at the centre of the field of view (5x the noise std in one coil:
+    ``mri_cs`` 29.4 -> 3.0 dB; 20x on radial spokes: ``mri_radial_cs`` 39.7 -> 33.5 dB).
 
     Estimated as the mean of the coil's non-zero samples in the outer :data:`DC_OFFSET_BAND` of
-    the readout rows on each side (unsampled columns and never-sampled rows are zero and left
+    the readout rows on each side, or, on a trajectory, of the samples beyond ``1 - 2 *
+    DC_OFFSET_BAND`` of its largest radius (:func:`~mrirecon.pipeline.checks_noncart.outer_samples`;
+    unsampled columns and never-sampled rows are zero and left
     out), where an object's k-space averages to ~0; its standard error is the samples' std over
     the square root of their count. Returns ``(offsets, size)``: ``(coils,)`` complex offsets, 0
     where the estimate is not :data:`DC_OFFSET_Z` standard errors and :data:`DC_OFFSET_NOISE`
@@ -184,9 +239,16 @@ def dc_offsets(kspace: Tensor) -> tuple[Tensor, Tensor]:
     offsets = torch.zeros(coils, dtype=torch.complex128)
     size = torch.zeros(coils, dtype=torch.float64)
     b = max(1, int(h * DC_OFFSET_BAND))
-    if kspace.ndim != 3 or h < 2 * b + 1:
+    if trajectory is not None:  # the samples far from the centre, on any readout
+        from mrirecon.pipeline.checks_noncart import outer_samples
+
+        band = kspace[:, outer_samples(trajectory, 1 - 2 * DC_OFFSET_BAND).to(kspace.device)]
+        band = band.to(torch.complex128)
+    elif kspace.ndim != 3 or h < 2 * b + 1:
         return offsets, size
-    band = torch.cat([kspace[:, :b], kspace[:, -b:]], 1).reshape(coils, -1).to(torch.complex128)
+    else:
+        band = torch.cat([kspace[:, :b], kspace[:, -b:]], 1).reshape(coils, -1)
+        band = band.to(torch.complex128)
     for c in range(coils):
         v = band[c][band[c] != 0].cpu()
         if v.numel() < 16:
@@ -202,50 +264,53 @@ def dc_offsets(kspace: Tensor) -> tuple[Tensor, Tensor]:
     return offsets, size
 
 
-def removable_dc_offsets(kspace: Tensor) -> tuple[Tensor, Tensor, bool]:
+def removable_dc_offsets(kspace: Tensor, trajectory: Tensor | None = None
+                         ) -> tuple[Tensor, Tensor, bool]:
     """:func:`dc_offsets` and whether they are subtracted. A constant in one coil's k-space is a
     receiver offset or a point-like object at the exact centre of the field of view: one coil
     cannot tell them apart. An object is seen through every coil's sensitivity, so it shows in
     most coils; a receiver offset belongs to its channel. So the offsets are subtracted only
     when fewer than half of the coils hold one (the TOF slab of a test, a bright profile at the
     centre, showed in 3 of 3 coils); otherwise they are only named."""
-    offsets, size = dc_offsets(kspace)
+    offsets, size = dc_offsets(kspace, trajectory)
     found = int((offsets != 0).sum())
     return offsets, size, 0 < 2 * found < kspace.shape[0]
 
 
-def remove_dc_offsets(kspace: Tensor) -> Tensor:
-    """``kspace`` ``(coils, H, W)`` with each coil's DC offset (:func:`dc_offsets`) subtracted
-    from its non-zero samples (unsampled ones stay zero) when :func:`removable_dc_offsets` says
-    so; ``kspace`` itself otherwise."""
-    offsets, _, subtract = removable_dc_offsets(kspace)
+def remove_dc_offsets(kspace: Tensor, trajectory: Tensor | None = None) -> Tensor:
+    """``kspace`` ``(coils, H, W)`` (or ``(coils, readouts, samples)`` on ``trajectory``) with
+    each coil's DC offset (:func:`dc_offsets`) subtracted from its non-zero samples (unsampled
+    ones stay zero) when :func:`removable_dc_offsets` says so; ``kspace`` itself otherwise."""
+    offsets, _, subtract = removable_dc_offsets(kspace, trajectory)
     if not subtract:
         return kspace
     shift = offsets.to(device=kspace.device, dtype=kspace.dtype)[:, None, None]
     return torch.where(kspace != 0, kspace - shift, kspace)
 
 
-def coil_warnings(kspace: Tensor, cartesian: bool = True) -> dict[str, str]:
-    """Dead (all-zero), mis-scaled and duplicated coils of ``(coils, ...)`` k-space. A duplicate
-    adds no information, yet counts as a coil everywhere (a learned model's range check saw 8
-    coils where 2 were distinct); noise alone keeps distinct coils far below the threshold.
-    A ``cartesian`` coil's receiver DC offset (:func:`dc_offsets`, which ``preprocess``
-    subtracts with :func:`remove_dc_offsets` where :func:`removable_dc_offsets` allows)."""
+def coil_warnings(kspace: Tensor, trajectory: Tensor | None = None) -> dict[str, str]:
+    """Dead (all-zero), mis-scaled and duplicated coils of ``(coils, ...)`` k-space (on
+    ``trajectory`` when non-Cartesian). A duplicate adds no information, yet counts as a coil
+    everywhere (a learned model's range check saw 8 coils where 2 were distinct); noise alone
+    keeps distinct coils far below the threshold. A coil's receiver DC offset
+    (:func:`dc_offsets`, which ``preprocess`` subtracts with :func:`remove_dc_offsets` where
+    :func:`removable_dc_offsets` allows)."""
     out: dict[str, str] = {}
-    if cartesian:
-        offsets, size, subtract = removable_dc_offsets(kspace)
-        found = (offsets != 0).nonzero().flatten().tolist()
-        if found:
-            shown = ", ".join(f"coil {c}: {float(size[c]):.3g}x" for c in found)
-            held = (f"{len(found)} of {kspace.shape[0]} coils hold a receiver DC offset (a "
-                    f"constant added to every k-space sample of the coil; {shown} the std of its "
-                    "outer readout rows, where an object's k-space averages to zero): it puts a "
-                    "bright dot at the centre of the field of view, ")
-            out["dc_offset"] = held + (
-                "so it was estimated there and subtracted from the coil's samples" if subtract else
-                "or it is a point-like bright structure at that centre, which shows in every coil "
-                "alike: held by most coils, it was not subtracted (that would remove such a "
-                "structure); if the image shows a lone bright dot at its centre, it is the offset")
+    offsets, size, subtract = removable_dc_offsets(kspace, trajectory)
+    found = (offsets != 0).nonzero().flatten().tolist()
+    if found:
+        shown = ", ".join(f"coil {c}: {float(size[c]):.3g}x" for c in found)
+        outer = ("outer readout rows" if trajectory is None else
+                 "samples far from the k-space centre")
+        held = (f"{len(found)} of {kspace.shape[0]} coils hold a receiver DC offset (a "
+                f"constant added to every k-space sample of the coil; {shown} the std of its "
+                f"{outer}, where an object's k-space averages to zero): it puts a "
+                "bright dot at the centre of the field of view, ")
+        out["dc_offset"] = held + (
+            "so it was estimated there and subtracted from the coil's samples" if subtract else
+            "or it is a point-like bright structure at that centre, which shows in every coil "
+            "alike: held by most coils, it was not subtracted (that would remove such a "
+            "structure); if the image shows a lone bright dot at its centre, it is the offset")
     coils = kspace.shape[0]
     if coils < 2:
         return out

@@ -71,6 +71,11 @@ class PreprocessConfig:
     # whose missing side no spoke measures (spokes over pi): tv and cg_sense solve for a real
     # image times the phase of the symmetric part of the spokes (pipeline/echo_noncartesian.py)
     partial_fourier: Literal["phase_constrained", "none"] = "phase_constrained"
+    # gradient delay of radial spokes, estimated per slice from the data where the spokes cross
+    # (pipeline/checks_noncart.py): "warn" names one over 0.2 readout samples (per axis),
+    # "correct" also shifts the trajectory by it, "ignore" skips the estimate. Cartesian data
+    # and readouts that are not spokes (spiral) are not estimated
+    gradient_delay: Literal["warn", "correct", "ignore"] = "warn"
 
 
 @dataclass(frozen=True)

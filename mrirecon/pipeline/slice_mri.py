@@ -117,7 +117,11 @@ def make_slice(ks, index: int, file_name: str, file_mask: Tensor | None) -> MRIS
     if getattr(ks, "trajectory", None) is not None:
         ref = ks.reference[0] if ks.reference is not None else None
         from mrirecon.pipeline.checks_mri import lost_readouts, trajectory_warnings
+        from mrirecon.pipeline.checks_noncart import check_readouts
 
+        # readouts named as stored, before lost ones are dropped
+        check_readouts(data, ks.trajectory, ks.header.encoded_matrix[:2],
+                       f"{file_name}: slice {index}")
         data, trajectory, density, lost = lost_readouts(data, ks.trajectory, ks.density, ks.header)
         notes = {**reader_notes(ks.header), **lost,
                  **trajectory_warnings(trajectory, ks.header.encoded_matrix[:2])}

@@ -36,10 +36,12 @@ from mrirecon.pipeline.sampling_mri import (complete_partial_fourier, drawn_mask
                                            grappa_note, grappa_params,
                                            partial_echo_note, partial_fourier_note,
                                            phase_constrained, pocs_applies,
-                                           symmetric_mask, unreachable_share)
+                                           symmetric_mask, unreachable_share,
+                                           unsupported_energy_warning)
 from mrirecon.pipeline import echo_noncartesian as echo
 from mrirecon.pipeline.reference_mri import calibration_data, compress_coils, refuse_own_acs_model
 from mrirecon.pipeline.checks_mri import coil_warnings, remove_dc_offsets
+from mrirecon.pipeline.checks_noncart import gradient_delay, residual_warning
 from mrirecon.pipeline.inert_data import calibration_notes, preprocess_notes
 from mrirecon.pipeline.model_range import refuse_other_trajectory
 from mrirecon.pipeline.stream import Method, Modality, detect_format
@@ -50,7 +52,8 @@ from mrirecon.pipeline.slice_mri import (BlankSlices, MRISlice, blank_image, che
 
 
 def preprocess(s: MRISlice, cfg: PreprocessConfig, *, classical: bool = False) -> MRISlice:
-    """Readout oversampling removal, noise prewhitening (with a noise scan), coil compression.
+    """Readout oversampling removal, noise prewhitening (with a noise scan), receiver DC offsets,
+    coil compression, a radial gradient delay (``preprocess.gradient_delay``).
 
     ``cfg.remove_oversampling`` (``None``: when ``classical``) crops k-space to the header's
     recon rows in hybrid space (:func:`~mrirecon.functional.crop_readout`) before anything
@@ -72,15 +75,16 @@ def preprocess(s: MRISlice, cfg: PreprocessConfig, *, classical: bool = False) -
         kspace, ref = calib.prewhiten_scan(kspace, ref, noise=s.noise)
     # the receiver channels as acquired (after prewhitening, which rescales a loud one): checked
     # before compression, whose virtual coils hold most power in the first and no duplicates
-    notes = {**s.notes, **coil_warnings(kspace, cartesian)}
-    kspace = remove_dc_offsets(kspace) if cartesian else kspace  # as coil_warnings said
+    notes = {**s.notes, **coil_warnings(kspace, s.trajectory)}
+    kspace = remove_dc_offsets(kspace, s.trajectory)  # as coil_warnings said
     header = s.header
     if cfg.coil_compression is not None and cfg.coil_compression < kspace.shape[0]:
         # the acquired count, for the training-range check (training never compresses)
         header = header.with_(extra={**header.extra, "acquired_coils": int(kspace.shape[0])})
         kspace, ref = compress_coils(kspace, ref, cfg.coil_compression, cfg.compression_method)
-    return replace(s, kspace=kspace, calibration=ref, notes=notes, header=header,
-                   acquired_rows=s.kspace.shape[-2] if rows is not None else s.acquired_rows)
+    s = replace(s, kspace=kspace, calibration=ref, notes=notes, header=header,
+                acquired_rows=s.kspace.shape[-2] if rows is not None else s.acquired_rows)
+    return gradient_delay(s, cfg.gradient_delay)  # radial spokes: estimated, named, corrected
 
 
 def undersample(s: MRISlice, cfg: UndersampleConfig) -> MRISlice:
@@ -453,6 +457,7 @@ class MRIStages(Modality[MRISlice]):
         self.need_maps = any(needs_maps(m.config.method, m.model) for m in methods)
         self.need_full_fov = any(m.model is not None and needs_maps(m.config.method, m.model)
                                  and getattr(m.model, "full_fov_maps", True) for m in methods)
+        self._said: dict[str, dict[int, dict[str, str]]] = {}  # output_messages since the last call
 
     def load(self, path: Path) -> _MRISource:
         fmt = detect_format(path, self.config.load.format)
@@ -570,8 +575,18 @@ class MRIStages(Modality[MRISlice]):
                 s = replace(s, maps=None)
             elif gets_full_fov_maps(s, method):
                 s = replace(s, maps=s.full_fov_maps)
-        return reconstruct(s, method.config, method.model,
-                           partial_fourier=self.config.preprocess.partial_fourier)
+        out = reconstruct(s, method.config, method.model,
+                          partial_fourier=self.config.preprocess.partial_fourier)
+        classical = method.model is None and needs_maps(method.config.method, None)
+        if classical and (msg := unsupported_energy_warning(s, out.image, method.config.method)):
+            self._said.setdefault(method.name, {}).setdefault(s.index, {})["unsupported_energy"] = msg
+        if msg := residual_warning(s, out.image):  # non-Cartesian: do the data fit the trajectory?
+            self._said.setdefault(method.name, {}).setdefault(s.index, {})["data_residual"] = msg
+        return out
+
+    def output_messages(self) -> dict[str, dict[int, dict[str, str]]]:
+        said, self._said = self._said, {}
+        return said
 
     def postprocess(self, s: MRISlice) -> Tensor:
         self.image_grid = tuple(s.image.shape[-2:])
