@@ -40,7 +40,8 @@ from mrirecon.pipeline.sampling_mri import (complete_partial_fourier, drawn_mask
                                            unsupported_energy_warning)
 from mrirecon.pipeline import echo_noncartesian as echo
 from mrirecon.pipeline.reference_mri import calibration_data, compress_coils, refuse_own_acs_model
-from mrirecon.pipeline.checks_mri import coil_warnings, remove_dc_offsets
+from mrirecon.pipeline.checks_mri import (coil_warnings, kernel_note, kernel_warning,
+                                          remove_dc_offsets)
 from mrirecon.pipeline.checks_noncart import gradient_delay, residual_warning
 from mrirecon.pipeline.inert_data import calibration_notes, preprocess_notes
 from mrirecon.pipeline.model_range import refuse_other_trajectory
@@ -156,56 +157,6 @@ def _printed_below(value: float, limit: float) -> str:
         if float(text) < limit:
             return text
     return repr(value)
-
-
-#: Narrowest ESPIRiT kernel across phase encoding that is not a warning. A kernel 1 column wide
-#: (a 3-column centre band) does not constrain the maps across phase encoding at all: on an 8-coil
-#: oblique ISMRMRD scan (48 x 40) at 4x, CG-SENSE (lam 0, 40 iterations) with its 6 x 1 kernels
-#: wrote an image whose 99th percentile was 8.2e8 times the zero-filled one's (the same data as a
-#: fastMRI file: -155 dB, where Walsh maps of the band give 34.5 dB; since CG stops at the gram's
-#: null space, :data:`mrirecon.solvers.cg.RAYLEIGH_FLOOR`, 23.3 dB). Wider bands did not break
-#: that way: 4 columns (6 x 2 kernels) 0.91 (33.2 dB), 5 columns 6.6 (1.6 and 26.7 dB on the
-#: fastMRI copy), 6 columns 1.15; on simulated 8-coil brains ESPIRiT beat or matched Walsh with
-#: 3 / 4-column bands (15.7-19.2 dB against 11.9-17.2), so even the warning is a prompt to look,
-#: not a refusal. A kernel_width asked for below it is the user's choice.
-MIN_KERNEL_COLUMNS = 2
-
-
-def espirit_kernel(s: MRISlice) -> tuple[int, tuple[int, int], tuple[int, int]] | None:
-    """``(band, block, kernel)`` of the Cartesian ESPIRiT calibration :func:`calibrate` ran on
-    ``s`` (recorded there, :attr:`MRISlice.espirit`), or ``None``: no ESPIRiT maps for this
-    slice's method."""
-    return s.espirit if s.maps is not None and s.trajectory is None else None
-
-
-def kernel_note(s: MRISlice, cfg: CalibrateConfig) -> str | None:
-    """What :func:`calibrate` did with a ``calibrate.kernel_width`` its ESPIRiT band cannot hold
-    (:func:`mrirecon.calib.espirit_block` clamps it to the calibration rows along the readout and
-    to the band's width - 2 across it), or ``None``: provenance records the value asked for.
-    A kernel narrower than :data:`MIN_KERNEL_COLUMNS` is :func:`kernel_warning`'s."""
-    found = espirit_kernel(s)
-    if found is None or found[2] == (cfg.kernel_width, cfg.kernel_width):
-        return None
-    band, block, kernel = found
-    return (f"calibrate.kernel_width={cfg.kernel_width}: ESPIRiT used {kernel[0]} x {kernel[1]} "
-            f"kernels (readout x phase encoding): a kernel spans at most the {block[0]} "
-            f"calibration rows, and at most {band - 2} columns across the {band}-column centre "
-            "band (3 kernel positions must fit across it)")
-
-
-def kernel_warning(s: MRISlice, cfg: CalibrateConfig) -> str | None:
-    """A warning when the band clamped ESPIRiT's kernels below :data:`MIN_KERNEL_COLUMNS` across
-    phase encoding (a 3-column centre band), else ``None``."""
-    found = espirit_kernel(s)
-    if found is None or not found[2][1] < min(MIN_KERNEL_COLUMNS, cfg.kernel_width):
-        return None  # wide enough, or as narrow as asked for
-    band, _, kernel = found
-    return (f"calibrate: ESPIRiT's kernels are {kernel[0]} x {kernel[1]} (readout x phase "
-            f"encoding; calibrate.kernel_width={cfg.kernel_width}): the {band}-column centre band "
-            f"holds kernels at most {band - 2} column(s) wide across phase encoding, which hardly "
-            "constrain the coil maps there; on some data SENSE-type reconstructions with such "
-            "maps amplify noise by orders of magnitude: use a wider centre band "
-            "(undersample.center_fractions, or a lower acceleration) or calibrate.method=walsh")
 
 
 def data_scale(kspace: Tensor, s: MRISlice | None = None) -> float:

@@ -162,7 +162,7 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
 #: zero-filled image keeps the sampled centre, so a faithful output stays within a small factor of
 #: it; the lower bound leaves room for low-SNR data, whose zero-filled RSS keeps the noise floor
 #: (mri_cs / mri_tv / mri_learned with the 3-column maps gave 0.27, not caught: the kernel
-#: warning of :func:`~mrirecon.pipeline.stages_mri.kernel_warning` is).
+#: warning of :func:`~mrirecon.pipeline.checks_mri.kernel_warning` is).
 OUTPUT_SCALE_BOUNDS = (0.1, 10.0)
 
 
@@ -185,7 +185,8 @@ class ScaleCheck:
         if s.trajectory is not None:  # gridded previews are another scale: not checked
             self.on = False
             return
-        from mrirecon.pipeline.stages_mri import espirit_kernel, zero_filled_preview
+        from mrirecon.pipeline.checks_mri import espirit_kernel
+        from mrirecon.pipeline.stages_mri import zero_filled_preview
 
         if self.own:
             self.images.append(zero_filled_preview(s, self.postprocess).cpu())
