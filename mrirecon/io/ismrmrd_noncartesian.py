@@ -39,7 +39,11 @@ otherwise change the gridded image's intensity, the data scale classical methods
 so the meaning of ``lam`` (weights x 1000 gave TV 16.1 dB instead of 32.1). (The weights' sums
 were compared before: Pipe-Menon's weights saturate in the sparse periphery of undersampled
 radial spokes, and the correct ramp of 40 spokes at 128 x 128, which sums to 2.6x theirs, was
-multiplied by 0.39: ``mri_radial_cs`` 39.9 / 38.8 dB instead of 42.0 / 40.8 dB.) 3-D data
+multiplied by 0.39: ``mri_radial_cs`` 39.9 / 38.8 dB instead of 42.0 / 40.8 dB.) Weights
+of spokes through the centre that are not smallest at the sample where the trajectory passes
+the centre (:func:`weights_off_centre`: computed for another trajectory, e.g. a ramp by
+sample index on a trajectory that carries a measured 1-sample shift, 36.5 dB instead of
+39.6) are replaced by Pipe-Menon's for the trajectory, with a note. 3-D data
 (``encodedSpace`` ``z > 1``: a 3-D trajectory ``kx, ky, kz``, or stack-of-stars partitions in
 ``kspace_encode_step_2``) are refused, as are negative, non-finite or all-zero density weights.
 
@@ -246,6 +250,33 @@ def echo_centre(coords: np.ndarray, centre: int, matrix: tuple[int, int], first:
     return out
 
 
+#: Weights at a spoke's centre sample above this many times the spoke's smallest weight (in
+#: most spokes) belong to another trajectory: density compensation weighs the k-space centre
+#: least (the ramp's and Pipe-Menon's centre sample is each spoke's smallest weight).
+CENTRE_WEIGHT_RATIO = 2.0
+
+
+def weights_off_centre(density: np.ndarray, coords: np.ndarray, matrix: tuple[int, int]) -> tuple[int, int] | None:
+    """``(weights' centre sample, trajectory's centre sample)`` (medians over the readouts) when
+    the density weights ``(readouts, samples)`` of spokes through the k-space centre
+    (``coords`` ``(readouts, samples, 2)`` normalised) are not smallest where the trajectory
+    passes the centre: the weight of the sample nearest the centre exceeds
+    :data:`CENTRE_WEIGHT_RATIO` times the spoke's smallest weight in most spokes (weights
+    computed for another trajectory, e.g. the nominal one of a trajectory that carries a
+    measured gradient delay). ``None`` when they agree, or for readouts that do not pass the
+    centre between their ends (spirals, centre-out spokes)."""
+    radius = np.linalg.norm(coords * np.asarray(matrix, float), axis=-1)
+    nearest = np.argmin(radius, axis=-1)
+    rows = np.arange(len(radius))
+    if not ((radius[rows, nearest] <= 0.5) & (nearest > 0) & (nearest < radius.shape[1] - 1)).all():
+        return None
+    w = density.astype(np.float64)
+    off = w[rows, nearest] > CENTRE_WEIGHT_RATIO * w.min(axis=-1)
+    if off.mean() <= 0.5:
+        return None
+    return int(np.median(np.argmin(w, axis=-1))), int(np.median(nearest))
+
+
 def _drop_zero_samples(data: np.ndarray, traj: np.ndarray, header: Header, pre: int, stored: int):
     """Drop the samples at the start or end of every readout that are zero in every slice,
     coil and readout (``data`` ``(slices, coils, readouts, samples)``), as ``discard_pre`` /
@@ -401,6 +432,15 @@ def read_noncartesian(path: Path, header: Header, records: np.ndarray, imaging: 
         # the file and the scale from the library's convention (module docstring), judged by
         # the intensity each set of weights gives a gridded image, not by their sums
         reference = pipe_menon_density(trajectory, (h, w))
+        off = weights_off_centre(traj[..., 2], coords, (h, w))
+        if off is not None:
+            density = reference
+            extra["density_source"] = "pipe_menon"
+            extra["density_centre_note"] = (
+                f"the file's density weights are smallest at sample {off[0]}, but the trajectory "
+                f"passes the k-space centre at sample {off[1]}: weights of another trajectory "
+                "(computed for the nominal one, before a gradient delay was measured?); "
+                "Pipe-Menon weights for the file's trajectory were used")
         own = gridding_gain(density, trajectory, (h, w))
         want = gridding_gain(reference, trajectory, (h, w))
         factor = want / own if own > 0 else float(reference.sum() / density.sum())

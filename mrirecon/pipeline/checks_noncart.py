@@ -159,6 +159,26 @@ def delay_shift(trajectory: Tensor, delay: Tensor) -> Tensor:
     return moved.clamp(-0.5, math.nextafter(0.5, 0.0))
 
 
+def delay_density(density: Tensor, trajectory: Tensor, delay: Tensor) -> Tensor:
+    """Density weights ``(readouts, samples)`` of ``trajectory``'s spokes moved by ``delay``
+    (:func:`delay_shift`): a weight belongs to a k-space position, not to a sample index, so each
+    spoke's weights move with its samples (sample ``i`` now lies where sample ``i + a`` lay, ``a``
+    the shift along the spoke in samples; linear interpolation, the end weights held). Kept at
+    the nominal positions, a ramp's smallest weight stayed at the nominal centre sample while a
+    1-sample delay had moved k = 0 to its neighbour: the k-space centre weighted 4x, the gridded
+    image's mean 1.5x, the coil maps and data scale off: ``mri_radial_cs`` 36.5 instead of
+    39.6 dB and a data residual 2.3x the noise."""
+    u, _, _ = spoke_geometry(trajectory)
+    along = (u * (u @ delay.T)).sum(-1)  # (readouts,) u . S u, samples along each spoke
+    w = density.to(torch.float64)
+    n = w.shape[-1]
+    where = (torch.arange(n, dtype=torch.float64)[None, :] + along[:, None].to(w.device)).clamp(0, n - 1)
+    low = where.floor().long().clamp(max=n - 2)
+    frac = where - low
+    moved = w.gather(1, low) * (1 - frac) + w.gather(1, low + 1) * frac
+    return moved.to(density.dtype)
+
+
 def delay_text(delay: Tensor) -> str:
     """``S`` of :func:`estimate_gradient_delay` in words: per axis, in readout samples."""
     return (f"{float(delay[1, 1]):+.2f} samples along kx (trajectory[..., 1]), "
@@ -171,9 +191,12 @@ def gradient_delay(s: MRISlice, mode: str) -> MRISlice:
     ``warn`` (the default): a warning (``notes["gradient_delay"]``) when the delay
     :func:`estimate_gradient_delay` finds shifts some readout direction by more than
     :data:`DELAY_WARN_SAMPLES` samples; ``correct``: the trajectory moved by the estimate
-    (:func:`delay_shift`) with the same warning saying so, and a note when the readouts are not
-    spokes (no estimate: spiral, centre-out). Was: a 1-sample delay cost ``mri_radial_cs`` 20 dB
-    with exit 0 and no word."""
+    (:func:`delay_shift`) and its density weights with it (the reader's Pipe-Menon weights
+    computed again for the moved trajectory, a file's moved along the spokes:
+    :func:`delay_density`), with the same warning saying so, and a note when the readouts are
+    not spokes (no estimate: spiral, centre-out). Was: a 1-sample delay cost ``mri_radial_cs``
+    20 dB with exit 0 and no word; then 36.5 dB corrected, the weights left at the nominal
+    positions (39.6 now, as the file holding the delayed trajectory)."""
     if mode == "ignore" or s.trajectory is None:
         return s
     delay = estimate_gradient_delay(s.kspace, s.trajectory)
@@ -192,7 +215,16 @@ def gradient_delay(s: MRISlice, mode: str) -> MRISlice:
              "estimate from the data): a delay blurs and shades the image (1 sample cost 20 dB "
              "on a 64 x 64 radial scan)")
     if mode == "correct":
-        return replace(s, trajectory=delay_shift(s.trajectory, delay), notes={
+        moved = delay_shift(s.trajectory, delay)
+        density = s.density
+        if density is not None and s.header.extra.get("density_source") == "pipe_menon":
+            from mrirecon.functional.density import pipe_menon_density
+
+            density = pipe_menon_density(moved, tuple(s.header.encoded_matrix[:2])).to(
+                s.density.device)  # the reader's weights, computed again for where samples lie
+        elif density is not None:  # the file's weights, moved with their samples
+            density = delay_density(density, s.trajectory, delay).to(s.density.device)
+        return replace(s, trajectory=moved, density=density, notes={
             **s.notes, "gradient_delay": found + "; the trajectory was shifted by the estimate "
             "(preprocess.gradient_delay=correct)"})
     return replace(s, notes={**s.notes, "gradient_delay": found + "; set "

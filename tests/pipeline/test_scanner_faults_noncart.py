@@ -105,10 +105,11 @@ def test_a_gradient_delay_is_named_and_corrected_on_request(volume, tmp_path):
     fixed = _run(tmp_path / "fix", volume, k, traj,
                  overrides=["preprocess.gradient_delay=correct"])
     assert any("the trajectory was shifted by the estimate" in w for w in fixed["warnings"])
-    # 19.8 -> 36.5 dB; a file holding the delayed trajectory itself gives the same 36.5 (the
-    # 3 dB to the clean file are the simulation's, not the correction's)
+    # 19.8 -> 39.6 dB (clean 39.65): the trajectory and its density weights moved (36.5 dB
+    # when the weights stayed at the nominal positions: test_noncart_density_follows_trajectory)
     assert warned["psnr"] < clean["psnr"] - 10
-    assert fixed["psnr"] > warned["psnr"] + 15
+    assert fixed["psnr"] > clean["psnr"] - 0.5
+    assert not any("data residual" in w for w in fixed["warnings"])
     # the residual check names the mismatch the delay leaves when it is not corrected
     assert any("data residual" in w for w in warned["warnings"])
     assert not any("data residual" in w for w in clean["warnings"])
