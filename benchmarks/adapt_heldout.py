@@ -176,14 +176,15 @@ def run_ct(work: Path, weights: str | None = None, views: tuple[int, ...] = (30,
 
 
 def main(argv: list[str] | None = None) -> None:
+    from mrirecon.cli_types import int_at_least  # counts: 0 was a raw traceback
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("part", choices=("heldout", "indist", "ct"))
     p.add_argument("--work", type=Path, required=True)
     p.add_argument("--setting", action="append", default=[],
                    help="AdaptConfig fields, e.g. rows=64,steps=40,lr=3e-4 (repeatable; ct: once, "
                         "over the pipeline's adapt: settings)")
-    p.add_argument("--volumes", type=int, default=None)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--volumes", type=int_at_least(1), default=None)
+    p.add_argument("--threads", type=int_at_least(1), default=2)
     p.add_argument("--weights", default=None,
                    help="shipped weights to adapt (MRI: a MoDL, default modl_brain_sim; ct: default "
                         "the ct_learned_adapt pipeline's)")

@@ -143,16 +143,17 @@ def bench_grappa(ksp, accel, acs, repeats, device):
 
 
 def main(argv=None) -> None:
+    from mrirecon.cli_types import int_at_least  # counts: 0 was a raw traceback
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="15 coils x 320 x 320, one repeat")
-    p.add_argument("--coils", type=int, default=15)
+    p.add_argument("--coils", type=int_at_least(1), default=15)
     p.add_argument(
-        "--shape", type=int, nargs=2, default=None, help="H W (default 640 368; quick 320 320)"
+        "--shape", type=int_at_least(1), nargs=2, default=None, help="H W (default 640 368; quick 320 320)"
     )
-    p.add_argument("--accel", type=int, default=4)
-    p.add_argument("--acs", type=int, default=24)
-    p.add_argument("--repeats", type=int, default=None, help="default 3 (quick 1)")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--accel", type=int_at_least(1), default=4)
+    p.add_argument("--acs", type=int_at_least(1), default=24)
+    p.add_argument("--repeats", type=int_at_least(1), default=None, help="default 3 (quick 1)")
+    p.add_argument("--threads", type=int_at_least(1), default=1)
     p.add_argument(
         "--device", default="cpu", help="device for mrirecon (references always run on CPU)"
     )

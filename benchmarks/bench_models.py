@@ -110,13 +110,14 @@ def _child(which: str, cfg: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from mrirecon.cli_types import int_at_least  # counts: 0 was a raw traceback
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="4 cascades, 1 repeat")
-    parser.add_argument("--cascades", type=int, default=None)
-    parser.add_argument("--repeats", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--size", type=int, default=320, help="slice H = W (default 320)")
-    parser.add_argument("--coils", type=int, default=15)
+    parser.add_argument("--cascades", type=int_at_least(1), default=None)
+    parser.add_argument("--repeats", type=int_at_least(1), default=None)
+    parser.add_argument("--threads", type=int_at_least(1), default=1)
+    parser.add_argument("--size", type=int_at_least(1), default=320, help="slice H = W (default 320)")
+    parser.add_argument("--coils", type=int_at_least(1), default=15)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--config", default=None, help=argparse.SUPPRESS)
     a = parser.parse_args(argv)

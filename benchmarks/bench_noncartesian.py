@@ -76,14 +76,15 @@ def simulate(coils, n, spokes, samples, noise=1e-3, seed=0):
 
 
 def main(argv=None):
+    from mrirecon.cli_types import int_at_least  # counts: 0 was a raw traceback
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int_at_least(1), default=None)
+    ap.add_argument("--repeats", type=int_at_least(1), default=3)
     ap.add_argument("--skip-cg", action="store_true")
     ap.add_argument("--cg-only", action="store_true", help="skip (a) and (b)")
     ap.add_argument("--gram-only", action="store_true", help="run (b) only")
-    ap.add_argument("--problem", type=int, nargs=4, default=None,
+    ap.add_argument("--problem", type=int_at_least(1), nargs=4, default=None,
                     metavar=("COILS", "N", "SPOKES", "SAMPLES"),
                     help="another problem size (a smoke test: 2 32 24 64)")
     ap.add_argument("--cg-double", action="store_true",

@@ -143,11 +143,12 @@ def bench_ct(n: int, views: int, repeats: int, skimage_repeats: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from mrirecon.cli_types import int_at_least  # counts: 0 was a raw traceback
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--skimage-repeats", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--repeats", type=int_at_least(1), default=5)
+    parser.add_argument("--skimage-repeats", type=int_at_least(1), default=1)
+    parser.add_argument("--threads", type=int_at_least(1), default=os.cpu_count())
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 

@@ -71,13 +71,14 @@ def bart_homodyne(k: np.ndarray, dim: int, fraction: float, folder: str) -> np.n
 
 
 def main(argv: list[str] | None = None) -> None:
+    from mrirecon.cli_types import int_at_least  # counts: 0 was a raw traceback
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--axis", choices=("readout", "phase"), default="readout")
-    p.add_argument("--size", type=int, nargs=2, default=(320, 320), help="H W")
-    p.add_argument("--coils", type=int, default=16)
-    p.add_argument("--slices", type=int, default=4)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--size", type=int_at_least(1), nargs=2, default=(320, 320), help="H W")
+    p.add_argument("--coils", type=int_at_least(1), default=16)
+    p.add_argument("--slices", type=int_at_least(1), default=4)
+    p.add_argument("--repeats", type=int_at_least(1), default=3)
+    p.add_argument("--threads", type=int_at_least(1), default=1)
     p.add_argument("--quick", action="store_true", help="2 slices, one repeat")
     args = p.parse_args(argv)
     if args.quick:

@@ -366,8 +366,9 @@ def _guard(rows: list, section, *args) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from mrirecon.cli_types import int_at_least  # counts: 0 was a raw traceback
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--threads", type=int_at_least(1), nargs="+", default=[1, 2])
     ap.add_argument("--sections", nargs="+", default=["kernels", "mri", "ct", "cold", "contention"],
                     choices=["kernels", "mri", "ct", "cold", "contention"])
     ap.add_argument("--quick", action="store_true", help="8-coil MRI only, no SigPy")
@@ -375,7 +376,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="MRI section: mri_cs against BART only (no SigPy, no mri_learned)")
     ap.add_argument("--json", default=None,
                     help="also write the run (machine, start, threads, loads, rows) to this JSON file")
-    ap.add_argument("--repeat", type=int, default=1,
+    ap.add_argument("--repeat", type=int_at_least(1), default=1,
                     help="best of N alternated warm calls for mri_cs and the BART scripts")
     args = ap.parse_args(argv)
     global REPEAT

@@ -57,10 +57,11 @@ def write_volume(path: Path, slices: int, coils: int, shape: tuple[int, int]) ->
 
 
 def main(argv: list[str] | None = None) -> None:
+    from mrirecon.cli_types import int_at_least  # counts: 0 was a raw traceback
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--slices", type=int, nargs="+", default=[4, 40])
-    ap.add_argument("--coils", type=int, default=15)
-    ap.add_argument("--shape", type=int, nargs=2, default=[640, 368])
+    ap.add_argument("--slices", type=int_at_least(1), nargs="+", default=[4, 40])
+    ap.add_argument("--coils", type=int_at_least(1), default=15)
+    ap.add_argument("--shape", type=int_at_least(1), nargs=2, default=[640, 368])
     ap.add_argument("--method", default="zero_filled_rss")
     args = ap.parse_args(argv)
     rows = []

@@ -174,21 +174,22 @@ def _rel(a, b) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--child"]:  # before any import of mrirecon: the child runs cfg["code"]'s
+        print(json.dumps(_child(json.loads(argv[1]))))
+        return
+    from mrirecon.cli_types import int_at_least  # counts: 0 was a raw traceback
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", default=BASELINE, help="git revision of the old code")
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--repeats", type=int, default=3, help="timed slices per child")
-    parser.add_argument("--rounds", type=int, default=2, help="old/new child pairs per thread count")
+    parser.add_argument("--threads", type=int_at_least(1), nargs="+", default=[1, 2])
+    parser.add_argument("--repeats", type=int_at_least(1), default=3, help="timed slices per child")
+    parser.add_argument("--rounds", type=int_at_least(1), default=2, help="old/new child pairs per thread count")
     parser.add_argument("--float64", action="store_true", help="also the old revision in float64")
-    parser.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"),
+    parser.add_argument("--size", type=int_at_least(1), nargs=2, default=None, metavar=("H", "W"),
                         help="the validation brain at H x W (default its 320 x 320)")
-    parser.add_argument("--iterations", type=int, default=ITERATIONS,
+    parser.add_argument("--iterations", type=int_at_least(1), default=ITERATIONS,
                         help=f"ADMM iterations (default the card's {ITERATIONS})")
-    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = parser.parse_args(argv)
-    if a.child:
-        print(json.dumps(_child(json.loads(a.child))))
-        return
     import torch
 
     with tempfile.TemporaryDirectory() as tmp_name:

@@ -72,15 +72,16 @@ def score(gt: np.ndarray, x) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from mrirecon.cli_types import int_at_least  # counts: 0 was a raw traceback
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="15 x 320 x 320, one repeat")
-    p.add_argument("--coils", type=int, default=15)
-    p.add_argument("--size", type=int, nargs=2, default=None, help="H W (default 640 368)")
-    p.add_argument("--cg-iterations", type=int, default=10)
-    p.add_argument("--l1-iterations", type=int, default=50)
+    p.add_argument("--coils", type=int_at_least(1), default=15)
+    p.add_argument("--size", type=int_at_least(1), nargs=2, default=None, help="H W (default 640 368)")
+    p.add_argument("--cg-iterations", type=int_at_least(1), default=10)
+    p.add_argument("--l1-iterations", type=int_at_least(1), default=50)
     p.add_argument("--lam", type=float, default=0.002)
-    p.add_argument("--repeats", type=int, default=None)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeats", type=int_at_least(1), default=None)
+    p.add_argument("--threads", type=int_at_least(1), default=1)
     args = p.parse_args(argv)
     h, w = args.size or ((320, 320) if args.quick else (640, 368))
     repeats = args.repeats or (1 if args.quick else 3)

@@ -255,6 +255,7 @@ def evaluate(work: Path, parts: list[str], methods: list[str] | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from mrirecon.cli_types import int_at_least  # counts: 0 was a raw traceback
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("mode", choices=("tune", "eval"))
     p.add_argument("--work", type=Path, required=True, help="folder for data and results")
@@ -263,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--methods", default=None, help="eval: comma-separated subset of the protocol's "
                    "methods; tune --parts mri: classical methods to grid (merged into tuned.json); "
                    "tune --parts models_mri: shipped MRI weights to score")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int_at_least(1), default=1)
     a = p.parse_args(argv)
     parts = [x for x in a.parts.split(",") if x]
     try:  # checked before any folder or data is written

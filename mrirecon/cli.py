@@ -26,7 +26,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from mrirecon.cli_types import acceleration, folder, fraction, int_at_least, positive_float
+from mrirecon.cli_stdout import NamedStdout, StdoutClosed, stdout_to_devnull
+from mrirecon.cli_types import (Extend, acceleration, definition, folder, fraction, int_at_least,
+                                not_empty, path, positive_float)
 
 #: ``mrirecon --help`` examples: data at fastMRI's geometry (640 x 320 k-space, 8 coils), the
 #: training range of the model ``mri_learned`` runs
@@ -179,9 +181,10 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
             "across processes."
         ),
     )
-    run.add_argument("pipeline", help="pipeline YAML path or shipped pipeline name")
-    run.add_argument("--input", "-i", nargs="+", required=True, metavar="PATH",
-                     help="input files, folders or glob patterns (quote globs)")
+    run.add_argument("pipeline", type=definition, help="pipeline YAML path or shipped pipeline name")
+    run.add_argument("--input", "-i", nargs="+", action=Extend, type=path, required=True,
+                     metavar="PATH", help="input files, folders or glob patterns (quote globs; "
+                     "repeats add up: --input a.h5 --input b.h5 is --input a.h5 b.h5)")
     run.add_argument("--output", "-o", required=True, metavar="DIR", type=folder,
                      help="output folder; one that holds outputs of inputs not given now (an "
                           "earlier run's) is refused, as metrics.csv and the report would not "
@@ -239,7 +242,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         fractions = dict(zip(args.accelerations, args.center_fractions))
     table = bench_from_cli(
         args.data, args.output, challenge=args.challenge, accelerations=args.accelerations,
-        methods=args.methods, weights=args.weights, sets=args.set, max_volumes=args.max_volumes,
+        methods=",".join(args.methods), weights=args.weights, sets=args.set, max_volumes=args.max_volumes,
         mask_type=args.mask_type, resume=not args.no_resume, progress=progress_wanted(args),
         device=args.device, center_fractions=fractions, photons=args.photons,
         remove_oversampling=args.remove_oversampling)
@@ -262,7 +265,7 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
         epilog="example: mrirecon bench --data multicoil_val --challenge multicoil --accelerations "
                "4 8 --methods zero_filled,cg_sense,l1_wavelet,varnet --weights varnet=varnet.pt "
                "--output bench_out --set l1_wavelet.lam=0.002")
-    bench.add_argument("--data", required=True, metavar="DIR",
+    bench.add_argument("--data", required=True, metavar="DIR", type=path,
                        help="folder of fastMRI .h5 files (ct: LoDoPaB-layout observation_*.hdf5 "
                             "with their ground_truth_*.hdf5)")
     bench.add_argument("--output", "-o", required=True, metavar="DIR", type=folder,
@@ -272,24 +275,25 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
                             "factors (keep every k-th view)")
     bench.add_argument("--photons", type=positive_float, default=None,
                        help="ct only: re-simulate this incident photon count (lower dose)")
-    bench.add_argument("--accelerations", type=acceleration, nargs="+", default=[4.0, 8.0],
-                       metavar="R",
+    bench.add_argument("--accelerations", type=acceleration, nargs="+", action=Extend,
+                       default=[4.0, 8.0], metavar="R",
                        help="undersampling factors to score each method at (ct: keep every R-th "
-                            "view)")
-    bench.add_argument("--center-fractions", type=fraction, nargs="+", default=None,
+                            "view; repeats add up)")
+    bench.add_argument("--center-fractions", type=fraction, nargs="+", action=Extend, default=None,
                        metavar="F",
                        help="fully sampled centre fraction per acceleration, in the order of "
                             "--accelerations (default: fastMRI's, 0.08 at 4x and 0.04 at 8x, "
                             "0.32 / R at another factor R)")
-    bench.add_argument("--methods", default="zero_filled,cg_sense,l1_wavelet",
-                       help="comma-separated reconstruction methods and learned models")
+    bench.add_argument("--methods", action=Extend, default=["zero_filled,cg_sense,l1_wavelet"],
+                       help="comma-separated reconstruction methods and learned models (repeats "
+                            "add up; default: zero_filled,cg_sense,l1_wavelet)")
     bench.add_argument("--weights", action="append", default=[], metavar="METHOD=PATH",
                        help="weights of a learned method (repeatable)")
     bench.add_argument("--set", action="append", default=[], metavar="METHOD.PARAM=VALUE",
                        help="method parameter, e.g. l1_wavelet.lam=0.002 or calibrate.crop=0 (repeatable)")
     bench.add_argument("--max-volumes", type=int_at_least(1), default=None,
                        help="use the first N files (default: all)")
-    bench.add_argument("--mask-type", default=None,
+    bench.add_argument("--mask-type", default=None, type=not_empty,
                        help="fastMRI mask type (default: equispaced_fraction multicoil, random "
                             "singlecoil); ct keeps every k-th view (sparse_view) and refuses others")
     bench.add_argument("--remove-oversampling", action="store_true",
@@ -402,8 +406,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     Bad arguments exit with status 2 and a message naming the option. A user error raised by
     the command (a ``ValueError`` such as a config, data-format or option problem, a missing or
     unwritable file) also exits with status 2 and one line, no traceback. Any other exception
-    is an internal error: one line and status 1, or the full traceback with ``--debug``.
+    is an internal error: one line and status 1, or the full traceback with ``--debug``. The
+    standard output closed by its reader (``| head``) ends the command quietly with status 141
+    (128 + SIGPIPE, as a Unix tool killed by SIGPIPE); a write to it that fails otherwise (a
+    full disk) is an error naming ``stdout`` (:class:`NamedStdout`).
     """
+    stream = sys.stdout
+    if stream is None or isinstance(stream, NamedStdout):  # closed (``>&-``), or a nested call
+        return _main(argv)
+    sys.stdout = NamedStdout(stream)
+    try:
+        return _main(argv)
+    except StdoutClosed:
+        stdout_to_devnull(stream)
+        raise SystemExit(141) from None
+    except OSError as err:  # --help or --version into a full disk
+        if err.filename != "stdout":
+            raise
+        from mrirecon.io.errors import disk_error
+
+        print(f"mrirecon: error: {disk_error(err) or _one_line(err)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    finally:
+        sys.stdout = stream
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    """:func:`main` with its standard output wrapped."""
     from mrirecon.threads import configure_threads, set_wait_policy
 
     set_wait_policy()  # before torch loads OpenMP (build_parser may import it)
@@ -419,7 +448,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"mrirecon: error: {line}", file=sys.stderr)
         raise SystemExit(2) from None
-    args = parser.parse_args([a for a in argv if a != "--debug"])
+    try:
+        args = parser.parse_args([a for a in argv if a != "--debug"])
+    except SystemExit:
+        if sys.stdout is not None:  # --help, --version: the text reaches the reader, or fails named
+            sys.stdout.flush()
+        raise
     if debug:
         log_to_stderr(logging.DEBUG)
     prog = getattr(args, "_parser", parser).prog
@@ -433,7 +467,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             check_repeated(args.set)
         configure_threads(args.threads)
-        return int(args.func(args))
+        code = int(args.func(args))
+        if sys.stdout is not None:  # what the command printed, now: a failure is classified below
+            sys.stdout.flush()
+        return code
+    except StdoutClosed:
+        raise
     except USER_ERRORS as err:
         if debug:
             raise

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 
 from mrirecon.cli import SIMULATE_HELP, HelpFormatter, _add_threads
-from mrirecon.cli_types import acceleration, finite_float, folder, int_at_least, positive_float
+from mrirecon.cli_types import (acceleration, finite_float, folder, int_at_least, positive_float,
+                                seed, write_problem)
 from mrirecon.data.simulate_ct import FOV_MM_LIMIT  # the limits (derived there) are the
 from mrirecon.data.simulate_mri import SNR_DB_LIMIT  # simulators', which refuse the same values
 
@@ -45,8 +46,8 @@ def _check_out(out: str) -> None:
     """``--out`` is a folder or can be created as one, or a user error naming it before any
     work: a file there failed after the simulation with a bare "error: File exists" (a file
     above it: "error: Not a directory"), naming neither the path nor the option. Nothing is
-    created here (the simulators create the folder once their checks passed)."""
-    import os
+    created here (the simulators create the folder once their checks passed); the write check
+    is :func:`mrirecon.cli_types.write_problem`, shared with ``train --out``."""
     from pathlib import Path
 
     from mrirecon.io.atomic import file_in_the_way
@@ -58,19 +59,9 @@ def _check_out(out: str) -> None:
     if blocked is not None:
         raise ValueError(f"--out {out}: cannot create the folder ({blocked} is a file, not a "
                          "folder); pass a folder path")
-    above = path.parent
-    while not above.exists() and above != above.parent:
-        above = above.parent
-    where = path if path.exists() else above
-    if not os.access(where, os.W_OK | os.X_OK):
-        why = "permission denied"
-        try:  # os.access says no on a read-only file system too, where no permission helps
-            if os.statvfs(where).f_flag & os.ST_RDONLY:
-                why = "the file system is read-only"
-        except (OSError, AttributeError):  # no statvfs (Windows)
-            pass
-        raise ValueError(f"--out {out}: cannot write {'into' if where == path else 'under'} "
-                         f"{where} ({why}); pass a writable location")
+    problem = write_problem(path)
+    if problem:
+        raise ValueError(f"--out {out}: {problem}; pass a writable location")
 
 
 def _check_readouts(args: argparse.Namespace) -> None:
@@ -239,7 +230,7 @@ def add_simulate(subparsers: argparse._SubParsersAction) -> None:
         default=[320, 320],
         help="recon size in pixels (rows = readout, columns = phase encoding)",
     )
-    mri.add_argument("--seed", type=int_at_least(0), default=0, help="dataset seed")
+    mri.add_argument("--seed", type=seed, default=0, help="dataset seed")
     mri.add_argument(
         "--snr-db",
         type=_snr_db,
@@ -324,7 +315,7 @@ def add_simulate(subparsers: argparse._SubParsersAction) -> None:
     ct.add_argument(
         "--size", type=int_at_least(8), default=128, help="image size N (N x N pixels)"
     )
-    ct.add_argument("--seed", type=int_at_least(0), default=0, help="dataset seed")
+    ct.add_argument("--seed", type=seed, default=0, help="dataset seed")
     ct.add_argument("--samples", type=int_at_least(1), default=8, help="number of images")
     ct.add_argument("--part", default="train", help="dataset part name in the file names")
     ct.add_argument(

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,18 @@ _KIND_HELP = {
 }
 
 
+#: The least value of an integer option other than 1 (a count), by parameter name or by
+#: ``(kind, name)``: ``--workers 0`` loads the data in the training process, as its help says
+#: (it was refused: "must be >= 1"); ``train prior``'s patches must hold the procedural
+#: images' blobs (``prior_images.procedural_image``: a scale drawn in ``[2, patch / 8)``):
+#: ``--patch 8`` failed with numpy's "high - low < 0", naming no option.
+_LEAST = {"workers": 0, ("prior", "patch"): 16}
+
+#: Parameters that are paths (``--init``): ``--init ""`` was read as the folder ``.``
+#: ("PosixPath('.') has an empty name").
+_PATHS = ("init",)
+
+
 def _option_help(kind: str, name: str) -> str:
     return _KIND_HELP.get((kind, name)) or _OPTION_HELP.get(name) or name.replace("_", " ")
 
@@ -170,11 +183,14 @@ def _add_function_options(parser: argparse.ArgumentParser, fn: Callable[..., Any
                           choices: dict[str, Sequence[str]] | None = None,
                           kind: str = "") -> list[str]:
     """One option per keyword parameter of ``fn`` with a default (``max_steps`` ->
-    ``--max-steps``), typed by the default: counts (integers >= 1; seeds any integer), positive
-    floats, tuples of counts (any number of them where annotated ``tuple[int, ...]``), strings
-    (``choices`` where given); its help from :data:`_OPTION_HELP` (subcommand ``kind``), the
-    default shown after it. The function's defaults are the
+    ``--max-steps``), typed by the default: counts (integers >= 1, or >= :data:`_LEAST`; seeds
+    :func:`mrirecon.cli_types.seed`), positive floats, tuples of counts (any number of them
+    where annotated ``tuple[int, ...]``, which add up when the option is repeated), paths
+    (:data:`_PATHS`), strings (``choices`` where given); its help from :data:`_OPTION_HELP`
+    (subcommand ``kind``), the default shown after it. The function's defaults are the
     command line's: one home for them. Returns the parameter names."""
+    from mrirecon.cli_types import Extend, int_at_least, path, seed
+
     names = []
     for prm in inspect.signature(fn).parameters.values():
         if prm.kind is not prm.KEYWORD_ONLY or prm.name in ("threads", "log"):
@@ -185,22 +201,68 @@ def _add_function_options(parser: argparse.ArgumentParser, fn: Callable[..., Any
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
                                 help=text)
         elif isinstance(default, int):
-            parser.add_argument(flag, type=int if "seed" in prm.name else count, default=default,
-                                help=text)
+            least = _LEAST.get((kind, prm.name), _LEAST.get(prm.name))
+            typed = (seed if "seed" in prm.name else count if least is None
+                     else int_at_least(least))
+            parser.add_argument(flag, type=typed, default=default, help=text)
+        elif prm.name in _PATHS:  # not empty ("" read as the folder '.'), ~ expanded
+            parser.add_argument(flag, type=path, default=default, help=text)
         elif isinstance(default, float):
             is_lr = prm.name == "lr" or prm.name.endswith("_lr")
             parser.add_argument(flag, type=_learning_rate if is_lr else positive_float,
                                 default=default, help=text)
         elif default is None and str(prm.annotation).replace(" ", "") == "int|None":
             parser.add_argument(flag, type=count, default=None, help=text)  # unset: the rule
-        elif isinstance(default, tuple):
-            nargs = "+" if "..." in str(prm.annotation) else len(default)
-            parser.add_argument(flag, type=count, nargs=nargs, default=default, help=text)
+        elif isinstance(default, tuple) and "..." in str(prm.annotation):  # repeats add up
+            parser.add_argument(flag, type=count, nargs="+", action=Extend, default=default,
+                                help=text)
+        elif isinstance(default, tuple):  # a fixed-size value (rows columns): the last counts
+            parser.add_argument(flag, type=count, nargs=len(default), default=default, help=text)
         else:
             parser.add_argument(flag, default=default, choices=(choices or {}).get(prm.name),
                                 help=text)
         names.append(prm.name)
     return names
+
+
+def out_file(kind: str) -> Callable[[str], str]:
+    """The type of ``train KIND --out``: a weights file name ending in ``.pt`` (``radial``: or a
+    stem without a suffix, to which it adds ``.pt``) in a folder that can be written, ``~``
+    expanded; checked before any training. The card is written beside the weights
+    (``with_suffix(".yaml")``): ``--out g.yaml`` wrote the weights and then the card over them
+    (exit 0, "wrote g.yaml"); ``--out afile/d.pt`` (a file in the way) or an unwritable folder
+    trained the whole budget, then failed with "afile: File exists"."""
+    from mrirecon.cli_types import write_problem
+    from mrirecon.io.atomic import file_in_the_way
+
+    def parse(text: str) -> str:
+        if not text:
+            raise argparse.ArgumentTypeError("an empty path (an unset shell variable?); give a "
+                                             "file name such as model.pt")
+        text = os.path.expanduser(text)
+        p = Path(text)
+        if p.is_dir():  # the trainers would write NAME.pt beside the folder
+            raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name such as "
+                                             f"{p / 'model.pt'}")
+        allowed = (".pt", "") if kind == "radial" else (".pt",)
+        if p.suffix not in allowed:
+            what = ("STEM.pt and STEM.yaml: give a stem without a suffix or a name ending in .pt"
+                    if kind == "radial" else "the weights and their card, NAME.yaml, beside them: "
+                    "give a name ending in .pt")
+            raise argparse.ArgumentTypeError(f"{text}: train {kind} writes {what} (e.g. "
+                                             f"{p.with_suffix('.pt')})")
+        folder = p.parent
+        blocked = file_in_the_way(folder)
+        if blocked is not None:
+            raise argparse.ArgumentTypeError(f"{text}: cannot create the folder ({blocked} is a "
+                                             "file, not a folder); give a path in a folder")
+        problem = write_problem(folder)
+        if problem:
+            raise argparse.ArgumentTypeError(f"{text}: {problem}; give a writable location")
+        return text
+
+    parse.__name__ = "weights file"
+    return parse
 
 
 def add_train(subparsers: argparse._SubParsersAction,
@@ -237,7 +299,10 @@ def add_train(subparsers: argparse._SubParsersAction,
         "config", help="train a reconstruction network from a YAML config (torchrun-aware)",
         description="Writes checkpoints, train_log.csv, TensorBoard logs and model.pt + model.yaml "
         "to output_dir. Run under torchrun for several processes (DDP).")
-    cfg.add_argument("config", help="training config: a YAML file or a shipped config by name "
+    from mrirecon.cli_types import definition
+
+    cfg.add_argument("config", type=definition,
+                     help="training config: a YAML file or a shipped config by name "
                      "(train_modl_brain_sim, train_varnet_brain_sim, train_primal_dual_ct_sim)")
     cfg.add_argument("--resume", action="store_true",
                      help="continue from output_dir/checkpoints/last.pt when it exists")
@@ -249,14 +314,8 @@ def add_train(subparsers: argparse._SubParsersAction,
     add_threads(cfg)
     cfg.set_defaults(func=cmd_train_config, _parser=cfg)
 
-    def out_file(text: str) -> str:
-        if Path(text).is_dir():  # the trainers would write NAME.pt beside the folder
-            raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name such as "
-                                             f"{Path(text) / 'model.pt'}")
-        return text
-
-    def common(p: argparse.ArgumentParser, *, out_help: str) -> None:
-        p.add_argument("--out", required=True, type=out_file, help=out_help)
+    def common(p: argparse.ArgumentParser, kind: str, *, out_help: str) -> None:
+        p.add_argument("--out", required=True, type=out_file(kind), help=out_help)
         add_threads(p)
 
     from mrirecon.training.ct_primal_dual import train_primal_dual_ct
@@ -296,7 +355,7 @@ def add_train(subparsers: argparse._SubParsersAction,
              "the learned primal-dual primal_dual_lodopab at the LoDoPaB geometry",
              "output .pt (the card is written as .yaml beside it)", "training", None)):
         sub = kinds.add_parser(kind, help=help_, formatter_class=HelpFormatter)
-        common(sub, out_help=out_help)
+        common(sub, kind, out_help=out_help)
         names = _add_function_options(sub, fn, count, positive_float, choices, kind)
         sub.set_defaults(func=cmd_train_function, _parser=sub, _train=fn, _options=names,
                          _show=show)

@@ -100,6 +100,11 @@ def expand_inputs(inputs: list[str], exclude: Path | None = None) -> list[Path]:
     folders are inputs."""
     out: list[Path] = []
     for item in input_list(inputs, "expand_inputs"):
+        if not item:  # "$IN" with IN unset: the working directory's files were read
+            raise ValueError("input '' is an empty path (an unset shell variable?): pass the "
+                             "data files, folders or glob patterns (. for the current folder; "
+                             "nothing was run)")
+        item = os.path.expanduser(item)
         pattern = any(c in item for c in "*?[") and not os.path.lexists(item)  # 'scan[1].h5' is a name
         matches = sorted(glob.glob(item)) if pattern else [item]
         if not matches:
@@ -153,8 +158,43 @@ def expand_inputs(inputs: list[str], exclude: Path | None = None) -> list[Path]:
         if p.resolve() not in seen:
             seen.add(p.resolve())
             unique.append(p)
+    if exclude is not None:
+        _refuse_what_the_run_writes(unique, exclude)
     _check_dicom_slices(unique)
     return unique
+
+
+def _refuse_what_the_run_writes(files: list[Path], output: Path) -> None:
+    """Refuse, before any work, an input that lies where the run into ``output`` writes: one
+    that :func:`run_writes` names (given by its path, not only matched by a pattern), or one
+    inside a folder the run writes into once links are resolved (``OUT/reconstructions`` a link
+    to the data's folder), where each input's outputs go. ``cd study; mrirecon run ct_fbp
+    --input dicom/series1 --output .`` replaced the scanner's series by the export, and
+    ``--input study/reconstructions/scan.h5 --output study`` the k-space by its reconstruction
+    (exit 0). The output folder itself as an input (a DICOM series folder) is not refused: the
+    run writes beside its files, never over them."""
+    from mrirecon.pipeline.run_state import RUN_FOLDERS
+
+    roots = {Path(os.path.abspath(output)), Path(os.path.realpath(output))}
+    folders = [(sub, Path(os.path.realpath(Path(output) / sub))) for sub in (*RUN_FOLDERS,
+                                                                              ".staging")]
+    for p in files:
+        here, real = Path(os.path.abspath(p)), Path(os.path.realpath(p))
+        if here in roots or real in roots:
+            continue
+        if run_writes(p, output):
+            ways = (here, real, Path(os.path.realpath(here.parent)) / here.name)
+            place = next((Path(output) / way.relative_to(root).parts[0] for way in ways
+                          for root in roots if root in way.parents), Path(output))
+        else:
+            place = next((Path(output) / sub for sub, folder in folders
+                          if real == folder or folder in real.parents), None)
+        if place is not None:
+            raise ValueError(
+                f"input {p} lies in {place}{os.sep if place.name in RUN_FOLDERS else ''}, which "
+                f"this run into --output {output} writes: the input would be overwritten by (or "
+                "moved aside for) the run's outputs; move the data out of that folder, or pass "
+                "another --output (nothing was run)")
 
 
 def _check_dicom_slices(files: list[Path]) -> None:

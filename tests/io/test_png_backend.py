@@ -64,3 +64,38 @@ def test_png_writers_keep_the_callers_backend_and_figures(tmp_path):
     b = imread(tmp_path / "b.png")
     assert b.shape[:2] == (340, 960)  # figsize 3.2 x 3 panels by 3.4 inches at 100 dpi
     assert imread(tmp_path / "c.png").shape[:2] == (350, 500)
+
+
+_WRITE = r"""
+import sys
+from pathlib import Path
+import numpy as np
+from mrirecon.io.png import save_line_plot, save_panel, save_png
+out = Path(sys.argv[1])
+img = np.linspace(0, 1, 12 * 10).reshape(12, 10)
+save_png(img, out / "a.png")
+save_panel([img, img, "not available: test"], ["x", "y", "z"], out / "b.png", error_index=1)
+save_line_plot([4, 8], {"m": [0.9, 0.8]}, out / "c.png", xlabel="R")
+import matplotlib.pyplot as plt  # the user's pyplot still works in that process
+plt.figure(); plt.plot([1, 2]); plt.close("all")
+"""
+
+
+def test_an_invalid_mplbackend_changes_no_png(tmp_path):
+    """``MPLBACKEND=garbage`` made ``import matplotlib`` fail, so every input of a run with PNG
+    export failed after its reconstruction ("Key backend: 'garbage' is not a valid value")."""
+    pngs = {}
+    for value in (None, "garbage"):
+        out = tmp_path / str(value)
+        out.mkdir()
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+        env.pop("MPLBACKEND", None)
+        if value:
+            env["MPLBACKEND"] = value
+        done = subprocess.run([sys.executable, "-c", _WRITE, str(out)], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        warned = "MPLBACKEND='garbage' is not a matplotlib backend" in done.stderr
+        assert warned == bool(value), done.stderr
+        pngs[value] = {p.name: p.read_bytes() for p in out.glob("*.png")}
+    assert len(pngs[None]) == 3 and pngs["garbage"] == pngs[None]  # byte for byte

@@ -1,0 +1,56 @@
+"""The standard output of the ``mrirecon`` commands (:func:`mrirecon.cli.main` wraps it): a
+reader that went away (``| head``) ends a command quietly, and a write that fails otherwise (a
+full disk) names ``stdout``."""
+
+from __future__ import annotations
+
+import contextlib
+
+
+class StdoutClosed(Exception):
+    """The reader of the standard output went away (``mrirecon simulate ... | head -1``)."""
+
+
+class NamedStdout:
+    """``sys.stdout`` while :func:`mrirecon.cli.main` runs: a write that fails names the standard output
+    (``"stdout: No space left on device"`` for ``> /dev/full``, which named no file), and a
+    closed pipe is :class:`StdoutClosed`, which ``main`` ends quietly, as Unix tools do
+    (``| head`` gave "internal error: BrokenPipeError ... report it", exit 1, after the data
+    were written). Everything else is the wrapped stream's."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def _named(self, call, *args):
+        import errno
+
+        try:
+            return call(*args)
+        except OSError as err:
+            if isinstance(err, BrokenPipeError) or err.errno == errno.EPIPE:
+                raise StdoutClosed() from None
+            raise OSError(err.errno, err.strerror or str(err), "stdout") from None
+
+    def write(self, text: str) -> int:
+        return self._named(self._stream.write, text)
+
+    def writelines(self, lines) -> None:
+        return self._named(self._stream.writelines, lines)
+
+    def flush(self) -> None:
+        return self._named(self._stream.flush)
+
+    def __getattr__(self, attr: str):
+        return getattr(self._stream, attr)
+
+
+def stdout_to_devnull(stream) -> None:
+    """Point the standard output's descriptor at ``os.devnull``, so that the interpreter's
+    last flush of what is still buffered for the closed pipe does not print "Exception ignored
+    ... BrokenPipeError"."""
+    import os
+
+    with contextlib.suppress(Exception):  # no descriptor (a test's capture): nothing to flush
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
