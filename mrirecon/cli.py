@@ -366,9 +366,14 @@ USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, IsADirectoryError
 def missing_package(err: ImportError) -> str | None:
     """The one line for a dependency that is not installed (``err`` a ``ModuleNotFoundError``
     of a package outside mrirecon), naming it and its install line, or, when an installed
-    package's own code imported it, naming that package to upgrade; ``None`` otherwise (an
-    internal error). A missing yaml was a raw traceback, a missing tqdm or nilearn "internal
+    package's own code imported it, naming that package to upgrade; for one installed but older
+    than a floor (:class:`~mrirecon.core.names.OutdatedPackage`) its own message; ``None``
+    otherwise (an internal error). A missing yaml was a raw traceback, a missing tqdm or nilearn "internal
     error: ... (report it)"."""
+    from mrirecon.core.names import OutdatedPackage
+
+    if isinstance(err, OutdatedPackage):  # installed, but older than a floor (finufft 2.3)
+        return str(err)
     top = (getattr(err, "name", None) or "").split(".")[0]
     if not isinstance(err, ModuleNotFoundError) or not top or top == "mrirecon":
         return None

@@ -90,6 +90,13 @@ DEPRECATED: Mapping[str, str] = {
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class OutdatedPackage(ImportError):
+    """An installed dependency older than the code that uses it needs (a floor in
+    ``pyproject.toml``), found where it is used: the message names the package, the version
+    found and the install line. ``mrirecon`` reports it as a user's error (one line, status 2),
+    as it does a missing package (:func:`mrirecon.cli.missing_package`)."""
+
+
 class UnknownNameError(KeyError, ValueError):
     """A name that no registry entry has (a model, a reconstruction): a ``ValueError`` (a value
     the caller gave is wrong) that stays a ``KeyError`` for callers that catch that, with the

@@ -22,7 +22,7 @@ from collections import OrderedDict
 import torch
 from torch import Tensor
 
-from mrirecon.core.names import accepts_deprecated_names
+from mrirecon.core.names import OutdatedPackage, accepts_deprecated_names
 from mrirecon.functional.nufft import (_execute, _plan, _same_values, checked_eps,
                                        checked_trajectory)
 
@@ -155,7 +155,7 @@ def _check_backend() -> None:
     version = str(getattr(finufft, "__version__", "") or _distribution_version("finufft"))
     found = re.match(r"(\d+)\.(\d+)", version)
     if found is None or (int(found[1]), int(found[2])) < _SPREADINTERPONLY:
-        raise ImportError(
+        raise OutdatedPackage(
             f"pipe_menon_density needs finufft >= 2.4 (its spreadinterponly option: the plain "
             f"spreading and interpolation), found finufft {version or '(unknown version)'}, which "
             f"ignores that option and gives weights 1e144 times too large: "

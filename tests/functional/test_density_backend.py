@@ -47,3 +47,19 @@ def test_pipe_menon_takes_a_finufft_with_spreadinterponly(monkeypatch, version):
     reference = pipe_menon_density(trajectory, (16, 16))
     monkeypatch.setattr(finufft, "__version__", version)
     assert torch.equal(pipe_menon_density(trajectory, (16, 16)), reference)
+
+
+def test_the_cli_names_an_outdated_finufft_as_a_users_error(monkeypatch, tmp_path, capsys):
+    # `mrirecon simulate mri --trajectory spiral` computes Pipe-Menon weights: with finufft 2.3
+    # it ended in "internal error: ImportError: ... (report it)", status 1; an outdated package
+    # is the user's to upgrade, like a missing one: one line, status 2
+    from mrirecon.cli import main
+
+    monkeypatch.setattr(finufft, "__version__", "2.3.0")
+    with pytest.raises(SystemExit) as end:
+        main(["simulate", "mri", "--out", str(tmp_path / "sim"), "--volumes", "1", "--slices", "1",
+              "--coils", "2", "--size", "32", "32", "--trajectory", "spiral", "--readouts", "8"])
+    assert end.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "internal error" not in err and "needs finufft >= 2.4" in err
+    assert "found finufft 2.3.0" in err and "pip install 'finufft>=2.4'" in err
