@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from mrirecon.functional import ifft2c
+from mrirecon.mpl import import_matplotlib
 
 
 def _as_image(x) -> np.ndarray:
@@ -73,6 +74,7 @@ def image_grid(
     (Figure, ndarray of Axes)
         The figure and the flat array of its axes (unused axes are hidden).
     """
+    import_matplotlib()  # an invalid MPLBACKEND: pyplot on matplotlib's default backend
     import matplotlib.pyplot as plt
 
     pictures = [_as_image(im) for im in images]

@@ -435,6 +435,66 @@ def fastmri_to_ismrmrd(src: Path, dst: Path, first_sample: int = 0) -> None:
             ds.append_acquisition(acqs[i])
 
 
+def ismrmrd_xml(*, nx: int, ny: int, coils: int, fov_mm: float, step1=None, z: int = 1,
+                step2=None, slices: int = 1, trajectory: str = "cartesian", ramps=None,
+                mode=None) -> str:
+    """An ISMRMRD header of ``nx`` x ``ny`` (x ``z``) encoded = recon matrix, ``fov_mm`` square
+    in-plane, 5 mm slices / partitions, ``coils`` receivers at 3 T. ``step1`` / ``step2``:
+    ``(minimum, maximum, center)`` of the encoding limits (``step1`` default: the full ``ny``
+    lines, centre ``ny // 2``); ``ramps``: ``(rampUpTime, rampDownTime)`` of an EPI
+    trajectoryDescription; ``mode``: a parallel-imaging calibrationMode (R = 2 along ky). Skips
+    the calling test where ismrmrd (test extra) is not installed."""
+    import pytest
+
+    X = pytest.importorskip("ismrmrd").xsd
+    step1 = (0, ny - 1, ny // 2) if step1 is None else step1
+    limits = X.encodingLimitsType(
+        kspace_encoding_step_1=X.limitType(minimum=step1[0], maximum=step1[1], center=step1[2]),
+        slice=X.limitType(minimum=0, maximum=slices - 1, center=0))
+    if step2 is not None:
+        limits.kspace_encoding_step_2 = X.limitType(minimum=step2[0], maximum=step2[1],
+                                                    center=step2[2])
+
+    def space():
+        return X.encodingSpaceType(matrixSize=X.matrixSizeType(x=nx, y=ny, z=z),
+                                   fieldOfView_mm=X.fieldOfViewMm(x=fov_mm, y=fov_mm, z=5.0 * z))
+
+    enc = X.encodingType(encodedSpace=space(), reconSpace=space(), encodingLimits=limits,
+                         trajectory=X.trajectoryType(trajectory))
+    if ramps is not None:
+        enc.trajectoryDescription = X.trajectoryDescriptionType(
+            identifier="ConventionalEPI", userParameterLong=[
+                X.userParameterLongType(name=name, value=value) for name, value in (
+                    ("etl", ny), ("rampUpTime", ramps[0]), ("rampDownTime", ramps[1]),
+                    ("flatTopTime", 200), ("numSamples", nx))])
+    if mode is not None:
+        enc.parallelImaging = X.parallelImagingType(
+            accelerationFactor=X.accelerationFactorType(kspace_encoding_step_1=2,
+                                                        kspace_encoding_step_2=1),
+            calibrationMode=X.calibrationModeType(mode))
+    return X.ToXML(X.ismrmrdHeader(
+        acquisitionSystemInformation=X.acquisitionSystemInformationType(receiverChannels=coils),
+        experimentalConditions=X.experimentalConditionsType(H1resonanceFrequency_Hz=127_732_435),
+        encoding=[enc]))
+
+
+def simulated_volume(folder: Path, *, coils: int, slices: int = 2, size=(64, 48),
+                     seed: int = 3) -> Path:
+    """One simulated fully sampled fastMRI file in ``folder`` (``slices`` x ``coils`` x
+    ``size``, seed ``seed``)."""
+    from mrirecon.data.simulate_mri import simulate_mri_dataset
+
+    (path,) = simulate_mri_dataset(folder, volumes=1, slices=slices, coils=coils, size=size,
+                                   seed=seed)
+    return Path(path)
+
+
+def read_kspace(path: Path) -> np.ndarray:
+    """The ``kspace`` dataset of a fastMRI file, ``(slices, coils, h, w)``."""
+    with h5py.File(path) as h5:
+        return h5["kspace"][...]
+
+
 def partial_fourier_file(folder: Path, *, size: int = 96, missing: int = 24) -> Path:
     """A simulated fastMRI file (1 slice, 8 coils, ``size`` x ``size``, seed 0) made partial
     Fourier: the first ``missing`` phase-encoding lines never acquired (zeroed) and the header's

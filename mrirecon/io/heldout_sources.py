@@ -51,6 +51,9 @@ def read_heldout_mr(name: str) -> np.ndarray:
     if name not in HELDOUT_MR:
         raise ValueError(f"read_heldout_mr: {name!r} is not a held-out MR image; one of {HELDOUT_MR}")
     if name == "s1045.ima.gz":
+        from mrirecon.mpl import import_matplotlib
+
+        import_matplotlib()  # an invalid MPLBACKEND failed at this import
         import matplotlib.cbook as cbook
 
         with cbook.get_sample_data(name) as f:

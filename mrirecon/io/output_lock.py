@@ -250,12 +250,14 @@ def locked_output(output: Path, *, option: str = "--output", who: str = "",
     ``runner.check_output``) and locked (:func:`lock_output`: by a process that writes into it
     alone, ``mrirecon bench`` and rank 0 of ``mrirecon train``, or by rank ``rank`` of a
     ``world``-process ``mrirecon run`` job ``job``); a process that fails before it wrote
-    anything there leaves no folder it created."""
+    anything there leaves no folder it created: neither ``output`` nor the parents created for
+    it (:func:`missing_parents`, :func:`remove_empty_folders`: ``--output a/b/c/out`` of a
+    refused ``run``, ``bench`` or ``train`` left ``a/b/c``)."""
     from contextlib import contextmanager
 
     @contextmanager
     def held():
-        created = not output.exists()
+        made = missing_parents(output)  # deepest first; the output folder itself is the first
         try:
             if prepare is not None:
                 prepare(output)
@@ -263,23 +265,41 @@ def locked_output(output: Path, *, option: str = "--output", who: str = "",
                 output.mkdir(parents=True, exist_ok=True)
             lock = lock_output(output, rank, world, job=job, option=option, who=who)
         except BaseException:  # refused, or a full disk: no folder left behind
-            with contextlib.suppress(OSError):
-                if created:
-                    output.rmdir()  # only when empty: the lock removed its own file
+            remove_empty_folders(made)  # only empty ones: the lock removed its own file
             raise
         try:
             yield lock
         except BaseException:
-            if created and output.is_dir() and all(p.name in lock.names for p in output.iterdir()):
+            if made and output.is_dir() and all(p.name in lock.names for p in output.iterdir()):
                 lock.close()  # first: Windows deletes no open file (the error became WinError 32)
                 for name in lock.names:
                     (output / name).unlink(missing_ok=True)
-                output.rmdir()
+                remove_empty_folders(made)
             raise
         finally:
             lock.close()
 
     return held()
+
+
+def missing_parents(output: Path) -> list[Path]:
+    """``output`` and its parents that do not exist yet, deepest first: the folders a command
+    creates for it (``--output a/b/c/out`` makes ``a``, ``a/b``, ``a/b/c`` and ``out``)."""
+    path = Path(os.path.abspath(output))
+    return [p for p in (path, *path.parents) if not os.path.lexists(p)]
+
+
+def remove_empty_folders(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) where they are empty: those a refused or failed
+    command created (:func:`missing_parents`); one that holds anything (written meanwhile, by
+    this process or another) stays, and so do the folders above it."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except FileNotFoundError:
+            continue
+        except OSError:  # not empty (or not ours to remove): it and its parents stay
+            return
 
 
 def _holder(writes: list, handles: list, made: tuple[Path, ...] = ()) -> None:

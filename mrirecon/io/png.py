@@ -7,8 +7,9 @@ the process's backend and pyplot's figures as they were: switching to Agg
 ``run_pipeline`` with PNG export, with no word.
 
 The backend does not matter to them, so an invalid ``MPLBACKEND`` in the environment does not
-either (:func:`_import_matplotlib`): matplotlib refuses one when it is imported ("Key backend:
-'garbage' is not a valid value for backend"), and every input of a run with PNG export failed
+either (:func:`mrirecon.mpl.import_matplotlib`, the package's one way to import matplotlib):
+matplotlib refuses one when it is imported ("Key backend: 'garbage' is not a valid value for
+backend"), and every input of a run with PNG export failed
 after its reconstruction, naming no variable.
 
 The image writers take real 2-D arrays only and refuse, as the NIfTI, DICOM and HDF5 writers do,
@@ -20,10 +21,7 @@ and images that are not 2-D. The errors name the function, the file and the argu
 
 from __future__ import annotations
 
-import logging
 import math
-import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,41 +29,12 @@ import numpy as np
 
 from mrirecon.io.atomic import atomic_path
 from mrirecon.io.errors import refuse_nonfinite
-
-
-log = logging.getLogger("mrirecon.io")
-
-
-def _import_matplotlib() -> None:
-    """Import matplotlib for the writers, which need no backend (they save through the Agg
-    canvas that ``savefig(format="png")`` picks itself). An ``MPLBACKEND`` that matplotlib
-    refuses at its import (``MPLBACKEND=garbage``, a typo) is then left out of that one import,
-    with a warning naming the variable: the figures are written, and pyplot in this process
-    uses matplotlib's default backend. A valid value (a notebook's inline backend) is kept."""
-    if "matplotlib" in sys.modules:
-        return
-    try:
-        import matplotlib  # noqa: F401
-    except ValueError as err:
-        value = os.environ.get("MPLBACKEND")
-        if not value or "backend" not in str(err):
-            raise
-        for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
-            del sys.modules[name]  # the half-imported package, imported again below
-        del os.environ["MPLBACKEND"]
-        try:
-            import matplotlib  # noqa: F401, F811
-        finally:
-            os.environ["MPLBACKEND"] = value
-        log.warning("the environment variable MPLBACKEND=%r is not a matplotlib backend, so "
-                    "matplotlib ignores it in this process (its default backend); the PNG "
-                    "figures need none and are written (%s)", value,
-                    str(err).split(";")[0])
+from mrirecon.mpl import import_matplotlib
 
 
 def _figure(width: float, height: float):
     """A matplotlib figure of ``width`` x ``height`` inches that pyplot does not know of."""
-    _import_matplotlib()
+    import_matplotlib()
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height))
@@ -145,7 +114,7 @@ def save_png(image: np.ndarray, path: str | Path, *, vmin: float | None = None,
     if vmin is not None and vmax is not None and not vmin < vmax:
         raise ValueError(f"save_png: {path}: vmin ({vmin:g}) must be less than vmax ({vmax:g})")
     lo, hi = display_range(image, vmin, vmax)
-    _import_matplotlib()
+    import_matplotlib()
     from matplotlib.image import imsave
 
     with atomic_path(path, suffix=".png") as tmp:

@@ -127,38 +127,11 @@ def run_pipeline(config: PipelineConfig, inputs: list[str] | str | os.PathLike,
         check_run_files(folder, "" if world == 1 else f".rank{rank}")
 
     # ranks of one job (one config) join; a refused run leaves no empty folder behind: neither
-    # the output folder (locked_output) nor the parents check_output created for it
-    made = _missing_parents(output)
-    try:
-        with locked_output(output, prepare=prepare, rank=rank, world=world,
-                           job=config_sha256(config)):
-            return _run_locked(config, inputs, output, resume=resume, device=device,
-                               progress=progress, config_text=config_text, rank=rank, world=world,
-                               replace_others=replace_others,
-                               config_warnings=list(config_warnings))
-    except BaseException:
-        _remove_empty_folders(made)
-        raise
-
-
-def _missing_parents(output: Path) -> list[Path]:
-    """The parents of ``output`` that do not exist yet, deepest first: those a run creates
-    (``check_output``: ``--output a/b/c/out`` makes ``a``, ``a/b``, ``a/b/c``)."""
-    return [p for p in Path(os.path.abspath(output)).parents if not os.path.lexists(p)]
-
-
-def _remove_empty_folders(folders: list[Path]) -> None:
-    """Remove ``folders`` (deepest first) where they are empty: the parents a refused or failed
-    run created (a run refused for a missing input left ``a/b/c`` of ``--output a/b/c/out``);
-    one that holds anything (written meanwhile, by this run or another) stays, and so do the
-    folders above it."""
-    for folder in folders:
-        try:
-            folder.rmdir()
-        except FileNotFoundError:
-            continue
-        except OSError:  # not empty (or not ours to remove): it and its parents stay
-            return
+    # the output folder nor the parents check_output created for it (locked_output)
+    with locked_output(output, prepare=prepare, rank=rank, world=world, job=config_sha256(config)):
+        return _run_locked(config, inputs, output, resume=resume, device=device,
+                           progress=progress, config_text=config_text, rank=rank, world=world,
+                           replace_others=replace_others, config_warnings=list(config_warnings))
 
 
 def _code_config_warnings(config: PipelineConfig) -> list[str]:

@@ -208,8 +208,7 @@ class MRITrainingSet:
         (``readout_oversampling``: encoded / recon rows, 1 for none; the matrix is as acquired,
         and ``mrirecon run`` compares the matrix the model gets, after
         ``preprocess.remove_oversampling``, with it and with its recon grid) and the masks'
-        centre bands (``acs_columns``: contiguous sampled acquirable columns through DC, as
-        ``mrirecon run`` counts them)."""
+        centre bands (``acs_columns``: :func:`drawn_bands`)."""
         volumes = [self.dataset.volumes[v] for v in
                    sorted({self.dataset.samples[i][0] for i in self.indices})]
         shapes = [tuple(int(n) for n in info.shape) for info in volumes]
@@ -218,13 +217,11 @@ class MRITrainingSet:
                  info.header.acquired_columns(int(info.shape[-1])) for info in volumes}
         cfg = self.mask_config
         accelerations = [float(a) for a in cfg.accelerations]
-        bands = []
         for cf, acc in zip(cfg.center_fractions, cfg.accelerations):
             fn = create_mask_for_mask_type(cfg.type, (cf,), (acc,))
-            for (w, _, _), cols in sorted(grids.items(), key=lambda kv: kv[0]):
-                for m in drawable_masks(fn, w):
-                    accelerations.append(max(int(cols.sum()), 1) / max(int((m & cols).sum()), 1))
-                    bands.append(acs_width(m & cols))
+            accelerations += [max(int(cols.sum()), 1) / max(int((m & cols).sum()), 1)
+                              for (w, _, _), cols in grids.items() for m in drawable_masks(fn, w)]
+        bands = drawn_bands(cfg.type, zip(cfg.center_fractions, cfg.accelerations), grids.values())
         out = {"matrix": {"min": [min(s[-2] for s in shapes), min(s[-1] for s in shapes)],
                           "max": [max(s[-2] for s in shapes), max(s[-1] for s in shapes)]},
                "coils": [min(s[1] for s in shapes), max(s[1] for s in shapes)],
@@ -513,13 +510,19 @@ def drawable_masks(fn, width: int, random_seeds: int = 64) -> list[Tensor]:
     return masks
 
 
+def drawn_bands(mask_type: str, pairs, grids) -> list[int]:
+    """The centre bands (:func:`~mrirecon.sampling.acs.acs_width` of the sampled acquirable
+    columns: contiguous sampled columns through DC, as ``mrirecon run`` counts them) of every
+    mask that ``mask_type`` with the ``(centre fraction, acceleration)`` ``pairs`` draws
+    (:func:`drawable_masks`) on each grid: a width, or a file's acquired columns ``(W,)``."""
+    grids = [torch.ones(g, dtype=torch.bool) if isinstance(g, int) else g for g in grids]
+    return [acs_width(m & cols) for cf, acc in pairs for cols in grids for m in
+            drawable_masks(create_mask_for_mask_type(mask_type, (cf,), (acc,)), cols.numel())]
+
+
 def acs_column_range(mask_type: str, pairs, widths) -> list[int]:
-    """``[min, max]`` of the centre bands (:func:`~mrirecon.sampling.acs.acs_width`: contiguous
-    sampled columns through DC) of every mask that ``mask_type`` with the ``(centre fraction,
-    acceleration)`` ``pairs`` draws on each of ``widths`` columns (:func:`drawable_masks`): a
-    model card's ``training_range.acs_columns`` for a recipe that draws such masks."""
-    bands = [acs_width(m) for cf, acc in pairs for w in widths
-             for m in drawable_masks(create_mask_for_mask_type(mask_type, (cf,), (acc,)), int(w))]
+    """``[min, max]`` of :func:`drawn_bands` on ``widths`` columns: a card's ``acs_columns``."""
+    bands = drawn_bands(mask_type, pairs, [int(w) for w in widths])
     return [min(bands), max(bands)]
 
 

@@ -35,7 +35,8 @@ from torch import Tensor
 from mrirecon.sampling import apply_mask, create_mask_for_mask_type, file_seed
 from mrirecon.sampling.acs import acs_width, held_columns
 from mrirecon.training.config import MaskConfig
-from mrirecon.training.data import MAPS, TrainingSample, _readout_oversampling, calibrate_maps
+from mrirecon.training.data import (MAPS, TrainingSample, _readout_oversampling, calibrate_maps,
+                                    drawn_bands)
 
 
 def fully_sampled(mask: Tensor, padding: tuple[int, int]) -> bool:
@@ -96,10 +97,10 @@ class AcquiredMRISet:
         self.mask_fn = create_mask_for_mask_type(cfg.type, cfg.center_fractions, cfg.accelerations)
         self.maps, self.train = maps, bool(train)
         self.items: list[tuple[Path, str, int]] = []
-        #: per file: ``(H, W)``, coils, accelerations of its acquired columns (per slice where
-        #: the mask is; ``None``: fully sampled, the retrospective mask of ``mask`` applies),
-        #: readout oversampling (encoded / recon rows)
-        self._shapes: dict[Path, tuple[tuple[int, int], int, tuple[float, ...] | None, float]] = {}
+        #: per file: ``(H, W)``, coils, ``(accelerations, centre bands)`` of its acquired
+        #: columns (per slice where the mask is; ``None``: fully sampled, the retrospective mask
+        #: of ``mask`` applies), readout oversampling (encoded / recon rows), acquired columns
+        self._shapes: dict[Path, tuple] = {}
         for p in files:
             layout = hdf5_layout(p)
             if layout not in ("fastmri", "ismrmrd"):
@@ -143,39 +144,46 @@ class AcquiredMRISet:
 
     @staticmethod
     def _scan(path: Path, layout: str) -> tuple[int, tuple]:
-        """``(slices, ((H, W), coils, acceleration or None, readout oversampling))`` of a file
-        (read once here; the oversampling is the supervised set's rule, ``_readout_oversampling``).
+        """``(slices, ((H, W), coils, (accelerations, centre bands) or None, readout
+        oversampling, acquired columns (W,)))`` of a file (read once here; the oversampling is
+        the supervised set's rule, ``_readout_oversampling``).
 
         Accelerations are acquirable / sampled columns, the header's padding left out of both
         (the rule of ``mrirecon run``'s model range, ``slice_mri.column_counts``, and of
         ``MRITrainingSet.training_range``): full width / sampled columns overstated it in the
-        model card's training range (14 of 56 acquirable columns in a 64-column file: 4.57x)."""
-        def acceleration(mask, width: int, padding: tuple[int, int]) -> tuple[float, ...] | None:
+        model card's training range (14 of 56 acquirable columns in a 64-column file: 4.57x).
+        Centre bands: ``acs_width`` of the sampled acquirable columns, as ``mrirecon run``
+        counts them (:func:`~mrirecon.training.data.drawn_bands` for drawn masks)."""
+        def acceleration(mask, width: int, padding: tuple[int, int]):
+            left, right = acquired_range(padding, width)
+            acquired = torch.zeros(width, dtype=torch.bool)
+            acquired[left:right] = True
             if mask is None:
-                return None
+                return None, acquired
             m = torch.as_tensor(mask).reshape(-1, width).bool()
             if fully_sampled(m, padding):  # get() gives it the retrospective mask
-                return None
-            left, right = acquired_range(padding, width)
-            return tuple(max(right - left, 1) / max(float(k), 1.0)
-                         for k in m[:, left:right].sum(-1).tolist())
+                return None, acquired
+            return (tuple(max(right - left, 1) / max(float(k), 1.0)
+                          for k in m[:, left:right].sum(-1).tolist()),
+                    tuple(acs_width(row & acquired) for row in m)), acquired
 
         if layout == "fastmri":
             from mrirecon.io import FastMRIFile
 
             with FastMRIFile(path) as f:
                 n, coils, h, w = f.shape
-                return len(f), ((int(h), int(w)), int(coils),
-                                acceleration(f.sampling_mask(), w, f.padding),
-                                _readout_oversampling(f.header, int(h)))
+                own, acquired = acceleration(f.sampling_mask(), w, f.padding)
+                return len(f), ((int(h), int(w)), int(coils), own,
+                                _readout_oversampling(f.header, int(h)), acquired)
         from mrirecon.io import read_ismrmrd
 
         data = read_ismrmrd(path)
         n, coils, h, w = data.data.shape
         mask = data.mask if data.mask is not None else torch.stack(
             [held_columns(data.data[i]) for i in range(n)])  # what get() takes as acquired
-        return int(n), ((int(h), int(w)), int(coils), acceleration(mask, w, (0, w)),
-                        _readout_oversampling(data.header, int(h)))
+        own, acquired = acceleration(mask, w, (0, w))
+        return int(n), ((int(h), int(w)), int(coils), own,
+                        _readout_oversampling(data.header, int(h)), acquired)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -189,19 +197,25 @@ class AcquiredMRISet:
         the files used (their own masks; fully sampled files: ``mask``'s nominal rates), their
         readout oversampling (``readout_oversampling``, encoded / recon rows: the matrix is as
         acquired, and ``mrirecon run`` accepts it and its recon grid) and the kind of coil maps
-        (``maps``: ``data.maps``, which ``mrirecon run`` compares with ``calibrate.method``), as
-        for supervised cards (:meth:`~mrirecon.training.data.MRITrainingSet.training_range`)."""
+        (``maps``: ``data.maps``, which ``mrirecon run`` compares with ``calibrate.method``) and
+        the centre bands (``acs_columns``: of the files' own masks, and of every mask ``mask``
+        draws on a fully sampled file's acquired columns), as for supervised cards
+        (:meth:`~mrirecon.training.data.MRITrainingSet.training_range`)."""
         info = [self._shapes[p] for p in self.source_files()]
-        accelerations = [a for _, _, acc, _ in info if acc is not None for a in acc]
-        if any(a is None for _, _, a, _ in info):
-            accelerations += [float(a) for a in self.mask_config.accelerations]
+        cfg = self.mask_config
+        accelerations = [a for _, _, own, _, _ in info if own is not None for a in own[0]]
+        bands = [b for _, _, own, _, _ in info if own is not None for b in own[1]]
+        full = [acquired for _, _, own, _, acquired in info if own is None]
+        if full:
+            accelerations += [float(a) for a in cfg.accelerations]
+            bands += drawn_bands(cfg.type, zip(cfg.center_fractions, cfg.accelerations), full)
         shapes, coils, ratios = [i[0] for i in info], [i[1] for i in info], [i[3] for i in info]
         out = {"matrix": {"min": [min(s[0] for s in shapes), min(s[1] for s in shapes)],
                           "max": [max(s[0] for s in shapes), max(s[1] for s in shapes)]},
                "coils": [min(coils), max(coils)],
                "accelerations": [round(min(accelerations), 4), round(max(accelerations), 4)],
                "readout_oversampling": [round(min(ratios), 4), round(max(ratios), 4)],
-               "maps": [self.maps]}
+               "maps": [self.maps], "acs_columns": [min(bands), max(bands)]}
         if self.maps == "espirit":
             out["maps_crop"] = [0.0, 0.0]
         return out

@@ -54,6 +54,9 @@ def natural_sources() -> list[np.ndarray]:
 
     for name in NATURAL_IMAGES:
         out.append(_gray(getattr(skd, name)()))
+    from mrirecon.mpl import import_matplotlib
+
+    import_matplotlib()  # an invalid MPLBACKEND failed `train prior` at this import
     import matplotlib.cbook as cbook
     import matplotlib.image as mpimg
 

@@ -99,3 +99,55 @@ def test_an_invalid_mplbackend_changes_no_png(tmp_path):
         assert warned == bool(value), done.stderr
         pngs[value] = {p.name: p.read_bytes() for p in out.glob("*.png")}
     assert len(pngs[None]) == 3 and pngs["garbage"] == pngs[None]  # byte for byte
+
+
+_OTHER_USERS = r"""
+import numpy as np
+from mrirecon import viz
+from mrirecon.io.heldout_sources import read_heldout_mr
+from mrirecon.training.prior_images import natural_sources
+grace = natural_sources()[-1]             # train prior / staged_ct: matplotlib's sample photo
+mr = read_heldout_mr("s1045.ima.gz")      # the held-out MR image, a matplotlib sample file
+fig, axes = viz.image_grid([np.eye(4)])   # a notebook's figure (pyplot)
+print(repr((grace.shape, float(grace.sum()), mr.shape, float(mr.sum()), axes.shape)))
+"""
+
+
+def test_an_invalid_mplbackend_changes_nothing_matplotlib_reads_elsewhere(tmp_path):
+    """``train prior`` / the ``staged_ct`` recipe (matplotlib's sample photo), the held-out MR
+    image (a matplotlib sample file) and ``viz`` imported matplotlib themselves, so
+    ``MPLBACKEND=garbage`` failed them at the import ("Key backend: 'garbage' is not a valid
+    value") although none of them needs a backend: every import goes through
+    ``mrirecon.mpl.import_matplotlib``."""
+    seen = {}
+    for value in (None, "garbage"):
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+        env.pop("MPLBACKEND", None)
+        if value:
+            env["MPLBACKEND"] = value
+        done = subprocess.run([sys.executable, "-c", _OTHER_USERS], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        warned = "MPLBACKEND='garbage' is not a matplotlib backend" in done.stderr
+        assert warned == bool(value), done.stderr
+        seen[value] = done.stdout.strip().splitlines()[-1]
+    assert seen["garbage"] == seen[None]  # the same images, to the last digit printed
+
+
+def test_every_matplotlib_import_of_the_package_goes_through_the_helper():
+    """A module of ``mrirecon`` that imports matplotlib calls ``import_matplotlib()`` first
+    (``prior_images`` and ``heldout_sources`` had their own bare imports)."""
+    import re
+
+    bare = []
+    for f in sorted((ROOT / "mrirecon").rglob("*.py")):
+        if f.name == "mpl.py":
+            continue
+        text = f.read_text(encoding="utf-8")
+        for m in re.finditer(r"^[ \t]*(?:import|from) matplotlib\b", text, re.M):
+            before = text[:m.start()]
+            defs = list(re.finditer(r"^[ \t]*def ", before, re.M))  # the enclosing function
+            scope = before[defs[-1].start():] if defs else before
+            if "import_matplotlib()" not in scope:
+                bare.append(f"{f.relative_to(ROOT)}:{before.count(chr(10)) + 1}")
+    assert not bare, bare

@@ -16,7 +16,7 @@ from mrirecon.pipeline.definitions import load_pipeline
 from mrirecon.pipeline.runner import run_pipeline
 from mrirecon.pipeline.checks_mri import (DUPLICATE_CORRELATION, SPIKE_RATIO, check_kspace,
                                           coil_warnings, reconcile_mask)
-from tests.helpers import clone_h5
+from tests.helpers import clone_h5, read_kspace, simulated_volume
 
 FAST = ["reconstruct.method=zero_filled_rss", "reconstruct.params={}", "calibrate.method=none",
         "export.formats=[hdf5]", "report.enabled=false"]
@@ -24,16 +24,7 @@ FAST = ["reconstruct.method=zero_filled_rss", "reconstruct.params={}", "calibrat
 
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory) -> Path:
-    from mrirecon.data.simulate_mri import simulate_mri_dataset
-
-    (path,) = simulate_mri_dataset(tmp_path_factory.mktemp("mri"), volumes=1, slices=2, coils=4,
-                                   size=(64, 48), seed=3)
-    return Path(path)
-
-
-def _kspace(path: Path) -> np.ndarray:
-    with h5py.File(path) as h5:
-        return h5["kspace"][...]
+    return simulated_volume(tmp_path_factory.mktemp("mri"), coils=4)
 
 
 def _run(path: Path, tmp_path: Path, *extra: str) -> dict:
@@ -45,7 +36,7 @@ def _run(path: Path, tmp_path: Path, *extra: str) -> dict:
 
 
 def test_clean_data_pass_every_check(clean, tmp_path):
-    k = torch.from_numpy(_kspace(clean)[0])
+    k = torch.from_numpy(read_kspace(clean)[0])
     check_kspace(k, "x")
     mask, notes = reconcile_mask(k, torch.ones(k.shape[-1], dtype=torch.bool), "x")
     assert bool(mask.all()) and notes == {} and coil_warnings(k) == {}
@@ -58,7 +49,7 @@ def test_a_noise_only_slice_is_neither_a_spike_nor_off_centre(clean, tmp_path):
     # no spikes (was refused as "DC far from the centre" / "a spike")
     noise = torch.randn(8, 640, 368, dtype=torch.complex64, generator=torch.Generator().manual_seed(0))
     check_kspace(noise, "noise")
-    k = _kspace(clean)
+    k = read_kspace(clean)
     rng = np.random.default_rng(0)
     k[1] = (rng.normal(size=k[1].shape) + 1j * rng.normal(size=k[1].shape)) * np.abs(k[1]).mean()
     entry = _run(clone_h5(clean, tmp_path / "edge.h5", kspace=k), tmp_path, "undersample.enabled=true")
@@ -66,7 +57,7 @@ def test_a_noise_only_slice_is_neither_a_spike_nor_off_centre(clean, tmp_path):
 
 
 def test_a_kspace_spike_is_refused_naming_coil_row_and_column(clean, tmp_path):
-    k = _kspace(clean)
+    k = read_kspace(clean)
     k[1, 2, 10, 7] = 1e9  # slice 1, coil 2, row 10, column 7 (was: an image 1e10x too bright)
     entry = _run(clone_h5(clean, tmp_path / "spike.h5", kspace=k), tmp_path)
     assert entry["status"] == "failed"
@@ -80,27 +71,27 @@ def test_a_kspace_spike_is_refused_naming_coil_row_and_column(clean, tmp_path):
 
 
 def test_a_spike_replacing_dc_is_refused(clean, tmp_path):
-    k = _kspace(clean)
+    k = read_kspace(clean)
     k[:, :, 32, 24] = 1e9  # every coil's DC (was exit 0 and an image 1e10x too bright)
     entry = _run(clone_h5(clean, tmp_path / "dc.h5", kspace=k), tmp_path)
     assert entry["status"] == "failed" and "(coil 0, row 32, column 24) is 1e+09" in entry["error"]
 
 
 def test_kspace_with_dc_off_centre_is_refused(clean, tmp_path):
-    k = np.roll(_kspace(clean), 8, axis=-1)  # DC 8 of 48 columns off (a wrong centring shift)
+    k = np.roll(read_kspace(clean), 8, axis=-1)  # DC 8 of 48 columns off (a wrong centring shift)
     entry = _run(clone_h5(clean, tmp_path / "rolled.h5", kspace=k), tmp_path)
     assert entry["status"] == "failed" and "column 32, far from the centre (32, 24)" in entry["error"]
 
 
 def test_kspace_with_dc_at_the_corner_is_refused(clean, tmp_path):
-    k = np.fft.ifftshift(_kspace(clean), axes=(-2, -1))  # stored without the centring shift
+    k = np.fft.ifftshift(read_kspace(clean), axes=(-2, -1))  # stored without the centring shift
     entry = _run(clone_h5(clean, tmp_path / "corner.h5", kspace=k), tmp_path)
     assert entry["status"] == "failed" and "corner.h5: slice 0: the k-space energy peaks at row " \
         in entry["error"] and "fftshift" in entry["error"]
 
 
 def test_undersampled_data_without_a_mask_are_not_called_fully_sampled(clean, tmp_path):
-    k = _kspace(clean)
+    k = read_kspace(clean)
     keep = np.zeros(k.shape[-1], bool)
     keep[::4] = True
     keep[20:28] = True
@@ -114,7 +105,7 @@ def test_undersampled_data_without_a_mask_are_not_called_fully_sampled(clean, tm
     mask, _ = reconcile_mask(torch.from_numpy(k[0]), torch.ones(48, dtype=torch.bool), "x")
     assert torch.equal(mask, torch.from_numpy(keep))
     # zero padding outside the header's acquirable columns is not "empty": no note, mask kept
-    padded = torch.from_numpy(_kspace(clean)[0])
+    padded = torch.from_numpy(read_kspace(clean)[0])
     padded[..., :4] = 0
     padded[..., 44:] = 0
     acquired = torch.zeros(48, dtype=torch.bool)
@@ -124,7 +115,7 @@ def test_undersampled_data_without_a_mask_are_not_called_fully_sampled(clean, tm
 
 
 def test_a_mask_that_does_not_describe_the_kspace_is_refused(clean, tmp_path):
-    k = _kspace(clean)
+    k = read_kspace(clean)
     mask = np.zeros(k.shape[-1], bool)
     mask[::3] = True
     mask[21:27] = True
@@ -134,7 +125,7 @@ def test_a_mask_that_does_not_describe_the_kspace_is_refused(clean, tmp_path):
     assert entry["status"] == "failed" and "mask: " in entry["error"] and \
         "does not describe this k-space" in entry["error"]
     transposed = np.zeros_like(k)  # undersampled along the readout instead: refused
-    transposed[..., ::4, :] = _kspace(clean)[..., ::4, :]
+    transposed[..., ::4, :] = read_kspace(clean)[..., ::4, :]
     entry = _run(clone_h5(clean, tmp_path / "rows.h5", kspace=transposed), tmp_path)
     assert entry["status"] == "failed" and "48 of 64 k-space rows (readout positions) are zero" \
         in entry["error"] and "transposed" in entry["error"]
@@ -146,7 +137,7 @@ def test_a_mask_that_does_not_describe_the_kspace_is_refused(clean, tmp_path):
 
 
 def test_duplicated_and_dead_coils_are_reported(clean, tmp_path):
-    k = _kspace(clean)
+    k = read_kspace(clean)
     dup = np.concatenate([k[:, :2], k[:, :2] * (0.5 + 0.5j)], 1)  # coils 2, 3 repeat 0, 1
     entry = _run(clone_h5(clean, tmp_path / "dup.h5", kspace=dup), tmp_path, "undersample.enabled=true")
     (msg,) = entry["warnings"]
@@ -386,7 +377,7 @@ def test_coils_are_checked_as_acquired_not_after_compression(tmp_path):
     compress = ["preprocess.coil_compression=12", "undersample.enabled=true"]
     entry = _run(path, tmp_path, *compress)
     assert entry["status"] == "ok" and not [w for w in entry["warnings"] if "coil" in w], entry["warnings"]
-    loud = _kspace(path)
+    loud = read_kspace(path)
     loud[:, 9] *= 100  # a mis-scaled channel still named by its own index
     entry = _run(clone_h5(path, tmp_path / "loud.h5", kspace=loud), tmp_path, *compress)
     assert any("coil 9's power is" in w for w in entry["warnings"]), entry["warnings"]

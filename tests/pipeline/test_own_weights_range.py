@@ -16,7 +16,7 @@ import yaml
 from mrirecon.pipeline.definitions import load_pipeline
 from mrirecon.pipeline.model_range import range_warnings
 from mrirecon.pipeline.volume import _warn_outside_range
-from tests.helpers import TINY_MODL_MASK, tiny_ct_part
+from tests.helpers import TINY_MODL_MASK, clone_h5, tiny_ct_part
 
 FAST = ["evaluate.enabled=false", "report.enabled=false", "export.formats=[hdf5]"]
 
@@ -299,3 +299,36 @@ def test_weights_of_another_model_are_refused_naming_the_pipeline_that_runs_them
                                          r"mri_varnet.*--set reconstruct\.method=varnet "
                                          r"calibrate\.method=none"):
         load_model("modl", {}, "varnet_brain_sim")
+
+
+def test_self_supervised_cards_record_the_centre_band(tmp_path):
+    """``AcquiredMRISet.training_range`` states ``acs_columns`` as ``MRITrainingSet`` does
+    (contiguous sampled acquirable columns through DC, ``mrirecon run``'s count): a file's own
+    mask gives its band, a fully sampled file the bands of every mask ``data.mask`` draws on it.
+    Was: no ``acs_columns`` on self-supervised cards, so no centre-band check for their models."""
+    import h5py
+    import numpy as np
+
+    from mrirecon.data.simulate_mri import simulate_mri_dataset
+    from mrirecon.training.config import MaskConfig
+    from mrirecon.training.data import acs_column_range
+    from mrirecon.training.data_acquired import AcquiredMRISet
+
+    (src,) = simulate_mri_dataset(tmp_path / "full", volumes=1, slices=1, coils=2, size=(32, 32),
+                                  seed=1)
+    own = np.zeros(32, bool)
+    own[2::4] = True
+    own[12:20] = True  # 8 contiguous columns through DC (16); 11 and 20, 21 unsampled
+    with h5py.File(src) as f:
+        k = f["kspace"][()] * own
+    under = clone_h5(Path(src), tmp_path / "under" / "u.h5", kspace=k, mask=own)
+    mask = MaskConfig(**TINY_MODL_MASK)
+    drawn = acs_column_range(mask.type, zip(mask.center_fractions, mask.accelerations), [32])
+    assert drawn == [5, 6]  # 0.16 of 32 columns, every offset: another band than the file's
+    assert AcquiredMRISet(under, mask).training_range()["acs_columns"] == [8, 8]
+    assert AcquiredMRISet(Path(src), mask).training_range()["acs_columns"] == drawn
+    both = tmp_path / "both"
+    both.mkdir()
+    for p in (Path(src), under):
+        (both / p.name).write_bytes(p.read_bytes())
+    assert AcquiredMRISet(both, mask).training_range()["acs_columns"] == [5, 8]

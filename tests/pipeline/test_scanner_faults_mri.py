@@ -19,21 +19,12 @@ from mrirecon.pipeline.checks_mri import (CROSS_COIL_SPIKE_RATIO, DC_OFFSET_NOIS
                                           removable_dc_offsets)
 from mrirecon.pipeline.definitions import load_pipeline
 from mrirecon.pipeline.runner import run_pipeline
-from tests.helpers import clone_h5
+from tests.helpers import clone_h5, read_kspace, simulated_volume
 
 
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory) -> Path:
-    from mrirecon.data.simulate_mri import simulate_mri_dataset
-
-    (path,) = simulate_mri_dataset(tmp_path_factory.mktemp("mri"), volumes=1, slices=2, coils=8,
-                                   size=(64, 48), seed=3)
-    return Path(path)
-
-
-def _kspace(path: Path) -> np.ndarray:
-    with h5py.File(path) as h5:
-        return h5["kspace"][...]
+    return simulated_volume(tmp_path_factory.mktemp("mri"), coils=8)
 
 
 def _noise_std(k: np.ndarray) -> float:
@@ -61,7 +52,7 @@ def _run(path: Path, tmp_path: Path, *extra: str, pipeline: str = "mri_cs") -> t
 def test_a_dc_offset_in_one_coil_is_named_and_subtracted(clean, tmp_path):
     """5x the noise std added to every sample of coil 4 (an uncorrected ADC offset): was exit 0
     with no word and a bright dot at the FOV centre (mri_cs 29.4 -> 3.0 dB on 128 x 128)."""
-    k0 = _kspace(clean)
+    k0 = read_kspace(clean)
     sigma = _noise_std(k0)
     k = k0.copy()
     k[:, 4] += 5 * sigma * (1 + 1j) / np.sqrt(2)
@@ -98,7 +89,7 @@ def test_a_constant_in_most_coils_is_named_but_not_subtracted(clean):
     every coil sees through its sensitivity: where most coils hold one (here a bright point seen
     by all 8 coils, and offsets in 5 of 8) nothing is subtracted, and the warning says why (the
     3-coil TOF slab of test_io_ismrmrd lost its centre profile to the subtraction)."""
-    k0 = _kspace(clean)[0]
+    k0 = read_kspace(clean)[0]
     sigma = _noise_std(k0[None])
     centre = ifft2c(torch.from_numpy(k0))[:, 32, 24]  # each coil's sensitivity-weighted centre
     point = (20 * sigma * centre / centre.abs().max()).numpy()
@@ -123,7 +114,7 @@ def test_clean_simulated_files_hold_no_dc_offset(tmp_path, size, coils, snr, acc
 
     (path,) = simulate_mri_dataset(tmp_path, volumes=1, slices=2, coils=coils, size=size,
                                    seed=seed, snr_db=snr, acceleration=acc)
-    for k in _kspace(path):
+    for k in read_kspace(path):
         offsets, size_ = dc_offsets(torch.from_numpy(k))
         assert not bool((offsets != 0).any()) and float(size_.max()) < DC_OFFSET_NOISE / 2
         assert "dc_offset" not in coil_warnings(torch.from_numpy(k))
@@ -138,7 +129,7 @@ def test_a_one_coil_spike_at_or_beside_dc_is_refused(clean, factor, dr, dc):
     """The readout neighbours of DC are large, so a spike there stood only 50-3000x them
     (the centre's bar is 1e4x): exit 0 at -12 to -33 dB, blamed on a mis-scaled coil or on the
     solver. Compared with the other coils at the same position it stands out."""
-    k = torch.from_numpy(_kspace(clean)[0])
+    k = torch.from_numpy(read_kspace(clean)[0])
     h, w = k.shape[-2:]
     k[3, h // 2 + dr, w // 2 + dc] = factor * k.abs().max()
     with pytest.raises(ValueError, match=rf"sample \(coil 3, row {h // 2 + dr}, column "
@@ -147,7 +138,7 @@ def test_a_one_coil_spike_at_or_beside_dc_is_refused(clean, factor, dr, dc):
 
 
 def test_a_spike_beside_dc_is_refused_by_the_pipeline(clean, tmp_path):
-    k = _kspace(clean)
+    k = read_kspace(clean)
     k[0, 3, 33, 24] = 10 * np.abs(k).max()
     entry, _ = _run(clone_h5(clean, tmp_path / "spk.h5", kspace=k), tmp_path)
     assert entry["status"] == "failed"
@@ -168,7 +159,7 @@ def test_clean_files_and_a_flat_disc_are_no_spike(tmp_path, size, coils, snr, ac
 
     (path,) = simulate_mri_dataset(tmp_path, volumes=1, slices=2, coils=coils, size=size,
                                    seed=seed, snr_db=snr, acceleration=acc)
-    for k in _kspace(path):
+    for k in read_kspace(path):
         k = torch.from_numpy(k)
         check_kspace(k, "x")
         h, w = k.shape[-2:]
@@ -185,7 +176,7 @@ def test_clean_files_and_a_flat_disc_are_no_spike(tmp_path, size, coils, snr, ac
 
 
 def test_a_spike_at_every_coils_dc_is_still_refused(clean):
-    k = torch.from_numpy(_kspace(clean)[0])
+    k = torch.from_numpy(read_kspace(clean)[0])
     k[:, 32, 24] = 1e9  # all coils alike: no coil stands out, the readout neighbours' rule holds
     with pytest.raises(ValueError, match=r"is 1e\+09, .*x its readout neighbours"):
         check_kspace(k, "x")
@@ -204,7 +195,7 @@ def test_a_fastmri_partial_echo_is_treated_as_the_ismrmrd_one(clean, tmp_path):
     (tmp_path / "ism").mkdir()
     (tmp_path / "fm").mkdir()
     fastmri_to_ismrmrd(clean, tmp_path / "ism" / "scan.h5", first_sample=16)
-    k = _kspace(clean)
+    k = read_kspace(clean)
     k[..., :16, :] = 0
     fm = clone_h5(clean, tmp_path / "fm" / "scan.h5", kspace=k)
     cg = ["reconstruct.method=cg_sense", "reconstruct.params={lam: 0.0, iterations: 20}"]
@@ -222,10 +213,10 @@ def test_a_fastmri_partial_echo_is_treated_as_the_ismrmrd_one(clean, tmp_path):
 
     with FastMRIFile(clean) as f:
         header = f.read_slice(0).header
-    both = torch.from_numpy(_kspace(clean)[0])
+    both = torch.from_numpy(read_kspace(clean)[0])
     both[..., :8, :] = 0
     both[..., -8:, :] = 0
     assert zero_rows_echo(header, both) is header
-    one = torch.from_numpy(_kspace(clean)[0])
+    one = torch.from_numpy(read_kspace(clean)[0])
     one[..., :1, :] = 0  # 1 of 64 rows: below max(2, 5 %)
     assert zero_rows_echo(header, one) is header

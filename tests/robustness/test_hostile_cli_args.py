@@ -216,6 +216,39 @@ def test_a_refused_run_removes_only_the_parent_folders_it_created(tmp_path, caps
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["kept"]  # was: kept/b/c left
 
 
+def test_a_refused_bench_removes_only_the_parent_folders_it_created(tmp_path, capsys):
+    """The one mechanism (``io.output_lock.locked_output``) that ``run`` uses: a benchmark whose
+    only volume cannot be scored left ``kept/b/c`` of ``--output kept/b/c/out``."""
+    import h5py
+
+    from mrirecon.data.simulate_mri import simulate_mri_dataset
+
+    (path,) = simulate_mri_dataset(tmp_path / "data", volumes=1, slices=1, coils=2, size=(32, 32),
+                                   seed=1)
+    with h5py.File(path, "a") as f:
+        f["kspace"][...] = float("nan")
+    (tmp_path / "kept").mkdir()
+    code, err = _exit(["bench", "--no-progress", "--data", str(tmp_path / "data"), "--output",
+                       str(tmp_path / "kept" / "b" / "c" / "out"), "--methods", "zero_filled",
+                       "--accelerations", "4"], capsys)
+    assert code == 2 and "NaN or Inf samples" in err
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")
+                  if "data" not in p.parts) == ["kept"]  # was: kept/b/c left
+
+
+def test_a_refused_training_run_removes_only_the_parent_folders_it_created(tmp_path):
+    """``train``'s lock (``training.run_checks.lock_output_dir``) is the same mechanism: a run
+    refused while holding it left the parents of ``output_dir`` it created."""
+    from mrirecon.training.run_checks import lock_output_dir
+
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(ValueError, match="refused"), \
+            lock_output_dir(tmp_path / "kept" / "b" / "c" / "out"):
+        assert (tmp_path / "kept" / "b" / "c" / "out" / ".lock").is_file()
+        raise ValueError("refused before any work")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["kept"]  # was: kept/b/c left
+
+
 # ---- 6, 9. option types ---------------------------------------------------------------------
 
 

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from mrirecon.io import DataFormatError, read_ismrmrd
+from tests.helpers import ismrmrd_xml
 
 ismrmrd = pytest.importorskip("ismrmrd")
 X = ismrmrd.xsd
@@ -28,29 +29,8 @@ PCAI = ismrmrd.ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING
 NOISE = ismrmrd.ACQ_IS_NOISE_MEASUREMENT
 
 
-def _xml(*, step1=(0, N - 1, N // 2), z=1, step2=None, trajectory="cartesian", mode=None) -> str:
-    limits = X.encodingLimitsType(
-        kspace_encoding_step_1=X.limitType(minimum=step1[0], maximum=step1[1], center=step1[2]),
-        slice=X.limitType(minimum=0, maximum=0, center=0))
-    if step2 is not None:
-        limits.kspace_encoding_step_2 = X.limitType(minimum=step2[0], maximum=step2[1],
-                                                    center=step2[2])
-
-    def space():
-        return X.encodingSpaceType(matrixSize=X.matrixSizeType(x=N, y=N, z=z),
-                                   fieldOfView_mm=X.fieldOfViewMm(x=256.0, y=256.0, z=5.0 * z))
-
-    enc = X.encodingType(encodedSpace=space(), reconSpace=space(), encodingLimits=limits,
-                         trajectory=X.trajectoryType(trajectory))
-    if mode is not None:
-        enc.parallelImaging = X.parallelImagingType(
-            accelerationFactor=X.accelerationFactorType(kspace_encoding_step_1=2,
-                                                        kspace_encoding_step_2=1),
-            calibrationMode=X.calibrationModeType(mode))
-    return X.ToXML(X.ismrmrdHeader(
-        acquisitionSystemInformation=X.acquisitionSystemInformationType(receiverChannels=COILS),
-        experimentalConditions=X.experimentalConditionsType(H1resonanceFrequency_Hz=127_732_435),
-        encoding=[enc]))
+def _xml(**kw) -> str:
+    return ismrmrd_xml(nx=N, ny=N, coils=COILS, fov_mm=256.0, **kw)
 
 
 def _acq(data, line, *, flags=(), dwell=5.0, traj=None, part=0, reverse=False):

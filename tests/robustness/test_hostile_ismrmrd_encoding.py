@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from mrirecon.io import read_ismrmrd
+from tests.helpers import ismrmrd_xml
 from tests.robustness.test_hostile_inputs import mri_config, run_one
 from tests.robustness.test_hostile_ismrmrd_geometry import _refused
 
@@ -26,38 +27,9 @@ COILS, NX, NY, NZ = 6, 32, 32, 8
 STEP_2 = "data[].idx.kspace_encode_step_2"
 
 
-def _xml(*, z=1, step2=None, slices=1, trajectory="cartesian", ramps=None, mode=None) -> str:
-    """A header of ``NX`` x ``NY`` (x ``z``) encoded = recon matrix, 5 mm slices / partitions;
-    ``ramps`` = (rampUpTime, rampDownTime) of an EPI trajectoryDescription, ``mode`` a
-    parallel-imaging calibrationMode."""
-    limits = X.encodingLimitsType(
-        kspace_encoding_step_1=X.limitType(minimum=0, maximum=NY - 1, center=NY // 2),
-        slice=X.limitType(minimum=0, maximum=slices - 1, center=0))
-    if step2 is not None:
-        limits.kspace_encoding_step_2 = X.limitType(minimum=step2[0], maximum=step2[1],
-                                                    center=step2[2])
-
-    def space():
-        return X.encodingSpaceType(matrixSize=X.matrixSizeType(x=NX, y=NY, z=z),
-                                   fieldOfView_mm=X.fieldOfViewMm(x=160.0, y=160.0, z=5.0 * z))
-
-    enc = X.encodingType(encodedSpace=space(), reconSpace=space(), encodingLimits=limits,
-                         trajectory=X.trajectoryType(trajectory))
-    if ramps is not None:
-        enc.trajectoryDescription = X.trajectoryDescriptionType(
-            identifier="ConventionalEPI", userParameterLong=[
-                X.userParameterLongType(name=name, value=value) for name, value in (
-                    ("etl", NY), ("rampUpTime", ramps[0]), ("rampDownTime", ramps[1]),
-                    ("flatTopTime", 200), ("numSamples", NX))])
-    if mode is not None:
-        enc.parallelImaging = X.parallelImagingType(
-            accelerationFactor=X.accelerationFactorType(kspace_encoding_step_1=2,
-                                                        kspace_encoding_step_2=1),
-            calibrationMode=X.calibrationModeType(mode))
-    return X.ToXML(X.ismrmrdHeader(
-        acquisitionSystemInformation=X.acquisitionSystemInformationType(receiverChannels=COILS),
-        experimentalConditions=X.experimentalConditionsType(H1resonanceFrequency_Hz=127_732_435),
-        encoding=[enc]))
+def _xml(**kw) -> str:
+    """A header of ``NX`` x ``NY`` encoded = recon matrix, 160 mm FOV (:func:`ismrmrd_xml`)."""
+    return ismrmrd_xml(nx=NX, ny=NY, coils=COILS, fov_mm=160.0, **kw)
 
 
 def _acq(data, line, slice_=0, *, part=0, flags=(), reverse=False, **idx):
