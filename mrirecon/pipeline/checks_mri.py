@@ -150,8 +150,9 @@ SCATTERED_ZERO_SHARE = 0.01
 
 def check_column_sampling(data: Tensor, has_data: Tensor, where: str) -> None:
     """Refuse k-space ``(coils, H, W)`` whose columns that hold data (``has_data`` ``(W,)``) have
-    samples exactly zero in every coil scattered over their rows (above
-    :data:`SCATTERED_ZERO_SHARE`): a 2-D (Poisson-disc, variable-density) sampling pattern. A
+    samples exactly zero in every coil scattered inside them (above
+    :data:`SCATTERED_ZERO_SHARE`; zeros that run from a column's ends are a shorter readout,
+    padded): a 2-D (Poisson-disc, variable-density) sampling pattern. A
     fastMRI column mask cannot describe it and its zeros were taken as measured: read as fully
     sampled, ~20 dB, and a learned model's range warning blamed "acceleration 1.00787". The
     SENSE operators take a 2-D mask, but the slice's column mask also sets the acceleration, the
@@ -161,7 +162,11 @@ def check_column_sampling(data: Tensor, has_data: Tensor, where: str) -> None:
     if data.ndim < 3 or not bool(cols.any()):
         return
     zero = (data == 0).flatten(0, -3).all(0)[:, cols]  # (H, sampled columns)
-    scattered = zero & ~zero.all(1, keepdim=True)  # whole zero rows: a partial echo, padding
+    # zeros that run from either end of a column are a readout shorter than the grid (an
+    # ISMRMRD line with fewer samples, an asymmetric echo), padded: only interior ones are a
+    # 2-D pattern; nor are whole zero rows (a partial echo, readout padding)
+    ends = zero.int().cumprod(0).bool() | zero.flip(0).int().cumprod(0).flip(0).bool()
+    scattered = zero & ~ends & ~zero.all(1, keepdim=True)
     share = float(scattered.sum()) / zero.numel()
     if share > SCATTERED_ZERO_SHARE:
         rows = int(scattered.any(1).sum())

@@ -108,3 +108,25 @@ def test_a_2d_sampling_pattern_in_sampled_columns_is_refused(brain128, tmp_path)
     assert entry["status"] != "ok"
     err = json.dumps(entry)
     assert "2-D" in err and "exactly zero in every coil" in err
+
+
+def test_zeros_running_from_a_columns_ends_are_a_shorter_readout_not_a_2d_pattern():
+    """ISMRMRD lines with fewer samples (or an asymmetric echo) are padded with zeros at the
+    readout's ends: the first version of the 2-D check refused such a file (12.5 % of the
+    samples zero, "scattered over 4 of 16 rows"). Only zeros inside a column count."""
+    from mrirecon.pipeline.checks_mri import SCATTERED_ZERO_SHARE, check_column_sampling
+
+    g = torch.Generator().manual_seed(0)
+    k = torch.randn(4, 16, 12, dtype=torch.complex64, generator=g)
+    k[:, :3, ::2] = 0  # short lines: their first 3 samples never recorded
+    k[:, -2:, 1::3] = 0  # others lose their last 2
+    k[:, :, 5] = 0  # one unsampled column: not a column that holds data
+    has_data = (k != 0).flatten(0, -2).any(0)
+    check_column_sampling(k, has_data, "short.h5")  # no refusal
+    inside = k.clone()
+    inside[:, 7, 0] = 0  # one zero inside a column holding data: 1 / (16 * 11) of its samples
+    assert 1 / (16 * 11) < SCATTERED_ZERO_SHARE
+    check_column_sampling(inside, has_data, "short.h5")
+    inside[:, 6:9, :4] = 0  # 12 interior zeros, 6.8 %: a 2-D pattern
+    with pytest.raises(ValueError, match=r"short\.h5: 6\.8 % of the samples .* exactly zero"):
+        check_column_sampling(inside, has_data, "short.h5")
