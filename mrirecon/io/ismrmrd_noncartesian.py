@@ -71,6 +71,7 @@ from mrirecon.containers import Header, KSpace
 from mrirecon.io.atomic import atomic_hdf5
 from mrirecon.io.errors import refuse_nonfinite
 from mrirecon.io.ismrmrd_header import header_to_xml
+from mrirecon.io.partial_echo import is_partial_echo
 
 # the ISMRMRD acquisition header, field by field (ISMRMRD specification, version 1)
 _IDX = np.dtype([
@@ -206,11 +207,6 @@ def trajectory_unit(peak: np.ndarray, matrix: tuple[int, int]) -> tuple[str, np.
     return unit, fits[unit]
 
 
-#: Samples missing on one side of the echo, as a share of a symmetric readout, from which a
-#: readout through the centre counts as a partial echo (the Cartesian reader's 5 %).
-PARTIAL_ECHO_SHARE = 0.05
-
-
 def symmetric_length(before: int, after: int) -> int:
     """Samples of the symmetric readout a partial echo was cut from: a full spoke of ``n``
     samples has ``n / 2`` before its centre sample and ``n / 2 - 1`` after it."""
@@ -220,8 +216,9 @@ def symmetric_length(before: int, after: int) -> int:
 def echo_centre(coords: np.ndarray, centre: int, matrix: tuple[int, int], first: int) -> dict:
     """``header.extra`` entries for the readouts' echo: ``center_sample`` (the file's, after
     ``discard_pre``) and, for readouts through the k-space centre whose samples before and after
-    it differ (a partial echo: :data:`PARTIAL_ECHO_SHARE` or more of a symmetric readout never
-    sampled), ``echo_samples`` ``[before, after]`` and a ``partial_echo_note``. The trajectory
+    it differ (a partial echo, :func:`~mrirecon.io.partial_echo.is_partial_echo`: ``max(2,
+    5 %)`` or more of a symmetric readout never sampled, the Cartesian reader's rule),
+    ``echo_samples`` ``[before, after]`` and a ``partial_echo_note``. The trajectory
     decides (it is what the operator uses): a ``center_sample`` more than a sample away from the
     sample nearest the centre gets a ``center_sample_note`` (0, which writers leave when they do
     not set it, gets none). Spirals and centre-out spokes (centre at sample 0) have no partial
@@ -241,7 +238,7 @@ def echo_centre(coords: np.ndarray, centre: int, matrix: tuple[int, int], first:
     before, after = found, samples - 1 - found
     full = symmetric_length(before, after)
     missing = full - samples
-    if 0 < min(before, after) and missing >= max(2, PARTIAL_ECHO_SHARE * full):
+    if 0 < min(before, after) and is_partial_echo(missing, full):
         out["echo_samples"] = [before, after]
         out["partial_echo_note"] = (
             f"partial echo: the readouts pass the k-space centre at sample {found} of {samples} "

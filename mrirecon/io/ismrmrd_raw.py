@@ -35,10 +35,12 @@ W = phase encoding)``:
   k-space centre line neither the data nor a separate reference holds is refused;
 * acquisitions that carry ``traj`` under a ``cartesian`` / ``epi`` header are placed by their
   counters when ``traj`` lies on those lines (noted), refused under ``cartesian`` otherwise;
-* a partial (asymmetric) echo, one side of every readout never sampled, is recorded as
+* a partial (asymmetric) echo, one side of every readout never sampled
+  (:func:`mrirecon.io.partial_echo.is_partial_echo`), is recorded as
   ``header.extra["readout_range"] = [start, stop, rows]``: rows ``start .. stop - 1`` of the
   ``rows``-sample readout hold data (the pipeline's operators then treat the others as
-  unsampled, :func:`mrirecon.pipeline.sampling_mri.readout_support`);
+  unsampled, :func:`mrirecon.pipeline.sampling_mri.readout_support`), with its
+  ``partial_echo_note`` (:func:`mrirecon.io.partial_echo.partial_echo_extra`);
 * readouts shorter than the others (a partial echo on some lines only) leave rows that are read
   as measured zeros: noted in ``header.extra["short_lines_note"]`` (:func:`short_lines_note`);
 * refused or noted (``io/ismrmrd_encoding.py``): partitions missing between acquired ones or
@@ -76,6 +78,7 @@ from mrirecon.io.ismrmrd_encoding import (SHARED_REFERENCE_COUNTERS, check_centr
                                           traj_ignored)
 from mrirecon.io.ismrmrd_reference import CALIBRATION_MISMATCH, separate_reference  # noqa: F401
 from mrirecon.io.ismrmrd_header import parse_ismrmrd_header
+from mrirecon.io.partial_echo import is_partial_echo, partial_echo_extra
 from mrirecon.io.ismrmrd_placement import (acquisition_geometry, check_orientation,
                                            check_placement, check_slice_indices, gap_known,
                                            partitions_reversed, slice_order)
@@ -388,13 +391,9 @@ def _read_ismrmrd(
     if not np.isfinite(kspace).all() or (calibration is not None
                                          and not np.isfinite(calibration).all()):
         raise fail(f"{dataset}/data", "NaN or Inf samples")
-    missing = enc_x - (readout[1] - readout[0])
-    if missing >= max(2, 0.05 * enc_x):  # an asymmetric (partial) echo: one side never sampled
-        header = header.with_(extra={
-            **header.extra, "readout_range": [readout[0], readout[1], enc_x],
-            "partial_echo_note": (
-                f"partial echo: readout samples {readout[0]}..{readout[1] - 1} of {enc_x} hold "
-                f"data ({missing} never sampled)")})
+    if is_partial_echo(enc_x - (readout[1] - readout[0]), enc_x):  # one side never sampled
+        header = header.with_(extra={**header.extra,
+                                     **partial_echo_extra(readout[0], readout[1], enc_x)})
     acquired = count > 0
     kspace /= np.maximum(count, 1)[:, :, None, None, :]
     repeated = count > 1
@@ -463,14 +462,13 @@ def short_lines_note(header: Header, spans: list, rows: dict, enc_x: int, steps)
     echo on some lines only. The rows they lack stay zero on the grid and are reconstructed as
     measured zeros (``readout_range`` marks one row range for every line, the union), so the run
     says which lines and rows. Lines lacking fewer rows than a partial echo the reader would mark
-    (``max(2, 5 %)`` of the readout) are not named."""
-    least = max(2.0, 0.05 * enc_x)
+    (:func:`~mrirecon.io.partial_echo.is_partial_echo`) are not named."""
     short, lines, missing = [], set(), np.zeros(enc_x, bool)
     for a, s, part, col, start, stop, calib in spans:
         first, last = rows[calib]
         lack = max(start - first, 0) + max(last - stop, 0)
         lines.add((s, part, col))
-        if lack >= least:
+        if is_partial_echo(lack, enc_x):
             short.append((a, s, part, col))
             missing[first: start] = True
             missing[stop: last] = True

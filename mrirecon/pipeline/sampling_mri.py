@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from mrirecon.io.partial_echo import is_partial_echo, partial_echo_extra
 from mrirecon.sampling.acs import acs_width
 
 if TYPE_CHECKING:
@@ -130,22 +131,15 @@ def readout_support(header, rows: int) -> Tensor | None:
     return support
 
 
-def partial_echo_extra(start: int, stop: int, n: int) -> dict:
-    """The header entries of a partial echo whose readout samples ``start .. stop - 1`` of ``n``
-    hold data: ``readout_range`` (:func:`readout_support`) and its ``partial_echo_note``, in the
-    ISMRMRD reader's words (``io/ismrmrd_raw.py``)."""
-    return {"readout_range": [start, stop, n], "partial_echo_note": (
-        f"partial echo: readout samples {start}..{stop - 1} of {n} hold data "
-        f"({n - (stop - start)} never sampled)")}
-
-
 def zero_rows_echo(header, data: Tensor):
-    """``header`` with :func:`partial_echo_extra` when the Cartesian k-space ``data`` ``(coils,
-    H, W)`` holds a band of readout rows zero in every coil and column on one side of the readout
-    only, at least ``max(2, 5 %)`` of the rows (the ISMRMRD reader's rule for an asymmetric
-    echo): a fastMRI-layout file stores a partial echo so, and those rows were taken as measured
-    zeros (``mri_tv`` 28.8 dB where the same echo read from ISMRMRD gave 32.6). ``header``
-    itself when the reader recorded a range already, or the zero rows lie on both sides or none."""
+    """``header`` with :func:`~mrirecon.io.partial_echo.partial_echo_extra` when the Cartesian
+    k-space ``data`` ``(coils, H, W)`` holds a band of readout rows zero in every coil and column
+    on one side of the readout only, at least ``max(2, 5 %)`` of the rows
+    (:func:`~mrirecon.io.partial_echo.is_partial_echo`, the ISMRMRD reader's rule for an
+    asymmetric echo): a fastMRI-layout file stores a partial echo so, and those rows were taken
+    as measured zeros (``mri_tv`` 28.8 dB where the same echo read from ISMRMRD gave 32.6).
+    ``header`` itself when the reader recorded a range already, or the zero rows lie on both
+    sides or none."""
     if header is None or header.extra.get("readout_range") or data.ndim != 3:
         return header
     held = (data != 0).any(-1).any(0).nonzero().flatten()
@@ -153,7 +147,7 @@ def zero_rows_echo(header, data: Tensor):
     if held.numel() == 0:
         return header
     start, stop = int(held[0]), int(held[-1]) + 1
-    if min(start, n - stop) > 0 or max(start, n - stop) < max(2, 0.05 * n):
+    if min(start, n - stop) > 0 or not is_partial_echo(max(start, n - stop), n):
         return header
     return header.with_(extra={**header.extra, **partial_echo_extra(start, stop, n)})
 
@@ -270,14 +264,16 @@ def partial_echo_note(s: MRISlice, method: str, learned: bool, phase: bool,
     """How this run reconstructs the never-sampled side of a partial echo (``None`` without
     one): ``phase`` (:func:`phase_constrained`), ``pocs`` (:func:`pocs_applies`), an
     operator-based ``method`` or ``learned`` model (unsampled, filled by its prior), or a
-    k-space method with ``preprocess.partial_fourier: none`` (measured zeros)."""
+    k-space method with ``preprocess.partial_fourier: none`` (measured zeros). It begins with
+    the header's ``partial_echo_note`` (the reader's, or :func:`zero_rows_echo`'s;
+    :func:`~mrirecon.io.partial_echo.partial_echo_extra` builds both)."""
     from mrirecon.recon.registry import needs_operator
 
     rows = readout_support(s.header, s.kspace.shape[-2])
     if rows is None:
         return None
-    start, stop, n = s.header.extra["readout_range"]
-    head = f"partial echo: readout samples {start}..{stop - 1} of {n} hold data ({n - (stop - start)} never sampled)"
+    head = (s.header.extra.get("partial_echo_note")  # a header with the range alone: the same
+            or partial_echo_extra(*s.header.extra["readout_range"])["partial_echo_note"])
     if phase:
         how = ("filled by phase-constrained CG-SENSE (a real image times the phase of the "
                f"{int(symmetric_mask(s).any(-1).sum())}-row symmetric part of the echo)")

@@ -472,7 +472,6 @@ class CTStages(Modality[CTSlice]):
 
     def __init__(self, config: PipelineConfig, *, device: str = "cpu") -> None:
         self.config, self.device = config, device
-        self._said: dict[str, dict[int, dict[str, str]]] = {}  # output_messages since the last call
 
     def load(self, path: Path):
         fmt = detect_format(path, self.config.load.format)
@@ -539,12 +538,8 @@ class CTStages(Modality[CTSlice]):
     def reconstruct(self, s: CTSlice, method: Method) -> CTSlice:
         out = reconstruct(s, method.config, method.model)  # its mean HU against the FBP's
         if (msg := bulk_shift_warning(out.image, s.preview, method.config.method)) is not None:
-            self._said.setdefault(method.name, {}).setdefault(s.index, {})["bulk_shift"] = msg
+            self._say(method.name, s.index, "bulk_shift", msg)
         return out
-
-    def output_messages(self) -> dict[str, dict[int, dict[str, str]]]:
-        said, self._said = self._said, {}
-        return said
 
     def postprocess(self, s: CTSlice) -> Tensor:
         return s.image

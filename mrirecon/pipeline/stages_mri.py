@@ -408,7 +408,6 @@ class MRIStages(Modality[MRISlice]):
         self.need_maps = any(needs_maps(m.config.method, m.model) for m in methods)
         self.need_full_fov = any(m.model is not None and needs_maps(m.config.method, m.model)
                                  and getattr(m.model, "full_fov_maps", True) for m in methods)
-        self._said: dict[str, dict[int, dict[str, str]]] = {}  # output_messages since the last call
 
     def load(self, path: Path) -> _MRISource:
         fmt = detect_format(path, self.config.load.format)
@@ -530,14 +529,10 @@ class MRIStages(Modality[MRISlice]):
                           partial_fourier=self.config.preprocess.partial_fourier)
         classical = method.model is None and needs_maps(method.config.method, None)
         if classical and (msg := unsupported_energy_warning(s, out.image, method.config.method)):
-            self._said.setdefault(method.name, {}).setdefault(s.index, {})["unsupported_energy"] = msg
+            self._say(method.name, s.index, "unsupported_energy", msg)
         if msg := residual_warning(s, out.image):  # non-Cartesian: do the data fit the trajectory?
-            self._said.setdefault(method.name, {}).setdefault(s.index, {})["data_residual"] = msg
+            self._say(method.name, s.index, "data_residual", msg)
         return out
-
-    def output_messages(self) -> dict[str, dict[int, dict[str, str]]]:
-        said, self._said = self._said, {}
-        return said
 
     def postprocess(self, s: MRISlice) -> Tensor:
         self.image_grid = tuple(s.image.shape[-2:])

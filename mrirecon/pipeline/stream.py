@@ -115,13 +115,25 @@ class Modality(ABC, Generic[S]):
     def postprocess(self, s: S) -> Tensor:
         """``(h, w)`` float32 output image of a reconstructed slice, on the CPU."""
 
+    #: What :meth:`_say` recorded since the last :meth:`output_messages` (``None``: nothing).
+    _said: dict[str, dict[int, dict[str, str]]] | None = None
+
+    def _say(self, method: str, index: int, kind: str, msg: str) -> None:
+        """Record warning ``msg`` (``kind``, e.g. ``bulk_shift``) about slice ``index``'s
+        reconstruction by the method named ``method``, for :meth:`output_messages`."""
+        if self._said is None:
+            self._said = {}
+        self._said.setdefault(method, {}).setdefault(index, {})[kind] = msg
+
     def output_messages(self) -> dict[str, dict[int, dict[str, str]]]:
         """Warnings about the reconstructions made since the last call, ``{method name: {slice:
-        {kind: message}}}`` (CT: a bulk attenuation off the FBP preview's); each call empties
-        it. :func:`stream_volume` calls it once after the volume's slices
-        (:attr:`VolumeRun.output_messages`), and ``mrirecon run`` and ``mrirecon bench`` add
-        them to the volume's :meth:`data_messages` record of that method. Empty by default."""
-        return {}
+        {kind: message}}}``, as :meth:`reconstruct` recorded them with :meth:`_say` (MRI: energy
+        in unmeasured columns, a non-Cartesian data residual; CT: a bulk attenuation off the
+        FBP preview's); each call empties it. :func:`stream_volume` calls it once after the
+        volume's slices (:attr:`VolumeRun.output_messages`), and ``mrirecon run`` and ``mrirecon
+        bench`` add them to the volume's :meth:`data_messages` record of that method."""
+        said, self._said = self._said or {}, None
+        return said
 
     def data_messages(self, s: S) -> tuple[dict[str, str], dict[str, str]]:
         """``(warnings, notes)`` of one undersampled slice, each ``{kind: message}``, empty by

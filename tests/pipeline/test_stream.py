@@ -220,3 +220,29 @@ def test_removed_keys_warn_naming_the_file_and_key(tmp_path, key, value):
         warnings.simplefilter("error", FutureWarning)  # the shipped pipelines do not use them
         for shipped in shipped_pipelines():
             load_pipeline(shipped)
+
+
+def test_reconstruction_warnings_are_said_and_drained_by_the_protocol():
+    """``Modality._say`` records a warning about one slice's reconstruction; the protocol's
+    ``output_messages`` drains them once (MRI and CT each kept a copy of both). Two modalities
+    do not share what they said."""
+    from mrirecon.pipeline.stages_ct import CTStages
+    from mrirecon.pipeline.stages_mri import MRIStages
+
+    class Warns(ToyModality):
+        def reconstruct(self, s: Toy, method: Method) -> Toy:
+            if s.index % 2:
+                self._say(method.name, s.index, "odd", f"slice {s.index} is odd")
+                self._say(method.name, s.index, "late", f"{method.name} came late")
+            return super().reconstruct(s, method)
+
+    toy, quiet = Warns(n=4), Warns(n=4)
+    assert toy.output_messages() == {}
+    run = stream_volume(toy, Path("toy.h5"), _methods(), progress=False)
+    def said(m: str) -> dict:
+        return {i: {"odd": f"slice {i} is odd", "late": f"{m} came late"} for i in (1, 3)}
+
+    assert run.output_messages == {"double": said("double"), "same": said("same")}
+    assert toy.output_messages() == {} and quiet.output_messages() == {}
+    assert MRIStages.output_messages is Modality.output_messages
+    assert CTStages.output_messages is Modality.output_messages
