@@ -217,7 +217,10 @@ LOUD_COIL_RATIO = 1e3
 
 
 #: Share of the k-space rows on each side of the readout whose mean estimates a coil's receiver
-#: DC offset (:func:`dc_offsets`): the object's k-space there averages to ~0.
+#: DC offset (:func:`dc_offsets`): the object's k-space there averages to ~0. Not the noise
+#: estimate's band (:func:`~mrirecon.pipeline.checks_noncart.outer_noise`, ``NOISE_BAND``): the
+#: offset is a mean, whose standard error wants many samples and which differences along the
+#: readout would cancel, so the rule reads a wider band and the samples' own spread there.
 DC_OFFSET_BAND = 1 / 8
 #: A coil's offset estimate must stand this many standard errors above zero (noise alone: a
 #: Rayleigh tail, P ~ exp(-z^2) = 1e-11; clean simulated brains reached z 3.5 at 8x
@@ -286,26 +289,30 @@ def removable_dc_offsets(kspace: Tensor, trajectory: Tensor | None = None
     return offsets, size, 0 < 2 * found < kspace.shape[0]
 
 
-def remove_dc_offsets(kspace: Tensor, trajectory: Tensor | None = None) -> Tensor:
+def remove_dc_offsets(kspace: Tensor, trajectory: Tensor | None = None,
+                      dc: tuple[Tensor, Tensor, bool] | None = None) -> Tensor:
     """``kspace`` ``(coils, H, W)`` (or ``(coils, readouts, samples)`` on ``trajectory``) with
     each coil's DC offset (:func:`dc_offsets`) subtracted from its non-zero samples (unsampled
-    ones stay zero) when :func:`removable_dc_offsets` says so; ``kspace`` itself otherwise."""
-    offsets, _, subtract = removable_dc_offsets(kspace, trajectory)
+    ones stay zero) when :func:`removable_dc_offsets` says so; ``kspace`` itself otherwise.
+    ``dc``: :func:`removable_dc_offsets` of ``kspace`` when the caller has it (``preprocess``
+    names and subtracts the same estimate)."""
+    offsets, _, subtract = removable_dc_offsets(kspace, trajectory) if dc is None else dc
     if not subtract:
         return kspace
     shift = offsets.to(device=kspace.device, dtype=kspace.dtype)[:, None, None]
     return torch.where(kspace != 0, kspace - shift, kspace)
 
 
-def coil_warnings(kspace: Tensor, trajectory: Tensor | None = None) -> dict[str, str]:
+def coil_warnings(kspace: Tensor, trajectory: Tensor | None = None,
+                  dc: tuple[Tensor, Tensor, bool] | None = None) -> dict[str, str]:
     """Dead (all-zero), mis-scaled and duplicated coils of ``(coils, ...)`` k-space (on
     ``trajectory`` when non-Cartesian). A duplicate adds no information, yet counts as a coil
     everywhere (a learned model's range check saw 8 coils where 2 were distinct); noise alone
     keeps distinct coils far below the threshold. A coil's receiver DC offset
     (:func:`dc_offsets`, which ``preprocess`` subtracts with :func:`remove_dc_offsets` where
-    :func:`removable_dc_offsets` allows)."""
+    :func:`removable_dc_offsets` allows; ``dc``: that estimate when the caller has it)."""
     out: dict[str, str] = {}
-    offsets, size, subtract = removable_dc_offsets(kspace, trajectory)
+    offsets, size, subtract = removable_dc_offsets(kspace, trajectory) if dc is None else dc
     found = (offsets != 0).nonzero().flatten().tolist()
     if found:
         shown = ", ".join(f"coil {c}: {float(size[c]):.3g}x" for c in found)

@@ -263,12 +263,14 @@ def _plug_and_play(name: str) -> bool:
     return str(name).lower().startswith(("pnp", "red"))
 
 
-#: dB below a card's ``snr_db`` before :func:`kspace_snr_db` warns. The outer k-space corners it
-#: reads also hold the object's own high frequencies, which count as noise, so the estimate
-#: reads low on clean data: 20.0-22.8 dB for 30 dB simulated brains at 96 x 96 / 128 x 128,
-#: 28.4 at 256 x 256 and 320 x 320 (2x readout oversampling), 21.4-21.7 for 50 dB at 128 x 128;
-#: where noise dominates it is close, 13.9-14.1 dB for 15 dB and 17.4-19.8 for 20 dB data.
-#: With 10 dB a 28 dB lower bound warns below an estimate of 18 dB.
+#: dB below a card's ``snr_db`` before :func:`kspace_snr_db` warns. The outer readout rows'
+#: corners it reads (:func:`~mrirecon.pipeline.checks_noncart.outer_noise`) also hold the
+#: object's own high frequencies, which count as noise, so the estimate reads low on clean data
+#: (fully sampled and 4x, seeds 101 and 7): 21.6-25.6 dB for 30 dB simulated brains at 96 x 96 /
+#: 128 x 128, 29.9-30.0 at 256 x 256 and 320 x 320 (2x readout oversampling), 22.8-27.8 for
+#: 50 dB at 128 x 128; where noise dominates it is close, 13.9-15.0 dB for 15 dB and 17.9-19.5
+#: for 20 dB data. At 64 x 64 (the object filling the field of view) 30 dB read 13.9-23.2. With
+#: 10 dB a 28 dB lower bound warns below an estimate of 18 dB.
 SNR_DB_MARGIN = 10.0
 
 
@@ -288,7 +290,20 @@ def _snr_warnings(rng: Mapping[str, Any], name: str, snr_db: float | None,
             f"training range {iv[0]:g} .. {iv[1]:g} dB: {fix}, or use mri_tv / mri_cs"]
 
 
-def kspace_snr_db(config: Any, s: Any) -> tuple[float, str] | None:
+def mask_band(s: Any) -> tuple[int, int]:
+    """``(start, stop)`` columns of Cartesian slice ``s``'s centre band in its imaging mask: the
+    contiguous sampled acquirable columns through the centre
+    (:func:`~mrirecon.sampling.acs.acs_bounds`, ``symmetric=False``; width 0 when the centre
+    column is not sampled)."""
+    from mrirecon.sampling.acs import acs_bounds
+
+    sampled = s.mask.reshape(-1).bool().cpu() & s.header.acquired_columns(s.mask.numel()).cpu()
+    start, stop = (int(v) for v in acs_bounds(sampled[None], symmetric=False))
+    return start, stop
+
+
+def kspace_snr_db(config: Any, s: Any, band: tuple[int, int] | None = None
+                  ) -> tuple[float, str] | None:
     """``(SNR in dB, what the noise was estimated from)`` of Cartesian MRI slice ``s`` as the
     model gets it, in ``mrirecon simulate mri --snr-db``'s terms: mean signal power per sample
     of the fully sampled acquired grid over the noise power per sample. ``None`` when too few
@@ -296,18 +311,16 @@ def kspace_snr_db(config: Any, s: Any) -> tuple[float, str] | None:
 
     The noise power per sample (mean over the coils) is the noise scan's covariance when the
     slice has one (1 when ``preprocess.prewhiten`` whitened the data with it, coil compression
-    keeping it white), else :func:`~mrirecon.calib.noise_covariance` of the sampled samples in
-    the outer corners of k-space (the outer :data:`~mrirecon.pipeline.checks_mri.DC_OFFSET_BAND`
-    of readout rows on each side, the outer quarter of columns on each side), where an object's
-    k-space is weakest (:data:`SNR_DB_MARGIN` says how weak). The signal power counts the centre
-    band once and the other sampled columns for the acquirable ones they stand for (an
-    undersampled mask samples the bright centre densely), on the rows as acquired (a readout
-    crop keeps the signal on fewer rows)."""
+    keeping it white), else the outer readout rows' noise
+    (:func:`~mrirecon.pipeline.checks_noncart.slice_noise`, the estimate the non-Cartesian data
+    residual is measured against), where an object's k-space is weakest
+    (:data:`SNR_DB_MARGIN` says how weak). The signal power counts the centre band (``band``:
+    :func:`mask_band`, computed here when not given) once and the other sampled columns for the
+    acquirable ones they stand for (an undersampled mask samples the bright centre densely), on
+    the rows as acquired (a readout crop keeps the signal on fewer rows)."""
     import torch
 
-    from mrirecon.calib.prewhiten import noise_covariance
-    from mrirecon.pipeline.checks_mri import DC_OFFSET_BAND
-    from mrirecon.sampling.acs import acs_bounds
+    from mrirecon.pipeline.checks_noncart import slice_noise
 
     k = s.kspace
     if k.ndim != 3:
@@ -315,7 +328,7 @@ def kspace_snr_db(config: Any, s: Any) -> tuple[float, str] | None:
     coils, h, w = k.shape
     acquirable = s.header.acquired_columns(w).cpu()
     sampled = s.mask.reshape(-1).bool().cpu() & acquirable
-    start, stop = (int(v) for v in acs_bounds(sampled[None], symmetric=False))
+    start, stop = mask_band(s) if band is None else band
     band = torch.zeros(w, dtype=torch.bool)
     band[start:stop] = True
     k = k.detach().cpu().to(torch.complex128)
@@ -325,21 +338,10 @@ def kspace_snr_db(config: Any, s: Any) -> tuple[float, str] | None:
         power = power + k[..., outer].abs().square().sum() * (stands_for.sum() / outer.sum())
     rows = int(s.acquired_rows or h)
     power = float(power) / (coils * rows * max(int(acquirable.sum()), 1))
-    noise, source = None, "the noise scan"
-    if s.noise is not None and config.preprocess.prewhiten:
-        noise = 1.0  # whitened with it: unit complex variance per channel
-    elif s.noise is not None and s.header.extra.get("acquired_coils") is None \
-            and int(s.noise.shape[0]) == coils:
-        noise = float(noise_covariance(s.noise.to(torch.complex128)).diagonal().real.mean())
-    else:
-        source = "the outer k-space corners"
-        b, q = max(1, int(h * DC_OFFSET_BAND)), w // 4
-        edge = torch.zeros(w, dtype=torch.bool)
-        edge[:q], edge[w - q:] = True, True
-        corners = torch.cat([k[:, :b][..., sampled & edge], k[:, -b:][..., sampled & edge]], 1)
-        if corners[0].numel() < 16:
-            return None
-        noise = float(noise_covariance(corners).diagonal().real.mean())
+    found = slice_noise(s, bool(config.preprocess.prewhiten))
+    if found is None:
+        return None
+    noise, source = found[0] ** 2, found[1]
     if not noise > 0:
         return None  # noise-free
     return 10 * math.log10(max(power - noise, 1e-30 * noise) / noise), source
@@ -405,7 +407,9 @@ def warn_slice_outside_range(config: Any, model: Any, s: Any, *,
     :class:`~mrirecon.pipeline.schema.PipelineConfig`): non-Cartesian MRI its image grid, coils,
     readouts, trajectory and (radial) the share of Nyquist's spokes; Cartesian MRI the matrix the
     model gets and the rows as acquired (before an exact readout crop), coils (and those
-    acquired, when compressed), acceleration, the centre band (``acs_columns``), the k-space
+    acquired, when compressed), acceleration, the centre band the coil maps are calibrated from
+    (``acs_columns``: ``reference_mri.calibration_width``, a separate reference scan's when the
+    slice has one; the imaging mask's for E2E-VarNet, which calibrates inside), the k-space
     SNR (:func:`kspace_snr_db`, for a card that states ``snr_db``), ``calibrate.method`` and
     the ESPIRiT crop of the maps; CT the image grid, the views kept, the beam, the detector count and the dose
     (``undersample.photons``, else the data's own). Logged once per
@@ -423,15 +427,18 @@ def warn_slice_outside_range(config: Any, model: Any, s: Any, *,
                                       int(s.trajectory.shape[0]), tuple(s.image_shape),
                                       centre_out=centre_out_spokes(s.trajectory)) if radial else None)
     if config.modality == "mri":  # the matrix the model gets, and the rows as acquired
+        from mrirecon.pipeline.reference_mri import calibration_width
         from mrirecon.pipeline.slice_mri import column_counts
-
-        from mrirecon.sampling.acs import acs_width
 
         sampled, acquirable = column_counts(s)  # padding columns are not undersampled ones
         acc = acquirable / max(sampled, 1)
-        acs = acs_width(s.mask.reshape(-1).bool().cpu() & s.header.acquired_columns(
-            s.mask.numel()).cpu())
-        snr = kspace_snr_db(config, s) if _states(model, "snr_db") else None
+        band = mask_band(s)  # the imaging mask's centre band, once
+        # the band the coil maps calibrate from: the mask's for a model that estimates its own
+        # maps from the k-space's centre (E2E-VarNet: stages_mri.needs_maps), else the pipeline's
+        # calibrate stage's (a separate reference scan when the slice has one)
+        acs = (band[1] - band[0] if getattr(model, "sensitivity", None) is not None
+               else calibration_width(s))
+        snr = kspace_snr_db(config, s, band) if _states(model, "snr_db") else None
         rows = int(s.kspace.shape[-2])
         recon_rows = None if s.acquired_rows else s.header.oversampled_readout_rows(rows)
         return warn_outside_range(model, matrix=(rows, int(s.kspace.shape[-1])),

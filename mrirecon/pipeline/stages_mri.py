@@ -41,7 +41,7 @@ from mrirecon.pipeline.sampling_mri import (complete_partial_fourier, drawn_mask
 from mrirecon.pipeline import echo_noncartesian as echo
 from mrirecon.pipeline.reference_mri import calibration_data, compress_coils, refuse_own_acs_model
 from mrirecon.pipeline.checks_mri import (coil_warnings, kernel_note, kernel_warning,
-                                          remove_dc_offsets)
+                                          remove_dc_offsets, removable_dc_offsets)
 from mrirecon.pipeline.checks_noncart import gradient_delay, residual_warning
 from mrirecon.pipeline.inert_data import calibration_notes, preprocess_notes
 from mrirecon.pipeline.model_range import refuse_other_trajectory
@@ -76,8 +76,9 @@ def preprocess(s: MRISlice, cfg: PreprocessConfig, *, classical: bool = False) -
         kspace, ref = calib.prewhiten_scan(kspace, ref, noise=s.noise)
     # the receiver channels as acquired (after prewhitening, which rescales a loud one): checked
     # before compression, whose virtual coils hold most power in the first and no duplicates
-    notes = {**s.notes, **coil_warnings(kspace, s.trajectory)}
-    kspace = remove_dc_offsets(kspace, s.trajectory)  # as coil_warnings said
+    dc = removable_dc_offsets(kspace, s.trajectory)  # estimated once: named, then subtracted
+    notes = {**s.notes, **coil_warnings(kspace, s.trajectory, dc)}
+    kspace = remove_dc_offsets(kspace, s.trajectory, dc)
     header = s.header
     if cfg.coil_compression is not None and cfg.coil_compression < kspace.shape[0]:
         # the acquired count, for the training-range check (training never compresses)
@@ -530,7 +531,7 @@ class MRIStages(Modality[MRISlice]):
         classical = method.model is None and needs_maps(method.config.method, None)
         if classical and (msg := unsupported_energy_warning(s, out.image, method.config.method)):
             self._say(method.name, s.index, "unsupported_energy", msg)
-        if msg := residual_warning(s, out.image):  # non-Cartesian: do the data fit the trajectory?
+        if msg := residual_warning(s, out.image, self.config.preprocess.prewhiten):  # non-Cartesian
             self._say(method.name, s.index, "data_residual", msg)
         return out
 

@@ -11,7 +11,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from mrirecon.pipeline.checks_noncart import NOISE_BAND, NOISE_DIFFERENCE_ORDER
 from mrirecon.pipeline.model_range import SNR_DB_MARGIN, kspace_snr_db, range_warnings
+
+#: Relative std of a noise power from the median of n exponential values (1 / ln 2), times 1.62
+#: for the overlapping 4th differences' correlation (``checks_noncart.outer_noise``).
+MEDIAN_SD = 1.62 / math.log(2)
 from mrirecon.training.weights import check_training_range, model_card
 
 
@@ -44,7 +49,7 @@ def _slice(kspace, mask=None, noise=None, acquired_rows=None):
     mask = torch.ones(w, dtype=torch.bool) if mask is None else mask
     header = SimpleNamespace(acquired_columns=lambda n: torch.ones(n, dtype=torch.bool), extra={})
     return SimpleNamespace(kspace=kspace * mask, mask=mask, header=header, noise=noise,
-                           acquired_rows=acquired_rows)
+                           acquired_rows=acquired_rows, trajectory=None)
 
 
 def _smooth_object_kspace(gen, coils=4, n=128):
@@ -59,8 +64,9 @@ def _smooth_object_kspace(gen, coils=4, n=128):
 @pytest.mark.parametrize("snr_db", [10.0, 20.0, 30.0])
 def test_snr_estimate_against_the_snr_the_noise_was_drawn_for(snr_db):
     """Noise of a known power over a smooth object, fully sampled and 4x with a centre band:
-    the estimate is the SNR the noise was drawn for, to the noise power's sampling error
-    (``4.34 / sqrt(samples)`` dB per estimate, 5 sigma); a noise scan gives it directly."""
+    the estimate is the SNR the noise was drawn for, to the noise power's sampling error (the
+    median of the 4th differences' squared magnitudes in the outer readout rows' corners:
+    ``4.34 MEDIAN_SD / sqrt(differences)`` dB, 5 sigma); a noise scan gives it directly."""
     gen = torch.Generator().manual_seed(int(snr_db))
     clean = _smooth_object_kspace(gen)
     coils, n = clean.shape[0], clean.shape[-1]
@@ -70,14 +76,15 @@ def test_snr_estimate_against_the_snr_the_noise_was_drawn_for(snr_db):
                                                torch.randn(clean.shape, generator=gen, dtype=torch.float64))
     config = SimpleNamespace(preprocess=SimpleNamespace(prewhiten=False))
     full = kspace_snr_db(config, _slice(clean + noise))
-    corners = coils * 2 * (n // 8) * 2 * (n // 4)
-    assert full[1] == "the outer k-space corners"
-    assert abs(full[0] - snr_db) < 5 * 4.34 / math.sqrt(corners), full
+    b = math.ceil(n * NOISE_BAND)
+    corners = coils * 4 * (n // 4) * (b - NOISE_DIFFERENCE_ORDER)  # 4th differences in runs of b
+    assert full[1] == "the outer readout rows"
+    assert abs(full[0] - snr_db) < 5 * 4.34 * MEDIAN_SD / math.sqrt(corners), full
     mask = torch.zeros(n, dtype=torch.bool)
     mask[::4] = True
     mask[n // 2 - 10:n // 2 + 10] = True  # a centre band: sampled densely, counted once
     under = kspace_snr_db(config, _slice(clean + noise, mask))
-    assert abs(under[0] - snr_db) < 5 * 4.34 / math.sqrt(corners / 4) + 0.3, under
+    assert abs(under[0] - snr_db) < 5 * 4.34 * MEDIAN_SD / math.sqrt(corners / 4) + 0.3, under
     scan = math.sqrt(var / 2) * torch.complex(torch.randn(coils, 4096, generator=gen, dtype=torch.float64),
                                               torch.randn(coils, 4096, generator=gen, dtype=torch.float64))
     given = kspace_snr_db(config, _slice(clean + noise, noise=scan))
@@ -93,8 +100,8 @@ def test_snr_range_is_checked_on_its_lower_end_with_the_estimates_margin():
     check_training_range(card["training_range"], "card")
     assert _in_range(card, snr_db=28 - SNR_DB_MARGIN + 0.1) == []
     assert _in_range(card, snr_db=60.0) == []  # less noise than in training: not warned
-    (msg,) = _in_range(card, snr_db=14.1, snr_source="the outer k-space corners")
-    assert msg.startswith("k-space SNR about 14.1 dB (estimated from the outer k-space corners) is "
+    (msg,) = _in_range(card, snr_db=14.1, snr_source="the outer readout rows")
+    assert msg.startswith("k-space SNR about 14.1 dB (estimated from the outer readout rows) is "
                           "below the pnp_dpir training range 28 .. 34 dB"), msg
     assert "reconstruct.params.lam" in msg
 
@@ -176,3 +183,31 @@ def test_run_warns_mri_pnp_brain_sim_on_a_narrow_centre_band_only(brains, tmp_pa
     (msg,) = _range_warnings("mri_pnp_brain_sim", brains[30.0], tmp_path, 8, 0.04)
     assert msg.split(": ", 1)[-1].startswith("centre band (contiguous sampled columns") and " 5 " in msg
     assert _range_warnings("mri_pnp_brain_sim", brains[30.0], tmp_path, 8, 0.08) == []
+
+
+def test_acs_columns_are_the_band_the_maps_calibrate_from(brains):
+    """A 16-column separate reference scan with an equispaced imaging mask (no centre band of
+    its own): the maps calibrate from the reference (``reference_mri.calibration_width``), so
+    a model fed the pipeline's maps is in its 10 .. 21 range. Was: "centre band ... 0 is outside
+    the pnp_admm training range 10 .. 21". A model that calibrates inside (E2E-VarNet, its
+    ``sensitivity`` net) still reads the imaging mask's band."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from mrirecon.pipeline.definitions import load_pipeline
+    from mrirecon.pipeline.model_range import warn_slice_outside_range
+    from mrirecon.pipeline.stages_mri import MRIStages
+
+    config, _ = load_pipeline("mri_pnp_brain_sim", [])
+    s = MRIStages(config).load(Path(brains[30.0])).read(0)
+    w = s.kspace.shape[-1]
+    mask = torch.zeros(w, dtype=torch.bool)
+    mask[1::4] = True
+    ref = torch.zeros_like(s.kspace)
+    ref[..., w // 2 - 8:w // 2 + 8] = s.kspace[..., w // 2 - 8:w // 2 + 8]
+    s = replace(s, kspace=s.kspace * mask, mask=mask, calibration=ref)
+    card = {"model": {"name": "pnp_admm"}, "training_range": {"acs_columns": [10, 21]}}
+    assert warn_slice_outside_range(config, SimpleNamespace(model_card=card), s) == []
+    own = SimpleNamespace(model_card={**card, "model": {"name": "varnet"}}, sensitivity=object())
+    (msg,) = warn_slice_outside_range(config, own, s)
+    assert "centre band" in msg and " 0 is outside" in msg
