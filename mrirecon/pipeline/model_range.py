@@ -139,6 +139,9 @@ def range_warnings(card: Mapping[str, Any] | None, *, matrix: tuple[int, int] | 
         # rate by the rounding of the line count and the centre band (fastMRI's 4x on 368 columns
         # samples 93: 3.96); 5 % slack keeps such masks inside a card's "4 .. 8"
         slack = 0.05 * float(value) if key == "accelerations" and value is not None else 1e-6
+        if key == "spokes" and iv is not None and value is not None and float(value) > iv[1] \
+                and _interval(rng.get("nyquist_fraction")) is not None:
+            continue  # more readouts than trained: the share of Nyquist (below) judges them
         if value is not None and iv is not None and not iv[0] - slack <= float(value) <= iv[1] + slack:
             if key == "coils" and acquired_coils is not None:
                 out.append(_compressed_coils_warning(name, int(value), acquired_coils, iv))
@@ -371,21 +374,25 @@ def _undersampling_warnings(rng: Mapping[str, Any], name: str, matrix: tuple[int
                             spokes: int | None, trajectory: str | None,
                             fraction: float | None) -> list[str]:
     """The message when the slice's share of Nyquist's spokes (``fraction``, or computed from
-    ``spokes`` and ``matrix`` for radial data) is outside the card's ``nyquist_fraction``
-    (checked, like every interval of ``training_range``, when the card is read)."""
+    ``spokes`` and ``matrix`` for radial data) is below the card's ``nyquist_fraction`` (checked,
+    like every interval of ``training_range``, when the card is read). Only the lower end: more
+    spokes than trained make the problem easier (``mri_radial_learned`` on a 64 x 64 brain gained
+    1.2 / 1.4 dB at 0.64 / 0.96 of Nyquist over its 0.40, level with TV), and every default
+    ``mrirecon simulate --trajectory radial`` file (0.64) was warned; nor does a card's
+    ``spokes`` interval warn above its end when it states ``nyquist_fraction``."""
     iv = _interval(rng.get("nyquist_fraction"))
     if iv is None:
         return []
     radial = trajectory is None or str(trajectory).lower() == "radial"
     if fraction is None and radial and spokes is not None and matrix is not None:
         fraction = nyquist_fraction(spokes, matrix)
-    if fraction is None or iv[0] - 1e-6 <= fraction <= iv[1] + 1e-6:
-        return []
+    if fraction is None or fraction >= iv[0] - 1e-6:  # denser than trained: an easier problem
+        return []  # (64 x 64 at 0.64 / 0.96 of Nyquist: 39.4 / 39.6 dB against 38.2 in range)
     n = max(int(matrix[0]), int(matrix[1])) if matrix is not None else None
     what = (f"{spokes} spokes on a {matrix[0]} x {matrix[1]} grid, {fraction:.3g} of Nyquist's "
             f"{int(math.pi / 2 * n)} (pi/2 x {n}),") if spokes is not None and n else \
         f"{fraction:.3g} of Nyquist's spoke count"
-    return [f"undersampling: {what} is outside the {name} training range {iv[0]:g} .. {iv[1]:g} "
+    return [f"undersampling: {what} is below the {name} training range {iv[0]:g} .. {iv[1]:g} "
             "of Nyquist (spokes / (pi/2 x matrix))"]
 
 
