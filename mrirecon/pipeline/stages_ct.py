@@ -32,8 +32,9 @@ from mrirecon.pipeline.ct_consistency import (OPPOSITE_MISMATCH, above_count_flo
                                               mark_dead_views, missing_rays,
                                               opposite_view_mismatch, fan_geometry_warning,
                                               transmission_warning)
-from mrirecon.pipeline.ct_plausibility import (bulk_shift_warning, coverage_warning, floor_warnings,
-                                               image_warnings)
+from mrirecon.pipeline.ct_plausibility import (NOISE_FIT_METHODS, bulk_shift_warning,
+                                               coverage_warning, floor_warnings, image_warnings,
+                                               noise_fit_warning)
 from mrirecon.pipeline.schema import PipelineConfig, ReconstructConfig, UndersampleConfig
 from mrirecon.pipeline.stream import Method, Modality, VolumeRun, detect_format
 from mrirecon.sampling import file_seed
@@ -505,9 +506,7 @@ class CTStages(Modality[CTSlice]):
             out.update(image_warnings(s.preview))
         if (msg := coverage_warning(s.geometry)) is not None:
             out["coverage"] = msg
-        u = self.config.undersample  # the dose of the data reconstructed, and its count floor
-        lowered = u.enabled and u.photons is not None and (not s.data_photons or u.photons < s.data_photons)
-        photons = u.photons if lowered else s.data_photons
+        photons = self.dose(s)  # the dose of the data reconstructed, and its count floor
         floor = floor_warnings(s.sinogram.cpu(), photons, s.data_min_counts)  # dead bins too
         out.update({k: v for k, v in floor.items() if k not in out})
         if s.reference is not None and s.preview is not None:
@@ -535,10 +534,25 @@ class CTStages(Modality[CTSlice]):
         """The slice's view count (after ``undersample``)."""
         return s.geometry.num_views
 
+    def dose(self, s: CTSlice) -> float | None:
+        """Photons per bin of the data reconstructed: ``undersample.photons`` where it lowered
+        the dose, else the data's own (``None``: noise-free or unknown)."""
+        u = self.config.undersample
+        lowered = u.enabled and u.photons is not None and (not s.data_photons or u.photons < s.data_photons)
+        return u.photons if lowered else s.data_photons
+
     def reconstruct(self, s: CTSlice, method: Method) -> CTSlice:
         out = reconstruct(s, method.config, method.model)  # its mean HU against the FBP's
         if (msg := bulk_shift_warning(out.image, s.preview, method.config.method)) is not None:
             self._say(method.name, s.index, "bulk_shift", msg)
+        if method.model is None and method.config.method in NOISE_FIT_METHODS \
+                and (photons := self.dose(s)) is not None:  # its residual against the noise
+            sorted_s = sort_views(s)  # as reconstruct saw it
+            y = sorted_s.sinogram
+            op = cached_ct_operator(sorted_s.geometry, str(y.device))
+            projected = op(out.image.to(device=y.device, dtype=y.dtype))
+            if (msg := noise_fit_warning(y, projected, photons, method.config.method)) is not None:
+                self._say(method.name, s.index, "noise_fit", msg)
         return out
 
     def postprocess(self, s: CTSlice) -> Tensor:
