@@ -547,9 +547,8 @@ class CTStages(Modality[CTSlice]):
             self._say(method.name, s.index, "bulk_shift", msg)
         if method.model is None and method.config.method in NOISE_FIT_METHODS \
                 and (photons := self.dose(s)) is not None:  # its residual against the noise
-            sorted_s = sort_views(s)  # as reconstruct saw it
-            y = sorted_s.sinogram
-            op = cached_ct_operator(sorted_s.geometry, str(y.device))
+            y = s.sinogram  # in angle order since preprocess, as reconstruct saw it
+            op = cached_ct_operator(s.geometry, str(y.device))
             projected = op(out.image.to(device=y.device, dtype=y.dtype))
             if (msg := noise_fit_warning(y, projected, photons, method.config.method)) is not None:
                 self._say(method.name, s.index, "noise_fit", msg)
