@@ -436,7 +436,7 @@ def warn_slice_outside_range(config: Any, model: Any, s: Any, *,
     if config.modality == "mri":  # the matrix the model gets, and the rows as acquired
         from mrirecon.pipeline.reference_mri import calibration_width
         from mrirecon.pipeline.slice_mri import column_counts
-        from mrirecon.pipeline.stages_mri import needs_maps
+        from mrirecon.pipeline.stages_mri import model_takes_maps
 
         sampled, acquirable = column_counts(s)  # padding columns are not undersampled ones
         acc = acquirable / max(sampled, 1)
@@ -444,7 +444,7 @@ def warn_slice_outside_range(config: Any, model: Any, s: Any, *,
         # the band the coil maps calibrate from: the pipeline's calibrate stage's (a separate
         # reference scan when the slice has one), or the mask's for a model that estimates its
         # own maps from the k-space's centre (E2E-VarNet)
-        acs = (calibration_width(s) if needs_maps(config.reconstruct.method, model)
+        acs = (calibration_width(s) if model_takes_maps(model)
                else band[1] - band[0])
         snr = kspace_snr_db(config, s, band) if _states(model, "snr_db") else None
         rows = int(s.kspace.shape[-2])

@@ -335,7 +335,13 @@ def needs_maps(method: str, model: nn.Module | None) -> bool:
         from mrirecon.recon.registry import needs_operator
 
         return method in SENSE_METHODS or needs_operator(method)
-    return getattr(model, "sensitivity", None) is None  # E2E-VarNet estimates its own maps
+    return model_takes_maps(model)
+
+
+def model_takes_maps(model: nn.Module) -> bool:
+    """Whether learned ``model`` reconstructs with the coil maps of ``calibrate`` (E2E-VarNet,
+    which has a ``sensitivity`` network, estimates its own from the k-space's centre)."""
+    return getattr(model, "sensitivity", None) is None
 
 
 class _MRISource:
