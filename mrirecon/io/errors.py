@@ -126,7 +126,9 @@ def open_hdf5(path: Path, kind: str, hint: str = ""):
     (:func:`require_regular_file`); a missing file (also one deleted after its folder was listed)
     is ``FileNotFoundError("PATH: no such KIND file" + hint)``, h5py's raw "[Errno 2] Unable to
     synchronously open file" otherwise; any other failure to open is a :class:`DataFormatError`
-    of field ``file``."""
+    of field ``file``, one that says so for a file another process holds open for writing
+    (:func:`_open_for_write`: a conversion still writing it was called "not a readable HDF5
+    file")."""
     import h5py
 
     require_regular_file(path)
@@ -135,13 +137,32 @@ def open_hdf5(path: Path, kind: str, hint: str = ""):
     except OSError as err:
         if not Path(path).exists():
             raise FileNotFoundError(f"{path}: no such {kind} file{hint}") from None
-        raise DataFormatError(path, "file", f"not a readable HDF5 file ({err})") from None
+        raise DataFormatError(path, "file", _open_for_write(path, err)
+                              or f"not a readable HDF5 file ({err})") from None
     try:
         refuse_outside_data(h5, path)
     except BaseException:
         h5.close()
         raise
     return h5
+
+
+def _open_for_write(path, err: OSError) -> str | None:
+    """The problem to report when ``err`` says that another process holds ``path`` open for
+    writing, else ``None``: HDF5's file lock (errno 11, "unable to lock file": a live writer;
+    the lock dies with it) or the superblock's "file is already open for write" mark (a writer
+    in SWMR mode, or one killed while writing a ``libver="latest"`` file: the mark stays)."""
+    text = str(err)
+    if err.errno in (errno.EAGAIN, errno.EWOULDBLOCK) or "unable to lock file" in text:
+        return ("is open for writing in another process (HDF5 file lock): run again once that "
+                "process has closed it; HDF5_USE_FILE_LOCKING=FALSE reads it anyway (a file "
+                "mid-write may be incomplete or inconsistent)")
+    if "already open for write" in text:
+        return ("is open for writing in another process, or its writer was killed (HDF5's "
+                "consistency flags): run again once that process has closed it; if no process "
+                f"writes it, `h5clear -s {path}` clears the flags (check that the data are "
+                "complete)")
+    return None
 
 
 def hdf5_dataset(h5, path: str | os.PathLike, key: str, *, required: bool = True):
@@ -151,7 +172,8 @@ def hdf5_dataset(h5, path: str | os.PathLike, key: str, *, required: bool = True
     datatype stored under that name is a :class:`DataFormatError` "is a group, expected a
     dataset" (``reconstruction_rss`` stored as a group raised "AttributeError: 'Group' object
     has no attribute 'ndim'", naming neither; a ``mask`` or header group "corrupt or unreadable
-    (TypeError: Accessing a group is done with bytes or str ...)")."""
+    (TypeError: Accessing a group is done with bytes or str ...)"); one compressed with a filter
+    this HDF5 lacks is refused by :func:`refuse_unavailable_filters`."""
     import h5py
 
     if key not in h5:
@@ -162,7 +184,76 @@ def hdf5_dataset(h5, path: str | os.PathLike, key: str, *, required: bool = True
     if not isinstance(obj, h5py.Dataset):
         kind = "a group" if isinstance(obj, h5py.Group) else f"a {type(obj).__name__}"
         raise DataFormatError(path, key, f"is {kind}, expected a dataset")
+    refuse_unavailable_filters(path, key, obj)
     return obj
+
+
+#: Registered HDF5 filter ids other writers compress with (hdf5plugin decodes all but LZO);
+#: a file stores the name only when the writer chose to, often as a long string with a URL.
+FILTER_NAMES = {305: "lzo", 307: "bzip2", 32001: "blosc", 32004: "lz4", 32008: "bitshuffle",
+                32013: "zfp", 32015: "zstd", 32017: "sz", 32018: "fcidecomp", 32024: "sz3",
+                32026: "blosc2", 32028: "sperr"}
+
+
+def _unavailable_filters(ds) -> list[tuple[int, str]]:
+    """``(id, name)`` of each filter of ``ds``'s pipeline that this HDF5 cannot apply (whatever
+    its flags: an optional filter was applied to every chunk its writer could compress)."""
+    import h5py
+
+    dcpl, missing = ds.id.get_create_plist(), []
+    for i in range(dcpl.get_nfilters()):
+        code, _flags, _values, name = dcpl.get_filter(i)
+        if not h5py.h5z.filter_avail(code):  # also loads a plugin from HDF5_PLUGIN_PATH
+            stored = name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
+            missing.append((int(code), FILTER_NAMES.get(int(code))
+                            or stored.split(";")[0].strip() or "an unnamed filter"))
+    return missing
+
+
+def refuse_unavailable_filters(path: str | os.PathLike, field: str, ds) -> None:
+    """Refuse the dataset ``ds`` (``field`` of ``path``) when it is compressed with a filter
+    this Python's HDF5 cannot decode (blosc, zstd, lz4, bitshuffle, ... of hdf5plugin or
+    h5py's ``compression=32015``): "PATH: kspace: compressed with zstd (HDF5 filter 32015),
+    which this Python's HDF5 cannot decode: pip install hdf5plugin ...". hdf5plugin is
+    imported (once installed) before refusing: it registers its filters with h5py's HDF5, and
+    a plugin folder in ``HDF5_PLUGIN_PATH`` is searched too. Was: the file opened, then the first
+    read failed "kspace[0]: unreadable (Can't synchronously read data (can't open directory
+    (/usr/local/lib/plugin) ...))", naming neither the filter nor a fix."""
+    missing = _unavailable_filters(ds)
+    if not missing:
+        return
+    note = ""
+    try:
+        import hdf5plugin  # noqa: F401  (optional: registers its filters when imported)
+    except ImportError:
+        pass
+    except Exception as err:  # installed but broken (its compiled plugins fail to load)
+        note = f" (hdf5plugin is installed but failed to import: {type(err).__name__}: {err})"
+    else:
+        missing = _unavailable_filters(ds)
+        note = " (hdf5plugin is installed but has no such filter)"
+    if missing:
+        names = ", ".join(f"{name} (HDF5 filter {code})" for code, name in missing)
+        raise DataFormatError(path, field, (
+            f"compressed with {names}, which this Python's HDF5 cannot decode{note}: pip install "
+            "hdf5plugin (mrirecon loads it when installed), or set HDF5_PLUGIN_PATH to the "
+            "folder of the filter's HDF5 plugin before starting, or decompress the file where "
+            "the filter is installed (h5repack -f NONE IN OUT)"))
+
+
+def one_string(path: str | os.PathLike, field: str, raw):
+    """The one string (``bytes`` or ``str``) of a header dataset's value ``raw`` (``ds[()]``):
+    stored as a scalar or as a 1-element array, fixed-length or variable-length; any other
+    shape or type is a :class:`DataFormatError` naming ``field``."""
+    import numpy as np
+
+    if isinstance(raw, np.ndarray):
+        if raw.size != 1:
+            raise DataFormatError(path, field, f"expected one string, got shape {raw.shape}")
+        raw = raw.reshape(-1)[0]
+    if not isinstance(raw, (bytes, str)):
+        raise DataFormatError(path, field, f"expected an XML string, got {type(raw).__name__}")
+    return raw
 
 
 def refuse_outside_data(h5, path: str | os.PathLike) -> None:
@@ -170,7 +261,9 @@ def refuse_outside_data(h5, path: str | os.PathLike) -> None:
     link, a virtual dataset mapping other files, external raw storage. h5py follows them
     without a word, so a 1-KiB ``kspace`` link read another file (or ``/etc/passwd`` as raw
     storage, or a FIFO that hung the run) with exit 0, and ``provenance.json``'s checksum, which
-    ``--resume`` trusts, covered only the link. Soft links inside the file are fine."""
+    ``--resume`` trusts, covered only the link. Soft links inside the file are fine; one whose
+    target does not exist is refused naming both (it was "file: corrupt or unreadable
+    (KeyError: ... component not found)")."""
     import h5py
 
     def walk(group, prefix: str, depth: int, seen: list[int]) -> None:
@@ -183,8 +276,16 @@ def refuse_outside_data(h5, path: str | os.PathLike) -> None:
             if isinstance(link, h5py.ExternalLink):
                 raise DataFormatError(path, full, f"is an external link to {link.filename}:"
                                       f"{link.path}: {_OUTSIDE}")
-            if isinstance(link, h5py.SoftLink):
-                continue  # its target is an object of this file, met under its own name
+            if isinstance(link, h5py.SoftLink):  # its target, met under its own name, or none
+                try:
+                    target = group.get(name)
+                except (KeyError, RuntimeError) as err:  # a loop of links
+                    raise DataFormatError(path, full, f"is a soft link to {link.path}, which "
+                                          f"cannot be followed ({err})") from None
+                if target is None:  # moved or deleted: h5py said "component not found"
+                    raise DataFormatError(path, full, f"is a soft link to {link.path}, which "
+                                          "does not exist in this file")
+                continue
             obj = group.get(name)
             if isinstance(obj, h5py.Dataset):
                 if obj.is_virtual and any(v.file_name != "." for v in obj.virtual_sources()):

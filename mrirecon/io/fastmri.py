@@ -31,7 +31,7 @@ import torch
 from mrirecon.containers import Header, KSpace
 from mrirecon.io.atomic import atomic_hdf5
 from mrirecon.io.errors import (DataFormatError, guard_reader, hdf5_dataset, memory_bytes,
-                                open_hdf5, refuse_nonfinite, refuse_oversized)
+                                one_string, open_hdf5, refuse_nonfinite, refuse_oversized)
 from mrirecon.io.hdf5_vlen import check_vlen_references
 from mrirecon.io.ismrmrd_header import header_to_xml, parse_ismrmrd_header
 
@@ -42,10 +42,16 @@ _COMPLEX = (np.complex64, np.complex128)
 
 
 def _attr_value(value):
+    """An attribute as a Python value: a 1-element array (MATLAB's ``h5writeatt``, HDF5.jl given
+    a vector, h5py's ``attrs[k] = [v]``) as its element, numpy scalars unwrapped, bytes decoded.
+    Was: ``max`` = ``array([0.00098])``, refused by training ("is not a number") or a raw
+    TypeError, and ``patient_id`` "['abc']", another patient than "abc"."""
+    if isinstance(value, np.ndarray) and value.size == 1:
+        value = value.reshape(-1)[0]
+    if isinstance(value, np.generic):
+        value = value.item()
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
-    if isinstance(value, np.generic):
-        return value.item()
     return value
 
 
@@ -64,8 +70,9 @@ class FastMRIFile:
     Raises
     ------
     DataFormatError
-        On first access, for a file that is not HDF5 (or is truncated), lacks ``kspace``, or
-        whose ``kspace`` has the wrong rank or a non-complex dtype; later for a missing or
+        On first access, for a file that is not HDF5 (or is truncated, or open for writing in
+        another process), lacks ``kspace``, or whose ``kspace`` has the wrong rank, a
+        non-complex dtype or a filter this HDF5 cannot decode; later for a missing or
         invalid ``ismrmrd_header``, a malformed ``mask`` and NaN/Inf samples in a slice read.
     """
 
@@ -172,7 +179,8 @@ class FastMRIFile:
     @property
     @guard_reader('attrs')
     def attrs(self) -> dict:
-        """Root attributes as Python values (bytes decoded, numpy scalars unwrapped)."""
+        """Root attributes as Python values (bytes decoded, numpy scalars and 1-element arrays
+        unwrapped)."""
         return {k: _attr_value(v) for k, v in self._file.attrs.items()}
 
     def _attr(self, name: str):
@@ -202,14 +210,7 @@ class FastMRIFile:
                 raw = ds[()]
             except (OSError, RuntimeError, KeyError) as err:
                 raise self._fail("ismrmrd_header", f"unreadable ({err})") from None
-            if isinstance(raw, np.ndarray):
-                if raw.size != 1:
-                    raise self._fail("ismrmrd_header",
-                                     f"expected one string, got shape {raw.shape}")
-                raw = raw.reshape(-1)[0]
-            if not isinstance(raw, (bytes, str)):
-                raise self._fail("ismrmrd_header",
-                                 f"expected an XML string, got {type(raw).__name__}")
+            raw = one_string(self.path, "ismrmrd_header", raw)  # scalar or 1-element
             header = parse_ismrmrd_header(raw, source=self.path)
             enc_x, enc_y = header.encoded_matrix[0], header.encoded_matrix[1]
             rows, cols = self.shape[-2:]

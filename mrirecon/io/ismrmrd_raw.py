@@ -70,7 +70,8 @@ import torch
 
 from mrirecon.containers import Header, KSpace
 from mrirecon.functional import center_crop, fft2c, ifft2c
-from mrirecon.io.errors import DataFormatError, memory_bytes, open_hdf5, refuse_oversized
+from mrirecon.io.errors import (DataFormatError, hdf5_dataset, memory_bytes, one_string,
+                                open_hdf5, refuse_oversized)
 from mrirecon.io.hdf5_vlen import check_vlen_references
 from mrirecon.io.ismrmrd_encoding import (SHARED_REFERENCE_COUNTERS, check_centre_lines,
                                           check_epi, check_partition_counter, check_partitions,
@@ -209,9 +210,10 @@ def _read_ismrmrd(
     Raises
     ------
     DataFormatError
-        Unreadable file, missing group/``xml``/``data``, no imaging acquisition, encoding
-        counters outside the encoded matrix, inconsistent channel counts, several values of
-        a counter not selected with ``counters``, NaN/Inf samples.
+        Unreadable file (or one open for writing elsewhere), missing group/``xml``/``data``
+        (or compressed with a filter HDF5 lacks), an ``xml`` of other than one string, no imaging
+        acquisition, encoding counters outside the encoded matrix, inconsistent channel counts,
+        several values of a counter not selected with ``counters``, NaN/Inf samples.
     """
     path = Path(path)
 
@@ -226,24 +228,28 @@ def _read_ismrmrd(
         for name in ("xml", "data"):
             if name not in group:
                 raise fail(f"{dataset}/{name}", "dataset missing")
-        try:
+        field = f"{dataset}/xml"
+        try:  # each a dataset whose filters this HDF5 has (hdf5_dataset)
+            xml_ds = hdf5_dataset(h5, path, field)
             # heap IDs are checked before HDF5 follows them (a corrupt heap can hang it)
-            if isinstance(group["xml"], h5py.Dataset) and (
-                    bad := check_vlen_references(path, h5, group["xml"])):
-                raise fail(f"{dataset}/xml", bad)
-            xml = group["xml"][0]
-            table = group["data"]
-            if not isinstance(table, h5py.Dataset) or table.ndim != 1:
-                raise fail(f"{dataset}/data", "expected a 1-D table of acquisitions")
-            refuse_oversized(path, f"{dataset}/data", float(table.shape[0]) * max(
+            if bad := check_vlen_references(path, h5, xml_ds):
+                raise fail(field, bad)
+            if xml_ds.size != 1:
+                raise fail(field, f"expected one string, got shape {xml_ds.shape}")
+            xml = one_string(path, field, xml_ds[()])  # a scalar (h5py, HDF5.jl) or (1,)
+            field = f"{dataset}/data"
+            table = hdf5_dataset(h5, path, field)
+            if table.ndim != 1:
+                raise fail(field, "expected a 1-D table of acquisitions")
+            refuse_oversized(path, field, float(table.shape[0]) * max(
                 table.dtype.itemsize, 1), f"a table of {table.shape[0]} acquisitions")
             if bad := check_vlen_references(path, h5, table):
-                raise fail(f"{dataset}/data", bad)
+                raise fail(field, bad)
             records = table[()]
         except DataFormatError:
             raise
         except (OSError, RuntimeError, ValueError, LookupError, TypeError) as err:
-            raise fail(f"{dataset}/data", f"unreadable ({err})") from None
+            raise fail(field, f"unreadable ({err})") from None
     header = parse_ismrmrd_header(xml, source=path)
     if records.dtype.names is None or "head" not in records.dtype.names:
         raise fail(f"{dataset}/data", f"not an acquisition table (dtype {records.dtype})")

@@ -115,10 +115,13 @@ def root_attrs(h5, path: Path) -> dict:
 
 
 def stored_geometry(attrs: dict, path: Path) -> CTGeometry | None:
-    """The file's ``geometry`` attribute, ``None`` without one."""
+    """The file's ``geometry`` attribute (a string, or a 1-element array of one), ``None``
+    without one."""
     if "geometry" not in attrs:
         return None
     text = attrs["geometry"]
+    if isinstance(text, np.ndarray) and text.size == 1:  # a 1-element array (MATLAB's
+        text = text.reshape(-1)[0]  # h5writeatt, attrs[k] = [json]): its string, as numbers
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     return geometry_from_json(str(text), path)

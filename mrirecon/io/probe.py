@@ -6,20 +6,18 @@ from pathlib import Path
 
 import h5py
 
-from mrirecon.io.errors import DataFormatError, require_regular_file
+from mrirecon.io.errors import DataFormatError, open_hdf5
 
 
 def hdf5_layout(path: str | Path) -> str:
     """``"fastmri"`` (a ``kspace`` dataset), ``"ismrmrd"`` (a ``dataset`` group with ``data``)
-    or ``"ct_hdf5"`` (a ``data`` / ``sinogram`` dataset of CT projections)."""
+    or ``"ct_hdf5"`` (a ``data`` / ``sinogram`` dataset of CT projections).
+
+    Opened as every reader opens it (:func:`~mrirecon.io.errors.open_hdf5`): a FIFO, a missing
+    file, one another process holds open for writing, or one keeping data outside itself is
+    refused in the reader's words."""
     p = Path(path)
-    require_regular_file(p)
-    try:
-        f = h5py.File(p, "r")
-    except OSError as e:
-        if not p.exists():  # deleted since it was listed: h5py's raw errno text said so
-            raise FileNotFoundError(f"{p}: no such file") from None
-        raise DataFormatError(str(p), "<file>", f"not a readable HDF5 file ({e})") from e
+    f = open_hdf5(p, "HDF5")
     try:
         with f:
             keys = set(f.keys())
@@ -30,5 +28,5 @@ def hdf5_layout(path: str | Path) -> str:
             if keys & {"data", "sinogram", "observation"}:
                 return "ct_hdf5"
     except OSError as e:
-        raise DataFormatError(str(p), "<file>", f"not a readable HDF5 file ({e})") from e
+        raise DataFormatError(str(p), "file", f"not a readable HDF5 file ({e})") from e
     raise DataFormatError(str(p), "<root>", f"unknown HDF5 layout (top-level keys: {sorted(keys)})")
