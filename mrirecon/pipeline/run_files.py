@@ -27,6 +27,7 @@ import torch
 from mrirecon.core.config import to_dict
 from mrirecon.io.atomic import atomic_write_text
 from mrirecon.io.errors import Terminated, disk_error
+from mrirecon.pipeline.code_identity import code_sha256
 from mrirecon.pipeline.report import VolumeResult, display_name, write_report
 from mrirecon.pipeline.run_state import remove_stale_file, sha256
 from mrirecon.pipeline.schema import PipelineConfig, config_sha256  # noqa: F401 (runner)
@@ -241,6 +242,9 @@ def _write_run_files(config, output: Path, files, results, t_start, rank, world,
         "seconds": round(time.time() - t_start, 3),
         "versions": _versions(),
         "git_commit": _git_commit(),
+        # the source checksum each input's status record holds: --resume skips an input only
+        # when its outputs were made by this code (pipeline.code_identity)
+        "code_sha256": code_sha256(),
         "rank": rank,
         "world_size": world,
         "inputs": {os.path.abspath(p): hashes.get(str(p)) or (

@@ -4,7 +4,8 @@
   from :mod:`mrirecon.io.output_lock`;
 * per-input status records (``.status/<name>.json``, paths relative to the output folder) and the
   ``--resume`` decision: same input file and content (its LoDoPaB reference included), same
-  effective config and weights (:func:`weights_sha256`), outputs still there;
+  effective config and weights (:func:`weights_sha256`), same mrirecon code
+  (:mod:`~mrirecon.pipeline.code_identity`), outputs still there;
 * removal of what an earlier run wrote and this one does not (stale outputs and run files) and of
   orphaned temporary files.
 """
@@ -23,6 +24,7 @@ from pathlib import Path
 from mrirecon.io.atomic import feed_file
 from mrirecon.io.output_lock import (OutputLock, job_identity, lock_output,  # noqa: F401
                                      locked_output)  # the output folder's lock (runner)
+from mrirecon.pipeline.code_identity import code_identity, other_code
 from mrirecon.pipeline.output_files import few, remove_old_folder
 from mrirecon.pipeline.report import VolumeResult
 from mrirecon.pipeline.schema import PipelineConfig
@@ -119,6 +121,8 @@ _STATUS_FIELDS = {
     "error": ("a string", lambda v: isinstance(v, str)),
     "input_sha256": ("a string", lambda v: isinstance(v, str)),
     "config_sha256": ("a string", lambda v: isinstance(v, str)),
+    "code_sha256": ("a string", lambda v: isinstance(v, str)),
+    "git_commit": ("a string", lambda v: isinstance(v, str)),
     "seconds": ("a number >= 0", lambda v: _number(v) and 0 <= v < float("inf")),
     "slices": ("an integer >= 0", lambda v: _number(v, integer=True) and v >= 0),
     "warnings": ("a list of strings", _strings),
@@ -162,25 +166,31 @@ def status_problem(record: dict, name: str | None = None) -> str | None:
 
 
 def status_record(result: VolumeResult, output: Path, **extra) -> dict:
-    """The status record of a finished input: paths relative to ``output``; ``extra``: the
-    input's and config's checksums, ``output_files`` (:func:`output_files.fingerprint`)."""
+    """The status record of a finished input: paths relative to ``output``; the code that made
+    its outputs (:func:`code_identity.code_identity`: ``code_sha256``, which ``--resume``
+    compares, and ``git_commit``); ``extra``: the input's and config's checksums,
+    ``output_files`` (:func:`output_files.fingerprint`)."""
     def rel(p: str) -> str:
         return os.path.relpath(p, output)
 
     record = asdict(result)
     record["outputs"] = {k: rel(v) for k, v in result.outputs.items()}
     record["figures"] = [rel(f) for f in result.figures]
-    return {**record, **extra}
+    return {**record, **code_identity(), **extra}
 
 
 def previous_run(prev: dict | None, path: Path, input_hash: str, config_hash: str,
                  output: Path) -> dict | None:
     """The status of an earlier run if it finished this input, from the same input file and
-    content and the same effective config (weights included), and its outputs in ``output`` are
-    as it wrote them (:func:`output_files.output_problems`: sizes and SHA-256 of their files;
-    existence for a record of an earlier version); else ``None`` (the input reruns). Outputs
+    content, the same effective config (weights included) and the same mrirecon code (the
+    record's ``code_sha256``, :func:`code_identity.code_sha256`; a record without one, of an
+    earlier version, is other code), and its outputs in ``output`` are as it wrote them
+    (:func:`output_files.output_problems`: sizes and SHA-256 of their files; existence for a
+    record without ``output_files``); else ``None`` (the input reruns). Outputs
     deleted, cut short or emptied since were skipped by existence alone: an empty DICOM folder,
-    a 0-byte NIfTI and a truncated HDF5 listed in the report as finished."""
+    a 0-byte NIfTI and a truncated HDF5 listed in the report as finished; outputs of other code
+    were skipped after an upgrade (an image fix that changed no config key kept the old image,
+    and ``provenance.json`` named the new commit)."""
     from mrirecon.pipeline.output_files import output_problems
 
     if prev is None or prev.get("status") != "ok":
@@ -192,6 +202,11 @@ def previous_run(prev: dict | None, path: Path, input_hash: str, config_hash: st
         return None
     if prev.get("input_sha256") != input_hash:
         log.info("%s changed since the earlier run; processing it again", prev.get("input"))
+        return None
+    made_by = other_code(prev)
+    if made_by:
+        log.info("the outputs of %s were made by %s; processing %s again", prev.get("name"),
+                 made_by, path)
         return None
     if prev.get("config_sha256") != config_hash:
         log.info("the config changed since the earlier run; processing %s again", prev.get("input"))

@@ -147,8 +147,9 @@ def test_resume_still_skips_intact_outputs_and_hidden_files_beside_them(mri_file
 
 def test_resume_of_a_record_without_output_files_checks_existence_as_before(mri_file, tmp_path,
                                                                             counted, caplog):
-    """A folder an earlier version wrote (status records without output_files) still resumes:
-    by its outputs' existence, as that version did, and the rewritten record holds them."""
+    """A status record without output_files (as earlier versions wrote them; theirs are
+    processed again for lacking a code identity, which this one keeps) resumes by its outputs'
+    existence, and the rewritten record holds them."""
     src = _vol(mri_file, tmp_path)
     out = tmp_path / "out"
     config = mri_config("export.formats=[hdf5,nifti,dicom,png]")
@@ -406,3 +407,56 @@ def test_a_run_over_a_wrong_typed_status_record_reprocesses_the_input(
     assert [f["status"] for f in prov["files"]] == ["ok"] and prov["status"] == "complete"
     assert read_status(status, out)["name"] == "vol"  # a valid record written again
     assert _tree(out) == written
+
+
+# -- 5. outputs made by other mrirecon code ------------------------------------------------------
+
+@pytest.mark.parametrize("code", ["other", "none", "upgrade"])
+def test_resume_reprocesses_outputs_made_by_other_mrirecon_code(mri_file, tmp_path, counted,
+                                                                caplog, monkeypatch, code):
+    """The compatibility audit's F1: the status record held no code identity, so ``--resume``
+    after an upgrade that fixed an image without changing the config schema skipped the input
+    ("finished in an earlier run") and kept the old code's image (e18c59a's DC-offset fix:
+    -9.26 dB kept, 20.26 dB run again), while ``provenance.json`` named the new commit.
+    ``other``: a record of other code; ``none``: of a version that recorded no identity;
+    ``upgrade``: the first run made by (patched) other code, resumed by this one."""
+    from mrirecon.pipeline import code_identity
+    from mrirecon.pipeline.code_identity import code_sha256
+
+    this = code_sha256()
+    src = _vol(mri_file, tmp_path)
+    out = tmp_path / "out"
+    config = mri_config()
+    with monkeypatch.context() as m:
+        if code == "upgrade":
+            m.setattr(code_identity, "code_sha256", lambda: "a" * 64)
+        assert run_pipeline(config, [str(src)], out, progress=False) == 0
+    status = out / ".status" / "vol.json"
+    record = json.loads(status.read_text())
+    if code == "other":  # the same run, but its outputs made by other source files
+        record.update(code_sha256="0" * 64, git_commit="1fd5383" + "0" * 33)
+    elif code == "none":
+        record.pop("code_sha256", None)
+        record.pop("git_commit", None)
+    status.write_text(json.dumps(record))
+    with caplog.at_level(logging.INFO, "mrirecon.pipeline"):
+        assert run_pipeline(config, [str(src)], out, progress=False, resume=True) == 0
+    assert counted == ["vol.h5", "vol.h5"]  # processed again, not skipped
+    (line,) = [r.getMessage() for r in caplog.records if "mrirecon code" in r.getMessage()
+               or "mrirecon version" in r.getMessage()]
+    made_by = {"other": "other mrirecon code (commit 1fd5383" + "0" * 33
+                        + ", source sha256 000000000000)",
+               "none": "an earlier mrirecon version, which recorded no code identity",
+               "upgrade": "other mrirecon code (commit "}[code]
+    assert line.startswith(f"the outputs of vol were made by {made_by}")
+    assert line.endswith(f", source sha256 {this[:12]}; processing {src} again")
+    again = json.loads(status.read_text())
+    assert again["code_sha256"] == this and isinstance(again["git_commit"], str)
+    prov = json.loads((out / "provenance.json").read_text())
+    assert [f["status"] for f in prov["files"]] == ["ok"]
+    assert prov["code_sha256"] == this and prov["git_commit"] == again["git_commit"]
+    # the unchanged tree now skips it, and provenance's code is the record's
+    assert run_pipeline(config, [str(src)], out, progress=False, resume=True) == 0
+    assert counted == ["vol.h5", "vol.h5"]
+    prov = json.loads((out / "provenance.json").read_text())
+    assert [f["status"] for f in prov["files"]] == ["skipped"] and prov["code_sha256"] == this
