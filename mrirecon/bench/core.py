@@ -53,12 +53,16 @@ class BenchPlan:
     slice_counts: dict[Path, int]
 
     def config(self, method: str, acceleration: float, path: Path) -> str:
-        """The record key of ``(method, acceleration)`` on ``path``: its settings fingerprint
-        and the file's size and modification time, so a resumed run never reuses the scores of
-        other data under the same file name (rescored data once printed the old table)."""
+        """The record key of ``(method, acceleration)`` on ``path``: its settings fingerprint,
+        the file's size and modification time, so a resumed run never reuses the scores of
+        other data under the same file name (rescored data once printed the old table), and the
+        mrirecon code (:func:`~mrirecon.pipeline.code_identity.code_sha256`, as ``run
+        --resume``), so scores of an earlier version are not printed as this one's."""
+        from mrirecon.pipeline.code_identity import code_sha256
+
         st = path.stat()
         return config_fingerprint({"settings": self.fingerprints[method, acceleration],
-                                   "input": [st.st_size, st.st_mtime_ns]})
+                                   "input": [st.st_size, st.st_mtime_ns], "code": code_sha256()})
 
 
 def open_store(output_dir: str | os.PathLike | None, resume: bool) -> ResultsFile:
