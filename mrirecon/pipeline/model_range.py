@@ -31,7 +31,9 @@ Coils compressed by ``preprocess.coil_compression`` are named so, with the acqui
 15-coil model on a 15-coil file warned of "coils 12"). ``maps`` is compared with
 ``calibrate.method`` (``none``: unit maps, ``data.maps: learned``) for a model that uses the
 sample's maps; ``photons`` with ``undersample.photons``, else the data's own dose (noise-free
-data are not checked: less noise than in training).
+data are not checked: less noise than in training). Cards of an older ``mrirecon train``
+without ``maps`` / ``photons`` are read from what they record (:func:`card_range`); a card
+without any ``training_range`` is warned as a card-less ``.pt`` is (:func:`unchecked_range`).
 
 ``acs_columns`` is the width of the run of sampled columns through the k-space centre (the
 calibration band ESPIRiT and E2E-VarNet estimate coil maps from), padding columns left out:
@@ -64,7 +66,9 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from mrirecon.functional.density import centre_out_spokes
@@ -91,7 +95,8 @@ def range_warnings(card: Mapping[str, Any] | None, *, matrix: tuple[int, int] | 
                    photons: float | None = None, dose_setting: str = "undersample.photons",
                    acs_columns: int | None = None, snr_db: float | None = None,
                    snr_source: str = "the outer k-space") -> list[str]:
-    """Messages for every property outside ``card["training_range"]`` (empty if none, or no card).
+    """Messages for every property outside the card's range (:func:`card_range`: its
+    ``training_range``, what older cards lack filled in; empty if none, or no card).
 
     ``beam`` (CT: ``"parallel"`` / ``"fan"``) is compared with the card's ``geometry`` list,
     ``detectors`` (CT detector elements per view) with its ``detectors`` interval.
@@ -110,8 +115,8 @@ def range_warnings(card: Mapping[str, Any] | None, *, matrix: tuple[int, int] | 
     gets, ``dose_setting`` where it comes from. ``acs_columns``: the Cartesian slice's contiguous
     sampled columns through DC; ``snr_db``: its k-space SNR estimate (:func:`kspace_snr_db`,
     ``snr_source`` what it was estimated from), checked by :func:`_snr_warnings`."""
-    rng = (card or {}).get("training_range")
-    if not isinstance(rng, Mapping):
+    rng = card_range(card)
+    if rng is None:
         return []
     name = (card.get("model") or {}).get("name", "model")
     out = _matrix_warnings(rng, name, matrix, acquired_rows, recon_rows)
@@ -160,6 +165,69 @@ def range_warnings(card: Mapping[str, Any] | None, *, matrix: tuple[int, int] | 
                    f"{name}'s denoiser was trained on, {iv[0]:g} .. {iv[1]:g}: it extrapolates "
                    "there")
     return out
+
+
+#: ``mrirecon train`` commands whose card states no dose before 1eabb06 (2788377 and older): both
+#: simulate at :data:`mrirecon.training.ct_staged.CT_PHOTONS` (4096 photons per bin, since they
+#: were added) and take no dose option.
+_FIXED_DOSE_TRAINERS = re.compile(r"\bmrirecon train (primal_dual_ct|staged_ct)\b")
+
+
+def card_range(card: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """The training range of ``card``: its ``training_range`` (``None`` when it has none), with
+    fields that cards of an older ``mrirecon train`` lack taken from what they record instead:
+    ``maps`` from ``training.config.data.maps`` (an MRI config: the dataclass default was
+    recorded, ``learned`` before 1eabb06), ``photons`` from ``training.config.data.ct_photons``
+    (a CT config that set it; otherwise the files' own dose, which the card does not say) or
+    4096 for ``train primal_dual_ct`` / ``staged_ct`` (:data:`_FIXED_DOSE_TRAINERS`). The card's
+    own fields win. Before, such cards were checked on neither: a MoDL trained on unit maps ran
+    with ESPIRiT maps, LoDoPaB weights at 1024 photons, without a word."""
+    rng = (card or {}).get("training_range")
+    if not isinstance(rng, Mapping):
+        return None
+    training = card.get("training")
+    training = training if isinstance(training, Mapping) else {}
+    config = training.get("config")
+    data = config.get("data") if isinstance(config, Mapping) else None
+    recorded: dict[str, Any] = {}
+    if isinstance(data, Mapping):
+        modality = str(data.get("modality", "mri")).lower()
+        if modality == "mri" and isinstance(data.get("maps"), str):
+            recorded["maps"] = [data["maps"]]
+        photons = data.get("ct_photons")
+        if modality == "ct" and isinstance(photons, (int, float)) and not isinstance(photons, bool):
+            recorded["photons"] = [float(photons)] * 2
+    command = training.get("command")
+    if isinstance(command, str) and _FIXED_DOSE_TRAINERS.search(command):
+        from mrirecon.training.ct_staged import CT_PHOTONS
+
+        recorded["photons"] = [CT_PHOTONS, CT_PHOTONS]
+    missing = {k: v for k, v in recorded.items() if rng.get(k) is None}
+    return {**rng, **missing} if missing else rng
+
+
+def unchecked_range(model: Any) -> str | None:
+    """The warning for ``model`` whose card has no ``training_range`` (cards of ``mrirecon
+    train`` before 2788377 hold only ``model:``; hand-written ones), in the words of a card-less
+    ``.pt`` (:func:`~mrirecon.training.weights.unchecked_range_note`); ``None`` for a model
+    without a card (its loader says so) or with a range. Such cards got no warning on 96 x 96,
+    8-coil, 8x data, while weights without any card were told that nothing is checked."""
+    from mrirecon.training.weights import card_path, unchecked_range_note
+
+    card = getattr(model, "model_card", None)
+    if not isinstance(card, Mapping) or isinstance(card.get("training_range"), Mapping):
+        return None
+    origin = getattr(model, "weights_origin", None)
+    origin = origin if isinstance(origin, Mapping) else {}
+    if origin.get("path"):
+        where = str(card_path(Path(origin["path"])))
+    else:
+        where = f"the model card of {origin.get('name') or (card.get('model') or {}).get('name')}"
+    return unchecked_range_note(f"{where} has no training_range (a card of an older mrirecon "
+                                "train, or written by hand)",
+                                "add one (the keys of mrirecon.pipeline.model_range: matrix, "
+                                "coils, accelerations, maps; CT views, geometry, detectors, "
+                                "photons) or retrain with this version, whose cards state it")
 
 
 def _matrix_warnings(rng: Mapping[str, Any], name: str, matrix: tuple[int, int] | None,
@@ -397,10 +465,15 @@ def _undersampling_warnings(rng: Mapping[str, Any], name: str, matrix: tuple[int
 
 
 def warn_outside_range(model: Any, **properties: Any) -> list[str]:
-    """Log (once per model and message) the :func:`range_warnings` of ``model.model_card``."""
+    """Log (once per model and message) the :func:`range_warnings` of ``model.model_card``, and
+    (once per model, not returned) :func:`unchecked_range` for a card without a range."""
     card = getattr(model, "model_card", None)
     msgs = range_warnings(card, **properties)
     seen = model.__dict__.setdefault("_range_warned", set()) if card is not None else set()
+    note = unchecked_range(model)
+    if note is not None and note not in seen:  # not a range message: logged, not returned
+        seen.add(note)
+        log.warning("%s", note)
     for msg in msgs:
         if msg not in seen:
             seen.add(msg)

@@ -4,7 +4,8 @@
   checkpoint or model is refused (a restart of the same config replaces them), the way
   ``mrirecon run`` refuses an output folder holding other inputs' outputs;
 * :func:`check_resume_config`: ``--resume`` compares the config with the one the checkpoint was
-  made with (recorded in it), not with a ``config.yaml`` a later run may have replaced;
+  made with (recorded in it), not with a ``config.yaml`` a later run may have replaced, both as
+  this version reads them (:func:`canonical_config`);
 * :func:`check_resume_files`: ``--resume`` compares the training files with those the
   checkpoint records (:func:`file_records`);
 * :func:`check_validation_overlap`: validation files that are also training files (the same
@@ -44,17 +45,110 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def _canonical_params(model: object) -> object:
+    """``model`` (a config's ``model`` section) with the deprecated names of its ``params``
+    renamed as :func:`~mrirecon.core.names.canonical_params` renames them when the model is
+    built (``num_cascades`` -> ``iterations``), without its warning (the run gave it)."""
+    import warnings
+
+    if not (isinstance(model, dict) and isinstance(model.get("params"), dict)):
+        return model
+    from mrirecon.core.names import canonical_params
+    from mrirecon.models.registry import _MODELS, model_defaults, model_keywords
+
+    name = str(model.get("name", "")).lower().replace("-", "_")
+    if name not in _MODELS:
+        return model
+    accepted = model_keywords(name) or set(model_defaults(name))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        try:
+            params = canonical_params(model["params"], accepted, "model.params")
+        except ValueError:  # an old and a new name together: compared as written
+            return model
+    return {**model, "params": params}
+
+
+def canonical_config(config: dict) -> dict:
+    """``config`` (a recorded or current training config, a plain dict) as this version reads
+    it: loaded through :class:`~mrirecon.training.config.TrainConfig` (keys added since take
+    their defaults: a checkpoint of 5a8361d lacked ``loss.perceptual``, ``loss.adversarial``, ...,
+    whose defaults are the old behaviour) and model parameters under their canonical names
+    (:func:`_canonical_params`); as recorded, names renamed, when the schema refuses it (a key
+    removed since, a value of another type)."""
+    from mrirecon.core.config import from_dict, to_dict
+    from mrirecon.training.config import TrainConfig
+
+    config = yaml.safe_load(yaml.safe_dump(config, sort_keys=False))
+    if not isinstance(config, dict):
+        return {}
+    config = {**config, "model": _canonical_params(config.get("model"))}
+    try:
+        loaded = to_dict(from_dict(TrainConfig, config))
+    except ConfigError:
+        return config
+    return yaml.safe_load(yaml.safe_dump(loaded, sort_keys=False))
+
+
 def config_changes(before: dict, now: dict) -> list[tuple[str, object, object]]:
-    """``(key, before, now)`` for every dotted key whose value differs, except
-    :data:`RESUMABLE_CHANGES` (sorted by key)."""
-    old = _flat(before)
-    new = _flat(yaml.safe_load(yaml.safe_dump(now, sort_keys=False)))
+    """``(key, before, now)`` for every dotted key whose value differs between the canonical
+    configs (:func:`canonical_config`: defaults filled in, parameter names canonical), except
+    :data:`RESUMABLE_CHANGES` (sorted by key). Before, the raw dicts were compared: keys added
+    since and a deprecated name renamed as its warning told refused the resume of an unchanged
+    run."""
+    old = _flat(canonical_config(before))
+    new = _flat(canonical_config(now))
     return [(k, old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys())
             if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES]
 
 
-def _shown(changes: list[tuple[str, object, object]]) -> str:
-    return "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changes[:6]) + (
+def _defaults(now: dict, keys: Sequence[str]) -> dict[str, object]:
+    """``{key: this version's default}`` for each dotted key of ``keys`` that ``now`` (a
+    training config) can do without: the value :class:`TrainConfig` fills in when it is left
+    out, the rest of ``now`` kept (``data.maps`` depends on the model)."""
+    import copy
+
+    from mrirecon.core.config import from_dict, to_dict
+    from mrirecon.training.config import TrainConfig
+
+    out = {}
+    for key in keys:
+        config = copy.deepcopy(canonical_config(now))
+        *path, last = key.split(".")
+        node = config
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or last not in node or key.startswith("model.params."):
+            continue
+        del node[last]
+        try:
+            out[key] = _flat(to_dict(from_dict(TrainConfig, config))).get(key)
+        except ConfigError:  # a required key
+            continue
+    return out
+
+
+def _setting(value: object) -> str:
+    """``value`` as a YAML config line writes it (``learned``, ``0.001``, ``[4, 8]``)."""
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...").strip()
+
+
+def _shown(changes: list[tuple[str, object, object]], now: dict | None = None) -> str:
+    """The changes as ``key: before -> now``; a change to this version's default (the config
+    leaves the key unset and the default changed since, or sets the new default) names the
+    setting that keeps the run's value (``data.maps`` was ``learned`` for every model before
+    1eabb06: "data.maps: 'learned' -> 'espirit'" did not say why or how to continue)."""
+    shown = changes[:6]
+    defaults = _defaults(now, [k for k, a, _ in shown if a is not None]) if now else {}
+
+    def one(k: str, a: object, b: object) -> str:
+        line = f"{k}: {a!r} -> {b!r}"
+        if k in defaults and defaults[k] == b:
+            line += (f" (the default of this version; the run was made with {a!r}: set "
+                     f"{k}: {_setting(a)} to continue it)")
+        return line
+
+    return "; ".join(one(*c) for c in shown) + (
         f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
 
 
@@ -125,8 +219,8 @@ def check_resume_config(previous: Path | dict | str, now: dict, source: str,
         allowed = ", ".join(sorted(RESUMABLE_CHANGES - {"name", "output_dir"}))
         raise ConfigError(source, changed[0][0],
                           f"--resume continues the run in {where} whose config differs "
-                          f"({_shown(changed)}); only {allowed} may change: resume with the same "
-                          "config or start a new output_dir")
+                          f"({_shown(changed, now)}); only {allowed} may change: resume with "
+                          "the same config or start a new output_dir")
 
 
 def file_records(train_set) -> list[dict]:
@@ -201,8 +295,8 @@ def check_fresh_output(out: Path, now: dict, source: str) -> list[Path]:
     before, where = recorded_config(out)
     changes = None if before is None else config_changes(before, now)
     if before is None or changes:
-        what = (f"a config that differs ({_shown(changes)}; recorded in {where})" if changes else
-                "no recorded config (no config.yaml, no config in its checkpoint)")
+        what = (f"a config that differs ({_shown(changes, now)}; recorded in {where})"
+                if changes else "no recorded config (no config.yaml, no config in its checkpoint)")
         raise ConfigError(source, "output_dir",
                           f"{out} holds the outputs of an earlier training run with {what}: "
                           f"{names}; a fresh run would leave them beside its own config.yaml, and "

@@ -494,9 +494,17 @@ def cardless_note(pt: Path, method: str, params: Mapping[str, Any]) -> str:
 
     used = {**MODEL_DEFAULTS.get(method, {}), **dict(params)}
     shown = ", ".join(f"{k}={v!r}" + ("" if k in params else " (default)") for k, v in used.items())
-    return (f"{pt} has no model card ({card_path(pt).name}): built as {method} with "
-            f"{shown or 'its defaults'}; no training range is checked; write a card "
-            "(model: {name, params}, training_range) beside it or pass reconstruct.params")
+    return unchecked_range_note(f"{pt} has no model card ({card_path(pt).name}): built as "
+                                f"{method} with {shown or 'its defaults'}",
+                                "write a card (model: {name, params}, training_range) beside it "
+                                "or pass reconstruct.params")
+
+
+def unchecked_range_note(what: str, fix: str) -> str:
+    """The one wording for weights whose data nothing is compared with: ``what`` they lack (a
+    card: :func:`cardless_note`; a card's ``training_range``: cards of ``mrirecon train`` before
+    2788377, :func:`mrirecon.pipeline.model_range.warn_outside_range`) and ``fix``."""
+    return f"{what}; no training range is checked; {fix}"
 
 
 def load_state_into(model: nn.Module, state: Mapping[str, torch.Tensor], mismatch: str,

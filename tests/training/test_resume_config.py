@@ -1,0 +1,97 @@
+"""``mrirecon train --resume`` compares canonical configs: the recorded one loaded through
+:class:`~mrirecon.training.config.TrainConfig` (keys added since take their defaults) and model
+parameters under their canonical names (:mod:`mrirecon.core.names`)."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from mrirecon.core.config import ConfigError, load_config, to_dict
+from mrirecon.training.config import TrainConfig
+from mrirecon.training.run_checks import check_fresh_output, check_resume_config, config_changes
+
+
+def _now(tmp_path, **changes) -> dict:
+    """The config ``mrirecon train`` records for a small VarNet YAML (``to_dict`` of the loaded
+    :class:`TrainConfig`), with ``changes`` merged into its top-level sections."""
+    raw = {"name": "tiny", "output_dir": str(tmp_path / "out"),
+           "data": {"train": "t", "val": "v", "modality": "mri"},
+           "model": {"name": "varnet", "params": {"iterations": 2, "chans": 4, "pools": 2}},
+           "optim": {"max_steps": 6}, "tensorboard": False}
+    for key, value in changes.items():
+        raw[key] = {**raw[key], **value} if isinstance(value, dict) else value
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return to_dict(load_config(TrainConfig, path))
+
+
+def _round(d: dict) -> dict:
+    return yaml.safe_load(yaml.safe_dump(d, sort_keys=False))
+
+
+def _earlier_run(tmp_path, config: dict):
+    """An output folder holding a finished run's ``model.pt`` and recorded ``config``."""
+    out = tmp_path / "earlier"
+    out.mkdir()
+    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (out / "model.pt").write_bytes(b"")
+    return out
+
+
+def test_keys_added_since_take_their_defaults(tmp_path):
+    """A checkpoint of 5a8361d (before loss.perceptual / adversarial existed), the same YAML:
+    refused with "loss.adversarial: None -> 0.0; loss.adversarial_mode: None -> 'nonsaturating';
+    ...", so the run could not be continued."""
+    now = _now(tmp_path)
+    before = _round(now)
+    for key in ("perceptual", "adversarial", "discriminator_lr", "adversarial_mode"):
+        del before["loss"][key]
+    assert config_changes(before, now) == []
+    check_resume_config(before, now, "t.yaml", tmp_path)
+    assert check_fresh_output(_earlier_run(tmp_path, before), now, "t.yaml") == []  # a restart
+    before["loss"]["ssim"] = 0.5  # a real change still shows
+    assert config_changes(before, now) == [("loss.ssim", 0.5, 1.0)]
+
+
+def test_a_deprecated_parameter_renamed_as_told_resumes(tmp_path):
+    """Trained with num_cascades (FutureWarning: "use 'iterations'"), renamed as told: refused
+    with "model.params.iterations: None -> 2; model.params.num_cascades: 2 -> None"."""
+    old = _now(tmp_path, model={"name": "varnet", "params": {"num_cascades": 2, "chans": 4,
+                                                             "pools": 2}})
+    assert old["model"]["params"]["num_cascades"] == 2  # recorded as the user wrote it
+    now = _now(tmp_path)
+    assert config_changes(_round(old), now) == []
+    check_resume_config(_round(old), now, "t.yaml", tmp_path)
+    three = _now(tmp_path, model={"name": "varnet", "params": {"iterations": 3, "chans": 4,
+                                                               "pools": 2}})
+    assert config_changes(_round(old), three) == [("model.params.iterations", 2, 3)]
+
+
+def test_a_changed_default_names_the_setting_that_keeps_the_old_value(tmp_path):
+    """An old MoDL run without data.maps (then ``learned``): refused with "data.maps: 'learned' ->
+    'espirit'", not saying the default changed nor that data.maps: learned continues it."""
+    modl = {"name": "modl", "params": {"iterations": 2}}
+    now = _now(tmp_path, model=modl)
+    assert now["data"]["maps"] == "espirit"  # this version's default for MoDL
+    before = _round(now)
+    before["data"]["maps"] = "learned"
+    with pytest.raises(ConfigError) as err:
+        check_resume_config(before, now, "t.yaml", tmp_path)
+    msg = str(err.value)
+    assert msg.startswith("t.yaml: data.maps: --resume continues the run"), msg
+    assert ("data.maps: 'learned' -> 'espirit' (the default of this version; the run was made "
+            "with 'learned': set data.maps: learned to continue it)") in msg, msg
+    with pytest.raises(ConfigError, match=r"set data.maps: learned to continue it\)"):
+        check_fresh_output(_earlier_run(tmp_path, before), now, "t.yaml")  # the same words
+    # a value the YAML sets away from the default is a plain change
+    walsh = _now(tmp_path, model=modl, data={"maps": "walsh"})
+    with pytest.raises(ConfigError, match=r"data.maps: 'learned' -> 'walsh'\)"):
+        check_resume_config(before, walsh, "t.yaml", tmp_path)
+
+
+def test_a_record_the_schema_cannot_load_is_compared_as_recorded(tmp_path):
+    now = _now(tmp_path)
+    before = _round(now)
+    before["loss"]["removed_since"] = 1.0  # a key this version does not know
+    assert config_changes(before, now) == [("loss.removed_since", 1.0, None)]
