@@ -95,7 +95,8 @@ def test_robustness_rows_cite_tests_that_exist():
 
 
 #: Backticked names in the docs that look like code but are model-card or config keys.
-_CARD_KEYS = {"training.config.optim.max_steps", "training.validation.baseline"}
+_CARD_KEYS = {"training.config.optim.max_steps", "training.validation.baseline",
+               "training.config.data.maps", "training.config.data.ct_photons"}
 
 
 def _code_name_resolves(token: str) -> bool | None:
