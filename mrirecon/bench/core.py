@@ -12,7 +12,10 @@ target, a target on another grid, ESPIRiT's centre band too narrow at that accel
 diverged method) is skipped with a warning and listed under the table
 (:class:`SkippedVolume`); the others are still scored and tabled. Only a (method,
 acceleration) that no volume could be scored for fails the run, after the table of the others
-is written: one bad file among many aborted the benchmark and wrote no table.
+is written: one bad file among many aborted the benchmark and wrote no table. A file that cannot
+be read at all (a truncated copy, a partial download) is found when the plan counts its slices
+(:attr:`BenchPlan.unreadable`) and skipped the same way at every acceleration, with the reader's
+message: it stopped the plan before anything was scored (exit 2, no table).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +46,9 @@ VolumeScorer = Callable[[Path, float, list[Method], Any], dict[str, dict[str, An
 @dataclass
 class BenchPlan:
     """What one benchmark run covers: ``methods`` (in table order) x ``accelerations`` x ``files``,
-    the settings fingerprint of each ``(method, acceleration)`` and the slices per file."""
+    the settings fingerprint of each ``(method, acceleration)``, the slices per file and the files
+    that could not be read (``unreadable``: the reader's error; each is skipped and listed under
+    the table, its slice count 0)."""
 
     challenge: str
     methods: dict[str, Method]
@@ -51,6 +56,7 @@ class BenchPlan:
     files: list[Path]
     fingerprints: dict[tuple[str, float], str]
     slice_counts: dict[Path, int]
+    unreadable: dict[Path, ValueError] = field(default_factory=dict)
 
     def config(self, method: str, acceleration: float, path: Path) -> str:
         """The record key of ``(method, acceleration)`` on ``path``: its settings fingerprint,
@@ -167,11 +173,13 @@ class SkippedVolume:
 def run_plan(plan: BenchPlan, score: VolumeScorer, store: ResultsFile, *, persist: bool,
              progress: bool, on_record: RecordCallback | None = None) -> list[SkippedVolume]:
     """Score every pending (method, acceleration, volume) of ``plan`` and store the records;
-    returns the volumes skipped because they could not be scored (each logged as a warning)."""
+    returns the volumes skipped because they could not be read or scored (each logged as a
+    warning)."""
     names = list(plan.methods)
     skipped: list[SkippedVolume] = []
     for acc in plan.accelerations:
-        todo = {p: [m for m in names if store.find(m, acc, p.name, plan.config(m, acc, p)) is None]
+        todo = {p: [m for m in names if p in plan.unreadable
+                    or store.find(m, acc, p.name, plan.config(m, acc, p)) is None]
                 for p in plan.files}
         total = sum(len(todo[p]) * plan.slice_counts[p] for p in plan.files)
         done = sum(len(names) - len(todo[p]) for p in plan.files)
@@ -190,6 +198,8 @@ def run_plan(plan: BenchPlan, score: VolumeScorer, store: ResultsFile, *, persis
                     continue
                 start = bar.n if bar is not None else 0
                 try:
+                    if path in plan.unreadable:  # the reader's error, found by the plan
+                        raise plan.unreadable[path]
                     with quiet():  # the bench's own fixed settings (cg_sense: 40 iterations,
                         # early exit at 1e-6) are no user's request for a converged result
                         results = score(path, acc, [plan.methods[m] for m in todo[path]], bar)
@@ -226,8 +236,8 @@ def finish_table(plan: BenchPlan, store: ResultsFile, output_dir: str | os.PathL
     """The table of this plan's records, listing the ``skipped`` volumes; written under
     ``output_dir`` and printed if asked (neither when it has no row)."""
     names = list(plan.methods)
-    selected = [r for p in plan.files for a in plan.accelerations for m in names
-                if (r := store.find(m, a, p.name, plan.config(m, a, p))) is not None]
+    selected = [r for p in plan.files if p not in plan.unreadable for a in plan.accelerations
+                for m in names if (r := store.find(m, a, p.name, plan.config(m, a, p))) is not None]
     table = build_table(selected, names, plan.accelerations, plan.challenge)
     table.skipped = [s.line() for s in skipped]
     if table.rows and output_dir is not None:
@@ -268,6 +278,18 @@ def run_benchmark(plan: BenchPlan, score: VolumeScorer, *, output_dir, resume: b
         table = finish_table(plan, store, output_dir, verbose, skipped)
         check_complete(plan, table, skipped, output_dir)
     return table
+
+
+def unreadable_error(path: Path, exc: Exception) -> ValueError:
+    """``exc``, raised by a reader opening ``path`` while a plan is made, as the error that skips
+    the file: a ``ValueError`` (:class:`~mrirecon.io.errors.DataFormatError`) as it is, an
+    ``OSError`` (a file deleted since its folder was listed, no permission) as a ``ValueError``
+    naming the file."""
+    if isinstance(exc, ValueError):
+        return exc
+    err = ValueError(str(exc) if str(path) in str(exc) else f"{path}: {exc}")
+    err.__cause__ = exc
+    return err
 
 
 def check_accelerations(accelerations: Sequence[float], where: str) -> list[float]:

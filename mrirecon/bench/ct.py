@@ -38,6 +38,7 @@ from mrirecon.bench.core import (
     reference_warnings,
     run_benchmark,
     scored,
+    unreadable_error,
 )
 from mrirecon.bench.messages import RangeMessages, log_lines
 from mrirecon.bench.methods import CT_DEFAULTS, build_methods, check_settings, weights_id
@@ -77,65 +78,132 @@ def pipeline_config(num_views: int, factor: float, photons: float | None) -> Pip
                           undersample=UndersampleConfig(enabled=True, views=views, photons=photons))
 
 
-def _volumes(root: Path, max_volumes: int | None) -> dict[Path, tuple[int, int, float | None]]:
-    """``{observation file: (slices, views, data photons)}`` of the first ``max_volumes``
-    observation files, in order (``data photons``: the dose of the noise the data hold,
-    ``None``: none). Every one must have its ground truth, as every MRI bench volume must have
-    its target: one without is refused naming the missing file (a part missing one was dropped
-    whole, exit 0, or refused with "no ground_truth files" while the others were there). A part
-    with no ground truth at all (LoDoPaB's challenge part beside the others) is left out with a
-    warning."""
-    from mrirecon.io.lodopab import LoDoPaBFiles, parse_name, reference_file_name
+_Volume = tuple[int, int, float | None]  # (slices, views, data photons)
+
+
+def _volumes(root: Path, max_volumes: int | None
+             ) -> tuple[list[Path], dict[Path, _Volume], dict[Path, ValueError]]:
+    """``(files, {file: (slices, views, data photons)}, {file: the reader's error})`` of the
+    first ``max_volumes`` observation files, in order (``data photons``: the dose of the noise
+    the data hold, ``None``: none). Every one must have its ground truth, as every MRI bench
+    volume must have its target: one without is refused naming the missing file (a part missing
+    one was dropped whole, exit 0, or refused with "no ground_truth files" while the others were
+    there). A part with no ground truth at all (LoDoPaB's challenge part beside the others) is
+    left out with a warning.
+
+    Each file is read alone, as ``mrirecon run`` and the scoring read it
+    (``LoDoPaBFiles(root, part, only=N)``), and checked against the first readable file of its
+    part as ``LoDoPaBFiles(root, part)`` checks it (:func:`_same_reading`: another geometry,
+    scale or dose is refused naming both). A file that cannot be read (truncated, not HDF5, its
+    ground truth damaged) is left to the plan with the reader's error, which skips it and lists
+    it under the table (it stopped the benchmark before any volume was scored: exit 2)."""
+    from mrirecon.io.lodopab import LoDoPaBFiles, lodopab_file_name, parse_name, reference_file_name
 
     if not root.is_dir():  # was "no observation_<part>_NNN.hdf5 files in" a file, too
         raise FileNotFoundError(f"run_ct_bench: data folder {root} "
                                 f"{'is a file' if root.exists() else 'does not exist'}; pass the "
                                 "folder that holds the observation_*.hdf5 files")
-    parts = sorted({n[1] for p in root.glob("observation_*_[0-9][0-9][0-9].hdf5")
-                    if (n := parse_name(p.name)) is not None})  # the reader's reading
+    named = {p: n for p in root.glob("observation_*_[0-9][0-9][0-9].hdf5")
+             if (n := parse_name(p.name)) is not None}  # the reader's reading
+    parts = sorted({n[1] for n in named.values()})
     if not parts:
         raise FileNotFoundError(f"run_ct_bench: no observation_<part>_NNN.hdf5 files in {root}")
-    out: dict[Path, tuple[int, int, float | None]] = {}
+    order: list[Path] = []
+    out: dict[Path, _Volume] = {}
+    unreadable: dict[Path, ValueError] = {}
     missing: list[Path] = []
     unscored: list[str] = []
     for part in parts:
-        if max_volumes is not None and len(out) >= max_volumes:
+        if max_volumes is not None and len(order) >= max_volumes:
             break
-        files = LoDoPaBFiles(root, part)
-        if not any(files.has_ground_truth(i) for i in range(len(files.observation_files))):
+        files = sorted(p for p, n in named.items() if n[1] == part)
+        judged = {p: (root / lodopab_file_name("ground_truth", part, named[p][2])).exists()
+                  for p in files}
+        if not any(judged.values()):
             unscored.append(part)  # a part without any (LoDoPaB's challenge part): not scored
             continue
-        for i, (path, count) in enumerate(zip(files.observation_files, files.counts)):
-            if max_volumes is not None and len(out) >= max_volumes:
+        first = None
+        for path in files:
+            if max_volumes is not None and len(order) >= max_volumes:
                 break
-            out[Path(path)] = (int(count), files.geometry.num_views, files.data_photons)
-            if not files.has_ground_truth(i):
-                missing.append(Path(path))
-    if unscored and out:
+            order.append(path)
+            if not judged[path]:
+                missing.append(path)
+            try:
+                alone = LoDoPaBFiles(root, part, only=named[path][2])
+                out[path] = (int(alone.counts[0]), alone.geometry.num_views, alone.data_photons)
+            except (ValueError, OSError) as exc:
+                if first is not None:  # a file of another geometry or scale: refused as before
+                    _same_attrs(first, path)
+                unreadable[path] = unreadable_error(path, exc)
+                continue
+            if first is None:
+                first = alone
+            else:
+                _same_reading(first, alone)
+    if unscored and order:
         log.warning("run_ct_bench: %s: part%s %s hold%s no ground_truth_<part>_NNN.hdf5 file at all "
                     "(a challenge part?): not scored", root, "s" if len(unscored) > 1 else "",
                     ", ".join(unscored), "" if len(unscored) > 1 else "s")
-    if not out:
+    if not order:
         raise FileNotFoundError(
             f"run_ct_bench: none of the observation files in {root} has its ground truth (parts "
             f"{', '.join(unscored)}); the benchmark scores against the "
             "ground_truth_<part>_NNN.hdf5 files (a test set without them cannot be scored)")
-    if missing and len(missing) == len(out):
+    if missing and len(missing) == len(order):
         raise FileNotFoundError(
-            f"run_ct_bench: none of the {len(out)} observation file(s) in {root} has its "
+            f"run_ct_bench: none of the {len(order)} observation file(s) in {root} has its "
             f"ground truth (e.g. {reference_file_name(missing[0].name)}); the benchmark scores "
             "against the ground_truth_<part>_NNN.hdf5 files (a test set without them cannot be "
             "scored)")
     if missing:
         names = ", ".join(reference_file_name(p.name) for p in missing[:4])
-        many, have = len(missing) > 1, len(out) - len(missing)
+        many, have = len(missing) > 1, len(order) - len(missing)
         raise FileNotFoundError(
             f"run_ct_bench: {root}: {names}{', ...' if len(missing) > 4 else ''} "
             f"{'are' if many else 'is'} missing, while the other {have} observation "
             f"file{'s have' if have > 1 else ' has'} theirs; every volume is scored against its "
             f"ground truth: add {'them' if many else 'it'}, or move {missing[0].name}"
             f"{' and the others without one' if many else ''} out of the folder")
-    return out
+    return order, out, unreadable
+
+
+def _same_reading(first, alone) -> None:
+    """Refuse the observation file that ``alone`` (a ``LoDoPaBFiles`` of one file) read when
+    ``LoDoPaBFiles(root, part)`` would read it otherwise than the part's ``first``: another
+    (views, detectors), geometry, scale or dose
+    (:func:`~mrirecon.io.lodopab_attrs.check_same_attrs`), or, without a stored geometry,
+    ground-truth images of another size."""
+    from mrirecon.io.errors import DataFormatError
+    from mrirecon.io.lodopab_attrs import check_same_attrs
+
+    path, head = alone.observation_files[0], first.observation_files[0]
+    if alone.sinogram_shape != first.sinogram_shape:
+        raise DataFormatError(path, "data", f"(views, detectors) {alone.sinogram_shape} differs "
+                              f"from {head.name} {first.sinogram_shape}")
+    check_same_attrs(head, first.attrs, first.geometry, path, alone.attrs)
+    truth = alone.ground_truth_paths[0]
+    if truth is not None and alone.geometry.image_shape != first.geometry.image_shape:
+        n, want = alone.counts[0], first.geometry.image_shape[::-1]  # ODL (x, y) layout
+        raise DataFormatError(truth, "data", f"expected {(n, *want)} floating-point images (one "
+                              f"per sinogram of {path.name}, on the geometry of {head.name}), "
+                              f"got {(n, *alone.geometry.image_shape[::-1])}")
+
+
+def _same_attrs(first, path: Path) -> None:
+    """:func:`_same_reading`'s attribute check of an observation file that cannot be read alone
+    (its attributes refused there, without a geometry of its own): a file of another geometry,
+    scale or dose is refused as its part's reader refuses it; one that cannot even be opened
+    passes (the plan skips it)."""
+    from mrirecon.io.errors import open_hdf5
+    from mrirecon.io.lodopab_attrs import check_same_attrs, root_attrs
+
+    try:
+        with open_hdf5(path, "LoDoPaB") as h5:
+            attrs = root_attrs(h5, path)
+    except (ValueError, OSError):
+        return
+    check_same_attrs(first.observation_files[0], first.attrs, first.geometry, path, attrs)
 
 
 def _kept_views(num_views: int, factor: float) -> torch.Tensor:
@@ -233,7 +301,7 @@ def run_ct_bench(data_dir: str | os.PathLike, accelerations: Iterable[float] = (
             raise ValueError(f"run_ct_bench: unknown method {m!r}; classical: "
                              f"{', '.join(recon.available())}; learned: shipped weight names or "
                              "--weights")
-    volumes = _volumes(Path(data_dir), max_volumes)
+    files, volumes, unreadable = _volumes(Path(data_dir), max_volumes)
     if photons is not None:  # the pipeline's rule, checked for every file before any runs
         from mrirecon.sampling import check_thinning
 
@@ -254,9 +322,9 @@ def run_ct_bench(data_dir: str | os.PathLike, accelerations: Iterable[float] = (
                                    # noisy data: thinned, no longer given added noise
                                    **({"dose": "thinning"} if photons is not None else {})})
 
-    plan = BenchPlan("ct", run_methods, accs, list(volumes),
+    plan = BenchPlan("ct", run_methods, accs, files,
                      {(m, a): fingerprint(run_methods[m], a) for m in names for a in accs},
-                     {p: v[0] for p, v in volumes.items()})
+                     {p: volumes[p][0] if p in volumes else 0 for p in files}, unreadable)
 
     def score(path, factor, pending, bar):
         return _score_volume(path, factor, pending, bar, num_views=volumes[path][1],

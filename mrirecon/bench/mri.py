@@ -47,6 +47,7 @@ from mrirecon.bench.core import (
     RecordCallback,
     check_accelerations,
     log,
+    unreadable_error,
     method_record,
     reference_warnings,
     run_benchmark,
@@ -295,9 +296,10 @@ def run_bench(
             **({"remove_oversampling": True} if remove_oversampling else {}),
         })
 
+    counts, unreadable = _slice_counts(files)
     plan = BenchPlan(challenge, run_methods, accs, files,
                      {(m, a): fingerprint(run_methods[m], a) for m in names for a in accs},
-                     _slice_counts(files))
+                     counts, unreadable)
 
     def score(path, acc, pending, bar):
         return _score_volume(path, acc, pending, bar, challenge=challenge, mask_type=mask_type,
@@ -374,11 +376,17 @@ def _volumes(data_dir: str | os.PathLike, max_volumes: int | None) -> list[Path]
     return files
 
 
-def _slice_counts(files: Sequence[Path]) -> dict[Path, int]:
+def _slice_counts(files: Sequence[Path]) -> tuple[dict[Path, int], dict[Path, ValueError]]:
+    """``({file: slices}, {file: the reader's error})``: a file that cannot be opened (truncated,
+    not HDF5, gone) counts 0 slices and is skipped by the plan with that error, as ``mrirecon
+    run`` skips it (it stopped the benchmark here, exit 2, nothing scored)."""
     from mrirecon.io import FastMRIFile
 
-    counts = {}
+    counts, unreadable = {}, {}
     for p in files:
-        with FastMRIFile(p) as f:
-            counts[p] = len(f)
-    return counts
+        try:
+            with FastMRIFile(p) as f:
+                counts[p] = len(f)
+        except (ValueError, OSError) as exc:
+            counts[p], unreadable[p] = 0, unreadable_error(p, exc)
+    return counts, unreadable

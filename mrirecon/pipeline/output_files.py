@@ -305,16 +305,37 @@ def drop_superseded(output: Path, name: str, why: str) -> list[str]:
         moved = []
     root = os.path.abspath(dest)
     removed = []
-    for rel in moved if isinstance(moved, list) else []:
-        if remove_inside(dest / str(rel), root):
+    paths = [dest / str(rel) for rel in (moved if isinstance(moved, list) else [])]
+    for rel, path in zip(moved if isinstance(moved, list) else [], paths):
+        if remove_inside(path, root):
             removed.append(rel)
     record.unlink(missing_ok=True)
     if removed:
         log.info("removed %s under %s (set aside when %s failed in an earlier run): %s",
                  few(removed, 5), dest, name, why)
-    for d, _, _ in sorted(os.walk(dest), key=lambda t: -len(t[0])):  # empty folders, deepest first
-        _rmdir_empty(Path(d))
+    _remove_empty_parents([*paths, record], root)
     return removed
+
+
+def _remove_empty_parents(paths: list[Path], root: str) -> None:
+    """Remove the folders that the deletion of ``paths`` left empty: each path's parents up to
+    ``root`` (an absolute path; itself too, once empty), deepest first, a folder that is not
+    empty kept: a cost of the paths and their depth, not of what else ``root`` holds. Was: a
+    walk of all of ``superseded/`` per input dropped, so N walks of N inputs' folders after a
+    run in which every input failed (4000 inputs: 150 s)."""
+    folders: set[str] = set()
+    for path in paths:
+        folder = os.path.dirname(os.path.abspath(path))
+        while folder not in folders and os.path.commonpath([folder, root]) == root:
+            folders.add(folder)
+            if folder == root:
+                break
+            folder = os.path.dirname(folder)
+    for folder in sorted(folders, key=len, reverse=True):  # a child's path is longer
+        try:
+            os.rmdir(folder)
+        except OSError:  # not empty, or gone already
+            pass
 
 
 def superseded_names(output: Path) -> list[str]:
