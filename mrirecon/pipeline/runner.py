@@ -9,7 +9,6 @@ Under ``torchrun`` the inputs are sharded across ranks (same command, more proce
 from __future__ import annotations
 
 import errno
-import functools
 import hashlib
 import json
 import logging
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from mrirecon.core.config import to_dict
 from mrirecon.core.device import resolve_device
+from mrirecon.core.memory import release_memory
 from mrirecon.io.atomic import atomic_write_text, file_in_the_way
 from mrirecon.io.errors import disk_error
 from mrirecon.pipeline.inputs import (check_name_lengths, expand_inputs, input_list,
@@ -38,36 +38,6 @@ from mrirecon.pipeline.schema import PipelineConfig
 from mrirecon.threads import env_int, rank_and_world
 
 log = logging.getLogger("mrirecon.pipeline")
-
-
-@functools.lru_cache(maxsize=1)
-def _libc():
-    """The C library, looked up once (``find_library`` runs ``ldconfig``: ~3.5 ms a call,
-    paid twice per slice before)."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return None
-
-
-def release_memory() -> bool:
-    """Return the heap's free pages to the OS (``malloc_trim(0)``); call between slices.
-
-    glibc keeps freed per-slice buffers (tens of MB) in a fragmented heap, so peak RSS grew
-    with the number of slices (measured: 654 MiB for 4 slices, 2261 MiB for 40 of
-    15 x 640 x 368). Trimming once per slice returns them; allocations inside a slice still
-    reuse the heap. (A fixed ``M_MMAP_THRESHOLD`` of 1 MiB, used before, bounded memory too
-    but made every large tensor a fresh mmap with page faults on first touch: E2E-VarNet at
-    640 x 320 took 2.1x the CPU time.) No-op off glibc.
-    """
-    libc = _libc()
-    try:
-        return bool(libc.malloc_trim(0)) if libc is not None else False
-    except AttributeError:
-        return False
 
 
 def volume_stem(path: Path) -> str:

@@ -302,7 +302,7 @@ def stream_volume(modality: Modality[S], path: Path, methods: Sequence[Method], 
     """
     from tqdm.auto import tqdm
 
-    from mrirecon.pipeline.runner import release_memory
+    from mrirecon.core.memory import release_memory
 
     if not methods:
         raise ValueError("stream_volume: no methods to run")

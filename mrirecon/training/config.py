@@ -29,6 +29,10 @@ class DataConfig:
     num_workers: int = 0  # has no effect (the trainer loads in-process); warned at load
     # coil maps of each sample (MRI); None: by model (:func:`default_maps`), set by TrainConfig
     maps: Literal["espirit", "walsh", "learned"] | None = None
+    # MiB of ESPIRiT / Walsh maps kept for reuse by this process (train and val sets together),
+    # least recently used dropped and recomputed; 0: none; None: min(2048, RAM / 8 / ranks on the
+    # node) (:func:`mrirecon.training.maps_cache.default_budget_bytes`)
+    maps_cache_mb: float | None = None
     ct_views: int | None = None
     ct_photons: float | None = None
 

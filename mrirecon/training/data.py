@@ -11,7 +11,9 @@ Coil maps: ``"learned"`` gives unit maps ``1 / sqrt(C)`` (E2E-VarNet replaces th
 estimate through ``op.with_maps``); ``"espirit"`` / ``"walsh"`` compute maps once per
 ``(file, slice)`` from the central columns that *every* mask of the configuration acquires
 (``round(W * min(center_fractions))``), so the cache is valid for any drawn mask and no
-information outside the measured data leaks into the operator.
+information outside the measured data leaks into the operator. The cache
+(:class:`~mrirecon.training.maps_cache.MapsCache`) holds at most its byte budget
+(``data.maps_cache_mb``); maps it dropped are recomputed, the same bit for bit.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from mrirecon.operators.mri import SenseOperator, sense
 from mrirecon.sampling import apply_mask, center_mask, create_mask_for_mask_type, file_seed
 from mrirecon.sampling.acs import acs_width
 from mrirecon.training.config import MaskConfig
+from mrirecon.training.maps_cache import MapsCache, default_budget_bytes
 
 MAPS = ("learned", "espirit", "walsh")
 
@@ -114,8 +117,13 @@ class MRITrainingSet:
         Fraction of slices kept (seeded by ``seed``).
     max_slices
         Keep at most this many slices (the first ones, in file order), e.g. for quick validation.
-    cache_maps
-        Keep computed maps in memory (one ``(C, H, W)`` complex64 tensor per slice).
+    maps_cache
+        Where computed maps are kept (one ``(C, H, W)`` complex64 tensor per slice), within its
+        byte budget, least recently used dropped first
+        (:class:`~mrirecon.training.maps_cache.MapsCache`; ``MapsCache(0)`` keeps none).
+        ``None``: a cache of its own with the default budget
+        (:func:`~mrirecon.training.maps_cache.default_budget_bytes`). ``mrirecon train`` gives
+        its training and validation sets one cache of ``data.maps_cache_mb``.
     """
 
     def __init__(
@@ -128,7 +136,7 @@ class MRITrainingSet:
         sample_rate: float = 1.0,
         max_slices: int | None = None,
         seed: int = 0,
-        cache_maps: bool = True,
+        maps_cache: MapsCache | None = None,
     ) -> None:
         from mrirecon.data.dataset import SliceDataset
 
@@ -185,8 +193,7 @@ class MRITrainingSet:
         self.indices = [i for i in range(n) if self.dataset.samples[i] not in blank]
         if not self.indices:
             raise ValueError(f"MRITrainingSet: every slice used in {folder} has all-zero k-space")
-        self.cache_maps = cache_maps
-        self._maps_cache: dict[tuple[str, int], Tensor] = {}
+        self.maps_cache = MapsCache(default_budget_bytes()) if maps_cache is None else maps_cache
         self._volume_max: dict[int, float] = {}
 
     def __len__(self) -> int:
@@ -264,7 +271,7 @@ class MRITrainingSet:
         with _naming(*where, f"calibrating its coil maps (data.maps: {self.maps}, from the {band} "
                              "centre columns every mask acquires, data.mask.center_fractions; "
                              "data.maps: learned needs none)"):
-            maps = self._maps(kspace, s.file_name, s.slice_index)
+            maps = self._maps(kspace, str(where[0]), s.slice_index)
         return TrainingSample(
             y=y.unsqueeze(0),
             maps=maps.unsqueeze(0),
@@ -324,19 +331,22 @@ class MRITrainingSet:
                              f"{min(cfg.center_fractions):g})): {fix}, use data.maps: learned, "
                              "or remove the file")
 
-    def _maps(self, kspace: Tensor, fname: str, slice_index: int) -> Tensor:
+    def _maps(self, kspace: Tensor, path: str, slice_index: int) -> Tensor:
         c = kspace.shape[0]
         if self.maps == "learned":
             return torch.full_like(kspace, 1.0 / math.sqrt(c))
-        key = (fname, slice_index)
-        if key in self._maps_cache:
-            return self._maps_cache[key]
+        # what the maps depend on besides the slice: a cache shared by sets of other settings
+        # never hands out another set's maps
+        cfg = self.mask_config
+        key = ("MRITrainingSet", self.maps, cfg.type, tuple(cfg.center_fractions),
+               tuple(cfg.accelerations), path, slice_index)
+        if (maps := self.maps_cache.get(key)) is not None:
+            return maps
         maps = calibrate_maps(kspace, self.maps, self.common_center(kspace.shape[-1]))
         if not bool((maps != 0).any()):  # sense() refused them later, naming no file
             raise ValueError(f"the {self.maps} coil maps {tuple(maps.shape)} are all zero (no "
                              "signal in the centre columns?)")
-        if self.cache_maps:
-            self._maps_cache[key] = maps
+        self.maps_cache.put(key, maps)
         return maps
 
 

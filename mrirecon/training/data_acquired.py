@@ -37,6 +37,7 @@ from mrirecon.sampling.acs import acs_width, held_columns
 from mrirecon.training.config import MaskConfig
 from mrirecon.training.data import (MAPS, TrainingSample, _readout_oversampling, calibrate_maps,
                                     drawn_bands)
+from mrirecon.training.maps_cache import MapsCache, default_budget_bytes
 
 
 def fully_sampled(mask: Tensor, padding: tuple[int, int]) -> bool:
@@ -71,11 +72,15 @@ class AcquiredMRISet:
         Only recorded (``evaluate_reconstructor`` reads it); samples never change with the seed.
     max_slices
         Keep at most this many slices (file order).
+    maps_cache
+        Where ESPIRiT / Walsh maps are kept, within its byte budget (as
+        :class:`~mrirecon.training.data.MRITrainingSet`'s; ``None``: one of the default budget).
     """
 
     def __init__(self, folder: str | os.PathLike, mask: MaskConfig | None = None,
                  maps: str = "espirit", train: bool = True, *, max_slices: int | None = None,
-                 sample_rate: float = 1.0, seed: int = 0) -> None:
+                 sample_rate: float = 1.0, seed: int = 0,
+                 maps_cache: MapsCache | None = None) -> None:
         from mrirecon.io.probe import hdf5_layout
 
         if maps not in MAPS:
@@ -119,7 +124,7 @@ class AcquiredMRISet:
         if not self.train:  # validation scores against the references; training ignores them
             self._check_reference_scales()
         self._volume: tuple[Path, object] | None = None  # last ISMRMRD volume read
-        self._maps_cache: dict[tuple[str, int], Tensor] = {}
+        self.maps_cache = MapsCache(default_budget_bytes()) if maps_cache is None else maps_cache
 
     def _check_reference_scales(self) -> None:
         """Refuse a fastMRI file used for validation whose reference does not describe its
@@ -272,7 +277,7 @@ class AcquiredMRISet:
             mask = m.reshape(-1).bool()
         else:
             kspace = kspace * mask
-        maps = self._maps(kspace, mask, path.name, i, cal)
+        maps = self._maps(kspace, mask, path, i, cal)
         target = ref.to(torch.float32).unsqueeze(0) if ref is not None else None
         if vmax is None and ref is not None:
             vmax = float(ref.max())
@@ -281,8 +286,9 @@ class AcquiredMRISet:
             max_value=torch.tensor([float("nan") if vmax is None else float(vmax)]),
             fname=path.name, slice_index=i, num_low_frequencies=acs_width(mask))
 
-    def _maps(self, kspace: Tensor, mask: Tensor, fname: str, i: int,
+    def _maps(self, kspace: Tensor, mask: Tensor, path: Path, i: int,
               calibration: Tensor | None = None) -> Tensor:
+        fname = path.name
         separate = calibration is not None and bool((calibration != 0).any())
         if self.maps == "learned":
             if separate:
@@ -291,8 +297,12 @@ class AcquiredMRISet:
                                  "the data's own centre, which these imaging lines lack; use "
                                  "data.maps: espirit or walsh (maps from the reference)")
             return torch.full_like(kspace, 1.0 / math.sqrt(kspace.shape[0]))
-        key = (fname, i)
-        if key not in self._maps_cache:
+        # what the maps depend on besides the slice (the retrospective mask of a fully sampled
+        # file): a cache shared by sets of other settings never hands out another set's maps
+        cfg = self.mask_config
+        key = ("AcquiredMRISet", self.maps, cfg.type, tuple(cfg.center_fractions),
+               tuple(cfg.accelerations), str(path), i)
+        if (maps := self.maps_cache.get(key)) is None:
             from mrirecon.training.deploy_mri import centre_band
 
             if separate:  # the reference's band, never mixed into the data
@@ -308,5 +318,6 @@ class AcquiredMRISet:
                 raise ValueError(f"AcquiredMRISet: {fname} slice {i} has {width} fully sampled "
                                  "centre column(s); ESPIRiT / Walsh maps need at least 3 "
                                  "(use data.maps: learned)")
-            self._maps_cache[key] = calibrate_maps(kspace, self.maps, centre)
-        return self._maps_cache[key]
+            maps = calibrate_maps(kspace, self.maps, centre)
+            self.maps_cache.put(key, maps)
+        return maps

@@ -106,21 +106,24 @@ def build_datasets(cfg: TrainConfig):
         except ValueError as e:
             raise ConfigError("", "data", str(e)) from e
         return train, val
+    from mrirecon.training.maps_cache import MapsCache, budget_from_mb
+
+    cache = MapsCache(budget_from_mb(d.maps_cache_mb))  # one budget for both sets, per process
     if ssdu:  # k-space as acquired (test / challenge / undersampled ISMRMRD files)
         from mrirecon.training.data_acquired import AcquiredMRISet
 
         try:
             train = AcquiredMRISet(d.train, d.mask, d.maps, train=True,
-                                   sample_rate=d.sample_rate, seed=cfg.seed)
+                                   sample_rate=d.sample_rate, seed=cfg.seed, maps_cache=cache)
             val = AcquiredMRISet(d.val, d.mask, d.maps, train=False,
-                                 max_slices=cfg.val_max_slices)
+                                 max_slices=cfg.val_max_slices, maps_cache=cache)
         except ValueError as e:
             raise ConfigError("", "data", str(e)) from e
         return train, val
-    train = MRITrainingSet(
-        d.train, d.mask, d.maps, train=True, sample_rate=d.sample_rate, seed=cfg.seed
-    )
-    val = MRITrainingSet(d.val, d.mask, d.maps, train=False, max_slices=cfg.val_max_slices)
+    train = MRITrainingSet(d.train, d.mask, d.maps, train=True, sample_rate=d.sample_rate,
+                           seed=cfg.seed, maps_cache=cache)
+    val = MRITrainingSet(d.val, d.mask, d.maps, train=False, max_slices=cfg.val_max_slices,
+                         maps_cache=cache)
     return train, val
 
 

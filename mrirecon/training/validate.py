@@ -27,7 +27,8 @@ def inert_settings(cfg) -> list[str]:
     """One line per setting of ``cfg`` that is accepted but changes nothing, set away from its
     schema default: ``data.num_workers`` above 0 (the trainer reads its samples in the training
     process); the other modality's data keys (``data.mask`` / ``data.maps`` for CT,
-    ``data.ct_views`` / ``data.ct_photons`` for MRI); image-loss weights with ``loss.ssdu``;
+    ``data.ct_views`` / ``data.ct_photons`` for MRI); ``data.maps_cache_mb`` for CT or with
+    ``data.maps: learned``; image-loss weights with ``loss.ssdu``;
     ``loss.discriminator_lr`` without ``loss.adversarial``; ``optim.lr_gamma`` without a decay
     (``optim.lr_step`` 0 or at least ``optim.max_steps``)."""
     from mrirecon.training.config import LossConfig, MaskConfig, OptimConfig
@@ -48,7 +49,12 @@ def inert_settings(cfg) -> list[str]:
         if d.maps != "learned":  # the default of CT configs (TrainConfig sets it)
             lines.append(f"data.maps: {d.maps!r} has no effect with data.modality ct (no coil "
                          "maps); delete the key")
-    else:
+    if d.maps_cache_mb is not None and (d.modality == "ct" or d.maps == "learned"):
+        lines.append(f"data.maps_cache_mb: {d.maps_cache_mb:g} has no effect with "
+                     + ("data.modality ct (no coil maps)" if d.modality == "ct" else
+                        "data.maps learned (unit maps, nothing calibrated or kept)")
+                     + "; delete the key")
+    if d.modality != "ct":
         for name in ("ct_views", "ct_photons"):
             if getattr(d, name) is not None:
                 lines.append(f"data.{name}: has no effect with data.modality {d.modality} (the "
@@ -88,6 +94,7 @@ def validate_training(cfg, source: str = ""):
     if not (math.isfinite(d.sample_rate) and 0 < d.sample_rate <= 1):
         raise _fail(source, "data.sample_rate", f"must be in (0, 1], got {d.sample_rate!r}")
     _at_least(source, "data.num_workers", d.num_workers, 0)
+    _at_least(source, "data.maps_cache_mb", d.maps_cache_mb, 0)
     for line in inert_settings(cfg):
         warnings.warn(f"{source}: {line}" if source else line, FutureWarning, stacklevel=2)
     _at_least(source, "data.ct_views", d.ct_views, 1)
