@@ -271,12 +271,14 @@ def _train(cfg: TrainConfig, path, overrides: list[str], resume: bool, progress:
             from mrirecon.training.run_card import validation_problem
 
             problem = validation_problem(card["training"].get("validation"), cfg.optim.lr)
-            if problem:  # written all the same (the card says so): the weights of max_steps
+            # written all the same (the card says so): the weights of max_steps; saved before the
+            # warning, which -W error raises (a finished run had left no model.pt)
+            save_model(trainer.model, out / "model.pt", cfg.model.name, dict(cfg.model.params),
+                       card)
+            if problem:
                 import warnings
 
                 warnings.warn(f"{path}: {problem}", RuntimeWarning, stacklevel=2)
-            save_model(trainer.model, out / "model.pt", cfg.model.name, dict(cfg.model.params),
-                       card)
     finally:
         trainer.close()
     return TrainResult(cfg, trainer.model, history, out, trainer.step, trainer.elapsed)

@@ -32,7 +32,8 @@ log = logging.getLogger("mrirecon.train")
 
 #: What a resumed run may change: how long it trains and how it logs, not what it learns from.
 RESUMABLE_CHANGES = frozenset({"optim.max_steps", "log_every", "val_every", "checkpoint_every",
-                               "val_max_slices", "tensorboard", "device", "output_dir", "name"})
+                               "val_max_slices", "tensorboard", "device", "output_dir", "name",
+                               "data.maps_cache_mb"})  # memory and time only, never the result
 #: What a run leaves in ``output_dir`` that belongs to it: another run must not mix with them.
 RUN_OUTPUTS = ("checkpoints/last.pt", "model.pt", "model.yaml")
 

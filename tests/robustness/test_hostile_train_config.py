@@ -162,6 +162,27 @@ def test_a_run_that_made_the_model_worse_is_warned_and_noted(mri, tmp_path, monk
     assert any("made the model worse" in k for k in card["known_failures"])
 
 
+def test_the_weights_are_written_before_the_warning_under_warnings_as_errors(mri, tmp_path,
+                                                                              monkeypatch):
+    """Under ``-W error`` (``PYTHONWARNINGS=error``, pytest's ``filterwarnings = error``) the
+    warning is raised. Was: raised before ``save_model``, so a finished run left no model.pt
+    or model.yaml and said "internal error", though the weights are written all the same."""
+    from mrirecon.training import run
+
+    calls = iter([20.0, 12.5])
+    monkeypatch.setattr(run, "make_validate_fn", lambda val_set: lambda model, device: {
+        "NMSE": 0.1, "PSNR": next(calls), "SSIM": 0.5})
+    out = tmp_path / "out"
+    path = tiny_modl_config(tmp_path, mri["train"], mri["val"], out, max_steps=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with pytest.raises(RuntimeWarning, match="made the model worse|final val PSNR"):
+            run.train_from_config(path, progress=False)
+    card = yaml.safe_load((out / "model.yaml").read_text())
+    assert (out / "model.pt").stat().st_size > 0
+    assert any("made the model worse" in k for k in card["known_failures"])
+
+
 def test_a_run_that_improved_records_its_curve_without_a_warning(mri, tmp_path, monkeypatch):
     card, caught = _run_with_scores(mri, tmp_path, monkeypatch, [38.0, 41.0])
     val = card["training"]["validation"]

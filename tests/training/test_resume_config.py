@@ -95,3 +95,13 @@ def test_a_record_the_schema_cannot_load_is_compared_as_recorded(tmp_path):
     before = _round(now)
     before["loss"]["removed_since"] = 1.0  # a key this version does not know
     assert config_changes(before, now) == [("loss.removed_since", 1.0, None)]
+
+
+def test_the_maps_cache_budget_may_change_on_resume(tmp_path):
+    """``data.maps_cache_mb`` bounds memory and costs time, never changes a result (recomputed
+    maps are the same bits): a resume with another budget continues; a real change is still
+    named."""
+    before = _round(_now(tmp_path, data={"maps_cache_mb": 16}))
+    assert config_changes(before, _round(_now(tmp_path, data={"maps_cache_mb": 64}))) == []
+    assert [k for k, *_ in config_changes(before, _round(_now(
+        tmp_path, data={"maps_cache_mb": 64, "maps": "walsh"})))] == ["data.maps"]
