@@ -1,7 +1,11 @@
 """An input's outputs on disk: put in place, described, checked, and set aside when it fails.
 
 * :func:`commit_outputs`: the staged outputs moved into place, nothing replaced that the run did
-  not write (:func:`in_the_way`).
+  not write (:func:`in_the_way`). An output folder on another file system than ``OUT/.staging``
+  (a container's bind mount, ``docker -v /pacs:/out/dicom``; a symlink to another disk), where
+  no rename can reach, gets a copy beside its destination that is renamed into place
+  (:func:`rename_across`), and an earlier series moved aside is put back whenever its
+  replacement cannot be renamed in.
 * :func:`fingerprint`: ``{path relative to the output folder: {"bytes", "sha256"}}`` of every file
   an input's outputs hold (a DICOM series folder's files one by one; hidden dot-files such as
   ``.DS_Store`` or an interrupted write's ``.NAME.*.tmp`` are left out) and of its figures, kept
@@ -28,6 +32,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -35,7 +40,7 @@ import shutil
 import time
 from pathlib import Path
 
-from mrirecon.io.atomic import atomic_write_text, cut_name, file_sha256
+from mrirecon.io.atomic import atomic_path, atomic_write_text, cut_name, file_sha256
 from mrirecon.pipeline.report import VolumeResult
 
 log = logging.getLogger("mrirecon.pipeline")
@@ -72,8 +77,9 @@ def in_the_way(src: Path, dst: Path) -> bool:
 
 def commit_outputs(stage: Path, output: Path, result: VolumeResult) -> None:
     """Move one input's staged outputs (under ``stage``) into place under ``output`` (files by
-    rename, folders replaced whole) and point ``result`` at them; a path in the way of one of
-    them (:func:`in_the_way`) fails the input before any is moved."""
+    rename, folders replaced whole: :func:`replace_folder`; across file systems by a copy that
+    is renamed in, :func:`rename_across`) and point ``result`` at them; a path in the way of
+    one of them (:func:`in_the_way`) fails the input before any is moved."""
     def final(p: str) -> Path:
         return output / Path(p).relative_to(stage)
 
@@ -95,18 +101,130 @@ def commit_outputs(stage: Path, output: Path, result: VolumeResult) -> None:
         dst = output / src.relative_to(stage)
         dst.parent.mkdir(parents=True, exist_ok=True)
         if src.is_dir() and dst.exists():
-            tag = f".old-{os.getpid()}"  # cut like a temporary file's name: it must fit too
-            old = dst.with_name(f".{cut_name(dst.name, len(tag) + 1)}{tag}")
-            if os.path.lexists(old):  # this process's own, left by a failed delete
-                remove_old_folder(old)
-            os.replace(dst, old)
-            os.replace(src, dst)
-            remove_old_folder(old)
+            replace_folder(src, dst)
         else:
-            os.replace(src, dst)
+            rename_across(src, dst)
         moved.add(src)
     result.outputs = {k: str(final(v)) for k, v in result.outputs.items()}
     result.figures = [str(final(f)) for f in result.figures]
+
+
+def beside(dst: Path, what: str) -> Path:
+    """The hidden sibling ``.NAME.WHAT-PID`` of ``dst`` (``old``: an earlier output moved aside;
+    ``new``: a copy from another file system, before its rename into place), its name cut like
+    a temporary file's: it must fit too. ``run_state.remove_orphans`` deletes those of dead
+    processes."""
+    tag = f".{what}-{os.getpid()}"
+    return dst.with_name(f".{cut_name(dst.name, len(tag) + 1)}{tag}")
+
+
+def replace_folder(src: Path, dst: Path) -> None:
+    """The folder ``src`` replaces the folder ``dst`` whole: ``dst`` is renamed aside
+    (``.NAME.old-PID``), ``src`` renamed in, the earlier one deleted. When the second rename
+    fails (for any reason, an interrupt too) the earlier folder is renamed back before the error
+    is raised. Where ``src`` lies on another file system (EXDEV: ``dst``'s folder is a mount
+    point, as ``docker -v /pacs:/out/dicom``, or a symlink to another disk), it is first copied
+    beside ``dst`` (``.NAME.new-PID``), with the earlier folder still in place, and that copy is
+    swapped in the same way; ``src`` is deleted once it is in place. Was: the earlier series
+    stayed hidden as ``.NAME.old-PID`` after the EXDEV (not in ``superseded/``), and the next
+    run deleted it for good."""
+    old = beside(dst, "old")
+    if os.path.lexists(old):  # this process's own, left by a failed delete
+        remove_old_folder(old)
+    try:
+        _swap(src, dst, old)
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+        new = _copy_beside(src, dst)
+        try:
+            _swap(new, dst, old)
+        except BaseException:
+            _remove(new)
+            raise
+        _remove(src)
+    remove_old_folder(old)
+
+
+def _swap(src: Path, dst: Path, old: Path) -> None:
+    """``dst`` renamed to ``old``, then ``src`` to ``dst``; ``old`` renamed back when the second
+    rename fails."""
+    os.replace(dst, old)
+    try:
+        os.replace(src, dst)
+    except BaseException:
+        try:
+            os.replace(old, dst)
+        except OSError as e:  # something took its place meanwhile: say where it is
+            log.error("%s: the earlier output, moved aside to %s, could not be put back (%s); "
+                      "move it back yourself before the next run (which deletes it)", dst, old,
+                      e.strerror or e)
+        raise
+
+
+def rename_across(src: Path, dst: Path) -> None:
+    """``os.replace(src, dst)`` (``dst``: a file, or no folder yet), also where ``dst``'s folder
+    lies on another file system than ``src`` (EXDEV, which a rename cannot cross: a mount point
+    or a symlink to another disk): then ``src`` is copied beside ``dst`` (a file through
+    :func:`~mrirecon.io.atomic.atomic_path`, a folder as ``.NAME.new-PID``), that copy is
+    renamed to ``dst`` (one rename on that file system: ``dst`` is never half written) and
+    ``src`` is deleted. A failed copy leaves ``src`` as it was and no copy behind."""
+    try:
+        os.replace(src, dst)
+        return
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+    if src.is_dir() and not src.is_symlink():
+        new = _copy_beside(src, dst)
+        try:
+            os.replace(new, dst)
+        except BaseException:
+            _remove(new)
+            raise
+    else:
+        with atomic_path(dst, suffix="") as tmp:  # named like its temporary files, removed alike
+            if src.is_symlink():
+                tmp.unlink()
+                os.symlink(os.readlink(src), tmp)
+            else:
+                shutil.copy2(src, tmp)
+    _remove(src)
+
+
+def _copy_beside(src: Path, dst: Path) -> Path:
+    """A copy of the folder ``src`` at ``.NAME.new-PID`` beside ``dst`` (on ``dst``'s file
+    system), files with their modes and times; removed again when the copy fails, whose error
+    then names ``dst`` (not the hidden copy)."""
+    new = beside(dst, "new")
+    _remove(new)  # this process's own, left by a failed delete
+    try:
+        for dirpath, _, filenames in os.walk(src):
+            into = new / os.path.relpath(dirpath, src)
+            into.mkdir(parents=True, exist_ok=True)
+            for f in filenames:
+                origin = os.path.join(dirpath, f)
+                if os.path.islink(origin):
+                    os.symlink(os.readlink(origin), into / f)
+                else:
+                    shutil.copy2(origin, into / f)
+    except BaseException as e:
+        _remove(new)
+        if isinstance(e, OSError) and e.errno is not None:
+            raise OSError(e.errno, e.strerror or str(e), str(dst)) from e
+        raise
+    return new
+
+
+def _remove(path: Path) -> None:
+    """Delete the file, link or folder tree at ``path``, if any (errors ignored)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def remove_old_folder(old: Path) -> bool:
@@ -270,7 +388,9 @@ def set_aside(old: dict | None, status_file: Path, output: Path, name: str, reas
 
 
 def _move(src: Path, dst: Path) -> None:
-    """``src`` to ``dst``, replacing what is there (an older generation's leftover)."""
+    """``src`` to ``dst``, replacing what is there (an older generation's leftover); across file
+    systems (``OUT/dicom`` a mount point, ``OUT/superseded`` not) by a copy
+    (:func:`rename_across`)."""
     if dst.is_dir() and not dst.is_symlink():
         shutil.rmtree(dst)
     elif dst.exists() or dst.is_symlink():
@@ -278,7 +398,7 @@ def _move(src: Path, dst: Path) -> None:
     for attempt in range(2):  # another rank may remove an empty parent between the two calls
         dst.parent.mkdir(parents=True, exist_ok=True)
         try:
-            os.replace(src, dst)
+            rename_across(src, dst)
             return
         except FileNotFoundError:
             if attempt or not (src.exists() or src.is_symlink()):

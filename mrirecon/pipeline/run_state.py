@@ -395,13 +395,14 @@ def remove_orphans(output: Path, before: float, rank: int = 0, world: int = 1) -
     ``before`` (a time stamp: this run's start), and the ``.NAME.old-PID`` folders in which a
     commit moved an earlier output aside (:func:`output_files.commit_outputs`) when process PID is
     no longer alive (a kill between its two renames left the old DICOM series there for good,
-    beside the new one). Only the folders a run writes (:data:`RUN_FOLDERS`, the output folder's
-    own files) are searched, and only for names the writers make: a user's `.notes.tmp` or
-    `.draft.old-12` folder elsewhere under ``output`` is theirs. A plain run holds the output
-    folder's lock alone, so everything of that kind is an orphan; a rank of a distributed run
-    removes the staging folders of its own rank (rank 0 also those of ranks beyond the world
-    size), as the other ranks are working, and no ``.old-PID`` folder (another node's process
-    cannot be judged from this machine). Returns how many were removed."""
+    beside the new one), or the ``.NAME.new-PID`` copy of an output from another file system
+    that it had not yet renamed into place. Only the folders a run writes (:data:`RUN_FOLDERS`,
+    the output folder's own files) are searched, and only for names the writers make: a user's
+    `.notes.tmp` or `.draft.old-12` folder elsewhere under ``output`` is theirs. A plain run
+    holds the output folder's lock alone, so everything of that kind is an orphan; a rank of a
+    distributed run removes the staging folders of its own rank (rank 0 also those of ranks
+    beyond the world size), as the other ranks are working, and no ``.old-PID`` folder (another
+    node's process cannot be judged from this machine). Returns how many were removed."""
     import shutil
 
     removed = 0
@@ -432,8 +433,11 @@ def remove_orphans(output: Path, before: float, rank: int = 0, world: int = 1) -
                 if not remove_old_folder(p):
                     continue
                 removed += 1
-                log.info("removed %s: an earlier output moved aside by a run (pid %d) that was "
-                         "stopped before it could delete it", p, pid)
+                what, verb = (("a copy of an output from another file system", "rename")
+                              if d.endswith(f".new-{pid}") else
+                              ("an earlier output moved aside", "delete"))
+                log.info("removed %s: %s by a run (pid %d) that was stopped before it could %s "
+                         "it", p, what, pid, verb)
     if removed:
         log.info("removed %d leftover(s) of interrupted runs (temporary files, staging or "
                  "moved-aside folders) under %s", removed, output)
@@ -441,9 +445,13 @@ def remove_orphans(output: Path, before: float, rank: int = 0, world: int = 1) -
 
 
 def _old_pid(name: str) -> int | None:
-    """PID of a ``.NAME.old-PID`` folder name, else ``None``."""
-    head, sep, pid = name.rpartition(".old-")
-    return int(pid) if name.startswith(".") and sep and head and pid.isdigit() else None
+    """PID of a ``.NAME.old-PID`` folder name (or ``.NAME.new-PID``: a copy from another file
+    system cut short, :func:`output_files.rename_across`), else ``None``."""
+    for tag in (".old-", ".new-"):
+        head, sep, pid = name.rpartition(tag)
+        if name.startswith(".") and sep and head and pid.isdigit():
+            return int(pid)
+    return None
 
 
 def _alive(pid: int) -> bool:
