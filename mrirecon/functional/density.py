@@ -17,13 +17,12 @@ from __future__ import annotations
 import math
 import numbers
 import re
-from collections import OrderedDict
 
 import torch
 from torch import Tensor
 
 from mrirecon.core.names import OutdatedPackage, accepts_deprecated_names
-from mrirecon.functional.nufft import (_execute, _plan, _same_values, checked_eps,
+from mrirecon.functional.nufft import (_LRU, _execute, _plan, _same_values, checked_eps,
                                        checked_trajectory)
 
 
@@ -211,8 +210,7 @@ def gridding_gain(weights: Tensor, trajectory: Tensor, shape: tuple[int, int]) -
     return float(2 * math.pi * s**2 / (h * w) * (wt * spectrum).sum())
 
 
-_CACHE: OrderedDict = OrderedDict()
-_CACHE_SIZE = 4
+_CACHE = _LRU(4)
 
 
 def cached_pipe_menon_density(trajectory: Tensor, shape: tuple[int, int]) -> Tensor:
@@ -222,7 +220,8 @@ def cached_pipe_menon_density(trajectory: Tensor, shape: tuple[int, int]) -> Ten
     the same tensor across slices and training steps (the cache held the host weights, and each
     use copied them to the device again). A cached result is returned only while the tensor
     holds the coordinates it was computed for (a snapshot is compared: writes through a numpy
-    view of the tensor bump no version)."""
+    view of the tensor bump no version). Threads may call it at once (the cache is an
+    :class:`~mrirecon.functional.nufft._LRU`)."""
     if trajectory.is_inference():  # no version counter: an in-place edit would go unseen
         return pipe_menon_density(trajectory, shape).to(trajectory.device)
     key = (trajectory.data_ptr(), tuple(trajectory.shape), tuple(int(n) for n in shape),
@@ -230,10 +229,7 @@ def cached_pipe_menon_density(trajectory: Tensor, shape: tuple[int, int]) -> Ten
     hit = _CACHE.get(key)
     if hit is not None and hit[0] is trajectory and hit[1] == trajectory._version \
             and _same_values(hit[2], trajectory.detach()):
-        _CACHE.move_to_end(key)
         return hit[3]
     w = pipe_menon_density(trajectory, shape).to(trajectory.device)
-    _CACHE[key] = (trajectory, trajectory._version, trajectory.detach().clone(), w)
-    while len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
+    _CACHE.put(key, (trajectory, trajectory._version, trajectory.detach().clone(), w))
     return w

@@ -8,6 +8,8 @@ images ``(..., H, W)``, k-space ``(..., coils, H, W)``, masks broadcastable to `
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch import Tensor
 
@@ -312,17 +314,39 @@ class SenseOperator(MapsSupport, LinearOperator):
         check_batch_axes(self, y, 3, f"{self.name}.H")
         return coil_reduce(self.maps, ifft2c(y * self.mask.unsqueeze(-3)))
 
+    def _derived(self, slot: str, source: Tensor, make, *extra):
+        """``make()``, a value derived from the buffer ``source``, kept in attribute ``slot``
+        while ``source`` is the same live tensor (a weak reference: the buffer is not kept alive)
+        with the same storage, version, dtype, device and layout, and ``extra`` is the same.
+        So replacing the buffer (``op.maps = maps_k``), moving it (``op.to(...)``, which makes a
+        new tensor) or editing it in place rebuilds the value. A key of the data pointer and
+        version alone matched new maps allocated at the address of freed ones (version 0): the
+        gram used another slice's ``conj(maps)``, 1.18 off ``A^H A``."""
+        if source.is_inference() or torch.is_inference_mode_enabled():
+            # inference tensors carry no version counter: nothing to key a cache on
+            return make()
+        state = (source.data_ptr(), source._version, source.dtype, source.device,
+                 tuple(source.shape), source.stride(), *extra)
+        cached = self.__dict__.get(slot)
+        if cached is not None and cached[0]() is source and cached[1] == state:
+            return cached[2]
+        value = make()
+        self.__dict__[slot] = (weakref.ref(source), state, value)
+        return value
+
+    def __getstate__(self):
+        """Pickling and ``copy.deepcopy`` leave out the caches of :meth:`_derived` (weak
+        references cannot be pickled; a copy rebuilds them)."""
+        state = dict(self.__dict__)
+        for slot in _DERIVED_SLOTS:
+            state.pop(slot, None)
+        return state
+
     def _conj_maps(self) -> Tensor:
         """``conj(maps)`` materialised once per maps tensor (the no-grad gram multiplies by it in
-        place); rebuilt when the maps are replaced, moved or modified in place."""
-        if self.maps.is_inference() or torch.is_inference_mode_enabled():
-            # inference tensors carry no version counter: nothing to key a cache on
-            return self.maps.conj().resolve_conj()
-        key = (self.maps.data_ptr(), self.maps._version, self.maps.dtype, self.maps.device)
-        cached = getattr(self, "_conj_cache", None)
-        if cached is None or cached[0] != key:
-            cached = self._conj_cache = (key, self.maps.conj().resolve_conj())
-        return cached[1]
+        place); rebuilt when the maps are replaced, moved or modified in place
+        (:meth:`_derived`)."""
+        return self._derived("_conj_cache", self.maps, lambda: self.maps.conj().resolve_conj())
 
     def _gram(self, x: Tensor) -> Tensor:
         check_batch_axes(self, x, 2, f"{self.name}.gram")
@@ -350,14 +374,7 @@ class SenseOperator(MapsSupport, LinearOperator):
         # had 1/W rounded to float32 (1.5e-8 from A.H(A(x)), and in cg_sense's result)
         real = torch.promote_types(self.maps.dtype, x.dtype).to_real()
         m = self._mask_unshifted
-        if m.is_inference():  # no version counter to key a cache on
-            scaled = m.to(real) / w
-        else:
-            key = (real, m.device, w, m.data_ptr(), m._version)
-            cached = getattr(self, "_scaled_mask", None)
-            if cached is None or cached[0] != key:
-                cached = self._scaled_mask = (key, m.to(real) / w)
-            scaled = cached[1]
+        scaled = self._derived("_scaled_mask", m, lambda: m.to(real) / w, real, w)
         scaled, conj_maps = scaled.unsqueeze(-3), self._conj_maps()
         maps, x = self.maps, x.unsqueeze(-3)
         # one row's coil images: their broadcast shape and dtype (torch.broadcast_shapes
@@ -393,6 +410,9 @@ class SenseOperator(MapsSupport, LinearOperator):
     def with_maps(self, maps: Tensor) -> SenseOperator:
         """Same sampling, new sensitivities (e.g. maps estimated by a network)."""
         return SenseOperator(maps, self.mask)
+
+
+_DERIVED_SLOTS = ("_conj_cache", "_scaled_mask")
 
 
 def _masked(k: Tensor, mask: Tensor) -> Tensor:

@@ -1,6 +1,7 @@
 """Hostile non-Cartesian library calls and data (docs/robustness.md): NaN / Inf or out-of-band
 trajectories through ``functional.nufft`` (a segfault, NaN images, silent wrapping), trajectory
-buffers refilled in place (stale NUFFT plans and Pipe-Menon weights), density weights of
+buffers refilled in place (stale NUFFT plans and Pipe-Menon weights), threads sharing those
+caches (a raw KeyError), density weights of
 undersampled spokes that were rescaled for the wrong reason, a learned radial model run at an
 undersampling it never saw, Pipe-Menon settings that give wrong weights, complex weights."""
 
@@ -354,3 +355,70 @@ def test_mrirecon_run_records_the_undersampling_warning(tmp_path):
     assert f["status"] == "ok"
     assert any("undersampling: 16 spokes on a 48 x 48 grid, 0.212 of Nyquist's 75" in w
                for w in f["warnings"]), f["warnings"]
+
+
+# a19 F1: threads reconstructing at once share the plan and density caches -------------------
+
+def _race(work, threads=8, seconds=1.5):
+    """``work(t, i)`` called over and over by ``threads`` threads for ``seconds``, with the
+    interpreter switching threads every microsecond (a cache operation interrupted between
+    its lookup and its update shows up within a second); the exceptions raised, as text."""
+    import threading
+    import time
+    import traceback
+
+    errors, stop = [], time.monotonic() + seconds
+    start = threading.Barrier(threads)
+
+    def loop(t):
+        start.wait()
+        i = 0
+        while time.monotonic() < stop and len(errors) < 5:
+            try:
+                work(t, i)
+            except Exception:  # noqa: BLE001 - any failure is the finding
+                errors.append(traceback.format_exc(limit=-3))
+            i += 1
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        pool = [threading.Thread(target=loop, args=(t,)) for t in range(threads)]
+        for p in pool:
+            p.start()
+        for p in pool:
+            p.join()
+    finally:
+        sys.setswitchinterval(interval)
+    return errors
+
+
+def test_nufft_from_many_threads_at_once_never_fails_on_the_plan_cache():
+    """8 threads each run NUFFTs over their own churning set of trajectories (40 in all, more
+    than the 16 plans kept): one thread evicted a plan between another's lookup and its
+    move_to_end / del, a raw KeyError from functional/nufft.py (42 of 1264 scans of a
+    service's reconstructions at 8 threads)."""
+    trajs = [[radial_trajectory(3 + i + 5 * t, 8).to(torch.float32) for i in range(5)]
+             for t in range(8)]
+    x = torch.randn(8, 8, dtype=torch.complex64, generator=torch.Generator().manual_seed(0))
+    ref = {id(k): ndft(x, k) for ts in trajs for k in ts}
+
+    def work(t, i):
+        k = trajs[t][i % 5] if i % 3 else trajs[(t + 1) % 8][0]  # shared and own trajectories
+        y = nufft(x, k)
+        assert float((y - ref[id(k)]).norm() / ref[id(k)].norm()) < 1e-4
+
+    assert _race(work) == []
+
+
+def test_cached_density_from_many_threads_at_once_never_fails():
+    """The models' per-trajectory density cache (4 entries) under 8 threads over 12
+    trajectories: the same lookup / move_to_end / evict race as the plan cache."""
+    trajs = [radial_trajectory(4 + i, 8).to(torch.float32) for i in range(12)]
+    ref = {id(k): pipe_menon_density(k, (8, 8)) for k in trajs}
+
+    def work(t, i):
+        k = trajs[(t + i) % 12]
+        assert torch.equal(cached_pipe_menon_density(k, (8, 8)), ref[id(k)])
+
+    assert _race(work) == []
