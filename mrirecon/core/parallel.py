@@ -17,11 +17,23 @@ caller's thread plus a persistent pool), only when that count is between 2 and
 GIL is untested and torch's intra-op threading is kept). For its duration the intra-op count
 is 1 (restored afterwards, also on errors), the caller's grad and inference modes hold in every
 worker, and results come back in the order of ``items``. Nested calls run serially.
+
+:func:`one_thread` and :func:`map_tasks` drop the count only while the caller is the process's
+only Python thread besides the task pool's own and tqdm's monitor (:func:`_alone`); otherwise
+:func:`one_thread` leaves it alone and :func:`map_tasks` runs serially.
+``torch.set_num_threads`` sets the calling thread's OpenMP/MKL count and also torch's
+process-wide default, which every other thread adopts at its first torch call (measured, torch
+2.13, ``OMP_NUM_THREADS=2``: a thread started before the block but first using torch inside it
+keeps 1 for life, and the restore reaches only the calling thread). Without the check, 9 of 20
+request threads that a service started while another request ran ``l1_wavelet`` stayed on one
+intra-op thread for good. Threads that torch or other C code start without Python (CUDA's
+autograd threads, ``torch.jit``'s inter-op pool) are not seen by the check.
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -43,16 +55,39 @@ def _pool() -> ThreadPoolExecutor:
     global _POOL
     with _POOL_LOCK:
         if _POOL is None:
-            _POOL = ThreadPoolExecutor(MAX_TASK_THREADS - 1, thread_name_prefix="mrirecon-task")
+            _POOL = ThreadPoolExecutor(MAX_TASK_THREADS - 1, thread_name_prefix="mrirecon-task",
+                                       initializer=_own_thread_started)
         return _POOL
+
+
+#: The task pool's threads (each adds itself as it starts; they live until exit).
+_OWN: set[threading.Thread] = set()
+
+
+def _own_thread_started() -> None:
+    _OWN.add(threading.current_thread())
+
+
+def _alone() -> bool:
+    """Whether no Python thread but the caller and threads known never to start torch work is
+    alive (the task pool's, tqdm's monitor, which every progress bar of the runner starts, even
+    a disabled one): only then may torch's process-wide default thread count change (see the
+    module docstring)."""
+    if threading.active_count() == 1:
+        return True
+    me = threading.current_thread()
+    monitor = getattr(sys.modules.get("tqdm._monitor"), "TMonitor", ())
+    return all(t is me or t in _OWN or isinstance(t, monitor) for t in threading.enumerate())
 
 
 @contextlib.contextmanager
 def one_thread():
     """One intra-op thread for the block, the caller's count restored afterwards (also on
-    errors)."""
+    errors); no change while other Python threads are alive (:func:`_alone`), as
+    ``torch.set_num_threads`` also sets the count those threads adopt at their first torch
+    call."""
     threads = torch.get_num_threads()
-    if threads == 1:
+    if threads == 1 or not _alone():
         yield
         return
     torch.set_num_threads(1)
@@ -79,9 +114,10 @@ def serial_if_small(x: torch.Tensor):
 
 
 def task_threads(n_items: int) -> int:
-    """Threads :func:`map_tasks` would use for ``n_items`` pieces (1: serial)."""
+    """Threads :func:`map_tasks` would use for ``n_items`` pieces (1: serial, also while other
+    Python threads are alive)."""
     threads = torch.get_num_threads()
-    if not 2 <= threads <= MAX_TASK_THREADS:
+    if not 2 <= threads <= MAX_TASK_THREADS or not _alone():
         return 1
     return max(1, min(threads, n_items))
 

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from mrirecon.core.caches import register as register_cache
+
 MNI_RESOLUTIONS = (1, 2)
 
 
@@ -124,6 +126,9 @@ def load_mni_brain(resolution: int = 1) -> BrainTemplate:
         affine=affine,
         distance_affine=affine @ np.diag([step, step, step, 1.0]),
     )
+
+
+register_cache(load_mni_brain.cache_clear)
 
 
 def head_shells(

@@ -21,6 +21,7 @@ import re
 import torch
 from torch import Tensor
 
+from mrirecon.core.caches import register as register_cache
 from mrirecon.core.names import OutdatedPackage, accepts_deprecated_names
 from mrirecon.functional.nufft import (_LRU, _execute, _plan, _same_values, checked_eps,
                                        checked_trajectory)
@@ -211,6 +212,7 @@ def gridding_gain(weights: Tensor, trajectory: Tensor, shape: tuple[int, int]) -
 
 
 _CACHE = _LRU(4)
+register_cache(_CACHE.clear)
 
 
 def cached_pipe_menon_density(trajectory: Tensor, shape: tuple[int, int]) -> Tensor:

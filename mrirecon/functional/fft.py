@@ -19,6 +19,8 @@ import functools
 import torch
 from torch import Tensor
 
+from mrirecon.core.caches import register as register_cache
+
 _DIMS = (-2, -1)
 
 
@@ -28,6 +30,9 @@ def _checkerboard(h: int, w: int, dtype: torch.dtype, device: torch.device, sign
     with torch.inference_mode(False):  # a normal tensor: usable inside and outside
         parity = (torch.arange(h, device=device)[:, None] + torch.arange(w, device=device)) % 2
         return ((1 - 2 * parity) * sign).to(dtype)
+
+
+register_cache(_checkerboard.cache_clear)
 
 
 def _centred(x: Tensor, transform) -> Tensor:

@@ -40,6 +40,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mrirecon.core.caches import register as register_cache
+
 #: default relative tolerance of the backend by precision (single: well inside the 1e-4 accuracy
 #: target; double: tight enough that the Toeplitz gram equals A^H A to ~1e-11)
 DEFAULT_EPS = {torch.complex64: 1e-5, torch.complex128: 1e-12}
@@ -89,6 +91,7 @@ class _LRU:
 
 
 _plans = _LRU(_CACHE_SIZE)
+register_cache(_plans.clear)
 
 
 def default_eps(dtype: torch.dtype) -> float:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mrirecon.core.caches import register as register_cache
 from mrirecon.core.checks import require_floating
 from mrirecon.core.parallel import serial_if_small
 
@@ -245,6 +246,9 @@ def _band(name: str, n: int, dtype: torch.dtype, device: torch.device):
             return torch.as_tensor(a, dtype=dt, device=device)
 
     return P, nb, t(A), t(ext_a, torch.long), Ka, t(S), t(ext_s, torch.long), Ks
+
+
+register_cache(_band.cache_clear)
 
 
 def _real_rows(x: Tensor) -> Tensor:

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from mrirecon.core import LinearOperator
+from mrirecon.core.caches import register as register_cache
 from mrirecon.functional.radon import (
     BAND_TABLES,
     grid_backproject,
@@ -297,13 +298,17 @@ def built_as_normal_tensors(fn):
 @functools.lru_cache(maxsize=8)
 @built_as_normal_tensors
 def cached_ct_operator(geometry: CTGeometry, device: str = "cpu") -> ParallelBeam | FanBeam:
-    """:func:`ct_operator` built once per ``(geometry, device)`` and shared.
+    """:func:`ct_operator` built once per ``(geometry, device)`` and shared (the last 8 kept,
+    about 34 MB each at LoDoPaB size; :func:`mrirecon.clear_caches` drops them).
 
     Operators never change after construction, so slices on one geometry (a volume, a
     dataset) can share one; callers must not move the shared module (``.to`` acts in place):
     ask for the device instead.
     """
     return ct_operator(geometry).to(device)
+
+
+register_cache(cached_ct_operator.cache_clear)
 
 
 @functools.lru_cache(maxsize=16)
@@ -317,3 +322,6 @@ def projector_norm(geometry: CTGeometry) -> float:
     g = torch.Generator().manual_seed(0)
     norm = ct_operator(geometry).operator_norm(x0, iterations=50, tolerance=1e-4, generator=g)
     return float(norm)
+
+
+register_cache(projector_norm.cache_clear)

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mrirecon.core import check_trailing_shape
+from mrirecon.core.caches import register as register_cache
 from mrirecon.operators.ct import built_as_normal_tensors
 from mrirecon.operators.ct_geometry import CTGeometry
 
@@ -388,7 +389,9 @@ def _shear_backproject(q: Tensor, geometry: CTGeometry, view_weights: Tensor) ->
 @built_as_normal_tensors
 def _interpolation_tables(geometry: CTGeometry, dtype: torch.dtype, device: str) -> list:
     """Per shear group: detector index/weight of every virtual ray ``(Vg, 2, M)`` and the
-    inverse step length ``(Vg,)`` that turns the row step's line weight into interpolation."""
+    inverse step length ``(Vg,)`` that turns the row step's line weight into interpolation
+    (the last 8 kept, about 10 MB each at LoDoPaB size; :func:`mrirecon.clear_caches` drops
+    them)."""
     from mrirecon.operators.ct import cached_ct_operator
 
     op = cached_ct_operator(geometry, device)
@@ -408,6 +411,9 @@ def _interpolation_tables(geometry: CTGeometry, dtype: torch.dtype, device: str)
         out.append((torch.as_tensor(idx, device=device), torch.as_tensor(wts, dtype=dtype, device=device),
                     torch.as_tensor(1.0 / step, dtype=dtype, device=device)))
     return out
+
+
+register_cache(_interpolation_tables.cache_clear)
 
 
 @functools.lru_cache(maxsize=32)
@@ -449,3 +455,6 @@ def _weights(geometry: CTGeometry, filter: str, frequency_scaling: float, short_
     as_t = functools.partial(torch.as_tensor, dtype=dtype, device=device)
     return (None if pre is None else as_t(pre), as_t(response),
             as_t(angular_weights(angles, period)))
+
+
+register_cache(_weights.cache_clear)

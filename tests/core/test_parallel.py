@@ -1,6 +1,7 @@
 """mrirecon.core.parallel: order, thread count, modes and errors of map_tasks."""
 
 import threading
+import time
 
 import pytest
 import torch
@@ -65,3 +66,71 @@ def test_map_tasks_serial_cases(two_threads, monkeypatch):
     assert set(parallel.map_tasks(lambda _: threading.get_ident(), range(5))) == {main}
     torch.set_num_threads(1)
     assert parallel.task_threads(8) == 1
+
+
+def test_one_thread_never_leaves_other_threads_on_one_intra_op_thread(two_threads):
+    """A thread that first touches torch while another thread is inside ``one_thread`` adopts
+    torch's process-wide default; ``one_thread`` must never have set that to 1 (it keeps the
+    count when other Python threads exist), so every request thread sees the process count, at
+    its first torch call and after the looping thread has finished."""
+    stop, done = threading.Event(), threading.Event()
+    first, later = [], []
+
+    def library_loop():  # a request that keeps entering one_thread, like l1_wavelet's steps
+        while not stop.is_set():
+            with parallel.one_thread():
+                time.sleep(1e-3)  # most of the loop's time is inside the block
+
+    def request():
+        first.append(torch.get_num_threads())  # this thread's first torch call
+        done.wait()
+        later.append(torch.get_num_threads())
+
+    loop = threading.Thread(target=library_loop)
+    loop.start()
+    requests = []
+    try:
+        for _ in range(40):  # before the fix ~9 in 10 of these started on 1 thread
+            requests.append(threading.Thread(target=request))
+            requests[-1].start()
+            time.sleep(2e-3)
+    finally:
+        stop.set()
+        loop.join()
+        done.set()
+        for t in requests:
+            t.join()
+    assert first == [2] * 40 and later == [2] * 40
+    assert torch.get_num_threads() == 2
+
+
+def test_one_thread_switches_only_without_other_python_threads(two_threads):
+    """Alone (besides mrirecon's own task threads and tqdm's monitor, which the runner's progress
+    bars start) the caller runs the block on one thread; with another Python thread alive the
+    count stays, and map_tasks runs serially on the caller."""
+    from tqdm import tqdm
+
+    seen = []
+    with parallel.one_thread():
+        seen.append(torch.get_num_threads())
+    parallel.map_tasks(lambda _: None, range(4))  # starts the task pool: still "alone"
+    bar = tqdm(range(3), disable=True)  # starts tqdm's monitor thread (if not yet running)
+    try:
+        assert any(type(t).__name__ == "TMonitor" for t in threading.enumerate())
+        with parallel.one_thread():
+            seen.append(torch.get_num_threads())
+    finally:
+        bar.close()
+    assert seen == [1, 1] and torch.get_num_threads() == 2
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    try:
+        with parallel.one_thread():
+            seen.append(torch.get_num_threads())
+        main = threading.get_ident()
+        ids = parallel.map_tasks(lambda _: (threading.get_ident(), torch.get_num_threads()), range(4))
+    finally:
+        release.set()
+        other.join()
+    assert seen[-1] == 2 and ids == [(main, 2)] * 4
