@@ -464,7 +464,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     prog = getattr(args, "_parser", parser).prog
     from mrirecon.io.errors import Terminated, disk_error
 
-    previous = _on_sigterm_raise(Terminated)
+    restore_signals = _on_sigterm_raise(Terminated)
     shown = _warnings_as_log_lines()
     try:
         if getattr(args, "set", None):  # run, train CONFIG, bench: one key given twice
@@ -484,10 +484,14 @@ def _main(argv: Sequence[str] | None = None) -> int:
         _end_progress_bars()
         print(f"{prog}: error: {_one_line(err)}", file=sys.stderr)
         raise SystemExit(2) from None
-    except Terminated:  # SIGTERM (kill, a scheduler): cleaned up as for Ctrl-C
+    except Terminated as err:  # SIGTERM (kill, a scheduler), SIGHUP: cleaned up as for Ctrl-C
+        import signal
+
         _end_progress_bars()
-        print(f"{prog}: terminated", file=sys.stderr)
-        raise SystemExit(143) from None
+        name = str(err) or "SIGTERM"
+        print(f"{prog}: terminated" + ("" if name == "SIGTERM" else f" ({name})"),
+              file=sys.stderr)
+        raise SystemExit(128 + getattr(signal, name, signal.SIGTERM)) from None
     except KeyboardInterrupt:
         _end_progress_bars()
         print(f"{prog}: interrupted", file=sys.stderr)
@@ -510,10 +514,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         import warnings
 
         warnings.showwarning = shown
-        if previous is not None:
-            import signal
-
-            signal.signal(signal.SIGTERM, previous)
+        restore_signals()
 
 
 def _warnings_as_log_lines():
@@ -546,30 +547,40 @@ def _warnings_as_log_lines():
 
 
 def _on_sigterm_raise(exc: type[BaseException]):
-    """Raise ``exc`` on SIGTERM in this process (as Ctrl-C raises ``KeyboardInterrupt``), so that
-    a terminated run removes its temporary files and writes its run files; returns the handler
-    it replaced (``None`` when none was installed: not the main thread, or a handler of the
-    caller's own). A forked child (a data-loader worker) dies of the signal as before."""
+    """Raise ``exc(NAME)`` on SIGTERM and on SIGHUP (the ssh session or terminal closed) in this
+    process (as Ctrl-C raises ``KeyboardInterrupt``), so that a run ended so removes its
+    temporary files and writes its run files; SIGHUP had killed it as SIGKILL does (run files
+    saying "running", no ``metrics.csv`` for the finished inputs, ``.staging`` left). Only a
+    signal whose handler is the default is taken: a handler of the caller's own stays, and so
+    does an ignored SIGHUP (``nohup``). Returns a function that puts back the handlers it
+    replaced (it does nothing where none was installed: not the main thread). A forked child (a
+    data-loader worker) dies of the signal as before."""
     import os
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
-        return None
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous not in (signal.SIG_DFL, None):
-        return None
+        return lambda: None
+    wanted = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    replaced = {s: signal.getsignal(s) for s in wanted}
+    replaced = {s: h for s, h in replaced.items() if h in (signal.SIG_DFL, None)}
     pid = os.getpid()
 
     def handler(signum, frame):
         if os.getpid() != pid:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
             return
-        raise exc()
+        raise exc(signal.Signals(signum).name)
 
-    signal.signal(signal.SIGTERM, handler)
-    return previous
+    for sig in replaced:
+        signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, previous in replaced.items():
+            signal.signal(sig, signal.SIG_DFL if previous is None else previous)
+
+    return restore
 
 
 def _end_progress_bars() -> None:

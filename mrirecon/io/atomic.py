@@ -12,6 +12,7 @@ import hashlib
 import io
 import os
 import re
+import secrets
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -22,7 +23,8 @@ if TYPE_CHECKING:
 
 #: The longest file name (bytes) of the usual file systems (ext4, XFS, btrfs, NTFS, APFS).
 NAME_MAX = 255
-_RANDOM = 8  # characters mkstemp puts between prefix and suffix
+_RANDOM = 8  # random characters between prefix and suffix of a temporary name (as mkstemp)
+_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789_"  # tempfile's
 
 
 def cut_name(name: str, extra: int) -> str:
@@ -36,7 +38,9 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     """Yield a temporary path in the target's folder; rename it to ``path`` on success.
 
     On any exception the temporary file is removed and the target is left untouched.
-    ``suffix`` defaults to the target's suffix (some writers infer the format from it).
+    ``suffix`` defaults to the target's suffix (some writers infer the format from it). The
+    temporary file (:func:`_new_file`) gets the mode the umask gives a new file, as ``open``
+    does, and so does the target.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -44,12 +48,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     # the temporary name holds the target's, cut so that it fits where the target fits: a
     # 240-byte name failed with "File name too long" only because of these 17 bytes
     short = cut_name(target.name, len(os.fsencode(tail)) + _RANDOM + 2)
-    fd, tmp = tempfile.mkstemp(prefix=f".{short}.", suffix=tail, dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
+    tmp_path = _new_file(target.parent, f".{short}.", tail)
     try:
         yield tmp_path
         os.replace(tmp_path, target)
@@ -61,6 +60,36 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
             raise
         named.atomic_target = target  # an enclosing atomic write passes it on as it is
         raise named from err
+
+
+def _random_name() -> str:
+    """:data:`_RANDOM` random characters of ``tempfile.mkstemp``'s alphabet (:data:`TEMP_NAME`)."""
+    return "".join(secrets.choice(_ALPHABET) for _ in range(_RANDOM))
+
+
+def _new_file(folder: Path, prefix: str, suffix: str) -> Path:
+    """A new empty file ``folder/PREFIX + random + SUFFIX``, created with ``O_EXCL`` (a name that
+    exists, a symlink included, is never opened: the next random name is tried) and mode 0666,
+    which the kernel reduces by the umask (and a default ACL) as for any new file.
+    ``tempfile.mkstemp`` made it 0600, and reading the umask to widen it (``os.umask(0)`` and
+    back) changed the umask of the whole process meanwhile: files other threads created in that
+    window came out 0666 under umask 077 (5 of 8000 from 8 threads)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    flags |= getattr(os, "O_BINARY", 0)  # Windows: no newline translation (as mkstemp)
+    for _ in range(tempfile.TMP_MAX):
+        path = folder / f"{prefix}{_random_name()}{suffix}"
+        try:
+            fd = os.open(path, flags, 0o666)
+        except FileExistsError:
+            continue
+        except PermissionError:  # Windows: a folder of that name (as mkstemp)
+            if os.name == "nt" and path.is_dir() and os.access(folder, os.W_OK):
+                continue
+            raise
+        os.close(fd)
+        return path
+    raise FileExistsError(errno.EEXIST, f"no unused temporary file name {prefix}XXXXXXXX{suffix}",
+                          str(folder))
 
 
 def _naming_target(err: BaseException, target: Path, tmp: Path) -> OSError | None:
@@ -115,8 +144,8 @@ def _no_space_left(folder: Path) -> bool:
     return st.f_bavail * st.f_frsize < (1 << 20)
 
 
-#: The name of a temporary file of :func:`atomic_path`: ``.NAME.`` + 8 random characters of
-#: ``tempfile.mkstemp`` + the suffix + ``.tmp``.
+#: The name of a temporary file of :func:`atomic_path`: ``.NAME.`` + 8 random characters (of
+#: ``tempfile.mkstemp``'s alphabet) + the suffix + ``.tmp``.
 TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}(\.[^./]*)*\.tmp")
 
 

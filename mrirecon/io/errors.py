@@ -33,9 +33,11 @@ def disk_error(err: BaseException) -> str | None:
 
 
 class Terminated(KeyboardInterrupt):
-    """Raised by the command line's SIGTERM handler (a scheduler's or ``kill``'s stop): handled
-    as Ctrl-C is (temporary files removed, the run files written for what finished), then exit
-    143. A ``KeyboardInterrupt``, so every ``except KeyboardInterrupt`` cleans up for it too."""
+    """Raised by the command line's SIGTERM handler (a scheduler's or ``kill``'s stop), and its
+    SIGHUP handler (the ssh session or terminal closed), with the signal's name (``"SIGTERM"``,
+    ``"SIGHUP"``) as its text: handled as Ctrl-C is (temporary files removed, the run files
+    written for what finished), then exit 143 (SIGHUP: 129). A ``KeyboardInterrupt``, so every
+    ``except KeyboardInterrupt`` cleans up for it too."""
 
 
 class DataFormatError(ValueError):

@@ -11,6 +11,7 @@ import ``pipeline``), so that one lock serves every command.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import platform
@@ -43,6 +44,21 @@ class OutputLock:
 LOCK_OFFSET, LOCK_SPAN = 2**30, 2**20
 
 
+#: ``flock`` errnos that mean "held by another handle": EWOULDBLOCK / EAGAIN (flock's), EACCES
+#: (where ``fcntl.flock`` is emulated with ``fcntl(F_SETLK)``, and msvcrt's). Every other errno
+#: says that the file system cannot lock (Lustre mounted without ``-o flock``: ENOSYS; NFS
+#: without its lock daemon: ENOLCK; EOPNOTSUPP, EINVAL): :class:`LocksUnsupported`.
+HELD_ERRNOS = frozenset({errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES})
+
+
+class LocksUnsupported(OSError):
+    """The file system of the output folder does not support the lock (``flock`` failed with
+    ENOSYS, ENOLCK, EOPNOTSUPP, EINVAL ...): :func:`lock_output` then leaves the folder
+    unlocked, with a warning, as where the platform has no file locks. Each of those errnos
+    was taken for "held": every run, train and bench there was refused as "another mrirecon run
+    (a distributed run) is writing into this folder"."""
+
+
 class _Flock:
     """POSIX ``flock`` locks (Linux, macOS): released when the handle closes or the process
     dies."""
@@ -50,24 +66,28 @@ class _Flock:
     def __init__(self, fcntl) -> None:
         self.fcntl = fcntl
 
+    def _try(self, fh, op: int) -> bool:
+        """``flock(fh, op | LOCK_NB)``: ``True`` when taken, ``False`` when another handle
+        holds it (:data:`HELD_ERRNOS`); :class:`LocksUnsupported` when the file system cannot
+        lock."""
+        try:
+            self.fcntl.flock(fh.fileno(), op | self.fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno in HELD_ERRNOS:
+                return False
+            raise LocksUnsupported(err.errno, err.strerror or str(err), fh.name) from err
+        return True
+
     def lock(self, fh, slot: int | None = None) -> bool:
         """Lock ``fh`` exclusively (``slot`` None) or shared (a rank's ``slot``) without
         waiting; ``False`` when another handle holds it."""
-        f = self.fcntl
-        try:
-            f.flock(fh.fileno(), (f.LOCK_EX if slot is None else f.LOCK_SH) | f.LOCK_NB)
-        except OSError:
-            return False
-        return True
+        return self._try(fh, self.fcntl.LOCK_EX if slot is None else self.fcntl.LOCK_SH)
 
     def held(self, fh) -> bool:
         """Whether another handle holds ``fh`` exclusively (tried shared, then released)."""
-        f = self.fcntl
-        try:
-            f.flock(fh.fileno(), f.LOCK_SH | f.LOCK_NB)
-        except OSError:
+        if not self._try(fh, self.fcntl.LOCK_SH):
             return True
-        f.flock(fh.fileno(), f.LOCK_UN)
+        self.fcntl.flock(fh.fileno(), self.fcntl.LOCK_UN)
         return False
 
 
@@ -122,10 +142,17 @@ def _take(locker: _Flock | None, path: Path, output: Path, option: str = "--outp
           slot: int | None = None):
     """``path`` opened and locked (exclusively, or shared as rank ``slot``), or the refusal
     naming the run that holds it (the first line of ``path``). The refused handle is closed
-    before anything else (Windows deletes no open file)."""
+    before anything else (Windows deletes no open file), and so is the handle of a file system
+    that cannot lock (:class:`LocksUnsupported`, raised). A refused run keeps a ``path`` it
+    created: a refusal there means that another run opened and locked it meanwhile, whose lock
+    deleting the file would void (a third run would then lock a new ``.lock`` beside it)."""
     fh = _open_lock_file(path)
-    if locker is None or locker.lock(fh, slot):
-        return fh
+    try:
+        if locker is None or locker.lock(fh, slot):
+            return fh
+    except LocksUnsupported:
+        fh.close()
+        raise
     fh.close()
     holder = (path.read_text(encoding="utf-8", errors="replace").strip().split("\n")[0]
               if path.is_file() else "")
@@ -174,12 +201,15 @@ def _join_gate(locker: _Flock, output: Path, option: str, timeout: float = 60.0)
 
     fh = _open_lock_file(output / ".lock.join")
     end = time.monotonic() + timeout
-    while not locker.lock(fh):
-        if time.monotonic() > end:
-            fh.close()
-            raise ValueError(_refusal(output, f"a process holding {output / '.lock.join'} for "
-                                      f"over {timeout:.0f} s", option)) from None
-        time.sleep(0.02)
+    try:
+        while not locker.lock(fh):
+            if time.monotonic() > end:
+                raise ValueError(_refusal(output, f"a process holding {output / '.lock.join'} "
+                                          f"for over {timeout:.0f} s", option)) from None
+            time.sleep(0.02)
+    except BaseException:  # refused, a file system that cannot lock, Ctrl-C while waiting
+        fh.close()
+        raise
     return fh
 
 
@@ -204,13 +234,39 @@ def lock_output(output: Path, rank: int, world: int = 1, *, job: str = "",
     beside it, and only its rank of the straggler's number is refused. Released when closed, or
     when the process dies. The locks are ``fcntl.flock`` locks (Linux, macOS), or on Windows
     ``msvcrt.locking`` byte ranges (:data:`LOCK_OFFSET`; without fcntl the folder was left
-    unlocked without a word); where neither exists a WARNING says that the folder is not
-    locked."""
+    unlocked without a word); where neither exists, or where the folder's file system does not
+    support them (:class:`LocksUnsupported`: Lustre without ``-o flock``, NFS without its lock
+    daemon), a WARNING says that the folder is not locked and the run goes on."""
     locker = _locker()
     if locker is None:
         log.warning("%s is not locked: this platform has neither fcntl nor msvcrt file locks, "
                        "so another run into the same folder is not refused; make sure none "
                        "writes there at the same time", output)
+    from mrirecon.mpl import note_writable_folder
+
+    note_writable_folder(output)  # matplotlib's configuration, where no other folder is writable
+    # the lock files of this process alone (`.lock` of a distributed job is the ranks')
+    own = [output / n for n in ([".lock"] if world == 1 else [f".lock.rank{rank}", ".lock.join"])]
+    existed = [p.exists() for p in own]
+    try:
+        return _lock(locker, output, rank, world, job, option, who)
+    except LocksUnsupported as err:
+        for path, was in zip(own, existed):  # made by the try: made again (or not) below
+            if not was:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+        code = errno.errorcode.get(err.errno, str(err.errno))
+        log.warning("%s is not locked: its file system does not support flock (%s: %s), so "
+                    "another run into the same folder is not refused; make sure none writes "
+                    "there at the same time (Lustre: mount with -o flock or -o localflock; NFS: "
+                    "run its lock daemon)", output, code, err.strerror)
+        return _lock(None, output, rank, world, job, option, who)
+
+
+def _lock(locker: _Flock | None, output: Path, rank: int, world: int, job: str, option: str,
+          who: str) -> OutputLock:
+    """:func:`lock_output` with ``locker`` (``None``: the lock files are written, not
+    locked)."""
     me = f"pid {os.getpid()} on {platform.node()}" + (f", {who}" if who else "") + "\n"
     if world == 1:
         made = () if (output / ".lock").exists() else (output / ".lock",)
@@ -231,7 +287,7 @@ def lock_output(output: Path, rank: int, world: int = 1, *, job: str = "",
         own = _take(locker, mine, output, option)
         try:
             common = _take(locker, output / ".lock", output, option, slot=rank)
-        except ValueError:
+        except BaseException:  # refused, or a file system that cannot lock
             _discard([own], made)
             raise
         writes = [(own, me + ident + "\n")] + (

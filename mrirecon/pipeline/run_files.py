@@ -145,7 +145,7 @@ class RunFiles:
         output folder, the run files are written for what finished, ``"status":
         "interrupted"``; before that the earlier run's still describe the folder."""
         if isinstance(err, Terminated):
-            how = "SIGTERM"
+            how = str(err) or "SIGTERM"  # the signal's name: SIGTERM, SIGHUP
         elif isinstance(err, KeyboardInterrupt):
             how = "SIGINT (Ctrl-C)"
         else:
