@@ -55,9 +55,11 @@ def import_matplotlib() -> None:
     system is read-only (only the output folder writable) none is, and its import failed
     ("Matplotlib requires access to a writable cache directory"): each input of a run failed
     at its PNG export, after its whole reconstruction. Then ``MPLCONFIGDIR`` is set to a private
-    folder (``.matplotlib-XXXXXXXX``, mode 0700) made in the newest noted output folder
-    (:func:`note_writable_folder`) and removed when the process exits, with a warning; without
-    a noted folder matplotlib's error is raised."""
+    folder (``.matplotlib-PID-XXXXXXXX``, mode 0700) made in the newest noted output folder
+    (:func:`note_writable_folder`) and removed when the process exits, with a warning (one left
+    by a killed process is removed by the next run into that folder,
+    :func:`mrirecon.pipeline.run_state.remove_orphans`); without a noted folder matplotlib's
+    error is raised."""
     if "matplotlib" in sys.modules:
         return
     try:
@@ -83,7 +85,7 @@ def _private_config_folder() -> str | None:
     ``None`` where none does."""
     for parent in reversed(_WRITABLE):
         try:
-            folder = tempfile.mkdtemp(prefix=".matplotlib-", dir=parent)
+            folder = tempfile.mkdtemp(prefix=f".matplotlib-{os.getpid()}-", dir=parent)
         except OSError:
             continue
         atexit.register(shutil.rmtree, folder, ignore_errors=True)

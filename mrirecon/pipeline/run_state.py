@@ -438,9 +438,29 @@ def remove_orphans(output: Path, before: float, rank: int = 0, world: int = 1) -
                               ("an earlier output moved aside", "delete"))
                 log.info("removed %s: %s by a run (pid %d) that was stopped before it could %s "
                          "it", p, what, pid, verb)
+    removed += _remove_mpl_folders(output) if world == 1 else 0
     if removed:
         log.info("removed %d leftover(s) of interrupted runs (temporary files, staging or "
                  "moved-aside folders) under %s", removed, output)
+    return removed
+
+
+def _remove_mpl_folders(output: Path) -> int:
+    """Delete the ``.matplotlib-PID-XXXXXXXX`` folders (:func:`mrirecon.mpl.import_matplotlib`'s
+    configuration folder on a read-only root) of processes no longer alive: one killed
+    before its exit handler ran left its font cache in the output folder."""
+    import re
+    import shutil
+
+    removed = 0
+    for p in output.glob(".matplotlib-*-*"):
+        m = re.fullmatch(r"\.matplotlib-(\d+)-\w{8}", p.name)
+        if m is None or p.is_symlink() or not p.is_dir():
+            continue
+        pid = int(m.group(1))
+        if pid != os.getpid() and not _alive(pid):
+            shutil.rmtree(p, ignore_errors=True)
+            removed += not p.exists()
     return removed
 
 

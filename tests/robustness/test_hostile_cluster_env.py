@@ -334,3 +334,22 @@ def test_a_read_only_root_keeps_png_export_working(mri_file, tmp_path, writable_
                                                    "writable folder"), p.stderr[-3000:]
     assert f"{out}{os.sep}.matplotlib-" in lines[0]
     assert not list(out.glob(".matplotlib-*"))  # removed at exit
+
+
+def test_a_killed_run_s_private_matplotlib_folder_is_removed_by_the_next_run(tmp_path):
+    """A run killed (SIGKILL) before its exit handler left ``OUT/.matplotlib-PID-XXXXXXXX`` (its
+    font cache) for good: the next run into the folder removes it when PID is no longer alive;
+    a living process's folder and a user's own ``.matplotlib-notes`` stay."""
+    from mrirecon.pipeline.run_state import remove_orphans
+
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)
+    dead = int(child.stdout)
+    out = tmp_path / "out"
+    killed = out / f".matplotlib-{dead}-abcd1234"
+    living = out / f".matplotlib-{os.getpid()}-efgh5678"
+    users = out / ".matplotlib-notes"
+    for d in (killed, living, users):
+        (d / "fontlist").mkdir(parents=True)
+    remove_orphans(out, before=0.0)
+    assert not killed.exists() and living.is_dir() and users.is_dir()
