@@ -199,6 +199,11 @@ class MRITrainingSet:
     def __len__(self) -> int:
         return len(self.indices)
 
+    def volume_keys(self) -> list[str]:
+        """The file name of each sample (its ``fname``), read without loading it: validation
+        scores one volume at a time (:func:`~mrirecon.training.validation.volume_groups`)."""
+        return [self.dataset.volumes[self.dataset.samples[i][0]].path.name for i in self.indices]
+
     def source_files(self) -> list[Path]:
         """The files whose slices this set uses (after ``sample_rate`` and ``max_slices``)."""
         used = sorted({self.dataset.samples[i][0] for i in self.indices})

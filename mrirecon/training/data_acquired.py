@@ -193,6 +193,11 @@ class AcquiredMRISet:
     def __len__(self) -> int:
         return len(self.items)
 
+    def volume_keys(self) -> list[str]:
+        """The file name of each sample (its ``fname``), read without loading it
+        (:func:`~mrirecon.training.validation.volume_groups`)."""
+        return [p.name for p, _, _ in self.items]
+
     def source_files(self) -> list[Path]:
         """The files whose slices this set uses (after ``sample_rate`` and ``max_slices``)."""
         return list(dict.fromkeys(p for p, _, _ in self.items))

@@ -177,6 +177,14 @@ class CTTrainingSet:
     def __len__(self) -> int:
         return len(self.indices)
 
+    def volume_keys(self) -> list[str]:
+        """Each sample's ``fname`` (each image is a volume of its own)
+        (:func:`~mrirecon.training.validation.volume_groups`)."""
+        return [self._fname(i) for i in self.indices]
+
+    def _fname(self, i: int) -> str:
+        return f"{self.part}_{i:05d}"
+
     def source_files(self) -> list[Path]:
         """The observation files whose images this set uses (``max_slices``), each followed by
         its ground truth where there is one."""
@@ -252,7 +260,7 @@ class CTTrainingSet:
             target=target,
             max_value=(target.amax().reshape(1) if target is not None
                        else torch.tensor([float("nan")])),
-            fname=f"{self.part}_{i:05d}",
+            fname=self._fname(i),
         )
 
     def operator_norm(self, geometry: CTGeometry) -> float:

@@ -33,7 +33,8 @@ from mrirecon.training.run_checks import (RESUMABLE_CHANGES, check_fresh_output,
                                           check_resume_config, check_resume_files,
                                           check_validation_overlap, lock_output_dir,
                                           replace_outputs)
-from mrirecon.training.trainer import Trainer, distributed_context, leave_group
+from mrirecon.training.distributed import distributed_context, leave_group
+from mrirecon.training.trainer import Trainer
 from mrirecon.training.validation import make_validate_fn
 
 log = logging.getLogger("mrirecon.train")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -23,8 +24,10 @@ Reconstructor = Callable[[TrainingSample], Tensor]
 
 
 def _magnitude(x: Tensor, target: Tensor) -> Tensor:
+    """``|x|`` cropped to the target, in storage of its own: ``center_crop`` is a view, which
+    kept the whole (e.g. readout-oversampled, 2x) image alive."""
     mag = x.abs() if x.is_complex() else x
-    return center_crop(mag.float(), tuple(target.shape[-2:]))
+    return center_crop(mag.float(), tuple(target.shape[-2:])).clone()
 
 
 def model_reconstructor(model: nn.Module, device: torch.device | str = "cpu") -> Reconstructor:
@@ -80,32 +83,125 @@ def cg_sense_reconstructor(
     return run
 
 
+def volume_groups(dataset) -> list[list[int]] | None:
+    """``dataset``'s indices grouped by volume, volumes in the order of their first slice, from
+    its ``volume_keys()`` (one key per index, the ``fname`` its sample carries, read without
+    loading a slice: :class:`MRITrainingSet`, ``AcquiredMRISet``, ``CTTrainingSet``); ``None``
+    for a dataset without it (scored by runs of equal ``fname``)."""
+    keys = getattr(dataset, "volume_keys", None)
+    if keys is None:
+        return None
+    groups: dict = {}
+    for i, key in enumerate(keys()):
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
+
+
+def _scored(name: str, samples: list[tuple[int, Tensor, Tensor]]) -> dict[str, float]:
+    """NMSE / PSNR / SSIM of one volume from its ``(slice_index, target, prediction)`` slices,
+    stacked in slice order (:func:`evaluate_volumes` of that volume alone)."""
+    samples.sort(key=lambda t: t[0])
+    gt = torch.stack([t for _, t, _ in samples])
+    pred = torch.stack([p for _, _, p in samples])
+    samples.clear()  # the slices go; the stacks go when this returns
+    report = evaluate_volumes({name: gt}, {name: pred}, metrics=("NMSE", "PSNR", "SSIM"),
+                              nonfinite="nan")  # a diverged state scores NaN
+    return {k: float(v[0]) for k, v in report.values.items()}
+
+
+def _rank_and_world(distributed: bool) -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if distributed and dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 @torch.no_grad()
-def evaluate_reconstructor(reconstruct: Reconstructor, dataset: MRITrainingSet) -> MetricsReport:
+def evaluate_reconstructor(reconstruct: Reconstructor, dataset: MRITrainingSet, *,
+                           distributed: bool = False) -> MetricsReport:
     """Per-volume NMSE / PSNR / SSIM of ``reconstruct`` over ``dataset`` (validation masks).
 
     Slices are stacked per file in slice order; PSNR and SSIM use each volume's maximum, as
-    ``fastmri.evaluate`` does.
+    ``fastmri.evaluate`` does. One volume is held at a time: it is scored when its last slice
+    is reconstructed, then dropped and the heap trimmed
+    (:func:`~mrirecon.core.memory.release_memory`). Volumes come from the dataset's
+    ``volume_keys()`` (:func:`volume_groups`); a dataset without it is scored by its runs of
+    equal ``fname``, and a file whose slices come back after another file's is refused. (Every
+    slice's target and prediction were kept to the end: ~1.4 MiB a 384 x 192 slice, some 10 GB
+    for the fastMRI knee validation set.)
+
+    ``distributed``: in an initialised process group of ``W > 1`` ranks, rank ``r`` scores
+    volumes ``r, r + W, ...`` and the per-volume scores are gathered, so every rank returns the
+    whole report (the same as one process, volume for volume); a collective, so every rank must
+    call it. A dataset without ``volume_keys()`` is scored whole on every rank.
     """
-    targets: dict[str, dict[int, Tensor]] = {}
-    preds: dict[str, dict[int, Tensor]] = {}
-    for i in range(len(dataset)):
-        s = dataset.get(i, mask_seed=None) if not dataset.train else dataset.get(i, mask_seed=i)
-        targets.setdefault(s.fname, {})[s.slice_index] = s.target[0]
-        preds.setdefault(s.fname, {})[s.slice_index] = reconstruct(s)[0]
-    stack = {f: torch.stack([v[k] for k in sorted(v)]) for f, v in targets.items()}
-    pstack = {f: torch.stack([v[k] for k in sorted(v)]) for f, v in preds.items()}
-    return evaluate_volumes(stack, pstack, metrics=("NMSE", "PSNR", "SSIM"), nonfinite="nan")  # a diverged state scores NaN
+    from mrirecon.core.memory import release_memory
+
+    def read(i: int):
+        return dataset.get(i, mask_seed=None) if not dataset.train else dataset.get(i, mask_seed=i)
+
+    groups = volume_groups(dataset)
+    rank, world = _rank_and_world(distributed) if groups is not None else (0, 1)
+    scored: list[tuple[int, str, dict[str, float]]] = []  # (volume number, name, metrics)
+    current: list[tuple[int, Tensor, Tensor]] = []  # (slice index, target, prediction)
+    if groups is not None:
+        for v in range(rank, len(groups), world):
+            name = None
+            for i in groups[v]:
+                s = read(i)
+                if name is not None and s.fname != name:
+                    raise ValueError(f"evaluate_reconstructor: volume_keys() puts index {i} "
+                                     f"({s.fname!r}) in the volume of {name!r}")
+                name = s.fname
+                current.append((s.slice_index, s.target[0], reconstruct(s)[0]))
+            scored.append((v, name, _scored(name, current)))
+            release_memory()
+    else:  # runs of equal fname
+        name, seen = None, set()
+        for i in range(len(dataset)):
+            s = read(i)
+            if s.fname != name:
+                if name is not None:
+                    scored.append((len(scored), name, _scored(name, current)))
+                    release_memory()
+                if s.fname in seen:
+                    raise ValueError(
+                        f"evaluate_reconstructor: the slices of volume {s.fname!r} are not "
+                        f"consecutive in the dataset (index {i} comes after other volumes' "
+                        "slices): give the dataset a volume_keys() method naming each index's "
+                        "volume")
+                name = s.fname
+                seen.add(name)
+            current.append((s.slice_index, s.target[0], reconstruct(s)[0]))
+        if name is not None:
+            scored.append((len(scored), name, _scored(name, current)))
+            release_memory()
+    if world > 1:
+        import torch.distributed as dist
+
+        parts: list = [None] * world
+        dist.all_gather_object(parts, scored)
+        scored = sorted((v for part in parts for v in part), key=lambda v: v[0])
+    if not scored:
+        raise ValueError("evaluate_reconstructor: the dataset has no slices")
+    metrics = list(scored[0][2])
+    return MetricsReport([n for _, n, _ in scored],
+                         {m: np.asarray([v[m] for _, _, v in scored], dtype=np.float64)
+                          for m in metrics})
 
 
 def validate_model(
-    model: nn.Module, dataset: MRITrainingSet, device: torch.device | str = "cpu"
+    model: nn.Module, dataset: MRITrainingSet, device: torch.device | str = "cpu", *,
+    distributed: bool = False,
 ) -> MetricsReport:
-    """:func:`evaluate_reconstructor` for ``model`` (put in eval mode, restored afterwards)."""
+    """:func:`evaluate_reconstructor` for ``model`` (put in eval mode, restored afterwards);
+    ``distributed``: the ranks of the process group share the volumes (a collective)."""
     was_training = model.training
     model.eval()
     try:
-        return evaluate_reconstructor(model_reconstructor(model, device), dataset)
+        return evaluate_reconstructor(model_reconstructor(model, device), dataset,
+                                      distributed=distributed)
     finally:
         model.train(was_training)
 
@@ -113,9 +209,13 @@ def validate_model(
 def make_validate_fn(
     dataset: MRITrainingSet,
 ) -> Callable[[nn.Module, torch.device], dict[str, float]]:
-    """The trainer's ``validate_fn``: mean metrics over the volumes of ``dataset``."""
+    """The trainer's ``validate_fn``: mean metrics over the volumes of ``dataset``. The trainer
+    calls it on every rank: under ``torchrun`` the ranks share the volumes and gather their
+    scores (:func:`evaluate_reconstructor` with ``distributed=True``), so each returns the same
+    means, as one process would (rank 0 validated alone while the others waited in a barrier,
+    past NCCL's collective timeout on a full validation set)."""
 
     def validate(model: nn.Module, device: torch.device) -> dict[str, float]:
-        return validate_model(model, dataset, device).mean()
+        return validate_model(model, dataset, device, distributed=True).mean()
 
     return validate

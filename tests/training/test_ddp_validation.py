@@ -1,0 +1,189 @@
+"""Two ``torchrun``-style ranks (gloo, CPU): collectives wait ``MRIRECON_COLLECTIVE_TIMEOUT``
+seconds, and validation is shared among the ranks (rank 0 validated alone while the others
+waited in a barrier, past NCCL's 10-minute default on a full validation set)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers import TINY_MODL, TINY_MODL_MASK, tiny_modl_config
+
+ROOT = Path(__file__).resolve().parents[2]
+LAUNCHER = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+            "TORCHELASTIC_RUN_ID", "TORCHELASTIC_USE_AGENT_STORE", "MRIRECON_RENDEZVOUS_TIMEOUT",
+            "MRIRECON_COLLECTIVE_TIMEOUT")
+HARD_S = 240
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ranks(script: Path, args: list[str], **extra: str) -> list[tuple[int, str]]:
+    """Run ``script`` as rank 0 and rank 1 of a 2-process job; ``[(exit code, output)]``."""
+    port = str(_free_port())
+    procs = []
+    for r in (0, 1):
+        env = {k: v for k, v in os.environ.items() if k not in LAUNCHER}
+        env.update(OMP_NUM_THREADS="1", RANK=str(r), WORLD_SIZE="2", LOCAL_RANK=str(r),
+                   LOCAL_WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=port,
+                   PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+                   **extra)
+        procs.append(subprocess.Popen([sys.executable, str(script), *args], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    out = []
+    for p in procs:
+        try:
+            text, _ = p.communicate(timeout=HARD_S)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            pytest.fail(f"a rank still running after {HARD_S} s")
+        out.append((p.returncode, text))
+    return out
+
+
+def test_the_collective_timeout_is_read_from_the_environment(monkeypatch):
+    from mrirecon.training.distributed import COLLECTIVE_TIMEOUT_S, collective_timeout
+
+    monkeypatch.delenv("MRIRECON_COLLECTIVE_TIMEOUT", raising=False)
+    assert collective_timeout() == COLLECTIVE_TIMEOUT_S >= 3600
+    monkeypatch.setenv("MRIRECON_COLLECTIVE_TIMEOUT", " 90 ")
+    assert collective_timeout() == 90
+    for bad, message in (("0", "must be >= 1 (seconds), got 0"), ("-5", "got -5"),
+                         ("1h", "must be an integer, got '1h'")):
+        monkeypatch.setenv("MRIRECON_COLLECTIVE_TIMEOUT", bad)
+        with pytest.raises(ValueError, match="MRIRECON_COLLECTIVE_TIMEOUT in the environment"):
+            collective_timeout()
+        with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            collective_timeout()
+
+
+BARRIER = """
+import sys, time
+import torch.distributed as dist
+from mrirecon.training.distributed import distributed_context
+rank, world, _ = distributed_context()
+if rank == 0:
+    time.sleep(float(sys.argv[1]))
+t = time.monotonic()
+try:
+    dist.barrier()
+except Exception as err:
+    print(f"failed after {time.monotonic() - t:.1f} s: {type(err).__name__}", flush=True)
+    sys.exit(3)
+print(f"met after {time.monotonic() - t:.1f} s", flush=True)
+dist.destroy_process_group()
+"""
+
+
+def test_collectives_wait_the_collective_timeout(tmp_path):
+    """The group was made without ``timeout=``: NCCL's 10 minutes applied, and no setting
+    changed it (gloo here: its 30 minutes would let rank 1 wait the 8 s out)."""
+    script = tmp_path / "barrier.py"
+    script.write_text(BARRIER)
+    (rc0, out0), (rc1, out1) = _ranks(script, ["8"], MRIRECON_COLLECTIVE_TIMEOUT="2")
+    assert rc1 == 3, out1
+    waited = float(out1.split("failed after ")[1].split(" s")[0])
+    assert 1.5 <= waited < 6, out1  # the 2 s given, not the 8 s rank 0 slept
+    assert rc0 != 0, out0  # its peer is gone: the barrier fails there too
+    results = _ranks(script, ["3"], MRIRECON_COLLECTIVE_TIMEOUT="60")
+    assert [rc for rc, _ in results] == [0, 0], results
+
+
+TRAIN = """
+import sys, time
+import mrirecon.training.run as run
+from mrirecon.training.data import MRITrainingSet
+import torch.distributed as dist
+
+inside = []  # in the trainer's validation (the card's baseline pass reads the slices too)
+get = MRITrainingSet.get
+def logged(self, index, mask_seed=None):
+    s = get(self, index, mask_seed)
+    if inside:
+        with open(f"{sys.argv[2]}/read.{dist.get_rank()}", "a") as f:
+            f.write(f"{s.fname} {s.slice_index}\\n")
+    return s
+MRITrainingSet.get = logged
+
+made = run.make_validate_fn
+def slow(val_set):
+    validate = made(val_set)
+    def timed(model, device):
+        time.sleep(float(sys.argv[3]))  # a validation longer than the collective timeout
+        inside.append(1)
+        try:
+            return validate(model, device)
+        finally:
+            inside.clear()
+    return timed
+run.make_validate_fn = slow
+run.train_from_config(sys.argv[1], [f"output_dir={sys.argv[2]}/out"], progress=False)
+"""
+
+
+def test_two_ranks_share_the_validation_volumes(tmp_path):
+    """Each rank scores every other volume; the logged means are those of one process. A
+    validation of 6 s on every rank passes a 4 s collective timeout (rank 0 validating alone
+    made rank 1's barrier time out)."""
+    from mrirecon.data.simulate_mri import simulate_mri_dataset
+    from mrirecon.models.registry import build_model
+    from mrirecon.training.config import MaskConfig
+    from mrirecon.training.data import MRITrainingSet
+    from mrirecon.training.validation import validate_model
+
+    kw = {"slices": 2, "coils": 2, "size": (32, 32), "resolution": 2}
+    simulate_mri_dataset(tmp_path / "train", volumes=2, seed=1, **kw)
+    simulate_mri_dataset(tmp_path / "val", volumes=3, seed=2, **kw)
+    cfg = tiny_modl_config(tmp_path, tmp_path / "train", tmp_path / "val", tmp_path / "unused",
+                           max_steps=2, val_every=2, checkpoint_every=100)
+    script = tmp_path / "train.py"
+    script.write_text(TRAIN)
+    results = _ranks(script, [str(cfg), str(tmp_path), "6"], MRIRECON_COLLECTIVE_TIMEOUT="4")
+    assert [rc for rc, _ in results] == [0, 0], results
+    read = [(tmp_path / f"read.{r}").read_text().split("\n")[:-1] for r in (0, 1)]
+    files = [{line.split()[0] for line in lines} for lines in read]
+    val = MRITrainingSet(tmp_path / "val", MaskConfig(**TINY_MODL_MASK), maps="espirit",
+                         train=False)
+    names = list(dict.fromkeys(val.volume_keys()))
+    assert files == [{names[0], names[2]}, {names[1]}]  # volumes r, r + 2, ... of rank r
+    assert sum(map(len, read)) == len(val)  # each slice read once, by one rank
+    model = build_model("modl", **TINY_MODL)
+    model.load_state_dict(torch.load(tmp_path / "out" / "model.pt", weights_only=True))
+    one = validate_model(model, val).mean()
+    with open(tmp_path / "out" / "train_log.csv", newline="") as f:
+        last = list(csv.DictReader(f))[-1]
+    for k, v in one.items():  # float32 images (threads may sum in another order), 8 digits logged
+        assert float(last[f"val_{k}"]) == pytest.approx(v, rel=1e-5), k
+
+
+def test_the_rendezvous_wait_leaves_sighup_its_default_action():
+    """While torch waits in C++ for peers, Python's handlers never run: SIGTERM, SIGINT and
+    SIGHUP get their default action (the process ends) and the CLI's handlers come back after.
+    Was: SIGHUP (the CLI's handler since SIGHUP ends a run as SIGTERM does) was held until the
+    rendezvous timed out, up to 600 s."""
+    import signal
+
+    from mrirecon.training.distributed import _default_stop_signals
+
+    def handler(signum, frame):  # pragma: no cover - never delivered here
+        pass
+
+    previous = signal.signal(signal.SIGHUP, handler)
+    try:
+        with _default_stop_signals():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
+        assert signal.getsignal(signal.SIGHUP) is handler
+    finally:
+        signal.signal(signal.SIGHUP, previous)
