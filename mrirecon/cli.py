@@ -21,12 +21,12 @@ Commands
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import sys
 from collections.abc import Sequence
 
-from mrirecon.cli_stdout import NamedStdout, StdoutClosed, stdout_to_devnull
+from mrirecon.cli_stdout import (NamedStdout, StdoutClosed, end_progress_bars, last_words,
+                                 stdout_to_devnull)
 from mrirecon.cli_types import (Extend, acceleration, definition, folder, fraction, int_at_least,
                                 not_empty, path, positive_float)
 
@@ -481,25 +481,22 @@ def _main(argv: Sequence[str] | None = None) -> int:
     except USER_ERRORS as err:
         if debug:
             raise
-        _end_progress_bars()
+        end_progress_bars()
         print(f"{prog}: error: {_one_line(err)}", file=sys.stderr)
         raise SystemExit(2) from None
     except Terminated as err:  # SIGTERM (kill, a scheduler), SIGHUP: cleaned up as for Ctrl-C
         import signal
 
-        _end_progress_bars()
         name = str(err) or "SIGTERM"
-        print(f"{prog}: terminated" + ("" if name == "SIGTERM" else f" ({name})"),
-              file=sys.stderr)
+        last_words(f"{prog}: terminated" + ("" if name == "SIGTERM" else f" ({name})"))
         raise SystemExit(128 + getattr(signal, name, signal.SIGTERM)) from None
     except KeyboardInterrupt:
-        _end_progress_bars()
-        print(f"{prog}: interrupted", file=sys.stderr)
+        last_words(f"{prog}: interrupted")
         raise SystemExit(130) from None
     except Exception as err:
         if debug:
             raise
-        _end_progress_bars()
+        end_progress_bars()
         if (line := missing_package(err)) is not None:
             print(f"{prog}: error: {line}", file=sys.stderr)
             raise SystemExit(2) from None
@@ -581,18 +578,6 @@ def _on_sigterm_raise(exc: type[BaseException]):
             signal.signal(sig, signal.SIG_DFL if previous is None else previous)
 
     return restore
-
-
-def _end_progress_bars() -> None:
-    """Close the progress bars still on the terminal before a message, so that it starts on a
-    line of its own (it was glued to the end of the bar's line)."""
-    tqdm = sys.modules.get("tqdm.std")
-    bars = list(getattr(getattr(tqdm, "tqdm", None), "_instances", ()) or ())
-    for bar in bars:
-        with contextlib.suppress(Exception):  # a message matters more than a bar
-            bar.close()
-    if bars:
-        sys.stderr.flush()
 
 
 if __name__ == "__main__":  # pragma: no cover

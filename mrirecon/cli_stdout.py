@@ -1,10 +1,12 @@
 """The standard output of the ``mrirecon`` commands (:func:`mrirecon.cli.main` wraps it): a
 reader that went away (``| head``) ends a command quietly, and a write that fails otherwise (a
-full disk) names ``stdout``."""
+full disk) names ``stdout``; their last line on standard error, which a hung-up terminal
+fails."""
 
 from __future__ import annotations
 
 import contextlib
+import sys
 
 
 class StdoutClosed(Exception):
@@ -54,3 +56,25 @@ def stdout_to_devnull(stream) -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, stream.fileno())
         os.close(devnull)
+
+
+def end_progress_bars() -> None:
+    """Close the progress bars still on the terminal before a message, so that it starts on a
+    line of its own (it was glued to the end of the bar's line)."""
+    tqdm = sys.modules.get("tqdm.std")
+    bars = list(getattr(getattr(tqdm, "tqdm", None), "_instances", ()) or ())
+    for bar in bars:
+        with contextlib.suppress(Exception):  # a message matters more than a bar
+            bar.close()
+    if bars:
+        sys.stderr.flush()
+
+
+def last_words(line: str) -> None:
+    """``line`` on standard error, on a line of its own, as a command ends on a signal. A
+    terminal that hung up (SIGHUP: the ssh session or its window closed) fails every write with
+    EIO; then the exit status alone tells (the ``OSError`` raised in the handler made it 1 and a
+    traceback instead of 129)."""
+    with contextlib.suppress(OSError):
+        end_progress_bars()
+        print(line, file=sys.stderr)

@@ -119,17 +119,21 @@ def did_you_mean(name: object, choices: Iterable[str]) -> str:
     return f" (did you mean {close!r}?)" if close is not None else ""
 
 
-def canonical_params(params: Mapping[str, Any], accepted: Iterable[str], where: str) -> dict[str, Any]:
+def canonical_params(params: Mapping[str, Any], accepted: Iterable[str], where: str,
+                     changed: Mapping[str, tuple[str, Callable[[Any], Any]]] | None = None,
+                     ) -> dict[str, Any]:
     """Rename deprecated keys of ``params`` to the names in ``accepted``.
 
     A key is renamed only when it is a deprecated spelling, the target does not accept the old
     name itself, and it does accept the canonical one. ``where`` names the function, model or
     config field for the warning and the error (e.g. ``"mri_cs.yaml: reconstruct.params"``).
+    ``changed`` adds one target's own old keywords whose value changed form as well,
+    ``{old: (new, convert)}``: the value passed is ``convert(value)``.
     """
-    accepted = set(accepted)
+    accepted, changed = set(accepted), changed or {}
     out: dict[str, Any] = {}
     for key, value in params.items():
-        new = DEPRECATED.get(key)
+        new, convert = changed.get(key, (DEPRECATED.get(key), None))
         if new is None or key in accepted or new not in accepted:
             out[key] = value
             continue
@@ -138,24 +142,29 @@ def canonical_params(params: Mapping[str, Any], accepted: Iterable[str], where: 
                              f"keep only {new!r}")
         warnings.warn(f"{where}: {key!r} is deprecated, use {new!r} (the old name goes away in "
                       "the next release)", FutureWarning, stacklevel=3)
-        out[new] = value
+        out[new] = value if convert is None else convert(value)
     return out
 
 
-def accepts_deprecated_names(fn: F) -> F:
+def accepts_deprecated_names(fn: F | None = None, /,
+                             **changed: tuple[str, Callable[[Any], Any]]) -> Any:
     """Decorator: let ``fn`` be called with the deprecated spellings of its keyword parameters.
 
     The signature shown by ``inspect.signature`` stays the canonical one, so registries and
-    config validation list only the new names.
+    config validation list only the new names. With keywords, the function's own old keywords
+    whose value changed form too: ``@accepts_deprecated_names(cache_maps=("maps_cache",
+    convert))`` passes ``maps_cache=convert(v)`` for ``cache_maps=v``, with the same warning.
     """
+    if fn is None:
+        return functools.partial(accepts_deprecated_names, **changed)
     accepted = [p.name for p in inspect.signature(fn).parameters.values()
                 if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     where = getattr(fn, "__qualname__", getattr(fn, "__name__", "function"))
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if any(k in DEPRECATED for k in kwargs):
-            kwargs = canonical_params(kwargs, accepted, where)
+        if any(k in DEPRECATED or k in changed for k in kwargs):
+            kwargs = canonical_params(kwargs, accepted, where, changed)
         return fn(*args, **kwargs)
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper

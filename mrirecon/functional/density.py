@@ -21,9 +21,9 @@ import re
 import torch
 from torch import Tensor
 
-from mrirecon.core.caches import register as register_cache
+from mrirecon.core.caches import BoundedLRU, register as register_cache
 from mrirecon.core.names import OutdatedPackage, accepts_deprecated_names
-from mrirecon.functional.nufft import (_LRU, _execute, _plan, _same_values, checked_eps,
+from mrirecon.functional.nufft import (_execute, _plan, _same_values, checked_eps,
                                        checked_trajectory)
 
 
@@ -211,7 +211,7 @@ def gridding_gain(weights: Tensor, trajectory: Tensor, shape: tuple[int, int]) -
     return float(2 * math.pi * s**2 / (h * w) * (wt * spectrum).sum())
 
 
-_CACHE = _LRU(4)
+_CACHE = BoundedLRU(4)
 register_cache(_CACHE.clear)
 
 
@@ -223,7 +223,7 @@ def cached_pipe_menon_density(trajectory: Tensor, shape: tuple[int, int]) -> Ten
     use copied them to the device again). A cached result is returned only while the tensor
     holds the coordinates it was computed for (a snapshot is compared: writes through a numpy
     view of the tensor bump no version). Threads may call it at once (the cache is an
-    :class:`~mrirecon.functional.nufft._LRU`)."""
+    :class:`~mrirecon.core.caches.BoundedLRU`)."""
     if trajectory.is_inference():  # no version counter: an in-place edit would go unseen
         return pipe_menon_density(trajectory, shape).to(trajectory.device)
     key = (trajectory.data_ptr(), tuple(trajectory.shape), tuple(int(n) for n in shape),

@@ -22,9 +22,9 @@ device, and a cached plan is used only while the tensor still holds the coordina
 for (one O(M) comparison: a numpy buffer refilled in place and wrapped again with
 ``torch.from_numpy`` keeps its address and version, and got the first trajectory's plan, error
 1.4); inference tensors, which have no version counter, are not cached. Threads may share the
-cache (:class:`_LRU`: one lock around each lookup and store, none while a plan is built; a raw
-``KeyError`` came from threads reconstructing at once). A trajectory that a plan
-is made for is checked first (:func:`checked_trajectory`: finite, normalised): NaN or Inf
+cache (:class:`~mrirecon.core.caches.BoundedLRU`: one lock around each lookup and store, none
+while a plan is built; a raw ``KeyError`` came from threads reconstructing at once). A
+trajectory that a plan is made for is checked first (:func:`checked_trajectory`: finite, normalised): NaN or Inf
 coordinates crashed the process (FINUFFT segfaults) or gave NaN images, and coordinates in
 radians or cycles/FOV were wrapped into the band silently (errors 1.4).
 """
@@ -33,14 +33,12 @@ from __future__ import annotations
 
 import math
 import numbers
-import threading
-from collections import OrderedDict
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from mrirecon.core.caches import register as register_cache
+from mrirecon.core.caches import BoundedLRU, register as register_cache
 
 #: default relative tolerance of the backend by precision (single: well inside the 1e-4 accuracy
 #: target; double: tight enough that the Toeplitz gram equals A^H A to ~1e-11)
@@ -48,49 +46,7 @@ DEFAULT_EPS = {torch.complex64: 1e-5, torch.complex128: 1e-12}
 _CACHE_SIZE = 16
 
 
-class _LRU:
-    """A bounded least-recently-used map that threads may share: every dict operation holds
-    one lock, what the caller computes between a lookup and a store does not (two threads may
-    then both build a missing value; the later store wins). Without the lock, one thread
-    evicted an entry between another's lookup and its ``move_to_end``: a raw ``KeyError`` from
-    concurrent reconstructions (42 of 1264 scans at 8 threads)."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._entries: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key):
-        """The value stored under ``key`` (now the most recent), or ``None``."""
-        with self._lock:
-            value = self._entries.get(key)
-            if value is not None:
-                self._entries.move_to_end(key)
-            return value
-
-    def put(self, key, value) -> None:
-        """Store ``value`` as the most recent, dropping the least recent beyond ``size``."""
-        with self._lock:
-            self._entries[key] = value
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
-
-    def discard(self, key, value) -> None:
-        """Drop ``key`` if it still holds ``value`` (not what another thread stored since)."""
-        with self._lock:
-            if self._entries.get(key) is value:
-                self._entries.pop(key, None)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
-_plans = _LRU(_CACHE_SIZE)
+_plans = BoundedLRU(_CACHE_SIZE)
 register_cache(_plans.clear)
 
 

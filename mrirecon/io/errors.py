@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from pathlib import Path
 
 #: What to do about an ``OSError`` of a write that is the file system's, not the program's.
@@ -130,7 +131,7 @@ def open_hdf5(path: Path, kind: str, hint: str = ""):
     synchronously open file" otherwise; any other failure to open is a :class:`DataFormatError`
     of field ``file``, one that says so for a file another process holds open for writing
     (:func:`_open_for_write`: a conversion still writing it was called "not a readable HDF5
-    file")."""
+    file"), or on a file system without the file locks HDF5 takes."""
     import h5py
 
     require_regular_file(path)
@@ -153,12 +154,26 @@ def _open_for_write(path, err: OSError) -> str | None:
     """The problem to report when ``err`` says that another process holds ``path`` open for
     writing, else ``None``: HDF5's file lock (errno 11, "unable to lock file": a live writer;
     the lock dies with it) or the superblock's "file is already open for write" mark (a writer
-    in SWMR mode, or one killed while writing a ``libver="latest"`` file: the mark stays)."""
+    in SWMR mode, or one killed while writing a ``libver="latest"`` file: the mark stays).
+
+    A lock that fails with another errno (the one in HDF5's text, "errno = 37": ENOLCK of NFS
+    without lockd, EOPNOTSUPP, EINVAL) is a file system without the locks HDF5 takes, no other
+    process: the fix ``HDF5_USE_FILE_LOCKING=FALSE`` and h5py's text are reported (its
+    ``BEST_EFFORT`` ignores ENOSYS only, these fail the same way)."""
     text = str(err)
-    if err.errno in (errno.EAGAIN, errno.EWOULDBLOCK) or "unable to lock file" in text:
+    if "unable to lock file" in text:
+        found = re.search(r"errno = (\d+)", text)
+        code = int(found.group(1)) if found else err.errno
+    else:
+        code = err.errno
+    if code in (errno.EAGAIN, errno.EWOULDBLOCK):
         return ("is open for writing in another process (HDF5 file lock): run again once that "
                 "process has closed it; HDF5_USE_FILE_LOCKING=FALSE reads it anyway (a file "
                 "mid-write may be incomplete or inconsistent)")
+    if "unable to lock file" in text:
+        return ("cannot be opened: the file system here does not support the file locks HDF5 "
+                "takes (NFS without lockd, some parallel or FUSE file systems); set "
+                f"HDF5_USE_FILE_LOCKING=FALSE to read it without locking ({text})")
     if "already open for write" in text:
         return ("is open for writing in another process, or its writer was killed (HDF5's "
                 "consistency flags): run again once that process has closed it; if no process "

@@ -12,15 +12,14 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
 import os
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from mrirecon.core.processes import pid_alive
 from mrirecon.io.atomic import feed_file
 from mrirecon.io.output_lock import (OutputLock, job_identity, lock_output,  # noqa: F401
                                      locked_output)  # the output folder's lock (runner)
@@ -428,7 +427,7 @@ def remove_orphans(output: Path, before: float, rank: int = 0, world: int = 1) -
         for d in list(dirnames):  # a distributed run leaves them: another node's PID is not
             pid = _old_pid(d)     # one this machine can judge
             p = Path(dirpath) / d
-            if pid is not None and pid != os.getpid() and not _alive(pid) and not p.is_symlink():
+            if pid is not None and pid != os.getpid() and not pid_alive(pid) and not p.is_symlink():
                 dirnames.remove(d)  # not walked
                 if not remove_old_folder(p):
                     continue
@@ -458,7 +457,7 @@ def _remove_mpl_folders(output: Path) -> int:
         if m is None or p.is_symlink() or not p.is_dir():
             continue
         pid = int(m.group(1))
-        if pid != os.getpid() and not _alive(pid):
+        if pid != os.getpid() and not pid_alive(pid):
             shutil.rmtree(p, ignore_errors=True)
             removed += not p.exists()
     return removed
@@ -474,59 +473,6 @@ def _old_pid(name: str) -> int | None:
     return None
 
 
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (on this machine; one of another user counts). On Windows
-    from ``OpenProcess`` / ``GetExitCodeProcess`` (:func:`_alive_windows`): ``os.kill(pid, 0)``
-    there sends CTRL_C_EVENT and never raises ``ProcessLookupError``, so every process counted
-    as alive and ``.NAME.old-PID`` folders were never removed."""
-    if sys.platform == "win32":
-        return _alive_windows(pid)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, OSError):
-        return True
-    return True
-
-
-#: Win32: OpenProcess access right, GetExitCodeProcess' code of a running process, the error of
-#: a process that exists but is another user's (any other error: no such process).
-PROCESS_QUERY_LIMITED_INFORMATION, STILL_ACTIVE, ERROR_ACCESS_DENIED = 0x1000, 259, 5
-
-
-@functools.lru_cache(maxsize=1)
-def _kernel32():
-    """Windows' kernel32 through ctypes, its process calls typed (handles are pointers)."""
-    import ctypes
-
-    k = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
-    k.OpenProcess.restype = ctypes.c_void_p
-    k.OpenProcess.argtypes = (ctypes.c_ulong, ctypes.c_int, ctypes.c_ulong)
-    k.GetExitCodeProcess.argtypes = (ctypes.c_void_p, ctypes.POINTER(ctypes.c_ulong))
-    k.CloseHandle.argtypes = (ctypes.c_void_p,)
-    return k
-
-
-def _alive_windows(pid: int) -> bool:
-    """Whether process ``pid`` runs, asked of Windows: a process that opens and has not exited
-    (exit code ``STILL_ACTIVE``), or one refused to this user (``ERROR_ACCESS_DENIED``). A
-    process whose handle is still open elsewhere but that has exited counts as ended."""
-    import ctypes
-
-    if not 0 < pid <= 0xFFFFFFFF:  # a DWORD
-        return False
-    k = _kernel32()
-    handle = k.OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, False, pid)
-    if not handle:
-        return ctypes.get_last_error() == ERROR_ACCESS_DENIED  # type: ignore[attr-defined]
-    try:
-        code = ctypes.c_ulong()
-        if not k.GetExitCodeProcess(handle, ctypes.byref(code)):
-            return True  # cannot tell: kept
-        return code.value == STILL_ACTIVE
-    finally:
-        k.CloseHandle(handle)
 
 
 def has_other_inputs(output: Path, names: list[str]) -> bool:

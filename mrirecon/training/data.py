@@ -27,11 +27,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.operators.mri import SenseOperator, sense
 from mrirecon.sampling import apply_mask, center_mask, create_mask_for_mask_type, file_seed
-from mrirecon.sampling.acs import acs_width
 from mrirecon.training.config import MaskConfig
 from mrirecon.training.maps_cache import MapsCache, default_budget_bytes
+from mrirecon.training.mask_bands import drawable_masks, drawn_bands
 
 MAPS = ("learned", "espirit", "walsh")
 
@@ -123,9 +124,13 @@ class MRITrainingSet:
         (:class:`~mrirecon.training.maps_cache.MapsCache`; ``MapsCache(0)`` keeps none).
         ``None``: a cache of its own with the default budget
         (:func:`~mrirecon.training.maps_cache.default_budget_bytes`). ``mrirecon train`` gives
-        its training and validation sets one cache of ``data.maps_cache_mb``.
+        its training and validation sets one cache of ``data.maps_cache_mb``. The old
+        ``cache_maps=False`` / ``True`` is still taken (a ``FutureWarning``) as ``MapsCache(0)``
+        / ``None``.
     """
 
+    @accepts_deprecated_names(cache_maps=("maps_cache", lambda keep: None if keep else
+                                          MapsCache(0)))
     def __init__(
         self,
         folder: str | os.PathLike,
@@ -506,39 +511,6 @@ def blank_slices(f, who: str) -> set[int]:
             "%s: slice(s) %s of %d: k-space is all zero (a zeroed block of the file?); left out "
             "of the data set: there is nothing to learn from or score on them", who, shown, n)
     return found
-
-
-def drawable_masks(fn, width: int, random_seeds: int = 64) -> list[Tensor]:
-    """The masks ``fn`` (one pair of centre fraction and acceleration) draws on ``width``
-    columns: every offset of a regular pattern (equispaced and magic masks: offsets 0, 1, ...
-    until the mask function refuses one, its period), ``random_seeds`` seeds of a random mask.
-    Four seeds gave one offset of a 4x mask on 32 columns, so the model card's range (4 ..
-    4.5714) missed the 3.5556x masks that training drew 142 of 450 times."""
-    if fn.name == "random":
-        return [fn(width, seed=seed) for seed in range(random_seeds)]
-    masks = [fn(width, seed=0, offset=0)]
-    for offset in range(1, 100 * width):
-        try:  # sampling._check_offset: an offset at or past the period is refused
-            masks.append(fn(width, seed=0, offset=offset))
-        except ValueError:
-            break
-    return masks
-
-
-def drawn_bands(mask_type: str, pairs, grids) -> list[int]:
-    """The centre bands (:func:`~mrirecon.sampling.acs.acs_width` of the sampled acquirable
-    columns: contiguous sampled columns through DC, as ``mrirecon run`` counts them) of every
-    mask that ``mask_type`` with the ``(centre fraction, acceleration)`` ``pairs`` draws
-    (:func:`drawable_masks`) on each grid: a width, or a file's acquired columns ``(W,)``."""
-    grids = [torch.ones(g, dtype=torch.bool) if isinstance(g, int) else g for g in grids]
-    return [acs_width(m & cols) for cf, acc in pairs for cols in grids for m in
-            drawable_masks(create_mask_for_mask_type(mask_type, (cf,), (acc,)), cols.numel())]
-
-
-def acs_column_range(mask_type: str, pairs, widths) -> list[int]:
-    """``[min, max]`` of :func:`drawn_bands` on ``widths`` columns: a card's ``acs_columns``."""
-    bands = drawn_bands(mask_type, pairs, [int(w) for w in widths])
-    return [min(bands), max(bands)]
 
 
 def _espirit_fits(band: int, rows: int) -> bool:

@@ -35,8 +35,8 @@ from torch import Tensor
 from mrirecon.sampling import apply_mask, create_mask_for_mask_type, file_seed
 from mrirecon.sampling.acs import acs_width, held_columns
 from mrirecon.training.config import MaskConfig
-from mrirecon.training.data import (MAPS, TrainingSample, _readout_oversampling, calibrate_maps,
-                                    drawn_bands)
+from mrirecon.training.data import MAPS, TrainingSample, _readout_oversampling, calibrate_maps
+from mrirecon.training.mask_bands import drawn_bands
 from mrirecon.training.maps_cache import MapsCache, default_budget_bytes
 
 
@@ -158,7 +158,7 @@ class AcquiredMRISet:
         ``MRITrainingSet.training_range``): full width / sampled columns overstated it in the
         model card's training range (14 of 56 acquirable columns in a 64-column file: 4.57x).
         Centre bands: ``acs_width`` of the sampled acquirable columns, as ``mrirecon run``
-        counts them (:func:`~mrirecon.training.data.drawn_bands` for drawn masks)."""
+        counts them (:func:`~mrirecon.training.mask_bands.drawn_bands` for drawn masks)."""
         def acceleration(mask, width: int, padding: tuple[int, int]):
             left, right = acquired_range(padding, width)
             acquired = torch.zeros(width, dtype=torch.bool)

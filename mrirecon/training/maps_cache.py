@@ -18,11 +18,11 @@ RAM among the ranks of the node.
 from __future__ import annotations
 
 import logging
-import threading
-from collections import OrderedDict
 from collections.abc import Hashable
 
 from torch import Tensor
+
+from mrirecon.core.caches import BoundedLRU
 
 #: The default budget's ceiling, MiB: 75 fastMRI slices (27 MB each), or 2048 slices of
 #: 8 x 128 x 128 maps (all of the shipped simulated training sets).
@@ -48,69 +48,52 @@ def budget_from_mb(mb: float | None) -> int:
     return default_budget_bytes() if mb is None else int(mb * 2**20)
 
 
-class MapsCache:
+def _nbytes(value: Tensor) -> int:
+    return int(value.nbytes)
+
+
+class MapsCache(BoundedLRU):
     """Tensors by key, at most ``budget`` bytes in all (``Tensor.nbytes``); the least recently
     used are evicted first, and a tensor larger than the whole budget is not kept. ``budget`` 0
     keeps nothing. The first time the budget is reached, one INFO line on the ``mrirecon.train``
     logger says that maps are now recomputed when drawn again. Thread-safe (a prefetching
-    thread may fill it)."""
+    thread may fill it): a :class:`~mrirecon.core.caches.BoundedLRU` weighing its tensors in
+    bytes."""
 
     def __init__(self, budget: int, *, setting: str = "data.maps_cache_mb") -> None:
         if budget < 0:
             raise ValueError(f"MapsCache: budget must be >= 0 bytes, got {budget}")
-        self.budget, self.setting = int(budget), setting
-        self._entries: OrderedDict[Hashable, Tensor] = OrderedDict()
-        self._nbytes = 0
+        super().__init__(budget, weigh=_nbytes)
+        self.setting = setting
         self._full_logged = False
-        self._lock = threading.Lock()
+
+    @property
+    def budget(self) -> int:
+        """The byte budget."""
+        return self.limit
 
     @property
     def nbytes(self) -> int:
         """Bytes of the tensors held."""
-        return self._nbytes
+        return self.weight
 
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __contains__(self, key: Hashable) -> bool:
-        return key in self._entries
-
-    def get(self, key: Hashable) -> Tensor | None:
-        """The tensor stored under ``key`` (now the most recently used), or ``None``."""
-        with self._lock:
-            value = self._entries.get(key)
-            if value is not None:
-                self._entries.move_to_end(key)
-            return value
-
-    def put(self, key: Hashable, value: Tensor) -> None:
-        """Keep ``value`` under ``key``, evicting the least recently used to stay in budget.
+    def put(self, key: Hashable, value: Tensor) -> int:
+        """Keep ``value`` under ``key``, evicting the least recently used to stay in budget;
+        returns how many were evicted.
 
         After an eviction the heap's free pages go back to the OS
         (:func:`~mrirecon.core.memory.release_memory`, about 1 ms against the tens of ms or
         more of the calibration that filled it): glibc kept the dropped maps' memory in a heap
         fragmented by the maps still held, and RSS settled at +92 MiB over a 16 MiB budget
         (+22 MiB with the trim; 160 slices of 8 x 128 x 128)."""
-        size = int(value.nbytes)
-        with self._lock:
-            if (old := self._entries.pop(key, None)) is not None:
-                self._nbytes -= int(old.nbytes)
-            if self._nbytes + size > self.budget:
-                self._reached(len(self._entries))
-            if size > self.budget:
-                return
-            dropped = 0
-            while self._nbytes + size > self.budget:
-                self._nbytes -= int(self._entries.popitem(last=False)[1].nbytes)
-                dropped += 1
-            self._entries[key] = value
-            self._nbytes += size
+        dropped = super().put(key, value)
         if dropped:  # the memory of maps dropped before (a caller may still hold this one's)
             from mrirecon.core.memory import release_memory
 
             release_memory()
+        return dropped
 
-    def _reached(self, held: int) -> None:
+    def _limit_reached(self, held: int) -> None:
         if self._full_logged or self.budget == 0:  # 0: caching was turned off, nothing to say
             return
         self._full_logged = True

@@ -105,7 +105,7 @@ def _card_range(widths) -> dict:
     """The cards' ``training_range`` of the deployment recipe on ``widths`` columns: its centre
     bands (``acs_columns``) those of every equispaced-fraction mask it draws
     (:data:`~mrirecon.training.deploy_mri.CENTRE_FRACTIONS`)."""
-    from mrirecon.training.data import acs_column_range
+    from mrirecon.training.mask_bands import acs_column_range
     from mrirecon.training.deploy_mri import CENTRE_FRACTIONS
 
     return {"matrix": {"min": [640, min(widths)], "max": [640, max(widths)]}, "coils": [8, 12],

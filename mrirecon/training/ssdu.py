@@ -153,28 +153,52 @@ def make_ssdu_validate_fn(dataset, cfg: SSDUConfig, max_samples: int | None = No
     Returns ``{"ssdu_loss": ...}``: the mean self-supervised loss on fixed splits (seeded by file
     name and slice), computable without any reference; plus the fastMRI ``NMSE / PSNR / SSIM``
     of the full-data reconstruction when every validation sample carries a reference.
+
+    Marked ``collective``, so the trainer calls it on every rank: in an initialised process
+    group of ``W > 1`` ranks, rank ``r`` takes volumes ``r, r + W, ...`` (the dataset's
+    ``volume_keys()``; samples ``r, r + W, ...`` without it) for the loss and the scoring
+    (:func:`~mrirecon.training.validation.evaluate_reconstructor` with ``distributed=True``), so
+    it reads and calibrates its own slices only; the per-sample losses and per-volume scores
+    are gathered, the losses summed in sample order: every rank returns what one process would.
     """
     loss = SelfSupervisedLoss(cfg)
 
     @torch.no_grad()
     def validate(model: nn.Module, device) -> dict[str, float]:
+        import torch.distributed as dist
+
+        from mrirecon.training.validation import volume_groups
+
+        rank, world = 0, 1
+        if dist.is_available() and dist.is_initialized():
+            rank, world = dist.get_rank(), dist.get_world_size()
         was_training = model.training
         model.eval()
         try:
             n = len(dataset) if max_samples is None else min(max_samples, len(dataset))
-            values, have_targets, is_ct = [], True, False
-            for i in range(n):
+            groups = volume_groups(dataset) or [[i] for i in range(len(dataset))]
+            mine = [i for group in groups[rank::world] for i in group if i < n]
+            values, have_targets, is_ct = [], True, False  # values: (sample index, loss)
+            for i in mine:
                 s = dataset.get(i, mask_seed=None).to(device)
-                values.append(float(loss(model, s, name_seed(s.fname, s.slice_index))))
+                values.append((i, float(loss(model, s, name_seed(s.fname, s.slice_index)))))
                 have_targets = have_targets and s.target is not None
-                is_ct = hasattr(s, "geometry")
-            out = {"ssdu_loss": sum(values) / max(len(values), 1)}
+                is_ct = is_ct or hasattr(s, "geometry")
+            if world > 1:  # every rank takes the same branch below (a collective in it)
+                parts: list = [None] * world
+                dist.all_gather_object(parts, (values, have_targets, is_ct))
+                values = sorted(v for part in parts for v in part[0])
+                have_targets = all(part[1] for part in parts)
+                is_ct = any(part[2] for part in parts)
+            out = {"ssdu_loss": sum(v for _, v in values) / max(len(values), 1)}
             if have_targets and n and not is_ct and max_samples is None:
                 from mrirecon.training.validation import evaluate_reconstructor, model_reconstructor
 
-                out.update(evaluate_reconstructor(model_reconstructor(model, device), dataset).mean())
+                out.update(evaluate_reconstructor(model_reconstructor(model, device), dataset,
+                                                  distributed=True).mean())
             return out
         finally:
             model.train(was_training)
 
+    validate.collective = True  # every rank calls it (Trainer)
     return validate

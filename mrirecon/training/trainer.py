@@ -78,9 +78,12 @@ class Trainer:
     loss_fn
         ``loss_fn(prediction, target, max_value) -> scalar`` on cropped magnitudes.
     validate_fn
-        Optional ``validate_fn(model, device) -> dict[str, float]``, called on every rank at
-        the same steps, so it may use collectives (``validation.make_validate_fn`` shares the
-        volumes among the ranks); rank 0's result is logged.
+        Optional ``validate_fn(model, device) -> dict[str, float]``; rank 0's result is
+        logged. Called on rank 0 alone while the other ranks wait in a barrier, unless it is
+        marked ``validate_fn.collective = True``: then it is called on every rank at the same
+        steps and may use collectives (``validation.make_validate_fn`` and
+        ``ssdu.make_ssdu_validate_fn`` share the volumes among the ranks and gather the
+        scores).
     sample_loss
         Optional ``sample_loss(model, sample, seed) -> scalar`` replacing the image loss
         (self-supervised training, :class:`~mrirecon.training.ssdu.SelfSupervisedLoss`);
@@ -356,11 +359,13 @@ class Trainer:
                 if self.validate_fn is not None and (
                     _due(self.step, self.cfg.val_every) or self.step == self.cfg.optim.max_steps
                 ):
-                    # every rank: make_validate_fn's ranks share the volumes (rank 0 validated
-                    # alone while the others waited here, past NCCL's collective timeout)
-                    scores = self.validate_fn(self.model, self.device)
-                    if self.rank == 0:
-                        row.update({f"val_{k}": v for k, v in scores.items()})
+                    # a collective one on every rank: make_validate_fn's ranks share the
+                    # volumes (rank 0 validated alone while the others waited here, past NCCL's
+                    # collective timeout); a user's own on rank 0 alone, as documented
+                    if self.rank == 0 or getattr(self.validate_fn, "collective", False) is True:
+                        scores = self.validate_fn(self.model, self.device)
+                        if self.rank == 0:
+                            row.update({f"val_{k}": v for k, v in scores.items()})
                     if self.world > 1:
                         dist.barrier()
                 if self.rank == 0 and (

@@ -209,13 +209,14 @@ def validate_model(
 def make_validate_fn(
     dataset: MRITrainingSet,
 ) -> Callable[[nn.Module, torch.device], dict[str, float]]:
-    """The trainer's ``validate_fn``: mean metrics over the volumes of ``dataset``. The trainer
-    calls it on every rank: under ``torchrun`` the ranks share the volumes and gather their
-    scores (:func:`evaluate_reconstructor` with ``distributed=True``), so each returns the same
-    means, as one process would (rank 0 validated alone while the others waited in a barrier,
-    past NCCL's collective timeout on a full validation set)."""
+    """The trainer's ``validate_fn``: mean metrics over the volumes of ``dataset``. Marked
+    ``collective``, so the trainer calls it on every rank: under ``torchrun`` the ranks share the
+    volumes and gather their scores (:func:`evaluate_reconstructor` with ``distributed=True``),
+    so each returns the same means, as one process would (rank 0 validated alone while the
+    others waited in a barrier, past NCCL's collective timeout on a full validation set)."""
 
     def validate(model: nn.Module, device: torch.device) -> dict[str, float]:
         return validate_model(model, dataset, device, distributed=True).mean()
 
+    validate.collective = True  # every rank calls it (Trainer)
     return validate

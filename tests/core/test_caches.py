@@ -4,6 +4,7 @@ import importlib
 import re
 from pathlib import Path
 
+import pytest
 import torch
 
 import mrirecon
@@ -20,7 +21,7 @@ CT_CACHES = (ct_module.cached_ct_operator, ct_module.projector_norm, fbp_module.
 #: with: clear_caches leaves them alone
 NOT_DATA = {
     "mrirecon.core.memory._libc", "mrirecon.pipeline.run_files._git_commit",
-    "mrirecon.pipeline.run_files._versions_cached", "mrirecon.pipeline.run_state._kernel32",
+    "mrirecon.pipeline.run_files._versions_cached", "mrirecon.core.processes._kernel32",
     "mrirecon.pipeline.code_identity.code_sha256", "mrirecon.models.backbones.fused._conv_relu_op",
     "mrirecon.training.weights._card_kind_cached", "mrirecon.functional.wavelet.wavelet_filters",
 }
@@ -83,10 +84,93 @@ def test_the_nufft_plans_and_density_weights_are_registered_and_cleared():
     """The two non-functools caches (bounded LRUs with a lock) are emptied by clear_caches."""
     from mrirecon.functional import density, nufft
 
+    from mrirecon.training.maps_cache import MapsCache
+
+    assert all(isinstance(c, caches.BoundedLRU) for c in (nufft._plans, density._CACHE,
+                                                           MapsCache(0)))  # one LRU class
     assert nufft._plans.clear in caches.registered()
     assert density._CACHE.clear in caches.registered()
     traj = torch.rand(64, 2, dtype=torch.float64) - 0.5
     nufft.nufft(torch.ones(1, 16, 16, dtype=torch.complex128), traj)
-    assert len(nufft._plans._entries) > 0
+    assert len(nufft._plans) > 0
     mrirecon.clear_caches()
-    assert len(nufft._plans._entries) == 0 and len(density._CACHE._entries) == 0
+    assert len(nufft._plans) == 0 and len(density._CACHE) == 0
+
+
+# ---- the one bounded LRU (NUFFT plans, density weights, training's coil maps) ------------------
+
+
+def test_bounded_lru_by_entries_evicts_the_least_recently_used():
+    lru = caches.BoundedLRU(3)
+    for k in range(3):
+        assert lru.put(k, str(k)) == 0
+    assert lru.get(0) == "0"  # now the most recently used
+    assert lru.put(3, "3") == 1  # evicts 1
+    assert 1 not in lru and [k in lru for k in (0, 2, 3)] == [True] * 3 and len(lru) == 3
+    assert lru.get(1) is None and lru.weight == 3
+    lru.put(2, "two")  # a stored key again: replaced, most recent, nothing evicted
+    assert lru.get(2) == "two" and len(lru) == 3
+    assert lru.put(4, "4") == 1 and 0 not in lru  # 0 was the least recent after 2's store
+    lru.clear()
+    assert len(lru) == 0 and lru.weight == 0
+
+
+def test_bounded_lru_by_weight_keeps_within_the_limit():
+    lru = caches.BoundedLRU(10, weigh=len)
+    lru.put("a", "xxxx")
+    lru.put("b", "xxxx")
+    assert lru.weight == 8
+    assert lru.put("c", "xxx") == 1 and "a" not in lru and lru.weight == 7  # 11 > 10: a goes
+    lru.put("b", "x")  # replacing an entry counts its new weight only
+    assert lru.weight == 4 and len(lru) == 2
+    assert lru.put("d", "x" * 11) == 0  # heavier than the whole limit: not kept, nothing evicted
+    assert "d" not in lru and lru.weight == 4
+    lru.put("b", "x" * 11)  # a stored key's heavier value: the old value goes, the new is not kept
+    assert "b" not in lru and lru.weight == 3
+    assert len(caches.BoundedLRU(0)) == 0 and caches.BoundedLRU(0).put("k", 1) == 0
+    with pytest.raises(ValueError, match="limit must be >= 0"):
+        caches.BoundedLRU(-1)
+
+
+def test_bounded_lru_discard_drops_only_the_value_it_was_given():
+    """A caller that found a stale entry drops it, not what another thread stored since."""
+    lru = caches.BoundedLRU(4)
+    old, new = object(), object()
+    lru.put("k", old)
+    lru.put("k", new)  # another thread's store
+    lru.discard("k", old)
+    assert lru.get("k") is new
+    lru.discard("k", new)
+    assert "k" not in lru and lru.weight == 0
+    lru.discard("missing", new)  # nothing there: nothing happens
+
+
+def test_bounded_lru_shared_by_threads_stays_consistent():
+    """8 threads storing, reading and discarding at once under constant eviction: no error (a
+    raw KeyError came from an unlocked move_to_end), and the weight is the sum of what is held."""
+    import threading
+
+    lru = caches.BoundedLRU(64, weigh=lambda v: v[1])
+    errors = []
+
+    def work(seed: int) -> None:
+        g = torch.Generator().manual_seed(seed)
+        try:
+            for _ in range(3000):
+                k = int(torch.randint(0, 40, (), generator=g))
+                hit = lru.get(k)
+                if hit is None:
+                    lru.put(k, (k, 1 + k % 7))
+                elif k % 5 == 0:
+                    lru.discard(k, hit)
+        except Exception as err:  # pragma: no cover - the failure reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    held = [lru.get(k) for k in range(40)]
+    assert lru.weight == sum(v[1] for v in held if v is not None) <= 64

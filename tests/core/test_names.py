@@ -41,3 +41,22 @@ def test_old_name_kept_where_the_target_still_uses_it():
 
 def test_every_alias_points_to_a_canonical_name():
     assert set(DEPRECATED.values()) == {"iterations", "lam"}
+
+
+@accepts_deprecated_names(old_cap=("cap", lambda on: None if on else 0))
+def _own_alias(x, *, cap: int | None = None, iterations: int = 3):
+    return cap, iterations
+
+
+def test_an_own_old_keyword_whose_value_changed_form_is_converted():
+    """A function's own renamed keyword whose value changed too (``MRITrainingSet``'s
+    ``cache_maps=False`` -> ``maps_cache=MapsCache(0)``); the shared aliases still apply."""
+    with pytest.warns(FutureWarning, match="_own_alias: 'old_cap' is deprecated, use 'cap'"):
+        assert _own_alias(0, old_cap=False) == (0, 3)
+    with pytest.warns(FutureWarning):
+        assert _own_alias(0, old_cap=True, max_iterations=5) == (None, 5)
+    with pytest.raises(ValueError, match="both 'old_cap' .* and 'cap'"):
+        _own_alias(0, old_cap=True, cap=2)
+    assert list(inspect.signature(_own_alias).parameters) == ["x", "cap", "iterations"]
+    with pytest.raises(TypeError):  # another function does not take it
+        _solver(0, old_cap=True)

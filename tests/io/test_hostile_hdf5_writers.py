@@ -223,6 +223,33 @@ def test_a_file_open_for_writing_in_another_process_says_so(source, tmp_path, wr
         assert hdf5_layout(path) == "fastmri" and FastMRIFile(path).read_slice(0) is not None
 
 
+@pytest.mark.parametrize("code,why", [(11, "Resource temporarily unavailable"),
+                                      (37, "No locks available"),
+                                      (95, "Operation not supported"), (22, "Invalid argument")])
+def test_a_file_system_without_locks_is_not_called_another_process(source, tmp_path, monkeypatch,
+                                                                   code, why):
+    """h5py's text under NFS without lockd (flock -> ENOLCK, seen with an LD_PRELOAD flock),
+    EOPNOTSUPP or EINVAL. Was: "is open for writing in another process (HDF5 file lock)" for
+    every errno, no such process existing, and h5py's text (the errno) dropped."""
+    path = _copy(source, tmp_path / "x.h5")
+    text = (f"Unable to synchronously open file (unable to lock file, errno = {code}, error "
+            f"message = '{why}')")
+
+    def locked(*args, **kwargs):
+        raise OSError(code, text)
+
+    monkeypatch.setattr(h5py, "File", locked)
+    for read in (hdf5_layout, lambda p: FastMRIFile(p).read_slice(0)):
+        with pytest.raises(DataFormatError) as info:
+            read(path)
+        msg = str(info.value)
+        assert msg.startswith(f"{path}: file: ") and "not a readable" not in msg, msg
+        assert ("another process" in msg) == (code == 11), msg
+        assert "HDF5_USE_FILE_LOCKING=FALSE" in msg, msg
+        if code != 11:  # HDF5's BEST_EFFORT ignores ENOSYS only: it would fail the same way
+            assert "does not support the file locks HDF5 takes" in msg and text in msg, msg
+
+
 # -- 3. attributes stored as 1-element arrays ----------------------------------------------------
 
 def test_attributes_stored_as_one_element_arrays_read_as_their_value(source, tmp_path):

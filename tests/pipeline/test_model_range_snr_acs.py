@@ -126,7 +126,7 @@ def test_recipes_write_the_centre_bands_of_the_masks_they_draw():
     (4x / 0.08 and 8x / 0.04 on 320, and 368 for MoDL), which `make weights` writes."""
     from mrirecon.sampling import create_mask_for_mask_type
     from mrirecon.sampling.acs import acs_width
-    from mrirecon.training.data import acs_column_range
+    from mrirecon.training.mask_bands import acs_column_range
     from mrirecon.training.modl_deploy import _card_range
 
     brain = acs_column_range("equispaced_fraction", [(0.16, 4), (0.08, 8)], [128])

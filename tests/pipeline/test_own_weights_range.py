@@ -311,7 +311,7 @@ def test_self_supervised_cards_record_the_centre_band(tmp_path):
 
     from mrirecon.data.simulate_mri import simulate_mri_dataset
     from mrirecon.training.config import MaskConfig
-    from mrirecon.training.data import acs_column_range
+    from mrirecon.training.mask_bands import acs_column_range
     from mrirecon.training.data_acquired import AcquiredMRISet
 
     (src,) = simulate_mri_dataset(tmp_path / "full", volumes=1, slices=1, coils=2, size=(32, 32),

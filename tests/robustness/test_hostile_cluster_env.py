@@ -5,6 +5,7 @@ only the output folder is writable (matplotlib then finds no folder for its cach
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -249,6 +250,52 @@ def test_a_hangup_ends_a_run_as_sigterm_does(mri_file, tmp_path):
     assert [f["status"] for f in prov["files"]] == ["ok", "ok"]
     assert (out / "metrics.csv").read_text().count("\n") == 3  # header and the 2 finished
     assert not (out / ".staging").exists() and not list(out.rglob("*.tmp"))
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP (Windows)")
+def test_a_hangup_of_the_terminal_itself_still_exits_129(mri_file, tmp_path):
+    """A real hangup: stdout and stderr on a pty whose master is closed (the ssh session gone:
+    every write fails with EIO), then SIGHUP. Was: exit 1, "OSError: [Errno 5] Input/output
+    error" raised by printing "terminated (SIGHUP)" inside the handler."""
+    pty = pytest.importorskip("pty")
+    try:
+        master, slave = pty.openpty()
+    except OSError as err:
+        pytest.skip(f"no pty here ({err})")
+    inp, out, ready = _inputs(mri_file, tmp_path / "in"), tmp_path / "out", tmp_path / "ready"
+    script = f"""
+import sys, time
+from mrirecon.pipeline import runner
+real = runner.commit_outputs
+def commit(*a, **k):
+    real(*a, **k)
+    open({str(ready)!r}, 'w').close()
+    time.sleep(60)  # the parent closes the terminal and sends SIGHUP meanwhile
+runner.commit_outputs = commit
+from mrirecon.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    p = subprocess.Popen([sys.executable, "-c", script, *_run_args(inp, out)], cwd=tmp_path,
+                         stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True)
+    os.close(slave)
+    import select
+
+    seen, deadline = b"", time.monotonic() + 120
+    try:
+        while not ready.exists() and p.poll() is None and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.05)[0]:  # keep the pty from filling up
+                with contextlib.suppress(OSError):
+                    seen += os.read(master, 65536)
+        assert ready.exists(), seen.decode(errors="replace")
+    finally:
+        os.close(master)  # the terminal is gone: its writes now fail with EIO
+        p.send_signal(signal.SIGHUP)
+        code = p.wait(60)
+    assert code == 128 + signal.SIGHUP, seen.decode(errors="replace")
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["status"] == "interrupted" and prov["interrupted"]["how"] == "SIGHUP"
+    assert not (out / ".staging").exists()
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP (Windows)")

@@ -352,12 +352,13 @@ def test_old_folders_of_dead_processes_are_removed_under_windows_process_rules(t
     """On Windows `os.kill(pid, 0)` sends CTRL_C_EVENT and never raises ProcessLookupError, so
     every `.NAME.old-PID` folder counted as a live run's and stayed (a recursive PACS import of
     dicom/ took the stale series too). Liveness comes from OpenProcess / GetExitCodeProcess."""
+    from mrirecon.core import processes
     from mrirecon.pipeline import run_state
 
     states = {900001: "exited", 900002: "running", 900004: "denied"}
     kernel32 = _Kernel32(states)
     monkeypatch.setattr(sys, "platform", "win32")
-    monkeypatch.setattr(run_state, "_kernel32", lambda: kernel32, raising=False)
+    monkeypatch.setattr(processes, "_kernel32", lambda: kernel32, raising=False)
     monkeypatch.setattr(ctypes, "get_last_error", lambda: kernel32.last_error, raising=False)
     real_kill = os.kill
     monkeypatch.setattr(os, "kill", lambda pid, sig: None if sig == 0 else real_kill(pid, sig))
