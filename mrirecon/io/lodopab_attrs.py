@@ -65,12 +65,14 @@ def lodopab_geometry(
 
 
 def geometry_to_json(geometry: CTGeometry) -> str:
-    """JSON of every :class:`CTGeometry` field (angles in radians)."""
+    """JSON of every :class:`CTGeometry` field (angles in radians; ``detector_offset`` in mm,
+    where the rotation axis projects from the detector's middle)."""
     return json.dumps(asdict(geometry))
 
 
 #: The keys a stored geometry must state (fan beam: also :data:`FAN_KEYS`); the CTGeometry
-#: defaults are for code, not for files.
+#: defaults are for code, not for files. ``detector_offset`` is optional: files written before
+#: it existed hold a centred detector and read as 0.
 GEOMETRY_KEYS = ("beam", "image_shape", "angles", "num_detectors", "pixel_size", "detector_spacing")
 FAN_KEYS = ("source_isocenter", "source_detector", "detector")
 #: The widest angular range of one stored scan (rad): a full turn plus any overscan fits; the

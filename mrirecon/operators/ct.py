@@ -11,8 +11,11 @@ Conventions are those of :class:`~mrirecon.operators.ct_geometry.CTGeometry`; re
 ``skimage.transform.radon(image, theta)``: ``theta`` (degrees) ``= degrees(angles)``, and
 skimage's ``(detectors, views)`` output is our ``(views, detectors)`` transposed, with the same
 detector direction; skimage rotates about pixel ``N // 2`` and puts the detector centre at
-index ``N // 2``, which equals ours (``(N - 1) / 2``) for odd ``N`` (for even ``N`` the two
-differ by a half-pixel shift).
+index ``N // 2``, which equals ours (``(N - 1) / 2``) for odd ``N``; for even ``N`` the axis
+sits half a bin above our detector's middle: ``CTGeometry(..., detector_offset=+0.5 *
+detector_spacing)`` (the image grid is then centred on the axis, half a pixel from skimage's).
+Both projectors place the rays by :attr:`CTGeometry.detector_positions`, measured from the
+rotation axis, so a ``detector_offset`` (a centre-of-rotation offset) is exact.
 """
 
 from __future__ import annotations

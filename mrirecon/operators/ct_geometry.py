@@ -17,6 +17,15 @@ class CTGeometry:
     angle ``theta`` rotates the source/detector pair counter-clockwise; at ``theta = 0`` the
     rays of a parallel beam travel along +y and detector coordinate ``u`` runs along +x.
 
+    Detector centre: the rotation axis (the isocentre; for fan beam, the central ray from the
+    source through it) meets the detector ``detector_offset`` mm from the detector's middle,
+    i.e. at element index ``(num_detectors - 1) / 2 + detector_offset / detector_spacing``
+    (between two elements for an even count). ``detector_offset`` is positive along ``+u``
+    (towards higher element indices). A sinogram from ``skimage.transform.radon`` of an
+    even-size image has its axis at index ``N // 2``: ``detector_offset = +0.5 *
+    detector_spacing`` (an odd-size image needs none); a scanner's centre-of-rotation error
+    of ``k`` bins towards higher indices is ``+k * detector_spacing``.
+
     Attributes
     ----------
     beam
@@ -36,6 +45,10 @@ class CTGeometry:
         Source-to-isocentre and source-to-detector distances (fan beam only).
     detector
         ``"flat"`` or ``"curved"`` (equi-angular) for fan beam; ignored for parallel beam.
+    detector_offset
+        Where the rotation axis projects on the detector, in mm along ``u`` from the
+        detector's middle (measured at the detector, along its arc for a curved one); default
+        0 (a centred detector). Parallel and fan beam.
     """
 
     beam: str
@@ -47,6 +60,7 @@ class CTGeometry:
     source_isocenter: float | None = None
     source_detector: float | None = None
     detector: str = "flat"
+    detector_offset: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image_shape", tuple(int(s) for s in self.image_shape))
@@ -64,6 +78,14 @@ class CTGeometry:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise ValueError(f"CTGeometry.{name} must be finite and > 0, got {value}")
+        try:
+            offset = float(self.detector_offset)
+        except (TypeError, ValueError):
+            raise ValueError("CTGeometry.detector_offset must be a number (mm), got "
+                             f"{self.detector_offset!r}") from None
+        if not math.isfinite(offset):
+            raise ValueError(f"CTGeometry.detector_offset must be finite, got {offset}")
+        object.__setattr__(self, "detector_offset", offset)
         if self.num_detectors < 1:
             raise ValueError(f"CTGeometry.num_detectors must be >= 1, got {self.num_detectors}")
         if self.beam == "fan":
@@ -93,9 +115,11 @@ class CTGeometry:
 
     @property
     def detector_positions(self) -> np.ndarray:
-        """Centres of the detector elements along the detector, ``(detectors,)`` in mm."""
+        """Centres of the detector elements along the detector, ``(detectors,)`` in mm, measured
+        from where the rotation axis projects (``u = 0``): ``(i - (n - 1) / 2) *
+        detector_spacing - detector_offset``."""
         n = self.num_detectors
-        return (np.arange(n) - (n - 1) / 2) * self.detector_spacing
+        return (np.arange(n) - (n - 1) / 2) * self.detector_spacing - self.detector_offset
 
     @property
     def fan_angles(self) -> np.ndarray:
@@ -114,6 +138,7 @@ class CTGeometry:
         angle_range: float = math.pi,
         pixel_size: float = 1.0,
         detector_spacing: float | None = None,
+        detector_offset: float = 0.0,
     ) -> CTGeometry:
         """Parallel beam with ``num_views`` equispaced angles over ``[0, angle_range)``."""
         h, w = image_shape
@@ -121,7 +146,7 @@ class CTGeometry:
             num_detectors = int(math.ceil(math.hypot(h, w))) | 1
         angles = np.arange(num_views) * angle_range / num_views
         return cls("parallel", (h, w), tuple(angles), int(num_detectors), pixel_size,
-                   detector_spacing or pixel_size)
+                   detector_spacing or pixel_size, detector_offset=detector_offset)
 
     @classmethod
     def fan(
@@ -136,6 +161,7 @@ class CTGeometry:
         angle_range: float = 2 * math.pi,
         pixel_size: float = 1.0,
         detector_spacing: float | None = None,
+        detector_offset: float = 0.0,
     ) -> CTGeometry:
         """Fan beam; defaults: source at 2x the image diagonal, magnification 2, full scan,
         and a detector wide enough to cover the inscribed circle."""
@@ -152,4 +178,4 @@ class CTGeometry:
             num_detectors = int(math.ceil(2 * half / spacing)) + 2
         angles = np.arange(num_views) * angle_range / num_views
         return cls("fan", (h, w), tuple(angles), int(num_detectors), pixel_size, spacing,
-                   float(sid), float(sdd), detector)
+                   float(sid), float(sdd), detector, detector_offset)

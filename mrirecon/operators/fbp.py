@@ -27,6 +27,12 @@ mm). Steps:
    ``grid_sample``. Fan beam uses pixel-driven back-projection with linear interpolation on the
    detector and the inverse squared source distance.
 
+A ``detector_offset`` (the rotation axis projecting off the detector's middle) is honoured
+exactly: the pre-weights, Parker weights and both back-projections use the elements' positions
+from the axis (:attr:`CTGeometry.detector_positions`), and the ramp filter is shift-invariant.
+(The fan-beam full-scan formula counts every ray twice; rays whose conjugate falls off an offset
+detector are counted once, so a large fan-beam offset needs the object inside the smaller side.)
+
 Everything that depends only on the geometry and the filter (pre-weights, filter response,
 view weights, the projector's tables) is built once and cached, so a volume's slices pay for
 it once; the computation runs in the sinogram's dtype (float32 stays float32).
@@ -305,7 +311,9 @@ def _backproject(q: Tensor, geometry: CTGeometry, view_weights: Tensor) -> Tenso
             else:
                 weight = (sid / along) ** 2
                 gx.div_(along).mul_(sdd)
-        gx.mul_(scale)  # (2 (u / du + (nd - 1) / 2) + 1) / nd - 1 == u * 2 / (nd du)
+        # the element index of u is (u + offset) / du + (nd - 1) / 2 (CTGeometry.detector_positions)
+        # and grid_sample's coordinate (2 index + 1) / nd - 1 == (u + offset) * 2 / (nd du)
+        gx.add_(geometry.detector_offset).mul_(scale)
         inp = q[:, v0:v1].transpose(0, 1).unsqueeze(2)  # (Vc, B, 1, D)
         vals = F.grid_sample(inp, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         if weight is not None:

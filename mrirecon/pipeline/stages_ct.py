@@ -31,7 +31,7 @@ from mrirecon.pipeline.ct_consistency import (OPPOSITE_MISMATCH, above_count_flo
                                               dead_views_message, dose_note, views_note, drop_dead_views,
                                               mark_dead_views, missing_rays,
                                               opposite_view_mismatch, fan_geometry_warning,
-                                              transmission_warning)
+                                              transmission_warning, centre_warning)
 from mrirecon.pipeline.ct_plausibility import (NOISE_FIT_METHODS, bulk_shift_warning,
                                                coverage_warning, floor_warnings, image_warnings,
                                                noise_fit_warning)
@@ -277,7 +277,8 @@ MASS_SPREAD = 0.1
 
 def data_warnings(sinogram: Tensor, geometry: CTGeometry) -> dict[str, str]:
     """What looks wrong in a post-log sinogram ``(views, detectors)`` but may be real: truncated
-    projections, too few views, a dead detector bin, views whose sums disagree (parallel beam),
+    projections, too few views, a dead detector bin, views whose sums disagree or a rotation
+    axis away from the geometry's ``detector_offset`` (parallel beam),
     conjugate rays that disagree (fan beam), pre-log transmission data, a near-empty sinogram.
 
     No method here models an object wider than the detector: its rays through the body miss
@@ -319,6 +320,8 @@ def data_warnings(sinogram: Tensor, geometry: CTGeometry) -> dict[str, str]:
             "wrong (a half-turn scan labelled as a full turn), or is this fan-beam data?")
     if "inconsistent" not in out and (msg := fan_geometry_warning(sino, geometry)) is not None:
         out["inconsistent"] = msg
+    if not truncated and "inconsistent" not in out and (msg := centre_warning(sino, geometry)):
+        out["centre"] = msg  # the centre-of-mass fit needs whole projections
     inside = sino[..., 1:-1]
     neighbours = torch.minimum(sino[..., :-2], sino[..., 2:])
     dead = ((inside == 0).all(-2) & (neighbours.median(-2).values > TRUNCATION_LEVEL * p99))

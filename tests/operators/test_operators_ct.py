@@ -51,6 +51,12 @@ GEOMETRIES = {
     "fan-flat": CTGeometry.fan((9, 8), 9, 15),
     "fan-curved": CTGeometry.fan((8, 9), 9, 15, detector="curved", pixel_size=0.7),
     "fan-short-scan": _fan_short((8, 8), 7, "flat"),
+    # the rotation axis off the detector's middle (a centre-of-rotation offset, in mm)
+    "parallel-offset": CTGeometry.parallel((9, 8), 7, 13, pixel_size=0.5, detector_spacing=0.6,
+                                           detector_offset=0.37),
+    "fan-flat-offset": CTGeometry.fan((9, 8), 9, 15, detector_offset=-1.3),
+    "fan-curved-offset": CTGeometry.fan((8, 9), 9, 15, detector="curved", pixel_size=0.7,
+                                        detector_offset=2.1),
 }
 
 
@@ -334,13 +340,14 @@ def test_random_geometries_have_exact_adjoints():
         nv, nd = int(rng.integers(1, 9)), int(rng.integers(1, 40))
         angles = tuple(rng.uniform(-7, 7, nv))
         ps, du = float(rng.uniform(0.3, 2)), float(rng.uniform(0.3, 2))
+        offset = float(rng.uniform(-3, 3)) * du if trial % 3 else 0.0  # rotation axis off-centre
         if trial % 2:
-            g = CTGeometry("parallel", (h, w), angles, nd, ps, du)
+            g = CTGeometry("parallel", (h, w), angles, nd, ps, du, detector_offset=offset)
         else:
             sid = float(rng.uniform(0.6, 3)) * math.hypot(h, w) * ps
             sdd = sid * float(rng.uniform(1.05, 3))
             det = "curved" if trial % 4 else "flat"
-            g = CTGeometry("fan", (h, w), angles, nd, ps, du, sid, sdd, det)
+            g = CTGeometry("fan", (h, w), angles, nd, ps, du, sid, sdd, det, offset)
         op = ct_operator(g)
         x = random_like_shape((2, h, w), torch.float64, trial)
         y = random_like_shape((2, nv, nd), torch.float64, trial + 100)
