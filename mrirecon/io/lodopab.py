@@ -74,6 +74,7 @@ from mrirecon.io.lodopab_attrs import (  # noqa: F401
     NUM_DETECTORS,
     PHOTONS,
     geometry_from_json,
+    check_min_photon_count,
     geometry_to_json,
     lodopab_geometry,
 )
@@ -166,7 +167,7 @@ def write_lodopab(
     out_dir: str | os.PathLike,
     part: str,
     sinograms: np.ndarray,
-    attenuation: np.ndarray,
+    attenuation: np.ndarray | None = None,
     *,
     geometry: CTGeometry,
     hu: np.ndarray | None = None,
@@ -177,12 +178,15 @@ def write_lodopab(
     samples_per_file: int = SAMPLES_PER_FILE,
     attrs: dict | None = None,
 ) -> list[Path]:
-    """Write a part of a dataset in the LoDoPaB-CT layout (atomically, file by file).
+    """Write a part of a dataset in the LoDoPaB-CT layout (atomically, file by file). What
+    :class:`LoDoPaBFiles` would refuse (angles in degrees; water's attenuation per cm) is refused
+    here, by the reader's rules, naming the argument at fault.
 
     Parameters
     ----------
     out_dir
-        Folder; files ``observation_{part}_{i:03d}.hdf5`` / ``ground_truth_{part}_{i:03d}.hdf5``.
+        Folder; files ``observation_{part}_{i:03d}.hdf5`` / ``ground_truth_{part}_{i:03d}.hdf5``
+        (the latter only with ``attenuation``).
     part
         Dataset part name (letters, digits, underscore), e.g. ``"train"``.
     sinograms
@@ -190,35 +194,39 @@ def write_lodopab(
         lengths in mm times attenuation in 1/mm); stored divided by ``MU_MAX`` (1/m).
     attenuation
         ``(N, H, W)`` linear attenuation (1/mm) in mrirecon orientation; stored as
-        ``mu / MU_MAX`` clipped to ``[0, 1]`` in the ODL layout.
+        ``mu / MU_MAX`` clipped to ``[0, 1]`` in the ODL layout. ``None`` (no reference):
+        observation files only, read as inputs without a reference (no metrics).
     geometry
-        The acquisition geometry (stored as the ``geometry`` attribute).
+        The acquisition geometry (stored as the ``geometry`` attribute): angles in radians.
     hu
         ``(N, H, W)`` Hounsfield units (mrirecon orientation), stored as dataset ``hu``.
     photons, min_photon_count, mu_water, mu_air
-        Noise model and HU conversion (1/mm) recorded as attributes.
+        Noise model and HU conversion (1/mm: water 0.015-0.08, LoDoPaB 0.02) recorded as
+        attributes.
     samples_per_file
         Samples per file (128 in the public dataset).
 
     Returns
     -------
     list of Path
-        Observation files then ground-truth files.
+        Observation files then ground-truth files (if any).
     """
     if not re.fullmatch(r"\w+", part):
         raise ValueError(f"write_lodopab: part must be a word (e.g. 'train'), got {part!r}")
     sino = np.asarray(sinograms, dtype=np.float64)
-    mu = np.asarray(attenuation, dtype=np.float64)
+    mu = None if attenuation is None else np.asarray(attenuation, dtype=np.float64)
     n = sino.shape[0]
     if sino.ndim != 3 or sino.shape[1:] != geometry.sinogram_shape:
         raise ValueError(
             f"write_lodopab: sinograms must be (N, {geometry.sinogram_shape[0]}, "
             f"{geometry.sinogram_shape[1]}) for the geometry, got {sino.shape}"
         )
-    if mu.shape != (n,) + geometry.image_shape:
+    if mu is not None and mu.shape != (n,) + geometry.image_shape:
         raise ValueError(
             f"write_lodopab: attenuation must be {(n,) + geometry.image_shape}, got {mu.shape}"
         )
+    if hu is not None and mu is None:
+        raise ValueError("write_lodopab: hu needs attenuation (the ground truth it is stored with)")
     if hu is not None and np.shape(hu) != mu.shape:
         raise ValueError(f"write_lodopab: hu must be {mu.shape}, got {np.shape(hu)}")
     splits = lodopab_file_splits(n, samples_per_file)
@@ -237,20 +245,50 @@ def write_lodopab(
         root["min_photon_count"] = float(min_photon_count)
     root.update(attrs or {})
     out = Path(out_dir)
+    _check_as_read(root, out / lodopab_file_name("observation", part, 0), attrs or {})
     out.mkdir(parents=True, exist_ok=True)
     obs_paths, gt_paths = [], []
     for i, sl in enumerate(splits):
         obs = (sino[sl] / MU_MAX_PER_M).astype(np.float32)
-        gt = to_lodopab_layout(np.clip(mu[sl] / MU_MAX_PER_MM, 0.0, 1.0)).astype(np.float32)
-        hu_part = None if hu is None else to_lodopab_layout(np.asarray(hu)[sl]).astype(np.float32)
+        kinds = [("observation", obs, None)]
+        if mu is not None:
+            gt = to_lodopab_layout(np.clip(mu[sl] / MU_MAX_PER_MM, 0.0, 1.0)).astype(np.float32)
+            hu_part = (None if hu is None
+                       else to_lodopab_layout(np.asarray(hu)[sl]).astype(np.float32))
+            kinds.append(("ground_truth", gt, hu_part))
         pair = [(out / lodopab_file_name(kind, part, i), hdf5_image(_filler(data, extra, root)))
-                for kind, data, extra in (("observation", obs, None), ("ground_truth", gt, hu_part))]
+                for kind, data, extra in kinds]
         # an observation and its ground truth are written together or not at all: a full disk
         # left observation_*_000 without its reference (and crashed Python, exit 139)
         atomic_write_together(pair)
         obs_paths.append(pair[0][0])
-        gt_paths.append(pair[1][0])
+        gt_paths.extend(p for p, _ in pair[1:])
     return obs_paths + gt_paths
+
+
+def _check_as_read(root: dict, path: Path, user_attrs: dict) -> None:
+    """Refuse, before anything is written, the root attributes ``root`` that the reader would
+    refuse in ``path`` (its rules: :func:`~mrirecon.io.lodopab_attrs.geometry_from_json`,
+    :func:`~mrirecon.io.lodopab_attrs.check_units`,
+    :func:`~mrirecon.io.lodopab_attrs.check_min_photon_count`), as a ``ValueError`` naming
+    :func:`write_lodopab`'s argument (or ``attrs[key]``) at fault."""
+    try:
+        _attrs.stored_geometry(root, path)
+        _attrs.check_units(root, path)
+        check_min_photon_count(root, path)
+    except DataFormatError as err:
+        key = err.field.removeprefix("attrs/")
+        if key == "mu_max_per_m" and key not in user_attrs:  # LoDoPaB's, below the water given
+            raise ValueError(
+                f"write_lodopab: mu_water={root['mu_water_per_mm']!r} (1/mm) is above MU_MAX, "
+                f"{MU_MAX_PER_MM:.6g} / mm, the attenuation of the stored value 1 (water's "
+                f"attenuation per cm? LoDoPaB's is {MU_WATER_PER_M / 1000:g} / mm); the reader "
+                f"would refuse the file ({err.field}: {err.problem})") from None
+        arg = {"mu_water_per_mm": "mu_water", "mu_air_per_mm": "mu_air"}.get(key, key)
+        arg = (f"attrs[{key!r}]={user_attrs[key]!r}" if key in user_attrs else
+               arg if key == "geometry" else f"{arg}={root[key]!r}")
+        raise ValueError(f"write_lodopab: {arg}: {err.problem} (the reader would refuse the "
+                         f"file: {err.field})") from None
 
 
 def _filler(data: np.ndarray, hu: np.ndarray | None, attrs: dict):
@@ -395,26 +433,9 @@ class LoDoPaBFiles:
     @property
     def min_photon_count(self) -> float:
         """The count floor of the observations' noise (zero detections stored as this many
-        photons): the ``min_photon_count`` attribute, LoDoPaB's 0.1 without it. Refused unless
-        positive and below the dose the data hold (:attr:`data_photons`, when known): a floor of
-        1e6 beside ``photons`` 4096 was accepted without a word, and the count-floor checks
-        (``log(photons / min_photon_count)``) were off for the file."""
-        path = self.observation_files[0]
-        value = _attrs.number_attr(self.attrs, "min_photon_count", MIN_PHOTON_COUNT, path)
-        if not value > 0:
-            raise DataFormatError(path, "attrs/min_photon_count",
-                                  f"expected a positive photon count, got {value!r}")
-        dose = self.data_photons
-        if dose is not None and not value < dose:
-            given = "" if "photons" in self.attrs else " (LoDoPaB's, the file states none)"
-            raise DataFormatError(path, "attrs/min_photon_count",
-                                  f"{value!r} is not below attrs/photons {dose!r}{given}: the "
-                                  "count floor (zero detections stored as this many photons) "
-                                  "lies below the incident photons per bin (at or above them "
-                                  "every count, air included, is clamped to it, as "
-                                  "sampling.views.check_photons says); one of the two "
-                                  "attributes is wrong")
-        return value
+        photons): the ``min_photon_count`` attribute, LoDoPaB's 0.1 without it, checked by
+        :func:`~mrirecon.io.lodopab_attrs.check_min_photon_count`."""
+        return check_min_photon_count(self.attrs, self.observation_files[0])
 
     @property
     def mu_max_per_m(self) -> float:

@@ -293,3 +293,24 @@ def check_same_attrs(first: Path, first_attrs: dict, first_geometry: CTGeometry,
             noise = " (the dose of the noise the data hold)" if read is data_photons else ""
             raise DataFormatError(path, f"attrs/{key}", f"{mine!r}{noise} differs from "
                                   f"{first.name}'s {theirs!r}; {why}")
+
+
+def check_min_photon_count(attrs: dict, path: Path) -> float:
+    """A file's ``min_photon_count`` attribute (LoDoPaB's 0.1 without it), refused unless positive
+    and below the dose the data hold (:func:`data_photons`): 1e6
+    beside ``photons`` 4096 was accepted, and the count-floor checks were off for the file."""
+    value = number_attr(attrs, "min_photon_count", MIN_PHOTON_COUNT, path)
+    if not value > 0:
+        raise DataFormatError(path, "attrs/min_photon_count",
+                              f"expected a positive photon count, got {value!r}")
+    dose = data_photons(attrs, path)
+    if dose is not None and not value < dose:
+        given = "" if "photons" in attrs else " (LoDoPaB's, the file states none)"
+        raise DataFormatError(path, "attrs/min_photon_count",
+                              f"{value!r} is not below attrs/photons {dose!r}{given}: the "
+                              "count floor (zero detections stored as this many photons) "
+                              "lies below the incident photons per bin (at or above them "
+                              "every count, air included, is clamped to it, as "
+                              "sampling.views.check_photons says); one of the two "
+                              "attributes is wrong")
+    return value

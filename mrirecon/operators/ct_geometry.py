@@ -21,10 +21,11 @@ class CTGeometry:
     source through it) meets the detector ``detector_offset`` mm from the detector's middle,
     i.e. at element index ``(num_detectors - 1) / 2 + detector_offset / detector_spacing``
     (between two elements for an even count). ``detector_offset`` is positive along ``+u``
-    (towards higher element indices). A sinogram from ``skimage.transform.radon`` of an
-    even-size image has its axis at index ``N // 2``: ``detector_offset = +0.5 *
-    detector_spacing`` (an odd-size image needs none); a scanner's centre-of-rotation error
-    of ``k`` bins towards higher indices is ``+k * detector_spacing``.
+    (towards higher element indices). A sinogram from ``skimage.transform.radon`` has its axis
+    at index ``n // 2`` of its ``n`` bins: ``detector_offset = +0.5 * detector_spacing`` when
+    ``n`` is even (an even-size image with ``circle=True``; 282 bins for a 199-pixel image with
+    ``circle=False``), none when odd; a scanner's centre-of-rotation error of ``k`` bins
+    towards higher indices is ``+k * detector_spacing``.
 
     Attributes
     ----------

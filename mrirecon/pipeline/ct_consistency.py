@@ -13,8 +13,8 @@
   :func:`drop_dead_views`), not taken as measured zeros.
 * Parallel beam: the rotation axis projects where the geometry says (``detector_offset``): each
   view's centre of mass is ``c + a cos θ + b sin θ`` (Helgason-Ludwig, order 1), and ``c`` is
-  the axis (:func:`centre_offset`, :func:`centre_warning`). skimage's ``radon`` of an even-size
-  image, or a scanner's centre-of-rotation error, put it 0.5-2 bins off: 21.6 / 20.3 / 16.7 dB
+  the axis (:func:`centre_offset`, :func:`centre_warning`). skimage's ``radon`` with an even number
+  of detector bins, or a scanner's centre-of-rotation error, put it 0.5-2 bins off: 21.6 / 20.3 / 16.7 dB
   where the right centre gives 29 dB, with no word.
 * Pre-log data: transmission ``I / I0`` (or percent) stored where line integrals belong reads
   air as its brightest value (:func:`transmission_warning`); it was reported as truncated, at
@@ -110,7 +110,7 @@ def missing_rays(sino: Tensor, geometry: CTGeometry) -> tuple[int, float, float]
 
 #: Parallel beam: a rotation axis this many detector bins from where the geometry puts it is
 #: reported (:func:`centre_warning`). Correct data read within 0.07 bins (noisy LoDoPaB-style
-#: simulations at 1024 photons per bin); skimage's ``radon`` of an even-size image reads 0.50.
+#: simulations at 1024 photons per bin); skimage's ``radon`` with an even bin count reads 0.50.
 CENTRE_TOLERANCE_BINS = 0.25
 #: ... unless more than this fraction of the bins sit at the sinogram's maximum: rays starved of
 #: photons, floored at the count floor, clip the projections and bias their centres of mass
@@ -162,9 +162,8 @@ def centre_warning(sino: Tensor, geometry: CTGeometry) -> str | None:
     if abs(found - stated) <= CENTRE_TOLERANCE_BINS:
         return None
     n = geometry.num_detectors
-    skimage = (" (a sinogram from skimage.transform.radon of an even-size image has it at bin "
-               "N / 2, +0.5 bin: use an odd image size or detector_offset = +0.5 x "
-               "detector_spacing)") if abs(found - 0.5) <= CENTRE_TOLERANCE_BINS and stated == 0 else ""
+    skimage = (" (skimage.transform.radon puts it at bin n // 2 of its n bins, +0.5 bin for an "
+               "even count: set detector_offset = +0.5 x detector_spacing)") if abs(found - 0.5) <= CENTRE_TOLERANCE_BINS and stated == 0 else ""
     return (f"the rotation axis projects {found:+.2f} bins ({found * du:+.4g} mm) from the "
             f"detector's middle (bin {(n - 1) / 2 + found:.2f} of {n}), where the geometry puts "
             f"it at {stated:+.2f} bins (detector_offset {geometry.detector_offset:.4g} mm), "

@@ -28,6 +28,18 @@ MU_WATER_NOMINAL = 0.02
 #: would still need more bone pixels than soft tissue ones. The data x 3 read 3x, / MU_MAX twice
 #: 0.012x, HU + 1024 stored without the intercept 2x.
 BULK_RANGE = (0.45, 1.8)
+#: Where the bulk of correct data lies, relative to water: 0.89-1.04x on LoDoPaB's validation
+#: slices, 0.95-1.03x on ``simulate ct`` (water 0.0192 / mm; 64-362 px, 0.7-4 mm pixels, 1024-1e5
+#: photons, parallel and fan, real-anatomy and ellipse sources), soft tissue 0.9-1.1x. Outside
+#: it, a bulk that becomes water's when multiplied by the pixel size (mm) is taken for line
+#: integrals in pixel units (:data:`PIXEL_UNITS_RTOL`). Not the warning band: water itself reads
+#: 0.85-1.35x from 120 to 70 kVp, so a bulk of 1.4x may be a low-kV scan.
+SOFT_TISSUE_RANGE = (0.85, 1.1)
+#: How close to water ``bulk x pixel_size`` must come (relative) for the data to be read as line
+#: integrals in pixel units (skimage's ``radon``, ASTRA's default ``create_vol_geom(n, n)``:
+#: lengths counted in pixels, not mm): with 0.7 mm pixels water read +430 HU, with no word. Pixels
+#: within this of 1 mm leave both readings alike, and are not judged.
+PIXEL_UNITS_RTOL = 0.1
 #: Pixels above this fraction of the image's 99th percentile are the object (air, and lung
 #: beside soft tissue or bone, are below it); a scale-free choice.
 OBJECT_FRACTION = 0.3
@@ -62,22 +74,46 @@ def bulk_attenuation(preview: Tensor) -> float | None:
     return lo + (k + 0.5) * (top - lo) / bins
 
 
-def image_warnings(preview: Tensor | None) -> dict[str, str]:
+def pixel_units_warning(ratio: float, pixel_size: float | None) -> str | None:
+    """The warning for an FBP whose bulk, ``ratio`` x water's, lies outside
+    :data:`SOFT_TISSUE_RANGE` but within :data:`PIXEL_UNITS_RTOL` of water once multiplied by
+    ``pixel_size`` (mm): line integrals in pixel units; ``None`` otherwise (or without a pixel
+    size, or with one within :data:`PIXEL_UNITS_RTOL` of 1 mm)."""
+    if not pixel_size or not abs(pixel_size - 1) > PIXEL_UNITS_RTOL:
+        return None
+    if SOFT_TISSUE_RANGE[0] <= ratio <= SOFT_TISSUE_RANGE[1]:
+        return None
+    if not abs(ratio * pixel_size - 1) <= PIXEL_UNITS_RTOL:
+        return None
+    return (f"the object's most common value in the FBP is {ratio:.3g}x water's attenuation "
+            f"({MU_WATER_NOMINAL:g} / mm; {1000 * (ratio - 1):+.0f} HU), and "
+            f"{ratio * pixel_size:.3g}x once multiplied by the pixel size, {pixel_size:.4g} mm: "
+            "are the line integrals in pixel units (skimage's radon, ASTRA's default "
+            "create_vol_geom(n, n))? Multiply the sinogram by the pixel size in mm "
+            f"({pixel_size:.4g}); the image's HU would be wrong")
+
+
+def image_warnings(preview: Tensor | None, pixel_size: float | None = None) -> dict[str, str]:
     """``{kind: message}`` for an FBP (attenuation, 1/mm) whose bulk is not near water's or that
-    holds no air."""
+    holds no air. With the ``pixel_size`` (mm) of the geometry, a bulk that reads water's once
+    multiplied by it is named as line integrals in pixel units (:func:`pixel_units_warning`),
+    also inside :data:`BULK_RANGE`."""
     out: dict[str, str] = {}
     if preview is None or preview.numel() < MIN_PIXELS:
         return out
     bulk = bulk_attenuation(preview)
     if bulk is not None:
         ratio = bulk / MU_WATER_NOMINAL
-        if not BULK_RANGE[0] <= ratio <= BULK_RANGE[1]:
+        if (msg := pixel_units_warning(ratio, pixel_size)) is not None:
+            out["scale"] = msg
+        elif not BULK_RANGE[0] <= ratio <= BULK_RANGE[1]:
             hu = 1000 * (ratio - 1)
             out["scale"] = (f"the object's most common value in the FBP is {bulk:.3g} / mm, "
                             f"{ratio:.3g}x water's attenuation ({MU_WATER_NOMINAL:g} / mm; "
                             f"{hu:+.0f} HU), where soft tissue reads 0.9-1.1x: are the data at "
                             "another scale (LoDoPaB stores line integrals / MU_MAX, 81.35858 / m: "
-                            "its mu_max_per_m attribute; lengths in mm?), or is a DICOM series "
+                            "its mu_max_per_m attribute; lengths in mm, not pixels?), or is a "
+                            "DICOM series "
                             "not in HU (RescaleIntercept, RescaleSlope)? The image's HU would be "
                             "wrong")
     x = preview.detach().double()

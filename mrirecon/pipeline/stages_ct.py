@@ -506,7 +506,7 @@ class CTStages(Modality[CTSlice]):
         if s.dropped:
             out["dead_views"] = dead_views_message(list(s.dropped), s.geometry.num_views)
         if "transmission" not in out:  # pre-log data: their image's scale says nothing more
-            out.update(image_warnings(s.preview))
+            out.update(image_warnings(s.preview, s.geometry.pixel_size))
         if (msg := coverage_warning(s.geometry)) is not None:
             out["coverage"] = msg
         photons = self.dose(s)  # the dose of the data reconstructed, and its count floor

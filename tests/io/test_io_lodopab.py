@@ -242,3 +242,43 @@ def test_write_errors(tmp_path):
     with pytest.raises(ValueError, match="attenuation has 1 NaN or Inf values"):
         write_lodopab(out, "train", np.zeros((1, 4, 11)), mu, geometry=g)
     assert not out.exists() or not any(out.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize("kwargs, arg, hint", [
+    ({"angles": "degrees"}, "geometry", r"angles span 179 rad.*were degrees given\?"),
+    ({"mu_water": 0.19}, "mu_water=0.19", r"per cm\?"),
+    ({"mu_water": 19.2}, "mu_water=19.2", r"per metre\?"),
+    ({"mu_air": 0.01}, "mu_air=0.01", "no attenuation of air"),
+    ({"photons": 100.0, "min_photon_count": 200.0}, "min_photon_count=200", "not below"),
+    ({"attrs": {"mu_max_per_m": 5.0}}, r"attrs\['mu_max_per_m'\]", "no MU_MAX"),
+])
+def test_write_refuses_what_the_reader_refuses_naming_the_argument(tmp_path, kwargs, arg, hint):
+    """Angles in degrees and water's attenuation per cm (0.19) were written; ``mrirecon run``
+    then failed ("angles span 179 rad"; "attrs/mu_max_per_m: 81.35858 is no MU_MAX", a value
+    the user never set). The writer applies the reader's rules and names its own argument."""
+    kwargs = dict(kwargs)
+    th = np.arange(0, 180, 1.0)
+    angles = th if kwargs.pop("angles", None) else np.deg2rad(th)
+    g = CTGeometry("parallel", (9, 9), tuple(angles), 13, 1.0, 1.0)
+    out = tmp_path / "w"
+    with pytest.raises(ValueError, match=rf"write_lodopab: {arg}.*{hint}"):
+        write_lodopab(out, "test", np.zeros((1, 180, 13)), np.zeros((1, 9, 9)), geometry=g,
+                      **kwargs)
+    assert not out.exists() or not any(out.iterdir())  # nothing written
+
+
+def test_write_without_reference_writes_observations_only(tmp_path):
+    """A scanner user has no reference image: ``attenuation=None`` raised "attenuation must be
+    (1, 9, 9), got ()", and zeros in its place were scored as a "placeholder reference"."""
+    g = CTGeometry.parallel((9, 9), 6, 13)
+    sino = np.random.default_rng(1).uniform(0, 2, size=(3, 6, 13))
+    paths = write_lodopab(tmp_path, "scan", sino, geometry=g, samples_per_file=2)
+    assert [p.name for p in paths] == [lodopab_file_name("observation", "scan", i) for i in (0, 1)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [p.name for p in paths]
+    files = LoDoPaBFiles(tmp_path, "scan")
+    assert files.geometry == g and files.ground_truth_files is None
+    assert not files.has_ground_truth(0) and not files.has_ground_truth(1)
+    for i in range(3):
+        np.testing.assert_allclose(files.sinogram(i).data[0].numpy(), sino[i], rtol=1e-6)
+    with pytest.raises(ValueError, match="hu needs attenuation"):
+        write_lodopab(tmp_path / "x", "scan", sino, geometry=g, hu=np.zeros((3, 9, 9)))

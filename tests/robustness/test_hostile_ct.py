@@ -271,3 +271,63 @@ def test_a_stored_geometry_states_every_length(ct_copy):
     with pytest.raises(DataFormatError, match=r"attrs/geometry: not a valid CT geometry \(missing "
                                               r"pixel_size \(every length in mm is stated"):
         LoDoPaBFiles(ct_copy, "test")
+
+
+def _water_phantom_at(pixel: float, size: int = 129, views: int = 90):
+    """The :func:`_phantom_sinogram` object on ``size`` pixels of ``pixel`` mm: its geometry and
+    its line integrals (lengths in mm)."""
+    from mrirecon.operators import ct_operator
+    from mrirecon.operators.ct_geometry import CTGeometry
+
+    _, _, mu = _phantom_sinogram(size)
+    g = CTGeometry("parallel", (size, size), tuple(np.arange(views) * math.pi / views),
+                   int(math.ceil(size * math.sqrt(2))) | 1, pixel, pixel)
+    return g, ct_operator(g)(mu).float()
+
+
+@pytest.mark.parametrize("pixel", [0.5, 0.6, 0.7, 1.4])
+def test_line_integrals_in_pixel_units_are_named(pixel):
+    """skimage's radon and ASTRA's default volume geometry count lengths in pixels: with 0.7 mm
+    pixels water read +430 HU (0.6 mm: +669 HU), inside the bulk band, exported with no word;
+    the warning says what to do. The same data in mm stay silent at every pixel size."""
+    from mrirecon.operators.fbp import fbp
+    from mrirecon.pipeline.ct_plausibility import MU_WATER_NOMINAL, bulk_attenuation, image_warnings
+
+    g, sino_mm = _water_phantom_at(pixel)
+    assert image_warnings(fbp(sino_mm, g, filter="hann"), g.pixel_size) == {}
+    preview = fbp(sino_mm / pixel, g, filter="hann")  # lengths counted in pixels
+    ratio = bulk_attenuation(preview) / MU_WATER_NOMINAL
+    assert ratio == pytest.approx(1 / pixel, rel=0.05)
+    msg = image_warnings(preview, g.pixel_size)["scale"]
+    assert "pixel units" in msg
+    assert f"Multiply the sinogram by the pixel size in mm ({pixel:.4g})" in msg
+    assert f"{ratio:.3g}x water's attenuation" in msg
+
+
+def test_pixel_units_are_not_judged_near_1_mm_or_inside_soft_tissue():
+    """A pixel within 10 % of 1 mm makes both readings alike; a bulk in the soft-tissue band
+    (correct data: 0.89-1.07x) is never called pixel units, whatever the pixel."""
+    from mrirecon.pipeline.ct_plausibility import pixel_units_warning
+
+    assert pixel_units_warning(1 / 0.95, 0.95) is None
+    assert pixel_units_warning(1.05, 0.92) is None  # 0.966x water once multiplied: still tissue
+    assert pixel_units_warning(1.43, None) is None
+    assert pixel_units_warning(1.43, 0.7) is not None
+    assert pixel_units_warning(1.43, 0.5) is None  # 0.715x: a scale, not pixel units
+
+
+def test_a_run_on_line_integrals_in_pixel_units_warns(tmp_path):
+    """Through `mrirecon run ct_fbp`: a sinogram in pixel units (0.7 mm pixels) written with
+    write_lodopab exported water at +430 HU without a word (the check lived in
+    ct_plausibility, but the pipeline passed it no pixel size)."""
+    from mrirecon.io.lodopab import write_lodopab
+
+    g, sino_mm = _water_phantom_at(0.7)
+    write_lodopab(tmp_path / "in", "test", (sino_mm / 0.7).numpy()[None], geometry=g)
+    config = load_pipeline("ct_fbp", list(FAST))[0]
+    out = tmp_path / "out"
+    assert run_pipeline(config, [str(tmp_path / "in" / "observation_test_000.hdf5")], out,
+                        progress=False) == 0
+    (entry,) = json.loads((out / "provenance.json").read_text())["files"]
+    assert any("pixel units" in w and "pixel size in mm (0.7)" in w for w in entry["warnings"]), \
+        entry["warnings"]
