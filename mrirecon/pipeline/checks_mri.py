@@ -51,7 +51,8 @@ def check_kspace(data: Tensor, where: str) -> None:
     its neighbours), or, with 3 coils or more, standing :data:`CROSS_COIL_SPIKE_RATIO` above the
     other coils at the same position, each coil scaled by its own centre
     (:func:`cross_coil_ratio`): a spike of 10-1000x the k-space maximum at or beside DC in one
-    coil passed the first rule (exit 0 at -12 to -33 dB)."""
+    coil passed the first rule (exit 0 at -12 to -33 dB). Before the spikes, the k-space centre
+    on the coil axis (coils last, :func:`refuse_coils_last`: its DC was called a spike)."""
     if not bool(torch.isfinite(data).all()) or not bool((data != 0).any()):
         return  # check_slice names NaN / Inf samples and all-zero k-space
     rows = data.shape[-2]
@@ -65,17 +66,48 @@ def check_kspace(data: Tensor, where: str) -> None:
     h, w = mag.shape[-2:]
     centre = torch.zeros((h, w), dtype=torch.bool, device=mag.device)  # the central 5 x 5
     centre[max(h // 2 - 2, 0):h // 2 + 3, max(w // 2 - 2, 0):w // 2 + 3] = True
-    refuse_spikes(mag, centre, where)
     energy = mag.double().square().sum(0)
     rows_e, cols_e = energy.sum(1), energy.sum(0)
+    refuse_coils_last(mag.double().square().sum((-2, -1)), cols_e, where)
+    refuse_spikes(mag, centre, where)
     row, col = int(rows_e.argmax()), int(cols_e.argmax())
-    peaked = all(float(p.max()) > PEAK_OVER_MEDIAN * float(p[p > 0].median())
-                 for p in (rows_e, cols_e))  # noise alone (an edge slice) has no peak to place
+    peaked = all(_peaked(p) for p in (rows_e, cols_e))  # noise alone (an edge slice) has none
     if peaked and (abs(row - h // 2) > max(h / 10, 4) or abs(col - w // 2) > max(w / 10, 4)):
         raise ValueError(f"{where}: the k-space energy peaks at row {row}, column {col}, far from "
                          f"the centre ({h // 2}, {w // 2}): every method here expects DC at the "
                          "centre (fastMRI layout); is the k-space stored without the centring "
                          "shift (DC at the corner: apply fftshift over the last two axes)?")
+
+
+def _peaked(profile: Tensor) -> bool:
+    """Whether an energy profile's peak stands :data:`PEAK_OVER_MEDIAN` above the median of its
+    non-zero entries (any object's k-space along a k-space axis; not noise, not coils)."""
+    live = profile[profile > 0]
+    return live.numel() > 0 and float(live.max()) > PEAK_OVER_MEDIAN * float(live.median())
+
+
+def refuse_coils_last(coil_energy: Tensor, cols_energy: Tensor, where: str) -> None:
+    """Refuse k-space whose coil axis holds the k-space centre: ``coil_energy`` (per coil) peaks
+    :data:`PEAK_OVER_MEDIAN` above its median at the middle coil (``coils // 2``, +-1, 5 coils
+    or more), where DC stands on a centred k-space axis, while ``cols_energy`` (per column) has
+    no such peak, as no object's k-space lacks one: a coil-last array (BART / MATLAB ``(H, W,
+    coils)``) read as ``(coils, H, W)``. Real coil arrays never do both: their energies differ
+    by gain and distance, and their columns hold the phase encodes. Was (fully sampled 128 x 128,
+    8 coils, read as 128 coils of 128 x 8): "a spike (...); remove it (e.g. by its neighbours'
+    mean)" about DC, advice that corrupts the data."""
+    coils = coil_energy.numel()
+    if coils < 5 or not _peaked(coil_energy) or _peaked(cols_energy):
+        return
+    peak = int(coil_energy.argmax())
+    if abs(peak - coils // 2) > 1:
+        return
+    ratio = float(coil_energy[peak]) / float(coil_energy[coil_energy > 0].median())
+    raise ValueError(
+        f"{where}: the k-space energy per coil peaks at coil {peak} of {coils}, {ratio:.3g}x the "
+        f"median coil's, where a centred k-space axis holds DC, and the {cols_energy.numel()} "
+        "columns show no such peak: the coil axis holds the k-space centre. Is the coil axis "
+        "last (BART / MATLAB (H, W, coils))? fastMRI stores (slices, coils, H, W): write "
+        "np.moveaxis(k, -1, -3), with the header's matrix from the last two axes after the move")
 
 
 def refuse_spikes(mag: Tensor, centre: Tensor, where: str,

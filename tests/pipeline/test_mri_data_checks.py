@@ -412,3 +412,33 @@ def test_training_range_is_checked_on_the_matrix_as_acquired(tmp_path):
     card["training_range"]["matrix"] = {"min": [32, 48], "max": [32, 48]}  # the cropped size is not
     (msg,) = _warn_outside_range(config, SimpleNamespace(model_card=card), cropped)  # what it saw
     assert msg.startswith("matrix 64 x 48 is outside the m training range 32 x 48")
+
+
+def _coil_kspace(n: int = 128, coils: int = 8) -> torch.Tensor:
+    """Fully sampled ``(coils, n, n)`` k-space of a Shepp-Logan image with a smooth phase,
+    birdcage coils, fft2c."""
+    import sigpy.mri as spmri
+
+    from mrirecon.data.anatomy import shepp_logan
+    from mrirecon.functional import fft2c
+
+    maps = spmri.birdcage_maps((coils, n, n), r=1.2)
+    maps /= np.sqrt((np.abs(maps) ** 2).sum(0, keepdims=True))
+    yy = np.mgrid[:n, :n][0] / n
+    x = shepp_logan((n, n)) * np.exp(1j * 0.8 * np.pi * (yy - 0.5) ** 2)
+    return fft2c(torch.from_numpy(maps * x).to(torch.complex64))
+
+
+def test_coil_axis_last_is_named_not_called_a_spike():
+    """BART / MATLAB (H, W, coils) k-space read as (coils, H, W) (128 "coils" of 128 x 8): the
+    coil axis holds DC. Was: "a spike (...); remove it (e.g. by its neighbours' mean)" about the
+    k-space centre. Now the coil axis and np.moveaxis are named; the same k-space in fastMRI
+    order, and a real array with one coil 30x louder at the middle index, pass."""
+    k = _coil_kspace()
+    with pytest.raises(ValueError, match=r"coil axis last .*np\.moveaxis\(k, -1, -3\)") as err:
+        check_kspace(k.movedim(0, -1).contiguous(), "f.h5")
+    assert "spike" not in str(err.value) and "coil 64 of 128" in str(err.value)
+    check_kspace(k, "f.h5")
+    loud = k.clone()
+    loud[k.shape[0] // 2] *= 30  # a coil beside the object: louder, not a k-space centre
+    check_kspace(loud, "f.h5")

@@ -87,3 +87,77 @@ def test_the_reference_checks_memory_does_not_grow_with_the_volume(check, result
     assert note.startswith(result), note
     volume_mib = 64 * 256 * 256 * 4 / 2**20
     assert growth_mib < _BOUND[check] * volume_mib, growth_mib
+
+
+def test_chunked_shifted_correlations_equal_the_rolled_definition(monkeypatch):
+    """A shifted key ``(t, dr, dc)`` is the correlation of ``dihedral(reference, t)`` rolled by
+    ``(dr, dc)`` (rows, columns), chunks of a few slices forced."""
+    from mrirecon.models.common import dihedral
+    from mrirecon.training import reference_checks as rc
+
+    monkeypatch.setattr(rc, "CHUNK_ELEMENTS", 2 * 24 * 24)
+    g = torch.Generator().manual_seed(0)
+    reference = torch.rand(5, 24, 24, generator=g) + 0.5
+    image = 0.7 * reference.roll((1, -1), (-2, -1)) + 0.3 * torch.rand(5, 24, 24, generator=g)
+    keys = [(t, dr, dc) for t in range(8) for dr, dc in rc.SHIFTS]
+    got = rc._correlations(reference, image, keys)
+    for t, dr, dc in keys:
+        want = _direct(dihedral(reference, t).roll((dr, dc), (-2, -1)), image)
+        assert abs(got[t, dr, dc] - want) < 64 * reference.numel() * torch.finfo(torch.float64).eps
+    assert max(got, key=got.__getitem__) == (0, 1, -1)
+
+
+def _zero_filled(rows: int, cols: int, forward) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(reference, image)``: a Shepp-Logan magnitude with a smooth phase, 8 birdcage coils,
+    fully sampled k-space made by ``forward`` (numpy, over the last two axes), and its RSS image
+    by mrirecon's own ``ifft2c`` (the image a good reconstruction approaches: mri_cs at 4x
+    correlated 0.998 with the rotated and shifted reference; 4x zero-filled, 0.82 only)."""
+    import numpy as np
+    import sigpy.mri as spmri
+
+    from mrirecon.data.anatomy import shepp_logan
+    from mrirecon.functional import ifft2c
+
+    yy = np.mgrid[:rows, :cols][0] / max(rows, cols)
+    x = shepp_logan((rows, cols)) * np.exp(1j * 0.8 * np.pi * (yy - 0.5) ** 2)
+    maps = spmri.birdcage_maps((8, rows, cols), r=1.2)
+    maps /= np.sqrt((np.abs(maps) ** 2).sum(0, keepdims=True))
+    k = torch.from_numpy(forward(maps * x))
+    image = ifft2c(k).abs().square().sum(0).sqrt()
+    return torch.from_numpy(np.abs(x))[None].float(), image[None].float()
+
+
+_AX = (-2, -1)
+
+
+def _fft(pre, inverse=False):
+    import numpy as np
+
+    f = np.fft.ifft2 if inverse else np.fft.fft2
+    return lambda v: np.fft.fftshift(f(pre(v, axes=_AX), axes=_AX, norm="ortho"), axes=_AX)
+
+
+@pytest.mark.parametrize("rows, cols, which, cause, name", [
+    (96, 96, "sign", "opposite FFT sign", "rotated 180 degrees and shifted 1 pixel (rows +1, columns +1)"),
+    (63, 63, "sign", "opposite FFT sign", "rotated 180 degrees (correlation"),
+    (96, 63, "sign", "opposite FFT sign", "rotated 180 degrees and shifted 1 pixel (rows +1)"),
+    (63, 63, "shift", "fftshift / ifftshift in the wrong order", "shifted 1 pixel (rows -1, columns -1)"),
+    (96, 63, "shift", "fftshift / ifftshift in the wrong order", "shifted 1 pixel (columns -1)"),
+    (96, 96, "right", None, None), (63, 63, "right", None, None), (96, 63, "right", None, None)])
+def test_kspace_of_another_fft_convention_is_named(rows, cols, which, cause, name):
+    """k-space made with ``ifft2`` as the forward transform (image rotated 180 degrees about
+    N / 2: plus 1 pixel along even axes) or centred with fftshift before the FFT on an odd axis
+    (1 pixel off): the orientation note names the transform and the FFT convention. Was: flips
+    about the centre pixel only, so the rotation alone scored below as read + 0.2: no word
+    (16.5-19.3 dB through mri_cs). k-space made right (fftshift(fft2(ifftshift))) stays silent."""
+    import numpy as np
+
+    from mrirecon.training.reference_checks import orientation_note
+
+    forward = {"sign": _fft(np.fft.ifftshift, inverse=True), "shift": _fft(np.fft.fftshift),
+               "right": _fft(np.fft.ifftshift)}[which]
+    note = orientation_note(*_zero_filled(rows, cols, forward), "the reconstruction")
+    if cause is None:
+        assert note is None, note
+    else:
+        assert note is not None and cause in note and f"far better {name}" in note, note
