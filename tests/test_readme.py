@@ -126,6 +126,12 @@ def test_every_readme_block_runs_and_does_what_the_text_says(workdir, monkeypatc
         r"^own CT ([^,]+), FBP PSNR ([\d.]+) dB \(\D+ ([\d.]+) dB\)$", "".join(printed), re.M)}
     assert set(own) == {"sinogram", "ASTRA fanflat"}, own
     assert all(psnr > ref - 1.0 for psnr, ref in own.values()), own
+    # MRI from your own k-space: centred orthonormal fft2 of the known image read back as the
+    # RSS image to complex64 rounding (eps * sqrt(H W) relative at worst: 98 dB at 128 x 96);
+    # ifft2 instead of fft2 gives 16.0 dB, numpy's unnormalised fft2 -28.0 dB
+    mri = re.findall(r"^own MRI k-space, RSS PSNR ([\d.-]+) dB$", "".join(printed), re.M)
+    bound = -20 * np.log10(np.finfo(np.float32).eps * np.sqrt(128 * 96))
+    assert len(mri) == 1 and float(mri[0]) > bound, (mri, bound)
     # getting started: the run wrote what the outputs table lists, and resume skipped it all
     out = workdir / "recon_cs"
     for rel in ("report.html", "provenance.json", "reconstructions", "nifti", "dicom", "figures"):

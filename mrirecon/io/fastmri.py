@@ -212,13 +212,8 @@ class FastMRIFile:
                 raise self._fail("ismrmrd_header", f"unreadable ({err})") from None
             raw = one_string(self.path, "ismrmrd_header", raw)  # scalar or 1-element
             header = parse_ismrmrd_header(raw, source=self.path)
-            enc_x, enc_y = header.encoded_matrix[0], header.encoded_matrix[1]
-            rows, cols = self.shape[-2:]
-            if (enc_x, enc_y) != (rows, cols):
-                raise self._fail(
-                    "ismrmrd_header/encoding/encodedSpace/matrixSize",
-                    f"(x, y) = ({enc_x}, {enc_y}) but kspace is (H, W) = ({rows}, {cols}); the "
-                    "header does not describe this k-space (padding and crop would be wrong)")
+            if bad := matrix_problem(header, self._file["kspace"].shape):
+                raise self._fail("ismrmrd_header/encoding/encodedSpace/matrixSize", bad)
             attrs = self.attrs
             # the header's channel count and the file's slice count stay in extra: make_slice
             # reports k-space whose coil and slice axes contradict them
@@ -389,6 +384,27 @@ class FastMRIFile:
         )
 
 
+def matrix_problem(header: Header, shape: tuple[int, ...]) -> str | None:
+    """Why ``header``'s encoded matrix ``(x, y)`` does not describe k-space of ``shape`` (the
+    stored ``(slices, coils, H, W)`` or ``(slices, H, W)``), else ``None``: the one rule of the
+    reader and the writer. It names the two orders other tools store: ``(x, y)`` equal to
+    ``(W, H)`` (transposed: MATLAB and Julia are column-major, so their ``(H, W, coils, slices)``
+    arrays read as ``(slices, coils, W, H)``) and to the two axes before ``W`` (the coil axis
+    last, as BART and MATLAB keep it)."""
+    enc, (rows, cols) = tuple(header.encoded_matrix[:2]), tuple(shape[-2:])
+    if enc == (rows, cols):
+        return None
+    hints = []
+    if enc == (cols, rows):
+        hints.append("transposed / MATLAB order? (MATLAB is column-major: h5write reverses "
+                     "the dimensions; np.swapaxes(k, -1, -2) gives (..., H, W))")
+    if len(shape) > 2 and enc == tuple(shape[-3:-1]):
+        hints.append("coil axis last? (BART and MATLAB keep (H, W, coils); fastMRI stores "
+                     "(slices, coils, H, W): np.moveaxis(k, -1, -3))")
+    return (f"(x, y) = {enc} but kspace is (H, W) = ({rows}, {cols}); the header does not describe "
+            "this k-space (padding and crop would be wrong)" + "".join(f"; {h}" for h in hints))
+
+
 def read_fastmri(path: str | os.PathLike, *, with_reference: bool = True) -> KSpace:
     """Read a whole fastMRI volume (see :class:`FastMRIFile`)."""
     with FastMRIFile(path) as f:
@@ -419,11 +435,16 @@ def write_fastmri(
     path
         Target ``.h5`` file (replaced only once the whole file is written).
     kspace
-        ``(slices, coils, H, W)`` (multi-coil) or ``(slices, H, W)`` (single-coil) complex;
-        stored as complex64.
+        ``(slices, coils, H, W)`` (multi-coil) or ``(slices, H, W)`` (single-coil slices)
+        complex, stored as complex64: ``H`` the readout rows, ``W`` the phase-encoding columns,
+        each slice centred (the sample at ``(H // 2, W // 2)`` is k = 0) and orthonormal:
+        ``fftshift(fft2(ifftshift(image, axes), norm="ortho"), axes)`` over the last two axes.
+        One multi-coil slice ``(coils, H, W)`` is ``kspace[None]``: 3-D k-space whose header
+        names as many receiver channels as it has slices is refused.
     header
-        :class:`Header` (serialised with :func:`header_to_xml`) or an ISMRMRD XML string
-        written verbatim.
+        :class:`Header` (serialised with :func:`header_to_xml`; one that names no channel count
+        is written with the coil count of 4-D k-space) or an ISMRMRD XML string written
+        verbatim. Its encoded matrix ``(x, y)`` must be ``(H, W)`` (:func:`matrix_problem`).
     reference
         ``(slices, h, w)`` real target, stored as float32 under ``reconstruction_rss``
         (multi-coil) or ``reconstruction_esc`` (single-coil); or a mapping ``{key: volume}``
@@ -438,6 +459,13 @@ def write_fastmri(
     -------
     Path
         ``path``.
+
+    Raises
+    ------
+    ValueError
+        For k-space of another rank, a header that does not describe it (naming a transposed
+        or coil-last array), one multi-coil slice without its slice axis, NaN/Inf samples, or
+        a reference or mask of the wrong shape.
     """
     ks = _numpy("kspace", kspace)
     if ks.ndim not in (3, 4):
@@ -447,8 +475,18 @@ def write_fastmri(
     if not np.iscomplexobj(ks):
         raise TypeError(f"write_fastmri: kspace must be complex, got {ks.dtype}")
     refuse_nonfinite("write_fastmri", path, "kspace", ks, "samples")
+    if not isinstance(header, str) and header.num_coils is None and ks.ndim == 4:
+        header = header.with_(num_coils=ks.shape[1])  # the reader's slice-axis check uses it
     xml = header if isinstance(header, str) else header_to_xml(header)
     parsed = parse_ismrmrd_header(xml, source=str(path))
+    if bad := matrix_problem(parsed, ks.shape):
+        raise ValueError(f"write_fastmri: {path}: header encodedSpace/matrixSize {bad}")
+    if ks.ndim == 3 and (parsed.num_coils or 0) > 1 and parsed.num_coils == ks.shape[0]:
+        raise ValueError(  # the reader's "is the slice axis missing?" (pipeline.slice_mri)
+            f"write_fastmri: {path}: kspace {ks.shape} is single-coil slices, but the header "
+            f"names {parsed.num_coils} receiver channels, as many as its slices: one multi-coil "
+            "slice is kspace[None] (slices, coils, H, W); for single-coil slices pass a header "
+            "with num_coils=1")
 
     refs: dict[str, np.ndarray] = {}
     if reference is not None:
