@@ -66,8 +66,14 @@ def lodopab_geometry(
 
 def geometry_to_json(geometry: CTGeometry) -> str:
     """JSON of every :class:`CTGeometry` field (angles in radians; ``detector_offset`` in mm,
-    where the rotation axis projects from the detector's middle)."""
-    return json.dumps(asdict(geometry))
+    where the rotation axis projects from the detector's middle). A zero ``detector_offset`` is
+    left out: releases before the field refuse any key they do not know, so a centred
+    detector's file stays readable by them (the reader takes a missing key as 0); a non-zero
+    offset is written, and an older reader refusing it is right."""
+    fields = asdict(geometry)
+    if fields.get("detector_offset") == 0:
+        del fields["detector_offset"]
+    return json.dumps(fields)
 
 
 #: The keys a stored geometry must state (fan beam: also :data:`FAN_KEYS`); the CTGeometry

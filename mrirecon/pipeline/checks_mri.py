@@ -38,6 +38,12 @@ SPIKE_OVER_MEDIAN = 100.0
 #: An energy profile (per row, per column) locates DC only when its peak stands this far above
 #: its median: any object's k-space does by orders of magnitude, noise alone by ~1.5x.
 PEAK_OVER_MEDIAN = 10.0
+#: On a k-space axis the samples beside DC hold far more energy than the median position (an
+#: object's spectrum falls off smoothly: 60x and 70x on the 128 x 128 phantom's rows); a coil louder
+#: than the others has neighbours at the median's (noise: within a few % of it). Both neighbours
+#: of a peaked middle coil must stand this far above the median for the coil axis to be read as
+#: a k-space axis (:func:`refuse_coils_last`).
+COIL_NEIGHBOUR_OVER_MEDIAN = 2.0
 
 
 def check_kspace(data: Tensor, where: str) -> None:
@@ -68,7 +74,7 @@ def check_kspace(data: Tensor, where: str) -> None:
     centre[max(h // 2 - 2, 0):h // 2 + 3, max(w // 2 - 2, 0):w // 2 + 3] = True
     energy = mag.double().square().sum(0)
     rows_e, cols_e = energy.sum(1), energy.sum(0)
-    refuse_coils_last(mag.double().square().sum((-2, -1)), cols_e, where)
+    refuse_coils_last(mag.double().square().sum((-2, -1)), cols_e, where, rows_e)
     refuse_spikes(mag, centre, where)
     row, col = int(rows_e.argmax()), int(cols_e.argmax())
     peaked = all(_peaked(p) for p in (rows_e, cols_e))  # noise alone (an edge slice) has none
@@ -86,28 +92,40 @@ def _peaked(profile: Tensor) -> bool:
     return live.numel() > 0 and float(live.max()) > PEAK_OVER_MEDIAN * float(live.median())
 
 
-def refuse_coils_last(coil_energy: Tensor, cols_energy: Tensor, where: str) -> None:
+def refuse_coils_last(coil_energy: Tensor, cols_energy: Tensor, where: str,
+                      rows_energy: Tensor | None = None) -> None:
     """Refuse k-space whose coil axis holds the k-space centre: ``coil_energy`` (per coil) peaks
     :data:`PEAK_OVER_MEDIAN` above its median at the middle coil (``coils // 2``, +-1, 5 coils
-    or more), where DC stands on a centred k-space axis, while ``cols_energy`` (per column) has
-    no such peak, as no object's k-space lacks one: a coil-last array (BART / MATLAB ``(H, W,
-    coils)``) read as ``(coils, H, W)``. Real coil arrays never do both: their energies differ
-    by gain and distance, and their columns hold the phase encodes. Was (fully sampled 128 x 128,
-    8 coils, read as 128 coils of 128 x 8): "a spike (...); remove it (e.g. by its neighbours'
-    mean)" about DC, advice that corrupts the data."""
+    or more), where DC stands on a centred k-space axis, and falls off on both sides of it as a
+    k-space axis does (both neighbours of the peak above :data:`COIL_NEIGHBOUR_OVER_MEDIAN` x the
+    median), while ``cols_energy`` (per column) has no such peak, as no object's k-space lacks
+    one, and ``rows_energy`` (per row, when given) has one: a coil-last array (BART
+    ``(H, W, 1, coils)`` squeezed, MATLAB ``(H, W, coils)``) read as ``(coils, H, W)``. Real coil
+    arrays never do all: their energies differ by gain and distance, and their columns hold the
+    phase encodes; a noise-only slice (an edge slice) has no row peak, and one loud channel's
+    neighbours read the median (16 channels, channel 8 at 3.5x the noise std: was refused as
+    coil-last). Was (fully sampled 128 x 128, 8 coils, read as 128 coils of 128 x 8): "a spike
+    (...); remove it (e.g. by its neighbours' mean)" about DC, advice that corrupts the data."""
     coils = coil_energy.numel()
     if coils < 5 or not _peaked(coil_energy) or _peaked(cols_energy):
         return
+    if rows_energy is not None and not _peaked(rows_energy):
+        return  # noise alone has no k-space centre to place (as the DC-position rule says)
     peak = int(coil_energy.argmax())
     if abs(peak - coils // 2) > 1:
         return
+    median = float(coil_energy[coil_energy > 0].median())
+    if not min(float(coil_energy[peak - 1]), float(coil_energy[peak + 1])) > \
+            COIL_NEIGHBOUR_OVER_MEDIAN * median:
+        return  # one loud coil, not the centre of a k-space axis
     ratio = float(coil_energy[peak]) / float(coil_energy[coil_energy > 0].median())
     raise ValueError(
         f"{where}: the k-space energy per coil peaks at coil {peak} of {coils}, {ratio:.3g}x the "
         f"median coil's, where a centred k-space axis holds DC, and the {cols_energy.numel()} "
         "columns show no such peak: the coil axis holds the k-space centre. Is the coil axis "
-        "last (BART / MATLAB (H, W, coils))? fastMRI stores (slices, coils, H, W): write "
-        "np.moveaxis(k, -1, -3), with the header's matrix from the last two axes after the move")
+        "last (MATLAB (H, W, coils); BART's (H, W, 1, coils) with its third axis dropped)? "
+        "fastMRI stores (slices, coils, H, W): write np.moveaxis(k, -1, -3), with the header's "
+        "matrix from the last two axes after the move")
 
 
 def refuse_spikes(mag: Tensor, centre: Tensor, where: str,

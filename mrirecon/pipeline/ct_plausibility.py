@@ -31,15 +31,25 @@ BULK_RANGE = (0.45, 1.8)
 #: Where the bulk of correct data lies, relative to water: 0.89-1.04x on LoDoPaB's validation
 #: slices, 0.95-1.03x on ``simulate ct`` (water 0.0192 / mm; 64-362 px, 0.7-4 mm pixels, 1024-1e5
 #: photons, parallel and fan, real-anatomy and ellipse sources), soft tissue 0.9-1.1x. Outside
-#: it, a bulk that becomes water's when multiplied by the pixel size (mm) is taken for line
-#: integrals in pixel units (:data:`PIXEL_UNITS_RTOL`). Not the warning band: water itself reads
-#: 0.85-1.35x from 120 to 70 kVp, so a bulk of 1.4x may be a low-kV scan.
+#: it, relative to the water a file states, a bulk that becomes water's when multiplied by the
+#: pixel size (mm) is taken for line integrals in pixel units (:data:`PIXEL_UNITS_RTOL`). Not the
+#: warning band: water itself reads 0.85-1.35x from 120 to 70 kVp, so a bulk of 1.4x may be a
+#: low-kV scan (:data:`LOW_KV_RANGE`, where no water is stated).
 SOFT_TISSUE_RANGE = (0.85, 1.1)
 #: How close to water ``bulk x pixel_size`` must come (relative) for the data to be read as line
 #: integrals in pixel units (skimage's ``radon``, ASTRA's default ``create_vol_geom(n, n)``:
 #: lengths counted in pixels, not mm): with 0.7 mm pixels water read +430 HU, with no word. Pixels
 #: within this of 1 mm leave both readings alike, and are not judged.
 PIXEL_UNITS_RTOL = 0.1
+#: Where the bulk may be water at some tube voltage, relative to the nominal
+#: :data:`MU_WATER_NOMINAL`: water reads 0.85-1.35x from 120 to 70 kVp (a bulk of 1.2x at 0.8 mm
+#: pixels is an 80 kVp paediatric scan, 1.35x at 0.7 mm a 70 kVp one), and correct data's bulk
+#: lies within 0.95-1.04x of their water on ``simulate ct`` (:data:`SOFT_TISSUE_RANGE`):
+#: 0.85 x 0.95 = 0.81 and 1.35 x 1.04 = 1.40 (LoDoPaB's lowest slices, 0.89x, would read 0.76x
+#: at 120 kVp: with 1.3 mm pixels they would be named, the one overlap left). A file that states no water attenuation of its own is named as pixel units
+#: only outside this band (0.7 mm pixels: 1.43x; 0.6 mm: 1.67x; 1.4 mm: 0.71x); one that states
+#: it is judged against it (:func:`image_warnings`).
+LOW_KV_RANGE = (0.8, 1.4)
 #: Pixels above this fraction of the image's 99th percentile are the object (air, and lung
 #: beside soft tissue or bone, are below it); a scale-free choice.
 OBJECT_FRACTION = 0.3
@@ -74,37 +84,49 @@ def bulk_attenuation(preview: Tensor) -> float | None:
     return lo + (k + 0.5) * (top - lo) / bins
 
 
-def pixel_units_warning(ratio: float, pixel_size: float | None) -> str | None:
-    """The warning for an FBP whose bulk, ``ratio`` x water's, lies outside
-    :data:`SOFT_TISSUE_RANGE` but within :data:`PIXEL_UNITS_RTOL` of water once multiplied by
-    ``pixel_size`` (mm): line integrals in pixel units; ``None`` otherwise (or without a pixel
-    size, or with one within :data:`PIXEL_UNITS_RTOL` of 1 mm)."""
+def pixel_units_warning(ratio: float, pixel_size: float | None, water: float = MU_WATER_NOMINAL,
+                        stated: bool = False) -> str | None:
+    """The warning for an FBP whose bulk, ``ratio`` x ``water`` (1/mm), lies outside
+    :data:`SOFT_TISSUE_RANGE` (``stated``: ``water`` is the file's own) or outside
+    :data:`LOW_KV_RANGE` (nothing stated: water at 70-120 kVp reads anywhere in it), but within
+    :data:`PIXEL_UNITS_RTOL` of water once multiplied by ``pixel_size`` (mm): line integrals in
+    pixel units; ``None`` otherwise (or without a pixel size, or with one within
+    :data:`PIXEL_UNITS_RTOL` of 1 mm)."""
     if not pixel_size or not abs(pixel_size - 1) > PIXEL_UNITS_RTOL:
         return None
-    if SOFT_TISSUE_RANGE[0] <= ratio <= SOFT_TISSUE_RANGE[1]:
+    lo, hi = SOFT_TISSUE_RANGE if stated else LOW_KV_RANGE
+    if lo <= ratio <= hi:
         return None
     if not abs(ratio * pixel_size - 1) <= PIXEL_UNITS_RTOL:
         return None
+    whose = "the file's mu_water_per_mm, " if stated else ""
     return (f"the object's most common value in the FBP is {ratio:.3g}x water's attenuation "
-            f"({MU_WATER_NOMINAL:g} / mm; {1000 * (ratio - 1):+.0f} HU), and "
+            f"({whose}{water:.4g} / mm; {1000 * (ratio - 1):+.0f} HU), and "
             f"{ratio * pixel_size:.3g}x once multiplied by the pixel size, {pixel_size:.4g} mm: "
             "are the line integrals in pixel units (skimage's radon, ASTRA's default "
             "create_vol_geom(n, n))? Multiply the sinogram by the pixel size in mm "
             f"({pixel_size:.4g}); the image's HU would be wrong")
 
 
-def image_warnings(preview: Tensor | None, pixel_size: float | None = None) -> dict[str, str]:
+def image_warnings(preview: Tensor | None, pixel_size: float | None = None,
+                   mu_water: float | None = None) -> dict[str, str]:
     """``{kind: message}`` for an FBP (attenuation, 1/mm) whose bulk is not near water's or that
     holds no air. With the ``pixel_size`` (mm) of the geometry, a bulk that reads water's once
     multiplied by it is named as line integrals in pixel units (:func:`pixel_units_warning`),
-    also inside :data:`BULK_RANGE`."""
+    also inside :data:`BULK_RANGE`: against ``mu_water`` (1/mm) where the file states one (the
+    water of its HU conversion, any tube voltage), else against :data:`MU_WATER_NOMINAL` and
+    only outside :data:`LOW_KV_RANGE`."""
     out: dict[str, str] = {}
     if preview is None or preview.numel() < MIN_PIXELS:
         return out
     bulk = bulk_attenuation(preview)
     if bulk is not None:
         ratio = bulk / MU_WATER_NOMINAL
-        if (msg := pixel_units_warning(ratio, pixel_size)) is not None:
+        if mu_water is not None and mu_water > 0:
+            msg = pixel_units_warning(bulk / mu_water, pixel_size, mu_water, stated=True)
+        else:
+            msg = pixel_units_warning(ratio, pixel_size)
+        if msg is not None:
             out["scale"] = msg
         elif not BULK_RANGE[0] <= ratio <= BULK_RANGE[1]:
             hu = 1000 * (ratio - 1)

@@ -68,6 +68,9 @@ class CTSlice:
     reader_messages: tuple[tuple[str, str, str], ...] = ()
     dead: Tensor | None = None  # views read as dropped projections: file index, else -1
     dropped: tuple[int, ...] = ()  # the file indices of those left out after undersample
+    # water's attenuation (1/mm) the file states (mu_water_per_mm), None where it states none:
+    # the image's scale is judged against it (ct_plausibility.image_warnings)
+    data_mu_water: float | None = None
 
 
 def slice_seed(name: str, index: int, cfg: UndersampleConfig | None = None) -> int:
@@ -442,6 +445,8 @@ class _LoDoPaBSource:
         self._start, self._n = 0, files.counts[0]
         self._has_gt = files.has_ground_truth(0)  # per file: one missing reference spoiled all
         self.path = path
+        # the file's own water, where it states one (LoDoPaB's files do not: 0.02 / mm assumed)
+        self._mu_water = files.mu_water if "mu_water_per_mm" in files.attrs else None
         p = files.geometry.pixel_size
         units = {} if files.mu_water is None else {"mu_water": files.mu_water,
                                                    "mu_air": files.mu_air}
@@ -463,7 +468,7 @@ class _LoDoPaBSource:
         return CTSlice(self._files.sinogram(i).data[0], self._files.geometry, ref,
                        file_name=self.path.name, index=k, data_photons=self._files.data_photons,
                        data_min_counts=self._files.min_photon_count,
-                       data_noise=unknown_dose(self._files.attrs))
+                       data_noise=unknown_dose(self._files.attrs), data_mu_water=self._mu_water)
 
     def close(self) -> None:
         pass
@@ -506,7 +511,7 @@ class CTStages(Modality[CTSlice]):
         if s.dropped:
             out["dead_views"] = dead_views_message(list(s.dropped), s.geometry.num_views)
         if "transmission" not in out:  # pre-log data: their image's scale says nothing more
-            out.update(image_warnings(s.preview, s.geometry.pixel_size))
+            out.update(image_warnings(s.preview, s.geometry.pixel_size, s.data_mu_water))
         if (msg := coverage_warning(s.geometry)) is not None:
             out["coverage"] = msg
         photons = self.dose(s)  # the dose of the data reconstructed, and its count floor

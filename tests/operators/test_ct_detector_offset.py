@@ -140,3 +140,18 @@ def test_offset_is_part_of_every_cache_key():
     assert not torch.allclose(fbp(y, g0), fbp(y, g1))  # the FBP's tables are not shared
     u = g1.detector_positions
     assert u[11] == pytest.approx(-0.5) and np.allclose(np.diff(u), 1.0)
+
+
+def test_a_centred_geometry_is_written_without_detector_offset_for_older_readers():
+    """Releases before ``detector_offset`` refuse any key they do not know ("unexpected keyword
+    argument 'detector_offset'"): a centred detector is written as they wrote it (the reader
+    takes a missing key as 0), an offset one keeps the key (an old reader refusing it is right)."""
+    for g in (CTGeometry.parallel((16, 16), 12, 23),
+              CTGeometry.fan((16, 16), 12, 31, detector="curved")):
+        text = geometry_to_json(g)
+        assert "detector_offset" not in json.loads(text)
+        assert geometry_from_json(text) == g
+    shifted = CTGeometry.parallel((16, 16), 12, 23, detector_offset=0.5)
+    fields = json.loads(geometry_to_json(shifted))
+    assert fields["detector_offset"] == 0.5
+    assert geometry_from_json(geometry_to_json(shifted)) == shifted

@@ -442,3 +442,21 @@ def test_coil_axis_last_is_named_not_called_a_spike():
     loud = k.clone()
     loud[k.shape[0] // 2] *= 30  # a coil beside the object: louder, not a k-space centre
     check_kspace(loud, "f.h5")
+
+
+@pytest.mark.parametrize("loud", [7, 8, 9])
+def test_a_noise_only_slice_with_one_loud_middle_channel_is_not_coils_last(loud):
+    """An edge slice holds noise only; a 16-channel array whose channel 7-9 has 3.5x the noise
+    std (12x the energy) peaked at the middle coil with no column peak, and the whole input was
+    refused as "coil axis last". Noise has no k-space centre to place (as the DC-position rule
+    says): its rows show no peak either, and the coils beside the loud one read the median. The
+    real coil-last array, also with its noise, is still refused."""
+    rng = np.random.default_rng(0)
+    gain = np.ones(16)
+    gain[loud] = 3.5
+    noise = (rng.normal(size=(16, 128, 96)) + 1j * rng.normal(size=(16, 128, 96))) * gain[:, None, None]
+    check_kspace(torch.from_numpy(noise.astype(np.complex64)), "slice 0")
+    k = _coil_kspace()
+    k = k + 1e-3 * float(k.abs().max()) * torch.randn_like(k)
+    with pytest.raises(ValueError, match=r"coil axis last"):
+        check_kspace(k.movedim(0, -1).contiguous(), "f.h5")

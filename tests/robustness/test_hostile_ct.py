@@ -331,3 +331,66 @@ def test_a_run_on_line_integrals_in_pixel_units_warns(tmp_path):
     (entry,) = json.loads((out / "provenance.json").read_text())["files"]
     assert any("pixel units" in w and "pixel size in mm (0.7)" in w for w in entry["warnings"]), \
         entry["warnings"]
+
+
+def _water_body(ratio: float, n: int = 256, seed: int = 0) -> torch.Tensor:
+    """An FBP-like image: an elliptic water body at ``ratio`` x the nominal 0.02 / mm, in air,
+    with noise."""
+    r, c = np.mgrid[:n, :n]
+    body = np.hypot(r - n / 2, (c - n / 2) * 1.3) < 100
+    rng = np.random.default_rng(seed)
+    return torch.from_numpy(np.where(body, 0.02 * ratio, 0.0) + rng.normal(0, 0.0005, (n, n)))
+
+
+@pytest.mark.parametrize("ratio, pixel", [(1.2, 0.8), (1.3, 0.75), (1.35, 0.7), (0.82, 1.2)])
+def test_low_kv_water_with_sub_mm_pixels_is_not_called_pixel_units(ratio, pixel):
+    """Water reads 0.85-1.35x the nominal 0.02 / mm from 120 to 70 kVp: a paediatric 80 kVp scan
+    (1.2x, 0.8 mm pixels) or a 70 kVp one (1.3x at 0.75 mm, 1.35x at 0.7 mm) was told to multiply
+    its sinogram by the pixel size (its water then 0.95x too low). Without a stated water
+    attenuation, such a bulk stays silent; a file that states its own water is judged by it."""
+    from mrirecon.pipeline.ct_plausibility import image_warnings
+
+    img = _water_body(ratio)
+    assert image_warnings(img, pixel) == {}
+    # the file states its water (what its HU conversion uses): the same bulk is its water
+    assert image_warnings(img, pixel, mu_water=0.02 * ratio) == {}
+    # ... or states LoDoPaB's 0.02: then the bulk is 1.2-1.35x the file's own water, and
+    # bulk x pixel within 10 % of it names pixel units
+    msg = image_warnings(img, pixel, mu_water=0.02).get("scale", "")
+    assert "pixel units" in msg, msg
+
+
+def test_pixel_units_are_judged_against_the_stated_water():
+    """A 70 kVp file stating water at 0.027 / mm whose data are in pixel units (0.7 mm): bulk
+    1.93x nominal (outside the low-kV band, but 1.35x x 0.7 = 0.95x nominal would not tell), 1.43x
+    the stated water and 1.0x once multiplied by the pixel: named."""
+    from mrirecon.pipeline.ct_plausibility import image_warnings, pixel_units_warning
+
+    assert pixel_units_warning(1.43, 0.7, stated=True) is not None
+    assert pixel_units_warning(1.3, 0.75, stated=True) is not None
+    assert pixel_units_warning(1.3, 0.75) is None  # low-kV water, nothing stated
+    assert pixel_units_warning(0.83, 1.2) is None  # 120 kVp water at 1.2 mm, nothing stated
+    assert pixel_units_warning(0.71, 1.4) is not None
+    msg = image_warnings(_water_body(0.027 / 0.02 / 0.7), 0.7, mu_water=0.027)["scale"]
+    assert "pixel units" in msg and "0.027 / mm" in msg, msg
+
+
+def test_a_low_kv_file_stating_its_water_runs_silent(tmp_path):
+    """Through `mrirecon run ct_fbp`: water at 0.027 / mm (70 kVp) on 0.75 mm pixels, written
+    with write_lodopab(mu_water=0.027): bulk 1.35x nominal, x 0.75 = 1.01: was told "are the
+    line integrals in pixel units?"; the file's own mu_water_per_mm now judges it."""
+    from mrirecon.io.lodopab import write_lodopab
+    from mrirecon.operators import ct_operator
+    from mrirecon.operators.ct_geometry import CTGeometry
+
+    _, _, mu = _phantom_sinogram(129)
+    mu = mu * (0.027 / 0.02)
+    g = CTGeometry("parallel", (129, 129), tuple(np.arange(90) * math.pi / 90), 183, 0.75, 0.75)
+    write_lodopab(tmp_path / "in", "test", ct_operator(g)(mu).float().numpy()[None], geometry=g,
+                  mu_water=0.027)
+    config = load_pipeline("ct_fbp", list(FAST))[0]
+    out = tmp_path / "out"
+    assert run_pipeline(config, [str(tmp_path / "in" / "observation_test_000.hdf5")], out,
+                        progress=False) == 0
+    (entry,) = json.loads((out / "provenance.json").read_text())["files"]
+    assert not any("pixel units" in w for w in entry["warnings"]), entry["warnings"]
