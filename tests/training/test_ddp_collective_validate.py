@@ -12,8 +12,8 @@ import json
 import pytest
 import torch
 
-from tests.helpers import TINY_MODL, TINY_MODL_MASK, tiny_modl_config
-from tests.training.test_ddp_validation import _ranks
+from tests.helpers import TINY_MODL, TINY_MODL_MASK
+from tests.training.test_ddp_validation import _ranks, _tiny_folders
 
 SSDU = """
 import json, sys
@@ -55,19 +55,14 @@ def test_two_ranks_share_the_ssdu_validation(tmp_path):
     """Rank ``r`` computes the SSDU loss of, and scores, volumes ``r, r + 2, ...``: each slice is
     read twice (loss, scoring) by one rank only; both ranks return the figures of one process.
     Was: both ranks read every slice twice (12 reads on each rank, 24 in all, not 12)."""
-    from mrirecon.data.simulate_mri import simulate_mri_dataset
     from mrirecon.models.registry import build_model
     from mrirecon.training.config import MaskConfig, SSDUConfig
     from mrirecon.training.data_acquired import AcquiredMRISet
     from mrirecon.training.ssdu import make_ssdu_validate_fn
 
-    kw = {"slices": 2, "coils": 2, "size": (32, 32), "resolution": 2, "acceleration": 4,
-          "center_fraction": 0.16}
-    simulate_mri_dataset(tmp_path / "train", volumes=2, seed=1, **kw)
-    simulate_mri_dataset(tmp_path / "val", volumes=3, seed=2, **kw)
     ssdu = {"ratio": 0.4, "selection": "uniform", "splits": 2}
-    cfg = tiny_modl_config(tmp_path, tmp_path / "train", tmp_path / "val", tmp_path / "unused",
-                           max_steps=2, val_every=2, checkpoint_every=100, loss={"ssdu": ssdu})
+    cfg = _tiny_folders(tmp_path, val_volumes=3, val_every=2, acceleration=4,
+                        center_fraction=0.16, loss={"ssdu": ssdu})
     script = tmp_path / "ssdu.py"
     script.write_text(SSDU)
     results = _ranks(script, [str(cfg), str(tmp_path)])
@@ -112,13 +107,7 @@ run.train_from_config(sys.argv[1], [f"output_dir={sys.argv[2]}/out"], progress=F
 def test_a_plain_validate_fn_runs_on_rank_0_alone(tmp_path):
     """A ``validate_fn`` without ``collective = True`` is called on rank 0 only (the others wait
     in the barrier), as the trainer's docstring promised before 0beacf6; its scores are logged."""
-    from mrirecon.data.simulate_mri import simulate_mri_dataset
-
-    kw = {"slices": 2, "coils": 2, "size": (32, 32), "resolution": 2}
-    simulate_mri_dataset(tmp_path / "train", volumes=2, seed=1, **kw)
-    simulate_mri_dataset(tmp_path / "val", volumes=1, seed=2, **kw)
-    cfg = tiny_modl_config(tmp_path, tmp_path / "train", tmp_path / "val", tmp_path / "unused",
-                           max_steps=2, val_every=1, checkpoint_every=100)
+    cfg = _tiny_folders(tmp_path, val_volumes=1, val_every=1)
     script = tmp_path / "plain.py"
     script.write_text(PLAIN)
     results = _ranks(script, [str(cfg), str(tmp_path)])

@@ -52,6 +52,21 @@ def _ranks(script: Path, args: list[str], **extra: str) -> list[tuple[int, str]]
         out.append((p.returncode, text))
     return out
 
+def _tiny_folders(tmp_path: Path, val_volumes: int, val_every: int, **config) -> Path:
+    """Simulated 32 x 32 training (2 volumes) and validation (``val_volumes``) folders of 2
+    slices and 2 coils, and the tiny MoDL config over them (``config``: more settings, e.g.
+    ``loss``; ``acceleration`` / ``center_fraction`` go to the simulator, undersampling the
+    files as acquired): the set-up of every two-rank validation test."""
+    from mrirecon.data.simulate_mri import simulate_mri_dataset
+
+    kw = {"slices": 2, "coils": 2, "size": (32, 32), "resolution": 2}
+    kw.update({k: config.pop(k) for k in ("acceleration", "center_fraction") if k in config})
+    simulate_mri_dataset(tmp_path / "train", volumes=2, seed=1, **kw)
+    simulate_mri_dataset(tmp_path / "val", volumes=val_volumes, seed=2, **kw)
+    return tiny_modl_config(tmp_path, tmp_path / "train", tmp_path / "val", tmp_path / "unused",
+                            max_steps=2, val_every=val_every, checkpoint_every=100, **config)
+
+
 
 def test_the_collective_timeout_is_read_from_the_environment(monkeypatch):
     from mrirecon.training.distributed import COLLECTIVE_TIMEOUT_S, collective_timeout
@@ -138,17 +153,12 @@ def test_two_ranks_share_the_validation_volumes(tmp_path):
     """Each rank scores every other volume; the logged means are those of one process. A
     validation of 6 s on every rank passes a 4 s collective timeout (rank 0 validating alone
     made rank 1's barrier time out)."""
-    from mrirecon.data.simulate_mri import simulate_mri_dataset
     from mrirecon.models.registry import build_model
     from mrirecon.training.config import MaskConfig
     from mrirecon.training.data import MRITrainingSet
     from mrirecon.training.validation import validate_model
 
-    kw = {"slices": 2, "coils": 2, "size": (32, 32), "resolution": 2}
-    simulate_mri_dataset(tmp_path / "train", volumes=2, seed=1, **kw)
-    simulate_mri_dataset(tmp_path / "val", volumes=3, seed=2, **kw)
-    cfg = tiny_modl_config(tmp_path, tmp_path / "train", tmp_path / "val", tmp_path / "unused",
-                           max_steps=2, val_every=2, checkpoint_every=100)
+    cfg = _tiny_folders(tmp_path, val_volumes=3, val_every=2)
     script = tmp_path / "train.py"
     script.write_text(TRAIN)
     results = _ranks(script, [str(cfg), str(tmp_path), "6"], MRIRECON_COLLECTIVE_TIMEOUT="4")
