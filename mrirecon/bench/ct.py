@@ -93,7 +93,7 @@ def _volumes(root: Path, max_volumes: int | None
 
     Each file is read alone, as ``mrirecon run`` and the scoring read it
     (``LoDoPaBFiles(root, part, only=N)``), and checked against the first readable file of its
-    part as ``LoDoPaBFiles(root, part)`` checks it (:func:`_same_reading`: another geometry,
+    part as ``LoDoPaBFiles(root, part)`` checks it (:meth:`~mrirecon.io.lodopab.LoDoPaBFiles.check_joins`: another geometry,
     scale or dose is refused naming both). A file that cannot be read (truncated, not HDF5, its
     ground truth damaged) is left to the plan with the reader's error, which skips it and lists
     it under the table (it stopped the benchmark before any volume was scored: exit 2)."""
@@ -134,13 +134,13 @@ def _volumes(root: Path, max_volumes: int | None
                 out[path] = (int(alone.counts[0]), alone.geometry.num_views, alone.data_photons)
             except (ValueError, OSError) as exc:
                 if first is not None:  # a file of another geometry or scale: refused as before
-                    _same_attrs(first, path)
+                    first.check_joins_attrs(path)
                 unreadable[path] = unreadable_error(path, exc)
                 continue
             if first is None:
                 first = alone
             else:
-                _same_reading(first, alone)
+                first.check_joins(alone)
     if unscored and order:
         log.warning("run_ct_bench: %s: part%s %s hold%s no ground_truth_<part>_NNN.hdf5 file at all "
                     "(a challenge part?): not scored", root, "s" if len(unscored) > 1 else "",
@@ -166,44 +166,6 @@ def _volumes(root: Path, max_volumes: int | None
             f"ground truth: add {'them' if many else 'it'}, or move {missing[0].name}"
             f"{' and the others without one' if many else ''} out of the folder")
     return order, out, unreadable
-
-
-def _same_reading(first, alone) -> None:
-    """Refuse the observation file that ``alone`` (a ``LoDoPaBFiles`` of one file) read when
-    ``LoDoPaBFiles(root, part)`` would read it otherwise than the part's ``first``: another
-    (views, detectors), geometry, scale or dose
-    (:func:`~mrirecon.io.lodopab_attrs.check_same_attrs`), or, without a stored geometry,
-    ground-truth images of another size."""
-    from mrirecon.io.errors import DataFormatError
-    from mrirecon.io.lodopab_attrs import check_same_attrs
-
-    path, head = alone.observation_files[0], first.observation_files[0]
-    if alone.sinogram_shape != first.sinogram_shape:
-        raise DataFormatError(path, "data", f"(views, detectors) {alone.sinogram_shape} differs "
-                              f"from {head.name} {first.sinogram_shape}")
-    check_same_attrs(head, first.attrs, first.geometry, path, alone.attrs)
-    truth = alone.ground_truth_paths[0]
-    if truth is not None and alone.geometry.image_shape != first.geometry.image_shape:
-        n, want = alone.counts[0], first.geometry.image_shape[::-1]  # ODL (x, y) layout
-        raise DataFormatError(truth, "data", f"expected {(n, *want)} floating-point images (one "
-                              f"per sinogram of {path.name}, on the geometry of {head.name}), "
-                              f"got {(n, *alone.geometry.image_shape[::-1])}")
-
-
-def _same_attrs(first, path: Path) -> None:
-    """:func:`_same_reading`'s attribute check of an observation file that cannot be read alone
-    (its attributes refused there, without a geometry of its own): a file of another geometry,
-    scale or dose is refused as its part's reader refuses it; one that cannot even be opened
-    passes (the plan skips it)."""
-    from mrirecon.io.errors import open_hdf5
-    from mrirecon.io.lodopab_attrs import check_same_attrs, root_attrs
-
-    try:
-        with open_hdf5(path, "LoDoPaB") as h5:
-            attrs = root_attrs(h5, path)
-    except (ValueError, OSError):
-        return
-    check_same_attrs(first.observation_files[0], first.attrs, first.geometry, path, attrs)
 
 
 def _kept_views(num_views: int, factor: float) -> torch.Tensor:

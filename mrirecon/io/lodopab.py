@@ -245,7 +245,7 @@ def write_lodopab(
         root["min_photon_count"] = float(min_photon_count)
     root.update(attrs or {})
     out = Path(out_dir)
-    _check_as_read(root, out / lodopab_file_name("observation", part, 0), attrs or {})
+    _attrs.check_as_written(root, out / lodopab_file_name("observation", part, 0), attrs or {})
     out.mkdir(parents=True, exist_ok=True)
     obs_paths, gt_paths = [], []
     for i, sl in enumerate(splits):
@@ -266,29 +266,12 @@ def write_lodopab(
     return obs_paths + gt_paths
 
 
-def _check_as_read(root: dict, path: Path, user_attrs: dict) -> None:
-    """Refuse, before anything is written, the root attributes ``root`` that the reader would
-    refuse in ``path`` (its rules: :func:`~mrirecon.io.lodopab_attrs.geometry_from_json`,
-    :func:`~mrirecon.io.lodopab_attrs.check_units`,
-    :func:`~mrirecon.io.lodopab_attrs.check_min_photon_count`), as a ``ValueError`` naming
-    :func:`write_lodopab`'s argument (or ``attrs[key]``) at fault."""
-    try:
-        _attrs.stored_geometry(root, path)
-        _attrs.check_units(root, path)
-        check_min_photon_count(root, path)
-    except DataFormatError as err:
-        key = err.field.removeprefix("attrs/")
-        if key == "mu_max_per_m" and key not in user_attrs:  # LoDoPaB's, below the water given
-            raise ValueError(
-                f"write_lodopab: mu_water={root['mu_water_per_mm']!r} (1/mm) is above MU_MAX, "
-                f"{MU_MAX_PER_MM:.6g} / mm, the attenuation of the stored value 1 (water's "
-                f"attenuation per cm? LoDoPaB's is {MU_WATER_PER_M / 1000:g} / mm); the reader "
-                f"would refuse the file ({err.field}: {err.problem})") from None
-        arg = {"mu_water_per_mm": "mu_water", "mu_air_per_mm": "mu_air"}.get(key, key)
-        arg = (f"attrs[{key!r}]={user_attrs[key]!r}" if key in user_attrs else
-               arg if key == "geometry" else f"{arg}={root[key]!r}")
-        raise ValueError(f"write_lodopab: {arg}: {err.problem} (the reader would refuse the "
-                         f"file: {err.field})") from None
+def _same_views(path: Path, shape: tuple, head: Path, head_shape: tuple) -> None:
+    """Refuse ``path``'s sinograms of (views, detectors) ``shape`` beside ``head``'s
+    ``head_shape``: every file of a part is read with its first file's geometry."""
+    if tuple(shape) != tuple(head_shape):
+        raise DataFormatError(path, "data", f"(views, detectors) {tuple(shape)} differs from "
+                              f"{head.name} {tuple(head_shape)}")
 
 
 def _filler(data: np.ndarray, hu: np.ndarray | None, attrs: dict):
@@ -358,9 +341,8 @@ class LoDoPaBFiles:
                 if data.dtype.kind != "f":  # post-log line integrals: integers are not a scaling
                     raise DataFormatError(path, "data", f"expected floating-point post-log "
                                           f"values, got {data.dtype}")
-                if path != files[0] and tuple(data.shape[1:]) != self.sinogram_shape:
-                    raise DataFormatError(path, "data", f"(views, detectors) {data.shape[1:]} "
-                                          f"differs from {files[0].name} {self.sinogram_shape}")
+                if path != files[0]:
+                    _same_views(path, tuple(data.shape[1:]), files[0], self.sinogram_shape)
                 self.counts.append(data.shape[0])
                 if path == files[0]:
                     self.sinogram_shape = tuple(data.shape[1:])
@@ -414,6 +396,35 @@ class LoDoPaBFiles:
                 f"{geometry.sinogram_shape}",
             )
         return geometry
+
+    def check_joins(self, alone: LoDoPaBFiles) -> None:
+        """Refuse the observation file that ``alone`` (a reader of one file, ``only=N``) read
+        where one reader of this part with it would refuse it: another (views, detectors),
+        geometry, scale or dose than this reader's first file
+        (:func:`~mrirecon.io.lodopab_attrs.check_same_attrs`), or, without a stored geometry,
+        ground-truth images of another size. ``mrirecon bench`` reads each file alone (one that
+        cannot be read is skipped, not the whole part) and joins them by these rules."""
+        path, head = alone.observation_files[0], self.observation_files[0]
+        _same_views(path, alone.sinogram_shape, head, self.sinogram_shape)
+        _attrs.check_same_attrs(head, self.attrs, self.geometry, path, alone.attrs)
+        truth = alone.ground_truth_paths[0]
+        if truth is not None and alone.geometry.image_shape != self.geometry.image_shape:
+            n, want = alone.counts[0], self.geometry.image_shape[::-1]  # ODL (x, y) layout
+            raise DataFormatError(truth, "data", f"expected {(n, *want)} floating-point images "
+                                  f"(one per sinogram of {path.name}, on the geometry of "
+                                  f"{head.name}), got {(n, *alone.geometry.image_shape[::-1])}")
+
+    def check_joins_attrs(self, path: Path) -> None:
+        """:meth:`check_joins`' attribute rule for an observation file that cannot be read alone
+        (its own attributes refused without a geometry of its own): another geometry, scale or
+        dose is refused as this part's reader refuses it; a file that cannot even be opened
+        passes (its reader's error says why)."""
+        try:
+            with _open(path) as h5:
+                own = _attrs.root_attrs(h5, path)
+        except (ValueError, OSError):
+            return
+        _attrs.check_same_attrs(self.observation_files[0], self.attrs, self.geometry, path, own)
 
     def __getstate__(self) -> dict:  # pickled (worker processes): without the cached samples
         return {**self.__dict__, "_slabs": {}}

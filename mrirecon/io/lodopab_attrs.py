@@ -320,3 +320,28 @@ def check_min_photon_count(attrs: dict, path: Path) -> float:
                               "sampling.views.check_photons says); one of the two "
                               "attributes is wrong")
     return value
+
+
+def check_as_written(root: dict, path: Path, user_attrs: dict) -> None:
+    """Refuse, before anything is written, the root attributes ``root`` that the reader would
+    refuse in ``path`` (its rules: :func:`geometry_from_json`,
+    :func:`check_units`,
+    :func:`check_min_photon_count`), as a ``ValueError`` naming
+    :func:`~mrirecon.io.lodopab.write_lodopab`'s argument (or ``attrs[key]``) at fault."""
+    try:
+        stored_geometry(root, path)
+        check_units(root, path)
+        check_min_photon_count(root, path)
+    except DataFormatError as err:
+        key = err.field.removeprefix("attrs/")
+        if key == "mu_max_per_m" and key not in user_attrs:  # LoDoPaB's, below the water given
+            raise ValueError(
+                f"write_lodopab: mu_water={root['mu_water_per_mm']!r} (1/mm) is above MU_MAX, "
+                f"{MU_MAX_PER_MM:.6g} / mm, the attenuation of the stored value 1 (water's "
+                f"attenuation per cm? LoDoPaB's is {MU_WATER_PER_M / 1000:g} / mm); the reader "
+                f"would refuse the file ({err.field}: {err.problem})") from None
+        arg = {"mu_water_per_mm": "mu_water", "mu_air_per_mm": "mu_air"}.get(key, key)
+        arg = (f"attrs[{key!r}]={user_attrs[key]!r}" if key in user_attrs else
+               arg if key == "geometry" else f"{arg}={root[key]!r}")
+        raise ValueError(f"write_lodopab: {arg}: {err.problem} (the reader would refuse the "
+                         f"file: {err.field})") from None
