@@ -46,9 +46,10 @@ PIXEL_UNITS_RTOL = 0.1
 #: pixels is an 80 kVp paediatric scan, 1.35x at 0.7 mm a 70 kVp one), and correct data's bulk
 #: lies within 0.95-1.04x of their water on ``simulate ct`` (:data:`SOFT_TISSUE_RANGE`):
 #: 0.85 x 0.95 = 0.81 and 1.35 x 1.04 = 1.40 (LoDoPaB's lowest slices, 0.89x, would read 0.76x
-#: at 120 kVp: with 1.3 mm pixels they would be named, the one overlap left). A file that states no water attenuation of its own is named as pixel units
-#: only outside this band (0.7 mm pixels: 1.43x; 0.6 mm: 1.67x; 1.4 mm: 0.71x); one that states
-#: it is judged against it (:func:`image_warnings`).
+#: at 120 kVp: with 1.3 mm pixels they would be named, the one overlap left). A file that states
+#: no water attenuation of its own is named as pixel units only outside this band (0.7 mm
+#: pixels: 1.43x; 0.6 mm: 1.67x; 1.4 mm: 0.71x); one that states it is judged against it
+#: (:func:`image_warnings`).
 LOW_KV_RANGE = (0.8, 1.4)
 #: Pixels above this fraction of the image's 99th percentile are the object (air, and lung
 #: beside soft tissue or bone, are below it); a scale-free choice.
@@ -135,9 +136,8 @@ def image_warnings(preview: Tensor | None, pixel_size: float | None = None,
                             f"{hu:+.0f} HU), where soft tissue reads 0.9-1.1x: are the data at "
                             "another scale (LoDoPaB stores line integrals / MU_MAX, 81.35858 / m: "
                             "its mu_max_per_m attribute; lengths in mm, not pixels?), or is a "
-                            "DICOM series "
-                            "not in HU (RescaleIntercept, RescaleSlope)? The image's HU would be "
-                            "wrong")
+                            "DICOM series not in HU (RescaleIntercept, RescaleSlope)? The image's "
+                            "HU would be wrong")
     x = preview.detach().double()
     air = float((x < 0.5 * MU_WATER_NOMINAL).double().mean())
     if air < MIN_AIR_FRACTION and float(x.max()) > 0:
