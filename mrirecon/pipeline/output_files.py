@@ -198,7 +198,8 @@ def _copy_beside(src: Path, dst: Path) -> Path:
     then names ``dst`` (not the hidden copy)."""
     new = beside(dst, "new")
     _remove(new)  # this process's own, left by a failed delete
-    try:
+    try:  # not shutil.copytree: it copies on past a failure and raises shutil.Error, which
+        # carries no errno (a full disk must stay ENOSPC, naming dst, for the disk-full message)
         for dirpath, _, filenames in os.walk(src):
             into = new / os.path.relpath(dirpath, src)
             into.mkdir(parents=True, exist_ok=True)
