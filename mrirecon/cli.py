@@ -56,16 +56,28 @@ class SafeLogFormatter(logging.Formatter):
         return control_escaped(super().format(record)).replace("\n", "\n    ")
 
 
-def log_to_stderr(level: int, fmt: str = "%(levelname)s %(name)s: %(message)s") -> None:
-    """``logging.basicConfig`` of the commands (the first call configures), through
-    :class:`SafeLogFormatter`."""
+#: Every command's log line: its level first (``grep '^WARNING' run.log``), then the logger
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+
+
+def log_to_stderr(debug: bool = False) -> None:
+    """The log of every command, set up once by :func:`_main` before the command runs (and
+    before :func:`~mrirecon.threads.configure_threads`, whose warnings were bare lines through
+    ``logging.lastResort``): one handler on stderr, each record one line of
+    :data:`LOG_FORMAT` through :class:`SafeLogFormatter`, the root logger at INFO. ``debug``
+    (``--debug``) lowers only the ``mrirecon`` loggers to DEBUG: the root at DEBUG let
+    matplotlib's font manager, pylibjpeg and h5py fill the log (257 of a 3-input run's 310
+    lines, none of them mrirecon's). A caller's own logging (the root already holding a
+    handler) is left as it is."""
     root = logging.getLogger()
-    if root.handlers:  # configured already (--debug, or the caller's own logging)
+    if root.handlers:  # the caller's own logging (a nested call, a test's capture)
         return
     handler = logging.StreamHandler()
-    handler.setFormatter(SafeLogFormatter(fmt))
+    handler.setFormatter(SafeLogFormatter(LOG_FORMAT))
     root.addHandler(handler)
-    root.setLevel(level)
+    root.setLevel(logging.INFO)
+    if debug:
+        logging.getLogger("mrirecon").setLevel(logging.DEBUG)
 
 
 def add_progress(parser: argparse.ArgumentParser) -> None:
@@ -145,7 +157,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from mrirecon.pipeline.definitions import load_pipeline_warned
     from mrirecon.pipeline.runner import run_pipeline
 
-    log_to_stderr(logging.INFO)
     config, text, warned = load_pipeline_warned(args.pipeline, args.set)
     return run_pipeline(config, args.input, args.output, resume=args.resume, device=args.device,
                         progress=progress_wanted(args), config_text=text, replace_others=args.prune,
@@ -156,7 +167,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """``mrirecon demo``: the main job on bundled anatomy (about 3 minutes on 2 CPU cores)."""
     from mrirecon.pipeline.demo import run_demo
 
-    log_to_stderr(logging.INFO)
     result = run_demo(args.output, quick=args.quick, progress=progress_wanted(args))
     return 1 if result["failures"] else 0
 
@@ -228,9 +238,6 @@ def _add_run(subparsers: argparse._SubParsersAction) -> None:
 def cmd_bench(args: argparse.Namespace) -> int:
     """``mrirecon bench``: benchmark table (see :mod:`mrirecon.bench`)."""
     from mrirecon.bench.cli import bench_from_cli
-
-    # as ``run``: "N finished entries reused from results.jsonl" and the skips are INFO lines
-    log_to_stderr(logging.INFO)
 
     fractions = None
     if args.center_fractions is not None:
@@ -459,8 +466,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
         if sys.stdout is not None:  # --help, --version: the text reaches the reader, or fails named
             sys.stdout.flush()
         raise
-    if debug:
-        log_to_stderr(logging.DEBUG)
+    # every command's log, before configure_threads warns (bench: "N finished entries reused
+    # from results.jsonl" and the skips are INFO lines, as run's)
+    log_to_stderr(debug)
     prog = getattr(args, "_parser", parser).prog
     from mrirecon.io.errors import Terminated, disk_error
 

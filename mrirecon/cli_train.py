@@ -50,25 +50,27 @@ def normalise_argv(argv: list[str]) -> list[str]:
 
 
 def cmd_train_config(args: argparse.Namespace) -> int:
-    """``mrirecon train [config] CONFIG.yaml [--resume] [--set key=value ...]`` (torchrun-aware)."""
-    import logging
-
+    """``mrirecon train [config] CONFIG.yaml [--resume] [--set key=value ...]`` (torchrun-aware):
+    prints the path of ``model.pt``, once per job (rank 0: under torchrun every rank printed it);
+    the log on stderr as every command's (:func:`mrirecon.cli.log_to_stderr`)."""
     from mrirecon.pipeline.definitions import training_config_path
     from mrirecon.training.run import train_from_config
 
-    from mrirecon.cli import log_to_stderr, progress_wanted
+    from mrirecon.cli import progress_wanted
 
-    log_to_stderr(logging.INFO, "%(asctime)s %(name)s: %(message)s")
     path = training_config_path(args.config)
     result = train_from_config(path, overrides=args.set, resume=args.resume,
                                progress=progress_wanted(args))
-    print(result.output_dir / "model.pt")
+    if result.rank == 0:
+        print(result.output_dir / "model.pt")
     return 0
 
 
 def cmd_train_function(args: argparse.Namespace) -> int:
-    """``mrirecon train denoiser|prior|perceptual|radial --out PATH [options]``: call the training
-    function with the options its signature defines (see :func:`_add_function_options`)."""
+    """``mrirecon train denoiser|prior|gmm|perceptual|radial|modl|varnet|staged_ct|primal_dual_ct
+    --out PATH [options]``: call the training function with the options its signature defines
+    (see :func:`_add_function_options`) and print its summary as one JSON line, the only output
+    on stdout (the functions log their progress: on stderr, :func:`mrirecon.cli.log_to_stderr`)."""
     options = {name: getattr(args, name) for name in args._options}
     options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
     summary = args._train(args.out, **options)

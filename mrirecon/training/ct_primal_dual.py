@@ -21,6 +21,7 @@ its card (so a stopped run leaves a usable model).
 
 from __future__ import annotations
 
+import logging
 import math
 import platform
 import time
@@ -42,6 +43,8 @@ from mrirecon.training.ct_staged import (
 from mrirecon.training.optim import cosine_step
 from mrirecon.threads import load_average, load_fields, load_text, use_threads
 from mrirecon.training.init_card import earlier_runs, read_init_card
+
+_log = logging.getLogger("mrirecon.train")
 
 # the staged model's data, validated on the same split; no lam grid or self-ensemble here
 DATA_TEXT = {
@@ -77,7 +80,7 @@ def train_primal_dual_ct(out: str | Path, *, budget_s: float = 4800.0, seed: int
                          iterations: int = 8, features: int = 16, n_primal: int = 5,
                          n_dual: int = 5, pool: int = 16, refresh_every: int = 4,
                          lr: float = 1e-3, val_every: int = 150, init: str | None = None,
-                         threads: int | None = None, log=print) -> dict:
+                         threads: int | None = None, log=_log.info) -> dict:
     """Train within ``budget_s`` seconds of wall time (see the module docstring); writes ``out``
     (a ``.pt`` state dict, the best state on the validation split) and its card (``.yaml``
     beside it) at every improvement and returns the card. ``init``: a state dict of the same

@@ -38,6 +38,7 @@ weights and a model card are written after every stage, so a stopped run leaves 
 
 from __future__ import annotations
 
+import logging
 import math
 import platform
 import re
@@ -54,6 +55,8 @@ from mrirecon.io.lodopab import IMAGE_SHAPE, NUM_ANGLES, NUM_DETECTORS
 from mrirecon.sampling import view_factor
 from mrirecon.threads import load_average, load_fields, load_text, use_threads
 from mrirecon.training.init_card import check_init_card, earlier_runs, read_init_card
+
+_log = logging.getLogger("mrirecon.train")
 
 CT_SIZE, CT_FULL_VIEWS, CT_DETECTORS = IMAGE_SHAPE[0], NUM_ANGLES, NUM_DETECTORS
 CT_PHOTONS = 4096.0  # LoDoPaB's incident photons per detector bin
@@ -344,7 +347,7 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
                     chans: int = 16, num_pools: int = 4, patch: int = 128, batch: int = 4,
                     pool: int = 24, refresh_every: int = 2, lr: float = 1e-3, val_every: int = 150,
                     init: str | None = None, prefetch: bool = False, hardware: bool = False,
-                    threads: int | None = None, log=print) -> dict:
+                    threads: int | None = None, log=_log.info) -> dict:
     """Run the stage-wise training (see the module docstring) within ``budget_s`` seconds of wall
     time; writes ``out`` (a ``.pt`` state dict) and its card (``.yaml`` beside it) after every
     stage and returns the card. ``init``: a state dict of the same architecture (e.g. a shipped

@@ -18,6 +18,7 @@ evaluation) and prints a JSON summary (steps, wall time, final loss).
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from pathlib import Path
@@ -29,6 +30,8 @@ from torch import Tensor, nn
 from mrirecon.data.simulate_mri import simulate_mri_volume
 from mrirecon.io.weights import write_weights
 from mrirecon.threads import use_threads
+
+_log = logging.getLogger("mrirecon.train")
 
 #: DnCNN of the shipped denoiser (bias-only: no batch norm, so ``D`` does not depend on the batch).
 DENOISER_PARAMS = {"in_chans": 2, "out_chans": 2, "depth": 8, "features": 32, "batchnorm": False,
@@ -145,8 +148,8 @@ def train_denoiser(
         losses.append(loss.item())
         step += 1
         if step % 200 == 0:
-            print(f"step {step} loss {np.mean(losses[-200:]):.3e} t {time.perf_counter() - t1:.0f}s",
-                  flush=True)
+            _log.info("step %d loss %.3e t %.0fs", step, np.mean(losses[-200:]),
+                      time.perf_counter() - t1)
     wall = time.perf_counter() - t1
     require_steps("denoiser", step, f"--max-seconds {max_seconds:g} / --max-steps {max_steps}", out)
     model = PnPADMM(denoiser.eval())

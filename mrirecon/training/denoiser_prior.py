@@ -17,6 +17,7 @@ steps, wall time; the descriptive sections of a card already there for the same 
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from pathlib import Path
@@ -26,6 +27,8 @@ import torch
 
 from mrirecon.io.weights import write_weights
 from mrirecon.threads import use_threads
+
+_log = logging.getLogger("mrirecon.train")
 
 SIGMA_RANGE = (0.003, 0.25)
 
@@ -98,8 +101,8 @@ def train(out: str | Path, *, pool_size: int = 6000, patch: int = 64, seed: int 
         if step % 500 == 0:  # a readable snapshot while training runs
             write_weights(Path(out).with_suffix(".partial.pt"), model.state_dict(), None)
         if step % log == 0:
-            print(f"step {step} loss {np.mean(losses[-log:]):.4f} t {time.perf_counter() - t1:.0f}s",
-                  flush=True)
+            _log.info("step %d loss %.4f t %.0fs", step, np.mean(losses[-log:]),
+                      time.perf_counter() - t1)
     wall = time.perf_counter() - t1
     require_steps("prior", step, f"--max-seconds {max_seconds:g} / --max-steps {max_steps}", out)
     summary = {"steps": step, "wall_time_s": round(wall, 1), "data_time_s": round(t_data, 1),

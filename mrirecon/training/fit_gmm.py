@@ -14,6 +14,7 @@ untrained defaults; a model card ``<out>.yaml`` is written beside it.
 
 from __future__ import annotations
 
+import logging
 import platform
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ from mrirecon.io.weights import write_weights
 from mrirecon.models.gmm import PatchGMM
 from mrirecon.threads import use_threads
 
+_log = logging.getLogger("mrirecon.train")
 
 
 def training_images(*, mri_volumes: int, mri_slices: int, ct_samples: int, size: int, seed: int) -> list[np.ndarray]:
@@ -90,7 +92,7 @@ def fit_and_save(out: str | Path, *, components: int = 20, patch_size: int = 8,
 
     def log(it: int, ll: float) -> None:
         history.append(ll)
-        print(f"EM {it:3d}: mean log-likelihood {ll:.4f}", flush=True)
+        _log.info("EM %3d: mean log-likelihood %.4f", it, ll)
 
     gmm = PatchGMM.fit(patches, opts["components"], iterations=opts["iterations"], callback=log)
     t2 = time.perf_counter()
@@ -108,7 +110,7 @@ def fit_and_save(out: str | Path, *, components: int = 20, patch_size: int = 8,
                "wall_time_s": round(t2 - t0, 1), "data_time_s": round(t1 - t0, 1)}
     card = _card(out, {"threads": threads, **opts}, params, summary, earlier)
     write_weights(out, model.state_dict(), card)
-    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB) in {t2 - t0:.0f} s")
+    _log.info("wrote %s (%.0f KiB) in %.0f s", out, out.stat().st_size / 1024, t2 - t0)
     return card
 
 

@@ -17,6 +17,7 @@ state with the best mean PSNR is kept.
 
 from __future__ import annotations
 
+import logging
 import math
 import platform
 import time
@@ -25,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from mrirecon.threads import use_threads
+
+_log = logging.getLogger("mrirecon.train")
 
 #: Rows left out of the loss at either end of a band (zero padding of the CNN at the cut).
 LOSS_MARGIN = 8
@@ -275,8 +278,8 @@ def _train_bands(model: torch.nn.Module, out: str | Path, *, seed: int, crop_row
         if rec["PSNR"] > best["PSNR"]:
             best = rec
             _save(model, out, half, None if card is None else _card(out, kind, *card, rec, step, earlier))
-        print(f"val step {step} PSNR {rec['PSNR']:.2f} SSIM {rec['SSIM']:.4f} best {best.get('step')}",
-              flush=True)
+        _log.info("val step %d PSNR %.2f SSIM %.4f best %s", step, rec["PSNR"], rec["SSIM"],
+                  best.get("step"))
 
     model.train()
     for b in loader:
@@ -290,8 +293,8 @@ def _train_bands(model: torch.nn.Module, out: str | Path, *, seed: int, crop_row
         losses.append(cosine_step(opt, loss, lr=lr, frac=frac))
         step += 1
         if step % log == 0:
-            print(f"step {step} loss {np.mean(losses[-log:]):.4f} lr {opt.param_groups[0]['lr']:.2e} "
-                  f"t {time.perf_counter() - t1:.0f}s", flush=True)
+            _log.info("step %d loss %.4f lr %.2e t %.0fs", step, np.mean(losses[-log:]),
+                      opt.param_groups[0]["lr"], time.perf_counter() - t1)
         if step % val_every == 0:
             validate()
     require_steps(kind, step, f"--max-seconds {max_seconds:g} / --max-steps {max_steps}", out)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+import logging
 import os
 import platform
 import time
@@ -30,6 +31,8 @@ from torch import Tensor, nn
 
 from mrirecon.functional import fft2c, ifft2c
 from mrirecon.threads import use_threads
+
+_log = logging.getLogger("mrirecon.train")
 
 WEIGHTS_NAME = "perceptual_features"
 CHANNELS = (16, 32, 64)
@@ -301,7 +304,7 @@ def train_feature_network(
         sched.step()
         losses.append(float(loss.detach()))
         if log_every and (step + 1) % log_every == 0:
-            print(f"step {step + 1}/{steps}  L1 {np.mean(losses[-log_every:]):.4f}", flush=True)
+            _log.info("step %d/%d  L1 %.4f", step + 1, steps, np.mean(losses[-log_every:]))
     seconds = time.perf_counter() - t0
     net.eval()
     with torch.no_grad():

@@ -37,6 +37,7 @@ training point.
 
 from __future__ import annotations
 
+import logging
 import math
 import platform
 import time
@@ -58,6 +59,8 @@ from mrirecon.operators import nufft_sense
 from mrirecon.recon import data_scale, run
 from mrirecon.sampling.nonuniform import nyquist_fraction
 from mrirecon.threads import use_threads
+
+_log = logging.getLogger("mrirecon.train")
 
 #: small CPU-sized settings per model. The regularisers of gram_varnet normalise their input
 #: (NormUnet), which matters here: max |A^H y| of radial data is dominated by the oversampled
@@ -230,8 +233,8 @@ def train_radial(out: str | Path, *, model: str = "modl", maps: str = "espirit",
     for i, (n, k) in enumerate(geoms):
         train += radial_samples(args.volumes, args.slices, n, k, seed=21, first=i * args.volumes)[0]
         tests[f"{n}x{k}"] = radial_samples(2, args.slices, n, k, seed=23)[0]
-    print(f"data: {len(train)} train / {sum(map(len, tests.values()))} held-out slices in "
-          f"{time.time() - t0:.0f} s", flush=True)
+    _log.info("data: %d train / %d held-out slices in %.0f s", len(train),
+              sum(map(len, tests.values())), time.time() - t0)
     net = build_model(name, **card_params)
 
     def model_op(s):  # the pipeline's operator: unweighted, uniform maps when the model makes its own
@@ -250,7 +253,7 @@ def train_radial(out: str | Path, *, model: str = "modl", maps: str = "espirit",
         opt.step()
         schedule.step()
         if step % 100 == 0:
-            print(f"step {step} loss {loss_value:.4f} ({time.time() - t1:.0f} s)", flush=True)
+            _log.info("step %d loss %.4f (%.0f s)", step, loss_value, time.time() - t1)
     wall = time.time() - t1
     net.eval()
 

@@ -56,6 +56,9 @@ class TrainResult:
         Where checkpoints, logs and ``model.pt`` are.
     steps, seconds
         Steps reached and training wall time over all runs (resumes included).
+    rank
+        This process's rank under torchrun (0 without one): rank 0 wrote ``model.pt`` and says
+        so (``mrirecon train``).
     """
 
     config: TrainConfig
@@ -64,6 +67,7 @@ class TrainResult:
     output_dir: Path
     steps: int
     seconds: float
+    rank: int = 0
 
 
 def build_model_from_config(cfg: TrainConfig) -> nn.Module:
@@ -178,9 +182,9 @@ def train_from_config(
     now = to_dict(cfg)
     # under torchrun: meet the other processes before the data are read and the output_dir is
     # created and locked (a rank whose peers never came left both behind when it was stopped)
-    _, _, owned = distributed_context()
+    rank, _, owned = distributed_context()
     try:
-        result = _built_and_trained(cfg, path, overrides, resume, progress, out, now)
+        result = _built_and_trained(cfg, path, overrides, resume, progress, out, now, rank)
         if owned and dist.is_initialized():  # every rank done before any tears the group down:
             dist.barrier()  # rank 0 hosts the store; a rank still using it aborted (SIGABRT)
             leave_group()  # and rank 0 the last to leave it
@@ -200,11 +204,13 @@ def _check_output_dir(out: Path, source: str) -> None:
 
 
 def _built_and_trained(cfg: TrainConfig, path, overrides: list[str], resume: bool,
-                       progress: bool, out: Path, now: dict) -> TrainResult:
-    """:func:`train_from_config` once the config is checked and the process group joined."""
+                       progress: bool, out: Path, now: dict, rank: int) -> TrainResult:
+    """:func:`train_from_config` once the config is checked and the process group joined (this
+    process of rank ``rank``). The config's warnings are said once per job, by rank 0 (as the
+    trainer's ``amp`` warning): every rank repeated them, naming no rank."""
     try:
         train_set, val_set = build_datasets(cfg)
-        if cfg.optim.batch_size > len(train_set):  # each step then draws slices more than once
+        if cfg.optim.batch_size > len(train_set) and rank == 0:  # steps repeat slices
             import warnings
 
             warnings.warn(f"{path}: optim.batch_size: {cfg.optim.batch_size} is more than the "
@@ -282,7 +288,8 @@ def _train(cfg: TrainConfig, path, overrides: list[str], resume: bool, progress:
                 warnings.warn(f"{path}: {problem}", RuntimeWarning, stacklevel=2)
     finally:
         trainer.close()
-    return TrainResult(cfg, trainer.model, history, out, trainer.step, trainer.elapsed)
+    return TrainResult(cfg, trainer.model, history, out, trainer.step, trainer.elapsed,
+                       trainer.rank)
 
 
 def save_model(
