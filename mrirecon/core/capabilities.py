@@ -19,6 +19,11 @@ capability                    ``c * A`` (``ScaledOperator``)  ``A @ B`` (``Compo
 Each entry is exact: ``(cA)^+ = A^+ / c`` for ``c != 0``; an FBP is a linear approximate
 inverse, so the FBP of ``cA`` is ``fbp / c``; with ``A = M E`` and ``A^H = E^H M``,
 ``cA = M (cE)`` and ``(cA)^H = (conj(c) E^H) M``.
+
+The capabilities are structural protocols (an operator with a ``fbp`` method has
+:class:`HasFBP`) but for :class:`HasSamplingMask`, which says that the data are MRI k-space and
+which a class declares by listing it among its bases (an attribute called ``mask`` made any
+operator a k-space operator); :class:`CoilExpandReduce` is claimed only together with it.
 """
 
 from __future__ import annotations
@@ -31,16 +36,33 @@ if TYPE_CHECKING:
     from mrirecon.core.operator import LinearOperator
 
 
-@runtime_checkable
-class HasSamplingMask(Protocol):
+class HasSamplingMask:
     """``A = M E``: the data are the product of a 0/1 sampling mask ``M`` and ``E x``.
 
     ``mask`` is boolean (or 0/1), broadcastable to the data's trailing ``(H, W)``; a k-space
-    data-consistency layer keeps or replaces the values where it is set.
+    data-consistency layer keeps or replaces the values where it is set, and the data are MRI
+    k-space (complex: a real ``y`` has lost its phase; see
+    :func:`mrirecon.recon.checks.is_kspace_operator`).
+
+    Declared, not guessed: unlike the other capabilities this one is no structural protocol,
+    since an attribute called ``mask`` is common in operators that have nothing to do with
+    k-space (an inpainting operator ``y = mask * x`` on a real image was refused as "MRI
+    k-space ... lost its phase"). An operator has it when its class lists it among its bases,
+    as ``Sampling`` and ``SenseOperator`` do::
+
+        class MyCartesian(LinearOperator, HasSamplingMask):
+            def __init__(self, mask):
+                super().__init__((H, W), (H, W))
+                self.register_buffer("mask", mask)
+
+    The base adds no attribute of its own (``mask`` is annotated only, so a buffer or
+    parameter of that name can be registered); :class:`CoilExpandReduce` is claimed only
+    together with it.
     """
 
-    @property
-    def mask(self) -> Tensor: ...
+    __slots__ = ()
+
+    mask: Tensor
 
 
 @runtime_checkable
@@ -93,7 +115,7 @@ def capability(op: LinearOperator, cap: type[C]) -> C | None:
 
     Goes through ``op.capability(cap)`` so that scaled and composed operators pass their
     parts' capabilities on (see the module docstring); objects that are no ``LinearOperator``
-    are checked structurally.
+    are checked structurally, but for :class:`HasSamplingMask`, which a class declares.
     """
     if cap not in CAPABILITIES:
         raise TypeError(f"capability: {getattr(cap, '__name__', cap)!r} is not an operator "
@@ -110,8 +132,13 @@ def require_capability(op: LinearOperator, cap: type[C], who: str, hint: str = "
     found = capability(op, cap)
     if found is None:
         name = getattr(op, "name", type(op).__name__)
+        declare = {HasSamplingMask: ": a class of your own declares it by listing "
+                                    "HasSamplingMask among its bases",
+                   CoilExpandReduce: ": it comes with expand / reduce methods and the "
+                                     "HasSamplingMask capability, which a class of your own "
+                                     "declares by listing it among its bases"}.get(cap, "")
         raise TypeError(f"{who} needs an operator with the {cap.__name__} capability, got "
-                        f"{type(op).__name__} ({name})" + (f"; {hint}" if hint else ""))
+                        f"{type(op).__name__} ({name}){declare}" + (f"; {hint}" if hint else ""))
     return found
 
 

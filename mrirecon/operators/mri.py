@@ -13,7 +13,7 @@ import weakref
 import torch
 from torch import Tensor
 
-from mrirecon.core import LinearOperator
+from mrirecon.core import HasSamplingMask, LinearOperator
 from mrirecon.core.checks import NonFiniteError, broadcasts_to, finite_and_nonzero
 from mrirecon.core.magnitude import sum_abs2
 from mrirecon.functional import fft2c, ifft2c, uncentred_fft2, uncentred_ifft2
@@ -160,8 +160,10 @@ def _mask_shape(mask: Tensor) -> tuple[int | None, int | None]:
     return (None if h == 1 else h, None if w == 1 else w)
 
 
-class Sampling(LinearOperator):
+class Sampling(LinearOperator, HasSamplingMask):
     """``P``: keep the sampled k-space locations, zero the others (a self-adjoint projection).
+
+    Declares :class:`~mrirecon.core.HasSamplingMask`: its data are MRI k-space.
 
     Parameters
     ----------
@@ -263,8 +265,11 @@ class Sensitivity(MapsSupport, LinearOperator):
         return _bound_shape(x, 2, _sum_of_squares_max(self.maps))
 
 
-class SenseOperator(MapsSupport, LinearOperator):
+class SenseOperator(MapsSupport, LinearOperator, HasSamplingMask):
     """Multi-coil Cartesian operator ``A = P F S`` with a closed-form normal operator.
+
+    Declares :class:`~mrirecon.core.HasSamplingMask` (its data are MRI k-space) and has
+    :class:`~mrirecon.core.CoilExpandReduce` (``expand = F S``, ``reduce = S^H F^H``).
 
     ``A^H A x = S^H F^H P F S x``; because a circular convolution commutes with the FFT shifts,
     the gram runs on uncentred FFTs with the mask shifted once at construction, i.e. two plain

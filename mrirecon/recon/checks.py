@@ -75,7 +75,8 @@ def check_measurements(name: str, y: Tensor, op: LinearOperator | None, *, kspac
     op
         The forward operator (its sampling mask is compared with ``y``), or ``None``.
     kspace
-        ``y`` is MRI k-space: a real ``y`` (lost phase) and ``complex32`` are refused.
+        ``y`` is MRI k-space: a real ``y`` (lost phase) and ``complex32`` are refused (the
+        message names ``op`` when it is a k-space operator, :func:`is_kspace_operator`).
     sinogram
         ``"refuse"`` or ``"warn"``: a slice of ``y`` whose sign looks flipped
         (:func:`flipped_sign_message`) is refused (a method that keeps ``x >= 0`` returns an
@@ -107,9 +108,10 @@ def check_measurements(name: str, y: Tensor, op: LinearOperator | None, *, kspac
                 f"({type(op).__name__}) and {arg} a real sinogram {tuple(y.shape)}: use a CT "
                 "reconstruction (fbp, sirt, tv_ct; recon.describe(name) tells which data a "
                 "method takes), or an MRI operator (sense(maps, mask)) with complex k-space")
+        what = f" (op {op.name} maps images to it)" if is_kspace_operator(op) else ""
         raise TypeError(
             f"{name}: {arg} is real ({y.dtype}, shape {tuple(y.shape)}), but MRI k-space is "
-            f"complex: a real {arg} has lost its phase (abs(), .real, or a cast such as "
+            f"complex{what}: a real {arg} has lost its phase (abs(), .real, or a cast such as "
             "astype(float32)) and would give a wrong image without error; pass the complex "
             "k-space (torch.view_as_complex for real pairs (..., 2))")
     if y.dtype == torch.complex32:  # real halves: the projectors and fbp name them
@@ -140,23 +142,40 @@ def check_data(name: str, y: Tensor, op: LinearOperator | None, *,
                 nonneg: bool | None = None) -> None:
     """:func:`check_measurements` for a method that takes MRI k-space or a sinogram alike
     (``tgv``, ``epll``, ``pnp_nlm``, ``cg_sense`` ...), telling them apart by ``op``: k-space for
-    a SENSE, NUFFT or masked operator, a sinogram (its sign judged by :func:`sign_policy` of
-    ``nonneg``) for a CT projector."""
+    a k-space operator (:func:`is_kspace_operator`), a sinogram (its sign judged by
+    :func:`sign_policy` of ``nonneg``) for a CT projector, and for any other operator (a user's
+    inpainting or deblurring operator) the data that operator maps to, real ones too."""
     check_measurements(name, y, op, kspace=is_kspace_operator(op),
                        sinogram=sign_policy(nonneg) if is_ct_operator(op) else None)
 
 
 def is_kspace_operator(op: LinearOperator | None) -> bool:
-    """Whether ``op`` maps images to MRI k-space: a SENSE or NUFFT-SENSE operator (also scaled),
-    or any operator with a sampling mask (``single_coil``)."""
+    """Whether ``op`` maps images to MRI k-space (complex data): a SENSE, NUFFT-SENSE or
+    ``Fourier`` operator, an operator that declares a sampling mask
+    (:class:`~mrirecon.core.HasSamplingMask`: ``Sampling``, ``single_coil``, a user's class
+    that lists it among its bases), or a scaled, summed or composed operator whose range is
+    one of theirs (``c * A``, ``A + B``, ``A @ B`` by its outer ``A``).
+
+    An operator of the user's that declares nothing is no k-space operator, whatever its
+    attributes are called: an inpainting operator ``y = mask * x`` on a real image was refused
+    as "MRI k-space ... lost its phase" for its buffer's name."""
     from mrirecon.core import HasSamplingMask, capability
-    from mrirecon.operators.mri import SenseOperator
+    from mrirecon.core.operator import ComposedOperator, ScaledOperator, SumOperator
+    from mrirecon.operators.mri import Fourier, SenseOperator
     from mrirecon.operators.nufft import NufftSense
 
     if op is None:
         return False
-    return (isinstance(op, (SenseOperator, NufftSense))
-            or capability(op, HasSamplingMask) is not None)
+    if isinstance(op, (SenseOperator, NufftSense, Fourier)) or \
+            capability(op, HasSamplingMask) is not None:
+        return True
+    if isinstance(op, ComposedOperator):  # the range of A @ B is that of A
+        return is_kspace_operator(op.outer)
+    if isinstance(op, ScaledOperator):
+        return is_kspace_operator(op.op)
+    if isinstance(op, SumOperator):
+        return is_kspace_operator(op.a) or is_kspace_operator(op.b)
+    return False
 
 
 def is_ct_operator(op: LinearOperator | None) -> bool:

@@ -8,7 +8,11 @@ accept and ignore ``op``.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import inspect
+import os
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -16,12 +20,13 @@ import torch
 from torch import Tensor
 
 from mrirecon.core import LinearOperator
-from mrirecon.core.checks import param_problem
+from mrirecon.core.checks import NonFiniteError, nonfinite_count, param_problem
 from mrirecon.core.names import (UnknownNameError, accepts_deprecated_names, canonical_params,
                                  closest_name, did_you_mean, pip_name)
 from mrirecon.functional import ifft2c, rss
 from mrirecon.recon import ct, mri
-from mrirecon.recon.checks import check_measurements, is_kspace_operator, measurements_checked
+from mrirecon.recon.checks import (check_measurements, is_ct_operator, is_kspace_operator,
+                                   measurements_checked)
 from mrirecon.recon.grappa import grappa
 from mrirecon.solvers.convergence import reported
 
@@ -43,6 +48,10 @@ class Entry:
     #: import names of the optional packages the function imports when it runs
     #: (:func:`package_problem`; the pip names: :func:`mrirecon.core.names.pip_name`)
     needs: tuple[str, ...] = ()
+    #: SHA-256 of the code of a function defined outside mrirecon (:func:`code_checksum`),
+    #: part of the code identity ``--resume`` and the bench compare; ``None`` for mrirecon's
+    #: own, which the package's source checksum covers
+    code_sha256: str | None = None
 
     @property
     def modality(self) -> str:
@@ -209,7 +218,23 @@ def register(name: str, fn: Callable[..., Tensor], *, needs_op: bool = True, sum
     :attr:`Entry.settings_by_method`, for a function with a ``method`` parameter;
     ``settings_problem``: as :attr:`Entry.settings_problem`, ``(setting, problem)`` of the
     values ``fn`` refuses, so that a pipeline refuses them at load, not per input; ``needs``:
-    import names of the optional packages ``fn`` imports, :func:`package_problem`)."""
+    import names of the optional packages ``fn`` imports, :func:`package_problem`).
+
+    A name already registered, or, for a function defined outside mrirecon, the name of a
+    learned model (``modl``, ``varnet``, any of :func:`mrirecon.models.available_models`, also
+    spelt ``MoDL``) or of shipped weights (:func:`mrirecon.training.weights.available_weights`),
+    is refused unless ``overwrite=True``:
+    pipelines and benchmarks look a method up here before the models, so ``register("modl",
+    fn)`` ran ``fn`` where MoDL was named. Replacing a name mrirecon defines (a shipped method,
+    model or weights) warns; replacing one's own registration (a notebook cell run again) does
+    not.
+
+    The code of a function defined outside mrirecon is recorded (:func:`code_checksum`) and
+    becomes part of the code identity that ``mrirecon run --resume`` and the bench's resume
+    compare (:func:`registered_code`, :mod:`mrirecon.pipeline.code_identity`): after an edit
+    and a new ``register(..., overwrite=True)`` the inputs are reconstructed again, while the
+    same code resumes.
+    """
     if settings_problem is not None and not callable(settings_problem):
         raise TypeError(f"register: settings_problem for {name!r} must be callable, got "
                         f"{type(settings_problem).__name__}")
@@ -217,14 +242,132 @@ def register(name: str, fn: Callable[..., Tensor], *, needs_op: bool = True, sum
     if isinstance(needs, str) or not all(isinstance(m, str) for m in names):
         raise TypeError(f"register: needs for {name!r} must be import names (e.g. "
                         f"needs=(\"pywt\",)), got {needs!r}")
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"register: name must be a non-empty str, got {name!r}")
     if not callable(fn):
         raise TypeError(f"register: fn for {name!r} must be callable, got {type(fn).__name__}")
     if name in _REGISTRY and not overwrite:
         raise ValueError(f"register: {name!r} is already registered (pass overwrite=True)")
     if len(inspect.signature(fn).parameters) < 2:
         raise ValueError(f"register: {name!r} must take (y, op, **params)")
+    code = code_checksum(fn)
+    shipped = _shipped_name(name) if code is not None else None  # mrirecon's own: no clash
+    if shipped is not None and not overwrite:
+        raise ValueError(f"register: {name!r} is the name of a {shipped}; a pipeline or "
+                         f"benchmark naming it would run your function instead: choose another "
+                         f"name, or pass overwrite=True to replace it")
+    if shipped is not None or (name in _REGISTRY and _REGISTRY[name].code_sha256 is None
+                               and code is not None):
+        what = shipped or "reconstruction of mrirecon's"
+        warnings.warn(f"register: {name!r} now names your function, not the {what}, in "
+                      f"recon.run, pipelines and benchmarks", stacklevel=2)
     _REGISTRY[name] = Entry(fn, needs_op, summary or (fn.__doc__ or "").strip().split("\n")[0],
-                            settings_by_method, settings_problem, names)
+                            settings_by_method, settings_problem, names, code)
+
+
+def _shipped_name(name: str) -> str | None:
+    """What of mrirecon's ``name`` names besides a classical method: ``"learned model"`` (as
+    :func:`~mrirecon.models.build_model` spells it: any case, ``-`` for ``_``), ``"learned
+    model's shipped weights"``, or ``None``."""
+    from mrirecon.models.registry import available_models
+    from mrirecon.training.weights import available_weights
+
+    if name.lower().replace("-", "_") in available_models():
+        return "learned model"
+    if name in available_weights():
+        return "learned model's shipped weights"
+    return None
+
+
+def registered_code() -> dict[str, str]:
+    """``{name: sha256}`` of the registered reconstructions defined outside mrirecon (the
+    package's own are covered by its source checksum), sorted by name: what
+    :func:`mrirecon.pipeline.code_identity.code_sha256` adds to the package's checksum."""
+    return {k: e.code_sha256 for k, e in sorted(_REGISTRY.items()) if e.code_sha256 is not None}
+
+
+def code_checksum(fn: Callable) -> str | None:
+    """SHA-256 identifying the code of ``fn``, or ``None`` when it is mrirecon's own (a
+    function or class of a ``mrirecon`` module, covered by the package's source checksum).
+
+    What counts: the source text (:func:`inspect.getsource`: a function's ``def`` with its
+    decorators and body, a callable object's class), or where there is none (``exec``, a
+    deleted file) the byte code, names and constants of its code objects; its default values
+    and the plain values its closure holds (numbers, strings, tuples, nested functions);
+    ``functools.partial``'s function and arguments. Not counted: what the code reaches through
+    globals or objects (a helper function defined elsewhere, a network's weights in a
+    closure): change the name, or run without resume, after editing only those."""
+    text = _code_text(fn, 0)
+    return None if text is None else hashlib.sha256(text.encode()).hexdigest()
+
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _own(obj) -> bool:
+    """Whether the function or class ``obj`` is mrirecon's: a function by the file of its code
+    (``functools.wraps`` copies ``__module__`` onto a user's wrapper), a class by its module."""
+    code = getattr(obj, "__code__", None)
+    if code is not None:
+        return os.path.abspath(code.co_filename).startswith(_PACKAGE + os.sep)
+    module = getattr(obj, "__module__", None) or ""
+    return module == "mrirecon" or module.startswith("mrirecon.")
+
+
+def _code_text(fn, depth: int) -> str | None:
+    if isinstance(fn, functools.partial):
+        inner = _code_text(fn.func, depth + 1)
+        return (f"partial({inner if inner is not None else _qualified(fn.func)}; "
+                f"{_value_text(fn.args, depth)}; {_value_text(fn.keywords, depth)})")
+    target = fn.__func__ if inspect.ismethod(fn) else fn
+    if not inspect.isfunction(target):
+        target = type(target)  # a callable object: its class's code
+    if _own(target):
+        return None
+    parts = [_qualified(target)]
+    code = getattr(target, "__code__", None)
+    try:
+        parts.append(inspect.getsource(target))  # a decorated function's: the one it wraps
+    except (OSError, TypeError):
+        parts.append(_code_bytes(code) if code is not None else repr(target))
+    if code is not None and hasattr(target, "__wrapped__"):
+        parts.append(_code_bytes(code))  # the wrapper's own code
+    parts.append(_value_text(getattr(target, "__defaults__", None), depth))
+    parts.append(_value_text(getattr(target, "__kwdefaults__", None), depth))
+    for cell in getattr(target, "__closure__", None) or ():
+        try:
+            parts.append(_value_text(cell.cell_contents, depth))
+        except ValueError:  # an empty cell
+            parts.append("<empty>")
+    return "\0".join(parts)
+
+
+def _qualified(obj) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__name__)}"
+
+
+def _code_bytes(code) -> str:
+    consts = [(_code_bytes(c) if inspect.iscode(c) else repr(c)) for c in code.co_consts]
+    return f"{code.co_code.hex()}|{code.co_names}|{code.co_varnames}|{consts}"
+
+
+def _value_text(value, depth: int) -> str:
+    """A stable text of a default or closure value: plain values as ``repr``, functions by
+    their code, containers item by item; anything else by its type (its state is not
+    counted)."""
+    if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
+        return repr(value)
+    if depth >= 4:  # deep or self-referencing values: their type
+        return f"<{type(value).__module__}.{type(value).__qualname__}>"
+    if isinstance(value, (tuple, list)):
+        return f"{type(value).__name__}({', '.join(_value_text(v, depth + 1) for v in value)})"
+    if isinstance(value, dict):
+        items = sorted((repr(k), _value_text(v, depth + 1)) for k, v in value.items())
+        return f"dict({items})"
+    if inspect.isfunction(value) or isinstance(value, functools.partial):
+        text = _code_text(value, depth + 1)
+        return text if text is not None else _qualified(value)
+    return f"<{type(value).__module__}.{type(value).__qualname__}>"
 
 
 def _lookup(name: str) -> Entry:
@@ -270,6 +413,8 @@ def run(name: str, y: Tensor, op: LinearOperator | None = None, **params) -> Ten
         ``name`` is no string; unknown or missing parameter (the message suggests the closest
         and lists the valid ones), or no ``op`` where one is needed.
     ValueError
+        The method returned an image that is not ``op``'s (its trailing axes), or NaN / Inf
+        from finite data (:func:`checked_output`; ``TypeError`` for no tensor).
         A parameter value out of range (iteration counts < 1, NaN/Inf or negative ``lam``,
         ``rho``, tolerances outside ``[0, 1)``, ...), or ``y`` with NaN/Inf values, empty or all zero, k-space
         undersampled with another mask than ``op``'s (:mod:`mrirecon.recon.checks`); a
@@ -288,12 +433,56 @@ def run(name: str, y: Tensor, op: LinearOperator | None = None, **params) -> Ten
     # iteration limit short of a tolerance: one warning for the reconstruction, or the record
     # of an enclosing convergence_record (the pipeline's)
     with measurements_checked(y), reported(name):
-        return entry.fn(y, op, **params)
+        image = entry.fn(y, op, **params)
+    return checked_output(name, image, y, op)
+
+
+def checked_output(name: str, image: object, y: object, op: LinearOperator | None) -> Tensor:
+    """``image``, the result of reconstruction ``name``, if it is a tensor whose trailing axes
+    are ``op``'s image (``op.domain_shape``; leading axes, such as slices, are the method's)
+    and whose values are finite (the data were checked finite before the call); else an error
+    naming the method and the image it should have returned. A registered method that returned
+    rows 12:52 of a 64 x 64 image failed in a later warning helper with "The size of tensor a
+    (64) must match the size of tensor b (40)", naming neither.
+
+    Raises
+    ------
+    TypeError
+        ``image`` is no tensor.
+    ValueError
+        Its trailing axes are not ``op``'s image; :class:`~mrirecon.core.checks.NonFiniteError`
+        (a ``ValueError``) for NaN or Inf values from finite data.
+    """
+    if not isinstance(image, Tensor):
+        raise TypeError(f"recon.run: {name} returned a {type(image).__name__}, not an image "
+                        f"tensor")
+    dom = getattr(op, "domain_shape", None) if isinstance(op, LinearOperator) else None
+    if dom is not None:
+        got = tuple(image.shape)
+        tail = got[len(got) - len(dom):] if len(got) >= len(dom) else None
+        if tail is None or any(d is not None and d != g for d, g in zip(dom, tail)):
+            want = "(" + ", ".join("*" if d is None else str(d) for d in dom) + \
+                   ("," if len(dom) == 1 else "") + ")"
+            raise ValueError(f"recon.run: {name} returned an image of shape {got}; the "
+                             f"operator's image is {want} ({op.name}'s domain, after any "
+                             f"leading axes of the data such as slices)")
+    if isinstance(y, Tensor) and not bool(torch.isfinite(image).all()):
+        raise NonFiniteError(f"recon.run: {name} returned {nonfinite_count(image)} NaN or Inf "
+                             f"values (of {image.numel()}) from finite data (a diverging "
+                             "iteration, or a fault in the method)")
+    return image
 
 
 def _kspace_method(entry: Entry, op: LinearOperator | None) -> bool:
-    """Whether ``y`` is MRI k-space: an MRI-only reconstruction, or an MRI operator."""
-    return entry.modality == "mri" or is_kspace_operator(op)
+    """Whether ``y`` is MRI k-space: ``op`` maps to k-space (:func:`is_kspace_operator`), or an
+    MRI-only reconstruction is given no operator, one it does not use (``grappa``,
+    ``zero_filled_rss``) or a CT projector (then named as the mistake). An MRI reconstruction
+    given any other operator (a user's inpainting operator: ``cg_sense``, ``l1_wavelet``,
+    ``tv`` take "any LinearOperator") takes the data that operator maps to, real ones too; it
+    said "MRI k-space is complex" to every real one."""
+    if is_kspace_operator(op):
+        return True
+    return entry.modality == "mri" and (op is None or not entry.needs_op or is_ct_operator(op))
 
 
 def check_params(name: str, params: dict) -> dict:
