@@ -128,14 +128,15 @@ def directions_set(head, fail, acquisition: int | None = None) -> bool:
 
 def acquisition_geometry(
     head, header: Header, num_slices: int, positions: dict[int, np.ndarray], partitions: int = 1,
-    *, fail, acquisition: int | None = None
+    *, fail, acquisition: int | None = None, centre_index: int | None = None
 ) -> ImageGeometry:
     """Orientation and origin from the acquisition directions, spacing from the header.
 
     ``position`` is the centre of a slice, or of a 3-D slab of ``partitions``: partition
-    ``partitions // 2`` after the centred FFT. The first partition lies ``partitions // 2``
-    partition thicknesses before it along the slice normal, or ``partitions - 1 -
-    partitions // 2`` when the partitions were reversed (:func:`partitions_reversed`).
+    ``centre_index`` (default ``partitions // 2``, the centred FFT's; another after the slab was
+    cropped to its recon partitions, :mod:`~mrirecon.io.ismrmrd_slab`). The first partition lies
+    :func:`partitions_before` partition thicknesses (``header.geometry.spacing[0]``) before it
+    along the slice normal.
 
     Directions all zero leave the header's placeholder geometry; directions set but not
     orthonormal are refused (:func:`directions_set`; ``fail``, ``acquisition`` as there).
@@ -155,7 +156,8 @@ def acquisition_geometry(
     rows, cols = header.fov_centre  # the recon-grid voxel at ``position``
     centre = positions.get(0, np.asarray(head["position"], float))
     origin = (centre - rows * spacing[1] * read - cols * spacing[2] * phase
-              - partitions_before(head, partitions) * spacing[0] * normal / np.linalg.norm(normal))
+              - partitions_before(head, partitions, centre_index) * spacing[0] * normal
+              / np.linalg.norm(normal))
     return ImageGeometry(
         spacing=tuple(spacing), origin=tuple(origin),
         orientation=tuple(phase) + tuple(read), slice_thickness=base.slice_thickness,
@@ -172,11 +174,13 @@ def gap_known(header: Header, geometry: ImageGeometry) -> Header:
                                "fov_unknown_axes": tuple(a for a in unknown if a != "z")})
 
 
-def partitions_before(head, partitions: int) -> int:
+def partitions_before(head, partitions: int, centre_index: int | None = None) -> int:
     """How many partitions of a slab lie before its centre (``position``) along the slice normal
-    once the output is in normal order: ``partitions // 2``, or ``partitions - 1 - partitions //
-    2`` when the partitions were reversed (:func:`partitions_reversed`)."""
-    return partitions - 1 - partitions // 2 if partitions_reversed(head) else partitions // 2
+    once the output is in normal order: ``centre_index`` (the index of the partition at
+    ``position`` in acquisition order; default ``partitions // 2``), or ``partitions - 1 -
+    centre_index`` when the partitions were reversed (:func:`partitions_reversed`)."""
+    c = partitions // 2 if centre_index is None else int(centre_index)
+    return partitions - 1 - c if partitions_reversed(head) else c
 
 
 def partitions_reversed(head) -> bool:
@@ -192,8 +196,8 @@ def partitions_reversed(head) -> bool:
 
 def slice_order(head, positions: dict[int, np.ndarray], num_slices: int, fail,
                  dataset: str, partitions: int = 1, thickness: float = 0.0,
-                 sources: dict[int, int] | None = None,
-                 acquisition: int | None = None) -> np.ndarray | None:
+                 sources: dict[int, int] | None = None, acquisition: int | None = None,
+                 centre_index: int | None = None) -> np.ndarray | None:
     """The permutation that puts the slices in order along the slice normal (``phase x read``
     of the first imaging acquisition), or ``None`` when they already are (or positions or
     directions are not set). Slices stored in descending or interleaved index order were
@@ -201,7 +205,8 @@ def slice_order(head, positions: dict[int, np.ndarray], num_slices: int, fail,
     volume: refused.
 
     3-D slabs of ``partitions`` partitions ``thickness`` mm apart (``positions`` are their
-    centres): the rule holds for every partition, placed as :func:`acquisition_geometry` places it, so
+    centres, partition ``centre_index`` as in :func:`acquisition_geometry`): the rule holds for
+    every partition, placed as :func:`acquisition_geometry` places it, so
     slabs must be contiguous; overlapping or gapped ones are refused naming the overlap or gap
     (they were stacked as if contiguous: every slab after the first off by the sum of them).
 
@@ -228,7 +233,8 @@ def slice_order(head, positions: dict[int, np.ndarray], num_slices: int, fail,
                    "volume (repetitions or echoes labelled as slices?); reconstruct one at a "
                    "time with --set load.counters.slice=N (mrirecon run) or counters={'slice': "
                    "N} (read_ismrmrd)")
-    offsets = (np.arange(partitions) - partitions_before(head, partitions)) * thickness
+    offsets = (np.arange(partitions) - partitions_before(head, partitions, centre_index)) \
+        * thickness
     gaps = np.diff((along[order][:, None] + offsets).ravel())  # every output slice, in order
     if gaps.min() <= 0 or gaps.max() - gaps.min() > 0.01 * gaps.mean():
         if partitions > 1:

@@ -13,11 +13,14 @@ W = phase encoding)``:
 * column ``kspace_encode_step_1 + (y // 2 - limits.center)`` (the k-space centre lands on
   ``W // 2``), row ``sample + (x // 2 - center_sample)`` (partial echo stays centred);
 * ``idx.slice`` picks the slice; for 3-D encodings (``z > 1``) ``kspace_encode_step_2`` picks
-  the partition, the volume is inverse-Fourier transformed along it, and the output has
-  ``slices * z`` 2-D slices (slice-major). Slices (or slabs) are put in position order and
-  must form one evenly spaced volume: several slabs must be contiguous (overlapping or gapped
-  slabs are refused; ``counters={"slice": s}`` reads slab ``s`` alone);
-* lines acquired several times (``idx.average`` or repeated calibration lines) are averaged;
+  the partition, the volume is inverse-Fourier transformed along it onto the recon slab's grid
+  (kz zero-filled for slice interpolation, slice oversampling cropped:
+  :mod:`mrirecon.io.ismrmrd_slab`), and the output has ``slices * reconSpace z`` 2-D slices
+  (slice-major). Slices (or slabs) are put in position order and must form one evenly spaced
+  volume: several slabs must be contiguous (overlapping or gapped slabs are refused;
+  ``counters={"slice": s}`` reads slab ``s`` alone);
+* lines acquired several times (``idx.average`` or repeated calibration lines) are averaged,
+  each sample over the repeats that hold it (repeats with different partial echoes);
 * noise-measurement acquisitions are returned as ``KSpace.noise`` ``(coils, samples)``;
   navigator, phase-correction, dummy, feedback, surface-coil-correction and phase
   stabilisation acquisitions are ignored, as are those of other encoding spaces
@@ -41,8 +44,9 @@ W = phase encoding)``:
   ``rows``-sample readout hold data (the pipeline's operators then treat the others as
   unsampled, :func:`mrirecon.pipeline.sampling_mri.readout_support`), with its
   ``partial_echo_note`` (:func:`mrirecon.io.partial_echo.partial_echo_extra`);
-* readouts shorter than the others (a partial echo on some lines only) leave rows that are read
-  as measured zeros: noted in ``header.extra["short_lines_note"]`` (:func:`short_lines_note`);
+* readouts shorter than the others (a partial echo on some lines only) leave rows that no
+  repeat of the line holds, read as measured zeros: noted in ``header.extra["short_lines_note"]``
+  (:func:`~mrirecon.io.ismrmrd_slab.short_lines_note`);
 * refused or noted (``io/ismrmrd_encoding.py``): partitions missing between acquired ones or
   inside the ``kspace_encoding_step_2`` limits (kz undersampling; kz partial Fourier outside the
   limits is zero-filled and noted), several ``kspace_encode_step_2`` under ``z = 1``, ``epi``
@@ -69,7 +73,6 @@ import numpy as np
 import torch
 
 from mrirecon.containers import Header, KSpace
-from mrirecon.functional import center_crop, fft2c, ifft2c
 from mrirecon.io.errors import (DataFormatError, hdf5_dataset, memory_bytes, one_string,
                                 open_hdf5, refuse_oversized)
 from mrirecon.io.hdf5_vlen import check_vlen_references
@@ -83,6 +86,8 @@ from mrirecon.io.partial_echo import is_partial_echo, partial_echo_extra
 from mrirecon.io.ismrmrd_placement import (acquisition_geometry, check_orientation,
                                            check_placement, check_slice_indices, gap_known,
                                            partitions_reversed, slice_order)
+from mrirecon.io.ismrmrd_slab import (average_per_sample, short_lines_note, slab_header,
+                                      slab_plan, to_slices)
 
 # ISMRMRD acquisition flag numbers (bit ``n - 1`` of ``flags``).
 ACQ_IS_NOISE_MEASUREMENT = 19
@@ -340,10 +345,10 @@ def _read_ismrmrd(
     check_slice_indices(idx["slice"][imaging], fail, dataset)  # an empty slice in the volume
     kspace = np.zeros((num_slices, enc_z, channels, enc_x, enc_y), np.complex64)
     count = np.zeros((num_slices, enc_z, enc_y), np.int64)
-    energy = np.zeros((num_slices, enc_z, enc_y))  # sum over repeats of each line's |samples|^2
+    energy = np.zeros((num_slices, enc_z, enc_y))  # a repeat's mean |samples|^2 x count
     positions: dict[int, np.ndarray] = {}
     sources: dict[int, int] = {}  # the acquisition each slice's position came from
-    spans = []  # (acquisition, slice, partition, column, first row, stop row, calibration-only)
+    spans = []  # (acquisition, slice, partition, column, calibration-only)
     # calibration-only lines (ACS outside the imaging pattern) go to a grid of their own first:
     # lines of the same scan then fill the positions no imaging line has (where an imaging line
     # exists it wins), a separate reference scan stays apart (KSpace.calibration)
@@ -351,6 +356,9 @@ def _read_ismrmrd(
     if calib_only[imaging].any():
         grids[True] = (np.zeros_like(kspace), np.zeros_like(count), np.zeros_like(energy),
                        [enc_x, 0])
+    # per sample: the repeats that hold it and their |samples|^2 (repeats of other extents)
+    held = {k: (np.zeros((num_slices, enc_z, enc_x, enc_y), np.int32),
+                np.zeros((num_slices, enc_z, enc_x, enc_y), np.float32)) for k in grids}
     for a in imaging:
         head = heads[a]
         if int(head["active_channels"]) != channels:
@@ -379,19 +387,22 @@ def _read_ismrmrd(
                        f"partition {part} outside the {enc_z} encoded partitions"
                        + shift_note(header, 2, part - shift_z, shift_z))
         s = int(idx["slice"][a])
-        grid, counts, energies, rows = grids[bool(calib_only[a])]
+        grid, counts, _, rows = grids[bool(calib_only[a])]
+        hits, power = held[bool(calib_only[a])]
         grid[s, part, :, start: start + n, col] += samples
         counts[s, part, col] += 1
-        energies[s, part, col] += float(np.vdot(samples, samples).real)
+        hits[s, part, start: start + n, col] += 1
+        power[s, part, start: start + n, col] += (np.abs(samples) ** 2).sum(axis=0)
         rows[0], rows[1] = min(rows[0], start), max(rows[1], start + n)
-        spans.append((a, s, part, col, start, start + n, bool(calib_only[a])))
+        spans.append((a, s, part, col, bool(calib_only[a])))
         if not calib_only[a] and s not in positions:
             positions[s], sources[s] = np.asarray(head["position"], float), int(a)
     for a in imaging[calib_only[imaging]]:  # slices with reference lines alone
         if (s := int(idx["slice"][a])) not in positions:
             positions[s], sources[s] = np.asarray(heads[a]["position"], float), int(a)
-    header = short_lines_note(header, spans, {k: g[3] for k, g in grids.items()}, enc_x,
-                              idx["kspace_encode_step_1"])
+    header = short_lines_note(header, spans, grids, held, enc_x, idx["kspace_encode_step_1"])
+    average_per_sample(grids, held)  # then sum / count is each sample's mean over its repeats
+    del held
     calibration, header = separate_reference(header, grids, borrowed)
     readout = grids[False][3]
     if not np.isfinite(kspace).all() or (calibration is not None
@@ -417,28 +428,32 @@ def _read_ismrmrd(
     if (acquired != (partitions[:, :, None] & columns[:, None, :])).any():
         raise fail(f"{dataset}/data",
                    "3-D ky-kz undersampling is not separable; cannot express it as a column mask")
+    plan = slab_plan(header)  # the partitions on the recon slab's grid (ismrmrd_slab)
+    _check_allocation(fail, f"{dataset}/data", (num_slices, plan.fill, channels, enc_x, enc_y),
+                      imaging.size)
+    header = slab_header(header, plan)
     order = slice_order(heads[imaging[0]], positions, num_slices, fail, dataset,
-                         partitions=enc_z, thickness=header.geometry.spacing[0], sources=sources,
-                         acquisition=int(imaging[0]))
+                        partitions=plan.keep, thickness=plan.thickness, sources=sources,
+                        acquisition=int(imaging[0]), centre_index=plan.centre)
     if order is not None:  # slice index order is not position order: sort by position
         kspace, columns, partitions = kspace[order], columns[order], partitions[order]
         calibration = None if calibration is None else calibration[order]
         positions = {i: positions[int(s)] for i, s in enumerate(order)}
     if enc_z > 1:
-        columns = np.repeat(columns, enc_z, axis=0)
+        columns = np.repeat(columns, plan.keep, axis=0)
     new_x = enc_x
     if crop_readout_oversampling:
         fx_enc, fx_rec = header.encoded_fov_mm[0], header.recon_fov_mm[0]
         new_x = int(round(enc_x * fx_rec / fx_enc)) if fx_enc > 0 and fx_rec > 0 else enc_x
         if 0 < new_x < enc_x:
             header = header.with_(
-                encoded_matrix=(new_x, enc_y, enc_z),
+                encoded_matrix=(new_x,) + tuple(header.encoded_matrix[1:]),
                 encoded_fov_mm=(fx_rec,) + tuple(header.encoded_fov_mm[1:]),
             )
     reversed_ = partitions_reversed(heads[imaging[0]])
-    data = _to_slices(kspace, new_x, reversed_)
+    data = to_slices(kspace, new_x, reversed_, plan)
     if calibration is not None:  # the same placement, partition transform and crop
-        calibration = _to_slices(calibration, new_x, reversed_)
+        calibration = to_slices(calibration, new_x, reversed_, plan)
     header, data, columns, calibration = interpolate_phase(header, data, columns, calibration)
 
     mask = torch.from_numpy(columns)
@@ -453,62 +468,14 @@ def _read_ismrmrd(
     # grid's starts (N - R) // 2 in (one row apart for an even N cropped to an odd n)
     acquired = header.with_(encoded_matrix=(enc_x, *header.encoded_matrix[1:]))
     geometry = acquisition_geometry(heads[imaging[0]], acquired, num_slices, positions,
-                                    partitions=enc_z, fail=fail, acquisition=int(imaging[0]))
+                                    partitions=plan.keep, fail=fail, acquisition=int(imaging[0]),
+                                    centre_index=plan.centre)
     kept, recon_x = header.encoded_matrix[0], header.recon_matrix[0]  # kept: n, or N uncropped
     geometry = geometry.shifted((enc_x - kept) // 2 + (kept - recon_x) // 2
                                 - (enc_x - recon_x) // 2, 0)
     header = gap_known(header, geometry).with_(num_coils=channels, geometry=geometry)
     return KSpace(data=data, header=header, mask=mask, noise=noise, source=str(path),
                   calibration=calibration)
-
-
-def short_lines_note(header: Header, spans: list, rows: dict, enc_x: int, steps) -> Header:
-    """``header`` with ``extra["short_lines_note"]`` when some readouts hold fewer samples than
-    the rows the others fill (``rows[calibration_only] = [first, stop]``, the union): a partial
-    echo on some lines only. The rows they lack stay zero on the grid and are reconstructed as
-    measured zeros (``readout_range`` marks one row range for every line, the union), so the run
-    says which lines and rows. Lines lacking fewer rows than a partial echo the reader would mark
-    (:func:`~mrirecon.io.partial_echo.is_partial_echo`) are not named."""
-    short, lines, missing = [], set(), np.zeros(enc_x, bool)
-    for a, s, part, col, start, stop, calib in spans:
-        first, last = rows[calib]
-        lack = max(start - first, 0) + max(last - stop, 0)
-        lines.add((s, part, col))
-        if is_partial_echo(lack, enc_x):
-            short.append((a, s, part, col))
-            missing[first: start] = True
-            missing[stop: last] = True
-    if not short:
-        return header
-    cols = sorted({int(steps[a]) for a, *_ in short})
-    named = ", ".join(map(str, cols[:8])) + (", ..." if len(cols) > 8 else "")
-    where = np.flatnonzero(np.diff(np.r_[0, missing.astype(np.int8), 0]))
-    ranges = ", ".join(f"{lo}..{hi - 1}" for lo, hi in zip(where[::2], where[1::2]))
-    return header.with_(extra={**header.extra, "short_lines_note": (
-        f"{len({(s, p, c) for _, s, p, c in short})} of {len(lines)} k-space lines ("
-        f"{len({s for _, s, _, _ in short})} slice(s); idx."
-        f"kspace_encode_step_1 {named}; first data[{short[0][0]}]) hold fewer readout samples "
-        f"than the others (a partial echo on some lines only): their readout rows {ranges} of "
-        f"{enc_x} were never sampled and are reconstructed as measured zeros")})
-
-
-def _to_slices(grid: np.ndarray, new_x: int, reversed_: bool) -> torch.Tensor:
-    """A k-space grid ``(slices, z, coils, x, y)`` as ``(slices * z, coils, x', y)``: inverse
-    Fourier transformed along the partitions of a 3-D encoding (``z > 1``; flipped when they run
-    against the slice normal, :func:`partitions_reversed`) and, for ``0 < new_x < x``, cropped
-    to ``new_x`` readout samples in image space (readout oversampling removal)."""
-    num_slices, enc_z, channels, enc_x, enc_y = grid.shape
-    data = torch.from_numpy(grid)
-    if enc_z > 1:  # inverse FT along partitions: ifft2c over (z, 1)
-        data = ifft2c(data.permute(0, 2, 3, 4, 1).unsqueeze(-1)).squeeze(-1).permute(0, 4, 1, 2, 3)
-        if reversed_:  # slices run along phase x read
-            data = data.flip(1)
-    data = data.reshape(num_slices * enc_z, channels, enc_x, enc_y).contiguous()
-    if 0 < new_x < enc_x:
-        hybrid = ifft2c(data.transpose(-1, -2).unsqueeze(-1))  # FT along readout only
-        hybrid = center_crop(hybrid, (new_x, 1))
-        data = fft2c(hybrid).squeeze(-1).transpose(-1, -2).contiguous()
-    return data
 
 
 def repeat_note(header: Header, lines: np.ndarray, counts: np.ndarray, energies: np.ndarray,

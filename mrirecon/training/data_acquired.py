@@ -6,8 +6,17 @@ files (``.h5`` / ``.mrd``; unacquired lines are zero). Each slice's acquired col
 file's mask (fastMRI: ``mask`` and the header padding; ISMRMRD: the encoded lines), or, when a
 file turns out to be fully sampled, a fastMRI mask of ``data.mask`` seeded by the file name (the
 fixed retrospective undersampling of a study; never a fresh mask per epoch, which would leak the
-full data into training). A reference found in a file is kept as ``target`` for validation
-metrics only; the loss never reads it.
+full data into training). A partial echo (one side of every readout never sampled: the ISMRMRD
+reader's ``readout_range``, or a fastMRI-layout file's band of zero rows on one side) makes the
+sample's mask ``(H, W)``, the columns times the readout rows that hold data
+(:func:`readout_rows`): the operator mask ``mrirecon run`` gives the slice
+(``pipeline.sampling_mri.sampling_mask``), so SSDU never puts the never-sampled rows in its
+data-consistency or loss set as measured zeros. A reference found in a file is kept as
+``target`` for validation metrics only; the loss never reads it.
+
+Each file is one volume: an ISMRMRD file with several echoes, contrasts, repetitions (or slabs
+that do not form one volume) is refused with advice for training, which has no
+``load.counters`` (:func:`read_volume`).
 
 An ISMRMRD file with a noise scan is prewhitened with it, its separate reference scan too
 (:func:`~mrirecon.calib.prewhiten_scan`, the rule of ``mrirecon run``'s ``preprocess`` stage,
@@ -32,6 +41,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from mrirecon.io.partial_echo import is_partial_echo
 from mrirecon.sampling import apply_mask, create_mask_for_mask_type, file_seed
 from mrirecon.sampling.acs import acs_width, held_columns
 from mrirecon.training.config import MaskConfig
@@ -55,6 +65,58 @@ def fully_sampled(mask: Tensor, padding: tuple[int, int]) -> bool:
 def acquired_range(padding: tuple[int, int], width: int) -> tuple[int, int]:
     """``[left, right)``: the header's acquired columns ``padding`` clamped to ``width``."""
     return max(int(padding[0]), 0), min(int(padding[1]), int(width))
+
+
+def readout_rows(header, kspace: Tensor) -> Tensor | None:
+    """``(H,)`` bool: the readout rows (k-space rows) of ``kspace`` ``(coils, H, W)`` that hold
+    measured data, ``None`` when every row does. The rows ``mrirecon run``'s operator samples
+    (``pipeline.sampling_mri.readout_support`` of the header, after ``zero_rows_echo``; training
+    may not import the pipeline, and keeps the readout as acquired, so no rescaling): the
+    reader's ``header.extra["readout_range"] = [start, stop, H]``, else a band of rows zero in
+    every coil and column on one side only, as many as a partial echo
+    (:func:`~mrirecon.io.partial_echo.is_partial_echo`)."""
+    rows = int(kspace.shape[-2])
+    found = header.extra.get("readout_range") if header is not None else None
+    if found:
+        start, stop, n = (int(v) for v in found)
+        if n != rows:
+            raise ValueError(f"readout_range {list(found)} describes {n} readout rows, the "
+                             f"k-space has {rows}")
+    else:
+        held = (kspace != 0).any(-1).any(0).nonzero().flatten()
+        if held.numel() == 0:
+            return None
+        start, stop = int(held[0]), int(held[-1]) + 1
+        if min(start, rows - stop) > 0 or not is_partial_echo(max(start, rows - stop), rows):
+            return None
+    support = torch.zeros(rows, dtype=torch.bool)
+    support[max(start, 0): min(stop, rows)] = True
+    return None if bool(support.all()) else support
+
+
+def read_volume(path: Path):
+    """:func:`~mrirecon.io.read_ismrmrd` of ``path``; a refusal that advises ``load.counters``
+    (several echoes / contrasts / repetitions in one file, slabs or slices that are not one
+    volume) says what to do in training instead, which reads every file whole."""
+    import re
+
+    from mrirecon.io import read_ismrmrd
+    from mrirecon.io.errors import DataFormatError
+
+    try:
+        return read_ismrmrd(path)
+    except DataFormatError as err:
+        advice = err.problem.find("--set load.counters.")
+        if advice < 0:
+            raise
+        name = re.match(r"--set load\.counters\.(\w+)", err.problem[advice:]).group(1)
+        cut = err.problem.rfind("; ", 0, advice)
+        problem = err.problem[:cut if cut > 0 else advice].rstrip(" ;:,")
+        raise DataFormatError(err.file, err.field, (
+            f"{problem}; training has no load.counters (each file of data.train / data.val is "
+            f"read whole, as one volume): split the file into one file per idx.{name} value (its "
+            f"acquisitions of that idx.{name}, with the header and the noise scans: e.g. with the "
+            "ismrmrd package), or move it out of the data folder")) from None
 
 
 class AcquiredMRISet:
@@ -180,9 +242,7 @@ class AcquiredMRISet:
                 own, acquired = acceleration(f.sampling_mask(), w, f.padding)
                 return len(f), ((int(h), int(w)), int(coils), own,
                                 _readout_oversampling(f.header, int(h)), acquired)
-        from mrirecon.io import read_ismrmrd
-
-        data = read_ismrmrd(path)
+        data = read_volume(path)
         n, coils, h, w = data.data.shape
         mask = data.mask if data.mask is not None else torch.stack(
             [held_columns(data.data[i]) for i in range(n)])  # what get() takes as acquired
@@ -232,8 +292,9 @@ class AcquiredMRISet:
 
     def _read(self, index: int):
         """``(kspace (C, H, W), acquired columns (W,) or None, reference (h, w) or None,
-        volume max or None, padding, separate reference scan (C, H, W) or None)``; ISMRMRD
-        k-space and reference prewhitened with the file's noise scan when it has one."""
+        volume max or None, padding, separate reference scan (C, H, W) or None, readout rows
+        (H,) that hold data or None)``; ISMRMRD k-space and reference prewhitened with the
+        file's noise scan when it has one."""
         path, layout, i = self.items[index]
         if layout == "fastmri":
             from mrirecon.io import FastMRIFile
@@ -243,16 +304,16 @@ class AcquiredMRISet:
                 vmax = f.attrs.get("max")
                 padding = f.padding
             ref = ks.reference[0] if ks.reference is not None else None
-            return ks.data[0], ks.mask, ref, vmax, padding, None
+            rows = readout_rows(ks.header, ks.data[0])
+            return ks.data[0], ks.mask, ref, vmax, padding, None, rows
         if self._volume is None or self._volume[0] != path:
-            from mrirecon.io import read_ismrmrd
-
-            self._volume = (path, read_ismrmrd(path))
+            self._volume = (path, read_volume(path))
         vol = self._volume[1]
         if vol.trajectory is not None:
             raise ValueError(f"AcquiredMRISet: {path} is non-Cartesian; SSDU here needs Cartesian data")
         mask = vol.mask if vol.mask is None or vol.mask.ndim == 1 else vol.mask[i]
         data, cal = vol.data[i], None if vol.calibration is None else vol.calibration[i]
+        rows = readout_rows(vol.header, data)  # before prewhitening mixes the coils' zeros
         if vol.noise is not None:  # mrirecon run's preprocess: the data and the reference
             from mrirecon.calib import prewhiten_scan  # whitened with the file's noise scan
 
@@ -262,14 +323,16 @@ class AcquiredMRISet:
                 raise ValueError(f"AcquiredMRISet: {path} slice {i}: {err} (training always "
                                  "prewhitens a file with a noise scan, as mrirecon run does "
                                  "by default: move the file out of the data folder)") from None
-        return data, mask, None, None, (0, vol.data.shape[-1]), cal
+        return data, mask, None, None, (0, vol.data.shape[-1]), cal, rows
 
     def get(self, index: int, mask_seed: int | None = None) -> TrainingSample:
-        """Slice ``index`` as acquired (``mask_seed`` is ignored: the data are fixed)."""
+        """Slice ``index`` as acquired (``mask_seed`` is ignored: the data are fixed). Its
+        ``mask`` is the ``(W,)`` acquired columns, or ``(H, W)`` columns x readout rows for a
+        partial echo (:func:`readout_rows`)."""
         if not 0 <= index < len(self):
             raise IndexError(f"AcquiredMRISet: index {index} out of range for {len(self)} slices")
         path, _, i = self.items[index]
-        kspace, mask, ref, vmax, padding, cal = self._read(index)
+        kspace, mask, ref, vmax, padding, cal, rows = self._read(index)
         kspace = kspace.to(torch.complex64)
         if mask is None:  # no stored mask: the columns that hold data
             mask = held_columns(kspace)
@@ -286,8 +349,9 @@ class AcquiredMRISet:
         target = ref.to(torch.float32).unsqueeze(0) if ref is not None else None
         if vmax is None and ref is not None:
             vmax = float(ref.max())
+        points = mask if rows is None else rows[:, None] & mask[None, :]  # mrirecon run's mask
         return TrainingSample(
-            y=kspace.unsqueeze(0), maps=maps.unsqueeze(0), mask=mask, target=target,
+            y=kspace.unsqueeze(0), maps=maps.unsqueeze(0), mask=points, target=target,
             max_value=torch.tensor([float("nan") if vmax is None else float(vmax)]),
             fname=path.name, slice_index=i, num_low_frequencies=acs_width(mask))
 
