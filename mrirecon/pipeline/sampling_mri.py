@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from mrirecon.io.partial_echo import is_partial_echo, partial_echo_extra
+from mrirecon.io.partial_echo import one_sided_band, partial_echo_extra
 from mrirecon.sampling.acs import acs_width
 
 if TYPE_CHECKING:
@@ -135,21 +135,17 @@ def zero_rows_echo(header, data: Tensor):
     """``header`` with :func:`~mrirecon.io.partial_echo.partial_echo_extra` when the Cartesian
     k-space ``data`` ``(coils, H, W)`` holds a band of readout rows zero in every coil and column
     on one side of the readout only, at least ``max(2, 5 %)`` of the rows
-    (:func:`~mrirecon.io.partial_echo.is_partial_echo`, the ISMRMRD reader's rule for an
+    (:func:`~mrirecon.io.partial_echo.one_sided_band`, the ISMRMRD reader's rule for an
     asymmetric echo): a fastMRI-layout file stores a partial echo so, and those rows were taken
     as measured zeros (``mri_tv`` 28.8 dB where the same echo read from ISMRMRD gave 32.6).
     ``header`` itself when the reader recorded a range already, or the zero rows lie on both
     sides or none."""
     if header is None or header.extra.get("readout_range") or data.ndim != 3:
         return header
-    held = (data != 0).any(-1).any(0).nonzero().flatten()
-    n = int(data.shape[-2])
-    if held.numel() == 0:
+    band = one_sided_band((data != 0).any(-1).any(0))
+    if band is None:
         return header
-    start, stop = int(held[0]), int(held[-1]) + 1
-    if min(start, n - stop) > 0 or not is_partial_echo(max(start, n - stop), n):
-        return header
-    return header.with_(extra={**header.extra, **partial_echo_extra(start, stop, n)})
+    return header.with_(extra={**header.extra, **partial_echo_extra(*band, int(data.shape[-2]))})
 
 
 def sampling_mask(s: MRISlice) -> Tensor:

@@ -55,7 +55,8 @@ class TrainingSample:
     maps
         ``(1, coils, H, W)`` complex64 coil sensitivities (unit maps for ``"learned"``).
     mask
-        ``(W,)`` bool sampled columns.
+        ``(W,)`` bool sampled columns, or ``(H, W)`` sampled columns x measured readout rows for
+        acquired data with a partial echo (:func:`mrirecon.training.data_acquired.readout_rows`).
     target
         ``(1, h, w)`` float32 reference magnitude at the recon size, or ``None`` (data without
         a reference, self-supervised training).
@@ -97,7 +98,8 @@ class TrainingSample:
 
     @property
     def acceleration(self) -> float:
-        return float(self.mask.numel()) / max(int(self.mask.sum()), 1)
+        columns = self.mask.reshape(-1, self.mask.shape[-1]).any(0)  # (H, W): the columns
+        return float(columns.numel()) / max(int(columns.sum()), 1)
 
 
 class MRITrainingSet:

@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from mrirecon.io.partial_echo import is_partial_echo
+from mrirecon.io.partial_echo import one_sided_band
 from mrirecon.sampling import apply_mask, create_mask_for_mask_type, file_seed
 from mrirecon.sampling.acs import acs_width, held_columns
 from mrirecon.training.config import MaskConfig
@@ -74,7 +74,7 @@ def readout_rows(header, kspace: Tensor) -> Tensor | None:
     may not import the pipeline, and keeps the readout as acquired, so no rescaling): the
     reader's ``header.extra["readout_range"] = [start, stop, H]``, else a band of rows zero in
     every coil and column on one side only, as many as a partial echo
-    (:func:`~mrirecon.io.partial_echo.is_partial_echo`)."""
+    (:func:`~mrirecon.io.partial_echo.one_sided_band`, as ``zero_rows_echo``)."""
     rows = int(kspace.shape[-2])
     found = header.extra.get("readout_range") if header is not None else None
     if found:
@@ -83,12 +83,10 @@ def readout_rows(header, kspace: Tensor) -> Tensor | None:
             raise ValueError(f"readout_range {list(found)} describes {n} readout rows, the "
                              f"k-space has {rows}")
     else:
-        held = (kspace != 0).any(-1).any(0).nonzero().flatten()
-        if held.numel() == 0:
+        band = one_sided_band((kspace != 0).any(-1).any(0))
+        if band is None:
             return None
-        start, stop = int(held[0]), int(held[-1]) + 1
-        if min(start, rows - stop) > 0 or not is_partial_echo(max(start, rows - stop), rows):
-            return None
+        start, stop = band
     support = torch.zeros(rows, dtype=torch.bool)
     support[max(start, 0): min(stop, rows)] = True
     return None if bool(support.all()) else support
