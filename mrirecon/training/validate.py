@@ -79,6 +79,18 @@ def inert_settings(cfg) -> list[str]:
     return lines
 
 
+def _first_rank() -> bool:
+    """Whether this process is rank 0 of a ``torchrun``-style job (or alone): the config's
+    warnings come before the ranks meet, and every rank repeated them, naming none. A malformed
+    ``RANK`` / ``WORLD_SIZE`` counts as rank 0 here; the rendezvous refuses it."""
+    from mrirecon.threads import rank_and_world
+
+    try:
+        return rank_and_world()[0] == 0
+    except ValueError:
+        return True
+
+
 def validate_training(cfg, source: str = ""):
     """Value checks of a :class:`~mrirecon.training.config.TrainConfig` (counts, rates, loss
     weights, model parameters), before any data is read; returns it unchanged. Settings that
@@ -95,7 +107,7 @@ def validate_training(cfg, source: str = ""):
         raise _fail(source, "data.sample_rate", f"must be in (0, 1], got {d.sample_rate!r}")
     _at_least(source, "data.num_workers", d.num_workers, 0)
     _at_least(source, "data.maps_cache_mb", d.maps_cache_mb, 0)
-    for line in inert_settings(cfg):
+    for line in inert_settings(cfg) if _first_rank() else ():  # said once per torchrun job
         warnings.warn(f"{source}: {line}" if source else line, FutureWarning, stacklevel=2)
     _at_least(source, "data.ct_views", d.ct_views, 1)
     if d.ct_photons is not None and not (math.isfinite(d.ct_photons) and d.ct_photons > 0):

@@ -266,3 +266,20 @@ def test_a_batch_larger_than_the_training_slices_is_warned(mri, tmp_path):
         run.train_from_config(path, progress=False)
     said = [str(w.message) for w in caught if "optim.batch_size: 50 is more than the" in str(w.message)]
     assert len(said) == 1 and "training slices: every step repeats slices" in said[0], said
+
+
+@pytest.mark.parametrize("rank, said", [(None, 1), ("0", 1), ("1", 0)])
+def test_settings_that_change_nothing_are_warned_by_rank_0_only(rank, said, tmp_path,
+                                                                  monkeypatch):
+    """Under torchrun every rank loaded the config and repeated its warnings, naming no rank;
+    rank 0 says them for the job (the card records them either way)."""
+    for var in ("RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(var, raising=False)
+    if rank is not None:
+        monkeypatch.setenv("RANK", rank)
+        monkeypatch.setenv("WORLD_SIZE", "2")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _checked(tmp_path, optim__lr_step=500, optim__max_steps=50)
+    lines = [str(w.message) for w in caught if "the rate never decays" in str(w.message)]
+    assert len(lines) == said, lines
