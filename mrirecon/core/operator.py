@@ -72,8 +72,14 @@ class LinearOperator(torch.nn.Module):
 
     A subclass you write must make ``_adjoint`` the conjugate transpose of ``_forward`` and a
     closed-form ``_gram`` equal ``_adjoint(_forward(x))``: test it with
-    :func:`~mrirecon.core.check_operator` (the data-consistency blocks of the learned models run
-    it on the first operator of a class defined outside mrirecon and refuse a wrong one).
+    :func:`~mrirecon.core.check_operator`. The learned models that take any operator (every
+    :class:`~mrirecon.models.UnrolledModel`, PnP-DPIR, unrolled EM) and the data-consistency
+    blocks run it on an operator holding a class defined outside mrirecon or a
+    :class:`FunctionOperator` the first time they meet it
+    (:func:`~mrirecon.core.operator_check.check_operator_once`) and refuse a wrong one.
+    Tensors a learned model should differentiate may be buffers, parameters, plain attributes
+    or captured by a FunctionOperator's functions: the implicit CG backward of the proximal
+    data consistency finds them through autograd in an operator holding your code.
     """
 
     def _apply(self, fn, recurse: bool = True):

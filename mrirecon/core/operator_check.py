@@ -8,25 +8,28 @@ returned images with a relative error of 88 (gradient steps: 1.5e17), and a clos
 ``_gram`` that forgot the sampling mask passed the dot test while every CG solve used it.
 
 :func:`check_operator` runs both tests and raises ``ValueError`` naming the operator and the
-relative errors. :func:`check_operator_once` is what the data-consistency blocks
-(:class:`~mrirecon.models.ProximalDC`, :class:`~mrirecon.models.GradientDC`) call on every
-operator: it tests an operator holding a part of a class defined outside mrirecon the first
-time it is met (each :class:`~mrirecon.core.FunctionOperator` instance, which wraps the
-caller's functions; other classes until :data:`TRUSTED_AFTER` instances passed), and nothing
-for mrirecon's own operators, so the shipped models pay nothing.
+relative errors. :func:`check_operator_once` is what the learned models
+(:class:`~mrirecon.models.UnrolledModel`'s template, PnP-DPIR, unrolled EM) and the
+data-consistency blocks (:class:`~mrirecon.models.ProximalDC`,
+:class:`~mrirecon.models.GradientDC`) call on every operator: it tests an operator holding a
+part of a class defined outside mrirecon the first time it is met (the functions a
+:class:`~mrirecon.core.FunctionOperator` wraps once, however often they are wrapped anew; other
+classes once per instance until :data:`TRUSTED_AFTER` instances passed), and nothing for
+mrirecon's own operators, so the shipped models pay a set lookup.
 """
 
 from __future__ import annotations
 
 import math
 import weakref
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from mrirecon.core.operator import FunctionOperator, LinearOperator, adjoint_error_of
 
-__all__ = ["check_operator", "check_operator_once", "operator_tolerance"]
+__all__ = ["check_operator", "check_operator_once", "holds_user_code", "operator_tolerance"]
 
 
 def operator_tolerance(dtype: torch.dtype) -> float:
@@ -91,9 +94,9 @@ def check_operator(op: LinearOperator, x: Tensor | None = None, *,
     - the gram test: ``||A.gram(u) - A.H(A(u))|| / ||A.H(A(u))||`` (a closed-form ``_gram`` must
       be the normal operator of ``_forward`` / ``_adjoint``; the dot test cannot see it).
 
-    Call it on an operator you wrote before solving with it or training through it. The data
-    consistency blocks run it themselves on the first operator of each class defined outside
-    mrirecon (:func:`check_operator_once`).
+    Call it on an operator you wrote before solving with it or training through it. The
+    learned models and the data consistency blocks run it themselves on an operator holding
+    your code the first time they meet it (:func:`check_operator_once`).
 
     Parameters
     ----------
@@ -161,30 +164,108 @@ def check_operator(op: LinearOperator, x: Tensor | None = None, *,
 TRUSTED_AFTER = 3
 _PASSED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # user class -> instances passed
 _CLEAR: weakref.WeakSet = weakref.WeakSet()  # operators (whole) that need no further test
+_TESTED: weakref.WeakSet = weakref.WeakSet()  # parts of an operator that passed
+# FunctionOperators' functions that passed: id key -> weak references to the objects behind it
+# (a key whose objects died is stale: ids are reused)
+_TESTED_FUNCTIONS: dict[tuple, tuple] = {}
 
 
 def _own(cls: type) -> bool:
     return cls.__module__.split(".", 1)[0] == "mrirecon"
 
 
+def holds_user_code(op: LinearOperator) -> bool:
+    """Whether ``op`` or a part of it (sums, products, scalings) is a
+    :class:`~mrirecon.core.FunctionOperator` (the caller's functions) or of a class defined
+    outside mrirecon: code whose tensors may live in closures or plain attributes, not in
+    ``op.buffers()`` / ``op.parameters()``. True for an object that is no LinearOperator."""
+    if not isinstance(op, LinearOperator):
+        return True
+    return any(isinstance(m, FunctionOperator) or not _own(type(m))
+               for m in op.modules() if isinstance(m, LinearOperator))
+
+
+def _function_objects(m: FunctionOperator) -> tuple | None:
+    """The objects that make a FunctionOperator what it is: its functions (a bound method as
+    its function and instance, since ``obj.method`` is a new object on each access) and its
+    shapes; ``None`` when one of them cannot be referenced weakly (then it is not remembered)."""
+    objects: list = []
+    for f in (m._f, m._a, m._g):
+        if f is None:
+            continue
+        owner = getattr(f, "__self__", None)
+        objects += [f.__func__, owner] if hasattr(f, "__func__") and owner is not None else [f]
+    try:
+        refs = tuple(weakref.ref(o) for o in objects)
+    except TypeError:
+        return None
+    return refs
+
+
+def _function_key(m: FunctionOperator) -> tuple | None:
+    refs = _function_objects(m)
+    if refs is None:
+        return None
+    return (tuple(id(r()) for r in refs), m._g is None, m.domain_shape, m.range_shape), refs
+
+
+def _functions_tested(m: FunctionOperator) -> bool:
+    found = _function_key(m)
+    if found is None:
+        return False
+    key, refs = found
+    known = _TESTED_FUNCTIONS.get(key)
+    return known is not None and all(a() is not None and a() is b() for a, b in zip(known, refs))
+
+
+def _remember_functions(m: FunctionOperator) -> None:
+    found = _function_key(m)
+    if found is None:
+        return
+    if len(_TESTED_FUNCTIONS) > 1024:  # drop the entries whose functions died
+        for k in [k for k, v in _TESTED_FUNCTIONS.items() if any(r() is None for r in v)]:
+            del _TESTED_FUNCTIONS[k]
+    key, refs = found
+    _TESTED_FUNCTIONS[key] = refs
+
+
+def _known(m: LinearOperator) -> bool:
+    try:
+        return m in _TESTED
+    except TypeError:  # a class that made itself unhashable (__eq__ without __hash__)
+        return False
+
+
 def _untested(m: LinearOperator) -> bool:
     """Whether part ``m`` makes its operator need a test: a FunctionOperator (the caller's
-    functions), or an instance of a class defined outside mrirecon not yet trusted."""
+    functions) whose instance and functions never passed, or an instance of a class defined
+    outside mrirecon that never passed and whose class is not yet trusted."""
     if isinstance(m, FunctionOperator):
-        return True
-    return not _own(type(m)) and _PASSED.get(type(m), 0) < TRUSTED_AFTER
+        return not (_known(m) or _functions_tested(m))
+    return not _own(type(m)) and not _known(m) and _PASSED.get(type(m), 0) < TRUSTED_AFTER
 
 
-def check_operator_once(op: LinearOperator, x: Tensor) -> None:
+def check_operator_once(op: LinearOperator, x: Tensor | Callable[[], Tensor]) -> None:
     """:func:`check_operator` ``(op, x)`` the first time an operator holding a part defined
     outside mrirecon is met; nothing for mrirecon's own operators.
 
     The parts are ``op`` and those of sums, products and scalings built from it. A
-    :class:`~mrirecon.core.FunctionOperator` (the caller's functions) is tested once per
-    instance; another class defined outside mrirecon once per instance until
-    :data:`TRUSTED_AFTER` of its instances passed. Operators never change after construction,
-    so an operator found clear is remembered: a set lookup per call afterwards.
+    :class:`~mrirecon.core.FunctionOperator` (the caller's functions) is tested once: its
+    instance, and the functions it wraps, are remembered after a pass, so the same functions
+    wrapped anew (``FunctionOperator(f, fh, ...)`` in a loop) and new sums, products and
+    scalings of tested parts with mrirecon's own operators (``F / norm`` at every training
+    step) are not tested again. Another class defined outside mrirecon is tested once per
+    instance until :data:`TRUSTED_AFTER` of its instances passed. Operators never change after
+    construction, so an operator found clear is remembered: a set lookup per call afterwards.
+    (A part is remembered when the operator holding it passed: parts whose errors cancel in
+    their composite are not told apart.)
+
+    ``x`` is an example image, or a function that makes one, called only when a test runs (a
+    model passes ``lambda: op.H(y)``, which costs nothing for a known operator). An object that
+    is no :class:`~mrirecon.core.LinearOperator` is left to the caller's own checks.
     """
+    if not isinstance(op, LinearOperator):
+        return
     try:
         if op in _CLEAR:
             return
@@ -192,9 +273,16 @@ def check_operator_once(op: LinearOperator, x: Tensor) -> None:
         pass
     parts = [m for m in op.modules() if isinstance(m, LinearOperator)]
     if any(_untested(m) for m in parts):
-        check_operator(op, x)
-        for cls in {type(m) for m in parts if not _own(type(m))}:
+        check_operator(op, x() if callable(x) else x)
+        for cls in {type(m) for m in parts if not _own(type(m)) and not _known(m)}:
             _PASSED[cls] = _PASSED.get(cls, 0) + 1
+        for m in parts:
+            if isinstance(m, FunctionOperator):
+                _remember_functions(m)
+            try:
+                _TESTED.add(m)
+            except TypeError:
+                pass
     try:
         _CLEAR.add(op)
     except TypeError:

@@ -12,7 +12,9 @@
 1. ``y`` and ``op`` pass :func:`~mrirecon.models.input_checks.check_model_input` (a tensor of
    finite values, of the operator's trailing shape, complex for an MRI operator and real for a
    CT one, of the weights' precision, sampled with the operator's mask) and ``y`` must have a
-   leading batch axis (``ValueError`` naming the model otherwise);
+   leading batch axis (``ValueError`` naming the model otherwise); an operator holding a user's
+   code is tested once (:func:`~mrirecon.core.operator_check.check_operator_once`: a wrong
+   adjoint or gram raises ``ValueError`` naming it; mrirecon's own operators cost a set lookup);
 2. with ``normalize`` the data are divided per sample by ``s = max |A^H y|`` (see
    :func:`~mrirecon.models.common.normalized_data`), so thresholds and activations of fixed
    range see the same scale whatever the scanner's units;
@@ -45,6 +47,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from mrirecon.core import LinearOperator
+from mrirecon.core.operator_check import check_operator_once
 from mrirecon.models.common import normalized_data, run_stage, zero_blank
 from mrirecon.models.input_checks import check_model_input
 
@@ -87,6 +90,7 @@ class UnrolledModel(nn.Module):
         shape = op.range_shape if isinstance(op, LinearOperator) else None
         rank = len(shape) if shape is not None else 1  # (C, H, W) k-space failed deep inside
         check_model_input(type(self).__name__, self, y, op, batch_ndim=rank + 1)
+        check_operator_once(op, lambda: op.H(y))
         if self.normalize:
             return normalized_data(y, op, stop_maps_gradient=self.maps_scale_stop_gradient)
         return y, op.H(y), None
@@ -112,4 +116,7 @@ class UnrolledModel(nn.Module):
     def forward(self, y: Tensor, op: LinearOperator) -> Tensor:
         """Data ``y`` ``(B, ...)`` -> image ``(B, H, W)`` in the units of ``y``."""
         state, scale = self.iterate(y, op)
+        # a set lookup after prepare's check; the test itself for a model whose iterate does
+        # not call prepare (the FBP-started primal-dual net), after its input checks
+        check_operator_once(op, lambda: op.H(y))
         return self.unscale(self.output(state), scale)

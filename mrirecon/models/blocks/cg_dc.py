@@ -5,9 +5,12 @@
 The solve is :func:`mrirecon.solvers.cg_solve`: CG inside an autograd ``Function`` whose
 backward solves the adjoint system -- the same Hermitian system -- by CG once more (implicit
 differentiation), so no CG iterations are stored. Gradients reach the right-hand side, ``lam``
-and operator tensors that require a gradient (e.g. coil maps made by a network). With
-``implicit=False`` autograd differentiates through the unrolled iterations instead (the
-reference the implicit backward is tested against).
+and operator tensors that require a gradient (e.g. coil maps made by a network): for mrirecon's
+own operators their buffers / parameters; for an operator holding a user's code (a
+:class:`~mrirecon.core.FunctionOperator`, a class defined outside mrirecon) whatever its gram
+reaches through autograd, tensors in closures and plain attributes included (see
+:func:`operator_tensors_with_grad`). With ``implicit=False`` autograd differentiates through the
+unrolled iterations instead (the reference the implicit backward is tested against).
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from torch import Tensor, nn
 from mrirecon.core import HasImageSupport, LinearOperator, capability
 from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.core.checks import LearnedWeightError
-from mrirecon.core.operator_check import check_operator_once
+from mrirecon.core.operator_check import check_operator_once, holds_user_code
 from mrirecon.solvers import cg, cg_solve
+from mrirecon.solvers.implicit import _CGSolve
 
 
 @accepts_deprecated_names
@@ -35,7 +39,7 @@ def solve_proximal(
     batch_dims: int = 0,
     x0: Tensor | None = None,
     implicit: bool = True,
-    params: Sequence[Tensor] = (),
+    params: Sequence[Tensor] | None = (),
 ) -> Tensor:
     """Solve ``(gram + lam I) x = rhs`` by CG, differentiably.
 
@@ -58,7 +62,11 @@ def solve_proximal(
         ``False``: autograd through the unrolled iterations.
     params
         Tensors inside ``gram`` that need gradients (implicit mode only; the unrolled mode
-        tracks everything).
+        tracks everything). ``None``: not known (a user's operator, see
+        :func:`operator_tensors_with_grad`): when autograd records, ``gram`` is applied once
+        more, at the solution, and the gradient reaches whatever that application depends on
+        (held until backward: the memory of one ``gram``); nothing more when nothing in it
+        requires a gradient or under ``no_grad``.
 
     Returns
     -------
@@ -68,6 +76,9 @@ def solve_proximal(
     # a float goes straight to the solve's dtype (through float32 it was 4e-8 off in float64)
     lam_t = lam.to(rhs.real.dtype) if isinstance(lam, Tensor) else \
         torch.tensor(float(lam), dtype=rhs.real.dtype, device=rhs.device)
+    if implicit and params is None:
+        return _solve_tracking_gram(gram, rhs, lam_t, x0, iterations=iterations,
+                                    tolerance=tolerance, batch_dims=batch_dims)
     if implicit:
         return cg_solve(
             gram, rhs, lam_t, params=tuple(params), x0=x0,
@@ -79,10 +90,53 @@ def solve_proximal(
     )
 
 
-def operator_tensors_with_grad(op: LinearOperator) -> list[Tensor]:
-    """The operator's buffers/parameters that require a gradient (e.g. network-made maps, or
-    the tensor factor ``c`` of ``c * A``, which :class:`~mrirecon.core.operator.ScaledOperator`
-    holds as a buffer)."""
+class _Solved(_CGSolve):
+    """:func:`~mrirecon.solvers.cg_solve`'s autograd function for a solution already computed
+    (``options["solution"]``): the same implicit backward, for ``rhs`` and ``lam``."""
+
+    @staticmethod
+    def forward(ctx, gram, options, rhs, lam, *params):
+        x = options.pop("solution")
+        ctx.gram, ctx.options = gram, options
+        ctx.save_for_backward(x, lam, *params)
+        return x
+
+
+def _solve_tracking_gram(gram: Callable[[Tensor], Tensor], rhs: Tensor, lam: Tensor,
+                         x0: Tensor | None, **options) -> Tensor:
+    """The implicit solve when ``gram``'s tensors are unknown (``params=None``).
+
+    ``x = (G + lam I)^{-1} b`` is solved as :func:`~mrirecon.solvers.cg_solve` does; then
+    ``r = G(x)`` is applied once with autograd recording, and the solve is attached to the
+    right-hand side ``b - (r - r.detach())``: the same value (``r - r.detach()`` is 0), while
+    its gradient ``-v`` w.r.t. ``r`` (``v = (G + lam I)^{-1} dL/dx``) is the implicit gradient
+    ``-Re <v, (dG/dtheta) x>`` of every tensor ``theta`` that ``G`` depends on, leaf or not,
+    carried by autograd through ``r``'s own graph."""
+    with torch.no_grad():
+        x = cg(lambda v: gram(v) + lam * v, rhs, None if x0 is None else x0.detach(), **options)
+    if torch.is_grad_enabled():
+        r = gram(x)
+        if r.requires_grad:
+            rhs = rhs - (r - r.detach())
+    # a new tensor object for the output (x itself may be saved by r's graph)
+    return _Solved.apply(gram, {**options, "solution": x.detach()}, rhs, lam)
+
+
+def operator_tensors_with_grad(op: LinearOperator) -> list[Tensor] | None:
+    """The tensors inside ``op.gram`` the implicit backward differentiates (``params`` of
+    :func:`solve_proximal`).
+
+    For an operator built of mrirecon's own classes: its buffers / parameters that require a
+    gradient (e.g. network-made maps, or the tensor factor ``c`` of ``c * A``, which
+    :class:`~mrirecon.core.operator.ScaledOperator` holds as a buffer); they hold all its
+    tensors. ``None`` for an operator holding a :class:`~mrirecon.core.FunctionOperator` or a
+    class defined outside mrirecon (:func:`~mrirecon.core.operator_check.holds_user_code`),
+    whose tensors may live in closures or plain attributes: :func:`solve_proximal` then finds
+    them through the autograd graph of one ``gram`` at the solution. (Only the registered
+    tensors were taken before: a weight in a closure got a gradient 4.45 off, cosine -0.35.)
+    """
+    if holds_user_code(op):
+        return None
     return [t for t in list(op.buffers()) + list(op.parameters()) if t.requires_grad]
 
 

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from mrirecon.core import LinearOperator
 from mrirecon.core.magnitude import sample_power_of_two
+from mrirecon.core.operator_check import check_operator_once
 from mrirecon.models.blocks.cg_dc import operator_tensors_with_grad, solve_proximal
 from mrirecon.models.common import sample_scale, scale_operator, zero_blank
 from mrirecon.models.input_checks import check_model_input
@@ -115,6 +116,7 @@ class PnPDPIR(nn.Module):
     def forward(self, y: Tensor, op: LinearOperator) -> Tensor:
         """Data ``y`` ``(B, ...)`` -> image ``(B, H, W)`` in the units of ``y``."""
         check_model_input("PnPDPIR", self, y, op, batch_ndim=2)
+        check_operator_once(op, lambda: op.H(y))  # a user's operator, once; ours: a lookup
         aty = op.H(y)
         # an exact rescale (a power of two) before the first CG: its squares underflowed (1e-30)
         # or overflowed (1e30) float32 at the data's own scale

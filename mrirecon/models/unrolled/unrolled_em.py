@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from mrirecon.core import LinearOperator
+from mrirecon.core.operator_check import check_operator_once
 from mrirecon.models.blocks.cg_dc import operator_tensors_with_grad, solve_proximal
 from mrirecon.models.input_checks import check_model_input
 from mrirecon.operators.patches import Patches
@@ -127,6 +128,7 @@ class UnrolledEM(nn.Module):
     def forward(self, y: Tensor, op: LinearOperator) -> Tensor:
         """Data ``y`` ``(B, ...)`` -> image ``(B, H, W)`` (complex for MRI, real for CT)."""
         check_model_input("UnrolledEM", self, y, op, batch_ndim=2)
+        check_operator_once(op, lambda: op.H(y))  # a user's operator, once; ours: a lookup
         x_ls, scale, lip = normalise_problem(y, op, batch_dims=1)
         y_n = y / scale.reshape((-1,) + (1,) * (y.ndim - 1))
         aty = op.H(y_n) / lip
