@@ -22,6 +22,7 @@ from collections.abc import Callable
 from torch import Tensor, nn
 
 from mrirecon.core import HasFBP, HasPseudoInverse, LinearOperator, capability, require_capability
+from mrirecon.core.operator_check import check_operator_once
 from mrirecon.models.backbones.complex import ComplexImageCNN
 from mrirecon.models.backbones.unet import Unet
 from mrirecon.models.common import batch_scale, zero_blank
@@ -99,6 +100,7 @@ class FBPConvNet(nn.Module):
     def forward(self, y: Tensor, op: LinearOperator) -> Tensor:
         """Data ``y`` ``(B, ...)`` -> image ``(B, H, W)``."""
         check_model_input("FBPConvNet", self, y, op, batch_ndim=2)
+        check_operator_once(op, lambda: op.H(y))  # a user's operator, once; ours: a lookup
         x0 = self.start(y, op)
         if not self.normalize:
             return self.cnn(x0)
