@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mrirecon.solvers.convergence import quiet
+from mrirecon.solvers.convergence import ConvergenceRecord, convergence_record, quiet
 from mrirecon.bench.table import (RESULTS_FILE, BenchTable, ResultsFile, build_table,
                                   config_fingerprint, write_table)
 from mrirecon.pipeline.stream import Method, VolumeRun, score_volume
@@ -154,6 +154,45 @@ def reference_warnings(path: Path, field: str, reference, outputs: dict[str, Any
     return [f"{path.name}: {field}: {msg}" for msg in found]
 
 
+class MethodSolves:
+    """Per method whose settings the user gave (``reported``: ``--set``, ``params``), the
+    solves that stopped at their iteration limit short of their tolerance
+    (:mod:`mrirecon.solvers.convergence`), by slice, for the method's ``data_warnings`` and the
+    log, as ``mrirecon run`` records them per input. The other methods run with the bench's own
+    fixed settings (:data:`~mrirecon.bench.methods.DEFAULT_PARAMS`: cg_sense's 40 iterations,
+    early exit at 1e-6), no user's request for a converged result: their reports are dropped.
+    Every report was dropped: ``--set cg_sense.iterations=2 --set cg_sense.tolerance=1e-12``
+    was scored and tabled without a word."""
+
+    def __init__(self, reported) -> None:
+        self.records = {m: ConvergenceRecord() for m in reported}
+
+    def watch(self, stages):
+        """``stages`` (the volume's, made for it) with its ``reconstruct`` collecting each
+        method's reports under the slice's index (the key of the stages' output messages)."""
+        inner = stages.reconstruct
+
+        def reconstruct(s, method):
+            record = self.records.get(method.name)
+            if record is None:
+                with quiet():
+                    return inner(s, method)
+            record.label = s.index
+            with convergence_record(record):
+                return inner(s, method)
+
+        stages.reconstruct = reconstruct
+        return stages
+
+    def messages(self, method: str) -> dict[int, dict[str, str]]:
+        """``{slice: {"unconverged": line}}`` of ``method`` (one line per solver), for a
+        :class:`~mrirecon.pipeline.volume.SliceMessages`."""
+        record = self.records.get(method)
+        if record is None:
+            return {}
+        return {i: {"unconverged": "; ".join(record.lines(i))} for i in record.labels()}
+
+
 @dataclass(frozen=True)
 class SkippedVolume:
     """A volume the benchmark could not score at one acceleration: ``error`` says why (it names
@@ -201,7 +240,8 @@ def run_plan(plan: BenchPlan, score: VolumeScorer, store: ResultsFile, *, persis
                     if path in plan.unreadable:  # the reader's error, found by the plan
                         raise plan.unreadable[path]
                     with quiet():  # the bench's own fixed settings (cg_sense: 40 iterations,
-                        # early exit at 1e-6) are no user's request for a converged result
+                        # early exit at 1e-6) are no user's request for a converged result; a
+                        # method the user set reports its solves per volume (MethodSolves)
                         results = score(path, acc, [plan.methods[m] for m in todo[path]], bar)
                 except ValueError as exc:  # "ESPIRiT needs ... got 1" named no file nor factor
                     if bar is not None:  # its slices count as passed: the bar ends at its total

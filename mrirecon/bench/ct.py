@@ -31,6 +31,7 @@ import torch
 from mrirecon.core.device import resolve_device
 from mrirecon.bench.core import (
     BenchPlan,
+    MethodSolves,
     RecordCallback,
     check_accelerations,
     log,
@@ -181,11 +182,12 @@ def _kept_views(num_views: int, factor: float) -> torch.Tensor:
 
 def _score_volume(path: Path, factor: float, methods: list[Method], bar, *, num_views: int,
                   photons: float | None, data_photons: float | None,
-                  device: str) -> dict[str, dict]:
+                  device: str, reported: Sequence[str] = ()) -> dict[str, dict]:
     from mrirecon.io.lodopab import MU_MAX_PER_MM, reference_file_name
 
     config = pipeline_config(num_views, factor, photons)
-    stages = CTStages(config, device=device)
+    solves = MethodSolves(reported)  # the methods the user set: unconverged solves said
+    stages = solves.watch(CTStages(config, device=device))
     said = SliceMessages()  # the data warnings of `mrirecon run` (the same for every method)
     ranges = RangeMessages(config, methods)  # learned models: data outside the card's range
 
@@ -198,7 +200,8 @@ def _score_volume(path: Path, factor: float, methods: list[Method], bar, *, num_
     warned, told = said.lines(path.name, run.slices)
     own = {m.name: SliceMessages() for m in methods}  # per method: its reconstructions' warnings
     for m in methods:
-        for i, w in run.output_messages.get(m.name, {}).items():
+        for i, w in [*run.output_messages.get(m.name, {}).items(),
+                     *solves.messages(m.name).items()]:
             own[m.name].add(i, w, {})
     own_lines = {name: msgs.lines(path.name, run.slices)[0] for name, msgs in own.items()}
     log_lines(f"bench ct {factor:g}x", {m.name: (own_lines[m.name] + warned, told) for m in methods})
@@ -290,7 +293,8 @@ def run_ct_bench(data_dir: str | os.PathLike, accelerations: Iterable[float] = (
 
     def score(path, factor, pending, bar):
         return _score_volume(path, factor, pending, bar, num_views=volumes[path][1],
-                             photons=photons, data_photons=volumes[path][2], device=device)
+                             photons=photons, data_photons=volumes[path][2], device=device,
+                             reported=[m for m in names if params.get(m)])
 
     return run_benchmark(plan, score, output_dir=output_dir, resume=resume, progress=progress,
                          verbose=verbose, on_record=on_record)

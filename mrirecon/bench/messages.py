@@ -56,7 +56,7 @@ def mri_method_messages(stages, s, method: Method) -> tuple[dict[str, str], dict
 class RangeMessages:
     """Per learned method, what :func:`~mrirecon.pipeline.model_range.warn_slice_outside_range`
     says of one volume's first slice (``mrirecon run`` checks each input's first slice): logged
-    once per model and message, as ``run`` logs it, and kept for the method's
+    once per model and message (``run`` logs them per input), and kept for the method's
     ``data_warnings`` in ``run``'s words (:meth:`lines`)."""
 
     def __init__(self, config, methods: list[Method]) -> None:

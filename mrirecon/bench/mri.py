@@ -44,6 +44,7 @@ import torch
 from mrirecon.core.device import resolve_device
 from mrirecon.bench.core import (
     BenchPlan,
+    MethodSolves,
     RecordCallback,
     check_accelerations,
     log,
@@ -123,13 +124,17 @@ def pipeline_config(challenge: str, acceleration: float, mask_type: str, center_
 
 def _score_volume(path: Path, acceleration: float, methods: list[Method], bar, *, challenge: str,
                   mask_type: str, center_fractions, calibration: CalibrateConfig,
-                  device: str, remove_oversampling: bool) -> dict[str, dict]:
-    """Reconstruct one volume with every pending method; returns per-method records."""
+                  device: str, remove_oversampling: bool,
+                  reported: Sequence[str] = ()) -> dict[str, dict]:
+    """Reconstruct one volume with every pending method; returns per-method records. The
+    methods ``reported`` (the user gave their settings) say where a solve stopped short of its
+    tolerance (:class:`~mrirecon.bench.core.MethodSolves`)."""
     _check_file(path, challenge)
     cf = center_fraction_for(acceleration, center_fractions)
     config = pipeline_config(challenge, acceleration, mask_type, cf, calibration, remove_oversampling)
-    stages = MRIStages(config, device=device, classical=False, per_method_maps=True,
-                       methods=tuple(methods), single_coil=challenge == "singlecoil")
+    solves = MethodSolves(reported)
+    stages = solves.watch(MRIStages(config, device=device, classical=False, per_method_maps=True,
+                                    methods=tuple(methods), single_coil=challenge == "singlecoil"))
     sampling: dict[str, Any] = {}
     said = {m.name: SliceMessages() for m in methods}  # what `mrirecon run` with m would say
     ranges = RangeMessages(config, methods)  # learned models: data outside the card's range
@@ -145,7 +150,8 @@ def _score_volume(path: Path, acceleration: float, methods: list[Method], bar, *
     run = stream.stream_volume(stages, path, methods, progress=False, bar=bar,
                                on_slice=on_slice, previews=False)
     for m in methods:  # the reconstructions' own warnings, as `mrirecon run` adds them
-        for i, warned in run.output_messages.get(m.name, {}).items():
+        for i, warned in [*run.output_messages.get(m.name, {}).items(),
+                          *solves.messages(m.name).items()]:
             said[m.name].add(i, warned, {})
     messages = {m: found.lines(path.name, run.slices) for m, found in said.items()}
     log_lines(f"bench {challenge} {acceleration:g}x", messages)
@@ -304,7 +310,8 @@ def run_bench(
     def score(path, acc, pending, bar):
         return _score_volume(path, acc, pending, bar, challenge=challenge, mask_type=mask_type,
                              center_fractions=center_fractions, calibration=calibration,
-                             device=device, remove_oversampling=remove_oversampling)
+                             device=device, remove_oversampling=remove_oversampling,
+                             reported=[m for m in names if params.get(m)])
 
     return run_benchmark(plan, score, output_dir=output_dir, resume=resume, progress=progress,
                          verbose=verbose, on_record=on_record)

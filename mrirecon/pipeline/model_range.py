@@ -56,10 +56,11 @@ outside its range. Before that rule no Cartesian card warned: ``modl_brain_sim``
 27.5 dB, below a plain CG-SENSE (30.3) and 13 dB below ``mri_radial_cs``, without a word.
 
 :func:`range_warnings` compares one slice's properties with it and returns readable messages;
-:func:`warn_outside_range` logs each distinct message once per model;
-:func:`warn_slice_outside_range` reads the properties off a slice of the pipeline's stages, the
-one check of ``mrirecon run`` (first slice of each input) and ``mrirecon bench`` (first slice of
-each volume, per learned method).
+:func:`slice_properties` reads the properties off a slice of the pipeline's stages, the one
+check of ``mrirecon run`` (first slice of each input: :func:`slice_range_warnings`, logged and
+recorded per input, naming it) and ``mrirecon bench`` (first slice of each volume, per learned
+method: :func:`warn_slice_outside_range`, which logs each distinct message once per model, as
+:func:`warn_outside_range` does).
 """
 
 from __future__ import annotations
@@ -483,29 +484,39 @@ def warn_outside_range(model: Any, **properties: Any) -> list[str]:
 
 def warn_slice_outside_range(config: Any, model: Any, s: Any, *,
                              full_fov_maps: bool = False) -> list[str]:
-    """:func:`warn_outside_range` of ``model`` for slice ``s`` of the stages of ``config`` (a
-    :class:`~mrirecon.pipeline.schema.PipelineConfig`): non-Cartesian MRI its image grid, coils,
-    readouts, trajectory and (radial) the share of Nyquist's spokes; Cartesian MRI the matrix the
-    model gets and the rows as acquired (before an exact readout crop), coils (and those
-    acquired, when compressed), acceleration, the centre band the coil maps are calibrated from
-    (``acs_columns``: ``reference_mri.calibration_width``, a separate reference scan's when the
-    slice has one; the imaging mask's for E2E-VarNet, which calibrates inside), the k-space
-    SNR (:func:`kspace_snr_db`, for a card that states ``snr_db``), ``calibrate.method`` and
-    the ESPIRiT crop of the maps; CT the image grid, the views kept, the beam, the detector count and the dose
-    (``undersample.photons``, else the data's own). Logged once per
-    model and message; returns the messages (for ``provenance.json``, the report, the
-    benchmark's records). ``full_fov_maps``: the model gets uncropped (crop 0) maps, as the
-    benchmark hands a learned model that takes them, whatever ``calibrate.crop`` says."""
+    """:func:`warn_outside_range` of ``model`` for slice ``s`` (:func:`slice_properties`), the
+    benchmark's check: logged once per model and message; returns the messages."""
+    return warn_outside_range(model, **slice_properties(config, model, s,
+                                                        full_fov_maps=full_fov_maps))
+
+
+def slice_range_warnings(config: Any, model: Any, s: Any) -> list[str]:
+    """:func:`range_warnings` of ``model``'s card for slice ``s`` (:func:`slice_properties`),
+    not logged: ``mrirecon run`` logs and records them per input, naming it (they were logged
+    once per run, no input named, a second input's repeated lines not at all)."""
+    return range_warnings(getattr(model, "model_card", None), **slice_properties(config, model, s))
+
+
+def slice_properties(config: Any, model: Any, s: Any, *,
+                     full_fov_maps: bool = False) -> dict[str, Any]:
+    """What :func:`range_warnings` compares of slice ``s`` of the stages of ``config`` with
+    ``model``'s card: non-Cartesian MRI its image grid, coils, readouts, trajectory and (radial)
+    the share of Nyquist's spokes; Cartesian MRI the matrix the model gets and the rows as
+    acquired, coils (and those acquired, when compressed), acceleration, the calibration band
+    (``acs_columns``: ``reference_mri.calibration_width``; the mask's for E2E-VarNet), the
+    k-space SNR (for a card that states ``snr_db``), ``calibrate.method`` and the ESPIRiT crop;
+    CT the image grid, views, beam, detectors and dose (``undersample.photons``, else the
+    data's own). ``full_fov_maps``: the model gets uncropped maps (the benchmark's)."""
     if config.modality == "mri" and s.trajectory is not None:  # the image grid, the readouts
         kind = s.header.extra.get("trajectory")
         radial = kind is None or str(kind).lower() == "radial"
-        return warn_outside_range(model, matrix=tuple(s.image_shape), coils=int(s.kspace.shape[0]),
-                                  acquired_coils=s.header.extra.get("acquired_coils"),
-                                  maps=_maps_given(config, s),
-                                  spokes=int(s.trajectory.shape[0]), trajectory=kind,
-                                  nyquist_fraction=nyquist_fraction(
-                                      int(s.trajectory.shape[0]), tuple(s.image_shape),
-                                      centre_out=centre_out_spokes(s.trajectory)) if radial else None)
+        return dict(matrix=tuple(s.image_shape), coils=int(s.kspace.shape[0]),
+                    acquired_coils=s.header.extra.get("acquired_coils"),
+                    maps=_maps_given(config, s),
+                    spokes=int(s.trajectory.shape[0]), trajectory=kind,
+                    nyquist_fraction=nyquist_fraction(
+                        int(s.trajectory.shape[0]), tuple(s.image_shape),
+                        centre_out=centre_out_spokes(s.trajectory)) if radial else None)
     if config.modality == "mri":  # the matrix the model gets, and the rows as acquired
         from mrirecon.pipeline.reference_mri import calibration_width
         from mrirecon.pipeline.slice_mri import column_counts
@@ -522,22 +533,22 @@ def warn_slice_outside_range(config: Any, model: Any, s: Any, *,
         snr = kspace_snr_db(config, s, band) if _states(model, "snr_db") else None
         rows = int(s.kspace.shape[-2])
         recon_rows = None if s.acquired_rows else s.header.oversampled_readout_rows(rows)
-        return warn_outside_range(model, matrix=(rows, int(s.kspace.shape[-1])),
-                                  coils=int(s.kspace.shape[0]), acquired_rows=s.acquired_rows,
-                                  recon_rows=recon_rows,
-                                  acquired_coils=s.header.extra.get("acquired_coils"),
-                                  maps=_maps_given(config, s), acceleration=acc,
-                                  maps_crop=0.0 if full_fov_maps else _maps_crop(config),
-                                  noise_schedule=_noise_schedule(model), acs_columns=acs,
-                                  snr_db=None if snr is None else snr[0],
-                                  **({} if snr is None else {"snr_source": snr[1]}))
+        return dict(matrix=(rows, int(s.kspace.shape[-1])),
+                    coils=int(s.kspace.shape[0]), acquired_rows=s.acquired_rows,
+                    recon_rows=recon_rows,
+                    acquired_coils=s.header.extra.get("acquired_coils"),
+                    maps=_maps_given(config, s), acceleration=acc,
+                    maps_crop=0.0 if full_fov_maps else _maps_crop(config),
+                    noise_schedule=_noise_schedule(model), acs_columns=acs,
+                    snr_db=None if snr is None else snr[0],
+                    **({} if snr is None else {"snr_source": snr[1]}))
     g = s.geometry  # CT: the image grid, the views kept, the beam, the detector and the dose
     u, own = config.undersample, getattr(s, "data_photons", None)  # (tests pass bare geometry)
     lowered = u.enabled and u.photons is not None and (not own or u.photons < own)
-    return warn_outside_range(model, matrix=tuple(g.image_shape), views=g.num_views, beam=g.beam,
-                              detectors=g.num_detectors, noise_schedule=_noise_schedule(model),
-                              photons=u.photons if lowered else own,
-                              dose_setting="undersample.photons" if lowered else "the data's own")
+    return dict(matrix=tuple(g.image_shape), views=g.num_views, beam=g.beam,
+                detectors=g.num_detectors, noise_schedule=_noise_schedule(model),
+                photons=u.photons if lowered else own,
+                dose_setting="undersample.photons" if lowered else "the data's own")
 
 
 def refuse_other_trajectory(config: Any, model: Any, s: Any) -> None:

@@ -81,7 +81,8 @@ def write_report(path: str | Path, *, title: str, config_text: str,
                  results: list[VolumeResult], summary: dict[str, tuple],
                  config_warnings: list[str] = (), metrics_note: str = "") -> Path:
     """Write the HTML report (figure paths are made relative to the report's folder);
-    ``config_warnings`` (settings that change nothing, :mod:`mrirecon.pipeline.inert`) head it;
+    ``config_warnings`` (settings that change nothing, :mod:`mrirecon.pipeline.inert`; warnings about
+    the model itself, ``runner._load_model``) head it;
     ``summary``: ``{metric: (mean, std, n volumes)}``; ``metrics_note``: what the metrics
     measure, at which scale (under the table)."""
     path = Path(path)

@@ -233,7 +233,7 @@ def _write_run_files(config, output: Path, files, results, t_start, rank, world,
         "working_directory": os.getcwd(),
         "config": _recorded_config(config),
         "config_sha256": config_sha256(config),
-        "config_warnings": list(config_warnings),  # settings that change nothing (pipeline/inert.py)
+        "config_warnings": list(config_warnings),  # inert settings (pipeline/inert.py), the model's
         "device": dev,
         # the CPU threads of this process: results differ with it at rounding level (summation
         # order), more after many iterations; rerun with --threads N to reproduce them exactly

@@ -17,6 +17,7 @@ import time
 import traceback
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from mrirecon.core.config import to_dict
 from mrirecon.core.device import resolve_device
@@ -57,7 +58,9 @@ def run_pipeline(config: PipelineConfig, inputs: list[str] | str | os.PathLike,
     ``replace_others`` (``run --prune``; the demo, which owns its folders), those outputs are
     deleted. ``config_warnings`` (the config's, logged at load) go into ``provenance.json``;
     without them (a call from Python) the settings that change nothing are judged here, as at
-    load. ``config_text`` (the report's Configuration) defaults to the config as YAML.
+    load; the warnings about the model itself (untrained weights, no card, no training range)
+    join them (:func:`_load_model`). ``config_text`` (the report's Configuration) defaults to
+    the config as YAML.
     """
     from mrirecon.pipeline.validate import tables_of_the_method, validate_pipeline
 
@@ -69,8 +72,10 @@ def run_pipeline(config: PipelineConfig, inputs: list[str] | str | os.PathLike,
     inputs = input_list(inputs)
     # a method changed in code after loading: its tables dropped, with a warning in the record
     config, dropped = tables_of_the_method(config)
-    config = validate_pipeline(config)  # also for configs built in code, before any input is read
-    loaded = config.load_warnings
+    loaded = config.load_warnings  # validated, its notes logged, by load_pipeline: unchanged,
+    said = loaded is not None and loaded[0] == config_sha256(config)  # not logged again
+    # also for configs built in code, before any input is read
+    config = validate_pipeline(config, quiet=said)
     if config_warnings is None and loaded is not None and loaded[0] == config_sha256(config):
         config_warnings = list(loaded[1])  # logged by load_pipeline, as loaded: not again
     elif config_warnings is None:
@@ -218,7 +223,8 @@ def _run_inputs(config: PipelineConfig, mine: list[tuple[Path, str]], output: Pa
                 run: RunFiles, *, resume: bool, device: str, progress: bool) -> None:
     """Process this rank's inputs (``(path, output name)``), appending to ``run.results``."""
     rank = run.rank
-    model = _load_model(config, device)
+    model, said = _load_model(config, device)
+    run.config_warnings.extend(said)  # the model's own: provenance.json and the report's head
     weights = run.weights = weights_sha256(config)
     # replaced weights (same path, other content) must not count as the same run
     config_hash = config_sha256(config) if not weights else hashlib.sha256(
@@ -363,12 +369,18 @@ def check_run_files(output: Path, suffix: str = "") -> None:
                              f"{label}; move it away (nothing was run)")
 
 
-def _load_model(config: PipelineConfig, device: str):
+def _load_model(config: PipelineConfig, device: str) -> tuple[Any, list[str]]:
+    """``(model, warnings)``: the learned model of ``config`` ready on ``device`` (``None``
+    for a classical method) and what is said of the model itself, each logged once: untrained
+    weights (``reconstruct.weights`` empty), weights without a model card, a card without
+    ``training_range`` (:func:`~mrirecon.pipeline.model_range.unchecked_range`). The runner
+    adds them to the run's ``config_warnings`` (``provenance.json``, the report's head); they
+    reached only the console, and the report showed the metrics without a caveat."""
     from mrirecon import recon
 
     method = config.reconstruct.method
     if method in recon.available():
-        return None
+        return None, []
     from mrirecon.models.registry import available_models, build_model
 
     if method not in available_models():
@@ -376,18 +388,25 @@ def _load_model(config: PipelineConfig, device: str):
             f"reconstruct.method: unknown method {method!r}; classical: {', '.join(recon.available())}; "
             f"learned: {', '.join(available_models())}"
         )
+    said: list[str] = []
     if config.reconstruct.weights:  # shipped name, .pt with a card, state dict or fastMRI VarNet
         from mrirecon.training.weights import load_model
 
-        model = load_model(method, config.reconstruct.params, config.reconstruct.weights)
+        model = load_model(method, config.reconstruct.params, config.reconstruct.weights,
+                           warned=said)  # weights without a card: logged there
     else:
-        log.warning("reconstruct.weights is empty: %s runs with untrained weights", method)
+        said.append(f"reconstruct.weights is empty: {method} runs with untrained weights")
+        log.warning("%s", said[-1])
         model = build_model(method, **config.reconstruct.params)
     from mrirecon.models.inference import ready_for_inference
+    from mrirecon.pipeline.model_range import unchecked_range
     from mrirecon.pipeline.param_tables import check_model_table
 
+    if (note := unchecked_range(model)) is not None:  # a card without training_range
+        said.append(note)
+        log.warning("%s", note)
     check_model_table(model, config.reconstruct)  # each entry's settings change per slice
-    return ready_for_inference(model, device)
+    return ready_for_inference(model, device), said
 
 
 def _progress(items, enabled: bool, desc: str):

@@ -159,13 +159,17 @@ def check_calibrate(cal: CalibrateConfig, source: str) -> None:
                     f"must be in [0, 1) or null, got {share!r}")
 
 
-def validate_pipeline(config: PipelineConfig, source: str = "") -> PipelineConfig:
+def validate_pipeline(config: PipelineConfig, source: str = "", *,
+                      quiet: bool = False) -> PipelineConfig:
     """Check the values of ``config`` (see the module docstring).
 
     Returns the config, with the deprecated parameter names of ``reconstruct.params`` renamed
     (:func:`canonical_method_params`), a ``~`` in ``reconstruct.weights`` expanded, and tables
     tuned for another method than ``reconstruct.method`` dropped with a warning
-    (:func:`tables_of_the_method`); otherwise unchanged.
+    (:func:`tables_of_the_method`); otherwise unchanged. ``quiet``: the config was validated
+    (and its notes logged) before, as loaded: the note that ``reconstruct.params`` replaces a
+    table's settings (:func:`~mrirecon.pipeline.param_tables.explain_shadowed`) is not logged
+    again (``run_pipeline`` of a loaded config said it twice per run).
     """
     config, dropped = tables_of_the_method(config, source)
     for msg in dropped:
@@ -239,7 +243,7 @@ def validate_pipeline(config: PipelineConfig, source: str = "") -> PipelineConfi
         raise _fail(source, "export.formats", "needs at least one of hdf5, nifti, dicom, png")
     _check_modality_settings(config, source)
     config = _canonical_reconstruct_params(config, source)
-    config = _checked_tables(config, source)
+    config = _checked_tables(config, source, quiet)
     _check_method(config, source)
     _check_adapt(config, source)
     _check_packages(config, source)
@@ -407,7 +411,7 @@ def _canonical_reconstruct_params(config: PipelineConfig, source: str) -> Pipeli
     return replace(config, reconstruct=replace(rc, params=params))
 
 
-def _checked_tables(config: PipelineConfig, source: str) -> PipelineConfig:
+def _checked_tables(config: PipelineConfig, source: str, quiet: bool = False) -> PipelineConfig:
     """``reconstruct.params_by_acceleration`` / ``params_by_views``
     (:mod:`mrirecon.pipeline.param_tables`) with numeric keys (``--set`` gives strings; ``8`` and
     ``"8"`` merge, the later on top) and canonical parameter names; refused in a pipeline of the
@@ -465,7 +469,8 @@ def _checked_tables(config: PipelineConfig, source: str) -> PipelineConfig:
             out[key] = {**out.get(key, {}), **entry}
         config = replace(config, reconstruct=replace(rc, **{name: out}))
         rc = config.reconstruct
-    explain_shadowed(rc, source)
+    if not quiet:
+        explain_shadowed(rc, source)
     return config
 
 

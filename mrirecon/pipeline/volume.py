@@ -61,9 +61,9 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
             counts["acquired"] += acquirable
             counts["sampled"] += sampled
         scale.add(stages, s)
-        if model is not None and i == 0:  # logged once per run; recorded for every input
-            result.warnings.extend(f"{shown}: {msg} (see the model card's 'known failures')"
-                                   for msg in _warn_outside_range(config, model, s))
+        if model is not None and i == 0:  # logged and recorded per input, naming it
+            for msg in _warn_outside_range(config, model, s):
+                result.warn(f"{shown}: {msg} (see the model card's 'known failures')")
 
     # the zero-filled / FBP previews only feed the PNG panels
     with convergence_record(solves):
@@ -281,12 +281,13 @@ def unknown_fov_note(header, formats: list[str]) -> str | None:
 
 
 def _warn_outside_range(config: PipelineConfig, model, s) -> list[str]:
-    """Log when the first slice lies outside what the learned model was trained on; returns
-    the messages (for ``provenance.json`` and the report). The one check of ``mrirecon run``
-    and ``mrirecon bench``: :func:`mrirecon.pipeline.model_range.warn_slice_outside_range`."""
-    from mrirecon.pipeline.model_range import warn_slice_outside_range
+    """Where the first slice lies outside what the learned model was trained on, not logged:
+    :func:`process_volume` logs and records each for its input (``result.warn``), naming it.
+    The one check of ``mrirecon run`` and ``mrirecon bench``
+    (:func:`mrirecon.pipeline.model_range.slice_properties`)."""
+    from mrirecon.pipeline.model_range import slice_range_warnings
 
-    return warn_slice_outside_range(config, model, s)
+    return slice_range_warnings(config, model, s)
 
 
 def modality_for(config: PipelineConfig, device: str, *, classical: bool):

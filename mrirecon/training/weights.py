@@ -331,15 +331,17 @@ def _guard_modality(model: nn.Module, name: str, pt: Path) -> None:
 
 
 def load_model(
-    method: str, params: Mapping[str, Any], weights: str | os.PathLike | None
+    method: str, params: Mapping[str, Any], weights: str | os.PathLike | None, *,
+    warned: list[str] | None = None,
 ) -> nn.Module:
     """The learned model of ``method`` in eval mode.
 
     ``weights`` is a shipped weights name or a ``.pt`` file. With a model card (``.yaml``
     beside it) the model comes from :func:`mrirecon.training.weights.load_pretrained`; a bare
     state dict (or training checkpoint, or a ``fastmri.models.VarNet`` checkpoint) is loaded
-    into ``build_model(method, **params)``. A method that is itself a shipped weights name
-    needs no ``weights``.
+    into ``build_model(method, **params)``, with a warning (:func:`cardless_note`), logged and
+    appended to ``warned`` (``mrirecon run`` records it in ``provenance.json`` and the report).
+    A method that is itself a shipped weights name needs no ``weights``.
     """
     from mrirecon.models import build_model, fastmri_varnet_state_dict
     from mrirecon.models.registry import available_models
@@ -405,7 +407,10 @@ def load_model(
         k, v = fit
         raise ValueError(f"{str(err).rstrip('.')}; they fit {method} with {k}={v} (set reconstruct.params.{k}={v}, "
                          "or write a model card beside them)") from None
-    log.warning("%s", cardless_note(path, method, params))
+    note = cardless_note(path, method, params)
+    log.warning("%s", note)
+    if warned is not None:
+        warned.append(note)
     return model.eval()
 
 
