@@ -39,7 +39,7 @@ without any ``training_range`` is warned as a card-less ``.pt`` is (:func:`unche
 calibration band ESPIRiT and E2E-VarNet estimate coil maps from), padding columns left out:
 ``mri_pnp_brain_sim`` (trained and tuned on 10-21 columns) got 5 columns from fastMRI's 8x
 centre fraction 0.04 on 128 columns and lost ~5 dB to TV without a word, its acceleration in
-range. ``snr_db`` is compared with :func:`kspace_snr_db`'s estimate, on its lower end only and
+range. ``snr_db`` is compared with :func:`~mrirecon.pipeline.slice_snr.kspace_snr_db`'s estimate, on its lower end only and
 with :data:`SNR_DB_MARGIN` (see there): ``mri_pnp`` (its lam tuned on 28-34 dB data) lost 7.5 dB
 to TV on 15 dB k-space without a word.
 
@@ -114,7 +114,7 @@ def range_warnings(card: Mapping[str, Any] | None, *, matrix: tuple[int, int] | 
     acquired when ``preprocess.coil_compression`` made ``coils`` of them. ``maps``: the run's
     ``calibrate.method``, compared with the card's ``maps``. ``photons``: the CT dose the model
     gets, ``dose_setting`` where it comes from. ``acs_columns``: the Cartesian slice's contiguous
-    sampled columns through DC; ``snr_db``: its k-space SNR estimate (:func:`kspace_snr_db`,
+    sampled columns through DC; ``snr_db``: its k-space SNR estimate (:func:`~mrirecon.pipeline.slice_snr.kspace_snr_db`,
     ``snr_source`` what it was estimated from), checked by :func:`_snr_warnings`."""
     rng = card_range(card)
     if rng is None:
@@ -335,7 +335,7 @@ def _plug_and_play(name: str) -> bool:
     return str(name).lower().startswith(("pnp", "red"))
 
 
-#: dB below a card's ``snr_db`` before :func:`kspace_snr_db` warns. The outer readout rows'
+#: dB below a card's ``snr_db`` before :func:`~mrirecon.pipeline.slice_snr.kspace_snr_db` warns. The outer readout rows'
 #: corners it reads (:func:`~mrirecon.pipeline.checks_noncart.outer_noise`) also hold the
 #: object's own high frequencies, which count as noise, so the estimate reads low on clean data
 #: (fully sampled and 4x, seeds 101 and 7): 21.6-25.6 dB for 30 dB simulated brains at 96 x 96 /
@@ -360,63 +360,6 @@ def _snr_warnings(rng: Mapping[str, Any], name: str, snr_db: float | None,
            else "retrain on data of this SNR")
     return [f"k-space SNR about {snr_db:.1f} dB (estimated from {source}) is below the {name} "
             f"training range {iv[0]:g} .. {iv[1]:g} dB: {fix}, or use mri_tv / mri_cs"]
-
-
-def mask_band(s: Any) -> tuple[int, int]:
-    """``(start, stop)`` columns of Cartesian slice ``s``'s centre band in its imaging mask: the
-    contiguous sampled acquirable columns through the centre
-    (:func:`~mrirecon.sampling.acs.acs_bounds`, ``symmetric=False``; width 0 when the centre
-    column is not sampled)."""
-    from mrirecon.sampling.acs import acs_bounds
-
-    sampled = s.mask.reshape(-1).bool().cpu() & s.header.acquired_columns(s.mask.numel()).cpu()
-    start, stop = (int(v) for v in acs_bounds(sampled[None], symmetric=False))
-    return start, stop
-
-
-def kspace_snr_db(config: Any, s: Any, band: tuple[int, int] | None = None
-                  ) -> tuple[float, str] | None:
-    """``(SNR in dB, what the noise was estimated from)`` of Cartesian MRI slice ``s`` as the
-    model gets it, in ``mrirecon simulate mri --snr-db``'s terms: mean signal power per sample
-    of the fully sampled acquired grid over the noise power per sample. ``None`` when too few
-    samples tell the noise.
-
-    The noise power per sample (mean over the coils) is the noise scan's covariance when the
-    slice has one (1 when ``preprocess.prewhiten`` whitened the data with it, coil compression
-    keeping it white), else the outer readout rows' noise
-    (:func:`~mrirecon.pipeline.checks_noncart.slice_noise`, the estimate the non-Cartesian data
-    residual is measured against), where an object's k-space is weakest
-    (:data:`SNR_DB_MARGIN` says how weak). The signal power counts the centre band (``band``:
-    :func:`mask_band`, computed here when not given) once and the other sampled columns for the
-    acquirable ones they stand for (an undersampled mask samples the bright centre densely), on
-    the rows as acquired (a readout crop keeps the signal on fewer rows)."""
-    import torch
-
-    from mrirecon.pipeline.checks_noncart import slice_noise
-
-    k = s.kspace
-    if k.ndim != 3:
-        return None
-    coils, h, w = k.shape
-    acquirable = s.header.acquired_columns(w).cpu()
-    sampled = s.mask.reshape(-1).bool().cpu() & acquirable
-    start, stop = mask_band(s) if band is None else band
-    band = torch.zeros(w, dtype=torch.bool)
-    band[start:stop] = True
-    k = k.detach().cpu().to(torch.complex128)
-    power = k[..., band].abs().square().sum()
-    outer, stands_for = sampled & ~band, acquirable & ~band
-    if bool(outer.any()):
-        power = power + k[..., outer].abs().square().sum() * (stands_for.sum() / outer.sum())
-    rows = int(s.acquired_rows or h)
-    power = float(power) / (coils * rows * max(int(acquirable.sum()), 1))
-    found = slice_noise(s, bool(config.preprocess.prewhiten))
-    if found is None:
-        return None
-    noise, source = found[0] ** 2, found[1]
-    if not noise > 0:
-        return None  # noise-free
-    return 10 * math.log10(max(power - noise, 1e-30 * noise) / noise), source
 
 
 #: What a card states only for a model trained on non-Cartesian data.
@@ -520,6 +463,7 @@ def slice_properties(config: Any, model: Any, s: Any, *,
     if config.modality == "mri":  # the matrix the model gets, and the rows as acquired
         from mrirecon.pipeline.reference_mri import calibration_width
         from mrirecon.pipeline.slice_mri import column_counts
+        from mrirecon.pipeline.slice_snr import kspace_snr_db, mask_band
         from mrirecon.pipeline.stages_mri import model_takes_maps
 
         sampled, acquirable = column_counts(s)  # padding columns are not undersampled ones

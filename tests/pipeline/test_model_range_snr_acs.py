@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from mrirecon.pipeline.checks_noncart import NOISE_BAND, NOISE_DIFFERENCE_ORDER
-from mrirecon.pipeline.model_range import SNR_DB_MARGIN, kspace_snr_db, range_warnings
+from mrirecon.pipeline.model_range import SNR_DB_MARGIN, range_warnings
+from mrirecon.pipeline.slice_snr import kspace_snr_db
 
 #: Relative std of a noise power from the median of n exponential values (1 / ln 2), times 1.62
 #: for the overlapping 4th differences' correlation (``checks_noncart.outer_noise``).
