@@ -115,6 +115,78 @@ MR_MAX_STORED = 4095
 _SOFTWARE = "mrirecon"
 
 
+#: Voxels converted to float64 at a time by the quantisation and its checks (2 MiB of float64,
+#: one 512 x 512 slice): whole-volume float64 copies and temporaries made ``write_dicom_series``
+#: peak at 6.5 times a float32 CT volume (+415 MiB for 64 MiB). Every value is computed as
+#: before, voxel by voxel.
+CHUNK_VOXELS = 1 << 18
+
+
+def _real_array(data) -> np.ndarray:
+    """``data`` in its own precision when real (bool, integer, float); else converted to float64
+    as ``np.asarray(data, dtype=np.float64)`` did (a complex array warns, its imaginary part
+    dropped). Its ``min`` / ``max`` are then those of a float64 copy (float64 holds a float32
+    exactly; rounding integers to float64 keeps their order)."""
+    x = np.asarray(data)
+    return x if x.dtype.kind in "biuf" else np.asarray(data, dtype=np.float64)
+
+
+def _float64_chunks(x: np.ndarray):
+    """``(start, piece)``: ``x`` flattened (C order) in float64 copies of :data:`CHUNK_VOXELS`
+    voxels, ``start`` the piece's first flat index."""
+    flat = np.ascontiguousarray(x).reshape(-1)
+    for start in range(0, flat.size, CHUNK_VOXELS):
+        yield start, flat[start:start + CHUNK_VOXELS].astype(np.float64)
+
+
+def _float64_values(x: np.ndarray, positive: bool = False) -> np.ndarray:
+    """The values of ``x`` (``positive``: those above 0) in C order, in one new float64 array
+    filled a chunk at a time: the one float64 copy, for a percentile."""
+    count = (sum(int(np.count_nonzero(piece > 0)) for _, piece in _float64_chunks(x))
+             if positive else x.size)
+    out, at = np.empty(count, np.float64), 0
+    for _, piece in _float64_chunks(x):
+        kept = piece[piece > 0] if positive else piece
+        out[at:at + kept.size] = kept
+        at += kept.size
+    return out
+
+
+def _quantised(x: np.ndarray, to_int, dtype) -> np.ndarray:
+    """``to_int(float64 data)`` of ``x``'s shape, a chunk at a time: the integers of a
+    whole-volume float64 copy (``to_int`` works voxel by voxel)."""
+    out = np.empty(x.size, dtype)
+    for start, piece in _float64_chunks(x):
+        out[start:start + piece.size] = to_int(piece)
+    return out.reshape(x.shape)
+
+
+def _extremes(x: np.ndarray) -> tuple[float, float]:
+    return (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
+
+
+def _integer_valued(x: np.ndarray) -> bool:
+    """Whether every value of ``x`` is an integer (``x == round(x)`` in float64, by chunks)."""
+    return x.dtype.kind in "biu" or all(np.array_equal(piece, np.round(piece))
+                                        for _, piece in _float64_chunks(x))
+
+
+def _ct_rescale(x: np.ndarray, lo: float, hi: float) -> tuple[str, str]:
+    """CT ``(RescaleSlope, RescaleIntercept)`` of data ``x`` whose range is ``lo .. hi``."""
+    top = _MAX_STORED["CT"]
+    span = max(abs(lo), abs(hi))
+    if span <= top and _integer_valued(x):
+        return "1", "0"
+    # margin below `top` so the 16-character slope string cannot push values over
+    return _ds(span / (top - 0.5) if span > 0 else 1.0), "0"
+
+
+def _mr_slope(hi: float) -> str:
+    """The Real World Value slope that puts the MR maximum ``hi`` at (almost) the 12-bit top."""
+    # margin below the top so the 16-character slope string cannot push values over
+    return _ds(hi / (MR_MAX_STORED - 0.5) if hi > 0 else 1.0)
+
+
 def choose_rescale(
     data: np.ndarray, modality: str
 ) -> tuple[np.ndarray, str, str]:
@@ -123,7 +195,9 @@ def choose_rescale(
     Parameters
     ----------
     data
-        Real array (any shape) in output units (HU for CT, arbitrary for MR).
+        Real array (any shape) in output units (HU for CT, arbitrary for MR), in any real
+        precision: the integers are computed in float64 a chunk at a time
+        (:data:`CHUNK_VOXELS`), never on a whole-volume float64 copy.
     modality
         ``"MR"`` (unsigned 0..65535) or ``"CT"`` (signed -32767..32767). MR export itself uses
         :func:`choose_mr_scale` (no Modality LUT, as scanners store MR images).
@@ -137,24 +211,23 @@ def choose_rescale(
     """
     if modality not in _MAX_STORED:
         raise ValueError(f"choose_rescale: modality must be 'MR' or 'CT', got {modality!r}")
-    x = np.asarray(data, dtype=np.float64)
+    x = _real_array(data)
     top = _MAX_STORED[modality]
-    lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
+    lo, hi = _extremes(x)
     if modality == "CT":
-        span = max(abs(lo), abs(hi))
-        if np.array_equal(x, np.round(x)) and span <= top:
-            slope, intercept = "1", "0"
-        else:
-            # margin below `top` so the 16-character slope string cannot push values over
-            slope, intercept = _ds(span / (top - 0.5) if span > 0 else 1.0), "0"
-        stored = np.clip(np.round(x / float(slope)), -top, top).astype(np.int16)
+        slope, intercept = _ct_rescale(x, lo, hi)
+        s = float(slope)
+        stored = _quantised(x, lambda v: np.clip(np.round(v / s), -top, top).astype(np.int16),
+                            np.int16)
         return stored, slope, intercept
     base = min(0.0, lo)
     intercept = _ds(base)
     b = float(intercept)
     span = hi - b
     slope = _ds(span / (top - 0.5) if span > 0 else 1.0)
-    stored = np.clip(np.round((x - b) / float(slope)), 0, top).astype(np.uint16)
+    s = float(slope)
+    stored = _quantised(x, lambda v: np.clip(np.round((v - b) / s), 0, top).astype(np.uint16),
+                        np.uint16)
     return stored, slope, intercept
 
 
@@ -163,6 +236,8 @@ def choose_mr_scale(data: np.ndarray, where: str = "MR DICOM export:") -> tuple[
     (12 bits), the volume's maximum at the top, and no Modality LUT.
 
     ``where`` begins the error for negative data (``write_dicom_series`` names its folder).
+    ``data`` may be in any real precision; the integers are computed in float64 a chunk at a
+    time, as :func:`choose_rescale` does.
 
     Returns
     -------
@@ -171,13 +246,14 @@ def choose_mr_scale(data: np.ndarray, where: str = "MR DICOM export:") -> tuple[
         ``|stored * s - data| <= s / 2`` (up to float rounding); ``s`` is written to the Real
         World Value Mapping Sequence so the original units can be recovered.
     """
-    x = np.asarray(data, dtype=np.float64)
-    if x.size and float(x.min()) < 0:
-        raise ValueError(f"{where} magnitude data must be >= 0, got minimum {x.min():.3g}")
-    hi = float(x.max()) if x.size else 0.0
-    # margin below the top so the 16-character slope string cannot push values over
-    slope = _ds(hi / (MR_MAX_STORED - 0.5) if hi > 0 else 1.0)
-    stored = np.clip(np.round(x / float(slope)), 0, MR_MAX_STORED).astype(np.uint16)
+    x = _real_array(data)
+    lo, hi = _extremes(x)
+    if x.size and lo < 0:
+        raise ValueError(f"{where} magnitude data must be >= 0, got minimum {lo:.3g}")
+    slope = _mr_slope(hi)
+    s = float(slope)
+    stored = _quantised(
+        x, lambda v: np.clip(np.round(v / s), 0, MR_MAX_STORED).astype(np.uint16), np.uint16)
     return stored, slope
 
 
@@ -195,28 +271,29 @@ def quantisation_warning(data: np.ndarray, modality: str) -> str | None:
     diverged pixel) at 1,000x the tissue leave the tissue a handful of grey levels: a series
     that looks blank. CT beyond +-32,767 HU (no tissue or implant reaches it) needs a slope
     above 1 HU, coarser than soft-tissue contrast."""
-    x = np.asarray(data, dtype=np.float64)
+    x = _real_array(data)
     if x.size == 0:
         return None
+    lo, hi = _extremes(x)  # no whole-volume float64 copy (CHUNK_VOXELS)
     if modality == "CT":
-        _, slope, _ = choose_rescale(x, "CT")
+        slope, _ = _ct_rescale(x, lo, hi)
         step = float(slope)
         if step > MAX_CT_STEP_HU:
-            return (f"DICOM export: the CT values span {x.min():.4g} .. {x.max():.4g} HU, beyond "
+            return (f"DICOM export: the CT values span {lo:.4g} .. {hi:.4g} HU, beyond "
                     f"the 16-bit range, so the DICOM files store them in steps of {step:.3g} HU "
                     "(soft-tissue contrast is a few HU); the NIfTI and HDF5 outputs keep the "
                     "exact values")
         return None
-    if float(x.min()) < 0:
+    if lo < 0:
         return None  # not magnitude data: write_dicom_series refuses it, naming the folder
-    _, slope = choose_mr_scale(x)
-    positive = x[x > 0]
+    slope = _mr_slope(hi)
+    positive = _float64_values(x, positive=True)
     if positive.size == 0:
         return None
-    bulk = float(np.percentile(positive, 99.5))
+    bulk = float(np.percentile(positive, 99.5, overwrite_input=True))
     levels = bulk / float(slope)
     if levels < MIN_TISSUE_LEVELS:
-        return (f"DICOM export: the MR maximum {x.max():.4g} is {x.max() / bulk:.3g}x the 99.5th "
+        return (f"DICOM export: the MR maximum {hi:.4g} is {hi / bulk:.3g}x the 99.5th "
                 f"percentile {bulk:.4g}, so in the 12-bit DICOM files the image below that "
                 f"percentile keeps only {int(levels) + 1} grey levels (hot voxels?); the "
                 "NIfTI and HDF5 outputs keep the exact values")
@@ -241,6 +318,9 @@ def _real_world_mapping(slope: str, top: int) -> Dataset:
 
 
 def _as_numpy(image: Image, folder: str | os.PathLike) -> np.ndarray:
+    """``image.data`` as a real numpy array in its own precision (a tensor's memory shared, not
+    copied; bfloat16, which numpy lacks, as float32): the quantisation converts it to float64 a
+    chunk at a time (:data:`CHUNK_VOXELS`). Two whole-volume float64 copies were made here."""
     data = image.data
     if isinstance(data, torch.Tensor):
         if data.is_complex():
@@ -248,14 +328,16 @@ def _as_numpy(image: Image, folder: str | os.PathLike) -> np.ndarray:
                 "write_dicom_series: Image.data is complex; DICOM stores real images, pass "
                 "the magnitude (data.abs()) or a real part explicitly"
             )
-        data = data.detach().cpu().to(torch.float64).numpy()
+        data = data.detach().cpu()
+        data = (data.float() if data.dtype == torch.bfloat16 else data).numpy()
     arr = np.asarray(data)
     if np.iscomplexobj(arr):
         raise TypeError("write_dicom_series: Image.data is complex; pass a real image")
-    arr = arr.astype(np.float64)
-    refuse_nonfinite("write_dicom_series", folder, "Image.data", arr)
-    s, r, c = arr.shape
-    if min(s, r, c) < 1 or max(r, c) > 65535:
+    if arr.dtype.kind not in "biuf":
+        arr = arr.astype(np.float64)
+    if arr.dtype.kind == "f":  # integers are finite
+        refuse_nonfinite("write_dicom_series", folder, "Image.data", arr)
+    if arr.ndim != 3 or min(arr.shape) < 1 or max(arr.shape[1:]) > 65535:
         raise ValueError(
             f"write_dicom_series: Image.data (slices, rows, cols) = {arr.shape}; need at least "
             "one slice and 1..65535 rows and columns"
@@ -408,8 +490,12 @@ def _window(data: np.ndarray, window: tuple[float, float] | None,
     at least 1; CT of all voxels (air is part of a CT image; HU of a few diverged pixels do not
     widen it: ct_pnp's -2862 .. 3960 HU had a 6822 HU window, its percentiles span 2135)."""
     if window is None:
-        values = data[data > 0] if tissue and np.any(data > 0) else data.ravel()
-        lo, hi = (float(v) for v in np.percentile(values, (0.5, 99.5)))
+        if tissue:  # the stored integers: no float64 copy
+            values = data[data > 0] if np.any(data > 0) else data.ravel()
+            lo, hi = (float(v) for v in np.percentile(values, (0.5, 99.5)))
+        else:  # one float64 copy, partitioned in place: the percentiles of the data as before
+            lo, hi = (float(v) for v in np.percentile(_float64_values(data), (0.5, 99.5),
+                                                      overwrite_input=True))
         return (lo + hi) / 2, max(hi - lo, 1.0 if tissue else np.finfo(np.float32).tiny)
     center, width = (float(v) for v in window)
     if not width > 0:
@@ -507,11 +593,11 @@ def write_dicom_series(
         source, keep_identity, header,
     )
     if image.modality == "CT":
+        center, width = _window(data, window)  # first: its float64 copy is gone before `stored`
         stored, slope, intercept = choose_rescale(data, "CT")
         base.RescaleIntercept = intercept
         base.RescaleSlope = slope
         base.RescaleType = "HU" if image.kind == "hu" else "US"
-        center, width = _window(data, window)
         if window is None:  # 4 digits: -468.9 HU, not -468.91218040466
             center, width = float(f"{center:.4g}"), float(f"{width:.4g}")
     else:  # MR: no Modality LUT (identity); the units go to a Real World Value Mapping

@@ -88,13 +88,87 @@ class DataNote(DataWarning):
     for a library caller (``warnings.simplefilter("ignore", DataNote)`` silences it)."""
 
 
-def memory_bytes() -> int:
-    """Bytes of RAM (64 GiB if the system does not say): the readers refuse a declared size
-    above a quarter of it before reading anything (a corrupt or hostile shape)."""
+#: Where the cgroup file systems are mounted, and the file listing this process's cgroups: the
+#: memory limit of a container (Docker ``--memory``, Kubernetes limits, Slurm's cgroup plugin)
+#: is read from them (module constants so that a test can point them at a fake tree).
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_SELF_CGROUP = Path("/proc/self/cgroup")
+#: A cgroup memory limit at or above this is no limit (cgroup v1 reports "none" as
+#: 9223372036854771712 bytes; v2 writes ``max``).
+NO_CGROUP_LIMIT = 1 << 62
+
+
+def _cgroup_paths(proc: Path) -> tuple[str, str]:
+    """This process's cgroup v2 path and cgroup v1 ``memory`` path (``"/"`` when not listed)."""
+    unified = memory = "/"
     try:
-        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        lines = proc.read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return unified, memory
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        if parts[0] == "0" and parts[1] == "":
+            unified = parts[2]
+        elif "memory" in parts[1].split(","):
+            memory = parts[2]
+    return unified, memory
+
+
+def _limit_files(base: Path, cgroup: str, name: str):
+    """``name`` in the cgroup ``cgroup`` under ``base`` and in each cgroup above it, up to
+    ``base`` itself (a parent's limit binds its children; inside a container the listed path
+    may not exist, its own cgroup being the mount's root)."""
+    parts = [p for p in cgroup.strip().split("/") if p not in ("", ".", "..")]
+    for depth in range(len(parts), -1, -1):
+        yield base.joinpath(*parts[:depth], name)
+
+
+def _read_limit(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if text == "max":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        return None
+    return value if 0 < value < NO_CGROUP_LIMIT else None
+
+
+def cgroup_memory_limit(root: str | os.PathLike | None = None,
+                        proc: str | os.PathLike | None = None) -> int | None:
+    """Bytes of memory this process's cgroup may use, or ``None`` without a limit.
+
+    The smallest of cgroup v2 ``memory.max`` and cgroup v1 ``memory/memory.limit_in_bytes`` of
+    the process's cgroups (``proc``: ``/proc/self/cgroup``) and of the cgroups above them under
+    ``root`` (default :data:`CGROUP_ROOT`); ``max`` and values of :data:`NO_CGROUP_LIMIT` or
+    more are no limit, unreadable files none either."""
+    root = CGROUP_ROOT if root is None else Path(root)
+    unified, memory = _cgroup_paths(PROC_SELF_CGROUP if proc is None else Path(proc))
+    limits = [limit for path in (*_limit_files(root, unified, "memory.max"),
+                                 *_limit_files(root / "memory", memory, "memory.limit_in_bytes"))
+              if (limit := _read_limit(path)) is not None]
+    return min(limits) if limits else None
+
+
+def memory_bytes() -> int:
+    """Bytes of memory this process may use: the RAM (64 GiB if the system does not say), or
+    the cgroup's memory limit when smaller (:func:`cgroup_memory_limit`: a container or a Slurm
+    job is killed at its limit, not at the machine's RAM). The readers refuse a declared size
+    above a quarter of it before reading anything (a corrupt or hostile shape); the volume,
+    simulation and cache budgets are fractions of it too."""
+    try:
+        ram = int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):
-        return 1 << 36
+        ram = None
+    limit = cgroup_memory_limit()
+    if ram is None:
+        return limit if limit is not None else 1 << 36
+    return ram if limit is None else min(ram, limit)
 
 
 def refuse_oversized(path: str | os.PathLike, field: str, nbytes: float, what: str) -> None:

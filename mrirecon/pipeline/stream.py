@@ -273,16 +273,37 @@ def _prepare(modality: Modality[S], source: SliceSource[S], i: int) -> tuple[S, 
     return modality.to_device(s), time.perf_counter() - t0
 
 
-def _check_volume_memory(path: Path, n: int, first: list[Tensor]) -> None:
+#: Bytes a volume's slice loop, evaluation and export hold at their peak per byte of the images
+#: kept per slice (outputs, references, previews; :func:`volume_memory_need`), measured as the
+#: growth of peak RSS per slice from 16 to 64 slices: ``ct_fbp`` at 512 x 512 3.1x with HDF5
+#: export alone, 5.1x with every export (the stacked volumes, ``hu_volumes``' five float32 copies,
+#: the metrics' chunks left in the heap, the DICOM window's float64 copy); MRI zero-filled at
+#: 384 x 384 3.0x without PNG (the scale check's images counted), 1.7x with. Was 4.0, without the
+#: scale check's images, when ``hu_volumes`` and the DICOM writer copied whole volumes to float64:
+#: CT grew 5.3-7x the images, MRI without PNG 7.4x the two then counted.
+VOLUME_MEMORY_FACTOR = 6.0
+
+
+def volume_memory_need(n: int, first: list[Tensor], previews: bool) -> float:
+    """Bytes the ``n`` slices of a volume need for its evaluation and export, estimated from
+    ``first``, slice 0's held images (outputs, reference, preview): :data:`VOLUME_MEMORY_FACTOR`
+    times their bytes per slice. Without ``previews`` the caller may make its own image per
+    slice (the MRI output-scale check keeps a zero-filled image of the output's size when no
+    PNG is written: ``pipeline.volume.ScaleCheck``), counted as one more output image."""
+    per_slice = sum(t.numel() * t.element_size() for t in first)
+    if not previews and first:
+        per_slice += first[0].numel() * 4  # a float32 image of the output's size
+    return VOLUME_MEMORY_FACTOR * n * per_slice
+
+
+def _check_volume_memory(path: Path, n: int, first: list[Tensor], previews: bool = True) -> None:
     """Refuse a volume whose ``n`` slices' outputs, references and previews (``first``: slice
-    0's), held for the volume's exports and stacked once, need more than half the memory: a
-    1.7-MB file whose 5000 virtual slices mapped one 320 x 320 slice grew to 24 GB until the
-    kernel killed the run, with no word and no output."""
+    0's), held for the volume's evaluation and exports, need more than half the memory
+    (:func:`volume_memory_need`): a 1.7-MB file whose 5000 virtual slices mapped one 320 x 320
+    slice grew to 24 GB until the kernel killed the run, with no word and no output."""
     from mrirecon.io.errors import memory_bytes
 
-    # held (about twice their size per slice, as measured: 1.6 MB a 320 x 320 slice whose output
-    # and reference are 0.8 MB), then stacked once more
-    need = 4.0 * n * sum(t.numel() * t.element_size() for t in first)
+    need = volume_memory_need(n, first, previews)
     if need > memory_bytes() / 2:
         raise ValueError(f"{path}: {n} slices of {tuple(first[0].shape)} outputs would "
                          f"hold {need / 2**30:.1f} GiB for the volume's exports, more than half "
@@ -341,7 +362,8 @@ def stream_volume(modality: Modality[S], path: Path, methods: Sequence[Method], 
             if previews and (p := modality.preview(s)) is not None:
                 views.append(p.float().clone())
             if i == 0:  # the volume's outputs are held for its exports: refused if they can't be
-                _check_volume_memory(path, n, [*(o[0] for o in outs.values()), *refs, *views])
+                _check_volume_memory(path, n, [*(o[0] for o in outs.values()), *refs, *views],
+                                     previews)
             if bar is not None:
                 bar.set_postfix_str(f"{Path(path).name} slice {i + 1}/{n}", refresh=False)
                 bar.update(len(methods))
@@ -364,4 +386,8 @@ def stream_volume(modality: Modality[S], path: Path, methods: Sequence[Method], 
     elif refs:
         reference = torch.stack(refs)
     preview = torch.stack(views) if len(views) == n else None
+    # the per-slice copies, stacked now, go back to the OS: freed in the heap they stayed in
+    # the RSS while the export's volumes were mapped anew (+3 MiB a 512 x 512 CT slice)
+    del outs, refs, views
+    release_memory()
     return VolumeRun(n, stacked, seconds, calib, reference, preview, info, dropped, said)

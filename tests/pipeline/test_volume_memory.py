@@ -1,0 +1,131 @@
+"""A volume's evaluation and export after the slice loop: CT's HU conversion in chunks of
+float64 (``stages_ct.to_hu``), bit for bit the whole-volume conversion, and the estimate with
+which ``stream._check_volume_memory`` refuses a volume (``stream.volume_memory_need``)."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+import torch
+
+from mrirecon.io import lodopab
+from mrirecon.pipeline import stages_ct, stream
+from mrirecon.pipeline.stream import VolumeRun
+
+ATTENUATION_TO_HU = lodopab.attenuation_to_hu  # unspied
+
+
+def ct_run(shape=(5, 40, 36), preview: bool = True) -> VolumeRun:
+    g = torch.Generator().manual_seed(4)
+    mu = torch.rand(shape, generator=g) * 0.05
+    ref = torch.rand(shape, generator=g) * 0.05
+    view = torch.rand(shape, generator=g) * 0.05 if preview else None
+    return VolumeRun(shape[0], {"fbp": mu}, {"fbp": 0.0}, reference=ref, preview=view)
+
+
+def whole_volume_hu(mu: torch.Tensor, units: dict) -> torch.Tensor:
+    """The conversion as it was: one float64 copy of the volume."""
+    return torch.from_numpy(np.asarray(ATTENUATION_TO_HU(mu.double().numpy(), **units))).float()
+
+
+@pytest.mark.parametrize("units", [{}, {"mu_water": 0.0193, "mu_air": 0.00002}])
+def test_hu_volumes_convert_a_chunk_at_a_time_to_the_same_bits(units, monkeypatch):
+    run = ct_run()
+    slice_voxels = 40 * 36
+    monkeypatch.setattr(stages_ct, "HU_CHUNK_VOXELS", 2 * slice_voxels + 7)  # 2 slices a chunk
+    sizes = []
+    real = lodopab.attenuation_to_hu
+
+    def spy(mu, **kw):
+        sizes.append(np.asarray(mu).size)
+        return real(mu, **kw)
+
+    monkeypatch.setattr(lodopab, "attenuation_to_hu", spy)
+    hu, eval_ref, eval_pred, display_ref, preview = stages_ct.hu_volumes(
+        run, {"hu_units": units}, "fbp")
+    for got, mu in ((hu, run.outputs["fbp"]), (display_ref, run.reference),
+                    (preview, run.preview)):
+        assert got.dtype == torch.float32 and got.shape == mu.shape
+        assert torch.equal(got, whole_volume_hu(mu, units))
+    assert max(sizes) == 2 * slice_voxels and len(sizes) == 3 * 3  # 5 slices in 3 chunks, 3 volumes
+    assert torch.equal(eval_pred, run.outputs["fbp"] / lodopab.MU_MAX_PER_MM)
+    assert torch.equal(eval_ref, run.reference / lodopab.MU_MAX_PER_MM)
+    assert stages_ct.hu_volumes(ct_run(preview=False), {"hu_units": units}, "fbp")[4] is None
+
+
+def test_hu_volumes_make_no_whole_volume_float64_temporaries(monkeypatch):
+    """64 x 128 x 128 (4 MiB float32) in chunks of 4 slices: numpy's float64 temporaries of the
+    conversion stay within a few chunks (:data:`stages_ct.HU_CHUNK_VOXELS`), where they were
+    2-3 float64 volumes each for the output, the reference and the preview."""
+    monkeypatch.setattr(stages_ct, "HU_CHUNK_VOXELS", 4 * 128 * 128)
+    run = ct_run((64, 128, 128))
+    volume = 64 * 128 * 128 * 8  # bytes of one float64 copy
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        start = tracemalloc.get_traced_memory()[0]
+        stages_ct.hu_volumes(run, {"hu_units": {}}, "fbp")
+        peak = tracemalloc.get_traced_memory()[1] - start
+    finally:
+        tracemalloc.stop()
+    chunk = min(volume, stages_ct.HU_CHUNK_VOXELS * 8)
+    assert peak <= 3 * chunk < volume, f"{peak / 2**20:.1f} MiB"
+
+
+def test_the_volume_estimate_counts_the_scale_check_images_without_previews():
+    out, ref = torch.zeros(32, 24), torch.zeros(32, 24)
+    per_image = 32 * 24 * 4
+    with_previews = stream.volume_memory_need(10, [out, ref, torch.zeros(32, 24)], True)
+    assert with_previews == stream.VOLUME_MEMORY_FACTOR * 10 * 3 * per_image
+    # png off: no previews, but the MRI output-scale check keeps a zero-filled image a slice
+    assert stream.volume_memory_need(10, [out, ref], False) == with_previews
+    assert stream.volume_memory_need(10, [out, ref], True) == 2 / 3 * with_previews
+
+
+def _tiled(src, dst, n: int) -> None:
+    """The LoDoPaB pair of ``src`` tiled to ``n`` samples in ``dst``."""
+    import h5py
+
+    dst.mkdir()
+    for kind in ("observation", "ground_truth"):
+        with h5py.File(src / f"{kind}_test_000.hdf5", "r") as f, \
+                h5py.File(dst / f"{kind}_test_000.hdf5", "w") as g:
+            for key in f:
+                d = f[key]
+                g.create_dataset(key, data=np.concatenate([d[()]] * (n // d.shape[0])))
+            for key, value in f.attrs.items():
+                g.attrs[key] = value
+
+
+@pytest.mark.slow
+def test_a_ct_volumes_peak_grows_per_slice_within_the_volume_estimate(tmp_path):
+    """``ct_fbp`` with every export (HDF5, NIfTI, DICOM, PNG) at 8 and 32 slices of 256 x 256:
+    the peak RSS grows per slice by less than the guard's estimate for a slice
+    (:func:`stream.volume_memory_need`: output, reference and preview). It grew 16-21 MiB a
+    512 x 512 slice (5.3-7x the three images) while the guard assumed 4x."""
+    from mrirecon.data.simulate_ct import simulate_ct_dataset
+    from tests.helpers import fresh_python
+
+    simulate_ct_dataset(tmp_path / "src", geometry="parallel", views=180, size=256, seed=1,
+                        samples=2, part="test", sources="phantom")
+    peaks = {}
+    for n in (8, 32):
+        _tiled(tmp_path / "src", tmp_path / f"v{n}", n)
+        code = (
+            "import torch\ntorch.set_num_threads(1)\nfrom pathlib import Path\n"
+            "from mrirecon.pipeline.definitions import load_pipeline\n"
+            "from mrirecon.pipeline.runner import run_pipeline\n"
+            "cfg, _ = load_pipeline('ct_fbp', [])\n"
+            f"code = run_pipeline(cfg, [Path({str(tmp_path / f'v{n}' / 'observation_test_000.hdf5')!r})], "
+            f"Path({str(tmp_path / f'out{n}')!r}), progress=False)\n"
+            "assert code == 0, code\n"
+            "print([int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')][0])")
+        peaks[n] = int(fresh_python(code, timeout=600).splitlines()[-1]) * 1024
+    per_slice = (peaks[32] - peaks[8]) / 24
+    image = torch.zeros(256, 256)
+    estimate = stream.volume_memory_need(1, [image, image, image], True)
+    assert per_slice < estimate, (f"{per_slice / 2**20:.2f} MiB a slice, estimated "
+                                  f"{estimate / 2**20:.2f} MiB")
+    print(f"peak growth {per_slice / 2**20:.2f} MiB a slice, estimate {estimate / 2**20:.2f} MiB")
