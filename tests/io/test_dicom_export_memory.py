@@ -1,4 +1,4 @@
-"""DICOM export of a large volume: no whole-volume float64 copies (``io.dicom.CHUNK_VOXELS``),
+"""DICOM export of a large volume: no whole-volume float64 copies (``io.dicom_quantise.CHUNK_VOXELS``),
 and the files' pixels, rescale and window exactly those of the whole-volume float64 computation
 the writer used before (written out here as the reference)."""
 
@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from mrirecon.data import Image, ImageGeometry
-from mrirecon.io import dicom
-from mrirecon.io.dicom import quantisation_warning, write_dicom_series
+from mrirecon.io import dicom_quantise as dicom
+from mrirecon.io.dicom import write_dicom_series
+from mrirecon.io.dicom_quantise import quantisation_warning
 from mrirecon.io.dicom_strings import _ds
 
 
