@@ -46,10 +46,16 @@ class CTGeometry:
         Source-to-isocentre and source-to-detector distances (fan beam only).
     detector
         ``"flat"`` or ``"curved"`` (equi-angular) for fan beam; ignored for parallel beam.
+        Clinical third-generation scanners have curved detectors (their pitch quoted as an
+        angle per channel: ``detector_spacing`` is that angle in radians times
+        ``source_detector``); flat ones are flat-panel (C-arm, micro-CT) geometries.
     detector_offset
         Where the rotation axis projects on the detector, in mm along ``u`` from the
         detector's middle (measured at the detector, along its arc for a curved one); default
-        0 (a centred detector). Parallel and fan beam.
+        0 (a centred detector). Parallel and fan beam; over a full turn an offset detector
+        (half-fan, extended field of view) measures the object beyond its short side with its
+        long side, and the FBP weights the rays measured twice (:func:`~mrirecon.operators.fbp.
+        offset_weights`).
     """
 
     beam: str

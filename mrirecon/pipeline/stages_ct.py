@@ -29,7 +29,7 @@ from mrirecon.operators.ct import cached_ct_operator
 from mrirecon.operators.ct_geometry import CTGeometry
 from mrirecon.pipeline.ct_consistency import (OPPOSITE_MISMATCH, above_count_floor,
                                               dead_views_message, dose_note, views_note, drop_dead_views,
-                                              mark_dead_views, missing_rays,
+                                              edge_levels, mark_dead_views, missing_rays,
                                               opposite_view_mismatch, fan_geometry_warning,
                                               transmission_warning, centre_warning)
 from mrirecon.pipeline.ct_plausibility import (NOISE_FIT_METHODS, bulk_shift_warning,
@@ -303,7 +303,7 @@ def data_warnings(sinogram: Tensor, geometry: CTGeometry) -> dict[str, str]:
                         "streaks; are the angles in attrs/geometry right?")
     k = max(2, int(round(EDGE_FRACTION * n)))
     p99 = float(torch.quantile(sino.abs().flatten()[:: max(1, sino.numel() // 100_000)], 0.99))
-    edges = [float(sino[..., :k].mean()), float(sino[..., -k:].mean())]
+    edges = edge_levels(sino, geometry, k)  # an offset detector's short side: inside
     truncated = p99 > 0 and max(edges) > TRUNCATION_LEVEL * p99
     if (pre_log := transmission_warning(sino, k)) is not None:  # not line integrals: no more
         return {**out, "transmission": pre_log}

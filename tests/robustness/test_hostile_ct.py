@@ -251,11 +251,12 @@ def test_views_that_do_not_cover_what_the_image_needs_warn():
     assert coverage_warning(parallel(np.linspace(0, np.pi, 30, endpoint=False))) is None
     assert coverage_warning(parallel(np.delete(np.linspace(0, np.pi, 90, endpoint=False), 40))) is None
     assert coverage_warning(parallel(np.linspace(0, 2 * np.pi, 60, endpoint=False))) is None
-    # fan: the image's circumscribed radius 45.3 mm at 300 mm subtends 2 asin(0.151) = 17.4°
-    fan = 2 * np.degrees(np.arcsin(0.5 * 2.0 * np.hypot(64, 64) / 300.0))
+    # fan: the image's circumscribed radius 90.5 mm at 300 mm subtends 2 asin(0.302) = 35.1°,
+    # wider than the detector's fan, 2 atan(96 / 500) = 21.7°: no scan measures rays beyond it
+    fan = 2 * np.degrees(np.arctan(96.0 / 500.0))
     step = np.pi / 180
     msg = coverage_warning(_fan(np.arange(0, np.pi, step)))
-    assert msg is not None and f"the {fan:.0f}° fan angle the image subtends ({180 + fan:.0f}°)" in msg
+    assert msg is not None and f"the {fan:.0f}° fan angle of the detector ({180 + fan:.0f}°)" in msg
     assert coverage_warning(_fan(np.arange(0, np.pi + np.radians(fan), step))) is None
     assert coverage_warning(_fan(np.arange(0, 2 * np.pi, step))) is None
 
