@@ -5,11 +5,13 @@
   (:func:`opposite_view_mismatch`); rays that miss the image read air (:func:`missing_rays`).
 * Fan beam: every ray is measured twice over a full turn (and over a short scan of 180° plus the
   fan): the ray at view angle ``β`` and fan angle ``γ`` is the ray at ``(β + π - 2γ, -γ)``
-  (:func:`conjugate_mismatch`, :func:`fan_geometry_warning`). A geometry whose lengths are in
+  (:func:`~mrirecon.pipeline.ct_fan_check.conjugate_mismatch`,
+  :func:`~mrirecon.pipeline.ct_fan_check.fan_geometry_warning`, in their own module). A geometry whose lengths are in
   another unit or convention (detector pitch at the isocentre instead of at the detector,
   distances or pitch in pixels, a curved pitch as an angle, ASTRA's origin_det as the source
   distance, mirrored fan angles, the other detector shape) or a square sinogram stored
-  transposed gave 7-23 dB images with no word naming the geometry (:func:`_likely_causes`).
+  transposed gave 7-23 dB images with no word naming the geometry
+  (:func:`~mrirecon.pipeline.ct_fan_check._likely_causes`).
 * Dropped projections: views that read zero in every bin are left out (:func:`dead_views`,
   :func:`drop_dead_views`), not taken as measured zeros.
 * Parallel beam: the rotation axis projects where the geometry says (``detector_offset``): each
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -228,236 +230,6 @@ def centre_warning(sino: Tensor, geometry: CTGeometry) -> str | None:
             f"measured from each view's centre of mass{skimage}: set detector_offset = "
             f"{found * du:.3g} mm in attrs/geometry (CTGeometry(..., detector_offset=...)); "
             "every method's image is blurred and doubled otherwise")
-
-
-# ---- fan beam: conjugate rays -----------------------------------------------------------------
-
-#: The fan angles of the bins are tried scaled by these factors (1/6 to 6, 9 % apart): a
-#: detector pitch given at the isocentre reads as SID / SDD (~0.55) of the true fan angles, a
-#: pitch in pixels as 1 / pixel_size, distances in pixels as ~pixel_size.
-FAN_SCALES = tuple(float(c) for c in np.exp(np.linspace(-math.log(6.0), math.log(6.0), 43)))
-#: Scales closer to 1 than this factor are not another geometry (noise picks among them).
-FAN_SCALE_NEAR = 1.15
-#: Conjugate rays that agree this many times better (relative mismatch) with the fan angles
-#: scaled than as labelled: the geometry is wrong. On 332 correctly labelled simulations (64-362
-#: pixels, 180-1000 views, full turns and 230-250° short scans through 0 / 2π, flat and curved
-#: detectors, wider detectors, two source distances, phantoms and CT images, noise-free and
-#: 4096 / 1000 / 500 / 250 photons per bin) no scale fitted more than 1.061x better; the same
-#: data mislabelled (pitch at the isocentre, pitch or distances in pixels) 1.81-8.2x and more
-#: at 4096 photons (every one reported), 1.1-3.1x at 500 (69-95 % reported) and 1.1-2.3x at 250
-#: (35-94 %): the rest are left unsaid, photon noise hides them.
-FAN_SCALE_RATIO = 1.5
-#: Relative mismatch of conjugate rays as labelled above which no scale is needed to doubt the
-#: geometry (a transposed square sinogram: 1.27-1.5; the correct data above: at most 0.064).
-FAN_MISMATCH = 0.3
-#: Fraction of the rays whose conjugate was measured, below which the check is not made.
-FAN_MIN_PAIRS = 0.2
-
-
-def _box(x: np.ndarray, width: int) -> np.ndarray:
-    """Sums of ``x`` over ``width`` (odd) neighbouring columns, centred, zero outside."""
-    half = width // 2
-    c = np.cumsum(np.pad(x, ((0, 0), (half + 1, half))), axis=1)
-    return c[:, width:] - c[:, :-width]
-
-
-class _Conjugates:
-    """Conjugate-ray differences of one fan-beam sinogram ``(views, detectors)`` for any scale
-    of its fan angles: ``p(β, γ) - p(β + π - 2 c γ, -γ)``, interpolated linearly between the
-    views (the bin at ``-γ`` is the mirrored one about the axis, :func:`axis_mirror`), box-averaged along
-    the detector (photon noise averages out, a geometric mismatch stays)."""
-
-    MAX_SOURCES = 128  # source views (every k-th): bounded work for 1000-view files
-
-    def __init__(self, sino: np.ndarray, geometry: CTGeometry) -> None:
-        from mrirecon.operators.fbp import scan_coverage, scan_offsets
-
-        views, bins = sino.shape
-        beta = scan_offsets(geometry.angles)
-        order = np.argsort(beta, kind="stable")
-        b, p = beta[order], sino[order]
-        _, self.step = scan_coverage(geometry.angles)
-        if 2 * math.pi - b[-1] <= 1.5 * self.step:  # a full turn: close the circle
-            b, p = np.concatenate([b, [b[0] + 2 * math.pi]]), np.concatenate([p, p[:1]])
-        self.b = b
-        self.mirror = axis_mirror(torch.from_numpy(np.ascontiguousarray(p)), geometry).numpy()
-        # bins whose mirror image about the axis lies on the detector (all of them on a centred
-        # one; an offset detector's long side beyond its short one has no conjugate bin)
-        self.inside = axis_mirror(torch.ones(1, bins, dtype=torch.float64), geometry)[0].numpy() > 0.999
-        self.src = np.arange(views)[:: max(1, -(-views // self.MAX_SOURCES))]
-        self.p = p[self.src]
-        self.gam = geometry.fan_angles
-        self.width = max(1, bins // 16) | 1  # odd: the box is symmetric about each bin
-
-    def differences(self, scale: float, gam: np.ndarray | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
-        """``(d, ok)``: the box-averaged differences ``(sources, bins)`` and where they hold,
-        with the bins' fan angles ``scale`` times the geometry's, or ``gam`` (another
-        geometry's fan angles, e.g. of the other detector shape or mirrored)."""
-        b, bins = self.b, self.p.shape[1]
-        gam = scale * self.gam if gam is None else np.asarray(gam, dtype=np.float64)
-        tgt = np.mod(b[self.src, None] + math.pi - 2 * gam[None, :], 2 * math.pi)
-        k = np.searchsorted(b, tgt, side="right") - 1
-        ok = (k >= 0) & (k < len(b) - 1)
-        k = np.clip(k, 0, len(b) - 2)
-        gap = b[k + 1] - b[k]
-        ok &= gap <= 1.5 * self.step  # no conjugate across a gap in the views
-        ok &= self.inside[None, :]
-        f = (tgt - b[k]) / np.where(gap > 0, gap, 1.0)
-        jj = np.broadcast_to(np.arange(bins), tgt.shape)
-        d = np.where(ok, (1 - f) * self.mirror[k, jj] + f * self.mirror[k + 1, jj] - self.p, 0.0)
-        s, n = _box(d, self.width), _box(ok.astype(np.float64), self.width)
-        ok &= n >= 0.5 * self.width
-        return s / np.maximum(n, 1.0), ok
-
-    def mismatch(self, d: np.ndarray, ok: np.ndarray) -> float:
-        return float(np.linalg.norm(d[ok]) / max(float(np.linalg.norm(self.p[ok])), 1e-30))
-
-
-class ConjugateFit(NamedTuple):
-    """What :func:`conjugate_mismatch` found: ``mismatch`` of the conjugate rays as labelled,
-    the ``scale`` of the fan angles (away from 1) that fits best and how many times better
-    (``ratio``; 1 when none fits better), and ``causes``: ``(ratio, text)`` of the named
-    mislabellings (:func:`_likely_causes`) that fit better than as labelled, best first."""
-
-    mismatch: float
-    scale: float
-    ratio: float
-    causes: tuple[tuple[float, str], ...] = ()
-
-
-def conjugate_mismatch(sino: Tensor, geometry: CTGeometry) -> ConjugateFit | None:
-    """Fan beam: :class:`ConjugateFit`: the relative difference of conjugate rays as
-    ``geometry`` describes them, the scale of the fan angles (away from 1) that fits the data
-    best and how many times better it fits (1 when none fits better), and how much better each
-    named mislabelling's fan angles fit (:func:`_likely_causes`: mirrored angles, the pitch as
-    an angle, the other detector shape, ...); ``None`` for parallel beams, fewer than 16 views
-    or bins, or when fewer than :data:`FAN_MIN_PAIRS` of the rays have a measured conjugate (a
-    scan short of 180° plus the fan)."""
-    if geometry.beam != "fan":
-        return None
-    p = sino.detach().double().reshape(-1, *sino.shape[-2:])[0].cpu().numpy()
-    if min(p.shape) < 16 or not np.isfinite(p).all():
-        return None
-    c = _Conjugates(p, geometry)
-    d1, ok1 = c.differences(1.0)
-    if ok1.mean() < FAN_MIN_PAIRS:
-        return None
-    m1 = c.mismatch(d1, ok1)
-
-    def better(d: np.ndarray, ok: np.ndarray) -> float:  # how many times better than as labelled
-        both = ok & ok1
-        if both.mean() < 0.5 * FAN_MIN_PAIRS:
-            return 0.0
-        return float(np.linalg.norm(d1[both])) / max(float(np.linalg.norm(d[both])), 1e-30)
-
-    fits: dict[int, float] = {}
-
-    def fit(i: int) -> float:  # how many times better scale i fits than 1 (0: not tried)
-        scale = FAN_SCALES[i]
-        if i not in fits:
-            fits[i] = 0.0
-            if abs(math.log(scale)) >= math.log(FAN_SCALE_NEAR):
-                fits[i] = better(*c.differences(scale))
-        return fits[i]
-
-    n = len(FAN_SCALES)
-    coarse = max(range(0, n, 3), key=fit)  # every third scale, then the best one's neighbours
-    best = max(range(max(0, coarse - 2), min(n, coarse + 3)), key=fit)
-    causes = sorted(((r, text) for text, gam in _likely_causes(geometry)
-                     if (r := better(*c.differences(1.0, gam))) > 1.0), reverse=True)
-    if fits[best] <= 1.0:
-        return ConjugateFit(m1, 1.0, 1.0, tuple(causes))
-    return ConjugateFit(m1, FAN_SCALES[best], fits[best], tuple(causes))
-
-
-def _fan(u: np.ndarray, sdd: float, detector: str) -> np.ndarray:
-    """Fan angles of detector positions ``u`` (mm from the axis) at ``sdd`` (mm)."""
-    return u / sdd if detector == "curved" else np.arctan(u / sdd)
-
-
-def _likely_causes(geometry: CTGeometry) -> list[tuple[str, np.ndarray]]:
-    """``(text, fan angles)``: the mislabellings of a fan-beam geometry that users' files
-    carry, each with the fan angles its bins really have, from the same numbers: the pitch at
-    the isocentre, in pixels or as an angle per channel (degrees or radians, as scanners quote
-    a curved detector's), distances in pixels, ASTRA's ``origin_det`` (isocentre to detector)
-    given as ``source_detector``, the other detector shape, and the fan angles mirrored (a
-    clockwise rotation written counter-clockwise, or the channels numbered the other way).
-    Those whose bins' fan angles are the geometry's (within 1 %) are left out."""
-    g = geometry
-    sid, sdd, px, ds = g.source_isocenter, g.source_detector, g.pixel_size, g.detector_spacing
-    u, gam, other = g.detector_positions, g.fan_angles, "flat" if g.detector == "curved" else "curved"
-    deg = sdd * math.pi / 180
-    known = [
-        (_fan(u * sdd / sid, sdd, g.detector),
-         f"detector_spacing given at the isocentre, not at the detector (x SDD / SID = "
-         f"{sdd / sid:.3g}: detector_spacing = {ds * sdd / sid:.4g} mm)"),
-        (_fan(u * px, sdd, g.detector),
-         f"detector_spacing in pixels, not mm (x pixel_size = {px:.3g}: detector_spacing = "
-         f"{ds * px:.4g} mm)"),
-        (_fan(u, sdd * px, g.detector),
-         f"source_isocenter and source_detector in pixels, not mm (x pixel_size = {px:.3g}: "
-         f"{sid * px:.4g} and {sdd * px:.4g} mm)"),
-        (u * math.pi / 180,
-         f"detector_spacing {ds:.4g} given in degrees per channel, as scanners quote a curved "
-         f"detector's pitch (x SDD pi / 180 = {deg:.3g}): set detector=\"curved\" and "
-         f"detector_spacing = {ds * deg:.4g} mm, the arc length at the detector"),
-        (u,
-         f"detector_spacing {ds:.4g} given in radians per channel (x SDD = {sdd:.4g}): set "
-         f"detector=\"curved\" and detector_spacing = {ds * sdd:.4g} mm, the arc length at the "
-         "detector"),
-        (_fan(u, sid + sdd, g.detector),
-         f"source_detector given as the isocentre-to-detector distance (ASTRA's origin_det; x "
-         f"SDD / (SID + SDD) = {sdd / (sid + sdd):.3g}): set source_detector = source_isocenter "
-         f"+ origin_det = {sid + sdd:.4g} mm"),
-        (_fan(u, sdd, other),
-         f"data of a {other} detector labelled {g.detector} (clinical third-generation scanners "
-         f"have curved, equi-angular detectors): set detector=\"{other}\""),
-        (-gam,
-         "the fan angles mirrored: a clockwise rotation written as counter-clockwise angles, "
-         "or the detector channels numbered the other way; negate the angles in attrs/geometry "
-         "(or flip the sinogram's detector axis, sinogram[..., ::-1])"),
-    ]
-    span = max(float(np.abs(gam).max()), 1e-30)
-    return [(text, a) for a, text in known if float(np.abs(a - gam).max()) > 0.01 * span]
-
-
-#: Named mislabellings (:func:`_likely_causes`) that fit within this factor of the best one
-#: are named with it (their fan angles nearly coincide: photon noise cannot choose).
-FAN_CAUSE_NEAR = 1.25
-
-
-def fan_geometry_warning(sino: Tensor, geometry: CTGeometry) -> str | None:
-    """A warning when the fan-beam sinogram's conjugate rays disagree as ``geometry`` describes
-    them (:func:`conjugate_mismatch`), naming the geometry and the likely causes: the named
-    mislabellings that fit :data:`FAN_SCALE_RATIO` times better (the best and those within
-    :data:`FAN_CAUSE_NEAR` of it), else the scale of the fan angles that does; else ``None``."""
-    found = conjugate_mismatch(sino, geometry)
-    if found is None:
-        return None
-    m1, scale, ratio, causes = found
-    named = [text for r, text in causes if r >= FAN_SCALE_RATIO and m1 / r < FAN_MISMATCH
-             and r * FAN_CAUSE_NEAR >= causes[0][0]]
-    if named:
-        why = (f"the data's pairs agree {causes[0][0]:.3g}x better taken as "
-               + " or ".join(named))
-    elif ratio >= FAN_SCALE_RATIO and m1 / ratio < FAN_MISMATCH:
-        why = (f"the fan angles of the detector bins fit the data {ratio:.3g}x better scaled by "
-               f"{scale:.2f}, which none of the usual mislabellings explains")
-    elif m1 >= FAN_MISMATCH:
-        why = ("far beyond photon noise, and no scale of the fan angles makes them agree (a "
-               "sinogram stored transposed, or data of another beam)")
-    else:
-        return None
-    g = geometry
-    return (f"fan-beam rays measured twice disagree: the ray at view angle β and fan angle γ is "
-            f"the one at β + 180° - 2γ, -γ, and the data's pairs differ by {m1:.1%} (relative) "
-            f"as attrs/geometry describes them; {why}. Does the geometry describe these data "
-            f"(detector_spacing {g.detector_spacing:.4g} mm at the detector, source_isocenter "
-            f"{g.source_isocenter:.4g} mm, source_detector {g.source_detector:.4g} mm, "
-            f"{g.detector} detector: lengths in mm, the pitch at the detector; angles "
-            f"counter-clockwise), and is the sinogram stored (views, detectors), not transposed? "
-            "Every method's image is blurred and distorted otherwise")
 
 
 # ---- pre-log data -----------------------------------------------------------------------------

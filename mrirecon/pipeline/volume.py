@@ -93,7 +93,7 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
         image = Image(recon, stages.output_geometry(run.info["header"]), kind="magnitude", modality="MR",
                       description=f"mrirecon {config.reconstruct.method}")
     else:
-        from mrirecon.pipeline.stages_ct import hu_volumes
+        from mrirecon.pipeline.ct_hu import hu_volumes
 
         recon, eval_ref, eval_pred, display_ref, preview = hu_volumes(run, run.info, method.name)
         image = Image(recon, run.info["image_geometry"], kind="hu", modality="CT",

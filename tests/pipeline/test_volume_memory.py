@@ -1,5 +1,5 @@
 """A volume's evaluation and export after the slice loop: CT's HU conversion in chunks of
-float64 (``stages_ct.to_hu``), bit for bit the whole-volume conversion, and the estimate with
+float64 (``ct_hu.to_hu``), bit for bit the whole-volume conversion, and the estimate with
 which ``stream._check_volume_memory`` refuses a volume (``stream.volume_memory_need``)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mrirecon.io import lodopab
-from mrirecon.pipeline import stages_ct, stream
+from mrirecon.pipeline import ct_hu, stream
 from mrirecon.pipeline.stream import VolumeRun
 
 ATTENUATION_TO_HU = lodopab.attenuation_to_hu  # unspied
@@ -34,7 +34,7 @@ def whole_volume_hu(mu: torch.Tensor, units: dict) -> torch.Tensor:
 def test_hu_volumes_convert_a_chunk_at_a_time_to_the_same_bits(units, monkeypatch):
     run = ct_run()
     slice_voxels = 40 * 36
-    monkeypatch.setattr(stages_ct, "HU_CHUNK_VOXELS", 2 * slice_voxels + 7)  # 2 slices a chunk
+    monkeypatch.setattr(ct_hu, "HU_CHUNK_VOXELS", 2 * slice_voxels + 7)  # 2 slices a chunk
     sizes = []
     real = lodopab.attenuation_to_hu
 
@@ -43,7 +43,7 @@ def test_hu_volumes_convert_a_chunk_at_a_time_to_the_same_bits(units, monkeypatc
         return real(mu, **kw)
 
     monkeypatch.setattr(lodopab, "attenuation_to_hu", spy)
-    hu, eval_ref, eval_pred, display_ref, preview = stages_ct.hu_volumes(
+    hu, eval_ref, eval_pred, display_ref, preview = ct_hu.hu_volumes(
         run, {"hu_units": units}, "fbp")
     for got, mu in ((hu, run.outputs["fbp"]), (display_ref, run.reference),
                     (preview, run.preview)):
@@ -52,25 +52,25 @@ def test_hu_volumes_convert_a_chunk_at_a_time_to_the_same_bits(units, monkeypatc
     assert max(sizes) == 2 * slice_voxels and len(sizes) == 3 * 3  # 5 slices in 3 chunks, 3 volumes
     assert torch.equal(eval_pred, run.outputs["fbp"] / lodopab.MU_MAX_PER_MM)
     assert torch.equal(eval_ref, run.reference / lodopab.MU_MAX_PER_MM)
-    assert stages_ct.hu_volumes(ct_run(preview=False), {"hu_units": units}, "fbp")[4] is None
+    assert ct_hu.hu_volumes(ct_run(preview=False), {"hu_units": units}, "fbp")[4] is None
 
 
 def test_hu_volumes_make_no_whole_volume_float64_temporaries(monkeypatch):
     """64 x 128 x 128 (4 MiB float32) in chunks of 4 slices: numpy's float64 temporaries of the
-    conversion stay within a few chunks (:data:`stages_ct.HU_CHUNK_VOXELS`), where they were
+    conversion stay within a few chunks (:data:`ct_hu.HU_CHUNK_VOXELS`), where they were
     2-3 float64 volumes each for the output, the reference and the preview."""
-    monkeypatch.setattr(stages_ct, "HU_CHUNK_VOXELS", 4 * 128 * 128)
+    monkeypatch.setattr(ct_hu, "HU_CHUNK_VOXELS", 4 * 128 * 128)
     run = ct_run((64, 128, 128))
     volume = 64 * 128 * 128 * 8  # bytes of one float64 copy
     tracemalloc.start()
     try:
         tracemalloc.reset_peak()
         start = tracemalloc.get_traced_memory()[0]
-        stages_ct.hu_volumes(run, {"hu_units": {}}, "fbp")
+        ct_hu.hu_volumes(run, {"hu_units": {}}, "fbp")
         peak = tracemalloc.get_traced_memory()[1] - start
     finally:
         tracemalloc.stop()
-    chunk = min(volume, stages_ct.HU_CHUNK_VOXELS * 8)
+    chunk = min(volume, ct_hu.HU_CHUNK_VOXELS * 8)
     assert peak <= 3 * chunk < volume, f"{peak / 2**20:.1f} MiB"
 
 

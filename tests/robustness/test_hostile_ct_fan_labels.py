@@ -25,7 +25,7 @@ import torch
 
 from mrirecon.data.simulate_ct import simulate_ct_samples
 from mrirecon.operators.ct_geometry import CTGeometry
-from mrirecon.pipeline.ct_consistency import conjugate_mismatch
+from mrirecon.pipeline.ct_fan_check import conjugate_mismatch
 from mrirecon.pipeline.ct_plausibility import coverage_warning
 from mrirecon.pipeline.stages_ct import data_warnings
 

@@ -256,9 +256,9 @@ def test_a_ct_reconstruction_far_below_air_gets_a_note(tmp_path, monkeypatch):
     entry = ct_run(tmp_path / "series", tmp_path / "plain")
     assert not any("below -1500 HU" in n for n in entry["notes"]), entry["notes"]
 
-    import mrirecon.pipeline.stages_ct as stages_ct
+    import mrirecon.pipeline.ct_hu as ct_hu
 
-    real = stages_ct.hu_volumes
+    real = ct_hu.hu_volumes
 
     def diverged(*args):
         hu, *rest = real(*args)
@@ -266,7 +266,7 @@ def test_a_ct_reconstruction_far_below_air_gets_a_note(tmp_path, monkeypatch):
         hu[1, 5, :30] = -2900.0  # a denoiser outside its range
         return (hu, *rest)
 
-    monkeypatch.setattr(stages_ct, "hu_volumes", diverged)
+    monkeypatch.setattr(ct_hu, "hu_volumes", diverged)
     entry = ct_run(tmp_path / "series", tmp_path / "out")
     assert any(n.startswith("series: 30 pixels (") and "slice 1) read -2900 to -2900 HU" in n
                for n in entry["notes"]), entry["notes"]
