@@ -35,3 +35,15 @@ def _keep_threads_and_environment():
 keep_module_threads_and_environment = pytest.fixture(scope="module", autouse=True)(
     _keep_threads_and_environment)
 keep_threads_and_environment = pytest.fixture(autouse=True)(_keep_threads_and_environment)
+
+
+@pytest.fixture
+def restored_registry():
+    """The reconstruction registry (``recon.register``) as it was before the test: the names a
+    test registers are removed afterwards."""
+    from mrirecon.recon import registry
+
+    before = dict(registry._REGISTRY)
+    yield
+    registry._REGISTRY.clear()
+    registry._REGISTRY.update(before)

@@ -17,14 +17,6 @@ from mrirecon.pipeline.code_identity import code_sha256, source_sha256
 from mrirecon.recon import registry
 
 
-@pytest.fixture
-def restored_registry():
-    before = dict(registry._REGISTRY)
-    yield
-    registry._REGISTRY.clear()
-    registry._REGISTRY.update(before)
-
-
 @pytest.fixture(scope="module")
 def mri_dir(tmp_path_factory) -> Path:
     from mrirecon.data.simulate_mri import simulate_mri_dataset

@@ -17,15 +17,6 @@ from mrirecon.training.weights import available_weights
 from tests.helpers import shepp_sense_problem
 
 
-@pytest.fixture
-def restored_registry():
-    """The registry as it was before the test: the names a test adds are removed."""
-    before = dict(registry._REGISTRY)
-    yield
-    registry._REGISTRY.clear()
-    registry._REGISTRY.update(before)
-
-
 def _cg(y, op, *, iterations: int = 5):
     """MRI: CG-SENSE"""
     return recon.cg_sense(y, op, iterations=iterations)
