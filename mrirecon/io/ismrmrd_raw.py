@@ -59,7 +59,13 @@ W = phase encoding)``:
 * optionally, readout oversampling is removed by cropping the readout to
   ``x * recon_fov_x / encoded_fov_x`` samples in image space.
 
-The whole ``data`` dataset is read at once (raw files of a single 2-D/3-D scan fit memory).
+Memory (:mod:`mrirecon.io.ismrmrd_stream`): the acquisition heads are read first, in chunks of
+rows; the Cartesian samples are then read in bounded chunks into the grid (the reader's peak is
+about the grid and one chunk; :func:`_check_allocation` refuses, before reading a sample, a grid
+and its working arrays above half the memory). Acquisitions that carry ``traj`` are read whole,
+after a check of their samples' size
+(:data:`~mrirecon.io.ismrmrd_stream.WHOLE_READ_FACTOR`). :func:`~mrirecon.io.
+ismrmrd_stream.open_ismrmrd` reads 2-D multi-slice Cartesian data one slice at a time.
 """
 
 from __future__ import annotations
@@ -88,14 +94,15 @@ from mrirecon.io.ismrmrd_placement import (acquisition_geometry, check_orientati
                                            partitions_reversed, slice_order)
 from mrirecon.io.ismrmrd_slab import (average_per_sample, short_lines_note, slab_header,
                                       slab_plan, to_slices)
+from mrirecon.io.ismrmrd_slab import (REPEAT_MISMATCH, repeat_note, repeat_note_of,  # noqa: F401
+                                      repeat_parts)
+from mrirecon.io.ismrmrd_stream import (CHUNK_BYTES, Rows, check_whole_read, read_heads,
+                                        read_whole)
 
 # ISMRMRD acquisition flag numbers (bit ``n - 1`` of ``flags``).
 ACQ_IS_NOISE_MEASUREMENT = 19
 ACQ_IS_PARALLEL_CALIBRATION = 20
 ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING = 21
-#: Share of their energy by which repeated acquisitions of the same lines may differ before the
-#: reader notes it (:func:`repeat_note`): noise and motion between averages stay far below.
-REPEAT_MISMATCH = 0.2
 ACQ_IS_REVERSE = 22
 IGNORED_FLAGS = {
     23: "navigation", 24: "phase correction", 26: "HP feedback", 27: "dummy scan",
@@ -129,17 +136,28 @@ def _samples(record, fail, index: int) -> np.ndarray:
 MAX_GRID_PER_READOUT = 4096  # grid lines per acquired readout that a real scan never exceeds
 
 
-def _check_allocation(fail, field: str, shape: tuple[int, ...], readouts: int) -> None:
+def _check_allocation(fail, field: str, shape: tuple[int, ...], readouts: int,
+                      grids: int = 1, held_slices: int | None = None) -> None:
     """Refuse a k-space grid that the acquisitions cannot justify or memory cannot hold, before
-    allocating it (a corrupt index or matrix size would otherwise ask for many GiB)."""
+    allocating it (a corrupt index or matrix size would otherwise ask for many GiB). What the
+    read holds is counted: ``grids`` grids (2 with calibration-only lines) of ``held_slices``
+    slices (all, or 1 read at a time), their per-sample repeat counts (8 bytes a grid point), a
+    3-D slab's kz transform (2 more grids) and one chunk of samples; above half the memory the
+    read is refused before any sample is read."""
     slices, parts, channels, enc_x, enc_y = shape
+    held = slices if held_slices is None else held_slices
     nbytes = 8 * slices * parts * channels * enc_x * enc_y
+    points = held * parts * enc_x * enc_y
+    need = grids * (8 * channels + 8) * points + (2 * 8 * channels * points if parts > 1 else 0)
+    need += CHUNK_BYTES
     lines = slices * parts * enc_y
-    if nbytes > memory_bytes() // 2 or (lines > MAX_GRID_PER_READOUT * max(readouts, 1)
-                                         and nbytes > 1 << 28):
+    if need > memory_bytes() // 2 or (lines > MAX_GRID_PER_READOUT * max(readouts, 1)
+                                       and nbytes > 1 << 28):
         raise fail(field, f"{readouts} readouts would fill a k-space grid of shape {shape} "
-                          f"({nbytes / 2**30:.1f} GiB); the slice/encoding indices or the header's "
-                          "matrix size are corrupt")
+                          f"({nbytes / 2**30:.1f} GiB; the read needs {need / 2**30:.1f} GiB, "
+                          f"half the memory here is {memory_bytes() / 2**31:.1f} GiB); the "
+                          "slice/encoding indices or the header's matrix size are corrupt (or the "
+                          "file must be split)")
 
 
 def _check_limits(header: Header, idx, imaging: np.ndarray, fail, counters) -> None:
@@ -182,8 +200,11 @@ def _read_ismrmrd(
     crop_readout_oversampling: bool = False,
     include_calibration: bool = True,
     counters: Mapping[str, int] | None = None,
+    _stream: bool = False,
 ) -> KSpace:
-    """Read Cartesian ISMRMRD raw data into the fastMRI layout.
+    """Read Cartesian ISMRMRD raw data into the fastMRI layout (``_stream``: an
+    :class:`~mrirecon.io.ismrmrd_stream.ISMRMRDSlices` instead, :func:`~mrirecon.io.
+    ismrmrd_stream.open_ismrmrd`).
 
     Parameters
     ----------
@@ -250,15 +271,18 @@ def _read_ismrmrd(
                 table.dtype.itemsize, 1), f"a table of {table.shape[0]} acquisitions")
             if bad := check_vlen_references(path, h5, table):
                 raise fail(field, bad)
-            records = table[()]
+            names = table.dtype.names
+            table_dtype = table.dtype
+            # the heads only (the samples in chunks, never held): see ismrmrd_stream
+            heads, payload = read_heads(table) if names and "head" in names else (None, 0)
         except DataFormatError:
             raise
         except (OSError, RuntimeError, ValueError, LookupError, TypeError) as err:
             raise fail(field, f"unreadable ({err})") from None
     header = parse_ismrmrd_header(xml, source=path)
-    if records.dtype.names is None or "head" not in records.dtype.names:
-        raise fail(f"{dataset}/data", f"not an acquisition table (dtype {records.dtype})")
-    heads = records["head"]
+    if heads is None:
+        raise fail(f"{dataset}/data", f"not an acquisition table (dtype {table_dtype})")
+    records = Rows(heads, path=path, dataset=dataset)
     flags = heads["flags"].astype(np.uint64)
     idx = heads["idx"]
 
@@ -304,6 +328,9 @@ def _read_ismrmrd(
     check_placement(heads, imaging, fail)  # NaN reached the NIfTI affine
     check_orientation(heads, imaging, fail)  # a localizer was stacked in one orientation
     by_traj = int(heads["trajectory_dimensions"][imaging[0]]) > 0
+    if by_traj:  # read whole: the counters or the trajectory place them
+        check_whole_read(fail, f"{dataset}/data", payload, heads.size)
+        records = read_whole(path, dataset, heads, fail)
     if by_traj:  # a Cartesian header's traj on the Cartesian lines: read by the counters
         header, ignored = traj_ignored(header, records, imaging, fail)
         by_traj = not ignored
@@ -321,7 +348,7 @@ def _read_ismrmrd(
             header = header.with_(extra={k: v for k, v in header.extra.items()
                                          if k != "reference_counter_note"})
         return _read_noncartesian(path, header, records, imaging, noise_sel, calib_only, fail,
-                                  dataset)
+                                  dataset, _stream)
     kind = str(header.extra.get("trajectory", "cartesian")).strip()
     if kind.lower() in NONCARTESIAN_KINDS:  # readouts read as phase-encoding lines: garbage, exit 0
         raise fail(f"data[{int(imaging[0])}].head.trajectory_dimensions",
@@ -330,20 +357,55 @@ def _read_ismrmrd(
                    "them; write the trajectory into each acquisition (traj, "
                    "trajectory_dimensions 2 or 3)")
 
-    reverse = _flag(flags, ACQ_IS_REVERSE)
+    select = _Selection(path, dataset, header, heads, imaging, _flag(flags, ACQ_IS_REVERSE),
+                        calib_only, noise_sel, borrowed, crop_readout_oversampling, fail)
+    select.rows = records
+    if _stream:  # slice by slice where the data allow (ismrmrd_stream)
+        from mrirecon.io.ismrmrd_stream import stream_cartesian
+
+        return stream_cartesian(_cartesian, select, records)
+    return _cartesian(select, records)[0]
+
+
+class _Selection:
+    """What the heads decided before the Cartesian grid is filled (:func:`_cartesian`)."""
+
+    def __init__(self, path, dataset, header, heads, imaging, reverse, calib_only, noise_sel,
+                 borrowed, crop, fail) -> None:
+        self.path, self.dataset, self.header, self.heads = path, dataset, header, heads
+        self.imaging, self.reverse, self.calib_only = imaging, reverse, calib_only
+        self.noise_sel, self.borrowed, self.crop, self.fail = noise_sel, borrowed, crop, fail
+
+
+def _cartesian(sel: _Selection, records: Rows | None, slices: np.ndarray | None = None,
+               imaging: np.ndarray | None = None, noise=...) -> tuple[KSpace, dict]:
+    """The Cartesian branch of :func:`_read_ismrmrd`: ``(KSpace, info)``. ``records``: the
+    samples (``None``: the heads alone, a grid of no coils, every check and the header but the
+    repeats' note; what :func:`~mrirecon.io.ismrmrd_stream.stream_cartesian` plans with).
+    ``imaging`` / ``slices``: the acquisitions read and their slice numbers (one slice of the
+    volume, read alone as slice 0), all of ``sel`` by default; ``noise``: the noise scans
+    already read. ``info``: ``repeats`` (:func:`repeat_parts`), ``order`` (the position sort),
+    ``needs_samples`` (calibration lines to compare with the imaging lines of every slice)."""
+    path, dataset, header, heads, fail = sel.path, sel.dataset, sel.header, sel.heads, sel.fail
+    imaging = sel.imaging if imaging is None else imaging
+    reverse, calib_only, borrowed = sel.reverse, sel.calib_only, sel.borrowed
+    crop_readout_oversampling, idx = sel.crop, heads["idx"]
+    slices = idx["slice"] if slices is None else slices
     enc_x, enc_y, enc_z = header.encoded_matrix
     check_partition_counter(idx, imaging, enc_z, fail)  # 3-D partitions averaged into one slice
     shift_y = enc_y // 2 - header.extra.get("encoding_limits_step_1", (0, 0, enc_y // 2))[2]
     shift_z = enc_z // 2 - header.extra.get("encoding_limits_step_2", (0, 0, enc_z // 2))[2]
     channels = int(heads["active_channels"][imaging[0]])
-    num_slices = int(idx["slice"][imaging].max()) + 1
+    num_slices = int(slices[imaging].max()) + 1
     _check_limits(header, idx, imaging, fail, ("slice", "repetition", "contrast", "phase", "set",
                                                "average", "kspace_encode_step_1",
                                                "kspace_encode_step_2"))
+    ngrids = 1 + bool(calib_only[imaging].any())
     _check_allocation(fail, f"{dataset}/data", (num_slices, enc_z, channels, enc_x, enc_y),
-                      imaging.size)
-    check_slice_indices(idx["slice"][imaging], fail, dataset)  # an empty slice in the volume
-    kspace = np.zeros((num_slices, enc_z, channels, enc_x, enc_y), np.complex64)
+                      imaging.size, ngrids, 1 if records is None else None)
+    check_slice_indices(slices[imaging], fail, dataset)  # an empty slice in the volume
+    held_coils = channels if records is not None else 0  # heads alone: a grid of no coils
+    kspace = np.zeros((num_slices, enc_z, held_coils, enc_x, enc_y), np.complex64)
     count = np.zeros((num_slices, enc_z, enc_y), np.int64)
     energy = np.zeros((num_slices, enc_z, enc_y))  # a repeat's mean |samples|^2 x count
     positions: dict[int, np.ndarray] = {}
@@ -359,13 +421,15 @@ def _read_ismrmrd(
     # per sample: the repeats that hold it and their |samples|^2 (repeats of other extents)
     held = {k: (np.zeros((num_slices, enc_z, enc_x, enc_y), np.int32),
                 np.zeros((num_slices, enc_z, enc_x, enc_y), np.float32)) for k in grids}
-    for a in imaging:
+    reading = records.iter(imaging) if records is not None else ((a, None) for a in imaging)
+    for a, record in reading:
         head = heads[a]
         if int(head["active_channels"]) != channels:
             raise fail(f"data[{a}].head.active_channels",
                        f"expected {channels} like the first imaging acquisition, "
                        f"got {head['active_channels']}")
-        samples = _samples(records[a], fail, a)
+        samples = (_samples(record, fail, a) if record is not None
+                   else np.zeros((0, int(head["number_of_samples"])), np.complex64))
         pre, post = int(head["discard_pre"]), int(head["discard_post"])
         samples = samples[:, pre: samples.shape[1] - post]
         if reverse[a]:  # stored in acquisition order (EPI's odd lines): back to k-space order
@@ -386,7 +450,7 @@ def _read_ismrmrd(
             raise fail(f"data[{a}].idx.kspace_encode_step_2",
                        f"partition {part} outside the {enc_z} encoded partitions"
                        + shift_note(header, 2, part - shift_z, shift_z))
-        s = int(idx["slice"][a])
+        s = int(slices[a])
         grid, counts, _, rows = grids[bool(calib_only[a])]
         hits, power = held[bool(calib_only[a])]
         grid[s, part, :, start: start + n, col] += samples
@@ -398,24 +462,26 @@ def _read_ismrmrd(
         if not calib_only[a] and s not in positions:
             positions[s], sources[s] = np.asarray(head["position"], float), int(a)
     for a in imaging[calib_only[imaging]]:  # slices with reference lines alone
-        if (s := int(idx["slice"][a])) not in positions:
+        if (s := int(slices[a])) not in positions:
             positions[s], sources[s] = np.asarray(heads[a]["position"], float), int(a)
     header = short_lines_note(header, spans, grids, held, enc_x, idx["kspace_encode_step_1"])
     average_per_sample(grids, held)  # then sum / count is each sample's mean over its repeats
     del held
+    info = {"needs_samples": True in grids and borrowed is None
+            and header.extra.get("calibration_mode", "") not in ("separate", "external")
+            and bool(((grids[False][1] > 0) & (grids[True][1] > 0)).any())}
     calibration, header = separate_reference(header, grids, borrowed)
     readout = grids[False][3]
-    if not np.isfinite(kspace).all() or (calibration is not None
-                                         and not np.isfinite(calibration).all()):
+    if not all(np.isfinite(grid[s]).all() for grid in (kspace, calibration)  # a slice at a time
+               if grid is not None for s in range(num_slices)):
         raise fail(f"{dataset}/data", "NaN or Inf samples")
     if is_partial_echo(enc_x - (readout[1] - readout[0]), enc_x):  # one side never sampled
         header = header.with_(extra={**header.extra,
                                      **partial_echo_extra(readout[0], readout[1], enc_x)})
     acquired = count > 0
     kspace /= np.maximum(count, 1)[:, :, None, None, :]
-    repeated = count > 1
-    header = repeat_note(header, np.moveaxis(kspace, 4, 2)[repeated], count[repeated],
-                         energy[repeated], idx["average"][imaging])
+    info["repeats"] = repeat_parts(kspace, count, energy)
+    header = repeat_note_of(header, info["repeats"], idx["average"][imaging])
 
     columns = acquired.any(axis=1)  # (slices, W)
     # the k-space centre line, held by the data or a separate reference (GRAPPA fills it from
@@ -435,6 +501,7 @@ def _read_ismrmrd(
     order = slice_order(heads[imaging[0]], positions, num_slices, fail, dataset,
                         partitions=plan.keep, thickness=plan.thickness, sources=sources,
                         acquisition=int(imaging[0]), centre_index=plan.centre)
+    info["order"] = order
     if order is not None:  # slice index order is not position order: sort by position
         kspace, columns, partitions = kspace[order], columns[order], partitions[order]
         calibration = None if calibration is None else calibration[order]
@@ -461,7 +528,9 @@ def _read_ismrmrd(
     if bool(mask.all()):
         mask = None
 
-    noise = _noise_scans(records, noise_sel, imaging, calib_only, fail, dataset, channels)
+    if noise is ...:
+        noise = _noise_scans(heads, sel.rows, sel.noise_sel, imaging, calib_only, fail, dataset,
+                             channels)
     # placed on the readout as acquired (N rows; the columns as returned, padded or not): the
     # readout crop kept rows (N - n) // 2 on, and the pipeline's recon crop of those n rows
     # starts (n - R) // 2 further: recon row 0 of the returned header, where the acquired
@@ -475,33 +544,10 @@ def _read_ismrmrd(
                                 - (enc_x - recon_x) // 2, 0)
     header = gap_known(header, geometry).with_(num_coils=channels, geometry=geometry)
     return KSpace(data=data, header=header, mask=mask, noise=noise, source=str(path),
-                  calibration=calibration)
+                  calibration=calibration), info
 
 
-def repeat_note(header: Header, lines: np.ndarray, counts: np.ndarray, energies: np.ndarray,
-                averages: np.ndarray) -> Header:
-    """``header`` with ``extra["repeats_note"]`` when readouts acquired several times (averages,
-    or repeats under the same counters) disagree by more than :data:`REPEAT_MISMATCH` of their
-    energy. ``lines`` ``(L, ...)`` are the averages of the ``L`` repeated readouts, ``counts``
-    ``(L,)`` how many times each was acquired and ``energies`` ``(L,)`` the sum of its repeats'
-    ``|x|^2``; the share is their spread about the average (``energy / n - |mean|^2`` summed)
-    over their mean energy. Averages of one scan differ by noise (a few percent); a repeat that
-    is another echo or contrast without its counter, or empty, blended into the average without
-    a word (one of two repeats empty: 50 %; two unrelated echoes: about 50 %)."""
-    if not len(lines):
-        return header
-    mean_energy = float((energies / counts).sum())
-    share = (mean_energy - float(np.vdot(lines, lines).real)) / mean_energy if mean_energy > 0 else 0.0
-    if share <= REPEAT_MISMATCH:
-        return header
-    return header.with_(extra={**header.extra, "repeats_note": (
-        f"{len(lines)} readouts were acquired up to {int(counts.max())} times (idx.average "
-        f"{np.unique(averages).tolist()}) and their repeats differ by {share:.0%} of their energy "
-        "(averages of one scan differ by noise, a few percent): they were averaged anyway; if "
-        "they are different echoes, contrasts or a corrupted repeat, the image mixes them")})
-
-
-def _noise_scans(records, noise_sel, imaging, calib_only, fail, dataset: str,
+def _noise_scans(heads, records, noise_sel, imaging, calib_only, fail, dataset: str,
                  channels: int | None = None) -> torch.Tensor | None:
     """The noise-measurement samples ``(coils, samples)``, each scan scaled to the imaging
     bandwidth: noise variance grows with the bandwidth ``1 / dwell``, so samples taken at dwell
@@ -513,7 +559,7 @@ def _noise_scans(records, noise_sel, imaging, calib_only, fail, dataset: str,
     noise_idx = np.flatnonzero(noise_sel)
     if not noise_idx.size:
         return None
-    blocks = [_samples(records[a], fail, a) for a in noise_idx]
+    blocks = [_samples(record, fail, a) for a, record in records.iter(noise_idx)]
     if bad := [int(a) for a, b in zip(noise_idx, blocks) if not np.isfinite(b).all()]:
         raise fail(f"{dataset}/data", f"NaN or Inf samples in the noise scan (acquisition"
                                       f"{'s' * (len(bad) > 1)} {', '.join(map(str, bad[:5]))}"
@@ -521,7 +567,7 @@ def _noise_scans(records, noise_sel, imaging, calib_only, fail, dataset: str,
     if channels is not None and any(b.shape[0] != channels for b in blocks):
         raise fail(f"{dataset}/data", f"noise scans have {[b.shape[0] for b in blocks]} channels, "
                                       f"imaging has {channels}")
-    dwell = records["head"]["sample_time_us"].astype(np.float64)
+    dwell = heads["sample_time_us"].astype(np.float64)
     image_lines = imaging[~calib_only[imaging]]
     t_image = float(dwell[image_lines[0] if image_lines.size else imaging[0]])
     scaled = []
@@ -534,7 +580,7 @@ def _noise_scans(records, noise_sel, imaging, calib_only, fail, dataset: str,
 
 
 def _read_noncartesian(path, header, records, imaging, noise_sel, calib_only, fail,
-                       dataset) -> KSpace:
+                       dataset, stream: bool = False) -> KSpace:
     """Acquisitions that carry ``traj``: see :mod:`mrirecon.io.ismrmrd_noncartesian`. Slices are
     put in position order as in the Cartesian branch; the readout numbers
     (``kspace_encode_step_1``) are not checked against ``encodingLimits``, which our writer and
@@ -544,7 +590,7 @@ def _read_noncartesian(path, header, records, imaging, noise_sel, calib_only, fa
     heads = records["head"]
     _check_limits(header, heads["idx"], imaging, fail,
                   ("slice", "repetition", "contrast", "phase", "set", "average"))
-    noise = _noise_scans(records, noise_sel, imaging, calib_only, fail, dataset,
+    noise = _noise_scans(heads, records, noise_sel, imaging, calib_only, fail, dataset,
                          channels=int(heads["active_channels"][imaging[0]]))
     positions: dict[int, np.ndarray] = {}
     sources: dict[int, int] = {}
@@ -558,5 +604,10 @@ def _read_noncartesian(path, header, records, imaging, noise_sel, calib_only, fa
         positions = {i: positions[int(s)] for i, s in enumerate(order)}
     geometry = acquisition_geometry(heads[imaging[0]], header, num_slices, positions, fail=fail,
                                     acquisition=int(imaging[0]))
-    return read_noncartesian(path, gap_known(header, geometry), records, imaging, noise,
-                             geometry, fail, order)
+    volume = read_noncartesian(path, gap_known(header, geometry), records.records, imaging,
+                               noise, geometry, fail, order)
+    if stream:  # read whole (ismrmrd_stream)
+        from mrirecon.io.ismrmrd_stream import ISMRMRDSlices
+
+        return ISMRMRDSlices(volume)
+    return volume

@@ -38,6 +38,9 @@ from mrirecon.containers import Header
 from mrirecon.functional import center_crop, fft2c, ifft2c
 from mrirecon.io.partial_echo import is_partial_echo
 
+#: Share of their energy by which repeated acquisitions of the same lines may differ before the
+#: reader notes it (:func:`repeat_note`): noise and motion between averages stay far below.
+REPEAT_MISMATCH = 0.2
 #: At most this many zero-filled partitions per acquired one (Siemens' slice resolution goes down
 #: to 50 %: 2); a header asking for more is not resampled.
 MAX_PARTITION_FILL = 4
@@ -145,7 +148,9 @@ def to_slices(grid: np.ndarray, new_x: int, reversed_: bool, plan: SlabPlan) -> 
         if reversed_:  # slices run along phase x read
             data = data.flip(1)
     data = data.reshape(num_slices * keep, channels, enc_x, enc_y).contiguous()
-    if 0 < new_x < enc_x:
+    if 0 < new_x < enc_x and channels == 0:  # the heads alone (ismrmrd_stream): no samples
+        data = data[..., :new_x, :]
+    elif 0 < new_x < enc_x:
         hybrid = ifft2c(data.transpose(-1, -2).unsqueeze(-1))  # FT along readout only
         hybrid = center_crop(hybrid, (new_x, 1))
         data = fft2c(hybrid).squeeze(-1).transpose(-1, -2).contiguous()
@@ -208,3 +213,52 @@ def short_lines_note(header: Header, spans: list, grids: dict, held: dict, enc_x
         f"data[{named[0][0]}]) hold fewer readout samples than the others (a partial echo on some "
         f"lines only): their readout rows {ranges} of {enc_x} were never sampled and are "
         "reconstructed as measured zeros")})
+
+
+def repeat_note(header: Header, lines: np.ndarray, counts: np.ndarray, energies: np.ndarray,
+                averages: np.ndarray) -> Header:
+    """``header`` with ``extra["repeats_note"]`` when readouts acquired several times (averages,
+    or repeats under the same counters) disagree by more than :data:`REPEAT_MISMATCH` of their
+    energy. ``lines`` ``(L, ...)`` are the averages of the ``L`` repeated readouts, ``counts``
+    ``(L,)`` how many times each was acquired and ``energies`` ``(L,)`` the sum of its repeats'
+    ``|x|^2``; the share is their spread about the average (``energy / n - |mean|^2`` summed)
+    over their mean energy. Averages of one scan differ by noise (a few percent); a repeat that
+    is another echo or contrast without its counter, or empty, blended into the average without
+    a word (one of two repeats empty: 50 %; two unrelated echoes: about 50 %)."""
+    if not len(lines):
+        return header
+    parts = [(len(lines), int(counts.max()), float((energies / counts).sum()),
+              float(np.vdot(lines, lines).real))]
+    return repeat_note_of(header, parts, averages)
+
+
+def repeat_parts(kspace: np.ndarray, count: np.ndarray, energy: np.ndarray) -> list[tuple]:
+    """Per slice of a Cartesian grid ``(slices, z, coils, x, y)`` (averaged; ``count`` /
+    ``energy`` ``(slices, z, y)``) with repeated lines: ``(lines, most repeats, sum of a repeat's
+    mean energy, sum of the averages' energy)``, what :func:`repeat_note_of` sums (slice by
+    slice, so that a volume read whole and one read a slice at a time give the same note)."""
+    parts = []
+    for s in range(kspace.shape[0]):
+        rep = count[s] > 1
+        if rep.any():
+            lines = np.moveaxis(kspace[s], 3, 1)[rep]
+            parts.append((int(rep.sum()), int(count[s][rep].max()),
+                          float((energy[s][rep] / count[s][rep]).sum()),
+                          float(np.vdot(lines, lines).real)))
+    return parts
+
+
+def repeat_note_of(header: Header, parts: list[tuple], averages: np.ndarray) -> Header:
+    """:func:`repeat_note` from the sums of :func:`repeat_parts`."""
+    if not parts:
+        return header
+    mean_energy = sum(p[2] for p in parts)
+    share = (mean_energy - sum(p[3] for p in parts)) / mean_energy if mean_energy > 0 else 0.0
+    if share <= REPEAT_MISMATCH:
+        return header
+    return header.with_(extra={**header.extra, "repeats_note": (
+        f"{sum(p[0] for p in parts)} readouts were acquired up to {max(p[1] for p in parts)} "
+        f"times (idx.average "
+        f"{np.unique(averages).tolist()}) and their repeats differ by {share:.0%} of their energy "
+        "(averages of one scan differ by noise, a few percent): they were averaged anyway; if "
+        "they are different echoes, contrasts or a corrupted repeat, the image mixes them")})

@@ -345,10 +345,13 @@ def model_takes_maps(model: nn.Module) -> bool:
 
 
 class _MRISource:
-    """The slices of one fastMRI or ISMRMRD file as :class:`MRISlice`\\ s."""
+    """The slices of one fastMRI or ISMRMRD file as :class:`MRISlice`\\ s, read one at a time
+    (ISMRMRD: :func:`~mrirecon.io.ismrmrd_stream.open_ismrmrd`, which holds 3-D slabs and
+    non-Cartesian data whole)."""
 
     def __init__(self, path: Path, fmt: str, load: LoadConfig | None = None) -> None:
-        from mrirecon.io import FastMRIFile, read_ismrmrd
+        from mrirecon.io import FastMRIFile
+        from mrirecon.io.ismrmrd_stream import open_ismrmrd
 
         self.path, self.info = path, {}
         if fmt == "fastmri":
@@ -366,9 +369,9 @@ class _MRISource:
         else:
             self._file, self._mask = None, None
             load = load or LoadConfig()
-            self._vol = read_ismrmrd(path, counters=dict(load.counters) or None,
+            self._vol = open_ismrmrd(path, counters=dict(load.counters) or None,
                                      include_calibration=load.include_calibration)
-            self._n = self._vol.data.shape[0]
+            self._n = len(self._vol)
 
     def __len__(self) -> int:
         return self._n
@@ -377,9 +380,7 @@ class _MRISource:
         if self._file is not None:
             ks = self._file.read_slice(i)
         else:
-            cal = self._vol.calibration
-            ks = replace(self._vol, data=self._vol.data[i : i + 1], reference=None,
-                         slice_indices=(i,), calibration=None if cal is None else cal[i : i + 1])
+            ks = self._vol.read(i)
         self.info.setdefault("header", ks.header)
         return make_slice(ks, i, self.path.name, self._mask)
 
