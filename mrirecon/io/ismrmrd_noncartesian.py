@@ -453,3 +453,41 @@ def read_noncartesian(path: Path, header: Header, records: np.ndarray, imaging: 
     header = header.with_(num_coils=channels, geometry=geometry, extra=extra)
     return KSpace(data=torch.from_numpy(data), header=header, mask=None, noise=noise,
                   source=str(path), trajectory=trajectory, density=density)
+
+
+def read_traj_acquisitions(path, header, records, imaging, noise_sel, calib_only, fail,
+                           dataset, stream: bool = False) -> KSpace:
+    """:func:`~mrirecon.io.read_ismrmrd`'s branch for acquisitions that carry ``traj`` (the
+    acquisition table ``records`` read whole, its selections ``imaging`` / ``noise_sel`` /
+    ``calib_only``): noise scans, slice order and geometry as in the Cartesian branch, then
+    :func:`read_noncartesian`. Slices are
+    put in position order as in the Cartesian branch; the readout numbers
+    (``kspace_encode_step_1``) are not checked against ``encodingLimits``, which our writer and
+    Cartesian-minded exporters fill from the matrix, not the readout count."""
+    from mrirecon.io.ismrmrd_placement import acquisition_geometry, gap_known, slice_order
+    from mrirecon.io.ismrmrd_raw import _check_limits, _noise_scans
+
+    heads = records["head"]
+    _check_limits(header, heads["idx"], imaging, fail,
+                  ("slice", "repetition", "contrast", "phase", "set", "average"))
+    noise = _noise_scans(heads, records, noise_sel, imaging, calib_only, fail, dataset,
+                         channels=int(heads["active_channels"][imaging[0]]))
+    positions: dict[int, np.ndarray] = {}
+    sources: dict[int, int] = {}
+    for a in imaging:
+        if (s := int(heads["idx"]["slice"][a])) not in positions:
+            positions[s], sources[s] = np.asarray(heads[a]["position"], float), int(a)
+    num_slices = int(heads["idx"]["slice"][imaging].max()) + 1
+    order = slice_order(heads[imaging[0]], positions, num_slices, fail, dataset, sources=sources,
+                        acquisition=int(imaging[0]))
+    if order is not None:  # slice index order is not position order: sort by position
+        positions = {i: positions[int(s)] for i, s in enumerate(order)}
+    geometry = acquisition_geometry(heads[imaging[0]], header, num_slices, positions, fail=fail,
+                                    acquisition=int(imaging[0]))
+    volume = read_noncartesian(path, gap_known(header, geometry), records.records, imaging,
+                               noise, geometry, fail, order)
+    if stream:  # read whole (ismrmrd_stream)
+        from mrirecon.io.ismrmrd_stream import ISMRMRDSlices
+
+        return ISMRMRDSlices(volume)
+    return volume

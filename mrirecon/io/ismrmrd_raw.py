@@ -347,8 +347,10 @@ def _read_ismrmrd(
             imaging = np.flatnonzero(keep & ~(calib_only & other))
             header = header.with_(extra={k: v for k, v in header.extra.items()
                                          if k != "reference_counter_note"})
-        return _read_noncartesian(path, header, records, imaging, noise_sel, calib_only, fail,
-                                  dataset, _stream)
+        from mrirecon.io.ismrmrd_noncartesian import read_traj_acquisitions
+
+        return read_traj_acquisitions(path, header, records, imaging, noise_sel, calib_only,
+                                      fail, dataset, _stream)
     kind = str(header.extra.get("trajectory", "cartesian")).strip()
     if kind.lower() in NONCARTESIAN_KINDS:  # readouts read as phase-encoding lines: garbage, exit 0
         raise fail(f"data[{int(imaging[0])}].head.trajectory_dimensions",
@@ -577,37 +579,3 @@ def _noise_scans(heads, records, noise_sel, imaging, calib_only, fail, dataset: 
         scaled.append(block * np.float32(np.sqrt(t_noise / t_image)) if ok and t_noise != t_image
                       else block)
     return torch.from_numpy(np.concatenate(scaled, axis=1))
-
-
-def _read_noncartesian(path, header, records, imaging, noise_sel, calib_only, fail,
-                       dataset, stream: bool = False) -> KSpace:
-    """Acquisitions that carry ``traj``: see :mod:`mrirecon.io.ismrmrd_noncartesian`. Slices are
-    put in position order as in the Cartesian branch; the readout numbers
-    (``kspace_encode_step_1``) are not checked against ``encodingLimits``, which our writer and
-    Cartesian-minded exporters fill from the matrix, not the readout count."""
-    from mrirecon.io.ismrmrd_noncartesian import read_noncartesian
-
-    heads = records["head"]
-    _check_limits(header, heads["idx"], imaging, fail,
-                  ("slice", "repetition", "contrast", "phase", "set", "average"))
-    noise = _noise_scans(heads, records, noise_sel, imaging, calib_only, fail, dataset,
-                         channels=int(heads["active_channels"][imaging[0]]))
-    positions: dict[int, np.ndarray] = {}
-    sources: dict[int, int] = {}
-    for a in imaging:
-        if (s := int(heads["idx"]["slice"][a])) not in positions:
-            positions[s], sources[s] = np.asarray(heads[a]["position"], float), int(a)
-    num_slices = int(heads["idx"]["slice"][imaging].max()) + 1
-    order = slice_order(heads[imaging[0]], positions, num_slices, fail, dataset, sources=sources,
-                        acquisition=int(imaging[0]))
-    if order is not None:  # slice index order is not position order: sort by position
-        positions = {i: positions[int(s)] for i, s in enumerate(order)}
-    geometry = acquisition_geometry(heads[imaging[0]], header, num_slices, positions, fail=fail,
-                                    acquisition=int(imaging[0]))
-    volume = read_noncartesian(path, gap_known(header, geometry), records.records, imaging,
-                               noise, geometry, fail, order)
-    if stream:  # read whole (ismrmrd_stream)
-        from mrirecon.io.ismrmrd_stream import ISMRMRDSlices
-
-        return ISMRMRDSlices(volume)
-    return volume
