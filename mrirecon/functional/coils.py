@@ -6,10 +6,15 @@ import torch
 from torch import Tensor
 
 from mrirecon.core.magnitude import sum_abs2
+from mrirecon.functional.fft import check_not_real_pairs
 
 
 def rss(x: Tensor, dim: int = -3) -> Tensor:
-    """Root-sum-of-squares over the coil axis ``dim`` (complex or real input, real output)."""
+    """Root-sum-of-squares over the coil axis ``dim`` (complex or real input, real output).
+
+    A real input whose last axis is 2 (fastMRI's real pairs ``(..., H, W, 2)``) is refused
+    unless ``dim`` is that axis (:func:`~mrirecon.functional.fft.check_not_real_pairs`)."""
+    check_not_real_pairs(x, "rss", dim)
     return sum_abs2(x, dim).sqrt()
 
 

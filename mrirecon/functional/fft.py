@@ -35,7 +35,31 @@ def _checkerboard(h: int, w: int, dtype: torch.dtype, device: torch.device, sign
 register_cache(_checkerboard.cache_clear)
 
 
+#: How to turn fastMRI's real layout ``(..., 2)`` into the complex tensors taken here; the one
+#: wording of every refusal of that layout (:func:`check_not_real_pairs`, ``recon.checks``)
+REAL_PAIRS_HINT = "torch.view_as_complex for real pairs (..., 2)"
+
+
+def check_not_real_pairs(x: Tensor, who: str, dim: int | None = None) -> None:
+    """Refuse fastMRI's real layout of complex data, ``(..., H, W, 2)`` (real and imaginary
+    parts on a trailing axis of 2, ``fastmri.data.transforms.to_tensor``), where a complex
+    tensor is expected: a real tensor of at least 3 axes whose last one is 2. Taken as data,
+    ``ifft2c`` transformed the axes ``(W, 2)`` and ``rss`` kept the trailing 2, without error.
+
+    Real images stay legitimate inputs: a 2-D image of any width, and a stack whose last axis
+    is not 2 (an image of width 2 in a stack is the one real input this refuses; none is made
+    here). ``dim``: the axis a reduction runs over; the pair axis itself is allowed (``rss``
+    over it is ``|z|``).
+    """
+    if (isinstance(x, Tensor) and not x.is_complex() and x.ndim >= 3 and x.shape[-1] == 2
+            and (dim is None or dim % x.ndim != x.ndim - 1)):
+        raise TypeError(f"{who}: got a real {x.dtype} tensor {tuple(x.shape)} whose last axis is 2, "
+                        "fastMRI's layout of complex data as real pairs; here data are complex "
+                        f"tensors (..., H, W): pass the complex tensor ({REAL_PAIRS_HINT})")
+
+
 def _centred(x: Tensor, transform) -> Tensor:
+    check_not_real_pairs(x, "fft2c" if transform is torch.fft.fft2 else "ifft2c")
     h, w = x.shape[-2:]
     if h % 2 or w % 2:
         x = torch.fft.ifftshift(x, dim=_DIMS)

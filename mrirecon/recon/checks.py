@@ -28,6 +28,7 @@ from torch import Tensor
 
 from mrirecon.core import LinearOperator
 from mrirecon.core.checks import finite_and_nonzero, nonfinite_count
+from mrirecon.functional.fft import REAL_PAIRS_HINT
 from mrirecon.sampling.agreement import judge_mask
 
 #: A sinogram slice whose mean line integral lies below ``-FLIPPED_SIGN_RMS`` times its rms is
@@ -113,7 +114,7 @@ def check_measurements(name: str, y: Tensor, op: LinearOperator | None, *, kspac
             f"{name}: {arg} is real ({y.dtype}, shape {tuple(y.shape)}), but MRI k-space is "
             f"complex{what}: a real {arg} has lost its phase (abs(), .real, or a cast such as "
             "astype(float32)) and would give a wrong image without error; pass the complex "
-            "k-space (torch.view_as_complex for real pairs (..., 2))")
+            f"k-space ({REAL_PAIRS_HINT})")
     if y.dtype == torch.complex32:  # real halves: the projectors and fbp name them
         raise TypeError(f"{name}: {arg} is {y.dtype} (half precision), which the FFTs here do not "
                         f"take; convert it: {arg}.to(torch.complex64)")

@@ -390,11 +390,18 @@ def create_mask_for_mask_type(
 def apply_mask(
     kspace: Tensor,
     mask_fn: MaskFunction,
+    *misplaced: object,
     seed: Seed = None,
     padding: tuple[int, int] | None = None,
     offset: int | None = None,
 ) -> tuple[Tensor, Tensor, int]:
     """Undersample k-space columns like ``fastmri.data.transforms.apply_mask``.
+
+    ``seed``, ``padding`` and ``offset`` are keyword-only: fastMRI's positional order is
+    ``(data, mask_func, offset, seed, padding)``, and a ported positional call
+    ``apply_mask(k, mask_fn, None, seed)`` read into another order drew an unseeded mask and
+    took the seed tuple as padding (1 of 368 columns kept, fastMRI's 91). Positional extras
+    raise a ``TypeError`` that says so.
 
     Parameters
     ----------
@@ -419,6 +426,12 @@ def apply_mask(
     num_low_frequencies
         Number of fully sampled centre columns.
     """
+    if misplaced:
+        raise TypeError(
+            f"apply_mask: seed, padding and offset are keyword-only, got {len(misplaced)} more "
+            "positional argument(s) after mask_fn (fastMRI's apply_mask takes them positionally "
+            "as offset, seed, padding, in another order than this one's): write "
+            "apply_mask(kspace, mask_fn, seed=..., padding=..., offset=...)")
     if not isinstance(kspace, Tensor) or kspace.ndim < 2:
         raise ValueError("apply_mask: kspace must be a tensor (..., H, W)")
     mask, num_low = mask_fn.sample(tuple(kspace.shape), seed=seed, offset=offset)

@@ -130,6 +130,31 @@ def test_apply_mask_matches_reference_with_padding():
     assert o_low == r_low
 
 
+def test_apply_mask_refuses_fastmris_positional_order_and_keywords_match_fastmri():
+    """fastMRI's apply_mask is (data, mask_func, offset, seed, padding); ported positionally
+    into the former (kspace, mask_fn, seed, padding, offset) it drew an unseeded mask and read
+    the seed tuple as padding (1 of 368 columns kept, fastMRI 91). seed, padding and offset
+    are keyword-only now; the keyword call gives fastMRI's mask."""
+    transforms = pytest.importorskip("fastmri.data.transforms")
+    subsample = pytest.importorskip("fastmri.data.subsample")
+    kspace = torch.randn(4, 8, 368, dtype=torch.complex64, generator=torch.Generator().manual_seed(2))
+    seed = file_seed("file1000001.h5")
+    ours = EquispacedFractionMask([0.08], [4])
+    for args in ((None, seed), (0,), (None, seed, (10, 360))):
+        with pytest.raises(TypeError, match=r"keyword-only.*offset, seed, padding.*seed=.*padding=.*offset="):
+            apply_mask(kspace, ours, *args)
+    _, r_mask, r_low = transforms.apply_mask(torch.view_as_real(kspace),
+                                             subsample.EquispacedMaskFractionFunc([0.08], [4]), None, seed)
+    _, o_mask, o_low = apply_mask(kspace, ours, seed=seed)
+    np.testing.assert_array_equal(o_mask.reshape(-1).numpy(), r_mask.reshape(-1).numpy().astype(bool))
+    assert o_low == r_low and int(o_mask.sum()) == int(r_mask.sum()) > 1
+    for off in (0, 1):  # fastMRI's offset, the third positional argument there
+        ref5 = subsample.EquispacedMaskFractionFunc([0.08], [4], seed=5)
+        _, r_mask, _ = transforms.apply_mask(torch.view_as_real(kspace), ref5, off)
+        _, o_mask, _ = apply_mask(kspace, EquispacedFractionMask([0.08], [4], seed=5), offset=off)
+        np.testing.assert_array_equal(o_mask.reshape(-1).numpy(), r_mask.reshape(-1).numpy().astype(bool))
+
+
 def test_apply_mask_properties():
     g = torch.Generator().manual_seed(1)
     kspace = torch.randn(2, 3, 8, 372, dtype=torch.complex128, generator=g)
