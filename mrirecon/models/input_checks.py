@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from mrirecon.core import CoilExpandReduce, HasFBP, HasSamplingMask, LinearOperator, capability
 from mrirecon.core.checks import finite_and_nonzero, nonfinite_count
 from mrirecon.core.operator import check_trailing_shape
+from mrirecon.functional.fft import REAL_PAIRS_HINT
 from mrirecon.models.common import require_batch
 from mrirecon.sampling.agreement import judge_mask
 
@@ -113,8 +114,7 @@ def _check_kind(label: str, y: Tensor, op: LinearOperator) -> None:
         raise TypeError(f"{label}: the data y {tuple(y.shape)} are real ({y.dtype}), but the MRI "
                         f"operator {name} takes complex k-space: a real y has lost its phase "
                         "(abs(), .real, or a cast such as astype(float32)) and would give a wrong "
-                        "image without error; pass the complex k-space (torch.view_as_complex "
-                        "for real pairs (..., 2))")
+                        f"image without error; pass the complex k-space ({REAL_PAIRS_HINT})")
     if not mri and y.is_complex() and capability(op, HasFBP) is not None:
         raise TypeError(f"{label}: the data y {tuple(y.shape)} are complex ({y.dtype}), but the "
                         f"CT operator {name} takes real sinograms (post-log line integrals)")
