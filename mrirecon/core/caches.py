@@ -3,7 +3,8 @@
 Modules keep what is costly to rebuild and small next to the work that uses it: the shared CT
 projector and the FBP's interpolation tables and weights per geometry
 (:mod:`mrirecon.operators.ct`, :mod:`mrirecon.operators.fbp`), NUFFT plans, density weights,
-FFT checkerboards, wavelet band matrices. Each cache is bounded by its number of entries, not by
+FFT checkerboards, wavelet band matrices, and every thread's wavelet plans (per-thread dicts
+reached through a weak registry, :func:`mrirecon.functional.wavelet.plan_dicts`). Each cache is bounded by its number of entries, not by
 bytes: a process that visits many geometries or sizes holds up to a few hundred MB of them
 after its last operator is gone (FBP on 12 LoDoPaB-size geometries, 362 x 362, 1000 views, 513
 detectors: +600 MB RSS, each geometry keeping about 44 MB of projector and interpolation

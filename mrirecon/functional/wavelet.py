@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import weakref
 
 import numpy as np
 import torch
@@ -342,13 +343,45 @@ class _Plan:
                     view.copy_(rows(rows_in))
 
 
+class _Plans(dict):
+    """One thread's plans, keyed by (name, H, W, levels, dtype, device, inverse): a dict that a
+    weak set can hold, equal to itself only (two threads' empty dicts are two entries)."""
+
+    __hash__ = object.__hash__
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__
+
+
 _SCRATCH = threading.local()
 _MAX_PLANS = 16  # per thread; more distinct shapes rebuild (cheap next to a transform)
+# every live thread's plans, so that clear_caches reaches them all (a thread's go with it)
+_ALL_PLANS: weakref.WeakSet[_Plans] = weakref.WeakSet()
+_ALL_PLANS_LOCK = threading.Lock()
+
+
+def plan_dicts() -> list[_Plans]:
+    """The plan dicts of the live threads that have transformed (one each)."""
+    with _ALL_PLANS_LOCK:
+        return list(_ALL_PLANS)
+
+
+def _clear_plans() -> None:
+    """Drop every thread's plans (:func:`mrirecon.clear_caches`). A transform running in
+    another thread keeps the plan it holds; that thread's next call builds a new one."""
+    for plans in plan_dicts():
+        plans.clear()
+
+
+register_cache(_clear_plans)
 
 
 def _plan(name: str, H: int, W: int, levels: int, dtype: torch.dtype, device: torch.device,
           inverse: bool) -> _Plan:
-    plans = _SCRATCH.__dict__.setdefault("plans", {})
+    plans = getattr(_SCRATCH, "plans", None)
+    if plans is None:
+        plans = _SCRATCH.plans = _Plans()
+        with _ALL_PLANS_LOCK:
+            _ALL_PLANS.add(plans)
     key = (name, H, W, levels, dtype, device, inverse)
     plan = plans.get(key)
     if plan is None:

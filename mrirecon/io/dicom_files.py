@@ -13,15 +13,18 @@ suffix were skipped: an empty last slice or a bare data set was silently left ou
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 import pydicom
+from pydicom import config
+from pydicom.charset import default_encoding
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
+from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from mrirecon.io.errors import DataFormatError, DataWarning
+from mrirecon.io.errors import DataFormatError, DataWarning, quiet_warnings, warn_data
 
 #: First bytes of formats that are not DICOM (images, archives, HDF5, PDF, TIFF).
 _OTHER_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"%PDF", b"PK\x03\x04", b"\x1f\x8b",
@@ -136,8 +139,7 @@ def read_candidate(path: Path) -> tuple[Dataset | None, str | None]:
         if part10:
             ds = pydicom.dcmread(path)
         else:  # no preamble: a bare data set, or something else that pydicom may parse
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # guesses of the encoding of unknown bytes
+            with quiet_warnings():  # guesses of the encoding of unknown bytes (one lock)
                 ds = _with_transfer_syntax(pydicom.dcmread(path, force=True))
     except Exception as err:  # noqa: BLE001 - truncated/corrupt files fail in many ways
         if part10 or dcm or bare or size < 132:
@@ -195,11 +197,28 @@ def not_a_series_folder(path: Path) -> Exception:
                                          "that holds the series' slice files")
 
 
+def uid_as_written(ds: Dataset, keyword: str) -> str:
+    """The UI element ``keyword`` of ``ds`` as one string ("" when absent; several values
+    joined by the delimiter), decoded from the file's bytes as pydicom decodes them but without
+    its validation, whose "Invalid value for VR UI" warning needed a process-wide filter (not
+    thread-safe) to silence; the element is stored back converted, unvalidated, so later
+    reads of it say nothing either."""
+    tag = Tag(keyword)
+    elem = ds.get_item(tag) if tag in ds else None
+    if not isinstance(elem, RawDataElement):
+        value = None if elem is None else elem.value
+        if isinstance(value, (list, tuple, MultiValue)):
+            return "\\".join(str(v) for v in value)
+        return "" if value is None else str(value)
+    text = (elem.value or b"").decode(default_encoding).rstrip("\x00 ")
+    ds[tag] = DataElement(tag, "UI", text or None, validation_mode=config.IGNORE)
+    return text
+
+
 def _series_uid(path: Path) -> str | None:
     """SeriesInstanceUID of a DICOM file (its header only); ``None`` when it cannot be read."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet_warnings():  # one lock: see mrirecon.io.errors.quiet_warnings
             ds = pydicom.dcmread(path, stop_before_pixels=True, force=True,
                                  specific_tags=["SeriesInstanceUID"])
             return str(ds.SeriesInstanceUID).strip(" \x00") if "SeriesInstanceUID" in ds else None
@@ -242,7 +261,7 @@ def check_subfolders(folder: Path, uid: str, count: int) -> None:
             f"{mine[0].relative_to(folder)}) beside its {count} here: a series is read from one "
             "folder and subfolders are not read; move its slice files into one folder")
     if others:
-        warnings.warn(DataWarning(folder, "<subfolders>", (
+        warn_data(DataWarning(folder, "<subfolders>", (
             f"{len(others)} subfolder(s) not read ({', '.join(others[:5])}"
             f"{', ...' if len(others) > 5 else ''}): they hold DICOM files of other series, "
             "no slice of this one; pass them as inputs of their own to read them"),

@@ -22,7 +22,6 @@ the array's type), so the values are the ones pydicom gives, from one decode:
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.uid import JPEG2000TransferSyntaxes, JPEGLSTransferSyntaxes
 
-from mrirecon.io.errors import DataFormatError, DataNote, DataWarning
+from mrirecon.io.errors import DataFormatError, DataNote, DataWarning, warn_data
 
 #: Transfer syntaxes whose words pydicom does not clear above BitsStored.
 _NOT_CLEARED = frozenset(JPEG2000TransferSyntaxes) | frozenset(JPEGLSTransferSyntaxes)
@@ -248,7 +247,7 @@ def padding_as_air(data: np.ndarray, facts: list[PixelFacts], paths: list[Path],
     tissue = (kind == "hu" and bool(((before > _TISSUE_HU[0]) & (before <= _TISSUE_HU[1])).any())
               and not all(facts[k].padding_beyond_bits for k in padded))
     category = DataWarning if tissue else DataNote
-    warnings.warn(category(folder, "PixelPaddingValue", text + (
+    warn_data(category(folder, "PixelPaddingValue", text + (
         " (a tissue value: if those pixels are not padding, the files' PixelPaddingValue is "
         "wrong)" if tissue else ""), kind="padding"), stacklevel=3)
 
@@ -264,7 +263,7 @@ def warn_high_bits(facts: list[PixelFacts], paths: list[Path], modality: str) ->
     slope, intercept = f.scale
     unit = " HU" if modality == "CT" else ""
     bits = abs(f.max_word).bit_length() + (f.max_word < 0)
-    warnings.warn(DataWarning(paths[k], "BitsStored", (
+    warn_data(DataWarning(paths[k], "BitsStored", (
         f"{sum(facts[i].high_bits for i in hit):,} pixels in {len(hit)} of {len(paths)} files "
         f"have bits set above HighBit (largest stored word {f.max_word}, BitsStored "
         f"{f.bits_stored}): a mislabelled bit depth or overlay bits in the pixel data"
@@ -289,7 +288,7 @@ def lossy_compression(items: list[tuple[Path, Dataset]], header: Dataset, folder
     count = f"{len(sure or maybe)} of {len(items)} files, first: {path.name}"
     syntax = str(ds.file_meta.get("TransferSyntaxUID", "")) if "file_meta" in dir(ds) else ""
     if not sure:
-        warnings.warn(DataNote(folder, "TransferSyntaxUID", (
+        warn_data(DataNote(folder, "TransferSyntaxUID", (
             f"{syntax} ({getattr(ds.file_meta.TransferSyntaxUID, 'name', '')}; {count}) may be "
             "lossy and the files hold no LossyImageCompression: the images may carry "
             "compression artefacts, which a score against them as the reference counts too"),
@@ -311,7 +310,7 @@ def lossy_compression(items: list[tuple[Path, Dataset]], header: Dataset, folder
     except (TypeError, ValueError, IndexError):
         ratio_text = ""
     method = _joined(header.get("LossyImageCompressionMethod", ""))
-    warnings.warn(DataNote(folder, "LossyImageCompression", (
+    warn_data(DataNote(folder, "LossyImageCompression", (
         f"01 ({count}{ratio_text}{', ' + method if method else ''}): the images were lossy "
         "compressed and carry its artefacts, which a score against them as the reference counts "
         "too; a series exported from them says LossyImageCompression 01"), kind="lossy"),

@@ -28,7 +28,8 @@ from pydicom.multival import MultiValue
 
 from mrirecon.containers import Image, ImageGeometry
 from mrirecon.io.dicom_files import (check_subfolders, is_candidate, localizer, localizer_problem,
-                                     looks_like_dicom, not_a_series_folder, read_candidate)
+                                     looks_like_dicom, not_a_series_folder, read_candidate,
+                                     uid_as_written)
 from mrirecon.io.dicom_pixels import (
     PixelFacts,
     decode,
@@ -36,7 +37,8 @@ from mrirecon.io.dicom_pixels import (
     padding_as_air,
     warn_high_bits,
 )
-from mrirecon.io.errors import DataFormatError, DataNote, DataWarning, refuse_oversized
+from mrirecon.io.errors import (DataFormatError, DataNote, DataWarning, collect_data_warnings,
+                                refuse_oversized, warn_data)
 
 __all__ = ["looks_like_dicom", "read_dicom_series", "read_dicom_series_and_header",
            "read_dicom_series_and_messages"]
@@ -190,7 +192,7 @@ def _select_series(
         items = [item for item in items if not localizer(item[1])]
     if scouts:
         names = ", ".join(p.name for p, _ in scouts[:3]) + (", ..." if len(scouts) > 3 else "")
-        warnings.warn(DataWarning(folder, "ImageType", (
+        warn_data(DataWarning(folder, "ImageType", (
             f"{len(scouts)} localizer image(s) left out ({names}): "
             + localizer_problem(scouts[0][1]) + f"; the volume holds the other {len(items)} "
             "image(s)"), kind="localizer"), stacklevel=3)
@@ -229,10 +231,7 @@ def _one_frame_of_reference(items: list[tuple[Path, Dataset]], folder: Path) -> 
     by_frame: dict[str, list[Path]] = {}
     for path, ds in items:
         try:
-            with warnings.catch_warnings():  # pydicom warns of an invalid UI value: shown below
-                warnings.simplefilter("ignore")
-                uid = _text(ds["FrameOfReferenceUID"].value if "FrameOfReferenceUID" in ds
-                            else None)
+            uid = uid_as_written(ds, "FrameOfReferenceUID")  # an invalid one: shown below
         except Exception as err:  # noqa: BLE001 - a malformed element fails on access
             raise DataFormatError(path, "FrameOfReferenceUID",
                                   f"unreadable element ({err})") from None
@@ -576,22 +575,25 @@ def read_dicom_series_and_messages(
     :class:`DataNote` messages returned instead of emitted, for a run's record: ``(level, kind,
     text)`` with level ``"warning"`` or ``"note"`` and the text without the folder
     (``"slice_0001.dcm: BitsStored: ..."``, ``"PixelPaddingValue: ..."``). Other warnings
-    (pydicom's) are emitted as before."""
-    messages: list[tuple[str, str, str]] = []
-    caught: list = []
+    (pydicom's) are emitted as before; on an error the collected ones are emitted too.
+
+    Safe in several threads at once: the messages are gathered by
+    :func:`~mrirecon.io.errors.collect_data_warnings` (a context variable), not by
+    ``warnings.catch_warnings``, so the process's warning filters and display are never
+    changed and each call returns its own series' messages."""
     done = False
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", DataWarning)
+        with collect_data_warnings() as caught:  # this thread's only: no warnings filters
             image, header = read_dicom_series_and_header(folder, series_uid=series_uid)
         done = True
     finally:
-        for w in caught:  # other warnings (pydicom's), and all of them on an error: shown
-            m = w.message
-            if done and isinstance(m, DataWarning):
-                where = "" if Path(m.file) == Path(folder) else f"{Path(m.file).name}: "
-                messages.append(("note" if isinstance(m, DataNote) else "warning", m.kind,
-                                 f"{where}{m.field}: {m.problem}"))
-            else:
-                warnings.warn_explicit(m, w.category, w.filename, w.lineno, source=w.source)
+        if not done:  # on an error the collected ones are shown, as a plain read shows them
+            for w in caught:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    messages = []
+    for w in caught:
+        m = w.message
+        where = "" if Path(m.file) == Path(folder) else f"{Path(m.file).name}: "
+        messages.append(("note" if isinstance(m, DataNote) else "warning", m.kind,
+                         f"{where}{m.field}: {m.problem}"))
     return image, header, tuple(messages)

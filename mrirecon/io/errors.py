@@ -3,9 +3,15 @@ words for what is no fault of the data: a full (or read-only) disk, a terminatio
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import errno
 import os
 import re
+import sys
+import threading
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 #: What to do about an ``OSError`` of a write that is the file system's, not the program's.
@@ -71,7 +77,8 @@ class DataWarning(UserWarning):
     """A reader's warning: the file was read, but something in it may make the result wrong
     (bits above HighBit, images left out). Named like :class:`DataFormatError`: the message
     reads ``"<file>: <field>: <problem>"``; ``kind`` is a short key for the record
-    (``mrirecon run`` says each kind once per input)."""
+    (``mrirecon run`` says each kind once per input). Readers emit it with :func:`warn_data`,
+    which :func:`collect_data_warnings` can gather per thread."""
 
     def __init__(self, file: str | os.PathLike, field: str, problem: str,
                  kind: str = "data") -> None:
@@ -86,6 +93,71 @@ class DataNote(DataWarning):
     """What a reader did to the data that is no fault of the file (padding read as air, a
     lossy-compressed source): a note in ``mrirecon run``'s record, a warning of this category
     for a library caller (``warnings.simplefilter("ignore", DataNote)`` silences it)."""
+
+
+#: The one lock of mrirecon's blocks that silence warnings with ``warnings.catch_warnings``
+#: (only where no per-call switch exists: pydicom's parser of bare data sets and subfolder
+#: headers, deprecated parameter names of a recorded config): such blocks run one at a time,
+#: so each restores the filters it found (overlapping blocks in two threads left an "ignore"
+#: filter installed for good). :func:`warn_data` warns under it too, so no such block of
+#: another thread silences a data warning.
+_QUIET_LOCK = threading.RLock()
+
+
+#: The list a :func:`collect_data_warnings` block of this thread (context) gathers into, or
+#: ``None``: a context variable, not ``warnings.catch_warnings(record=True)``, which swaps the
+#: process-wide filters and display function and is not thread-safe (two DICOM reads in two
+#: threads left every later warning of the process appended to a dead list).
+_COLLECTOR: contextvars.ContextVar[list[warnings.WarningMessage] | None] = contextvars.ContextVar(
+    "mrirecon_data_warnings", default=None)
+
+
+def warn_data(warning: DataWarning, stacklevel: int = 1) -> None:
+    """Emit a reader's :class:`DataWarning` (or :class:`DataNote`): appended to the collector
+    of the current thread's :func:`collect_data_warnings` block when one is active (the process'
+    filters and display are not consulted), else ``warnings.warn(warning, stacklevel=...)``
+    with ``stacklevel`` counted from the caller of this function, as ``warnings.warn``'s."""
+    sink = _COLLECTOR.get()
+    if sink is None:
+        with _QUIET_LOCK:  # never while another thread's quiet_warnings block ignores all
+            warnings.warn(warning, stacklevel=stacklevel + 1)
+        return
+    try:
+        frame = sys._getframe(stacklevel)  # where warnings.warn(stacklevel) would point
+        filename, lineno = frame.f_code.co_filename, frame.f_lineno
+    except ValueError:  # fewer frames than that: as warnings.warn says it
+        filename, lineno = "sys", 1
+    sink.append(warnings.WarningMessage(warning, type(warning), filename, lineno))
+
+
+@contextlib.contextmanager
+def collect_data_warnings() -> Iterator[list[warnings.WarningMessage]]:
+    """Gather the :class:`DataWarning` s that :func:`warn_data` emits in this block, in this
+    thread (context) only, into the list it yields (``warnings.WarningMessage`` entries, with
+    where each would have been shown); other warnings, and other threads' data warnings, are
+    emitted as usual. Blocks nest (the innermost gathers). The process-wide warning state is
+    not touched, so reads in several threads at once are safe."""
+    sink: list[warnings.WarningMessage] = []
+    token = _COLLECTOR.set(sink)
+    try:
+        yield sink
+    finally:
+        _COLLECTOR.reset(token)
+
+
+@contextlib.contextmanager
+def quiet_warnings(category: type[Warning] = Warning) -> Iterator[None]:
+    """Ignore warnings of ``category`` in this block, under :data:`_QUIET_LOCK`.
+
+    ``warnings.catch_warnings`` swaps the process-wide filter list, which is not thread-safe:
+    the lock makes mrirecon's own blocks take turns, so the filters are always restored, and
+    :func:`warn_data` waits for it, so a data warning is never silenced by another thread's
+    block. Any other warning another thread emits while a block runs (a pydicom parse:
+    milliseconds) is subject to its filter, and a caller's own ``catch_warnings`` in another
+    thread is not serialised (Python < 3.14 has no thread-local warning filters)."""
+    with _QUIET_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", category)
+        yield
 
 
 #: Where the cgroup file systems are mounted, and the file listing this process's cgroups: the

@@ -6,8 +6,10 @@ Every model takes ``init_seed``:
   so whoever builds the model decides (the trainer calls ``torch.manual_seed(cfg.seed)``
   before ``build_model``, which makes a training run reproducible);
 - an ``int``: the weights are drawn inside :func:`seeded_init`, i.e. from the CPU generator
-  seeded with it, and the global generator is left exactly as it was. Two models built with
-  the same seed and parameters have identical weights, wherever they are built.
+  seeded with it, and the global generator is left exactly as it was; the CUDA (MPS, XPU)
+  generators are not seeded (``torch.manual_seed``, which seeded them for good, is not
+  called). Two models built with the same seed and parameters have identical weights,
+  wherever they are built.
 
 (VN and ADMM-CSNet default to ``init_seed=0``: their filters were always seeded.)
 """
@@ -26,13 +28,24 @@ def seeded_init(seed: int | None) -> Iterator[None]:
 
     ``None`` does nothing (the global generator is used and advanced as usual). With an int,
     the CPU generator's state is saved, seeded with ``seed`` and restored on exit, so code after
-    the block sees the global random stream as if the block had not run.
+    the block sees the global random stream as if the block had not run. Only the CPU
+    generator is seeded (``torch.default_generator.manual_seed``): the weights are those
+    ``torch.manual_seed(seed)`` gave, bit for bit, but no accelerator's generator is touched
+    (under ``torch.set_default_device("cuda")``, where the weights are drawn from that
+    device's generator, it is seeded too, and restored on exit).
     """
     if seed is None:
         yield
         return
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"init_seed must be an int or None, got {type(seed).__name__}")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    # torch.manual_seed would seed every CUDA/MPS/XPU generator too, which the fork does not
+    # restore: only the generators the weights are drawn from are seeded, each in the fork
+    default = torch.empty(0).device  # torch.set_default_device("cuda"): drawn there
+    cuda = [] if default.type != "cuda" else [
+        default.index if default.index is not None else torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=cuda):
+        torch.default_generator.manual_seed(seed)
+        for index in cuda:
+            torch.cuda.default_generators[index].manual_seed(seed)
         yield

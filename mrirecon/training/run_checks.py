@@ -50,19 +50,17 @@ def _canonical_params(model: object) -> object:
     """``model`` (a config's ``model`` section) with the deprecated names of its ``params``
     renamed as :func:`~mrirecon.core.names.canonical_params` renames them when the model is
     built (``num_cascades`` -> ``iterations``), without its warning (the run gave it)."""
-    import warnings
-
     if not (isinstance(model, dict) and isinstance(model.get("params"), dict)):
         return model
     from mrirecon.core.names import canonical_params
+    from mrirecon.io.errors import quiet_warnings
     from mrirecon.models.registry import _MODELS, model_defaults, model_keywords
 
     name = str(model.get("name", "")).lower().replace("-", "_")
     if name not in _MODELS:
         return model
     accepted = model_keywords(name) or set(model_defaults(name))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
+    with quiet_warnings(FutureWarning):  # one lock: mrirecon.io.errors.quiet_warnings
         try:
             params = canonical_params(model["params"], accepted, "model.params")
         except ValueError:  # an old and a new name together: compared as written

@@ -155,15 +155,16 @@ class Trainer:
     def _critic(self):
         """A patch discriminator with its optimiser when ``loss.adversarial > 0``, else None.
 
-        Initialised from its own seed (the global random stream is left untouched).
+        Initialised from its own seed, ``seed + 1`` (:func:`~mrirecon.models.init.seeded_init`:
+        the global random stream is left untouched, no accelerator's generator is seeded).
         """
         loss = self.cfg.loss
         if not getattr(loss, "adversarial", 0.0):
             return None
+        from mrirecon.models.init import seeded_init
         from mrirecon.training.losses_gan import AdversarialCritic
 
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.cfg.seed + 1)
+        with seeded_init(int(self.cfg.seed) + 1):  # the CPU generator only, restored after
             critic = AdversarialCritic(mode=loss.adversarial_mode, lr=loss.discriminator_lr)
         return critic.to(self.device)
 

@@ -96,6 +96,17 @@ def resolve_priors(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def build_to_load(name: str, params: Mapping[str, Any]) -> nn.Module:
+    """``build_model(name, **params)`` (priors resolved) for weights that are loaded into it
+    next: its random initialisation, overwritten by the weights, is drawn in a fork of the CPU
+    generator, so loading leaves the caller's random stream as it was (``torch.manual_seed(0);
+    load_pretrained(...); torch.randn(3)`` drew other numbers than without the load)."""
+    from mrirecon.models.registry import build_model
+
+    with torch.random.fork_rng(devices=[]):  # built on the CPU
+        return build_model(name, **resolve_priors(name, params))
+
+
 def card_path(pt: Path) -> Path:
     """The card of the weights ``pt``: ``<stem>.yaml`` beside it, else beside the file a link
     points to (a link to shipped weights was taken for weights without a card); the first
@@ -266,7 +277,8 @@ def load_pretrained(
     """Build the model described by the card and load its weights (eval mode).
 
     ``overrides`` replace model parameters the card lists under ``overridable`` (inference
-    settings such as a plug-and-play schedule, not shapes of weights); others raise.
+    settings such as a plug-and-play schedule, not shapes of weights); others raise. The
+    caller's random state is left as it was (:func:`build_to_load`).
 
     Parameters
     ----------
@@ -284,8 +296,6 @@ def load_pretrained(
         Malformed card, unreadable weights, or weights that do not match the model (the message
         names the file and the missing / unexpected keys).
     """
-    from mrirecon.models.registry import build_model
-
     pt = _resolve(name_or_path)
     card = model_card(pt)
     card_file = card_path(pt)
@@ -307,7 +317,7 @@ def load_pretrained(
                          f"{card['model']['name']!r} is no model of this mrirecon (one of "
                          f"{', '.join(sorted(available_models()))})")
     try:
-        model = build_model(card["model"]["name"], **resolve_priors(card["model"]["name"], params))
+        model = build_to_load(card["model"]["name"], params)
     except (ValueError, TypeError) as err:  # a bad override or card value (TypeError: a key the
         # model does not take, which was an "internal error" of the run): say where it came from
         given = f" and the overrides {dict(overrides)}" if overrides else ""
@@ -341,9 +351,10 @@ def load_model(
     state dict (or training checkpoint, or a ``fastmri.models.VarNet`` checkpoint) is loaded
     into ``build_model(method, **params)``, with a warning (:func:`cardless_note`), logged and
     appended to ``warned`` (``mrirecon run`` records it in ``provenance.json`` and the report).
-    A method that is itself a shipped weights name needs no ``weights``.
+    A method that is itself a shipped weights name needs no ``weights``. The caller's random
+    state is left as it was (:func:`build_to_load`).
     """
-    from mrirecon.models import build_model, fastmri_varnet_state_dict
+    from mrirecon.models import fastmri_varnet_state_dict
     from mrirecon.models.registry import available_models
 
     if weights is None:
@@ -384,7 +395,7 @@ def load_model(
                     f"another network)")
         return load_pretrained(path, overrides=params).eval()
     method, params = shipped_architecture(method, params, path)
-    model = build_model(method, **resolve_priors(method, params))
+    model = build_to_load(method, params)
     state = read_state_dict(path, who="load_model")  # a training checkpoint's "model" too
     if method == "varnet" and not set(state) & set(model.state_dict()):
         try:
@@ -469,7 +480,7 @@ def fitting_parameter(method: str, params: Mapping[str, Any], state: Mapping[str
     import re
     import time
 
-    from mrirecon.models.registry import MODEL_DEFAULTS, build_model
+    from mrirecon.models.registry import MODEL_DEFAULTS
 
     want = {k: tuple(v.shape) for k, v in state.items()}
     sizes = {d for shape in want.values() for d in shape} | {
@@ -482,7 +493,7 @@ def fitting_parameter(method: str, params: Mapping[str, Any], state: Mapping[str
             if time.monotonic() > deadline:
                 return None
             try:
-                got = build_model(method, **{**params, name: value}).state_dict()
+                got = build_to_load(method, {**params, name: value}).state_dict()
             except (TypeError, ValueError):
                 continue
             if {k: tuple(v.shape) for k, v in got.items()} == want:

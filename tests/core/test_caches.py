@@ -174,3 +174,71 @@ def test_bounded_lru_shared_by_threads_stays_consistent():
     assert errors == []
     held = [lru.get(k) for k in range(40)]
     assert lru.weight == sum(v[1] for v in held if v is not None) <= 64
+
+
+def test_clear_caches_drops_the_wavelet_plans_of_every_thread():
+    """The wavelet transform keeps per-thread plans with image-sized scratch buffers (sixteen:
+    ~99 MB after eight complex128 shapes), which clear_caches left in place (its README says it
+    "empties them all"). After transforms in this thread and in a worker thread that is still
+    alive, clear_caches leaves no plan in either; the worker then transforms again (rebuilding
+    its plan) and gets the same coefficients."""
+    import threading
+
+    from mrirecon.functional import wavelet
+
+    def held() -> int:
+        return sum(len(plans) for plans in wavelet.plan_dicts())
+
+    x = torch.rand(3, 32, 48, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    mrirecon.clear_caches()
+    assert held() == 0
+    first = wavelet.dwt2(x, "db2", 2)
+    assert torch.allclose(wavelet.idwt2(first, "db2", 2), x, atol=1e-12)  # float64, 2 levels
+    go, done, out = threading.Event(), threading.Event(), {}
+
+    def worker():
+        out["before"] = wavelet.dwt2(x.to(torch.complex128), "db4", 1)
+        done.set()
+        go.wait(30)
+        out["after"] = wavelet.dwt2(x.to(torch.complex128), "db4", 1)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    assert done.wait(30)
+    assert held() >= 2  # this thread's db2 plans and the worker's db4 plan
+    mrirecon.clear_caches()
+    assert held() == 0
+    go.set()
+    t.join(30)
+    assert torch.equal(out["after"], out["before"])
+    assert torch.equal(wavelet.dwt2(x, "db2", 2), first)
+
+
+def test_clearing_wavelet_plans_under_running_transforms_is_safe():
+    """clear_caches from one thread while two others transform in a loop: no error, every
+    result equals the one computed alone (a running transform keeps its plan)."""
+    import threading
+
+    from mrirecon.functional import wavelet
+
+    x = torch.rand(2, 64, 64, dtype=torch.float32, generator=torch.Generator().manual_seed(2))
+    want = wavelet.dwt2(x, "db4", 3)
+    errors, stop = [], threading.Event()
+
+    def work():
+        try:
+            while not stop.is_set():
+                if not torch.equal(wavelet.dwt2(x, "db4", 3), want):
+                    errors.append("differs")
+        except Exception as err:  # pragma: no cover - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for _ in range(50):
+        mrirecon.clear_caches()
+    stop.set()
+    for t in threads:
+        t.join()
+    assert errors == []
