@@ -141,23 +141,28 @@ def _check_allocation(fail, field: str, shape: tuple[int, ...], readouts: int,
     """Refuse a k-space grid that the acquisitions cannot justify or memory cannot hold, before
     allocating it (a corrupt index or matrix size would otherwise ask for many GiB). What the
     read holds is counted: ``grids`` grids (2 with calibration-only lines) of ``held_slices``
-    slices (all, or 1 read at a time), their per-sample repeat counts (8 bytes a grid point), a
-    3-D slab's kz transform (2 more grids) and one chunk of samples; above half the memory the
-    read is refused before any sample is read."""
+    slices (all, or 1 read at a time: the streamed read's planning pass and each slice it reads),
+    the per-sample repeat counts of every slice (8 bytes a grid point; the planning pass holds
+    them for the whole volume), a 3-D slab's kz transform (2 more grids) and one chunk of
+    samples; above half the memory the read is refused before any sample is read. A grid far
+    beyond what the readouts can fill is refused as corrupt indices or matrix size; one that is
+    only too large for the memory here is refused as such (split the file, or more memory)."""
     slices, parts, channels, enc_x, enc_y = shape
     held = slices if held_slices is None else held_slices
     nbytes = 8 * slices * parts * channels * enc_x * enc_y
     points = held * parts * enc_x * enc_y
-    need = grids * (8 * channels + 8) * points + (2 * 8 * channels * points if parts > 1 else 0)
-    need += CHUNK_BYTES
+    need = grids * (8 * channels * points + 8 * slices * parts * enc_x * enc_y)
+    need += (2 * 8 * channels * points if parts > 1 else 0) + CHUNK_BYTES
     lines = slices * parts * enc_y
-    if need > memory_bytes() // 2 or (lines > MAX_GRID_PER_READOUT * max(readouts, 1)
-                                       and nbytes > 1 << 28):
-        raise fail(field, f"{readouts} readouts would fill a k-space grid of shape {shape} "
-                          f"({nbytes / 2**30:.1f} GiB; the read needs {need / 2**30:.1f} GiB, "
-                          f"half the memory here is {memory_bytes() / 2**31:.1f} GiB); the "
-                          "slice/encoding indices or the header's matrix size are corrupt (or the "
-                          "file must be split)")
+    sizes = (f"{readouts} readouts would fill a k-space grid of shape {shape} "
+             f"({nbytes / 2**30:.2f} GiB)")
+    if lines > MAX_GRID_PER_READOUT * max(readouts, 1) and nbytes > 1 << 28:
+        raise fail(field, f"{sizes}, more than {MAX_GRID_PER_READOUT} grid lines a readout: the "
+                          "slice/encoding indices or the header's matrix size are corrupt")
+    if need > memory_bytes() // 2:
+        raise fail(field, f"{sizes}; the read needs {need / 2**30:.2f} GiB, the memory here "
+                          f"allows {memory_bytes() // 2 / 2**30:.2f} GiB (half of it): split the "
+                          "file or run with more memory")
 
 
 def _check_limits(header: Header, idx, imaging: np.ndarray, fail, counters) -> None:
@@ -498,7 +503,7 @@ def _cartesian(sel: _Selection, records: Rows | None, slices: np.ndarray | None 
                    "3-D ky-kz undersampling is not separable; cannot express it as a column mask")
     plan = slab_plan(header)  # the partitions on the recon slab's grid (ismrmrd_slab)
     _check_allocation(fail, f"{dataset}/data", (num_slices, plan.fill, channels, enc_x, enc_y),
-                      imaging.size)
+                      imaging.size, ngrids, 1 if records is None else None)
     header = slab_header(header, plan)
     order = slice_order(heads[imaging[0]], positions, num_slices, fail, dataset,
                         partitions=plan.keep, thickness=plan.thickness, sources=sources,

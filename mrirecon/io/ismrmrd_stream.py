@@ -110,7 +110,8 @@ class ISMRMRDSlices:
     """The slices of one ISMRMRD file, read one at a time where the data allow (see the module
     docstring): ``len()``, ``read(i)`` -> :class:`KSpace` of slice ``i`` (``data`` ``(1, coils,
     H, W)``, ``calibration`` ``(1, ...)`` or ``None``, the volume's ``header``, ``mask`` and
-    ``noise``), ``streamed`` (whether the volume is never held whole) and ``header``.
+    ``noise``), ``streamed`` (whether the volume is never held whole), ``held_bytes()`` (the
+    k-space held between reads) and ``header``.
 
     Build it with :func:`open_ismrmrd`."""
 
@@ -138,11 +139,14 @@ class ISMRMRDSlices:
                        calibration=cal if self._calibrated else None)
 
     def held_bytes(self) -> int:
-        """Bytes of k-space this object holds between reads (the whole volume, or none)."""
+        """Bytes of k-space this object holds between reads: none when streamed, else the
+        whole volume's samples, calibration, trajectory and density weights (what ``mrirecon
+        run``'s volume memory check adds to the outputs, through ``_MRISource.held_bytes``)."""
         if self._reader is not None:
             return 0
-        cal = self._volume.calibration
-        return int(self._volume.data.nbytes + (0 if cal is None else cal.nbytes))
+        vol = self._volume
+        return int(sum(t.nbytes for t in (vol.data, vol.calibration, vol.trajectory, vol.density)
+                       if t is not None))
 
 
 def open_ismrmrd(path: str | os.PathLike, dataset: str = "dataset", **kwargs) -> ISMRMRDSlices:

@@ -384,6 +384,13 @@ class _MRISource:
         self.info.setdefault("header", ks.header)
         return make_slice(ks, i, self.path.name, self._mask)
 
+    def held_bytes(self) -> int:
+        """Bytes of input held for the whole volume (the optional member of
+        :class:`~mrirecon.pipeline.stream.SliceSource`): an ISMRMRD file read whole (3-D slab,
+        non-Cartesian data) holds its k-space; fastMRI slices and streamed ISMRMRD slices are
+        read one at a time (0)."""
+        return 0 if self._vol is None else self._vol.held_bytes()
+
     def close(self) -> None:
         if self._file is not None:
             self._file.close()

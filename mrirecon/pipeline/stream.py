@@ -55,7 +55,12 @@ class Method:
 
 
 class SliceSource(Protocol[S]):
-    """The slices of one opened input volume, read one at a time."""
+    """The slices of one opened input volume, read one at a time.
+
+    Optional members (read with :func:`getattr`, absent on most sources): ``info`` (a dict
+    :attr:`VolumeRun.info` copies) and ``held_bytes()``, the bytes of input the source holds for
+    the whole volume (an ISMRMRD 3-D slab or non-Cartesian file read whole), added to the
+    volume's memory need (:func:`source_held_bytes`); 0 when absent."""
 
     def __len__(self) -> int: ...
 
@@ -284,30 +289,43 @@ def _prepare(modality: Modality[S], source: SliceSource[S], i: int) -> tuple[S, 
 VOLUME_MEMORY_FACTOR = 6.0
 
 
-def volume_memory_need(n: int, first: list[Tensor], previews: bool) -> float:
+def volume_memory_need(n: int, first: list[Tensor], previews: bool, held: int = 0) -> float:
     """Bytes the ``n`` slices of a volume need for its evaluation and export, estimated from
     ``first``, slice 0's held images (outputs, reference, preview): :data:`VOLUME_MEMORY_FACTOR`
     times their bytes per slice. Without ``previews`` the caller may make its own image per
     slice (the MRI output-scale check keeps a zero-filled image of the output's size when no
-    PNG is written: ``pipeline.volume.ScaleCheck``), counted as one more output image."""
+    PNG is written: ``pipeline.volume.ScaleCheck``), counted as one more output image. ``held``:
+    the bytes of input the source holds through the slice loop (:func:`source_held_bytes`),
+    added once."""
     per_slice = sum(t.numel() * t.element_size() for t in first)
     if not previews and first:
         per_slice += first[0].numel() * 4  # a float32 image of the output's size
-    return VOLUME_MEMORY_FACTOR * n * per_slice
+    return VOLUME_MEMORY_FACTOR * n * per_slice + held
 
 
-def _check_volume_memory(path: Path, n: int, first: list[Tensor], previews: bool = True) -> None:
+def source_held_bytes(source: SliceSource) -> int:
+    """The bytes of input ``source`` holds for the whole volume: its optional ``held_bytes()``
+    (:class:`SliceSource`), 0 without one."""
+    held = getattr(source, "held_bytes", None)
+    return int(held()) if callable(held) else 0
+
+
+def _check_volume_memory(path: Path, n: int, first: list[Tensor], previews: bool = True,
+                         held: int = 0) -> None:
     """Refuse a volume whose ``n`` slices' outputs, references and previews (``first``: slice
-    0's), held for the volume's evaluation and exports, need more than half the memory
+    0's), held for the volume's evaluation and exports, with the ``held`` bytes of input its
+    source keeps (a k-space volume read whole), need more than half the memory
     (:func:`volume_memory_need`): a 1.7-MB file whose 5000 virtual slices mapped one 320 x 320
     slice grew to 24 GB until the kernel killed the run, with no word and no output."""
     from mrirecon.io.errors import memory_bytes
 
-    need = volume_memory_need(n, first, previews)
+    need = volume_memory_need(n, first, previews, held)
     if need > memory_bytes() / 2:
+        kept = (f" with the {held / 2**30:.2f} GiB of input the reader holds whole (a 3-D slab "
+                "or non-Cartesian data)" if held else "")
         raise ValueError(f"{path}: {n} slices of {tuple(first[0].shape)} outputs would "
-                         f"hold {need / 2**30:.1f} GiB for the volume's exports, more than half "
-                         f"of the {memory_bytes() / 2**30:.0f} GiB of memory here; split the "
+                         f"hold {need / 2**30:.1f} GiB for the volume's exports{kept}, more than "
+                         f"half of the {memory_bytes() / 2**30:.0f} GiB of memory here; split the "
                          "volume into files of fewer slices")
 
 
@@ -363,7 +381,7 @@ def stream_volume(modality: Modality[S], path: Path, methods: Sequence[Method], 
                 views.append(p.float().clone())
             if i == 0:  # the volume's outputs are held for its exports: refused if they can't be
                 _check_volume_memory(path, n, [*(o[0] for o in outs.values()), *refs, *views],
-                                     previews)
+                                     previews, source_held_bytes(source))
             if bar is not None:
                 bar.set_postfix_str(f"{Path(path).name} slice {i + 1}/{n}", refresh=False)
                 bar.update(len(methods))

@@ -123,6 +123,37 @@ def test_an_oversized_cartesian_file_is_refused_before_its_samples_are_read(file
         stream.open_ismrmrd(files[4])
 
 
+def test_a_file_whose_slice_fits_but_volume_does_not_streams_and_the_whole_read_refuses(
+        files, monkeypatch):
+    """Memory for one slice (its grid and repeat counts, the planning pass's repeat counts of
+    every slice, one chunk) but not the 32-slice volume: ``open_ismrmrd`` reads every slice,
+    bit-identical to the whole read done beforehand; ``read_ismrmrd`` is refused for the memory,
+    not as corrupt indices. Was: ``open_ismrmrd`` refused too, by the check after the slab plan
+    counting every slice in the planning pass, blaming "corrupt" indices."""
+    import mrirecon.io.ismrmrd_raw as raw
+    import mrirecon.io.ismrmrd_stream as stream
+    from mrirecon.io import DataFormatError, read_ismrmrd
+
+    whole = read_ismrmrd(files[32])
+    slices, points = 32, SIZE[0] * SIZE[1]
+    chunk = 64 << 10
+    slice_need = (8 * COILS + 8) * points + 8 * slices * points + chunk  # + planning's counts
+    volume_need = (8 * COILS + 8) * slices * points + chunk
+    half = 2 * slice_need
+    assert slice_need < half < volume_need
+    monkeypatch.setattr(raw, "CHUNK_BYTES", chunk)
+    monkeypatch.setattr(stream, "CHUNK_BYTES", chunk)
+    monkeypatch.setattr(raw, "memory_bytes", lambda: 2 * half)
+    sl = stream.open_ismrmrd(files[32])
+    assert sl.streamed and len(sl) == slices
+    for i in range(slices):
+        assert torch.equal(sl.read(i).data, whole.data[i: i + 1])
+    with pytest.raises(DataFormatError, match=r"raw32\.h5.*needs .* GiB.*split the file or run "
+                                              r"with more memory") as err:
+        read_ismrmrd(files[32])
+    assert "corrupt" not in str(err.value)
+
+
 def test_an_oversized_radial_file_is_refused_before_it_is_read_whole(tmp_path, monkeypatch):
     """Non-Cartesian data are read whole (3.3x their samples, measured): a file whose samples
     times :data:`~mrirecon.io.ismrmrd_stream.WHOLE_READ_FACTOR` exceed half the memory is refused

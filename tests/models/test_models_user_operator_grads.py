@@ -171,3 +171,36 @@ def test_plug_and_play_and_unrolled_em_differentiate_a_user_operators_weight(kin
         (grads[implicit],) = torch.autograd.grad((model(y, op).abs() ** 2).sum(), w)
     err = float((grads[True] - grads[False]).norm() / grads[False].norm())
     assert err <= 1e-6, err
+
+
+def test_a_user_operator_costs_one_more_gram_a_call_while_autograd_records():
+    """The documented cost of finding a user's tensors (``solve_proximal``'s ``params=None``):
+    one more ``gram`` per call while autograd records, also when nothing in the operator requires
+    a gradient, none under ``no_grad``; and why it is not skipped after a call that found
+    nothing: a weight unfrozen later (``requires_grad_()`` on the same operator's tensor) gets
+    the gradient a fresh operator gets. Was: the docstring said nothing more was applied when
+    nothing required a gradient (one gram a call more than that, 3 -> 4 of a 2-step solve)."""
+    calls = [0]
+    w = _weight0()
+
+    def forward(v):
+        calls[0] += 1
+        return MASK * fft2c(w * v)
+
+    op = FunctionOperator(forward, lambda k: w * ifft2c(MASK * k), (N, N), (N, N))
+    x, z = _data()
+    y = Weighted(_weight0())(x)
+    dc = ProximalDC(LAM, learnable=False, iterations=ITERS, tolerance=TOL)
+    with torch.no_grad():
+        dc(z, y, op)  # the first meeting's operator check
+    counts = {}
+    for grad in (False, True):
+        calls[0] = 0
+        with torch.set_grad_enabled(grad):
+            out = dc(z, y, op)
+        counts[grad] = calls[0]
+        assert not out.requires_grad
+    assert counts[True] == counts[False] + 1, counts
+    w.requires_grad_()
+    (g,) = torch.autograd.grad((dc(z, y, op).abs() ** 2).sum(), w)
+    assert torch.equal(g, _dc_grad("closure", True))

@@ -5,6 +5,7 @@ which ``stream._check_volume_memory`` refuses a volume (``stream.volume_memory_n
 from __future__ import annotations
 
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -82,6 +83,96 @@ def test_the_volume_estimate_counts_the_scale_check_images_without_previews():
     # png off: no previews, but the MRI output-scale check keeps a zero-filled image a slice
     assert stream.volume_memory_need(10, [out, ref], False) == with_previews
     assert stream.volume_memory_need(10, [out, ref], True) == 2 / 3 * with_previews
+
+
+class _Source:
+    """A volume of ``n`` 32 x 32 slices whose source holds ``held`` bytes of input (``None``: no
+    ``held_bytes`` member, as most sources); records the slices read."""
+
+    def __init__(self, n: int, held: int | None) -> None:
+        self.n, self.reads = n, []
+        if held is not None:
+            self.held_bytes = lambda: held
+
+    def __len__(self) -> int:
+        return self.n
+
+    def read(self, i: int) -> torch.Tensor:
+        self.reads.append(i)
+        return torch.zeros(32, 32)
+
+    def close(self) -> None:
+        pass
+
+
+class _Identity(stream.Modality):
+    def __init__(self, source: _Source) -> None:
+        self.source = source
+
+    def load(self, path):
+        return self.source
+
+    def undersample(self, s):
+        return s
+
+    def reconstruct(self, s, method):
+        return s
+
+    def postprocess(self, s):
+        return s
+
+
+def test_input_a_source_holds_whole_is_counted_and_refused_before_slice_1(monkeypatch):
+    """Half the memory holds the 4 slices' outputs (6x their bytes) but not them and an input
+    of twice that held whole (a 3-D slab or non-Cartesian ISMRMRD file read whole): refused
+    after slice 0, before slice 1 is read, naming the held input; a streamed source (0 bytes
+    held) and one without ``held_bytes`` run every slice. Was: the held input not counted."""
+    from mrirecon.io import errors
+    from mrirecon.pipeline.schema import ReconstructConfig
+
+    n = 4
+    outputs = stream.volume_memory_need(n, [torch.zeros(32, 32)], True)
+    assert outputs == stream.VOLUME_MEMORY_FACTOR * n * 32 * 32 * 4
+    monkeypatch.setattr(errors, "memory_bytes", lambda: int(4 * outputs))  # half: 2x outputs
+    method = [stream.Method("identity", ReconstructConfig())]
+    whole = _Source(n, held=int(2 * outputs))
+    with pytest.raises(ValueError, match=r"outputs would hold .* GiB .* with the .* GiB of input "
+                                         r"the reader holds whole"):
+        stream.stream_volume(_Identity(whole), Path("slab.h5"), method, progress=False)
+    assert whole.reads == [0]
+    for held in (0, None):
+        streamed = _Source(n, held)
+        run = stream.stream_volume(_Identity(streamed), Path("x.h5"), method, progress=False)
+        assert streamed.reads == list(range(n)) and run.outputs["identity"].shape == (n, 32, 32)
+
+
+def test_the_mri_source_reports_the_kspace_it_holds_whole(tmp_path):
+    """``_MRISource.held_bytes``: a non-Cartesian ISMRMRD file (read whole) holds its samples
+    and trajectory, a 2-D Cartesian one (streamed) and a fastMRI file nothing."""
+    from mrirecon.containers import Header
+    from mrirecon.io import read_ismrmrd, write_ismrmrd_noncartesian
+    from mrirecon.pipeline.stages_mri import _MRISource
+    from tests.helpers import fastmri_to_ismrmrd, simulated_volume
+
+    readouts, samples = 32, 64
+    angles = torch.arange(readouts) * np.pi / readouts
+    r = torch.linspace(-0.5, 0.5, samples)
+    traj = torch.stack([r[None] * torch.cos(angles)[:, None],
+                        r[None] * torch.sin(angles)[:, None]], -1)
+    k = torch.randn(2, 4, readouts, samples, dtype=torch.complex64)
+    header = Header(encoded_matrix=(64, 64, 1), recon_matrix=(64, 64, 1),
+                    encoded_fov_mm=(200.0, 200.0, 5.0), recon_fov_mm=(200.0, 200.0, 5.0),
+                    extra={"trajectory": "radial"})
+    radial = write_ismrmrd_noncartesian(tmp_path / "radial.h5", k, traj, header)
+    vol = read_ismrmrd(radial)
+    expect = sum(t.nbytes for t in (vol.data, vol.trajectory, vol.density, vol.calibration)
+                 if t is not None)
+    assert expect >= k.numel() * 8 + traj.numel() * 4
+    assert _MRISource(radial, "ismrmrd").held_bytes() == expect
+    fastmri = simulated_volume(tmp_path, coils=4, slices=3, size=(32, 24))
+    fastmri_to_ismrmrd(fastmri, tmp_path / "cart.h5")
+    assert _MRISource(tmp_path / "cart.h5", "ismrmrd").held_bytes() == 0
+    assert _MRISource(fastmri, "fastmri").held_bytes() == 0
 
 
 def _tiled(src, dst, n: int) -> None:

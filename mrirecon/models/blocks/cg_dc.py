@@ -65,8 +65,11 @@ def solve_proximal(
         tracks everything). ``None``: not known (a user's operator, see
         :func:`operator_tensors_with_grad`): when autograd records, ``gram`` is applied once
         more, at the solution, and the gradient reaches whatever that application depends on
-        (held until backward: the memory of one ``gram``); nothing more when nothing in it
-        requires a gradient or under ``no_grad``.
+        (held until backward: the memory of one ``gram``, none when nothing in it requires a
+        gradient). That application costs one ``gram`` per solve whenever autograd records,
+        also when nothing in ``gram`` requires a gradient: only its output tells, and a memo
+        per operator would miss a tensor whose ``requires_grad`` is switched on later (a
+        frozen weight unfrozen). Inference: call under ``torch.no_grad()`` (no extra ``gram``).
 
     Returns
     -------
@@ -111,7 +114,9 @@ def _solve_tracking_gram(gram: Callable[[Tensor], Tensor], rhs: Tensor, lam: Ten
     right-hand side ``b - (r - r.detach())``: the same value (``r - r.detach()`` is 0), while
     its gradient ``-v`` w.r.t. ``r`` (``v = (G + lam I)^{-1} dL/dx``) is the implicit gradient
     ``-Re <v, (dG/dtheta) x>`` of every tensor ``theta`` that ``G`` depends on, leaf or not,
-    carried by autograd through ``r``'s own graph."""
+    carried by autograd through ``r``'s own graph. ``r`` is computed on every call while
+    autograd records, whether or not anything in ``G`` turns out to require a gradient (see
+    :func:`solve_proximal`'s ``params``)."""
     with torch.no_grad():
         x = cg(lambda v: gram(v) + lam * v, rhs, None if x0 is None else x0.detach(), **options)
     if torch.is_grad_enabled():
@@ -187,7 +192,10 @@ class ProximalDC(nn.Module):
     tested by :func:`~mrirecon.core.check_operator` the first time it is met (see
     :func:`~mrirecon.core.operator_check.check_operator_once`): a wrong adjoint or closed-form
     gram raises ``ValueError`` naming the operator instead of a wrong image. mrirecon's own
-    operators are not tested here (no cost).
+    operators are not tested here (no cost). With such an operator and ``implicit`` every call
+    while autograd records applies ``op.gram`` once more, at the solution (how the implicit
+    backward finds the tensors in its code, :func:`solve_proximal`): run inference under
+    ``torch.no_grad()`` to avoid it.
     """
 
     @accepts_deprecated_names
