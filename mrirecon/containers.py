@@ -125,6 +125,31 @@ class ImageGeometry:
         return tuple(float(v) for v in p)
 
 
+def geometry_from_fov(
+    fov_mm: tuple[float, float, float], matrix: tuple[int, int, int]
+) -> ImageGeometry:
+    """Voxel grid of a recon space: spacing ``(fov_z/z, fov_x/x, fov_y/y)`` mm, not placed in
+    the patient (``placed=False``: the header has no position or orientation).
+
+    Rows of a fastMRI image run along ISMRMRD ``x`` (readout), columns along ``y``. A zero
+    FOV (unknown) gives 1 mm spacing on that axis. The one rule of :class:`Header` (a header
+    built without ``geometry``) and of the ISMRMRD header reader (a header without the
+    ``mrirecon.geometry`` user parameter, e.g. fastMRI's).
+    """
+    def step(fov: float, n: int) -> float:
+        return fov / n if fov > 0 else 1.0
+
+    return ImageGeometry(
+        spacing=(step(fov_mm[2], matrix[2]), step(fov_mm[0], matrix[0]), step(fov_mm[1], matrix[1])),
+        placed=False,
+    )
+
+
+#: The FOV of a :class:`Header` built without one: its derived voxels are 1 mm placeholders
+#: (a 1 mm FOV read as such gave 1/320 mm voxels to a 320 x 320 matrix).
+NO_FOV_MM = (1.0, 1.0, 1.0)
+
+
 @dataclass(frozen=True)
 class Header:
     """Acquisition header of an MRI volume (the fields of the ISMRMRD XML we use).
@@ -141,12 +166,20 @@ class Header:
     ``echo_times_ms`` (``tuple`` of every ``TE`` when there are several: multi-echo),
     ``inversion_time_ms``, ``echo_spacing_ms``, ``imaging_frequency_hz`` (``float``). DICOM
     export writes it as the MR technique attributes (:mod:`mrirecon.io.dicom_technique`).
+
+    ``geometry`` left out (``None``) is derived from the recon FOV and matrix,
+    :func:`geometry_from_fov`: spacing ``(fov_z / z, fov_x / x, fov_y / y)`` mm (1 mm placeholders
+    when no FOV was given, :data:`NO_FOV_MM`), ``placed=False``
+    (voxel sizes only, as a fastMRI header reads; the exporters mark it a placeholder).
+    :meth:`with_` derives it again when it changes the recon FOV or matrix of such a header. (A
+    default of 1 mm voxels placed in scanner coordinates was written as the file's geometry and
+    exported so: 128 x 96 over 220 x 165 x 5 mm came out 1 x 1 x 1 mm, NIfTI ``sform_code`` 1.)
     """
 
     encoded_matrix: tuple[int, int, int]
     recon_matrix: tuple[int, int, int]
-    encoded_fov_mm: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    recon_fov_mm: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    encoded_fov_mm: tuple[float, float, float] = NO_FOV_MM
+    recon_fov_mm: tuple[float, float, float] = NO_FOV_MM
     padding_left: int = 0
     padding_right: int | None = None
     acquisition: str = ""
@@ -155,10 +188,12 @@ class Header:
     echo_time_ms: float | None = None
     flip_angle_deg: float | None = None
     num_coils: int | None = None
-    geometry: ImageGeometry = field(default_factory=ImageGeometry)
+    geometry: ImageGeometry | None = None
     patient_id: str = ""
     extra: dict = field(default_factory=dict, compare=False)
     technique: dict = field(default_factory=dict, compare=False)
+    #: whether ``geometry`` was derived from the recon FOV and matrix (not given)
+    _derived_geometry: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("encoded_matrix", "recon_matrix"):
@@ -166,6 +201,10 @@ class Header:
             if len(v) != 3 or min(v) < 1:
                 raise ValueError(f"Header.{name} must be 3 positive ints, got {v}")
             object.__setattr__(self, name, v)
+        if self.geometry is None:  # no FOV given at all (the default): voxel sizes unknown, 1 mm
+            fov = (0.0, 0.0, 0.0) if tuple(self.recon_fov_mm) == NO_FOV_MM else self.recon_fov_mm
+            object.__setattr__(self, "geometry", geometry_from_fov(fov, self.recon_matrix))
+            object.__setattr__(self, "_derived_geometry", True)
         if self.padding_right is None:
             object.__setattr__(self, "padding_right", self.encoded_matrix[1])
         if not 0 <= self.padding_left < self.padding_right <= self.encoded_matrix[1]:
@@ -207,6 +246,10 @@ class Header:
         return cols
 
     def with_(self, **changes) -> Header:
+        """A copy with ``changes``; a geometry derived from the recon FOV / matrix (not given)
+        is derived again from the new ones."""
+        if self._derived_geometry and "geometry" not in changes:
+            changes["geometry"] = None  # derived again (the same unless the recon grid changes)
         return replace(self, **changes)
 
 

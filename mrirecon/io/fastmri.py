@@ -217,9 +217,11 @@ class FastMRIFile:
             attrs = self.attrs
             # the header's channel count and the file's slice count stay in extra: make_slice
             # reports k-space whose coil and slice axes contradict them
-            changes = {"num_coils": self.shape[1],
-                       "extra": {**header.extra, "receiver_channels": header.num_coils,
-                                 "file_slices": self.shape[0]}}
+            extra = {**header.extra, "receiver_channels": header.num_coils,
+                     "file_slices": self.shape[0]}
+            if note := narrow_phase_note(header):
+                extra["phase_voxel_note"] = note
+            changes = {"num_coils": self.shape[1], "extra": extra}
             if attrs.get("acquisition"):
                 changes["acquisition"] = str(attrs["acquisition"])
             if attrs.get("patient_id"):
@@ -403,6 +405,32 @@ def matrix_problem(header: Header, shape: tuple[int, ...]) -> str | None:
                      "(slices, coils, H, W): np.moveaxis(k, -1, -3))")
     return (f"(x, y) = {enc} but kspace is (H, W) = ({rows}, {cols}); the header does not describe "
             "this k-space (padding and crop would be wrong)" + "".join(f"; {h}" for h in hints))
+
+
+def narrow_phase_note(header: Header) -> str | None:
+    """The warning for a fastMRI-layout header whose k-space (``W`` = encoded ``y`` columns) is
+    narrower than its recon matrix (``y`` > ``W``) over the same phase FOV (within 1 mm), else
+    ``None``. Such a header says the columns are ``FOV y / W`` mm and the recon voxel finer
+    (a phase resolution below 100 %: the ISMRMRD reader zero-pads ky to the recon columns,
+    :func:`~mrirecon.io.ismrmrd_encoding.interpolate_phase`). fastMRI's own headers give the
+    encoded y FOV equal to the recon one whatever the matrix (knee: 368 encoded and 320 recon
+    columns, both over 140 mm), so fastMRI brain's narrow "FLAIR 203" files meet this too and
+    cannot be told from a consistent header: the file is read as fastMRI reads it (``crop:
+    recon_size`` gives ``(W, W)``, columns labelled with the recon voxel), and the run says
+    what that costs if the header is right."""
+    ey, ry = header.encoded_matrix[1], header.recon_matrix[1]
+    fe, fr = header.encoded_fov_mm[1], header.recon_fov_mm[1]
+    if not (ry > ey and fe > 0 and fr > 0 and abs(fe - fr) <= 1.0):
+        return None
+    return (f"ismrmrd_header/encoding/reconSpace/matrixSize/y: the k-space has {ey} phase-encoding "
+            f"columns over {fe:g} mm ({fe / ey:.4g} mm a column), narrower than reconSpace y = "
+            f"{ry} over {fr:g} mm ({fr / ry:.4g} mm): read as fastMRI reads its narrow brain "
+            f"files ('FLAIR 203', whose y FOV does not follow the matrix): columns labelled "
+            f"{fr / ry:.4g} mm, and crop: recon_size gives {ey} x {ey} (the readout cut to {ey} "
+            f"rows); if the header is right (a phase resolution below 100 %), the columns are "
+            f"{fe / ey:.4g} mm and positions along them are {fe * ry / (fr * ey):.3g}x what the "
+            f"output says: write the k-space zero-padded to {ry} columns (as the scanner "
+            "interpolates) with encodedSpace y = reconSpace y, or as ISMRMRD raw data")
 
 
 def read_fastmri(path: str | os.PathLike, *, with_reference: bool = True) -> KSpace:

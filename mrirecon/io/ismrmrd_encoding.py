@@ -23,7 +23,10 @@ Each case below was read with exit 0 and gave a wrong image without a word:
   240 mm: Siemens' phase resolution below 100 %). The image was reconstructed on the 192
   acquired columns and labelled with the recon voxel (0.94 mm where they are 1.25 mm: features
   25 % too close to the centre). The k-space is zero-padded to the recon columns, as the
-  scanner interpolates, and noted.
+  scanner interpolates, and noted. With phase oversampling too (22 lines over 43.2 mm, recon
+  24 over 36 mm: 1.96 mm columns labelled 1.5 mm, points at 9 mm exported at 7.5 mm) it is
+  padded to the recon voxel (29 columns), which the recon crop cuts to 24; other
+  contradictions of the two phase voxels are warned (:func:`phase_voxel_problem`).
 * :func:`check_centre`: a slice whose k-space centre line (grid column ``y // 2``, where the
   header's ``encodingLimits`` centre puts it) no line of the data or of a separate reference
   holds (a lost centre line; :func:`check_centre_lines`), or a slab without its centre partition:
@@ -342,36 +345,108 @@ def traj_ignored(header: Header, records: np.ndarray, imaging: np.ndarray,
         "(trajectory_dimensions 0) for Cartesian lines"))
 
 
+#: The element :func:`phase_voxel_problem` names.
+RECON_FOV_Y = "ismrmrd_header/encoding/reconSpace/fieldOfView_mm/y"
+
+
+def _same_voxel(v_enc: float, v_rec: float, fe: float, fr: float, ry: int) -> bool:
+    """Encoded and recon voxel sizes equal within rounding: each FOV to the mm (0.5 mm off
+    each) and the recon extent off by half a recon voxel (the readout's rule,
+    :func:`~mrirecon.io.ismrmrd_header.readout_voxel_problem`)."""
+    return abs(v_enc / v_rec - 1) <= 0.5 / fe + 0.5 / fr + 0.5 / ry
+
+
+def interpolated_columns(header: Header, width: int) -> int | None:
+    """The k-space columns that put ``width`` encoded lines on the recon voxel along phase
+    encoding, when the recon voxel (``reconSpace y`` FOV / matrix) is finer than the encoded one
+    (``encodedSpace``) and the encoded FOV covers the recon FOV (a phase resolution below
+    100 %, with or without phase oversampling): ``ry`` when the two FOVs agree within rounding
+    (1 mm), else ``round(encoded FOV y / recon voxel)``; ``None`` when nothing is to pad (the
+    voxels agree, a FOV is 0, ``width`` is not the encoded ``y``, or the header contradicts
+    itself otherwise: :func:`phase_voxel_problem`)."""
+    ey, ry = header.encoded_matrix[1], header.recon_matrix[1]
+    fe, fr = header.encoded_fov_mm[1], header.recon_fov_mm[1]
+    if not (fe > 0 and fr > 0 and width == ey):
+        return None
+    v_enc, v_rec = fe / ey, fr / ry
+    if v_rec >= v_enc or _same_voxel(v_enc, v_rec, fe, fr, ry) or fe < fr - 1.0:
+        return None
+    target = ry if abs(fe - fr) <= 1.0 else int(round(fe / v_rec))
+    return target if target > ey else None
+
+
+def phase_voxel_problem(header: Header, width: int) -> str | None:
+    """What is wrong when a Cartesian header's encoded and recon phase-encoding (``y``) voxel
+    sizes differ in a way :func:`interpolate_phase` does not mend (``None`` when they agree, a
+    FOV is 0, the trajectory is not Cartesian, or the k-space is padded to the recon voxel):
+    a recon voxel coarser than the encoded one (a recon matrix halved over the same FOV), or
+    finer over a recon FOV wider than the encoded one. The columns are sampled ``encoded FOV y
+    / y`` mm apart and labelled ``recon FOV y / y``. Mirrors
+    :func:`~mrirecon.io.ismrmrd_header.readout_voxel_problem` (the readout's rule); a warning
+    of the run naming :data:`RECON_FOV_Y` (``header.extra["phase_voxel_note"]``)."""
+    kind = str(header.extra.get("trajectory", "cartesian")).strip().lower()
+    ey, ry = header.encoded_matrix[1], header.recon_matrix[1]
+    fe, fr = header.encoded_fov_mm[1], header.recon_fov_mm[1]
+    if kind != "cartesian" or not (fe > 0 and fr > 0) or width != ey:
+        return None
+    v_enc, v_rec = fe / ey, fr / ry
+    if _same_voxel(v_enc, v_rec, fe, fr, ry) or interpolated_columns(header, width) is not None:
+        return None
+    return (f"{RECON_FOV_Y}: {fr:g} mm over the recon matrix y = {ry} is {v_rec:.4g} mm a "
+            f"column, but the encoded space samples {fe:g} mm over y = {ey}, {v_enc:.4g} mm a "
+            f"column: the header contradicts itself (the image columns are {v_enc:.4g} mm, "
+            f"labelled {v_rec:.4g} mm; {fr:g} mm are {round(fr / v_enc)} columns): the output's "
+            "voxel size or extent along phase encoding is likely wrong; correct encodedSpace or "
+            "reconSpace")
+
+
 def interpolate_phase(header, data, columns, calibration):
-    """``(header, data, columns, calibration)`` zero-padded along phase encoding to the recon
-    matrix's ``y`` when that matrix is finer than the encoded one over the same field of view
-    (an interpolated phase matrix), else as given. ``data`` / ``calibration`` are ``(..., W)``
-    tensors, ``columns`` a ``(..., W)`` bool array of the acquired columns; the padded columns
-    are never acquired (outside the header's ``padding_left`` / ``padding_right``), the k-space
-    centre moves from column ``W // 2`` to ``y // 2``, and ``header.extra`` gets a
-    ``phase_interpolation_note``. Field-of-view widths within rounding (0.5 mm each) count as
-    equal; other disagreements are left alone (fastMRI's headers, read by another reader, give
-    a y FOV that does not follow its matrix)."""
+    """``(header, data, columns, calibration)`` zero-padded along phase encoding so that the
+    image columns are the recon voxel (``reconSpace`` FOV y / y) when that voxel is finer than
+    the encoded one and the encoded FOV covers the recon FOV (:func:`interpolated_columns`),
+    else as given. Over the same FOV (within rounding, 1 mm) the k-space is padded to the recon
+    matrix's ``y`` (an interpolated phase matrix, Siemens' phase resolution below 100 %); with
+    phase oversampling too (22 lines over 43.2 mm, recon 24 over 36 mm) to ``round(encoded FOV
+    / recon voxel)`` (29) columns, which the pipeline's ``crop: recon_size`` cuts to the recon
+    FOV. ``data`` / ``calibration`` are ``(..., W)`` tensors, ``columns`` a ``(..., W)`` bool
+    array of the acquired columns; the padded columns are never acquired (outside the header's
+    ``padding_left`` / ``padding_right``), the k-space centre moves from column ``W // 2`` to
+    the new width's ``// 2``, the header's encoded ``y`` becomes that width, and
+    ``header.extra`` gets a ``phase_interpolation_note``. Any other disagreement of the two
+    voxel sizes is left as it is, with ``header.extra["phase_voxel_note"]``
+    (:func:`phase_voxel_problem`). fastMRI files are read by another reader (their y FOV does
+    not follow the matrix)."""
     import torch
 
     ey, ry = header.encoded_matrix[1], header.recon_matrix[1]
     fe, fr = header.encoded_fov_mm[1], header.recon_fov_mm[1]
     width = data.shape[-1]
-    if not (ry > ey == width and fe > 0 and fr > 0 and abs(fe - fr) <= 1.0):
+    target = interpolated_columns(header, width)
+    if target is None:
+        if problem := phase_voxel_problem(header, width):
+            header = header.with_(extra={**header.extra, "phase_voxel_note": problem})
         return header, data, columns, calibration
-    left = ry // 2 - ey // 2
-    pad = (left, ry - ey - left)
+    left = target // 2 - ey // 2
+    pad = (left, target - ey - left)
     data = torch.nn.functional.pad(data, pad)
     calibration = None if calibration is None else torch.nn.functional.pad(calibration, pad)
     columns = np.pad(columns, [(0, 0)] * (columns.ndim - 1) + [pad])
-    note = (f"reconSpace y = {ry} over {fr:g} mm is finer than the {ey} encoded lines over "
-            f"{fe:g} mm (an interpolated phase matrix, e.g. a phase resolution below 100 %): "
-            f"the k-space is zero-padded to {ry} columns, as the scanner interpolates, so the "
-            f"image columns are {fr / ry:.4g} mm as labelled (the acquired resolution is "
-            f"{fe / ey:.4g} mm)")
-    header = header.with_(encoded_matrix=(header.encoded_matrix[0], ry, header.encoded_matrix[2]),
+    if target == ry:
+        note = (f"reconSpace y = {ry} over {fr:g} mm is finer than the {ey} encoded lines over "
+                f"{fe:g} mm (an interpolated phase matrix, e.g. a phase resolution below 100 %): "
+                f"the k-space is zero-padded to {ry} columns, as the scanner interpolates, so the "
+                f"image columns are {fr / ry:.4g} mm as labelled (the acquired resolution is "
+                f"{fe / ey:.4g} mm)")
+    else:
+        note = (f"reconSpace y = {ry} over {fr:g} mm is finer than the {ey} encoded lines over "
+                f"{fe:g} mm (phase oversampling and a phase resolution below 100 %): the k-space "
+                f"is zero-padded to {target} columns over the {fe:g} mm encoded, as the scanner "
+                f"interpolates, so the image columns are {fe / target:.4g} mm (labelled "
+                f"{fr / ry:.4g} mm) and the recon crop keeps {ry} of them (the acquired "
+                f"resolution is {fe / ey:.4g} mm)")
+    header = header.with_(encoded_matrix=(header.encoded_matrix[0], target,
+                                          header.encoded_matrix[2]),
                           padding_left=header.padding_left + left,
                           padding_right=header.padding_right + left,
                           extra={**header.extra, "phase_interpolation_note": note})
     return header, data, columns, calibration
-

@@ -36,7 +36,8 @@ mrirecon also stores ``acquisition`` and the exact :class:`ImageGeometry` as
 so that ``parse(write(h)) == h``. Without them the geometry is derived from the recon FOV
 and matrix: spacing ``(fov_z / z, fov_x / x, fov_y / y)`` mm for ``(slice, row, col)``, the
 default orientation and origin; an axis whose FOV is 0 gets 1 mm voxels, and
-``extra["fov_unknown_axes"]`` names it.
+``extra["fov_unknown_axes"]`` names it. A stored geometry whose row / column spacing contradicts
+the recon FOV / matrix by more than 1 % is kept and noted (:func:`stored_spacing_problem`).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ import os
 import warnings
 import xml.etree.ElementTree as ET
 
-from mrirecon.containers import Header, ImageGeometry
+from mrirecon.containers import NO_FOV_MM, Header, ImageGeometry, geometry_from_fov
 from mrirecon.io.errors import DataFormatError
 
 NAMESPACE = "http://www.ismrm.org/ISMRMRD"
@@ -309,6 +310,8 @@ def parse_ismrmrd_header(xml: str | bytes, source: str | os.PathLike = "<xml str
             raise DataFormatError(
                 source, f"ismrmrd_header/userParameters/{_GEOMETRY_KEY}", f"invalid ({err})"
             ) from None
+        if problem := stored_spacing_problem(geometry, recon_fov, recon_matrix):
+            extra["geometry_spacing_note"] = problem
     if geometry is None:
         geometry = geometry_from_fov(recon_fov, recon_matrix)
         unknown = tuple(axis for axis, fov in zip("xyz", recon_fov) if not fov > 0)
@@ -344,6 +347,39 @@ def parse_ismrmrd_header(xml: str | bytes, source: str | os.PathLike = "<xml str
     return header
 
 
+#: How far a stored ``mrirecon.geometry`` pixel spacing may differ from the recon FOV / matrix
+#: (relative) before :func:`stored_spacing_problem` names it.
+SPACING_TOLERANCE = 0.01
+
+
+def stored_spacing_problem(geometry: ImageGeometry, recon_fov: tuple, recon_matrix: tuple
+                           ) -> str | None:
+    """What is wrong when the in-plane spacing of a stored ``mrirecon.geometry`` user parameter
+    contradicts ``reconSpace`` (``fieldOfView_mm / matrixSize`` along ``x`` (rows) or ``y``
+    (columns)) by more than :data:`SPACING_TOLERANCE`, else ``None`` (also for a FOV of 0).
+    The stored geometry is kept (it is the exact one mrirecon wrote, placed or not); the
+    reader notes the contradiction (``header.extra["geometry_spacing_note"]``, a warning of the
+    run). A ``Header`` built without ``geometry`` once stored 1 mm voxels placed in scanner
+    coordinates whatever its FOV (128 x 96 over 220 x 165 mm exported 1 x 1 mm, no word).
+    The slice axis is not compared: slice positions may space slices apart from their
+    thickness."""
+    if tuple(recon_fov) == NO_FOV_MM:  # a Header built without a FOV: its voxels are 1 mm
+        return None  # placeholders, not a contradiction
+    found = []
+    for axis, k, fov, n in (("x", 1, recon_fov[0], recon_matrix[0]),
+                            ("y", 2, recon_fov[1], recon_matrix[1])):
+        if fov > 0 and abs(geometry.spacing[k] / (fov / n) - 1) > SPACING_TOLERANCE:
+            found.append(f"{geometry.spacing[k]:.4g} mm a {'row' if axis == 'x' else 'column'} "
+                         f"where reconSpace {axis} is {fov:g} mm over {n}, {fov / n:.4g} mm")
+    if not found:
+        return None
+    return (f"ismrmrd_header/userParameters/{_GEOMETRY_KEY}: the stored geometry says "
+            + "; ".join(found) + ": the header contradicts itself; the output is labelled with "
+            "the stored spacing, which may be wrong (older mrirecon versions stored 1 mm voxels "
+            "placed in scanner coordinates for a Header built without geometry=); rewrite the "
+            "file with the right geometry, or without the parameter to take the FOV's")
+
+
 #: The element :func:`readout_voxel_problem` names.
 RECON_FOV_X = "ismrmrd_header/encoding/reconSpace/fieldOfView_mm/x"
 
@@ -359,8 +395,9 @@ def readout_voxel_problem(header: Header) -> str | None:
     is labelled ``recon FOV x / x`` mm a row (:func:`geometry_from_fov`). Both hold only if the
     two voxel sizes agree: fastMRI's 640 over 440 mm and 320 over 220 mm, 0.6875 mm each. A recon
     FOV left at the encoded one with the matrix halved (128 over 512 mm, 64 over 512 mm) gave
-    rows labelled 8 mm that are 4 mm, exit 0. ``y`` is not checked (fastMRI's encoded y FOV
-    does not follow its matrix). Allowed: each FOV rounded to the mm (0.5 mm off each) and the
+    rows labelled 8 mm that are 4 mm, exit 0. ``y`` is not checked here (fastMRI's encoded y
+    FOV does not follow its matrix); the ISMRMRD reader checks it against the data
+    (:func:`~mrirecon.io.ismrmrd_encoding.phase_voxel_problem`). Allowed: each FOV rounded to the mm (0.5 mm off each) and the
     recon extent off by half a recon voxel; a FOV of 0 (unknown) is warned elsewhere. Not in
     :func:`parse_ismrmrd_header`: a header is read before the data's own checks."""
     kind = str(header.extra.get("trajectory", "cartesian")).strip().lower()
@@ -378,24 +415,6 @@ def readout_voxel_problem(header: Header) -> str | None:
             "the readout and its oversampling crop keeps the recon matrix's rows, so its voxel "
             "size or extent there is likely wrong (an interpolated recon matrix is not "
             "supported); correct encodedSpace or reconSpace")
-
-
-def geometry_from_fov(
-    fov_mm: tuple[float, float, float], matrix: tuple[int, int, int]
-) -> ImageGeometry:
-    """Voxel grid of a recon space: spacing ``(fov_z/z, fov_x/x, fov_y/y)`` mm, not placed in
-    the patient (``placed=False``: the header has no position or orientation).
-
-    Rows of a fastMRI image run along ISMRMRD ``x`` (readout), columns along ``y``. A zero
-    FOV (unknown) gives 1 mm spacing on that axis.
-    """
-    def step(fov: float, n: int) -> float:
-        return fov / n if fov > 0 else 1.0
-
-    return ImageGeometry(
-        spacing=(step(fov_mm[2], matrix[2]), step(fov_mm[0], matrix[0]), step(fov_mm[1], matrix[1])),
-        placed=False,
-    )
 
 
 def _sub(parent: ET.Element, tag: str, text: object | None = None) -> ET.Element:

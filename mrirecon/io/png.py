@@ -95,10 +95,41 @@ def display_range(image: np.ndarray, vmin: float | None, vmax: float | None) -> 
     raise AssertionError("unreachable: both bounds given are checked by the caller")
 
 
+def _checked_aspect(aspect, who: str, path) -> float:
+    """``aspect`` (row spacing / column spacing) as a float, or a clear error."""
+    try:
+        value = float(aspect)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{who}: {path}: aspect must be a finite number > 0 (row spacing / "
+                         f"column spacing), got {aspect!r}; nothing written")
+    return value
+
+
+def physical_pixels(image: np.ndarray, aspect: float) -> np.ndarray:
+    """``image`` resampled (nearest neighbour: every value is one of the image's) so that one
+    output pixel is square when a row is ``aspect`` times as tall as a column is wide: the rows
+    repeated ``aspect`` times (``aspect > 1``) or the columns ``1 / aspect`` times."""
+    h, w = image.shape
+    if abs(aspect - 1) < 1e-6:
+        return image
+    if aspect > 1:
+        rows = np.minimum(((np.arange(round(h * aspect)) + 0.5) / aspect).astype(int), h - 1)
+        return image[rows]
+    cols = np.minimum(((np.arange(round(w / aspect)) + 0.5) * aspect).astype(int), w - 1)
+    return image[:, cols]
+
+
 def save_png(image: np.ndarray, path: str | Path, *, vmin: float | None = None,
-             vmax: float | None = None, cmap: str = "gray") -> Path:
-    """Save a real 2-D array as a grey-scale PNG (one pixel per sample), window
-    :func:`display_range`.
+             vmax: float | None = None, cmap: str = "gray", aspect: float = 1.0) -> Path:
+    """Save a real 2-D array as a grey-scale PNG, window :func:`display_range`.
+
+    ``aspect`` is the row spacing over the column spacing (``geometry.spacing[1] /
+    geometry.spacing[2]``): 1 (default) writes one pixel per sample; otherwise the rows or
+    the columns are repeated (nearest neighbour, :func:`physical_pixels`) so that the picture
+    has the object's proportions (0.5 x 1 mm pixels drawn one per sample showed a disc twice as
+    tall as wide).
 
     Raises
     ------
@@ -106,9 +137,10 @@ def save_png(image: np.ndarray, path: str | Path, *, vmin: float | None = None,
         ``image`` is complex (pass ``np.abs(image)``) or not numeric.
     ValueError
         ``image`` is not 2-D or holds NaN / Inf; ``vmin`` / ``vmax`` not finite, or
-        ``vmin >= vmax``. Nothing is written.
+        ``vmin >= vmax``; ``aspect`` not a finite number > 0. Nothing is written.
     """
     image = _checked_image(image, "save_png", path, "image")
+    image = physical_pixels(image, _checked_aspect(aspect, "save_png", path))
     vmin = _checked_limit(vmin, "save_png", path, "vmin")
     vmax = _checked_limit(vmax, "save_png", path, "vmax")
     if vmin is not None and vmax is not None and not vmin < vmax:
@@ -124,8 +156,13 @@ def save_png(image: np.ndarray, path: str | Path, *, vmin: float | None = None,
 
 def save_panel(images: Sequence[np.ndarray | str], titles: Sequence[str], path: str | Path, *,
                vmax: float | None = None, error_index: int | None = None,
-               suptitle: str = "") -> Path:
+               suptitle: str = "", aspect: float = 1.0) -> Path:
     """Save images side by side with titles.
+
+    ``aspect`` is the row spacing over the column spacing of the images (``spacing[1] /
+    spacing[2]`` of their :class:`~mrirecon.containers.ImageGeometry`): each pixel is drawn
+    ``aspect`` times as tall as wide, so the panels keep the object's proportions (with square
+    pixels drawn, 0.5 x 1.0 mm pixels showed a 40 mm disc twice as tall as wide).
 
     Grey panels show values from 0 to ``vmax`` (below 0 black, above ``vmax`` white); without
     ``vmax``, each image's own maximum (an image nowhere positive is black). ``error_index``
@@ -140,8 +177,10 @@ def save_panel(images: Sequence[np.ndarray | str], titles: Sequence[str], path: 
     ValueError
         No images, a title count that differs from the image count, an image that is not 2-D
         or holds NaN / Inf, ``vmax`` not a finite number > 0 (a ``vmax`` of 0 drew every grey
-        panel black), ``error_index`` out of range. Nothing is written.
+        panel black), ``error_index`` out of range, ``aspect`` not a finite number > 0.
+        Nothing is written.
     """
+    aspect = _checked_aspect(aspect, "save_panel", path)
     n = len(images)
     if n == 0:
         raise ValueError(f"save_panel: {path}: no images given")
@@ -164,11 +203,12 @@ def save_panel(images: Sequence[np.ndarray | str], titles: Sequence[str], path: 
                     fontsize=9, color="0.35", wrap=True)
         elif error_index is not None and i == error_index:
             lo, hi = display_range(img, None, None)
-            im = ax.imshow(img.astype(np.float32), cmap="magma", vmin=lo, vmax=hi)
+            im = ax.imshow(img.astype(np.float32), cmap="magma", vmin=lo, vmax=hi, aspect=aspect)
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
         else:
             top = vmax if vmax is not None else float(img.max())
-            ax.imshow(img.astype(np.float32), cmap="gray", vmin=0, vmax=top if top > 0 else 1.0)
+            ax.imshow(img.astype(np.float32), cmap="gray", vmin=0, vmax=top if top > 0 else 1.0,
+                      aspect=aspect)
         ax.set_title(title, fontsize=9)
         ax.axis("off")
     if suptitle:

@@ -531,9 +531,11 @@ def _figures(image: Image, reference, zero_filled, folder: Path, max_slices: int
     the reference slice; a reference slice that is blank (all zero, nowhere positive) or not
     finite gives no window and no error map (a window of 0 drew the other panels black, and
     ``|recon - 0|`` is no error): the window is then the reconstruction's own
-    (:func:`_display_max`) and the error panel says why it is not available."""
+    (:func:`_display_max`) and the error panel says why it is not available. Pixels keep the
+    geometry's proportions (0.5 x 1 mm pixels were drawn square: a disc twice as tall)."""
     from mrirecon.io.png import save_panel
 
+    aspect = image.geometry.spacing[1] / image.geometry.spacing[2]
     vol = image.data.numpy()
     n = vol.shape[0]
     picks = sorted(set(np.linspace(0, n - 1, min(max_slices, n)).round().astype(int).tolist()))
@@ -561,7 +563,8 @@ def _figures(image: Image, reference, zero_filled, folder: Path, max_slices: int
                     for j, i in enumerate(imgs)]
             vmax = 600
         paths.append(str(save_panel(imgs, titles, folder / f"slice_{k:03d}.png", vmax=vmax,
-                                    error_index=err_idx, suptitle=f"slice {k}")))
+                                    error_index=err_idx, suptitle=f"slice {k}",
+                                    aspect=aspect)))
     return paths
 
 
