@@ -540,3 +540,23 @@ def cli_exit(*argv: str) -> int:
     except SystemExit as exc:
         return int(exc.code)
 
+
+def radial_ismrmrd(path, readouts: int = 32, samples: int = 64, slices: int = 2, coils: int = 4):
+    """A small radial ISMRMRD file (random k-space on ``readouts`` spokes of ``samples`` over a
+    64 x 64 matrix, 200 mm FOV): ``(path, kspace, trajectory)``."""
+    import numpy as np
+    import torch
+
+    from mrirecon.containers import Header
+    from mrirecon.io import write_ismrmrd_noncartesian
+
+    angles = torch.arange(readouts) * np.pi / readouts
+    r = torch.linspace(-0.5, 0.5, samples)
+    traj = torch.stack([r[None] * torch.cos(angles)[:, None],
+                        r[None] * torch.sin(angles)[:, None]], -1)
+    k = torch.randn(slices, coils, readouts, samples, dtype=torch.complex64)
+    header = Header(encoded_matrix=(64, 64, 1), recon_matrix=(64, 64, 1),
+                    encoded_fov_mm=(200.0, 200.0, 5.0), recon_fov_mm=(200.0, 200.0, 5.0),
+                    extra={"trajectory": "radial"})
+    return write_ismrmrd_noncartesian(path, k, traj, header), k, traj
+

@@ -8,7 +8,6 @@ import json
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -159,19 +158,11 @@ def test_an_oversized_radial_file_is_refused_before_it_is_read_whole(tmp_path, m
     times :data:`~mrirecon.io.ismrmrd_stream.WHOLE_READ_FACTOR` exceed half the memory is refused
     before ``table[()]``, naming the file and the size. Was: admitted, then killed by the OS."""
     import mrirecon.io.ismrmrd_stream as stream
-    from mrirecon.containers import Header
-    from mrirecon.io import DataFormatError, read_ismrmrd, write_ismrmrd_noncartesian
+    from mrirecon.io import DataFormatError, read_ismrmrd
+    from tests.helpers import radial_ismrmrd
 
     readouts, samples = 32, 64
-    angles = torch.arange(readouts) * np.pi / readouts
-    r = torch.linspace(-0.5, 0.5, samples)
-    traj = torch.stack([r[None] * torch.cos(angles)[:, None],
-                        r[None] * torch.sin(angles)[:, None]], -1)
-    k = torch.randn(2, 4, readouts, samples, dtype=torch.complex64)
-    header = Header(encoded_matrix=(64, 64, 1), recon_matrix=(64, 64, 1),
-                    encoded_fov_mm=(200.0, 200.0, 5.0), recon_fov_mm=(200.0, 200.0, 5.0),
-                    extra={"trajectory": "radial"})
-    path = write_ismrmrd_noncartesian(tmp_path / "radial.h5", k, traj, header)
+    path, k, traj = radial_ismrmrd(tmp_path / "radial.h5", readouts, samples)
     assert read_ismrmrd(path).data.shape[0] == 2  # readable as it is
     payload = 2 * readouts * samples * (8 * 4 + 4 * 2)  # samples and trajectory, bytes
 

@@ -149,21 +149,11 @@ def test_input_a_source_holds_whole_is_counted_and_refused_before_slice_1(monkey
 def test_the_mri_source_reports_the_kspace_it_holds_whole(tmp_path):
     """``_MRISource.held_bytes``: a non-Cartesian ISMRMRD file (read whole) holds its samples
     and trajectory, a 2-D Cartesian one (streamed) and a fastMRI file nothing."""
-    from mrirecon.containers import Header
-    from mrirecon.io import read_ismrmrd, write_ismrmrd_noncartesian
+    from mrirecon.io import read_ismrmrd
     from mrirecon.pipeline.stages_mri import _MRISource
-    from tests.helpers import fastmri_to_ismrmrd, simulated_volume
+    from tests.helpers import fastmri_to_ismrmrd, radial_ismrmrd, simulated_volume
 
-    readouts, samples = 32, 64
-    angles = torch.arange(readouts) * np.pi / readouts
-    r = torch.linspace(-0.5, 0.5, samples)
-    traj = torch.stack([r[None] * torch.cos(angles)[:, None],
-                        r[None] * torch.sin(angles)[:, None]], -1)
-    k = torch.randn(2, 4, readouts, samples, dtype=torch.complex64)
-    header = Header(encoded_matrix=(64, 64, 1), recon_matrix=(64, 64, 1),
-                    encoded_fov_mm=(200.0, 200.0, 5.0), recon_fov_mm=(200.0, 200.0, 5.0),
-                    extra={"trajectory": "radial"})
-    radial = write_ismrmrd_noncartesian(tmp_path / "radial.h5", k, traj, header)
+    radial, k, traj = radial_ismrmrd(tmp_path / "radial.h5")
     vol = read_ismrmrd(radial)
     expect = sum(t.nbytes for t in (vol.data, vol.trajectory, vol.density, vol.calibration)
                  if t is not None)
