@@ -145,8 +145,9 @@ def geometry_from_fov(
     )
 
 
-#: The FOV of a :class:`Header` built without one: its derived voxels are 1 mm placeholders
-#: (a 1 mm FOV read as such gave 1/320 mm voxels to a 320 x 320 matrix).
+#: The FOV of a :class:`Header` built without one (the default argument): the header holds
+#: it as ``(0, 0, 0)``, unknown as an ISMRMRD FOV of 0 says, and its derived voxels are 1 mm
+#: placeholders (a 1 mm FOV read as such gave 1/320 mm voxels to a 320 x 320 matrix).
 NO_FOV_MM = (1.0, 1.0, 1.0)
 
 
@@ -169,8 +170,11 @@ class Header:
 
     ``geometry`` left out (``None``) is derived from the recon FOV and matrix,
     :func:`geometry_from_fov`: spacing ``(fov_z / z, fov_x / x, fov_y / y)`` mm (1 mm placeholders
-    when no FOV was given, :data:`NO_FOV_MM`), ``placed=False``
-    (voxel sizes only, as a fastMRI header reads; the exporters mark it a placeholder).
+    on an axis whose FOV is 0, unknown), ``placed=False``
+    (voxel sizes only, as a fastMRI header reads; the exporters mark it a placeholder). A FOV
+    left out (or given as :data:`NO_FOV_MM`) is held as ``(0.0, 0.0, 0.0)``: unknown, which
+    :func:`~mrirecon.io.ismrmrd_header.header_to_xml` writes and the reader marks
+    (``extra["fov_unknown_axes"]``) as it does a scanner's FOV of 0.
     :meth:`with_` derives it again when it changes the recon FOV or matrix of such a header. (A
     default of 1 mm voxels placed in scanner coordinates was written as the file's geometry and
     exported so: 128 x 96 over 220 x 165 x 5 mm came out 1 x 1 x 1 mm, NIfTI ``sform_code`` 1.)
@@ -201,9 +205,12 @@ class Header:
             if len(v) != 3 or min(v) < 1:
                 raise ValueError(f"Header.{name} must be 3 positive ints, got {v}")
             object.__setattr__(self, name, v)
-        if self.geometry is None:  # no FOV given at all (the default): voxel sizes unknown, 1 mm
-            fov = (0.0, 0.0, 0.0) if tuple(self.recon_fov_mm) == NO_FOV_MM else self.recon_fov_mm
-            object.__setattr__(self, "geometry", geometry_from_fov(fov, self.recon_matrix))
+        for name in ("encoded_fov_mm", "recon_fov_mm"):  # no FOV given (the default): unknown, 0
+            v = tuple(float(s) for s in getattr(self, name))
+            object.__setattr__(self, name, (0.0, 0.0, 0.0) if v == NO_FOV_MM else v)
+        if self.geometry is None:  # 1 mm placeholders where the FOV is 0
+            object.__setattr__(self, "geometry", geometry_from_fov(self.recon_fov_mm,
+                                                                   self.recon_matrix))
             object.__setattr__(self, "_derived_geometry", True)
         if self.padding_right is None:
             object.__setattr__(self, "padding_right", self.encoded_matrix[1])

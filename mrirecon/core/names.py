@@ -8,9 +8,10 @@ Across reconstruction methods, solvers, models, pipeline configs and the CLI:
 
 Older names (``max_iterations``, ``outer_iterations``, ``num_stages``, ``num_phases``,
 ``num_cascades``, ``stages``, ``lamda``, ``nu``) are still accepted where the canonical name is,
-with a ``FutureWarning``; they go away in the next release. The warning for ``lamda`` adds that
-SigPy's ``L1WaveletRecon`` at the same value is another problem (:data:`ALIAS_NOTES`). A call or config that gives both the
-old and the new name is an error, not a silent choice.
+with a ``FutureWarning``; they go away in the next release. The warning of ``l1_wavelet``'s
+``lamda`` adds that SigPy's ``L1WaveletRecon`` at the same value is another problem
+(:data:`ALIAS_NOTES`, keyed by the function and the old name). A call or config that gives
+both the old and the new name is an error, not a silent choice.
 
 Names the user typed that match nothing (a model, a reconstruction, weights, a parameter) get a
 did-you-mean hint from :func:`closest_name` / :func:`did_you_mean`; unknown names of a registry
@@ -88,12 +89,16 @@ DEPRECATED: Mapping[str, str] = {
     "nu": WEIGHT,
 }
 
-#: old name -> what its warning adds: where a value under the old name meant something else in
-#: the library that spelt it so (a ported call that runs, but not to that library's result)
-ALIAS_NOTES: Mapping[str, str] = {
-    "lamda": ("; SigPy's L1WaveletRecon at the same value gives another image than l1_wavelet "
-              "(NRMSE about 0.1), as its db4 transform is zero-padded with one more level where "
-              "l1_wavelet's is periodised with cycle spinning"),
+#: ``(target, old name)`` -> what the old name's warning adds there: where a value under the old
+#: name meant something else in the library that spelt it so (a ported call that runs, but not
+#: to that library's result). ``target`` is the function, method or registry name
+#: (:func:`canonical_params`); the note is that target's alone (``cg_sense`` solves SigPy's
+#: SenseRecon problem, and ``grappa`` spelt ``lamda`` itself: the note misled them).
+ALIAS_NOTES: Mapping[tuple[str, str], str] = {
+    ("l1_wavelet", "lamda"): (
+        "; SigPy's L1WaveletRecon at the same value gives another image than l1_wavelet "
+        "(NRMSE about 0.1), as its db4 transform is zero-padded with one more level where "
+        "l1_wavelet's is periodised with cycle spinning"),
 }
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -130,14 +135,16 @@ def did_you_mean(name: object, choices: Iterable[str]) -> str:
 
 def canonical_params(params: Mapping[str, Any], accepted: Iterable[str], where: str,
                      changed: Mapping[str, tuple[str, Callable[[Any], Any]]] | None = None,
-                     ) -> dict[str, Any]:
+                     target: str | None = None) -> dict[str, Any]:
     """Rename deprecated keys of ``params`` to the names in ``accepted``.
 
     A key is renamed only when it is a deprecated spelling, the target does not accept the old
     name itself, and it does accept the canonical one. ``where`` names the function, model or
     config field for the warning and the error (e.g. ``"mri_cs.yaml: reconstruct.params"``).
     ``changed`` adds one target's own old keywords whose value changed form as well,
-    ``{old: (new, convert)}``: the value passed is ``convert(value)``.
+    ``{old: (new, convert)}``: the value passed is ``convert(value)``. ``target`` is the
+    function or registry name whose :data:`ALIAS_NOTES` the warning adds (default ``where``:
+    a function's or a registry entry's name; a config field names its method here).
     """
     accepted, changed = set(accepted), changed or {}
     out: dict[str, Any] = {}
@@ -150,7 +157,8 @@ def canonical_params(params: Mapping[str, Any], accepted: Iterable[str], where: 
             raise ValueError(f"{where}: both {key!r} (deprecated) and {new!r} are given; "
                              f"keep only {new!r}")
         warnings.warn(f"{where}: {key!r} is deprecated, use {new!r} (the old name goes away in "
-                      f"the next release{ALIAS_NOTES.get(key, '')})", FutureWarning, stacklevel=3)
+                      f"the next release{ALIAS_NOTES.get((target or where, key), '')})",
+                      FutureWarning, stacklevel=3)
         out[new] = value if convert is None else convert(value)
     return out
 

@@ -379,9 +379,14 @@ def phase_voxel_problem(header: Header, width: int) -> str | None:
     """What is wrong when a Cartesian header's encoded and recon phase-encoding (``y``) voxel
     sizes differ in a way :func:`interpolate_phase` does not mend (``None`` when they agree, a
     FOV is 0, the trajectory is not Cartesian, or the k-space is padded to the recon voxel):
-    a recon voxel coarser than the encoded one (a recon matrix halved over the same FOV), or
-    finer over a recon FOV wider than the encoded one. The columns are sampled ``encoded FOV y
-    / y`` mm apart and labelled ``recon FOV y / y``. Mirrors
+    a recon voxel coarser than the encoded one (a recon matrix 2.5x smaller over the same FOV),
+    or finer over a recon FOV wider than the encoded one. The columns are sampled ``encoded FOV
+    y / y`` mm apart and labelled ``recon FOV y / y``. Not a contradiction (``None``): up to
+    twice the recon columns encoded over the same FOV (within rounding, 1 mm), ``ry < ey <= 2
+    ry``, the encoded FOV leaving out the phase oversampling (siemens_to_ismrmrd writes
+    ``dPhaseFOV * (1 + phaseOS)`` and takes ``phaseOS`` 0 when the raw data do not give it;
+    fastMRI's knee headers: 368 lines and 320 recon columns, both over 140 mm): the recon crop
+    keeps the centre ``ry`` columns, which are the labelled voxel. Mirrors
     :func:`~mrirecon.io.ismrmrd_header.readout_voxel_problem` (the readout's rule); a warning
     of the run naming :data:`RECON_FOV_Y` (``header.extra["phase_voxel_note"]``)."""
     kind = str(header.extra.get("trajectory", "cartesian")).strip().lower()
@@ -391,6 +396,8 @@ def phase_voxel_problem(header: Header, width: int) -> str | None:
         return None
     v_enc, v_rec = fe / ey, fr / ry
     if _same_voxel(v_enc, v_rec, fe, fr, ry) or interpolated_columns(header, width) is not None:
+        return None
+    if abs(fe - fr) <= 1.0 and ry < ey <= 2 * ry:  # phase oversampling left out of the FOV
         return None
     return (f"{RECON_FOV_Y}: {fr:g} mm over the recon matrix y = {ry} is {v_rec:.4g} mm a "
             f"column, but the encoded space samples {fe:g} mm over y = {ey}, {v_enc:.4g} mm a "

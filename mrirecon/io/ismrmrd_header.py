@@ -31,9 +31,10 @@ left out (``None`` / no key), never an error. Besides the typed fields above it 
     sequenceParameters/{TI,echo_spacing} (first)-> inversion_time_ms, echo_spacing_ms (ms)
     experimentalConditions/H1resonanceFrequency_Hz -> imaging_frequency_hz (Hz)
 
-mrirecon also stores ``acquisition`` and the exact :class:`ImageGeometry` as
-``userParameterString`` entries named ``mrirecon.acquisition`` / ``mrirecon.geometry`` (JSON)
-so that ``parse(write(h)) == h``. Without them the geometry is derived from the recon FOV
+mrirecon also stores ``acquisition`` and a given :class:`ImageGeometry` (not one the
+``Header`` derived from its FOV) as ``userParameterString`` entries named
+``mrirecon.acquisition`` / ``mrirecon.geometry`` (JSON) so that ``parse(write(h)) == h``.
+Without the geometry parameter the geometry is derived from the recon FOV
 and matrix: spacing ``(fov_z / z, fov_x / x, fov_y / y)`` mm for ``(slice, row, col)``, the
 default orientation and origin; an axis whose FOV is 0 gets 1 mm voxels, and
 ``extra["fov_unknown_axes"]`` names it. A stored geometry whose row / column spacing contradicts
@@ -363,8 +364,8 @@ def stored_spacing_problem(geometry: ImageGeometry, recon_fov: tuple, recon_matr
     coordinates whatever its FOV (128 x 96 over 220 x 165 mm exported 1 x 1 mm, no word).
     The slice axis is not compared: slice positions may space slices apart from their
     thickness."""
-    if tuple(recon_fov) == NO_FOV_MM:  # a Header built without a FOV: its voxels are 1 mm
-        return None  # placeholders, not a contradiction
+    if tuple(recon_fov) == NO_FOV_MM:  # older mrirecon wrote a Header built without a FOV so,
+        return None  # with its 1 mm placeholder voxels: not a contradiction
     found = []
     for axis, k, fov, n in (("x", 1, recon_fov[0], recon_matrix[0]),
                             ("y", 2, recon_fov[1], recon_matrix[1])):
@@ -436,7 +437,12 @@ def header_to_xml(header: Header) -> str:
     ``H1resonanceFrequency_Hz`` (required by the schema) is taken from
     ``header.extra["h1_frequency_hz"]``, else ``header.technique["imaging_frequency_hz"]``,
     else from the field strength, else 0. ``header.technique`` is written back.
-    ``parse_ismrmrd_header(header_to_xml(h)) == h``.
+    ``parse_ismrmrd_header(header_to_xml(h)) == h``. A geometry given to the header is stored
+    as the ``mrirecon.geometry`` user parameter; one derived from the recon FOV and matrix
+    (``Header`` built without ``geometry``) is not: the reader derives the same, and marks an
+    axis whose FOV is 0 (unknown; a header built without a FOV holds 0) in
+    ``extra["fov_unknown_axes"]``, as for a scanner's XML. (Stored, 1 mm placeholder voxels
+    read back as known sizes: exported without "1 mm was assumed".)
     """
     ET.register_namespace("", NAMESPACE)
     root = ET.Element(_NS + "ismrmrdHeader")
@@ -487,18 +493,22 @@ def header_to_xml(header: Header) -> str:
         for key, value in seq:
             _sub(el, key, value if key == "sequence_type" else float(value))
 
-    user = _sub(root, "userParameters")
-    geometry = {"spacing": list(header.geometry.spacing), "origin": list(header.geometry.origin),
-                "orientation": list(header.geometry.orientation),
-                "slice_thickness": header.geometry.slice_thickness}
-    if not header.geometry.placed:  # voxel sizes only: read back as such
-        geometry["placed"] = False
-    entries = {_GEOMETRY_KEY: json.dumps(geometry)}
+    entries = {}
+    if not header._derived_geometry:  # a derived one: the reader derives it again from the FOV
+        geometry = {"spacing": list(header.geometry.spacing),  # (and marks a FOV of 0 unknown)
+                    "origin": list(header.geometry.origin),
+                    "orientation": list(header.geometry.orientation),
+                    "slice_thickness": header.geometry.slice_thickness}
+        if not header.geometry.placed:  # voxel sizes only: read back as such
+            geometry["placed"] = False
+        entries[_GEOMETRY_KEY] = json.dumps(geometry)
     if header.acquisition:
         entries[_ACQUISITION_KEY] = header.acquisition
-    for name, value in entries.items():
-        el = _sub(user, "userParameterString")
-        _sub(el, "name", name)
-        _sub(el, "value", value)
+    if entries:
+        user = _sub(root, "userParameters")
+        for name, value in entries.items():
+            el = _sub(user, "userParameterString")
+            _sub(el, "name", name)
+            _sub(el, "value", value)
     ET.indent(root, space=" ")
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode")

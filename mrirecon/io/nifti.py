@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import torch
 from mrirecon.containers import Image, ImageGeometry
 from mrirecon.io.atomic import atomic_path
 from mrirecon.io.errors import (DataFormatError, DataWarning, refuse_nonfinite, refuse_oversized,
-                                require_regular_file)
+                                require_regular_file, warn_data)
 
 __all__ = ["read_nifti", "write_nifti"]
 
@@ -293,7 +292,7 @@ def _check_slope(nii, path: Path) -> None:
     with nib.openers.ImageOpener(path) as f:
         slope = float(type(nii.header).from_fileobj(f)["scl_slope"])
     if np.isinf(slope):
-        warnings.warn(DataWarning(path, "scl_slope", (
+        warn_data(DataWarning(path, "scl_slope", (
             f"is {slope}: no scaling can be applied, so the stored values are read unscaled "
             "(as nibabel reads them); check the intensities against the source")), stacklevel=3)
 

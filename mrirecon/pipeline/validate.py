@@ -400,7 +400,8 @@ def canonical_method_params(method: str, params: dict, source: str,
         if new in params and key not in accepted and new in accepted:
             raise _fail(source, f"{prefix}.{key}",
                         f"both {key!r} (deprecated) and {new!r} are given; keep only {new!r}")
-    return canonical_params(params, accepted, f"{source}: {prefix}" if source else prefix)
+    return canonical_params(params, accepted, f"{source}: {prefix}" if source else prefix,
+                            target=method)
 
 
 def _canonical_reconstruct_params(config: PipelineConfig, source: str) -> PipelineConfig:

@@ -522,24 +522,25 @@ def export(config: PipelineConfig, path: Path, output: Path, image: Image,
         result.outputs["dicom"] = str(folder)
     if "png" in formats:
         result.figures = _figures(image, reference, zero_filled, output / "figures" / stem,
-                                  config.report.max_slices_in_figures)
+                                  config.report.max_slices_in_figures, header)
 
 
-def _figures(image: Image, reference, zero_filled, folder: Path, max_slices: int) -> list[str]:
+def _figures(image: Image, reference, zero_filled, folder: Path, max_slices: int,
+             header=None) -> list[str]:
     """One PNG panel per picked slice: reconstruction, reference and ``|error|`` (when the input
     has a reference), zero-filled / FBP input. MRI panels share the grey window ``0..max`` of
     the reference slice; a reference slice that is blank (all zero, nowhere positive) or not
     finite gives no window and no error map (a window of 0 drew the other panels black, and
     ``|recon - 0|`` is no error): the window is then the reconstruction's own
     (:func:`_display_max`) and the error panel says why it is not available. Pixels keep the
-    geometry's proportions (0.5 x 1 mm pixels were drawn square: a disc twice as tall)."""
+    geometry's proportions (0.5 x 1 mm pixels were drawn square: a disc twice as tall), square
+    where the MRI ``header`` gave no FOV along rows or columns (1 mm placeholders)."""
     from mrirecon.io.png import save_panel
 
-    aspect = image.geometry.spacing[1] / image.geometry.spacing[2]
-    vol = image.data.numpy()
-    n = vol.shape[0]
+    sp, unknown = image.geometry.spacing, header.extra.get("fov_unknown_axes", ()) if header else ()
+    aspect, n = 1.0 if {"x", "y"} & set(unknown) else sp[1] / sp[2], image.data.shape[0]
     picks = sorted(set(np.linspace(0, n - 1, min(max_slices, n)).round().astype(int).tolist()))
-    paths = []
+    paths, vol = [], image.data.numpy()
     for k in picks:
         imgs, titles, err_idx = [vol[k]], ["reconstruction"], None
         vmax = _display_max(vol[k])
@@ -563,8 +564,7 @@ def _figures(image: Image, reference, zero_filled, folder: Path, max_slices: int
                     for j, i in enumerate(imgs)]
             vmax = 600
         paths.append(str(save_panel(imgs, titles, folder / f"slice_{k:03d}.png", vmax=vmax,
-                                    error_index=err_idx, suptitle=f"slice {k}",
-                                    aspect=aspect)))
+                                    error_index=err_idx, suptitle=f"slice {k}", aspect=aspect)))
     return paths
 
 

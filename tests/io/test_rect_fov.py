@@ -52,11 +52,59 @@ def test_a_header_without_geometry_takes_the_fov_voxels_unplaced():
 def test_a_header_without_a_fov_has_1_mm_placeholder_voxels_that_round_trip_silently():
     """No FOV given (the 1 mm default): the voxels are unknown, 1 mm placeholders, not the
     1 mm FOV divided by the matrix (1/64 mm), and the written header reads back without a
-    contradiction note."""
+    contradiction note, its axes marked unknown as a scanner's FOV of 0 (the placeholders were
+    written as the mrirecon.geometry parameter and read back as known voxel sizes)."""
     h = Header(encoded_matrix=(64, 64, 1), recon_matrix=(64, 64, 1))
     assert h.geometry == ImageGeometry(spacing=(1.0, 1.0, 1.0), placed=False)
+    assert h.recon_fov_mm == h.encoded_fov_mm == (0.0, 0.0, 0.0)  # unknown, as the XML says
+    xml = header_to_xml(h)
+    assert "mrirecon.geometry" not in xml
+    back = parse_ismrmrd_header(xml)
+    assert back == h and back.geometry == h.geometry
+    assert "geometry_spacing_note" not in back.extra and "readout_voxel_note" not in back.extra
+    assert back.extra["fov_unknown_axes"] == ("x", "y", "z")
+    # encoded x above recon x (readout oversampling) over no FOV: no readout contradiction
+    wide = Header(encoded_matrix=(128, 64, 1), recon_matrix=(64, 64, 1))
+    assert "readout_voxel_note" not in parse_ismrmrd_header(header_to_xml(wide)).extra
+
+
+def _scanner_xml(h: Header) -> str:
+    """``header_to_xml(h)`` without the mrirecon.geometry parameter (a scanner's XML)."""
+    return re.sub(r"<userParameterString>\s*<name>mrirecon.geometry</name>.*?"
+                  r"</userParameterString>", "", header_to_xml(h), flags=re.S)
+
+
+def test_a_header_with_an_unknown_fov_axis_is_written_and_read_back_unknown(tmp_path, monkeypatch):
+    """The README recipe with the y FOV unknown (0): its 1 mm placeholder columns were written as
+    the mrirecon.geometry parameter, read back as known (no extra["fov_unknown_axes"]), exported
+    to NIfTI as 1 mm without "1 mm was assumed", and the PNG panels drawn 1.72x too tall."""
+    from mrirecon.io import png
+    from tests.robustness.test_hostile_inputs import mri_config, run_one
+
+    h = Header(encoded_matrix=(H, W, 1), recon_matrix=(H, W, 1), encoded_fov_mm=(220.0, 0.0, 5.0),
+               recon_fov_mm=(220.0, 0.0, 5.0), num_coils=C)
+    assert h.geometry.spacing == pytest.approx((5.0, 220 / 128, 1.0), rel=1e-12)
     back = parse_ismrmrd_header(header_to_xml(h))
-    assert back.geometry == h.geometry and "geometry_spacing_note" not in back.extra
+    scanner = parse_ismrmrd_header(_scanner_xml(h))
+    assert back.extra["fov_unknown_axes"] == scanner.extra["fov_unknown_axes"] == ("y",)
+    assert back == h and back.geometry == scanner.geometry == h.geometry
+    # a given geometry is still stored and trusted, unknown FOV or not
+    placed = ImageGeometry(spacing=(5.0, 220 / 128, 0.9), origin=(1.0, 2.0, 3.0))
+    given = parse_ismrmrd_header(header_to_xml(h.with_(geometry=placed)))
+    assert given.geometry == placed and "fov_unknown_axes" not in given.extra
+
+    aspects = []
+    real = png.save_panel
+    monkeypatch.setattr(png, "save_panel", lambda *a, **k: aspects.append(k["aspect"]) or real(*a, **k))
+    rng = np.random.default_rng(0)
+    k = (rng.normal(size=(1, C, H, W)) + 1j * rng.normal(size=(1, C, H, W))).astype(np.complex64)
+    src = write_fastmri(tmp_path / "scan.h5", k, h)
+    entry = run_one(mri_config("export.formats=[nifti,png]", "undersample.enabled=false",
+                               "preprocess.prewhiten=false"), src, tmp_path / "out")
+    assert entry["status"] == "ok", entry.get("error")
+    assert any("1 mm was assumed along y (columns)" in w for w in entry["warnings"]), entry
+    # the panels: a column of unknown width is drawn square, not 220 / 128 mm tall over 1 mm
+    assert aspects == [1.0]
 
 
 def test_the_readme_recipe_round_trips_unplaced_with_its_voxel_size(tmp_path):
@@ -200,7 +248,8 @@ def test_the_columns_end_at_the_recon_voxel(ey, fe, ry, fr, width):
 
 
 @pytest.mark.parametrize("ey, fe, ry, fr", [
-    (64, 240.0, 32, 240.0),  # recon matrix halved over the same FOV: 7.5 mm labels 3.75 mm
+    (80, 240.0, 32, 240.0),  # recon matrix 2.5x coarser over the same FOV: 7.5 mm labels 3 mm
+    (64, 240.0, 32, 250.0),  # twice as many lines over a FOV 10 mm off the recon one
     (18, 36.0, 32, 48.0),  # recon voxel finer (1.5 mm) over a wider recon FOV than encoded
 ])
 def test_any_other_phase_voxel_contradiction_is_noted(ey, fe, ry, fr):
@@ -213,6 +262,26 @@ def test_any_other_phase_voxel_contradiction_is_noted(ey, fe, ry, fr):
     assert note.startswith("ismrmrd_header/encoding/reconSpace/fieldOfView_mm/y: ")
     assert f"the image columns are {fe / ey:.4g} mm, labelled {fr / ry:.4g} mm" in note
     assert phase_voxel_problem(_header(ey, fe, ry, fr, trajectory="radial"), ey) is None
+
+
+@pytest.mark.parametrize("ey, fe, ry, fr", [
+    (368, 140.0, 320, 140.0),  # fastMRI knee: 15 % phase oversampling left out of the FOV
+    (46, 40.0, 40, 40.0),  # the same, scaled down
+    (64, 240.4, 32, 240.0),  # 100 % phase oversampling, FOVs within rounding
+])
+def test_phase_oversampling_left_out_of_the_encoded_fov_is_not_called_a_contradiction(
+        ey, fe, ry, fr):
+    """siemens_to_ismrmrd writes the encoded y FOV without the phase oversampling when the raw
+    data do not give it (and fastMRI's knee headers read so: 368 lines and 320 recon columns,
+    both over 140 mm): the recon crop keeps the centre ry columns, which are the labelled
+    voxel. Was: "the header contradicts itself ... likely wrong" on a right output."""
+    h = _header(ey, fe, ry, fr)
+    assert phase_voxel_problem(h, ey) is None
+    out, data, _, _ = interpolate_phase(h, torch.ones(1, 2, 64, ey), np.ones((1, ey), bool), None)
+    assert data.shape[-1] == ey and "phase_voxel_note" not in out.extra
+    knee = Header(encoded_matrix=(640, 368, 1), recon_matrix=(320, 320, 1),
+                  encoded_fov_mm=(280.0, 140.0, 4.5), recon_fov_mm=(140.0, 140.0, 3.0))
+    assert phase_voxel_problem(knee, 368) is None
 
 
 # ---- 4: a fastMRI-layout file narrower than its recon matrix over the same phase FOV ----------

@@ -332,3 +332,34 @@ def test_sigpy_spelling_lamda_warns_that_l1_wavelet_is_not_sigpys_problem():
         old = l1_wavelet(y, op, lamda=0.3, iterations=3)
     assert len(got) == 1
     torch.testing.assert_close(old, l1_wavelet(y, op, 0.3, iterations=3), rtol=0, atol=0)
+
+
+def test_the_sigpy_note_of_lamda_is_l1_wavelets_alone():
+    """The note measures l1_wavelet against SigPy's L1WaveletRecon; it was added to every
+    ``lamda`` rename: ``cg_sense`` (which solves SigPy's SenseRecon problem), ``tv``,
+    ``grappa`` (its documented old name), ``run("cg_sense", lamda=)``."""
+    op, _x, y = _small()
+
+    def future_warnings(call) -> list[str]:
+        with pytest.warns(FutureWarning) as got:
+            call()
+        return [str(w.message) for w in got if issubclass(w.category, FutureWarning)]
+
+    for name, call in [("cg_sense", lambda: cg_sense(y, op, lamda=0.01, iterations=2)),
+                       ("tv", lambda: tv(y, op, lamda=0.01, iterations=2)),
+                       ("grappa", lambda: grappa(torch.ones(3, 16, 16, dtype=y.dtype), 8,
+                                                 lamda=0.01)),
+                       ("cg_sense", lambda: run("cg_sense", y, op, lamda=0.01, iterations=2))]:
+        (message,) = future_warnings(call)
+        assert f"{name}: 'lamda' is deprecated, use 'lam'" in message and "SigPy" not in message
+    for call in (lambda: l1_wavelet(y, op, lamda=0.3, iterations=2),
+                 lambda: run("l1_wavelet", y, op, lamda=0.3, iterations=2)):
+        (message,) = future_warnings(call)
+        assert "l1_wavelet: 'lamda' is deprecated" in message and "L1WaveletRecon" in message
+    # a pipeline's reconstruct.params: the note follows the config's method
+    from mrirecon.pipeline.validate import canonical_method_params
+
+    for method, noted in (("l1_wavelet", True), ("cg_sense", False)):
+        (message,) = future_warnings(lambda: canonical_method_params(method, {"lamda": 0.01},
+                                                                     "p.yaml"))
+        assert ("L1WaveletRecon" in message) is noted, message
