@@ -71,22 +71,50 @@ def axis_mirror(p: Tensor, geometry: CTGeometry) -> Tensor:
     return out
 
 
+def opposite_pairs(angles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(i, j)``: the views ``i`` (ascending) that have a partner ``j`` half a turn away: the
+    view whose angle is nearest to ``angle_i + pi`` (mod ``2 pi``; the first in view order of
+    views at the same angle, or equally near), kept when within a quarter of the median
+    angular step; both empty when no view has one (or the median step is 0).
+
+    The angles are sorted once and each ``angle_i + pi`` is looked up by binary search between
+    its two neighbours (wrapped around the circle): ``O(views log views)`` time and
+    ``O(views)`` memory. Was: a views x views matrix of angle differences, 15.6 s and 11.9 GiB
+    at 20 000 views (the FBP itself 0.2 s) and a ``MemoryError`` of 74.5 GiB at 100 000."""
+    a = np.mod(np.asarray(angles, dtype=np.float64).reshape(-1), 2 * np.pi)
+    n = len(a)
+    none = np.zeros(0, dtype=np.int64)
+    if n < 2:
+        return none, none
+    order = np.argsort(a, kind="stable")  # equal angles stay in view order
+    s = a[order]
+    step = np.median(np.diff(s))
+    if not step > 0:
+        return none, none
+    k = np.searchsorted(s, np.mod(a + np.pi, 2 * np.pi))
+    # the two neighbours of each target on the circle, each moved to the first of its equals
+    cand = np.stack([(k - 1) % n, k % n], 1)
+    cand = np.searchsorted(s, s[cand], side="left")
+    j = order[cand]  # (views, 2): view indices, the first of equal angles being the lowest
+    gap = np.abs(np.angle(np.exp(1j * (a[j] - a[:, None] - np.pi))))  # a_j - a_i - pi
+    # the nearer one; equally near: the lower view index (as a scan in view order finds it)
+    pick = np.where((gap[:, 1] < gap[:, 0]) | ((gap[:, 1] == gap[:, 0]) & (j[:, 1] < j[:, 0])),
+                    1, 0)
+    rows = np.arange(n)
+    i = np.nonzero(gap[rows, pick] < step / 4)[0]
+    return i, j[i, pick[i]]
+
+
 def opposite_view_mismatch(sino: Tensor, geometry: CTGeometry) -> float | None:
     """``||p(a + pi, s) - p(a, -s)|| / ||p||`` over the views that have a partner half a turn
-    away (within a quarter of the angular step); ``None`` when no view has one or the beam is
-    fan."""
+    away (within a quarter of the angular step, :func:`opposite_pairs`: ``O(views log
+    views)``); ``None`` when no view has one or the beam is fan."""
     if geometry.beam != "parallel" or geometry.num_views < 2:
         return None
-    a = np.mod(np.asarray(geometry.angles), 2 * np.pi)
-    step = np.median(np.abs(np.diff(np.sort(a)))) if len(a) > 1 else 0.0
-    if step <= 0:
-        return None
-    gap = np.abs(np.angle(np.exp(1j * (a[None, :] - a[:, None] - np.pi))))  # (i, j): a_j - a_i - pi
-    j = gap.argmin(1)
-    pairs = np.nonzero(gap[np.arange(len(a)), j] < step / 4)[0]
+    pairs, partners = opposite_pairs(np.asarray(geometry.angles))
     if len(pairs) == 0:
         return None
-    i, j = torch.as_tensor(pairs), torch.as_tensor(j[pairs])
+    i, j = torch.as_tensor(pairs), torch.as_tensor(partners)
     width = max(1, sino.shape[-1] // 16)  # a box average along the detector: photon noise
     smooth = torch.nn.functional.avg_pool1d(  # falls by ~sqrt(width), a geometric mismatch stays
         sino[None], width, stride=1, padding=width // 2, count_include_pad=False)[0]

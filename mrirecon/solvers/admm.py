@@ -13,7 +13,7 @@ from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.solvers.cg import cg
 from mrirecon.solvers.convergence import quiet, report_unconverged
 from mrirecon.solvers.prox import Prox
-from mrirecon.solvers.stopping import check_finite_start
+from mrirecon.solvers.stopping import check_finite_iterate, check_finite_start, describe
 
 XUpdate = Callable[[Tensor, "float | Tensor", Tensor], Tensor]
 
@@ -77,6 +77,12 @@ def admm(
     -------
     Tensor
         The last ``x``.
+
+    Raises
+    ------
+    NonFiniteError
+        At the first ``x`` holding NaN or Inf (checked every iteration where the residual is
+        computed, else every :data:`~mrirecon.solvers.stopping.FINITE_CHECK_EVERY`).
     """
     check_iterations("admm", iterations=iterations)
     check_tolerance("admm", tolerance=tolerance)
@@ -87,6 +93,12 @@ def admm(
     # a z0 of another shape failed on torch's "The size of tensor a (32) must match ..."
     z = kx.clone() if z0 is None else start_at("admm", "z0", z0, tuple(kx.shape), "K(x0)")
     u = torch.zeros_like(z)
+
+    def diverged() -> str:
+        return (f"from x_update or prox_g (rho {describe(rho)}): an x-update or prox that "
+                "returns NaN or Inf (a non-convex prox, NaN in an operator) makes every later "
+                "iterate NaN")
+
     for it in range(iterations):
         x = x_update(z - u, rho_x, x)
         kx = K(x)
@@ -102,9 +114,12 @@ def admm(
             rel = float(torch.where(ok, primal / torch.where(ok, scale, 1), primal).max())
             if callback is not None:
                 callback(it, x, rel)
+            check_finite_iterate("admm", it, iterations, x, rel, diverged)
             if tolerance > 0 and bool(ok.all()) and bool(
                     (torch.maximum(primal, dual) <= tolerance * scale).all()):
                 break
+        else:
+            check_finite_iterate("admm", it, iterations, x, None, diverged)
     else:
         if tolerance > 0:
             worst = torch.maximum(primal, dual) / torch.where(ok, scale, 1)

@@ -13,7 +13,8 @@ from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.core.parallel import serial_if_small
 from mrirecon.solvers.convergence import report_unconverged
 from mrirecon.solvers.prox import Prox
-from mrirecon.solvers.stopping import check_finite_start, per_system_ratio
+from mrirecon.solvers.stopping import (check_finite_iterate, check_finite_start, describe,
+                                       per_system_ratio)
 
 
 def _real_inner(a: Tensor, b: Tensor) -> float:
@@ -96,6 +97,14 @@ def fista(
     -------
     Tensor
         The last iterate ``x``.
+
+    Raises
+    ------
+    NonFiniteError
+        At the first iterate holding NaN or Inf (checked every iteration where the relative
+        change is computed, else every
+        :data:`~mrirecon.solvers.stopping.FINITE_CHECK_EVERY`), naming the iteration and the
+        step: a step above ``1/L`` diverges (it ran every remaining iteration on NaN).
     """
     check_iterations("fista", iterations=iterations)
     check_tolerance("fista", tolerance=tolerance)
@@ -106,6 +115,12 @@ def fista(
     t = 1.0
     batch = _step_batch(step, x0)
     rel = math.nan
+    measured = tolerance > 0 or callback is not None  # the relative change is computed
+
+    def diverged() -> str:
+        return (f"the step {describe(step)} is likely above 1/L (L: the Lipschitz constant of "
+                "grad_f, ||A||^2 for least squares; at most 1/L converges)")
+
     for it in range(iterations):
         g = grad_f(z)
         # the updates are short elementwise passes: one intra-op thread for a small image
@@ -116,7 +131,7 @@ def fista(
             x_new = prox_g(x_new, step)
         with serial_if_small(z):
             diff = x_new - x
-            rel = per_system_ratio(diff, x_new, batch) if (tolerance > 0 or callback is not None) else math.nan
+            rel = per_system_ratio(diff, x_new, batch) if measured else math.nan
             if accelerate:
                 if restart and _real_inner(z - x_new, diff) > 0:
                     t = 1.0
@@ -128,6 +143,7 @@ def fista(
         x = x_new
         if callback is not None:
             callback(it, x, rel)
+        check_finite_iterate("fista", it, iterations, x, rel if measured else None, diverged)
         if tolerance > 0 and rel <= tolerance:
             break
     else:

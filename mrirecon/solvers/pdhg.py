@@ -12,7 +12,8 @@ from mrirecon.core.checks import check_iterations, check_tolerance, start_at
 from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.solvers.convergence import report_unconverged
 from mrirecon.solvers.prox import Prox
-from mrirecon.solvers.stopping import check_finite_start, per_system_ratio
+from mrirecon.solvers.stopping import (check_finite_iterate, check_finite_start, describe,
+                                       per_system_ratio)
 
 #: safety factor on the step condition (power iteration approaches the norm from below)
 STEP_SAFETY = 0.99
@@ -212,6 +213,14 @@ def pdhg(
     -------
     Tensor
         The last primal iterate.
+
+    Raises
+    ------
+    NonFiniteError
+        At the first primal iterate holding NaN or Inf (checked every iteration where the
+        relative change is computed, else every
+        :data:`~mrirecon.solvers.stopping.FINITE_CHECK_EVERY`), naming the iteration and the
+        steps.
     """
     check_iterations("pdhg", iterations=iterations)
     check_tolerance("pdhg", tolerance=tolerance)
@@ -229,6 +238,12 @@ def pdhg(
     else:
         ys = _dual_starts(y0, ops, x)
     xbar = x
+
+    def diverged() -> str:
+        return (f"the steps tau {describe(tau)}, sigma {', '.join(describe(s) for s in sigmas)} "
+                "are likely above the step condition tau ||sum_i sigma_i K_i^H K_i|| < 1 "
+                "(diagonal tensor steps are used as given; diagonal_preconditioners meets it)")
+
     for it in range(iterations):
         ys = [p(y + s * k(xbar), s) for p, y, s, k in zip(proxes, ys, sigmas, ops)]
         step = ops[0].H(ys[0])
@@ -244,8 +259,11 @@ def pdhg(
             rel = per_system_ratio(diff, x, batch_dims)
             if callback is not None:
                 callback(it, x, rel)
+            check_finite_iterate("pdhg", it, iterations, x, rel, diverged)
             if tolerance > 0 and rel <= tolerance:
                 break
+        else:
+            check_finite_iterate("pdhg", it, iterations, x, None, diverged)
     else:
         if tolerance > 0:
             report_unconverged("pdhg", iterations, rel, tolerance, "relative change")
