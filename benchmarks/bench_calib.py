@@ -5,12 +5,17 @@ noise, complex64. ESPIRiT: ``mrirecon.calib.espirit_maps`` vs ``sigpy.mri.app.Es
 (NumPy, CPU), same parameters (calib 24, kernel 6, thresh 0.02, crop 0.95, 100 power steps);
 quality = per-pixel ``|<m_ours, m_sigpy>|`` inside the object. GRAPPA: ``mrirecon.recon.grappa``
 vs ``pygrappa.grappa`` (5x5 kernel, lamda 0.01) at acceleration ``R`` along W with a central
-ACS band; quality = NRMSE of the RSS image against the fully sampled one.
+ACS band; quality = NRMSE of the RSS image against the fully sampled one. ESPIRiT kernels:
+``mrirecon.calib.espirit.espirit_kernels`` (eigh of the smaller Gram matrix of the calibration
+matrix) vs the former ``cols x cols`` Gram route and SigPy's SVD of the matrix, on random 24 x 24
+calibration blocks of 8 / 16 / 32 coils at kernel 6 (the default) and 16 (a wide matrix),
+with ``--kernels``.
 
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_calib.py            # 15 x 640 x 368, R = 4
     OMP_NUM_THREADS=1 python benchmarks/bench_calib.py --quick    # 15 x 320 x 320
+    OMP_NUM_THREADS=1 python benchmarks/bench_calib.py --skip grappa --kernels  # + kernel table
 
 Times are the best of ``--repeats`` runs, per slice, on ``--threads`` torch threads (NumPy's
 threads follow ``OMP_NUM_THREADS``; keep both at 1 for a like-for-like CPU comparison); ``ratio``
@@ -33,6 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from mrirecon.calib import espirit_maps
+from mrirecon.calib.espirit import espirit_kernels
 from mrirecon.functional import ifft2c, rss
 from mrirecon.recon.grappa import grappa
 from _timing import best_time, ratio_text  # noqa: E402 (benchmarks/ is on sys.path)
@@ -92,6 +98,24 @@ def bench_espirit(img, ksp, repeats, device):
         f"  |<m_ours, m_sigpy>| inside object: min {corr.min():.6f}, mean {corr.mean():.6f}; "
         f"max |eig_ours - eig_sigpy| {np.abs(eig - ref_eig.reshape(eig.shape)).max():.2e}"
     )
+
+
+def bench_espirit_kernels(repeats):
+    """Signal-subspace kernels of one calibration block (complex64, CPU): ours vs the former
+    eigendecomposition of the cols x cols Gram matrix (one run: up to 18 s) and SigPy's SVD."""
+    print("ESPIRiT kernels, random 24 x 24 calibration block (complex64, cpu), thresh 0.02:")
+    for coils, k in [(8, 6), (16, 6), (32, 6), (8, 16), (16, 16)]:
+        g = torch.Generator().manual_seed(0)
+        calib = torch.randn(coils, 24, 24, dtype=torch.complex64, generator=g)
+        blocks = calib.unfold(1, k, 1).unfold(2, k, 1)  # the calibration matrix, as ours builds it
+        mat = blocks.permute(1, 2, 0, 3, 4).reshape(-1, coils * k * k)
+        t_ours, _ = best_time(lambda: espirit_kernels(calib, k, 0.02), repeats, warmup=1)
+        t_former, _ = best_time(lambda: torch.linalg.eigh(mat.mH @ mat), 1)
+        m = mat.numpy()
+        t_ref, _ = best_time(lambda: np.linalg.svd(m, full_matrices=False), repeats)
+        print(f"  {coils:2d} coils, kernel {k:2d}: matrix {m.shape[0]:3d} x {m.shape[1]:4d}  ours "
+              f"{t_ours * 1e3:8.1f} ms  former cols x cols {t_former * 1e3:8.1f} ms  sigpy svd "
+              f"{t_ref * 1e3:8.1f} ms  ratio ours/peer {ratio_text(t_ours, t_ref)}")
 
 
 def bench_grappa(ksp, accel, acs, repeats, device):
@@ -158,6 +182,9 @@ def main(argv=None) -> None:
         "--device", default="cpu", help="device for mrirecon (references always run on CPU)"
     )
     p.add_argument("--skip", choices=["espirit", "grappa"], default=None)
+    p.add_argument("--kernels", action="store_true",
+                   help="also time ESPIRiT's kernels against the former cols x cols route (up to "
+                        "19 s a case) and SigPy's SVD")
     args = p.parse_args(argv)
     shape = tuple(args.shape) if args.shape else ((320, 320) if args.quick else (640, 368))
     repeats = args.repeats or (1 if args.quick else 3)
@@ -169,6 +196,8 @@ def main(argv=None) -> None:
         bench_espirit(img, ksp, repeats, device)
     if args.skip != "grappa":
         bench_grappa(ksp, args.accel, args.acs, repeats, device)
+    if args.kernels:
+        bench_espirit_kernels(repeats)
 
 
 if __name__ == "__main__":

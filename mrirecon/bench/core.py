@@ -80,20 +80,26 @@ def open_store(output_dir: str | os.PathLike | None, resume: bool) -> ResultsFil
 
 def bench_output(output_dir: str | os.PathLike | None):
     """A context manager: ``output_dir`` checked as ``mrirecon run`` checks ``--output`` (an
-    output that is a file failed after the first volume, with a bare errno), created, and
-    locked for this benchmark (:func:`~mrirecon.io.output_lock.locked_output`, the lock of
-    ``mrirecon run``). Two benchmarks into one folder each rewrote ``results.jsonl`` from what
+    output that is a file failed after the first volume, with a bare errno), created, its output
+    files checked (:func:`~mrirecon.bench.table.check_outputs`: a FIFO at ``results.jsonl``
+    blocked for ever), and locked for this benchmark
+    (:func:`~mrirecon.io.output_lock.locked_output`, the lock of ``mrirecon run``). Two benchmarks into one folder each rewrote ``results.jsonl`` from what
     they had read, losing the other's records; a second process is refused naming the first,
     whether it came from the command line or from a library call. ``None``: nothing to lock."""
     if output_dir is None:
         from contextlib import nullcontext
 
         return nullcontext()
+    from mrirecon.bench.table import check_outputs
     from mrirecon.pipeline.run_state import locked_output
     from mrirecon.pipeline.runner import check_output
 
+    def prepare(output: Path) -> None:  # before the lock: a refusal leaves nothing behind
+        check_output(output)
+        check_outputs(output)
+
     return locked_output(Path(output_dir), option="--output", who="mrirecon bench",
-                         prepare=check_output)
+                         prepare=prepare)
 
 
 def method_record(run: VolumeRun, method: Method, used_calibration: bool) -> dict[str, Any]:

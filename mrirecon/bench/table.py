@@ -56,6 +56,7 @@ import torch
 
 from mrirecon.pipeline.run_files import csv_safe
 from mrirecon.io.atomic import append_text, atomic_write_text
+from mrirecon.io.errors import require_output_path
 from mrirecon.metrics import MetricsReport
 from mrirecon.metrics.metrics import mean_spread
 
@@ -65,6 +66,10 @@ RESULTS_FILE = "results.jsonl"
 TABLE_CSV = "bench_table.csv"
 TABLE_MD = "bench_table.md"
 VOLUMES_CSV = "bench_volumes.csv"
+#: What ``mrirecon bench`` writes into its output folder (besides its lock): each is absent or
+#: a regular file before any volume is read (:func:`check_outputs`).
+BENCH_OUTPUTS = ((RESULTS_FILE, "results file"), (TABLE_CSV, "table"), (TABLE_MD, "table"),
+                 (VOLUMES_CSV, "per-volume table"))
 VOLUME_COLUMNS = (
     "method",
     "acceleration",
@@ -140,6 +145,8 @@ class ResultsFile:
 
     def __init__(self, path: str | os.PathLike, fresh: bool = False) -> None:
         self.path = Path(path)
+        if str(path) != os.devnull:  # a FIFO there blocked the read below for ever
+            require_output_path(self.path, "the benchmark's results file")
         self.records: list[dict[str, Any]] = []
         self._index: dict[tuple[str, float, str, str], dict[str, Any]] = {}
         self._replace = fresh  # the first append writes the file anew
@@ -406,6 +413,15 @@ def build_table(
                 )
             )
     return BenchTable(rows, kept, challenge)
+
+
+def check_outputs(output_dir: str | os.PathLike) -> None:
+    """Refuse, before any work, a :data:`BENCH_OUTPUTS` path of ``output_dir`` that is not a
+    regular file (:func:`~mrirecon.io.errors.require_output_path`): a FIFO at ``results.jsonl``
+    blocked the benchmark for ever holding the folder's lock, one at a table was replaced, a
+    folder there failed the run after every volume was scored."""
+    for name, what in BENCH_OUTPUTS:
+        require_output_path(Path(output_dir) / name, f"mrirecon bench's {what}")
 
 
 def write_table(table: BenchTable, output_dir: str | os.PathLike) -> dict[str, Path]:

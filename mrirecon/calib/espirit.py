@@ -5,7 +5,8 @@ Pipeline (same mathematics as SigPy's ``sigpy.mri.app.EspiritCalib``, one set of
 1. the centred ``calib_width`` square of k-space -> block-Hankel calibration matrix
    ``(blocks, coils * k * k)`` with ``k = kernel_width``;
 2. SVD; the right singular vectors whose singular value exceeds ``thresh * s_max`` are the
-   k-space kernels ``(K, coils, k, k)``;
+   k-space kernels ``(K, coils, k, k)`` (from the eigendecomposition of the smaller of the two
+   Gram matrices ``mat^H mat`` and ``mat mat^H``, so the cost is bounded by the smaller side);
 3. per pixel ``q`` the image-space operator ``G(q) = N / k^2 * sum_j g_j(q) g_j(q)^H``, where
    ``g_j`` is the centred orthonormal inverse FFT of the zero-padded kernel ``j``;
 4. its dominant eigenvector (power method, ``max_iter`` steps) is the map; the eigenvalue
@@ -118,9 +119,21 @@ def espirit_kernels(calib: Tensor, kernel_width: int | tuple[int, int], thresh: 
     # time of the SVD of the tall matrix (24 vs 43 ms for 361 x 288 complex64, one thread).
     # Only the span of the kept vectors enters the maps (_kernel_correlations sums K K^H), so
     # their order and phases do not matter.
-    e, v = torch.linalg.eigh(mat.mH @ mat)
+    if mat.shape[0] >= mat.shape[1]:
+        e, v = torch.linalg.eigh(mat.mH @ mat)
+        keep = e > (thresh * thresh) * e.max()
+        return v[:, keep].mH.reshape(-1, c, kh, kw)
+    # A wide matrix (a kernel near the block width; the default block and kernel from 11 coils
+    # up) has rank <= rows: decompose the small rows x rows Gram mat mat^H, whose nonzero
+    # eigenvalues are the same, and recover v = mat^H u / s. The cols x cols route cost
+    # O((coils k^2)^3): 1.9 s vs 6 ms for 81 x 2048, 0.38 s vs 45 ms for 361 x 1152. v lies in
+    # the row space of mat whatever the rounding; it is normalised by its own norm (s up to
+    # rounding), so a kept eigenvalue near rounding level (thresh ~ 0) still gives a unit kernel.
+    e, u = torch.linalg.eigh(mat @ mat.mH)
     keep = e > (thresh * thresh) * e.max()
-    return v[:, keep].mH.reshape(-1, c, kh, kw)
+    v = mat.mH @ u[:, keep]
+    norm = torch.linalg.vector_norm(v, dim=0)
+    return (v / norm.clamp_min(torch.finfo(norm.dtype).tiny)).mH.reshape(-1, c, kh, kw)
 
 
 def _kernel_correlations(kernels: Tensor) -> Tensor:

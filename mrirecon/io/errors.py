@@ -270,6 +270,44 @@ def require_regular_file(path: str | os.PathLike) -> None:
         raise DataFormatError(path, "file", f"is {kind}; pass a data file")
 
 
+def _file_kind(mode: int) -> str:
+    """``"a file"``, ``"a folder"``, ``"a FIFO (named pipe)"``, ... for ``st_mode``."""
+    import stat
+
+    for test, kind in ((stat.S_ISREG, "a file"), (stat.S_ISDIR, "a folder"),
+                       (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def require_output_path(path: str | os.PathLike, what: str, *, folder: bool = False) -> None:
+    """The output counterpart of :func:`require_regular_file`: ``path``, where a command writes
+    ``what`` (``"mrirecon bench's results file"``), is absent or a regular file (``folder``: a
+    folder), a symbolic link followed; else a ``ValueError`` naming it, before any work: "OUT/
+    results.jsonl is a FIFO (named pipe), not a regular file, in the way of mrirecon bench's
+    results file (opening a FIFO blocks for ever); move it away (nothing was run)". A FIFO at a
+    file that is read or appended to (``results.jsonl``, ``train_log.csv``) blocked the command
+    for ever holding its folder's lock; one at a file written atomically was silently replaced;
+    a folder there failed the command only when it wrote (``model.pt``, after the training)."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:  # absent (or a dangling link, which the atomic write replaces)
+        return
+    except OSError as err:  # a file where a folder above it should be: ENOTDIR names the path
+        raise ValueError(f"{path} cannot be inspected ({err.strerror or err}), in the way of "
+                         f"{what}; move what is in the way (nothing was run)") from None
+    if stat.S_ISDIR(mode) if folder else stat.S_ISREG(mode):
+        return
+    blocks = " (opening a FIFO blocks for ever)" if stat.S_ISFIFO(mode) else ""
+    should = "a folder" if folder else "a regular file"
+    raise ValueError(f"{path} is {_file_kind(mode)}, not {should}, in the way of {what}{blocks}; "
+                     "move it away (nothing was run)")
+
+
 def open_hdf5(path: Path, kind: str, hint: str = ""):
     """``h5py.File(path, "r")`` for the readers: a FIFO or folder is refused first
     (:func:`require_regular_file`); a missing file (also one deleted after its folder was listed)

@@ -34,7 +34,7 @@ from mrirecon.training.run_checks import (RESUMABLE_CHANGES, check_fresh_output,
                                           check_validation_overlap, lock_output_dir,
                                           replace_outputs)
 from mrirecon.training.distributed import distributed_context, leave_group
-from mrirecon.training.trainer import Trainer
+from mrirecon.training.trainer import Trainer, check_outputs, trainer_outputs
 from mrirecon.training.validation import make_validate_fn
 
 log = logging.getLogger("mrirecon.train")
@@ -177,6 +177,7 @@ def train_from_config(
     out = Path(cfg.output_dir)
     try:
         _check_output_dir(out, str(path))
+        _check_output_files(out, cfg, str(path))
     except ConfigError as err:  # --set output_dir=...: named as the override's
         raise err.blamed_on(overrides) from None
     now = to_dict(cfg)
@@ -201,6 +202,21 @@ def _check_output_dir(out: Path, source: str) -> None:
     if p is not None:
         raise ConfigError(source, "output_dir", f"{p} is a file, not a folder"
                           + ("" if p == out else f" (it is above {out})") + "; give a folder path")
+
+
+def _check_output_files(out: Path, cfg: TrainConfig, source: str) -> None:
+    """What the run writes into ``out`` (``config.yaml``, the trainer's checkpoint, log and
+    TensorBoard folder, ``model.pt`` and its card ``model.yaml``) is absent or of its kind, or
+    a :class:`ConfigError` naming the path before any data are read: a FIFO at
+    ``train_log.csv`` blocked the run for ever after its first step holding the folder's lock,
+    a folder at ``model.pt`` failed it after the whole training."""
+    try:
+        check_outputs([(out / "config.yaml", "resolved config", False),
+                       *trainer_outputs(out, bool(cfg.tensorboard)),
+                       (out / "model.pt", "model weights", False),
+                       (out / "model.yaml", "model card", False)])
+    except ValueError as err:
+        raise ConfigError(source, "output_dir", str(err)) from None
 
 
 def _built_and_trained(cfg: TrainConfig, path, overrides: list[str], resume: bool,

@@ -30,6 +30,7 @@ from torch import nn
 from mrirecon.core.caches import register as register_cache
 from mrirecon.core.device import resolve_device
 from mrirecon.functional import center_crop
+from mrirecon.io.errors import require_output_path
 from mrirecon.threads import env_int
 from mrirecon.training.checkpoint import (check_model_state, load_checkpoint, rng_state,
                                            save_checkpoint, set_rng_state)
@@ -324,7 +325,11 @@ class Trainer:
 
     def fit(self, *, resume: bool = False) -> list[dict]:
         """Train until ``optim.max_steps``; returns the logged history (rank 0). ``resume``:
-        :meth:`resume` first (unless it was called already)."""
+        :meth:`resume` first (unless it was called already). The outputs
+        (:func:`trainer_outputs`) are checked first: a FIFO at ``train_log.csv`` blocked the
+        run for ever after its first step."""
+        if self.rank == 0:
+            check_outputs(trainer_outputs(self.out, bool(self.cfg.tensorboard)))
         if resume and not self.resumed:
             self.resume()
         self.out.mkdir(parents=True, exist_ok=True)
@@ -419,6 +424,22 @@ def _progress(total: int, initial: int, enabled: bool, desc: str):
     return tqdm(total=total, initial=initial, disable=not enabled, desc=desc, unit="step")
 
 
+def trainer_outputs(out: Path, tensorboard: bool) -> list[tuple[Path, str, bool]]:
+    """``(path, what, is_folder)`` of what :class:`Trainer` writes into ``out``: the checkpoint
+    folder and ``last.pt``, ``train_log.csv`` and, with ``tensorboard``, its event folder."""
+    return [(out / "checkpoints", "checkpoint folder", True),
+            (out / "checkpoints" / "last.pt", "checkpoint", False),
+            (out / "train_log.csv", "training log", False),
+            *([(out / "tensorboard", "TensorBoard event folder", True)] if tensorboard else [])]
+
+
+def check_outputs(outputs: list[tuple[Path, str, bool]]) -> None:
+    """Each of ``outputs`` (:func:`trainer_outputs`) absent or of its kind, else a ``ValueError``
+    naming it before any work (:func:`~mrirecon.io.errors.require_output_path`)."""
+    for path, what, folder in outputs:
+        require_output_path(path, f"mrirecon train's {what}", folder=folder)
+
+
 def _truncate_csv(path: Path, step: int) -> None:
     """Keep the rows of ``path`` up to ``step`` (the resumed checkpoint's): an interrupted run
     had logged the steps after its last checkpoint, which the resumed run trains and logs again.
@@ -444,7 +465,10 @@ def _truncate_csv(path: Path, step: int) -> None:
 
 def _csv_header(path: Path) -> list[str] | None:
     """The columns of the log ``path`` from its first line, or ``None`` when there is no whole
-    log to append to (no file, no header, a last line without its line break)."""
+    log to append to (no file, no header, a last line without its line break). A FIFO or
+    folder there is refused (:func:`~mrirecon.io.errors.require_output_path`): a FIFO blocked
+    the open below for ever."""
+    require_output_path(path, "mrirecon train's training log")
     try:
         with path.open("rb") as f:
             head = f.readline()
