@@ -89,6 +89,14 @@ def calibration_region(kspace: Tensor, shape: tuple[int, int]) -> Tensor:
     return kspace[..., top : top + h, left : left + w]
 
 
+#: The calibration matrix's kernels come from its rows x rows Gram matrix (in double
+#: precision) when it has more than this many times as many columns as rows, else from the
+#: cols x cols one (in its own precision). One thread, 24 x 24 block, kernel 6 (361 rows):
+#: 11 coils (396 columns) 22 ms by columns against 48 ms by rows, 16 coils 58 / 56 ms, 32 coils
+#: 383 / 86 ms; kernel 16 with 16 coils (81 x 4096) 18.7 s / 16 ms.
+WIDE_GRAM_RATIO = 2
+
+
 def espirit_kernels(calib: Tensor, kernel_width: int | tuple[int, int], thresh: float) -> Tensor:
     """Signal-subspace k-space kernels of a calibration block.
 
@@ -119,21 +127,27 @@ def espirit_kernels(calib: Tensor, kernel_width: int | tuple[int, int], thresh: 
     # time of the SVD of the tall matrix (24 vs 43 ms for 361 x 288 complex64, one thread).
     # Only the span of the kept vectors enters the maps (_kernel_correlations sums K K^H), so
     # their order and phases do not matter.
-    if mat.shape[0] >= mat.shape[1]:
+    if mat.shape[1] <= WIDE_GRAM_RATIO * mat.shape[0]:
         e, v = torch.linalg.eigh(mat.mH @ mat)
         keep = e > (thresh * thresh) * e.max()
         return v[:, keep].mH.reshape(-1, c, kh, kw)
-    # A wide matrix (a kernel near the block width; the default block and kernel from 11 coils
+    # A wide matrix (a kernel near the block width; the default block and kernel from 21 coils
     # up) has rank <= rows: decompose the small rows x rows Gram mat mat^H, whose nonzero
     # eigenvalues are the same, and recover v = mat^H u / s. The cols x cols route cost
     # O((coils k^2)^3): 1.9 s vs 6 ms for 81 x 2048, 0.38 s vs 45 ms for 361 x 1152. v lies in
     # the row space of mat whatever the rounding; it is normalised by its own norm (s up to
     # rounding), so a kept eigenvalue near rounding level (thresh ~ 0) still gives a unit kernel.
-    e, u = torch.linalg.eigh(mat @ mat.mH)
+    # In double precision: the v of small kept eigenvalues (BART's thresh 0.001 keeps down to
+    # 1e-6 of the largest) come out of complex64 far from orthogonal (max |K K^H - I| 0.24, the
+    # crop mask 165 pixels off SigPy's where the cols x cols route was 12); the Gram of a
+    # 361 x 1152 block costs a few ms more so.
+    wide = mat.to(torch.complex128 if mat.is_complex() else torch.float64)
+    e, u = torch.linalg.eigh(wide @ wide.mH)
     keep = e > (thresh * thresh) * e.max()
-    v = mat.mH @ u[:, keep]
+    v = wide.mH @ u[:, keep]
     norm = torch.linalg.vector_norm(v, dim=0)
-    return (v / norm.clamp_min(torch.finfo(norm.dtype).tiny)).mH.reshape(-1, c, kh, kw)
+    v = v / norm.clamp_min(torch.finfo(norm.dtype).tiny)
+    return v.to(mat.dtype).mH.reshape(-1, c, kh, kw)
 
 
 def _kernel_correlations(kernels: Tensor) -> Tensor:

@@ -54,13 +54,14 @@ def check_finite_iterate(who: str, it: int, iterations: int, x: Tensor, rel: flo
     ``it`` (0-based, of ``iterations``) holds NaN or Inf, naming the iteration and ``cause()``
     (what likely diverged: the step; built only then). Checked whenever the relative change ``rel`` was
     computed (a non-finite ``rel``, confirmed on ``x``), else (``rel`` is ``None``) every
-    :data:`FINITE_CHECK_EVERY` iterations. A diverging ``fista`` (a step 100x above ``1/L``)
+    :data:`FINITE_CHECK_EVERY` iterations and at the last one (a run ending between two checks
+    returned its NaN iterate without an error). A diverging ``fista`` (a step 100x above ``1/L``)
     was NaN from iteration 17 and ran all 400 of its iterations on NaN (with a tolerance, a
     NaN relative change never stopped it) before ``recon.run`` refused the image."""
     if rel is not None:
         if math.isfinite(rel):
             return
-    elif (it + 1) % FINITE_CHECK_EVERY:
+    elif (it + 1) % FINITE_CHECK_EVERY and it + 1 < iterations:  # the last one is checked
         return
     if bool(torch.isfinite(x).all()):  # one device sync
         return

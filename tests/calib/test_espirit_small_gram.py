@@ -44,12 +44,13 @@ def eigh_shapes(monkeypatch):
     return shapes
 
 
-@pytest.mark.parametrize("coils, width, k", [(8, 24, 16), (8, 24, 24), (16, 24, 6), (8, 24, 6),
-                                             (4, 12, 8)])
+@pytest.mark.parametrize("coils, width, k", [(8, 24, 16), (8, 24, 24), (16, 24, 6), (32, 24, 6),
+                                             (8, 24, 6), (4, 12, 8)])
 def test_kernels_decompose_the_smaller_gram_matrix(eigh_shapes, coils, width, k):
     rows, cols = (width - k + 1) ** 2, coils * k * k
     kernels = esp.espirit_kernels(_random_calib(coils, width, torch.complex64), k, 0.02)
-    assert eigh_shapes == [(min(rows, cols),) * 2]
+    side = rows if cols > esp.WIDE_GRAM_RATIO * rows else cols  # rows x rows in double: 2x
+    assert eigh_shapes == [(side,) * 2]
     assert kernels.shape[1:] == (coils, k, k) and 0 < kernels.shape[0] <= min(rows, cols)
 
 
@@ -100,3 +101,24 @@ def test_maps_equal_former_route_and_sigpy_with_many_coils(monkeypatch, dtype):
     else:
         assert float(_aligned_corr(new, torch.from_numpy(ref_maps))[new.abs().sum(0) > 0].min()) \
             > 1 - 1e-4
+
+
+@pytest.mark.parametrize("coils", [16, 32])  # the cols x cols route, the rows x rows one
+@pytest.mark.parametrize("thresh", [1e-3, 1e-4])
+def test_complex64_kernels_at_a_small_threshold_stay_orthonormal_and_match_sigpy(thresh, coils):
+    """BART's default thresh 0.001 keeps eigenvalues down to 1e-6 of the largest: the wide route
+    in complex64 gave kernels far from orthonormal (max |K K^H - I| 0.24) and a crop mask 165
+    pixels off SigPy's (16 coils, phantom); it runs in double precision now."""
+    _, _, ksp = _phantom(64, 48, coils, noise=1e-3, seed=2)
+    k64 = torch.from_numpy(ksp).to(torch.complex64)
+    kernels = esp.espirit_kernels(esp.calibration_region(k64 / k64.abs().max(), (24, 24)), 6,
+                                  thresh)
+    flat = kernels.reshape(kernels.shape[0], -1)
+    eye = torch.eye(flat.shape[0], dtype=flat.dtype)
+    # unit kernels in float32: rounding of a norm-1 vector of coils * k^2 entries
+    assert float((flat @ flat.mH - eye).abs().max()) < 64 * torch.finfo(torch.float32).eps
+    maps = espirit_maps(k64, coarse=1, thresh=thresh)
+    ref = torch.from_numpy(sigpy.mri.app.EspiritCalib(ksp.astype(np.complex64), thresh=thresh,
+                                                      show_pbar=False).run())
+    ours, theirs = maps.abs().sum(0) > 0, ref.abs().sum(0) > 0
+    assert int((ours ^ theirs).sum()) <= 20  # pixels at the crop's edge (eigenvalue ~ crop)

@@ -134,3 +134,19 @@ def test_pdhg_with_diagonal_steps_too_large_stops_naming_them():
         pdhg(blocks, [prox_data, prox_tv], lambda v, t: project_nonnegative(v), x0, sig,
              torch.full_like(x0, 50.0), iterations=5000, callback=seen)
     assert seen.first is not None and seen.calls <= seen.first + 1
+
+
+def test_a_run_ending_between_two_checks_still_refuses_its_last_iterate():
+    """Without a callback or tolerance the iterate is checked every FINITE_CHECK_EVERY
+    iterations: a run of as many iterations as it takes to go non-finite (19 here, between two
+    checks) returned its NaN iterate without an error."""
+    op, y = _sense_problem()
+    aty = op.H(y)
+    seen = _Counter()
+    with pytest.raises(NonFiniteError):
+        fista(lambda v: op.gram(v) - aty, None, torch.zeros_like(aty), 100.0, iterations=400,
+              callback=seen)
+    last = seen.first + 1  # the first non-finite iteration, 1-based (19 here: between checks)
+    with pytest.raises(NonFiniteError, match=rf"iteration {last} of {last}\b"):
+        fista(lambda v: op.gram(v) - aty, None, torch.zeros_like(aty), 100.0, iterations=last)
+
