@@ -349,10 +349,11 @@ def traj_ignored(header: Header, records: np.ndarray, imaging: np.ndarray,
 RECON_FOV_Y = "ismrmrd_header/encoding/reconSpace/fieldOfView_mm/y"
 
 
-def _same_voxel(v_enc: float, v_rec: float, fe: float, fr: float, ry: int) -> bool:
+def same_voxel(v_enc: float, v_rec: float, fe: float, fr: float, ry: int) -> bool:
     """Encoded and recon voxel sizes equal within rounding: each FOV to the mm (0.5 mm off
-    each) and the recon extent off by half a recon voxel (the readout's rule,
-    :func:`~mrirecon.io.ismrmrd_header.readout_voxel_problem`)."""
+    each) and the recon extent off by half a recon voxel (of the ``ry`` recon voxels); the one
+    rule of the readout (:func:`~mrirecon.io.ismrmrd_header.readout_voxel_problem`) and of phase
+    encoding (:func:`phase_voxel_problem`, :func:`interpolated_columns`)."""
     return abs(v_enc / v_rec - 1) <= 0.5 / fe + 0.5 / fr + 0.5 / ry
 
 
@@ -369,7 +370,7 @@ def interpolated_columns(header: Header, width: int) -> int | None:
     if not (fe > 0 and fr > 0 and width == ey):
         return None
     v_enc, v_rec = fe / ey, fr / ry
-    if v_rec >= v_enc or _same_voxel(v_enc, v_rec, fe, fr, ry) or fe < fr - 1.0:
+    if v_rec >= v_enc or same_voxel(v_enc, v_rec, fe, fr, ry) or fe < fr - 1.0:
         return None
     target = ry if abs(fe - fr) <= 1.0 else int(round(fe / v_rec))
     return target if target > ey else None
@@ -395,7 +396,7 @@ def phase_voxel_problem(header: Header, width: int) -> str | None:
     if kind != "cartesian" or not (fe > 0 and fr > 0) or width != ey:
         return None
     v_enc, v_rec = fe / ey, fr / ry
-    if _same_voxel(v_enc, v_rec, fe, fr, ry) or interpolated_columns(header, width) is not None:
+    if same_voxel(v_enc, v_rec, fe, fr, ry) or interpolated_columns(header, width) is not None:
         return None
     if abs(fe - fr) <= 1.0 and ry < ey <= 2 * ry:  # phase oversampling left out of the FOV
         return None

@@ -51,6 +51,7 @@ import xml.etree.ElementTree as ET
 
 from mrirecon.containers import NO_FOV_MM, Header, ImageGeometry, geometry_from_fov
 from mrirecon.io.errors import DataFormatError
+from mrirecon.io.ismrmrd_encoding import same_voxel
 
 NAMESPACE = "http://www.ismrm.org/ISMRMRD"
 _NS = f"{{{NAMESPACE}}}"
@@ -407,7 +408,7 @@ def readout_voxel_problem(header: Header) -> str | None:
     if kind != "cartesian" or not (fe > 0 and fr > 0):
         return None
     v_enc, v_rec = fe / ex, fr / rx
-    if abs(v_enc / v_rec - 1) <= 0.5 / fe + 0.5 / fr + 0.5 / rx:
+    if same_voxel(v_enc, v_rec, fe, fr, rx):
         return None
     return (f"{fr:g} mm over the recon matrix x = {rx} is {v_rec:.4g} mm a readout row, but the "
             f"encoded space samples {fe:g} mm over x = {ex}, {v_enc:.4g} mm a row: the header "
