@@ -118,7 +118,12 @@ class ISMRMRDSlices:
     def __init__(self, volume: KSpace, reader=None, order=None, calibrated: bool = False) -> None:
         self._volume, self._reader, self._order = volume, reader, order
         self._calibrated = calibrated
-        self.header, self.streamed = volume.header, reader is not None
+        self.header = volume.header
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the volume is read a slice at a time (never held whole)."""
+        return self._reader is not None
 
     def __len__(self) -> int:
         return int(self._volume.data.shape[0])
