@@ -12,7 +12,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 RUNTIME_STAMP := $(VENV)/.mrirecon-runtime
 TEST_STAMP := $(VENV)/.mrirecon-test
-SYSDEPS := dicom3tools dcm2niix chromium
+SYSDEPS := dicom3tools dcm2niix chromium bart
 FLOORS_VENV ?= .venv-floors
 
 .PHONY: demo test test-floors setup setup-test sysdeps benchdeps bench clean weights
@@ -42,8 +42,9 @@ sysdeps:
 	command -v dciodvfy >/dev/null 2>&1 || missing="$$missing dicom3tools"; \
 	command -v dcm2niix >/dev/null 2>&1 || missing="$$missing dcm2niix"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v bart >/dev/null 2>&1 || missing="$$missing bart"; \
 	if [ -n "$$missing" ]; then \
-	  echo "sysdeps: installing$$missing with apt-get (DICOM validator, DICOM->NIfTI converter, headless browser for the report test)"; \
+	  echo "sysdeps: installing$$missing with apt-get (DICOM validator, DICOM->NIfTI converter, headless browser for the report test, BART for the .cfl parity tests)"; \
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
 	      || echo "sysdeps: apt-get failed; the tests that need$$missing will be skipped"; \
@@ -51,7 +52,7 @@ sysdeps:
 	fi
 
 # BART (Debian's `bart`, ecalib + pics) is the scanner-side peer of benchmarks/bench_pipeline.py;
-# no test needs it.
+# `make sysdeps` installs it too (tests/io/test_bart_cfl.py checks the .cfl format against it).
 benchdeps:
 	@if ! command -v bart >/dev/null 2>&1; then \
 	  echo "benchdeps: installing bart with apt-get (the BART peer of the pipeline benchmark)"; \

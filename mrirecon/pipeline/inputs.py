@@ -1,7 +1,7 @@
 """The inputs of a run: paths, folders and glob patterns -> input files, and their output names.
 
 :func:`expand_inputs` turns ``--input`` values (files, folders of HDF5 files, DICOM series
-folders, glob patterns; one path from Python) into input paths, :func:`output_names` gives each
+folders, BART ``.cfl`` arrays given by name, glob patterns; one path from Python) into input paths, :func:`output_names` gives each
 its output name, and :func:`check_name_lengths` refuses names the output file system cannot
 hold, all before any input is read (:func:`mrirecon.pipeline.runner.run_pipeline`).
 """
@@ -131,10 +131,24 @@ def expand_inputs(inputs: list[str], exclude: Path | None = None) -> list[Path]:
                                         advice=f"pass them as inputs too, e.g. '{p}/*'")
                 subfolders = [f.name for f in entries if f.is_dir()]
                 others = [f.name for f in entries if f.is_file()]
+                bart = [f.name for f in entries if f.suffix.lower() == ".cfl" and f.is_file()]
                 if files:
                     out.extend(files)
                     _warn_dicom_beside(p, [f for f in entries if f.is_file() and f.suffix.lower()
                                            not in DATA_SUFFIXES])
+                    if bart:
+                        log.warning("input folder %s: %d BART array(s) beside its HDF5 files are "
+                                    "not read (%s): pass BART k-space by name, e.g. --input %s",
+                                    p, len(bart), ", ".join(bart[:3]) + (", ..." if len(bart) > 3
+                                                                         else ""), p / bart[0])
+                elif bart and not _any_dicom(entries):
+                    # sens.cfl, pattern.cfl or reco.cfl would be read as k-space: never guessed
+                    raise FileNotFoundError(
+                        f"input folder {p} holds BART arrays ({', '.join(bart[:5])}"
+                        f"{', ...' if len(bart) > 5 else ''}) and no HDF5 or DICOM files: a "
+                        "folder's BART arrays are not inputs (coil maps, patterns and images "
+                        f"look like k-space to a reader); pass the k-space by name, e.g. --input "
+                        f"{p / bart[0]}")
                 elif subfolders and not _any_dicom(entries):
                     # a study folder (README, DICOMDIR, series in subfolders) is no series itself
                     raise FileNotFoundError(
@@ -147,10 +161,14 @@ def expand_inputs(inputs: list[str], exclude: Path | None = None) -> list[Path]:
                 else:
                     raise FileNotFoundError(f"input folder {p} holds no HDF5 or DICOM files")
             elif p.is_file():
+                if p.suffix.lower() == ".hdr" and p.with_suffix(".cfl").is_file():
+                    p = p.with_suffix(".cfl")  # one BART array: NAME.hdr and NAME.cfl ('scan.*')
                 out.append(p)
             elif p.exists():  # a FIFO, socket or device would block or never end: never open it
                 raise ValueError(f"input {p} is not a regular file or folder (FIFO, socket or "
                                  "device); pass the data files themselves")
+            elif (cfl := p.with_name(p.name + ".cfl")).is_file():
+                out.append(cfl)  # BART's tools name an array NAME: NAME.hdr + NAME.cfl
             else:
                 raise FileNotFoundError(f"input {p} does not exist")
     seen, unique = set(), []

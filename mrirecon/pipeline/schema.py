@@ -48,7 +48,7 @@ class LoadConfig:
     overlapping slabs), ``include_calibration: false`` leaves calibration-only (ACS) lines out
     of the image."""
 
-    format: Literal["auto", "fastmri", "ismrmrd", "ct_hdf5", "dicom"] = "auto"
+    format: Literal["auto", "fastmri", "ismrmrd", "ct_hdf5", "dicom", "bart"] = "auto"
     counters: dict[str, int] = field(default_factory=dict)
     include_calibration: bool = True
 

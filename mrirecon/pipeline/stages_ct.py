@@ -492,7 +492,7 @@ class CTStages(Modality[CTSlice]):
         if fmt == "ct_hdf5":
             return _LoDoPaBSource(path)
         raise ValueError(f"{path}: a CT pipeline needs LoDoPaB-layout HDF5 or a DICOM series, "
-                         f"found {fmt}")
+                         f"found {'BART (.cfl) MRI k-space' if fmt == 'bart' else fmt}")
 
     def preprocess(self, s: CTSlice) -> CTSlice:
         """Check the slice; mark its dropped projections; put its views in angle order (before

@@ -345,23 +345,25 @@ def model_takes_maps(model: nn.Module) -> bool:
 
 
 class _MRISource:
-    """The slices of one fastMRI or ISMRMRD file as :class:`MRISlice`\\ s, read one at a time
-    (ISMRMRD: :func:`~mrirecon.io.ismrmrd_stream.open_ismrmrd`, which holds 3-D slabs and
-    non-Cartesian data whole)."""
+    """The slices of one fastMRI, BART (``.cfl``) or ISMRMRD file as :class:`MRISlice`\\ s, read
+    one at a time (ISMRMRD: :func:`~mrirecon.io.ismrmrd_stream.open_ismrmrd`, which holds 3-D slabs
+    and non-Cartesian data whole)."""
 
     def __init__(self, path: Path, fmt: str, load: LoadConfig | None = None) -> None:
         from mrirecon.io import FastMRIFile
+        from mrirecon.io.bart_cfl import BartKSpaceFile
         from mrirecon.io.ismrmrd_stream import open_ismrmrd
 
         self.path, self.info = path, {}
-        if fmt == "fastmri":
+        if fmt in ("fastmri", "bart"):
             if load is not None and load.counters:  # the whole volume was read, exit 0
+                what = "a fastMRI file" if fmt == "fastmri" else "a BART array"
                 chosen = ", ".join(f"load.counters.{k}={v}" for k, v in load.counters.items())
                 raise ValueError(f"{path}: {chosen} selects acquisitions of ISMRMRD raw data, but "
-                                 "this is a fastMRI file, which has no such counters (every slice "
-                                 "would be reconstructed); drop load.counters for fastMRI inputs "
+                                 f"this is {what}, which has no such counters (every slice "
+                                 f"would be reconstructed); drop load.counters for {fmt} inputs "
                                  "(run them apart from the ISMRMRD files)")
-            self._file = FastMRIFile(path)
+            self._file = FastMRIFile(path) if fmt == "fastmri" else BartKSpaceFile(path)
             self._vol = None
             self._n = len(self._file)
             self._mask = self._file.sampling_mask() if self._file.mask is not None else None
@@ -426,8 +428,9 @@ class MRIStages(Modality[MRISlice]):
 
     def load(self, path: Path) -> _MRISource:
         fmt = detect_format(path, self.config.load.format)
-        if fmt not in ("fastmri", "ismrmrd"):
-            raise ValueError(f"{path}: an MRI pipeline needs fastMRI or ISMRMRD data, found {fmt}")
+        if fmt not in ("fastmri", "ismrmrd", "bart"):
+            raise ValueError(f"{path}: an MRI pipeline needs fastMRI, ISMRMRD or BART (.cfl) "
+                             f"k-space, found {fmt}")
         source = _MRISource(path, fmt, self.config.load)
         self.blank = BlankSlices(len(source))  # the volume's all-zero slices
         return source

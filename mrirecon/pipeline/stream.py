@@ -205,8 +205,8 @@ class VolumeRun:
 
 
 def detect_format(path: Path, wanted: str) -> str:
-    """The reader of an input: explicit ``load.format``, else by content (HDF5 groups) or a
-    DICOM folder. A DICOM slice file (``.dcm``, or a file that is not HDF5 but DICOM by its
+    """The reader of an input: explicit ``load.format``, else by content (HDF5 groups), a DICOM
+    folder, or BART's ``.cfl`` / ``.hdr`` suffix (``"bart"``). A DICOM slice file (``.dcm``, or a file that is not HDF5 but DICOM by its
     bytes) is refused as one slice of the series in its folder (it was "FileNotFoundError: ... is
     not a folder", or "not a readable HDF5 file" without the suffix)."""
     if wanted != "auto":
@@ -218,7 +218,11 @@ def detect_format(path: Path, wanted: str) -> str:
     from mrirecon.io.probe import hdf5_layout
 
     _refuse_nifti(path, folder=False)
+    if path.suffix.lower() in (".cfl", ".hdr", ".ra"):  # BART's arrays: a header, raw data beside
+        from mrirecon.io.bart_cfl import cfl_paths
 
+        cfl_paths(path)  # refuses .ra, naming the conversion
+        return "bart"
     if path.suffix.lower() == ".dcm":
         from mrirecon.io.dicom_files import not_a_series_folder
 

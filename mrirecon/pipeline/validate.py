@@ -180,7 +180,7 @@ def validate_pipeline(config: PipelineConfig, source: str = "", *,
     pre, und = config.preprocess, config.undersample
     fmt = config.load.format
     if (config.modality == "mri" and fmt in ("ct_hdf5", "dicom")) or \
-            (config.modality == "ct" and fmt in ("fastmri", "ismrmrd")):
+            (config.modality == "ct" and fmt in ("fastmri", "ismrmrd", "bart")):
         raise _fail(source, "load.format", f"{fmt!r} data cannot go through a {config.modality!r} "
                                            "pipeline; use auto or a format of that modality")
     from mrirecon.io.ismrmrd_raw import SELECTABLE_COUNTERS

@@ -268,15 +268,17 @@ def warn_unscored(config: PipelineConfig, results: list[VolumeResult]) -> None:
 
 def unknown_fov_note(header, formats: list[str]) -> str | None:
     """What a NIfTI / DICOM export of an MRI volume must say when its header gave no field of
-    view on some axes (``header.extra["fov_unknown_axes"]``, set by the ISMRMRD header reader):
-    the voxel size along them is an assumed 1 mm, not the scanner's."""
+    view on some axes (``header.extra["fov_unknown_axes"]``, set by the ISMRMRD header reader
+    and by :class:`~mrirecon.io.bart_cfl.BartKSpaceFile`, whose ``extra["fov_unknown_source"]``
+    says why): the voxel size along them is an assumed 1 mm, not the scanner's."""
     unknown = header.extra.get("fov_unknown_axes") if header is not None else None
     if not formats or not unknown:
         return None
     along = {"x": "x (rows)", "y": "y (columns)", "z": "z (slices)"}
     elements = ", ".join(f"ismrmrd_header/encoding/reconSpace/fieldOfView_mm/{a}" for a in unknown)
-    return (f"{elements}: {'is' if len(unknown) == 1 else 'are'} 0 (no field of view), so the "
-            f"voxel size 1 mm was assumed along {' and '.join(along[a] for a in unknown)}: the "
+    why = header.extra.get("fov_unknown_source") or (
+        f"{elements}: {'is' if len(unknown) == 1 else 'are'} 0 (no field of view)")
+    return (f"{why}, so the voxel size 1 mm was assumed along {' and '.join(along[a] for a in unknown)}: the "
             + " / ".join(formats) + " output's voxel spacing there is not the scanner's")
 
 

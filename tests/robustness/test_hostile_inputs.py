@@ -121,7 +121,7 @@ def test_ct_pipeline_refuses_an_mr_series_and_mri_pipeline_refuses_ct(dicom_seri
     assert entry["status"] == "failed" and "needs a CT series" in entry["error"]
     assert not (tmp_path / "out1" / "dicom").exists()
     entry = run_one(mri_config(), ct_dir / "observation_test_000.hdf5", tmp_path / "out2")
-    assert entry["status"] == "failed" and "MRI pipeline needs fastMRI or ISMRMRD" in entry["error"]
+    assert entry["status"] == "failed" and "MRI pipeline needs fastMRI, ISMRMRD or BART" in entry["error"]
 
 
 def test_ct_pipeline_names_rescale_type_of_a_ct_series_not_in_hu(tmp_path):
