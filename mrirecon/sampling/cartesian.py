@@ -338,9 +338,13 @@ class MagicMask(MaskFunction):
 
 
 class MagicFractionMask(MagicMask):
-    """:class:`MagicMask` whose centre band and spacing are adjusted to hit ``N / acc``
+    """:class:`MagicMask` whose centre band and spacing are adjusted towards ``N / acc``
     columns: ``N_low`` is clipped to ``[1, round(N / acc)]`` and the spacing is
-    ``round(N / (round(N / acc) - N_low))``."""
+    ``round(N / (round(N / acc) - N_low))`` (fastMRI's ``MagicMaskFractionFunc``). The spacing
+    counts the band's columns as if the equispaced lines missed it, but some of them fall inside
+    it, so the mask keeps about 5-8 % fewer than ``N / acc`` columns: 85-86 of 368 at 4x (an
+    achieved acceleration of 4.3), 43-45 of 368 at 8x. :class:`EquispacedFractionMask` keeps
+    ``N / acc`` to a column."""
 
     name = "magic_fraction"
 

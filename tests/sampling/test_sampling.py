@@ -201,6 +201,13 @@ def test_mask_acceleration_statistics():
     frac = EquispacedFractionMask([cf], [acc], seed=0)
     for s in range(5):
         assert abs(int(frac(n, seed=s).sum()) - n / acc) <= 2
+    # magic_fraction aims at N / acc but keeps fewer: its spacing ignores that equispaced lines
+    # fall inside the centre band (as fastMRI's MagicMaskFractionFunc; its docstring says so)
+    from mrirecon.sampling import MagicFractionMask
+
+    for width, r, c in ((368, 4, 0.08), (320, 4, 0.08), (368, 8, 0.04)):
+        kept = [int(MagicFractionMask([c], [r], seed=0)(width, seed=s).sum()) for s in range(20)]
+        assert 0.90 * width / r <= min(kept) and max(kept) < width / r, (width, r, kept)
     # the centre band is fully sampled and starts at (N - num_low + 1) // 2
     m = fn(n)
     num_low = round(n * cf)
