@@ -181,6 +181,28 @@ def localizer_problem(ds: Dataset) -> str:
             "cross-section of the patient; it cannot be read as a CT slice")
 
 
+#: Private elements of DICOM-CT-PD, TCIA's format of CT projection data (LDCT-and-Projection-data:
+#: one CT file per projection, line integrals in PixelData, the geometry in groups 7029-7033).
+CT_PD_ELEMENTS = {0x70291010: "(7029,1010) NumberofDetectorRows",
+                  0x70311001: "(7031,1001) DetectorFocalCenterAngularPosition"}
+
+
+def refuse_projection_data(ds: Dataset, path: Path) -> None:
+    """Refuse a DICOM-CT-PD projection file (:data:`CT_PD_ELEMENTS`) before its geometry is
+    looked for: as published it lacks the image plane module ("ImageOrientationPatient:
+    missing" asked for one), and with one added its projections were read as axial HU slices,
+    re-projected and reconstructed, exit 0."""
+    for tag, name in CT_PD_ELEMENTS.items():
+        if tag in ds:
+            raise DataFormatError(path, name, (
+                "DICOM-CT-PD projection data (one file per projection of a helical scan: "
+                "detector line integrals, the geometry in private tags), not images: mrirecon "
+                "reconstructs CT from 2-D sinograms (parallel or fan beam; helical and cone-beam "
+                "geometries are not modelled): rebin the projections to one sinogram per slice "
+                "and write them with mrirecon.io.lodopab.write_lodopab (README: CT from your own "
+                "sinogram), or read the scanner's reconstructed image series"))
+
+
 def not_a_series_folder(path: Path) -> Exception:
     """The error for a ``path`` given where a DICOM series folder is expected: a DICOM slice file
     (``.dcm``, Part 10 or a bare data set, with or without a suffix) is named as one slice of the

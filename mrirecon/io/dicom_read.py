@@ -29,7 +29,7 @@ from pydicom.multival import MultiValue
 from mrirecon.containers import Image, ImageGeometry
 from mrirecon.io.dicom_files import (check_subfolders, is_candidate, localizer, localizer_problem,
                                      looks_like_dicom, not_a_series_folder, read_candidate,
-                                     uid_as_written)
+                                     refuse_projection_data, uid_as_written)
 from mrirecon.io.dicom_pixels import (
     PixelFacts,
     decode,
@@ -480,8 +480,8 @@ def read_dicom_series_and_header(
     ------
     DataFormatError
         (a ``ValueError``) naming the file and field on unreadable, empty or truncated files,
-        a folder of CT localizers only, multi-frame (Enhanced) files, missing
-        PixelData/geometry, empty CT or zero rescale values, orientation, size, spacing,
+        a folder of CT localizers only, DICOM-CT-PD projection files, multi-frame
+        (Enhanced) files, missing PixelData/geometry, empty CT or zero rescale values, orientation, size, spacing,
         modality or FrameOfReferenceUID that differ between files, mixed series, duplicate or
         non-collinear slice positions, non-uniform slice spacing, or direction cosines further
         from orthonormal than rounding to 3 decimals (positions and cosines within rounding
@@ -495,6 +495,7 @@ def read_dicom_series_and_header(
     modality = str(_required(ds0, path0, "Modality"))
     if modality not in ("MR", "CT"):
         raise DataFormatError(path0, "Modality", f"is {modality!r}, expected MR or CT")
+    refuse_projection_data(ds0, path0)  # DICOM-CT-PD: projections, not images
     for path, ds in items:  # before the geometry: Enhanced files hold it per frame
         _single_frame(ds, path)
     iop0 = _floats(ds0, path0, "ImageOrientationPatient", 6)

@@ -34,6 +34,8 @@ from mrirecon.io.errors import (DataFormatError, guard_reader, hdf5_dataset, mem
                                 one_string, open_hdf5, refuse_nonfinite, refuse_oversized)
 from mrirecon.io.hdf5_vlen import check_vlen_references
 from mrirecon.io.ismrmrd_header import header_to_xml, parse_ismrmrd_header
+from mrirecon.io.layout_hints import (MISSING_HEADER_HINT, fastmri_trajectory_problem,
+                                      kspace_dtype_hint)
 
 ArrayLike = np.ndarray | torch.Tensor
 REFERENCE_KEYS = ("reconstruction_rss", "reconstruction_esc")
@@ -72,8 +74,10 @@ class FastMRIFile:
     DataFormatError
         On first access, for a file that is not HDF5 (or is truncated, or open for writing in
         another process), lacks ``kspace``, or whose ``kspace`` has the wrong rank, a
-        non-complex dtype or a filter this HDF5 cannot decode; later for a missing or
-        invalid ``ismrmrd_header``, a malformed ``mask`` and NaN/Inf samples in a slice read.
+        non-complex dtype (naming the conversion of interleaved real/imag floats and MATLAB's
+        compound complex) or a filter this HDF5 cannot decode; later for a missing or invalid
+        ``ismrmrd_header`` or one of a non-Cartesian trajectory (radial, spiral: the layout is a
+        Cartesian grid), a malformed ``mask`` and NaN/Inf samples in a slice read.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -133,7 +137,8 @@ class FastMRIFile:
                 f"expected (slices, coils, H, W) or (slices, H, W), got shape {ks.shape}",
             )
         if ks.dtype.newbyteorder("=") not in _COMPLEX:  # big-endian complex reads as native
-            raise self._fail("kspace", f"expected complex64 samples, got dtype {ks.dtype}")
+            raise self._fail("kspace", f"expected complex64 samples, got dtype {ks.dtype}"
+                                       + kspace_dtype_hint(ks.dtype, ks.shape))
         if ks.shape[0] < 1 or min(ks.shape[1:]) < 1:
             raise self._fail("kspace", f"empty dataset of shape {ks.shape}")
         refuse_oversized(self.path, "kspace", float(np.prod(ks.shape[1:], dtype=np.float64))
@@ -196,9 +201,14 @@ class FastMRIFile:
     @guard_reader('ismrmrd_header')
     def header(self) -> Header:
         """Parsed ``ismrmrd_header``; ``acquisition``/``patient_id`` from the attributes when
-        present and ``num_coils`` from the k-space shape."""
+        present and ``num_coils`` from the k-space shape. ``extra["emulated_single_coil"]``
+        marks 3-D k-space beside a ``reconstruction_esc``: fastMRI's single-coil files, whose
+        header keeps the scanner's receiver channels."""
         if self._header is None:
             h5 = self._file
+            if "ismrmrd_header" not in h5:
+                raise self._fail("ismrmrd_header", f"dataset missing (found {sorted(h5.keys())})"
+                                                   f"; {MISSING_HEADER_HINT}")
             try:
                 ds = hdf5_dataset(h5, self.path, "ismrmrd_header")
                 if bad := check_vlen_references(self.path, h5, ds):  # before HDF5 follows it
@@ -212,6 +222,8 @@ class FastMRIFile:
                 raise self._fail("ismrmrd_header", f"unreadable ({err})") from None
             raw = one_string(self.path, "ismrmrd_header", raw)  # scalar or 1-element
             header = parse_ismrmrd_header(raw, source=self.path)
+            if bad := fastmri_trajectory_problem(header):  # before the matrix: spokes x samples
+                raise self._fail("ismrmrd_header/encoding/trajectory", bad)
             if bad := matrix_problem(header, self._file["kspace"].shape):
                 raise self._fail("ismrmrd_header/encoding/encodedSpace/matrixSize", bad)
             attrs = self.attrs
@@ -219,6 +231,8 @@ class FastMRIFile:
             # reports k-space whose coil and slice axes contradict them
             extra = {**header.extra, "receiver_channels": header.num_coils,
                      "file_slices": self.shape[0]}
+            if not self.is_multicoil and "reconstruction_esc" in h5:
+                extra["emulated_single_coil"] = True  # no "is the slice axis missing?"
             if note := narrow_phase_note(header):
                 extra["phase_voxel_note"] = note
             changes = {"num_coils": self.shape[1], "extra": extra}
@@ -492,7 +506,9 @@ def write_fastmri(
     ------
     ValueError
         For k-space of another rank, a header that does not describe it (naming a transposed
-        or coil-last array), one multi-coil slice without its slice axis, NaN/Inf samples, or
+        or coil-last array) or names a non-Cartesian trajectory (radial, spiral: write those
+        with :func:`~mrirecon.io.ismrmrd_noncartesian.write_ismrmrd_noncartesian`), one
+        multi-coil slice without its slice axis, NaN/Inf samples, or
         a reference or mask of the wrong shape.
     """
     ks = _numpy("kspace", kspace)
@@ -507,6 +523,8 @@ def write_fastmri(
         header = header.with_(num_coils=ks.shape[1])  # the reader's slice-axis check uses it
     xml = header if isinstance(header, str) else header_to_xml(header)
     parsed = parse_ismrmrd_header(xml, source=str(path))
+    if bad := fastmri_trajectory_problem(parsed):
+        raise ValueError(f"write_fastmri: {path}: ismrmrd_header/encoding/trajectory: {bad}")
     if bad := matrix_problem(parsed, ks.shape):
         raise ValueError(f"write_fastmri: {path}: header encodedSpace/matrixSize {bad}")
     if ks.ndim == 3 and (parsed.num_coils or 0) > 1 and parsed.num_coils == ks.shape[0]:

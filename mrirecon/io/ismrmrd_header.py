@@ -135,6 +135,11 @@ def _triple(root: ET.Element, path: str, source: str, kind: type) -> tuple:
     return tuple(_number(root, f"{path}/{a}", source, kind, required=True) for a in "xyz")
 
 
+#: ISMRMRD ``encoding/trajectory`` values whose readouts need their k-space coordinates
+#: (``traj``): the ISMRMRD reader refuses them without ``traj``, the fastMRI layout (a Cartesian
+#: grid) always (:func:`mrirecon.io.layout_hints.fastmri_trajectory_problem`).
+NONCARTESIAN_KINDS = ("radial", "goldenangle", "spiral")
+
 #: ``encoding/trajectoryDescription`` parameters that say an EPI readout samples on its ramps.
 RAMP_PARAMETERS = ("rampUpTime", "rampDownTime")
 

@@ -87,7 +87,7 @@ from mrirecon.io.ismrmrd_encoding import (SHARED_REFERENCE_COUNTERS, check_centr
                                           interpolate_phase, select_counters, shift_note,
                                           traj_ignored)
 from mrirecon.io.ismrmrd_reference import CALIBRATION_MISMATCH, separate_reference  # noqa: F401
-from mrirecon.io.ismrmrd_header import parse_ismrmrd_header
+from mrirecon.io.ismrmrd_header import NONCARTESIAN_KINDS, parse_ismrmrd_header
 from mrirecon.io.partial_echo import is_partial_echo, partial_echo_extra
 from mrirecon.io.ismrmrd_placement import (acquisition_geometry, check_orientation,
                                            check_placement, check_slice_indices, gap_known,
@@ -112,10 +112,6 @@ IGNORED_FLAGS = {
 SELECTABLE_COUNTERS = ("contrast", "phase", "repetition", "set", "slice")
 #: Counters whose several values are one volume (slices, slabs): selecting one is optional.
 OPTIONAL_COUNTERS = ("slice",)
-
-
-#: ISMRMRD ``encoding/trajectory`` values whose readouts need their ``traj`` coordinates.
-NONCARTESIAN_KINDS = ("radial", "goldenangle", "spiral")
 
 
 def _flag(flags: np.ndarray, number: int) -> np.ndarray:

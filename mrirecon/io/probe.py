@@ -7,6 +7,7 @@ from pathlib import Path
 import h5py
 
 from mrirecon.io.errors import DataFormatError, open_hdf5
+from mrirecon.io.layout_hints import READ_HDF5_LAYOUTS
 
 
 def hdf5_layout(path: str | Path) -> str:
@@ -29,4 +30,5 @@ def hdf5_layout(path: str | Path) -> str:
                 return "ct_hdf5"
     except OSError as e:
         raise DataFormatError(str(p), "file", f"not a readable HDF5 file ({e})") from e
-    raise DataFormatError(str(p), "<root>", f"unknown HDF5 layout (top-level keys: {sorted(keys)})")
+    raise DataFormatError(str(p), "<root>", f"unknown HDF5 layout (top-level keys: "
+                                            f"{sorted(keys)}); {READ_HDF5_LAYOUTS}")

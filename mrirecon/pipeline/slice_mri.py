@@ -149,7 +149,10 @@ def make_slice(ks, index: int, file_name: str, file_mask: Tensor | None) -> MRIS
     if pf:
         notes["partial_fourier"] = pf
     rc, slices = header.extra.get("receiver_channels"), header.extra.get("file_slices")
-    if rc and slices and rc == slices != data.shape[0]:  # (8, H, W) read as 8 single-coil slices
+    # (8, H, W) read as 8 single-coil slices; fastMRI's single-coil files (reconstruction_esc)
+    # keep the scanner's channel count, which may equal their slice count
+    if rc and slices and rc == slices != data.shape[0] and \
+            not header.extra.get("emulated_single_coil"):
         notes["coil_axis"] = (f"the header names {rc} receiver channels, but the k-space has "
                               f"{data.shape[0]} coil(s) and {slices} slices: is the slice axis "
                               "missing (one slice stored as (coils, H, W)) or swapped with the "

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pydicom
 import pytest
@@ -193,3 +195,40 @@ def test_a_series_description_with_the_value_delimiter_is_read_as_written(tmp_pa
     for path in paths:
         rewrite_dicom(path, SeriesDescription="T1\\T2")
     assert read_dicom_series(tmp_path).description == "T1\\T2"
+
+
+# ------------------------------------------------------------------ DICOM-CT-PD projections
+
+@pytest.mark.parametrize("plane_module", [False, True])
+@pytest.mark.parametrize("tag, name", [(0x7029, "(7029,1010) NumberofDetectorRows"),
+                                       (0x7031, "(7031,1001) DetectorFocalCenterAngularPosition")])
+def test_dicom_ct_pd_projection_files_are_refused_as_projections(tmp_path, plane_module, tag,
+                                                                 name):
+    """Audit a21 F2: TCIA's DICOM-CT-PD files (one CT file per projection, line integrals in
+    PixelData, the geometry in private tags) were refused as "ImageOrientationPatient: missing"
+    (as published), or, once a converter added the image plane module, read as axial "HU"
+    slices and reconstructed, exit 0."""
+    image, paths = _series(tmp_path, "CT")
+    for index, path in enumerate(paths):
+        ds = pydicom.dcmread(path)
+        block = ds.private_block(tag, "DLX_PD", create=True)
+        if tag == 0x7029:
+            block.add_new(0x10, "US", 8)   # NumberofDetectorRows
+        else:
+            block.add_new(0x01, "FL", 0.1 * index)  # DetectorFocalCenterAngularPosition
+        if not plane_module:  # as TCIA publishes them
+            del ds.ImageOrientationPatient, ds.ImagePositionPatient
+        ds.save_as(path)
+    with pytest.raises(DataFormatError, match=rf"{paths[0].name}: {re.escape(name)}: DICOM-CT-PD "
+                       r"projection data.*not images.*write_lodopab.*own sinogram"):
+        read_dicom_series(tmp_path)
+
+
+def test_a_private_7029_group_of_another_creator_block_is_still_an_image(tmp_path):
+    """Only the DICOM-CT-PD elements count: another private element in group 7029 is read."""
+    image, paths = _series(tmp_path, "CT")
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.private_block(0x7029, "OTHER", create=True).add_new(0x20, "LO", "x")  # (7029,1020)
+        ds.save_as(path)
+    assert torch.equal(read_dicom_series(tmp_path).data, image.data)

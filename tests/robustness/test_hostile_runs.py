@@ -397,6 +397,26 @@ def test_coil_and_slice_axes_that_contradict_the_header_are_reported(mri_file, t
     assert not any("receiver channels" in w for w in _prov(tmp_path / "ok")["files"][0]["warnings"])
 
 
+
+def test_an_emulated_single_coil_file_is_not_asked_for_its_slice_axis(mri_file, tmp_path):
+    """Audit a21 F4: fastMRI's single-coil knee files keep the multi-coil header (15 receiver
+    channels); one of 15 slices got "is the slice axis missing?" on every slice. Their own sign,
+    ``reconstruction_esc`` (emulated single coil), says the 3-D k-space is single-coil slices."""
+    import h5py
+
+    from tests.helpers import clone_h5
+
+    with h5py.File(mri_file) as f:
+        ks, rss = f["kspace"][()], f["reconstruction_rss"][()]  # (2, 2, H, W); 2 channels
+    esc = clone_h5(mri_file, tmp_path / "in" / "esc.h5", kspace=ks[:, 0],
+                   reconstruction_rss=None, reconstruction_esc=rss)
+    out = tmp_path / "out"
+    assert run_pipeline(mri_config(), [str(esc)], out, progress=False) == 0
+    entry = _prov(out)["files"][0]
+    assert not any("receiver channels" in w for w in entry["warnings"]), entry["warnings"]
+    assert entry["metrics"]["psnr"] > 0  # scored against reconstruction_esc
+
+
 def test_a_refused_run_leaves_no_folder_and_a_pattern_never_reads_the_output(mri_file, tmp_path):
     out = tmp_path / "new_out"
     with pytest.raises(FileNotFoundError):
