@@ -9,8 +9,12 @@ What is timed (wall clock, one slice, after the data exist on disk):
     L1-wavelet iterations at lam 1e-3, crop, HDF5 export), its first (cold) and second (warm)
     call. The pipeline itself runs the validated 300 iterations at lam 1e-4 (since 2026-12-04);
     the benchmark sets 50 / 1e-3 so that both sides do the same work as ``pics -i 50``;
-  - BART: a script that converts the slice to ``.cfl``, runs ``bart ecalib -m1`` and
-    ``bart pics -R W:7:0:<lam> -i 50``, reads the result and crops it; once on the k-space as
+  - BART: a script that converts the slice to ``.cfl``, runs ``bart ecalib -m1 -t <t>`` and
+    ``bart pics -w <scale> -R W:3:0:<lam> -i 50`` (``W:3`` and ``W:7`` are the same on 2-D
+    data), reads the result and crops it, on ``mri_cs``'s problem: ``t`` is the square of
+    ``mri_cs``'s ESPIRiT threshold (BART thresholds squared singular values) and ``scale`` its
+    data scale of the slice (:func:`bart_problem`); the wavelet still differs (BART's redundant
+    ``dau2`` against our db4); once on the k-space as
     stored and once on readout-cropped k-space (the same reduction our pipeline makes); without
     ``bart`` on PATH these two rows are skipped with a note (:data:`BART_MISSING`), the rest run;
   - SigPy: ``EspiritCalib`` + ``L1WaveletRecon`` (50 iterations) on the readout-cropped slice;
@@ -63,7 +67,10 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-LAM = 0.001  # lam of the BART / SigPy comparison (on data scaled to a unit zero-filled peak)
+#: lam of the BART / SigPy comparison, on k-space divided by mri_cs's data scale (the zero-filled
+#: RSS peak): the BART script passes that scale as ``pics -w`` (:func:`bart_problem`), since pics
+#: otherwise divides by its own estimate and the same number is another weight
+LAM = 0.001
 #: mri_cs at the peers' work (pics -i 50, L1WaveletRecon max_iter 50); mri_cs.yaml runs 300
 CS_SETS = [f"reconstruct.params.lam={LAM}", "reconstruct.params.iterations=50"]
 REPEAT = 1  # --repeat: best-of-N warm calls for mri_cs and the BART scripts
@@ -193,6 +200,25 @@ def ct_truth(obs: Path) -> np.ndarray:
     return files.attenuation(0).data[0].numpy()
 
 
+def bart_problem(path: Path, ref_shape: tuple[int, int]) -> list[str]:
+    """``[THRESH, SCALE]`` of the BART script for ``mri_cs``'s problem on the slice at ``path``:
+    the pipeline's ESPIRiT threshold (singular values; the script passes its square to
+    ``ecalib -t``) and its data scale, :func:`mrirecon.recon.data_scale` of the readout-cropped
+    k-space (the pipeline's order; for the k-space as stored the zero-filled image has the same
+    pixel values, so the same scale serves both BART rows)."""
+    import h5py
+
+    from mrirecon.functional.fft import crop_readout
+    from mrirecon.pipeline.definitions import load_pipeline
+    from mrirecon.recon.mri import data_scale
+
+    config, _ = load_pipeline("mri_cs", list(CS_SETS))
+    with h5py.File(path, "r") as f:
+        k = torch.from_numpy(np.asarray(f["kspace"][0]))
+    scale = data_scale(crop_readout(k, ref_shape[0]))
+    return [repr(float(config.calibrate.threshold)), repr(scale)]
+
+
 # ---- sections -----------------------------------------------------------------------------
 
 
@@ -238,6 +264,7 @@ def section_mri(data: dict, threads: int, work: Path, rows: list, quick: bool, c
     for name, path in data["mri"].items():
         ref = reference_of(path)
         t_cold, ours = run_ours("mri_cs", path, work / "cs")
+        problem = bart_problem(path, ref.shape[-2:]) if have_bart() else []
         # best of REPEAT warm calls for ours and each BART script, alternated (single calls
         # on a shared machine swing by 20-40 %)
         t_warm, bart_full, bart_crop = float("inf"), None, None
@@ -246,9 +273,9 @@ def section_mri(data: dict, threads: int, work: Path, rows: list, quick: bool, c
             t_warm = min(t_warm, t)
             if not have_bart():  # its rows are skipped (main says so)
                 continue
-            b = peer(["bart", str(path), str(work / "bart_full"), str(LAM), "full"], threads)
+            b = peer(["bart", str(path), str(work / "bart_full"), str(LAM), "full", *problem], threads)
             bart_full = b if bart_full is None or b["seconds"] < bart_full["seconds"] else bart_full
-            b = peer(["bart", str(path), str(work / "bart_crop"), str(LAM), "crop"], threads)
+            b = peer(["bart", str(path), str(work / "bart_crop"), str(LAM), "crop", *problem], threads)
             bart_crop = b if bart_crop is None or b["seconds"] < bart_crop["seconds"] else bart_crop
         note = f"NRMSE vs reference: ours {nrmse(ours, ref):.4f}"
         for label, b in (("BART ecalib + pics (k-space as stored)", bart_full),

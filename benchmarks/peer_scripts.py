@@ -3,7 +3,10 @@ parent through ``OMP_NUM_THREADS``) and prints one JSON line with its time and o
 
 ``kernels OUT``: PyWavelets and SigPy wavelet pairs; scikit-image ``iradon`` and ASTRA FBP of a
 512 x 512 / 1000-view sinogram (made by our projector, which agrees with ASTRA's to 7e-4).
-``bart FILE OUT LAM full|crop``: fastMRI slice -> cfl -> ``bart ecalib`` + ``bart pics`` -> image.
+``bart FILE OUT LAM full|crop THRESH SCALE``: fastMRI slice -> cfl -> ``bart ecalib`` + ``bart pics``
+-> image, on ``mri_cs``'s problem: ``ecalib -t THRESH**2`` (BART thresholds squared singular values,
+mrirecon singular values) and ``pics -w SCALE`` (``mrirecon.recon.data_scale`` of the slice, so
+that LAM weighs the same data units as ``mri_cs``'s ``lam``; see :func:`bart_commands`).
 ``sigpy FILE OUT LAM``: SigPy ESPIRiT + L1-wavelet on the readout-cropped slice.
 ``varnet FILE OUT``: fastMRI's VarNet with the shipped ``varnet_brain_sim`` weights.
 ``ct FILE OUT``: ASTRA FBP and scikit-image ``iradon`` (Hann) of a LoDoPaB-layout sinogram.
@@ -114,7 +117,25 @@ def _astra_fbp(sino: np.ndarray, g, out: str, key: str, res: dict, repeats: int 
     return {key: str(path), key.replace("_path", "_s"): seconds}
 
 
-def bart(path: str, out: str, lam: str, mode: str) -> dict:
+def bart_commands(base: str, lam: str, thresh: str, scale: str) -> list[list[str]]:
+    """``bart ecalib`` and ``bart pics`` on ``mri_cs``'s problem (50 iterations, as the bench
+    sets ``mri_cs``): ESPIRiT at the pipeline's calib 24 / kernel 6 / crop 0.95 and its
+    singular-value ``thresh``, which is BART's ``-t thresh**2`` (BART keeps a kernel where
+    ``s / s_max > sqrt(t)``, ``src/calib/calib.c``; its default 0.001 is thresh 0.0316, not
+    ``mri_cs``'s 0.02); ``pics -w scale`` with ``scale`` = ``mri_cs``'s data scale of the slice
+    (the zero-filled RSS peak), so ``-R W:3:0:lam`` weighs ``y / scale`` as ``mri_cs``'s ``lam``
+    does (``pics`` scales by its own estimate otherwise: 0.31x / 0.52x of it on the bench's
+    8-coil slice, i.e. another ``lam``). What still differs is the wavelet: BART's ``W`` is a
+    redundant Daubechies-2 (``dau2``) transform with every band thresholded, ours the
+    orthogonal periodised db4, and the step (BART 0.95 / L, ours 1 / L)."""
+    t = f"{float(thresh) ** 2:.6g}"
+    return [["bart", "ecalib", "-m1", "-r", "24", "-k", "6", "-t", t, "-c", "0.95", base,
+             base + "_maps"],
+            ["bart", "pics", "-S", "-w", str(scale), "-R", f"W:3:0:{lam}", "-i", "50", base,
+             base + "_maps", base + "_img"]]
+
+
+def bart(path: str, out: str, lam: str, mode: str, thresh: str, scale: str) -> dict:
     sys.path.insert(0, str(Path(__file__).parent))
     Path(out).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -123,10 +144,8 @@ def bart(path: str, out: str, lam: str, mode: str) -> dict:
         k = _crop_readout(k, ref_shape[0])
     base = str(Path(out) / "k")
     _write_cfl(base, np.transpose(k, (1, 2, 0))[:, :, None, :])  # (x=H, y=W, z, coils)
-    subprocess.run(["bart", "ecalib", "-m1", "-r", "24", "-k", "6", "-c", "0.95", base, base + "_maps"],
-                   check=True, capture_output=True)
-    subprocess.run(["bart", "pics", "-S", "-R", f"W:3:0:{lam}", "-i", "50", base, base + "_maps",
-                    base + "_img"], check=True, capture_output=True)
+    for cmd in bart_commands(base, lam, thresh, scale):
+        subprocess.run(cmd, check=True, capture_output=True)
     img = _crop(np.abs(_read_cfl(base + "_img").squeeze()), ref_shape)
     seconds = time.perf_counter() - t0
     np.save(Path(out) / "img.npy", img)

@@ -161,6 +161,10 @@ def cg_sense(
     symmetric centre. On simulated 8-coil 128 x 128 brains with 6/8 of the lines it gains
     5.2-7.3 dB PSNR over plain CG-SENSE (37.3-41.4 against 32.1-34.6 dB).
 
+    From BART: ``pics -l2 -r lam -i N`` is ``cg_sense(lam=lam, iterations=N)`` on the same maps
+    (the same CG iterates, to 1e-5 in float32; ``pics``' own data scaling cancels, the
+    solution being linear in ``y``), ``-r 0`` plain CG-SENSE.
+
     Parameters
     ----------
     y
@@ -244,7 +248,10 @@ def l1_wavelet(
     about 0.14 from the truth), 0.006 at lam 1e-6. ``random_shift=False`` and ``levels=4``
     close little of it (0.15 and 0.10 at 100 iterations): the rest is the transform itself
     (this FISTA with SigPy's transform as prox gives SigPy's result to NRMSE < 1e-4). Tune
-    ``lam`` here rather than porting SigPy's value.
+    ``lam`` here rather than porting SigPy's value. BART's ``pics -R W:3:0:lam`` is another
+    problem too: a redundant Daubechies-2 (``dau2``) transform with every band thresholded, and
+    its own data scaling (see :func:`tv`); even at the translated ``lam`` the images are 5-9 %
+    apart (NRMSE, 128 x 112, 8 coils).
 
     With ``random_shift`` (default) every prox is applied to the image circularly shifted by a
     random offset in ``[0, 2**levels)`` per axis and shifted back ("cycle spinning", as in
@@ -369,6 +376,13 @@ def tv(
     where the earlier default 1 stayed 7-18 % above it for ``lam`` <= 1e-3 (the weights the
     held-out validation chose); the best ``rho`` grows with ``lam`` (about 30 ``lam``), so set it
     for a ``lam`` far outside that range.
+
+    From BART: ``pics -R T:3:0:lam`` weighs the same objective, but ``pics`` first divides the
+    data by its own scale ``s_BART`` (``pics -d5`` prints it: "Inverse scaling of the data";
+    :func:`data_scale` is the zero-filled RSS peak instead). So BART's ``lam`` is ``tv(y / s,
+    op, lam * s_BART / s) * s`` with ``s = data_scale(y)``; or run ``pics -w s`` and keep
+    ``lam``. The converged images are 1-3 % apart (NRMSE; the best-matching factor on ``lam``
+    is 1, ``tests/calib/test_bart_parity.py``).
 
     Parameters
     ----------

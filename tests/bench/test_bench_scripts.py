@@ -241,3 +241,43 @@ def test_run_all_parses_its_options_before_starting_anything(scripts, monkeypatc
     assert run_all.main(["--quick"]) == 0
     assert len(started) == len(run_all.SCRIPTS)
     assert all("--quick" in a or "--slices" in a for a in started)
+
+
+def test_bench_pipeline_bart_rows_solve_mri_cs_calibration_and_scale(scripts, tmp_path,
+                                                                      monkeypatch):
+    """The BART script gets ``mri_cs``'s problem: ``ecalib -t`` = the square of the pipeline's
+    ESPIRiT threshold (BART thresholds squared singular values: its default 0.001 is thresh
+    0.0316, not 0.02) and ``pics -w`` = mri_cs's data scale of the readout-cropped slice (pics
+    divided by its own estimate, 0.31x / 0.52x of it on the bench slice: another lam)."""
+    import h5py
+    import torch
+
+    from mrirecon.functional.fft import crop_readout
+    from mrirecon.recon.mri import data_scale
+
+    bench_pipeline, peer_scripts = scripts("bench_pipeline"), scripts("peer_scripts")
+    ecalib, pics = peer_scripts.bart_commands("k", "0.001", "0.02", "123.5")
+    assert ecalib[ecalib.index("-t") + 1] == "0.0004" and ecalib[-2:] == ["k", "k_maps"]
+    assert pics[pics.index("-w") + 1] == "123.5" and "W:3:0:0.001" in pics
+    rng = np.random.default_rng(0)
+    k = (rng.standard_normal((1, 2, 8, 4)) + 1j * rng.standard_normal((1, 2, 8, 4)))
+    with h5py.File(tmp_path / "slice.h5", "w") as f:
+        f["kspace"] = k.astype(np.complex64)
+    called = []
+    monkeypatch.setattr(bench_pipeline, "have_bart", lambda: True)
+    monkeypatch.setattr(bench_pipeline, "reference_of", lambda path: np.ones((4, 4)))
+    monkeypatch.setattr(bench_pipeline, "run_ours",
+                        lambda pipeline, path, out, sets=(): (0.5, np.ones((4, 4))))
+
+    def peer(cmd, threads):
+        called.append(cmd)
+        np.save(tmp_path / "peer.npy", np.ones((4, 4)))
+        return {"seconds": 1.0, "image_path": str(tmp_path / "peer.npy")}
+
+    monkeypatch.setattr(bench_pipeline, "peer", peer)
+    rows = []
+    bench_pipeline.section_mri({"mri": {"tiny": tmp_path / "slice.h5"}}, 1, tmp_path, rows,
+                               quick=True, cs_only=True)
+    scale = data_scale(crop_readout(torch.from_numpy(k[0].astype(np.complex64)), 4))
+    assert [c[4:] for c in called] == [["full", "0.02", repr(scale)], ["crop", "0.02", repr(scale)]]
+    assert len(rows) == 2

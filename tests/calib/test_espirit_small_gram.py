@@ -106,9 +106,10 @@ def test_maps_equal_former_route_and_sigpy_with_many_coils(monkeypatch, dtype):
 @pytest.mark.parametrize("coils", [16, 32])  # the cols x cols route, the rows x rows one
 @pytest.mark.parametrize("thresh", [1e-3, 1e-4])
 def test_complex64_kernels_at_a_small_threshold_stay_orthonormal_and_match_sigpy(thresh, coils):
-    """BART's default thresh 0.001 keeps eigenvalues down to 1e-6 of the largest: the wide route
-    in complex64 gave kernels far from orthonormal (max |K K^H - I| 0.24) and a crop mask 165
-    pixels off SigPy's (16 coils, phantom); it runs in double precision now."""
+    """thresh 0.001 (BART's ``ecalib -t 1e-6``; BART's default ``-t 0.001`` is thresh 0.0316)
+    keeps eigenvalues down to 1e-6 of the largest: the wide route in complex64 gave kernels far
+    from orthonormal (max |K K^H - I| 0.24) and a crop mask 165 pixels off SigPy's (16 coils,
+    phantom); it runs in double precision now."""
     _, _, ksp = _phantom(64, 48, coils, noise=1e-3, seed=2)
     k64 = torch.from_numpy(ksp).to(torch.complex64)
     kernels = esp.espirit_kernels(esp.calibration_region(k64 / k64.abs().max(), (24, 24)), 6,
