@@ -351,14 +351,17 @@ class KSpace:
 
 @dataclass
 class Sinogram:
-    """CT projection data: post-log line integrals ``(slices, views, detectors)`` (1/mm)."""
+    """CT projection data: post-log line integrals ``(slices, views, detectors)`` (1/mm).
+
+    No image geometry of its own: the image grid is ``geometry``'s (``image_shape``,
+    ``pixel_size``), and the CT pipeline keeps the output's in ``run.info["image_geometry"]``.
+    """
 
     dims: ClassVar[tuple[str, ...]] = ("slices", "views", "detectors")
     data: torch.Tensor
     geometry: CTGeometry
     photons: float | None = None
     reference: torch.Tensor | None = None
-    image_geometry: ImageGeometry = field(default_factory=ImageGeometry)
     source: str = ""
 
     def __post_init__(self) -> None:

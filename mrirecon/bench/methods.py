@@ -16,13 +16,11 @@ from typing import Any
 from mrirecon.models.inference import ready_for_inference
 from mrirecon.pipeline.schema import ReconstructConfig
 from mrirecon.recon import canonical_parameters
-from mrirecon.pipeline.stages_mri import SENSE_METHODS, needs_maps  # noqa: F401  (re-exported)
+from mrirecon.pipeline.stages_mri import needs_maps  # noqa: F401  (bench.mri imports it from here)
 from mrirecon.pipeline.stream import Method
 from mrirecon.training.weights import load_model
 
 CHALLENGES = ("multicoil", "singlecoil")
-#: Classical methods that work on the coil k-space directly.
-KSPACE_METHODS = ("zero_filled_rss", "grappa")
 #: CT entries of the reconstruction registry (not for k-space).
 _CT_METHODS = ("fbp", "sirt", "tv_ct")
 #: Models of the registry that are not ``model(y, op)`` reconstructions.

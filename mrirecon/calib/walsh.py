@@ -18,6 +18,7 @@ from torch import Tensor
 
 from mrirecon.calib._linalg import box_smooth, power_iteration, symmetric_index
 from mrirecon.core.checks import finite_and_nonzero, nonfinite_count
+from mrirecon.functional import coil_combine
 
 
 def _check(name: str, images: Tensor) -> None:
@@ -127,7 +128,7 @@ def inati_combine(
         prev = rho
         smooth = box_smooth(x * rho.conj(), smoothing)
         maps = smooth / (torch.sqrt(torch.sum(torch.abs(smooth) ** 2, dim=0)) + eps)
-        rho = torch.sum(maps.conj() * x, dim=0)
+        rho = coil_combine(x, maps)
         # global phase reference: the coil combination v that best explains maps * rho
         v = torch.sum(maps * rho, dim=(-2, -1))
         v = v / torch.linalg.vector_norm(v)
@@ -139,4 +140,4 @@ def inati_combine(
             rho
         ):
             break
-    return torch.sum(maps.conj() * x, dim=0), maps
+    return coil_combine(x, maps), maps

@@ -20,7 +20,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 
 import yaml
 
-from mrirecon.core.checks import param_problem
+from mrirecon.core.checks import _is_number, param_problem
 from mrirecon.core.names import DEPRECATED, did_you_mean
 from mrirecon.core.yaml_loader import (MAX_EXPANDED_VALUES, AliasBomb,  # noqa: F401
                                        ConfigLoader, load_yaml)
@@ -523,10 +523,6 @@ def load_config(cls: type[T], path: str | Path, overrides: typing.Iterable[str] 
 
 def fail(source: str, key: str, message: str) -> ConfigError:
     return ConfigError(source, key, message)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def signature_params(fn, skip: int) -> tuple[dict[str, Any], bool]:

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from mrirecon.core.operator import FunctionOperator, LinearOperator, adjoint_error_of
 
-__all__ = ["check_operator", "check_operator_once", "holds_user_code", "operator_tolerance"]
+__all__ = ["check_operator", "check_operator_once", "holds_user_code"]
 
 
 def operator_tolerance(dtype: torch.dtype) -> float:

@@ -64,11 +64,6 @@ class BrainTemplate:
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.t1.shape)
 
-    @property
-    def voxel_size(self) -> np.ndarray:
-        """Voxel side lengths ``(3,)`` in mm."""
-        return np.linalg.norm(self.affine[:3, :3], axis=0)
-
     @functools.cached_property
     def _extent(self) -> tuple[np.ndarray, np.ndarray]:
         idx = np.argwhere(self.gm + self.wm + self.csf > 0.5)

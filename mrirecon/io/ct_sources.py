@@ -96,11 +96,6 @@ class CTSlice:
             )
         return self.values
 
-    @property
-    def field_of_view_mm(self) -> tuple[float, float]:
-        return (self.values.shape[0] * self.pixel_spacing[0],
-                self.values.shape[1] * self.pixel_spacing[1])
-
 
 def ct_source_path(name: str) -> str:
     """Local path of an allowed CT file (no download)."""

@@ -77,7 +77,7 @@ from mrirecon.io.dicom_strings import (  # noqa: F401 - _ds, _clean_text re-expo
 from mrirecon.io.dicom_technique import mr_technique
 from mrirecon.io.errors import refuse_nonfinite
 
-__all__ = ["SOP_CLASS", "choose_mr_scale", "choose_rescale", "quantisation_warning", "save_part10",
+__all__ = ["choose_mr_scale", "choose_rescale", "quantisation_warning", "save_part10",
            "write_dicom_series"]
 
 SOP_CLASS = {"MR": MRImageStorage, "CT": CTImageStorage}

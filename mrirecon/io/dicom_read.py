@@ -39,23 +39,20 @@ from mrirecon.io.dicom_pixels import (
 )
 from mrirecon.io.errors import (DataFormatError, DataNote, DataWarning, collect_data_warnings,
                                 refuse_oversized, warn_data)
+from mrirecon.io.slice_placement import (NORMAL_ANGLE_TOL, ORIENTATION_TOL, POSITION_TOL_MM,
+                                         position_tolerance)
 
 __all__ = ["looks_like_dicom", "read_dicom_series", "read_dicom_series_and_header",
            "read_dicom_series_and_messages"]
 
-_ORIENTATION_TOL = 1e-4  # direction cosines: difference between the files of a series
 # Direction cosines written to 3 decimals are each off by up to 5e-4: a unit vector's norm by up
 # to sqrt(3) * 5e-4 = 8.7e-4, the dot product of the two by up to 2 * sqrt(3) * 5e-4 = 1.7e-3.
 # Within these bounds the cosines are made orthonormal (each moves by < 1e-3 rad: 0.25 mm at
 # 250 mm from the origin); beyond them the orientation is refused.
 _IOP_NORM_TOL = 1e-3
 _IOP_DOT_TOL = 2e-3
-# Rounded that way, the normal is up to 3 * sqrt(3) * 5e-4 = 2.6e-3 rad (0.15 deg) off: slice
-# positions may then leave the normal through the first slice by that angle times their
-# distance (0.5 mm at 190 mm) without any gantry tilt. Cosines orthonormal to 1e-6 are taken
-# as written in full.
-_IOP_ROUNDED_ANGLE = 3 * np.sqrt(3) * 5e-4
-_POSITION_TOL_MM = 1e-3  # duplicate positions; PixelSpacing differences between files
+# Rounded that way, the normal is up to NORMAL_ANGLE_TOL off (slice_placement). Cosines
+# orthonormal to 1e-6 are taken as written in full.
 # ImagePositionPatient is a DS (16 characters at most) and scanners round it: to 0.01 mm, or to
 # 6 significant digits (a step of at most 1e-5 * |coordinate|). See _check_spacing.
 _POSITION_QUANTUM_MM = 0.01
@@ -334,7 +331,7 @@ def _orthonormal(iop: np.ndarray, path: Path) -> tuple[np.ndarray, float]:
     naming the file and element otherwise. The two unit vectors are turned by the same angle
     in their plane (the nearest orthonormal pair), not one of them kept and the other bent.
     Also returns how far (rad) the normal may be from the true one: 0 for cosines written
-    in full, ``_IOP_ROUNDED_ANGLE`` for rounded ones."""
+    in full, ``NORMAL_ANGLE_TOL`` for rounded ones."""
     r, c = iop[:3], iop[3:]
     norms = np.array([np.linalg.norm(r), np.linalg.norm(c)])
     if not np.linalg.norm(np.cross(r, c)) > 1e-6:
@@ -352,7 +349,7 @@ def _orthonormal(iop: np.ndarray, path: Path) -> tuple[np.ndarray, float]:
     u, v = u / np.linalg.norm(u), v / np.linalg.norm(v)
     rounded = max(np.max(np.abs(norms - 1)), abs(dot)) > 1e-6
     return (np.concatenate([(u + v) / np.sqrt(2), (u - v) / np.sqrt(2)]),
-            _IOP_ROUNDED_ANGLE if rounded else 0.0)
+            NORMAL_ANGLE_TOL if rounded else 0.0)
 
 
 def _check_spacing(entries: list, normal: np.ndarray, folder: Path, angle: float = 0.0) -> float:
@@ -372,7 +369,7 @@ def _check_spacing(entries: list, normal: np.ndarray, folder: Path, angle: float
     positions = np.array([e[1] for e in entries])
     distances = np.array([e[0] for e in entries])
     steps = np.diff(distances)
-    if steps.min() <= _POSITION_TOL_MM:
+    if steps.min() <= POSITION_TOL_MM:
         k = int(np.argmin(steps))
         uids = [str(entries[i][3].get("SOPInstanceUID", "") or "").strip(" \x00")
                 for i in (k, k + 1)]
@@ -386,7 +383,7 @@ def _check_spacing(entries: list, normal: np.ndarray, folder: Path, angle: float
                               f"(same ImagePositionPatient): {why}")
     spacing = float(distances[-1] - distances[0]) / (len(entries) - 1)
     quantum = max(_POSITION_QUANTUM_MM, _POSITION_DIGITS_REL * float(np.abs(positions).max()))
-    tol = min(max(_POSITION_TOL_MM, 1e-3 * spacing, 2 * np.sqrt(3) * quantum), spacing / 4)
+    tol = position_tolerance(spacing, quantum)
     deviation = np.abs(steps - spacing)
     if deviation.max() > tol:
         k = int(np.argmax(steps))
@@ -416,7 +413,7 @@ def _one_orientation(iops: list[tuple[Path, np.ndarray]]) -> None:
     groups: list[tuple[np.ndarray, list[Path]]] = []
     for path, iop in iops:
         for ref, members in groups:
-            if np.max(np.abs(iop - ref)) <= _ORIENTATION_TOL:
+            if np.max(np.abs(iop - ref)) <= ORIENTATION_TOL:
                 members.append(path)
                 break
         else:
@@ -518,7 +515,7 @@ def read_dicom_series_and_header(
         if size != size0:
             raise DataFormatError(path, "(Rows, Columns)", f"= {size}, {path0.name} has {size0}")
         spacing = _floats(ds, path, "PixelSpacing", 2)
-        if np.max(np.abs(spacing - spacing0)) > _POSITION_TOL_MM:
+        if np.max(np.abs(spacing - spacing0)) > POSITION_TOL_MM:
             raise DataFormatError(path, "PixelSpacing",
                                   f"{spacing.tolist()} differs from {path0.name} {spacing0.tolist()}")
         position = _floats(ds, path, "ImagePositionPatient", 3)

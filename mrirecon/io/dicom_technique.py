@@ -41,7 +41,7 @@ import re
 from mrirecon.containers import Header
 from mrirecon.io.dicom_strings import _ds
 
-__all__ = ["INVERSION_WORDS", "SEQUENCE_FAMILIES", "mr_technique"]
+__all__ = ["mr_technique"]
 
 #: ISMRMRD ``sequence_type`` (lower case, letters and digits only) -> (ScanningSequence,
 #: SequenceVariant). Siemens' converter writes Flash, SSFP, EPI, TurboSpinEcho.

@@ -14,22 +14,17 @@ from __future__ import annotations
 import numpy as np
 
 from mrirecon.containers import Header, ImageGeometry
+# the tolerances of slice placement, shared with the DICOM reader
+from mrirecon.io.slice_placement import (
+    NORMAL_ANGLE_TOL,
+    ORIENTATION_TOL,
+    POSITION_TOL_MM,
+    position_tolerance,
+)
 
 #: The acquisition-header fields that place the image in the patient.
 PLACEMENT_FIELDS = ("position", "read_dir", "phase_dir", "slice_dir")
 DIRECTION_FIELDS = ("read_dir", "phase_dir", "slice_dir")
-#: How far a direction cosine of one imaging acquisition may differ from the first's (as between
-#: the files of a DICOM series, ``dicom_read._ORIENTATION_TOL``): float32 rounding is 6e-8, a
-#: turned or tilted slice differs by sin(angle), 1.7e-2 for 1 degree.
-ORIENTATION_TOL = 1e-4
-#: Directions count as set when within 1e-3 of unit length (``acquisition_geometry``), so they may
-#: be rounded to 3 decimals, as DICOM cosines often are: each cosine off by up to 5e-4, the slice
-#: normal by up to 3 * sqrt(3) * 5e-4 = 2.6e-3 rad (``dicom_read._IOP_ROUNDED_ANGLE``). A slice
-#: position may leave the normal through the first slice by that angle times its distance.
-NORMAL_ANGLE_TOL = 3 * np.sqrt(3) * 5e-4
-#: Positions closer than this along the slice normal coincide, and the least any in-plane
-#: tolerance is (``dicom_read._POSITION_TOL_MM``).
-POSITION_TOL_MM = 1e-3
 
 
 def check_placement(heads: np.ndarray, imaging: np.ndarray, fail) -> None:
@@ -236,6 +231,11 @@ def slice_order(head, positions: dict[int, np.ndarray], num_slices: int, fail,
     offsets = (np.arange(partitions) - partitions_before(head, partitions, centre_index)) \
         * thickness
     gaps = np.diff((along[order][:, None] + offsets).ravel())  # every output slice, in order
+    # Even spacing is judged otherwise than for DICOM (dicom_read._check_spacing, a bound from
+    # the decimal rounding of ImagePositionPatient): these positions are float32 with no decimal
+    # rounding to bound, and with slabs the gaps include partition offsets made from the
+    # header's slice thickness, so the gaps are compared with one another: a spread of 1 % of
+    # the mean gap.
     if gaps.min() <= 0 or gaps.max() - gaps.min() > 0.01 * gaps.mean():
         if partitions > 1:
             raise fail(f"{dataset}/data[].idx.slice / head.position",
@@ -258,10 +258,11 @@ def off_normal(points: np.ndarray, along: np.ndarray, order: np.ndarray, normal:
     11.2 mm slices).
 
     float32 positions are rounded to ``q = 2**-23 |p|``; as for DICOM a position may be off
-    the line by ``2 sqrt(3) q``, at least ``POSITION_TOL_MM`` or 1e-3 of the spacing and at most
-    a quarter of it, plus :data:`NORMAL_ANGLE_TOL` times its distance from the first slice."""
+    the line by :func:`~mrirecon.io.slice_placement.position_tolerance` of the spacing and ``q``
+    (``2 sqrt(3) q``, at least ``POSITION_TOL_MM`` or 1e-3 of the spacing and at most a quarter
+    of it), plus :data:`NORMAL_ANGLE_TOL` times its distance from the first slice."""
     quantum = float(np.abs(points).max()) * 2.0 ** -23
-    tol = min(max(POSITION_TOL_MM, 1e-3 * spacing, 2 * np.sqrt(3) * quantum), spacing / 4)
+    tol = position_tolerance(spacing, quantum)
     first = int(order[0])
     distance = along - along[first]
     drift = np.linalg.norm(points - points[first] - distance[:, None] * normal, axis=1)

@@ -45,10 +45,6 @@ def dc_free_basis(patch_size: int, dtype: torch.dtype = torch.float64) -> Tensor
     return torch.tensor(basis[:, 1:], dtype=dtype)
 
 
-def _real_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype in (torch.float64, torch.complex128) else torch.float32
-
-
 class _Prepared:
     """Per-component quantities for one noise variance in DC-free coordinates."""
 

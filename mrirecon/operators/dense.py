@@ -38,10 +38,6 @@ class DenseMatrix(LinearOperator):
         self.register_buffer("matrix", matrix)
         self.iid = bool(iid)
 
-    @property
-    def num_measurements(self) -> int:
-        return int(self.matrix.shape[0])
-
     def _common(self, v: Tensor) -> tuple[Tensor, Tensor]:
         """``v`` and the matrix in their promoted dtype. Casting the matrix to ``v``'s dtype
         dropped a complex matrix's imaginary part for a real input (error 0.84, with only

@@ -61,11 +61,12 @@ from torch import Tensor
 
 from mrirecon.core import check_trailing_shape
 from mrirecon.core.caches import register as register_cache
+# the largest gathered temporary of a chunk of views, and why 8M elements: functional/radon.py
+from mrirecon.functional.radon import _CHUNK_ELEMENTS
 from mrirecon.operators.ct import built_as_normal_tensors
 from mrirecon.operators.ct_geometry import CTGeometry
 
 FILTERS = ("ram-lak", "shepp-logan", "cosine", "hann")
-_CHUNK_ELEMENTS = 8_000_000
 
 
 def padded_length(num_detectors: int) -> int:

@@ -44,10 +44,6 @@ class Patches(LinearOperator):
         self.image_shape, self.patch_size, self.stride = (h, w), int(patch_size), int(stride)
         self.border = border
 
-    @property
-    def num_patches(self) -> int:
-        return int(self.index.shape[0])
-
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, patch={self.patch_size}, stride={self.stride}, "
                 f"border={self.border}")

@@ -20,9 +20,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mrirecon.io.lodopab_attrs import MU_WATER_PER_M
+
 #: Water's attenuation (1/mm) at diagnostic energies: LoDoPaB's 0.02 (0.015-0.03 from 120 to
 #: 40 keV effective)
-MU_WATER_NOMINAL = 0.02
+MU_WATER_NOMINAL = MU_WATER_PER_M / 1000
 #: The object's most common value, relative to water, outside which the scale is doubted: fat
 #: reads 0.9x, muscle and organs 1.0-1.1x, brain 1.03x; a slice whose bulk were bone (1.5-3x)
 #: would still need more bone pixels than soft tissue ones. The data x 3 read 3x, / MU_MAX twice

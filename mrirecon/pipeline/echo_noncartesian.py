@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from mrirecon.functional import coil_combine
+
 if TYPE_CHECKING:
     from mrirecon.pipeline.schema import ReconstructConfig
     from mrirecon.pipeline.slice_mri import MRISlice
@@ -128,7 +130,7 @@ def symmetric_phase(s: MRISlice, y: Tensor) -> Tensor:
     if s.density is not None:
         weights = weights * s.density.to(y.device, weights.dtype)
     coils = gridded_coil_images(y, s.trajectory, s.image_shape, weights)
-    low = (s.maps.to(coils.dtype).conj() * coils).sum(dim=-3)
+    low = coil_combine(coils, s.maps.to(coils.dtype))
     return torch.sgn(low)
 
 

@@ -11,22 +11,18 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from mrirecon.data.dataset import REFERENCE_SCALE_FACTOR, off_scale
+from mrirecon.data.dataset import off_scale
 # the orientation and slice-order rules live a layer down, where training applies them too
 from mrirecon.training.reference_checks import (  # noqa: F401
     CT_DATA_CAUSES, DETAIL_WINDOW, DIHEDRAL_NAMES, INVERTED_CORRELATION, ORIENTATION_MARGIN,
     ORIENTATION_MATCH, SLICE_ORDER_MARGIN, THUMBNAIL, orientation_note, slice_correlations,
     slice_order_note)
 
-#: A reference whose L2 norm differs from the output's by more than this factor (either way) is
-#: reported: undersampled zero-filled MRI is within 1.2x of its reference, FBP within 1.1x
-#: (defined beside the training data, whose check refuses a reference off by it).
-SCALE_FACTOR = REFERENCE_SCALE_FACTOR
-
 
 def scale_note(reference: Tensor, output: Tensor) -> str | None:
     """A message when the L2 norms of ``reference`` and ``output`` differ by more than
-    :data:`SCALE_FACTOR`, else ``None`` (also when either is all zero)."""
+    :data:`~mrirecon.data.dataset.REFERENCE_SCALE_FACTOR` (defined beside the training data,
+    whose check refuses a reference off by it), else ``None`` (also when either is all zero)."""
     if (ratio := off_scale(reference, output)) is None:
         return None
     return (f"the reference's scale is {ratio:.3g}x the reconstruction's (L2 norms over the "

@@ -41,10 +41,6 @@ from mrirecon.threads import env_int, rank_and_world
 log = logging.getLogger("mrirecon.pipeline")
 
 
-def volume_stem(path: Path) -> str:
-    return path.stem if path.is_file() else path.name
-
-
 def run_pipeline(config: PipelineConfig, inputs: list[str] | str | os.PathLike,
                  output: str | Path, *, resume: bool = False, device: str | None = None,
                  progress: bool = True, config_text: str = "", rank: int | None = None,

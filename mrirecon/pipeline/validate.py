@@ -61,8 +61,8 @@ def check_classical_settings(method: str, merged: dict, source: str, where: str,
     the names and kinds: settings of another ``method`` value (``tgv`` ``rho`` with
     ``method=pdhg``), values the method refuses (:func:`~mrirecon.recon.registry.settings_problem`)
     and required ones; errors name ``source`` and ``blame(key)`` (``where.key`` for a missing
-    one). ``mrirecon run`` (:func:`validate`) and ``mrirecon bench`` (its ``--set``) share it: the
-    bench took ``tgv`` ``rho`` beside ``method=pdhg`` and failed every volume."""
+    one). ``mrirecon run`` (:func:`validate_pipeline`) and ``mrirecon bench`` (its ``--set``)
+    share it: the bench took ``tgv`` ``rho`` beside ``method=pdhg`` and failed every volume."""
     from mrirecon.recon.registry import _lookup, settable_parameters, settings_problem
 
     entry = _lookup(method)

@@ -144,21 +144,6 @@ def ssdu_split(
     return omega & ~loss, loss
 
 
-def holdout_split(
-    mask: Tensor,
-    shape: tuple[int, int],
-    generator: torch.Generator,
-    *,
-    fraction: float,
-    selection: Selection = "uniform",
-    acs_block: tuple[int, int] = (4, 4),
-) -> tuple[Tensor, Tensor]:
-    """``(train, validation)`` masks: ZS-SSL's held-back validation set ``Gamma`` (a fraction
-    of the acquired points, drawn once per scan) and the rest, which the SSDU splits then use."""
-    return ssdu_split(mask, shape, generator, ratio=fraction, selection=selection,
-                      acs_block=acs_block)
-
-
 def split_views(num_views: int, parts: int = 2, *, generator: torch.Generator | None = None,
                 interleaved: bool = True) -> list[Tensor]:
     """Partition ``num_views`` acquired views into ``parts`` disjoint, sorted index sets.

@@ -132,5 +132,4 @@ def report_unconverged(solver: str, iterations: int, achieved: float, tolerance:
         log.warning("%s", entry.message())
 
 
-__all__ = ["ConvergenceRecord", "Unconverged", "convergence_record", "quiet", "report_unconverged",
-           "reported"]
+__all__ = ["ConvergenceRecord", "convergence_record", "quiet", "report_unconverged", "reported"]

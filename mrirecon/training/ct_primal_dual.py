@@ -15,7 +15,9 @@ FBP and the primal memory starts from the FBP, so the network's input and output
 the image and not ``max |A^T y|`` (which grows with the matrix and the view count: the intensity
 compression of the older ``primal_dual_ct_sim``). Loss: the mean squared error in units of
 ``s``; Adam with a cosine learning rate over the wall-time budget; every ``val_every`` steps the
-model is scored on the validation split at 30 and 60 views and the best state is written with
+model is scored on the validation split at 30 and 60 views (PSNR of the image clipped at 0,
+:func:`~mrirecon.training.ct_staged.psnr_nonnegative`, as for the staged model; the card's
+``validation_psnr_db``) and the best state is written with
 its card (so a stopped run leaves a usable model).
 """
 
@@ -53,7 +55,10 @@ DATA_TEXT = {
     "geometry": CARD_TEXT["data"]["geometry"],
     "validation": "the CT validation split of mrirecon.heldout.validation (2 allowed-source "
                   "images, seed 77) at 30 and 60 views, offset 0: the best state, scored every "
-                  "--val-every steps",
+                  "--val-every steps; its PSNR (validation_psnr_db, val_psnr, "
+                  "validation_psnr_db_hann_fbp) is of the image clipped at 0 "
+                  "(ct_staged.psnr_nonnegative), which reads higher than mrirecon run's PSNR "
+                  "(metrics.psnr) where the image has negative pixels",
 }
 KNOWN_FAILURES = [
     ("Trained only at 362 x 362 pixels over 26 cm, parallel beam, 513 detectors, 30-63 views, "

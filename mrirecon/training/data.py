@@ -37,6 +37,22 @@ from mrirecon.training.mask_bands import drawable_masks, drawn_bands
 MAPS = ("learned", "espirit", "walsh")
 
 
+def mri_training_range(matrices, coils, accelerations, ratios, maps: str, bands) -> dict:
+    """A card's MRI ``training_range`` (the keys :mod:`mrirecon.pipeline.model_range` reads):
+    the intervals of the k-space ``matrices`` ``(H, W)``, ``coils``, ``accelerations`` and
+    readout oversampling ``ratios`` (4 decimals), the coil ``maps`` kind, the centre ``bands``
+    (``acs_columns``) and, for ESPIRiT maps, ``maps_crop: [0, 0]``."""
+    out = {"matrix": {"min": [min(m[0] for m in matrices), min(m[1] for m in matrices)],
+                      "max": [max(m[0] for m in matrices), max(m[1] for m in matrices)]},
+           "coils": [min(coils), max(coils)],
+           "accelerations": [round(min(accelerations), 4), round(max(accelerations), 4)],
+           "readout_oversampling": [round(min(ratios), 4), round(max(ratios), 4)],
+           "maps": [maps], "acs_columns": [min(bands), max(bands)]}
+    if maps == "espirit":
+        out["maps_crop"] = [0.0, 0.0]
+    return out
+
+
 def _readout_oversampling(header, rows: int) -> float:
     """Encoded / recon readout rows of k-space with ``rows`` rows, 1 when the header states no
     oversampling (``Header.oversampled_readout_rows``, the preprocess stage's crop rule)."""
@@ -241,15 +257,8 @@ class MRITrainingSet:
             accelerations += [max(int(cols.sum()), 1) / max(int((m & cols).sum()), 1)
                               for (w, _, _), cols in grids.items() for m in drawable_masks(fn, w)]
         bands = drawn_bands(cfg.type, zip(cfg.center_fractions, cfg.accelerations), grids.values())
-        out = {"matrix": {"min": [min(s[-2] for s in shapes), min(s[-1] for s in shapes)],
-                          "max": [max(s[-2] for s in shapes), max(s[-1] for s in shapes)]},
-               "coils": [min(s[1] for s in shapes), max(s[1] for s in shapes)],
-               "accelerations": [round(min(accelerations), 4), round(max(accelerations), 4)],
-               "readout_oversampling": [round(min(ratios), 4), round(max(ratios), 4)],
-               "maps": [self.maps], "acs_columns": [min(bands), max(bands)]}
-        if self.maps == "espirit":
-            out["maps_crop"] = [0.0, 0.0]
-        return out
+        return mri_training_range([s[-2:] for s in shapes], [s[1] for s in shapes],
+                                  accelerations, ratios, self.maps, bands)
 
     def volume_max(self, index: int) -> float:
         """``max`` attribute of the volume holding sample ``index`` (reference maximum), checked

@@ -45,7 +45,8 @@ from mrirecon.io.partial_echo import one_sided_band
 from mrirecon.sampling import apply_mask, create_mask_for_mask_type, file_seed
 from mrirecon.sampling.acs import acs_width, held_columns
 from mrirecon.training.config import MaskConfig
-from mrirecon.training.data import MAPS, TrainingSample, _readout_oversampling, calibrate_maps
+from mrirecon.training.data import (MAPS, TrainingSample, _readout_oversampling, calibrate_maps,
+                                    mri_training_range)
 from mrirecon.training.mask_bands import drawn_bands
 from mrirecon.training.maps_cache import MapsCache, default_budget_bytes
 
@@ -278,15 +279,7 @@ class AcquiredMRISet:
             accelerations += [float(a) for a in cfg.accelerations]
             bands += drawn_bands(cfg.type, zip(cfg.center_fractions, cfg.accelerations), full)
         shapes, coils, ratios = [i[0] for i in info], [i[1] for i in info], [i[3] for i in info]
-        out = {"matrix": {"min": [min(s[0] for s in shapes), min(s[1] for s in shapes)],
-                          "max": [max(s[0] for s in shapes), max(s[1] for s in shapes)]},
-               "coils": [min(coils), max(coils)],
-               "accelerations": [round(min(accelerations), 4), round(max(accelerations), 4)],
-               "readout_oversampling": [round(min(ratios), 4), round(max(ratios), 4)],
-               "maps": [self.maps], "acs_columns": [min(bands), max(bands)]}
-        if self.maps == "espirit":
-            out["maps_crop"] = [0.0, 0.0]
-        return out
+        return mri_training_range(shapes, coils, accelerations, ratios, self.maps, bands)
 
     def _read(self, index: int):
         """``(kspace (C, H, W), acquired columns (W,) or None, reference (h, w) or None,

@@ -10,7 +10,7 @@ matrices, coils and accelerations for MRI; image grid, views, beam and detectors
 32 x 32 with 2 coils at 4x ran on 48 x 40 at 8x without a word.
 
 A trainer that writes over an earlier card (``train modl / varnet / prior / denoiser / gmm /
-perceptual / radial``, :func:`~mrirecon.training.export.export_weights`) follows
+perceptual / radial``) follows
 :func:`rebuilt_card`: a rebuild keeps
 only the descriptive sections of the old card (:data:`DESCRIPTIVE`), and only when it describes
 the same model and recipe; its run record and its metrics belong to other weights and are

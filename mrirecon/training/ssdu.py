@@ -84,12 +84,12 @@ def mri_split_loss(model: nn.Module, y: Tensor, op: SenseOperator, dc: Tensor, l
 
 
 def mri_ssdu_loss(model: nn.Module, y: Tensor, op: SenseOperator, generator: torch.Generator,
-                  cfg: SSDUConfig, mask: Tensor | None = None) -> Tensor:
-    """Mean loss over ``cfg.splits`` SSDU splits of the acquired points ``mask`` (default: the
-    operator's mask) of ``y`` ``(1, C, H, W)``."""
+                  cfg: SSDUConfig) -> Tensor:
+    """Mean loss over ``cfg.splits`` SSDU splits of the acquired points (the operator's mask)
+    of ``y`` ``(1, C, H, W)``."""
     if not isinstance(op, SenseOperator):
         raise ValueError(f"SSDU: MRI samples need a Cartesian sense operator, got {type(op).__name__}")
-    acquired = op.mask if mask is None else mask
+    acquired = op.mask
     shape = tuple(y.shape[-2:])
     total = y.real.new_zeros(())
     for _ in range(cfg.splits):

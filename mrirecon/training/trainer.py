@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -521,7 +520,3 @@ def _write_csv(path: Path, keys: list[str], rows: list[dict]) -> None:
     w.writerows(rows)
     atomic_write_text(path, buf.getvalue())
 
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    a = np.asarray(values, dtype=np.float64)
-    return float(a.mean()), float(a.std())

@@ -282,3 +282,17 @@ def test_write_without_reference_writes_observations_only(tmp_path):
         np.testing.assert_allclose(files.sinogram(i).data[0].numpy(), sino[i], rtol=1e-6)
     with pytest.raises(ValueError, match="hu needs attenuation"):
         write_lodopab(tmp_path / "x", "scan", sino, geometry=g, hu=np.zeros((3, 9, 9)))
+
+
+def test_a_sinogram_carries_no_image_geometry_of_its_own(tmp_path):
+    """The image grid of a CT sample is the data set's (``LoDoPaBFiles.geometry.pixel_size``;
+    the pipeline keeps it in ``run.info["image_geometry"]``): ``Sinogram`` had an
+    ``image_geometry`` field that no reader set and nothing read, left at 1 mm, placed, beside
+    the file's 0.5 mm pixel that ``attenuation()`` of the same sample states."""
+    g = CTGeometry.parallel((16, 16), num_views=10, pixel_size=0.5)
+    sino = np.random.default_rng(0).uniform(0, 0.1, size=(1, 10, g.num_detectors))
+    write_lodopab(tmp_path, "t", sino, np.full((1, 16, 16), 0.02), geometry=g)
+    files = LoDoPaBFiles(tmp_path, "t")
+    s = files.sinogram(0)
+    assert not hasattr(s, "image_geometry")
+    assert files.attenuation(0).geometry.spacing[-1] == pytest.approx(0.5)

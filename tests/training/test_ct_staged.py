@@ -281,3 +281,26 @@ def test_a_budget_below_the_tuning_reserve_is_refused_before_setup(tmp_path):
                                          r"\(each of the 2 stages keeps 60 s .*m\.pt was not written"):
         train_staged_ct(tmp_path / "m.pt", budget_s=100.0, stages=2, log=lambda m: None)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_selection_psnr_scores_the_image_clipped_at_zero_unlike_metrics_psnr():
+    """``psnr_nonnegative`` (the staged / primal-dual trainers' ``lam`` choice, best state and
+    the cards' ``validation_psnr_db``) clips the image at ``mu >= 0`` before fastMRI's PSNR;
+    ``metrics.psnr`` (``run``, ``bench``, the held-out tables) does not. An image whose error
+    is half negative air pixels, half positive: clipping removes the first half of the squared
+    error, exactly ``10 log10 2`` dB; a non-negative image scores the same under both."""
+    from mrirecon.metrics import psnr
+    from mrirecon.training.ct_staged import psnr_nonnegative
+
+    ref = torch.zeros(32, 32, dtype=torch.float64)
+    ref[8:24, 8:24] = 0.02
+    img = ref.clone()
+    img[0, :] = -0.01  # 32 air pixels below 0: the clip makes them exact
+    img[1, :] = 0.01  # 32 air pixels above 0: kept
+    mse = 64 * 0.01**2 / ref.numel()
+    assert float(psnr(ref, img)) == pytest.approx(10 * np.log10(0.02**2 / mse), abs=1e-9)
+    assert psnr_nonnegative(ref, img) - float(psnr(ref, img)) == pytest.approx(10 * np.log10(2),
+                                                                               abs=1e-9)
+    assert psnr_nonnegative(ref, img) == pytest.approx(float(psnr(ref, img.clamp_min(0))), abs=1e-9)
+    positive = img.clamp_min(0)
+    assert psnr_nonnegative(ref, positive) == pytest.approx(float(psnr(ref, positive)), abs=1e-9)

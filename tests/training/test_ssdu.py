@@ -353,3 +353,11 @@ def test_ct_view_splitting_training_from_observations_only(tmp_path):
     rows = [r for r in result.history if "val_ssdu_loss" in r]
     assert result.steps == 2 and rows and math.isfinite(rows[-1]["val_ssdu_loss"])
     assert all(math.isfinite(r["loss"]) for r in result.history)
+
+
+def test_mri_ssdu_loss_splits_the_operators_own_mask():
+    """Its ``mask`` parameter (never passed: the acquired points are the operator's mask) is
+    gone."""
+    import inspect
+
+    assert "mask" not in inspect.signature(mri_ssdu_loss).parameters

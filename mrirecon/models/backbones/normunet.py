@@ -15,11 +15,11 @@ from mrirecon.models.backbones.complex import from_channels, to_channels
 from mrirecon.models.backbones.unet import Unet
 
 
-def _pad_to_multiple(n: int, multiple: int = 16) -> tuple[int, int, int]:
-    """(before, after, padded) for padding ``n`` up to a multiple, centred (extra goes after)."""
+def _pad_to_multiple(n: int, multiple: int = 16) -> tuple[int, int]:
+    """(before, after) for padding ``n`` up to a multiple, centred (extra goes after)."""
     padded = -(-n // multiple) * multiple
     before = (padded - n) // 2
-    return before, padded - n - before, padded
+    return before, padded - n - before
 
 
 class NormUnet(nn.Module):
@@ -57,8 +57,8 @@ class NormUnet(nn.Module):
         # the constant (fastMRI's NormUnet gave NaN); every other group as fastMRI, bit for bit
         divisor = torch.where(std > 0, std, torch.ones_like(std))
         z = ((z.reshape(b, 2, c2 // 2, h, w) - mean) / divisor).reshape(b, c2, h, w)
-        top, bottom, hp = _pad_to_multiple(h)
-        left, right, wp = _pad_to_multiple(w)
+        top, bottom = _pad_to_multiple(h)
+        left, right = _pad_to_multiple(w)
         z = F.pad(z, [left, right, top, bottom])
         z = self.unet(z)[..., top : top + h, left : left + w]
         co2 = z.shape[1]

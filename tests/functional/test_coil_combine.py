@@ -1,0 +1,54 @@
+"""One coil-combination kernel: ``functional.coil_combine`` (``sum_c conj(S_c) x_c``), which the
+SENSE operators' ``coil_reduce``, the Inati combination and the partial-echo phase call."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mrirecon.functional import coil_combine
+from mrirecon.operators.mri import coil_reduce
+
+
+def _old_coil_reduce(maps, x):
+    """``operators.mri.coil_reduce`` as it was written before it called :func:`coil_combine`."""
+    if maps.dtype != x.dtype:
+        common = torch.promote_types(maps.dtype, x.dtype)
+        maps, x = maps.to(common), x.to(common)
+    return torch.einsum("...chw,...chw->...hw", maps.conj(), x)
+
+
+SHAPES = [(1, 8, 8), (4, 17, 13), (15, 64, 40), (32, 33, 17), (2, 8, 16, 16), (3, 2, 5, 9, 7)]
+
+
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_coil_combine_is_the_operators_coil_reduction_bit_for_bit(shape, dtype):
+    g = torch.Generator().manual_seed(sum(shape))
+    maps = torch.randn(shape, dtype=dtype, generator=g)
+    x = torch.randn(shape, dtype=dtype, generator=g)
+    want = _old_coil_reduce(maps, x)
+    assert torch.equal(coil_combine(x, maps), want)
+    assert torch.equal(coil_reduce(maps, x), want)
+
+
+def test_mixed_precision_is_promoted_as_before():
+    g = torch.Generator().manual_seed(1)
+    maps = torch.randn(4, 9, 9, dtype=torch.complex64, generator=g)
+    x = torch.randn(4, 9, 9, dtype=torch.complex128, generator=g)
+    out = coil_combine(x, maps)
+    assert out.dtype == torch.complex128 and torch.equal(out, _old_coil_reduce(maps, x))
+
+
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
+@pytest.mark.parametrize("coils", [1, 2, 8, 15, 32])
+def test_the_replaced_inline_sums_agree_to_rounding(coils, dtype):
+    """``calib/walsh.py`` and ``pipeline/echo_noncartesian.py`` summed ``conj(S) * x`` over the
+    coil axis themselves; the kernel's batched product sums in another order: the two agree to
+    the rounding of a ``coils``-term sum, ``coils * eps * sum_c |S_c x_c|``."""
+    g = torch.Generator().manual_seed(coils)
+    maps = torch.randn(coils, 33, 17, dtype=dtype, generator=g)
+    x = torch.randn(coils, 33, 17, dtype=dtype, generator=g)
+    inline = torch.sum(maps.conj() * x, dim=0)
+    bound = coils * torch.finfo(x.real.dtype).eps * (maps.abs() * x.abs()).sum(dim=0)
+    assert bool(((coil_combine(x, maps) - inline).abs() <= bound).all())
