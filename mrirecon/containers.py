@@ -351,7 +351,9 @@ class KSpace:
 
 @dataclass
 class Sinogram:
-    """CT projection data: post-log line integrals ``(slices, views, detectors)`` (1/mm).
+    """CT projection data: post-log line integrals ``(slices, views, detectors)``, dimensionless
+    (attenuation in 1/mm times path length in mm: a 0.02 / mm disc of radius 10 mm gives 0.40 at
+    its centre ray, whatever the pixel size).
 
     No image geometry of its own: the image grid is ``geometry``'s (``image_shape``,
     ``pixel_size``), and the CT pipeline keeps the output's in ``run.info["image_geometry"]``.

@@ -60,7 +60,9 @@ def center_pad(x: Tensor, shape: tuple[int, int]) -> Tensor:
 
 
 def complex_to_channels(x: Tensor, dim: int = 1) -> Tensor:
-    """complex ``(B, C, ...)`` -> real ``(B, 2C, ...)`` with [real, imag] stacked per channel."""
+    """complex ``(B, C, ...)`` -> real ``(B, 2C, ...)``: the real parts of the ``C`` channels,
+    then their imaginary parts (channel ``c``'s real part at ``c``, its imaginary part at
+    ``C + c``; fastMRI's layout), not interleaved per channel."""
     return torch.cat([x.real, x.imag], dim=dim)
 
 

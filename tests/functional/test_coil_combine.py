@@ -52,3 +52,13 @@ def test_the_replaced_inline_sums_agree_to_rounding(coils, dtype):
     inline = torch.sum(maps.conj() * x, dim=0)
     bound = coils * torch.finfo(x.real.dtype).eps * (maps.abs() * x.abs()).sum(dim=0)
     assert bool(((coil_combine(x, maps) - inline).abs() <= bound).all())
+
+
+def test_complex_to_channels_puts_every_real_part_before_every_imaginary_part():
+    """fastMRI's layout, as its docstring says: channel c's real part at c, imaginary at C + c."""
+    from mrirecon.functional.coils import channels_to_complex, complex_to_channels
+
+    x = torch.tensor([[1 + 10j, 2 + 20j, 3 + 30j]], dtype=torch.complex64)[..., None]
+    ch = complex_to_channels(x)
+    assert ch[0, :, 0].tolist() == [1, 2, 3, 10, 20, 30]
+    assert torch.equal(channels_to_complex(ch), x)
