@@ -17,6 +17,7 @@ mrirecon's :func:`~mrirecon.functional.fft.fft2c` for even sizes and for odd one
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -42,6 +43,7 @@ _OTHER_DIM_ADVICE = {
     14: "several averages (AVG): average them first, `bart avg 16384 NAME NAME_avg`",
 }
 _BYTES = 8  # complex64
+_HDR_MAX = 1 << 16  # bytes read of a header: BART's are a few lines (dims, command, files)
 
 
 def cfl_paths(path: str | os.PathLike) -> tuple[Path, Path]:
@@ -58,13 +60,19 @@ def read_cfl_dims(path: str | os.PathLike) -> tuple[int, ...]:
     """The dimensions in ``NAME.hdr`` as written (BART writes 16)."""
     hdr, _ = cfl_paths(path)
     try:
-        text = hdr.read_text(encoding="ascii", errors="replace")
+        if not hdr.is_file() and hdr.exists():  # a FIFO would block, a device never end
+            raise DataFormatError(hdr, "file", "not a regular file")
+        with open(hdr, "rb") as f:
+            raw = f.read(_HDR_MAX + 1)
     except FileNotFoundError:
         raise DataFormatError(hdr, "file", "missing: a BART array is NAME.hdr (its dimensions) "
                                            "beside NAME.cfl (its data)") from None
     except (IsADirectoryError, PermissionError) as e:
         raise DataFormatError(hdr, "file", f"cannot read it ({e.strerror})") from None
-    lines = [line.strip() for line in text.splitlines()]
+    if len(raw) > _HDR_MAX:
+        raise DataFormatError(hdr, "file", f"over {_HDR_MAX} bytes: not a BART header (BART "
+                                           "writes a few lines)")
+    lines = [line.strip() for line in raw.decode("ascii", errors="replace").splitlines()]
     try:
         line = lines[lines.index("# Dimensions") + 1]
     except (ValueError, IndexError):
@@ -83,7 +91,7 @@ def _mapped(path: str | os.PathLike) -> tuple[tuple[int, ...], np.ndarray]:
     """The header's dimensions and the data as a read-only column-major memory map of them."""
     dims = read_cfl_dims(path)
     _, cfl = cfl_paths(path)
-    need = int(np.prod(dims, dtype=np.int64)) * _BYTES
+    need = math.prod(dims) * _BYTES  # Python ints: numpy's int64 product wraps silently
     try:
         size = cfl.stat().st_size
     except FileNotFoundError:

@@ -220,3 +220,22 @@ def test_inputs_name_bart_arrays_once_and_refuse_a_folder_of_them(tmp_path, capl
     with caplog.at_level(logging.WARNING, "mrirecon.pipeline"):
         assert expand_inputs([str(tmp_path)]) == [tmp_path / "scan.h5"]
     assert "2 BART array(s) beside its HDF5 files are not read" in caplog.text
+
+
+def test_hostile_headers_are_refused_before_any_read(tmp_path):
+    """Dimensions whose product overflows int64 (numpy's product wraps to a small or negative
+    size), a header of megabytes, a FIFO in place of the header."""
+    import os
+
+    write_cfl(tmp_path / "x", _noise((4, 3)))
+    (tmp_path / "x.hdr").write_text("# Dimensions\n" + "65536 " * 5 + "\n")  # 2**80 elements
+    with pytest.raises(DataFormatError, match=r"x\.cfl: data: 96 bytes.* need "
+                       f"{2 ** 80 * 8} .*truncated"):
+        read_cfl(tmp_path / "x")
+    (tmp_path / "x.hdr").write_text("# Dimensions\n4 3\n" + "#" * (1 << 17))
+    with pytest.raises(DataFormatError, match=r"x\.hdr: file: over 65536 bytes"):
+        read_cfl(tmp_path / "x")
+    (tmp_path / "x.hdr").unlink()
+    os.mkfifo(tmp_path / "x.hdr")
+    with pytest.raises(DataFormatError, match=r"x\.hdr: file: not a regular file"):
+        read_cfl(tmp_path / "x")
