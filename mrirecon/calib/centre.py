@@ -5,11 +5,13 @@ The pipeline's ``calibrate`` stage, the training data and the training validatio
 
 ESPIRiT block and kernels for a centre band of ``n`` columns: the block keeps
 ``min(calib_rows, H)`` rows (the readout is fully sampled) and the ``n`` band columns; kernels are
-``kernel_width`` wide along the readout and ``min(kernel_width, n - 2)`` across the band, so that
-at least three kernel positions fit across the band. On simulated 8-coil 128 x 128 brains with
-fastMRI equispaced-fraction masks this gives CG-SENSE PSNR 23.2 dB at 4x (10-column band) and
-18.8 dB at 8x (5 columns), against 22.4 / 18.3 dB with kernels half the band wide; bands of 12 or
-more columns get the full ``kernel_width`` either way.
+``min(kernel_width, rows - 2)`` along the readout and ``min(kernel_width, n - 2)`` across the
+band, so that at least three kernel positions fit along each side of the block
+(:func:`~mrirecon.calib.espirit.largest_kernel`; :func:`~mrirecon.calib.espirit.espirit_maps`
+refuses a wider kernel: with one position the maps came out zero). On simulated 8-coil
+128 x 128 brains with fastMRI equispaced-fraction masks this gives CG-SENSE PSNR 23.2 dB at 4x
+(10-column band) and 18.8 dB at 8x (5 columns), against 22.4 / 18.3 dB with kernels half the
+band wide; bands of 12 or more columns get the full ``kernel_width`` either way.
 
 The ESPIRiT crop (maps zeroed where the dominant eigenvalue is ``<= crop``) is meant to remove
 the background. From a narrow band the eigenvalues stay below it inside the object too, and the
@@ -31,6 +33,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from mrirecon.calib.espirit import largest_kernel
 from mrirecon.core.magnitude import power_of_two_above
 from mrirecon.functional import ifft2c
 
@@ -52,13 +55,18 @@ def centre_window(columns: Tensor, width: int) -> Tensor:
 
 def espirit_block(centre_columns: int, rows: int, *, calib_rows: int = 24,
                   kernel_width: int = 6) -> tuple[tuple[int, int], tuple[int, int]]:
-    """``(block, kernel)`` shapes of the ESPIRiT calibration for a band of ``centre_columns``."""
-    n = int(centre_columns)
-    if n < 3:
+    """``(block, kernel)`` shapes of the ESPIRiT calibration for a band of ``centre_columns``:
+    ``kernel_width`` clamped to :func:`~mrirecon.calib.espirit.largest_kernel` of each side of
+    the block (3 kernel positions must fit, the rule :func:`espirit_maps` refuses by)."""
+    n, r = int(centre_columns), min(int(calib_rows), int(rows))
+    if largest_kernel(n) < 1:
         raise ValueError(f"ESPIRiT needs a fully sampled centre band of at least 3 columns, got {n} "
                          "(use calibrate.method=walsh, or a mask with a wider centre)")
-    r = min(int(calib_rows), int(rows))
-    return (r, n), (min(int(kernel_width), r), min(int(kernel_width), n - 2))
+    if largest_kernel(r) < 1:
+        raise ValueError(f"ESPIRiT needs a calibration block of at least 3 rows, got {r} (use "
+                         "calibrate.method=walsh)")
+    return (r, n), (min(int(kernel_width), largest_kernel(r)),
+                    min(int(kernel_width), largest_kernel(n)))
 
 
 def centre_maps(kspace: Tensor, centre: Tensor, *, method: Literal["espirit", "walsh"] = "espirit",

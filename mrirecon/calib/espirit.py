@@ -107,7 +107,9 @@ def espirit_kernels(calib: Tensor, kernel_width: int | tuple[int, int], thresh: 
     kernel_width
         Kernel size ``k`` (int or ``(kh, kw)``), smaller than the calibration block.
     thresh
-        Keep right singular vectors with singular value ``> thresh * max``.
+        Keep right singular vectors with singular value ``> thresh * max`` (SigPy's ``thresh``).
+        BART's ``ecalib -t T`` compares the eigenvalues of ``A^H A`` (squared singular values)
+        with ``T``: it is ``thresh = sqrt(T)`` (its default 0.001 is 0.0316; 0.02 is ``-t 4e-4``).
 
     Returns
     -------
@@ -137,10 +139,10 @@ def espirit_kernels(calib: Tensor, kernel_width: int | tuple[int, int], thresh: 
     # O((coils k^2)^3): 1.9 s vs 6 ms for 81 x 2048, 0.38 s vs 45 ms for 361 x 1152. v lies in
     # the row space of mat whatever the rounding; it is normalised by its own norm (s up to
     # rounding), so a kept eigenvalue near rounding level (thresh ~ 0) still gives a unit kernel.
-    # In double precision: the v of small kept eigenvalues (BART's thresh 0.001 keeps down to
-    # 1e-6 of the largest) come out of complex64 far from orthogonal (max |K K^H - I| 0.24, the
-    # crop mask 165 pixels off SigPy's where the cols x cols route was 12); the Gram of a
-    # 361 x 1152 block costs a few ms more so.
+    # In double precision: the v of small kept eigenvalues (thresh 0.001, i.e. BART's -t 1e-6,
+    # keeps down to 1e-6 of the largest; BART's default -t 0.001 is thresh 0.0316) come out of
+    # complex64 far from orthogonal (max |K K^H - I| 0.24, the crop mask 165 pixels off SigPy's
+    # where the cols x cols route was 12); the Gram of a 361 x 1152 block costs a few ms more so.
     wide = mat.to(torch.complex128 if mat.is_complex() else torch.float64)
     e, u = torch.linalg.eigh(wide @ wide.mH)
     keep = e > (thresh * thresh) * e.max()
@@ -209,14 +211,21 @@ def espirit_maps(
     calib_width
         Largest side of the calibration block (int or ``(h, w)``), in samples. Where k-space is
         fully sampled over a smaller centred block (a fastMRI 8x mask of 320 columns acquires
-        13 centre columns), that block is used with a warning, as BART's ``ecalib`` does;
-        refused when it is smaller than ``kernel_width``.
+        13 centre columns), that block is used with a warning, as BART's ``ecalib`` does for an
+        even band (an odd band of an even axis, such as those 13 columns, BART calibrates on one
+        column fewer: it places the region at ``(N - n) / 2``, off DC; pass ``calib_width=(h,
+        n - 1)`` to match it); refused when ``kernel_width`` takes fewer than 3 positions along
+        a side of it (wider than the side - 2, :func:`largest_kernel`: the maps came out zero).
     kernel_width
         Side of the k-space kernels (int or ``(kh, kw)``), in samples.
     thresh
-        Relative singular-value threshold defining the signal subspace.
+        Relative singular-value threshold defining the signal subspace (SigPy's ``thresh``;
+        BART's ``ecalib -t T`` is ``thresh = sqrt(T)``: BART thresholds squared singular values,
+        so its default ``-t 0.001`` is 0.0316 here and this default 0.02 is ``-t 0.0004``;
+        checked against BART 0.8 in ``tests/calib/test_bart_parity.py``).
     crop
-        Maps are zeroed where the dominant eigenvalue is ``<= crop`` (0 keeps everything).
+        Maps are zeroed where the dominant eigenvalue is ``<= crop`` (0 keeps everything); BART's
+        ``ecalib -c`` one to one (the same eigenvalue scale).
     max_iter
         Power-method steps. With ``coarse=1`` the result equals that many plain power
         iterations from a vector of ones, as in SigPy (computed by repeated squaring); with
@@ -287,9 +296,9 @@ def espirit_maps(
         where = f" (slice {i} of {len(flat)} and {len(shrunk) - 1} more)" if len(flat) > 1 else ""
         warnings.warn(f"espirit_maps: kspace is fully sampled over a centred {block} block only"
                       f"{where}, smaller than calib_width {asked} (unsampled zeros inside the "
-                      f"block spoil the maps): calibrated on the {block} block, as BART's ecalib "
-                      f"and the pipelines' calibration do; pass calib_width={block} to silence "
-                      "this", stacklevel=2)
+                      f"block spoil the maps): calibrated on the {block} block, as the pipelines' "
+                      "calibration (and BART's ecalib, on even bands) do; pass "
+                      f"calib_width={block} to silence this", stacklevel=2)
     maps_t = torch.stack(maps).reshape(kspace.shape)
     if return_eigenvalues:
         return maps_t, torch.stack(eigs).reshape(lead + tuple(kspace.shape[-2:]))
@@ -310,11 +319,29 @@ def _check_calibration(calib: Tensor, index: int, count: int) -> None:
                          "as fft2c gives) with a fully sampled centre")
 
 
+#: Fewest positions a kernel must take along each side of the calibration block. With one (a
+#: kernel as wide as a 4-column band) the maps came back all zero without a word; with two
+#: (kernel 3) nonzero on 16 % of the object; with three (kernel 2) on all of it (48 x 48, 4
+#: coils, a (24, 4) block: CG-SENSE relative error 1.000 / 0.931 / 0.586; the same across rows).
+MIN_KERNEL_POSITIONS = 3
+
+
+def largest_kernel(side: int) -> int:
+    """The widest ESPIRiT kernel, in samples, that takes :data:`MIN_KERNEL_POSITIONS` positions
+    along a calibration block side of ``side`` samples: ``side - 2`` (below 1: none fits). The
+    rule of :func:`espirit_maps`' refusal, of :func:`mrirecon.calib.espirit_block`'s clamp and of
+    the pipeline's kernel notes."""
+    return int(side) - MIN_KERNEL_POSITIONS + 1
+
+
 def _acquired_block(calib: Tensor, asked: tuple[int, int], kernel: tuple[int, int], index: int,
                     count: int) -> tuple[int, int]:
     """The largest centred block of ``calib`` ``(coils, h, w)`` whose every sample holds data in
     some coil, grown one row or column at a time from the DC sample up to ``asked`` (BART's
-    ``ecalib`` does the same); refused when the kernel does not fit in it."""
+    ``ecalib`` finds the same block on an even band; on an odd band of an even axis it takes one
+    column fewer, its region starting at ``(N - n) / 2``, not centred on DC); refused when the
+    kernel takes fewer than :data:`MIN_KERNEL_POSITIONS` positions along a side of it
+    (:func:`largest_kernel`)."""
     held = (calib != 0).any(0)
     size = [int(held[asked[0] // 2, asked[1] // 2]), int(held[asked[0] // 2, asked[1] // 2])]
     growing = [size[0] > 0, size[1] > 0]
@@ -328,14 +355,22 @@ def _acquired_block(calib: Tensor, asked: tuple[int, int], kernel: tuple[int, in
                 growing[axis] = False
             else:
                 size = trial
-    if size[0] < kernel[0] or size[1] < kernel[1]:
+    fits = (largest_kernel(size[0]), largest_kernel(size[1]))
+    if kernel[0] > fits[0] or kernel[1] > fits[1]:
         where = f"slice {index} of {count}: " if count > 1 else ""
         centred = " (no data at DC: is k-space centred, DC at (H // 2, W // 2)?)" if 0 in size else ""
+        only = "" if tuple(size) == tuple(asked) else " only"
+        sides = " and ".join(f"at most {fits[a]} across its {size[a]} {('rows', 'columns')[a]}"
+                             for a in (0, 1) if kernel[a] > fits[a])
+        smaller = (f"pass kernel_width=({min(kernel[0], fits[0])}, {min(kernel[1], fits[1])}) "
+                   "or smaller, " if min(fits) >= 1 else "")
         raise ValueError(f"espirit_maps: {where}kspace is fully sampled over a centred "
-                         f"{tuple(size)} block only{centred} (the auto-calibration region within "
-                         f"calib_width {asked}), smaller than kernel_width {kernel}; pass a smaller "
-                         "kernel_width (at most the band), or use Walsh maps or a mask with a "
-                         "wider fully sampled centre")
+                         f"{tuple(size)} block{only}{centred} (the auto-calibration region within "
+                         f"calib_width {asked}): kernel_width {kernel} takes fewer than "
+                         f"{MIN_KERNEL_POSITIONS} positions across it (the maps come out zero); "
+                         f"a kernel must be {sides} ({MIN_KERNEL_POSITIONS} kernel positions must "
+                         f"fit): {smaller}or use Walsh maps or a mask with a wider fully sampled "
+                         "centre")
     return (size[0], size[1])
 
 

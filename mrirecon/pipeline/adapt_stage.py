@@ -121,11 +121,35 @@ def adapt_volume(config: PipelineConfig, model: nn.Module, slices: list, output:
 
 #: Why a model that estimates its own coil sensitivities cannot be adapted: the SSDU loss
 #: compares its image through the calibrated maps, not its own (E2E-VarNet lost 4.1 dB while
-#: the loss fell).
+#: the loss fell). :func:`own_maps_refusal` adds E2E-VarNet's way out where its weights allow it.
 OWN_MAPS = ("adapt: {method!r} estimates its own coil sensitivities, but the adaptation scores "
             "its image through the calibrated maps, a loss it can lower while the image worsens; "
-            "adapt a model that reconstructs with the calibrated maps (mri_learned_adapt: MoDL), "
-            "or set estimate_sensitivities=false")
+            "adapt a model that reconstructs with the calibrated maps (mri_learned_adapt: MoDL)")
+
+
+def own_maps_refusal(config: PipelineConfig, method: str) -> str:
+    """:data:`OWN_MAPS` for ``config``'s model ``method`` (its architecture's name), and, for an
+    E2E-VarNet whose parameters a run may set (weights without a model card, none, or a card that
+    lists ``estimate_sensitivities`` under ``overridable``), the settings that make it use the
+    calibrated maps. It said "or set estimate_sensitivities=false", which is no key; the full key
+    on mri_varnet was then refused by the card of varnet_fastmri_diverse (overridable: none)."""
+    message = OWN_MAPS.format(method=method)
+    if str(method).lower().replace("-", "_") != "varnet":  # learned_maps: no such switch
+        return message
+    rc = config.reconstruct
+    if rc.weights:
+        from mrirecon.training.weights import model_card
+
+        try:
+            card = model_card(rc.weights)
+        except (FileNotFoundError, ValueError):  # a bare state dict: the pipeline's parameters
+            card = None
+        if card is not None and "estimate_sensitivities" not in (card.get("overridable") or ()):
+            return message
+    calibrate = "" if config.calibrate.method in ("espirit", "walsh") else \
+        " --set calibrate.method=espirit"
+    return (f"{message}; or, for weights trained with model.params.estimate_sensitivities: "
+            f"false, --set reconstruct.params.estimate_sensitivities=false{calibrate}")
 
 
 def mri_pair(s) -> tuple:
@@ -159,7 +183,7 @@ def volume_hook(config: PipelineConfig, output: Path, name: str, result: VolumeR
 
     def prepare_model(model: nn.Module, slices) -> nn.Module:
         if config.modality == "mri" and getattr(model, "sensitivity", None) is not None:
-            raise ValueError(OWN_MAPS.format(method=config.reconstruct.method))
+            raise ValueError(own_maps_refusal(config, config.reconstruct.method))
         if config.modality == "mri":  # an all-zero slice is written as zeros, not adapted to
             from mrirecon.pipeline.slice_mri import is_blank
 

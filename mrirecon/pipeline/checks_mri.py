@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 from torch import Tensor
 
+from mrirecon.calib.espirit import MIN_KERNEL_POSITIONS, largest_kernel
 from mrirecon.sampling.agreement import mask_disagreement
 
 if TYPE_CHECKING:
@@ -512,17 +513,20 @@ def espirit_kernel(s: MRISlice) -> tuple[int, tuple[int, int], tuple[int, int]] 
 
 def kernel_note(s: MRISlice, cfg: CalibrateConfig) -> str | None:
     """What :func:`~mrirecon.pipeline.stages_mri.calibrate` did with a ``calibrate.kernel_width`` its ESPIRiT band cannot hold
-    (:func:`mrirecon.calib.espirit_block` clamps it to the calibration rows along the readout and
-    to the band's width - 2 across it), or ``None``: provenance records the value asked for.
+    (:func:`mrirecon.calib.espirit_block` clamps it to the calibration rows - 2 along the readout
+    and to the band's width - 2 across it: :func:`mrirecon.calib.espirit.largest_kernel`, the
+    rule :func:`~mrirecon.calib.espirit_maps` refuses by), or ``None``: provenance records the
+    value asked for.
     A kernel narrower than :data:`MIN_KERNEL_COLUMNS` is :func:`kernel_warning`'s."""
     found = espirit_kernel(s)
     if found is None or found[2] == (cfg.kernel_width, cfg.kernel_width):
         return None
     band, block, kernel = found
     return (f"calibrate.kernel_width={cfg.kernel_width}: ESPIRiT used {kernel[0]} x {kernel[1]} "
-            f"kernels (readout x phase encoding): a kernel spans at most the {block[0]} "
-            f"calibration rows, and at most {band - 2} columns across the {band}-column centre "
-            "band (3 kernel positions must fit across it)")
+            f"kernels (readout x phase encoding): a kernel spans at most "
+            f"{largest_kernel(block[0])} of the {block[0]} calibration rows, and at most "
+            f"{largest_kernel(band)} columns across the {band}-column centre band "
+            f"({MIN_KERNEL_POSITIONS} kernel positions must fit along each)")
 
 
 def kernel_warning(s: MRISlice, cfg: CalibrateConfig) -> str | None:
@@ -534,7 +538,7 @@ def kernel_warning(s: MRISlice, cfg: CalibrateConfig) -> str | None:
     band, _, kernel = found
     return (f"calibrate: ESPIRiT's kernels are {kernel[0]} x {kernel[1]} (readout x phase "
             f"encoding; calibrate.kernel_width={cfg.kernel_width}): the {band}-column centre band "
-            f"holds kernels at most {band - 2} column(s) wide across phase encoding, which hardly "
-            "constrain the coil maps there; on some data SENSE-type reconstructions with such "
-            "maps amplify noise by orders of magnitude: use a wider centre band "
+            f"holds kernels at most {largest_kernel(band)} column(s) wide across phase encoding, "
+            "which hardly constrain the coil maps there; on some data SENSE-type reconstructions "
+            "with such maps amplify noise by orders of magnitude: use a wider centre band "
             "(undersample.center_fractions, or a lower acceleration) or calibrate.method=walsh")

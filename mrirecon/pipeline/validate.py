@@ -360,11 +360,12 @@ def _check_adapt(config: PipelineConfig, source: str) -> None:
     if config.reconstruct.method in recon.available():
         raise _fail(source, "adapt.enabled", f"adaptation fine-tunes a learned model; "
                     f"{config.reconstruct.method!r} is a classical method")
-    from mrirecon.pipeline.adapt_stage import OWN_MAPS
+    from mrirecon.pipeline.adapt_stage import own_maps_refusal
     from mrirecon.pipeline.inert import own_maps_model
 
     if (name := own_maps_model(config)) is not None:  # the weights' card, the params on top
-        raise _fail(source, "adapt.enabled", OWN_MAPS.format(method=name).removeprefix("adapt: "))
+        raise _fail(source, "adapt.enabled",
+                    own_maps_refusal(config, name).removeprefix("adapt: "))
     from mrirecon.training.adapt import check_adapt_config
 
     try:

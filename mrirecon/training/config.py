@@ -124,7 +124,9 @@ class TrainConfig:
     device: Literal["cpu", "cuda", "auto"] = "auto"
     amp: bool = False
     checkpointing: bool = False
-    # steps between log rows, validations and checkpoints; 0: only at the last step
+    # steps between log rows, validations and checkpoints; log_every / checkpoint_every 0: only
+    # at the last step; val_every 0: no validation at all (train_from_config passes no
+    # validate_fn, and data.val is not checked against data.train)
     log_every: int = 10
     val_every: int = 200
     checkpoint_every: int = 100

@@ -441,7 +441,7 @@ def _runs_model(name: str, params: Mapping[str, Any]) -> str:
         method = (raw.get("reconstruct") or {}).get("method") if isinstance(raw, dict) else None
         if not path.stem.startswith("train_") and str(method) == name:
             runs.append(path.stem)
-    own = " calibrate.method=none" if estimates_own_maps(name, params) else ""
+    own = " --set calibrate.method=none" if estimates_own_maps(name, params) else ""  # a --set each
     given = f"run them with pipeline {' or '.join(runs[:2])} (reconstruct.weights=...), or " \
         if runs else "run them with "
     return f"{given}--set reconstruct.method={name}{own}"

@@ -329,6 +329,34 @@ def test_accelerated_files_look_like_fastmri_test_files(tmp_path):
     assert read_fastmri(paths[0]).mask is not None
 
 
+@pytest.mark.parametrize("acc, mask_type", [(100, "equispaced_fraction"), (16, "random"),
+                                           (32, "equispaced_fraction"),
+                                           (16, "equispaced_fraction")])
+def test_a_too_high_acceleration_is_refused_before_any_volume_naming_one_that_passes(
+        tmp_path, monkeypatch, acc, mask_type):
+    """--acceleration 100 on 32 columns said "use at most 32"; 32 (and 16) were then refused
+    ("keeps 1 of 32 k-space columns; at least 3 ... are needed"), and only after volume 0 had
+    been simulated. The value printed now passes, and nothing is simulated first."""
+    import re
+
+    import mrirecon.data.simulate_mri as sim
+
+    made = []
+    volume = sim.simulate_mri_volume
+    monkeypatch.setattr(sim, "simulate_mri_volume",
+                        lambda *a, **k: made.append(a) or volume(*a, **k))
+    small = dict(volumes=2, slices=1, coils=2, size=(8, 32), seed=2, mask_type=mask_type)
+    with pytest.raises(ValueError, match=r"use at most \d+") as err:
+        simulate_mri_dataset(tmp_path / "a", acceleration=acc, **small)
+    assert made == [] and not (tmp_path / "a").exists()
+    most = int(re.search(r"use at most (\d+)", str(err.value)).group(1))
+    assert 2 <= most < acc
+    paths = simulate_mri_dataset(tmp_path / "b", acceleration=most, **small)
+    assert all(_datasets(p)[0]["mask"].sum() >= 3 for p in paths)
+    with pytest.raises(ValueError, match="keeps [012] of 32"):
+        simulate_mri_dataset(tmp_path / "c", acceleration=most + 1, **small)
+
+
 def test_mri_argument_errors(tmp_path):
     with pytest.raises(ValueError, match="size"):
         simulate_mri_volume(0, size=(0, 8))

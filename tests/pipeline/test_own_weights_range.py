@@ -297,8 +297,29 @@ def test_weights_of_another_model_are_refused_naming_the_pipeline_that_runs_them
 
     with pytest.raises(ValueError, match=r"are for model 'varnet', not 'modl'.*pipeline "
                                          r"mri_varnet.*--set reconstruct\.method=varnet "
-                                         r"calibrate\.method=none"):
+                                         r"--set calibrate\.method=none"):
         load_model("modl", {}, "varnet_brain_sim")
+
+
+def test_the_other_models_advice_pastes_as_command_line_options():
+    """"... or --set reconstruct.method=varnet calibrate.method=none": the second setting had no
+    --set of its own, and pasted as shown the run stopped with "unrecognized arguments:
+    calibrate.method=none". Each setting now parses as its own --set, and the settings load."""
+    import shlex
+
+    from mrirecon.cli import build_parser
+    from mrirecon.training.weights import load_model
+
+    with pytest.raises(ValueError) as err:
+        load_model("modl", {}, "varnet_brain_sim")
+    tail = str(err.value).split(", or ")[-1]
+    assert tail.startswith("--set ")
+    args = build_parser("run").parse_args(["run", "mri_modl", "--input", "x.h5", "-o", "out",
+                                           "--set", "reconstruct.weights=varnet_brain_sim",
+                                           *shlex.split(tail)])
+    assert args.set[-2:] == ["reconstruct.method=varnet", "calibrate.method=none"]
+    config = load_pipeline("mri_modl", args.set)[0]
+    assert (config.reconstruct.method, config.calibrate.method) == ("varnet", "none")
 
 
 def test_self_supervised_cards_record_the_centre_band(tmp_path):

@@ -142,3 +142,45 @@ def test_ct_adapt_pipeline_runs(tmp_path):
                         config_text=text) == 0
     (f,) = json.loads((out / "provenance.json").read_text())["files"]
     assert f["status"] == "ok" and f["adapt"]["steps"] == 1 and "adapted_weights" not in f["outputs"]
+
+
+def _followed(message: str) -> list[str]:
+    """The ``--set KEY=VALUE`` settings a refusal advises; any other ``word=value`` it names is
+    not a setting one can paste (the message said "or set estimate_sensitivities=false")."""
+    import re
+
+    sets = re.findall(r"--set (\S+=\S+)", message)
+    loose = [w for w in re.findall(r"[\w.]+=\S+", message) if w not in sets]
+    assert loose == [], f"advice that is no --set: {loose}"
+    return [s.rstrip(",;)") for s in sets]
+
+
+def test_the_own_maps_refusal_advises_only_what_the_weights_allow(tmp_path):
+    """mri_varnet with adapt: the refusal ended "or set estimate_sensitivities=false", which is
+    no key; reconstruct.params.estimate_sensitivities=false then loaded and the run was refused
+    by the card of varnet_fastmri_diverse (overridable: none). With that card the clause is
+    gone; for weights without a card (their parameters are the pipeline's), it names the full
+    keys, and following them loads the pipeline and the model."""
+    import torch
+
+    from mrirecon.models.registry import build_model
+    from mrirecon.pipeline.runner import _load_model
+
+    with pytest.raises(ConfigError) as err:
+        load_pipeline("mri_varnet", ["adapt.enabled=true"])
+    assert "MoDL" in str(err.value) and _followed(str(err.value)) == []
+    # weights trained with estimate_sensitivities: false, saved without a card
+    weights = tmp_path / "own_varnet.pt"
+    small = {"num_cascades": 2, "chans": 4, "pools": 2}
+    torch.save(build_model("varnet", estimate_sensitivities=False, init_seed=0, **small)
+               .state_dict(), weights)
+    base = ["adapt.enabled=true", f"reconstruct.weights={weights}",
+            *(f"reconstruct.params.{k}={v}" for k, v in small.items())]
+    with pytest.raises(ConfigError) as err:
+        load_pipeline("mri_varnet", base)
+    advice = _followed(str(err.value))
+    assert "reconstruct.params.estimate_sensitivities=false" in advice
+    config = load_pipeline("mri_varnet", [*base, *advice])[0]
+    assert config.calibrate.method != "none"
+    model, _ = _load_model(config, "cpu")
+    assert getattr(model, "sensitivity", None) is None

@@ -130,3 +130,51 @@ def test_zeros_running_from_a_columns_ends_are_a_shorter_readout_not_a_2d_patter
     inside[:, 6:9, :4] = 0  # 12 interior zeros, 6.8 %: a 2-D pattern
     with pytest.raises(ValueError, match=r"short\.h5: 6\.8 % of the samples .* exactly zero"):
         check_column_sampling(inside, has_data, "short.h5")
+
+
+def _mri_methods_with_maps() -> list[str]:
+    from mrirecon.pipeline.stages_mri import needs_maps
+    from mrirecon.recon import registry
+
+    return [m for m in registry.available()
+            if "mri" in registry._lookup(m).modality and needs_maps(m, None)]
+
+
+@pytest.mark.parametrize("method", _mri_methods_with_maps())
+def test_the_warning_names_settings_the_method_has(method):
+    """The warning said "raise reconstruct.params.lam (or lower reconstruct.params.iterations)"
+    after every method: pnp_nlm / pnp_bm3d / epll have no lam, and the advice, followed, was
+    refused at load ("pnp_nlm has no parameter 'lam'"). Every setting it names now loads with
+    the method that ran, changed the way it says."""
+    import inspect
+    import re
+    from types import SimpleNamespace
+
+    from mrirecon.pipeline.sampling_mri import unsupported_energy_warning
+    from mrirecon.recon.registry import settable_parameters
+
+    w = 32
+    mask = torch.zeros(w, dtype=torch.bool)
+    mask[w // 2 - 3: w // 2 + 3] = True
+    mask[::4] = True
+    ramp = (torch.arange(w) - w // 2).abs().double() + 1  # k-space energy growing outward
+    image = ifft2c(torch.ones(1, 16, w, dtype=torch.complex128) * ramp)[0]
+    s = SimpleNamespace(trajectory=None, maps=torch.ones(1, 16, w, dtype=torch.complex128),
+                        mask=mask)
+    msg = unsupported_energy_warning(s, image, method)
+    assert msg is not None and f"({method})" in msg
+    defaults = settable_parameters(method)
+    named = re.findall(r"(raise|lower) reconstruct\.params\.(\w+)", msg)
+    assert len(named) == len(re.findall(r"reconstruct\.params\.", msg))  # each with its direction
+    if not named:
+        assert "no setting" in msg
+    required = [f"reconstruct.params.{k}=0.001" for k, v in defaults.items()
+                if v is inspect.Parameter.empty]
+    for direction, key in named:
+        assert key in defaults
+        old = defaults[key] if isinstance(defaults[key], (int, float)) else 1e-3
+        new = type(old)(old * 2 if direction == "raise" else max(1, old // 2)) if old else 1e-3
+        loaded = load_pipeline("mri_cs", [f"reconstruct.method={method}", "reconstruct.params={}",
+                                          "reconstruct.params_by_acceleration={}", *required,
+                                          f"reconstruct.params.{key}={new}"])[0]
+        assert loaded.reconstruct.params[key] == new

@@ -162,8 +162,8 @@ def test_espirit_calibrates_on_the_acquired_centre_when_calib_width_is_wider():
         maps = espirit_maps(y, kernel_width=4, crop=0.0)
     assert torch.equal(maps, espirit_maps(y, calib_width=(24, 10), kernel_width=4, crop=0.0))
     with pytest.raises(ValueError, match=r"espirit_maps: kspace is fully sampled over a centred "
-                                         r"\(24, 10\) block only .* smaller than kernel_width "
-                                         r"\(12, 12\); pass a smaller kernel_width"):
+                                         r"\(24, 10\) block only .* kernel_width \(12, 12\) takes "
+                                         r"fewer than 3 positions .* pass kernel_width=\(12, 8\)"):
         espirit_maps(y, kernel_width=12)
 
 

@@ -241,7 +241,8 @@ def test_an_all_zero_reference_slice_is_left_out_of_the_metrics(mri_file, tmp_pa
 
 def test_an_espirit_kernel_wider_than_the_band_is_noted(mri_file, tmp_path):
     """calibrate.kernel_width=64 on a 24-column band of 32 rows was clamped to 24 x 22 without a
-    word while provenance recorded 64; the input's notes now say which kernel was used."""
+    word while provenance recorded 64; the input's notes now say which kernel was used (22 x 22:
+    a kernel as tall as the 24 calibration rows took one position along them)."""
     base = ["reconstruct.method=zero_filled", *QUICK[1:3], "calibrate.method=espirit",
             "undersample.enabled=false",  # zero_filled: SENSE with the maps (RSS makes none)
             "export.formats=[hdf5]", "report.enabled=false", "evaluate.enabled=false"]
@@ -252,7 +253,7 @@ def test_an_espirit_kernel_wider_than_the_band_is_noted(mri_file, tmp_path):
         assert code == 0
         notes[width] = [n for n in entries[mri_file.name]["notes"] if "kernel_width" in n]
     assert notes[64] == [f"{mri_file.name}: all 2 slices: calibrate.kernel_width=64: ESPIRiT used "
-                         "24 x 22 kernels (readout x phase encoding): a kernel spans at most the 24 "
-                         "calibration rows, and at most 22 columns across the 24-column centre band "
-                         "(3 kernel positions must fit across it)"]
+                         "22 x 22 kernels (readout x phase encoding): a kernel spans at most 22 of "
+                         "the 24 calibration rows, and at most 22 columns across the 24-column "
+                         "centre band (3 kernel positions must fit along each)"]
     assert notes[6] == []

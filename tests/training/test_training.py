@@ -264,6 +264,16 @@ def test_resume_is_bit_for_bit(tmp_path, sim_data):
     assert [r["loss"] for r in la] == [r["loss"] for r in lb]
 
 
+def test_val_every_0_validates_nothing(tmp_path, sim_data):
+    """TrainConfig's comment said val_every 0 validates "only at the last step", as log_every and
+    checkpoint_every do; train_from_config passes no validate_fn: no step is validated."""
+    cfg = write_config(tmp_path / "a.yaml", sim_data, tmp_path / "a", val_every=0)
+    train_from_config(cfg, progress=False)
+    rows = list(csv.DictReader((tmp_path / "a" / "train_log.csv").open()))
+    assert [r["step"] for r in rows] == [str(i) for i in range(1, 7)]
+    assert not [k for k in rows[0] if k.startswith("val_")]
+
+
 def test_resume_after_an_interruption_logs_each_step_once(tmp_path, sim_data):
     """A run killed after its step-3 checkpoint had logged steps 4-5 (here: copied from an
     uninterrupted run's log); resumed, it trains them again and logged them twice (327 rows for
