@@ -14,7 +14,7 @@ import math
 import torch
 from torch import Tensor
 
-from mrirecon.calib.espirit import espirit_maps
+from mrirecon.calib.espirit import espirit_maps, largest_kernel
 from mrirecon.calib.walsh import walsh_maps
 from mrirecon.functional import fft2c
 from mrirecon.functional.density import pipe_menon_density
@@ -78,11 +78,21 @@ def noncartesian_maps(kspace: Tensor, trajectory: Tensor, shape: tuple[int, int]
     ``method="espirit"`` (default; ``options`` go to
     :func:`~mrirecon.calib.espirit.espirit_maps`, e.g. ``crop``) or ``"walsh"`` (to
     :func:`~mrirecon.calib.walsh.walsh_maps`, per slice). ``calib_width`` is clamped to the
-    grid (:func:`gridded_calib_width`).
+    grid (:func:`gridded_calib_width`), and ESPIRiT's ``kernel_width`` (default 6) to the
+    widest kernel that takes 3 positions across that block
+    (:func:`~mrirecon.calib.espirit.largest_kernel`, as the Cartesian calibration clamps it:
+    ``calibrate.calib_width=7`` runs 5 x 5 kernels; it was refused with advice in API terms).
     """
     calib_width = gridded_calib_width(calib_width, shape)
     images = gridded_calibration_images(kspace, trajectory, shape, calib_width, weights)
     if method == "espirit":
+        fit = largest_kernel(calib_width)
+        if fit < 1:
+            raise ValueError(f"noncartesian_maps: ESPIRiT needs a calibration block of at least 3 "
+                             f"grid units, got calib_width {calib_width} (use method='walsh')")
+        kw = options.get("kernel_width", 6)
+        kw = (kw, kw) if isinstance(kw, int) else tuple(kw)
+        options["kernel_width"] = (min(int(kw[0]), fit), min(int(kw[1]), fit))
         return espirit_maps(fft2c(images), calib_width, **options)
     if method == "walsh":
         flat = images.reshape(-1, *images.shape[-3:])

@@ -87,8 +87,8 @@ def read_cfl_dims(path: str | os.PathLike) -> tuple[int, ...]:
     return dims
 
 
-def _mapped(path: str | os.PathLike) -> tuple[tuple[int, ...], np.ndarray]:
-    """The header's dimensions and the data as a read-only column-major memory map of them."""
+def _checked(path: str | os.PathLike) -> tuple[tuple[int, ...], Path]:
+    """The header's dimensions and the data file, whose size they must give exactly."""
     dims = read_cfl_dims(path)
     _, cfl = cfl_paths(path)
     need = math.prod(dims) * _BYTES  # Python ints: numpy's int64 product wraps silently
@@ -103,15 +103,30 @@ def _mapped(path: str | os.PathLike) -> tuple[tuple[int, ...], np.ndarray]:
         what = "truncated" if size < need else "longer than its header says"
         raise DataFormatError(cfl, "data", f"{size} bytes, but the header's dimensions {dims} "
                                            f"need {need} (complex64): {what}")
-    return dims, np.memmap(cfl, dtype="<c8", mode="r", shape=dims, order="F")
+    return dims, cfl
+
+
+def _read_bytes(cfl: Path, offset: int, count: int, field: str) -> np.ndarray:
+    """``count`` complex64 values from byte ``offset`` of ``cfl``, by a plain read: a memory map
+    of a file that ``bart`` rewrites in place (it truncates an existing output) killed the
+    whole process with SIGBUS on the first page past the new end; a short read is refused."""
+    with open(cfl, "rb") as f:
+        f.seek(offset)
+        raw = f.read(count * _BYTES)
+    if len(raw) != count * _BYTES:
+        raise DataFormatError(cfl, field, f"the file ended {len(raw)} bytes into the "
+                                          f"{count * _BYTES} to read at byte {offset}: it changed "
+                                          "(rewritten by bart?) after its size was checked")
+    return np.frombuffer(raw, dtype="<c8")
 
 
 def read_cfl(path: str | os.PathLike) -> np.ndarray:
     """A BART array as a complex64 numpy array of its dimensions, trailing singleton dimensions
     dropped (as BART's Python ``readcfl`` does; a ``(16, 16, 1, 4)`` array keeps its ``PHS2``)."""
-    dims, data = _mapped(path)
+    dims, cfl = _checked(path)
     keep = max((i + 1 for i, d in enumerate(dims) if d != 1), default=1)
-    return np.array(data.reshape(dims[:keep], order="F"), order="F")
+    data = _read_bytes(cfl, 0, math.prod(dims), "data")
+    return data.reshape(dims[:keep], order="F").astype(np.complex64, order="F")
 
 
 def write_cfl(path: str | os.PathLike, array) -> tuple[Path, Path]:
@@ -141,13 +156,13 @@ def write_cfl(path: str | os.PathLike, array) -> tuple[Path, Path]:
 
 class BartKSpaceFile:
     """Multi-coil 2-D k-space in BART's dimensions ``(READ, PHS1, 1, COIL, ..., SLICE)``, read
-    one slice at a time from a memory map (the reader :class:`mrirecon.pipeline.stages_mri`
+    one slice at a time by plain reads (the reader :class:`mrirecon.pipeline.stages_mri`
     runs for ``.cfl`` inputs, with :class:`~mrirecon.io.fastmri.FastMRIFile`'s interface).
 
     A BART array has no header: the encoded and recon matrices are its ``(READ, PHS1)`` size
     (readout oversampling, if any, is not known and stays in the image), the FOV is unknown (the
     run says that 1 mm voxels were assumed) and the sampled columns are those with data, as
-    BART's ``pics`` estimates its pattern. Any other dimension above 1 is refused, naming it and
+    BART's ``pics`` estimates its pattern (a slice without data is blank). Any other dimension above 1 is refused, naming it and
     the BART command that makes 2-D slices of it.
     """
 
@@ -157,7 +172,7 @@ class BartKSpaceFile:
     def __init__(self, path: str | os.PathLike) -> None:
         self.hdr, self.cfl = cfl_paths(path)
         self.path = self.cfl
-        dims, self._data = _mapped(path)
+        dims, _ = _checked(path)
         dims = dims + (1,) * (len(BART_DIMS) - len(dims))
         if len(dims) > len(BART_DIMS):
             extra = [i for i in range(len(BART_DIMS), len(dims)) if dims[i] > 1]
@@ -165,7 +180,6 @@ class BartKSpaceFile:
                 raise DataFormatError(self.hdr, "# Dimensions", f"{len(dims)} dimensions with "
                                       f"data on dimension(s) {extra}: BART k-space has 16")
             dims = dims[: len(BART_DIMS)]
-        self._data = self._data.reshape(dims, order="F")
         for i, d in enumerate(dims):
             if d > 1 and i not in KSPACE_DIMS:
                 advice = _OTHER_DIM_ADVICE.get(i, "not a dimension of 2-D multi-coil k-space")
@@ -200,21 +214,24 @@ class BartKSpaceFile:
         if not -n <= index < n:
             raise IndexError(f"{self.cfl}: slice {index} of {n}")
         index %= n
-        at = [0] * len(BART_DIMS)
-        at[0], at[1], at[3], at[13] = slice(None), slice(None), slice(None), index
-        block = self._data[tuple(at)]  # (H, W, coils)
-        block = np.ascontiguousarray(np.moveaxis(block, -1, 0))
+        slices, coils, rows, cols = self.shape
+        count = rows * cols * coils  # one slice is one block: the dimensions before SLICE are 1
+        block = _read_bytes(self.cfl, index * count * _BYTES, count, f"data[SLICE={index}]")
+        block = np.ascontiguousarray(np.moveaxis(block.reshape((rows, cols, coils), order="F"),
+                                                 -1, 0))  # (coils, H, W)
         if not np.isfinite(block).all():
             bad = int(block.size - np.count_nonzero(np.isfinite(block)))
             raise DataFormatError(self.cfl, f"data[SLICE={index}]", f"{bad} NaN or Inf samples")
         data = torch.from_numpy(block).unsqueeze(0)
         sampled = torch.from_numpy((block != 0).any(axis=(0, 1)))  # BART's pattern: the data
+        # a blank slice (no column with data) keeps no mask: it is the pipeline's blank slice,
+        # as the same slice of a fastMRI file (an all-False mask failed the whole volume)
         return KSpace(data=data, header=self.header, slice_indices=(index,), source=str(self.cfl),
-                      mask=None if bool(sampled.all()) else sampled)
+                      mask=None if bool(sampled.all()) or not bool(sampled.any()) else sampled)
 
     def sampling_mask(self) -> None:
         """``None``: each slice's sampled columns are those holding data (:meth:`read_slice`)."""
         return None
 
     def close(self) -> None:
-        self._data = None
+        """Nothing is held open: each slice is read by its own open and read."""

@@ -120,6 +120,8 @@ def expand_inputs(inputs: list[str], exclude: Path | None = None) -> list[Path]:
             log.info("input %r: %d match(es) that this run writes into --output %s are not "
                      "inputs: %s%s", item, len(own), exclude, ", ".join(own[:3]),
                      " ..." if len(own) > 3 else "")
+        if pattern:
+            matches = _without_unnamed_bart_arrays(item, matches)
         for m in matches:
             p = Path(m)
             if m in own:
@@ -137,18 +139,22 @@ def expand_inputs(inputs: list[str], exclude: Path | None = None) -> list[Path]:
                     _warn_dicom_beside(p, [f for f in entries if f.is_file() and f.suffix.lower()
                                            not in DATA_SUFFIXES])
                     if bart:
+                        taken = sorted({Path(b).stem for b in bart} & {f.stem for f in files})
                         log.warning("input folder %s: %d BART array(s) beside its HDF5 files are "
-                                    "not read (%s): pass BART k-space by name, e.g. --input %s",
+                                    "not read (%s): pass BART k-space by name (--input %s)%s",
                                     p, len(bart), ", ".join(bart[:3]) + (", ..." if len(bart) > 3
-                                                                         else ""), p / bart[0])
+                                                                         else ""), p / "NAME.cfl",
+                                    f", in a run of its own (another --output) for {taken[0]}.cfl,"
+                                    f" whose outputs would take the name {taken[0]} of "
+                                    f"{taken[0]}'s HDF5 file's" if taken else "")
                 elif bart and not _any_dicom(entries):
                     # sens.cfl, pattern.cfl or reco.cfl would be read as k-space: never guessed
                     raise FileNotFoundError(
                         f"input folder {p} holds BART arrays ({', '.join(bart[:5])}"
                         f"{', ...' if len(bart) > 5 else ''}) and no HDF5 or DICOM files: a "
                         "folder's BART arrays are not inputs (coil maps, patterns and images "
-                        f"look like k-space to a reader); pass the k-space by name, e.g. --input "
-                        f"{p / bart[0]}")
+                        f"look like k-space to a reader); pass the k-space array by name: "
+                        f"--input {p / 'NAME.cfl'}")
                 elif subfolders and not _any_dicom(entries):
                     # a study folder (README, DICOMDIR, series in subfolders) is no series itself
                     raise FileNotFoundError(
@@ -180,6 +186,31 @@ def expand_inputs(inputs: list[str], exclude: Path | None = None) -> list[Path]:
         _refuse_what_the_run_writes(unique, exclude)
     _check_dicom_slices(unique)
     return unique
+
+
+def _without_unnamed_bart_arrays(item: str, matches: list[str]) -> list[str]:
+    """``matches`` of the pattern ``item`` without the BART arrays (``.cfl`` / ``.hdr``) when its
+    last part names no file but only wildcards (``'g2/*'``, ``'g2/*.*'``): such a pattern is a
+    folder's listing, and a folder's BART arrays are not inputs (``'g2/*'`` reconstructed coil
+    maps and coil images as k-space, exit 0). ``'g2/ksp*'``, ``'g2/*.cfl'`` name what they take.
+    Refused when nothing else matched, else said."""
+    last = os.path.basename(item)
+    if last.translate(str.maketrans("", "", "*?[]!.")):
+        return matches
+    bart = [m for m in matches if Path(m).suffix.lower() in (".cfl", ".hdr")]
+    if not bart:
+        return matches
+    names = sorted({Path(m).with_suffix(".cfl").name for m in bart})
+    text = (f"input {item!r} matches BART arrays ({', '.join(names[:5])}"
+            f"{', ...' if len(names) > 5 else ''}), which a pattern of wildcards alone does not "
+            "take (coil maps, patterns and images look like k-space to a reader): name the "
+            f"k-space array (--input {Path(os.path.dirname(item) or '.') / 'NAME.cfl'}), or "
+            f"'{Path(os.path.dirname(item) or '.') / '*.cfl'}' for every array")
+    rest = [m for m in matches if m not in bart]
+    if not rest:
+        raise FileNotFoundError(text + " (nothing was run)")
+    log.warning("%s; they are not inputs", text)
+    return rest
 
 
 def _refuse_what_the_run_writes(files: list[Path], output: Path) -> None:

@@ -123,6 +123,7 @@ class RunFiles:
         self.results: list[VolumeResult] = []
         self.hashes: dict[str, str] = {}
         self.references: dict[str, str] = {}
+        self.headers: dict[str, str] = {}  # BART inputs' NAME.hdr
         self.weights: dict[str, str] = {}
         self.current: Path | None = None  # the input being processed
         self.invalidated = False  # this run's "running" files replaced the earlier run's
@@ -178,7 +179,8 @@ class RunFiles:
         try:
             _write_run_files(self.config, self.output, self.files, self.results, self.t_start,
                              self.rank, self.world, self.config_text, self.dev, self.hashes,
-                             references=self.references, weights=self.weights,
+                             references=self.references, headers=self.headers,
+                             weights=self.weights,
                              config_warnings=self.config_warnings, status=status,
                              stop=self._stop_note(status, how), written=written)
         except BaseException:
@@ -210,7 +212,7 @@ class RunFiles:
 
 def _write_run_files(config, output: Path, files, results, t_start, rank, world, config_text, dev,
                      hashes: dict[str, str] | None = None, *, references: dict[str, str] | None = None,
-                     weights: dict[str, str] | None = None, config_warnings: list[str] = (),
+                     headers: dict[str, str] | None = None, weights: dict[str, str] | None = None, config_warnings: list[str] = (),
                      status: str = "complete", stop: dict | None = None,
                      written: list[str] | None = None):
     """Write the run files (the report, the metric table, then ``provenance.json``); ``status``
@@ -253,6 +255,8 @@ def _write_run_files(config, output: Path, files, results, t_start, rank, world,
         "weights": weights or {},
         "files": [_provenance_entry(r, output, absolute) for r in results],
     }
+    if headers:  # BART inputs: the sha256 of each NAME.hdr, read with NAME.cfl
+        provenance["bart_headers"] = {os.path.abspath(k): v for k, v in headers.items()}
     if stop:
         provenance["interrupted" if status == "interrupted" else "running"] = stop
     ok = [r for r in results if r.metrics and r.status in ("ok", "skipped")]

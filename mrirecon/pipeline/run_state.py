@@ -509,6 +509,17 @@ def weights_sha256(config: PipelineConfig) -> dict[str, str]:
     return {str(f): sha256(f) for f in files}
 
 
+def bart_header(path: Path) -> Path | None:
+    """The header ``NAME.hdr`` read with a BART array input ``NAME.cfl`` (its dimensions: a
+    rewritten header, as ``bart reshape`` makes, changes the data read), else ``None``."""
+    if path.suffix.lower() != ".cfl":
+        return None
+    from mrirecon.io.bart_cfl import cfl_paths
+
+    hdr = cfl_paths(path)[0]
+    return hdr if hdr.is_file() else None
+
+
 def paired_reference(path: Path) -> Path | None:
     """The LoDoPaB-layout reference scored with ``observation_<part>_NNN.hdf5``: its
     ``ground_truth_<part>_NNN.hdf5`` beside it (``None`` for other inputs or when absent)."""

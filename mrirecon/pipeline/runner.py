@@ -30,8 +30,8 @@ from mrirecon.pipeline.output_files import (SUPERSEDED, commit_outputs, drop_sup
                                             few, fingerprint, moved_by_commit, set_aside)
 from mrirecon.pipeline.report import VolumeResult, display_name
 from mrirecon.pipeline.run_files import RunFiles, config_sha256
-from mrirecon.pipeline.run_state import (check_other_inputs, file_state, has_other_inputs,
-                                         locked_output, paired_reference, previous_run, read_status,
+from mrirecon.pipeline.run_state import (bart_header, check_other_inputs, file_state,
+                                         has_other_inputs, locked_output, paired_reference, previous_run, read_status,
                                          remove_orphans, remove_other_inputs,
                                          remove_stale_outputs, sha256, status_path, status_record,
                                          weights_sha256)
@@ -186,25 +186,26 @@ def _gone(path: Path) -> str:
     return f"{path}: no such file (deleted or moved after the run listed its inputs?)"
 
 
-def _changed(path: Path, ref: Path | None, state: tuple) -> str:
-    """The error for an input (or its paired reference) whose size, modification time or inode
-    differ from ``state`` (taken before it was read); ``""`` when they do not."""
-    for p, before in zip((path, ref), state):
+def _changed(paths: tuple[Path | None, ...], state: tuple) -> str:
+    """The error for an input (or a file read with it: its paired reference, a BART array's
+    header) whose size, modification time or inode differ from ``state`` (taken before it was
+    read); ``""`` when they do not."""
+    for p, before in zip(paths, state):
         if p is not None and file_state(p) != before:
             return (f"{p} changed while it was being read (overwritten or replaced?); run again "
                     "(none of this input's outputs were written)")
     return ""
 
 
-def _input_error(err: Exception, path: Path, ref: Path | None, state: tuple, stage: Path,
-                 output: Path) -> str:
+def _input_error(err: Exception, path: Path, paths: tuple[Path | None, ...], state: tuple,
+                 stage: Path, output: Path) -> str:
     """The error of an input that failed with ``err``: a file deleted or overwritten meanwhile
     is said to be so (h5py's raw "errno = 2" text, or a mask check blaming the data layout for
     a volume mixing old and new slices), a full disk names the output file (not its staged
     copy)."""
     if not os.path.lexists(path):
         return _gone(path)
-    changed = _changed(path, ref, state)
+    changed = _changed(paths, state)
     if changed:
         return changed
     if isinstance(err, _InputProblem):
@@ -251,15 +252,19 @@ def _each_input(config: PipelineConfig, mine: list[tuple[Path, str]], output: Pa
         status_file = status_path(output, name)
         result = VolumeResult(input=str(path), name=name)
         t0 = time.perf_counter()
-        ref = paired_reference(path)
+        ref, header = paired_reference(path), bart_header(path)
+        read_with = (path, ref, header)
         # size, mtime and inode before the first read: compared after the last (F7)
-        state = (file_state(path), file_state(ref) if ref is not None else None)
+        state = tuple(file_state(p) if p is not None else None for p in read_with)
         try:
             input_hash = hashes[str(path)] = sha256(path)
-            if ref is not None:  # a replaced reference changes the metrics: part of the input
-                run.references[str(ref)] = sha256(ref)
-                input_hash = hashlib.sha256((input_hash + run.references[str(ref)]).encode()
-                                            ).hexdigest()
+            # a replaced reference changes the metrics, a rewritten header (bart reshape) the
+            # data: part of the input
+            for extra, record in ((ref, run.references), (header, run.headers)):
+                if extra is not None:
+                    record[str(extra)] = sha256(extra)
+                    input_hash = hashlib.sha256((input_hash + record[str(extra)]).encode()
+                                                ).hexdigest()
         except OSError as e:
             hashes.setdefault(str(path), f"unreadable: {e.strerror or e}")
             result.status = "failed"
@@ -287,7 +292,7 @@ def _each_input(config: PipelineConfig, mine: list[tuple[Path, str]], output: Pa
             shutil.rmtree(stage, ignore_errors=True)
             process_volume(config, path, stage, result, model=model, device=device,
                            progress=progress, name=name)
-            changed = _changed(path, ref, state)
+            changed = _changed(read_with, state)
             if changed:  # overwritten in place while read: a volume of old and new slices
                 raise _InputProblem(changed)
             run.invalidate()  # before the first change to the output folder
@@ -298,7 +303,7 @@ def _each_input(config: PipelineConfig, mine: list[tuple[Path, str]], output: Pa
             written = fingerprint([*result.outputs.values(), *result.figures], output)
         except Exception as e:  # one bad file must not stop the batch
             result.status = "failed"
-            result.error = _input_error(e, path, ref, state, stage, output)
+            result.error = _input_error(e, path, read_with, state, stage, output)
             if not os.path.lexists(path):
                 hashes[str(path)] = f"unreadable: {os.strerror(errno.ENOENT)}"
             log.error("failed on %s: %s", path, result.error)

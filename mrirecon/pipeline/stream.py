@@ -206,10 +206,21 @@ class VolumeRun:
 
 def detect_format(path: Path, wanted: str) -> str:
     """The reader of an input: explicit ``load.format``, else by content (HDF5 groups), a DICOM
-    folder, or BART's ``.cfl`` / ``.hdr`` suffix (``"bart"``). A DICOM slice file (``.dcm``, or a file that is not HDF5 but DICOM by its
-    bytes) is refused as one slice of the series in its folder (it was "FileNotFoundError: ... is
-    not a folder", or "not a readable HDF5 file" without the suffix)."""
+    folder, or BART's ``.cfl`` / ``.hdr`` suffix (``"bart"``). A DICOM slice file (``.dcm``, or a
+    file that is not HDF5 but DICOM by its bytes) is refused as one slice of the series in its
+    folder (it was "FileNotFoundError: ... is not a folder", or "not a readable HDF5 file"
+    without the suffix). An explicit ``load.format`` that a BART suffix contradicts, either way,
+    is refused naming ``load.format`` (it was "ksp.h5.hdr: missing", "not a readable HDF5
+    file")."""
+    bart = path.suffix.lower() in (".cfl", ".hdr", ".ra")
     if wanted != "auto":
+        if (wanted == "bart") != bart and not path.is_dir() and path.suffix:
+            from mrirecon.io.errors import DataFormatError
+
+            raise DataFormatError(path, "load.format", (
+                f"is {wanted!r}, but this is a BART array (NAME.hdr + NAME.cfl)" if bart else
+                f"is 'bart', but {path.name} is no BART array (NAME.hdr + NAME.cfl)")
+                + "; load.format: auto picks each input's reader")
         return wanted
     if path.is_dir():
         _refuse_nifti(path, folder=True)
@@ -218,7 +229,7 @@ def detect_format(path: Path, wanted: str) -> str:
     from mrirecon.io.probe import hdf5_layout
 
     _refuse_nifti(path, folder=False)
-    if path.suffix.lower() in (".cfl", ".hdr", ".ra"):  # BART's arrays: a header, raw data beside
+    if bart:  # BART's arrays: a header, raw data beside
         from mrirecon.io.bart_cfl import cfl_paths
 
         cfl_paths(path)  # refuses .ra, naming the conversion

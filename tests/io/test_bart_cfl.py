@@ -192,15 +192,17 @@ def test_run_on_bart_kspace_is_the_run_on_the_same_fastmri_file(tmp_path):
     maps = np.stack([np.exp(-((yy - 8 * c) ** 2 + (xx - 6 * c) ** 2) / 400) for c in range(4)])
     k = fft2c(torch.from_numpy(maps * img).to(torch.complex64)).numpy()
     k[:, :, np.r_[0:9:2, 15:24:2]] = 0
-    write_cfl(tmp_path / "ksp", np.moveaxis(k, 0, -1)[:, :, None, :])
-    write_fastmri(tmp_path / "h5" / "ksp.h5", k[None],
+    vol = np.stack([k, 0 * k, k / 2])  # a blank middle slice: the pipeline's blank slice in both
+    write_cfl(tmp_path / "ksp", np.moveaxis(vol, (0, 1), (-1, -2))[:, :, None, :, None]
+              .reshape((32, 24, 1, 4) + (1,) * 9 + (3,), order="F"))
+    write_fastmri(tmp_path / "h5" / "ksp.h5", vol,
                   Header(encoded_matrix=(32, 24, 1), recon_matrix=(32, 24, 1), num_coils=4))
     assert _run([str(tmp_path / "ksp")], tmp_path / "a") == 0
     assert _run([str(tmp_path / "h5" / "ksp.h5")], tmp_path / "b") == 0
     with h5py.File(tmp_path / "a" / "reconstructions" / "ksp.h5") as fa, \
             h5py.File(tmp_path / "b" / "reconstructions" / "ksp.h5") as fb:
         a, b = fa["reconstruction"][()], fb["reconstruction"][()]
-    assert a.shape == (1, 32, 24) and np.abs(a).max() > 0
+    assert a.shape == (3, 32, 24) and np.abs(a[0]).max() > 0 and not a[1].any()
     np.testing.assert_array_equal(a, b)
 
 
@@ -220,6 +222,74 @@ def test_inputs_name_bart_arrays_once_and_refuse_a_folder_of_them(tmp_path, capl
     with caplog.at_level(logging.WARNING, "mrirecon.pipeline"):
         assert expand_inputs([str(tmp_path)]) == [tmp_path / "scan.h5"]
     assert "2 BART array(s) beside its HDF5 files are not read" in caplog.text
+    # a pattern of wildcards alone is a folder's listing: its BART arrays are no inputs either
+    with caplog.at_level(logging.WARNING, "mrirecon.pipeline"):
+        assert expand_inputs([str(tmp_path / "*")]) == [tmp_path / "scan.h5"]
+    assert "matches BART arrays (ksp.cfl, sens.cfl)" in caplog.text
+    assert expand_inputs([str(tmp_path / "*.cfl")]) == [cfl, tmp_path / "sens.cfl"]
+    (tmp_path / "scan.h5").unlink()
+    with pytest.raises(FileNotFoundError, match="wildcards alone"):
+        expand_inputs([str(tmp_path / "*")])
+    # an array named as an HDF5 file beside it: the advice says to run it apart
+    write_fastmri(tmp_path / "ksp.h5", _noise((1, 2, 8, 6)),
+                  Header(encoded_matrix=(8, 6, 1), recon_matrix=(8, 6, 1), num_coils=2))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, "mrirecon.pipeline"):
+        expand_inputs([str(tmp_path)])
+    assert "in a run of its own (another --output) for ksp.cfl" in caplog.text
+
+
+def test_a_slice_cut_off_by_a_rewrite_is_refused_not_a_crash(tmp_path):
+    """``bart`` truncates an existing output in place: a memory map died with SIGBUS on the first
+    page past the new end (the whole run, no record); a plain read names the slice."""
+    write_cfl(tmp_path / "k", _noise([8, 6, 1, 2] + [1] * 9 + [3]))
+    f = BartKSpaceFile(tmp_path / "k")
+    f.read_slice(2)
+    cfl = tmp_path / "k.cfl"
+    cfl.write_bytes(cfl.read_bytes()[: 8 * 6 * 2 * 8 + 40])  # slice 1 cut, slice 2 gone
+    with pytest.raises(DataFormatError, match=r"k\.cfl: data\[SLICE=2\]: the file ended 0 bytes"):
+        f.read_slice(2)
+    with pytest.raises(DataFormatError, match=r"data\[SLICE=1\]: the file ended 40 bytes"):
+        f.read_slice(1)
+
+
+def test_resume_reads_an_array_again_when_only_its_header_changed(tmp_path):
+    """``bart reshape`` rewrites NAME.hdr alone: the header is part of the input's checksum and
+    recorded in provenance.json (``bart_headers``); --resume kept the old volume."""
+    import json
+
+    from mrirecon.pipeline.definitions import load_pipeline
+    from mrirecon.pipeline.runner import run_pipeline
+
+    torch.set_num_threads(1)
+    yy, xx = np.mgrid[:24, :20]
+    img = ((yy - 12) ** 2 / 60 + (xx - 10) ** 2 / 40 < 1).astype(np.complex64)
+    k = fft2c(torch.from_numpy(np.stack([img, img * 1j]))).numpy()  # (2 coils, H, W)
+    arr = np.moveaxis(k, 0, -1)[:, :, None, :]  # (24, 20, 1, 2)
+    write_cfl(tmp_path / "k", arr)
+    config, _ = load_pipeline("mri_retrospective", ["evaluate.enabled=false", "report.enabled=false",
+                                                     "export.formats=[hdf5]", "calibrate.method=walsh"])
+    out = tmp_path / "out"
+    assert run_pipeline(config, [str(tmp_path / "k.cfl")], out, progress=False) == 0
+    prov = json.loads((out / "provenance.json").read_text())
+    assert list(prov["bart_headers"]) == [str((tmp_path / "k.hdr").resolve())]
+    # the same bytes as 2 single-coil slices: coils on SLICE
+    (tmp_path / "k.hdr").write_text("# Dimensions\n24 20 1 1 1 1 1 1 1 1 1 1 1 2 1 1 \n")
+    assert run_pipeline(config, [str(tmp_path / "k.cfl")], out, progress=False, resume=True) == 0
+    with h5py.File(out / "reconstructions" / "k.h5") as f:
+        assert f["reconstruction"].shape[0] == 2
+
+
+@pytest.mark.parametrize("name, wanted, words", [
+    ("ksp.h5", "bart", "is 'bart', but ksp.h5 is no BART array"),
+    ("ksp.cfl", "fastmri", "is 'fastmri', but this is a BART array"),
+])
+def test_an_explicit_format_a_bart_suffix_contradicts_names_load_format(tmp_path, name, wanted,
+                                                                       words):
+    from mrirecon.pipeline.stream import detect_format
+
+    with pytest.raises(DataFormatError, match=r"load\.format: " + words + ".*auto"):
+        detect_format(tmp_path / name, wanted)
 
 
 def test_hostile_headers_are_refused_before_any_read(tmp_path):

@@ -143,3 +143,27 @@ def test_a_reference_nowhere_positive_passes_the_blank_slice_rule_whole():
     ref[1] = 1.0  # slices 0 and 2 blank: left out, said
     kept_ref, kept_out, msg = without_blank_reference_slices(ref, out)
     assert kept_ref.shape[0] == 1 and msg is not None and msg.startswith("slices 0, 2 are")
+
+
+def test_noncartesian_espirit_clamps_its_kernel_to_the_block_as_the_cartesian_one_does():
+    """``mri_radial_cs --set calibrate.calib_width=7`` ran until the 3-positions rule refused its
+    default 6-wide kernel in API terms ("pass kernel_width=(5, 5)"), which the config key cannot
+    take; the kernel is clamped to largest_kernel(7) = 5, as Cartesian calibration clamps it."""
+    from mrirecon.calib import noncartesian_maps
+    from mrirecon.data.anatomy import shepp_logan
+    from mrirecon.data.simulate_mri import birdcage_maps
+    from mrirecon.operators import nufft_sense
+    from mrirecon.sampling import golden_angle_radial
+
+    n, coils = 32, 4
+    img = torch.from_numpy(shepp_logan((n, n))).to(torch.complex64)
+    yy, xx = np.mgrid[:n, :n]
+    maps = torch.from_numpy(birdcage_maps(coils, (xx - n / 2) / (n / 2), (yy - n / 2) / (n / 2)))
+    traj = golden_angle_radial(32, 2 * n)
+    y = nufft_sense(maps.to(torch.complex64), traj)(img)
+    est = noncartesian_maps(y, traj, (n, n), calib_width=7, kernel_width=6, crop=0.0)
+    assert torch.equal(est, noncartesian_maps(y, traj, (n, n), calib_width=7, kernel_width=5,
+                                              crop=0.0))
+    assert float((est.abs() ** 2).sum(0).mean()) > 0.5  # maps, not zeros
+    with pytest.raises(ValueError, match="at least 3 grid units"):
+        noncartesian_maps(y, traj, (n, n), calib_width=2)
