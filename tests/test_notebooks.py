@@ -102,6 +102,31 @@ def kernel_env(tmp_path_factory):
             "TORCHINDUCTOR_CACHE_DIR": str(root / "torchinductor")}
 
 
+#: what a solver logs when it stops at its iteration limit above the tolerance it was given
+UNCONVERGED = "not converged as asked"
+#: notebook -> substrings of the "not converged as asked" lines it prints on purpose (none: a
+#: notebook that means a fixed number of iterations passes ``tolerance 0``, as 04's CG-SENSE does)
+UNCONVERGED_ALLOWED: dict[str, tuple[str, ...]] = {}
+
+
+def printed_lines(nb) -> list[str]:
+    """Every line an executed notebook printed (stdout and stderr streams, logging included)."""
+    return [line for cell in nb.cells if cell.cell_type == "code" for out in cell.get("outputs", [])
+            if out.get("output_type") == "stream" for line in out.get("text", "").splitlines()]
+
+
+def test_printed_lines_finds_unconverged_warnings():
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("x")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text=(
+        "bench 4x: cg stopped at its iteration limit (10 iterations) ...: the result is "
+        f"{UNCONVERGED} (raise iterations)\nother\n")),
+        nbformat.v4.new_output("stream", name="stdout", text="table\n")]
+    nb.cells.append(cell)
+    assert [line for line in printed_lines(nb) if UNCONVERGED in line] == [printed_lines(nb)[0]]
+    assert printed_lines(nb)[1:] == ["other", "table"]
+
+
 def execute(name: str, env: dict, monkeypatch, tmp_path) -> tuple[dict, float]:
     from nbclient import NotebookClient
 
@@ -119,6 +144,11 @@ def execute(name: str, env: dict, monkeypatch, tmp_path) -> tuple[dict, float]:
     start = time.perf_counter()
     client.execute()  # raises CellExecutionError naming the failing cell
     seconds = time.perf_counter() - start
+    unconverged = [line for line in printed_lines(nb) if UNCONVERGED in line
+                   and not any(allowed in line for allowed in UNCONVERGED_ALLOWED.get(name, ()))]
+    assert not unconverged, (f"{name} printed {len(unconverged)} 'not converged as asked' warning(s): "
+                             "give the solver the iterations or tolerance the notebook means, or "
+                             f"allow-list a deliberate one in UNCONVERGED_ALLOWED; first: {unconverged[0]}")
     assert list(work.iterdir()) == [], f"{name} wrote into its working directory"
     # the notebooks' working folders (simulated data, checkpoints: 292 MB in 212 folders had
     # piled up in /tmp) are removed by their last cell
@@ -134,14 +164,18 @@ def check_01(r: dict) -> None:
     assert 0.01 < op["model_error"] < 0.1  # the simulated 30 dB noise, nothing else
     lobes = r["psf_peak_sidelobe"]  # Poisson disc aliases incoherently, equispaced coherently
     assert lobes["poisson_disc"] < 0.5 * min(lobes["random"], lobes["equispaced"], lobes["equispaced_fraction"])
-    assert lobes["equispaced"] > lobes["random"]
+    # measured outside the centre band's main lobe (a 3 x 3 blank had measured its shoulder at
+    # 2 px: 0.453 random, 0.480 equispaced_fraction in the default run)
+    assert lobes["random"] < lobes["equispaced_fraction"] < lobes["equispaced"]
     assert r["espirit_correlation"] > 0.98
     mri = {k: v["SSIM"] for k, v in r["mri"].items()}
     assert mri["zero_filled_rss"] < mri["cg_sense"] < max(mri["l1_wavelet"], mri["tv"])
     assert r["mri"]["zero_filled_rss"]["NMSE"] > r["mri"]["cg_sense"]["NMSE"] > r["mri"]["l1_wavelet"]["NMSE"]
     assert r["ct_dot_test"] < 1e-10
     ct = {k: v["SSIM"] for k, v in r["ct"].items()}
-    assert ct["fbp"] < ct["sirt"] and ct["fbp"] < ct["tv_ct"]
+    assert ct["fbp"] < ct["sirt"] and ct["fbp"] < ct["tv_ct"]  # the summary: both, in SSIM
+    tv_ct, fbp = r["ct"]["tv_ct"], r["ct"]["fbp"]  # and TV (converged, ADMM) in PSNR / NMSE too
+    assert tv_ct["PSNR"] > fbp["PSNR"] and tv_ct["NMSE"] < fbp["NMSE"]
 
 
 def check_02(r: dict) -> None:
@@ -205,8 +239,13 @@ def check_06(r: dict) -> None:
     for method in ("CG-SENSE", "L1-wavelet"):
         assert m[method]["SSIM"] > m["gridding"]["SSIM"] and m[method]["NMSE"] < m["gridding"]["NMSE"]
     assert r["train_loss"]["last"] < 0.8 * r["train_loss"]["first"]
+    # the markdown: even the short training beats gridding and CG-SENSE; the shipped weights
+    # beat every classical method
+    for method in ("gridding", "CG-SENSE"):
+        assert m["MoDL (this run)"]["SSIM"] > m[method]["SSIM"] and m["MoDL (this run)"]["NMSE"] < m[method]["NMSE"]
     if r["shipped"]:
-        assert m["MoDL (shipped)"]["SSIM"] > m["gridding"]["SSIM"]
+        for method in ("gridding", "CG-SENSE", "L1-wavelet"):
+            assert m["MoDL (shipped)"]["SSIM"] > m[method]["SSIM"] and m["MoDL (shipped)"]["NMSE"] < m[method]["NMSE"]
     assert r["psf_sidelobe"] < 0.2  # incoherent streaks, no coherent ghost
 
 
