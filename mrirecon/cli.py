@@ -125,7 +125,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def _add_threads(parser: argparse.ArgumentParser) -> None:
     """``--threads`` after the command too (``mrirecon run ... --threads 2``)."""
     parser.add_argument("--threads", type=int_at_least(1), default=argparse.SUPPRESS, metavar="N",
-                        help="CPU threads (default: the cores available to this process)")
+                        help="CPU threads (default: MRIRECON_THREADS, else OMP_NUM_THREADS, when "
+                             "set; else the cores available to this process)")
 
 
 # ---- simulate ------------------------------------------------------------------------------
@@ -353,8 +354,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of an error (and debug logs)")
     parser.add_argument("--threads", type=int_at_least(1), default=None, metavar="N",
-                        help="CPU threads (default: the cores available to this process, from its "
-                             "affinity and cgroup quota, shared among torchrun ranks; see "
+                        help="CPU threads (default: MRIRECON_THREADS, else OMP_NUM_THREADS, when "
+                             "set; else the cores available to this process, from its affinity "
+                             "and cgroup quota, shared among torchrun ranks; see "
                              "mrirecon/threads.py)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, add, help_ in (("simulate", _add_simulate, SIMULATE_HELP), ("train", _add_train, TRAIN_HELP)):

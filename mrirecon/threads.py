@@ -2,7 +2,8 @@
 
 The command line calls :func:`configure_threads` once, before any work:
 
-1. ``--threads N`` wins, then ``MRIRECON_THREADS=N``, then an ``OMP_NUM_THREADS`` the user set;
+1. ``--threads N`` wins, then ``MRIRECON_THREADS=N``, then an ``OMP_NUM_THREADS`` the user set
+   (:func:`thread_choice` says which; ``mrirecon bench`` names it under its table);
 2. otherwise the cores this process may actually run on: the CPU affinity mask
    (``os.sched_getaffinity``, what ``taskset``/``numactl``/Slurm grant), capped by a cgroup CPU
    quota (``cpu.max`` in cgroup v2, ``cpu.cfs_quota_us / cpu.cfs_period_us`` in v1: what Docker's
@@ -57,9 +58,27 @@ def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
     return max(1, cores)
 
 
+#: Where a thread count came from (:func:`thread_choice`), as said under a benchmark table.
+SOURCES = {"--threads": "`--threads`",
+           "MRIRECON_THREADS": "the environment variable MRIRECON_THREADS",
+           "OMP_NUM_THREADS": "the environment variable OMP_NUM_THREADS",
+           "cores": "the cores available to this process"}
+#: ``(count, source)`` of the last :func:`configure_threads` (the command line's), or ``None``.
+_configured: tuple[int, str] | None = None
+
+
 def thread_count(requested: int | None = None, *, local_world_size: int | None = None,
                  cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
-    """Threads for this process: ``requested``, else its share of :func:`available_cpus`.
+    """Threads for this process: ``requested``, else its share of :func:`available_cpus`
+    (:func:`thread_choice`, whose count it returns)."""
+    return thread_choice(requested, local_world_size=local_world_size, cgroup_root=cgroup_root)[0]
+
+
+def thread_choice(requested: int | None = None, *, local_world_size: int | None = None,
+                  cgroup_root: Path = Path("/sys/fs/cgroup")) -> tuple[int, str]:
+    """``(threads, source)`` for this process: ``requested`` (source ``"--threads"``), else
+    ``MRIRECON_THREADS``, else a user-set ``OMP_NUM_THREADS`` (each its own name as source),
+    else its share of :func:`available_cpus` (``"cores"``).
 
     ``local_world_size`` defaults to ``LOCAL_WORLD_SIZE`` (set by ``torchrun``), so ``k`` ranks
     on one node split the cores ``k`` ways.
@@ -84,8 +103,8 @@ def thread_count(requested: int | None = None, *, local_world_size: int | None =
             raise ValueError(f"{source} {requested} is more than {MAX_THREADS} threads; this process "
                              f"may use {available_cpus(cgroup_root)} core(s)")
         _warn_oversubscribed(int(requested), source, available_cpus(cgroup_root), local_world_size)
-        return int(requested)
-    return max(1, available_cpus(cgroup_root) // local_world_size)
+        return int(requested), source
+    return max(1, available_cpus(cgroup_root) // local_world_size), "cores"
 
 
 def load_average() -> tuple[float, float, float] | None:
@@ -194,11 +213,30 @@ def configure_threads(requested: int | None = None) -> int:
     ``MKL_NUM_THREADS``, ``OPENBLAS_NUM_THREADS`` where unset); returns the thread count."""
     import torch
 
-    n = thread_count(requested)
+    global _configured
+    n, source = thread_choice(requested)
     torch.set_num_threads(n)
-    for var in _ENV_VARS:
+    _configured = (n, source)
+    for var in _ENV_VARS:  # which makes OMP_NUM_THREADS look user-set: the source is kept above
         os.environ.setdefault(var, str(n))
     return n
+
+
+def thread_source(count: int) -> str | None:
+    """Where this process's thread ``count`` (``torch.get_num_threads()``) came from: the
+    source (a key of :data:`SOURCES`) :func:`configure_threads` chose it by, while torch still
+    runs with that count; ``None`` otherwise (set by the calling program, or torch's default).
+    ``mrirecon bench`` records it beside the count: its table credited every count to
+    ``--threads``, also one an inherited ``OMP_NUM_THREADS=1`` had set."""
+    if _configured is not None and _configured[0] == count:
+        return _configured[1]
+    return None
+
+
+def forget_configured() -> None:
+    """Forget the last :func:`configure_threads` (for tests of a program that never ran it)."""
+    global _configured
+    _configured = None
 
 
 def use_threads(requested: int | None) -> int:

@@ -34,6 +34,7 @@ from mrirecon.solvers.convergence import ConvergenceRecord, convergence_record, 
 from mrirecon.bench.table import (RESULTS_FILE, BenchTable, ResultsFile, build_table,
                                   config_fingerprint, write_table)
 from mrirecon.pipeline.stream import Method, VolumeRun, score_volume
+from mrirecon.threads import thread_source
 
 log = logging.getLogger("mrirecon.bench")
 
@@ -112,8 +113,11 @@ def method_record(run: VolumeRun, method: Method, used_calibration: bool) -> dic
         "recon_seconds": run.seconds[method.name],
         "calib_seconds": calib,
         "num_params": 0 if model is None else sum(p.numel() for p in model.parameters()),
-        # times (and scores, at rounding level) depend on it: recorded beside them
+        # times (and scores, at rounding level) depend on it: recorded beside them, with where
+        # it came from (--threads, MRIRECON_THREADS, OMP_NUM_THREADS, the cores; None: the
+        # calling program's torch setting)
         "threads": torch.get_num_threads(),
+        "threads_source": thread_source(torch.get_num_threads()),
     }
 
 

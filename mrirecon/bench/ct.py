@@ -42,7 +42,8 @@ from mrirecon.bench.core import (
     unreadable_error,
 )
 from mrirecon.bench.messages import RangeMessages, log_lines
-from mrirecon.bench.methods import CT_DEFAULTS, build_methods, check_settings, weights_id
+from mrirecon.bench.methods import (CT_DEFAULTS, build_methods, check_settings, classical_methods,
+                                    learned_methods, weights_id)
 from mrirecon.bench.table import BenchTable, config_fingerprint, encode_mask
 from mrirecon.pipeline import stream
 from mrirecon.pipeline.ct_consistency import dose_note
@@ -260,12 +261,15 @@ def run_ct_bench(data_dir: str | os.PathLike, accelerations: Iterable[float] = (
     accs = check_accelerations(ct_accelerations(accelerations), "run_ct_bench")
     weights, params = dict(weights or {}), {k: dict(v) for k, v in (params or {}).items()}
     check_settings(names, weights, params, "run_ct_bench")
-    for m in names:
+    for m in names:  # one of the other modality is refused by build_methods, saying so
         if m not in recon.available() and m not in available_weights() and not (
                 m in available_models() and m in weights):
+            models = [n for n in learned_methods("ct") if n not in available_weights()]
+            shipped = [n for n in learned_methods("ct") if n in available_weights()]
             raise ValueError(f"run_ct_bench: unknown method {m!r}; classical: "
-                             f"{', '.join(recon.available())}; learned: shipped weight names or "
-                             "--weights")
+                             f"{', '.join(classical_methods('ct'))}; learned: shipped weights "
+                             f"{', '.join(shipped) or '(none)'}, or a model with --weights "
+                             f"NAME=PATH ({', '.join(models)})")
     files, volumes, unreadable = _volumes(Path(data_dir), max_volumes)
     if photons is not None:  # the pipeline's rule, checked for every file before any runs
         from mrirecon.sampling import check_thinning

@@ -21,8 +21,6 @@ from mrirecon.pipeline.stream import Method
 from mrirecon.training.weights import load_model
 
 CHALLENGES = ("multicoil", "singlecoil")
-#: CT entries of the reconstruction registry (not for k-space).
-_CT_METHODS = ("fbp", "sirt", "tv_ct")
 #: Models of the registry that are not ``model(y, op)`` reconstructions.
 _BACKBONES = ("unet", "dncnn", "resnet")
 #: Defaults of the classical MRI methods (``lam`` relative to the image peak, see
@@ -81,26 +79,40 @@ def center_fraction_for(
     return table.get(acc, 0.32 / acc)
 
 
-def classical_methods() -> list[str]:
-    """MRI entries of the :mod:`mrirecon.recon` registry (CT reconstructions left out)."""
+def classical_methods(modality: str = "mri") -> list[str]:
+    """Entries of the :mod:`mrirecon.recon` registry for ``modality`` (``"mri"``: the CT
+    reconstructions left out; ``"ct"``: the MRI ones), by
+    :func:`~mrirecon.pipeline.validate.wrong_modality`."""
     from mrirecon import recon
+    from mrirecon.pipeline.validate import wrong_modality
 
-    return [m for m in recon.available() if m not in _CT_METHODS]
+    return [m for m in recon.available() if wrong_modality(m, modality) is None]
 
 
-def learned_methods() -> list[str]:
+def learned_methods(modality: str | None = "mri") -> list[str]:
+    """Model names and shipped weights names for ``modality`` (``None``: of both), the
+    backbones left out; the other modality's (``staged_ct_lodopab`` for MRI) are refused by
+    :func:`build_methods`, so they are not offered."""
     from mrirecon.models.registry import available_models
+    from mrirecon.pipeline.validate import wrong_modality
     from mrirecon.training.weights import available_weights
 
-    return sorted(m for m in available_models() if m not in _BACKBONES) + available_weights()
+    names = sorted(m for m in available_models() if m not in _BACKBONES) + available_weights()
+    return [m for m in names if modality is None or wrong_modality(m, modality) is None]
 
 
-def available_methods() -> dict[str, list[str]]:
-    """``{"classical": [...], "learned": [...]}``: every name :func:`run_bench` accepts."""
-    return {"classical": classical_methods(), "learned": learned_methods()}
+def available_methods(modality: str = "mri") -> dict[str, list[str]]:
+    """``{"classical": [...], "learned": [...]}``: every name the benchmark of ``modality``
+    runs (:func:`run_bench` for ``"mri"``)."""
+    return {"classical": classical_methods(modality), "learned": learned_methods(modality)}
 
 
-def parse_methods(methods: str | Sequence[str]) -> list[str]:
+def parse_methods(methods: str | Sequence[str], modality: str = "mri") -> list[str]:
+    """The method names of ``methods``, each once; a name of no modality is refused listing
+    the methods of ``modality`` (a name of the other one is refused by :func:`build_methods`,
+    saying so)."""
+    from mrirecon import recon
+
     if isinstance(methods, str):
         methods = methods.split(",")
     names = [m.strip() for m in methods if m and m.strip()]
@@ -108,9 +120,10 @@ def parse_methods(methods: str | Sequence[str]) -> list[str]:
         raise ValueError("run_bench: no methods given")
     if len(set(names)) != len(names):
         raise ValueError(f"run_bench: methods listed twice in {names}")
-    valid = available_methods()
-    unknown = [m for m in names if m not in valid["classical"] and m not in valid["learned"]]
+    known = set(recon.available()) | set(learned_methods(None))
+    unknown = [m for m in names if m not in known]
     if unknown:
+        valid = available_methods(modality)
         raise ValueError(
             f"run_bench: unknown method(s) {', '.join(map(repr, unknown))}; valid classical "
             f"methods: {', '.join(valid['classical'])}; "
@@ -161,6 +174,8 @@ def build_methods(names: Iterable[str], classical: Iterable[str],
             check_classical_settings(m, p, where, m, lambda key, m=m: f"{m}.{key}")  # as run
             out[m] = Method(m, ReconstructConfig(method=m, params=p))
         else:
+            if (why := wrong_modality(m, modality)) is not None:  # by name, before loading
+                raise ValueError(f"{where}: {why}; this benchmark is {modality.upper()}")
             model = ready_for_inference(load_model(m, dict(params.get(m, {})), weights.get(m)),
                                         device)  # as the pipeline runs it
             if (why := wrong_modality(m, modality, model)) is not None:

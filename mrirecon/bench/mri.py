@@ -61,7 +61,6 @@ from mrirecon.bench.methods import (
     build_methods,
     center_fraction_for,
     check_settings,
-    classical_methods,
     default_mask_type,
     needs_maps,
     parse_methods,
@@ -286,7 +285,9 @@ def run_bench(
     device = resolve_device(device)
     calibration = calibration or CalibrateConfig()
     check_calibrate(calibration, "run_bench")
-    run_methods = build_methods(names, classical_methods(), weights, params, DEFAULT_PARAMS, device)
+    from mrirecon import recon
+
+    run_methods = build_methods(names, recon.available(), weights, params, DEFAULT_PARAMS, device)
     _check_calibration_used(calibration, run_methods, challenge)
 
     def fingerprint(m: Method, acc: float) -> str:

@@ -85,6 +85,7 @@ VOLUME_COLUMNS = (
     "calib_seconds",
     "num_params",
     "threads",  # CPU threads of the process that measured the row
+    "threads_source",  # where that count came from (mrirecon.threads.SOURCES; empty: the program's)
     "mask_type",
     "center_fraction",
     "num_low_frequencies",
@@ -292,10 +293,8 @@ class BenchTable:
                 cells.append(mean_spread(mean, std, r.volumes, f) if math.isfinite(mean) else "n/a")
             cells += [f"{r.seconds_per_slice:.3f}", f"{r.num_params:,}"]
             lines.append("| " + " | ".join(cells) + " |")
-        threads = sorted({int(rec["threads"]) for rec in self.records if "threads" in rec})
-        if threads:  # the times above are of these; the scores move with it at rounding level
-            lines += ["", f"Measured with {' / '.join(map(str, threads))} CPU thread(s) "
-                      "(`--threads`)."]
+        if note := _threads_note(self.records):  # the times above are of these counts
+            lines += ["", note]
         notes = dict.fromkeys(n for rec in self.records for n in rec.get("reference_notes", []))
         if notes:  # the scores of these volumes compare against a doubtful reference
             lines += ["", "Reference notes (the metrics above compare against these references "
@@ -368,6 +367,27 @@ class BenchTable:
 def _fmt_acc(acc: float) -> str:
     acc = float(acc)
     return str(int(acc)) if acc.is_integer() else f"{acc:g}"
+
+
+def _threads_note(records: Sequence[dict[str, Any]]) -> str:
+    """"Measured with N CPU thread(s) (where N came from)." of ``records``: each count with its
+    source (:data:`mrirecon.threads.SOURCES`; ``None``: the calling program's torch setting; a
+    record written before sources were recorded: "source not recorded"), empty without counts.
+    The times depend on the count, the scores at rounding level; it said `--threads` for any
+    count, also one an inherited ``OMP_NUM_THREADS=1`` had set on a machine of more cores."""
+    from mrirecon.threads import SOURCES
+
+    def said(rec: dict[str, Any]) -> str:
+        if "threads_source" not in rec:
+            return "source not recorded"
+        return SOURCES.get(rec["threads_source"], "torch's setting in the calling program")
+
+    pairs = sorted({(int(rec["threads"]), said(rec)) for rec in records if "threads" in rec})
+    if not pairs:
+        return ""
+    if len(pairs) == 1:
+        return f"Measured with {pairs[0][0]} CPU thread(s) ({pairs[0][1]})."
+    return f"Measured with {' / '.join(f'{n} ({s})' for n, s in pairs)} CPU thread(s)."
 
 
 def build_table(

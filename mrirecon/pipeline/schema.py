@@ -55,7 +55,12 @@ class LoadConfig:
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    """Noise prewhitening (when a noise scan exists), coil compression, k-space scaling."""
+    """MRI k-space before calibration (:func:`mrirecon.pipeline.stages_mri.preprocess`): readout
+    oversampling removal, noise prewhitening (when a noise scan exists), receiver DC offsets
+    subtracted, coil compression, a radial gradient delay; ``partial_fourier`` is read by the
+    reconstruction. Nothing is scaled here: ``reconstruct`` runs a classical method on the data
+    over :func:`~mrirecon.pipeline.stages_mri.data_scale` and scales its image back; learned
+    models normalise their input themselves."""
 
     prewhiten: bool = True
     coil_compression: int | None = None

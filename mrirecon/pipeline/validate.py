@@ -2,7 +2,8 @@
 
 :func:`mrirecon.core.config.from_dict` checks key names and types. This module checks what a
 type cannot say: the reconstruction method exists, its parameters are ones the method (or the
-learned model's constructor) takes (with a did-you-mean hint), iteration counts are positive,
+learned model's constructor) takes (with a did-you-mean hint; for weights with a model card, only
+the ones its ``overridable`` lets a run change), iteration counts are positive,
 weights such as ``lam`` are finite and non-negative, and sizes, counts and fractions are in range.
 Every problem is a :class:`~mrirecon.core.config.ConfigError` naming the dotted key.
 """
@@ -38,8 +39,9 @@ log = logging.getLogger("mrirecon.pipeline")
 def wrong_modality(method: str, wanted: str, model=None) -> str | None:
     """Why ``method`` cannot run where modality ``wanted`` (``"mri"`` / ``"ct"``) is, or
     ``None``: a classical method of the other modality (its registry summary says ``MRI:`` /
-    ``CT:``), a learned ``model`` (or a model name, without one) of the other's
-    :data:`MODEL_MODALITY`. The one place the pipeline validator and the benchmark ask."""
+    ``CT:``), a learned ``model`` (or a model name, or a shipped weights name by its card's
+    model, without one) of the other's :data:`MODEL_MODALITY`. The one place the pipeline
+    validator and the benchmark ask (the benchmark also for what it lists as its methods)."""
     from mrirecon import recon
     from mrirecon.models.registry import MODEL_MODALITY, model_modality
     from mrirecon.recon.registry import _lookup
@@ -48,10 +50,25 @@ def wrong_modality(method: str, wanted: str, model=None) -> str | None:
         kind, what = _lookup(method).modality, "reconstruction"
     else:
         kind = model_modality(model) if model is not None else MODEL_MODALITY.get(method)
+        if model is None and method not in MODEL_MODALITY:
+            kind = MODEL_MODALITY.get(_shipped_model(method))
         what = "model"
     if kind not in ("mri", "ct") or kind == wanted:
         return None
     return f"{method!r} is {'an' if kind == 'mri' else 'a'} {kind.upper()} {what}"
+
+
+def _shipped_model(name: str) -> str | None:
+    """The model of the card of shipped weights ``name`` (``staged_ct_lodopab``:
+    ``staged_ct``), ``None`` for no shipped name or an unreadable card."""
+    from mrirecon.training.weights import available_weights, model_card
+
+    if name not in available_weights():
+        return None
+    try:
+        return str(model_card(name)["model"]["name"]).lower().replace("-", "_")
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def check_classical_settings(method: str, merged: dict, source: str, where: str,
@@ -130,6 +147,9 @@ def _check_method(config: PipelineConfig, source: str) -> None:
                     f"learned: {', '.join(available_models())}")
     valid, keywords = model_defaults(method), model_keywords(method)
     kinds = signature_annotations(_MODELS[method][0], 0)
+    if (allowed := card_overridable(rc.weights)) is not None:
+        _check_card_params(method, rc, allowed, set(valid) | set(keywords or ()), keywords is None,
+                           source)
     if keywords is None:  # cannot know the names; still check the values of the known ones
         for key, value in rc.params.items():
             problem = param_problem(str(key), value, valid.get(key, inspect.Parameter.empty),
@@ -139,6 +159,48 @@ def _check_method(config: PipelineConfig, source: str) -> None:
     else:
         check_params(method, rc.params, valid, source=source, annotations=kinds,
                      extra=(*sorted(keywords - set(valid)), *_deprecated_aliases(valid)))
+
+
+def card_overridable(weights) -> set[str] | None:
+    """The parameters that the model card of ``weights`` lets a run change (its
+    ``overridable``), or ``None`` for no weights or weights without a readable card (a bare
+    state dict is built from the pipeline's parameters; a missing file or a malformed card is
+    refused, naming it, when the model is loaded)."""
+    if not weights:
+        return None
+    from mrirecon.training.weights import model_card
+
+    try:
+        card = model_card(weights)
+    except (FileNotFoundError, ValueError, TypeError):
+        return None
+    return set(card.get("overridable") or ())
+
+
+def card_refusal(weights, allowed: set[str], key: str) -> str:
+    """Why the model card of ``weights`` refuses a run's setting ``key`` (``allowed``: its
+    ``overridable``); one wording for ``reconstruct.params`` and the tables' entries."""
+    return (f"the model card of {weights} lets a run change "
+            f"{', '.join(sorted(allowed)) or 'nothing'} (overridable), not {key!r}")
+
+
+def _check_card_params(method: str, rc, allowed: set[str], known: set[str], open_ended: bool,
+                       source: str) -> None:
+    """Refuse ``reconstruct.params`` that the model card of ``rc.weights`` does not let a run
+    change (``allowed``) at load, naming the key: a parameter of the model (``known``, or any
+    name of a model taking ``**kwargs``: ``open_ended``) as the card's; another name as unknown,
+    listing and suggesting only ``allowed``. It listed every constructor parameter as valid, and
+    the one it suggested was refused by the card when the model was loaded."""
+    for key in rc.params:
+        if key in allowed:
+            continue
+        if key in known or open_ended:
+            raise _fail(source, f"reconstruct.params.{key}", card_refusal(rc.weights, allowed, key))
+        names = ", ".join(sorted(allowed)) or "none"
+        raise _fail(source, f"reconstruct.params.{key}",
+                    f"{method} has no parameter {key!r}{did_you_mean(key, sorted(allowed))}; "
+                    f"valid: {names} (the settings the model card of {rc.weights} lets a run "
+                    "change, its overridable; the card fixes the rest)")
 
 
 def check_calibrate(cal: CalibrateConfig, source: str) -> None:
@@ -462,8 +524,7 @@ def _checked_tables(config: PipelineConfig, source: str, quiet: bool = False) ->
             for k, v in entry.items() if allowed is not None else ():
                 if k not in allowed:
                     raise _fail(source, f"reconstruct.{name}.{label(key)}.{k}",
-                                f"the model card of {rc.weights} lets a run change "
-                                f"{', '.join(sorted(allowed)) or 'nothing'} (overridable), not {k!r}")
+                                card_refusal(rc.weights, allowed, k))
                 problem = param_problem(str(k), v, defaults.get(k, inspect.Parameter.empty),
                                         kinds.get(k, inspect.Parameter.empty))
                 if problem:

@@ -135,6 +135,11 @@ def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
 def test_learned_model_parameters_are_checked_against_its_constructor():
     with pytest.raises(ConfigError, match=r"reconstruct.params.num_cascade: varnet has no parameter "
                                           r"'num_cascade' \(did you mean 'num_cascades'\?\)"):
+        load_pipeline("mri_varnet", ["reconstruct.weights=null", "reconstruct.params.num_cascade=4"])
+    # with weights whose card fixes the model, only its overridable settings are offered
+    with pytest.raises(ConfigError, match=r"reconstruct.params.num_cascade: varnet has no parameter "
+                                          r"'num_cascade'; valid: none \(the settings the model "
+                                          r"card of varnet_fastmri_diverse"):
         load_pipeline("mri_varnet", ["reconstruct.params.num_cascade=4"])
     with pytest.raises(ConfigError, match=r"reconstruct.params.cg_iterations: must be an integer >= 1"):
         load_pipeline("mri_modl", ["reconstruct.weights=null", "reconstruct.params.cg_iterations=0"])
@@ -525,4 +530,8 @@ def test_denoiser_params_only_for_a_model_with_a_denoiser():
     TypeError at the first input: one rule (``model_keywords``) for the loader and the builder."""
     with pytest.raises(ConfigError, match=r"has no parameter 'denoiser_params'"):
         load_pipeline("mri_modl_brain_sim", ["reconstruct.params.denoiser_params={features: 8}"])
-    load_pipeline("mri_pnp_brain_sim", ["reconstruct.params.init_seed=3"])  # every model takes it
+    # every model takes it (its card's weights fix it: refused, as the model loader refuses it)
+    load_pipeline("mri_pnp_brain_sim", ["reconstruct.weights=null", "reconstruct.params.init_seed=3"])
+    with pytest.raises(ConfigError, match=r"lets a run change iterations, rho \(overridable\), "
+                                          r"not 'init_seed'"):
+        load_pipeline("mri_pnp_brain_sim", ["reconstruct.params.init_seed=3"])
