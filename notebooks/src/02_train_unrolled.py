@@ -188,8 +188,12 @@ image_grid(shown, ["reference (RSS)"] + list(reconstructors), vmin=0, vmax=float
 # against 0.752), the metric it was trained on (loss 1 - SSIM). The shipped `modl_brain_sim`
 # (section 5), trained on twice the data, scores alike; its model card lists "below tuned TV
 # and TGV" among its known failures. Both beat zero filling and CG-SENSE in all three metrics. In
-# quick mode (one 64 x 64 validation volume at 8x, a 5-column centre band) TV's settings, tuned
-# at 128 x 128, fall below zero filling, and the briefly trained MoDL has learnt little.
+# quick mode (one 64 x 64 validation volume of 5 coils at 8x, a 5-column centre band) TV with the
+# bench's settings (lam 3e-4) falls below zero filling (12.7 against 15.9 dB). The cause is the
+# coil maps, not TV: ESPIRiT maps from the 5-column band are too smooth across phase encoding for
+# 5 coils at 8x, and the data's misfit to them is amplified into the unmeasured columns beside the
+# acquired ones. TV needs lam about 3e-3 there (17.7 dB); Walsh maps from the same band give 17.4
+# dB at the bench's lam. The briefly trained MoDL has learnt little.
 #
 # ## 5. Loading weights
 #
