@@ -19,9 +19,26 @@ def _tiny(x: Tensor) -> float:
     return torch.finfo(x.real.dtype if x.is_complex() else x.dtype).tiny
 
 
+def _column_norms(x: Tensor) -> Tensor:
+    """Euclidean norms ``(n, 1, 1)`` of ``(n, c, 1)`` vectors, also of tiny ones: where the sum
+    of squares may have underflowed (a norm below ``sqrt(tiny) / eps``, 9e-13 in float32) it is
+    taken of the vector divided by its largest entry. The direct sum elsewhere, so results
+    there are bit for bit those of ``sqrt(sum |x|^2)``. (The Walsh maps of a noise-free
+    image's background, coil images near 1e-12, had squares of 1e-46, flushed to zero: the
+    vectors were divided by float32's tiny and came out 4e15 long.)"""
+    direct = sum_abs2(x, -2, keepdim=True).sqrt()
+    real = x.real.dtype if x.is_complex() else x.dtype
+    small = direct < torch.finfo(real).tiny ** 0.5 / torch.finfo(real).eps
+    if not bool(small.any()):
+        return direct
+    top = x.abs().amax(dim=-2, keepdim=True)
+    scaled = top * sum_abs2(x / top.clamp_min(_tiny(x)), -2, keepdim=True).sqrt()
+    return torch.where(small, scaled, direct)
+
+
 def _unit_columns(x: Tensor) -> Tensor:
     """Normalise ``(n, c, 1)`` vectors to unit Euclidean norm (zero stays zero)."""
-    return x / sum_abs2(x, -2, keepdim=True).sqrt().clamp_min(_tiny(x))
+    return x / _column_norms(x).clamp_min(_tiny(x))
 
 
 def _unit_trace(p: Tensor) -> Tensor:
@@ -120,7 +137,7 @@ def power_iteration(
     if steps:
         x = _unit_columns(x)
     y = mats @ x
-    values = sum_abs2(y, -2, keepdim=True)[:, 0, 0].sqrt()
+    values = _column_norms(y)[:, 0, 0]
     vectors = y[..., 0] / values.clamp_min(_tiny(y)).unsqueeze(-1)
     return vectors, values
 
