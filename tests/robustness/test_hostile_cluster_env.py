@@ -24,6 +24,7 @@ import pytest
 
 from mrirecon.pipeline.definitions import load_pipeline
 from mrirecon.pipeline.runner import run_pipeline
+from tests.helpers import default_signals
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = ["reconstruct.method=zero_filled_rss", "reconstruct.params={}", "calibrate.method=none"]
@@ -38,6 +39,7 @@ def _config(*extra):
 def _sh(cmd: list[str], cwd: Path, **env) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), **env)
     return subprocess.run(cmd, check=False, cwd=cwd, env=env, capture_output=True, text=True,
+                          preexec_fn=default_signals,
                           timeout=180)
 
 
@@ -277,7 +279,8 @@ sys.exit(main(sys.argv[1:]))
 """
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     p = subprocess.Popen([sys.executable, "-c", script, *_run_args(inp, out)], cwd=tmp_path,
-                         stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True)
+                         stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True,
+                         preexec_fn=default_signals)
     os.close(slave)
     import select
 

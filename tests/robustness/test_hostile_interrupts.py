@@ -19,6 +19,7 @@ import pytest
 
 from mrirecon.pipeline.definitions import load_pipeline
 from mrirecon.pipeline.runner import run_pipeline
+from tests.helpers import default_signals
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = ["reconstruct.method=zero_filled_rss", "reconstruct.params={}", "calibrate.method=none",
@@ -71,6 +72,7 @@ sys.exit(main(sys.argv[1:]))
 def _sh(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     return subprocess.run(cmd, check=False, cwd=cwd, env=env, capture_output=True, text=True,
+                          preexec_fn=default_signals,
                           timeout=120)
 
 
