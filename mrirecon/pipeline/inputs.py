@@ -190,12 +190,13 @@ def expand_inputs(inputs: list[str], exclude: Path | None = None) -> list[Path]:
 
 def _without_unnamed_bart_arrays(item: str, matches: list[str]) -> list[str]:
     """``matches`` of the pattern ``item`` without the BART arrays (``.cfl`` / ``.hdr``) when its
-    last part names no file but only wildcards (``'g2/*'``, ``'g2/*.*'``): such a pattern is a
+    last part names no file but only wildcards and bracket classes (``'g2/*'``, ``'g2/*.*'``,
+    ``'g2/[a-z]*'``): such a pattern is a
     folder's listing, and a folder's BART arrays are not inputs (``'g2/*'`` reconstructed coil
     maps and coil images as k-space, exit 0). ``'g2/ksp*'``, ``'g2/*.cfl'`` name what they take.
     Refused when nothing else matched, else said."""
-    last = os.path.basename(item)
-    if last.translate(str.maketrans("", "", "*?[]!.")):
+    last = re.sub(r"\[[^\]]*\]", "", os.path.basename(item))  # a bracket class names no file
+    if last.translate(str.maketrans("", "", "*?.")):
         return matches
     bart = [m for m in matches if Path(m).suffix.lower() in (".cfl", ".hdr")]
     if not bart:

@@ -223,9 +223,11 @@ def test_inputs_name_bart_arrays_once_and_refuse_a_folder_of_them(tmp_path, capl
         assert expand_inputs([str(tmp_path)]) == [tmp_path / "scan.h5"]
     assert "2 BART array(s) beside its HDF5 files are not read" in caplog.text
     # a pattern of wildcards alone is a folder's listing: its BART arrays are no inputs either
-    with caplog.at_level(logging.WARNING, "mrirecon.pipeline"):
-        assert expand_inputs([str(tmp_path / "*")]) == [tmp_path / "scan.h5"]
-    assert "matches BART arrays (ksp.cfl, sens.cfl)" in caplog.text
+    for pattern in ("*", "*.*", "[a-z]*", "[!x]*", "*[a-z5]"):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, "mrirecon.pipeline"):
+            assert expand_inputs([str(tmp_path / pattern)]) == [tmp_path / "scan.h5"], pattern
+        assert "matches BART arrays (ksp.cfl, sens.cfl)" in caplog.text
     assert expand_inputs([str(tmp_path / "*.cfl")]) == [cfl, tmp_path / "sens.cfl"]
     (tmp_path / "scan.h5").unlink()
     with pytest.raises(FileNotFoundError, match="wildcards alone"):
