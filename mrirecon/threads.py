@@ -62,7 +62,13 @@ def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
 SOURCES = {"--threads": "`--threads`",
            "MRIRECON_THREADS": "the environment variable MRIRECON_THREADS",
            "OMP_NUM_THREADS": "the environment variable OMP_NUM_THREADS",
+           "OMP_NUM_THREADS (torchrun)": "the environment variable OMP_NUM_THREADS=1, which "
+                                         "torchrun sets for each process where it is unset",
            "cores": "the cores available to this process"}
+#: Set by :func:`configure_threads` to ``"N SOURCE"``: the ``OMP_NUM_THREADS=N`` it exported
+#: for child processes is its own choice, not the user's (a second choice in this process, or a
+#: child's, said "OMP_NUM_THREADS" for a count the cores had given).
+CHOSEN_VAR = "MRIRECON_THREADS_CHOSEN"
 #: ``(count, source)`` of the last :func:`configure_threads` (the command line's), or ``None``.
 _configured: tuple[int, str] | None = None
 
@@ -77,8 +83,12 @@ def thread_count(requested: int | None = None, *, local_world_size: int | None =
 def thread_choice(requested: int | None = None, *, local_world_size: int | None = None,
                   cgroup_root: Path = Path("/sys/fs/cgroup")) -> tuple[int, str]:
     """``(threads, source)`` for this process: ``requested`` (source ``"--threads"``), else
-    ``MRIRECON_THREADS``, else a user-set ``OMP_NUM_THREADS`` (each its own name as source),
-    else its share of :func:`available_cpus` (``"cores"``).
+    ``MRIRECON_THREADS``, else a user-set ``OMP_NUM_THREADS`` (each its own name as source; the
+    value :func:`configure_threads` exported keeps the source it was chosen by, and a 1 among
+    several local ranks is said to be torchrun's default, ``"OMP_NUM_THREADS (torchrun)"``:
+    torchrun sets it for each process where it is unset, so the share below applies under
+    torchrun only with ``OMP_NUM_THREADS=`` set empty), else its share of
+    :func:`available_cpus` (``"cores"``).
 
     ``local_world_size`` defaults to ``LOCAL_WORLD_SIZE`` (set by ``torchrun``), so ``k`` ranks
     on one node split the cores ``k`` ways.
@@ -90,12 +100,18 @@ def thread_choice(requested: int | None = None, *, local_world_size: int | None 
             requested, source = int(own), "MRIRECON_THREADS"
         except ValueError:
             raise ValueError(f"MRIRECON_THREADS must be an integer >= 1, got {own!r}") from None
-    if requested is None:
-        requested = _omp_num_threads()
-        source = "OMP_NUM_THREADS"
     if local_world_size is None:  # 'abc' broke every command with "invalid literal for int()"
         local_world_size = env_int("LOCAL_WORLD_SIZE", 1)
     local_world_size = max(1, local_world_size)
+    if requested is None:
+        requested = _omp_num_threads()
+        source = "OMP_NUM_THREADS"
+        chosen = os.environ.get(CHOSEN_VAR, "").split(" ", 1)
+        if requested is not None and len(chosen) == 2 and chosen[0] == str(requested) and \
+                chosen[1] in SOURCES:  # the count configure_threads exported, not the user's
+            source = chosen[1]
+        elif requested == 1 and local_world_size > 1:  # torchrun's default cannot be told apart
+            source = "OMP_NUM_THREADS (torchrun)"
     if requested is not None:
         if requested < 1:
             raise ValueError(f"{source} must be >= 1, got {requested}")
@@ -219,6 +235,8 @@ def configure_threads(requested: int | None = None) -> int:
     _configured = (n, source)
     for var in _ENV_VARS:  # which makes OMP_NUM_THREADS look user-set: the source is kept above
         os.environ.setdefault(var, str(n))
+    if os.environ.get("OMP_NUM_THREADS") == str(n):  # and for a later choice, here or in a child
+        os.environ[CHOSEN_VAR] = f"{n} {source}"
     return n
 
 

@@ -26,7 +26,7 @@ def env(monkeypatch):
     """No thread variables but those a test sets (the command sets the OpenMP / BLAS ones for
     its children where unset: restored after the test)."""
     for var in ("MRIRECON_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                "LOCAL_WORLD_SIZE"):
+                "LOCAL_WORLD_SIZE", threads.CHOSEN_VAR):
         monkeypatch.delenv(var, raising=False)
     return monkeypatch
 
@@ -91,3 +91,26 @@ def test_threads_help_states_the_order():
         assert found, flat
         assert re.search(r"MRIRECON_THREADS.*OMP_NUM_THREADS.*cores available", found.group(1)), \
             (argv, found.group(1))
+
+
+def test_the_count_configure_threads_exported_keeps_its_source(env):
+    """configure_threads exports OMP_NUM_THREADS for child processes; a second choice in the same
+    process (or a child's) said "OMP_NUM_THREADS" for a count the cores had given (reread a21)."""
+    before = torch.get_num_threads()
+    try:
+        n = threads.configure_threads(None)
+        assert threads.thread_choice(None) == (n, "cores")
+        env.setenv("OMP_NUM_THREADS", str(n + 1))  # the user's own value now: the user's source
+        assert threads.thread_choice(None)[1] == "OMP_NUM_THREADS"
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_torchruns_default_of_one_thread_is_named_as_such(env):
+    """torchrun sets OMP_NUM_THREADS=1 for each of several local processes where it is unset."""
+    env.setenv("OMP_NUM_THREADS", "1")
+    env.setenv("LOCAL_WORLD_SIZE", "2")
+    assert threads.thread_choice(None) == (1, "OMP_NUM_THREADS (torchrun)")
+    assert "torchrun sets" in threads.SOURCES["OMP_NUM_THREADS (torchrun)"]
+    env.setenv("OMP_NUM_THREADS", "")  # set empty: torchrun leaves it, the share of the cores
+    assert threads.thread_choice(None)[1] == "cores"
