@@ -15,7 +15,10 @@ from typing import Any
 
 #: Classical MRI / CT methods a learned row is compared with ("best tuned classical"); the
 #: references zero_filled (MRI) are not tuned and not compared
-MRI_CLASSICAL = {"cg_sense": "CG-SENSE", "l1_wavelet": "L1-wavelet", "tv": "TV", "grappa": "GRAPPA"}
+MRI_CLASSICAL = {"cg_sense": "CG-SENSE", "l1_wavelet": "L1-wavelet", "tv": "TV", "grappa": "GRAPPA",
+                 # BART 0.8's ecalib + pics, tuned on the same validation split
+                 # (benchmarks/heldout_bart.py; heldout_results/heldout_bart.json)
+                 "bart_l1": "BART `pics` L1-wavelet", "bart_tv": "BART `pics` TV"}
 CT_CLASSICAL = {"fbp": "`ct_fbp`", "sirt": "SIRT", "tv_ct": "`ct_tv`"}
 #: the intensity target: each volume's mean and p99 ratio within this of 1
 INTENSITY_TOLERANCE = 0.05
@@ -91,9 +94,14 @@ def _intensity_row(label: str, rows: list[tuple[str, str, Mapping[str, Any]]], m
             f"p99 {min(p99):.3f}-{max(p99):.3f} | | | {met} |")
 
 
-def target_table(mri: Mapping, mri368: Mapping, ct: Mapping) -> str:
-    """The README's target table from the three held-out result files (``{setting: {method: row}}``)."""
+def target_table(mri: Mapping, mri368: Mapping, ct: Mapping, peers: Mapping | None = None) -> str:
+    """The README's target table from the three held-out result files (``{setting: {method: row}}``)
+    and the peers' rows (``heldout_bart.json``: ``{"heldout_mri" / "heldout_mri368": {setting:
+    {method: row}}}``), which join the classical methods a learned row is compared with."""
     mri, mri368, ct = _by_setting(mri), _by_setting(mri368), _by_setting(ct)
+    for part, table in (("heldout_mri", mri), ("heldout_mri368", mri368)):
+        for acc, rows in _by_setting((peers or {}).get(part, {})).items():
+            table[acc] = {**table[acc], **rows}
     lines = ["| target | best learned pipeline | best tuned classical | margin | met |",
              "|---|---|---|---|---|",
              _mri_row("MRI 4×: +1 dB PSNR and +0.02 SSIM", mri[4.0]),

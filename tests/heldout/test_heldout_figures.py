@@ -59,7 +59,7 @@ def test_readme_target_table_is_rendered_from_the_shipped_results():
     hid a p99 of 0.923 on one volume at 8x and 0.946 on one CT slice at 30 views)."""
     from mrirecon.heldout.targets import target_table
 
-    table = target_table(_shipped("mri"), _shipped("mri368"), _shipped("ct"))
+    table = target_table(_shipped("mri"), _shipped("mri368"), _shipped("ct"), _shipped("bart"))
     assert table in (ROOT / "README.md").read_text(encoding="utf-8")
     assert "MR_SIEMENS_DICOM_WithOverlays, 640 × 320" in table and "693_UNCR" in table
 
@@ -86,6 +86,7 @@ def test_readme_heldout_prose_figures_are_the_shipped_results():
     from mrirecon.heldout.targets import CT_CLASSICAL, MRI_CLASSICAL, _pipeline, rows_meeting_intensity
 
     mri, m368, ct = _shipped("mri"), _shipped("mri368"), _shipped("ct")
+    bart, bart368 = _shipped("bart")["heldout_mri"], _shipped("bart")["heldout_mri368"]
     adapt = json.loads((RESULTS / "adapt_heldout_ct_primal_dual_lodopab.json").read_text(encoding="utf-8"))["60"]["slices"]
 
     def g(table, setting, method, key="PSNR"):
@@ -100,7 +101,20 @@ def test_readme_heldout_prose_figures_are_the_shipped_results():
     expected = [
         f"below TV at 30 views and {g(ct, '60', 'pnp_dncnn_diverse') - g(ct, '60', 'tv_ct'):.2f} dB above it at 60",
         f"+{g(mri, '4.0', 'modl_fastmri_diverse') - g(mri, '4.0', 'tv'):.2f} / "
-        f"+{g(mri, '8.0', 'modl_fastmri_diverse') - g(mri, '8.0', 'tv'):.2f} dB over TV",
+        f"+{g(mri, '8.0', 'modl_fastmri_diverse') - g(mri, '8.0', 'tv'):.2f} dB over mrirecon's TV "
+        f"({g(mri, '4.0', 'modl_fastmri_diverse') - g(bart, '4.0', 'bart_tv'):+.2f} / "
+        f"{g(mri, '8.0', 'modl_fastmri_diverse') - g(bart, '8.0', 'bart_tv'):+.2f} dB against "
+        "BART's tuned `pics` TV)".replace("-", "−", 1),
+        "BART's TV beats mrirecon's tuned TV by " + " / ".join(
+            f"{g(bart, a, 'bart_tv') - g(mri, a, 'tv'):.2f}" for a in ("4.0", "8.0"))
+        + " dB at 4× / 8× (640 × 320) and " + " / ".join(
+            f"{g(bart368, a, 'bart_tv') - g(m368, a, 'tv'):.2f}" for a in ("4.0", "8.0"))
+        + " dB at 640 × 368, with SSIM " + " / ".join(
+            f"{g(b, a, 'bart_tv', 'SSIM') - g(t, a, 'tv', 'SSIM'):+.3f}"
+            for b, t in ((bart, mri), (bart368, m368)) for a in ("4.0", "8.0")),
+        f"BART's L1-wavelet is level with mrirecon's ({g(bart, '4.0', 'bart_l1'):.2f} against "
+        f"{g(mri, '4.0', 'l1_wavelet'):.2f} dB at 4×, {g(bart, '8.0', 'bart_l1'):.2f} against "
+        f"{g(mri, '8.0', 'l1_wavelet'):.2f} at 8×)",
         f"is {g(mri, '4.0', 'tv') - g(mri, '4.0', 'pnp_dncnn_diverse'):.2f} dB below TV at 4×",
         f"no more than held out (+{g(ct, '30', 'staged_ct_lodopab') - g(ct, '30', 'tv_ct'):.2f} / "
         f"+{g(ct, '60', 'staged_ct_lodopab') - g(ct, '60', 'tv_ct'):.2f} dB)",
