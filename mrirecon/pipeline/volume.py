@@ -267,18 +267,16 @@ def warn_unscored(config: PipelineConfig, results: list[VolumeResult]) -> None:
 
 
 def unknown_fov_note(header, formats: list[str]) -> str | None:
-    """What a NIfTI / DICOM export of an MRI volume must say when its header gave no field of
-    view on some axes (``header.extra["fov_unknown_axes"]``, set by the ISMRMRD header reader
-    and by :class:`~mrirecon.io.bart_cfl.BartKSpaceFile`, whose ``extra["fov_unknown_source"]``
-    says why): the voxel size along them is an assumed 1 mm, not the scanner's."""
+    """What a NIfTI / DICOM export says of axes without a field of view (``fov_unknown_axes`` of
+    ``header.extra``, from the ISMRMRD or BART reader; ``fov_unknown_source``: why): 1 mm assumed."""
     unknown = header.extra.get("fov_unknown_axes") if header is not None else None
     if not formats or not unknown:
         return None
-    along = {"x": "x (rows)", "y": "y (columns)", "z": "z (slices)"}
-    elements = ", ".join(f"ismrmrd_header/encoding/reconSpace/fieldOfView_mm/{a}" for a in unknown)
-    why = header.extra.get("fov_unknown_source") or (
-        f"{elements}: {'is' if len(unknown) == 1 else 'are'} 0 (no field of view)")
-    return (f"{why}, so the voxel size 1 mm was assumed along {' and '.join(along[a] for a in unknown)}: the "
+    along = " and ".join({"x": "x (rows)", "y": "y (columns)", "z": "z (slices)"}[a] for a in unknown)
+    why = header.extra.get("fov_unknown_source") or ", ".join(
+        f"ismrmrd_header/encoding/reconSpace/fieldOfView_mm/{a}" for a in unknown) + (
+        f": {'is' if len(unknown) == 1 else 'are'} 0 (no field of view)")
+    return (f"{why}, so the voxel size 1 mm was assumed along {along}: the "
             + " / ".join(formats) + " output's voxel spacing there is not the scanner's")
 
 
