@@ -127,9 +127,11 @@ def main(argv: list[str] | None = None) -> None:
     from mrirecon.heldout.data import write_heldout_mri
     from mrirecon.heldout.validation import write_validation_mri
 
+    from mrirecon.cli_types import int_at_least  # counts: 0 is refused by argparse, named
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", type=Path, required=True, help="folder for data and results")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int_at_least(1), default=1)
     a = p.parse_args(argv)
     if shutil.which("bart") is None:
         sys.exit("heldout_bart: bart not found (make sysdeps installs the Debian package)")
