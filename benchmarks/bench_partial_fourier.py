@@ -40,10 +40,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from mrirecon.data.simulate_mri import simulate_mri_volume
 from mrirecon.functional import ifft2c, rss
+from mrirecon.io import read_cfl, write_cfl
 from mrirecon.metrics import evaluate_volumes
 from mrirecon.recon.partial_fourier import POCS_ITERATIONS, pocs_partial_fourier
 from _timing import best_time, ratio_text  # noqa: E402 (benchmarks/ is on sys.path)
-from peer_scripts import _read_cfl, _write_cfl  # noqa: E402
 
 
 def masks(h: int, w: int, axis: str, fraction: float = 0.75):
@@ -63,11 +63,11 @@ def masks(h: int, w: int, axis: str, fraction: float = 0.75):
 def bart_homodyne(k: np.ndarray, dim: int, fraction: float, folder: str) -> np.ndarray:
     """RSS of ``bart homodyne -C`` of k-space ``(coils, H, W)``."""
     base = os.path.join(folder, "k")
-    _write_cfl(base, np.transpose(k, (1, 2, 0))[:, :, None, :])  # (x=H, y=W, z, coils)
+    write_cfl(base, np.transpose(k, (1, 2, 0))[:, :, None, :])  # (x=H, y=W, z, coils)
     subprocess.run(["bart", "homodyne", "-C", str(dim), str(fraction), base, base + "_h"],
                    check=True, capture_output=True)
     subprocess.run(["bart", "rss", "8", base + "_h", base + "_rss"], check=True, capture_output=True)
-    return np.abs(_read_cfl(base + "_rss").squeeze())
+    return np.abs(read_cfl(base + "_rss").squeeze())
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -136,6 +136,8 @@ def bart_commands(base: str, lam: str, thresh: str, scale: str) -> list[list[str
 
 
 def bart(path: str, out: str, lam: str, mode: str, thresh: str, scale: str) -> dict:
+    from mrirecon.io import read_cfl, write_cfl  # BART's arrays, checked against bart itself
+
     sys.path.insert(0, str(Path(__file__).parent))
     Path(out).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -143,25 +145,13 @@ def bart(path: str, out: str, lam: str, mode: str, thresh: str, scale: str) -> d
     if mode == "crop":
         k = _crop_readout(k, ref_shape[0])
     base = str(Path(out) / "k")
-    _write_cfl(base, np.transpose(k, (1, 2, 0))[:, :, None, :])  # (x=H, y=W, z, coils)
+    write_cfl(base, np.transpose(k, (1, 2, 0))[:, :, None, :])  # (x=H, y=W, z, coils)
     for cmd in bart_commands(base, lam, thresh, scale):
         subprocess.run(cmd, check=True, capture_output=True)
-    img = _crop(np.abs(_read_cfl(base + "_img").squeeze()), ref_shape)
+    img = _crop(np.abs(read_cfl(base + "_img").squeeze()), ref_shape)
     seconds = time.perf_counter() - t0
     np.save(Path(out) / "img.npy", img)
     return {"seconds": seconds, "image_path": str(Path(out) / "img.npy")}
-
-
-def _write_cfl(name: str, arr: np.ndarray) -> None:
-    with open(name + ".hdr", "w") as f:
-        f.write("# Dimensions\n" + " ".join(str(s) for s in arr.shape) + "\n")
-    np.asarray(arr, np.complex64).T.tofile(name + ".cfl")  # column-major on disk
-
-
-def _read_cfl(name: str) -> np.ndarray:
-    dims = [int(s) for s in Path(name + ".hdr").read_text().splitlines()[1].split()]
-    data = np.fromfile(name + ".cfl", dtype=np.complex64, count=int(np.prod(dims)))
-    return data.reshape(dims[::-1]).T
 
 
 def sigpy_cs(path: str, out: str, lam: str) -> dict:

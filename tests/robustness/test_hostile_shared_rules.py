@@ -61,22 +61,29 @@ def test_orientation_note_adds_the_cause_of_the_matching_transform_only():
     assert orientation_note(image, image, "it", causes=causes) is None
 
 
-def test_noncartesian_maps_calibrate_a_grid_smaller_than_calib_width_on_the_whole_grid():
-    """``calib.noncartesian_maps`` with its default calib_width 24 on 16 x 16 radial data failed,
-    "calibration_region: calibration size (24, 24) does not fit k-space (16, 16)" (the pipeline
-    clamped before calling it; the library function and radial training did not)."""
-    from mrirecon.calib import noncartesian_maps
+def _radial_phantom(n: int, coils: int, spokes: int):
+    """``(y, trajectory)``: golden-angle radial samples (2n per spoke) of an n x n Shepp-Logan
+    phantom seen by birdcage coils."""
     from mrirecon.data.anatomy import shepp_logan
     from mrirecon.data.simulate_mri import birdcage_maps
     from mrirecon.operators import nufft_sense
     from mrirecon.sampling import golden_angle_radial
 
-    n, coils = 16, 4
     img = torch.from_numpy(shepp_logan((n, n))).to(torch.complex64)
     yy, xx = np.mgrid[:n, :n]
     maps = torch.from_numpy(birdcage_maps(coils, (xx - n / 2) / (n / 2), (yy - n / 2) / (n / 2)))
-    traj = golden_angle_radial(16, 2 * n)
-    y = nufft_sense(maps.to(torch.complex64), traj)(img)
+    traj = golden_angle_radial(spokes, 2 * n)
+    return nufft_sense(maps.to(torch.complex64), traj)(img), traj
+
+
+def test_noncartesian_maps_calibrate_a_grid_smaller_than_calib_width_on_the_whole_grid():
+    """``calib.noncartesian_maps`` with its default calib_width 24 on 16 x 16 radial data failed,
+    "calibration_region: calibration size (24, 24) does not fit k-space (16, 16)" (the pipeline
+    clamped before calling it; the library function and radial training did not)."""
+    from mrirecon.calib import noncartesian_maps
+
+    n, coils = 16, 4
+    y, traj = _radial_phantom(n, coils, spokes=16)
     for method, options in (("espirit", {"crop": 0.0}), ("walsh", {})):
         est = noncartesian_maps(y, traj, (n, n), method=method, **options)  # default width 24
         assert est.shape == (coils, n, n) and bool(torch.isfinite(est).all())
@@ -150,17 +157,9 @@ def test_noncartesian_espirit_clamps_its_kernel_to_the_block_as_the_cartesian_on
     default 6-wide kernel in API terms ("pass kernel_width=(5, 5)"), which the config key cannot
     take; the kernel is clamped to largest_kernel(7) = 5, as Cartesian calibration clamps it."""
     from mrirecon.calib import noncartesian_maps
-    from mrirecon.data.anatomy import shepp_logan
-    from mrirecon.data.simulate_mri import birdcage_maps
-    from mrirecon.operators import nufft_sense
-    from mrirecon.sampling import golden_angle_radial
 
-    n, coils = 32, 4
-    img = torch.from_numpy(shepp_logan((n, n))).to(torch.complex64)
-    yy, xx = np.mgrid[:n, :n]
-    maps = torch.from_numpy(birdcage_maps(coils, (xx - n / 2) / (n / 2), (yy - n / 2) / (n / 2)))
-    traj = golden_angle_radial(32, 2 * n)
-    y = nufft_sense(maps.to(torch.complex64), traj)(img)
+    n = 32
+    y, traj = _radial_phantom(n, coils=4, spokes=32)
     est = noncartesian_maps(y, traj, (n, n), calib_width=7, kernel_width=6, crop=0.0)
     assert torch.equal(est, noncartesian_maps(y, traj, (n, n), calib_width=7, kernel_width=5,
                                               crop=0.0))
