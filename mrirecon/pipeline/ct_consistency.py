@@ -108,17 +108,23 @@ def opposite_pairs(angles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def opposite_view_mismatch(sino: Tensor, geometry: CTGeometry) -> float | None:
     """``||p(a + pi, s) - p(a, -s)|| / ||p||`` over the views that have a partner half a turn
     away (within a quarter of the angular step, :func:`opposite_pairs`: ``O(views log
-    views)``); ``None`` when no view has one or the beam is fan."""
+    views)``) and the bins whose mirror ``-s`` lies on the detector; ``None`` when no view has
+    one or the beam is fan."""
     if geometry.beam != "parallel" or geometry.num_views < 2:
         return None
     pairs, partners = opposite_pairs(np.asarray(geometry.angles))
     if len(pairs) == 0:
         return None
     i, j = torch.as_tensor(pairs), torch.as_tensor(partners)
-    width = max(1, sino.shape[-1] // 16)  # a box average along the detector: photon noise
+    width = max(1, sino.shape[-1] // 16) | 1  # odd: a box average centred on each bin; noise
     smooth = torch.nn.functional.avg_pool1d(  # falls by ~sqrt(width), a geometric mismatch stays
         sino[None], width, stride=1, padding=width // 2, count_include_pad=False)[0]
-    first, second = smooth[..., i, :], axis_mirror(smooth[..., j, :], geometry)
+    # only bins whose mirror lies on the detector: an offset (half-fan) detector's long side
+    # beyond its short one has no partner half a turn away (it read 48 % apart, correct data)
+    ones = torch.ones(1, sino.shape[-1], dtype=sino.dtype, device=sino.device)
+    inside = axis_mirror(ones, geometry)[0] > 0.999
+    first = smooth[..., i, :][..., inside]
+    second = axis_mirror(smooth[..., j, :], geometry)[..., inside]
     return float((second - first).norm() / first.norm().clamp_min(1e-30))
 
 
@@ -154,6 +160,26 @@ def edge_levels(sino: Tensor, geometry: CTGeometry, k: int) -> list[float]:
         edges[0 if before else 1] = 0.0  # the short side, extended below or above
     return edges
 
+
+
+def offset_short_side_note(geometry: CTGeometry, edges: list[float]) -> str:
+    """For projections truncated on the short side of an offset detector by a scan short of a
+    full turn: the object beyond the short side is measured from one side of the axis only,
+    which only a full turn completes (half-fan scans); else ``""``."""
+    from mrirecon.operators.fbp import offset_weights, scan_coverage, symmetric_detector
+
+    positions = geometry.fan_angles if geometry.beam == "fan" else geometry.detector_positions
+    if offset_weights(positions) is None:
+        return ""
+    _, before, _ = symmetric_detector(geometry)
+    if (edges[0] >= edges[1]) != bool(before):  # truncated on the long side: truly truncated
+        return ""
+    span, _ = scan_coverage(np.asarray(geometry.angles, dtype=np.float64))
+    return (f". The truncated side is the short side of an offset detector (detector_offset "
+            f"{geometry.detector_offset:.4g} mm): what lies beyond it is measured by the long "
+            "side half a turn later, so only a full turn measures it (a half-fan scan), and "
+            f"these views span {math.degrees(span):.0f}°: scan a full turn, or is "
+            "detector_offset right?")
 
 #: Parallel beam: a rotation axis this many detector bins from where the geometry puts it is
 #: reported (:func:`centre_warning`), and only when it also lies :data:`CENTRE_SE_FACTOR` standard

@@ -28,6 +28,7 @@ from mrirecon.operators import ct_operator
 from mrirecon.operators.ct import cached_ct_operator
 from mrirecon.operators.ct_geometry import CTGeometry
 from mrirecon.pipeline.ct_consistency import (OPPOSITE_MISMATCH, above_count_floor,
+                                              offset_short_side_note,
                                               dead_views_message, dose_note, views_note, drop_dead_views,
                                               edge_levels, mark_dead_views, missing_rays,
                                               opposite_view_mismatch,
@@ -306,6 +307,11 @@ def data_warnings(sinogram: Tensor, geometry: CTGeometry) -> dict[str, str]:
     p99 = float(torch.quantile(sino.abs().flatten()[:: max(1, sino.numel() // 100_000)], 0.99))
     edges = edge_levels(sino, geometry, k)  # an offset detector's short side: inside
     truncated = p99 > 0 and max(edges) > TRUNCATION_LEVEL * p99
+    # a full turn on an offset detector whose short side reads the object (a half-fan scan):
+    # whole views, but no view's centre of mass is the object's (a correct 133 mm offset was
+    # told to be 127 mm)
+    half_fan = p99 > 0 and max(float(sino[..., :k].mean()),
+                               float(sino[..., -k:].mean())) > TRUNCATION_LEVEL * p99
     if (pre_log := transmission_warning(sino, k)) is not None:  # not line integrals: no more
         return {**out, "transmission": pre_log}
     sums = sino.sum(-1)
@@ -324,7 +330,7 @@ def data_warnings(sinogram: Tensor, geometry: CTGeometry) -> dict[str, str]:
             "wrong (a half-turn scan labelled as a full turn), or is this fan-beam data?")
     if "inconsistent" not in out and (msg := fan_geometry_warning(sino, geometry)) is not None:
         out["inconsistent"] = msg
-    if not truncated and "inconsistent" not in out and (msg := centre_warning(sino, geometry)):
+    if not half_fan and "inconsistent" not in out and (msg := centre_warning(sino, geometry)):
         out["centre"] = msg  # the centre-of-mass fit needs whole projections
     inside = sino[..., 1:-1]
     neighbours = torch.minimum(sino[..., :-2], sino[..., 2:])
@@ -341,7 +347,8 @@ def data_warnings(sinogram: Tensor, geometry: CTGeometry) -> dict[str, str]:
                             f"a mean line integral of {max(edges):.3g}, "
                             f"{max(edges) / p99:.0%} of the sinogram's 99th percentile "
                             f"{p99:.3g} (air reads ~0); if the object extends beyond the "
-                            "detector, expect a bright rim and shading in every method's image")
+                            "detector, expect a bright rim and shading in every method's image"
+                            + offset_short_side_note(geometry, edges))
     miss = missing_rays(sino, geometry)
     if miss is not None and p99 > 0 and miss[1] > TRUNCATION_LEVEL * p99:
         out["geometry"] = (f"of the {miss[0]} detector bins whose rays miss the image (beyond its "
