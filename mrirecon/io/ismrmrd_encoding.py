@@ -274,7 +274,7 @@ def shift_note(header: Header, step: int, line: int, shift: int) -> str:
             "is the header's center wrong?)")
 
 
-def traj_ignored(header: Header, records: np.ndarray, imaging: np.ndarray,
+def traj_ignored(header: Header, records, imaging: np.ndarray,
                  fail) -> tuple[Header, bool]:
     """Whether the acquisitions that carry ``traj`` under a header ``encoding/trajectory``
     ``cartesian`` or ``epi`` are read by their counters, as Gadgetron reads them: ``(header with
@@ -285,7 +285,8 @@ def traj_ignored(header: Header, records: np.ndarray, imaging: np.ndarray,
     readouts off the grid (ramp sampling, which their ``traj`` regrid). ``cartesian`` with
     readouts off the grid is refused naming both fields: which of the two is wrong is unknown.
     Was: every such file read as non-Cartesian ("non-Cartesian data have no acceleration", "slice
-    0 has no readout 1 ...", or refused as a trajectory of no known unit)."""
+    0 has no readout 1 ...", or refused as a trajectory of no known unit). ``records``: the
+    table's :class:`~mrirecon.io.ismrmrd_stream.Rows` (each ``traj`` read in chunks of rows)."""
     kind = str(header.extra.get("trajectory", "")).strip().lower()
     if kind not in ("cartesian", "epi"):
         return header, False
@@ -293,9 +294,10 @@ def traj_ignored(header: Header, records: np.ndarray, imaging: np.ndarray,
     carrying = imaging[heads["trajectory_dimensions"][imaging] > 0]
     rows = []  # (acquisition, mean ky, |kx step|, float32 rounding, carries ky)
     problem = None
-    for a in carrying:
+    reading = records.iter(carrying)  # in chunks of rows (ismrmrd_stream.Rows)
+    for a, record in reading:
         n, dims = int(heads["number_of_samples"][a]), int(heads["trajectory_dimensions"][a])
-        t = np.asarray(records[a]["traj"], np.float64)
+        t = np.asarray(record["traj"], np.float64)
         if t.size != n * dims or not np.isfinite(t).all() or n < 2:
             problem = (int(a), f"{t.size} values for {n} samples x {dims} dimensions, or not finite")
             break
@@ -312,6 +314,7 @@ def traj_ignored(header: Header, records: np.ndarray, imaging: np.ndarray,
                                "not evenly spaced (ramp sampling?)")
             break
         rows.append((int(a), float(ky.mean()), abs(float(step.mean())), eps, dims > 1))
+    reading.close()  # the file, where a problem ended the loop early
     if problem is None and rows:
         acq, ky, dx, eps, has_ky = (np.array([r[i] for r in rows]) for i in range(5))
         acq, ky = acq[has_ky], ky[has_ky]  # a 1-D traj (kx alone) says nothing of the lines

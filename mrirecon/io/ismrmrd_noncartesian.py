@@ -55,7 +55,12 @@ decides where the centre is (:func:`echo_centre`).
 
 The reader returns ``KSpace(data=(slices, coils, readouts, samples), trajectory=(readouts,
 samples, 2), density=(readouts, samples))``; without weights in the file the density is
-computed (Pipe-Menon) for the trajectory.
+computed (Pipe-Menon) for the trajectory. Samples and trajectories are read in chunks of rows
+(:class:`~mrirecon.io.ismrmrd_stream.Rows`; ``table[()]`` held 2.3-3.8x the samples): the whole
+read fills the volume as it checks (peak about the volume and two chunks), and
+:func:`~mrirecon.io.ismrmrd_stream.open_ismrmrd` checks every row once when the file is opened,
+keeping the trajectory, repeat counts and which samples were measured, then reads one slice's
+acquisitions when it is asked for, bit-identical to that slice of the whole read.
 """
 
 from __future__ import annotations
@@ -274,37 +279,109 @@ def weights_off_centre(density: np.ndarray, coords: np.ndarray, matrix: tuple[in
     return int(np.median(np.argmin(w, axis=-1))), int(np.median(nearest))
 
 
-def _drop_zero_samples(data: np.ndarray, traj: np.ndarray, header: Header, pre: int, stored: int):
-    """Drop the samples at the start or end of every readout that are zero in every slice,
-    coil and readout (``data`` ``(slices, coils, readouts, samples)``), as ``discard_pre`` /
-    ``discard_post`` would, with a note (``header.extra["zero_samples_note"]``): not measured
-    (a readout cut short, its end written as zeros), and taken as measured zeros they gave
-    ``mri_radial_cs`` 22.7 dB for 32 of 128 samples; dropped, the readouts are a partial echo
-    (:func:`echo_centre`). Returns ``(data, traj, leading samples dropped, header)``; all-zero
-    data, or fewer than 2 samples left, are returned as they are."""
-    held = np.flatnonzero((data != 0).reshape(-1, data.shape[-1]).any(0))
-    n = data.shape[-1]
+def _zero_samples(nonzero: np.ndarray, header: Header, pre: int, stored: int):
+    """The samples to keep, ``(a, b, header)``: drop those at the start or end of every readout
+    that are zero in every slice, coil and readout (``nonzero`` ``(samples,)``: whether any
+    acquisition holds a non-zero sample there), as ``discard_pre`` / ``discard_post`` would, with a
+    note (``header.extra["zero_samples_note"]``): not measured (a readout cut short, its end
+    written as zeros), and taken as measured zeros they gave ``mri_radial_cs`` 22.7 dB for 32 of
+    128 samples; dropped, the readouts are a partial echo (:func:`echo_centre`). All-zero data,
+    or fewer than 2 samples left, are kept as they are."""
+    held = np.flatnonzero(nonzero)
+    n = nonzero.size
     if not held.size or (held[0] == 0 and held[-1] == n - 1) or held[-1] - held[0] < 1:
-        return data, traj, 0, header
+        return 0, n, header
     a, b = int(held[0]), int(held[-1]) + 1
     runs = [f"{pre}..{pre + a - 1}"] if a else []
     runs += [f"{pre + b}..{pre + n - 1}"] if b < n else []
     note = (f"readout samples {' and '.join(runs)} (of {stored}) are zero in every readout, coil "
             "and slice: not measured? they were dropped as discard_pre / discard_post drop "
             "samples (as measured zeros they pull the image towards zero k-space)")
-    header = header.with_(extra={**header.extra, "zero_samples_note": note})
-    return data[..., a:b], traj[:, a:b], a, header
+    return a, b, header.with_(extra={**header.extra, "zero_samples_note": note})
 
 
-def read_noncartesian(path: Path, header: Header, records: np.ndarray, imaging: np.ndarray,
+def _fill(rows, acquisitions: np.ndarray, heads: np.ndarray, shape: tuple[int, int, int],
+          slot: np.ndarray, data: np.ndarray | None, traj: np.ndarray, seen: np.ndarray,
+          count: np.ndarray, energy: np.ndarray, nonzero: np.ndarray, fail) -> None:
+    """Read ``acquisitions`` (ascending) from ``rows`` (:class:`~mrirecon.io.ismrmrd_stream.Rows`,
+    chunks of rows) and check each: channels, trajectory dimensions, sample counts, NaN / Inf
+    samples and trajectory, negative weights, and a trajectory equal to the first acquisition's
+    of that readout (``seen``; the first one's is kept in ``traj``). Each readout's samples are
+    added to ``data[slot[slice], :, readout]`` (``None``: the checks alone), its repeats counted
+    in ``count[slice, readout]``, its ``|x|^2`` summed in ``energy``, and ``nonzero`` marks the
+    samples any acquisition holds non-zero. ``shape``: ``(channels, dims, samples)``."""
+    channels, dims, samples = shape
+    idx = heads["idx"]
+    for a, record in rows.iter(acquisitions):
+        head = heads[a]
+        r, s = int(idx["kspace_encode_step_1"][a]), int(idx["slice"][a])
+        for name, want in (("active_channels", channels), ("trajectory_dimensions", dims)):
+            if int(head[name]) != want:
+                raise fail(f"data[{a}].head.{name}", f"expected {want} like the first readout, "
+                                                     f"got {int(head[name])}")
+        n, p, q = int(head["number_of_samples"]), int(head["discard_pre"]), int(head["discard_post"])
+        if n - p - q != samples:
+            raise fail(f"data[{a}].head.number_of_samples",
+                       f"expected {samples} samples (after discard_pre / discard_post) like the "
+                       f"first readout, got {n} - {p} - {q} = {n - p - q}")
+        raw = np.asarray(record["data"], np.float32)
+        if raw.size != 2 * channels * n:
+            raise fail(f"data[{a}].data", f"expected {2 * channels * n} floats, got {raw.size}")
+        t = np.asarray(record["traj"], np.float32)
+        if t.size != n * dims:
+            raise fail(f"data[{a}].traj", f"expected {n * dims} floats, got {t.size}")
+        t = t.reshape(n, dims)[p: n - q]
+        x = raw.view(np.complex64).reshape(channels, n)[:, p: n - q]
+        if not np.isfinite(t).all():
+            raise fail(f"data[{a}].traj", f"{int((~np.isfinite(t)).sum())} NaN or Inf values")
+        if not np.isfinite(x).all():
+            raise fail(f"data[{a}].data", f"{int((~np.isfinite(x)).sum())} NaN or Inf samples")
+        if dims == 3 and (t[:, 2] < 0).any():
+            raise fail(f"data[{a}].traj", f"negative density weights (third trajectory dimension, "
+                                          f"down to {float(t[:, 2].min()):.3g}); if it is kz: 3-D "
+                                          "trajectories are not supported")
+        if seen[r]:
+            if not np.allclose(traj[r], t, atol=1e-6):
+                raise fail(f"data[{a}].traj", f"readout {r} has a different trajectory in slice "
+                                              f"{s}; only one trajectory per file is supported")
+        else:
+            traj[r], seen[r] = t, True
+        if data is not None:  # repeats (idx.average, a readout stored twice) averaged later
+            data[slot[s], :, r] += x
+        count[s, r] += 1
+        energy[s, r] += float(np.vdot(x, x).real)
+        nonzero |= (x != 0).any(0)
+
+
+def _repeat_part(kspace: np.ndarray, count: np.ndarray, energy: np.ndarray) -> tuple | None:
+    """:func:`~mrirecon.io.ismrmrd_slab.repeat_note_of`'s sums for one slice ``(coils, readouts,
+    samples)`` (averaged) with the repeat counts and energies ``(readouts,)``; ``None`` without a
+    repeated readout. Slice by slice: a volume read whole and one read a slice at a time give the
+    same note."""
+    rep = count > 1
+    if not rep.any():
+        return None
+    lines = np.moveaxis(kspace, 0, 1)[rep]
+    return (int(rep.sum()), int(count[rep].max()), float((energy[rep] / count[rep]).sum()),
+            float(np.vdot(lines, lines).real))
+
+
+def read_noncartesian(path: Path, header: Header, records, imaging: np.ndarray,
                       noise: torch.Tensor | None, geometry, fail,
-                      order: np.ndarray | None = None) -> KSpace:
-    """The non-Cartesian branch of :func:`mrirecon.io.read_ismrmrd` (see the module docstring).
+                      order: np.ndarray | None = None, stream: bool = False):
+    """The non-Cartesian branch of :func:`mrirecon.io.read_ismrmrd` (see the module docstring):
+    a :class:`KSpace`, or with ``stream`` an :class:`~mrirecon.io.ismrmrd_stream.ISMRMRDSlices`
+    that reads one slice's acquisitions when it is asked for, bit-identical to that slice of the
+    whole read. ``records``: the table's :class:`~mrirecon.io.ismrmrd_stream.Rows` (samples and
+    trajectories read in chunks of rows, never ``table[()]``). Every check runs over the file
+    once, in acquisition order, before a sample is returned (the whole read fills the volume in
+    that pass; the streamed one keeps the trajectory, the repeat counts and which samples were
+    measured, and with repeated readouts reads each slice once more for the repeats' note).
 
     ``order`` permutes the slices into position order (``ismrmrd_placement.slice_order``)."""
     from mrirecon.functional.density import gridding_gain, pipe_menon_density
-    from mrirecon.io.ismrmrd_raw import _check_allocation, repeat_note
-
+    from mrirecon.io.ismrmrd_raw import _check_allocation
+    from mrirecon.io.ismrmrd_slab import repeat_note_of
     heads = records["head"]
     idx = heads["idx"]
     first = imaging[0]
@@ -343,55 +420,39 @@ def read_noncartesian(path: Path, header: Header, records: np.ndarray, imaging: 
                    f"0..{num_slices - 1} x readouts 0..{readouts - 1} need {num_slices * readouts} "
                    f"readouts; the file has {keys.size} distinct ones)")
     _check_allocation(fail, "data[].idx.slice / kspace_encode_step_1",
-                      (num_slices, 1, channels, samples, readouts), imaging.size)
-    data = np.zeros((num_slices, channels, readouts, samples), np.complex64)
+                      (num_slices, 1, channels, samples, readouts), imaging.size,
+                      held_slices=1 if stream else None)
+    shape = (channels, dims, samples)
     traj = np.full((readouts, samples, dims), np.nan, np.float32)
     count = np.zeros((num_slices, readouts), np.int64)
     energy = np.zeros((num_slices, readouts))  # sum over repeats of each readout's |x|^2
-    for a, r, s in zip(imaging, steps, slices_of):
-        head = heads[a]
-        for name, want in (("active_channels", channels), ("trajectory_dimensions", dims)):
-            if int(head[name]) != want:
-                raise fail(f"data[{a}].head.{name}", f"expected {want} like the first readout, "
-                                                     f"got {int(head[name])}")
-        n, p, q = int(head["number_of_samples"]), int(head["discard_pre"]), int(head["discard_post"])
-        if n - p - q != samples:
-            raise fail(f"data[{a}].head.number_of_samples",
-                       f"expected {samples} samples (after discard_pre / discard_post) like the "
-                       f"first readout, got {n} - {p} - {q} = {n - p - q}")
-        raw = np.asarray(records[a]["data"], np.float32)
-        if raw.size != 2 * channels * n:
-            raise fail(f"data[{a}].data", f"expected {2 * channels * n} floats, got {raw.size}")
-        t = np.asarray(records[a]["traj"], np.float32)
-        if t.size != n * dims:
-            raise fail(f"data[{a}].traj", f"expected {n * dims} floats, got {t.size}")
-        t = t.reshape(n, dims)[p: n - q]
-        x = raw.view(np.complex64).reshape(channels, n)[:, p: n - q]
-        if not np.isfinite(t).all():
-            raise fail(f"data[{a}].traj", f"{int((~np.isfinite(t)).sum())} NaN or Inf values")
-        if not np.isfinite(x).all():
-            raise fail(f"data[{a}].data", f"{int((~np.isfinite(x)).sum())} NaN or Inf samples")
-        if dims == 3 and (t[:, 2] < 0).any():
-            raise fail(f"data[{a}].traj", f"negative density weights (third trajectory dimension, "
-                                          f"down to {float(t[:, 2].min()):.3g}); if it is kz: 3-D "
-                                          "trajectories are not supported")
-        if count[:, r].any():
-            if not np.allclose(traj[r], t, atol=1e-6):
-                raise fail(f"data[{a}].traj", f"readout {r} has a different trajectory in slice "
-                                              f"{s}; only one trajectory per file is supported")
-        else:
-            traj[r] = t
-        data[s, :, r] += x  # repeats (idx.average, a readout stored twice) are averaged below
-        count[s, r] += 1
-        energy[s, r] += float(np.vdot(x, x).real)
-    data /= count[:, None, :, None]
-    repeated = count > 1
-    header = repeat_note(header, np.moveaxis(data, 1, 2)[repeated], count[repeated],
-                         energy[repeated], idx["average"][imaging])
-    if order is not None:
-        data = data[order]
-    data, traj, cut, header = _drop_zero_samples(data, traj, header, pre,
-                                                 int(heads["number_of_samples"][first]))
+    nonzero = np.zeros(samples, bool)
+    # the volume is filled in position order (slot: each slice's place), never permuted after
+    slot = np.arange(num_slices) if order is None else np.argsort(order)
+    data = None if stream else np.zeros((num_slices, channels, readouts, samples), np.complex64)
+    _fill(records, imaging, heads, shape, slot, data, traj, np.zeros(readouts, bool), count,
+          energy, nonzero, fail)
+    stored = traj  # every sample's: what a slice read later is checked against
+
+    def read_slice(s: int) -> np.ndarray:
+        """Slice ``s`` ``(1, coils, readouts, samples)``, averaged, read alone."""
+        one = np.zeros((1, channels, readouts, samples), np.complex64)
+        counts, energies = np.zeros_like(count), np.zeros_like(energy)
+        _fill(records, imaging[slices_of == s], heads, shape, np.zeros(num_slices, np.int64), one,
+              stored, np.ones(readouts, bool), counts, energies, np.zeros(samples, bool), fail)
+        one /= counts[s][None, None, :, None]
+        return one
+
+    if data is not None:
+        data /= count[slot.argsort()][:, None, :, None]
+        parts = [_repeat_part(data[slot[s]], count[s], energy[s]) for s in range(num_slices)]
+    elif (count > 1).any():  # the repeats' note needs the averages: each slice read once more
+        parts = [_repeat_part(read_slice(s)[0], count[s], energy[s]) for s in range(num_slices)]
+    else:
+        parts = []
+    header = repeat_note_of(header, [p for p in parts if p is not None], idx["average"][imaging])
+    cut, end, header = _zero_samples(nonzero, header, pre, int(heads["number_of_samples"][first]))
+    traj = traj[:, cut:end]
     h, w = header.encoded_matrix[0], header.encoded_matrix[1]
     coords = traj[..., :2].astype(np.float64)
     peak = np.abs(coords).reshape(-1, 2).max(0)
@@ -451,16 +512,25 @@ def read_noncartesian(path: Path, header: Header, records: np.ndarray, imaging: 
     else:
         density = pipe_menon_density(trajectory, (h, w))
     header = header.with_(num_coils=channels, geometry=geometry, extra=extra)
-    return KSpace(data=torch.from_numpy(data), header=header, mask=None, noise=noise,
-                  source=str(path), trajectory=trajectory, density=density)
+    if data is not None:
+        return KSpace(data=torch.from_numpy(data[..., cut:end]), header=header, mask=None,
+                      noise=noise, source=str(path), trajectory=trajectory, density=density)
+    from mrirecon.io.ismrmrd_stream import ISMRMRDSlices
+
+    plan = KSpace(data=torch.zeros((num_slices, 0, readouts, end - cut), dtype=torch.complex64),
+                  header=header, mask=None, noise=noise, source=str(path), trajectory=trajectory,
+                  density=density)  # a volume of no coils: the slice count, what each read shares
+    return ISMRMRDSlices(plan, lambda s: (torch.from_numpy(read_slice(s)[..., cut:end]), None),
+                         order)
 
 
 def read_traj_acquisitions(path, header, records, imaging, noise_sel, calib_only, fail,
                            dataset, stream: bool = False) -> KSpace:
     """:func:`~mrirecon.io.read_ismrmrd`'s branch for acquisitions that carry ``traj`` (the
-    acquisition table ``records`` read whole, its selections ``imaging`` / ``noise_sel`` /
-    ``calib_only``): noise scans, slice order and geometry as in the Cartesian branch, then
-    :func:`read_noncartesian`. Slices are
+    acquisition table's :class:`~mrirecon.io.ismrmrd_stream.Rows` ``records``, its selections
+    ``imaging`` / ``noise_sel`` / ``calib_only``): noise scans, slice order and geometry as in
+    the Cartesian branch, then :func:`read_noncartesian` (``stream``: an
+    :class:`~mrirecon.io.ismrmrd_stream.ISMRMRDSlices` that reads a slice at a time). Slices are
     put in position order as in the Cartesian branch; the readout numbers
     (``kspace_encode_step_1``) are not checked against ``encodingLimits``, which our writer and
     Cartesian-minded exporters fill from the matrix, not the readout count."""
@@ -484,10 +554,5 @@ def read_traj_acquisitions(path, header, records, imaging, noise_sel, calib_only
         positions = {i: positions[int(s)] for i, s in enumerate(order)}
     geometry = acquisition_geometry(heads[imaging[0]], header, num_slices, positions, fail=fail,
                                     acquisition=int(imaging[0]))
-    volume = read_noncartesian(path, gap_known(header, geometry), records.records, imaging,
-                               noise, geometry, fail, order)
-    if stream:  # read whole (ismrmrd_stream)
-        from mrirecon.io.ismrmrd_stream import ISMRMRDSlices
-
-        return ISMRMRDSlices(volume)
-    return volume
+    return read_noncartesian(path, gap_known(header, geometry), records, imaging, noise,
+                             geometry, fail, order, stream)

@@ -60,12 +60,11 @@ W = phase encoding)``:
   ``x * recon_fov_x / encoded_fov_x`` samples in image space.
 
 Memory (:mod:`mrirecon.io.ismrmrd_stream`): the acquisition heads are read first, in chunks of
-rows; the Cartesian samples are then read in bounded chunks into the grid (the reader's peak is
-about the grid and one chunk; :func:`_check_allocation` refuses, before reading a sample, a grid
-and its working arrays above half the memory). Acquisitions that carry ``traj`` are read whole,
-after a check of their samples' size
-(:data:`~mrirecon.io.ismrmrd_stream.WHOLE_READ_FACTOR`). :func:`~mrirecon.io.
-ismrmrd_stream.open_ismrmrd` reads 2-D multi-slice Cartesian data one slice at a time.
+rows; the samples are then read in bounded chunks into the grid, or for acquisitions that carry
+``traj`` into the ``(slices, coils, readouts, samples)`` volume (the reader's peak is about the
+grid and one chunk; :func:`_check_allocation` refuses, before reading a sample, a grid and its
+working arrays above half the memory). :func:`~mrirecon.io.ismrmrd_stream.open_ismrmrd` reads
+2-D multi-slice Cartesian and non-Cartesian data one slice at a time.
 """
 
 from __future__ import annotations
@@ -96,8 +95,7 @@ from mrirecon.io.ismrmrd_slab import (average_per_sample, short_lines_note, slab
                                       slab_plan, to_slices)
 from mrirecon.io.ismrmrd_slab import (REPEAT_MISMATCH, repeat_note, repeat_note_of,  # noqa: F401
                                       repeat_parts)
-from mrirecon.io.ismrmrd_stream import (CHUNK_BYTES, Rows, check_whole_read, read_heads,
-                                        read_whole)
+from mrirecon.io.ismrmrd_stream import CHUNK_BYTES, Rows, read_heads
 
 # ISMRMRD acquisition flag numbers (bit ``n - 1`` of ``flags``).
 ACQ_IS_NOISE_MEASUREMENT = 19
@@ -275,7 +273,7 @@ def _read_ismrmrd(
             names = table.dtype.names
             table_dtype = table.dtype
             # the heads only (the samples in chunks, never held): see ismrmrd_stream
-            heads, payload = read_heads(table) if names and "head" in names else (None, 0)
+            heads = read_heads(table)[0] if names and "head" in names else None
         except DataFormatError:
             raise
         except (OSError, RuntimeError, ValueError, LookupError, TypeError) as err:
@@ -329,9 +327,6 @@ def _read_ismrmrd(
     check_placement(heads, imaging, fail)  # NaN reached the NIfTI affine
     check_orientation(heads, imaging, fail)  # a localizer was stacked in one orientation
     by_traj = int(heads["trajectory_dimensions"][imaging[0]]) > 0
-    if by_traj:  # read whole: the counters or the trajectory place them
-        check_whole_read(fail, f"{dataset}/data", payload, heads.size)
-        records = read_whole(path, dataset, heads, fail)
     if by_traj:  # a Cartesian header's traj on the Cartesian lines: read by the counters
         header, ignored = traj_ignored(header, records, imaging, fail)
         by_traj = not ignored

@@ -1,21 +1,25 @@
 """Bounded-memory access to an ISMRMRD acquisition table (:mod:`mrirecon.io.ismrmrd_raw`), and
 the per-slice reader :class:`ISMRMRDSlices` that ``mrirecon run`` streams 2-D multi-slice
-Cartesian files through.
+files through.
 
 * :func:`read_heads`: the acquisition headers. h5py's field read (``table.fields("head")``,
   ``table["head"]``) converts every row's variable-length samples too and never frees them
   (h5py issues #1579, #2374: +277 MiB kept per read of a 256-MiB table), so whole rows are read
   in chunks of about :data:`CHUNK_BYTES` and their heads kept: the reader's peak is one chunk,
   and the samples' size (:func:`read_heads`'s ``payload``) is known before any is held.
-* :class:`Rows`: the samples of chosen acquisitions, in chunks of about :data:`CHUNK_BYTES`
-  (from the file) or from a table already in memory (non-Cartesian data, read whole).
+* :class:`Rows`: the samples (and trajectories) of chosen acquisitions, read from the file in
+  chunks of about :data:`CHUNK_BYTES` (never ``table[()]``, which converts every field of every
+  row: 2.2-3.8x the samples).
 * :class:`ISMRMRDSlices`: ``len()`` and ``read(i)`` (one slice as a :class:`KSpace`). 2-D
   multi-slice Cartesian data are planned from the heads (every check of the whole-file read),
   checked slice by slice for what needs the samples (NaN/Inf, the repeats' agreement), and
   slice ``i``'s acquisitions are read when it is asked for: bit-identical to slice ``i`` of
-  :func:`~mrirecon.io.read_ismrmrd`. 3-D slabs (the kz transform needs every partition),
-  non-Cartesian data and calibration lines that must be compared with the imaging lines of every
-  slice (:func:`~mrirecon.io.ismrmrd_reference.separate_reference`) are read whole.
+  :func:`~mrirecon.io.read_ismrmrd`. Non-Cartesian data (acquisitions that carry ``traj``) are
+  checked over the file once, in chunks, when it is opened (the trajectory, repeat counts and
+  measured samples kept) and read a slice at a time the same way
+  (:func:`~mrirecon.io.ismrmrd_noncartesian.read_noncartesian`). 3-D slabs (the kz transform
+  needs every partition) and calibration lines that must be compared with the imaging lines of
+  every slice (:func:`~mrirecon.io.ismrmrd_reference.separate_reference`) are read whole.
 """
 
 from __future__ import annotations
@@ -28,11 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from mrirecon.containers import KSpace
-from mrirecon.io.errors import hdf5_dataset, memory_bytes
 
-#: Peak memory of reading a table whole (``table[()]``: the non-Cartesian branch) over its
-#: samples' bytes: measured 3.3x (radial, 2048 spokes x 256 samples x 16 coils).
-WHOLE_READ_FACTOR = 3.5
 #: Samples read from the file at once (the reader's transient beside its k-space grid).
 CHUNK_BYTES = 16 << 20
 
@@ -62,28 +62,24 @@ def read_heads(table) -> tuple[np.ndarray, int]:
 
 
 class Rows:
-    """The acquisitions of one ISMRMRD table: ``heads`` in memory; the samples from ``records``
-    (a table read whole) or read from ``path`` / ``dataset`` in chunks of about
-    :data:`CHUNK_BYTES` as :meth:`iter` asks for them."""
+    """The acquisitions of one ISMRMRD table: ``heads`` in memory (``rows["head"]``, as
+    selected: ``idx.slice`` set to 0 for a slice read alone); the samples and trajectories read
+    from ``path`` / ``dataset`` in chunks of about :data:`CHUNK_BYTES` as :meth:`iter` asks for
+    them."""
 
-    def __init__(self, heads: np.ndarray, records: np.ndarray | None = None,
-                 path: str | os.PathLike | None = None, dataset: str = "dataset") -> None:
-        self.heads, self.records, self.path, self.dataset = heads, records, path, dataset
+    def __init__(self, heads: np.ndarray, path: str | os.PathLike, dataset: str = "dataset") -> None:
+        self.heads, self.path, self.dataset = heads, path, dataset
 
-    def __getitem__(self, key):  # the ``records["head"]`` / ``records[a]`` a table has
+    def __getitem__(self, key):  # the ``records["head"]`` a table has
         if isinstance(key, str) and key == "head":
             return self.heads
-        if self.records is None:
-            raise TypeError("Rows from a file: iterate with iter()")
-        return self.records[key]
+        raise TypeError("Rows: the samples are read with iter()")
 
     def iter(self, indices) -> Iterator[tuple[int, np.ndarray]]:
-        """``(acquisition, record)`` for each of ``indices`` (ascending), in that order."""
+        """``(acquisition, record)`` for each of ``indices`` (ascending), in that order, read in
+        chunks of rows (one hyperslab where they are contiguous); the file is closed when the
+        iteration ends or the iterator is closed."""
         indices = np.asarray(indices, np.int64)
-        if self.records is not None:
-            for a in indices:
-                yield int(a), self.records[a]
-            return
         from mrirecon.io.errors import open_hdf5
 
         h = self.heads
@@ -144,14 +140,14 @@ class ISMRMRDSlices:
                        calibration=cal if self._calibrated else None)
 
     def held_bytes(self) -> int:
-        """Bytes of k-space this object holds between reads: none when streamed, else the
-        whole volume's samples, calibration, trajectory and density weights (what ``mrirecon
-        run``'s volume memory check adds to the outputs, through ``_MRISource.held_bytes``)."""
-        if self._reader is not None:
-            return 0
+        """Bytes of k-space this object holds between reads (what ``mrirecon run``'s volume
+        memory check adds to the outputs, through ``_MRISource.held_bytes``): read whole, the
+        volume's samples, calibration, trajectory and density weights; streamed, the trajectory
+        and weights every slice shares (non-Cartesian; 0 for Cartesian slices)."""
         vol = self._volume
-        return int(sum(t.nbytes for t in (vol.data, vol.calibration, vol.trajectory, vol.density)
-                       if t is not None))
+        held = (vol.trajectory, vol.density) if self._reader is not None else (
+            vol.data, vol.calibration, vol.trajectory, vol.density)
+        return int(sum(t.nbytes for t in held if t is not None))
 
 
 def open_ismrmrd(path: str | os.PathLike, dataset: str = "dataset", **kwargs) -> ISMRMRDSlices:
@@ -194,29 +190,3 @@ def stream_cartesian(cartesian, sel, rows: Rows) -> ISMRMRDSlices:
     plan = replace(plan, header=header)
     return ISMRMRDSlices(plan, lambda s: read_slice(s)[:2], info["order"],
                          calibrated=plan.calibration is not None)
-
-
-def check_whole_read(fail, field: str, payload: int, acquisitions: int) -> None:
-    """Refuse, before reading them, samples whose whole read (:data:`WHOLE_READ_FACTOR` times
-    their bytes) would need more than half the memory."""
-    need = WHOLE_READ_FACTOR * payload
-    if need > memory_bytes() // 2:
-        raise fail(field, f"{acquisitions} acquisitions hold {payload / 2**30:.2f} GiB of samples, "
-                          f"read whole (non-Cartesian or traj-carrying data) they need about "
-                          f"{need / 2**30:.1f} GiB, more than half the "
-                          f"{memory_bytes() / 2**30:.1f} GiB of memory here: split the file")
-
-
-def read_whole(path, dataset: str, heads: np.ndarray, fail) -> Rows:
-    """Every acquisition in memory (``table[()]``), with ``heads`` as selected (``idx.slice``
-    set to 0 for a slice read alone)."""
-    from mrirecon.io.errors import open_hdf5
-
-    field = f"{dataset}/data"
-    try:
-        with open_hdf5(path, "ISMRMRD") as h5:
-            records = hdf5_dataset(h5, path, field)[()]
-    except (OSError, RuntimeError, ValueError, LookupError, TypeError) as err:
-        raise fail(field, f"unreadable ({err})") from None
-    records["head"] = heads
-    return Rows(heads, records=records)

@@ -347,7 +347,7 @@ def model_takes_maps(model: nn.Module) -> bool:
 class _MRISource:
     """The slices of one fastMRI, BART (``.cfl``) or ISMRMRD file as :class:`MRISlice`\\ s, read
     one at a time (ISMRMRD: :func:`~mrirecon.io.ismrmrd_stream.open_ismrmrd`, which holds 3-D slabs
-    and non-Cartesian data whole)."""
+    whole, and of non-Cartesian data the trajectory and weights every slice shares)."""
 
     def __init__(self, path: Path, fmt: str, load: LoadConfig | None = None) -> None:
         from mrirecon.io import FastMRIFile
@@ -388,9 +388,9 @@ class _MRISource:
 
     def held_bytes(self) -> int:
         """Bytes of input held for the whole volume (the optional member of
-        :class:`~mrirecon.pipeline.stream.SliceSource`): an ISMRMRD file read whole (3-D slab,
-        non-Cartesian data) holds its k-space; fastMRI slices and streamed ISMRMRD slices are
-        read one at a time (0)."""
+        :class:`~mrirecon.pipeline.stream.SliceSource`): an ISMRMRD file read whole (3-D slab)
+        holds its k-space, a non-Cartesian one its trajectory and weights; fastMRI slices and
+        streamed Cartesian ISMRMRD slices are read one at a time (0)."""
         return 0 if self._vol is None else self._vol.held_bytes()
 
     def close(self) -> None:

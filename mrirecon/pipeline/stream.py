@@ -66,7 +66,8 @@ class SliceSource(Protocol[S]):
 
     Optional members (read with :func:`getattr`, absent on most sources): ``info`` (a dict
     :attr:`VolumeRun.info` copies) and ``held_bytes()``, the bytes of input the source holds for
-    the whole volume (an ISMRMRD 3-D slab or non-Cartesian file read whole), added to the
+    the whole volume (an ISMRMRD 3-D slab read whole; a non-Cartesian file's trajectory and
+    weights), added to the
     volume's memory need (:func:`source_held_bytes`); 0 when absent."""
 
     def __len__(self) -> int: ...
@@ -343,8 +344,8 @@ def _check_volume_memory(path: Path, n: int, first: list[Tensor], previews: bool
 
     need = volume_memory_need(n, first, previews, held)
     if need > memory_bytes() / 2:
-        kept = (f" with the {held / 2**30:.2f} GiB of input the reader holds whole (a 3-D slab "
-                "or non-Cartesian data)" if held else "")
+        kept = (f" with the {held / 2**30:.2f} GiB of input the reader holds whole (a 3-D slab, "
+                "or a non-Cartesian trajectory and its weights)" if held else "")
         raise ValueError(f"{path}: {n} slices of {tuple(first[0].shape)} outputs would "
                          f"hold {need / 2**30:.1f} GiB for the volume's exports{kept}, more than "
                          f"half of the {memory_bytes() / 2**30:.0f} GiB of memory here; split the "

@@ -1,6 +1,7 @@
 """ISMRMRD memory: the reader holds the grid and one chunk of samples, ``open_ismrmrd`` (what
-``mrirecon run`` reads through) streams 2-D multi-slice Cartesian data one slice at a time, and a
-file too large for memory is refused before its samples are read, naming the file."""
+``mrirecon run`` reads through) streams 2-D multi-slice data one slice at a time, and a file too
+large for memory is refused before its samples are read, naming the file (non-Cartesian data:
+test_io_ismrmrd_noncartesian_stream.py)."""
 
 from __future__ import annotations
 
@@ -153,23 +154,37 @@ def test_a_file_whose_slice_fits_but_volume_does_not_streams_and_the_whole_read_
     assert "corrupt" not in str(err.value)
 
 
-def test_an_oversized_radial_file_is_refused_before_it_is_read_whole(tmp_path, monkeypatch):
-    """Non-Cartesian data are read whole (3.3x their samples, measured): a file whose samples
-    times :data:`~mrirecon.io.ismrmrd_stream.WHOLE_READ_FACTOR` exceed half the memory is refused
-    before ``table[()]``, naming the file and the size. Was: admitted, then killed by the OS."""
+def test_an_oversized_radial_file_is_refused_before_its_samples_are_read(tmp_path, monkeypatch):
+    """Non-Cartesian samples are read in chunks into the volume: a file whose volume (and one
+    chunk) exceeds half the memory is refused by the memory check before a sample is read, naming
+    the file and the size, while ``open_ismrmrd``, which holds one slice, reads it, bit-identical
+    to the whole read. Was: read whole (``table[()]``, 3.3x the samples), refused when 3.5x the
+    samples exceeded half the memory, by the stream too."""
+    import mrirecon.io.ismrmrd_raw as raw
     import mrirecon.io.ismrmrd_stream as stream
     from mrirecon.io import DataFormatError, read_ismrmrd
     from tests.helpers import radial_ismrmrd
 
-    readouts, samples = 32, 64
-    path, k, traj = radial_ismrmrd(tmp_path / "radial.h5", readouts, samples)
-    assert read_ismrmrd(path).data.shape[0] == 2  # readable as it is
-    payload = 2 * readouts * samples * (8 * 4 + 4 * 2)  # samples and trajectory, bytes
+    readouts, samples, slices, coils = 32, 64, 8, 4
+    path, k, traj = radial_ismrmrd(tmp_path / "radial.h5", readouts, samples, slices, coils)
+    whole = read_ismrmrd(path)
+    chunk = 64 << 10
+    points = readouts * samples
+    slice_need = 8 * coils * points + 8 * slices * points + chunk  # + every slice's counts
+    volume_need = (8 * coils + 8) * slices * points + chunk
+    half = 2 * slice_need
+    assert slice_need < half < volume_need
+    monkeypatch.setattr(raw, "CHUNK_BYTES", chunk)
+    monkeypatch.setattr(stream, "CHUNK_BYTES", chunk)
+    monkeypatch.setattr(raw, "memory_bytes", lambda: 2 * half)
+    sl = stream.open_ismrmrd(path)
+    assert sl.streamed and len(sl) == slices
+    for i in range(slices):
+        assert torch.equal(sl.read(i).data, whole.data[i: i + 1])
 
-    def no_whole_read(*args, **kwargs):
-        raise AssertionError("read whole before the memory check")
+    def no_samples(*args, **kwargs):
+        raise AssertionError("samples read before the memory check")
 
-    monkeypatch.setattr(stream, "memory_bytes", lambda: int(stream.WHOLE_READ_FACTOR * payload))
-    monkeypatch.setattr("mrirecon.io.ismrmrd_raw.read_whole", no_whole_read)
-    with pytest.raises(DataFormatError, match=r"radial\.h5.*GiB of samples"):
+    monkeypatch.setattr(stream.Rows, "iter", no_samples)
+    with pytest.raises(DataFormatError, match=r"radial\.h5.*needs .* GiB.*split the file"):
         read_ismrmrd(path)
