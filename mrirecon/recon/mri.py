@@ -371,10 +371,11 @@ def tv(
     by PDHG on ``[A, D]``, see :func:`~mrirecon.recon.variational.tv_least_squares`. The
     default ``rho = TV_RHO`` = 0.1 suits operators with ``||A|| ~ 1`` (coil maps normalised to
     unit RSS) and data scaled to a unit zero-filled peak (the pipeline's and the benchmark's
-    scaling): on two 128 x 128 brain slices at 4x and 8x, 100 ADMM iterations end within 1.1 %
-    of the minimum objective (a 3000-iteration PDHG run) for every ``lam`` from 3e-4 to 3e-2,
-    where the earlier default 1 stayed 7-18 % above it for ``lam`` <= 1e-3 (the weights the
-    held-out validation chose); the best ``rho`` grows with ``lam`` (about 30 ``lam``), so set it
+    scaling): on 128 x 128 brain slices at 4x and 8x, 100 ADMM iterations end within 2 % of
+    the best objective found (ADMM run 1000-3000 iterations; PDHG after 3000 is itself up to
+    2.2 % above it at ``lam`` 3e-4) for every ``lam`` from 3e-4 to 3e-2, where the earlier
+    default 1 stayed 6-21 % above it for ``lam`` <= 1e-3 (the weights the held-out validation
+    chose); the best ``rho`` grows with ``lam`` (about 30 ``lam``), so set it
     for a ``lam`` far outside that range.
 
     From BART: ``pics -R T:3:0:lam`` weighs the same objective, but ``pics`` first divides the

@@ -171,7 +171,8 @@ class VarNet(nn.Module):
         ``(B, 1, 1, 1)``, the power of two just above each sample's ``max |y|``.
 
         The network is scale-equivariant (NormUnet normalises, the rest is linear), and a power
-        of two scales every float exactly: the result is fastMRI's bit for bit. Run at the
+        of two scales every float exactly, so the scaling adds no rounding: the result is fastMRI's
+        to float32 rounding (about 1e-6 relative; the operations run in another order). Run at the
         data's own scale, the squares inside the NormUnet's std and the RSS underflowed (k-space
         at 1e-30) or overflowed (1e30) float32: NaN maps or an all-zero image."""
         if not isinstance(op, SenseOperator):
