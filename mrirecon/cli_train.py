@@ -161,6 +161,13 @@ _KIND_HELP = {
     ("primal_dual_ct", "iterations"): "unrolled primal-dual iterations",
     ("primal_dual_ct", "features"): "feature channels of the primal and dual networks",
     ("denoiser", "size"): "image size in pixels (rows columns)",
+    ("staged_ct", "max_steps"): "training steps of each stage (one count: every stage's; or one "
+                                "per stage); a stage also ends at its share of --budget-s, and "
+                                "its learning rate follows its steps, not the clock, while the "
+                                "clock keeps pace (default: the wall-time budget alone)",
+    ("primal_dual_ct", "max_steps"): "stop after this many training steps (or at --budget-s); the "
+                                     "learning rate follows the steps, not the clock, while the "
+                                     "clock keeps pace (default: the wall-time budget alone)",
 }
 
 
@@ -215,6 +222,9 @@ def _add_function_options(parser: argparse.ArgumentParser, fn: Callable[..., Any
                                 default=default, help=text)
         elif default is None and str(prm.annotation).replace(" ", "") == "int|None":
             parser.add_argument(flag, type=count, default=None, help=text)  # unset: the rule
+        elif default is None and str(prm.annotation).replace(" ", "") == "tuple[int,...]|None":
+            parser.add_argument(flag, type=count, nargs="+", action=Extend, default=None,
+                                help=text)  # one count or several; unset: the rule
         elif isinstance(default, tuple) and "..." in str(prm.annotation):  # repeats add up
             parser.add_argument(flag, type=count, nargs="+", action=Extend, default=default,
                                 help=text)

@@ -202,7 +202,7 @@ def test_card_commands_parse_back_to_the_arguments_of_the_run(monkeypatch):
     import importlib
     from pathlib import Path
 
-    from mrirecon.training.ct_staged import card_command
+    from mrirecon.training.run_card import trainer_command
 
     for kind, module, function, args in (
             ("staged_ct", "mrirecon.training.ct_staged", "train_staged_ct",
@@ -219,7 +219,7 @@ def test_card_commands_parse_back_to_the_arguments_of_the_run(monkeypatch):
 
         fake.__wrapped__ = real  # the options come from the real function's signature
         monkeypatch.setattr(importlib.import_module(module), function, fake)
-        words = card_command(kind, Path("m.pt"), args).split()
+        words = trainer_command(kind, Path("m.pt"), args).split()
         assert words[:2] == ["mrirecon", "train"]
         assert cli.main(words[1:]) == 0
         assert seen["out"] == "m.pt"

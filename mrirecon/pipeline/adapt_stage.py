@@ -17,6 +17,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from mrirecon.pipeline.report import VolumeResult
@@ -73,12 +74,16 @@ def adapt_volume(config: PipelineConfig, model: nn.Module, slices: list, output:
         adapted, report, skipped = model, AdaptReport(stopped="skipped"), str(exc).removeprefix("adapt: ")
     info = {"method": ad.method, **report.as_dict()}
     if report.stopped == "time_budget":  # how many steps fit depends on the machine and its load
-        info["reproduce"] = (f"--set adapt.time_budget_s=null --set adapt.steps={report.steps}"
-                             if report.steps else "--set adapt.enabled=false")
+        # the thread count too: another one sums in another order, and the weights and image
+        # differ at float32 rounding (as they do on another CPU type or torch build)
+        info["reproduce"] = f"--threads {torch.get_num_threads()} " + (
+            f"--set adapt.time_budget_s=null --set adapt.steps={report.steps}"
+            if report.steps else "--set adapt.enabled=false")
         log.info("%s: adapt: the %g s time budget allowed %d of %d steps on this machine (its "
                  "speed and load decide how many; the image depends on it): %s repeats this "
-                 "run's adaptation anywhere", name, ad.time_budget_s, report.steps, ad.steps,
-                 info["reproduce"])
+                 "run's adaptation bit for bit on a machine of the same CPU type and torch "
+                 "build (elsewhere to float32 rounding)", name, ad.time_budget_s, report.steps,
+                 ad.steps, info["reproduce"])
     for note in report.warnings:  # settings the data could not honour as asked
         result.warn(f"{name}: {note}")
     if skipped is not None:

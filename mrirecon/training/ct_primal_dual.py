@@ -14,7 +14,8 @@ The model runs with ``fbp_start``: the data are divided by the 99th percentile `
 FBP and the primal memory starts from the FBP, so the network's input and output scale follow
 the image and not ``max |A^T y|`` (which grows with the matrix and the view count: the intensity
 compression of the older ``primal_dual_ct_sim``). Loss: the mean squared error in units of
-``s``; Adam with a cosine learning rate over the wall-time budget; every ``val_every`` steps the
+``s``; Adam with a cosine learning rate over the wall-time budget (over ``--max-steps`` when
+they end the run first; see :func:`train_primal_dual_ct`); every ``val_every`` steps the
 model is scored on the validation split at 30 and 60 views (PSNR of the image clipped at 0,
 :func:`~mrirecon.training.ct_staged.psnr_nonnegative`, as for the staged model; the card's
 ``validation_psnr_db``) and the best state is written with
@@ -37,12 +38,12 @@ from mrirecon.training.ct_staged import (
     CARD_TEXT,
     CTImageRecipe,
     SparseViewSimulator,
-    card_command,
     load_init,
     score,
     validation_set,
 )
-from mrirecon.training.optim import cosine_step
+from mrirecon.training.optim import budget_fraction, cosine_step
+from mrirecon.training.run_card import trainer_command
 from mrirecon.threads import load_average, load_fields, load_text, use_threads
 from mrirecon.training.init_card import earlier_runs, read_init_card
 
@@ -85,13 +86,23 @@ def train_primal_dual_ct(out: str | Path, *, budget_s: float = 4800.0, seed: int
                          iterations: int = 8, features: int = 16, n_primal: int = 5,
                          n_dual: int = 5, pool: int = 16, refresh_every: int = 4,
                          lr: float = 1e-3, val_every: int = 150, init: str | None = None,
-                         threads: int | None = None, log=_log.info) -> dict:
-    """Train within ``budget_s`` seconds of wall time (see the module docstring); writes ``out``
+                         max_steps: int | None = None, threads: int | None = None,
+                         log=_log.info) -> dict:
+    """Train within ``budget_s`` seconds of wall time (see the module docstring), or for
+    ``max_steps`` steps when they end first; writes ``out``
     (a ``.pt`` state dict, the best state on the validation split) and its card (``.yaml``
     beside it) at every improvement and returns the card. ``init``: a state dict of the same
     architecture (e.g. the shipped ``primal_dual_lodopab.pt``) to continue from; its validation
     score is the one to beat (it is written first), so a continuation never ends below its
-    start, and the card keeps the record of the run it continued (``training.first_run``)."""
+    start, and the card keeps the record of the run it continued (``training.first_run``).
+
+    The learning rate is a cosine over the wall-time budget, or over ``max_steps`` while the
+    clock keeps pace with them (:func:`~mrirecon.training.optim.budget_fraction`): a
+    time-bounded run's weights depend on the machine's speed and load, a step-bounded one's do
+    not. The final card's ``training.command_same_steps`` runs the same number of steps with the
+    rate over the steps and a budget that never ends it (``--budget-s 1e9``): it gives the same
+    weights bit for bit every time (with the same thread count, CPU type and torch build), while
+    ``command`` without ``--max-steps`` trains a model of the same recipe."""
     from mrirecon.models.unrolled.primal_dual import LearnedPrimalDual, _fbp
     from mrirecon.training.init_card import check_init_card
 
@@ -110,7 +121,8 @@ def train_primal_dual_ct(out: str | Path, *, budget_s: float = 4800.0, seed: int
     recipe, sim = CTImageRecipe(seed), SparseViewSimulator(seed)
     rng = np.random.default_rng([seed, 5])
     val = validation_set(sim)
-    args = {"budget_s": budget_s, "seed": seed, "iterations": iterations, "features": features,
+    args = {"budget_s": budget_s, **({} if max_steps is None else {"max_steps": max_steps}),
+            "seed": seed, "iterations": iterations, "features": features,
             "n_primal": n_primal, "n_dual": n_dual, "pool": pool, "refresh_every": refresh_every,
             "lr": lr, "val_every": val_every, **({} if init is None else {"init": init}),
             "threads": threads}
@@ -138,7 +150,7 @@ def train_primal_dual_ct(out: str | Path, *, budget_s: float = 4800.0, seed: int
     budget = max(budget_s - (t0 - t_start) - 30.0, 1.0)  # keep 30 s: last validation, card
     model.train()
     while True:
-        frac = (time.time() - t0) / budget
+        frac = budget_fraction(step, time.time() - t0, budget, max_steps)
         if frac >= 1:
             break
         y, op, mu, s = items[int(rng.integers(len(items)))]
@@ -146,7 +158,7 @@ def train_primal_dual_ct(out: str | Path, *, budget_s: float = 4800.0, seed: int
         step += 1
         if step % refresh_every == 0:
             items[int(rng.integers(len(items)))] = sample()
-        last = (time.time() - t0) >= budget
+        last = budget_fraction(step, time.time() - t0, budget, max_steps) >= 1
         if step % val_every == 0 or last:
             model.eval()
             v = score(model, val)
@@ -176,7 +188,11 @@ def save(model, out: Path, args: dict, steps: int, history: list, best: dict, fb
     ``first``: the training record of the run this one continued (``read_init_card``)."""
     from mrirecon.io.weights import write_weights
 
-    command = card_command("primal_dual_ct", out, args)
+    command = trainer_command("primal_dual_ct", out, args)
+    # the final card (model None): the run's steps, the rate over them, no budget that ends it
+    same_steps = ({} if model is not None else {"command_same_steps": trainer_command(
+        "primal_dual_ct", out, {"budget_s": 1e9, "max_steps": steps,
+                                **{k: v for k, v in args.items() if k not in ("budget_s", "max_steps")}})})
     earlier = earlier_runs(first)
     runs, total_s = len(earlier) + 1, wall_s + sum(float(r.get("wall_time_s", 0.0)) for r in earlier)
     minutes = total_s / 60
@@ -198,7 +214,8 @@ def save(model, out: Path, args: dict, steps: int, history: list, best: dict, fb
             "iterations": args["iterations"], "n_primal": args["n_primal"],
             "n_dual": args["n_dual"], "features": args["features"], "fbp_start": True}},
         "training": {
-            "command": command, "seed": args["seed"], "steps": steps, "best_step": best.get("step"),
+            "command": command, **same_steps, "seed": args["seed"], "steps": steps,
+            "best_step": best.get("step"),
             "wall_time_s": round(wall_s, 1),
             "hardware": f"{platform.machine()} CPU, {args['threads']} thread(s), shared",
             **load_fields(load_start),

@@ -27,9 +27,11 @@ as in :mod:`mrirecon.pipeline.stages_ct`.
 Training is stage-wise (greedy): stage ``k``'s U-Net learns, on random ``128 x 128`` patches
 (mostly inside the body), to map the whole-image output of the stages before it (computed
 without gradients) to the reference, with the MSE in units of the FBP's robust scale; Adam with
-a cosine learning rate over the stage's share of the wall-time budget. Every ``--val-every``
-steps the model is scored on the validation split (PSNR of the image clipped at 0,
-:func:`psnr_nonnegative`, not :func:`mrirecon.metrics.psnr`; :func:`validation_set`: the slices of
+a cosine learning rate over the stage's share of the wall-time budget or its ``--max-steps``
+(:func:`~mrirecon.training.optim.budget_fraction`; step-bounded runs, such as the card's
+``command_same_steps``, repeat bit for bit on the same threads, CPU type and torch build).
+Every ``--val-every`` steps the model is scored on the validation split (PSNR of the image
+clipped at 0, :func:`psnr_nonnegative`, not :func:`mrirecon.metrics.psnr`; :func:`validation_set`: the slices of
 ``mrirecon.heldout.validation.validation_ct_slices``, allowed sources at the deployment geometry,
 rebuilt here because training code never imports the held-out package; a test checks that they
 are the same) at 30 and 60 views and the best state is kept; after
@@ -55,6 +57,7 @@ from mrirecon.data.simulate_ct import (HARDWARE_BLUR, MU_WATER_70KEV_PER_MM, _re
 from mrirecon.io.lodopab import IMAGE_SHAPE, NUM_ANGLES, NUM_DETECTORS
 from mrirecon.sampling import view_factor
 from mrirecon.threads import load_average, load_fields, load_text, use_threads
+from mrirecon.training.run_card import trainer_command
 from mrirecon.training.init_card import check_init_card, earlier_runs, read_init_card
 
 _log = logging.getLogger("mrirecon.train")
@@ -363,7 +366,8 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
                     chans: int = 16, num_pools: int = 4, patch: int = 128, batch: int = 4,
                     pool: int = 24, refresh_every: int = 2, lr: float = 1e-3, val_every: int = 150,
                     init: str | None = None, prefetch: bool = False, hardware: bool = False,
-                    threads: int | None = None, log=_log.info) -> dict:
+                    max_steps: tuple[int, ...] | None = None, threads: int | None = None,
+                    log=_log.info) -> dict:
     """Run the stage-wise training (see the module docstring) within ``budget_s`` seconds of wall
     time; writes ``out`` (a ``.pt`` state dict) and its card (``.yaml`` beside it) after every
     stage and returns the card. ``init``: a state dict of the same architecture (e.g. a shipped
@@ -374,14 +378,17 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
     in the same order: stage ``k > 0`` restarts its draws on the stream ``(seed, k)``, so the
     samples a prefetcher made ahead and dropped at the end of a stage change nothing).
     ``hardware``: add a patient table / head holder around half / a third of the training images
-    (:func:`~mrirecon.data.anatomy.add_scanner_hardware_hu`)."""
+    (:func:`~mrirecon.data.anatomy.add_scanner_hardware_hu`). ``max_steps``: each stage's step
+    limit (one count: every stage's) beside its share of ``budget_s`` (see ``save``)."""
     from mrirecon.models.unrolled.staged_ct import StagedCTNet
-    from mrirecon.training.optim import cosine_step, require_steps
+    from mrirecon.training.optim import (budget_fraction, cosine_step, require_steps,
+                                         stage_step_limits)
     from mrirecon.training.prefetch import Prefetch
 
     if patch > CT_SIZE:  # refused before the setup: the crops would come out smaller or fail
         raise ValueError(f"train staged_ct: --patch {patch} is larger than the {CT_SIZE} x {CT_SIZE} "
                          f"training images; give at most {CT_SIZE}")
+    stage_steps = stage_step_limits("staged_ct", max_steps, stages)  # before the setup
     tune_reserve = 60.0  # per stage: lam grid, self-ensemble choice, saving
     if budget_s <= tune_reserve * stages:  # refused at once, before a minute of setup
         require_steps("staged_ct", 0, f"--budget-s {budget_s:g} (each of the {stages} stages keeps "
@@ -439,8 +446,10 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
         feeder = Prefetch(sample) if prefetch else None
         next_sample = sample if feeder is None else feeder.get
         try:
-            while time.time() - t0 < stage_budget:
-                frac = (time.time() - t0) / stage_budget
+            while True:
+                frac = budget_fraction(step, time.time() - t0, stage_budget, stage_steps[k])
+                if frac >= 1:
+                    break
                 xs, ts = [], []
                 for _ in range(batch):
                     x, t = items[int(rng.integers(len(items)))]
@@ -455,7 +464,8 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
                 step += 1
                 if step % (refresh_every * (k + 1)) == 0:  # later stages cost more per sample
                     items[int(rng.integers(len(items)))] = next_sample()
-                if step % val_every == 0 or time.time() - t0 >= stage_budget:
+                if step % val_every == 0 or budget_fraction(
+                        step, time.time() - t0, stage_budget, stage_steps[k]) >= 1:  # its last
                     net.eval()
                     v = score(model, val, k + 1)
                     net.train()
@@ -485,7 +495,9 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
         history.append({"stage": k, "lam_grid": lam_scores, "lam": model.lam[k],
                         "ensemble_scores": ens_scores, "ensemble": model.ensemble})
         card = save(model, out, k + 1, dict(
-            seed=seed, budget_s=budget_s, stages=stages, chans=chans, num_pools=num_pools,
+            seed=seed, budget_s=budget_s,
+            **({} if max_steps is None else {"max_steps": tuple(stage_steps)}),
+            stages=stages, chans=chans, num_pools=num_pools,
             patch=patch, batch=batch, pool=pool, refresh_every=refresh_every, lr=lr,
             val_every=val_every, threads=threads, **({} if init is None else {"init": init}),
             **({"prefetch": True} if prefetch else {}), **({"hardware": True} if hardware else {})),
@@ -511,22 +523,6 @@ def load_init(model, path: Path, kind: str = "staged_ct",
     state = read_state_dict(path, who=f"train {kind}: --init")
     load_state_into(model, state, f"train {kind}: --init {path} is not a state dict of this "
                                   f"architecture ({must_match} must match)")
-
-
-def card_command(kind: str, out: Path, args: dict) -> str:
-    """The ``mrirecon train KIND`` command line of a run with keyword arguments ``args`` (for its
-    card); ``True`` becomes a bare flag, ``False`` ``--no-FLAG``, a tuple its items."""
-    from mrirecon.training.run_card import option_words
-
-    def option(k, v) -> str:
-        flag = k.replace("_", "-")
-        if isinstance(v, bool):
-            return f"--{flag}" if v else f"--no-{flag}"
-        return f"--{flag} {option_words(v)}"
-
-    # an unset option (None: the trainer's rule) is left out: "--lr-drop-step None" was refused
-    return f"mrirecon train {kind} --out {out} " + " ".join(option(k, v) for k, v in args.items()
-                                                            if v is not None)
 
 
 def _card_text(args: dict, done: int, steps: list[int], wall_s: float, first: dict | None) -> tuple:
@@ -573,7 +569,11 @@ def save(model, out: Path, done: int, args: dict, steps: list[int], history: lis
     # stored as float16 (half the size; load_state_dict casts back to the float32 parameters)
     state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()
              if not k.startswith("nets.") or int(k.split(".")[1]) < done}
-    command = card_command("staged_ct", out, args)
+    command = trainer_command("staged_ct", out, args)
+    # once every stage is done: the run's steps, the rate over them, no budget that ends them
+    same_steps = {} if done < args["stages"] else {"command_same_steps": trainer_command(
+        "staged_ct", out, {"budget_s": 1e9, "max_steps": tuple(steps),
+                           **{k: v for k, v in args.items() if k not in ("budget_s", "max_steps")}})}
     description, failures = _card_text(args, done, steps, wall_s, first)
     card = {
         "description": description,
@@ -583,7 +583,7 @@ def save(model, out: Path, done: int, args: dict, steps: list[int], history: lis
             "filter": model.filter, "ensemble": bool(model.ensemble)}},
         "overridable": ["cg_iterations", "ensemble"],
         "training": {
-            "command": command, "seed": args["seed"], "steps_per_stage": steps,
+            "command": command, **same_steps, "seed": args["seed"], "steps_per_stage": steps,
             "wall_time_s": round(wall_s, 1),
             "hardware": f"{platform.machine()} CPU, {args['threads']} thread(s), shared",
             **load_fields(load_start),

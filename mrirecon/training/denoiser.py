@@ -111,8 +111,9 @@ def train_denoiser(
     (data simulation not counted), whichever comes first; the learning rate drops tenfold at
     step ``lr_drop_step``, by default at 80 % of whichever limit comes first (of the time
     budget: a step that depends on the machine and its load). The card records the step of the
-    drop and ``command_same_steps``, the command that repeats the run's steps and drop on any
-    machine. Returns a summary dict (steps, wall times, loss, data, ``lr_drop_step``).
+    drop and ``command_same_steps``, the command that repeats the run's steps and drop, and so
+    its weights bit for bit with the same thread count, CPU type and torch build (elsewhere to
+    float32 rounding). Returns a summary dict (steps, wall times, loss, data, ``lr_drop_step``).
     """
     args = {k: v for k, v in locals().items() if k not in ("out", "threads")}  # for the card
     from mrirecon.models.pnp.pnp import PnPADMM
@@ -175,7 +176,7 @@ def _card(out, args: dict, summary: dict, earlier: dict | None) -> dict:
     import platform
 
     from mrirecon.models.backbones.dncnn import DnCNN
-    from mrirecon.training.ct_staged import card_command
+    from mrirecon.training.run_card import trainer_command
     from mrirecon.training.run_card import trainer_card
 
     a = args
@@ -183,15 +184,16 @@ def _card(out, args: dict, summary: dict, earlier: dict | None) -> dict:
     # as the shipped card writes them: the settings that differ from DnCNN's defaults
     dncnn = {k: v for k, v in DENOISER_PARAMS.items() if defaults.get(k) != v}
     training = {
-        "command": card_command("denoiser", Path(out), args), "seed": a["seed"],
+        "command": trainer_command("denoiser", Path(out), args), "seed": a["seed"],
         "steps": summary["steps"], "wall_time_s": summary["wall_time_s"],
         "data_time_s": summary["data_time_s"], "final_loss_mse": float(f"{summary['final_loss']:.4g}"),
         "optimizer": {"name": "adam", "lr": a["lr"], "batch_size": a["batch"],
                       "lr_drop": (f"x0.1 at step {summary['lr_drop_step']}"
                                   if summary["lr_drop_step"] is not None else "none")},
-        # the same steps and drop on any machine (a time budget ends the run and places the drop
-        # where the machine's speed and load put them; no drop: past the last step)
-        "command_same_steps": card_command("denoiser", Path(out), {
+        # the same steps and drop whatever the machine's speed (a time budget ends the run and
+        # places the drop where the machine's speed and load put them; no drop: past the last
+        # step); bit for bit with the same thread count, CPU type and torch build
+        "command_same_steps": trainer_command("denoiser", Path(out), {
             **args, "max_steps": summary["steps"], "max_seconds": 1e9,
             "lr_drop_step": (summary["lr_drop_step"] if summary["lr_drop_step"] is not None
                              else summary["steps"] + 1)}),

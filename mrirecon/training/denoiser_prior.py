@@ -71,11 +71,14 @@ def train(out: str | Path, *, pool_size: int = 6000, patch: int = 64, seed: int 
     """Train and save; stops at ``max_steps`` or ``max_seconds`` of training (pool not counted).
 
     The learning rate follows a cosine decay over the time budget (step budget if it ends
-    first), so the schedule is complete whichever limit applies.
+    first: :func:`~mrirecon.training.optim.budget_fraction`), so the schedule is complete
+    whichever limit applies; a run that ends by ``max_steps`` follows its steps alone and gives
+    the same weights whatever the machine's speed (with the same thread count, CPU type and
+    torch build).
     """
     args = {k: v for k, v in locals().items() if k not in ("out", "threads", "log")}  # for the card
     from mrirecon.models.pnp.dpir import PnPDPIR
-    from mrirecon.training.optim import cosine_step, require_steps
+    from mrirecon.training.optim import budget_fraction, cosine_step, require_steps
     from mrirecon.training.run_card import earlier_card
 
     earlier = earlier_card(out)  # before this run replaces the weights it describes
@@ -91,7 +94,7 @@ def train(out: str | Path, *, pool_size: int = 6000, patch: int = 64, seed: int 
     t1 = time.perf_counter()
     step, losses = 0, []
     while step < max_steps:
-        frac = max((time.perf_counter() - t1) / max_seconds, step / max_steps)
+        frac = budget_fraction(step, time.perf_counter() - t1, max_seconds, max_steps)
         if frac >= 1:
             break
         noisy, clean, sigma = noisy_batch(pool, real, batch, g)
@@ -122,12 +125,12 @@ def _card(out, args: dict, summary: dict, earlier: dict | None) -> dict:
     schedule, never its run record, tuning or metrics)."""
     import platform
 
-    from mrirecon.training.ct_staged import card_command
+    from mrirecon.training.run_card import trainer_command
     from mrirecon.training.run_card import trainer_card
 
     a = args
     training = {
-        "command": card_command("prior", Path(out), args), "seed": a["seed"],
+        "command": trainer_command("prior", Path(out), args), "seed": a["seed"],
         "loss": "L1 of the denoising error divided by sigma (every noise level weighs alike)",
         "optimizer": {"name": "adam", "lr": a["lr"], "batch_size": a["batch"],
                       "schedule": "cosine to 0 over the time budget (step budget if it ends first)"},

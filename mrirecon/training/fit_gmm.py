@@ -118,7 +118,7 @@ def _card(out: Path, args: dict, params: dict, summary: dict, earlier: dict | No
     """The card of a ``train gmm`` run (``args``: its options with the threads it ran on):
     :func:`~mrirecon.training.run_card.trainer_card`, an ``earlier`` card of the same mixture
     and recipe keeping its descriptive sections, never its run record."""
-    from mrirecon.training.ct_staged import card_command
+    from mrirecon.training.run_card import trainer_command
     from mrirecon.training.run_card import trainer_card
 
     opts = {k: v for k, v in args.items() if k != "threads"}
@@ -134,7 +134,7 @@ def _card(out: Path, args: dict, params: dict, summary: dict, earlier: dict | No
             **opts,
         },
         "training": {
-            "command": card_command("gmm", out, args),
+            "command": trainer_command("gmm", out, args),
             "seed": opts["seed"],
             "algorithm": "EM, float64, deterministic initialisation (std quantile x gradient orientation)",
             "iterations": opts["iterations"],

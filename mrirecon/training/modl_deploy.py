@@ -139,10 +139,10 @@ def _card(out: Path, kind: str, model_spec: dict, args: dict, rec: dict, steps: 
     (:func:`~mrirecon.training.run_card.earlier_card`, read when the run started): a card of the
     same model, range and recipe gives its hand-written descriptive sections, never its run
     record or metrics (:func:`~mrirecon.training.run_card.rebuilt_card`)."""
-    from mrirecon.training.ct_staged import card_command
+    from mrirecon.training.run_card import trainer_command
     from mrirecon.training.run_card import option_defaults, trainer_card
 
-    record = {"command": card_command(kind, out, args), "seed": args["seed"],
+    record = {"command": trainer_command(kind, out, args), "seed": args["seed"],
               "steps_at_save": steps, "best_step": rec["step"],
               "validation": {"PSNR": round(rec["PSNR"], 3), "SSIM": round(rec["SSIM"], 4)},
               "torch": str(torch.__version__), "date": time.strftime("%Y-%m-%d")}
@@ -172,8 +172,12 @@ def train(out: str | Path, *, seed: int = 0, crop_rows: int = 96, bands: int = 3
     """Train MoDL on deployment-geometry bands; writes the best-on-validation ``state_dict``
     to ``out`` (``.pt``) as it goes and returns a summary for the card.
 
-    Stops at ``max_steps`` or ``max_seconds`` of training (validation and data included); the
-    learning rate follows a cosine decay over whichever budget ends first. Loss:
+    Stops at ``max_steps`` or ``max_seconds`` of training (validation and data included,
+    counted from the first batch: the data workers' start-up and the first band are not); the
+    learning rate follows a cosine decay over whichever budget ends first
+    (:func:`~mrirecon.training.optim.budget_fraction`): over the steps while the clock keeps
+    pace with them, so a run that ends by ``max_steps`` gives the same weights whatever the
+    machine's speed (with the same thread count, CPU type and torch build). Loss:
     ``(1 - SSIM) + l1_weight * L1 / max_value`` on magnitudes, band rows
     ``LOSS_MARGIN:-LOSS_MARGIN``.
     """
@@ -245,7 +249,7 @@ def _train_bands(model: torch.nn.Module, out: str | Path, *, seed: int, crop_row
     from mrirecon.metrics import SSIMLoss
     from mrirecon.operators import sense
     from mrirecon.training.deploy_mri import DeploymentBands, check_widths
-    from mrirecon.training.optim import cosine_step, require_steps
+    from mrirecon.training.optim import budget_fraction, cosine_step, require_steps
     from mrirecon.training.run_card import earlier_card
 
     widths = check_widths(widths)  # before the validation slices are simulated
@@ -283,7 +287,9 @@ def _train_bands(model: torch.nn.Module, out: str | Path, *, seed: int, crop_row
 
     model.train()
     for b in loader:
-        frac = max((time.perf_counter() - t1) / max_seconds, step / max_steps)
+        if step == 0:  # the clock starts with the first batch (worker start-up, its simulation)
+            t1 = time.perf_counter()
+        frac = budget_fraction(step, time.perf_counter() - t1, max_seconds, max_steps)
         if frac >= 1:
             break
         x = model(b.kspace[None], sense(b.maps[None], b.mask)).abs()[:, m:-m]

@@ -1,5 +1,7 @@
-"""The optimiser step the wall-time-budgeted trainers share (``modl_deploy``, ``ct_staged``,
-``ct_primal_dual``, ``denoiser_prior``): a cosine learning rate over the budget, then one step."""
+"""The optimiser step the budgeted trainers share (``modl_deploy``, ``ct_staged``,
+``ct_primal_dual``, ``denoiser_prior``): a cosine learning rate over the budget
+(:func:`budget_fraction`: the steps', unless the time budget would end the run first), then
+one step."""
 
 from __future__ import annotations
 
@@ -20,6 +22,42 @@ def lr_problem(lr: float) -> str | None:
         return (f"must be in (0, {MAX_LR:g}] (Adam moves each weight by up to about lr per step; "
                 f"the weights are O(0.01-1)), got {lr!r}")
     return None
+
+
+def budget_fraction(step: int, elapsed: float, max_seconds: float,
+                    max_steps: int | None = None) -> float:
+    """The fraction of the training budget spent before step ``step`` (0-based): the cosine
+    schedule's ``frac`` (:func:`cosine_step`); at 1 or more the run ends.
+
+    Of the two budgets, the one that would end the run first sets it: the step fraction
+    ``step / max_steps`` while the clock keeps pace with it (``elapsed / max_seconds`` not
+    larger), the time fraction once the clock is ahead of it (the time budget would end the
+    run first; always without ``max_steps``). So a run in which every step ``s`` starts within
+    ``s / max_steps`` of the time budget follows its steps alone, whatever the machine's speed or
+    load: the same command gives the same weights (with the same thread count, CPU type and
+    torch build). Step 0 runs at the full rate (fraction 0) unless the time budget is already
+    spent: the time before it (setup, the first batch) never sets a learning rate. The
+    trainers start ``elapsed`` once their data are ready (``modl_deploy``: at the first batch),
+    so the first batch's time does not count against a step-bounded schedule either.
+    """
+    by_steps = 0.0 if max_steps is None else step / max_steps
+    by_time = elapsed / max_seconds
+    if step == 0 and by_time < 1.0:
+        return by_steps
+    return max(by_time, by_steps)
+
+
+def stage_step_limits(kind: str, max_steps, stages: int) -> list:
+    """Each stage's step limit from ``--max-steps`` (one count for every stage, or one per
+    stage; ``None`` each without it: the stage's share of the time budget alone)."""
+    if max_steps is None:
+        return [None] * stages
+    counts = (max_steps,) if isinstance(max_steps, int) else tuple(max_steps)
+    if len(counts) not in (1, stages) or not all(
+            isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in counts):
+        raise ValueError(f"train {kind}: --max-steps {' '.join(map(str, counts))}: give one step "
+                         f"count (>= 1) for every stage or one per stage ({stages} stage(s))")
+    return list(counts) * stages if len(counts) == 1 else list(counts)
 
 
 def cosine_step(opt: torch.optim.Optimizer, loss: Tensor, *, lr: float, frac: float,

@@ -370,7 +370,7 @@ def _card(args: _Options, threads: int, channels: list[int], summary: dict,
           earlier: dict | None) -> dict:
     """The card of a ``train perceptual`` run: :func:`~mrirecon.training.run_card.trainer_card`,
     an ``earlier`` card of the same network and recipe keeping its descriptive sections."""
-    from mrirecon.training.ct_staged import card_command
+    from mrirecon.training.run_card import trainer_command
     from mrirecon.training.run_card import trainer_card
 
     options = {"threads": threads, "steps": args.steps, "batch_size": args.batch_size,
@@ -389,7 +389,7 @@ def _card(args: _Options, threads: int, channels: list[int], summary: dict,
             "(acceleration 2-8, centre 0.04-0.16), zero-filled magnitude",
         },
         "training": {
-            "command": card_command("perceptual", Path(args.out), options),
+            "command": trainer_command("perceptual", Path(args.out), options),
             **summary,
             "batch_size": args.batch_size,
             "lr": args.lr,

@@ -212,7 +212,7 @@ def train_radial(out: str | Path, *, model: str = "modl", maps: str = "espirit",
     descriptive sections the run does not write stay
     (:func:`~mrirecon.training.run_card.rebuilt_card`), never its run record or metrics."""
     options = {k: v for k, v in locals().items() if k not in ("out", "threads")}  # for the card
-    from mrirecon.training.ct_staged import card_command
+    from mrirecon.training.run_card import trainer_command
     from mrirecon.training.run_card import earlier_card, trainer_card
 
     if model not in MODELS:
@@ -226,7 +226,7 @@ def train_radial(out: str | Path, *, model: str = "modl", maps: str = "espirit",
     threads = use_threads(threads)
     # the command records the pairs of geometries as run (a single --size 64 is a tuple)
     options = {"threads": threads, **options, "size": args.size, "spokes": args.spokes}
-    command = card_command("radial", Path(args.out), options)
+    command = trainer_command("radial", Path(args.out), options)
     torch.manual_seed(seed)
     t0 = time.time()
     train, tests = [], {}

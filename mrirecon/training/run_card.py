@@ -232,7 +232,7 @@ def _command_options(command: str) -> dict[str, str]:
 
 def option_words(value) -> str:
     """``value`` as a command line gives it after its option (a tuple its items;
-    :func:`~mrirecon.training.ct_staged.card_command` writes them so; a flag as ``True`` /
+    :func:`trainer_command` writes them so; a flag as ``True`` /
     ``False``, as :func:`_command_options` reads it)."""
     if isinstance(value, bool):
         return str(value)
@@ -355,3 +355,17 @@ def trainer_card(fn, fresh: Mapping, earlier: Mapping | None, args: Mapping,
     return rebuilt_card(fresh, earlier, who=fresh["training"]["command"].split(" --")[0],
                         defaults=defaults, recipe={k: v for k, v in args.items() if k not in skip},
                         recipe_defaults=option_defaults(fn))
+
+
+def trainer_command(kind: str, out: Path, args: dict) -> str:
+    """The ``mrirecon train KIND`` command line of a run with keyword arguments ``args`` (for its
+    card); ``True`` becomes a bare flag, ``False`` ``--no-FLAG``, a tuple its items."""
+    def option(k, v) -> str:
+        flag = k.replace("_", "-")
+        if isinstance(v, bool):
+            return f"--{flag}" if v else f"--no-{flag}"
+        return f"--{flag} {option_words(v)}"
+
+    # an unset option (None: the trainer's rule) is left out: "--lr-drop-step None" was refused
+    return f"mrirecon train {kind} --out {out} " + " ".join(option(k, v) for k, v in args.items()
+                                                            if v is not None)

@@ -251,7 +251,7 @@ def test_card_commands_parse_as_written():
     recorded as `--estimate-sensitivities False`, which the command line refuses."""
     from mrirecon import cli
     from mrirecon.cli_train import normalise_argv
-    from mrirecon.training.ct_staged import card_command
+    from mrirecon.training.run_card import trainer_command
 
     def parses(command):
         return cli.build_parser().parse_args(normalise_argv(shlex.split(command)[1:]))
@@ -273,7 +273,7 @@ def test_card_commands_parse_as_written():
                 parses(m.group(0))  # SystemExit names what is wrong
                 found += 1
     assert found >= 10
-    varnet = parses(card_command("varnet", "v.pt", {"threads": 1, "estimate_sensitivities": False}))
+    varnet = parses(trainer_command("varnet", "v.pt", {"threads": 1, "estimate_sensitivities": False}))
     assert varnet.estimate_sensitivities is False and varnet.out == "v.pt"
 
 

@@ -25,3 +25,20 @@ def test_no_clipping_and_the_returned_loss():
     opt = torch.optim.SGD([w], lr=0.0)
     assert cosine_step(opt, (w**2).sum(), lr=0.1, frac=0.0, clip=None) == 3.0
     torch.testing.assert_close(w.detach(), torch.full((3,), 1 - 0.1 * 2.0))
+
+
+def test_the_step_fraction_sets_the_schedule_while_the_clock_keeps_pace():
+    from mrirecon.training.optim import budget_fraction
+
+    # step 0 runs at the full rate whatever the clock read (the first batch, a slow start)
+    assert budget_fraction(0, 2000.0, 3000.0, 6) == 0.0
+    assert budget_fraction(0, 2000.0, 3000.0, None) == 0.0
+    # bounded by its steps (the clock behind their share of the time): the step fraction alone
+    assert budget_fraction(3, 100.0, 3000.0, 6) == 0.5
+    assert budget_fraction(3, 1499.0, 3000.0, 6) == 0.5
+    # the clock ahead of the steps (the time budget would end the run first): the time fraction
+    assert budget_fraction(3, 2400.0, 3000.0, 6) == 0.8
+    assert budget_fraction(3, 600.0, 3000.0, None) == 0.2
+    # either budget spent ends the run, before its first step too
+    assert budget_fraction(0, 3000.0, 3000.0, 6) >= 1.0
+    assert budget_fraction(6, 1.0, 3000.0, 6) >= 1.0
