@@ -196,7 +196,7 @@ class MethodSolves:
 
     def messages(self, method: str) -> dict[int, dict[str, str]]:
         """``{slice: {"unconverged": line}}`` of ``method`` (one line per solver), for a
-        :class:`~mrirecon.pipeline.volume.SliceMessages`."""
+        :class:`~mrirecon.pipeline.slice_messages.SliceMessages`."""
         record = self.records.get(method)
         if record is None:
             return {}

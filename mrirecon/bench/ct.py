@@ -50,7 +50,7 @@ from mrirecon.pipeline.ct_consistency import dose_note
 from mrirecon.pipeline.schema import PipelineConfig, UndersampleConfig
 from mrirecon.pipeline.stages_ct import CTStages
 from mrirecon.pipeline.stream import Method
-from mrirecon.pipeline.volume import SliceMessages
+from mrirecon.pipeline.slice_messages import SliceMessages
 
 #: What a CT record's ``mask_type`` says: every ``factor``-th view is kept, from view 0.
 VIEW_MASK = "sparse_view"

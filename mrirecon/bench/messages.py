@@ -5,7 +5,7 @@ coil, ESPIRiT's crop lowered, GRAPPA's unfilled columns, truncated CT projection
 they did to it (notes: partial Fourier, the dose), as ``{kind: message}``
 (:meth:`~mrirecon.pipeline.stream.Modality.data_messages`). ``mrirecon run`` collects them per
 volume, kind by kind, into one line per kind naming the file and the slices
-(``pipeline.volume.process_volume``, :class:`~mrirecon.pipeline.volume.SliceMessages`); the
+(``pipeline.volume.process_volume``, :class:`~mrirecon.pipeline.slice_messages.SliceMessages`); the
 benchmark collects them alike, so that a table built on data the pipeline would warn about says
 so (the benchmark dropped every one of them). So does a learned model's card: data outside its
 ``training_range`` are warned per volume and method (:class:`RangeMessages`), by the check

@@ -79,7 +79,8 @@ from mrirecon.pipeline.stages_mri import MRIStages
 from mrirecon.pipeline.stream import Method
 from mrirecon.pipeline.validate import check_calibrate
 from mrirecon.sampling.cartesian import acceleration_problem, center_fraction_problem
-from mrirecon.pipeline.volume import SliceMessages, without_blank_reference_slices
+from mrirecon.pipeline.slice_messages import SliceMessages
+from mrirecon.pipeline.volume import without_blank_reference_slices
 
 # ---- one volume -----------------------------------------------------------------------------
 

@@ -27,7 +27,6 @@ lowered crop recovers 2-13 dB and lands within 0.7 dB of the best fixed crop of 
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
@@ -129,26 +128,80 @@ def _band_energy(low: Tensor) -> Tensor:
     return (magnitude / scale).square().sum(-3)
 
 
+#: Relative precision to which :func:`safe_crop` takes ESPIRiT's eigenvalues, in units of their
+#: dtype's epsilon (9.5e-7 in float32). With the kernels decomposed in double precision
+#: (:func:`~mrirecon.calib.espirit.espirit_kernels`) the float32 eigenvalues of a 96 x 80, 4-coil
+#: slice are bit-identical at 1 and 2 CPU threads and differ by 3.6e-7 relative at most between
+#: ATen's AVX-512 and default (no SIMD) kernels (another CPU); from complex64 kernels they had
+#: differed by up to 1.8e-5 between thread counts.
+EIGENVALUE_ULPS = 8
+
+#: Least width of a gap of the eigenvalues, in precisions (:data:`EIGENVALUE_ULPS`, relative to
+#: the gap's upper side), that :func:`safe_crop` places a lowered crop in: 7.6e-6 relative in
+#: float32. Each side may move by a precision in either of two runs and the crop lies within an
+#: eighth of the gap of its middle, so it stays 3 precisions from both.
+GAP_PRECISIONS = 8
+
+
 def safe_crop(eigenvalues: Tensor, energy: Tensor, crop: float, max_share: float) -> Tensor:
-    """Per slice ``(...)``: ``crop``, or the largest eigenvalue threshold below it whose cut
-    pixels (``eigenvalues <= threshold``) hold at most ``max_share`` of ``energy``'s sum.
+    """Per slice ``(...)``: ``crop``, or a lower threshold whose cut pixels (``eigenvalues <=
+    threshold``) hold at most ``max_share`` of ``energy``'s sum, placed in a gap of the
+    eigenvalues that their rounding cannot close.
 
-    ``eigenvalues`` and ``energy`` are ``(..., H, W)``; 0 (no crop) when even the pixel with the
-    smallest eigenvalue holds more. Ties are never split: every pixel at a threshold's
-    eigenvalue is cut or none is.
+    ``eigenvalues`` and ``energy`` are ``(..., H, W)``. ``crop`` comes back as given (exactly:
+    0.95 is no float32) when its own cut fits the share. Else the cut grows from the smallest
+    eigenvalue up to the largest one that fits, but it may end only where the next eigenvalue
+    lies more than :data:`GAP_PRECISIONS` precisions above (the precision: :data:`EIGENVALUE_ULPS`
+    times the dtype's epsilon, relative to that next value); the threshold is the decimal with
+    the fewest digits within an eighth of the gap of its middle, so it lies at least 3/8 of the
+    gap (3 precisions) from either side. Eigenvalues that rounding could reorder are cut
+    together or kept together, perturbing every eigenvalue by a precision (about 1e-6 relative)
+    moves no pixel across, and ``--set calibrate.crop=<threshold> --set
+    calibrate.max_cropped_energy=null`` repeats the cut, on another CPU too. The threshold used
+    to sit one float32 ulp below the first kept eigenvalue: two pixels 1.8e-6 apart (2.5e-6
+    relative) swapped places between 1 and 2 threads on a simulated slice (complex64 kernels),
+    the maps moved by 2.2 % and the TV image by 0.6 %; and the crop printed to 2 decimals could
+    not be pinned. Which gap is chosen can still change where a gap's width lies within a
+    rounding of the least width (as any choice of a threshold from rounded values can): rare
+    once the eigenvalues differ by 1e-7, not 1e-5. 0 (no crop) when no such gap fits the share.
     """
-    ev = eigenvalues.reshape(-1, eigenvalues.shape[-2] * eigenvalues.shape[-1])
-    en = energy.reshape(ev.shape).to(ev.dtype)
-    order = torch.sort(ev, dim=-1)
-    cut = torch.cumsum(en.gather(-1, order.indices), dim=-1)  # energy cut by each threshold
-    k = (cut <= max_share * cut[:, -1:]).sum(-1, keepdim=True)  # the k smallest may be cut
-    # just below the first eigenvalue that may not be cut (ties with it stay), or no limit
-    first_kept = order.values.gather(-1, k.clamp(max=ev.shape[-1] - 1))[:, 0]
-    below = torch.nextafter(first_kept, torch.full_like(first_kept, -math.inf))
-    threshold = torch.where(k[:, 0] < ev.shape[-1], below, torch.full_like(below, math.inf))
-    # float64, so that an unchanged crop is the given value (0.95 is no float32) and compares
-    # with float32 eigenvalues as ``eigenvalues > crop`` does
-    return threshold.double().clamp(min=0.0, max=float(crop)).reshape(eigenvalues.shape[:-2])
+    ev = eigenvalues.reshape(-1, eigenvalues.shape[-2] * eigenvalues.shape[-1]).double()
+    en = energy.reshape(ev.shape).double()
+    precision = EIGENVALUE_ULPS * torch.finfo(eigenvalues.dtype).eps
+    total = en.sum(-1)
+    # crop as given when what it cuts fits (the pixels <= crop; any order of them)
+    as_given = (en * (ev <= float(crop))).sum(-1) <= max_share * total
+    values, order = torch.sort(ev, dim=-1)
+    cut = torch.cumsum(en.gather(-1, order), dim=-1)  # energy cut up to and including i
+    lo, hi = values[:, :-1], values[:, 1:]
+    gap = hi - lo
+    # a cut may end between i and i + 1 only where that gap is wide and the cut fits
+    ends = (gap > GAP_PRECISIONS * precision * hi.abs()) & (cut[:, :-1] <= max_share * total[:, None])
+    out = []
+    for b in range(ev.shape[0]):
+        if bool(as_given[b]):
+            out.append(float(crop))
+            continue
+        ok = torch.nonzero(ends[b]).flatten()
+        if ok.numel() == 0:
+            out.append(0.0)
+            continue
+        i = int(ok[-1])
+        out.append(min(_shortest_within(float(lo[b, i]), float(hi[b, i])), float(crop)))
+    return torch.tensor(out, dtype=torch.float64, device=eigenvalues.device).reshape(
+        eigenvalues.shape[:-2])
 
 
-__all__ = ["MAX_CROPPED_ENERGY", "centre_maps", "espirit_block", "safe_crop"]
+def _shortest_within(lo: float, hi: float) -> float:
+    """The decimal with the fewest digits within ``(hi - lo) / 8`` of ``(lo + hi) / 2``: a crop
+    that prints exactly (``--set calibrate.crop=...`` repeats it) and lies near the middle."""
+    mid, slack = (lo + hi) / 2, (hi - lo) / 8
+    for digits in range(1, 18):
+        value = round(mid, digits)
+        if abs(value - mid) <= slack:
+            return value
+    return mid
+
+
+__all__ = ["EIGENVALUE_ULPS", "GAP_PRECISIONS", "MAX_CROPPED_ENERGY", "centre_maps", "espirit_block",
+           "safe_crop"]

@@ -31,6 +31,13 @@ class VolumeResult:
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what the stages did to the data (CT: dose)
     adapt: dict = field(default_factory=dict)  # the adapt stage's report (and weights sha256)
+    # what made the outputs (an input --resume skipped: the earlier run's): CPU threads of the
+    # process (results differ with it at rounding level) and the resolved device
+    threads: int | None = None
+    device: str | None = None
+    # per-slice calibration settings as applied: {"espirit_crop": [crop of slice 0, ...]}
+    # (the crop ESPIRiT's energy safeguard chose; None for a slice not calibrated)
+    calibration: dict = field(default_factory=dict)
 
     def warn(self, msg: str) -> None:
         """Log ``msg`` as a warning and keep it for ``provenance.json`` and the report."""

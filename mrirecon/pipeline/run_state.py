@@ -128,6 +128,9 @@ _STATUS_FIELDS = {
     "notes": ("a list of strings", _strings),
     "figures": ("a list of paths", _strings),
     "adapt": ("a mapping", lambda v: isinstance(v, dict)),
+    "threads": ("an integer >= 1 or null", lambda v: v is None or _number(v, integer=True) and v >= 1),
+    "device": ("a string or null", lambda v: v is None or isinstance(v, str)),
+    "calibration": ("a mapping", lambda v: isinstance(v, dict)),
     "name": ("a string", lambda v: isinstance(v, str)),
 }
 _STATUS_MAPS = {  # field: (what each value must be, what the field must be, the check)

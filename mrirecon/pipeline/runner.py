@@ -19,6 +19,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from mrirecon.core.config import to_dict
 from mrirecon.core.device import resolve_device
 from mrirecon.core.memory import release_memory
@@ -283,9 +285,12 @@ def _each_input(config: PipelineConfig, mine: list[tuple[Path, str]], output: Pa
             log.info("skipping %s (finished in an earlier run)", path)
             known = {f.name for f in fields(VolumeResult)}
             # fields checked by read_status; a record of an earlier version may lack some
-            results.append(VolumeResult(**{"input": str(path), "name": name,
-                                           **{k: v for k, v in prev.items() if k in known},
-                                           "status": "skipped"}))
+            kept = VolumeResult(**{"input": str(path), "name": name,
+                                   **{k: v for k, v in prev.items() if k in known},
+                                   "status": "skipped"})
+            if (made := _made_otherwise(kept, device)) is not None:
+                kept.note(made)  # kept (a resume keeps work), but not as this run would make it
+            results.append(kept)
             continue
         stage = staging / "v"
         try:
@@ -298,6 +303,7 @@ def _each_input(config: PipelineConfig, mine: list[tuple[Path, str]], output: Pa
             run.invalidate()  # before the first change to the output folder
             commit_outputs(stage, output, result)
             result.status = "ok"
+            result.threads, result.device = torch.get_num_threads(), device  # what made them
             remove_stale_outputs(old, result, output)
             drop_superseded(output, name, "this run wrote it again")
             written = fingerprint([*result.outputs.values(), *result.figures], output)
@@ -322,6 +328,27 @@ def _each_input(config: PipelineConfig, mine: list[tuple[Path, str]], output: Pa
                                    config_sha256=config_hash, input_abspath=os.path.abspath(path),
                                    output_files=written)
             atomic_write_text(status_file, json.dumps(record, indent=1))
+
+
+def _made_otherwise(kept: VolumeResult, device: str) -> str | None:
+    """The note of an input ``--resume`` skips whose outputs were made under another thread
+    count or device than this run's (its status record's ``threads`` / ``device``), else
+    ``None``. The outputs are kept (a resume keeps finished work), but ``provenance.json``'s
+    ``threads`` and ``device`` are this run's: a 1-thread result was listed under
+    ``"threads": 2`` (PSNR 23.7746 beside a 2-thread run's 23.7635)."""
+    now = (torch.get_num_threads(), device)
+    made = (kept.threads, kept.device)
+    if made == now:
+        return None
+
+    def said(threads, dev) -> str:
+        return (f"--threads {threads if threads is not None else '(not recorded)'} on device "
+                f"{dev if dev is not None else '(not recorded)'}")
+
+    return (f"{display_name(kept)}: --resume kept the outputs an earlier run made with "
+            f"{said(*made)}; this run has {said(*now)}, under which they may differ (at "
+            "rounding level for the thread count, more for another device); they were not "
+            "made again (run without --resume to make them under this run's settings)")
 
 
 def _set_aside(old: dict | None, status_file: Path, output: Path, result: VolumeResult,

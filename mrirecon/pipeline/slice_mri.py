@@ -63,6 +63,10 @@ class MRISlice:
         ``(band, block, kernel)`` of the Cartesian ESPIRiT calibration ``calibrate`` ran: the
         centre band's columns, the calibration block and the kernel ``(readout, phase
         encoding)`` it used (:func:`mrirecon.calib.espirit_block`), else ``None``.
+    espirit_crop
+        The ESPIRiT crop ``calibrate`` applied (``calibrate.crop``, or the lower one
+        :func:`mrirecon.calib.centre.safe_crop` chose), exactly; ``None`` without Cartesian
+        ESPIRiT maps. ``provenance.json`` lists it per slice (``files[].calibration``).
     """
 
     kspace: Tensor
@@ -82,6 +86,7 @@ class MRISlice:
     calibration: Tensor | None = None
     acquired_rows: int | None = None
     espirit: tuple[int, tuple[int, int], tuple[int, int]] | None = None
+    espirit_crop: float | None = None
 
     @property
     def image_shape(self) -> tuple[int, int]:

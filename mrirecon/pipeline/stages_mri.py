@@ -138,26 +138,16 @@ def calibrate(s: MRISlice, cfg: CalibrateConfig) -> MRISlice:
         note = (f"calibrate: ESPIRiT's crop {cfg.crop:g} would have zeroed the coil maps over "
                 f"more than {100 * cfg.max_cropped_energy:g} % of the {calib_width}-column "
                 f"centre band's image energy (a band too narrow for its eigenvalues to reach "
-                f"the crop inside the object); the crop was lowered to "
-                f"{_printed_below(float(crop), cfg.crop)} "
-                "(calibrate.max_cropped_energy=null keeps it)")
+                f"the crop inside the object); the crop was lowered to {float(crop)!r}, "
+                "exactly (calibrate.crop set to it, with calibrate.max_cropped_energy=null, "
+                f"repeats this cut; null alone keeps {cfg.crop:g})")
         s = replace(s, notes={**s.notes, "espirit_crop": note})
     if cfg.method == "espirit":  # what kernel_note / kernel_warning report (the band passed)
         band = int(window.sum())
         block, kernel = calib.espirit_block(band, kspace.shape[-2], calib_rows=cfg.calib_width,
                                             kernel_width=cfg.kernel_width)
-        s = replace(s, espirit=(band, block, kernel))
+        s = replace(s, espirit=(band, block, kernel), espirit_crop=float(crop))
     return replace(s, maps=maps)
-
-
-def _printed_below(value: float, limit: float) -> str:
-    """``value`` (< ``limit``) with the fewest decimals (at least 2) that still print it below
-    ``limit``: a crop lowered from 0.95 to 0.9472 read "lowered to 0.95" with two."""
-    for digits in range(2, 17):
-        text = f"{value:.{digits}f}"
-        if float(text) < limit:
-            return text
-    return repr(value)
 
 
 def data_scale(kspace: Tensor, s: MRISlice | None = None) -> float:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from mrirecon.pipeline.volume import FIGURES_LISTED, SliceMessages
+from mrirecon.pipeline.slice_messages import FIGURES_LISTED, SliceMessages
 
 CROP = "calibrate.crop=0.95: crop lowered to {} on a 24-column band (ESPIRiT)"
 

@@ -245,12 +245,11 @@ def test_the_ct_bench_refuses_a_diverged_method_by_name(tmp_path, monkeypatch):
 
 def test_a_lowered_crop_is_printed_below_the_configured_one(narrow_band_file, tmp_path,
                                                             monkeypatch):
-    """The crop safeguard lowered 0.95 to 0.9472 and the warning said "lowered to 0.95"."""
+    """The crop safeguard lowered 0.95 to 0.9472 and the warning said "lowered to 0.95"; then
+    it printed 2 decimals, which ``calibrate.crop`` could not repeat: it prints the crop
+    exactly, and ``provenance.json`` lists it per slice."""
     from mrirecon import calib
-    from mrirecon.pipeline.stages_mri import _printed_below
 
-    assert [_printed_below(v, 0.95) for v in (0.9472410082817078, 0.8900397, 0.9499999)] == [
-        "0.947", "0.89", "0.9499999"]
     original = calib.centre_maps
 
     def lowered(*args, **kwargs):
@@ -262,4 +261,7 @@ def test_a_lowered_crop_is_printed_below_the_configured_one(narrow_band_file, tm
                        [*FAST, "undersample.enabled=false", "evaluate.enabled=false"])
     assert code == 0
     (msg,) = [w for w in entry["warnings"] if "the crop was lowered" in w]
-    assert "the crop was lowered to 0.947 (calibrate.max_cropped_energy=null keeps it)" in msg
+    assert ("the crop was lowered to 0.9472410082817078, exactly (calibrate.crop set to it, "
+            "with calibrate.max_cropped_energy=null, repeats this cut; null alone keeps 0.95)"
+            in msg)
+    assert set(entry["calibration"]["espirit_crop"]) == {0.9472410082817078}
