@@ -27,13 +27,6 @@ def audit_file(tmp_path_factory):
     return path
 
 
-@pytest.fixture
-def threads():
-    before = torch.get_num_threads()
-    yield torch.set_num_threads
-    torch.set_num_threads(before)
-
-
 def _band(path):
     from mrirecon.pipeline.stages_mri import acs_width
 
@@ -42,11 +35,11 @@ def _band(path):
     return k, centre_window(mask, min(24, acs_width(mask)))
 
 
-def test_the_crop_support_does_not_depend_on_threads_or_rounding(audit_file, threads):
+def test_the_crop_support_does_not_depend_on_threads_or_rounding(audit_file):
     k, band = _band(audit_file)
     got = {}
     for n in (1, 2):
-        threads(n)
+        torch.set_num_threads(n)  # restored by conftest's autouse fixture
         got[n] = centre_maps(k, band, return_crop=True)
     (maps1, crop1), (maps2, crop2) = got[1], got[2]
     assert torch.equal(crop1, crop2) and bool((crop1 < 0.95).all())  # lowered on both slices
@@ -76,8 +69,7 @@ def test_the_crop_support_does_not_depend_on_threads_or_rounding(audit_file, thr
         assert torch.equal(pinned.abs().sum(-3) > 0, maps1[s].abs().sum(-3) > 0)
 
 
-def test_the_audit_slice_gives_the_same_tv_image_at_1_and_2_threads(audit_file, tmp_path,
-                                                                    threads):
+def test_the_audit_slice_gives_the_same_tv_image_at_1_and_2_threads(audit_file, tmp_path):
     """mri_tv on the audit's file: slice 1 moved by 6.1e-3 relative between 1 and 2 threads;
     now the images agree to float32 rounding (here bit for bit)."""
     from mrirecon.pipeline.definitions import load_pipeline
@@ -86,7 +78,7 @@ def test_the_audit_slice_gives_the_same_tv_image_at_1_and_2_threads(audit_file, 
     config = load_pipeline("mri_tv", ["export.formats=[hdf5]", "report.enabled=false"])[0]
     images, crops = {}, {}
     for n in (1, 2):
-        threads(n)
+        torch.set_num_threads(n)  # restored by conftest's autouse fixture
         out = tmp_path / f"t{n}"
         assert run_pipeline(config, [str(audit_file)], out, progress=False) == 0
         with h5py.File(next((out / "reconstructions").glob("*.h5"))) as f:

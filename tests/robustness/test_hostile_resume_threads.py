@@ -9,19 +9,10 @@ import json
 import logging
 import shutil
 
-import pytest
 import torch
 
 from mrirecon.pipeline.runner import run_pipeline
 from tests.robustness.test_hostile_outputs import mri_config
-
-
-@pytest.fixture
-def threads():
-    """Restores the process's thread count after the test."""
-    before = torch.get_num_threads()
-    yield torch.set_num_threads
-    torch.set_num_threads(before)
 
 
 def _entries(out):
@@ -29,13 +20,13 @@ def _entries(out):
     return prov, {f["name"]: f for f in prov["files"]}
 
 
-def test_a_resume_under_other_threads_or_device_keeps_and_says_so(mri_file, tmp_path, threads,
+def test_a_resume_under_other_threads_or_device_keeps_and_says_so(mri_file, tmp_path,
                                                                     caplog):
     src = tmp_path / "in" / "vol.h5"
     src.parent.mkdir()
     shutil.copy(mri_file, src)
     out, config = tmp_path / "out", mri_config()
-    threads(1)
+    torch.set_num_threads(1)  # restored by conftest's autouse fixture
     assert run_pipeline(config, [str(src)], out, progress=False, device="cpu") == 0
     record = json.loads((out / ".status" / "vol.json").read_text())
     assert (record["threads"], record["device"]) == (1, "cpu")  # what made the outputs
@@ -53,7 +44,7 @@ def test_a_resume_under_other_threads_or_device_keeps_and_says_so(mri_file, tmp_
     assert not [r for r in caplog.records if "--threads" in r.getMessage()]
 
     # 2 threads: kept (not run again), labelled with the settings that made it, and said once
-    threads(2)
+    torch.set_num_threads(2)  # restored by conftest's autouse fixture
     caplog.clear()
     with caplog.at_level(logging.INFO, "mrirecon"):
         assert run_pipeline(config, [str(src)], out, progress=False, resume=True) == 0
@@ -71,7 +62,7 @@ def test_a_resume_under_other_threads_or_device_keeps_and_says_so(mri_file, tmp_
     # made on another device (a GPU run's record): said too, naming it
     record["device"] = "cuda:0"
     (out / ".status" / "vol.json").write_text(json.dumps(record))
-    threads(1)
+    torch.set_num_threads(1)  # restored by conftest's autouse fixture
     assert run_pipeline(config, [str(src)], out, progress=False, resume=True) == 0
     prov, files = _entries(out)
     (note,) = [n for n in files["vol"]["notes"] if "device" in n and "--resume" in n]
@@ -79,7 +70,7 @@ def test_a_resume_under_other_threads_or_device_keeps_and_says_so(mri_file, tmp_
     assert (out / "reconstructions" / "vol.h5").read_bytes() == image
 
 
-def test_a_status_record_with_a_bad_thread_count_is_unreadable(mri_file, tmp_path, threads,
+def test_a_status_record_with_a_bad_thread_count_is_unreadable(mri_file, tmp_path,
                                                                caplog):
     """The new fields are checked as the others: ``"threads": "two"`` reprocesses the input."""
     from mrirecon.pipeline.run_state import status_problem
