@@ -140,7 +140,8 @@ def calibrate(s: MRISlice, cfg: CalibrateConfig) -> MRISlice:
                 f"centre band's image energy (a band too narrow for its eigenvalues to reach "
                 f"the crop inside the object); the crop was lowered to {float(crop)!r}, "
                 "exactly (calibrate.crop set to it, with calibrate.max_cropped_energy=null, "
-                f"repeats this cut; null alone keeps {cfg.crop:g})")
+                "repeats this slice's cut, one value for every slice: each slice's crop is in "
+                f"provenance.json files[].calibration.espirit_crop; null alone keeps {cfg.crop:g})")
         s = replace(s, notes={**s.notes, "espirit_crop": note})
     if cfg.method == "espirit":  # what kernel_note / kernel_warning report (the band passed)
         band = int(window.sum())

@@ -217,3 +217,25 @@ def test_the_whole_reads_peak_grows_by_the_samples_it_returns(tmp_path):
     grown = got[16]["samples"] - got[4]["samples"]
     assert grown == 12 * 8 * 64 * 256 * 8
     assert got[16]["peak"] - got[4]["peak"] < 1.3 * grown, got
+
+
+@pytest.mark.parametrize("change", ["rows cut", "another file"])
+def test_a_file_changed_after_it_was_opened_is_named_when_a_slice_is_read(tmp_path, change):
+    """``open_ismrmrd`` reads a slice's rows when asked: a file whose rows were cut in half
+    after opening gave a raw ``IndexError: Fancy indexing out of range``, and another radial file
+    written over it "readout 4 has a different trajectory in slice 2". Now: the file changed
+    since it was opened, named."""
+    path, _, _ = _file(tmp_path / "radial.h5", "radial", slices=5)
+    sl = open_ismrmrd(path)
+    sl.read(0)
+    if change == "rows cut":
+        with h5py.File(path, "r+") as h5:
+            records = h5["dataset/data"][()]
+            h5["dataset/data"].resize((len(records) // 2,))
+    else:
+        _file(tmp_path / "other.h5", "radial", slices=5, readouts=16)  # other spokes
+        (tmp_path / "other.h5").replace(path)
+    with pytest.raises(DataFormatError, match=r"radial\.h5: dataset/data: the file changed since "
+                                              r"it was opened"):
+        for i in range(len(sl)):
+            sl.read(i)

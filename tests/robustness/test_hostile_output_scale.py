@@ -262,6 +262,7 @@ def test_a_lowered_crop_is_printed_below_the_configured_one(narrow_band_file, tm
     assert code == 0
     (msg,) = [w for w in entry["warnings"] if "the crop was lowered" in w]
     assert ("the crop was lowered to 0.9472410082817078, exactly (calibrate.crop set to it, "
-            "with calibrate.max_cropped_energy=null, repeats this cut; null alone keeps 0.95)"
-            in msg)
+            "with calibrate.max_cropped_energy=null, repeats this slice's cut, one value for "
+            "every slice: each slice's crop is in provenance.json files[].calibration.espirit_crop; "
+            "null alone keeps 0.95)" in msg)
     assert set(entry["calibration"]["espirit_crop"]) == {0.9472410082817078}
