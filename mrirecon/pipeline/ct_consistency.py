@@ -162,18 +162,23 @@ def edge_levels(sino: Tensor, geometry: CTGeometry, k: int) -> list[float]:
 
 
 
-def offset_short_side_note(geometry: CTGeometry, edges: list[float]) -> str:
+def offset_short_side_note(geometry: CTGeometry, edges: list[float], k: int,
+                           air: float) -> str:
     """For projections truncated on the short side of an offset detector by a scan short of a
     full turn: the object beyond the short side is measured from one side of the axis only,
-    which only a full turn completes (half-fan scans); else ``""``."""
+    which only a full turn completes (half-fan scans); else ``""``. Only where the long side
+    reaches at least ``k`` bins (the edge window of ``edges``) beyond the short one and its own
+    outer bins read air (at most ``air``): a detector a quarter channel off the axis, truncated
+    on both sides, was told to scan a full turn, which measures no more of the object."""
     from mrirecon.operators.fbp import offset_weights, scan_coverage, symmetric_detector
 
     positions = geometry.fan_angles if geometry.beam == "fan" else geometry.detector_positions
     if offset_weights(positions) is None:
         return ""
-    _, before, _ = symmetric_detector(geometry)
-    if (edges[0] >= edges[1]) != bool(before):  # truncated on the long side: truly truncated
-        return ""
+    _, before, after = symmetric_detector(geometry)
+    short, long = (0, 1) if before else (1, 0)
+    if max(before, after) < k or edges[long] > air or edges[short] <= air:
+        return ""  # no wider side, or truncated on the long side too: truly truncated
     span, _ = scan_coverage(np.asarray(geometry.angles, dtype=np.float64))
     return (f". The truncated side is the short side of an offset detector (detector_offset "
             f"{geometry.detector_offset:.4g} mm): what lies beyond it is measured by the long "

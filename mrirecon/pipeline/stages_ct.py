@@ -348,7 +348,7 @@ def data_warnings(sinogram: Tensor, geometry: CTGeometry) -> dict[str, str]:
                             f"{max(edges) / p99:.0%} of the sinogram's 99th percentile "
                             f"{p99:.3g} (air reads ~0); if the object extends beyond the "
                             "detector, expect a bright rim and shading in every method's image"
-                            + offset_short_side_note(geometry, edges))
+                            + offset_short_side_note(geometry, edges, k, TRUNCATION_LEVEL * p99))
     miss = missing_rays(sino, geometry)
     if miss is not None and p99 > 0 and miss[1] > TRUNCATION_LEVEL * p99:
         out["geometry"] = (f"of the {miss[0]} detector bins whose rays miss the image (beyond its "
