@@ -46,7 +46,8 @@ FAN_MIN_PAIRS = 0.2
 #: Named mislabellings are also weighed beyond photon noise (:func:`_beyond_noise`): a matched
 #: filter over up to this many source views, the slope of each ray over the views up to
 #: ``2 FAN_SLOPE_VIEWS`` away, and a lower confidence bound of ``FAN_NOISE_Z`` jackknife
-#: standard errors over :data:`FAN_NOISE_BLOCKS` groups of ray directions; a cause counts with
+#: standard errors over :data:`FAN_NOISE_BLOCKS` groups of ray directions or of channels (the
+#: larger: one hot channel biases every direction alike); a cause counts with
 #: the larger of its energy ratio and this one (same threshold, :data:`FAN_SCALE_RATIO`).
 #: Calibration: 190 correctly labelled simulations (64, 128 and 362 pixels, 180-1000 views,
 #: full turns and 230 / 250° short scans through 0 / 2π, flat and curved, SID / SDD 400 / 800
@@ -99,16 +100,48 @@ def _box(x: np.ndarray, width: int) -> np.ndarray:
     return c[:, width:] - c[:, :-width]
 
 
+def sinogram_p99(sino: Tensor) -> float:
+    """The 99th percentile of a sinogram's absolute line integrals (from at most ~100,000 of
+    them, evenly strided): the scale the data checks of ``stages_ct.data_warnings`` compare
+    levels with."""
+    flat = sino.detach().double().abs().flatten()
+    return float(torch.quantile(flat[:: max(1, flat.numel() // 100_000)], 0.99))
+
+
+def dead_bins(sino: Tensor, p99: float | None = None) -> Tensor:
+    """``(..., detectors)`` bool: the dead detector bins of a post-log sinogram ``(...,
+    views, detectors)``: zero in every view while the median over the views of their smaller
+    neighbour exceeds ``TRUNCATION_LEVEL`` of the 99th percentile ``p99`` (:func:`sinogram_p99`
+    when not given): inside the object. The outermost bins are never called dead (one
+    neighbour). ``stages_ct.data_warnings`` warns of them, and the conjugate-ray checks leave
+    them out (:class:`_Conjugates`)."""
+    from mrirecon.pipeline.stages_ct import TRUNCATION_LEVEL  # stages_ct imports this module
+
+    sino = sino.detach().double()
+    out = torch.zeros(sino.shape[:-2] + sino.shape[-1:], dtype=torch.bool)
+    if sino.shape[-1] < 3 or sino.shape[-2] < 1:
+        return out
+    p99 = sinogram_p99(sino) if p99 is None else p99
+    neighbours = torch.minimum(sino[..., :-2], sino[..., 2:])
+    out[..., 1:-1] = ((sino[..., 1:-1] == 0).all(-2)
+                      & (neighbours.median(-2).values > TRUNCATION_LEVEL * p99))
+    return out
+
+
 class _Conjugates:
     """Conjugate-ray differences of one fan-beam sinogram ``(views, detectors)`` for any scale
     of its fan angles: ``p(β, γ) - p(β + π - 2 c γ, -γ)``, interpolated linearly between the
     views (the bin at ``-γ`` is the mirrored one about the axis, :func:`axis_mirror`), box-averaged along
-    the detector (photon noise averages out, a geometric mismatch stays)."""
+    the detector (photon noise averages out, a geometric mismatch stays). Dead bins
+    (:func:`dead_bins`) take part in no pair, neither as a source bin nor as a conjugate target
+    (the bins whose mirror interpolates from one): their differences are the object's line
+    integrals, which read as a geometric mismatch (a dead channel 566 of 736 on a clinical
+    short scan was told "set detector=\"flat\"", 2.22x)."""
 
     MAX_SOURCES = 128  # source views (every k-th): bounded work for 1000-view files
 
     def __init__(self, sino: np.ndarray, geometry: CTGeometry,
-                 max_sources: int = MAX_SOURCES) -> None:
+                 max_sources: int = MAX_SOURCES, dead: np.ndarray | None = None) -> None:
         from mrirecon.operators.fbp import scan_coverage, scan_offsets
 
         views, bins = sino.shape
@@ -125,6 +158,10 @@ class _Conjugates:
         # bins whose mirror image about the axis lies on the detector (all of them on a centred
         # one; an offset detector's long side beyond its short one has no conjugate bin)
         self.inside = axis_mirror(torch.ones(1, bins, dtype=torch.float64), geometry)[0].numpy() > 0.999
+        dead = dead_bins(torch.from_numpy(sino)).numpy() if dead is None else dead
+        if dead.any():  # neither a source nor a target (nor interpolated into one)
+            hit = axis_mirror(torch.from_numpy(dead[None].astype(np.float64)), geometry)[0]
+            self.inside &= ~dead & ~(hit.numpy() > 1e-9)
         self.src = np.arange(views)[:: max(1, -(-views // max_sources))]
         self.p = p[self.src]
         self.gam = geometry.fan_angles
@@ -182,8 +219,13 @@ def _matched(c: _Conjugates, d1: np.ndarray, ok1: np.ndarray,
              raw: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[float, float] | None:
     """``(a, se)``: the least-squares amplitude of the template ``dp/dβ shift`` in the
     conjugate differences ``d1`` taken at fan angles ``gam1``, and its jackknife standard
-    error over :data:`FAN_NOISE_BLOCKS` groups of ray directions ``β - γ (mod π)`` (a pair and
-    its conjugate are the same two rays: one group); ``None`` where the template vanishes.
+    error, the larger of two: over :data:`FAN_NOISE_BLOCKS` groups of ray directions ``β - γ
+    (mod π)`` (a pair and its conjugate are the same two rays: one group) and over as many
+    groups of channels by ``|γ|`` (a pair's two bins lie at ``±γ``: one group). One hot or
+    miscalibrated channel offsets its pairs in every direction alike, which the first cannot
+    see (+0.5 post-log on channel 566 of 736 read as ``u / SDD`` scaled by 1.0052 ± 0.0005 on
+    a clinical short scan); the second puts it in one group. ``None`` where the template
+    vanishes or one group holds all of it.
     Given ``raw`` (the differences before the box and the box's counts,
     :meth:`_Conjugates.differences`), the standard error is at least the one each raw
     difference's own square gives (``sqrt(2 Σ (d w)²) / <T1, T2>``, ``w`` the weight of the
@@ -203,14 +245,22 @@ def _matched(c: _Conjugates, d1: np.ndarray, ok1: np.ndarray,
     t2 = np.where(ok, _box(np.where(ok, g2 * shift, 0.0), c.width) / n, 0.0)
     k = FAN_NOISE_BLOCKS
     phi = np.mod(c.b[c.src, None] - gam1[None, :], math.pi)
-    grp = np.minimum((phi * (k / math.pi)).astype(np.int64), k - 1).ravel()
-    ub = np.bincount(grp, (np.where(ok, d1, 0.0) * t1).ravel(), k)
-    vb = np.bincount(grp, (t1 * t2).ravel(), k)
-    u, v = float(ub.sum()), float(vb.sum())
-    if not v > 0 or not (vb < v).all():
+    ud, vd = (np.where(ok, d1, 0.0) * t1).ravel(), (t1 * t2).ravel()
+    u, v = float(ud.sum()), float(vd.sum())
+    if not v > 0:
         return None
-    jack = (u - ub) / (v - vb)
-    se = math.sqrt((k - 1) / k * float(((jack - jack.mean()) ** 2).sum()))
+    se = 0.0
+    # groups of ray directions, and groups of channels by |γ| (a pair's two bins lie at
+    # ``±γ``: one group): a bad channel biases every direction alike, one channel group only
+    paired = ok.any(0)  # the groups split the channels that hold pairs (a half-fan: its overlap)
+    span = max(float(np.abs(gam1[paired]).max()) if paired.any() else 0.0, 1e-30)
+    for g in (phi * (k / math.pi), np.broadcast_to(np.abs(gam1)[None, :] * (k / span), phi.shape)):
+        grp = np.minimum(g.astype(np.int64), k - 1).ravel()
+        ub, vb = np.bincount(grp, ud, k), np.bincount(grp, vd, k)
+        if not (vb < v).all():
+            return None
+        jack = (u - ub) / (v - vb)
+        se = max(se, math.sqrt((k - 1) / k * float(((jack - jack.mean()) ** 2).sum())))
     if raw is not None:
         w = _box(np.where(ok, t1 / np.maximum(raw[1], 1.0), 0.0), c.width)
         se = max(se, math.sqrt(2.0 * float(((raw[0] * w) ** 2).sum())) / v)
@@ -301,7 +351,8 @@ def conjugate_mismatch(sino: Tensor, geometry: CTGeometry) -> ConjugateFit | Non
     p = sino.detach().double().reshape(-1, *sino.shape[-2:])[0].cpu().numpy()
     if min(p.shape) < 16 or not np.isfinite(p).all():
         return None
-    c = _Conjugates(p, geometry)
+    dead = dead_bins(torch.from_numpy(p)).numpy()
+    c = _Conjugates(p, geometry, dead=dead)
     pairs = c.differences(1.0, raw=True)
     d1, ok1 = pairs[:2]
     if ok1.mean() < FAN_MIN_PAIRS:
@@ -328,7 +379,7 @@ def conjugate_mismatch(sino: Tensor, geometry: CTGeometry) -> ConjugateFit | Non
     coarse = max(range(0, n, 3), key=fit)  # every third scale, then the best one's neighbours
     best = max(range(max(0, coarse - 2), min(n, coarse + 3)), key=fit)
     # the named mislabellings: the energy ratio, or beyond photon noise where that says more
-    fine = c if len(c.src) == p.shape[0] else _Conjugates(p, geometry, FAN_NOISE_SOURCES)
+    fine = c if len(c.src) == p.shape[0] else _Conjugates(p, geometry, FAN_NOISE_SOURCES, dead)
     pairs = pairs if fine is c else fine.differences(1.0, raw=True)
     df, okf = pairs[:2]
     slopes = (fine.slopes(range(1, 2 * FAN_SLOPE_VIEWS, 2)),

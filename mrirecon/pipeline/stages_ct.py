@@ -33,7 +33,7 @@ from mrirecon.pipeline.ct_consistency import (OPPOSITE_MISMATCH, above_count_flo
                                               edge_levels, mark_dead_views, missing_rays,
                                               opposite_view_mismatch,
                                               transmission_warning, centre_warning)
-from mrirecon.pipeline.ct_fan_check import fan_geometry_warning
+from mrirecon.pipeline.ct_fan_check import dead_bins, fan_geometry_warning, sinogram_p99
 from mrirecon.pipeline.ct_plausibility import (NOISE_FIT_METHODS, bulk_shift_warning,
                                                coverage_warning, floor_warnings, image_warnings,
                                                noise_fit_warning)
@@ -304,7 +304,7 @@ def data_warnings(sinogram: Tensor, geometry: CTGeometry) -> dict[str, str]:
                         f"): below {MIN_VIEWS} directions every method's image is dominated by "
                         "streaks; are the angles in attrs/geometry right?")
     k = max(2, int(round(EDGE_FRACTION * n)))
-    p99 = float(torch.quantile(sino.abs().flatten()[:: max(1, sino.numel() // 100_000)], 0.99))
+    p99 = sinogram_p99(sino)
     edges = edge_levels(sino, geometry, k)  # an offset detector's short side: inside
     truncated = p99 > 0 and max(edges) > TRUNCATION_LEVEL * p99
     # a full turn on an offset detector whose short side reads the object (a half-fan scan):
@@ -332,11 +332,9 @@ def data_warnings(sinogram: Tensor, geometry: CTGeometry) -> dict[str, str]:
         out["inconsistent"] = msg
     if not half_fan and "inconsistent" not in out and (msg := centre_warning(sino, geometry)):
         out["centre"] = msg  # the centre-of-mass fit needs whole projections
-    inside = sino[..., 1:-1]
-    neighbours = torch.minimum(sino[..., :-2], sino[..., 2:])
-    dead = ((inside == 0).all(-2) & (neighbours.median(-2).values > TRUNCATION_LEVEL * p99))
+    dead = dead_bins(sino, p99)  # zero in every view inside the object
     if bool(dead.any()):
-        cols = (torch.nonzero(dead).flatten() + 1).tolist()
+        cols = torch.nonzero(dead).flatten().tolist()
         out["dead"] = (f"detector bin{'s' * (len(cols) > 1)} {', '.join(map(str, cols[:8]))}"
                        f"{', ...' if len(cols) > 8 else ''} read{'s' * (len(cols) == 1)} zero in "
                        "every view inside the object (a dead detector element): expect a ring "
