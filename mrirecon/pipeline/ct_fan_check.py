@@ -118,7 +118,7 @@ def dead_bins(sino: Tensor, p99: float | None = None) -> Tensor:
     from mrirecon.pipeline.stages_ct import TRUNCATION_LEVEL  # stages_ct imports this module
 
     sino = sino.detach().double()
-    out = torch.zeros(sino.shape[:-2] + sino.shape[-1:], dtype=torch.bool)
+    out = torch.zeros(sino.shape[:-2] + sino.shape[-1:], dtype=torch.bool, device=sino.device)
     if sino.shape[-1] < 3 or sino.shape[-2] < 1:
         return out
     p99 = sinogram_p99(sino) if p99 is None else p99
