@@ -73,8 +73,9 @@ def check_init_card(init: str | os.PathLike | None, kind: str, model_name: str,
 #: What a continued run's card keeps of the run it started from (``training.first_run``).
 # the history too: a continued card keeps its first run's validation curve (loss spikes, drops)
 # (steps_per_stage: staged_ct; steps, best_step: primal_dual_ct)
-RUN_KEYS = ("command", "seed", "steps_per_stage", "steps", "best_step", "wall_time_s", "hardware",
-            "load_average_start", "load_average_end", "validation_psnr_db", "history", "date", "first_run")
+RUN_KEYS = ("command", "command_same_steps", "seed", "steps_per_stage", "steps", "best_step",
+            "wall_time_s", "hardware", "load_average_start", "load_average_end",
+            "validation_psnr_db", "history", "date", "first_run")
 
 
 def read_init_card(init: str | os.PathLike | None, kind: str = "staged_ct") -> dict | None:

@@ -83,6 +83,13 @@ def test_a_ct_run_of_max_steps_is_repeated_bit_for_bit_by_its_cards_same_steps_c
     again = tmp_path / "again.pt"
     rerun(same, again)
     assert same_state(first, again)
+    # a run continued from it keeps that command in its card's record of the first run, so the
+    # chain repeats (the shipped recipes continue in place: --init X --out X); it was dropped
+    cont = tmp_path / "cont.pt"
+    assert main(["train", kind, "--out", str(cont), "--init", str(first), "--max-steps", "2",
+                 "--budget-s", "100000", "--threads", "1", *options]) == 0
+    chain = yaml.safe_load(cont.with_suffix(".yaml").read_text())["training"]["first_run"]
+    assert chain["command_same_steps"] == same
 
 
 def test_modl_max_steps_gives_the_same_weights_whatever_the_clock(tmp_path, monkeypatch):
