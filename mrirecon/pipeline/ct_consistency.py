@@ -71,6 +71,14 @@ def axis_mirror(p: Tensor, geometry: CTGeometry) -> Tensor:
     return out
 
 
+def mirror_on_detector(geometry: CTGeometry, device=None) -> Tensor:
+    """``(detectors,)`` bool: the bins whose mirror image about the rotation axis lies on the
+    detector (every bin of a centred one; an offset detector's long side beyond its short one
+    has no mirrored bin)."""
+    ones = torch.ones(1, geometry.num_detectors, dtype=torch.float64, device=device)
+    return axis_mirror(ones, geometry)[0] > 0.999
+
+
 def opposite_pairs(angles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(i, j)``: the views ``i`` (ascending) that have a partner ``j`` half a turn away: the
     view whose angle is nearest to ``angle_i + pi`` (mod ``2 pi``; the first in view order of
@@ -121,8 +129,7 @@ def opposite_view_mismatch(sino: Tensor, geometry: CTGeometry) -> float | None:
         sino[None], width, stride=1, padding=width // 2, count_include_pad=False)[0]
     # only bins whose mirror lies on the detector: an offset (half-fan) detector's long side
     # beyond its short one has no partner half a turn away (it read 48 % apart, correct data)
-    ones = torch.ones(1, sino.shape[-1], dtype=sino.dtype, device=sino.device)
-    inside = axis_mirror(ones, geometry)[0] > 0.999
+    inside = mirror_on_detector(geometry, sino.device)
     first = smooth[..., i, :][..., inside]
     second = axis_mirror(smooth[..., j, :], geometry)[..., inside]
     return float((second - first).norm() / first.norm().clamp_min(1e-30))

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from mrirecon.operators.ct_geometry import CTGeometry
-from mrirecon.pipeline.ct_consistency import axis_mirror
+from mrirecon.pipeline.ct_consistency import axis_mirror, mirror_on_detector
 
 # ---- fan beam: conjugate rays -----------------------------------------------------------------
 
@@ -157,7 +157,7 @@ class _Conjugates:
         self.mirror = axis_mirror(torch.from_numpy(np.ascontiguousarray(p)), geometry).numpy()
         # bins whose mirror image about the axis lies on the detector (all of them on a centred
         # one; an offset detector's long side beyond its short one has no conjugate bin)
-        self.inside = axis_mirror(torch.ones(1, bins, dtype=torch.float64), geometry)[0].numpy() > 0.999
+        self.inside = mirror_on_detector(geometry).numpy()
         dead = dead_bins(torch.from_numpy(sino)).numpy() if dead is None else dead
         if dead.any():  # neither a source nor a target (nor interpolated into one)
             hit = axis_mirror(torch.from_numpy(dead[None].astype(np.float64)), geometry)[0]
@@ -338,20 +338,23 @@ class ConjugateFit(NamedTuple):
     stretch_se: float = math.inf
 
 
-def conjugate_mismatch(sino: Tensor, geometry: CTGeometry) -> ConjugateFit | None:
+def conjugate_mismatch(sino: Tensor, geometry: CTGeometry,
+                       dead: Tensor | None = None) -> ConjugateFit | None:
     """Fan beam: :class:`ConjugateFit`: the relative difference of conjugate rays as
     ``geometry`` describes them, the scale of the fan angles (away from 1) that fits the data
     best and how many times better it fits (1 when none fits better), and how much better each
     named mislabelling's fan angles fit (:func:`_likely_causes`: mirrored angles, the pitch as
     an angle, the other detector shape, ...); ``None`` for parallel beams, fewer than 16 views
     or bins, or when fewer than :data:`FAN_MIN_PAIRS` of the rays have a measured conjugate (a
-    scan short of 180° plus the fan)."""
+    scan short of 180° plus the fan). ``dead``: the dead bins (:func:`dead_bins`) where the caller
+    has them (``stages_ct.data_warnings``), else found here."""
     if geometry.beam != "fan":
         return None
     p = sino.detach().double().reshape(-1, *sino.shape[-2:])[0].cpu().numpy()
     if min(p.shape) < 16 or not np.isfinite(p).all():
         return None
-    dead = dead_bins(torch.from_numpy(p)).numpy()
+    dead = (dead_bins(torch.from_numpy(p)) if dead is None else dead.reshape(-1, p.shape[-1])[0])
+    dead = dead.cpu().numpy()
     c = _Conjugates(p, geometry, dead=dead)
     pairs = c.differences(1.0, raw=True)
     d1, ok1 = pairs[:2]
@@ -494,12 +497,13 @@ def _stretch_text(found: ConjugateFit, geometry: CTGeometry) -> str | None:
             f"{ds * s:.4g} mm{axis} or source_detector = {sdd / s:.4g} mm would fit")
 
 
-def fan_geometry_warning(sino: Tensor, geometry: CTGeometry) -> str | None:
+def fan_geometry_warning(sino: Tensor, geometry: CTGeometry,
+                         dead: Tensor | None = None) -> str | None:
     """A warning when the fan-beam sinogram's conjugate rays disagree as ``geometry`` describes
     them (:func:`conjugate_mismatch`), naming the geometry and the likely causes: the named
     mislabellings that fit :data:`FAN_SCALE_RATIO` times better (the best and those within
     :data:`FAN_CAUSE_NEAR` of it), else the scale of the fan angles that does; else ``None``."""
-    found = conjugate_mismatch(sino, geometry)
+    found = conjugate_mismatch(sino, geometry, dead)
     if found is None:
         return None
     m1, scale, ratio, causes = found.mismatch, found.scale, found.ratio, found.causes

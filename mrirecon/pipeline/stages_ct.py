@@ -328,11 +328,11 @@ def data_warnings(sinogram: Tensor, geometry: CTGeometry) -> dict[str, str]:
             f"views half a turn apart disagree ({mirror:.0%} relative difference), where a "
             "parallel-beam view at angle + pi is the one at angle, mirrored: are the angles "
             "wrong (a half-turn scan labelled as a full turn), or is this fan-beam data?")
-    if "inconsistent" not in out and (msg := fan_geometry_warning(sino, geometry)) is not None:
+    dead = dead_bins(sino, p99)  # zero in every view inside the object (left out of the pairs)
+    if "inconsistent" not in out and (msg := fan_geometry_warning(sino, geometry, dead)) is not None:
         out["inconsistent"] = msg
     if not half_fan and "inconsistent" not in out and (msg := centre_warning(sino, geometry)):
         out["centre"] = msg  # the centre-of-mass fit needs whole projections
-    dead = dead_bins(sino, p99)  # zero in every view inside the object
     if bool(dead.any()):
         cols = torch.nonzero(dead).flatten().tolist()
         out["dead"] = (f"detector bin{'s' * (len(cols) > 1)} {', '.join(map(str, cols[:8]))}"

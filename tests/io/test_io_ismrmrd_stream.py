@@ -123,6 +123,29 @@ def test_an_oversized_cartesian_file_is_refused_before_its_samples_are_read(file
         stream.open_ismrmrd(files[4])
 
 
+def _stream_with_memory_for_one_slice(monkeypatch, path, slices: int, slice_need: int,
+                                      volume_need: int) -> None:
+    """With memory (64-KiB chunks) for what one slice of ``path`` needs (``slice_need`` bytes
+    and a chunk) but not for the volume (``volume_need`` and a chunk), ``open_ismrmrd`` streams
+    every slice, each bit-identical to the whole read done beforehand."""
+    import mrirecon.io.ismrmrd_raw as raw
+    import mrirecon.io.ismrmrd_stream as stream
+    from mrirecon.io import read_ismrmrd
+
+    whole = read_ismrmrd(path)
+    chunk = 64 << 10
+    slice_need, volume_need = slice_need + chunk, volume_need + chunk
+    half = 2 * slice_need
+    assert slice_need < half < volume_need
+    monkeypatch.setattr(raw, "CHUNK_BYTES", chunk)
+    monkeypatch.setattr(stream, "CHUNK_BYTES", chunk)
+    monkeypatch.setattr(raw, "memory_bytes", lambda: 2 * half)
+    sl = stream.open_ismrmrd(path)
+    assert sl.streamed and len(sl) == slices
+    for i in range(slices):
+        assert torch.equal(sl.read(i).data, whole.data[i: i + 1])
+
+
 def test_a_file_whose_slice_fits_but_volume_does_not_streams_and_the_whole_read_refuses(
         files, monkeypatch):
     """Memory for one slice (its grid and repeat counts, the planning pass's repeat counts of
@@ -130,24 +153,12 @@ def test_a_file_whose_slice_fits_but_volume_does_not_streams_and_the_whole_read_
     bit-identical to the whole read done beforehand; ``read_ismrmrd`` is refused for the memory,
     not as corrupt indices. Was: ``open_ismrmrd`` refused too, by the check after the slab plan
     counting every slice in the planning pass, blaming "corrupt" indices."""
-    import mrirecon.io.ismrmrd_raw as raw
-    import mrirecon.io.ismrmrd_stream as stream
     from mrirecon.io import DataFormatError, read_ismrmrd
 
-    whole = read_ismrmrd(files[32])
-    slices, points = 32, SIZE[0] * SIZE[1]
-    chunk = 64 << 10
-    slice_need = (8 * COILS + 8) * points + 8 * slices * points + chunk  # + planning's counts
-    volume_need = (8 * COILS + 8) * slices * points + chunk
-    half = 2 * slice_need
-    assert slice_need < half < volume_need
-    monkeypatch.setattr(raw, "CHUNK_BYTES", chunk)
-    monkeypatch.setattr(stream, "CHUNK_BYTES", chunk)
-    monkeypatch.setattr(raw, "memory_bytes", lambda: 2 * half)
-    sl = stream.open_ismrmrd(files[32])
-    assert sl.streamed and len(sl) == slices
-    for i in range(slices):
-        assert torch.equal(sl.read(i).data, whole.data[i: i + 1])
+    points = SIZE[0] * SIZE[1]
+    _stream_with_memory_for_one_slice(  # a slice's grid and counts + the planning pass's counts
+        monkeypatch, files[32], 32, (8 * COILS + 8) * points + 8 * 32 * points,
+        (8 * COILS + 8) * 32 * points)
     with pytest.raises(DataFormatError, match=r"raw32\.h5.*needs .* GiB.*split the file or run "
                                               r"with more memory") as err:
         read_ismrmrd(files[32])
@@ -160,27 +171,16 @@ def test_an_oversized_radial_file_is_refused_before_its_samples_are_read(tmp_pat
     the file and the size, while ``open_ismrmrd``, which holds one slice, reads it, bit-identical
     to the whole read. Was: read whole (``table[()]``, 3.3x the samples), refused when 3.5x the
     samples exceeded half the memory, by the stream too."""
-    import mrirecon.io.ismrmrd_raw as raw
     import mrirecon.io.ismrmrd_stream as stream
     from mrirecon.io import DataFormatError, read_ismrmrd
     from tests.helpers import radial_ismrmrd
 
     readouts, samples, slices, coils = 32, 64, 8, 4
     path, k, traj = radial_ismrmrd(tmp_path / "radial.h5", readouts, samples, slices, coils)
-    whole = read_ismrmrd(path)
-    chunk = 64 << 10
     points = readouts * samples
-    slice_need = 8 * coils * points + 8 * slices * points + chunk  # + every slice's counts
-    volume_need = (8 * coils + 8) * slices * points + chunk
-    half = 2 * slice_need
-    assert slice_need < half < volume_need
-    monkeypatch.setattr(raw, "CHUNK_BYTES", chunk)
-    monkeypatch.setattr(stream, "CHUNK_BYTES", chunk)
-    monkeypatch.setattr(raw, "memory_bytes", lambda: 2 * half)
-    sl = stream.open_ismrmrd(path)
-    assert sl.streamed and len(sl) == slices
-    for i in range(slices):
-        assert torch.equal(sl.read(i).data, whole.data[i: i + 1])
+    _stream_with_memory_for_one_slice(  # a slice's samples + every slice's counts
+        monkeypatch, path, slices, 8 * coils * points + 8 * slices * points,
+        (8 * coils + 8) * slices * points)
 
     def no_samples(*args, **kwargs):
         raise AssertionError("samples read before the memory check")
