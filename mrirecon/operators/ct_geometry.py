@@ -135,6 +135,18 @@ class CTGeometry:
         u = self.detector_positions / self.source_detector
         return u if self.detector == "curved" else np.arctan(u)
 
+    @property
+    def image_radius(self) -> float:
+        """Radius (mm) of the image's circumscribed circle about the rotation axis."""
+        return 0.5 * self.pixel_size * math.hypot(*self.image_shape)
+
+    @property
+    def image_half_fan(self) -> float:
+        """Fan beam: the largest fan angle (radians) of a ray that meets the image's
+        circumscribed circle, ``asin(image_radius / source_isocenter)`` (pi / 2 with the source
+        inside it)."""
+        return math.asin(min(1.0, self.image_radius / self.source_isocenter))
+
     @classmethod
     def parallel(
         cls,

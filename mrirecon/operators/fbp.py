@@ -558,8 +558,7 @@ def _weights(geometry: CTGeometry, filter: str, frequency_scaling: float, short_
             pre = (sid / np.sqrt(sid**2 + s**2))[None, :]
             spacing, equiangular = geometry.detector_spacing * sid / sdd, False
         if redundancy == "parker":  # Parker weights of each view from its offset in the scan
-            radius = 0.5 * geometry.pixel_size * math.hypot(*geometry.image_shape)
-            pre = pre * 2 * parker_weights(angles, gam, math.asin(min(1.0, radius / sid)))
+            pre = pre * 2 * parker_weights(angles, gam, geometry.image_half_fan)
     if redundancy == "offset":
         pre = twice[None, :] if pre is None else pre * twice[None, :]
     response = ramp_filter(nd, spacing, filter, frequency_scaling, equiangular=equiangular)

@@ -143,8 +143,7 @@ def missing_rays(sino: Tensor, geometry: CTGeometry) -> tuple[int, float, float]
     images with exit 0 while such bins read up to 81 % of the 99th percentile."""
     if geometry.beam != "parallel":
         return None
-    h, w = geometry.image_shape
-    radius = 0.5 * geometry.pixel_size * math.hypot(h, w)
+    radius = geometry.image_radius
     outside = torch.from_numpy(np.abs(geometry.detector_positions) > radius + geometry.pixel_size)
     if int(outside.sum()) < 4:
         return None

@@ -317,8 +317,7 @@ def coverage_warning(geometry) -> str | None:
     span, step = scan_coverage(a)  # circular: wherever the scan starts, however it is written
     if is_full_turn(span, step):
         return None
-    radius = 0.5 * geometry.pixel_size * math.hypot(*geometry.image_shape)
-    image_fan = 2 * math.asin(min(1.0, radius / geometry.source_isocenter))
+    image_fan = 2 * geometry.image_half_fan
     detector_fan = 2 * float(np.abs(geometry.fan_angles).max())
     fan = min(image_fan, detector_fan)  # no ray outside the detector's fan is measured at all
     if span >= math.pi + fan - 0.5 * step:
