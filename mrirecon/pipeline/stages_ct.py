@@ -374,6 +374,19 @@ def reference_orientation(reference: Tensor, fbp: Tensor) -> str | None:
                             "(x, y), not (rows, cols))", causes=CT_DATA_CAUSES)
 
 
+def reference_geometry(reference: Tensor, sinogram: Tensor, geometry: CTGeometry) -> str | None:
+    """A message when the reference projects onto the sinogram far better with another geometry
+    than ``geometry`` (a pitch at the isocentre, distances a few percent off, an axis shift, a
+    parallel beam's pitch or pixel size: :func:`mrirecon.training.ct_reference_geometry.
+    reference_geometry_note`, the rule ``CTTrainingSet`` refuses by), else ``None``."""
+    from mrirecon.training.ct_reference_geometry import reference_geometry_note
+
+    note = reference_geometry_note(sinogram.cpu(), reference.cpu(), geometry, "the reference")
+    return None if note is None else (
+        f"attrs/geometry: {note}: does attrs/geometry describe these data (lengths in mm, the "
+        "pitch at the detector)? Every method reconstructs through it")
+
+
 # ---- the stage protocol -----------------------------------------------------------------------
 
 
@@ -527,6 +540,10 @@ class CTStages(Modality[CTSlice]):
             msg = reference_orientation(s.reference, s.preview)
             if msg:
                 out["reference_orientation"] = msg
+        if s.reference is not None and s.index == 0 and "transmission" not in out:
+            msg = reference_geometry(s.reference, s.sinogram, s.geometry)
+            if msg:  # once per input (its first slice), as training checks each file
+                out["reference_geometry"] = msg
         notes = {}
         for level, kind, text in s.reader_messages:  # the DICOM reader's, said once per input
             (notes if level == "note" else out)[f"dicom_{kind}"] = text

@@ -279,7 +279,8 @@ def check_ct_references(files, indices: list[int]) -> None:
     """The checks of the ground truths of images ``indices`` (one or two of one file of
     ``files``) when a CT data set is built, each image and sinogram read once: a target
     (:func:`check_ct_target`), the scale of the first (:func:`check_ct_reference_scale`), the
-    layout and order of all (:func:`check_ct_reference_orientation`)."""
+    layout and order of all (:func:`check_ct_reference_orientation`), the file's
+    ``attrs/geometry`` against the first (:func:`check_ct_reference_geometry`)."""
     read = {}
     for index in indices:
         ref = files.attenuation(index).data.to(torch.float32)
@@ -287,6 +288,7 @@ def check_ct_references(files, indices: list[int]) -> None:
         read[index] = (files.sinogram(index).data.to(torch.float64), ref)
     check_ct_reference_scale(files, indices[0], *read[indices[0]])
     check_ct_reference_orientation(files, read)
+    check_ct_reference_geometry(files, indices[0], *read[indices[0]])
 
 
 def check_ct_reference_scale(files, index: int, sinogram: Tensor, image: Tensor) -> None:
@@ -316,6 +318,27 @@ def check_ct_reference_scale(files, index: int, sinogram: Tensor, image: Tensor)
         f"{geometry.num_views} views; a ground truth on the sinogram's scale gives 1.0x): the "
         "model would learn to map the data to images on another scale: store the ground truth "
         f"in the sinogram's units (attenuation / mu_max, as LoDoPaB), or scale it by {1 / ratio:.3g}")
+
+
+def check_ct_reference_geometry(files, index: int, sinogram: Tensor, image: Tensor) -> None:
+    """Refuse a LoDoPaB-layout file (``files``: :class:`~mrirecon.io.lodopab.LoDoPaBFiles`)
+    whose ground truth of image ``index`` projects onto its sinogram far better with another
+    geometry than with ``attrs/geometry`` (the detector pitch at the isocentre, a source
+    distance or pitch a few percent off, the other detector shape, an axis shift, a parallel
+    beam's pitch or pixel size: :func:`~mrirecon.training.ct_reference_geometry.
+    reference_geometry_note`, the rule ``mrirecon run`` and ``bench`` report by). Such files
+    trained with exit 0 and no word: the model learns the data through the wrong projector."""
+    from mrirecon.training.ct_reference_geometry import reference_geometry_note
+
+    file, local = files.locate(index)
+    gt = files.ground_truth_paths[file]
+    note = reference_geometry_note(sinogram, image, files.geometry,
+                                   f"the ground truth in {gt.name} (image {local})")
+    if note is not None:
+        raise ValueError(
+            f"CTTrainingSet: {files.observation_files[file]}: attrs/geometry: {note}. Training "
+            "would teach the model these data through the wrong projector: correct "
+            "attrs/geometry (lengths in mm, the pitch at the detector)")
 
 
 def check_ct_target(files, index: int, target: Tensor) -> None:
