@@ -144,12 +144,15 @@ def make_slice(ks, index: int, file_name: str, file_mask: Tensor | None) -> MRIS
     if mask.numel() != w:
         raise ValueError(f"{file_name}: mask: {mask.numel()} entries for {w} k-space columns")
     from mrirecon.pipeline.checks_mri import check_kspace, reconcile_mask
+    from mrirecon.pipeline.readout_roll import readout_roll_warning
 
     where = f"{file_name}: slice {index}"
     check_kspace(data, where)
     header = zero_rows_echo(ks.header, data)  # a fastMRI file's partial echo, as ISMRMRD's
     mask, notes = reconcile_mask(data, mask, where, header.acquired_columns(w))
     notes.update(reader_notes(header))
+    # the oversampled readout as read, before preprocess crops it: a half-FOV roll cut away
+    notes.update(readout_roll_warning(data, header))
     pf = partial_fourier_note(header)
     if pf:
         notes["partial_fourier"] = pf
