@@ -144,7 +144,7 @@ def make_slice(ks, index: int, file_name: str, file_mask: Tensor | None) -> MRIS
     if mask.numel() != w:
         raise ValueError(f"{file_name}: mask: {mask.numel()} entries for {w} k-space columns")
     from mrirecon.pipeline.checks_mri import check_kspace, reconcile_mask
-    from mrirecon.pipeline.readout_roll import readout_roll_warning
+    from mrirecon.training.readout_roll import readout_roll_warning
 
     where = f"{file_name}: slice {index}"
     check_kspace(data, where)

@@ -457,6 +457,7 @@ def check_reference_layout(f, slices: list[int], who: str = "MRITrainingSet", *,
     word, the model learning to rotate its images). ``consequence``: what the caller does with a
     reference as read (a validation set scores against it)."""
     from mrirecon.functional import center_crop, ifft2c, rss
+    from mrirecon.training.readout_roll import check_readout_roll
     from mrirecon.training.reference_checks import orientation_note, slice_order_note
 
     key, (height, width) = f.reference_key, f.shape[-2:]
@@ -468,6 +469,7 @@ def check_reference_layout(f, slices: list[int], who: str = "MRITrainingSet", *,
     read, refs, images = [], [], []
     for i in slices:
         sample = f.read_slice(i)
+        check_readout_roll(sample.data[0], f.header, f"{who}: {f.path}: slice {i}")
         ref = sample.reference[0].double()
         if ref.shape[-2] > height or ref.shape[-1] > width:
             raise ValueError(

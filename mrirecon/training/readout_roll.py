@@ -85,7 +85,18 @@ def readout_roll_warning(kspace: Tensor, header: Header) -> dict[str, str]:
         "inside: was the k-space made as fftshift(fft2(image)) instead of "
         "fftshift(fft2(ifftshift(image))) (k-space times (-1)^row, or (-1)^(row + column): the "
         "image comes out rolled by half the field of view, the object at the readout's ends), or "
-        "is an image-domain fftshift missing? The crop keeps the oversampled air between the "
-        "ends: the image written is cut. Multiply the k-space by (-1)^row (and by (-1)^column "
+        "is an image-domain fftshift missing? The crop to the recon rows keeps the oversampled "
+        "air between the ends and cuts the object away. Multiply the k-space by (-1)^row (and by (-1)^column "
         "too if the image then shows its left and right halves swapped), or make it as "
         "fftshift(fft2(ifftshift(image)))")}
+
+
+def check_readout_roll(kspace: Tensor, header: Header, where: str) -> None:
+    """Refuse training data (``where`` names the file and slice) whose k-space
+    :func:`readout_roll_warning` calls rolled by half the field of view: the readout crop keeps
+    the oversampled air, and the model would learn to map it to the reference. Such files
+    trained with exit 0 and no word: no roll of the reference matches the cropped image, so the
+    reference checks could not tell."""
+    if note := readout_roll_warning(kspace, header).get("readout_roll"):
+        raise ValueError(f"{where}: kspace: {note}. Training would teach the model to map what "
+                         "the crop keeps to the reference: correct the k-space, or remove the file")
