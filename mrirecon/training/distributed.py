@@ -4,6 +4,7 @@ Split from :mod:`mrirecon.training.trainer`, whose training loop runs inside the
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 
@@ -113,6 +114,12 @@ def rendezvous() -> None:
     collective = timedelta(seconds=collective_timeout())
     where = f"{os.environ['MASTER_ADDR'].strip()}:{port}"
     backend = "nccl" if torch.cuda.is_available() else "gloo"
+    # torch._dynamo, first imported by DistributedDataParallel's constructor, keeps references to
+    # a process group that exists when it is imported: the group then outlived
+    # destroy_process_group, its gloo threads and sockets alive until the process exited, where
+    # a peer's exit could meet them half torn down (a rare SIGABRT after a finished run).
+    # Imported before the group, it keeps none, and leave_group's teardown frees the group.
+    importlib.import_module("torch._dynamo")
     with _default_stop_signals():
         try:
             store, rank, world = next(dist.rendezvous("env://", rank, world,

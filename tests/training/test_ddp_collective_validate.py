@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 
 import pytest
 import torch
@@ -117,3 +118,36 @@ def test_a_plain_validate_fn_runs_on_rank_0_alone(tmp_path):
     with open(tmp_path / "out" / "train_log.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [float(r["val_mine"]) for r in rows] == [1.5, 1.5]
+
+
+LEFT = """
+import os, sys
+import mrirecon.training.run as run
+
+run.train_from_config(sys.argv[1], [f"output_dir={sys.argv[2]}/out"], progress=False)
+names = []
+for tid in os.listdir("/proc/self/task"):
+    try:
+        with open(f"/proc/self/task/{tid}/comm") as f:
+            names.append(f.read().strip())
+    except OSError:  # a thread that ended meanwhile
+        pass
+print("THREADS", sorted(n for n in names if "gloo" in n or "tcpstore" in n))
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="reads Linux's /proc")
+def test_the_process_group_is_gone_when_training_returns(tmp_path):
+    """After a two-rank training (DistributedDataParallel) returns, neither rank holds a gloo
+    worker or socket thread, nor rank 0 the rendezvous store's: the group was freed by the
+    teardown, not left to the process's exit. Was (torch._dynamo first imported by DDP's
+    constructor, after the group existed, kept references to it): 3 gloo threads on each rank
+    and the store's on rank 0 until exit, where a peer's exit could meet them half torn down
+    (a rare SIGABRT, "terminate called without an active exception", of a finished run)."""
+    cfg = _tiny_folders(tmp_path, val_volumes=1, val_every=2)
+    script = tmp_path / "left.py"
+    script.write_text(LEFT)
+    results = _ranks(script, [str(cfg), str(tmp_path)])
+    assert [rc for rc, _ in results] == [0, 0], results
+    for _, out in results:
+        assert "THREADS []" in out, out
