@@ -87,6 +87,22 @@ def bulk_attenuation(preview: Tensor) -> float | None:
     return lo + (k + 0.5) * (top - lo) / bins
 
 
+#: How close to water ``bulk x ln 10`` must come (relative) for the data to be named as a
+#: logarithm taken in base 10 (``-log10(I / I0)``: every line integral x 0.434; water's bulk
+#: then reads 0.43x, below :data:`BULK_RANGE`, or inside it from 1.04x water up, unsaid).
+LOG10_RTOL = 0.15
+
+
+def log10_cause(ratio: float) -> str:
+    """``", or is the log taken in base 10 ..."`` where a bulk of ``ratio`` x water reads water
+    once multiplied by ln 10 (:data:`LOG10_RTOL`), else ``""``."""
+    if not abs(ratio * math.log(10) - 1) <= LOG10_RTOL:
+        return ""
+    return (f"; or is the log taken in base 10 ({ratio * math.log(10):.3g}x water once multiplied "
+            "by ln 10: -log10(I / I0) is -ln(I / I0) x 0.434; multiply the sinogram by ln 10 = "
+            "2.303)?")
+
+
 def pixel_units_warning(ratio: float, pixel_size: float | None, water: float = MU_WATER_NOMINAL,
                         stated: bool = False) -> str | None:
     """The warning for an FBP whose bulk, ``ratio`` x ``water`` (1/mm), lies outside
@@ -108,7 +124,9 @@ def pixel_units_warning(ratio: float, pixel_size: float | None, water: float = M
             f"{ratio * pixel_size:.3g}x once multiplied by the pixel size, {pixel_size:.4g} mm: "
             "are the line integrals in pixel units (skimage's radon, ASTRA's default "
             "create_vol_geom(n, n))? Multiply the sinogram by the pixel size in mm "
-            f"({pixel_size:.4g}); the image's HU would be wrong")
+            f"({pixel_size:.4g})" + (f"{cause} The image's HU would be wrong" if
+                                     (cause := log10_cause(ratio)) else
+                                     "; the image's HU would be wrong"))
 
 
 def image_warnings(preview: Tensor | None, pixel_size: float | None = None,
@@ -138,8 +156,8 @@ def image_warnings(preview: Tensor | None, pixel_size: float | None = None,
                             f"{hu:+.0f} HU), where soft tissue reads 0.9-1.1x: are the data at "
                             "another scale (LoDoPaB stores line integrals / MU_MAX, 81.35858 / m: "
                             "its mu_max_per_m attribute; lengths in mm, not pixels?), or is a "
-                            "DICOM series not in HU (RescaleIntercept, RescaleSlope)? The image's "
-                            "HU would be wrong")
+                            "DICOM series not in HU (RescaleIntercept, RescaleSlope)"
+                            f"{log10_cause(ratio) or '?'} The image's HU would be wrong")
     x = preview.detach().double()
     air = float((x < 0.5 * MU_WATER_NOMINAL).double().mean())
     if air < MIN_AIR_FRACTION and float(x.max()) > 0:

@@ -395,3 +395,18 @@ def test_a_low_kv_file_stating_its_water_runs_silent(tmp_path):
                         progress=False) == 0
     (entry,) = json.loads((out / "provenance.json").read_text())["files"]
     assert not any("pixel units" in w for w in entry["warnings"]), entry["warnings"]
+
+
+@pytest.mark.parametrize("scale", [1 / math.log(10), 0.1, 3.0])
+def test_line_integrals_of_a_base_10_log_are_named(scale):
+    """``-log10(I / I0)`` stored as line integrals (every one x 0.434): water's bulk reads 0.43x,
+    warned as another scale without naming the base-10 log, the one cause that fits 0.434 (the
+    fix: multiply by ln 10); the other scales' warnings do not name it."""
+    from mrirecon.operators.fbp import fbp
+    from mrirecon.pipeline.ct_plausibility import image_warnings
+
+    sino, g, _ = _phantom_sinogram()
+    msg = image_warnings(fbp(sino * scale, g, filter="hann"))["scale"]
+    assert ("log taken in base 10" in msg) == (scale < 0.5 and scale > 0.4), msg
+    if "base 10" in msg:
+        assert "multiply the sinogram by ln 10 = 2.303" in msg and msg.endswith("HU would be wrong")
