@@ -377,7 +377,8 @@ def reference_orientation(reference: Tensor, fbp: Tensor) -> str | None:
 def reference_geometry(reference: Tensor, sinogram: Tensor, geometry: CTGeometry) -> str | None:
     """A message when the reference projects onto the sinogram far better with another geometry
     than ``geometry`` (a pitch at the isocentre, distances a few percent off, an axis shift, a
-    parallel beam's pitch or pixel size: :func:`mrirecon.training.ct_reference_geometry.
+    parallel beam's pitch or pixel size, the angles offset by a start angle not recorded:
+    :func:`mrirecon.training.ct_reference_geometry.
     reference_geometry_note`, the rule ``CTTrainingSet`` refuses by), else ``None``."""
     from mrirecon.training.ct_reference_geometry import reference_geometry_note
 

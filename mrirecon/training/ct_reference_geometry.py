@@ -10,12 +10,15 @@ at :data:`GEOMETRY_CHECK_VIEWS` of the views with the labelled geometry and with
 a continuous fit of the detector positions' scale (``detector_spacing`` / ``source_detector``,
 parallel beam: or ``pixel_size``) and of an axis shift (``detector_offset``), fan beam also of
 the source distance (``source_isocenter``, the magnification) and the other detector shape or
-mirrored fan angles -- and :func:`reference_geometry_fit` says whether another geometry fits the
-data far better (:data:`GEOMETRY_RESIDUAL_RATIO`, beyond the noise: :data:`GEOMETRY_NOISE_FACTOR`).
+mirrored fan angles -- and of the angles offset by a constant (a start angle not recorded: the
+image comes out rotated, and only a reference can tell) -- and :func:`reference_geometry_fit` says
+whether another geometry fits the data far better (:data:`GEOMETRY_RESIDUAL_RATIO`, beyond the
+noise: :data:`GEOMETRY_NOISE_FACTOR`).
 
 The search projects once per source distance onto a fine virtual detector (half a pixel at the
-isocentre) and interpolates every hypothesis from it; the labelled geometry and the best
-alternatives are then projected exactly, and the decision uses those. Here, below ``pipeline``,
+isocentre) and interpolates every hypothesis from it; the angle offset is searched over the whole
+turn on a reduced image (:func:`_angle_search`). The labelled geometry and the best alternatives
+are then projected exactly, and the decision uses those. Here, below ``pipeline``,
 so that training (which never imports ``pipeline``) and ``mrirecon run`` apply one rule.
 """
 
@@ -56,19 +59,32 @@ MATERIAL_SID = 0.01
 MATERIAL_OFFSET = 0.25
 #: Samples of the fine virtual detector per pixel at the isocentre.
 FINE = 2
+#: Angle offsets (radians) are searched over the whole turn on a grid of this step, the ground
+#: truth reduced to at most :data:`COARSE_SIZE` pixels a side and projected once at the grid's
+#: angles (each offset's views interpolated), then refined by golden section (to
+#: :data:`ANGLE_TOLERANCE`) on exact projections of it reduced to at most :data:`REFINE_SIZE`.
+ANGLE_STEP = math.radians(1.0)
+COARSE_SIZE = 64
+REFINE_SIZE = 128
+ANGLE_TOLERANCE = math.radians(0.01)
+#: An angle offset within this (radians) is not another geometry (0.16 pixel at the edge of a
+#: 362-pixel image).
+MATERIAL_ANGLE = math.radians(0.05)
 
 
 @dataclass(frozen=True)
 class Hypothesis:
     """A geometry relative to the labelled one: detector positions ``scale * (u - offset *
     detector_spacing)`` (``u / SDD`` for a fan beam), the source ``sid`` times as far (fan),
-    the other detector shape, fan angles mirrored."""
+    the other detector shape, fan angles mirrored, every angle plus ``angle`` (radians, in
+    ``(-pi, pi]``)."""
 
     scale: float = 1.0
     offset: float = 0.0
     sid: float = 1.0
     other_shape: bool = False
     mirrored: bool = False
+    angle: float = 0.0
 
     def material(self) -> Hypothesis:
         """The same with immaterial components left at the labelled value."""
@@ -76,7 +92,8 @@ class Hypothesis:
             self.scale if abs(math.log(self.scale)) > MATERIAL_SCALE else 1.0,
             self.offset if abs(self.offset) > MATERIAL_OFFSET else 0.0,
             self.sid if abs(math.log(self.sid)) > MATERIAL_SID else 1.0,
-            self.other_shape, self.mirrored)
+            self.other_shape, self.mirrored,
+            self.angle if abs(self.angle) > MATERIAL_ANGLE else 0.0)
 
     def is_labelled(self) -> bool:
         return self.material() == Hypothesis()
@@ -111,6 +128,8 @@ def hypothesis_geometry(g: CTGeometry, h: Hypothesis) -> CTGeometry:
     detector axis reversed, is the mirrored one's; :func:`_project`)."""
     ds, off = g.detector_spacing * h.scale, h.scale * (g.detector_offset
                                                        + h.offset * g.detector_spacing)
+    if h.angle != 0.0:
+        g = replace(g, angles=tuple(np.asarray(g.angles) + h.angle))
     if g.beam == "parallel":
         return replace(g, detector_spacing=ds, detector_offset=off)
     sid, sdd = g.source_isocenter * h.sid, g.source_detector
@@ -194,6 +213,65 @@ def _golden(f, lo: float, hi: float, tol: float) -> tuple[float, float]:
     return (c, fc) if fc < fd else (d, fd)
 
 
+def _reduced(x: Tensor, g: CTGeometry, y: np.ndarray,
+             size: int) -> tuple[Tensor, CTGeometry, np.ndarray]:
+    """``(x, g, y)`` at most ``size`` pixels a side: the image resampled (the same field of view,
+    anti-aliased), the detector's bins averaged in groups about a pixel wide at the isocentre
+    (the geometry of the groups' centres)."""
+    h, w = g.image_shape
+    f = max(h, w) / size
+    if f <= 1:
+        return x, g, y
+    h2, w2 = max(1, round(h / f)), max(1, round(w / f))
+    xs = torch.nn.functional.interpolate(x[None], size=(h2, w2), mode="bilinear",
+                                         antialias=True, align_corners=False)[0]
+    px = g.pixel_size * h / h2
+    pitch = g.detector_spacing * (g.source_isocenter / g.source_detector if g.beam == "fan" else 1)
+    k = max(1, min(int(px / pitch), g.num_detectors))
+    n, m = g.num_detectors, max(1, g.num_detectors // k)
+    ds = g.detector_spacing
+    off = g.detector_offset - ds * ((k - 1) / 2 - (n - 1) / 2 + (m - 1) * k / 2)
+    gs = replace(g, image_shape=(h2, w2), pixel_size=px, num_detectors=m, detector_spacing=ds * k,
+                 detector_offset=off)
+    return xs, gs, y[:, :m * k].reshape(y.shape[0], m, k).mean(-1)
+
+
+def _angle_search(x: Tensor, y: np.ndarray, g: CTGeometry) -> float:
+    """The constant added to every angle of ``g`` that projects ``x`` best onto ``y`` (radians,
+    in ``(-pi, pi]``): a grid over the whole turn (:data:`ANGLE_STEP`) on ``x`` reduced to
+    :data:`COARSE_SIZE`, projected once at the grid's angles and every offset's views
+    interpolated linearly, then golden section about the best on exact projections of ``x``
+    reduced to :data:`REFINE_SIZE`."""
+    from mrirecon.operators.ct import ct_operator
+
+    def res(p: np.ndarray, yr: np.ndarray, axes=None) -> np.ndarray:
+        pp, py = (p * p).sum(axis=axes), (p * yr).sum(axis=axes)
+        a = np.clip(py / np.maximum(pp, 1e-300), 0.0, None)
+        return (yr * yr).sum() - 2 * a * py + a * a * pp
+
+    xs, gs, ys = _reduced(x, g, y, COARSE_SIZE)
+    grid = round(2 * math.pi / ANGLE_STEP)
+    step = 2 * math.pi / grid
+    dense = ct_operator(replace(gs, angles=tuple(np.arange(grid) * step)))(xs)
+    dense = dense.to(torch.float64)[0].numpy()  # (grid, bins)
+    at = np.asarray(g.angles) / step
+    i = np.floor(at).astype(np.int64)
+    idx = (i[:, None] + np.arange(grid)[None, :]) % grid  # (views, offsets)
+    w = (at - i)[:, None, None]
+    p = (1 - w) * dense[idx] + w * dense[(idx + 1) % grid]  # (views, offsets, bins)
+    coarse = int(np.argmin(res(p, ys[:, None, :], axes=(0, 2)))) * step
+
+    xr, gr, yr = _reduced(x, g, y, REFINE_SIZE)
+    angles = np.asarray(gr.angles)
+
+    def exact(d: float) -> float:
+        return float(res(ct_operator(replace(gr, angles=tuple(angles + d)))(xr).to(
+            torch.float64)[0].numpy(), yr))
+
+    d, _ = _golden(exact, coarse - 1.5 * step, coarse + 1.5 * step, ANGLE_TOLERANCE)
+    return math.remainder(d, 2 * math.pi)
+
+
 def named_hypotheses(g: CTGeometry) -> dict[str, Hypothesis]:
     """The mislabellings users' files carry (those of ``pipeline.ct_fan_check._likely_causes``,
     as whole geometries: the source distance too), by what the message says of them."""
@@ -266,8 +344,11 @@ def reference_geometry_fit(sinogram: Tensor, image: Tensor, geometry: CTGeometry
     of ``geometry``'s views, as labelled and under alternatives, against ``sinogram``
     (``(views, detectors)`` or ``(1, ...)``), and return the residuals as labelled and with the
     best materially different alternative (:class:`GeometryFit`; its ``refused`` says whether the
-    alternative fits far better). ``None`` where nothing can be judged (an empty sinogram or
-    image, non-finite values)."""
+    alternative fits far better). The alternatives: the continuous fit of the detector positions
+    (scale, axis shift; fan: source distance, shape, mirror), the named mislabellings, and the
+    angles offset by a constant over the whole turn (:func:`_angle_search`; an offset alone, the
+    rest as labelled). ``None`` where nothing can be judged (an empty sinogram or image,
+    non-finite values)."""
     from mrirecon.sampling import sparse_view
 
     y_all = sinogram.detach().reshape(-1, *sinogram.shape[-2:])[0].to(torch.float64).cpu()
@@ -312,7 +393,8 @@ def reference_geometry_fit(sinogram: Tensor, image: Tensor, geometry: CTGeometry
     # one component left at its labelled value, and the named ones: the simplest that fits within
     # SIMPLER of the best is named (a symmetric phantom fits a scale and a source distance
     # together about as well as the one that is off)
-    labelled, a0 = _residual(_project(x, g, Hypothesis())[0], y)
+    p0 = _project(x, g, Hypothesis())[0]
+    labelled, a0 = _residual(p0, y)
     named = [h for h in named_hypotheses(g).values() if _valid(g, h)]
     top: list[Hypothesis] = []
     for _, h in sorted(found, key=lambda t: t[0]):
@@ -321,7 +403,9 @@ def reference_geometry_fit(sinogram: Tensor, image: Tensor, geometry: CTGeometry
             top.append(h)
         if len(top) >= 3:
             break
-    candidates = list(dict.fromkeys([*top, *_simpler(top[0]), *named] if top else named))
+    turned = Hypothesis(angle=_angle_search(x, yn, g)).material()  # a start angle not recorded
+    candidates = list(dict.fromkeys([*top, *_simpler(top[0]), *named, turned] if top
+                                    else [*named, turned]))
     exact = {}
     for h in candidates:
         if h.is_labelled() or not _valid(g, h):
@@ -330,8 +414,7 @@ def reference_geometry_fit(sinogram: Tensor, image: Tensor, geometry: CTGeometry
         exact[h] = (*_residual(p, y), p)
     best_r = min((v[0] for v in exact.values()), default=math.inf)
     if not best_r < labelled:
-        p = _project(x, g, Hypothesis())[0]
-        noise = float((y - a0 * p).diff(dim=-1).norm() / math.sqrt(2) / y.norm())
+        noise = float((y - a0 * p0).diff(dim=-1).norm() / math.sqrt(2) / y.norm())
         return GeometryFit(labelled, labelled, noise, None, a0, a0, len(kept))
     fits = [h for h, v in exact.items() if v[0] <= SIMPLER * best_r]
     h = min(fits, key=lambda h: (_components(h, named), exact[h][0]))
@@ -350,7 +433,7 @@ def _simpler(h: Hypothesis) -> list[Hypothesis]:
     from itertools import product
 
     keep = {"scale": h.scale != 1.0, "offset": h.offset != 0.0, "sid": h.sid != 1.0,
-            "other_shape": h.other_shape, "mirrored": h.mirrored}
+            "other_shape": h.other_shape, "mirrored": h.mirrored, "angle": h.angle != 0.0}
     names = [k for k, v in keep.items() if v]
     labelled = Hypothesis()
     out = []
@@ -366,7 +449,7 @@ def _components(h: Hypothesis, named: list[Hypothesis]) -> int:
     if h in named:
         return 1
     return ((h.scale != 1.0) + (h.offset != 0.0) + (h.sid != 1.0) + h.other_shape
-            + h.mirrored)
+            + h.mirrored + (h.angle != 0.0))
 
 
 #: A named mislabelling is offered as the cause only where it changes the geometry by more
@@ -389,6 +472,8 @@ def geometry_fields(g: CTGeometry, fit: GeometryFit) -> str:
     isocentre, not at the detector?"``."""
     h = fit.best
     assert h is not None
+    if h.angle != 0.0:
+        return _angle_fields(g, h.angle)
     t = hypothesis_geometry(g, h)
     parts = []
     px_error = abs(math.log(fit.amplitude * h.scale * (h.sid if g.beam == "fan" else 1.0))) \
@@ -425,6 +510,28 @@ def geometry_fields(g: CTGeometry, fit: GeometryFit) -> str:
         parts.append("the fan angles mirrored")
     return " and ".join(parts) + (f": {causes[0]}?" if causes and parts else
                                   f"{causes[0]}" if causes else "")
+
+
+def _angle_fields(g: CTGeometry, angle: float) -> str:
+    """The angles offset by ``angle`` (radians), the fix, and what else gives the same data: a
+    parallel beam's detector reversed with the angles offset by ``angle - pi``; a ground truth
+    stored rotated by a multiple of 90 degrees (the orientation check's other cause)."""
+    deg, first = math.degrees(angle), math.degrees(g.angles[0])
+    if abs(abs(deg) - 180) < 0.05:
+        deg, angle = 180.0, math.pi
+    text = (f"the angles offset by {deg:+.1f} degrees (the first view at "
+            f"{(first + deg) % 360:.1f} degrees, not {first:.1f})")
+    fix = f"the start angle of the scan not recorded (add {angle:+.4g} rad to every angle)"
+    if g.beam == "parallel" and abs(deg) > 90:  # p(theta + pi, u) = p(theta, -u)
+        rest = deg - math.copysign(180.0, deg)
+        text += (", or (the same data of a parallel beam) " + (
+            f"by {rest:+.1f} degrees with " if abs(rest) >= 0.05 else "") +
+                 "the detector axis reversed")
+        fix += ", or the channels numbered the other way"
+    quarter = round(deg / 90)
+    if quarter and abs(deg - 90 * quarter) < 1.0:  # as the orientation check names it
+        fix += f", or the ground truth stored rotated {(-90 * quarter) % 360} degrees"
+    return f"{text}: {fix}?"
 
 
 def reference_geometry_note(sinogram: Tensor, image: Tensor, geometry: CTGeometry,

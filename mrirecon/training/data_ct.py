@@ -325,7 +325,8 @@ def check_ct_reference_geometry(files, index: int, sinogram: Tensor, image: Tens
     whose ground truth of image ``index`` projects onto its sinogram far better with another
     geometry than with ``attrs/geometry`` (the detector pitch at the isocentre, a source
     distance or pitch a few percent off, the other detector shape, an axis shift, a parallel
-    beam's pitch or pixel size: :func:`~mrirecon.training.ct_reference_geometry.
+    beam's pitch or pixel size, the angles offset by a start angle not recorded:
+    :func:`~mrirecon.training.ct_reference_geometry.
     reference_geometry_note`, the rule ``mrirecon run`` and ``bench`` report by). Such files
     trained with exit 0 and no word: the model learns the data through the wrong projector."""
     from mrirecon.training.ct_reference_geometry import reference_geometry_note

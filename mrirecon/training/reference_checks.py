@@ -54,10 +54,18 @@ DIHEDRAL_NAMES = {1: "flipped up-down", 2: "flipped left-right", 3: "rotated 180
 #: What a CT sinogram stored otherwise does to its image, for a reference that matches the FBP
 #: of the data transformed (the ``causes`` of :func:`orientation_note` for CT): parallel-beam
 #: views over a half turn with the detector reversed are those of the object rotated 180
-#: degrees; views in reverse angle order (a -> -a) those of its mirror image.
+#: degrees; views in reverse angle order (a -> -a) those of its mirror image; angles offset by
+#: a constant (a start angle not recorded) those of the object rotated the other way
+#: (``training.ct_reference_geometry`` fits the offset where a reference exists, and names these
+#: rotations of the ground truth too).
 CT_DATA_CAUSES = {
-    "rotated 180 degrees": "; or is the sinogram's detector axis reversed (the output is then "
-                           "rotated 180 degrees)",
+    "rotated 180 degrees": "; or is the sinogram's detector axis reversed, or are its angles "
+                           "offset by 180 degrees (the start angle of the scan not recorded; the "
+                           "output is then rotated 180 degrees)",
+    "rotated 90 degrees": "; or are the sinogram's angles offset by about -90 degrees (the start "
+                          "angle of the scan not recorded; the output is then rotated)",
+    "rotated 270 degrees": "; or are the sinogram's angles offset by about +90 degrees (the start "
+                           "angle of the scan not recorded; the output is then rotated)",
     **dict.fromkeys(("flipped up-down", "flipped left-right", "transposed",
                      "transposed and rotated 180 degrees"),
                     "; or are the views in reverse angle order (the output is then mirrored)"),

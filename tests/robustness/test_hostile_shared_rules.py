@@ -14,8 +14,10 @@ import pytest
 import torch
 
 @pytest.mark.parametrize("change, cause", [
-    (lambda sino: sino.flip(-1), "; or is the sinogram's detector axis reversed (the output is "
-                                 "then rotated 180 degrees)? Training would teach"),
+    (lambda sino: sino.flip(-1), "; or is the sinogram's detector axis reversed, or are its "
+                                 "angles offset by 180 degrees (the start angle of the scan not "
+                                 "recorded; the output is then rotated 180 degrees)? Training "
+                                 "would teach"),
     (lambda sino: sino.flip(-2), "; or are the views in reverse angle order (the output is then "
                                  "mirrored)? Training would teach"),
 ])

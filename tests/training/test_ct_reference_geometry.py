@@ -4,6 +4,7 @@ ground truth (``training.ct_reference_geometry``, ``data_ct.check_ct_reference_g
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -164,3 +165,65 @@ def test_mrirecon_run_reports_a_parallel_pixel_size_off_by_the_same_rule(tmp_pat
     (entry,) = json.loads((tmp_path / "out" / "provenance.json").read_text())["files"]
     hits = [w for w in entry["warnings"] if "closer with pixel_size" in w]
     assert len(hits) == (wrong != "none"), entry["warnings"]
+
+
+def _turned(g: CTGeometry, degrees: float) -> CTGeometry:
+    """``g`` with every angle plus ``degrees``: the scan that a file labelled ``g`` holds when its
+    start angle was not recorded."""
+    return replace(g, angles=tuple(np.asarray(g.angles) + math.radians(degrees)))
+
+
+@pytest.mark.parametrize("beam", ["fan", "parallel"])
+@pytest.mark.parametrize("degrees", [15.0, -40.0])
+def test_angles_offset_by_a_start_angle_are_refused_naming_the_angles(tmp_path, beam, degrees):
+    """Angles written from 0 when the first view was at ``degrees``: consistent data (no
+    reference-free check can tell), the image rotated; they trained with exit 0 and no word."""
+    g = CTGeometry.parallel((N, N), 90, pixel_size=4.0) if beam == "parallel" else _fan()
+    with pytest.raises(ValueError) as err:
+        CTTrainingSet(_write(tmp_path, _turned(g, degrees), g, photons=4096), views=30)
+    msg = str(err.value)
+    assert "observation_train_000.hdf5: attrs/geometry:" in msg
+    assert f"the angles offset by {degrees:+.1f} degrees" in msg, msg
+    fix = re.search(r"add ([-+][0-9.e-]+) rad to every angle", msg)
+    assert fix and abs(float(fix[1]) - math.radians(degrees)) < 0.2 / N, msg  # 0.1 px at the edge
+
+
+@pytest.mark.parametrize("beam", ["fan", "parallel"])
+def test_the_fitted_angle_offset_is_the_one_applied(beam):
+    from mrirecon.sampling import sparse_view
+
+    g = sparse_view(lodopab_geometry(), 10)[0] if beam == "parallel" else _fan()  # 362 pixels
+    image = torch.from_numpy(_image(g.image_shape[0]))
+    for degrees in (0.7, 123.4):
+        fit = reference_geometry_fit(ct_operator(_turned(g, degrees))(image[None]), image, g)
+        assert fit.refused and fit.best.angle != 0.0 and fit.best.scale == 1.0
+        # a tenth of a pixel at the edge of the image
+        assert abs(math.degrees(fit.best.angle) - degrees) < math.degrees(0.2 / N), fit.best
+
+
+def test_a_parallel_half_turn_offset_by_180_degrees_is_said_to_be_the_reversed_detector():
+    g = CTGeometry.parallel((N, N), 90, pixel_size=4.0)  # an odd detector count, centred
+    image = torch.from_numpy(_image())
+    reversed_axis = ct_operator(g)(image[None]).flip(-1)
+    assert torch.allclose(reversed_axis, ct_operator(_turned(g, 180))(image[None]), atol=1e-5)
+    note = reference_geometry_note(reversed_axis, image, g)
+    assert note is not None and "the angles offset by +180.0 degrees" in note, note
+    assert "the same data of a parallel beam) the detector axis reversed" in note, note
+    assert "the channels numbered the other way" in note
+
+
+@pytest.mark.parametrize("beam", ["fan", "parallel"])
+def test_a_quarter_turn_offset_is_named_alike_by_the_orientation_and_the_geometry(tmp_path,
+                                                                                    beam):
+    """The orientation check (first in training) sees the FBP rotated 270 degrees, the geometry
+    check the angles 90 degrees off: each names the other's cause."""
+    g = CTGeometry.parallel((N, N), 90, pixel_size=4.0) if beam == "parallel" else _fan()
+    folder = _write(tmp_path, _turned(g, 90.0), g, photons=4096)
+    with pytest.raises(ValueError) as err:
+        CTTrainingSet(folder, views=30)
+    assert "rotated 270 degrees" in str(err.value)
+    assert "angles offset by about +90 degrees (the start angle" in str(err.value)
+    image = torch.from_numpy(_image())
+    note = reference_geometry_note(ct_operator(_turned(g, 90.0))(image[None]), image, g)
+    assert note is not None and "the angles offset by +90.0 degrees" in note, note
+    assert "or the ground truth stored rotated 270 degrees" in note, note
