@@ -322,13 +322,14 @@ def _fit_at(fine: _Fine, y: np.ndarray, g: CTGeometry, base: Hypothesis,
     def with_(h: Hypothesis, **kw) -> Hypothesis:
         return replace(h, **kw)
 
-    h = base
-    if scales is not None:
-        h = min((with_(base, scale=float(s)) for s in scales), key=res)
+    starts = [base]  # the shift is searched from base's scale and from the grid's best at no
+    if scales is not None:  # shift: an axis some bins off picked a wrong scale at no shift, and
+        starts.append(min((with_(base, scale=float(s)) for s in scales), key=res))  # stayed
     n = g.num_detectors  # whole-bin shifts over the range, or ``shifts`` about base's
     span = max(1, int(OFFSET_RANGE * n)) if shifts is None else shifts
     at = 0 if shifts is None else round(base.offset)
-    h = min((with_(h, offset=float(at + d)) for d in range(-span, span + 1)), key=res)
+    h = min((with_(h0, offset=float(at + d)) for h0 in dict.fromkeys(starts)
+             for d in range(-span, span + 1)), key=res)
     for _ in range(2):  # refine the scale and the shift in turn
         ls, _ = _golden(lambda v: res(with_(h, scale=math.exp(v))), math.log(h.scale) - 2 * SCALE_STEP,
                         math.log(h.scale) + 2 * SCALE_STEP, 1e-4)
@@ -403,9 +404,13 @@ def reference_geometry_fit(sinogram: Tensor, image: Tensor, geometry: CTGeometry
             top.append(h)
         if len(top) >= 3:
             break
-    turned = Hypothesis(angle=_angle_search(x, yn, g)).material()  # a start angle not recorded
-    candidates = list(dict.fromkeys([*top, *_simpler(top[0]), *named, turned] if top
-                                    else [*named, turned]))
+    turned = [Hypothesis(angle=_angle_search(x, yn, g)).material()]  # a start angle not recorded
+    if g.beam == "parallel" and abs(g.detector_offset) > MATERIAL_OFFSET * g.detector_spacing:
+        # the channels numbered the other way on an offset detector: p(a + pi, -u) with the axis
+        # mirrored too, which neither an angle alone nor a shift alone fits
+        turned.append(reversed_channels(g))
+    candidates = list(dict.fromkeys([*top, *_simpler(top[0]), *named, *turned] if top
+                                    else [*named, *turned]))
     exact = {}
     for h in candidates:
         if h.is_labelled() or not _valid(g, h):
@@ -472,7 +477,12 @@ def geometry_fields(g: CTGeometry, fit: GeometryFit) -> str:
     isocentre, not at the detector?"``."""
     h = fit.best
     assert h is not None
-    if h.angle != 0.0:
+    if g.beam == "parallel" and h.angle != 0.0 and h.offset != 0.0 and _matches_reversed(g, h):
+        return (f"the detector channels numbered the other way (the sinogram's detector axis "
+                f"reversed: on this detector, {g.detector_offset:.4g} mm off the axis, the data "
+                "fit the angles turned half a turn with the axis mirrored): reverse the "
+                "sinogram's detector axis (sinogram[..., ::-1])?")
+    if h.angle != 0.0 and h.offset == 0.0:
         return _angle_fields(g, h.angle)
     t = hypothesis_geometry(g, h)
     parts = []
@@ -499,6 +509,8 @@ def geometry_fields(g: CTGeometry, fit: GeometryFit) -> str:
                      + ("" if h.scale == 1.0 else f" or {sid}") if px_error else sid)
     if h.other_shape:
         parts.append(f"detector \"{t.detector}\" (as labelled \"{g.detector}\")")
+    if h.angle != 0.0:
+        parts.append(f"the angles offset by {math.degrees(h.angle):+.1f} degrees")
     if h.offset != 0.0:
         off = t.detector_offset * (-1 if h.mirrored else 1)
         off = 0.0 if abs(off) < 1e-9 * g.detector_spacing else off
@@ -512,6 +524,13 @@ def geometry_fields(g: CTGeometry, fit: GeometryFit) -> str:
                                   f"{causes[0]}" if causes else "")
 
 
+def reversed_channels(g: CTGeometry) -> Hypothesis:
+    """A parallel beam's detector channels numbered the other way, as a :class:`Hypothesis`:
+    bin ``k`` reads the ray at ``-u_k + 2 detector_offset``, which is the ray at angle + pi and
+    ``u_k - 2 detector_offset`` (the angles turned half a turn, the axis mirrored)."""
+    return Hypothesis(angle=math.pi, offset=-2 * g.detector_offset / g.detector_spacing)
+
+
 def _angle_fields(g: CTGeometry, angle: float) -> str:
     """The angles offset by ``angle`` (radians), the fix, and what else gives the same data: a
     parallel beam's detector reversed with the angles offset by ``angle - pi``; a ground truth
@@ -522,7 +541,8 @@ def _angle_fields(g: CTGeometry, angle: float) -> str:
     text = (f"the angles offset by {deg:+.1f} degrees (the first view at "
             f"{(first + deg) % 360:.1f} degrees, not {first:.1f})")
     fix = f"the start angle of the scan not recorded (add {angle:+.4g} rad to every angle)"
-    if g.beam == "parallel" and abs(deg) > 90:  # p(theta + pi, u) = p(theta, -u)
+    centred = abs(g.detector_offset) <= MATERIAL_OFFSET * g.detector_spacing
+    if g.beam == "parallel" and abs(deg) > 90 and centred:  # p(theta + pi, u) = p(theta, -u)
         rest = deg - math.copysign(180.0, deg)
         text += (", or (the same data of a parallel beam) " + (
             f"by {rest:+.1f} degrees with " if abs(rest) >= 0.05 else "") +
@@ -532,6 +552,12 @@ def _angle_fields(g: CTGeometry, angle: float) -> str:
     if quarter and abs(deg - 90 * quarter) < 1.0:  # as the orientation check names it
         fix += f", or the ground truth stored rotated {(-90 * quarter) % 360} degrees"
     return f"{text}: {fix}?"
+
+
+def _matches_reversed(g: CTGeometry, h: Hypothesis) -> bool:
+    r = reversed_channels(g)
+    return (abs(abs(h.angle) - math.pi) < math.radians(0.5)
+            and abs(h.offset - r.offset) <= MATERIAL_OFFSET)
 
 
 def reference_geometry_note(sinogram: Tensor, image: Tensor, geometry: CTGeometry,
