@@ -27,12 +27,12 @@ from mrirecon.containers import ImageGeometry
 from mrirecon.operators import ct_operator
 from mrirecon.operators.ct import cached_ct_operator
 from mrirecon.operators.ct_geometry import CTGeometry
-from mrirecon.pipeline.ct_consistency import (OPPOSITE_MISMATCH, above_count_floor,
-                                              offset_short_side_note,
-                                              dead_views_message, dose_note, views_note, drop_dead_views,
+from mrirecon.pipeline.ct_consistency import (OPPOSITE_MISMATCH, above_count_floor, centre_warning,
+                                              dead_views_message, dose_note, drop_dead_views,
                                               edge_levels, mark_dead_views, missing_rays,
-                                              opposite_view_mismatch,
-                                              transmission_warning, centre_warning)
+                                              offset_short_side_note, opposite_view_mismatch,
+                                              transmission_warning, views_note)
+from mrirecon.pipeline.ct_dose_check import dose_warning
 from mrirecon.pipeline.ct_fan_check import dead_bins, fan_geometry_warning, sinogram_p99
 from mrirecon.pipeline.ct_plausibility import (NOISE_FIT_METHODS, bulk_shift_warning,
                                                coverage_warning, floor_warnings, image_warnings,
@@ -537,6 +537,10 @@ class CTStages(Modality[CTSlice]):
         photons = self.dose(s)  # the dose of the data reconstructed, and its count floor
         floor = floor_warnings(s.sinogram.cpu(), photons, s.data_min_counts)  # dead bins too
         out.update({k: v for k, v in floor.items() if k not in out})
+        judged = s.data_photons is not None and not {"transmission", "empty"} & set(out)
+        if judged and (msg := dose_warning(s.sinogram, photons, s.data_photons,
+                                           photons != s.data_photons)) is not None:
+            out["dose_mismatch"] = msg  # the noise against the stated dose (not of an air scan)
         if s.reference is not None and s.preview is not None:
             msg = reference_orientation(s.reference, s.preview)
             if msg:
