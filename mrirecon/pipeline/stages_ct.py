@@ -32,7 +32,7 @@ from mrirecon.pipeline.ct_consistency import (OPPOSITE_MISMATCH, above_count_flo
                                               edge_levels, mark_dead_views, missing_rays,
                                               offset_short_side_note, opposite_view_mismatch,
                                               transmission_warning, views_note)
-from mrirecon.pipeline.ct_dose_check import dose_warning
+from mrirecon.training.ct_dose_check import dose_warning
 from mrirecon.pipeline.ct_fan_check import dead_bins, fan_geometry_warning, sinogram_p99
 from mrirecon.pipeline.ct_plausibility import (NOISE_FIT_METHODS, bulk_shift_warning,
                                                coverage_warning, floor_warnings, image_warnings,

@@ -16,6 +16,8 @@ view pattern by power iteration.
 
 from __future__ import annotations
 
+import logging
+
 import math
 import os
 from dataclasses import dataclass, replace
@@ -26,6 +28,7 @@ from torch import Tensor
 
 from mrirecon.operators.ct_geometry import CTGeometry
 
+log = logging.getLogger("mrirecon.train")
 
 
 @dataclass
@@ -164,6 +167,7 @@ class CTTrainingSet:
                 raise ValueError(f"CTTrainingSet: sample_rate {sample_rate:g} kept none of the "
                                  f"{len(self.files)} images in {folder}")
         self.indices = kept if max_slices is None else kept[:max_slices]
+        check_ct_dose(self.files, self.indices, photons)
         if self.files.ground_truth_files is not None:
             starts = self.files.file_starts
             for k, start in enumerate(starts):  # per file: its first (and last) image used
@@ -273,6 +277,29 @@ class CTTrainingSet:
 #: Views projected by :func:`check_ct_reference_scale` (about this many, evenly spaced): enough to
 #: judge a factor of 10, at a small fraction of one full projection's cost.
 SCALE_CHECK_VIEWS = 8
+
+
+def check_ct_dose(files, indices: list[int], photons: float | None) -> None:
+    """The noise of each file's first image used against the dose the files state
+    (``attrs/photons``; :func:`~mrirecon.training.ct_dose_check.dose_warning`, the rule of
+    ``mrirecon run``): refused where ``photons`` lowers the dose from that statement (the
+    samples would hold another dose than the card records), a warning otherwise (the stored
+    noise is trained as it is). Was: not judged in training."""
+    from mrirecon.training.ct_dose_check import dose_warning
+
+    if files.data_photons is None:
+        return
+    for k, start in enumerate(files.file_starts):
+        used = [i for i in indices if start <= i < start + int(files.counts[k])]
+        if not used or (msg := dose_warning(files.sinogram(used[0]).data.double(),
+                                            float(files.data_photons))) is None:
+            continue
+        where = f"CTTrainingSet: {files.observation_files[k]}: attrs/photons: image {used[0] - start}"
+        if photons is not None:
+            raise ValueError(f"{where}: {msg}. photons={photons:g} would lower the dose from the "
+                             "stated one: correct attrs/photons, or train on the stored noise "
+                             "(photons: null)")
+        log.warning("%s: %s", where, msg)
 
 
 def check_ct_references(files, indices: list[int]) -> None:

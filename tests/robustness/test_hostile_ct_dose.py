@@ -1,5 +1,5 @@
 """CT files whose noise does not match the dose they state (``attrs/photons``;
-``pipeline.ct_dose_check``).
+``training.ct_dose_check``).
 
 Audit s23: a LoDoPaB-layout file stating ``photons`` 4096 whose sinogram was noise-free, held
 the noise of 1e5, 1e6 or 256 photons, was smoothed along the detector (or shifted half a bin by
@@ -22,7 +22,7 @@ import torch
 from scipy import ndimage
 
 from mrirecon.io.lodopab import MU_MAX_PER_M
-from mrirecon.pipeline.ct_dose_check import DOSE_RATIO, noise_dose, dose_warning
+from mrirecon.training.ct_dose_check import DOSE_RATIO, noise_dose, dose_warning
 
 #: How close the dose a wrong file's noise fits must be named (the audit's factor)
 NAMED = 1.5
@@ -206,3 +206,33 @@ def test_a_run_warns_of_each_wrong_dose_and_not_of_the_right_one(tmp_path):
     for part in ("high", "low"):
         assert len(said[part]) == 1, said[part]
         assert 1 / NAMED < _named(said[part][0]) / true[part] < NAMED, said[part]
+
+
+@pytest.mark.parametrize("lowered", [None, 1000.0])
+def test_a_training_set_judges_the_stated_dose(tmp_path, lowered, caplog):
+    """``CTTrainingSet`` on a file stating 4096 photons whose noise is that of 1e5: a warning
+    naming the file and attrs/photons when the stored noise is trained as it is, refused where
+    ``photons`` would lower the dose from the wrong statement; the correct file is silent.
+    Was: not judged in training."""
+    import logging
+
+    from mrirecon.data.simulate_ct import simulate_ct_samples
+    from mrirecon.io.lodopab import write_lodopab
+    from mrirecon.training.data_ct import CTTrainingSet
+
+    for true in (4096.0, 1e5):
+        sim = simulate_ct_samples(1, "parallel", 180, true, 128, seed=1, sources="phantom",
+                                  min_count=0.1)
+        folder = tmp_path / f"d{int(true)}"
+        write_lodopab(folder, "train", sim.sinogram, sim.attenuation,
+                      geometry=sim.geometry, photons=4096.0, min_photon_count=0.1)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="mrirecon.train"):
+            if true != 4096.0 and lowered is not None:
+                with pytest.raises(ValueError, match=r"observation_train_000\.hdf5: "
+                                   r"attrs/photons: image 0: the sinogram's noise fits about"):
+                    CTTrainingSet(folder, views=30, photons=lowered)
+                continue
+            CTTrainingSet(folder, views=30, photons=lowered)
+        said = [r.getMessage() for r in caplog.records if "attrs/photons" in r.getMessage()]
+        assert len(said) == (true != 4096.0), said
