@@ -76,3 +76,28 @@ def test_ct_tv_warns_when_its_lam_fits_the_noise_of_a_low_dose_file(audit_files,
     assert said_50 == [] and psnr_50 > psnr + 3
     said, psnr = _run(audit_files / "par", tmp_path / "par")
     assert said == [] and psnr > 30
+
+
+@pytest.mark.parametrize("true", [None, 1e5])
+def test_data_quieter_than_their_stated_dose_are_not_blamed_on_lam(tmp_path, true):
+    """Noise-free data (and the noise of 1e5 photons) stating 4096: the residual is far below
+    4096's noise whatever lam is, so the noise-fit warning would tell the user to raise lam on
+    noise that is not there (ratio 0.01 / 0.04); the dose warning of the input names the cause
+    instead, and the noise-fit warning is left out."""
+    import h5py
+
+    from mrirecon.data.simulate_ct import simulate_ct_dataset
+
+    simulate_ct_dataset(tmp_path / "in", photons=true, size=64, views=90, seed=3, samples=1)
+    with h5py.File(tmp_path / "in" / "observation_train_000.hdf5", "r+") as h5:
+        h5.attrs["photons"] = 4096.0
+        h5.attrs["min_photon_count"] = 1.0
+    from mrirecon.pipeline.definitions import load_pipeline
+    from mrirecon.pipeline.runner import run_pipeline
+
+    config, text = load_pipeline("ct_tv", ["export.formats=[hdf5]", "report.enabled=false"])
+    assert run_pipeline(config, [str(tmp_path / "in" / "observation_train_000.hdf5")],
+                        tmp_path / "out", progress=False, config_text=text) == 0
+    (f,) = json.loads((tmp_path / "out" / "provenance.json").read_text())["files"]
+    assert not [w for w in f["warnings"] if "lam is too small" in w], f["warnings"]
+    assert [w for w in f["warnings"] if "attrs/photons states" in w], f["warnings"]
