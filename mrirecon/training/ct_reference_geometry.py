@@ -146,11 +146,20 @@ def _project(image: Tensor, g: CTGeometry, h: Hypothesis) -> Tensor:
     return p.flip(-1) if h.mirrored else p
 
 
-def _residual(p: Tensor, y: Tensor) -> tuple[float, float]:
-    """``(min_a ||a p - y|| / ||y||, a)`` (``a >= 0``)."""
-    pp, py, yy = float((p * p).sum()), float((p * y).sum()), float((y * y).sum())
-    a = max(py / pp, 0.0) if pp > 0 else 0.0
-    return math.sqrt(max(yy - 2 * a * py + a * a * pp, 0.0) / max(yy, 1e-300)), a
+def _fitted(p: np.ndarray, y: np.ndarray, axes=None) -> tuple[np.ndarray, np.ndarray]:
+    """``(min_a ||a p - y||^2, a)`` over ``axes`` (all by default; ``a >= 0``, the amplitude
+    fitted for every geometry alike), batched over the others: the one residual of the search
+    (:func:`_fit_at`, :func:`_angle_search`) and the decision (:func:`_residual`)."""
+    pp, py = (p * p).sum(axis=axes), (p * y).sum(axis=axes)
+    a = np.clip(py / np.maximum(pp, 1e-300), 0.0, None)
+    return np.maximum((y * y).sum(axis=axes) - 2 * a * py + a * a * pp, 0.0), a
+
+
+def _residual(p, y) -> tuple[float, float]:
+    """``(min_a ||a p - y|| / ||y||, a)`` (``a >= 0``) of arrays or CPU tensors."""
+    p, y = np.asarray(p, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    r2, a = _fitted(p, y)
+    return math.sqrt(float(r2) / max(float((y * y).sum()), 1e-300)), float(a)
 
 
 class _Fine:
@@ -244,11 +253,6 @@ def _angle_search(x: Tensor, y: np.ndarray, g: CTGeometry) -> float:
     reduced to :data:`REFINE_SIZE`."""
     from mrirecon.operators.ct import ct_operator
 
-    def res(p: np.ndarray, yr: np.ndarray, axes=None) -> np.ndarray:
-        pp, py = (p * p).sum(axis=axes), (p * yr).sum(axis=axes)
-        a = np.clip(py / np.maximum(pp, 1e-300), 0.0, None)
-        return (yr * yr).sum() - 2 * a * py + a * a * pp
-
     xs, gs, ys = _reduced(x, g, y, COARSE_SIZE)
     grid = round(2 * math.pi / ANGLE_STEP)
     step = 2 * math.pi / grid
@@ -259,14 +263,14 @@ def _angle_search(x: Tensor, y: np.ndarray, g: CTGeometry) -> float:
     idx = (i[:, None] + np.arange(grid)[None, :]) % grid  # (views, offsets)
     w = (at - i)[:, None, None]
     p = (1 - w) * dense[idx] + w * dense[(idx + 1) % grid]  # (views, offsets, bins)
-    coarse = int(np.argmin(res(p, ys[:, None, :], axes=(0, 2)))) * step
+    coarse = int(np.argmin(_fitted(p, ys[:, None, :], axes=(0, 2))[0])) * step
 
     xr, gr, yr = _reduced(x, g, y, REFINE_SIZE)
     angles = np.asarray(gr.angles)
 
     def exact(d: float) -> float:
-        return float(res(ct_operator(replace(gr, angles=tuple(angles + d)))(xr).to(
-            torch.float64)[0].numpy(), yr))
+        return float(_fitted(ct_operator(replace(gr, angles=tuple(angles + d)))(xr).to(
+            torch.float64)[0].numpy(), yr)[0])
 
     d, _ = _golden(exact, coarse - 1.5 * step, coarse + 1.5 * step, ANGLE_TOLERANCE)
     return math.remainder(d, 2 * math.pi)
@@ -314,10 +318,7 @@ def _fit_at(fine: _Fine, y: np.ndarray, g: CTGeometry, base: Hypothesis,
     yy = float((y * y).sum())
 
     def res(h: Hypothesis) -> float:
-        p = fine(h)
-        pp, py = float((p * p).sum()), float((p * y).sum())
-        a = max(py / pp, 0.0) if pp > 0 else 0.0
-        return max(yy - 2 * a * py + a * a * pp, 0.0)
+        return float(_fitted(fine(h), y)[0])
 
     def with_(h: Hypothesis, **kw) -> Hypothesis:
         return replace(h, **kw)
@@ -375,7 +376,7 @@ def reference_geometry_fit(sinogram: Tensor, image: Tensor, geometry: CTGeometry
             continue
         fine = fines.get(h.sid) or fines.setdefault(h.sid, _Fine(x, g, h.sid))
         p = fine(h)
-        found.append((_residual(torch.from_numpy(p), y)[0] ** 2, h))
+        found.append((_residual(p, y)[0] ** 2, h))
     if g.beam == "fan":  # the source distance: golden section, the scale and shift refitted
         best = min(found, key=lambda t: t[0])[1]
         low = max(-math.log(SID_RANGE), math.log(1.05 * g.image_radius / g.source_isocenter))

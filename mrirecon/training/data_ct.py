@@ -169,9 +169,7 @@ class CTTrainingSet:
         self.indices = kept if max_slices is None else kept[:max_slices]
         check_ct_dose(self.files, self.indices, photons)
         if self.files.ground_truth_files is not None:
-            starts = self.files.file_starts
-            for k, start in enumerate(starts):  # per file: its first (and last) image used
-                used = [i for i in self.indices if start <= i < start + int(self.files.counts[k])]
+            for k, used in enumerate(used_by_file(self.files, self.indices)):  # first, last used
                 if used and self.files.ground_truth_paths[k] is not None:
                     check_ct_references(self.files, sorted({used[0], used[-1]}))
             if not self.train:  # validation scores every image: each needs a target (train: get)
@@ -193,9 +191,9 @@ class CTTrainingSet:
         """The observation files whose images this set uses (``max_slices``), each followed by
         its ground truth where there is one."""
         out = []
-        for k, obs in enumerate(self.files.observation_files):
-            start = self.files.file_starts[k]
-            if any(start <= i < start + self.files.counts[k] for i in self.indices):
+        for k, used in enumerate(used_by_file(self.files, self.indices)):
+            if used:
+                obs = self.files.observation_files[k]
                 gt = self.files.ground_truth_paths[k]
                 out += [obs] + ([gt] if gt is not None else [])
         return out
@@ -279,6 +277,13 @@ class CTTrainingSet:
 SCALE_CHECK_VIEWS = 8
 
 
+def used_by_file(files, indices: list[int]) -> list[list[int]]:
+    """Per file of ``files`` (:class:`~mrirecon.io.lodopab.LoDoPaBFiles`), the images of
+    ``indices`` (the set's) that lie in it, in order: what the per-file checks read."""
+    return [[i for i in indices if start <= i < start + int(n)]
+            for start, n in zip(files.file_starts, files.counts)]
+
+
 def check_ct_dose(files, indices: list[int], photons: float | None) -> None:
     """The noise of each file's first image used against the dose the files state
     (``attrs/photons``; :func:`~mrirecon.training.ct_dose_check.dose_warning`, the rule of
@@ -289,12 +294,12 @@ def check_ct_dose(files, indices: list[int], photons: float | None) -> None:
 
     if files.data_photons is None:
         return
-    for k, start in enumerate(files.file_starts):
-        used = [i for i in indices if start <= i < start + int(files.counts[k])]
+    for k, used in enumerate(used_by_file(files, indices)):
         if not used or (msg := dose_warning(files.sinogram(used[0]).data.double(),
                                             float(files.data_photons))) is None:
             continue
-        where = f"CTTrainingSet: {files.observation_files[k]}: attrs/photons: image {used[0] - start}"
+        where = (f"CTTrainingSet: {files.observation_files[k]}: attrs/photons: image "
+                 f"{used[0] - files.file_starts[k]}")
         if photons is not None:
             raise ValueError(f"{where}: {msg}. photons={photons:g} would lower the dose from the "
                              "stated one: correct attrs/photons, or train on the stored noise "

@@ -41,13 +41,14 @@ ROLL_OUTSIDE_SHARE = 0.7
 def row_energy(kspace: Tensor) -> Tensor:
     """``(H,)`` float64: the zero-filled coil images' energy per readout row of Cartesian
     k-space ``(coils, H, W)``, summed over the coils and the columns, from the columns that hold
-    data only. One 1-D inverse FFT along the readout: across phase encoding Parseval gives the
-    image's row energy without the second FFT, and the centring shifts are a circular shift of
-    the profile (the input's shift is a phase ramp, which the magnitude drops)."""
+    data only. One centred 1-D inverse FFT along the readout (:func:`~mrirecon.functional.
+    ifftc`): across phase encoding Parseval gives the image's row energy without the second
+    FFT."""
+    from mrirecon.functional import ifftc
+
     cols = (kspace != 0).flatten(0, -3).any(0).any(0)  # (W,) columns holding data
-    hybrid = torch.fft.ifft(kspace[..., cols], dim=-2, norm="ortho")
-    energy = hybrid.abs().square().flatten(0, -3).sum(0).sum(-1).double().cpu()
-    return torch.fft.fftshift(energy)
+    hybrid = ifftc(kspace[..., cols], dim=-2)
+    return hybrid.abs().square().flatten(0, -3).sum(0).sum(-1).double().cpu()
 
 
 def roll_shares(energy: Tensor, rows: int) -> tuple[float, float, int]:
