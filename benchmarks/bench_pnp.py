@@ -199,7 +199,10 @@ def main(argv: list[str] | None = None) -> None:
         archive = subprocess.run(["git", "-C", str(ROOT), "archive", a.baseline, "mrirecon"],
                                  capture_output=True, check=True).stdout
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            tar.extractall(old_code, filter="data")
+            # extraction filters came with Python 3.11.4 / 3.10.12 (Debian 12's 3.11.2 has none);
+            # without them the archive is this repository's own files, written by git
+            safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tar.extractall(old_code, **safe)
         commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                                 capture_output=True, text=True).stdout.strip()
         data = _slice(tmp, a.size)
