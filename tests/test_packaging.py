@@ -13,7 +13,11 @@ from __future__ import annotations
 import ast
 import re
 import sys
-import tomllib
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the test extra installs tomli there
+    import tomli as tomllib
 from importlib.metadata import packages_distributions
 
 from tests.helpers import ROOT
