@@ -192,16 +192,22 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> Non
         tmp.write_bytes(data)
 
 
-def hdf5_image(fill: Callable[[h5py.File], object]) -> memoryview:
+def hdf5_image(fill: Callable[[h5py.File], object]) -> bytes:
     """The bytes of the HDF5 file that ``fill(h5)`` writes into ``h5``, built in memory (the
     image costs its size in memory, beside the arrays it is made of). Write them with
     :func:`atomic_write_bytes` or :func:`atomic_write_together`: then a full disk or a
     file-size limit is a plain ``OSError`` of Python's write naming the target. HDF5 writing the
     file itself failed inside ``H5Fclose`` there, and freeing the half-closed file's ids later
-    crashed Python (segmentation fault, exit 139)."""
+    crashed Python (segmentation fault, exit 139).
+
+    ``BytesIO.getvalue`` hands over the buffer's bytes without a copy (CPython) and leaves no
+    export behind: a ``getbuffer()`` view, which this returned before, kept the ``BytesIO``
+    exported, and where a failed write's traceback collected both in one cycle Python 3.13
+    printed "Exception ignored in: <_io.BytesIO …> BufferError: Existing exports of data"
+    beside the clear disk error."""
     with _hdf5_in_memory() as (h5, buffer):
         fill(h5)
-    return buffer.getbuffer()
+    return buffer.getvalue()
 
 
 @contextlib.contextmanager
@@ -212,7 +218,7 @@ def atomic_hdf5(path: str | os.PathLike) -> Iterator[h5py.File]:
     Path(path).parent.mkdir(parents=True, exist_ok=True)  # as atomic_path: before the work
     with _hdf5_in_memory() as (h5, buffer):
         yield h5
-    atomic_write_bytes(path, buffer.getbuffer())
+    atomic_write_bytes(path, buffer.getvalue())  # bytes, not a view (hdf5_image says why)
 
 
 @contextlib.contextmanager

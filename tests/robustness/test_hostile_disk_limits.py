@@ -194,7 +194,10 @@ def test_mri_memory_estimate_bounds_the_peak(tmp_path):
     from mrirecon.data.simulate_mri import simulate_mri_dataset
     simulate_mri_dataset("mri", volumes=1, slices=8, coils=8, size=(128, 128),
                          readout_oversampling=4, resolution=2)""")
-    assert got["estimate"] >= got["peak"], got
+    # what the job adds to the process, as for CT below: the interpreter and torch's import
+    # before it are no part of the estimate (0.71 GB under a CUDA build of torch on Python 3.13,
+    # where the estimate had been held to the whole process's peak and missed it by 1.4 %)
+    assert got["estimate"] >= got["peak"] - got["before"], got
 
 
 def test_fan_beam_memory_estimate_counts_the_ray_tables(tmp_path):
