@@ -26,6 +26,21 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+#: The complex dtype of each real precision, and the real dtype of each complex one. Use these
+#: (or :func:`real_dtype`), not ``dtype.to_real()`` / ``to_complex()``: before torch 2.4 those
+#: returned the dtype without taking a reference, so every call lowered ``torch.float64``'s
+#: reference count by one until the interpreter freed it (a segmentation fault after a few
+#: thousand calls: the column-mask SENSE gram crashed on torch 2.1-2.3, which ``torch>=2.1``
+#: admits).
+COMPLEX_OF = {torch.float32: torch.complex64, torch.float64: torch.complex128}
+REAL_OF = {torch.complex64: torch.float32, torch.complex128: torch.float64,
+           torch.complex32: torch.float16}
+
+
+def real_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The real dtype of ``dtype``'s precision (``dtype`` itself where it is real)."""
+    return REAL_OF.get(dtype, dtype)
+
 
 def kind_keeping(fn: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
     """``fn`` (a tensor conversion of ``nn.Module._apply``) made to keep real tensors real and

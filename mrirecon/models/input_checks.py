@@ -20,15 +20,12 @@ from torch import Tensor, nn
 
 from mrirecon.core import CoilExpandReduce, HasFBP, HasSamplingMask, LinearOperator, capability
 from mrirecon.core.checks import finite_and_nonzero, nonfinite_count
+from mrirecon.core.kinds import COMPLEX_OF, REAL_OF
 from mrirecon.core.operator import check_trailing_shape
 from mrirecon.functional.fft import REAL_PAIRS_HINT
 from mrirecon.models.common import require_batch
 from mrirecon.sampling.agreement import judge_mask
 
-#: The complex dtype of each real precision (the data and operators of float32 weights).
-COMPLEX_OF = {torch.float32: torch.complex64, torch.float64: torch.complex128}
-REAL_OF = {torch.complex64: torch.float32, torch.complex128: torch.float64,
-           torch.complex32: torch.float16}
 
 _ABSENT = object()  # no ``op`` argument given (a denoiser's ``model(x)``)
 

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from mrirecon.core import HasSamplingMask, LinearOperator
 from mrirecon.core.checks import NonFiniteError, broadcasts_to, finite_and_nonzero
+from mrirecon.core.kinds import real_dtype
 from mrirecon.core.magnitude import sum_abs2
 from mrirecon.functional import coil_combine, fft2c, ifft2c, uncentred_fft2, uncentred_ifft2
 
@@ -375,7 +376,7 @@ class SenseOperator(MapsSupport, LinearOperator, HasSamplingMask):
         w = self.maps.shape[-1]
         # the scale in the precision of the result: complex128 data through complex64 maps
         # had 1/W rounded to float32 (1.5e-8 from A.H(A(x)), and in cg_sense's result)
-        real = torch.promote_types(self.maps.dtype, x.dtype).to_real()
+        real = real_dtype(torch.promote_types(self.maps.dtype, x.dtype))
         m = self._mask_unshifted
         scaled = self._derived("_scaled_mask", m, lambda: m.to(real) / w, real, w)
         scaled, conj_maps = scaled.unsqueeze(-3), self._conj_maps()

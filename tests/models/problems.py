@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from mrirecon.core import FunctionOperator
+from mrirecon.core.kinds import real_dtype
 from mrirecon.functional import rss
 from mrirecon.data.anatomy import random_ellipses_hu
 from mrirecon.data.simulate_ct import MU_WATER_70KEV_PER_MM, poisson_postlog
@@ -30,7 +31,7 @@ def phantom(b: int, h: int = H, w: int = W, dtype=torch.complex64, seed: int = 0
             r = 0.15 + 0.3 * float(torch.rand(1, generator=g))
             img = img + torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r**2))
         images.append(img)
-    x = torch.stack(images).to(dtype.to_real() if dtype.is_complex else dtype)
+    x = torch.stack(images).to(real_dtype(dtype))
     if dtype.is_complex:
         phase = torch.exp(1j * math.pi / 4 * (yy + xx)).to(dtype)
         return x.to(dtype) * phase

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from mrirecon.core import HasImageSupport, capability
+from mrirecon.core.kinds import real_dtype
 from mrirecon.models import MoDL
 from mrirecon.operators import sense
 from mrirecon.operators.mri import Sensitivity, maps_support
@@ -79,7 +80,7 @@ def test_modl_on_maps_without_zeros_is_unchanged(dtype):
     op = sense(coil_maps(dtype=dtype), column_mask())
     assert bool(op.support.all())
     y = op(phantom(2, dtype=dtype))
-    on, off = _modl(True).to(dtype.to_real()), _modl(False).to(dtype.to_real())
+    on, off = _modl(True).to(real_dtype(dtype)), _modl(False).to(real_dtype(dtype))
     with torch.no_grad():
         torch.testing.assert_close(on(y, op), off(y, op), rtol=0, atol=0)
 

@@ -6,6 +6,7 @@ import torch
 
 from tests.helpers import check_operator, random_like_shape
 from mrirecon.core import LinearOperator
+from mrirecon.core.kinds import real_dtype
 from mrirecon.functional import fft2c, ifft2c, rss
 from mrirecon.operators import (
     Diagonal,
@@ -438,7 +439,7 @@ def _gram_tolerance(op):
     """Rounding of the two evaluations: FFTs of log2(H W) stages and a C-coil sum, in the maps'
     precision, with a factor 10 of room (a stale conj(maps) gives errors of order 1)."""
     c, h, w = op.maps.shape[-3:]
-    return 10 * torch.finfo(op.maps.dtype.to_real()).eps * (np.log2(h * w) + c)
+    return 10 * torch.finfo(real_dtype(op.maps.dtype)).eps * (np.log2(h * w) + c)
 
 
 def test_nograd_column_gram_follows_maps_replaced_on_a_reused_operator():

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from mrirecon.containers import Header
+from mrirecon.core.kinds import real_dtype
 from mrirecon.data.simulate_noncartesian import make_trajectory
 from mrirecon.functional.density import (cached_pipe_menon_density, gridding_gain,
                                          pipe_menon_density, radial_density)
@@ -41,7 +42,7 @@ def _image(dtype=torch.complex128):
 def test_nufft_refuses_non_finite_coordinates_naming_the_readout(value, dtype):
     """FINUFFT segfaulted on a NaN point in the forward transform (exit 139) and returned NaN
     images from the adjoint: refused as nufft_sense and the density functions refuse it."""
-    k = radial_trajectory(20, 2 * N).to(dtype.to_real()).clone()
+    k = radial_trajectory(20, 2 * N).to(real_dtype(dtype)).clone()
     k[3, 5, 0] = float(value)
     x = _image(dtype)
     msg = (r"non-finite \(NaN or Inf\) coordinates in 1 of 20 readout\(s\) \(first: readout 3 "
