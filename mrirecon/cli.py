@@ -110,6 +110,9 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
+        if isinstance(action, argparse.BooleanOptionalAction):
+            # Python 3.10's BooleanOptionalAction appended its own "(default: None)"
+            text = text.removesuffix(" (default: %(default)s)")
         if isinstance(action, argparse.BooleanOptionalAction) and text and "default" not in text:
             return f"{text} (default: {action.option_strings[0 if default else -1]})"
         if (not text or action.required or not action.option_strings or default is None

@@ -18,8 +18,8 @@ try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10: the test extra installs tomli there
     import tomli as tomllib
-from importlib.metadata import packages_distributions
 
+from mrirecon.core.names import packages_distributions
 from tests.helpers import ROOT
 
 PACKAGE = ROOT / "mrirecon"

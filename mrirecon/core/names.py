@@ -45,6 +45,29 @@ def pip_name(module: str) -> str:
     return PIP_NAMES.get(module, module)
 
 
+def packages_distributions() -> dict[str, list[str]]:
+    """``importlib.metadata.packages_distributions()``: the distributions that provide each
+    top-level module. Python 3.10's reads only ``top_level.txt``, which wheels built by meson,
+    maturin or flit do not write (numpy, scipy, pywt, nibabel, ... had no owner there); the
+    names such a distribution installs are inferred from its file list as Python 3.11 does."""
+    import importlib.metadata as md
+    import inspect
+    import sys
+
+    found = md.packages_distributions()
+    if sys.version_info >= (3, 11):
+        return found
+    for dist in md.distributions():
+        if dist.read_text("top_level.txt") is not None:
+            continue
+        tops = {f.parts[0] if len(f.parts) > 1 else inspect.getmodulename(str(f)) or str(f)
+                for f in dist.files or ()}
+        for top in tops:
+            if "." not in top:
+                found.setdefault(top, []).append(dist.metadata["Name"])
+    return found
+
+
 def importing_distribution(err: BaseException) -> tuple[str, str] | None:
     """``(distribution, version)`` of the installed package (not mrirecon, not the standard
     library) whose code raised ``err``, its innermost such frame; ``None`` when mrirecon's own
@@ -68,7 +91,7 @@ def importing_distribution(err: BaseException) -> tuple[str, str] | None:
         if top == "mrirecon":
             return None
         here = Path(frame.f_code.co_filename).resolve()
-        for name in md.packages_distributions().get(top, []):
+        for name in packages_distributions().get(top, []):
             dist = md.distribution(name)  # the frame's file must be one the package installed
             if any(f.parts[0] == top and Path(dist.locate_file(f)).resolve() == here
                    for f in dist.files or ()):
