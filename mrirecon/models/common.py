@@ -8,7 +8,6 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _NormBase
-from torch.utils.checkpoint import checkpoint
 
 from mrirecon.core import LinearOperator
 from mrirecon.operators.mri import SenseOperator
@@ -30,6 +29,10 @@ def run_stage(fn: Callable[..., Tensor], *args, checkpointing: bool = False):
     4 instead of 2; MoDL's eval output 0.2 % off after one step).
     """
     if checkpointing and torch.is_grad_enabled():
+        # imported here: torch 2.4's torch.utils.checkpoint imported SymPy (2.13's does not),
+        # ~0.7 s of every process that imports the models, the classical pipelines included
+        from torch.utils.checkpoint import checkpoint
+
         return checkpoint(_stats_updated_once(fn), *args, use_reentrant=False)
     return fn(*args)
 
