@@ -60,6 +60,41 @@ def distributed_context() -> tuple[int, int, bool]:
 _RENDEZVOUS_STORE = None
 
 
+def no_forward_buffer_sync() -> dict[str, bool]:
+    """``DistributedDataParallel``'s keyword that stops its buffer broadcast at every forward
+    (``forward_sync_buffers`` where torch has it, which still syncs them at construction; else
+    ``broadcast_buffers``): the trainer broadcasts them once per step (:func:`broadcast_buffers`)."""
+    import inspect
+
+    ddp = torch.nn.parallel.DistributedDataParallel
+    if "forward_sync_buffers" in inspect.signature(ddp.__init__).parameters:
+        return {"forward_sync_buffers": False}
+    return {"broadcast_buffers": False}
+
+
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Rank 0's buffers on every rank, in place: what ``DistributedDataParallel`` does at every
+    forward by default, done by the trainer once per step, before the step's first forward.
+
+    A step may run several forwards before one backward (the SSDU loss: one per split; CT's
+    view-split loss: one per part). Under torch 2.11 and older (2.4-2.11 seen; 2.13 not),
+    ``batch_norm`` saved the running statistics for its backward, and DDP's broadcast at the
+    second forward rewrote them in place: the backward failed with "one of the variables needed
+    for gradient computation has been modified by an inplace operation" (both ranks exit 1;
+    ``test_two_ranks_share_the_ssdu_validation``). Batch-norm statistics are made equal on every
+    rank at the end of each step anyway
+    (:class:`~mrirecon.training.batchnorm_order.RunningStatsInOrder`)."""
+    with torch.no_grad():
+        for b in module.buffers():
+            t = torch.view_as_real(b) if b.is_complex() else b
+            if t.dtype == torch.bool or not t.is_contiguous():  # gloo has no bool
+                u = t.to(torch.uint8 if t.dtype == torch.bool else t.dtype).contiguous()
+                dist.broadcast(u, 0)
+                t.copy_(u)
+            else:
+                dist.broadcast(t, 0)
+
+
 def leave_group() -> None:
     """Tear down the process group this process initialised, every rank done with it first,
     rank 0 (which hosts the store) last: each other rank destroys its group, then tells rank 0

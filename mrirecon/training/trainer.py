@@ -114,8 +114,11 @@ class Trainer:
         self.model = model.to(self.device)
         self.ddp = None
         if self.world > 1:
+            from mrirecon.training.distributed import no_forward_buffer_sync
+
             self.ddp = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                **no_forward_buffer_sync(),  # once per step instead (_train_step)
             )
         from mrirecon.training.batchnorm_order import RunningStatsInOrder
 
@@ -266,6 +269,10 @@ class Trainer:
     def _train_step(self) -> float:
         model = self.ddp or self.model
         model.train()
+        if self.ddp is not None:
+            from mrirecon.training.distributed import broadcast_buffers
+
+            broadcast_buffers(self.model)
         self.optimizer.zero_grad(set_to_none=True)
         items = self._positions(self.step)
         total = 0.0
