@@ -107,7 +107,9 @@ def test_float32_output_follows_the_data_from_1e_minus_30_to_1e30(name):
             # c y is rounded once per sample; the networks amplify that (c = 3 gives the same)
             assert _rel(m(c * y, op) / c, x) <= 1e3 * EPS32, c
         for k in (-100, 100):  # a power of two rescales every float exactly
-            assert torch.equal(m(2.0**k * y, op) / 2.0**k, x), k
+            # scaled back by a product: torch 2.4-2.6 divide a complex tensor by a real scalar
+            # as by a complex number, which rounds (1 ulp on 101 of 256 DPIR pixels)
+            assert torch.equal(m(2.0**k * y, op) * 2.0**-k, x), k
 
 
 @pytest.mark.parametrize("name", [n for n in MODELS if n != "learned_maps"])  # maps of 0: refused
