@@ -30,8 +30,8 @@ from torch import Tensor
 #: (or :func:`real_dtype`), not ``dtype.to_real()`` / ``to_complex()``: before torch 2.4 those
 #: returned the dtype without taking a reference, so every call lowered ``torch.float64``'s
 #: reference count by one until the interpreter freed it (a segmentation fault after a few
-#: thousand calls: the column-mask SENSE gram crashed on torch 2.1-2.3, which ``torch>=2.1``
-#: admits).
+#: thousand calls: the column-mask SENSE gram crashed on torch 2.1-2.3, which the floor then,
+#: ``torch>=2.1``, admitted; it is 2.4 now, for other reasons).
 COMPLEX_OF = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 REAL_OF = {torch.complex64: torch.float32, torch.complex128: torch.float64,
            torch.complex32: torch.float16}

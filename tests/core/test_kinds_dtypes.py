@@ -3,9 +3,8 @@
 torch 2.1-2.3 returned the dtype from ``dtype.to_real()`` / ``to_complex()`` without taking a
 reference: each call lowered ``torch.float64``'s reference count by one, and the column-mask
 SENSE gram (which asked for it on every call) crashed the interpreter with a segmentation fault
-after a few thousand calls (``tests/operators/test_gram_bound.py`` was the first to die). The
-project admits ``torch>=2.1``, so the package and its tests use ``core.kinds.real_dtype``.
-"""
+after a few thousand calls (``tests/operators/test_gram_bound.py`` was the first to die) under
+the floor of then, ``torch>=2.1``. The package and its tests use ``core.kinds.real_dtype``."""
 
 from __future__ import annotations
 
