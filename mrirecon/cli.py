@@ -113,8 +113,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if isinstance(action, argparse.BooleanOptionalAction):
             # Python 3.10's BooleanOptionalAction appended its own "(default: None)"
             text = text.removesuffix(" (default: %(default)s)")
-        if isinstance(action, argparse.BooleanOptionalAction) and text and "default" not in text:
-            return f"{text} (default: {action.option_strings[0 if default else -1]})"
+            if text and "default" not in text:
+                return f"{text} (default: {action.option_strings[0 if default else -1]})"
         if (not text or action.required or not action.option_strings or default is None
                 or default is False or default is argparse.SUPPRESS or "default" in text
                 or default == []):
