@@ -48,9 +48,9 @@ def _int16_scaling(data: np.ndarray) -> tuple[np.ndarray, float, float]:
     """Quantise to int16 with ``value = stored * slope + inter``; error <= slope / 2."""
     lo, hi = float(data.min()), float(data.max())
     # slope and inter are stored as float32 in the header: quantise with those values, the
-    # slope rounded up, so that the range still fits +-32767 steps about the rounded centre
-    # (rounded to the nearest float32, it could fall short and clip the extremes by more than
-    # half a step)
+    # slope rounded up, so that the range fits +-32767 steps about the rounded centre exactly
+    # (rounded to the nearest float32, an extreme could land up to 32767 x 2^-24 = 0.002 steps
+    # past the end and be clipped by that much: still inside the half-step bound)
     inter = float(np.float32((lo + hi) / 2))
     need = max(hi - inter, inter - lo) / 32767
     if need <= 0:  # constant data

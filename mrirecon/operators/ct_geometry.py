@@ -182,8 +182,9 @@ class CTGeometry:
         detector_spacing: float | None = None,
         detector_offset: float = 0.0,
     ) -> CTGeometry:
-        """Fan beam; defaults: source at 2x the image diagonal, magnification 2, full scan,
-        and a detector wide enough to cover the inscribed circle."""
+        """Fan beam; defaults: the source one image diagonal from the isocentre (twice the
+        circumscribed radius), magnification 2, full scan, and a detector wide enough to cover
+        the circumscribed circle."""
         h, w = image_shape
         diag = math.hypot(h, w) * pixel_size
         sid = source_isocenter or diag

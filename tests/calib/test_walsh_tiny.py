@@ -44,3 +44,24 @@ def test_walsh_maps_of_a_tiny_image_are_the_maps_of_the_image():
     eps = float(torch.finfo(torch.float32).eps)
     assert float(rss.max()) <= 1 + 8 * eps and float(rss.min()) >= 1 - 8 * eps
     np.testing.assert_allclose(small, big, rtol=0, atol=1e3 * eps)
+
+
+def test_walsh_maps_reference_the_strongest_coil_by_default():
+    """walsh_maps' docstring: reference_coil defaults to the coil with the most energy, whose map
+    is then real and non-negative. Same code path with the index given: bit-identical."""
+    n = 24
+    yy, xx = torch.meshgrid(torch.arange(n, dtype=torch.float64), torch.arange(n, dtype=torch.float64),
+                            indexing="ij")
+    obj = torch.exp(-((yy - 12) ** 2 + (xx - 11) ** 2) / 50).to(torch.complex128)
+    gains = (0.5, 0.9, 2.0, 0.3)  # strongest coil 2: neither the first nor the last nor the weakest
+    coils = torch.stack([gn * torch.exp(-((yy - c) ** 2 + (xx - d) ** 2) / 200)
+                         * torch.exp(1j * (0.3 * i + xx / 17)) for i, (gn, (c, d))
+                         in enumerate(zip(gains, ((0, 0), (0, 23), (23, 0), (23, 23))))])
+    images = coils * obj
+    strongest = int(torch.argmax(images.abs().square().sum((-2, -1))))
+    assert strongest == 2
+    default = walsh_maps(images)
+    assert torch.equal(default, walsh_maps(images, reference_coil=strongest))
+    ref = default[strongest]
+    tiny = 16 * torch.finfo(torch.float64).eps
+    assert torch.all(ref.imag.abs() <= tiny * ref.abs().clamp_min(tiny)) and torch.all(ref.real >= 0)

@@ -232,3 +232,41 @@ def test_a_private_7029_group_of_another_creator_block_is_still_an_image(tmp_pat
         ds.private_block(0x7029, "OTHER", create=True).add_new(0x20, "LO", "x")  # (7029,1020)
         ds.save_as(path)
     assert torch.equal(read_dicom_series(tmp_path).data, image.data)
+
+
+def test_ct_modality_lut_is_stored_times_slope_plus_intercept(tmp_path):
+    """PS3.3 C.11.1.1.2: HU = stored x RescaleSlope + RescaleIntercept. mrirecon's writer puts
+    intercept 0 and the other tests' scanner files slope 1, where ``(stored + intercept) x
+    slope`` reads the same; a series with slope 0.5 and intercept -1024 reads exactly (every
+    value a multiple of 0.5 below 2^11, exact in float32)."""
+    from pydicom.uid import generate_uid
+
+    from tests.helpers import ct_slice_dataset
+
+    words = np.random.default_rng(0).integers(0, 4096, size=(2, 6, 7)).astype(np.uint16)
+    series = generate_uid()
+    for k in range(2):
+        ds = ct_slice_dataset(k, series, words[k], intercept="-1024")
+        ds.RescaleSlope = "0.5"
+        save_part10(ds, tmp_path / f"{k}.dcm")
+    hu = read_dicom_series(tmp_path).data.numpy()
+    np.testing.assert_array_equal(hu, (words * 0.5 - 1024).astype(np.float32))
+
+
+def test_slice_location_is_the_position_along_the_slice_normal(tmp_path):
+    """SliceLocation (viewers show it, some tools sort by it) is ImagePositionPatient's signed
+    distance along the slice normal (row x column cosine), here for a coronal series whose
+    normal is +y; agreement to the precision of the written decimal strings."""
+    g = ImageGeometry(spacing=(2.5, 0.8, 0.9), origin=(10.5, -20.25, 30.0),
+                      orientation=(1.0, 0.0, 0.0, 0.0, 0.0, -1.0))
+    data = torch.arange(3 * 4 * 5, dtype=torch.float32).reshape(3, 4, 5)
+    paths = write_dicom_series(Image(data, g, kind="hu", modality="CT"), tmp_path)
+    locations = []
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        iop = np.array(ds.ImageOrientationPatient, float)
+        normal = np.cross(iop[:3], iop[3:])
+        expected = float(np.dot(np.array(ds.ImagePositionPatient, float), normal))
+        assert abs(float(ds.SliceLocation) - expected) <= 1e-6 * max(1.0, abs(expected)) + 1e-4
+        locations.append(float(ds.SliceLocation))
+    assert np.allclose(np.diff(sorted(locations)), 2.5, atol=1e-4)

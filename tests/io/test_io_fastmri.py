@@ -324,3 +324,20 @@ def test_k_space_chunked_across_slices_is_decompressed_once(tmp_path):
             assert torch.equal(f.read_slice(i).data[0], torch.from_numpy(ks[i]))
             reads.append(id(f._kspace_ds))
     assert len(set(reads)) == 1  # one dataset handle, so its chunk cache persists between slices
+
+
+def test_write_fastmri_attrs_override_the_defaults(tmp_path):
+    """write_fastmri's attrs: max / norm / acquisition / patient_id are *defaults* (from the
+    reference and the header); values passed in attrs are written instead."""
+    import h5py
+
+
+    ks = volume(0, (2, 3, 32, 24))
+    ref = np.ones((2, 16, 16), np.float32)
+    given = {"max": 2.5, "norm": 7.0, "patient_id": "other", "acquisition": "CORPDFS_FBK"}
+    path = write_fastmri(tmp_path / "f.h5", ks, make_header(), reference=ref, attrs=given)
+    with h5py.File(path) as f:
+        got = {k: f.attrs[k] for k in given}
+    got = {k: (v.decode() if isinstance(v, bytes) else v.item() if hasattr(v, "item") else v)
+           for k, v in got.items()}
+    assert got == given

@@ -34,7 +34,7 @@ def test_gradient_step_with_small_eta_reduces_residual(problem):
 @pytest.mark.parametrize("problem", [mri_problem, ct_problem], ids=["mri", "ct"])
 def test_cg_dc_small_lambda_approaches_least_squares(problem):
     x_true, y, op = problem(dtype=torch.complex128 if problem is mri_problem else torch.float64)
-    z = torch.zeros_like(x_true)
+    z = 0.5 * x_true  # not zero, so that the optimality check below sees the lam z term
     # reference least-squares solution (regularised minimally so that it is unique)
     ls = cg(lambda v: op.gram(v) + 1e-9 * v, op.H(y), iterations=500, tolerance=1e-14, batch_dims=1)
     errors = []

@@ -157,3 +157,5 @@ def test_registry_builds_pnp_dpir_and_robust_scale_is_a_quantile():
     assert isinstance(m, PnPDPIR) and m.iterations == 4
     x = torch.arange(1, 1001, dtype=torch.float32).reshape(1, 10, 100)
     assert float(robust_scale(x, 0.5)) == pytest.approx(500.5)
+    # the default, which the shipped denoisers' schedules were tuned with: the 99.5th percentile
+    assert float(robust_scale(x)) == pytest.approx(float(torch.quantile(x.flatten(), 0.995)))

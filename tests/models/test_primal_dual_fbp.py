@@ -122,3 +122,31 @@ def test_forward_computes_the_fbp_once_and_matches_the_recomputed_start(monkeypa
         slow = model.unscale(model.output(state), s)
     eps = torch.finfo(torch.float64).eps
     assert torch.linalg.norm(x - slow) <= 1e3 * eps * torch.linalg.norm(slow)
+
+
+def test_each_iteration_feeds_a_f1_and_a_h_h0_to_its_networks():
+    """Adler & Oektem's wiring: the dual network sees ``[h, A f[1], y]``, the primal one
+    ``[f, A^H h[0]]``; recorded through the helper that applies them (returning zero updates)."""
+    from unittest import mock
+
+    from mrirecon.models.unrolled.primal_dual import PrimalDualIteration
+    from tests.models.problems import ct_problem
+
+    _, y, op = ct_problem(dtype=torch.float64)
+    it = PrimalDualIteration(n_primal=3, n_dual=2, features=4).double()
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn((y.shape[0], 3) + tuple(op.H(y).shape[1:]), generator=g, dtype=torch.float64)
+    h = torch.randn((y.shape[0], 2) + tuple(y.shape[1:]), generator=g, dtype=torch.float64)
+    seen = {}
+
+    def record(net, inp):
+        name = "dual" if net is it.dual else "primal"
+        seen[name] = inp
+        return torch.zeros_like(inp[:, : (2 if name == "dual" else 3)])
+
+    with mock.patch("mrirecon.models.unrolled.primal_dual.apply_over_last_two", record):
+        f2, h2 = it(f, h, y, op)
+    assert torch.equal(seen["dual"][:, :2], h) and torch.equal(seen["dual"][:, 3], y)
+    assert torch.equal(seen["dual"][:, 2], op(f[:, 1]))
+    assert torch.equal(seen["primal"][:, :3], f) and torch.equal(seen["primal"][:, 3], op.H(h[:, 0]))
+    assert torch.equal(f2, f) and torch.equal(h2, h)

@@ -40,6 +40,11 @@ def test_robust_scale_is_a_positive_per_sample_quantile():
     s = robust_scale(x)
     assert s.shape == (2, 1, 1)
     assert float(s[0]) == 2.0 and float(s[1]) == 3.0
+    # the default, which the shipped staged and primal-dual CT weights were trained with: the
+    # 99th percentile of each sample
+    r = torch.arange(1, 1001, dtype=torch.float32).reshape(2, 10, 50)
+    np.testing.assert_allclose(robust_scale(r).flatten().numpy(),
+                               torch.quantile(r.flatten(1), 0.99, dim=1).numpy(), rtol=1e-6)
 
 
 def test_unet_is_translation_equivariant_so_patch_training_transfers():

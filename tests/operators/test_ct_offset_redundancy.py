@@ -206,3 +206,18 @@ def test_truncation_on_both_sides_of_a_nearly_centred_detector_is_not_blamed_on_
     g = replace(_short(_wide("parallel")), num_detectors=120, detector_offset=0.25)
     msg = data_warnings(ct_operator(g)(x), g).get("truncated", "")
     assert msg and "offset detector" not in msg, msg
+
+
+@pytest.mark.parametrize("shift", [0.5, 3.0, 20.0])
+def test_offset_weight_transition_spans_eight_elements_or_the_excess(shift):
+    """``offset_weights``: 1/2 in the middle, rising to 1 at the short side's end ``s`` over 8
+    elements or the long side's excess ``l - s``, whichever is wider (at most the overlap)."""
+    n, pitch = 101, 1.0
+    u = (np.arange(n) - (n - 1) / 2) * pitch - shift  # the long side: negative u
+    w = offset_weights(u)
+    short, long = float(u.max()), float(-u.min())
+    width = min(short, max(8.0 * pitch, long - short))
+    np.testing.assert_allclose(w[np.abs(u) <= short - width], 0.5, atol=1e-12)
+    ramp = (np.abs(u) > short - width + 0.5 * pitch) & (np.abs(u) < short - 0.5 * pitch)
+    assert ramp.any()
+    assert np.all(np.abs(w[ramp] - 0.5) > 1e-12) and np.all(np.abs(w[ramp] - 0.5) < 0.5 - 1e-12)

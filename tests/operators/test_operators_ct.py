@@ -378,3 +378,36 @@ def test_gradcheck_first_and_second_order(geometry):
     assert torch.autograd.gradgradcheck(op, (x,), eps=1e-6, atol=1e-8, fast_mode=True)
     y = random_like_shape(geometry.sinogram_shape, torch.float64).requires_grad_(True)
     assert torch.autograd.gradcheck(op.H, (y,), eps=1e-6, atol=1e-8, fast_mode=True)
+
+
+@pytest.mark.parametrize("views, angle_range", [(1, math.pi), (7, math.pi), (180, math.pi),
+                                                (90, 2 * math.pi), (10, math.pi / 2)])
+def test_default_angles_are_equispaced_over_a_half_open_range(views, angle_range):
+    """``num_views`` equispaced angles over ``[0, angle_range)``: view 0 at 0, the end excluded
+    (over a half turn an end view would repeat view 0 mirrored, counting its rays twice)."""
+    for make in (CTGeometry.parallel, CTGeometry.fan):
+        a = np.asarray(make((32, 32), views, angle_range=angle_range).angles)
+        step = angle_range / views
+        np.testing.assert_allclose(a, np.arange(views) * step, rtol=0,
+                                   atol=8 * np.finfo(np.float64).eps * angle_range)
+        assert a[-1] < angle_range - 0.5 * step
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (128, 128), (100, 37), (1, 2)])
+def test_default_parallel_detector_is_odd_and_covers_the_diagonal(shape):
+    """The default detector count is odd (the axis on an element, as scikit-image's for odd
+    sizes and ``simulate ct``'s default) and covers the image diagonal."""
+    n = CTGeometry.parallel(shape).num_detectors
+    assert n % 2 == 1 and n >= math.hypot(*shape)
+
+
+def test_default_fan_geometry_has_the_source_one_diagonal_away_and_magnification_two():
+    """The documented fan defaults: ``source_isocenter`` = the image diagonal (twice the
+    circumscribed radius), ``source_detector`` = 2 ``source_isocenter`` and the pitch the pixel
+    size times that magnification."""
+    g = CTGeometry.fan((40, 30), pixel_size=0.5)
+    diag = math.hypot(40, 30) * 0.5
+    eps = 8 * np.finfo(np.float64).eps
+    assert g.source_isocenter == pytest.approx(diag, rel=eps)
+    assert g.source_detector == pytest.approx(2 * diag, rel=eps)
+    assert g.detector_spacing == pytest.approx(0.5 * 2, rel=eps)

@@ -460,3 +460,17 @@ def test_a_noise_only_slice_with_one_loud_middle_channel_is_not_coils_last(loud)
     k = k + 1e-3 * float(k.abs().max()) * torch.randn_like(k)
     with pytest.raises(ValueError, match=r"coil axis last"):
         check_kspace(k.movedim(0, -1).contiguous(), "f.h5")
+
+
+def test_to_magnitude_combines_coil_images_by_root_sum_of_squares():
+    """GRAPPA's coil images become their root-sum-of-squares (the saved and scored image); a
+    complex image its modulus, a real one itself."""
+    from mrirecon.pipeline.stages_mri import to_magnitude
+
+    coils = torch.randn(5, 6, 7, dtype=torch.complex128, generator=torch.Generator().manual_seed(1))
+    got = to_magnitude(coils)
+    assert got.shape == (6, 7) and not got.is_complex()
+    ref = torch.sqrt((coils.abs() ** 2).sum(0))
+    assert torch.allclose(got, ref, rtol=10 * torch.finfo(torch.float64).eps, atol=0)
+    assert torch.equal(to_magnitude(coils[0]), coils[0].abs())
+    assert torch.equal(to_magnitude(coils[0].real), coils[0].real)

@@ -363,3 +363,18 @@ def test_the_sigpy_note_of_lamda_is_l1_wavelets_alone():
         (message,) = future_warnings(lambda: canonical_method_params(method, {"lamda": 0.01},
                                                                      "p.yaml"))
         assert ("L1WaveletRecon" in message) is noted, message
+
+
+def test_data_scale_is_the_peak_of_the_zero_filled_rss_image():
+    """data_scale's docstring: the maximum of the zero-filled RSS image of the slice. Its
+    computation divides by the coil images' peak and multiplies back: equal to a few ulp."""
+    from mrirecon.recon import data_scale
+
+    g = torch.Generator().manual_seed(0)
+    k = torch.randn(2, 4, 24, 20, dtype=torch.complex128, generator=g)
+    k[..., ::3] = 0  # undersampled
+    expected = float(zero_filled_rss(k).max())
+    eps = torch.finfo(torch.float64).eps
+    assert abs(data_scale(k) - expected) <= 16 * eps * expected
+    # the mean (or any other statistic) of the image is not the scale
+    assert abs(float(zero_filled_rss(k).mean()) - expected) > 0.1 * expected

@@ -428,3 +428,18 @@ def test_tv_pdhg_batch_equals_slices_alone_only_with_operators_of_one_norm():
     batch = recon.run("tv", y2, op2, **kw)
     assert _rel(batch[1], recon.run("tv", y2[1], alone[1], **kw)) > 1e-3
     assert "largest ``||A||`` of the batch" in recon.mri.__doc__
+
+
+@pytest.mark.parametrize("bad", [float("inf"), -float("inf")])
+def test_proximal_dc_refuses_an_infinite_learned_weight(bad):
+    """``lam = +inf`` (a diverged training step) is refused like NaN and negative values, not
+    turned into a NaN image."""
+    from mrirecon.models.blocks.cg_dc import ProximalDC
+
+    op, _ = _sense_problem()
+    y = op(_phantom())[None]
+    dc = ProximalDC(lam=0.05).double()
+    with torch.no_grad():
+        dc.lam.fill_(bad)
+    with pytest.raises(ValueError, match=r"ProximalDC: lam must be finite and >= 0"):
+        dc(0.9 * _phantom()[None], y, op)

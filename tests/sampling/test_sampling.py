@@ -406,3 +406,20 @@ def test_thin_dose_keeps_a_count_floor_exact_and_checks_its_inputs():
     with pytest.raises(ValueError, match="whole photon counts"):  # noise-free data
         thin_dose(torch.linspace(0.1, 3.0, 500, dtype=torch.float64), n_data, x,
                   torch.Generator())
+
+
+def test_apply_mask_padding_removes_exactly_the_unacquired_columns():
+    """padding (left, right): columns < left and >= right are removed from the mask, the others
+    kept as drawn. An acceleration-2 equispaced mask at both offsets samples every edge column
+    (left - 1, left, right - 1, right) at one of them, so the boundaries are tested, not luck."""
+    from mrirecon.sampling import EquispacedMask
+
+    width, left, right = 40, 5, 33
+    k = torch.ones(1, 2, 8, width, dtype=torch.complex64)
+    for offset in (0, 1):
+        fn = EquispacedMask([0.1], [2], seed=0)
+        _, full, _ = apply_mask(k, fn, seed=3, offset=offset)
+        _, padded, _ = apply_mask(k, fn, seed=3, offset=offset, padding=(left, right))
+        full, padded = full.reshape(-1), padded.reshape(-1)
+        assert not padded[:left].any() and not padded[right:].any(), offset
+        assert torch.equal(padded[left:right], full[left:right]), offset

@@ -235,3 +235,24 @@ def test_a_model_no_better_than_zero_through_the_maps_is_not_adapted():
                                                  model.state_dict().values()))
     _, fine = adapt_model(model, pairs, AdaptConfig(steps=2, val_every=1, time_budget_s=None))
     assert fine.stopped != "unreliable" and fine.initial_val_loss <= UNRELIABLE_LOSS
+
+
+def test_adaptation_that_changes_nothing_keeps_the_initial_model_and_stops_on_patience():
+    """A tie is no improvement: with a parameter the output does not depend on, every
+    validation loss ties the initial one, so the initial model is kept (``best_step`` 0) and
+    adaptation stops after ``patience`` validations."""
+    pairs, truths = _phantom_scan(n=32, slices=1)
+
+    class Frozen(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+            self.register_buffer("img", truths[0].clone())
+
+        def forward(self, y, op):
+            return (self.img + 0 * self.w)[None]
+
+    _, report = adapt_model(Frozen(), pairs, AdaptConfig(steps=20, lr=0.05, val_every=1, patience=3,
+                                                         time_budget_s=None))
+    assert len(set(report.val_losses)) == 1, report.val_losses
+    assert report.best_step == 0 and report.stopped == "patience" and report.steps == 3

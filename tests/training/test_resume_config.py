@@ -105,3 +105,23 @@ def test_the_maps_cache_budget_may_change_on_resume(tmp_path):
     assert config_changes(before, _round(_now(tmp_path, data={"maps_cache_mb": 64}))) == []
     assert [k for k, *_ in config_changes(before, _round(_now(
         tmp_path, data={"maps_cache_mb": 64, "maps": "walsh"})))] == ["data.maps"]
+
+
+def test_set_rng_state_restores_torch_numpy_and_python_streams():
+    """A resumed run continues every global stream where the checkpoint left it (a user's data
+    set or model may draw from NumPy's or Python's)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    from mrirecon.training.checkpoint import rng_state, set_rng_state
+
+    torch.manual_seed(3), np.random.seed(3), random.seed(3)
+    state = rng_state()
+    expected = (torch.rand(4), np.random.rand(4), [random.random() for _ in range(4)])
+    torch.rand(10), np.random.rand(10), random.random()
+    set_rng_state(state)
+    assert torch.equal(torch.rand(4), expected[0])
+    assert np.array_equal(np.random.rand(4), expected[1])
+    assert [random.random() for _ in range(4)] == expected[2]

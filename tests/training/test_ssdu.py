@@ -361,3 +361,18 @@ def test_mri_ssdu_loss_splits_the_operators_own_mask():
     import inspect
 
     assert "mask" not in inspect.signature(mri_ssdu_loss).parameters
+
+
+@pytest.mark.parametrize("dtype", [torch.complex128, torch.float64])
+def test_kspace_loss_is_ssdu_normalised_l2_plus_l1(dtype):
+    """The value itself (Yaman et al. 2020, eq. 7): ``||u - v||_2 / ||v||_2 + ||u - v||_1 /
+    ||v||_1``, against NumPy; complex and real."""
+    import numpy as np
+
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(2, 4, 8, 8, dtype=dtype, generator=g)
+    u = v + 0.3 * torch.randn(2, 4, 8, 8, dtype=dtype, generator=g)
+    a, b = u.numpy().ravel(), v.numpy().ravel()
+    ref = (np.sqrt(np.sum(np.abs(a - b) ** 2)) / np.sqrt(np.sum(np.abs(b) ** 2))
+           + np.sum(np.abs(a - b)) / np.sum(np.abs(b)))
+    assert math.isclose(float(kspace_loss(u, v)), ref, rel_tol=1e3 * torch.finfo(torch.float64).eps)
