@@ -25,7 +25,9 @@ def noise_covariance(noise: Tensor) -> Tensor:
     ----------
     noise
         Noise-only samples ``(coils, ...)`` (e.g. a noise pre-scan ``(coils, samples)``),
-        complex, zero mean by assumption (the mean is not removed).
+        complex, zero mean by assumption (the mean is not removed). Divided by ``samples - 1``
+        as ismrmrd-python-tools' ``calculate_prewhitening`` and MRIReco.jl's ``covariance`` do
+        (for zero-mean noise ``samples`` would be unbiased: ``n / (n - 1)`` apart).
 
     Returns
     -------

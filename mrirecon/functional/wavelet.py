@@ -140,7 +140,8 @@ def _apply_2d(x: Tensor, name: str, levels: int, inverse: bool) -> Tensor:
 
 
 def max_levels(shape: tuple[int, int], name: str) -> int:
-    """Number of levels such that every level halves even sizes and stays above the filter."""
+    """The most levels such that every level halves even sizes and its bands keep at least
+    the filter's length in both axes."""
     L = len(wavelet_filters(name)[0])
     levels = 0
     h, w = shape

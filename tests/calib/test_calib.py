@@ -482,3 +482,51 @@ def test_gridded_calibration_refuses_all_zero_weights():
     assert gridded_calibration_images(k, traj, (16, 16), 8, weights).abs().max() > 0
     with pytest.raises(ValueError, match="density weight 0"):
         gridded_calibration_images(k, traj, (16, 16), 8, torch.zeros(8, 16))
+
+
+def _coil_data(coils=6, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    mix = torch.randn(coils, 3, dtype=torch.complex128, generator=g)
+    src = torch.randn(3, 24, 20, dtype=torch.complex128, generator=g)
+    noise = 0.05 * torch.randn(coils, 24, 20, dtype=torch.complex128, generator=g)
+    return torch.einsum("cs,shw->chw", mix, src) + noise
+
+
+def test_svd_compress_rows_have_their_largest_entry_real_positive():
+    """The documented phase convention (_fix_phase: 'largest-magnitude entry of every column
+    real positive', the deterministic output): every compression row's largest-modulus entry
+    is real and > 0, and the result does not depend on the eigen-solver's arbitrary phases:
+    compressing the coils multiplied by a unit phase e^{i phi} gives the same matrix (kills
+    sgn(lead) in place of conj(sgn(lead)), which left the phase to eigh)."""
+    k = _coil_data()
+    for num in (2, 4, 6):
+        _, m = svd_compress(k, num)
+        lead = m.gather(1, m.abs().argmax(1, keepdim=True))
+        assert torch.all(lead.imag.abs() <= 1e3 * torch.finfo(torch.float64).eps * lead.abs())
+        assert torch.all(lead.real > 0)
+    vecs = torch.linalg.eigh(k.reshape(6, -1) @ k.reshape(6, -1).mH)[1].flip(-1)[:, :3]
+    # a second basis of the same eigenvectors with other phases must give the same rows
+    from mrirecon.calib.compression import _fix_phase
+    ph = torch.exp(1j * torch.tensor([0.3, -2.0, 1.1], dtype=torch.float64))
+    torch.testing.assert_close(_fix_phase(vecs * ph), _fix_phase(vecs), rtol=0,
+                               atol=1e3 * torch.finfo(torch.float64).eps)
+
+
+def test_gcc_alignment_leaves_the_centre_position_as_computed():
+    """GCC's Procrustes chain starts at readout position H // 2 (documented): that row equals
+    the unaligned one; others are rotated towards it (kills starting the chain at 0)."""
+    k = _coil_data()
+    aligned, plain = gcc_matrices(k, 3, align=True), gcc_matrices(k, 3, align=False)
+    c = k.shape[1] // 2
+    torch.testing.assert_close(aligned[c], plain[c], rtol=0, atol=1e3 * torch.finfo(torch.float64).eps)
+    assert not torch.allclose(aligned[0], plain[0], atol=1e-6)
+
+
+def test_noise_covariance_is_the_documented_estimator():
+    """``noise noise^H / (samples - 1)`` exactly, the divisor of ismrmrd-python-tools'
+    ``calculate_prewhitening`` and MRIReco.jl's ``covariance`` (the mean is not removed, so
+    ``/ samples`` would be the unbiased estimate; the two differ by ``n / (n - 1)``, < 0.1 % for
+    a noise scan of 1000 samples), on a scan short enough for the divisor to show."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(3, 5, dtype=torch.complex128, generator=g)
+    torch.testing.assert_close(noise_covariance(x), x @ x.mH / 4, rtol=10 * torch.finfo(torch.float64).eps, atol=0)

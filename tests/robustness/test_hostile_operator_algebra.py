@@ -297,3 +297,17 @@ def test_batch_axes_that_do_not_fit_the_maps_are_named():
     with pytest.raises(TypeError, match=r"SenseOperator @ x: x must be a torch\.Tensor, got "
                                         r"numpy\.ndarray of shape \(16, 12\)"):
         op @ np.ones((H, W))
+
+
+@pytest.mark.parametrize("c", [3.0, -0.5, 2 - 1j, 2])
+def test_scaled_operator_gram_is_its_normal_operator(c):
+    """(c A)^H (c A) = |c|^2 A^H A for a number c (kills |c| in place of |c|^2; no test scaled
+    an operator by a number other than +-1 and compared its gram)."""
+    g = torch.Generator().manual_seed(2)
+    a = DenseMatrix(torch.randn(7, 5, dtype=torch.complex128, generator=g))
+    op = c * a
+    x = torch.randn(5, dtype=torch.complex128, generator=g)
+    torch.testing.assert_close(op.gram(x), op.H(op(x)), rtol=100 * torch.finfo(torch.float64).eps, atol=100 * torch.finfo(torch.float64).eps)
+    from mrirecon.core import check_operator
+
+    check_operator(op, x)

@@ -3,6 +3,8 @@ agreement, and the implicit-differentiation CG against autograd and gradcheck.""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -428,3 +430,27 @@ def test_cg_dot_on_real_views_equals_the_complex_inner_product():
     torch.testing.assert_close(_dot(a, b, ()), (a.conj() * b).real.sum(dim=(), keepdim=True))  # torch: all
     real = a.real.contiguous()
     torch.testing.assert_close(_dot(real, real, (1, 2)), real.square().sum(dim=(1, 2), keepdim=True))
+
+
+def _spd(n=120, cond=1e4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(n, n, dtype=torch.float64, generator=g))
+    lam = torch.logspace(0, math.log10(cond), n, dtype=torch.float64)
+    return (q * lam) @ q.T, torch.randn(n, dtype=torch.float64, generator=g)
+
+
+@pytest.mark.parametrize("tolerance", [1e-2, 1e-4, 1e-6])
+def test_cg_tolerance_is_on_the_relative_residual_norm(tolerance):
+    """cg stops when ||r|| <= tolerance ||b||: the residual it returns meets the tolerance
+    (kills ``tolerance**2 -> tolerance`` in the threshold, which stopped at sqrt(tolerance))
+    and it does not run to the iteration limit once it does."""
+    from mrirecon.solvers.cg import cg
+
+    a, b = _spd()
+    seen = []
+    x = cg(lambda v: a @ v, b, iterations=10_000, tolerance=tolerance,
+           callback=lambda it, x, rn: seen.append(it))
+    rel = float(torch.linalg.vector_norm(b - a @ x) / torch.linalg.vector_norm(b))
+    # the recurrence residual and the true one differ by rounding: cond * eps
+    assert rel <= tolerance * (1 + 1e-6) + 1e4 * 100 * torch.finfo(torch.float64).eps
+    assert len(seen) < 10_000
