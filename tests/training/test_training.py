@@ -339,18 +339,31 @@ def test_ddp_two_processes_match_one(tmp_path, sim_data, model):
     assert two.keys() == ref.keys()
     buffers = [k for k in ref if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
     assert bool(buffers) == (model == "modl")
-    for k in ref:  # float32 sums in another order (the hook's statistics): rounding only
-        assert torch.allclose(two[k], ref[k], rtol=1e-5, atol=1e-6), k
+    init = _untrained(one.config)
+
+    def apart(other: dict[str, torch.Tensor], k: str) -> float:
+        """How far ``other[k]`` is from the one-process result, over what training moved it."""
+        return float((other[k] - ref[k]).norm() / (ref[k] - init[k]).norm().clamp_min(1e-30))
+
+    # float32 sums in another order (the hook's statistics, batch 2 against two of 1): rounding,
+    # which Adam turns into a step-sized change where a gradient component is near zero. Per
+    # tensor it moved the trained change by 4e-6 of itself with AVX-512 and 1.5e-3 without it
+    # (ATEN_CPU_CAPABILITY=default); half the samples (below) move it by 0.7-1.2
+    for k in ref:
+        if ref[k].is_floating_point():
+            assert apart(two, k) <= 1e-2, (k, apart(two, k))
+        else:  # num_batches_tracked: every sample counted once, in both runs
+            assert torch.equal(two[k], ref[k]), k
     card = yaml.safe_load((tmp_path / "two" / "model.yaml").read_text())["training"]
     assert card["command"].startswith("torchrun --nproc-per-node=2 -m mrirecon train ")
     assert "2 processes (global batch 2)" in card["hardware"]
-    moved = [k for k in ref if not torch.equal(ref[k], _untrained(one.config)[k])]
+    moved = [k for k in ref if not torch.equal(ref[k], init[k])]
     assert moved  # the comparison is not between two untouched initialisations
     # and it can tell batches apart: one process with batch 1 (half the samples) differs
     half = train_from_config(
         cfg, ["optim.batch_size=1", f"output_dir={tmp_path / 'half'}"], progress=False
     ).model.state_dict()
-    assert not all(torch.allclose(half[k], ref[k], rtol=1e-5, atol=1e-6) for k in ref)
+    assert max(apart(half, k) for k in ref if ref[k].is_floating_point()) > 0.1
 
 
 def _untrained(config) -> dict[str, torch.Tensor]:
