@@ -133,3 +133,18 @@ def test_dlmri_ct():
     p_dl, p_fbp = _psnr(gt, x), _psnr(gt, run("fbp", y, op))
     print(f"\nCT PSNR: FBP {p_fbp:.2f}, DLMRI {p_dl:.2f} dB")
     assert p_dl > p_fbp + 1.0
+
+
+def test_overcomplete_dct_atoms_but_the_first_have_zero_mean():
+    """Elad & Aharon's DCT dictionary, every
+    1-D atom but the constant one has zero mean, so every 2-D atom but the first does; all
+    have unit norm and the first is constant."""
+    from mrirecon.recon.dictionary import overcomplete_dct
+
+    for p, k in ((4, 6), (5, 8), (8, 11)):
+        d = overcomplete_dct(p, k)
+        assert d.shape == (p * p, k * k)
+        eps = torch.finfo(d.dtype).eps
+        assert float(d[:, 1:].sum(0).abs().max()) <= 10 * p * p * eps
+        assert float((torch.linalg.vector_norm(d, dim=0) - 1).abs().max()) <= 10 * eps
+        assert float(d[:, 0].max() - d[:, 0].min()) <= 10 * eps
