@@ -158,9 +158,9 @@ def test_readout_oversampling_crop_matches_numpy(scan):
     assert k.header.encoded_fov_mm[0] == FOV_X / 2
 
 
-def test_3d_partitions_become_slices(tmp_path):
+@pytest.mark.parametrize("z", [2, 3, 4])  # 2: the smallest slab (a bound of the 3-D checks)
+def test_3d_partitions_become_slices(tmp_path, z):
     rng = np.random.default_rng(3)
-    z = 4
     truth = cplx(rng, z, COILS, ENC_X, ENC_Y)  # (kz, coils, kx, ky), fully sampled
     acqs = [acquisition(truth[p, :, :, line], line, 0, part=p, center=ENC_X // 2)
             for p in range(z) for line in range(ENC_Y)]

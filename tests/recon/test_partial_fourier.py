@@ -147,37 +147,3 @@ def test_partial_fourier_lines_are_completed_for_zero_filled_rss(tmp_path):
     assert "as unsampled k-space" in scores["none"][1]
     assert "filled by POCS" in scores["phase_constrained"][1]
     assert scores["phase_constrained"][0] > scores["none"][0] + 3
-
-
-def _partial_fourier_problem():
-    """Noise-free 5/8 partial-Fourier 4-coil data of an image with a known smooth phase."""
-    from mrirecon.operators import SenseOperator
-
-    h = w = 32
-    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64),
-                            indexing="ij")
-    rho = torch.exp(-((yy - 15) ** 2 + (xx - 17) ** 2) / 60) + 0.5 * (((yy - 10) ** 2 + (xx - 20) ** 2) < 20)
-    phase = torch.exp(1j * (0.8 * torch.sin(xx / 9) + 0.5 * yy / h))
-    maps = torch.stack([torch.exp(-((yy - c) ** 2 + (xx - d) ** 2) / 300) * torch.exp(torch.tensor(1j * (c + d) / 9))
-                        for c, d in ((0, 0), (0, 31), (31, 0), (31, 31))])
-    mask = torch.zeros(w, dtype=torch.bool)
-    mask[12:] = True
-    op = SenseOperator(maps, mask)
-    return rho, phase, op, op(rho * phase)
-
-
-def test_tv_with_a_phase_returns_an_image_of_that_phase():
-    """tv(phase=p) solves for a real rho and returns rho * p (docstring): the result divided by
-    p is real to rounding (one complex product: a few eps of float64 per pixel), and it is the
-    complex image, not its real amplitude."""
-    from mrirecon.recon import tv
-
-    rho, phase, op, y = _partial_fourier_problem()
-    out = tv(y, op, 1e-4, iterations=30, phase=phase)
-    eps = torch.finfo(torch.float64).eps
-    assert out.is_complex()
-    assert torch.all((phase.conj() * out).imag.abs() <= 16 * eps * out.abs().clamp_min(eps))
-    # and it is an image of the object, not its real part: far closer to rho * phase than rho is
-    err = float((out - rho * phase).norm() / (rho * phase).norm())
-    err_real = float((rho.to(out.dtype) - rho * phase).norm() / (rho * phase).norm())
-    assert err < 0.5 * err_real, (err, err_real)

@@ -297,12 +297,10 @@ def test_l1_wavelet_first_call_imports_no_sympy():
     assert fresh_python(code) == "False"
 
 
-def test_phase_constrained_cg_sense_recovers_a_partial_fourier_image():
-    """Noise-free 5/8 partial Fourier data of an image with a known smooth phase: constrained
-    to that phase, CG-SENSE reconstructs the image to CG accuracy (the skipped lines are the
-    conjugates of acquired ones); unconstrained, it cannot (the missing side stays empty)."""
+def _partial_fourier_problem():
+    """Noise-free 5/8 partial-Fourier 4-coil data of an image with a known smooth phase:
+    ``(rho, phase, op, y)``."""
     from mrirecon.operators import SenseOperator
-    from mrirecon.recon import cg_sense
 
     h = w = 32
     yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64),
@@ -314,13 +312,37 @@ def test_phase_constrained_cg_sense_recovers_a_partial_fourier_image():
     mask = torch.zeros(w, dtype=torch.bool)
     mask[12:] = True  # lines 12..31 of 32 (centre 16): 5/8
     op = SenseOperator(maps, mask)
-    y = op(rho * phase)
+    return rho, phase, op, op(rho * phase)
+
+
+def test_phase_constrained_cg_sense_recovers_a_partial_fourier_image():
+    """Noise-free 5/8 partial Fourier data of an image with a known smooth phase: constrained
+    to that phase, CG-SENSE reconstructs the image to CG accuracy (the skipped lines are the
+    conjugates of acquired ones); unconstrained, it cannot (the missing side stays empty)."""
+    from mrirecon.recon import cg_sense
+
+    rho, phase, op, y = _partial_fourier_problem()
     free = cg_sense(y, op, iterations=200)
     fixed = cg_sense(y, op, iterations=200, phase=phase)
     err = lambda x: float((x - rho * phase).norm() / (rho * phase).norm())  # noqa: E731
     assert err(fixed) < 1e-8 and err(free) > 0.05
     with pytest.raises(ValueError, match="phase must be a finite"):
         cg_sense(y, op, phase=phase * float("nan"))
+
+
+def test_tv_with_a_phase_returns_an_image_of_that_phase():
+    """tv(phase=p) solves for a real rho and returns rho * p (docstring): the result divided by
+    p is real to rounding (one complex product: a few eps of float64 per pixel), and it is the
+    complex image, not its real amplitude."""
+    rho, phase, op, y = _partial_fourier_problem()
+    out = tv(y, op, 1e-4, iterations=30, phase=phase)
+    eps = torch.finfo(torch.float64).eps
+    assert out.is_complex()
+    assert torch.all((phase.conj() * out).imag.abs() <= 16 * eps * out.abs().clamp_min(eps))
+    # and it is an image of the object, not its real part: far closer to rho * phase than rho is
+    err = float((out - rho * phase).norm() / (rho * phase).norm())
+    err_real = float((rho.to(out.dtype) - rho * phase).norm() / (rho * phase).norm())
+    assert err < 0.5 * err_real, (err, err_real)
 
 
 def test_sigpy_spelling_lamda_warns_that_l1_wavelet_is_not_sigpys_problem():
