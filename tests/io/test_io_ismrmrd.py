@@ -604,18 +604,3 @@ def test_a_zero_recon_fov_is_recorded_unless_the_slice_positions_give_the_spacin
     h = read_ismrmrd(tmp_path / "raw.h5").header
     assert h.geometry.spacing == (6.0, 1.0, FOV_Y / ENC_Y)
     assert h.extra["fov_unknown_axes"] == ("x",)
-
-
-def test_unset_center_sample_centres_a_full_readout(tmp_path):
-    """``center_sample`` 0 means "not set" (as some converters and simulators write it): a full
-    readout is then centred at ``n // 2``, and reads bit for bit as the file that says so."""
-    rng = np.random.default_rng(7)
-    truth = cplx(rng, COILS, ENC_X, ENC_Y)
-    xml = make_xml(step1=(0, ENC_Y - 1, ENC_Y // 2), slices=1)
-    read = {}
-    for centre in (0, ENC_X // 2):
-        path = tmp_path / f"c{centre}.h5"
-        write(path, xml, [acquisition(truth[:, :, line], line, 0, center=centre)
-                          for line in range(ENC_Y)])
-        read[centre] = read_ismrmrd(path).data.numpy()
-    np.testing.assert_array_equal(read[0], read[ENC_X // 2])

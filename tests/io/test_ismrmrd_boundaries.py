@@ -1,6 +1,6 @@
-"""ISMRMRD reading at the bounds of its rules: the 3D label of a 2-partition slab, the voxel
-and spacing tolerances of the header, placement tolerances, the reference-scan mismatch bound,
-ramp-sampled EPI with its trajectory."""
+"""ISMRMRD reading at the bounds of its rules: an unset ``center_sample``, the 3D label of a
+2-partition slab, the voxel and spacing tolerances of the header, placement tolerances, the
+reference-scan mismatch bound, ramp-sampled EPI with its trajectory."""
 
 import ismrmrd
 import numpy as np
@@ -114,3 +114,18 @@ def test_ramp_sampled_epi_with_its_traj_is_read_by_the_traj(tmp_path):
     plain = [_acq(k[:, :, c], c) for c in range(N)]
     with pytest.raises(DataFormatError, match="'epi' with ramp sampling"):
         read_ismrmrd(_write(tmp_path / "ramp_plain.h5", xml, plain))
+
+
+def test_unset_center_sample_centres_a_full_readout(tmp_path):
+    """``center_sample`` 0 means "not set" (as some converters and simulators write it): a full
+    readout is then centred at ``n // 2``, and reads bit for bit as the file that says so."""
+    rng = np.random.default_rng(7)
+    truth = cplx(rng, COILS, ENC_X, ENC_Y)
+    xml = make_xml(step1=(0, ENC_Y - 1, ENC_Y // 2), slices=1)
+    read = {}
+    for centre in (0, ENC_X // 2):
+        path = tmp_path / f"c{centre}.h5"
+        write(path, xml, [acquisition(truth[:, :, line], line, 0, center=centre)
+                          for line in range(ENC_Y)])
+        read[centre] = read_ismrmrd(path).data.numpy()
+    np.testing.assert_array_equal(read[0], read[ENC_X // 2])
