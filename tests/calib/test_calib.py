@@ -514,7 +514,7 @@ def test_svd_compress_rows_have_their_largest_entry_real_positive():
 
 def test_gcc_alignment_leaves_the_centre_position_as_computed():
     """GCC's Procrustes chain starts at readout position H // 2 (documented): that row equals
-    the unaligned one; others are rotated towards it (kills starting the chain at 0)."""
+    the unaligned one; others are rotated towards it (guards against starting the chain at 0)."""
     k = _coil_data()
     aligned, plain = gcc_matrices(k, 3, align=True), gcc_matrices(k, 3, align=False)
     c = k.shape[1] // 2

@@ -301,8 +301,8 @@ def test_batch_axes_that_do_not_fit_the_maps_are_named():
 
 @pytest.mark.parametrize("c", [3.0, -0.5, 2 - 1j, 2])
 def test_scaled_operator_gram_is_its_normal_operator(c):
-    """(c A)^H (c A) = |c|^2 A^H A for a number c (kills |c| in place of |c|^2; no test scaled
-    an operator by a number other than +-1 and compared its gram)."""
+    """(c A)^H (c A) = |c|^2 A^H A for a number c (guards against |c| in place of |c|^2; no
+    test scaled an operator by a number other than +-1 and compared its gram)."""
     g = torch.Generator().manual_seed(2)
     a = DenseMatrix(torch.randn(7, 5, dtype=torch.complex128, generator=g))
     op = c * a

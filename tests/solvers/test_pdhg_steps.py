@@ -46,7 +46,7 @@ def _bound(ops, sigmas, x0):
 @pytest.mark.parametrize("tau", [0.01, 0.3, 7.0])
 def test_pdhg_sigma_chosen_for_a_given_tau_meets_the_step_condition(tau):
     """Only tau given: sigma = 0.99 / (tau ||sum K_i^H K_i||), so tau * ||sum sigma K^H K|| is
-    0.99 for any tau (kills dropping tau from that formula, which broke it for tau > 1 and
+    0.99 for any tau (guards against dropping tau from that formula, which broke it for tau > 1 and
     took 100x too small dual steps for tau = 0.01)."""
     ops, x0 = _two_blocks()
     sigmas, t = pdhg_step_sizes(ops, x0, tau=tau)

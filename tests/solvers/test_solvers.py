@@ -442,8 +442,8 @@ def _spd(n=120, cond=1e4, seed=0):
 @pytest.mark.parametrize("tolerance", [1e-2, 1e-4, 1e-6])
 def test_cg_tolerance_is_on_the_relative_residual_norm(tolerance):
     """cg stops when ||r|| <= tolerance ||b||: the residual it returns meets the tolerance
-    (kills ``tolerance**2 -> tolerance`` in the threshold, which stopped at sqrt(tolerance))
-    and it does not run to the iteration limit once it does."""
+    (guards against ``tolerance**2 -> tolerance`` in the threshold, which stopped at
+    sqrt(tolerance)) and it does not run to the iteration limit once it does."""
     from mrirecon.solvers.cg import cg
 
     a, b = _spd()
