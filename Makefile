@@ -65,8 +65,13 @@ benchdeps:
 demo: setup
 	$(VENV)/bin/mrirecon demo --output demo_out
 
+# The suite runs on every core with pytest-xdist (`-n auto`: tests/conftest.py counts the cores as
+# mrirecon.threads does, cgroup quota included, and gives each worker its share of torch threads);
+# on 2 cores that halves its time. `make test TEST_WORKERS=0` runs it in one process.
+TEST_WORKERS ?= auto
+
 test: setup-test sysdeps
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal tests
 
 # Every runtime dependency at its pyproject.toml floor (pins derived from pyproject.toml), then
 # numpy 2.0.0 with the lowest releases that allow it, each in a fresh venv ($(FLOORS_VENV),
