@@ -236,3 +236,21 @@ def test_a_training_set_judges_the_stated_dose(tmp_path, lowered, caplog):
             CTTrainingSet(folder, views=30, photons=lowered)
         said = [r.getMessage() for r in caplog.records if "attrs/photons" in r.getMessage()]
         assert len(said) == (true != 4096.0), said
+
+
+def test_without_air_the_quietest_level_group_gives_the_dose():
+    """No air: the object's edges only add variance, so the group reading the highest dose is
+    the one taken. Synthetic post-log data: line integral 1 with Poisson-like noise at 4096
+    photons, and line integral 2 with 4x that variance (edges); the dose read is 4096's."""
+    from mrirecon.training.ct_dose_check import noise_dose
+
+    g = torch.Generator().manual_seed(0)
+    n, rows, bins = 4096.0, 200, 64
+    level = torch.cat([torch.full((rows, bins // 2), 1.0), torch.full((rows, bins // 2), 2.0)], 1)
+    var = level.exp() / n * torch.cat([torch.ones(rows, bins // 2), 4 * torch.ones(rows, bins // 2)], 1)
+    y = (level + var.sqrt() * torch.randn(rows, bins, generator=g, dtype=torch.float64)).float()
+    fit = noise_dose(y, n)
+    assert fit is not None and not fit.air
+    assert abs(fit.level - 1.0) < 0.1
+    # the median of ~6000 chi-square(1) values: a few % (the module's 2.3 / sqrt(m))
+    assert 1 / 1.2 < fit.photons / n < 1.2, fit

@@ -9,6 +9,7 @@ import shutil
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from mrirecon.training.config import MaskConfig
 from mrirecon.training.data import MRITrainingSet
@@ -183,3 +184,13 @@ def test_zero_periods_mean_only_at_the_last_step(tmp_path):
     rows = list(csv.DictReader((out / "train_log.csv").open()))
     assert [int(r["step"]) for r in rows] == [3]  # the last step only
     assert (out / "checkpoints" / "last.pt").is_file()
+
+
+def test_a_checkpoint_with_weights_the_model_lacks_is_refused_naming_them(tmp_path):
+    from mrirecon.training.checkpoint import check_model_state
+
+    model = torch.nn.Linear(2, 2)
+    state = {**model.state_dict(), "extra.weight": torch.zeros(1)}
+    with pytest.raises(ValueError, match=r"\(0 missing, 1 unexpected, 0 of another shape; "
+                                         r"first: extra\.weight\)"):
+        check_model_state(tmp_path / "last.pt", {"model": state}, model, "linear")

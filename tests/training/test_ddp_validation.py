@@ -10,7 +10,9 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -198,3 +200,148 @@ def test_the_rendezvous_wait_leaves_sighup_its_default_action():
         assert signal.getsignal(signal.SIGHUP) is handler
     finally:
         signal.signal(signal.SIGHUP, previous)
+
+
+class _Store:
+    def __init__(self, calls):
+        self.calls = calls
+
+    def set_timeout(self, t):
+        self.calls.append(("timeout", t.total_seconds()))
+
+    def wait(self, keys):
+        self.calls.append(("wait", list(keys)))
+
+    def set(self, key, value):
+        self.calls.append(("set", key, value))
+
+
+@pytest.mark.parametrize("rank, expected", [
+    (0, [("timeout", 60.0), ("wait", ["mrirecon/left/1", "mrirecon/left/2"])]),
+    (2, [("set", "mrirecon/left/2", "1")]),
+])
+def test_leave_group_rank_0_waits_for_each_other_rank_once(monkeypatch, rank, expected):
+    """Rank 0 waits for the keys ranks 1..W-1 set; a key no rank sets (its own) made every
+    multi-process run wait out the minute at its end."""
+    import mrirecon.training.distributed as d
+
+    calls: list = []
+    monkeypatch.setattr(d.dist, "get_rank", lambda: rank)
+    monkeypatch.setattr(d.dist, "get_world_size", lambda: 3)
+    monkeypatch.setattr(d.dist, "destroy_process_group", lambda: calls.append(("destroy",)))
+    monkeypatch.setattr(d, "_RENDEZVOUS_STORE", _Store(calls))
+    d.leave_group()
+    assert calls == [("destroy",), *expected]
+    assert d._RENDEZVOUS_STORE is None
+
+
+def test_broadcast_buffers_writes_rank_0s_values_into_every_buffer(monkeypatch):
+    import mrirecon.training.distributed as d
+
+    m = torch.nn.Module()
+    m.register_buffer("f", torch.zeros(3))
+    m.register_buffer("b", torch.zeros(2, dtype=torch.bool))
+    m.register_buffer("c", torch.zeros(2, dtype=torch.complex64))
+    m.register_buffer("t", torch.zeros(2, 3).t())  # not contiguous
+
+    def rank_0_holds_ones(t, src):
+        assert src == 0
+        t.fill_(1)
+
+    monkeypatch.setattr(d.dist, "broadcast", rank_0_holds_ones)
+    d.broadcast_buffers(m)
+    assert torch.equal(m.f, torch.ones(3)) and bool(m.b.all())
+    assert torch.equal(m.c, torch.full((2,), 1 + 1j, dtype=torch.complex64))
+    assert torch.equal(m.t, torch.ones(3, 2))
+
+
+def _launch(monkeypatch, port="29511"):
+    for k, v in {"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port,
+                 "MRIRECON_RENDEZVOUS_TIMEOUT": "5", "MRIRECON_COLLECTIVE_TIMEOUT": "77"}.items():
+        monkeypatch.setenv(k, v)
+
+
+def test_after_the_rendezvous_the_store_waits_the_collective_timeout(monkeypatch):
+    """NCCL creates its communicators at the first collective, through the store: a rank that
+    waited there longer than the rendezvous timeout failed though the collective timeout was
+    hours."""
+    import mrirecon.training.distributed as d
+
+    calls: list = []
+    store, seen = _Store(calls), {}
+    _launch(monkeypatch)
+    monkeypatch.setattr(d.dist, "rendezvous", lambda *a, **k: iter([(store, 0, 2)]))
+    monkeypatch.setattr(d.dist, "PrefixStore", lambda prefix, s: s)
+    monkeypatch.setattr(d.dist, "init_process_group", lambda **k: seen.update(k))
+    monkeypatch.setattr(d, "_RENDEZVOUS_STORE", None)
+    d.rendezvous()
+    assert calls == [("timeout", 5.0), ("timeout", 77.0)]
+    assert seen["timeout"].total_seconds() == 77 and d._RENDEZVOUS_STORE is store
+
+
+@pytest.mark.parametrize("port", ["0", "65536"])
+def test_a_master_port_outside_1_65535_is_refused(monkeypatch, port):
+    import mrirecon.training.distributed as d
+
+    _launch(monkeypatch, port)
+    monkeypatch.setattr(d.dist, "rendezvous", lambda *a, **k: pytest.fail("it waited"))
+    with pytest.raises(ValueError, match=rf"must be a port number in \[1, 65535\], got {port}$"):
+        d.rendezvous()
+
+
+class _Volumes:
+    """5 volumes of 2 slices, 16 x 16, with volume_keys(); the prediction a per-volume blur."""
+
+    train = False
+
+    def __init__(self):
+        g = torch.Generator().manual_seed(0)
+        self.targets = torch.rand(10, 1, 16, 16, generator=g)
+
+    def __len__(self):
+        return 10
+
+    def volume_keys(self):
+        return [f"v{i // 2}" for i in range(10)]
+
+    def get(self, i, mask_seed=None):
+        return SimpleNamespace(fname=f"v{i // 2}", slice_index=i % 2, target=self.targets[i])
+
+
+def _recon(s):
+    k = int(s.fname[1:]) + 1  # volumes reconstructed differently well
+    return s.target + 0.02 * k * torch.sin(torch.arange(16.0) * k)
+
+
+def test_two_ranks_scores_come_back_in_volume_order(monkeypatch):
+    """Rank r scores volumes r, r + W, ...; the gathered report is the 1-process one, volume for
+    volume (with 2 volumes per rank the rank-major concatenation is out of order)."""
+    import torch.distributed as dist
+
+    from mrirecon.training import validation as V
+
+    data = _Volumes()
+    one = V.evaluate_reconstructor(_recon, data)
+    parts = {}
+
+    class Gathered(Exception):
+        pass
+
+    def gather_rank_1(out, obj):
+        parts[1] = obj
+        raise Gathered
+
+    monkeypatch.setattr(V, "_rank_and_world", lambda distributed: (1, 2))
+    monkeypatch.setattr(dist, "all_gather_object", gather_rank_1)
+    with pytest.raises(Gathered):
+        V.evaluate_reconstructor(_recon, data, distributed=True)
+
+    def gather_rank_0(out, obj):
+        out[:] = [obj, parts[1]]
+
+    monkeypatch.setattr(V, "_rank_and_world", lambda distributed: (0, 2))
+    monkeypatch.setattr(dist, "all_gather_object", gather_rank_0)
+    two = V.evaluate_reconstructor(_recon, data, distributed=True)
+    assert two.names == one.names == [f"v{i}" for i in range(5)]
+    for k in one.values:
+        np.testing.assert_array_equal(two.values[k], one.values[k])

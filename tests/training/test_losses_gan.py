@@ -239,3 +239,27 @@ def test_loss_config_validation(tmp_path, sim_data):
         ReconstructionLoss(LossConfig(ssim=1.0, perceptual=-0.1))
     # an adversarial-only loss is allowed (the trainer adds that term)
     assert ReconstructionLoss(LossConfig(ssim=0.0, adversarial=0.1)).perceptual is None
+
+
+def test_discriminator_step_returns_the_mean_of_its_items_losses():
+    from mrirecon.training.losses_gan import AdversarialCritic, PatchDiscriminator
+
+    torch.manual_seed(0)
+    critic = AdversarialCritic(PatchDiscriminator(features=4, layers=2))
+    g = torch.Generator().manual_seed(1)
+    items = [(torch.rand(1, 16, 16, generator=g), torch.rand(1, 16, 16, generator=g),
+              torch.ones(1)) for _ in range(3)]
+    with torch.no_grad():  # the losses before the step, which the step returns
+        each = [critic.discriminator_loss(t, p, m).item() for p, t, m in items]
+    got = critic.discriminator_step(items)
+    # float32 sums of a few hundred logits: ~1e-6 relative; the mean, not the sum (3x)
+    assert got == pytest.approx(sum(each) / len(each), rel=1e-5)
+
+
+def test_patch_discriminator_takes_images_of_exactly_2_pow_layers():
+    from mrirecon.training.losses_gan import PatchDiscriminator
+
+    d = PatchDiscriminator(features=2, layers=3)
+    assert d(torch.rand(1, 8, 8)).shape == (1, 1, *d.output_shape(8, 8)) == (1, 1, 1, 1)
+    with pytest.raises(ValueError, match="smaller than"):
+        d(torch.rand(1, 7, 8))

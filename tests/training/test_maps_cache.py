@@ -189,3 +189,18 @@ def test_the_heap_is_trimmed_after_an_eviction_only(monkeypatch):
     assert calls == []
     cache.put(2, torch.zeros(50, dtype=torch.float64))
     assert calls == [1] and 0 not in cache
+
+
+def test_a_budget_of_0_logs_no_budget_reached_line(caplog):
+    """data.maps_cache_mb: 0 turns caching off; "its budget of 0 B is reached ... raise
+    data.maps_cache_mb to keep more" would contradict the setting the user chose."""
+    import logging
+
+    from mrirecon.training.maps_cache import MapsCache
+
+    caplog.set_level(logging.INFO, logger="mrirecon.train")
+    cache = MapsCache(0)
+    cache.put(0, torch.zeros(4))
+    cache.put(1, torch.zeros(4))
+    assert 0 not in cache and 1 not in cache
+    assert not [r for r in caplog.records if "coil maps cache" in r.getMessage()]

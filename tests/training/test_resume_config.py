@@ -4,7 +4,9 @@ parameters under their canonical names (:mod:`mrirecon.core.names`)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+import torch
 import yaml
 
 from mrirecon.core.config import ConfigError, load_config, to_dict
@@ -125,3 +127,37 @@ def test_set_rng_state_restores_torch_numpy_and_python_streams():
     assert torch.equal(torch.rand(4), expected[0])
     assert np.array_equal(np.random.rand(4), expected[1])
     assert [random.random() for _ in range(4)] == expected[2]
+
+
+def test_rng_state_restores_numpy_mid_block():
+    """A checkpoint taken after some NumPy draws (a user's data set or model drew them) resumes
+    the stream at that position, not at the start of the next 624-word MT block."""
+    from mrirecon.training.checkpoint import rng_state, set_rng_state
+
+    np.random.seed(3)
+    np.random.rand(5)  # the position is now inside the block, not 624 as right after seeding
+    state = rng_state()
+    expected = np.random.rand(4)
+    np.random.rand(10)
+    set_rng_state(state)
+    assert np.array_equal(np.random.rand(4), expected)  # bit for bit: the same stream
+
+
+class _RunsCode:
+    """Unpickled, it would run code: touch the marker file."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (eval, (f"__import__('pathlib').Path({self.marker!r}).touch()",))
+
+
+def test_a_checkpoint_holding_pickled_code_is_refused_unrun(tmp_path):
+    from mrirecon.training.checkpoint import load_checkpoint
+
+    marker, path = tmp_path / "ran", tmp_path / "last.pt"
+    torch.save({"step": 1, "model": {}, "x": _RunsCode(str(marker))}, path)
+    with pytest.raises(ValueError, match="cannot be read safely"):
+        load_checkpoint(path)
+    assert not marker.exists()  # nothing in the file was executed

@@ -357,6 +357,13 @@ def test_ddp_two_processes_match_one(tmp_path, sim_data, model):
     card = yaml.safe_load((tmp_path / "two" / "model.yaml").read_text())["training"]
     assert card["command"].startswith("torchrun --nproc-per-node=2 -m mrirecon train ")
     assert "2 processes (global batch 2)" in card["hardware"]
+    # the logged loss is the global batch's mean (the all-reduced sum over the ranks divided by
+    # their number), the one-process loss of the same samples and near-equal weights, not twice it
+    la = list(csv.DictReader((tmp_path / "one" / "train_log.csv").open()))
+    lb = list(csv.DictReader((tmp_path / "two" / "train_log.csv").open()))
+    assert [r["step"] for r in lb] == [r["step"] for r in la] == ["1", "2", "3"]
+    for a, b in zip(la, lb):
+        assert float(b["loss"]) == pytest.approx(float(a["loss"]), rel=1e-2)
     moved = [k for k in ref if not torch.equal(ref[k], init[k])]
     assert moved  # the comparison is not between two untouched initialisations
     # and it can tell batches apart: one process with batch 1 (half the samples) differs
@@ -521,3 +528,29 @@ def test_ct_samples_lower_the_dose_as_the_pipeline_does(tmp_path):
     clean = CTTrainingSet(tmp_path / "clean", photons=512.0, train=False).get(0)
     plain = CTTrainingSet(tmp_path / "clean", train=False).get(0)
     assert not torch.equal(clean.y, plain.y)  # Poisson noise at 512 photons on noise-free data
+
+
+def test_loss_refuses_max_values_that_do_not_match_the_batch():
+    from mrirecon.training.config import LossConfig
+    from mrirecon.training.losses import ReconstructionLoss
+
+    x = torch.rand(2, 8, 8)
+    for cfg in (LossConfig(ssim=0.0, l1=1.0), LossConfig(ssim=0.0, mse=1.0)):
+        with pytest.raises(ValueError, match="1 max values for a batch of 2"):
+            ReconstructionLoss(cfg)(x, x.flip(0), torch.tensor([1.0]))
+
+
+def test_resume_continues_the_lr_schedule(tmp_path, sim_data):
+    """With ``optim.lr_step`` the rate decays every 2 steps; a resume that did not restore the
+    scheduler's state would restart the schedule at the checkpoint (the full rate again)."""
+    kw = dict(val_every=0, optim__lr_step=2, optim__lr_gamma=0.5)
+    ra = train_from_config(write_config(tmp_path / "a.yaml", sim_data, tmp_path / "a", **kw),
+                           progress=False)
+    split = write_config(tmp_path / "b.yaml", sim_data, tmp_path / "b", **kw)
+    train_from_config(split, ["optim.max_steps=3"], progress=False)
+    rb = train_from_config(split, resume=True, progress=False)
+    la = list(csv.DictReader((tmp_path / "a" / "train_log.csv").open()))
+    lb = list(csv.DictReader((tmp_path / "b" / "train_log.csv").open()))
+    assert [r["lr"] for r in lb] == [r["lr"] for r in la]
+    pa, pb = _params(ra.model), _params(rb.model)
+    assert all(torch.equal(pa[k], pb[k]) for k in pa)
