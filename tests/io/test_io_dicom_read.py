@@ -17,6 +17,7 @@ from mrirecon.data import Image, ImageGeometry
 from mrirecon.io.dicom import save_part10, write_dicom_series
 from mrirecon.io.dicom_read import read_dicom_series
 from mrirecon.io.errors import DataFormatError
+from mrirecon.io.slice_placement import NORMAL_ANGLE_TOL
 
 ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"
 
@@ -270,3 +271,33 @@ def test_slice_location_is_the_position_along_the_slice_normal(tmp_path):
         assert abs(float(ds.SliceLocation) - expected) <= 1e-6 * max(1.0, abs(expected)) + 1e-4
         locations.append(float(ds.SliceLocation))
     assert np.allclose(np.diff(sorted(locations)), 2.5, atol=1e-4)
+
+
+@pytest.mark.parametrize("offset_mm", [0.0, 1000.0])
+def test_the_gantry_tilt_allowance_does_not_grow_with_the_table_position(tmp_path, offset_mm):
+    """The tilt allowance of rounded cosines is NORMAL_ANGLE_TOL times the distance *from the
+    first slice*: the same tilted series is refused wherever the table puts it (a series 1 m
+    down the table along its normal must not get 1 m x 2.6e-3 = 2.6 mm of extra allowance)."""
+    n, dz = 24, 5.0
+    rot = Rotation.from_euler("xyz", [20, -15, 30], degrees=True).as_matrix()
+    r, c = rot[:, 0], rot[:, 1]
+    normal = np.cross(r, c)
+    origin = np.array([10.5, -20.25, 30.0]) + offset_mm * normal
+    g = ImageGeometry(spacing=(dz, 0.8, 0.9), origin=tuple(origin),
+                      orientation=tuple(r) + tuple(c))
+    data = (torch.rand((n, 8, 9), generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+            * 2000 - 1000).round().float()
+    paths = write_dicom_series(Image(data, g, kind="hu", modality="CT"), tmp_path)
+    # drift of the last slice: 1 mm, i.e. 3x what rounded cosines allow over the series
+    # (NORMAL_ANGLE_TOL x 115 mm = 0.30 mm), far below 1 m x NORMAL_ANGLE_TOL = 2.6 mm
+    last = (n - 1) * dz
+    assert NORMAL_ANGLE_TOL * last < 1.0 / 3 and NORMAL_ANGLE_TOL * (last + 1000) > 2.0
+    for k, path in enumerate(paths):
+        shifted = np.array(g.slice_position(k)) + (k * dz / last) * 1.0 * g.column_direction
+        rewrite_dicom(path, ImagePositionPatient=[f"{v:.6f}" for v in shifted])
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        rewrite_dicom(path, ImageOrientationPatient=[round(float(v), IOP_DECIMALS)
+                                                     for v in ds.ImageOrientationPatient])
+    with pytest.raises(DataFormatError, match=r"mm off the slice normal through the first slice"):
+        read_dicom_series(tmp_path)

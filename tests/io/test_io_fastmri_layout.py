@@ -9,6 +9,7 @@ from mrirecon.data import Header
 from mrirecon.io.errors import DataFormatError
 from mrirecon.io.fastmri import FastMRIFile, write_fastmri
 from mrirecon.io.ismrmrd_header import header_to_xml
+from mrirecon.io.probe import hdf5_layout
 
 COILS, H, W = 4, 32, 24
 
@@ -175,3 +176,17 @@ def test_an_unknown_hdf5_layout_names_the_layouts_that_are_read(tmp_path):
     with pytest.raises(DataFormatError, match=r"unknown HDF5 layout \(top-level keys: "
                        r"\['kspace_full'\]\).*fastMRI.*`kspace`.*ISMRMRD.*`dataset`.*LoDoPaB"):
         hdf5_layout(tmp_path / "cine.mat")
+
+
+def test_a_top_level_dataset_named_dataset_is_no_ismrmrd_file(tmp_path):
+    """ISMRMRD keeps its acquisitions in a *group* called ``dataset``; an array of that name
+    (someone's own export) is an unknown layout, refused with the layouts mrirecon reads,
+    not handed to the ISMRMRD reader; a group of that name is ISMRMRD."""
+    path = tmp_path / "arrays.h5"
+    with h5py.File(path, "w") as f:
+        f["dataset"] = np.zeros((4, 8), np.complex64)
+    with pytest.raises(DataFormatError, match=r"unknown HDF5 layout \(top-level keys: \['dataset'\]\)"):
+        hdf5_layout(path)
+    with h5py.File(path, "w") as f:
+        f.create_group("dataset")["data"] = np.zeros(3)
+    assert hdf5_layout(path) == "ismrmrd"

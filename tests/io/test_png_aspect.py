@@ -78,3 +78,18 @@ def test_save_png_repeats_rows_or_columns_to_scale(tmp_path):
     assert third.shape == (3, 3) and set(third.ravel()) <= set(range(6))
     with pytest.raises(ValueError, match=r"save_png: .*c\.png: aspect must be a finite number > 0"):
         save_png(img, tmp_path / "c.png", aspect=0)
+
+
+@pytest.mark.parametrize("shape, aspect", [((3, 4), 5 / 3), ((4, 3), 3 / 5), ((7, 5), 1.3),
+                                           ((5, 7), 1 / 1.3)])
+def test_resampled_pixels_are_sampled_at_their_centres(shape, aspect):
+    """Nearest neighbour at each output pixel's centre: resampling commutes with mirroring the
+    image (sampling at the left edges shifts the picture by half an output pixel and drops
+    rows at the far end), and every input row / column is kept."""
+    img = np.arange(np.prod(shape), dtype=float).reshape(shape)
+    out = physical_pixels(img, aspect)
+    h, w = shape
+    assert out.shape == ((round(h * aspect), w) if aspect > 1 else (h, round(w / aspect)))
+    np.testing.assert_array_equal(physical_pixels(img[::-1, ::-1], aspect), out[::-1, ::-1])
+    kept = np.unique(out[:, 0] if aspect > 1 else out[0])
+    np.testing.assert_array_equal(kept, img[:, 0] if aspect > 1 else img[0])

@@ -10,9 +10,11 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.helpers import ROOT
+from mrirecon.io.png import display_range, save_png
 
 _SCRIPT = r"""
 import json, sys
@@ -151,3 +153,35 @@ def test_every_matplotlib_import_of_the_package_goes_through_the_helper():
             if "import_matplotlib()" not in scope:
                 bare.append(f"{f.relative_to(ROOT)}:{before.count(chr(10)) + 1}")
     assert not bare, bare
+
+
+@pytest.mark.parametrize("c", [0.3, 1e-6, 7.0, -0.3, -7.0, 0.0])
+def test_a_constant_image_is_white_when_positive_and_black_otherwise(tmp_path, c):
+    """No contrast: the window runs from 0 to c, so a positive constant is drawn white whatever
+    its size (a 0.3 map was drawn 30 % grey, 7.0 white), a non-positive one black."""
+    from matplotlib.image import imread
+
+    lo, hi = display_range(np.full((5, 6), c), None, None)
+    assert lo < hi and lo <= min(c, 0.0) and hi >= max(c, 0.0)
+    png = imread(save_png(np.full((5, 6), c), tmp_path / "c.png"))[..., :3]
+    expected = 1.0 if c > 0 else 0.0
+    assert np.all(np.abs(png - expected) <= 1 / 255), (c, np.unique(png))
+
+
+@pytest.mark.parametrize("values, bound, expected", [
+    ((1.0, 2.0), {"vmin": 5.0}, 0.0),     # all below vmin: black
+    ((-9.0, -8.0), {"vmin": -5.0}, 0.0),
+    ((0.0, 0.5), {"vmin": 0.0}, None),    # vmin at the minimum: a real window, not saturated
+    ((8.0, 9.0), {"vmax": 5.0}, 1.0),     # all above vmax: white
+    ((-2.0, -1.0), {"vmax": -5.0}, 1.0),
+])
+def test_one_given_bound_that_leaves_the_image_on_one_side_saturates_it(tmp_path, values, bound,
+                                                                         expected):
+    from matplotlib.image import imread
+
+    img = np.array([values] * 3)
+    png = imread(save_png(img, tmp_path / "b.png", **bound))[..., :3]
+    if expected is None:
+        assert png.min() <= 1 / 255 and png.max() >= 1 - 1 / 255
+    else:
+        assert np.all(np.abs(png - expected) <= 1 / 255), np.unique(png)

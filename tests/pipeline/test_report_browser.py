@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from mrirecon.pipeline.definitions import load_pipeline
+from mrirecon.pipeline.report import VolumeResult, write_report
 from mrirecon.pipeline.runner import run_pipeline
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -101,3 +102,12 @@ def test_report_screenshot_shows_the_figures(report, tmp_path):
     assert dark > 0.05, dark
     # and the rows carry image content (grey levels), not only flat black boxes
     assert np.unique((pixels[..., 0] * 255).astype(np.uint8)).size > 64
+
+
+def test_a_skipped_input_is_shown_as_finished_not_failed(tmp_path):
+    """--resume skips inputs finished before: their row is styled 'ok', a failure 'failed'."""
+    rs = [VolumeResult(input="a.h5", status="skipped", name="a"),
+          VolumeResult(input="b.h5", status="failed", error="boom", name="b")]
+    text = write_report(tmp_path / "report.html", title="t", config_text="", results=rs,
+                        summary={}).read_text()
+    assert "<td class='l ok'>skipped" in text and "<td class='l failed'>failed" in text

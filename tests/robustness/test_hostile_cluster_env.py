@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from mrirecon.io.atomic import NAME_MAX, TEMP_NAME, atomic_path, atomic_write_bytes, remove_temp_files
 from mrirecon.pipeline.definitions import load_pipeline
 from mrirecon.pipeline.runner import run_pipeline
 from tests.helpers import default_signals
@@ -403,3 +404,35 @@ def test_a_killed_run_s_private_matplotlib_folder_is_removed_by_the_next_run(tmp
         (d / "fontlist").mkdir(parents=True)
     remove_orphans(out, before=0.0)
     assert not killed.exists() and living.is_dir() and users.is_dir()
+
+
+@pytest.mark.parametrize("name, suffix", [("a" * (NAME_MAX - 3) + ".h5", None),
+                                          ("脳" * 83 + ".h5", None),  # 252 bytes
+                                          ("b" * NAME_MAX, ".png"), ("c" * 200 + ".nii.gz", "")])
+def test_a_target_name_that_fits_gets_a_temporary_name_that_fits(tmp_path, name, suffix):
+    """The temporary name (``.NAME.`` + 8 random characters + suffix + ``.tmp``) is cut so that
+    it is at most NAME_MAX bytes whenever the target's name is: a 255-byte target is writable."""
+    target = tmp_path / name
+    assert len(os.fsencode(name)) <= NAME_MAX
+    with atomic_path(target, suffix=suffix) as tmp:
+        assert len(os.fsencode(tmp.name)) <= NAME_MAX and TEMP_NAME.fullmatch(tmp.name)
+        tmp.write_bytes(b"x")
+    assert target.read_bytes() == b"x"
+    atomic_write_bytes(target, b"y")
+    assert target.read_bytes() == b"y" and os.listdir(tmp_path) == [name]
+
+
+def test_remove_temp_files_keeps_a_symlink_named_like_a_temporary_file(tmp_path):
+    """A link named like an atomic write's leftover is no leftover (those are made with O_EXCL
+    and O_NOFOLLOW): it and its target stay; a real leftover beside it goes."""
+    target = tmp_path / "target.h5"
+    target.write_bytes(b"data")
+    link, left = tmp_path / ".x.h5.abcdefgh.h5.tmp", tmp_path / ".y.h5.abcdefgh.h5.tmp"
+    assert TEMP_NAME.fullmatch(link.name) and TEMP_NAME.fullmatch(left.name)
+    link.symlink_to(target)
+    left.write_bytes(b"half")
+    old = time.time() - 3600
+    os.utime(left, (old, old))
+    os.utime(link, (old, old), follow_symlinks=False)
+    assert remove_temp_files(tmp_path, time.time()) == [left]
+    assert link.is_symlink() and target.read_bytes() == b"data"

@@ -329,3 +329,24 @@ def test_more_threads_than_cores_is_said(monkeypatch, tmp_path, caplog):
         assert threads.thread_count(cgroup_root=tmp_path) == 2
     assert ("MRIRECON_THREADS 2 is more than the 1 core(s) this process may use (its share of 2 "
             "among LOCAL_WORLD_SIZE=2 processes on this node)" in caplog.text)
+
+
+@pytest.mark.parametrize("env_a, env_b", [
+    ({"TORCHELASTIC_RUN_ID": "a"}, {"TORCHELASTIC_RUN_ID": "b"}),
+    ({"SLURM_JOB_ID": "101"}, {"SLURM_JOB_ID": "102"}),
+    ({"MASTER_ADDR": "n1", "MASTER_PORT": "29500"}, {"MASTER_ADDR": "n1", "MASTER_PORT": "29501"}),
+])
+def test_each_launcher_identity_tells_two_jobs_apart(monkeypatch, env_a, env_b):
+    """Two jobs of one world size and config differ by any one launcher identity the docstring
+    lists (torchrun's run id, Slurm's job id, master address:port); the same environment gives
+    the same identity (the ranks of one job join)."""
+    def ident(env):
+        for var in LAUNCHER:
+            monkeypatch.delenv(var, raising=False)
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        return job_identity(2, "abcdef")
+
+    assert ident(env_a) != ident(env_b)
+    assert ident(env_a) == ident(env_a)
+    assert ident({}) == "world size 2, config abcdef"

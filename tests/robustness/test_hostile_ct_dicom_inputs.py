@@ -14,7 +14,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from tests.helpers import ct_slice_dataset
 from mrirecon.io.dicom import save_part10
@@ -336,3 +336,53 @@ def test_duplicate_positions_say_whether_a_file_was_copied(tmp_path):
     with pytest.raises(DataFormatError, match=r"two images at one position \(SOPInstanceUIDs "
                                               r"differ"):
         read_dicom_series(tmp_path / "two")
+
+
+def test_bare_big_endian_data_sets_are_slices(tmp_path):
+    """A data set without preamble in Explicit VR Big Endian (retired, still in old archives)
+    starts with the tag bytes 00 08: it is a slice like a little-endian one, and a folder of
+    them is what `mrirecon run` takes for a series (looks_like_dicom)."""
+    folder = tmp_path / "s"
+    paths = ct_series(folder, names="IM{k:04d}")
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.preamble, ds.file_meta = None, FileMetaDataset()
+        # pydicom writes OW bytes as given: store the 16-bit words big-endian ourselves
+        ds.PixelData = np.frombuffer(ds.PixelData, "<u2").astype(">u2").tobytes()
+        pydicom.dcmwrite(path, ds, implicit_vr=False, little_endian=False)
+        assert path.read_bytes()[:2] == b"\x00\x08"
+    assert all(looks_like_dicom(path) for path in paths)
+    data = read_dicom_series(folder).data.numpy()
+    np.testing.assert_array_equal(data, np.stack([phantom_hu(k) for k in range(3)]))
+
+
+@pytest.mark.parametrize("junk", [b"cut short during the copy\n", b"\x89PNG\r\n\x1a\n" + bytes(64)])
+def test_a_dcm_file_that_is_no_data_set_fails_the_series(tmp_path, junk):
+    """A file named .dcm is a slice by name: when its bytes are text or another format (a slice
+    overwritten or cut short), the series fails naming it; leaving the last slice out read a
+    volume one slice short, exit 0 (a middle one is caught by the spacing check, an end one
+    is not)."""
+    folder = tmp_path / "s"
+    paths = ct_series(folder)
+    assert read_dicom_series(folder).data.shape == (3, SIZE, SIZE)
+    paths[-1].write_bytes(junk)
+    with pytest.raises(DataFormatError, match=rf"1 of 3 files are unreadable \(first: {paths[-1].name}"):
+        read_dicom_series(folder)
+
+
+def test_a_dicomdir_index_beside_the_slices_is_no_slice(tmp_path):
+    """Media exports put a DICOMDIR index (Media Storage Directory, no SOPClassUID) beside the
+    images: it is skipped by name, not read as a damaged slice that fails the series."""
+    folder = tmp_path / "s"
+    ct_series(folder)
+    ds = Dataset()
+    ds.FileSetID = "EXPORT"
+    ds.DirectoryRecordSequence = []
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    pydicom.dcmwrite(folder / "DICOMDIR", ds, enforce_file_format=True)
+    assert (folder / "DICOMDIR").read_bytes()[128:132] == b"DICM"
+    assert not looks_like_dicom(folder / "DICOMDIR")
+    assert read_dicom_series(folder).data.shape == (3, SIZE, SIZE)

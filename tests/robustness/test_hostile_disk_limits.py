@@ -12,9 +12,14 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+
+from mrirecon.io import atomic, output_lock
+from mrirecon.io.atomic import atomic_path
+from mrirecon.io.output_lock import locked_output
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -209,3 +214,42 @@ def test_fan_beam_memory_estimate_counts_the_ray_tables(tmp_path):
                         sources="phantom", detectors=300000)""")
     assert got["estimate"] >= got["peak"] - got["before"], got
     assert np.isfinite(got["estimate"])
+
+
+def test_a_writer_error_without_errno_on_a_full_disk_is_enospc_naming_the_target(tmp_path, monkeypatch):
+    """h5py / torch report a full disk as a RuntimeError with no errno: where the target's file
+    system has < 1 MiB left it becomes ENOSPC naming the target; with space left the error is
+    raised as it is. The temporary file is gone either way."""
+    for free, expect in ((4096, OSError), (1 << 30, RuntimeError)):
+        monkeypatch.setattr(atomic.os, "statvfs",
+                            lambda p, free=free: SimpleNamespace(f_bavail=free, f_frsize=1))
+        target = tmp_path / "out.h5"
+        with pytest.raises(expect) as err:
+            with atomic_path(target) as tmp:
+                tmp.write_bytes(b"x")
+                raise RuntimeError("Can't write data (file write failed)")
+        if expect is OSError:
+            assert err.value.errno == errno.ENOSPC and str(target) in str(err.value)
+        assert not target.exists() and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("where", ["prepare", "lock"])
+def test_a_failure_before_the_lock_is_held_leaves_no_folder_it_created(tmp_path, monkeypatch, where):
+    """--output a/b/out: a check that fails after creating the folder, or a full disk when the
+    lock file is made, leaves neither out nor the parents a/b made for it; an existing parent
+    stays."""
+    out = tmp_path / "a" / "b" / "out"
+
+    def prepare(folder):
+        folder.mkdir(parents=True)
+        if where == "prepare":
+            raise ValueError(f"--output {folder} is not writable")
+
+    if where == "lock":
+        def full(*a, **k):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        monkeypatch.setattr(output_lock, "lock_output", full)
+    with pytest.raises((ValueError, OSError)):
+        with locked_output(out, prepare=prepare):
+            pytest.fail("the body ran")
+    assert not (tmp_path / "a").exists() and tmp_path.is_dir()

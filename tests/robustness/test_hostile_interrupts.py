@@ -18,6 +18,7 @@ import h5py
 import pytest
 
 from mrirecon.pipeline.definitions import load_pipeline
+from mrirecon.pipeline.run_state import remove_orphans
 from mrirecon.pipeline.runner import run_pipeline
 from tests.helpers import default_signals
 
@@ -417,3 +418,33 @@ def test_bench_rerun_says_it_reused_finished_entries(mri_file, tmp_path):
         p = _sh([sys.executable, "-m", "mrirecon.cli", *args], tmp_path)
         assert p.returncode == 0, p.stderr
     assert "finished (method, volume) entries reused" in p.stderr
+
+
+DEAD_PID = 4_999_999  # above Linux's largest pid_max (2**22): never a live process
+
+
+def _aged(*paths):
+    old = time.time() - 60
+    for p in paths:
+        os.utime(p, (old, old))
+
+
+def test_only_hidden_old_pid_folders_and_old_staging_are_leftovers(tmp_path):
+    """A commit moves an output aside as ``.NAME.old-PID`` (hidden): a user's ``dicom/vol.old-PID``
+    (not hidden) is not a writer's name and stays, though its PID is dead. A staging folder made
+    after this run began (another run's, on a file system without locks) stays too."""
+    out = tmp_path / "out"
+    ours = out / "dicom" / f".vol.old-{DEAD_PID}" / "slice_0001.dcm"
+    users = out / "dicom" / f"vol.old-{DEAD_PID}" / "slice_0001.dcm"
+    old_stage = out / ".staging" / f"0-{DEAD_PID}" / "x"
+    for p in (ours, users, old_stage):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+    _aged(ours.parent, users.parent, old_stage.parent)
+    start = time.time()
+    new_stage = out / ".staging" / f"0-{os.getpid() + 1}"
+    new_stage.mkdir()
+    os.utime(new_stage, (start + 5, start + 5))
+    assert remove_orphans(out, before=start) == 2
+    assert not ours.parent.exists() and not old_stage.parent.exists()
+    assert users.is_file() and new_stage.is_dir()

@@ -338,7 +338,8 @@ _BAD_FIELDS = [("outputs", 5, "outputs"), ("outputs", {"hdf5": 5}, 'outputs["hdf
                ("output_files", {"reconstructions/vol.h5": "x"},
                 'output_files["reconstructions/vol.h5"]'),
                ("input_sha256", 5, "input_sha256"), ("config_sha256", None, "config_sha256"),
-               ("status", 1, "status"), ("seconds", "x", "seconds"), ("slices", -1, "slices"),
+               ("status", 1, "status"), ("seconds", "x", "seconds"), ("seconds", -1.0, "seconds"),
+               ("seconds", float("inf"), "seconds"), ("slices", -1, "slices"),
                ("slices", 2.5, "slices"), ("warnings", "abc", "warnings"),
                ("notes", {"a": 1}, "notes"), ("adapt", [1], "adapt"), ("input", 3, "input")]
 

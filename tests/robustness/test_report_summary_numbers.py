@@ -8,6 +8,9 @@ import re
 import shutil
 import statistics
 
+import numpy as np
+
+from mrirecon.pipeline.report import _fmt
 from mrirecon.pipeline.runner import run_pipeline
 from tests.robustness.test_hostile_outputs import mri_config
 
@@ -42,3 +45,12 @@ def test_report_summary_is_mean_and_twice_the_sample_std_of_the_inputs_metrics(m
         vals = [r[head.lower()] for r in recs]
         assert statistics.stdev(vals) > 0  # else the check below cannot tell ddof apart
         assert cell == mean_spread(statistics.fmean(vals), statistics.stdev(vals), 2, _fmt), head
+
+
+def test_report_numbers_keep_three_significant_digits_at_every_scale():
+    """An NMSE of 0.00123 shown as 0.0012 has 2 digits: every magnitude from 1e-7 to 1e4, either
+    sign, keeps at least 3 significant digits (relative rounding error at most half a unit of the
+    3rd digit, 5e-3)."""
+    for v in np.concatenate([np.logspace(-7, 4, 221), -np.logspace(-7, 4, 23)]):
+        shown = float(_fmt(float(v)))
+        assert abs(shown - v) <= 5e-3 * abs(v) * (1 + 1e-9), (v, shown)

@@ -73,3 +73,17 @@ def test_image_grid_shows_magnitudes_in_a_grid():
         image_grid([np.ones((2, 3, 3))])
     with pytest.raises(ValueError, match="no images"):
         image_grid([])
+
+
+@pytest.mark.parametrize("n, grid", [(1, (1, 1)), (6, (1, 6)), (7, (2, 6)), (13, (3, 6))])
+def test_image_grid_puts_at_most_six_images_in_a_row_by_default(n, grid):
+    import matplotlib.pyplot as plt
+
+    fig, axes = image_grid([np.eye(4)] * n)
+    try:
+        assert axes.size == grid[0] * grid[1]
+        shape = axes[0].get_subplotspec().get_gridspec().get_geometry()
+        assert shape == grid
+        assert sum(ax.get_visible() for ax in axes) == n
+    finally:
+        plt.close(fig)
