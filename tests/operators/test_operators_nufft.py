@@ -7,7 +7,8 @@ import torch
 
 from tests.helpers import check_operator, random_like_shape
 from mrirecon.functional import fft2c, rss
-from mrirecon.functional.nufft import ndft, nufft, nufft_adjoint
+from mrirecon.functional.density import radial_density
+from mrirecon.functional.nufft import default_eps, ndft, nufft, nufft_adjoint
 from mrirecon.operators import nufft_sense, sense
 from mrirecon.sampling import radial_trajectory, spiral_trajectory
 
@@ -190,3 +191,26 @@ def test_cg_sense_on_weighted_data_is_sigpy_sense_recon_with_weights():
     raw = cg_sense(y, op, iterations=iters).numpy()  # the un-ported call: another problem
     err_raw = float(torch.linalg.vector_norm(torch.as_tensor(raw - want)) / torch.linalg.vector_norm(torch.as_tensor(want)))
     assert err_raw > 10 * err
+
+
+def test_a_default_eps_follows_the_operator_to_complex128_and_a_given_one_stays():
+    traj = radial_trajectory(12, 32)
+    maps = _maps(2, 16, 16, torch.complex64)
+    op = nufft_sense(maps, traj)
+    assert op.eps == default_eps(torch.complex64)
+    op.to(torch.complex128)
+    assert op.maps.dtype == torch.complex128
+    assert op.eps == default_eps(torch.complex128)  # the class docstring's promise
+    given = nufft_sense(maps, traj, eps=1e-4).to(torch.complex128)
+    assert given.eps == 1e-4
+
+
+def test_a_trajectory_in_minus_one_to_one_is_refused():
+    """[-1, 1) is another common normalisation; on the periodic NUFFT it aliases the outer half
+    of k-space onto the inner without a word. Radians (max pi) are covered already."""
+    traj = radial_trajectory(8, 16) * 2  # max |k| = 1
+    maps = _maps(2, 16, 16, torch.complex128)
+    with pytest.raises(ValueError, match=r"normalised to \[-0.5, 0.5\)"):
+        nufft_sense(maps, traj)
+    with pytest.raises(ValueError, match=r"normalised to \[-0.5, 0.5\)"):
+        radial_density(traj, (16, 16))

@@ -7,6 +7,7 @@ import json
 import logging
 import math
 from pathlib import Path
+from types import SimpleNamespace as NS
 
 import h5py
 import numpy as np
@@ -180,3 +181,29 @@ def test_learned_radial_pipeline_warns_of_an_uncorrected_partial_echo(volume, tm
     assert len(logged) == 1 and logged[0] in f["warnings"]
     assert logged[0].startswith("scan.h5: ") and "16 of a symmetric 128-sample" in logged[0]
     assert "not corrected" in logged[0] and "density_weighted" in logged[0]
+
+
+def test_symmetric_weights_are_a_hann_taper_over_the_symmetric_part():
+    before, after, samples = 10, 30, 41
+    reach = min(before, after)
+    s = NS(header=NS(extra={"echo_samples": [before, after]}), trajectory=torch.zeros(3, samples, 2))
+    w = echo.symmetric_weights(s)
+    assert tuple(w.shape) == (3, samples)
+    row = w[0]
+    # the support is the (2 reach + 1)-sample symmetric part that echo_messages names
+    assert int((row > 0).sum()) == 2 * reach + 1
+    assert float(row[before]) == pytest.approx(1.0, abs=1e-12)
+    for d in range(1, reach + 1):
+        assert float(row[before + d]) == pytest.approx(float(row[before - d]), abs=1e-12)
+        assert float(row[before + d]) < float(row[before + d - 1])  # tapering
+    # tapered to zero at the edge (Hann: sin^2(pi / (2 (reach + 1))) <= (pi / (2 (reach + 1)))^2)
+    assert float(row[before + reach]) <= (math.pi / (2 * (reach + 1))) ** 2
+
+
+def test_a_given_phase_is_not_replaced_by_the_symmetric_phase():
+    traj = radial_trajectory(16, 32)  # uniform spokes over pi: the missing side is unmeasured
+    s = NS(trajectory=traj, header=NS(extra={"echo_samples": [8, 23]}))
+    assert echo.applies(s, NS(method="tv", params={}), "phase_constrained", learned=False)
+    assert not echo.applies(s, NS(method="tv", params={"phase": "given"}), "phase_constrained",
+                            learned=False)
+    assert not echo.applies(s, NS(method="tv", params={}), "zero_fill", learned=False)

@@ -14,16 +14,19 @@ import h5py
 import pytest
 import torch
 
+from mrirecon.containers import Header
 from mrirecon.data.simulate_mri import simulate_mri_volume
 from mrirecon.functional.density import pipe_menon_density, radial_density
 from mrirecon.io.ismrmrd_noncartesian import write_ismrmrd_noncartesian
 from mrirecon.metrics import psnr
 from mrirecon.operators import nufft_sense
+from mrirecon.pipeline import checks_noncart as cn
 from mrirecon.pipeline.checks_mri import dc_offsets, remove_dc_offsets
 from mrirecon.pipeline.checks_noncart import (DELAY_WARN_SAMPLES, check_readouts,
                                               estimate_gradient_delay, spoke_geometry)
 from mrirecon.pipeline.definitions import load_pipeline
 from mrirecon.pipeline.runner import run_pipeline
+from mrirecon.pipeline.slice_mri import MRISlice
 from mrirecon.sampling import golden_angle_radial, radial_trajectory, spiral_trajectory
 
 SIZE, SPOKES, COILS, SAMPLES = 64, 80, 6, 128
@@ -178,3 +181,62 @@ def test_a_wrong_golden_angle_increment_is_named_by_the_residual(volume, tmp_pat
     assert not any("data residual" in w for w in right["warnings"])
     (msg,) = [w for w in wrong["warnings"] if "data residual" in w]
     assert "angle increment" in msg
+
+
+def test_refine_finds_the_minimum_of_a_quadratic_per_axis():
+    """The sub-sample refinement of the RING search: on an exact quadratic the fitted minimum is
+    the true one (float64 rounding only), axis 0 for the first spoke, axis 1 for the second."""
+    di, dj = 0.3, -0.45
+    g = torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float64)
+    x, y = torch.meshgrid(g, g, indexing="ij")
+    patch = 2 * (x - di) ** 2 + 0.5 * (x - di) * (y - dj) + 3 * (y - dj) ** 2 + 1
+    ti, tj = cn._refine(patch)
+    assert ti == pytest.approx(di, abs=1e-9) and tj == pytest.approx(dj, abs=1e-9)
+
+
+def _slice(source: str, n: int = 32):
+    traj = radial_trajectory(24, 2 * n).double()
+    g = torch.Generator().manual_seed(0)
+    k = torch.complex(torch.randn(2, 24, 2 * n, generator=g), torch.randn(2, 24, 2 * n, generator=g))
+    header = Header(encoded_matrix=(n, n, 1), recon_matrix=(n, n, 1)).with_(
+        extra={"density_source": source})
+    return MRISlice(k, torch.ones(2 * n, dtype=torch.bool), header, "f.h5", 0,
+                    trajectory=traj, density=radial_density(traj, (n, n)))
+
+
+def test_a_quarter_sample_delay_is_named(monkeypatch):
+    """DELAY_WARN_SAMPLES' own figure: a quarter of a sample cost 4-6 dB, so it must be named."""
+    delay = torch.tensor([[0.25, 0.0], [0.0, 0.0]], dtype=torch.float64)
+    monkeypatch.setattr(cn, "estimate_gradient_delay", lambda *a, **k: delay)
+    out = cn.gradient_delay(_slice("file"), "warn")
+    assert "gradient delay:" in out.notes.get("gradient_delay", "")
+    monkeypatch.setattr(cn, "estimate_gradient_delay", lambda *a, **k: delay * 0.01)
+    assert "gradient_delay" not in cn.gradient_delay(_slice("file"), "warn").notes
+
+
+def test_corrected_delay_recomputes_pipe_menon_and_moves_file_weights(monkeypatch):
+    delay = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    monkeypatch.setattr(cn, "estimate_gradient_delay", lambda *a, **k: delay)
+    s = _slice("pipe_menon")
+    out = cn.gradient_delay(s, "correct")
+    torch.testing.assert_close(out.density, pipe_menon_density(out.trajectory, (32, 32)).to(
+        s.density.dtype))
+    f = _slice("file")
+    out = cn.gradient_delay(f, "correct")
+    torch.testing.assert_close(out.density, cn.delay_density(f.density, f.trajectory, delay))
+
+
+def test_a_spike_on_a_kspace_axis_is_refused():
+    """The exempt centre is the 5 x 5 cells around k = 0 on both axes, not a cross along the
+    axes: a spike far out on the kx axis (spoke 0 of a uniform layout runs along it). Two coils,
+    so the cross-coil rule (3 or more) cannot catch it instead."""
+    n = 32
+    vol = simulate_mri_volume(0, slices=1, coils=2, size=(n, n), seed=3)  # < 3: no cross-coil rule
+    traj = radial_trajectory(24, 2 * n).double()
+    k = nufft_sense(vol.maps.to(torch.complex128), traj, toeplitz=False)(
+        vol.image.to(torch.complex128))[0]  # (coils, readouts, samples)
+    cn.check_readouts(k, traj, (n, n), "clean")
+    assert float(traj[0, 8, 0]) == 0.0 and abs(float(traj[0, 8, 1])) * n > 2.5  # on the kx axis
+    k[1, 0, 8] = 10 * float(k.abs().max())
+    with pytest.raises(ValueError, match="coil 1, readout 0, sample 8.*a spike"):
+        cn.check_readouts(k, traj, (n, n), "x")

@@ -23,6 +23,7 @@ from mrirecon.io import read_ismrmrd
 from mrirecon.io.ismrmrd_noncartesian import write_ismrmrd_noncartesian
 from mrirecon.operators import ParallelBeam, nufft_sense, sense
 from mrirecon.operators.ct_geometry import CTGeometry
+from mrirecon.operators.nufft import empty_readouts
 from mrirecon.pipeline.slice_mri import make_slice
 from mrirecon.sampling import golden_angle_radial, spiral_trajectory
 from tests.helpers import shepp_sense_problem
@@ -276,3 +277,16 @@ def test_sense_gram_of_one_image_with_a_batch_of_column_masks(grad):
     aha = A.H(A(x))
     assert aha.shape == (2, N, N)
     torch.testing.assert_close(A.gram(x), aha, rtol=0, atol=64 * torch.finfo(torch.float64).eps)
+
+
+def test_a_readout_counts_as_lost_only_when_every_coil_holds_nothing():
+    g = torch.Generator().manual_seed(0)
+    y = torch.complex(torch.randn(3, 5, 8, generator=g), torch.randn(3, 5, 8, generator=g))
+    y[:, 1] = 0          # lost: no sample in any coil
+    y[0, 3] = 0          # one coil silent on readout 3 (a dead element): still measured
+    y[1, 4, :6] = 0      # partly zero in one coil: measured
+    assert empty_readouts(y).tolist() == [False, True, False, False, False]
+    # slices lead: (slices, coils, readouts, samples) -> (slices, readouts)
+    both = torch.stack([y, y.roll(1, dims=1)])
+    assert empty_readouts(both).tolist() == [[False, True, False, False, False],
+                                            [False, False, True, False, False]]

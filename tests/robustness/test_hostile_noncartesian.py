@@ -423,3 +423,12 @@ def test_cached_density_from_many_threads_at_once_never_fails():
         assert torch.equal(cached_pipe_menon_density(k, (8, 8)), ref[id(k)])
 
     assert _race(work) == []
+
+
+def test_radial_density_refuses_a_slightly_bent_spoke_but_takes_float32_rounding():
+    traj = radial_trajectory(16, 32)
+    radial_density(traj.float(), (32, 32))  # single-precision rounding: accepted
+    bent = traj.clone()
+    bent[5, :, 0] += 1e-3 * torch.linspace(-1, 1, 32, dtype=torch.float64) ** 2  # 0.03 cells
+    with pytest.raises(ValueError, match="not straight lines through the k-space centre"):
+        radial_density(bent, (32, 32))

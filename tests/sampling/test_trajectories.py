@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mrirecon.functional.density import pipe_menon_density, radial_density
+from mrirecon.functional.density import gridding_gain, pipe_menon_density, radial_density
 from mrirecon.functional.nufft import nufft, nufft_adjoint
 from mrirecon.sampling import (
     GOLDEN_ANGLE_FULL,
@@ -110,3 +110,17 @@ def test_pipe_menon_matches_ramp_on_radial_and_works_on_spirals():
     x = _phantom(n)
     grid = nufft_adjoint(w * nufft(x, spiral), spiral, (n, n))
     assert float((grid - x).norm() / x.norm()) < 0.15
+
+
+@pytest.mark.parametrize("golden", [False, True])
+def test_centre_out_ramp_weights_grid_at_the_right_intensity(golden):
+    """Centre-out spokes (half lines over 2 pi): each sample stands for rho * (2 pi / S) * drho,
+    so the weights cover the sampled disc of radius 1/2 (sum = H W pi / 4) and grid a smooth
+    object at its intensity. Full spokes are covered by test_gridding_has_the_right_intensity_scale;
+    the centre-out angular step (2 pi / S, not pi / S) was pinned by nothing."""
+    n = 48
+    traj = radial_trajectory(180, n, center_out=True, golden=golden)
+    w = radial_density(traj, (n, n))
+    # Riemann sum of the disc area: relative error O(drho / R) = O(1 / n) ~ 2 %
+    assert float(w.sum()) / (n * n) == pytest.approx(math.pi / 4, rel=0.05)
+    assert gridding_gain(w, traj, (n, n)) == pytest.approx(1.0, abs=0.03)
