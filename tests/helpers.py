@@ -573,3 +573,28 @@ def default_signals() -> None:
     for name in ("SIGINT", "SIGHUP", "SIGTERM"):
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.SIG_DFL)
+
+
+def two_ranks_gather(monkeypatch, run_rank):
+    """Two ranks meeting in ``torch.distributed.all_gather_object``, simulated in one process:
+    ``run_rank(1)`` runs until it gathers (its object is kept and its run stops there), then
+    ``run_rank(0)`` runs to the end, gathering ``[its object, rank 1's]``; returns what it
+    returns."""
+    import pytest
+    import torch.distributed as dist
+
+    kept = []
+
+    class Gathered(Exception):
+        pass
+
+    def rank_1(out, obj):
+        kept.append(obj)
+        raise Gathered
+
+    monkeypatch.setattr(dist, "all_gather_object", rank_1)
+    with pytest.raises(Gathered):
+        run_rank(1)
+    monkeypatch.setattr(dist, "all_gather_object",
+                        lambda out, obj: out.__setitem__(slice(None), [obj, kept[0]]))
+    return run_rank(0)

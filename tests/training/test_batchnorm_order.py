@@ -3,8 +3,9 @@ step with the batch-norm running statistics one process would have after the glo
 
 from __future__ import annotations
 
-import pytest
 import torch
+
+from tests.helpers import two_ranks_gather
 
 
 def test_running_stats_replay_the_one_process_order(monkeypatch):
@@ -13,7 +14,6 @@ def test_running_stats_replay_the_one_process_order(monkeypatch):
     global order (the existing DDP test runs batch 1 per rank, where rank-major and global order
     coincide, and 1e-2 tolerances, where biased and unbiased variances of thousands of values
     per channel agree to 1/(n-1))."""
-    import torch.distributed as dist
     from torch import nn
 
     from mrirecon.training.batchnorm_order import RunningStatsInOrder
@@ -33,25 +33,10 @@ def test_running_stats_replay_the_one_process_order(monkeypatch):
         for j in range(batch):
             order.next_sample()
             bn(samples[j * world + rank])
-        return bn, order
+        order.finish()
+        return bn
 
-    gathered = {}
-
-    class Gathered(Exception):
-        pass
-
-    def gather_rank_1(out, obj):
-        gathered[1] = obj
-        raise Gathered
-
-    monkeypatch.setattr(dist, "all_gather_object", gather_rank_1)
-    _, order1 = run_rank(1)
-    with pytest.raises(Gathered):
-        order1.finish()
-    monkeypatch.setattr(dist, "all_gather_object", lambda out, obj: out.__setitem__(
-        slice(None), [obj, gathered[1]]))
-    bn0, order0 = run_rank(0)
-    order0.finish()
+    bn0 = two_ranks_gather(monkeypatch, run_rank)
     # float32 statistics of 4 values and 4 EMA updates: a few ulp
     torch.testing.assert_close(bn0.running_mean, ref.running_mean, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(bn0.running_var, ref.running_var, rtol=1e-5, atol=1e-6)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import TINY_MODL, TINY_MODL_MASK, tiny_modl_config
+from tests.helpers import TINY_MODL, TINY_MODL_MASK, tiny_modl_config, two_ranks_gather
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCHER = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
@@ -316,32 +316,16 @@ def _recon(s):
 def test_two_ranks_scores_come_back_in_volume_order(monkeypatch):
     """Rank r scores volumes r, r + W, ...; the gathered report is the 1-process one, volume for
     volume (with 2 volumes per rank the rank-major concatenation is out of order)."""
-    import torch.distributed as dist
-
     from mrirecon.training import validation as V
 
     data = _Volumes()
     one = V.evaluate_reconstructor(_recon, data)
-    parts = {}
 
-    class Gathered(Exception):
-        pass
+    def run_rank(rank):
+        monkeypatch.setattr(V, "_rank_and_world", lambda distributed: (rank, 2))
+        return V.evaluate_reconstructor(_recon, data, distributed=True)
 
-    def gather_rank_1(out, obj):
-        parts[1] = obj
-        raise Gathered
-
-    monkeypatch.setattr(V, "_rank_and_world", lambda distributed: (1, 2))
-    monkeypatch.setattr(dist, "all_gather_object", gather_rank_1)
-    with pytest.raises(Gathered):
-        V.evaluate_reconstructor(_recon, data, distributed=True)
-
-    def gather_rank_0(out, obj):
-        out[:] = [obj, parts[1]]
-
-    monkeypatch.setattr(V, "_rank_and_world", lambda distributed: (0, 2))
-    monkeypatch.setattr(dist, "all_gather_object", gather_rank_0)
-    two = V.evaluate_reconstructor(_recon, data, distributed=True)
+    two = two_ranks_gather(monkeypatch, run_rank)
     assert two.names == one.names == [f"v{i}" for i in range(5)]
     for k in one.values:
         np.testing.assert_array_equal(two.values[k], one.values[k])
