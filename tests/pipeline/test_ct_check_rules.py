@@ -25,6 +25,12 @@ def _disc_sino(views: int, n: int, radius: float, centre: float = 0.0, value: fl
     return torch.from_numpy(value * 2 * np.sqrt(np.clip(radius**2 - d**2, 0, None)))
 
 
+
+def _half_turn(views: int, n: int) -> CTGeometry:
+    """Parallel beam over [0, pi), ``n`` unit bins and an ``n`` x ``n`` image of unit pixels."""
+    return CTGeometry(angles=tuple(np.linspace(0, np.pi, views, endpoint=False)), num_detectors=n,
+                      detector_spacing=1.0, pixel_size=1.0, image_shape=(n, n), beam="parallel")
+
 # beside tests/pipeline/test_ct_centre_offset.py
 def test_centre_fit_refuses_clipped_projections():
     """More than CENTRE_MAX_CLIPPED of the bins at the sinogram's maximum (rays floored at the
@@ -32,8 +38,7 @@ def test_centre_fit_refuses_clipped_projections():
     from mrirecon.pipeline.ct_consistency import CENTRE_MAX_CLIPPED, centre_fit
 
     n, views = 128, 90
-    g = CTGeometry(angles=tuple(np.linspace(0, np.pi, views, endpoint=False)), num_detectors=n,
-                   detector_spacing=1.0, pixel_size=1.0, image_shape=(n, n), beam="parallel")
+    g = _half_turn(views, n)
     sino = _disc_sino(views, n, 30, centre=10)
     assert centre_fit(sino, g) is not None  # whole projections: measured
     clipped = sino.clamp(max=0.8 * float(sino.max()))  # a starved core, floored
@@ -50,8 +55,7 @@ def test_centre_fit_of_an_object_grazing_one_end_of_the_detector():
     from mrirecon.pipeline.ct_consistency import CENTRE_TOLERANCE_BINS, centre_fit
 
     n, views = 128, 180
-    g = CTGeometry(angles=tuple(np.linspace(0, np.pi, views, endpoint=False)), num_detectors=n,
-                   detector_spacing=1.0, pixel_size=1.0, image_shape=(n, n), beam="parallel")
+    g = _half_turn(views, n)
     sino = _disc_sino(views, n, 30, centre=33) + 0.01  # a little air drift, both ends alike
     k = max(2, round(n / 32))
     assert float(sino[:, -k:].max()) > 0.2 * float(sino.max())  # it grazes the last bins
