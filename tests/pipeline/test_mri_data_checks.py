@@ -474,3 +474,24 @@ def test_to_magnitude_combines_coil_images_by_root_sum_of_squares():
     assert torch.allclose(got, ref, rtol=10 * torch.finfo(torch.float64).eps, atol=0)
     assert torch.equal(to_magnitude(coils[0]), coils[0].abs())
     assert torch.equal(to_magnitude(coils[0].real), coils[0].real)
+
+
+def test_each_slice_of_a_per_slice_mask_gets_its_own_row():
+    """make_slice picks row ``index`` of a reader's per-slice mask ``(slices, W)`` (ISMRMRD with
+    slice-dependent sampling): slice 0 reconstructed with slice 1's mask would silently lose the
+    lines only it sampled."""
+    from mrirecon.containers import Header, KSpace
+    from mrirecon.pipeline.slice_mri import make_slice
+
+    n, coils, h, w = 3, 2, 16, 12
+    rows = torch.zeros(n, w, dtype=torch.bool)
+    for k in range(n):  # slice k: every (k + 2)-th column plus a 4-column centre band
+        rows[k, ::k + 2] = True
+        rows[k, w // 2 - 2:w // 2 + 2] = True
+    g = torch.Generator().manual_seed(0)
+    vol = torch.randn(n, coils, h, w, dtype=torch.complex64, generator=g)
+    vol = vol * rows[:, None, None, :]  # each slice holds data in its own sampled columns only
+    header = Header(encoded_matrix=(h, w, 1), recon_matrix=(h, w, 1))
+    for k in range(n):
+        s = make_slice(KSpace(vol[k:k + 1], header, mask=rows), k, "f.h5", None)
+        assert torch.equal(s.mask.reshape(-1).cpu(), rows[k]), k

@@ -11,6 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from mrirecon.core.config import ConfigError
 from mrirecon.pipeline.definitions import load_pipeline
@@ -244,3 +245,28 @@ def test_every_shipped_overridable_setting_can_follow_the_data():
             check_model_table(model, ReconstructConfig(name, params_by_acceleration={8.0: entry}))
             checked.append(name)
     assert {"pnp_dncnn_brain_sim", "modl_fastmri_diverse", "staged_ct_lodopab"} <= set(checked)
+
+
+def test_padding_columns_a_mask_marks_are_not_counted_as_sampled():
+    """A fastMRI mask drawn over the padded width marks padding columns (zero k-space outside
+    ``[padding_left, padding_right)``); reconcile_mask leaves them as the mask has them. The
+    slice's acceleration (which picks ``params_by_acceleration``'s entry, and the "fully
+    sampled" warning) counts only acquirable columns: sampled <= acquirable always."""
+    from mrirecon.containers import Header, KSpace
+    from mrirecon.pipeline.slice_mri import column_counts, make_slice
+
+    coils, h, w, left, right = 2, 16, 24, 4, 20
+    mask = torch.zeros(w, dtype=torch.bool)
+    mask[::2] = True  # every other column over the whole width, padding included
+    mask[w // 2 - 2:w // 2 + 2] = True
+    header = Header(encoded_matrix=(h, w, 1), recon_matrix=(h, w, 1), padding_left=left,
+                    padding_right=right)
+    acquirable = header.acquired_columns(w)
+    g = torch.Generator().manual_seed(0)
+    data = torch.randn(1, coils, h, w, dtype=torch.complex64, generator=g)
+    data = data * (mask & acquirable)[None, None, None, :]  # zero in the padding, as stored
+    s = make_slice(KSpace(data, header, mask=mask), 0, "f.h5", None)
+    sampled, total = column_counts(s)
+    assert total == right - left
+    assert sampled == int((s.mask.reshape(-1).bool() & acquirable).sum())
+    assert sampled <= total

@@ -246,3 +246,31 @@ def test_reconstruction_warnings_are_said_and_drained_by_the_protocol():
     assert toy.output_messages() == {} and quiet.output_messages() == {}
     assert MRIStages.output_messages is Modality.output_messages
     assert CTStages.output_messages is Modality.output_messages
+
+
+@pytest.mark.parametrize("case", ["missing", "shape", "preview"])
+def test_references_or_previews_of_only_some_slices_are_dropped_with_a_reason(case):
+    """A reference image missing for one slice, or of another shape on a later slice, is dropped
+    with a reason (``reference_dropped``), never stacked against the wrong slices or raised from
+    torch.stack; previews of only some slices give no preview."""
+    from mrirecon.pipeline.stream import stream_volume
+
+    class Partial(ToyModality):
+        def reference(self, s):
+            if case == "missing" and s.index == 2:
+                return None
+            if case == "shape" and s.index == 2:
+                return s.data[:3]
+            return s.data
+
+        def preview(self, s):
+            return None if case == "preview" and s.index == 1 else s.data.abs()
+
+    run = stream_volume(Partial(n=4), Path("toy.h5"), _methods(), progress=False)
+    if case == "preview":
+        assert run.preview is None and run.reference is not None
+        return
+    assert run.reference is None
+    assert run.preview is not None and run.preview.shape[0] == 4
+    assert {"missing": "only 3 of 4 slices have a reference image",
+            "shape": "the reference image of slice 2 is (3, 4)"}[case] in run.reference_dropped

@@ -18,6 +18,7 @@ from types import SimpleNamespace
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from mrirecon.operators.ct_geometry import CTGeometry
 from mrirecon.pipeline import stages_ct
@@ -262,3 +263,31 @@ def test_fan_beam_data_warn_in_the_run_record(tmp_path):
     assert any(w.startswith("observation_test_000.hdf5: fan-beam geometry is outside the "
                             "primal_dual training range (parallel)") for w in entry["warnings"]), \
         entry["warnings"]
+
+
+def test_a_dropped_projection_of_views_stored_out_of_order_is_the_one_left_out():
+    """preprocess marks dropped projections (zero views) by their file index, then sorts the
+    views by angle; the marks must follow the rows, so that the view dropped after undersample
+    is the zero one and every kept row still has its own angle."""
+    from mrirecon.operators.ct_geometry import CTGeometry
+    from mrirecon.pipeline.ct_consistency import drop_dead_views, mark_dead_views
+    from mrirecon.pipeline.stages_ct import CTSlice, sort_views
+
+    views, det = 12, 16
+    order = [5, 0, 9, 3, 11, 1, 7, 2, 10, 4, 8, 6]  # stored shuffled, each row with its own angle
+    angles = tuple(math.pi * i / views for i in order)
+    g = torch.Generator().manual_seed(0)
+    sino = 1.0 + torch.rand(views, det, generator=g)
+    # row r holds the projection of angle index order[r]: tag it so it can be checked after
+    sino[:, 0] = torch.tensor(order, dtype=sino.dtype)
+    dead_row = 0  # tag 5: at row 5 once sorted (a row whose tag is its index hides the bug)
+    sino[dead_row] = 0.0  # a dropped projection, stored as zeros
+    geometry = CTGeometry("parallel", (det, det), angles, det)
+    s = drop_dead_views(sort_views(mark_dead_views(CTSlice(sino, geometry, file_name="x.h5"))))
+    assert s.dropped == (dead_row,)
+    assert s.sinogram.shape[0] == views - 1
+    assert bool((s.sinogram.abs().sum(-1) > 0).all()), "a zero view was kept"
+    # each kept row still carries the angle it was measured at, in ascending order
+    tags = s.sinogram[:, 0].round().long().tolist()
+    assert [math.pi * t / views for t in tags] == pytest.approx(list(s.geometry.angles), abs=1e-12)
+    assert list(s.geometry.angles) == sorted(s.geometry.angles)

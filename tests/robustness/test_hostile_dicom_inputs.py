@@ -166,3 +166,22 @@ def test_slice_files_beside_other_inputs_are_named_once(dicom_series, ct_dir, tm
     assert files == [h5, *paths]
     said = [r.getMessage() for r in caplog.records if "DICOM slice files" in r.getMessage()]
     assert len(said) == 1 and said[0].endswith("; each of them fails as an input")
+
+
+def test_a_glob_pattern_gives_its_matches_in_sorted_order(tmp_path, monkeypatch):
+    """The inputs of a pattern run in sorted order (metrics.csv's rows, the report, a
+    distributed run's split ``files[rank::world]`` all follow it): glob's own order is the
+    directory's, which differs between file systems and machines."""
+    import glob as glob_module
+
+    from mrirecon.pipeline.inputs import expand_inputs
+
+    names = ["c.h5", "a.h5", "b.h5"]
+    for n in names:
+        (tmp_path / n).write_bytes(b"")
+    real = glob_module.glob
+    # the file system's order, as an unsorted directory listing may give it
+    monkeypatch.setattr(glob_module, "glob",
+                        lambda p, *a, **k: sorted(real(p, *a, **k), reverse=True))
+    got = expand_inputs([str(tmp_path / "*.h5")])
+    assert [p.name for p in got] == sorted(names)

@@ -166,3 +166,19 @@ def test_a_shipped_key_an_override_makes_inert_is_not_said(tmp_path):
     assert load_pipeline_warned(str(own), ["undersample.enabled=false"])[2] == [
         f"{own}: undersample.views=30 has no effect: undersample.enabled is false (set "
         "undersample.enabled=true to keep 30 views)"]
+
+
+def test_a_parameter_inert_at_one_table_entry_only_is_not_said():
+    """``reconstruct.params.power_iterations`` of l1_wavelet is inert only where a fixed ``step``
+    is given; with ``step`` in the 4x entry alone, the 8x slices still estimate their step by
+    power iteration: no "has no effect" warning (it was inert for every entry in the shipped
+    case of the existing test)."""
+    from mrirecon.pipeline.definitions import load_pipeline_warned
+
+    _, _, warned = load_pipeline_warned("mri_cs", [
+        "reconstruct.params_by_acceleration.4.step=0.5", "reconstruct.params.power_iterations=2"])
+    assert not any("power_iterations" in w for w in warned), warned
+    # the same setting with step in every entry is inert, and said
+    _, _, warned = load_pipeline_warned("mri_cs", [
+        "reconstruct.params.step=0.5", "reconstruct.params.power_iterations=2"])
+    assert any("power_iterations=2 has no effect" in w for w in warned), warned

@@ -569,7 +569,8 @@ def test_a_classical_pipeline_follows_a_tiny_kspace_scale(mri_file, tmp_path, me
     _assert_follows_scale(config, mri_file, k, factor, tmp_path)
 
 
-def test_images_smaller_than_the_ssim_window_are_written_without_metrics(tmp_path):
+@pytest.mark.parametrize("n", [4, 6, 7])  # 7: the window fits, metrics as usual
+def test_images_smaller_than_the_ssim_window_are_written_without_metrics(tmp_path, n):
     # before: a 4 x 4 CT series reconstructed, then the input failed in the metrics with
     # "ValueError: ssim_map: win_size 7 exceeds image size (4, 4)", naming no file or field,
     # and nothing was written
@@ -578,14 +579,14 @@ def test_images_smaller_than_the_ssim_window_are_written_without_metrics(tmp_pat
     from tests.robustness.conftest import _image
 
     geometry = _image("CT").geometry
-    hu = torch.rand(1, 4, 4, generator=torch.Generator().manual_seed(0)) * 1000 - 500
+    hu = torch.rand(1, n, n, generator=torch.Generator().manual_seed(0)) * 1000 - 500
     write_dicom_series(Image(hu, geometry, kind="hu", modality="CT"), tmp_path / "in" / "tiny")
     config = load_pipeline("ct_fbp", ["export.formats=[hdf5]", "report.enabled=false"])[0]
     entry = run_one(config, tmp_path / "in" / "tiny", tmp_path / "out")
     assert entry["status"] == "ok", entry["error"]
-    assert entry["metrics"] == {}
-    assert ("tiny: reference: no metrics: the images are 4 x 4, smaller than the 7 x 7 window "
-            "of fastMRI's SSIM") in entry["warnings"]
+    said = (f"tiny: reference: no metrics: the images are {n} x {n}, smaller than the 7 x 7 "
+            "window of fastMRI's SSIM")
+    assert (entry["metrics"] == {}) == (said in entry["warnings"]) == (n < 7), entry["metrics"]
     with h5py.File(tmp_path / "out" / "reconstructions" / "tiny.h5", "r") as h5:
         rec = h5["reconstruction"][...]
-    assert rec.shape == (1, 4, 4) and np.isfinite(rec).all() and np.abs(rec).max() > 0
+    assert rec.shape == (1, n, n) and np.isfinite(rec).all() and np.abs(rec).max() > 0

@@ -3,10 +3,12 @@ input that fails on a rerun, an input whose output name changed when inputs were
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import logging
 import shutil
+import time
 from pathlib import Path
 
 import h5py
@@ -461,3 +463,28 @@ def test_resume_reprocesses_outputs_made_by_other_mrirecon_code(mri_file, tmp_pa
     assert counted == ["vol.h5", "vol.h5"]
     prov = json.loads((out / "provenance.json").read_text())
     assert [f["status"] for f in prov["files"]] == ["skipped"] and prov["code_sha256"] == this
+
+
+def test_metrics_csv_and_its_mean_keep_the_inputs_a_resume_skipped(tmp_path):
+    """An input ``--resume`` skipped keeps its row in metrics.csv and its place in the mean: the
+    table of a resumed run is that of the whole run, not of the inputs made again."""
+    from mrirecon.pipeline.definitions import load_pipeline
+    from mrirecon.pipeline.report import VolumeResult
+    from mrirecon.pipeline.run_files import _write_run_files
+
+    config = load_pipeline("mri_tv", ["report.enabled=false"])[0]
+    files = [tmp_path / "a.h5", tmp_path / "b.h5"]
+    for f in files:
+        f.write_bytes(b"x")
+    kept = VolumeResult(input=str(files[0]), name="a", status="skipped",
+                        metrics={"nmse": 0.01, "psnr": 30.0, "ssim": 0.9})
+    made = VolumeResult(input=str(files[1]), name="b", status="ok",
+                        metrics={"nmse": 0.03, "psnr": 20.0, "ssim": 0.7})
+    out = tmp_path / "out"
+    out.mkdir()
+    _write_run_files(config, out, files, [kept, made], time.time(), 0, 1, "", "cpu",
+                     {str(f): "0" * 64 for f in files})
+    with open(out / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["file"] for r in rows] == ["a.h5", "b.h5"]
+    assert float(rows[0]["psnr"]) == pytest.approx(30.0, rel=1e-5)  # %.6g in the table

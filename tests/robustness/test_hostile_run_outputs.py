@@ -345,3 +345,24 @@ def test_bench_volumes_csv_names_are_formula_safe(mri_file, tmp_path):
                       verbose=False)
     (row,) = csv.DictReader(io.StringIO(table.volumes_csv()))
     assert row["volume"] == "'" + name and csv_name(row["volume"]) == name
+
+
+def test_an_unscored_input_beside_a_resumed_scored_one_is_warned():
+    """``warn_unscored`` judges the run's results "those resumed included" (its docstring): a new
+    input without a reference among resumed, scored ones is missing from metrics.csv's mean and
+    must be warned; a resumed unscored input likewise."""
+    from mrirecon.pipeline.definitions import load_pipeline
+    from mrirecon.pipeline.report import VolumeResult
+    from mrirecon.pipeline.volume import warn_unscored
+
+    config = load_pipeline("mri_tv")[0]
+    assert config.evaluate.enabled
+    resumed = VolumeResult(input="/d/a.h5", name="a", status="skipped", metrics={"psnr": 30.0})
+    new = VolumeResult(input="/d/b.h5", name="b", status="ok")
+    warn_unscored(config, [resumed, new])
+    assert any("b.h5: no metrics:" in w and "1 other input(s)" in w for w in new.warnings), \
+        new.warnings
+    resumed_unscored = VolumeResult(input="/d/c.h5", name="c", status="skipped")
+    scored = VolumeResult(input="/d/d.h5", name="d", status="ok", metrics={"psnr": 30.0})
+    warn_unscored(config, [resumed_unscored, scored])
+    assert any("c.h5: no metrics:" in w for w in resumed_unscored.warnings)
