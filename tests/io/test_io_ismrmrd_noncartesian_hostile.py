@@ -351,3 +351,37 @@ def test_a_noise_scan_with_another_coil_count_is_refused_naming_the_file(radial,
     with pytest.raises(DataFormatError) as err:
         read_ismrmrd(path)
     assert str(err.value) == f"{path}: dataset/data: noise scans have [3] channels, imaging has 2"
+
+
+def test_a_trajectory_narrow_along_ky_is_still_normalised(radial, tmp_path):
+    """A unit fits when the extent reaches half its edge on SOME axis (module docstring): spokes
+    confined to a narrow band of angles (ky reaching 0.4 of the edge, kx the full 0.5) are
+    normalised coordinates, read unchanged, not refused as of no unit."""
+    def narrow(t):
+        t[:, 1] *= 0.4
+        return t
+
+    ks = read_ismrmrd(_with_traj(radial, tmp_path / "narrow.h5", narrow))
+    assert ks.header.extra["trajectory_unit"] == "normalised"
+    xml, records = _load(tmp_path / "narrow.h5")
+    first = np.asarray(records[0]["traj"]).reshape(-1, 3)[:, :2]
+    np.testing.assert_allclose(ks.trajectory[0].numpy(), np.clip(first, -0.5, 0.5 - EPS / 4),
+                               rtol=0, atol=4 * EPS)
+
+
+def test_center_sample_follows_dropped_leading_zero_samples(radial, tmp_path):
+    """Samples zero in every readout at the start are dropped like discard_pre: the stored
+    center_sample counts them, so the kept readout's centre is ``center_sample - dropped``
+    (and agrees with the trajectory: no center_sample_note)."""
+    drop = 3
+    xml, records = _load(radial)
+    stored_centre = int(records[0]["head"]["center_sample"])
+    for i in range(len(records)):
+        channels = int(records[i]["head"]["active_channels"])
+        x = np.asarray(records[i]["data"], np.float32).view(np.complex64).reshape(channels, -1).copy()
+        x[:, :drop] = 0
+        records[i]["data"] = x.view(np.float32).reshape(-1)
+    ks = read_ismrmrd(_save(tmp_path / "lead.h5", xml, records))
+    assert "zero_samples_note" in ks.header.extra
+    assert ks.header.extra["center_sample"] == stored_centre - drop
+    assert "center_sample_note" not in ks.header.extra

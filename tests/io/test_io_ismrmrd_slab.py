@@ -168,3 +168,36 @@ def test_repeats_with_different_readout_extents_are_averaged_per_sample(tmp_path
     note = read_ismrmrd(tmp_path / "short.h5").header.extra["short_lines_note"]
     assert note.startswith("6 of 12 k-space lines (1 slice(s); idx.kspace_encode_step_1 1, 3, 5")
     assert "their readout rows 0..5 of 16 were never sampled" in note
+
+
+def test_an_odd_number_of_partitions_zero_fills_about_the_kz_centre(tmp_path):
+    """5 partitions over 40 mm, recon slab 8 over 40 mm: kz zero-filled 5 -> 8 must keep the
+    k-space centre (line 5 // 2) at 8 // 2; off by one line, every slice gets a phase ramp
+    exp(2 pi i z / 40 mm). Two waves along z of known value at every exported z."""
+    rng = np.random.default_rng(11)
+    n, m_fill, fov = 5, 8, 40.0
+    waves = {1: cplx(rng, COILS, ENC_X, ENC_Y), -2: cplx(rng, COILS, ENC_X, ENC_Y)}
+    kz = np.zeros((n, COILS, ENC_X, ENC_Y), np.complex64)
+    for m, inplane in waves.items():
+        kz[n // 2 + m] = inplane
+    write(tmp_path / "odd.h5", slab_xml(n, fov, m_fill, fov), slab_lines(kz, centre=30.0))
+    k = read_ismrmrd(tmp_path / "odd.h5")
+    assert k.data.shape == (m_fill, COILS, ENC_X, ENC_Y)
+    z = slice_z(k)
+    np.testing.assert_allclose(np.diff(z), fov / m_fill, atol=1e-5)
+    phase = (z - 30.0) / fov
+    expected = sum(inplane[None] * np.exp(2j * np.pi * m * phase)[:, None, None, None]
+                   for m, inplane in waves.items()) / np.sqrt(m_fill)
+    np.testing.assert_allclose(k.data.numpy(), expected, rtol=0, atol=TOL * np.abs(expected).max())
+
+
+def test_a_cropped_slab_header_describes_the_kept_partitions(tmp_path):
+    """10 partitions of 5 mm with a recon slab of 8: the header returned describes the 8 kept
+    slices, 8 x 5 = 40 mm along z (not the 50 mm acquired)."""
+    rng = np.random.default_rng(7)
+    img = cplx(rng, 10, COILS, ENC_X, ENC_Y)
+    write(tmp_path / "one.h5", slab_xml(10, 50.0, 8, 40.0), slab_lines(centred(np.fft.fft, img, 0)))
+    h = read_ismrmrd(tmp_path / "one.h5").header
+    assert h.encoded_matrix[2] == 8
+    assert h.encoded_fov_mm[2] == pytest.approx(8 * h.geometry.spacing[0], rel=1e-12)
+    assert h.geometry.spacing[0] == 5.0

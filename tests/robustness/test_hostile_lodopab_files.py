@@ -17,7 +17,7 @@ import pytest
 
 from mrirecon.core.config import ConfigError
 from mrirecon.io.errors import DataFormatError
-from mrirecon.io.lodopab import LoDoPaBFiles, lodopab_file_name, lodopab_geometry
+from mrirecon.io.lodopab import LoDoPaBFiles, lodopab_file_name, lodopab_geometry, write_lodopab
 from mrirecon.pipeline.definitions import load_pipeline
 from mrirecon.pipeline.runner import run_pipeline
 
@@ -293,3 +293,17 @@ def test_a_count_floor_not_below_the_dose_is_refused_naming_both(ct_dir, tmp_pat
     with h5py.File(obs, "r+") as h5:
         h5.attrs["min_photon_count"] = 4095.0  # below the dose: read
     assert LoDoPaBFiles(root, "test").min_photon_count == 4095.0
+
+
+def test_a_second_file_whose_scale_differs_by_half_a_percent_is_refused(tmp_path):
+    """Every file of a part is read with its first file's mu_max_per_m: a second file whose
+    scale differs by 0.5 % (far above float64 rounding of a stored attribute, 1e-9) would have
+    its line integrals read 0.5 % off. The comparison must be exact up to rounding."""
+    geometry = lodopab_geometry((8, 8), 6, 9)
+    rng = np.random.default_rng(0)
+    write_lodopab(tmp_path, "train", rng.random((2, 6, 9)), geometry=geometry,
+                  samples_per_file=1)
+    with h5py.File(tmp_path / "observation_train_001.hdf5", "r+") as h5:
+        h5.attrs["mu_max_per_m"] = float(h5.attrs["mu_max_per_m"]) * 1.005
+    with pytest.raises(DataFormatError, match=r"mu_max_per_m.*differs from observation_train_000"):
+        LoDoPaBFiles(tmp_path, "train")
