@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from mrirecon import recon
-from mrirecon.models import build_model
+from mrirecon.models import CascadeNet, build_model
+from mrirecon.models.input_checks import ModalityGuard
 from mrirecon.operators import sense
-from tests.models.problems import coil_maps, column_mask, ct_problem, phantom
+from tests.models.problems import coil_maps, column_mask, ct_problem, mri_problem, phantom
 
 H, W = 32, 32
 TINY = {
@@ -142,3 +143,16 @@ def test_staged_ct_net_keeps_extra_leading_axes():
         assert torch.equal(model(y.reshape(2, 1, *y.shape[-2:]), op), flat[:, None])
         with pytest.raises(TypeError, match=r"StagedCTNet: the data y \(2, 12, \d+\) are complex"):
             model(y.to(torch.complex64), op)
+
+
+def test_guard_without_modality_still_checks_reconstruction_calls():
+    """Kills M30 (input_checks.py ModalityGuard: ``reconstruction = modality is not None or
+    isinstance(op, LinearOperator)`` -> ``modality is not None``). Weights of no modality (a
+    prior) called as ``model(y, op)`` are still judged under the weights file's name."""
+    _, y, op = mri_problem(b=1)
+    model = CascadeNet(iterations=1, layers=3, features=4, init_seed=0)
+    guard = ModalityGuard("prior.pt", None)
+    bad = y.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"^prior\.pt: the data y .* NaN or Inf"):
+        guard(model, (bad, op))

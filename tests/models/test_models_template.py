@@ -24,6 +24,8 @@ from mrirecon.models import (
 from mrirecon.models.init import seeded_init
 from mrirecon.models.template import UnrolledModel
 from mrirecon.models.unrolled.gram_varnet import GramVarNet
+from mrirecon.operators import sense
+from tests.models.problems import coil_maps, phantom
 from tests.models.problems import mri_problem
 
 EPS32 = torch.finfo(torch.float32).eps
@@ -161,3 +163,17 @@ def test_pipeline_configs_accept_old_model_keywords_and_init_seed():
     assert config.reconstruct.params["init_seed"] == 1
     with pytest.raises(ConfigError, match="varnet has no parameter 'num_stagez'"):
         load_pipeline("mri_varnet", [*base, "reconstruct.params.num_stagez=2"])
+
+
+def test_gram_varnet_starts_from_adjoint_over_lipschitz():
+    """Kills M46 (gram_varnet.py ``initial_state``: ``step * aty`` -> ``aty``). For ``3 A`` with
+    a fully sampled unit-RSS SENSE operator, ``A^H A = I`` so ``L = 9`` exactly: ``x_0 = A^H y / 9``."""
+    x = phantom(1)
+    op = sense(coil_maps(), torch.ones(x.shape[-1], dtype=torch.bool)) * 3.0
+    y = op(x)
+    aty = op.H(y)
+    model = GramVarNet(iterations=1, chans=4, pools=2, init_seed=0)
+    with torch.no_grad():
+        x0, step = model.initial_state(y, op, aty)
+    assert float(step.flatten()[0]) == pytest.approx(1 / 9, rel=1e-5)
+    torch.testing.assert_close(x0, aty / 9, rtol=1e-5, atol=1e-5 * float(aty.abs().max()))

@@ -22,12 +22,15 @@ from mrirecon.models import (
     PnPHQS,
     VariationalNetwork,
 )
+from mrirecon.models.unrolled.ista_net import soft_threshold
+from mrirecon.models.unrolled.vn import RBFActivation, VNStage
 
 
 def _denoiser():
     return ComplexImageCNN(DnCNN(2, 2, depth=3, features=8, batchnorm=False))
 
 
+EPS32 = torch.finfo(torch.float32).eps
 FACTORIES = {
     "vn": lambda m: VariationalNetwork(iterations=2, num_filters=4, kernel_size=5, num_rbf=7),
     "modl": lambda m: MoDL(iterations=2, layers=3, features=8, cg_iterations=4),
@@ -146,3 +149,79 @@ def test_models_require_a_batch_axis():
     x, y, op = ct_problem()
     with pytest.raises(ValueError, match="MoDL: data y must have a leading batch axis"):
         MoDL(iterations=1, layers=3, features=4)(y[0, 0], op)
+
+
+def test_cascade_noisy_dc_weight_is_learned():
+    """Kills M32 (cascade.py: ``HardProjectionDC(nu, learnable=nu is not None)`` ->
+    ``learnable=False``). With ``lam`` a float the docstring promises a learned noisy-data
+    weight under the state-dict key ``dc.nu``, and a training step must reach it."""
+    _, y, op = mri_problem(b=1)
+    model = CascadeNet(iterations=2, layers=3, features=4, lam=0.5, init_seed=0)
+    params = dict(model.named_parameters())
+    assert "cascades.0.dc.nu" in params and "cascades.1.dc.nu" in params
+    model(y, op).abs().square().mean().backward()
+    assert float(params["cascades.0.dc.nu"].grad.abs().sum()) > 0
+
+
+def test_vn_filters_are_zero_mean():
+    """Kills M34 (vn.py ``kernels``: the zero-mean projection dropped). The paper's constraint:
+    every learned filter sums to zero over its taps and both channels, so an image of equal
+    constant real and imaginary parts contributes nothing to the regulariser away from the
+    border (there ``K x = 0`` and the initial RBF activation is odd, ``phi(0) = 0``)."""
+    stage = VNStage(num_filters=4, kernel_size=5, num_rbf=7, eta=0.5)
+    with torch.no_grad():
+        stage.filters.add_(1.0)  # a trained filter need not be zero mean itself
+        k = stage.kernels()
+        n = k[0].numel()
+        assert float(k.sum(dim=(1, 2, 3)).abs().max()) <= n * EPS32 * float(k.abs().max()) * 4
+        g = stage.regulariser_gradient(torch.full((1, 16, 16), 0.3 + 0.3j))
+    interior = g[..., 2 * 2:-2 * 2, 2 * 2:-2 * 2]  # two kernel radii from the zero-padded border
+    assert float(interior.abs().max()) <= 64 * EPS32
+
+
+def test_vn_rbf_width_is_the_centre_spacing():
+    """Kills M35 (vn.py: ``sigma = 2 vmax / (num_rbf - 1)`` -> ``/ num_rbf``). The documented
+    width (and the one trained weights assume) is the spacing of the centres."""
+    act = RBFActivation(channels=2, num_rbf=7, vmax=1.0)
+    spacing = float(act.mu[1] - act.mu[0])
+    assert act.sigma == pytest.approx(spacing, rel=4 * EPS32)
+
+
+def test_ista_symmetry_loss_is_the_mean_over_phases():
+    """Kills M36 (ista_net.py ``forward_with_symmetry``: not divided by the phase count). The
+    documented loss: ``mean_k mean |F~_k(F_k(D r)) - D r|^2``, recomputed here phase by phase."""
+    _, y, op = mri_problem(b=1)
+    model = ISTANetPlus(iterations=3, features=4, init_seed=0)
+    with torch.no_grad():
+        _, sym = model.forward_with_symmetry(y, op)
+        yn, aty, _ = model.prepare(y, op)
+        x, terms = aty, []
+        for phase in model.phases:
+            x, residual = phase(x, yn, op, aty)
+            terms.append(torch.mean(residual ** 2))
+        want = torch.stack(terms).mean()
+    assert float(sym) == pytest.approx(float(want), rel=16 * EPS32)
+
+
+def test_ista_soft_threshold_is_odd_and_shrinks_magnitudes():
+    """Kills M37 (ista_net.py ``soft_threshold``: ``sign(z) relu(|z| - t)`` -> ``relu(z - t)``)."""
+    z = torch.tensor([-2.0, -0.005, 0.0, 0.005, 2.0], dtype=torch.float64)
+    got = soft_threshold(z, torch.tensor([0.01], dtype=torch.float64))
+    torch.testing.assert_close(got, torch.tensor([-1.99, 0.0, 0.0, 0.0, 1.99], dtype=torch.float64),
+                               rtol=0, atol=1e-15)
+
+
+def test_fbpconvnet_gives_zero_for_an_all_zero_sample():
+    """Kills M52 (fbpconvnet.py: ``zero_blank`` dropped from ``forward``). An all-zero sample
+    gives 0 (the limit of ``c model(y)``), not the U-Net's bias image; its neighbour is unchanged."""
+    _, y, op = ct_problem(b=2)
+    model = FBPConvNet(chans=4, num_pools=2, init_seed=0).eval()
+    with torch.no_grad():
+        for p in model.parameters():  # nonzero biases everywhere, as after training
+            p.add_(0.05)
+        y0 = y.clone()
+        y0[1] = 0
+        out = model(y0, op)
+        alone = model(y[:1], op)
+    assert torch.count_nonzero(out[1]) == 0
+    torch.testing.assert_close(out[0], alone[0])

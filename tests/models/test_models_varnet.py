@@ -7,7 +7,7 @@ from __future__ import annotations
 from tests.helpers import FIXTURES
 import pytest
 import torch
-from tests.models.problems import mri_problem
+from tests.models.problems import coil_maps, column_mask, mri_problem
 
 from mrirecon.functional import rss
 from mrirecon.models import VarNet, fastmri_varnet_state_dict, reconstruct_slices
@@ -210,3 +210,48 @@ def test_varnet_output_phase_carries_no_gradient():
     total = sum(float(g.abs().sum()) for g in grads if g is not None)
     scale = sum(float(p.detach().abs().sum()) for p in model.parameters())
     assert total <= 1e3 * torch.finfo(torch.float64).eps * scale, total
+
+
+def test_varnet_ignores_data_outside_the_operators_mask():
+    """Kills M12 (varnet.py: ``y = torch.where(mask, y, 0)`` dropped). Fully sampled k-space
+    with an undersampling operator is accepted (SSDU-style splits, mask_mismatch); the model must
+    see only the samples its mask keeps, so the result equals that of the masked data."""
+    x, _, op = mri_problem(b=1)
+    full = sense(coil_maps(), torch.ones(op.mask.shape[-1], dtype=torch.bool))(x)
+    mask = column_mask().reshape(1, 1, 1, -1)
+    model = VarNet(**TINY, init_seed=0).eval()
+    with torch.no_grad():
+        a = model(full, op)
+        b = model(full * mask, op)
+    # the same float32 computation on identical inputs: equal to rounding of a few ops
+    assert torch.allclose(a, b, rtol=0, atol=64 * EPS32 * float(b.abs().max()))
+
+
+def test_varnet_magnitude_is_the_rss_where_the_maps_vanish():
+    """Kills M13 (varnet.py: ``phase = torch.where(combined == 0, one, sgn(combined))`` ->
+    ``sgn(combined)``). With given maps that are zero on part of the image (ESPIRiT's crop),
+    ``S^H F^H k`` is exactly 0 there but the RSS of the coil images is not: the documented
+    output keeps ``|x| = RSS`` everywhere (phase 0, not magnitude 0)."""
+    _, y, _ = mri_problem(b=1)
+    maps = coil_maps().clone()
+    maps[:, :4, :] = 0  # a band outside the support
+    op = sense(maps, column_mask())
+    model = VarNet(**TINY, estimate_sensitivities=False, init_seed=0).eval()
+    with torch.no_grad():
+        image = model(y, op)
+        rss = model.rss(y, op)
+    assert float(rss[..., :4, :].abs().min()) > 0  # the band holds signal in the RSS
+    assert torch.allclose(image.abs(), rss, rtol=4 * EPS32, atol=0)
+
+
+def test_varnet_image_is_the_combination_of_the_final_kspace():
+    """Kills M15 (varnet.py ``image``: the power-of-two rescale ``* scale`` dropped). ``image``
+    is documented as ``S^H F^H k`` of the final k-space that ``kspace`` returns (data units)."""
+    _, y, op = mri_problem(b=2)
+    y = y * 1e3  # realistic magnitude: the internal power-of-two scale is not 1
+    model = VarNet(**TINY, init_seed=0).eval()
+    with torch.no_grad():
+        k, used = model.kspace(y, op)
+        want = used.reduce(k)
+        got = model.image(y, op)
+    assert torch.allclose(got, want, rtol=0, atol=16 * EPS32 * float(want.abs().max()))

@@ -259,3 +259,15 @@ def test_shipped_card_states_range_failures_and_recipe():
     assert range_warnings(card, matrix=(362, 362), views=63) == []
     msgs = range_warnings(card, matrix=(128, 128), views=180)
     assert len(msgs) == 2 and "matrix 128 x 128" in msgs[0] and "views 180" in msgs[1]
+
+
+@pytest.mark.parametrize("shape", [(18, 28), (28, 18)])
+def test_plain_unet_pads_each_axis_to_its_own_multiple(shape):
+    """Kills M45 (staged_ct.py ``PlainUNet.forward``: the row padding computed from the width).
+    Non-square images (a CT geometry of H != W, or patches) must keep their shape, and a zero
+    X"""
+    net = PlainUNet(chans=4, num_pools=2).eval()
+    x = torch.randn(1, 1, *shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = net(x)
+    assert out.shape == x.shape and torch.isfinite(out).all()

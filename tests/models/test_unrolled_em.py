@@ -16,6 +16,7 @@ from mrirecon.models.unrolled.unrolled_em import UnrolledEM
 from mrirecon.operators import ParallelBeam, sense
 from mrirecon.operators.ct_geometry import CTGeometry
 from mrirecon.training.weights import load_patch_gmm, load_pretrained, resolve_priors
+from tests.models.problems import phantom
 
 N = 24
 
@@ -120,3 +121,36 @@ def test_isotropic_shell_and_errors():
     x, op, y = _ct()
     with pytest.raises(ValueError, match="batch axis"):
         model(y[0, 0], op)
+
+
+def test_unrolled_em_prior_weight_is_divided_by_the_mean_patch_count():
+    """Kills M50 (unrolled_em.py: ``beta = exp(log_beta_t) / mean_count`` -> ``* mean_count``).
+    One iteration with the data step solved to convergence must equal the documented
+    ``x = (A^H A / L + beta_t P^H P)^{-1} (A^H y / L + beta_t P^H z)`` with
+    ``beta_t = noise_std^2 / (sigma_t^2 c)``, ``c`` the mean patch count, solved densely here."""
+    from mrirecon.models.gmm import normalise_problem
+    from mrirecon.models.unrolled.unrolled_em import UnrolledEM
+    from tests.models.problems import dense_ct_operator
+
+    n = 8
+    op = dense_ct_operator(n, n, views=6, detectors=12, dtype=torch.float64)
+    x_true = phantom(1, n, n, dtype=torch.float64, seed=4)
+    y = op(x_true)
+    model = UnrolledEM(iterations=1, components=3, patch_size=4, stride=2, sigma_start=0.1,
+                       sigma_end=0.1, noise_std=0.05, cg_iterations=400, implicit=False,
+                       init_seed=0).double()
+    with torch.no_grad():
+        got = model(y, op)
+        x_ls, scale, lip = normalise_problem(y, op, batch_dims=1)
+        x0 = x_ls / scale
+        patches = model._patch_op((n, n), x0.device)
+        counts = patches.counts.to(torch.float64).reshape(-1)
+        sigma = 0.1
+        z = model.patch_estimate(x0, patches, torch.tensor(sigma, dtype=torch.float64))
+        beta = 0.05 ** 2 / (sigma ** 2 * float(counts.mean()))
+        eye = torch.eye(n * n, dtype=torch.float64).reshape(n * n, n, n)
+        gram = torch.stack([op.gram(e[None])[0].reshape(-1) for e in eye], dim=1) / float(lip.flatten()[0])
+        rhs = (op.H(y / scale.reshape(-1, 1, 1)) / lip).reshape(-1) + beta * patches.H(z).reshape(-1)
+        want = torch.linalg.solve(gram + beta * torch.diag(counts), rhs).reshape(1, n, n) * scale
+    assert float(counts.max()) > float(counts.min())  # stride < patch: the mean count matters
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6 * float(want.abs().max()))
