@@ -130,3 +130,16 @@ def test_safe_crop_cuts_only_at_gaps_rounding_cannot_close():
         assert len({bool(x <= t) for x in eig[2, 0, :3].double()}) == 1
     # a crop the share allows comes back as given, exactly (0.95 is not a float32)
     assert safe_crop(eig, torch.zeros_like(energy), 0.95, 0.005).tolist() == [0.95] * 3
+
+
+def test_safe_crop_counts_an_eigenvalue_equal_to_the_crop_as_cut():
+    """Kills M29 (centre.py:173 ``ev <= crop`` -> ``ev < crop``): the maps are cut where
+    ``eig <= applied``, so the energy there must stay within the share even when an eigenvalue
+    equals the crop exactly."""
+    ev = torch.tensor([[[0.25, 0.5], [1.0, 1.0]]], dtype=torch.float32)
+    energy = torch.tensor([[[0.001, 10.0], [5.0, 5.0]]], dtype=torch.float32)
+    crop, share = 0.5, 0.005
+    applied = safe_crop(ev, energy, crop, share)
+    cut = (ev.double() <= applied[..., None, None]) * energy.double()
+    assert float(cut.sum()) <= share * float(energy.double().sum())
+    assert float(applied[0]) < 0.5

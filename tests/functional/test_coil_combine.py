@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mrirecon.functional import coil_combine
+from mrirecon.functional.coils import center_crop, center_pad
 from mrirecon.operators.mri import coil_reduce
 
 
@@ -62,3 +63,16 @@ def test_complex_to_channels_puts_every_real_part_before_every_imaginary_part():
     ch = complex_to_channels(x)
     assert ch[0, :, 0].tolist() == [1, 2, 3, 10, 20, 30]
     assert torch.equal(channels_to_complex(ch), x)
+
+
+@pytest.mark.parametrize("big,small", [((7, 9), (4, 4)), ((6, 9), (3, 6)), ((5, 5), (5, 2))])
+def test_center_pad_is_the_adjoint_of_center_crop(big, small):
+    """Kills M14 (coils.py:56 ``(h - H) // 2`` -> ``(h - H + 1) // 2``): for odd size
+    differences the pad must put the block where the crop takes it from."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, *big, dtype=torch.float64, generator=g)
+    y = torch.randn(2, *small, dtype=torch.float64, generator=g)
+    lhs = (center_crop(x, small) * y).sum()
+    rhs = (x * center_pad(y, big)).sum()
+    torch.testing.assert_close(lhs, rhs, rtol=1e-12, atol=1e-12)
+    assert torch.equal(center_crop(center_pad(y, big), small), y)

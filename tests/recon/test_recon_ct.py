@@ -166,3 +166,21 @@ def test_registry_ct_entries_match_direct_calls(sparse_view):
     with pytest.raises(TypeError, match=r"sirt: unknown parameter\(s\) iters; valid: "
                                         r"iterations, nonneg, relaxation"):
         run("sirt", y, op, iters=3)
+
+
+def test_finite_difference_norm_bounds_the_2d_gradient():
+    """Kills M45 (variational.py:33 ``sqrt(8)`` -> ``sqrt(2)``): PDHG's step sizes take
+    ``||D||`` from this constant, so it must bound the true norm of the 2-D forward
+    differences (which approaches sqrt(8) on a large grid: the bound is also tight)."""
+    from mrirecon.operators import FiniteDifference
+    from mrirecon.recon.variational import FINITE_DIFFERENCE_NORM
+
+    D = FiniteDifference(2)
+    x = torch.randn(64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    lam = 0.0
+    for _ in range(300):  # power method on D^H D
+        y = D.H(D(x))
+        lam = float(torch.linalg.vector_norm(y))
+        x = y / lam
+    assert lam <= FINITE_DIFFERENCE_NORM**2 * (1 + 1e-12)
+    assert lam >= 0.9 * 8.0  # the bound is not loose by more than a few percent

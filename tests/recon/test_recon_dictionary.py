@@ -148,3 +148,19 @@ def test_overcomplete_dct_atoms_but_the_first_have_zero_mean():
         assert float(d[:, 1:].sum(0).abs().max()) <= 10 * p * p * eps
         assert float((torch.linalg.vector_norm(d, dim=0) - 1).abs().max()) <= 10 * eps
         assert float(d[:, 0].max() - d[:, 0].min()) <= 10 * eps
+
+
+def test_ksvd_sweep_codes_are_the_least_squares_fit_on_the_new_atom():
+    """Kills M39 (dictionary.py:160 ``g_new = e @ d`` -> ``g``): for a one-atom dictionary
+    the sweep is one rank-1 alternating step, after which the residual is orthogonal to the
+    atom (g = E^T d is the exact minimiser for the new d)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(50, 8, dtype=torch.float64, generator=g)
+    d0 = torch.randn(8, 1, dtype=torch.float64, generator=g)
+    d0 = d0 / d0.norm()
+    c0 = torch.randn(50, 1, dtype=torch.float64, generator=g)
+    d1, c1 = ksvd_sweep(x, d0, c0)
+    residual = x - c1 @ d1.T
+    eps = torch.finfo(torch.float64).eps
+    assert float((residual @ d1).abs().max()) <= 100 * eps * float(x.abs().max()) * 8
+    assert residual.norm() <= (x - c0 @ d0.T).norm()

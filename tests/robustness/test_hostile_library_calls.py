@@ -13,6 +13,8 @@ import torch
 from mrirecon import recon
 from mrirecon.operators import ParallelBeam, sense
 from mrirecon.operators.ct_geometry import CTGeometry
+from mrirecon.operators.mri import SenseOperator
+from mrirecon.sampling.agreement import held_span, judge_mask
 from tests.helpers import shepp_sense_problem
 
 MRI_METHODS = {"zero_filled": {}, "cg_sense": {"iterations": 2},
@@ -286,3 +288,32 @@ def test_soft_thresholds_refuse_a_negative_or_nan_threshold(threshold):
     torch.testing.assert_close(soft_threshold(x, 0.5), torch.tensor([0.5, -1.5, 0.0],
                                                                      dtype=torch.float64))
     assert float(soft_threshold(x, float("inf")).abs().max()) == 0  # the prox of inf * L1
+
+
+def test_held_span_of_a_2d_mask_is_between_held_samples_along_rows_and_columns():
+    """Kills M41 (agreement.py:53 the column span dropped for dims=2): with dims=2 a sample is
+    in the span only if it lies between held samples in its row AND in its column; the top
+    middle of a 'U' is between held samples of its row only."""
+    held = torch.tensor([[1, 0, 0, 0, 1],
+                         [1, 0, 0, 0, 1],
+                         [1, 1, 1, 1, 1]], dtype=torch.bool)
+    rows_only = held_span(held[None], dims=1)[0]
+    both = held_span(held[None], dims=2)[0]
+    assert bool(rows_only[0, 2]) and not bool(both[0, 2])
+    assert torch.equal(both, held)
+
+
+def test_judge_mask_counts_a_sample_held_by_any_coil():
+    """Kills M43 (agreement.py:129 ``any`` -> ``all`` over coils): a dead coil (all zero)
+    does not make the samples the other coils hold 'empty'."""
+    h, w, c = 8, 8, 3
+    g = torch.Generator().manual_seed(0)
+    maps = torch.randn(c, h, w, dtype=torch.complex64, generator=g)
+    mask = torch.zeros(h, w)
+    mask[::2, ::3] = 1
+    op = SenseOperator(maps, mask)
+    y = op(torch.randn(h, w, dtype=torch.complex64, generator=g))
+    y[1] = 0  # coil 1 dead
+    fit = judge_mask(y, op)
+    assert fit is not None and int(fit.n_empty.sum()) == 0 and int(fit.n_dropped.sum()) == 0
+    assert torch.equal(fit.held[0], mask.bool())

@@ -59,3 +59,16 @@ def test_given_band_width_wins():
     cols = torch.zeros(2, 16, dtype=torch.bool)
     start, stop = acs_bounds(cols, 6)
     assert start.tolist() == [5, 5] and (stop - start).tolist() == [6, 6]
+
+
+def test_acs_width_is_zero_when_the_centre_column_is_not_sampled():
+    """Kills M11 (acs.py:50 dropped): a run left of an unsampled centre is no ACS band."""
+    w = 16
+    mask = torch.zeros(w, dtype=torch.bool)
+    mask[4:8] = True  # sampled up to, not including, the centre column 8
+    assert acs_width(mask) == 0
+    start, stop = acs_bounds(mask[None], symmetric=False)
+    assert int(stop[0] - start[0]) == 0
+    mask[8] = True  # now the run reaches through the centre: [4, 9)
+    start, stop = acs_bounds(mask[None], symmetric=False)
+    assert (int(start[0]), int(stop[0])) == (4, 9)

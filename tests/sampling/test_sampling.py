@@ -31,7 +31,7 @@ from mrirecon.sampling import (
     thin_dose,
     variable_density,
 )
-from mrirecon.sampling.nonuniform import GOLDEN_ANGLE_FULL, calibration_region
+from mrirecon.sampling.nonuniform import GOLDEN_ANGLE_FULL, _normalised_radius, calibration_region
 
 FIXTURE = FIXTURES / "fastmri_masks.json"
 CASES = json.loads(FIXTURE.read_text())["cases"]
@@ -456,3 +456,44 @@ def test_apply_mask_padding_removes_exactly_the_unacquired_columns():
         full, padded = full.reshape(-1), padded.reshape(-1)
         assert not padded[:left].any() and not padded[right:].any(), offset
         assert torch.equal(padded[left:right], full[left:right]), offset
+
+
+def test_normalised_radius_is_zero_exactly_on_a_non_square_calibration_block():
+    """Kills M03 (nonuniform.py:69 ``calib[1]`` -> ``calib[0]`` in the column distance): with
+    calib (4, 16) the distance must vanish on the whole block and be positive next to it along
+    both axes."""
+    shape, calib = (32, 32), (4, 16)
+    r = _normalised_radius(shape, calib)
+    region = calibration_region(shape, calib)
+    assert np.all(r[region] == 0)
+    rows, cols = np.nonzero(region)
+    # the distance is taken from the continuous centre (N / 2), so the first row / column past
+    # an even block's far side still reads 0; two past it, it is positive on every side
+    assert r[rows.min() - 2, 16] > 0 and r[rows.max() + 2, 16] > 0
+    assert r[16, cols.min() - 2] > 0 and r[16, cols.max() + 2] > 0
+    assert r.max() <= math.sqrt(2) + 1e-12
+
+
+def test_poisson_disc_exclusion_ellipse_is_open():
+    """Kills M04 (nonuniform.py:100 ``< 1`` -> ``<= 1``), through the private helper: a point
+    on an accepted point's exclusion ellipse (distance exactly its radius) is outside it, as the
+    docstring says ("inside the exclusion ellipse"). Radii of exactly 1 occur publicly on
+    non-square grids (``clip(..., 1)`` along the short axis)."""
+    from mrirecon.sampling.nonuniform import _sequential_disc
+
+    ry = np.full((1, 5), 2.0)
+    rx = np.full((1, 5), 2.0)
+    mask = _sequential_disc(ry, rx, np.array([0, 2, 4, 1, 3]), np.zeros((1, 5), dtype=bool))
+    assert mask.tolist() == [[True, False, True, False, True]]
+
+
+def test_limited_angle_keeps_a_view_a_rounding_error_below_the_start():
+    """Kills M19 (views.py:111, the 2 pi wrap snap removed): a view at start - 1e-15 lies at
+    the start of the arc, not 2 pi away from it."""
+    geom = CTGeometry.parallel((16, 16), num_views=4)
+    import dataclasses
+
+    start = 0.3
+    geom = dataclasses.replace(geom, angles=(start - 1e-15, 1.0, 2.0, 4.0))
+    lim, idx = limited_angle(geom, 1.0, start=start)
+    assert idx.tolist() == [0, 1]

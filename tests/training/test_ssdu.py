@@ -376,3 +376,49 @@ def test_kspace_loss_is_ssdu_normalised_l2_plus_l1(dtype):
     ref = (np.sqrt(np.sum(np.abs(a - b) ** 2)) / np.sqrt(np.sum(np.abs(b) ** 2))
            + np.sum(np.abs(a - b)) / np.sum(np.abs(b)))
     assert math.isclose(float(kspace_loss(u, v)), ref, rel_tol=1e3 * torch.finfo(torch.float64).eps)
+
+
+def test_ssdu_gaussian_weights_use_each_axis_own_width(monkeypatch):
+    """Kills M07 (split.py:138 columns scaled by h / 4): the draw weights on a non-square grid
+    are exp(-dy^2 / 2 (H/4)^2 - dx^2 / 2 (W/4)^2), captured at torch.multinomial."""
+    seen = {}
+    real = torch.multinomial
+
+    def spy(weights, *a, **k):
+        seen["w"] = weights.clone()
+        return real(weights, *a, **k)
+
+    monkeypatch.setattr(torch, "multinomial", spy)
+    h, w = 16, 64
+    mask = torch.ones(w)
+    dc, loss = ssdu_split(mask, (h, w), torch.Generator().manual_seed(0), ratio=0.3,
+                          selection="gaussian", acs_block=(4, 4))
+    cand = ~centre_block((h, w), (4, 4))
+    rows, cols = torch.nonzero(cand, as_tuple=True)
+    ref = torch.exp(-0.5 * ((rows - h // 2) / (h / 4)).double() ** 2
+                    - 0.5 * ((cols - w // 2) / (w / 4)).double() ** 2)
+    torch.testing.assert_close(seen["w"], ref, rtol=1e-12, atol=0)
+
+
+def test_ssdu_ratio_above_the_points_outside_the_block_holds_out_all_of_them():
+    """Kills M08 (split.py:84 ``min(count, outside)`` -> ``min(count, acquired)``): when the ACS
+    block holds most acquired points, the loss set is every point outside it (the mutant asks
+    torch.multinomial for more samples than candidates: RuntimeError)."""
+    h, w = 8, 8
+    dc, loss = ssdu_split(torch.ones(w), (h, w), torch.Generator().manual_seed(0), ratio=0.9,
+                          selection="uniform", acs_block=(6, 6))
+    block = centre_block((h, w), (6, 6))
+    assert torch.equal(loss, ~block) and torch.equal(dc, block)
+
+
+def test_split_views_interleaved_offset_follows_the_generator():
+    """Kills M09 (split.py:161 the drawn offset ignored): the interleaving offset is drawn from
+    the generator, so over 20 seeds view 0 lands in more than one part."""
+    parts_of_view0 = set()
+    for seed in range(20):
+        subsets = split_views(9, 3, generator=torch.Generator().manual_seed(seed))
+        parts_of_view0.add(next(j for j, s in enumerate(subsets) if 0 in s.tolist()))
+        assert sorted(torch.cat(subsets).tolist()) == list(range(9))
+    assert len(parts_of_view0) > 1
+    # without a generator the offset is 0: view v in part v % parts
+    assert [s.tolist() for s in split_views(6, 3)] == [[0, 3], [1, 4], [2, 5]]
