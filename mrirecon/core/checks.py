@@ -97,8 +97,8 @@ def checked_weight(who: str, name: str, value: Any) -> Any:
         raise ValueError(f"{who}: {name} must be a finite number >= 0, got {value!r}")
     if _array_like(value) and math.prod(value.shape) != 1:
         raise ValueError(f"{who}: {name} {_shape_problem(value)}")
-    try:
-        f = float(value)
+    try:  # (detached: float() of a tensor that requires grad warns on every call)
+        f = float(value.detach() if hasattr(value, "detach") else value)
     except (TypeError, ValueError):
         raise ValueError(f"{who}: {name} must be a finite number >= 0, got {value!r}") from None
     if not (math.isfinite(f) and f >= 0):

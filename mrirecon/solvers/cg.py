@@ -174,7 +174,7 @@ def cg(
     if tolerance > 0:
         left = (rr > threshold) & ~stalled
         if bool(torch.any(left)):
-            worst = float(torch.sqrt((rr / torch.where(bb > 0, bb, one))[left].max()))
+            worst = float(torch.sqrt((rr / torch.where(bb > 0, bb, one))[left].max()).detach())
             report_unconverged("cg", iterations, worst, tolerance, "relative residual")
     return x
 
