@@ -193,3 +193,39 @@ def test_snr_and_fov_limits_admit_what_float32_can_hold():
 
     assert _snr_db("138") == 138.0 and _snr_db("-138") == -138.0 and _fov_mm("1e4") == 1e4
     assert 10 ** (-SNR_DB_LIMIT / 20) > np.finfo(np.float32).eps
+
+
+def _arrays(path):
+    with h5py.File(path, "r") as h5:
+        return {k: np.asarray(h5[k][()]) for k in h5.keys()}
+
+
+def test_simulate_mri_without_noise_options_uses_the_library_default(tmp_path, capsys):
+    """Fails if the CLI's default --snr-db changed from 30: the
+    command without --snr-db writes the bytes ``simulate_mri_dataset``'s defaults write."""
+    from mrirecon.cli import main
+    from mrirecon.data.simulate_mri import simulate_mri_dataset
+
+    common = dict(volumes=1, slices=1, coils=2, size=(16, 12), seed=3)
+    assert main(["simulate", "mri", "--out", str(tmp_path / "cli"), "--volumes", "1",
+                 "--slices", "1", "--coils", "2", "--size", "16", "12", "--seed", "3"]) == 0
+    printed = capsys.readouterr().out.split()
+    lib = simulate_mri_dataset(tmp_path / "lib", **common)
+    assert len(printed) == len(lib) == 1
+    assert _arrays(printed[0])["kspace"].tobytes() == _arrays(lib[0])["kspace"].tobytes()
+
+
+def test_simulate_ct_without_noise_options_uses_the_library_default(tmp_path, capsys):
+    """Fails if the CLI's default --photons changed from 4096, the
+    value its help states: without --photons the CLI writes the library default's data."""
+    pytest.importorskip("mrirecon.operators.ct", reason="CT projector not available")
+    from mrirecon.cli import main
+    from mrirecon.data.simulate_ct import simulate_ct_dataset
+
+    assert main(["simulate", "ct", "--out", str(tmp_path / "cli"), "--geometry", "parallel",
+                 "--views", "10", "--size", "16", "--seed", "5", "--samples", "1",
+                 "--part", "validation"]) == 0
+    printed = capsys.readouterr().out.split()
+    lib = simulate_ct_dataset(tmp_path / "lib", geometry="parallel", views=10, size=16, seed=5,
+                              samples=1, part="validation")
+    assert _arrays(printed[0])["data"].tobytes() == _arrays(lib[0])["data"].tobytes()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -99,3 +100,60 @@ def test_cli_threads_option_before_and_after_the_command():
     for command in (["simulate", "mri", "--out", "d"], ["simulate", "ct", "--out", "d"],
                     ["bench", "--data", "d", "--output", "o"], ["demo"]):
         assert p.parse_args([*command, "--threads", "2"]).threads == 2, command
+
+
+@pytest.fixture
+def thread_env(monkeypatch, tmp_path):
+    """No thread variables, 8 cores by affinity, no cgroup quota (``tmp_path`` as the root)."""
+    for var in ("MRIRECON_THREADS", "OMP_NUM_THREADS", "LOCAL_WORLD_SIZE", threads.CHOSEN_VAR,
+                "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RANK", "WORLD_SIZE"):
+        monkeypatch.setenv(var, "x")  # recorded, so that the test's own writes are undone
+        monkeypatch.delenv(var)
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    return monkeypatch
+
+
+def test_an_openmp_list_takes_its_first_level_not_its_last(thread_env, tmp_path):
+    """Fails if the last element of ``OMP_NUM_THREADS=4,2``; the
+    existing test uses ``1,1``, which cannot tell first from last."""
+    thread_env.setenv("OMP_NUM_THREADS", "4,2")
+    assert threads.thread_count(cgroup_root=tmp_path) == 4
+
+
+def test_oversubscription_is_warned_only_above_the_cores(thread_env, tmp_path, caplog):
+    """Fails if ``requested <= share`` -> ``<``: as many threads as
+    cores is the normal case and says nothing; one more is warned, naming the share."""
+    with caplog.at_level(logging.WARNING, logger="mrirecon.threads"):
+        assert threads.thread_count(8, cgroup_root=tmp_path) == 8
+    assert caplog.text == ""
+    with caplog.at_level(logging.WARNING, logger="mrirecon.threads"):
+        assert threads.thread_count(9, cgroup_root=tmp_path) == 9
+    assert "--threads 9 is more than the 8 core(s)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mrirecon.threads"):  # its share under torchrun
+        assert threads.thread_count(4, local_world_size=2, cgroup_root=tmp_path) == 4
+    assert caplog.text == ""
+
+
+def test_configure_threads_leaves_a_users_mkl_and_openblas_settings(thread_env, monkeypatch):
+    """Fails if ``setdefault`` -> assignment: the module docstring and
+    ``configure_threads`` say the variables are set for child processes only *where unset*."""
+    import torch as _torch
+
+    monkeypatch.setattr(_torch, "set_num_threads", lambda n: None)
+    monkeypatch.setattr(threads, "_configured", None)
+    thread_env.setenv("MKL_NUM_THREADS", "3")
+    thread_env.setenv("OPENBLAS_NUM_THREADS", "5")
+    assert threads.configure_threads(2) == 2
+    assert os.environ["MKL_NUM_THREADS"] == "3" and os.environ["OPENBLAS_NUM_THREADS"] == "5"
+    assert os.environ["OMP_NUM_THREADS"] == "2"
+
+
+def test_a_rank_equal_to_the_world_size_is_refused(thread_env):
+    """Fails if ``rank < world`` -> ``rank <= world``: ranks are 0 .. WORLD_SIZE - 1."""
+    thread_env.setenv("WORLD_SIZE", "2")
+    thread_env.setenv("RANK", "1")
+    assert threads.rank_and_world() == (1, 2)
+    thread_env.setenv("RANK", "2")
+    with pytest.raises(ValueError, match=r"rank 2 of world size 2 .*need 0 <= RANK < WORLD_SIZE"):
+        threads.rank_and_world()

@@ -118,7 +118,7 @@ def centre_maps(kspace: Tensor, centre: Tensor, *, method: Literal["espirit", "w
 
 def _band_energy(low: Tensor) -> Tensor:
     """``(..., H, W)``: the band's low-resolution image energy summed over coils, of each slice
-    scaled by the power of two at or above its peak magnitude. :func:`safe_crop` uses only its
+    scaled by the power of two just above its peak magnitude. :func:`safe_crop` uses only its
     shares, which an exact power-of-two scale leaves bit-identical; at the data's own scale the
     squares underflowed (k-space at 1e-30: all 0) or overflowed (1e30: Inf) float32, and the crop
     safeguard switched itself off without a word."""

@@ -35,7 +35,8 @@ def sum_abs2(x: Tensor, dim: int | Sequence[int], keepdim: bool = False) -> Tens
 
 
 def power_of_two_above(peak: Tensor) -> Tensor:
-    """The power of two at or above each ``peak`` (``1`` where it is 0), same shape and dtype.
+    """The smallest power of two strictly above each ``peak`` (``2`` for a peak of 1, and
+    where it is 0), same shape and dtype.
 
     Dividing by it brings values of any magnitude near 1 exactly (a power of two rescales every
     float without rounding), so squares computed afterwards neither underflow (data at 1e-30)

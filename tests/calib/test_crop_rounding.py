@@ -133,7 +133,7 @@ def test_safe_crop_cuts_only_at_gaps_rounding_cannot_close():
 
 
 def test_safe_crop_counts_an_eigenvalue_equal_to_the_crop_as_cut():
-    """Kills M29 (centre.py:173 ``ev <= crop`` -> ``ev < crop``): the maps are cut where
+    """Fails if centre.py:173 ``ev <= crop`` -> ``ev < crop``: the maps are cut where
     ``eig <= applied``, so the energy there must stay within the share even when an eigenvalue
     equals the crop exactly."""
     ev = torch.tensor([[[0.25, 0.5], [1.0, 1.0]]], dtype=torch.float32)

@@ -242,3 +242,14 @@ def test_clearing_wavelet_plans_under_running_transforms_is_safe():
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_clear_caches_hands_the_freed_heap_back(monkeypatch):
+    """Fails if ``release_memory()`` dropped from ``clear_caches``,
+    the documented second half of the function ("then hand the freed memory back")."""
+    from mrirecon.core import memory
+
+    calls = []
+    monkeypatch.setattr(memory, "release_memory", lambda: calls.append(1) or True)
+    caches.clear_caches()
+    assert calls == [1]

@@ -134,3 +134,20 @@ def test_one_thread_switches_only_without_other_python_threads(two_threads):
         release.set()
         other.join()
     assert seen[-1] == 2 and ids == [(main, 2)] * 4
+
+
+def test_task_threads_never_exceeds_the_items():
+    """Fails if ``min(threads, n_items)`` dropped: one item is
+    run on the caller's thread, not handed an idle pool worker."""
+    from mrirecon.core import parallel
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        if not parallel._alone():
+            pytest.skip("other Python threads alive: task_threads is 1 by design")
+        assert parallel.task_threads(1) == 1
+        assert parallel.task_threads(2) == 2
+        assert parallel.task_threads(0) == 1
+    finally:
+        torch.set_num_threads(before)

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from mrirecon import solvers
 from mrirecon.core import max_eigenvalue
 from tests.helpers import dense_matrix
+
+F64_EPS = torch.finfo(torch.float64).eps
 
 
 def _matrix_op():
@@ -76,3 +79,52 @@ def test_differentiable_estimate_is_that_of_the_steps_taken():
     fd = float((estimate(m0 + h * d).sum() - estimate(m0 - h * d).sum()) / (2 * h))
     eps = torch.finfo(torch.float64).eps
     assert abs(float((grad * d).sum()) - fd) <= 10 * eps**0.5 * abs(fd)
+
+
+def test_batched_tolerance_runs_until_the_slowest_item_has_converged():
+    """Fails if ``torch.all`` -> ``torch.any`` in the stop rule.
+
+    The docstring's promise: with a ``tolerance``, every item iterates until the slowest has
+    converged. Item 0 (``2 I``) converges at the 2nd step, item 1 (eigenvalues 1 and 0.999 on top:
+    slow) needs hundreds; the batched estimate of item 1 is then exactly the one item 1 gets alone
+    with the same tolerance (same start vector by design, same elementwise arithmetic)."""
+    n = 64
+    w1 = torch.linspace(0.5, 1.0, n, dtype=torch.float64)
+    w1[-2] = 0.999
+    w = torch.stack([torch.full((n,), 2.0, dtype=torch.float64), w1])
+    x0 = torch.zeros(2, n, dtype=torch.float64)
+    kw = dict(batch_dims=1, iterations=5000, tolerance=1e-10)
+    batched = max_eigenvalue(lambda v: w * v, x0, **kw)
+    alone = max_eigenvalue(lambda v: w[1:] * v, x0[1:], **kw)
+    torch.testing.assert_close(batched[1], alone[0], rtol=1e-12, atol=0)
+    torch.testing.assert_close(batched[0], torch.full((1,), 2.0, dtype=torch.float64),
+                               rtol=8 * F64_EPS, atol=0)
+
+
+@pytest.mark.parametrize("iterations", [1, 2, 3])
+def test_power_estimate_never_exceeds_lambda_max(iterations):
+    """Fails if start vector not normalised.
+
+    ``||G x||`` for a unit ``x`` is at most ``lambda_max(G)``: after any number of steps the
+    estimate is a lower bound (up to rounding), a property step sizes rely on not to be
+    overshot by ``sqrt(n)`` when a caller asks for few iterations."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.rand(16, 16, dtype=torch.float64, generator=g) * 0.9 + 0.1
+    est = max_eigenvalue(lambda v: w * v, torch.zeros(16, 16, dtype=torch.float64),
+                         iterations=iterations)
+    assert float(est.reshape(())) <= float(w.max()) * (1 + 16 * F64_EPS)
+
+
+def test_a_zero_operator_has_lambda_max_zero_not_nan():
+    """Fails if ``x = z / new`` without the guard for ``new == 0``.
+
+    A map that is zero (a batch item whose coil maps or mask are all zero) has lambda_max 0; the
+    other items of the batch keep their own estimate."""
+    x0 = torch.zeros(2, 8, dtype=torch.float64)
+    scale = torch.tensor([[0.0], [3.0]], dtype=torch.float64)
+    est = max_eigenvalue(lambda v: scale * v, x0, batch_dims=1, iterations=4)
+    assert torch.isfinite(est).all()
+    torch.testing.assert_close(est.reshape(-1), torch.tensor([0.0, 3.0], dtype=torch.float64),
+                               rtol=8 * F64_EPS, atol=0)
+    alone = max_eigenvalue(lambda v: 0 * v, x0[0], iterations=4)
+    assert float(alone.reshape(())) == 0.0

@@ -67,7 +67,7 @@ def test_complex_to_channels_puts_every_real_part_before_every_imaginary_part():
 
 @pytest.mark.parametrize("big,small", [((7, 9), (4, 4)), ((6, 9), (3, 6)), ((5, 5), (5, 2))])
 def test_center_pad_is_the_adjoint_of_center_crop(big, small):
-    """Kills M14 (coils.py:56 ``(h - H) // 2`` -> ``(h - H + 1) // 2``): for odd size
+    """Fails if coils.py:56 ``(h - H) // 2`` -> ``(h - H + 1) // 2``: for odd size
     differences the pad must put the block where the crop takes it from."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, *big, dtype=torch.float64, generator=g)

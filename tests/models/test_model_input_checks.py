@@ -146,8 +146,8 @@ def test_staged_ct_net_keeps_extra_leading_axes():
 
 
 def test_guard_without_modality_still_checks_reconstruction_calls():
-    """Kills M30 (input_checks.py ModalityGuard: ``reconstruction = modality is not None or
-    isinstance(op, LinearOperator)`` -> ``modality is not None``). Weights of no modality (a
+    """Fails if input_checks.py ModalityGuard: ``reconstruction = modality is not None or
+    isinstance(op, LinearOperator)`` -> ``modality is not None``. Weights of no modality (a
     prior) called as ``model(y, op)`` are still judged under the weights file's name."""
     _, y, op = mri_problem(b=1)
     model = CascadeNet(iterations=1, layers=3, features=4, init_seed=0)

@@ -166,7 +166,7 @@ def test_pipeline_configs_accept_old_model_keywords_and_init_seed():
 
 
 def test_gram_varnet_starts_from_adjoint_over_lipschitz():
-    """Kills M46 (gram_varnet.py ``initial_state``: ``step * aty`` -> ``aty``). For ``3 A`` with
+    """Fails if gram_varnet.py ``initial_state``: ``step * aty`` -> ``aty``. For ``3 A`` with
     a fully sampled unit-RSS SENSE operator, ``A^H A = I`` so ``L = 9`` exactly: ``x_0 = A^H y / 9``."""
     x = phantom(1)
     op = sense(coil_maps(), torch.ones(x.shape[-1], dtype=torch.bool)) * 3.0

@@ -152,8 +152,8 @@ def test_models_require_a_batch_axis():
 
 
 def test_cascade_noisy_dc_weight_is_learned():
-    """Kills M32 (cascade.py: ``HardProjectionDC(nu, learnable=nu is not None)`` ->
-    ``learnable=False``). With ``lam`` a float the docstring promises a learned noisy-data
+    """Fails if cascade.py: ``HardProjectionDC(nu, learnable=nu is not None)`` ->
+    ``learnable=False``. With ``lam`` a float the docstring promises a learned noisy-data
     weight under the state-dict key ``dc.nu``, and a training step must reach it."""
     _, y, op = mri_problem(b=1)
     model = CascadeNet(iterations=2, layers=3, features=4, lam=0.5, init_seed=0)
@@ -164,7 +164,7 @@ def test_cascade_noisy_dc_weight_is_learned():
 
 
 def test_vn_filters_are_zero_mean():
-    """Kills M34 (vn.py ``kernels``: the zero-mean projection dropped). The paper's constraint:
+    """Fails if vn.py ``kernels``: the zero-mean projection dropped. The paper's constraint:
     every learned filter sums to zero over its taps and both channels, so an image of equal
     constant real and imaginary parts contributes nothing to the regulariser away from the
     border (there ``K x = 0`` and the initial RBF activation is odd, ``phi(0) = 0``)."""
@@ -180,7 +180,7 @@ def test_vn_filters_are_zero_mean():
 
 
 def test_vn_rbf_width_is_the_centre_spacing():
-    """Kills M35 (vn.py: ``sigma = 2 vmax / (num_rbf - 1)`` -> ``/ num_rbf``). The documented
+    """Fails if vn.py: ``sigma = 2 vmax / (num_rbf - 1)`` -> ``/ num_rbf``. The documented
     width (and the one trained weights assume) is the spacing of the centres."""
     act = RBFActivation(channels=2, num_rbf=7, vmax=1.0)
     spacing = float(act.mu[1] - act.mu[0])
@@ -188,7 +188,7 @@ def test_vn_rbf_width_is_the_centre_spacing():
 
 
 def test_ista_symmetry_loss_is_the_mean_over_phases():
-    """Kills M36 (ista_net.py ``forward_with_symmetry``: not divided by the phase count). The
+    """Fails if ista_net.py ``forward_with_symmetry``: not divided by the phase count. The
     documented loss: ``mean_k mean |F~_k(F_k(D r)) - D r|^2``, recomputed here phase by phase."""
     _, y, op = mri_problem(b=1)
     model = ISTANetPlus(iterations=3, features=4, init_seed=0)
@@ -204,7 +204,7 @@ def test_ista_symmetry_loss_is_the_mean_over_phases():
 
 
 def test_ista_soft_threshold_is_odd_and_shrinks_magnitudes():
-    """Kills M37 (ista_net.py ``soft_threshold``: ``sign(z) relu(|z| - t)`` -> ``relu(z - t)``)."""
+    """Fails if ista_net.py ``soft_threshold``: ``sign(z) relu(|z| - t)`` -> ``relu(z - t)``."""
     z = torch.tensor([-2.0, -0.005, 0.0, 0.005, 2.0], dtype=torch.float64)
     got = soft_threshold(z, torch.tensor([0.01], dtype=torch.float64))
     torch.testing.assert_close(got, torch.tensor([-1.99, 0.0, 0.0, 0.0, 1.99], dtype=torch.float64),
@@ -212,7 +212,7 @@ def test_ista_soft_threshold_is_odd_and_shrinks_magnitudes():
 
 
 def test_fbpconvnet_gives_zero_for_an_all_zero_sample():
-    """Kills M52 (fbpconvnet.py: ``zero_blank`` dropped from ``forward``). An all-zero sample
+    """Fails if fbpconvnet.py: ``zero_blank`` dropped from ``forward``. An all-zero sample
     gives 0 (the limit of ``c model(y)``), not the U-Net's bias image; its neighbour is unchanged."""
     _, y, op = ct_problem(b=2)
     model = FBPConvNet(chans=4, num_pools=2, init_seed=0).eval()

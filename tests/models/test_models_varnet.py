@@ -213,7 +213,7 @@ def test_varnet_output_phase_carries_no_gradient():
 
 
 def test_varnet_ignores_data_outside_the_operators_mask():
-    """Kills M12 (varnet.py: ``y = torch.where(mask, y, 0)`` dropped). Fully sampled k-space
+    """Fails if varnet.py: ``y = torch.where(mask, y, 0)`` dropped. Fully sampled k-space
     with an undersampling operator is accepted (SSDU-style splits, mask_mismatch); the model must
     see only the samples its mask keeps, so the result equals that of the masked data."""
     x, _, op = mri_problem(b=1)
@@ -228,8 +228,8 @@ def test_varnet_ignores_data_outside_the_operators_mask():
 
 
 def test_varnet_magnitude_is_the_rss_where_the_maps_vanish():
-    """Kills M13 (varnet.py: ``phase = torch.where(combined == 0, one, sgn(combined))`` ->
-    ``sgn(combined)``). With given maps that are zero on part of the image (ESPIRiT's crop),
+    """Fails if varnet.py: ``phase = torch.where(combined == 0, one, sgn(combined))`` ->
+    ``sgn(combined)``. With given maps that are zero on part of the image (ESPIRiT's crop),
     ``S^H F^H k`` is exactly 0 there but the RSS of the coil images is not: the documented
     output keeps ``|x| = RSS`` everywhere (phase 0, not magnitude 0)."""
     _, y, _ = mri_problem(b=1)
@@ -245,7 +245,7 @@ def test_varnet_magnitude_is_the_rss_where_the_maps_vanish():
 
 
 def test_varnet_image_is_the_combination_of_the_final_kspace():
-    """Kills M15 (varnet.py ``image``: the power-of-two rescale ``* scale`` dropped). ``image``
+    """Fails if varnet.py ``image``: the power-of-two rescale ``* scale`` dropped. ``image``
     is documented as ``S^H F^H k`` of the final k-space that ``kspace`` returns (data units)."""
     _, y, op = mri_problem(b=2)
     y = y * 1e3  # realistic magnitude: the internal power-of-two scale is not 1

@@ -263,7 +263,7 @@ def test_shipped_card_states_range_failures_and_recipe():
 
 @pytest.mark.parametrize("shape", [(18, 28), (28, 18)])
 def test_plain_unet_pads_each_axis_to_its_own_multiple(shape):
-    """Kills M45 (staged_ct.py ``PlainUNet.forward``: the row padding computed from the width).
+    """Fails if staged_ct.py ``PlainUNet.forward``: the row padding computed from the width.
     Non-square images (a CT geometry of H != W, or patches) must keep their shape, and a zero
     X"""
     net = PlainUNet(chans=4, num_pools=2).eval()

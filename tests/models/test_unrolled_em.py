@@ -124,7 +124,7 @@ def test_isotropic_shell_and_errors():
 
 
 def test_unrolled_em_prior_weight_is_divided_by_the_mean_patch_count():
-    """Kills M50 (unrolled_em.py: ``beta = exp(log_beta_t) / mean_count`` -> ``* mean_count``).
+    """Fails if unrolled_em.py: ``beta = exp(log_beta_t) / mean_count`` -> ``* mean_count``.
     One iteration with the data step solved to convergence must equal the documented
     ``x = (A^H A / L + beta_t P^H P)^{-1} (A^H y / L + beta_t P^H z)`` with
     ``beta_t = noise_std^2 / (sigma_t^2 c)``, ``c`` the mean patch count, solved densely here."""

@@ -124,3 +124,35 @@ def test_l1_wavelet_bound_and_power_steps_reach_the_same_minimiser():
     b = l1_wavelet(y, op, 1e-2, iterations=3000, random_shift=False, restart=True,
                    power_iterations=100)
     assert float((a - b).norm() / b.norm()) < 1e-6
+
+
+def _dense_lambda_max(op, shape):
+    n = shape[0] * shape[1]
+    basis = torch.eye(n, dtype=torch.complex128).reshape(n, *shape)
+    g = op.gram(basis).reshape(n, n).T
+    return float(torch.linalg.eigvalsh(0.5 * (g + g.mH)).max())
+
+
+def test_composed_and_tensor_scaled_gram_bounds_are_upper_bounds():
+    """Fails if ``ComposedOperator.gram_bound`` as the max
+    of the parts instead of their product, or a tensor factor's bound scaled by ``|c|``
+    not ``|c|^2``.
+
+    ``||A B||^2 <= ||A||^2 ||B||^2`` and ``||c A||^2 = |c|^2 ||A||^2``; the bound is what
+    ``l1_wavelet`` takes as its Lipschitz constant, so a bound under ``lambda_max`` is a step
+    that diverges. Parts with bounds other than 1 (the existing test has only unit parts)."""
+    from mrirecon.operators import single_coil
+
+    n = 8
+    mask = torch.zeros(n, dtype=torch.float64)
+    mask[::2] = 1
+    pf = single_coil(mask)  # Sampling @ Fourier, each part bounded by 1
+    x = torch.zeros(2, n, n, dtype=torch.complex128)
+    composed = (2.0 * pf.outer) @ (3.0 * pf.inner)
+    lam = _dense_lambda_max(composed, (n, n))
+    assert lam == pytest.approx(36.0, rel=1e-10)
+    assert float(composed.gram_bound(x).max()) >= lam * (1 - 100 * EPS)
+    scaled = torch.tensor(3.0, dtype=torch.float64) * pf
+    lam_s = _dense_lambda_max(scaled, (n, n))
+    assert float(scaled.gram_bound(x).max()) >= lam_s * (1 - 100 * EPS)
+    torch.testing.assert_close(scaled.gram_bound(x), torch.full((2, 1, 1), 9.0, dtype=torch.float64))

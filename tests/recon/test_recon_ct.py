@@ -169,7 +169,7 @@ def test_registry_ct_entries_match_direct_calls(sparse_view):
 
 
 def test_finite_difference_norm_bounds_the_2d_gradient():
-    """Kills M45 (variational.py:33 ``sqrt(8)`` -> ``sqrt(2)``): PDHG's step sizes take
+    """Fails if variational.py:33 ``sqrt(8)`` -> ``sqrt(2)``: PDHG's step sizes take
     ``||D||`` from this constant, so it must bound the true norm of the 2-D forward
     differences (which approaches sqrt(8) on a large grid: the bound is also tight)."""
     from mrirecon.operators import FiniteDifference

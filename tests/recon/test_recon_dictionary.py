@@ -151,7 +151,7 @@ def test_overcomplete_dct_atoms_but_the_first_have_zero_mean():
 
 
 def test_ksvd_sweep_codes_are_the_least_squares_fit_on_the_new_atom():
-    """Kills M39 (dictionary.py:160 ``g_new = e @ d`` -> ``g``): for a one-atom dictionary
+    """Fails if dictionary.py:160 ``g_new = e @ d`` -> ``g``: for a one-atom dictionary
     the sweep is one rank-1 alternating step, after which the residual is orthogonal to the
     atom (g = E^T d is the exact minimiser for the new d)."""
     g = torch.Generator().manual_seed(0)

@@ -5,6 +5,7 @@ the benchmark scripts' counts."""
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import shutil
@@ -373,3 +374,14 @@ def test_benchmark_counts_are_typed_as_the_cli_counts():
                            "--quick", "--repeats", "0"], capture_output=True, text=True,
                           env=_env(), timeout=300)
     assert done.returncode == 2 and "argument --repeats: must be >= 1, got 0" in done.stderr
+
+
+def test_fraction_refuses_one():
+    """Fails if ``>= 1`` -> ``> 1``:
+    ``--center-fractions 1`` would sample the whole of k-space in a row labelled 4x."""
+    from mrirecon.cli_types import fraction
+
+    assert fraction("0.08") == 0.08
+    for bad in ("1", "1.0", "0", "2"):
+        with pytest.raises(argparse.ArgumentTypeError, match=r"must be"):
+            fraction(bad)

@@ -291,7 +291,7 @@ def test_soft_thresholds_refuse_a_negative_or_nan_threshold(threshold):
 
 
 def test_held_span_of_a_2d_mask_is_between_held_samples_along_rows_and_columns():
-    """Kills M41 (agreement.py:53 the column span dropped for dims=2): with dims=2 a sample is
+    """Fails if agreement.py:53 the column span dropped for dims=2: with dims=2 a sample is
     in the span only if it lies between held samples in its row AND in its column; the top
     middle of a 'U' is between held samples of its row only."""
     held = torch.tensor([[1, 0, 0, 0, 1],
@@ -304,7 +304,7 @@ def test_held_span_of_a_2d_mask_is_between_held_samples_along_rows_and_columns()
 
 
 def test_judge_mask_counts_a_sample_held_by_any_coil():
-    """Kills M43 (agreement.py:129 ``any`` -> ``all`` over coils): a dead coil (all zero)
+    """Fails if agreement.py:129 ``any`` -> ``all`` over coils: a dead coil (all zero)
     does not make the samples the other coils hold 'empty'."""
     h, w, c = 8, 8, 3
     g = torch.Generator().manual_seed(0)

@@ -62,7 +62,7 @@ def test_given_band_width_wins():
 
 
 def test_acs_width_is_zero_when_the_centre_column_is_not_sampled():
-    """Kills M11 (acs.py:50 dropped): a run left of an unsampled centre is no ACS band."""
+    """Fails if acs.py:50 dropped: a run left of an unsampled centre is no ACS band."""
     w = 16
     mask = torch.zeros(w, dtype=torch.bool)
     mask[4:8] = True  # sampled up to, not including, the centre column 8

@@ -459,7 +459,7 @@ def test_apply_mask_padding_removes_exactly_the_unacquired_columns():
 
 
 def test_normalised_radius_is_zero_exactly_on_a_non_square_calibration_block():
-    """Kills M03 (nonuniform.py:69 ``calib[1]`` -> ``calib[0]`` in the column distance): with
+    """Fails if nonuniform.py:69 ``calib[1]`` -> ``calib[0]`` in the column distance: with
     calib (4, 16) the distance must vanish on the whole block and be positive next to it along
     both axes."""
     shape, calib = (32, 32), (4, 16)
@@ -475,7 +475,7 @@ def test_normalised_radius_is_zero_exactly_on_a_non_square_calibration_block():
 
 
 def test_poisson_disc_exclusion_ellipse_is_open():
-    """Kills M04 (nonuniform.py:100 ``< 1`` -> ``<= 1``), through the private helper: a point
+    """Fails if nonuniform.py:100 ``< 1`` -> ``<= 1``, through the private helper: a point
     on an accepted point's exclusion ellipse (distance exactly its radius) is outside it, as the
     docstring says ("inside the exclusion ellipse"). Radii of exactly 1 occur publicly on
     non-square grids (``clip(..., 1)`` along the short axis)."""
@@ -488,7 +488,7 @@ def test_poisson_disc_exclusion_ellipse_is_open():
 
 
 def test_limited_angle_keeps_a_view_a_rounding_error_below_the_start():
-    """Kills M19 (views.py:111, the 2 pi wrap snap removed): a view at start - 1e-15 lies at
+    """Fails if views.py:111, the 2 pi wrap snap removed: a view at start - 1e-15 lies at
     the start of the arc, not 2 pi away from it."""
     geom = CTGeometry.parallel((16, 16), num_views=4)
     import dataclasses

@@ -379,7 +379,7 @@ def test_kspace_loss_is_ssdu_normalised_l2_plus_l1(dtype):
 
 
 def test_ssdu_gaussian_weights_use_each_axis_own_width(monkeypatch):
-    """Kills M07 (split.py:138 columns scaled by h / 4): the draw weights on a non-square grid
+    """Fails if split.py:138 columns scaled by h / 4: the draw weights on a non-square grid
     are exp(-dy^2 / 2 (H/4)^2 - dx^2 / 2 (W/4)^2), captured at torch.multinomial."""
     seen = {}
     real = torch.multinomial
@@ -401,7 +401,7 @@ def test_ssdu_gaussian_weights_use_each_axis_own_width(monkeypatch):
 
 
 def test_ssdu_ratio_above_the_points_outside_the_block_holds_out_all_of_them():
-    """Kills M08 (split.py:84 ``min(count, outside)`` -> ``min(count, acquired)``): when the ACS
+    """Fails if split.py:84 ``min(count, outside)`` -> ``min(count, acquired)``: when the ACS
     block holds most acquired points, the loss set is every point outside it (the mutant asks
     torch.multinomial for more samples than candidates: RuntimeError)."""
     h, w = 8, 8
@@ -412,7 +412,7 @@ def test_ssdu_ratio_above_the_points_outside_the_block_holds_out_all_of_them():
 
 
 def test_split_views_interleaved_offset_follows_the_generator():
-    """Kills M09 (split.py:161 the drawn offset ignored): the interleaving offset is drawn from
+    """Fails if split.py:161 the drawn offset ignored: the interleaving offset is drawn from
     the generator, so over 20 seeds view 0 lands in more than one part."""
     parts_of_view0 = set()
     for seed in range(20):

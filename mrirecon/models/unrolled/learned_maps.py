@@ -31,7 +31,7 @@ weights') is that of the computed map (3.6e-9 from central differences in float6
 
 The maps are invariant to the scale of ``y`` (NormUnet normalises its input and the RSS
 division removes the rest), so a scale-equivariant inner model stays scale equivariant. The
-sensitivity network works on ``y`` divided by the power of two at or above its peak (exact: the
+sensitivity network works on ``y`` divided by the power of two just above its peak (exact: the
 maps are bit for bit those of ``y``); at the data's own scale the squares of the NormUnet's
 statistics and of the RSS under- or overflowed float32: ``modl_radial_learned_maps_sim`` was
 1.5e-3 off at ``c = 1e-17``, returned an image of 1e-37 at 1e-18, was 1.0 off at 1e23 and
