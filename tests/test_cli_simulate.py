@@ -195,11 +195,6 @@ def test_snr_and_fov_limits_admit_what_float32_can_hold():
     assert 10 ** (-SNR_DB_LIMIT / 20) > np.finfo(np.float32).eps
 
 
-def _arrays(path):
-    with h5py.File(path, "r") as h5:
-        return {k: np.asarray(h5[k][()]) for k in h5.keys()}
-
-
 def test_simulate_mri_without_noise_options_uses_the_library_default(tmp_path, capsys):
     """Fails if the CLI's default --snr-db changed from 30: the
     command without --snr-db writes the bytes ``simulate_mri_dataset``'s defaults write."""

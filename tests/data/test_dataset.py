@@ -115,3 +115,18 @@ def test_importing_data_does_not_import_h5py():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                           cwd=os.path.dirname(os.path.dirname(__file__)))
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_a_seeded_subset_keeps_file_and_slice_order(seed):
+    """Fails if dataset.py:198 the subset no longer sorted: ``SliceDataset``'s kept slices
+    (and the CT set's images) stay in file order, which ``max_slices`` ("the first ones, in file
+    order") and the per-volume validation grouping rely on; the subset is the seeded draw."""
+    import numpy as np
+
+    from mrirecon.data.dataset import subsample_indices
+
+    a = subsample_indices(40, 0.5, np.random.default_rng(seed), "sample_rate")
+    b = subsample_indices(40, 0.5, np.random.default_rng(seed), "sample_rate")
+    assert len(a) == 20 and len(set(a.tolist())) == 20 and np.array_equal(a, b)
+    assert np.all(np.diff(a) > 0), a

@@ -64,3 +64,37 @@ def test_starved_rays_are_floored_at_min_count(min_count):
     y = poisson_postlog(clean, photons, np.random.default_rng(0), min_count=min_count)
     np.testing.assert_allclose(y[:, 8:], math.log(photons / min_count), rtol=1e-12)
     assert np.all(np.abs(y[:, :8]) < 10 / math.sqrt(photons))  # |log(N/I0)| ~ 1/sqrt(I0)
+
+
+class _Draws:
+    """A stand-in for numpy's Generator in ``_resample_source``: fill 0.8, angle 0, no shift, and
+    the flip draw ``flip_u`` (``uniform()`` without arguments)."""
+
+    def __init__(self, flip_u: float) -> None:
+        self.flip_u = flip_u
+
+    def uniform(self, low=0.0, high=1.0, size=None):
+        import numpy as np
+
+        if size is not None:
+            return np.zeros(size)  # the shift
+        if (low, high) == (0.0, 1.0):
+            return self.flip_u
+        return 0.8 if low > 0 else 0.0  # fill in [0.6, 1), angle in [-pi, pi)
+
+
+def test_simulated_ct_sources_are_mirrored_when_the_flip_is_drawn():
+    """Fails if simulate_ct.py:141 the flip never applied: the augmentation of DICOM sources
+    mirrors the image left-right when its flip draw is below 0.5, exactly (the grid is
+    symmetric about its centre), and leaves it unmirrored otherwise."""
+    import numpy as np
+
+    from mrirecon.data.simulate_ct import _resample_source
+
+    hu = np.full((40, 40), -1000.0)
+    hu[8:30, 6:14] = 500.0  # an asymmetric object: an L
+    hu[24:30, 6:30] = 200.0
+    plain = _resample_source(hu, (32, 32), _Draws(0.9))
+    mirrored = _resample_source(hu, (32, 32), _Draws(0.1))
+    assert not np.allclose(plain, plain[:, ::-1])  # the test image is asymmetric
+    np.testing.assert_allclose(mirrored, plain[:, ::-1], atol=1e-9)

@@ -126,13 +126,6 @@ def test_l1_wavelet_bound_and_power_steps_reach_the_same_minimiser():
     assert float((a - b).norm() / b.norm()) < 1e-6
 
 
-def _dense_lambda_max(op, shape):
-    n = shape[0] * shape[1]
-    basis = torch.eye(n, dtype=torch.complex128).reshape(n, *shape)
-    g = op.gram(basis).reshape(n, n).T
-    return float(torch.linalg.eigvalsh(0.5 * (g + g.mH)).max())
-
-
 def test_composed_and_tensor_scaled_gram_bounds_are_upper_bounds():
     """Fails if ``ComposedOperator.gram_bound`` as the max
     of the parts instead of their product, or a tensor factor's bound scaled by ``|c|``

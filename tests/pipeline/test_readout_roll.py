@@ -175,3 +175,27 @@ def test_mrirecon_run_names_the_rolled_file(volume, tmp_path, both):
                     r"outside the readout crop \(rows 48\.\.143 of 192", line), line
     assert "fftshift(fft2(image)) instead of" in line
     assert not [w for w in _warnings(volume, tmp_path / "ok") if "readout crop" in w]
+
+
+def test_tissue_outside_the_crop_that_a_roll_does_not_bring_in_is_silent_at_3x_oversampling():
+    """Fails if readout_roll.py:80 ``min(outside, rolled)`` -> ``outside``: at 3x readout
+    oversampling (96 rows, recon 32: window 32..63), an object in rows 16..31 lies wholly outside
+    the crop, and rolling by half the readout (48) moves it to rows 64..79, still outside: this is
+    no half-FOV roll and must not be warned of (at 2x the two shares coincide, so only a ratio
+    above 2 tells the rule from the mutant)."""
+    import types
+
+    from mrirecon.functional import fft2c
+    from mrirecon.training.readout_roll import readout_roll_warning, roll_shares, row_energy
+
+    image = torch.zeros(1, 96, 8, dtype=torch.complex64)
+    image[:, 16:32, 2:6] = 1.0
+    kspace = fft2c(image)
+    header = types.SimpleNamespace(oversampled_readout_rows=lambda rows: 32)
+    outside, rolled, start = roll_shares(row_energy(kspace), 32)
+    assert start == 32 and outside > 0.99 and rolled < 0.01
+    assert readout_roll_warning(kspace, header) == {}
+    image2 = torch.zeros_like(image)
+    image2[:, 40:56, 2:6] = 1.0
+    # a true half-FOV roll of an object inside the window is still warned of
+    assert "readout_roll" in readout_roll_warning(fft2c(torch.roll(image2, 48, dims=-2)), header)

@@ -423,12 +423,6 @@ def test_bench_rerun_says_it_reused_finished_entries(mri_file, tmp_path):
 DEAD_PID = 4_999_999  # above Linux's largest pid_max (2**22): never a live process
 
 
-def _aged(*paths):
-    old = time.time() - 60
-    for p in paths:
-        os.utime(p, (old, old))
-
-
 def test_only_hidden_old_pid_folders_and_old_staging_are_leftovers(tmp_path):
     """A commit moves an output aside as ``.NAME.old-PID`` (hidden): a user's ``dicom/vol.old-PID``
     (not hidden) is not a writer's name and stays, though its PID is dead. A staging folder made

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import math
+import types
 
 import pytest
 import torch
 
 from mrirecon.operators.mri import sense
+from mrirecon.sampling import create_mask_for_mask_type
+from mrirecon.sampling.split import centre_block
+from mrirecon.training import adapt as adapt_mod
 from mrirecon.training.adapt import AdaptConfig, adapt_model
 from mrirecon.training.weights import available_weights, load_pretrained
 
@@ -256,3 +260,74 @@ def test_adaptation_that_changes_nothing_keeps_the_initial_model_and_stops_on_pa
                                                          time_budget_s=None))
     assert len(set(report.val_losses)) == 1, report.val_losses
     assert report.best_step == 0 and report.stopped == "patience" and report.steps == 3
+
+
+@pytest.mark.parametrize("fraction", [0.1, 0.2, 0.25, 0.5])
+@pytest.mark.parametrize("views", [7, 30, 61])
+def test_ct_adaptation_holds_back_views_disjoint_from_its_training_views(fraction, views):
+    """Fails if adapt.py:406 ``% k == k // 2`` -> ``% k == 0`` for the held-back views: the
+    CT hold-out must be disjoint from the training views (a held-back view that is also trained
+    on leaks the validation data into the steps) and the two must cover every view."""
+    y = torch.zeros(1, views, 8)
+    op = types.SimpleNamespace(geometry=object())  # _ct_setup only passes the geometry on
+    [(_, _, train, val)] = adapt_mod._ct_setup([(y, op)], AdaptConfig(validation_fraction=fraction))
+    t, v = set(train.tolist()), set(val.tolist())
+    assert v and len(t) >= 2
+    assert not (t & v), sorted(t & v)
+    assert t | v == set(range(views))
+
+
+def test_mri_holdout_leaves_a_column_outside_the_centre_block_for_training():
+    """Fails if adapt.py:268 ``cand.numel() - 1`` -> ``cand.numel()``: whatever
+    ``validation_fraction`` asks, at least one acquired column outside ``acs_block`` stays for
+    the training steps (the docstring's promise; otherwise the steps split the centre alone)."""
+    w, coils = 16, 2
+    keep = centre_block((1, w), (1, 4))[0]
+    mask = keep.clone()
+    mask[[1, w - 2]] = True  # two acquired columns outside the centre block
+    op = sense(torch.ones(1, coils, 8, w, dtype=torch.complex64) / math.sqrt(coils), mask)
+    cfg = AdaptConfig(validation_fraction=0.9, acs_block=(4, 4))
+    train, val = adapt_mod._holdout(op, (8, w), cfg, torch.Generator().manual_seed(0))
+    train, val = train.reshape(-1), val.reshape(-1)
+    assert int((val & ~keep).sum()) >= 1
+    assert int((train & ~keep).sum()) >= 1
+    assert not bool((train & val).any()) and torch.equal(train | val, mask)
+
+
+class _ZeroStartImage(torch.nn.Module):
+    """A "model" that is one free image started at zero: adaptation can only improve it."""
+
+    def __init__(self, shape) -> None:
+        super().__init__()
+        self.image = torch.nn.Parameter(torch.zeros(*shape, 2))
+
+    def forward(self, y, op):
+        return torch.view_as_complex(self.image)[None]
+
+
+def test_a_time_budget_stop_between_validations_scores_and_can_keep_the_last_state(monkeypatch):
+    """Fails if adapt.py:582, the closing validation after a stop between validations never
+    adopts the last state: a run the time budget ends between validations validates its last
+    state, and keeps it when it is the best. A fake clock (1 s per reading) makes the stop
+    deterministic."""
+    n, coils = 32, 4
+    g = torch.Generator().manual_seed(0)
+    maps = torch.randn(1, coils, n, n, dtype=torch.complex64, generator=g)
+    maps = maps / maps.abs().square().sum(1, keepdim=True).sqrt()
+    mask = torch.as_tensor(create_mask_for_mask_type("random", [0.16], [4])(n, seed=1)).reshape(-1).bool()
+    op = sense(maps, mask)
+    truth = torch.zeros(1, n, n, dtype=torch.complex64)
+    truth[:, 8:24, 10:22] = 1.0
+    y = op(truth)
+
+    clock = iter(range(10**6))
+    monkeypatch.setattr(adapt_mod, "time", types.SimpleNamespace(perf_counter=lambda: float(next(clock))))
+    cfg = AdaptConfig(steps=1000, val_every=1000, patience=10, lr=0.05, time_budget_s=40.0,
+                      acs_block=(2, 2), selection="uniform")
+    adapted, report = adapt_model(_ZeroStartImage((n, n)), [(y, op)], cfg)
+    assert report.stopped == "time_budget" and 0 < report.steps < cfg.val_every
+    assert report.val_steps == [0, report.steps]  # the last state was scored
+    assert report.val_losses[-1] < report.val_losses[0]  # a free image fits the data
+    assert report.best_step == report.steps
+    # and the returned model is that last state, not the initial zeros
+    assert float(adapted.image.detach().abs().sum()) > 0

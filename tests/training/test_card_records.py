@@ -9,6 +9,7 @@ the descriptive sections of the old card (``run_card.rebuilt_card``)."""
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import shlex
 import shutil
@@ -398,3 +399,27 @@ def test_train_radial_records_its_command_and_keeps_no_earlier_scores(tmp_path):
     assert "metrics_pipeline" not in new and new["normalisation"] == "by hand"
     assert set(new["rebuilt"]["dropped"]) == {"training", "metrics_held_out", "metrics_pipeline"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["modl_radial_sim.pt", "modl_radial_sim.yaml"]
+
+
+def test_a_nan_validation_score_is_never_the_best_even_when_it_comes_first():
+    """Fails if run_card.py:145 the best point's key without the NaN guard: ``max`` keeps a
+    leading NaN (every comparison with it is False), so the card's best PSNR would be NaN."""
+    from mrirecon.training.run_card import validation_summary
+
+    rows = [{"step": 2, "val_PSNR": float("nan")}, {"step": 4, "val_PSNR": 21.0},
+            {"step": 6, "val_PSNR": 23.5}, {"step": 8, "val_PSNR": 22.0}]
+    s = validation_summary(rows)["psnr"]
+    assert s["best"] == {"step": 6, "value": 23.5}
+    assert s["last"] == {"step": 8, "value": 22.0} and math.isnan(s["first"]["value"])
+
+
+def test_a_model_that_only_ties_its_baseline_is_reported():
+    """Fails if run_card.py:164 ``<=`` -> ``<``: a final PSNR equal to the model-free
+    baseline's is no better than the input, as documented ("no higher than")."""
+    from mrirecon.training.run_card import validation_problem
+
+    summary = {"psnr": {"first": {"step": 2, "value": 18.0}, "last": {"step": 8, "value": 20.0}},
+               "baseline": {"PSNR": 20.0, "method": "zero-filled"}}
+    assert "no better than its input" in (validation_problem(summary, 1e-3) or "")
+    summary["baseline"]["PSNR"] = 19.99
+    assert validation_problem(summary, 1e-3) is None

@@ -276,3 +276,30 @@ def test_reversed_channels_on_an_offset_parallel_detector_are_named(tmp_path):
     note = reference_geometry_note(ct_operator(_turned(g, 180))(image[None]), image, g)
     assert note is not None and "the same data of a parallel beam" not in note, note
     assert reference_geometry_note(flipped, image, g) is not None
+
+
+@pytest.mark.parametrize("detector", ["flat", "curved"])
+def test_the_geometry_a_mirrored_hypothesis_names_projects_as_the_fit_models_it(detector):
+    """Fails if ct_reference_geometry.py:138 the mirrored fan's detector offset not negated:
+    the geometry :func:`hypothesis_geometry` reports for a mirrored hypothesis with a detector
+    shift must project (detector axis reversed, :func:`_project`) as the fit's own model of that
+    hypothesis (:class:`_Fine`, interpolated from a fine detector). Tolerance: linear
+    interpolation error of a smooth image, far below the 2 x 1.5-bin shift a sign error makes."""
+    import numpy as np
+
+    from mrirecon.operators.ct_geometry import CTGeometry
+    from mrirecon.training.ct_reference_geometry import Hypothesis, _Fine, _project
+
+    n = 32
+    yy, xx = np.mgrid[:n, :n]
+    img = np.exp(-(((yy - 0.45 * n) / (0.2 * n)) ** 2 + ((xx - 0.6 * n) / (0.12 * n)) ** 2))
+    image = torch.from_numpy(0.02 * img)[None]
+    g = CTGeometry.fan((n, n), 60, pixel_size=4.0, source_isocenter=300.0, source_detector=600.0,
+                       detector=detector)
+    fine = _Fine(image, g, 1.0)
+    for h in (Hypothesis(mirrored=True, offset=1.5), Hypothesis(mirrored=True, offset=-2.0),
+              Hypothesis(mirrored=False, offset=1.5)):
+        want = fine(h)
+        got = _project(image, g, h)[0].numpy()
+        err = np.linalg.norm(got - want) / np.linalg.norm(want)
+        assert err < 0.05, (h, err)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -304,3 +307,44 @@ def test_the_selection_psnr_scores_the_image_clipped_at_zero_unlike_metrics_psnr
     assert psnr_nonnegative(ref, img) == pytest.approx(float(psnr(ref, img.clamp_min(0))), abs=1e-9)
     positive = img.clamp_min(0)
     assert psnr_nonnegative(ref, positive) == pytest.approx(float(psnr(ref, positive)), abs=1e-9)
+
+
+class _LamStub:
+    """A staged model whose data-consistency solve at ``lam`` returns the reference plus an
+    error that is smallest at ``lam = 0.03`` (and largest without the solve, ``None``)."""
+
+    def __init__(self, best: float) -> None:
+        self.best, self.lam0, self.lam = best, None, [None, None]
+
+    def initial(self, y, op):
+        return torch.zeros(1, 8, 8, dtype=torch.float64), 1.0
+
+    def stage(self, j, x, s, y, op):
+        return x
+
+    def correct(self, k, x, s):
+        return x
+
+    def solve(self, lam, z, y, op, aty):
+        err = 0.1 + abs(math.log10(lam) - math.log10(self.best))
+        return (op.ref + err * op.pattern)[None]
+
+
+def test_the_stage_lam_is_the_grid_value_with_the_best_validation_psnr():
+    """Fails if ct_staged.py:334 ``max`` -> ``min``: the worst ``lam`` chosen: ``tune_lam``
+    sets the grid value whose mean validation PSNR is highest, on a stub whose PSNR peaks at
+    a known grid value."""
+    from mrirecon.training.ct_staged import LAM_GRID, VIEWS, tune_lam
+
+    g = torch.Generator().manual_seed(0)
+    val = []
+    for views in VIEWS:
+        ref = torch.rand(8, 8, generator=g, dtype=torch.float64) + 0.5
+        op = types.SimpleNamespace(ref=ref, pattern=torch.randn(8, 8, generator=g, dtype=torch.float64),
+                                   H=lambda y: y)
+        val.append((torch.zeros(1, 4), op, ref, views))
+    for best in (0.03, 0.3):
+        model = _LamStub(best)
+        scores = tune_lam(model, val, 1)
+        assert model.lam[1] == best
+        assert set(scores) == {str(v) for v in LAM_GRID}

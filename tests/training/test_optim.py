@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from mrirecon.training.optim import cosine_step
+from mrirecon.training.optim import cosine_step, lr_problem
 
 
 @pytest.mark.parametrize("frac,factor", [(0.0, 1.0), (0.5, 0.5), (1.0, 0.0), (-1.0, 1.0), (2.0, 0.0)])
@@ -42,3 +42,11 @@ def test_the_step_fraction_sets_the_schedule_while_the_clock_keeps_pace():
     # either budget spent ends the run, before its first step too
     assert budget_fraction(0, 3000.0, 3000.0, 6) >= 1.0
     assert budget_fraction(6, 1.0, 3000.0, 6) >= 1.0
+
+
+@pytest.mark.parametrize("lr", [0.0, -0.0, -1e-4])
+def test_a_learning_rate_of_zero_or_below_is_refused(lr):
+    """Fails if optim.py:21 ``0 < lr`` -> ``0 <= lr``: lr 0 trains nothing, a run with it
+    would spend its whole budget and ship the initial weights."""
+    assert lr_problem(lr) is not None
+    assert lr_problem(1e-4) is None and lr_problem(1.0) is None

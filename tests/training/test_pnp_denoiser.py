@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import types
 
 import pytest
 import torch
@@ -211,3 +212,19 @@ def test_a_time_bound_run_records_the_command_that_repeats_it(tmp_path, monkeypa
     assert main(words[1:]) == 0  # the command without its program name
     a, b = torch.load(first, weights_only=True), torch.load(again, weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_clean_images_drop_nearly_empty_slices(monkeypatch):
+    """Fails if denoiser.py:54 the 5 % peak filter removed: a slice whose peak is below 5 % of
+    the largest is dropped (normalised to peak 1 it is mostly amplified nothing)."""
+    from mrirecon.training import denoiser
+
+    img = torch.zeros(3, 16, 16, dtype=torch.complex128)
+    img[0, 4:12, 4:12] = 1.0
+    img[1, 6:10, 6:10] = 0.01  # 1 %: dropped
+    img[2, 2:8, 2:8] = 0.5
+    monkeypatch.setattr(denoiser, "simulate_mri_volume",
+                        lambda *a, **k: types.SimpleNamespace(image=img))
+    out = denoiser.clean_images(1, 3, (16, 16), seed=0)
+    assert out.shape[0] == 2
+    assert torch.allclose(out.abs().amax(dim=(-2, -1)), torch.ones(2))
