@@ -69,9 +69,12 @@ demo: setup
 # mrirecon.threads does, cgroup quota included, and gives each worker its share of torch threads);
 # on 2 cores that halves its time. `make test TEST_WORKERS=0` runs it in one process.
 TEST_WORKERS ?= auto
+# A test still running after TEST_TIMEOUT seconds fails (pytest-timeout) instead of stalling the
+# run: the slowest test takes about 1 minute on 2 busy cores.
+TEST_TIMEOUT ?= 600
 
 test: setup-test sysdeps
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal --timeout $(TEST_TIMEOUT) tests
 
 # Every runtime dependency at its pyproject.toml floor (pins derived from pyproject.toml), then
 # numpy 2.0.0 with the lowest releases that allow it, each in a fresh venv ($(FLOORS_VENV),
