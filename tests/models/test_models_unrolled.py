@@ -34,6 +34,9 @@ EPS32 = torch.finfo(torch.float32).eps
 FACTORIES = {
     "vn": lambda m: VariationalNetwork(iterations=2, num_filters=4, kernel_size=5, num_rbf=7),
     "modl": lambda m: MoDL(iterations=2, layers=3, features=8, cg_iterations=4),
+    # one denoiser per iteration: each must be the one its iteration runs
+    "modl_unshared": lambda m: MoDL(iterations=2, layers=3, features=8, cg_iterations=4,
+                                    shared=False),
     "admm_csnet": lambda m: ADMMCSNet(iterations=2, num_filters=4, num_points=11),
     "ista_net_plus": lambda m: ISTANetPlus(iterations=2, features=8),
     "cascade": lambda m: CascadeNet(iterations=2, layers=3, features=8, dc="kspace" if m == "mri" else "gradient"),
