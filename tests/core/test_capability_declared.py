@@ -152,3 +152,42 @@ def test_a_k_space_layer_tells_how_to_declare_the_capability():
                                         r"capability, got Inpainting .*: a class of your own "
                                         r"declares it by listing HasSamplingMask among its bases"):
         require_capability(Inpainting(torch.ones(H, W)), HasSamplingMask, "CascadeNet")
+
+
+@pytest.mark.parametrize("order", ["sense_first", "user_first"])
+def test_a_sum_with_a_k_space_operator_maps_to_k_space(order):
+    """``A + B`` has the range of both: when one term is a k-space operator (SENSE), the sum maps
+    to k-space whatever the other is (a user's correction term), so a real y is refused as lost
+    phase, as for SENSE alone (the docstring: "a scaled, summed or composed operator whose range
+    is one of theirs")."""
+    from mrirecon import recon
+    from mrirecon.core import FunctionOperator
+    from mrirecon.operators import sense
+    from mrirecon.recon.checks import is_kspace_operator
+
+    h, w, coils = 8, 6, 2
+    g = torch.Generator().manual_seed(3)
+    maps = torch.randn(coils, h, w, dtype=torch.complex128, generator=g)
+    S = sense(maps, torch.ones(w))
+    k = torch.randn(coils, h, w, dtype=torch.complex128, generator=g)  # fixed coil weights
+    user = FunctionOperator(lambda x: 0.1 * k * x.unsqueeze(-3),
+                            lambda y: 0.1 * (k.conj() * y).sum(-3), (h, w), (coils, h, w))
+    op = S + user if order == "sense_first" else user + S
+    assert is_kspace_operator(op)
+    y = op(torch.randn(h, w, dtype=torch.complex128, generator=g))
+    with pytest.raises(TypeError, match=r"a real y has lost its phase"):
+        recon.run("cg_sense", y.real, op, iterations=2)
+
+
+@pytest.mark.parametrize("method", ["zero_filled_rss", "grappa"])
+def test_an_mri_method_that_ignores_op_refuses_real_k_space_whatever_op_is(method):
+    """``zero_filled_rss`` and ``grappa`` ignore ``op``: their y is MRI k-space whatever operator
+    is passed along (here a generic Identity), so a real y (lost phase) is refused, not turned
+    into an RSS image of the wrong data."""
+    from mrirecon import recon
+    from mrirecon.operators import Identity
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(2, 16, 16, dtype=torch.complex128, generator=g)
+    with pytest.raises(TypeError, match=r"lost its phase"):
+        recon.run(method, y.real, Identity())

@@ -64,3 +64,14 @@ def test_drop_border_is_unfold(stride):
     p = torch.randn(op(x).shape, dtype=torch.float64, generator=g)
     ref_fold = F.fold(p.transpose(1, 2), (11, 9), 4, stride=stride).squeeze(1)
     torch.testing.assert_close(op.H(p), ref_fold)
+
+
+def test_patches_defaults_are_the_documented_ones():
+    from mrirecon.operators.patches import Patches
+
+    op = Patches((12, 10))
+    assert (op.patch_size, op.stride, op.border) == (8, 1, "cover")
+    x = torch.arange(120, dtype=torch.float64).reshape(12, 10)
+    p = op(x)
+    assert p.shape == ((12 - 8 + 1) * (10 - 8 + 1), 64)
+    torch.testing.assert_close(p[0].reshape(8, 8), x[:8, :8], rtol=0, atol=0)

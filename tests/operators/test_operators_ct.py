@@ -411,3 +411,47 @@ def test_default_fan_geometry_has_the_source_one_diagonal_away_and_magnification
     assert g.source_isocenter == pytest.approx(diag, rel=eps)
     assert g.source_detector == pytest.approx(2 * diag, rel=eps)
     assert g.detector_spacing == pytest.approx(0.5 * 2, rel=eps)
+
+
+@pytest.mark.parametrize("detector", ["flat", "curved"])
+@pytest.mark.parametrize("sid_over_radius", [None, 1.05, 1.6])
+def test_default_fan_detector_covers_the_circumscribed_circle(detector, sid_over_radius):
+    """The documented default detector is "wide enough to cover the circumscribed circle": the
+    outermost elements' fan angles reach the image's half fan on both sides, for the default
+    source distance and for a source close to the image (r / sid = 0.95, below the 0.999 clamp)."""
+    shape, pixel = (40, 30), 0.5
+    radius = 0.5 * math.hypot(*shape) * pixel
+    sid = None if sid_over_radius is None else sid_over_radius * radius
+    g = CTGeometry.fan(shape, num_views=8, detector=detector, pixel_size=pixel,
+                       source_isocenter=sid)
+    fan = g.fan_angles
+    half = g.image_half_fan
+    eps = 8 * np.finfo(np.float64).eps
+    assert fan.max() >= half * (1 - eps) and -fan.min() >= half * (1 - eps), (fan.min(), fan.max(), half)
+
+
+def test_image_half_fan_is_a_right_angle_with_the_source_inside_the_circumscribed_circle():
+    """A source between the inscribed (32) and circumscribed (45.3) radius is a valid geometry;
+    its image half fan is pi / 2 as documented, and a short-scan FBP (Parker weights read it)
+    runs."""
+    from mrirecon.operators import FanBeam
+
+    angles = np.linspace(0, math.pi + 2.0, 40, endpoint=False)
+    g = CTGeometry("fan", (64, 64), tuple(angles), 96, source_isocenter=40.0,
+                   source_detector=80.0, detector_spacing=2.0)
+    assert g.image_half_fan == math.pi / 2
+    op = FanBeam(g)
+    y = op(torch.ones(1, 64, 64, dtype=torch.float64))
+    x = op.fbp(y)
+    assert x.shape == (1, 64, 64) and bool(torch.isfinite(x).all())
+
+
+@pytest.mark.parametrize("pixel", [0.25, 0.7, 2.0])
+def test_default_parallel_detector_pitch_is_the_pixel_size(pixel):
+    """The default parallel detector has the pixel pitch, so its default element count (the
+    diagonal in pixels) covers the image diagonal in mm at any pixel size."""
+    shape = (33, 20)
+    g = CTGeometry.parallel(shape, num_views=4, pixel_size=pixel)
+    assert g.detector_spacing == pixel
+    extent = g.num_detectors * g.detector_spacing
+    assert extent >= math.hypot(*shape) * pixel

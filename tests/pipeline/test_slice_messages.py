@@ -93,3 +93,17 @@ def test_warnings_and_notes_are_kept_apart():
     warned, told = found.lines("F.h5", 2)
     assert warned == ["F.h5: all 2 slices: warn 1 (figures of slice 0; slice 1: 2)"]
     assert told == ["F.h5: all 2 slices: note 1"]
+
+
+def test_convergence_record_reports_each_solvers_worst_solve():
+    from mrirecon.solvers.convergence import ConvergenceRecord, Unconverged
+
+    rec = ConvergenceRecord()
+    for achieved in (2e-3, 0.5, 4e-2):
+        rec.add(Unconverged("cg", 5, achieved, 1e-6, "relative residual"))
+    rec.add(Unconverged("fista", 9, 3e-4, 1e-4, "relative change"))
+    lines = rec.lines()
+    assert len(lines) == 2
+    cg_line = next(line for line in lines if line.startswith("cg "))
+    assert "relative residual of 0.5," in cg_line and cg_line.endswith("(worst of 3 solves)")
+    assert "worst of" not in next(line for line in lines if line.startswith("fista "))

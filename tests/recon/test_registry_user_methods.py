@@ -181,3 +181,16 @@ def test_closures_partials_and_wrappers_are_part_of_the_identity(restored_regist
     assert len(code(looped)) == 64
     recon.register("my_own", recon.cg_sense)  # mrirecon's own: in the package's checksum
     assert "my_own" not in registry.registered_code()
+
+
+def test_settable_parameters_leave_out_what_the_stage_supplies():
+    """``x0``, ``callback`` and the STAGE_SUPPLIED parameters are never settable from a config or
+    ``--set`` (the bench listed ``callback`` and then failed with an internal error)."""
+    from mrirecon import recon
+    from mrirecon.recon.registry import STAGE_SUPPLIED, settable_parameters
+
+    for name in recon.available():
+        settable = settable_parameters(name)
+        assert not {"x0", "callback", *STAGE_SUPPLIED.get(name, ())} & set(settable), name
+        assert set(settable) <= set(recon.parameters(name)), name
+    assert "callback" in recon.parameters("cg_sense")  # the method does take one

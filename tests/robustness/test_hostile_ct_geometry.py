@@ -313,3 +313,11 @@ def test_post_log_data_of_a_scan_inside_a_ring_are_not_called_transmission():
     pre = torch.exp(-0.61 * chord).expand(60, -1) + 0.01 * torch.randn(
         60, 241, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     assert "pre-log transmission" in transmission_warning(pre.float(), 8)
+
+
+def test_fan_source_on_the_inscribed_circle_is_refused():
+    """A source exactly on the field of view's circle (source_isocenter = the inscribed radius)
+    lies in the field of view's closure: refused like one inside it."""
+    with pytest.raises(ValueError, match="inside the field of view"):
+        CTGeometry("fan", (64, 48), (0.0, 1.0), 100, pixel_size=0.5, source_isocenter=12.0,
+                   source_detector=40.0)

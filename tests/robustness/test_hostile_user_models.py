@@ -345,3 +345,30 @@ def test_cg_not_positive_definite_names_check_operator():
                                          r"closed-form gram does not match its forward\? "
                                          r"mrirecon\.core\.check_operator\(op\) tests both"):
         cg(lambda v: d * v, torch.ones(4, dtype=torch.float64), iterations=3)
+
+
+def test_check_operator_probes_in_complex_when_any_tensor_is_complex():
+    """Without an example x, check_operator draws its probe in the operator's precision, complex
+    when any of its tensors is complex, even when a real buffer (a float32 mask) comes first:
+    the tolerance is then that of complex128, and a real-valued probe would not exercise the
+    conjugates of a complex operator."""
+    from mrirecon.core import LinearOperator, check_operator
+    from mrirecon.core.operator_check import operator_tolerance
+
+    class MaskedMaps(LinearOperator):
+        def __init__(self, mask, maps):
+            super().__init__(tuple(maps.shape), tuple(maps.shape))
+            self.register_buffer("mask", mask)  # real, registered first
+            self.register_buffer("maps", maps)
+
+        def _forward(self, x):
+            return self.mask * self.maps * x
+
+        def _adjoint(self, y):
+            return self.mask * self.maps.conj() * y
+
+    g = torch.Generator().manual_seed(0)
+    maps = torch.randn(5, 4, dtype=torch.complex128, generator=g)
+    mask = (torch.rand(5, 4, generator=g) > 0.3).to(torch.float32)
+    found = check_operator(MaskedMaps(mask, maps))
+    assert found["tolerance"] == operator_tolerance(torch.complex128)

@@ -150,3 +150,15 @@ def test_a_run_ending_between_two_checks_still_refuses_its_last_iterate():
     with pytest.raises(NonFiniteError, match=rf"iteration {last} of {last}\b"):
         fista(lambda v: op.gram(v) - aty, None, torch.zeros_like(aty), 100.0, iterations=last)
 
+
+def test_per_system_ratio_is_the_slowest_systems():
+    """The batch's relative change is that of its slowest system (a bright slice must not stop a
+    dim one early), a system with zero scale counting its change alone."""
+    from mrirecon.solvers.stopping import per_system_ratio
+
+    num = torch.tensor([[3.0, 4.0], [0.0, 1.0], [0.5, 0.0]], dtype=torch.float64)
+    den = torch.tensor([[1.0, 0.0], [10.0, 0.0], [0.0, 0.0]], dtype=torch.float64)
+    assert per_system_ratio(num, den, batch=1) == 5.0  # max(5, 0.1, 0.5)
+    assert per_system_ratio(num[1:], den[1:], batch=1) == 0.5  # the zero-scale system: |num|
+    whole = float(torch.linalg.vector_norm(num) / torch.linalg.vector_norm(den))
+    assert per_system_ratio(num, den) == whole
