@@ -3,6 +3,8 @@ SENSE problems, the slice scale is the model's normalisation, masks follow fastM
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -175,3 +177,130 @@ def test_recon_window_is_fastmris_centre_crop():
     assert torch.equal(crop, x[160:480, 0:320])
     crop, x = window(ROWS, COLS)
     assert torch.equal(crop, x[(ROWS - COLS) // 2:(ROWS + COLS) // 2, 0:COLS])
+
+
+class _FixedSource:
+    """A deterministic, real-valued ("ct": no random phase) image source of ``size x size``:
+    a smooth Gaussian blob (``smooth=True``: its k-space is ~0 away from the centre) or a disc."""
+
+    size = COLS
+
+    def __init__(self, smooth: bool = False) -> None:
+        yy, xx = (np.mgrid[:self.size, :self.size] - (self.size - 1) / 2) / self.size
+        if smooth:
+            self.mag = np.exp(-(xx**2 + yy**2) / (2 * 0.12**2))
+        else:
+            self.mag = ((xx**2 + yy**2) < 0.16) * (0.5 + xx)
+        self.mag = np.clip(self.mag, 0, None) / self.mag.max()
+
+    def draw(self, rng):
+        return self.mag.copy(), "ct"
+
+
+def _uniform_maps(rng, coils, rows, cols):
+    return np.full((coils, rows, cols), coils ** -0.5, dtype=np.complex128)
+
+
+def test_simulated_target_is_the_rss_of_the_fully_sampled_centred_object(monkeypatch):
+    """Fails if the target comes from the *masked* k-space (an aliased zero-filled target) or the
+    object is not centred in the 2x oversampled readout. With unit-modulus uniform coil maps and
+    negligible noise, the target times the slice scale is the placed magnitude image."""
+    from mrirecon.training import deploy_mri
+
+    torch.set_num_threads(1)
+    monkeypatch.setattr(deploy_mri, "_coil_maps", _uniform_maps)
+    monkeypatch.setattr(deploy_mri, "SNR_DB", (200.0, 200.0))  # noise ~1e-10 of the signal
+    src = _FixedSource()
+    sl = deploy_mri.simulate_slice(np.random.default_rng(0), src, 4, coils=8,
+                                   rows=ROWS, cols=COLS)
+    expected = np.zeros((ROWS, COLS))
+    r0 = (ROWS - src.size) // 2
+    expected[r0:r0 + src.size] = src.mag
+    got = (sl["target"].double() * sl["scale"]).numpy()
+    # complex64 FFTs: error ~ eps * log2(N) of the peak; 1e-4 leaves two decades of margin
+    tol = 100 * np.finfo(np.float32).eps * math.log2(ROWS * COLS)
+    assert np.abs(got - expected).max() <= tol * expected.max()
+
+
+def test_simulated_noise_has_the_documented_kspace_snr(monkeypatch):
+    """Fails if noise std per real/imag part sqrt(P / snr) instead of sqrt(P / snr / 2): the
+    k-space SNR 3 dB below the documented 28-34 dB. Complex noise power 2 sigma^2 is measured on
+    high-frequency acquired k-space of a smooth object (clean signal ~exp(-30) there); the signal
+    power from the target (orthonormal FFT: sum |k|^2 = sum RSS^2)."""
+    from mrirecon.training import deploy_mri
+
+    torch.set_num_threads(1)
+    monkeypatch.setattr(deploy_mri, "_coil_maps", _uniform_maps)
+    monkeypatch.setattr(deploy_mri, "SNR_DB", (30.0, 30.0))
+    sl = deploy_mri.simulate_slice(np.random.default_rng(1), _FixedSource(smooth=True), 4, coils=8,
+                                   rows=ROWS, cols=COLS)
+    s = sl["scale"]
+    k = sl["kspace"].to(torch.complex128) * s
+    mask = sl["mask"].bool()
+    rows = (torch.arange(ROWS) - ROWS // 2).abs() > ROWS // 5
+    cols = mask & ((torch.arange(COLS) - COLS // 2).abs() > COLS // 6)
+    assert int(cols.sum()) >= 4
+    noise = k[:, rows][:, :, cols]
+    noise_power = float(noise.abs().pow(2).mean())  # 2 sigma^2
+    total = float((sl["target"].double() * s).pow(2).sum()) / (8 * ROWS * COLS)
+    snr_db = 10 * math.log10((total - noise_power) / noise_power)
+    # the variance estimate of ~5000 complex samples has a relative std of ~1.5 % (0.06 dB)
+    assert snr_db == pytest.approx(30.0, abs=0.5)
+
+
+def test_check_widths_accepts_both_ends_of_the_width_range():
+    """Fails if ``w < WIDTH_RANGE[1]``: 640 columns, the documented upper end, refused."""
+    from mrirecon.training.deploy_mri import WIDTH_RANGE, check_widths
+
+    assert check_widths(WIDTH_RANGE) == WIDTH_RANGE
+    for bad in (WIDTH_RANGE[0] - 1, WIDTH_RANGE[1] + 1):
+        with pytest.raises(ValueError, match="widths"):
+            check_widths((bad,))
+
+
+def test_recon_crop_is_the_largest_centre_square_of_a_small_image():
+    """Fails if ``side`` from the columns only: a slice with fewer rows than columns raised."""
+    from mrirecon.training.deploy_mri import recon_crop
+
+    assert tuple(recon_crop(torch.zeros(640, 368)).shape) == (320, 320)
+    x = torch.arange(200 * 300, dtype=torch.float32).reshape(200, 300)
+    out = recon_crop(x)
+    assert tuple(out.shape) == (200, 200)
+    assert torch.equal(out, x[:, 50:250])
+
+
+def test_score_slices_scores_in_the_scanner_units_with_normalisation(monkeypatch):
+    """Fails if score_slices leaving MoDL's ``normalize`` off: a band-trained model fed data in
+    the scanner's units. With normalisation the deployed model is scale equivariant, so the
+    score of a slice cannot depend on its units; the model's own setting is restored."""
+    from mrirecon.models.unrolled.modl import MoDL
+    from mrirecon.training.deploy_mri import simulate_slice
+    from mrirecon.training.modl_deploy import score_slices
+
+    torch.set_num_threads(1)
+    sl = simulate_slice(np.random.default_rng(4), _Disc(), 4, coils=8,
+                        rows=ROWS, cols=COLS)
+    model = MoDL(iterations=1, layers=2, features=4, batchnorm=False, lam=0.05, cg_iterations=2,
+                 shared=True, normalize=False, init_seed=0)
+    a = score_slices(model, [sl])[0]
+    b = score_slices(model, [{**sl, "scale": sl["scale"] * 1e4}])[0]
+    assert model.normalize is False and model.training
+    assert math.isfinite(a["PSNR"])
+    # float32 rounding only: a relative change ~1e-6 moves PSNR by ~1e-5 dB
+    assert b["PSNR"] == pytest.approx(a["PSNR"], abs=1e-3)
+
+
+def test_validation_slices_alternate_both_deployment_accelerations(monkeypatch):
+    """Fails if every validation slice 4x: the best state chosen without ever scoring 8x.
+    The simulator is replaced by a recorder; the recipe's choice of accelerations is what is
+    tested (the docstring: "alternating 4x / 8x")."""
+    from mrirecon.training import deploy_mri
+    from mrirecon.training.modl_deploy import validation_slices
+
+    calls = []
+    monkeypatch.setattr(deploy_mri, "DeploymentImages", lambda seed, mni_volumes: _Disc())
+    monkeypatch.setattr(deploy_mri, "simulate_slice",
+                        lambda rng, images, acc, coils=None: calls.append((acc, coils)) or {})
+    validation_slices(0, 4)
+    assert calls == [(4, 8), (8, 8), (4, 8), (8, 8)]
+    assert set(deploy_mri.CENTRE_FRACTIONS) == {a for a, _ in calls}

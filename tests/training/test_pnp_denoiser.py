@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import types
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -228,3 +229,47 @@ def test_clean_images_drop_nearly_empty_slices(monkeypatch):
     out = denoiser.clean_images(1, 3, (16, 16), seed=0)
     assert out.shape[0] == 2
     assert torch.allclose(out.abs().amax(dim=(-2, -1)), torch.ones(2))
+
+
+def test_prior_bank_draws_some_real_valued_images_of_every_source():
+    """Fails if only CT draws real valued: the documented 10 % real-valued natural / procedural /
+    MNI images gone. The bank is built without its sources (its __init__ simulates MNI volumes,
+    ~20 s); 400 procedural draws at p = 0.1 give 40 +- 6 real ones."""
+    from mrirecon.training.prior_images import PriorImageBank
+
+    bank = PriorImageBank.__new__(PriorImageBank)
+    bank.size, bank.rng = 16, np.random.default_rng(0)
+    bank.sources, bank.p = ["procedural", "ct"], np.array([1.0, 0.0])
+    bank.magnitude = lambda kind: np.full((16, 16), 2.0)
+    draws = [bank.draw() for _ in range(400)]
+    real = [r for _, r in draws]
+    assert 10 <= sum(real) <= 80  # binomial(400, 0.1): 5 sigma either side
+    for img, r in draws:
+        assert np.abs(img).max() == pytest.approx(1.0)  # peak 1
+        assert (np.isrealobj(img) or not np.abs(img.imag).any()) if r else np.abs(img.imag).any()
+    bank.p = np.array([0.0, 1.0])
+    assert all(bank.draw()[1] for _ in range(20))  # CT images are always real valued
+
+
+def test_prior_bank_mni_slices_depend_on_the_bank_seed(monkeypatch):
+    """Fails if MNI volumes simulated with seed 1000 whatever the bank seed: the deployment
+    validation bank (seed + 1000, modl_deploy.validation_slices) then held the training bank's
+    first MNI volumes. The MNI simulator is replaced by one whose image is a function of its
+    arguments, the photo / CT sources by one image each (the real ones take ~20 s to load)."""
+    import types
+
+    import mrirecon.data.simulate_mri as simulate_mri
+    from mrirecon.training import prior_images
+
+    def fake_volume(v, slices, coils, size, seed, **kw):
+        img = np.random.default_rng([v, seed]).uniform(0.5, 1.0, (slices, 1, *size))
+        return types.SimpleNamespace(image=torch.from_numpy(img))
+
+    monkeypatch.setattr(simulate_mri, "simulate_mri_volume", fake_volume)
+    monkeypatch.setattr(prior_images, "natural_sources", lambda: [np.ones((32, 32))])
+    monkeypatch.setattr(prior_images, "ct_sources", lambda: [np.ones((32, 32))])
+    a = prior_images.PriorImageBank(size=16, seed=0, mni_volumes=2, mni_slices=1)
+    b = prior_images.PriorImageBank(size=16, seed=1000, mni_volumes=2, mni_slices=1)
+    again = prior_images.PriorImageBank(size=16, seed=0, mni_volumes=2, mni_slices=1)
+    assert all(np.array_equal(x, y) for x, y in zip(a.mni, again.mni))  # reproducible per seed
+    assert not any(x.shape == y.shape and np.array_equal(x, y) for x in a.mni for y in b.mni)

@@ -161,3 +161,28 @@ def test_a_checkpoint_holding_pickled_code_is_refused_unrun(tmp_path):
     with pytest.raises(ValueError, match="cannot be read safely"):
         load_checkpoint(path)
     assert not marker.exists()  # nothing in the file was executed
+
+
+def test_fresh_run_into_outputs_without_a_recorded_config_is_refused(tmp_path):
+    """Fails if ``if changes:``: an output_dir holding model.pt / model.yaml of a run that
+    recorded no config was taken for a restart, and its outputs were replaced."""
+    from mrirecon.core.config import ConfigError
+    from mrirecon.training.run_checks import check_fresh_output
+
+    (tmp_path / "model.pt").write_bytes(b"weights of an earlier run")
+    with pytest.raises(ConfigError, match="no recorded config"):
+        check_fresh_output(tmp_path, {"name": "t"}, "t.yaml")
+    assert check_fresh_output(tmp_path / "empty", {"name": "t"}, "t.yaml") == []
+
+
+def test_resume_with_a_training_file_of_another_size_is_refused():
+    """Fails if resized files dropped: a training file rewritten with more slices, same name,
+    was neither refused nor reported on --resume."""
+    from mrirecon.core.config import ConfigError
+    from mrirecon.training.run_checks import check_resume_files
+
+    before = [{"name": "a.h5", "size": 100, "mtime_ns": 1}, {"name": "b.h5", "size": 50, "mtime_ns": 1}]
+    now = [{"name": "a.h5", "size": 180, "mtime_ns": 2}, {"name": "b.h5", "size": 50, "mtime_ns": 1}]
+    with pytest.raises(ConfigError, match=r"another size: .*a\.h5"):
+        check_resume_files(before, now, "t.yaml", "out", "data/train")
+    check_resume_files(before, before, "t.yaml", "out", "data/train")  # unchanged: accepted

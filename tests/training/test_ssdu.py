@@ -422,3 +422,129 @@ def test_split_views_interleaved_offset_follows_the_generator():
     assert len(parts_of_view0) > 1
     # without a generator the offset is 0: view v in part v % parts
     assert [s.tolist() for s in split_views(6, 3)] == [[0, 3], [1, 4], [2, 5]]
+
+
+def test_acquired_range_is_clamped_to_the_width_and_judges_only_acquired_columns():
+    """Fails if padding not clamped: a negative left edge sliced the *last* columns, so a file
+    with unsampled middle columns read as fully sampled."""
+    from mrirecon.training.data_acquired import acquired_range, fully_sampled
+
+    assert acquired_range((-3, 70), 64) == (0, 64)
+    assert acquired_range((4, 60), 64) == (4, 60)
+    mask = torch.ones(64, dtype=torch.bool)
+    mask[20:30] = False
+    assert not fully_sampled(mask, (-3, 70))
+    assert fully_sampled(mask, (30, 64)) and not fully_sampled(mask, (19, 64))
+
+
+def test_readout_rows_is_none_when_every_row_holds_data():
+    """Fails if an all-true row support is returned instead of None: a (H, W) mask for a slice
+    without a partial echo, where mrirecon run's operator has a (W,) mask."""
+    import types
+
+    from mrirecon.training.data_acquired import readout_rows
+
+    k = torch.ones(2, 16, 8, dtype=torch.complex64)
+    assert readout_rows(types.SimpleNamespace(extra={"readout_range": [0, 16, 16]}), k) is None
+    assert readout_rows(None, k) is None
+    part = readout_rows(types.SimpleNamespace(extra={"readout_range": [4, 16, 16]}), k)
+    assert part is not None and part.tolist() == [False] * 4 + [True] * 12
+    # a readout_range of another row count is refused, not applied
+    with pytest.raises(ValueError, match="describes 20 readout rows, the k-space has 16"):
+        readout_rows(types.SimpleNamespace(extra={"readout_range": [0, 16, 20]}), k)
+
+
+def test_acquired_set_sample_rate_keeps_file_order(tmp_path, monkeypatch):
+    """Fails if the kept slices in the random permutation's order instead of file order: a
+    volume's slices no longer consecutive, max_slices keeping random slices. The files' probe
+    and scan are stubbed (4 slices each): the selection is what is tested."""
+    import mrirecon.io.probe as probe
+    from mrirecon.training.data_acquired import AcquiredMRISet
+
+    for name in ("a.h5", "b.h5", "c.h5"):
+        (tmp_path / name).write_bytes(b"")
+    monkeypatch.setattr(probe, "hdf5_layout", lambda p: "fastmri")
+    monkeypatch.setattr(AcquiredMRISet, "_scan", staticmethod(lambda p, layout: (4, None)))
+    full = AcquiredMRISet(tmp_path, maps="learned")
+    assert len(full) == 12
+    for seed in range(4):
+        part = AcquiredMRISet(tmp_path, maps="learned", sample_rate=0.5, seed=seed)
+        assert len(part) == 6
+        order = [full.items.index(it) for it in part.items]
+        assert order == sorted(order)
+
+
+def test_acquired_acceleration_counts_only_the_acquirable_columns(monkeypatch):
+    """Fails if acceleration = full width / sampled columns: a padded knee-like file of 64
+    columns, 56 acquirable, 14 sampled, was recorded at 4.57x instead of 4x in the card's
+    training_range. The fastMRI reader is stubbed: the rule is what is tested."""
+    import types
+
+    import mrirecon.io as mio
+    from mrirecon.training import data_acquired
+
+    mask = torch.zeros(64, dtype=torch.bool)
+    mask[4:60:4] = True  # 14 of the 56 acquirable columns [4, 60), 17 with the centre below
+    mask[30:34] = True
+    sampled = int(mask[4:60].sum())
+
+    class FakeFile:
+        def __init__(self, path):
+            self.f = types.SimpleNamespace(shape=(3, 2, 32, 64), padding=(4, 60), header=None,
+                                           sampling_mask=lambda: mask)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def __len__(self):
+            return 3
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+    monkeypatch.setattr(mio, "FastMRIFile", FakeFile)
+    monkeypatch.setattr(data_acquired, "_readout_oversampling", lambda header, rows: 1.0)
+    count, (matrix, coils, own, ratio, acquired) = data_acquired.AcquiredMRISet._scan(
+        "x.h5", "fastmri")
+    assert count == 3 and matrix == (32, 64) and coils == 2
+    assert own[0] == pytest.approx((56 / sampled,))
+    assert int(acquired.sum()) == 56
+
+
+def test_acquired_espirit_maps_need_three_centre_columns():
+    """Fails if ``width < 1``: ESPIRiT / Walsh maps calibrated on 1-2 centre columns instead
+    of the documented refusal naming data.maps: learned."""
+    from pathlib import Path
+
+    from mrirecon.training.config import MaskConfig
+    from mrirecon.training.data_acquired import AcquiredMRISet
+    from mrirecon.training.maps_cache import MapsCache
+
+    ds = AcquiredMRISet.__new__(AcquiredMRISet)
+    ds.maps, ds.mask_config, ds.maps_cache = "espirit", MaskConfig(), MapsCache(1 << 20)
+    mask = torch.zeros(32, dtype=torch.bool)
+    mask[15:17] = True  # a 2-column centre band
+    mask[::4] = True
+    k = torch.randn(2, 32, 32, dtype=torch.complex64) * mask
+    with pytest.raises(ValueError, match=r"2 fully sampled centre column\(s\).*at least 3"):
+        ds._maps(k, mask, Path("f.h5"), 0)
+
+
+def test_acquired_learned_maps_are_unit_norm_uniform_maps():
+    """Fails if learned-maps placeholder 1 per coil instead of 1 / sqrt(C): sum_c |S_c|^2 = C,
+    the operator's adjoint / gram scaled by C against mrirecon run's uniform maps."""
+    from pathlib import Path
+
+    from mrirecon.training.data_acquired import AcquiredMRISet
+
+    ds = AcquiredMRISet.__new__(AcquiredMRISet)
+    ds.maps = "learned"
+    k = torch.randn(4, 8, 8, dtype=torch.complex64)
+    maps = ds._maps(k, torch.ones(8, dtype=torch.bool), Path("f.h5"), 0)
+    assert maps.shape == k.shape and maps.dtype == k.dtype
+    eps = torch.finfo(torch.float32).eps
+    assert torch.allclose(maps.abs().pow(2).sum(0), torch.ones(8, 8), atol=10 * eps)
+    assert torch.allclose(maps, maps[0, 0, 0].expand_as(maps))

@@ -318,3 +318,35 @@ def test_radial_training_writes_weights_its_pipeline_loads(tmp_path, maps):
     with torch.no_grad():
         x = model(y, nufft_sense(maps_, traj))
     assert x.shape == (1, 32, 32) and torch.isfinite(x).all()
+
+
+@pytest.mark.parametrize("dim", [0, 1])
+def test_training_range_matrix_min_above_max_is_refused_in_each_dimension(dim):
+    """Fails if only dimension 0 of training_range.matrix checked for min <= max."""
+    from mrirecon.training.weights import check_training_range
+
+    lo, hi = [64, 64], [128, 128]
+    lo[dim], hi[dim] = 256, 32
+    with pytest.raises(ValueError, match=rf"training_range\.matrix \(dimension {dim}\)"):
+        check_training_range({"matrix": {"min": lo, "max": hi}}, "card.yaml")
+    check_training_range({"matrix": {"min": [64, 64], "max": [128, 128]}}, "card.yaml")
+
+
+def test_card_path_follows_a_link_to_weights_with_a_card(tmp_path):
+    """Fails if the card always looked for beside the link: a link to shipped weights was taken
+    for weights without a card."""
+    import os
+
+    from mrirecon.training.weights import card_path
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "w.pt").write_bytes(b"x")
+    (tmp_path / "a" / "w.yaml").write_text("model: {name: modl}\n")
+    link = tmp_path / "b" / "link.pt"
+    os.symlink(tmp_path / "a" / "w.pt", link)
+    assert card_path(link) == (tmp_path / "a" / "w.yaml").resolve()
+    own = tmp_path / "b" / "link.yaml"
+    own.write_text("model: {name: modl}\n")
+    assert card_path(link) == own  # a card beside the link wins
+    assert card_path(tmp_path / "a" / "w.pt") == tmp_path / "a" / "w.yaml"

@@ -211,3 +211,34 @@ def test_an_interrupted_fit_closes_its_writer_and_progress_bar(val_folder, tmp_p
     assert len(_writer_threads()) == before
     assert len(bars) == 1 and bars[0].disable  # tqdm.close() disables the bar
     assert list((tmp_path / "out" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_evaluating_a_training_set_draws_each_slice_its_own_mask_seed():
+    """Fails if every slice of a train=True set scored with mask seed 0: one mask for all."""
+    import types
+
+    from mrirecon.training.validation import evaluate_reconstructor
+
+    seen = []
+
+    class Set:
+        train = True
+
+        def __len__(self):
+            return 4
+
+        def volume_keys(self):
+            return ["v0", "v0", "v1", "v1"]
+
+        def get(self, i, mask_seed=None):
+            seen.append((i, mask_seed))
+            t = torch.rand(1, 8, 8, generator=torch.Generator().manual_seed(i)) + 0.5
+            return types.SimpleNamespace(fname=f"v{i // 2}", slice_index=i % 2, target=t)
+
+    report = evaluate_reconstructor(lambda s: s.target * 0.9, Set())
+    assert sorted(seen) == [(0, 0), (1, 1), (2, 2), (3, 3)]
+    assert len(report.values["PSNR"]) == 2
+    Set.train = False
+    seen.clear()
+    evaluate_reconstructor(lambda s: s.target * 0.9, Set())
+    assert sorted(seen) == [(i, None) for i in range(4)]  # validation: the files' fixed masks
