@@ -59,3 +59,15 @@ def test_simulated_ct_labels_samples_drawn_from_a_perfusion_map():
         assert origin.startswith(f"{ECT}#{frame} ") and "perfusion" in origin
         assert "US" in origin and "not HU anatomy" in origin
     assert sim.units == ["HU", "US", "US"]
+
+
+def test_a_derived_image_that_is_no_perfusion_map_is_derived_not_anatomy():
+    """Fails if ct_sources.py:80 ``"derived" if ... else "anatomy"`` -> ``"anatomy"``. The
+    four allowed files hold no such frame, so only a CTSlice built in code reaches it: a
+    DERIVED image (a reformat, a subtraction) is not HU anatomy."""
+    from mrirecon.io.ct_sources import CTSlice
+
+    values = np.zeros((2, 2), np.float32)
+    derived = CTSlice(values, (1.0, 1.0), "x", image_type=("DERIVED", "SECONDARY", "MPR"))
+    assert derived.kind == "derived" and not derived.is_hu_anatomy
+    assert CTSlice(values, (1.0, 1.0), "x", image_type=("ORIGINAL", "PRIMARY")).is_hu_anatomy

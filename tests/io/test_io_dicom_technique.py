@@ -190,3 +190,36 @@ def test_run_exports_the_technique_to_dcm2niix(tmp_path, kind, keep):
     assert sidecar["InversionTime"] == pytest.approx(2.5)
     assert sidecar["FlipAngle"] == pytest.approx(150)
     assert sidecar["ImagingFrequency"] == pytest.approx(127.732436, rel=1e-5)  # 6 digits
+
+
+def test_mr_technique_single_echo_ir_word_and_lower_case_position():
+    """Fails if dicom_technique.py:76 ``len(echoes) > 1`` -> ``> 0``: observable only when
+    the header repeats one TE value, if dicom_technique.py:
+    69 the ``IR`` word test removed and if dicom_technique.py:112 ``.upper()`` dropped.
+    One echo time (repeated TE elements of one value) is EchoTime whatever the contrast limit; a protocol named
+    with the word ``IR`` is an inversion recovery (ScanningSequence gets IR, InversionTime the
+    TI) while ``IR`` inside a word (FIRST) is not; a patient position in lower case is still a
+    defined term."""
+    import re
+
+    from mrirecon.io.dicom_technique import mr_technique
+    from mrirecon.io.ismrmrd_header import parse_ismrmrd_header
+    from tests.io.test_io_dicom_technique import xml
+
+    # several TE elements of one value (two contrasts, one echo time): EchoTime is that value
+    header = parse_ismrmrd_header(xml(te="<TE>27</TE><TE>27</TE>", contrasts="1"))
+    assert set(header.technique["echo_times_ms"]) == {27.0}
+    assert float(mr_technique(header)["EchoTime"]) == 27.0
+    no_limits = re.sub(r"<encodingLimits>.*?</encodingLimits>", "", xml(te="<TE>27</TE><TE>27</TE>"),
+                       flags=re.S)
+    assert float(mr_technique(parse_ismrmrd_header(no_limits))["EchoTime"]) == 27.0
+
+    header = parse_ismrmrd_header(xml())
+    tech = {**header.technique, "inversion_time_ms": 2500.0}
+    ir = mr_technique(header.with_(technique={**tech, "protocol_name": "t1 ir ax"}))
+    assert ir["ScanningSequence"] == ["SE", "IR"] and float(ir["InversionTime"]) == 2500.0
+    first = mr_technique(header.with_(technique={**tech, "protocol_name": "FIRST PASS"}))
+    assert first["ScanningSequence"] == "SE" and "InversionTime" not in first
+
+    lower = header.with_(extra={**header.extra, "patient_position": " hfs "})
+    assert mr_technique(lower)["PatientPosition"] == "HFS"

@@ -190,3 +190,15 @@ def test_a_top_level_dataset_named_dataset_is_no_ismrmrd_file(tmp_path):
     with h5py.File(path, "w") as f:
         f.create_group("dataset")["data"] = np.zeros(3)
     assert hdf5_layout(path) == "ismrmrd"
+
+
+def test_an_observation_only_file_is_a_ct_sinogram_file(tmp_path):
+    """Fails if probe.py:29 ``"observation"`` dropped from the CT keys. LoDoPaB-layout
+    sinograms stored under ``observation`` alone (READ_HDF5_LAYOUTS names all three keys) are
+    ``ct_hdf5``, not an unknown layout."""
+    from mrirecon.io.probe import hdf5_layout
+
+    path = tmp_path / "obs.h5"
+    with h5py.File(path, "w") as h5:
+        h5.create_dataset("observation", data=np.zeros((2, 8, 5), np.float32))
+    assert hdf5_layout(path) == "ct_hdf5"

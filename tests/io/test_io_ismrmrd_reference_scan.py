@@ -333,3 +333,85 @@ def test_a_3d_reference_gets_the_datas_partition_transform_and_crop(tmp_path):
         torch.testing.assert_close(both.data, alone.data)
         torch.testing.assert_close(both.mask, alone.mask)
         torch.testing.assert_close(both.calibration, ref.data)
+
+
+def test_same_scan_acs_fill_only_the_positions_no_imaging_line_has():
+    """Fails if ismrmrd_reference.py:51 ``gap = (count == 0) & (ccount > 0)`` -> ``gap =
+    ccount > 0``. Calibration-only lines of the same scan (within CALIBRATION_MISMATCH of the
+    imaging lines where both exist) fill the gaps; where an imaging line exists it is kept as
+    it is (sum, count, energy untouched): the ACS are not averaged into it (the module
+    docstring: "they fill the positions no imaging line has")."""
+    from mrirecon.containers import Header
+    from mrirecon.io.ismrmrd_reference import CALIBRATION_MISMATCH, separate_reference
+
+    rng = np.random.default_rng(0)
+    slices, z, coils, x, y = 1, 1, 2, 8, 8
+    full = (rng.standard_normal((slices, z, coils, x, y))
+            + 1j * rng.standard_normal((slices, z, coils, x, y))).astype(np.complex64)
+    imaging = np.zeros((slices, z, y), np.int64)
+    imaging[..., 0:6:2] = 1  # lines 0, 2, 4
+    acs = np.zeros((slices, z, y), np.int64)
+    acs[..., 2:6] = 1  # lines 2..5: overlap at 2 and 4
+    noise = 0.1 * CALIBRATION_MISMATCH * full * rng.standard_normal(full.shape)  # same scan
+    kspace = full * imaging[:, :, None, None, :]
+    ck = (full + noise).astype(np.complex64) * acs[:, :, None, None, :]
+    energy = (np.abs(kspace) ** 2).sum(axis=(2, 3))
+    cenergy = (np.abs(ck) ** 2).sum(axis=(2, 3))
+    before = kspace.copy(), imaging.copy(), energy.copy()
+    header = Header(encoded_matrix=(x, y, 1), recon_matrix=(x, y, 1),
+                    encoded_fov_mm=(200.0, 200.0, 5.0), recon_fov_mm=(200.0, 200.0, 5.0))
+    grids = {False: (kspace, imaging, energy, [0, 4]), True: (ck, acs, cenergy, [2, 5])}
+    calibration, out = separate_reference(header, grids)
+    assert calibration is None and "calibration_note" not in out.extra
+    held = imaging  # the counts, updated in place
+    gap = [3, 5]
+    np.testing.assert_array_equal(kspace[..., [0, 2, 4]], before[0][..., [0, 2, 4]])
+    np.testing.assert_array_equal(held[..., [0, 2, 4]], 1)
+    np.testing.assert_array_equal(energy[..., [0, 2, 4]], before[2][..., [0, 2, 4]])
+    np.testing.assert_array_equal(kspace[..., gap], ck[..., gap])
+    np.testing.assert_array_equal(held[..., gap], 1)
+    np.testing.assert_array_equal(held[..., [1, 6, 7]], 0)
+
+
+def _grids(rng, repeats: int):
+    slices, z, coils, x, y = 1, 1, 2, 8, 8
+    line = (rng.standard_normal((slices, z, coils, x, y))
+            + 1j * rng.standard_normal((slices, z, coils, x, y))).astype(np.complex64)
+    imaging = np.zeros((slices, z, y), np.int64)
+    imaging[..., 0::2] = 1
+    acs = np.zeros((slices, z, y), np.int64)
+    acs[..., 2:6] = repeats
+    kspace = line * imaging[:, :, None, None, :]
+    ck = (line * acs[:, :, None, None, :]).astype(np.complex64)  # sums of `repeats` equal lines
+    energy = (np.abs(kspace) ** 2).sum(axis=(2, 3))
+    cenergy = (np.abs(ck) ** 2).sum(axis=(2, 3))
+    return line, {False: (kspace, imaging, energy, [0, 6]), True: (ck, acs, cenergy, [2, 5])}
+
+
+def test_a_separate_reference_is_the_mean_of_its_repeats_and_a_borrowed_one_stays_apart():
+    """Fails if ismrmrd_reference.py:57 ``ck / max(ccount, 1)`` -> ``ck``, or if
+    ismrmrd_reference.py:50 ``borrowed is None and`` is dropped. A separate reference acquired
+    twice per line is returned as the mean of its repeats (the sums over the counts), zero
+    elsewhere; lines borrowed from another counter value (``borrowed="repetition 0"``) are a
+    separate reference even when they agree with the imaging lines, and the note says where
+    they come from."""
+    from mrirecon.containers import Header
+    from mrirecon.io.ismrmrd_reference import separate_reference
+
+    header = Header(encoded_matrix=(8, 8, 1), recon_matrix=(8, 8, 1),
+                    encoded_fov_mm=(200.0, 200.0, 5.0), recon_fov_mm=(200.0, 200.0, 5.0))
+    rng = np.random.default_rng(1)
+    line, grids = _grids(rng, repeats=2)
+    sep = header.with_(extra={**header.extra, "calibration_mode": "separate"})
+    calibration, out = separate_reference(sep, grids)
+    eps = 4 * np.finfo(np.float32).eps * float(np.abs(line).max())
+    np.testing.assert_allclose(calibration[..., 2:6], line[..., 2:6], rtol=0, atol=eps)
+    assert not calibration[..., [0, 1, 6, 7]].any()
+    assert "separate reference scan" in out.extra["calibration_note"]
+
+    line, grids = _grids(rng, repeats=1)
+    kspace_before = grids[False][0].copy()
+    calibration, out = separate_reference(header, grids, borrowed="repetition 0")
+    assert calibration is not None
+    assert "taken from repetition 0" in out.extra["calibration_note"]
+    np.testing.assert_array_equal(grids[False][0], kspace_before)  # no gap filled

@@ -9,6 +9,8 @@ import json
 import textwrap
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 import torch
 
@@ -188,3 +190,54 @@ def test_an_oversized_radial_file_is_refused_before_its_samples_are_read(tmp_pat
     monkeypatch.setattr(stream.Rows, "iter", no_samples)
     with pytest.raises(DataFormatError, match=r"radial\.h5.*needs .* GiB.*split the file"):
         read_ismrmrd(path)
+
+
+def test_read_heads_payload_counts_the_samples_and_the_trajectories(tmp_path):
+    """Fails if ismrmrd_stream.py:42 ``("data", "traj")`` -> ``("data",)``. ``read_heads``'s
+    payload (what the oversized-file check weighs before any sample is held) is the bytes of
+    every acquisition's samples *and* trajectory, exactly as stored; the heads are the
+    table's."""
+    from mrirecon.io.ismrmrd_stream import read_heads
+    from tests.helpers import radial_ismrmrd
+
+    path, _, _ = radial_ismrmrd(tmp_path / "r.h5", readouts=8, samples=16, slices=2, coils=1)
+    with h5py.File(path, "r") as h5:
+        table = h5["dataset/data"]
+        records = table[()]
+        heads, payload = read_heads(table)
+    expected = sum(np.asarray(r["data"]).nbytes + np.asarray(r["traj"]).nbytes for r in records)
+    assert sum(np.asarray(r["traj"]).nbytes for r in records) > 0
+    assert payload == expected
+    np.testing.assert_array_equal(heads, records["head"])
+
+
+def test_a_slice_whose_rows_have_one_gap_streams_its_own_rows(tmp_path):
+    """Fails if ismrmrd_stream.py:111 ``sel[-1] - sel[0] + 1 == sel.size`` -> ``sel[-1] -
+    sel[0] == sel.size``. Rows stored by slice except that the last line of slice 0 and the
+    first of slice 1 are swapped (one row of another slice inside each slice's run, as an
+    interleaved or navigator acquisition leaves): each slice's selection spans one row more
+    than it holds. The streamed slices must equal the whole read bit for bit (the contiguous
+    read is only for selections without gaps)."""
+    from mrirecon.io import read_ismrmrd
+    from mrirecon.io.ismrmrd_stream import open_ismrmrd
+    from tests.helpers import fastmri_to_ismrmrd, simulated_volume
+
+    src = simulated_volume(tmp_path, coils=2, slices=2, size=(32, 24))
+    path = tmp_path / "raw.h5"
+    fastmri_to_ismrmrd(src, path)
+    with h5py.File(path, "r+") as h5:
+        xml, records = h5["dataset/xml"][()], h5["dataset/data"][()]
+        key = records["head"]["idx"]["slice"].astype(np.int64) * 10**6 + \
+            records["head"]["idx"]["kspace_encode_step_1"].astype(np.int64)
+        records = records[np.argsort(key, kind="stable")]
+        n = int((records["head"]["idx"]["slice"] == 0).sum())
+        records[[n - 1, n]] = records[[n, n - 1]]
+        del h5["dataset"]
+        group = h5.create_group("dataset")
+        group.create_dataset("xml", data=xml)
+        group.create_dataset("data", data=records, maxshape=(None,), chunks=True)
+    whole = read_ismrmrd(path)
+    sl = open_ismrmrd(path)
+    assert sl.streamed and len(sl) == 2
+    for i in range(len(sl)):
+        assert torch.equal(sl.read(i).data, whole.data[i: i + 1])

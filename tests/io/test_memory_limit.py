@@ -97,3 +97,21 @@ def test_no_cgroup_files_or_unreadable_ones_are_no_limit(tmp_path, point_at):
 def test_explicit_paths_override_the_module_constants(tmp_path):
     root, listing = fake_tree(tmp_path, "0::/s\n", {"s/memory.max": str(5 * GiB)})
     assert cgroup_memory_limit(root, listing) == 5 * GiB
+
+
+@pytest.mark.parametrize("child,parent", [(2, 3), (3, 2)])
+def test_the_smallest_of_several_cgroup_limits_binds(tmp_path, child, parent):
+    """Fails if errors.py:227 ``min(limits)`` -> ``max(limits)``. A child cgroup and its
+    parent both limited (and a v1 limit beside them): the process is killed at the smallest,
+    so that is the memory (the existing parent test has ``max`` in the child: one number)."""
+    from mrirecon.io.errors import cgroup_memory_limit
+
+    gib = 1 << 30
+    root = tmp_path / "cgroup"
+    for rel, text in {"a/memory.max": str(parent * gib), "a/b/memory.max": str(child * gib),
+                      "memory/a/b/memory.limit_in_bytes": str(5 * gib)}.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text + "\n")
+    proc = tmp_path / "proc_self_cgroup"
+    proc.write_text("0::/a/b\n4:memory:/a/b\n")
+    assert cgroup_memory_limit(root, proc) == min(child, parent) * gib

@@ -126,3 +126,26 @@ def test_a_heap_that_hangs_hdf5_is_refused_without_chunk_iter(ismrmrd_file, tmp_
                        "except Exception as e:\n    print(type(e).__name__, e)", timeout=60)
     assert out.startswith("DataFormatError") and "free.h5: dataset/data" in out, out
     assert f"collection at {at} has a free space of 0 bytes" in out
+
+
+def test_a_heap_id_longer_than_its_object_in_elements_is_refused(tmp_path):
+    """Fails if hdf5_vlen.py:186 ``< lengths * element`` -> ``< lengths``. A stored heap ID
+    whose element count times the element size (float32: 4 bytes) exceeds its heap object is
+    refused, although the count alone (in bytes) would fit: HDF5 would read past the object."""
+    from mrirecon.io.hdf5_vlen import check_vlen_references
+
+    path = tmp_path / "v.h5"
+    with h5py.File(path, "w") as h5:
+        ds = h5.create_dataset("v", shape=(1,), dtype=h5py.vlen_dtype(np.float32))
+        ds[0] = np.arange(4, dtype=np.float32)  # a 16-byte heap object
+    with h5py.File(path, "r") as h5:
+        assert check_vlen_references(path, h5, h5["v"]) is None
+        offset = h5["v"].id.get_offset()
+    with open(path, "r+b") as f:  # the heap ID's length: 4 -> 8 elements (32 bytes > 16)
+        f.seek(offset)
+        assert int.from_bytes(f.read(4), "little") == 4
+        f.seek(offset)
+        f.write((8).to_bytes(4, "little"))
+    with h5py.File(path, "r") as h5:
+        why = check_vlen_references(path, h5, h5["v"])
+    assert why is not None and "8 x 4 bytes" in why

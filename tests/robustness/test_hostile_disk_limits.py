@@ -253,3 +253,18 @@ def test_a_failure_before_the_lock_is_held_leaves_no_folder_it_created(tmp_path,
         with locked_output(out, prepare=prepare):
             pytest.fail("the body ran")
     assert not (tmp_path / "a").exists() and tmp_path.is_dir()
+
+
+def test_a_disk_error_names_the_file():
+    """Fails if errors.py:37 the ``{err.filename}: `` prefix dropped. A full disk's error
+    names the file it failed on, then why and what to do."""
+    import errno
+    import os
+
+    from mrirecon.io.errors import disk_error
+
+    err = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "OUT/metrics.csv")
+    text = disk_error(err)
+    assert text.startswith(f"OUT/metrics.csv: {os.strerror(errno.ENOSPC)} (the disk is full")
+    assert disk_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))).startswith(
+        os.strerror(errno.ENOSPC))

@@ -283,3 +283,37 @@ def test_the_card_of_a_linked_weights_file_enters_the_run_hashes(tmp_path):
     config = load_pipeline("mri_modl", [f"reconstruct.weights={link}"])[0]
     hashes = weights_sha256(config)
     assert set(hashes) == {str(link), str(pt.with_suffix(".yaml"))}
+
+
+def test_is_shipped_weights_needs_the_name_and_nonfinite_tensors_sees_complex_nan():
+    """Fails if weights.py:38 ``and name == pt.stem`` dropped and if weights.py:116
+    ``or v.is_complex()`` dropped. A shipped file named by its path is a path, not the shipped
+    name (cards and provenance keep what the user wrote); a complex tensor holding NaN or Inf
+    is named as a real one is."""
+    from mrirecon.io.weights import WEIGHTS_DIR, is_shipped_weights, nonfinite_tensors
+
+    pt = WEIGHTS_DIR / "modl_brain_sim.pt"
+    assert is_shipped_weights(pt, "modl_brain_sim")
+    assert not is_shipped_weights(pt, str(pt))
+    assert not is_shipped_weights(pt, "other_name")
+    state = {"ok": torch.ones(2, dtype=torch.complex64),
+             "nan": torch.tensor([1 + 0j, complex(float("nan"), 0)], dtype=torch.complex64),
+             "inf": torch.tensor([complex(0, float("inf"))], dtype=torch.complex64),
+             "real": torch.tensor([float("inf")]), "int": torch.tensor([1])}
+    assert sorted(nonfinite_tensors(state)) == ["inf", "nan", "real"]
+
+
+def test_a_legacy_pickle_with_code_is_refused_as_pickled_objects(tmp_path):
+    """Fails if weights.py:158 ``head[:1] == b"\\x80" or`` dropped. A pickle of protocol >= 2
+    (first byte 0x80: torch's legacy, non-zip save) holding objects that
+    weights-only loading refuses is named as pickled Python objects (the unsafe-load advice),
+    not as "not a PyTorch weights file"."""
+    import datetime
+
+    from mrirecon.io.weights import read_state_dict
+
+    path = tmp_path / "model.pt"
+    torch.save({"w": datetime.date(2020, 1, 1)}, path, _use_new_zipfile_serialization=False)
+    assert path.read_bytes()[:1] == b"\x80"
+    with pytest.raises(ValueError, match="pickled Python objects"):
+        read_state_dict(path)
