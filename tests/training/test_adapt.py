@@ -331,3 +331,33 @@ def test_a_time_budget_stop_between_validations_scores_and_can_keep_the_last_sta
     assert report.best_step == report.steps
     # and the returned model is that last state, not the initial zeros
     assert float(adapted.image.detach().abs().sum()) > 0
+
+
+def test_no_step_starts_that_would_end_past_the_time_budget(monkeypatch):
+    """A clock that moves only inside a training step, 3 s per step: with a 10 s budget the run
+    takes 3 steps (ending at 9 s); a fourth would end at 12 s, past the budget, and must not
+    start (the check adds the mean step duration to the time spent; without it the run ended
+    at 12 s)."""
+    n, coils = 32, 4
+    g = torch.Generator().manual_seed(0)
+    maps = torch.randn(1, coils, n, n, dtype=torch.complex64, generator=g)
+    maps = maps / maps.abs().square().sum(1, keepdim=True).sqrt()
+    mask = torch.as_tensor(create_mask_for_mask_type("random", [0.16], [4])(n, seed=1)).reshape(-1).bool()
+    op = sense(maps, mask)
+    truth = torch.zeros(1, n, n, dtype=torch.complex64)
+    truth[:, 8:24, 10:22] = 1.0
+
+    now = [0.0]
+    real_step = adapt_mod._take_step
+
+    def timed_step(*args, **kwargs):
+        now[0] += 3.0
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(adapt_mod, "_take_step", timed_step)
+    monkeypatch.setattr(adapt_mod, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+    cfg = AdaptConfig(steps=1000, val_every=1000, patience=10, lr=0.05, time_budget_s=10.0,
+                      acs_block=(2, 2), selection="uniform")
+    _, report = adapt_model(_ZeroStartImage((n, n)), [(op(truth), op)], cfg)
+    assert report.stopped == "time_budget"
+    assert report.steps == 3 and report.seconds == 9.0 <= cfg.time_budget_s
