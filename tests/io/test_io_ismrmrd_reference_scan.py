@@ -415,3 +415,35 @@ def test_a_separate_reference_is_the_mean_of_its_repeats_and_a_borrowed_one_stay
     assert calibration is not None
     assert "taken from repetition 0" in out.extra["calibration_note"]
     np.testing.assert_array_equal(grids[False][0], kspace_before)  # no gap filled
+
+
+def test_a_streamed_slice_without_reference_lines_gets_the_whole_reads_zero_calibration(tmp_path):
+    """A separate reference acquired for slice 0 only: read whole, slice 1's calibration is zeros;
+    streamed slice by slice (``open_ismrmrd``) it must be the same zeros, never ``None`` beside a
+    calibrated slice (every streamed slice equals the whole read's, bit for bit)."""
+    from mrirecon.data.simulate_mri import simulate_mri_dataset
+    from mrirecon.io.ismrmrd_stream import open_ismrmrd
+
+    (src,) = simulate_mri_dataset(tmp_path / "sim", volumes=1, slices=2, coils=4, size=(32, 32),
+                                  seed=2)
+    write_scan(Path(src), tmp_path / "both.h5", "separate")
+    with ismrmrd.Dataset(str(tmp_path / "both.h5"), "dataset", create_if_needed=False) as ds:
+        xml = ds.read_xml_header()
+        acqs = [ds.read_acquisition(i) for i in range(ds.number_of_acquisitions())]
+    kept = [a for a in acqs if not (a.is_flag_set(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION)
+                                    and a.idx.slice == 1)]
+    assert len(acqs) - len(kept) == REF_LINES
+    with ismrmrd.Dataset(str(tmp_path / "one.h5"), "dataset", create_if_needed=True) as ds:
+        ds.write_xml_header(xml)
+        for a in kept:
+            ds.append_acquisition(a)
+    whole = read_ismrmrd(tmp_path / "one.h5")
+    assert whole.calibration is not None and whole.calibration[0].abs().amax() > 0
+    assert not whole.calibration[1].any()
+    stream = open_ismrmrd(tmp_path / "one.h5")
+    assert stream.streamed
+    for i in range(2):
+        part = stream.read(i)
+        assert part.calibration is not None, i
+        assert torch.equal(part.calibration, whole.calibration[i: i + 1]), i
+        assert torch.equal(part.data, whole.data[i: i + 1]), i
