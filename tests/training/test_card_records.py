@@ -423,3 +423,31 @@ def test_a_model_that_only_ties_its_baseline_is_reported():
     assert "no better than its input" in (validation_problem(summary, 1e-3) or "")
     summary["baseline"]["PSNR"] = 19.99
     assert validation_problem(summary, 1e-3) is None
+
+
+def test_train_prior_loss_is_the_l1_error_over_sigma(monkeypatch, tmp_path):
+    """Fails if denoiser_prior.py: ``/ sigma`` dropped from the loss: the card says the loss is
+    the L1 denoising error divided by sigma, so every noise level weighs alike. Reference: a
+    denoiser that returns its input (all weights zero, learning rate 0) has error n * sigma with
+    complex noise of std 1 per part, so the loss is E|n| = sqrt(pi / 2) (Rayleigh mean); 64
+    patches of 16 x 16 per step x 4 steps leave a sampling error far below the 5 % tolerance.
+    Without ``/ sigma`` it is sigma-sized (<= 0.5 x sqrt(pi / 2))."""
+    import math
+
+    import mrirecon.models.pnp.dpir as dpir
+    import mrirecon.training.denoiser_prior as prior
+
+    monkeypatch.setattr(prior, "build_pool", lambda count, patch, seed: (
+        torch.zeros(count, patch, patch, dtype=torch.complex64), torch.zeros(count, dtype=torch.bool)))
+
+    class Identity(dpir.PnPDPIR):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            with torch.no_grad():
+                for p in self.denoiser.parameters():
+                    p.zero_()
+
+    monkeypatch.setattr(dpir, "PnPDPIR", Identity)
+    s = prior.train(tmp_path / "p.pt", pool_size=4, patch=16, depth=2, features=4, batch=64,
+                    threads=1, lr=0.0, max_steps=4, log=10000)
+    assert abs(s["final_loss_l1_over_sigma"] / math.sqrt(math.pi / 2) - 1) < 0.05

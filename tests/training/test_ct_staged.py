@@ -11,6 +11,7 @@ import torch
 
 from mrirecon.data.simulate_ct import MU_WATER_70KEV_PER_MM
 from mrirecon.training.ct_staged import CTImageRecipe, SparseViewSimulator, validation_sinograms
+from tests.helpers import tiny_ct_part
 
 
 @pytest.mark.parametrize("hardware", [False, True])
@@ -348,3 +349,22 @@ def test_the_stage_lam_is_the_grid_value_with_the_best_validation_psnr():
         scores = tune_lam(model, val, 1)
         assert model.lam[1] == best
         assert set(scores) == {str(v) for v in LAM_GRID}
+
+
+def test_fbp_reconstructor_is_on_the_target_scale(tmp_path):
+    """Fails if validation.py ``fbp(sample.y * sample.norm, ...)`` -> ``fbp(sample.y, ...)``:
+    the CT card's input baseline (``input_baseline``) scored the FBP of the data divided by the
+    projector norm ||A||, an image ||A|| times too dark. Property: the least-squares scale that
+    maps the Ram-Lak FBP onto the reference is near 1 (FBP inverts the measured line integrals up
+    to noise and discretisation), far from 1 / ||A||."""
+    from mrirecon.training.data_ct import CTTrainingSet
+    from mrirecon.training.validation import fbp_reconstructor
+
+    part = tiny_ct_part(tmp_path, 2)
+    ds = CTTrainingSet(part, None, None, train=False)
+    s = ds.get(0)
+    assert s.norm > 2.0  # the property below separates the mutant only when ||A|| is not ~1
+    img = fbp_reconstructor(s).double()
+    t = s.target.double()
+    scale = float((img * t).sum() / (img * img).sum())
+    assert 0.7 < scale < 1.4, scale

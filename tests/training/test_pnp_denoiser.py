@@ -273,3 +273,41 @@ def test_prior_bank_mni_slices_depend_on_the_bank_seed(monkeypatch):
     again = prior_images.PriorImageBank(size=16, seed=0, mni_volumes=2, mni_slices=1)
     assert all(np.array_equal(x, y) for x, y in zip(a.mni, again.mni))  # reproducible per seed
     assert not any(x.shape == y.shape and np.array_equal(x, y) for x in a.mni for y in b.mni)
+
+
+@pytest.mark.parametrize("is_real", [False, True])
+def test_prior_training_noise_is_sigma_per_part_and_real_for_real_images(is_real):
+    """Fails if denoiser_prior.py's ``randn(complex64) * 2**0.5`` loses its ``* 2**0.5``, or if
+    the line making the noise of real-valued patches real is dropped: the denoiser is conditioned on
+    ``sigma``, the standard deviation of each of the real and imaginary parts (what PnP passes at
+    inference); training at sigma / sqrt(2) per part mislabels every noise level by 3 dB, and
+    complex noise on real (CT) patches teaches the wrong statistics. Tolerance: 4096 patches of
+    8 x 8 give 262144 draws per part, so the sample variance is within 4 sqrt(2 / n) ~ 0.011 of 1."""
+    from mrirecon.training.denoiser_prior import noisy_batch
+
+    n_img, batch = 8, 4096
+    pool = torch.zeros(n_img, 8, 8, dtype=torch.complex64)
+    real = torch.full((n_img,), is_real)
+    noisy, clean, sigma = noisy_batch(pool, real, batch, torch.Generator().manual_seed(0))
+    e = (noisy - clean) / sigma[:, None, None]
+    tol = 4 * (2 / e.numel()) ** 0.5
+    assert abs(float(e.real.double().var()) - 1.0) < tol
+    if is_real:
+        assert torch.count_nonzero(e.imag) == 0
+    else:
+        assert abs(float(e.imag.double().var()) - 1.0) < tol
+
+
+def test_prior_training_noise_levels_are_relative_to_the_patch_peak():
+    """Fails if ``sigma = exp(...) * scale`` -> without ``* scale``: the card says sigma is
+    0.003-0.25 x the patch peak; the noise must scale with the random peak in [0.5, 2]."""
+    from mrirecon.training.denoiser_prior import SIGMA_RANGE, noisy_batch
+
+    pool = torch.ones(4, 8, 8, dtype=torch.complex64)
+    noisy, clean, sigma = noisy_batch(pool, torch.zeros(4, dtype=torch.bool), 512,
+                                      torch.Generator().manual_seed(1))
+    peak = clean.abs().amax((-2, -1))
+    assert float(peak.min()) >= 0.5 * (1 - 1e-5) and float(peak.max()) <= 2 * (1 + 1e-5)
+    rel = sigma / peak
+    lo, hi = SIGMA_RANGE
+    assert float(rel.min()) >= lo * (1 - 1e-5) and float(rel.max()) <= hi * (1 + 1e-5)

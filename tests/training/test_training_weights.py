@@ -350,3 +350,30 @@ def test_card_path_follows_a_link_to_weights_with_a_card(tmp_path):
     own.write_text("model: {name: modl}\n")
     assert card_path(link) == own  # a card beside the link wins
     assert card_path(tmp_path / "a" / "w.pt") == tmp_path / "a" / "w.yaml"
+
+
+def test_radial_uniform_maps_have_unit_sum_of_squares():
+    """Fails if radial.py ``c ** -0.5`` -> ``1 / c``: the operator of ``--maps learned`` radial
+    training carries uniform maps with sum_c |S_c|^2 = 1, as the pipeline's when calibration is
+    skipped; 1 / C scaled the adjoint and gram by 1 / C against the pipeline (a model trained on
+    one scale, run on another)."""
+    from mrirecon.training.radial import uniform_maps
+
+    for coils in (1, 4, 7):
+        y = torch.zeros(2, coils, 5, 9, dtype=torch.complex64)
+        m = uniform_maps(y, 6)
+        assert m.shape == (2, coils, 6, 6) and m.dtype == y.dtype
+        eps = torch.finfo(torch.float32).eps
+        assert torch.allclose(m.abs().pow(2).sum(1), torch.ones(2, 6, 6), atol=4 * coils * eps)
+
+
+def test_radial_training_range_spans_geometries_given_largest_first(tmp_path):
+    """Fails if radial.py training_range ``matrix.min: [min(args.size)] * 2`` ->
+    ``[args.size[0]] * 2``: ``--size 48 32 --spokes 24 16`` (the larger geometry first) must
+    record the same training range as ``--size 32 48``: min 32, max 48; the mutant recorded
+    min 48 and ``mrirecon run`` warned on the 32 x 32 data the model was trained on."""
+    from mrirecon.training.radial import train_radial
+
+    card = train_radial(tmp_path / "m", steps=1, size=(48, 32), spokes=(24, 16), volumes=1, slices=1)
+    r = card["training_range"]
+    assert r["matrix"] == {"min": [32, 32], "max": [48, 48]} and r["spokes"] == [16, 24]

@@ -242,3 +242,36 @@ def test_evaluating_a_training_set_draws_each_slice_its_own_mask_seed():
     seen.clear()
     evaluate_reconstructor(lambda s: s.target * 0.9, Set())
     assert sorted(seen) == [(i, None) for i in range(4)]  # validation: the files' fixed masks
+
+
+def test_validate_model_restores_eval_mode():
+    """Fails if validation.py ``model.train(was_training)`` -> ``model.train(True)``: validating
+    a model the caller put in eval mode (the pipeline's adapt stage, a notebook) switched it to
+    training mode, so dropout / batch-norm statistics changed behind the caller's back."""
+    from mrirecon.training.validation import validate_model
+
+    class Set:
+        train = False
+
+        def __len__(self):
+            return 2
+
+        def get(self, i, mask_seed=None):
+            t = torch.rand(1, 8, 8, generator=torch.Generator().manual_seed(i)) + 0.5
+            return SimpleNamespace(fname="v0", slice_index=i, target=t, y=t,
+                                         operator=lambda: None,
+                                         to=lambda device, _t=t: SimpleNamespace(
+                                             y=_t, target=_t, operator=lambda: None))
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.drop = torch.nn.Dropout(0.5)
+
+        def forward(self, y, op):
+            return self.drop(y)
+
+    for mode in (False, True):
+        net = Net().train(mode)
+        validate_model(net, Set())
+        assert net.training is mode
