@@ -285,37 +285,16 @@ def test_settings_that_change_nothing_are_warned_by_rank_0_only(rank, said, tmp_
     assert len(lines) == said, lines
 
 
-def _validated(tmp_path: Path, **changes):
-    """``validate_training`` of a minimal config file with ``changes`` (``a__b`` = ``a.b``), as
-    ``_checked`` of tests/robustness/test_hostile_train_config.py (no data are read)."""
-    from mrirecon.core.config import load_config
-    from mrirecon.training.config import TrainConfig
-    from mrirecon.training.validate import validate_training
-
-    cfg = {"name": "t", "output_dir": str(tmp_path / "out"),
-           "data": {"train": str(tmp_path / "tr"), "val": str(tmp_path / "va")},
-           "model": {"name": "modl"}}
-    for key, value in changes.items():
-        section, _, name = key.rpartition("__")
-        where = cfg
-        for part in section.split("__") if section else ():
-            where = where.setdefault(part, {})
-        where[name] = value
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return validate_training(load_config(TrainConfig, path), str(path))
-
-
 def test_ssdu_view_parts_below_two_is_refused_at_load(tmp_path):
     """Fails if validate.py ``_at_least(..., view_parts, 2)`` -> ``1``: one view subset leaves
     the CT self-supervised loss no held-out views (input and loss views are the same set)."""
     from mrirecon.core.config import ConfigError
 
-    ok = _validated(tmp_path, loss__ssim=0.0, loss__ssdu={"ratio": 0.4, "view_parts": 2},
+    ok = _checked(tmp_path, loss__ssim=0.0, loss__ssdu={"ratio": 0.4, "view_parts": 2},
                     data__modality="ct", model__name="primal_dual")
     assert ok.loss.ssdu.view_parts == 2
     with pytest.raises(ConfigError, match=r"loss\.ssdu\.view_parts"):
-        _validated(tmp_path, loss__ssim=0.0, loss__ssdu={"ratio": 0.4, "view_parts": 1},
+        _checked(tmp_path, loss__ssim=0.0, loss__ssdu={"ratio": 0.4, "view_parts": 1},
                    data__modality="ct", model__name="primal_dual")
 
 
@@ -333,7 +312,7 @@ def test_build_datasets_validation_set_is_fixed_and_capped(tmp_path, ssdu):
                "val_max_slices": 1}
     if ssdu:
         changes.update(loss__ssim=0.0, loss__ssdu={"ratio": 0.4})
-    train, val = build_datasets(_validated(tmp_path, **changes))
+    train, val = build_datasets(_checked(tmp_path, **changes))
     assert train.train is True and val.train is False
     assert len(val) == 1 and len(train) == 4
 
@@ -345,8 +324,8 @@ def test_config_checkpointing_reaches_the_model(tmp_path):
     from mrirecon.training.run import build_model_from_config
 
     small = {"iterations": 2, "layers": 3, "features": 8, "cg_iterations": 2}
-    assert build_model_from_config(_validated(tmp_path, checkpointing=True,
+    assert build_model_from_config(_checked(tmp_path, checkpointing=True,
                                               model__params=small)).checkpointing is True
-    assert build_model_from_config(_validated(tmp_path, model__params=small)).checkpointing is False
-    assert build_model_from_config(_validated(
+    assert build_model_from_config(_checked(tmp_path, model__params=small)).checkpointing is False
+    assert build_model_from_config(_checked(
         tmp_path, checkpointing=True, model__params={**small, "checkpointing": False})).checkpointing is False

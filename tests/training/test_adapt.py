@@ -305,11 +305,8 @@ class _ZeroStartImage(torch.nn.Module):
         return torch.view_as_complex(self.image)[None]
 
 
-def test_a_time_budget_stop_between_validations_scores_and_can_keep_the_last_state(monkeypatch):
-    """Fails if adapt.py:582, the closing validation after a stop between validations never
-    adopts the last state: a run the time budget ends between validations validates its last
-    state, and keeps it when it is the best. A fake clock (1 s per reading) makes the stop
-    deterministic."""
+def _box_problem():
+    """A 32 x 32 4-coil SENSE problem at 4x and a box image: ``(n, op, truth)``."""
     n, coils = 32, 4
     g = torch.Generator().manual_seed(0)
     maps = torch.randn(1, coils, n, n, dtype=torch.complex64, generator=g)
@@ -318,6 +315,15 @@ def test_a_time_budget_stop_between_validations_scores_and_can_keep_the_last_sta
     op = sense(maps, mask)
     truth = torch.zeros(1, n, n, dtype=torch.complex64)
     truth[:, 8:24, 10:22] = 1.0
+    return n, op, truth
+
+
+def test_a_time_budget_stop_between_validations_scores_and_can_keep_the_last_state(monkeypatch):
+    """Fails if adapt.py:582, the closing validation after a stop between validations never
+    adopts the last state: a run the time budget ends between validations validates its last
+    state, and keeps it when it is the best. A fake clock (1 s per reading) makes the stop
+    deterministic."""
+    n, op, truth = _box_problem()
     y = op(truth)
 
     clock = iter(range(10**6))
@@ -338,14 +344,7 @@ def test_no_step_starts_that_would_end_past_the_time_budget(monkeypatch):
     takes 3 steps (ending at 9 s); a fourth would end at 12 s, past the budget, and must not
     start (the check adds the mean step duration to the time spent; without it the run ended
     at 12 s)."""
-    n, coils = 32, 4
-    g = torch.Generator().manual_seed(0)
-    maps = torch.randn(1, coils, n, n, dtype=torch.complex64, generator=g)
-    maps = maps / maps.abs().square().sum(1, keepdim=True).sqrt()
-    mask = torch.as_tensor(create_mask_for_mask_type("random", [0.16], [4])(n, seed=1)).reshape(-1).bool()
-    op = sense(maps, mask)
-    truth = torch.zeros(1, n, n, dtype=torch.complex64)
-    truth[:, 8:24, 10:22] = 1.0
+    n, op, truth = _box_problem()
 
     now = [0.0]
     real_step = adapt_mod._take_step
