@@ -211,14 +211,16 @@ def poisson_disc(
             else:
                 r_hi = r0
     if best_err >= tol:
-        most = ny * nx / max(int((allowed | seeded).sum()), 1)
-        least = ny * nx / max(int(seeded.sum()), 1)
-        why = (f"the calibration block alone samples {int(seeded.sum())} of {ny * nx} points "
-               f"(acceleration at most {least:.3g})" if acceleration > least else
-               f"at most {int((allowed | seeded).sum())} of {ny * nx} points can be sampled "
-               f"(acceleration at least {most:.3g}"
-               + (": crop_corner=True leaves out the corners)" if crop_corner else ")")
-               if acceleration < most else f"the closest mask reaches {best_acc:.4g}")
+        calibrated, reachable = int(seeded.sum()), int((allowed | seeded).sum())
+        if acceleration > ny * nx / max(calibrated, 1):
+            why = (f"the calibration block alone samples {calibrated} of {ny * nx} points "
+                   f"(acceleration at most {ny * nx / max(calibrated, 1):.3g})")
+        elif acceleration < ny * nx / max(reachable, 1):
+            why = (f"at most {reachable} of {ny * nx} points can be sampled (acceleration at "
+                   f"least {ny * nx / max(reachable, 1):.3g}"
+                   + (": crop_corner=True leaves out the corners)" if crop_corner else ")"))
+        else:
+            why = f"the closest mask reaches {best_acc:.4g}"
         raise ValueError(
             f"poisson_disc: cannot reach acceleration {acceleration} within {tol:.0%} on {shape} "
             f"with calib {calib}: {why} (closest relative error {best_err:.3f})"
