@@ -3,9 +3,23 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _whole(name: str, value: object) -> int:
+    """``value`` as an int when it is a whole number (``193.0`` from a computed count is one);
+    a fraction, a string or a bool is refused naming the field (``int()`` had cut 96.7 to 96,
+    and a float ``num_detectors`` reached torch as a shape)."""
+    if _is_number(value) and math.isfinite(value) and float(value) == int(value):
+        return int(value)
+    raise ValueError(f"CTGeometry.{name} must be a whole number (a count), got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -70,7 +84,12 @@ class CTGeometry:
     detector_offset: float = 0.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "image_shape", tuple(int(s) for s in self.image_shape))
+        try:
+            shape = tuple(self.image_shape)
+        except TypeError:
+            raise ValueError(f"CTGeometry.image_shape must be (H, W), got {self.image_shape!r}") from None
+        object.__setattr__(self, "image_shape", tuple(_whole("image_shape", s) for s in shape))
+        object.__setattr__(self, "num_detectors", _whole("num_detectors", self.num_detectors))
         object.__setattr__(self, "angles", tuple(float(a) for a in np.asarray(self.angles).ravel()))
         if self.beam not in ("parallel", "fan"):
             raise ValueError(f"CTGeometry.beam must be 'parallel' or 'fan', got {self.beam!r}")
@@ -83,8 +102,8 @@ class CTGeometry:
             raise ValueError(f"CTGeometry.angles must be finite, angle {bad} is {self.angles[bad]}")
         for name in ("pixel_size", "detector_spacing", "source_isocenter", "source_detector"):
             value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and value > 0):
-                raise ValueError(f"CTGeometry.{name} must be finite and > 0, got {value}")
+            if value is not None and not (_is_number(value) and math.isfinite(value) and value > 0):
+                raise ValueError(f"CTGeometry.{name} must be finite and > 0, got {value!r}")
         try:
             offset = float(self.detector_offset)
         except (TypeError, ValueError):

@@ -118,6 +118,7 @@ def check_measurements(name: str, y: Tensor, op: LinearOperator | None, *, kspac
     if y.dtype == torch.complex32:  # real halves: the projectors and fbp name them
         raise TypeError(f"{name}: {arg} is {y.dtype} (half precision), which the FFTs here do not "
                         f"take; convert it: {arg}.to(torch.complex64)")
+    _check_shape(name, y, op, arg)
     finite, nonzero = finite_and_nonzero(y)
     if not finite:
         raise ValueError(f"{name}: {arg} holds {nonfinite_count(y)} NaN or Inf values")
@@ -129,7 +130,23 @@ def check_measurements(name: str, y: Tensor, op: LinearOperator | None, *, kspac
     _check_readouts(name, y, op)
 
 
-def _warn(message: str) -> None:
+def _check_shape(name: str, y: Tensor, op: LinearOperator | None, arg: str) -> None:
+    """``y``'s trailing axes against the data ``op`` maps images to (``op.range_shape``): a
+    sinogram of 50 views for a 60-view projector failed in SIRT's first back-projection as
+    "ParallelBeam.H: input must have shape (..., 60, 137)", naming neither the method nor y."""
+    want = getattr(op, "range_shape", None) if isinstance(op, LinearOperator) else None
+    if want is None:
+        return
+    got = tuple(y.shape)
+    tail = got[len(got) - len(want):] if len(got) >= len(want) else None
+    if tail is None or any(w is not None and w != g for w, g in zip(want, tail)):
+        shape = "(..., " + ", ".join("*" if w is None else str(w) for w in want) + ")"
+        raise ValueError(f"{name}: {arg} has shape {got}, but op ({op.name}) maps images to data "
+                         f"of shape {shape}: {arg} and op describe different acquisitions (another "
+                         f"view, coil or matrix count) or {arg}'s axes are in another order")
+
+
+def warn_user(message: str) -> None:
     """``warnings.warn`` attributed to the first caller outside ``mrirecon`` (the user's line,
     whether the check ran in ``run`` or in the method called directly)."""
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -207,8 +224,8 @@ def _check_sign(name: str, y: Tensor, policy: str, arg: str = "y") -> None:
             raise ValueError(f"{name}: {arg}{where}: {msg} {name} keeps the image >= 0 (or has a "
                              f"prior of such images) and would return an all-zero or wrong image; "
                              f"negate it (-{arg})")
-        _warn(f"{name}: {arg}{where}: {msg} The image comes out negated (negate a measured "
-              f"sinogram: -{arg}; a residual or difference sinogram may be negative)")
+        warn_user(f"{name}: {arg}{where}: {msg} The image comes out negated (negate a measured "
+                  f"sinogram: -{arg}; a residual or difference sinogram may be negative)")
         return
 
 
@@ -231,7 +248,7 @@ def _check_readouts(name: str, y: Tensor, op: LinearOperator | None) -> None:
         lost &= (op.weights.reshape(-1, op.kshape[-1]) != 0).any(-1).to(lost.device)
     n = int(lost.sum())
     if n:
-        _warn(
+        warn_user(
             f"{name}: {n} of {lost.numel()} readouts of y hold no sample in any coil (readouts "
             f"{listed(lost.nonzero().flatten())}): lost? nufft_sense takes them as measured zeros "
             "(10 of 40 spokes: 28 % error, 0.03 % with them dropped); drop them from y and from "
@@ -242,7 +259,7 @@ def _check_readouts(name: str, y: Tensor, op: LinearOperator | None) -> None:
         msg = sample_runs_message(held, "they are reconstructed as measured zeros; drop them from "
                                         "y and from the trajectory")
         if msg:
-            _warn(f"{name}: {msg}")
+            warn_user(f"{name}: {msg}")
 
 
 def _check_mask(name: str, y: Tensor, op: LinearOperator | None) -> None:
@@ -279,5 +296,5 @@ def _check_mask(name: str, y: Tensor, op: LinearOperator | None) -> None:
     else:
         what = (f"{n_empty} of the {n_keep} sample(s) the operator's 2-D mask "
                 f"keeps hold no data in any coil of y{where}")
-    _warn(f"{name}: {what}: they are reconstructed as measured zeros (y undersampled, op built "
-          "with a denser or all-ones mask?); build op with the mask of y")
+    warn_user(f"{name}: {what}: they are reconstructed as measured zeros (y undersampled, op "
+              "built with a denser or all-ones mask?); build op with the mask of y")

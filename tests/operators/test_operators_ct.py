@@ -455,3 +455,21 @@ def test_default_parallel_detector_pitch_is_the_pixel_size(pixel):
     assert g.detector_spacing == pixel
     extent = g.num_detectors * g.detector_spacing
     assert extent >= math.hypot(*shape) * pixel
+
+
+def test_counts_of_the_geometry_are_whole_numbers():
+    """Fails if a whole-number float count (``193.0``, a count computed as ``2 r / pitch``) is
+    not taken as the int, or a fraction, string or bool is taken: a float ``num_detectors``
+    reached torch as a shape ("argument 'size' failed to unpack"), and ``int()`` cut an
+    ``image_shape`` of 96.7 to 96 without a word."""
+    angles = np.linspace(0, np.pi, 6, endpoint=False)
+    g = CTGeometry("parallel", (32.0, np.int64(24)), angles, np.float32(45.0))
+    assert g.image_shape == (32, 24) and g.num_detectors == 45 and type(g.num_detectors) is int
+    assert ct_operator(g)(torch.ones(32, 24)).shape == (6, 45)
+    for field, value in [("num_detectors", 45.5), ("num_detectors", "45"), ("num_detectors", True),
+                         ("image_shape", (96.7, 96)), ("image_shape", ("96", 96))]:
+        kw = {"image_shape": (32, 32), "num_detectors": 45, field: value}
+        with pytest.raises(ValueError, match=rf"CTGeometry.{field} must be a whole number"):
+            CTGeometry("parallel", angles=angles, **kw)
+    with pytest.raises(ValueError, match=r"CTGeometry.pixel_size must be finite and > 0, got '1'"):
+        CTGeometry("parallel", (32, 32), angles, 45, pixel_size="1")

@@ -184,3 +184,16 @@ def test_finite_difference_norm_bounds_the_2d_gradient():
         x = y / lam
     assert lam <= FINITE_DIFFERENCE_NORM**2 * (1 + 1e-12)
     assert lam >= 0.9 * 8.0  # the bound is not loose by more than a few percent
+
+
+@pytest.mark.parametrize("method", ["sirt", "tv_ct", "fbp"])
+def test_a_sinogram_of_another_acquisition_is_refused_naming_the_method(method):
+    """Fails if a sinogram of 50 views for a 60-view projector fails inside the operator
+    ("ParallelBeam.H: input must have shape ...", naming neither the method nor ``y``) instead
+    of naming the method, the data and the shape the operator maps to."""
+    g = CTGeometry("parallel", (16, 16), np.linspace(0, np.pi, 60, endpoint=False), 23)
+    y = ParallelBeam(g)(torch.ones(16, 16))
+    with pytest.raises(ValueError, match=rf"{method}: y has shape \(50, 23\), but op "
+                                         r"\(ParallelBeam\) maps images to data of shape "
+                                         r"\(\.\.\., 60, 23\)"):
+        run(method, y[:50], ParallelBeam(g), **({"lam": 0.1} if method == "tv_ct" else {}))
