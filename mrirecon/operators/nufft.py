@@ -118,6 +118,36 @@ class NufftSense(MapsSupport, LinearOperator):
             self.register_buffer("kernel", kernel.to(maps.real.dtype).to(maps.device))
         else:
             self.kernel = None
+        self._built = True
+        self._check_unedited("nufft_sense")  # records the versions as built
+
+    def __setattr__(self, name: str, value) -> None:
+        """The trajectory and weights are fixed once built: the Toeplitz kernel and
+        ``sqrt(weights)`` are made from them (a replaced trajectory left the gram 0.50 off
+        ``A^H A``, replaced weights changed nothing, both without a word)."""
+        if name in _FIXED and self.__dict__.get("_built"):
+            raise AttributeError(
+                f"NufftSense.{name} cannot be replaced: the operator's Toeplitz kernel and "
+                "sqrt(weights) were made from it; build a new operator, nufft_sense(op.maps, "
+                "trajectory, weights, eps=op.eps) (op.with_maps(maps) keeps the trajectory and "
+                "weights and takes new maps)")
+        super().__setattr__(name, value)
+
+    def _check_unedited(self, who: str) -> None:
+        """Refuse a trajectory or weights edited in place since the operator was built (their
+        version counters; a move by ``.to()`` makes new tensors, which are recorded afresh)."""
+        seen = self.__dict__.setdefault("_versions", {})
+        for name in _FIXED:
+            t = getattr(self, name)
+            if t is None or t.is_inference():
+                continue
+            if seen.get(name, (None,))[0] != id(t):
+                seen[name] = (id(t), t._version)
+            elif seen[name][1] != t._version:
+                raise ValueError(
+                    f"{who}: op.{name} was edited in place after the operator was built; its "
+                    "Toeplitz kernel and sqrt(weights) are from the old values. Build a new "
+                    "operator: nufft_sense(op.maps, trajectory, weights, eps=op.eps)")
 
     @property
     def num_coils(self) -> int:
@@ -153,6 +183,7 @@ class NufftSense(MapsSupport, LinearOperator):
         but accurate to 7e-6 (eps and trajectory of the maps' precision), 8.6e-13 with
         complex128 maps, without a word."""
         check_batch_axes(self, v, core, who)
+        self._check_unedited(who)
         wide = torch.promote_types(v.dtype, self.maps.dtype)
         if wide != self.maps.dtype and not getattr(self, "_warned_precision", False):
             self._warned_precision = True
@@ -207,7 +238,12 @@ class NufftSense(MapsSupport, LinearOperator):
                 setattr(new, name, None)
             else:
                 new.register_buffer(name, value)
+        new._built = True
+        new._check_unedited("NufftSense.with_maps")
         return new
+
+
+_FIXED = ("trajectory", "weights")
 
 
 def toeplitz_apply(coil_images: Tensor, kernel: Tensor) -> Tensor:

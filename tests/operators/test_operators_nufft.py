@@ -214,3 +214,32 @@ def test_a_trajectory_in_minus_one_to_one_is_refused():
         nufft_sense(maps, traj)
     with pytest.raises(ValueError, match=r"normalised to \[-0.5, 0.5\)"):
         radial_density(traj, (16, 16))
+
+
+@pytest.mark.parametrize("name", ["trajectory", "weights"])
+def test_a_replaced_trajectory_or_weights_is_refused(name):
+    """Fails if ``op.trajectory = ...`` or ``op.weights = ...`` is taken: the Toeplitz kernel and
+    ``sqrt(weights)`` stay those of the old values (the gram 0.50 off ``A^H A``, replaced
+    weights ignored), without a word. ``with_maps`` still builds an operator."""
+    traj = radial_trajectory(6, 16)
+    op = nufft_sense(_maps(2, 8, 8, torch.complex128), traj, torch.linspace(0.2, 1.0, 16))
+    with pytest.raises(AttributeError, match=rf"NufftSense.{name} cannot be replaced.*nufft_sense"):
+        setattr(op, name, getattr(op, name) * 0.5)
+    assert op.with_maps(_maps(2, 8, 8, torch.complex128, seed=9)).kshape == (6, 16)
+
+
+@pytest.mark.parametrize("name", ["trajectory", "weights"])
+def test_a_trajectory_or_weights_edited_in_place_is_refused(name):
+    """Fails if the operator is used after its trajectory or weights were edited in place (the
+    kernel and square-root weights are the old ones), or if a move by ``.to()`` (new tensors)
+    is taken for an edit."""
+    x = random_like_shape((8, 8), torch.complex128)
+    op = nufft_sense(_maps(2, 8, 8, torch.complex128), radial_trajectory(6, 16),
+                     torch.linspace(0.2, 1.0, 16))
+    moved = op.to(torch.complex64)
+    assert moved(x.to(torch.complex64)).shape == (2, 6, 16)
+    y = torch.ones(2, 6, 16, dtype=torch.complex128)
+    getattr(op, name).mul_(0.5)
+    for use, v in ((op, x), (op.H, y), (op.gram, x)):
+        with pytest.raises(ValueError, match=rf"op.{name} was edited in place"):
+            use(v)
