@@ -255,3 +255,50 @@ def test_varnet_image_is_the_combination_of_the_final_kspace():
         want = used.reduce(k)
         got = model.image(y, op)
     assert torch.allclose(got, want, rtol=0, atol=16 * EPS32 * float(want.abs().max()))
+
+
+def _mask_with_block(h, w, block, seed=0):
+    """A random 2-D pattern with the fully sampled rectangle ``block`` (top, bottom, left,
+    right) about the centre, its border rows and columns cleared so it cannot grow."""
+    t, b, l, r = block
+    mask = torch.rand(h, w, generator=torch.Generator().manual_seed(seed)) < 0.4
+    mask[max(t - 1, 0):b + 1, max(l - 1, 0):r + 1] = False
+    mask[t:b, l:r] = True
+    return mask
+
+
+def test_the_centre_block_of_a_2d_mask_is_its_fully_sampled_rectangle():
+    """Fails if the calibration rectangle grown from k-space centre stops short of a sampled
+    edge, runs past an unsampled one, or is not empty for an unsampled centre."""
+    from mrirecon.models.unrolled.varnet import _centre_block
+
+    for block in [(12, 20, 9, 15), (10, 22, 11, 13), (16, 17, 12, 13)]:
+        assert _centre_block(_mask_with_block(32, 24, block)) == block
+    full = torch.ones(32, 24, dtype=torch.bool)
+    assert _centre_block(full) == (0, 32, 0, 24)
+    hole = full.clone()
+    hole[16, 12] = False
+    t, b, l, r = _centre_block(hole)
+    assert b == t and r == l
+
+
+def test_a_2d_mask_gives_the_maps_of_its_fully_sampled_centre_block():
+    """Fails if VarNet's sensitivity network reads the band of columns sampled in any row of a
+    2-D (Poisson-disc-like) mask - nearly every column, so maps from aliased k-space - instead
+    of the fully sampled centre block: zeroing the k-space outside the block must not change
+    the maps, and a mask without a sampled centre is refused naming the calibration region."""
+    x, _, op = mri_problem(b=1)
+    h, w = x.shape[-2:]
+    block = (12, 20, 9, 15)
+    mask = _mask_with_block(h, w, block)
+    op2 = sense(op.maps, mask)
+    y = op2(x)
+    inside = torch.zeros(h, w, dtype=torch.bool)
+    inside[12:20, 9:15] = True
+    model = VarNet(**TINY)
+    with torch.no_grad():
+        assert torch.equal(model.sensitivity(y, op2), model.sensitivity(y * inside, op2))
+        no_centre = mask.clone()
+        no_centre[h // 2, w // 2] = False
+        with pytest.raises(ValueError, match="calibration region"):
+            model(y * no_centre, sense(op.maps, no_centre))

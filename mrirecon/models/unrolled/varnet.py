@@ -49,6 +49,53 @@ def _column_mask(op: SenseOperator, batch: int) -> Tensor:
     return cols.expand(batch, -1)
 
 
+def _is_2d(mask: Tensor) -> bool:
+    """A 2-D pattern: the rows that hold samples (a partial echo or padding leaves whole rows
+    empty) do not all sample the same columns."""
+    if mask.shape[-2] == 1:
+        return False
+    rows = mask.reshape(-1, *mask.shape[-2:])
+    held = rows.any(-1, keepdim=True)  # (N, H, 1)
+    first = torch.where(held, rows, True).all(-2, keepdim=True)  # columns in every held row
+    return bool(((rows != first) & held).any())
+
+
+def _centre_block(mask: Tensor) -> tuple[int, int, int, int]:
+    """``(top, bottom, left, right)`` (stops exclusive) of the fully sampled rectangle about
+    k-space centre ``(H // 2, W // 2)`` of a 2-D mask ``(H, W)``: grown one row or column at a
+    time, on each side in turn, while the new edge is sampled throughout (BART's ``ecalib``
+    finds its calibration region alike). Empty when the centre is not sampled."""
+    h, w = mask.shape
+    top, left = h // 2, w // 2
+    if not bool(mask[top, left]):
+        return top, top, left, left
+    bottom, right = top + 1, left + 1
+    grown = True
+    while grown:
+        grown = False
+        if top > 0 and bool(mask[top - 1, left:right].all()):
+            top, grown = top - 1, True
+        if bottom < h and bool(mask[bottom, left:right].all()):
+            bottom, grown = bottom + 1, True
+        if left > 0 and bool(mask[top:bottom, left - 1].all()):
+            left, grown = left - 1, True
+        if right < w and bool(mask[top:bottom, right].all()):
+            right, grown = right + 1, True
+    return top, bottom, left, right
+
+
+def _centre_blocks(op: SenseOperator, batch: int, h: int, w: int) -> Tensor:
+    """``(B, H, W)`` boolean: each sample's :func:`_centre_block` of a 2-D mask."""
+    m = kspace_mask(op).squeeze(-3).reshape(-1, h, w)
+    if m.shape[0] not in (1, batch):
+        raise ValueError(f"VarNet: mask batch {m.shape[0]} does not match data batch {batch}")
+    keep = torch.zeros(m.shape, dtype=torch.bool, device=m.device)
+    for i, one in enumerate(m.cpu()):
+        top, bottom, left, right = _centre_block(one)
+        keep[i, top:bottom, left:right] = True
+    return keep.expand(batch, h, w)
+
+
 class SensitivityModel(nn.Module):
     """Coil sensitivities from the ACS k-space: ``F^H`` per coil, NormUnet per coil, RSS-normalise.
 
@@ -71,7 +118,18 @@ class SensitivityModel(nn.Module):
     def forward(self, y: Tensor, op: SenseOperator, num_low_frequencies: int | None = None) -> Tensor:
         """Masked k-space ``y`` ``(B, C, H, W)`` -> maps ``(B, C, H, W)`` with unit RSS."""
         b, c, h, w = y.shape
-        if self.mask_center:
+        if self.mask_center and num_low_frequencies is None and _is_2d(kspace_mask(op)):
+            # a 2-D pattern (Poisson disc ...): the fully sampled centre block, not the band of
+            # columns sampled in any row (127 of 128 columns of a 4x Poisson-disc mask: maps
+            # from aliased k-space)
+            y = y * _centre_blocks(op, b, h, w)[:, None]
+            empty = (y.abs().flatten(1).amax(1) == 0).nonzero().flatten().tolist()
+            if empty:
+                raise ValueError(f"VarNet: sample {empty[0]}'s 2-D mask does not sample k-space "
+                                 f"centre (row {h // 2}, column {w // 2}); its coil sensitivities "
+                                 "are estimated from the fully sampled centre block, so the mask "
+                                 "needs a calibration region (poisson_disc(..., calib=(24, 24)))")
+        elif self.mask_center:
             start, stop = acs_bounds(_column_mask(op, b), num_low_frequencies)
             cols = torch.arange(w, device=y.device)
             keep = (cols >= start[:, None]) & (cols < stop[:, None])  # (B, W)
