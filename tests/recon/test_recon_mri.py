@@ -3,6 +3,8 @@ simulated 8-coil phantom, and L1-wavelet against SigPy's L1WaveletRecon."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import sigpy as sp
@@ -30,7 +32,7 @@ from mrirecon.recon import (
     zero_filled_rss,
 )
 from mrirecon.sampling import EquispacedFractionMask
-from mrirecon.solvers import soft_threshold
+from mrirecon.solvers import max_eigenvalue, soft_threshold
 from tests.helpers import fresh_python, random_like_shape, shepp_sense_problem
 
 # ------------------------------------------------------------------------------------------
@@ -400,3 +402,24 @@ def test_data_scale_is_the_peak_of_the_zero_filled_rss_image():
     assert abs(data_scale(k) - expected) <= 16 * eps * expected
     # the mean (or any other statistic) of the image is not the scale
     assert abs(float(zero_filled_rss(k).mean()) - expected) > 0.1 * expected
+
+
+def test_a_given_l1_wavelet_step_above_one_over_l_is_warned_of():
+    """Fails if a FISTA step above ``1 / ||A^H A||`` passes without a word (2.5 at L = 1 gave a
+    finite image of 1e21 over 50 iterations), or if a step within it, or one above the
+    operator's loose bound but within ``1 / L``, is warned of."""
+    g = torch.Generator().manual_seed(0)
+    maps = torch.randn(4, 32, 32, dtype=torch.complex128, generator=g)
+    maps = maps / maps.abs().pow(2).sum(0).sqrt()
+    mask = torch.rand(32, generator=g) < 0.4
+    mask[14:18] = True
+    op = sense(maps, mask)
+    y = op(torch.randn(32, 32, dtype=torch.complex128, generator=g))
+    lip = float(max_eigenvalue(op.gram, op.H(y), iterations=200))
+    assert op.gram_bound(op.H(y)).item() == pytest.approx(1.0) and lip < 0.95  # a loose bound
+    with pytest.warns(UserWarning, match=r"l1_wavelet: step 2.5 exceeds 1 / L"):
+        l1_wavelet(y, op, lam=1e-4, iterations=5, step=2.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        l1_wavelet(y, op, lam=1e-4, iterations=5, step=1.0)
+        l1_wavelet(y, op, lam=1e-4, iterations=5, step=0.98 / lip)  # above 1 / bound
