@@ -134,7 +134,8 @@ class FastMRIFile:
         if ks.ndim not in (3, 4):
             raise self._fail(
                 "kspace",
-                f"expected (slices, coils, H, W) or (slices, H, W), got shape {ks.shape}",
+                f"expected (slices, coils, H, W) or (slices, H, W), got shape {ks.shape}"
+                + kspace_dtype_hint(ks.dtype, ks.shape),
             )
         if ks.dtype.newbyteorder("=") not in _COMPLEX:  # big-endian complex reads as native
             raise self._fail("kspace", f"expected complex64 samples, got dtype {ks.dtype}"

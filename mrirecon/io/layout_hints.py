@@ -59,6 +59,10 @@ def kspace_dtype_hint(dtype: np.dtype, shape: tuple[int, ...]) -> str:
                 f"k[{imag!r}]; MATLAB's axes arrive reversed (its (H, W, coils, slices) reads as "
                 "(slices, coils, W, H): np.swapaxes(k, -1, -2); README: MRI from your own "
                 "k-space), then write it with mrirecon.io.write_fastmri")
+    if dtype.kind == "f" and len(shape) == 5 and shape[-1] == 2:
+        return ("; real/imag pairs on a last axis of 2 (the layout of fastMRI's "
+                "transforms.to_tensor, (slices, coils, H, W, 2))? k = k[..., 0] + 1j * k[..., 1] "
+                "gives (slices, coils, H, W); write it with mrirecon.io.write_fastmri")
     if dtype.kind == "f" and shape and shape[-1] % 2 == 0:
         return ("; real/imag interleaved on the last axis (Calgary-Campinas stores (slices, H, "
                 "W, 2 x coils))? k = k[..., 0::2] + 1j * k[..., 1::2], then np.moveaxis(k, -1, "

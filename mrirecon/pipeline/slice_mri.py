@@ -208,8 +208,9 @@ def check_slice(s: MRISlice, stage: str, reference: bool = True) -> None:
             logging.getLogger("mrirecon.pipeline").warning(
                 "%s: coil maps are all zero (%s); this slice will be zero", where, _zero_maps(s))
     if reference and s.reference is not None and not bool(torch.isfinite(s.reference).all()):
-        raise ValueError(f"{where}: the reference image holds NaN or Inf values; metrics would "
-                         "be meaningless (set evaluate.enabled=false to skip them)")
+        raise ValueError(f"{where}: the reference image (the fastMRI file's reconstruction_rss, "
+                         "or reconstruction_esc of a single-coil file) holds NaN or Inf values; "
+                         "metrics would be meaningless (set evaluate.enabled=false to skip them)")
 
 
 def _zero_maps(s: MRISlice) -> str:

@@ -373,6 +373,15 @@ def evaluate(reference: torch.Tensor, recon: torch.Tensor, *, crop: bool = False
     return {k.lower(): scores[k] for k in ("NMSE", "PSNR", "SSIM")}
 
 
+def submission_suffix(path: Path, modality: str) -> str:
+    """The suffix of an input's ``reconstructions/`` file: an MRI HDF5 input's own (``.hdf5``,
+    ``.H5``), so the file has the target's name that ``fastmri.evaluate`` opens (it failed with
+    FileNotFoundError on ``vol.hdf5`` beside ``vol.h5``); ``.h5`` for any other input (CT: a
+    LoDoPaB ``observation_*.hdf5`` has its target in another file, ``ground_truth_*``)."""
+    suffix = path.suffix if path.is_file() and modality == "MR" else ""
+    return suffix if suffix.lower() in (".h5", ".hdf5", ".hdf") else ".h5"
+
+
 def export(config: PipelineConfig, path: Path, output: Path, image: Image,
            reference: torch.Tensor | None, zero_filled: torch.Tensor | None,
            result: VolumeResult, name: str | None = None, source_dataset=None,
@@ -389,7 +398,7 @@ def export(config: PipelineConfig, path: Path, output: Path, image: Image,
     stem = name or (path.stem if path.is_file() else path.name)
     formats = config.export.formats
     if "hdf5" in formats:
-        target = output / "reconstructions" / f"{stem}.h5"
+        target = output / "reconstructions" / f"{stem}{submission_suffix(path, image.modality)}"
         io.write_reconstruction(target, image.data.numpy(),  # CT in HU; MRI magnitudes at
                                 units="HU" if image.kind == "hu" else "a.u.")  # the data's scale
         result.outputs["hdf5"] = str(target)

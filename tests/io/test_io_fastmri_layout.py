@@ -202,3 +202,16 @@ def test_an_observation_only_file_is_a_ct_sinogram_file(tmp_path):
     with h5py.File(path, "w") as h5:
         h5.create_dataset("observation", data=np.zeros((2, 8, 5), np.float32))
     assert hdf5_layout(path) == "ct_hdf5"
+
+
+def test_fastmri_tensor_layout_kspace_is_refused_with_the_conversion_that_reads(tmp_path):
+    """Fails if float k-space in fastMRI's own ``to_tensor`` layout ``(slices, coils, H, W, 2)``
+    is refused without the conversion (other float layouts get one) or with one that does not
+    give back the k-space."""
+    k = kspace((2, COILS, H, W))
+    x = np.stack([k.real, k.imag], -1).astype(np.float32)
+    with pytest.raises(DataFormatError,
+                       match=rf"kspace.*got shape \(2, {COILS}, {H}, {W}, 2\); real/imag "
+                       r"pairs on a last axis of 2.*k = k\[\.\.\., 0\] \+ 1j \* k\[\.\.\., 1\]"):
+        FastMRIFile(_raw_file(tmp_path / "t.h5", x, header(num_coils=COILS))).header
+    assert np.array_equal(x[..., 0] + 1j * x[..., 1], k)

@@ -62,7 +62,7 @@ def test_header_matrix_that_does_not_match_kspace_is_an_error(mri_file, tmp_path
     ("zero_mask", "sampling mask selects no k-space column"),
     ("zero_kspace", "k-space is all zero"),
     ("nan_kspace", "NaN or Inf samples"),
-    ("inf_reference", "reference image holds NaN or Inf"),
+    ("inf_reference", "reconstruction_rss, or reconstruction_esc of a single-coil file) holds NaN"),
 ])
 def test_inputs_that_cannot_be_reconstructed_fail_with_the_reason(mri_file, tmp_path, case, message):
     with h5py.File(mri_file) as h5:
