@@ -123,6 +123,12 @@ def prewhiten(kspace: Tensor, cov: Tensor | None = None, *, noise: Tensor | None
     if (cov is None) == (noise is None):
         raise ValueError("prewhiten: give exactly one of cov= and noise=")
     if cov is None:
+        n = noise[0].numel() if isinstance(noise, Tensor) and noise.ndim >= 2 else None
+        if n is not None and n < 2:  # was noise_covariance's bare "need at least 2 ..."
+            raise ValueError(f"prewhiten: the noise scan holds {n} sample(s) per coil for "
+                             f"{noise.shape[0]} coils: a noise covariance needs at least 2 (tens "
+                             f"of times the coil count for a good estimate); acquire a longer "
+                             f"noise scan, {_REMEDY}")
         cov = noise_covariance(noise)
     _check_cov(cov)
     c = kspace.shape[0]

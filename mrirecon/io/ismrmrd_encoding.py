@@ -152,8 +152,11 @@ def check_epi(header: Header, flags: np.ndarray, keep_space: np.ndarray, carries
             "'cartesian'"))
     return header.with_(extra={**header.extra, "epi_note": (
         "header encoding/trajectory 'epi' read as Cartesian lines (no ramp sampling described, "
-        "no phase-correction lines): lines flagged ACQ_IS_REVERSE are flipped back, but no "
-        "Nyquist-ghost correction is done: an odd/even echo misalignment would stay as N/2 "
+        "no phase-correction lines): lines flagged ACQ_IS_REVERSE are flipped back (a plain "
+        "flip, center_sample then marking k = 0: the convention of ISMRMRD's example writers; "
+        "where reversed lines cross k = 0 at the same stored sample as the forward ones, as in "
+        "Gadgetron's flat EPI model, they land one sample off), but no Nyquist-ghost correction "
+        "is done: an odd/even echo misalignment, or that one-sample offset, would stay as N/2 "
         "ghosts")})
 
 

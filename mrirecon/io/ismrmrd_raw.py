@@ -300,7 +300,10 @@ def _read_ismrmrd(
         header = header.with_(extra={**header.extra, "other_encodings_note": (
             f"{int(other.sum())} acquisitions of encoding space {spaces} were not read: only "
             "encoding space 0 is reconstructed")})
-    keep = ~noise_sel & (heads["encoding_space_ref"] == 0)
+    # sample-free acquisitions (an end-of-measurement marker, ismrmrd.Acquisition() with
+    # ACQ_LAST_IN_MEASUREMENT) hold nothing to place: their zero read_dir failed the
+    # orientation check as "readouts turned from one to the next"
+    keep = ~noise_sel & (heads["encoding_space_ref"] == 0) & (heads["number_of_samples"] > 0)
     for number in IGNORED_FLAGS:
         keep &= ~_flag(flags, number)
     # calibration only: lines flagged ..._AND_IMAGING too (Siemens' PATREFANDIMASCAN) are imaging
