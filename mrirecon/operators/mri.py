@@ -127,6 +127,11 @@ def _coil_mask(mask: Tensor, maps: Tensor, who: str) -> Tensor:
     pattern for all coils; refused when the coils' patterns differ (it would broadcast as a batch
     of masks)."""
     c = maps.shape[-3]
+    if mask.ndim == maps.ndim >= 4 and mask.shape[-3] == 1:
+        # (B, 1, H, W) beside maps (B, C, H, W): a coil axis of one, as (y != 0).any(1,
+        # keepdim=True) gives; read as a batch (B, 1) of masks it made A.H(y) (B, 1, H, W)
+        # (B x B images for B > 1), VarNet failed to unpack, MoDL returned (B, 1, H, W)
+        return mask.squeeze(-3)
     if c == 1 or mask.ndim < 3 or mask.ndim != maps.ndim or mask.shape[-3] != c or mask.shape[-2] == 1:
         return mask  # (B, 1, W) column masks of a batch stay a batch
     if bool((mask == mask[..., :1, :, :]).all()):

@@ -515,3 +515,21 @@ def test_nograd_column_gram_follows_maps_moved_and_reloaded():
     op.to(torch.complex128)
     assert _gram_error(op, x.to(torch.complex128)) < _gram_tolerance(op)
     assert torch.equal(op.maps, m1.to(torch.complex128))
+
+
+@pytest.mark.parametrize("columns", [False, True])
+def test_a_mask_with_a_coil_axis_of_one_is_one_mask_per_sample(columns):
+    """Fails if a ``(B, 1, H, W)`` (or ``(B, 1, 1, W)``) mask beside maps ``(B, C, H, W)`` - the
+    shape ``(y != 0).any(1, keepdim=True)`` gives - is read as a ``(B, 1)`` batch of masks:
+    ``A.H(y)`` came out ``(B, B, H, W)``. The operator must equal one built from the masks
+    without that axis."""
+    g = torch.Generator().manual_seed(1)
+    maps = torch.randn(2, 3, 8, 6, dtype=torch.complex128, generator=g)
+    mask = torch.rand(2, 1, 1 if columns else 8, 6, generator=g) < 0.5
+    mask[..., 3] = True
+    y = torch.randn(2, 3, 8, 6, dtype=torch.complex128, generator=g)
+    x = torch.randn(2, 8, 6, dtype=torch.complex128, generator=g)
+    op, plain = sense(maps, mask), sense(maps, mask[:, 0])
+    assert op.H(y).shape == (2, 8, 6)
+    assert torch.equal(op.H(y), plain.H(y)) and torch.equal(op(x), plain(x))
+    assert torch.allclose(op.gram(x), plain.gram(x), rtol=0, atol=1e-12)
