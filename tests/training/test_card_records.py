@@ -451,3 +451,16 @@ def test_train_prior_loss_is_the_l1_error_over_sigma(monkeypatch, tmp_path):
     s = prior.train(tmp_path / "p.pt", pool_size=4, patch=16, depth=2, features=4, batch=64,
                     threads=1, lr=0.0, max_steps=4, log=10000)
     assert abs(s["final_loss_l1_over_sigma"] / math.sqrt(math.pi / 2) - 1) < 0.05
+
+
+def test_a_last_validation_a_few_hundredths_below_the_first_is_not_called_diverged():
+    """Fails if a final PSNR 0.03 dB below the first (validation noise) is reported as
+    divergence ("20.8 dB < 20.8 dB ...; lower optim.lr"), or if a drop past the margin is not,
+    or is printed with too few digits to show it."""
+    from mrirecon.training.run_card import WORSE_MARGIN_DB, validation_problem
+
+    summary = {"psnr": {"first": {"step": 3, "value": 20.8107},
+                        "last": {"step": 6, "value": 20.7835}}}
+    assert validation_problem(summary, 1e-3) is None
+    summary["psnr"]["last"]["value"] = 20.8107 - 1.5 * WORSE_MARGIN_DB
+    assert "20.66 dB < 20.81 dB at step 3" in (validation_problem(summary, 1e-3) or "")
