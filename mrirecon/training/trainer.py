@@ -349,7 +349,12 @@ class Trainer:
         try:
             t0, start_elapsed = time.perf_counter(), self.elapsed
             while self.step < self.cfg.optim.max_steps:
-                loss = self._train_step()
+                try:
+                    loss = self._train_step()
+                except ValueError as err:  # torch's words, naming no setting
+                    if "Expected more than 1 spatial element" not in str(err):
+                        raise
+                    raise ValueError(_too_deep(self.cfg.model.params, err)) from None
                 self.elapsed = start_elapsed + time.perf_counter() - t0
                 if not math.isfinite(loss):
                     o = self.cfg.optim  # the user's settings, not a bug: a ValueError (exit 2)
@@ -444,6 +449,16 @@ def check_outputs(outputs: list[tuple[Path, str, bool]]) -> None:
     naming it before any work (:func:`~mrirecon.io.errors.require_output_path`)."""
     for path, what, folder in outputs:
         require_output_path(path, f"mrirecon train's {what}", folder=folder)
+
+
+def _too_deep(params, err: ValueError) -> str:
+    """The message for an instance norm that saw one pixel: a U-Net pooled past the image."""
+    depth = {k: v for k, v in dict(params or {}).items()
+             if k in ("pools", "sens_pools", "num_pools", "num_pool_layers")}
+    said = ", ".join(f"{k} {v}" for k, v in depth.items()) or "the model's defaults"
+    return (f"model.params: a U-Net pools the training images down to one pixel ({err}); each "
+            f"pooling halves the image ({said}): lower the pooling depth until the smallest "
+            "training image keeps at least 2 x 2 pixels after it (e.g. 4 poolings need 32 x 32)")
 
 
 def _truncate_csv(path: Path, step: int) -> None:
