@@ -578,11 +578,11 @@ def write_fastmri(
     return Path(path)
 
 
-def write_reconstruction(path: str | os.PathLike, volume: ArrayLike, *,
-                         units: str | None = None) -> Path:
+def write_reconstruction(path: str | os.PathLike, volume: ArrayLike, **attrs: str | None) -> Path:
     """Write a reconstruction ``(slices, h, w)`` (real, magnitude) in the fastMRI submission
-    layout: one float32 dataset ``reconstruction``; atomically. ``units`` (``"HU"`` for CT)
-    becomes the dataset's ``units`` attribute, which fastMRI's readers ignore. Returns ``path``."""
+    layout: one float32 dataset ``reconstruction``; atomically. ``attrs`` that are not ``None``
+    (``units="HU"``, a CT image's ``layout``) become the dataset's attributes, which fastMRI's
+    readers ignore. Returns ``path``."""
     arr = _numpy("volume", volume)
     if np.iscomplexobj(arr) or arr.ndim != 3:
         raise ValueError(
@@ -594,6 +594,7 @@ def write_reconstruction(path: str | os.PathLike, volume: ArrayLike, *,
     refuse_nonfinite("write_reconstruction", path, "volume (as float32)", arr)
     with atomic_hdf5(path) as h5:
         dataset = h5.create_dataset("reconstruction", data=arr)
-        if units:
-            dataset.attrs["units"] = units
+        for key, value in attrs.items():
+            if value:
+                dataset.attrs[key] = value
     return Path(path)

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 
 from mrirecon import cli
@@ -366,3 +367,22 @@ def test_an_unscored_input_beside_a_resumed_scored_one_is_warned():
     scored = VolumeResult(input="/d/d.h5", name="d", status="ok", metrics={"psnr": 30.0})
     warn_unscored(config, [resumed_unscored, scored])
     assert any("c.h5: no metrics:" in w for w in resumed_unscored.warnings)
+
+
+def test_a_ct_reconstruction_file_states_its_layout_against_lodopabs(ct_dir, tmp_path):
+    """Fails if reconstructions/*.h5 of a LoDoPaB input carries no ``layout`` attribute, or one
+    whose rotation does not put the image in the ground truth's stored (ODL x, y) layout: scored
+    as stored, the rotated images correlated 0.36-0.73 (0.96 aligned), without a word."""
+    out = tmp_path / "ct"
+    assert run_pipeline(ct_config(), [str(ct_dir / "observation_test_000.hdf5")], out,
+                        progress=False) == 0
+    with h5py.File(out / "reconstructions" / "observation_test_000.h5") as f:
+        layout = f["reconstruction"].attrs["layout"]
+        image = f["reconstruction"][()]
+    with h5py.File(ct_dir / "ground_truth_test_000.hdf5") as f:
+        truth = f["data"][()]
+    assert "np.rot90(reconstruction, -1, axes=(1, 2))" in layout
+    for k in range(len(truth)):
+        corr = [np.corrcoef(np.rot90(image[k], turn).ravel(), truth[k].ravel())[0, 1]
+                for turn in range(4)]
+        assert corr[3] == max(corr) and corr[3] > 0.8  # rot90(.., -1): three quarter turns
