@@ -363,9 +363,11 @@ def _seconds(t: float) -> str:
 
 
 def pace_line(name: str, n: int, seconds: float) -> str:
-    """The log line after an input's first slice: ``"a.h5: slice 1 of 40 took 2.31 s; the
-    input ~92.4 s"`` (:func:`stream_volume`)."""
-    return f"{name}: slice 1 of {n} took {_seconds(seconds)}; the input ~{_seconds(n * seconds)}"
+    """The log line after an input's first slice: ``"a.h5: the first slice of 40 took 2.31 s;
+    the input ~92.4 s"`` (:func:`stream_volume`). Not "slice 1": the warnings, figures and
+    metrics number slices from 0 (the file's index), so "slice 1" named another slice there."""
+    return (f"{name}: the first slice of {n} took {_seconds(seconds)}; the input "
+            f"~{_seconds(n * seconds)}")
 
 
 def stream_volume(modality: Modality[S], path: Path, methods: Sequence[Method], *,

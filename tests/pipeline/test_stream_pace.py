@@ -20,7 +20,7 @@ from mrirecon.pipeline import stream
 from tests.helpers import ROOT
 from tests.pipeline.test_stream import ToyModality, _methods
 
-PACE = re.compile(r"^INFO mrirecon\.pipeline: (\S+): slice 1 of (\d+) took ([0-9.e+-]+) s"
+PACE = re.compile(r"^INFO mrirecon\.pipeline: (\S+): the first slice of (\d+) took ([0-9.e+-]+) s"
                   r"(?: \([^)]*\))?; the input ~([0-9.e+-]+) s", re.M)
 
 
@@ -61,23 +61,23 @@ def test_a_single_quick_slice_says_nothing(caplog):
     toy = ToyModality(n=1)
     with caplog.at_level(logging.INFO, logger="mrirecon.pipeline"):
         stream.stream_volume(toy, Path("one.h5"), _methods(), progress=False)
-    assert not [r for r in caplog.records if "slice 1 of" in r.getMessage()]
+    assert not [r for r in caplog.records if "first slice of" in r.getMessage()]
     toy = ToyModality(n=3)
     with caplog.at_level(logging.INFO, logger="mrirecon.pipeline"):
         stream.stream_volume(toy, Path("three.h5"), _methods(), progress=False)
-    lines = [r.getMessage() for r in caplog.records if "slice 1 of" in r.getMessage()]
-    assert len(lines) == 1 and lines[0].startswith("three.h5: slice 1 of 3 took "), lines
+    lines = [r.getMessage() for r in caplog.records if "first slice of" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].startswith("three.h5: the first slice of 3 took "), lines
 
 
 def test_a_single_slow_slice_says_its_time(caplog, monkeypatch):
     monkeypatch.setattr(stream, "PACE_SECONDS", 0.0)
     with caplog.at_level(logging.INFO, logger="mrirecon.pipeline"):
         stream.stream_volume(ToyModality(n=1), Path("one.h5"), _methods(), progress=False)
-    lines = [r.getMessage() for r in caplog.records if "slice 1 of" in r.getMessage()]
-    assert len(lines) == 1 and lines[0].startswith("one.h5: slice 1 of 1 took "), lines
+    lines = [r.getMessage() for r in caplog.records if "first slice of" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].startswith("one.h5: the first slice of 1 took "), lines
 
 
 def test_durations_read_in_the_largest_fitting_unit():
-    assert stream.pace_line("x.h5", 3, 2.0) == "x.h5: slice 1 of 3 took 2 s; the input ~6 s"
+    assert stream.pace_line("x.h5", 3, 2.0) == "x.h5: the first slice of 3 took 2 s; the input ~6 s"
     line = stream.pace_line("x.h5", 40, 9000.0)
-    assert line == "x.h5: slice 1 of 40 took 9000 s (2.5 h); the input ~360000 s (4.2 days)"
+    assert line == "x.h5: the first slice of 40 took 9000 s (2.5 h); the input ~360000 s (4.2 days)"
