@@ -74,7 +74,7 @@ from mrirecon.io.dicom_strings import (  # noqa: F401 - _ds, _clean_text re-expo
     _has_non_ascii,
     sanitise_strings,
 )
-from mrirecon.io.dicom_technique import mr_technique
+from mrirecon.io.dicom_technique import mr_identity, mr_technique
 from mrirecon.io.errors import refuse_nonfinite
 
 __all__ = ["choose_mr_scale", "choose_rescale", "quantisation_warning", "save_part10",
@@ -195,7 +195,7 @@ def _base_dataset(
 ) -> Dataset:
     """Attributes shared by every slice of the series (all but position, number, pixels)."""
     modality = image.modality
-    ds = Dataset()
+    ds, header_identity = Dataset(), False
     # Patient module (Type 2 attributes present, empty unless provided)
     ds.PatientName = ""
     ds.PatientID = ""
@@ -226,6 +226,15 @@ def _base_dataset(
     elif header is not None and modality == "MR":  # a source, when given, describes it instead
         for kw, value in mr_technique(header, keep_identity).items():
             setattr(ds, kw, value)
+        if keep_identity:  # the scanner's patient, study and frame of reference, where held
+            ident = mr_identity(header)
+            study_uid = study_uid or ident.pop("StudyInstanceUID", None)
+            frame = ident.pop("FrameOfReferenceUID", None)
+            if image.geometry.placed:
+                frame_of_reference_uid = frame_of_reference_uid or frame
+            for kw, value in ident.items():
+                setattr(ds, kw, value)
+            header_identity = bool(ident) or bool(study_uid)
     if patient:
         for kw, value in patient.items():
             if kw not in PATIENT_KEYWORDS:
@@ -235,7 +244,8 @@ def _base_dataset(
             setattr(ds, kw, value)
     # keep_identity without a source keeps nothing: the series is de-identified (was: said not)
     identity_given = (keep_identity and (source is not None or "InstitutionName" in ds
-                                         or "ProtocolName" in ds)) or bool(patient)
+                                         or "ProtocolName" in ds or header_identity)) \
+        or bool(patient)
     if not identity_given:
         ds.PatientIdentityRemoved = "YES"
         ds.DeidentificationMethod = "mrirecon: identity not copied from source"
@@ -378,8 +388,11 @@ def write_dicom_series(
         The acquisition header of an MR volume read from raw data (ISMRMRD, fastMRI): its
         technique (manufacturer, field strength, TR/TE/TI, flip angle, frequency, patient
         position, ...) is written as the MR attributes (:func:`~mrirecon.io.dicom_technique.
-        mr_technique`; InstitutionName and ProtocolName only with ``keep_identity``). Not
-        used with a ``source_dataset``, whose technique is copied instead, nor for CT.
+        mr_technique`; InstitutionName and ProtocolName only with ``keep_identity``). With
+        ``keep_identity`` also the patient, study and frame of reference it holds
+        (:func:`~mrirecon.io.dicom_technique.mr_identity`: PatientName ... StudyInstanceUID,
+        FrameOfReferenceUID for a placed image). Not used with a ``source_dataset``, whose
+        technique is copied instead, nor for CT.
 
     Returns
     -------

@@ -12,6 +12,10 @@ data tells a viewer, a PACS and ``dcm2niix`` (its BIDS sidecar) what was acquire
     TI                                -> InversionTime (ms)     (inversion recovery only)
     H1resonanceFrequency_Hz           -> ImagingFrequency       (MHz)
     patientPosition                   -> PatientPosition        (a DICOM defined term)
+    subjectInformation, studyInformation, frameOfReferenceUID
+                                      -> PatientName, ..., StudyInstanceUID,
+                                         FrameOfReferenceUID (:func:`mr_identity`;
+                                         keep_identity only)
     sequence_type (+ inversion)       -> ScanningSequence, SequenceVariant (known types only)
     encodedSpace/matrixSize/z > 1     -> MRAcquisitionType 3D
 
@@ -41,7 +45,7 @@ import re
 from mrirecon.containers import Header
 from mrirecon.io.dicom_strings import _ds
 
-__all__ = ["mr_technique"]
+__all__ = ["mr_identity", "mr_technique"]
 
 #: ISMRMRD ``sequence_type`` (lower case, letters and digits only) -> (ScanningSequence,
 #: SequenceVariant). Siemens' converter writes Flash, SSFP, EPI, TurboSpinEcho.
@@ -114,4 +118,52 @@ def mr_technique(header: Header, keep_identity: bool = False) -> dict[str, objec
         out["PatientPosition"] = position
     if header.encoded_matrix[2] > 1:
         out["MRAcquisitionType"] = "3D"
+    return out
+
+
+#: ``Header.technique`` identity key -> (DICOM keyword, value representation's rule): ``text``
+#: (stripped, cut to the VR's length), ``date`` (ISMRMRD ``xs:date`` ``YYYY-MM-DD`` ->
+#: ``YYYYMMDD``), ``time`` (``HH:MM:SS[.f]`` -> ``HHMMSS[.f]``), ``sex`` (M / F / O), ``number``
+#: (a DS), ``uid`` (digits and dots, at most 64). A value that does not fit is left out.
+IDENTITY_KEYWORDS = {
+    "patient_name": ("PatientName", "text", 64),
+    "patient_birthdate": ("PatientBirthDate", "date", 8),
+    "patient_gender": ("PatientSex", "sex", 1),
+    "patient_weight_kg": ("PatientWeight", "number", 16),
+    "patient_height_m": ("PatientSize", "number", 16),
+    "study_date": ("StudyDate", "date", 8),
+    "study_time": ("StudyTime", "time", 16),
+    "study_id": ("StudyID", "text", 16),
+    "accession_number": ("AccessionNumber", "text", 16),
+    "referring_physician": ("ReferringPhysicianName", "text", 64),
+    "study_description": ("StudyDescription", "text", 64),
+    "study_instance_uid": ("StudyInstanceUID", "uid", 64),
+    "frame_of_reference_uid": ("FrameOfReferenceUID", "uid", 64),
+}
+
+
+def mr_identity(header: Header) -> dict[str, str]:
+    """DICOM keyword -> value of the patient's and study's identity that ``header`` holds
+    (ISMRMRD ``subjectInformation``, ``studyInformation``, ``frameOfReferenceUID``), for
+    ``export.keep_identity``: the series then joins the scanner's study and frame of reference.
+    Values that do not fit their DICOM value representation are left out."""
+    out: dict[str, str] = {}
+    for key, (keyword, rule, length) in IDENTITY_KEYWORDS.items():
+        text = str(header.technique.get(key, "")).strip()
+        if rule == "date":
+            text = text.replace("-", "") if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text) else ""
+        elif rule == "time":
+            text = (text.replace(":", "") if re.fullmatch(r"\d{2}:\d{2}:\d{2}(\.\d{1,6})?", text)
+                    else "")
+        elif rule == "sex":
+            text = text.upper() if text.upper() in ("M", "F", "O") else ""
+        elif rule == "number":
+            try:
+                text = _ds(float(text)) if float(text) > 0 else ""
+            except ValueError:
+                text = ""
+        elif rule == "uid":
+            text = text if re.fullmatch(r"[0-9]+(\.[0-9]+)*", text) else ""
+        if text and (rule == "text" or len(text) <= length):
+            out[keyword] = text[:length]
     return out

@@ -30,6 +30,9 @@ left out (``None`` / no key), never an error. Besides the typed fields above it 
     sequenceParameters/TE (several: multi-echo) -> echo_times_ms   (ms, every value)
     sequenceParameters/{TI,echo_spacing} (first)-> inversion_time_ms, echo_spacing_ms (ms)
     experimentalConditions/H1resonanceFrequency_Hz -> imaging_frequency_hz (Hz)
+    subjectInformation/patientName, ... studyInformation/studyInstanceUID,
+    measurementInformation/frameOfReferenceUID  -> patient_name, ... (:data:`IDENTITY`; written
+                                                   to DICOM only with ``keep_identity``)
 
 mrirecon also stores ``acquisition`` and a given :class:`ImageGeometry` (not one the
 ``Header`` derived from its FOV) as ``userParameterString`` entries named
@@ -110,6 +113,26 @@ def _loose_first(root: ET.Element, path: str) -> float | None:
     return values[0] if values else None
 
 
+#: ``Header.technique`` key -> ISMRMRD path of the patient's and the study's identity (as the
+#: header spells them; :func:`~mrirecon.io.dicom_technique.mr_identity` maps them to DICOM for
+#: ``export.keep_identity``, and nothing else writes them anywhere).
+IDENTITY = {
+    "patient_name": "subjectInformation/patientName",
+    "patient_birthdate": "subjectInformation/patientBirthdate",
+    "patient_gender": "subjectInformation/patientGender",
+    "patient_weight_kg": "subjectInformation/patientWeight_kg",
+    "patient_height_m": "subjectInformation/patientHeight_m",
+    "study_date": "studyInformation/studyDate",
+    "study_time": "studyInformation/studyTime",
+    "study_id": "studyInformation/studyID",
+    "accession_number": "studyInformation/accessionNumber",
+    "referring_physician": "studyInformation/referringPhysicianName",
+    "study_description": "studyInformation/studyDescription",
+    "study_instance_uid": "studyInformation/studyInstanceUID",
+    "frame_of_reference_uid": "measurementInformation/frameOfReferenceUID",
+}
+
+
 def _technique(root: ET.Element, source: str) -> dict:
     """``Header.technique`` (see the module docstring): only usable values."""
     out: dict = {}
@@ -118,6 +141,9 @@ def _technique(root: ET.Element, source: str) -> dict:
                       ("institution", "acquisitionSystemInformation/institutionName"),
                       ("protocol_name", "measurementInformation/protocolName"),
                       ("sequence_type", "sequenceParameters/sequence_type")):
+        if (text := _text(root, path, source)) is not None:
+            out[key] = text
+    for key, path in IDENTITY.items():
         if (text := _text(root, path, source)) is not None:
             out[key] = text
     echoes = _loose_numbers(root, "sequenceParameters/TE")

@@ -479,19 +479,27 @@ def dicom_identity(keep: bool, name: str, source_dataset, header=None
     was silently ignored for every input."""
     if not keep or source_dataset is not None:
         return None, None, None
-    from mrirecon.io.dicom_technique import mr_technique
+    from mrirecon.io.dicom_technique import mr_identity, mr_technique
 
     patient_id = getattr(header, "patient_id", "") or ""
     kept = [f"its patient ID {patient_id!r} (PatientID)"] if patient_id else []
+    held: dict = {}
     if header is not None:
         technique = mr_technique(header, keep_identity=True)
         kept += [f"its {what} {technique[kw]!r} ({kw})" for what, kw in (
             ("site", "InstitutionName"), ("protocol name", "ProtocolName")) if kw in technique]
+        held = mr_identity(header)  # named, not quoted: the values go to the DICOM files only
+        if held:
+            kept.append(", ".join(held))
     if kept:
+        lacking = [kw for kw in ("PatientName", "StudyInstanceUID", "FrameOfReferenceUID")
+                   if kw not in held]
+        rest = (f"; the header holds no {', '.join(lacking)}: new or empty" if lacking
+                else "")
         return ({"PatientID": patient_id} if patient_id else None), None, (
             f"{name}: export.keep_identity: the input is no DICOM series; of its identity the "
-            f"DICOM series keeps {' and '.join(kept)}, all it holds: patient name, study and "
-            "frame-of-reference UIDs are new or empty")
+            f"DICOM series keeps {' and '.join(kept)} (FrameOfReferenceUID for an image placed "
+            f"in the scanner's coordinates){rest}")
     return None, (
         f"{name}: export.keep_identity=true has nothing to keep: the input is no DICOM series "
         "and holds no patient or study attributes, so its DICOM series is de-identified as "
