@@ -158,7 +158,7 @@ RULES: tuple[Rule, ...] = (
     Rule(("postprocess.crop_size",), lambda c: c.postprocess.crop != "fixed",
          "postprocess.crop is {c.postprocess.crop}",
          "set postprocess.crop=fixed to crop to {value}"),
-    Rule(("export.series_description", "export.keep_identity"),
+    Rule(("export.series_description", "export.keep_identity", "export.series_number"),
          lambda c: "dicom" not in c.export.formats,
          "export.formats ({formats}) has no dicom, so no DICOM series is written",
          "add dicom to export.formats"),

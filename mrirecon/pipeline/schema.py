@@ -161,6 +161,10 @@ class EvaluateConfig:
     enabled: bool = True
 
 
+#: The largest DICOM SeriesNumber (an IS: a signed 32-bit integer).
+MAX_SERIES_NUMBER = 2**31 - 1
+
+
 @dataclass(frozen=True)
 class ExportConfig:
     """Output formats; HDF5 is the fastMRI submission layout."""
@@ -168,6 +172,10 @@ class ExportConfig:
     formats: tuple[Literal["hdf5", "nifti", "dicom", "png"], ...] = ("hdf5", "nifti", "dicom", "png")
     keep_identity: bool = False
     series_description: str = ""
+    #: DICOM SeriesNumber; 0: the source series' number + 1000 when ``keep_identity`` puts the
+    #: result in a DICOM input's study (a derived series beside it, as scanners number them),
+    #: else 1
+    series_number: int = 0
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from mrirecon.core.config import (
     signature_params as _signature,
 )
 from mrirecon.pipeline.param_tables import TABLE, WHAT, explain_shadowed, label, table_key, table_of
-from mrirecon.pipeline.schema import CalibrateConfig, PipelineConfig
+from mrirecon.pipeline.schema import MAX_SERIES_NUMBER, CalibrateConfig, PipelineConfig
 from mrirecon.sampling.cartesian import (MAX_MASK_SEED, acceleration_problem,
                                          center_fraction_problem)
 
@@ -293,6 +293,10 @@ def validate_pipeline(config: PipelineConfig, source: str = "", *,
     for i, c in enumerate(config.postprocess.crop_size):
         _at_least(source, f"postprocess.crop_size[{i}]", c, 1)
     _at_least(source, "report.max_slices_in_figures", config.report.max_slices_in_figures, 0)
+    _at_least(source, "export.series_number", config.export.series_number, 0)
+    if config.export.series_number > MAX_SERIES_NUMBER:
+        raise _fail(source, "export.series_number", f"must be <= {MAX_SERIES_NUMBER} (DICOM's "
+                    f"IS range), got {config.export.series_number!r}")
     desc = config.export.series_description
     if len(desc) > 64 or any(c < " " or c == "\x7f" for c in desc):
         raise _fail(source, "export.series_description",

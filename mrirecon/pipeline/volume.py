@@ -12,7 +12,7 @@ import torch
 from mrirecon.containers import Image
 from mrirecon.pipeline import stream
 from mrirecon.pipeline.report import VolumeResult, display_name
-from mrirecon.pipeline.schema import PipelineConfig
+from mrirecon.pipeline.schema import MAX_SERIES_NUMBER, PipelineConfig
 from mrirecon.pipeline.slice_messages import SliceMessages
 from mrirecon.pipeline.stream import Method, score_volume
 from mrirecon.solvers.convergence import ConvergenceRecord, convergence_record
@@ -380,6 +380,19 @@ CT_LAYOUT = ("mrirecon image (rows, cols), as the DICOM and NIfTI series; the Lo
              "(ODL x, y) layout of its ground truth is np.rot90(reconstruction, -1, axes=(1, 2))")
 
 
+def series_number(export, source_dataset) -> int:
+    """``export.series_number``, or for 0: the source series' number + 1000 where
+    ``keep_identity`` puts the result in a DICOM input's study (its SeriesNumber 1 had made
+    every result a second series 1 beside the scanner's), else 1."""
+    if export.series_number:
+        return export.series_number
+    try:
+        number = int(source_dataset.SeriesNumber) if export.keep_identity else 0
+    except (AttributeError, TypeError, ValueError):  # no source, or no usable number
+        number = 0
+    return number + 1000 if 0 < number <= MAX_SERIES_NUMBER - 1000 else 1
+
+
 def submission_suffix(path: Path, modality: str) -> str:
     """The suffix of an input's ``reconstructions/`` file: an MRI HDF5 input's own (``.hdf5``,
     ``.H5``), so the file has the target's name that ``fastmri.evaluate`` opens (it failed with
@@ -432,7 +445,8 @@ def export(config: PipelineConfig, path: Path, output: Path, image: Image,
         io.write_dicom_series(image, folder, series_description=config.export.series_description
                               or image.description, keep_identity=config.export.keep_identity,
                               source_dataset=source_dataset, patient=patient,
-                              header=header if image.modality == "MR" else None)
+                              header=header if image.modality == "MR" else None,
+                              series_number=series_number(config.export, source_dataset))
         result.outputs["dicom"] = str(folder)
     if "png" in formats:
         result.figures = _figures(image, reference, zero_filled, output / "figures" / stem,

@@ -22,6 +22,7 @@ from tests.helpers import ct_slice_dataset
 from mrirecon.containers import Image, ImageGeometry
 from mrirecon.io.dicom import save_part10, write_dicom_series
 from mrirecon.io.dicom_read import read_dicom_series
+from mrirecon.core.config import ConfigError
 from mrirecon.pipeline.definitions import load_pipeline
 from mrirecon.pipeline.runner import run_pipeline
 
@@ -105,6 +106,31 @@ def test_a_dicom_inputs_technique_and_kept_identity_reach_its_dicom_output(tmp_p
             assert secret not in raw, secret
     if shutil.which("dciodvfy"):
         assert dciodvfy_errors(files) == []
+
+
+@pytest.mark.parametrize("settings, want", [
+    ((), 1), (("export.keep_identity=true",), 1003),
+    (("export.keep_identity=true", "export.series_number=77"), 77)])
+def test_a_result_kept_in_its_sources_study_gets_a_series_number_of_its_own(tmp_path, settings,
+                                                                              want):
+    """Fails if a result that ``keep_identity`` puts into the scanner's study is numbered as
+    the source series (every export was SeriesNumber 1: two results of a series 1 made three
+    series 1 in one study), or if ``export.series_number`` is not written."""
+    scanner_ct_series(tmp_path / "series")
+    for path in (tmp_path / "series").glob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        ds.SeriesNumber = 3
+        ds.save_as(path)
+    ct_run(tmp_path / "series", tmp_path / "out", *settings)
+    files = sorted((tmp_path / "out" / "dicom" / "series").glob("*.dcm"))
+    assert {int(pydicom.dcmread(f).SeriesNumber) for f in files} == {want}
+
+
+@pytest.mark.parametrize("value", [-1, 2**31])
+def test_a_series_number_outside_dicoms_range_is_refused_at_load(value):
+    """Fails if ``export.series_number`` outside 0 .. 2**31 - 1 (DICOM's IS) is taken."""
+    with pytest.raises(ConfigError, match=r"export\.series_number"):
+        load_pipeline("ct_fbp", [f"export.series_number={value}"])
 
 
 def test_keep_identity_says_what_inputs_without_a_dicom_header_keep(ct_dir, mri_file, tmp_path):
