@@ -432,6 +432,11 @@ def _cartesian(sel: _Selection, records: Rows | None, slices: np.ndarray | None 
         samples = (_samples(record, fail, a) if record is not None
                    else np.zeros((0, int(head["number_of_samples"])), np.complex64))
         pre, post = int(head["discard_pre"]), int(head["discard_post"])
+        if pre + post >= int(head["number_of_samples"]):  # was: the line was both "treated as
+            # unsampled" and "reconstructed as measured zeros", in two warnings
+            raise fail(f"data[{a}].head.discard_pre",
+                       f"discard_pre {pre} + discard_post {post} leave no sample of the "
+                       f"{int(head['number_of_samples'])} stored")
         samples = samples[:, pre: samples.shape[1] - post]
         if reverse[a]:  # stored in acquisition order (EPI's odd lines): back to k-space order
             samples = samples[:, ::-1]

@@ -47,3 +47,29 @@ def test_a_noise_scan_of_fewer_than_two_samples_names_the_scan_and_the_remedy(sa
         prewhiten(kspace, noise=noise)
     assert np.isfinite(prewhiten(kspace, noise=torch.randn(3, 64, dtype=torch.complex64,
                                                           generator=g)).numpy()).all()
+
+
+def test_a_line_whose_discards_leave_no_sample_is_refused_naming_the_field(tmp_path):
+    """Fails if a Cartesian line whose discard_pre + discard_post cover all its samples is read
+    (it was both "treated as unsampled" and "reconstructed as measured zeros", in two warnings)
+    instead of refused naming the acquisition and the field, as the non-Cartesian reader does."""
+    ismrmrd = pytest.importorskip("ismrmrd")
+    from mrirecon.data.simulate_mri import simulate_mri_dataset
+    from mrirecon.io.errors import DataFormatError
+    from mrirecon.io.ismrmrd_raw import read_ismrmrd
+
+    made = tmp_path / "made"
+    simulate_mri_dataset(made, volumes=1, slices=1, coils=2, size=(32, 24), seed=2, resolution=2)
+    plain, bad = tmp_path / "plain.h5", tmp_path / "bad.h5"
+    fastmri_to_ismrmrd(next(made.glob("*.h5")), plain)
+    with ismrmrd.Dataset(str(plain), "dataset", create_if_needed=False) as ds:
+        xml = ds.read_xml_header()
+        acqs = [ds.read_acquisition(i) for i in range(ds.number_of_acquisitions())]
+    acqs[3].discard_pre, acqs[3].discard_post = 20, 12  # of 32 samples
+    with ismrmrd.Dataset(str(bad), "dataset", create_if_needed=True) as ds:
+        ds.write_xml_header(xml)
+        for acq in acqs:
+            ds.append_acquisition(acq)
+    with pytest.raises(DataFormatError, match=r"data\[3\]\.head\.discard_pre: discard_pre 20 \+ "
+                                              r"discard_post 12 leave no sample of the 32 stored"):
+        read_ismrmrd(bad)
