@@ -66,35 +66,60 @@ def radial_density(trajectory: Tensor, shape: tuple[int, int]) -> Tensor:
     Every readout must be a straight line through the centre (:func:`check_radial`; spirals:
     :func:`pipe_menon_density`), with finite, normalised coordinates.
 
-    A sample at radius ``rho`` on one of ``S`` spokes stands for the ring sector
-    ``rho * dphi * drho`` with ``dphi = pi / S`` for full spokes (each spoke is two half lines)
-    or ``2 pi / S`` for centre-out spokes, ``drho`` the sample spacing along the spoke; the
-    centre sample shares the disc ``pi (drho / 2)^2`` with the other spokes. Times ``H W``.
+    A sample on one of ``S`` spokes stands for the ring sector between the midpoints to its
+    neighbours along its line, ``dphi / 2 (r_hi^2 - r_lo^2)`` (``rho * dphi * drho`` for
+    evenly spaced samples), with ``dphi = pi / S`` for full spokes (each spoke is two half
+    lines) or ``2 pi / S`` for centre-out spokes; a full spoke's sample whose stretch crosses
+    the centre covers both half lines, a centre-out spoke's first sample the sector from the
+    centre (whatever its distance from it). Each sample's own spacing counts (ramp-sampled UTE
+    spokes). Times ``H W``.
     """
     trajectory = _check(trajectory, shape, "radial_density")
     if trajectory.ndim != 3 or trajectory.shape[1] < 2:
         raise ValueError(f"radial_density: need (spokes, samples >= 2, 2), got {tuple(trajectory.shape)}")
     check_radial(trajectory)
     t = trajectory.to(torch.float64)
-    spokes = t.shape[0]
-    rho = torch.linalg.vector_norm(t, dim=-1)
-    drho = float(torch.linalg.vector_norm(t[0, 1] - t[0, 0]))
-    center_out = centre_out_spokes(t)
-    dphi = (2 * math.pi if center_out else math.pi) / spokes
-    w = rho * dphi * drho
-    w = torch.where(rho < drho / 2, torch.full_like(w, math.pi * drho**2 / 4 / spokes), w)
+    centre_out = centre_out_spokes(t)
+    dphi = (2 * math.pi if centre_out else math.pi) / t.shape[0]
+    s, _ = _along(t)
+    mid = (s[:, 1:] + s[:, :-1]) / 2  # the sample's stretch of its line: between the midpoints
+    lo = torch.cat([s[:, :1] - (mid[:, :1] - s[:, :1]), mid], dim=1)
+    hi = torch.cat([mid, s[:, -1:] + (s[:, -1:] - mid[:, -1:])], dim=1)
+    if centre_out:  # the half line starts at the centre, whose disc the spokes' firsts share
+        lo, hi = lo.clamp_min(0), hi.clamp_min(0)
+    # the sector's area dphi / 2 (hi^2 - lo^2) by signed squares: a stretch across the centre
+    # covers both half lines of a full spoke (dphi = pi / S each)
+    w = (dphi / 2) * (hi * hi.abs() - lo * lo.abs()).abs()
     return w * (int(shape[0]) * int(shape[1]))
 
 
+def _along(t: Tensor) -> tuple[Tensor, Tensor]:
+    """``(s, step)`` ``(readouts, samples)`` of radial readouts ``t``: each sample's signed
+    position along its readout's line (positive towards its farthest sample) and the k-space
+    length it stands for along it, half the distance between its neighbours (the end samples:
+    the distance to their one neighbour). (One step for all, measured between spoke 0's first
+    two samples, weighted ramp-sampled (UTE) spokes as if evenly sampled: a gridded image at
+    0.095 of the object's intensity.)"""
+    rho = torch.linalg.vector_norm(t, dim=-1)
+    far = t[torch.arange(t.shape[0]), rho.argmax(-1)]
+    u = far / torch.linalg.vector_norm(far, dim=-1, keepdim=True).clamp_min(
+        torch.finfo(t.dtype).tiny)
+    s = (t * u[:, None, :]).sum(-1)
+    gap = (s[:, 1:] - s[:, :-1]).abs()
+    step = torch.cat([gap[:, :1], (gap[:, 1:] + gap[:, :-1]) / 2, gap[:, -1:]], dim=1)
+    return s, step
+
+
 def centre_out_spokes(trajectory: Tensor) -> bool:
-    """Every readout of ``trajectory`` ``(readouts, samples, 2)`` starts at the k-space centre
-    (within half the first readout's sample step): centre-out spokes, half lines, two to a full
-    spoke (the radial density's angular step, the undersampling a card's range is read in)."""
+    """Every readout of ``trajectory`` ``(readouts, samples, 2)`` lies on one side of the
+    k-space centre (no sample more than half its step behind it): centre-out spokes, half
+    lines, two to a full spoke (the radial density's angular step, the undersampling a card's
+    range is read in). Whether the first sample sits at the centre does not matter: spokes
+    starting half a step out were taken for full spokes, every weight halved."""
     if trajectory.ndim != 3 or trajectory.shape[1] < 2:
         return False
-    t = trajectory.detach().to(torch.float64)
-    drho = float(torch.linalg.vector_norm(t[0, 1] - t[0, 0]))
-    return bool(torch.all(torch.linalg.vector_norm(t[:, 0], dim=-1) < drho / 2))
+    s, step = _along(trajectory.detach().to(torch.float64))
+    return bool(torch.all(s > -step / 2))
 
 
 @accepts_deprecated_names

@@ -88,6 +88,8 @@ def checked_trajectory(trajectory, shape: tuple[int, int], who: str) -> Tensor:
         trajectory = torch.as_tensor(trajectory)
     if trajectory.ndim < 2 or trajectory.shape[-1] != 2 or trajectory.is_complex():
         raise ValueError(f"{who}: trajectory must be real (*K, 2), got {tuple(trajectory.shape)}")
+    if trajectory.numel() == 0:  # radial_density failed in torch.max, nufft_sense in cg_sense
+        raise ValueError(f"{who}: trajectory {tuple(trajectory.shape)} holds no sample")
     if not trajectory.is_floating_point():
         trajectory = trajectory.to(torch.float64)
     bad = ~torch.isfinite(trajectory).all(-1)

@@ -243,3 +243,14 @@ def test_a_trajectory_or_weights_edited_in_place_is_refused(name):
     for use, v in ((op, x), (op.H, y), (op.gram, x)):
         with pytest.raises(ValueError, match=rf"op.{name} was edited in place"):
             use(v)
+
+
+def test_an_empty_trajectory_is_refused_naming_the_function():
+    """Fails if a trajectory without samples reaches torch (``radial_density``: "max():
+    Expected reduction dim") or builds an operator that fails later in a solver."""
+    from mrirecon.functional.density import radial_density
+
+    with pytest.raises(ValueError, match=r"radial_density: trajectory \(0, 8, 2\) holds no sample"):
+        radial_density(torch.zeros(0, 8, 2), (16, 16))
+    with pytest.raises(ValueError, match=r"nufft_sense: trajectory \(4, 0, 2\) holds no sample"):
+        nufft_sense(_maps(2, 8, 8, torch.complex64), torch.zeros(4, 0, 2))

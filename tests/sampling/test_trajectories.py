@@ -124,3 +124,38 @@ def test_centre_out_ramp_weights_grid_at_the_right_intensity(golden):
     # Riemann sum of the disc area: relative error O(drho / R) = O(1 / n) ~ 2 %
     assert float(w.sum()) / (n * n) == pytest.approx(math.pi / 4, rel=0.05)
     assert gridding_gain(w, traj, (n, n)) == pytest.approx(1.0, abs=0.03)
+
+
+def test_ramp_sampled_centre_out_spokes_grid_at_the_right_intensity():
+    """Fails if the ramp weights take one sample step for every sample (measured between spoke
+    0's first two): on UTE spokes whose gradient ramps up over the first 12 of 48 samples the
+    gridded image came out at 0.095 of the object's intensity (1.02 with each sample's own
+    stretch of its spoke; Pipe-Menon's iteration 0.998)."""
+    h = w = 64
+    t = np.arange(48, dtype=float)
+    g = np.minimum(t / 12.0, 1.0)
+    k = np.concatenate([[0.0], np.cumsum((g[1:] + g[:-1]) / 2)])
+    rho = k / k[-1] * 0.499
+    theta = np.arange(201) * 2 * np.pi / 201
+    traj = torch.from_numpy(np.stack([rho[None] * np.sin(theta)[:, None],
+                                      rho[None] * np.cos(theta)[:, None]], -1))
+    # the analytic ramp's own error at this sampling is ~2 % (evenly spaced spokes too)
+    assert abs(gridding_gain(radial_density(traj, (h, w)), traj, (h, w)) - 1) < 0.05
+
+
+@pytest.mark.parametrize("offset", [0.0, 0.25, 0.5, 0.75])
+def test_centre_out_spokes_starting_off_the_centre_are_still_centre_out(offset):
+    """Fails if centre-out spokes whose first sample lies half a step or more from k = 0 are
+    taken for full spokes (every ramp weight halved: a gridded image at 0.499), or if full
+    spokes are taken for centre-out ones."""
+    from mrirecon.functional.density import centre_out_spokes
+
+    h = w = 64
+    step = 0.49 / (31 + offset)
+    r = (offset + np.arange(32)) * step
+    theta = np.arange(201) * 2 * np.pi / 201
+    spokes = torch.from_numpy(np.stack([r[None] * np.sin(theta)[:, None],
+                                        r[None] * np.cos(theta)[:, None]], -1))
+    assert centre_out_spokes(spokes) and not centre_out_spokes(radial_trajectory(101, 32))
+    # the ramp's first sample stands for the centre's disc from up to 3/4 step out: a few %
+    assert abs(gridding_gain(radial_density(spokes, (h, w)), spokes, (h, w)) - 1) < 0.1
