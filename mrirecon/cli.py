@@ -312,7 +312,9 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
                             "the classical and plug-and-play pipelines do; default: as acquired)")
     bench.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu",
                        help="compute device (auto: cuda when available)")
-    bench.add_argument("--no-resume", action="store_true", help="recompute entries already in results.jsonl")
+    bench.add_argument("--no-resume", action="store_true",
+                       help="recompute every entry: results.jsonl is started afresh, dropping "
+                            "the records of other methods and accelerations in it too")
     add_progress(bench)
     _add_threads(bench)
     bench.set_defaults(func=cmd_bench, _parser=bench)

@@ -76,6 +76,13 @@ def open_store(output_dir: str | os.PathLike | None, resume: bool) -> ResultsFil
     """The results file under ``output_dir`` (``None``: in memory only, no resume); the folder
     is created, checked and locked by :func:`bench_output` first."""
     path = Path(output_dir) / RESULTS_FILE if output_dir is not None else os.devnull
+    if not resume and output_dir is not None and path.is_file():
+        earlier = len(ResultsFile(path).records)
+        if earlier:  # one --no-resume of one method had cut 12 records to 3 without a word
+            log.warning("--no-resume: %s holds %d earlier record(s) (of every method and "
+                        "acceleration run into it); the file is started afresh with this "
+                        "run's records when the first is written (resume, the default, keeps "
+                        "them and recomputes what changed)", path, earlier)
     return ResultsFile(path, fresh=not resume or output_dir is None)
 
 
@@ -253,15 +260,19 @@ def run_plan(plan: BenchPlan, score: VolumeScorer, store: ResultsFile, *, persis
                         # early exit at 1e-6) are no user's request for a converged result; a
                         # method the user set reports its solves per volume (MethodSolves)
                         results = score(path, acc, [plan.methods[m] for m in todo[path]], bar)
-                except ValueError as exc:  # "ESPIRiT needs ... got 1" named no file nor factor
+                except Exception as exc:  # "ESPIRiT needs ... got 1" named no file nor factor;
+                    # any other error (a LinAlgError, a GPU out of memory on one large volume)
+                    # ended the whole bench without a table, and a resume died on it again
                     if bar is not None:  # its slices count as passed: the bar ends at its total
                         bar.update(start + len(todo[path]) * plan.slice_counts[path] - bar.n)
                     err = exc
-                    if path.name not in str(exc):
+                    said = str(exc) if isinstance(exc, ValueError) else \
+                        f"{type(exc).__name__.lstrip('_')}: {exc}"  # torch's _LinAlgError
+                    if path.name not in str(exc) or not isinstance(exc, ValueError):
                         err = ValueError(f"bench {plan.challenge}: {path.name} at {acc:g}x "
-                                         f"({', '.join(todo[path])}): {exc}")
+                                         f"({', '.join(todo[path])}): {said}")
                         err.__cause__ = exc
-                    skipped.append(SkippedVolume(path.name, acc, tuple(todo[path]), err, str(exc)))
+                    skipped.append(SkippedVolume(path.name, acc, tuple(todo[path]), err, said))
                     log.warning("%s; skipped: the table scores the other volumes", err)
                     continue
                 for m in todo[path]:

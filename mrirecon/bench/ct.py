@@ -43,7 +43,7 @@ from mrirecon.bench.core import (
 )
 from mrirecon.bench.messages import RangeMessages, log_lines
 from mrirecon.bench.methods import (CT_DEFAULTS, build_methods, check_settings, classical_methods,
-                                    learned_methods, weights_id)
+                                    learned_methods, method_weights_id)
 from mrirecon.bench.table import BenchTable, config_fingerprint, encode_mask
 from mrirecon.pipeline import stream
 from mrirecon.pipeline.ct_consistency import dose_note
@@ -286,10 +286,13 @@ def run_ct_bench(data_dir: str | os.PathLike, accelerations: Iterable[float] = (
 
     def fingerprint(m: Method, factor: float) -> str:
         return config_fingerprint({"method": m.name, "params": m.config.params,
-                                   "weights": weights_id(weights.get(m.name)), "challenge": "ct",
+                                   "weights": method_weights_id(m, weights), "challenge": "ct",
                                    "factor": factor, "photons": photons,
                                    # noisy data: thinned, no longer given added noise
-                                   **({"dose": "thinning"} if photons is not None else {})})
+                                   **({"dose": "thinning"} if photons is not None else {}),
+                                   # a GPU's records are not a CPU run's (time per slice)
+                                   **({"device": torch.device(device).type}
+                                      if torch.device(device).type != "cpu" else {})})
 
     plan = BenchPlan("ct", run_methods, accs, files,
                      {(m, a): fingerprint(run_methods[m], a) for m in names for a in accs},

@@ -184,13 +184,29 @@ def build_methods(names: Iterable[str], classical: Iterable[str],
     return out
 
 
+def method_weights_id(method: Method, weights: Mapping[str, str]) -> str | None:
+    """:func:`weights_id` of the weights ``method`` runs: those given for it (``--weights``),
+    or for a learned method named by shipped weights (``--methods modl_brain_sim``) that file."""
+    given = weights.get(method.name)
+    return weights_id(given if given is not None else
+                      method.name if method.model is not None else None)
+
+
 def weights_id(weights: str | os.PathLike | None) -> str | None:
     """What identifies weights in a fingerprint: a file's path, size and time and those of its
     card (an edited card, e.g. other unroll counts, changes the model: its old scores were
-    printed again), or the name."""
+    printed again); a shipped name is its file (keyed by the name alone, retrained or replaced
+    shipped weights had their old scores printed again); else the name."""
     if weights is None:
         return None
     p = Path(weights)
+    if not p.is_file():
+        from mrirecon.io.weights import resolve_weights
+
+        try:
+            p = resolve_weights(weights, "bench")
+        except (FileNotFoundError, ValueError, TypeError):  # a model class, untrained
+            return str(weights)
     if p.is_file():
         st = p.stat()
         key = f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}"

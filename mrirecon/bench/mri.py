@@ -64,7 +64,7 @@ from mrirecon.bench.methods import (
     default_mask_type,
     needs_maps,
     parse_methods,
-    weights_id,
+    method_weights_id,
 )
 from mrirecon.bench.table import BenchTable, config_fingerprint, encode_mask
 from mrirecon.pipeline import stream
@@ -295,13 +295,17 @@ def run_bench(
         return config_fingerprint({
             "method": m.name,
             "params": m.config.params,
-            "weights": weights_id(weights.get(m.name)),
+            "weights": method_weights_id(m, weights),
             "challenge": challenge,
             "mask_type": mask_type,
             "center_fraction": center_fraction_for(acc, center_fractions),
             "calibration": asdict(calibration) if needs_maps(m.name, m.model) else None,
             # only when set, so that results of runs before the option existed still resume
             **({"remove_oversampling": True} if remove_oversampling else {}),
+            # records timed on a GPU are not a CPU run's (the time per slice); CPU records keep
+            # the fingerprint they had before the device was part of it
+            **({"device": torch.device(device).type} if torch.device(device).type != "cpu"
+               else {}),
         })
 
     counts, unreadable = _slice_counts(files)
