@@ -102,6 +102,7 @@ ACQ_IS_NOISE_MEASUREMENT = 19
 ACQ_IS_PARALLEL_CALIBRATION = 20
 ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING = 21
 ACQ_IS_REVERSE = 22
+ACQ_LAST_IN_MEASUREMENT = 25
 IGNORED_FLAGS = {
     23: "navigation", 24: "phase correction", 26: "HP feedback", 27: "dummy scan",
     28: "RT feedback", 29: "surface coil correction", 30: "phase stabilisation reference",
@@ -300,10 +301,14 @@ def _read_ismrmrd(
         header = header.with_(extra={**header.extra, "other_encodings_note": (
             f"{int(other.sum())} acquisitions of encoding space {spaces} were not read: only "
             "encoding space 0 is reconstructed")})
-    # sample-free acquisitions (an end-of-measurement marker, ismrmrd.Acquisition() with
+    # sample-free markers (ismrmrd.Acquisition(), an end of measurement: no direction, or
     # ACQ_LAST_IN_MEASUREMENT) hold nothing to place: their zero read_dir failed the
-    # orientation check as "readouts turned from one to the next"
-    keep = ~noise_sel & (heads["encoding_space_ref"] == 0) & (heads["number_of_samples"] > 0)
+    # orientation check as "readouts turned from one to the next"; any other sample-free
+    # acquisition is a readout without its data, refused below naming it
+    empty = heads["number_of_samples"] == 0
+    marker = empty & (_flag(flags, ACQ_LAST_IN_MEASUREMENT)
+                      | ~np.asarray(heads["read_dir"]).any(axis=-1))
+    keep = ~noise_sel & (heads["encoding_space_ref"] == 0) & ~marker
     for number in IGNORED_FLAGS:
         keep &= ~_flag(flags, number)
     # calibration only: lines flagged ..._AND_IMAGING too (Siemens' PATREFANDIMASCAN) are imaging
@@ -327,6 +332,11 @@ def _read_ismrmrd(
     imaging = np.flatnonzero(keep)
     if imaging.size == 0:
         raise fail(f"{dataset}/data", "no imaging acquisition")
+    if (lost := imaging[empty[imaging]]).size:  # was: "slice 0 has no readout 5" (non-Cartesian)
+        raise fail(f"data[{int(lost[0])}].head.number_of_samples",
+                   f"0 samples: {lost.size} imaging acquisition(s) hold no data (first: "
+                   f"idx.kspace_encode_step_1 {int(idx['kspace_encode_step_1'][lost[0]])}, "
+                   f"slice {int(idx['slice'][lost[0]])}); a readout lost in the conversion?")
     check_placement(heads, imaging, fail)  # NaN reached the NIfTI affine
     check_orientation(heads, imaging, fail)  # a localizer was stacked in one orientation
     by_traj = int(heads["trajectory_dimensions"][imaging[0]]) > 0

@@ -73,3 +73,31 @@ def test_a_line_whose_discards_leave_no_sample_is_refused_naming_the_field(tmp_p
     with pytest.raises(DataFormatError, match=r"data\[3\]\.head\.discard_pre: discard_pre 20 \+ "
                                               r"discard_post 12 leave no sample of the 32 stored"):
         read_ismrmrd(bad)
+
+
+def test_a_readout_without_its_samples_is_refused_naming_it(tmp_path):
+    """Fails if an imaging acquisition with a direction but 0 samples (a readout lost in a
+    conversion) is skipped as a marker, or refused as a missing readout ("slice 0 has no
+    readout 5", of a file that holds it), instead of named with its field."""
+    ismrmrd = pytest.importorskip("ismrmrd")
+    from mrirecon.data.simulate_mri import simulate_mri_dataset
+    from mrirecon.io.errors import DataFormatError
+    from mrirecon.io.ismrmrd_raw import read_ismrmrd
+
+    made = tmp_path / "made"
+    simulate_mri_dataset(made, volumes=1, slices=1, coils=2, size=(32, 24), seed=2, resolution=2)
+    plain, bad = tmp_path / "plain.h5", tmp_path / "bad.h5"
+    fastmri_to_ismrmrd(next(made.glob("*.h5")), plain)
+    with ismrmrd.Dataset(str(plain), "dataset", create_if_needed=False) as ds:
+        xml = ds.read_xml_header()
+        acqs = [ds.read_acquisition(i) for i in range(ds.number_of_acquisitions())]
+    line = acqs[4].idx.kspace_encode_step_1
+    acqs[4].resize(0, acqs[4].active_channels)
+    with ismrmrd.Dataset(str(bad), "dataset", create_if_needed=True) as ds:
+        ds.write_xml_header(xml)
+        for acq in acqs:
+            ds.append_acquisition(acq)
+    with pytest.raises(DataFormatError, match=rf"data\[4\]\.head\.number_of_samples: 0 samples: "
+                                              rf"1 imaging acquisition\(s\) hold no data \(first: "
+                                              rf"idx\.kspace_encode_step_1 {line}, slice 0\)"):
+        read_ismrmrd(bad)
