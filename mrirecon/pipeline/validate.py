@@ -435,7 +435,7 @@ def _check_adapt(config: PipelineConfig, source: str) -> None:
     from mrirecon.training.adapt import check_adapt_config
 
     try:
-        check_adapt_config(ad)
+        check_adapt_config(ad, config.modality)
     except ValueError as e:
         field = str(e).split(": ", 1)[-1].split(" ", 1)[0]
         raise _fail(source, f"adapt.{field}", str(e).split(": ", 1)[-1]) from None

@@ -22,15 +22,15 @@ the ``acs_block`` centre, an ``acs_block`` over all the points or a ``ratio`` th
 a CT scan of fewer than 3 views) raise :class:`CannotAdapt`, naming the settings and counts; the
 pipeline warns and reconstructs with the unadapted model. A hold-out that differs from
 ``validation_fraction`` beyond rounding (at least one column, at most all outside the centre but
-one) is said in ``AdaptReport.warnings``.
+one; CT: every k-th view) is said in ``AdaptReport.warnings``.
 
 ``time_budget_s`` counts from the start (the initial validation included); no step starts that
 would end after it, and a validation of the last state may follow. ``rows`` (Cartesian column
-masks only) trains on readout stripes of that many rows: with the
-readout inverse-Fourier transformed, rows are independent measurements, so a stripe's data, maps
-and column mask form an exact smaller SENSE problem (as readout-oversampling removal); stripes
-are drawn where the image has signal. Validation then uses a fixed set of the highest-signal
-stripes. This cuts a step at fastMRI size (640 rows) several fold.
+masks only) trains on readout stripes of that many rows: with the readout inverse-Fourier
+transformed, rows are independent measurements, so a stripe's data, maps and column mask form an
+exact smaller SENSE problem (as readout-oversampling removal); stripes are drawn where the image
+has signal. Validation then uses a fixed set of the highest-signal stripes. This cuts a step at
+fastMRI size (640 rows) several fold.
 
 CT (Noise2Inverse-style): ``op`` must be a projector with a ``geometry`` (``ct_operator``) and
 ``y`` its line integrals; a fixed interleaved ``validation_fraction`` of the views is held back,
@@ -167,9 +167,18 @@ def diverged_message(report: AdaptReport, lr: float) -> str | None:
             f"and the best state ({kept}) was kept; lower adapt.lr")
 
 
-def check_adapt_config(cfg: AdaptConfig) -> None:
-    """Range checks (``ValueError`` naming the field)."""
+def check_adapt_config(cfg: AdaptConfig, modality: str | None = None) -> None:
+    """Range checks (``ValueError`` naming the field); for ``modality`` "ct" also the view
+    hold-out (:func:`_ct_setup`'s k), which had failed each input instead of the load."""
     problems = []
+    if not (isinstance(cfg.seed, int) and not isinstance(cfg.seed, bool)
+            and 0 <= cfg.seed < 2**63):  # 1e20: "Overflow when unpacking long long", per input
+        problems.append(f"seed must be an integer in [0, 2**63), got {cfg.seed!r}")
+    if modality == "ct" and 0 < cfg.validation_fraction < 1 and round(1 / cfg.validation_fraction) < 2:
+        # (0.99 held back every 2nd view, 50 %, without a word; then it failed each input)
+        problems.append(f"validation_fraction {cfg.validation_fraction!r}: CT holds back every "
+                        "k-th view, k = round(1 / validation_fraction) = 1; at most 0.5 (every "
+                        "2nd view) is possible")
     if not (isinstance(cfg.steps, int) and cfg.steps >= 0):
         problems.append(f"steps must be an integer >= 0, got {cfg.steps!r}")
     if cfg.time_budget_s is not None and not (math.isfinite(cfg.time_budget_s) and cfg.time_budget_s > 0):
@@ -183,8 +192,7 @@ def check_adapt_config(cfg: AdaptConfig) -> None:
     for name in ("val_every", "patience", "val_stripes"):
         if getattr(cfg, name) < 1:
             problems.append(f"{name} must be >= 1, got {getattr(cfg, name)!r}")
-    block = cfg.acs_block
-    if not (isinstance(block, (tuple, list)) and len(block) == 2
+    if not (isinstance(block := cfg.acs_block, (tuple, list)) and len(block) == 2
             and all(isinstance(b, int) and not isinstance(b, bool) and b >= 0 for b in block)):
         problems.append(f"acs_block must be two integers >= 0 (rows, columns), got {block!r}")
     if cfg.rows is not None and cfg.rows < 8:
@@ -271,7 +279,8 @@ def _holdout(op: SenseOperator, shape: tuple[int, int], cfg: AdaptConfig, g: tor
     return (cols & ~val)[None], val[None]
 
 
-def _fraction_warning(cfg: AdaptConfig, realised: set[tuple[int, int]], unit: str) -> str | None:
+def _fraction_warning(cfg: AdaptConfig, realised: set[tuple[int, int]], unit: str,
+                      why: str | None = None) -> str | None:
     """What the run says when the hold-out is not ``validation_fraction`` of the acquired
     columns / points as rounded: held back ``(count, of)`` per slice, raised to one or capped so
     that training keeps one outside the centre block (0.8 and 0.99 both held back 14 of 19
@@ -281,9 +290,10 @@ def _fraction_warning(cfg: AdaptConfig, realised: set[tuple[int, int]], unit: st
         return None
     k, n = off[0]
     more = f" (and {len(off) - 1} other count(s))" if len(off) > 1 else ""
-    why = ("at least one is held back" if k > round(cfg.validation_fraction * n) else
-           f"the acquired {unit} outside the central adapt.acs_block {list(cfg.acs_block)} "
-           "allow no more" + (" (one of them stays for training)" if unit == "columns" else ""))
+    why = why or ("at least one is held back" if k > round(cfg.validation_fraction * n) else
+                  f"the acquired {unit} outside the central adapt.acs_block "
+                  f"{list(cfg.acs_block)} allow no more"
+                  + (" (one of them stays for training)" if unit == "columns" else ""))
     return (f"adapt.validation_fraction {cfg.validation_fraction:g} of {n} acquired {unit} "
             f"asks {round(cfg.validation_fraction * n)}, but {k} ({k / n:.2f}) are held back{more}: "
             f"{why}")
@@ -349,11 +359,8 @@ def _full(mask: Tensor, shape: tuple[int, int]) -> Tensor:
 
 @torch.no_grad()
 def _mri_val_loss(model: nn.Module, views: list[_View]) -> float:
-    total = 0.0
-    for v in views:
-        shape = tuple(v.y.shape[-2:])
-        total += float(mri_split_loss(model, v.y, v.op, _full(v.train, shape), _full(v.val, shape)))
-    return total / len(views)
+    return sum(float(mri_split_loss(model, v.y, v.op, _full(v.train, v.y.shape[-2:]),
+                                    _full(v.val, v.y.shape[-2:]))) for v in views) / len(views)
 
 
 def _mri_step_loss(model: nn.Module, v: _View, cfg: AdaptConfig, g: torch.Generator) -> Tensor:
@@ -381,18 +388,13 @@ def _ct_recon_loss(model: nn.Module, y: Tensor, geometry, inp: Tensor, out: Tens
     return kspace_loss(pred, y[..., out, :])
 
 
-def _ct_setup(slices, cfg: AdaptConfig):
-    views = []
+def _ct_setup(slices, cfg: AdaptConfig, notes: list[str] | None = None):
+    views, realised = [], set()
     for y, op in slices:
         geometry = getattr(op, "geometry", None)
         if geometry is None:
             raise ValueError(f"adapt: CT slices need ct_operator(geometry), got {type(op).__name__}")
-        n = y.shape[-2]
-        k = round(1 / cfg.validation_fraction)
-        if k < 2:  # 0.99 held back every 2nd view, i.e. 50 %, without a word
-            raise ValueError(f"adapt: CT holds back every k-th view with k = round(1 / validation_fraction); "
-                             f"validation_fraction {cfg.validation_fraction!r} gives k = {k}, at most 0.5 "
-                             "(every 2nd view) is possible")
+        n, k = y.shape[-2], round(1 / cfg.validation_fraction)  # k >= 2: check_adapt_config
         if n < 3:  # one view held back leaves at most one: no two halves to train on
             raise CannotAdapt(f"adapt: the sinogram has {n} view(s): holding back one for "
                               "validation (adapt.validation_fraction) leaves at most one, and each "
@@ -406,6 +408,11 @@ def _ct_setup(slices, cfg: AdaptConfig):
         val = torch.arange(n)[torch.arange(n) % k == k // 2]  # k >= 2 and n >= 3: one view or
         train = torch.arange(n)[torch.arange(n) % k != k // 2]  # more held back, two or more kept
         views.append((y, geometry, train, val))
+        realised.add((val.numel(), n))
+    msg = _fraction_warning(cfg, realised, "views", "CT holds back every k-th view, k = "
+                            f"round(1 / validation_fraction) = {k}")  # 0.4 of 30 views: 15
+    if msg and notes is not None:
+        notes.append(msg)
     return views
 
 
@@ -477,19 +484,16 @@ def adapt_model(model: nn.Module, slices: list[tuple[Tensor, object]], config: A
         validation loss) and its :class:`AdaptReport`.
     """
     cfg = config or AdaptConfig()
-    check_adapt_config(cfg)
     if not slices:
         raise ValueError("adapt: no slices given")
-    t0 = time.perf_counter()
-    adapted = copy.deepcopy(model)
-    adapted.eval()
-    for p in adapted.parameters():
-        p.requires_grad_(True)
-    g = torch.Generator().manual_seed(int(cfg.seed))
     is_ct = not isinstance(slices[0][1], SenseOperator)
-    notes: list[str] = []  # warnings of the MRI hold-out
+    check_adapt_config(cfg, "ct" if is_ct else "mri")
+    t0 = time.perf_counter()
+    adapted = copy.deepcopy(model).eval().requires_grad_(True)
+    g = torch.Generator().manual_seed(int(cfg.seed))
+    notes: list[str] = []  # warnings of the hold-out
     if is_ct:
-        ct = _ct_setup(slices, cfg)
+        ct = _ct_setup(slices, cfg, notes)
 
         def val_loss() -> float:
             with torch.no_grad():

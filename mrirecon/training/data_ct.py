@@ -71,11 +71,12 @@ class CTSample:
         )
 
     def operator(self):
-        """``ct_operator(geometry) / norm``: ``(1, H, W) -> (1, views, detectors)``."""
-        from mrirecon.operators.ct import ct_operator
+        """``ct_operator(geometry) / norm`` on ``y``'s device: ``(1, H, W) -> (1, views,
+        detectors)`` (built on the host, supervised CT training on CUDA failed at its first
+        step; shared per geometry and device, :func:`~mrirecon.operators.ct.cached_ct_operator`)."""
+        from mrirecon.operators.ct import cached_ct_operator
 
-        # not moved with .to(): the projector's own _apply method shadows nn.Module._apply
-        return ct_operator(self.geometry) * (1.0 / self.norm)
+        return cached_ct_operator(self.geometry, str(self.y.device)) * (1.0 / self.norm)
 
 
 def _find_part(folder: Path) -> str:

@@ -50,7 +50,8 @@ def split_seed(seed: int, epoch: int, index: int) -> int:
 
 
 def name_seed(name: str, index: int = 0) -> int:
-    """A fixed seed from a file name and slice (validation splits, adaptation's hold-out)."""
+    """A fixed seed from a file name and slice: the split of each validation slice (adaptation
+    seeds its hold-out from ``adapt.seed`` alone, the same for every volume)."""
     return int.from_bytes(hashlib.sha256(f"{name}:{index}".encode()).digest()[:7], "little")
 
 
@@ -118,10 +119,12 @@ def ct_view_loss(model: nn.Module, sample, generator: torch.Generator, cfg: SSDU
     for j, idx in enumerate(subsets):
         rest = torch.cat([s for k, s in enumerate(subsets) if k != j])
         rest = torch.sort(rest).values
-        op = ct_operator(select_views(sample.geometry, idx.tolist()))
+        # projectors on the data's device (built on the host, a CUDA run failed at its first
+        # step, as scan-specific CT adaptation had)
+        op = ct_operator(select_views(sample.geometry, idx.tolist())).to(measured.device)
         x = model(*unit_norm_ct(measured[..., idx.to(measured.device), :], op))  # as trained
         x = x.real if x.is_complex() else x
-        predicted = ct_operator(select_views(sample.geometry, rest.tolist()))(x)
+        predicted = ct_operator(select_views(sample.geometry, rest.tolist())).to(measured.device)(x)
         total = total + kspace_loss(predicted, measured[..., rest.to(measured.device), :])
     return total / len(subsets)
 

@@ -177,6 +177,33 @@ def test_ct_adaptation_stays_on_the_data_device():
     assert len(report.val_losses) == 3  # the initial validation and one after each step
 
 
+@pytest.mark.parametrize("loss", ["supervised", "ssdu"])
+def test_ct_training_steps_stay_on_the_data_device(loss):
+    """Fails if a CT training step builds its projectors on the host: the supervised step's
+    ``CTSample.operator()`` and the self-supervised view-split loss (``ct_view_loss``) both did,
+    so CT training on CUDA failed at its first step (adaptation had been fixed alone)."""
+    from mrirecon.operators.ct import projector_norm
+    from mrirecon.training.config import SSDUConfig
+    from mrirecon.training.data_ct import CTSample
+    from mrirecon.training.ssdu import ct_view_loss
+
+    geo = CTGeometry.parallel((16, 16), 12)
+    mu = torch.from_numpy(ct_phantom_mu(16, 0))[None].float()
+    norm = float(projector_norm(geo))
+    with torch.no_grad():
+        y = ct_operator(geo)(mu).float() / norm
+    sample = CTSample(y=y, geometry=geo, target=mu, max_value=torch.ones(1), fname="x",
+                      slice_index=0, norm=norm)
+    model = tiny_model("primal_dual")
+    with device_escapes():
+        if loss == "ssdu":
+            value = ct_view_loss(model, sample, torch.Generator().manual_seed(0), SSDUConfig())
+        else:
+            value = (model(sample.y, sample.operator()) - sample.target).abs().mean()
+        value.backward()
+    assert torch.isfinite(value)
+
+
 def test_mri_adaptation_stays_on_the_data_device():
     _, y, op = mri_problem(b=1)
     model = tiny_model("modl")

@@ -168,7 +168,8 @@ def test_bad_settings_are_refused():
 
 
 @pytest.mark.parametrize("fraction, views, message", [
-    (0.99, 30, r"validation_fraction 0.99 gives k = 1, at most 0.5"),  # was 50 % held back silently
+    (0.99, 30, r"validation_fraction 0.99: CT holds back every k-th view, k = round\(1 / "
+               r"validation_fraction\) = 1; at most 0.5"),  # was 50 % held back silently
     (0.01, 30, r"holds back every 100th view, but the sinogram has 30 views: none"),  # "no view selected"
 ])
 def test_ct_validation_fraction_that_cannot_be_honoured_is_refused(fraction, views, message):
@@ -360,3 +361,45 @@ def test_no_step_starts_that_would_end_past_the_time_budget(monkeypatch):
     _, report = adapt_model(_ZeroStartImage((n, n)), [(op(truth), op)], cfg)
     assert report.stopped == "time_budget"
     assert report.steps == 3 and report.seconds == 9.0 <= cfg.time_budget_s
+
+
+def test_a_ct_hold_out_other_than_asked_is_said():
+    """Fails if the CT hold-out (every k-th view, k = round(1 / validation_fraction)) differs
+    from the fraction asked without a word, as the MRI hold-out's would not: 0.4 of 30 views
+    held back 15 (k = 2)."""
+    from mrirecon.operators.ct import ct_operator
+    from mrirecon.operators.ct_geometry import CTGeometry
+
+    class Backprojection(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, y, op):
+            return op.H(y) * self.scale
+
+    op = ct_operator(CTGeometry.parallel(image_shape=(16, 16), num_views=30, num_detectors=23))
+    y = op(torch.ones(1, 16, 16))
+    _, report = adapt_model(Backprojection(), [(y, op)],
+                            AdaptConfig(validation_fraction=0.4, steps=0))
+    assert any("0.4 of 30 acquired views asks 12, but 15 (0.50) are held back: CT holds back "
+               "every k-th view, k = round(1 / validation_fraction) = 2" in w
+               for w in report.warnings), report.warnings
+    _, report = adapt_model(Backprojection(), [(y, op)],
+                            AdaptConfig(validation_fraction=0.1, steps=0))
+    assert not report.warnings  # 3 of 30, as asked
+
+
+@pytest.mark.parametrize("setting, field", [
+    ("adapt.validation_fraction=0.7", "adapt.validation_fraction"),  # CT: k = 1
+    ("adapt.seed=99999999999999999999", "adapt.seed"),  # torch: "Overflow when unpacking"
+    ("adapt.seed=-1", "adapt.seed")])
+def test_adapt_settings_no_input_can_honour_are_refused_at_load(setting, field):
+    """Fails if a CT ``validation_fraction`` above 2/3 or a seed torch cannot take is refused
+    only per input, after each file was read (exit 1, the key named nowhere or late), instead of
+    when the pipeline loads (exit 2, naming the key)."""
+    from mrirecon.core.config import ConfigError
+    from mrirecon.pipeline.definitions import load_pipeline
+
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        load_pipeline("ct_learned_adapt", [setting])
