@@ -118,7 +118,11 @@ class CTGeometry:
             if self.source_isocenter is None or self.source_detector is None:
                 raise ValueError("CTGeometry: fan beam needs source_isocenter and source_detector")
             if not 0 < self.source_isocenter < self.source_detector:
-                raise ValueError("CTGeometry: need 0 < source_isocenter < source_detector")
+                raise ValueError(
+                    "CTGeometry: need 0 < source_isocenter < source_detector, got "
+                    f"{self.source_isocenter!r} and {self.source_detector!r}: source_detector is "
+                    "the source-to-detector distance (ASTRA's source_origin + origin_det, not "
+                    "origin_det alone)")
             if self.detector not in ("flat", "curved"):
                 raise ValueError(f"CTGeometry.detector must be 'flat' or 'curved', got {self.detector!r}")
             fov = self.field_of_view_radius

@@ -473,3 +473,14 @@ def test_counts_of_the_geometry_are_whole_numbers():
             CTGeometry("parallel", angles=angles, **kw)
     with pytest.raises(ValueError, match=r"CTGeometry.pixel_size must be finite and > 0, got '1'"):
         CTGeometry("parallel", (32, 32), angles, 45, pixel_size="1")
+
+
+def test_a_source_detector_distance_below_the_isocentre_names_astras_sum():
+    """Fails if ``source_detector`` given as ASTRA's ``origin_det`` alone (200 beside a
+    ``source_isocenter`` of 300, the README's example) is refused without saying it is the sum
+    ``source_origin + origin_det``."""
+    with pytest.raises(ValueError, match=r"got 300\.0 and 200\.0: source_detector is the "
+                                         r"source-to-detector distance \(ASTRA's source_origin "
+                                         r"\+ origin_det, not origin_det alone\)"):
+        CTGeometry("fan", (32, 32), np.linspace(0, 2 * np.pi, 8, endpoint=False), 45,
+                   source_isocenter=300.0, source_detector=200.0)
