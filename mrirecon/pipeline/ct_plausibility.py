@@ -67,6 +67,31 @@ MIN_PIXELS = 64 * 64
 STARVED_FRACTION = 0.005
 
 
+#: A sinogram whose projection averaged over its views stays below this (0.5 mm of water, mu
+#: 0.0192 / mm) on every detector bin, beyond its noise, holds no patient: an air scan (a
+#: series' end slice), or data scaled far down.
+MIN_PEAK_LINE_INTEGRAL = 0.01
+
+
+def empty_sinogram_message(sino: Tensor) -> str | None:
+    """A message when post-log ``sino`` ``(views, detectors)`` holds no object
+    (:data:`MIN_PEAK_LINE_INTEGRAL` plus 4 standard deviations of the view-averaged noise,
+    estimated from neighbouring bins), else ``None``. Its largest single value alone was judged
+    before: an air slice with 4096-photon noise passed it, and the checks of a patient's data
+    then warned of the noise ("the views' total line integrals vary by 158 %: transposed?"),
+    the image's scale and a bias of +0 HU."""
+    x = sino.detach().double()
+    sigma = 1.4826 * float((x[..., 1:] - x[..., :-1]).abs().median()) / math.sqrt(2)
+    views = x.shape[-2]
+    level = float(x.mean(-2).max())
+    if level >= MIN_PEAK_LINE_INTEGRAL + 4 * sigma / math.sqrt(views):
+        return None
+    return (f"the projection averaged over the {views} views reaches {level:.3g}, less than "
+            "0.5 mm of water on any ray beyond the noise: an air scan, or a sinogram scaled "
+            "down (the image will be air, -1000 HU; the checks of the data's scale, geometry "
+            "and the method's bias are not made on it)")
+
+
 def bulk_attenuation(preview: Tensor) -> float | None:
     """The mode of the object's values (1/mm) in the FBP ``preview``, or ``None`` when the image
     holds no object (its 99th percentile not positive)."""

@@ -35,8 +35,8 @@ from mrirecon.pipeline.ct_consistency import (OPPOSITE_MISMATCH, above_count_flo
 from mrirecon.training.ct_dose_check import dose_warning
 from mrirecon.pipeline.ct_fan_check import dead_bins, fan_geometry_warning, sinogram_p99
 from mrirecon.pipeline.ct_plausibility import (NOISE_FIT_METHODS, bulk_shift_warning,
-                                               coverage_warning, floor_warnings, image_warnings,
-                                               noise_fit_warning)
+                                               coverage_warning, empty_sinogram_message,
+                                               floor_warnings, image_warnings, noise_fit_warning)
 from mrirecon.pipeline.schema import PipelineConfig, ReconstructConfig, UndersampleConfig
 from mrirecon.pipeline.stream import Method, Modality, detect_format
 from mrirecon.sampling import file_seed
@@ -252,9 +252,6 @@ EDGE_FRACTION = 0.02
 #: the projections count as truncated. Air reads 0 up to noise, whose mean is ~0 (+1 / (2 I0)
 #: from the log of few counts: below 0.01 of the percentile even at 64 photons per bin).
 TRUNCATION_LEVEL = 0.05
-#: A sinogram whose every line integral is below this (0.5 mm of water, mu 0.0192 / mm) holds
-#: no patient: an air scan, or data scaled far down.
-MIN_PEAK_LINE_INTEGRAL = 0.01
 
 
 #: Below this many views every method's image is dominated by streaks.
@@ -314,6 +311,8 @@ def data_warnings(sinogram: Tensor, geometry: CTGeometry) -> dict[str, str]:
                                float(sino[..., -k:].mean())) > TRUNCATION_LEVEL * p99
     if (pre_log := transmission_warning(sino, k)) is not None:  # not line integrals: no more
         return {**out, "transmission": pre_log}
+    if (empty := empty_sinogram_message(sino)) is not None:  # air: the rest would judge noise
+        return {**out, "empty": empty}
     sums = sino.sum(-1)
     spread = float(sums.std() / sums.mean().abs()) if views > 1 and float(sums.mean()) else 0.0
     if geometry.beam == "parallel" and spread > MASS_SPREAD:
@@ -354,11 +353,6 @@ def data_warnings(sinogram: Tensor, geometry: CTGeometry) -> dict[str, str]:
                            f"{miss[1]:.3g}, {miss[1] / p99:.0%} of the sinogram's 99th percentile "
                            "(air reads ~0): does the geometry (pixel_size, detector_spacing) "
                            "describe these data, and does the image cover the object?")
-    peak = float(sino.max())
-    if peak < MIN_PEAK_LINE_INTEGRAL:
-        out["empty"] = (f"the largest line integral is {peak:.3g}, less than 0.5 mm of water "
-                        "on any ray: an air scan, or a sinogram scaled down (the image will be "
-                        "air, -1000 HU)")
     return out
 
 
@@ -530,7 +524,7 @@ class CTStages(Modality[CTSlice]):
         out = data_warnings(s.sinogram, s.geometry)  # without the dropped projections
         if s.dropped:
             out["dead_views"] = dead_views_message(list(s.dropped), s.geometry.num_views)
-        if "transmission" not in out:  # pre-log data: their image's scale says nothing more
+        if not {"transmission", "empty"} & set(out):  # pre-log data, air: no image scale
             out.update(image_warnings(s.preview, s.geometry.pixel_size, s.data_mu_water))
         if (msg := coverage_warning(s.geometry)) is not None:
             out["coverage"] = msg
@@ -579,7 +573,8 @@ class CTStages(Modality[CTSlice]):
 
     def reconstruct(self, s: CTSlice, method: Method) -> CTSlice:
         out = reconstruct(s, method.config, method.model)  # its mean HU against the FBP's
-        if (msg := bulk_shift_warning(out.image, s.preview, method.config.method)) is not None:
+        if empty_sinogram_message(s.sinogram) is None and (msg := bulk_shift_warning(
+                out.image, s.preview, method.config.method)) is not None:  # (air: no object)
             self._say(method.name, s.index, "bulk_shift", msg)
         if method.model is None and method.config.method in NOISE_FIT_METHODS \
                 and (photons := self.dose(s)) is not None:  # its residual against the noise
