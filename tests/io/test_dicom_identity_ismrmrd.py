@@ -83,3 +83,12 @@ def test_values_that_do_not_fit_their_dicom_representation_are_left_out():
     got = mr_identity(header)
     assert not {"PatientBirthDate", "PatientSex", "StudyInstanceUID"} & set(got)
     assert got["StudyDescription"] == "x" * 64 and got["PatientName"] == "Doe^Jane"
+
+
+def test_every_identity_field_the_header_reads_has_its_dicom_keyword():
+    """Fails if the ISMRMRD paths read as identity and the DICOM keywords written for them name
+    different fields (one read and never written, or written from nothing)."""
+    from mrirecon.io.dicom_technique import IDENTITY_KEYWORDS
+    from mrirecon.io.ismrmrd_header import IDENTITY
+
+    assert set(IDENTITY) == set(IDENTITY_KEYWORDS)
