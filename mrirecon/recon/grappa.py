@@ -17,17 +17,36 @@ mask (no Python loop over pixels) and sources are gathered for all holes of a pa
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import Tensor
 
 from mrirecon.core.names import accepts_deprecated_names
-from mrirecon.recon.checks import check_measurements
+from mrirecon.recon.checks import check_measurements, warn_user
 
 
 def _check(kspace: Tensor) -> None:
     if not isinstance(kspace, Tensor) or not kspace.is_complex() or kspace.ndim != 3:
         got = tuple(kspace.shape) if isinstance(kspace, Tensor) else type(kspace).__name__
         raise ValueError(f"grappa: kspace must be a complex tensor (coils, H, W), got {got}")
+
+
+def _kernel(kernel_size) -> tuple[int, int]:
+    """``(kx, ky)`` of a ``kernel_size`` pair, or of one integer for both axes (``5``, as a
+    pipeline's ``--set reconstruct.params.kernel_size=5``: every file had failed with "'int'
+    object is not subscriptable")."""
+    whole = (numbers.Integral,)
+    size = (kernel_size,) * 2 if isinstance(kernel_size, whole) else kernel_size
+    try:
+        kx, ky = size
+        ok = all(isinstance(k, whole) and not isinstance(k, bool) and k >= 1 for k in (kx, ky))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"grappa: kernel_size must be one integer >= 1 or a pair (kx, ky) of "
+                         f"them, got {kernel_size!r}")
+    return int(kx), int(ky)
 
 
 def acs_region(kspace: Tensor, acs_width: int, mask: Tensor | None = None) -> Tensor:
@@ -50,8 +69,8 @@ def acs_region(kspace: Tensor, acs_width: int, mask: Tensor | None = None) -> Te
         raise ValueError(f"grappa: acs width must be in [1, {W}], got {acs_width}")
     if mask is None:
         cols = held_columns(kspace)
-    else:
-        cols = mask.to(device=kspace.device, dtype=torch.bool)
+    else:  # a numpy mask failed with "'numpy.ndarray' object has no attribute 'to'"
+        cols = torch.as_tensor(mask).to(device=kspace.device, dtype=torch.bool)
         cols = cols.any(dim=0) if cols.ndim == 2 else cols
     if cols.shape != (W,):
         raise ValueError(f"grappa: mask must have shape {tuple(kspace.shape[-2:])} or {(W,)}, "
@@ -108,7 +127,8 @@ def grappa(
         Fully sampled calibration k-space ``(coils, h, w)`` (e.g. the ACS band), or an int:
         the width of the fully sampled central band of columns of ``kspace`` (all rows).
     kernel_size
-        Kernel window ``(kx, ky)`` along ``(H, W)``, in samples; odd sizes centre the target.
+        Kernel window ``(kx, ky)`` along ``(H, W)``, in samples (one integer: both); odd sizes
+        centre the target.
     lam
         Relative Tikhonov weight (``pygrappa``'s ``lamda``, see the module notes; ``lamda``
         is accepted as a deprecated alias).
@@ -135,13 +155,16 @@ def grappa(
     # as run: one NaN sample spread to ~1500 estimated ones, all-zero k-space gave a bare ACS error
     check_measurements("grappa", kspace, None, kspace=True, arg="kspace")
     c, H, W = kspace.shape
-    kx, ky = int(kernel_size[0]), int(kernel_size[1])
-    if kx < 1 or ky < 1:
-        raise ValueError(f"grappa: kernel_size must be positive, got {kernel_size}")
+    if c > max(64, W):  # pygrappa's (rows, cols, coils) read as 96 coils of 96 x 8 k-space gave
+        # an image worse than zero-filled, without a word
+        warn_user(f"grappa: kspace {tuple(kspace.shape)} is read as {c} coils of {H} x {W} "
+                  "k-space, more coils than columns: is it in pygrappa's (rows, cols, coils) "
+                  "layout? mrirecon's is (coils, H, W): pass kspace.permute(2, 0, 1)")
+    kx, ky = _kernel(kernel_size)
     if mask is None:
         mask = (kspace != 0).any(dim=0)
     else:
-        mask = mask.to(device=kspace.device, dtype=torch.bool)
+        mask = torch.as_tensor(mask).to(device=kspace.device, dtype=torch.bool)
         if mask.shape == (W,):
             mask = mask.expand(H, W)
         if mask.shape != (H, W):
@@ -157,6 +180,10 @@ def grappa(
         raise ValueError(
             f"grappa: calib {tuple(calib.shape[1:])} is smaller than the kernel {(kx, ky)}"
         )
+    if not calib.is_complex():  # cast to complex, it lost its phase: 0.044 -> 0.108 error
+        raise TypeError(f"grappa: calib is real ({calib.dtype}), but calibration k-space is "
+                        "complex: a real block has lost its phase (abs(), .real or a cast); "
+                        "pass the complex ACS k-space")
     calib = calib.to(kspace.dtype)
     px, py = kx // 2, ky // 2
     if pad_calib:  # k // 2 on every side, as pygrappa (for even kernels one more at the far side)

@@ -171,3 +171,34 @@ def test_grappa_fastmri_masks_band_off_centre(fastmri_kspace, cf, acc):
         assert block.shape == (FM_C, FM_H, w) and bool((block != 0).any(dim=1).all())
         out = grappa(under, w, kernel_size=(5, 5), mask=m)
         assert torch.equal(out[..., m], under[..., m])
+
+
+def test_grappa_takes_one_integer_kernel_and_a_numpy_mask(data):
+    """Fails if ``kernel_size=5`` (as ``--set reconstruct.params.kernel_size=5`` gives it) fails
+    with "'int' object is not subscriptable", or a numpy mask with "has no attribute 'to'",
+    instead of meaning (5, 5) and the same mask; a kernel that is neither is refused by name."""
+    under = torch.from_numpy(data * _mask(2))
+    want = grappa(under, ACS, kernel_size=(5, 5), mask=torch.from_numpy(_mask(2)))
+    assert torch.equal(grappa(under, ACS, kernel_size=5, mask=_mask(2)), want)
+    assert torch.equal(grappa(under, ACS, kernel_size=np.int64(5), mask=_mask(2)), want)
+    for bad in ((5,), (5, 0), 2.5, "5", True):
+        with pytest.raises(ValueError, match=r"grappa: kernel_size must be one integer >= 1 or "
+                                             r"a pair"):
+            grappa(under, ACS, kernel_size=bad)
+
+
+def test_grappa_refuses_a_real_calibration_block_and_warns_of_coils_last(data):
+    """Fails if a real calibration block is cast to complex (its lost phase gave 0.108 instead
+    of 0.044 error) or pygrappa's (rows, cols, coils) layout is read as that many coils without
+    a word (an image worse than zero-filled)."""
+    under = torch.from_numpy(data * _mask(2))
+    block = acs_region(under, ACS)
+    with pytest.raises(TypeError, match=r"grappa: calib is real .* has lost its phase"):
+        grappa(under, block.abs())
+    coils_last = under.permute(1, 2, 0)  # (128, 96, 8): 128 "coils" of 96 x 8
+    with pytest.warns(UserWarning, match=r"grappa: kspace \(128, 96, 8\) is read as 128 coils "
+                                         r"of 96 x 8 k-space.*pygrappa's \(rows, cols, coils\)"):
+        try:
+            grappa(coils_last, 4)
+        except ValueError:
+            pass  # what it then refuses does not matter: the warning came first
