@@ -235,12 +235,30 @@ def _built_and_trained(cfg: TrainConfig, path, overrides: list[str], resume: boo
                           f"{len(train_set)} or less", RuntimeWarning, stacklevel=2)
         if cfg.val_every > 0:  # validation runs: it must not score training data
             check_validation_overlap(train_set, val_set, "")
+            _warn_validation_mismatch(train_set, val_set, path, rank)
         torch.manual_seed(cfg.seed)  # model initialisation
         model = build_model_from_config(cfg)
     except ConfigError as e:
         raise ConfigError(str(path), e.key, str(e).split(": ", 1)[-1]) from e
     with lock_output_dir(out):  # a second run into output_dir is refused while this one runs
         return _train(cfg, path, overrides, resume, progress, now, train_set, val_set, model)
+
+
+def _warn_validation_mismatch(train_set, val_set, path, rank: int) -> None:
+    """A warning (rank 0) when the validation data lie outside the training data's range
+    (:func:`~mrirecon.training.validation.validation_mismatch`)."""
+    from mrirecon.training.validation import validation_mismatch
+
+    if rank != 0 or not hasattr(train_set, "training_range"):
+        return
+    if found := validation_mismatch(train_set.training_range(), val_set.training_range()):
+        import warnings
+
+        warnings.warn(f"{path}: data.val: the validation data lie outside the training data's "
+                      f"range: {'; '.join(found)}; their PSNR picks the best state and goes "
+                      "into the card, but scores data the model is not trained for: validate "
+                      "on held-back files of the training data's kind", RuntimeWarning,
+                      stacklevel=3)
 
 
 def _train(cfg: TrainConfig, path, overrides: list[str], resume: bool, progress: bool, now: dict,

@@ -220,3 +220,26 @@ def make_validate_fn(
 
     validate.collective = True  # every rank calls it (Trainer)
     return validate
+
+
+def validation_mismatch(train_range: dict, val_range: dict) -> list[str]:
+    """The ``training_range`` fields (a card's schema) whose validation values lie outside the
+    training set's: ``[min, max]`` numbers and ``{"min": shape, "max": shape}`` grids within,
+    names (beam, maps) among. A CT validation folder at another image size, beam, dose or view
+    count trained with exit 0, its PSNR picking the best state and written into the card."""
+    out = []
+    for key in sorted(set(train_range) & set(val_range)):
+        t, v = train_range[key], val_range[key]
+        if isinstance(t, dict) and {"min", "max"} <= set(t) and isinstance(v, dict):
+            inside = all(lo <= a and b <= hi for lo, hi, a, b in
+                         zip(t["min"], t["max"], v.get("min", ()), v.get("max", ())))
+        elif isinstance(t, list) and len(t) == 2 and all(isinstance(x, (int, float))
+                                                         for x in t + list(v)):
+            inside = t[0] <= min(v) and max(v) <= t[1]
+        elif isinstance(t, list) and all(isinstance(x, str) for x in t + list(v)):
+            inside = set(v) <= set(t)
+        else:
+            continue
+        if not inside:
+            out.append(f"{key} {v} (training: {t})")
+    return out

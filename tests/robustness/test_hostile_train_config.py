@@ -329,3 +329,24 @@ def test_config_checkpointing_reaches_the_model(tmp_path):
     assert build_model_from_config(_checked(tmp_path, model__params=small)).checkpointing is False
     assert build_model_from_config(_checked(
         tmp_path, checkpointing=True, model__params={**small, "checkpointing": False})).checkpointing is False
+
+
+def test_a_validation_folder_outside_the_training_range_is_warned(ct, tmp_path):
+    """Fails if a CT validation folder at another dose (or size, beam, views) than the training
+    folder trains without a word: its PSNR picked the best state and went into the card."""
+    from mrirecon.data.simulate_ct import simulate_ct_dataset
+    from mrirecon.training.run import train_from_config
+
+    simulate_ct_dataset(tmp_path / "val", geometry="parallel", views=48, photons=100.0, size=32,
+                        seed=7, samples=1, part="validation", sources="phantom")
+    cfg = {"name": "t", "output_dir": str(tmp_path / "out"), "seed": 0, "device": "cpu",
+           "data": {"train": str(ct), "val": str(tmp_path / "val"), "modality": "ct"},
+           "model": {"name": "primal_dual", "params": {"iterations": 1}},
+           "optim": {"lr": 1e-3, "max_steps": 1, "batch_size": 1}, "loss": {"mse": 1.0},
+           "val_every": 1, "checkpoint_every": 1, "tensorboard": False}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.warns(RuntimeWarning, match=r"data\.val: the validation data lie outside the "
+                                             r"training data's range: photons \[100\.0, 100\.0\] "
+                                             r"\(training: \[4096\.0, 4096\.0\]\)"):
+        train_from_config(path, progress=False)
