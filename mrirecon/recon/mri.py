@@ -225,9 +225,9 @@ def _check_step(op: LinearOperator, aty: Tensor, step) -> None:
     if worst > 1 + 1e-3:
         warn_user(f"l1_wavelet: step {float(s.max()):g} exceeds 1 / L (at most "
                   f"{1 / float(lip.max()):.4g}: L = ||A^H A|| is at least {float(lip.max()):.4g} "
-                  f"by 30 power iterations; step x L >= {worst:.3g}): FISTA converges for step <= 1 / L and may diverge to a "
-                  "finite but exploded image; leave step=None (1 / the operator's bound) or give "
-                  "a smaller one")
+                  f"by 30 power iterations; step x L >= {worst:.3g}): FISTA converges for step "
+                  "<= 1 / L and may diverge to a finite but exploded image; leave step=None "
+                  "(1 / the operator's bound) or give a smaller one")
 
 
 @accepts_deprecated_names
