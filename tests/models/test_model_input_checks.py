@@ -145,6 +145,30 @@ def test_staged_ct_net_keeps_extra_leading_axes():
             model(y.to(torch.complex64), op)
 
 
+@pytest.mark.parametrize("fbp_start", [False, True])
+def test_primal_dual_scales_each_slice_of_a_stack_alone(fbp_start):
+    """Fails if a learned primal-dual net scales a stack ``(1, 2, views, detectors)`` with one
+    scale over both slices (a faint slice beside a bright one went 20.6 -> 12.6 dB, a blank one
+    came out non-zero) instead of each slice as alone, as StagedCTNet does; or if, FBP-started,
+    it takes an unbatched ``(views, detectors)`` sinogram's rows for samples (a raw broadcast
+    error)."""
+    from mrirecon.models.unrolled.primal_dual import LearnedPrimalDual
+
+    _, y, op = ct_problem(b=2)
+    y = torch.stack([y[0], 0.05 * y[1]])
+    model = LearnedPrimalDual(iterations=2, n_primal=2, n_dual=1, features=4,
+                              fbp_start=fbp_start, init_seed=0).eval()
+    with torch.no_grad():
+        alone = torch.cat([model(y[k:k + 1], op) for k in range(2)])
+        stacked = model(y[None], op)[0]
+        assert torch.allclose(stacked, alone, rtol=1e-5, atol=0)
+        assert torch.equal(model(torch.stack([y[0], 0 * y[1]])[None], op)[0, 1],
+                           torch.zeros_like(alone[1]))
+        with pytest.raises(ValueError, match=r"LearnedPrimalDual: data y must have a leading "
+                                             r"batch axis and at least 3 dims"):
+            model(y[0], op)
+
+
 def test_guard_without_modality_still_checks_reconstruction_calls():
     """Fails if input_checks.py ModalityGuard: ``reconstruction = modality is not None or
     isinstance(op, LinearOperator)`` -> ``modality is not None``. Weights of no modality (a
