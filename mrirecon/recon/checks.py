@@ -26,7 +26,7 @@ from contextvars import ContextVar
 import torch
 from torch import Tensor
 
-from mrirecon.core import LinearOperator
+from mrirecon.core import LinearOperator, check_trailing_shape
 from mrirecon.core.checks import finite_and_nonzero, nonfinite_count
 from mrirecon.functional.fft import REAL_PAIRS_HINT
 from mrirecon.sampling.agreement import judge_mask
@@ -134,16 +134,16 @@ def _check_shape(name: str, y: Tensor, op: LinearOperator | None, arg: str) -> N
     """``y``'s trailing axes against the data ``op`` maps images to (``op.range_shape``): a
     sinogram of 50 views for a 60-view projector failed in SIRT's first back-projection as
     "ParallelBeam.H: input must have shape (..., 60, 137)", naming neither the method nor y."""
-    want = getattr(op, "range_shape", None) if isinstance(op, LinearOperator) else None
-    if want is None:
+    if not isinstance(op, LinearOperator):
         return
-    got = tuple(y.shape)
-    tail = got[len(got) - len(want):] if len(got) >= len(want) else None
-    if tail is None or any(w is not None and w != g for w, g in zip(want, tail)):
-        shape = "(..., " + ", ".join("*" if w is None else str(w) for w in want) + ")"
-        raise ValueError(f"{name}: {arg} has shape {got}, but op ({op.name}) maps images to data "
-                         f"of shape {shape}: {arg} and op describe different acquisitions (another "
-                         f"view, coil or matrix count) or {arg}'s axes are in another order")
+    try:  # the operator's own rule and wording of its trailing shape
+        check_trailing_shape(name, arg, y, op.range_shape)
+    except ValueError as err:
+        shape = str(err).rsplit(" must have shape ", 1)[-1].rsplit(", got ", 1)[0]
+        raise ValueError(f"{name}: {arg} has shape {tuple(y.shape)}, but op ({op.name}) maps "
+                         f"images to data of shape {shape}: {arg} and op describe different "
+                         "acquisitions (another view, coil or matrix count) or "
+                         f"{arg}'s axes are in another order") from None
 
 
 def warn_user(message: str) -> None:

@@ -84,9 +84,10 @@ def _centre_block(mask: Tensor) -> tuple[int, int, int, int]:
     return top, bottom, left, right
 
 
-def _centre_blocks(op: SenseOperator, batch: int, h: int, w: int) -> Tensor:
-    """``(B, H, W)`` boolean: each sample's :func:`_centre_block` of a 2-D mask."""
-    m = kspace_mask(op).squeeze(-3).reshape(-1, h, w)
+def _centre_blocks(mask: Tensor, batch: int, h: int, w: int) -> Tensor:
+    """``(B, H, W)`` boolean: each sample's :func:`_centre_block` of a 2-D ``mask``
+    (:func:`kspace_mask`'s)."""
+    m = mask.squeeze(-3).reshape(-1, h, w)
     if m.shape[0] not in (1, batch):
         raise ValueError(f"VarNet: mask batch {m.shape[0]} does not match data batch {batch}")
     keep = torch.zeros(m.shape, dtype=torch.bool, device=m.device)
@@ -118,11 +119,12 @@ class SensitivityModel(nn.Module):
     def forward(self, y: Tensor, op: SenseOperator, num_low_frequencies: int | None = None) -> Tensor:
         """Masked k-space ``y`` ``(B, C, H, W)`` -> maps ``(B, C, H, W)`` with unit RSS."""
         b, c, h, w = y.shape
-        if self.mask_center and num_low_frequencies is None and _is_2d(kspace_mask(op)):
+        mask = kspace_mask(op) if self.mask_center else None
+        if mask is not None and num_low_frequencies is None and _is_2d(mask):
             # a 2-D pattern (Poisson disc ...): the fully sampled centre block, not the band of
             # columns sampled in any row (127 of 128 columns of a 4x Poisson-disc mask: maps
             # from aliased k-space)
-            y = y * _centre_blocks(op, b, h, w)[:, None]
+            y = y * _centre_blocks(mask, b, h, w)[:, None]
             empty = (y.abs().flatten(1).amax(1) == 0).nonzero().flatten().tolist()
             if empty:
                 raise ValueError(f"VarNet: sample {empty[0]}'s 2-D mask does not sample k-space "
