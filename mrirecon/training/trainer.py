@@ -151,6 +151,8 @@ class Trainer:
         self.step = 0
         self.elapsed = 0.0  # training seconds over all runs (resumes included)
         self.resumed = False  # a checkpoint was loaded (resume)
+        self._saved_step = -1  # the step of the checkpoint on disk, written or resumed
+        self._boundary = None  # (step, RNG states, buffers) before the step under way
         self.resumed_at: int | None = None  # the step it was loaded at
         self.out = Path(config.output_dir)
         self.history: list[dict] = []
@@ -205,8 +207,30 @@ class Trainer:
     def save(self) -> None:
         if self.rank == 0:
             save_checkpoint(self.checkpoint_path, self.state())
+        self._saved_step = self.step
         if self.world > 1:
             dist.barrier()
+
+    def _save_interrupted(self) -> None:
+        """Ctrl-C, SIGTERM or a notebook's interrupt during a step: checkpoint the state before
+        that step, when no update has begun (the forward and backward passes, nearly all of a
+        step), so that ``--resume`` loses nothing and still gives the uninterrupted run's weights
+        bit for bit. The batch-norm running statistics that the step's forward passes moved and
+        the RNG states it drew from are put back first. One process only: the ranks of a
+        distributed run stop at different points and the last periodic checkpoint stays."""
+        boundary, self._boundary = self._boundary, None
+        if boundary is None or self.world > 1 or boundary[0] <= self._saved_step:
+            return
+        step, rng, buffers = boundary
+        with torch.no_grad():
+            for name, b in self.model.named_buffers():
+                if name in buffers:
+                    b.copy_(buffers[name])
+        set_rng_state(rng)
+        save_checkpoint(self.checkpoint_path, self.state())
+        self._saved_step = step
+        log.warning("interrupted during step %d: the state after step %d was saved to %s; "
+                    "--resume continues from there", step + 1, step, self.checkpoint_path)
 
     def resume(self, check: Callable[[dict], None] | None = None) -> bool:
         """Load ``last.pt`` when it exists; returns whether a checkpoint was found.
@@ -246,7 +270,7 @@ class Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if self.critic is not None and "critic" in ckpt:
             self.critic.load_checkpoint_state(ckpt["critic"])
-        self.step = self.resumed_at = int(ckpt["step"])
+        self.step = self.resumed_at = self._saved_step = int(ckpt["step"])
         self.elapsed = float(ckpt.get("elapsed_seconds", 0.0))
         self.resumed = True
         set_rng_state(ckpt["rng"])
@@ -316,6 +340,7 @@ class Trainer:
             total += float(loss.detach())
         if order is not None:
             order.finish()
+        self._boundary = None  # the update begins: the model leaves the state before the step
         if self.cfg.optim.grad_clip:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
         self.optimizer.step()
@@ -349,12 +374,17 @@ class Trainer:
         try:
             t0, start_elapsed = time.perf_counter(), self.elapsed
             while self.step < self.cfg.optim.max_steps:
+                self._boundary = (self.step, rng_state(), {
+                    n: b.detach().clone() for n, b in self.model.named_buffers()})
                 try:
                     loss = self._train_step()
                 except ValueError as err:  # torch's words, naming no setting
                     if "Expected more than 1 spatial element" not in str(err):
                         raise
                     raise ValueError(_too_deep(self.cfg.model.params, err)) from None
+                except KeyboardInterrupt:  # Ctrl-C, SIGTERM (io.errors.Terminated)
+                    self._save_interrupted()
+                    raise
                 self.elapsed = start_elapsed + time.perf_counter() - t0
                 if not math.isfinite(loss):
                     o = self.cfg.optim  # the user's settings, not a bug: a ValueError (exit 2)

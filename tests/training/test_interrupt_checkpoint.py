@@ -1,0 +1,78 @@
+"""Ctrl-C or SIGTERM during a training step checkpoints the state before that step, so that
+``--resume`` loses no finished step and still gives the uninterrupted run's weights bit for bit
+(was: the steps since the last periodic checkpoint were lost, up to ``checkpoint_every``)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+import yaml
+
+from tests.helpers import TINY_MODL, TINY_MODL_MASK, tiny_mri_folders
+from mrirecon.io.errors import Terminated
+from mrirecon.training import trainer as T
+from mrirecon.training.run import train_from_config
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    return tiny_mri_folders(tmp_path_factory.mktemp("interrupt"))
+
+
+def _config(path, folders, out):
+    path.write_text(yaml.safe_dump({
+        "name": "t", "output_dir": str(out), "seed": 5, "device": "cpu",
+        "data": {"train": str(folders["train"]), "val": str(folders["val"]), "mask": TINY_MODL_MASK},
+        # MoDL's denoiser has batch norm: its running statistics move in every forward pass
+        "model": {"name": "modl", "params": dict(TINY_MODL)},
+        "optim": {"lr": 3e-3, "max_steps": 4, "batch_size": 2},
+        "log_every": 1, "val_every": 0, "checkpoint_every": 100}))
+    return path
+
+
+def _state(out):
+    ckpt = torch.load(out / "checkpoints" / "last.pt", weights_only=True)
+    return ckpt["step"], ckpt["model"], ckpt["optimizer"]["state"]
+
+
+def test_an_interrupt_within_a_step_checkpoints_the_step_before(folders, tmp_path, monkeypatch,
+                                                                  caplog):
+    train_from_config(_config(tmp_path / "a.yaml", folders, tmp_path / "a"), progress=False)
+    step_a, model_a, optim_a = _state(tmp_path / "a")
+    assert step_a == 4
+
+    calls = {"n": 0}
+    real = T.magnitude_for_target
+
+    def interrupted(x, target):  # after the forward pass of step 3's second sample
+        calls["n"] += 1
+        if calls["n"] == 5:  # step 3's first sample: MoDL's forward pass draws no random number
+            calls["rng"] = torch.get_rng_state()
+        if calls["n"] == 6:
+            torch.rand(3)  # as a dropout layer would: the step drew from the RNG
+            raise Terminated("SIGTERM")  # a KeyboardInterrupt, as Ctrl-C's
+        return real(x, target)
+
+    cfg = _config(tmp_path / "b.yaml", folders, tmp_path / "b")
+    monkeypatch.setattr(T, "magnitude_for_target", interrupted)
+    caplog.set_level(logging.WARNING, "mrirecon")
+    with pytest.raises(KeyboardInterrupt):
+        train_from_config(cfg, progress=False)
+    step, model, _ = _state(tmp_path / "b")
+    assert step == 2
+    rng = torch.load(tmp_path / "b" / "checkpoints" / "last.pt", weights_only=True)["rng"]
+    assert torch.equal(rng["torch"], calls["rng"])  # the RNG as it was before step 3  # checkpoint_every 100: nothing was on disk before the interrupt
+    assert any("interrupted during step 3" in r.getMessage() for r in caplog.records)
+    assert any(k.endswith("running_mean") for k in model)  # batch norm's statistics are there
+
+    monkeypatch.setattr(T, "magnitude_for_target", real)
+    train_from_config(cfg, resume=True, progress=False)
+    step_b, model_b, optim_b = _state(tmp_path / "b")
+    assert step_b == 4
+    assert model_a.keys() == model_b.keys()
+    assert all(torch.equal(model_a[k], model_b[k]) for k in model_a)  # buffers included
+    for i in optim_a:
+        for name in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(optim_a[i][name], optim_b[i][name])
