@@ -43,7 +43,6 @@ import csv
 import hashlib
 import io
 import json
-import math
 import os
 import warnings
 from collections.abc import Iterable, Sequence
@@ -290,9 +289,11 @@ class BenchTable:
             for m in METRICS:
                 f = _DIGITS[m]
                 mean, std = r.mean[m], r.std[m]
-                cells.append(mean_spread(mean, std, r.volumes, f) if math.isfinite(mean) else "n/a")
+                cells.append(mean_spread(mean, std, r.volumes, f))
             cells += [f"{r.seconds_per_slice:.3f}", f"{r.num_params:,}"]
             lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", "NMSE / PSNR / SSIM: mean ± 2 std over volumes (sample std, ddof = 1, as "
+                  "fastMRI's evaluate.py); a single volume is marked n = 1, with no spread."]
         if note := _threads_note(self.records):  # the times above are of these counts
             lines += ["", note]
         notes = dict.fromkeys(n for rec in self.records for n in rec.get("reference_notes", []))

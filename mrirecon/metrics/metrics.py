@@ -31,6 +31,24 @@ from mrirecon.metrics.ssim_loss import ssim_map
 ArrayLike = np.ndarray | Tensor
 
 
+def _as_tensor(a: ArrayLike) -> Tensor:
+    """``a`` as a tensor: a NumPy array of non-native byte order (h5py reads a big-endian
+    dataset as ``>f4``) or of long double precision is converted first (torch refused both
+    with its own words); the metrics compute in float64."""
+    if isinstance(a, Tensor):
+        return a
+    a = np.asarray(a)
+    if not a.dtype.isnative:
+        a = a.astype(a.dtype.newbyteorder("="))
+    if a.dtype.kind == "f" and a.itemsize > 8:
+        a = a.astype(np.float64)
+    elif a.dtype.kind == "c" and a.itemsize > 16:
+        a = a.astype(np.complex128)  # refused as complex below, with the metric's words
+    if a.dtype.kind not in "biufc":
+        raise TypeError(f"expected a numeric image, got a NumPy array of dtype {a.dtype}")
+    return torch.from_numpy(np.ascontiguousarray(a))
+
+
 def _as_pair(gt: ArrayLike, pred: ArrayLike, who: str, volume: bool = False) -> tuple[Tensor, Tensor, bool]:
     """The two inputs as tensors and whether to return tensors (any input was a tensor).
 
@@ -41,7 +59,10 @@ def _as_pair(gt: ArrayLike, pred: ArrayLike, who: str, volume: bool = False) -> 
     is_torch = isinstance(gt, Tensor) or isinstance(pred, Tensor)
     tensors = []
     for name, a in (("gt", gt), ("pred", pred)):
-        t = a if isinstance(a, Tensor) else torch.from_numpy(np.ascontiguousarray(a))
+        try:
+            t = _as_tensor(a)
+        except TypeError as err:
+            raise TypeError(f"{who}: {name}: {err}") from None
         if t.is_complex():
             raise ValueError(f"{who}: {name} is complex; pass magnitude images")
         tensors.append(t if t.is_floating_point() else t.to(torch.float64))
@@ -173,7 +194,7 @@ def crop_to_target(gt: ArrayLike, pred: ArrayLike) -> tuple[Tensor, Tensor]:
 def _cropped(gt: ArrayLike, pred: ArrayLike) -> tuple[Tensor, Tensor]:
     """:func:`crop_to_target` in the inputs' own precision (views of them): the metrics convert
     a chunk of slices at a time."""
-    g, p = (a if isinstance(a, Tensor) else torch.from_numpy(np.ascontiguousarray(a)) for a in (gt, pred))
+    g, p = (_as_tensor(a) for a in (gt, pred))
     size = fastmri_crop(g.shape)
     for name, a in (("target", g), ("prediction", p)):
         if a.is_complex():  # .to(float64) kept the real part only: PSNR 8.7 instead of 20.3 dB
@@ -213,7 +234,9 @@ class MetricsReport:
     def std(self) -> dict[str, float]:
         """Sample standard deviation (``ddof = 1``, as fastMRI's ``runstats``) over volumes;
         0 for a single volume."""
-        return {k: float(np.std(v, ddof=1)) if v.size > 1 else 0.0 for k, v in self.values.items()}
+        with np.errstate(invalid="ignore"):  # a perfect volume's PSNR is inf: no spread (NaN)
+            return {k: float(np.std(v, ddof=1)) if v.size > 1 else 0.0
+                    for k, v in self.values.items()}
 
     def __str__(self) -> str:
         mean, std = self.mean(), self.std()
@@ -226,7 +249,13 @@ def mean_spread(mean: float, std: float, volumes: int | None, fmt: str | Callabl
     """``"mean ± 2 std"`` of a metric over ``volumes`` volumes (``None``: a count not given),
     each formatted with ``fmt`` (a format spec, or a function of the value, as ``report.html``'s);
     one volume has no spread: ``"mean (n = 1)"`` (the tables printed "± 0.00000", a spread of
-    zero that was never measured)."""
+    zero that was never measured). A mean that is not finite has no spread: ``"n/a"`` for NaN (a
+    volume with no score), ``"inf"`` for the PSNR of a perfect reconstruction (fastMRI's value;
+    it was printed "n/a", as a diverged one)."""
+    if math.isnan(mean):
+        return "n/a"
+    if math.isinf(mean):
+        return f"{mean}"
     show = fmt if callable(fmt) else (lambda v: f"{v:{fmt}}")
     if volumes == 1:
         return f"{show(mean)} (n = 1)"
@@ -288,12 +317,13 @@ def evaluate_volumes(
             raise ValueError(f"evaluate_volumes: nonfinite must be 'raise' or 'nan', got {nonfinite!r}")
         for name, (gt, pred) in zip(names, pairs):
             who = f"evaluate_volumes: volume {name!r}"  # which of the volumes, not "mse"
-            p = pred if isinstance(pred, torch.Tensor) else torch.as_tensor(np.asarray(pred))
-            if nonfinite == "nan" and not finite_and_nonzero(p)[0]:
+            g, p = _cropped(gt, pred) if crop else (gt, pred)
+            # the scored region only: NaNs in the columns the crop drops left a score (was NaN)
+            if nonfinite == "nan" and not finite_and_nonzero(_as_tensor(p))[0]:
                 for m in metrics:
                     values[m].append(float("nan"))
                 continue
-            g, p, _ = _as_pair(*_cropped(gt, pred), who) if crop else _as_pair(gt, pred, who)
+            g, p, _ = _as_pair(g, p, who)
             for m in metrics:
                 values[m].append(float(METRIC_FUNCS[m](g, p)))
     return MetricsReport(names, {m: np.asarray(v, dtype=np.float64) for m, v in values.items()})
@@ -311,7 +341,6 @@ def metrics_table(reports: Mapping[str, MetricsReport], metrics: Sequence[str] =
             if m not in mean:
                 raise ValueError(f"metrics_table: report {method!r} has no metric {m!r}")
             f = digits.get(m, ".4g")
-            cells.append(mean_spread(mean[m], std[m], rep.num_volumes, f)
-                         if math.isfinite(mean[m]) else "n/a")
+            cells.append(mean_spread(mean[m], std[m], rep.num_volumes, f))
         lines.append(f"| {method} | {rep.num_volumes} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -189,9 +189,9 @@ def test_multicoil_table_metrics_and_masks_match_fastmri(multicoil_dir, varnet_w
     ]
     assert float(rows[0]["NMSE_mean"]) == table.rows[0].mean["NMSE"]
     md = (tmp_path / "bench_table.md").read_text().strip().splitlines()
-    # the rows, then the thread count the times were measured with
-    assert len(md) == 2 + len(table.rows) + 2 and "SSIM" in md[0] and "parameters" in md[0]
-    assert f"{nparams:,}" in md[-3]
+    # the rows, then what ± is and the thread count the times were measured with
+    assert len(md) == 2 + len(table.rows) + 4 and "SSIM" in md[0] and "parameters" in md[0]
+    assert f"{nparams:,}" in md[-5] and "± 2 std over volumes" in md[-3]
     assert md[-1].startswith(f"Measured with {torch.get_num_threads()} CPU thread(s) (")  # +source
     vols = list(csv.DictReader(io.StringIO((tmp_path / "bench_volumes.csv").read_text())))
     assert len(vols) == len(seen)

@@ -75,6 +75,8 @@ def test_a_library_call_and_mixed_records_say_so(ct_dir, tmp_path):
     assert mixed.to_markdown().strip().splitlines()[-1] == (
         "Measured with 1 (`--threads`) / 2 (the environment variable OMP_NUM_THREADS) / 3 "
         "(source not recorded) CPU thread(s).")
+    # what ± means, in the file pasted into papers (README and report.html said it; it did not)
+    assert "mean ± 2 std over volumes (sample std, ddof = 1" in mixed.to_markdown()
 
 
 def test_threads_help_states_the_order():
