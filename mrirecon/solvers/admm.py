@@ -115,14 +115,17 @@ def admm(
             if callback is not None:
                 callback(it, x, rel)
             check_finite_iterate("admm", it, iterations, x, rel, diverged)
-            if tolerance > 0 and bool(ok.all()) and bool(
-                    (torch.maximum(primal, dual) <= tolerance * scale).all()):
+            # a problem whose K x and z are exactly 0 is solved once z stops moving (was: never
+            # stopped, 300 iterations and "residual 0, above its tolerance" for a zero slice)
+            worst_res = torch.maximum(primal, dual)
+            if tolerance > 0 and bool(torch.where(ok, worst_res <= tolerance * scale,
+                                                  worst_res == 0).all()):
                 break
         else:
             check_finite_iterate("admm", it, iterations, x, None, diverged)
     else:
         if tolerance > 0:
-            worst = torch.maximum(primal, dual) / torch.where(ok, scale, 1)
+            worst = torch.where(ok, worst_res / torch.where(ok, scale, 1), worst_res)
             report_unconverged("admm", iterations, float(worst.max()), tolerance,
                                "primal residual or change of z (relative to ||K x||)")
     return x

@@ -111,9 +111,14 @@ def cg(
     Notes
     -----
     With ``tolerance > 0``, stopping at ``iterations`` with a system above it is reported
-    (:mod:`mrirecon.solvers.convergence`); a system frozen in the gram's null space (a
-    semi-definite gram, residual at rounding) counts as converged. A non-Hermitian ``gram`` is
-    not detected: CG then runs to the limit, which the report says when a tolerance was asked.
+    (:mod:`mrirecon.solvers.convergence`). A system frozen in the gram's null space (a
+    semi-definite gram) counts as converged when its residual is at rounding, at most
+    ``sqrt(RAYLEIGH_FLOOR * eps)`` of ``||rhs||`` (a consistent right-hand side ``A^H y`` has no
+    more along the directions that rounding cannot tell from the null space); above that it is
+    reported as stalled: a right-hand side outside the gram's range, a system too
+    ill-conditioned for the dtype, or an indefinite one. A zero ``rhs`` with a start ``x0``
+    measures the residual relative to the start's. A non-Hermitian ``gram`` is not detected:
+    CG then runs to the limit, which the report says when a tolerance was asked.
     """
     check_iterations("cg", iterations=iterations)
     check_tolerance("cg", tolerance=tolerance)
@@ -134,7 +139,10 @@ def cg(
     # Systems whose residual reached ``tolerance`` -- or machine precision, where the
     # recurrences only amplify rounding (a tiny p^H A p gives a huge step) -- are frozen.
     eps = torch.finfo(rr.dtype).eps
-    threshold = torch.clamp(torch.as_tensor(tolerance**2, dtype=rr.dtype) * bb, min=0) + (eps**2) * bb
+    # the residual's scale: ||rhs||, or the start's residual where rhs is 0 (the solution 0,
+    # reached from an x0: the threshold was 0, so CG ran to its limit and reported 1e-59)
+    scale = torch.where(bb > 0, bb, rr)
+    threshold = torch.clamp(torch.as_tensor(tolerance**2, dtype=rr.dtype) * scale, min=0) + (eps**2) * scale
     zero = torch.zeros_like(rr)
     one = torch.ones_like(rr)
     # The largest Rayleigh quotient p^H A p / p^H p met so far (a lower bound of ||A||): a
@@ -144,9 +152,11 @@ def cg(
     # directions once the residual was rounding noise, and x grew to 1e9 times the solution.
     top = torch.zeros_like(rr)
     stalled = torch.zeros_like(rr, dtype=torch.bool)
+    done = iterations
     for it in range(iterations):
         active = (rr > threshold) & ~stalled
         if not bool(torch.any(active)):
+            done = it
             break
         ap = gram(p)
         pap = _dot(p, ap, dims)
@@ -172,10 +182,18 @@ def cg(
         if callback is not None:
             callback(it, x, torch.sqrt(rr))
     if tolerance > 0:
-        left = (rr > threshold) & ~stalled
+        # frozen with more residual than rounding leaves: was counted converged, so a float32
+        # diag(1, ..., 1, 1e-6) system returned a relative residual of 0.32 without a word
+        stuck = stalled & (rr > threshold) & (rr > RAYLEIGH_FLOOR * eps * scale)
+        left = ((rr > threshold) & ~stalled) | stuck
         if bool(torch.any(left)):
-            worst = float(torch.sqrt((rr / torch.where(bb > 0, bb, one))[left].max()).detach())
-            report_unconverged("cg", iterations, worst, tolerance, "relative residual")
+            worst = float(torch.sqrt((rr / torch.where(scale > 0, scale, one))[left].max()).detach())
+            note = "" if not bool(torch.any(stuck)) else (
+                "it stalled: the rest of the residual lies along directions where p^H A p is zero "
+                f"to {str(rr.dtype).removeprefix('torch.')} rounding (a right-hand side outside the gram's range, a system too "
+                "ill-conditioned for this precision, or an indefinite one); regularise it (lam > "
+                "0) or solve in float64")
+            report_unconverged("cg", done, worst, tolerance, "relative residual", note)
     return x
 
 

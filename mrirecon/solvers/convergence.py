@@ -41,8 +41,15 @@ class Unconverged:
     achieved: float
     tolerance: float
     measure: str  # "relative residual", "relative change", ...
+    #: why it stopped short of the limit (CG's stall), instead of the iteration limit's advice
+    note: str = ""
 
     def message(self) -> str:
+        if self.note:
+            its = f"{self.iterations} iteration{'' if self.iterations == 1 else 's'}"
+            return (f"{self.solver} stopped after {its} with a "
+                    f"{self.measure} of {self.achieved:.2g}, above its tolerance "
+                    f"{self.tolerance:g}: {self.note}")
         return (f"{self.solver} stopped at its iteration limit ({self.iterations} iterations) with "
                 f"a {self.measure} of {self.achieved:.2g}, above its tolerance {self.tolerance:g}: "
                 "the result is not converged as asked (raise iterations, or set tolerance 0 "
@@ -122,9 +129,10 @@ def reported(who: str) -> Iterator[ConvergenceRecord]:
 
 
 def report_unconverged(solver: str, iterations: int, achieved: float, tolerance: float,
-                       measure: str) -> None:
-    """A solver stopped at ``iterations`` with ``achieved`` above ``tolerance`` (> 0)."""
-    entry = Unconverged(solver, int(iterations), float(achieved), float(tolerance), measure)
+                       measure: str, note: str = "") -> None:
+    """A solver stopped at ``iterations`` with ``achieved`` above ``tolerance`` (> 0); ``note``:
+    why it stopped before its limit (replaces the limit's advice)."""
+    entry = Unconverged(solver, int(iterations), float(achieved), float(tolerance), measure, note)
     record = _ACTIVE.get()
     if record is not None:
         record.add(entry)

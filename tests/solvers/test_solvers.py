@@ -274,6 +274,28 @@ def test_admm_lasso_matches_fista():
     torch.testing.assert_close(x_admm, x_fista, atol=1e-6, rtol=0)
 
 
+def test_admm_stops_on_a_zero_problem_beside_a_real_one(caplog):
+    """A problem whose data are 0 (a blank slice of a batch): ``K x`` and ``z`` are exactly 0, so
+    its relative residual has no scale and ADMM never counted it converged: every iteration
+    ran and "residual 0, above its tolerance" was reported. It now stops with the other."""
+    import logging
+
+    gen = torch.Generator().manual_seed(4)
+    M = torch.randn(20, 12, generator=gen, dtype=torch.float64)
+    b = torch.stack([torch.randn(20, generator=gen, dtype=torch.float64), torch.zeros(20).double()])
+    op = FunctionOperator(lambda v: v @ M.T, lambda r: r @ M, (12,), (20,))
+    K = Identity((12,))
+    caplog.set_level(logging.WARNING, "mrirecon")
+    steps = []
+    x = admm(least_squares_x_update(op, b, K, cg_iterations=30, batch_dims=1),
+             lambda v, t: v / (1 + 0.5 * t), K, torch.zeros(2, 12, dtype=torch.float64), 1.0,
+             iterations=300, tolerance=1e-8, batch_dims=1, callback=lambda i, x, r: steps.append(i))
+    ridge = torch.linalg.solve(M.T @ M + 0.5 * torch.eye(12, dtype=torch.float64), M.T @ b[0])
+    torch.testing.assert_close(x[0], ridge, rtol=1e-6, atol=0)
+    assert float(x[1].abs().max()) == 0.0 and len(steps) < 300
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
 def _tv_obj(x, b, lam):
     g = FiniteDifference(2)(x)
     return float(0.5 * (x - b).abs().pow(2).sum() + lam * torch.linalg.vector_norm(g, dim=-3).sum())
