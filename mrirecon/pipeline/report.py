@@ -119,6 +119,9 @@ def write_report(path: str | Path, *, title: str, config_text: str,
             f"<th>{m.upper()}</th>" for m in summary) + "</tr><tr>" + "".join(
             f"<td>{mean_spread(v[0], v[1], v[2] if len(v) > 2 else None, _fmt)}</td>"
             for v in summary.values()) + "</tr></table>")
+    if failed := sum(r.status == "failed" for r in results):  # the mean is of the others
+        summ += (f"<p class='failed'>{failed} of {len(results)} input(s) failed (in red below); "
+                 "they are not in the metrics or the summary.</p>")
     if metrics_note and metric_names:
         summ += f"<p><small>{_esc(metrics_note)}</small></p>"
     figs = []

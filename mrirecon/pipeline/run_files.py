@@ -254,6 +254,10 @@ def _write_run_files(config, output: Path, files, results, t_start, rank, world,
         "references": {os.path.abspath(k): v for k, v in (references or {}).items()},
         "weights": weights or {},
         "files": [_provenance_entry(r, output, absolute) for r in results],
+        # how many inputs ended how ("complete" is the run's state, not that every input
+        # succeeded: 3 of 7 failed inputs were counted only in the log)
+        "file_counts": {s: sum(r.status == s for r in results)
+                        for s in ("ok", "skipped", "failed")},
     }
     if headers:  # BART inputs: the sha256 of each NAME.hdr, read with NAME.cfl
         provenance["bart_headers"] = {os.path.abspath(k): v for k, v in headers.items()}

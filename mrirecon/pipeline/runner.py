@@ -176,7 +176,10 @@ def _run_locked(config: PipelineConfig, inputs: list[str], output: Path, *, resu
     run.write("complete")
     failed = [r for r in run.results if r.status == "failed"]
     if failed:
-        log.error("%d of %d file(s) failed", len(failed), len(run.results))
+        done = len(run.results) - len(failed)
+        log.error("%d of %d file(s) failed%s", len(failed), len(run.results),
+                  f"; the other {done} finished" if done else
+                  ": none finished, so no metrics.csv was written (the report lists the failures)")
     return 1 if failed else 0
 
 
@@ -420,8 +423,16 @@ def _load_model(config: PipelineConfig, device: str) -> tuple[Any, list[str]]:
     if config.reconstruct.weights:  # shipped name, .pt with a card, state dict or fastMRI VarNet
         from mrirecon.training.weights import load_model
 
-        model = load_model(method, config.reconstruct.params, config.reconstruct.weights,
-                           warned=said)  # weights without a card: logged there
+        try:
+            model = load_model(method, config.reconstruct.params, config.reconstruct.weights,
+                               warned=said)  # weights without a card: logged there
+        except (FileNotFoundError, ValueError) as err:  # named "load_model:", not the key
+            from mrirecon.core.config import ConfigError
+
+            if isinstance(err, ConfigError):
+                raise
+            raise ConfigError(config.pipeline_file or "", "reconstruct.weights",
+                              str(err).removeprefix("load_model: ")) from None
     else:
         said.append(f"reconstruct.weights is empty: {method} runs with untrained weights "
                     "(initialised with init_seed 0 unless reconstruct.params sets one)")

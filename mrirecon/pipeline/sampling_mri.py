@@ -324,6 +324,10 @@ def grappa_params(s: MRISlice, params) -> dict:
         out = {**params, "calib": calibration_band(s, params.get("calib"))}
     if "kernel_size" not in out:
         out["kernel_size"] = grappa_kernel(s, out["calib"])
+    else:  # one integer (5) for both axes, as grappa takes it: every input failed on [1]
+        from mrirecon.recon.grappa import _kernel
+
+        out["kernel_size"] = _kernel(out["kernel_size"])
     return out
 
 

@@ -31,6 +31,7 @@ whatever the stride, as in Zoran & Weiss' denoising schedule.
 from __future__ import annotations
 
 import numbers
+import os
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -151,6 +152,14 @@ def epll_settings_problem(params: dict) -> tuple[str, str] | None:
     bd = params.get("batch_dims")
     if bd is not None and (problem := count_problem(bd, 0)) is not None:
         return "batch_dims", f"{problem} or None"
+    gmm = params.get("gmm")
+    if isinstance(gmm, (str, os.PathLike)):  # a missing file failed every input, naming no key
+        from mrirecon.io.weights import resolve_weights
+
+        try:
+            resolve_weights(gmm, "epll")
+        except (FileNotFoundError, ValueError) as err:
+            return "gmm", str(err).removeprefix("epll: ")
     return None
 
 

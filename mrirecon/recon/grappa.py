@@ -17,6 +17,7 @@ mask (no Python loop over pixels) and sources are gathered for all holes of a pa
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import torch
@@ -47,6 +48,29 @@ def _kernel(kernel_size) -> tuple[int, int]:
         raise ValueError(f"grappa: kernel_size must be one integer >= 1 or a pair (kx, ky) of "
                          f"them, got {kernel_size!r}")
     return int(kx), int(ky)
+
+
+def grappa_settings_problem(params: dict) -> tuple[str, str] | None:
+    """``(setting, what is wrong)`` for a GRAPPA ``kernel_size``, ``calib`` width or ``lam``
+    that :func:`grappa` refuses (``None``: fine): the registry's ``settings_problem``, so a
+    pipeline refuses them at load (``kernel_size: [5, 0]`` or ``abc`` read and calibrated every
+    input, then failed each with torch's words)."""
+    from mrirecon.core.checks import count_problem
+
+    if "kernel_size" in params:
+        try:
+            _kernel(params["kernel_size"])
+        except ValueError as err:
+            return "kernel_size", str(err).removeprefix("grappa: kernel_size ")
+    calib = params.get("calib")
+    if calib is not None and not isinstance(calib, Tensor) \
+            and (problem := count_problem(calib, 1)) is not None:
+        return "calib", f"{problem} (the width of the calibration band, in columns)"
+    lam = params.get("lam")
+    if isinstance(lam, numbers.Real) and not isinstance(lam, bool) \
+            and not (math.isfinite(lam) and lam >= 0):
+        return "lam", f"must be a finite number >= 0 (the relative Tikhonov weight), got {lam!r}"
+    return None
 
 
 def acs_region(kspace: Tensor, acs_width: int, mask: Tensor | None = None) -> Tensor:
@@ -152,6 +176,8 @@ def grappa(
         window holds no acquired sample stay zero.
     """
     _check(kspace)
+    if (bad := grappa_settings_problem({"lam": lam})) is not None:  # lam -1: a singular solve
+        raise ValueError(f"grappa: lam {bad[1]}")
     # as run: one NaN sample spread to ~1500 estimated ones, all-zero k-space gave a bare ACS error
     check_measurements("grappa", kspace, None, kspace=True, arg="kspace")
     c, H, W = kspace.shape

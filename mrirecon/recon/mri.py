@@ -230,6 +230,25 @@ def _check_step(op: LinearOperator, aty: Tensor, step) -> None:
                   "(1 / the operator's bound) or give a smaller one")
 
 
+def l1_wavelet_settings_problem(params: dict) -> tuple[str, str] | None:
+    """``(setting, what is wrong)`` for an :func:`l1_wavelet` ``wavelet`` that is no orthogonal
+    discrete wavelet PyWavelets knows (``None``: fine): the registry's ``settings_problem``, so a
+    pipeline refuses it at load (``wavelet: db99``, ``bior2.2`` or ``mexh`` read and calibrated
+    every input, then failed each with PyWavelets' words, naming no setting)."""
+    name = params.get("wavelet")
+    if isinstance(name, str):
+        from mrirecon.functional.wavelet import wavelet_filters
+
+        try:
+            wavelet_filters(name)
+        except ImportError:  # PyWavelets missing: the registry's package check says so
+            pass
+        except ValueError as err:
+            return "wavelet", (f"{err} (orthogonal discrete wavelets: haar, dbN, symN, coifN; "
+                               "pywt.wavelist(kind='discrete') lists the names)")
+    return None
+
+
 @accepts_deprecated_names
 def l1_wavelet(
     y: Tensor,

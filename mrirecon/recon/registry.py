@@ -27,7 +27,7 @@ from mrirecon.functional import ifft2c, rss
 from mrirecon.recon import ct, mri
 from mrirecon.recon.checks import (check_measurements, is_ct_operator, is_kspace_operator,
                                    measurements_checked)
-from mrirecon.recon.grappa import grappa
+from mrirecon.recon.grappa import grappa, grappa_settings_problem
 from mrirecon.solvers.convergence import reported
 
 
@@ -116,9 +116,10 @@ _REGISTRY: dict[str, Entry] = {
     "zero_filled_rss": Entry(mri.zero_filled_rss, False, "MRI: RSS of the zero-filled coil images"),
     "cg_sense": Entry(mri.cg_sense, True, "MRI: CG on the (Tikhonov) normal equations"),
     "l1_wavelet": Entry(mri.l1_wavelet, True, "MRI: FISTA on 1/2||Ax-y||^2 + lam||Wx||_1",
-                        needs=("pywt",)),
+                        settings_problem=mri.l1_wavelet_settings_problem, needs=("pywt",)),
     "tv": Entry(mri.tv, True, "MRI: isotropic TV-regularised least squares (ADMM/PDHG)", mri.TV_SETTINGS),
-    "grappa": Entry(grappa_rss, False, "MRI: GRAPPA k-space completion + RSS"),
+    "grappa": Entry(grappa_rss, False, "MRI: GRAPPA k-space completion + RSS",
+                    settings_problem=grappa_settings_problem),
     "fbp": Entry(ct.fbp, True, "CT: filtered back-projection",
                  settings_problem=ct.fbp_settings_problem),
     "sirt": Entry(ct.sirt, True, "CT: SIRT with row/column-sum normalisation"),

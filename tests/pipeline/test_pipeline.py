@@ -151,6 +151,21 @@ def test_bad_file_is_skipped_and_reported(mri_dir, tmp_path):
     assert "broken.h5" in status["broken.h5"]["error"]
     assert not (out / "reconstructions" / "broken.h5").exists()
     assert not list(out.rglob("*.tmp"))
+    # how many failed, where a reader of the files looks (was: the log alone; "complete" and a
+    # summary "over 1 volume" said nothing of the failed input)
+    assert prov["status"] == "complete"
+    assert prov["file_counts"] == {"ok": 1, "skipped": 0, "failed": 1}
+    assert "1 of 2 input(s) failed" in (out / "report.html").read_text()
+
+
+def test_a_run_whose_every_input_failed_says_no_metrics_were_written(tmp_path, caplog):
+    """Was: "1 of 1 file(s) failed", exit 1, and no word of the metrics.csv a script reads."""
+    (tmp_path / "broken.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
+    config, _ = load_pipeline("mri_retrospective", _fast("mri_retrospective"))
+    caplog.set_level("ERROR", "mrirecon")
+    assert run_pipeline(config, [str(tmp_path / "broken.h5")], tmp_path / "o", progress=False) == 1
+    assert "1 of 1 file(s) failed: none finished, so no metrics.csv was written" in caplog.text
+    assert not (tmp_path / "o" / "metrics.csv").exists()
 
 
 def test_resume_after_killed_run(mri_dir, tmp_path, monkeypatch):
