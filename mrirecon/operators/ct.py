@@ -21,6 +21,7 @@ rotation axis, so a ``detector_offset`` (a centre-of-rotation offset) is exact.
 from __future__ import annotations
 
 import functools
+from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -41,17 +42,27 @@ from mrirecon.functional.radon import (
 from mrirecon.operators.ct_geometry import CTGeometry
 
 
+def _exact(t: Tensor):
+    """No ``torch.autocast`` inside the projectors: the physics runs in the data's own dtype. Under
+    a bfloat16 autocast (a model's forward, ``amp: true`` training) the parallel-beam kernel's
+    matrix product came out bfloat16 and its scatter into float32 failed ("scatter(): Expected
+    self.dtype to be equal to src.dtype")."""
+    kind = t.device.type
+    return torch.autocast(kind, enabled=False) if kind in ("cpu", "cuda") else nullcontext()
+
+
 class _Project(torch.autograd.Function):
     """``A x`` whose backward is ``A^T``."""
 
     @staticmethod
     def forward(ctx, x: Tensor, op: _CTProjector) -> Tensor:
-        ctx.op = op
-        return op._project(x)
+        ctx.op, ctx.dtype = op, x.dtype
+        with _exact(x):
+            return op._project(x)
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
-        return _Backproject.apply(grad.contiguous(), ctx.op), None
+    def backward(ctx, grad: Tensor):  # a gradient from autocast ops may be bfloat16
+        return _Backproject.apply(grad.to(ctx.dtype).contiguous(), ctx.op), None
 
 
 class _Backproject(torch.autograd.Function):
@@ -59,12 +70,13 @@ class _Backproject(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, y: Tensor, op: _CTProjector) -> Tensor:
-        ctx.op = op
-        return op._backproject(y)
+        ctx.op, ctx.dtype = op, y.dtype
+        with _exact(y):
+            return op._backproject(y)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        return _Project.apply(grad.contiguous(), ctx.op), None
+        return _Project.apply(grad.to(ctx.dtype).contiguous(), ctx.op), None
 
 
 class _CTProjector(LinearOperator):

@@ -17,6 +17,7 @@ from tests.models.tiny import TINY, run_model, tiny_model, tiny_problem
 
 BF16 = torch.finfo(torch.bfloat16).eps  # 2^-7
 MRI = sorted(n for n, (_, kind) in TINY.items() if kind in ("mri", "radial", "radial_own_maps"))
+CT = sorted(n for n, (_, kind) in TINY.items() if kind == "ct")
 
 
 def test_the_sweep_has_every_mri_model():
@@ -68,3 +69,39 @@ def test_mri_training_step_under_bfloat16_autocast(name):
     # the step goes where float32's goes (VarNet's gradient is the noisiest: cosine >= 0.94 over
     # the same 8 initialisations, the other models >= 0.95)
     assert float(torch.nn.functional.cosine_similarity(g16, g32, dim=0)) > 0.9
+
+
+@pytest.mark.parametrize("beam", ["parallel", "fan"])
+def test_ct_projectors_run_in_the_data_dtype_under_autocast(beam):
+    """The parallel-beam kernel's matrix product came out bfloat16 under autocast and its
+    scatter into float32 failed ("scatter(): Expected self.dtype to be equal to src.dtype"):
+    every CT model, SIRT and ``amp: true`` CT training. The physics is now exact there."""
+    _, y, op = tiny_problem("ct")
+    from mrirecon.operators import ct_operator
+    from mrirecon.operators.ct_geometry import CTGeometry
+
+    n = op.geometry.image_shape[0]
+    op = ct_operator(CTGeometry.parallel((n, n), num_views=12) if beam == "parallel" else
+                     CTGeometry.fan((n, n), num_views=12))
+    x = torch.rand(2, n, n, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fwd = op(x)
+        back = op.H(fwd.detach())
+    fwd.square().sum().backward()
+    assert fwd.dtype == back.dtype == torch.float32
+    assert torch.equal(fwd, op(x.detach())) and torch.equal(back, op.H(op(x.detach())))
+    torch.testing.assert_close(x.grad, 2 * op.H(op(x.detach())), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", CT)
+def test_ct_training_step_under_bfloat16_autocast(name):
+    x, y, op = tiny_problem("ct")
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = tiny_model(name).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = run_model(model, y, op)
+    loss = (out.float() - x).square().mean()
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and bool(torch.isfinite(g).all()) for g in grads), name
