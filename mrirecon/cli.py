@@ -477,7 +477,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     # from results.jsonl" and the skips are INFO lines, as run's)
     log_to_stderr(debug)
     prog = getattr(args, "_parser", parser).prog
-    from mrirecon.io.errors import Terminated, disk_error
+    from mrirecon.io.errors import Terminated, disk_error, lost_peer  # lost_peer: a rank died
 
     restore_signals = _on_sigterm_raise(Terminated)
     shown = _warnings_as_log_lines()
@@ -519,8 +519,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
         if disk is not None:
             print(f"{prog}: error: {disk}", file=sys.stderr)
             raise SystemExit(2) from None
-        print(f"{prog}: internal error: {type(err).__name__}: {_one_line(err)} (run with --debug "
-              "for the traceback and report it)", file=sys.stderr)
+        print(f"{prog}: " + (lost_peer(err) or f"internal error: {type(err).__name__}: "
+              f"{_one_line(err)} (run with --debug for the traceback and report it)"),
+              file=sys.stderr)
         raise SystemExit(1) from None
     finally:
         import warnings

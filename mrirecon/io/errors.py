@@ -25,6 +25,30 @@ DISK_ERRORS = {
 }
 
 
+#: What torch's collectives say when a peer process is gone (killed, crashed, its node lost)
+PEER_GONE = ("gloo/transport", "Connection reset by peer", "Connection closed by peer",
+             "NCCL communicator was aborted", "Broken pipe")
+
+
+def lost_peer(err: BaseException) -> str | None:
+    """The one line for a collective of a distributed run (``WORLD_SIZE`` > 1) that failed
+    because a peer process is gone, ``None`` for anything else: it was "internal error:
+    RuntimeError: [.../gloo/transport/tcp/pair.cc:537] Read error ...: Connection reset by peer
+    ... (report it)", a bug report asked for a rank killed by its scheduler."""
+    text = str(err)
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        world = 1
+    if world < 2 or not isinstance(err, RuntimeError) or not any(m in text for m in PEER_GONE):
+        return None
+    first = text.strip().splitlines()[0].split(". ")[0] if text.strip() else type(err).__name__
+    return (f"error: another process of this {world}-process run stopped (killed, crashed or "
+            f"disconnected: {first}), so this one stops too; check the other ranks' logs, then "
+            "start all of them again with --resume (train: from the last checkpoint; run: the "
+            "finished inputs are kept)")
+
+
 def disk_error(err: BaseException) -> str | None:
     """One line for an ``OSError`` of a full disk, an exceeded quota, a file-size limit or a
     read-only file system (``"OUT/metrics.csv: No space left on device (the disk is full:

@@ -31,6 +31,7 @@ from mrirecon.training.data import MRITrainingSet
 from mrirecon.training.losses import ReconstructionLoss
 from mrirecon.training.run_checks import (RESUMABLE_CHANGES, check_fresh_output,  # noqa: F401
                                           check_resume_config, check_resume_files,
+                                          resume_global_batch,
                                           check_validation_overlap, lock_output_dir,
                                           replace_outputs)
 from mrirecon.training.distributed import distributed_context, leave_group
@@ -292,7 +293,12 @@ def _train(cfg: TrainConfig, path, overrides: list[str], resume: bool, progress:
         # config.yaml (checkpoints of older versions)
         if resume:
             def check(ckpt: dict) -> None:
-                _check_resume_config(ckpt.get("config") or out / "config.yaml", now, str(path), out)
+                same = now
+                if ckpt.get("config"):  # a per-process batch that keeps the global batch
+                    same = resume_global_batch(ckpt["config"], ckpt.get("world_size"), now,
+                                               trainer.world, str(path))
+                _check_resume_config(ckpt.get("config") or out / "config.yaml", same, str(path),
+                                     out)
                 check_resume_files(ckpt.get("train_files"), trainer.train_files, str(path), out,
                                    str(cfg.data.train))
 

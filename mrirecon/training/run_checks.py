@@ -222,6 +222,38 @@ def check_resume_config(previous: Path | dict | str, now: dict, source: str,
                           "the same config or start a new output_dir")
 
 
+def resume_global_batch(previous: object, world_before: object, now: dict, world_now: int,
+                        source: str) -> dict:
+    """``now`` as :func:`check_resume_config` compares it with the run being resumed (its config
+    ``previous``, trained by ``world_before`` processes; ``None``: a checkpoint of an older
+    version, which does not say): a per-process ``optim.batch_size`` that keeps the global batch
+    (``batch_size x processes``, what the sample order and the averaged gradient follow) under
+    another process count is the recorded one; another global batch is refused. A one-process
+    run at batch 2 resumed by 2 ranks at batch 1 was refused, while 2 ranks at batch 2 (a global
+    batch of 4) resumed it without a word, as did 1 process resuming a 2-rank run: 0.5 off in
+    the weights, the card describing one run."""
+    before = _parse(previous)
+    try:
+        b_before = int(before["optim"]["batch_size"])
+        b_now = int(now["optim"]["batch_size"])
+    except (KeyError, TypeError, ValueError):
+        return now
+    if not isinstance(world_before, int) or isinstance(world_before, bool) or world_before < 1:
+        return now
+    g_before, g_now = b_before * world_before, b_now * world_now
+    if g_before != g_now:
+        if g_before % world_now == 0:
+            fix = f"set optim.batch_size {g_before // world_now} with {world_now} process(es)"
+        else:
+            fix = f"run {world_before} process(es) with optim.batch_size {b_before}"
+        raise ConfigError(source, "optim.batch_size", (
+            f"--resume continues a run trained with a global batch of {g_before} (optim."
+            f"batch_size {b_before} x {world_before} process(es)); this run's is {g_now} "
+            f"({b_now} x {world_now}): the sample order and the averaged gradient follow the "
+            f"global batch; {fix} to continue it"))
+    return {**now, "optim": {**now["optim"], "batch_size": b_before}}
+
+
 def file_records(train_set) -> list[dict]:
     """``{name, size, mtime_ns}`` of each file the training set ``train_set`` reads
     (``source_files()``; ``[]`` for a set without it), recorded in every checkpoint."""

@@ -184,6 +184,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "step": self.step,
+            "world_size": self.world,  # --resume compares the global batch (run_checks)
             "elapsed_seconds": self.elapsed,
             "rng": rng_state(),
             "model_name": self.cfg.model.name,

@@ -78,9 +78,10 @@ def test_resume_compares_with_the_config_the_checkpoint_was_made_with(tmp_path, 
 
 def test_a_fresh_run_of_the_same_config_starts_afresh_even_when_interrupted(tmp_path, data,
                                                                            monkeypatch):
-    """A restart of the same config replaces the earlier run: interrupted before its first
-    checkpoint, --resume starts at step 0 (was: the earlier run's checkpoint at its last step)
-    and the result is that of an uninterrupted run, bit for bit."""
+    """A restart of the same config replaces the earlier run: interrupted during its second
+    step, before its first periodic checkpoint, --resume starts from this run's own state after
+    step 1, which the interrupt saved (was: the earlier run's checkpoint at its last step), and
+    the result is that of an uninterrupted run, bit for bit."""
     from mrirecon.training.trainer import Trainer
 
     straight = train_from_config(_config(tmp_path, data, tmp_path / "straight"), progress=False)
@@ -99,9 +100,9 @@ def test_a_fresh_run_of_the_same_config_starts_afresh_even_when_interrupted(tmp_
     with pytest.raises(KeyboardInterrupt):
         train_from_config(path, progress=False)
     monkeypatch.setattr(Trainer, "_train_step", real)
-    assert not (out / "checkpoints" / "last.pt").exists()
+    assert _step(out) == 1  # this run's, not the earlier run's step 6
     resumed = train_from_config(path, resume=True, progress=False)
-    assert resumed.steps == 4 and [r["step"] for r in resumed.history] == [1, 2, 3, 4]
+    assert resumed.steps == 4 and [r["step"] for r in resumed.history] == [2, 3, 4]
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert yaml.safe_load((out / "model.yaml").read_text())["training"]["steps"] == 4
