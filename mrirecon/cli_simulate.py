@@ -296,7 +296,9 @@ def add_simulate(subparsers: argparse._SubParsersAction) -> None:
         "random ellipse phantoms (HU -> mu = 0.0192/mm (1 + HU/1000)), projected "
         "with the package's CT operator, Poisson noise with --photons incident "
         "photons per bin. Writes observation_<part>_NNN.hdf5 (post-log / MU_MAX) "
-        "and ground_truth_<part>_NNN.hdf5 (mu / MU_MAX in [0, 1], plus HU).",
+        "and ground_truth_<part>_NNN.hdf5 (mu / MU_MAX in [0, 1], plus HU). The sinograms "
+        "are the same operator applied to the stored image on the same grid (LoDoPaB projected "
+        "a finer image): scores on them are higher than on measured data (an 'inverse crime').",
         epilog="example: mrirecon simulate ct --out sim_ct --geometry parallel --views 180 "
         "--photons 4096 --size 128 --seed 0",
     )
@@ -315,7 +317,9 @@ def add_simulate(subparsers: argparse._SubParsersAction) -> None:
     ct.add_argument(
         "--size", type=int_at_least(8), default=128, help="image size N (N x N pixels)"
     )
-    ct.add_argument("--seed", type=seed, default=0, help="dataset seed")
+    ct.add_argument("--seed", type=seed, default=0,
+                    help="dataset seed (give each --part its own: the same seed gives the same "
+                    "images; a folder's other part of the same seed is warned of)")
     ct.add_argument("--samples", type=int_at_least(1), default=8, help="number of images")
     ct.add_argument("--part", default="train", help="dataset part name in the file names")
     ct.add_argument(

@@ -463,13 +463,15 @@ def _xyz(parent: ET.Element, tag: str, values: tuple) -> None:
         _sub(el, axis, value)
 
 
-def header_to_xml(header: Header) -> str:
+def header_to_xml(header: Header, limits: dict[str, tuple[int, int, int]] | None = None) -> str:
     """Serialise a :class:`Header` as an ISMRMRD XML document (schema-valid).
 
     ``H1resonanceFrequency_Hz`` (required by the schema) is taken from
     ``header.extra["h1_frequency_hz"]``, else ``header.technique["imaging_frequency_hz"]``,
     else from the field strength, else 0. ``header.technique`` is written back.
-    ``parse_ismrmrd_header(header_to_xml(h)) == h``. A geometry given to the header is stored
+    ``parse_ismrmrd_header(header_to_xml(h)) == h``. ``limits``: ``encodingLimits`` entries
+    ``name -> (minimum, maximum, center)`` in the schema's order (a non-Cartesian writer's
+    readout and slice counters); by default the Cartesian columns' ``kspace_encoding_step_1``. A geometry given to the header is stored
     as the ``mrirecon.geometry`` user parameter; one derived from the recon FOV and matrix
     (``Header`` built without ``geometry``) is not: the reader derives the same, and marks an
     axis whose FOV is 0 (unknown; a header built without a FOV holds 0) in
@@ -506,11 +508,14 @@ def header_to_xml(header: Header) -> str:
         el = _sub(enc, space)
         _xyz(el, "matrixSize", matrix)
         _xyz(el, "fieldOfView_mm", tuple(float(v) for v in fov))
-    limits = _sub(enc, "encodingLimits")
-    step1 = _sub(limits, "kspace_encoding_step_1")
-    _sub(step1, "minimum", 0)
-    _sub(step1, "maximum", header.padding_right - header.padding_left - 1)
-    _sub(step1, "center", header.encoded_matrix[1] // 2 - header.padding_left)
+    el = _sub(enc, "encodingLimits")
+    if limits is None:
+        limits = {"kspace_encoding_step_1": (0, header.padding_right - header.padding_left - 1,
+                                             header.encoded_matrix[1] // 2 - header.padding_left)}
+    for name, values in limits.items():
+        entry = _sub(el, name)
+        for tag, value in zip(("minimum", "maximum", "center"), values):
+            _sub(entry, tag, int(value))
     _sub(enc, "trajectory", str(header.extra.get("trajectory", "cartesian")))
 
     echoes = tech.get("echo_times_ms") or (header.echo_time_ms,)

@@ -176,7 +176,9 @@ def write_ismrmrd_noncartesian(
                 head["flags"] = np.uint64(1) << np.uint64(7)  # last in slice
             records[s * readouts + r] = (head, traj[r].reshape(-1),
                                          np.ascontiguousarray(data[s, :, r]).view(np.float32).reshape(-1))
-    xml = header_to_xml(header)
+    # the counters the acquisitions carry (were the Cartesian columns': e1 0..30 for 33 spokes)
+    xml = header_to_xml(header, {"kspace_encoding_step_1": (0, readouts - 1, 0),
+                                 "slice": (0, slices - 1, 0)})
     with atomic_hdf5(path) as h5:
         grp = h5.create_group("dataset")
         grp.create_dataset("xml", data=np.array([xml.encode()], dtype=h5py.string_dtype("utf-8")))

@@ -345,3 +345,24 @@ def check_as_written(root: dict, path: Path, user_attrs: dict) -> None:
                arg if key == "geometry" else f"{arg}={root[key]!r}")
         raise ValueError(f"write_lodopab: {arg}: {err.problem} (the reader would refuse the "
                          f"file: {err.field})") from None
+
+
+def simulated_parts(folder: str | os.PathLike) -> list[tuple[Path, str, int]]:
+    """``(file, part, seed)`` of each part in ``folder`` that ``mrirecon simulate ct`` wrote (its
+    first observation file's ``simulation`` and ``seed`` attributes); unreadable files are left
+    to the readers."""
+    import re
+
+    import h5py
+
+    found = []
+    for path in sorted(Path(folder).glob("observation_*_000.hdf5")):
+        match = re.fullmatch(r"observation_(\w+)_000\.hdf5", path.name)
+        try:
+            with h5py.File(path, "r") as h5:
+                attrs = dict(h5.attrs)
+        except OSError:
+            continue
+        if match and attrs.get("simulation") == "mrirecon.data.simulate_ct" and "seed" in attrs:
+            found.append((path, match.group(1), int(attrs["seed"])))
+    return found

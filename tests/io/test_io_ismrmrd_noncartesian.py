@@ -96,6 +96,25 @@ def test_simulated_radial_file_round_trip(tmp_path):
     assert op.H(ks.density.float() * ks.data[0, :1]).abs().max() > 0
 
 
+@pytest.mark.parametrize("kind, size", [("radial", (33, 31)), ("spiral", (32, 32))])
+def test_the_header_limits_are_the_acquisitions_counters(tmp_path, kind, size):
+    """``encodingLimits`` held the Cartesian columns' range (e1 0..30 for 33 radial spokes, 0..31
+    for 4 spiral interleaves) and no slice limit, although the acquisitions use slices 0..1:
+    tools that size their buffers from the limits got them wrong."""
+    import ismrmrd.xsd
+
+    (path,) = simulate_noncartesian_dataset(tmp_path, kind, volumes=1, slices=2, coils=2,
+                                            size=size, snr_db=None)
+    with ismrmrd.Dataset(str(path), "dataset", create_if_needed=False) as ds:
+        limits = ismrmrd.xsd.CreateFromDocument(ds.read_xml_header()).encoding[0].encodingLimits
+        idx = [ds.read_acquisition(i).idx for i in range(ds.number_of_acquisitions())]
+    e1 = sorted({int(i.kspace_encode_step_1) for i in idx})
+    assert (limits.kspace_encoding_step_1.minimum, limits.kspace_encoding_step_1.maximum) == (
+        0, e1[-1]) and e1 == list(range(e1[-1] + 1))
+    assert (limits.slice.minimum, limits.slice.maximum) == (0, 1)
+    assert sorted({int(i.slice) for i in idx}) == [0, 1]
+
+
 @pytest.mark.parametrize("missing", [0, 8])
 def test_writer_and_reader_keep_the_echo_centre(tmp_path, missing):
     """Our writer sets center_sample to the sample nearest the k-space centre (16 of a full
