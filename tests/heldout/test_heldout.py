@@ -21,9 +21,18 @@ PKG = Path(mrirecon.__file__).parent
 def test_reserved_images_are_disjoint_from_training_sources():
     assert not set(HELDOUT_CT) & set(CT_SOURCES)
     assert not set(HELDOUT_MR) & set(CT_SOURCES)
-    reserved_skimage = {"brain", "retina", "cell", "microaneurysms", "ihc", "phantom", "kidney",
-                        "lily", "cells3d", "skin"}
-    assert not set(NATURAL_IMAGES) & reserved_skimage
+    assert not set(NATURAL_IMAGES) & RESERVED_SKIMAGE
+    import skimage.data
+
+    # each a real name (the list had "ihc" and "phantom", names skimage.data does not have)
+    assert RESERVED_SKIMAGE <= set(skimage.data.__all__) and set(NATURAL_IMAGES) <= set(
+        skimage.data.__all__)
+
+
+#: scikit-image's medical and microscopy images: held out, never training images
+RESERVED_SKIMAGE = {"brain", "retina", "cell", "cells3d", "microaneurysms", "immunohistochemistry",
+                    "shepp_logan_phantom", "kidney", "lily", "skin", "palisades_of_vogt",
+                    "human_mitosis", "protein_transport"}
 
 
 def _heldout_imports(path: Path) -> set[str]:
