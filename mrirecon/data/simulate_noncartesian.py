@@ -102,5 +102,9 @@ def simulate_noncartesian_dataset(
             noise = torch.complex(torch.randn(k.shape, generator=g), torch.randn(k.shape, generator=g))
             k = k + sigma * noise  # sigma per real / imaginary part, as the Cartesian files
         header = vol.header.with_(extra={**vol.header.extra, "trajectory": trajectory})
-        paths.append(write_ismrmrd_noncartesian(out / names[index], k, traj, header, density))
+        # the object's magnitude (coil maps of unit sum of squares: the coil images' RSS, noise
+        # free) beside the k-space: what mrirecon run scores against (was: no reference, so the
+        # radial pipelines wrote no metrics on the simulator's own files)
+        paths.append(write_ismrmrd_noncartesian(out / names[index], k, traj, header, density,
+                                                reference=vol.image.abs().float()))
     return paths

@@ -270,8 +270,12 @@ def parse_ismrmrd_header(xml: str | bytes, source: str | os.PathLike = "<xml str
     enc_y = encoded_matrix[1]
     lim = "encodingLimits/kspace_encoding_step_1"
     center, maximum = num(f"{lim}/center", int), num(f"{lim}/maximum", int)
-    if center is None or maximum is None:
+    # a non-Cartesian scan's e1 counts its readouts (spokes, interleaves): no columns to pad
+    kind = (_text(enc, "trajectory", source) or "").strip().lower()
+    if center is None or maximum is None or kind not in ("", "cartesian", "epi"):
         padding_left, padding_right = 0, enc_y
+        if center is not None and maximum is not None:
+            extra["encoding_limits_step_1"] = (num(f"{lim}/minimum", int), maximum, center)
     else:
         minimum = num(f"{lim}/minimum", int)
         low = 0 if minimum is None else minimum
@@ -471,8 +475,8 @@ def header_to_xml(header: Header, limits: dict[str, tuple[int, int, int]] | None
     else from the field strength, else 0. ``header.technique`` is written back.
     ``parse_ismrmrd_header(header_to_xml(h)) == h``. ``limits``: ``encodingLimits`` entries
     ``name -> (minimum, maximum, center)`` in the schema's order (a non-Cartesian writer's
-    readout and slice counters); by default the Cartesian columns' ``kspace_encoding_step_1``. A geometry given to the header is stored
-    as the ``mrirecon.geometry`` user parameter; one derived from the recon FOV and matrix
+    readout and slice counters); by default the Cartesian columns' ``kspace_encoding_step_1``.
+    A geometry given to the header is stored as the ``mrirecon.geometry`` user parameter; one derived from the recon FOV and matrix
     (``Header`` built without ``geometry``) is not: the reader derives the same, and marks an
     axis whose FOV is 0 (unknown; a header built without a FOV holds 0) in
     ``extra["fov_unknown_axes"]``, as for a scanner's XML. (Stored, 1 mm placeholder voxels

@@ -107,6 +107,7 @@ def write_ismrmrd_noncartesian(
     density: torch.Tensor | None = None,
     *,
     dwell_time_us: float = 4.0,
+    reference: torch.Tensor | None = None,
 ) -> Path:
     """Write non-Cartesian multi-coil data as an ISMRMRD file, atomically.
 
@@ -125,6 +126,11 @@ def write_ismrmrd_noncartesian(
         ``traj`` as Cartesian lines, :func:`~mrirecon.io.ismrmrd_encoding.traj_ignored`).
     density
         Optional ``(readouts, samples)`` weights, stored as the third trajectory dimension.
+    reference
+        Optional ``(slices, rows, cols)`` magnitude image of the object (the recon matrix),
+        stored beside the ISMRMRD group as the root dataset
+        :data:`~mrirecon.io.ismrmrd_stream.REFERENCE` (fastMRI's name;
+        ISMRMRD readers ignore it): what ``mrirecon run`` scores the reconstructions against.
 
     Each readout's ``center_sample`` is its sample nearest the k-space centre (a partial echo:
     the samples before the echo that were never acquired are absent from ``trajectory``).
@@ -145,7 +151,12 @@ def write_ismrmrd_noncartesian(
     if density is not None:
         traj = np.concatenate([traj, density.detach().cpu().numpy().astype(np.float32)[..., None]], -1)
     data = kspace.detach().cpu().to(torch.complex64).numpy()
-    for field, values in (("kspace", data), ("trajectory", traj[..., :2]), ("density", traj[..., 2:])):
+    ref = None if reference is None else torch.as_tensor(reference).detach().cpu().numpy()
+    if ref is not None and (ref.ndim != 3 or ref.shape[0] != slices or np.iscomplexobj(ref)):
+        raise ValueError(f"write_ismrmrd_noncartesian: reference must be a real (slices, rows, "
+                         f"cols) image with {slices} slices, got {ref.dtype} {ref.shape}")
+    for field, values in (("kspace", data), ("trajectory", traj[..., :2]), ("density", traj[..., 2:]),
+                          ("reference", ref if ref is not None else np.zeros(0))):
         refuse_nonfinite("write_ismrmrd_noncartesian", path, field, values)
     dims = traj.shape[-1]
     # the sample nearest the k-space centre: n // 2 for a full spoke, earlier for a partial
@@ -183,7 +194,12 @@ def write_ismrmrd_noncartesian(
         grp = h5.create_group("dataset")
         grp.create_dataset("xml", data=np.array([xml.encode()], dtype=h5py.string_dtype("utf-8")))
         grp.create_dataset("data", data=records, maxshape=(None,), chunks=True)
+        if ref is not None:
+            from mrirecon.io.ismrmrd_stream import REFERENCE
+
+            h5.create_dataset(REFERENCE, data=ref.astype(np.float32), chunks=(1, *ref.shape[1:]))
     return Path(path)
+
 
 
 #: A trajectory's largest |k| must reach at least this fraction of its unit's edge (0.5
@@ -514,16 +530,23 @@ def read_noncartesian(path: Path, header: Header, records, imaging: np.ndarray,
     else:
         density = pipe_menon_density(trajectory, (h, w))
     header = header.with_(num_coils=channels, geometry=geometry, extra=extra)
+    from mrirecon.io.ismrmrd_stream import reference_reader
+
+    reference = reference_reader(path, num_slices, fail)
     if data is not None:
+        ref = None if reference is None else reference(slice(None))
+        if ref is not None and order is not None:  # in position order, as the k-space
+            ref = ref[torch.as_tensor(np.asarray(order))]
         return KSpace(data=torch.from_numpy(data[..., cut:end]), header=header, mask=None,
-                      noise=noise, source=str(path), trajectory=trajectory, density=density)
+                      noise=noise, source=str(path), trajectory=trajectory, density=density,
+                      reference=ref)
     from mrirecon.io.ismrmrd_stream import ISMRMRDSlices
 
     plan = KSpace(data=torch.zeros((num_slices, 0, readouts, end - cut), dtype=torch.complex64),
                   header=header, mask=None, noise=noise, source=str(path), trajectory=trajectory,
                   density=density)  # a volume of no coils: the slice count, what each read shares
     return ISMRMRDSlices(plan, lambda s: (torch.from_numpy(read_slice(s)[..., cut:end]), None),
-                         order)
+                         order, reference=reference)
 
 
 def read_traj_acquisitions(path, header, records, imaging, noise_sel, calib_only, fail,

@@ -127,9 +127,11 @@ class ISMRMRDSlices:
 
     Build it with :func:`open_ismrmrd`."""
 
-    def __init__(self, volume: KSpace, reader=None, order=None, calibrated: bool = False) -> None:
+    def __init__(self, volume: KSpace, reader=None, order=None, calibrated: bool = False,
+                 reference=None) -> None:
         self._volume, self._reader, self._order = volume, reader, order
         self._calibrated = calibrated
+        self._reference = reference  # file slice s -> (1, rows, cols), or None
         self.header = volume.header
 
     @property
@@ -152,7 +154,8 @@ class ISMRMRDSlices:
         data, cal = self._reader(s)
         if self._calibrated and cal is None:  # a slice without reference lines: zeros, as whole
             cal = np.zeros_like(data) if isinstance(data, np.ndarray) else data.new_zeros(data.shape)
-        return replace(vol, data=data, reference=None, slice_indices=(i,),
+        ref = None if self._reference is None else self._reference(s)
+        return replace(vol, data=data, reference=ref, slice_indices=(i,),
                        calibration=cal if self._calibrated else None)
 
     def held_bytes(self) -> int:
@@ -206,3 +209,31 @@ def stream_cartesian(cartesian, sel, rows: Rows) -> ISMRMRDSlices:
     plan = replace(plan, header=header)
     return ISMRMRDSlices(plan, lambda s: read_slice(s)[:2], info["order"],
                          calibrated=plan.calibration is not None)
+
+
+#: The root dataset of a non-Cartesian ISMRMRD file that holds the object's magnitude
+#: ``(slices, rows, cols)`` (the simulator writes it), read as the reference to score against
+REFERENCE = "reconstruction_rss"
+
+
+def reference_reader(path: str | os.PathLike, num_slices: int, fail):
+    """A reader of the file's :data:`REFERENCE` (``s`` -> ``(1, rows, cols)`` float32 of the
+    file's slice ``s``, read alone; ``slice(None)``: all), ``None`` when the file has none."""
+    import h5py
+    import torch
+
+    with h5py.File(path, "r") as h5:
+        if REFERENCE not in h5:
+            return None
+        ds = h5[REFERENCE]
+        if not isinstance(ds, h5py.Dataset) or ds.ndim != 3 or ds.shape[0] != num_slices \
+                or ds.dtype.kind != "f":
+            got = f"{ds.dtype} {ds.shape}" if isinstance(ds, h5py.Dataset) else "a group"
+            raise fail(REFERENCE, f"expected a real (slices, rows, cols) image of the "
+                       f"{num_slices} slices of the k-space, got {got}")
+
+    def read(s) -> torch.Tensor:
+        with h5py.File(path, "r") as h5:
+            rows = h5[REFERENCE][s] if isinstance(s, slice) else h5[REFERENCE][s:s + 1]
+        return torch.from_numpy(np.asarray(rows, dtype=np.float32))
+    return read

@@ -155,3 +155,33 @@ def test_center_sample_that_contradicts_the_trajectory_is_noted(tmp_path):
     assert extra["center_sample"] == 12 and extra["echo_samples"] == [8, 15]
     assert "head.center_sample is 12" in extra["center_sample_note"]
     assert "at sample 8 of 24" in extra["center_sample_note"]
+
+
+def test_the_simulator_stores_the_object_as_the_reference_read_whole_and_by_slice(tmp_path):
+    """Radial and spiral files held no reference, so ``mrirecon run`` scored none of the radial
+    pipelines on the simulator's own files ("no metrics.csv written (a fastMRI test set?)")."""
+    import h5py
+
+    from mrirecon.io.ismrmrd_stream import REFERENCE, open_ismrmrd
+
+    (path,) = simulate_noncartesian_dataset(tmp_path, "radial", volumes=1, slices=3, coils=2,
+                                            size=(24, 20), readouts=20, snr_db=None)
+    whole = read_ismrmrd(path)
+    assert whole.reference is not None and whole.reference.shape == (3, 24, 20)
+    assert whole.reference.dtype == torch.float32 and float(whole.reference.min()) >= 0
+    # the object the k-space was made of (the seeded volume of the Cartesian simulator)
+    from mrirecon.data.simulate_mri import simulate_mri_volume
+
+    obj = simulate_mri_volume(0, slices=3, coils=2, size=(24, 20), seed=0, snr_db=None).image
+    torch.testing.assert_close(whole.reference, obj.abs().float(), rtol=0, atol=0)
+    slices = open_ismrmrd(path)
+    for i in range(3):
+        one = slices.read(i)
+        assert torch.equal(one.reference, whole.reference[i:i + 1])  # the same as the whole read
+    with h5py.File(path, "a") as h5:  # a reference of the wrong slice count is named
+        data = h5[REFERENCE][:2]
+        del h5[REFERENCE]
+        h5[REFERENCE] = data
+    with pytest.raises(DataFormatError, match=r"reconstruction_rss.*3 slices of the k-space, "
+                                              r"got float32 \(2, 24, 20\)"):
+        read_ismrmrd(path)

@@ -110,6 +110,12 @@ def test_radial_pipelines_end_to_end(name, overrides, radial_dir, tmp_path, capl
     assert len(list((out / "dicom" / stem).glob("*.dcm"))) == 2
     assert (out / "report.html").exists()
     assert np.isfinite(rec).all() and rec.max() > 0
+    # scored against the object the simulator stored beside the k-space (was: no reference, no
+    # metrics.csv); the score is the report's, and a number a radial recon earns
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert rows[0] == "file,nmse,psnr,ssim" and rows[1].startswith(f"{stem}.h5,")
+    if not (learned and config.reconstruct.weights not in available_weights()):
+        assert float(rows[1].split(",")[2]) > 25.0
     if learned and config.reconstruct.weights not in available_weights():
         return  # untrained: only the plumbing is tested
     # the reconstruction is the simulated object (up to the intensity scale of the maps)
