@@ -25,8 +25,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from mrirecon.cli_stdout import (NamedStdout, StdoutClosed, end_progress_bars, last_words,
-                                 stdout_to_devnull)
+from mrirecon.cli_stdout import (BarSafeHandler, NamedStdout, StdoutClosed, bars_fit,
+                                 end_progress_bars, last_words, stdout_to_devnull)
 from mrirecon.cli_types import (Extend, acceleration, definition, folder, fraction, int_at_least,
                                 not_empty, path, positive_float)
 
@@ -72,7 +72,7 @@ def log_to_stderr(debug: bool = False) -> None:
     root = logging.getLogger()
     if root.handlers:  # the caller's own logging (a nested call, a test's capture)
         return
-    handler = logging.StreamHandler()
+    handler = BarSafeHandler()  # a record between progress bars on a line of its own
     handler.setFormatter(SafeLogFormatter(LOG_FORMAT))
     root.addHandler(handler)
     root.setLevel(logging.INFO)
@@ -94,10 +94,7 @@ def progress_wanted(args: argparse.Namespace) -> bool:
     while a bar was open started after its escapes (``grep '^WARNING'`` missed it)."""
     if getattr(args, "progress", None) is not None:
         return bool(args.progress)
-    try:
-        return bool(sys.stderr.isatty())
-    except (AttributeError, ValueError):  # replaced by an object without isatty, or closed
-        return False
+    return bars_fit(sys.stderr)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

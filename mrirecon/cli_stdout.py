@@ -6,6 +6,8 @@ fails."""
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import sys
 
 
@@ -34,10 +36,17 @@ class NamedStdout:
             raise OSError(err.errno, err.strerror or str(err), "stdout") from None
 
     def write(self, text: str) -> int:
-        return self._named(self._stream.write, text)
+        try:
+            return self._named(self._stream.write, text)
+        except UnicodeEncodeError:  # a non-UTF-8 locale (LC_ALL=C): the tables' "±" failed a
+            # finished bench with exit 2; ASCII stand-ins, "?" for anything else
+            enc = getattr(self._stream, "encoding", None) or "ascii"
+            plain = text.translate(ASCII_STANDINS).encode(enc, "replace").decode(enc)
+            return self._named(self._stream.write, plain)
 
     def writelines(self, lines) -> None:
-        return self._named(self._stream.writelines, lines)
+        for line in lines:
+            self.write(line)
 
     def flush(self) -> None:
         return self._named(self._stream.flush)
@@ -46,12 +55,44 @@ class NamedStdout:
         return getattr(self._stream, attr)
 
 
+#: What the standard output writes for the non-ASCII characters of mrirecon's tables where its
+#: encoding has none of them
+ASCII_STANDINS = str.maketrans({"±": "+/-", "×": "x", "≥": ">=", "≤": "<=", "–": "-", "—": "-",
+                                "…": "...", "µ": "u", "°": " deg"})
+
+
+class BarSafeHandler(logging.StreamHandler):
+    """The commands' log handler: a record logged while progress bars are on the terminal is
+    written with tqdm's external write mode (the bars cleared, the line written, the bars drawn
+    again below it); a plain ``StreamHandler`` wrote it after the inner bar's cursor-up escape,
+    so it began at the end of the outer bar's line ("...0/2 [00:00<?, ?file/s]I" / "NFO
+    mrirecon.pipeline: ...")."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        tqdm = sys.modules.get("tqdm.std")
+        if not getattr(getattr(tqdm, "tqdm", None), "_instances", None):
+            return super().emit(record)
+        try:
+            with tqdm.tqdm.external_write_mode(file=self.stream):
+                super().emit(record)
+        except Exception:  # noqa: BLE001 (a bar's state: the record matters more)
+            super().emit(record)
+
+
+def bars_fit(stream) -> bool:
+    """Whether progress bars can be drawn on ``stream``: a terminal (not a file: nohup, Slurm),
+    and not ``TERM=dumb`` (an Emacs shell, a CI pseudo-terminal), which shows the bars'
+    cursor-up escapes as ``^[[A``."""
+    try:
+        return bool(stream.isatty()) and os.environ.get("TERM") != "dumb"
+    except (AttributeError, ValueError):  # replaced by an object without isatty, or closed
+        return False
+
+
 def stdout_to_devnull(stream) -> None:
     """Point the standard output's descriptor at ``os.devnull``, so that the interpreter's
     last flush of what is still buffered for the closed pipe does not print "Exception ignored
     ... BrokenPipeError"."""
-    import os
-
     with contextlib.suppress(Exception):  # no descriptor (a test's capture): nothing to flush
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, stream.fileno())
