@@ -36,3 +36,9 @@ def test_a_part_of_the_seed_of_another_part_in_its_folder_is_warned_of(tmp_path,
     simulate_ct_dataset(tmp_path / "elsewhere", seed=3, part="test", **KW)
     np.testing.assert_array_equal(_truth(tmp_path / "ground_truth_train_000.hdf5"),
                                   _truth(tmp_path / "elsewhere" / "ground_truth_test_000.hdf5"))
+
+
+def test_the_same_part_again_is_not_warned_of(tmp_path, recwarn):
+    simulate_ct_dataset(tmp_path, seed=3, part="train", **KW)
+    simulate_ct_dataset(tmp_path, seed=3, part="train", **KW)  # a rerun replaces itself
+    assert not [w for w in recwarn if "same images" in str(w.message)]

@@ -55,6 +55,6 @@ def test_a_perfect_volume_reads_inf_not_na():
         table = metrics_table({"m": report})
         text = str(report)
     assert np.isinf(report.values["PSNR"][0])
-    assert "| inf |" in table.replace(" | ", " | ") and "PSNR = inf" in text
+    assert "| inf |" in table and "PSNR = inf" in text
     diverged = evaluate_volumes([gt, gt], [np.full_like(gt, np.nan), pred], nonfinite="nan")
     assert "n/a" in metrics_table({"m": diverged})

@@ -5,6 +5,8 @@ GRAPPA's one-integer ``kernel_size``, which its function takes, through the pipe
 
 from __future__ import annotations
 
+import math
+
 import h5py
 import numpy as np
 import pytest
@@ -78,4 +80,20 @@ def test_a_weights_problem_names_the_pipeline_file_and_the_key(mri_file, tmp_pat
         main(["run", str(pipe), "-i", str(mri_file), "-o", str(tmp_path / "o"), "--no-progress"])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "mine.yaml: reconstruct.weights: " in err and said in err
+    assert "load_model:" not in err and err.count("reconstruct.weights: ") == 1
     assert not (tmp_path / "o" / "reconstructions").exists()
+
+
+@pytest.mark.parametrize("lam", [-1.0, math.inf, math.nan])
+def test_grappa_refuses_a_tikhonov_weight_that_is_not_a_finite_number_at_least_0(lam):
+    """``lam`` -1 made the calibration solve singular; the library call took it."""
+    import torch
+
+    from mrirecon.recon.grappa import grappa, grappa_settings_problem
+
+    assert grappa_settings_problem({"lam": lam})[0] == "lam"
+    k = torch.randn(4, 32, 32, dtype=torch.complex64, generator=torch.Generator().manual_seed(0))
+    k[..., 1::2] = 0
+    with pytest.raises(ValueError, match=r"grappa: lam must be a finite number >= 0"):
+        grappa(k, 8, lam=lam)
+    assert grappa_settings_problem({"lam": 0}) is None  # no regularisation is allowed

@@ -78,6 +78,26 @@ def test_an_interrupt_within_a_step_checkpoints_the_step_before(folders, tmp_pat
             assert torch.equal(optim_a[i][name], optim_b[i][name])
 
 
+def test_an_interrupt_after_the_update_saves_no_mixed_state(folders, tmp_path, monkeypatch):
+    """Stopped once a step's update is done (its validation, log or save under way), the state
+    before the step is gone and the one after it not yet final: nothing is saved (a checkpoint
+    of the new weights with the old batch-norm statistics and RNG would resume silently off)."""
+    real = T.Trainer._train_step
+    calls = {"n": 0}
+
+    def step_then_interrupt(self):
+        out = real(self)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(T.Trainer, "_train_step", step_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train_from_config(_config(tmp_path / "b.yaml", folders, tmp_path / "b"), progress=False)
+    assert not (tmp_path / "b" / "checkpoints" / "last.pt").exists()  # checkpoint_every 100
+
+
 # ---- the global batch across process counts ------------------------------------------------
 
 def test_resume_keeps_the_global_batch_across_process_counts():
