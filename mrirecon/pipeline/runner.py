@@ -175,11 +175,15 @@ def _run_locked(config: PipelineConfig, inputs: list[str], output: Path, *, resu
         raise
     run.write("complete")
     failed = [r for r in run.results if r.status == "failed"]
+    from mrirecon.pipeline.job_end import wait_for_other_ranks
+
+    wait_for_other_ranks(1 if failed else 0, world)  # torchrun would stop them at our exit 1
     if failed:
         done = len(run.results) - len(failed)
         log.error("%d of %d file(s) failed%s", len(failed), len(run.results),
                   f"; the other {done} finished" if done else
-                  ": none finished, so no metrics.csv was written (the report lists the failures)")
+                  f": none finished, so no metrics{'' if world == 1 else f'.rank{rank}'}.csv was "
+                  "written (the report lists the failures)")
     return 1 if failed else 0
 
 
