@@ -327,3 +327,44 @@ def _deflate_bomb(path: Path, head: bytes, size: int) -> str | None:
         return None  # pydicom's own reading names what is wrong
     return None
 
+
+
+#: Acquisition settings that one series holds once: slices that disagree were read as one
+#: series without a word (two series of one SeriesInstanceUID, a merged export)
+SERIES_CONSTANTS = ("SliceThickness", "KVP")
+
+
+def acquisition_mismatch(items: list[tuple[Path, Dataset]], folder: Path) -> None:
+    """A :class:`DataWarning` for each :data:`SERIES_CONSTANTS` setting whose value differs
+    between the slices of a series (the outputs take the first slice's)."""
+    for keyword in SERIES_CONSTANTS:
+        values = {}
+        for path, ds in items:
+            try:
+                value = round(float(ds.get(keyword)), 3) if ds.get(keyword) not in (None, "") \
+                    else None
+            except (TypeError, ValueError):
+                value = None
+            if value is not None:
+                values.setdefault(value, path)
+        if len(values) > 1:
+            (first, head), *rest = sorted(values.items(), key=lambda kv: kv[1].name)
+            others = ", ".join(f"{v:g} ({p.name})" for v, p in rest[:3])
+            warn_data(DataWarning(folder, keyword, (
+                f"differs between the slices of the series: {first:g} ({head.name}) beside "
+                f"{others}: two acquisitions in one series? The outputs carry the first "
+                "slice's"), kind="mixed_acquisition"), stacklevel=3)
+
+
+def single_slice_spacing(ds: Dataset, path: Path, positive) -> float:
+    """The slice spacing of a one-slice series: SpacingBetweenSlices, else SliceThickness, else
+    1 mm with a :class:`~mrirecon.io.errors.DataNote` (was assumed without a word)."""
+    spacing = positive(ds, "SpacingBetweenSlices") or positive(ds, "SliceThickness")
+    if spacing:
+        return spacing
+    from mrirecon.io.errors import DataNote
+
+    warn_data(DataNote(path, "SliceThickness", "absent, as SpacingBetweenSlices: the one slice "
+                       "is taken as 1 mm thick in the NIfTI and DICOM outputs", kind="thickness"),
+              stacklevel=3)
+    return 1.0

@@ -27,9 +27,10 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from mrirecon.containers import Image, ImageGeometry
-from mrirecon.io.dicom_files import (check_subfolders, is_candidate, localizer, localizer_problem,
-                                     looks_like_dicom, not_a_series_folder, read_candidate,
-                                     refuse_projection_data, uid_as_written)
+from mrirecon.io.dicom_files import (acquisition_mismatch, check_subfolders, is_candidate,
+                                     localizer, localizer_problem, looks_like_dicom,
+                                     not_a_series_folder, read_candidate, refuse_projection_data,
+                                     single_slice_spacing, uid_as_written)
 from mrirecon.io.dicom_pixels import (
     PixelFacts,
     decode,
@@ -525,7 +526,7 @@ def read_dicom_series_and_header(
     if len(entries) > 1:
         slice_spacing = _check_spacing(entries, normal, folder, angle)
     else:
-        slice_spacing = _positive(ds0, "SpacingBetweenSlices") or _positive(ds0, "SliceThickness") or 1.0
+        slice_spacing = single_slice_spacing(ds0, path0, _positive)  # 1 mm, noted, if neither
     if not (spacing0 > 0).all():
         raise DataFormatError(path0, "PixelSpacing", f"must be positive, got {spacing0.tolist()}")
     try:
@@ -555,6 +556,7 @@ def read_dicom_series_and_header(
     first = entries[0][3]
     header = Dataset({tag: elem for tag, elem in first.items() if tag != _PIXEL_DATA})
     lossy_compression(items, header, folder)
+    acquisition_mismatch(items, folder)  # slices of another thickness or kVp
     image = Image(
         data=torch.from_numpy(data.astype(np.float32)),
         geometry=geometry,

@@ -432,7 +432,9 @@ def stream_volume(modality: Modality[S], path: Path, methods: Sequence[Method], 
                 _check_volume_memory(path, n, [*(o[0] for o in outs.values()), *refs, *views],
                                      previews, source_held_bytes(source))
                 if n > 1 or took >= PACE_SECONDS:  # the pace, in a log without progress bars
-                    log.info("%s", pace_line(Path(path).name, n, took))
+                    # the path as given, as the warnings name it: two folders' observation_
+                    # train_000.hdf5 read alike
+                    log.info("%s", pace_line(str(path), n, took))
             if bar is not None:
                 bar.set_postfix_str(f"{Path(path).name} slice {i + 1}/{n}", refresh=False)
                 bar.update(len(methods))

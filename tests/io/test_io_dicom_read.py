@@ -301,3 +301,41 @@ def test_the_gantry_tilt_allowance_does_not_grow_with_the_table_position(tmp_pat
                                                      for v in ds.ImageOrientationPatient])
     with pytest.raises(DataFormatError, match=r"mm off the slice normal through the first slice"):
         read_dicom_series(tmp_path)
+
+
+# ------------------------------------------------------------------ one series, one acquisition
+
+@pytest.mark.parametrize("keyword, values, said", [
+    ("SliceThickness", ("2", "2", "5"), "differs between the slices of the series: 2 ("),
+    ("KVP", ("120", "80", "120"), "differs between the slices of the series: 120 ("),
+])
+def test_slices_of_another_thickness_or_kvp_are_warned_of(tmp_path, keyword, values, said):
+    """Two acquisitions under one SeriesInstanceUID (a merged export, dual energy) were read as
+    one series without a word; the outputs carry the first slice's setting."""
+    from mrirecon.io.errors import DataWarning
+
+    _, paths = _series(tmp_path, "CT")
+    for path, value in zip(paths, values):
+        rewrite_dicom(path, **{keyword: value})
+    with pytest.warns(DataWarning, match=rf"{keyword}: {re.escape(said)}.*two acquisitions in one "
+                                         r"series\?") as got:
+        read_dicom_series(tmp_path)
+    assert [w.message.kind for w in got if isinstance(w.message, DataWarning)].count(
+        "mixed_acquisition") == 1
+
+
+def test_a_single_slice_without_thickness_notes_the_1_mm_it_takes(tmp_path):
+    import warnings
+
+    from mrirecon.io.errors import DataNote
+
+    _, paths = _series(tmp_path, "MR", slices=1)
+    rewrite_dicom(paths[0], SliceThickness=None, SpacingBetweenSlices=None)
+    with pytest.warns(DataNote, match=r"SliceThickness: absent, as SpacingBetweenSlices: the one "
+                                      r"slice is taken as 1 mm thick"):
+        image = read_dicom_series(tmp_path)
+    assert image.geometry.spacing[0] == 1.0
+    rewrite_dicom(paths[0], SliceThickness="3")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataNote)
+        assert read_dicom_series(tmp_path).geometry.spacing[0] == 3.0  # stated: no note

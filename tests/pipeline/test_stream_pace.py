@@ -50,7 +50,10 @@ def test_a_redirected_log_says_each_inputs_pace_once(two_inputs, tmp_path):
     text = log.read_text()
     assert code == 0, text[-2000:]
     found = PACE.findall(text)
-    assert sorted(name for name, *_ in found) == ["a.h5", "b.h5"], text  # once per input
+    # once per input, named as the warnings name it (the path as the run lists it: two folders'
+    # observation_train_000.hdf5 had read alike)
+    assert sorted(name for name, *_ in found) == [str(two_inputs / "a.h5"),
+                                                  str(two_inputs / "b.h5")], text
     for _, n, took, whole in found:
         assert n == "2"
         assert float(whole) == pytest.approx(2 * float(took), rel=0.01)
