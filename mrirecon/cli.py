@@ -26,7 +26,7 @@ import sys
 from collections.abc import Sequence
 
 from mrirecon.cli_stdout import (BarSafeHandler, NamedStdout, StdoutClosed, bars_fit,
-                                 end_progress_bars, last_words, stdout_to_devnull)
+                                 end_progress_bars, ensure_stderr, last_words, stdout_to_devnull)
 from mrirecon.cli_types import (Extend, acceleration, definition, folder, fraction, int_at_least,
                                 not_empty, path, positive_float)
 
@@ -427,6 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     (128 + SIGPIPE, as a Unix tool killed by SIGPIPE); a write to it that fails otherwise (a
     full disk) is an error naming ``stdout`` (:class:`NamedStdout`).
     """
+    ensure_stderr()  # closed (``2>&-``): errors went to the standard output
     stream = sys.stdout
     if stream is None or isinstance(stream, NamedStdout):  # closed (``>&-``), or a nested call
         return _main(argv)

@@ -79,6 +79,14 @@ class BarSafeHandler(logging.StreamHandler):
             super().emit(record)
 
 
+def ensure_stderr() -> None:
+    """Standard error closed (``2>&-``): messages go nowhere, not to the standard output, which
+    ``print(..., file=None)`` writes to and scripts read (``simulate``'s file list got the
+    error line)."""
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (the process's)
+
+
 def bars_fit(stream) -> bool:
     """Whether progress bars can be drawn on ``stream``: a terminal (not a file: nohup, Slurm),
     and not ``TERM=dumb`` (an Emacs shell, a CI pseudo-terminal), which shows the bars'

@@ -57,3 +57,20 @@ def test_bars_need_a_terminal_that_is_not_dumb(monkeypatch):
     monkeypatch.setenv("TERM", "dumb")  # an Emacs shell: the cursor-up escapes showed as ^[[A
     assert not bars_fit(Tty())
     assert not bars_fit(None) and sys.stderr is not None
+
+
+def test_a_closed_stderr_keeps_errors_off_the_standard_output(tmp_path):
+    """With ``2>&-`` the error line went to the standard output, which scripts read as the
+    list of files ``simulate`` wrote."""
+    import os
+    import shlex
+    import subprocess
+
+    from tests.helpers import ROOT
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = (f"{shlex.quote(sys.executable)} -m mrirecon simulate mri --out /proc/x --volumes 1 "
+           "--slices 1 --coils 2 --size 32 32 2>&-")
+    proc = subprocess.run(cmd, shell=True, capture_output=False, stdout=subprocess.PIPE,
+                          text=True, env=env, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2 and proc.stdout == ""
