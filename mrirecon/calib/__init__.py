@@ -1,6 +1,6 @@
 """Coil calibration: sensitivity maps (ESPIRiT, Walsh, Inati), coil compression, prewhitening."""
 
-from mrirecon.calib.centre import centre_maps, centre_window, espirit_block
+from mrirecon.calib.centre import centre_maps, centre_window, centred_width, espirit_block
 from mrirecon.calib.compression import gcc_apply, gcc_compress, gcc_matrices, svd_compress
 from mrirecon.calib.espirit import calibration_region, espirit_kernels, espirit_maps
 from mrirecon.calib.noncartesian import gridded_calibration_images, noncartesian_maps
@@ -11,6 +11,7 @@ __all__ = [
     "calibration_region",
     "centre_maps",
     "centre_window",
+    "centred_width",
     "espirit_kernels",
     "espirit_block",
     "espirit_maps",

@@ -52,6 +52,20 @@ def centre_window(columns: Tensor, width: int) -> Tensor:
     return win & columns.reshape(-1).bool()
 
 
+def centred_width(centre: Tensor) -> int:
+    """The width of the largest block of ``centre`` ``(W,)`` columns placed as ESPIRiT places
+    its calibration region (``W // 2 - n // 2`` on) whose every column is marked, grown from DC
+    one column at a time (:func:`~mrirecon.calib.espirit.espirit_maps` shrinks its block to
+    it). A one-sided ACS run (columns 62-89 about DC 64) or lattice columns inside the window
+    were counted whole: the kernel was clamped to 28 columns, and the 5 ESPIRiT calibrates on
+    refused it, failing the slice."""
+    cols = centre.reshape(-1).bool().cpu()
+    n, w = 0, cols.numel()
+    while n < w and bool(cols[w // 2 - (n + 1) // 2: w // 2 - (n + 1) // 2 + n + 1].all()):
+        n += 1
+    return n
+
+
 def espirit_block(centre_columns: int, rows: int, *, calib_rows: int = 24,
                   kernel_width: int = 6) -> tuple[tuple[int, int], tuple[int, int]]:
     """``(block, kernel)`` shapes of the ESPIRiT calibration for a band of ``centre_columns``:
@@ -90,8 +104,8 @@ def centre_maps(kspace: Tensor, centre: Tensor, *, method: Literal["espirit", "w
     if method == "espirit":
         from mrirecon.calib.espirit import espirit_maps
 
-        block, kernel = espirit_block(int(centre.sum()), kspace.shape[-2], calib_rows=calib_rows,
-                                      kernel_width=kernel_width)
+        block, kernel = espirit_block(centred_width(centre), kspace.shape[-2],
+                                      calib_rows=calib_rows, kernel_width=kernel_width)
         if max_cropped_energy is not None and not 0 <= max_cropped_energy < 1:
             raise ValueError(f"centre_maps: max_cropped_energy must be in [0, 1), got "
                              f"{max_cropped_energy}")

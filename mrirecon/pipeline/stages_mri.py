@@ -136,15 +136,16 @@ def calibrate(s: MRISlice, cfg: CalibrateConfig) -> MRISlice:
                                    return_crop=True)
     if cfg.method == "espirit" and float(crop) < cfg.crop:
         note = (f"calibrate: ESPIRiT's crop {cfg.crop:g} would have zeroed the coil maps over "
-                f"more than {100 * cfg.max_cropped_energy:g} % of the {calib_width}-column "
+                f"more than {100 * cfg.max_cropped_energy:g} % of the "
+                f"{calib.centred_width(window)}-column "
                 f"centre band's image energy (a band too narrow for its eigenvalues to reach "
                 f"the crop inside the object); the crop was lowered to {float(crop)!r}, "
                 "exactly (calibrate.crop set to it, with calibrate.max_cropped_energy=null, "
                 "repeats this slice's cut, one value for every slice: each slice's crop is in "
                 f"provenance.json files[].calibration.espirit_crop; null alone keeps {cfg.crop:g})")
         s = replace(s, notes={**s.notes, "espirit_crop": note})
-    if cfg.method == "espirit":  # what kernel_note / kernel_warning report (the band passed)
-        band = int(window.sum())
+    if cfg.method == "espirit":  # what kernel_note / kernel_warning report (the band used)
+        band = calib.centred_width(window)
         block, kernel = calib.espirit_block(band, kspace.shape[-2], calib_rows=cfg.calib_width,
                                             kernel_width=cfg.kernel_width)
         s = replace(s, espirit=(band, block, kernel), espirit_crop=float(crop))

@@ -66,3 +66,44 @@ def test_calibration_disc_is_a_hann_taper_of_diameter_calib_width_in_cycles_per_
         got, spread = _weight_of(sample, shape, cw)
         assert abs(got - expected) <= 1e-4, (sample, got, expected)
         assert spread <= 1e-4  # a plane wave: constant modulus
+
+
+def test_the_centred_width_is_the_block_espirit_calibrates_on():
+    from mrirecon.calib import centred_width
+
+    cols = torch.zeros(128, dtype=torch.bool)
+    cols[::4] = True
+    cols[62:90] = True  # a one-sided ACS run about DC 64, and R = 4 lattice columns
+    assert centred_width(cols) == 5  # 62..66: 64 - 5 // 2 on
+    sym = torch.zeros(128, dtype=torch.bool)
+    sym[52:76] = True
+    assert centred_width(sym) == 24
+    lattice = torch.zeros(128, dtype=torch.bool)
+    lattice[1::4] = True  # 49, 53, ..., 77: none touches the band's edges
+    assert centred_width(sym | lattice) == 24  # lattice columns inside the window add nothing
+    assert centred_width(torch.ones(7, dtype=torch.bool)) == 7
+    sym[64] = False
+    assert centred_width(sym) == 0  # no data at DC
+
+
+def test_a_one_sided_acs_calibrates_on_its_centred_block_instead_of_failing():
+    """28 contiguous ACS columns 62-89 (DC at 64) with R = 4 lattice columns: the kernel was
+    clamped to the 28 (+2 lattice) columns, and ESPIRiT, calibrating on the 5 centred ones,
+    refused it ("kernel_width (6, 6) takes fewer than 3 positions"), failing the slice in
+    ``mrirecon run``; a 5-column symmetric band on the same data ran."""
+    from mrirecon.calib import centre_maps, centre_window
+    from mrirecon.data.simulate_mri import simulate_mri_volume
+
+    vol = simulate_mri_volume(0, slices=1, coils=8, size=(64, 128), seed=1)
+    k = vol.kspace[0].to(torch.complex64)
+    cols = torch.zeros(128, dtype=torch.bool)
+    cols[::4] = True
+    cols[62:90] = True
+    window = centre_window(cols, 24)
+    centre_maps(k * cols, window)  # raised ValueError
+    band = torch.zeros(128, dtype=torch.bool)
+    band[62:67] = True
+    # the same 5-column block and kernel (the crop safeguard, off here, sees the window's energy)
+    one_sided = centre_maps(k * cols, window, max_cropped_energy=None)
+    symmetric = centre_maps(k * cols, band, max_cropped_energy=None)
+    torch.testing.assert_close(one_sided, symmetric, rtol=0, atol=0)
