@@ -476,8 +476,9 @@ def header_to_xml(header: Header, limits: dict[str, tuple[int, int, int]] | None
     ``parse_ismrmrd_header(header_to_xml(h)) == h``. ``limits``: ``encodingLimits`` entries
     ``name -> (minimum, maximum, center)`` in the schema's order (a non-Cartesian writer's
     readout and slice counters); by default the Cartesian columns' ``kspace_encoding_step_1``.
-    A geometry given to the header is stored as the ``mrirecon.geometry`` user parameter; one derived from the recon FOV and matrix
-    (``Header`` built without ``geometry``) is not: the reader derives the same, and marks an
+    A geometry given to the header is stored as the ``mrirecon.geometry`` user parameter; one
+    derived from the recon FOV and matrix (``Header`` built without ``geometry``) is not: the
+    reader derives the same, and marks an
     axis whose FOV is 0 (unknown; a header built without a FOV holds 0) in
     ``extra["fov_unknown_axes"]``, as for a scanner's XML. (Stored, 1 mm placeholder voxels
     read back as known sizes: exported without "1 mm was assumed".)

@@ -155,7 +155,8 @@ def write_ismrmrd_noncartesian(
     if ref is not None and (ref.ndim != 3 or ref.shape[0] != slices or np.iscomplexobj(ref)):
         raise ValueError(f"write_ismrmrd_noncartesian: reference must be a real (slices, rows, "
                          f"cols) image with {slices} slices, got {ref.dtype} {ref.shape}")
-    for field, values in (("kspace", data), ("trajectory", traj[..., :2]), ("density", traj[..., 2:]),
+    for field, values in (("kspace", data), ("trajectory", traj[..., :2]),
+                          ("density", traj[..., 2:]),
                           ("reference", ref if ref is not None else np.zeros(0))):
         refuse_nonfinite("write_ismrmrd_noncartesian", path, field, values)
     dims = traj.shape[-1]

@@ -188,9 +188,10 @@ def cg(
         left = ((rr > threshold) & ~stalled) | stuck
         if bool(torch.any(left)):
             worst = float(torch.sqrt((rr / torch.where(scale > 0, scale, one))[left].max()).detach())
+            kind = str(rr.dtype).removeprefix("torch.")
             note = "" if not bool(torch.any(stuck)) else (
                 "it stalled: the rest of the residual lies along directions where p^H A p is zero "
-                f"to {str(rr.dtype).removeprefix('torch.')} rounding (a right-hand side outside the gram's range, a system too "
+                f"to {kind} rounding (a right-hand side outside the gram's range, a system too "
                 "ill-conditioned for this precision, or an indefinite one); regularise it (lam > "
                 "0) or solve in float64")
             report_unconverged("cg", done, worst, tolerance, "relative residual", note)

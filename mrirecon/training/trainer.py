@@ -217,10 +217,12 @@ class Trainer:
         that step, when no update has begun (the forward and backward passes, nearly all of a
         step), so that ``--resume`` loses nothing and still gives the uninterrupted run's weights
         bit for bit. The batch-norm running statistics that the step's forward passes moved and
-        the RNG states it drew from are put back first. One process only: the ranks of a
-        distributed run stop at different points and the last periodic checkpoint stays."""
+        the RNG states it drew from are put back first. One process without an adversarial
+        critic only (the ranks of a distributed run stop at different points; a critic's own
+        statistics are not put back): there the last periodic checkpoint stays."""
         boundary, self._boundary = self._boundary, None
-        if boundary is None or self.world > 1 or boundary[0] <= self._saved_step:
+        if boundary is None or self.world > 1 or self.critic is not None \
+                or boundary[0] <= self._saved_step:
             return
         step, rng, buffers = boundary
         with torch.no_grad():
