@@ -116,7 +116,8 @@ _OPTION_HELP = {
     "cg_iterations": "conjugate-gradient iterations of each data-consistency step",
     "val_every": "validate (and keep the best state) every this many steps",
     "val_slices": "simulated validation slices",
-    "workers": "data-loader worker processes (0: in this process)",
+    "workers": "data-loader worker processes (0: in this process; modl / varnet: each draws "
+               "its own sample stream, so the count is part of the data recipe)",
     "crop_rows": "image rows of each training band (an exact smaller SENSE problem)",
     "bands": "training bands drawn from each simulated slice",
     "widths": "phase-encoding column counts of the simulated slices (one drawn per slice)",

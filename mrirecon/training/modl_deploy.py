@@ -159,8 +159,10 @@ def _card(out: Path, kind: str, model_spec: dict, args: dict, rec: dict, steps: 
                       bool(opts.get("estimate_sensitivities", False)))
     defaults = {"description": f"{kind} trained by mrirecon train {kind} (see training)",
                 "data": data, "known_failures": _CARD_FAILURES}
+    # "workers" is part of the recipe: each data worker draws its own sample stream
+    # (deploy_mri.DeploymentBands), so 2 or more train on other data (run_card.SAME_DATA)
     return trainer_card(fn, fresh, earlier, args,
-                        ("max_steps", "max_seconds", "val_every", "val_slices", "workers"), defaults)
+                        ("max_steps", "max_seconds", "val_every", "val_slices"), defaults)
 
 
 def train(out: str | Path, *, seed: int = 0, crop_rows: int = 96, bands: int = 3,

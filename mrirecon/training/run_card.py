@@ -245,8 +245,18 @@ def option_words(value) -> str:
     return " ".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
 
 
-def _same_value(text: str, value) -> bool:
+#: Options whose values name the same training data: ``workers`` 0 and 1 draw the one sample
+#: stream of ``train modl`` / ``varnet`` (2 or more draw one each: other data)
+SAME_DATA = {"workers": lambda v: str(max(1, int(float(v))))}
+
+
+def _same_value(text: str, value, key: str = "") -> bool:
     """The words ``text`` of a command line say ``value`` (``1e-3`` is ``0.001``)."""
+    if key in SAME_DATA:
+        try:
+            return SAME_DATA[key](text) == SAME_DATA[key](value)
+        except (TypeError, ValueError):
+            return False
     words, values = text.split(), option_words(value).split()
     if len(words) != len(values):
         return False
@@ -288,9 +298,9 @@ def _same_run(old: Mapping, fresh: Mapping, recipe: Mapping | None, defaults: Ma
     given = _command_options(command)
     for key, value in recipe.items():
         if key in given:
-            if not _same_value(given[key], value):
+            if not _same_value(given[key], value, key):
                 return False
-        elif key not in defaults or option_words(defaults[key]) != option_words(value):
+        elif key not in defaults or not _same_value(option_words(defaults[key]), value, key):
             return False
     return True
 

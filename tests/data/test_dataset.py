@@ -130,3 +130,24 @@ def test_a_seeded_subset_keeps_file_and_slice_order(seed):
     b = subsample_indices(40, 0.5, np.random.default_rng(seed), "sample_rate")
     assert len(a) == 20 and len(set(a.tolist())) == 20 and np.array_equal(a, b)
     assert np.all(np.diff(a) > 0), a
+
+
+def test_a_file_replaced_or_deleted_after_the_build_is_refused_with_any_worker_count(folder):
+    """Replaced (atomic rename), a file was read from the cached handle with no workers (the old
+    data, silently) and anew in workers (data the build never checked); deleted, the first kept
+    training and the second stopped: batches followed the worker count."""
+    root, volumes = folder
+    ds = SliceDataset(root)
+    first = ds[0]  # file0.h5: its handle is now cached in this process
+    ks, ref = volumes["file1.h5"]
+    write_fastmri(root / "swap.h5", ks, header(ACQ[1]), reference=ref)
+    os.replace(root / "swap.h5", root / "file0.h5")
+    with pytest.raises(ValueError, match=r"file0\.h5: the file changed after the dataset was built"):
+        ds[0]
+    loader = DataLoader(ds, batch_size=None, num_workers=2, shuffle=False)
+    with pytest.raises(ValueError, match=r"file0\.h5: the file changed after the dataset"):
+        list(loader)
+    (root / "file2.h5").unlink()
+    with pytest.raises(FileNotFoundError, match=r"file2\.h5: no such file \(deleted or moved"):
+        ds[len(ds) - 1]
+    assert first.kspace.shape[0] == COILS

@@ -142,6 +142,22 @@ def test_a_rebuild_of_another_recipe_keeps_nothing_of_the_earlier_card(monkeypat
     assert card["training"]["steps"] == 1 and "--seed 1 " in card["training"]["command"]
 
 
+def test_two_or_more_data_workers_are_another_recipe(monkeypatch, tmp_path):
+    """Each data worker of ``train modl`` draws its own sample stream, so 2 workers train on
+    other data than 0 or 1 (the first targets' sums 11465 / 16633 against 11465 / 171): a rebuild
+    at 2 kept the shipped card's text as a budget change."""
+    out = tmp_path / "modl_fastmri_diverse.pt"
+    budget = dict(iterations=10, widths=(320, 368), max_steps=1, val_every=1, val_slices=1,
+                  threads=1)
+    for workers, kept in ((0, True), (2, False)):
+        for suffix in (".pt", ".yaml"):  # the shipped command: the default, 1 worker
+            shutil.copy(WEIGHTS_DIR / f"modl_fastmri_diverse{suffix}", out.with_suffix(suffix))
+        md = _tiny_modl(monkeypatch, [1.0])
+        md.train(out, workers=workers, **budget)
+        card = yaml.safe_load(out.with_suffix(".yaml").read_text())
+        assert ("full_geometry" in card and "rebuilt" in card) == kept, workers
+
+
 def _fast_prior(monkeypatch):
     import mrirecon.training.denoiser_prior as prior
 
