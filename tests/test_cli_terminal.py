@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import logging
 import sys
-from pathlib import Path
 
 from mrirecon.cli_stdout import BarSafeHandler, NamedStdout, bars_fit
 
@@ -75,17 +74,3 @@ def test_a_closed_stderr_keeps_errors_off_the_standard_output(tmp_path):
     proc = subprocess.run(cmd, shell=True, capture_output=False, stdout=subprocess.PIPE,
                           text=True, env=env, cwd=tmp_path, timeout=300)
     assert proc.returncode == 2 and proc.stdout == ""
-
-
-def test_every_output_option_takes_output_and_o(tmp_path):
-    """``simulate`` and ``train <kind>`` took ``--out`` alone, where ``run``, ``bench`` and
-    ``demo`` take ``--output`` / ``-o``: ``simulate mri --output D`` was refused."""
-    from mrirecon.cli import build_parser
-
-    parser = build_parser()
-    for flag in ("--out", "--output", "-o"):
-        mri = parser.parse_args(["simulate", "mri", flag, str(tmp_path / "d")])
-        ct = parser.parse_args(["simulate", "ct", flag, str(tmp_path / "c")])
-        modl = parser.parse_args(["train", "modl", flag, str(tmp_path / "m.pt")])
-        assert Path(mri.out) == tmp_path / "d" and Path(ct.out) == tmp_path / "c"
-        assert Path(modl.out) == tmp_path / "m.pt"

@@ -352,8 +352,8 @@ def acquisition_mismatch(items: list[tuple[Path, Dataset]], folder: Path) -> Non
             others = ", ".join(f"{v:g} ({p.name})" for v, p in rest[:3])
             warn_data(DataWarning(folder, keyword, (
                 f"differs between the slices of the series: {first:g} ({head.name}) beside "
-                f"{others}: two acquisitions in one series? The outputs carry the first "
-                "slice's"), kind="mixed_acquisition"), stacklevel=3)
+                f"{others}: two acquisitions in one series? The outputs carry the value of "
+                "the first slice by position"), kind="mixed_acquisition"), stacklevel=3)
 
 
 def single_slice_spacing(ds: Dataset, path: Path, positive) -> float:
