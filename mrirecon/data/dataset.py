@@ -198,15 +198,6 @@ def subsample_indices(n: int, rate: float | None, rng: np.random.Generator, what
     return np.sort(rng.choice(n, size=round(n * rate), replace=False))
 
 
-def _file_state(path) -> tuple | None:
-    """``(size, mtime_ns, inode)`` of ``path``, ``None`` when it is gone."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_size, st.st_mtime_ns, st.st_ino
-
-
 class SliceDataset(torch.utils.data.Dataset):
     """Slices of fastMRI HDF5 volumes.
 
@@ -266,7 +257,9 @@ class SliceDataset(torch.utils.data.Dataset):
                                                   "volume_sample_rate")]
         samples = [(v, s) for v, info in enumerate(volumes) for s in range(info.num_slices)]
         self.volumes: list[VolumeInfo] = volumes
-        self._states = [_file_state(info.path) for info in volumes]  # what was checked
+        from mrirecon.io.ismrmrd_stream import file_stamp  # (the ISMRMRD reader's rule)
+
+        self._states = [file_stamp(info.path) for info in volumes]  # what was checked
         self.samples: list[tuple[int, int]] = [
             samples[i] for i in subsample_indices(len(samples), sample_rate, rng, "sample_rate")]
         self._reset_handles()
@@ -291,7 +284,9 @@ class SliceDataset(torch.utils.data.Dataset):
         # the file as the dataset was built on (its shape, slice count and maximum): a replaced
         # or deleted file was read from the cached handle with no workers (the old data) and
         # anew in workers (unchecked data), so batches followed the worker count
-        if (now := _file_state(path)) != self._states[volume]:
+        from mrirecon.io.ismrmrd_stream import file_stamp
+
+        if (now := file_stamp(path)) != self._states[volume]:
             if volume in handles:
                 handles.pop(volume).close()
             if now is None:

@@ -61,7 +61,7 @@ def read_heads(table) -> tuple[np.ndarray, int]:
     return heads, payload
 
 
-def _stamp(path) -> tuple[int, int, int] | None:
+def file_stamp(path) -> tuple[int, int, int] | None:
     """``(size, mtime_ns, inode)`` of ``path``, or ``None`` where it cannot be read (the open
     that follows says why)."""
     try:
@@ -79,7 +79,7 @@ class Rows:
 
     def __init__(self, heads: np.ndarray, path: str | os.PathLike, dataset: str = "dataset") -> None:
         self.heads, self.path, self.dataset = heads, path, dataset
-        self.stamp = _stamp(path)  # the file as its heads were read
+        self.stamp = file_stamp(path)  # the file as its heads were read
 
     def __getitem__(self, key):  # the ``records["head"]`` a table has
         if isinstance(key, str) and key == "head":
@@ -96,7 +96,7 @@ class Rows:
         h = self.heads
         sizes = (8 * h["active_channels"].astype(np.int64) * h["number_of_samples"]
                  + 4 * h["trajectory_dimensions"].astype(np.int64) * h["number_of_samples"])
-        if _stamp(self.path) != self.stamp:  # rows cut or another file: a raw IndexError or
+        if file_stamp(self.path) != self.stamp:  # rows cut or another file: a raw IndexError or
             from mrirecon.io.errors import DataFormatError  # another file's trajectory message
 
             raise DataFormatError(self.path, f"{self.dataset}/data", "the file changed since it "

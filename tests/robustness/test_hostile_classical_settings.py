@@ -1,7 +1,7 @@
-"""Settings of the classical reconstructions and a pipeline's weights that cannot run: refused at
-load naming the pipeline file and ``reconstruct.params.<key>`` / ``reconstruct.weights`` (each
-loaded, then read and calibrated every input and failed it with a library's own words), and
-GRAPPA's one-integer ``kernel_size``, which its function takes, through the pipeline."""
+"""A pipeline's weights that cannot run, refused at load naming the pipeline file and
+``reconstruct.weights``; GRAPPA's one-integer ``kernel_size``, which its function takes, through
+the pipeline, and its Tikhonov weight. (The classical methods' settings refused at load are
+``test_hostile_prior_settings.py``'s table.)"""
 
 from __future__ import annotations
 
@@ -12,38 +12,7 @@ import numpy as np
 import pytest
 
 from mrirecon.cli import main
-from mrirecon.core.config import ConfigError
-from mrirecon.pipeline.definitions import load_pipeline
-
-GRAPPA = ["reconstruct.method=grappa", "calibrate.method=none", "reconstruct.params={}",
-          "reconstruct.params_by_acceleration={}"]
-
-# (method, key, refused value, part of the message, a value that loads)
-REFUSED = [
-    ("l1_wavelet", "wavelet", "db99", "Unknown wavelet name 'db99'", "db2"),
-    ("l1_wavelet", "wavelet", "bior2.2", "wavelet 'bior2.2' is not orthogonal", "sym4"),
-    ("l1_wavelet", "wavelet", "mexh", "mexh is a continuous wavelet", "haar"),
-    ("grappa", "kernel_size", "[5, 0]", "must be one integer >= 1 or a pair (kx, ky)", "5"),
-    ("grappa", "kernel_size", "abc", "must be one integer >= 1 or a pair (kx, ky)", "[5, 3]"),
-    ("grappa", "calib", "0", "must be an integer >= 1", "12"),
-    ("epll", "gmm", "nothere.pt", "weights file nothere.pt does not exist", "patch_gmm"),
-]
-
-
-def _overrides(method: str, setting: str) -> list[str]:
-    base = {"grappa": GRAPPA, "l1_wavelet": []}.get(  # mri_cs's own method and tables
-        method, [f"reconstruct.method={method}", "reconstruct.params={}"])
-    return [*base, f"reconstruct.params.{setting}"]
-
-
-@pytest.mark.parametrize("method, key, value, said, fine", REFUSED,
-                         ids=[f"{m}:{k}={v}" for m, k, v, *_ in REFUSED])
-def test_a_setting_the_method_refuses_fails_the_config_naming_the_key(method, key, value, said,
-                                                                      fine):
-    with pytest.raises(ConfigError) as err:
-        load_pipeline("mri_cs", _overrides(method, f"{key}={value}"))
-    assert f"reconstruct.params.{key}: " in str(err.value) and said in str(err.value)
-    load_pipeline("mri_cs", _overrides(method, f"{key}={fine}"))  # the key itself is fine
+from tests.robustness.test_hostile_prior_settings import GRAPPA
 
 
 def test_grappa_takes_one_integer_kernel_size_as_its_function_does(mri_file, tmp_path):

@@ -1,5 +1,5 @@
 """Settings of the prior reconstructions (``pnp_nlm``, ``pnp_bm3d``, ``epll``, ``dlmri``,
-``tgv``) that they cannot run: refused at load naming ``reconstruct.params.<key>`` (they loaded
+``tgv``), and of ``l1_wavelet`` and ``grappa``, that they cannot run: refused at load naming ``reconstruct.params.<key>`` (they loaded
 and failed every input, some with raw Python errors), at run time where only the data tell
 (a patch larger than the image, a sparsity of the real patch dimension), and never run as a
 prior that does nothing or biases the image without a word."""
@@ -49,6 +49,21 @@ REFUSED = [
     ("tgv", "ratio", "0", "must be > 0", "1.5"),
     ("tgv", "rho", "0", "must be > 0", "0.1"),
 ]
+# the classical methods' settings that only their libraries refused (PyWavelets, torch, the
+# weights reader), after every input was read and calibrated
+REFUSED += [
+    ("l1_wavelet", "wavelet", "db99", "Unknown wavelet name 'db99'", "db2"),
+    ("l1_wavelet", "wavelet", "bior2.2", "wavelet 'bior2.2' is not orthogonal", "sym4"),
+    ("l1_wavelet", "wavelet", "mexh", "The `Wavelet` class is for discrete wavelets, mexh is a "
+     "continuous wavelet", "haar"),
+    ("grappa", "kernel_size", "[5, 0]", "must be one integer >= 1 or a pair (kx, ky)", "5"),
+    ("grappa", "kernel_size", "abc", "must be one integer >= 1 or a pair (kx, ky)", "[5, 3]"),
+    ("grappa", "calib", "0", "must be an integer >= 1", "12"),
+    ("epll", "gmm", "nothere.pt", "weights file nothere.pt does not exist", "patch_gmm"),
+]
+#: GRAPPA in mri_cs: no coil maps, and no table of l1_wavelet's settings
+GRAPPA = ["reconstruct.method=grappa", "calibrate.method=none", "reconstruct.params={}",
+          "reconstruct.params_by_acceleration={}"]
 if "pnp_bm3d" in recon.available():
     REFUSED += [("pnp_bm3d", "sigma", "0", "must be > 0", "0.01"),
                 ("pnp_bm3d", "gamma", "0.5", "must be >= 1", "1.1")]
@@ -56,8 +71,9 @@ if "pnp_bm3d" in recon.available():
 
 def _overrides(method: str, setting: str) -> list[str]:
     lam = ["reconstruct.params.lam=0.001"] if method == "tgv" else []  # tgv needs one
-    return [f"reconstruct.method={method}", "reconstruct.params={}", *lam,
-            f"reconstruct.params.{setting}"]
+    base = {"grappa": GRAPPA, "l1_wavelet": []}.get(  # l1_wavelet: mri_cs's own method, tables
+        method, [f"reconstruct.method={method}", "reconstruct.params={}", *lam])
+    return [*base, f"reconstruct.params.{setting}"]
 
 
 @pytest.mark.parametrize("method, key, value, said, fine", REFUSED,
