@@ -10,6 +10,7 @@ workers) are never used or closed in the child: each worker opens its own.
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -186,6 +187,23 @@ def _list_files(paths_or_folder, pattern: str | None) -> list[Path]:
     if missing:
         raise FileNotFoundError(f"SliceDataset: missing files {missing}")
     return files
+
+
+def check_subset(who: str, sample_rate: float, max_slices: int | None) -> float | None:
+    """A training set's ``sample_rate`` (a number in (0, 1]) and ``max_slices`` (``None`` or an
+    integer >= 1) checked, naming ``who``; returns the rate to draw by (``None`` for 1: all kept).
+    Unchecked, ``max_slices=0`` was "every slice has all-zero k-space", ``-1`` dropped the last
+    slice, and a ``sample_rate`` of 2 or NaN kept every slice."""
+    if (isinstance(sample_rate, bool) or not isinstance(sample_rate, numbers.Real)
+            or not 0 < sample_rate <= 1):
+        raise ValueError(f"{who}: sample_rate must be a number in (0, 1] (the share of slices "
+                         f"kept), got {sample_rate!r}")
+    if max_slices is not None and (isinstance(max_slices, bool)
+                                   or not isinstance(max_slices, numbers.Integral)
+                                   or max_slices < 1):
+        raise ValueError(f"{who}: max_slices must be None (all) or an integer >= 1, got "
+                         f"{max_slices!r}")
+    return None if sample_rate == 1 else float(sample_rate)
 
 
 def subsample_indices(n: int, rate: float | None, rng: np.random.Generator, what: str) -> np.ndarray:

@@ -161,7 +161,7 @@ class MRITrainingSet:
         seed: int = 0,
         maps_cache: MapsCache | None = None,
     ) -> None:
-        from mrirecon.data.dataset import SliceDataset
+        from mrirecon.data.dataset import SliceDataset, check_subset
 
         if maps not in MAPS:
             raise ValueError(f"MRITrainingSet: maps must be one of {MAPS}, got {maps!r}")
@@ -172,7 +172,7 @@ class MRITrainingSet:
         cfg = self.mask_config
         self.mask_fn = create_mask_for_mask_type(cfg.type, cfg.center_fractions, cfg.accelerations)
         self.maps, self.train = maps, bool(train)
-        rate = None if sample_rate >= 1.0 else sample_rate
+        rate = check_subset("MRITrainingSet", sample_rate, max_slices)
         files = fastmri_files(folder)
         self.dataset = SliceDataset(files, sample_rate=rate, seed=seed)
         if len(self.dataset) == 0:

@@ -142,8 +142,10 @@ class AcquiredMRISet:
                  maps: str = "espirit", train: bool = True, *, max_slices: int | None = None,
                  sample_rate: float = 1.0, seed: int = 0,
                  maps_cache: MapsCache | None = None) -> None:
+        from mrirecon.data.dataset import check_subset
         from mrirecon.io.probe import hdf5_layout
 
+        check_subset("AcquiredMRISet", sample_rate, max_slices)
         if maps not in MAPS:
             raise ValueError(f"AcquiredMRISet: maps must be one of {MAPS}, got {maps!r}")
         root = Path(folder)

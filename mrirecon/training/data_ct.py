@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 
 import math
+import numbers
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -133,6 +134,9 @@ class CTTrainingSet:
     ) -> None:
         from mrirecon.io.lodopab import LoDoPaBFiles
 
+        from mrirecon.data.dataset import check_subset
+
+        check_subset("CTTrainingSet", sample_rate, max_slices)
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"CTTrainingSet: data folder {folder} does not exist")
@@ -232,6 +236,9 @@ class CTTrainingSet:
             raise ValueError("CTTrainingSet.get: training samples need a mask_seed")
         i = self.indices[index]
         sino = self.files.sinogram(i).data.to(torch.float64)  # (1, views, detectors)
+        if self.train and (isinstance(mask_seed, bool) or not isinstance(mask_seed, numbers.Integral)):
+            raise TypeError(f"CTTrainingSet.get: mask_seed must be an integer (it seeds the view "
+                            f"offset and the noise), got {mask_seed!r}")
         seed = int(mask_seed) if self.train else 1_000_003 + i
         g = torch.Generator().manual_seed(seed)
         geometry = self.files.geometry

@@ -71,6 +71,38 @@ def test_a_ct_sample_rate_that_keeps_no_image_is_refused(ct):
         CTTrainingSet(ct, sample_rate=0.01)
 
 
+@pytest.mark.parametrize("kind", ["MRITrainingSet", "AcquiredMRISet", "CTTrainingSet"])
+@pytest.mark.parametrize(("arg", "value"), [
+    ("max_slices", 0), ("max_slices", -1), ("max_slices", 1.5), ("max_slices", True),
+    ("sample_rate", 2.0), ("sample_rate", float("nan")), ("sample_rate", 0), ("sample_rate", "1")])
+def test_training_sets_built_from_python_refuse_a_subset_they_cannot_take(kind, arg, value, mri,
+                                                                         ct):
+    """The config's load checks these; a training set built in Python took them: max_slices 0
+    was "every slice used has all-zero k-space", -1 dropped the last slice silently, and a
+    sample_rate of 2 or NaN kept every slice."""
+    from mrirecon.training.data import MRITrainingSet
+    from mrirecon.training.data_acquired import AcquiredMRISet
+    from mrirecon.training.data_ct import CTTrainingSet
+
+    cls, folder = {"MRITrainingSet": (MRITrainingSet, mri["train"]),
+                   "AcquiredMRISet": (AcquiredMRISet, mri["train"]),
+                   "CTTrainingSet": (CTTrainingSet, ct)}[kind]
+    with pytest.raises(ValueError, match=rf"^{kind}: {arg} must be"):
+        cls(folder, **{arg: value})
+
+
+def test_a_ct_training_sample_refuses_a_mask_seed_that_is_no_integer(ct):
+    """MRITrainingSet takes fastMRI's tuple seeds; the CT set seeds one generator: a tuple was
+    "int() argument must be a string, ... not 'tuple'", naming nothing."""
+    from mrirecon.training.data_ct import CTTrainingSet
+
+    ds = CTTrainingSet(ct)
+    with pytest.raises(TypeError, match=r"CTTrainingSet.get: mask_seed must be an integer .*"
+                                        r"got \(1, 2\)"):
+        ds.get(0, mask_seed=(1, 2))
+    assert ds.get(0, mask_seed=np.int64(3)).fname == ds.get(0, mask_seed=3).fname
+
+
 # ---- F4, F5, F6: refused at load, naming the key --------------------------------------------------
 
 
