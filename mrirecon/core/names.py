@@ -122,6 +122,10 @@ ALIAS_NOTES: Mapping[tuple[str, str], str] = {
         "; SigPy's L1WaveletRecon at the same value gives another image than l1_wavelet "
         "(NRMSE about 0.1), as its db4 transform is zero-padded with one more level where "
         "l1_wavelet's is periodised with cycle spinning"),
+    ("tv", "lamda"): (
+        "; SigPy's TotalVariationRecon at the same value gives another image than tv (NRMSE "
+        "0.03-0.12), as its TV is anisotropic with circular differences where tv's is "
+        "isotropic with Neumann boundaries"),
 }
 
 F = TypeVar("F", bound=Callable[..., Any])

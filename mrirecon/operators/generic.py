@@ -153,25 +153,32 @@ class Wavelet(LinearOperator):
     shape
         Image shape ``(H, W)``.
     wavelet
-        PyWavelets name of an orthogonal wavelet (default ``"db4"`` as in SigPy's L1-wavelet).
+        PyWavelets name of an orthogonal wavelet (default ``"db4"`` as in SigPy's L1-wavelet);
+        others, and ``"dmey"`` (its filter is orthonormal only to 2.2e-3), are refused here
+        (:func:`~mrirecon.functional.wavelet.wavelet_filters`) whatever ``levels`` is.
     levels
         Decomposition levels; default: as many as the padded size allows (at most 4).
     """
 
     def __init__(self, shape: Sequence[int], wavelet: str = "db4", levels: int | None = None):
         h, w = (int(s) for s in shape)
+        L = len(wavelet_filters(wavelet)[0])  # refuses the name whatever ``levels`` is
         if levels is None:
             levels = 4
-            while levels > 1 and min(h, w) >> levels < 2 * len(wavelet_filters(wavelet)[0]):
+            while levels > 1 and min(h, w) >> levels < 2 * L:
                 levels -= 1
         if isinstance(levels, bool) or not isinstance(levels, numbers.Integral) or levels < 1:
             raise ValueError(f"Wavelet: levels must be an integer >= 1, got {levels!r}")
         levels = int(levels)
+        if min(h, w) < 2:  # was: "1 levels need ... 2 pixels ...; give at most 1"
+            raise ValueError(f"Wavelet: the image is {h} x {w}, too short for any level (each "
+                             "level halves both sides, so they need at least 2 pixels); give an "
+                             "image of at least 2 x 2 pixels")
         if 1 << levels > min(h, w):  # was: padded to a multiple of 2**levels without a word
             # (levels 10 turned 32 x 32 into 1024 x 1024; 20 asked for 2**40 pixels)
             raise ValueError(f"Wavelet: {levels} levels need at least 2**{levels} = {1 << levels} pixels "
                              f"per side, the image is {h} x {w}; give at most "
-                             f"{max(min(h, w).bit_length() - 1, 1)}")
+                             f"{min(h, w).bit_length() - 1}")
         step = 2**levels
         ph, pw = -(-h // step) * step, -(-w // step) * step
         super().__init__((h, w), (ph, pw))
