@@ -11,7 +11,10 @@ pass solves the adjoint system, which is the same Hermitian system, by CG again:
 
 Memory is therefore that of one application of ``G`` instead of ``iterations`` of them.
 The gradients are exact for the exact solution; with a truncated CG they are the gradients of
-the converged map, which is what MoDL's authors use.
+the converged map, which is what MoDL's authors use. Under ``create_graph=True``
+(Hessian-vector products, gradient penalties) the backward differentiates again for the
+right-hand side and ``lam`` (its adjoint solve is the same implicit solve), and refuses tensors
+inside the operator (:data:`SECOND_ORDER_REFUSED`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.solvers.cg import cg
@@ -51,17 +53,23 @@ class _CGSolve(torch.autograd.Function):
         return x
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_x):
         x, lam, *params = ctx.saved_tensors
         gram, options = ctx.gram, ctx.options
+        higher = torch.is_grad_enabled()  # create_graph=True: a backward that differentiates
+        if higher and (any(ctx.needs_input_grad[4:]) or options.get("tracking")):
+            raise RuntimeError(SECOND_ORDER_REFUSED)
 
         def system(v: Tensor) -> Tensor:
             return gram(v) + lam * v
 
-        with torch.no_grad(), quiet():  # the forward solve's report stands for both
-            v = cg(system, grad_x, iterations=options["iterations"],
-                   tolerance=options["tolerance"], batch_dims=options["batch_dims"])
+        with quiet():  # the forward solve's report stands for both
+            if higher:  # the adjoint solve is this Function again: v differentiates too
+                v = _CGSolve.apply(gram, {**options, "x0": None}, grad_x, lam)
+            else:
+                with torch.no_grad():
+                    v = cg(system, grad_x, iterations=options["iterations"],
+                           tolerance=options["tolerance"], batch_dims=options["batch_dims"])
         grad_rhs = v if ctx.needs_input_grad[2] else None
         grad_lam = None
         if ctx.needs_input_grad[3]:
@@ -80,6 +88,19 @@ class _CGSolve(torch.autograd.Function):
             for i, g in zip(wanted, found):
                 grad_params[i] = g
         return (None, None, grad_rhs, grad_lam, *grad_params)
+
+
+#: Second derivatives (``create_graph=True``) through the implicit backward are exact for the
+#: right-hand side and ``lam``; for tensors inside ``gram`` (coil maps made by a network) they
+#: would need ``gram``'s derivative at a solution autograd cannot hold apart from the solve.
+#: Refused rather than wrong: the backward was ``once_differentiable``, whose error only
+#: ``.backward()`` met, and ``torch.autograd.grad`` through it gave wrong second derivatives
+#: silently (MoDL's default implicit DC 86 % off).
+SECOND_ORDER_REFUSED = (
+    "cg_solve: second derivatives (create_graph=True) through the implicit backward are taken "
+    "for the right-hand side and lam only, and tensors inside the operator (coil maps, learned "
+    "weights) need a gradient here: differentiate through the CG iterations instead "
+    "(implicit=False, e.g. MoDL(implicit=False) or ProximalDC(implicit=False))")
 
 
 @accepts_deprecated_names

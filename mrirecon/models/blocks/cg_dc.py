@@ -119,12 +119,14 @@ def _solve_tracking_gram(gram: Callable[[Tensor], Tensor], rhs: Tensor, lam: Ten
     :func:`solve_proximal`'s ``params``)."""
     with torch.no_grad():
         x = cg(lambda v: gram(v) + lam * v, rhs, None if x0 is None else x0.detach(), **options)
+    tracking = False  # r carries the operator's tensors: no second derivatives (cg_solve's)
     if torch.is_grad_enabled():
         r = gram(x)
         if r.requires_grad:
-            rhs = rhs - (r - r.detach())
+            rhs, tracking = rhs - (r - r.detach()), True
     # a new tensor object for the output (x itself may be saved by r's graph)
-    return _Solved.apply(gram, {**options, "solution": x.detach()}, rhs, lam)
+    return _Solved.apply(gram, {**options, "solution": x.detach(), "tracking": tracking}, rhs,
+                         lam)
 
 
 def operator_tensors_with_grad(op: LinearOperator) -> list[Tensor] | None:
