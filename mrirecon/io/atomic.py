@@ -286,7 +286,15 @@ def append_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> 
     data = _text_bytes(text, encoding)
     target = Path(path)
     # O_BINARY (Windows): text mode wrote each "\n" as "\r\n" (csv rows "\r\r\n")
-    fd = os.open(target, os.O_WRONLY | os.O_APPEND | getattr(os, "O_BINARY", 0))
+    # O_NOFOLLOW: as the atomic writes, never through a link planted at an output's name
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_APPEND | getattr(os, "O_BINARY", 0)
+                     | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        raise OSError(e.errno, f"{target}: is a symbolic link; mrirecon appends through no "
+                               "link in an output folder: remove it and run again") from None
     try:
         start = os.fstat(fd).st_size
         try:

@@ -15,6 +15,7 @@ import errno
 import logging
 import os
 import platform
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -134,8 +135,31 @@ def _locker() -> _Flock | None:
 
 
 def _open_lock_file(path: Path):
-    """``path`` opened for appending (created if missing) and reading; its text is UTF-8."""
-    return open(path, "a+", encoding="utf-8", errors="replace")  # noqa: SIM115 (held open)
+    """``path`` opened for appending (created if missing) and reading; its text is UTF-8. A
+    symbolic link or anything but a regular file there is refused, never opened through: the
+    holder's line truncates the file, and a link planted at ``OUT/.lock`` by anyone who can
+    write into the folder made the run wipe the file it pointed to (exit 0)."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
+    if path.is_symlink():  # O_NOFOLLOW's ELOOP, where the platform has no O_NOFOLLOW
+        raise _not_a_lock(path, "a symbolic link")
+    try:
+        fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0), 0o666)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise _not_a_lock(path, "a symbolic link") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise _not_a_lock(path, "not a regular file")
+    # opened by path (its name is the path, which the lock reports), on the checked descriptor
+    return open(path, "a+", encoding="utf-8", errors="replace",  # noqa: SIM115 (held open)
+                opener=lambda _path, _flags: fd)
+
+
+def _not_a_lock(path: Path, what: str) -> ValueError:
+    return ValueError(f"{path}: the output folder's lock file is {what}; mrirecon writes "
+                      "through no link or special file in an output folder: remove it "
+                      f"(rm {path}) and run again")
 
 
 def _take(locker: _Flock | None, path: Path, output: Path, option: str = "--output",

@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from mrirecon.io.output_lock import job_identity, lock_output
+from mrirecon.io.output_lock import _open_lock_file, job_identity, lock_output
 from mrirecon.pipeline.definitions import PIPELINES
 from mrirecon.pipeline.runner import run_pipeline
 from mrirecon.pipeline.schema import config_sha256
@@ -67,7 +67,8 @@ def test_a_rank_of_another_job_is_refused_naming_it(mri_file, tmp_path, no_launc
         no_launcher.setenv("RANK", "2")
         no_launcher.setenv("WORLD_SIZE", "3")
         assert _main(["run", "mri_cs", "--input", str(mri_file), "--output", str(out),
-                      "--set", "reconstruct.method=zero_filled_rss", "--no-progress"]) == 2
+                      "--set", "reconstruct.method=zero_filled_rss",
+                      "--set", "reconstruct.params={}", "--no-progress"]) == 2
     finally:
         held.close()
     assert not (out / "provenance.rank2.json").exists()
@@ -350,3 +351,48 @@ def test_each_launcher_identity_tells_two_jobs_apart(monkeypatch, env_a, env_b):
     assert ident(env_a) != ident(env_b)
     assert ident(env_a) == ident(env_a)
     assert ident({}) == "world size 2, config abcdef"
+
+
+# ---- links planted in an output folder -------------------------------------------------------
+
+
+@pytest.mark.parametrize("planted", [".lock", ".lock.rank0"])
+def test_a_link_planted_at_a_lock_file_is_refused_not_written_through(planted, mri_file,
+                                                                       tmp_path, no_launcher,
+                                                                       capsys):
+    """The lock was opened with open(path, "a+") and truncated for the holder's line: a link at
+    OUT/.lock, planted by anyone who can write into the folder, made the run wipe the file it
+    pointed to and write "pid N on host" into it, exit 0."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / planted).symlink_to(victim)
+    if planted.endswith("rank0"):
+        no_launcher.setenv("RANK", "0")
+        no_launcher.setenv("WORLD_SIZE", "2")
+    assert _main(["run", "mri_cs", "--input", str(mri_file), "--output", str(out),
+                  "--set", "reconstruct.method=zero_filled_rss",
+                      "--set", "reconstruct.params={}", "--no-progress"]) == 2
+    assert f"{out / planted}: the output folder's lock file is a symbolic link" in (
+        capsys.readouterr().err)
+    assert victim.read_text() == "keep me\n"
+    assert not (out / "provenance.json").exists()
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match=r"lock file is not a regular file"):
+        _open_lock_file(fifo)
+
+
+def test_a_log_appended_to_refuses_a_link_planted_at_its_name(tmp_path):
+    """train_log.csv and the bench table are appended to (O_APPEND): through a link planted at
+    their name, as the atomic writer never writes."""
+    from mrirecon.io.atomic import append_text
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    log_file = tmp_path / "train_log.csv"
+    log_file.symlink_to(victim)
+    with pytest.raises(OSError, match=rf"{log_file}: is a symbolic link"):
+        append_text(log_file, "step,loss\n")
+    assert victim.read_text() == "keep me\n"
