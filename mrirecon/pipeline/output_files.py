@@ -482,11 +482,13 @@ def dicom_identity(keep: bool, name: str, source_dataset, header=None
     from mrirecon.io.dicom_technique import mr_identity, mr_technique
 
     patient_id = getattr(header, "patient_id", "") or ""
-    kept = [f"its patient ID {patient_id!r} (PatientID)"] if patient_id else []
+    # named, never quoted: the note goes to the log, report.html, provenance.json and the
+    # .status records, the files people share (a patient ID is the medical record number)
+    kept = ["its patient ID (PatientID)"] if patient_id else []
     held: dict = {}
     if header is not None:
         technique = mr_technique(header, keep_identity=True)
-        kept += [f"its {what} {technique[kw]!r} ({kw})" for what, kw in (
+        kept += [f"its {what} ({kw})" for what, kw in (
             ("site", "InstitutionName"), ("protocol name", "ProtocolName")) if kw in technique]
         held = mr_identity(header)  # named, not quoted: the values go to the DICOM files only
         if held:
