@@ -24,11 +24,13 @@ def load_init_card(init: str | os.PathLike | None, kind: str) -> dict | None:
     naming ``mrirecon train KIND`` and the file."""
     import yaml
 
+    from mrirecon.core.yaml_loader import load_card_yaml
+
     card = None if init is None else Path(init).with_suffix(".yaml")
     if card is None or not card.is_file():
         return None
     try:
-        text = yaml.safe_load(card.read_text(encoding="utf-8-sig")) or {}
+        text = load_card_yaml(card.read_text(encoding="utf-8-sig")) or {}
     except (yaml.YAMLError, OSError) as exc:
         raise ValueError(f"train {kind}: {card} (the card of --init) is unreadable: {exc}") from exc
     if not isinstance(text, dict):

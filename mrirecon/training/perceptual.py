@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from torch import Tensor, nn
 
 from mrirecon.functional import fft2c, ifft2c
@@ -121,7 +120,9 @@ def load_feature_network(
     channels: Sequence[int] = CHANNELS
     card_path = pt.with_suffix(".yaml")
     if card_path.is_file():
-        card = yaml.safe_load(card_path.read_text(encoding="utf-8-sig")) or {}
+        from mrirecon.core.yaml_loader import load_card_yaml
+
+        card = load_card_yaml(card_path.read_text(encoding="utf-8-sig")) or {}
         channels = card.get("model", {}).get("params", {}).get("channels", CHANNELS)
     net = FeatureNetwork(channels)
     from mrirecon.io.weights import read_state_dict

@@ -202,13 +202,15 @@ def earlier_card(out: str | Path) -> dict | None:
     run: the run's own saves replace both files."""
     import yaml
 
+    from mrirecon.core.yaml_loader import load_card_yaml
+
     from mrirecon.io.atomic import file_sha256
 
     path = Path(out).with_suffix(".yaml")
     if not path.is_file():
         return None
     try:
-        card = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+        card = load_card_yaml(path.read_text(encoding="utf-8-sig"))
     except (yaml.YAMLError, OSError, UnicodeDecodeError):
         return None
     if not isinstance(card, dict):

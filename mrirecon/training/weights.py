@@ -69,7 +69,9 @@ def _read_yaml(path: Path):
     """A card through libyaml's C loader when present (the cards are long: the Python loader
     took ~0.2 s each, and listing the shipped weights reads every card). Read as UTF-8 (a
     byte-order mark dropped) whatever the locale: cards are written UTF-8 and may be edited."""
-    return yaml.load(path.read_text(encoding="utf-8-sig"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    from mrirecon.core.yaml_loader import load_card_yaml  # an alias bomb refused, too
+
+    return load_card_yaml(path.read_text(encoding="utf-8-sig"))
 
 
 def _resolve(name_or_path: str | os.PathLike) -> Path:

@@ -262,6 +262,31 @@ def test_model_card_with_a_python_tag_is_refused(tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
+def test_a_card_whose_aliases_expand_past_any_card_is_refused_by_every_card_reader(tmp_path):
+    """Cards come with weights from elsewhere and were read without the pipeline files' alias
+    limit: 1 KB of nested aliases loaded, then an adapted model's inherited card was written
+    expanded (MemoryError at 3.5 GB after 6 minutes of `mrirecon run mri_learned_adapt`)."""
+    from mrirecon.training.init_card import load_init_card
+    from mrirecon.training.run_card import earlier_card
+    from mrirecon.training.weights import model_card
+
+    pt = tmp_path / "m.pt"
+    shutil.copy(__import__("mrirecon.training.weights", fromlist=["WEIGHTS_DIR"]).WEIGHTS_DIR
+                / "modl_brain_sim.pt", pt)
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 8)]
+    card = pt.with_suffix(".yaml")
+    card.write_text("\n".join([*lines, "kind: reconstruction", "known_failures: *a7", ""]))
+    assert card.stat().st_size < 2000  # 9**8 = 43 million values
+    with pytest.raises(ValueError, match=r"m.yaml: not a valid model card \(its anchors and "
+                                         r"aliases expand to [\d,]+ values"):
+        model_card(pt)
+    with pytest.raises(ValueError, match=r"m.yaml \(the card of --init\) is unreadable: its "
+                                         r"anchors and aliases expand"):
+        load_init_card(pt, "modl")
+    assert earlier_card(pt) is None  # unreadable: not a card to compare a rebuild with
+
+
 # ---- the library raises the same way ------------------------------------------------------
 
 def test_library_functions_refuse_bad_parameters():
