@@ -13,6 +13,7 @@ import functools
 import io
 import json
 import logging
+import math
 import os
 import platform
 import re
@@ -33,6 +34,19 @@ from mrirecon.pipeline.run_state import remove_stale_file, sha256
 from mrirecon.pipeline.schema import PipelineConfig, config_sha256  # noqa: F401 (runner)
 
 log = logging.getLogger("mrirecon.pipeline")
+
+
+def finite_json(value):
+    """``value`` with each non-finite float written as the string ``"inf"``, ``"-inf"`` or
+    ``"nan"``: JSON has no such numbers, and Python's ``Infinity`` (a perfect volume's PSNR)
+    made ``provenance.json`` invalid JSON (``JSON.parse`` threw; ``jq`` read 1.8e308)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if value != value else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    return value
 
 
 @functools.lru_cache(maxsize=1)
@@ -267,8 +281,9 @@ def _write_run_files(config, output: Path, files, results, t_start, rank, world,
     summary = {}
     for m in sorted({k for r in ok for k in r.metrics}):
         vals = np.array([r.metrics[m] for r in ok if m in r.metrics])
-        summary[m] = (float(vals.mean()), float(vals.std(ddof=1)) if vals.size > 1 else 0.0,
-                      int(vals.size))
+        with np.errstate(invalid="ignore"):  # a perfect volume's PSNR is inf: no spread (NaN)
+            spread = float(vals.std(ddof=1)) if vals.size > 1 else 0.0
+        summary[m] = (float(vals.mean()), spread, int(vals.size))
     if config.report.enabled:
         banner = [stop["message"]] if stop else []
         write_report(output / f"report{suffix}.html", title=f"mrirecon — {config.name}"
@@ -293,7 +308,8 @@ def _write_run_files(config, output: Path, files, results, t_start, rank, world,
         atomic_write_text(output / f"metrics{suffix}.csv", buf.getvalue())
         written.append(f"metrics{suffix}.csv")
     # last: a provenance that says "complete" follows the report and table it goes with
-    atomic_write_text(output / f"provenance{suffix}.json", json.dumps(provenance, indent=1))
+    atomic_write_text(output / f"provenance{suffix}.json",
+                      json.dumps(finite_json(provenance), indent=1, allow_nan=False))
     written.append(f"provenance{suffix}.json")
     _remove_other_worlds_run_files(output, rank, world)
 
