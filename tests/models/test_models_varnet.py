@@ -302,3 +302,36 @@ def test_a_2d_mask_gives_the_maps_of_its_fully_sampled_centre_block():
         no_centre[h // 2, w // 2] = False
         with pytest.raises(ValueError, match="calibration region"):
             model(y * no_centre, sense(op.maps, no_centre))
+
+
+@pytest.mark.parametrize("two_d", [False, True])
+def test_an_all_zero_sample_gives_zero_beside_its_neighbour(two_d):
+    """A blank slice in a batch (padding, a zeroed block) failed the whole batch: "sample 1's
+    k-space centre (columns 9-14 of 24) holds no data ... the mask must sample column 12", which
+    it did; every other model returns 0 there. A sample with data but no centre is still
+    refused."""
+    from mrirecon.sampling import poisson_disc
+
+    x, y, op = mri_problem(b=2)
+    if two_d:
+        mask = torch.as_tensor(poisson_disc((32, 24), 2, calib=(8, 8), seed=0)).bool()
+        op = sense(op.maps, mask)
+        y = op(x)
+    model = VarNet(**TINY).eval()
+    with torch.no_grad():
+        for p in model.parameters():  # nonzero biases everywhere, as after training
+            p.add_(0.05)
+    blank = y.clone()
+    blank[1] = 0
+    out = model(blank, op)
+    assert torch.count_nonzero(out[1]) == 0
+    torch.testing.assert_close(out[0], model(y[:1], op)[0])
+    loss = out.abs().square().mean()
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    centre_less = y.clone()
+    centre = slice(3, 21) if two_d else slice(8, 16)
+    centre_less[1, ..., centre] = 0  # the centre (block) emptied, data left beside it
+    assert centre_less[1].abs().amax() > 0
+    with pytest.raises(ValueError, match=r"sample 1's .*(k-space centre|does not sample)"):
+        model(centre_less, op)

@@ -28,10 +28,11 @@ from torch import Tensor, nn
 
 from mrirecon.core.magnitude import sample_power_of_two
 from mrirecon.core.names import accepts_deprecated_names
-from mrirecon.functional import rss
+from mrirecon.functional import ifft2c, rss
+from mrirecon.functional.coils import sum_abs2
 from mrirecon.models.backbones.normunet import NormUnet
 from mrirecon.models.blocks.soft_dc import SoftKspaceDC, kspace_mask
-from mrirecon.models.common import run_stage
+from mrirecon.models.common import run_stage, zero_blank
 from mrirecon.models.init import seeded_init
 from mrirecon.models.input_checks import check_model_input
 from mrirecon.models.output import rss_image
@@ -119,13 +120,16 @@ class SensitivityModel(nn.Module):
     def forward(self, y: Tensor, op: SenseOperator, num_low_frequencies: int | None = None) -> Tensor:
         """Masked k-space ``y`` ``(B, C, H, W)`` -> maps ``(B, C, H, W)`` with unit RSS."""
         b, c, h, w = y.shape
+        # an all-zero sample (a blank slice, batch padding) holds no centre to blame: its maps
+        # are 0 (NormUnet keeps a constant image), so its image is 0 as every model's is
+        blank = y.abs().flatten(1).amax(1) == 0
         mask = kspace_mask(op) if self.mask_center else None
         if mask is not None and num_low_frequencies is None and _is_2d(mask):
             # a 2-D pattern (Poisson disc ...): the fully sampled centre block, not the band of
             # columns sampled in any row (127 of 128 columns of a 4x Poisson-disc mask: maps
             # from aliased k-space)
             y = y * _centre_blocks(mask, b, h, w)[:, None]
-            empty = (y.abs().flatten(1).amax(1) == 0).nonzero().flatten().tolist()
+            empty = ((y.abs().flatten(1).amax(1) == 0) & ~blank).nonzero().flatten().tolist()
             if empty:
                 raise ValueError(f"VarNet: sample {empty[0]}'s 2-D mask does not sample k-space "
                                  f"centre (row {h // 2}, column {w // 2}); its coil sensitivities "
@@ -136,7 +140,7 @@ class SensitivityModel(nn.Module):
             cols = torch.arange(w, device=y.device)
             keep = (cols >= start[:, None]) & (cols < stop[:, None])  # (B, W)
             y = y * keep[:, None, None, :]
-            empty = (y.abs().flatten(1).amax(1) == 0).nonzero().flatten().tolist()
+            empty = ((y.abs().flatten(1).amax(1) == 0) & ~blank).nonzero().flatten().tolist()
             if empty:  # was: maps 0 / 0 and "the coil maps hold NaN" from the operator
                 i = empty[0]
                 raise ValueError(f"VarNet: sample {i}'s k-space centre (columns {int(start[i])}-"
@@ -147,8 +151,9 @@ class SensitivityModel(nn.Module):
         maps = self.norm_unet(coil_images.reshape(b * c, 1, h, w)).reshape(b, c, h, w)
         # a pixel where every map is 0 (NormUnet keeps a dead coil's map 0) stays 0 instead of
         # 0 / 0; every other pixel as fastMRI, bit for bit
-        norm = rss(maps, dim=1).unsqueeze(1)
-        return maps / torch.where(norm > 0, norm, torch.ones_like(norm))
+        # (the square root of 1 there, not of 0: its gradient is infinite, NaN for a blank slice)
+        power = sum_abs2(maps, dim=1).unsqueeze(1)
+        return maps / torch.where(power > 0, power, torch.ones_like(power)).sqrt()
 
 
 class VarNetBlock(nn.Module):
@@ -263,7 +268,7 @@ class VarNet(nn.Module):
         :func:`mrirecon.functional.center_crop` as the fastMRI evaluation does).
         """
         k, _, scale = self._scaled_kspace(y, op, num_low_frequencies)
-        return rss_image(k) * scale.reshape(-1, 1, 1)
+        return _rss_of(k, y, op) * scale.reshape(-1, 1, 1)
 
     def forward(self, y: Tensor, op: SenseOperator, num_low_frequencies: int | None = None) -> Tensor:
         """Masked k-space ``y`` ``(B, C, H, W)`` complex -> complex image ``(B, H, W)``.
@@ -276,4 +281,16 @@ class VarNet(nn.Module):
         combined = op.reduce(k).detach()
         one = torch.ones((), dtype=combined.dtype, device=combined.device)
         phase = torch.where(combined == 0, one, torch.sgn(combined))
-        return rss_image(k) * scale.reshape(-1, 1, 1) * phase
+        return _rss_of(k, y, op) * scale.reshape(-1, 1, 1) * phase
+
+
+def _rss_of(k: Tensor, y: Tensor, op: SenseOperator) -> Tensor:
+    """``rss_image(k)``; for a sample with no data under the mask (a blank slice in a batch) 0,
+    with a zero gradient: the square root's gradient at 0 is infinite, and a blank sample made
+    every weight's gradient NaN."""
+    held = torch.where(kspace_mask(op), y, torch.zeros((), dtype=y.dtype, device=y.device))
+    blank = (held.reshape(held.shape[0], -1) == 0).all(dim=1).reshape(-1, 1, 1, 1)
+    if not bool(blank.any()):
+        return rss_image(k)
+    one = torch.ones((), dtype=k.dtype, device=k.device)  # coil images of 1: RSS > 0
+    return zero_blank(rss(torch.where(blank, one, ifft2c(k)), dim=-3), held)
