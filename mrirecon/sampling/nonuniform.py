@@ -126,6 +126,10 @@ def poisson_disc(
     found by bisection) is sampled fully and the disc of the smallest slope fills the rest: the
     2x and 3x masks sigpy draws, with a denser centre.
 
+    For a fixed order the sample count is not monotone in ``s``, and one step of ``r0`` adds
+    a whole ring of points, so bisection can step over every count within ``tol``; then up to 8
+    more rings of the centre ellipse are sampled fully, each with a bisection of ``s``.
+
     Parameters
     ----------
     shape
@@ -141,7 +145,7 @@ def poisson_disc(
     tol
         Relative tolerance on the achieved acceleration.
     iterations
-        Bisection steps before giving up with a ``ValueError``.
+        Steps of each bisection before giving up with a ``ValueError``.
 
     Returns
     -------
@@ -162,54 +166,70 @@ def poisson_disc(
     order = rng.permutation(np.flatnonzero(allowed))
     seeded = region & ((r < 1) if crop_corner else True)
     n = max(ny, nx)
+    best, best_err, best_acc = None, math.inf, math.nan
+    sides = set()  # whether the masks drawn fell above / below the target
 
-    def draw(slope: float, dense: np.ndarray) -> tuple[np.ndarray, float]:
+    def draw(slope: float, dense: np.ndarray) -> tuple[bool, float]:
+        """Draw a mask and keep the closest yet: (within tol, acceleration)."""
+        nonlocal best, best_err, best_acc
         radius_x = np.clip((1 + r * slope) * nx / n, 1, None)
         radius_y = np.clip((1 + r * slope) * ny / n, 1, None)
         mask = _sequential_disc(radius_y, radius_x, order, dense)
-        return mask, ny * nx / max(int(mask.sum()), 1)
+        achieved = ny * nx / max(int(mask.sum()), 1)
+        err = abs(achieved - acceleration) / acceleration
+        if err < best_err:
+            best, best_err, best_acc = mask, err, achieved
+        sides.add(achieved > acceleration)
+        return err < tol, achieved
 
-    lo, hi = 0.0, float(n)
-    best, best_err, best_acc = None, math.inf, math.nan
-    lowest = (math.inf, hi)  # (acceleration, slope) of the smallest slope tried
+    def bisect_slope(dense: np.ndarray, floor: float) -> tuple[float, float]:
+        """Bisect the slope; (acceleration, slope) of the smallest slope tried."""
+        lo, hi, lowest = 0.0, float(n), (math.inf, float(n))
+        for _ in range(iterations):
+            slope = 0.5 * (lo + hi)
+            hit, achieved = draw(slope, dense)
+            lowest = min(lowest, (achieved, slope), key=lambda a: a[1])
+            if hit:
+                break
+            if achieved < acceleration:
+                lo = slope
+            elif slope < floor:
+                break  # no smaller slope samples more
+            else:
+                hi = slope
+        return lowest
+
     # Below this slope every radius is under sqrt(2) and the short axis's is clipped to 1, so
     # every point excludes the same neighbours: the same mask, at the disc's lowest acceleration
     saturated = min(math.sqrt(2) - 1, n / min(ny, nx) - 1 if ny != nx else math.inf) / max(
         float(r.max()), 1e-12)
-    for _ in range(iterations):
-        slope = 0.5 * (lo + hi)
-        mask, achieved = draw(slope, seeded)
-        lowest = min(lowest, (achieved, slope), key=lambda a: a[1])
-        err = abs(achieved - acceleration) / acceleration
-        if err < best_err:
-            best, best_err, best_acc = mask, err, achieved
-        if err < tol:
-            break
-        if achieved < acceleration:
-            lo = slope
-        elif slope < saturated:
-            break  # no smaller slope samples more
-        else:
-            hi = slope
+    lowest = bisect_slope(seeded, saturated)
+    r_lo, r_hi = 0.0, 0.0
     if best_err >= tol and lowest[0] > acceleration:
         # Below the lowest acceleration of the disc itself: any radius above one pixel keeps
         # the grid's 4-neighbours apart, so a random sequential disc jams at about 36 % of the
         # grid (acceleration ~3.5 with crop_corner, where sigpy's off-grid candidates still go
         # lower). A centre ellipse of normalised radius r0 is then sampled fully, the disc of
         # the smallest slope around it; r0 by bisection (the acceleration falls as r0 grows).
-        r_lo, r_hi = 0.0, float(r.max()) + 1.0
+        r_hi = float(r.max()) + 1.0
         for _ in range(iterations):
             r0 = 0.5 * (r_lo + r_hi)
-            mask, achieved = draw(lowest[1], seeded | (allowed & (r < r0)))
-            err = abs(achieved - acceleration) / acceleration
-            if err < best_err:
-                best, best_err, best_acc = mask, err, achieved
-            if err < tol:
+            hit, achieved = draw(lowest[1], seeded | (allowed & (r < r0)))
+            if hit:
                 break
             if achieved > acceleration:
                 r_lo = r0
             else:
                 r_hi = r0
+    if best_err >= tol and sides == {True, False}:
+        # Masks on both sides, none within tol: bisection stepped over the counts within tol.
+        # Grow the centre ellipse ring by ring from the densest r0 tried (none after the slope
+        # alone), bisecting the slope for each.
+        rings = np.unique(r[allowed])
+        for ring in rings[max(int(np.searchsorted(rings, r_hi)) - 1, 0):][:8]:
+            bisect_slope(seeded | (allowed & (r <= ring)), -1.0)
+            if best_err < tol:
+                break
     if best_err >= tol:
         calibrated, reachable = int(seeded.sum()), int((allowed | seeded).sum())
         if acceleration > ny * nx / max(calibrated, 1):
