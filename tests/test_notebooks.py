@@ -8,13 +8,16 @@ with the repository on ``PYTHONPATH``, ``MRIRECON_NB_QUICK=1`` and the Agg backe
 
 from __future__ import annotations
 
+import ast
 import importlib.util
+import io
 import itertools
 import json
 import math
 import os
 import sys
 import time
+import tokenize
 
 import pytest
 
@@ -80,6 +83,45 @@ def test_build_parser_rejects_malformed_sources(tmp_path):
     assert cells == [("markdown", "# Title\n\ntext"), ("code", "x = 1\n\n\ny = 2")]
 
 
+#: calls that return None, so a cell may end with them bare (Jupyter echoes a cell's last
+#: expression: ``image_grid(...)`` printed ``(<Figure ...>, array([<Axes ...>]))`` under its figure)
+ECHO_FREE_CALLS = {"print", "show", "tight_layout"}
+
+
+def echoed_calls(source: str) -> list[str]:
+    """The cell's last statement when Jupyter would echo a call's value: a bare call, other than
+    one of :data:`ECHO_FREE_CALLS`, that no trailing ``;`` silences."""
+    last = ast.parse(source).body[-1]
+    if not (isinstance(last, ast.Expr) and isinstance(last.value, ast.Call)):
+        return []
+    func = last.value.func
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+    tokens = [tok for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+              if tok.type not in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE,
+                                  tokenize.ENDMARKER, tokenize.DEDENT)]
+    if name in ECHO_FREE_CALLS or tokens[-1].string == ";":
+        return []
+    return [ast.get_source_segment(source, last).splitlines()[0]]
+
+
+def test_echoed_calls_finds_bare_figure_calls():
+    assert echoed_calls("x = 1\nimage_grid([x],\n           ['a'])") == ["image_grid([x],"]
+    assert echoed_calls("fig, ax = plt.subplots()\nax.plot([1])") == ["ax.plot([1])"]
+    for quiet in ("fig, axes = image_grid([x])", "image_grid([x]);", "image_grid([x])  ; # quiet",
+                  "print(1)", "plt.show()", "fig.tight_layout()", "for i in x:\n    f(i)", "table"):
+        assert echoed_calls(quiet) == [], quiet
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_no_cell_echoes_a_call_value(name):
+    cells = BUILD.parse_cells(SOURCES[name].read_text(), SOURCES[name].name)
+    echoed = [(i, line) for i, (kind, text) in enumerate(cells) if kind == "code"
+              for line in echoed_calls(text)]
+    assert not echoed, (f"{name}: cells (cell-NN as _build.py numbers them) end with a bare call, "
+                        f"whose value Jupyter prints under the output: {echoed}; assign the result "
+                        "(fig, axes = image_grid(...)) or end the line with ';'")
+
+
 # ---- execution -------------------------------------------------------------------------------
 
 
@@ -107,6 +149,10 @@ UNCONVERGED = "not converged as asked"
 #: notebook -> substrings of the "not converged as asked" lines it prints on purpose (none: a
 #: notebook that means a fixed number of iterations passes ``tolerance 0``, as 04's CG-SENSE does)
 UNCONVERGED_ALLOWED: dict[str, tuple[str, ...]] = {}
+#: what train_from_config warns when data.val lies outside the training data's range: a notebook
+#: that chose both data sets must choose them consistently (02's quick mode had 5 validation
+#: coils against 4, 4 in training)
+VALIDATION_OUTSIDE = "the validation data lie outside the training data's range"
 
 
 def printed_lines(nb) -> list[str]:
@@ -149,6 +195,11 @@ def execute(name: str, env: dict, monkeypatch, tmp_path) -> tuple[dict, float]:
     assert not unconverged, (f"{name} printed {len(unconverged)} 'not converged as asked' warning(s): "
                              "give the solver the iterations or tolerance the notebook means, or "
                              f"allow-list a deliberate one in UNCONVERGED_ALLOWED; first: {unconverged[0]}")
+    outside = [line for line in printed_lines(nb) if VALIDATION_OUTSIDE in line]
+    assert not outside, f"{name} warned about its own validation data: {outside[0]}"
+    echoed = [out["data"]["text/plain"] for cell in nb.cells for out in cell.get("outputs", [])
+              if out.get("output_type") == "execute_result" and "<Figure" in out["data"].get("text/plain", "")]
+    assert not echoed, f"{name} printed a figure's repr under it: {echoed[0]}"
     assert list(work.iterdir()) == [], f"{name} wrote into its working directory"
     # the notebooks' working folders (simulated data, checkpoints: 292 MB in 212 folders had
     # piled up in /tmp) are removed by their last cell

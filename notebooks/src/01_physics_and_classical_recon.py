@@ -65,8 +65,8 @@ maps_true = vol.maps[0]                                     # (coils, H, W) comp
 reference = vol.reference[0].double()                       # (H, W) RSS of the full data
 coil_images = ifft2c(kspace)
 print("k-space", tuple(kspace.shape), "reference", tuple(reference.shape), vol.parameters["contrast"])
-image_grid([reference] + [coil_images[c] for c in range(4)] + [maps_true[0]],
-           ["reference (RSS)"] + [f"coil {c}" for c in range(4)] + ["|S_0| (true)"])
+fig, axes = image_grid([reference] + [coil_images[c] for c in range(4)] + [maps_true[0]],
+                       ["reference (RSS)"] + [f"coil {c}" for c in range(4)] + ["|S_0| (true)"])
 
 # %% [markdown]
 # ## 2. The operator `A = P F S`
@@ -131,8 +131,8 @@ for k, p in psfs.items():
           f" (outside +-{lobe} px; at {at[0] - N // 2:+d}, {at[1] - N // 2:+d})")
 results["psf_peak_sidelobe"] = sidelobes
 
-image_grid(list(masks.values()) + [torch.log10(p + 1e-4) for p in psfs.values()],
-           [f"mask: {k}" for k in masks] + [f"log10 PSF: {k}" for k in psfs], ncols=4)
+fig, axes = image_grid(list(masks.values()) + [torch.log10(p + 1e-4) for p in psfs.values()],
+                       [f"mask: {k}" for k in masks] + [f"log10 PSF: {k}" for k in psfs], ncols=4)
 
 # %% [markdown]
 # ## 4. Coil maps from the data: ESPIRiT
@@ -155,8 +155,9 @@ inside = reference > 0.1 * reference.max()
 corr = (maps_true.conj() * maps_esp).sum(0).abs()
 print(f"ESPIRiT: {t_esp:.2f} s, mean correlation with the true maps inside the head {float(corr[inside].mean()):.5f}")
 results["espirit_correlation"] = float(corr[inside].mean())
-image_grid([maps_true[c] for c in range(3)] + [maps_esp[c] for c in range(3)],
-           [f"|S_{c}| true" for c in range(3)] + [f"|S_{c}| ESPIRiT" for c in range(3)], ncols=3)
+fig, axes = image_grid([maps_true[c] for c in range(3)] + [maps_esp[c] for c in range(3)],
+                       [f"|S_{c}| true" for c in range(3)] + [f"|S_{c}| ESPIRiT" for c in range(3)],
+                       ncols=3)
 
 # %% [markdown]
 # ## 5. Classical reconstructions, side by side
@@ -199,8 +200,8 @@ results["mri"] = mri_metrics
 vmax = float(reference.max())
 image_grid([reference] + list(images.values()),
            ["reference"] + [f"{k}\nSSIM {mri_metrics[k]['SSIM']:.3f}" for k in images], vmin=0, vmax=vmax)
-image_grid([(img - reference).abs() for img in images.values()], [f"|error| {k}" for k in images],
-           vmin=0, vmax=0.3 * vmax, cmap="magma")
+fig, axes = image_grid([(img - reference).abs() for img in images.values()],
+                       [f"|error| {k}" for k in images], vmin=0, vmax=0.3 * vmax, cmap="magma")
 
 # %% [markdown]
 # The regularisation weight trades noise against blur. A small sweep of the L1-wavelet `lam`
@@ -277,10 +278,10 @@ for name, run_it in ct_runs.items():
     print(f"{name:6s} NMSE {m['NMSE']:.4f}  PSNR {m['PSNR']:6.2f} dB  SSIM {m['SSIM']:.4f}  ({seconds:.2f} s)")
 results["ct"] = ct_metrics
 window = (0.0, float(mu.max()))
-image_grid([mu, sino.T] + list(ct_images.values()),
-           ["attenuation (truth)", "sinogram (detectors x views)"]
-           + [f"{k}\nSSIM {ct_metrics[k]['SSIM']:.3f}" for k in ct_images],
-           vmin=None, vmax=[window[1], None] + [window[1]] * 3)
+fig, axes = image_grid([mu, sino.T] + list(ct_images.values()),
+                       ["attenuation (truth)", "sinogram (detectors x views)"]
+                       + [f"{k}\nSSIM {ct_metrics[k]['SSIM']:.3f}" for k in ct_images],
+                       vmin=None, vmax=[window[1], None] + [window[1]] * 3)
 
 # %% [markdown]
 # ## Summary

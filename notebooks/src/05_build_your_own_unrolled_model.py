@@ -237,8 +237,8 @@ for modality, table in results.items():
     for name, m in table.items():
         print(f"{modality.upper():4s}{name:12s} PSNR {m['PSNR']:6.2f} dB  SSIM {m['SSIM']:.4f}")
 
-image_grid(mri_show + ct_show, ["MRI truth", "MRI A^H y", "MRI network",
-                                "CT truth", "CT FBP", "CT network"], ncols=3, vmin=0)
+fig, axes = image_grid(mri_show + ct_show, ["MRI truth", "MRI A^H y", "MRI network",
+                                            "CT truth", "CT FBP", "CT network"], ncols=3, vmin=0)
 
 # %% [markdown]
 # ## What changed between MRI and CT?
