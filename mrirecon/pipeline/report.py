@@ -69,7 +69,8 @@ def _esc(text: str) -> str:
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1400px}
 table{border-collapse:collapse;margin:12px 0}td,th{border:1px solid #ccc;padding:4px 8px;
-text-align:right}th{background:#f3f3f3}td.l,th.l{text-align:left}td.l{overflow-wrap:anywhere}
+text-align:right;white-space:nowrap}th{background:#f3f3f3}td.l,th.l{text-align:left}
+td.l{overflow-wrap:anywhere;white-space:normal}td.name{min-width:18ch}
 .failed{color:#b00}h2{overflow-wrap:anywhere}
 .ok{color:#070}.warn{color:#a60}img{max-width:100%;border:1px solid #ddd;margin:6px 0}h2{margin-top:32px}
 code{background:#f6f6f6;padding:1px 4px;overflow-wrap:anywhere}
@@ -105,7 +106,7 @@ def write_report(path: str | Path, *, title: str, config_text: str,
                        for w in r.warnings)
         err += "".join(f"<br><small>{_esc(n)}</small>" for n in r.notes)
         rows.append(
-            f"<tr><td class='l'>{_esc(display_name(r))}</td>"
+            f"<tr><td class='l name'>{_esc(display_name(r))}</td>"
             f"<td class='l {cls}'>{r.status}{err}</td><td>{r.slices}</td>"
             f"<td>{r.seconds:.1f}</td>{cells}</tr>"
         )
@@ -124,7 +125,11 @@ def write_report(path: str | Path, *, title: str, config_text: str,
                  "they are not in the metrics or the summary.</p>")
     if metrics_note and metric_names:
         summ += f"<p><small>{_esc(metrics_note)}</small></p>"
-    figs = []
+    figs = []  # linked, not embedded: the page shows them beside its figures/ folder
+    if any(r.figures for r in results):
+        figs.append("<p><small>The figures are PNG files in <code>figures/</code> beside this "
+                    "page, linked, not embedded: share or move the whole output folder, not "
+                    "report.html alone.</small></p>")
     for r in results:
         if not r.figures and not r.outputs:
             continue

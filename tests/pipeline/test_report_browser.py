@@ -71,6 +71,8 @@ def test_report_images_render_in_chromium(report, tmp_path):
     html = report.read_text()
     expected = re.findall(r"<img src='([^']+)'", html)
     assert len(expected) >= 2  # figures of both volumes
+    # linked, not embedded (a report mailed alone showed broken images): the page says so
+    assert "share or move the whole output folder, not report.html alone" in html
     probe = report.with_name("report_probe.html")  # same folder: same relative figure paths
     probe.write_text(html.replace("</body>", _PROBE + "</body>"))
     res = _chromium(["--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
@@ -111,3 +113,50 @@ def test_a_skipped_input_is_shown_as_finished_not_failed(tmp_path):
     text = write_report(tmp_path / "report.html", title="t", config_text="", results=rs,
                         summary={}).read_text()
     assert "<td class='l ok'>skipped" in text and "<td class='l failed'>failed" in text
+
+
+_LINES = """<script>
+window.addEventListener('load', function () {
+  var out = [];
+  document.querySelectorAll('tr').forEach(function (tr) {
+    var row = [];
+    tr.querySelectorAll('td').forEach(function (td) {
+      var r = document.createRange();
+      r.selectNodeContents(td.firstChild || td);
+      var tops = {};  // one entry per rendered line of the cell's first text
+      Array.from(r.getClientRects()).forEach(function (q) { tops[Math.round(q.top)] = 1; });
+      row.push({lines: Object.keys(tops).length, width: td.getBoundingClientRect().width});
+    });
+    if (row.length) out.push(row);
+  });
+  var pre = document.createElement('pre');
+  pre.id = 'mrirecon-probe';
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+def test_numbers_stay_on_one_line_and_names_keep_their_width(tmp_path):
+    """At 1200 px, beside a long error, the input column shrank to a few characters
+    ("good.h"/"5", "file_brain_"/"_SAGT2_"/…) and an NMSE read "2.477e-" over "04"."""
+    long = "file_brain_AXT2_sim2_0000_" + "x" * 40 + ".h5"
+    error = "the file ended 2048 bytes into the 65536 of kspace[3] to read: " * 6
+    rs = [VolumeResult(input="good.h5", status="ok", name="good", slices=2, seconds=1.0,
+                       metrics={"nmse": 2.4771e-4, "psnr": 31.25, "ssim": 0.8123}),
+          VolumeResult(input=long, status="failed", error=error, name=long[:-3]),
+          VolumeResult(input="b.h5", status="ok", name="b", slices=2, seconds=1.0,
+                       metrics={"nmse": 1.5e-5, "psnr": 40.5, "ssim": 0.9}, warnings=[error])]
+    page = write_report(tmp_path / "report.html", title="t", config_text="", results=rs,
+                        summary={})
+    probe = page.with_name("probe.html")
+    probe.write_text(page.read_text().replace("</body>", _LINES + "</body>"))
+    res = _chromium(["--window-size=1200,2000", "--virtual-time-budget=5000", "--dump-dom",
+                     probe.as_uri()], tmp_path / "profile3")
+    assert res.returncode == 0, res.stderr[-2000:]
+    found = re.search(r"<pre id=\"mrirecon-probe\">(.*?)</pre>", res.stdout, re.S)
+    rows = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    for row in rows:  # input, status, slices, seconds, NMSE, PSNR, SSIM
+        assert all(cell["lines"] == 1 for cell in row[2:]), row
+        assert row[0]["width"] >= 100, row  # 18 characters at least
+    assert rows[0][0]["lines"] == 1 and rows[2][0]["lines"] == 1  # good.h5, b.h5 whole

@@ -235,7 +235,7 @@ def test_report_counts_its_volumes_and_lists_outputs_without_figures(mri_file, t
     assert "Summary (mean ± 2 std over 1 volume)" in report and "(n = 1)" in report
     assert "± 0.00" not in report
     assert f"Outputs — hdf5: <code>reconstructions/{'x' * 150}.h5</code>" in report
-    assert "td.l{overflow-wrap:anywhere}" in report
+    assert "td.l{overflow-wrap:anywhere;white-space:normal}td.name{min-width:18ch}" in report
     shutil.copy(mri_file, folder / "b.h5")
     assert run_pipeline(mri_config("report.enabled=true", "undersample.enabled=true"),
                         [str(folder)], out, progress=False) == 0
