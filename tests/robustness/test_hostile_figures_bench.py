@@ -74,6 +74,26 @@ def test_figure_of_a_slice_with_a_blank_reference_is_not_black(mri_file, tmp_pat
     assert _coloured(blank[2]) == 0
 
 
+def test_figures_show_slices_inside_the_volume_not_its_ends(mri_file, tmp_path):
+    """The picks were np.linspace(0, n - 1, k): both end slices, often noise outside the
+    anatomy (2 of 3 panels of a 40-slice brain), and slice 0 alone for one figure."""
+    from mrirecon.pipeline.definitions import load_pipeline
+    from mrirecon.pipeline.runner import run_pipeline
+    from mrirecon.pipeline.volume import figure_slices
+
+    assert figure_slices(40, 3) == [6, 20, 33] and figure_slices(40, 1) == [20]
+    for n in range(1, 50):
+        for most in range(1, 6):
+            picks = figure_slices(n, most)
+            assert len(set(picks)) == min(n, most) and 0 <= min(picks) and max(picks) < n
+            if n >= 3 * most:  # room to stay off both ends
+                assert 0 not in picks and n - 1 not in picks, (n, most, picks)
+    out = tmp_path / "out"
+    config = load_pipeline("mri_cs", [*FAST, "report.max_slices_in_figures=1"])[0]
+    assert run_pipeline(config, [str(mri_file)], out, progress=False) == 0
+    assert [p.name for p in (out / "figures" / mri_file.stem).iterdir()] == ["slice_001.png"]
+
+
 def test_figure_with_a_non_finite_reference_slice_is_written(tmp_path):
     """A reference slice with NaN (evaluate disabled lets it reach the figures) set the
     window to NaN; the PNG writers now refuse NaN, so the panel says why instead."""
