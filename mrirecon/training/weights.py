@@ -7,6 +7,7 @@ are read with ``torch.load(weights_only=True)``: no pickled code is executed.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -318,14 +319,16 @@ def load_pretrained(
         raise ValueError(f"load_pretrained: {card_file}: model.name "
                          f"{card['model']['name']!r} is no model of this mrirecon (one of "
                          f"{', '.join(sorted(available_models()))})")
-    try:
-        model = build_to_load(card["model"]["name"], params)
+    state = read_state_dict(pt, map_location)  # also unwraps a training checkpoint's "model"
+    try:  # float32, the models' precision, whatever torch's default dtype (a notebook's
+        # set_default_dtype(torch.float64) built float64 parameters: complex64 data refused)
+        with _default_dtype(torch.float32):
+            model = build_to_load(card["model"]["name"], params)
     except (ValueError, TypeError) as err:  # a bad override or card value (TypeError: a key the
         # model does not take, which was an "internal error" of the run): say where it came from
         given = f" and the overrides {dict(overrides)}" if overrides else ""
         raise ValueError(f"load_pretrained: {err} (model parameters of {card_file}"
                          f"{given})") from err
-    state = read_state_dict(pt, map_location)  # also unwraps a training checkpoint's "model"
     load_state_into(model, state, f"load_pretrained: {pt} does not match {card['model']['name']} "
                                   f"with the parameters of its card {card_file}",
                     where=f"load_pretrained: {pt}")
@@ -333,6 +336,16 @@ def load_pretrained(
     model.weights_origin = weights_origin(name_or_path, pt, card)  # save_model's fine_tuned_from
     _guard_modality(model, card["model"]["name"], pt)
     return model.to(map_location).eval()
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype):
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def _guard_modality(model: nn.Module, name: str, pt: Path) -> None:

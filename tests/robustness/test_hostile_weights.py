@@ -317,3 +317,27 @@ def test_a_legacy_pickle_with_code_is_refused_as_pickled_objects(tmp_path):
     assert path.read_bytes()[:1] == b"\x80"
     with pytest.raises(ValueError, match="pickled Python objects"):
         read_state_dict(path)
+
+
+@pytest.fixture
+def float64_default():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+def test_weights_load_in_their_own_precision_whatever_the_default_dtype(float64_default):
+    """A notebook's torch.set_default_dtype(torch.float64) before load_pretrained built float64
+    parameters, into which the float32 weights were upcast: complex64 data were then refused
+    ("the data are torch.complex64 but the weights are torch.float64")."""
+    from mrirecon.operators import sense
+
+    model = load_pretrained("modl_brain_sim")
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert torch.get_default_dtype() == torch.float64  # the caller's setting is kept
+    g = torch.Generator().manual_seed(0)
+    op = sense(torch.ones(1, 16, 16, dtype=torch.complex64), torch.ones(16))
+    y = op(torch.randn(16, 16, dtype=torch.complex64, generator=g))[None]
+    with torch.no_grad():
+        assert torch.isfinite(model(y, op)).all()
