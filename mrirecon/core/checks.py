@@ -264,15 +264,26 @@ def start_at(who: str, arg: str, start: object, shape: tuple[int, ...], of: str,
 
 def check_start(who: str, x0: Any, image: Any, y: Any) -> Any:
     """A start ``x0`` must be a tensor that broadcasts to the shape of ``image`` (``A.H(y)``, the
-    shape the solver returns) without changing it; returns ``x0`` at that shape (``None`` stays
-    ``None``; :func:`start_at`, ``x0`` itself when of that shape). One ``(H, W)`` start for a
-    batch of slices is fine; a start with more images than ``y`` was broadcast the other way
-    without a word (``cg_sense`` with ``x0`` of shape ``(2, H, W)`` and one ``y`` returned 2
-    images)."""
+    shape the solver returns) without changing it; returns ``x0`` at that shape and in the
+    image's dtype (``None`` stays ``None``; :func:`start_at`, ``x0`` itself when of that shape
+    and dtype); a complex start for a real image, and NaN / Inf, are refused naming ``x0``.
+    One ``(H, W)`` start for a batch of slices is fine; a start with more images than ``y`` was
+    broadcast the other way without a word (``cg_sense`` with ``x0`` of shape ``(2, H, W)`` and
+    one ``y`` returned 2 images)."""
     if x0 is None:
         return None
-    return start_at(who, "x0", x0, tuple(image.shape), f"the image of y {tuple(y.shape)} (A.H(y))",
-                    copy=False)
+    x0 = start_at(who, "x0", x0, tuple(image.shape), f"the image of y {tuple(y.shape)} (A.H(y))",
+                  copy=False)
+    # the image's dtype and no NaN / Inf, for every method alike: dlmri failed on torch's
+    # "shape '[-1, 72]' is invalid" (a real start) or "double != float"; cg_sense, tv, sirt
+    # returned x0's precision, not y's; sirt returned all NaN, pnp_nlm blamed "an x0 of zeros"
+    if x0.is_complex() and not image.is_complex():
+        raise TypeError(f"{who}: x0 is complex ({x0.dtype}) where the image of y is real "
+                        f"({image.dtype}); pass a real start")
+    if bad := nonfinite_count(x0):
+        raise ValueError(f"{who}: x0 holds {bad} NaN or Inf values; start from a finite image "
+                         "(or from none)")
+    return x0.to(device=image.device, dtype=image.dtype)
 
 
 def check_seed(who: str, seed: Any, below: int | None = None) -> None:

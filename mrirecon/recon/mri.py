@@ -182,7 +182,8 @@ def cg_sense(
         (partial Fourier; see above), e.g. ``sgn`` of a reconstruction of the symmetric
         centre of k-space.
     callback
-        ``callback(iteration, x, residual_norm)``.
+        ``callback(iteration, x, relative_residual)``: a float, the largest
+        ``||(A^H A + lam) x - A^H y|| / ||A^H y||`` over the slices.
 
     Returns
     -------
@@ -198,16 +199,33 @@ def cg_sense(
     nb = batch_dims_of(op, aty)
     if phase is None:
         return cg(gram, aty, x0, iterations=iterations, tolerance=tolerance, batch_dims=nb,
-                  callback=callback)
+                  callback=_relative_residual(callback, aty, nb))
     p = unit_phase(phase, aty.real.dtype, "cg_sense")
     if not broadcasts_to(tuple(p.shape), tuple(aty.shape)):  # was torch's "expanded size" error
         raise ValueError(f"cg_sense: phase must have the shape {tuple(aty.shape)} of the image of "
                          f"y {tuple(y.shape)} (or broadcast to it), got {tuple(p.shape)}")
     p = torch.broadcast_to(p, aty.shape)
     start = None if x0 is None else (p.conj() * x0.to(aty.dtype)).real
-    rho = cg(lambda r: (p.conj() * gram(p * r)).real, (p.conj() * aty).real, start,
-             iterations=iterations, tolerance=tolerance, batch_dims=nb, callback=callback)
+    rhs = (p.conj() * aty).real
+    rho = cg(lambda r: (p.conj() * gram(p * r)).real, rhs, start, iterations=iterations,
+             tolerance=tolerance, batch_dims=nb,
+             callback=_relative_residual(callback, rhs, nb, image=lambda r: p * r))
     return p * rho
+
+
+def _relative_residual(callback: Callback | None, rhs: Tensor, nb: int, image=None):
+    """``cg``'s ``callback(it, x, residual_norms)`` (a tensor, one per slice, absolute) as the
+    other methods call theirs: ``callback(it, image, float)``, the largest relative residual
+    ``||A^H A x - A^H y|| / ||A^H y||`` over the slices (``float(r)`` raised for a batch)."""
+    if callback is None:
+        return None
+    norms = torch.linalg.vector_norm(rhs, dim=tuple(range(nb, rhs.ndim))).reshape(-1)
+    norms = torch.where(norms > 0, norms, torch.ones_like(norms))
+
+    def call(it: int, x: Tensor, residual: Tensor) -> None:
+        callback(it, x if image is None else image(x),
+                 float((residual.reshape(-1) / norms).max()))
+    return call
 
 
 def _check_step(op: LinearOperator, aty: Tensor, step) -> None:

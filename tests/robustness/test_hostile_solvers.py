@@ -226,7 +226,7 @@ def test_cg_sense_short_of_its_tolerance_says_so_once(caplog):
     with caplog.at_level(logging.WARNING, logger=SOLVER_LOG):
         recon.cg_sense(y, op, iterations=3, tolerance=1e-6, callback=lambda i, x, r: res.append(r))
     (msg,) = _warnings(caplog)
-    achieved = float(res[-1]) / float(torch.linalg.vector_norm(op.H(y)))
+    achieved = res[-1]  # the callback's relative residual, as the warning's
     assert achieved > 1e-4
     assert "cg stopped at its iteration limit (3 iterations)" in msg
     assert f"{achieved:.2g}" in msg and "tolerance 1e-06" in msg
