@@ -212,7 +212,7 @@ def detect_format(path: Path, wanted: str) -> str:
     folder (it was "FileNotFoundError: ... is not a folder", or "not a readable HDF5 file"
     without the suffix). An explicit ``load.format`` that a BART suffix contradicts, either way,
     is refused naming ``load.format`` (it was "ksp.h5.hdr: missing", "not a readable HDF5
-    file")."""
+    file"), as is an HDF5 layout that contradicts it (:func:`_check_layout`)."""
     bart = path.suffix.lower() in (".cfl", ".hdr", ".ra")
     if wanted != "auto":
         if (wanted == "bart") != bart and not path.is_dir() and path.suffix:
@@ -222,6 +222,8 @@ def detect_format(path: Path, wanted: str) -> str:
                 f"is {wanted!r}, but this is a BART array (NAME.hdr + NAME.cfl)" if bart else
                 f"is 'bart', but {path.name} is no BART array (NAME.hdr + NAME.cfl)")
                 + "; load.format: auto picks each input's reader")
+        if wanted in ("fastmri", "ismrmrd", "ct_hdf5") and path.is_file() and not bart:
+            _check_layout(path, wanted)
         return wanted
     if path.is_dir():
         _refuse_nifti(path, folder=True)
@@ -247,6 +249,24 @@ def detect_format(path: Path, wanted: str) -> str:
         if looks_like_dicom(path):
             raise not_a_series_folder(path) from None
         raise
+
+
+def _check_layout(path: Path, wanted: str) -> None:
+    """An HDF5 file whose layout contradicts an explicit ``load.format`` is refused naming the
+    key and what the file holds: the reader of the other layout called a good fastMRI file
+    broken ("dataset: group missing (found ['ismrmrd_header', 'kspace', …])"). A file whose
+    layout cannot be told is left to the reader, which names what is wrong with it."""
+    from mrirecon.io.errors import DataFormatError
+    from mrirecon.io.probe import hdf5_layout
+
+    try:
+        layout = hdf5_layout(path)
+    except DataFormatError:
+        return
+    if layout != wanted:
+        raise DataFormatError(path, "load.format", (
+            f"is {wanted!r}, but {path.name} holds {layout} data; load.format: auto picks "
+            "each input's reader"))
 
 
 def _refuse_nifti(path: Path, *, folder: bool) -> None:

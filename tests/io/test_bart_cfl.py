@@ -311,3 +311,24 @@ def test_hostile_headers_are_refused_before_any_read(tmp_path):
     os.mkfifo(tmp_path / "x.hdr")
     with pytest.raises(DataFormatError, match=r"x\.hdr: file: not a regular file"):
         read_cfl(tmp_path / "x")
+
+
+def test_an_explicit_format_an_hdf5_layout_contradicts_names_load_format(tmp_path):
+    """load.format=ismrmrd on a fastMRI file failed as "dataset: group missing (found
+    ['ismrmrd_header', 'kspace', ...])", fastmri on a LoDoPaB file as "kspace: dataset missing":
+    a good file called broken. A layout that cannot be told is left to the reader."""
+    from mrirecon.pipeline.stream import detect_format
+
+    fastmri, ct, odd = tmp_path / "k.h5", tmp_path / "c.hdf5", tmp_path / "odd.h5"
+    for path, key in ((fastmri, "kspace"), (ct, "data"), (odd, "something")):
+        with h5py.File(path, "w") as f:
+            f[key] = np.zeros((1, 4, 4), np.complex64 if key == "kspace" else np.float32)
+    for path, wanted, holds in ((fastmri, "ismrmrd", "fastmri"), (fastmri, "ct_hdf5", "fastmri"),
+                                (ct, "fastmri", "ct_hdf5")):
+        with pytest.raises(DataFormatError, match=rf"{path.name}: load\.format: is '{wanted}', "
+                                                  rf"but {path.name} holds {holds} data; "
+                                                  r"load\.format: auto"):
+            detect_format(path, wanted)
+    assert detect_format(fastmri, "fastmri") == "fastmri"
+    assert detect_format(ct, "ct_hdf5") == "ct_hdf5"
+    assert detect_format(odd, "fastmri") == "fastmri"  # the reader names what it lacks
