@@ -282,8 +282,9 @@ def plug_and_play(
     if sigma is None and not bool((sig0 > 0).all()):
         # a constant start (x0 of zeros) gave NaN, which turned the denoiser off without a word
         raise ValueError("plug_and_play: the noise level cannot be estimated from the start image "
-                         "(constant in some slice, e.g. an x0 of zeros): give sigma, or leave "
-                         "x0 unset to start from the CG solution")
+                         "(no noise measurable in some slice: a constant or noise-free start, "
+                         "e.g. an x0 of zeros or a phantom): give sigma, or leave x0 unset to "
+                         "start from the CG solution")
     rho_k = rho * max_eigenvalue(op.gram, aty, batch_dims=nb)  # (..., 1, 1)
     z, u = x.clone(), torch.zeros_like(x)
 
