@@ -14,6 +14,7 @@ atomically (a crash mid-write leaves the previous file), the card without YAML a
 from __future__ import annotations
 
 import codecs
+import functools
 import io
 import os
 import pickle
@@ -45,6 +46,55 @@ def _places(p: Path, base: Path | None) -> list[Path]:
         return [Path(os.path.abspath(p))]
     roots = ([base] if base is not None else []) + [Path.cwd()]
     return list(dict.fromkeys(Path(os.path.abspath(root / p)) for root in roots))
+
+
+def available_weights() -> list[str]:
+    """Names of the reconstruction models shipped in ``mrirecon/weights`` (a ``.pt`` and a card).
+
+    Cards with a ``kind`` other than ``reconstruction`` (e.g. the perceptual loss's
+    ``feature_network``) are not models and are left out.
+    """
+    if not WEIGHTS_DIR.is_dir():
+        return []
+    return sorted(
+        p.stem
+        for p in WEIGHTS_DIR.glob("*.pt")
+        if p.with_suffix(".yaml").is_file()
+        and _card_kind(p.with_suffix(".yaml")) == "reconstruction"
+    )
+
+
+def _read_card(card_path: Path):
+    """A model card's YAML (safe loader: tags such as ``!!python/object`` are refused)."""
+    try:
+        return _read_yaml(card_path)
+    except yaml.YAMLError as err:
+        where = " ".join(str(err).split())
+        raise ValueError(f"load_pretrained: {card_path}: not a valid model card ({where})") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"load_pretrained: {card_path}: cannot read the model card ({err})") from None
+
+
+def _card_kind(card_path: Path) -> str:
+    return _card_kind_cached(str(card_path), card_path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _card_kind_cached(card_path: str, mtime_ns: int) -> str:
+    try:
+        card = _read_card(Path(card_path))
+    except ValueError:
+        return "unreadable"
+    return str(card.get("kind", "reconstruction")) if isinstance(card, dict) else "reconstruction"
+
+
+def _read_yaml(path: Path):
+    """A card through libyaml's C loader when present (the cards are long: the Python loader
+    took ~0.2 s each, and listing the shipped weights reads every card). Read as UTF-8 (a
+    byte-order mark dropped) whatever the locale: cards are written UTF-8 and may be edited."""
+    from mrirecon.core.yaml_loader import load_card_yaml  # an alias bomb refused, too
+
+    return load_card_yaml(path.read_text(encoding="utf-8-sig"))
 
 
 def resolve_weights(name_or_path: str | os.PathLike, who: str = "load_pretrained",

@@ -27,7 +27,8 @@ from mrirecon.functional import ifft2c, rss
 from mrirecon.recon import ct, mri
 from mrirecon.recon.checks import (check_measurements, is_ct_operator, is_kspace_operator,
                                    measurements_checked)
-from mrirecon.recon.grappa import grappa, grappa_settings_problem
+from mrirecon.recon.grappa import (CalibrationWidthError, calib_width_message, grappa,
+                                   grappa_settings_problem)
 from mrirecon.solvers.convergence import reported
 
 
@@ -70,11 +71,15 @@ class Entry:
                 and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
+#: ``grappa_rss``'s ``calib`` when none is given, a 24-column band: its errors say it is the default
+GRAPPA_CALIB = 24
+
+
 @accepts_deprecated_names
 def grappa_rss(
     y: Tensor,
     op: LinearOperator | None = None,
-    calib: Tensor | int = 24,
+    calib: Tensor | int = GRAPPA_CALIB,
     kernel_size: tuple[int, int] = (5, 5),
     lam: float = 0.01,
     *,
@@ -104,10 +109,16 @@ def grappa_rss(
         m = None if found is None else found.mask
         if isinstance(m, Tensor) and m.ndim <= 2:
             mask = m.expand(y.shape[-2:]) if m.ndim == 2 else m
-    if y.ndim == 4:
-        filled = torch.stack([grappa(s, calib, kernel_size, lam, mask=mask) for s in y])
-    else:
-        filled = grappa(y, calib, kernel_size, lam, mask=mask)
+    try:
+        if y.ndim == 4:
+            filled = torch.stack([grappa(s, calib, kernel_size, lam, mask=mask) for s in y])
+        else:
+            filled = grappa(y, calib, kernel_size, lam, mask=mask)
+    except CalibrationWidthError as err:  # "acs width must be in [1, 16], got 24", no word
+        # that 24 is the default of a calib the caller never gave
+        if err.run is None or not isinstance(calib, int) or calib != GRAPPA_CALIB:
+            raise
+        raise CalibrationWidthError(calib_width_message(*err.run, default=True)) from None
     return rss(ifft2c(filled), dim=-3)
 
 
@@ -223,7 +234,7 @@ def register(name: str, fn: Callable[..., Tensor], *, needs_op: bool = True, sum
 
     A name already registered, or, for a function defined outside mrirecon, the name of a
     learned model (``modl``, ``varnet``, any of :func:`mrirecon.models.available_models`, also
-    spelt ``MoDL``) or of shipped weights (:func:`mrirecon.training.weights.available_weights`),
+    spelt ``MoDL``) or of shipped weights (:func:`mrirecon.io.weights.available_weights`),
     is refused unless ``overwrite=True``:
     pipelines and benchmarks look a method up here before the models, so ``register("modl",
     fn)`` ran ``fn`` where MoDL was named. Replacing a name mrirecon defines (a shipped method,
@@ -271,7 +282,7 @@ def _shipped_name(name: str) -> str | None:
     :func:`~mrirecon.models.build_model` spells it: any case, ``-`` for ``_``), ``"learned
     model's shipped weights"``, or ``None``."""
     from mrirecon.models.registry import available_models
-    from mrirecon.training.weights import available_weights
+    from mrirecon.io.weights import available_weights  # (not training: it imports recon)
 
     if name.lower().replace("-", "_") in available_models():
         return "learned model"

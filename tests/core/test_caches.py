@@ -23,7 +23,7 @@ NOT_DATA = {
     "mrirecon.core.memory._libc", "mrirecon.pipeline.run_files._git_commit",
     "mrirecon.pipeline.run_files._versions_cached", "mrirecon.core.processes._kernel32",
     "mrirecon.pipeline.code_identity.package_sha256", "mrirecon.models.backbones.fused._conv_relu_op",
-    "mrirecon.training.weights._card_kind_cached", "mrirecon.functional.wavelet.wavelet_filters",
+    "mrirecon.io.weights._card_kind_cached", "mrirecon.functional.wavelet.wavelet_filters",
 }
 
 
