@@ -11,7 +11,7 @@ Conventions
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import ClassVar
 
 import numpy as np
@@ -27,6 +27,54 @@ def _check_rank(owner: str, name: str, value: ArrayLike, dims: tuple[str, ...]) 
         raise ValueError(
             f"{owner}.{name} must have shape ({', '.join(dims)}), got {tuple(value.shape)}"
         )
+
+
+def describe(value: object) -> str:
+    """A short text of a container field for a repr: a tensor or array as its shape and dtype
+    (and its device when not the CPU), a :class:`Header` or :class:`ImageGeometry` by its grid,
+    a long tuple by its ends and length, a float to 6 digits; anything else as ``repr``."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        device = getattr(value, "device", None)
+        where = "" if device is None or device.type == "cpu" else f" {device}"
+        return f"{tuple(value.shape)} {str(value.dtype).removeprefix('torch.')}{where}"
+    if isinstance(value, Header):
+        acquisition = f", acquisition={value.acquisition!r}" if value.acquisition else ""
+        return (f"Header(encoded_matrix={value.encoded_matrix}, recon_matrix={value.recon_matrix}"
+                f", num_coils={value.num_coils}{acquisition})")
+    if isinstance(value, ImageGeometry):
+        mm = ", ".join(f"{v:g}" for v in value.spacing)
+        origin = ("placeholder" if not value.placed else
+                  "(" + ", ".join(f"{v:g}" for v in value.origin) + ") mm")
+        return f"ImageGeometry(spacing=({mm}) mm, origin={origin})"
+    if isinstance(value, tuple) and len(value) > 6:
+        return f"({value[0]!r}, {value[1]!r}, ..., {value[-1]!r}: {len(value)} values)"
+    return f"{value:.6g}" if isinstance(value, float) else repr(value)
+
+
+class ShortRepr:
+    """Mixin of the dataclasses that hold tensors (the containers, the training samples): a repr
+    of one short line, each tensor as its shape and dtype (:func:`describe`), fields left out
+    where they hold their default (``None``, ``""``). The dataclass's fields and equality are its
+    own. The repr is put in the subclass's namespace when it is created, before ``@dataclass``
+    runs, which keeps a ``__repr__`` the class defines (the default repr printed every value:
+    13,997 characters for a ``KSpace`` of 3 x 4 x 64 x 48, and never its shape)."""
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__repr__" not in cls.__dict__:
+            cls.__repr__ = ShortRepr.__repr__
+
+    def __repr__(self) -> str:
+        def left_out(f, value) -> bool:  # an empty default: None, "" or the factory's value
+            if isinstance(value, (torch.Tensor, np.ndarray)):
+                return False
+            if f.default_factory is not MISSING:
+                return value == f.default_factory()
+            return f.default in (None, "") and value == f.default
+
+        shown = [f"{f.name}={describe(getattr(self, f.name))}" for f in fields(self)
+                 if f.repr and not left_out(f, getattr(self, f.name))]
+        return f"{type(self).__name__}({', '.join(shown)})"
 
 
 @dataclass(frozen=True)
@@ -261,7 +309,7 @@ class Header:
 
 
 @dataclass
-class KSpace:
+class KSpace(ShortRepr):
     """Multi-coil k-space of one slice or a stack of slices.
 
     Attributes
@@ -350,7 +398,7 @@ class KSpace:
 
 
 @dataclass
-class Sinogram:
+class Sinogram(ShortRepr):
     """CT projection data: post-log line integrals ``(slices, views, detectors)``, dimensionless
     (attenuation in 1/mm times path length in mm: a 0.02 / mm disc of radius 10 mm gives 0.40 at
     its centre ray, whatever the pixel size).
@@ -376,7 +424,7 @@ class Sinogram:
 
 
 @dataclass
-class Image:
+class Image(ShortRepr):
     """A reconstructed or reference volume ``(slices, rows, cols)``.
 
     ``kind`` says what the numbers mean: ``"magnitude"`` (arbitrary MR units), ``"hu"``

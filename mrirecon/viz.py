@@ -20,6 +20,8 @@ from torch import Tensor
 from mrirecon.functional import ifft2c
 from mrirecon.mpl import import_matplotlib
 
+__all__ = ["image_grid", "point_spread_function", "results_folder"]
+
 
 def _as_image(x) -> np.ndarray:
     """Tensor or array ``(H, W)`` (complex allowed) -> real numpy magnitude (or real values)."""

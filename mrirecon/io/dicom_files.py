@@ -206,15 +206,28 @@ def refuse_projection_data(ds: Dataset, path: Path) -> None:
 def not_a_series_folder(path: Path) -> Exception:
     """The error for a ``path`` given where a DICOM series folder is expected: a DICOM slice file
     (``.dcm``, Part 10 or a bare data set, with or without a suffix) is named as one slice of the
-    series in its folder; another file as no folder; a missing path is a ``FileNotFoundError``.
+    series in its folder when :func:`read_candidate` reads it, else as no readable DICOM file
+    (a ``.dcm`` name on other bytes: it was "one DICOM slice", and its folder then failed with
+    "no SOPClassUID"); another file as no folder; a missing path is a ``FileNotFoundError``.
     (A slice was "FileNotFoundError: ... is not a folder", or, without ``.dcm``, "not a readable
     HDF5 file (file signature not found)".)"""
     path = Path(path)
     if not os.path.lexists(path):
         return FileNotFoundError(f"read_dicom_series: {path} does not exist")
-    if looks_like_dicom(path):
-        return DataFormatError(path, "file", "is one DICOM slice; pass the folder of its series "
-                                             f"({path.parent})")
+    if looks_like_dicom(path):  # by its name or first bytes: read it as the series reader would
+        ds, why = read_candidate(path)
+        if ds is not None or why is None:
+            return DataFormatError(path, "file", "is one DICOM slice; pass the folder of its "
+                                                 f"series ({path.parent})")
+        data = head(path) or b""
+        if data[128:132] != b"DICM" and not bare_data_set_start(data):
+            return DataFormatError(path, "file", "is not a readable DICOM file: it is named .dcm "
+                                   "but holds no DICOM (no DICM marker at byte 128, no data set "
+                                   "at its start); pass the folder of a DICOM series, or an "
+                                   "input of another format")
+        return DataFormatError(path, "file", f"is a DICOM file that cannot be read ({why}); "
+                               "replace it with an intact copy (a failed export or copy?) and "
+                               f"pass the folder of its series ({path.parent})")
     return DataFormatError(path, "file", "is a file, not a DICOM series folder; pass the folder "
                                          "that holds the series' slice files")
 

@@ -126,6 +126,10 @@ def write_ismrmrd_noncartesian(
         ``traj`` as Cartesian lines, :func:`~mrirecon.io.ismrmrd_encoding.traj_ignored`).
     density
         Optional ``(readouts, samples)`` weights, stored as the third trajectory dimension.
+    dwell_time_us
+        Time between samples of a readout in microseconds, written as every acquisition's
+        ``sample_time_us`` (default 4.0). Recorded only: the reader does not use it for
+        imaging data (it scales noise scans to the imaging bandwidth, and none are written here).
     reference
         Optional ``(slices, rows, cols)`` magnitude image of the object (the recon matrix),
         stored beside the ISMRMRD group as the root dataset

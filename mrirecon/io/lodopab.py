@@ -467,6 +467,11 @@ class LoDoPaBFiles:
     def __len__(self) -> int:
         return int(self._starts[-1])
 
+    def __repr__(self) -> str:
+        truths = sum(p is not None for p in self.ground_truth_paths)
+        return (f"LoDoPaBFiles({str(self.root)!r}, part={self.part!r}, {len(self.counts)} files "
+                f"({truths} with ground truth), {len(self)} samples, {self.geometry!r})")
+
     @property
     def file_starts(self) -> list[int]:
         """The sample index of each observation file's first image (``[0, 128, 256, ...]``)."""

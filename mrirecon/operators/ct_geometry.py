@@ -127,7 +127,12 @@ class CTGeometry:
                 raise ValueError(f"CTGeometry.detector must be 'flat' or 'curved', got {self.detector!r}")
             fov = self.field_of_view_radius
             if fov >= self.source_isocenter:
-                raise ValueError("CTGeometry: the source lies inside the field of view")
+                raise ValueError(
+                    f"CTGeometry: the source lies inside the field of view: source_isocenter "
+                    f"{self.source_isocenter:g} mm is not beyond its radius {fov:g} mm (half of "
+                    f"image_shape's smaller side, {min(self.image_shape)} pixels, x pixel_size "
+                    f"{self.pixel_size:g} mm); give a source_isocenter (and source_detector) "
+                    f"above {fov:g} mm, or a smaller pixel_size or image_shape")
 
     @property
     def num_views(self) -> int:
@@ -169,6 +174,21 @@ class CTGeometry:
         circumscribed circle, ``asin(image_radius / source_isocenter)`` (pi / 2 with the source
         inside it)."""
         return math.asin(min(1.0, self.image_radius / self.source_isocenter))
+
+    def __repr__(self) -> str:
+        """A summary: the views as their count and angle range (the dataclass repr printed
+        every angle, 19,709 characters at 1000 views); equality still compares every field."""
+        beam = f"{self.detector} fan" if self.beam == "fan" else self.beam
+        parts = [beam, f"image={self.image_shape}",
+                 f"views={self.num_views} in [{min(self.angles):.4g}, {max(self.angles):.4g}] rad",
+                 f"detectors={self.num_detectors}", f"pixel_size={self.pixel_size:g} mm",
+                 f"detector_spacing={self.detector_spacing:g} mm"]
+        if self.beam == "fan":
+            parts += [f"source_isocenter={self.source_isocenter:g} mm",
+                      f"source_detector={self.source_detector:g} mm"]
+        if self.detector_offset:
+            parts.append(f"detector_offset={self.detector_offset:g} mm")
+        return f"CTGeometry({', '.join(parts)})"
 
     @classmethod
     def parallel(

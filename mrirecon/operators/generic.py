@@ -118,6 +118,15 @@ class FiniteDifference(LinearOperator):
 
     def __init__(self, ndim: int = 2, shape: Sequence[int] | None = None, *,
                  absolute: bool = False) -> None:
+        if isinstance(ndim, bool) or not isinstance(ndim, numbers.Integral):
+            # a shape given first, as Fourier((H, W)) takes it: "can't multiply sequence by
+            # non-int of type 'tuple'" from (None,) * ndim
+            hint = (f"; pass the image shape as shape: FiniteDifference({len(ndim)}, "
+                    f"shape={tuple(ndim)})"
+                    if isinstance(ndim, Sequence) and not isinstance(ndim, str) else "")
+            raise TypeError(f"FiniteDifference: ndim (the first argument) is the number of "
+                            f"trailing axes to difference, an int, got {ndim!r}{hint}")
+        ndim = int(ndim)
         if shape is not None and len(shape) != ndim:
             raise ValueError(f"FiniteDifference: shape {tuple(shape)} must have {ndim} entries")
         dom = tuple(shape) if shape is not None else (None,) * ndim

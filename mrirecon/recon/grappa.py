@@ -73,6 +73,51 @@ def grappa_settings_problem(params: dict) -> tuple[str, str] | None:
     return None
 
 
+class CalibrationWidthError(ValueError):
+    """An int ``calib`` (a band width, in columns) that the fully sampled run of columns through
+    the centre of the k-space does not hold. ``run``: ``(width, start, stop, columns)``, for a
+    caller that words it again (:func:`calib_width_message`; ``recon.run``'s default)."""
+
+    run: tuple[int, int, int, int] | None = None
+
+
+def calib_width_message(width: int, start: int, stop: int, columns: int, *,
+                        default: bool = False) -> str:
+    """Why ``calib`` ``width`` does not fit the fully sampled run ``[start, stop)`` through the
+    centre column of ``columns``, and what to give instead; ``default``: the width is
+    ``recon.run("grappa")``'s default (it said "acs width 24", naming no setting)."""
+    said = f"calib {width}" + (" (recon.run('grappa')'s default without calib)" * default)
+    what = f"{said}, the width of the calibration band in columns,"
+    centre = f"the centre column {columns // 2} of the {columns}"
+    if width < 1:
+        return f"grappa: {what} must be >= 1; or pass the ACS k-space (coils, h, w) as calib"
+    if stop == start:
+        return (f"grappa: {what} finds no fully sampled band: {centre} was not acquired; pass "
+                "the ACS k-space (coils, h, w) as calib (a separate reference scan)")
+    wide = f"exceeds the {columns} columns of kspace and " if width > columns else ""
+    return (f"grappa: {what} {wide}includes unacquired columns: the fully sampled run through "
+            f"{centre} is columns [{start}, {stop}), {stop - start} wide; give calib "
+            f"{stop - start} or less (mrirecon run: reconstruct.params.calib, or leave it unset "
+            "and the whole band is used), or from Python the ACS k-space (coils, h, w) as calib")
+
+
+def _centre_run(kspace: Tensor, mask: Tensor | None) -> tuple[int, int]:
+    """``[start, stop)``: the run of acquired columns through ``W // 2`` (:func:`acs_region`)."""
+    from mrirecon.sampling.acs import acs_bounds, held_columns
+
+    W = kspace.shape[-1]
+    if mask is None:
+        cols = held_columns(kspace)
+    else:  # a numpy mask failed with "'numpy.ndarray' object has no attribute 'to'"
+        cols = torch.as_tensor(mask).to(device=kspace.device, dtype=torch.bool)
+        cols = cols.any(dim=0) if cols.ndim == 2 else cols
+    if cols.shape != (W,):
+        raise ValueError(f"grappa: mask must have shape {tuple(kspace.shape[-2:])} or {(W,)}, "
+                         f"got {tuple(mask.shape)}")
+    start, stop = (int(v[0]) for v in acs_bounds(cols.reshape(1, -1), symmetric=False))
+    return start, stop
+
+
 def acs_region(kspace: Tensor, acs_width: int, mask: Tensor | None = None) -> Tensor:
     """``acs_width`` fully sampled central columns (along W) of ``kspace (coils, H, W)``, all rows.
 
@@ -85,26 +130,16 @@ def acs_region(kspace: Tensor, acs_width: int, mask: Tensor | None = None) -> Te
     was, as for partial-Fourier rows); default: columns nonzero in some coil and row. Raises
     if the run is narrower than ``acs_width``.
     """
-    from mrirecon.sampling.acs import acs_bounds, held_columns
-
     _check(kspace)
     W = kspace.shape[-1]
     if not 0 < acs_width <= W:
-        raise ValueError(f"grappa: acs width must be in [1, {W}], got {acs_width}")
-    if mask is None:
-        cols = held_columns(kspace)
-    else:  # a numpy mask failed with "'numpy.ndarray' object has no attribute 'to'"
-        cols = torch.as_tensor(mask).to(device=kspace.device, dtype=torch.bool)
-        cols = cols.any(dim=0) if cols.ndim == 2 else cols
-    if cols.shape != (W,):
-        raise ValueError(f"grappa: mask must have shape {tuple(kspace.shape[-2:])} or {(W,)}, "
-                         f"got {tuple(mask.shape)}")
-    start, stop = (int(v[0]) for v in acs_bounds(cols.reshape(1, -1), symmetric=False))
+        raise ValueError(f"acs_region: acs_width must be in [1, {W}], got {acs_width}")
+    start, stop = _centre_run(kspace, mask)
     if stop - start < acs_width:
         raise ValueError(
-            f"grappa: acs width {acs_width} includes unacquired columns: the fully sampled "
+            f"acs_region: acs_width {acs_width} includes unacquired columns: the fully sampled "
             f"run through the centre column {W // 2} is columns [{start}, {stop}) "
-            f"({stop - start} wide); give a smaller width or the calib block"
+            f"({stop - start} wide); give a smaller acs_width"
         )
     left = min(max(W // 2 - acs_width // 2, start), stop - acs_width)
     return kspace[..., left : left + acs_width]
@@ -149,7 +184,9 @@ def grappa(
         (typically undersampled along W with a fully sampled centre band).
     calib
         Fully sampled calibration k-space ``(coils, h, w)`` (e.g. the ACS band), or an int:
-        the width of the fully sampled central band of columns of ``kspace`` (all rows).
+        the width of the fully sampled central band of columns of ``kspace`` (all rows); a
+        width the acquired run through the centre column does not hold raises
+        :class:`CalibrationWidthError` (a ``ValueError``) giving the width that fits.
     kernel_size
         Kernel window ``(kx, ky)`` along ``(H, W)``, in samples (one integer: both); odd sizes
         centre the target.
@@ -197,14 +234,26 @@ def grappa(
             raise ValueError(
                 f"grappa: mask must have shape {(H, W)} or {(W,)}, got {tuple(mask.shape)}"
             )
-    if isinstance(calib, int):  # the band inside the acquired centre run, see acs_region
-        calib = acs_region(kspace, calib, mask)
+    width = calib if isinstance(calib, int) else None
+    if width is not None:  # the band inside the acquired centre run, see acs_region
+        start, stop = _centre_run(kspace, mask)
+        if not 0 < width <= stop - start:  # it said "acs width 10", no setting of that name
+            err = CalibrationWidthError(calib_width_message(width, start, stop, W))
+            err.run = (width, start, stop, W)
+            raise err
+        calib = acs_region(kspace, width, mask)
     if not isinstance(calib, Tensor) or calib.ndim != 3 or calib.shape[0] != c:
         got = tuple(calib.shape) if isinstance(calib, Tensor) else type(calib).__name__
         raise ValueError(f"grappa: calib must be an int or a tensor ({c}, h, w), got {got}")
-    if calib.shape[1] < kx or calib.shape[2] < ky:
+    if calib.shape[1] < kx or calib.shape[2] < ky:  # it blamed calib, which a run chose itself
+        h, w = calib.shape[1:]
+        block = (f"calib {width}: that many fully sampled centre columns, all rows"
+                 if width is not None else "the calib block given")
         raise ValueError(
-            f"grappa: calib {tuple(calib.shape[1:])} is smaller than the kernel {(kx, ky)}"
+            f"grappa: kernel_size {(kx, ky)} does not fit: the calibration block ({h} rows x "
+            f"{w} columns, {block}) is smaller than the kernel; give kernel_size at most "
+            f"({min(kx, h)}, {min(ky, w)}) (mrirecon run: reconstruct.params.kernel_size), or "
+            "more calibration columns"
         )
     if not calib.is_complex():  # cast to complex, it lost its phase: 0.044 -> 0.108 error
         raise TypeError(f"grappa: calib is real ({calib.dtype}), but calibration k-space is "

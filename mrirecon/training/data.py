@@ -33,6 +33,7 @@ from mrirecon.sampling import apply_mask, center_mask, create_mask_for_mask_type
 from mrirecon.training.config import MaskConfig
 from mrirecon.training.maps_cache import MapsCache, default_budget_bytes
 from mrirecon.training.mask_bands import drawable_masks, drawn_bands
+from mrirecon.training.sample_sets import SampleSet, ShortRepr
 
 MAPS = ("learned", "espirit", "walsh")
 
@@ -61,7 +62,7 @@ def _readout_oversampling(header, rows: int) -> float:
 
 
 @dataclass
-class TrainingSample:
+class TrainingSample(ShortRepr):
     """One slice ready for ``model(y, operator())`` and the loss.
 
     Attributes
@@ -100,10 +101,7 @@ class TrainingSample:
     def to(self, device: torch.device | str) -> TrainingSample:
         """The same sample with every tensor on ``device``."""
         return replace(
-            self,
-            y=self.y.to(device),
-            maps=self.maps.to(device),
-            mask=self.mask.to(device),
+            self, y=self.y.to(device), maps=self.maps.to(device), mask=self.mask.to(device),
             target=None if self.target is None else self.target.to(device),
             max_value=self.max_value.to(device),
         )
@@ -118,7 +116,7 @@ class TrainingSample:
         return float(columns.numel()) / max(int(columns.sum()), 1)
 
 
-class MRITrainingSet:
+class MRITrainingSet(SampleSet):
     """Slices of a folder of fastMRI-layout multi-coil files, undersampled on the fly.
 
     Parameters

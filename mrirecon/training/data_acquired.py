@@ -49,6 +49,7 @@ from mrirecon.training.data import (MAPS, TrainingSample, _readout_oversampling,
                                     mri_training_range)
 from mrirecon.training.mask_bands import drawn_bands
 from mrirecon.training.maps_cache import MapsCache, default_budget_bytes
+from mrirecon.training.sample_sets import mask_text
 
 
 def fully_sampled(mask: Tensor, padding: tuple[int, int]) -> bool:
@@ -253,6 +254,14 @@ class AcquiredMRISet:
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def __repr__(self) -> str:
+        files = self.source_files()
+        where = {p.parent for p in files}
+        folder = repr(str(where.pop())) if len(where) == 1 else f"{len(where)} folders"
+        return (f"AcquiredMRISet({folder}, {len(files)} files, {len(self)} samples, "
+                f"mask={mask_text(self.mask_config)} (fully sampled files), maps={self.maps!r}, "
+                f"train={self.train})")
 
     def volume_keys(self) -> list[str]:
         """The file name of each sample (its ``fname``), read without loading it

@@ -28,12 +28,13 @@ import torch
 from torch import Tensor
 
 from mrirecon.operators.ct_geometry import CTGeometry
+from mrirecon.training.sample_sets import SampleSet, ShortRepr
 
 log = logging.getLogger("mrirecon.train")
 
 
 @dataclass
-class CTSample:
+class CTSample(ShortRepr):
     """One CT image ready for ``model(y, operator())``.
 
     Attributes
@@ -95,7 +96,7 @@ def _find_part(folder: Path) -> str:
     return parts[0]
 
 
-class CTTrainingSet:
+class CTTrainingSet(SampleSet):
     """Images of a LoDoPaB-layout folder (one part) with sparse views and extra dose noise.
 
     Parameters
@@ -183,6 +184,19 @@ class CTTrainingSet:
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    _seeded = "view offset and noise"  # what ``[i]``'s message says the seed draws
+
+    @property
+    def folder(self) -> Path:
+        """The data folder."""
+        return self.files.root
+
+    def _repr_settings(self) -> list[str]:
+        g = self.files.geometry
+        kept = "" if self.factor == 1 else f", kept 1 in {self.factor}"
+        dose = "as stored" if self.photons is None else f"{self.photons:g}"
+        return [f"part={self.part!r}", f"views={g.num_views}{kept}", f"photons={dose}"]
 
     def volume_keys(self) -> list[str]:
         """Each sample's ``fname`` (each image is a volume of its own)
