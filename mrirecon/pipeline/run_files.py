@@ -109,13 +109,27 @@ def _recorded_vcs_commit() -> str | None:
 def _versions_cached() -> tuple[tuple[str, str], ...]:
     import importlib.metadata as md
 
-    out = {"python": platform.python_version(), "platform": platform.platform()}
+    out = {"python": platform.python_version(), "platform": platform.platform(),
+           # what bit-for-bit repeats depend on besides threads and versions: torch's kernels
+           # (AVX-512 or not) sum in another order, which iterative methods can amplify
+           "torch_cpu_capability": _cpu_capability()}
     for name in ("mrirecon", "torch", "numpy", "h5py", "pydicom", "nibabel", "sigpy"):
         try:
             out[name] = md.version(name)
         except md.PackageNotFoundError:
             out[name] = "not installed"
     return tuple(out.items())
+
+
+def _cpu_capability() -> str:
+    """torch's CPU kernel set (``AVX512``, ``AVX2``, ``DEFAULT``; ``ATEN_CPU_CAPABILITY`` lowers
+    it), ``"unknown"`` where torch cannot say."""
+    import torch
+
+    try:
+        return str(torch.backends.cpu.get_cpu_capability())
+    except (AttributeError, RuntimeError):
+        return "unknown"
 
 
 def _versions() -> dict[str, str]:

@@ -80,6 +80,7 @@ def test_mri_pipelines_end_to_end(name, mri_dir, tmp_path):
     assert [f["status"] for f in prov["files"]] == ["ok", "ok"]
     assert set(prov["inputs"]) == {str(p) for p in sorted(mri_dir.glob("*.h5"))}
     assert prov["versions"]["torch"] and prov["git_commit"]
+    assert prov["versions"]["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert prov["threads"] == torch.get_num_threads()  # results move with it at rounding level
     for f in prov["files"]:
         stem = Path(f["input"]).stem
