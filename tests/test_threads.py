@@ -157,3 +157,22 @@ def test_a_rank_equal_to_the_world_size_is_refused(thread_env):
     thread_env.setenv("RANK", "2")
     with pytest.raises(ValueError, match=r"rank 2 of world size 2 .*need 0 <= RANK < WORLD_SIZE"):
         threads.rank_and_world()
+
+
+def test_importing_mrirecon_before_torch_sets_the_passive_wait_policy_unless_set():
+    """Only the command line set it: Python callers on 2 threads of a busy machine ran
+    l1_wavelet 3-9x slower than on 1. A user's setting stays; after torch, nothing changes (its
+    OpenMP has read the environment)."""
+    import subprocess
+    import sys
+
+    def policy(code: str, **env) -> str:
+        base = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+        out = subprocess.run([sys.executable, "-c", code + "; import os; print(os.environ.get("
+                              "'OMP_WAIT_POLICY'))"], env={**base, **env}, capture_output=True,
+                             text=True, check=True)
+        return out.stdout.strip()
+
+    assert policy("import mrirecon") == "PASSIVE"
+    assert policy("import mrirecon", OMP_WAIT_POLICY="ACTIVE") == "ACTIVE"
+    assert policy("import torch, mrirecon") == "None"

@@ -533,3 +533,37 @@ def test_a_mask_with_a_coil_axis_of_one_is_one_mask_per_sample(columns):
     assert op.H(y).shape == (2, 8, 6)
     assert torch.equal(op.H(y), plain.H(y)) and torch.equal(op(x), plain(x))
     assert torch.allclose(op.gram(x), plain.gram(x), rtol=0, atol=1e-12)
+
+
+def test_sense_caches_serve_calls_under_inference_mode_and_autograd_after():
+    """Under torch.inference_mode (reconstruct_slices, the README's MoDL example) every gram
+    rebuilt conj(maps) and the shifted masks (+50-65 % a gram). Built once now, as normal
+    tensors: a later autograd call outside inference mode can use them."""
+    from mrirecon.operators.mri import SenseOperator
+
+    g = torch.Generator().manual_seed(0)
+    maps = torch.randn(4, 16, 12, dtype=torch.complex64, generator=g)
+    op = sense(maps, (torch.rand(12, generator=g) < 0.5).float())
+    x = torch.randn(2, 16, 12, dtype=torch.complex64, generator=g)
+    made = []
+    original = SenseOperator._derived
+
+    def counting(self, slot, source, make, *extra):
+        return original(self, slot, source, lambda: made.append(slot) or make(), *extra)
+
+    SenseOperator._derived = counting
+    try:
+        with torch.no_grad():
+            want = op.gram(x)
+        made.clear()
+        op2 = sense(maps, op.mask)
+        with torch.inference_mode():
+            got = [op2.gram(x) for _ in range(3)]
+        assert sorted(made) == sorted(set(made)), made  # each value built once
+        for y in got:
+            assert torch.equal(y, want)
+        leaf = x.clone().requires_grad_(True)
+        op2.gram(leaf).abs().square().sum().backward()
+        assert leaf.grad is not None and torch.isfinite(leaf.grad).all()
+    finally:
+        SenseOperator._derived = original
