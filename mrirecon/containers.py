@@ -34,7 +34,8 @@ def describe(value: object) -> str:
     (and its device when not the CPU), a :class:`Header` or :class:`ImageGeometry` by its grid,
     a long tuple by its ends and length, a float to 6 digits; anything else as ``repr``."""
     if isinstance(value, (torch.Tensor, np.ndarray)):
-        device = getattr(value, "device", None)
+        # a torch device only (numpy 2's arrays have .device too: the string 'cpu')
+        device = value.device if isinstance(value, torch.Tensor) else None
         where = "" if device is None or device.type == "cpu" else f" {device}"
         return f"{tuple(value.shape)} {str(value.dtype).removeprefix('torch.')}{where}"
     if isinstance(value, Header):

@@ -81,6 +81,11 @@ def test_container_reprs_show_shapes_and_dtypes_not_values():
     _one_short_line(r)
     assert "data=(40, 320, 320) float32" in r and "spacing=(3, 0.5, 0.5) mm" in r
     assert "kind='hu'" in r
+    # numpy data (the containers take them): numpy 2's arrays have .device, the string 'cpu'
+    import numpy as np
+
+    r = repr(Image(np.zeros((2, 8, 8), np.float32), ImageGeometry((3, 0.5, 0.5), (1, 2, 3))))
+    assert "data=(2, 8, 8) float32" in r, r
 
     many = KSpace(torch.zeros(40, 2, 8, 8, dtype=torch.complex64),
                   Header(encoded_matrix=(8, 8, 1), recon_matrix=(8, 8, 1)))
