@@ -141,8 +141,13 @@ def acs_region(kspace: Tensor, acs_width: int, mask: Tensor | None = None) -> Te
             f"run through the centre column {W // 2} is columns [{start}, {stop}) "
             f"({stop - start} wide); give a smaller acs_width"
         )
-    left = min(max(W // 2 - acs_width // 2, start), stop - acs_width)
-    return kspace[..., left : left + acs_width]
+    return _band(kspace, acs_width, start, stop)
+
+
+def _band(kspace: Tensor, width: int, start: int, stop: int) -> Tensor:
+    """The ``width`` columns of the acquired run ``[start, stop)`` nearest centred on ``W // 2``."""
+    left = min(max(kspace.shape[-1] // 2 - width // 2, start), stop - width)
+    return kspace[..., left : left + width]
 
 
 def _window_codes(padded_mask: Tensor, kx: int, ky: int) -> Tensor:
@@ -241,7 +246,7 @@ def grappa(
             err = CalibrationWidthError(calib_width_message(width, start, stop, W))
             err.run = (width, start, stop, W)
             raise err
-        calib = acs_region(kspace, width, mask)
+        calib = _band(kspace, width, start, stop)  # acs_region's band, its run found once
     if not isinstance(calib, Tensor) or calib.ndim != 3 or calib.shape[0] != c:
         got = tuple(calib.shape) if isinstance(calib, Tensor) else type(calib).__name__
         raise ValueError(f"grappa: calib must be an int or a tensor ({c}, h, w), got {got}")

@@ -205,7 +205,7 @@ def cg_sense(
         raise ValueError(f"cg_sense: phase must have the shape {tuple(aty.shape)} of the image of "
                          f"y {tuple(y.shape)} (or broadcast to it), got {tuple(p.shape)}")
     p = torch.broadcast_to(p, aty.shape)
-    start = None if x0 is None else (p.conj() * x0.to(aty.dtype)).real
+    start = None if x0 is None else (p.conj() * x0).real  # check_start: aty's dtype
     rhs = (p.conj() * aty).real
     rho = cg(lambda r: (p.conj() * gram(p * r)).real, rhs, start, iterations=iterations,
              tolerance=tolerance, batch_dims=nb,

@@ -219,7 +219,7 @@ def tgv(
     if nonneg and not real:
         raise ValueError("tgv: nonneg=True needs a real-valued operator (CT), got complex images")
     x0 = check_start("tgv", x0, aty, y)
-    x_start = torch.zeros_like(aty) if x0 is None else x0.to(aty.dtype)
+    x_start = torch.zeros_like(aty) if x0 is None else x0  # check_start: aty's dtype
     u0 = torch.cat([x_start.unsqueeze(-3), FiniteDifference(2)(x_start)], dim=-3)
     if method == "admm":
         rho, cg_iterations = admm_settings("tgv", rho, cg_iterations, ADMM_RHO,
