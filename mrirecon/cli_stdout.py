@@ -24,6 +24,7 @@ class NamedStdout:
 
     def __init__(self, stream) -> None:
         self._stream = stream
+        self._failed: OSError | None = None
 
     def _named(self, call, *args):
         import errno
@@ -33,7 +34,8 @@ class NamedStdout:
         except OSError as err:
             if isinstance(err, BrokenPipeError) or err.errno == errno.EPIPE:
                 raise StdoutClosed() from None
-            raise OSError(err.errno, err.strerror or str(err), "stdout") from None
+            self._failed = OSError(err.errno, err.strerror or str(err), "stdout")
+            raise self._failed from None
 
     def write(self, text: str) -> int:
         try:
@@ -49,7 +51,12 @@ class NamedStdout:
             self.write(line)
 
     def flush(self) -> None:
-        return self._named(self._stream.flush)
+        """Flushes the stream; a write that failed since the last flush fails it again: argparse
+        swallows the OSError of ``--help`` / ``--version`` (``> /dev/full`` exited 0)."""
+        failed, self._failed = self._failed, None
+        self._named(self._stream.flush)
+        if failed is not None:
+            raise failed
 
     def __getattr__(self, attr: str):
         return getattr(self._stream, attr)

@@ -360,6 +360,17 @@ def test_help_into_a_closed_pipe_is_quiet(tmp_path):
     assert "Exception ignored" not in done.stderr
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["run", "--help"]])
+def test_help_and_version_into_a_full_disk_fail_named(argv):
+    with open("/dev/full", "w") as full:  # argparse swallows the write's OSError: exit 0 was
+        done = subprocess.run([sys.executable, "-m", "mrirecon", *argv], stdout=full,
+                              stderr=subprocess.PIPE, text=True, env=_env(), timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "error: stdout: No space left on device" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
 # ---- 11. benchmark scripts -------------------------------------------------------------------
 
 
