@@ -22,7 +22,9 @@ from mrirecon.models import (
     PnPHQS,
     VariationalNetwork,
 )
+from mrirecon.models.backbones.unet import Unet
 from mrirecon.models.unrolled.ista_net import soft_threshold
+from mrirecon.models.unrolled.ldamp import LDAMP
 from mrirecon.models.unrolled.vn import RBFActivation, VNStage
 
 
@@ -228,3 +230,88 @@ def test_fbpconvnet_gives_zero_for_an_all_zero_sample():
         alone = model(y[:1], op)
     assert torch.count_nonzero(out[1]) == 0
     torch.testing.assert_close(out[0], alone[0])
+
+
+def _per_slice_mask(kind, b, h, w):
+    """``b`` different masks, one per slice: columns ``(b, 1, w)`` or 2-D ``(b, h, w)``, each
+    with a fully sampled centre."""
+    g = torch.Generator().manual_seed(7)
+    m = torch.rand(b, 1 if kind == "columns" else h, w, generator=g) < 0.3
+    m[..., w // 2 - 3 : w // 2 + 3] = True
+    return m
+
+
+@pytest.mark.parametrize("kind", ["columns", "2d"])
+@pytest.mark.parametrize("coils", ["single", "multi"])
+def test_cascade_kspace_dc_keeps_per_slice_masks_to_their_slice(kind, coils):
+    """Fails if soft_dc.py ``kspace_mask`` / hard_dc.py ``image``: the coil axis added to the
+    mask also for single-coil k-space. ``single_coil`` masks ``(B, 1, W)`` became
+    ``(B, 1, 1, W)`` against k-space ``(B, H, W)``: the output was ``(B, B, H, W)`` and slice
+    ``i`` was projected with every slice's mask. Each slice must give what it gives alone."""
+    from tests.models.problems import H, W, coil_maps, phantom
+
+    from mrirecon.operators import sense, single_coil
+
+    b = 3
+    mask, x = _per_slice_mask(kind, b, H, W), phantom(b)
+
+    def make(i=slice(None)):
+        return single_coil(mask[i], (H, W)) if coils == "single" else sense(coil_maps(), mask[i])
+
+    op = make()
+    y = op(x)
+    iterations, layers, features = 2, 3, 8
+    model = CascadeNet(iterations=iterations, layers=layers, features=features, init_seed=0).eval()
+    with torch.no_grad():
+        out = model(y, op)
+        alone = [model(y[i:i + 1], make(slice(i, i + 1)))[0] for i in range(b)]
+    assert out.shape == (b, H, W)
+    # batched and single convolutions may sum their 9 * features products per output in another
+    # order: a few float32 roundings per product, per layer and cascade (the DC is a projection)
+    tol = iterations * layers * 9 * features * EPS32
+    for i in range(b):
+        err = float((out[i] - alone[i]).abs().max() / alone[i].abs().max())
+        assert err <= tol, f"slice {i}: {err:.3g} > {tol:.3g}"
+
+
+def test_ldamp_item_does_not_depend_on_its_batch():
+    """Fails if ldamp.py: the Monte-Carlo divergence probe drawn as one ``(B, ...)`` tensor
+    (item ``i`` got another probe in another batch, so another Onsager term and trajectory:
+    0.3-0.6 relative apart). Item ``i`` of a batch equals item ``i`` alone, and one measurement
+    twice in a batch gives two equal rows."""
+    from mrirecon.operators import gaussian_matrix
+
+    f64 = torch.float64
+    op = gaussian_matrix(40, (8, 8), generator=torch.Generator().manual_seed(0), dtype=f64)
+    y = op(torch.randn(3, 8, 8, generator=torch.Generator().manual_seed(1), dtype=f64))
+    iterations, depth, features = 3, 3, 8
+    model = LDAMP(iterations=iterations, depth=depth, features=features, init_seed=0).to(f64).eval()
+    with torch.no_grad():
+        out = model(y, op)
+        alone = [model(y[i:i + 1], op)[0] for i in range(3)]
+        twice = model(y[1:2].expand(2, -1), op)
+    # convolution rounding (9 * features products per output, per layer and iteration), divided
+    # by the finite-difference step max|r| / 1000 of the divergence estimate
+    tol = 1000 * iterations * depth * 9 * features * torch.finfo(f64).eps
+    pairs = [(out[i], alone[i]) for i in range(3)] + [(twice[0], alone[1]), (twice[1], alone[1])]
+    for n, (got, want) in enumerate(pairs):
+        err = float((got - want).abs().max() / want.abs().max())
+        assert err <= tol, f"pair {n}: {err:.3g} > {tol:.3g}"
+
+
+@pytest.mark.parametrize("size", [(16, 16), (8, 24), (1, 40)])
+def test_unet_too_small_image_is_refused_by_name(size):
+    """Fails if unet.py ``forward``: no size check. Images smaller than the pooling allows
+    raised torch's "Expected more than 1 spatial element when training" (in eval mode too)
+    or "Output size is too small"; now a ValueError with the minimum and what to do. One
+    step up (16x32 at 4 pools) still runs; FBPConvNet's U-Net says the same."""
+    unet = Unet(2, 2, chans=2, num_pool_layers=4).eval()
+    with torch.no_grad(), pytest.raises(ValueError, match=rf"Unet: image {size[0]}x{size[1]} is too small "
+                                        r"for num_pool_layers=4: both sides must be at least 2\*\*4 = 16 "
+                                        r"and one at least 32 .*pad the image"):
+        unet(torch.zeros(1, 2, *size))
+    with torch.no_grad():
+        assert unet(torch.zeros(1, 2, 16, 32)).shape == (1, 2, 16, 32)
+    _, y, op = ct_problem(h=16, w=16)
+    with torch.no_grad(), pytest.raises(ValueError, match="Unet: image 16x16 .*at most 3 for 16x16"):
+        FBPConvNet(chans=2, num_pools=4).eval()(y, op)

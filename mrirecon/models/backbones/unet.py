@@ -51,6 +51,26 @@ class TransposeConvBlock(nn.Module):
         return self.layers(x)
 
 
+def _fits(h: int, w: int, pools: int) -> bool:
+    """Whether ``pools`` halvings (floored) leave both sides >= 1 and more than one pixel."""
+    return min(h, w) >= 2**pools and (h >> pools) * (w >> pools) > 1
+
+
+def check_size(h: int, w: int, pools: int, who: str = "Unet") -> None:
+    """Raise ``ValueError`` naming ``who`` when an ``h x w`` image is too small for ``pools``
+    levels (torch's own errors were "Expected more than 1 spatial element when training",
+    in eval mode too, or "Output size is too small"), with the sizes that work."""
+    if _fits(h, w, pools):
+        return
+    fewer = max((p for p in range(pools) if _fits(h, w, p)), default=0)
+    instead = (f"or use fewer pooling levels (num_pool_layers / num_pools; at most {fewer} for "
+               f"{h}x{w})" if fewer else "(this size leaves no pooling level)")
+    raise ValueError(f"{who}: image {h}x{w} is too small for num_pool_layers={pools}: both sides "
+                     f"must be at least 2**{pools} = {2**pools} and one at least {2**(pools + 1)} "
+                     f"(e.g. {2**pools}x{2**(pools + 1)}; the bottom level needs more than one "
+                     f"pixel); pad the image {instead}")
+
+
 class Unet(nn.Module):
     """U-Net with average-pool down-sampling and transposed-conv up-sampling.
 
@@ -67,8 +87,11 @@ class Unet(nn.Module):
 
     Notes
     -----
-    Input ``(N, in_chans, H, W)`` real; any ``H, W`` work: where a pooled size was odd the
-    up-sampled map is reflect-padded by one row/column at the bottom/right (as fastMRI does).
+    Input ``(N, in_chans, H, W)`` real; any ``H, W`` large enough for the pooling work: where a
+    pooled size was odd the up-sampled map is reflect-padded by one row/column at the
+    bottom/right (as fastMRI does). With ``p = num_pool_layers`` both sides must be at least
+    ``2**p`` and the bottom level more than one pixel (one side at least ``2**(p + 1)``: its
+    instance norm needs two values); smaller images raise ``ValueError`` (:func:`check_size`).
     """
 
     def __init__(
@@ -98,6 +121,7 @@ class Unet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(N, in_chans, H, W) -> (N, out_chans, H, W)``."""
+        check_size(x.shape[-2], x.shape[-1], self.num_pool_layers)
         skips = []
         for block in self.down_sample_layers:
             x = block(x)

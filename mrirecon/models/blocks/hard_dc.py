@@ -46,7 +46,11 @@ class HardProjectionDC(nn.Module):
 
         Exact data consistency when ``S^H S = I`` per pixel with one coil (single-coil data);
         for several coils it is the usual coil-k-space projection followed by coil combination.
+        The mask gets a coil axis only where the k-space has one: ``expand`` adds an axis to
+        the image (``sense``: ``(B, H, W) -> (B, C, H, W)``), none for ``single_coil``, whose
+        batch of masks ``(B, 1, W)`` then stays one mask per slice.
         """
         who = "HardProjectionDC.image"
         er = require_capability(op, CoilExpandReduce, who)
-        return er.reduce(self(er.expand(x), y, kspace_mask(op, who)))
+        k = er.expand(x)
+        return er.reduce(self(k, y, kspace_mask(op, who, coils=k.ndim > x.ndim)))

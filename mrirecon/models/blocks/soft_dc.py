@@ -8,16 +8,20 @@ from torch import Tensor, nn
 from mrirecon.core import HasSamplingMask, LinearOperator, require_capability
 
 
-def kspace_mask(op: LinearOperator, who: str = "k-space data consistency") -> Tensor:
-    """The sampling mask of a Cartesian operator, broadcastable to multi-coil k-space.
+def kspace_mask(op: LinearOperator, who: str = "k-space data consistency", coils: bool = True) -> Tensor:
+    """The sampling mask of a Cartesian operator, broadcastable to its k-space.
 
-    Returns the :class:`~mrirecon.core.HasSamplingMask` mask with a coil axis,
-    ``mask[..., None, :, :]``: boolean, broadcastable to ``(B, C, H, W)``. Raises ``TypeError``
-    naming ``who`` for operators without one (k-space DC needs ``sense(...)``); scaled
+    Returns the :class:`~mrirecon.core.HasSamplingMask` mask, boolean. With ``coils`` (the
+    default, multi-coil k-space ``(B, C, H, W)`` of ``sense(...)``) it gets a coil axis,
+    ``mask[..., None, :, :]``; ``coils=False`` is for k-space without one (``single_coil(mask)``:
+    ``(B, H, W)``), where that axis would line a batch of masks ``(B, 1, W)`` up with the image
+    rows and widen the result to ``(B, B, H, W)``. Raises ``TypeError`` naming ``who`` for
+    operators without a mask (k-space DC needs ``sense(...)`` or ``single_coil(...)``); scaled
     operators (``c * A``) keep their mask.
     """
     found = require_capability(op, HasSamplingMask, who, "use sense(maps, mask) or single_coil(mask)")
-    return found.mask.bool().unsqueeze(-3)
+    mask = found.mask.bool()
+    return mask.unsqueeze(-3) if coils else mask
 
 
 class SoftKspaceDC(nn.Module):

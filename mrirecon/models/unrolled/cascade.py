@@ -51,7 +51,9 @@ class CascadeNet(UnrolledModel):
     dc
         ``"kspace"`` (hard/weighted k-space projection; needs an operator with the
         :class:`~mrirecon.core.HasSamplingMask` and :class:`~mrirecon.core.CoilExpandReduce`
-        capabilities) or ``"gradient"`` (any operator).
+        capabilities: ``sense(maps, mask)``, or ``single_coil(mask)``, whose masks, one per
+        slice ``(B, 1, W)`` or ``(B, H, W)`` included, keep to their own slice) or
+        ``"gradient"`` (any operator).
     lam
         ``None``: noise-free replacement of sampled k-space; a float: learned noisy-data weight
         (the paper's ``nu``; the parameter keeps the state-dict key ``dc.nu``).

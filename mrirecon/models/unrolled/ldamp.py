@@ -61,7 +61,7 @@ def check_valid(op: LinearOperator, who: str = "LDAMP") -> None:
 
 def mc_divergence(
     denoiser, r: Tensor, sigma: Tensor, *, denoised: Tensor | None = None, epsilon: Tensor | None = None,
-    probes: int = 1, generator: torch.Generator | None = None,
+    probes: int = 1, generator: torch.Generator | None = None, shared: bool = False,
 ) -> Tensor:
     """Monte-Carlo divergence ``sum_i dD_i/dr_i`` of ``denoiser(r, sigma)`` per batch item.
 
@@ -81,6 +81,12 @@ def mc_divergence(
         Number of Gaussian probe vectors averaged (the estimate is unbiased up to O(eps)).
     generator
         Source of the probes.
+    shared
+        ``False``: an independent probe per batch item (copies of one ``r`` in a batch are
+        that many probes). ``True``: each probe is drawn once in the per-item shape
+        ``r.shape[1:]`` and used for every item, so an item's estimate does not depend on the
+        batch size or on its position in the batch (a batch of one gets the same draw either
+        way); :class:`LDAMP` uses this.
 
     Returns
     -------
@@ -95,7 +101,8 @@ def mc_divergence(
         epsilon = r.detach().abs().reshape(b, -1).amax(1) / 1000 + torch.finfo(r.dtype).eps
     total = torch.zeros(b, dtype=r.dtype, device=r.device)
     for _ in range(probes):
-        probe = torch.randn(r.shape, generator=generator, dtype=r.dtype, device=r.device)
+        probe = torch.randn(r.shape[1:] if shared else r.shape, generator=generator, dtype=r.dtype,
+                            device=r.device)
         diff = denoiser(r + epsilon.reshape(view) * probe, sigma) - denoised
         total = total + (probe * diff).reshape(b, -1).sum(1) / epsilon
     return total / probes
@@ -154,6 +161,8 @@ class LDAMP(nn.Module):
         Monte-Carlo probes of the divergence estimate.
     seed
         Seed of the probe generator (re-seeded on every call, so the model is deterministic).
+        The probes are shared by the batch items (:func:`mc_divergence`'s ``shared``), so item
+        ``i`` of a batch gives what it gives run alone.
     init_seed
         Seed of the weight initialisation (:func:`~mrirecon.models.init.seeded_init`).
 
@@ -207,7 +216,8 @@ class LDAMP(nn.Module):
             sigma = torch.linalg.vector_norm(z, dim=-1) / math.sqrt(m)
             d = self.denoiser(t)
             x = d(r, sigma)
-            div = mc_divergence(d, r, sigma, denoised=x, probes=self.probes, generator=gen)
+            div = mc_divergence(d, r, sigma, denoised=x, probes=self.probes, generator=gen,
+                                 shared=True)
             z = y - op(x) + z * (div / m)[:, None]
             history.append((r, sigma, x))
         return (x, history) if return_history else x
