@@ -21,8 +21,8 @@ COUNT_NAMES = re.compile(
 # weights, step sizes, tolerances and noise levels: finite and >= 0
 NONNEGATIVE_NAMES = re.compile(
     r"(^|_)(lam|lamda|lambda|rho|mu|nu|eta|theta|gamma|sigma|sigmas|tol|tolerance|step|"
-    r"relaxation|noise_std|sigma_start|sigma_end|sigma_scale|h|ratio|step_ratio|drop_prob|"
-    r"frequency_scaling)$")
+    r"relaxation|noise_std|sigma_start|sigma_end|sigma_min|sigma_max|sigma_scale|h|ratio|"
+    r"step_ratio|drop_prob|frequency_scaling)$")
 
 # relative tolerances (a fraction of a norm): also < 1, as ``check_tolerance`` requires
 TOLERANCE_NAMES = re.compile(r"(^|_)(tol|tolerance)$")
@@ -127,7 +127,8 @@ def param_problem(name: str, value: Any, default: Any = _EMPTY,
     sizes and tolerances (``lam``, ``rho``, ``tolerance``, ...) finite and >= 0 (not
     ``true`` / ``false``, and one number unless ``annotation``, the signature's, admits a
     sequence); any number finite; and a value whose default is a number, a bool or a string
-    must have that kind. Values of other types (tensors, modules, callables) are not judged.
+    must have that kind. A mapping is judged by :func:`mapping_problem`. Values of other types
+    (tensors, modules, callables) are not judged.
 
     ``None`` (YAML's ``null``) is a value only where the default is ``None`` itself (e.g. ``rho``:
     the solver's own choice) or unknown, or for :data:`NULLABLE_NAMES`: elsewhere it reached the
@@ -145,6 +146,8 @@ def param_problem(name: str, value: Any, default: Any = _EMPTY,
     value = _scalar_of(value)  # np.float32(nan), torch.tensor(inf): judged as numbers
     if _array_like(value) and _SCALAR_NAMES.search(name):
         return _shape_problem(value)  # lam=torch.tensor([1e-3, 1e-3]): was a bare RuntimeError
+    if isinstance(value, Mapping):
+        return mapping_problem(name, value, default, annotation)
     if not isinstance(value, (int, float, str, list, tuple)):
         return None  # tensors, arrays, modules, callables: the function's own business
     if _is_number(value) and not math.isfinite(value):
@@ -180,6 +183,25 @@ def param_problem(name: str, value: Any, default: Any = _EMPTY,
     if isinstance(default, str) and not isinstance(value, str):
         return f"must be a string, got {value!r}"
     return None
+
+
+_MAPPING_ANNOTATION = re.compile(r"\b(dict|Dict|Mapping|MutableMapping|Any)\b")
+
+
+def mapping_problem(name: str, value: Mapping, default: Any = _EMPTY,
+                    annotation: Any = _EMPTY) -> str | None:
+    """What is wrong with the mapping ``value`` (YAML's ``{4: 300, 8: 1000}``) for the parameter
+    ``name`` (``None``: it takes one, e.g. ``model_params: dict | None``). A count, a weight or a
+    parameter whose default is a number, a bool or a string, or whose annotation admits no
+    mapping, takes one value: the mapping passed the load checks and every input failed on a
+    bare ``TypeError`` naming no setting ("'dict' object cannot be interpreted as an integer")."""
+    scalar = isinstance(default, (bool, int, float, str))
+    typed = annotation is not _EMPTY and not _MAPPING_ANNOTATION.search(str(annotation))
+    if not (COUNT_NAMES.search(name) or NONNEGATIVE_NAMES.search(name) or scalar or typed):
+        return None
+    return (f"must be one value, not a mapping, got {value!r}; a pipeline's values per "
+            "acceleration or view count go under reconstruct.params_by_acceleration (MRI) / "
+            f"params_by_views (CT), e.g. {{4: {{{name}: ...}}, 8: {{{name}: ...}}}}")
 
 
 def settings_of_other_methods(method: str, owners: Mapping[str, tuple[str, ...]],

@@ -106,7 +106,8 @@ def resolve_weights(name_or_path: str | os.PathLike, who: str = "load_pretrained
     path is looked for beside ``base`` (the folder of the pipeline file that names it), then in
     the working directory; two different files there are refused. A bare name is a shipped
     name; a file of that name there as well is refused as ambiguous (``./NAME`` is the file).
-    Folders are never weights (an ``--output`` folder named like shipped weights is no file).
+    Folders are never weights (an ``--output`` folder named like shipped weights is no file),
+    nor are devices, FIFOs and sockets (``/dev/null``: "not a regular file").
     A leading ``~`` is the home folder (``load_pretrained("~/x.pt")`` looked for ``./~/x.pt``).
     An unknown name suggests the closest shipped one; anything but a str or ``os.PathLike`` is a
     ``TypeError`` (``None`` was "expected str, bytes or os.PathLike object, not NoneType").
@@ -144,6 +145,10 @@ def resolve_weights(name_or_path: str | os.PathLike, who: str = "load_pretrained
     folders = [q for q in places if q.is_dir()]
     if folders:
         raise ValueError(f"{who}: {folders[0]} is a folder, not a .pt state dict")
+    special = [q for q in places if q.exists()]  # /dev/null was "does not exist"
+    if special:
+        raise ValueError(f"{who}: {special[0]} is not a regular file (a device, FIFO or socket), "
+                         "not a .pt state dict; give the weights file's path")
     if pathlike:
         if p.is_absolute():
             raise FileNotFoundError(f"{who}: weights file {places[0]} does not exist")

@@ -53,6 +53,9 @@ def training_config_path(name: str) -> Path:
                                                      or p.parent.name == "pipelines"):
         return q
     known = ", ".join(sorted(f.stem for f in PIPELINES.glob("train_*.yaml")))
+    if p.is_dir():  # was "training config 'adir' not found"
+        raise ValueError(f"training config {name!r} is a folder, not a YAML file: give the "
+                         f"config's .yaml file or a shipped config ({known})")
     raise FileNotFoundError(f"training config {name!r} not found: give a YAML file or a shipped "
                             f"config ({known})")
 
@@ -90,6 +93,9 @@ def pipeline_path(name: str | os.PathLike) -> Path:
     if stem.startswith("train_") and q.is_file():
         raise FileNotFoundError(f"{name!r} is a training config: run it with `mrirecon train {q}`")
     known = ", ".join(shipped_pipelines())
+    if p.is_dir():  # was "pipeline 'adir.yaml' not found"
+        raise ValueError(f"pipeline {text!r} is a folder, not a YAML file: give the pipeline's "
+                         f".yaml file or a shipped pipeline ({known})")
     raise FileNotFoundError(f"pipeline {text!r} not found: give a YAML file or a shipped pipeline "
                             f"({known})")
 

@@ -8,6 +8,7 @@ hold, all before any input is read (:func:`mrirecon.pipeline.runner.run_pipeline
 
 from __future__ import annotations
 
+import errno
 import glob
 import logging
 import os
@@ -175,6 +176,9 @@ def expand_inputs(inputs: list[str], exclude: Path | None = None) -> list[Path]:
                                  "device); pass the data files themselves")
             elif (cfl := p.with_name(p.name + ".cfl")).is_file():
                 out.append(cfl)  # BART's tools name an array NAME: NAME.hdr + NAME.cfl
+            elif p.is_symlink():  # the link itself is there: was "does not exist"
+                raise FileNotFoundError(f"input {p} is a symbolic link {_broken_link(p)}; point it "
+                                        "at the data (or pass the data's own path)")
             else:
                 raise FileNotFoundError(f"input {p} does not exist")
     seen, unique = set(), []
@@ -186,6 +190,19 @@ def expand_inputs(inputs: list[str], exclude: Path | None = None) -> list[Path]:
         _refuse_what_the_run_writes(unique, exclude)
     _check_dicom_slices(unique)
     return unique
+
+
+def _broken_link(p: Path) -> str:
+    """What is wrong with the symbolic link ``p`` that leads to nothing readable: a loop (``a ->
+    b -> a``, or one through too many links) or a target that does not exist."""
+    try:
+        p.resolve(strict=True)
+    except RuntimeError:  # Python < 3.13: "Symlink loop from ..."
+        return "loop (it leads back to itself)"
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "loop (it leads back to itself)"
+    return f"to {os.readlink(p)}, which does not exist"
 
 
 def _without_unnamed_bart_arrays(item: str, matches: list[str]) -> list[str]:

@@ -31,9 +31,9 @@ view) take it quietly. Which entry ran is a note of the volume (``provenance.jso
 
 A learned model's table may set only what its model card lets a run change (``overridable``:
 a plug-and-play schedule, an unroll count) and what the built model holds as a plain attribute
-of that name (:func:`check_model_table`); the slice's values are set on the model for its
-reconstruction and the model's own restored after it (:func:`model_settings`), since the
-weights are loaded once per run. ``pipelines/mri_pnp.yaml`` runs 40 DPIR iterations at 4x and
+of that name, and each entry must pass the model's own checks (:func:`check_model_table`); the
+slice's values are set on the model for its reconstruction and the model's own restored after it
+(:func:`model_settings`), since the weights are loaded once per run. ``pipelines/mri_pnp.yaml`` runs 40 DPIR iterations at 4x and
 20 at 8x, ``pipelines/ct_pnp.yaml`` 40 at 30 views and 20 at 60, each chosen on the validation
 split.
 """
@@ -147,19 +147,95 @@ def _scalar_attribute(model: Any, name: str) -> bool:
     return isinstance(value, (bool, int, float, str)) and name not in getattr(model, "_parameters", {})
 
 
-def check_model_table(model: Any, cfg: ReconstructConfig) -> None:
-    """Refuse a table that sets what the built learned ``model`` does not hold as a plain scalar
-    attribute (a setting used only when the model is built, e.g. a layer count)."""
+def check_model_table(model: Any, cfg: ReconstructConfig, source: str = "") -> list[str]:
+    """Refuse, as a :class:`~mrirecon.core.config.ConfigError` naming ``source`` (the pipeline
+    file) and the entry's key, a table that sets what the built learned ``model`` does not hold
+    as a plain scalar attribute (a setting used only when the model is built, e.g. a layer
+    count), or a value the model's own checks refuse under ``reconstruct.params`` (DPIR's ``0 <
+    sigma_min <= sigma_max``): each entry is checked as the model is built (:func:`_refusal`).
+    The values were set on the built model, unchecked: ``sigma_min: 0`` failed every input on
+    "math domain error", ``0.5`` (over ``sigma_max`` 0.1) ran a rising schedule, exit 0.
+    Returns the training-range warnings of the values each entry runs
+    (:func:`entry_range_warnings`), which it logs."""
     found = table_of(cfg)
     if found is None or model is None:
-        return
+        return []
+    from mrirecon.core.config import ConfigError
+
     name, table = found
     for key, entry in table.items():
+        where = f"reconstruct.{name}.{label(float(key))}"
         for k in entry:
             if not _scalar_attribute(model, k):
-                raise ValueError(f"reconstruct.{name}.{label(float(key))}.{k}: {type(model).__name__} "
-                                 f"uses {k!r} only when it is built, so it cannot change from "
-                                 f"slice to slice; set it in reconstruct.params")
+                raise ConfigError(source, f"{where}.{k}", f"{type(model).__name__} uses {k!r} "
+                                  "only when it is built, so it cannot change from slice to "
+                                  "slice; set it in reconstruct.params")
+        if (refused := _refusal(model, cfg, entry)) is not None:
+            setting, why = refused
+            raise ConfigError(source, f"{where}.{setting}" if setting else where,
+                              f"{why} (this entry over the model's other settings: its card's "
+                              "and reconstruct.params); give a value the model takes, as "
+                              "reconstruct.params would need")
+    return entry_range_warnings(model, cfg)
+
+
+def _build_problem(built: dict, settings: dict[str, Any]) -> str | None:
+    """Why the model ``built`` describes (its ``build_params``) refuses ``settings`` on top of
+    its own parameters: the checks of :func:`~mrirecon.models.registry.build_model` and of the
+    model's constructor, which ``reconstruct.params`` meets when the model is loaded."""
+    import torch
+
+    from mrirecon.models.registry import build_model
+
+    try:
+        with torch.random.fork_rng(devices=[]):  # the caller's random stream stays as it was
+            build_model(built["name"], **{**(built.get("params") or {}), **settings})
+    except (ValueError, TypeError) as err:
+        return str(err)
+    return None
+
+
+def _refusal(model: Any, cfg: ReconstructConfig, entry: dict[str, Any]) -> tuple[str, str] | None:
+    """``(setting, why)`` when ``model``'s own checks refuse what ``entry`` runs (its settings
+    that ``cfg.params`` does not replace), ``setting`` the one to blame (``""``: only the
+    entry's settings together); ``None`` when they pass or ``model`` was not built by
+    :func:`~mrirecon.models.registry.build_model` (no ``build_params``: nothing to build it
+    from)."""
+    built = getattr(model, "build_params", None)
+    own = {k: v for k, v in entry.items() if k not in cfg.params}
+    if not isinstance(built, dict) or "name" not in built or not own \
+            or (why := _build_problem(built, own)) is None:
+        return None
+    if len(own) == 1:
+        return next(iter(own)), why
+    alone = [k for k in own if _build_problem(built, {k: own[k]}) is not None]
+    return (alone[0], why) if alone else ("", why)
+
+
+def entry_range_warnings(model: Any, cfg: ReconstructConfig) -> list[str]:
+    """The training-range warnings of ``model``'s card (:func:`~mrirecon.pipeline.model_range.
+    range_warnings`) for the settings each entry of ``cfg``'s table runs (a plug-and-play noise
+    schedule), naming the entry, logged: the per-input check reads the model's own values
+    (``reconstruct.params``), so an entry's ``sigma_min`` outside the denoiser's noise levels
+    was never warned of. Messages the model's own values give too are left to that check."""
+    card, found = getattr(model, "model_card", None), table_of(cfg)
+    if card is None or found is None:
+        return []
+    from mrirecon.pipeline.model_range import _noise_schedule, range_warnings
+
+    name, table = found
+    own = set(range_warnings(card, noise_schedule=_noise_schedule(model)))
+    out: list[str] = []
+    for key, entry in table.items():
+        where = f"reconstruct.{name}.{label(float(key))}"
+        with model_settings(model, replace(cfg, params={**entry, **cfg.params})):
+            said = range_warnings(card, noise_schedule=_noise_schedule(model))
+        for msg in said:
+            if msg not in own:
+                out.append(msg.replace("(reconstruct.params)", f"({where})"))
+                log.warning("%s (see the model card's 'known failures'); results may be "
+                            "unreliable", out[-1])
+    return out
 
 
 def _as_type(current: Any, value: Any) -> Any:

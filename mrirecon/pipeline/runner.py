@@ -451,7 +451,8 @@ def _load_model(config: PipelineConfig, device: str) -> tuple[Any, list[str]]:
     if (note := unchecked_range(model)) is not None:  # a card without training_range
         said.append(note)
         log.warning("%s", note)
-    check_model_table(model, config.reconstruct)  # each entry's settings change per slice
+    # each entry's settings change per slice: checked as reconstruct.params, range-warned
+    said.extend(check_model_table(model, config.reconstruct, config.pipeline_file or ""))
     return ready_for_inference(model, device), said
 
 

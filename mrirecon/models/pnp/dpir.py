@@ -53,6 +53,13 @@ def robust_scale(x: Tensor, q: float = 0.995) -> Tensor:
     return sample_scale(x, q)
 
 
+def _check_schedule(iterations: int, sigma_min: float, sigma_max: float) -> None:
+    if iterations < 1:
+        raise ValueError(f"PnPDPIR: iterations must be >= 1, got {iterations}")
+    if not 0 < sigma_min <= sigma_max:
+        raise ValueError(f"PnPDPIR: need 0 < sigma_min <= sigma_max, got {sigma_min}, {sigma_max}")
+
+
 class PnPDPIR(nn.Module):
     """DPIR-style plug-and-play HQS ``model(y, op) -> x``.
 
@@ -89,10 +96,7 @@ class PnPDPIR(nn.Module):
                  init_iterations: int = 10, depth: int = 8, features: int = 32,
                  init_seed: int | None = None) -> None:
         super().__init__()
-        if iterations < 1:
-            raise ValueError(f"PnPDPIR: iterations must be >= 1, got {iterations}")
-        if not 0 < sigma_min <= sigma_max:
-            raise ValueError(f"PnPDPIR: need 0 < sigma_min <= sigma_max, got {sigma_min}, {sigma_max}")
+        _check_schedule(iterations, sigma_min, sigma_max)
         if lam <= 0 or init_rho <= 0:
             raise ValueError(f"PnPDPIR: lam and init_rho must be positive, got {lam}, {init_rho}")
         with seeded_init(init_seed):
@@ -102,7 +106,11 @@ class PnPDPIR(nn.Module):
         self.init_rho, self.init_iterations = float(init_rho), init_iterations
 
     def sigmas(self) -> list[float]:
-        """The noise schedule ``sigma_0 .. sigma_{K-1}`` (geometric)."""
+        """The noise schedule ``sigma_0 .. sigma_{K-1}`` (geometric). The attributes are checked
+        as the constructor checks them: set after building (a pipeline's table entry, a caller),
+        ``sigma_min = 0`` failed on "math domain error", ``sigma_min > sigma_max`` ran a rising
+        schedule."""
+        _check_schedule(self.iterations, self.sigma_min, self.sigma_max)
         k = self.iterations
         if k == 1:
             return [self.sigma_min]
