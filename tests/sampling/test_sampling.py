@@ -412,6 +412,22 @@ def test_low_dose_noise_statistics_and_seeding():
         low_dose_noise(p, photons, None)
 
 
+def test_an_attenuation_scale_keeps_the_line_integrals_units():
+    """``attenuation_scale`` s: counts ~ Poisson(I0 exp(-s p)), returned as -log(N / I0) / s, so
+    the mean stays p and var ~ exp(s p) / (I0 s^2) (delta method); thinning to a lower dose keeps
+    the mean. Tolerances: 6 standard errors plus the log's bias 1 / (2 E[N] s)."""
+    s, photons, p = 0.5, 2000.0, 1.5
+    clean = torch.full((4, 50, 100), p, dtype=torch.float64)
+    n, counts = clean.numel(), photons * math.exp(-s * p)
+    want_var = math.exp(s * p) / (photons * s**2)
+    a = low_dose_noise(clean, photons, torch.Generator().manual_seed(0), attenuation_scale=s)
+    assert abs(float(a.mean()) - p) < 6 * math.sqrt(want_var / n) + 1 / (2 * counts * s)
+    assert abs(float(a.var()) / want_var - 1) < 6 * math.sqrt(2 / n) + 2 / counts
+    high = low_dose_noise(clean, 1e5, torch.Generator().manual_seed(0), attenuation_scale=s)
+    thin = thin_dose(high, 1e5, photons, torch.Generator().manual_seed(1), attenuation_scale=s)
+    assert abs(float(thin.mean()) - p) < 6 * math.sqrt(want_var / n) + 1 / (2 * counts * s)
+
+
 def test_thin_dose_keeps_a_count_floor_exact_and_checks_its_inputs():
     """Data floored at one photon (``simulate ct``'s default ``--min-count``) store 0 and 1
     photons alike; every thinned count of either stays at or below the floor, so the share of

@@ -74,6 +74,25 @@ def test_stack_of_stars():
     assert not torch.allclose(traj[1, ..., 1:], traj[0, ..., 1:])
 
 
+def test_stack_of_stars_turns_each_partition_by_a_golden_step_per_spoke_count():
+    """Partition p is partition 0 turned by p * tiny_golden_angle(tiny) / spokes (interleaved
+    neighbours), measured as the angle of every spoke's outermost sample; unrotated partitions
+    are equal."""
+    from mrirecon.sampling.nonuniform import tiny_golden_angle
+
+    parts, spokes = 3, 6
+    for tiny in (1, 2):
+        traj = stack_of_stars(parts, spokes, 16, tiny=tiny)
+        ang = torch.atan2(traj[:, :, 0, 1], traj[:, :, 0, 2])  # (ky, kx) of the first sample
+        for p in range(1, parts):
+            turn = torch.remainder(ang[p] - ang[0] + math.pi, 2 * math.pi) - math.pi
+            want = torch.full_like(turn, p * tiny_golden_angle(tiny) / spokes)
+            # the clip at 0.5 moves a sample by <= one ulp of 0.5: float64 angle error ~1e-15
+            torch.testing.assert_close(turn, want, rtol=0, atol=1e-12)
+    flat = stack_of_stars(parts, spokes, 16, rotate_partitions=False)
+    assert torch.equal(flat[1, ..., 1:], flat[0, ..., 1:])
+
+
 def _phantom(n):
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, n), torch.linspace(-1, 1, n), indexing="ij")
     x = ((yy / 0.7) ** 2 + (xx / 0.5) ** 2 < 1).double()

@@ -200,6 +200,9 @@ def test_prox_l2_squared_and_moreau_conjugate():
                    np.zeros(3), method="BFGS", options={"gtol": 1e-12})
     np.testing.assert_allclose(prox_l2_squared(torch.tensor(v), s, torch.tensor(y)).numpy(),
                                ref.x, atol=1e-7)
+    # without data: argmin s/2 ||z||^2 + 1/2 ||z - v||^2 = v / (1 + s), to rounding
+    torch.testing.assert_close(prox_l2_squared(torch.tensor(v), s), torch.tensor(v) / (1 + s),
+                               rtol=4 * np.finfo(np.float64).eps, atol=0)
     # the conjugate of t||.||_1 is the indicator of the t-Linf ball: its prox is a clamp
     t = 0.6
     pc = conjugate_prox(lambda u, step: soft_threshold(u, t * step))
