@@ -185,10 +185,11 @@ def _build_problem(built: dict, settings: dict[str, Any]) -> str | None:
     model's constructor, which ``reconstruct.params`` meets when the model is loaded."""
     import torch
 
+    from mrirecon.models.init import build_lock
     from mrirecon.models.registry import build_model
 
-    try:
-        with torch.random.fork_rng(devices=[]):  # the caller's random stream stays as it was
+    try:  # the caller's random stream stays as it was; one build at a time (seeded_init's lock)
+        with build_lock(), torch.random.fork_rng(devices=[]):
             build_model(built["name"], **{**(built.get("params") or {}), **settings})
     except (ValueError, TypeError) as err:
         return str(err)

@@ -6,19 +6,24 @@ view ``(..., H, W, 2)`` and calls the same axis ``shape[-2]``).
 
 Every mask function owns a NumPy ``RandomState`` created from ``seed``. A call with
 ``seed=None`` advances that state (training: fresh masks); a call with a seed (an int or a
-tuple of ints, e.g. :func:`file_seed`) reseeds the generator for that call only and restores the
-state afterwards (validation/test: every slice of a volume shares one mask). The order of random
-draws matches ``fastmri.data.subsample`` 0.3.0 exactly: first the (centre fraction,
-acceleration) choice, then the draw of the acceleration mask.
+tuple of ints, e.g. :func:`file_seed`) draws from a fresh ``RandomState(seed)`` and leaves the
+owned one untouched (validation/test: every slice of a volume shares one mask); the numbers are
+those of fastMRI's reseed-and-restore (``temp_seed``). The order of random draws matches
+``fastmri.data.subsample`` 0.3.0 exactly: first the (centre fraction, acceleration) choice,
+then the draw of the acceleration mask.
+
+One mask function may be shared by threads: a seeded call touches no shared state, and the
+unseeded calls take the instance's lock, so each draws one whole mask from the stream in turn.
 """
 
 from __future__ import annotations
 
-import contextlib
+import copy
 import math
 import numbers
 import os
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -45,21 +50,6 @@ def file_seed(file_name: str | os.PathLike) -> tuple[int, ...]:
     if not name:
         raise ValueError(f"file_seed: no file name in {file_name!r}")
     return tuple(map(ord, name))
-
-
-@contextlib.contextmanager
-def _temp_seed(rng: np.random.RandomState, seed: Seed, who: str) -> Iterator[None]:
-    """Reseed ``rng`` for the duration of the block and restore its state afterwards."""
-    if seed is None:
-        yield
-        return
-    check_seed(who, seed, MAX_MASK_SEED + 1)
-    state = rng.get_state()
-    rng.seed(seed)
-    try:
-        yield
-    finally:
-        rng.set_state(state)
 
 
 def _check_offset(who: str, offset, period: int) -> None:
@@ -116,7 +106,10 @@ class MaskFunction:
     Notes
     -----
     Subclasses implement :meth:`_acceleration_mask`; :meth:`_sample` may be overridden when
-    the centre band itself depends on the acceleration (``MagicFractionMask``).
+    the centre band itself depends on the acceleration (``MagicFractionMask``); both draw from
+    ``self.rng``. A seeded call runs them on a shallow copy whose ``rng`` is a fresh
+    ``RandomState(seed)``; unseeded calls run them under the instance's lock (dropped when
+    pickled or copied, a new one made on unpickling).
     """
 
     name = "base"
@@ -148,6 +141,16 @@ class MaskFunction:
         self.allow_any_combination = bool(allow_any_combination)
         check_seed(type(self).__name__, seed, MAX_MASK_SEED + 1)
         self.rng = np.random.RandomState(seed)
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("_lock", None)  # a lock cannot be pickled; the copy gets its own
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return (
@@ -185,8 +188,11 @@ class MaskFunction:
                              f"number of k-space columns, {num_cols}: a mask keeps about "
                              f"num_cols / acceleration of them, so the acceleration must be at "
                              f"most {num_cols}")
-        with _temp_seed(self.rng, seed, type(self).__name__):
-            center, accel, num_low = self._sample(num_cols, offset)
+        if seed is None:  # one whole mask from the shared stream at a time
+            with self._lock:
+                center, accel, num_low = self._sample(num_cols, offset)
+        else:
+            center, accel, num_low = self._seeded(seed)._sample(num_cols, offset)
         mask = np.logical_or(center != 0, accel != 0)
         return torch.from_numpy(mask), int(num_low)
 
@@ -208,6 +214,15 @@ class MaskFunction:
             raise ValueError(f"{type(self).__name__}.sample: shape must be (..., H, W), got {shape}")
         vec, num_low = self.sample_vector(shape[-1], seed=seed, offset=offset)
         return vec.reshape((1,) * (len(shape) - 1) + (shape[-1],)), num_low
+
+    def _seeded(self, seed: Seed) -> MaskFunction:
+        """A shallow copy drawing from a fresh ``RandomState(seed)``: the numbers fastMRI's
+        ``rng.seed(seed)`` gives, without touching ``self.rng`` (reseeding and restoring the
+        shared generator mixed concurrent calls' masks and lost the unseeded stream)."""
+        check_seed(type(self).__name__, seed, MAX_MASK_SEED + 1)
+        worker = copy.copy(self)
+        worker.rng = np.random.RandomState(seed)
+        return worker
 
     # -- template methods -------------------------------------------------------------------
 

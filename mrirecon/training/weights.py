@@ -54,10 +54,16 @@ def build_to_load(name: str, params: Mapping[str, Any]) -> nn.Module:
     """``build_model(name, **params)`` (priors resolved) for weights that are loaded into it
     next: its random initialisation, overwritten by the weights, is drawn in a fork of the CPU
     generator, so loading leaves the caller's random stream as it was (``torch.manual_seed(0);
-    load_pretrained(...); torch.randn(3)`` drew other numbers than without the load)."""
+    load_pretrained(...); torch.randn(3)`` drew other numbers than without the load).
+
+    Holds :func:`~mrirecon.models.init.build_lock` (as seeded builds do), so loads and seeded
+    builds in several threads do not restore each other's generator state; another thread
+    drawing from torch's global generator meanwhile still has its stream rewound by the restore:
+    load models before starting such threads, or give them their own ``torch.Generator``."""
+    from mrirecon.models.init import build_lock
     from mrirecon.models.registry import build_model
 
-    with torch.random.fork_rng(devices=[]):  # built on the CPU
+    with build_lock(), torch.random.fork_rng(devices=[]):  # built on the CPU
         return build_model(name, **resolve_priors(name, params))
 
 
