@@ -163,7 +163,7 @@ def test_heldout_readers_return_scaled_images():
 
 def test_knee_width_part_holds_the_same_images_at_640_x_368():
     """The held-out protocol's knee-width part (``eval --parts mri368``): the same reserved
-    images, phases and noise draws at fastMRI's 640 x 368 (the object in the centre columns),
+    images and phases (other noise draws) at fastMRI's 640 x 368 (the object in the centre columns),
     references the 320 x 320 centre of the fully sampled RSS, as fastMRI's."""
     pytest.importorskip("pydicom")
     from mrirecon.functional import ifft2c
