@@ -271,7 +271,7 @@ class PatchGMM(nn.Module):
             raise ValueError(f"PatchGMM.fit: patches must be (N, p*p), got {tuple(patches.shape)}")
         n, d = patches.shape
         p = int(round(math.sqrt(d)))
-        u = dc_free_basis(p, torch.float64)
+        u = dc_free_basis(p, torch.float64).to(patches.device)
         w = patches.to(torch.float64) @ u  # (N, d'), DC removed
         labels = _initial_labels(patches.to(torch.float64).reshape(n, p, p), components)
         resp = torch.nn.functional.one_hot(labels, components).to(torch.float64)
@@ -293,7 +293,8 @@ def _initial_labels(patches: Tensor, components: int) -> Tensor:
     orient = 4 if components % 4 == 0 and components >= 8 else 1
     bands = components // orient
     std = patches.reshape(n, -1).std(dim=-1)
-    edges = torch.quantile(std, torch.linspace(0, 1, bands + 1, dtype=std.dtype)[1:-1])
+    edges = torch.quantile(std, torch.linspace(0, 1, bands + 1, dtype=std.dtype,
+                                               device=std.device)[1:-1])
     band = torch.bucketize(std, edges)
     gy = (patches[:, 1:, :] - patches[:, :-1, :]).mean(dim=(1, 2))
     gx = (patches[:, :, 1:] - patches[:, :, :-1]).mean(dim=(1, 2))
@@ -304,9 +305,10 @@ def _initial_labels(patches: Tensor, components: int) -> Tensor:
 
 def _m_step(w: Tensor, resp: Tensor, zero_mean: bool, eps: float) -> tuple[Tensor, Tensor, Tensor]:
     nk = resp.sum(0).clamp_min(1e-10)
-    means = torch.zeros(resp.shape[1], w.shape[1], dtype=w.dtype) if zero_mean else (resp.T @ w) / nk[:, None]
+    means = (torch.zeros(resp.shape[1], w.shape[1], dtype=w.dtype, device=w.device) if zero_mean
+             else (resp.T @ w) / nk[:, None])
     covs = []
-    eye = torch.eye(w.shape[1], dtype=w.dtype)
+    eye = torch.eye(w.shape[1], dtype=w.dtype, device=w.device)
     for k in range(resp.shape[1]):
         c = w - means[k]
         covs.append((c * resp[:, k : k + 1]).T @ c / nk[k] + eps * eye)

@@ -325,8 +325,8 @@ def transmission_warning(sino: Tensor, edge_bins: int) -> str | None:
     (:func:`above_count_floor`)."""
     x = sino.detach().double()
     sample = x.flatten()[:: max(1, x.numel() // 100_000)]
-    peak, low = (float(q) for q in torch.quantile(sample, torch.tensor([0.99, 0.01],
-                                                                        dtype=x.dtype)))
+    peak, low = (float(q) for q in torch.quantile(sample, torch.tensor(
+        [0.99, 0.01], dtype=x.dtype, device=x.device)))  # on the data's device: CUDA refuses a host q
     if not peak > 0:
         return None
     sides = (x[..., :edge_bins], x[..., -edge_bins:])

@@ -204,6 +204,30 @@ def test_ct_training_steps_stay_on_the_data_device(loss):
     assert torch.isfinite(value)
 
 
+@pytest.mark.parametrize("beam", ["parallel", "fan"])
+def test_ct_data_checks_stay_on_the_data_device(beam):
+    """Every CT pipeline runs ``stages_ct.data_warnings`` on each slice after it is moved to the
+    device: its pre-log check built ``torch.quantile``'s levels on the host, which CUDA refuses
+    ("q tensor must be on the same device as the input tensor"), failing every CT input."""
+    from mrirecon.pipeline.stages_ct import data_warnings
+
+    geo = (CTGeometry.parallel if beam == "parallel" else CTGeometry.fan)((32, 32), 12)
+    mu = torch.from_numpy(ct_phantom_mu(32, 0))[None]
+    with torch.no_grad():
+        y = ct_operator(geo)(mu)[0].float()
+    with device_escapes():
+        data_warnings(y, geo)
+
+
+def test_patch_gmm_fits_on_the_patches_device():
+    from mrirecon.models.gmm import PatchGMM
+
+    patches = torch.rand(400, 36, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with device_escapes():
+        gmm = PatchGMM.fit(patches, 8, iterations=1)
+    assert torch.isfinite(gmm.means).all()
+
+
 def test_mri_adaptation_stays_on_the_data_device():
     _, y, op = mri_problem(b=1)
     model = tiny_model("modl")
