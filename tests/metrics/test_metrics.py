@@ -204,3 +204,23 @@ def test_crop_to_target_follows_fastmri():
         crop_to_target(gt, pred[:, :3])
     with pytest.raises(ValueError, match="2 targets but 1 predictions"):
         evaluate_volumes([gt, gt], [pred])
+
+
+@pytest.mark.parametrize("k1,k2", [(0.05, 0.03), (0.01, 0.2), (0.1, 0.3)])
+def test_ssim_map_constants_match_skimage(k1, k2):
+    from skimage.metrics import structural_similarity
+    g = np.random.default_rng(0)
+    x = g.random((40, 36))
+    y = x + 0.3 * g.standard_normal((40, 36))
+    L, w = 1.7, 7
+    _, full = structural_similarity(x, y, win_size=w, data_range=L, K1=k1, K2=k2, full=True,
+                                    use_sample_covariance=True, gaussian_weights=False)
+    p = w // 2
+    ref = full[p:-p, p:-p]
+    from mrirecon.metrics.ssim_loss import SSIMLoss, ssim_map
+    got = ssim_map(torch.from_numpy(x), torch.from_numpy(y), L, win_size=w, k1=k1, k2=k2)
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-10, atol=1e-12)
+    loss = SSIMLoss(win_size=w, k1=k1, k2=k2)(torch.from_numpy(x)[None, None],
+                                              torch.from_numpy(y)[None, None],
+                                              torch.tensor([L], dtype=torch.float64))
+    assert abs(float(loss) - (1 - ref.mean())) < 1e-12

@@ -231,3 +231,26 @@ def test_epll_registry_batches_and_errors():
     with pytest.raises(ValueError, match="sigmas"):
         epll(y, op, sigmas=[0.1, -1.0])
     assert default_sigmas(3, 0.1, 0.01) == pytest.approx([0.1, 0.1 / 10**0.5, 0.01])
+
+
+def test_epll_runs_stage_iterations_per_sigma():
+    from mrirecon.models.gmm import PatchGMM, dc_free_basis
+    from mrirecon.operators import sense
+    from mrirecon.recon.epll import epll
+    p, k = 3, 2
+    g = torch.Generator().manual_seed(0)
+    u = dc_free_basis(p)
+    a = torch.randn(k, p * p - 1, p * p - 1, generator=g, dtype=torch.float64)
+    covs = u @ (a @ a.transpose(1, 2) + 0.05 * torch.eye(p * p - 1, dtype=torch.float64)) @ u.T
+    gmm = PatchGMM(torch.zeros(k, p * p, dtype=torch.float64), covs,
+                   torch.tensor([0.6, 0.4], dtype=torch.float64), eps=0.0)
+    maps = torch.ones(1, 12, 12, dtype=torch.complex128)
+    mask = torch.rand(12, 12, generator=g) < 0.6
+    op = sense(maps, mask)
+    y = op(torch.randn(12, 12, generator=g, dtype=torch.float64).to(torch.complex128))
+    calls = []
+    x3 = epll(y, op, gmm, sigmas=[0.1, 0.05], stage_iterations=3, cg_iterations=3,
+              callback=lambda s, i, x: calls.append((s, i)))
+    assert calls == [(s, i) for s in range(2) for i in range(3)]
+    x1 = epll(y, op, gmm, sigmas=[0.1, 0.05], stage_iterations=1, cg_iterations=3)
+    assert float((x3 - x1).abs().max()) > 1e-6

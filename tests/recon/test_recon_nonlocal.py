@@ -96,3 +96,39 @@ def test_registry_and_errors(mri_4x):
         run("pnp_nlm", y, op, method="fista")
     with pytest.raises(ValueError, match="gamma"):
         run("pnp_nlm", y, op, gamma=0.5)
+
+
+@pytest.mark.parametrize("dist", [1, 3])
+def test_nlm_denoiser_patch_distance_matches_skimage(dist):
+    from skimage.restoration import denoise_nl_means
+    from mrirecon.recon.nonlocal_pnp import nlm_denoiser
+    g = np.random.default_rng(1)
+    img = np.zeros((32, 32)); img[8:24, 8:24] = 1.0
+    noisy = img + 0.1 * g.standard_normal(img.shape)
+    got = nlm_denoiser(h=0.8, patch_size=3, patch_distance=dist)(noisy, 0.1)
+    ref = denoise_nl_means(noisy, h=0.08, sigma=0.1, patch_size=3, patch_distance=dist,
+                           fast_mode=True)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
+    other = denoise_nl_means(noisy, h=0.08, sigma=0.1, patch_size=3, patch_distance=6,
+                             fast_mode=True)
+    assert np.abs(other - ref).max() > 1e-3  # the setting matters on this image
+
+
+def test_pnp_nlm_passes_patch_distance(monkeypatch):
+    import mrirecon.recon.nonlocal_pnp as nl
+    seen = []
+    real = nl.nlm_denoiser
+
+    def spy(h, patch_size, patch_distance=6):
+        seen.append((h, patch_size, patch_distance))
+        return real(h, patch_size, patch_distance)
+
+    monkeypatch.setattr(nl, "nlm_denoiser", spy)
+    from mrirecon.operators import sense
+    g = torch.Generator().manual_seed(0)
+    maps = torch.ones(1, 16, 16, dtype=torch.complex128)
+    mask = torch.rand(16, 16, generator=g) < 0.5
+    op = sense(maps, mask)
+    y = op(torch.randn(16, 16, generator=g, dtype=torch.float64).to(torch.complex128))
+    nl.pnp_nlm(y, op, iterations=1, patch_size=3, patch_distance=2, init_iterations=1)
+    assert seen == [(0.8, 3, 2)]

@@ -513,3 +513,21 @@ def test_limited_angle_keeps_a_view_a_rounding_error_below_the_start():
     geom = dataclasses.replace(geom, angles=(start - 1e-15, 1.0, 2.0, 4.0))
     lim, idx = limited_angle(geom, 1.0, start=start)
     assert idx.tolist() == [0, 1]
+
+
+def test_variable_density_floor_large_is_uniform():
+    from mrirecon.sampling.nonuniform import _normalised_radius, variable_density
+
+    """``floor -> inf`` makes the density ``(1-r)^p + floor`` flat: the k-space corners
+    (r > 0.8 r_max) are then sampled at the overall rate, not almost never."""
+    shape, acc = (128, 128), 8.0
+    r = _normalised_radius(shape, (0, 0))
+    outer = r > 0.8 * r.max()
+    rate = 1 / acc
+    n = int(outer.sum())
+    tol = 5 * np.sqrt(rate * (1 - rate) / n)
+    for seed in (0, 1):
+        m = variable_density(shape, acc, seed=seed, power=6.0, floor=1e4).numpy()
+        assert abs(m[outer].mean() - rate) < tol
+        small = variable_density(shape, acc, seed=seed, power=6.0, floor=1e-3).numpy()
+        assert small[outer].mean() < rate / 4  # the default floor does decay
