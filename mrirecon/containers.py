@@ -78,6 +78,15 @@ class ShortRepr:
         return f"{type(self).__name__}({', '.join(shown)})"
 
 
+#: The largest voxel spacing, slice thickness or origin coordinate (mm) an
+#: :class:`ImageGeometry` holds: 100 m. No MRI or CT field of view, bore or table travel comes
+#: within orders of magnitude of it (nor a patient position from the isocentre), so a larger
+#: value is a corrupt header, not a measurement. Below it every value is finite in float32
+#: (NIfTI's pixdim and affine; 1e300 mm became inf there) and exact to its float32 step at
+#: 100 m, 2^-7 mm.
+MAX_LENGTH_MM = 1e5
+
+
 @dataclass(frozen=True)
 class ImageGeometry:
     """Voxel grid of a volume ``(slices, rows, cols)`` in patient coordinates (LPS, mm).
@@ -86,7 +95,8 @@ class ImageGeometry:
     ----------
     spacing
         ``(slice, row, column)`` spacing in mm: distance between slice centres, between rows
-        (DICOM PixelSpacing[0]) and between columns (PixelSpacing[1]).
+        (DICOM PixelSpacing[0]) and between columns (PixelSpacing[1]). Spacing, origin and
+        thickness must be finite and within :data:`MAX_LENGTH_MM` (100 m) of 0.
     origin
         LPS position (mm) of the centre of voxel ``[0, 0, 0]`` (DICOM ImagePositionPatient of
         the first slice).
@@ -126,11 +136,19 @@ class ImageGeometry:
         for name in ("spacing", "origin", "orientation"):
             if not np.isfinite(getattr(self, name)).all():
                 raise ValueError(f"ImageGeometry.{name} must be finite, got {getattr(self, name)}")
+        # finite in float64 is not enough: 1e300 mm passed and the NIfTI writer's float32 cast
+        # made the voxel sizes and the affine inf (exit 0)
+        for name in ("spacing", "origin"):
+            if max(abs(v) for v in getattr(self, name)) > MAX_LENGTH_MM:
+                raise ValueError(f"ImageGeometry.{name} must be at most {MAX_LENGTH_MM:g} mm "
+                                 f"(100 m) in magnitude, got {getattr(self, name)}: no "
+                                 "scanner's voxel or position is that large (a corrupt header?)")
         if self.slice_thickness is None:
             object.__setattr__(self, "slice_thickness", self.spacing[0])
-        elif not (np.isfinite(self.slice_thickness) and self.slice_thickness > 0):
-            raise ValueError("ImageGeometry.slice_thickness must be finite and > 0, got "
-                             f"{self.slice_thickness}")
+        elif not (np.isfinite(self.slice_thickness)
+                  and 0 < self.slice_thickness <= MAX_LENGTH_MM):
+            raise ValueError(f"ImageGeometry.slice_thickness must be finite, > 0 and at most "
+                             f"{MAX_LENGTH_MM:g} mm (100 m), got {self.slice_thickness}")
 
     @property
     def row_direction(self) -> np.ndarray:
@@ -183,15 +201,18 @@ def geometry_from_fov(
     Rows of a fastMRI image run along ISMRMRD ``x`` (readout), columns along ``y``. A zero
     FOV (unknown) gives 1 mm spacing on that axis. The one rule of :class:`Header` (a header
     built without ``geometry``) and of the ISMRMRD header reader (a header without the
-    ``mrirecon.geometry`` user parameter, e.g. fastMRI's).
+    ``mrirecon.geometry`` user parameter, e.g. fastMRI's). A spacing beyond
+    :data:`MAX_LENGTH_MM` is a ``ValueError`` that names the recon FOV and matrix.
     """
     def step(fov: float, n: int) -> float:
         return fov / n if fov > 0 else 1.0
 
-    return ImageGeometry(
-        spacing=(step(fov_mm[2], matrix[2]), step(fov_mm[0], matrix[0]), step(fov_mm[1], matrix[1])),
-        placed=False,
-    )
+    try:
+        return ImageGeometry(spacing=(step(fov_mm[2], matrix[2]), step(fov_mm[0], matrix[0]),
+                                      step(fov_mm[1], matrix[1])), placed=False)
+    except ValueError as err:
+        raise ValueError(f"the recon FOV {tuple(fov_mm)} mm over the recon matrix "
+                         f"{tuple(matrix)} gives no usable voxel size: {err}") from None
 
 
 #: The FOV of a :class:`Header` built without one (the default argument): the header holds

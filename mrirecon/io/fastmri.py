@@ -32,6 +32,7 @@ from mrirecon.containers import Header, KSpace
 from mrirecon.io.atomic import atomic_hdf5
 from mrirecon.io.errors import (DataFormatError, guard_reader, hdf5_dataset, memory_bytes,
                                 one_string, open_hdf5, refuse_nonfinite, refuse_oversized)
+from mrirecon.io.fastmri_attrs import _attr_value, header_labels
 from mrirecon.io.hdf5_vlen import check_vlen_references
 from mrirecon.io.ismrmrd_header import header_to_xml, parse_ismrmrd_header
 from mrirecon.io.layout_hints import (MISSING_HEADER_HINT, fastmri_trajectory_problem,
@@ -41,20 +42,6 @@ ArrayLike = np.ndarray | torch.Tensor
 REFERENCE_KEYS = ("reconstruction_rss", "reconstruction_esc")
 log = logging.getLogger("mrirecon.io")
 _COMPLEX = (np.complex64, np.complex128)
-
-
-def _attr_value(value):
-    """An attribute as a Python value: a 1-element array (MATLAB's ``h5writeatt``, HDF5.jl given
-    a vector, h5py's ``attrs[k] = [v]``) as its element, numpy scalars unwrapped, bytes decoded.
-    Was: ``max`` = ``array([0.00098])``, refused by training ("is not a number") or a raw
-    TypeError, and ``patient_id`` "['abc']", another patient than "abc"."""
-    if isinstance(value, np.ndarray) and value.size == 1:
-        value = value.reshape(-1)[0]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return value
 
 
 class FastMRIFile:
@@ -202,9 +189,11 @@ class FastMRIFile:
     @guard_reader('ismrmrd_header')
     def header(self) -> Header:
         """Parsed ``ismrmrd_header``; ``acquisition``/``patient_id`` from the attributes when
-        present and ``num_coils`` from the k-space shape. ``extra["emulated_single_coil"]``
-        marks 3-D k-space beside a ``reconstruction_esc``: fastMRI's single-coil files, whose
-        header keeps the scanner's receiver channels."""
+        present (one stored as an array of several values is ignored with a ``DataWarning``:
+        :func:`~mrirecon.io.fastmri_attrs.header_labels`) and ``num_coils`` from the k-space
+        shape. ``extra["emulated_single_coil"]`` marks 3-D k-space beside a
+        ``reconstruction_esc``: fastMRI's single-coil files, whose header keeps the scanner's
+        receiver channels."""
         if self._header is None:
             h5 = self._file
             if "ismrmrd_header" not in h5:
@@ -237,10 +226,7 @@ class FastMRIFile:
             if note := narrow_phase_note(header):
                 extra["phase_voxel_note"] = note
             changes = {"num_coils": self.shape[1], "extra": extra}
-            if attrs.get("acquisition"):
-                changes["acquisition"] = str(attrs["acquisition"])
-            if attrs.get("patient_id"):
-                changes["patient_id"] = str(attrs["patient_id"])
+            changes.update(header_labels(attrs, self.path))  # an array of several: warned
             self._header = header.with_(**changes)
         return self._header
 

@@ -45,7 +45,9 @@ the centre (:func:`weights_off_centre`: computed for another trajectory, e.g. a 
 sample index on a trajectory that carries a measured 1-sample shift, 36.5 dB instead of
 39.6) are replaced by Pipe-Menon's for the trajectory, with a note. 3-D data
 (``encodedSpace`` ``z > 1``: a 3-D trajectory ``kx, ky, kz``, or stack-of-stars partitions in
-``kspace_encode_step_2``) are refused, as are negative, non-finite or all-zero density weights.
+``kspace_encode_step_2``) are refused, as are negative, non-finite or all-zero density weights,
+and, before anything is read, an ``encodedSpace`` matrix beyond what the readouts' samples
+resolve or the memory holds (:mod:`~mrirecon.io.noncartesian_limits`).
 
 ``center_sample`` is the sample nearest the k-space centre (the writer sets it so: ``n / 2``
 for a full spoke, earlier for a partial echo, 0 for spirals and centre-out spokes). The reader
@@ -76,6 +78,7 @@ from mrirecon.containers import Header, KSpace
 from mrirecon.io.atomic import atomic_hdf5
 from mrirecon.io.errors import refuse_nonfinite
 from mrirecon.io.ismrmrd_header import header_to_xml
+from mrirecon.io.noncartesian_limits import check_noncartesian_matrix
 from mrirecon.io.partial_echo import is_partial_echo
 
 # the ISMRMRD acquisition header, field by field (ISMRMRD specification, version 1)
@@ -430,6 +433,7 @@ def read_noncartesian(path: Path, header: Header, records, imaging: np.ndarray,
         raise fail(f"data[{first}].head.discard_pre",
                    f"discard_pre {pre} + discard_post {post} leave no sample of "
                    f"{int(heads['number_of_samples'][first])}")
+    check_noncartesian_matrix(header, samples, channels, fail)  # before any grid or plan
     steps = idx["kspace_encode_step_1"][imaging].astype(np.int64)
     slices_of = idx["slice"][imaging].astype(np.int64)
     readouts = int(steps.max()) + 1
