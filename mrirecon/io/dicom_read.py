@@ -537,8 +537,8 @@ def read_dicom_series_and_header(
             slice_thickness=_positive(ds0, "SliceThickness"),
         )
     except ValueError as err:  # what the checks above missed still names the file
-        field = ("ImageOrientationPatient" if "orientation" in str(err)
-                 else "PixelSpacing" if "spacing" in str(err) else "ImagePositionPatient")
+        field = next((f for w, f in (("orientation", "ImageOrientationPatient"), ("spacing", "PixelSpacing"),
+                      ("thickness", "SliceThickness")) if w in str(err)), "ImagePositionPatient")
         raise DataFormatError(path0, field, str(err)) from None
     pixels = [_pixels(ds, path) for _, _, path, ds in entries]
     data = np.stack([values for values, _ in pixels])

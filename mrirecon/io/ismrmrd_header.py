@@ -350,7 +350,11 @@ def parse_ismrmrd_header(xml: str | bytes, source: str | os.PathLike = "<xml str
         if problem := stored_spacing_problem(geometry, recon_fov, recon_matrix):
             extra["geometry_spacing_note"] = problem
     if geometry is None:
-        geometry = geometry_from_fov(recon_fov, recon_matrix)
+        try:  # a FOV of 1e300 mm: its voxels are beyond any image (inf in float32)
+            geometry = geometry_from_fov(recon_fov, recon_matrix)
+        except ValueError as err:
+            raise DataFormatError(source, "ismrmrd_header/encoding/reconSpace/fieldOfView_mm",
+                                  f"invalid ({err})") from None
         unknown = tuple(axis for axis, fov in zip("xyz", recon_fov) if not fov > 0)
         if unknown:  # 1 mm voxels along them: the pipeline warns when it exports NIfTI / DICOM
             extra["fov_unknown_axes"] = unknown

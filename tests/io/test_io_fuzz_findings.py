@@ -68,8 +68,10 @@ def test_fov_beyond_the_bound_names_the_recon_fov():
     xml = re.sub(r"<userParameterString>\s*<name>mrirecon\.geometry</name>.*?"
                  r"</userParameterString>", "", xml, flags=re.S)
     xml = re.sub(r"(<reconSpace>.*?<fieldOfView_mm>\s*<x>)[^<]*", r"\g<1>1e300", xml, flags=re.S)
-    with pytest.raises(ValueError, match=r"recon FOV \(1e\+300.*recon matrix \(16, 16, 1\)"):
+    with pytest.raises(DataFormatError, match=r"recon FOV \(1e\+300.*recon matrix \(16, 16, 1\)") as err:
         parse_ismrmrd_header(xml, source="h.xml")
+    # the field, not "dataset/data: malformed", as the Cartesian reader had it
+    assert "h.xml: ismrmrd_header/encoding/reconSpace/fieldOfView_mm" in str(err.value)
 
 
 # 2: fastMRI label attributes stored as arrays -----------------------------------------------
@@ -167,3 +169,21 @@ def test_matrix_beyond_memory_is_refused(radial, tmp_path, monkeypatch):
     with pytest.raises(DataFormatError, match="half of it") as err:
         read_ismrmrd(radial)
     assert err.value.field == limits.MATRIX_FIELD
+
+
+def test_dicom_slice_thickness_beyond_any_image_names_slicethickness(tmp_path):
+    """SliceThickness 1e300 on every slice of a CT series: refused by ImageGeometry's bound and
+    named as the element it came from (was labelled ImagePositionPatient)."""
+    from pydicom.uid import generate_uid
+
+    from mrirecon.io.dicom import save_part10
+    from mrirecon.io.dicom_read import read_dicom_series
+    from tests.helpers import ct_slice_dataset
+
+    words = np.zeros((6, 7), dtype=np.uint16)
+    series = generate_uid()
+    for k in range(2):
+        save_part10(ct_slice_dataset(k, series, words, thickness="1e300"), tmp_path / f"{k}.dcm")
+    with pytest.raises(DataFormatError, match="SliceThickness") as err:
+        read_dicom_series(tmp_path)
+    assert "ImagePositionPatient" not in str(err.value).split(":")[1]
