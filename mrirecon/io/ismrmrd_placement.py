@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mrirecon.containers import Header, ImageGeometry
+from mrirecon.containers import MAX_LENGTH_MM, Header, ImageGeometry
 # the tolerances of slice placement, shared with the DICOM reader
 from mrirecon.io.slice_placement import (
     NORMAL_ANGLE_TOL,
@@ -39,6 +39,14 @@ def check_placement(heads: np.ndarray, imaging: np.ndarray, fail) -> None:
                        f"{values[first].tolist()} is not finite ({int(bad.sum())} of "
                        f"{imaging.size} imaging acquisitions): the image's position and "
                        "orientation in the patient would be NaN in the NIfTI and DICOM outputs")
+    far = np.abs(np.asarray(heads["position"][imaging], dtype=np.float64)).max(axis=-1) > MAX_LENGTH_MM
+    if far.any():  # float32 holds 1e30, the image's geometry refuses it (inf once cast)
+        first = int(np.argmax(far))
+        raise fail(f"data[{int(imaging[first])}].head.position",
+                   f"{np.asarray(heads['position'][imaging][first]).tolist()} mm lies beyond "
+                   f"{MAX_LENGTH_MM:g} mm (100 m) from the isocentre ({int(far.sum())} of "
+                   f"{imaging.size} imaging acquisitions): no patient position is that far; "
+                   "the acquisition headers are corrupt")
 
 
 def check_orientation(heads: np.ndarray, imaging: np.ndarray, fail) -> None:

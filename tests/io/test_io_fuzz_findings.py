@@ -187,3 +187,20 @@ def test_dicom_slice_thickness_beyond_any_image_names_slicethickness(tmp_path):
     with pytest.raises(DataFormatError, match="SliceThickness") as err:
         read_dicom_series(tmp_path)
     assert "ImagePositionPatient" not in str(err.value).split(":")[1]
+
+
+def test_an_acquisition_position_beyond_any_patient_names_the_field(radial, tmp_path):
+    """A ``head.position`` of 1e30 mm (finite in float32): was "dataset/data: malformed
+    (ImageGeometry.origin must be …)" from the radial reader, naming no acquisition."""
+    bad = tmp_path / "far.h5"
+    with h5py.File(radial) as src, h5py.File(bad, "w") as h5:
+        src.copy("dataset", h5)
+    with h5py.File(bad, "r+") as h5:
+        table = h5["dataset/data"]
+        record = table[3]
+        record["head"]["position"][1] = 1e30
+        table[3] = record
+    with pytest.raises(DataFormatError, match=r"far\.h5: data\[3\]\.head\.position: .* beyond "
+                                              r"100000 mm"):
+        read_ismrmrd(bad)
+    read_ismrmrd(radial)  # the file as simulated
