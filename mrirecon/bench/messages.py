@@ -75,9 +75,13 @@ class RangeMessages:
                     self.config, m.model, s, full_fov_maps=gets_full_fov_maps(s, m))
 
     def lines(self, name: str, method: str) -> list[str]:
-        """``method``'s warnings for volume ``name``, as ``run`` records them."""
-        return [f"{name}: {msg} (see the model card's 'known failures')"
-                for msg in self.found.get(method, [])]
+        """``method``'s warnings for volume ``name``, as ``run`` records them for its first slice
+        (``run`` names the slices, ``slice 0: ...``; the bench checks the first only)."""
+        from mrirecon.pipeline.model_range_slice import card_label
+
+        model = next((m.model for m in self.methods if m.name == method), None)
+        see = card_label(model)[1]
+        return [f"{name}: {msg} {see}" for msg in self.found.get(method, [])]
 
 
 def log_lines(where: str, found: dict[str, tuple[list[str], list[str]]]) -> None:

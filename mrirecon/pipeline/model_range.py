@@ -30,10 +30,13 @@ outside ... 32 x 32"). A card without it (the shipped ones) is checked on the da
 Coils compressed by ``preprocess.coil_compression`` are named so, with the acquired count (a
 15-coil model on a 15-coil file warned of "coils 12"). ``maps`` is compared with
 ``calibrate.method`` (``none``: unit maps, ``data.maps: learned``) for a model that uses the
-sample's maps; ``photons`` with ``undersample.photons``, else the data's own dose (noise-free
-data are not checked: less noise than in training). Cards of an older ``mrirecon train``
-without ``maps`` / ``photons`` are read from what they record (:func:`card_range`); a card
-without any ``training_range`` is warned as a card-less ``.pt`` is (:func:`unchecked_range`).
+sample's maps; ``photons`` with ``undersample.photons``, else the data's own dose, else (no
+``attrs/photons``) the dose their noise fits, within its factor of uncertainty; noisy data whose
+dose cannot be told are warned that it is not checked, noise-free data are not checked (less
+noise than in training: :func:`~mrirecon.pipeline.model_range_slice.unstated_dose`). Cards of
+an older ``mrirecon train`` without ``maps`` / ``photons`` are read from what they record
+(:func:`card_range`); a card without any ``training_range`` is warned as a card-less ``.pt`` is
+(:func:`unchecked_range`).
 
 ``acs_columns`` is the width of the run of sampled columns through the k-space centre (the
 calibration band ESPIRiT and E2E-VarNet estimate coil maps from), padding columns left out:
@@ -56,11 +59,13 @@ outside its range. Before that rule no Cartesian card warned: ``modl_brain_sim``
 27.5 dB, below a plain CG-SENSE (30.3) and 13 dB below ``mri_radial_cs``, without a word.
 
 :func:`range_warnings` compares one slice's properties with it and returns readable messages;
-:func:`slice_properties` reads the properties off a slice of the pipeline's stages, the one
-check of ``mrirecon run`` (first slice of each input: :func:`slice_range_warnings`, logged and
-recorded per input, naming it) and ``mrirecon bench`` (first slice of each volume, per learned
-method: :func:`warn_slice_outside_range`, which logs each distinct message once per model, as
-:func:`warn_outside_range` does).
+:func:`~mrirecon.pipeline.model_range_slice.slice_properties` reads the properties off a slice
+of the pipeline's stages, the one check of ``mrirecon run`` (each slice whose checked quantities
+differ from those of the slices before: :class:`~mrirecon.pipeline.model_range_slice.
+VolumeRanges`, recorded per input naming it, the slices and the weights) and ``mrirecon bench``
+(first slice of each volume, per learned method: :func:`warn_slice_outside_range`, which logs
+each distinct message once per model, as :func:`warn_outside_range` does; the bench's lines
+name the method).
 """
 
 from __future__ import annotations
@@ -72,7 +77,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mrirecon.functional.density import centre_out_spokes
+from mrirecon.pipeline.model_range_slice import (  # noqa: F401 (_noise_schedule: its users')
+    _noise_schedule, card_label, slice_properties)
 from mrirecon.sampling.nonuniform import nyquist_fraction
 from mrirecon.training.weights import RANGE_INTERVALS, RANGE_KINDS
 
@@ -94,8 +100,9 @@ def range_warnings(card: Mapping[str, Any] | None, *, matrix: tuple[int, int] | 
                    acquired_rows: int | None = None, recon_rows: int | None = None,
                    acquired_coils: int | None = None, maps: str | None = None,
                    photons: float | None = None, dose_setting: str = "undersample.photons",
+                   dose_margin: float = 1.0, dose_unknown: str | None = None,
                    acs_columns: int | None = None, snr_db: float | None = None,
-                   snr_source: str = "the outer k-space") -> list[str]:
+                   snr_source: str = "the outer k-space", label: str | None = None) -> list[str]:
     """Messages for every property outside the card's range (:func:`card_range`: its
     ``training_range``, what older cards lack filled in; empty if none, or no card).
 
@@ -113,13 +120,19 @@ def range_warnings(card: Mapping[str, Any] | None, *, matrix: tuple[int, int] | 
     oversampled data left uncropped (:func:`_matrix_warnings`). ``acquired_coils``: the coils
     acquired when ``preprocess.coil_compression`` made ``coils`` of them. ``maps``: the run's
     ``calibrate.method``, compared with the card's ``maps``. ``photons``: the CT dose the model
-    gets, ``dose_setting`` where it comes from. ``acs_columns``: the Cartesian slice's contiguous
-    sampled columns through DC; ``snr_db``: its k-space SNR estimate (:func:`~mrirecon.pipeline.slice_snr.kspace_snr_db`,
+    gets, ``dose_setting`` where it comes from; ``dose_margin`` > 1 for a dose estimated from the
+    data's noise (said "about", warned beyond that factor outside the card's interval);
+    ``dose_unknown``: why no dose could be told of noisy data (:func:`_dose_warnings`).
+    ``label``: what the messages call the model (the weights' name,
+    :func:`~mrirecon.pipeline.model_range_slice.card_label`), default the card's model type
+    (two shipped cards share each type with other ranges). ``acs_columns``: the Cartesian
+    slice's contiguous sampled columns through DC; ``snr_db``: its k-space SNR estimate (:func:`~mrirecon.pipeline.slice_snr.kspace_snr_db`,
     ``snr_source`` what it was estimated from), checked by :func:`_snr_warnings`."""
     rng = card_range(card)
     if rng is None:
         return []
-    name = (card.get("model") or {}).get("name", "model")
+    kind = str((card.get("model") or {}).get("name", "model"))
+    name = label or kind
     out = _matrix_warnings(rng, name, matrix, acquired_rows, recon_rows)
     named = {"trajectory": trajectory, "geometry": beam}
     for key in RANGE_KINDS:
@@ -155,8 +168,9 @@ def range_warnings(card: Mapping[str, Any] | None, *, matrix: tuple[int, int] | 
             out.append(f"{what} {float(value):g} is outside the {name} training range "
                        f"{iv[0]:g} .. {iv[1]:g}")
     out += _maps_warnings(card, rng, name, maps)
-    out += _dose_warnings(rng, name, photons, dose_setting)
-    out += _snr_warnings(rng, name, snr_db, snr_source)
+    out += _dose_warnings(rng, name, photons, dose_setting, pnp=_plug_and_play(kind),
+                          margin=dose_margin, unknown=dose_unknown)
+    out += _snr_warnings(rng, name, snr_db, snr_source, pnp=_plug_and_play(kind))
     out += _undersampling_warnings(rng, name, matrix, spokes, trajectory, nyquist_fraction)
     iv = _interval(rng.get("noise_levels"))
     if noise_schedule is not None and iv is not None and not (
@@ -311,21 +325,34 @@ def _maps_warnings(card: Mapping[str, Any], rng: Mapping[str, Any], name: str,
 
 
 def _dose_warnings(rng: Mapping[str, Any], name: str, photons: float | None,
-                   setting: str) -> list[str]:
+                   setting: str, *, pnp: bool = False, margin: float = 1.0,
+                   unknown: str | None = None) -> list[str]:
     """The message when the CT dose the model gets (``photons`` per bin, from ``setting``) is
-    outside the card's ``photons`` (``inf``: trained on noise-free data)."""
+    outside the card's ``photons`` (``inf``: trained on noise-free data); for a dose estimated
+    from the data's noise (``margin`` > 1, its factor of uncertainty) only beyond ``margin``.
+    Without a dose, ``unknown`` (why noisy data have none) says that the range is not checked:
+    a noisy sinogram without ``attrs/photons`` was skipped without a word. ``pnp``: the model is
+    plug-and-play (:func:`_plug_and_play`)."""
     iv = _interval(rng.get("photons"))
-    if photons is None or iv is None or \
-            iv[0] * (1 - 1e-6) <= float(photons) <= iv[1] * (1 + 1e-6):
+    if iv is None:
         return []
 
     def dose(v: float) -> str:
         return "noise-free" if math.isinf(v) else f"{v:g}"
 
     trained = "noise-free" if math.isinf(iv[0]) else f"{dose(iv[0])} .. {dose(iv[1])}"
-    fix = ("tune reconstruct.params (lam, sigma_min) for this dose" if _plug_and_play(name) else
+    if photons is None:
+        return [] if unknown is None else [
+            f"dose unknown: {unknown}: it was not checked against the {name} training range "
+            f"{trained} photons per bin; state the file's dose (attrs/photons: the incident "
+            "photons per bin of the noise it holds)"]
+    slack = max(float(margin), 1 + 1e-6)
+    if iv[0] / slack <= float(photons) <= iv[1] * slack:
+        return []
+    fix = ("tune reconstruct.params (lam, sigma_min) for this dose" if pnp else
            f"retrain with data.ct_photons={float(photons):g}")
-    return [f"dose {float(photons):g} photons per bin ({setting}) is outside the {name} "
+    about = "about " if margin > 1 else ""
+    return [f"dose {about}{float(photons):g} photons per bin ({setting}) is outside the {name} "
             f"training range {trained}: {fix}, or use ct_fbp / ct_tv"]
 
 
@@ -347,7 +374,7 @@ SNR_DB_MARGIN = 10.0
 
 
 def _snr_warnings(rng: Mapping[str, Any], name: str, snr_db: float | None,
-                  source: str) -> list[str]:
+                  source: str, *, pnp: bool = False) -> list[str]:
     """The message when the slice's k-space SNR estimate ``snr_db`` lies more than
     :data:`SNR_DB_MARGIN` below the card's ``snr_db``. Above the interval is not checked: less
     noise than in training (``mri_pnp`` stayed level with TV at 40 and 50 dB), as noise-free
@@ -356,7 +383,7 @@ def _snr_warnings(rng: Mapping[str, Any], name: str, snr_db: float | None,
     if snr_db is None or iv is None or not snr_db < iv[0] - SNR_DB_MARGIN:
         return []
     fix = ("its schedule (reconstruct.params.lam) was tuned at that SNR: retune it for these "
-           "data (lam 3e-5 brought mri_pnp level with TV at 10-15 dB)" if _plug_and_play(name)
+           "data (lam 3e-5 brought mri_pnp level with TV at 10-15 dB)" if pnp
            else "retrain on data of this SNR")
     return [f"k-space SNR about {snr_db:.1f} dB (estimated from {source}) is below the {name} "
             f"training range {iv[0]:g} .. {iv[1]:g} dB: {fix}, or use mri_tv / mri_cs"]
@@ -409,10 +436,11 @@ def _undersampling_warnings(rng: Mapping[str, Any], name: str, matrix: tuple[int
 
 
 def warn_outside_range(model: Any, **properties: Any) -> list[str]:
-    """Log (once per model and message) the :func:`range_warnings` of ``model.model_card``, and
-    (once per model, not returned) :func:`unchecked_range` for a card without a range."""
+    """Log (once per model and message) the :func:`range_warnings` of ``model.model_card``,
+    naming the weights as ``mrirecon run`` does (:func:`card_label`), and (once per model, not
+    returned) :func:`unchecked_range` for a card without a range."""
     card = getattr(model, "model_card", None)
-    msgs = range_warnings(card, **properties)
+    msgs = range_warnings(card, **{"label": card_label(model)[0], **properties})
     seen = model.__dict__.setdefault("_range_warned", set()) if card is not None else set()
     note = unchecked_range(model)
     if note is not None and note not in seen:  # not a range message: logged, not returned
@@ -421,7 +449,7 @@ def warn_outside_range(model: Any, **properties: Any) -> list[str]:
     for msg in msgs:
         if msg not in seen:
             seen.add(msg)
-            log.warning("%s (see the model card's 'known failures'); results may be unreliable", msg)
+            log.warning("%s %s; results may be unreliable", msg, card_label(model)[1])
     return msgs
 
 
@@ -435,64 +463,11 @@ def warn_slice_outside_range(config: Any, model: Any, s: Any, *,
 
 def slice_range_warnings(config: Any, model: Any, s: Any) -> list[str]:
     """:func:`range_warnings` of ``model``'s card for slice ``s`` (:func:`slice_properties`),
-    not logged: ``mrirecon run`` logs and records them per input, naming it (they were logged
-    once per run, no input named, a second input's repeated lines not at all)."""
-    return range_warnings(getattr(model, "model_card", None), **slice_properties(config, model, s))
-
-
-def slice_properties(config: Any, model: Any, s: Any, *,
-                     full_fov_maps: bool = False) -> dict[str, Any]:
-    """What :func:`range_warnings` compares of slice ``s`` of the stages of ``config`` with
-    ``model``'s card: non-Cartesian MRI its image grid, coils, readouts, trajectory and (radial)
-    the share of Nyquist's spokes; Cartesian MRI the matrix the model gets and the rows as
-    acquired, coils (and those acquired, when compressed), acceleration, the calibration band
-    (``acs_columns``: ``reference_mri.calibration_width``; the mask's for E2E-VarNet), the
-    k-space SNR (for a card that states ``snr_db``), ``calibrate.method`` and the ESPIRiT crop;
-    CT the image grid, views, beam, detectors and dose (``undersample.photons``, else the
-    data's own). ``full_fov_maps``: the model gets uncropped maps (the benchmark's)."""
-    if config.modality == "mri" and s.trajectory is not None:  # the image grid, the readouts
-        kind = s.header.extra.get("trajectory")
-        radial = kind is None or str(kind).lower() == "radial"
-        return dict(matrix=tuple(s.image_shape), coils=int(s.kspace.shape[0]),
-                    acquired_coils=s.header.extra.get("acquired_coils"),
-                    maps=_maps_given(config, s),
-                    spokes=int(s.trajectory.shape[0]), trajectory=kind,
-                    nyquist_fraction=nyquist_fraction(
-                        int(s.trajectory.shape[0]), tuple(s.image_shape),
-                        centre_out=centre_out_spokes(s.trajectory)) if radial else None)
-    if config.modality == "mri":  # the matrix the model gets, and the rows as acquired
-        from mrirecon.pipeline.reference_mri import calibration_width
-        from mrirecon.pipeline.slice_mri import column_counts
-        from mrirecon.pipeline.slice_snr import kspace_snr_db, mask_band
-        from mrirecon.pipeline.stages_mri import model_takes_maps
-
-        sampled, acquirable = column_counts(s)  # padding columns are not undersampled ones
-        acc = acquirable / max(sampled, 1)
-        band = mask_band(s)  # the imaging mask's centre band, once
-        # the band the coil maps calibrate from: the pipeline's calibrate stage's (a separate
-        # reference scan when the slice has one), or the mask's for a model that estimates its
-        # own maps from the k-space's centre (E2E-VarNet)
-        acs = (calibration_width(s) if model_takes_maps(model)
-               else band[1] - band[0])
-        snr = kspace_snr_db(config, s, band) if _states(model, "snr_db") else None
-        rows = int(s.kspace.shape[-2])
-        recon_rows = None if s.acquired_rows else s.header.oversampled_readout_rows(rows)
-        return dict(matrix=(rows, int(s.kspace.shape[-1])),
-                    coils=int(s.kspace.shape[0]), acquired_rows=s.acquired_rows,
-                    recon_rows=recon_rows,
-                    acquired_coils=s.header.extra.get("acquired_coils"),
-                    maps=_maps_given(config, s), acceleration=acc,
-                    maps_crop=0.0 if full_fov_maps else _maps_crop(config),
-                    noise_schedule=_noise_schedule(model), acs_columns=acs,
-                    snr_db=None if snr is None else snr[0],
-                    **({} if snr is None else {"snr_source": snr[1]}))
-    g = s.geometry  # CT: the image grid, the views kept, the beam, the detector and the dose
-    u, own = config.undersample, getattr(s, "data_photons", None)  # (tests pass bare geometry)
-    lowered = u.enabled and u.photons is not None and (not own or u.photons < own)
-    return dict(matrix=tuple(g.image_shape), views=g.num_views, beam=g.beam,
-                detectors=g.num_detectors, noise_schedule=_noise_schedule(model),
-                photons=u.photons if lowered else own,
-                dose_setting="undersample.photons" if lowered else "the data's own")
+    naming the weights (:func:`~mrirecon.pipeline.model_range_slice.card_label`), not logged:
+    ``mrirecon run`` records them per input, naming it and the slices
+    (:class:`~mrirecon.pipeline.model_range_slice.VolumeRanges`)."""
+    return range_warnings(getattr(model, "model_card", None), label=card_label(model)[0],
+                          **slice_properties(config, model, s))
 
 
 def refuse_other_trajectory(config: Any, model: Any, s: Any) -> None:
@@ -522,30 +497,3 @@ def refuse_other_trajectory(config: Any, model: Any, s: Any) -> None:
     raise ValueError(f"pipeline {pipeline} takes Cartesian k-space (E2E-VarNet "
                      f"estimates its coil maps from the sampled centre columns); {s.file_name} is "
                      f"{kind} k-space: use mri_radial_cs or mri_radial_learned")
-
-
-def _states(model: Any, key: str) -> bool:
-    """Whether ``model``'s card states ``training_range[key]`` (what is costly to measure is
-    measured only then)."""
-    rng = (getattr(model, "model_card", None) or {}).get("training_range")
-    return isinstance(rng, Mapping) and key in rng
-
-
-def _noise_schedule(model: Any) -> tuple[float, float] | None:
-    """``(sigma_min, sigma_max)`` of a PnP schedule model (DPIR), ``None`` for other models."""
-    lo, hi = getattr(model, "sigma_min", None), getattr(model, "sigma_max", None)
-    if isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
-        return float(lo), float(hi)
-    return None
-
-
-def _maps_given(config: Any, s: Any) -> str | None:
-    """``calibrate.method`` of a multi-coil slice (one coil: the maps are ones whatever it
-    says), compared with the card's ``maps``."""
-    return None if int(s.kspace.shape[0]) == 1 else str(config.calibrate.method)
-
-
-def _maps_crop(config: Any) -> float | None:
-    """The ESPIRiT crop of the coil maps the model gets (``None``: no ESPIRiT maps)."""
-    cal = config.calibrate
-    return float(cal.crop) if cal.method == "espirit" else None

@@ -35,7 +35,8 @@ class VolumeResult:
     # process (results differ with it at rounding level) and the resolved device
     threads: int | None = None
     device: str | None = None
-    # per-slice calibration settings as applied: {"espirit_crop": [crop of slice 0, ...]}
+    # calibration as applied: {"espirit_crop": [crop of slice 0, ...]}; CT data stating no dose:
+    # {"photons_estimated": the dose their noise fits, or None where it could not be told}
     # (the crop ESPIRiT's energy safeguard chose; None for a slice not calibrated)
     calibration: dict = field(default_factory=dict)
 

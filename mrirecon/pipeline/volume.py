@@ -44,6 +44,11 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
     messages = SliceMessages()  # the stages' warnings and notes, kind by kind
     solves = ConvergenceRecord()  # solves that stopped short of their tolerance, by slice
     crops: list[float | None] = []  # MRI: the ESPIRiT crop applied per slice (None: none)
+    ranges = None  # the model card's training range, checked where slices differ
+    if model is not None:
+        from mrirecon.pipeline.model_range_slice import VolumeRanges
+
+        ranges = VolumeRanges(config, model)
 
     def on_slice(i, s) -> None:
         solves.label = i  # the solvers' reports until the next slice are slice i's
@@ -63,9 +68,8 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
             counts["acquired"] += acquirable
             counts["sampled"] += sampled
         scale.add(stages, s)
-        if model is not None and i == 0:  # logged and recorded per input, naming it
-            for msg in _warn_outside_range(config, model, s):
-                result.warn(f"{shown}: {msg} (see the model card's 'known failures')")
+        if ranges is not None:  # said once per input and message, naming its slices
+            messages.add(i, ranges.add(s), {})
 
     # the zero-filled / FBP previews only feed the PNG panels
     with convergence_record(solves):
@@ -81,6 +85,8 @@ def process_volume(config: PipelineConfig, path: Path, output: Path, result: Vol
             messages.add(i, {"unconverged": what}, {})
     if any(c is not None for c in crops):  # provenance.json / status: files[].calibration
         result.calibration["espirit_crop"] = crops
+    if ranges is not None:  # CT data stating no dose: the dose their noise fits
+        result.calibration.update(ranges.record)
     warned, told = messages.lines(shown, run.slices)
     for msg in warned:
         result.warn(msg)
@@ -285,10 +291,10 @@ def unknown_fov_note(header, formats: list[str]) -> str | None:
 
 
 def _warn_outside_range(config: PipelineConfig, model, s) -> list[str]:
-    """Where the first slice lies outside what the learned model was trained on, not logged:
-    :func:`process_volume` logs and records each for its input (``result.warn``), naming it.
-    The one check of ``mrirecon run`` and ``mrirecon bench``
-    (:func:`mrirecon.pipeline.model_range.slice_properties`)."""
+    """Where slice ``s`` lies outside what the learned model was trained on, not logged, naming
+    the weights (:func:`mrirecon.pipeline.model_range.slice_range_warnings`); :func:`process_volume`
+    checks each slice whose quantities differ from those before and records the messages once per
+    input naming the slices (:class:`~mrirecon.pipeline.model_range_slice.VolumeRanges`)."""
     from mrirecon.pipeline.model_range import slice_range_warnings
 
     return slice_range_warnings(config, model, s)

@@ -175,14 +175,17 @@ def _range_warnings(pipeline, path, tmp_path, acc, cf):
 def test_run_warns_mri_pnp_on_low_snr_kspace_only(brains, tmp_path):
     """mri_pnp: 15.30 dB against mri_tv's 22.79 at 15 dB (in range otherwise); level at 30 dB."""
     (msg,) = _range_warnings("mri_pnp", brains[15.0], tmp_path, 4, 0.16)
-    assert "k-space SNR about" in msg and "below the pnp_dpir training range 28 .. 34 dB" in msg
+    assert "k-space SNR about" in msg and \
+        "below the pnp_dncnn_diverse training range 28 .. 34 dB" in msg  # the weights, not pnp_dpir
+    assert msg.endswith("(see its card mrirecon/weights/pnp_dncnn_diverse.yaml, 'known failures')")
     assert _range_warnings("mri_pnp", brains[30.0], tmp_path, 4, 0.16) == []
 
 
 def test_run_warns_mri_pnp_brain_sim_on_a_narrow_centre_band_only(brains, tmp_path):
     """8x with centre fraction 0.04 (5 of 128 columns) warns; 8x with 0.08 (10) does not."""
     (msg,) = _range_warnings("mri_pnp_brain_sim", brains[30.0], tmp_path, 8, 0.04)
-    assert msg.split(": ", 1)[-1].startswith("centre band (contiguous sampled columns") and " 5 " in msg
+    assert msg.split(": ", 2)[-1].startswith("centre band (contiguous sampled columns") and " 5 " in msg
+    assert ": slice 0: " in msg and "the pnp_dncnn_brain_sim training range" in msg
     assert _range_warnings("mri_pnp_brain_sim", brains[30.0], tmp_path, 8, 0.08) == []
 
 

@@ -115,17 +115,17 @@ def test_ct_pipelines_end_to_end(name, ct_dir, tmp_path, caplog):
                             config_text=text)
     assert code == 0
     if name == "ct_pnp":  # 48 x 48 images lie below the card's training range (64 .. 768)
-        assert any("matrix 48 x 48 is outside the pnp_dpir training range" in r.message
+        assert any("matrix 48 x 48 is outside the pnp_dncnn_diverse training range" in r.message
                    for r in caplog.records)
     if name == "ct_learned":  # trained at the LoDoPaB geometry only (362 x 362)
-        assert any("matrix 48 x 48 is outside the staged_ct training range" in r.message
+        assert any("matrix 48 x 48 is outside the staged_ct_lodopab training range" in r.message
                    for r in caplog.records)
     prov = json.loads((out / "provenance.json").read_text())
     (f,) = prov["files"]
     assert f["status"] == "ok" and f["slices"] == 2
     assert f["metrics"]["psnr"] > 20 and f["metrics"]["ssim"] > 0.5
     if name in ("ct_pnp", "ct_learned"):  # the range warning is in the record, not only the log
-        assert any("observation_test_000.hdf5: matrix 48 x 48 is outside the" in w
+        assert any("observation_test_000.hdf5: all 2 slices: matrix 48 x 48 is outside the" in w
                    for w in f["warnings"])
         assert "is outside the" in (out / "report.html").read_text()
     from mrirecon.io import read_dicom_series

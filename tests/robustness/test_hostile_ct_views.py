@@ -260,8 +260,9 @@ def test_fan_beam_data_warn_in_the_run_record(tmp_path):
     simulate_ct_dataset(tmp_path / "fan", geometry="fan", views=180, photons=4096.0, size=128,
                         seed=5, samples=1, part="test", sources="phantom")
     _, entry = _run(tmp_path / "fan" / "observation_test_000.hdf5", tmp_path / "out")
-    assert any(w.startswith("observation_test_000.hdf5: fan-beam geometry is outside the "
-                            "primal_dual training range (parallel)") for w in entry["warnings"]), \
+    assert any(w.startswith("observation_test_000.hdf5: slice 0: fan-beam geometry is outside "
+                            "the primal_dual_ct_sim training range (parallel)")
+               for w in entry["warnings"]), \
         entry["warnings"]
 
 

@@ -311,11 +311,13 @@ def test_the_card_states_the_training_range_and_run_warns_outside_it(tmp_path, d
         assert run_pipeline(config, [str(big)], tmp_path / "out", progress=False,
                             config_text=text) == 0
     warned = [r.getMessage() for r in caplog.records if "training range" in r.getMessage()]
-    name = "file_brain_SAGT1_sim3_0000.h5: "  # said per input, naming it
-    assert any(m.startswith(name + "matrix 48 x 40 is outside the modl training range 32 x 32 "
+    name = "file_brain_SAGT1_sim3_0000.h5: slice 0: "  # said per input, naming it, the slice
+    # and the user's weights file, whose card sits beside it
+    assert any(m.startswith(name + "matrix 48 x 40 is outside the model.pt training range 32 x 32 "
                             ".. 32 x 32") for m in warned), warned
-    assert any(m.startswith(name + "acceleration 8 is outside the modl training range 3.5556 "
-                            ".. 4.5714") for m in warned), warned
+    assert any(m.startswith(name + "acceleration 8 is outside the model.pt training range 3.5556 "
+                            ".. 4.5714") and m.endswith(f"(see its card {out / 'model.yaml'}, "
+                                                        "'known failures')") for m in warned), warned
 
 
 # ---- 6. --resume with fewer steps than the checkpoint's -----------------------------------------
