@@ -140,7 +140,10 @@ class ImageGeometry:
         # made the voxel sizes and the affine inf (exit 0)
         for name in ("spacing", "origin"):
             if max(abs(v) for v in getattr(self, name)) > MAX_LENGTH_MM:
-                raise ValueError(f"ImageGeometry.{name} must be at most {MAX_LENGTH_MM:g} mm "
+                # the readers name the field from the axis: the slice gap comes from positions
+                axis = (" (spacing[0], between slices)" if name == "spacing"
+                        and abs(self.spacing[0]) > MAX_LENGTH_MM else "")
+                raise ValueError(f"ImageGeometry.{name}{axis} must be at most {MAX_LENGTH_MM:g} mm "
                                  f"(100 m) in magnitude, got {getattr(self, name)}: no "
                                  "scanner's voxel or position is that large (a corrupt header?)")
         if self.slice_thickness is None:

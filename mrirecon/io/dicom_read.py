@@ -40,8 +40,8 @@ from mrirecon.io.dicom_pixels import (
 )
 from mrirecon.io.errors import (DataFormatError, DataNote, DataWarning, collect_data_warnings,
                                 refuse_oversized, warn_data)
-from mrirecon.io.slice_placement import (NORMAL_ANGLE_TOL, ORIENTATION_TOL, POSITION_TOL_MM,
-                                         position_tolerance)
+from mrirecon.io.slice_placement import (DICOM_GEOMETRY_FIELDS, NORMAL_ANGLE_TOL, ORIENTATION_TOL,
+                                         POSITION_TOL_MM, position_tolerance)
 
 __all__ = ["looks_like_dicom", "read_dicom_series", "read_dicom_series_and_header",
            "read_dicom_series_and_messages"]
@@ -537,8 +537,7 @@ def read_dicom_series_and_header(
             slice_thickness=_positive(ds0, "SliceThickness"),
         )
     except ValueError as err:  # what the checks above missed still names the file
-        field = next((f for w, f in (("orientation", "ImageOrientationPatient"), ("spacing", "PixelSpacing"),
-                      ("thickness", "SliceThickness")) if w in str(err)), "ImagePositionPatient")
+        field = next((f for w, f in DICOM_GEOMETRY_FIELDS if w in str(err)), "ImagePositionPatient")
         raise DataFormatError(path0, field, str(err)) from None
     pixels = [_pixels(ds, path) for _, _, path, ds in entries]
     data = np.stack([values for values, _ in pixels])

@@ -161,10 +161,14 @@ def acquisition_geometry(
     origin = (centre - rows * spacing[1] * read - cols * spacing[2] * phase
               - partitions_before(head, partitions, centre_index) * spacing[0] * normal
               / np.linalg.norm(normal))
-    return ImageGeometry(
-        spacing=tuple(spacing), origin=tuple(origin),
-        orientation=tuple(phase) + tuple(read), slice_thickness=base.slice_thickness,
-    )
+    try:  # positions within bounds may still place the image beyond any (a 180 m slice gap)
+        return ImageGeometry(
+            spacing=tuple(spacing), origin=tuple(origin),
+            orientation=tuple(phase) + tuple(read), slice_thickness=base.slice_thickness,
+        )
+    except ValueError as err:
+        where = f"data[{acquisition}]" if acquisition is not None else "data[]"
+        raise fail(f"{where}.head.position", f"the slices' positions give {err}") from None
 
 
 def gap_known(header: Header, geometry: ImageGeometry) -> Header:

@@ -169,14 +169,13 @@ def _geometry_from_affine(affine_ras: np.ndarray, path: Path,
                               f"{np.round(affine_ras, 6).tolist()}")
     origin = lps[:3, 3].copy()
     flip = float(np.dot(np.cross(axes[:, 0], axes[:, 1]), axes[:, 2])) < 0
-    return (
-        ImageGeometry(
-            spacing=(float(zooms[2]), float(zooms[1]), float(zooms[0])),
-            origin=tuple(origin),
-            orientation=tuple(axes[:, 0]) + tuple(axes[:, 1]),
-        ),
-        flip,
-    )
+    try:  # voxels or a position beyond 100 m (containers.MAX_LENGTH_MM): a corrupt header
+        geometry = ImageGeometry(spacing=(float(zooms[2]), float(zooms[1]), float(zooms[0])),
+                                 origin=tuple(origin),
+                                 orientation=tuple(axes[:, 0]) + tuple(axes[:, 1]))
+    except ValueError as err:
+        raise DataFormatError(path, _affine_field(source), str(err)) from None
+    return geometry, flip
 
 
 def read_nifti(

@@ -22,6 +22,13 @@ NORMAL_ANGLE_TOL = 3 * np.sqrt(3) * 5e-4
 POSITION_TOL_MM = 1e-3
 
 
+#: The DICOM element an ``ImageGeometry`` refusal's value came from, by a word of its message
+#: (the slice gap, ``spacing[0]``, comes from the positions; the rest is the image's position).
+DICOM_GEOMETRY_FIELDS = (("orientation", "ImageOrientationPatient"),
+                         ("between slices", "ImagePositionPatient"), ("spacing", "PixelSpacing"),
+                         ("thickness", "SliceThickness"))
+
+
 def position_tolerance(spacing: float, quantum: float) -> float:
     """How far (mm) a slice centre may leave the line through the first slice along the normal,
     for slices ``spacing`` mm apart whose positions are rounded to a step ``quantum`` (mm).

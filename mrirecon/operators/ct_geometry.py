@@ -8,6 +8,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+#: The largest field of view (mm) a geometry may state: :data:`mrirecon.containers.MAX_LENGTH_MM`
+#: (100 m), the bound of the image's voxel sizes and position (equal; a test keeps them so).
+MAX_FOV_MM = 1e5
+
 
 def _is_number(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
@@ -104,6 +108,11 @@ class CTGeometry:
             value = getattr(self, name)
             if value is not None and not (_is_number(value) and math.isfinite(value) and value > 0):
                 raise ValueError(f"CTGeometry.{name} must be finite and > 0, got {value!r}")
+        fov = self.pixel_size * max(self.image_shape)
+        if fov > MAX_FOV_MM:  # the image's voxels and position would be refused later, unnamed
+            raise ValueError(f"CTGeometry: the field of view, image_shape {tuple(self.image_shape)} "
+                             f"x pixel_size {self.pixel_size:g} mm = {fov:g} mm, is beyond "
+                             f"{MAX_FOV_MM:g} mm (100 m): no scanner's is that large")
         try:
             offset = float(self.detector_offset)
         except (TypeError, ValueError):

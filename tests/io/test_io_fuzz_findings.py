@@ -204,3 +204,56 @@ def test_an_acquisition_position_beyond_any_patient_names_the_field(radial, tmp_
                                               r"100000 mm"):
         read_ismrmrd(bad)
     read_ismrmrd(radial)  # the file as simulated
+
+
+# 4: the 100 m bound met by values the readers derive (slice gaps, corner origins) ------------
+
+def test_derived_geometry_beyond_100_m_names_the_field_it_came_from(radial, tmp_path):
+    """Positions, affines and CT geometry within each field's own checks may still give an image
+    beyond 100 m (a corner past it, a 200 m slice gap): each reader names the field the value
+    came from, not "dataset/data: malformed", PixelSpacing or a bare ValueError."""
+    import nibabel as nib
+    from pydicom.uid import generate_uid
+
+    from mrirecon.io.dicom import save_part10
+    from mrirecon.io.dicom_read import read_dicom_series
+    from mrirecon.io.lodopab import LoDoPaBFiles, write_lodopab
+    from mrirecon.io.nifti import read_nifti
+    from mrirecon.operators.ct_geometry import MAX_FOV_MM, CTGeometry
+    from tests.helpers import ct_slice_dataset
+
+    assert MAX_FOV_MM == MAX_LENGTH_MM
+    corner = tmp_path / "corner.h5"  # x = -99990 mm: inside the bound, the image's corner not
+    with h5py.File(radial) as src, h5py.File(corner, "w") as h5:
+        src.copy("dataset", h5)
+    with h5py.File(corner, "r+") as h5:
+        table = h5["dataset/data"]
+        records = table[()]
+        records["head"]["position"][:, 0] = -99990.0
+        for name, cosines in (("read_dir", (1, 0, 0)), ("phase_dir", (0, 1, 0)),
+                              ("slice_dir", (0, 0, 1))):  # placed: the simulator leaves them 0
+            records["head"][name][:] = cosines
+        table[...] = records
+    with pytest.raises(DataFormatError, match=r"corner\.h5: data\[\d*\]\.head\.position: the "
+                                              r"slices' positions give ImageGeometry\.origin"):
+        read_ismrmrd(corner)
+    series, words = generate_uid(), np.zeros((6, 7), dtype=np.uint16)
+    for k in range(2):  # slices 200 m apart
+        ds = ct_slice_dataset(k, series, words)
+        ds.ImagePositionPatient = ["0", "0", f"{2e5 * k:g}"]
+        save_part10(ds, tmp_path / "dcm" / f"{k}.dcm")
+    with pytest.raises(DataFormatError, match=r": ImagePositionPatient: .*between slices"):
+        read_dicom_series(tmp_path / "dcm")
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 2), np.float32), np.diag([1.0, 1.0, 2e5, 1.0])),
+             tmp_path / "far.nii")
+    with pytest.raises(DataFormatError, match=r"far\.nii: srow_x, srow_y, srow_z"):
+        read_nifti(tmp_path / "far.nii")
+    geo = CTGeometry.parallel((16, 16), 8)
+    write_lodopab(tmp_path / "ct", "test", np.zeros((1, 8, geo.num_detectors), np.float32),
+                  np.zeros((1, 16, 16), np.float32), geometry=geo)
+    (path,) = (tmp_path / "ct").glob("observation_*.hdf5")
+    with h5py.File(path, "r+") as h5:
+        stated = json.loads(h5.attrs["geometry"])
+        h5.attrs["geometry"] = json.dumps({**stated, "pixel_size": 2e5})
+    with pytest.raises(DataFormatError, match=r"attrs/geometry: .*beyond 100000 mm"):
+        LoDoPaBFiles(tmp_path / "ct", "test").observation(0)
