@@ -381,8 +381,9 @@ class Trainer:
                     n: b.detach().clone() for n, b in self.model.named_buffers()})
                 try:
                     loss = self._train_step()
-                except ValueError as err:  # torch's words, naming no setting
-                    if "Expected more than 1 spatial element" not in str(err):
+                except ValueError as err:  # torch's or the U-Net's words, naming no setting
+                    if not any(w in str(err) for w in ("Expected more than 1 spatial element",
+                                                        "too small for num_pool_layers")):
                         raise
                     raise ValueError(_too_deep(self.cfg.model.params, err)) from None
                 except KeyboardInterrupt:  # Ctrl-C, SIGTERM (io.errors.Terminated)
