@@ -73,6 +73,12 @@ class CoilExpandReduce(Protocol):
     ``reduce(k) = E^H k`` its adjoint (for SENSE, ``F S`` and ``S^H F^H``), so that
     ``A x = M * expand(x)`` and ``A^H y = reduce(M * y)``. For SENSE with maps of unit
     root-sum-of-squares, ``reduce(expand(x)) = x``.
+
+    k-space data consistency uses ``expand`` / ``reduce`` in place of ``A`` and ``A^H``, so
+    :func:`~mrirecon.core.check_operator` tests both identities (with the mask boolean, and a
+    coil axis where ``expand`` adds one) and the dot test between ``expand`` and ``reduce`` for
+    an operator that has them: a ``reduce`` that lost a ``conj`` passed the dot test of ``A``
+    and left the data 0.72 off after a hard projection.
     """
 
     def expand(self, x: Tensor) -> Tensor: ...

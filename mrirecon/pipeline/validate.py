@@ -144,7 +144,12 @@ def _check_method(config: PipelineConfig, source: str) -> None:
         hint = did_you_mean(method, names)
         raise _fail(source, "reconstruct.method",
                     f"unknown method {method!r}{hint}; classical: {', '.join(recon.available())}; "
-                    f"learned: {', '.join(available_models())}")
+                    f"learned: {', '.join(available_models())}. A method of your own (or one "
+                    "that calls a model of your own) is registered with "
+                    "mrirecon.recon.register(name, fn) and run from Python in that process: "
+                    "config, text = load_pipeline(path); run_pipeline(config, inputs, output, "
+                    "config_text=text) (mrirecon.pipeline.definitions / .runner); the "
+                    "'mrirecon run' command imports no code of yours")
     valid, keywords = model_defaults(method), model_keywords(method)
     kinds = signature_annotations(_MODELS[method][0], 0)
     if (allowed := card_overridable(rc.weights)) is not None:

@@ -104,6 +104,27 @@ def fbp_settings_problem(params: dict) -> tuple[str, str] | None:
     return None
 
 
+def _refuse_signed(op: LinearOperator, row: Tensor, col: Tensor) -> None:
+    """Refuse row sums ``A 1`` or column sums ``A^T 1`` that are negative (below ``-sqrt(eps)``
+    of the largest, rounding) or NaN / Inf: SIRT divides by them, and a user's operator with
+    signed entries returned an all-NaN image blamed on "a diverging iteration". Zero sums are
+    normal (rays that miss the image, pixels no ray sees: :func:`_inverse` skips them)."""
+    found = []
+    for what, t in (("row sums A 1", row), ("column sums A^T 1", col)):
+        finite = torch.isfinite(t)
+        scale = float(torch.where(finite, t.abs(), torch.zeros_like(t)).max()) if t.numel() else 0.0
+        bad = int((~finite | (t < -torch.finfo(t.dtype).eps ** 0.5 * scale)).sum())
+        if bad:
+            found.append(f"{bad} of {t.numel()} {what}")
+    if found:
+        name = op.name if op.name == type(op).__name__ else f"{type(op).__name__} ({op.name})"
+        raise ValueError(f"sirt: {' and '.join(found)} of {name} are "
+                         "negative (or NaN / Inf): SIRT divides by them and needs a nonnegative "
+                         "system matrix (intersection lengths or interpolation weights, as "
+                         "ParallelBeam and FanBeam have; zero sums are fine); for an operator "
+                         "with signed entries use tv_ct, or cg on the normal equations")
+
+
 def _inverse(t: Tensor, eps: float) -> Tensor:
     """``1 / t`` where ``t > eps``, else ``0`` (rays that miss the image, pixels no ray sees)."""
     return torch.where(t > eps, 1.0 / torch.where(t > eps, t, torch.ones_like(t)), torch.zeros_like(t))
@@ -133,7 +154,8 @@ def sirt(
     y
         Sinogram ``(..., views, detectors)``.
     op
-        Non-negative projector ``A``.
+        Non-negative projector ``A`` (an operator with negative or NaN row sums ``A 1`` or
+        column sums ``A^T 1`` is refused; zero sums, rays that miss the image, are skipped).
     iterations
         Number of iterations.
     nonneg
@@ -165,6 +187,7 @@ def sirt(
     ones_x = torch.ones(image.shape[-2:], dtype=y.dtype, device=y.device)
     row = op(ones_x)
     col = op.H(torch.ones_like(row))
+    _refuse_signed(op, row, col)
     eps = 1e-6 * float(row.max()) if row.numel() else 0.0
     R = _inverse(row, eps)
     C = _inverse(col, 1e-6 * float(col.max()) if col.numel() else 0.0)
