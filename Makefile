@@ -97,9 +97,9 @@ weights: setup
 	OMP_NUM_THREADS=1 $(VENV)/bin/mrirecon train modl --out mrirecon/weights/modl_fastmri_diverse.pt \
 	  --threads 1 --seed 0 --iterations 10 --widths 320 368 --max-seconds 5400 --val-every 150 --val-slices 4
 	OMP_NUM_THREADS=1 $(VENV)/bin/mrirecon train staged_ct --out mrirecon/weights/staged_ct_lodopab.pt \
-	  --stages 1 --budget-s 3560 --seed 0 --prefetch --threads 1
+	  --iterations 1 --budget-s 3560 --seed 0 --prefetch --threads 1
 	OMP_NUM_THREADS=1 $(VENV)/bin/mrirecon train staged_ct --out mrirecon/weights/staged_ct_lodopab.pt \
-	  --init mrirecon/weights/staged_ct_lodopab.pt --stages 1 --budget-s 3000 --seed 1 --patch 160 \
+	  --init mrirecon/weights/staged_ct_lodopab.pt --iterations 1 --budget-s 3000 --seed 1 --patch 160 \
 	  --lr 0.0003 --prefetch --threads 1
 	OMP_NUM_THREADS=1 $(VENV)/bin/mrirecon train varnet --out mrirecon/weights/varnet_fastmri_diverse.pt \
 	  --threads 1 --seed 0 --max-seconds 5400 --val-every 150 --val-slices 4

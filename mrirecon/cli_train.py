@@ -130,7 +130,6 @@ _OPTION_HELP = {
     "chans": "feature channels of the first U-Net level",
     "num_pools": "U-Net poolings (down / up levels)",
     "pools": "U-Net poolings (down / up levels)",
-    "stages": "stages, each trained in turn",
     "cascades": "unrolled cascades",
     "sens_chans": "feature channels of the sensitivity-map U-Net",
     "sens_pools": "poolings of the sensitivity-map U-Net",
@@ -160,6 +159,7 @@ _KIND_HELP = {
     ("radial", "size"): "image sizes, one geometry each (pairs with --spokes)",
     ("radial", "volumes"): "simulated training volumes per geometry",
     ("primal_dual_ct", "iterations"): "unrolled primal-dual iterations",
+    ("staged_ct", "iterations"): "stages (U-Net, then data consistency), each trained in turn",
     ("primal_dual_ct", "features"): "feature channels of the primal and dual networks",
     ("denoiser", "size"): "image size in pixels (rows columns)",
     ("staged_ct", "max_steps"): "training steps of each stage (one count: every stage's; or one "
@@ -184,6 +184,26 @@ _LEAST = {"workers": 0, ("prior", "patch"): 16}
 _PATHS = ("init",)
 
 
+#: Old spellings of an option, by ``(kind, parameter)``: accepted for one release, hidden from
+#: ``--help``, with a FutureWarning naming the new option; both given is an error
+#: (``core/names.py``'s rule for keywords). ``staged_ct``'s stage count was ``--stages`` before
+#: 2026-12-07 (the weights' cards and ``make weights`` recorded it so).
+_OLD_OPTIONS = {("staged_ct", "iterations"): "--stages"}
+
+
+class _OldOption(argparse.Action):
+    """An option's old spelling (:data:`_OLD_OPTIONS`): stores the value as the new option does,
+    with a ``FutureWarning``."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import warnings
+
+        new = "--" + self.dest.replace("_", "-")
+        warnings.warn(f"{parser.prog}: {option_string} is deprecated, use {new} (the old name "
+                      "goes away in the next release)", FutureWarning, stacklevel=2)
+        setattr(namespace, self.dest, values)
+
+
 def _option_help(kind: str, name: str) -> str:
     return _KIND_HELP.get((kind, name)) or _OPTION_HELP.get(name) or name.replace("_", " ")
 
@@ -198,7 +218,8 @@ def _add_function_options(parser: argparse.ArgumentParser, fn: Callable[..., Any
     where annotated ``tuple[int, ...]``, which add up when the option is repeated), paths
     (:data:`_PATHS`), strings (``choices`` where given); its help from :data:`_OPTION_HELP`
     (subcommand ``kind``), the default shown after it. The function's defaults are the
-    command line's: one home for them. Returns the parameter names."""
+    command line's: one home for them. An option's old spelling (:data:`_OLD_OPTIONS`) is
+    accepted beside it, hidden. Returns the parameter names."""
     from mrirecon.cli_types import Extend, int_at_least, path, seed
 
     names = []
@@ -207,33 +228,43 @@ def _add_function_options(parser: argparse.ArgumentParser, fn: Callable[..., Any
             continue
         flag, default = "--" + prm.name.replace("_", "-"), prm.default
         text = _option_help(kind, prm.name)
+        old = _OLD_OPTIONS.get((kind, prm.name))
+        target = parser.add_mutually_exclusive_group() if old else parser
+        added: list[argparse.Action] = []
+
+        def add(*args: Any, **kwargs: Any) -> None:
+            added.append(target.add_argument(*args, **kwargs))
+
         if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
-                                help=text)
+            add(flag, action=argparse.BooleanOptionalAction, default=default,
+                help=text)
         elif isinstance(default, int):
             least = _LEAST.get((kind, prm.name), _LEAST.get(prm.name))
             typed = (seed if "seed" in prm.name else count if least is None
                      else int_at_least(least))
-            parser.add_argument(flag, type=typed, default=default, help=text)
+            add(flag, type=typed, default=default, help=text)
         elif prm.name in _PATHS:  # not empty ("" read as the folder '.'), ~ expanded
-            parser.add_argument(flag, type=path, default=default, help=text)
+            add(flag, type=path, default=default, help=text)
         elif isinstance(default, float):
             is_lr = prm.name == "lr" or prm.name.endswith("_lr")
-            parser.add_argument(flag, type=_learning_rate if is_lr else positive_float,
-                                default=default, help=text)
+            add(flag, type=_learning_rate if is_lr else positive_float,
+                default=default, help=text)
         elif default is None and str(prm.annotation).replace(" ", "") == "int|None":
-            parser.add_argument(flag, type=count, default=None, help=text)  # unset: the rule
+            add(flag, type=count, default=None, help=text)  # unset: the rule
         elif default is None and str(prm.annotation).replace(" ", "") == "tuple[int,...]|None":
-            parser.add_argument(flag, type=count, nargs="+", action=Extend, default=None,
-                                help=text)  # one count or several; unset: the rule
+            add(flag, type=count, nargs="+", action=Extend, default=None,
+                help=text)  # one count or several; unset: the rule
         elif isinstance(default, tuple) and "..." in str(prm.annotation):  # repeats add up
-            parser.add_argument(flag, type=count, nargs="+", action=Extend, default=default,
-                                help=text)
+            add(flag, type=count, nargs="+", action=Extend, default=default,
+                help=text)
         elif isinstance(default, tuple):  # a fixed-size value (rows columns): the last counts
-            parser.add_argument(flag, type=count, nargs=len(default), default=default, help=text)
+            add(flag, type=count, nargs=len(default), default=default, help=text)
         else:
-            parser.add_argument(flag, default=default, choices=(choices or {}).get(prm.name),
-                                help=text)
+            add(flag, default=default, choices=(choices or {}).get(prm.name),
+                help=text)
+        if old:  # the old spelling, parsed as the new option
+            add(old, dest=prm.name, type=added[0].type, nargs=added[0].nargs, action=_OldOption,
+                default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         names.append(prm.name)
     return names
 

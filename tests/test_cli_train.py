@@ -81,9 +81,9 @@ def test_every_subcommand_has_a_card_command():
      "mrirecon.training.modl_deploy", "train_varnet", {"cascades": 3, "sens_chans": 2}),
     (["primal_dual_ct", "--out", "pd.pt", "--budget-s", "60", "--iterations", "2"],
      "mrirecon.training.ct_primal_dual", "train_primal_dual_ct", {"budget_s": 60.0, "iterations": 2}),
-    (["staged_ct", "--out", "s.pt", "--budget-s", "60", "--stages", "1", "--seed", "3"],
+    (["staged_ct", "--out", "s.pt", "--budget-s", "60", "--iterations", "1", "--seed", "3"],
      "mrirecon.training.ct_staged", "train_staged_ct",
-     {"budget_s": 60.0, "stages": 1, "seed": 3, "init": None}),
+     {"budget_s": 60.0, "iterations": 1, "seed": 3, "init": None}),
     (["staged_ct", "--out", "s.pt", "--init", "w/start.pt"],
      "mrirecon.training.ct_staged", "train_staged_ct", {"init": "w/start.pt"}),
 ])

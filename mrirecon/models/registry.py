@@ -63,7 +63,7 @@ _MODELS: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {
     # Jin et al. 2017
     "fbpconvnet": (FBPConvNet, dict(chans=64, num_pools=4)),
     # FBP + U-Net corrections alternating with exact CG data consistency (CT; stage-wise training)
-    "staged_ct": (StagedCTNet, dict(stages=2, chans=16, num_pools=4, lam=0.1, cg_iterations=15)),
+    "staged_ct": (StagedCTNet, dict(iterations=2, chans=16, num_pools=4, lam=0.1, cg_iterations=15)),
     # unrolled statistical inference: Metzler et al. 2017 (i.i.d. Gaussian operators only)
     "ldamp": (LDAMP, dict(iterations=10, depth=20, features=64)),
     # unrolled EM / mean-field EPLL over the shipped patch GMM (Zoran & Weiss 2011 prior)
@@ -277,7 +277,7 @@ def card_params(model: nn.Module, name: str | None = None, params: Mapping[str, 
         ``name`` is no model of :func:`available_models` (the card could never load); ``params``
         disagree with those the model was built with (the message names the parameter); or
         ``build_model(name, **params)`` is not this model: another class, other state-dict keys
-        or shapes, or another value of a scalar setting (``iterations``, ``dc.iterations``, ...).
+        or shapes, or another value of a scalar setting (``iterations``, ``dc.cg_iterations``, ...).
     TypeError
         ``name`` / ``params`` are ``None`` for a model that records none (not made by
         :func:`build_model`).

@@ -183,7 +183,7 @@ def epll(
     cg_iterations: int = 10,
     stride: int = 1,
     batch_dims: int | None = None,
-    callback: Callable[[int, int, Tensor], None] | None = None,
+    callback: Callable[[int, Tensor, float], None] | None = None,
 ) -> Tensor:
     """EPLL reconstruction with a patch GMM prior (see the module docstring).
 
@@ -220,7 +220,13 @@ def epll(
         as one problem (one scale: was the default, and a slice 10x dimmer than its neighbour
         scored 19.2 dB in the batch, 38.7 dB alone).
     callback
-        ``callback(stage, iteration, x)`` after every x-step (``x`` normalised).
+        ``callback(iteration, x, relative_change)`` after every x-step, as every
+        :func:`mrirecon.recon.run` method calls it: ``iteration`` counts the x-steps of all
+        stages from 0 (``stage * stage_iterations + alternation``), ``x`` is the image in the
+        units of the result (``(..., H, W)``, as :func:`epll` would return it then) and
+        ``relative_change`` a float, ``||x_new - x_old|| / ||x_new||`` of this x-step (over the
+        whole tensor). Before 2026-12-07 it was ``callback(stage, iteration, x)`` with ``x``
+        normalised (the least-squares image's maximum at 1).
 
     Returns
     -------
@@ -253,7 +259,9 @@ def epll(
         beta = problem.beta(sigma)
         for it in range(stage_iterations):
             z = problem.z_step(x, beta, z)
-            x = problem.x_step(x, z, beta, cg_iterations)
+            x_old, x = x, problem.x_step(x, z, beta, cg_iterations)
             if callback is not None:
-                callback(stage, it, x)
+                change = float(torch.linalg.vector_norm(x - x_old)
+                               / torch.linalg.vector_norm(x).clamp_min(torch.finfo(x.real.dtype).tiny))
+                callback(stage * stage_iterations + it, x * problem.scale, change)
     return x * problem.scale

@@ -124,12 +124,22 @@ def zero_filled_rss(kspace: Tensor, op: LinearOperator | None = None) -> Tensor:
     -------
     Tensor
         Real magnitude image ``(..., H, W)``.
+
+    Raises
+    ------
+    TypeError
+        ``kspace`` is no ``torch.Tensor`` (a numpy array: ``torch.from_numpy``).
+    ValueError
+        ``kspace`` has fewer than 3 axes, or NaN / Inf values.
     """
-    if not isinstance(kspace, Tensor) or kspace.ndim < 3:
-        raise ValueError(
-            f"zero_filled_rss: kspace must be a tensor (..., coils, H, W), got "
-            f"{getattr(kspace, 'shape', type(kspace).__name__)}"
-        )
+    if not isinstance(kspace, Tensor):  # a numpy array was told its (right) shape was wrong
+        raise TypeError(f"zero_filled_rss: kspace must be a torch.Tensor (..., coils, H, W), got "
+                        f"{type(kspace).__module__}.{type(kspace).__name__} "
+                        f"{tuple(getattr(kspace, 'shape', ()))}; convert it with "
+                        "torch.from_numpy(kspace)")
+    if kspace.ndim < 3:
+        raise ValueError(f"zero_filled_rss: kspace must be a tensor (..., coils, H, W), got "
+                         f"{tuple(kspace.shape)}")
     check_measurements("zero_filled_rss", kspace, None, kspace=True, arg="kspace")  # NaN: an all-NaN image
     return rss(ifft2c(kspace), dim=-3)
 

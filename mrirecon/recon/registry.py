@@ -161,17 +161,24 @@ def parameters(name: str) -> list[str]:
 #: too many indices for tensor of dimension 2")
 STAGE_SUPPLIED: dict[str, tuple[str, ...]] = {"grappa": ("mask",), "epll": ("batch_dims",)}
 
+#: Flags that make a reconstruction return a tuple, not an image (``tgv``'s ``return_v``:
+#: ``(x, v)``): no config or ``--set`` may give them (:func:`settable_parameters`), and
+#: :func:`run` refuses a true one before solving (it solved, then failed with "tgv returned a
+#: tuple, not an image tensor"); call the function itself (``recon.tgv``) for the tuple.
+TUPLE_FLAGS: dict[str, tuple[str, ...]] = {"tgv": ("return_v",)}
+
 
 def settable_parameters(name: str) -> dict:
     """``{name: default}`` of the parameters of reconstruction ``name`` that a config or
     ``--set`` may give: its keyword parameters less those the reconstruct stage supplies itself
-    (``x0``, ``callback`` and :data:`STAGE_SUPPLIED`: GRAPPA's ``mask``, EPLL's ``batch_dims``).
+    (``x0``, ``callback`` and :data:`STAGE_SUPPLIED`: GRAPPA's ``mask``, EPLL's ``batch_dims``),
+    and the :data:`TUPLE_FLAGS` that would make it return no image (``tgv``'s ``return_v``).
     ``mrirecon run`` and ``mrirecon bench`` check against this one list: the bench listed
     ``callback`` as valid and then failed with an internal error on
     ``--set l1_wavelet.callback=1``."""
     from mrirecon.core.config import signature_params
 
-    supplied = {"x0", "callback", *STAGE_SUPPLIED.get(name, ())}
+    supplied = {"x0", "callback", *STAGE_SUPPLIED.get(name, ()), *TUPLE_FLAGS.get(name, ())}
     return {k: v for k, v in signature_params(_lookup(name).fn, 2)[0].items() if k not in supplied}
 
 
@@ -423,7 +430,8 @@ def run(name: str, y: Tensor, op: LinearOperator | None = None, **params) -> Ten
         An optional package the reconstruction needs is not installed (:func:`package_problem`).
     TypeError
         ``name`` is no string; unknown or missing parameter (the message suggests the closest
-        and lists the valid ones), or no ``op`` where one is needed.
+        and lists the valid ones), no ``op`` where one is needed, or a flag that makes the
+        method return a tuple (:data:`TUPLE_FLAGS`: ``tgv``'s ``return_v=True``).
     ValueError
         The method returned an image that is not ``op``'s (its trailing axes), or NaN / Inf
         from finite data (:func:`checked_output`; ``TypeError`` for no tensor).
@@ -437,6 +445,9 @@ def run(name: str, y: Tensor, op: LinearOperator | None = None, **params) -> Ten
     if (missing := package_problem(name)) is not None:
         raise ImportError(missing)
     params = check_params(name, params)
+    if flags := [k for k in TUPLE_FLAGS.get(name, ()) if params.get(k)]:
+        raise TypeError(f"recon.run: {name}'s {flags[0]}=True returns a tuple, not an image; "
+                        f"call mrirecon.recon.{name}(...) itself for it")
     if entry.needs_op and op is None:
         raise TypeError(f"{name}: needs a forward operator op (got None)")
     if isinstance(y, Tensor):

@@ -97,7 +97,8 @@ def tgv_objective(y: Tensor, op: LinearOperator, u: Tensor, lam: float, ratio: f
     y, op
         Measurements and forward operator.
     u
-        Stacked primal variable ``(..., 3, H, W)`` (as passed to :func:`tgv`'s callback).
+        Stacked primal variable ``(..., 3, H, W)``: ``torch.cat([x.unsqueeze(-3), v], -3)`` for
+        ``x, v = tgv(..., return_v=True)``.
     lam, ratio
         ``alpha1 = lam``, ``alpha0 = ratio * lam``.
 
@@ -191,17 +192,38 @@ def tgv(
     x0
         Start image (zeros by default); ``v`` starts at ``grad x0``.
     callback
-        ``callback(iteration, u, residual)`` with the stacked primal variable
-        ``u = (x, v_H, v_W)`` ``(..., 3, H, W)`` (use :func:`tgv_objective` on it) and PDHG's
-        relative change of ``u`` or ADMM's relative primal residual.
+        ``callback(iteration, x, value)`` after each iteration, as every
+        :func:`mrirecon.recon.run` method calls it: ``iteration`` from 0, ``x`` the image
+        ``(..., H, W)`` as :func:`tgv` would return it then (ADMM's projected onto ``x >= 0``
+        with ``nonneg``), ``value`` a float: PDHG's relative change of ``u = (x, v)`` or ADMM's
+        relative primal residual (the quantities ``tolerance`` is checked on). Before
+        2026-12-07 it was ``callback(iteration, u, residual)`` with the stacked ``u = (x, v_H,
+        v_W)`` ``(..., 3, H, W)`` (a callback written for the other methods broadcast it
+        against an image without an error).
     return_v
-        Also return ``v`` ``(..., 2, H, W)``.
+        Also return ``v`` ``(..., 2, H, W)`` (not through :func:`mrirecon.recon.run`, which
+        returns images only and refuses it).
 
     Returns
     -------
     Tensor or (Tensor, Tensor)
         The image ``(..., H, W)`` (and ``v``).
     """
+    def on_image(it: int, u: Tensor, value: object) -> None:  # nonneg None: for real images
+        x = u[..., 0, :, :]
+        project = method == "admm" and (not x.is_complex() if nonneg is None else nonneg)
+        callback(it, project_nonnegative(x) if project else x, float(value))
+
+    u = _tgv_state(y, op, lam, ratio, iterations, nonneg, method, rho, cg_iterations,
+                   preconditioned, step_ratio, tolerance, x0, None if callback is None else on_image)
+    x = u[..., 0, :, :]
+    return (x, u[..., 1:, :, :]) if return_v else x
+
+
+def _tgv_state(y, op, lam, ratio, iterations, nonneg, method, rho, cg_iterations, preconditioned,
+               step_ratio, tolerance, x0, callback) -> Tensor:
+    """:func:`tgv`'s solve: the stacked ``u = (x, v)`` ``(..., 3, H, W)``; ``callback(it, u,
+    value)`` sees ``u`` itself (ADMM's x unprojected), e.g. for :func:`tgv_objective`."""
     if not isinstance(op, LinearOperator):
         raise TypeError(f"tgv: op must be a LinearOperator, got {type(op).__name__}")
     check_data("tgv", y, op, nonneg=nonneg)  # as run: NaN, all zero, a flipped sinogram (x >= 0)
@@ -234,8 +256,7 @@ def tgv(
                              "got complex images; use preconditioned=False")
         u = _tgv_pdhg(y, op, aty, u0, lam, ratio, nonneg, preconditioned, step_ratio,
                       iterations, tolerance, callback)
-    x = u[..., 0, :, :]
-    return (x, u[..., 1:, :, :]) if return_v else x
+    return u
 
 
 def _with_image(u: Tensor, transform: Callable[[Tensor], Tensor]) -> Tensor:

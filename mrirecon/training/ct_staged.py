@@ -1,6 +1,6 @@
 """Train :class:`~mrirecon.models.unrolled.staged_ct.StagedCTNet` at the LoDoPaB geometry.
 
-    mrirecon train staged_ct --out mrirecon/weights/staged_ct_lodopab.pt --stages 1 --budget-s 6000 --seed 0 --threads 1
+    mrirecon train staged_ct --out mrirecon/weights/staged_ct_lodopab.pt --iterations 1 --budget-s 6000 --seed 0 --threads 1
 
 Data recipe (simulated on the fly, never the reserved held-out images of
 :mod:`mrirecon.io.heldout_sources`): every sample is a ``362 x 362`` attenuation image over a
@@ -52,6 +52,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.data.simulate_ct import (HARDWARE_BLUR, MU_WATER_70KEV_PER_MM, _resample_source,
                                        ct_simulation_geometry, poisson_postlog)
 from mrirecon.io.lodopab import IMAGE_SHAPE, NUM_ANGLES, NUM_DETECTORS
@@ -305,7 +306,7 @@ def score(model, val: list[tuple], stages: int | None = None) -> dict[int, float
     (of the first ``stages`` stages of a staged model; ``None``: the whole ``model(y, op)``)."""
     res: dict[int, list[float]] = {v: [] for v in VIEWS}
     for y, op, ref, views in val:
-        x = model(y[None], op) if stages is None else model(y[None], op, stages=stages)
+        x = model(y[None], op) if stages is None else model(y[None], op, iterations=stages)
         res[views].append(psnr_nonnegative(ref, x[0]))
     return {v: float(np.mean(p)) for v, p in res.items()}
 
@@ -362,7 +363,8 @@ def _patch_corner(rng: np.random.Generator, target: torch.Tensor, size: int) -> 
     return int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
 
 
-def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0, stages: int = 2,
+@accepts_deprecated_names  # stages= (before 2026-12-07): iterations=, with a FutureWarning
+def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0, iterations: int = 2,
                     chans: int = 16, num_pools: int = 4, patch: int = 128, batch: int = 4,
                     pool: int = 24, refresh_every: int = 2, lr: float = 1e-3, val_every: int = 150,
                     init: str | None = None, prefetch: bool = False, hardware: bool = False,
@@ -388,19 +390,18 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
     if patch > CT_SIZE:  # refused before the setup: the crops would come out smaller or fail
         raise ValueError(f"train staged_ct: --patch {patch} is larger than the {CT_SIZE} x {CT_SIZE} "
                          f"training images; give at most {CT_SIZE}")
-    stage_steps = stage_step_limits("staged_ct", max_steps, stages)  # before the setup
+    stage_steps = stage_step_limits("staged_ct", max_steps, iterations)  # before the setup
     tune_reserve = 60.0  # per stage: lam grid, self-ensemble choice, saving
-    if budget_s <= tune_reserve * stages:  # refused at once, before a minute of setup
-        require_steps("staged_ct", 0, f"--budget-s {budget_s:g} (each of the {stages} stages keeps "
+    if budget_s <= tune_reserve * iterations:  # refused at once, before a minute of setup
+        require_steps("staged_ct", 0, f"--budget-s {budget_s:g} (each of the {iterations} stages keeps "
                       f"{tune_reserve:g} s for its lam grid and saving)", out)
     threads = use_threads(threads)
-    out = Path(out)
-    t_start = time.time()
+    out, t_start = Path(out), time.time()
     load_start = load_average()
     torch.manual_seed(seed)
-    model = StagedCTNet(stages=stages, chans=chans, num_pools=num_pools, lam=None, init_seed=seed)
+    model = StagedCTNet(iterations=iterations, chans=chans, num_pools=num_pools, lam=None, init_seed=seed)
     first = read_init_card(init)  # before this run writes its own card over it
-    check_init_card(init, "staged_ct", "staged_ct", {"stages": stages, "chans": chans,  # shapes
+    check_init_card(init, "staged_ct", "staged_ct", {"iterations": iterations, "chans": chans,  # shapes
                     "num_pools": num_pools, "filter": model.filter}, StagedCTNet)  # named too
     if init is not None:
         load_init(model, Path(init))
@@ -411,9 +412,9 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
     lam0_scores = tune_lam(model, val, -1)
     log(f"lam0 grid {lam0_scores} -> {model.lam0}")
     history, steps_per_stage = [], []
-    shares = [0.65, 0.35] if stages == 2 else [1.0 / stages] * stages
-    for k in range(stages):
-        remaining = budget_s - (time.time() - t_start) - tune_reserve * (stages - k)
+    shares = [0.65, 0.35] if iterations == 2 else [1.0 / iterations] * iterations
+    for k in range(iterations):
+        remaining = budget_s - (time.time() - t_start) - tune_reserve * (iterations - k)
         stage_budget = max(remaining, 0.0) * shares[k] / sum(shares[k:])
         if stage_budget <= 0:  # the lam grid and ensemble tuning below must not run past it
             require_steps("staged_ct", 0, f"--budget-s {budget_s:g} (stage {k} would start "
@@ -485,8 +486,7 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
             raise ValueError(f"train staged_ct: stage {k}: no validation score of its {step} steps was "
                              f"finite (the training diverged: lower --lr, now {lr}); {out} keeps "
                              f"{'the stages before' if k else 'what it held before this run'}")
-        if best_state is not None:
-            net.load_state_dict(best_state)
+        net.load_state_dict(best_state)
         steps_per_stage.append(step)
         lam_scores = tune_lam(model, val, k)
         log(f"stage {k}: best val {best:.2f} dB; lam grid {lam_scores} -> {model.lam[k]}")
@@ -497,7 +497,7 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
         card = save(model, out, k + 1, dict(
             seed=seed, budget_s=budget_s,
             **({} if max_steps is None else {"max_steps": tuple(stage_steps)}),
-            stages=stages, chans=chans, num_pools=num_pools,
+            iterations=iterations, chans=chans, num_pools=num_pools,
             patch=patch, batch=batch, pool=pool, refresh_every=refresh_every, lr=lr,
             val_every=val_every, threads=threads, **({} if init is None else {"init": init}),
             **({"prefetch": True} if prefetch else {}), **({"hardware": True} if hardware else {})),
@@ -509,7 +509,7 @@ def train_staged_ct(out: str | Path, *, budget_s: float = 4300.0, seed: int = 0,
 
 
 def load_init(model, path: Path, kind: str = "staged_ct",
-              must_match: str = "stages / chans / num_pools") -> None:
+              must_match: str = "iterations / chans / num_pools") -> None:
     """Load the state dict at ``path`` into ``model`` (float16 files load into float32) through
     the one weights reader (safe loading; a truncated file, or NaN / Inf weights a diverged run
     left, are refused); errors name ``mrirecon train KIND``, the file and, for a state dict of
@@ -571,14 +571,14 @@ def save(model, out: Path, done: int, args: dict, steps: list[int], history: lis
              if not k.startswith("nets.") or int(k.split(".")[1]) < done}
     command = trainer_command("staged_ct", out, args)
     # once every stage is done: the run's steps, the rate over them, no budget that ends them
-    same_steps = {} if done < args["stages"] else {"command_same_steps": trainer_command(
+    same_steps = {} if done < args["iterations"] else {"command_same_steps": trainer_command(
         "staged_ct", out, {"budget_s": 1e9, "max_steps": tuple(steps),
                            **{k: v for k, v in args.items() if k not in ("budget_s", "max_steps")}})}
     description, failures = _card_text(args, done, steps, wall_s, first)
     card = {
         "description": description,
         "model": {"name": "staged_ct", "params": {
-            "stages": done, "chans": args["chans"], "num_pools": args["num_pools"],
+            "iterations": done, "chans": args["chans"], "num_pools": args["num_pools"],
             "lam": list(model.lam[:done]), "lam0": model.lam0, "cg_iterations": model.cg_iterations,
             "filter": model.filter, "ensemble": bool(model.ensemble)}},
         "overridable": ["cg_iterations", "ensemble"],

@@ -43,9 +43,10 @@ def check_init_card(init: str | os.PathLike | None, kind: str, model_name: str,
                     params: Mapping[str, Any], model_cls: type | None = None) -> None:
     """Refuse ``--init`` weights whose card (``<init>.yaml``) names another model or another
     value of a parameter in ``params`` (the continued run's). A parameter the card omits takes
-    ``model_cls``'s default (older cards list only what differed from it). No card: nothing to
-    compare (a bare state dict, e.g. a run's checkpoint). Errors name ``mrirecon train KIND``,
-    the card, the field and both values."""
+    ``model_cls``'s default (older cards list only what differed from it); a card's deprecated
+    spelling (``stages``: ``iterations``) is read as the new one, with a ``FutureWarning``. No
+    card: nothing to compare (a bare state dict, e.g. a run's checkpoint). Errors name
+    ``mrirecon train KIND``, the card, the field and both values."""
     text = load_init_card(init, kind)
     if text is None:
         return
@@ -58,6 +59,11 @@ def check_init_card(init: str | os.PathLike | None, kind: str, model_name: str,
         raise ValueError(f"train {kind}: --init {init}: its card {card} has model.name {name!r}, "
                          f"this run trains {model_name!r}")
     saved = model.get("params") or {}
+    if model_cls is not None and isinstance(saved, Mapping):  # old spellings (stages): renamed
+        from mrirecon.core.names import canonical_params
+
+        saved = canonical_params(saved, inspect.signature(model_cls).parameters,
+                                 f"{card}: model.params")
     defaults = {} if model_cls is None else {
         k: p.default for k, p in inspect.signature(model_cls).parameters.items()
         if p.default is not inspect.Parameter.empty}

@@ -135,7 +135,7 @@ def test_staged_ct_net_keeps_extra_leading_axes():
     from mrirecon.models.unrolled.staged_ct import StagedCTNet
 
     _, y, op = ct_problem(b=2)
-    model = StagedCTNet(stages=1, chans=4, num_pools=2, lam=0.1, cg_iterations=3, init_seed=0).eval()
+    model = StagedCTNet(iterations=1, chans=4, num_pools=2, lam=0.1, cg_iterations=3, init_seed=0).eval()
     with torch.no_grad():
         flat = model(y, op)
         assert flat.shape == (2, 16, 16)

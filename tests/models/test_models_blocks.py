@@ -40,7 +40,7 @@ def test_cg_dc_small_lambda_approaches_least_squares(problem):
     errors = []
     scale = float(op.operator_norm(z, generator=torch.Generator().manual_seed(0))) ** 2
     for lam in (1e-1 * scale, 1e-3 * scale, 1e-5 * scale):
-        dc = ProximalDC(lam=lam, iterations=300, tolerance=1e-13)
+        dc = ProximalDC(lam=lam, cg_iterations=300, tolerance=1e-13)
         x = dc(z, y, op)
         # optimality of (A^H A + lam I) x = A^H y + lam z
         res = op.gram(x) + lam * x - op.H(y) - lam * z
@@ -59,7 +59,7 @@ def test_hard_projection_makes_sampled_data_exact():
     assert torch.equal(torch.masked_select(out, ~mask.expand_as(out)), torch.masked_select(k, ~mask.expand_as(k)))
     # noisy-data weighting: (k + nu y) / (1 + nu) on sampled locations
     nu = 3.0
-    weighted = HardProjectionDC(nu=nu)(k, y, mask)
+    weighted = HardProjectionDC(lam=nu)(k, y, mask)
     assert torch.allclose(weighted, torch.where(mask, (k + nu * y) / (1 + nu), k))
 
 
@@ -127,7 +127,7 @@ def test_implicit_cg_backward_equals_unrolled_backprop(problem):
 
 def test_proximal_dc_learns_lambda_gradient_and_falls_back_when_operator_needs_grad():
     x_true, y, op = mri_problem(dtype=torch.complex128)
-    dc = ProximalDC(lam=0.1, iterations=20)
+    dc = ProximalDC(lam=0.1, cg_iterations=20)
     out = dc(0.5 * x_true, y, op)  # z != the data-consistent solution, so lam matters
     out.abs().sum().backward()
     assert dc.lam.grad is not None and torch.isfinite(dc.lam.grad).all() and float(dc.lam.grad.abs()) > 0
@@ -137,7 +137,7 @@ def test_proximal_dc_learns_lambda_gradient_and_falls_back_when_operator_needs_g
     grads = []
     for implicit in (True, False):
         maps = op.maps.clone().requires_grad_(True)
-        dc = ProximalDC(lam=0.1, iterations=30, implicit=implicit)  # converged, no breakdown
+        dc = ProximalDC(lam=0.1, cg_iterations=30, implicit=implicit)  # converged, no breakdown
         out = dc(x_true, y, sense(maps, op.mask))
         out.abs().sum().backward()
         assert maps.grad is not None and float(maps.grad.abs().sum()) > 0

@@ -24,7 +24,7 @@ def _problem(c: torch.Tensor):
 
 def _dc_loss(c: torch.Tensor, implicit: bool) -> torch.Tensor:
     x_true, y, op = _problem(c)
-    dc = ProximalDC(LAM, learnable=False, iterations=200, tolerance=TOL, implicit=implicit)
+    dc = ProximalDC(LAM, learnable=False, cg_iterations=200, tolerance=TOL, implicit=implicit)
     x = dc(0.3 * x_true, y, c * op)  # c A: the data were made by A, so c matters
     return (x.abs() ** 2).sum()
 

@@ -92,7 +92,7 @@ def _dc_grad(kind: str, implicit: bool) -> torch.Tensor:
     leaf = _start(kind)
     op, wrt = _operator(kind, leaf)
     y = Weighted(_weight0())(x)  # data of the unperturbed operator
-    out = ProximalDC(LAM, learnable=False, iterations=ITERS, tolerance=TOL, implicit=implicit)(z, y, op)
+    out = ProximalDC(LAM, learnable=False, cg_iterations=ITERS, tolerance=TOL, implicit=implicit)(z, y, op)
     (g,) = torch.autograd.grad((out.abs() ** 2).sum(), wrt)
     return g
 
@@ -119,7 +119,7 @@ def test_implicit_backward_differentiates_tensors_hidden_in_a_user_operator(kind
         op = _closure(torch.exp(t) if kind == "non_leaf" else t)
         y = Weighted(_weight0())(x)
         with torch.no_grad():
-            out = ProximalDC(LAM, learnable=False, iterations=ITERS, tolerance=TOL)(z, y, op)
+            out = ProximalDC(LAM, learnable=False, cg_iterations=ITERS, tolerance=TOL)(z, y, op)
         return float((out.abs() ** 2).sum())
 
     w0 = _start(kind).detach()
@@ -190,7 +190,7 @@ def test_a_user_operator_costs_one_more_gram_a_call_while_autograd_records():
     op = FunctionOperator(forward, lambda k: w * ifft2c(MASK * k), (N, N), (N, N))
     x, z = _data()
     y = Weighted(_weight0())(x)
-    dc = ProximalDC(LAM, learnable=False, iterations=ITERS, tolerance=TOL)
+    dc = ProximalDC(LAM, learnable=False, cg_iterations=ITERS, tolerance=TOL)
     with torch.no_grad():
         dc(z, y, op)  # the first meeting's operator check
     counts = {}

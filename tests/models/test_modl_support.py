@@ -96,9 +96,9 @@ def test_the_constrained_data_consistency_is_the_plain_one_at_the_projected_inpu
     z = torch.randn(2, H, W, dtype=torch.complex128, generator=torch.Generator().manual_seed(1))
     inside = maps_support(maps)
     with torch.no_grad():
-        on = ProximalDC(0.05, iterations=20, support=True).double()(z, y, op)
-        plain = ProximalDC(0.05, iterations=20).double()(z * inside, y, op)
-        off = ProximalDC(0.05, iterations=20).double()(z, y, op)
+        on = ProximalDC(0.05, cg_iterations=20, support=True).double()(z, y, op)
+        plain = ProximalDC(0.05, cg_iterations=20).double()(z * inside, y, op)
+        off = ProximalDC(0.05, cg_iterations=20).double()(z, y, op)
     torch.testing.assert_close(on, plain, rtol=0, atol=0)
     assert float(on[:, ~inside].abs().max()) == 0.0
     # the plain step passes z through there (to CG's accuracy after 20 iterations, not exactly)

@@ -15,7 +15,7 @@ from tests.models.problems import ct_phantom_mu as _phantom, sparse_ct_data as _
 
 
 def _small_model(**kw) -> StagedCTNet:
-    return StagedCTNet(stages=2, chans=4, num_pools=2, lam=[0.1, 0.05], lam0=0.01, cg_iterations=5,
+    return StagedCTNet(iterations=2, chans=4, num_pools=2, lam=[0.1, 0.05], lam0=0.01, cg_iterations=5,
                        init_seed=0, **kw).double()
 
 
@@ -130,20 +130,20 @@ def test_each_stage_solves_its_data_consistency_system():
         # and z itself is far from solving it (the check is not vacuous)
         assert float(r0.norm()) > 1e3 * bound
 
-    model = StagedCTNet(stages=2, chans=4, num_pools=2, lam=[1.0, 0.5], lam0=0.5, cg_iterations=iters,
+    model = StagedCTNet(iterations=2, chans=4, num_pools=2, lam=[1.0, 0.5], lam0=0.5, cg_iterations=iters,
                         init_seed=0).double()
     with torch.no_grad():
         aty = op.H(y)
         fbp = op.capability(HasFBP).fbp(y, filter="hann")
         x0, s = model.initial(y, op, aty)
         assert_solves(x0, fbp, model.lam0)
-        torch.testing.assert_close(model(y, op, stages=0), x0, rtol=0, atol=0)
+        torch.testing.assert_close(model(y, op, iterations=0), x0, rtol=0, atol=0)
         for k in range(2):
-            prev = model(y, op, stages=k)
+            prev = model(y, op, iterations=k)
             z = prev + s * model.nets[k]((prev / s).unsqueeze(1)).squeeze(1)
-            assert_solves(model(y, op, stages=k + 1), z, model.lam[k])
+            assert_solves(model(y, op, iterations=k + 1), z, model.lam[k])
         model.lam = [1.0, None]  # no data consistency in the second stage: its output is z
-        prev = model(y, op, stages=1)
+        prev = model(y, op, iterations=1)
         z = prev + s * model.nets[1]((prev / s).unsqueeze(1)).squeeze(1)
         torch.testing.assert_close(model(y, op), z, rtol=0, atol=0)
 
@@ -153,13 +153,13 @@ def test_needs_an_operator_with_fbp_and_real_data():
     with pytest.raises(TypeError, match="StagedCTNet"):
         model(torch.ones(1, 8, 8, dtype=torch.float64), Identity((8, 8)))
     with pytest.raises(ValueError, match="lam"):
-        StagedCTNet(stages=2, lam=[0.1])
+        StagedCTNet(iterations=2, lam=[0.1])
     with pytest.raises(ValueError, match="lam"):
-        StagedCTNet(stages=1, lam=-1.0)
+        StagedCTNet(iterations=1, lam=-1.0)
 
 
 def test_registry_builds_it_with_per_stage_lam():
-    m = build_model("staged_ct", stages=2, chans=4, num_pools=1, lam=[0.1, None], init_seed=0)
+    m = build_model("staged_ct", iterations=2, chans=4, num_pools=1, lam=[0.1, None], init_seed=0)
     assert isinstance(m, StagedCTNet) and m.lam == [0.1, None] and len(m.nets) == 2
 
 

@@ -39,7 +39,7 @@ TINY = {
     "ldamp": (dict(iterations=2, depth=3, features=8), "dense"),
     "primal_dual": (dict(iterations=2, features=8), "ct"),
     "fbpconvnet": (dict(chans=4, num_pools=2), "ct"),
-    "staged_ct": (dict(stages=2, chans=4, num_pools=2, lam=[0.1, 0.05], cg_iterations=5), "ct"),
+    "staged_ct": (dict(iterations=2, chans=4, num_pools=2, lam=[0.1, 0.05], cg_iterations=5), "ct"),
     "unet": (dict(chans=4, num_pool_layers=2), "image"),
     "dncnn": (dict(depth=3, features=8), "image"),
     "resnet": (dict(features=4, blocks=2), "image"),

@@ -13,7 +13,7 @@ from mrirecon.operators import FiniteDifference, ParallelBeam, sense
 from mrirecon.operators.ct_geometry import CTGeometry
 from mrirecon.operators.tgv import SymmetrizedGradient, TGVBlock, TGVSplit
 from mrirecon.recon import run, tv
-from mrirecon.recon.tgv import tgv, tgv_objective
+from mrirecon.recon.tgv import _tgv_state, tgv, tgv_objective
 from mrirecon.solvers import group_soft_threshold
 from mrirecon.solvers.prox_extra import prox_group_l21_conjugate, prox_l2_squared_conjugate
 from tests.helpers import check_operator, random_like_shape
@@ -106,6 +106,14 @@ def mri_problem():
     return gt, op, y
 
 
+def _tgv_u(y, op, lam, callback, *, ratio=2.0, iterations=200, nonneg=None, method="admm",
+           rho=None, cg_iterations=None, preconditioned=None, step_ratio=None):
+    """:func:`tgv`'s solve with a callback on the stacked ``u = (x, v)`` (for
+    :func:`tgv_objective`; ``tgv``'s own callback gets the image since 2026-12-07)."""
+    return _tgv_state(y, op, lam, ratio, iterations, nonneg, method, rho, cg_iterations,
+                      preconditioned, step_ratio, 0.0, None, callback)
+
+
 def _err(gt, x):
     return float(np.linalg.norm(np.abs(np.asarray(x)) - gt) / np.linalg.norm(gt))
 
@@ -119,8 +127,10 @@ def test_tgv_objective_decreases_and_beats_tv(mri_problem):
         changes.append(rel)
 
     # PDHG is not a descent method; with step_ratio >= 0.75 the objective decreases monotonically
-    x, v = tgv(y, op, LAM, iterations=ITER, method="pdhg", step_ratio=0.75, callback=record,
-               return_v=True)
+    u = _tgv_u(y, op, LAM, record, iterations=ITER, method="pdhg", step_ratio=0.75)
+    torch.testing.assert_close(u[..., 0, :, :], tgv(y, op, LAM, iterations=ITER, method="pdhg",
+                                                    step_ratio=0.75), rtol=0, atol=0)
+    v = u[..., 1:, :, :]
     obj = np.array(objective)
     assert len(obj) == ITER and v.shape == (2, N, N)
     assert np.all(np.diff(obj) <= 1e-9 * obj[0]), f"objective increased by {np.diff(obj).max():.3g}"
@@ -208,7 +218,7 @@ def _run(y, op, lam, iterations, checkpoints, nonneg, **kw):
             x = u[..., :1, :, :].clamp(min=0) if nonneg else u[..., :1, :, :]
             seen[it + 1] = float(tgv_objective(y, op, torch.cat([x, u[..., 1:, :, :]], -3), lam))
 
-    tgv(y, op, lam, iterations=iterations, callback=record, **kw)
+    _tgv_u(y, op, lam, record, iterations=iterations, **kw)
     return seen
 
 

@@ -87,7 +87,7 @@ def test_only_a_bare_projector_is_rescaled():
 
 def _small(kind: str):
     if kind == "staged":
-        return StagedCTNet(stages=1, chans=2, num_pools=1, lam=[0.3], lam0=0.003, cg_iterations=4,
+        return StagedCTNet(iterations=1, chans=2, num_pools=1, lam=[0.3], lam0=0.003, cg_iterations=4,
                            init_seed=0)
     m = LearnedPrimalDual(iterations=2, n_primal=2, n_dual=1, features=4, fbp_start=True,
                           init_seed=0)

@@ -59,7 +59,7 @@ def _case(name: str, dtype: torch.dtype):
                         init_seed=0)
         y, op = _mri(dtype)
     elif name == "staged_ct":
-        m = build_model("staged_ct", stages=1, chans=2, num_pools=1, lam=[0.3], lam0=0.003,
+        m = build_model("staged_ct", iterations=1, chans=2, num_pools=1, lam=[0.3], lam0=0.003,
                         cg_iterations=5, init_seed=0)
         y, op = _ct(real)
     elif name == "primal_dual_fbp":

@@ -156,7 +156,7 @@ def test_staged_training_runs_without_os_getloadavg(tmp_path, monkeypatch):
     monkeypatch.delattr(os, "getloadavg")
     lines: list[str] = []
     out = tmp_path / "st.pt"
-    train_staged_ct(out, budget_s=3600.0, max_steps=(4,), stages=1, chans=4, num_pools=2, patch=64,
+    train_staged_ct(out, budget_s=3600.0, max_steps=(4,), iterations=1, chans=4, num_pools=2, patch=64,
                     batch=2, pool=2, refresh_every=2, val_every=2, threads=1, log=lines.append)
     t = yaml.safe_load(out.with_suffix(".yaml").read_text(encoding="utf-8"))["training"]
     assert t["steps_per_stage"][0] >= 1

@@ -101,15 +101,15 @@ def test_save_model_checks_models_built_without_the_registry_and_changed_setting
         save_model(direct, tmp_path / "d.pt", "modl", {"features": 8, "layers": 3})
     save_model(direct, tmp_path / "d.pt", "modl", dict(TINY))
     changed = build_model("modl", **TINY)
-    changed.dc.iterations = 7  # set after building: the card's params cannot say it
-    with pytest.raises(ValueError, match=r"model has dc\.iterations=7, but .* gives "
-                                         r"dc\.iterations=3"):
+    changed.dc.cg_iterations = 7  # set after building: the card's params cannot say it
+    with pytest.raises(ValueError, match=r"model has dc\.cg_iterations=7, but .* gives "
+                                         r"dc\.cg_iterations=3"):
         save_model(changed, tmp_path / "c.pt")
     class MyDC(ProximalDC):  # same weights, other code: the card would load ProximalDC
         pass
 
     swapped = build_model("modl", **TINY)
-    swapped.dc = MyDC(lam=0.05, iterations=3, support=True)
+    swapped.dc = MyDC(lam=0.05, cg_iterations=3, support=True)
     with pytest.raises(ValueError, match=r"dc is a .*MyDC, but .* has a ProximalDC there"):
         save_model(swapped, tmp_path / "s.pt", "modl", dict(TINY))
 

@@ -111,16 +111,16 @@ def test_init_loads_a_state_dict_of_the_same_architecture_and_names_the_file_oth
     from mrirecon.models.unrolled.staged_ct import StagedCTNet
     from mrirecon.training.ct_staged import load_init
 
-    src = StagedCTNet(stages=1, chans=4, num_pools=2, lam=None, init_seed=1)
+    src = StagedCTNet(iterations=1, chans=4, num_pools=2, lam=None, init_seed=1)
     # stored as the trainer stores it: float16, loaded back into float32 parameters
     torch.save({k: v.half() for k, v in src.state_dict().items()}, tmp_path / "start.pt")
-    dst = StagedCTNet(stages=1, chans=4, num_pools=2, lam=None, init_seed=2)
+    dst = StagedCTNet(iterations=1, chans=4, num_pools=2, lam=None, init_seed=2)
     load_init(dst, tmp_path / "start.pt")
     for (name, a), b in zip(src.state_dict().items(), dst.state_dict().values()):
         assert b.dtype == torch.float32, name
         torch.testing.assert_close(b, a.half().float(), rtol=0, atol=0)
 
-    other = StagedCTNet(stages=1, chans=8, num_pools=2, lam=None)
+    other = StagedCTNet(iterations=1, chans=8, num_pools=2, lam=None)
     with pytest.raises(ValueError, match=r"start\.pt.*chans"):
         load_init(other, tmp_path / "start.pt")
     (tmp_path / "cut.pt").write_bytes((tmp_path / "start.pt").read_bytes()[:200])
@@ -133,9 +133,9 @@ def test_init_loads_a_state_dict_of_the_same_architecture_and_names_the_file_oth
 @pytest.mark.parametrize("card_params, message", [
     # a state dict of another stage count failed in load_state_dict ("not a state dict of this
     # architecture (stages / chans / num_pools must match): Missing key(s) ..."), no card named
-    ({"stages": 1}, r"model.params.stages = 1, this run 2"),
+    ({"iterations": 1}, r"model.params.iterations = 1, this run 2"),
     # another FBP filter: the same shapes, so the weights loaded and trained on another input
-    ({"stages": 2, "filter": "ramp"}, r"model.params.filter = 'ramp', this run 'hann'"),
+    ({"iterations": 2, "filter": "ramp"}, r"model.params.filter = 'ramp', this run 'hann'"),
 ])
 def test_init_whose_card_describes_another_setup_is_refused_naming_the_card(tmp_path, card_params,
                                                                             message):
@@ -144,15 +144,15 @@ def test_init_whose_card_describes_another_setup_is_refused_naming_the_card(tmp_
     from mrirecon.models.unrolled.staged_ct import StagedCTNet
     from mrirecon.training.ct_staged import train_staged_ct
 
-    stages = card_params["stages"]
+    stages = card_params["iterations"]
     init = tmp_path / "start.pt"
-    torch.save(StagedCTNet(stages=stages, chans=4, num_pools=2, lam=None).state_dict(), init)
+    torch.save(StagedCTNet(iterations=stages, chans=4, num_pools=2, lam=None).state_dict(), init)
     init.with_suffix(".yaml").write_text(yaml.safe_dump({"model": {"name": "staged_ct", "params": {
         "chans": 4, "num_pools": 2, **card_params}}}))
     card = init.with_suffix(".yaml")
     with pytest.raises(ValueError, match=rf"train staged_ct: --init {init}: its card {card} has "
                                          rf"{message}"):
-        train_staged_ct(tmp_path / "new.pt", budget_s=121.0 * 2, stages=2, chans=4, num_pools=2,
+        train_staged_ct(tmp_path / "new.pt", budget_s=121.0 * 2, iterations=2, chans=4, num_pools=2,
                         init=str(init), log=lambda m: None)
     assert not (tmp_path / "new.pt").exists()
 
@@ -166,9 +166,9 @@ def test_a_continued_run_keeps_the_first_runs_record_in_its_card(tmp_path):
     from mrirecon.training.ct_staged import save
     from mrirecon.training.init_card import read_init_card
 
-    model = StagedCTNet(stages=1, chans=4, num_pools=2, lam=[0.3], init_seed=1)
+    model = StagedCTNet(iterations=1, chans=4, num_pools=2, lam=[0.3], init_seed=1)
     out = tmp_path / "m.pt"
-    base = dict(seed=0, budget_s=10.0, stages=1, chans=4, num_pools=2, patch=128, batch=4, pool=2,
+    base = dict(seed=0, budget_s=10.0, iterations=1, chans=4, num_pools=2, patch=128, batch=4, pool=2,
                 refresh_every=2, lr=1e-3, val_every=5, threads=1, prefetch=True)
     curve = [{"stage": 0, "step": 450, "loss": 0.002, "val_psnr": {30: 29.0, 60: 31.0}, "elapsed_s": 300}]
     first = save(model, out, 1, base, [900], curve, 600.0, (0.1, 0.1, 0.1), {30: 30.0, 60: 32.0})
@@ -226,7 +226,7 @@ def test_self_ensemble_is_chosen_by_the_validation_score(tmp_path):
     for views, factor in ((30, 3), (60, 2)):  # labels of the two view counts the score reports
         y, op = _data(_phantom(32, 3), full, factor, 1)
         val.append((y[0], op, torch.from_numpy(_phantom(32, 3)).float(), views))
-    model = StagedCTNet(stages=1, chans=4, num_pools=2, lam=[0.1], init_seed=0)
+    model = StagedCTNet(iterations=1, chans=4, num_pools=2, lam=[0.1], init_seed=0)
     with torch.no_grad():  # a random, untrained U-Net: the two settings score differently
         for p in model.parameters():
             p.mul_(4.0)
@@ -242,7 +242,7 @@ def test_self_ensemble_is_chosen_by_the_validation_score(tmp_path):
     from mrirecon.training.ct_staged import save
 
     assert type(model.ensemble) is bool
-    args = dict(seed=0, budget_s=10.0, stages=1, chans=4, num_pools=2, patch=128, batch=4, pool=2,
+    args = dict(seed=0, budget_s=10.0, iterations=1, chans=4, num_pools=2, patch=128, batch=4, pool=2,
                 refresh_every=2, lr=1e-3, val_every=5, threads=1)
     history = [{"stage": 0, "lam": 0.1, "ensemble_scores": scores, "ensemble": model.ensemble}]
     card = save(model, tmp_path / "m.pt", 1, args, [10], history, 60.0, (0.1,) * 3, scores["true"])
@@ -283,7 +283,7 @@ def test_a_budget_below_the_tuning_reserve_is_refused_before_setup(tmp_path):
 
     with pytest.raises(ValueError, match=r"train staged_ct: no training step fit in --budget-s 100 "
                                          r"\(each of the 2 stages keeps 60 s .*m\.pt was not written"):
-        train_staged_ct(tmp_path / "m.pt", budget_s=100.0, stages=2, log=lambda m: None)
+        train_staged_ct(tmp_path / "m.pt", budget_s=100.0, iterations=2, log=lambda m: None)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -49,7 +49,7 @@ def rerun(command: str, out) -> None:
 
 
 @pytest.mark.parametrize("kind, options", [
-    ("staged_ct", ["--stages", "1", "--chans", "4", "--num-pools", "1", "--patch", "32",
+    ("staged_ct", ["--iterations", "1", "--chans", "4", "--num-pools", "1", "--patch", "32",
                    "--batch", "1", "--pool", "1", "--val-every", "2", "--refresh-every", "2"]),
     ("primal_dual_ct", ["--iterations", "1", "--features", "4", "--n-primal", "2", "--n-dual", "2",
                         "--pool", "1", "--val-every", "2", "--refresh-every", "2"]),
@@ -151,7 +151,7 @@ def test_staged_max_steps_of_another_stage_count_is_refused_before_setup(tmp_pat
 
     with pytest.raises(ValueError, match=r"train staged_ct: --max-steps 3 4 5: give one step count "
                                          r"\(>= 1\) for every stage or one per stage \(2 stage\(s\)\)"):
-        train_staged_ct(tmp_path / "m.pt", stages=2, max_steps=(3, 4, 5), log=lambda m: None)
+        train_staged_ct(tmp_path / "m.pt", iterations=2, max_steps=(3, 4, 5), log=lambda m: None)
     assert not (tmp_path / "m.pt").exists()
 
 
@@ -161,8 +161,8 @@ def test_a_staged_card_records_each_stages_steps_once_every_stage_is_done(tmp_pa
     from mrirecon.models.unrolled.staged_ct import StagedCTNet
     from mrirecon.training.ct_staged import save
 
-    model = StagedCTNet(stages=2, chans=4, num_pools=1, lam=[0.1, 0.1], init_seed=0)
-    args = dict(seed=0, budget_s=600.0, stages=2, chans=4, num_pools=1, patch=32, batch=1, pool=2,
+    model = StagedCTNet(iterations=2, chans=4, num_pools=1, lam=[0.1, 0.1], init_seed=0)
+    args = dict(seed=0, budget_s=600.0, iterations=2, chans=4, num_pools=1, patch=32, batch=1, pool=2,
                 refresh_every=2, lr=1e-3, val_every=5, threads=1)
     val = {30: 20.0, 60: 22.0}
     # after the first stage of two: no command repeats the run yet
@@ -173,4 +173,4 @@ def test_a_staged_card_records_each_stages_steps_once_every_stage_is_done(tmp_pa
     assert "--max-steps 42 17" in same and "--budget-s 1000000000.0" in same
     words = shlex.split(same)
     parsed = build_parser().parse_args(normalise_argv(words[1:]))
-    assert parsed.max_steps == [42, 17] and parsed.budget_s == 1e9 and parsed.stages == 2
+    assert parsed.max_steps == [42, 17] and parsed.budget_s == 1e9 and parsed.iterations == 2

@@ -242,9 +242,9 @@ def test_bad_parameter_values_from_a_card_or_an_override_are_refused_by_name(tmp
     with pytest.raises(ValueError, match=r"build_model\('staged_ct'\): ensemble must be true or false, got 'false'"):
         build_model("staged_ct", ensemble="false")
     # a per-stage list may skip a stage; any other non-number is refused
-    assert build_model("staged_ct", stages=2, lam=[0.1, None]).lam == [0.1, None]
+    assert build_model("staged_ct", iterations=2, lam=[0.1, None]).lam == [0.1, None]
     with pytest.raises(ValueError, match="lam must be a number"):
-        build_model("staged_ct", stages=2, lam=[0.1, "x"])
+        build_model("staged_ct", iterations=2, lam=[0.1, "x"])
 
 
 def test_pnp_brain_schedule_is_the_winner_of_its_deployment_grid():

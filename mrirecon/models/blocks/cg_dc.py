@@ -170,11 +170,14 @@ class ProximalDC(nn.Module):
         Initial regularisation weight (MoDL starts at 0.05).
     learnable
         Learn ``lam`` (default) or keep it fixed.
-    iterations, tolerance
-        CG settings (MoDL uses 10 iterations).
+    cg_iterations, tolerance
+        CG settings (MoDL uses 10 iterations). ``cg_iterations`` was ``iterations`` before
+        2026-12-07 (the vocabulary's inner-solve prefix, :mod:`mrirecon.core.names`; a block's
+        ``iterations`` read as an unroll count): the old keyword (and ``max_iterations``) still
+        works, with a ``FutureWarning``.
     implicit
         Backward by a second CG solve instead of storing iterations: the gradient of the
-        *converged* proximal map (:mod:`mrirecon.solvers.implicit`), not of the ``iterations``
+        *converged* proximal map (:mod:`mrirecon.solvers.implicit`), not of the ``cg_iterations``
         CG steps the forward ran, so it is exact only as far as CG converged (with the shipped
         MoDL models' 6-8 steps the weight gradients are 0.3-20 % from the exact gradient of
         the computed map). ``False``: autograd through the iterations (exact, memory grows with
@@ -200,12 +203,13 @@ class ProximalDC(nn.Module):
     ``torch.no_grad()`` to avoid it.
     """
 
-    @accepts_deprecated_names
+    @accepts_deprecated_names(iterations=("cg_iterations", None),
+                              max_iterations=("cg_iterations", None))
     def __init__(
         self,
         lam: float = 0.05,
         learnable: bool = True,
-        iterations: int = 10,
+        cg_iterations: int = 10,
         tolerance: float = 0.0,
         implicit: bool = True,
         support: bool = False,
@@ -216,7 +220,7 @@ class ProximalDC(nn.Module):
             self.lam = nn.Parameter(value)
         else:
             self.register_buffer("lam", value)
-        self.iterations, self.tolerance, self.implicit = iterations, tolerance, implicit
+        self.cg_iterations, self.tolerance, self.implicit = cg_iterations, tolerance, implicit
         self.support = bool(support)
 
     def forward(
@@ -242,7 +246,7 @@ class ProximalDC(nn.Module):
             op.gram,
             rhs,
             lam,
-            iterations=self.iterations,
+            iterations=self.cg_iterations,
             tolerance=self.tolerance,
             batch_dims=1 if rhs.ndim > 1 else 0,
             x0=x0,

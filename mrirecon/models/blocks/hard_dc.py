@@ -1,7 +1,7 @@
 """Hard data projection for noise-free Cartesian data: replace the sampled k-space by ``y``.
 
 Schlemper et al. (2018) use ``k <- (k + nu y) / (1 + nu)`` on sampled locations; ``nu -> inf``
-(noise-free) is the replacement done here, ``nu`` finite is available as ``noise_level``.
+(noise-free) is the replacement done here, a finite ``nu`` is the block's ``lam``.
 """
 
 from __future__ import annotations
@@ -10,29 +10,34 @@ import torch
 from torch import Tensor, nn
 
 from mrirecon.core import CoilExpandReduce, LinearOperator, require_capability
+from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.models.blocks.soft_dc import kspace_mask
 
 
 class HardProjectionDC(nn.Module):
-    """Replace (or, with ``nu``, average) the sampled k-space values by the measured ones.
+    """Replace (or, with ``lam``, average) the sampled k-space values by the measured ones.
 
     Parameters
     ----------
-    nu
+    lam
         ``None`` (default): exact replacement. A float: Schlemper's noisy-data weighting
-        ``(k + nu y) / (1 + nu)`` on sampled locations, learnable when ``learnable``.
+        ``(k + lam y) / (1 + lam)`` on sampled locations (the paper's ``nu``), learnable when
+        ``learnable``. The keyword was ``nu`` before 2026-12-07 (as
+        :class:`~mrirecon.models.CascadeNet`'s was): ``nu=`` still works, with a
+        ``FutureWarning``. The weight keeps its state-dict key ``nu``.
     learnable
-        Learn ``nu`` (only with a float ``nu``).
+        Learn ``lam`` (only with a float ``lam``).
     """
 
-    def __init__(self, nu: float | None = None, learnable: bool = False) -> None:
+    @accepts_deprecated_names
+    def __init__(self, lam: float | None = None, learnable: bool = False) -> None:
         super().__init__()
-        if nu is None:
+        if lam is None:
             self.nu = None
         elif learnable:
-            self.nu = nn.Parameter(torch.tensor([float(nu)]))
+            self.nu = nn.Parameter(torch.tensor([float(lam)]))
         else:
-            self.register_buffer("nu", torch.tensor([float(nu)]))
+            self.register_buffer("nu", torch.tensor([float(lam)]))
 
     def forward(self, k: Tensor, y: Tensor, mask: Tensor) -> Tensor:
         """K-space ``k``, data ``y`` (same shape), boolean ``mask``: projected k-space."""

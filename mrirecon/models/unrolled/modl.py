@@ -98,7 +98,7 @@ class MoDL(UnrolledModel):
                     for _ in range(count)
                 ]
             )
-        self.dc = ProximalDC(lam, iterations=cg_iterations, implicit=implicit, support=support)
+        self.dc = ProximalDC(lam, cg_iterations=cg_iterations, implicit=implicit, support=support)
         self.iterations, self.shared = iterations, shared
         self.normalize, self.checkpointing = normalize, checkpointing
 

@@ -43,6 +43,7 @@ from torch.nn import functional as F
 
 from mrirecon.core import HasFBP, LinearOperator, require_capability
 from mrirecon.core.magnitude import sample_power_of_two
+from mrirecon.core.names import accepts_deprecated_names
 from mrirecon.models.ct_scale import unit_norm_ct
 from mrirecon.models.common import dihedral_mean, sample_scale, zero_blank
 from mrirecon.models.input_checks import check_model_input
@@ -95,12 +96,14 @@ def robust_scale(x: Tensor, q: float = 0.99) -> Tensor:
 
 
 class StagedCTNet(nn.Module):
-    """FBP + ``stages`` x (residual U-Net, CG data consistency); see the module docstring.
+    """FBP + ``iterations`` x (residual U-Net, CG data consistency); see the module docstring.
 
     Parameters
     ----------
-    stages
-        Number of U-Net / data-consistency stages.
+    iterations
+        Number of U-Net / data-consistency stages (the vocabulary's ``iterations``; ``stages``,
+        its name before 2026-12-07, is accepted with a ``FutureWarning``). The state-dict keys
+        (``nets.*``) are unchanged.
     chans, num_pools
         U-Net width and depth (16, 4).
     lam0
@@ -120,9 +123,10 @@ class StagedCTNet(nn.Module):
         Seed of the weight initialisation.
     """
 
+    @accepts_deprecated_names
     def __init__(
         self,
-        stages: int = 2,
+        iterations: int = 2,
         chans: int = 16,
         num_pools: int = 4,
         lam: float | Sequence[float | None] | None = 0.1,
@@ -133,14 +137,15 @@ class StagedCTNet(nn.Module):
         init_seed: int | None = None,
     ) -> None:
         super().__init__()
-        lams = list(lam) if isinstance(lam, (list, tuple)) else [lam] * stages
-        if len(lams) != stages:
-            raise ValueError(f"StagedCTNet: lam needs one value per stage ({stages}), got {lams}")
+        lams = list(lam) if isinstance(lam, (list, tuple)) else [lam] * iterations
+        if len(lams) != iterations:
+            raise ValueError(f"StagedCTNet: lam needs one value per stage (iterations = {iterations}), "
+                             f"got {lams}")
         for v in lams + [lam0]:
             if v is not None and not float(v) > 0:
                 raise ValueError(f"StagedCTNet: every lam / lam0 must be > 0 or None, got {lams}, {lam0}")
         with seeded_init(init_seed):
-            self.nets = nn.ModuleList([PlainUNet(chans, num_pools) for _ in range(stages)])
+            self.nets = nn.ModuleList([PlainUNet(chans, num_pools) for _ in range(iterations)])
         self.lam = [None if v is None else float(v) for v in lams]
         self.lam0 = None if lam0 is None else float(lam0)
         self.cg_iterations, self.filter, self.ensemble = int(cg_iterations), filter, bool(ensemble)
@@ -178,9 +183,11 @@ class StagedCTNet(nn.Module):
         """Stage ``k``: correction, then data consistency."""
         return self.data_consistency(k, self.correct(k, x, s), y, op, aty)
 
-    def forward(self, y: Tensor, op: LinearOperator, stages: int | None = None) -> Tensor:
-        """Data ``(..., B, views, detectors)`` -> image ``(..., B, H, W)``; ``stages`` runs only
-        the first that many stages (used by the stage-wise training). A bare CT projector and its data
+    @accepts_deprecated_names
+    def forward(self, y: Tensor, op: LinearOperator, iterations: int | None = None) -> Tensor:
+        """Data ``(..., B, views, detectors)`` -> image ``(..., B, H, W)``; ``iterations`` runs
+        only the first that many stages (used by the stage-wise training; ``stages`` before
+        2026-12-07, accepted with a ``FutureWarning``). A bare CT projector and its data
         are scaled to unit norm first (:func:`~mrirecon.models.ct_scale.unit_norm_ct`)."""
         check_model_input(type(self).__name__, self, y, op, batch_ndim=3)
         if y.is_complex():
@@ -195,7 +202,7 @@ class StagedCTNet(nn.Module):
         yp = y / p
         aty = op.H(yp) if any(v is not None for v in self.lam + [self.lam0]) else None
         x, s = self.initial(yp, op, aty)
-        for k in range(len(self.nets) if stages is None else stages):
+        for k in range(len(self.nets) if iterations is None else iterations):
             x = self.stage(k, x, s, yp, op, aty)
         x = zero_blank(x * p, y)
         return x.reshape(*lead, *x.shape[-2:])
