@@ -14,6 +14,7 @@ import torch
 from mrirecon.models import build_model
 from mrirecon.models.init import seeded_init
 from mrirecon.training.weights import build_to_load
+from tests.threads_race import run_threads
 
 THREADS = 4
 BUILDS = 120  # per thread: a race shows in a few dozen builds
@@ -26,35 +27,6 @@ def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-def _run_threads(jobs) -> list:
-    """Run the callables ``jobs`` in one thread each, started together at a 1-us switch
-    interval (so that a race shows within a few dozen builds); their results."""
-    barrier = threading.Barrier(len(jobs))
-    results: list = [None] * len(jobs)
-    errors: list[BaseException] = []
-
-    def run(i):
-        try:
-            barrier.wait()
-            results[i] = jobs[i]()
-        except BaseException as e:  # noqa: BLE001 (re-raised in the main thread)
-            errors.append(e)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        sys.setswitchinterval(old)
-    if errors:
-        raise errors[0]
-    return results
 
 
 def test_seeded_builds_and_loads_from_threads_equal_serial_builds():
@@ -76,7 +48,7 @@ def test_seeded_builds_and_loads_from_threads_equal_serial_builds():
                 out.append((seed, _weights(build_model("vn", **VN, init_seed=seed))))
         return out
 
-    results = _run_threads([lambda k=k: builds(k) for k in range(THREADS)])
+    results = run_threads([lambda k=k: builds(k) for k in range(THREADS)])
     wrong = sum(not _same(w, serial[seed]) for got in results for seed, w in got)
     assert wrong == 0, f"{wrong} of {THREADS * BUILDS} seeded builds from threads differ from serial"
     assert torch.equal(torch.get_rng_state(), before), "the global CPU generator was left moved"
@@ -97,7 +69,7 @@ def test_seeded_init_nests_and_restores_in_threads():
         return a, b, c
 
     ref = draw()
-    results = _run_threads([lambda: [draw() for _ in range(BUILDS)] for _ in range(THREADS)])
+    results = run_threads([lambda: [draw() for _ in range(BUILDS)] for _ in range(THREADS)])
     wrong = sum(not all(torch.equal(x, y) for x, y in zip(got, ref))
                 for per_thread in results for got in per_thread)
     assert wrong == 0, f"{wrong} of {THREADS * BUILDS} nested seeded draws from threads differ"

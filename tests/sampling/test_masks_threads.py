@@ -7,54 +7,17 @@ from __future__ import annotations
 
 import copy
 import pickle
-import sys
-import threading
-from contextlib import contextmanager
 
 import pytest
 import torch
 
 from mrirecon.sampling import MASK_TYPES, create_mask_for_mask_type, file_seed
+from tests.threads_race import run_threads
 
 THREADS = 4
 WIDTH = 368
 # the magic masks need integer accelerations; every type takes (0.08, 4) and (0.04, 8)
 FRACTIONS, ACCELERATIONS = (0.08, 0.04), (4, 8)
-
-
-@contextmanager
-def _fast_switching():
-    """Switch threads every microsecond, so that a race shows within a few hundred calls."""
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(old)
-
-
-def _run_threads(jobs) -> list:
-    """Run the callables ``jobs`` in one thread each, started together; their results."""
-    barrier = threading.Barrier(len(jobs))
-    results: list = [None] * len(jobs)
-    errors: list[BaseException] = []
-
-    def run(i):
-        try:
-            barrier.wait()
-            results[i] = jobs[i]()
-        except BaseException as e:  # noqa: BLE001 (re-raised in the main thread)
-            errors.append(e)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
-    with _fast_switching():
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    if errors:
-        raise errors[0]
-    return results
 
 
 @pytest.mark.parametrize("kind", sorted(MASK_TYPES))
@@ -70,7 +33,7 @@ def test_seeded_masks_from_threads_equal_serial_masks(kind):
         order = seeds[shift:] + seeds[:shift]  # every thread its own order
         return [(s, fn(WIDTH, seed=s)) for s in order for _ in range(3)]
 
-    results = _run_threads([lambda k=k: job(50 * k) for k in range(THREADS)])
+    results = run_threads([lambda k=k: job(50 * k) for k in range(THREADS)])
     wrong = sum(not torch.equal(mask, serial[s]) for got in results for s, mask in got)
     assert wrong == 0, f"{kind}: {wrong} of {THREADS * 3 * len(seeds)} seeded masks differ from serial"
 
@@ -93,7 +56,7 @@ def test_unseeded_stream_goes_on_as_if_the_calls_were_serial(kind):
     def seeded():
         return [fn(WIDTH, seed=file_seed(f"file{i}.h5")) for i in range(2 * n)]
 
-    results = _run_threads([unseeded, seeded, unseeded, seeded, seeded])
+    results = run_threads([unseeded, seeded, unseeded, seeded, seeded])
     drawn = results[0] + results[2]
     key = lambda m: m.numpy().tobytes()  # noqa: E731
     assert sorted(map(key, drawn)) == sorted(map(key, expected)), (
@@ -131,7 +94,7 @@ def test_pickled_and_copied_mask_functions_keep_their_stream_and_lock(clone):
     seed = file_seed("file1000001.h5")
     assert torch.equal(other(WIDTH, seed=seed), fn(WIDTH, seed=seed))
     expected = [fn(WIDTH) for _ in range(40)]
-    drawn = _run_threads([lambda: [other(WIDTH) for _ in range(20)] for _ in range(2)])
+    drawn = run_threads([lambda: [other(WIDTH) for _ in range(20)] for _ in range(2)])
     key = lambda m: m.numpy().tobytes()  # noqa: E731
     assert sorted(map(key, drawn[0] + drawn[1])) == sorted(map(key, expected))
     shallow = copy.copy(fn)  # shares the generator object, not the lock
