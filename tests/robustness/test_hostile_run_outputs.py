@@ -386,3 +386,22 @@ def test_a_ct_reconstruction_file_states_its_layout_against_lodopabs(ct_dir, tmp
         corr = [np.corrcoef(np.rot90(image[k], turn).ravel(), truth[k].ravel())[0, 1]
                 for turn in range(4)]
         assert corr[3] == max(corr) and corr[3] > 0.8  # rot90(.., -1): three quarter turns
+
+
+def test_metrics_csv_columns_hold_their_own_metric(mri_file, tmp_path):
+    """Each metrics.csv column is the metric its header names (the value provenance.json
+    records, to the csv's 6 significant digits). Mutant: the values written in reverse
+    header order (NMSE under ssim and SSIM under nmse; psnr, the middle one, unchanged)."""
+    from tests.robustness.test_hostile_outputs import mri_config
+
+    out = tmp_path / "out"
+    assert run_pipeline(mri_config(), [str(mri_file)], out, progress=False) == 0
+    prov = json.loads((out / "provenance.json").read_text())
+    want = {f["name"]: f["metrics"] for f in prov["files"]}
+    rows = list(csv.DictReader((out / "metrics.csv").open(newline="")))
+    assert len(rows) == 1 and set(rows[0]) == {"file", "nmse", "psnr", "ssim"}
+    (name, metrics), = want.items()
+    for m in ("nmse", "psnr", "ssim"):
+        assert float(rows[0][m]) == pytest.approx(metrics[m], rel=1e-5), m
+    assert 0 < float(rows[0]["ssim"]) <= 1 and float(rows[0]["nmse"]) < float(rows[0]["ssim"])
+
