@@ -265,3 +265,17 @@ def test_zero_filled_rss_names_a_numpy_array_as_the_wrong_type():
     with pytest.raises(ValueError, match=r"kspace must be a tensor \(\.\.\., coils, H, W\), got "
                                          r"\(8, 8\)"):
         recon.zero_filled_rss(torch.zeros(8, 8, dtype=torch.complex64))
+
+
+def test_proximal_dc_iterations_attribute_still_reads_and_sets_the_cg_count():
+    """``model.dc.iterations = 7`` (docs/robustness.md's example of a setting changed after
+    building) must still change the CG count, with a FutureWarning, and save_model see it; after
+    the rename it made an unused attribute and the model kept 3 steps."""
+    from mrirecon.models import build_model
+
+    m = build_model("modl", iterations=2, cg_iterations=3, features=8, layers=3)
+    with pytest.warns(FutureWarning, match="cg_iterations"):
+        assert m.dc.iterations == 3
+    with pytest.warns(FutureWarning, match="cg_iterations"):
+        m.dc.iterations = 7
+    assert m.dc.cg_iterations == 7

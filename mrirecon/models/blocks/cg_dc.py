@@ -223,6 +223,18 @@ class ProximalDC(nn.Module):
         self.cg_iterations, self.tolerance, self.implicit = cg_iterations, tolerance, implicit
         self.support = bool(support)
 
+    @property
+    def iterations(self) -> int:
+        """Deprecated name of :attr:`cg_iterations` (before 2026-12-07): reads and sets it, so
+        ``model.dc.iterations = 20`` still changes the CG count (and ``save_model`` sees it)."""
+        _renamed_attribute()
+        return self.cg_iterations
+
+    @iterations.setter
+    def iterations(self, value: int) -> None:
+        _renamed_attribute(stacklevel=4)  # through nn.Module.__setattr__
+        self.cg_iterations = value
+
     def forward(
         self,
         z: Tensor,
@@ -253,3 +265,10 @@ class ProximalDC(nn.Module):
             implicit=self.implicit,
             params=operator_tensors_with_grad(op) if self.implicit else (),
         )
+
+
+def _renamed_attribute(stacklevel: int = 3) -> None:
+    import warnings
+
+    warnings.warn("ProximalDC.iterations is deprecated, use ProximalDC.cg_iterations (the CG "
+                  "steps of the data-consistency solve)", FutureWarning, stacklevel=stacklevel)
