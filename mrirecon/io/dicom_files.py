@@ -24,6 +24,7 @@ from pydicom.multival import MultiValue
 from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from mrirecon.containers import MAX_LENGTH_MM
 from mrirecon.io.errors import DataFormatError, DataWarning, quiet_warnings, warn_data
 
 #: First bytes of formats that are not DICOM (images, archives, HDF5, PDF, TIFF).
@@ -372,9 +373,13 @@ def acquisition_mismatch(items: list[tuple[Path, Dataset]], folder: Path) -> Non
 def single_slice_spacing(ds: Dataset, path: Path, positive) -> float:
     """The slice spacing of a one-slice series: SpacingBetweenSlices, else SliceThickness, else
     1 mm with a :class:`~mrirecon.io.errors.DataNote` (was assumed without a word)."""
-    spacing = positive(ds, "SpacingBetweenSlices") or positive(ds, "SliceThickness")
-    if spacing:
-        return spacing
+    for name in ("SpacingBetweenSlices", "SliceThickness"):
+        spacing = positive(ds, name)
+        if spacing and spacing > MAX_LENGTH_MM:  # named here: the geometry's refusal cannot tell
+            raise DataFormatError(path, name, f"{spacing:g} mm is beyond {MAX_LENGTH_MM:g} mm "
+                                  "(100 m): no slice is that thick (a corrupt header?)")
+        if spacing:
+            return spacing
     from mrirecon.io.errors import DataNote
 
     warn_data(DataNote(path, "SliceThickness", "absent, as SpacingBetweenSlices: the one slice "

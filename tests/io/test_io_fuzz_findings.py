@@ -257,3 +257,22 @@ def test_derived_geometry_beyond_100_m_names_the_field_it_came_from(radial, tmp_
         h5.attrs["geometry"] = json.dumps({**stated, "pixel_size": 2e5})
     with pytest.raises(DataFormatError, match=r"attrs/geometry: .*beyond 100000 mm"):
         LoDoPaBFiles(tmp_path / "ct", "test").observation(0)
+
+
+@pytest.mark.parametrize("element", ["SpacingBetweenSlices", "SliceThickness"])
+def test_a_single_slice_spacing_beyond_100_m_names_its_element(tmp_path, element):
+    """A one-slice series takes its slice spacing from SpacingBetweenSlices, else SliceThickness:
+    2e5 mm there was blamed on ImagePositionPatient (PixelSpacing before)."""
+    from pydicom.uid import generate_uid
+
+    from mrirecon.io.dicom import save_part10
+    from mrirecon.io.dicom_read import read_dicom_series
+    from tests.helpers import ct_slice_dataset
+
+    ds = ct_slice_dataset(0, generate_uid(), np.zeros((6, 7), dtype=np.uint16),
+                          thickness="200000" if element == "SliceThickness" else "2.5")
+    if element == "SpacingBetweenSlices":
+        ds.SpacingBetweenSlices = "200000"
+    save_part10(ds, tmp_path / "a.dcm")
+    with pytest.raises(DataFormatError, match=rf"a\.dcm: {element}: 200000 mm is beyond"):
+        read_dicom_series(tmp_path)
