@@ -32,7 +32,7 @@ def test_provenance_records_the_config_warnings(tmp_path):
 def test_provenance_records_each_inputs_own_hash_and_the_elapsed_time(tmp_path):
     prov, a, b = _provenance(tmp_path)
     assert prov["inputs"] == {str(a): "HA", str(b): "HB"}
-    assert prov["seconds"] >= 2.0
+    assert 2.0 <= prov["seconds"] < 60.0  # started 2 s before; a clock, not a timestamp
 
 
 def test_provenance_records_each_packages_own_version(tmp_path):

@@ -3,13 +3,10 @@ and the fresh masks of every epoch (a one-line change that dropped each passed e
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 import yaml
 
-from mrirecon.training import trainer as T
 from mrirecon.training.run import train_from_config
 from tests.helpers import TINY_MODL, TINY_MODL_MASK, tiny_mri_folders
 
@@ -57,19 +54,24 @@ def test_weight_decay_reaches_the_optimiser(folders, tmp_path):
     assert _max_diff(plain["model"], decayed["model"]) > 0.5 * LR
 
 
-def test_every_epoch_draws_fresh_training_masks():
-    """Masks are a function of (seed, epoch, position): 5 slices over 4 epochs draw 20 masks
-    (20 distinct seeds), each slice a new one every epoch. Mutant: the epoch left out of
-    sample_seed, the same 5 masks are dealt out again each epoch."""
-    n, seed, epochs = 5, 7, 4
-    T.epoch_order.cache_clear()
-    fake = SimpleNamespace(train_set=range(n), world=1, rank=0,
-                           cfg=SimpleNamespace(seed=seed, optim=SimpleNamespace(batch_size=1)))
-    seeds, per_index = [], {}
-    for step in range(n * epochs):
-        (index, epoch, pos), = T.Trainer._positions(fake, step)
-        s = T.sample_seed(seed, epoch, pos)
-        seeds.append(s)
-        per_index.setdefault(index, []).append(s)
-    assert len(set(seeds)) == n * epochs
-    assert all(len(set(v)) == epochs for v in per_index.values())
+def test_every_epoch_draws_fresh_training_masks(folders, tmp_path, monkeypatch):
+    """The trainer asks the training set for a new mask every epoch: the 4 training slices over 3
+    epochs get 12 distinct mask seeds, each slice 3 (the seeds the trainer passes to
+    ``MRITrainingSet.get``, recorded). Mutants: the epoch left out of ``sample_seed`` or of the
+    trainer's call, the same 4 masks dealt out again every epoch."""
+    from mrirecon.training.data import MRITrainingSet
+
+    seen: list[tuple[int, object]] = []
+    real = MRITrainingSet.get
+
+    def recording(self, index, mask_seed=None):
+        seen.append((index, mask_seed))
+        return real(self, index, mask_seed=mask_seed)
+
+    monkeypatch.setattr(MRITrainingSet, "get", recording)
+    _train(tmp_path, folders, "masks", max_steps=12)
+    assert len(seen) == 12 and len({s for _, s in seen}) == 12, seen
+    per_slice: dict[int, set] = {}
+    for index, seed in seen:
+        per_slice.setdefault(index, set()).add(seed)
+    assert sorted(len(v) for v in per_slice.values()) == [3, 3, 3, 3], per_slice
