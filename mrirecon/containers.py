@@ -17,7 +17,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from mrirecon.operators.ct_geometry import CTGeometry
+# MAX_LENGTH_MM: the 100 m bound of ImageGeometry's lengths, defined beside CTGeometry's use of it
+from mrirecon.operators.ct_geometry import MAX_LENGTH_MM, CTGeometry
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -76,15 +77,6 @@ class ShortRepr:
         shown = [f"{f.name}={describe(getattr(self, f.name))}" for f in fields(self)
                  if f.repr and not left_out(f, getattr(self, f.name))]
         return f"{type(self).__name__}({', '.join(shown)})"
-
-
-#: The largest voxel spacing, slice thickness or origin coordinate (mm) an
-#: :class:`ImageGeometry` holds: 100 m. No MRI or CT field of view, bore or table travel comes
-#: within orders of magnitude of it (nor a patient position from the isocentre), so a larger
-#: value is a corrupt header, not a measurement. Below it every value is finite in float32
-#: (NIfTI's pixdim and affine; 1e300 mm became inf there) and exact to its float32 step at
-#: 100 m, 2^-7 mm.
-MAX_LENGTH_MM = 1e5
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: The largest field of view (mm) a geometry may state: :data:`mrirecon.containers.MAX_LENGTH_MM`
-#: (100 m), the bound of the image's voxel sizes and position (equal; a test keeps them so).
-MAX_FOV_MM = 1e5
+#: The largest voxel spacing, slice thickness or origin coordinate (mm) an
+#: :class:`~mrirecon.containers.ImageGeometry` holds: 100 m. No MRI or CT field of view, bore or
+#: table travel comes within orders of magnitude of it (nor a patient position from the
+#: isocentre), so a larger value is a corrupt header, not a measurement. Below it every value is finite in float32
+#: (NIfTI's pixdim and affine; 1e300 mm became inf there) and exact to its float32 step at
+#: 100 m, 2^-7 mm.
+MAX_LENGTH_MM = 1e5
+#: The largest field of view (mm) a :class:`CTGeometry` may state: the same bound (its image's
+#: voxels and position are an ImageGeometry's).
+MAX_FOV_MM = MAX_LENGTH_MM
 
 
 def _is_number(value: object) -> bool:
