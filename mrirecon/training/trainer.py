@@ -30,6 +30,7 @@ from mrirecon.core.caches import register as register_cache
 from mrirecon.core.device import resolve_device
 from mrirecon.functional import center_crop
 from mrirecon.io.errors import require_output_path
+from mrirecon.models.backbones.unet import PoolingTooDeep
 from mrirecon.threads import env_int
 from mrirecon.training.checkpoint import (check_model_state, load_checkpoint, rng_state,
                                            save_checkpoint, set_rng_state)
@@ -381,9 +382,10 @@ class Trainer:
                     n: b.detach().clone() for n, b in self.model.named_buffers()})
                 try:
                     loss = self._train_step()
-                except ValueError as err:  # torch's or the U-Net's words, naming no setting
-                    if not any(w in str(err) for w in ("Expected more than 1 spatial element",
-                                                        "too small for num_pool_layers")):
+                except ValueError as err:  # the U-Net's size check, or torch's words (a
+                    # backbone without it), naming no setting of the config
+                    if not (isinstance(err, PoolingTooDeep)
+                            or "Expected more than 1 spatial element" in str(err)):
                         raise
                     raise ValueError(_too_deep(self.cfg.model.params, err)) from None
                 except KeyboardInterrupt:  # Ctrl-C, SIGTERM (io.errors.Terminated)

@@ -56,8 +56,13 @@ def _fits(h: int, w: int, pools: int) -> bool:
     return min(h, w) >= 2**pools and (h >> pools) * (w >> pools) > 1
 
 
+class PoolingTooDeep(ValueError):
+    """An image too small for a U-Net's pooling levels (:func:`check_size`): the trainer names
+    the config's pooling settings for it."""
+
+
 def check_size(h: int, w: int, pools: int, who: str = "Unet") -> None:
-    """Raise ``ValueError`` naming ``who`` when an ``h x w`` image is too small for ``pools``
+    """Raise :class:`PoolingTooDeep` (a ``ValueError``) naming ``who`` when an ``h x w`` image is too small for ``pools``
     levels (torch's own errors were "Expected more than 1 spatial element when training",
     in eval mode too, or "Output size is too small"), with the sizes that work."""
     if _fits(h, w, pools):
@@ -65,7 +70,7 @@ def check_size(h: int, w: int, pools: int, who: str = "Unet") -> None:
     fewer = max((p for p in range(pools) if _fits(h, w, p)), default=0)
     instead = (f"or use fewer pooling levels (num_pool_layers / num_pools; at most {fewer} for "
                f"{h}x{w})" if fewer else "(this size leaves no pooling level)")
-    raise ValueError(f"{who}: image {h}x{w} is too small for num_pool_layers={pools}: both sides "
+    raise PoolingTooDeep(f"{who}: image {h}x{w} is too small for num_pool_layers={pools}: both sides "
                      f"must be at least 2**{pools} = {2**pools} and one at least {2**(pools + 1)} "
                      f"(e.g. {2**pools}x{2**(pools + 1)}; the bottom level needs more than one "
                      f"pixel); pad the image {instead}")
