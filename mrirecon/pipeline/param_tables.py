@@ -222,20 +222,20 @@ def entry_range_warnings(model: Any, cfg: ReconstructConfig) -> list[str]:
     card, found = getattr(model, "model_card", None), table_of(cfg)
     if card is None or found is None:
         return []
-    from mrirecon.pipeline.model_range import _noise_schedule, range_warnings
+    from mrirecon.pipeline.model_range import _noise_schedule, card_label, range_warnings
 
     name, table = found
-    own = set(range_warnings(card, noise_schedule=_noise_schedule(model)))
+    called, see = card_label(model)  # the weights and their card, as run's other range warnings
+    own = set(range_warnings(card, noise_schedule=_noise_schedule(model), label=called))
     out: list[str] = []
     for key, entry in table.items():
         where = f"reconstruct.{name}.{label(float(key))}"
         with model_settings(model, replace(cfg, params={**entry, **cfg.params})):
-            said = range_warnings(card, noise_schedule=_noise_schedule(model))
+            said = range_warnings(card, noise_schedule=_noise_schedule(model), label=called)
         for msg in said:
             if msg not in own:
                 out.append(msg.replace("(reconstruct.params)", f"({where})"))
-                log.warning("%s (see the model card's 'known failures'); results may be "
-                            "unreliable", out[-1])
+                log.warning("%s %s; results may be unreliable", out[-1], see)
     return out
 
 
