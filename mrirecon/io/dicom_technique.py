@@ -18,6 +18,7 @@ data tells a viewer, a PACS and ``dcm2niix`` (its BIDS sidecar) what was acquire
                                          keep_identity only)
     sequence_type (+ inversion)       -> ScanningSequence, SequenceVariant (known types only)
     encodedSpace/matrixSize/z > 1     -> MRAcquisitionType 3D
+    trajectory cartesian (or absent)  -> InPlanePhaseEncodingDirection ROW
 
 Choices:
 
@@ -35,6 +36,10 @@ Choices:
 * ScanningSequence only for sequence types whose family is known (spin echo, gradient echo,
   echo planar); others keep the research-mode ``RM``. SequenceName (a vendor's internal name,
   e.g. Siemens ``*tse2d1_9``) is not in the ISMRMRD header and is not written.
+* InPlanePhaseEncodingDirection is mrirecon's k-space convention, not a header field: an image
+  made from Cartesian k-space ``(coils, H, W)`` has the readout ``H`` down its columns and the
+  phase encoding ``W`` along its rows (``ROW``; ``dcm2niix`` writes ``PhaseEncodingAxis`` ``i``).
+  Radial and spiral data have no phase-encoding direction: nothing is written for them.
 * Values are decimal strings of the header's digits (:func:`~mrirecon.io.dicom_strings._ds`).
 """
 
@@ -118,6 +123,8 @@ def mr_technique(header: Header, keep_identity: bool = False) -> dict[str, objec
         out["PatientPosition"] = position
     if header.encoded_matrix[2] > 1:
         out["MRAcquisitionType"] = "3D"
+    if str(header.extra.get("trajectory", "cartesian")).strip().lower() == "cartesian":
+        out["InPlanePhaseEncodingDirection"] = "ROW"  # W, the columns' axis, is phase encoded
     return out
 
 

@@ -173,6 +173,7 @@ def test_run_exports_the_technique_to_dcm2niix(tmp_path, kind, keep):
         ("SIEMENS", 2.89362, 9000.0)
     assert (float(ds.InversionTime), list(ds.ScanningSequence)) == (2500.0, ["SE", "IR"])
     assert ("InstitutionName" in ds) is keep and ("ProtocolName" in ds) is keep
+    assert ds.InPlanePhaseEncodingDirection == "ROW"  # the k-space's W: the image's columns axis
     if shutil.which("dciodvfy"):
         assert dciodvfy_errors(sorted(folder.glob("*.dcm"))[0]) == []
     if shutil.which("dcm2niix") is None:
@@ -190,6 +191,7 @@ def test_run_exports_the_technique_to_dcm2niix(tmp_path, kind, keep):
     assert sidecar["InversionTime"] == pytest.approx(2.5)
     assert sidecar["FlipAngle"] == pytest.approx(150)
     assert sidecar["ImagingFrequency"] == pytest.approx(127.732436, rel=1e-5)  # 6 digits
+    assert sidecar["PhaseEncodingAxis"] == "i"  # BIDS: along the NIfTI's first (row) axis
 
 
 def test_mr_technique_single_echo_ir_word_and_lower_case_position():
@@ -223,3 +225,15 @@ def test_mr_technique_single_echo_ir_word_and_lower_case_position():
 
     lower = header.with_(extra={**header.extra, "patient_position": " hfs "})
     assert mr_technique(lower)["PatientPosition"] == "HFS"
+
+
+@pytest.mark.parametrize("trajectory, expected", [
+    ("cartesian", "ROW"), ("", "ROW"), ("radial", None), ("spiral", None)])
+def test_phase_encoding_direction_only_for_cartesian_data(tmp_path, trajectory, expected):
+    """Cartesian k-space (coils, H, W) phase-encodes W, the image's columns axis: ROW. Radial and
+    spiral data have no phase-encoding direction, so none is written."""
+    text = xml()
+    text = (text.replace("<trajectory>cartesian</trajectory>", f"<trajectory>{trajectory}</trajectory>")
+            if trajectory else text.replace("<trajectory>cartesian</trajectory>", ""))
+    ds = written(parse_ismrmrd_header(text), tmp_path)
+    assert ds.get("InPlanePhaseEncodingDirection") == expected
