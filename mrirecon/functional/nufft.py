@@ -183,7 +183,9 @@ def _plan(kind: int, coords: Tensor, shape: tuple[int, int], n_trans: int, dtype
 
 
 def _execute(plan, data: Tensor, out_shape: tuple[int, ...]) -> Tensor:
-    data = data.detach().contiguous()
+    # a lazy conjugate (x.conj(), autograd's gradient of Re<A x, y>) is resolved: numpy refuses
+    # it, and cuFINUFFT would read the unconjugated memory through __cuda_array_interface__
+    data = data.detach().resolve_conj().resolve_neg().contiguous()
     if data.device.type == "cuda":  # pragma: no cover - depends on the machine
         out = torch.empty(out_shape, dtype=data.dtype, device=data.device)
         plan.execute(data, out=out)
@@ -229,6 +231,10 @@ def _type1(y: Tensor, coords: Tensor, shape: tuple[int, int], eps: float,
 
 def _prepare(data: Tensor, coords: Tensor, eps: float | None, who: str):
     _check(coords, who)
+    if coords.requires_grad and torch.is_grad_enabled():  # its gradient would be dropped silently
+        raise ValueError(f"{who}: the trajectory requires grad, but the NUFFT has no derivative "
+                         "with respect to the sample positions (only to the data): pass "
+                         "trajectory.detach() (a learned trajectory needs its own derivative)")
     if not data.is_complex():
         raise ValueError(f"{who}: data must be complex, got {data.dtype}")
     if data.dtype not in (torch.complex64, torch.complex128):

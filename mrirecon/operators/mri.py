@@ -43,6 +43,10 @@ def _as_mask(mask: Tensor, who: str) -> Tensor:
                          "column mask is (W,) or (1, W): pass mask.reshape(1, -1)")
     if not torch.all((mask == 0) | (mask == 1)):
         raise ValueError(f"{who}: mask must contain only 0 and 1")
+    if mask.requires_grad and torch.is_grad_enabled():  # .bool() would drop its gradient
+        raise ValueError(f"{who}: the mask requires grad, but the operator holds it as 0 / 1 "
+                         "samples with no derivative: pass mask.detach() (a learned mask needs "
+                         "its own relaxation, e.g. a weighting operator)")
     mask = mask.bool()
     empty = ~mask.reshape(-1, mask.shape[-2] * mask.shape[-1]).any(-1)
     if bool(empty.any()):  # the operator is zero there: every reconstruction returned zeros

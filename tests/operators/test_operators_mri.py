@@ -186,6 +186,12 @@ def test_shape_errors_name_operator_and_shapes():
         Sampling(torch.tensor([0.0, 0.5, 1.0]))
     with pytest.raises(ValueError, match="cannot compose"):
         Fourier((4, 4)) @ Identity((5, 5))
+    learned = _mask(5).float().requires_grad_()  # a straight-through mask: .bool() dropped its grad
+    with pytest.raises(ValueError, match="SenseOperator: the mask requires grad.*mask.detach"):
+        sense(_maps(3, 6, 5, torch.complex64), learned)
+    with torch.no_grad():
+        assert torch.equal(sense(_maps(3, 6, 5, torch.complex64), learned).mask,
+                           sense(_maps(3, 6, 5, torch.complex64), learned.detach()).mask)
 
 
 def test_algebra_adjoint_of_adjoint_and_scalars():

@@ -254,3 +254,32 @@ def test_an_empty_trajectory_is_refused_naming_the_function():
         radial_density(torch.zeros(0, 8, 2), (16, 16))
     with pytest.raises(ValueError, match=r"nufft_sense: trajectory \(4, 0, 2\) holds no sample"):
         nufft_sense(_maps(2, 8, 8, torch.complex64), torch.zeros(4, 0, 2))
+
+
+def test_conjugate_views_and_the_data_terms_gradient_are_exact():
+    """A lazy conjugate (``x.conj()``, and autograd's gradient of ``Re<A x, y>``) is resolved
+    before the backend reads memory: numpy refused it, and cuFINUFFT would read the unconjugated
+    numbers. Values against the same calls on materialised tensors; the gradient against A^H y."""
+    traj = radial_trajectory(6, 16)
+    x = random_like_shape((2, 8, 8), torch.complex128, 1)
+    y = random_like_shape((2, 6, 16), torch.complex128, 2)
+    torch.testing.assert_close(nufft(x.conj(), traj), nufft(x.conj().resolve_conj(), traj))
+    torch.testing.assert_close(nufft_adjoint(y.conj(), traj, (8, 8)),
+                               nufft_adjoint(y.conj().resolve_conj(), traj, (8, 8)))
+    for weights in (None, torch.linspace(0.1, 1, 16)):
+        op = nufft_sense(_maps(3, 8, 8, torch.complex128), traj, weights)
+        v = random_like_shape((8, 8), torch.complex128, 3).requires_grad_()
+        data = random_like_shape(tuple(op(v).shape), torch.complex128, 4)
+        torch.sum(op(v).conj() * data).real.backward()  # Re<A v, data>: its gradient is A^H data
+        torch.testing.assert_close(v.grad, op.H(data))
+
+
+def test_a_trajectory_that_requires_grad_is_refused_not_silently_detached():
+    traj = radial_trajectory(6, 16).requires_grad_()
+    x = random_like_shape((8, 8), torch.complex64, 1)
+    with pytest.raises(ValueError, match="nufft: the trajectory requires grad.*detach"):
+        nufft(x, traj)
+    with pytest.raises(ValueError, match="nufft_adjoint: the trajectory requires grad"):
+        nufft_adjoint(nufft(x, traj.detach()), traj, (8, 8))
+    with torch.no_grad():  # no gradient asked for: nothing is dropped
+        torch.testing.assert_close(nufft(x, traj), nufft(x, traj.detach()))
