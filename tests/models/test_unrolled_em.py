@@ -154,3 +154,17 @@ def test_unrolled_em_prior_weight_is_divided_by_the_mean_patch_count():
         want = torch.linalg.solve(gram + beta * torch.diag(counts), rhs).reshape(1, n, n) * scale
     assert float(counts.max()) > float(counts.min())  # stride < patch: the mean count matters
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6 * float(want.abs().max()))
+
+
+def test_a_model_first_run_under_inference_mode_still_trains():
+    """The cached patch operator was built as inference tensors when the model's first call ran
+    under inference_mode (reconstruct_slices, a notebook's evaluation): every later training
+    step of that model failed ("Inference tensors cannot be saved for backward")."""
+    x, op, y = _mri()
+    model = UnrolledEM(iterations=1, gmm=load_patch_gmm(), stride=4, cg_iterations=2)
+    with torch.inference_mode():
+        first = model(y, op)
+    out = model(y, op)
+    (out - x).abs().square().mean().backward()
+    assert model.log_sigma.grad is not None and torch.isfinite(model.log_sigma.grad).all()
+    torch.testing.assert_close(out.detach(), first.to(out.dtype))

@@ -72,6 +72,10 @@ class UnrolledEM(nn.Module):
         Backward of the data step by a second CG solve (memory independent of iterations;
         the gradient of the converged solve, with its warm start detached). ``False``: autograd
         through the CG iterations, warm start included (the gradient of the computed map).
+    init_seed
+        Seed of the initial weights (:func:`~mrirecon.models.init.seeded_init`; ``None``: the
+        global generator, as ``nn.Module`` does). Only the isotropic mixture made when ``gmm``
+        is ``None`` is drawn, and it is deterministic today: the seed keeps that so.
     """
 
     def __init__(
@@ -115,8 +119,9 @@ class UnrolledEM(nn.Module):
 
     def _patch_op(self, shape: tuple[int, int], device: torch.device) -> Patches:
         key = (shape, device)
-        if key not in self._patches:
-            self._patches[key] = Patches(shape, self.gmm.patch_size, self.stride).to(device)
+        if key not in self._patches:  # cached: must not be an inference tensor, or a model
+            with torch.inference_mode(False):  # first run under inference could never train
+                self._patches[key] = Patches(shape, self.gmm.patch_size, self.stride).to(device)
         return self._patches[key]
 
     def patch_estimate(self, x: Tensor, patches: Patches, sigma: Tensor) -> Tensor:
