@@ -27,7 +27,10 @@ Choices:
   types): written only with ``keep_identity``.
 * Several ``TE`` values (multi-echo): EchoTime is the first only when the header says the data
   hold one contrast (``encodingLimits/contrast/maximum`` 0); otherwise it is left empty: which
-  echo a series shows is not in the header.
+  echo a series shows is not in the header. A file read with one contrast chosen
+  (``--set load.counters.contrast=c``; the reader's ``header.extra["selected_contrast"]``)
+  writes that contrast's TE (the ``c``-th of the header's list; empty when the list is shorter)
+  and EchoNumbers ``c + 1``, so the series of two echoes are told apart.
 * ``TI`` is no proof of an inversion (Siemens' converter writes its default, 100 ms, for every
   sequence: fastMRI's T1 and PD spin echoes carry it), and dciodvfy refuses InversionTime
   unless ScanningSequence has ``IR``. An inversion is taken from the protocol name or sequence
@@ -81,8 +84,13 @@ def _inversion(*names: str) -> bool:
 
 
 def _echo_time(header: Header) -> float | None:
-    echoes = set(header.technique.get("echo_times_ms", ()))
-    if len(echoes) > 1 and header.extra.get("encoding_limits_contrast") != 0:
+    echoes = tuple(header.technique.get("echo_times_ms", ()))
+    chosen = header.extra.get("selected_contrast")
+    if chosen is not None:  # the reader kept one contrast: its TE, where the header lists it
+        if 0 <= chosen < len(echoes):
+            return echoes[chosen]
+        return header.echo_time_ms if chosen == 0 else None
+    if len(set(echoes)) > 1 and header.extra.get("encoding_limits_contrast") != 0:
         return None  # multi-echo: which echo this series shows is not in the header
     return header.echo_time_ms
 
@@ -123,6 +131,8 @@ def mr_technique(header: Header, keep_identity: bool = False) -> dict[str, objec
         out["PatientPosition"] = position
     if header.encoded_matrix[2] > 1:
         out["MRAcquisitionType"] = "3D"
+    if header.extra.get("selected_contrast") is not None:  # one echo of several: which one
+        out["EchoNumbers"] = str(int(header.extra["selected_contrast"]) + 1)
     if str(header.extra.get("trajectory", "cartesian")).strip().lower() == "cartesian":
         out["InPlanePhaseEncodingDirection"] = "ROW"  # W, the columns' axis, is phase encoded
     return out

@@ -106,6 +106,8 @@ def select_counters(idx, keep: np.ndarray, calib_only: np.ndarray, chosen: dict,
             raise fail(f"idx.{name}", f"found values {values.tolist()}; select one with "
                                       f"--set load.counters.{name}=VALUE (mrirecon run) or "
                                       f"counters={{{name!r}: value}} (read_ismrmrd)")
+    if "contrast" in chosen:  # which echo the image is: its TE for the DICOM export
+        header = header.with_(extra={**header.extra, "selected_contrast": int(chosen["contrast"])})
     if not borrowed:
         return keep, header, None
     where = ", ".join(borrowed)

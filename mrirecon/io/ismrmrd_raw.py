@@ -455,7 +455,9 @@ def _cartesian(sel: _Selection, records: Rows | None, slices: np.ndarray | None 
         start = enc_x // 2 - (centre if head["center_sample"] > 0 else n // 2)
         if start < 0 or start + n > enc_x:
             raise fail(f"data[{a}].head.number_of_samples",
-                       f"{n} samples centred at {centre} do not fit the encoded x = {enc_x}")
+                       f"{n} samples centred at {centre} do not fit the encoded x = {enc_x}"
+                       + (" (an ACQ_IS_REVERSE line: center_sample is read in k-space order, "
+                          "after the flip)" if reverse[a] else ""))
         col = int(idx["kspace_encode_step_1"][a]) + shift_y
         part = int(idx["kspace_encode_step_2"][a]) + shift_z if enc_z > 1 else 0
         if not 0 <= col < enc_y:

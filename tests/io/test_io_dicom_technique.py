@@ -237,3 +237,44 @@ def test_phase_encoding_direction_only_for_cartesian_data(tmp_path, trajectory, 
             if trajectory else text.replace("<trajectory>cartesian</trajectory>", ""))
     ds = written(parse_ismrmrd_header(text), tmp_path)
     assert ds.get("InPlanePhaseEncodingDirection") == expected
+
+
+def test_a_chosen_echo_of_a_multi_echo_file_exports_its_echo_time_and_number(tmp_path):
+    """Two contrasts (TE 10 and 60 ms), read one at a time with ``counters={"contrast": c}``
+    (``--set load.counters.contrast=c``): both series had an empty EchoTime and no EchoNumbers,
+    so the two echoes' series could not be told apart. Now: TE of the c-th entry, echo c + 1."""
+    import ismrmrd
+    import numpy as np
+
+    from mrirecon.io import read_ismrmrd
+    from tests.io.test_io_ismrmrd import COILS, ENC_X, ENC_Y, acquisition, cplx, make_xml, write
+
+    text = make_xml(step1=(0, ENC_Y - 1, ENC_Y // 2), slices=1)
+    text = text.replace("<TE>12.5</TE>", "<TE>10.0</TE><TE>60.0</TE>")
+    text = text.replace("</encodingLimits>", "<contrast><minimum>0</minimum><maximum>1</maximum>"
+                                             "<center>0</center></contrast></encodingLimits>")
+    rng = np.random.default_rng(0)
+    acqs = []
+    for contrast in (0, 1):
+        for line in range(ENC_Y):
+            acq = acquisition(cplx(rng, COILS, ENC_X), line, 0, center=ENC_X // 2)
+            acq.idx.contrast = contrast
+            acqs.append(acq)
+    write(tmp_path / "echoes.h5", text, acqs)
+    assert ismrmrd.xsd.CreateFromDocument(text).sequenceParameters.TE == [10.0, 60.0]
+    for contrast, te in ((0, 10.0), (1, 60.0)):
+        header = read_ismrmrd(tmp_path / "echoes.h5", counters={"contrast": contrast}).header
+        assert header.extra["selected_contrast"] == contrast
+        ds = written(header, tmp_path / f"c{contrast}")
+        assert (float(ds.EchoTime), int(ds.EchoNumbers)) == (te, contrast + 1)
+        if shutil.which("dciodvfy"):
+            assert dciodvfy_errors(tmp_path / f"c{contrast}" / "slice_0001.dcm") == []
+    both = parse_ismrmrd_header(text)  # the header alone: which echo is unknown
+    unknown = written(both, tmp_path / "both")
+    assert unknown.EchoTime is None and "EchoNumbers" not in unknown  # type 2: empty
+    one_te = both.with_(technique={k: v for k, v in both.technique.items() if k != "echo_times_ms"},
+                        echo_time_ms=10.0)
+    for contrast, te in ((0, 10.0), (1, None)):  # a TE list shorter than the contrasts
+        chosen = one_te.with_(extra={**one_te.extra, "selected_contrast": contrast})
+        ds = written(chosen, tmp_path / f"one{contrast}")
+        assert (ds.EchoTime or None, int(ds.EchoNumbers)) == (te, contrast + 1)

@@ -354,3 +354,17 @@ def test_a_radial_scan_never_averages_another_repetitions_reference_into_its_ima
     ks = read_ismrmrd(path, counters={"repetition": 1})
     np.testing.assert_array_equal(ks.data[0].numpy(), data[1].transpose(1, 0, 2))
     assert "reference_counter_note" not in ks.header.extra
+
+
+def test_a_reversed_line_whose_centre_does_not_fit_names_the_reversal(tmp_path):
+    """A reversed line's ``center_sample`` given in acquisition (stored) order: NX - 1 - NX / 2
+    where the reader takes it in k-space order, after the flip. The refusal said only that the
+    samples did not fit; now it says how a reversed line's centre is read."""
+    k = _centred(_coil_images(1), (2, 3))
+    acqs = [_acq(k[0, :, :, line], line, reverse=bool(line % 2)) for line in range(NY)]
+    for acq in acqs[1::2]:
+        acq.center_sample = NX - 1 - NX // 2
+    message = _refused(_write(tmp_path / "rev.h5", _xml(), acqs))
+    assert f"samples centred at {NX - 1 - NX // 2} do not fit the encoded x = {NX} (an " \
+           "ACQ_IS_REVERSE line: center_sample is read in k-space order, after the flip)" \
+           in message, message
