@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
+
+import pytest
 
 from mrirecon import recon
 from mrirecon.pipeline.definitions import shipped_pipelines
@@ -155,3 +158,52 @@ def test_code_names_the_docs_give_exist():
                 missing.append(f"{doc}: {token}")
     assert checked > 100  # the pattern still matches how the docs name code
     assert not missing, f"the docs name code that does not exist: {sorted(missing)}"
+
+
+def _documented_parameters(doc: str) -> list[str]:
+    """The names of the entries of a numpydoc ``Parameters`` section (``a, b : type`` entries
+    give both names); ``[]`` without one."""
+    lines = inspect.cleandoc(doc or "").splitlines()
+    names: list[str] = []
+    for i, line in enumerate(lines[:-1]):
+        if line.strip() == "Parameters" and set(lines[i + 1].strip()) == {"-"}:
+            for j in range(i + 2, len(lines)):
+                entry = lines[j]
+                if j + 1 < len(lines) and set(lines[j + 1].strip()) == {"-"}:
+                    break  # the next section's title
+                if entry.strip() and not entry[0].isspace():
+                    spec = entry.split(" : ")[0]
+                    names += [n.strip().strip("`").lstrip("*") for n in spec.split(",")]
+    return names
+
+
+#: callables whose Parameters section must list every parameter of the signature (extend it)
+_FULLY_DOCUMENTED = [
+    "mrirecon.training.trainer.Trainer",
+    "mrirecon.training.data_acquired.AcquiredMRISet",
+    "mrirecon.data.simulate_mri.simulate_mri_volume",
+    "mrirecon.data.simulate_ct.simulate_ct_samples",
+    "mrirecon.io.lodopab.write_lodopab",
+    "mrirecon.models.registry.card_params",
+    "mrirecon.models.unrolled.unrolled_em.UnrolledEM",
+]
+
+
+@pytest.mark.parametrize("dotted", _FULLY_DOCUMENTED)
+def test_parameters_section_has_an_entry_for_every_parameter(dotted):
+    """A parameter named only in the first line or inside another entry's text (``Trainer``
+    said "validate on ``val_set``", a parameter it does not have) is not documented: each one
+    of the signature (not ``self``, ``*args``, ``**kwargs``) has its own entry."""
+    module, _, name = dotted.rpartition(".")
+    obj = getattr(importlib.import_module(module), name)
+    documented = _documented_parameters(obj.__doc__)
+    assert documented, f"{dotted}: no numpydoc Parameters section found"
+    wanted = [p.name for p in inspect.signature(obj).parameters.values()
+              if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    missing = [n for n in wanted if n not in documented]
+    assert not missing, f"{dotted}'s docstring has no Parameters entry for {missing}"
+    unknown = [n for n in documented if n not in wanted]
+    assert not unknown, f"{dotted}'s docstring documents {unknown}, not in its signature"
+    summary = inspect.cleandoc(obj.__doc__).splitlines()[0]
+    unknown = [n for n in re.findall(r"``([a-z_][a-z0-9_]*)``", summary) if n not in wanted]
+    assert not unknown, f"{dotted}'s first line names {unknown}, not in its signature"

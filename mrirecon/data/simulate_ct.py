@@ -189,17 +189,36 @@ def simulate_ct_samples(
 
     Parameters
     ----------
+    samples
+        Number of images (and sinograms) to simulate, an integer >= 1.
     geometry
         ``"parallel"``, ``"fan"`` or a ready :class:`CTGeometry` (``views``, ``size``,
-        ``detectors``, ``fov_mm`` then come from it).
+        ``detectors``, ``fov_mm`` then come from it: the arguments are ignored).
+    views
+        Projection angles: over half a turn for parallel beam (LoDoPaB's
+        ``(i + 1/2) pi / views``), over a full turn for fan beam.
     photons
         Incident photons per detector bin ``I0``, or ``None`` for noise-free data.
+    size
+        Images of ``size x size`` pixels, an integer >= 8.
+    seed
+        Seed of every random choice, an integer >= 0: sample ``i`` draws its image from
+        ``numpy.random.default_rng([seed, i, 0])`` and its photon noise from ``[seed, i, 1]``
+        (the same seed gives the same images at any ``photons``).
     sources
         ``"dicom"``, ``"phantom"`` or ``"mixed"`` (DICOM with probability ``dicom_fraction``).
+    detectors
+        Detector bins; ``None``: enough to cover the image diagonal (parallel beam:
+        ``ceil(size sqrt 2)`` rounded up to odd, as :func:`ct_simulation_geometry` says).
+    fov_mm
+        Field of view of the image in mm, in ``(0, FOV_MM_LIMIT]``; pixels of ``fov_mm / size``.
     mu_water
         Water attenuation in 1/mm for ``mu = mu_water (1 + HU/1000)``.
     min_count
         Floor of the photon counts before the log (LoDoPaB used 0.1).
+    dicom_fraction
+        Probability that a sample comes from a DICOM frame with ``sources="mixed"`` (unused
+        with ``"dicom"`` or ``"phantom"``).
     """
     from mrirecon.io.ct_sources import load_ct_sources
     from mrirecon.operators.ct import ct_operator

@@ -236,6 +236,9 @@ def simulate_mri_volume(
     slices, coils, size
         Slices per volume, receive coils (an int, or ``(lo, hi)`` for a random count per
         volume), recon size ``(H, W)`` in pixels.
+    seed
+        The dataset, an integer >= 0: volume ``index`` draws from
+        ``numpy.random.default_rng([seed, index, 0])`` and its noise from ``[seed, index, 1]``.
     snr_db
         k-space SNR in dB (within ``+-SNR_DB_LIMIT``, 138), or ``None`` for noise-free data.
     readout_oversampling
@@ -253,6 +256,10 @@ def simulate_mri_volume(
         In-plane rotation range, RMS elastic displacement, RMS log-intensity bias, RMS phase.
     scale
         Peak magnitude of the image (fastMRI-like k-space magnitudes).
+    field_strength_t
+        Main field strength in tesla, written into the header only (``Header.field_strength_t``:
+        ISMRMRD ``systemFieldStrength_T`` and the H1 frequency derived from it, DICOM
+        MagneticFieldStrength). It does not change the simulated contrast, noise or coil maps.
     """
     index = _check_positive_int("index", index, 0)
     seed = _check_positive_int("seed", seed, 0)

@@ -193,18 +193,18 @@ def write_lodopab(
         ``(N, views, detectors)`` post-log line integrals ``-log(N / N0)`` (dimensionless,
         lengths in mm times attenuation in 1/mm); stored divided by ``MU_MAX`` (1/m).
     attenuation
-        ``(N, H, W)`` linear attenuation (1/mm) in mrirecon orientation; stored as
-        ``mu / MU_MAX`` clipped to ``[0, 1]`` in the ODL layout. ``None`` (no reference):
-        observation files only, read as inputs without a reference (no metrics).
+        ``(N, H, W)`` linear attenuation (1/mm, mrirecon orientation), stored as ``mu / MU_MAX``
+        clipped to ``[0, 1]`` (ODL layout). ``None``: observation files only (no metrics).
     geometry
         The acquisition geometry (stored as the ``geometry`` attribute): angles in radians.
     hu
         ``(N, H, W)`` Hounsfield units (mrirecon orientation), stored as dataset ``hu``.
     photons, min_photon_count, mu_water, mu_air
-        Noise model and HU conversion (1/mm: water 0.015-0.08, LoDoPaB 0.02) recorded as
-        attributes.
+        Noise model and HU conversion (1/mm: water 0.015-0.08, LoDoPaB 0.02), as attributes.
     samples_per_file
         Samples per file (128 in the public dataset).
+    attrs
+        Extra root attributes of every file (overriding the above), checked by the reader's rules.
 
     Returns
     -------

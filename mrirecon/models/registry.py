@@ -265,6 +265,8 @@ def card_params(model: nn.Module, name: str | None = None, params: Mapping[str, 
     resolve
         ``resolve(name, params)`` turns names of priors into objects before the rebuild
         (``mrirecon.training.weights.resolve_priors``).
+    who
+        The caller's name, which every error message starts with (e.g. ``"save_model"``).
 
     Returns
     -------

@@ -133,7 +133,12 @@ class AcquiredMRISet:
     train
         Only recorded (``evaluate_reconstructor`` reads it); samples never change with the seed.
     max_slices
-        Keep at most this many slices (file order).
+        Keep at most this many slices (file order), applied after ``sample_rate``.
+    sample_rate
+        Fraction of slices kept, in (0, 1]: ``max(1, round(sample_rate * slices))`` of them,
+        drawn with ``seed`` and kept in file order.
+    seed
+        Seed of the ``sample_rate`` draw and of nothing else (masks: by the file name).
     maps_cache
         Where ESPIRiT / Walsh maps are kept, within its byte budget (as
         :class:`~mrirecon.training.data.MRITrainingSet`'s; ``None``: one of the default budget).

@@ -72,10 +72,24 @@ def _due(step: int, every: int) -> bool:
     return every > 0 and step % every == 0
 
 class Trainer:
-    """Train ``model`` on ``train_set`` and validate on ``val_set`` following ``config``.
+    """Train ``model`` on ``train_set`` following ``config``; validate with ``validate_fn``.
 
     Parameters
     ----------
+    config
+        The :class:`~mrirecon.training.config.TrainConfig`: ``device``, ``seed`` (global torch
+        seed, data order and training masks), ``optim`` (Adam, StepLR, batch size per process,
+        ``max_steps``, ``grad_clip``), ``loss.adversarial``, ``amp``, ``log_every``,
+        ``val_every``, ``checkpoint_every``, ``tensorboard`` and ``output_dir`` (where
+        ``checkpoints/last.pt`` and ``train_log.csv`` go).
+    model
+        The network, moved to the training device; called as ``model(y, operator)`` (with
+        ``loss_fn``) and wrapped in DistributedDataParallel when there are several processes.
+        Only its parameters with ``requires_grad`` are optimised.
+    train_set
+        The training samples: ``len(train_set)`` and ``train_set.get(index, mask_seed=...)``
+        returning an item as the module docstring describes; ``source_files()``, if it has
+        one, names the files recorded in each checkpoint.
     loss_fn
         ``loss_fn(prediction, target, max_value) -> scalar`` on cropped magnitudes.
     validate_fn
@@ -85,6 +99,8 @@ class Trainer:
         steps and may use collectives (``validation.make_validate_fn`` and
         ``ssdu.make_ssdu_validate_fn`` share the volumes among the ranks and gather the
         scores).
+    progress
+        Show a tqdm progress bar of the steps (on rank 0 only).
     sample_loss
         Optional ``sample_loss(model, sample, seed) -> scalar`` replacing the image loss
         (self-supervised training, :class:`~mrirecon.training.ssdu.SelfSupervisedLoss`);
