@@ -204,7 +204,8 @@ def _score_volume(path: Path, factor: float, methods: list[Method], bar, *, num_
         for i, w in [*run.output_messages.get(m.name, {}).items(),
                      *solves.messages(m.name).items()]:
             own[m.name].add(i, w, {})
-    own_lines = {name: msgs.lines(path.name, run.slices)[0] for name, msgs in own.items()}
+    own_lines = {name: ranges.lines(path.name, name, run.slices) + msgs.lines(path.name, run.slices)[0]
+                 for name, msgs in own.items()}  # the card's training range first
     log_lines(f"bench ct {factor:g}x", {m.name: (own_lines[m.name] + warned, told) for m in methods})
     if run.reference is None:
         raise ValueError(f"run_ct_bench: {path} has no ground truth for every slice")
@@ -227,7 +228,7 @@ def _score_volume(path: Path, factor: float, methods: list[Method], bar, *, num_
             "mask": encode_mask(mask),
             "reference_notes": notes,
             # mrirecon run's warnings: the model card's training range, per-slice data warnings
-            "data_warnings": ranges.lines(path.name, m.name) + own_lines[m.name] + warned,
+            "data_warnings": own_lines[m.name] + warned,
             "data_notes": told,
             "prediction": pred.numpy(),
         }

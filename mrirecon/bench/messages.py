@@ -9,7 +9,7 @@ volume, kind by kind, into one line per kind naming the file and the slices
 benchmark collects them alike, so that a table built on data the pipeline would warn about says
 so (the benchmark dropped every one of them). So does a learned model's card: data outside its
 ``training_range`` are warned per volume and method (:class:`RangeMessages`), by the check
-``mrirecon run`` makes (:func:`mrirecon.pipeline.model_range.warn_slice_outside_range`; the
+``mrirecon run`` makes (:class:`mrirecon.pipeline.model_range_slice.VolumeRanges`; the
 benchmark scored a 96 x 96, 12-coil volume through models trained on 320 x 320 and 16 coils
 without a word, where ``run`` warned). Notes about a setting the benchmark chose itself, not
 the user (:data:`BENCH_OWN_NOTES`), are left out.
@@ -54,34 +54,33 @@ def mri_method_messages(stages, s, method: Method) -> tuple[dict[str, str], dict
 
 
 class RangeMessages:
-    """Per learned method, what :func:`~mrirecon.pipeline.model_range.warn_slice_outside_range`
-    says of one volume's first slice (``mrirecon run`` checks each input's first slice): logged
-    once per model and message (``run`` logs them per input), and kept for the method's
-    ``data_warnings`` in ``run``'s words (:meth:`lines`)."""
+    """Per learned method, what ``mrirecon run`` says of one volume's slices outside the
+    model's card (:class:`~mrirecon.pipeline.model_range_slice.VolumeRanges`: each slice whose
+    checked quantities differ from the slices before is checked), in ``run``'s words and naming
+    the slices (:meth:`lines`). The benchmark checked the first slice only: a later slice with
+    other views or coils was scored without a word."""
 
     def __init__(self, config, methods: list[Method]) -> None:
-        self.config = config
+        from mrirecon.pipeline.model_range_slice import VolumeRanges
+        from mrirecon.pipeline.slice_messages import SliceMessages
+
         self.methods = [m for m in methods if m.model is not None]
-        self.found: dict[str, list[str]] = {}
+        self.checks = {m.name: VolumeRanges(config, m.model) for m in self.methods}
+        self.said = {m.name: SliceMessages() for m in self.methods}
 
     def add(self, i: int, s) -> None:
-        """Check slice ``s`` (only the first, ``i == 0``) against every learned method's card."""
-        from mrirecon.pipeline.model_range import warn_slice_outside_range
+        """Check slice ``i`` (``s``) against every learned method's card."""
         from mrirecon.pipeline.stages_mri import gets_full_fov_maps
 
-        if i == 0:
-            for m in self.methods:
-                self.found[m.name] = warn_slice_outside_range(
-                    self.config, m.model, s, full_fov_maps=gets_full_fov_maps(s, m))
+        for m in self.methods:
+            found = self.checks[m.name].add(s, full_fov_maps=gets_full_fov_maps(s, m))
+            self.said[m.name].add(i, found, {})
 
-    def lines(self, name: str, method: str) -> list[str]:
-        """``method``'s warnings for volume ``name``, as ``run`` records them for its first slice
-        (``run`` names the slices, ``slice 0: ...``; the bench checks the first only)."""
-        from mrirecon.pipeline.model_range_slice import card_label
-
-        model = next((m.model for m in self.methods if m.name == method), None)
-        see = card_label(model)[1]
-        return [f"{name}: {msg} {see}" for msg in self.found.get(method, [])]
+    def lines(self, name: str, method: str, total: int) -> list[str]:
+        """``method``'s warnings for volume ``name`` of ``total`` slices, as ``run`` records
+        them (``"F.h5: all 2 slices: coils 12 is outside the ... (see its card ...)"``)."""
+        said = self.said.get(method)
+        return [] if said is None else said.lines(name, total)[0]
 
 
 def log_lines(where: str, found: dict[str, tuple[list[str], list[str]]]) -> None:

@@ -154,6 +154,7 @@ def _score_volume(path: Path, acceleration: float, methods: list[Method], bar, *
                           *solves.messages(m.name).items()]:
             said[m.name].add(i, warned, {})
     messages = {m: found.lines(path.name, run.slices) for m, found in said.items()}
+    messages = {m: (ranges.lines(path.name, m, run.slices) + w, t) for m, (w, t) in messages.items()}
     log_lines(f"bench {challenge} {acceleration:g}x", messages)
     key = "reconstruction_rss" if challenge == "multicoil" else "reconstruction_esc"
     if run.reference_dropped:  # was scored: the output's centre against a target of another grid
@@ -185,7 +186,7 @@ def _score_volume(path: Path, acceleration: float, methods: list[Method], bar, *
             "mask": encode_mask(sampling["mask"]),
             "reference_notes": ([left_out[m.name]] if m.name in left_out else []) + notes,
             # mrirecon run's warnings: the model card's training range, per-slice data warnings
-            "data_warnings": ranges.lines(path.name, m.name) + messages[m.name][0],
+            "data_warnings": messages[m.name][0],
             "data_notes": messages[m.name][1],
             "remove_oversampling": remove_oversampling,
             "prediction": pred,

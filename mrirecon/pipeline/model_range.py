@@ -63,9 +63,9 @@ outside its range. Before that rule no Cartesian card warned: ``modl_brain_sim``
 of the pipeline's stages, the one check of ``mrirecon run`` (each slice whose checked quantities
 differ from those of the slices before: :class:`~mrirecon.pipeline.model_range_slice.
 VolumeRanges`, recorded per input naming it, the slices and the weights) and ``mrirecon bench``
-(first slice of each volume, per learned method: :func:`warn_slice_outside_range`, which logs
-each distinct message once per model, as :func:`warn_outside_range` does; the bench's lines
-name the method).
+(the same, per volume and learned method: :class:`~mrirecon.bench.messages.RangeMessages`; it
+checked the first slice of each volume only). :func:`warn_slice_outside_range` is that check of
+one slice, logging each distinct message once per model, as :func:`warn_outside_range` does.
 """
 
 from __future__ import annotations
@@ -455,8 +455,8 @@ def warn_outside_range(model: Any, **properties: Any) -> list[str]:
 
 def warn_slice_outside_range(config: Any, model: Any, s: Any, *,
                              full_fov_maps: bool = False) -> list[str]:
-    """:func:`warn_outside_range` of ``model`` for slice ``s`` (:func:`slice_properties`), the
-    benchmark's check: logged once per model and message; returns the messages."""
+    """:func:`warn_outside_range` of ``model`` for slice ``s`` (:func:`slice_properties`), logged
+    once per model and message; returns the messages."""
     return warn_outside_range(model, **slice_properties(config, model, s,
                                                         full_fov_maps=full_fov_maps))
 

@@ -97,14 +97,15 @@ class VolumeRanges:
         self.checked: dict[tuple, dict[str, str]] = {}
         self.record: dict[str, Any] = {}
 
-    def add(self, s: Any) -> dict[str, str]:
+    def add(self, s: Any, *, full_fov_maps: bool = False) -> dict[str, str]:
         """The messages of slice ``s`` by kind (text up to the first figure, numbered when a
-        slice has two of one kind), each ending with where to read more (:func:`card_label`)."""
-        key = slice_key(self.config, s)
+        slice has two of one kind), each ending with where to read more (:func:`card_label`).
+        ``full_fov_maps``: the model gets uncropped maps (the benchmark's)."""
+        key = (slice_key(self.config, s), full_fov_maps)
         if key not in self.checked:
             from mrirecon.pipeline.model_range import range_warnings
 
-            props = slice_properties(self.config, self.model, s)
+            props = slice_properties(self.config, self.model, s, full_fov_maps=full_fov_maps)
             if "dose_margin" in props or "dose_unknown" in props:
                 self.record.setdefault("photons_estimated", props.get("photons"))
             found: dict[str, str] = {}
