@@ -134,7 +134,7 @@ def _score_volume(path: Path, acceleration: float, methods: list[Method], bar, *
     config = pipeline_config(challenge, acceleration, mask_type, cf, calibration, remove_oversampling)
     solves = MethodSolves(reported)
     stages = solves.watch(MRIStages(config, device=device, classical=False, per_method_maps=True,
-                                    methods=tuple(methods), single_coil=challenge == "singlecoil"))
+                                    methods=tuple(methods)))
     sampling: dict[str, Any] = {}
     said = {m.name: SliceMessages() for m in methods}  # what `mrirecon run` with m would say
     ranges = RangeMessages(config, methods)  # learned models: data outside the card's range

@@ -115,7 +115,13 @@ def undersample(s: MRISlice, cfg: UndersampleConfig) -> MRISlice:
 def calibrate(s: MRISlice, cfg: CalibrateConfig) -> MRISlice:
     """Coil sensitivities from the fully sampled centre (ESPIRiT or Walsh): of the separate
     reference scan when there is one (:func:`~mrirecon.pipeline.reference_mri.calibration_data`),
-    else of the imaging k-space."""
+    else of the imaging k-space. One coil (fastMRI single-coil data) gets the unit map whatever
+    ``cfg`` says: its image is the coil's own, as the ``reconstruction_esc`` target and the
+    benchmark's single-coil challenge take it (ESPIRiT's crop zeroed its background and its map
+    scaled the object by 0.955-1.05 at full sampling; ``none`` left no map at all)."""
+    if s.kspace.shape[-3] == 1:
+        return replace(s, maps=torch.ones((1, *s.image_shape), dtype=s.kspace.dtype,
+                                          device=s.kspace.device))
     if cfg.method == "none":
         return s
     from mrirecon import calib
@@ -404,16 +410,15 @@ class MRIStages(Modality[MRISlice]):
     ``classical``: whether the method is classical (readout oversampling is then removed unless
     ``preprocess.remove_oversampling`` says otherwise). ``per_method_maps``: the benchmark's
     calibration for several methods at once: coil maps only when one of ``methods`` needs them,
-    constant maps for single-coil data, uncropped maps for learned models trained with them
-    (``full_fov_maps``), and each method gets the maps it needs. Without it (``mrirecon run``) the
-    maps are those the ``calibrate`` config asks for.
+    uncropped maps for learned models trained with them (``full_fov_maps``), and each method gets
+    the maps it needs. Without it (``mrirecon run``) the maps are those the ``calibrate`` config
+    asks for. One coil gets the unit map either way (:func:`calibrate`).
     """
 
     def __init__(self, config: PipelineConfig, *, device: str = "cpu", classical: bool = True,
-                 per_method_maps: bool = False, methods: tuple[Method, ...] = (),
-                 single_coil: bool = False) -> None:
+                 per_method_maps: bool = False, methods: tuple[Method, ...] = ()) -> None:
         self.config, self.device, self.classical = config, device, classical
-        self.per_method_maps, self.single_coil = per_method_maps, single_coil
+        self.per_method_maps = per_method_maps
         self.need_maps = any(needs_maps(m.config.method, m.model) for m in methods)
         self.need_full_fov = any(m.model is not None and needs_maps(m.config.method, m.model)
                                  and getattr(m.model, "full_fov_maps", True) for m in methods)
@@ -458,8 +463,6 @@ class MRIStages(Modality[MRISlice]):
             s = calibrate(s, self.config.calibrate)  # a band too narrow for its kernels)
         elif not self.need_maps:
             return s
-        elif self.single_coil:
-            s = replace(s, maps=torch.ones_like(s.kspace))
         else:
             s = calibrate(s, self.config.calibrate)
             if self.need_full_fov:  # the trainer's ESPIRiT keeps the whole field of view
