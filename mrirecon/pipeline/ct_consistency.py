@@ -365,14 +365,17 @@ def above_count_floor(peak: float, photons: float | None, min_counts: float | No
     either is unknown): no ray reads above ``log(photons / min_counts)`` (no photon detected),
     beyond the rounding of the stored floor (:data:`~mrirecon.pipeline.ct_plausibility.
     FLOOR_RTOL`). Pre-log counts at 500, 256 or 10 photons per bin (peaks 516, 264, 10 above a
-    floor of 8.3) gave images of +-260,000 HU with exit 0."""
+    floor of 8.3) gave images of +-260,000 HU with exit 0; line integrals 10x too large (1/cm
+    for 1/mm: a peak of 32.6) were refused naming counts only."""
     if (floor := count_floor(photons, min_counts)) is None or not peak > floor * (1 + FLOOR_RTOL):
         return None
     return (f"the sinogram reaches {peak:.4g}, above log(photons / min_photon_count) = "
             f"log({photons:g} / {min_counts:g}) = {floor:.4g}, the largest line integral the "
             "file's attributes allow (attrs/photons, attrs/min_photon_count: no photon "
-            "detected): pre-log counts (or I / I0) stored where -log(I / I0) belongs are the "
-            "likely cause; otherwise these attributes are wrong")
+            "detected): pre-log counts (or I / I0) stored where -log(I / I0) belongs, or line "
+            "integrals at another scale (attenuation per cm where per mm belongs reads 10x, a "
+            "pixel size in the wrong unit scales them too) are the likely causes; otherwise "
+            "these attributes are wrong")
 
 
 # ---- dropped projections ------------------------------------------------------------------------

@@ -213,6 +213,17 @@ def test_pre_log_counts_at_a_low_dose_are_refused(ct_copy, tmp_path, i0):
         assert words in entry["error"], entry["error"]
 
 
+def test_line_integrals_ten_times_too_large_are_refused_naming_the_unit(ct_copy, tmp_path):
+    """A 1/cm-for-1/mm mix-up (every line integral 10x) was refused as "pre-log counts (or
+    I / I0)", neither of which peaks at 10x a post-log sinogram's values."""
+    obs = ct_copy / "observation_test_000.hdf5"
+    _edit(obs, lambda data, attrs: 10.0 * data)
+    entry = _run(obs, tmp_path / "out")
+    assert entry["status"] == "failed"
+    assert "or line integrals at another scale (attenuation per cm where per mm belongs reads " \
+           "10x" in entry["error"], entry["error"]
+
+
 def test_air_at_the_top_is_called_pre_log_at_any_scale():
     """Without a dose to compare with, counts (air at I0 = 500) were "truncated"."""
     from mrirecon.pipeline.ct_consistency import transmission_warning
