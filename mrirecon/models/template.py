@@ -38,6 +38,10 @@ units, complex for MRI and real for CT; the magnitude (or, for VarNet, the root-
 of its coil images) is a separate step, see :mod:`mrirecon.models.output`.
 :func:`~mrirecon.models.reconstruct_slices` holds any ``model(y, op)`` to it: ``(1, *domain)``
 for one slice of data, the data's dtype, finite values, ``y`` left unmodified.
+
+Auxiliary training losses: a model whose published training adds a term of its own (ISTA-Net+'s
+symmetry constraint) leaves it, weighted, in ``model.auxiliary_loss`` after a training forward
+(``None`` otherwise); :func:`auxiliary_loss` reads it, and the trainer adds it to the image loss.
 """
 
 from __future__ import annotations
@@ -120,3 +124,10 @@ class UnrolledModel(nn.Module):
         # not call prepare (the FBP-started primal-dual net), after its input checks
         check_operator_once(op, lambda: op.H(y))
         return self.unscale(self.output(state), scale)
+
+
+def auxiliary_loss(model: nn.Module) -> Tensor | float:
+    """The loss term ``model``'s last training forward left (``auxiliary_loss``; through a
+    DistributedDataParallel wrapper's ``module``), else 0."""
+    aux = getattr(getattr(model, "module", model), "auxiliary_loss", None)
+    return 0.0 if aux is None else aux

@@ -6,9 +6,12 @@ Phase ``k``:
     x = r + G( F~( soft(F(D(r)), theta_k) ) )        (learned D, F, F~, G; soft threshold)
 
 ``F`` and ``F~`` are conv-ReLU-conv transforms; the symmetry constraint ``F~(F(.)) = I`` enters
-the training loss through :meth:`ISTANetPlus.forward_with_symmetry`. Published defaults:
-9 phases, 32 features, ``rho`` 0.5, ``theta`` 0.01, symmetry weight 0.01 (applied by the
-caller). Works with any ``LinearOperator``.
+the training loss: a training forward leaves ``symmetry_weight`` times it in
+``model.auxiliary_loss``, which :class:`~mrirecon.training.trainer.Trainer` adds to the image loss
+(:func:`~mrirecon.models.template.auxiliary_loss`; ``mrirecon train`` trained without it before
+2026-12-07), and :meth:`ISTANetPlus.forward_with_symmetry` returns it unweighted. Published
+defaults: 9 phases, 32 features, ``rho`` 0.5, ``theta`` 0.01, symmetry weight 0.01. Works with any
+``LinearOperator``.
 """
 
 from __future__ import annotations
@@ -87,6 +90,10 @@ class ISTANetPlus(UnrolledModel):
         Recompute each phase in backward.
     init_seed
         Seed of the weight initialisation (:func:`~mrirecon.models.init.seeded_init`).
+    symmetry_weight
+        Weight of the symmetry loss ``mean_k mean |F~_k(F_k(D r)) - D r|^2`` (of the normalised
+        image's features with ``normalize``) that a training forward (``model.training`` with
+        autograd on) leaves in ``auxiliary_loss`` (0.01, the paper's; 0: none).
     """
 
     @accepts_deprecated_names
@@ -99,8 +106,13 @@ class ISTANetPlus(UnrolledModel):
         normalize: bool = True,
         checkpointing: bool = False,
         init_seed: int | None = None,
+        symmetry_weight: float = 0.01,
     ) -> None:
         super().__init__()
+        if not symmetry_weight >= 0:
+            raise ValueError(f"ISTANetPlus: symmetry_weight must be >= 0, got {symmetry_weight}")
+        self.symmetry_weight = float(symmetry_weight)
+        self.auxiliary_loss: Tensor | None = None
         with seeded_init(init_seed):
             self.phases = nn.ModuleList([ISTANetPlusPhase(features, rho, theta) for _ in range(iterations)])
         self.normalize, self.checkpointing = normalize, checkpointing
@@ -118,6 +130,9 @@ class ISTANetPlus(UnrolledModel):
         return x, state[1] + torch.mean(residual**2)
 
     def output(self, state: tuple[Tensor, Tensor]) -> Tensor:
+        train = self.training and torch.is_grad_enabled() and self.symmetry_weight > 0
+        self.auxiliary_loss = (self.symmetry_weight * state[1] / max(len(self.phases), 1)
+                               if train else None)
         return state[0]
 
     def forward_with_symmetry(self, y: Tensor, op: LinearOperator) -> tuple[Tensor, Tensor]:

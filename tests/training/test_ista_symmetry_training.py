@@ -1,0 +1,87 @@
+"""ISTA-Net+'s symmetry constraint in training (audit c7): its published loss is the image loss
+plus 0.01 x ``mean_k mean |F~_k(F_k(D r)) - D r|^2``, but the term was reachable only through
+``forward_with_symmetry``, which nothing but tests called: ``mrirecon train`` of
+``ista_net_plus`` trained without it. A training forward now leaves the weighted term in
+``model.auxiliary_loss`` and the trainer adds it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mrirecon.models.registry import build_model
+from mrirecon.models.template import auxiliary_loss
+from tests.helpers import TRAIN_MASK
+
+TINY = {"iterations": 2, "features": 4}
+
+
+def _problem():
+    from mrirecon.operators import sense
+
+    g = torch.Generator().manual_seed(0)
+    maps = torch.randn(1, 2, 16, 16, dtype=torch.complex64, generator=g)
+    maps = maps / maps.abs().square().sum(1, keepdim=True).sqrt()
+    mask = torch.zeros(16)
+    mask[::2] = 1
+    op = sense(maps, mask)
+    return op(torch.randn(1, 16, 16, dtype=torch.complex64, generator=g)), op
+
+
+def test_a_training_forward_leaves_the_weighted_symmetry_term():
+    y, op = _problem()
+    model = build_model("ista_net_plus", **TINY, init_seed=1)
+    x, symmetry = model.forward_with_symmetry(y, op)
+    model.train()
+    out = model(y, op)
+    torch.testing.assert_close(out, x)
+    torch.testing.assert_close(auxiliary_loss(model), 0.01 * symmetry)
+    assert float(symmetry.detach()) > 0 and auxiliary_loss(model).requires_grad
+    model.eval()
+    model(y, op)
+    assert auxiliary_loss(model) == 0.0  # evaluation leaves no term (nor a graph) behind
+    model.train()
+    with torch.no_grad():
+        model(y, op)
+    assert auxiliary_loss(model) == 0.0
+    off = build_model("ista_net_plus", **TINY, init_seed=1, symmetry_weight=0.0).train()
+    off(y, op)
+    assert auxiliary_loss(off) == 0.0
+    with pytest.raises(ValueError, match="symmetry_weight must be >= 0"):
+        build_model("ista_net_plus", **TINY, symmetry_weight=-1.0)
+
+
+def _one_step(folder, tmp_path, weight: float) -> dict[str, torch.Tensor]:
+    """One Adam step of the trainer with an image loss of zero: only the symmetry term moves
+    the weights."""
+    from mrirecon.training import trainer as T
+    from mrirecon.training.config import (DataConfig, MaskConfig, ModelConfig, OptimConfig,
+                                          TrainConfig)
+    from mrirecon.training.data import MRITrainingSet
+
+    params = {**TINY, "init_seed": 3, "symmetry_weight": weight}
+    cfg = TrainConfig(name="t", output_dir=str(tmp_path / f"out{weight}"),
+                      data=DataConfig(train=str(folder), val=""),
+                      model=ModelConfig("ista_net_plus", params),
+                      optim=OptimConfig(lr=1e-2, max_steps=1), device="cpu", log_every=1,
+                      val_every=0, checkpoint_every=100)
+    model = build_model("ista_net_plus", **params)
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    T.Trainer(cfg, model, MRITrainingSet(folder, MaskConfig(**TRAIN_MASK), train=True),
+              loss_fn=lambda pred, target, max_value: 0.0 * pred.sum(), validate_fn=None,
+              progress=False).fit()
+    return {k: (v.detach() - before[k]).abs().max() for k, v in model.state_dict().items()}
+
+
+def test_the_trainer_adds_the_symmetry_term(tmp_path):
+    from mrirecon.data.simulate_mri import simulate_mri_dataset
+
+    simulate_mri_dataset(tmp_path / "d", volumes=1, slices=1, coils=2, size=(32, 32), seed=4)
+    moved = _one_step(tmp_path / "d", tmp_path, 0.01)
+    still = _one_step(tmp_path / "d", tmp_path, 0.0)
+    transforms = [k for k in moved if any(n in k for n in ("conv_d", "forward_", "backward_"))]
+    assert transforms and all(float(moved[k]) > 0 for k in transforms), {k: float(moved[k]) for k in moved}
+    assert all(float(v) == 0 for v in still.values()), {k: float(v) for k, v in still.items()}
+    # the last phase's G comes after every symmetry residual (an earlier G's output feeds the
+    # next phase's residual)
+    assert float(moved["phases.1.conv_g.weight"]) == 0 < float(moved["phases.0.conv_g.weight"])
