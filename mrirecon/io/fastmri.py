@@ -36,7 +36,7 @@ from mrirecon.io.fastmri_attrs import _attr_value, header_labels
 from mrirecon.io.hdf5_vlen import check_vlen_references
 from mrirecon.io.ismrmrd_header import header_to_xml, parse_ismrmrd_header
 from mrirecon.io.layout_hints import (MISSING_HEADER_HINT, fastmri_trajectory_problem,
-                                      kspace_dtype_hint)
+                                      kspace_dtype_hint, unread_datasets_note)
 
 ArrayLike = np.ndarray | torch.Tensor
 REFERENCE_KEYS = ("reconstruction_rss", "reconstruction_esc")
@@ -225,6 +225,8 @@ class FastMRIFile:
                 extra["emulated_single_coil"] = True  # no "is the slice axis missing?"
             if note := narrow_phase_note(header):
                 extra["phase_voxel_note"] = note
+            if note := unread_datasets_note(h5.keys()):  # named: not used without a word
+                extra["unread_datasets_note"] = note
             changes = {"num_coils": self.shape[1], "extra": extra}
             changes.update(header_labels(attrs, self.path))  # an array of several: warned
             self._header = header.with_(**changes)

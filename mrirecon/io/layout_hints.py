@@ -5,7 +5,11 @@ conversion that makes it readable (audit a21: public datasets through ``mrirecon
 
 * a fastMRI-layout file whose ``ismrmrd_header`` names a non-Cartesian trajectory (radial
   spokes stored ``(slices, coils, spokes, samples)``, as stack-of-stars sets such as fastMRI
-  breast keep them): :func:`fastmri_trajectory_problem`, read as a Cartesian grid before;
+  breast keep them) or EPI with ramp sampling (fastMRI prostate DWI):
+  :func:`fastmri_trajectory_problem`, read as a Cartesian grid before;
+* 5-D k-space with a leading averages axis (fastMRI prostate) and datasets of other releases the
+  reader does not use (``calibration_data``, ``coil_sens_maps``: :func:`unread_datasets_note`,
+  passed over without a word before);
 * float k-space with real and imaginary parts interleaved on the last axis (Calgary-Campinas
   ``(slices, H, W, 2 x coils)``) and MATLAB ``-v7.3`` complex, a compound ``real`` / ``imag``
   dtype in MATLAB's reversed axis order (CMRxRecon): :func:`kspace_dtype_hint`;
@@ -40,6 +44,16 @@ def fastmri_trajectory_problem(header: Header) -> str | None:
     The layout is a Cartesian grid: radial or spiral readouts stored in it were read as
     phase-encoding lines (exit 0, an image uncorrelated with the object)."""
     kind = str(header.extra.get("trajectory", "")).strip()
+    ramped = {k: v for k, v in dict(header.extra.get("trajectory_ramp_times", ())).items()
+              if not v == 0}  # NaN (unreadable): not flat
+    if kind.lower() == "epi" and ramped:  # as ISMRMRD raw data's check_epi refuses it
+        return ("'epi' with ramp sampling (trajectoryDescription " + ", ".join(
+            f"{k} {v:g}" for k, v in ramped.items()) + "): the fastMRI layout holds Cartesian "
+            "k-space, and readouts sampled on the gradient ramps are not on its grid (fastMRI "
+            "prostate DWI's own code regrids them, trapezoidal_regridding, and corrects the "
+            "Nyquist ghost first); mrirecon does neither, so the image would be blurred and "
+            "ghosted: write the regridded, ghost-corrected k-space with encoding/trajectory "
+            "'cartesian'")
     if kind.lower() not in NONCARTESIAN_KINDS:
         return None
     return (f"{kind!r}: the fastMRI layout holds Cartesian k-space (slices, coils, H, W); "
@@ -52,6 +66,11 @@ def kspace_dtype_hint(dtype: np.dtype, shape: tuple[int, ...]) -> str:
     """The conversion to add to "expected complex64 samples, got dtype ..." (``""`` when none
     applies): real / imaginary parts interleaved on an even last axis of floats, or a compound
     ``(real, imag)`` dtype (MATLAB ``-v7.3`` complex, its axes reversed)."""
+    if dtype.kind == "c" and len(shape) == 5:
+        return ("; 5-D k-space with a leading axis of averages (fastMRI prostate stores "
+                "(averages, slices, coils, H, W)): combine the averages as the dataset's own code "
+                "does (DWI also needs its EPI regridding) and write (slices, coils, H, W) with "
+                "mrirecon.io.write_fastmri")
     names = tuple(n.lower() for n in dtype.names or ())
     if len(names) == 2 and names[0] in ("real", "r", "re") and names[1] in ("imag", "i", "im"):
         real, imag = dtype.names
@@ -68,3 +87,24 @@ def kspace_dtype_hint(dtype: np.dtype, shape: tuple[int, ...]) -> str:
                 "W, 2 x coils))? k = k[..., 0::2] + 1j * k[..., 1::2], then np.moveaxis(k, -1, "
                 "1) gives (slices, coils, H, W); write it with mrirecon.io.write_fastmri")
     return ""
+
+
+#: Datasets of other fastMRI releases that the fastMRI reader does not use, and what they are.
+UNREAD_DATASETS = {
+    "calibration_data": "a separate reference scan (fastMRI prostate)",
+    "coil_sens_maps": "stored coil sensitivities",
+}
+
+
+def unread_datasets_note(keys) -> str | None:
+    """The note for a fastMRI-layout file holding :data:`UNREAD_DATASETS` (``None`` without):
+    they were passed over without a word, and a prostate file whose k-space has no fully sampled
+    centre failed in ESPIRiT with advice that could not work (Walsh: all-zero maps)."""
+    found = [f"{k} ({UNREAD_DATASETS[k]})" for k in UNREAD_DATASETS if k in keys]
+    if not found:
+        return None
+    return (f"the file holds {', '.join(found)}, which the fastMRI reader does not use: the coil "
+            "maps are calibrated from the k-space's own fully sampled centre band, as the "
+            "calibrate settings say (k-space without one cannot be calibrated here: write the "
+            "reference as ISMRMRD raw data's calibration lines, ACQ_IS_PARALLEL_CALIBRATION with "
+            "calibrationMode separate, which mrirecon calibrates from)")
