@@ -93,7 +93,7 @@ from mrirecon.io.ismrmrd_placement import (acquisition_geometry, check_orientati
                                            partitions_reversed, slice_order)
 from mrirecon.io.ismrmrd_slab import (average_per_sample, short_lines_note, slab_header,
                                       slab_plan, to_slices)
-from mrirecon.io.ismrmrd_slab import (REPEAT_MISMATCH, repeat_note, repeat_note_of,  # noqa: F401
+from mrirecon.io.ismrmrd_slab import (REPEAT_MISMATCH, repeat_note_of,  # noqa: F401
                                       repeat_parts)
 from mrirecon.io.ismrmrd_stream import CHUNK_BYTES, Rows, read_heads
 

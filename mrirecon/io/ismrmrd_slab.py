@@ -39,7 +39,7 @@ from mrirecon.functional import center_crop, fft2c, ifft2c
 from mrirecon.io.partial_echo import is_partial_echo
 
 #: Share of their energy by which repeated acquisitions of the same lines may differ before the
-#: reader notes it (:func:`repeat_note`): noise and motion between averages stay far below.
+#: reader notes it (:func:`repeat_note_of`): noise and motion between averages stay far below.
 REPEAT_MISMATCH = 0.2
 #: At most this many zero-filled partitions per acquired one (Siemens' slice resolution goes down
 #: to 50 %: 2); a header asking for more is not resampled.
@@ -164,7 +164,7 @@ def average_per_sample(grids: dict, held: dict) -> None:
     ``held[key] = (hits, power)``, ``(slices, z, x, y)``: how many repeats hold each sample and
     the sum of their ``|samples|^2`` over coils. ``energy`` becomes ``count`` times the per-sample
     mean of ``power`` summed along the line, so ``energy / count`` is a repeat's mean energy as
-    :func:`~mrirecon.io.ismrmrd_raw.repeat_note` compares it (on lines whose repeats hold the
+    :func:`repeat_note_of` compares it (on lines whose repeats hold the
     same rows: the sum of their energies, as before)."""
     for key, (grid, count, energy, _) in grids.items():
         hits, power = held[key]
@@ -215,23 +215,6 @@ def short_lines_note(header: Header, spans: list, grids: dict, held: dict, enc_x
         "reconstructed as measured zeros")})
 
 
-def repeat_note(header: Header, lines: np.ndarray, counts: np.ndarray, energies: np.ndarray,
-                averages: np.ndarray) -> Header:
-    """``header`` with ``extra["repeats_note"]`` when readouts acquired several times (averages,
-    or repeats under the same counters) disagree by more than :data:`REPEAT_MISMATCH` of their
-    energy. ``lines`` ``(L, ...)`` are the averages of the ``L`` repeated readouts, ``counts``
-    ``(L,)`` how many times each was acquired and ``energies`` ``(L,)`` the sum of its repeats'
-    ``|x|^2``; the share is their spread about the average (``energy / n - |mean|^2`` summed)
-    over their mean energy. Averages of one scan differ by noise (a few percent); a repeat that
-    is another echo or contrast without its counter, or empty, blended into the average without
-    a word (one of two repeats empty: 50 %; two unrelated echoes: about 50 %)."""
-    if not len(lines):
-        return header
-    parts = [(len(lines), int(counts.max()), float((energies / counts).sum()),
-              float(np.vdot(lines, lines).real))]
-    return repeat_note_of(header, parts, averages)
-
-
 def repeat_parts(kspace: np.ndarray, count: np.ndarray, energy: np.ndarray) -> list[tuple]:
     """Per slice of a Cartesian grid ``(slices, z, coils, x, y)`` (averaged; ``count`` /
     ``energy`` ``(slices, z, y)``) with repeated lines: ``(lines, most repeats, sum of a repeat's
@@ -249,7 +232,14 @@ def repeat_parts(kspace: np.ndarray, count: np.ndarray, energy: np.ndarray) -> l
 
 
 def repeat_note_of(header: Header, parts: list[tuple], averages: np.ndarray) -> Header:
-    """:func:`repeat_note` from the sums of :func:`repeat_parts`."""
+    """``header`` with ``extra["repeats_note"]`` when readouts acquired several times (averages,
+    or repeats under the same counters) disagree by more than :data:`REPEAT_MISMATCH` of their
+    energy, from the sums of :func:`repeat_parts` (per slice: lines, most repeats, the sum of a
+    repeat's mean energy ``|x|^2``, the sum of the averages' energy): the share is the repeats'
+    spread about their average over their mean energy. Averages of one scan differ by noise (a
+    few percent); a repeat that is another echo or contrast without its counter, or empty,
+    blended into the average without a word (one of two repeats empty: 50 %; two unrelated
+    echoes: about 50 %)."""
     if not parts:
         return header
     mean_energy = sum(p[2] for p in parts)

@@ -80,7 +80,6 @@ from mrirecon.io.lodopab_attrs import (  # noqa: F401
 )
 
 SAMPLES_PER_FILE = 128
-PARTS = ("train", "validation", "test")
 _NAME = re.compile(r"^(observation|ground_truth)_(\w+?)_(\d{3})\.hdf5$")
 
 

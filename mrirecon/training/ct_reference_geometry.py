@@ -110,7 +110,6 @@ class GeometryFit:
     noise: float
     best: Hypothesis | None
     amplitude: float
-    labelled_amplitude: float
     views: int = 0
 
     @property
@@ -421,12 +420,12 @@ def reference_geometry_fit(sinogram: Tensor, image: Tensor, geometry: CTGeometry
     best_r = min((v[0] for v in exact.values()), default=math.inf)
     if not best_r < labelled:
         noise = float((y - a0 * p0).diff(dim=-1).norm() / math.sqrt(2) / y.norm())
-        return GeometryFit(labelled, labelled, noise, None, a0, a0, len(kept))
+        return GeometryFit(labelled, labelled, noise, None, a0, len(kept))
     fits = [h for h, v in exact.items() if v[0] <= SIMPLER * best_r]
     h = min(fits, key=lambda h: (_components(h, named), exact[h][0]))
     r, a, p = exact[h]
     noise = float((y - a * p).diff(dim=-1).norm() / math.sqrt(2) / y.norm())
-    return GeometryFit(labelled, r, noise, h, a, a0, len(kept))
+    return GeometryFit(labelled, r, noise, h, a, len(kept))
 
 
 #: An alternative with fewer changed fields is preferred to the best fit when its residual is

@@ -272,7 +272,7 @@ def test_density_weights_of_another_scale_are_brought_to_the_library_scale(radia
 
 
 def test_repeats_that_disagree_are_noted(radial, tmp_path):
-    """As for Cartesian lines (``repeat_note``): an exact copy reads without a note, an empty
+    """As for Cartesian lines (``repeat_note_of``): an exact copy reads without a note, an empty
     second average is named (50 % of the energy)."""
     assert "repeats_note" not in read_ismrmrd(_repeated(radial, tmp_path / "same.h5",
                                                         lambda x: x)).header.extra
