@@ -41,7 +41,10 @@ for one slice of data, the data's dtype, finite values, ``y`` left unmodified.
 
 Auxiliary training losses: a model whose published training adds a term of its own (ISTA-Net+'s
 symmetry constraint) leaves it, weighted, in ``model.auxiliary_loss`` after a training forward
-(``None`` otherwise); :func:`auxiliary_loss` reads it, and the trainer adds it to the image loss.
+(``None`` otherwise); :func:`take_auxiliary_loss` sums those of every submodule (a model inside
+``LearnedMapsModel`` or DistributedDataParallel too) and clears them, and the trainer adds the sum
+to its loss (image or self-supervised). Cleared, the model can be copied again (``deepcopy`` of a
+tensor inside a graph fails), and ``__getstate__`` leaves the term out of copies and pickles.
 """
 
 from __future__ import annotations
@@ -126,8 +129,14 @@ class UnrolledModel(nn.Module):
         return self.unscale(self.output(state), scale)
 
 
-def auxiliary_loss(model: nn.Module) -> Tensor | float:
-    """The loss term ``model``'s last training forward left (``auxiliary_loss``; through a
-    DistributedDataParallel wrapper's ``module``), else 0."""
-    aux = getattr(getattr(model, "module", model), "auxiliary_loss", None)
-    return 0.0 if aux is None else aux
+def take_auxiliary_loss(model: nn.Module) -> Tensor | float:
+    """The sum of the loss terms that ``model``'s submodules' last training forward left
+    (``auxiliary_loss``: ISTA-Net+'s symmetry, inside a wrapper or DistributedDataParallel
+    too), else 0; each is cleared (``None``) once taken."""
+    total: Tensor | float = 0.0
+    for m in model.modules():
+        aux = m.__dict__.get("auxiliary_loss")
+        if aux is not None:
+            total = total + aux
+            m.auxiliary_loss = None
+    return total

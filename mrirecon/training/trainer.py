@@ -31,7 +31,7 @@ from mrirecon.core.device import resolve_device
 from mrirecon.functional import center_crop
 from mrirecon.io.errors import require_output_path
 from mrirecon.models.backbones.unet import PoolingTooDeep
-from mrirecon.models.template import auxiliary_loss
+from mrirecon.models.template import take_auxiliary_loss
 from mrirecon.threads import env_int
 from mrirecon.training.checkpoint import (check_model_state, load_checkpoint, rng_state,
                                            save_checkpoint, set_rng_state)
@@ -93,7 +93,7 @@ class Trainer:
         one, names the files recorded in each checkpoint.
     loss_fn
         ``loss_fn(prediction, target, max_value) -> scalar`` on cropped magnitudes; a model's
-        own term (:func:`~mrirecon.models.template.auxiliary_loss`: ISTA-Net+'s symmetry) is added.
+        own term (:func:`~mrirecon.models.template.take_auxiliary_loss`: ISTA-Net+'s symmetry) is added.
     validate_fn
         Optional ``validate_fn(model, device) -> dict[str, float]``; rank 0's result is
         logged. Called on rank 0 alone while the other ranks wait in a barrier, unless it is
@@ -344,7 +344,8 @@ class Trainer:
                     from mrirecon.training.ssdu import split_seed
 
                     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-                        loss = self.sample_loss(model, sample, split_seed(self.cfg.seed, epoch, index))
+                        loss = (self.sample_loss(model, sample, split_seed(self.cfg.seed, epoch, index))
+                                + take_auxiliary_loss(model))
                     loss = loss / len(items)
                     loss.backward()
                     total += float(loss.detach())
@@ -352,7 +353,7 @@ class Trainer:
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
                     x = model(sample.y, sample.operator())
                 pred = magnitude_for_target(x.float() if not x.is_complex() else x, sample.target)
-                loss = self.loss_fn(pred, sample.target, sample.max_value) + auxiliary_loss(model)
+                loss = self.loss_fn(pred, sample.target, sample.max_value) + take_auxiliary_loss(model)
                 if self.critic is not None:
                     adv = self.critic.generator_loss(pred, sample.max_value)
                     loss = loss + self.cfg.loss.adversarial * adv

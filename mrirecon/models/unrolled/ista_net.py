@@ -7,9 +7,10 @@ Phase ``k``:
 
 ``F`` and ``F~`` are conv-ReLU-conv transforms; the symmetry constraint ``F~(F(.)) = I`` enters
 the training loss: a training forward leaves ``symmetry_weight`` times it in
-``model.auxiliary_loss``, which :class:`~mrirecon.training.trainer.Trainer` adds to the image loss
-(:func:`~mrirecon.models.template.auxiliary_loss`; ``mrirecon train`` trained without it before
-2026-12-07), and :meth:`ISTANetPlus.forward_with_symmetry` returns it unweighted. Published
+``model.auxiliary_loss``, which :class:`~mrirecon.training.trainer.Trainer` takes and adds to its
+loss (:func:`~mrirecon.models.template.take_auxiliary_loss`; ``mrirecon train`` trained without it
+before 2026-12-07), and :meth:`ISTANetPlus.forward_with_symmetry` returns it unweighted. A loop of
+your own adds ``take_auxiliary_loss(model)`` to its loss likewise. Published
 defaults: 9 phases, 32 features, ``rho`` 0.5, ``theta`` 0.01, symmetry weight 0.01. Works with any
 ``LinearOperator``.
 """
@@ -128,6 +129,10 @@ class ISTANetPlus(UnrolledModel):
              aty: Tensor) -> tuple[Tensor, Tensor]:
         x, residual = self.phases[i](state[0], y, op, aty)
         return x, state[1] + torch.mean(residual**2)
+
+    def __getstate__(self) -> dict:
+        """Copies and pickles leave the last forward's term out (a tensor inside a graph)."""
+        return {**super().__getstate__(), "auxiliary_loss": None}
 
     def output(self, state: tuple[Tensor, Tensor]) -> Tensor:
         train = self.training and torch.is_grad_enabled() and self.symmetry_weight > 0
