@@ -7,7 +7,11 @@ byte 128), or else a bare data set without the 128-byte preamble and file meta (
 and PACS exports), read with pydicom's ``force=True`` and kept when it holds a SOPClassUID.
 A file that is neither (empty, a few bytes, a data set cut short) makes the series an error:
 its slice would be missing from the volume. (Files that were not Part 10 and had no ``.dcm``
-suffix were skipped: an empty last slice or a bare data set was silently left out.)
+suffix were skipped: an empty last slice or a bare data set was silently left out.) So does a
+gzip-compressed file (``IM0003.dcm.gz``, or gzip's first bytes under a name that does not say
+another format, as ``notes.txt.gz`` or ``x.nii.gz`` do): a gzipped slice was skipped as an
+archive, and a slice at either end of the stack was lost without a word. It is not
+decompressed (a small file may inflate without bound): gunzip it.
 """
 
 from __future__ import annotations
@@ -117,10 +121,21 @@ def _with_transfer_syntax(ds: Dataset) -> Dataset:
     return ds
 
 
+def _gzip_slice(path: Path, data: bytes) -> str | None:
+    """Why a gzip-compressed file fails the series (see the module), or ``None``."""
+    suffix, inner = path.suffix.lower(), Path(path.stem).suffix.lower()  # .gz, .dcm
+    if not (suffix == ".gz" and inner == ".dcm") and (
+            not data.startswith(b"\x1f\x8b")
+            or (inner if suffix == ".gz" else suffix) in _OTHER_SUFFIXES):
+        return None
+    return "a gzip-compressed file (DICOM inside?): gunzip it (compressed files are not read)"
+
+
 def read_candidate(path: Path) -> tuple[Dataset | None, str | None]:
     """``(data set, None)`` for a slice; ``(None, None)`` for a file that is not DICOM (it is
-    ignored); ``(None, why)`` for a damaged one (the series is then an error). Data sets
-    without a SOPClassUID are damaged when the file is DICOM by name or bytes."""
+    ignored); ``(None, why)`` for a damaged or gzip-compressed one (the series is then an
+    error). Data sets without a SOPClassUID are damaged when the file is DICOM by name or
+    bytes."""
     try:
         size = path.stat().st_size
     except OSError as err:
@@ -131,6 +146,8 @@ def read_candidate(path: Path) -> tuple[Dataset | None, str | None]:
     if data is None:
         return None, "cannot be read"
     dcm, part10 = path.suffix.lower() == ".dcm", data[128:132] == b"DICM"
+    if not part10 and (why := _gzip_slice(path, data)):
+        return None, why
     if not part10 and clearly_not_dicom(path, data):
         return None, None  # e.g. a README
     bare = bare_data_set_start(data)
@@ -158,9 +175,11 @@ def read_candidate(path: Path) -> tuple[Dataset | None, str | None]:
     return None, None
 
 
-def _image_type(ds: Dataset) -> list[str]:
+def upper_values(ds: Dataset, keyword: str) -> list[str]:
+    """The values of element ``keyword`` (a multi-valued one split at ``\\``), stripped and
+    upper case; ``[]`` when absent or malformed."""
     try:
-        value = ds.get("ImageType")
+        value = ds.get(keyword)
     except Exception:  # noqa: BLE001 - a malformed element fails on access
         return []
     if value is None:
@@ -172,12 +191,12 @@ def _image_type(ds: Dataset) -> list[str]:
 def localizer(ds: Dataset) -> bool:
     """A CT localizer (scout, topogram): ImageType value 3 ``LOCALIZER``, a projection
     radiograph rather than a cross-section (the CT Image Module's defined terms)."""
-    types = _image_type(ds)
+    types = upper_values(ds, "ImageType")
     return str(ds.get("Modality", "")) == "CT" and len(types) >= 3 and types[2] == "LOCALIZER"
 
 
 def localizer_problem(ds: Dataset) -> str:
-    types = "\\".join(_image_type(ds))
+    types = "\\".join(upper_values(ds, "ImageType"))
     return (f"{types}: a projection radiograph (localizer, scout or topogram), not a "
             "cross-section of the patient; it cannot be read as a CT slice")
 

@@ -8,7 +8,9 @@ RescaleSlope/RescaleIntercept; CT series come back with ``kind="hu"`` when Resca
 
 Which files are slices: :mod:`mrirecon.io.dicom_files` (bare data sets are read; an empty or
 cut-off file fails the series). The stored words: :mod:`mrirecon.io.dicom_pixels` (CT padding
-read as air, bits above HighBit, lossy compression). CT localizers (ImageType value 3
+read as air, bits above HighBit, lossy compression). What they mean:
+:mod:`mrirecon.io.dicom_values` (colour, MR phase / real / imaginary images and lookup-table
+Real World Value Mappings are refused). CT localizers (ImageType value 3
 ``LOCALIZER``) are left out with a warning, or refused when nothing else is there. What the
 reader says without failing is a :class:`~mrirecon.io.errors.DataWarning` or
 :class:`~mrirecon.io.errors.DataNote` (:func:`read_dicom_series_and_messages` returns them
@@ -38,6 +40,8 @@ from mrirecon.io.dicom_pixels import (
     padding_as_air,
     warn_high_bits,
 )
+from mrirecon.io.dicom_values import (check_magnitude, check_photometric, real_world_scale,
+                                      same_position_reason)
 from mrirecon.io.errors import (DataFormatError, DataNote, DataWarning, collect_data_warnings,
                                 refuse_oversized, warn_data)
 from mrirecon.io.slice_placement import (DICOM_GEOMETRY_FIELDS, NORMAL_ANGLE_TOL, ORIENTATION_TOL,
@@ -283,6 +287,7 @@ def _pixels(ds: Dataset, path: Path) -> tuple[np.ndarray, PixelFacts]:
     (:func:`mrirecon.io.dicom_pixels.decode`: padding, bits above HighBit)."""
     if "PixelData" not in ds:
         raise DataFormatError(path, "PixelData", "missing")
+    check_photometric(ds, path)  # palette indices or colour samples are no grey values
     try:
         samples = int(ds.get("SamplesPerPixel", 1) or 1)
     except (TypeError, ValueError) as err:
@@ -305,23 +310,10 @@ def _pixels(ds: Dataset, path: Path) -> tuple[np.ndarray, PixelFacts]:
     has_modality_lut = slope is not None
     slope = 1.0 if slope is None else slope
     intercept = 0.0 if intercept is None else intercept
-    if not has_modality_lut and ds.get("RealWorldValueMappingSequence"):
-        # MR stored without a Modality LUT (as scanners and our writer do): the first linear
-        # Real World Value Mapping gives the original units
-        item = ds.RealWorldValueMappingSequence[0]
-        try:
-            if "RealWorldValueSlope" in item:
-                slope = float(item.RealWorldValueSlope)
-                intercept = float(item.get("RealWorldValueIntercept", 0) or 0)
-        except (TypeError, ValueError) as err:
-            raise DataFormatError(path, "RealWorldValueSlope/Intercept",
-                                  f"not a number ({err})") from None
-        if not (np.isfinite(slope) and np.isfinite(intercept)):
-            raise DataFormatError(path, "RealWorldValueSlope/Intercept",
-                                  f"non-finite ({slope}, {intercept})")
-        if slope == 0:
-            raise DataFormatError(path, "RealWorldValueSlope",
-                                  "is 0: every pixel would map to the intercept")
+    # MR stored without a Modality LUT (as scanners and our writer do): the first linear
+    # Real World Value Mapping gives the original units (a LUT-only one is refused)
+    if not has_modality_lut and (mapping := real_world_scale(ds, path)) is not None:
+        slope, intercept = mapping
     facts.scale = (slope, intercept)
     return arr.astype(np.float64) * slope + intercept, facts
 
@@ -376,6 +368,7 @@ def _check_spacing(entries: list, normal: np.ndarray, folder: Path, angle: float
                 for i in (k, k + 1)]
         why = (f"the same image twice (both SOPInstanceUID {uids[0]}: a copied file); remove "
                "the copy" if uids[0] and uids[0] == uids[1] else
+               same_position_reason(entries[k][3], entries[k + 1][3], [e[3] for e in entries]) or
                "two images at one position (SOPInstanceUIDs differ: two acquisitions or "
                "reconstructions, or an image exported twice under new UIDs); keep the one you "
                "mean in the folder")
@@ -477,13 +470,16 @@ def read_dicom_series_and_header(
     Raises
     ------
     DataFormatError
-        (a ``ValueError``) naming the file and field on unreadable, empty or truncated files,
-        a folder of CT localizers only, DICOM-CT-PD projection files, multi-frame
-        (Enhanced) files, missing PixelData/geometry, empty CT or zero rescale values, orientation, size, spacing,
-        modality or FrameOfReferenceUID that differ between files, mixed series, duplicate or
-        non-collinear slice positions, non-uniform slice spacing, or direction cosines further
-        from orthonormal than rounding to 3 decimals (positions and cosines within rounding
-        are accepted: see :func:`_check_spacing`)
+        (a ``ValueError``) naming the file and field on unreadable, empty, truncated or
+        gzip-compressed files, a folder of CT localizers only, DICOM-CT-PD projection files,
+        multi-frame (Enhanced) files, missing PixelData/geometry, empty CT or zero rescale
+        values, a PhotometricInterpretation other than MONOCHROME1/2, MR phase / real /
+        imaginary images (ImageType value 3), a Real World Value Mapping by lookup table,
+        orientation, size, spacing, modality or FrameOfReferenceUID that differ between files,
+        mixed series, duplicate (two echoes, time points or acquisitions named when their
+        headers tell) or non-collinear slice positions, non-uniform slice spacing, or direction
+        cosines further from orthonormal than rounding to 3 decimals (positions and cosines
+        within rounding are accepted: see :func:`_check_spacing`)
     """
     folder = Path(folder)
     items = _select_series(_read_headers(folder), folder, series_uid)
@@ -496,6 +492,8 @@ def read_dicom_series_and_header(
     refuse_projection_data(ds0, path0)  # DICOM-CT-PD: projections, not images
     for path, ds in items:  # before the geometry: Enhanced files hold it per frame
         _single_frame(ds, path)
+        if modality == "MR":  # phase, real or imaginary images are no magnitude
+            check_magnitude(ds, path)
     iop0 = _floats(ds0, path0, "ImageOrientationPatient", 6)
     orientation, angle = _orthonormal(iop0, path0)
     spacing0 = _floats(ds0, path0, "PixelSpacing", 2)
