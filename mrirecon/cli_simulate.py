@@ -204,8 +204,8 @@ def add_simulate(subparsers: argparse._SubParsersAction) -> None:
         epilog="example: mrirecon simulate mri --out sim_mri --volumes 4 --slices 8 --coils 8 "
         "--size 320 320 --seed 0",
     )
-    mri.add_argument("--out", "--output", required=True, type=folder,
-                     help="output folder (created); --output as in run, bench and demo")
+    mri.add_argument("--out", "--output", "-o", required=True, type=folder,
+                     help="output folder (created); --output / -o as in run, bench and demo")
     mri.add_argument(
         "--volumes", type=int_at_least(1), default=4, help="number of volumes (files)"
     )
@@ -303,8 +303,8 @@ def add_simulate(subparsers: argparse._SubParsersAction) -> None:
         epilog="example: mrirecon simulate ct --out sim_ct --geometry parallel --views 180 "
         "--photons 4096 --size 128 --seed 0",
     )
-    ct.add_argument("--out", "--output", required=True, type=folder,
-                    help="output folder (created); --output as in run, bench and demo")
+    ct.add_argument("--out", "--output", "-o", required=True, type=folder,
+                    help="output folder (created); --output / -o as in run, bench and demo")
     ct.add_argument(
         "--geometry", choices=("parallel", "fan"), default="parallel", help="beam geometry"
     )

@@ -359,7 +359,7 @@ def add_train(subparsers: argparse._SubParsersAction,
     cfg.set_defaults(func=cmd_train_config, _parser=cfg)
 
     def common(p: argparse.ArgumentParser, kind: str, *, out_help: str) -> None:
-        p.add_argument("--out", "--output", required=True, type=out_file(kind), help=out_help)
+        p.add_argument("--out", "--output", "-o", required=True, type=out_file(kind), help=out_help)
         add_threads(p)
 
     from mrirecon.training.ct_primal_dual import train_primal_dual_ct

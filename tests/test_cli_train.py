@@ -241,11 +241,12 @@ def test_python_dash_m_runs_the_command_line():
 @pytest.mark.parametrize("words", [
     ["simulate", "mri"], ["simulate", "ct"], ["train", "modl"], ["train", "staged_ct"]])
 def test_output_is_spelt_as_in_run_bench_and_demo(words, tmp_path):
-    """simulate and train took --out only, where run, bench and demo take --output (whose
-    prefix --out they also accept): --output was refused as unrecognised."""
+    """simulate and train took --out only, where run, bench and demo take --output / -o (and
+    --output's prefix --out): --output and -o were refused as unrecognised."""
     target = str(tmp_path / "o.pt" if words[0] == "train" else tmp_path / "o")
     spelt = {opt: cli.build_parser().parse_args(normalise_argv([*words, opt, target]))
-             for opt in ("--out", "--output")}
-    assert spelt["--out"].out == spelt["--output"].out and str(spelt["--output"].out) == target
+             for opt in ("--out", "--output", "-o")}
+    assert spelt["--out"].out == spelt["--output"].out == spelt["-o"].out
+    assert str(spelt["--output"].out) == target
     run = cli.build_parser().parse_args(["run", "mri_cs", "--input", "x", "--out", str(tmp_path)])
     assert str(run.output) == str(tmp_path)  # argparse's prefix of --output

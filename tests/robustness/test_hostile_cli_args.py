@@ -141,7 +141,7 @@ def test_train_out_not_ending_in_pt_is_refused_before_training(kind, tmp_path, c
     monkeypatch.chdir(tmp_path)
     t0 = time.perf_counter()
     code, err = _exit(["train", kind, "--out", "g.yaml", "--threads", "1"], capsys)
-    assert code == 2 and "argument --out/--output: g.yaml: " in err and "(e.g. g.pt)" in err, err
+    assert code == 2 and "argument --out/--output/-o: g.yaml: " in err and "(e.g. g.pt)" in err, err
     assert time.perf_counter() - t0 < 30 and not list(tmp_path.iterdir())
 
 
@@ -158,12 +158,12 @@ def test_train_out_where_no_file_can_be_written_is_refused_before_training(tmp_p
     t0 = time.perf_counter()
     code, err = _exit(["train", "denoiser", "--out", str(afile / "d.pt"), "--max-seconds", "8"],
                       capsys)
-    assert code == 2 and f"argument --out/--output: {afile / 'd.pt'}: cannot create the folder ({afile} " \
+    assert code == 2 and f"argument --out/--output/-o: {afile / 'd.pt'}: cannot create the folder ({afile} " \
         "is a file, not a folder)" in err, err
     assert time.perf_counter() - t0 < 3  # was: 8 s of training, then "afile: File exists"
     if os.path.isdir("/proc"):  # os.access says yes to root there; the probe says no
         code, err = _exit(["train", "gmm", "--out", "/proc/g.pt"], capsys)
-        assert code == 2 and "argument --out/--output: /proc/g.pt: cannot write into /proc" in err, err
+        assert code == 2 and "argument --out/--output/-o: /proc/g.pt: cannot write into /proc" in err, err
 
 
 def test_the_write_check_leaves_nothing_behind(tmp_path):
@@ -181,7 +181,7 @@ def test_the_write_check_leaves_nothing_behind(tmp_path):
     (["run", "mri_cs", "-i", "a.h5", "", "-o", "o"], "--input/-i"),
     (["bench", "--data", "", "-o", "o"], "--data"),
     (["train", "staged_ct", "--out", "s.pt", "--init", ""], "--init"),
-    (["train", "gmm", "--out", ""], "--out/--output"),
+    (["train", "gmm", "--out", ""], "--out/--output/-o"),
 ])
 def test_an_empty_path_is_refused_naming_its_option(argv, option, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

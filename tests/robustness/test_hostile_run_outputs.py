@@ -323,7 +323,7 @@ def test_help_shows_true_defaults_only(capsys):
     assert "(default: 4 8)" in " ".join(bench.split()) and "(default: cpu)" in " ".join(bench.split())
     assert "0.32 / R" in " ".join(bench.split())
     mri = " ".join(dict(_parsers(parser))[("simulate", "mri")].format_help().split())
-    assert "variance) (default 30) --noise-free" in mri and "output folder (created); --output as in run, bench and demo --volumes" in mri
+    assert "variance) (default 30) --noise-free" in mri and "output folder (created); --output / -o as in run, bench and demo --volumes" in mri
     staged = " ".join(dict(_parsers(parser))[("train", "staged_ct")].format_help().split())
     assert "(default: --no-prefetch)" in staged and "(default: 4300.0)" in staged
 
