@@ -210,3 +210,42 @@ def test_pics_tv_with_w_is_tv_at_the_same_lam(problem, tmp_path):
     err = {f: _nrmse(ours(f), xb) for f in (0.85, 1.0, 1.15)}
     assert err[1.0] < 4e-2, err
     assert err[1.0] < min(err[0.85], err[1.15]), err
+
+
+def _principal_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosines of the principal angles between the row spaces of ``a`` and ``b`` ``(V, N)``."""
+    qa, _ = np.linalg.qr(a.reshape(a.shape[0], -1).conj().T)
+    qb, _ = np.linalg.qr(b.reshape(b.shape[0], -1).conj().T)
+    return np.linalg.svd(qa.conj().T @ qb, compute_uv=False)
+
+
+@pytest.mark.parametrize("how", ["svd", "gcc"])
+def test_cc_is_svd_compress_and_gcc_compress_at_window_1(kspace, tmp_path, how):
+    """`bart cc -S -A -p V` spans the subspace of ``svd_compress(k, V)``; `bart cc -G -A -p V`
+    (geometric, each readout position its own matrix, no smoothing across positions) the
+    subspaces of ``gcc_compress(k, V, calib=W, window=1)`` at every readout position (the
+    default ``window=5`` averages 5 positions' covariances, as the GCC paper suggests; BART
+    does not). Virtual coils are unique up to a unitary mix, so subspaces are compared."""
+    from mrirecon.calib.compression import gcc_compress, svd_compress
+
+    v = 4
+    (yb,), _ = _bart(tmp_path, "cc", "-p", v, "-A", "-S" if how == "svd" else "-G",
+                     inputs=[_to_bart(kspace)])
+    yb = _from_bart(yb)
+    k = torch.from_numpy(kspace)
+    ym = (svd_compress(k, v)[0] if how == "svd" else
+          gcc_compress(k, v, calib=W, window=1)[0]).numpy()
+    hyb = (lambda y: np.fft.fftshift(np.fft.ifft(np.fft.ifftshift(y, axes=1), axis=1,
+                                                 norm="ortho"), axes=1))
+    if how == "svd":
+        cos = _principal_cosines(ym, yb)
+    else:  # per readout position x of the hybrid (x, ky) space
+        hm, hb = hyb(ym), hyb(yb)
+        cos = np.concatenate([_principal_cosines(hm[:, x], hb[:, x]) for x in range(H)])
+    # the same subspace: cosines 1 to float32 rounding of the data (7.5e-6 measured at the
+    # weakest readout position); window=5 gives another one (median smallest cosine 0.32)
+    assert 1 - cos.min() < 1e3 * EPS32, 1 - cos.min()
+    if how == "gcc":
+        other = hyb(gcc_compress(k, v, calib=W, window=5)[0].numpy())
+        smallest = [_principal_cosines(other[:, x], hb[:, x]).min() for x in range(H)]
+        assert np.median(smallest) < 0.9  # the test tells the windows apart
