@@ -7,7 +7,6 @@ are read with ``torch.load(weights_only=True)``: no pickled code is executed.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from collections.abc import Mapping
@@ -279,8 +278,7 @@ def load_pretrained(
     state = read_state_dict(pt, map_location)  # also unwraps a training checkpoint's "model"
     try:  # float32, the models' precision, whatever torch's default dtype (a notebook's
         # set_default_dtype(torch.float64) built float64 parameters: complex64 data refused)
-        with _default_dtype(torch.float32):
-            model = build_to_load(card["model"]["name"], params)
+        model = _as_float32(build_to_load(card["model"]["name"], params))
     except (ValueError, TypeError) as err:  # a bad override or card value (TypeError: a key the
         # model does not take, which was an "internal error" of the run): say where it came from
         given = f" and the overrides {dict(overrides)}" if overrides else ""
@@ -295,14 +293,24 @@ def load_pretrained(
     return model.to(map_location).eval()
 
 
-@contextlib.contextmanager
-def _default_dtype(dtype: torch.dtype):
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
+def _as_float32(model: nn.Module) -> nn.Module:
+    """``model`` with the tensors made in torch's default dtype (and its complex counterpart)
+    cast to float32 (complex64), the weights' precision. Built under the caller's default, not
+    under a ``set_default_dtype(float32)`` block: the default is one per process, so other
+    threads made float32 tensors while a load ran, and two loads at once left a float64
+    default at float32 for good."""
+    default = torch.get_default_dtype()
+    if default == torch.float32:
+        return model
+    complex_default = {torch.float64: torch.complex128, torch.float16: torch.complex32}.get(default)
+
+    def cast(t: torch.Tensor) -> torch.Tensor:
+        if t.dtype == default:
+            return t.to(torch.float32)
+        return t.to(torch.complex64) if complex_default is not None and t.dtype == complex_default \
+            else t
+
+    return model._apply(cast)  # what Module.to / .float use: parameters and buffers alike
 
 
 def _guard_modality(model: nn.Module, name: str, pt: Path) -> None:

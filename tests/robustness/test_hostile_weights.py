@@ -341,3 +341,31 @@ def test_weights_load_in_their_own_precision_whatever_the_default_dtype(float64_
     y = op(torch.randn(16, 16, dtype=torch.complex64, generator=g))[None]
     with torch.no_grad():
         assert torch.isfinite(model(y, op)).all()
+
+
+@pytest.mark.parametrize("name", ["modl_brain_sim", "primal_dual_ct_sim", "patch_gmm"])
+def test_a_load_never_touches_the_process_wide_default_dtype(float64_default, monkeypatch, name):
+    """The model was built inside set_default_dtype(float32) ... set_default_dtype(previous): the
+    default is one per process, so other threads made float32 tensors while a load ran, and two
+    loads at once (a service's request threads) left a float64 default at float32 for good. Now
+    no load sets it; the model is built in the caller's default and cast, and equals the one
+    built under a float32 default."""
+    calls = []
+    monkeypatch.setattr(torch, "set_default_dtype", lambda d: calls.append(d))
+    model = load_pretrained(name)
+    assert calls == [] and torch.get_default_dtype() == torch.float64
+    assert {t.dtype for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()} \
+        <= {torch.float32}
+    monkeypatch.undo()
+    torch.set_default_dtype(torch.float32)
+    try:
+        plain = load_pretrained(name)
+    finally:
+        torch.set_default_dtype(torch.float64)
+    mine, theirs = dict(model.named_buffers()), dict(plain.named_buffers())
+    assert mine.keys() == theirs.keys()
+    for key, value in theirs.items():  # non-persistent buffers too: computed, not loaded
+        torch.testing.assert_close(mine[key], value, rtol=4 * torch.finfo(torch.float32).eps,
+                                   atol=0)
+    for (k, a), (_, b) in zip(model.state_dict().items(), plain.state_dict().items()):
+        assert torch.equal(a, b), k
