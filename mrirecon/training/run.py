@@ -83,7 +83,8 @@ def build_model_from_config(cfg: TrainConfig) -> nn.Module:
         return build_model(cfg.model.name, **params)
     except KeyError as e:
         raise ConfigError("", "model.name", str(e).strip("'\"")) from e
-    except TypeError as e:
+    except (TypeError, ValueError) as e:  # a parameter the model refuses (VN / ADMM-CSNet's even
+        # kernel_size): named as the config's key, not as the model's words alone
         raise ConfigError("", "model.params", str(e)) from e
 
 

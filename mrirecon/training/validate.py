@@ -23,6 +23,53 @@ _FLOAT32_TINY = float(np.finfo(np.float32).tiny)
 _NEEDS = {"mri": "a SENSE operator and k-space", "ct": "a projector and a sinogram"}
 
 
+#: Registry models `mrirecon train CONFIG` cannot train, and why: its trainer calls
+#: ``model(y, op)`` on Cartesian k-space with a SENSE operator (MRI) or on a sinogram with a
+#: projector (CT). Each failed at step 1 with "internal error" once the data were read.
+_BACKBONE = ("{name!r} is a backbone (a network called as model(x) on images), but `mrirecon "
+             "train CONFIG` trains reconstruction models called as model(y, op) on measured data; "
+             "train it as the denoiser of a plug-and-play model on this data: model.name pnp_admm, "
+             "pnp_hqs or red with model.params.denoiser: {name} (its settings in "
+             "model.params.denoiser_params), or pnp_dpir (its own DnCNN denoiser); or train the "
+             "DnCNN denoiser of the shipped pnp_dncnn_brain_sim on simulated brain images with "
+             "`mrirecon train denoiser`")
+_RADIAL = ("needs a nufft_sense operator (radial / spiral data), but `mrirecon train CONFIG` reads "
+           "Cartesian k-space (a SENSE operator); train it with `mrirecon train radial` on "
+           "simulated radial data made in memory (--model modl or gram_varnet inside, {how})")
+NOT_TRAINED_BY_CONFIG = {
+    **dict.fromkeys(("dncnn", "unet", "resnet"), _BACKBONE),
+    "density_weighted": "{name!r} (density-weighted data consistency) " + _RADIAL.format(
+        how="--weighting density, the default"),
+    "learned_maps": "{name!r} (coil maps estimated from the gridded centre of a trajectory) "
+                    + _RADIAL.format(how="--maps learned --weighting none; with the default "
+                                         "--weighting density it is wrapped in density_weighted"),
+    "ldamp": "{name!r} (learned D-AMP) is valid only for real i.i.d. Gaussian measurement matrices "
+             "(DenseMatrix(iid=True), e.g. mrirecon.operators.gaussian_matrix), which no data of "
+             "`mrirecon train CONFIG` give (a SENSE operator or a CT projector); train it from "
+             "Python with such an operator: build_model('ldamp', ...)(y, op), y of shape (B, m) "
+             "(mrirecon.models.unrolled.ldamp)",
+}
+
+
+def not_trained_by_config(name: str) -> str | None:
+    """Why `mrirecon train CONFIG` cannot train registry model ``name`` and what does
+    (:data:`NOT_TRAINED_BY_CONFIG`), or ``None`` where it can."""
+    key = str(name).lower().replace("-", "_")
+    why = NOT_TRAINED_BY_CONFIG.get(key)
+    return None if why is None else why.format(name=key)
+
+
+#: model.name -> a warning: `train CONFIG` trains it otherwise than its documented recipe
+RECIPE_WARNINGS = {
+    "staged_ct": "model.name: 'staged_ct' is trained here end to end: all stages at once on whole "
+                 "images, with model.params.lam and model.params.ensemble fixed as given; its "
+                 "documented recipe (mrirecon.training.ct_staged) trains the stages one after the "
+                 "other on 128 x 128 patches and chooses each stage's lam from a grid and the "
+                 "self-ensemble on validation data: for that, use `mrirecon train staged_ct` "
+                 "(simulated data at the LoDoPaB geometry)",
+}
+
+
 def inert_settings(cfg) -> list[str]:
     """One line per setting of ``cfg`` that is accepted but changes nothing, set away from its
     schema default: ``data.num_workers`` above 0 (the trainer reads its samples in the training
@@ -95,7 +142,10 @@ def validate_training(cfg, source: str = ""):
     """Value checks of a :class:`~mrirecon.training.config.TrainConfig` (counts, rates, loss
     weights, model parameters), before any data is read; returns it unchanged. Settings that
     change nothing (:func:`inert_settings`) are warned about (``FutureWarning``, naming the
-    file) and recorded in the card (``training.config_warnings``)."""
+    file) and recorded in the card (``training.config_warnings``). A model this command cannot
+    train (:func:`not_trained_by_config`) is refused naming ``model.name`` and what does train
+    it; one it trains otherwise than its documented recipe (:data:`RECIPE_WARNINGS`) is warned
+    about (``UserWarning``)."""
     import warnings
 
     from mrirecon.models.registry import _MODELS, MODEL_MODALITY, model_defaults, model_keywords
@@ -195,19 +245,26 @@ def validate_training(cfg, source: str = ""):
     for name in ("log_every", "val_every", "checkpoint_every"):
         _at_least(source, name, getattr(cfg, name), 0)
     _at_least(source, "val_max_slices", cfg.val_max_slices, 1)
+    if (why := not_trained_by_config(cfg.model.name)) is not None:  # failed at step 1, data read
+        raise _fail(source, "model.name", why)
     name = cfg.model.name.lower().replace("-", "_")
     kind = MODEL_MODALITY.get(name)
     if kind is not None and kind != d.modality:  # trained on the other's data, exit 0, then the
         # weights refused every input of their own modality ("these CT weights got complex data")
+        theirs = [k for k, v in MODEL_MODALITY.items()  # those this command trains
+                  if v == d.modality and k not in NOT_TRAINED_BY_CONFIG]
         raise _fail(source, "model.name",
                     f"{cfg.model.name!r} is {'an' if kind == 'mri' else 'a'} {kind.upper()} model "
                     f"(its data consistency needs {_NEEDS[kind]}), but data.modality is "
                     f"{d.modality!r}; train {'an' if d.modality == 'mri' else 'a'} {d.modality.upper()} model "
-                    f"({', '.join(sorted(k for k, v in MODEL_MODALITY.items() if v == d.modality))}) "
+                    f"({', '.join(sorted(theirs))}) "
                     "or set data.modality")
     keywords = model_keywords(name) if name in _MODELS else None
     if keywords is not None:
         valid = model_defaults(name)
         check_params(name, cfg.model.params, valid, source=source, prefix="model.params",
                      extra=(*sorted(keywords - set(valid)), *_deprecated_aliases(valid)))
+    if name in RECIPE_WARNINGS and _first_rank():  # once per torchrun job
+        warnings.warn(f"{source}: {RECIPE_WARNINGS[name]}" if source else RECIPE_WARNINGS[name],
+                      UserWarning, stacklevel=2)
     return cfg

@@ -518,7 +518,7 @@ def test_training_a_model_of_the_other_modality_is_refused(config, overrides, me
     monkeypatch.setattr(run, "build_datasets", lambda cfg: pytest.fail("data read before validation"))
     with pytest.raises(ConfigError, match=message):
         run.train_from_config(PIPELINES / config, overrides=overrides)
-    # models of no one modality (plug-and-play, backbones) still train on either
+    # models of no one modality (plug-and-play) still train on either; backbones on neither
     with pytest.raises(pytest.fail.Exception, match="data read before validation"):
         run.train_from_config(PIPELINES / config, overrides=["model.name=pnp_hqs",
                                                              "model.params={denoiser: dncnn}"])

@@ -106,7 +106,8 @@ class ADMMCSNet(UnrolledModel):
     Parameters
     ----------
     iterations, num_filters, kernel_size, num_points
-        Unrolled iterations, transform filters, their size, shrinkage control points.
+        Unrolled iterations, transform filters, their size (odd: ``ValueError`` otherwise),
+        shrinkage control points.
     eta, rho
         Initial step size and penalty.
     normalize
@@ -132,6 +133,10 @@ class ADMMCSNet(UnrolledModel):
         init_seed: int | None = 0,
     ) -> None:
         super().__init__()
+        if kernel_size < 1 or kernel_size % 2 == 0:  # padding k // 2 keeps the size only for odd k
+            raise ValueError(f"ADMMCSNet: kernel_size must be odd and >= 1 (the filters pad by "
+                             f"kernel_size // 2, so an even size changes the image size), got "
+                             f"{kernel_size}")
         with seeded_init(init_seed):
             self.stages = nn.ModuleList(
                 [ADMMCSNetStage(num_filters, kernel_size, num_points, eta, rho) for _ in range(iterations)]
