@@ -140,8 +140,11 @@ def main(argv: list[str] | None = None) -> None:
     for which in ("fastmri", "mrirecon"):
         proc = subprocess.run(
             [sys.executable, __file__, "--child", which, "--config", json.dumps(cfg)],
-            capture_output=True, text=True, check=True, env=env,
+            capture_output=True, text=True, env=env,
         )
+        if proc.returncode != 0:  # its error was discarded (CalledProcessError alone)
+            sys.exit(f"bench_models: the {which} child failed (exit {proc.returncode}):\n"
+                     + proc.stderr.strip()[-2000:])
         results[which] = json.loads(proc.stdout.strip().splitlines()[-1])
     ref, ours = results["fastmri"]["output"], results["mrirecon"]["output"]
     diff = max(abs(p - q) for p, q in zip(ref, ours)) / max(abs(v) for v in ref)

@@ -381,12 +381,19 @@ def section_cold(data: dict, threads: int, work: Path, rows: list) -> None:
                   f"is {cli - torch_import - warm:.2f} s beyond the warm call")))
 
 
+#: Sections that failed in this run (``main`` exits 1 after the table when any did).
+FAILED: list[str] = []
+
+
 def _guard(rows: list, section, *args) -> None:
-    """Run a section; a failing peer is reported and the other sections still run."""
+    """Run a section; a failing peer is reported, recorded in :data:`FAILED` (the run then exits
+    1, so ``run_all.py`` / ``make bench`` report it: it exited 0) and the other sections still
+    run."""
     start = len(rows)
     try:
         section(*args)
     except Exception as err:  # noqa: BLE001 (a benchmark reports and goes on)
+        FAILED.append(f"{section.__name__}: {type(err).__name__}: {err}")
         print(f"# {section.__name__} failed: {type(err).__name__}: {err}", flush=True)
     for row in rows[start:]:
         print("# row:", row, flush=True)
@@ -414,6 +421,7 @@ def main(argv: list[str] | None = None) -> None:
     if "mri" in args.sections and not have_bart():
         print(f"# {BART_MISSING}", flush=True)
     rows: list = []
+    FAILED.clear()  # this run's (main may be called again in one process)
     with tempfile.TemporaryDirectory(prefix="mrirecon-bench-") as tmp:
         work = Path(tmp)
         data = make_data(work / "data", args.quick) if set(args.sections) - {"kernels"} else {}
@@ -448,6 +456,8 @@ def main(argv: list[str] | None = None) -> None:
                          "ratio_ours_per_peer": r[1] / r[3], "notes": r[4] if len(r) > 4 else ""}
                         for r in rows]}
         atomic_write_text(args.json, json.dumps(run, indent=1))
+    if FAILED:  # the table above lacks their rows
+        sys.exit(f"bench_pipeline: {len(FAILED)} section(s) failed: " + "; ".join(FAILED))
 
 
 if __name__ == "__main__":

@@ -220,6 +220,23 @@ def test_bench_pipeline_without_bart_skips_its_rows_and_writes_the_run(scripts, 
     assert run["rows"][0]["ratio_ours_per_peer"] == 0.5
 
 
+def test_bench_pipeline_exits_1_when_a_section_failed(scripts, capsys, monkeypatch):
+    """A failing section (a peer missing: ``No module named 'astra'``) was reported, its rows left
+    out of the table, and the script exited 0, so ``run_all.py`` / ``make bench`` said nothing
+    failed. It still runs the other sections and prints the table, then exits 1 naming it."""
+    bench_pipeline = scripts("bench_pipeline")
+
+    def broken(threads, work, rows):
+        raise ModuleNotFoundError("No module named 'astra'")
+
+    monkeypatch.setattr(bench_pipeline, "section_kernels", broken)
+    with pytest.raises(SystemExit) as stop:
+        bench_pipeline.main(["--sections", "kernels", "--threads", "1"])
+    assert "bench_pipeline: 1 section(s) failed: broken: ModuleNotFoundError: No module named " \
+           "'astra'" in str(stop.value.code)
+    assert "| work | ours (s) |" in capsys.readouterr().out  # the table of what did run
+
+
 def test_run_all_parses_its_options_before_starting_anything(scripts, monkeypatch, capsys):
     """``run_all.py --help`` and a mistyped option start no benchmark (they had started the
     half-hour full-size suite: the arguments were searched for ``--quick`` only)."""
