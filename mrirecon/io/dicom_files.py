@@ -8,15 +8,16 @@ and PACS exports), read with pydicom's ``force=True`` and kept when it holds a S
 A file that is neither (empty, a few bytes, a data set cut short) makes the series an error:
 its slice would be missing from the volume. (Files that were not Part 10 and had no ``.dcm``
 suffix were skipped: an empty last slice or a bare data set was silently left out.) So does a
-gzip-compressed file (``IM0003.dcm.gz``, or gzip's first bytes under a name that does not say
-another format, as ``notes.txt.gz`` or ``x.nii.gz`` do): a gzipped slice was skipped as an
-archive, and a slice at either end of the stack was lost without a word. It is not
-decompressed (a small file may inflate without bound): gunzip it.
+compressed DICOM file (``IM0003.dcm.gz``, ``.dcm.bz2``, ``.dcm.xz``, or gzip data whose first
+inflated kilobyte is DICOM, under any name): a compressed slice was skipped as an archive, and a
+slice at either end of the stack was lost without a word. It is not decompressed (a small file
+may inflate without bound): decompress it. Other compressed files are ignored.
 """
 
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 
 import pydicom
@@ -121,14 +122,32 @@ def _with_transfer_syntax(ds: Dataset) -> Dataset:
     return ds
 
 
+#: Compressed-file suffixes; a slice named ``*.dcm.<suffix>`` fails the series by name.
+_COMPRESSED = {".gz": "gzip", ".bz2": "bzip2", ".xz": "xz"}
+
+
 def _gzip_slice(path: Path, data: bytes) -> str | None:
-    """Why a gzip-compressed file fails the series (see the module), or ``None``."""
+    """Why a compressed file fails the series (see the module), or ``None``: a ``*.dcm.gz`` /
+    ``.bz2`` / ``.xz`` name, or gzip data whose first decompressed bytes are DICOM (a Part 10
+    preamble or a bare data set; at most 1 KiB is inflated, from the bytes already read, so
+    nothing can inflate without bound). Other compressed files (``orig.mgz``, a raw
+    ``meas.dat.gz``, notes) are no slices: ignored, as their uncompressed kin are."""
     suffix, inner = path.suffix.lower(), Path(path.stem).suffix.lower()  # .gz, .dcm
-    if not (suffix == ".gz" and inner == ".dcm") and (
-            not data.startswith(b"\x1f\x8b")
-            or (inner if suffix == ".gz" else suffix) in _OTHER_SUFFIXES):
+    kind = _COMPRESSED.get(suffix)
+    if kind is None and not data.startswith(b"\x1f\x8b"):
         return None
-    return "a gzip-compressed file (DICOM inside?): gunzip it (compressed files are not read)"
+    if not (kind is not None and inner in (".dcm", ".dicom", ".ima")):
+        if not data.startswith(b"\x1f\x8b"):
+            return None
+        try:  # the first bytes of the stream, bounded (a truncated head is fine)
+            start = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data, 1024)
+        except zlib.error:
+            return None
+        if start[128:132] != b"DICM" and not bare_data_set_start(start):
+            return None
+        kind = "gzip"
+    tool = "gunzip" if kind == "gzip" else f"{kind} -d"
+    return f"a {kind}-compressed DICOM file: decompress it ({tool}; compressed files are not read)"
 
 
 def read_candidate(path: Path) -> tuple[Dataset | None, str | None]:

@@ -9,7 +9,8 @@ images. Slices whose values mean something else are refused, naming the element:
 * **ImageType** value 3 (or 4, as in ``DERIVED\\PRIMARY\\OTHER\\P\\SE``) of an MR image naming
   phase, real or imaginary data (``P``, ``PHASE``, ``R``, ``REAL``, ``I``, ``IMAGINARY``;
   ``PHASE MAP``; Philips' ``P_FFE``-style terms), or a
-  ComplexImageComponent other than ``MAGNITUDE``: a phase map was read as
+  ComplexImageComponent other than ``MAGNITUDE``, or GE's private image type (0043,102F)
+  1 / 2 / 3 (GE writes ImageType ``OTHER`` for every kind): a phase map was read as
   ``kind="magnitude"``. ``Image.kind`` has no label for a real-valued phase or real part
   (``"complex"`` is complex data), so it is refused.
 * a **Real World Value Mapping** (for MR images without a Modality LUT) given as a lookup
@@ -65,22 +66,48 @@ def check_magnitude(ds: Dataset, path: Path) -> None:
     if component and component != "MAGNITUDE":
         raise DataFormatError(path, "ComplexImageComponent",
                               f"is {component!r}, not MAGNITUDE{_MAGNITUDE_ONLY}")
+    if (kind := _ge_image_type(ds)) in _GE_KINDS:  # GE writes OTHER for every kind
+        written = "\\".join(types) or "nothing"
+        raise DataFormatError(path, "(0043,102F) (GE image type)", (
+            f"is {kind} ({_GE_KINDS[kind]}): a {_GE_KINDS[kind]} image, not a magnitude image, "
+            f"though ImageType reads {written}{_MAGNITUDE_ONLY}"))
+
+
+#: GE's private image type (0043,102F), creator GEMS_PARM_01: 0 magnitude, else these.
+_GE_KINDS = {1: "phase", 2: "real", 3: "imaginary"}
+
+
+def _ge_image_type(ds: Dataset) -> int | None:
+    """GE's private image type (0043,102F) when its creator (0043,0010) is GE's, else ``None``
+    (a signed short; read as raw little-endian bytes where the VR is unknown)."""
+    try:
+        if not str(ds.get((0x0043, 0x0010)).value).upper().startswith("GEMS"):
+            return None
+        value = ds[(0x0043, 0x102F)].value
+        if isinstance(value, (bytes, bytearray)):
+            return int.from_bytes(bytes(value[:2]), "little", signed=True) if len(value) >= 2 \
+                else None
+        return int(value[0] if isinstance(value, (list, tuple)) else value)
+    except Exception:  # noqa: BLE001 - absent, or not GE's: no word from it
+        return None
 
 
 def real_world_scale(ds: Dataset, path: Path) -> tuple[float, float] | None:
-    """``(slope, intercept)`` of the first item of RealWorldValueMappingSequence (for images
-    without a Modality LUT); ``None`` without one. An item without a slope (a lookup table in
-    RealWorldValueLUTData, or nothing) is refused: its values were returned unmapped."""
+    """``(slope, intercept)`` of the first item of RealWorldValueMappingSequence that has a slope
+    (for images without a Modality LUT); ``None`` without a sequence. A sequence whose items give
+    no slope (lookup tables in RealWorldValueLUTData, or nothing) is refused: its values were
+    returned unmapped."""
     if not ds.get("RealWorldValueMappingSequence"):
         return None
-    item = ds.RealWorldValueMappingSequence[0]
-    if "RealWorldValueSlope" not in item:
+    items = list(ds.RealWorldValueMappingSequence)
+    item = next((i for i in items if "RealWorldValueSlope" in i), None)
+    if item is None:
         what = ("maps the stored values through a lookup table (RealWorldValueLUTData), which "
-                "is not read" if "RealWorldValueLUTData" in item else
+                "is not read" if any("RealWorldValueLUTData" in i for i in items) else
                 "holds neither RealWorldValueSlope nor RealWorldValueLUTData")
         raise DataFormatError(path, "RealWorldValueMappingSequence", (
-            f"its first item {what}: the values would be the stored ones, not the real world "
-            "values; export the series with a linear mapping (RealWorldValueSlope / "
+            f"no item gives a slope: it {what}: the values would be the stored ones, not the "
+            "real world values; export the series with a linear mapping (RealWorldValueSlope / "
             "Intercept) or a RescaleSlope / RescaleIntercept"))
     try:
         slope = float(item.RealWorldValueSlope)

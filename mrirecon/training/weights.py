@@ -375,7 +375,7 @@ def load_model(
                     f"another network)")
         return load_pretrained(path, overrides=params).eval()
     method, params = shipped_architecture(method, params, path)
-    model = build_to_load(method, params)
+    model = _as_float32(build_to_load(method, params))  # as load_pretrained: float32 weights
     state = read_state_dict(path, who="load_model")  # a training checkpoint's "model" too
     if method == "varnet" and not set(state) & set(model.state_dict()):
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import shutil
 
+import numpy as np
 import pydicom
 import pytest
 import torch
@@ -43,8 +44,8 @@ def test_a_gzipped_slice_fails_the_series_naming_the_file(tmp_path, modality, wh
     gz = paths[which].with_name(paths[which].name + ".gz")
     gz.write_bytes(gzip.compress(paths[which].read_bytes()))
     paths[which].unlink()
-    with pytest.raises(DataFormatError, match=rf"first: {gz.name}: a gzip-compressed file "
-                                              r"\(DICOM inside\?\): gunzip it"):
+    with pytest.raises(DataFormatError, match=rf"first: {gz.name}: a gzip-compressed DICOM file: "
+                                              r"decompress it \(gunzip; "):
         read_dicom_series(tmp_path)
 
 
@@ -53,7 +54,7 @@ def test_gzip_bytes_under_a_slice_name_fail_the_series_too(tmp_path):
     bare = paths[-1].with_suffix("")  # IM0003-style name, gzip inside
     bare.write_bytes(gzip.compress(paths[-1].read_bytes()))
     paths[-1].unlink()
-    with pytest.raises(DataFormatError, match=rf"{bare.name}: a gzip-compressed file"):
+    with pytest.raises(DataFormatError, match=rf"{bare.name}: a gzip-compressed DICOM file"):
         read_dicom_series(tmp_path)
 
 
@@ -63,22 +64,49 @@ def test_a_folder_of_gzipped_slices_only_names_them_not_no_dicom_files(tmp_path)
         path.unlink()
     (tmp_path / "README.txt").write_text("series 3\n")
     with pytest.raises(DataFormatError, match=r"4 of 5 files are unreadable \(first: "
-                                              r"slice_0001\.dcm\.gz: a gzip-compressed file "
-                                              r"\(DICOM inside\?\): gunzip it") as err:
+                                              r"slice_0001\.dcm\.gz: a gzip-compressed DICOM "
+                                              r"file: decompress it") as err:
         read_dicom_series(tmp_path)
     assert "no DICOM image files" not in str(err.value)
 
 
 def test_other_files_beside_the_slices_are_still_ignored(tmp_path):
-    """A README, a PNG, and gzip files whose names say another format are not slices."""
+    """A README, a PNG and compressed files that hold no DICOM (FreeSurfer's orig.mgz, a raw
+    meas.dat.gz, bare notes.gz, a tar.gz of the slice) are not slices: the first rule failed
+    the series over each gzip file whose name did not say another format."""
+    import io
+    import tarfile
+
     paths = _series(tmp_path)
     expected = read_dicom_series(tmp_path).data
     (tmp_path / "README").write_text("notes\n")
     (tmp_path / "preview.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
     (tmp_path / "notes.txt.gz").write_bytes(gzip.compress(b"notes\n"))
+    (tmp_path / "notes.gz").write_bytes(gzip.compress(b"notes\n" * 300))
     (tmp_path / "volume.nii.gz").write_bytes(gzip.compress(bytes(400)))
-    (tmp_path / "series.tgz").write_bytes(gzip.compress(paths[0].read_bytes()))
+    (tmp_path / "orig.mgz").write_bytes(gzip.compress(b"\x00\x00\x00\x01" + bytes(2000)))
+    (tmp_path / "meas_MID00042.dat.gz").write_bytes(gzip.compress(bytes(range(256)) * 20))
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.add(paths[0], arcname=paths[0].name)
+    (tmp_path / "series.tgz").write_bytes(buffer.getvalue())
     assert torch.equal(read_dicom_series(tmp_path).data, expected)
+
+
+@pytest.mark.parametrize("suffix", [".bz2", ".xz"])
+def test_a_bzip2_or_xz_slice_named_dcm_fails_the_series_too(tmp_path, suffix):
+    """``IM0003.dcm.bz2`` / ``.xz`` were ignored as other formats: a slice lost, exit 0."""
+    import bz2
+    import lzma
+
+    paths = _series(tmp_path)
+    packed = paths[-1].with_name(paths[-1].name + suffix)
+    packed.write_bytes((bz2 if suffix == ".bz2" else lzma).compress(paths[-1].read_bytes()))
+    paths[-1].unlink()
+    kind = "bzip2" if suffix == ".bz2" else "xz"
+    with pytest.raises(DataFormatError, match=rf"first: {packed.name}: a {kind}-compressed DICOM "
+                                              rf"file: decompress it \({kind} -d; "):
+        read_dicom_series(tmp_path)
 
 
 # ------------------------------------------------------------ MR phase / real / imaginary
@@ -138,21 +166,76 @@ def test_mr_magnitude_series_are_read_as_before(tmp_path, image_type):
 
 # ------------------------------------------------------- Real World Value Mapping as a LUT
 
+def _lut_item() -> Dataset:
+    item = Dataset()
+    item.RealWorldValueFirstValueMapped = 0
+    item.RealWorldValueLastValueMapped = 4095
+    item.RealWorldValueLUTData = [2.0 * i for i in range(4096)]
+    item.LUTLabel = "X2"
+    return item
+
+
 def test_a_real_world_value_mapping_by_lookup_table_is_refused(tmp_path):
     paths = _series(tmp_path)
     for path in paths:
         ds = pydicom.dcmread(path)
         assert "RescaleSlope" not in ds  # MR without a Modality LUT: the mapping gives units
-        item = Dataset()
-        item.RealWorldValueFirstValueMapped = 0
-        item.RealWorldValueLastValueMapped = 4095
-        item.RealWorldValueLUTData = [2.0 * i for i in range(4096)]
-        item.LUTLabel = "X2"
-        ds.RealWorldValueMappingSequence = Sequence([item])
+        ds.RealWorldValueMappingSequence = Sequence([_lut_item()])
         save_part10(ds, path)
     with pytest.raises(DataFormatError, match=rf"{paths[0].name}: RealWorldValueMappingSequence:"
                                               r" .*lookup table \(RealWorldValueLUTData\)"):
         read_dicom_series(tmp_path)
+
+
+def test_a_lookup_table_before_a_linear_mapping_takes_the_linear_one(tmp_path):
+    """A sequence [lookup table, slope 2] was refused over its first item; the first item with
+    a slope gives the units, as a single linear item does."""
+    paths = _series(tmp_path)
+    stored = read_dicom_series(tmp_path).data
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        linear = Dataset()
+        linear.RealWorldValueFirstValueMapped = 0
+        linear.RealWorldValueLastValueMapped = 65535
+        linear.RealWorldValueSlope = 2.0
+        linear.RealWorldValueIntercept = 0.0
+        linear.LUTLabel = "X2"
+        ds.RealWorldValueMappingSequence = Sequence([_lut_item(), linear])
+        save_part10(ds, path)
+    raw = read_dicom_series(tmp_path).data
+    ours = pydicom.dcmread(paths[0])
+    assert "RescaleSlope" not in ours
+    # the writer's own mapping was replaced by slope 2 over the same stored integers
+    stored_integers = np.stack([pydicom.dcmread(p).pixel_array for p in paths])
+    torch.testing.assert_close(raw, 2.0 * torch.from_numpy(stored_integers).to(raw.dtype))
+    assert raw.shape == stored.shape
+
+
+def test_a_ge_phase_series_is_refused_by_its_private_image_type(tmp_path):
+    """GE writes ImageType ORIGINAL\\PRIMARY\\OTHER for magnitude, phase, real and imaginary
+    images alike; the kind is its private (0043,102F) (creator GEMS_PARM_01): 1 phase. A phase
+    series passed as magnitude."""
+    paths = _series(tmp_path)
+    for kind, path in zip((1, 1, 1, 1), paths):
+        ds = pydicom.dcmread(path)
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "OTHER"]
+        ds.add_new((0x0043, 0x0010), "LO", "GEMS_PARM_01")
+        ds.add_new((0x0043, 0x102F), "SS", kind)
+        save_part10(ds, path)
+    with pytest.raises(DataFormatError, match=rf"{paths[0].name}: \(0043,102F\) \(GE image "
+                                              r"type\): is 1 \(phase\).*ORIGINAL\\PRIMARY\\OTHER"):
+        read_dicom_series(tmp_path)
+    for path in paths:  # magnitude (0) reads; another vendor's element of that number too
+        ds = pydicom.dcmread(path)
+        ds[(0x0043, 0x102F)].value = 0
+        save_part10(ds, path)
+    assert read_dicom_series(tmp_path).data.shape[0] == len(paths)
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds[(0x0043, 0x0010)].value = "OTHERVENDOR"
+        ds[(0x0043, 0x102F)].value = 1
+        save_part10(ds, path)
+    assert read_dicom_series(tmp_path).data.shape[0] == len(paths)
 
 
 # ------------------------------------------------------------------- colour / palette images

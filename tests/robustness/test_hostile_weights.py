@@ -369,3 +369,19 @@ def test_a_load_never_touches_the_process_wide_default_dtype(float64_default, mo
                                    atol=0)
     for (k, a), (_, b) in zip(model.state_dict().items(), plain.state_dict().items()):
         assert torch.equal(a, b), k
+
+
+def test_weights_without_a_card_load_in_float32_whatever_the_default(float64_default, tmp_path):
+    """``load_model(name, params, path)`` of a bare state_dict (no card) built the model in the
+    caller's float64 default and refused complex64 data; as ``load_pretrained``, float32."""
+    from mrirecon.training.weights import load_model, model_card
+
+    card = model_card("modl_brain_sim")["model"]
+    torch.set_default_dtype(torch.float32)
+    try:
+        torch.save(load_pretrained("modl_brain_sim").state_dict(), tmp_path / "bare.pt")
+    finally:
+        torch.set_default_dtype(torch.float64)
+    model = load_model(card["name"], dict(card.get("params") or {}), tmp_path / "bare.pt")
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert torch.get_default_dtype() == torch.float64
