@@ -217,7 +217,17 @@ def ct(path: str, out: str) -> dict:
     return res
 
 
+PEERS = {"kernels": kernels, "bart": bart, "sigpy": sigpy_cs, "varnet": varnet, "ct": ct}
+
+
+def main(argv: list[str]) -> None:
+    """``peer_scripts.py PEER ARGS...`` (see the module docstring); ``--help`` or no / an unknown
+    peer prints the docstring and exits 2 (was a raw KeyError / IndexError)."""
+    if not argv or argv[0] not in PEERS:
+        print(__doc__, file=sys.stderr)
+        sys.exit(0 if argv[:1] in (["--help"], ["-h"]) else 2)
+    print(json.dumps(PEERS[argv[0]](*argv[1:])))
+
+
 if __name__ == "__main__":
-    cmd, rest = sys.argv[1], sys.argv[2:]
-    fn = {"kernels": kernels, "bart": bart, "sigpy": sigpy_cs, "varnet": varnet, "ct": ct}[cmd]
-    print(json.dumps(fn(*rest)))
+    main(sys.argv[1:])

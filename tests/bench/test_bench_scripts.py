@@ -45,6 +45,22 @@ def test_bench_calib_runs(scripts, capsys):
     assert corr > 0.99, out  # the maps agree with SigPy's (1.000000 at 160 x 160)
 
 
+def test_bench_calib_skip_grappa_runs_without_pygrappa(scripts, capsys, monkeypatch):
+    """The README's `bench_calib.py --skip grappa --kernels` failed at import without pygrappa
+    (imported at the top for the GRAPPA part alone); the GRAPPA part names it when missing."""
+    import sys
+
+    pytest.importorskip("sigpy")
+    monkeypatch.setitem(sys.modules, "pygrappa", None)  # import pygrappa -> ImportError
+    sys.modules.pop("bench_calib", None)
+    calib = scripts("bench_calib")
+    calib.main(["--quick", "--coils", "4", "--shape", "64", "64", "--skip", "grappa"])
+    assert capsys.readouterr().out.count("ratio ours/peer") == 1  # ESPIRiT's only
+    with pytest.raises(SystemExit, match="the GRAPPA peer pygrappa is not installed"):
+        calib.main(["--quick", "--coils", "4", "--shape", "64", "64", "--skip", "espirit"])
+    sys.modules.pop("bench_calib", None)
+
+
 def test_bench_recon_runs_and_its_l1_rows_do_equal_work(scripts, capsys, monkeypatch):
     """The L1-wavelet rows run ``iterations + 30`` normal-operator applications on both sides
     (SigPy's 30 power iterations for the step; ours took the step from ``gram_bound`` with no
@@ -298,3 +314,14 @@ def test_bench_pipeline_bart_rows_solve_mri_cs_calibration_and_scale(scripts, tm
     scale = data_scale(crop_readout(torch.from_numpy(k[0].astype(np.complex64)), 4))
     assert [c[4:] for c in called] == [["full", "0.02", repr(scale)], ["crop", "0.02", repr(scale)]]
     assert len(rows) == 2
+
+
+def test_peer_scripts_help_and_an_unknown_peer_are_said_not_raised(scripts, capsys):
+    """``peer_scripts.py --help`` (or no / an unknown peer) crashed with KeyError / IndexError."""
+    peers = scripts("peer_scripts")
+    with pytest.raises(SystemExit) as ok:
+        peers.main(["--help"])
+    with pytest.raises(SystemExit) as bad:
+        peers.main(["nope"])
+    assert (ok.value.code, bad.value.code) == (0, 2)
+    assert "``bart FILE OUT LAM" in capsys.readouterr().err
