@@ -57,6 +57,22 @@ def test_a_training_forward_leaves_the_weighted_symmetry_term():
         build_model("ista_net_plus", **TINY, symmetry_weight=-1.0)
 
 
+def test_several_forwards_before_a_take_leave_their_mean():
+    """A self-supervised loss runs the model once per SSDU split (CT: per view part) and averages
+    the losses; the term was the last forward's alone. Now the mean of the forwards' terms."""
+    y, op = _problem()
+    model = build_model("ista_net_plus", **TINY, init_seed=1)
+    model.eval()
+    terms = [0.01 * model.forward_with_symmetry(c * y, op)[1] for c in (1.0, 0.3 + 0.5j)]
+    assert take_auxiliary_loss(model) == 0.0 and not torch.allclose(terms[0], terms[1])
+    model.train()
+    model(y, op)
+    model((0.3 + 0.5j) * y, op)
+    torch.testing.assert_close(take_auxiliary_loss(model), (terms[0] + terms[1]) / 2)
+    model(y, op)  # a take starts a new mean
+    torch.testing.assert_close(take_auxiliary_loss(model), terms[0])
+
+
 def test_the_term_is_found_inside_a_wrapping_model():
     """A model inside another (``LearnedMapsModel`` keeps it as ``.model``, DistributedDataParallel
     as ``.module``) still has its term taken: the trainer read the outer module only."""

@@ -94,7 +94,8 @@ class ISTANetPlus(UnrolledModel):
     symmetry_weight
         Weight of the symmetry loss ``mean_k mean |F~_k(F_k(D r)) - D r|^2`` (of the normalised
         image's features with ``normalize``) that a training forward (``model.training`` with
-        autograd on) leaves in ``auxiliary_loss`` (0.01, the paper's; 0: none).
+        autograd on) leaves in ``auxiliary_loss`` (0.01, the paper's; 0: none): the mean over
+        the training forwards since it was last taken.
     """
 
     @accepts_deprecated_names
@@ -114,6 +115,7 @@ class ISTANetPlus(UnrolledModel):
             raise ValueError(f"ISTANetPlus: symmetry_weight must be >= 0, got {symmetry_weight}")
         self.symmetry_weight = float(symmetry_weight)
         self.auxiliary_loss: Tensor | None = None
+        self._auxiliary_count = 0
         with seeded_init(init_seed):
             self.phases = nn.ModuleList([ISTANetPlusPhase(features, rho, theta) for _ in range(iterations)])
         self.normalize, self.checkpointing = normalize, checkpointing
@@ -135,9 +137,15 @@ class ISTANetPlus(UnrolledModel):
         return {**super().__getstate__(), "auxiliary_loss": None}
 
     def output(self, state: tuple[Tensor, Tensor]) -> Tensor:
-        train = self.training and torch.is_grad_enabled() and self.symmetry_weight > 0
-        self.auxiliary_loss = (self.symmetry_weight * state[1] / max(len(self.phases), 1)
-                               if train else None)
+        if not (self.training and torch.is_grad_enabled() and self.symmetry_weight > 0):
+            self.auxiliary_loss = None
+            return state[0]
+        term = self.symmetry_weight * state[1] / max(len(self.phases), 1)
+        # the mean over the forwards since the term was last taken (a self-supervised loss's
+        # SSDU splits or CT view parts, itself their mean); the last alone dropped the others
+        n = 0 if self.auxiliary_loss is None else self._auxiliary_count
+        self.auxiliary_loss = term if n == 0 else (self.auxiliary_loss * n + term) / (n + 1)
+        self._auxiliary_count = n + 1
         return state[0]
 
     def forward_with_symmetry(self, y: Tensor, op: LinearOperator) -> tuple[Tensor, Tensor]:
