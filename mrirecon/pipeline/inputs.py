@@ -179,6 +179,10 @@ def expand_inputs(inputs: list[str], exclude: Path | None = None) -> list[Path]:
             elif p.is_symlink():  # the link itself is there: was "does not exist"
                 raise FileNotFoundError(f"input {p} is a symbolic link {_broken_link(p)}; point it "
                                         "at the data (or pass the data's own path)")
+            elif p.with_name(p.name + ".hdr").is_file():  # half a BART array: say which half
+                raise FileNotFoundError(f"input {p}: {p.name}.hdr is there but {p.name}.cfl (the "
+                                        "array's data) is missing: a BART array is NAME.hdr "
+                                        "beside NAME.cfl")
             else:
                 raise FileNotFoundError(f"input {p} does not exist")
     seen, unique = set(), []

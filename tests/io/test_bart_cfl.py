@@ -215,6 +215,11 @@ def test_inputs_name_bart_arrays_once_and_refuse_a_folder_of_them(tmp_path, capl
     assert expand_inputs([str(tmp_path / "ksp")]) == [cfl]
     assert expand_inputs([str(tmp_path / "ksp.*")]) == [cfl]
     assert expand_inputs([str(tmp_path / "ksp.hdr")]) == [cfl]
+    (tmp_path / "half.hdr").write_bytes((tmp_path / "ksp.hdr").read_bytes())  # its .cfl lost
+    with pytest.raises(FileNotFoundError, match=r"input .*half: half.hdr is there but half.cfl "
+                                                r"\(the array's data\) is missing"):
+        expand_inputs([str(tmp_path / "half")])  # was: "input half does not exist"
+    (tmp_path / "half.hdr").unlink()
     with pytest.raises(FileNotFoundError, match=r"holds BART arrays \(ksp.cfl, sens.cfl\).*by name"):
         expand_inputs([str(tmp_path)])
     write_fastmri(tmp_path / "scan.h5", _noise((1, 2, 8, 6)),
