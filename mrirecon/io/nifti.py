@@ -230,13 +230,13 @@ def read_nifti(
         raise DataFormatError(path, "file", f"not a readable NIfTI file "
                               f"({type(err).__name__}: {' '.join(str(err).split())})") from err
     shape = nii.shape
-    if len(shape) == 4 and shape[3] == 1:
-        shape = shape[:3]
+    while len(shape) > 3 and shape[-1] == 1:  # one volume: (x, y, z, 1) or (x, y, z, 1, 1)
+        shape = shape[:-1]
     if len(shape) == 2:
         shape = shape + (1,)
     if len(shape) != 3:
         raise DataFormatError(path, "dim", f"has shape {nii.shape}; expected one 3-D volume "
-                              "(a 4-D file of one volume is read)")
+                              "(a 4-D or 5-D file of one volume is read)")
     if 0 in shape:  # every other reader refuses empty data
         raise DataFormatError(path, "dim", f"empty volume of shape {nii.shape}: no voxels")
     header = nii.header
@@ -316,8 +316,11 @@ def _affine_mm(header, path: Path) -> tuple[np.ndarray, bool, tuple[str, int]]:
         bad += [f"pixdim[{i + 1}]" for i in range(3) if not np.isfinite(pixdim[i])]
         fields = ", ".join(bad or ["quatern_b..d / qoffset_x..z / pixdim"]) + \
             f" (qform, code {int(qcode)})"
-    else:  # no xform (NIfTI "method 1"): voxel sizes along the array axes, no position
-        affine, placed, source = np.diag([*np.abs(pixdim), 1.0]), False, ("pixdim", 0)
+    else:  # no xform (NIfTI "method 1"): voxel sizes along the array axes, no position; the
+        # placeholder write_nifti writes for an unplaced image (LPS identity = RAS diag(-, -, +)),
+        # so a round trip keeps its orientation (RAS diag(+, +, +) came back as -1,0,0,0,-1,0)
+        affine = np.diag([-abs(pixdim[0]), -abs(pixdim[1]), abs(pixdim[2]), 1.0])
+        placed, source = False, ("pixdim", 0)
         fields = ", ".join(f"pixdim[{i + 1}]" for i in range(3) if not np.isfinite(pixdim[i]))
     if not np.isfinite(affine).all():
         raise DataFormatError(path, fields, "holds NaN or Inf: the voxel-to-patient affine "

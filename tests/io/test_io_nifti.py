@@ -167,6 +167,11 @@ def test_a_geometry_without_a_position_is_written_as_unknown(tmp_path):
     back = read_nifti(path)
     assert not back.geometry.placed and back.geometry.spacing == g.spacing
     torch.testing.assert_close(back.data, img.data, rtol=0, atol=0)
+    # the placeholder orientation survives the round trip, and a second write is the first's
+    # bytes (it came back as -1,0,0,0,-1,0 and flipped srow_x / srow_y on the next write)
+    assert back.geometry.orientation == g.orientation and back.geometry.origin == g.origin
+    again = write_nifti(back, tmp_path / "again.nii.gz")
+    assert nib.load(again).get_sform().tolist() == hdr.get_sform().tolist()
     placed = write_nifti(Image(img.data, ImageGeometry(spacing=g.spacing)), tmp_path / "y.nii")
     assert int(nib.load(placed).header["sform_code"]) == 1 and read_nifti(placed).geometry.placed
 
@@ -190,3 +195,17 @@ def test_int16_extremes_are_not_clipped_when_slope_and_inter_round_to_float32(tm
     back = np.asarray(nii.dataobj, dtype=np.float64)  # stored * slope + inter, in float64
     err = np.abs(np.transpose(back, (2, 1, 0)) - data.numpy()).max()
     assert err <= slope / 2 + 4 * np.finfo(np.float64).eps * abs(hi)
+
+
+def test_a_five_dimensional_file_of_one_volume_is_read(tmp_path):
+    """(x, y, z, 1, 1) holds one volume (as (x, y, z, 1) does) and was refused as if it held
+    several; (x, y, z, 1, 3), a vector per voxel, still is."""
+    data = np.arange(4 * 5 * 3, dtype=np.float32).reshape(4, 5, 3)
+    nib.save(nib.Nifti1Image(data[..., None, None], np.diag([2.0, 3.0, 4.0, 1.0])),
+             tmp_path / "one.nii")
+    nib.save(nib.Nifti1Image(data[..., None], np.diag([2.0, 3.0, 4.0, 1.0])), tmp_path / "four.nii")
+    torch.testing.assert_close(read_nifti(tmp_path / "one.nii").data,
+                               read_nifti(tmp_path / "four.nii").data, rtol=0, atol=0)
+    nib.save(nib.Nifti1Image(np.stack([data] * 3, -1)[..., None, :], np.eye(4)), tmp_path / "v.nii")
+    with pytest.raises(DataFormatError, match="expected one 3-D volume"):
+        read_nifti(tmp_path / "v.nii")
