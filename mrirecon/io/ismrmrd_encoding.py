@@ -120,6 +120,20 @@ def select_counters(idx, keep: np.ndarray, calib_only: np.ndarray, chosen: dict,
         "for calibration only, never in the image")}), where
 
 
+def ramp_sampling(header: Header) -> str | None:
+    """``"ramp sampling (trajectoryDescription rampUpTime 100, rampDownTime 100)"`` when the
+    header's ramp times (``extra["trajectory_ramp_times"]``) say the readouts sample on the
+    gradient ramps (any time not 0; NaN, unreadable, is not flat), else ``None``: the words of
+    both readers' EPI refusals (:func:`mrirecon.io.ismrmrd_encoding.check_epi`,
+    :func:`mrirecon.io.layout_hints.fastmri_trajectory_problem`)."""
+    ramped = {k: v for k, v in dict(header.extra.get("trajectory_ramp_times", ())).items()
+              if not v == 0}
+    if not ramped:
+        return None
+    return ("ramp sampling (trajectoryDescription "
+            + ", ".join(f"{k} {v:g}" for k, v in ramped.items()) + ")")
+
+
 def check_epi(header: Header, flags: np.ndarray, keep_space: np.ndarray, carries_traj: bool,
               fail) -> Header:
     """Refuse an ``epi`` encoding that needs ramp-sampling regridding or Nyquist-ghost correction
@@ -136,12 +150,9 @@ def check_epi(header: Header, flags: np.ndarray, keep_space: np.ndarray, carries
             f"{phasecorr} phase-correction acquisitions (ACQ_IS_PHASECORR_DATA) were ignored: "
             "no Nyquist-ghost correction is done (the header's encoding/trajectory is "
             f"{kind!r}; if these lines are EPI, odd/even echo misalignment stays as N/2 ghosts)")})
-    ramps = dict(header.extra.get("trajectory_ramp_times", ()))
-    ramped = {k: v for k, v in ramps.items() if not v == 0}  # NaN (unreadable): not flat
     problems = []
-    if ramped and not carries_traj:
-        problems.append("ramp sampling (trajectoryDescription " + ", ".join(
-            f"{k} {v:g}" for k, v in ramped.items()) + ")")
+    if (ramped := ramp_sampling(header)) and not carries_traj:
+        problems.append(ramped)
     if phasecorr:
         problems.append(f"{phasecorr} phase-correction acquisitions (ACQ_IS_PHASECORR_DATA)")
     if problems:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from mrirecon.containers import Header
+from mrirecon.io.ismrmrd_encoding import ramp_sampling
 from mrirecon.io.ismrmrd_header import NONCARTESIAN_KINDS
 
 #: What ``FastMRIFile`` adds to "ismrmrd_header: dataset missing".
@@ -44,16 +45,13 @@ def fastmri_trajectory_problem(header: Header) -> str | None:
     The layout is a Cartesian grid: radial or spiral readouts stored in it were read as
     phase-encoding lines (exit 0, an image uncorrelated with the object)."""
     kind = str(header.extra.get("trajectory", "")).strip()
-    ramped = {k: v for k, v in dict(header.extra.get("trajectory_ramp_times", ())).items()
-              if not v == 0}  # NaN (unreadable): not flat
-    if kind.lower() == "epi" and ramped:  # as ISMRMRD raw data's check_epi refuses it
-        return ("'epi' with ramp sampling (trajectoryDescription " + ", ".join(
-            f"{k} {v:g}" for k, v in ramped.items()) + "): the fastMRI layout holds Cartesian "
-            "k-space, and readouts sampled on the gradient ramps are not on its grid (fastMRI "
-            "prostate DWI's own code regrids them, trapezoidal_regridding, and corrects the "
-            "Nyquist ghost first); mrirecon does neither, so the image would be blurred and "
-            "ghosted: write the regridded, ghost-corrected k-space with encoding/trajectory "
-            "'cartesian'")
+    if kind.lower() == "epi" and (ramped := ramp_sampling(header)):  # as check_epi refuses it
+        return (f"'epi' with {ramped}: the fastMRI layout holds Cartesian k-space, and "
+                "readouts sampled on the gradient ramps are not on its grid (fastMRI "
+                "prostate DWI's own code regrids them, trapezoidal_regridding, and corrects the "
+                "Nyquist ghost first); mrirecon does neither, so the image would be blurred and "
+                "ghosted: write the regridded, ghost-corrected k-space with encoding/trajectory "
+                "'cartesian'")
     if kind.lower() not in NONCARTESIAN_KINDS:
         return None
     return (f"{kind!r}: the fastMRI layout holds Cartesian k-space (slices, coils, H, W); "
