@@ -126,7 +126,7 @@ def _with_transfer_syntax(ds: Dataset) -> Dataset:
 _COMPRESSED = {".gz": "gzip", ".bz2": "bzip2", ".xz": "xz"}
 
 
-def _gzip_slice(path: Path, data: bytes) -> str | None:
+def _compressed_slice(path: Path, data: bytes) -> str | None:
     """Why a compressed file fails the series (see the module), or ``None``: a ``*.dcm.gz`` /
     ``.bz2`` / ``.xz`` name, or gzip data whose first decompressed bytes are DICOM (a Part 10
     preamble or a bare data set; at most 1 KiB is inflated, from the bytes already read, so
@@ -165,7 +165,7 @@ def read_candidate(path: Path) -> tuple[Dataset | None, str | None]:
     if data is None:
         return None, "cannot be read"
     dcm, part10 = path.suffix.lower() == ".dcm", data[128:132] == b"DICM"
-    if not part10 and (why := _gzip_slice(path, data)):
+    if not part10 and (why := _compressed_slice(path, data)):
         return None, why
     if not part10 and clearly_not_dicom(path, data):
         return None, None  # e.g. a README

@@ -63,22 +63,19 @@ def test_a_correct_expand_reduce_and_mrirecons_own_pass_with_their_errors_report
         assert max(found["expand"], found["reduce"], found["expand_reduce"]) < 1e-2 * tol, op.name
 
 
-def test_a_reduce_without_its_conj_is_refused_naming_the_identity():
-    """``reduce`` forgot the conj of the phase: the dot test of A passed (1.4e-8) and k-space
-    data consistency left a data residual of 0.72 without a word."""
-    bad = _user("BadReduce", reduce=lambda self, k: ifft2c(k))
-    with pytest.raises(ValueError, match=r"check_operator: BadReduce: reduce\(M \* v\) differs "
-                                         r"from A\^H v .*A\^H y = reduce\(M \* y\)\); reduce is "
-                                         r"not the adjoint of expand"):
-        check_operator(bad)
-
-
-def test_an_expand_without_the_phase_is_refused_naming_the_identity():
-    bad = _user("BadExpand", expand=lambda self, x: fft2c(x))
-    with pytest.raises(ValueError, match=r"check_operator: BadExpand: M \* expand\(u\) differs "
-                                         r"from A u \(CoilExpandReduce needs A x = M \* "
-                                         r"expand\(x\)"):
-        check_operator(bad)
+@pytest.mark.parametrize("name, broken, message", [
+    # reduce forgot the conj of the phase: the dot test of A passed (1.4e-8) and k-space data
+    # consistency left a data residual of 0.72 without a word
+    ("BadReduce", {"reduce": lambda self, k: ifft2c(k)},
+     r"check_operator: BadReduce: reduce\(M \* v\) differs from A\^H v .*A\^H y = "
+     r"reduce\(M \* y\)\); reduce is not the adjoint of expand"),
+    ("BadExpand", {"expand": lambda self, x: fft2c(x)},
+     r"check_operator: BadExpand: M \* expand\(u\) differs from A u \(CoilExpandReduce needs "
+     r"A x = M \* expand\(x\)"),
+], ids=["reduce-without-conj", "expand-without-phase"])
+def test_a_wrong_expand_or_reduce_is_refused_naming_the_identity(name, broken, message):
+    with pytest.raises(ValueError, match=message):
+        check_operator(_user(name, **broken))
 
 
 def test_kspace_data_consistency_models_refuse_a_wrong_reduce():
