@@ -186,8 +186,8 @@ def read_nifti(
     Parameters
     ----------
     path
-        ``.nii`` or ``.nii.gz`` file. 2-D files give one slice; a 4-D file must have a
-        single volume.
+        ``.nii`` or ``.nii.gz`` file (any case), or either half of a NIfTI ``.hdr`` /
+        ``.img`` pair. 2-D files give one slice; a 4-D file must have a single volume.
     modality
         ``"MR"`` or ``"CT"`` (NIfTI does not record it).
     kind
@@ -216,12 +216,16 @@ def read_nifti(
         An infinite ``scl_slope`` is read unscaled (nibabel's rule) with a ``DataWarning``.
     """
     path = Path(path)
-    _suffix(path)
+    pair = path.name.lower().endswith((".hdr", ".img"))
+    if not pair:
+        _suffix(path)
     require_regular_file(path)  # a folder or FIFO named x.nii was reported as "does not exist"
     if not path.is_file():
         raise FileNotFoundError(f"read_nifti: {path} does not exist")
     try:
-        nii = nib.load(path)
+        nii = _load(path, pair)
+    except DataFormatError:
+        raise
     except Exception as err:  # noqa: BLE001 - nibabel raises many kinds
         if "invalid intercept" in str(err):  # nibabel's HeaderDataError names no field
             raise DataFormatError(path, "scl_inter", f"is not finite while scl_slope is: the "
@@ -282,13 +286,48 @@ def read_nifti(
     )
 
 
+def _load(path: Path, pair: bool):
+    """``nib.load`` for ``.nii`` / ``.nii.gz`` and ``.hdr`` / ``.img`` pairs (NIfTI-1 or -2;
+    an Analyze 7.5 header without the NIfTI magic has no orientation and is refused). nibabel
+    maps names case-sensitively (``x.Nii.Gz`` failed as "no such file x.nii.Gz"), so a single
+    file with another case is opened by its header size: 348 bytes NIfTI-1, 540 NIfTI-2."""
+    if pair:
+        if path.suffix not in (".hdr", ".img"):
+            raise DataFormatError(path, "file", "a NIfTI pair's names must end in lower-case "
+                                  ".hdr / .img (nibabel finds the other half by that name); "
+                                  "rename both files")
+        other = path.with_suffix(".img" if path.suffix == ".hdr" else ".hdr")
+        if not other.is_file():
+            raise DataFormatError(path, "file", f"the other half of the NIfTI pair, {other}, "
+                                  "is missing")
+        nii = nib.load(path)
+        if not isinstance(nii, (nib.Nifti1Pair, nib.Nifti2Pair)):
+            raise DataFormatError(path, "magic", f"is an Analyze 7.5 header "
+                                  f"({type(nii).__name__}) without the NIfTI magic 'ni1': it "
+                                  "records no orientation; convert it to NIfTI with the "
+                                  "orientation known from its source")
+        return nii
+    if path.name.endswith((".nii", ".nii.gz")):
+        return nib.load(path)
+    with nib.openers.ImageOpener(path) as f:  # decompresses by the suffix, in any case
+        head = f.read(4)
+    size = int.from_bytes(head, "little") if len(head) == 4 else 0
+    size = size if size in (348, 540) else int.from_bytes(head, "big") if len(head) == 4 else 0
+    if size not in (348, 540):
+        raise DataFormatError(path, "sizeof_hdr", f"is {head!r}, neither 348 (NIfTI-1) nor 540 "
+                              "(NIfTI-2): not a NIfTI file")
+    klass = nib.Nifti1Image if size == 348 else nib.Nifti2Image
+    return klass.from_file_map({"image": nib.FileHolder(filename=str(path))})
+
+
 def _check_slope(nii, path: Path) -> None:
     """Warn, naming ``scl_slope``, where the file's slope is infinite: nibabel then reads the
     stored values unscaled, as it does for the slopes 0 and NaN that mean "no scaling" (the
     NIfTI standard's 0; nibabel writes NaN for it), which pass without a word. ``nib.load``
     replaces the slope in ``nii.header``, so the file's own header is read again (348 bytes).
     A NaN / Inf intercept beside a usable slope fails in ``nib.load`` (named there)."""
-    with nib.openers.ImageOpener(path) as f:
+    header_file = nii.file_map["header" if "header" in nii.file_map else "image"].filename
+    with nib.openers.ImageOpener(header_file or path) as f:  # a pair's header is the .hdr
         slope = float(type(nii.header).from_fileobj(f)["scl_slope"])
     if np.isinf(slope):
         warn_data(DataWarning(path, "scl_slope", (
