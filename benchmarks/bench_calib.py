@@ -40,7 +40,7 @@ from mrirecon.calib import espirit_maps
 from mrirecon.calib.espirit import espirit_kernels
 from mrirecon.functional import ifft2c, rss
 from mrirecon.recon.grappa import grappa
-from _timing import best_time, ratio_text  # noqa: E402 (benchmarks/ is on sys.path)
+from _timing import best_time, machine_line, others_running, ratio_text  # noqa: E402 (benchmarks/ is on sys.path)
 
 
 def simulate(
@@ -196,13 +196,14 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     img, ksp = simulate(args.coils, *shape)
-    print(f"torch {torch.__version__}, {args.threads} torch thread(s), sigpy {sigpy.__version__}")
+    print(f"machine: {machine_line()}, sigpy {sigpy.__version__}\nbefore: {others_running()}")
     if args.skip != "espirit":
         bench_espirit(img, ksp, repeats, device)
     if args.skip != "grappa":
         bench_grappa(ksp, args.accel, args.acs, repeats, device)
     if args.kernels:
         bench_espirit_kernels(repeats)
+    print(f"after: {others_running()}")
 
 
 if __name__ == "__main__":

@@ -133,6 +133,8 @@ def main(argv: list[str] | None = None) -> None:
         "repeats": a.repeats or (1 if a.quick else 3),
         "threads": a.threads,
     }
+    from _timing import machine_line, others_running  # benchmarks/ is on sys.path
+    print(f"machine: {machine_line()}\nbefore: {others_running()}", flush=True)
     results = {}
     # Both children run with a fixed glibc mmap threshold: with glibc's moving threshold the
     # peak-RSS delta of either model swings by about +-50 MiB from run to run (heap reuse).
@@ -160,6 +162,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{ours_r['peak_rss_delta_mib'] / peer_r['peak_rss_delta_mib']:.3f} (below 1: ours is "
           "faster / smaller)")
     print(f"max relative output difference (first 4096 pixels): {diff:.2e}")
+    print(f"after: {others_running()}")
 
 
 if __name__ == "__main__":

@@ -53,7 +53,6 @@ import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -66,6 +65,7 @@ import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from _timing import machine_line, others_running  # noqa: E402 (benchmarks/ is on sys.path)
 
 #: lam of the BART / SigPy comparison, on k-space divided by mri_cs's data scale (the zero-filled
 #: RSS peak): the BART script passes that scale as ``pics -w`` (:func:`bart_problem`), since pics
@@ -97,27 +97,6 @@ def timed(fn, *args, **kwargs):
     t0 = time.perf_counter()
     out = fn(*args, **kwargs)
     return time.perf_counter() - t0, out
-
-
-def machine_line() -> str:
-    cpu = "unknown CPU"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return (f"{cpu}, {os.cpu_count()} cores, {platform.platform()}, torch {torch.__version__}, "
-            f"numpy {np.__version__}")
-
-
-def others_running() -> str:
-    """Load average and the busiest other processes (what else was running)."""
-    load = os.getloadavg()
-    ps = subprocess.run(["ps", "-eo", "pcpu,comm", "--sort=-pcpu", "--no-headers"],
-                        capture_output=True, text=True).stdout.splitlines()
-    mine = os.getpid()
-    busy = [p.strip() for p in ps[:8] if p.strip() and float(p.split()[0]) > 10]
-    return f"load average {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} (pid {mine}); busiest: {busy}"
 
 
 @contextlib.contextmanager

@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--shape", type=int_at_least(1), nargs=2, default=[640, 368])
     ap.add_argument("--method", default="zero_filled_rss")
     args = ap.parse_args(argv)
+    from _timing import machine_line, others_running  # benchmarks/ is on sys.path
+    print(f"machine: {machine_line()}\nbefore: {others_running()}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.slices:
@@ -79,6 +81,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"run={r['seconds']:.1f} s (write {time.perf_counter() - t - r['seconds']:.1f} s)")
     (n0, _, p0, _), (n1, _, p1, _) = rows[0], rows[-1]
     print(f"peak RSS ratio {n1} vs {n0} slices: {p1 / p0:.3f} (k-space ratio {n1 / n0:.0f}x)")
+    print(f"after: {others_running()}")
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ def test_bench_calib_runs(scripts, capsys):
     assert out.count("ratio ours/peer") == 2, out  # ESPIRiT and GRAPPA, ours / peer
     corr = float(out.split("inside object: min ")[1].split(",")[0])
     assert corr > 0.99, out  # the maps agree with SigPy's (1.000000 at 160 x 160)
+    _says_machine_and_load(out)
 
 
 def test_bench_calib_skip_grappa_runs_without_pygrappa(scripts, capsys, monkeypatch):
@@ -143,6 +144,7 @@ def test_bench_models_runs(scripts, capsys):
     out = capsys.readouterr().out
     assert "ratio ours/peer: time " in out and "ours (mrirecon)" in out, out
     assert float(out.split("output difference (first 4096 pixels): ")[1].split()[0]) < 1e-4
+    _says_machine_and_load(out)
 
 
 _PEAK_SCRIPT = textwrap.dedent(
@@ -193,6 +195,17 @@ def test_bench_pipeline_memory_runs(scripts, capsys):
                                            "64"])
     out = capsys.readouterr().out
     assert "peak RSS ratio 1 vs 1 slices: 1.000" in out, out
+    _says_machine_and_load(out)
+
+
+def _says_machine_and_load(out):
+    """The brief's "say what else was running": the machine, and the load before and after
+    (bench_calib, bench_models and bench_pipeline_memory printed neither)."""
+    lines = out.splitlines()
+    assert any(line.startswith("machine: ") and " cores, " in line for line in lines), out
+    for when in ("before", "after"):
+        assert any(line.startswith(f"{when}: load average") and "busiest:" in line
+                   for line in lines), out
 
 
 def test_bench_pipeline_without_bart_skips_its_rows_and_writes_the_run(scripts, capsys, tmp_path,
