@@ -176,8 +176,9 @@ _KIND_HELP = {
 #: ``(kind, name)``: ``--workers 0`` loads the data in the training process, as its help says
 #: (it was refused: "must be >= 1"); ``train prior``'s patches must hold the procedural
 #: images' blobs (``prior_images.procedural_image``: a scale drawn in ``[2, patch / 8)``):
-#: ``--patch 8`` failed with numpy's "high - low < 0", naming no option.
-_LEAST = {"workers": 0, ("prior", "patch"): 16}
+#: ``--patch 8`` failed with numpy's "high - low < 0", naming no option. A DnCNN has at least
+#: its first and last convolutions.
+_LEAST = {"workers": 0, ("prior", "patch"): 16, ("denoiser", "depth"): 2}
 
 #: Parameters that are paths (``--init``): ``--init ""`` was read as the folder ``.``
 #: ("PosixPath('.') has an empty name").

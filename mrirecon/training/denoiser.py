@@ -81,12 +81,13 @@ def noisy_batch(
     return noisy, clean
 
 
-def build_denoiser() -> nn.Module:
-    """The shipped PnP model's denoiser: ``ComplexImageCNN(DnCNN(**DENOISER_PARAMS))``."""
+def build_denoiser(**sizes) -> nn.Module:
+    """The shipped PnP model's denoiser: ``ComplexImageCNN(DnCNN(**DENOISER_PARAMS))``, with
+    ``depth`` / ``features`` of ``sizes`` in place of the shipped ones where given."""
     from mrirecon.models.backbones.complex import ComplexImageCNN
     from mrirecon.models.backbones.dncnn import DnCNN
 
-    return ComplexImageCNN(DnCNN(**DENOISER_PARAMS))
+    return ComplexImageCNN(DnCNN(**{**DENOISER_PARAMS, **sizes}))
 
 
 def train_denoiser(
@@ -103,6 +104,8 @@ def train_denoiser(
     max_steps: int = 20000,
     max_seconds: float = 420.0,
     lr_drop_step: int | None = None,
+    depth: int = DENOISER_PARAMS["depth"],
+    features: int = DENOISER_PARAMS["features"],
     threads: int | None = None,
 ) -> dict:
     """Train the denoiser and save a :class:`PnPADMM` ``state_dict`` to ``out``.
@@ -113,7 +116,9 @@ def train_denoiser(
     budget: a step that depends on the machine and its load). The card records the step of the
     drop and ``command_same_steps``, the command that repeats the run's steps and drop, and so
     its weights bit for bit with the same thread count, CPU type and torch build (elsewhere to
-    float32 rounding). Returns a summary dict (steps, wall times, loss, data, ``lr_drop_step``).
+    float32 rounding). ``depth`` / ``features``: the DnCNN's convolutional layers and feature
+    channels (the shipped 8 / 32; the card records them, so the weights load as they were
+    trained). Returns a summary dict (steps, wall times, loss, data, ``lr_drop_step``).
     """
     args = {k: v for k, v in locals().items() if k not in ("out", "threads")}  # for the card
     from mrirecon.models.pnp.pnp import PnPADMM
@@ -121,6 +126,10 @@ def train_denoiser(
     from mrirecon.training.run_card import earlier_card
 
     earlier = earlier_card(out)  # before this run replaces the weights it describes
+    if depth < 2 or features < 1:  # DnCNN's first and last layers; 0 features is no network
+        raise ValueError(f"train denoiser: --depth {depth} / --features {features}: give a "
+                         "depth of at least 2 (the first and last convolutions) and at least "
+                         "1 feature")
     if patch > min(size):  # refused before the simulation, not by torch.randint mid-training
         raise ValueError(f"train denoiser: --patch {patch} is larger than the {size[0]} x {size[1]} "
                          f"training slices (--size); give at most {min(size)}")
@@ -130,7 +139,7 @@ def train_denoiser(
     images = clean_images(volumes, slices, size, data_seed)
     t_data = time.perf_counter() - t0
     gen = torch.Generator().manual_seed(seed)
-    denoiser = build_denoiser()
+    denoiser = build_denoiser(depth=depth, features=features)
     opt = torch.optim.Adam(denoiser.parameters(), lr=lr)
     t1 = time.perf_counter()
     step, losses, dropped = 0, [], None  # dropped: the step the rate dropped at
@@ -162,6 +171,7 @@ def train_denoiser(
         "train_slices": int(images.shape[0]),
         "volumes": volumes, "slices": slices, "size": list(size), "data_seed": data_seed,
         "seed": seed, "batch": batch, "patch": patch, "lr": lr, "threads": threads,
+        "depth": depth, "features": features,
         "lr_drop_step": dropped,
     }
     write_weights(out, model.state_dict(), _card(out, {"threads": threads, **args}, summary, earlier))
@@ -182,7 +192,8 @@ def _card(out, args: dict, summary: dict, earlier: dict | None) -> dict:
     a = args
     defaults = {k: p.default for k, p in inspect.signature(DnCNN).parameters.items()}
     # as the shipped card writes them: the settings that differ from DnCNN's defaults
-    dncnn = {k: v for k, v in DENOISER_PARAMS.items() if defaults.get(k) != v}
+    params = {**DENOISER_PARAMS, "depth": a["depth"], "features": a["features"]}
+    dncnn = {k: v for k, v in params.items() if defaults.get(k) != v}
     training = {
         "command": trainer_command("denoiser", Path(out), args), "seed": a["seed"],
         "steps": summary["steps"], "wall_time_s": summary["wall_time_s"],
@@ -205,8 +216,8 @@ def _card(out, args: dict, summary: dict, earlier: dict | None) -> dict:
     text = {
         "overridable": ["iterations", "rho"],
         "description": (
-            f"PnP-ADMM with a residual DnCNN denoiser ({DENOISER_PARAMS['depth']} conv layers, "
-            f"{DENOISER_PARAMS['features']} features, 2 channels [Re, Im]) trained by mrirecon train denoiser "
+            f"PnP-ADMM with a residual DnCNN denoiser ({params['depth']} conv layers, "
+            f"{params['features']} features, 2 channels [Re, Im]) trained by mrirecon train denoiser "
             "for Gaussian denoising only (see training); the ADMM settings are PnPADMM's defaults "
             "(model.params), not tuned for these weights."),
         "data": (

@@ -142,6 +142,8 @@ def test_training_script_writes_loadable_state_dict(tmp_path, monkeypatch, capsy
     # was an internal error: Adam's update overflowed float32
     (["--lr", "1e300"], r"argument --lr: must be in \(0, 1\]"),
     (["--lr", "0"], r"argument --lr: must be in \(0, 1\]"),
+    (["--depth", "1"], r"argument --depth: must be >= 2"),
+    (["--features", "0"], r"argument --features: must be >= 1"),
 ])
 def test_bad_options_are_refused_by_name_before_training(argv, message, tmp_path, monkeypatch, capsys):
     from mrirecon.cli import main
@@ -155,6 +157,30 @@ def test_bad_options_are_refused_by_name_before_training(argv, message, tmp_path
     assert re.search(message, capsys.readouterr().err)
 
 
+def test_a_smaller_denoiser_is_trained_recorded_and_loaded_by_its_card(tmp_path, monkeypatch):
+    """``--depth`` / ``--features`` (train denoiser had no size options): the weights have the
+    given layers, the card records them and the command, and ``load_model`` builds that net."""
+    from mrirecon.cli import main
+    from mrirecon.training.weights import load_model
+    from mrirecon.training import denoiser as script
+
+    monkeypatch.setattr(script, "clean_images", lambda *a, **k: torch.ones(2, 32, 32, dtype=torch.complex64))
+    out = tmp_path / "small.pt"
+    assert main(["train", "denoiser", "--out", str(out), "--max-steps", "2", "--patch", "16",
+                 "--batch", "2", "--threads", "1", "--depth", "4", "--features", "8"]) == 0
+    state = torch.load(out, weights_only=True)
+    convs = [v for k, v in state.items() if k.endswith("weight") and v.dim() == 4]
+    assert len(convs) == 4 and [w.shape[0] for w in convs] == [8, 8, 8, 2]
+    card = yaml.safe_load(out.with_suffix(".yaml").read_text())
+    params = card["model"]["params"]["denoiser_params"]
+    assert params["depth"] == 4 and params["features"] == 8
+    assert "--depth 4" in card["training"]["command"] and "--features 8" in card["training"]["command"]
+    assert "4 conv layers, 8 features" in card["description"]
+    model = load_model("pnp_admm", {}, out)
+    loaded = model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in state.items())
+
+
 def test_a_diverged_training_writes_nothing(tmp_path, monkeypatch, capsys):
     # lr 10 (accepted then) trained to NaN and wrote NaN weights with exit 0; the loader refused
     # them only later, at the first reconstruction. Now every trainer's write_weights refuses them.
@@ -164,8 +190,8 @@ def test_a_diverged_training_writes_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(script, "clean_images", lambda *a, **k: torch.ones(2, 32, 32, dtype=torch.complex64))
     real_build = script.build_denoiser
 
-    def poisoned():
-        net = real_build()
+    def poisoned(**sizes):
+        net = real_build(**sizes)
         with torch.no_grad():
             next(net.parameters()).fill_(float("nan"))
         return net
