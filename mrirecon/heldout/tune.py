@@ -8,6 +8,7 @@ and the README.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -189,44 +190,71 @@ def tune_model_mri(data_dir: str | Path, model: torch.nn.Module, settings: list[
     """Score a learned model with attribute overrides ``settings`` (e.g. a PnP schedule) on the
     data its held-out row sees (``remove_oversampling``: as its pipeline crops the readout)."""
     out: dict = {}
-    for acc in accelerations:
-        slices = prepared_mri_slices(data_dir, float(acc), max_volumes, remove_oversampling)
-        scores = []
-        for st in settings:
-            for k, v in st.items():
-                setattr(model, k, v)
-            scores.append({"params": st, **score_mri(slices, "model", {}, model)})
-            print(acc, scores[-1], flush=True)
-        out[float(acc)] = _result("model", scores, f"MRI {acc}x")
+    with _attributes_kept(model, settings):
+        for acc in accelerations:
+            slices = prepared_mri_slices(data_dir, float(acc), max_volumes, remove_oversampling)
+            scores = []
+            for st in settings:
+                for k, v in st.items():
+                    setattr(model, k, v)
+                scores.append({"params": st, **score_mri(slices, "model", {}, model)})
+                print(acc, scores[-1], flush=True)
+            out[float(acc)] = _result("model", scores, f"MRI {acc}x")
     return out
+
+
+@contextlib.contextmanager
+def _attributes_kept(model: torch.nn.Module | None, settings: Sequence[Mapping[str, Any]]):
+    """Put back the attributes that ``settings`` override once the scoring ends (the model was
+    left at the last setting tried, whatever scored best)."""
+    names = {k for st in settings for k in st} if model is not None else set()
+    missing = object()
+    kept = {k: getattr(model, k, missing) for k in names}
+    try:
+        yield
+    finally:
+        for k, v in kept.items():
+            if v is missing:
+                delattr(model, k)
+            else:
+                setattr(model, k, v)
 
 
 def tune_ct(slices, views: Sequence[int] = (30, 60), grid: Mapping[str, list[dict]] | None = None,
             model: torch.nn.Module | None = None, model_settings: list[dict] | None = None) -> dict:
-    """``{views: {method: {"best", "grid"}}}`` on validation CT slices; ``model`` as ``"model"``."""
+    """``{views: {method: {"best", "grid"}}}`` on validation CT slices; ``model`` as ``"model"``,
+    scored with each attribute override of ``model_settings`` (default: once, as it is); the
+    overridden attributes are put back afterwards."""
+    grid = CT_GRID if grid is None else grid
+    settings = [{}] if model_settings is None else model_settings  # None: the model as it is
+    out: dict = {}
+    with _attributes_kept(model, settings):
+        for nv in views:
+            out[int(nv)] = _tune_ct_views(slices, nv, grid, model, settings)
+    return out
+
+
+def _tune_ct_views(slices, nv: int, grid: Mapping[str, list[dict]], model, settings) -> dict:
+    """:func:`tune_ct` at one view count: ``{method: {"best", "grid"}}``."""
     from mrirecon.heldout.protocol import reconstruct_ct
     from mrirecon.metrics import evaluate_volumes
 
-    grid = CT_GRID if grid is None else grid
-    out: dict = {}
-    for nv in views:
-        res = {}
-        items = list(grid.items()) + ([("model", model_settings)] if model is not None else [])
-        for m, points in items:
-            scores = []
-            for p in points:
-                if m == "model":
-                    for k, v in p.items():
-                        setattr(model, k, v)
-                ps, ss = [], []
-                for s in slices:
-                    img, _ = reconstruct_ct(s, nv, "model" if m == "model" else m,
-                                            {} if m == "model" else p, model if m == "model" else None)
-                    rep = evaluate_volumes({s.name: s.reference.numpy()[None]}, {s.name: img.numpy()[None]}, crop=False,
-                                           nonfinite="nan")
-                    ps.append(float(rep.values["PSNR"][0]))
-                    ss.append(float(rep.values["SSIM"][0]))
-                scores.append({"params": p, "PSNR": float(np.mean(ps)), "SSIM": float(np.mean(ss))})
-            res[m] = _result(m, scores, f"CT {nv} views")
-        out[int(nv)] = res
-    return out
+    res = {}
+    items = list(grid.items()) + ([("model", settings)] if model is not None else [])
+    for m, points in items:
+        scores = []
+        for p in points:
+            if m == "model":
+                for k, v in p.items():
+                    setattr(model, k, v)
+            ps, ss = [], []
+            for s in slices:
+                img, _ = reconstruct_ct(s, nv, "model" if m == "model" else m,
+                                        {} if m == "model" else p, model if m == "model" else None)
+                rep = evaluate_volumes({s.name: s.reference.numpy()[None]}, {s.name: img.numpy()[None]}, crop=False,
+                                       nonfinite="nan")
+                ps.append(float(rep.values["PSNR"][0]))
+                ss.append(float(rep.values["SSIM"][0]))
+            scores.append({"params": p, "PSNR": float(np.mean(ps)), "SSIM": float(np.mean(ss))})
+        res[m] = _result(m, scores, f"CT {nv} views")
+    return res
