@@ -215,7 +215,8 @@ def espirit_maps(
         :func:`mrirecon.functional.fft2c`), complex64 or complex128; only the central
         ``calib_width`` block is used. Leading axes are independent slices.
     calib_width
-        Largest side of the calibration block (int or ``(h, w)``), in samples. Where k-space is
+        Largest side of the calibration block (int or ``(h, w)``), in samples; a side beyond
+        the matrix is the matrix's (as BART's ``ecalib -r``). Where k-space is
         fully sampled over a smaller centred block (a fastMRI 8x mask of 320 columns acquires
         13 centre columns), that block is used with a warning, as BART's ``ecalib`` does for an
         even band (an odd band of an even axis, such as those 13 columns, BART calibrates on one
@@ -278,6 +279,10 @@ def espirit_maps(
     lead = kspace.shape[:-3]
     flat = kspace.reshape((-1,) + tuple(kspace.shape[-3:]))
     asked, kernel = _pair(calib_width, "calib_width"), _pair(kernel_width, "kernel_width")
+    # a matrix smaller than calib_width calibrates on all of it, as BART's ecalib -r and the
+    # non-Cartesian maps (gridded_calib_width) do: the default 24 on a 16 x 16 phantom failed,
+    # "calibration_region: calibration size (24, 24) does not fit k-space (16, 16)"
+    asked = (min(asked[0], int(kspace.shape[-2])), min(asked[1], int(kspace.shape[-1])))
     maps, eigs, shrunk = [], [], []
     for i, sl in enumerate(flat):
         calib = calibration_region(sl, asked)

@@ -380,11 +380,25 @@ def finite_and_nonzero(t) -> tuple[bool, bool]:
     """
     import torch
 
+    if t.is_conj():  # a lazy conjugate: the same moduli, and view_as_real refuses it
+        t = t.conj()
     r = torch.view_as_real(t) if t.is_complex() else t
     if r.numel() == 0:
         return True, False
     lo, hi = (float(v) for v in torch.aminmax(r.detach()))
     return math.isfinite(lo) and math.isfinite(hi), lo != 0 or hi != 0
+
+
+def as_tensor(x: Any):
+    """``torch.as_tensor(x)``, where a numpy view with a negative stride (``np.flip(m)``,
+    ``m[::-1]``), which torch refuses ("At least one stride in the given numpy array is
+    negative"), naming no argument, is copied first."""
+    import numpy as np
+    import torch
+
+    if isinstance(x, np.ndarray) and any(s < 0 for s in x.strides):
+        x = np.ascontiguousarray(x)
+    return torch.as_tensor(x)
 
 
 def require_floating(x: Any, who: str) -> None:

@@ -19,7 +19,7 @@ def abs2(x: Tensor) -> Tensor:
     """``|x|^2`` elementwise, as a real tensor (differentiable)."""
     if not x.is_complex():
         return x * x
-    r = torch.view_as_real(x)
+    r = torch.view_as_real(x.conj() if x.is_conj() else x)  # |conj x| = |x|: no copy
     return torch.addcmul(r[..., 0].square(), r[..., 1], r[..., 1])
 
 
@@ -28,7 +28,9 @@ def sum_abs2(x: Tensor, dim: int | Sequence[int], keepdim: bool = False) -> Tens
     dims = (dim,) if isinstance(dim, int) else tuple(dim)
     if not x.is_complex():
         return (x * x).sum(dim=dims, keepdim=keepdim)
-    r = torch.view_as_real(x)  # one more trailing axis: negative axes shift by one
+    # one more trailing axis: negative axes shift by one; |conj x| = |x| (view_as_real refuses
+    # a lazy conjugate)
+    r = torch.view_as_real(x.conj() if x.is_conj() else x)
     rdims = tuple(d - 1 if d < 0 else d for d in dims)
     out = (r * r).sum(dim=(*rdims, -1), keepdim=keepdim)
     return out.squeeze(-1) if keepdim else out

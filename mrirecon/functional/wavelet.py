@@ -73,8 +73,8 @@ def wavelet_filters(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 def _rows(x: Tensor, dim: int) -> tuple[Tensor, int]:
     """Real view of ``x`` and the index of axis ``dim`` in it (complex: one trailing axis of 2)."""
-    if x.is_complex():
-        return torch.view_as_real(x), dim - 1
+    if x.is_complex():  # a lazy conjugate (y.conj()) is resolved: view_as_real refuses it
+        return torch.view_as_real(x.resolve_conj()), dim - 1
     return x, dim
 
 
@@ -280,7 +280,7 @@ register_cache(_band.cache_clear)
 
 def _real_rows(x: Tensor) -> Tensor:
     """``(n, w)`` tensor (rows may be strided) as real rows ``(n, w)`` or ``(n, 2w)``."""
-    return torch.view_as_real(x).flatten(-2) if x.is_complex() else x
+    return torch.view_as_real(x.resolve_conj()).flatten(-2) if x.is_complex() else x
 
 
 class _Step:

@@ -83,12 +83,13 @@ def check_model_input(label: str, module: nn.Module, y: object, op: object = _AB
                         "not supported for inference here (the operators, complex k-space "
                         "and FBP need float32 / float64): convert the model back with "
                         "model.float()")
+    if is_op:  # first: real k-space for an MRI operator has lost its phase; the modality
+        # check below blamed it on "a CT sinogram?" and advised other weights
+        _check_kind(label, y, op)
     if modality is not None and y.is_complex() != (modality == "mri"):
         kind = "complex (MRI k-space?)" if y.is_complex() else "real (a CT sinogram?)"
         raise TypeError(f"{label}: these {modality.upper()} weights got {kind} data "
                         f"{tuple(y.shape)} {y.dtype}; use weights trained for that modality")
-    if is_op:
-        _check_kind(label, y, op)
     real = y.real.dtype if y.is_complex() else y.dtype
     if weight is not None and real.is_floating_point and real != weight.dtype:
         want = COMPLEX_OF.get(weight.dtype)

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from mrirecon.core import HasSamplingMask, LinearOperator
-from mrirecon.core.checks import NonFiniteError, broadcasts_to, finite_and_nonzero
+from mrirecon.core.checks import NonFiniteError, as_tensor, broadcasts_to, finite_and_nonzero
 from mrirecon.core.kinds import real_dtype
 from mrirecon.core.magnitude import sum_abs2
 from mrirecon.functional import coil_combine, fft2c, ifft2c, uncentred_fft2, uncentred_ifft2
@@ -31,7 +31,7 @@ _GRAM_BLOCK_BYTES = 1 << 20
 
 def _as_mask(mask: Tensor, who: str) -> Tensor:
     if not isinstance(mask, Tensor):
-        mask = torch.as_tensor(mask)
+        mask = as_tensor(mask)  # np.flip(m) too
     if mask.is_complex() or mask.ndim == 0:
         raise ValueError(f"{who}: mask must be a real vector (W,) or array (..., H, W)")
     given = tuple(mask.shape)

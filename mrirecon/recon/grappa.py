@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from mrirecon.core.names import accepts_deprecated_names
+from mrirecon.core.checks import as_tensor
 from mrirecon.recon.checks import check_measurements, warn_user
 
 
@@ -109,7 +110,7 @@ def _centre_run(kspace: Tensor, mask: Tensor | None) -> tuple[int, int]:
     if mask is None:
         cols = held_columns(kspace)
     else:  # a numpy mask failed with "'numpy.ndarray' object has no attribute 'to'"
-        cols = torch.as_tensor(mask).to(device=kspace.device, dtype=torch.bool)
+        cols = as_tensor(mask).to(device=kspace.device, dtype=torch.bool)
         cols = cols.any(dim=0) if cols.ndim == 2 else cols
     if cols.shape != (W,):
         raise ValueError(f"grappa: mask must have shape {tuple(kspace.shape[-2:])} or {(W,)}, "
@@ -232,7 +233,7 @@ def grappa(
     if mask is None:
         mask = (kspace != 0).any(dim=0)
     else:
-        mask = torch.as_tensor(mask).to(device=kspace.device, dtype=torch.bool)
+        mask = as_tensor(mask).to(device=kspace.device, dtype=torch.bool)
         if mask.shape == (W,):
             mask = mask.expand(H, W)
         if mask.shape != (H, W):

@@ -515,7 +515,7 @@ def unit_phase(phase: Tensor, real: torch.dtype, who: str) -> Tensor:
     that is not finite and complex is refused naming ``who``."""
     cdtype = torch.complex128 if real == torch.float64 else torch.complex64
     if not isinstance(phase, Tensor) or not bool(torch.isfinite(torch.view_as_real(
-            phase.to(cdtype))).all()):
+            phase.to(cdtype).resolve_conj())).all()):
         raise ValueError(f"{who}: phase must be a finite complex tensor (unit modulus)")
     p = phase.to(cdtype)
     return torch.where(p.abs() > 0, p / p.abs().clamp_min(torch.finfo(real).tiny), 1)

@@ -26,6 +26,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from mrirecon.core.checks import as_tensor
+
 Selection = Literal["uniform", "gaussian"]
 
 
@@ -43,7 +45,7 @@ class SplitError(ValueError):
 def _points_mask(mask: Tensor, shape: tuple[int, int]) -> Tensor:
     """``mask`` (``(W,)``, ``(1, W)``, ``(H, 1)`` or ``(H, W)``, 0/1) -> ``(H, W)`` bool."""
     if not isinstance(mask, Tensor):
-        mask = torch.as_tensor(mask)
+        mask = as_tensor(mask)
     if mask.is_complex() or mask.ndim == 0:
         raise ValueError("ssdu_split: mask must be a real (W,) or (H, W) 0/1 tensor")
     m = mask.reshape(-1) if mask.ndim > 2 and mask.numel() == shape[-1] else mask

@@ -105,3 +105,25 @@ def test_centre_maps_clamps_the_kernel_along_a_short_block(rows, calib_rows):
     inside = xx.abs() < 0.7
     corr = (maps.conj() * coil).sum(0).abs() / coil.abs().square().sum(0).sqrt()  # 0: cropped
     assert float(corr[inside].mean()) > 0.9
+
+
+@pytest.mark.parametrize("shape", [(16, 16), (20, 12)])
+def test_a_matrix_smaller_than_calib_width_calibrates_on_all_of_it(shape):
+    """The default calib_width 24 on a 16 x 16 phantom failed ("calibration_region: calibration
+    size (24, 24) does not fit k-space (16, 16)"); BART's ecalib -r 24 runs. The maps are those
+    of calib_width equal to the matrix, and span the object's coil images."""
+    h, w = shape
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    img = (1 + 0.3 * xx + 0.2j * yy).to(torch.complex64)  # no zero sample: the block is full
+    coils = torch.stack([torch.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 2) * torch.exp(1j * cx * yy)
+                         for cx, cy in [(-1, -1), (1, -1), (-1, 1), (1, 1)]]).to(torch.complex64)
+    k = fft2c(coils * img)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no block-shrink warning either: the matrix is full
+        maps = espirit_maps(k, kernel_width=4)
+        same = espirit_maps(k, calib_width=shape, kernel_width=4)
+    assert torch.equal(maps, same)
+    # the coil images lie in the maps' span: |<m, c>| / |c| ~ 1 where |m| ~ 1
+    c = coils * img
+    proj = (maps.conj() * c).sum(0).abs() / c.abs().pow(2).sum(0).sqrt()
+    assert float(proj.median()) > 0.99

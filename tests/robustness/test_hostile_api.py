@@ -212,6 +212,21 @@ def test_shipped_weights_refuse_the_other_modality():
         model(y[None].to(torch.complex64), sense(op.maps.to(torch.complex64), op.mask))
 
 
+def test_shipped_mri_weights_given_real_k_space_say_it_lost_its_phase():
+    """``modl(y.real, sense(...))`` was told "these MRI weights got real (a CT sinogram?) data
+    ...; use weights trained for that modality": the wrong cause and the wrong advice."""
+    from mrirecon.training.weights import load_pretrained
+
+    model = load_pretrained("modl_brain_sim")
+    _, op, y = shepp_sense_problem(n=16)
+    op = sense(op.maps.to(torch.complex64), op.mask)
+    with pytest.raises(TypeError, match=r"are real \(torch.float32\), but the MRI operator "
+                                        r"SenseOperator takes complex k-space: a real y has lost "
+                                        r"its phase") as err:
+        model(y[None].to(torch.complex64).real, op)
+    assert "CT sinogram" not in str(err.value)
+
+
 def test_shipped_weights_name_the_conversion_for_data_in_another_precision():
     """numpy's complex128 k-space failed inside the first convolution ("Input type (double) and
     bias type (float) should be the same"); the refusal names both conversions, and each works."""
