@@ -71,6 +71,7 @@ def data_scale(kspace: Tensor, trajectory: Tensor | None = None,
     pipeline and the benchmark do this; so should a script that calls :func:`mrirecon.recon.run`
     on raw scanner k-space.
     """
+    kspace = kspace.detach()  # a scale, not a graph node (float() of a grad tensor warned)
     if trajectory is None:
         coils = ifft2c(kspace)
     else:

@@ -179,6 +179,13 @@ class MaskFunction:
         self, num_cols: int, seed: Seed = None, offset: int | None = None
     ) -> tuple[Tensor, int]:
         """Boolean mask ``(num_cols,)`` and the number of fully sampled centre columns."""
+        try:
+            whole = float(num_cols).is_integer()
+        except (TypeError, ValueError, OverflowError):
+            whole = False
+        if isinstance(num_cols, (bool, str, bytes)) or not whole:  # 368.7 was truncated to 368 without a word
+            raise ValueError(f"{type(self).__name__}: num_cols must be a whole number of k-space "
+                             f"columns, got {num_cols!r}")
         num_cols = int(num_cols)
         if num_cols < 1:
             raise ValueError(f"{type(self).__name__}: num_cols must be >= 1, got {num_cols}")

@@ -442,3 +442,15 @@ def test_a_given_l1_wavelet_step_above_one_over_l_is_warned_of():
         warnings.simplefilter("error")
         l1_wavelet(y, op, lam=1e-4, iterations=5, step=1.0)
         l1_wavelet(y, op, lam=1e-4, iterations=5, step=0.98 / lip)  # above 1 / bound
+
+
+def test_data_scale_of_k_space_that_requires_grad_is_the_same_float_without_a_warning():
+    """torch warned "Converting a tensor with requires_grad=True to a scalar" from inside
+    data_scale (a scale is no graph node)."""
+    from mrirecon.recon import data_scale
+
+    g = torch.Generator().manual_seed(0)
+    k = torch.randn(4, 16, 12, dtype=torch.complex64, generator=g)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert data_scale(k.clone().requires_grad_()) == data_scale(k)

@@ -531,3 +531,22 @@ def test_variable_density_floor_large_is_uniform():
         assert abs(m[outer].mean() - rate) < tol
         small = variable_density(shape, acc, seed=seed, power=6.0, floor=1e-3).numpy()
         assert small[outer].mean() < rate / 4  # the default floor does decay
+
+
+@pytest.mark.parametrize("num_cols", [368.7, "368", True, float("nan"), None])
+def test_a_column_count_that_is_not_a_whole_number_is_refused_by_name(num_cols):
+    """368.7 columns gave a 368-column mask without a word (``int()`` truncated it)."""
+    from mrirecon.sampling import EquispacedFractionMask
+
+    with pytest.raises(ValueError, match=r"EquispacedFractionMask: num_cols must be a whole "
+                                         r"number of k-space columns, got "):
+        EquispacedFractionMask([0.08], [4])(num_cols, seed=0)
+
+
+def test_a_whole_column_count_of_another_type_gives_the_int_mask():
+    from mrirecon.sampling import EquispacedFractionMask
+
+    mask = EquispacedFractionMask([0.08], [4])
+    want = mask(368, seed=3)
+    for n in (368.0, np.int64(368), torch.tensor(368)):
+        assert torch.equal(mask(n, seed=3), want)
