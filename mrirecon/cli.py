@@ -492,8 +492,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     except StdoutClosed:
         raise
     except USER_ERRORS as err:
-        if debug:
-            raise
+        if debug:  # the traceback, and still a user error's status (re-raised, it exited 1)
+            sys.excepthook(*sys.exc_info())
         end_progress_bars()
         print(f"{prog}: error: {_one_line(err)}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -507,14 +507,16 @@ def _main(argv: Sequence[str] | None = None) -> int:
         last_words(f"{prog}: interrupted")
         raise SystemExit(130) from None
     except Exception as err:
+        line, disk = missing_package(err), disk_error(err)
+        if debug and line is None and disk is None:
+            raise  # an internal error: its traceback, status 1
         if debug:
-            raise
+            sys.excepthook(*sys.exc_info())
         end_progress_bars()
-        if (line := missing_package(err)) is not None:
+        if line is not None:
             print(f"{prog}: error: {line}", file=sys.stderr)
             raise SystemExit(2) from None
-        disk = disk_error(err)  # a full disk, a quota, a read-only file system: the user's
-        if disk is not None:
+        if disk is not None:  # a full disk, a quota, a read-only file system: the user's
             print(f"{prog}: error: {disk}", file=sys.stderr)
             raise SystemExit(2) from None
         print(f"{prog}: " + (lost_peer(err) or f"internal error: {type(err).__name__}: "

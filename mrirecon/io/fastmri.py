@@ -406,6 +406,9 @@ def matrix_problem(header: Header, shape: tuple[int, ...]) -> str | None:
     if len(shape) > 2 and enc == tuple(shape[-3:-1]):
         hints.append("coil axis last? (BART and MATLAB keep (H, W, coils); fastMRI stores "
                      "(slices, coils, H, W): np.moveaxis(k, -1, -3))")
+    if len(shape) == 4 and shape[2] == 1 and enc == tuple(shape[:2]):
+        hints.append("BART's (READ, PHS1, 1, COIL) order? drop the singleton and put the coils "
+                     "first: np.moveaxis(k[..., 0, :], -1, 0)[None]")
     return (f"(x, y) = {enc} but kspace is (H, W) = ({rows}, {cols}); the header does not describe "
             "this k-space (padding and crop would be wrong)" + "".join(f"; {h}" for h in hints))
 

@@ -130,24 +130,41 @@ def _canonical_names(raw: dict, overrides: list[str], source: str) -> tuple[dict
     return raw, renamed
 
 
-def _tables_of_the_method(raw: dict, data: dict, overrides: list[str], source: str) -> dict:
+def _tables_of_the_method(raw: dict, data: dict, overrides: list[str], source: str
+                          ) -> tuple[dict, list[str]]:
     """``data`` (the file ``raw`` after ``overrides``) without the file's per-acceleration /
     per-view tables when the overrides change ``reconstruct.method`` and set no table: the
     file's tables were tuned for its own method (``mri_cs``'s L1-wavelet iterations are no
-    CG-SENSE setting). Logged; ``params`` stay, as they always did. (A table the overrides set
-    as a mapping replaces the file's: :func:`mrirecon.core.config.apply_overrides`.)"""
+    CG-SENSE setting). ``params`` stay, as they always did, with a note naming those the
+    overrides did not set (``mri_cs``'s tuned L1-wavelet ``lam`` became TV's ``lam`` without a
+    word). Returns ``(data, notes)``. (A table the overrides set as a mapping replaces the
+    file's: :func:`mrirecon.core.config.apply_overrides`.)"""
     from mrirecon.pipeline.param_tables import WHAT
 
     own, merged = (d.get("reconstruct") if isinstance(d, dict) else None for d in (raw, data))
     if not isinstance(own, dict) or not isinstance(merged, dict) \
-            or not any(own.get(t) for t in WHAT) or merged.get("method") == own.get("method") \
-            or any(k.split(".")[:2] in (["reconstruct", t] for t in WHAT)
-                   for item in overrides for k in override_targets(item)):
-        return data
+            or merged.get("method") == own.get("method"):
+        return data, []
+    targets = [k.split(".") for item in overrides for k in override_targets(item)]
+    notes = []
+    kept = own.get("params") if isinstance(own.get("params"), dict) else {}
+    if kept and ["reconstruct", "params"] not in targets:
+        carried = [k for k in kept if ["reconstruct", "params", str(k)] not in targets]
+        if carried:
+            named = ", ".join(f"reconstruct.params.{k}={kept[k]!r}" for k in carried)
+            notes.append(f"{source}: {named} {'was' if len(carried) == 1 else 'were'} written "
+                         f"for {own.get('method')} (the file's reconstruct.method) and "
+                         f"{'is' if len(carried) == 1 else 'are'} kept for reconstruct.method="
+                         f"{merged.get('method')}; set {'it' if len(carried) == 1 else 'them'} "
+                         "(--set reconstruct.params.NAME=VALUE) or run a pipeline written for "
+                         f"{merged.get('method')}")
+    if not any(own.get(t) for t in WHAT) or any(t[:2] in (["reconstruct", w] for w in WHAT)
+                                                 for t in targets):
+        return data, notes
     dropped = [t for t in WHAT if own.get(t)]
-    log.warning("%s: reconstruct.%s: tuned for %s, not used with reconstruct.method=%s", source,
-                " / ".join(dropped), own.get("method"), merged.get("method"))
-    return {**data, "reconstruct": {k: v for k, v in merged.items() if k not in dropped}}
+    notes.insert(0, f"{source}: reconstruct.{' / '.join(dropped)}: tuned for {own.get('method')}, "
+                    f"not used with reconstruct.method={merged.get('method')}")
+    return {**data, "reconstruct": {k: v for k, v in merged.items() if k not in dropped}}, notes
 
 
 def _weights_beside(data: dict, overrides: list[str], path: Path) -> dict:
@@ -217,7 +234,7 @@ def load_pipeline_warned(name: str | os.PathLike, overrides: list[str] = ()
     refuse_other_kind(raw, path, "run")
     raw, overrides = _canonical_names(raw, overrides, str(path))
     data = apply_overrides(raw, overrides, schema=PipelineConfig)
-    data = _tables_of_the_method(raw, data, overrides, str(path))
+    data, method_notes = _tables_of_the_method(raw, data, overrides, str(path))
     data = drop_removed_keys(data, str(path))
     data = _weights_beside(data, overrides, path)
     try:
@@ -226,7 +243,7 @@ def load_pipeline_warned(name: str | os.PathLike, overrides: list[str] = ()
         raise _unknown_key_hint(err, data).blamed_on(overrides) from None
     config = replace(config, pipeline_file=str(path.resolve()))
     shipped = is_shipped_pipeline(path)
-    warned = inert_warnings(config, overrides, str(path), shipped)
+    warned = method_notes + inert_warnings(config, overrides, str(path), shipped)
     for msg in warned:
         log.warning("%s", msg)
     config = replace(config, load_warnings=(config_sha256(config), tuple(warned)))

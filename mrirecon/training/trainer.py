@@ -12,12 +12,9 @@ and ``max_value`` (the volume maximum, SSIM's data range), plus ``fname`` and ``
 
 from __future__ import annotations
 
-import csv
 import functools
-import io
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +33,7 @@ from mrirecon.threads import env_int
 from mrirecon.training.checkpoint import (check_model_state, load_checkpoint, rng_state,
                                            save_checkpoint, set_rng_state)
 from mrirecon.training.config import TrainConfig
+from mrirecon.training.train_log import append_csv, truncate_csv
 from mrirecon.training.distributed import distributed_context
 
 log = logging.getLogger("mrirecon.train")
@@ -391,7 +389,8 @@ class Trainer:
         if not self.resumed and self.rank == 0 and csv_path.is_file():
             csv_path.unlink()  # a fresh run starts a fresh log
         elif self.rank == 0 and csv_path.is_file():  # the steps after the checkpoint run again:
-            _truncate_csv(csv_path, self.step)  # their rows were logged twice (51-77 of 300)
+            # their rows were logged twice (51-77 of 300); the rows kept are the history again
+            self.history = truncate_csv(csv_path, self.step)
         writer = self._tensorboard()
         bar = _progress(self.cfg.optim.max_steps, self.step, self.progress, self.cfg.name)
         try:
@@ -446,7 +445,7 @@ class Trainer:
                     or self.step == self.cfg.optim.max_steps
                 ):
                     self.history.append(row)
-                    _append_csv(csv_path, row)
+                    append_csv(csv_path, row)
                     if writer is not None:
                         for k, v in row.items():
                             if k != "step":
@@ -514,86 +513,3 @@ def _too_deep(params, err: ValueError) -> str:
     return (f"model.params: a U-Net pools the training images down to one pixel ({err}); each "
             f"pooling halves the image ({said}): lower the pooling depth until the smallest "
             "training image keeps at least 2 x 2 pixels after it (e.g. 4 poolings need 32 x 32)")
-
-
-def _truncate_csv(path: Path, step: int) -> None:
-    """Keep the rows of ``path`` up to ``step`` (the resumed checkpoint's): an interrupted run
-    had logged the steps after its last checkpoint, which the resumed run trains and logs again.
-    A last row without its line break, torn by a kill while it was appended, is dropped with a
-    warning naming the file and the line (its first cells read as a row: "13" of step 131 was
-    kept as step 13)."""
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        cut = data.rfind(b"\n") + 1
-        os.truncate(path, cut)
-        log.warning("%s:%d: torn last row dropped (%d bytes without a line break: the run "
-                    "writing it was killed)", path, data.count(b"\n") + 1, len(data) - cut)
-        data = data[:cut]
-    reader = csv.DictReader(io.StringIO(data.decode("utf-8"), newline=""))
-    keys, rows = reader.fieldnames or [], list(reader)
-    kept = [r for r in rows if r.get("step", "").isdigit() and int(r["step"]) <= step]
-    if len(kept) == len(rows):
-        return
-    _write_csv(path, keys, kept)
-    log.info("%s: %d row(s) after step %d dropped (logged by the interrupted run; trained again "
-             "now)", path, len(rows) - len(kept), step)
-
-
-def _csv_header(path: Path) -> list[str] | None:
-    """The columns of the log ``path`` from its first line, or ``None`` when there is no whole
-    log to append to (no file, no header, a last line without its line break). A FIFO or
-    folder there is refused (:func:`~mrirecon.io.errors.require_output_path`): a FIFO blocked
-    the open below for ever."""
-    require_output_path(path, "mrirecon train's training log")
-    try:
-        with path.open("rb") as f:
-            head = f.readline()
-            f.seek(0, os.SEEK_END)
-            if f.tell() == 0:
-                return None
-            f.seek(-1, os.SEEK_END)
-            ended = f.read(1) == b"\n"
-    except FileNotFoundError:
-        return None
-    if not ended or not head.endswith(b"\n"):
-        return None
-    return next(csv.reader([head.decode("utf-8").rstrip("\r\n")]), None) or None
-
-
-def _append_csv(path: Path, row: dict) -> None:
-    """Append one row as one line (:func:`~mrirecon.io.atomic.append_text`). The header is the
-    union of the keys seen so far, in order of appearance: a row with a key the header lacks
-    (the first validation's ``val_*``) rewrites the log once under the grown header, atomically.
-    Reading and rewriting the whole log for every row cost O(n^2) over a training: 49 ms per
-    row at 20 000 rows, 565 s in all."""
-    from mrirecon.io.atomic import append_text
-
-    cells = {k: (f"{v:.8g}" if isinstance(v, float) else v) for k, v in row.items()}
-    keys = _csv_header(path)
-    if keys is not None and set(cells) <= set(keys):
-        buf = io.StringIO()
-        csv.DictWriter(buf, fieldnames=keys).writerow(cells)
-        append_text(path, buf.getvalue())
-        return
-    rows = []
-    if path.is_file():
-        with path.open(encoding="utf-8", newline="") as f:  # as append_text writes it
-            rows = list(csv.DictReader(f))
-    rows.append(cells)
-    keys = []
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-    _write_csv(path, keys, rows)
-
-
-def _write_csv(path: Path, keys: list[str], rows: list[dict]) -> None:
-    from io import StringIO
-
-    from mrirecon.io.atomic import atomic_write_text
-
-    buf = StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys)
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
-

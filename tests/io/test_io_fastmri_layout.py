@@ -60,6 +60,9 @@ def test_a_multicoil_volume_records_its_coil_count(tmp_path):
 @pytest.mark.parametrize("order, array, hint", [
     ("coil_last", lambda k: np.moveaxis(k, 0, -1)[None], r"coil axis last\?.*np\.moveaxis"),
     ("matlab", lambda k: np.swapaxes(k, -1, -2)[None], r"transposed.*MATLAB.*np\.swapaxes"),
+    # BART's 2-D multi-coil (READ, PHS1, 1, COIL), as readcfl keeps it (was: no hint)
+    ("bart", lambda k: np.moveaxis(k, 0, -1)[:, :, None, :],
+     r"BART's \(READ, PHS1, 1, COIL\) order\?.*np\.moveaxis\(k\[\.\.\., 0, :\], -1, 0\)\[None\]"),
 ])
 def test_kspace_in_another_axis_order_is_refused_naming_the_order(tmp_path, order, array, hint):
     """Was: written with a header that contradicts it, then refused by the reader naming no

@@ -164,6 +164,24 @@ def test_a_new_method_leaves_the_files_tables_behind(caplog):
     assert kept.reconstruct.params_by_acceleration == {4.0: {"iterations": 300}, 8.0: {"iterations": 50}}
 
 
+def test_a_new_method_names_the_files_params_it_keeps():
+    """``--set reconstruct.method=tv`` over ``mri_cs`` ran TV at L1-wavelet's tuned ``lam`` 1e-4
+    (``mri_tv``'s own: 3e-4 / 1e-3) without a word; the kept params are now named in the log and
+    the config's warnings (``provenance.json``), and not when the user sets them."""
+    from mrirecon.pipeline.definitions import load_pipeline_warned
+
+    config, _, warned = load_pipeline_warned("mri_cs", ["reconstruct.method=tv"])
+    assert config.reconstruct.params == {"lam": 1e-4}
+    (note,) = [w for w in warned if "kept for" in w]
+    assert ("reconstruct.params.lam=0.0001 was written for l1_wavelet (the file's "
+            "reconstruct.method) and is kept for reconstruct.method=tv") in note
+    for own in (["reconstruct.params.lam=3e-4"], ["reconstruct.params={lam: 3e-4}"]):
+        _, _, warned = load_pipeline_warned("mri_cs", ["reconstruct.method=tv", *own])
+        assert not [w for w in warned if "kept for" in w], warned
+    _, _, warned = load_pipeline_warned("mri_cs", ["reconstruct.params.lam=3e-4"])  # same method
+    assert not [w for w in warned if "kept for" in w or "tuned for" in w], warned
+
+
 def test_a_dotted_override_replaces_or_extends_the_numbered_entry():
     """YAML's ``30:`` is the integer 30, a dotted ``--set`` names it "30": the override must reach
     that entry (one of its settings, or a mapping merged into it), not add a twin that merges

@@ -250,6 +250,21 @@ def test_internal_errors_show_a_traceback_only_under_debug(tmp_path, capsys, mon
         main([*argv, "--debug"])
 
 
+def test_a_user_error_under_debug_shows_its_traceback_and_still_exits_2(tmp_path, capsys):
+    """``--debug`` re-raised user errors too, so a misspelled key or a missing input exited 1,
+    the status of a failed input or an internal error, where the docs promise 2."""
+    from mrirecon.cli import main
+
+    for argv in (["run", "mri_cs", "-i", str(tmp_path / "nothing"), "-o", str(tmp_path / "o")],
+                 ["run", "mri_cs", "-i", str(tmp_path), "-o", str(tmp_path / "o"),
+                  "--set", "reconstruct.params.lamb=0.01"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["--debug", *argv])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2, err
+        assert "Traceback (most recent call last)" in err and "mrirecon run: error: " in err
+
+
 def test_model_card_with_a_python_tag_is_refused(tmp_path):
     from mrirecon.training.weights import model_card
 

@@ -2,7 +2,7 @@
 
 A FIFO (named pipe) at ``results.jsonl`` blocked `bench` for ever in ``ResultsFile._read``
 (``read_bytes``), and one at ``train_log.csv`` blocked `train` after its first step in
-``_csv_header`` (``path.open("rb")``), each holding the output folder's lock until killed. A
+``csv_header`` (``path.open("rb")``), each holding the output folder's lock until killed. A
 FIFO at a file written atomically (the bench tables, ``config.yaml``, ``checkpoints/last.pt``)
 was silently replaced; a folder there failed the command only when it was written (``model.pt``
 after the whole training). Now each output path is checked before any work (one rule,
@@ -100,10 +100,10 @@ def test_library_results_file_and_training_log_refuse_a_fifo(tmp_path):
     said = fresh_python(f"""
 from pathlib import Path
 from mrirecon.bench.table import ResultsFile
-from mrirecon.training.trainer import _append_csv
+from mrirecon.training.train_log import append_csv
 folder = Path({str(tmp_path)!r})
 for call in (lambda: ResultsFile(folder / "results.jsonl"),
-             lambda: _append_csv(folder / "train_log.csv", {{"step": 1, "loss": 0.5}})):
+             lambda: append_csv(folder / "train_log.csv", {{"step": 1, "loss": 0.5}})):
     try:
         call()
     except ValueError as err:

@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from mrirecon.training import trainer
+from mrirecon.training import train_log
 
 
 def _written_bytes() -> int:
@@ -55,7 +55,7 @@ def test_each_logged_row_writes_its_line_once(tmp_path, monkeypatch):
     rewrites = 0
     for i, row in enumerate(rows):
         size, before = (path.stat().st_size if path.exists() else 0), _written_bytes()
-        trainer._append_csv(path, row)
+        train_log.append_csv(path, row)
         written, grown = _written_bytes() - before, path.stat().st_size - size
         if i and set(row) <= set(rows[0]) | {"val_loss", "val_ssim"} and i != 499:
             # the line, not the file (was the whole file: 2000 rows of 50 bytes at the end)
@@ -70,19 +70,19 @@ def test_resume_drops_a_torn_row_and_the_rows_after_the_checkpoint(tmp_path, cap
     path = tmp_path / "train_log.csv"
     rows = _rows(130)
     for row in rows:
-        trainer._append_csv(path, row)
+        train_log.append_csv(path, row)
     with path.open("a") as f:  # killed while it wrote step 131: "13" read as step 13
         f.write("13")
     caplog.set_level(logging.INFO, "mrirecon.train")
-    trainer._truncate_csv(path, 100)  # resumed at the checkpoint of step 100
+    train_log.truncate_csv(path, 100)  # resumed at the checkpoint of step 100
     assert path.read_bytes() == _reference(rows[:100]).encode()
     said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(said) == 1 and f"{path}:132" in said[0] and "torn" in said[0]
-    trainer._append_csv(path, rows[100])  # the resumed run logs on after its checkpoint
+    train_log.append_csv(path, rows[100])  # the resumed run logs on after its checkpoint
     assert path.read_bytes() == _reference(rows[:101]).encode()
 
     # a run killed inside its torn row, with nothing after the checkpoint to drop
     with path.open("a") as f:
         f.write("102,0.0012")
-    trainer._truncate_csv(path, 101)
+    train_log.truncate_csv(path, 101)
     assert path.read_bytes() == _reference(rows[:101]).encode()
