@@ -160,6 +160,11 @@ def list_data_files(folder: str | os.PathLike, *, log: logging.Logger | None = N
     entries = sorted(root.iterdir())
     files = [f for f in entries if f.suffix.lower() in DATA_SUFFIXES
              and (f.is_file() or (f.is_symlink() and not f.exists()))]
+    if apple := [f for f in files if _apple_double(f)]:
+        log.info("%s: %d macOS metadata file(s) (AppleDouble ._NAME, left by a copy to a FAT / "
+                 "exFAT / network drive) are not inputs: %s", root, len(apple),
+                 ", ".join(f.name for f in apple[:3]) + (", ..." if len(apple) > 3 else ""))
+        files = [f for f in files if f not in apple]
     paired = {reference_file_name(f.name) for f in files} - {None}
     if refs := [f for f in files if f.name in paired]:
         log.info("%s: %d ground_truth_* reference file(s) beside their observations are not inputs",
@@ -170,6 +175,19 @@ def list_data_files(folder: str | os.PathLike, *, log: logging.Logger | None = N
         log.warning("%s %s: %d subfolder(s) not searched (%s); %s", what, root, len(subfolders),
                     ", ".join(subfolders[:5]) + (", ..." if len(subfolders) > 5 else ""), advice)
     return files
+
+
+def _apple_double(path: Path) -> bool:
+    """``._NAME`` holding the AppleDouble magic ``00 05 16 07``: the resource fork macOS writes
+    beside each file it copies to a file system without one (``._file1000001.h5`` matched
+    ``*.h5`` and failed the run as "not a readable HDF5 file")."""
+    if not path.name.startswith("._"):
+        return False
+    try:
+        with path.open("rb") as f:
+            return f.read(4) == b"\x00\x05\x16\x07"
+    except OSError:
+        return False
 
 
 def _list_files(paths_or_folder, pattern: str | None) -> list[Path]:

@@ -151,3 +151,24 @@ def test_a_file_replaced_or_deleted_after_the_build_is_refused_with_any_worker_c
     with pytest.raises(FileNotFoundError, match=r"file2\.h5: no such file \(deleted or moved"):
         ds[len(ds) - 1]
     assert first.kspace.shape[0] == COILS
+
+
+def test_macos_appledouble_files_beside_the_data_are_not_inputs(folder, caplog):
+    """A folder copied by macOS to a FAT / exFAT / network drive holds ``._file0.h5`` (the
+    AppleDouble resource fork, magic 00 05 16 07) beside ``file0.h5``: it matched ``*.h5`` and
+    failed the run ("not a readable HDF5 file") or stopped a training. Left out, with a log line;
+    a file named ``._x.h5`` without the magic stays an input."""
+    import logging
+
+    from mrirecon.data.dataset import list_data_files
+
+    root, volumes = folder
+    (root / "._file0.h5").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(60))
+    with caplog.at_level(logging.INFO, logger="mrirecon.data"):
+        files = list_data_files(root)
+    assert [f.name for f in files] == sorted(volumes)
+    assert any("AppleDouble" in r.getMessage() and "._file0.h5" in r.getMessage()
+               for r in caplog.records)
+    assert len(SliceDataset(root)) == sum(SLICES)
+    (root / "._other.h5").write_bytes(b"\x89HDF\r\n\x1a\n")  # not AppleDouble: an input
+    assert "._other.h5" in [f.name for f in list_data_files(root)]
