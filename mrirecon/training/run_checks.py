@@ -363,10 +363,10 @@ def replace_outputs(out: Path, stale: list[Path]) -> None:
     """Remove the earlier checkpoint a fresh run of the same config replaces, logging it."""
     for p in stale:
         if p.is_file():
-            p.unlink()
-            log.info("%s: a fresh run of the same config: the earlier run's %s was removed (its "
-                     "model.pt / model.yaml are replaced at the end)", out,
-                     p.relative_to(out).as_posix())
+            p.unlink()  # a resumable state gone: a warning (an INFO line was easy to miss)
+            log.warning("%s: a fresh run of the same config: the earlier run's %s was removed "
+                        "(--resume would have continued it; its model.pt / model.yaml are "
+                        "replaced at the end)", out, p.relative_to(out).as_posix())
 
 
 # -- validation data -----------------------------------------------------------------------------

@@ -169,6 +169,7 @@ class Trainer:
         self.elapsed = 0.0  # training seconds over all runs (resumes included)
         self.resumed = False  # a checkpoint was loaded (resume)
         self._saved_step = -1  # the step of the checkpoint on disk, written or resumed
+        self._resume_said = False  # an interrupt's --resume line was logged
         self._boundary = None  # (step, RNG states, buffers) before the step under way
         self.resumed_at: int | None = None  # the step it was loaded at
         self.out = Path(config.output_dir)
@@ -240,6 +241,7 @@ class Trainer:
         boundary, self._boundary = self._boundary, None
         if boundary is None or self.world > 1 or self.critic is not None \
                 or boundary[0] <= self._saved_step:
+            self._said_resumable()  # the periodic checkpoint holds it (checkpoint_every: 1)
             return
         step, rng, buffers = boundary
         with torch.no_grad():
@@ -249,8 +251,20 @@ class Trainer:
         set_rng_state(rng)
         save_checkpoint(self.checkpoint_path, self.state())
         self._saved_step = step
+        self._resume_said = True
         log.warning("interrupted during step %d: the state after step %d was saved to %s; "
                     "--resume continues from there", step + 1, step, self.checkpoint_path)
+
+    def _said_resumable(self) -> None:
+        """On an interrupt that saves nothing new (the last checkpoint already holds the state,
+        or it came during validation or a checkpoint's write): the ``--resume`` line all the
+        same, naming the step the checkpoint holds (it was said only when a state was saved)."""
+        if self.rank != 0 or self._resume_said or self._saved_step < 0:
+            return
+        self._resume_said = True
+        log.warning("interrupted after step %d: the checkpoint %s holds the state after step %d; "
+                    "--resume continues from there", self.step, self.checkpoint_path,
+                    self._saved_step)
 
     def resume(self, check: Callable[[dict], None] | None = None) -> bool:
         """Load ``last.pt`` when it exists; returns whether a checkpoint was found.
@@ -452,6 +466,9 @@ class Trainer:
                                 writer.add_scalar(k, v, self.step)
                 if _due(self.step, self.cfg.checkpoint_every) or self.step == self.cfg.optim.max_steps:
                     self.save()
+        except KeyboardInterrupt:  # during validation, logging or a checkpoint's write too
+            self._said_resumable()
+            raise
         finally:  # an interrupted (Ctrl-C, notebook) or diverged run too: the writer's thread
             bar.close()  # stayed alive, one per run
             if writer is not None:

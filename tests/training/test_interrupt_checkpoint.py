@@ -98,6 +98,69 @@ def test_an_interrupt_after_the_update_saves_no_mixed_state(folders, tmp_path, m
     assert not (tmp_path / "b" / "checkpoints" / "last.pt").exists()  # checkpoint_every 100
 
 
+@pytest.mark.parametrize("where", ["step", "after_step"])
+def test_an_interrupt_the_last_checkpoint_covers_still_says_resume(folders, tmp_path, monkeypatch,
+                                                                    caplog, where):
+    """With ``checkpoint_every: 1`` the checkpoint of step 2 already holds the state before step
+    3: an interrupt there saved nothing new and said only "terminated", no ``--resume`` line;
+    nor did one after a step's update (its validation, log or checkpoint write)."""
+    calls = {"n": 0}
+    if where == "step":
+        real = T.magnitude_for_target
+
+        def interrupted(x, target):
+            calls["n"] += 1
+            if calls["n"] == 6:  # step 3's second sample
+                raise Terminated("SIGTERM")
+            return real(x, target)
+
+        monkeypatch.setattr(T, "magnitude_for_target", interrupted)
+    else:
+        real_step = T.Trainer._train_step
+
+        def step_then_interrupt(self):
+            out = real_step(self)
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt
+            return out
+
+        monkeypatch.setattr(T.Trainer, "_train_step", step_then_interrupt)
+    path = _config(tmp_path / "b.yaml", folders, tmp_path / "b")
+    raw = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**raw, "checkpoint_every": 1}))
+    caplog.set_level(logging.WARNING, "mrirecon")
+    with pytest.raises(KeyboardInterrupt):
+        train_from_config(path, progress=False)
+    assert _state(tmp_path / "b")[0] == 2
+    said = [r.getMessage() for r in caplog.records if "--resume continues" in r.getMessage()]
+    assert len(said) == 1 and "holds the state after step 2" in said[0], said
+
+
+def test_a_fresh_run_over_a_resumable_checkpoint_warns_that_it_removed_it(folders, tmp_path,
+                                                                          monkeypatch, caplog):
+    """Re-running an interrupted run without ``--resume`` deletes its ``last.pt``: said at INFO
+    only, easy to miss; now a warning that names ``--resume``."""
+    real = T.magnitude_for_target
+    calls = {"n": 0}
+
+    def interrupted(x, target):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt
+        return real(x, target)
+
+    path = _config(tmp_path / "b.yaml", folders, tmp_path / "b")
+    monkeypatch.setattr(T, "magnitude_for_target", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_from_config(path, progress=False)
+    monkeypatch.setattr(T, "magnitude_for_target", real)
+    caplog.set_level(logging.WARNING, "mrirecon")
+    train_from_config(path, ["optim.max_steps=1"], progress=False)
+    assert any("checkpoints/last.pt was removed (--resume would have continued it" in r.getMessage()
+               for r in caplog.records if r.levelno == logging.WARNING)
+
+
 # ---- the global batch across process counts ------------------------------------------------
 
 def test_resume_keeps_the_global_batch_across_process_counts():
