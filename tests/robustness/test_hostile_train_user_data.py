@@ -102,7 +102,9 @@ def test_a_fresh_run_of_the_same_config_starts_afresh_even_when_interrupted(tmp_
     monkeypatch.setattr(Trainer, "_train_step", real)
     assert _step(out) == 1  # this run's, not the earlier run's step 6
     resumed = train_from_config(path, resume=True, progress=False)
-    assert resumed.steps == 4 and [r["step"] for r in resumed.history] == [2, 3, 4]
+    # the history is the whole run's: step 1 read back from train_log.csv (the card's
+    # validation record comes from it), steps 2-4 logged by the resumed process
+    assert resumed.steps == 4 and [r["step"] for r in resumed.history] == [1, 2, 3, 4]
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert yaml.safe_load((out / "model.yaml").read_text())["training"]["steps"] == 4
