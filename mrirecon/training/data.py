@@ -190,8 +190,9 @@ class MRITrainingSet(SampleSet):
                 if f.mask is not None:
                     raise ValueError(
                         f"MRITrainingSet: {info.path} is already undersampled (it has a 'mask' "
-                        f"dataset, acceleration {f.acceleration}); training draws its masks on "
-                        "fully sampled k-space")
+                        f"dataset, acceleration {f.acceleration}); supervised training draws its "
+                        "masks on fully sampled k-space; train on undersampled files "
+                        "self-supervised (loss.ssdu), which splits their samples")
                 if v not in used:
                     continue
                 self._check_width(info)  # up front: these failed when first drawn, steps in

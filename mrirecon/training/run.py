@@ -257,8 +257,9 @@ def _warn_validation_mismatch(train_set, val_set, path, rank: int) -> None:
         import warnings
 
         warnings.warn(f"{path}: data.val: the validation data lie outside the training data's "
-                      f"range: {'; '.join(found)}; their PSNR picks the best state and goes "
-                      "into the card, but scores data the model is not trained for: validate "
+                      f"range: {'; '.join(found)}; their scores go into the card (first / best "
+                      "/ last; model.pt is the last state) and the check against zero-filled, "
+                      "but score data the model is not trained for: validate "
                       "on held-back files of the training data's kind", RuntimeWarning,
                       stacklevel=3)
 

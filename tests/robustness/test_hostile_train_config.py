@@ -380,5 +380,7 @@ def test_a_validation_folder_outside_the_training_range_is_warned(ct, tmp_path):
     path.write_text(yaml.safe_dump(cfg))
     with pytest.warns(RuntimeWarning, match=r"data\.val: the validation data lie outside the "
                                              r"training data's range: photons \[100\.0, 100\.0\] "
-                                             r"\(training: \[4096\.0, 4096\.0\]\)"):
-        train_from_config(path, progress=False)
+                                             r"\(training: \[4096\.0, 4096\.0\]\); their "
+                                             r"scores go into the card \(first / best / last; "
+                                             r"model\.pt is the last state\)"):
+        train_from_config(path, progress=False)  # it said the PSNR "picks the best state"

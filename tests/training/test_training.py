@@ -131,8 +131,9 @@ def test_already_undersampled_files_are_refused(sim_data, tmp_path):
         h5["mask"] = mask
         h5.attrs["acceleration"] = 4.0
     with pytest.raises(ValueError, match=rf"{path.name} is already undersampled \(it has a 'mask' "
-                                         r"dataset, acceleration 4.0\)"):
-        MRITrainingSet(folder, MaskConfig(**MASK), train=True)
+                                         r"dataset, acceleration 4.0\).*train on undersampled "
+                                         r"files self-supervised \(loss\.ssdu\)"):
+        MRITrainingSet(folder, MaskConfig(**MASK), train=True)  # the SSDU hint was missing
 
 
 def test_a_sample_rate_that_keeps_no_file_is_named(sim_data):
