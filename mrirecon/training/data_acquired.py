@@ -47,7 +47,7 @@ from mrirecon.sampling.acs import acs_width, held_columns
 from mrirecon.training.config import MaskConfig
 from mrirecon.training.data import (MAPS, TrainingSample, _readout_oversampling, calibrate_maps,
                                     mri_training_range)
-from mrirecon.training.mask_bands import drawn_bands
+from mrirecon.training.mask_bands import drawable_masks, drawn_bands
 from mrirecon.training.maps_cache import MapsCache, default_budget_bytes
 from mrirecon.training.sample_sets import mask_text
 
@@ -183,6 +183,12 @@ class AcquiredMRISet:
             self.items += [(p, layout, i) for i in range(count)]
         if not self.items:
             raise ValueError(f"AcquiredMRISet: no k-space files (.h5, .hdf5, .mrd) in {root}")
+        if maps != "learned":  # up front: a band too narrow failed when its slice was first
+            # drawn, steps in (supervised training checks its widths before step 1 too)
+            for p, (_, _, own, _, _) in self._shapes.items():
+                if own is not None and self._layout(p) == "fastmri" and min(own[1]) < 3:
+                    i = own[1].index(min(own[1]))
+                    raise ValueError(_narrow_band(p, i, min(own[1])))
         self.mask_config = cfg
         if sample_rate < 1.0:
             g = torch.Generator().manual_seed(seed)
@@ -279,7 +285,8 @@ class AcquiredMRISet:
 
     def training_range(self) -> dict:
         """A model card's ``training_range`` for this set: matrices, coils and accelerations of
-        the files used (their own masks; fully sampled files: ``mask``'s nominal rates), their
+        the files used (their own masks; fully sampled files: ``mask``'s nominal rates and those
+        its masks achieve on the files' acquired columns), their
         readout oversampling (``readout_oversampling``, encoded / recon rows: the matrix is as
         acquired, and ``mrirecon run`` accepts it and its recon grid) and the kind of coil maps
         (``maps``: ``data.maps``, which ``mrirecon run`` compares with ``calibrate.method``) and
@@ -291,8 +298,15 @@ class AcquiredMRISet:
         accelerations = [a for _, _, own, _, _ in info if own is not None for a in own[0]]
         bands = [b for _, _, own, _, _ in info if own is not None for b in own[1]]
         full = [acquired for _, _, own, _, acquired in info if own is None]
-        if full:
+        if full:  # nominal and as drawn on the acquired columns, as MRITrainingSet ranges
+            # them: the files' own masks are ranged as achieved, so a nominal 8x beside a test
+            # file's achieved 7.95x gave a false "outside the training range" warning
             accelerations += [float(a) for a in cfg.accelerations]
+            grids = {(int(c.numel()), tuple(c.tolist())): c for c in full}
+            for cf, acc in zip(cfg.center_fractions, cfg.accelerations):
+                fn = create_mask_for_mask_type(cfg.type, (cf,), (acc,))
+                accelerations += [max(int(cols.sum()), 1) / max(int((m & cols).sum()), 1)
+                                  for (w, _), cols in grids.items() for m in drawable_masks(fn, w)]
             bands += drawn_bands(cfg.type, zip(cfg.center_fractions, cfg.accelerations), full)
         shapes, coils, ratios = [i[0] for i in info], [i[1] for i in info], [i[3] for i in info]
         return mri_training_range(shapes, coils, accelerations, ratios, self.maps, bands)
@@ -391,9 +405,16 @@ class AcquiredMRISet:
             centre = centre_band(mask)
             width = int(centre.sum())
             if width < 3:
-                raise ValueError(f"AcquiredMRISet: {fname} slice {i} has {width} fully sampled "
-                                 "centre column(s); ESPIRiT / Walsh maps need at least 3 "
-                                 "(use data.maps: learned)")
+                raise ValueError(_narrow_band(path, i, width))
             maps = calibrate_maps(kspace, self.maps, centre)
             self.maps_cache.put(key, maps)
         return maps
+
+
+def _narrow_band(path: Path, row: int, width: int) -> str:
+    """The refusal of a file whose own mask's centre band is too narrow for coil maps. Its
+    advice was ``data.maps: learned``, which ``loss.ssdu`` (this set's only user) refuses."""
+    return (f"AcquiredMRISet: {path} (mask row {row}) has {width} fully sampled centre "
+            "column(s); the coil maps of data.maps (ESPIRiT / Walsh), through which loss.ssdu "
+            "scores the model, need at least 3: leave the file out of data.train / data.val, "
+            "or use files acquired with a wider centre band")

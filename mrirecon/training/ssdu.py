@@ -22,6 +22,7 @@ run draws the same splits.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Mapping
 
 import torch
@@ -30,6 +31,8 @@ from torch import Tensor, nn
 from mrirecon.operators.mri import SenseOperator, sense
 from mrirecon.sampling.split import SplitError, split_views, ssdu_split
 from mrirecon.training.config import SSDUConfig
+
+_log = logging.getLogger("mrirecon.train")
 
 
 def estimates_own_maps(name: str, params: Mapping) -> bool:
@@ -155,7 +158,9 @@ def make_ssdu_validate_fn(dataset, cfg: SSDUConfig, max_samples: int | None = No
 
     Returns ``{"ssdu_loss": ...}``: the mean self-supervised loss on fixed splits (seeded by file
     name and slice), computable without any reference; plus the fastMRI ``NMSE / PSNR / SSIM``
-    of the full-data reconstruction when every validation sample carries a reference.
+    of the full-data reconstruction of the volumes whose samples carry a reference (a folder
+    mixing test-layout files with fully sampled ones: the others are named once in a warning;
+    one file without a reference had turned the scores off for every volume, without a word).
 
     Marked ``collective``, so the trainer calls it on every rank: in an initialised process
     group of ``W > 1`` ranks, rank ``r`` takes volumes ``r, r + W, ...`` (the dataset's
@@ -165,6 +170,7 @@ def make_ssdu_validate_fn(dataset, cfg: SSDUConfig, max_samples: int | None = No
     are gathered, the losses summed in sample order: every rank returns what one process would.
     """
     loss = SelfSupervisedLoss(cfg)
+    said: list[bool] = []  # the files without a reference are named once
 
     @torch.no_grad()
     def validate(model: nn.Module, device) -> dict[str, float]:
@@ -181,22 +187,32 @@ def make_ssdu_validate_fn(dataset, cfg: SSDUConfig, max_samples: int | None = No
             n = len(dataset) if max_samples is None else min(max_samples, len(dataset))
             groups = volume_groups(dataset) or [[i] for i in range(len(dataset))]
             mine = [i for group in groups[rank::world] for i in group if i < n]
-            values, have_targets, is_ct = [], True, False  # values: (sample index, loss)
+            values, missing, is_ct = [], [], False  # values: (sample index, loss)
             for i in mine:
                 s = dataset.get(i, mask_seed=None).to(device)
                 values.append((i, float(loss(model, s, name_seed(s.fname, s.slice_index)))))
-                have_targets = have_targets and s.target is not None
+                if s.target is None:
+                    missing.append((i, s.fname))
                 is_ct = is_ct or hasattr(s, "geometry")
             if world > 1:  # every rank takes the same branch below (a collective in it)
                 parts: list = [None] * world
-                dist.all_gather_object(parts, (values, have_targets, is_ct))
+                dist.all_gather_object(parts, (values, missing, is_ct))
                 values = sorted(v for part in parts for v in part[0])
-                have_targets = all(part[1] for part in parts)
+                missing = sorted(m for part in parts for m in part[1])
                 is_ct = any(part[2] for part in parts)
             out = {"ssdu_loss": sum(v for _, v in values) / max(len(values), 1)}
-            if have_targets and n and not is_ct and max_samples is None:
+            without = {name for _, name in missing}
+            if missing and not said and rank == 0:
+                said.append(True)
+                _log.warning("SSDU validation: %d of %d validation file(s) have no reference "
+                             "(%s): NMSE / PSNR / SSIM are those of the other %d", len(without),
+                             len(groups), ", ".join(sorted(without)[:3])
+                             + (", ..." if len(without) > 3 else ""),
+                             len(groups) - len(without))
+            if n and not is_ct and max_samples is None and len(without) < len(groups):
                 from mrirecon.training.validation import evaluate_reconstructor, model_reconstructor
 
+                # the volumes without a reference are left out of the scores
                 out.update(evaluate_reconstructor(model_reconstructor(model, device), dataset,
                                                   distributed=True).mean())
             return out
@@ -205,3 +221,4 @@ def make_ssdu_validate_fn(dataset, cfg: SSDUConfig, max_samples: int | None = No
 
     validate.collective = True  # every rank calls it (Trainer)
     return validate
+

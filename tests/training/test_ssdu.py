@@ -516,7 +516,7 @@ def test_acquired_acceleration_counts_only_the_acquirable_columns(monkeypatch):
 
 def test_acquired_espirit_maps_need_three_centre_columns():
     """Fails if ``width < 1``: ESPIRiT / Walsh maps calibrated on 1-2 centre columns instead
-    of the documented refusal naming data.maps: learned."""
+    of the documented refusal."""
     from pathlib import Path
 
     from mrirecon.training.config import MaskConfig
