@@ -21,6 +21,24 @@ def _real_inner(a: Tensor, b: Tensor) -> float:
     return float((a.conj() * b).real.sum() if a.is_complex() else (a * b).sum())
 
 
+def _restarted_per_system(t: float | Tensor, z: Tensor, x_new: Tensor, diff: Tensor,
+                          batch: int) -> tuple[Tensor, Tensor]:
+    """One momentum update of a batch of ``batch`` leading system axes with adaptive restart
+    judged per system: ``(t, z)`` for the next iteration, ``t`` per system ``(B, 1, ..., 1)``
+    in float64 (as the scalar path's Python floats). The whole batch's inner product had reset
+    every system's momentum at once, so a batched solve differed from slice-by-slice calls
+    (5.7e-3 NRMSE on one of two slices)."""
+    dims = tuple(range(batch, z.ndim))
+    r = z - x_new
+    inner = ((r.conj() * diff).real if r.is_complex() else r * diff).sum(dim=dims, keepdim=True)
+    if not isinstance(t, Tensor):
+        t = torch.full(inner.shape, float(t), dtype=torch.float64, device=z.device)
+    t = torch.where(inner.to(torch.float64) > 0, torch.ones_like(t), t)
+    t_new = (1 + torch.sqrt(1 + 4 * t * t)) / 2
+    coef = ((t - 1) / t_new).to(diff.real.dtype if diff.is_complex() else diff.dtype)
+    return t_new, torch.addcmul(x_new, diff, coef)
+
+
 def _step_batch(step: float | Tensor, x: Tensor) -> int:
     """Leading axes of ``x`` along which a per-system ``step`` (e.g. ``(B, 1, 1)``) varies."""
     if not isinstance(step, Tensor) or step.ndim != x.ndim:
@@ -132,7 +150,9 @@ def fista(
         with serial_if_small(z):
             diff = x_new - x
             rel = per_system_ratio(diff, x_new, batch) if measured else math.nan
-            if accelerate:
+            if accelerate and restart and batch:  # each system restarts its own momentum
+                t, z = _restarted_per_system(t, z, x_new, diff, batch)
+            elif accelerate:
                 if restart and _real_inner(z - x_new, diff) > 0:
                     t = 1.0
                 t_new = (1 + math.sqrt(1 + 4 * t * t)) / 2
