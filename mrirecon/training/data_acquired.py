@@ -183,12 +183,6 @@ class AcquiredMRISet:
             self.items += [(p, layout, i) for i in range(count)]
         if not self.items:
             raise ValueError(f"AcquiredMRISet: no k-space files (.h5, .hdf5, .mrd) in {root}")
-        if maps != "learned":  # up front: a band too narrow failed when its slice was first
-            # drawn, steps in (supervised training checks its widths before step 1 too)
-            for p, (_, _, own, _, _) in self._shapes.items():
-                if own is not None and self._layout(p) == "fastmri" and min(own[1]) < 3:
-                    i = own[1].index(min(own[1]))
-                    raise ValueError(_narrow_band(p, i, min(own[1])))
         self.mask_config = cfg
         if sample_rate < 1.0:
             g = torch.Generator().manual_seed(seed)
@@ -196,8 +190,13 @@ class AcquiredMRISet:
             self.items = [self.items[i] for i in sorted(keep.tolist())]
         if max_slices is not None:
             self.items = self.items[:max_slices]
+        if maps != "learned":  # up front, the files used: a band too narrow failed when its
+            # slice was first drawn, steps in (supervised training checks before step 1 too)
+            for p in self.source_files():
+                self._check_band(p)
         if not self.train:  # validation scores against the references; training ignores them
             self._check_reference_scales()
+            self._say_unreferenced(root)
         self._volume: tuple[Path, object] | None = None  # last ISMRMRD volume read
         self.maps_cache = MapsCache(default_budget_bytes()) if maps_cache is None else maps_cache
 
@@ -218,6 +217,69 @@ class AcquiredMRISet:
                         check_reference_layout(f, checked_slices(len(f), set()), "AcquiredMRISet",
                                                consequence="Validation would score the model "
                                                "against the reference as read")
+
+    def files_without_reference(self) -> list[str]:
+        """Names of the files used that hold no reference image (test-layout fastMRI files,
+        ISMRMRD files): their samples' ``target`` is ``None``, so SSDU validation scores NMSE /
+        PSNR / SSIM on the other files only (``evaluate_reconstructor`` leaves them out)."""
+        from mrirecon.io import FastMRIFile
+
+        out = []
+        for p in self.source_files():
+            if self._layout(p) == "fastmri":
+                with FastMRIFile(p) as f:
+                    if f.reference_key is not None:
+                        continue
+            out.append(p.name)
+        return out
+
+    def _say_unreferenced(self, root: Path) -> None:
+        """Name, once and up front (rank 0), the validation files without a reference: one of
+        them had turned NMSE / PSNR / SSIM off for every volume, the card's validation record
+        and its zero-filled bar with them, without a word; all of them (a test folder) is the
+        usual self-supervised case, said at INFO."""
+        import logging
+
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+            return
+        without, total = self.files_without_reference(), len(self.source_files())
+        log = logging.getLogger("mrirecon.train")
+        if len(without) == total:
+            log.info("AcquiredMRISet: %s: no validation file has a reference image: SSDU "
+                     "validation reports val_ssdu_loss only (no NMSE / PSNR / SSIM)", root)
+        elif without:
+            log.warning("AcquiredMRISet: %s: %d of %d validation file(s) have no reference "
+                        "image (%s): SSDU validation scores NMSE / PSNR / SSIM on the other %d "
+                        "only (val_ssdu_loss on all); move them out of data.val to score every "
+                        "file", root, len(without), total, ", ".join(without[:3])
+                        + (", ..." if len(without) > 3 else ""), total - len(without))
+
+    def _check_band(self, path: Path) -> None:
+        """Refuse a fastMRI-layout file whose mask leaves fewer fully sampled centre columns
+        than ``data.maps`` calibrates from (:data:`LEAST_BAND`, as :meth:`_maps`): its own mask,
+        or, for a fully sampled file, the mask ``data.mask`` draws on it (seeded by its name, as
+        :meth:`get` draws it). An ISMRMRD file may calibrate from a separate reference scan: it
+        is checked when its slice is drawn."""
+        if self._layout(path) != "fastmri":
+            return
+        (h, w), coils, own, _, acquired = self._shapes[path]
+        if own is not None:
+            width = min(own[1])
+            if width < LEAST_BAND[self.maps]:
+                raise ValueError(_narrow_band(path, width, self.maps, row=own[1].index(width)))
+            return
+        try:
+            mask, _ = self.mask_fn.sample((coils, h, w), seed=file_seed(path.name))
+        except ValueError as err:  # failed in get(), when the file was first drawn
+            raise ValueError(f"AcquiredMRISet: {path} is fully sampled, and data.mask draws no "
+                             f"mask on its {w} columns: {err}: change data.mask or leave the "
+                             "file out of data.train / data.val") from None
+        width = acs_width(mask.reshape(-1).bool() & acquired)
+        if width < LEAST_BAND[self.maps]:
+            raise ValueError(_narrow_band(path, width, self.maps, drawn=self.mask_config,
+                                          columns=w))
 
     def _layout(self, path: Path) -> str:
         return next(layout for p, layout, _ in self.items if p == path)
@@ -404,17 +466,45 @@ class AcquiredMRISet:
             # warned "pass calib_width=(24, 10)", an argument no training key sets)
             centre = centre_band(mask)
             width = int(centre.sum())
-            if width < 3:
-                raise ValueError(_narrow_band(path, i, width))
+            if width < LEAST_BAND[self.maps]:
+                info = getattr(self, "_shapes", {}).get(path)
+                drawn = info is not None and info[2] is None  # the mask data.mask drew
+                raise ValueError(_narrow_band(path, width, self.maps, row=None if drawn else i,
+                                              drawn=cfg if drawn else None,
+                                              columns=mask.shape[-1]))
             maps = calibrate_maps(kspace, self.maps, centre)
             self.maps_cache.put(key, maps)
         return maps
 
 
-def _narrow_band(path: Path, row: int, width: int) -> str:
-    """The refusal of a file whose own mask's centre band is too narrow for coil maps. Its
-    advice was ``data.maps: learned``, which ``loss.ssdu`` (this set's only user) refuses."""
-    return (f"AcquiredMRISet: {path} (mask row {row}) has {width} fully sampled centre "
-            "column(s); the coil maps of data.maps (ESPIRiT / Walsh), through which loss.ssdu "
-            "scores the model, need at least 3: leave the file out of data.train / data.val, "
-            "or use files acquired with a wider centre band")
+#: The fewest fully sampled centre columns the coil maps of ``data.maps`` are calibrated from
+#: (:func:`~mrirecon.calib.centre.espirit_block`'s rule; Walsh maps take any band, as
+#: ``MRITrainingSet._check_width`` and ``mrirecon run``'s ``calibrate`` stage take it: 3 for
+#: both refused Walsh on the 1-2 columns it calibrates from).
+LEAST_BAND = {"espirit": 3, "walsh": 1, "learned": 0}
+
+
+def _narrow_band(path: Path, width: int, maps: str, *, row: int | None = None,
+                 drawn: MaskConfig | None = None, columns: int | None = None) -> str:
+    """The refusal of a file whose mask's centre band is too narrow for the coil maps ``maps``:
+    its own mask (``row``: the mask row, a slice of a per-slice mask), or the mask ``drawn``
+    (``data.mask``) draws on a fully sampled file of ``columns`` columns. Its advice was
+    ``data.maps: learned``, which ``loss.ssdu`` (this set's only user) refuses; so is a model
+    that estimates its own maps (``validate.py``): the advice is Walsh maps, the file or the
+    mask."""
+    least = LEAST_BAND[maps]
+    need = (f"; the coil maps of data.maps: {maps}, through which loss.ssdu scores the model, "
+            f"need at least {least}: ")
+    if width >= LEAST_BAND["walsh"] and maps != "walsh":  # loss.ssdu takes walsh, not learned
+        need += "use data.maps: walsh (calibrated from any centre band), "
+    if drawn is None:
+        where = "" if row is None else f" (mask row {row})"
+        return (f"AcquiredMRISet: {path}{where} has {width} fully sampled centre column(s)"
+                f"{need}leave the file out of data.train / data.val, or use files acquired with "
+                "a wider centre band")
+    fraction = math.ceil(1000 * least / max(int(columns or 1), 1)) / 1000
+    return (f"AcquiredMRISet: {path} is fully sampled, and the mask data.mask draws on it "
+            f"({drawn.type}, seeded by the file name) has {width} fully sampled centre "
+            f"column(s) of its {columns}{need}widen data.mask.center_fractions (to at least "
+            f"{fraction:g}: {least} of {columns} columns), or leave the file out of data.train "
+            "/ data.val")

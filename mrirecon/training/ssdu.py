@@ -159,8 +159,10 @@ def make_ssdu_validate_fn(dataset, cfg: SSDUConfig, max_samples: int | None = No
     Returns ``{"ssdu_loss": ...}``: the mean self-supervised loss on fixed splits (seeded by file
     name and slice), computable without any reference; plus the fastMRI ``NMSE / PSNR / SSIM``
     of the full-data reconstruction of the volumes whose samples carry a reference (a folder
-    mixing test-layout files with fully sampled ones: the others are named once in a warning;
-    one file without a reference had turned the scores off for every volume, without a word).
+    mixing test-layout files with fully sampled ones: the others are named once, up front, by
+    ``AcquiredMRISet``, or here at the first validation for a dataset without
+    ``files_without_reference``; one file without a reference had turned the scores off for
+    every volume, without a word).
 
     Marked ``collective``, so the trainer calls it on every rank: in an initialised process
     group of ``W > 1`` ranks, rank ``r`` takes volumes ``r, r + W, ...`` (the dataset's
@@ -170,7 +172,9 @@ def make_ssdu_validate_fn(dataset, cfg: SSDUConfig, max_samples: int | None = No
     are gathered, the losses summed in sample order: every rank returns what one process would.
     """
     loss = SelfSupervisedLoss(cfg)
-    said: list[bool] = []  # the files without a reference are named once
+    # the files without a reference are named once: up front by a dataset that knows them
+    # (AcquiredMRISet), else at the first validation
+    said: list[bool] = [True] if hasattr(dataset, "files_without_reference") else []
 
     @torch.no_grad()
     def validate(model: nn.Module, device) -> dict[str, float]:
@@ -202,7 +206,7 @@ def make_ssdu_validate_fn(dataset, cfg: SSDUConfig, max_samples: int | None = No
                 is_ct = any(part[2] for part in parts)
             out = {"ssdu_loss": sum(v for _, v in values) / max(len(values), 1)}
             without = {name for _, name in missing}
-            if missing and not said and rank == 0:
+            if missing and not said and rank == 0 and not is_ct and len(without) < len(groups):
                 said.append(True)
                 _log.warning("SSDU validation: %d of %d validation file(s) have no reference "
                              "(%s): NMSE / PSNR / SSIM are those of the other %d", len(without),
@@ -221,4 +225,3 @@ def make_ssdu_validate_fn(dataset, cfg: SSDUConfig, max_samples: int | None = No
 
     validate.collective = True  # every rank calls it (Trainer)
     return validate
-
