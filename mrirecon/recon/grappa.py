@@ -308,7 +308,11 @@ def grappa(
         sht = gram[src_cols][:, tgt_cols]
         lam0 = lam * torch.linalg.matrix_norm(shs) / shs.shape[0]
         reg = torch.eye(shs.shape[0], dtype=shs.dtype, device=shs.device) * lam0
-        weights = torch.linalg.solve(shs + reg, sht)  # (nsrc*c, c)
+        if lam > 0:
+            weights = torch.linalg.solve(shs + reg, sht)  # (nsrc*c, c)
+        else:  # the minimum-norm fit: with fewer calibration windows than unknowns the normal
+            # matrix is singular, and solve returned weights 18x off without a word
+            weights = torch.linalg.pinv(shs, hermitian=True) @ sht
         offsets = grid[pos]
         for k0 in range(0, n_holes, chunk_size):
             pix = members[k0 : k0 + chunk_size]

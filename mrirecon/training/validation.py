@@ -31,11 +31,20 @@ def _magnitude(x: Tensor, target: Tensor) -> Tensor:
 
 
 def model_reconstructor(model: nn.Module, device: torch.device | str = "cpu") -> Reconstructor:
-    """``sample -> (1, h, w)`` magnitude of ``model(y, op)`` (eval mode, no gradients)."""
+    """``sample -> (1, h, w)`` magnitude of ``model(y, op)`` (eval mode, no gradients): each
+    call puts ``model`` in eval mode and back (a model left in train mode, as the trainer
+    leaves it, was scored with batch statistics, 16.2 against 21.1 dB, and its running
+    statistics moved)."""
 
     def run(sample: TrainingSample) -> Tensor:
         s = sample.to(device)
-        return _magnitude(model(s.y, s.operator()), s.target).cpu()
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                return _magnitude(model(s.y, s.operator()), s.target).cpu()
+        finally:
+            model.train(was_training)
 
     return run
 
