@@ -224,3 +224,18 @@ def test_simulate_ct_without_noise_options_uses_the_library_default(tmp_path, ca
     lib = simulate_ct_dataset(tmp_path / "lib", geometry="parallel", views=10, size=16, seed=5,
                               samples=1, part="validation")
     assert _arrays(printed[0])["data"].tobytes() == _arrays(lib[0])["data"].tobytes()
+
+
+def test_a_readout_longer_than_ismrmrd_can_count_is_refused_before_any_work(tmp_path, capsys):
+    """One spiral interleave over a 420 x 420 matrix has 67024 samples; ISMRMRD counts them in
+    16 bits: "internal error: OverflowError: Python integer 67024 out of bounds for uint16" after
+    the whole simulation (18 s), leaving an empty folder."""
+    out = tmp_path / "sp"
+    with pytest.raises(SystemExit) as exc:
+        main(["simulate", "mri", "--out", str(out), "--coils", "2", "--slices", "1",
+              "--volumes", "1", "--template-resolution", "2", "--size", "420", "420",
+              "--trajectory", "spiral", "--readouts", "1"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2, err
+    assert "gives 67024 samples per readout; ISMRMRD files store at most 65535" in err
+    assert "--readouts" in err and not out.exists()

@@ -250,3 +250,20 @@ def test_output_is_spelt_as_in_run_bench_and_demo(words, tmp_path):
     assert str(spelt["--output"].out) == target
     run = cli.build_parser().parse_args(["run", "mri_cs", "--input", "x", "--out", str(tmp_path)])
     assert str(run.output) == str(tmp_path)  # argparse's prefix of --output
+
+
+@pytest.mark.parametrize("kind, rows", [("modl", "22"), ("modl", "1000"), ("varnet", "16")])
+def test_crop_rows_outside_what_the_loss_and_slices_allow_is_refused_before_any_data(
+        kind, rows, tmp_path, monkeypatch, capsys):
+    """--crop-rows 16 / 22 failed after ~10 s of simulation with "ssim_map: win_size 7 exceeds
+    image size (0, 320)", 1000 with numpy's "low >= high", naming no option."""
+    from mrirecon.training import modl_deploy
+
+    monkeypatch.setattr(modl_deploy, "validation_slices",
+                        lambda *a, **k: pytest.fail("data made before the check"))
+    out = tmp_path / "m.pt"
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["train", kind, "--out", str(out), "--crop-rows", rows, "--threads", "1"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2, err
+    assert f"train {kind}: --crop-rows {rows} must be in [23, 640]" in err and not out.exists()

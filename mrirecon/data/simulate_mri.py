@@ -484,6 +484,11 @@ def check_mri_budget(who: str, out_dir: str | os.PathLike, volumes: int, slices:
 
         shots = int(readouts or max(n // 8, 1))
         per = spiral_samples(n, _SPIRAL_FOV, shots, undersampling_edge=_SPIRAL_EDGE)
+    if per > 65535:  # ISMRMRD's number_of_samples (uint16): it failed after the simulation
+        raise ValueError(f"{who}: --trajectory {trajectory} --readouts {shots} at --size "
+                         f"{size[0]} {size[1]} gives {per} samples per readout; ISMRMRD files "
+                         "store at most 65535 (a 16-bit count): give more --readouts or a "
+                         "smaller --size")
     points = float(shots) * per  # trajectory points of one slice
     kspace = float(slices) * n_coils * points
     # images and maps as Cartesian; k-space complex64 with its noise (4 copies); the trajectory

@@ -151,6 +151,10 @@ def write_ismrmrd_noncartesian(
         header = header.with_(extra={**header.extra, "trajectory": "other"})
     kspace = torch.as_tensor(kspace)
     slices, coils, readouts, samples = kspace.shape
+    if samples > 65535:  # head.number_of_samples: "Python integer 67024 out of bounds for uint16"
+        raise ValueError(f"write_ismrmrd_noncartesian: {samples} samples per readout; ISMRMRD "
+                         "stores number_of_samples as a 16-bit count (at most 65535): split "
+                         "each readout into more interleaves or spokes")
     if tuple(trajectory.shape) != (readouts, samples, 2):
         raise ValueError(f"write_ismrmrd_noncartesian: trajectory {tuple(trajectory.shape)} does "
                          f"not match k-space (readouts, samples) = {(readouts, samples)}")

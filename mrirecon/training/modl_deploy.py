@@ -255,6 +255,13 @@ def _train_bands(model: torch.nn.Module, out: str | Path, *, seed: int, crop_row
     from mrirecon.training.run_card import earlier_card
 
     widths = check_widths(widths)  # before the validation slices are simulated
+    from mrirecon.training.deploy_mri import ROWS
+
+    least = 2 * LOSS_MARGIN + 7  # the SSIM loss's 7-row window between the band's margins
+    if not least <= int(crop_rows) <= ROWS:  # failed after the simulation, naming no option
+        raise ValueError(f"train {kind}: --crop-rows {crop_rows} must be in [{least}, {ROWS}]: "
+                         f"the loss leaves {LOSS_MARGIN} rows at each edge of a band and needs "
+                         f"7 rows for its SSIM window, and the slices have {ROWS} rows")
     threads = use_threads(threads)
     out = Path(out).with_suffix(".pt")
     earlier = earlier_card(out)  # before this run's first save replaces it
