@@ -37,6 +37,33 @@ def _state(out):
     return ckpt["step"], ckpt["model"], ckpt["optimizer"]["state"]
 
 
+def _interrupt_after_step(monkeypatch, n: int) -> None:
+    """A ``KeyboardInterrupt`` once step ``n``'s update is done (its log or save under way)."""
+    real, calls = T.Trainer._train_step, {"n": 0}
+
+    def step_then_interrupt(self):
+        out = real(self)
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(T.Trainer, "_train_step", step_then_interrupt)
+
+
+def _interrupt_in_sample(monkeypatch, n: int, error: BaseException) -> None:
+    """``error`` raised inside the ``n``-th sample's loss (batch 2: n = 6 is step 3's second)."""
+    real, calls = T.magnitude_for_target, {"n": 0}
+
+    def interrupted(x, target):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise error
+        return real(x, target)
+
+    monkeypatch.setattr(T, "magnitude_for_target", interrupted)
+
+
 def test_an_interrupt_within_a_step_checkpoints_the_step_before(folders, tmp_path, monkeypatch,
                                                                   caplog):
     train_from_config(_config(tmp_path / "a.yaml", folders, tmp_path / "a"), progress=False)
@@ -82,17 +109,7 @@ def test_an_interrupt_after_the_update_saves_no_mixed_state(folders, tmp_path, m
     """Stopped once a step's update is done (its validation, log or save under way), the state
     before the step is gone and the one after it not yet final: nothing is saved (a checkpoint
     of the new weights with the old batch-norm statistics and RNG would resume silently off)."""
-    real = T.Trainer._train_step
-    calls = {"n": 0}
-
-    def step_then_interrupt(self):
-        out = real(self)
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return out
-
-    monkeypatch.setattr(T.Trainer, "_train_step", step_then_interrupt)
+    _interrupt_after_step(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         train_from_config(_config(tmp_path / "b.yaml", folders, tmp_path / "b"), progress=False)
     assert not (tmp_path / "b" / "checkpoints" / "last.pt").exists()  # checkpoint_every 100
@@ -104,28 +121,10 @@ def test_an_interrupt_the_last_checkpoint_covers_still_says_resume(folders, tmp_
     """With ``checkpoint_every: 1`` the checkpoint of step 2 already holds the state before step
     3: an interrupt there saved nothing new and said only "terminated", no ``--resume`` line;
     nor did one after a step's update (its validation, log or checkpoint write)."""
-    calls = {"n": 0}
     if where == "step":
-        real = T.magnitude_for_target
-
-        def interrupted(x, target):
-            calls["n"] += 1
-            if calls["n"] == 6:  # step 3's second sample
-                raise Terminated("SIGTERM")
-            return real(x, target)
-
-        monkeypatch.setattr(T, "magnitude_for_target", interrupted)
+        _interrupt_in_sample(monkeypatch, 6, Terminated("SIGTERM"))  # step 3's second sample
     else:
-        real_step = T.Trainer._train_step
-
-        def step_then_interrupt(self):
-            out = real_step(self)
-            calls["n"] += 1
-            if calls["n"] == 3:
-                raise KeyboardInterrupt
-            return out
-
-        monkeypatch.setattr(T.Trainer, "_train_step", step_then_interrupt)
+        _interrupt_after_step(monkeypatch, 3)
     path = _config(tmp_path / "b.yaml", folders, tmp_path / "b")
     raw = yaml.safe_load(path.read_text())
     path.write_text(yaml.safe_dump({**raw, "checkpoint_every": 1}))
@@ -141,17 +140,9 @@ def test_a_fresh_run_over_a_resumable_checkpoint_warns_that_it_removed_it(folder
                                                                           monkeypatch, caplog):
     """Re-running an interrupted run without ``--resume`` deletes its ``last.pt``: said at INFO
     only, easy to miss; now a warning that names ``--resume``."""
-    real = T.magnitude_for_target
-    calls = {"n": 0}
-
-    def interrupted(x, target):
-        calls["n"] += 1
-        if calls["n"] == 6:
-            raise KeyboardInterrupt
-        return real(x, target)
-
     path = _config(tmp_path / "b.yaml", folders, tmp_path / "b")
-    monkeypatch.setattr(T, "magnitude_for_target", interrupted)
+    real = T.magnitude_for_target
+    _interrupt_in_sample(monkeypatch, 6, KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
         train_from_config(path, progress=False)
     monkeypatch.setattr(T, "magnitude_for_target", real)
