@@ -24,6 +24,7 @@ from mrirecon.training.config import MaskConfig, SSDUConfig
 from mrirecon.training.data_acquired import AcquiredMRISet
 from mrirecon.training.ssdu import make_ssdu_validate_fn
 from tests.training.test_ssdu import _undersampled_only
+from tests.training.test_ssdu_checks import ScaledAdjoint
 
 MASK = MaskConfig(type="random", center_fractions=(0.16,), accelerations=(4,))  # 8 columns
 
@@ -108,17 +109,8 @@ def test_files_without_a_reference_are_named_when_the_validation_set_is_made(tmp
         assert mixed.files_without_reference() == [tested.name]
         caplog.clear()
         tests_only = AcquiredMRISet(tmp_path / "test", MASK, maps="espirit", train=False)
-        scores = make_ssdu_validate_fn(tests_only, SSDUConfig())(_Adjoint(), "cpu")
+        scores = make_ssdu_validate_fn(tests_only, SSDUConfig())(ScaledAdjoint(), "cpu")
     assert set(scores) == {"ssdu_loss"}
     said = [r for r in caplog.records if "reference" in r.getMessage()]
     assert [r.levelno for r in said] == [logging.INFO], [r.getMessage() for r in said]
     assert "val_ssdu_loss only" in said[0].getMessage()
-
-
-class _Adjoint(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.w = torch.nn.Parameter(torch.ones(()))
-
-    def forward(self, y, op):
-        return self.w * op.adjoint(y)
