@@ -32,7 +32,7 @@ from mrirecon.operators.mri import SenseOperator, sense
 from mrirecon.sampling import apply_mask, center_mask, create_mask_for_mask_type, file_seed
 from mrirecon.training.config import MaskConfig
 from mrirecon.training.maps_cache import MapsCache, default_budget_bytes
-from mrirecon.training.mask_bands import drawable_masks, drawn_bands
+from mrirecon.training.mask_bands import drawn_accelerations, drawn_bands
 from mrirecon.training.sample_sets import SampleSet, ShortRepr
 
 MAPS = ("learned", "espirit", "walsh")
@@ -250,11 +250,8 @@ class MRITrainingSet(SampleSet):
         grids = {(int(info.shape[-1]), info.header.padding_left, info.header.padding_right):
                  info.header.acquired_columns(int(info.shape[-1])) for info in volumes}
         cfg = self.mask_config
-        accelerations = [float(a) for a in cfg.accelerations]
-        for cf, acc in zip(cfg.center_fractions, cfg.accelerations):
-            fn = create_mask_for_mask_type(cfg.type, (cf,), (acc,))
-            accelerations += [max(int(cols.sum()), 1) / max(int((m & cols).sum()), 1)
-                              for (w, _, _), cols in grids.items() for m in drawable_masks(fn, w)]
+        accelerations = [float(a) for a in cfg.accelerations] + drawn_accelerations(
+            cfg.type, zip(cfg.center_fractions, cfg.accelerations), grids.values())
         bands = drawn_bands(cfg.type, zip(cfg.center_fractions, cfg.accelerations), grids.values())
         return mri_training_range([s[-2:] for s in shapes], [s[1] for s in shapes],
                                   accelerations, ratios, self.maps, bands)

@@ -47,7 +47,7 @@ from mrirecon.sampling.acs import acs_width, held_columns
 from mrirecon.training.config import MaskConfig
 from mrirecon.training.data import (MAPS, TrainingSample, _readout_oversampling, calibrate_maps,
                                     mri_training_range)
-from mrirecon.training.mask_bands import drawable_masks, drawn_bands
+from mrirecon.training.mask_bands import drawn_accelerations, drawn_bands
 from mrirecon.training.maps_cache import MapsCache, default_budget_bytes
 from mrirecon.training.sample_sets import mask_text
 
@@ -364,11 +364,8 @@ class AcquiredMRISet:
             # them: the files' own masks are ranged as achieved, so a nominal 8x beside a test
             # file's achieved 7.95x gave a false "outside the training range" warning
             accelerations += [float(a) for a in cfg.accelerations]
-            grids = {(int(c.numel()), tuple(c.tolist())): c for c in full}
-            for cf, acc in zip(cfg.center_fractions, cfg.accelerations):
-                fn = create_mask_for_mask_type(cfg.type, (cf,), (acc,))
-                accelerations += [max(int(cols.sum()), 1) / max(int((m & cols).sum()), 1)
-                                  for (w, _), cols in grids.items() for m in drawable_masks(fn, w)]
+            accelerations += drawn_accelerations(
+                cfg.type, zip(cfg.center_fractions, cfg.accelerations), full)
             bands += drawn_bands(cfg.type, zip(cfg.center_fractions, cfg.accelerations), full)
         shapes, coils, ratios = [i[0] for i in info], [i[1] for i in info], [i[3] for i in info]
         return mri_training_range(shapes, coils, accelerations, ratios, self.maps, bands)

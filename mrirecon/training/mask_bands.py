@@ -39,6 +39,18 @@ def drawn_bands(mask_type: str, pairs, grids) -> list[int]:
             drawable_masks(create_mask_for_mask_type(mask_type, (cf,), (acc,)), cols.numel())]
 
 
+def drawn_accelerations(mask_type: str, pairs, grids) -> list[float]:
+    """The accelerations (acquirable / sampled columns, as ``mrirecon run`` counts them) of
+    every mask that ``mask_type`` with the ``(centre fraction, acceleration)`` ``pairs`` draws
+    (:func:`drawable_masks`) on each distinct file's acquired columns ``(W,)`` of ``grids``: the
+    rates as drawn that a card's range holds beside the nominal ones (the supervised and the
+    self-supervised sets)."""
+    distinct = list({(c.numel(), tuple(c.tolist())): c for c in grids}.values())
+    return [max(int(cols.sum()), 1) / max(int((m & cols).sum()), 1) for cf, acc in pairs
+            for cols in distinct for m in
+            drawable_masks(create_mask_for_mask_type(mask_type, (cf,), (acc,)), cols.numel())]
+
+
 def acs_column_range(mask_type: str, pairs, widths) -> list[int]:
     """``[min, max]`` of :func:`drawn_bands` on ``widths`` columns: a card's ``acs_columns``."""
     bands = drawn_bands(mask_type, pairs, [int(w) for w in widths])
